@@ -1,0 +1,284 @@
+package crdt
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+
+	"github.com/fxamacker/cbor/v2"
+)
+
+// Decode limits. Every decode in Convergo, of a record, a change batch or a
+// protocol message, goes through one DecMode built with these.
+const (
+	// MaxNestedLevels bounds nesting of arrays and maps. A record uses four
+	// levels (record, fields, field, value); the rest is for values.
+	MaxNestedLevels = 24
+	// MaxContainerItems bounds the elements of one array and the pairs of
+	// one map: the largest page of records or batch of changes, or the
+	// largest array or map inside a value.
+	MaxContainerItems = 16384
+	// MaxFieldsPerRecord bounds the fields of one record.
+	MaxFieldsPerRecord = 1024
+	// MaxValueBytes bounds the encoded size of one field value.
+	MaxValueBytes = 128 << 10
+	// MaxRecordBytes bounds the encoded size of one record; it keeps a record
+	// well inside DynamoDB's 400 KB item limit.
+	MaxRecordBytes = 300 << 10
+)
+
+var (
+	encMode cbor.EncMode
+	decMode cbor.DecMode
+)
+
+// The modes are immutable and safe for concurrent use, so they are built
+// once, here, and shared.
+func init() {
+	eo := cbor.CoreDetEncOptions() // RFC 8949 core deterministic encoding
+	em, err := eo.EncMode()
+	if err != nil {
+		panic(err)
+	}
+	var rejects []func(*cbor.SimpleValueRegistry) error
+	for sv := 0; sv < 256; sv++ {
+		if sv >= 20 && sv <= 22 || sv >= 24 && sv <= 31 {
+			continue // false, true, null are values; 24..31 are not simple values
+		}
+		rejects = append(rejects, cbor.WithRejectedSimpleValue(cbor.SimpleValue(sv)))
+	}
+	simple, err := cbor.NewSimpleValueRegistryFromDefaults(rejects...)
+	if err != nil {
+		panic(err)
+	}
+	do := cbor.DecOptions{
+		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
+		IndefLength:       cbor.IndefLengthForbidden,
+		TagsMd:            cbor.TagsForbidden,
+		MaxNestedLevels:   MaxNestedLevels,
+		MaxArrayElements:  MaxContainerItems,
+		MaxMapPairs:       MaxContainerItems,
+		UTF8:              cbor.UTF8RejectInvalid,
+		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
+		SimpleValues:      simple,
+		BignumTag:         cbor.BignumTagForbidden,
+	}
+	dm, err := do.DecMode()
+	if err != nil {
+		panic(err)
+	}
+	encMode, decMode = em, dm
+}
+
+// Marshal encodes v in deterministic CBOR. Protocol messages use it so that
+// everything Convergo sends is encoded one way.
+func Marshal(v any) ([]byte, error) {
+	b, err := encMode.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("cbor encode: %w", err)
+	}
+	return b, nil
+}
+
+// Unmarshal decodes data into v with Convergo's hardened decode options.
+// Every failure wraps ErrMalformed (or ErrInvalid/ErrTooLarge from types
+// that validate themselves while decoding); it never panics.
+func Unmarshal(data []byte, v any) error {
+	if err := decMode.Unmarshal(data, v); err != nil {
+		return wrapDecode(err)
+	}
+	return nil
+}
+
+func wrapDecode(err error) error {
+	if errors.Is(err, ErrInvalid) || errors.Is(err, ErrTooLarge) || errors.Is(err, ErrMalformed) {
+		return err
+	}
+	return fmt.Errorf("%w: %v", ErrMalformed, err)
+}
+
+// CanonicalValue checks that v is exactly one CBOR data item in the
+// deterministic encoding Marshal produces, with no tags, no indefinite
+// lengths and no simple values but false, true and null. Field values must
+// be canonical so that equal values have equal bytes on every replica: the
+// bytes are what replicas compare, store and send.
+func CanonicalValue(v []byte) error {
+	if len(v) == 0 {
+		return fmt.Errorf("%w: empty value", ErrMalformed)
+	}
+	if len(v) > MaxValueBytes {
+		return fmt.Errorf("%w: value of %d bytes exceeds %d", ErrTooLarge, len(v), MaxValueBytes)
+	}
+	var x any
+	if err := decMode.Unmarshal(v, &x); err != nil {
+		return wrapDecode(err)
+	}
+	b, err := encMode.Marshal(x)
+	if err != nil || !bytes.Equal(b, v) {
+		return fmt.Errorf("%w: value is not in deterministic CBOR encoding", ErrInvalid)
+	}
+	return nil
+}
+
+// EncodeValue encodes a Go value as a canonical field value.
+func EncodeValue(v any) ([]byte, error) { return Marshal(v) }
+
+// DecodeValue decodes a field value into v.
+func DecodeValue(data []byte, v any) error { return Unmarshal(data, v) }
+
+// MarshalCBOR encodes f as [wall, logical, replica] when unset and
+// [wall, logical, replica, value] when set.
+func (f Field) MarshalCBOR() ([]byte, error) {
+	if f.Value == nil {
+		return encMode.Marshal([]any{f.Stamp.Wall, f.Stamp.Logical, f.Stamp.Replica})
+	}
+	return encMode.Marshal([]any{f.Stamp.Wall, f.Stamp.Logical, f.Stamp.Replica, cbor.RawMessage(f.Value)})
+}
+
+// UnmarshalCBOR decodes and validates a field.
+func (f *Field) UnmarshalCBOR(data []byte) error {
+	var parts []cbor.RawMessage
+	if err := decMode.Unmarshal(data, &parts); err != nil {
+		return wrapDecode(err)
+	}
+	if len(parts) != 3 && len(parts) != 4 {
+		return fmt.Errorf("%w: field must be an array of 3 or 4 items, got %d", ErrMalformed, len(parts))
+	}
+	var s Stamp
+	if err := decMode.Unmarshal(parts[0], &s.Wall); err != nil {
+		return wrapDecode(err)
+	}
+	if err := decMode.Unmarshal(parts[1], &s.Logical); err != nil {
+		return wrapDecode(err)
+	}
+	if err := decMode.Unmarshal(parts[2], &s.Replica); err != nil {
+		return wrapDecode(err)
+	}
+	if err := s.Validate(); err != nil {
+		return err
+	}
+	if s.IsZero() {
+		return fmt.Errorf("%w: field has a zero stamp", ErrInvalid)
+	}
+	f.Stamp, f.Value = s, nil
+	if len(parts) == 4 {
+		if err := CanonicalValue(parts[3]); err != nil {
+			return err
+		}
+		f.Value = bytes.Clone(parts[3])
+	}
+	return nil
+}
+
+type recordWire struct {
+	ID      string           `cbor:"1,keyasint"`
+	Deleted *Stamp           `cbor:"2,keyasint,omitempty"`
+	Fields  map[string]Field `cbor:"3,keyasint,omitempty"`
+}
+
+// MarshalCBOR encodes r as the map {1: id, 2: deleted, 3: {name: field}},
+// leaving out a zero delete stamp and an empty field map.
+func (r Record) MarshalCBOR() ([]byte, error) {
+	w := recordWire{ID: r.ID, Fields: r.Fields}
+	if !r.Deleted.IsZero() {
+		w.Deleted = &r.Deleted
+	}
+	return encMode.Marshal(w)
+}
+
+// UnmarshalCBOR decodes and validates a record. The result is not
+// normalized (see Normalize); merging normalizes.
+func (r *Record) UnmarshalCBOR(data []byte) error {
+	if len(data) > MaxRecordBytes {
+		return fmt.Errorf("%w: record of %d bytes exceeds %d", ErrTooLarge, len(data), MaxRecordBytes)
+	}
+	var w recordWire
+	if err := decMode.Unmarshal(data, &w); err != nil {
+		return wrapDecode(err)
+	}
+	if err := ValidateID(w.ID); err != nil {
+		return err
+	}
+	if len(w.Fields) > MaxFieldsPerRecord {
+		return fmt.Errorf("%w: record %q has %d fields, more than %d", ErrTooLarge, w.ID, len(w.Fields), MaxFieldsPerRecord)
+	}
+	for name := range w.Fields {
+		if err := ValidateFieldName(name); err != nil {
+			return err
+		}
+	}
+	*r = Record{ID: w.ID, Fields: w.Fields}
+	if w.Deleted != nil {
+		if w.Deleted.IsZero() {
+			return fmt.Errorf("%w: record %q has an explicit zero delete stamp", ErrInvalid, w.ID)
+		}
+		if err := w.Deleted.Validate(); err != nil {
+			return err
+		}
+		r.Deleted = *w.Deleted
+	}
+	return nil
+}
+
+type changeWire struct {
+	Collection string `cbor:"1,keyasint"`
+	Record     Record `cbor:"2,keyasint"`
+}
+
+// MarshalCBOR encodes c as the map {1: collection, 2: record}.
+func (c Change) MarshalCBOR() ([]byte, error) {
+	return encMode.Marshal(changeWire(c))
+}
+
+// UnmarshalCBOR decodes and validates a change.
+func (c *Change) UnmarshalCBOR(data []byte) error {
+	var w changeWire
+	if err := decMode.Unmarshal(data, &w); err != nil {
+		return wrapDecode(err)
+	}
+	if err := ValidateCollection(w.Collection); err != nil {
+		return err
+	}
+	*c = Change(w)
+	return nil
+}
+
+// Validate checks r as UnmarshalCBOR would: for records built in Go rather
+// than decoded.
+func (r Record) Validate() error {
+	b, err := r.MarshalCBOR()
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	var back Record
+	return back.UnmarshalCBOR(b)
+}
+
+// EncodeRecord encodes r deterministically: equal records give equal bytes.
+func EncodeRecord(r Record) ([]byte, error) { return r.MarshalCBOR() }
+
+// DecodeRecord decodes and validates a record.
+func DecodeRecord(data []byte) (Record, error) {
+	var r Record
+	if err := Unmarshal(data, &r); err != nil {
+		return Record{}, fmt.Errorf("decode record: %w", err)
+	}
+	return r, nil
+}
+
+// EncodeChanges encodes a batch of changes as a CBOR array.
+func EncodeChanges(cs []Change) ([]byte, error) {
+	if cs == nil {
+		cs = []Change{}
+	}
+	return Marshal(cs)
+}
+
+// DecodeChanges decodes and validates a batch of changes.
+func DecodeChanges(data []byte) ([]Change, error) {
+	var cs []Change
+	if err := Unmarshal(data, &cs); err != nil {
+		return nil, fmt.Errorf("decode changes: %w", err)
+	}
+	return cs, nil
+}

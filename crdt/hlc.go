@@ -1,0 +1,188 @@
+package crdt
+
+import (
+	"cmp"
+	"fmt"
+	"math"
+	"strings"
+	"time"
+)
+
+// MaxWall is the largest wall time (milliseconds since the Unix epoch) a stamp
+// may carry: 2^53-1, the largest integer a JavaScript number holds exactly.
+const MaxWall = 1<<53 - 1
+
+// MaxLogical is the largest logical counter a stamp may carry.
+const MaxLogical = math.MaxUint32
+
+// DefaultMaxDrift is how far ahead of local wall time a remote stamp may be
+// before Observe refuses it.
+const DefaultMaxDrift = 5 * time.Minute
+
+// Timestamp is the clock part of a hybrid logical clock reading: wall time in
+// milliseconds since the Unix epoch and a logical counter that orders events
+// within one millisecond (or while the wall clock lags behind stamps already
+// seen).
+type Timestamp struct {
+	Wall    int64
+	Logical uint32
+}
+
+// Compare orders timestamps by wall time, then logical counter.
+func (t Timestamp) Compare(u Timestamp) int {
+	if c := cmp.Compare(t.Wall, u.Wall); c != 0 {
+		return c
+	}
+	return cmp.Compare(t.Logical, u.Logical)
+}
+
+// Stamp is a timestamp made unique by the id of the replica that issued it.
+// Stamps are totally ordered: by wall time, then logical counter, then
+// replica id (byte-wise). The zero Stamp sorts before every real stamp and
+// means "never".
+//
+// On the wire a stamp is the CBOR array [wall, logical, replica].
+type Stamp struct {
+	_       struct{} `cbor:",toarray"`
+	Wall    int64
+	Logical uint32
+	Replica string
+}
+
+// Time returns the timestamp part of s.
+func (s Stamp) Time() Timestamp { return Timestamp{Wall: s.Wall, Logical: s.Logical} }
+
+// IsZero reports whether s is the zero stamp.
+func (s Stamp) IsZero() bool { return s.Wall == 0 && s.Logical == 0 && s.Replica == "" }
+
+// Compare returns -1, 0 or +1 as s sorts before, equal to or after t.
+func (s Stamp) Compare(t Stamp) int {
+	if c := s.Time().Compare(t.Time()); c != 0 {
+		return c
+	}
+	return strings.Compare(s.Replica, t.Replica)
+}
+
+// String formats s for logs and errors.
+func (s Stamp) String() string {
+	return fmt.Sprintf("%d.%d@%s", s.Wall, s.Logical, s.Replica)
+}
+
+// Validate checks that s is within range and names a valid replica. The zero
+// stamp is valid.
+func (s Stamp) Validate() error {
+	if s.IsZero() {
+		return nil
+	}
+	if s.Wall < 0 || s.Wall > MaxWall {
+		return fmt.Errorf("%w: stamp wall time %d out of range", ErrInvalid, s.Wall)
+	}
+	return ValidateReplica(s.Replica)
+}
+
+// ClockConfig configures a Clock.
+type ClockConfig struct {
+	// Replica is this replica's id, the final tie-break of every stamp it
+	// issues. Required; see ValidateReplica.
+	Replica string
+	// MaxDrift bounds how far ahead of local wall time a remote stamp may
+	// be. Zero means DefaultMaxDrift; negative is invalid.
+	MaxDrift time.Duration
+}
+
+// Clock is a hybrid logical clock (Kulkarni et al., "Logical Physical Clocks
+// and Consistent Snapshots in Globally Distributed Databases", 2014).
+//
+// It never reads the time itself: Now and Observe take the local wall time in
+// milliseconds as an argument, so callers inject the clock and tests drive it.
+// A Clock is not safe for concurrent use; its owner serialises calls.
+type Clock struct {
+	replica  string
+	maxDrift int64 // milliseconds
+	last     Timestamp
+}
+
+// NewClock returns a clock for cfg.Replica that has seen no event yet.
+func NewClock(cfg ClockConfig) (*Clock, error) {
+	if err := ValidateReplica(cfg.Replica); err != nil {
+		return nil, fmt.Errorf("new clock: %w", err)
+	}
+	if cfg.MaxDrift < 0 {
+		return nil, fmt.Errorf("new clock: %w: negative MaxDrift %s", ErrInvalid, cfg.MaxDrift)
+	}
+	if cfg.MaxDrift == 0 {
+		cfg.MaxDrift = DefaultMaxDrift
+	}
+	return &Clock{replica: cfg.Replica, maxDrift: cfg.MaxDrift.Milliseconds()}, nil
+}
+
+// Replica returns the clock's replica id.
+func (c *Clock) Replica() string { return c.replica }
+
+// MaxDrift returns the drift bound Observe enforces.
+func (c *Clock) MaxDrift() time.Duration { return time.Duration(c.maxDrift) * time.Millisecond }
+
+// Last returns the latest timestamp the clock issued or observed.
+func (c *Clock) Last() Timestamp { return c.last }
+
+// Restore sets the clock's state to a timestamp saved earlier with Last, so a
+// restarted replica never issues a stamp below one it issued before. It only
+// moves the clock forward.
+func (c *Clock) Restore(t Timestamp) {
+	if t.Compare(c.last) > 0 {
+		c.last = t
+	}
+}
+
+// Now issues the stamp of a local event at wall time wall (the paper's send
+// rule): the wall part is max(last wall, wall) and the counter increments
+// while the wall part stands still. Stamps are strictly increasing even when
+// wall time goes backwards. Now fails with ErrCounterOverflow, leaving the
+// clock unchanged, when the counter would pass MaxLogical.
+func (c *Clock) Now(wall int64) (Stamp, error) {
+	next := Timestamp{Wall: max(c.last.Wall, clampWall(wall))}
+	if next.Wall == c.last.Wall {
+		if c.last.Logical == MaxLogical {
+			return Stamp{}, fmt.Errorf("clock now at %d: %w", c.last.Wall, ErrCounterOverflow)
+		}
+		next.Logical = c.last.Logical + 1
+	}
+	c.last = next
+	return Stamp{Wall: next.Wall, Logical: next.Logical, Replica: c.replica}, nil
+}
+
+// Observe merges a remote timestamp into the clock at local wall time wall
+// (the paper's receive rule), so every later Now sorts after it. A remote
+// wall time more than MaxDrift ahead of wall is refused with ErrClockDrift
+// and the clock is left unchanged.
+func (c *Clock) Observe(remote Timestamp, wall int64) error {
+	wall = clampWall(wall)
+	if remote.Wall < 0 || remote.Wall > MaxWall {
+		return fmt.Errorf("clock observe: %w: wall time %d out of range", ErrInvalid, remote.Wall)
+	}
+	if remote.Wall-wall > c.maxDrift {
+		return fmt.Errorf("clock observe: %w: remote %d is %dms ahead of local %d (max %dms)",
+			ErrClockDrift, remote.Wall, remote.Wall-wall, wall, c.maxDrift)
+	}
+	var next Timestamp
+	next.Wall = max(c.last.Wall, remote.Wall, wall)
+	var logical uint64 // wide, so the overflow check below cannot wrap
+	switch {
+	case next.Wall == c.last.Wall && next.Wall == remote.Wall:
+		logical = uint64(max(c.last.Logical, remote.Logical)) + 1
+	case next.Wall == c.last.Wall:
+		logical = uint64(c.last.Logical) + 1
+	case next.Wall == remote.Wall:
+		logical = uint64(remote.Logical) + 1
+	default:
+		logical = 0
+	}
+	if logical > MaxLogical {
+		return fmt.Errorf("clock observe %d.%d: %w", remote.Wall, remote.Logical, ErrCounterOverflow)
+	}
+	next.Logical = uint32(logical)
+	c.last = next
+	return nil
+}
+
+func clampWall(w int64) int64 { return min(max(w, 0), MaxWall) }
