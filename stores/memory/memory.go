@@ -1,0 +1,206 @@
+// Package memory is an in-memory stores.Store for tests and for Go programs
+// that embed Convergo and keep nothing on disk.
+//
+// One mutex serialises writers; a change takes its sequence number under the
+// mutex that makes it visible, so sequence numbers become visible in order
+// (the no-gap invariant of package stores).
+package memory
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+
+	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/stores"
+)
+
+var _ stores.Store = (*Store)(nil)
+
+type entry struct {
+	seq    uint64
+	record crdt.Record
+}
+
+type collection struct {
+	head    uint64
+	records map[string]*entry
+	// log lists (seq, id) in ascending sequence order. It is append-only;
+	// an entry whose record has since taken a newer sequence number is
+	// stale and skipped, and stale entries are dropped when they are half
+	// the log.
+	log   []logEntry
+	stale int
+}
+
+type logEntry struct {
+	seq uint64
+	id  string
+}
+
+func (c *collection) appendLog(seq uint64, id string, oldSeq uint64) {
+	c.log = append(c.log, logEntry{seq, id})
+	if oldSeq == 0 {
+		return
+	}
+	c.stale++
+	if c.stale > 1024 && c.stale*2 > len(c.log) {
+		live := c.log[:0]
+		for _, le := range c.log {
+			if c.records[le.id].seq == le.seq {
+				live = append(live, le)
+			}
+		}
+		clear(c.log[len(live):])
+		c.log, c.stale = live, 0
+	}
+}
+
+// Store is an in-memory store. Its zero value is not usable; call New.
+type Store struct {
+	mu          sync.RWMutex
+	collections map[string]*collection
+	closed      bool
+	watchers    stores.Watchers
+}
+
+// New returns an empty store.
+func New() *Store {
+	return &Store{collections: map[string]*collection{}}
+}
+
+func (s *Store) coll(name string) *collection {
+	c := s.collections[name]
+	if c == nil {
+		c = &collection{records: map[string]*entry{}}
+		s.collections[name] = c
+	}
+	return c
+}
+
+// Apply implements stores.Store.
+func (s *Store) Apply(ctx context.Context, changes []crdt.Change) ([]stores.Result, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if err := stores.CheckApply(changes); err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil, stores.ErrClosed
+	}
+	results := make([]stores.Result, len(changes))
+	heads := map[string]uint64{}
+	for i, ch := range changes {
+		c := s.coll(ch.Collection)
+		e := c.records[ch.Record.ID]
+		if e == nil {
+			e = &entry{record: crdt.Record{ID: ch.Record.ID}}
+		}
+		next := e.record.Clone()
+		if !next.Merge(ch.Record) {
+			results[i] = stores.Result{Seq: e.seq}
+			continue
+		}
+		c.head++
+		c.records[ch.Record.ID] = &entry{seq: c.head, record: next}
+		c.appendLog(c.head, ch.Record.ID, e.seq)
+		results[i] = stores.Result{Changed: true, Seq: c.head}
+		heads[ch.Collection] = c.head
+	}
+	s.mu.Unlock()
+	for name, head := range heads {
+		s.watchers.Notify(stores.Notification{Collection: name, Seq: head})
+	}
+	return results, nil
+}
+
+// Pull implements stores.Store.
+func (s *Store) Pull(ctx context.Context, collection string, after uint64, limit int) (stores.Page, error) {
+	if err := ctx.Err(); err != nil {
+		return stores.Page{}, err
+	}
+	if err := stores.CheckPull(collection, limit); err != nil {
+		return stores.Page{}, err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return stores.Page{}, stores.ErrClosed
+	}
+	page := stores.Page{Next: after}
+	c := s.collections[collection]
+	if c == nil {
+		return page, nil
+	}
+	i := sort.Search(len(c.log), func(i int) bool { return c.log[i].seq > after })
+	for ; i < len(c.log); i++ {
+		le := c.log[i]
+		e := c.records[le.id]
+		if e.seq != le.seq {
+			continue // stale: the record moved to a later sequence number
+		}
+		if len(page.Entries) == limit {
+			page.More = true
+			break
+		}
+		page.Entries = append(page.Entries, stores.Entry{Seq: e.seq, Record: e.record.Clone()})
+		page.Next = e.seq
+	}
+	return page, nil
+}
+
+// Get implements stores.Store.
+func (s *Store) Get(ctx context.Context, collection, id string) (stores.Entry, error) {
+	if err := ctx.Err(); err != nil {
+		return stores.Entry{}, err
+	}
+	if err := stores.CheckKey(collection, id); err != nil {
+		return stores.Entry{}, err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return stores.Entry{}, stores.ErrClosed
+	}
+	if c := s.collections[collection]; c != nil {
+		if e := c.records[id]; e != nil {
+			return stores.Entry{Seq: e.seq, Record: e.record.Clone()}, nil
+		}
+	}
+	return stores.Entry{}, fmt.Errorf("get %s/%s: %w", collection, id, stores.ErrNotFound)
+}
+
+// Head implements stores.Store.
+func (s *Store) Head(ctx context.Context, collection string) (uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	if err := crdt.ValidateCollection(collection); err != nil {
+		return 0, fmt.Errorf("%w: %v", stores.ErrInvalid, err)
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return 0, stores.ErrClosed
+	}
+	if c := s.collections[collection]; c != nil {
+		return c.head, nil
+	}
+	return 0, nil
+}
+
+// Watch implements stores.Store.
+func (s *Store) Watch(fn func(stores.Notification)) (stop func()) { return s.watchers.Add(fn) }
+
+// Close implements stores.Store.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	s.watchers.Close()
+	return nil
+}
