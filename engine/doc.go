@@ -1,0 +1,33 @@
+// Package engine is Convergo's store-agnostic heart: it applies pushed
+// changes, serves pulls and tells subscribers when collections advance, on
+// any stores.Store. The transport puts it on the network; Go programs embed
+// it directly (Open, Put, Update, Delete, Get, Subscribe).
+//
+// # Apply
+//
+// Every incoming stamp passes through the engine's hybrid logical clock
+// (crdt.Clock.Observe). A change carrying a stamp further in the future than
+// MaxDrift is refused on its own, with crdt.ErrClockDrift, while the rest of
+// its batch applies; observing the others keeps the server's clock ahead of
+// every stamp it accepted, so its own writes (Put, Update, Delete) order
+// after what it has seen. The store merges atomically per record and
+// assigns sequence numbers; a change that alters nothing is reported as a
+// no-op, writes nothing and wakes no one. Applying a batch again is a no-op
+// in effect, which is what makes client retries safe.
+//
+// # Pull and subscribe
+//
+// Pull returns a page of a collection's compacted change log after a cursor.
+// Subscribe returns a Subscription whose channel carries the collection's
+// newest sequence number whenever it advances. The channel holds one value
+// and newer heads replace older ones, so a slow subscriber never blocks the
+// engine and never grows a buffer: it pulls from its own cursor and catches
+// up. Notifications from the store are hints; when a store reports it may
+// have lost some (Resync), and every PollInterval as a safety net, the engine
+// reads the head of every subscribed collection itself.
+//
+// # Ownership
+//
+// The engine does not own its store: the caller opens the store, hands it to
+// Open, and closes it after closing the engine.
+package engine

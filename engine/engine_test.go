@@ -1,0 +1,250 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/stores"
+	"github.com/convergo/convergo/stores/memory"
+)
+
+// fakeClock is a wall clock tests move by hand.
+type fakeClock struct{ ms int64 }
+
+func (c *fakeClock) now() time.Time { return time.UnixMilli(c.ms) }
+
+func openEngine(t *testing.T, replica string, clk *fakeClock) *Engine {
+	t.Helper()
+	st := memory.New()
+	e, err := Open(Config{Store: st, Replica: replica, Now: clk.now, PollInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close(); st.Close() })
+	return e
+}
+
+func value(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := crdt.EncodeValue(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestApplyStatuses(t *testing.T) {
+	clk := &fakeClock{ms: 1_000_000}
+	e := openEngine(t, "srv", clk)
+	ctx := context.Background()
+	s := func(wall int64) crdt.Stamp { return crdt.Stamp{Wall: wall, Replica: "c1"} }
+	batch := []crdt.Change{
+		{Collection: "todos", Record: crdt.SetField("a", "title", value(t, "one"), s(999_000))},
+		{Collection: "todos", Record: crdt.SetField("b", "title", value(t, "far"), s(1_000_000+10*60_000))},
+		{Collection: "bad name", Record: crdt.SetField("c", "title", value(t, "x"), s(999_000))},
+		{Collection: "todos", Record: crdt.SetField("a", "title", value(t, "one"), s(999_000))},
+	}
+	res, err := e.Apply(ctx, batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Status{StatusApplied, StatusRefused, StatusRefused, StatusNoop}
+	for i, r := range res {
+		if r.Status != want[i] {
+			t.Errorf("change %d: got %v (%v), want %v", i, r.Status, r.Err, want[i])
+		}
+	}
+	if !errors.Is(res[1].Err, crdt.ErrClockDrift) {
+		t.Errorf("future stamp: got %v, want ErrClockDrift", res[1].Err)
+	}
+	if !errors.Is(res[2].Err, crdt.ErrInvalid) {
+		t.Errorf("bad collection: got %v, want ErrInvalid", res[2].Err)
+	}
+	if res[0].Seq != 1 || res[3].Seq != 1 {
+		t.Errorf("seqs: got %d and %d, want 1 and 1", res[0].Seq, res[3].Seq)
+	}
+	// The refused future stamp must not have moved the server clock.
+	st, err := e.Now()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Wall != 1_000_000 {
+		t.Errorf("server stamp after refused change: got wall %d, want 1000000", st.Wall)
+	}
+	// Replaying the whole batch changes nothing.
+	again, err := e.Apply(ctx, batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again[0].Status != StatusNoop {
+		t.Errorf("replay: got %v, want noop", again[0].Status)
+	}
+	if h, _ := e.Head(ctx, "todos"); h != 1 {
+		t.Errorf("head after replay: got %d, want 1", h)
+	}
+}
+
+func TestServerWritesOrderAfterObservedStamps(t *testing.T) {
+	clk := &fakeClock{ms: 1_000}
+	e := openEngine(t, "srv", clk)
+	ctx := context.Background()
+	// A client 2 minutes ahead writes; the server's own later write must win.
+	ahead := crdt.Stamp{Wall: 1_000 + 120_000, Replica: "c1"}
+	if _, err := e.Apply(ctx, []crdt.Change{{Collection: "t", Record: crdt.SetField("x", "f", value(t, "client"), ahead)}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Update(ctx, "t", "x", Doc{"f": "server"}); err != nil {
+		t.Fatal(err)
+	}
+	doc, err := e.Get(ctx, "t", "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if doc["f"] != "server" {
+		t.Fatalf("got %v, want the server's later write", doc["f"])
+	}
+}
+
+func TestEmbeddingAPI(t *testing.T) {
+	clk := &fakeClock{ms: 5_000}
+	e := openEngine(t, "srv", clk)
+	ctx := context.Background()
+	if err := e.Put(ctx, "notes", "n1", Doc{"title": "hi", "n": int64(1)}); err != nil {
+		t.Fatal(err)
+	}
+	clk.ms++
+	if err := e.Put(ctx, "notes", "n1", Doc{"title": "hello"}); err != nil {
+		t.Fatal(err)
+	}
+	doc, err := e.Get(ctx, "notes", "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(doc) != 1 || doc["title"] != "hello" {
+		t.Fatalf("after Put replacing: got %v, want only title=hello", doc)
+	}
+	if err := e.Update(ctx, "notes", "n1", Doc{"done": true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Unset(ctx, "notes", "n1", "title"); err != nil {
+		t.Fatal(err)
+	}
+	doc, _ = e.Get(ctx, "notes", "n1")
+	if len(doc) != 1 || doc["done"] != true {
+		t.Fatalf("after Update+Unset: got %v, want only done=true", doc)
+	}
+	if err := e.Delete(ctx, "notes", "n1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Get(ctx, "notes", "n1"); !errors.Is(err, stores.ErrNotFound) {
+		t.Fatalf("after Delete: got %v, want ErrNotFound", err)
+	}
+	if err := e.Update(ctx, "notes", "n1", Doc{"title": "again"}); err != nil {
+		t.Fatal(err)
+	}
+	doc, _ = e.Get(ctx, "notes", "n1")
+	if len(doc) != 1 || doc["title"] != "again" {
+		t.Fatalf("after re-create: got %v, want only title=again", doc)
+	}
+	if err := e.Update(ctx, "notes", "", Doc{"x": 1}); !errors.Is(err, crdt.ErrInvalid) {
+		t.Fatalf("empty id: got %v, want ErrInvalid", err)
+	}
+}
+
+func TestSubscribeCoalescesAndCatchesUp(t *testing.T) {
+	clk := &fakeClock{ms: 5_000}
+	e := openEngine(t, "srv", clk)
+	ctx := context.Background()
+	sub, err := e.Subscribe("todos")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _ := e.Subscribe("other")
+	for i := range 50 {
+		clk.ms++
+		if err := e.Update(ctx, "todos", "a", Doc{"n": i}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	select {
+	case got := <-sub.C():
+		if got != 50 {
+			t.Fatalf("coalesced head: got %d, want 50", got)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no notification")
+	}
+	select {
+	case got := <-other.C():
+		t.Fatalf("other collection notified with %d", got)
+	default:
+	}
+	sub.Close()
+	if _, ok := <-sub.C(); ok {
+		t.Fatal("channel still open after Close")
+	}
+	e.Close()
+	if _, ok := <-other.C(); ok {
+		t.Fatal("channel still open after engine Close")
+	}
+}
+
+// lossyStore drops every notification and reports a Resync on demand, like
+// a Redis store whose pub/sub connection dropped.
+type lossyStore struct {
+	*memory.Store
+	fn func(stores.Notification)
+}
+
+func (s *lossyStore) Watch(fn func(stores.Notification)) func() { s.fn = fn; return func() {} }
+
+func TestResyncReadsHeads(t *testing.T) {
+	st := &lossyStore{Store: memory.New()}
+	e, err := Open(Config{Store: st, PollInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	sub, _ := e.Subscribe("todos")
+	if err := e.Update(context.Background(), "todos", "a", Doc{"x": 1}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-sub.C():
+		t.Fatal("notification arrived though the store dropped it")
+	case <-time.After(50 * time.Millisecond):
+	}
+	st.fn(stores.Notification{Resync: true})
+	select {
+	case got := <-sub.C():
+		if got != 1 {
+			t.Fatalf("after resync: got %d, want 1", got)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("resync did not notify")
+	}
+}
+
+func TestPollFindsSilentChanges(t *testing.T) {
+	st := &lossyStore{Store: memory.New()}
+	e, err := Open(Config{Store: st, PollInterval: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	sub, _ := e.Subscribe("todos")
+	if err := e.Update(context.Background(), "todos", "a", Doc{"x": 1}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-sub.C():
+		if got != 1 {
+			t.Fatalf("got %d, want 1", got)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("poll did not notify")
+	}
+}

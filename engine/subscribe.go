@@ -1,0 +1,156 @@
+package engine
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/stores"
+)
+
+// Subscription delivers a collection's newest sequence number whenever it
+// advances. Its channel holds one value; a newer head replaces one not yet
+// received, so receiving never lags by more than one value and the engine
+// never blocks on a slow subscriber.
+type Subscription struct {
+	e          *Engine
+	collection string
+	c          chan uint64
+	mu         sync.Mutex
+	last       uint64
+	closed     bool
+}
+
+// Subscribe subscribes to collection. The subscription starts with no value;
+// callers pull from their cursor first, then on every value received.
+func (e *Engine) Subscribe(collection string) (*Subscription, error) {
+	if err := crdt.ValidateCollection(collection); err != nil {
+		return nil, err
+	}
+	s := &Subscription{e: e, collection: collection, c: make(chan uint64, 1)}
+	e.subsMu.Lock()
+	defer e.subsMu.Unlock()
+	select {
+	case <-e.closedCh:
+		s.closed = true
+		close(s.c)
+		return s, nil
+	default:
+	}
+	set := e.subs[collection]
+	if set == nil {
+		set = map[*Subscription]struct{}{}
+		e.subs[collection] = set
+	}
+	set[s] = struct{}{}
+	return s, nil
+}
+
+// C returns the channel of new heads. It is closed when the subscription or
+// the engine closes.
+func (s *Subscription) C() <-chan uint64 { return s.c }
+
+// Collection returns the subscribed collection.
+func (s *Subscription) Collection() string { return s.collection }
+
+// Close ends the subscription.
+func (s *Subscription) Close() {
+	s.e.subsMu.Lock()
+	defer s.e.subsMu.Unlock()
+	if set := s.e.subs[s.collection]; set != nil {
+		delete(set, s)
+		if len(set) == 0 {
+			delete(s.e.subs, s.collection)
+		}
+	}
+	s.closeLocked()
+}
+
+func (s *Subscription) closeLocked() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.closed {
+		s.closed = true
+		close(s.c)
+	}
+}
+
+// offer delivers seq if it is newer than what the subscriber last got,
+// replacing an undelivered older value.
+func (s *Subscription) offer(seq uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || seq <= s.last {
+		return
+	}
+	s.last = seq
+	select {
+	case <-s.c: // drop the older undelivered head
+	default:
+	}
+	s.c <- seq
+}
+
+// notify is the store's Watch callback; it must not block.
+func (e *Engine) notify(n stores.Notification) {
+	if n.Resync {
+		select {
+		case e.resync <- struct{}{}:
+		default:
+		}
+		return
+	}
+	e.publish(n.Collection, n.Seq)
+}
+
+func (e *Engine) publish(collection string, seq uint64) {
+	e.subsMu.Lock()
+	set := e.subs[collection]
+	subs := make([]*Subscription, 0, len(set))
+	for s := range set {
+		subs = append(subs, s)
+	}
+	e.subsMu.Unlock()
+	for _, s := range subs {
+		s.offer(seq)
+	}
+}
+
+// watchLoop reads the heads of subscribed collections after a Resync and
+// every PollInterval.
+func (e *Engine) watchLoop(ctx context.Context) {
+	defer e.wg.Done()
+	var tick <-chan time.Time
+	if e.poll > 0 {
+		t := time.NewTicker(e.poll)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-e.resync:
+		case <-tick:
+		}
+		e.subsMu.Lock()
+		colls := make([]string, 0, len(e.subs))
+		for c := range e.subs {
+			colls = append(colls, c)
+		}
+		e.subsMu.Unlock()
+		for _, c := range colls {
+			hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			h, err := e.store.Head(hctx, c)
+			cancel()
+			if err != nil {
+				if ctx.Err() == nil {
+					e.log.Warn("read head for subscribers", "collection", c, "err", err)
+				}
+				continue
+			}
+			e.publish(c, h)
+		}
+	}
+}
