@@ -109,13 +109,12 @@ func CanonicalValue(v []byte) error {
 	if len(v) > MaxValueBytes {
 		return fmt.Errorf("%w: value of %d bytes exceeds %d", ErrTooLarge, len(v), MaxValueBytes)
 	}
-	var x any
-	if err := decMode.Unmarshal(v, &x); err != nil {
-		return wrapDecode(err)
+	c := cursor{b: v}
+	if err := c.canonicalItem(1); err != nil {
+		return err
 	}
-	b, err := encMode.Marshal(x)
-	if err != nil || !bytes.Equal(b, v) {
-		return fmt.Errorf("%w: value is not in deterministic CBOR encoding", ErrInvalid)
+	if c.off != len(v) {
+		return fmt.Errorf("%w: %d bytes after the value", ErrMalformed, len(v)-c.off)
 	}
 	return nil
 }
@@ -129,31 +128,49 @@ func DecodeValue(data []byte, v any) error { return Unmarshal(data, v) }
 // MarshalCBOR encodes f as [wall, logical, replica] when unset and
 // [wall, logical, replica, value] when set.
 func (f Field) MarshalCBOR() ([]byte, error) {
-	if f.Value == nil {
-		return encMode.Marshal([]any{f.Stamp.Wall, f.Stamp.Logical, f.Stamp.Replica})
-	}
-	return encMode.Marshal([]any{f.Stamp.Wall, f.Stamp.Logical, f.Stamp.Replica, cbor.RawMessage(f.Value)})
+	return appendStamp(nil, f.Stamp, f.Value, f.Value != nil), nil
 }
 
 // UnmarshalCBOR decodes and validates a field.
 func (f *Field) UnmarshalCBOR(data []byte) error {
-	var parts []cbor.RawMessage
-	if err := decMode.Unmarshal(data, &parts); err != nil {
-		return wrapDecode(err)
+	c := cursor{b: data}
+	major, _, n, err := c.head()
+	if err != nil {
+		return err
 	}
-	if len(parts) != 3 && len(parts) != 4 {
-		return fmt.Errorf("%w: field must be an array of 3 or 4 items, got %d", ErrMalformed, len(parts))
+	if major != majorArray || (n != 3 && n != 4) {
+		return fmt.Errorf("%w: field must be an array of 3 or 4 items", ErrMalformed)
 	}
 	var s Stamp
-	if err := decMode.Unmarshal(parts[0], &s.Wall); err != nil {
-		return wrapDecode(err)
+	major, _, wall, err := c.head()
+	switch {
+	case err != nil:
+		return err
+	case major == majorNegint:
+		return fmt.Errorf("%w: negative wall time", ErrInvalid)
+	case major != majorUint:
+		return fmt.Errorf("%w: wall time is not an integer", ErrMalformed)
+	case wall > MaxWall:
+		return fmt.Errorf("%w: stamp wall time %d out of range", ErrInvalid, wall)
 	}
-	if err := decMode.Unmarshal(parts[1], &s.Logical); err != nil {
-		return wrapDecode(err)
+	s.Wall = int64(wall)
+	major, _, logical, err := c.head()
+	switch {
+	case err != nil:
+		return err
+	case major != majorUint || logical > MaxLogical:
+		return fmt.Errorf("%w: logical counter is not a 32-bit unsigned integer", ErrMalformed)
 	}
-	if err := decMode.Unmarshal(parts[2], &s.Replica); err != nil {
-		return wrapDecode(err)
+	s.Logical = uint32(logical)
+	major, _, rlen, err := c.head()
+	switch {
+	case err != nil:
+		return err
+	case major != majorText || rlen > uint64(len(data)-c.off):
+		return fmt.Errorf("%w: replica id is not a text string", ErrMalformed)
 	}
+	s.Replica = string(data[c.off : c.off+int(rlen)])
+	c.off += int(rlen)
 	if err := s.Validate(); err != nil {
 		return err
 	}
@@ -161,11 +178,16 @@ func (f *Field) UnmarshalCBOR(data []byte) error {
 		return fmt.Errorf("%w: field has a zero stamp", ErrInvalid)
 	}
 	f.Stamp, f.Value = s, nil
-	if len(parts) == 4 {
-		if err := CanonicalValue(parts[3]); err != nil {
+	if n == 4 {
+		v := data[c.off:]
+		if err := CanonicalValue(v); err != nil {
 			return err
 		}
-		f.Value = bytes.Clone(parts[3])
+		f.Value = bytes.Clone(v)
+		c.off = len(data)
+	}
+	if c.off != len(data) {
+		return fmt.Errorf("%w: trailing bytes in field", ErrMalformed)
 	}
 	return nil
 }
@@ -179,11 +201,7 @@ type recordWire struct {
 // MarshalCBOR encodes r as the map {1: id, 2: deleted, 3: {name: field}},
 // leaving out a zero delete stamp and an empty field map.
 func (r Record) MarshalCBOR() ([]byte, error) {
-	w := recordWire{ID: r.ID, Fields: r.Fields}
-	if !r.Deleted.IsZero() {
-		w.Deleted = &r.Deleted
-	}
-	return encMode.Marshal(w)
+	return AppendRecord(nil, r), nil
 }
 
 // UnmarshalCBOR decodes and validates a record. The result is not
@@ -227,7 +245,7 @@ type changeWire struct {
 
 // MarshalCBOR encodes c as the map {1: collection, 2: record}.
 func (c Change) MarshalCBOR() ([]byte, error) {
-	return encMode.Marshal(changeWire(c))
+	return AppendChange(nil, c), nil
 }
 
 // UnmarshalCBOR decodes and validates a change.
@@ -268,10 +286,11 @@ func DecodeRecord(data []byte) (Record, error) {
 
 // EncodeChanges encodes a batch of changes as a CBOR array.
 func EncodeChanges(cs []Change) ([]byte, error) {
-	if cs == nil {
-		cs = []Change{}
+	b := appendHead(make([]byte, 0, 64*len(cs)+9), majorArray, uint64(len(cs)))
+	for _, c := range cs {
+		b = AppendChange(b, c)
 	}
-	return Marshal(cs)
+	return b, nil
 }
 
 // DecodeChanges decodes and validates a batch of changes.
