@@ -1,0 +1,1 @@
+// Placeholder: the client library lands here.
