@@ -1,0 +1,177 @@
+// Package redis is a stores.Store on Redis 7 or Redis Cluster 7.
+//
+//	s, err := redis.Open(ctx, redis.Options{Addrs: []string{"127.0.0.1:6379"}})
+//	...
+//	defer s.Close()
+//	eng, err := engine.Open(engine.Config{Store: s})
+//
+// Several server instances may share one Redis: every write goes through a
+// server-side script, so they agree on every record and every sequence
+// number, and a write through one instance wakes the watchers of all of
+// them.
+//
+// # Keys
+//
+// A collection is three keys that share the hash tag {collection}, so they
+// live in one cluster slot and one script may touch them all:
+//
+//	<prefix>{<collection>}:seq  string  the collection's head (last sequence number)
+//	<prefix>{<collection>}:log  zset    record id -> sequence number of its last change
+//	<prefix>{<collection>}:r    hash    record id -> record blob (merged state and its seq)
+//
+// The log is the compacted change index the stores package describes: each
+// record appears in it once, scored by the sequence number of its latest
+// change, and Pull is a ZRANGE BYSCORE from the cursor. Sequence numbers are
+// ZSET scores, doubles, so they stop at MaxSeq (2^53); at a million changes
+// a second that is 285 years of one collection. crdt.ValidateCollection
+// refuses braces and colons, so a collection name cannot leave its hash tag;
+// Options.KeyPrefix separates deployments (and tests) sharing one server.
+//
+// # The script
+//
+// Apply sends all changes of one collection to merge.lua in one EVALSHA
+// (go-redis's Script.Run, which falls back to EVAL when the server does not
+// hold the script yet, after a restart or a failover). Redis runs a script
+// atomically, and the script
+//
+//  1. reads the records the changes name and merges each change into its
+//     record exactly as crdt.Record.Merge does: the larger stamp wins
+//     field by field (wall time, then logical counter, then replica id,
+//     compared bytewise), an unset beats a value at an equal stamp and the
+//     larger value bytes beat the smaller, a delete hides every field
+//     stamped at or before it;
+//  2. gives every change that altered its record the collection's next
+//     sequence number (several changes to one record in a batch are merged
+//     in order, and the record ends up at the last of them);
+//  3. checks the merged records against crdt's limits (field count and
+//     encoded CBOR size, computed in Lua without encoding);
+//  4. and only then writes: HSET of the changed records, ZADD of their
+//     sequence numbers to the log, SET of the head, and one PUBLISH.
+//
+// Lua scripts have no rollback, so everything that can fail (malformed
+// input, a record over the limits, a key of the wrong type) fails in steps
+// 1 to 3, before the first write. Sequence numbers are therefore allocated
+// in the same atomic step that makes a change visible, which is the no-gap
+// invariant of the stores package: a reader can never pull past a sequence
+// number whose change commits later.
+//
+// The script is idempotent: merging a change a second time alters nothing,
+// so it writes nothing, takes no sequence number and publishes nothing.
+// That makes go-redis's retries safe (Options.MaxRetries): a script whose
+// reply was lost to a network error and that runs again is a no-op, and
+// Apply then reports the changes as not Changed, with the record's current
+// sequence number.
+//
+// Tests hold the script to Go: rapid properties apply random batches (equal
+// stamps, unsets, deletes, prefix replica ids, values that differ inside and
+// across the script's 64-byte comparison chunks) to Redis and to
+// crdt.Merge side by side and compare results, records, their CBOR bytes,
+// the log and the head; another checks the script's size computation
+// against crdt.EncodeRecord at the exact limit.
+//
+// # The record blob
+//
+// Records are stored, and changes sent to the script, as a flat binary
+// layout (encoding.go) rather than CBOR: Redis's Lua has a cmsgpack and a
+// cjson library but no CBOR decoder, and a hand-written CBOR reader in Lua
+// would be slower and much larger than this layout, where every stamp is
+// fixed-width big-endian and therefore compares bytewise as it compares in
+// Go. The script keeps the field order of the blob, so an unchanged record
+// round-trips to the same bytes. Values stay the canonical CBOR bytes the
+// engine validated; the store never re-encodes them.
+//
+// # Reads
+//
+// Pull runs read.lua, which takes one page of the log and the records it
+// names in one atomic step (ZRANGE then HMGET), so every record comes with
+// the sequence number the log lists it under. Get is one HGET and Head one
+// GET. read.lua is marked no-writes, so it may run on a replica.
+//
+// # Notifications
+//
+// The merge script PUBLISHes "<collection> <head>" on the channel
+// <prefix>convergo:notify. Watch starts one subscriber per Store (one
+// pub/sub connection and one goroutine, whatever the number of watchers).
+//
+// Pub/sub is at-most-once: a message published while the subscriber is
+// disconnected, or while its output buffer is over Redis's
+// client-output-buffer-limit, is lost. So notifications are only hints.
+// go-redis reconnects a dropped pub/sub connection and subscribes again by
+// itself; the subscriber turns every (re)subscription, the first included,
+// into a stores.Notification{Resync: true}, sent after the server confirmed
+// the subscription, so a consumer that re-reads its heads on Resync (the
+// engine does) cannot miss a change that commits after it: the change is
+// either published to the new subscription or committed before the head
+// read. go-redis also pings an idle subscription, so a half-open connection
+// is noticed and replaced within seconds. The engine's PollInterval is the
+// last safety net.
+//
+// On a cluster the store uses plain PUBLISH/SUBSCRIBE, not Redis 7's
+// sharded SPUBLISH/SSUBSCRIBE. A shard channel must hash to the slot of the
+// script's keys, so sharded notifications would need one channel per
+// collection, and Watch, which covers every collection, would have to know
+// the collections in advance and hold one subscription per shard. Plain
+// PUBLISH is broadcast over the cluster bus to every node, so one
+// subscription on any node hears every collection. The price is that each
+// notification (a few dozen bytes per Apply call, not per change) crosses
+// the bus to every node, which is fine for clusters of tens of nodes; a
+// deployment that outgrows it would move to per-collection shard channels
+// subscribed on demand.
+//
+// # Settings
+//
+// Open sets, on purpose, the go-redis settings that decide behaviour under
+// failure (Options documents each and its default):
+//
+//   - ContextTimeoutEnabled is always on. Without it go-redis ignores the
+//     caller's context deadline and bounds a call only by its socket
+//     timeouts.
+//   - DialTimeout, ReadTimeout and WriteTimeout (5 s each by default) bound
+//     a stuck connection when the caller's context has no deadline.
+//   - MaxRetries (3) retries on network errors and retryable server errors
+//     (LOADING, TRYAGAIN, CLUSTERDOWN, MOVED/ASK are followed); this is
+//     safe because the script is idempotent.
+//   - PoolSize (go-redis's default, 10 per GOMAXPROCS, per node) bounds
+//     concurrent calls; a call beyond it waits up to the pool timeout.
+//   - ClientName names every connection, the subscriber's included, in
+//     CLIENT LIST, so operators can tell Convergo's connections apart.
+//
+// Errors are translated at the edge: a closed client is stores.ErrClosed;
+// connection errors and "not now" server states are stores.ErrUnavailable
+// (Apply is idempotent, so the caller retries); a merged record over the
+// limits is stores.ErrTooLarge and leaves Redis untouched.
+//
+// # Durability
+//
+// Apply returns after Redis executed the script in memory. What survives a
+// crash of the Redis server depends on its persistence settings, not on
+// this package:
+//
+//   - appendonly yes, appendfsync always: Redis fsyncs the AOF before it
+//     replies, so an acknowledged Apply survives a crash of the process or
+//     the machine. Each write pays a disk sync.
+//   - appendonly yes, appendfsync everysec (Redis's default AOF policy):
+//     the AOF is fsynced once a second, so a crash of the machine (not of
+//     the process alone) can lose about the last second of acknowledged
+//     writes.
+//   - RDB snapshots only, or no persistence: everything since the last
+//     snapshot is lost.
+//
+// Clients do not lose data either way: they keep their changes in their
+// outbox until the server acknowledges them, and a server that forgot
+// acknowledged changes gets them again only from clients that still hold
+// them. Losing acknowledged writes also makes sequence numbers go back, and
+// a client whose cursor is past the new head misses the records that reuse
+// those numbers until it pulls from 0. Run
+// appendfsync always where an acknowledged write must never be lost. With
+// replicas, a failover can lose writes the old master acknowledged but had
+// not yet replicated; WAIT is not used.
+//
+// # Caveats
+//
+// A batch that touches several collections is one script call per
+// collection: atomic per collection, not across them (the stores contract
+// asks for atomicity per record only). A deployment that evicts keys
+// (maxmemory-policy other than noeviction) will lose records: configure
+// noeviction.
+package redis

@@ -1,0 +1,297 @@
+#!lua
+-- Convergo's merge script: applies a batch of changes to one collection in
+-- one atomic step. See doc.go ("# The script") for the record layout and why
+-- this is safe; encoding.go writes and reads the same layout in Go.
+--
+-- KEYS[1]  <prefix>{<collection>}:seq  string: the collection's head
+-- KEYS[2]  <prefix>{<collection>}:log  zset: member record id, score seq
+-- KEYS[3]  <prefix>{<collection>}:r    hash: record id -> record blob
+-- ARGV[1]  notification channel
+-- ARGV[2]  collection name (for the notification)
+-- ARGV[3]  largest CBOR-encoded record, in bytes
+-- ARGV[4]  most fields in one record
+-- ARGV[5]  largest sequence number (2^53: ZSET scores are doubles)
+-- ARGV[6], ARGV[7], ...  pairs of record id and change blob
+--
+-- Returns {changed_1, seq_1, changed_2, seq_2, ...}, changed being 1 or 0.
+--
+-- The script reads and merges everything first and writes only at the end,
+-- so every error (malformed input, a record over the limits, a key of the
+-- wrong type) is raised before the first write: Lua scripts have no
+-- rollback.
+
+local byte, sub, char, fmt, concat = string.byte, string.sub, string.char, string.format, table.concat
+local ZERO = string.rep('\0', 13) -- the zero stamp: wall 0, logical 0, no replica
+
+local function malformed(what)
+  error('convergo:malformed ' .. what)
+end
+
+-- bcmp compares two byte strings lexicographically byte by byte, like Go's
+-- bytes.Compare. Lua's own < on strings uses strcoll, whose order depends on
+-- the server's locale, so it is never used on strings here.
+local function bcmp(a, b)
+  if a == b then return 0 end
+  local la, lb = #a, #b
+  local n = la
+  if lb < n then n = lb end
+  local i = 1
+  while i + 63 <= n and sub(a, i, i + 63) == sub(b, i, i + 63) do
+    i = i + 64
+  end
+  while i <= n do
+    local x, y = byte(a, i), byte(b, i)
+    if x ~= y then
+      if x < y then return -1 end
+      return 1
+    end
+    i = i + 1
+  end
+  if la < lb then return -1 end
+  if la > lb then return 1 end
+  return 0
+end
+
+-- A stamp is 8 bytes of wall time and 4 of logical counter, big-endian,
+-- then a length byte and the replica id. Fixed-width big-endian numbers
+-- compare bytewise as they compare numerically; the replica ids compare
+-- bytewise without their length byte.
+local function scmp(a, b)
+  if a == b then return 0 end
+  local c = bcmp(sub(a, 1, 12), sub(b, 1, 12))
+  if c ~= 0 then return c end
+  return bcmp(sub(a, 14), sub(b, 14))
+end
+
+local function stamp(s, p, n)
+  if p + 12 > n then malformed('stamp') end
+  local q = p + 13 + byte(s, p + 12)
+  if q - 1 > n then malformed('stamp') end
+  return sub(s, p, q - 1), q
+end
+
+-- parse reads a record blob: a version byte (1), the sequence number (8
+-- bytes), the delete stamp, then fields: name length (2 bytes), name,
+-- stamp, flag (0 unset, 1 value), and for a value its length (4 bytes) and
+-- bytes. A field is {stamp, value or false}.
+local function parse(s)
+  local n = #s
+  if n < 22 or byte(s, 1) ~= 1 then malformed('record header') end
+  local seq = 0
+  for i = 2, 9 do seq = seq * 256 + byte(s, i) end
+  local r = {seq = seq, names = {}, listed = {}, fields = {}, nf = 0}
+  local p
+  r.del, p = stamp(s, 10, n)
+  while p <= n do
+    if p + 1 > n then malformed('field name') end
+    local q = p + 2 + byte(s, p) * 256 + byte(s, p + 1)
+    if q - 1 > n then malformed('field name') end
+    local name = sub(s, p + 2, q - 1)
+    local st, v
+    st, p = stamp(s, q, n)
+    if p > n then malformed('field flag') end
+    local flag = byte(s, p)
+    p = p + 1
+    if flag == 1 then
+      if p + 3 > n then malformed('value length') end
+      local b1, b2, b3, b4 = byte(s, p, p + 3)
+      q = p + 4 + ((b1 * 256 + b2) * 256 + b3) * 256 + b4
+      if q - 1 > n then malformed('value') end
+      v = sub(s, p + 4, q - 1)
+      p = q
+    elseif flag == 0 then
+      v = false
+    else
+      malformed('field flag')
+    end
+    if r.listed[name] then malformed('duplicate field') end
+    r.listed[name] = true
+    r.names[#r.names + 1] = name
+    r.fields[name] = {st, v}
+    r.nf = r.nf + 1
+  end
+  return r
+end
+
+-- beats is crdt.Field.beats: the larger stamp wins; at equal stamps an
+-- unset beats a value, and otherwise the larger value bytes win.
+local function beats(f, g)
+  local c = scmp(f[1], g[1])
+  if c ~= 0 then return c > 0 end
+  if not f[2] then return g[2] ~= false end
+  if not g[2] then return false end
+  return bcmp(f[2], g[2]) > 0
+end
+
+-- merge is crdt.Record.Merge: it merges change d into record r and reports
+-- whether r changed.
+local function merge(r, d)
+  local changed = false
+  if scmp(d.del, r.del) > 0 then
+    r.del = d.del
+    changed = true
+    for name, f in pairs(r.fields) do
+      if scmp(f[1], r.del) <= 0 then
+        r.fields[name] = nil
+        r.nf = r.nf - 1
+      end
+    end
+  end
+  for _, name in ipairs(d.names) do
+    local f = d.fields[name]
+    if scmp(f[1], r.del) > 0 then
+      local cur = r.fields[name]
+      if not cur or beats(f, cur) then
+        if not cur then
+          r.nf = r.nf + 1
+          if not r.listed[name] then
+            r.listed[name] = true
+            r.names[#r.names + 1] = name
+          end
+        end
+        r.fields[name] = f
+        changed = true
+      end
+    end
+  end
+  return changed
+end
+
+-- hsize is the size of a CBOR head with argument x.
+local function hsize(x)
+  if x < 24 then return 1 end
+  if x < 256 then return 2 end
+  if x < 65536 then return 3 end
+  if x < 4294967296 then return 5 end
+  return 9
+end
+
+-- ssize is the size of a stamp's CBOR array [wall, logical, replica]
+-- (a field adds its value's bytes; the array head is one byte either way).
+local function ssize(st)
+  local w, l = 0, 0
+  for i = 1, 8 do w = w * 256 + byte(st, i) end
+  for i = 9, 12 do l = l * 256 + byte(st, i) end
+  local rl = byte(st, 13)
+  return 1 + hsize(w) + hsize(l) + hsize(rl) + rl
+end
+
+-- cborsize is the length of crdt.EncodeRecord of the record.
+local function cborsize(id, r)
+  local size = 1 + 1 + hsize(#id) + #id
+  if r.del ~= ZERO then size = size + 1 + ssize(r.del) end
+  if r.nf > 0 then
+    size = size + 1 + hsize(r.nf)
+    for name, f in pairs(r.fields) do
+      size = size + hsize(#name) + #name + ssize(f[1])
+      if f[2] then size = size + #f[2] end
+    end
+  end
+  return size
+end
+
+-- be encodes a non-negative integer below 2^53 in k big-endian bytes.
+local function be(x, k)
+  local t = {}
+  for i = k, 1, -1 do
+    local b = x % 256
+    t[i] = b
+    x = (x - b) / 256
+  end
+  return char(unpack(t))
+end
+
+local function serialize(r)
+  local out = {'\1', be(r.seq, 8), r.del}
+  for _, name in ipairs(r.names) do
+    local f = r.fields[name]
+    if f then
+      out[#out + 1] = be(#name, 2)
+      out[#out + 1] = name
+      out[#out + 1] = f[1]
+      if f[2] then
+        out[#out + 1] = '\1'
+        out[#out + 1] = be(#f[2], 4)
+        out[#out + 1] = f[2]
+      else
+        out[#out + 1] = '\0'
+      end
+    end
+  end
+  return concat(out)
+end
+
+local function int(x)
+  return fmt('%.0f', x)
+end
+
+-- Read and merge.
+
+local maxBytes, maxFields, maxSeq = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local nchanges = (#ARGV - 5) / 2
+if not (maxBytes and maxFields and maxSeq) or nchanges < 0 or nchanges ~= math.floor(nchanges) then
+  malformed('arguments')
+end
+local head = tonumber(redis.call('GET', KEYS[1]) or '0')
+if not head then malformed('head') end
+if head + nchanges > maxSeq then
+  error('convergo:seq-exhausted head ' .. int(head) .. ' cannot grow by ' .. int(nchanges) .. ' past ' .. int(maxSeq))
+end
+
+local state, order, out = {}, {}, {}
+for i = 1, nchanges do
+  local id, d = ARGV[4 + 2 * i], parse(ARGV[5 + 2 * i])
+  local r = state[id]
+  if not r then
+    local blob = redis.call('HGET', KEYS[3], id)
+    if blob then
+      r = parse(blob)
+    else
+      r = {seq = 0, del = ZERO, names = {}, listed = {}, fields = {}, nf = 0}
+    end
+    state[id] = r
+  end
+  if merge(r, d) then
+    head = head + 1
+    r.seq = head
+    if not r.dirty then
+      r.dirty = true
+      order[#order + 1] = id
+    end
+    out[2 * i - 1], out[2 * i] = 1, head
+  else
+    out[2 * i - 1], out[2 * i] = 0, r.seq
+  end
+end
+
+for _, id in ipairs(order) do
+  local r = state[id]
+  if r.nf > maxFields then
+    error('convergo:too-large record ' .. id .. ' would have ' .. int(r.nf) .. ' fields, more than ' .. int(maxFields))
+  end
+  local size = cborsize(id, r)
+  if size > maxBytes then
+    error('convergo:too-large record ' .. id .. ' would be ' .. int(size) .. ' bytes, more than ' .. int(maxBytes))
+  end
+end
+
+-- Write: nothing above has written, so an error above left no trace.
+
+if #order == 0 then return out end
+local chunk = 256
+for first = 1, #order, chunk do
+  local hargs, zargs = {}, {}
+  for j = first, math.min(first + chunk - 1, #order) do
+    local id = order[j]
+    local r = state[id]
+    hargs[#hargs + 1] = id
+    hargs[#hargs + 1] = serialize(r)
+    zargs[#zargs + 1] = int(r.seq)
+    zargs[#zargs + 1] = id
+  end
+  redis.call('HSET', KEYS[3], unpack(hargs))
+  redis.call('ZADD', KEYS[2], unpack(zargs))
+end
+redis.call('SET', KEYS[1], int(head))
+redis.call('PUBLISH', ARGV[1], ARGV[2] .. ' ' .. int(head))
+return out

@@ -1,0 +1,353 @@
+package redis
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"pgregory.net/rapid"
+
+	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/stores"
+)
+
+// The merge script must agree with crdt.Record.Merge exactly: on every tie,
+// unset, delete and replica id, and down to the bytes the merged record
+// encodes to. These properties run random changes through Redis and through
+// Go side by side.
+
+// Replica ids that order differently bytewise than in a locale's collation
+// ("B" < "a" bytewise) and that are prefixes of each other ("a" < "a-" <
+// "ab").
+var genReplica = rapid.SampledFrom([]string{"a", "b", "B", "a-", "ab", "Z_9"})
+
+// Boundaries of CBOR head sizes, so the script's size arithmetic is probed
+// where it changes.
+var (
+	genWall    = rapid.SampledFrom([]int64{0, 1, 23, 24, 255, 256, 65535, 65536, math.MaxUint32, math.MaxUint32 + 1, crdt.MaxWall})
+	genLogical = rapid.SampledFrom([]uint32{0, 1, 23, 24, 255, 256, 65535, 65536, math.MaxUint32})
+	genName    = rapid.SampledFrom([]string{
+		"t", "done", "tags", "título",
+		strings.Repeat("n", 23), strings.Repeat("n", 24), strings.Repeat("n", 256),
+	})
+)
+
+// genStamp draws mostly from a tiny pool, so equal stamps (the ties) are
+// common, and sometimes from the boundary values.
+func genStamp() *rapid.Generator[crdt.Stamp] {
+	return rapid.Custom(func(t *rapid.T) crdt.Stamp {
+		if rapid.IntRange(0, 3).Draw(t, "wide") == 0 {
+			return crdt.Stamp{Wall: genWall.Draw(t, "wall"), Logical: genLogical.Draw(t, "logical"), Replica: genReplica.Draw(t, "replica")}
+		}
+		return crdt.Stamp{
+			Wall:    rapid.Int64Range(1, 2).Draw(t, "wall"),
+			Logical: rapid.Uint32Range(0, 1).Draw(t, "logical"),
+			Replica: rapid.SampledFrom([]string{"a", "B", "b"}).Draw(t, "replica"),
+		}
+	})
+}
+
+var long = strings.Repeat("x", 150)
+
+func genValue() *rapid.Generator[[]byte] {
+	return rapid.Custom(func(t *rapid.T) []byte {
+		var v any
+		switch rapid.IntRange(0, 7).Draw(t, "kind") {
+		case 0:
+			v = nil
+		case 1:
+			v = rapid.Bool().Draw(t, "bool")
+		case 2:
+			v = rapid.Int64Range(-3, 3).Draw(t, "int")
+		case 3:
+			v = rapid.SampledFrom([]string{"", "milk", "Milk", "eggs"}).Draw(t, "string")
+		case 4:
+			// Long values that share a prefix and differ around the
+			// 64-byte chunks the script compares before it compares bytes
+			// (the text head takes two bytes: x*61 then "a" differs from
+			// x*61 then "b" at byte 64).
+			k := rapid.SampledFrom([]int{61, 62, 63, 125, 150}).Draw(t, "prefix")
+			v = long[:k] + rapid.SampledFrom([]string{"", "a", "b"}).Draw(t, "suffix")
+		case 5:
+			v = rapid.SampledFrom([]float64{0.5, -1.25, 1e300}).Draw(t, "float")
+		case 6:
+			v = []any{"nested", map[string]any{"k": int64(1)}}
+		case 7:
+			v = bytes.Repeat([]byte{0xff, 0}, rapid.IntRange(1, 40).Draw(t, "n"))
+		}
+		b, err := crdt.EncodeValue(v)
+		if err != nil {
+			t.Fatalf("encode %v: %v", v, err)
+		}
+		return b
+	})
+}
+
+func genField() *rapid.Generator[crdt.Field] {
+	return rapid.Custom(func(t *rapid.T) crdt.Field {
+		f := crdt.Field{Stamp: genStamp().Draw(t, "stamp")}
+		for f.Stamp.IsZero() {
+			f.Stamp = genStamp().Draw(t, "stamp")
+		}
+		if rapid.IntRange(0, 4).Draw(t, "unset") > 0 {
+			f.Value = genValue().Draw(t, "value")
+		}
+		return f
+	})
+}
+
+// genRecord draws a change (possibly not normalized, as decoded input may
+// be) to one of a few records.
+func genRecord(ids ...string) *rapid.Generator[crdt.Record] {
+	return rapid.Custom(func(t *rapid.T) crdt.Record {
+		r := crdt.Record{ID: rapid.SampledFrom(ids).Draw(t, "id")}
+		if rapid.IntRange(0, 2).Draw(t, "deleted") == 0 {
+			r.Deleted = genStamp().Draw(t, "delete")
+		}
+		for range rapid.IntRange(0, 4).Draw(t, "fields") {
+			if r.Fields == nil {
+				r.Fields = map[string]crdt.Field{}
+			}
+			r.Fields[genName.Draw(t, "name")] = genField().Draw(t, "field")
+		}
+		return r
+	})
+}
+
+// model is the Go reference: crdt.Merge and a sequence counter per
+// collection, as the memory store keeps them.
+type model struct {
+	head    map[string]uint64
+	records map[string]map[string]stores.Entry
+}
+
+func newModel() *model {
+	return &model{head: map[string]uint64{}, records: map[string]map[string]stores.Entry{}}
+}
+
+func (m *model) apply(changes []crdt.Change) []stores.Result {
+	out := make([]stores.Result, len(changes))
+	for i, c := range changes {
+		recs := m.records[c.Collection]
+		if recs == nil {
+			recs = map[string]stores.Entry{}
+			m.records[c.Collection] = recs
+		}
+		e := recs[c.Record.ID]
+		if e.Seq == 0 {
+			e.Record = crdt.Record{ID: c.Record.ID}
+		}
+		next, changed := crdt.Merge(e.Record, c.Record)
+		if !changed {
+			out[i] = stores.Result{Seq: e.Seq}
+			continue
+		}
+		m.head[c.Collection]++
+		recs[c.Record.ID] = stores.Entry{Seq: m.head[c.Collection], Record: next}
+		out[i] = stores.Result{Changed: true, Seq: m.head[c.Collection]}
+	}
+	return out
+}
+
+// fataler is what testing.TB and *rapid.T have in common here.
+type fataler interface {
+	Helper()
+	Fatalf(format string, args ...any)
+}
+
+func encode(t fataler, r crdt.Record) []byte {
+	t.Helper()
+	b, err := crdt.EncodeRecord(r)
+	if err != nil {
+		t.Fatalf("encode %v: %v", r, err)
+	}
+	return b
+}
+
+// checkAgainstModel compares everything the store holds in colls with m.
+func checkAgainstModel(t *rapid.T, s *Store, m *model, colls []string) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, coll := range colls {
+		head, err := s.Head(ctx, coll)
+		if err != nil {
+			t.Fatalf("head %s: %v", coll, err)
+		}
+		if head != m.head[coll] {
+			t.Fatalf("head %s: got %d, want %d", coll, head, m.head[coll])
+		}
+		var want []stores.Entry
+		for id, e := range m.records[coll] {
+			want = append(want, e)
+			got, err := s.Get(ctx, coll, id)
+			if err != nil {
+				t.Fatalf("get %s/%s: %v", coll, id, err)
+			}
+			if got.Seq != e.Seq || !got.Record.Equal(e.Record) {
+				t.Fatalf("get %s/%s:\ngot  seq %d %+v\nwant seq %d %+v", coll, id, got.Seq, got.Record, e.Seq, e.Record)
+			}
+			if g, w := encode(t, got.Record), encode(t, e.Record); !bytes.Equal(g, w) {
+				t.Fatalf("get %s/%s encodes differently:\ngot  %x\nwant %x", coll, id, g, w)
+			}
+		}
+		slices.SortFunc(want, func(a, b stores.Entry) int { return int(a.Seq) - int(b.Seq) })
+		page, err := s.Pull(ctx, coll, 0, stores.MaxPage)
+		if err != nil {
+			t.Fatalf("pull %s: %v", coll, err)
+		}
+		if len(page.Entries) != len(want) || page.More {
+			t.Fatalf("pull %s: got %d entries (more %v), want %d", coll, len(page.Entries), page.More, len(want))
+		}
+		for i, e := range page.Entries {
+			if e.Seq != want[i].Seq || !e.Record.Equal(want[i].Record) {
+				t.Fatalf("pull %s entry %d: got seq %d %+v, want seq %d %+v", coll, i, e.Seq, e.Record, want[i].Seq, want[i].Record)
+			}
+		}
+	}
+}
+
+// TestMergeMatchesGo applies random batches of changes (ties, unsets,
+// deletes, equal replica ids, several changes to one record in a batch,
+// two collections in a batch) to Redis and to the Go model, and requires
+// equal results, records, encodings, logs and heads.
+func TestMergeMatchesGo(t *testing.T) {
+	eachTarget(t, func(t *testing.T, tg target) {
+		s := openStore(t, tg, Options{})
+		n := 0
+		rapid.Check(t, func(t *rapid.T) {
+			n++
+			colls := []string{fmt.Sprintf("p%d", n), fmt.Sprintf("q%d.x", n)}
+			m := newModel()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			for range rapid.IntRange(1, 4).Draw(t, "batches") {
+				batch := rapid.SliceOfN(rapid.Custom(func(t *rapid.T) crdt.Change {
+					return crdt.Change{
+						Collection: rapid.SampledFrom(colls).Draw(t, "collection"),
+						Record:     genRecord("r1", "r2", "é").Draw(t, "record"),
+					}
+				}), 1, 6).Draw(t, "batch")
+				want := m.apply(batch)
+				got, err := s.Apply(ctx, batch)
+				if err != nil {
+					t.Fatalf("apply: %v", err)
+				}
+				if !slices.Equal(got, want) {
+					t.Fatalf("apply results: got %+v, want %+v", got, want)
+				}
+				// Applying again changes nothing (what a go-redis retry does).
+				again, err := s.Apply(ctx, batch)
+				if err != nil {
+					t.Fatalf("apply again: %v", err)
+				}
+				for i, r := range again {
+					if r.Changed {
+						t.Fatalf("apply again: change %d changed its record", i)
+					}
+				}
+			}
+			checkAgainstModel(t, s, m, colls)
+		})
+	})
+}
+
+// TestScriptSizeMatchesCBOR checks the script's computation of the encoded
+// record size against crdt.EncodeRecord: a merged record of exactly the
+// limit is stored, one byte more is refused with ErrTooLarge and leaves
+// the record as it was.
+func TestScriptSizeMatchesCBOR(t *testing.T) {
+	eachTarget(t, func(t *testing.T, tg target) {
+		s := openStore(t, tg, Options{})
+		n := 0
+		rapid.Check(t, func(t *rapid.T) {
+			n++
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			coll := fmt.Sprintf("size%d", n)
+			id := rapid.SampledFrom([]string{"r", strings.Repeat("i", 23), strings.Repeat("i", 24), strings.Repeat("i", 300)}).Draw(t, "id")
+			base := genRecord(id).Draw(t, "base")
+			delta := genRecord(id).Draw(t, "delta")
+			s.maxRecordBytes = crdt.MaxRecordBytes
+			if _, err := s.Apply(ctx, []crdt.Change{{Collection: coll, Record: base}}); err != nil {
+				t.Fatalf("apply base: %v", err)
+			}
+			before, _ := crdt.Merge(crdt.Record{ID: id}, base)
+			want, changed := crdt.Merge(before, delta)
+			if !changed {
+				return
+			}
+			size := len(encode(t, want))
+			s.maxRecordBytes = size - 1
+			_, err := s.Apply(ctx, []crdt.Change{{Collection: coll, Record: delta}})
+			if !errors.Is(err, stores.ErrTooLarge) {
+				t.Fatalf("apply with limit %d below the size: got %v, want ErrTooLarge", size-1, err)
+			}
+			if len(before.Fields) > 0 || !before.Deleted.IsZero() {
+				got, err := s.Get(ctx, coll, id)
+				if err != nil || !got.Record.Equal(before) {
+					t.Fatalf("refused change altered the record: got %+v, %v; want %+v", got.Record, err, before)
+				}
+			}
+			s.maxRecordBytes = size
+			res, err := s.Apply(ctx, []crdt.Change{{Collection: coll, Record: delta}})
+			if err != nil || !res[0].Changed {
+				t.Fatalf("apply with limit %d, the exact size: got %+v, %v", size, res, err)
+			}
+		})
+		s.maxRecordBytes = crdt.MaxRecordBytes
+	})
+}
+
+// TestTiesMatchGo writes one field several times at one stamp (what two
+// replicas sharing an id produce) and requires the script to pick the same
+// winner as Go: an unset beats a value, else the larger value bytes win.
+// The values share long prefixes and differ around the script's 64-byte
+// comparison chunks.
+func TestTiesMatchGo(t *testing.T) {
+	eachTarget(t, func(t *testing.T, tg target) {
+		s := openStore(t, tg, Options{})
+		n := 0
+		rapid.Check(t, func(t *rapid.T) {
+			n++
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			coll := fmt.Sprintf("tie%d", n)
+			st := genStamp().Draw(t, "stamp")
+			// With the two-byte text head, a difference after x*61 or x*125
+			// falls on the last byte of a 64-byte chunk.
+			k := rapid.OneOf(rapid.SampledFrom([]int{60, 61, 62, 124, 125, 126}), rapid.IntRange(0, 140)).Draw(t, "prefix")
+			m := newModel()
+			for range rapid.IntRange(2, 5).Draw(t, "writes") {
+				var v []byte
+				switch rapid.IntRange(0, 5).Draw(t, "kind") {
+				case 0:
+					v = nil // unset
+				case 1:
+					v = genValue().Draw(t, "value")
+				default:
+					b, err := crdt.EncodeValue(long[:k] + rapid.SampledFrom([]string{"", "a", "b", "ab"}).Draw(t, "suffix"))
+					if err != nil {
+						t.Fatal(err)
+					}
+					v = b
+				}
+				batch := []crdt.Change{{Collection: coll, Record: crdt.Record{ID: "r", Fields: map[string]crdt.Field{"f": {Stamp: st, Value: v}}}}}
+				want := m.apply(batch)
+				got, err := s.Apply(ctx, batch)
+				if err != nil {
+					t.Fatalf("apply: %v", err)
+				}
+				if !slices.Equal(got, want) {
+					t.Fatalf("apply %x at %v: got %+v, want %+v", v, st, got, want)
+				}
+			}
+			checkAgainstModel(t, s, m, []string{coll})
+		})
+	})
+}

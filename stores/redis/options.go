@@ -1,0 +1,133 @@
+package redis
+
+import (
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/convergo/convergo/stores"
+)
+
+// Defaults for the zero values of Options.
+const (
+	DefaultAddr         = "127.0.0.1:6379"
+	DefaultClientName   = "convergo"
+	DefaultDialTimeout  = 5 * time.Second
+	DefaultReadTimeout  = 5 * time.Second
+	DefaultWriteTimeout = 5 * time.Second
+	DefaultMaxRetries   = 3
+)
+
+// Options configures a Store. Open uses every field; New, which is handed a
+// client, uses only KeyPrefix and Logger.
+type Options struct {
+	// Addrs are the host:port addresses of one Redis server, or of some
+	// nodes of a Redis Cluster (the client discovers the rest). Empty means
+	// DefaultAddr.
+	Addrs []string
+	// Cluster makes Open use a cluster client even for a single address (a
+	// cluster's configuration endpoint). False means: a cluster client when
+	// Addrs lists more than one address, else a single-node client. Open
+	// refuses a single-node client pointed at a cluster node.
+	Cluster bool
+	// Username and Password authenticate with AUTH (ACL user or the default
+	// user). Empty means no authentication.
+	Username string
+	Password string
+	// DB selects the database of a single-node server. Zero means database
+	// 0, the only one a cluster has; a non-zero DB with a cluster is an
+	// error.
+	DB int
+	// KeyPrefix is put before every key and the notification channel, so
+	// several deployments (or tests) can share one Redis without seeing each
+	// other. Empty means no prefix. It must not contain '{' or '}', which
+	// would change the keys' hash slot.
+	KeyPrefix string
+	// ClientName names the store's connections in CLIENT LIST (CLIENT
+	// SETNAME), the subscriber's included. Empty means DefaultClientName.
+	ClientName string
+	// PoolSize is the number of connections per node. Zero means go-redis's
+	// default, 10 per GOMAXPROCS.
+	PoolSize int
+	// DialTimeout bounds establishing a connection. Zero means
+	// DefaultDialTimeout.
+	DialTimeout time.Duration
+	// ReadTimeout and WriteTimeout bound one socket read or write; a
+	// call's context deadline bounds it too (Open enables go-redis's
+	// ContextTimeoutEnabled), whichever is sooner. Zero means
+	// DefaultReadTimeout and DefaultWriteTimeout; -1 means no timeout.
+	ReadTimeout  time.Duration
+	WriteTimeout time.Duration
+	// MaxRetries is how often go-redis retries a command that failed with a
+	// network error or a retryable server error (LOADING, TRYAGAIN,
+	// CLUSTERDOWN, ...). Retrying the merge script is safe because it is
+	// idempotent. Zero means DefaultMaxRetries; negative means no retries.
+	MaxRetries int
+	// Logger receives the store's few log lines (the subscriber's
+	// reconnections and unreadable notifications). Nil means no logging.
+	Logger *slog.Logger
+}
+
+func (o Options) withDefaults() Options {
+	if len(o.Addrs) == 0 {
+		o.Addrs = []string{DefaultAddr}
+	}
+	if o.ClientName == "" {
+		o.ClientName = DefaultClientName
+	}
+	if o.DialTimeout == 0 {
+		o.DialTimeout = DefaultDialTimeout
+	}
+	if o.ReadTimeout == 0 {
+		o.ReadTimeout = DefaultReadTimeout
+	}
+	if o.WriteTimeout == 0 {
+		o.WriteTimeout = DefaultWriteTimeout
+	}
+	switch {
+	case o.MaxRetries == 0:
+		o.MaxRetries = DefaultMaxRetries
+	case o.MaxRetries < 0:
+		o.MaxRetries = -1 // go-redis: no retries
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return o
+}
+
+func (o Options) cluster() bool { return o.Cluster || len(o.Addrs) > 1 }
+
+// validate checks the fields New uses.
+func (o Options) validate() error {
+	if strings.ContainsAny(o.KeyPrefix, "{}") {
+		return fmt.Errorf("%w: redis key prefix %q contains a brace", stores.ErrInvalid, o.KeyPrefix)
+	}
+	return nil
+}
+
+// validateOpen checks the fields Open uses.
+func (o Options) validateOpen() error {
+	if err := o.validate(); err != nil {
+		return err
+	}
+	if o.DB < 0 {
+		return fmt.Errorf("%w: redis DB %d is negative", stores.ErrInvalid, o.DB)
+	}
+	if o.DB != 0 && o.cluster() {
+		return fmt.Errorf("%w: redis DB %d with a cluster, which has only database 0", stores.ErrInvalid, o.DB)
+	}
+	if o.PoolSize < 0 {
+		return fmt.Errorf("%w: redis PoolSize %d is negative", stores.ErrInvalid, o.PoolSize)
+	}
+	if o.DialTimeout < 0 {
+		return fmt.Errorf("%w: redis DialTimeout %s is negative", stores.ErrInvalid, o.DialTimeout)
+	}
+	for _, t := range []time.Duration{o.ReadTimeout, o.WriteTimeout} {
+		if t < 0 && t != -1 {
+			return fmt.Errorf("%w: redis read/write timeout %s: want positive, zero or -1", stores.ErrInvalid, t)
+		}
+	}
+	return nil
+}

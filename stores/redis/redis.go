@@ -1,0 +1,384 @@
+package redis
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/stores"
+)
+
+var _ stores.Store = (*Store)(nil)
+
+// MaxSeq is the largest sequence number the store hands out: 2^53, the
+// largest integer a ZSET score (a float64) holds exactly. The merge script
+// refuses a batch that would pass it.
+const MaxSeq = 1 << 53
+
+var (
+	//go:embed merge.lua
+	mergeSource string
+	//go:embed read.lua
+	readSource string
+
+	// The scripts are shared by every Store: a Script only caches its SHA1.
+	mergeScript = goredis.NewScript(mergeSource)
+	readScript  = goredis.NewScript(readSource)
+)
+
+// Store is a stores.Store on Redis or Redis Cluster. Create it with Open or
+// New; it is safe for concurrent use.
+type Store struct {
+	client    goredis.UniversalClient
+	ownClient bool
+	prefix    string
+	channel   string
+	log       *slog.Logger
+
+	// maxRecordBytes is crdt.MaxRecordBytes; tests lower it to probe the
+	// script's size computation.
+	maxRecordBytes int
+
+	closed   atomic.Bool
+	watchers stores.Watchers
+
+	mu      sync.Mutex // guards pubsub and stopSub against Close
+	pubsub  *goredis.PubSub
+	stopSub context.CancelFunc
+	watchWG sync.WaitGroup
+}
+
+// Open connects to Redis as opts says and returns a store that owns the
+// connection: Close closes it. It checks that the server answers and runs
+// Redis 7 or later (the scripts use 7.0's shebang flags).
+func Open(ctx context.Context, opts Options) (*Store, error) {
+	if err := opts.validateOpen(); err != nil {
+		return nil, fmt.Errorf("open redis store: %w", err)
+	}
+	o := opts.withDefaults()
+	client := goredis.NewUniversalClient(&goredis.UniversalOptions{
+		Addrs:         o.Addrs,
+		IsClusterMode: o.Cluster,
+		ClientName:    o.ClientName,
+		DB:            o.DB,
+		Username:      o.Username,
+		Password:      o.Password,
+		PoolSize:      o.PoolSize,
+		DialTimeout:   o.DialTimeout,
+		ReadTimeout:   o.ReadTimeout,
+		WriteTimeout:  o.WriteTimeout,
+		MaxRetries:    o.MaxRetries,
+		// Without it go-redis bounds calls only by its socket timeouts and
+		// ignores the caller's context deadline.
+		ContextTimeoutEnabled: true,
+	})
+	s, err := New(client, o)
+	if err != nil {
+		_ = client.Close()
+		return nil, err
+	}
+	s.ownClient = true
+	if err := s.checkServer(ctx, o.cluster()); err != nil {
+		_ = client.Close()
+		return nil, fmt.Errorf("open redis store at %s: %w", strings.Join(o.Addrs, ","), err)
+	}
+	return s, nil
+}
+
+// New returns a store on a client the caller owns and keeps open until after
+// Close. It does no I/O. Of opts it uses KeyPrefix and Logger. The client
+// should have ContextTimeoutEnabled set, or contexts will not bound calls.
+func New(client goredis.UniversalClient, opts Options) (*Store, error) {
+	if client == nil {
+		return nil, fmt.Errorf("new redis store: %w: nil client", stores.ErrInvalid)
+	}
+	if err := opts.validate(); err != nil {
+		return nil, fmt.Errorf("new redis store: %w", err)
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Store{
+		client:         client,
+		prefix:         opts.KeyPrefix,
+		channel:        opts.KeyPrefix + "convergo:notify",
+		log:            log.With("component", "stores/redis"),
+		maxRecordBytes: crdt.MaxRecordBytes,
+	}, nil
+}
+
+// checkServer pings the server and checks its version and mode.
+func (s *Store) checkServer(ctx context.Context, cluster bool) error {
+	if err := s.client.Ping(ctx).Err(); err != nil {
+		return s.fail(ctx, "ping", err)
+	}
+	info, err := s.client.Info(ctx, "server", "cluster").Result()
+	if err != nil {
+		return nil // INFO may be renamed or forbidden; the scripts will tell
+	}
+	if v := infoField(info, "redis_version"); v != "" {
+		if major, _, _ := strings.Cut(v, "."); major != "" {
+			if n, err := strconv.Atoi(major); err == nil && n < 7 {
+				return fmt.Errorf("%w: redis %s, need 7.0 or later", stores.ErrInvalid, v)
+			}
+		}
+	}
+	if !cluster && infoField(info, "cluster_enabled") == "1" {
+		return fmt.Errorf("%w: the server is a cluster node: set Options.Cluster or list several nodes", stores.ErrInvalid)
+	}
+	return nil
+}
+
+func infoField(info, name string) string {
+	for line := range strings.Lines(info) {
+		if v, ok := strings.CutPrefix(line, name+":"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+// Keys. The collection name sits in a hash tag, so all keys of a
+// collection are in one cluster slot; crdt.ValidateCollection refuses
+// braces and colons, so names cannot break out of it.
+func (s *Store) seqKey(coll string) string { return s.prefix + "{" + coll + "}:seq" }
+func (s *Store) logKey(coll string) string { return s.prefix + "{" + coll + "}:log" }
+func (s *Store) recKey(coll string) string { return s.prefix + "{" + coll + "}:r" }
+
+func (s *Store) begin(ctx context.Context) error {
+	if s.closed.Load() {
+		return stores.ErrClosed
+	}
+	return ctx.Err()
+}
+
+// Apply implements stores.Store. The changes of each collection go to Redis
+// in one merge script call, which is atomic; the collections of a batch are
+// applied one after the other, so an error can leave earlier collections
+// applied and later ones not.
+func (s *Store) Apply(ctx context.Context, changes []crdt.Change) ([]stores.Result, error) {
+	if err := s.begin(ctx); err != nil {
+		return nil, err
+	}
+	if err := stores.CheckApply(changes); err != nil {
+		return nil, err
+	}
+	var order []string
+	groups := map[string][]int{}
+	for i, c := range changes {
+		if err := checkRecord(c.Record); err != nil {
+			return nil, fmt.Errorf("apply change %d (%s/%s): %w", i, c.Collection, c.Record.ID, err)
+		}
+		if _, ok := groups[c.Collection]; !ok {
+			order = append(order, c.Collection)
+		}
+		groups[c.Collection] = append(groups[c.Collection], i)
+	}
+	results := make([]stores.Result, len(changes))
+	for _, coll := range order {
+		if err := s.applyCollection(ctx, coll, changes, groups[coll], results); err != nil {
+			return nil, err
+		}
+	}
+	return results, nil
+}
+
+func (s *Store) applyCollection(ctx context.Context, coll string, changes []crdt.Change, idx []int, results []stores.Result) error {
+	args := make([]any, 0, 5+2*len(idx))
+	args = append(args, s.channel, coll, s.maxRecordBytes, crdt.MaxFieldsPerRecord, uint64(MaxSeq))
+	for _, i := range idx {
+		r := changes[i].Record
+		args = append(args, r.ID, encodeBlob(0, r))
+	}
+	keys := []string{s.seqKey(coll), s.logKey(coll), s.recKey(coll)}
+	out, err := mergeScript.Run(ctx, s.client, keys, args...).Int64Slice()
+	if err != nil {
+		return s.fail(ctx, "apply to "+coll, err)
+	}
+	if len(out) != 2*len(idx) {
+		return fmt.Errorf("apply to %s: merge script returned %d numbers for %d changes", coll, len(out), len(idx))
+	}
+	for j, i := range idx {
+		results[i] = stores.Result{Changed: out[2*j] == 1, Seq: uint64(out[2*j+1])}
+	}
+	return nil
+}
+
+// Pull implements stores.Store. The read script takes the page of the log
+// and its records in one atomic step, so every record is the state that
+// holds the sequence number it is listed under.
+func (s *Store) Pull(ctx context.Context, collection string, after uint64, limit int) (stores.Page, error) {
+	if err := s.begin(ctx); err != nil {
+		return stores.Page{}, err
+	}
+	if err := stores.CheckPull(collection, limit); err != nil {
+		return stores.Page{}, err
+	}
+	page := stores.Page{Next: after}
+	if after >= MaxSeq {
+		return page, nil // no sequence number is larger
+	}
+	keys := []string{s.logKey(collection), s.recKey(collection)}
+	out, err := readScript.Run(ctx, s.client, keys, strconv.FormatUint(after, 10), limit+1).Slice()
+	if err != nil {
+		return stores.Page{}, s.fail(ctx, "pull "+collection, err)
+	}
+	if len(out)%2 != 0 {
+		return stores.Page{}, fmt.Errorf("pull %s: read script returned %d items", collection, len(out))
+	}
+	n := len(out) / 2
+	if n > limit {
+		page.More = true
+		n = limit
+	}
+	page.Entries = make([]stores.Entry, 0, n)
+	for i := range n {
+		id, _ := out[2*i].(string)
+		blob, ok := out[2*i+1].(string)
+		if !ok {
+			return stores.Page{}, fmt.Errorf("pull %s: log lists %q, which has no record", collection, id)
+		}
+		seq, rec, err := decodeBlob(id, []byte(blob))
+		if err != nil {
+			return stores.Page{}, fmt.Errorf("pull %s: record %q: %w", collection, id, err)
+		}
+		if seq <= page.Next {
+			return stores.Page{}, fmt.Errorf("pull %s: record %q has seq %d, not after %d", collection, id, seq, page.Next)
+		}
+		page.Entries = append(page.Entries, stores.Entry{Seq: seq, Record: rec})
+		page.Next = seq
+	}
+	return page, nil
+}
+
+// Get implements stores.Store.
+func (s *Store) Get(ctx context.Context, collection, id string) (stores.Entry, error) {
+	if err := s.begin(ctx); err != nil {
+		return stores.Entry{}, err
+	}
+	if err := stores.CheckKey(collection, id); err != nil {
+		return stores.Entry{}, err
+	}
+	blob, err := s.client.HGet(ctx, s.recKey(collection), id).Bytes()
+	if err != nil {
+		return stores.Entry{}, s.fail(ctx, "get "+collection+"/"+id, err)
+	}
+	seq, rec, err := decodeBlob(id, blob)
+	if err != nil {
+		return stores.Entry{}, fmt.Errorf("get %s/%s: %w", collection, id, err)
+	}
+	return stores.Entry{Seq: seq, Record: rec}, nil
+}
+
+// Head implements stores.Store.
+func (s *Store) Head(ctx context.Context, collection string) (uint64, error) {
+	if err := s.begin(ctx); err != nil {
+		return 0, err
+	}
+	if err := crdt.ValidateCollection(collection); err != nil {
+		return 0, fmt.Errorf("%w: %v", stores.ErrInvalid, err)
+	}
+	head, err := s.client.Get(ctx, s.seqKey(collection)).Uint64()
+	if errors.Is(err, goredis.Nil) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, s.fail(ctx, "head "+collection, err)
+	}
+	return head, nil
+}
+
+// Close implements stores.Store. It stops the subscriber and waits for it,
+// and closes the client if Open created it.
+func (s *Store) Close() error {
+	if s.closed.Swap(true) {
+		return nil
+	}
+	s.mu.Lock()
+	ps, stop := s.pubsub, s.stopSub
+	s.mu.Unlock()
+	if ps != nil {
+		stop()
+		_ = ps.Close()
+		s.watchWG.Wait()
+	}
+	s.watchers.Close()
+	if s.ownClient {
+		if err := s.client.Close(); err != nil && !errors.Is(err, goredis.ErrClosed) {
+			return fmt.Errorf("close redis store: %w", err)
+		}
+	}
+	return nil
+}
+
+// fail translates a go-redis error at the edge: redis.Nil to ErrNotFound, a
+// closed client to ErrClosed, a done context to its error, connection
+// failures and retryable server states to ErrUnavailable, and the script's
+// size refusal to ErrTooLarge. Every result reads op first.
+func (s *Store) fail(ctx context.Context, op string, err error) error {
+	switch {
+	case errors.Is(err, goredis.Nil):
+		return fmt.Errorf("%s: %w", op, stores.ErrNotFound)
+	case errors.Is(err, goredis.ErrClosed) || s.closed.Load():
+		return fmt.Errorf("%s: %w", op, stores.ErrClosed)
+	case ctx.Err() != nil:
+		return fmt.Errorf("%s: %w (%v)", op, ctx.Err(), err)
+	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("%s: %w", op, err)
+	case strings.Contains(err.Error(), "convergo:too-large"):
+		return fmt.Errorf("%s: %w: %s", op, stores.ErrTooLarge, scriptMessage(err, "convergo:too-large"))
+	case unavailable(err):
+		return fmt.Errorf("%s: %w: %w", op, stores.ErrUnavailable, err)
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
+// scriptMessage cuts the message the script raised out of Redis's error
+// text ("ERR user_script:1: <message> script: <sha>, on @user_script:1.").
+func scriptMessage(err error, marker string) string {
+	msg := err.Error()
+	if i := strings.Index(msg, marker); i >= 0 {
+		msg = msg[i+len(marker):]
+	}
+	if i := strings.Index(msg, " script: "); i >= 0 {
+		msg = msg[:i]
+	}
+	return strings.TrimSpace(msg)
+}
+
+// unavailablePrefixes are server errors that say "not now": the store
+// cannot serve the call at the moment, and a later retry may succeed.
+var unavailablePrefixes = []string{
+	"LOADING", "BUSY", "CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN", "READONLY",
+	"NOREPLICAS", "OOM", "max number of clients", // HasErrorPrefix drops "ERR "
+}
+
+func unavailable(err error) bool {
+	var netErr net.Error
+	switch {
+	case errors.As(err, &netErr),
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
+		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET),
+		errors.Is(err, syscall.EPIPE), errors.Is(err, goredis.ErrPoolTimeout):
+		return true
+	}
+	for _, p := range unavailablePrefixes {
+		if goredis.HasErrorPrefix(err, p) {
+			return true
+		}
+	}
+	return false
+}
