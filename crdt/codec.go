@@ -11,9 +11,15 @@ import (
 // Decode limits. Every decode in Convergo, of a record, a change batch or a
 // protocol message, goes through one DecMode built with these.
 const (
-	// MaxNestedLevels bounds nesting of arrays and maps. A record uses four
-	// levels (record, fields, field, value); the rest is for values.
+	// MaxNestedLevels bounds nesting of arrays and maps in any decoded
+	// message, envelopes and values together.
 	MaxNestedLevels = 24
+	// MaxValueNestedLevels bounds nesting of arrays and maps inside one
+	// field value. It leaves MaxNestedLevels-MaxValueNestedLevels levels for
+	// the envelopes a value travels in (a pull page or push batch, the
+	// entry or change, the record, its field map and field array), so a
+	// value CanonicalValue accepts decodes inside every message carrying it.
+	MaxValueNestedLevels = 16
 	// MaxContainerItems bounds the elements of one array and the pairs of
 	// one map: the largest page of records or batch of changes, or the
 	// largest array or map inside a value.
@@ -110,7 +116,7 @@ func CanonicalValue(v []byte) error {
 		return fmt.Errorf("%w: value of %d bytes exceeds %d", ErrTooLarge, len(v), MaxValueBytes)
 	}
 	c := cursor{b: v}
-	if err := c.canonicalItem(1); err != nil {
+	if err := c.canonicalItem(0); err != nil {
 		return err
 	}
 	if c.off != len(v) {

@@ -193,15 +193,16 @@ func (c *cursor) head() (major, info byte, arg uint64, err error) {
 
 var errNonCanonical = fmt.Errorf("%w: value is not in deterministic CBOR encoding", ErrInvalid)
 
-// canonicalItem checks one data item at the cursor, at nesting depth.
+// canonicalItem checks one data item at the cursor, inside depth arrays
+// and maps of the value.
 func (c *cursor) canonicalItem(depth int) error {
-	if depth > MaxNestedLevels {
-		return c.errf("nested deeper than %d levels", MaxNestedLevels)
-	}
 	start := c.off
 	major, info, arg, err := c.head()
 	if err != nil {
 		return err
+	}
+	if (major == majorArray || major == majorMap) && depth >= MaxValueNestedLevels {
+		return c.errf("nested deeper than %d levels", MaxValueNestedLevels)
 	}
 	switch major {
 	case majorUint, majorNegint:
