@@ -79,7 +79,9 @@ func (s *Store) coll(name string) *collection {
 	return c
 }
 
-// Apply implements stores.Store.
+// Apply implements stores.Store. A batch is applied whole or not at all: a
+// change whose merge would break a record limit refuses the batch with
+// stores.ErrTooLarge before anything is written.
 func (s *Store) Apply(ctx context.Context, changes []crdt.Change) ([]stores.Result, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -92,30 +94,84 @@ func (s *Store) Apply(ctx context.Context, changes []crdt.Change) ([]stores.Resu
 		s.mu.Unlock()
 		return nil, stores.ErrClosed
 	}
-	results := make([]stores.Result, len(changes))
-	heads := map[string]uint64{}
+	// Merge into copies first, so a refused batch leaves no trace.
+	type key struct{ coll, id string }
+	staged := map[key]*entry{}
+	changed := make([]bool, len(changes))
 	for i, ch := range changes {
-		c := s.coll(ch.Collection)
-		e := c.records[ch.Record.ID]
+		k := key{ch.Collection, ch.Record.ID}
+		e := staged[k]
 		if e == nil {
 			e = &entry{record: crdt.Record{ID: ch.Record.ID}}
+			if c := s.collections[ch.Collection]; c != nil && c.records[ch.Record.ID] != nil {
+				old := c.records[ch.Record.ID]
+				e = &entry{seq: old.seq, record: old.record.Clone()}
+			}
+			staged[k] = e
 		}
-		next := e.record.Clone()
-		if !next.Merge(ch.Record) {
-			results[i] = stores.Result{Seq: e.seq}
+		if changed[i] = e.record.Merge(ch.Record); changed[i] {
+			if err := checkLimits(e.record); err != nil {
+				s.mu.Unlock()
+				return nil, fmt.Errorf("apply %s/%s: %w", ch.Collection, ch.Record.ID, err)
+			}
+		}
+	}
+	// Each change that altered its record takes the next seq; the record
+	// keeps the last one.
+	results := make([]stores.Result, len(changes))
+	seqs := map[key]uint64{}
+	heads := map[string]uint64{}
+	for i, ch := range changes {
+		k := key{ch.Collection, ch.Record.ID}
+		if !changed[i] {
+			seq, ok := seqs[k]
+			if !ok {
+				seq = staged[k].seq
+			}
+			results[i] = stores.Result{Seq: seq}
 			continue
 		}
+		c := s.coll(ch.Collection)
 		c.head++
-		c.records[ch.Record.ID] = &entry{seq: c.head, record: next}
-		c.appendLog(c.head, ch.Record.ID, e.seq)
+		seqs[k] = c.head
 		results[i] = stores.Result{Changed: true, Seq: c.head}
 		heads[ch.Collection] = c.head
+	}
+	// The log must stay in seq order: commit records by their new seq.
+	for i := range changes {
+		k := key{changes[i].Collection, changes[i].Record.ID}
+		if !changed[i] || seqs[k] != results[i].Seq {
+			continue // unchanged, or not the record's last change
+		}
+		c := s.collections[k.coll]
+		c.records[k.id] = &entry{seq: results[i].Seq, record: staged[k].record}
+		c.appendLog(results[i].Seq, k.id, staged[k].seq)
 	}
 	s.mu.Unlock()
 	for name, head := range heads {
 		s.watchers.Notify(stores.Notification{Collection: name, Seq: head})
 	}
 	return results, nil
+}
+
+// checkLimits refuses a merged record beyond the crdt limits: no store could
+// hand it back, since decoding refuses it.
+func checkLimits(r crdt.Record) error {
+	if len(r.Fields) > crdt.MaxFieldsPerRecord {
+		return fmt.Errorf("%w: record would have %d fields, more than %d", stores.ErrTooLarge, len(r.Fields), crdt.MaxFieldsPerRecord)
+	}
+	// Encode only when a cheap upper bound of the size is over the limit.
+	bound := 64 + len(r.ID)
+	for name, f := range r.Fields {
+		bound += len(name) + len(f.Value) + len(f.Stamp.Replica) + 32
+	}
+	if bound <= crdt.MaxRecordBytes {
+		return nil
+	}
+	if n := len(crdt.AppendRecord(nil, r)); n > crdt.MaxRecordBytes {
+		return fmt.Errorf("%w: record would encode to %d bytes, more than %d", stores.ErrTooLarge, n, crdt.MaxRecordBytes)
+	}
+	return nil
 }
 
 // Pull implements stores.Store.

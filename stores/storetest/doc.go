@@ -1,0 +1,40 @@
+// Package storetest is the conformance suite of the stores.Store contract.
+// Every store runs it with one call from its own tests:
+//
+//	func TestConformance(t *testing.T) {
+//		storetest.Run(t, func(t testing.TB) stores.Store {
+//			s := open(t) // a new, empty store, isolated from every other
+//			return s
+//		})
+//	}
+//
+// and reuses its benchmarks with storetest.Bench.
+//
+// # What the suite checks
+//
+// The suite is written against the stores.Store interface only, so a store
+// that passes it keeps the promises the engine relies on: merge semantics
+// equal to crdt.Record.Merge (last writer wins per field, ties decided the
+// same way everywhere, unsets, delete tombstones, revival after a delete);
+// Results that report whether a change altered its record and the record's
+// sequence number; no-op changes that take no sequence number and wake no
+// one; idempotent replay of whole and partial batches; changes to one record
+// in one batch merged in order; independent collections; paging with exact
+// Next and More; a compacted log in ascending order that holds each record
+// once in its current state; Get, Head and ErrNotFound; refusal of invalid
+// input and of records beyond the crdt size limits; the no-gap invariant
+// under many concurrent writers and a tailing reader; Watch notifications as
+// hints; cancelled contexts; and use after Close.
+//
+// # Isolation
+//
+// The factory passed to Run returns a new, empty store for every subtest.
+// Stores on shared servers isolate each one by a random key prefix or table
+// name and remove what they wrote in a t.Cleanup. The suite closes every
+// store it opens (Close must be idempotent, so a factory may close it too)
+// and uses fixed collection names, which is safe only because of that
+// isolation.
+//
+// Integration tests find their servers with Endpoint, which skips the test
+// when the service is not configured.
+package storetest

@@ -1,0 +1,220 @@
+package storetest
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/stores"
+)
+
+// Notifications are hints that may be late or merged: the checks wait for
+// them up to notifyWait, and wait notifyQuiet to see that none came.
+const (
+	notifyWait  = 10 * time.Second
+	notifyQuiet = 200 * time.Millisecond
+)
+
+// watcher collects notifications without blocking the store.
+type watcher struct {
+	c    chan stores.Notification
+	stop func()
+}
+
+func watch(t testing.TB, s stores.Store) *watcher {
+	t.Helper()
+	w := &watcher{c: make(chan stores.Notification, 4096)}
+	w.stop = s.Watch(func(n stores.Notification) {
+		select {
+		case w.c <- n:
+		default: // a full buffer drops hints, as a store may
+		}
+	})
+	if w.stop == nil {
+		t.Fatal("Watch returned a nil stop function")
+	}
+	t.Cleanup(w.stop)
+	return w
+}
+
+// await waits for a notification that coll reached seq or beyond, and
+// returns the notifications for coll that came before it.
+func (w *watcher) await(t testing.TB, coll string, seq uint64) []stores.Notification {
+	t.Helper()
+	timeout := time.After(notifyWait)
+	var seen []stores.Notification
+	for {
+		select {
+		case n := <-w.c:
+			if n.Resync || n.Collection != coll {
+				continue
+			}
+			seen = append(seen, n)
+			if n.Seq >= seq {
+				return seen
+			}
+		case <-timeout:
+			t.Fatalf("no notification for %s at seq %d or beyond within %s (got %v)", coll, seq, notifyWait, seen)
+		}
+	}
+}
+
+// quiet waits notifyQuiet and returns the notifications for coll that came.
+func (w *watcher) quiet(coll string) []stores.Notification {
+	var got []stores.Notification
+	timeout := time.After(notifyQuiet)
+	for {
+		select {
+		case n := <-w.c:
+			if !n.Resync && n.Collection == coll {
+				got = append(got, n)
+			}
+		case <-timeout:
+			return got
+		}
+	}
+}
+
+// testWatch checks that a change is followed by a notification with its
+// collection and new head.
+func testWatch(t *testing.T, f Factory) {
+	s := open(t, f)
+	w := watch(t, s)
+	res := apply(t, s, chg("wa", crdt.SetField("r", "f", val(t, 1), st(1, "a"))))[0]
+	for _, n := range w.await(t, "wa", res.Seq) {
+		if n.Seq > res.Seq {
+			t.Fatalf("notification for seq %d, but the head is %d", n.Seq, res.Seq)
+		}
+	}
+	// Two collections in one batch: both are notified.
+	res2 := apply(t, s,
+		chg("wa", crdt.SetField("q", "f", val(t, 1), st(1, "a"))),
+		chg("wb", crdt.SetField("q", "f", val(t, 1), st(1, "a"))),
+	)
+	w.await(t, "wa", res2[0].Seq)
+	w.await(t, "wb", res2[1].Seq)
+	// A burst of changes ends with a notification of the last head, perhaps
+	// after merged ones; every notification names a seq that exists.
+	var last uint64
+	for i := range 20 {
+		last = apply(t, s, chg("wa", crdt.SetField("burst", "f", val(t, i), st(int64(10+i), "a"))))[0].Seq
+	}
+	for _, n := range w.await(t, "wa", last) {
+		if n.Seq > last {
+			t.Fatalf("notification for seq %d beyond the head %d", n.Seq, last)
+		}
+	}
+	// A second watcher gets notifications too.
+	w2 := watch(t, s)
+	res = apply(t, s, chg("wa", crdt.SetField("r", "f", val(t, 2), st(2, "a"))))[0]
+	w.await(t, "wa", res.Seq)
+	w2.await(t, "wa", res.Seq)
+}
+
+// testWatchStop checks that stop ends notifications and may be called
+// twice.
+func testWatchStop(t *testing.T, f Factory) {
+	s := open(t, f)
+	stopped, live := watch(t, s), watch(t, s)
+	res := apply(t, s, chg("ws", crdt.SetField("r", "f", val(t, 1), st(1, "a"))))[0]
+	stopped.await(t, "ws", res.Seq)
+	live.await(t, "ws", res.Seq)
+	stopped.stop()
+	stopped.stop()
+	res = apply(t, s, chg("ws", crdt.SetField("r", "f", val(t, 2), st(2, "a"))))[0]
+	live.await(t, "ws", res.Seq)
+	for _, n := range stopped.quiet("ws") {
+		if n.Seq >= res.Seq {
+			t.Fatalf("stopped watcher was notified of seq %d", n.Seq)
+		}
+	}
+}
+
+// testWatchNoop checks that a batch that alters nothing notifies no one.
+func testWatchNoop(t *testing.T, f Factory) {
+	s := open(t, f)
+	w := watch(t, s)
+	c := chg("wn", crdt.SetField("r", "f", val(t, 1), st(1, "a")))
+	res := apply(t, s, c)[0]
+	w.await(t, "wn", res.Seq)
+	w.quiet("wn") // let late or repeated hints of that change arrive
+	if apply(t, s, c, chg("wn", crdt.Record{ID: "nothing"}))[0].Changed {
+		t.Fatal("replayed change altered the record")
+	}
+	// A change to another collection, notified after the no-op would be.
+	other := apply(t, s, chg("wn-other", crdt.SetField("r", "f", val(t, 1), st(1, "a"))))[0]
+	w.await(t, "wn-other", other.Seq)
+	if got := w.quiet("wn"); len(got) > 0 {
+		t.Fatalf("no-op batch was notified: %v", got)
+	}
+}
+
+// testCancelled checks that every I/O method returns promptly with the
+// context's error.
+func testCancelled(t *testing.T, f Factory) {
+	s := open(t, f)
+	apply(t, s, chg("cx", crdt.SetField("r", "f", val(t, 1), st(1, "a"))))
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	expired, cancel2 := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer cancel2()
+	for _, tc := range []struct {
+		ctx  context.Context
+		want error
+	}{{cancelled, context.Canceled}, {expired, context.DeadlineExceeded}} {
+		calls := map[string]func(ctx context.Context) error{
+			"Apply": func(ctx context.Context) error {
+				_, err := s.Apply(ctx, []crdt.Change{chg("cx", crdt.SetField("r", "f", val(t, 2), st(2, "a")))})
+				return err
+			},
+			"Pull": func(ctx context.Context) error { _, err := s.Pull(ctx, "cx", 0, 10); return err },
+			"Get":  func(ctx context.Context) error { _, err := s.Get(ctx, "cx", "r"); return err },
+			"Head": func(ctx context.Context) error { _, err := s.Head(ctx, "cx"); return err },
+		}
+		for name, call := range calls {
+			start := time.Now()
+			err := call(tc.ctx)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("%s with a done context: got %v, want an error wrapping %v", name, err, tc.want)
+			}
+			// Generous: the check is that the call does not wait for the
+			// backend, not how fast it is.
+			if d := time.Since(start); d > 5*time.Second {
+				t.Fatalf("%s with a done context took %s", name, d)
+			}
+		}
+	}
+	// The store still works.
+	wantRecord(t, "Get after cancelled calls", get(t, s, "cx", "r").Record, crdt.SetField("r", "f", val(t, 1), st(1, "a")))
+}
+
+// testClosed checks that methods return ErrClosed after Close and that
+// Close is idempotent.
+func testClosed(t *testing.T, f Factory) {
+	s := f(t)
+	ctx := context.Background()
+	apply(t, s, chg("cl", crdt.SetField("r", "f", val(t, 1), st(1, "a"))))
+	w := watch(t, s)
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	_, err := s.Apply(ctx, []crdt.Change{chg("cl", crdt.SetField("r", "f", val(t, 2), st(2, "a")))})
+	wantErr(t, "Apply after Close", err, stores.ErrClosed)
+	_, err = s.Pull(ctx, "cl", 0, 10)
+	wantErr(t, "Pull after Close", err, stores.ErrClosed)
+	_, err = s.Get(ctx, "cl", "r")
+	wantErr(t, "Get after Close", err, stores.ErrClosed)
+	_, err = s.Head(ctx, "cl")
+	wantErr(t, "Head after Close", err, stores.ErrClosed)
+	stop := s.Watch(func(stores.Notification) {})
+	if stop == nil {
+		t.Fatal("Watch after Close returned a nil stop function")
+	}
+	stop()
+	w.stop()
+}
