@@ -263,6 +263,9 @@ func (c *Change) UnmarshalCBOR(data []byte) error {
 	if err := ValidateCollection(w.Collection); err != nil {
 		return err
 	}
+	if w.Record.ID == "" { // a decoded record always has an id: key 2 is missing
+		return fmt.Errorf("%w: change to %s has no record", ErrMalformed, w.Collection)
+	}
 	*c = Change(w)
 	return nil
 }

@@ -53,3 +53,27 @@ func TestValueNestingFitsEveryEnvelope(t *testing.T) {
 		}
 	}
 }
+
+// TestChangeWithoutRecord is the regression test for a change map without
+// its record (key 2): it decoded to a change with an empty record id, which
+// re-encoded to bytes that no longer decode. Found by FuzzDecodeChanges.
+func TestChangeWithoutRecord(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		hex  []byte
+	}{
+		{"batch", []byte{0x81, 0xa1, 0x01, 0x61, '0'}},                         // [{1: "0"}]
+		{"empty map", []byte{0x81, 0xa0}},                                      // [{}]
+		{"record without id", []byte{0x81, 0xa2, 0x01, 0x61, 'c', 0x02, 0xa0}}, // [{1: "c", 2: {}}]
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cs, err := DecodeChanges(tc.hex)
+			if err == nil {
+				t.Fatalf("DecodeChanges(%x) = %+v, want an error", tc.hex, cs)
+			}
+			if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrInvalid) {
+				t.Fatalf("error %v wraps neither ErrMalformed nor ErrInvalid", err)
+			}
+		})
+	}
+}
