@@ -174,7 +174,7 @@ func (f *fakeServer) pull(ctx context.Context, body []byte) (any, error) {
 // live serves a WebSocket: hello, then subs streamed from the engine. The
 // control channel of a connection takes "drop" (close it abruptly),
 // "resync:<coll>" (stop streaming coll and send resync), "forbid" (send a
-// fatal forbidden error).
+// fatal forbidden error), "mute" (stop answering pings).
 func (f *fakeServer) live(w http.ResponseWriter, r *http.Request) {
 	conn, err := websocket.Accept(w, r, nil)
 	if err != nil {
@@ -215,6 +215,7 @@ func (f *fakeServer) live(w http.ResponseWriter, r *http.Request) {
 	if err := send(wsWelcome{Type: msgWelcome, Hello: f.helloAnswer()}); err != nil {
 		return
 	}
+	var muted atomic.Bool
 	var (
 		smu     sync.Mutex
 		streams = map[string]context.CancelFunc{}
@@ -270,6 +271,8 @@ func (f *fakeServer) live(w http.ResponseWriter, r *http.Request) {
 					conn.CloseNow()
 					cancel()
 					return
+				case c == "mute":
+					muted.Store(true)
 				case c == "forbid":
 					send(wsError{Type: msgError, Code: CodeForbidden, Message: "no"})
 					conn.Close(websocket.StatusPolicyViolation, "forbidden")
@@ -304,6 +307,9 @@ func (f *fakeServer) live(w http.ResponseWriter, r *http.Request) {
 			}
 			stream(s.Collection, s.Cursor)
 		case msgPing:
+			if muted.Load() {
+				continue
+			}
 			var p wsPing
 			if crdt.Unmarshal(b, &p) != nil {
 				return
