@@ -351,3 +351,41 @@ func TestTiesMatchGo(t *testing.T) {
 		})
 	})
 }
+
+// TestScriptRefusesMalformedInput sends the merge script a batch whose
+// second change is damaged (as a buggy or hostile caller of the script
+// could) and checks that it fails before its first write: the valid first
+// change is not applied either.
+func TestScriptRefusesMalformedInput(t *testing.T) {
+	eachTarget(t, func(t *testing.T, tg target) {
+		ctx := testContext(t)
+		s := openStore(t, tg, Options{})
+		const coll = "bad"
+		good := encodeBlob(0, crdt.SetField("r1", "f", []byte{0x01}, crdt.Stamp{Wall: 1, Replica: "a"}))
+		for _, tc := range []struct {
+			name string
+			blob []byte
+		}{
+			{"truncated", good[:len(good)-1]},
+			{"bad version", append([]byte{9}, good[1:]...)},
+			{"bad flag", append(bytes.Clone(good[:len(good)-6]), 5, 0, 0, 0, 1, 1)},
+			{"duplicate field", append(bytes.Clone(good), good[blobHeader+stampFixed:]...)},
+			{"empty", nil},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				keys := []string{s.seqKey(coll), s.logKey(coll), s.recKey(coll)}
+				err := mergeScript.Run(ctx, s.client, keys, s.channel, coll, crdt.MaxRecordBytes, crdt.MaxFieldsPerRecord, uint64(MaxSeq),
+					"r1", good, "r2", tc.blob).Err()
+				if err == nil || !strings.Contains(err.Error(), "convergo:malformed") {
+					t.Fatalf("got %v, want a convergo:malformed error", err)
+				}
+				if head, err := s.Head(ctx, coll); err != nil || head != 0 {
+					t.Fatalf("head after a refused batch: got %d, %v; want 0", head, err)
+				}
+				if _, err := s.Get(ctx, coll, "r1"); !errors.Is(err, stores.ErrNotFound) {
+					t.Fatalf("get r1 after a refused batch: got %v, want ErrNotFound", err)
+				}
+			})
+		}
+	})
+}
