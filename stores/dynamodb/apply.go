@@ -1,0 +1,430 @@
+package dynamodb
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"time"
+
+	awsdynamodb "github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/stores"
+)
+
+// Apply implements stores.Store. Changes are grouped by collection; each
+// group of up to recordsPerTx records is read with one strongly consistent
+// BatchGetItem, merged in Go and written with one TransactWriteItems that
+// is conditioned on the collection's head and on every record's sequence
+// number as read. A transaction that loses a race is cancelled; Apply
+// refreshes what it read (from the cancellation's ALL_OLD items, or by
+// reading again) and tries again after a jittered backoff.
+func (st *Store) Apply(ctx context.Context, changes []crdt.Change) ([]stores.Result, error) {
+	if err := st.check(ctx); err != nil {
+		return nil, err
+	}
+	if err := stores.CheckApply(changes); err != nil {
+		return nil, err
+	}
+	results := make([]stores.Result, len(changes))
+	var order []string
+	groups := map[string][]int{}
+	for i, c := range changes {
+		if _, ok := groups[c.Collection]; !ok {
+			order = append(order, c.Collection)
+		}
+		groups[c.Collection] = append(groups[c.Collection], i)
+	}
+	heads := map[string]uint64{}
+	notify := func() {
+		for _, coll := range order {
+			if h, ok := heads[coll]; ok {
+				st.watchers.Notify(stores.Notification{Collection: coll, Seq: h})
+			}
+		}
+	}
+	for _, coll := range order {
+		idxs := groups[coll]
+		for len(idxs) > 0 {
+			chunk := firstChunk(changes, idxs)
+			done, head, err := st.applyGroup(ctx, coll, changes, chunk, results)
+			if head > 0 {
+				heads[coll] = head
+			}
+			if err != nil {
+				notify()
+				return nil, err
+			}
+			idxs = idxs[done:]
+		}
+	}
+	notify()
+	return results, nil
+}
+
+// firstChunk returns the longest prefix of idxs that touches at most
+// recordsPerTx distinct records.
+func firstChunk(changes []crdt.Change, idxs []int) []int {
+	seen := map[string]bool{}
+	for k, i := range idxs {
+		id := changes[i].Record.ID
+		if !seen[id] {
+			if len(seen) == recordsPerTx {
+				return idxs[:k]
+			}
+			seen[id] = true
+		}
+	}
+	return idxs
+}
+
+// groupState is what a group's transaction is conditioned on: the head and
+// the records (by id; absent ones have sequence number 0) as read.
+type groupState struct {
+	head uint64
+	recs map[string]stores.Entry
+}
+
+// readState reads the head and the records ids of coll, strongly
+// consistent.
+func (st *Store) readState(ctx context.Context, coll string, ids []string) (groupState, error) {
+	state := groupState{recs: make(map[string]stores.Entry, len(ids))}
+	byPK := make(map[string]string, len(ids))
+	keys := []map[string]types.AttributeValue{key(headPK(coll), 0)}
+	for _, id := range ids {
+		pk := recordPK(coll, id)
+		byPK[pk] = id
+		keys = append(keys, key(pk, 0))
+	}
+	req := map[string]types.KeysAndAttributes{st.table: {Keys: keys, ConsistentRead: ptr(true)}}
+	for attempt := 1; len(req) > 0; attempt++ {
+		out, err := st.db.BatchGetItem(ctx, &awsdynamodb.BatchGetItemInput{RequestItems: req})
+		if err != nil {
+			return groupState{}, translate("apply "+coll+": read", err)
+		}
+		for _, item := range out.Responses[st.table] {
+			pkv, _ := item[attrPK].(*types.AttributeValueMemberS)
+			if pkv == nil {
+				continue
+			}
+			if pkv.Value == headPK(coll) {
+				h, err := getN(item, attrHead)
+				if err != nil {
+					return groupState{}, fmt.Errorf("apply %s: head item: %w", coll, err)
+				}
+				state.head = h
+				continue
+			}
+			id, ok := byPK[pkv.Value]
+			if !ok {
+				continue
+			}
+			e, err := decodeEntry(item, id, attrSeq)
+			if err != nil {
+				return groupState{}, fmt.Errorf("apply %s/%s: record item: %w", coll, id, err)
+			}
+			state.recs[id] = e
+		}
+		req = out.UnprocessedKeys
+		if len(req) > 0 {
+			if attempt >= st.maxAttempts {
+				return groupState{}, fmt.Errorf("apply %s: read: %w: keys still unprocessed after %d attempts", coll, stores.ErrUnavailable, attempt)
+			}
+			if err := sleep(ctx, backoff(attempt)); err != nil {
+				return groupState{}, err
+			}
+		}
+	}
+	return state, nil
+}
+
+type actionKind int
+
+const (
+	actHead actionKind = iota
+	actRecord
+	actLog
+	actUnlog
+)
+
+type action struct {
+	kind actionKind
+	id   string
+}
+
+// plan is one group's transaction: its actions, the results of the first
+// done changes, which it commits, and the head after it.
+type plan struct {
+	done    int
+	results []stores.Result
+	head    uint64
+	items   []types.TransactWriteItem
+	acts    []action
+	token   string
+}
+
+// makePlan merges changes idxs (in order) into state and builds the
+// transaction that writes the result. It stops early, with done < len(idxs),
+// when the transaction would pass txBudgetBytes.
+func (st *Store) makePlan(coll string, state groupState, changes []crdt.Change, idxs []int) (plan, error) {
+	type work struct {
+		oldSeq uint64
+		cur    stores.Entry
+		enc    []byte
+		size   int // of the larger of its two items
+		dirty  bool
+	}
+	p := plan{results: make([]stores.Result, 0, len(idxs)), head: state.head}
+	works := map[string]*work{}
+	var ids []string // changed records, in order of their first change
+	total := 0
+	for k, i := range idxs {
+		ch := changes[i].Record
+		w := works[ch.ID]
+		if w == nil {
+			cur, ok := state.recs[ch.ID]
+			if !ok {
+				cur = stores.Entry{Record: crdt.Record{ID: ch.ID}}
+			}
+			w = &work{oldSeq: cur.Seq, cur: cur}
+			works[ch.ID] = w
+		}
+		next := w.cur.Record.Clone()
+		if !next.Merge(ch) {
+			p.results = append(p.results, stores.Result{Seq: w.cur.Seq})
+			p.done = k + 1
+			continue
+		}
+		enc := crdt.AppendRecord(nil, next)
+		if len(enc) > crdt.MaxRecordBytes {
+			return plan{}, fmt.Errorf("apply %s/%s: %w: merged record of %d bytes exceeds %d", coll, ch.ID, stores.ErrTooLarge, len(enc), crdt.MaxRecordBytes)
+		}
+		e := stores.Entry{Seq: p.head + 1, Record: next}
+		size := max(itemSize(recordItem(coll, e, enc)), itemSize(logItem(coll, e, enc)))
+		if size > maxItemBytes {
+			return plan{}, fmt.Errorf("apply %s/%s: %w: item of %d bytes exceeds DynamoDB's %d", coll, ch.ID, stores.ErrTooLarge, size, maxItemBytes)
+		}
+		grown := total - 2*w.size + 2*size
+		if grown > txBudgetBytes && k > 0 {
+			break // the rest goes into the next transaction
+		}
+		total = grown
+		p.head++
+		w.cur, w.enc, w.size = e, enc, size
+		if !w.dirty {
+			w.dirty = true
+			ids = append(ids, ch.ID)
+		}
+		p.results = append(p.results, stores.Result{Changed: true, Seq: p.head})
+		p.done = k + 1
+	}
+	if len(ids) == 0 {
+		return p, nil
+	}
+
+	allOld := types.ReturnValuesOnConditionCheckFailureAllOld
+	headItem := map[string]types.AttributeValue{
+		attrPK: s(headPK(coll)), attrSK: n(0), attrHead: n(p.head),
+		attrCvg: &types.AttributeValueMemberN{Value: layoutVersion},
+	}
+	put := &types.Put{TableName: &st.table, Item: headItem, ReturnValuesOnConditionCheckFailure: allOld}
+	if state.head == 0 {
+		put.ConditionExpression = ptr("attribute_not_exists(#k)")
+		put.ExpressionAttributeNames = map[string]string{"#k": attrPK}
+	} else {
+		put.ConditionExpression = ptr("#h = :old")
+		put.ExpressionAttributeNames = map[string]string{"#h": attrHead}
+		put.ExpressionAttributeValues = map[string]types.AttributeValue{":old": n(state.head)}
+	}
+	p.items = append(p.items, types.TransactWriteItem{Put: put})
+	p.acts = append(p.acts, action{kind: actHead})
+
+	h := sha256.New()
+	h.Write(st.nonce[:])
+	h.Write([]byte(coll))
+	h.Write(binary.BigEndian.AppendUint64(nil, state.head))
+	for _, id := range ids {
+		w := works[id]
+		h.Write([]byte(id))
+		h.Write(binary.BigEndian.AppendUint64(nil, w.oldSeq))
+		h.Write(binary.BigEndian.AppendUint64(nil, w.cur.Seq))
+		h.Write(w.enc)
+
+		rp := &types.Put{TableName: &st.table, Item: recordItem(coll, w.cur, w.enc), ReturnValuesOnConditionCheckFailure: allOld}
+		if w.oldSeq == 0 {
+			rp.ConditionExpression = ptr("attribute_not_exists(#k)")
+			rp.ExpressionAttributeNames = map[string]string{"#k": attrPK}
+		} else {
+			rp.ConditionExpression = ptr("#s = :old")
+			rp.ExpressionAttributeNames = map[string]string{"#s": attrSeq}
+			rp.ExpressionAttributeValues = map[string]types.AttributeValue{":old": n(w.oldSeq)}
+		}
+		p.items = append(p.items, types.TransactWriteItem{Put: rp})
+		p.acts = append(p.acts, action{kind: actRecord, id: id})
+
+		p.items = append(p.items, types.TransactWriteItem{Put: &types.Put{
+			TableName:                &st.table,
+			Item:                     logItem(coll, w.cur, w.enc),
+			ConditionExpression:      ptr("attribute_not_exists(#k)"),
+			ExpressionAttributeNames: map[string]string{"#k": attrPK},
+		}})
+		p.acts = append(p.acts, action{kind: actLog, id: id})
+		if w.oldSeq != 0 {
+			// Compaction: the record's previous log entry goes in the same
+			// transaction, so the log holds each record once.
+			p.items = append(p.items, types.TransactWriteItem{Delete: &types.Delete{
+				TableName: &st.table,
+				Key:       key(logPK(coll), w.oldSeq),
+			}})
+			p.acts = append(p.acts, action{kind: actUnlog, id: id})
+		}
+	}
+	// A token names the transaction's content: a retry of the same
+	// transaction (after a timeout, say) carries the same token, so
+	// DynamoDB applies it at most once within its 10-minute window.
+	p.token = hex.EncodeToString(h.Sum(nil))[:32]
+	return p, nil
+}
+
+// applyGroup applies changes idxs of one collection with one transaction
+// (retried on conflicts). It fills results for the changes it applied and
+// returns how many that is, and the collection's new head when something
+// changed (else 0).
+func (st *Store) applyGroup(ctx context.Context, coll string, changes []crdt.Change, idxs []int, results []stores.Result) (done int, head uint64, err error) {
+	ids := make([]string, 0, len(idxs))
+	seen := map[string]bool{}
+	for _, i := range idxs {
+		if id := changes[i].Record.ID; !seen[id] {
+			seen[id] = true
+			ids = append(ids, id)
+		}
+	}
+	state, err := st.readState(ctx, coll, ids)
+	if err != nil {
+		return 0, 0, err
+	}
+	for attempt := 1; ; attempt++ {
+		p, err := st.makePlan(coll, state, changes, idxs)
+		if err != nil {
+			return 0, 0, err
+		}
+		if len(p.items) == 0 {
+			for k, r := range p.results {
+				results[idxs[k]] = r
+			}
+			return p.done, 0, nil
+		}
+		err = st.commit(ctx, coll, p)
+		if err == nil {
+			for k, r := range p.results {
+				results[idxs[k]] = r
+			}
+			return p.done, p.head, nil
+		}
+		var cancelled *types.TransactionCanceledException
+		if !errors.As(err, &cancelled) {
+			return 0, 0, translate("apply "+coll, err)
+		}
+		refreshed, err := refresh(&state, p, cancelled.CancellationReasons)
+		if err != nil {
+			return 0, 0, fmt.Errorf("apply %s: %w", coll, err)
+		}
+		if attempt >= st.maxAttempts {
+			return 0, 0, fmt.Errorf("apply %s: %w: transaction still conflicting after %d attempts", coll, stores.ErrUnavailable, attempt)
+		}
+		if err := sleep(ctx, backoff(attempt)); err != nil {
+			return 0, 0, err
+		}
+		// The ALL_OLD items of failed conditions are the winners' writes;
+		// every other attempt reads everything again anyway, in case a
+		// condition that passed this time was about to fail.
+		if !refreshed || attempt%2 == 0 {
+			if state, err = st.readState(ctx, coll, ids); err != nil {
+				return 0, 0, err
+			}
+		}
+	}
+}
+
+// commit runs a plan's transaction. Throttling and network failures are
+// retried with the same client request token, so a transaction that did
+// commit before its response was lost is not applied twice.
+func (st *Store) commit(ctx context.Context, coll string, p plan) error {
+	in := &awsdynamodb.TransactWriteItemsInput{TransactItems: p.items, ClientRequestToken: &p.token}
+	for attempt := 1; ; attempt++ {
+		_, err := st.db.TransactWriteItems(ctx, in)
+		if err == nil || !unavailable(err) || attempt >= 3 || ctx.Err() != nil {
+			return err
+		}
+		st.log.Debug("transaction failed; retrying with the same token", "collection", coll, "attempt", attempt, "err", err)
+		if err := sleep(ctx, backoff(attempt)); err != nil {
+			return err
+		}
+	}
+}
+
+// refresh updates state from the cancellation reasons of p's transaction.
+// It reports whether some condition failed (and its ALL_OLD item refreshed
+// state) and returns an error for reasons a retry cannot fix.
+func refresh(state *groupState, p plan, reasons []types.CancellationReason) (refreshed bool, err error) {
+	for i, r := range reasons {
+		code := aws(r.Code)
+		switch code {
+		case "", "None":
+			continue
+		case "ConditionalCheckFailed":
+			if i >= len(p.acts) {
+				continue
+			}
+			refreshed = true
+			switch a := p.acts[i]; a.kind {
+			case actHead:
+				state.head = 0
+				if r.Item != nil {
+					h, err := getN(r.Item, attrHead)
+					if err != nil {
+						return false, fmt.Errorf("head item: %w", err)
+					}
+					state.head = h
+				}
+			case actRecord:
+				delete(state.recs, a.id)
+				if r.Item != nil {
+					e, err := decodeEntry(r.Item, a.id, attrSeq)
+					if err != nil {
+						return false, fmt.Errorf("record item %s: %w", a.id, err)
+					}
+					state.recs[a.id] = e
+				}
+			}
+		case "TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded", "RequestLimitExceeded":
+			// Retry after the backoff, reading again.
+		default:
+			return false, fmt.Errorf("transaction cancelled: %s: %s", code, aws(r.Message))
+		}
+	}
+	return refreshed, nil
+}
+
+// backoff returns a jittered ("full jitter") pause before attempt+1.
+func backoff(attempt int) time.Duration {
+	d := 5 * time.Millisecond << min(attempt, 8)
+	d = min(d, time.Second)
+	return d/4 + rand.N(d*3/4)
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}

@@ -1,0 +1,143 @@
+// Package dynamodb is a stores.Store on one Amazon DynamoDB table, with a
+// DynamoDB Streams consumer that wakes watchers across server instances and
+// captures items other programs write directly to the table.
+//
+//	st, err := dynamodb.Open(ctx, dynamodb.Options{
+//		Table: "convergo", Region: "us-east-1", Capture: true,
+//	})
+//
+// or, with clients built by the caller, dynamodb.New(ctx, dynamodb.Config{
+// Client: c, Streams: sc, Table: "convergo"}). The table is created only by
+// an explicit CreateTable (or Options.CreateTable, the "create=1" of the
+// store URL dynamodb://TABLE?region=…&endpoint=…, see ParseURL).
+//
+// # Table layout
+//
+// One table holds everything. Its key is pk (string, partition key) and sk
+// (number, sort key); on-demand billing; its stream shows
+// NEW_AND_OLD_IMAGES. Every item Convergo writes has a partition key that
+// starts with '~' (which no collection name can start with) and an
+// attribute cvg holding the layout version, 1:
+//
+//	item          pk              sk    attributes
+//	record        ~r#COLL#ID      0     rec (B: the merged crdt.Record, deterministic CBOR), seq (N)
+//	head          ~h#COLL         0     head (N: the collection's highest sequence number)
+//	log entry     ~l#COLL         SEQ   id (S: record id), rec (B: the record's state at SEQ)
+//
+// The change log of a collection is one item collection (partition key
+// ~l#COLL), ordered by sk, so Pull is one strongly consistent Query:
+// "sk > cursor", Limit page+1 to learn whether there is more. A log entry
+// holds the record's state, not just its id, so a page needs no second read;
+// the price is that a record is stored twice.
+//
+// # Apply, and why it keeps the no-gap invariant
+//
+// Apply groups changes by collection, up to 33 records per group (three
+// actions per record and one for the head fit DynamoDB's 100 actions per
+// transaction) and about 3.75 MB (its 4 MB). For each group it reads the
+// head and the record items with one strongly consistent BatchGetItem,
+// merges in Go with crdt.Record.Merge, gives every change that alters its
+// record the next sequence number, and commits one TransactWriteItems:
+//
+//   - put the head item with the new head, on condition that head still
+//     equals the value read (or that the item does not exist);
+//   - per record: put the record item on condition that its seq is still
+//     the one read (or that it does not exist); put the new log entry; and
+//     delete the record's previous log entry (compaction, in the same
+//     transaction, so the log holds every record once).
+//
+// The head condition is what keeps the invariant. The transaction that
+// commits sequence numbers N+1.. found the head at N, which only the commit
+// of the transaction writing N can have set; so seq N is committed before
+// N+1 starts, sequence numbers commit in order, and a strongly consistent
+// Query that sees N+1 sees N too. (A counter incremented by its own
+// UpdateItem before the transaction would not do: the transaction with N+1
+// could commit before the one with N, and a reader between the two would
+// skip N for good.)
+//
+// The cost is throughput: commits to one collection are serial, optimistic
+// and retried on conflict, so one collection takes about one transaction per
+// round trip (a few hundred per second in one region), each carrying up to
+// 33 records; a transaction costs twice the write units of plain writes,
+// and every record is written twice (record and log entry). Collections are
+// independent. Under contention Apply backs off with full jitter and tries
+// again, up to Config.MaxAttempts, then fails with stores.ErrUnavailable.
+//
+// A cancelled transaction says which condition failed; with
+// ReturnValuesOnConditionCheckFailure=ALL_OLD it also returns the winning
+// item, which replaces what was read (every other retry reads the whole
+// group again). Throttling and network failures are retried with the same
+// ClientRequestToken (a hash of the transaction's content and a per-store
+// nonce), so a transaction whose response was lost is not applied twice;
+// Apply is idempotent besides, because merging the same change again
+// changes nothing.
+//
+// Limits: a merged record larger than crdt.MaxRecordBytes, or an item over
+// DynamoDB's 400 KB, is refused with stores.ErrTooLarge, never truncated.
+// Throttling, server and network errors are stores.ErrUnavailable. The
+// store uses no BatchWriteItem (25 items), since every write must be
+// conditioned; BatchGetItem reads at most 34 keys of its 100.
+//
+// # Notifications and the stream consumer
+//
+// Apply notifies this instance's watchers after each commit. With
+// Config.Streams set, a consumer reads the table's stream (DescribeStream,
+// GetShardIterator, GetRecords; a child shard only after its parent is
+// drained, so each item's records are seen in order): a change of a head
+// item, by any store instance on the table, notifies watchers of the
+// collection's new head. After the consumer fails and recovers, after an
+// iterator expires, and when it fell behind the stream's 24-hour retention
+// (TrimmedDataAccessException; it then restarts the shard from its oldest
+// record), watchers get a Resync. The consumer starts at each shard's
+// oldest record (TRIM_HORIZON), so foreign writes made while no store was
+// running are captured on start; shards are read one after another by one
+// goroutine, which suits the few shards of a Convergo table.
+//
+// # Capture of foreign writes
+//
+// A foreign item is one some other program (a Lambda, a script, the AWS
+// console) writes straight to the table:
+//
+//	pk = "COLL#ID"   (a valid collection name, '#', a valid record id)
+//	sk = 0
+//	every other attribute is a field of record ID of collection COLL
+//
+// Items with other keys, and items with a cvg attribute, are ignored. The
+// consumer turns each stream record of a foreign item into a change and
+// applies it through Apply, so it merges like any client write, takes a
+// sequence number, reaches the log and wakes subscribers:
+//
+//   - INSERT or MODIFY: every attribute of the new image sets its field; an
+//     attribute of the old image missing from the new one unsets its field
+//     (a PutItem replaces the whole item);
+//   - REMOVE: deletes the record.
+//
+// The change's stamp is derived from the stream record alone: wall time
+// ApproximateCreationDateTime (milliseconds since the epoch; the stream
+// rounds it, to the second on AWS), logical 0, replica id
+// Config.StreamReplica ("ddb-stream") + "-" + the record's sequence number
+// padded to 40 digits. A duplicate delivery, or the consumer of a second
+// store instance, derives the same stamp, so applying it again is a no-op;
+// two writes to one item in one second are ordered by sequence number.
+// Because the wall time is rounded down, a foreign write loses a conflict
+// with a client write stamped later in the same second.
+//
+// Attribute values become CBOR field values:
+//
+//	S     text string
+//	N     integer if it is one within 64 bits ("1e3" is 1000), else float64
+//	      (DynamoDB's 38 digits of precision are rounded)
+//	B     byte string
+//	BOOL  true / false
+//	NULL  null
+//	L     array
+//	M     map with text keys
+//	SS    array of text strings, sorted
+//	NS    array of numbers, sorted by value
+//	BS    array of byte strings, sorted
+//
+// Attribute names must be valid field names and values must fit
+// crdt.MaxValueBytes and crdt.MaxNestedLevels; a stream record that breaks
+// a rule is logged and skipped whole. Convergo never writes foreign items:
+// the captured state lives in the record item, not in the foreign one.
+package dynamodb

@@ -1,0 +1,333 @@
+package dynamodb
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	awsdynamodb "github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams"
+
+	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/stores"
+)
+
+var _ stores.Store = (*Store)(nil)
+
+// Defaults for the zero values of Config.
+const (
+	// DefaultStreamReplica prefixes the replica id of the stamps derived
+	// from stream records of foreign writes.
+	DefaultStreamReplica = "ddb-stream"
+	// DefaultPollInterval is how long the stream consumer waits before
+	// reading a shard again after it returned no records. DynamoDB Streams
+	// allows five GetRecords calls per shard per second.
+	DefaultPollInterval = time.Second
+	// DefaultShardRefresh is how often the consumer lists the stream's
+	// shards to find new ones.
+	DefaultShardRefresh = 10 * time.Second
+	// DefaultMaxAttempts bounds the transactions one group of changes
+	// tries before Apply gives up with ErrUnavailable.
+	DefaultMaxAttempts = 50
+)
+
+// Config configures a Store built from clients the caller made (New). Open
+// builds the clients from an endpoint and region instead.
+type Config struct {
+	// Client talks to DynamoDB. Required. The store does not close it (SDK
+	// clients hold nothing to close).
+	Client *awsdynamodb.Client
+	// Streams talks to DynamoDB Streams. Nil means no capture: the store
+	// then neither sees foreign writes nor hears of writes by other store
+	// instances (the engine's polling still finds them). Non-nil starts the
+	// stream consumer; the table's stream must be enabled (CreateTable
+	// enables it).
+	Streams *dynamodbstreams.Client
+	// Table is the table's name. Required.
+	Table string
+	// Logger receives the store's logs. Nil discards them.
+	Logger *slog.Logger
+	// StreamReplica prefixes the replica id of stamps derived from foreign
+	// writes: a valid replica id of at most 23 bytes. Every store instance
+	// on one table must use the same prefix, so that their consumers derive
+	// equal stamps for one stream record. Empty means DefaultStreamReplica.
+	StreamReplica string
+	// PollInterval is the consumer's pause after an empty read of a shard.
+	// Zero means DefaultPollInterval.
+	PollInterval time.Duration
+	// ShardRefresh is how often the consumer looks for new shards. Zero
+	// means DefaultShardRefresh.
+	ShardRefresh time.Duration
+	// MaxAttempts bounds the transactions one group of changes tries
+	// (conflicts with concurrent writers, throttling) before Apply fails with
+	// ErrUnavailable. Zero means DefaultMaxAttempts.
+	MaxAttempts int
+}
+
+// Store is a stores.Store on one DynamoDB table. Create it with New or Open
+// and Close it when done.
+type Store struct {
+	db          *awsdynamodb.Client
+	streams     *dynamodbstreams.Client
+	table       string
+	log         *slog.Logger
+	replica     string
+	poll        time.Duration
+	refresh     time.Duration
+	maxAttempts int
+	nonce       [12]byte // makes this instance's transaction tokens its own
+
+	watchers stores.Watchers
+	closed   atomic.Bool
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	closeMu  sync.Once
+}
+
+// New returns a store on cfg.Table and, when cfg.Streams is set, starts its
+// stream consumer. It checks that the table exists with the layout's key
+// schema; it never creates it (see CreateTable).
+func New(ctx context.Context, cfg Config) (*Store, error) {
+	if cfg.Client == nil {
+		return nil, errors.New("dynamodb: Config.Client is required")
+	}
+	if len(cfg.Table) < 3 || len(cfg.Table) > 255 {
+		return nil, fmt.Errorf("dynamodb: table name %q must be 3 to 255 characters", cfg.Table)
+	}
+	if cfg.StreamReplica == "" {
+		cfg.StreamReplica = DefaultStreamReplica
+	}
+	if err := crdt.ValidateReplica(cfg.StreamReplica); err != nil || len(cfg.StreamReplica)+1+seqDigits > crdt.MaxReplicaBytes {
+		return nil, fmt.Errorf("dynamodb: StreamReplica %q must be a replica id of at most %d bytes", cfg.StreamReplica, crdt.MaxReplicaBytes-1-seqDigits)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = DefaultPollInterval
+	}
+	if cfg.ShardRefresh <= 0 {
+		cfg.ShardRefresh = DefaultShardRefresh
+	}
+	if cfg.MaxAttempts <= 0 {
+		cfg.MaxAttempts = DefaultMaxAttempts
+	}
+	st := &Store{
+		db:          cfg.Client,
+		streams:     cfg.Streams,
+		table:       cfg.Table,
+		log:         cfg.Logger.With("component", "store", "store", "dynamodb", "table", cfg.Table),
+		replica:     cfg.StreamReplica,
+		poll:        cfg.PollInterval,
+		refresh:     cfg.ShardRefresh,
+		maxAttempts: cfg.MaxAttempts,
+	}
+	if _, err := rand.Read(st.nonce[:]); err != nil {
+		return nil, fmt.Errorf("dynamodb: token nonce: %w", err)
+	}
+	desc, err := st.describe(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkSchema(desc); err != nil {
+		return nil, err
+	}
+	runCtx, cancel := context.WithCancel(context.Background())
+	st.cancel = cancel
+	if st.streams != nil {
+		arn := ""
+		if desc.LatestStreamArn != nil && desc.StreamSpecification != nil && desc.StreamSpecification.StreamEnabled != nil && *desc.StreamSpecification.StreamEnabled {
+			arn = *desc.LatestStreamArn
+		}
+		if arn == "" {
+			cancel()
+			return nil, fmt.Errorf("dynamodb: table %s has no enabled stream, which capture needs (CreateTable enables it)", st.table)
+		}
+		if desc.StreamSpecification.StreamViewType != types.StreamViewTypeNewImage && desc.StreamSpecification.StreamViewType != types.StreamViewTypeNewAndOldImages {
+			cancel()
+			return nil, fmt.Errorf("dynamodb: table %s streams %s; capture needs NEW_IMAGE or NEW_AND_OLD_IMAGES", st.table, desc.StreamSpecification.StreamViewType)
+		}
+		c := newConsumer(st, arn)
+		st.wg.Add(1)
+		go func() {
+			defer st.wg.Done()
+			c.run(runCtx)
+		}()
+	}
+	return st, nil
+}
+
+func (st *Store) describe(ctx context.Context) (*types.TableDescription, error) {
+	out, err := st.db.DescribeTable(ctx, &awsdynamodb.DescribeTableInput{TableName: &st.table})
+	if err != nil {
+		return nil, translate("describe table "+st.table, err)
+	}
+	return out.Table, nil
+}
+
+// checkSchema checks that a table has the layout's key schema.
+func checkSchema(t *types.TableDescription) error {
+	types_ := map[string]types.ScalarAttributeType{}
+	for _, a := range t.AttributeDefinitions {
+		if a.AttributeName != nil {
+			types_[*a.AttributeName] = a.AttributeType
+		}
+	}
+	var hash, rng string
+	for _, k := range t.KeySchema {
+		if k.AttributeName == nil {
+			continue
+		}
+		switch k.KeyType {
+		case types.KeyTypeHash:
+			hash = *k.AttributeName
+		case types.KeyTypeRange:
+			rng = *k.AttributeName
+		}
+	}
+	if hash != attrPK || rng != attrSK || types_[attrPK] != types.ScalarAttributeTypeS || types_[attrSK] != types.ScalarAttributeTypeN {
+		return fmt.Errorf("dynamodb: table %s does not have the store's key schema (pk: S hash key, sk: N range key)", aws(t.TableName))
+	}
+	return nil
+}
+
+func aws(p *string) string {
+	if p == nil {
+		return ""
+	}
+	return *p
+}
+
+func (st *Store) check(ctx context.Context) error {
+	if st.closed.Load() {
+		return stores.ErrClosed
+	}
+	return ctx.Err()
+}
+
+// Pull implements stores.Store with one strongly consistent Query of the
+// collection's log partition (more when a page passes DynamoDB's 1 MB).
+func (st *Store) Pull(ctx context.Context, collection string, after uint64, limit int) (stores.Page, error) {
+	if err := st.check(ctx); err != nil {
+		return stores.Page{}, err
+	}
+	if err := stores.CheckPull(collection, limit); err != nil {
+		return stores.Page{}, err
+	}
+	page := stores.Page{Next: after}
+	var start map[string]types.AttributeValue
+	for {
+		want := int32(limit + 1 - len(page.Entries))
+		out, err := st.db.Query(ctx, &awsdynamodb.QueryInput{
+			TableName:                 &st.table,
+			ConsistentRead:            ptr(true),
+			KeyConditionExpression:    ptr("#k = :pk AND #s > :after"),
+			ExpressionAttributeNames:  map[string]string{"#k": attrPK, "#s": attrSK},
+			ExpressionAttributeValues: map[string]types.AttributeValue{":pk": s(logPK(collection)), ":after": n(after)},
+			Limit:                     &want,
+			ExclusiveStartKey:         start,
+		})
+		if err != nil {
+			return stores.Page{}, translate("pull "+collection, err)
+		}
+		for _, item := range out.Items {
+			if len(page.Entries) == limit {
+				page.More = true
+				return page, nil
+			}
+			id, _ := item[attrID].(*types.AttributeValueMemberS)
+			if id == nil {
+				return stores.Page{}, fmt.Errorf("pull %s: log item without a record id", collection)
+			}
+			e, err := decodeEntry(item, id.Value, attrSK)
+			if err != nil {
+				return stores.Page{}, fmt.Errorf("pull %s: log item of %q: %w", collection, id.Value, err)
+			}
+			page.Entries = append(page.Entries, e)
+			page.Next = e.Seq
+		}
+		if out.LastEvaluatedKey == nil {
+			return page, nil
+		}
+		start = out.LastEvaluatedKey
+	}
+}
+
+// Get implements stores.Store.
+func (st *Store) Get(ctx context.Context, collection, id string) (stores.Entry, error) {
+	if err := st.check(ctx); err != nil {
+		return stores.Entry{}, err
+	}
+	if err := stores.CheckKey(collection, id); err != nil {
+		return stores.Entry{}, err
+	}
+	out, err := st.db.GetItem(ctx, &awsdynamodb.GetItemInput{
+		TableName:      &st.table,
+		Key:            key(recordPK(collection, id), 0),
+		ConsistentRead: ptr(true),
+	})
+	if err != nil {
+		return stores.Entry{}, translate(fmt.Sprintf("get %s/%s", collection, id), err)
+	}
+	if out.Item == nil {
+		return stores.Entry{}, fmt.Errorf("get %s/%s: %w", collection, id, stores.ErrNotFound)
+	}
+	e, err := decodeEntry(out.Item, id, attrSeq)
+	if err != nil {
+		return stores.Entry{}, fmt.Errorf("get %s/%s: %w", collection, id, err)
+	}
+	return e, nil
+}
+
+// Head implements stores.Store.
+func (st *Store) Head(ctx context.Context, collection string) (uint64, error) {
+	if err := st.check(ctx); err != nil {
+		return 0, err
+	}
+	if err := crdt.ValidateCollection(collection); err != nil {
+		return 0, fmt.Errorf("%w: %v", stores.ErrInvalid, err)
+	}
+	out, err := st.db.GetItem(ctx, &awsdynamodb.GetItemInput{
+		TableName:      &st.table,
+		Key:            key(headPK(collection), 0),
+		ConsistentRead: ptr(true),
+	})
+	if err != nil {
+		return 0, translate("head "+collection, err)
+	}
+	if out.Item == nil {
+		return 0, nil
+	}
+	h, err := getN(out.Item, attrHead)
+	if err != nil {
+		return 0, fmt.Errorf("head %s: %w", collection, err)
+	}
+	return h, nil
+}
+
+// Watch implements stores.Store. Notifications come from this instance's
+// own Apply calls and, with capture on, from the table's stream: writes by
+// other instances and foreign writes.
+func (st *Store) Watch(fn func(stores.Notification)) (stop func()) { return st.watchers.Add(fn) }
+
+// Close stops the stream consumer and ends Watch registrations. It is
+// idempotent.
+func (st *Store) Close() error {
+	st.closeMu.Do(func() {
+		st.closed.Store(true)
+		if st.cancel != nil {
+			st.cancel()
+		}
+		st.wg.Wait()
+		st.watchers.Close()
+	})
+	return nil
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -1,0 +1,273 @@
+package dynamodb
+
+import (
+	"context"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams"
+	st "github.com/aws/aws-sdk-go-v2/service/dynamodbstreams/types"
+
+	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/stores"
+)
+
+// maxConsumerBackoff bounds the consumer's pause after repeated failures.
+const maxConsumerBackoff = 30 * time.Second
+
+// consumer reads the table's stream. It follows shard lineage (a shard is
+// read only after its parent is drained, so each item's records are seen in
+// order), applies foreign writes through Store.Apply and turns changes of
+// the collections' head items into notifications.
+type consumer struct {
+	st          *Store
+	arn         string
+	shards      map[string]*shard
+	order       []string // shard ids in listing order
+	lastListing time.Time
+	log         *slog.Logger
+}
+
+type shard struct {
+	id, parent string
+	iter       *string
+	lastSeq    string // of the last record handled; "" before the first
+	done       bool   // closed and drained
+}
+
+func newConsumer(s *Store, arn string) *consumer {
+	return &consumer{st: s, arn: arn, shards: map[string]*shard{}, log: s.log.With("part", "stream")}
+}
+
+// run reads the stream until ctx is done. Failures are logged and retried
+// with a growing pause; when reading resumes after one, watchers get a
+// Resync, since notifications may have been missed meanwhile.
+func (c *consumer) run(ctx context.Context) {
+	failures := 0
+	for ctx.Err() == nil {
+		progressed, err := c.step(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			failures++
+			c.log.Warn("stream consumer failed; retrying", "attempt", failures, "err", err)
+			_ = sleep(ctx, min(backoff(failures)*8, maxConsumerBackoff))
+			continue
+		}
+		if failures > 0 {
+			c.log.Info("stream consumer recovered", "after", failures)
+			failures = 0
+			c.st.watchers.Notify(stores.Notification{Resync: true})
+		}
+		if !progressed {
+			_ = sleep(ctx, c.st.poll)
+		}
+	}
+}
+
+// step lists the shards when due and reads every readable shard once. It
+// reports whether any shard returned records.
+func (c *consumer) step(ctx context.Context) (progressed bool, err error) {
+	if c.lastListing.IsZero() || time.Since(c.lastListing) > c.st.refresh || c.allDone() {
+		if err := c.listShards(ctx); err != nil {
+			return false, err
+		}
+	}
+	for _, id := range c.order {
+		sh := c.shards[id]
+		if sh.done || !c.ready(sh) {
+			continue
+		}
+		n, err := c.readShard(ctx, sh)
+		if err != nil {
+			return progressed, err
+		}
+		if n > 0 || sh.done {
+			progressed = true
+		}
+	}
+	return progressed, nil
+}
+
+func (c *consumer) allDone() bool {
+	for _, sh := range c.shards {
+		if !sh.done {
+			return false
+		}
+	}
+	return true
+}
+
+// ready reports whether sh may be read: its parent is drained or no longer
+// listed (trimmed).
+func (c *consumer) ready(sh *shard) bool {
+	p, ok := c.shards[sh.parent]
+	return sh.parent == "" || !ok || p.done
+}
+
+// listShards adds the stream's new shards (read from their oldest record)
+// and forgets drained shards that are no longer listed.
+func (c *consumer) listShards(ctx context.Context) error {
+	listed := map[string]bool{}
+	var order []string
+	var start *string
+	for {
+		out, err := c.st.streams.DescribeStream(ctx, &dynamodbstreams.DescribeStreamInput{StreamArn: &c.arn, ExclusiveStartShardId: start})
+		if err != nil {
+			return translate("describe stream", err)
+		}
+		d := out.StreamDescription
+		for _, s := range d.Shards {
+			id := aws(s.ShardId)
+			if id == "" || listed[id] {
+				continue
+			}
+			listed[id] = true
+			order = append(order, id)
+			if _, ok := c.shards[id]; !ok {
+				c.shards[id] = &shard{id: id, parent: aws(s.ParentShardId)}
+			}
+		}
+		if d.LastEvaluatedShardId == nil {
+			break
+		}
+		start = d.LastEvaluatedShardId
+	}
+	for id, sh := range c.shards {
+		if !listed[id] && (sh.done || sh.iter == nil) {
+			delete(c.shards, id)
+		} else if !listed[id] {
+			order = append(order, id) // still being read; keep it
+		}
+	}
+	c.order = order
+	c.lastListing = time.Now()
+	return nil
+}
+
+// readShard reads one batch of records of sh and handles them. It returns
+// how many records there were.
+func (c *consumer) readShard(ctx context.Context, sh *shard) (int, error) {
+	if sh.iter == nil {
+		in := &dynamodbstreams.GetShardIteratorInput{StreamArn: &c.arn, ShardId: &sh.id, ShardIteratorType: st.ShardIteratorTypeTrimHorizon}
+		if sh.lastSeq != "" {
+			in.ShardIteratorType = st.ShardIteratorTypeAfterSequenceNumber
+			in.SequenceNumber = &sh.lastSeq
+		}
+		out, err := c.st.streams.GetShardIterator(ctx, in)
+		switch {
+		case isCode(err, "TrimmedDataAccessException"):
+			c.fellBehind(sh, err)
+			return 0, nil
+		case isCode(err, "ResourceNotFoundException"):
+			c.log.Info("shard is gone", "shard", sh.id)
+			sh.done = true
+			return 0, nil
+		case err != nil:
+			return 0, translate("get shard iterator "+sh.id, err)
+		}
+		sh.iter = out.ShardIterator
+		if sh.iter == nil {
+			sh.done = true
+			return 0, nil
+		}
+	}
+	out, err := c.st.streams.GetRecords(ctx, &dynamodbstreams.GetRecordsInput{ShardIterator: sh.iter})
+	switch {
+	case isCode(err, "ExpiredIteratorException"):
+		// Resume after the last record handled; nothing is skipped, but
+		// the pause may have been long, so watchers catch up.
+		c.log.Info("shard iterator expired; resuming", "shard", sh.id)
+		sh.iter = nil
+		c.st.watchers.Notify(stores.Notification{Resync: true})
+		return 0, nil
+	case isCode(err, "TrimmedDataAccessException"):
+		c.fellBehind(sh, err)
+		return 0, nil
+	case err != nil:
+		return 0, translate("get records "+sh.id, err)
+	}
+	if err := c.handle(ctx, out.Records); err != nil {
+		// The iterator is kept: the next step reads the same records
+		// again, and applying them again is harmless.
+		return 0, err
+	}
+	if k := len(out.Records); k > 0 && out.Records[k-1].Dynamodb != nil {
+		sh.lastSeq = aws(out.Records[k-1].Dynamodb.SequenceNumber)
+	}
+	sh.iter = out.NextShardIterator
+	if sh.iter == nil {
+		sh.done = true
+	}
+	return len(out.Records), nil
+}
+
+// fellBehind restarts sh from its oldest record after the records it was
+// about to read were trimmed (older than the stream's 24 hours): foreign
+// writes in the lost part are lost to capture, and watchers must resync.
+func (c *consumer) fellBehind(sh *shard, err error) {
+	c.log.Warn("stream consumer fell behind the stream's retention; restarting the shard from its oldest record", "shard", sh.id, "err", err)
+	sh.iter, sh.lastSeq = nil, ""
+	c.st.watchers.Notify(stores.Notification{Resync: true})
+}
+
+// handle applies the foreign writes among records, in order, and notifies
+// watchers of the heads the records show.
+func (c *consumer) handle(ctx context.Context, records []st.Record) error {
+	var changes []crdt.Change
+	heads := map[string]uint64{}
+	for _, rec := range records {
+		if coll, head, ok := headOf(rec); ok {
+			heads[coll] = max(heads[coll], head)
+			continue
+		}
+		ch, ok, err := foreignChange(c.st.replica, rec)
+		if err != nil {
+			c.log.Warn("skipping a foreign write that maps to no valid change", "err", err)
+			continue
+		}
+		if ok {
+			changes = append(changes, ch)
+		}
+	}
+	for len(changes) > 0 {
+		batch := changes[:min(len(changes), stores.MaxBatch)]
+		if _, err := c.st.Apply(ctx, batch); err != nil {
+			return err
+		}
+		c.log.Debug("applied foreign writes", "changes", len(batch))
+		changes = changes[len(batch):]
+	}
+	for coll, head := range heads {
+		c.st.watchers.Notify(stores.Notification{Collection: coll, Seq: head})
+	}
+	return nil
+}
+
+// headOf reads a stream record of a collection's head item: the write of
+// some store instance (this one or another) that advanced the log.
+func headOf(rec st.Record) (coll string, head uint64, ok bool) {
+	sr := rec.Dynamodb
+	if sr == nil || rec.EventName == st.OperationTypeRemove {
+		return "", 0, false
+	}
+	pkv, _ := sr.Keys[attrPK].(*st.AttributeValueMemberS)
+	if pkv == nil || !strings.HasPrefix(pkv.Value, "~h#") {
+		return "", 0, false
+	}
+	coll = strings.TrimPrefix(pkv.Value, "~h#")
+	hv, _ := sr.NewImage[attrHead].(*st.AttributeValueMemberN)
+	if crdt.ValidateCollection(coll) != nil || hv == nil {
+		return "", 0, false
+	}
+	h, err := strconv.ParseUint(hv.Value, 10, 64)
+	if err != nil {
+		return "", 0, false
+	}
+	return coll, h, true
+}
+
+func isCode(err error, code string) bool { return err != nil && apiCode(err) == code }
