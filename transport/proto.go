@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/fxamacker/cbor/v2"
 
@@ -85,6 +86,8 @@ type Error struct {
 	Status  int
 	Code    string
 	Message string
+	// RetryAfter is set with rate_limited: when to try again.
+	RetryAfter time.Duration
 }
 
 func (e *Error) Error() string {

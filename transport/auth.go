@@ -1,0 +1,179 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/convergo/convergo/crdt"
+)
+
+// Authentication errors. An Authorizer wraps them; the server answers
+// ErrTokenExpired with token_expired and the others with unauthenticated.
+var (
+	// ErrUnauthenticated means the token is missing, malformed or forged.
+	ErrUnauthenticated = errors.New("transport: unauthenticated")
+	// ErrTokenExpired means the token's expiry has passed.
+	ErrTokenExpired = errors.New("transport: token expired")
+)
+
+// DemoCollection is the one collection anonymous clients may read and write
+// when the server runs with Config.Demo.
+const DemoCollection = "demo.todos"
+
+// Authorizer turns a bearer token into a Principal. The server calls it for
+// every HTTP request and for every live session's hello; an empty token
+// means the client sent none.
+type Authorizer interface {
+	Authenticate(ctx context.Context, token string) (Principal, error)
+}
+
+// Principal is an authenticated subject and the collections it may use.
+type Principal struct {
+	// Subject identifies the user or service; "" for an anonymous client.
+	Subject string
+	// Read and Write are collection patterns: an exact name, a prefix
+	// ending in ".*" (matching names below it, not the prefix itself), or
+	// "*" for every collection.
+	Read, Write []string
+	// Expires is when the token stops being valid; zero for never. A live
+	// session ends with token_expired at that time.
+	Expires time.Time
+}
+
+// CanRead reports whether p may pull and subscribe to collection.
+func (p Principal) CanRead(collection string) bool { return matchAny(p.Read, collection) }
+
+// CanWrite reports whether p may push changes to collection.
+func (p Principal) CanWrite(collection string) bool { return matchAny(p.Write, collection) }
+
+func matchAny(patterns []string, collection string) bool {
+	for _, p := range patterns {
+		if MatchPattern(p, collection) {
+			return true
+		}
+	}
+	return false
+}
+
+// MatchPattern reports whether a collection pattern matches collection.
+func MatchPattern(pattern, collection string) bool {
+	switch {
+	case pattern == "*":
+		return true
+	case strings.HasSuffix(pattern, ".*"):
+		prefix := pattern[:len(pattern)-1] // keep the dot
+		return len(collection) > len(prefix) && strings.HasPrefix(collection, prefix)
+	default:
+		return pattern == collection
+	}
+}
+
+// ValidatePattern checks a collection pattern.
+func ValidatePattern(pattern string) error {
+	if pattern == "*" {
+		return nil
+	}
+	name := strings.TrimSuffix(pattern, ".*")
+	if err := crdt.ValidateCollection(name); err != nil {
+		return fmt.Errorf("pattern %q: %w", pattern, err)
+	}
+	return nil
+}
+
+// anonymous is the principal of a client without a token in demo mode.
+var anonymous = Principal{Read: []string{DemoCollection}, Write: []string{DemoCollection}}
+
+// JWT authenticates HS256-signed JSON Web Tokens with the claims of
+// docs/protocol.md: sub, exp (required), read and write.
+type JWT struct {
+	secret []byte
+	now    func() time.Time
+	parser *jwt.Parser
+}
+
+// MinSecretBytes is the shortest secret NewJWT accepts.
+const MinSecretBytes = 16
+
+// NewJWT returns a JWT authorizer with secret. now reads the clock (nil
+// means time.Now).
+func NewJWT(secret []byte, now func() time.Time) (*JWT, error) {
+	if len(secret) < MinSecretBytes {
+		return nil, fmt.Errorf("jwt: secret of %d bytes, need at least %d", len(secret), MinSecretBytes)
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &JWT{
+		secret: append([]byte(nil), secret...),
+		now:    now,
+		parser: jwt.NewParser(
+			jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}), // no "none", no RS/HS confusion
+			jwt.WithExpirationRequired(),
+			jwt.WithTimeFunc(now),
+		),
+	}, nil
+}
+
+type claims struct {
+	jwt.RegisteredClaims
+	Read  []string `json:"read,omitempty"`
+	Write []string `json:"write,omitempty"`
+}
+
+// Authenticate verifies token and returns its principal.
+func (j *JWT) Authenticate(_ context.Context, token string) (Principal, error) {
+	if token == "" {
+		return Principal{}, fmt.Errorf("%w: no token", ErrUnauthenticated)
+	}
+	var c claims
+	_, err := j.parser.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return j.secret, nil })
+	switch {
+	case errors.Is(err, jwt.ErrTokenExpired):
+		return Principal{}, fmt.Errorf("%w: %v", ErrTokenExpired, err)
+	case err != nil:
+		return Principal{}, fmt.Errorf("%w: %v", ErrUnauthenticated, err)
+	case c.Subject == "":
+		return Principal{}, fmt.Errorf("%w: token without a subject", ErrUnauthenticated)
+	}
+	for _, p := range append(append([]string(nil), c.Read...), c.Write...) {
+		if err := ValidatePattern(p); err != nil {
+			return Principal{}, fmt.Errorf("%w: %v", ErrUnauthenticated, err)
+		}
+	}
+	return Principal{Subject: c.Subject, Read: c.Read, Write: c.Write, Expires: c.ExpiresAt.Time}, nil
+}
+
+// Issue signs a token for subject with the given patterns, valid for ttl.
+func (j *JWT) Issue(subject string, read, write []string, ttl time.Duration) (string, error) {
+	if subject == "" {
+		return "", errors.New("jwt: empty subject")
+	}
+	if ttl <= 0 {
+		return "", fmt.Errorf("jwt: ttl %v must be positive", ttl)
+	}
+	for _, p := range append(append([]string(nil), read...), write...) {
+		if err := ValidatePattern(p); err != nil {
+			return "", fmt.Errorf("jwt: %w", err)
+		}
+	}
+	now := j.now()
+	c := claims{
+		RegisteredClaims: jwt.RegisteredClaims{
+			Subject:   subject,
+			IssuedAt:  jwt.NewNumericDate(now),
+			ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
+		},
+		Read:  read,
+		Write: write,
+	}
+	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(j.secret)
+	if err != nil {
+		return "", fmt.Errorf("jwt: sign: %w", err)
+	}
+	return s, nil
+}

@@ -1,0 +1,54 @@
+// Package transport is Convergo's sync server: the HTTP and WebSocket
+// protocol of docs/protocol.md on top of an engine.Engine, and the protocol's
+// message types, which the Go client (transport/client) shares.
+//
+//	srv, err := transport.New(transport.Config{Engine: eng, Authorizer: jwtAuth})
+//	http.ListenAndServe(addr, srv)
+//	...
+//	srv.Shutdown(ctx) // closes live sessions; http.Server.Shutdown drains the rest
+//
+// # Acknowledgement
+//
+// A push is answered only after engine.Apply returned, that is after the
+// store committed every applied change. A client that loses the answer pushes
+// again and gets no-ops: the merge is idempotent. A store failure is a 503
+// unavailable for the whole push, never a partial answer.
+//
+// # Refusals
+//
+// A change that cannot be applied (its collection not granted, a stamp too
+// far in the future, an invalid name, a record over the size limit) is
+// refused on its own, with a code, while the rest of the push applies: a
+// client drops a refused change from its outbox instead of retrying a whole
+// batch forever. Only a body that is not CBOR of the expected shape, or a
+// request over a limit, fails whole.
+//
+// # Live sessions
+//
+// A WebSocket session streams each subscribed collection from the client's
+// cursor: one goroutine per subscription pulls from the engine whenever the
+// collection's head moves (engine.Subscribe) and queues "changes" pages on
+// the connection's bounded send queue. A client that does not read its queue
+// fast enough is not buffered for: its subscription stops with "resync", and
+// the client catches up over HTTP from its cursor and subscribes again. The
+// first page after a sub is sent even when empty: it tells the client it is
+// caught up.
+//
+// # Untrusted input
+//
+// Bodies are read through http.MaxBytesReader and decoded with crdt's
+// hardened CBOR modes (no tags, no indefinite lengths, no duplicate or
+// unknown keys, bounded nesting and sizes). Every client is rate-limited by a
+// token bucket keyed by its token's subject, else its address; WebSocket
+// connections are counted per address and their messages are size-limited.
+// Browser origins other than the server's own must be listed in
+// Config.AllowedOrigins, for HTTP (with CORS headers) and before a WebSocket
+// upgrade.
+//
+// # Authentication
+//
+// Authorizer is the small interface the server needs; JWT implements it for
+// HS256 tokens with the claims of the protocol (sub, exp, read, write). With
+// Config.Demo, clients without a token may read and write DemoCollection
+// only; the server logs a warning at startup when the demo is on.
+package transport

@@ -1,0 +1,249 @@
+package transport
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/engine"
+	"github.com/convergo/convergo/stores"
+	"github.com/convergo/convergo/stores/memory"
+)
+
+var testSecret = []byte("0123456789abcdef0123456789abcdef")
+
+type testServer struct {
+	*httptest.Server
+	srv *Server
+	eng *engine.Engine
+	jwt *JWT
+}
+
+// newTestServer starts a server on a memory store. edit adjusts the config
+// before New.
+func newTestServer(t *testing.T, edit func(*Config)) *testServer {
+	t.Helper()
+	store := memory.New()
+	eng, err := engine.Open(engine.Config{Store: store, Replica: "srv-test", PollInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err := NewJWT(testSecret, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Engine: eng, Authorizer: j}
+	if edit != nil {
+		edit(&cfg)
+	}
+	srv, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		ts.Close()
+		_ = eng.Close()
+		_ = store.Close()
+	})
+	return &testServer{Server: ts, srv: srv, eng: eng, jwt: j}
+}
+
+func (ts *testServer) token(t *testing.T, sub string, read, write []string) string {
+	t.Helper()
+	tok, err := ts.jwt.Issue(sub, read, write, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+type answer struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+// errorCode decodes an error answer, checking that header and body agree.
+func (a answer) errorCode(t *testing.T) string {
+	t.Helper()
+	var e ErrorBody
+	if err := Decode(a.body, &e); err != nil {
+		t.Fatalf("error body %x (status %d): %v", a.body, a.status, err)
+	}
+	if h := a.header.Get(HeaderError); h != e.Code {
+		t.Fatalf("header %s %q, body code %q", HeaderError, h, e.Code)
+	}
+	if want := StatusOf(e.Code); a.status != want && a.status != http.StatusMethodNotAllowed {
+		t.Fatalf("code %s with status %d, want %d", e.Code, a.status, want)
+	}
+	return e.Code
+}
+
+// post sends body (encoded unless it is []byte) with the protocol header and
+// token, if any.
+func (ts *testServer) post(t *testing.T, path, token string, body any, edit ...func(*http.Request)) answer {
+	t.Helper()
+	raw, ok := body.([]byte)
+	if !ok {
+		var err error
+		if raw, err = Encode(body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	req, err := http.NewRequest(http.MethodPost, ts.URL+path, bytes.NewReader(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", ContentType)
+	req.Header.Set(HeaderProtocol, "1")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for _, e := range edit {
+		e(req)
+	}
+	resp, err := ts.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return answer{status: resp.StatusCode, header: resp.Header, body: b}
+}
+
+func (ts *testServer) push(t *testing.T, token string, changes ...crdt.Change) []PushResult {
+	t.Helper()
+	a := ts.post(t, PathPush, token, PushRequest{Replica: "c1", Changes: changes})
+	if a.status != http.StatusOK {
+		t.Fatalf("push: status %d, code %s", a.status, a.errorCode(t))
+	}
+	var resp PushResponse
+	if err := Decode(a.body, &resp); err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.Results) != len(changes) {
+		t.Fatalf("push: %d results for %d changes", len(resp.Results), len(changes))
+	}
+	return resp.Results
+}
+
+func (ts *testServer) pull(t *testing.T, token, coll string, cursor uint64) PullResponse {
+	t.Helper()
+	a := ts.post(t, PathPull, token, PullRequest{Collection: coll, Cursor: cursor})
+	if a.status != http.StatusOK {
+		t.Fatalf("pull: status %d, code %s", a.status, a.errorCode(t))
+	}
+	var resp PullResponse
+	if err := Decode(a.body, &resp); err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
+
+func (ts *testServer) get(t *testing.T, path string) (int, string) {
+	t.Helper()
+	resp, err := ts.Client().Get(ts.URL + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// change sets one field, stamped now.
+func change(t *testing.T, coll, id, field string, v any) crdt.Change {
+	t.Helper()
+	return crdt.Change{Collection: coll, Record: crdt.SetField(id, field, mustValue(t, v), crdt.Stamp{Wall: time.Now().UnixMilli(), Replica: "c1"})}
+}
+
+// liveClient is a test WebSocket client.
+type liveClient struct {
+	t  *testing.T
+	ws *websocket.Conn
+}
+
+func (ts *testServer) dial(t *testing.T, header http.Header) (*liveClient, *http.Response, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	url := "ws" + strings.TrimPrefix(ts.URL, "http") + PathLive
+	ws, resp, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPHeader: header, HTTPClient: ts.Client()})
+	if err != nil {
+		return nil, resp, err
+	}
+	ws.SetReadLimit(64 << 20)
+	t.Cleanup(func() { ws.CloseNow() })
+	return &liveClient{t: t, ws: ws}, resp, nil
+}
+
+// open dials and says hello, returning the welcome.
+func (ts *testServer) open(t *testing.T, token string) (*liveClient, HelloResponse) {
+	t.Helper()
+	c, _, err := ts.dial(t, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.send(Hello{Protocol: 1, Replica: "c1", Token: token})
+	w, ok := c.recv().(Welcome)
+	if !ok {
+		t.Fatal("no welcome")
+	}
+	return c, w.Hello
+}
+
+func (c *liveClient) send(m Message) {
+	c.t.Helper()
+	b, err := EncodeMessage(m)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.ws.Write(ctx, websocket.MessageBinary, b); err != nil {
+		c.t.Fatalf("send %T: %v", m, err)
+	}
+}
+
+func (c *liveClient) recvErr(timeout time.Duration) (Message, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	typ, b, err := c.ws.Read(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if typ != websocket.MessageBinary {
+		c.t.Fatalf("got a %v frame", typ)
+	}
+	return DecodeServerMessage(b)
+}
+
+func (c *liveClient) recv() Message {
+	c.t.Helper()
+	m, err := c.recvErr(5 * time.Second)
+	if err != nil {
+		c.t.Fatalf("recv: %v", err)
+	}
+	return m
+}
+
+func engineOn(s stores.Store) (*engine.Engine, error) {
+	return engine.Open(engine.Config{Store: s, Replica: "srv-test", PollInterval: -1})
+}

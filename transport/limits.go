@@ -1,0 +1,196 @@
+package transport
+
+import (
+	"fmt"
+	"math"
+	"sync"
+	"time"
+
+	"github.com/convergo/convergo/stores"
+)
+
+// Limits bound what one client may send and ask for. Each zero field means
+// its Default* constant; WithDefaults fills them.
+type Limits struct {
+	// MaxBodyBytes bounds an HTTP request body (413 too_large beyond).
+	MaxBodyBytes int64
+	// MaxPushChanges bounds the changes of one push (413 too_large beyond).
+	MaxPushChanges int
+	// MaxPullRecords bounds a pull page; a pull asking for more, or for 0,
+	// gets this many at most.
+	MaxPullRecords int
+	// MaxMessageBytes bounds a WebSocket message; a larger one closes the
+	// socket with status 1009.
+	MaxMessageBytes int64
+	// Rate is the sustained requests (HTTP) or messages (WebSocket) per
+	// second per client; a client is its token's subject, else its
+	// address. Negative disables rate limiting.
+	Rate float64
+	// Burst is how many requests a client may make at once above Rate.
+	Burst int
+	// MaxConnsPerAddr bounds the WebSocket connections of one address.
+	MaxConnsPerAddr int
+	// MaxSubscriptions bounds the subscriptions of one WebSocket
+	// connection.
+	MaxSubscriptions int
+	// SendQueue is the number of messages waiting to be written to one
+	// WebSocket connection.
+	SendQueue int
+	// SlowConsumer is how long a subscription waits for room in a full send
+	// queue before it gives up and sends resync.
+	SlowConsumer time.Duration
+}
+
+// More defaults.
+const (
+	DefaultMaxSubscriptions = 1024
+	DefaultSendQueue        = 64
+	DefaultSlowConsumer     = 2 * time.Second
+)
+
+// WithDefaults returns l with zero fields set to their defaults.
+func (l Limits) WithDefaults() Limits {
+	if l.MaxBodyBytes == 0 {
+		l.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if l.MaxPushChanges == 0 {
+		l.MaxPushChanges = DefaultMaxPushChanges
+	}
+	if l.MaxPullRecords == 0 {
+		l.MaxPullRecords = DefaultMaxPullRecords
+	}
+	if l.MaxMessageBytes == 0 {
+		l.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if l.Rate == 0 {
+		l.Rate = DefaultRate
+	}
+	if l.Burst == 0 {
+		l.Burst = DefaultBurst
+	}
+	if l.MaxConnsPerAddr == 0 {
+		l.MaxConnsPerAddr = DefaultMaxConnsPerAddr
+	}
+	if l.MaxSubscriptions == 0 {
+		l.MaxSubscriptions = DefaultMaxSubscriptions
+	}
+	if l.SendQueue == 0 {
+		l.SendQueue = DefaultSendQueue
+	}
+	if l.SlowConsumer == 0 {
+		l.SlowConsumer = DefaultSlowConsumer
+	}
+	return l
+}
+
+// Validate checks limits after WithDefaults.
+func (l Limits) Validate() error {
+	switch {
+	case l.MaxBodyBytes < 1:
+		return fmt.Errorf("limits: MaxBodyBytes %d", l.MaxBodyBytes)
+	case l.MaxPushChanges < 1:
+		return fmt.Errorf("limits: MaxPushChanges %d", l.MaxPushChanges)
+	case l.MaxPullRecords < 1 || l.MaxPullRecords > stores.MaxPage:
+		return fmt.Errorf("limits: MaxPullRecords %d, must be 1 to %d", l.MaxPullRecords, stores.MaxPage)
+	case l.MaxMessageBytes < 1:
+		return fmt.Errorf("limits: MaxMessageBytes %d", l.MaxMessageBytes)
+	case l.Rate > 0 && l.Burst < 1:
+		return fmt.Errorf("limits: Burst %d", l.Burst)
+	case l.MaxConnsPerAddr < 1:
+		return fmt.Errorf("limits: MaxConnsPerAddr %d", l.MaxConnsPerAddr)
+	case l.MaxSubscriptions < 1:
+		return fmt.Errorf("limits: MaxSubscriptions %d", l.MaxSubscriptions)
+	case l.SendQueue < 1:
+		return fmt.Errorf("limits: SendQueue %d", l.SendQueue)
+	case l.SlowConsumer < 0:
+		return fmt.Errorf("limits: SlowConsumer %v", l.SlowConsumer)
+	}
+	return nil
+}
+
+// rateLimiter keeps one token bucket per client key. Buckets that have
+// refilled completely are forgotten, so memory follows the clients active
+// in the last Burst/Rate seconds.
+type rateLimiter struct {
+	rate    float64 // tokens per second; <= 0 disables
+	burst   float64
+	mu      sync.Mutex
+	buckets map[string]*bucket
+	swept   time.Time
+}
+
+type bucket struct {
+	tokens float64
+	at     time.Time
+}
+
+func newRateLimiter(rate float64, burst int) *rateLimiter {
+	return &rateLimiter{rate: rate, burst: float64(burst), buckets: map[string]*bucket{}}
+}
+
+// take takes a token from key's bucket. When the bucket is empty it takes
+// nothing and returns how long until a token is available.
+func (l *rateLimiter) take(key string, now time.Time) (wait time.Duration) {
+	if l.rate <= 0 {
+		return 0
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.sweep(now)
+	b := l.buckets[key]
+	if b == nil {
+		b = &bucket{tokens: l.burst, at: now}
+		l.buckets[key] = b
+	}
+	if dt := now.Sub(b.at).Seconds(); dt > 0 {
+		b.tokens = math.Min(l.burst, b.tokens+dt*l.rate)
+		b.at = now
+	}
+	if b.tokens >= 1 {
+		b.tokens--
+		return 0
+	}
+	return time.Duration(math.Ceil((1 - b.tokens) / l.rate * float64(time.Second)))
+}
+
+// sweep forgets full buckets, at most once per refill period. Called with
+// l.mu held.
+func (l *rateLimiter) sweep(now time.Time) {
+	full := time.Duration(l.burst / l.rate * float64(time.Second))
+	if now.Sub(l.swept) < max(full, time.Second) {
+		return
+	}
+	l.swept = now
+	for k, b := range l.buckets {
+		if now.Sub(b.at) >= full {
+			delete(l.buckets, k)
+		}
+	}
+}
+
+// connCounter counts WebSocket connections per client address.
+type connCounter struct {
+	max int
+	mu  sync.Mutex
+	n   map[string]int
+}
+
+func (c *connCounter) acquire(addr string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n[addr] >= c.max {
+		return false
+	}
+	c.n[addr]++
+	return true
+}
+
+func (c *connCounter) release(addr string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.n[addr] <= 1 {
+		delete(c.n, addr)
+		return
+	}
+	c.n[addr]--
+}

@@ -1,0 +1,524 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/convergo/convergo/crdt"
+)
+
+// A live session is four kinds of goroutine around one WebSocket:
+//
+//   - the handler goroutine reads and handles client messages;
+//   - one writer owns every data frame written, from a bounded queue, and
+//     writes pending resyncs before anything else;
+//   - one pinger pings every PingInterval and closes the connection when
+//     the client was silent for IdleTimeout;
+//   - one goroutine per subscription pulls from the engine whenever the
+//     collection's head moves and queues changes pages.
+//
+// Nothing is buffered without bound: a subscription holds at most one page
+// while it waits for room in the queue, and one that waits longer than
+// Limits.SlowConsumer stops and leaves a resync for the writer.
+
+type frame struct {
+	data  []byte
+	close websocket.StatusCode // after data, close with this status (0: don't)
+	why   string
+}
+
+type liveConn struct {
+	s      *Server
+	ws     *websocket.Conn
+	addr   string
+	ctx    context.Context
+	cancel context.CancelFunc
+	send   chan frame
+	heard  atomic.Int64  // unix nanos of the last message or pong
+	wrote  chan struct{} // closed when the writer ends
+
+	mu      sync.Mutex
+	subs    map[string]*liveSub
+	resyncs map[string]bool // collections owed a resync message
+	kick    chan struct{}   // wakes the writer for resyncs
+	wg      sync.WaitGroup  // writer, pinger, subscriptions
+}
+
+type liveSub struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func (s *Server) serveLive(w http.ResponseWriter, r *http.Request) {
+	start := s.now()
+	sw := &statusWriter{ResponseWriter: w}
+	defer func() {
+		if sw.status != http.StatusSwitchingProtocols {
+			s.metrics.requests.WithLabelValues("live", strconv.Itoa(sw.code())).Inc()
+			s.metrics.duration.WithLabelValues("live").Observe(s.now().Sub(start).Seconds())
+		}
+	}()
+	if err := s.checkOrigin(sw, r); err != nil {
+		s.writeError(sw, r, err)
+		return
+	}
+	addr := clientAddr(r)
+	if wait := s.rate.take("addr:"+addr, s.now()); wait > 0 {
+		s.writeError(sw, r, &Error{Status: http.StatusTooManyRequests, Code: CodeRateLimited, Message: "too many requests", RetryAfter: wait})
+		return
+	}
+	if !s.conns.acquire(addr) {
+		s.writeError(sw, r, &Error{Status: http.StatusTooManyRequests, Code: CodeRateLimited,
+			Message: fmt.Sprintf("more than %d live connections from %s", s.limits.MaxConnsPerAddr, addr), RetryAfter: 5 * time.Second})
+		return
+	}
+	defer s.conns.release(addr)
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		s.writeError(sw, r, Errorf(CodeUnavailable, "the server is shutting down"))
+		return
+	}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	defer s.wg.Done()
+
+	ws, err := websocket.Accept(sw, r, &websocket.AcceptOptions{OriginPatterns: s.origins})
+	if err != nil {
+		s.log.Debug("websocket upgrade failed", "addr", addr, "err", err)
+		return // Accept has answered
+	}
+	s.metrics.requests.WithLabelValues("live", "101").Inc()
+	s.metrics.duration.WithLabelValues("live").Observe(s.now().Sub(start).Seconds())
+	ws.SetReadLimit(s.limits.MaxMessageBytes)
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &liveConn{
+		s: s, ws: ws, addr: addr, ctx: ctx, cancel: cancel,
+		send:    make(chan frame, s.limits.SendQueue),
+		subs:    map[string]*liveSub{},
+		resyncs: map[string]bool{},
+		kick:    make(chan struct{}, 1),
+		wrote:   make(chan struct{}),
+	}
+	c.heard.Store(s.now().UnixNano())
+	s.mu.Lock()
+	s.live[c] = struct{}{}
+	s.mu.Unlock()
+	s.metrics.liveConns.Inc()
+	defer func() {
+		s.mu.Lock()
+		delete(s.live, c)
+		s.mu.Unlock()
+		s.metrics.liveConns.Dec()
+	}()
+	c.run()
+}
+
+// run serves the session until it ends, then stops every goroutine.
+func (c *liveConn) run() {
+	c.wg.Add(2)
+	go c.writer()
+	go c.pinger()
+	err := c.readLoop()
+	if errors.Is(err, errFatal) {
+		// An error message is queued with the close after it: let the
+		// writer send both.
+		t := time.NewTimer(c.s.timing.write)
+		select {
+		case <-c.wrote:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	c.cancel()
+	c.mu.Lock()
+	for coll, sub := range c.subs {
+		sub.cancel()
+		delete(c.subs, coll)
+	}
+	c.mu.Unlock()
+	c.wg.Wait()
+	c.ws.CloseNow()
+	if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, errFatal) {
+		c.s.log.Debug("live session ended", "addr", c.addr, "err", err)
+	}
+}
+
+// goAway closes the session for a server shutdown.
+func (c *liveConn) goAway() {
+	go func() {
+		_ = c.ws.Close(websocket.StatusGoingAway, "server shutting down")
+		c.cancel()
+	}()
+}
+
+func (c *liveConn) closeNow() {
+	c.cancel()
+	c.ws.CloseNow()
+}
+
+// errFatal ends the read loop after a fatal error was queued.
+var errFatal = errors.New("fatal protocol error")
+
+// readLoop reads and handles client messages until the connection ends.
+func (c *liveConn) readLoop() error {
+	var (
+		p       Principal
+		key     = "addr:" + c.addr
+		started bool
+		expiry  *time.Timer
+	)
+	defer func() {
+		if expiry != nil {
+			expiry.Stop()
+		}
+	}()
+	for {
+		typ, data, err := c.ws.Read(c.ctx)
+		if err != nil {
+			return err
+		}
+		c.heard.Store(c.s.now().UnixNano())
+		if typ != websocket.MessageBinary {
+			c.fatal(websocket.StatusUnsupportedData, Errorf(CodeMalformed, "messages are binary CBOR frames"))
+			return errFatal
+		}
+		// A client over its rate waits (the reader stops reading, TCP pushes
+		// back); one far over it is told so and dropped.
+		for {
+			wait := c.s.rate.take(key, c.s.now())
+			if wait == 0 {
+				break
+			}
+			if wait > time.Second {
+				c.fatal(websocket.StatusTryAgainLater, &Error{Code: CodeRateLimited, Message: "too many messages", RetryAfter: wait})
+				return errFatal
+			}
+			select {
+			case <-time.After(wait):
+			case <-c.ctx.Done():
+				return c.ctx.Err()
+			}
+		}
+		m, err := DecodeClientMessage(data)
+		if err != nil {
+			c.fatal(websocket.StatusPolicyViolation, decodeError("message", err))
+			return errFatal
+		}
+		c.s.metrics.liveMsgs.WithLabelValues(m.messageType()).Inc()
+		if !started {
+			h, ok := m.(Hello)
+			if !ok {
+				c.fatal(websocket.StatusPolicyViolation, Errorf(CodeMalformed, "the first message must be hello, got %s", m.messageType()))
+				return errFatal
+			}
+			if p, err = c.hello(h); err != nil {
+				c.fatal(websocket.StatusPolicyViolation, err)
+				return errFatal
+			}
+			started = true
+			if p.Subject != "" {
+				key = "sub:" + p.Subject
+			}
+			if !p.Expires.IsZero() {
+				expiry = time.AfterFunc(p.Expires.Sub(c.s.now()), func() {
+					c.fatal(websocket.StatusPolicyViolation, Errorf(CodeTokenExpired, "the token has expired: reconnect with a fresh one"))
+				})
+			}
+			continue
+		}
+		switch m := m.(type) {
+		case Hello:
+			c.fatal(websocket.StatusPolicyViolation, Errorf(CodeMalformed, "hello twice"))
+			return errFatal
+		case Sub:
+			c.subscribe(p, m)
+		case Unsub:
+			c.unsubscribe(m.Collection)
+		case Push:
+			results, err := c.s.apply(c.ctx, p, m.Changes, m.Refused)
+			if err != nil {
+				// The client cannot tell which push an error is about: it
+				// reconnects and pushes its unacknowledged changes again.
+				status := websocket.StatusPolicyViolation
+				if e := (*Error)(nil); errors.As(err, &e) && e.Code == CodeUnavailable {
+					status = websocket.StatusTryAgainLater
+				}
+				c.fatal(status, err)
+				return errFatal
+			}
+			c.queue(Ack{ID: m.ID, Results: results})
+		case Ping:
+			c.queue(Pong{Nonce: m.Nonce})
+		}
+	}
+}
+
+func (c *liveConn) hello(h Hello) (Principal, error) {
+	if h.Protocol != ProtocolVersion {
+		return Principal{}, Errorf(CodeUnsupportedVersion, "protocol version %d: this server speaks %d", h.Protocol, ProtocolVersion)
+	}
+	if err := crdt.ValidateReplica(h.Replica); err != nil {
+		return Principal{}, Errorf(CodeInvalid, "hello: %v", err)
+	}
+	p, err := c.s.authenticate(c.ctx, h.Token)
+	if err != nil {
+		return Principal{}, err
+	}
+	c.queue(Welcome{Hello: c.s.helloAnswer(p)})
+	return p, nil
+}
+
+// queue sends a control message (welcome, ack, pong), waiting for room in
+// the queue. A client that leaves the queue full for WriteTimeout is
+// dropped.
+func (c *liveConn) queue(m Message) {
+	data, err := EncodeMessage(m)
+	if err != nil {
+		c.s.log.Error("encode live message", "type", m.messageType(), "err", err)
+		c.closeNow()
+		return
+	}
+	t := time.NewTimer(c.s.timing.write)
+	defer t.Stop()
+	select {
+	case c.send <- frame{data: data}:
+	case <-c.ctx.Done():
+	case <-t.C:
+		c.s.log.Info("live client not reading: closing", "addr", c.addr)
+		c.closeNow()
+	}
+}
+
+// fatal sends an error message and closes the connection after it.
+func (c *liveConn) fatal(status websocket.StatusCode, err error) {
+	var e *Error
+	if !errors.As(err, &e) {
+		c.s.log.Error("internal error in live session", "err", err)
+		e = Errorf(CodeInternal, "internal error")
+	}
+	data, _ := EncodeMessage(ErrorMessage{Code: e.Code, Message: e.Message})
+	select {
+	case c.send <- frame{data: data, close: status, why: e.Code}:
+	case <-c.ctx.Done():
+	default: // queue full: close without the message
+		_ = c.ws.Close(status, e.Code)
+		c.cancel()
+	}
+}
+
+// writer writes queued frames; resyncs go first.
+func (c *liveConn) writer() {
+	defer c.wg.Done()
+	defer close(c.wrote)
+	write := func(data []byte) bool {
+		ctx, cancel := context.WithTimeout(c.ctx, c.s.timing.write)
+		defer cancel()
+		if err := c.ws.Write(ctx, websocket.MessageBinary, data); err != nil {
+			c.cancel()
+			return false
+		}
+		return true
+	}
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-c.kick:
+			if !c.writeResyncs(write) {
+				return
+			}
+		case f := <-c.send:
+			if !write(f.data) {
+				return
+			}
+			if f.close != 0 {
+				_ = c.ws.Close(f.close, f.why)
+				c.cancel()
+				return
+			}
+		}
+	}
+}
+
+func (c *liveConn) writeResyncs(write func([]byte) bool) bool {
+	c.mu.Lock()
+	colls := make([]string, 0, len(c.resyncs))
+	for coll := range c.resyncs {
+		colls = append(colls, coll)
+	}
+	clear(c.resyncs)
+	c.mu.Unlock()
+	for _, coll := range colls {
+		data, _ := EncodeMessage(Resync{Collection: coll})
+		if !write(data) {
+			return false
+		}
+		c.s.metrics.resyncs.Inc()
+	}
+	return true
+}
+
+// pinger pings the client and closes a connection silent for IdleTimeout.
+func (c *liveConn) pinger() {
+	defer c.wg.Done()
+	t := time.NewTicker(c.s.timing.ping)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(c.ctx, c.s.timing.ping)
+		err := c.ws.Ping(ctx)
+		cancel()
+		if err == nil {
+			c.heard.Store(c.s.now().UnixNano())
+		}
+		if silent := c.s.now().Sub(time.Unix(0, c.heard.Load())); silent >= c.s.timing.idle {
+			c.s.log.Info("live client silent: closing", "addr", c.addr, "silent", silent)
+			_ = c.ws.Close(websocket.StatusPolicyViolation, "no answer")
+			c.cancel()
+			return
+		}
+	}
+}
+
+func (c *liveConn) subscribe(p Principal, m Sub) {
+	if err := crdt.ValidateCollection(m.Collection); err != nil {
+		c.queue(ErrorMessage{Code: CodeInvalid, Message: err.Error(), Collection: m.Collection})
+		return
+	}
+	if !p.CanRead(m.Collection) {
+		c.queue(ErrorMessage{Code: CodeForbidden, Message: "no read access to " + m.Collection, Collection: m.Collection})
+		return
+	}
+	c.unsubscribe(m.Collection) // a new sub replaces the old one, from its cursor
+	c.mu.Lock()
+	if len(c.subs) >= c.s.limits.MaxSubscriptions {
+		c.mu.Unlock()
+		c.queue(ErrorMessage{Code: CodeTooLarge, Message: fmt.Sprintf("more than %d subscriptions", c.s.limits.MaxSubscriptions), Collection: m.Collection})
+		return
+	}
+	ctx, cancel := context.WithCancel(c.ctx)
+	sub := &liveSub{cancel: cancel, done: make(chan struct{})}
+	c.subs[m.Collection] = sub
+	delete(c.resyncs, m.Collection)
+	c.wg.Add(1)
+	c.mu.Unlock()
+	go c.stream(ctx, sub, m.Collection, m.Cursor)
+}
+
+func (c *liveConn) unsubscribe(coll string) {
+	c.mu.Lock()
+	sub := c.subs[coll]
+	delete(c.subs, coll)
+	c.mu.Unlock()
+	if sub != nil {
+		sub.cancel()
+		<-sub.done // no page of the old subscription follows the unsub
+	}
+}
+
+// stream sends collection's changes after cursor, then whenever its head
+// moves. It subscribes before the first pull, so no change between the two
+// is missed. The first page is sent even when empty: it tells the client it
+// is caught up.
+func (c *liveConn) stream(ctx context.Context, sub *liveSub, coll string, cursor uint64) {
+	defer c.wg.Done()
+	defer close(sub.done)
+	es, err := c.s.eng.Subscribe(coll)
+	if err != nil {
+		c.stop(sub, coll)
+		return
+	}
+	defer es.Close()
+	first := true
+	for {
+		for {
+			page, err := c.s.pullPage(ctx, coll, cursor, 0)
+			if err != nil {
+				if ctx.Err() == nil {
+					c.s.log.Warn("live pull failed: resync", "collection", coll, "err", err)
+					c.stop(sub, coll)
+				}
+				return
+			}
+			if len(page.Entries) == 0 && !first {
+				break
+			}
+			first = false
+			data, err := EncodeMessage(Changes{Collection: coll, Entries: page.Entries, Next: page.Next, More: page.More})
+			if err != nil {
+				c.s.log.Error("encode changes", "collection", coll, "err", err)
+				c.stop(sub, coll)
+				return
+			}
+			if !c.offer(ctx, data) {
+				if ctx.Err() == nil {
+					c.stop(sub, coll)
+				}
+				return
+			}
+			c.s.metrics.fanout.Inc()
+			c.s.metrics.fanoutRecs.Add(float64(len(page.Entries)))
+			cursor = page.Next
+			if !page.More {
+				break
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case _, ok := <-es.C():
+			if !ok { // the engine closed
+				c.stop(sub, coll)
+				return
+			}
+		}
+	}
+}
+
+// offer queues a changes page, waiting at most Limits.SlowConsumer.
+func (c *liveConn) offer(ctx context.Context, data []byte) bool {
+	select {
+	case c.send <- frame{data: data}:
+		return true
+	default:
+	}
+	t := time.NewTimer(c.s.limits.SlowConsumer)
+	defer t.Stop()
+	select {
+	case c.send <- frame{data: data}:
+		return true
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		c.s.log.Info("slow live consumer: resync", "addr", c.addr)
+		return false
+	}
+}
+
+// stop ends a subscription from its own goroutine and owes the client a
+// resync for it.
+func (c *liveConn) stop(sub *liveSub, coll string) {
+	c.mu.Lock()
+	if c.subs[coll] == sub {
+		delete(c.subs, coll)
+		c.resyncs[coll] = true
+	}
+	c.mu.Unlock()
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}

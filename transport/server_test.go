@@ -1,0 +1,513 @@
+package transport
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/stores"
+)
+
+func TestHello(t *testing.T) {
+	ts := newTestServer(t, nil)
+	tok := ts.token(t, "alice", []string{"*"}, nil)
+	a := ts.post(t, PathHello, tok, HelloRequest{Protocol: 1, Replica: "c1"})
+	if a.status != http.StatusOK {
+		t.Fatalf("status %d", a.status)
+	}
+	if ct := a.header.Get("Content-Type"); ct != ContentType {
+		t.Fatalf("content type %q", ct)
+	}
+	var h HelloResponse
+	if err := Decode(a.body, &h); err != nil {
+		t.Fatal(err)
+	}
+	if h.Protocol != 1 || h.ServerReplica != "srv-test" || h.Subject != "alice" ||
+		h.MaxPush != DefaultMaxPushChanges || h.MaxPull != DefaultMaxPullRecords ||
+		h.MaxBodyBytes != DefaultMaxBodyBytes || h.MaxDrift != crdt.DefaultMaxDrift.Milliseconds() {
+		t.Fatalf("hello answer %+v", h)
+	}
+	if d := time.Now().UnixMilli() - h.ServerTime; d < 0 || d > 5000 {
+		t.Fatalf("server time %d is %d ms off", h.ServerTime, d)
+	}
+	for _, tc := range []struct {
+		name string
+		body any
+		code string
+	}{
+		{"version 2", HelloRequest{Protocol: 2, Replica: "c1"}, CodeUnsupportedVersion},
+		{"bad replica", HelloRequest{Protocol: 1, Replica: "a b"}, CodeInvalid},
+		{"garbage", []byte{0xff, 0x00}, CodeMalformed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := ts.post(t, PathHello, tok, tc.body).errorCode(t); got != tc.code {
+				t.Fatalf("got %s, want %s", got, tc.code)
+			}
+		})
+	}
+}
+
+func TestPushPull(t *testing.T) {
+	ts := newTestServer(t, nil)
+	tok := ts.token(t, "alice", []string{"notes"}, []string{"notes"})
+	a := change(t, "notes", "r1", "title", "milk")
+	b := change(t, "notes", "r2", "title", "eggs")
+	res := ts.push(t, tok, a, b)
+	if res[0].Status != StatusApplied || res[1].Status != StatusApplied || res[0].Seq != 1 || res[1].Seq != 2 {
+		t.Fatalf("first push: %+v", res)
+	}
+	// Pushing again is a no-op: the answer a client lost is safe to repeat.
+	res = ts.push(t, tok, a, b)
+	if res[0].Status != StatusNoop || res[1].Status != StatusNoop || res[0].Seq != 1 || res[1].Seq != 2 {
+		t.Fatalf("second push: %+v", res)
+	}
+	page := ts.pull(t, tok, "notes", 0)
+	if len(page.Entries) != 2 || page.Next != 2 || page.More {
+		t.Fatalf("pull: %+v", page)
+	}
+	if !page.Entries[0].Record.Equal(a.Record) || !page.Entries[1].Record.Equal(b.Record) || page.Entries[1].Seq != 2 {
+		t.Fatalf("pulled %+v", page.Entries)
+	}
+	// Cursor and limit.
+	var p PullResponse
+	ans := ts.post(t, PathPull, tok, PullRequest{Collection: "notes", Cursor: 0, Limit: 1})
+	if err := Decode(ans.body, &p); err != nil || len(p.Entries) != 1 || p.Next != 1 || !p.More {
+		t.Fatalf("limited pull: %+v, %v", p, err)
+	}
+	if page := ts.pull(t, tok, "notes", 2); len(page.Entries) != 0 || page.Next != 2 || page.More {
+		t.Fatalf("pull at head: %+v", page)
+	}
+	// An empty page is an empty array on the wire, not null.
+	ans = ts.post(t, PathPull, tok, PullRequest{Collection: "notes", Cursor: 2})
+	if !bytes.Contains(ans.body, []byte{0x01, 0x80}) {
+		t.Fatalf("empty page body %x", ans.body)
+	}
+}
+
+func TestPushRefusesPerChange(t *testing.T) {
+	ts := newTestServer(t, func(c *Config) { c.Demo = true })
+	tok := ts.token(t, "alice", nil, []string{"notes"})
+	ahead := crdt.Change{Collection: "notes", Record: crdt.SetField("r9", "x", mustValue(t, 1),
+		crdt.Stamp{Wall: time.Now().Add(time.Hour).UnixMilli(), Replica: "c1"})}
+	zeroField := crdt.Change{Collection: "notes", Record: crdt.Record{ID: "r8", Fields: map[string]crdt.Field{"x": {Value: mustValue(t, 1)}}}}
+	res := ts.push(t, tok,
+		change(t, "notes", "r1", "a", 1),
+		change(t, "other", "r1", "a", 1),
+		ahead,
+		zeroField,
+		change(t, "notes", "r2", "a", 2),
+	)
+	want := []struct {
+		status uint64
+		code   string
+	}{{StatusApplied, ""}, {StatusRefused, CodeForbidden}, {StatusRefused, CodeClockDrift}, {StatusRefused, CodeInvalid}, {StatusApplied, ""}}
+	for i, w := range want {
+		if res[i].Status != w.status || res[i].Code != w.code {
+			t.Errorf("change %d: got %+v, want status %d code %q", i, res[i], w.status, w.code)
+		}
+		if w.status == StatusRefused && res[i].Message == "" {
+			t.Errorf("change %d: refused without a message", i)
+		}
+	}
+	if page := ts.pull(t, ts.token(t, "r", []string{"*"}, nil), "notes", 0); len(page.Entries) != 2 {
+		t.Fatalf("refused changes were applied: %+v", page.Entries)
+	}
+}
+
+func TestVersionAndMethod(t *testing.T) {
+	ts := newTestServer(t, func(c *Config) { c.Demo = true })
+	for _, tc := range []struct {
+		name   string
+		header string
+		code   string
+	}{{"missing", "", CodeUnsupportedVersion}, {"two", "2", CodeUnsupportedVersion}, {"junk", "x", CodeUnsupportedVersion}} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := ts.post(t, PathHello, "", HelloRequest{Protocol: 1, Replica: "c1"}, func(r *http.Request) { r.Header.Set(HeaderProtocol, tc.header) })
+			if a.status != http.StatusBadRequest || a.errorCode(t) != tc.code {
+				t.Fatalf("got %d %s", a.status, a.errorCode(t))
+			}
+		})
+	}
+	resp, err := ts.Client().Get(ts.URL + PathPull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get(HeaderError) != CodeNotFound {
+		t.Fatalf("GET pull: %d %s", resp.StatusCode, resp.Header.Get(HeaderError))
+	}
+	if code, _ := ts.get(t, "/v1/nope"); code != http.StatusNotFound {
+		t.Fatalf("unknown path: %d", code)
+	}
+}
+
+func TestAuth(t *testing.T) {
+	ts := newTestServer(t, nil)
+	sign := func(method jwt.SigningMethod, key any, claims jwt.MapClaims) string {
+		s, err := jwt.NewWithClaims(method, claims).SignedString(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	exp := time.Now().Add(time.Hour).Unix()
+	good := jwt.MapClaims{"sub": "alice", "exp": exp, "read": []string{"notes", "t1.*"}, "write": []string{"notes"}}
+	noneTok := sign(jwt.SigningMethodNone, jwt.UnsafeAllowNoneSignatureType, good)
+	cases := []struct {
+		name  string
+		token string
+		path  string
+		body  any
+		code  string // "" means success
+	}{
+		{"no token", "", PathPull, PullRequest{Collection: "notes"}, CodeUnauthenticated},
+		{"garbage token", "abc.def.ghi", PathPull, PullRequest{Collection: "notes"}, CodeUnauthenticated},
+		{"good", sign(jwt.SigningMethodHS256, testSecret, good), PathPull, PullRequest{Collection: "notes"}, ""},
+		{"prefix pattern", sign(jwt.SigningMethodHS256, testSecret, good), PathPull, PullRequest{Collection: "t1.a.b"}, ""},
+		{"prefix is not the prefix", sign(jwt.SigningMethodHS256, testSecret, good), PathPull, PullRequest{Collection: "t1"}, CodeForbidden},
+		{"expired", sign(jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(-time.Minute).Unix(), "read": []string{"*"}}), PathPull, PullRequest{Collection: "notes"}, CodeTokenExpired},
+		{"no exp", sign(jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"sub": "alice", "read": []string{"*"}}), PathPull, PullRequest{Collection: "notes"}, CodeUnauthenticated},
+		{"no sub", sign(jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"exp": exp, "read": []string{"*"}}), PathPull, PullRequest{Collection: "notes"}, CodeUnauthenticated},
+		{"forged", sign(jwt.SigningMethodHS256, []byte("another secret of 32 bytes......"), good), PathPull, PullRequest{Collection: "notes"}, CodeUnauthenticated},
+		{"forged and expired", sign(jwt.SigningMethodHS256, []byte("another secret of 32 bytes......"), jwt.MapClaims{"sub": "a", "exp": 1}), PathPull, PullRequest{Collection: "notes"}, CodeUnauthenticated},
+		{"wrong alg HS512", sign(jwt.SigningMethodHS512, testSecret, good), PathPull, PullRequest{Collection: "notes"}, CodeUnauthenticated},
+		{"alg none", noneTok, PathPull, PullRequest{Collection: "notes"}, CodeUnauthenticated},
+		{"bad pattern", sign(jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"sub": "a", "exp": exp, "read": []string{"a b"}}), PathPull, PullRequest{Collection: "notes"}, CodeUnauthenticated},
+		{"out of scope read", sign(jwt.SigningMethodHS256, testSecret, good), PathPull, PullRequest{Collection: "secrets"}, CodeForbidden},
+		{"anonymous demo, demo off", "", PathPull, PullRequest{Collection: DemoCollection}, CodeUnauthenticated},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			a := ts.post(t, tc.path, tc.token, tc.body)
+			if tc.code == "" {
+				if a.status != http.StatusOK {
+					t.Fatalf("status %d, code %s", a.status, a.errorCode(t))
+				}
+				return
+			}
+			if got := a.errorCode(t); got != tc.code {
+				t.Fatalf("got %s, want %s", got, tc.code)
+			}
+		})
+	}
+}
+
+func TestDemoAccess(t *testing.T) {
+	ts := newTestServer(t, func(c *Config) { c.Demo = true })
+	res := ts.push(t, "", change(t, DemoCollection, "r1", "title", "x"), change(t, "notes", "r1", "title", "x"))
+	if res[0].Status != StatusApplied || res[1].Code != CodeForbidden {
+		t.Fatalf("anonymous push: %+v", res)
+	}
+	if page := ts.pull(t, "", DemoCollection, 0); len(page.Entries) != 1 {
+		t.Fatalf("anonymous pull: %+v", page)
+	}
+	if got := ts.post(t, PathPull, "", PullRequest{Collection: "notes"}).errorCode(t); got != CodeForbidden {
+		t.Fatalf("anonymous pull of notes: %s", got)
+	}
+	// A bad token is not silently downgraded to anonymous.
+	if got := ts.post(t, PathPull, "junk", PullRequest{Collection: DemoCollection}).errorCode(t); got != CodeUnauthenticated {
+		t.Fatalf("bad token in demo mode: %s", got)
+	}
+}
+
+func TestLimits(t *testing.T) {
+	ts := newTestServer(t, func(c *Config) {
+		c.Limits = Limits{MaxBodyBytes: 64 << 10, MaxPushChanges: 3, MaxPullRecords: 2, Rate: 1, Burst: 5}
+	})
+	tok := ts.token(t, "alice", []string{"*"}, []string{"*"})
+	t.Run("body too large", func(t *testing.T) {
+		big := change(t, "notes", "r1", "title", strings.Repeat("x", 80<<10))
+		if got := ts.post(t, PathPush, tok, PushRequest{Replica: "c1", Changes: []crdt.Change{big}}).errorCode(t); got != CodeTooLarge {
+			t.Fatalf("got %s", got)
+		}
+	})
+	t.Run("too many changes", func(t *testing.T) {
+		cs := []crdt.Change{change(t, "n", "a", "f", 1), change(t, "n", "b", "f", 1), change(t, "n", "c", "f", 1), change(t, "n", "d", "f", 1)}
+		if got := ts.post(t, PathPush, tok, PushRequest{Replica: "c1", Changes: cs}).errorCode(t); got != CodeTooLarge {
+			t.Fatalf("got %s", got)
+		}
+	})
+	t.Run("page size", func(t *testing.T) {
+		// The budget of 5 is nearly spent; bob has his own.
+		bob := ts.token(t, "bob", []string{"*"}, []string{"*"})
+		ts.push(t, bob, change(t, "p", "a", "f", 1), change(t, "p", "b", "f", 1), change(t, "p", "c", "f", 1))
+		if page := ts.pull(t, bob, "p", 0); len(page.Entries) != 2 || !page.More {
+			t.Fatalf("page of %d, more %v", len(page.Entries), page.More)
+		}
+	})
+	t.Run("rate", func(t *testing.T) {
+		var limited answer
+		for i := 0; i < 10; i++ {
+			a := ts.post(t, PathPull, tok, PullRequest{Collection: "notes"})
+			if a.status == http.StatusTooManyRequests {
+				limited = a
+				break
+			}
+		}
+		if limited.status == 0 {
+			t.Fatal("never rate limited")
+		}
+		if got := limited.errorCode(t); got != CodeRateLimited {
+			t.Fatalf("got %s", got)
+		}
+		if s, err := strconv.Atoi(limited.header.Get(HeaderRetryAfter)); err != nil || s < 1 {
+			t.Fatalf("Retry-After %q", limited.header.Get(HeaderRetryAfter))
+		}
+		// Another client is still served.
+		carol := ts.token(t, "carol", []string{"*"}, nil)
+		if a := ts.post(t, PathPull, carol, PullRequest{Collection: "notes"}); a.status != http.StatusOK {
+			t.Fatalf("other client: %d", a.status)
+		}
+	})
+}
+
+func TestMalformedBodies(t *testing.T) {
+	ts := newTestServer(t, nil)
+	tok := ts.token(t, "alice", []string{"*"}, []string{"*"})
+	for _, tc := range []struct {
+		name string
+		path string
+		body []byte
+		code string
+	}{
+		{"empty", PathPull, nil, CodeMalformed},
+		{"not cbor", PathPush, []byte("{\"json\":1}"), CodeMalformed},
+		{"unknown key", PathPull, []byte{0xa2, 0x01, 0x61, 'a', 0x09, 0x00}, CodeMalformed},
+		{"tagged", PathPull, []byte{0xa1, 0x01, 0xc0, 0x61, 'a'}, CodeMalformed},
+		{"bad collection", PathPull, []byte{0xa1, 0x01, 0x61, '{'}, CodeInvalid},
+		{"change of wrong shape", PathPush, []byte{0xa2, 0x01, 0x61, 'c', 0x02, 0x81, 0x01}, CodeMalformed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := ts.post(t, tc.path, tok, tc.body).errorCode(t); got != tc.code {
+				t.Fatalf("got %s, want %s", got, tc.code)
+			}
+		})
+	}
+}
+
+// failingStore fails every call, as a store whose backend is down.
+type failingStore struct{ stores.Store }
+
+func (failingStore) Apply(context.Context, []crdt.Change) ([]stores.Result, error) {
+	return nil, stores.ErrUnavailable
+}
+func (failingStore) Pull(context.Context, string, uint64, int) (stores.Page, error) {
+	return stores.Page{}, stores.ErrUnavailable
+}
+func (failingStore) Head(context.Context, string) (uint64, error) { return 0, stores.ErrUnavailable }
+
+func TestStoreFailureIsUnavailable(t *testing.T) {
+	ts := newTestServer(t, nil)
+	// Swap the engine for one on a failing store.
+	base := ts.eng.Store()
+	eng, err := engineOn(failingStore{base})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	ts.srv.eng = eng
+	tok := ts.token(t, "alice", []string{"*"}, []string{"*"})
+	a := ts.post(t, PathPush, tok, PushRequest{Replica: "c1", Changes: []crdt.Change{change(t, "n", "a", "f", 1)}})
+	if a.status != http.StatusServiceUnavailable || a.errorCode(t) != CodeUnavailable {
+		t.Fatalf("push: %d", a.status)
+	}
+	if got := ts.post(t, PathPull, tok, PullRequest{Collection: "n"}).errorCode(t); got != CodeUnavailable {
+		t.Fatalf("pull: %s", got)
+	}
+	if code, _ := ts.get(t, "/readyz"); code != http.StatusServiceUnavailable {
+		t.Fatalf("readyz: %d", code)
+	}
+	if code, _ := ts.get(t, "/healthz"); code != http.StatusOK {
+		t.Fatalf("healthz: %d", code)
+	}
+}
+
+func TestOriginHTTP(t *testing.T) {
+	ts := newTestServer(t, func(c *Config) {
+		c.Demo = true
+		c.AllowedOrigins = []string{"app.example.com", "https://*.example.org"}
+	})
+	for _, tc := range []struct {
+		origin string
+		ok     bool
+	}{
+		{"", true},
+		{"https://app.example.com", true},
+		{"https://x.example.org", true},
+		{"http://x.example.org", false},
+		{"https://evil.example", false},
+		{"null", false},
+	} {
+		t.Run(tc.origin, func(t *testing.T) {
+			a := ts.post(t, PathPull, "", PullRequest{Collection: DemoCollection}, func(r *http.Request) {
+				if tc.origin != "" {
+					r.Header.Set("Origin", tc.origin)
+				}
+			})
+			if !tc.ok {
+				if got := a.errorCode(t); got != CodeForbidden {
+					t.Fatalf("got %s, want forbidden", got)
+				}
+				return
+			}
+			if a.status != http.StatusOK {
+				t.Fatalf("status %d", a.status)
+			}
+			if tc.origin != "" && a.header.Get("Access-Control-Allow-Origin") != tc.origin {
+				t.Fatalf("CORS header %q", a.header.Get("Access-Control-Allow-Origin"))
+			}
+		})
+	}
+	// The server's own origin needs no listing.
+	a := ts.post(t, PathPull, "", PullRequest{Collection: DemoCollection}, func(r *http.Request) { r.Header.Set("Origin", ts.URL) })
+	if a.status != http.StatusOK || a.header.Get("Access-Control-Allow-Origin") != "" {
+		t.Fatalf("same origin: %d", a.status)
+	}
+}
+
+func TestHealthAndMetrics(t *testing.T) {
+	ts := newTestServer(t, func(c *Config) { c.Demo = true })
+	if code, body := ts.get(t, "/healthz"); code != 200 || body != "ok\n" {
+		t.Fatalf("healthz: %d %q", code, body)
+	}
+	if code, _ := ts.get(t, "/readyz"); code != 200 {
+		t.Fatalf("readyz: %d", code)
+	}
+	ts.push(t, "", change(t, DemoCollection, "a", "f", 1), change(t, DemoCollection, "b", "f", 1), change(t, "x", "b", "f", 1))
+	ts.pull(t, "", DemoCollection, 0)
+	c, _ := ts.open(t, "")
+	c.send(Sub{Collection: DemoCollection})
+	if m, ok := c.recv().(Changes); !ok || len(m.Entries) != 2 {
+		t.Fatalf("sub: %+v", m)
+	}
+	_, body := ts.get(t, "/metrics")
+	for _, want := range []string{
+		`convergo_requests_total{code="200",route="push"} 1`,
+		`convergo_requests_total{code="200",route="pull"} 1`,
+		`convergo_requests_total{code="101",route="live"} 1`,
+		`convergo_push_changes_total{status="applied"} 2`,
+		`convergo_push_changes_total{status="refused"} 1`,
+		`convergo_push_changes_total{status="noop"} 0`,
+		`convergo_pull_records_total 4`,
+		`convergo_live_connections 1`,
+		`convergo_fanout_messages_total 1`,
+		`convergo_live_messages_received_total{type="sub"} 1`,
+		`convergo_request_duration_seconds_count{route="push"} 1`,
+		`go_goroutines`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	// Servers do not share metrics.
+	other := newTestServer(t, nil)
+	if _, body := other.get(t, "/metrics"); strings.Contains(body, `route="push"`) {
+		t.Error("a second server sees the first one's metrics")
+	}
+}
+
+func TestNewValidates(t *testing.T) {
+	if _, err := New(Config{}); err == nil {
+		t.Fatal("New without engine: no error")
+	}
+	ts := newTestServer(t, nil)
+	if _, err := New(Config{Engine: ts.eng, Limits: Limits{MaxPullRecords: 5000}}); err == nil {
+		t.Fatal("page limit over the store's: no error")
+	}
+	if _, err := New(Config{Engine: ts.eng, AllowedOrigins: []string{"["}}); err == nil {
+		t.Fatal("bad origin pattern: no error")
+	}
+}
+
+func TestRateLimiter(t *testing.T) {
+	l := newRateLimiter(10, 3)
+	now := time.Unix(1000, 0)
+	for i := 0; i < 3; i++ {
+		if w := l.take("a", now); w != 0 {
+			t.Fatalf("burst %d: wait %v", i, w)
+		}
+	}
+	if w := l.take("a", now); w != 100*time.Millisecond {
+		t.Fatalf("empty bucket: wait %v, want 100ms", w)
+	}
+	if w := l.take("b", now); w != 0 {
+		t.Fatalf("other key: wait %v", w)
+	}
+	if w := l.take("a", now.Add(100*time.Millisecond)); w != 0 {
+		t.Fatalf("after refill: wait %v", w)
+	}
+	// Full buckets are forgotten.
+	l.take("c", now.Add(10*time.Second))
+	l.mu.Lock()
+	n := len(l.buckets)
+	l.mu.Unlock()
+	if n != 1 {
+		t.Fatalf("%d buckets kept, want 1", n)
+	}
+	if w := newRateLimiter(-1, 0).take("a", now); w != 0 {
+		t.Fatalf("disabled limiter: wait %v", w)
+	}
+}
+
+func TestMatchPattern(t *testing.T) {
+	for _, tc := range []struct {
+		pattern, coll string
+		want          bool
+	}{
+		{"*", "anything.at.all", true},
+		{"notes", "notes", true},
+		{"notes", "notes2", false},
+		{"t42.*", "t42.notes", true},
+		{"t42.*", "t42.a.b", true},
+		{"t42.*", "t42", false},
+		{"t42.*", "t42x.notes", false},
+		{"t42.*", "t42.", false}, // nothing below the prefix
+	} {
+		if got := MatchPattern(tc.pattern, tc.coll); got != tc.want {
+			t.Errorf("MatchPattern(%q, %q): got %v, want %v", tc.pattern, tc.coll, got, tc.want)
+		}
+	}
+	for _, bad := range []string{"", "a b", ".*", "x.**", "*.x"} {
+		if ValidatePattern(bad) == nil {
+			t.Errorf("ValidatePattern(%q): no error", bad)
+		}
+	}
+}
+
+func TestJWTIssue(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	clock := func() time.Time { return now }
+	j, err := NewJWT(testSecret, clock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := j.Issue("alice", []string{"demo.*"}, []string{"demo.todos"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := j.Authenticate(context.Background(), tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Subject != "alice" || !p.CanRead("demo.x") || p.CanWrite("demo.x") || !p.CanWrite("demo.todos") || !p.Expires.Equal(now.Add(time.Hour)) {
+		t.Fatalf("principal %+v", p)
+	}
+	now = now.Add(2 * time.Hour)
+	if _, err := j.Authenticate(context.Background(), tok); !errors.Is(err, ErrTokenExpired) {
+		t.Fatalf("after expiry: %v", err)
+	}
+	if _, err := NewJWT([]byte("short"), nil); err == nil {
+		t.Fatal("short secret accepted")
+	}
+	if _, err := j.Issue("a", []string{"bad name"}, nil, time.Hour); err == nil {
+		t.Fatal("bad pattern issued")
+	}
+}
