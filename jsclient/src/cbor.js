@@ -1,0 +1,669 @@
+// CBOR in RFC 8949 core deterministic encoding, byte for byte what the Go
+// side (package crdt, fxamacker/cbor CoreDetEncOptions) produces, and a
+// decoder that treats its input as hostile with the limits of crdt's DecMode.
+//
+// Encoding: integers in their shortest head; floats in the shortest of
+// float16/float32/float64 that holds the value exactly (NaN is 0xf97e00);
+// map keys sorted by the bytewise order of their encodings (for keys of one
+// type that is: shorter first, then bytewise); definite lengths only.
+//
+// JavaScript values map to CBOR as follows: null, booleans, strings,
+// Uint8Array (byte strings), arrays, plain objects (maps with text keys) and
+// Map (maps with any keys) as themselves; a number that is a safe integer
+// (and not -0) is a CBOR integer, any other number is a float; a bigint is a
+// CBOR integer (it must fit in 64 bits plus sign). `new Float(x)` forces a
+// float. Decoding gives numbers for integers in the safe range and bigints
+// beyond it, plain objects for maps whose keys are all text and Map
+// otherwise.
+
+import { ConvergoError } from './errors.js';
+
+/** Decode limits, the same as package crdt's. */
+export const MAX_DEPTH = 24;
+export const MAX_ITEMS = 16384;
+export const MAX_VALUE_BYTES = 128 << 10;
+export const MAX_MESSAGE_BYTES = 4 << 20;
+
+const MAX_SAFE = Number.MAX_SAFE_INTEGER;
+const TWO64 = 1n << 64n;
+
+/** A number that encodes as a CBOR float even when it is integral. */
+export class Float {
+  /** @param {number} value */
+  constructor(value) {
+    this.value = value;
+  }
+}
+
+/**
+ * @param {'malformed'|'invalid'|'too_large'} code
+ * @param {string} msg
+ */
+function err(code, msg) {
+  return new ConvergoError(code, `cbor: ${msg}`);
+}
+
+const utf8enc = new TextEncoder();
+const utf8dec = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+// ---------------------------------------------------------------- encoding
+
+/** A growable byte buffer that appends CBOR. */
+export class Writer {
+  constructor(size = 256) {
+    this.buf = new Uint8Array(size);
+    this.view = new DataView(this.buf.buffer);
+    this.len = 0;
+  }
+
+  /** @param {number} n */
+  ensure(n) {
+    if (this.len + n <= this.buf.length) return;
+    let size = this.buf.length * 2;
+    while (size < this.len + n) size *= 2;
+    const b = new Uint8Array(size);
+    b.set(this.buf.subarray(0, this.len));
+    this.buf = b;
+    this.view = new DataView(b.buffer);
+  }
+
+  /** @param {number} b */
+  byte(b) {
+    this.ensure(1);
+    this.buf[this.len++] = b;
+  }
+
+  /** @param {Uint8Array} bytes */
+  raw(bytes) {
+    this.ensure(bytes.length);
+    this.buf.set(bytes, this.len);
+    this.len += bytes.length;
+  }
+
+  /**
+   * Appends a head with major type major and argument n (a non-negative
+   * safe integer or bigint below 2^64) in its shortest form.
+   * @param {number} major
+   * @param {number|bigint} n
+   */
+  head(major, n) {
+    const m = major << 5;
+    if (typeof n === 'bigint') {
+      if (n <= BigInt(MAX_SAFE)) {
+        n = Number(n);
+      } else {
+        this.ensure(9);
+        this.buf[this.len++] = m | 27;
+        this.view.setBigUint64(this.len, n);
+        this.len += 8;
+        return;
+      }
+    }
+    this.ensure(9);
+    if (n < 24) {
+      this.buf[this.len++] = m | n;
+    } else if (n < 0x100) {
+      this.buf[this.len++] = m | 24;
+      this.buf[this.len++] = n;
+    } else if (n < 0x10000) {
+      this.buf[this.len++] = m | 25;
+      this.view.setUint16(this.len, n);
+      this.len += 2;
+    } else if (n < 0x100000000) {
+      this.buf[this.len++] = m | 26;
+      this.view.setUint32(this.len, n);
+      this.len += 4;
+    } else {
+      this.buf[this.len++] = m | 27;
+      this.view.setUint32(this.len, Math.floor(n / 0x100000000));
+      this.view.setUint32(this.len + 4, n >>> 0);
+      this.len += 8;
+    }
+  }
+
+  /** @param {string} s */
+  text(s) {
+    // Short ASCII strings are the common case (keys, ids): skip TextEncoder.
+    if (s.length < 64) {
+      let ascii = true;
+      for (let i = 0; i < s.length; i++) {
+        if (s.charCodeAt(i) > 0x7f) {
+          ascii = false;
+          break;
+        }
+      }
+      if (ascii) {
+        this.head(3, s.length);
+        this.ensure(s.length);
+        for (let i = 0; i < s.length; i++) this.buf[this.len++] = s.charCodeAt(i);
+        return;
+      }
+    }
+    if (!isWellFormed(s)) throw err('invalid', 'string is not well-formed UTF-16 (lone surrogate)');
+    const b = utf8enc.encode(s);
+    this.head(3, b.length);
+    this.raw(b);
+  }
+
+  /** @param {number} x */
+  float(x) {
+    this.ensure(9);
+    if (Number.isNaN(x)) {
+      this.buf[this.len++] = 0xf9;
+      this.buf[this.len++] = 0x7e;
+      this.buf[this.len++] = 0x00;
+      return;
+    }
+    const h = toHalfExact(x);
+    if (h !== null) {
+      this.buf[this.len++] = 0xf9;
+      this.view.setUint16(this.len, h);
+      this.len += 2;
+    } else if (Math.fround(x) === x) {
+      this.buf[this.len++] = 0xfa;
+      this.view.setFloat32(this.len, x);
+      this.len += 4;
+    } else {
+      this.buf[this.len++] = 0xfb;
+      this.view.setFloat64(this.len, x);
+      this.len += 8;
+    }
+  }
+
+  /**
+   * Appends v in deterministic encoding.
+   * @param {unknown} v
+   * @param {number} [depth]
+   */
+  value(v, depth = 1) {
+    if (depth > MAX_DEPTH) throw err('invalid', `value nested deeper than ${MAX_DEPTH} levels`);
+    switch (typeof v) {
+      case 'number':
+        if (Number.isSafeInteger(v) && !Object.is(v, -0)) {
+          if (v >= 0) this.head(0, v);
+          else this.head(1, -1 - v);
+        } else {
+          this.float(v);
+        }
+        return;
+      case 'bigint':
+        if (v >= 0n) {
+          if (v >= TWO64) throw err('invalid', `integer ${v} does not fit in 64 bits`);
+          this.head(0, v);
+        } else {
+          if (v < -TWO64) throw err('invalid', `integer ${v} does not fit in 64 bits`);
+          this.head(1, -1n - v);
+        }
+        return;
+      case 'string':
+        this.text(v);
+        return;
+      case 'boolean':
+        this.byte(v ? 0xf5 : 0xf4);
+        return;
+      case 'object':
+        break;
+      default:
+        throw err('invalid', `cannot encode a ${typeof v}`);
+    }
+    if (v === null) {
+      this.byte(0xf6);
+      return;
+    }
+    if (v instanceof Uint8Array) {
+      this.head(2, v.length);
+      this.raw(v);
+      return;
+    }
+    if (Array.isArray(v)) {
+      this.head(4, v.length);
+      for (const e of v) this.value(e, depth + 1);
+      return;
+    }
+    if (v instanceof Float) {
+      if (typeof v.value !== 'number') throw err('invalid', 'Float holds a non-number');
+      this.float(v.value);
+      return;
+    }
+    /** @type {[Uint8Array, unknown][]} */
+    let pairs;
+    if (v instanceof Map) {
+      pairs = [];
+      for (const [k, e] of v) pairs.push([encodeKey(k, depth + 1), e]);
+    } else {
+      const proto = Object.getPrototypeOf(v);
+      if (proto !== Object.prototype && proto !== null) {
+        throw err('invalid', `cannot encode a ${proto?.constructor?.name ?? 'object'}: use plain objects, arrays, Map or Uint8Array`);
+      }
+      pairs = [];
+      for (const k of Object.keys(v)) {
+        const e = /** @type {any} */ (v)[k];
+        if (e === undefined) continue; // like JSON: undefined members are absent
+        pairs.push([encodeKey(k, depth + 1), e]);
+      }
+    }
+    pairs.sort((a, b) => compareBytes(a[0], b[0]));
+    this.head(5, pairs.length);
+    for (let i = 0; i < pairs.length; i++) {
+      if (i > 0 && compareBytes(pairs[i - 1][0], pairs[i][0]) === 0) throw err('invalid', 'duplicate map key');
+      this.raw(pairs[i][0]);
+      this.value(pairs[i][1], depth + 1);
+    }
+  }
+
+  /** @returns {Uint8Array} the bytes written (a copy). */
+  bytes() {
+    return this.buf.slice(0, this.len);
+  }
+}
+
+/**
+ * @param {unknown} k
+ * @param {number} depth
+ */
+function encodeKey(k, depth) {
+  const w = new Writer(typeof k === 'string' ? k.length + 9 : 16);
+  w.value(k, depth);
+  return w.bytes();
+}
+
+/**
+ * Encodes v in deterministic CBOR.
+ * @param {unknown} v
+ * @returns {Uint8Array}
+ */
+export function encode(v) {
+  const w = new Writer();
+  w.value(v);
+  return w.bytes();
+}
+
+/**
+ * Returns the IEEE 754 half-precision bits of x when x is exactly
+ * representable as a float16 (including subnormals, zeros and infinities),
+ * else null.
+ * @param {number} x
+ * @returns {number|null}
+ */
+export function toHalfExact(x) {
+  const sign = x < 0 || Object.is(x, -0) ? 0x8000 : 0;
+  const a = Math.abs(x);
+  if (a === 0) return sign;
+  if (a === Infinity) return sign | 0x7c00;
+  if (a > 65504) return null;
+  if (a < 2 ** -14) {
+    const m = a * 2 ** 24; // subnormal: a = m * 2^-24
+    return Number.isInteger(m) ? sign | m : null;
+  }
+  let e = Math.floor(Math.log2(a));
+  if (2 ** e > a) e--;
+  else if (2 ** (e + 1) <= a) e++;
+  const mant = (a / 2 ** e) * 1024 - 1024; // exact: scaling by powers of two
+  if (!Number.isInteger(mant)) return null;
+  return sign | ((e + 15) << 10) | mant;
+}
+
+/**
+ * @param {number} h half-precision bits
+ * @returns {number}
+ */
+export function fromHalf(h) {
+  const sign = h & 0x8000 ? -1 : 1;
+  const e = (h >> 10) & 0x1f;
+  const m = h & 0x3ff;
+  if (e === 0) return sign * m * 2 ** -24;
+  if (e === 0x1f) return m === 0 ? sign * Infinity : NaN;
+  return sign * (1024 + m) * 2 ** (e - 25);
+}
+
+/**
+ * Compares byte arrays lexicographically.
+ * @param {Uint8Array} a
+ * @param {Uint8Array} b
+ */
+export function compareBytes(a, b) {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    if (a[i] !== b[i]) return a[i] < b[i] ? -1 : 1;
+  }
+  return a.length === b.length ? 0 : a.length < b.length ? -1 : 1;
+}
+
+/**
+ * @param {Uint8Array|null|undefined} a
+ * @param {Uint8Array|null|undefined} b
+ */
+export function equalBytes(a, b) {
+  if (a == null || b == null) return a == b;
+  return a.length === b.length && compareBytes(a, b) === 0;
+}
+
+/** @param {string} s */
+function isWellFormed(s) {
+  // String.prototype.isWellFormed is Node 20+/recent browsers; fall back.
+  if (typeof (/** @type {any} */ (s).isWellFormed) === 'function') return /** @type {any} */ (s).isWellFormed();
+  return !/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/.test(s);
+}
+
+// ---------------------------------------------------------------- decoding
+
+/**
+ * A CBOR reader over untrusted bytes. With canonical set it also refuses
+ * anything that is not in deterministic encoding (errors with code
+ * "invalid", as crdt.CanonicalValue does); structural problems are
+ * "malformed".
+ */
+export class Reader {
+  /**
+   * @param {Uint8Array} bytes
+   * @param {{canonical?: boolean}} [opts]
+   */
+  constructor(bytes, opts = {}) {
+    if (!(bytes instanceof Uint8Array)) throw err('malformed', 'input is not a Uint8Array');
+    this.b = bytes;
+    this.off = 0;
+    this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    this.canonical = opts.canonical ?? true;
+  }
+
+  /** @returns {boolean} */
+  done() {
+    return this.off >= this.b.length;
+  }
+
+  /** Fails unless every byte was read. */
+  end() {
+    if (this.off !== this.b.length) throw err('malformed', `${this.b.length - this.off} bytes after the data item`);
+  }
+
+  /**
+   * Reads a head. For major type 7 the argument is the raw bits.
+   * @returns {{major: number, info: number, arg: number|bigint}}
+   */
+  head() {
+    if (this.off >= this.b.length) throw err('malformed', 'unexpected end of data');
+    const ib = this.b[this.off++];
+    const major = ib >> 5;
+    const info = ib & 0x1f;
+    if (info < 24) return { major, info, arg: info };
+    let size;
+    if (info === 24) size = 1;
+    else if (info === 25) size = 2;
+    else if (info === 26) size = 4;
+    else if (info === 27) size = 8;
+    else throw err('malformed', `indefinite length or reserved head 0x${ib.toString(16)} at byte ${this.off - 1}`);
+    if (this.b.length - this.off < size) throw err('malformed', 'unexpected end of data');
+    /** @type {number|bigint} */
+    let arg;
+    const o = this.off;
+    if (size === 1) arg = this.b[o];
+    else if (size === 2) arg = this.view.getUint16(o);
+    else if (size === 4) arg = this.view.getUint32(o);
+    else {
+      const hi = this.view.getUint32(o);
+      const lo = this.view.getUint32(o + 4);
+      arg = hi < 0x200000 ? hi * 0x100000000 + lo : (BigInt(hi) << 32n) | BigInt(lo);
+    }
+    this.off += size;
+    if (major !== 7 && this.canonical) {
+      const shortest =
+        (size === 1 && arg >= 24) ||
+        (size === 2 && arg > 0xff) ||
+        (size === 4 && arg > 0xffff) ||
+        (size === 8 && arg > 0xffffffff);
+      if (!shortest) throw err('invalid', 'value is not in deterministic CBOR encoding (long head)');
+    }
+    return { major, info, arg };
+  }
+
+  /**
+   * Reads a length (of a string, array or map) that must fit the input.
+   * @param {number|bigint} arg
+   * @param {number} minBytesEach the least bytes each element takes
+   */
+  len(arg, minBytesEach) {
+    if (typeof arg === 'bigint' || arg * minBytesEach > this.b.length - this.off) {
+      throw err('malformed', `length ${arg} runs past the end of the data`);
+    }
+    return arg;
+  }
+
+  /** @returns {string} a text string */
+  text() {
+    const { major, arg } = this.head();
+    if (major !== 3) throw err('malformed', 'expected a text string');
+    return this.textBody(arg);
+  }
+
+  /** @param {number|bigint} arg */
+  textBody(arg) {
+    const n = this.len(arg, 1);
+    const s = this.b.subarray(this.off, this.off + n);
+    this.off += n;
+    // ASCII fast path.
+    if (n < 64) {
+      let ascii = true;
+      for (let i = 0; i < n; i++) {
+        if (s[i] > 0x7f) {
+          ascii = false;
+          break;
+        }
+      }
+      if (ascii) return String.fromCharCode.apply(null, /** @type {any} */ (s));
+    }
+    try {
+      return utf8dec.decode(s);
+    } catch {
+      throw err('malformed', 'invalid UTF-8 in text string');
+    }
+  }
+
+  /** @returns {number} an unsigned integer that is a safe JS integer */
+  uint() {
+    const { major, arg } = this.head();
+    if (major !== 0) throw err('malformed', 'expected an unsigned integer');
+    if (typeof arg === 'bigint') throw err('malformed', 'integer out of range');
+    return arg;
+  }
+
+  /** @returns {number} the length of an array */
+  arrayHead() {
+    const { major, arg } = this.head();
+    if (major !== 4) throw err('malformed', 'expected an array');
+    if (arg > MAX_ITEMS) throw err('malformed', `array of ${arg} items exceeds ${MAX_ITEMS}`);
+    return this.len(arg, 1);
+  }
+
+  /** @returns {number} the number of pairs of a map */
+  mapHead() {
+    const { major, arg } = this.head();
+    if (major !== 5) throw err('malformed', 'expected a map');
+    if (arg > MAX_ITEMS) throw err('malformed', `map of ${arg} pairs exceeds ${MAX_ITEMS}`);
+    return this.len(arg, 2);
+  }
+
+  /** @returns {boolean} */
+  bool() {
+    const b = this.b[this.off];
+    if (b === 0xf4 || b === 0xf5) {
+      this.off++;
+      return b === 0xf5;
+    }
+    throw err('malformed', 'expected a boolean');
+  }
+
+  /**
+   * Skips one data item (checking it as item does) and returns its bytes.
+   * @param {number} [depth]
+   * @returns {Uint8Array}
+   */
+  raw(depth = 1) {
+    const start = this.off;
+    this.item(depth);
+    return this.b.subarray(start, this.off);
+  }
+
+  /**
+   * Reads one data item as a JS value.
+   * @param {number} [depth] nesting level of this item (1 for the top)
+   * @returns {unknown}
+   */
+  item(depth = 1) {
+    if (depth > MAX_DEPTH) throw err('malformed', `nested deeper than ${MAX_DEPTH} levels`);
+    const start = this.off;
+    const { major, info, arg } = this.head();
+    switch (major) {
+      case 0:
+        return arg;
+      case 1:
+        if (typeof arg === 'number' && arg < MAX_SAFE) return -1 - arg;
+        return -1n - BigInt(arg);
+      case 2: {
+        const n = this.len(arg, 1);
+        const out = this.b.slice(this.off, this.off + n);
+        this.off += n;
+        return out;
+      }
+      case 3:
+        return this.textBody(arg);
+      case 4: {
+        if (arg > MAX_ITEMS) throw err('malformed', `array of ${arg} items exceeds ${MAX_ITEMS}`);
+        const n = this.len(arg, 1);
+        const out = new Array(n);
+        for (let i = 0; i < n; i++) out[i] = this.item(depth + 1);
+        return out;
+      }
+      case 5:
+        return this.map(arg, depth);
+      case 6:
+        throw err('malformed', 'tags are not allowed');
+    }
+    // Major type 7: false, true, null and floats.
+    switch (info) {
+      case 20:
+        return false;
+      case 21:
+        return true;
+      case 22:
+        return null;
+      case 25: {
+        const h = /** @type {number} */ (arg);
+        if (this.canonical && (h & 0x7c00) === 0x7c00 && (h & 0x3ff) !== 0 && h !== 0x7e00) {
+          throw err('invalid', 'non-canonical NaN');
+        }
+        return fromHalf(h);
+      }
+      case 26: {
+        const f = this.view.getFloat32(this.off - 4);
+        if (this.canonical && (Number.isNaN(f) || toHalfExact(f) !== null)) throw err('invalid', 'float32 that fits a float16');
+        return f;
+      }
+      case 27: {
+        const f = this.view.getFloat64(this.off - 8);
+        if (this.canonical && (!Number.isFinite(f) || Math.fround(f) === f)) throw err('invalid', 'float64 that fits a float32');
+        return f;
+      }
+    }
+    this.off = start;
+    throw err('malformed', `simple value ${info === 24 ? arg : info} is not allowed`);
+  }
+
+  /**
+   * @param {number|bigint} arg
+   * @param {number} depth
+   */
+  map(arg, depth) {
+    if (arg > MAX_ITEMS) throw err('malformed', `map of ${arg} pairs exceeds ${MAX_ITEMS}`);
+    const n = this.len(arg, 2);
+    /** @type {Record<string, unknown>} */
+    const obj = {};
+    /** @type {Map<unknown, unknown>|null} */
+    let map = null;
+    const seen = new Set();
+    /** @type {Uint8Array|null} */
+    let prev = null;
+    for (let i = 0; i < n; i++) {
+      const ks = this.off;
+      const k = this.item(depth + 1);
+      const kb = this.b.subarray(ks, this.off);
+      if (this.canonical && prev !== null) {
+        const c = compareBytes(prev, kb);
+        if (c === 0) throw err('malformed', 'duplicate map key');
+        if (c > 0) throw err('invalid', 'map keys are not in deterministic order');
+      }
+      prev = kb;
+      const id = keyIdentity(k, kb);
+      if (seen.has(id)) throw err('malformed', 'duplicate map key');
+      seen.add(id);
+      const v = this.item(depth + 1);
+      if (map === null && typeof k !== 'string') {
+        map = new Map(Object.entries(obj));
+      }
+      if (map !== null) map.set(k, v);
+      else setOwn(obj, k, v);
+    }
+    return map ?? obj;
+  }
+}
+
+/**
+ * A key's identity for duplicate detection that does not depend on the
+ * encoding being canonical.
+ * @param {unknown} k
+ * @param {Uint8Array} kb
+ */
+function keyIdentity(k, kb) {
+  switch (typeof k) {
+    case 'string':
+      return 's' + k;
+    case 'number':
+    case 'bigint':
+      return 'n' + String(k);
+    case 'boolean':
+      return 'b' + k;
+  }
+  if (k === null) return 'null';
+  let h = 'x';
+  for (const byte of kb) h += byte.toString(16).padStart(2, '0');
+  return h;
+}
+
+/**
+ * Sets an own enumerable property, also for the key "__proto__".
+ * @param {Record<string, unknown>} obj
+ * @param {string} k
+ * @param {unknown} v
+ */
+export function setOwn(obj, k, v) {
+  if (k === '__proto__') Object.defineProperty(obj, k, { value: v, enumerable: true, writable: true, configurable: true });
+  else obj[k] = v;
+}
+
+/**
+ * Decodes exactly one data item.
+ * @param {Uint8Array} bytes
+ * @param {{canonical?: boolean, maxBytes?: number}} [opts] canonical
+ *   (default true) also refuses non-deterministic encodings.
+ * @returns {any}
+ */
+export function decode(bytes, opts = {}) {
+  const max = opts.maxBytes ?? MAX_MESSAGE_BYTES;
+  if (bytes.length > max) throw err('too_large', `${bytes.length} bytes exceed ${max}`);
+  if (bytes.length === 0) throw err('malformed', 'empty input');
+  const r = new Reader(bytes, opts);
+  const v = r.item();
+  r.end();
+  return v;
+}
+
+/**
+ * Checks that v is one canonical field value, as crdt.CanonicalValue.
+ * @param {Uint8Array} v
+ */
+export function checkValue(v) {
+  if (v.length === 0) throw err('malformed', 'empty value');
+  if (v.length > MAX_VALUE_BYTES) throw err('too_large', `value of ${v.length} bytes exceeds ${MAX_VALUE_BYTES}`);
+  const r = new Reader(v, { canonical: true });
+  r.item();
+  r.end();
+}

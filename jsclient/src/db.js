@@ -1,0 +1,415 @@
+// The IndexedDB layer: merged records, the durable outbox and metadata.
+//
+// Object stores:
+//   records  key [collection, id] -> {c, id, deleted, fields, doc}: the
+//            merged record (stamps and canonical value bytes) plus its
+//            visible values decoded (doc, null when the record does not
+//            exist) for querying.
+//   outbox   auto-increment key -> {c, id, change}: local changes not yet
+//            acknowledged by the server; change is the encoded crdt change.
+//   meta     key string -> value: "replica" (generated once), "clock"
+//            ({wall, logical}), "cursor:<collection>", "offset" (server
+//            clock offset, ms).
+//
+// A local write merges into the record and appends its change to the outbox
+// in ONE transaction, so a write is either pending or not there at all. The
+// clock state is read and written in that same transaction: tabs that share
+// the database (and so the replica id) are serialized by IndexedDB and never
+// issue the same stamp.
+
+import { ConvergoError, fromIDBError } from './errors.js';
+import { Clock, compareStamps, newReplicaId } from './hlc.js';
+import { decodeValue, emptyRecord, encodeChange, maxStamp, mergeInto, visibleValues } from './record.js';
+import { setOwn } from './cbor.js';
+
+/** @typedef {import('./record.js').Record} Record */
+/** @typedef {import('./hlc.js').Stamp} Stamp */
+/** @typedef {{c: string, id: string, deleted: Stamp, fields: Map<string, import('./record.js').Field>, doc: Record<string, unknown>|null}} StoredRecord */
+/** @typedef {{seq: number, c: string, id: string, change: Uint8Array}} OutboxEntry */
+
+export const DB_VERSION = 1;
+const RECORDS = 'records';
+const OUTBOX = 'outbox';
+const META = 'meta';
+
+/**
+ * @template T
+ * @param {IDBRequest<T>} r
+ * @returns {Promise<T>}
+ */
+export function req(r) {
+  return new Promise((resolve, reject) => {
+    r.onsuccess = () => resolve(r.result);
+    r.onerror = () => reject(r.error);
+  });
+}
+
+/**
+ * Resolves when tx commits; rejects with its error when it aborts.
+ * @param {IDBTransaction} tx
+ * @returns {Promise<void>}
+ */
+function done(tx) {
+  return new Promise((resolve, reject) => {
+    tx.oncomplete = () => resolve();
+    tx.onabort = () => reject(tx.error ?? new DOMException('transaction aborted', 'AbortError'));
+  });
+}
+
+/**
+ * Converts a record to its stored form.
+ * @param {string} c
+ * @param {Record} r
+ * @returns {StoredRecord}
+ */
+export function toStored(c, r) {
+  return { c, id: r.id, deleted: r.deleted, fields: r.fields, doc: docOf(r) };
+}
+
+/**
+ * The visible values of r decoded, or null when r does not exist.
+ * @param {Record} r
+ */
+export function docOf(r) {
+  const vals = visibleValues(r);
+  if (vals === null) return null;
+  /** @type {Record<string, unknown>} */
+  const doc = {};
+  for (const [k, v] of vals) setOwn(doc, k, decodeValue(v));
+  return doc;
+}
+
+/**
+ * @param {StoredRecord|undefined} s
+ * @param {string} id
+ * @returns {Record}
+ */
+function fromStored(s, id) {
+  if (!s) return emptyRecord(id);
+  // Stored data is input like any other: check the shape we rely on.
+  if (!(s.fields instanceof Map) || !s.deleted || typeof s.deleted.wall !== 'number') {
+    throw new ConvergoError('database', `stored record ${JSON.stringify(id)} is corrupt`);
+  }
+  return { id: s.id, deleted: s.deleted, fields: new Map(s.fields) };
+}
+
+/**
+ * The database of one Convergo client. It reopens itself when the browser
+ * closes the connection or another context deletes or upgrades the
+ * database, and reports a database that came back empty through onReset.
+ */
+export class Store {
+  /**
+   * @param {{name: string, indexedDB: IDBFactory, IDBKeyRange?: typeof IDBKeyRange, onReset?: () => void, onError?: (e: Error) => void}} opts
+   */
+  constructor(opts) {
+    this.name = opts.name;
+    this.idb = opts.indexedDB;
+    this.keyRange = opts.IDBKeyRange ?? globalThis.IDBKeyRange;
+    this.onReset = opts.onReset ?? (() => {});
+    this.onError = opts.onError ?? (() => {});
+    /** @type {IDBDatabase|null} */
+    this.db = null;
+    /** @type {Promise<IDBDatabase>|null} */
+    this.opening = null;
+    this.closed = false;
+    /** @type {string|null} the replica id this client uses */
+    this.replica = null;
+    /** @type {Clock|null} */
+    this.clock = null;
+    /** Current wall time in ms, corrected by the server offset. */
+    this.now = () => Date.now();
+  }
+
+  /**
+   * Opens the database and loads (or creates) the replica id and clock.
+   * @param {{maxDrift?: number}} [opts]
+   */
+  async init(opts = {}) {
+    await this.conn();
+    const replica = await this.getMeta('replica');
+    this.replica = typeof replica === 'string' ? replica : newReplicaId();
+    this.clock = new Clock({ replica: this.replica, maxDrift: opts.maxDrift });
+    const saved = await this.getMeta('clock');
+    if (saved && typeof saved.wall === 'number') this.clock.restore(saved);
+    if (typeof replica !== 'string') await this.setMeta('replica', this.replica);
+  }
+
+  /** @returns {Promise<IDBDatabase>} an open connection, reopening if needed. */
+  conn() {
+    if (this.closed) return Promise.reject(new ConvergoError('closed', 'database is closed'));
+    if (this.db) return Promise.resolve(this.db);
+    if (!this.opening) {
+      this.opening = this.openDB().finally(() => {
+        this.opening = null;
+      });
+    }
+    return this.opening;
+  }
+
+  /** @returns {Promise<IDBDatabase>} */
+  async openDB() {
+    const r = this.idb.open(this.name, DB_VERSION);
+    r.onupgradeneeded = () => {
+      const db = r.result;
+      if (!db.objectStoreNames.contains(RECORDS)) db.createObjectStore(RECORDS, { keyPath: ['c', 'id'] });
+      if (!db.objectStoreNames.contains(OUTBOX)) db.createObjectStore(OUTBOX, { keyPath: 'seq', autoIncrement: true });
+      if (!db.objectStoreNames.contains(META)) db.createObjectStore(META);
+    };
+    r.onblocked = () => this.onError(new ConvergoError('database', `opening ${this.name} is blocked by another tab holding an older version`));
+    let db;
+    try {
+      db = await req(r);
+    } catch (e) {
+      throw fromIDBError(e, `open ${this.name}`);
+    }
+    const lost = () => {
+      if (this.db === db) this.db = null;
+      db.close();
+    };
+    // Another context deletes or upgrades the database: step aside, and
+    // reopen (and notice it came back empty) on next use.
+    db.onversionchange = lost;
+    // The browser closed the connection (storage cleared, evicted).
+    db.onclose = lost;
+    this.db = db;
+    if (this.replica !== null) await this.checkIdentity(db);
+    return db;
+  }
+
+  /**
+   * After a reopen: if the identity is gone the database was deleted or
+   * evicted. Write our identity and clock back (the in-memory clock is at
+   * least as far as anything we issued, so stamps stay unique) and let the
+   * owner rebuild from the server.
+   * @param {IDBDatabase} db
+   */
+  async checkIdentity(db) {
+    const tx = db.transaction([META], 'readwrite');
+    const meta = tx.objectStore(META);
+    const replica = await req(meta.get('replica'));
+    let reset = false;
+    if (replica !== this.replica) {
+      reset = true;
+      meta.put(this.replica, 'replica');
+      if (this.clock) meta.put(this.clock.last, 'clock');
+    }
+    await done(tx);
+    if (reset) this.onReset();
+  }
+
+  /** Checks that the database still holds our identity (detects a wipe). */
+  async verify() {
+    const db = await this.conn();
+    await this.checkIdentity(db);
+  }
+
+  /**
+   * Runs fn in a transaction and waits for it to commit.
+   * @template T
+   * @param {string[]} stores
+   * @param {IDBTransactionMode} mode
+   * @param {string} what
+   * @param {(tx: IDBTransaction) => Promise<T>|T} fn
+   * @returns {Promise<T>}
+   */
+  async tx(stores, mode, what, fn) {
+    const db = await this.conn();
+    /** @type {IDBTransaction} */
+    let tx;
+    try {
+      tx = db.transaction(stores, mode, { durability: 'strict' });
+    } catch (e) {
+      if (/** @type {any} */ (e)?.name === 'InvalidStateError') {
+        // The connection closed under us: reopen once.
+        this.db = null;
+        tx = (await this.conn()).transaction(stores, mode, { durability: 'strict' });
+      } else {
+        throw fromIDBError(e, what);
+      }
+    }
+    const committed = done(tx);
+    try {
+      const out = await fn(tx);
+      await committed;
+      return out;
+    } catch (e) {
+      try {
+        tx.abort();
+      } catch {
+        /* already finished */
+      }
+      committed.catch(() => {});
+      throw fromIDBError(e, what);
+    }
+  }
+
+  /** @param {string} key */
+  getMeta(key) {
+    return this.tx([META], 'readonly', `read ${key}`, (tx) => req(tx.objectStore(META).get(key)));
+  }
+
+  /**
+   * @param {string} key
+   * @param {unknown} value
+   */
+  setMeta(key, value) {
+    return this.tx([META], 'readwrite', `write ${key}`, (tx) => req(tx.objectStore(META).put(value, key)));
+  }
+
+  /**
+   * Writes locally: in one transaction, reads the record and the clock,
+   * builds a change with a fresh stamp, merges it, stores the record and
+   * appends the change to the outbox.
+   * @param {string} c collection
+   * @param {string} id
+   * @param {(current: Record, stamp: Stamp) => Record} build returns the change
+   * @returns {Promise<{record: StoredRecord, change: Record}>}
+   */
+  write(c, id, build) {
+    const clock = /** @type {Clock} */ (this.clock);
+    return this.tx([RECORDS, OUTBOX, META], 'readwrite', `write ${c}/${id}`, async (tx) => {
+      const records = tx.objectStore(RECORDS);
+      const meta = tx.objectStore(META);
+      const [savedClock, stored] = await Promise.all([req(meta.get('clock')), req(records.get([c, id]))]);
+      if (savedClock && typeof savedClock.wall === 'number') clock.restore(savedClock);
+      const current = fromStored(stored, id);
+      const now = this.now();
+      // Stamp after everything this record holds, so a write over a value
+      // the user saw wins over it even if our wall clock lags.
+      const top = maxStamp(current);
+      if (top.wall > 0) {
+        try {
+          clock.observe(top, now);
+        } catch {
+          /* a stamp too far ahead: the clock refuses it, as the server will */
+        }
+      }
+      const stamp = clock.now(now);
+      const change = build(current, stamp);
+      mergeInto(current, change);
+      const record = toStored(c, current);
+      records.put(record);
+      tx.objectStore(OUTBOX).add({ c, id, change: encodeChange({ collection: c, record: change }) });
+      meta.put(clock.last, 'clock');
+      return { record, change };
+    });
+  }
+
+  /**
+   * Merges pulled entries into the records and advances the cursor, in one
+   * transaction. Returns the ids whose record changed.
+   * @param {string} c
+   * @param {Record[]} records
+   * @param {number} cursor the cursor after these entries
+   * @returns {Promise<string[]>}
+   */
+  applyRemote(c, records, cursor) {
+    const clock = /** @type {Clock} */ (this.clock);
+    return this.tx([RECORDS, META], 'readwrite', `apply ${c}`, async (tx) => {
+      const store = tx.objectStore(RECORDS);
+      const current = await Promise.all(records.map((r) => req(store.get([c, r.id]))));
+      /** @type {Map<string, Record>} */
+      const merged = new Map();
+      /** @type {Set<string>} */
+      const changed = new Set();
+      records.forEach((r, i) => {
+        const cur = merged.get(r.id) ?? fromStored(current[i], r.id);
+        if (mergeInto(cur, r)) changed.add(r.id);
+        merged.set(r.id, cur);
+        const top = maxStamp(r);
+        if (top.wall > 0) {
+          try {
+            clock.observe(top, this.now());
+          } catch {
+            /* too far ahead: keep our clock sane */
+          }
+        }
+      });
+      for (const id of changed) store.put(toStored(c, /** @type {Record} */ (merged.get(id))));
+      tx.objectStore(META).put(cursor, 'cursor:' + c);
+      return [...changed];
+    });
+  }
+
+  /**
+   * @param {string} c
+   * @returns {Promise<number>}
+   */
+  async cursor(c) {
+    const v = await this.getMeta('cursor:' + c);
+    return Number.isSafeInteger(v) && v >= 0 ? v : 0;
+  }
+
+  /**
+   * Forgets every cursor so the next pull starts from the beginning.
+   */
+  resetCursors() {
+    return this.tx([META], 'readwrite', 'reset cursors', async (tx) => {
+      const meta = tx.objectStore(META);
+      const keys = await req(meta.getAllKeys());
+      for (const k of keys) if (typeof k === 'string' && k.startsWith('cursor:')) meta.delete(k);
+    });
+  }
+
+  /**
+   * @param {string} c
+   * @param {string} id
+   * @returns {Promise<StoredRecord|undefined>}
+   */
+  get(c, id) {
+    return this.tx([RECORDS], 'readonly', `get ${c}/${id}`, (tx) => req(tx.objectStore(RECORDS).get([c, id])));
+  }
+
+  /**
+   * Every stored record of collection c (existing or not).
+   * @param {string} c
+   * @returns {Promise<StoredRecord[]>}
+   */
+  list(c) {
+    const range = this.keyRange.bound([c], [c, []]);
+    return this.tx([RECORDS], 'readonly', `list ${c}`, (tx) => req(tx.objectStore(RECORDS).getAll(range)));
+  }
+
+  /**
+   * The oldest outbox entries, at most limit of them.
+   * @param {number} limit
+   * @returns {Promise<OutboxEntry[]>}
+   */
+  peekOutbox(limit) {
+    return this.tx([OUTBOX], 'readonly', 'read outbox', (tx) => req(tx.objectStore(OUTBOX).getAll(null, limit)));
+  }
+
+  /**
+   * Removes acknowledged entries.
+   * @param {number[]} seqs
+   */
+  removeOutbox(seqs) {
+    if (seqs.length === 0) return Promise.resolve();
+    return this.tx([OUTBOX], 'readwrite', 'trim outbox', (tx) => {
+      const s = tx.objectStore(OUTBOX);
+      for (const k of seqs) s.delete(k);
+    });
+  }
+
+  /** @returns {Promise<number>} */
+  outboxCount() {
+    return this.tx([OUTBOX], 'readonly', 'count outbox', (tx) => req(tx.objectStore(OUTBOX).count()));
+  }
+
+  close() {
+    this.closed = true;
+    this.db?.close();
+    this.db = null;
+  }
+}
+
+/**
+ * Whether stored record s exists and its doc, decoded.
+ * @param {StoredRecord|undefined} s
+ */
+export function docFromStored(s) {
+  return s && s.doc ? s.doc : null;
+}
+
+export { compareStamps };

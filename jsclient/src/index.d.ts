@@ -1,0 +1,165 @@
+// Types for Convergo's browser client (src/index.js). Hand-written; kept in
+// step with the JSDoc in client.js.
+
+/** Stable error codes: the protocol's plus the client's own. */
+export type ErrorCode =
+  | 'malformed'
+  | 'invalid'
+  | 'unsupported_version'
+  | 'unauthenticated'
+  | 'token_expired'
+  | 'forbidden'
+  | 'not_found'
+  | 'too_large'
+  | 'rate_limited'
+  | 'clock_drift'
+  | 'unavailable'
+  | 'internal'
+  | 'quota_exceeded'
+  | 'network'
+  | 'closed'
+  | 'counter_overflow'
+  | 'database';
+
+export class ConvergoError extends Error {
+  constructor(code: ErrorCode, message: string, opts?: { status?: number; cause?: unknown; retryAfter?: number });
+  readonly name: 'ConvergoError';
+  readonly code: ErrorCode;
+  /** HTTP status when the error came from the server. */
+  readonly status?: number;
+  /** Seconds the server asked to wait (rate_limited). */
+  readonly retryAfter?: number;
+}
+
+/** A number that is stored as a CBOR float even when integral. */
+export class Float {
+  constructor(value: number);
+  readonly value: number;
+}
+
+/**
+ * A field value: JSON-like values plus bigint (integers beyond 2^53),
+ * Uint8Array (bytes), Map (maps with non-string keys) and Float.
+ */
+export type Value =
+  | null
+  | boolean
+  | number
+  | bigint
+  | string
+  | Uint8Array
+  | Float
+  | Value[]
+  | { [key: string]: Value }
+  | Map<Value, Value>;
+
+/** A stored document: its fields plus its id. */
+export type Doc<T extends object = { [field: string]: Value }> = T & { id: string };
+
+export interface Status {
+  /** The leader tab reached the server recently. */
+  online: boolean;
+  /** A push/pull round is running. */
+  syncing: boolean;
+  /** Local changes not yet acknowledged by the server (the outbox). */
+  pending: number;
+  /** When the last sync completed (ms since epoch), or null. */
+  lastSyncedAt: number | null;
+  lastError: ConvergoError | null;
+  /** This tab holds the server connection. */
+  leader: boolean;
+}
+
+export interface Query<T extends object = { [field: string]: Value }> {
+  /** Field equality (values compared by canonical encoding), or a predicate. */
+  where?: Partial<{ [K in keyof T]: T[K] }> | { [field: string]: Value } | ((doc: Doc<T>) => boolean);
+  /** Field to sort by; documents missing it sort last. Default: id. */
+  orderBy?: string;
+  desc?: boolean;
+  limit?: number;
+}
+
+export interface Refusal {
+  collection: string;
+  id: string;
+  code: ErrorCode | string;
+  message: string;
+}
+
+export interface ChangeEvent {
+  collection: string;
+  ids: string[];
+  /** local: this tab wrote; remote: from the server; tab: another tab. */
+  origin: 'local' | 'remote' | 'tab';
+}
+
+export interface OpenOptions {
+  /** Server base URL, e.g. location.origin. */
+  url: string;
+  /** A bearer token (JWT). */
+  token?: string;
+  /** Called for a token at start and whenever the server says it expired. */
+  getToken?: () => Promise<string> | string;
+  /** Database name; one IndexedDB database ("convergo-" + name) per name. Default "default". */
+  name?: string;
+  /** Collections to sync from the start (db.collection(name) adds more). */
+  collections?: string[];
+  fetch?: typeof fetch;
+  /** WebSocket constructor; null to poll over HTTP instead. */
+  WebSocket?: any;
+  indexedDB?: IDBFactory;
+  IDBKeyRange?: typeof IDBKeyRange;
+  /** Web Locks for leader election (default navigator.locks); null: this tab leads. */
+  locks?: { request: (...args: any[]) => Promise<any> } | null;
+  /** BroadcastChannel constructor (default global); null disables tab messaging. */
+  BroadcastChannel?: any;
+  /** false: local only, never contact a server. */
+  sync?: boolean;
+  /** ms between polls when there is no WebSocket (default 10000). */
+  pollInterval?: number;
+  /** Reconnect backoff bounds in ms (default 500 .. 30000, with jitter). */
+  backoff?: { base?: number; max?: number };
+}
+
+export interface EventMap {
+  status: Status;
+  error: ConvergoError | Error;
+  auth: ConvergoError;
+  refused: Refusal;
+  change: ChangeEvent;
+  reset: undefined;
+}
+
+export class Collection<T extends object = { [field: string]: Value }> {
+  readonly name: string;
+  /** Replaces the document: fields missing from doc are unset. */
+  put(id: string, doc: T): Promise<Doc<T>>;
+  /** Sets the given fields (creating the document if missing); undefined unsets a field. */
+  update(id: string, partial: Partial<T> | { [field: string]: Value | undefined }): Promise<Doc<T> | null>;
+  /** Deletes the document; a later write re-creates it with only the newer fields. */
+  delete(id: string): Promise<void>;
+  get(id: string): Promise<Doc<T> | null>;
+  /** Every document, ordered by id. */
+  list(): Promise<Doc<T>[]>;
+  query(q?: Query<T>): Promise<Doc<T>[]>;
+  /** Live document: called now and on every change to it. Returns unsubscribe. */
+  subscribe(id: string, callback: (doc: Doc<T> | null) => void): () => void;
+  /** Live query: called now and on every change to the collection. Returns unsubscribe. */
+  subscribe(query: Query<T>, callback: (docs: Doc<T>[]) => void): () => void;
+}
+
+export class Database {
+  readonly name: string;
+  /** A snapshot of the sync status. */
+  readonly status: Status;
+  collection<T extends object = { [field: string]: Value }>(name: string): Collection<T>;
+  on<E extends keyof EventMap>(event: E, fn: (arg: EventMap[E]) => void): () => void;
+  /** Push local changes and pull remote ones now (through the leader tab if needed). */
+  sync(): Promise<void>;
+  /** Replaces the token and reconnects (after an 'auth' event). */
+  setToken(token: string): void;
+  /** Stops syncing and closes IndexedDB. */
+  close(): Promise<void>;
+}
+
+export function open(options: OpenOptions): Promise<Database>;

@@ -1,0 +1,458 @@
+// Records as last-writer-wins element maps, merged exactly as Go's
+// crdt.Record.Merge, and their wire encoding (crdt/wire.go).
+//
+// A record is {id, deleted, fields} where deleted is a Stamp (ZERO_STAMP
+// when never deleted) and fields is a Map from field name to
+// {stamp, value}; value holds the canonical CBOR bytes of the field's value,
+// or null when the field was unset.
+
+import { Reader, Writer, checkValue, compareBytes, decode, equalBytes } from './cbor.js';
+import { ConvergoError } from './errors.js';
+import { MAX_LOGICAL, MAX_WALL, ZERO_STAMP, compareStamps, isZeroStamp, validateReplica } from './hlc.js';
+
+/** @typedef {import('./hlc.js').Stamp} Stamp */
+/** @typedef {{stamp: Stamp, value: Uint8Array|null}} Field */
+/** @typedef {{id: string, deleted: Stamp, fields: Map<string, Field>}} Record */
+/** @typedef {{collection: string, record: Record}} Change */
+
+export const MAX_RECORD_BYTES = 300 << 10;
+export const MAX_FIELDS = 1024;
+export const MAX_ID_BYTES = 512;
+export const MAX_FIELD_NAME_BYTES = 256;
+export const MAX_COLLECTION_BYTES = 128;
+
+const utf8 = new TextEncoder();
+
+/**
+ * @param {string} id
+ * @returns {Record}
+ */
+export function emptyRecord(id) {
+  return { id, deleted: ZERO_STAMP, fields: new Map() };
+}
+
+/**
+ * Whether field f beats g: the larger stamp wins; at equal stamps an unset
+ * wins over a value, and otherwise the larger value bytes win.
+ * @param {Field} f
+ * @param {Field} g
+ */
+export function beats(f, g) {
+  const c = compareStamps(f.stamp, g.stamp);
+  if (c !== 0) return c > 0;
+  if (f.value === null) return g.value !== null;
+  if (g.value === null) return false;
+  return compareBytes(f.value, g.value) > 0;
+}
+
+/**
+ * Merges delta into r in place and reports whether r changed: the join of
+ * a semilattice (commutative, associative, idempotent). Never modifies
+ * delta; field objects are shared (they are immutable).
+ * @param {Record} r
+ * @param {Record} delta
+ * @returns {boolean}
+ */
+export function mergeInto(r, delta) {
+  let changed = false;
+  if (!r.id) r.id = delta.id;
+  if (compareStamps(delta.deleted, r.deleted) > 0) {
+    r.deleted = delta.deleted;
+    changed = true;
+    for (const [name, f] of r.fields) {
+      if (compareStamps(f.stamp, r.deleted) <= 0) r.fields.delete(name);
+    }
+  }
+  for (const [name, f] of delta.fields) {
+    if (compareStamps(f.stamp, r.deleted) <= 0) continue; // hidden by the delete
+    const cur = r.fields.get(name);
+    if (cur !== undefined && !beats(f, cur)) continue;
+    r.fields.set(name, f);
+    changed = true;
+  }
+  return changed;
+}
+
+/**
+ * Returns the merge of a and b (neither modified) and whether it differs
+ * from a.
+ * @param {Record} a
+ * @param {Record} b
+ * @returns {[Record, boolean]}
+ */
+export function merge(a, b) {
+  const out = cloneRecord(a);
+  const changed = mergeInto(out, b);
+  return [out, changed];
+}
+
+/** @param {Record} r */
+export function cloneRecord(r) {
+  return { id: r.id, deleted: r.deleted, fields: new Map(r.fields) };
+}
+
+/**
+ * Whether r has at least one visible field with a value.
+ * @param {Record} r
+ */
+export function exists(r) {
+  for (const f of r.fields.values()) {
+    if (f.value !== null && compareStamps(f.stamp, r.deleted) > 0) return true;
+  }
+  return false;
+}
+
+/**
+ * The visible field values of r as canonical bytes, or null when the record
+ * does not exist.
+ * @param {Record} r
+ * @returns {Map<string, Uint8Array>|null}
+ */
+export function visibleValues(r) {
+  /** @type {Map<string, Uint8Array>|null} */
+  let out = null;
+  for (const [name, f] of r.fields) {
+    if (f.value !== null && compareStamps(f.stamp, r.deleted) > 0) {
+      if (out === null) out = new Map();
+      out.set(name, f.value);
+    }
+  }
+  return out;
+}
+
+/**
+ * The largest stamp in r.
+ * @param {Record} r
+ * @returns {Stamp}
+ */
+export function maxStamp(r) {
+  let m = r.deleted;
+  for (const f of r.fields.values()) if (compareStamps(f.stamp, m) > 0) m = f.stamp;
+  return m;
+}
+
+/**
+ * @param {Record} a
+ * @param {Record} b
+ */
+export function recordsEqual(a, b) {
+  if (a.id !== b.id || compareStamps(a.deleted, b.deleted) !== 0 || a.fields.size !== b.fields.size) return false;
+  for (const [name, f] of a.fields) {
+    const g = b.fields.get(name);
+    if (!g || compareStamps(f.stamp, g.stamp) !== 0 || !equalBytes(f.value, g.value)) return false;
+  }
+  return true;
+}
+
+// ------------------------------------------------------------ validation
+
+/**
+ * @param {string} what
+ * @param {string} s
+ * @param {number} maxBytes
+ */
+function validateText(what, s, maxBytes) {
+  if (typeof s !== 'string') throw new ConvergoError('invalid', `${what} must be a string`);
+  const n = utf8.encode(s).length;
+  if (n === 0 || n > maxBytes) throw new ConvergoError('invalid', `${what} must be 1 to ${maxBytes} bytes, got ${n}`);
+  for (const ch of s) {
+    const c = /** @type {number} */ (ch.codePointAt(0));
+    if (c < 0x20 || c === 0x7f || (c >= 0x80 && c < 0xa0)) {
+      throw new ConvergoError('invalid', `${what} ${JSON.stringify(s)} has a control character`);
+    }
+    if (c >= 0xd800 && c <= 0xdfff) throw new ConvergoError('invalid', `${what} is not well-formed Unicode`);
+  }
+}
+
+/** @param {string} id */
+export function validateId(id) {
+  validateText('record id', id, MAX_ID_BYTES);
+}
+
+/** @param {string} name */
+export function validateFieldName(name) {
+  validateText('field name', name, MAX_FIELD_NAME_BYTES);
+}
+
+const COLLECTION_RE = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/;
+
+/**
+ * Checks a collection name: 1 to 128 of ASCII letters, digits, '_', '-',
+ * '.', starting with a letter, digit or '_'.
+ * @param {string} name
+ */
+export function validateCollection(name) {
+  if (typeof name !== 'string' || !COLLECTION_RE.test(name)) {
+    throw new ConvergoError('invalid', `collection name ${JSON.stringify(name)} must be 1 to 128 of A-Z a-z 0-9 _ - . starting with a letter, digit or _`);
+  }
+}
+
+/** @param {Stamp} s */
+function validateStamp(s) {
+  if (isZeroStamp(s)) return;
+  if (!Number.isSafeInteger(s.wall) || s.wall < 0 || s.wall > MAX_WALL) {
+    throw new ConvergoError('invalid', `stamp wall time ${s.wall} out of range`);
+  }
+  validateReplica(s.replica);
+}
+
+// ---------------------------------------------------------------- encoding
+
+/**
+ * @param {Writer} w
+ * @param {Stamp} s
+ * @param {Uint8Array|null} value
+ */
+function writeStamp(w, s, value) {
+  w.head(4, value === null ? 3 : 4);
+  w.head(0, s.wall);
+  w.head(0, s.logical);
+  w.text(s.replica);
+  if (value !== null) w.raw(value);
+}
+
+/**
+ * Orders field names by their encoded form: shorter UTF-8 first, then
+ * bytewise.
+ * @param {[Uint8Array, string]} a
+ * @param {[Uint8Array, string]} b
+ */
+function byEncodedName(a, b) {
+  if (a[0].length !== b[0].length) return a[0].length - b[0].length;
+  return compareBytes(a[0], b[0]);
+}
+
+/**
+ * Appends the deterministic encoding of r: {1: id, 2: deleted?, 3: fields?}.
+ * @param {Writer} w
+ * @param {Record} r
+ */
+export function writeRecord(w, r) {
+  const del = !isZeroStamp(r.deleted);
+  w.head(5, 1 + (del ? 1 : 0) + (r.fields.size > 0 ? 1 : 0));
+  w.byte(0x01);
+  w.text(r.id);
+  if (del) {
+    w.byte(0x02);
+    writeStamp(w, r.deleted, null);
+  }
+  if (r.fields.size > 0) {
+    w.byte(0x03);
+    w.head(5, r.fields.size);
+    /** @type {[Uint8Array, string][]} */
+    const names = [];
+    for (const name of r.fields.keys()) names.push([utf8.encode(name), name]);
+    names.sort(byEncodedName);
+    for (const [enc, name] of names) {
+      const f = /** @type {Field} */ (r.fields.get(name));
+      w.head(3, enc.length);
+      w.raw(enc);
+      writeStamp(w, f.stamp, f.value);
+    }
+  }
+}
+
+/**
+ * @param {Record} r
+ * @returns {Uint8Array}
+ */
+export function encodeRecord(r) {
+  const w = new Writer();
+  writeRecord(w, r);
+  return w.bytes();
+}
+
+/**
+ * Appends {1: collection, 2: record}.
+ * @param {Writer} w
+ * @param {Change} c
+ */
+export function writeChange(w, c) {
+  w.byte(0xa2);
+  w.byte(0x01);
+  w.text(c.collection);
+  w.byte(0x02);
+  writeRecord(w, c.record);
+}
+
+/**
+ * @param {Change} c
+ * @returns {Uint8Array}
+ */
+export function encodeChange(c) {
+  const w = new Writer();
+  writeChange(w, c);
+  return w.bytes();
+}
+
+/**
+ * Encodes a batch of changes as a CBOR array.
+ * @param {Change[]} cs
+ */
+export function encodeChanges(cs) {
+  const w = new Writer();
+  w.head(4, cs.length);
+  for (const c of cs) writeChange(w, c);
+  return w.bytes();
+}
+
+// ---------------------------------------------------------------- decoding
+
+/**
+ * Reads a stamp array's three items (after the array head).
+ * @param {Reader} r
+ * @returns {Stamp}
+ */
+function readStampItems(r) {
+  const wh = r.head();
+  if (wh.major === 1) throw new ConvergoError('invalid', 'negative wall time');
+  if (wh.major !== 0) throw new ConvergoError('malformed', 'wall time is not an integer');
+  if (typeof wh.arg === 'bigint' || wh.arg > MAX_WALL) throw new ConvergoError('invalid', `stamp wall time ${wh.arg} out of range`);
+  const lh = r.head();
+  if (lh.major !== 0 || typeof lh.arg === 'bigint' || lh.arg > MAX_LOGICAL) {
+    throw new ConvergoError('malformed', 'logical counter is not a 32-bit unsigned integer');
+  }
+  const rh = r.head();
+  if (rh.major !== 3) throw new ConvergoError('malformed', 'replica id is not a text string');
+  const replica = r.textBody(rh.arg);
+  const s = { wall: wh.arg, logical: lh.arg, replica };
+  validateStamp(s);
+  return s;
+}
+
+/**
+ * Reads a field: [wall, logical, replica] or [wall, logical, replica, value].
+ * @param {Reader} r
+ * @returns {Field}
+ */
+function readField(r) {
+  const h = r.head();
+  if (h.major !== 4 || (h.arg !== 3 && h.arg !== 4)) throw new ConvergoError('malformed', 'field must be an array of 3 or 4 items');
+  const stamp = readStampItems(r);
+  if (isZeroStamp(stamp)) throw new ConvergoError('invalid', 'field has a zero stamp');
+  let value = null;
+  if (h.arg === 4) {
+    const start = r.off;
+    const canonical = r.canonical;
+    r.canonical = false; // structure first; the value is checked strictly below
+    try {
+      r.item(4);
+    } finally {
+      r.canonical = canonical;
+    }
+    value = r.b.slice(start, r.off);
+    checkValue(value);
+  }
+  return { stamp, value };
+}
+
+/**
+ * Reads and validates a record, as crdt's Record.UnmarshalCBOR. The result
+ * is not normalized; merging normalizes.
+ * @param {Reader} r
+ * @returns {Record}
+ */
+export function readRecord(r) {
+  const start = r.off;
+  const n = r.mapHead();
+  /** @type {string|undefined} */
+  let id;
+  let deleted = ZERO_STAMP;
+  /** @type {Map<string, Field>} */
+  const fields = new Map();
+  const seen = new Set();
+  for (let i = 0; i < n; i++) {
+    const k = r.head();
+    if (k.major !== 0) throw new ConvergoError('malformed', 'record key is not an integer');
+    if (seen.has(k.arg)) throw new ConvergoError('malformed', 'duplicate map key in record');
+    seen.add(k.arg);
+    if (k.arg === 1) {
+      id = r.text();
+    } else if (k.arg === 2) {
+      const h = r.head();
+      if (h.major !== 4 || h.arg !== 3) throw new ConvergoError('malformed', 'delete stamp must be an array of 3 items');
+      deleted = readStampItems(r);
+      if (isZeroStamp(deleted)) throw new ConvergoError('invalid', 'record has an explicit zero delete stamp');
+    } else if (k.arg === 3) {
+      const nf = r.mapHead();
+      const names = new Set();
+      for (let j = 0; j < nf; j++) {
+        const name = r.text();
+        if (names.has(name)) throw new ConvergoError('malformed', 'duplicate field name');
+        names.add(name);
+        fields.set(name, readField(r));
+      }
+    } else {
+      throw new ConvergoError('malformed', `unknown record key ${k.arg}`);
+    }
+  }
+  if (r.off - start > MAX_RECORD_BYTES) throw new ConvergoError('too_large', `record of ${r.off - start} bytes exceeds ${MAX_RECORD_BYTES}`);
+  if (id === undefined) id = '';
+  validateId(id);
+  if (fields.size > MAX_FIELDS) throw new ConvergoError('too_large', `record ${JSON.stringify(id)} has ${fields.size} fields, more than ${MAX_FIELDS}`);
+  for (const name of fields.keys()) validateFieldName(name);
+  return { id, deleted, fields };
+}
+
+/**
+ * Decodes and validates one record.
+ * @param {Uint8Array} bytes
+ * @returns {Record}
+ */
+export function decodeRecord(bytes) {
+  if (bytes.length > MAX_RECORD_BYTES) throw new ConvergoError('too_large', `record of ${bytes.length} bytes exceeds ${MAX_RECORD_BYTES}`);
+  const r = new Reader(bytes, { canonical: false });
+  const rec = readRecord(r);
+  r.end();
+  return rec;
+}
+
+/**
+ * Reads a change {1: collection, 2: record}.
+ * @param {Reader} r
+ * @returns {Change}
+ */
+export function readChange(r) {
+  const n = r.mapHead();
+  /** @type {string|undefined} */
+  let collection;
+  /** @type {Record|undefined} */
+  let record;
+  const seen = new Set();
+  for (let i = 0; i < n; i++) {
+    const k = r.head();
+    if (k.major !== 0) throw new ConvergoError('malformed', 'change key is not an integer');
+    if (seen.has(k.arg)) throw new ConvergoError('malformed', 'duplicate map key in change');
+    seen.add(k.arg);
+    if (k.arg === 1) collection = r.text();
+    else if (k.arg === 2) record = readRecord(r);
+    else throw new ConvergoError('malformed', `unknown change key ${k.arg}`);
+  }
+  validateCollection(collection ?? '');
+  if (!record) throw new ConvergoError('invalid', 'change without a record');
+  return { collection: /** @type {string} */ (collection), record };
+}
+
+/**
+ * Decodes a batch of changes.
+ * @param {Uint8Array} bytes
+ * @returns {Change[]}
+ */
+export function decodeChanges(bytes) {
+  const r = new Reader(bytes, { canonical: false });
+  const n = r.arrayHead();
+  const out = [];
+  for (let i = 0; i < n; i++) out.push(readChange(r));
+  r.end();
+  return out;
+}
+
+// ------------------------------------------------------- values <-> fields
+
+/**
+ * Decodes a field's canonical bytes to a JS value.
+ * @param {Uint8Array} bytes
+ */
+export function decodeValue(bytes) {
+  return decode(bytes, { canonical: true });
+}

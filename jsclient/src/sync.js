@@ -1,0 +1,520 @@
+// The sync loop: hello (clock offset), push the outbox, pull every
+// collection from its cursor, then stay live over WebSocket (or poll when
+// there is none), reconnecting with exponential backoff and jitter.
+//
+// Only the leader tab runs a Syncer. Everything it learns goes through the
+// Store (IndexedDB), so a reload resumes from the stored cursors and outbox.
+
+import { decode } from './cbor.js';
+import { ConvergoError } from './errors.js';
+import {
+  PROTOCOL,
+  encodeHello,
+  encodeLiveHello,
+  encodePing,
+  encodePull,
+  encodePush,
+  encodeSub,
+  parseErrorBody,
+  parseHello,
+  parsePullAnswer,
+  parsePushAnswer,
+  parseServerMessage,
+} from './protocol.js';
+
+/** @typedef {import('./protocol.js').Hello} Hello */
+/** @typedef {import('./db.js').Store} Store */
+
+/**
+ * The delay before reconnect attempt n (0-based): exponential from base to
+ * max, with "full jitter" in [d/2, d] so a fleet of clients that lost the
+ * server together does not come back together.
+ * @param {number} attempt
+ * @param {{base?: number, max?: number, random?: () => number}} [opts]
+ */
+export function backoff(attempt, opts = {}) {
+  const base = opts.base ?? 500;
+  const max = opts.max ?? 30_000;
+  const d = Math.min(max, base * 2 ** Math.min(attempt, 30));
+  const rnd = (opts.random ?? Math.random)();
+  return Math.round(d / 2 + (d / 2) * rnd);
+}
+
+/** Codes after which retrying with the same credentials is pointless. */
+const AUTH_CODES = new Set(['unauthenticated', 'token_expired']);
+
+/**
+ * @typedef {object} SyncerOptions
+ * @property {string} url server base URL (http or https)
+ * @property {Store} store
+ * @property {() => string[]} collections the collections to sync
+ * @property {(force: boolean) => Promise<string>} token the current token
+ *   ("" for none); force asks for a fresh one
+ * @property {typeof fetch} fetch
+ * @property {any} [WebSocket] a WebSocket constructor, or null to poll
+ * @property {(c: string, ids: string[]) => void} onChanges records changed by the server
+ * @property {(r: {collection: string, id: string, code: string, message: string}) => void} onRefused
+ * @property {(s: Partial<import('./client.js').Status>) => void} onStatus
+ * @property {(e: Error) => void} onError
+ * @property {(e: ConvergoError) => void} onAuth the token was refused
+ * @property {number} [pollInterval] ms between polls without WebSocket
+ * @property {number} [pingInterval] ms between application pings
+ * @property {{base?: number, max?: number}} [backoff]
+ * @property {() => number} [random]
+ */
+
+export class Syncer {
+  /** @param {SyncerOptions} o */
+  constructor(o) {
+    this.o = o;
+    this.base = o.url.replace(/\/+$/, '');
+    this.store = o.store;
+    /** @type {Hello|null} */
+    this.hello = null;
+    this.stopped = false;
+    this.attempt = 0;
+    /** @type {WebSocket|null} */
+    this.ws = null;
+    /** @type {(() => void)|null} wakes the loop from a wait */
+    this.wake = null;
+    this.pushWanted = false;
+    /** @type {Promise<void>} serializes push/pull work */
+    this.chain = Promise.resolve();
+    /** @type {Set<string>} collections subscribed on the live socket */
+    this.subscribed = new Set();
+    this.resetWanted = false;
+    this.loop = null;
+  }
+
+  start() {
+    this.loop = this.run();
+  }
+
+  async stop() {
+    this.stopped = true;
+    this.ws?.close();
+    this.wake?.();
+    await this.loop;
+  }
+
+  /** Local writes are waiting: push soon. */
+  kick() {
+    this.pushWanted = true;
+    if (this.live) this.serial(() => this.pushAll()).catch((e) => this.o.onError(e));
+    else this.wake?.();
+  }
+
+  /** The network came back: retry now. */
+  online() {
+    this.attempt = 0;
+    this.wake?.();
+  }
+
+  /** The network went away: drop the socket; the loop waits for online(). */
+  offline() {
+    this.ws?.close();
+  }
+
+  /** The database was wiped: pull everything again. */
+  reset() {
+    this.resetWanted = true;
+    this.ws?.close();
+    this.wake?.();
+  }
+
+  /** A new collection to sync. */
+  addCollection(/** @type {string} */ c) {
+    if (this.live && this.ws && !this.subscribed.has(c)) {
+      this.serial(async () => {
+        await this.pullCollection(c);
+        this.subscribe(c, await this.store.cursor(c));
+      }).catch((e) => this.o.onError(e));
+    } else {
+      this.wake?.();
+    }
+  }
+
+  /**
+   * Push and pull now. Resolves when done; rejects with the error that
+   * stopped it.
+   */
+  syncNow() {
+    return this.serial(async () => {
+      if (!this.hello) await this.doHello();
+      await this.pushAll();
+      for (const c of this.o.collections()) await this.pullCollection(c);
+      this.o.onStatus({ lastSyncedAt: Date.now(), lastError: null, online: true });
+    });
+  }
+
+  /**
+   * Runs fn after the work queued before it.
+   * @param {() => Promise<void>} fn
+   */
+  serial(fn) {
+    const p = this.chain.then(fn);
+    this.chain = p.catch(() => {});
+    return p;
+  }
+
+  get live() {
+    return this.ws !== null && this.liveOpen === true;
+  }
+
+  async run() {
+    let tokenRetried = false;
+    while (!this.stopped) {
+      try {
+        if (globalThis.navigator && globalThis.navigator.onLine === false) {
+          this.o.onStatus({ online: false, syncing: false });
+          await this.wait(60_000);
+          continue;
+        }
+        if (this.resetWanted) {
+          this.resetWanted = false;
+          await this.store.resetCursors();
+        }
+        await this.store.verify();
+        this.o.onStatus({ syncing: true });
+        await this.syncNow();
+        this.o.onStatus({ syncing: false });
+        tokenRetried = false;
+        this.attempt = 0;
+        if (this.o.WebSocket) await this.runLive();
+        else await this.wait(this.o.pollInterval ?? 10_000);
+        continue;
+      } catch (e) {
+        if (this.stopped) break;
+        const err = /** @type {ConvergoError} */ (e);
+        this.o.onStatus({ online: err.code !== 'network' && err.code !== 'unavailable' ? true : false, syncing: false, lastError: err });
+        if (AUTH_CODES.has(err.code)) {
+          if (!tokenRetried) {
+            tokenRetried = true;
+            this.o.onAuth(err);
+            continue; // the next round asks for a fresh token
+          }
+        }
+        this.o.onError(err);
+        if (err.code === 'closed') break;
+      }
+      const delay = backoff(this.attempt++, { ...this.o.backoff, random: this.o.random });
+      await this.wait(delay);
+    }
+  }
+
+  /** @param {number} ms */
+  wait(ms) {
+    if (this.stopped) return Promise.resolve();
+    return new Promise((resolve) => {
+      const t = setTimeout(() => {
+        this.wake = null;
+        resolve(undefined);
+      }, ms);
+      this.wake = () => {
+        clearTimeout(t);
+        this.wake = null;
+        resolve(undefined);
+      };
+    });
+  }
+
+  // ------------------------------------------------------------- HTTP
+
+  /**
+   * POSTs a CBOR body; returns the answer's bytes or throws a ConvergoError
+   * with the server's code.
+   * @param {string} path
+   * @param {Uint8Array} body
+   * @param {boolean} [retried]
+   * @returns {Promise<Uint8Array>}
+   */
+  async post(path, body, retried = false) {
+    const token = await this.o.token(false);
+    /** @type {Record<string, string>} */
+    const headers = { 'Content-Type': 'application/cbor', Accept: 'application/cbor', 'Convergo-Protocol': String(PROTOCOL) };
+    if (token) headers.Authorization = 'Bearer ' + token;
+    let res;
+    try {
+      res = await this.o.fetch(this.base + path, { method: 'POST', headers, body, credentials: 'omit', cache: 'no-store' });
+    } catch (e) {
+      throw new ConvergoError('network', `POST ${path}: ${/** @type {any} */ (e)?.message ?? e}`, { cause: e });
+    }
+    const bytes = new Uint8Array(await res.arrayBuffer());
+    if (res.ok) return bytes;
+    const parsed = parseErrorBody(bytes);
+    const code = /** @type {any} */ (parsed?.code ?? res.headers.get('Convergo-Error') ?? statusCode(res.status));
+    const retryAfter = Number(res.headers.get('Retry-After')) || undefined;
+    const e = new ConvergoError(code, `POST ${path}: ${res.status} ${code}${parsed?.message ? ': ' + parsed.message : ''}`, {
+      status: res.status,
+      retryAfter,
+    });
+    if (code === 'token_expired' && !retried) {
+      // Refresh once and retry the same request.
+      await this.o.token(true);
+      return this.post(path, body, true);
+    }
+    throw e;
+  }
+
+  async doHello() {
+    const t0 = Date.now();
+    const body = await this.post('/v1/hello', encodeHello(/** @type {string} */ (this.store.replica)));
+    const t1 = Date.now();
+    const hello = parseHello(decode(body, { canonical: false }));
+    this.applyHello(hello, t0, t1);
+  }
+
+  /**
+   * @param {Hello} hello
+   * @param {number} t0 when the request left (local ms)
+   * @param {number} t1 when the answer came (local ms)
+   */
+  applyHello(hello, t0, t1) {
+    if (hello.protocol !== PROTOCOL) {
+      throw new ConvergoError('unsupported_version', `server speaks protocol ${hello.protocol}, not ${PROTOCOL}`);
+    }
+    this.hello = hello;
+    // The server read its clock about half way through the round trip.
+    const offset = Math.round(hello.serverTime - (t0 + t1) / 2);
+    this.store.now = () => Date.now() + offset;
+    if (this.store.clock && hello.maxDrift > 0) this.store.clock.maxDrift = hello.maxDrift;
+    this.o.onStatus({ online: true });
+    this.store.setMeta('offset', offset).catch(() => {});
+  }
+
+  /** Pushes the whole outbox in batches. */
+  async pushAll() {
+    this.pushWanted = false;
+    let limit = Math.min(this.hello?.maxPush ?? 1000, 1000);
+    const maxBody = (this.hello?.maxBody ?? 4 << 20) - 1024;
+    for (;;) {
+      const entries = await this.store.peekOutbox(limit);
+      if (entries.length === 0) break;
+      let size = 0;
+      let n = 0;
+      while (n < entries.length && (n === 0 || size + entries[n].change.length <= maxBody)) {
+        size += entries[n].change.length;
+        n++;
+      }
+      const batch = entries.slice(0, n);
+      let results;
+      try {
+        const body = await this.post('/v1/push', encodePush(/** @type {string} */ (this.store.replica), batch.map((e) => e.change)));
+        results = parsePushAnswer(body);
+      } catch (e) {
+        if (/** @type {any} */ (e).code === 'too_large') {
+          if (batch.length > 1) {
+            limit = Math.max(1, Math.floor(batch.length / 2));
+            continue;
+          }
+          // One change the server will never take: drop it, don't stall.
+          results = [{ status: 2, code: 'too_large', message: /** @type {any} */ (e).message }];
+        } else {
+          throw e;
+        }
+      }
+      if (results.length !== batch.length) {
+        throw new ConvergoError('malformed', `push answer has ${results.length} results for ${batch.length} changes`);
+      }
+      const remove = [];
+      for (let i = 0; i < batch.length; i++) {
+        const r = results[i];
+        remove.push(batch[i].seq);
+        if (r.status === 2) {
+          this.o.onRefused({ collection: batch[i].c, id: batch[i].id, code: r.code ?? 'invalid', message: r.message ?? '' });
+        }
+      }
+      await this.store.removeOutbox(remove);
+      this.o.onStatus({ pending: await this.store.outboxCount() });
+    }
+  }
+
+  /**
+   * Pulls one collection from its cursor until the server has no more.
+   * @param {string} c
+   */
+  async pullCollection(c) {
+    const limit = Math.min(this.hello?.maxPull ?? 1000, 1000);
+    for (;;) {
+      const cursor = await this.store.cursor(c);
+      const page = parsePullAnswer(await this.post('/v1/pull', encodePull(c, cursor, limit)));
+      await this.applyPage(c, page.entries, page.next, cursor);
+      if (!page.more) break;
+    }
+  }
+
+  /**
+   * @param {string} c
+   * @param {[number, import('./record.js').Record][]} entries
+   * @param {number} next
+   * @param {number} cursor the cursor the entries come after
+   */
+  async applyPage(c, entries, next, cursor) {
+    if (next < cursor) throw new ConvergoError('malformed', `server moved the cursor of ${c} back from ${cursor} to ${next}`);
+    if (entries.length === 0 && next === cursor) return;
+    const ids = await this.store.applyRemote(
+      c,
+      entries.map((e) => e[1]),
+      next,
+    );
+    if (ids.length > 0) this.o.onChanges(c, ids);
+  }
+
+  // -------------------------------------------------------- WebSocket
+
+  /**
+   * @param {string} c
+   * @param {number} cursor
+   */
+  subscribe(c, cursor) {
+    this.subscribed.add(c);
+    this.ws?.send(encodeSub(c, cursor));
+  }
+
+  /**
+   * Runs one live session; resolves when the socket closes normally,
+   * rejects with the error that ended it.
+   */
+  runLive() {
+    const WS = this.o.WebSocket;
+    const url = this.base.replace(/^http/, 'ws') + '/v1/live';
+    return new Promise((resolve, reject) => {
+      /** @type {WebSocket} */
+      let ws;
+      try {
+        ws = new WS(url);
+      } catch (e) {
+        reject(new ConvergoError('network', `WebSocket ${url}: ${/** @type {any} */ (e)?.message ?? e}`));
+        return;
+      }
+      ws.binaryType = 'arraybuffer';
+      this.ws = ws;
+      this.liveOpen = false;
+      this.subscribed.clear();
+      /** @type {ConvergoError|null} */
+      let failure = null;
+      let nonce = 0;
+      let awaitingPong = 0;
+      /** @type {any} */
+      let pinger = null;
+      const fail = (/** @type {ConvergoError} */ e) => {
+        failure ??= e;
+        try {
+          ws.close();
+        } catch {
+          /* closing already */
+        }
+      };
+      ws.onopen = async () => {
+        try {
+          ws.send(encodeLiveHello(/** @type {string} */ (this.store.replica), await this.o.token(false)));
+        } catch (e) {
+          fail(/** @type {ConvergoError} */ (e));
+        }
+      };
+      ws.onmessage = (/** @type {MessageEvent} */ ev) => {
+        if (typeof ev.data === 'string') {
+          fail(new ConvergoError('malformed', 'text frame on the live socket'));
+          return;
+        }
+        const bytes = new Uint8Array(ev.data);
+        this.serial(() => this.onLive(bytes)).catch((e) => fail(e));
+      };
+      ws.onerror = () => {
+        failure ??= new ConvergoError('network', `WebSocket ${url} failed`);
+      };
+      ws.onclose = () => {
+        clearInterval(pinger);
+        if (this.ws === ws) this.ws = null;
+        this.liveOpen = false;
+        this.o.onStatus({ online: false });
+        if (failure && !this.stopped) reject(failure);
+        else resolve(undefined);
+      };
+      /** @param {import('./protocol.js').ServerMessage} m */
+      this.onMessage = (m) => {
+        if (m.type === 'welcome') {
+          pinger = setInterval(() => {
+            if (awaitingPong > 1) {
+              fail(new ConvergoError('network', 'live socket stopped answering pings'));
+              return;
+            }
+            awaitingPong++;
+            ws.send(encodePing(++nonce));
+          }, this.o.pingInterval ?? 25_000);
+        } else if (m.type === 'pong') {
+          awaitingPong = 0;
+        } else if (m.type === 'error') {
+          const e = new ConvergoError(/** @type {any} */ (m.code), `live: ${m.code}${m.message ? ': ' + m.message : ''}`);
+          if (m.collection) this.o.onError(e);
+          else fail(e);
+        }
+      };
+    });
+  }
+
+  /**
+   * Handles one live message, in order with other sync work.
+   * @param {Uint8Array} bytes
+   */
+  async onLive(bytes) {
+    const m = parseServerMessage(bytes);
+    this.onMessage?.(m);
+    switch (m.type) {
+      case 'welcome': {
+        const now = Date.now();
+        this.applyHello(m.hello, now, now);
+        this.liveOpen = true;
+        this.o.onStatus({ online: true, lastError: null });
+        // Writes made while we connected, then everything after the cursors.
+        await this.pushAll();
+        for (const c of this.o.collections()) await this.pullCollection(c);
+        for (const c of this.o.collections()) this.subscribe(c, await this.store.cursor(c));
+        this.o.onStatus({ lastSyncedAt: Date.now() });
+        if (this.pushWanted) await this.pushAll();
+        break;
+      }
+      case 'changes': {
+        if (!this.subscribed.has(m.collection)) break;
+        const cursor = await this.store.cursor(m.collection);
+        // A stale frame (before a resync pull) is already covered.
+        if (m.next <= cursor) break;
+        await this.applyPage(m.collection, m.entries, m.next, cursor);
+        this.o.onStatus({ lastSyncedAt: Date.now() });
+        break;
+      }
+      case 'resync': {
+        this.subscribed.delete(m.collection);
+        await this.pullCollection(m.collection);
+        this.subscribe(m.collection, await this.store.cursor(m.collection));
+        break;
+      }
+    }
+  }
+}
+
+/**
+ * The protocol's code for an HTTP status without a body.
+ * @param {number} status
+ */
+function statusCode(status) {
+  switch (status) {
+    case 400:
+      return 'malformed';
+    case 401:
+      return 'unauthenticated';
+    case 403:
+      return 'forbidden';
+    case 404:
+      return 'not_found';
+    case 413:
+      return 'too_large';
+    case 429:
+      return 'rate_limited';
+    case 503:
+    case 502:
+    case 504:
+      return 'unavailable';
+  }
+  return 'internal';
+}

@@ -1,0 +1,54 @@
+// Test helpers: fresh fake IndexedDB factories, polling, opening clients.
+
+import { IDBFactory, IDBKeyRange } from 'fake-indexeddb';
+import WebSocket from 'ws';
+import { open } from '../../src/index.js';
+
+/** A fresh, isolated IndexedDB (one "browser profile"). */
+export function freshIDB() {
+  return new IDBFactory();
+}
+
+/**
+ * Waits until fn() returns a truthy value (or its promise resolves to one).
+ * @template T
+ * @param {() => T|Promise<T>} fn
+ * @param {string} what
+ * @param {number} [timeout]
+ * @returns {Promise<T>}
+ */
+export async function until(fn, what, timeout = 5000) {
+  const end = Date.now() + timeout;
+  let last;
+  for (;;) {
+    try {
+      last = await fn();
+      if (last) return last;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what} (last: ${last instanceof Error ? last.message : JSON.stringify(last)})`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+/**
+ * Opens a client for tests: fake IndexedDB, ws, no Web Locks, no
+ * BroadcastChannel unless asked.
+ * @param {Partial<import('../../src/client.js').OpenOptions> & {url?: string}} opts
+ */
+export function openClient(opts) {
+  return open({
+    url: 'http://127.0.0.1:1',
+    name: 'test',
+    indexedDB: freshIDB(),
+    IDBKeyRange,
+    WebSocket,
+    locks: null,
+    BroadcastChannel: null,
+    backoff: { base: 20, max: 200 },
+    ...opts,
+  });
+}
+
+export { IDBKeyRange, WebSocket };
