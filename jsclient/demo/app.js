@@ -1,0 +1,336 @@
+// Convergo demo: a shared todo list that works offline.
+//
+// Each person on the page is a separate replica with its own IndexedDB
+// database (open({name})), so two people fit in one browser: take both
+// offline, edit, bring them back and watch the edits merge. ?people=Alice
+// shows one list, for other tabs and devices; ?people=Alice,Bob,Carol up to
+// four.
+//
+// A todo is one record of the collection demo.todos with the fields title,
+// done and created. Fields merge independently (last writer wins per
+// field), which is what makes "Alice renames, Bob ticks" keep both edits.
+
+import { open } from '/convergo/index.js';
+
+const COLLECTION = 'demo.todos';
+const MAX_PEOPLE = 4;
+const MAX_TITLE = 200;
+
+const $ = (sel, root = document) => root.querySelector(sel);
+
+/** The people to show, from ?people=, cleaned to short names. */
+function peopleFromURL() {
+  const raw = new URLSearchParams(location.search).get('people') ?? 'Alice,Bob';
+  const seen = new Set();
+  const out = [];
+  for (const part of raw.split(',')) {
+    const name = part.trim().replace(/[^\p{L}\p{N} _-]/gu, '').slice(0, 24);
+    const slug = name.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '');
+    if (!name || !slug || seen.has(slug)) continue;
+    seen.add(slug);
+    out.push({ name, slug });
+    if (out.length === MAX_PEOPLE) break;
+  }
+  return out.length ? out : [{ name: 'Alice', slug: 'alice' }];
+}
+
+/** A todo as the app sees it, from whatever shape the store holds. */
+function todoOf(id, doc) {
+  return {
+    id,
+    title: typeof doc?.title === 'string' ? doc.title : '(untitled)',
+    done: doc?.done === true,
+    created: Number.isFinite(doc?.created) ? doc.created : 0,
+  };
+}
+
+/** Todos of a query answer (documents carrying their id), oldest first. */
+function rowsOf(docs) {
+  const rows = [];
+  for (const doc of docs ?? []) {
+    if (doc && typeof doc.id === 'string') rows.push(todoOf(doc.id, doc));
+  }
+  rows.sort((a, b) => a.created - b.created || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  return rows;
+}
+
+function errorText(err) {
+  if (!err) return '';
+  const code = err.code ? `${err.code}: ` : '';
+  return code + (err.message ?? String(err));
+}
+
+function relativeTime(ms, now) {
+  const s = Math.max(0, Math.round((now - ms) / 1000));
+  if (s < 5) return 'just now';
+  if (s < 60) return `${s} s ago`;
+  const m = Math.round(s / 60);
+  if (m < 60) return `${m} min ago`;
+  return new Date(ms).toLocaleString();
+}
+
+/** One person's list: a replica, its status and its todos. */
+class Pane {
+  constructor(person, root) {
+    this.person = person;
+    this.root = root;
+    this.db = null;
+    this.todos = null;
+    this.rows = [];
+    this.items = new Map(); // id -> <li>
+    this.paused = false;
+    this.status = null;
+    this.unsubscribe = null;
+    this.switching = false;
+
+    root.dataset.testid = `pane-${person.slug}`;
+    root.dataset.person = person.slug;
+    const heading = $('.person', root);
+    heading.id = `person-${person.slug}`;
+    root.setAttribute('aria-labelledby', heading.id);
+    $('.person-name', root).textContent = person.name;
+    $('.avatar', root).textContent = person.name[0].toUpperCase();
+
+    const input = $('[data-testid=new-title]', root);
+    input.id = `new-${person.slug}`;
+    $('.add label', root).htmlFor = input.id;
+    input.placeholder = `What does ${person.name} need to do?`;
+
+    this.statusEl = $('[data-testid=status]', root);
+    this.list = $('[data-testid=todo-list]', root);
+    this.toggle = $('[data-testid=offline-toggle]', root);
+    this.toggle.setAttribute('aria-describedby', heading.id);
+
+    $('[data-testid=add-form]', root).addEventListener('submit', (e) => {
+      e.preventDefault();
+      const title = input.value.trim().slice(0, MAX_TITLE);
+      if (!title) return;
+      input.value = '';
+      this.run('add', () => this.add(title));
+    });
+    this.toggle.addEventListener('click', () => this.run('toggle sync', () => this.setPaused(!this.paused)));
+    this.list.addEventListener('change', (e) => {
+      const li = e.target.closest('li[data-id]');
+      if (li && e.target.matches('[data-testid=todo-done]')) {
+        this.run('tick', () => this.todos.update(li.dataset.id, { done: e.target.checked }));
+      }
+    });
+    this.list.addEventListener('click', (e) => {
+      const li = e.target.closest('li[data-id]');
+      if (!li) return;
+      if (e.target.matches('[data-testid=todo-edit]')) this.startEdit(li);
+      else if (e.target.matches('[data-testid=todo-delete]')) this.run('delete', () => this.todos.delete(li.dataset.id));
+    });
+  }
+
+  async start() {
+    await this.connect(true);
+    this.root.dataset.state = 'ready';
+  }
+
+  /**
+   * Opens this person's database, syncing or local-only. The client has no
+   * pause switch, so going offline reopens the database with sync: false:
+   * writes keep landing in IndexedDB and its outbox, and reopening with
+   * sync pushes them.
+   */
+  async connect(sync) {
+    const db = await open({
+      url: location.origin,
+      name: `demo-${this.person.slug}`,
+      collections: [COLLECTION],
+      sync,
+    });
+    this.db = db;
+    this.todos = db.collection(COLLECTION);
+    db.on('status', (s) => this.renderStatus(s));
+    db.on('refused', (r) => this.showError(r, `save ${r.id}`));
+    this.renderStatus(db.status);
+    this.unsubscribe = this.todos.subscribe({ orderBy: 'created' }, (docs) => this.renderList(rowsOf(docs)));
+  }
+
+  /** Runs an action and shows what went wrong, if anything. */
+  async run(what, fn) {
+    try {
+      await fn();
+      this.showError(null);
+    } catch (err) {
+      console.error(`${this.person.name}: ${what}`, err);
+      this.showError(err, what);
+    }
+  }
+
+  async add(title) {
+    const id = crypto.randomUUID();
+    await this.todos.put(id, { title, done: false, created: Date.now() });
+    return id;
+  }
+
+  async setPaused(paused) {
+    if (this.switching) return;
+    this.switching = true;
+    this.toggle.disabled = true;
+    try {
+      this.unsubscribe?.();
+      await this.db.close();
+      this.paused = paused;
+      await this.connect(!paused);
+      this.toggle.setAttribute('aria-pressed', String(paused));
+      this.toggle.textContent = paused ? 'Go online' : 'Go offline';
+      this.renderStatus(this.db.status);
+    } finally {
+      this.switching = false;
+      this.toggle.disabled = false;
+    }
+  }
+
+  renderList(rows) {
+    const seen = new Set();
+    let prev = null;
+    for (const t of rows) {
+      seen.add(t.id);
+      let li = this.items.get(t.id);
+      const old = li ? li.dataset.sig : null;
+      if (!li) {
+        li = $('#todo-template').content.firstElementChild.cloneNode(true);
+        li.dataset.id = t.id;
+        this.items.set(t.id, li);
+      }
+      const sig = JSON.stringify([t.title, t.done]);
+      if (old !== sig) {
+        li.dataset.sig = sig;
+        li.dataset.done = String(t.done);
+        li.classList.toggle('is-done', t.done);
+        $('[data-testid=todo-title]', li).textContent = t.title;
+        const box = $('[data-testid=todo-done]', li);
+        box.checked = t.done;
+        box.setAttribute('aria-label', `Done: ${t.title}`);
+        $('[data-testid=todo-edit]', li).setAttribute('aria-label', `Edit “${t.title}”`);
+        $('[data-testid=todo-delete]', li).setAttribute('aria-label', `Delete “${t.title}”`);
+        if (old !== null) {
+          li.classList.remove('flash');
+          void li.offsetWidth; // restart the animation
+          li.classList.add('flash');
+        }
+      }
+      // Keep DOM order without moving nodes that are already in place, so
+      // an open editor keeps its focus.
+      const want = prev ? prev.nextElementSibling : this.list.firstElementChild;
+      if (want !== li) this.list.insertBefore(li, want);
+      prev = li;
+    }
+    for (const [id, li] of this.items) {
+      if (!seen.has(id)) {
+        li.remove();
+        this.items.delete(id);
+      }
+    }
+    this.rows = rows;
+    const open = rows.filter((t) => !t.done).length;
+    $('[data-testid=empty]', this.root).hidden = rows.length > 0;
+    const count = $('[data-testid=count]', this.root);
+    count.hidden = rows.length === 0;
+    count.textContent = `${open} open, ${rows.length - open} done`;
+    this.root.dataset.count = String(rows.length);
+  }
+
+  startEdit(li) {
+    const form = $('[data-testid=todo-edit-form]', li);
+    const input = $('[data-testid=todo-title-input]', li);
+    const title = $('[data-testid=todo-title]', li);
+    input.value = title.textContent;
+    input.setAttribute('aria-label', `New title for “${title.textContent}”`);
+    form.hidden = false;
+    title.hidden = true;
+    input.focus();
+    input.select();
+    let done = false;
+    const finish = (save) => {
+      if (done) return;
+      done = true;
+      form.hidden = true;
+      title.hidden = false;
+      form.removeEventListener('submit', onSubmit);
+      input.removeEventListener('keydown', onKey);
+      input.removeEventListener('blur', onBlur);
+      const next = input.value.trim().slice(0, MAX_TITLE);
+      if (save && next && next !== title.textContent) {
+        title.textContent = next;
+        this.run('rename', () => this.todos.update(li.dataset.id, { title: next }));
+      }
+      $('[data-testid=todo-edit]', li).focus();
+    };
+    const onSubmit = (e) => { e.preventDefault(); finish(true); };
+    const onKey = (e) => { if (e.key === 'Escape') finish(false); };
+    const onBlur = () => finish(true);
+    form.addEventListener('submit', onSubmit);
+    input.addEventListener('keydown', onKey);
+    input.addEventListener('blur', onBlur);
+  }
+
+  renderStatus(s) {
+    if (!s) return;
+    this.status = s;
+    const el = this.statusEl;
+    const online = !!s.online && !this.paused;
+    el.dataset.online = String(online);
+    el.dataset.syncing = String(!!s.syncing);
+    el.dataset.pending = String(s.pending ?? 0);
+    el.dataset.lastSynced = s.lastSyncedAt ? String(s.lastSyncedAt) : '';
+    this.root.dataset.online = String(online);
+    $('[data-testid=status-online]', el).textContent = this.paused ? 'Offline (paused)' : online ? 'Online' : 'Offline';
+    $('[data-testid=status-syncing]', el).textContent = s.syncing ? 'Syncing…' : online ? 'Up to date' : 'Idle';
+    const pending = s.pending ?? 0;
+    const p = $('[data-testid=status-pending]', el);
+    p.textContent = String(pending);
+    p.setAttribute('aria-label', `${pending} change${pending === 1 ? '' : 's'} waiting to sync`);
+    this.renderLastSynced();
+    if (s.lastError) this.showError(s.lastError, 'sync');
+    else if (this.errorFrom === 'sync') this.showError(null);
+  }
+
+  renderLastSynced() {
+    const t = $('[data-testid=status-last-synced] time', this.root);
+    const at = this.status?.lastSyncedAt;
+    if (!at) {
+      t.textContent = 'never';
+      t.removeAttribute('datetime');
+      return;
+    }
+    const d = new Date(at);
+    t.dateTime = d.toISOString();
+    t.title = d.toLocaleString();
+    t.textContent = relativeTime(d.getTime(), Date.now());
+  }
+
+  showError(err, what) {
+    const el = $('[data-testid=status-error]', this.root);
+    this.errorFrom = err ? what : null;
+    el.hidden = !err;
+    el.textContent = err ? `${what === 'sync' ? 'Sync' : `Could not ${what}`}: ${errorText(err)}` : '';
+  }
+}
+
+async function main() {
+  const host = $('#panes');
+  const panes = [];
+  for (const person of peopleFromURL()) {
+    const root = $('#pane-template').content.firstElementChild.cloneNode(true);
+    host.append(root);
+    panes.push(new Pane(person, root));
+  }
+  document.body.dataset.layout = panes.length > 1 ? 'multi' : 'single';
+  // For the end-to-end tests and the curious: window.convergoDemo.panes.alice.db
+  window.convergoDemo = { panes: Object.fromEntries(panes.map((p) => [p.person.slug, p])) };
+  setInterval(() => panes.forEach((p) => p.renderLastSynced()), 5000);
+  const results = await Promise.allSettled(panes.map((p) => p.start()));
+  const failed = results.find((r) => r.status === 'rejected');
+  if (failed) {
+    const fatal = $('#fatal');
+    fatal.hidden = false;
+    fatal.textContent = `Could not open the local database: ${errorText(failed.reason)}`;
+  }
+  document.body.dataset.ready = failed ? 'error' : 'true';
+}
+
+main();

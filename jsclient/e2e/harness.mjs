@@ -1,0 +1,416 @@
+// Helpers for the browser end-to-end tests: start the real convergo binary
+// on Redis, launch Debian's Chromium through playwright-core, read the
+// server's state over the wire protocol, and wait for conditions.
+//
+// Environment (scripts/e2e.sh sets all three):
+//   CONVERGO_BIN        the convergo binary to run
+//   CONVERGO_REDIS_ADDR host:port of a Redis the tests may use (each server
+//                       gets a unique key prefix; nothing is flushed)
+//   CONVERGO_CHROMIUM   Chromium's executable (default /usr/bin/chromium)
+
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+import { Decoder, Encoder } from 'cbor-x';
+import { chromium } from 'playwright-core';
+
+export const COLLECTION = 'demo.todos';
+export const ARTIFACTS = path.join(path.dirname(fileURLToPath(import.meta.url)), 'artifacts');
+
+const CHROMIUM_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--disable-dev-shm-usage',
+];
+
+/** Reads a required environment variable or throws saying what to set. */
+export function env(name, fallback) {
+  const v = process.env[name] || fallback;
+  if (!v) throw new Error(`${name} is not set: run the browser tests through scripts/e2e.sh`);
+  return v;
+}
+
+/** A random suffix for Redis prefixes and names, so runs never collide. */
+export function unique(label) {
+  return `${label}-${Date.now().toString(36)}-${randomBytes(4).toString('hex')}`;
+}
+
+/** A TCP port that was free a moment ago on 127.0.0.1. */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * Polls fn until it returns a truthy value and returns that value; throws
+ * with message (and fn's last error or value) after timeout ms.
+ */
+export async function waitFor(fn, { timeout = 15_000, interval = 100, message = 'condition' } = {}) {
+  const deadline = Date.now() + timeout;
+  let last;
+  for (;;) {
+    try {
+      const v = await fn();
+      if (v) return v;
+      last = v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) {
+      const detail = last instanceof Error ? last.message : JSON.stringify(last);
+      throw new Error(`timed out after ${timeout} ms waiting for ${message} (last: ${detail})`);
+    }
+    await sleep(interval);
+  }
+}
+
+/**
+ * A convergo server process on a fixed port and Redis prefix. stop() and
+ * start() again keep both, so clients reconnect to "the same server" with
+ * the same data, as after a deploy or a crash.
+ */
+export class Server {
+  constructor({ bin = env('CONVERGO_BIN'), redis = env('CONVERGO_REDIS_ADDR'), prefix = unique('e2e'), port, extraArgs = [] } = {}) {
+    this.bin = bin;
+    this.store = `redis://${redis}?prefix=${encodeURIComponent(prefix)}:`;
+    this.prefix = prefix;
+    this.port = port;
+    this.extraArgs = extraArgs;
+    this.proc = null;
+    this.log = [];
+  }
+
+  get url() {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  /** Starts the process and waits until it serves the demo page. */
+  async start() {
+    if (this.proc) throw new Error('server already running');
+    this.port ??= await freePort();
+    const args = ['serve', '--addr', `127.0.0.1:${this.port}`, '--store', this.store, ...this.extraArgs];
+    const proc = spawn(this.bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.proc = proc;
+    let exited = null;
+    proc.on('exit', (code, signal) => {
+      exited = { code, signal };
+      this.log.push(`[exit code=${code} signal=${signal}]`);
+      if (this.proc === proc) this.proc = null;
+    });
+    for (const s of [proc.stdout, proc.stderr]) {
+      s.setEncoding('utf8');
+      s.on('data', (d) => {
+        this.log.push(d);
+        if (this.log.length > 2000) this.log.splice(0, 1000);
+      });
+    }
+    await waitFor(async () => {
+      if (exited) throw new Error(`convergo exited (${JSON.stringify(exited)}):\n${this.logs()}`);
+      const res = await fetch(`${this.url}/`, { signal: AbortSignal.timeout(1000) });
+      return res.ok;
+    }, { timeout: 20_000, message: `convergo to serve on ${this.url}` }).catch((err) => {
+      throw new Error(`${err.message}\nserver output:\n${this.logs()}`);
+    });
+    return this;
+  }
+
+  /** Stops the process: SIGKILL when hard (a crash), SIGTERM otherwise. */
+  async stop({ hard = false } = {}) {
+    const proc = this.proc;
+    if (!proc) return;
+    const gone = new Promise((resolve) => proc.once('exit', resolve));
+    proc.kill(hard ? 'SIGKILL' : 'SIGTERM');
+    const timer = setTimeout(() => proc.kill('SIGKILL'), 10_000);
+    await gone;
+    clearTimeout(timer);
+  }
+
+  logs() {
+    return this.log.join('').slice(-8000);
+  }
+
+  /** The value of a Prometheus gauge or counter without labels. */
+  async metric(name) {
+    const res = await fetch(`${this.url}/metrics`);
+    if (!res.ok) throw new Error(`GET /metrics: ${res.status}`);
+    const text = await res.text();
+    const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+    if (!line) throw new Error(`metric ${name} not exported`);
+    return Number(line.slice(name.length + 1));
+  }
+
+  /**
+   * Every record of collection as the server holds it, pulled over the
+   * wire protocol with an independent CBOR codec: a Map from id to
+   * {deleted, fields: {name: {wall, logical, replica, value}}}.
+   */
+  async records(collection = COLLECTION) {
+    const out = new Map();
+    let cursor = 0;
+    for (let page = 0; page < 10_000; page++) {
+      const body = encoder.encode(new Map([[1, collection], [2, cursor], [3, 1000]]));
+      const res = await fetch(`${this.url}/v1/pull`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/cbor', 'Convergo-Protocol': '1' },
+        body,
+      });
+      const answer = decoder.decode(new Uint8Array(await res.arrayBuffer()));
+      if (!res.ok) throw new Error(`POST /v1/pull: ${res.status} ${JSON.stringify([...(answer instanceof Map ? answer : [])])}`);
+      for (const [, rec] of answer.get(1)) {
+        const r = wireRecord(rec);
+        out.set(r.id, r);
+      }
+      cursor = answer.get(2);
+      if (!answer.get(3)) return out;
+    }
+    throw new Error('pull did not end');
+  }
+
+  /** The visible documents of collection: a Map from id to {field: value}. */
+  async docs(collection = COLLECTION) {
+    const docs = new Map();
+    for (const [id, r] of await this.records(collection)) {
+      const d = visible(r);
+      if (d) docs.set(id, d);
+    }
+    return docs;
+  }
+}
+
+const encoder = new Encoder({ mapsAsObjects: false, useRecords: false, tagUint8Array: false });
+const decoder = new Decoder({ mapsAsObjects: false, useRecords: false });
+
+function wireStamp(a) {
+  if (!Array.isArray(a) || a.length < 3) throw new Error(`bad stamp ${JSON.stringify(a)}`);
+  return { wall: Number(a[0]), logical: Number(a[1]), replica: a[2], ...(a.length > 3 ? { value: a[3] } : {}) };
+}
+
+function wireRecord(m) {
+  const fields = {};
+  for (const [name, f] of m.get(3) ?? []) fields[name] = wireStamp(f);
+  return { id: m.get(1), deleted: m.has(2) ? wireStamp(m.get(2)) : null, fields };
+}
+
+function later(a, b) {
+  return a.wall - b.wall || a.logical - b.logical || (a.replica < b.replica ? -1 : a.replica > b.replica ? 1 : 0);
+}
+
+/**
+ * The document a record shows: fields set after the latest delete, or null
+ * when nothing is (crdt.Record.Values).
+ */
+export function visible(r) {
+  const doc = {};
+  let any = false;
+  for (const [name, f] of Object.entries(r.fields)) {
+    if (!('value' in f)) continue;
+    if (r.deleted && later(f, r.deleted) <= 0) continue;
+    doc[name] = f.value;
+    any = true;
+  }
+  return any ? doc : null;
+}
+
+/** Launches Chromium headless with a temporary profile. */
+export async function launchBrowser() {
+  return chromium.launch({
+    executablePath: env('CONVERGO_CHROMIUM', '/usr/bin/chromium'),
+    args: CHROMIUM_ARGS,
+    timeout: 30_000,
+  });
+}
+
+/**
+ * Opens the demo in a new page of context with the given people
+ * (?people=...) and waits until every list is open. Console errors and
+ * page errors are collected on page.errors for the test to print.
+ */
+export async function openDemo(context, baseURL, people = 'Alice') {
+  const page = await context.newPage();
+  watchPage(page);
+  await page.goto(`${baseURL}/?people=${encodeURIComponent(people)}`);
+  await waitReady(page);
+  return page;
+}
+
+export function watchPage(page) {
+  page.errors = [];
+  page.on('pageerror', (err) => page.errors.push(`pageerror: ${err.message}`));
+  page.on('console', (msg) => {
+    if (msg.type() === 'error') page.errors.push(`console: ${msg.text()}`);
+  });
+}
+
+export async function waitReady(page) {
+  await page.waitForFunction(() => document.body.dataset.ready, null, { timeout: 20_000 });
+  const ready = await page.evaluate(() => document.body.dataset.ready);
+  if (ready !== 'true') {
+    throw new Error(`demo failed to start: ${await page.textContent('[data-testid=fatal]')}\n${(page.errors ?? []).join('\n')}`);
+  }
+}
+
+/** The pane of one person (by slug) on a demo page. */
+export function pane(page, slug) {
+  return page.getByTestId(`pane-${slug}`);
+}
+
+/** Adds a todo through the UI and returns its id. */
+export async function addTodo(p, title) {
+  const before = await todoIds(p);
+  await p.getByTestId('new-title').fill(title);
+  await p.getByTestId('add-button').click();
+  const item = p.getByTestId('todo').filter({ hasText: title });
+  await item.first().waitFor();
+  const ids = await todoIds(p);
+  const added = ids.filter((id) => !before.includes(id));
+  if (added.length !== 1) throw new Error(`adding ${JSON.stringify(title)} made ${added.length} new todos`);
+  return added[0];
+}
+
+export function todo(p, id) {
+  return p.locator(`[data-testid=todo][data-id="${id}"]`);
+}
+
+/** Renames a todo through the UI's inline editor. */
+export async function renameTodo(p, id, title) {
+  const li = todo(p, id);
+  await li.getByTestId('todo-edit').click();
+  const input = li.getByTestId('todo-title-input');
+  await input.fill(title);
+  await input.press('Enter');
+}
+
+export async function todoIds(p) {
+  return p.getByTestId('todo').evaluateAll((els) => els.map((e) => e.dataset.id));
+}
+
+/** What a pane shows: a Map from id to {title, done}. */
+export async function shown(p) {
+  const rows = await p.getByTestId('todo').evaluateAll((els) =>
+    els.map((e) => [e.dataset.id, {
+      title: e.querySelector('[data-testid=todo-title]').textContent,
+      done: e.querySelector('[data-testid=todo-done]').checked,
+    }]));
+  return new Map(rows);
+}
+
+/** The status a pane shows, from its data attributes. */
+export async function status(p) {
+  return p.getByTestId('status').evaluate((el) => ({
+    online: el.dataset.online === 'true',
+    syncing: el.dataset.syncing === 'true',
+    pending: Number(el.dataset.pending),
+    lastSynced: el.dataset.lastSynced ? Number(el.dataset.lastSynced) : null,
+  }));
+}
+
+/** Waits until a pane is online with nothing pending and not syncing. */
+export async function waitSynced(p, { timeout = 20_000 } = {}) {
+  await waitFor(async () => {
+    const s = await status(p);
+    return s.online && s.pending === 0 && !s.syncing && s;
+  }, { timeout, message: 'the pane to be online with nothing pending' });
+}
+
+/** Fails with a readable diff unless two Maps of todos are equal. */
+export function sameTodos(a, b) {
+  const ja = JSON.stringify([...a].sort(([x], [y]) => (x < y ? -1 : 1)));
+  const jb = JSON.stringify([...b].sort(([x], [y]) => (x < y ? -1 : 1)));
+  return ja === jb;
+}
+
+/** The server's documents in the shape shown() returns. */
+export async function serverTodos(server) {
+  const out = new Map();
+  for (const [id, d] of await server.docs()) out.set(id, { title: d.title, done: d.done === true });
+  return out;
+}
+
+export async function screenshot(page, name) {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  const file = path.join(ARTIFACTS, name);
+  await page.screenshot({ path: file, fullPage: true });
+  return file;
+}
+
+/**
+ * Deletes every Redis key under prefix (SCAN + UNLINK), so test runs leave
+ * the shared Redis as they found it. Speaks just enough RESP for that.
+ */
+export async function dropRedisPrefix(addr, prefix) {
+  const [host, port] = addr.split(':');
+  const sock = net.connect(Number(port), host);
+  await new Promise((resolve, reject) => {
+    sock.once('connect', resolve);
+    sock.once('error', reject);
+  });
+  let buf = Buffer.alloc(0);
+  let waiting = null;
+  sock.on('data', (d) => {
+    buf = Buffer.concat([buf, d]);
+    waiting?.();
+  });
+  const line = async () => {
+    for (;;) {
+      const i = buf.indexOf('\r\n');
+      if (i >= 0) {
+        const l = buf.subarray(0, i).toString();
+        buf = buf.subarray(i + 2);
+        return l;
+      }
+      await new Promise((r) => { waiting = r; });
+    }
+  };
+  const bytes = async (n) => {
+    while (buf.length < n + 2) await new Promise((r) => { waiting = r; });
+    const b = buf.subarray(0, n).toString();
+    buf = buf.subarray(n + 2);
+    return b;
+  };
+  const reply = async () => {
+    const l = await line();
+    switch (l[0]) {
+      case '+': case ':': return l.slice(1);
+      case '-': throw new Error(`redis: ${l.slice(1)}`);
+      case '$': { const n = Number(l.slice(1)); return n < 0 ? null : bytes(n); }
+      case '*': { const n = Number(l.slice(1)); const a = []; for (let i = 0; i < n; i++) a.push(await reply()); return a; }
+      default: throw new Error(`redis: unexpected reply ${l}`);
+    }
+  };
+  const cmd = (...args) => {
+    sock.write(`*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(String(a))}\r\n${a}\r\n`).join('')}`);
+    return reply();
+  };
+  try {
+    // Redis glob: escape the pattern's special characters in the prefix.
+    const pattern = prefix.replace(/[\\*?[\]]/g, '\\$&') + '*';
+    let cursor = '0';
+    let dropped = 0;
+    do {
+      const [next, keys] = await cmd('SCAN', cursor, 'MATCH', pattern, 'COUNT', 1000);
+      if (keys.length) dropped += Number(await cmd('UNLINK', ...keys));
+      cursor = next;
+    } while (cursor !== '0');
+    return dropped;
+  } finally {
+    sock.destroy();
+  }
+}
