@@ -1,0 +1,323 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/convergo/convergo/crdt"
+)
+
+func TestLiveStreamsChanges(t *testing.T) {
+	ts := newTestServer(t, nil)
+	tok := ts.token(t, "alice", []string{"notes"}, []string{"notes"})
+	ts.push(t, tok, change(t, "notes", "r1", "title", "a"))
+
+	c, hello := ts.open(t, tok)
+	if hello.Subject != "alice" || hello.Protocol != 1 {
+		t.Fatalf("welcome %+v", hello)
+	}
+	c.send(Sub{Collection: "notes", Cursor: 0})
+	m, ok := c.recv().(Changes)
+	if !ok || m.Collection != "notes" || len(m.Entries) != 1 || m.Next != 1 || m.More {
+		t.Fatalf("catch-up page: %+v", m)
+	}
+	// A change pushed over HTTP by someone else arrives.
+	ts.push(t, tok, change(t, "notes", "r2", "title", "b"))
+	m, ok = c.recv().(Changes)
+	if !ok || len(m.Entries) != 1 || m.Entries[0].Record.ID != "r2" || m.Entries[0].Seq != 2 || m.Next != 2 {
+		t.Fatalf("live page: %+v", m)
+	}
+	// A push over the socket is acknowledged, then streamed back.
+	c.send(Push{ID: 77, Changes: []crdt.Change{change(t, "notes", "r3", "title", "c"), change(t, "other", "r3", "title", "c")}})
+	var ack Ack
+	var streamed bool
+	for ack.ID == 0 || !streamed {
+		switch m := c.recv().(type) {
+		case Ack:
+			ack = m
+		case Changes:
+			streamed = len(m.Entries) == 1 && m.Entries[0].Record.ID == "r3"
+		default:
+			t.Fatalf("unexpected %T", m)
+		}
+	}
+	if ack.ID != 77 || len(ack.Results) != 2 || ack.Results[0].Status != StatusApplied || ack.Results[0].Seq != 3 || ack.Results[1].Code != CodeForbidden {
+		t.Fatalf("ack %+v", ack)
+	}
+	c.send(Ping{Nonce: 5})
+	if p, ok := c.recv().(Pong); !ok || p.Nonce != 5 {
+		t.Fatalf("pong %+v", p)
+	}
+	// After unsub nothing more arrives for the collection.
+	c.send(Unsub{Collection: "notes"})
+	ts.push(t, tok, change(t, "notes", "r4", "title", "d"))
+	c.send(Ping{Nonce: 6})
+	if p, ok := c.recv().(Pong); !ok || p.Nonce != 6 {
+		t.Fatalf("after unsub: got %+v, want pong 6", p)
+	}
+	// Subscribing from a cursor resumes there.
+	c.send(Sub{Collection: "notes", Cursor: 3})
+	if m, ok := c.recv().(Changes); !ok || len(m.Entries) != 1 || m.Entries[0].Record.ID != "r4" {
+		t.Fatalf("resume: %+v", m)
+	}
+}
+
+func TestLiveCatchUpPages(t *testing.T) {
+	ts := newTestServer(t, func(c *Config) { c.Limits.MaxPullRecords = 2; c.Demo = true })
+	var cs []crdt.Change
+	for _, id := range []string{"a", "b", "c", "d", "e"} {
+		cs = append(cs, change(t, DemoCollection, id, "f", id))
+	}
+	ts.push(t, "", cs...)
+	c, _ := ts.open(t, "")
+	c.send(Sub{Collection: DemoCollection})
+	var ids []string
+	for {
+		m := c.recv().(Changes)
+		for _, e := range m.Entries {
+			ids = append(ids, e.Record.ID)
+		}
+		if !m.More {
+			break
+		}
+	}
+	if strings.Join(ids, "") != "abcde" {
+		t.Fatalf("streamed %v", ids)
+	}
+}
+
+func TestLiveRefusals(t *testing.T) {
+	ts := newTestServer(t, nil)
+	tok := ts.token(t, "alice", []string{"notes"}, nil)
+	c, _ := ts.open(t, tok)
+	c.send(Sub{Collection: "secrets"})
+	if e, ok := c.recv().(ErrorMessage); !ok || e.Code != CodeForbidden || e.Collection != "secrets" {
+		t.Fatalf("forbidden sub: %+v", e)
+	}
+	c.send(Sub{Collection: "bad name"})
+	if e, ok := c.recv().(ErrorMessage); !ok || e.Code != CodeInvalid {
+		t.Fatalf("invalid sub: %+v", e)
+	}
+	// Refusals of a sub are not fatal.
+	c.send(Ping{Nonce: 1})
+	if _, ok := c.recv().(Pong); !ok {
+		t.Fatal("no pong after refused subs")
+	}
+
+	fatal := []struct {
+		name  string
+		first func(c *liveClient)
+		code  string
+	}{
+		{"no hello", func(c *liveClient) { c.send(Sub{Collection: "notes"}) }, CodeMalformed},
+		{"bad token", func(c *liveClient) { c.send(Hello{Protocol: 1, Replica: "c1", Token: "junk"}) }, CodeUnauthenticated},
+		{"no token", func(c *liveClient) { c.send(Hello{Protocol: 1, Replica: "c1"}) }, CodeUnauthenticated},
+		{"version", func(c *liveClient) { c.send(Hello{Protocol: 9, Replica: "c1", Token: tok}) }, CodeUnsupportedVersion},
+		{"garbage", func(c *liveClient) {
+			_ = c.ws.Write(context.Background(), websocket.MessageBinary, []byte{0xa1, 0x00, 0x61, 'x'})
+		}, CodeMalformed},
+		{"text frame", func(c *liveClient) { _ = c.ws.Write(context.Background(), websocket.MessageText, []byte("hi")) }, CodeMalformed},
+	}
+	for _, tc := range fatal {
+		t.Run(tc.name, func(t *testing.T) {
+			c, _, err := ts.dial(t, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.first(c)
+			e, ok := c.recv().(ErrorMessage)
+			if !ok || e.Code != tc.code {
+				t.Fatalf("got %+v, want error %s", e, tc.code)
+			}
+			if _, err := c.recvErr(5 * time.Second); websocket.CloseStatus(err) == -1 {
+				t.Fatalf("socket not closed after a fatal error: %v", err)
+			}
+		})
+	}
+}
+
+func TestLiveMessageTooBig(t *testing.T) {
+	ts := newTestServer(t, func(c *Config) { c.Limits.MaxMessageBytes = 1 << 10; c.Demo = true })
+	c, _ := ts.open(t, "")
+	big := change(t, DemoCollection, "r", "f", strings.Repeat("x", 4<<10))
+	c.send(Push{ID: 1, Changes: []crdt.Change{big}})
+	_, err := c.recvErr(5 * time.Second)
+	if got := websocket.CloseStatus(err); got != websocket.StatusMessageTooBig {
+		t.Fatalf("close status %v (%v), want 1009", got, err)
+	}
+	// The server keeps serving others.
+	other, _ := ts.open(t, "")
+	other.send(Ping{Nonce: 1})
+	if _, ok := other.recv().(Pong); !ok {
+		t.Fatal("other client not served")
+	}
+}
+
+// A client that does not read gets resync instead of an unbounded buffer.
+func TestLiveSlowConsumerResync(t *testing.T) {
+	ts := newTestServer(t, func(c *Config) {
+		c.Demo = true
+		c.Limits.MaxPullRecords = 1
+		c.Limits.SendQueue = 1
+		c.Limits.SlowConsumer = 20 * time.Millisecond
+		c.Limits.MaxBodyBytes = 64 << 20
+		c.Limits.Rate = -1
+	})
+	// 16 MB of records, more than the socket buffers of loopback hold.
+	value := strings.Repeat("x", 100<<10)
+	for batch := 0; batch < 4; batch++ {
+		var cs []crdt.Change
+		for i := 0; i < 40; i++ {
+			cs = append(cs, change(t, DemoCollection, "r"+string(rune('a'+batch))+string(rune('A'+i)), "f", value))
+		}
+		ts.push(t, "", cs...)
+	}
+	c, _ := ts.open(t, "")
+	c.send(Sub{Collection: DemoCollection})
+	time.Sleep(500 * time.Millisecond) // not reading: the queue fills
+	var pages int
+	for {
+		m, err := c.recvErr(10 * time.Second)
+		if err != nil {
+			t.Fatalf("after %d pages: %v", pages, err)
+		}
+		if r, ok := m.(Resync); ok {
+			if r.Collection != DemoCollection {
+				t.Fatalf("resync for %q", r.Collection)
+			}
+			break
+		}
+		if _, ok := m.(Changes); !ok {
+			t.Fatalf("unexpected %T", m)
+		}
+		pages++
+	}
+	t.Logf("resync after %d pages", pages)
+	if pages >= 160 {
+		t.Fatalf("all %d pages were buffered: no resync needed", pages)
+	}
+	// The stopped subscription can be taken up again from the cursor.
+	c.send(Sub{Collection: DemoCollection, Cursor: 160})
+	if m, ok := c.recv().(Changes); !ok || len(m.Entries) != 0 {
+		t.Fatalf("re-sub at head: %+v", m)
+	}
+	if _, body := ts.get(t, "/metrics"); !strings.Contains(body, "convergo_live_resyncs_total 1") {
+		t.Fatal("resync not counted")
+	}
+}
+
+func TestLiveOrigin(t *testing.T) {
+	ts := newTestServer(t, func(c *Config) { c.Demo = true; c.AllowedOrigins = []string{"app.example.com"} })
+	_, resp, err := ts.dial(t, http.Header{"Origin": {"https://evil.example"}})
+	if err == nil {
+		t.Fatal("foreign origin upgraded")
+	}
+	if resp == nil || resp.StatusCode != http.StatusForbidden || resp.Header.Get(HeaderError) != CodeForbidden {
+		t.Fatalf("foreign origin: %v", resp)
+	}
+	if _, _, err := ts.dial(t, http.Header{"Origin": {"https://app.example.com"}}); err != nil {
+		t.Fatalf("allowed origin: %v", err)
+	}
+	if _, _, err := ts.dial(t, http.Header{"Origin": {ts.URL}}); err != nil {
+		t.Fatalf("same origin: %v", err)
+	}
+}
+
+func TestLiveConnLimit(t *testing.T) {
+	ts := newTestServer(t, func(c *Config) { c.Demo = true; c.Limits.MaxConnsPerAddr = 2 })
+	a, _ := ts.open(t, "")
+	ts.open(t, "")
+	_, resp, err := ts.dial(t, nil)
+	if err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get(HeaderError) != CodeRateLimited {
+		t.Fatalf("third connection: %v %v", resp, err)
+	}
+	// Closing one frees its slot.
+	_ = a.ws.Close(websocket.StatusNormalClosure, "")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, _, err := ts.dial(t, nil); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("slot not freed")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// expiringAuth grants everything until a fixed time.
+type expiringAuth struct{ exp time.Time }
+
+func (a expiringAuth) Authenticate(context.Context, string) (Principal, error) {
+	if !time.Now().Before(a.exp) {
+		return Principal{}, ErrTokenExpired
+	}
+	return Principal{Subject: "s", Read: []string{"*"}, Write: []string{"*"}, Expires: a.exp}, nil
+}
+
+func TestLiveTokenExpiry(t *testing.T) {
+	ts := newTestServer(t, func(c *Config) { c.Authorizer = expiringAuth{exp: time.Now().Add(300 * time.Millisecond)} })
+	c, _ := ts.open(t, "t")
+	e, ok := c.recv().(ErrorMessage)
+	if !ok || e.Code != CodeTokenExpired {
+		t.Fatalf("got %+v, want token_expired", e)
+	}
+	if _, err := c.recvErr(5 * time.Second); websocket.CloseStatus(err) != websocket.StatusPolicyViolation {
+		t.Fatalf("close: %v", err)
+	}
+	// And HTTP says token_expired too.
+	if got := ts.post(t, PathPull, "t", PullRequest{Collection: "x"}).errorCode(t); got != CodeTokenExpired {
+		t.Fatalf("http: %s", got)
+	}
+}
+
+func TestLiveIdleTimeout(t *testing.T) {
+	ts := newTestServer(t, func(c *Config) {
+		c.Demo = true
+		c.PingInterval = 30 * time.Millisecond
+		c.IdleTimeout = 100 * time.Millisecond
+	})
+	c, _ := ts.open(t, "")
+	// Not reading means not answering pings.
+	time.Sleep(400 * time.Millisecond)
+	_, err := c.recvErr(5 * time.Second)
+	if websocket.CloseStatus(err) != websocket.StatusPolicyViolation {
+		t.Fatalf("silent client: %v", err)
+	}
+	// A client that reads (and so answers pings) stays.
+	d, _ := ts.open(t, "")
+	ctx, cancel := context.WithTimeout(context.Background(), 400*time.Millisecond)
+	defer cancel()
+	if _, _, err := d.ws.Read(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("reading client: %v", err)
+	}
+}
+
+func TestLiveShutdown(t *testing.T) {
+	ts := newTestServer(t, func(c *Config) { c.Demo = true })
+	c, _ := ts.open(t, "")
+	c.send(Sub{Collection: DemoCollection})
+	c.recv()
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.recvErr(5 * time.Second)
+		done <- err
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := ts.srv.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; websocket.CloseStatus(err) != websocket.StatusGoingAway {
+		t.Fatalf("close: %v", err)
+	}
+	if _, resp, err := ts.dial(t, nil); err == nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("dial after shutdown: %v", err)
+	}
+}
