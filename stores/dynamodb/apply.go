@@ -200,6 +200,9 @@ func (st *Store) makePlan(coll string, state groupState, changes []crdt.Change, 
 			p.done = k + 1
 			continue
 		}
+		if len(next.Fields) > crdt.MaxFieldsPerRecord {
+			return plan{}, fmt.Errorf("apply %s/%s: %w: merged record would have %d fields, more than %d", coll, ch.ID, stores.ErrTooLarge, len(next.Fields), crdt.MaxFieldsPerRecord)
+		}
 		enc := crdt.AppendRecord(nil, next)
 		if len(enc) > crdt.MaxRecordBytes {
 			return plan{}, fmt.Errorf("apply %s/%s: %w: merged record of %d bytes exceeds %d", coll, ch.ID, stores.ErrTooLarge, len(enc), crdt.MaxRecordBytes)
@@ -373,7 +376,7 @@ func (st *Store) commit(ctx context.Context, coll string, p plan) error {
 // state) and returns an error for reasons a retry cannot fix.
 func refresh(state *groupState, p plan, reasons []types.CancellationReason) (refreshed bool, err error) {
 	for i, r := range reasons {
-		code := aws(r.Code)
+		code := str(r.Code)
 		switch code {
 		case "", "None":
 			continue
@@ -405,7 +408,7 @@ func refresh(state *groupState, p plan, reasons []types.CancellationReason) (ref
 		case "TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded", "RequestLimitExceeded":
 			// Retry after the backoff, reading again.
 		default:
-			return false, fmt.Errorf("transaction cancelled: %s: %s", code, aws(r.Message))
+			return false, fmt.Errorf("transaction cancelled: %s: %s", code, str(r.Message))
 		}
 	}
 	return refreshed, nil

@@ -192,12 +192,12 @@ func checkSchema(t *types.TableDescription) error {
 		}
 	}
 	if hash != attrPK || rng != attrSK || types_[attrPK] != types.ScalarAttributeTypeS || types_[attrSK] != types.ScalarAttributeTypeN {
-		return fmt.Errorf("dynamodb: table %s does not have the store's key schema (pk: S hash key, sk: N range key)", aws(t.TableName))
+		return fmt.Errorf("dynamodb: table %s does not have the store's key schema (pk: S hash key, sk: N range key)", str(t.TableName))
 	}
 	return nil
 }
 
-func aws(p *string) string {
+func str(p *string) string {
 	if p == nil {
 		return ""
 	}

@@ -121,14 +121,14 @@ func (c *consumer) listShards(ctx context.Context) error {
 		}
 		d := out.StreamDescription
 		for _, s := range d.Shards {
-			id := aws(s.ShardId)
+			id := str(s.ShardId)
 			if id == "" || listed[id] {
 				continue
 			}
 			listed[id] = true
 			order = append(order, id)
 			if _, ok := c.shards[id]; !ok {
-				c.shards[id] = &shard{id: id, parent: aws(s.ParentShardId)}
+				c.shards[id] = &shard{id: id, parent: str(s.ParentShardId)}
 			}
 		}
 		if d.LastEvaluatedShardId == nil {
@@ -196,7 +196,7 @@ func (c *consumer) readShard(ctx context.Context, sh *shard) (int, error) {
 		return 0, err
 	}
 	if k := len(out.Records); k > 0 && out.Records[k-1].Dynamodb != nil {
-		sh.lastSeq = aws(out.Records[k-1].Dynamodb.SequenceNumber)
+		sh.lastSeq = str(out.Records[k-1].Dynamodb.SequenceNumber)
 	}
 	sh.iter = out.NextShardIterator
 	if sh.iter == nil {
