@@ -161,7 +161,7 @@ func checkLimits(r crdt.Record) error {
 		return fmt.Errorf("%w: record would have %d fields, more than %d", stores.ErrTooLarge, len(r.Fields), crdt.MaxFieldsPerRecord)
 	}
 	// Encode only when a cheap upper bound of the size is over the limit.
-	bound := 64 + len(r.ID)
+	bound := 128 + len(r.ID) // map, keys, id head, delete stamp, field map head
 	for name, f := range r.Fields {
 		bound += len(name) + len(f.Value) + len(f.Stamp.Replica) + 32
 	}

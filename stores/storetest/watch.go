@@ -3,6 +3,7 @@ package storetest
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,19 +18,24 @@ const (
 	notifyQuiet = 200 * time.Millisecond
 )
 
-// watcher collects notifications without blocking the store.
+// watcher records notifications without blocking the store.
 type watcher struct {
-	c    chan stores.Notification
-	stop func()
+	mu     sync.Mutex
+	got    []stores.Notification
+	signal chan struct{} // a notification arrived
+	stop   func()
 }
 
 func watch(t testing.TB, s stores.Store) *watcher {
 	t.Helper()
-	w := &watcher{c: make(chan stores.Notification, 4096)}
+	w := &watcher{signal: make(chan struct{}, 1)}
 	w.stop = s.Watch(func(n stores.Notification) {
+		w.mu.Lock()
+		w.got = append(w.got, n)
+		w.mu.Unlock()
 		select {
-		case w.c <- n:
-		default: // a full buffer drops hints, as a store may
+		case w.signal <- struct{}{}:
+		default:
 		}
 	})
 	if w.stop == nil {
@@ -39,43 +45,48 @@ func watch(t testing.TB, s stores.Store) *watcher {
 	return w
 }
 
+// mark returns a position in the notifications received so far.
+func (w *watcher) mark() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.got)
+}
+
+// since returns the notifications for coll received after mark.
+func (w *watcher) since(mark int, coll string) []stores.Notification {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var out []stores.Notification
+	for _, n := range w.got[mark:] {
+		if !n.Resync && n.Collection == coll {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
 // await waits for a notification that coll reached seq or beyond, and
-// returns the notifications for coll that came before it.
+// returns every notification for coll received until then.
 func (w *watcher) await(t testing.TB, coll string, seq uint64) []stores.Notification {
 	t.Helper()
 	timeout := time.After(notifyWait)
-	var seen []stores.Notification
 	for {
-		select {
-		case n := <-w.c:
-			if n.Resync || n.Collection != coll {
-				continue
-			}
-			seen = append(seen, n)
+		seen := w.since(0, coll)
+		for i, n := range seen {
 			if n.Seq >= seq {
-				return seen
+				return seen[:i+1]
 			}
+		}
+		select {
+		case <-w.signal:
 		case <-timeout:
 			t.Fatalf("no notification for %s at seq %d or beyond within %s (got %v)", coll, seq, notifyWait, seen)
 		}
 	}
 }
 
-// quiet waits notifyQuiet and returns the notifications for coll that came.
-func (w *watcher) quiet(coll string) []stores.Notification {
-	var got []stores.Notification
-	timeout := time.After(notifyQuiet)
-	for {
-		select {
-		case n := <-w.c:
-			if !n.Resync && n.Collection == coll {
-				got = append(got, n)
-			}
-		case <-timeout:
-			return got
-		}
-	}
-}
+// settle gives late notifications time to arrive.
+func settle() { time.Sleep(notifyQuiet) }
 
 // testWatch checks that a change is followed by a notification with its
 // collection and new head.
@@ -123,9 +134,11 @@ func testWatchStop(t *testing.T, f Factory) {
 	live.await(t, "ws", res.Seq)
 	stopped.stop()
 	stopped.stop()
+	mark := stopped.mark()
 	res = apply(t, s, chg("ws", crdt.SetField("r", "f", val(t, 2), st(2, "a"))))[0]
 	live.await(t, "ws", res.Seq)
-	for _, n := range stopped.quiet("ws") {
+	settle()
+	for _, n := range stopped.since(mark, "ws") {
 		if n.Seq >= res.Seq {
 			t.Fatalf("stopped watcher was notified of seq %d", n.Seq)
 		}
@@ -139,14 +152,16 @@ func testWatchNoop(t *testing.T, f Factory) {
 	c := chg("wn", crdt.SetField("r", "f", val(t, 1), st(1, "a")))
 	res := apply(t, s, c)[0]
 	w.await(t, "wn", res.Seq)
-	w.quiet("wn") // let late or repeated hints of that change arrive
+	settle() // let late or repeated hints of that change arrive
+	mark := w.mark()
 	if apply(t, s, c, chg("wn", crdt.Record{ID: "nothing"}))[0].Changed {
 		t.Fatal("replayed change altered the record")
 	}
 	// A change to another collection, notified after the no-op would be.
 	other := apply(t, s, chg("wn-other", crdt.SetField("r", "f", val(t, 1), st(1, "a"))))[0]
 	w.await(t, "wn-other", other.Seq)
-	if got := w.quiet("wn"); len(got) > 0 {
+	settle()
+	if got := w.since(mark, "wn"); len(got) > 0 {
 		t.Fatalf("no-op batch was notified: %v", got)
 	}
 }

@@ -1,0 +1,283 @@
+package bolt
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	bbolt "go.etcd.io/bbolt"
+	bberrors "go.etcd.io/bbolt/errors"
+
+	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/stores"
+)
+
+var _ stores.Store = (*Store)(nil)
+
+// ErrCorrupt means data read from the file failed a check: it was not
+// written by this package, or the file was damaged.
+var ErrCorrupt = errors.New("bolt: corrupt data")
+
+// DefaultTimeout is how long Open waits for the file lock by default.
+const DefaultTimeout = 5 * time.Second
+
+// Options configures Open. The zero value is ready to use.
+type Options struct {
+	// Logger receives the store's logs. Nil discards them.
+	Logger *slog.Logger
+	// Timeout bounds the wait for the file lock when another process has
+	// the file open. Zero means DefaultTimeout; negative is invalid.
+	Timeout time.Duration
+	// NoSync skips the fsync of every commit. UNSAFE: a crash or power cut
+	// can then lose changes that Apply acknowledged, or leave the file
+	// damaged. Only for tests and benchmarks.
+	NoSync bool
+}
+
+// Store is a stores.Store in one bbolt file. Create it with Open; it is safe
+// for concurrent use.
+type Store struct {
+	db       *bbolt.DB
+	log      *slog.Logger
+	watchers stores.Watchers
+
+	requests chan *request
+	quit     chan struct{} // closed by Close: no new requests
+	stopped  chan struct{} // closed when the commit loop has returned
+
+	closed    atomic.Bool
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Open opens the store in the file at path, creating it if needed. Only one
+// process can have the file open; Open waits up to opts.Timeout for it.
+func Open(path string, opts Options) (*Store, error) {
+	if opts.Timeout < 0 {
+		return nil, fmt.Errorf("open %s: %w: negative Timeout %s", path, stores.ErrInvalid, opts.Timeout)
+	}
+	if opts.Timeout == 0 {
+		opts.Timeout = DefaultTimeout
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("component", "store.bolt", "path", path)
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{
+		Timeout:      opts.Timeout,
+		NoSync:       opts.NoSync,
+		FreelistType: bbolt.FreelistMapType, // O(1) page allocation in large files
+	})
+	if err != nil {
+		if errors.Is(err, bberrors.ErrTimeout) {
+			return nil, fmt.Errorf("open %s: file is locked by another process after %s: %w", path, opts.Timeout, err)
+		}
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	if err := initFile(db); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	s := &Store{
+		db:       db,
+		log:      log,
+		requests: make(chan *request),
+		quit:     make(chan struct{}),
+		stopped:  make(chan struct{}),
+	}
+	go s.commitLoop()
+	log.Info("store opened", "nosync", opts.NoSync)
+	return s, nil
+}
+
+// initFile marks a new file with the format, or checks the mark of an
+// existing one.
+func initFile(db *bbolt.DB) error {
+	return recovered(func() error {
+		return db.Update(func(tx *bbolt.Tx) error {
+			if meta := tx.Bucket(metaBucket); meta != nil {
+				if f := meta.Get(formatKey); !bytes.Equal(f, formatValue) {
+					return fmt.Errorf("%w: file format %q, want %q", ErrCorrupt, f, formatValue)
+				}
+				return nil
+			}
+			if k, _ := tx.Cursor().First(); k != nil {
+				return fmt.Errorf("%w: the file holds bbolt buckets but no Convergo format mark", ErrCorrupt)
+			}
+			meta, err := tx.CreateBucket(metaBucket)
+			if err != nil {
+				return err
+			}
+			if _, err := tx.CreateBucket(headsBucket); err != nil {
+				return err
+			}
+			return meta.Put(formatKey, formatValue)
+		})
+	})
+}
+
+// recovered runs fn and turns a panic (bbolt panics on some damaged pages)
+// into an error. bbolt rolls the transaction back as the panic unwinds.
+func recovered(fn func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: %v", ErrCorrupt, r)
+		}
+	}()
+	return fn()
+}
+
+// view runs fn in a read transaction, translating a closed database and
+// panics.
+func (s *Store) view(fn func(*bbolt.Tx) error) error {
+	if s.closed.Load() {
+		return stores.ErrClosed
+	}
+	err := recovered(func() error { return s.db.View(fn) })
+	if errors.Is(err, bberrors.ErrDatabaseNotOpen) {
+		return stores.ErrClosed
+	}
+	return err
+}
+
+// Pull implements stores.Store.
+func (s *Store) Pull(ctx context.Context, collection string, after uint64, limit int) (stores.Page, error) {
+	if err := ctx.Err(); err != nil {
+		return stores.Page{}, fmt.Errorf("pull %s: %w", collection, err)
+	}
+	if err := stores.CheckPull(collection, limit); err != nil {
+		return stores.Page{}, err
+	}
+	page := stores.Page{Next: after}
+	err := s.view(func(tx *bbolt.Tx) error {
+		recs, logb := tx.Bucket(recordsBucket(collection)), tx.Bucket(logBucket(collection))
+		if recs == nil || logb == nil || after == math.MaxUint64 {
+			return nil
+		}
+		c := logb.Cursor()
+		for k, v := c.Seek(seqKey(after + 1)); k != nil; k, v = c.Next() {
+			if len(page.Entries) == limit {
+				page.More = true
+				break
+			}
+			if len(page.Entries)%64 == 63 {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+			}
+			seq, err := decodeSeq(k)
+			if err != nil {
+				return fmt.Errorf("log: %w", err)
+			}
+			raw := recs.Get(v)
+			if raw == nil {
+				return fmt.Errorf("%w: log entry %d names record %q, which is missing", ErrCorrupt, seq, v)
+			}
+			e, err := decodeEntry(raw, string(v))
+			if err != nil {
+				return err
+			}
+			if e.Seq != seq {
+				return fmt.Errorf("%w: log entry %d names record %q, which has sequence number %d", ErrCorrupt, seq, v, e.Seq)
+			}
+			page.Entries = append(page.Entries, e)
+			page.Next = seq
+		}
+		return nil
+	})
+	if err != nil {
+		return stores.Page{}, fmt.Errorf("pull %s after %d: %w", collection, after, err)
+	}
+	return page, nil
+}
+
+// Get implements stores.Store.
+func (s *Store) Get(ctx context.Context, collection, id string) (stores.Entry, error) {
+	if err := ctx.Err(); err != nil {
+		return stores.Entry{}, fmt.Errorf("get %s/%s: %w", collection, id, err)
+	}
+	if err := stores.CheckKey(collection, id); err != nil {
+		return stores.Entry{}, err
+	}
+	var e stores.Entry
+	err := s.view(func(tx *bbolt.Tx) error {
+		var raw []byte
+		if b := tx.Bucket(recordsBucket(collection)); b != nil {
+			raw = b.Get([]byte(id))
+		}
+		if raw == nil {
+			return stores.ErrNotFound
+		}
+		var err error
+		e, err = decodeEntry(raw, id)
+		return err
+	})
+	if err != nil {
+		return stores.Entry{}, fmt.Errorf("get %s/%s: %w", collection, id, err)
+	}
+	return e, nil
+}
+
+// Head implements stores.Store.
+func (s *Store) Head(ctx context.Context, collection string) (uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, fmt.Errorf("head %s: %w", collection, err)
+	}
+	if err := crdt.ValidateCollection(collection); err != nil {
+		return 0, fmt.Errorf("head: %w: %v", stores.ErrInvalid, err)
+	}
+	var head uint64
+	err := s.view(func(tx *bbolt.Tx) error {
+		var err error
+		head, err = readHead(tx, collection)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("head %s: %w", collection, err)
+	}
+	return head, nil
+}
+
+// readHead returns the stored head of collection, 0 when it has none.
+func readHead(tx *bbolt.Tx, collection string) (uint64, error) {
+	heads := tx.Bucket(headsBucket)
+	if heads == nil {
+		return 0, fmt.Errorf("%w: heads bucket missing", ErrCorrupt)
+	}
+	v := heads.Get([]byte(collection))
+	if v == nil {
+		return 0, nil
+	}
+	seq, err := decodeSeq(v)
+	if err != nil {
+		return 0, fmt.Errorf("head of %s: %w", collection, err)
+	}
+	return seq, nil
+}
+
+// Watch implements stores.Store. Notifications come from the goroutine that
+// commits, once per collection per transaction.
+func (s *Store) Watch(fn func(stores.Notification)) (stop func()) { return s.watchers.Add(fn) }
+
+// Close implements stores.Store. It waits for the transaction in progress,
+// fails the batches still queued with stores.ErrClosed, and closes the file.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.closed.Store(true)
+		close(s.quit)
+		<-s.stopped
+		s.watchers.Close()
+		if err := s.db.Close(); err != nil {
+			s.closeErr = fmt.Errorf("close: %w", err)
+		}
+		s.log.Info("store closed")
+	})
+	return s.closeErr
+}

@@ -1,0 +1,48 @@
+// Package bolt is Convergo's default store: a stores.Store in one file,
+// embedded in the server process, on go.etcd.io/bbolt (a copy-on-write
+// B+tree with serializable transactions, one writer at a time).
+//
+// # Layout
+//
+// Every collection has two buckets, and the file has two more:
+//
+//	meta            "format" → "convergo-bolt-1"
+//	heads           collection → head seq (8 bytes, big-endian)
+//	r:<collection>  record id → seq (8 bytes, big-endian) ‖ record (CBOR, crdt.AppendRecord)
+//	l:<collection>  seq (8 bytes, big-endian) → record id
+//
+// The log bucket is compacted as it is written: when a record takes a new
+// sequence number, the entry of its old one is deleted in the same
+// transaction, so the log holds every record once and Pull walks it in key
+// order (big-endian keys sort numerically). Collection names cannot clash
+// with "meta" or "heads": the prefixes put them in their own name space.
+//
+// # The no-gap invariant and durability
+//
+// bbolt runs one write transaction at a time. Apply reads the head, merges,
+// takes sequence numbers and writes the records, the log and the new head
+// in one transaction, so sequence numbers become visible in the order they
+// were taken, all at once at commit. Commits fsync the file (unless the
+// unsafe Options.NoSync is set): when Apply returns, its changes survive a
+// crash of the process or the machine. The crash test kills a writer with
+// SIGKILL at random moments and checks that every acknowledged change is in
+// the reopened file.
+//
+// # Group commit
+//
+// One goroutine owns the writes. Apply hands it a batch and waits; while a
+// transaction commits, the batches of other callers queue, and the next
+// transaction takes them all, so one fsync serves many callers. A lone
+// writer waits for no timer (bbolt's own DB.Batch waits up to 10 ms for
+// company). Each batch is merged on its own: a batch refused with
+// stores.ErrTooLarge, or one that meets corrupt data, is left out of the
+// transaction while the others commit.
+//
+// # Untrusted file
+//
+// Everything read back from the file is checked: records go through crdt's
+// hardened decoder, keys and heads must have their exact sizes, and a log
+// entry must point at a record with the same sequence number. What fails a
+// check is reported as an error wrapping ErrCorrupt, never a panic; a panic
+// inside bbolt on a damaged page is recovered and reported the same way.
+package bolt

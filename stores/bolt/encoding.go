@@ -1,0 +1,82 @@
+package bolt
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/stores"
+)
+
+// Bucket names and the file format marker. See the package doc.
+var (
+	metaBucket  = []byte("meta")
+	headsBucket = []byte("heads")
+	formatKey   = []byte("format")
+	formatValue = []byte("convergo-bolt-1")
+)
+
+func recordsBucket(coll string) []byte { return append([]byte("r:"), coll...) }
+func logBucket(coll string) []byte     { return append([]byte("l:"), coll...) }
+
+// seqKey encodes a sequence number as a big-endian key, which sorts in
+// numeric order.
+func seqKey(seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(make([]byte, 0, 8), seq)
+}
+
+// decodeSeq decodes a sequence number stored as a key or a head.
+func decodeSeq(b []byte) (uint64, error) {
+	if len(b) != 8 {
+		return 0, fmt.Errorf("%w: sequence number of %d bytes, want 8", ErrCorrupt, len(b))
+	}
+	return binary.BigEndian.Uint64(b), nil
+}
+
+// encodeEntry encodes a record with its sequence number. The result is a new
+// slice: bbolt keeps a reference to put values until the transaction ends.
+func encodeEntry(seq uint64, r crdt.Record) []byte {
+	b := binary.BigEndian.AppendUint64(make([]byte, 0, 256), seq)
+	return crdt.AppendRecord(b, r)
+}
+
+// decodeEntry decodes and checks the stored entry of record id. The result
+// shares no memory with raw, which bbolt owns.
+func decodeEntry(raw []byte, id string) (stores.Entry, error) {
+	if len(raw) < 9 {
+		return stores.Entry{}, fmt.Errorf("%w: record %q: entry of %d bytes", ErrCorrupt, id, len(raw))
+	}
+	seq := binary.BigEndian.Uint64(raw)
+	if seq == 0 {
+		return stores.Entry{}, fmt.Errorf("%w: record %q has sequence number 0", ErrCorrupt, id)
+	}
+	r, err := crdt.DecodeRecord(raw[8:])
+	if err != nil {
+		return stores.Entry{}, fmt.Errorf("%w: record %q: %w", ErrCorrupt, id, err)
+	}
+	if r.ID != id {
+		return stores.Entry{}, fmt.Errorf("%w: record %q is stored under id %q", ErrCorrupt, r.ID, id)
+	}
+	return stores.Entry{Seq: seq, Record: r}, nil
+}
+
+// checkLimits refuses a merged record beyond the crdt limits: decoding would
+// refuse it, so no store could hand it back. (stores/memory has the same
+// check.)
+func checkLimits(r crdt.Record) error {
+	if len(r.Fields) > crdt.MaxFieldsPerRecord {
+		return fmt.Errorf("%w: record would have %d fields, more than %d", stores.ErrTooLarge, len(r.Fields), crdt.MaxFieldsPerRecord)
+	}
+	// Encode only when a cheap upper bound of the size is over the limit.
+	bound := 128 + len(r.ID) // map, keys, id head, delete stamp, field map head
+	for name, f := range r.Fields {
+		bound += len(name) + len(f.Value) + len(f.Stamp.Replica) + 32
+	}
+	if bound <= crdt.MaxRecordBytes {
+		return nil
+	}
+	if n := len(crdt.AppendRecord(nil, r)); n > crdt.MaxRecordBytes {
+		return fmt.Errorf("%w: record would encode to %d bytes, more than %d", stores.ErrTooLarge, n, crdt.MaxRecordBytes)
+	}
+	return nil
+}
