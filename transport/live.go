@@ -31,6 +31,7 @@ import (
 
 type frame struct {
 	data  []byte
+	sub   *liveSub // the subscription of a changes page, else nil
 	close websocket.StatusCode // after data, close with this status (0: don't)
 	why   string
 }
@@ -55,6 +56,10 @@ type liveConn struct {
 type liveSub struct {
 	cancel context.CancelFunc
 	done   chan struct{}
+	// stopped is set by unsub and resync: the writer drops the pages of a
+	// stopped subscription still in the queue, so none follows its unsub
+	// or resync.
+	stopped atomic.Bool
 }
 
 func (s *Server) serveLive(w http.ResponseWriter, r *http.Request) {
@@ -337,6 +342,9 @@ func (c *liveConn) writer() {
 				return
 			}
 		case f := <-c.send:
+			if f.sub != nil && f.sub.stopped.Load() {
+				continue
+			}
 			if !write(f.data) {
 				return
 			}
@@ -424,8 +432,9 @@ func (c *liveConn) unsubscribe(coll string) {
 	delete(c.subs, coll)
 	c.mu.Unlock()
 	if sub != nil {
+		sub.stopped.Store(true)
 		sub.cancel()
-		<-sub.done // no page of the old subscription follows the unsub
+		<-sub.done
 	}
 }
 
@@ -463,7 +472,7 @@ func (c *liveConn) stream(ctx context.Context, sub *liveSub, coll string, cursor
 				c.stop(sub, coll)
 				return
 			}
-			if !c.offer(ctx, data) {
+			if !c.offer(ctx, frame{data: data, sub: sub}) {
 				if ctx.Err() == nil {
 					c.stop(sub, coll)
 				}
@@ -489,16 +498,16 @@ func (c *liveConn) stream(ctx context.Context, sub *liveSub, coll string, cursor
 }
 
 // offer queues a changes page, waiting at most Limits.SlowConsumer.
-func (c *liveConn) offer(ctx context.Context, data []byte) bool {
+func (c *liveConn) offer(ctx context.Context, f frame) bool {
 	select {
-	case c.send <- frame{data: data}:
+	case c.send <- f:
 		return true
 	default:
 	}
 	t := time.NewTimer(c.s.limits.SlowConsumer)
 	defer t.Stop()
 	select {
-	case c.send <- frame{data: data}:
+	case c.send <- f:
 		return true
 	case <-ctx.Done():
 		return false
@@ -511,6 +520,7 @@ func (c *liveConn) offer(ctx context.Context, data []byte) bool {
 // stop ends a subscription from its own goroutine and owes the client a
 // resync for it.
 func (c *liveConn) stop(sub *liveSub, coll string) {
+	sub.stopped.Store(true)
 	c.mu.Lock()
 	if c.subs[coll] == sub {
 		delete(c.subs, coll)
