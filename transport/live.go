@@ -31,7 +31,7 @@ import (
 
 type frame struct {
 	data  []byte
-	sub   *liveSub // the subscription of a changes page, else nil
+	sub   *liveSub             // the subscription of a changes page, else nil
 	close websocket.StatusCode // after data, close with this status (0: don't)
 	why   string
 }
