@@ -1,0 +1,20 @@
+// Package e2e holds Convergo's end-to-end tests: real HTTP and WebSocket
+// on loopback between the Go client (transport/client) and the server
+// (package transport, or the convergo binary), on the embedded store and on
+// Redis.
+//
+//   - Convergence: a random number of clients write at random to a small
+//     key space, go offline and come back, some live over WebSocket and
+//     some pulling; at the end every client, the server's store and a
+//     reference merge of every acknowledged change hold the same state. The
+//     seed is printed; -e2e.seed replays it.
+//   - Bad inputs: hostile and broken requests are each answered with their
+//     status and error code while a background client keeps syncing.
+//   - Crash: the server process is SIGKILLed while clients push; every
+//     change it acknowledged is in the store after a restart, and the
+//     clients' unacknowledged outboxes arrive when they retry.
+//
+// Tests that need Redis get its address (CONVERGO_REDIS_ADDR) or its
+// binary (CONVERGO_REDIS_SERVER_BIN) through storetest.Endpoint and skip
+// without them.
+package e2e
