@@ -20,7 +20,7 @@ const (
 )
 
 // Options configures a Store. Open uses every field; New, which is handed a
-// client, uses only KeyPrefix and Logger.
+// client, uses only KeyPrefix, Logger and DialTimeout.
 type Options struct {
 	// Addrs are the host:port addresses of one Redis server, or of some
 	// nodes of a Redis Cluster (the client discovers the rest). Empty means
@@ -50,8 +50,8 @@ type Options struct {
 	// PoolSize is the number of connections per node. Zero means go-redis's
 	// default, 10 per GOMAXPROCS.
 	PoolSize int
-	// DialTimeout bounds establishing a connection. Zero means
-	// DefaultDialTimeout.
+	// DialTimeout bounds establishing a connection, and how long the first
+	// Watch waits for its subscription. Zero means DefaultDialTimeout.
 	DialTimeout time.Duration
 	// ReadTimeout and WriteTimeout bound one socket read or write; a
 	// call's context deadline bounds it too (Open enables go-redis's

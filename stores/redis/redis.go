@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	goredis "github.com/redis/go-redis/v9"
 
@@ -54,10 +55,15 @@ type Store struct {
 	closed   atomic.Bool
 	watchers stores.Watchers
 
-	mu      sync.Mutex // guards pubsub and stopSub against Close
-	pubsub  *goredis.PubSub
-	stopSub context.CancelFunc
-	watchWG sync.WaitGroup
+	// subscribeWait bounds how long Watch waits for the first subscription.
+	subscribeWait time.Duration
+
+	mu       sync.Mutex // guards the subscriber's fields against Close
+	pubsub   *goredis.PubSub
+	stopSub  context.CancelFunc
+	subReady chan struct{}   // closed at the first subscription
+	subDone  <-chan struct{} // closed when the subscriber is told to stop
+	watchWG  sync.WaitGroup
 }
 
 // Open connects to Redis as opts says and returns a store that owns the
@@ -98,8 +104,9 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 }
 
 // New returns a store on a client the caller owns and keeps open until after
-// Close. It does no I/O. Of opts it uses KeyPrefix and Logger. The client
-// should have ContextTimeoutEnabled set, or contexts will not bound calls.
+// Close. It does no I/O. Of opts it uses KeyPrefix, Logger and DialTimeout (how
+// long Watch waits for its subscription). The client should have
+// ContextTimeoutEnabled set, or contexts will not bound calls.
 func New(client goredis.UniversalClient, opts Options) (*Store, error) {
 	if client == nil {
 		return nil, fmt.Errorf("new redis store: %w: nil client", stores.ErrInvalid)
@@ -117,6 +124,7 @@ func New(client goredis.UniversalClient, opts Options) (*Store, error) {
 		channel:        opts.KeyPrefix + "convergo:notify",
 		log:            log.With("component", "stores/redis"),
 		maxRecordBytes: crdt.MaxRecordBytes,
+		subscribeWait:  opts.withDefaults().DialTimeout,
 	}, nil
 }
 
