@@ -272,17 +272,21 @@ export function pane(page, slug) {
   return page.getByTestId(`pane-${slug}`);
 }
 
-/** Adds a todo through the UI and returns its id. */
+/**
+ * Adds a todo through the UI and returns its id: the one new todo with that
+ * title (titles must be unique within a test).
+ */
 export async function addTodo(p, title) {
-  const before = await todoIds(p);
+  const before = new Set(await todoIds(p));
   await p.getByTestId('new-title').fill(title);
   await p.getByTestId('add-button').click();
-  const item = p.getByTestId('todo').filter({ hasText: title });
-  await item.first().waitFor();
-  const ids = await todoIds(p);
-  const added = ids.filter((id) => !before.includes(id));
-  if (added.length !== 1) throw new Error(`adding ${JSON.stringify(title)} made ${added.length} new todos`);
-  return added[0];
+  const ids = await waitFor(async () => {
+    const rows = await shown(p);
+    const fresh = [...rows].filter(([id, t]) => !before.has(id) && t.title === title).map(([id]) => id);
+    return fresh.length > 0 && fresh;
+  }, { message: `the new todo ${JSON.stringify(title)} to show` });
+  if (ids.length !== 1) throw new Error(`adding ${JSON.stringify(title)} made ${ids.length} todos`);
+  return ids[0];
 }
 
 export function todo(p, id) {
