@@ -1,0 +1,452 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	jwtlib "github.com/golang-jwt/jwt/v5"
+
+	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/transport"
+	"github.com/convergo/convergo/transport/client"
+)
+
+// rawAnswer is an HTTP answer read without the client's interpretation.
+type rawAnswer struct {
+	Status int
+	Code   string // the body's code, which must agree with Convergo-Error
+	Header http.Header
+	Body   []byte
+}
+
+// rawPost posts body to path with the protocol's headers, then the
+// overrides in hdr ("" deletes a header).
+func rawPost(t *testing.T, url, path, token string, body []byte, hdr map[string]string) rawAnswer {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, url+path, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", transport.ContentType)
+	req.Header.Set(transport.HeaderProtocol, "1")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for k, v := range hdr {
+		if v == "" {
+			req.Header.Del(k)
+		} else {
+			req.Header.Set(k, v)
+		}
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("post %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("post %s: read: %v", path, err)
+	}
+	a := rawAnswer{Status: resp.StatusCode, Header: resp.Header, Body: b}
+	if resp.StatusCode != http.StatusOK {
+		var eb transport.ErrorBody
+		if err := transport.Decode(b, &eb); err != nil {
+			t.Fatalf("post %s: %d answer is not an error body: %v (%q)", path, resp.StatusCode, err, b)
+		}
+		if h := resp.Header.Get(transport.HeaderError); h != eb.Code {
+			t.Fatalf("post %s: header %s %q, body code %q", path, transport.HeaderError, h, eb.Code)
+		}
+		a.Code = eb.Code
+	}
+	return a
+}
+
+func encode(t testing.TB, v any) []byte {
+	t.Helper()
+	b, err := transport.Encode(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// pushBody encodes a push of changes, without validating them.
+func pushBody(replica string, changes ...crdt.Change) []byte {
+	b := []byte{0xa2, 0x01}
+	b = append(b, cborText(replica)...)
+	b = append(b, 0x02)
+	b = append(b, cborHead(4, uint64(len(changes)))...)
+	for _, c := range changes {
+		b = crdt.AppendChange(b, c)
+	}
+	return b
+}
+
+func cborHead(major byte, n uint64) []byte {
+	switch {
+	case n < 24:
+		return []byte{major<<5 | byte(n)}
+	case n < 1<<8:
+		return []byte{major<<5 | 24, byte(n)}
+	case n < 1<<16:
+		return []byte{major<<5 | 25, byte(n >> 8), byte(n)}
+	case n < 1<<32:
+		return []byte{major<<5 | 26, byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)}
+	}
+	return []byte{major<<5 | 27, byte(n >> 56), byte(n >> 48), byte(n >> 40), byte(n >> 32), byte(n >> 24), byte(n >> 16), byte(n >> 8), byte(n)}
+}
+
+func cborText(s string) []byte { return append(cborHead(3, uint64(len(s))), s...) }
+
+func setAt(t testing.TB, coll, id string, wall int64, replica string) crdt.Change {
+	t.Helper()
+	v, err := crdt.EncodeValue("x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return crdt.Change{Collection: coll, Record: crdt.SetField(id, "f", v, crdt.Stamp{Wall: wall, Replica: replica})}
+}
+
+func signed(t testing.TB, method jwtlib.SigningMethod, key any, claims jwtlib.MapClaims) string {
+	t.Helper()
+	s, err := jwtlib.NewWithClaims(method, claims).SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// background keeps a client writing and syncing while the test runs, and
+// counts its failures.
+type background struct {
+	rep    *client.Replica
+	syncs  atomic.Int64
+	writes atomic.Int64
+	mu     sync.Mutex
+	errs   []error
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func startBackground(t *testing.T, srv *testServer, coll string) *background {
+	t.Helper()
+	tok := srv.token(t, "background", []string{coll}, []string{coll})
+	c := newClient(t, srv.URL, tok, "bg-"+randomSuffix(t), nil)
+	rep, err := client.NewReplica(c, client.ReplicaConfig{Collections: []string{coll}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	bg := &background{rep: rep, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(bg.done)
+		for i := 0; ctx.Err() == nil; i++ {
+			if err := rep.Set(coll, fmt.Sprint("r", i%7), "n", i); err != nil {
+				bg.fail(err)
+			}
+			bg.writes.Add(1)
+			if err := rep.Sync(ctx); err != nil && ctx.Err() == nil {
+				bg.fail(err)
+			} else if err == nil {
+				bg.syncs.Add(1)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}()
+	return bg
+}
+
+func (bg *background) fail(err error) {
+	bg.mu.Lock()
+	defer bg.mu.Unlock()
+	bg.errs = append(bg.errs, err)
+}
+
+// stop ends the background client and checks it never failed and that it
+// holds what the server holds.
+func (bg *background) stop(t *testing.T, srv *testServer, coll string) {
+	t.Helper()
+	bg.cancel()
+	<-bg.done
+	if err := bg.rep.Sync(t.Context()); err != nil {
+		t.Fatalf("background client: final sync: %v", err)
+	}
+	bg.mu.Lock()
+	defer bg.mu.Unlock()
+	if len(bg.errs) > 0 {
+		t.Errorf("background client failed %d times, first: %v", len(bg.errs), bg.errs[0])
+	}
+	if bg.syncs.Load() < 5 {
+		t.Errorf("background client synced only %d times", bg.syncs.Load())
+	}
+	if d := diffRecords(bg.rep.Records(coll), snapshot(t, t.Context(), srv.Store, coll)); d != "" {
+		t.Errorf("background client differs from the store:\n%s", d)
+	}
+	t.Logf("background client: %d writes, %d clean syncs meanwhile", bg.writes.Load(), bg.syncs.Load())
+}
+
+func TestBadInputs(t *testing.T) {
+	store := openEmbedded(t)
+	srv := startServer(t, store, func(c *transport.Config) { c.AllowedOrigins = []string{"app.example.com"} })
+	bg := startBackground(t, srv, "e2e.bg")
+	defer bg.stop(t, srv, "e2e.bg")
+
+	tok := srv.token(t, "tester", []string{"e2e.public"}, []string{"e2e.public"})
+	now := time.Now()
+	good := setAt(t, "e2e.public", "ok", now.UnixMilli(), "tester")
+	goodPush := pushBody("tester", good)
+	pastJWT, err := transport.NewJWT(secret, func() time.Time { return now.Add(-2 * time.Hour) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	expired, err := pastJWT.Issue("tester", []string{"*"}, []string{"*"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	claims := jwtlib.MapClaims{"sub": "tester", "exp": now.Add(time.Hour).Unix(), "read": []string{"*"}, "write": []string{"*"}}
+	forged := signed(t, jwtlib.SigningMethodHS256, []byte("not-the-server-secret-at-all-0000"), claims)
+	hs384 := signed(t, jwtlib.SigningMethodHS384, secret, claims)
+	none := signed(t, jwtlib.SigningMethodNone, jwtlib.UnsafeAllowNoneSignatureType, claims)
+	noExp := signed(t, jwtlib.SigningMethodHS256, secret, jwtlib.MapClaims{"sub": "tester", "read": []string{"*"}})
+
+	deep := append(bytes.Repeat([]byte{0x81}, 100000), 0x00)
+	hugeArray := append(append([]byte{0xa2, 0x01}, cborText("tester")...), 0x02, 0x9b, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00)
+	hugeBytes := append(append([]byte{0xa2, 0x01}, cborText("tester")...), 0x02, 0x81, 0x5b, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff)
+	bigBody := append(append([]byte{0xa2, 0x01}, cborText("tester")...), 0x02, 0x5a, 0x00, 0x50, 0x00, 0x00)
+	bigBody = append(bigBody, make([]byte, 5<<20)...)
+	var many []crdt.Change
+	for i := range transport.DefaultMaxPushChanges + 1 {
+		many = append(many, setAt(t, "e2e.public", fmt.Sprint("m", i), now.UnixMilli(), "tester"))
+	}
+
+	results := func(t *testing.T, a rawAnswer) []transport.PushResult {
+		t.Helper()
+		var pr transport.PushResponse
+		if err := transport.Decode(a.Body, &pr); err != nil {
+			t.Fatalf("push answer: %v", err)
+		}
+		return pr.Results
+	}
+
+	for _, tc := range []struct {
+		name       string
+		path       string
+		token      string
+		body       []byte
+		hdr        map[string]string
+		wantStatus int
+		wantCode   string
+		check      func(t *testing.T, a rawAnswer)
+	}{
+		{name: "malformed CBOR", path: "/v1/push", token: tok, body: []byte{0xff, 0xfe, 0x00, 0x13}, wantStatus: 400, wantCode: "malformed"},
+		{name: "truncated CBOR", path: "/v1/push", token: tok, body: goodPush[:len(goodPush)/2], wantStatus: 400, wantCode: "malformed"},
+		{name: "trailing bytes", path: "/v1/push", token: tok, body: append(append([]byte(nil), goodPush...), 0x00), wantStatus: 400, wantCode: "malformed"},
+		{name: "bomb: array of 2^32 elements", path: "/v1/push", token: tok, body: hugeArray, wantStatus: 400, wantCode: "malformed"},
+		{name: "bomb: byte string of 2^63 bytes", path: "/v1/push", token: tok, body: hugeBytes, wantStatus: 400, wantCode: "malformed"},
+		{name: "bomb: 100000 nested arrays", path: "/v1/push", token: tok, body: deep, wantStatus: 400, wantCode: "malformed"},
+		{name: "unknown key", path: "/v1/pull", token: tok, body: encode(t, map[int]any{1: "e2e.public", 2: 0, 3: 10, 9: 1}), wantStatus: 400, wantCode: "malformed"},
+		{name: "body over 4 MiB", path: "/v1/push", token: tok, body: bigBody, wantStatus: 413, wantCode: "too_large"},
+		{name: "too many changes in a push", path: "/v1/push", token: tok, body: pushBody("tester", many...), wantStatus: 413, wantCode: "too_large"},
+		{
+			name: "stamp beyond the drift bound", path: "/v1/push", token: tok, wantStatus: 200,
+			body: pushBody("tester",
+				setAt(t, "e2e.public", "d1", now.UnixMilli(), "tester"),
+				setAt(t, "e2e.public", "d2", now.Add(time.Hour).UnixMilli(), "tester"),
+				setAt(t, "e2e.public", "d3", now.UnixMilli(), "tester")),
+			check: func(t *testing.T, a rawAnswer) {
+				rs := results(t, a)
+				if len(rs) != 3 || rs[0].Status != transport.StatusApplied || rs[2].Status != transport.StatusApplied ||
+					rs[1].Status != transport.StatusRefused || rs[1].Code != "clock_drift" {
+					t.Fatalf("results: got %+v, want applied, refused clock_drift, applied", rs)
+				}
+				for _, id := range []string{"d1", "d3"} {
+					if _, err := srv.Engine.GetRecord(t.Context(), "e2e.public", id); err != nil {
+						t.Fatalf("%s was not applied: %v", id, err)
+					}
+				}
+				if _, err := srv.Engine.GetRecord(t.Context(), "e2e.public", "d2"); err == nil {
+					t.Fatal("the drifting change was applied")
+				}
+			},
+		},
+		{name: "unknown protocol version header", path: "/v1/pull", token: tok, body: encode(t, transport.PullRequest{Collection: "e2e.public"}), hdr: map[string]string{transport.HeaderProtocol: "2"}, wantStatus: 400, wantCode: "unsupported_version"},
+		{name: "no protocol version header", path: "/v1/pull", token: tok, body: encode(t, transport.PullRequest{Collection: "e2e.public"}), hdr: map[string]string{transport.HeaderProtocol: ""}, wantStatus: 400, wantCode: "unsupported_version"},
+		{name: "unknown protocol version in hello", path: "/v1/hello", token: tok, body: encode(t, transport.HelloRequest{Protocol: 2, Replica: "tester"}), wantStatus: 400, wantCode: "unsupported_version"},
+		{name: "missing token", path: "/v1/pull", body: encode(t, transport.PullRequest{Collection: "e2e.public"}), wantStatus: 401, wantCode: "unauthenticated"},
+		{name: "expired token", path: "/v1/pull", token: expired, body: encode(t, transport.PullRequest{Collection: "e2e.public"}), wantStatus: 401, wantCode: "token_expired"},
+		{name: "forged token", path: "/v1/pull", token: forged, body: encode(t, transport.PullRequest{Collection: "e2e.public"}), wantStatus: 401, wantCode: "unauthenticated"},
+		{name: "wrong alg HS384", path: "/v1/pull", token: hs384, body: encode(t, transport.PullRequest{Collection: "e2e.public"}), wantStatus: 401, wantCode: "unauthenticated"},
+		{name: "alg none", path: "/v1/pull", token: none, body: encode(t, transport.PullRequest{Collection: "e2e.public"}), wantStatus: 401, wantCode: "unauthenticated"},
+		{name: "token without exp", path: "/v1/pull", token: noExp, body: encode(t, transport.PullRequest{Collection: "e2e.public"}), wantStatus: 401, wantCode: "unauthenticated"},
+		{name: "garbage token", path: "/v1/pull", token: "a.b.c", body: encode(t, transport.PullRequest{Collection: "e2e.public"}), wantStatus: 401, wantCode: "unauthenticated"},
+		{name: "pull out of scope", path: "/v1/pull", token: tok, body: encode(t, transport.PullRequest{Collection: "e2e.bg"}), wantStatus: 403, wantCode: "forbidden"},
+		{
+			name: "push out of scope", path: "/v1/push", token: tok, wantStatus: 200,
+			body: pushBody("tester", setAt(t, "e2e.bg", "x", now.UnixMilli(), "tester"), good),
+			check: func(t *testing.T, a rawAnswer) {
+				rs := results(t, a)
+				if len(rs) != 2 || rs[0].Status != transport.StatusRefused || rs[0].Code != "forbidden" || rs[1].Status == transport.StatusRefused {
+					t.Fatalf("results: got %+v, want refused forbidden, then accepted", rs)
+				}
+			},
+		},
+		{name: "pull of a collection with forbidden characters", path: "/v1/pull", token: tok, body: encode(t, transport.PullRequest{Collection: "e2e/../x"}), wantStatus: 400, wantCode: "invalid"},
+		{
+			name: "push to a collection with forbidden characters", path: "/v1/push", token: tok, wantStatus: 200,
+			body: pushBody("tester", setAt(t, "e2e.{public}", "x", now.UnixMilli(), "tester"), good),
+			check: func(t *testing.T, a rawAnswer) {
+				rs := results(t, a)
+				if len(rs) != 2 || rs[0].Status != transport.StatusRefused || rs[0].Code != "invalid" || rs[1].Status == transport.StatusRefused {
+					t.Fatalf("results: got %+v, want refused invalid, then accepted", rs)
+				}
+			},
+		},
+		{name: "foreign origin on the API", path: "/v1/pull", token: tok, body: encode(t, transport.PullRequest{Collection: "e2e.public"}), hdr: map[string]string{"Origin": "https://evil.example"}, wantStatus: 403, wantCode: "forbidden"},
+		{name: "unknown path", path: "/v1/nothing", token: tok, body: []byte{0xa0}, wantStatus: 404, wantCode: "not_found"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := rawPost(t, srv.URL, tc.path, tc.token, tc.body, tc.hdr)
+			if a.Status != tc.wantStatus || a.Code != tc.wantCode {
+				t.Fatalf("got %d %q (%q), want %d %q", a.Status, a.Code, a.Body, tc.wantStatus, tc.wantCode)
+			}
+			if tc.check != nil {
+				tc.check(t, a)
+			}
+		})
+	}
+
+	t.Run("websocket from a foreign origin", func(t *testing.T) {
+		conn, resp, err := websocket.Dial(t.Context(), "ws"+strings.TrimPrefix(srv.URL, "http")+transport.PathLive,
+			&websocket.DialOptions{HTTPHeader: http.Header{"Origin": {"https://evil.example"}}})
+		if err == nil {
+			conn.CloseNow()
+			t.Fatal("the upgrade succeeded")
+		}
+		if resp == nil || resp.StatusCode != 403 || resp.Header.Get(transport.HeaderError) != "forbidden" {
+			t.Fatalf("got %v, %v; want 403 forbidden", resp, err)
+		}
+	})
+	t.Run("websocket from an allowed origin", func(t *testing.T) {
+		conn, _, err := websocket.Dial(t.Context(), "ws"+strings.TrimPrefix(srv.URL, "http")+transport.PathLive,
+			&websocket.DialOptions{HTTPHeader: http.Header{"Origin": {"https://app.example.com"}}})
+		if err != nil {
+			t.Fatalf("allowed origin refused: %v", err)
+		}
+		conn.CloseNow()
+	})
+	t.Run("websocket bad messages", func(t *testing.T) {
+		for _, wc := range []struct {
+			name     string
+			frames   [][]byte
+			wantCode string
+		}{
+			{"garbage first frame", [][]byte{{0xff, 0x00}}, "malformed"},
+			{"sub before hello", [][]byte{msg(t, transport.Sub{Collection: "e2e.public"})}, "malformed"},
+			{"expired token", [][]byte{msg(t, transport.Hello{Protocol: 1, Replica: "tester", Token: expired})}, "token_expired"},
+			{"forged token", [][]byte{msg(t, transport.Hello{Protocol: 1, Replica: "tester", Token: forged})}, "unauthenticated"},
+			{"unknown version", [][]byte{msg(t, transport.Hello{Protocol: 7, Replica: "tester", Token: tok})}, "unsupported_version"},
+			{"sub out of scope", [][]byte{msg(t, transport.Hello{Protocol: 1, Replica: "tester", Token: tok}), msg(t, transport.Sub{Collection: "e2e.bg"})}, "forbidden"},
+			{"sub to a bad name", [][]byte{msg(t, transport.Hello{Protocol: 1, Replica: "tester", Token: tok}), msg(t, transport.Sub{Collection: "a:b"})}, "invalid"},
+			{"garbage after hello", [][]byte{msg(t, transport.Hello{Protocol: 1, Replica: "tester", Token: tok}), {0x9f, 0x01}}, "malformed"},
+		} {
+			t.Run(wc.name, func(t *testing.T) {
+				got := wsExchange(t, srv.URL, wc.frames)
+				if got.Code != wc.wantCode {
+					t.Fatalf("got error %+v, want code %s", got, wc.wantCode)
+				}
+			})
+		}
+	})
+	// Last, as it spends this subject's (and only this subject's) budget.
+	t.Run("rate limit", func(t *testing.T) {
+		flood := srv.token(t, "flooder", []string{"e2e.public"}, nil)
+		body := encode(t, transport.HelloRequest{Protocol: 1, Replica: "flooder"})
+		for i := range 5 * transport.DefaultBurst {
+			a := rawPost(t, srv.URL, "/v1/hello", flood, body, nil)
+			if a.Status == 200 {
+				continue
+			}
+			if a.Status != 429 || a.Code != "rate_limited" {
+				t.Fatalf("request %d: got %d %q, want 429 rate_limited", i, a.Status, a.Code)
+			}
+			if s, err := strconv.Atoi(a.Header.Get("Retry-After")); err != nil || s < 1 {
+				t.Fatalf("Retry-After %q, want whole seconds >= 1", a.Header.Get("Retry-After"))
+			}
+			if i < transport.DefaultBurst {
+				t.Fatalf("limited after %d requests, before the burst of %d", i, transport.DefaultBurst)
+			}
+			t.Logf("limited after %d requests", i)
+			return
+		}
+		t.Fatalf("%d requests were never rate limited", 5*transport.DefaultBurst)
+	})
+
+	// The server still serves a newcomer.
+	c := newClient(t, srv.URL, tok, "newcomer", nil)
+	if _, err := c.Hello(t.Context()); err != nil {
+		t.Fatalf("hello after the bad inputs: %v", err)
+	}
+	res, err := c.Push(t.Context(), []crdt.Change{setAt(t, "e2e.public", "after", time.Now().UnixMilli(), "newcomer")})
+	if err != nil || res[0].Status != client.StatusApplied {
+		t.Fatalf("push after the bad inputs: %+v, %v", res, err)
+	}
+}
+
+func msg(t testing.TB, m transport.Message) []byte {
+	t.Helper()
+	b, err := transport.EncodeMessage(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// wsExchange opens a live connection, sends frames and returns the first
+// error message the server sends; the server must close the socket after a
+// fatal one, or keep it open after a refused sub.
+func wsExchange(t *testing.T, url string, frames [][]byte) transport.ErrorMessage {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	conn, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(url, "http")+transport.PathLive, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.CloseNow()
+	for _, f := range frames {
+		if err := conn.Write(ctx, websocket.MessageBinary, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for {
+		_, b, err := conn.Read(ctx)
+		if err != nil {
+			t.Fatalf("read: %v (no error message)", err)
+		}
+		m, err := transport.DecodeServerMessage(b)
+		if err != nil {
+			t.Fatalf("server message: %v", err)
+		}
+		if e, ok := m.(transport.ErrorMessage); ok {
+			if e.Collection == "" {
+				// Fatal: the server closes the socket.
+				if _, _, err := conn.Read(ctx); err == nil || errors.Is(ctx.Err(), context.DeadlineExceeded) {
+					t.Fatalf("socket still open after a fatal error: %v", err)
+				}
+			}
+			return e
+		}
+	}
+}
