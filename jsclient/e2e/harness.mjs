@@ -147,7 +147,10 @@ export class Server {
     return this.log.join('').slice(-8000);
   }
 
-  /** The value of a Prometheus gauge or counter without labels. */
+  /**
+   * The value of one Prometheus series: a name, with its labels as the
+   * server prints them (convergo_push_changes_total{status="noop"}).
+   */
   async metric(name) {
     const res = await fetch(`${this.url}/metrics`);
     if (!res.ok) throw new Error(`GET /metrics: ${res.status}`);
