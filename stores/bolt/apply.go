@@ -73,7 +73,7 @@ func (s *Store) commitLoop() {
 		}
 		group, n := []*request{first}, len(first.changes)
 	gather:
-		for n < maxGroupChanges {
+		for n < s.groupChanges {
 			select {
 			case r := <-s.requests:
 				group = append(group, r)

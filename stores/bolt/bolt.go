@@ -48,8 +48,12 @@ type Store struct {
 	watchers stores.Watchers
 
 	requests chan *request
-	quit     chan struct{} // closed by Close: no new requests
-	stopped  chan struct{} // closed when the commit loop has returned
+	// groupChanges bounds the changes of the batches one transaction
+	// gathers: maxGroupChanges, or 1 for tests that measure without group
+	// commit.
+	groupChanges int
+	quit         chan struct{} // closed by Close: no new requests
+	stopped      chan struct{} // closed when the commit loop has returned
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -86,11 +90,12 @@ func Open(path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
 	s := &Store{
-		db:       db,
-		log:      log,
-		requests: make(chan *request),
-		quit:     make(chan struct{}),
-		stopped:  make(chan struct{}),
+		db:           db,
+		log:          log,
+		requests:     make(chan *request),
+		groupChanges: maxGroupChanges,
+		quit:         make(chan struct{}),
+		stopped:      make(chan struct{}),
 	}
 	go s.commitLoop()
 	log.Info("store opened", "nosync", opts.NoSync)

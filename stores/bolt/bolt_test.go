@@ -228,3 +228,16 @@ func nonCanonical(t *testing.T) []byte {
 	// The record ends with the field's value 0x01; re-encode it as 0x18 0x01.
 	return append(b[:len(b)-1], 0x18, 0x01)
 }
+
+// BenchmarkNoGroupCommit measures Apply with one transaction per call;
+// compare its ApplyParallel10 with BenchmarkStore's.
+func BenchmarkNoGroupCommit(b *testing.B) {
+	storetest.Bench(b, func(t testing.TB) stores.Store {
+		s, err := bolt.Open(filepath.Join(t.TempDir(), "convergo.db"), bolt.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		bolt.DisableGroupCommit(s)
+		return s
+	})
+}

@@ -1,0 +1,5 @@
+package bolt
+
+// DisableGroupCommit makes every Apply call commit its own transaction, to
+// measure what group commit gains. Call it before the first Apply.
+func DisableGroupCommit(s *Store) { s.groupChanges = 1 }
