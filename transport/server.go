@@ -335,7 +335,7 @@ func (s *Server) checkOrigin(w http.ResponseWriter, r *http.Request) error {
 		h.Set("Access-Control-Expose-Headers", HeaderError+", "+HeaderRetryAfter)
 		if r.Method == http.MethodOptions {
 			h.Set("Access-Control-Allow-Methods", "POST")
-			h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, "+HeaderProtocol)
+			h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Accept, "+HeaderProtocol)
 			h.Set("Access-Control-Max-Age", "600")
 		}
 	}

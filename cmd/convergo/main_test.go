@@ -1,0 +1,329 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/transport"
+)
+
+// syncBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// waitListening reads JSON log lines until the "listening" one and returns
+// its address.
+func waitListening(t *testing.T, logs func() string) string {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		for _, line := range strings.Split(logs(), "\n") {
+			var rec map[string]any
+			if json.Unmarshal([]byte(line), &rec) == nil && rec["msg"] == "listening" {
+				return rec["addr"].(string)
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("server did not start; logs:\n%s", logs())
+	return ""
+}
+
+func post(t *testing.T, base, path, token string, body any, out any) int {
+	t.Helper()
+	b, err := transport.Encode(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest(http.MethodPost, base+path, bytes.NewReader(b))
+	req.Header.Set(transport.HeaderProtocol, "1")
+	req.Header.Set("Content-Type", transport.ContentType)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode == http.StatusOK && out != nil {
+		if err := transport.Decode(data, out); err != nil {
+			t.Fatalf("%s answer: %v", path, err)
+		}
+	}
+	return resp.StatusCode
+}
+
+func get(t *testing.T, url string) (int, http.Header, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, string(b)
+}
+
+// roundTrip checks health, a push and a pull of base, with token (or
+// anonymously on the demo collection when token is "").
+func roundTrip(t *testing.T, base, token, coll string) {
+	t.Helper()
+	if code, _, body := get(t, base+"/healthz"); code != 200 || body != "ok\n" {
+		t.Fatalf("healthz: %d %q", code, body)
+	}
+	if code, _, _ := get(t, base+"/readyz"); code != 200 {
+		t.Fatalf("readyz: %d", code)
+	}
+	v, _ := crdt.EncodeValue("milk")
+	ch := crdt.Change{Collection: coll, Record: crdt.SetField("r1", "title", v, crdt.Stamp{Wall: time.Now().UnixMilli(), Replica: "t1"})}
+	var pushed transport.PushResponse
+	if code := post(t, base, transport.PathPush, token, transport.PushRequest{Replica: "t1", Changes: []crdt.Change{ch}}, &pushed); code != 200 {
+		t.Fatalf("push: %d", code)
+	}
+	if len(pushed.Results) != 1 || pushed.Results[0].Status != transport.StatusApplied {
+		t.Fatalf("push results %+v", pushed.Results)
+	}
+	var page transport.PullResponse
+	if code := post(t, base, transport.PathPull, token, transport.PullRequest{Collection: coll}, &page); code != 200 {
+		t.Fatalf("pull: %d", code)
+	}
+	if len(page.Entries) != 1 || !page.Entries[0].Record.Equal(ch.Record) {
+		t.Fatalf("pulled %+v", page.Entries)
+	}
+}
+
+func TestServeInProcess(t *testing.T) {
+	dir := t.TempDir()
+	var logs syncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"serve", "--addr", "127.0.0.1:0", "--store", "bolt:" + filepath.Join(dir, "c.db"),
+			"--log-format", "json", "--secret", "0123456789abcdef0123456789abcdef"}, io.Discard, &logs)
+	}()
+	addr := waitListening(t, logs.String)
+	base := "http://" + addr
+	roundTrip(t, base, "", transport.DemoCollection)
+
+	// A token from "convergo token" is accepted for its collections.
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"token", "--sub", "alice", "--read", "notes.*", "--write", "notes.*",
+		"--ttl", "1h", "--secret", "0123456789abcdef0123456789abcdef"}, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	tok := strings.TrimSpace(out.String())
+	roundTrip(t, base, tok, "notes.a")
+	if code := post(t, base, transport.PathPull, tok, transport.PullRequest{Collection: "other"}, nil); code != http.StatusForbidden {
+		t.Fatalf("out-of-scope pull: %d", code)
+	}
+
+	// The demo app and the library, with their content types.
+	for _, tc := range []struct{ path, ctype string }{
+		{"/", "text/html; charset=utf-8"},
+		{"/app.js", "text/javascript; charset=utf-8"},
+		{"/style.css", "text/css; charset=utf-8"},
+		{"/convergo/index.js", "text/javascript; charset=utf-8"},
+		{"/convergo/index.d.ts", "application/typescript; charset=utf-8"},
+	} {
+		code, h, _ := get(t, base+tc.path)
+		if code != 200 || h.Get("Content-Type") != tc.ctype {
+			t.Errorf("%s: %d %q, want 200 %q", tc.path, code, h.Get("Content-Type"), tc.ctype)
+		}
+	}
+	if code, _, body := get(t, base+"/metrics"); code != 200 || !strings.Contains(body, `convergo_push_changes_total{status="applied"} 2`) {
+		t.Errorf("metrics: %d", code)
+	}
+	if !strings.Contains(logs.String(), "anonymous demo access is on") {
+		t.Error("no warning that anonymous demo access is on")
+	}
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("serve: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("serve did not stop")
+	}
+	if !strings.Contains(logs.String(), `"msg":"stopped"`) {
+		t.Errorf("no clean stop in logs:\n%s", logs.String())
+	}
+}
+
+// TestServeBinary builds the command, serves from a bolt file, stops it with
+// SIGTERM, and serves the same file again: the data survived.
+func TestServeBinary(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "convergo")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	db := filepath.Join(dir, "data.db")
+	start := func() (*exec.Cmd, string, *syncBuffer) {
+		var logs syncBuffer
+		cmd := exec.Command(bin, "serve", "--addr", "127.0.0.1:0", "--log-format", "json")
+		cmd.Env = append(os.Environ(), "CONVERGO_STORE=bolt:"+db, "CONVERGO_SECRET=")
+		cmd.Stderr = &logs
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		return cmd, "http://" + waitListening(t, logs.String), &logs
+	}
+	stop := func(cmd *exec.Cmd) {
+		if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		errc := make(chan error, 1)
+		go func() { errc <- cmd.Wait() }()
+		select {
+		case err := <-errc:
+			if err != nil {
+				t.Fatalf("exit after SIGTERM: %v", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("no exit after SIGTERM")
+		}
+	}
+	cmd, base, logs := start()
+	roundTrip(t, base, "", transport.DemoCollection)
+	if !strings.Contains(logs.String(), "random secret") {
+		t.Errorf("no warning about the ephemeral secret:\n%s", logs.String())
+	}
+	stop(cmd)
+
+	cmd, base, _ = start()
+	var page transport.PullResponse
+	if code := post(t, base, transport.PathPull, "", transport.PullRequest{Collection: transport.DemoCollection}, &page); code != 200 || len(page.Entries) != 1 {
+		t.Fatalf("after restart: %d, %d entries", code, len(page.Entries))
+	}
+	stop(cmd)
+}
+
+func TestParseStore(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want string // fmt of the interesting fields, "" for an error
+	}{
+		{"memory:", "memory"},
+		{"bolt:convergo.db", "bolt convergo.db"},
+		{"bolt:/var/lib/c.db", "bolt /var/lib/c.db"},
+		{"redis://127.0.0.1:6379", "redis [127.0.0.1:6379] cluster=false db=0 prefix= user= pass="},
+		{"redis://u:p%40ss@h:1/3?prefix=app", "redis [h:1] cluster=false db=3 prefix=app user=u pass=p@ss"},
+		{"redis://h", "redis [h:6379] cluster=false db=0 prefix= user= pass="},
+		{"redis-cluster://a:1,b:2,c:3?prefix=x", "redis [a:1 b:2 c:3] cluster=true db=0 prefix=x user= pass="},
+		{"dynamodb://convergo?region=us-east-1&endpoint=http://127.0.0.1:8765&create=1&capture=1", "dynamodb convergo us-east-1 http://127.0.0.1:8765 true true"},
+		{"dynamodb://tbl", "dynamodb tbl   false false"},
+		{"memory:x", ""},
+		{"bolt:", ""},
+		{"redis://a:1,b:2", ""},
+		{"redis-cluster://a:1/2", ""},
+		{"redis://h:1/x", ""},
+		{"redis://h:1?db=2", ""},
+		{"dynamodb://", ""},
+		{"dynamodb://t?create=maybe", ""},
+		{"dynamodb://t?tabel=x", ""},
+		{"postgres://x", ""},
+		{"convergo.db", ""},
+	} {
+		t.Run(tc.in, func(t *testing.T) {
+			s, err := parseStore(tc.in)
+			if tc.want == "" {
+				if err == nil {
+					t.Fatalf("no error, got %+v", s)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got string
+			switch s.kind {
+			case "memory":
+				got = "memory"
+			case "bolt":
+				got = "bolt " + s.path
+			case "redis":
+				o := s.redis
+				got = fmt.Sprintf("redis %v cluster=%v db=%d prefix=%s user=%s pass=%s", o.Addrs, o.Cluster, o.DB, o.KeyPrefix, o.Username, o.Password)
+			case "dynamodb":
+				o := s.dynamo
+				got = fmt.Sprintf("dynamodb %s %s %s %v %v", o.Table, o.Region, o.Endpoint, o.CreateTable, o.Capture)
+			}
+			if got != tc.want {
+				t.Fatalf("got %q, want %q", got, tc.want)
+			}
+		})
+	}
+	if got := redact("redis://u:secret@h:1/2"); strings.Contains(got, "secret") {
+		t.Fatalf("redact: %s", got)
+	}
+}
+
+func TestEnvFlags(t *testing.T) {
+	t.Setenv("CONVERGO_MAX_DRIFT", "90s")
+	t.Setenv("CONVERGO_ORIGINS", "a.example,b.example")
+	t.Setenv("CONVERGO_DEMO", "false")
+	fs, c := serveFlags(io.Discard)
+	if err := parseFlags(fs, []string{"--demo=true"}); err != nil {
+		t.Fatal(err)
+	}
+	if c.maxDrift != 90*time.Second || strings.Join(c.origins, " ") != "a.example b.example" || !c.demo {
+		t.Fatalf("got drift %v origins %v demo %v", c.maxDrift, c.origins, c.demo)
+	}
+	t.Setenv("CONVERGO_RATE", "fast")
+	fs, _ = serveFlags(io.Discard)
+	if err := parseFlags(fs, nil); err == nil || !strings.Contains(err.Error(), "CONVERGO_RATE") {
+		t.Fatalf("bad env value: %v", err)
+	}
+}
+
+func TestCommands(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"version"}, &out, io.Discard); err != nil || !strings.HasPrefix(out.String(), "convergo ") {
+		t.Fatalf("version: %v %q", err, out.String())
+	}
+	if err := run(context.Background(), []string{"nope"}, io.Discard, io.Discard); err == nil {
+		t.Fatal("unknown command: no error")
+	}
+	if err := run(context.Background(), []string{"token", "--sub", "a", "--read", "x", "--secret", "short"}, io.Discard, io.Discard); err == nil {
+		t.Fatal("short secret: no error")
+	}
+	if err := run(context.Background(), []string{"serve", "--demo=false", "--store", "memory:"}, io.Discard, io.Discard); err == nil {
+		t.Fatal("serve without secret or demo: no error")
+	}
+}

@@ -1,0 +1,221 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"path"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/convergo/convergo/engine"
+	"github.com/convergo/convergo/jsclient"
+	"github.com/convergo/convergo/transport"
+)
+
+type serveConfig struct {
+	addr            string
+	store           string
+	secret          string
+	origins         listFlag
+	demo            bool
+	replica         string
+	maxDrift        time.Duration
+	createTable     bool
+	logLevel        string
+	logFormat       string
+	shutdownTimeout time.Duration
+	limits          transport.Limits
+}
+
+func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
+	c := &serveConfig{}
+	fs := flag.NewFlagSet("convergo serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "`host:port` to listen on (\":8080\" for every interface)")
+	fs.StringVar(&c.store, "store", "bolt:convergo.db", "store `URL`: memory:, bolt:PATH, redis://[user:pass@]host:port[/db][?prefix=P], redis-cluster://host:port,host:port[?prefix=P], dynamodb://TABLE[?region=R&endpoint=URL&create=1&capture=1]")
+	fs.StringVar(&c.secret, "secret", "", "HS256 `secret` that signs access tokens (at least 16 bytes); empty in demo mode means a random one for this run")
+	fs.Var(&c.origins, "origins", "browser `origins` allowed besides the server's own, comma-separated host or scheme://host patterns (\"app.example.com,https://*.example.org\")")
+	fs.BoolVar(&c.demo, "demo", true, "serve the demo app and let clients without a token read and write "+transport.DemoCollection)
+	fs.StringVar(&c.replica, "replica", "", "replica `id` of this server instance (default random; instances sharing a store need distinct ids)")
+	fs.DurationVar(&c.maxDrift, "max-drift", 5*time.Minute, "how far ahead of the server's clock a client's stamp may be")
+	fs.BoolVar(&c.createTable, "create-table", false, "create the DynamoDB table if it does not exist (same as create=1 in the store URL)")
+	fs.StringVar(&c.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
+	fs.StringVar(&c.logFormat, "log-format", "text", "log `format`: text or json")
+	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 15*time.Second, "how long a graceful shutdown waits for requests and sockets")
+	fs.Int64Var(&c.limits.MaxBodyBytes, "max-body", transport.DefaultMaxBodyBytes, "largest HTTP request body in `bytes`")
+	fs.IntVar(&c.limits.MaxPushChanges, "max-push", transport.DefaultMaxPushChanges, "most changes in one push")
+	fs.IntVar(&c.limits.MaxPullRecords, "max-pull", transport.DefaultMaxPullRecords, "most records in one pull page (at most 1000)")
+	fs.Int64Var(&c.limits.MaxMessageBytes, "max-message", transport.DefaultMaxMessageBytes, "largest WebSocket message in `bytes`")
+	fs.Float64Var(&c.limits.Rate, "rate", transport.DefaultRate, "requests or messages per second per client (negative: no limit)")
+	fs.IntVar(&c.limits.Burst, "burst", transport.DefaultBurst, "requests a client may make at once above the rate")
+	fs.IntVar(&c.limits.MaxConnsPerAddr, "max-conns", transport.DefaultMaxConnsPerAddr, "most WebSocket connections per client address")
+	return fs, c
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: %w", level, err)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+// serve runs the server until ctx is cancelled, then shuts down: it stops
+// accepting, drains HTTP requests, closes WebSockets with 1001 (going
+// away), and closes the engine and the store.
+func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
+	fset, c := serveFlags(stderr)
+	if err := parseFlags(fset, args); err != nil {
+		return err
+	}
+	log, err := newLogger(stderr, c.logLevel, c.logFormat)
+	if err != nil {
+		return err
+	}
+	spec, err := parseStore(c.store)
+	if err != nil {
+		return err
+	}
+	secret := []byte(c.secret)
+	if len(secret) == 0 {
+		if !c.demo {
+			return errors.New("--secret (or CONVERGO_SECRET) is required without --demo: no one could sign in")
+		}
+		secret = make([]byte, 32)
+		if _, err := rand.Read(secret); err != nil {
+			return fmt.Errorf("generate a secret: %w", err)
+		}
+		log.Warn("no --secret: signing tokens with a random secret for this run only; tokens die with the process",
+			"secret", base64.RawURLEncoding.EncodeToString(secret))
+	}
+	auth, err := transport.NewJWT(secret, nil)
+	if err != nil {
+		return fmt.Errorf("--secret: %w", err)
+	}
+
+	openCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	store, err := openStore(openCtx, spec, c.createTable, log)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("open store %s: %w", redact(c.store), err)
+	}
+	defer func() {
+		if err := store.Close(); err != nil {
+			log.Error("close store", "err", err)
+		}
+	}()
+	eng, err := engine.Open(engine.Config{Store: store, Replica: c.replica, MaxDrift: c.maxDrift, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer eng.Close()
+	srv, err := transport.New(transport.Config{
+		Engine:         eng,
+		Authorizer:     auth,
+		Limits:         c.limits,
+		AllowedOrigins: c.origins,
+		Demo:           c.demo,
+		Logger:         log,
+	})
+	if err != nil {
+		return err
+	}
+	srv.Handle("/convergo/", http.StripPrefix("/convergo/", assets(jsclient.Library())))
+	if c.demo {
+		srv.Handle("/", assets(jsclient.Demo()))
+	}
+
+	ln, err := net.Listen("tcp", c.addr)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	hs := &http.Server{
+		Handler:           srv,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	log.Info("listening", "addr", ln.Addr().String(), "store", redact(c.store), "replica", eng.Replica(),
+		"demo", c.demo, "version", versionString())
+	served := make(chan error, 1)
+	go func() { served <- hs.Serve(ln) }()
+
+	select {
+	case err := <-served:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down", "timeout", c.shutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), c.shutdownTimeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	var liveErr error
+	wg.Add(1)
+	go func() { defer wg.Done(); liveErr = srv.Shutdown(sctx) }()
+	httpErr := hs.Shutdown(sctx)
+	wg.Wait()
+	if err := errors.Join(httpErr, liveErr); err != nil {
+		log.Warn("shutdown incomplete", "err", err)
+	}
+	log.Info("stopped")
+	return nil
+}
+
+// contentTypes are the types of the files the JS library and the demo are
+// made of; mime.TypeByExtension depends on the host's tables and maps .ts
+// to video.
+var contentTypes = map[string]string{
+	".js":   "text/javascript; charset=utf-8",
+	".mjs":  "text/javascript; charset=utf-8",
+	".ts":   "application/typescript; charset=utf-8", // .d.ts
+	".css":  "text/css; charset=utf-8",
+	".html": "text/html; charset=utf-8",
+	".json": "application/json",
+	".map":  "application/json",
+	".svg":  "image/svg+xml",
+	".png":  "image/png",
+	".ico":  "image/x-icon",
+	".txt":  "text/plain; charset=utf-8",
+	".md":   "text/markdown; charset=utf-8",
+}
+
+// assets serves files of fsys with explicit content types.
+func assets(fsys fs.FS) http.Handler {
+	files := http.FileServerFS(fsys)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		name := r.URL.Path
+		if name == "" || strings.HasSuffix(name, "/") {
+			name += "index.html"
+		}
+		h := w.Header()
+		if ct, ok := contentTypes[path.Ext(name)]; ok {
+			h.Set("Content-Type", ct)
+		}
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Cache-Control", "no-cache")
+		files.ServeHTTP(w, r)
+	})
+}
