@@ -1,0 +1,143 @@
+package storetest_test
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/stores"
+	"github.com/convergo/convergo/stores/memory"
+	"github.com/convergo/convergo/stores/storetest"
+)
+
+// A suite that passes everything proves nothing. These mutants are the
+// in-memory store with one contract violation each; the suite must fail
+// each in the named check. Each runs in a child process (this test binary
+// again), since a failing subtest cannot be contained in-process.
+const mutantEnv = "STORETEST_MUTANT"
+
+var mutants = []struct {
+	name, check string
+	wrap        func(*memory.Store) stores.Store
+}{
+	{"gap", "ConcurrentWriters", func(m *memory.Store) stores.Store { return &gapStore{Store: m} }},
+	{"more-when-full", "Paging", func(m *memory.Store) stores.Store { return moreWhenFull{m} }},
+	{"changed-always", "NoopTakesNoSeq", func(m *memory.Store) stores.Store { return changedAlways{m} }},
+	{"notify-noop", "WatchNoop", func(m *memory.Store) stores.Store { return &notifyNoop{Store: m} }},
+	{"silent", "Watch", func(m *memory.Store) stores.Store { return silent{m} }},
+	{"ignores-context", "Cancelled", func(m *memory.Store) stores.Store { return ignoresContext{m} }},
+	{"never-closes", "Closed", func(m *memory.Store) stores.Store { return neverCloses{m} }},
+}
+
+func TestSuiteCatchesMutants(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts child processes")
+	}
+	for _, m := range mutants {
+		t.Run(m.name, func(t *testing.T) {
+			cmd := exec.Command(os.Args[0], "-test.run=^TestMutant$/^"+m.check+"$", "-test.count=1")
+			cmd.Env = append(os.Environ(), mutantEnv+"="+m.name)
+			out, err := cmd.CombinedOutput()
+			if err == nil {
+				t.Fatalf("the suite passed mutant %q:\n%s", m.name, out)
+			}
+			if want := "--- FAIL: TestMutant/" + m.check; !strings.Contains(string(out), want) {
+				t.Fatalf("mutant %q: no %q in the output:\n%s", m.name, want, out)
+			}
+		})
+	}
+}
+
+// TestMutant runs the suite on the mutant named by STORETEST_MUTANT.
+func TestMutant(t *testing.T) {
+	name := os.Getenv(mutantEnv)
+	if name == "" {
+		t.Skip("run by TestSuiteCatchesMutants")
+	}
+	for _, m := range mutants {
+		if m.name == name {
+			storetest.Run(t, func(testing.TB) stores.Store { return m.wrap(memory.New()) })
+			return
+		}
+	}
+	t.Fatalf("no mutant %q", name)
+}
+
+// gapStore hides one entry of a page read while an Apply is in flight, as a
+// store would whose sequence numbers become visible out of order: the entry
+// is visible to later reads, behind the reader's cursor.
+type gapStore struct {
+	*memory.Store
+	inflight atomic.Int32
+	n        atomic.Int32
+}
+
+func (s *gapStore) Apply(ctx context.Context, cs []crdt.Change) ([]stores.Result, error) {
+	s.inflight.Add(1)
+	defer s.inflight.Add(-1)
+	return s.Store.Apply(ctx, cs)
+}
+
+func (s *gapStore) Pull(ctx context.Context, coll string, after uint64, limit int) (stores.Page, error) {
+	p, err := s.Store.Pull(ctx, coll, after, limit)
+	if err == nil && len(p.Entries) >= 2 && s.inflight.Load() > 0 && s.n.Add(1)%5 == 0 {
+		p.Entries = p.Entries[1:]
+	}
+	return p, err
+}
+
+type moreWhenFull struct{ *memory.Store }
+
+func (s moreWhenFull) Pull(ctx context.Context, coll string, after uint64, limit int) (stores.Page, error) {
+	p, err := s.Store.Pull(ctx, coll, after, limit)
+	p.More = p.More || len(p.Entries) == limit
+	return p, err
+}
+
+type changedAlways struct{ *memory.Store }
+
+func (s changedAlways) Apply(ctx context.Context, cs []crdt.Change) ([]stores.Result, error) {
+	res, err := s.Store.Apply(ctx, cs)
+	for i := range res {
+		res[i].Changed = true
+	}
+	return res, err
+}
+
+type notifyNoop struct {
+	*memory.Store
+	w stores.Watchers
+}
+
+func (s *notifyNoop) Watch(fn func(stores.Notification)) func() {
+	stop1, stop2 := s.Store.Watch(fn), s.w.Add(fn)
+	return func() { stop1(); stop2() }
+}
+
+func (s *notifyNoop) Apply(ctx context.Context, cs []crdt.Change) ([]stores.Result, error) {
+	res, err := s.Store.Apply(ctx, cs)
+	for i, r := range res {
+		if !r.Changed {
+			s.w.Notify(stores.Notification{Collection: cs[i].Collection, Seq: r.Seq})
+		}
+	}
+	return res, err
+}
+
+type silent struct{ *memory.Store }
+
+func (silent) Watch(func(stores.Notification)) func() { return func() {} }
+
+type ignoresContext struct{ *memory.Store }
+
+func (s ignoresContext) Get(_ context.Context, coll, id string) (stores.Entry, error) {
+	return s.Store.Get(context.Background(), coll, id)
+}
+
+type neverCloses struct{ *memory.Store }
+
+func (neverCloses) Close() error { return nil }
