@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -17,7 +18,7 @@ import (
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/engine"
 	"github.com/convergo/convergo/stores"
-	"github.com/convergo/convergo/stores/memory"
+	"github.com/convergo/convergo/stores/bolt"
 	"github.com/convergo/convergo/stores/redis"
 	"github.com/convergo/convergo/stores/storetest"
 	"github.com/convergo/convergo/transport"
@@ -51,10 +52,13 @@ func storeFactories() []storeFactory {
 	}
 }
 
-// openEmbedded opens the embedded store.
+// openEmbedded opens the embedded store on a new file.
 func openEmbedded(t *testing.T) stores.Store {
 	t.Helper()
-	s := memory.New()
+	s, err := bolt.Open(filepath.Join(t.TempDir(), "convergo.db"), bolt.Options{Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { s.Close() })
 	return s
 }
