@@ -42,7 +42,7 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs := flag.NewFlagSet("convergo serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "`host:port` to listen on (\":8080\" for every interface)")
-	fs.StringVar(&c.store, "store", "bolt:convergo.db", "store `URL`: memory:, bolt:PATH, redis://[user:pass@]host:port[/db][?prefix=P], redis-cluster://host:port,host:port[?prefix=P], dynamodb://TABLE[?region=R&endpoint=URL&create=1&capture=1]")
+	fs.StringVar(&c.store, "store", "bolt:convergo.db", "store `URL`: memory:, bolt:PATH, redis://[user:pass@]host:port[/db][?prefix=P], redis-cluster://host:port,host:port[?prefix=P], dynamodb://TABLE[?region=R&endpoint=URL&create=1&capture=0]")
 	fs.StringVar(&c.secret, "secret", "", "HS256 `secret` that signs access tokens (at least 16 bytes); empty in demo mode means a random one for this run")
 	fs.Var(&c.origins, "origins", "browser `origins` allowed besides the server's own, comma-separated host or scheme://host patterns (\"app.example.com,https://*.example.org\")")
 	fs.BoolVar(&c.demo, "demo", true, "serve the demo app and let clients without a token read and write "+transport.DemoCollection)

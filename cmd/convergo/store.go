@@ -30,7 +30,7 @@ type storeSpec struct {
 //	bolt:PATH
 //	redis://[user:pass@]host:port[/db][?prefix=P]
 //	redis-cluster://host:port[,host:port...][?prefix=P]
-//	dynamodb://TABLE[?region=R&endpoint=URL&create=1&capture=1]
+//	dynamodb://TABLE[?region=R&endpoint=URL&create=1&capture=0&poll=D]
 func parseStore(raw string) (storeSpec, error) {
 	scheme, rest, ok := strings.Cut(raw, ":")
 	if !ok {
@@ -112,32 +112,12 @@ func parseRedis(scheme, rest, raw string) (storeSpec, error) {
 	return storeSpec{kind: "redis", redis: o}, nil
 }
 
+// parseDynamo uses the dynamodb package's own URL form: capture is on
+// unless capture=0, so that instances sharing the table hear each other.
 func parseDynamo(raw string) (storeSpec, error) {
-	u, err := url.Parse(raw)
+	o, err := dynamodb.ParseURL(raw)
 	if err != nil {
-		return storeSpec{}, fmt.Errorf("store %q: %w", raw, err)
-	}
-	if u.Host == "" || (u.Path != "" && u.Path != "/") {
-		return storeSpec{}, fmt.Errorf("store %q: want dynamodb://TABLE", raw)
-	}
-	o := dynamodb.Options{Table: u.Host}
-	for k, v := range u.Query() {
-		switch k {
-		case "region":
-			o.Region = v[0]
-		case "endpoint":
-			o.Endpoint = v[0]
-		case "create":
-			if o.CreateTable, err = strconv.ParseBool(v[0]); err != nil {
-				return storeSpec{}, fmt.Errorf("store %q: create=%q: %w", raw, v[0], err)
-			}
-		case "capture":
-			if o.Capture, err = strconv.ParseBool(v[0]); err != nil {
-				return storeSpec{}, fmt.Errorf("store %q: capture=%q: %w", raw, v[0], err)
-			}
-		default:
-			return storeSpec{}, fmt.Errorf("store %q: unknown parameter %q (known: region, endpoint, create, capture)", raw, k)
-		}
+		return storeSpec{}, err
 	}
 	return storeSpec{kind: "dynamodb", dynamo: o}, nil
 }
