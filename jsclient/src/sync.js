@@ -180,6 +180,7 @@ export class Syncer {
         this.o.onStatus({ syncing: false });
         tokenRetried = false;
         this.attempt = 0;
+        if (this.stopped) break;
         if (this.o.WebSocket) await this.runLive();
         else await this.wait(this.o.pollInterval ?? 10_000);
         continue;
@@ -379,6 +380,10 @@ export class Syncer {
     const WS = this.o.WebSocket;
     const url = this.base.replace(/^http/, 'ws') + '/v1/live';
     return new Promise((resolve, reject) => {
+      if (this.stopped) {
+        resolve(undefined);
+        return;
+      }
       /** @type {WebSocket} */
       let ws;
       try {
@@ -406,6 +411,10 @@ export class Syncer {
         }
       };
       ws.onopen = async () => {
+        if (this.stopped) {
+          ws.close();
+          return;
+        }
         try {
           ws.send(encodeLiveHello(/** @type {string} */ (this.store.replica), await this.o.token(false)));
         } catch (e) {

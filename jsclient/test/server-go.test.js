@@ -1,0 +1,154 @@
+// Against the real Go server (transport + engine + memory store, built from
+// test/_goserver): the client's bytes and the server's must agree. Skipped,
+// with a message, when the go tool is not available.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFileSync } from 'node:child_process';
+import { createHmac } from 'node:crypto';
+import { existsSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { openClient, until } from './helpers/util.js';
+
+const repo = fileURLToPath(new URL('../..', import.meta.url));
+const secret = 'js-client-test-secret-0123456789abcdef';
+
+function findGo() {
+  for (const p of [process.env.GO, '/usr/local/go/bin/go', 'go']) {
+    if (!p) continue;
+    try {
+      execFileSync(p, ['version'], { stdio: 'ignore' });
+      return p;
+    } catch {
+      /* next */
+    }
+  }
+  return null;
+}
+
+const go = findGo();
+const skip = go ? false : 'the go tool is not available: cannot start the real server';
+
+/** @type {{url: string, stop: () => Promise<void>}|null} */
+let server = null;
+
+/**
+ * Builds and starts the server; resolves with its URL.
+ * @param {string[]} args
+ */
+async function startServer(args) {
+  const bin = join(mkdtempSync(join(tmpdir(), 'convergo-js-')), 'goserver');
+  execFileSync(/** @type {string} */ (go), ['build', '-o', bin, './jsclient/test/_goserver'], { cwd: repo, stdio: 'inherit' });
+  const p = spawn(bin, args, { stdio: ['pipe', 'pipe', 'inherit'] });
+  const url = await new Promise((resolve, reject) => {
+    let out = '';
+    p.stdout.on('data', (d) => {
+      out += d;
+      const m = /listening (\S+)/.exec(out);
+      if (m) resolve(m[1]);
+    });
+    p.on('exit', (code) => reject(new Error(`server exited with ${code}`)));
+  });
+  return {
+    url,
+    stop: () =>
+      new Promise((resolve) => {
+        p.on('exit', () => resolve(undefined));
+        p.stdin.end();
+        setTimeout(() => p.kill(), 3000).unref();
+      }),
+  };
+}
+
+/**
+ * Mints an HS256 JWT like the server's.
+ * @param {{sub: string, read: string[], write: string[], exp: number}} claims
+ */
+function jwt(claims) {
+  const b64 = (/** @type {any} */ o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const head = b64({ alg: 'HS256', typ: 'JWT' });
+  const body = b64(claims);
+  const sig = createHmac('sha256', secret).update(`${head}.${body}`).digest('base64url');
+  return `${head}.${body}.${sig}`;
+}
+
+const inAnHour = () => Math.floor(Date.now() / 1000) + 3600;
+
+before(async () => {
+  if (!skip) server = await startServer(['-secret', secret]);
+});
+after(async () => {
+  await server?.stop();
+});
+
+test('real server: two clients converge live, anonymously on demo.todos', { skip }, async (t) => {
+  const url = /** @type {any} */ (server).url;
+  const a = await openClient({ url, name: 'a', collections: ['demo.todos'] });
+  const b = await openClient({ url, name: 'b', collections: ['demo.todos'] });
+  t.after(() => Promise.all([a.close(), b.close()]));
+  const id = 'go-' + Math.random().toString(36).slice(2);
+  await a.collection('demo.todos').put(id, { title: 'from a', done: false, big: 2n ** 64n - 1n, bytes: new Uint8Array([1, 2]), f: 1.5 });
+  await until(async () => (await b.collection('demo.todos').get(id))?.title === 'from a', 'b to see the record');
+  assert.deepEqual(await b.collection('demo.todos').get(id), {
+    id,
+    title: 'from a',
+    done: false,
+    big: 2n ** 64n - 1n,
+    bytes: new Uint8Array([1, 2]),
+    f: 1.5,
+  });
+  await b.collection('demo.todos').update(id, { done: true, title: undefined });
+  await until(async () => (await a.collection('demo.todos').get(id))?.done === true, 'a to see the update');
+  assert.equal((await a.collection('demo.todos').get(id))?.title, undefined);
+  await a.collection('demo.todos').delete(id);
+  await until(async () => (await b.collection('demo.todos').get(id)) === null, 'b to see the delete');
+  await until(() => a.status.pending === 0 && b.status.pending === 0 && a.status.online && b.status.online, 'both online and drained');
+});
+
+test('real server: an expired token is refreshed through getToken', { skip }, async (t) => {
+  const url = /** @type {any} */ (server).url;
+  const coll = 'tenant' + Math.random().toString(36).slice(2, 8) + '.notes';
+  let calls = 0;
+  const getToken = async () => {
+    calls++;
+    const exp = calls === 1 ? Math.floor(Date.now() / 1000) - 10 : inAnHour();
+    return jwt({ sub: 'u1', read: [coll], write: [coll], exp });
+  };
+  /** @type {any[]} */
+  const auth = [];
+  const a = await openClient({ url, name: 'tok', getToken, collections: [coll] });
+  t.after(() => a.close());
+  a.on('auth', (e) => auth.push(e.code));
+  await a.collection(coll).put('n1', { text: 'hi' });
+  await until(() => a.status.pending === 0 && a.status.online, 'push with the fresh token');
+  assert.ok(calls >= 2, `getToken called ${calls} times`);
+});
+
+test('real server: a write the token does not allow is refused and dropped', { skip }, async (t) => {
+  const url = /** @type {any} */ (server).url;
+  const allowed = 'ok' + Math.random().toString(36).slice(2, 8);
+  const token = jwt({ sub: 'u2', read: [allowed, 'secret'], write: [allowed], exp: inAnHour() });
+  const a = await openClient({ url, name: 'forbid', token, collections: [allowed] });
+  t.after(() => a.close());
+  /** @type {any[]} */
+  const refused = [];
+  a.on('refused', (r) => refused.push(r));
+  await a.collection('secret').put('x', { v: 1 });
+  await a.collection(allowed).put('y', { v: 2 });
+  await until(() => a.status.pending === 0, 'outbox to drain');
+  assert.deepEqual(
+    refused.map((r) => [r.collection, r.id, r.code]),
+    [['secret', 'x', 'forbidden']],
+  );
+});
+
+test('real server: the go tool check', () => {
+  if (skip) t_skipNote();
+  assert.ok(existsSync(join(repo, 'jsclient/test/_goserver/main.go')));
+});
+
+function t_skipNote() {
+  console.log('# skipped real-server tests:', skip);
+}
