@@ -1,0 +1,84 @@
+// The server dies (SIGKILL) and comes back on the same Redis data while a
+// client keeps editing: every client and the server converge.
+
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+import {
+  Server, addTodo, dropRedisPrefix, env, launchBrowser, openDemo, pane, renameTodo, serverTodos, shown, status,
+  todo, waitFor, waitSynced,
+} from './harness.mjs';
+
+const asObject = (m) => JSON.stringify(Object.fromEntries([...m].sort(([a], [b]) => (a < b ? -1 : 1))));
+
+describe('server restart', () => {
+  let server;
+  let browser;
+
+  before(async () => {
+    server = await new Server().start();
+    browser = await launchBrowser();
+  });
+
+  after(async () => {
+    await browser?.close();
+    await server?.stop();
+    if (server) await dropRedisPrefix(env('CONVERGO_REDIS_ADDR'), `${server.prefix}:`);
+  });
+
+  it('edits made while the server is down reach it and every client after it restarts', async (t) => {
+    const ctxA = await browser.newContext();
+    const ctxB = await browser.newContext();
+    t.after(() => Promise.all([ctxA.close(), ctxB.close()]));
+    const a = pane(await openDemo(ctxA, server.url, 'Alice'), 'alice');
+    const b = pane(await openDemo(ctxB, server.url, 'Bob'), 'bob');
+
+    const ids = [];
+    for (const title of ['Fix the bike', 'Pay rent', 'Book flights']) ids.push(await addTodo(a, title));
+    await waitSynced(a);
+    await waitFor(async () => (await shown(b)).size === 3, { message: 'Bob to see the first three todos' });
+
+    await server.stop({ hard: true });
+    const killed = Date.now();
+    t.diagnostic('server killed');
+
+    // Alice edits while the server is gone; Bob edits one field too.
+    const added = [];
+    for (let i = 0; i < 5; i++) added.push(await addTodo(a, `Written while the server is down ${i}`));
+    await renameTodo(a, ids[0], 'Fix the bike (new chain)');
+    await todo(a, ids[1]).getByTestId('todo-done').check();
+    await todo(a, ids[2]).getByTestId('todo-delete').click();
+    await todo(b, ids[0]).getByTestId('todo-done').check();
+    await waitFor(async () => {
+      const s = await status(a);
+      return !s.online && s.pending >= 8 && s;
+    }, { timeout: 20_000, message: 'Alice to notice the server is gone and hold 8 changes' });
+    t.diagnostic(`Alice showed offline ${Date.now() - killed} ms after the kill`);
+    await sleep(1000); // a few reconnect attempts fail against the dead port
+
+    await server.start();
+    const restarted = Date.now();
+    t.diagnostic('server restarted on the same port and Redis prefix');
+
+    const want = {
+      [ids[0]]: { title: 'Fix the bike (new chain)', done: true },
+      [ids[1]]: { title: 'Pay rent', done: true },
+      ...Object.fromEntries(added.map((id, i) => [id, { title: `Written while the server is down ${i}`, done: false }])),
+    };
+    const wantJSON = JSON.stringify(Object.fromEntries(Object.entries(want).sort(([x], [y]) => (x < y ? -1 : 1))));
+    for (const p of [a, b]) {
+      await waitSynced(p, { timeout: 60_000 });
+      await waitFor(async () => asObject(await shown(p)) === wantJSON, { timeout: 20_000, message: 'the converged list' });
+    }
+    t.diagnostic(`both clients converged ${Date.now() - restarted} ms after the restart`);
+    assert.equal(asObject(await serverTodos(server)), wantJSON);
+
+    // A newcomer after the restart loads the same state from the server.
+    const ctxC = await browser.newContext();
+    t.after(() => ctxC.close());
+    const c = pane(await openDemo(ctxC, server.url, 'Carol'), 'carol');
+    await waitSynced(c);
+    await waitFor(async () => asObject(await shown(c)) === wantJSON, { message: 'Carol to load the converged list' });
+  });
+});

@@ -1,0 +1,103 @@
+// Two tabs of one browser profile share one connection to the server (one
+// tab leads, the others follow through IndexedDB and BroadcastChannel), and
+// both update live when either writes. When the leading tab closes, the
+// other takes over.
+
+import assert from 'node:assert/strict';
+import { after, before, describe, it } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+
+import {
+  Server, addTodo, dropRedisPrefix, env, launchBrowser, openDemo, pane, renameTodo, shown, todo, waitFor, waitSynced,
+} from './harness.mjs';
+
+const LIVE = 'convergo_live_connections';
+
+describe('two tabs', () => {
+  let server;
+  let browser;
+
+  before(async () => {
+    server = await new Server().start();
+    browser = await launchBrowser();
+  });
+
+  after(async () => {
+    await browser?.close();
+    await server?.stop();
+    if (server) await dropRedisPrefix(env('CONVERGO_REDIS_ADDR'), `${server.prefix}:`);
+  });
+
+  it('share one WebSocket and both update live; the survivor takes over when the leader closes', async (t) => {
+    const ctx = await browser.newContext();
+    t.after(() => ctx.close());
+
+    // Every WebSocket any page of this context opens to the server.
+    const sockets = [];
+    ctx.on('page', (page) => page.on('websocket', (ws) => {
+      if (new URL(ws.url()).pathname === '/v1/live') sockets.push({ page, ws, closed: false });
+      ws.on('close', () => { sockets.find((s) => s.ws === ws).closed = true; });
+    }));
+    // A closed page's sockets are gone even if Playwright reports no close.
+    const open = () => sockets.filter((s) => !s.closed && !s.page.isClosed());
+
+    const tab1 = await openDemo(ctx, server.url, 'Alice');
+    const tab2 = await openDemo(ctx, server.url, 'Alice');
+    const p1 = pane(tab1, 'alice');
+    const p2 = pane(tab2, 'alice');
+    await waitSynced(p1);
+    await waitSynced(p2);
+    await sleep(1500); // time for a second connection to show up, if one would
+
+    assert.equal(open().length, 1, `open WebSockets from the two tabs: ${open().map((s) => s.ws.url()).join(', ')}`);
+    assert.equal(sockets.length, 1, 'no tab opened and dropped a second connection');
+    assert.equal(await server.metric(LIVE), 1, 'the server counts one live connection');
+    const leader = open()[0].page;
+    t.diagnostic(`the connection belongs to tab ${leader === tab1 ? 1 : 2}`);
+
+    // A write in either tab shows in the other without a reload, and
+    // reaches the server.
+    const fromTab1 = await addTodo(p1, 'Written in tab 1');
+    await todo(p2, fromTab1).waitFor({ timeout: 10_000 });
+    const fromTab2 = await addTodo(p2, 'Written in tab 2');
+    await todo(p1, fromTab2).waitFor({ timeout: 10_000 });
+    await renameTodo(p2, fromTab1, 'Renamed in tab 2');
+    await waitFor(async () => (await shown(p1)).get(fromTab1)?.title === 'Renamed in tab 2',
+      { message: 'tab 1 to show the rename from tab 2' });
+    await todo(p1, fromTab2).getByTestId('todo-done').check();
+    await waitFor(async () => (await shown(p2)).get(fromTab2)?.done === true,
+      { message: 'tab 2 to show the tick from tab 1' });
+
+    // A write from another browser arrives live in both tabs.
+    const other = await browser.newContext();
+    t.after(() => other.close());
+    const bob = pane(await openDemo(other, server.url, 'Bob'), 'bob');
+    const fromBob = await addTodo(bob, 'Written by Bob elsewhere');
+    await todo(p1, fromBob).waitFor({ timeout: 10_000 });
+    await todo(p2, fromBob).waitFor({ timeout: 10_000 });
+    await waitSynced(p1);
+    const docs = await server.docs();
+    assert.deepEqual(
+      [fromTab1, fromTab2, fromBob].map((id) => docs.get(id) && { title: docs.get(id).title, done: docs.get(id).done }),
+      [
+        { title: 'Renamed in tab 2', done: false },
+        { title: 'Written in tab 2', done: true },
+        { title: 'Written by Bob elsewhere', done: false },
+      ],
+    );
+    assert.equal(await server.metric(LIVE), 2, 'this profile and Bob: two live connections');
+
+    // Close the leading tab: the other one takes over the connection.
+    const survivor = leader === tab1 ? tab2 : tab1;
+    const sp = pane(survivor, 'alice');
+    await leader.close();
+    await waitFor(() => open().length === 1 && open()[0].page === survivor,
+      { timeout: 15_000, message: 'the surviving tab to open the connection' });
+    await waitFor(async () => (await server.metric(LIVE)) === 2, { message: 'the server to count the replacement' });
+    const afterTakeover = await addTodo(bob, 'Written by Bob after the takeover');
+    await todo(sp, afterTakeover).waitFor({ timeout: 15_000 });
+    const fromSurvivor = await addTodo(sp, 'Written by the surviving tab');
+    await todo(bob, fromSurvivor).waitFor({ timeout: 15_000 });
+    assert.deepEqual(survivor.errors, []);
+  });
+});
