@@ -45,6 +45,7 @@ func emit(s sample) {
 
 var commands = map[string]func(args []string) error{
 	"b3":     runB3,
+	"apply":  runApply,
 	"report": runReport,
 }
 

@@ -1,0 +1,305 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
+	awsddb "github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/coder/websocket"
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/engine"
+	"github.com/convergo/convergo/stores"
+	"github.com/convergo/convergo/stores/dynamodb"
+	"github.com/convergo/convergo/stores/memory"
+	"github.com/convergo/convergo/stores/redis"
+	"github.com/convergo/convergo/transport"
+)
+
+// benchServer is a sync server (transport.Server over an engine) on a
+// loopback port, with limits raised for load generation.
+type benchServer struct {
+	url     string
+	store   stores.Store
+	engine  *engine.Engine
+	srv     *http.Server
+	cleanup []func()
+}
+
+func randomSuffix() string {
+	var b [4]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// openStore opens a fresh, isolated store of kind: "memory", "redis" (a
+// random key prefix on CONVERGO_REDIS_ADDR, deleted afterwards) or
+// "dynamodb" (a new table on CONVERGO_DYNAMODB_ENDPOINT, deleted
+// afterwards). It returns an error naming the missing variable when the
+// service is not configured.
+func openStore(ctx context.Context, kind string) (stores.Store, func(), error) {
+	switch kind {
+	case "memory":
+		s := memory.New()
+		return s, func() { s.Close() }, nil
+	case "redis":
+		addr := os.Getenv("CONVERGO_REDIS_ADDR")
+		if addr == "" {
+			return nil, nil, errors.New("CONVERGO_REDIS_ADDR is not set")
+		}
+		prefix := "bench-" + randomSuffix() + ":"
+		s, err := redis.Open(ctx, redis.Options{Addrs: []string{addr}, KeyPrefix: prefix, PoolSize: 64})
+		if err != nil {
+			return nil, nil, err
+		}
+		return s, func() {
+			s.Close()
+			dropRedisPrefix(addr, prefix)
+		}, nil
+	case "dynamodb":
+		ep := os.Getenv("CONVERGO_DYNAMODB_ENDPOINT")
+		if ep == "" {
+			return nil, nil, errors.New("CONVERGO_DYNAMODB_ENDPOINT is not set")
+		}
+		table := "bench-" + randomSuffix()
+		s, err := dynamodb.Open(ctx, dynamodb.Options{Table: table, Endpoint: ep, CreateTable: true})
+		if err != nil {
+			return nil, nil, err
+		}
+		return s, func() {
+			s.Close()
+			dropTable(ep, table)
+		}, nil
+	}
+	return nil, nil, fmt.Errorf("unknown store %q", kind)
+}
+
+func dropRedisPrefix(addr, prefix string) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c := goredis.NewClient(&goredis.Options{Addr: addr})
+	defer c.Close()
+	iter := c.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+	var keys []string
+	for iter.Next(ctx) {
+		keys = append(keys, iter.Val())
+		if len(keys) == 1000 {
+			c.Unlink(ctx, keys...)
+			keys = keys[:0]
+		}
+	}
+	if len(keys) > 0 {
+		c.Unlink(ctx, keys...)
+	}
+}
+
+func ddbClient(ctx context.Context, endpoint string) (*awsddb.Client, error) {
+	cfg, err := config.LoadDefaultConfig(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return awsddb.NewFromConfig(cfg, func(o *awsddb.Options) { o.BaseEndpoint = aws.String(endpoint) }), nil
+}
+
+func dropTable(endpoint, table string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if c, err := ddbClient(ctx, endpoint); err == nil {
+		c.DeleteTable(ctx, &awsddb.DeleteTableInput{TableName: aws.String(table)})
+	}
+}
+
+// startServer serves a transport.Server for store on 127.0.0.1.
+func startServer(store stores.Store, replica string) (*benchServer, error) {
+	e, err := engine.Open(engine.Config{Store: store, Replica: replica})
+	if err != nil {
+		return nil, err
+	}
+	ts, err := transport.New(transport.Config{
+		Engine: e,
+		Demo:   true,
+		Limits: transport.Limits{
+			Rate:             -1,
+			MaxConnsPerAddr:  1 << 20,
+			MaxPushChanges:   1000,
+			SendQueue:        1024,
+			SlowConsumer:     30 * time.Second,
+			MaxSubscriptions: 16,
+		},
+		Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		e.Close()
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		e.Close()
+		return nil, err
+	}
+	srv := &http.Server{Handler: ts, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	return &benchServer{url: "http://" + ln.Addr().String(), store: store, engine: e, srv: srv,
+		cleanup: []func(){func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			ts.Shutdown(ctx)
+			srv.Shutdown(ctx)
+		}}}, nil
+}
+
+func (s *benchServer) Close() {
+	for _, f := range s.cleanup {
+		f()
+	}
+	s.engine.Close()
+}
+
+// pushBody is the body of POST /v1/push.
+type pushBody struct {
+	Replica string        `cbor:"1,keyasint"`
+	Changes []crdt.Change `cbor:"2,keyasint"`
+}
+
+// httpPush pushes changes and returns how many the server applied or
+// already had.
+func httpPush(ctx context.Context, c *http.Client, base, replica string, changes []crdt.Change) (int, error) {
+	body, err := crdt.Marshal(pushBody{Replica: replica, Changes: changes})
+	if err != nil {
+		return 0, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/push", bytes.NewReader(body))
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Content-Type", "application/cbor")
+	req.Header.Set("Convergo-Protocol", "1")
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("push: %s: %s", resp.Status, strings.TrimSpace(resp.Header.Get("Convergo-Error")))
+	}
+	var pr transport.PushResponse
+	if err := crdt.Unmarshal(data, &pr); err != nil {
+		return 0, fmt.Errorf("push answer: %w", err)
+	}
+	return acked(pr.Results)
+}
+
+func acked(results []transport.PushResult) (int, error) {
+	n := 0
+	for _, r := range results {
+		if r.Status == 2 {
+			return n, fmt.Errorf("change refused: %s %s", r.Code, r.Message)
+		}
+		n++
+	}
+	return n, nil
+}
+
+// wsConn is a live session: hello sent, welcome received.
+type wsConn struct {
+	c *websocket.Conn
+}
+
+func dialLive(ctx context.Context, base, replica string) (*wsConn, error) {
+	u := "ws" + strings.TrimPrefix(base, "http") + "/v1/live"
+	c, _, err := websocket.Dial(ctx, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	c.SetReadLimit(64 << 20)
+	w := &wsConn{c: c}
+	if err := w.send(ctx, map[int]any{0: "hello", 1: 1, 2: replica, 3: ""}); err != nil {
+		c.CloseNow()
+		return nil, err
+	}
+	m, err := w.read(ctx)
+	if err != nil {
+		c.CloseNow()
+		return nil, err
+	}
+	if m.typ != "welcome" {
+		c.CloseNow()
+		return nil, fmt.Errorf("live: got %q, want welcome", m.typ)
+	}
+	return w, nil
+}
+
+func (w *wsConn) send(ctx context.Context, msg any) error {
+	b, err := crdt.Marshal(msg)
+	if err != nil {
+		return err
+	}
+	return w.c.Write(ctx, websocket.MessageBinary, b)
+}
+
+// liveMsg is a server message with the fields the benchmarks need.
+type liveMsg struct {
+	typ     string
+	id      uint64
+	results []transport.PushResult
+	entries int
+	raw     []byte
+}
+
+type liveWire struct {
+	Type string `cbor:"0,keyasint"`
+}
+
+type ackWire struct {
+	Type    string                 `cbor:"0,keyasint"`
+	ID      uint64                 `cbor:"1,keyasint"`
+	Results []transport.PushResult `cbor:"2,keyasint"`
+}
+
+func (w *wsConn) read(ctx context.Context) (liveMsg, error) {
+	_, b, err := w.c.Read(ctx)
+	if err != nil {
+		return liveMsg{}, err
+	}
+	var m map[int]any
+	if err := crdt.Unmarshal(b, &m); err != nil {
+		return liveMsg{}, fmt.Errorf("live message: %w", err)
+	}
+	typ, _ := m[0].(string)
+	out := liveMsg{typ: typ, raw: b}
+	switch typ {
+	case "ack":
+		var a ackWire
+		if err := crdt.Unmarshal(b, &a); err != nil {
+			return liveMsg{}, fmt.Errorf("ack: %w", err)
+		}
+		out.id, out.results = a.ID, a.Results
+	case "changes":
+		if es, ok := m[2].([]any); ok {
+			out.entries = len(es)
+		}
+	case "error":
+		return out, fmt.Errorf("live error: %v %v", m[1], m[2])
+	}
+	return out, nil
+}
+
+func (w *wsConn) Close() { w.c.Close(websocket.StatusNormalClosure, "") }
