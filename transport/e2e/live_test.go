@@ -1,0 +1,83 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/convergo/convergo/transport/client"
+)
+
+// TestLiveTokenRefresh runs a live client whose tokens live about two
+// seconds: the server closes its socket with token_expired each time one
+// expires, and the client must redial with a fresh token and resume from
+// its cursor without missing a change.
+func TestLiveTokenRefresh(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for tokens to expire")
+	}
+	store := openEmbedded(t)
+	srv := startServer(t, store, nil)
+	ctx := t.Context()
+	const coll = "e2e.live"
+
+	var issued atomic.Int64
+	c, err := client.New(client.Config{
+		URL: srv.URL, Replica: "reader-" + randomSuffix(t), Logger: testLogger(t),
+		Backoff: client.Backoff{Initial: 5 * time.Millisecond, Max: 100 * time.Millisecond},
+		TokenFunc: func(context.Context) (string, error) {
+			issued.Add(1)
+			return srv.JWT.Issue("reader", []string{coll}, nil, 2*time.Second)
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reader, err := client.NewReplica(c, client.ReplicaConfig{Collections: []string{coll}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lctx, stop := context.WithCancel(ctx)
+	liveErr := make(chan error, 1)
+	go func() { liveErr <- reader.Live(lctx) }()
+
+	wc := newClient(t, srv.URL, srv.token(t, "writer", nil, []string{coll}), "writer-"+randomSuffix(t), nil)
+	writer, err := client.NewReplica(wc, client.ReplicaConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 50; i++ {
+		if err := writer.Set(coll, fmt.Sprint("r", i%10), "n", i); err != nil {
+			t.Fatal(err)
+		}
+		if err := writer.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	head, err := store.Head(ctx, coll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for reader.Cursor(coll) < head {
+		if time.Now().After(deadline) {
+			t.Fatalf("live reader stuck at %d, head %d", reader.Cursor(coll), head)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	stop()
+	if err := <-liveErr; !errors.Is(err, context.Canceled) {
+		t.Fatalf("live ended with %v, want only the cancellation", err)
+	}
+	if d := diffRecords(reader.Records(coll), snapshot(t, ctx, store, coll)); d != "" {
+		t.Fatalf("live reader differs from the store:\n%s", d)
+	}
+	if n := issued.Load(); n < 3 {
+		t.Fatalf("%d tokens issued in 5s of tokens that live 1 to 2s: the client did not redial on token_expired", n)
+	}
+	t.Logf("%d tokens issued; reader at head %d", issued.Load(), head)
+}
