@@ -1,0 +1,273 @@
+// The codec on its own: properties over random values, differential tests
+// against cbor-x, and the decode limits.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Decoder, Encoder } from 'cbor-x';
+import { Float, MAX_DEPTH, MAX_ITEMS, checkValue, decode, encode, fromHalf, toHalfExact } from '../src/cbor.js';
+
+const hex = (/** @type {Uint8Array} */ b) => Buffer.from(b).toString('hex');
+const unhex = (/** @type {string} */ s) => new Uint8Array(Buffer.from(s, 'hex'));
+
+/** A small seeded PRNG (mulberry32) so a failure names its seed. */
+function rng(seed) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/**
+ * A random value of the kinds the client stores.
+ * @param {() => number} r
+ * @param {number} depth
+ * @returns {any}
+ */
+function genValue(r, depth = 0) {
+  const pick = (/** @type {any[]} */ xs) => xs[Math.floor(r() * xs.length)];
+  const kind = Math.floor(r() * (depth > 3 ? 8 : 11));
+  switch (kind) {
+    case 0:
+      return pick([null, true, false]);
+    case 1: {
+      // Integers around every head-size boundary.
+      const edges = [0, 1, 23, 24, 255, 256, 65535, 65536, 2 ** 32 - 1, 2 ** 32, Number.MAX_SAFE_INTEGER];
+      const n = pick(edges) + pick([-1, 0, 0, 1]);
+      const v = Math.min(n, Number.MAX_SAFE_INTEGER);
+      return r() < 0.5 ? v : -v;
+    }
+    case 2:
+      return Math.floor((r() - 0.5) * 2 ** Math.floor(r() * 53));
+    case 3: {
+      // Bigints beyond the safe range, within 64 bits plus sign.
+      const mag = (BigInt(Math.floor(r() * 2 ** 32)) << 32n) | BigInt(Math.floor(r() * 2 ** 32));
+      const v = mag < BigInt(Number.MAX_SAFE_INTEGER) + 1n ? mag + (1n << 53n) : mag;
+      return r() < 0.5 ? v : -v;
+    }
+    case 4: {
+      // Floats: halves, float32s, doubles, specials.
+      const c = Math.floor(r() * 6);
+      if (c === 0) return pick([NaN, Infinity, -Infinity, -0, 0.5, -1.5, 65504, 5.960464477539063e-8, 1e300, 1.1]);
+      if (c === 1) return fromHalf(Math.floor(r() * 0x10000) & 0x7bff);
+      if (c === 2) return Math.fround((r() - 0.5) * 1e10);
+      if (c === 3) return (r() - 0.5) * 10 ** Math.floor(r() * 40 - 20);
+      if (c === 4) return (r() - 0.5) * 1e-310; // subnormal doubles
+      return Math.floor(r() * 1000) + 0.25;
+    }
+    case 5:
+      return pick(['', 'a', 'milk', 'héllo', '✓ done', '😀 emoji', 'x'.repeat(Math.floor(r() * 300)), 'ünï' + r()]);
+    case 6: {
+      const n = Math.floor(r() * 40);
+      const b = new Uint8Array(n);
+      for (let i = 0; i < n; i++) b[i] = Math.floor(r() * 256);
+      return b;
+    }
+    case 7:
+      return String.fromCodePoint(...Array.from({ length: Math.floor(r() * 8) }, () => Math.floor(r() * 0xd7ff)));
+    case 8: {
+      const n = Math.floor(r() * 5);
+      return Array.from({ length: n }, () => genValue(r, depth + 1));
+    }
+    default: {
+      const n = Math.floor(r() * 6);
+      /** @type {Record<string, any>} */
+      const o = {};
+      for (let i = 0; i < n; i++) o[pick(['a', 'b', 'aa', 'ab', 'z', '', 'é', 'title', 'x'.repeat(30), String(i)])] = genValue(r, depth + 1);
+      return o;
+    }
+  }
+}
+
+/**
+ * The value cbor-x and ours should agree on: safe bigints as numbers.
+ * @param {any} v
+ * @param {{dropNegZero?: boolean}} [o]
+ * @returns {any}
+ */
+function norm(v, o = {}) {
+  if (typeof v === 'bigint') return v >= -BigInt(Number.MAX_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v;
+  if (o.dropNegZero && Object.is(v, -0)) return 0;
+  if (v instanceof Uint8Array) return Array.from(v);
+  if (Buffer.isBuffer(v)) return Array.from(v);
+  if (Array.isArray(v)) return v.map((e) => norm(e, o));
+  if (v instanceof Map) return norm(Object.fromEntries(v), o);
+  if (v !== null && typeof v === 'object') {
+    /** @type {Record<string, any>} */
+    const out = {};
+    for (const k of Object.keys(v).sort()) out[k] = norm(v[k], o);
+    return out;
+  }
+  return v;
+}
+
+const SEEDS = Number(process.env.CBOR_SEEDS ?? 300);
+const BASE = Number(process.env.CBOR_SEED ?? Date.now() % 1e9);
+
+/**
+ * Runs prop over SEEDS random values; a failure names the seed.
+ * @param {(v: any) => void} prop
+ */
+function forAll(prop) {
+  for (let i = 0; i < SEEDS; i++) {
+    const seed = BASE + i;
+    const v = genValue(rng(seed));
+    try {
+      prop(v);
+    } catch (e) {
+      /** @type {any} */ (e).message = `seed ${seed} (rerun: CBOR_SEED=${seed} CBOR_SEEDS=1): ${/** @type {any} */ (e).message}`;
+      throw e;
+    }
+  }
+}
+
+test('encoding is canonical and round-trips', () => {
+  forAll((v) => {
+    const b = encode(v);
+    checkValue(b.length > 128 << 10 ? new Uint8Array([0]) : b);
+    const back = decode(b);
+    assert.deepEqual(norm(back), norm(v));
+    assert.equal(hex(encode(back)), hex(b), 're-encoding');
+  });
+});
+
+test('map key order does not depend on insertion order', () => {
+  forAll((v) => {
+    if (v === null || typeof v !== 'object' || Array.isArray(v) || v instanceof Uint8Array) return;
+    const keys = Object.keys(v).reverse();
+    /** @type {Record<string, any>} */
+    const rev = {};
+    for (const k of keys) rev[k] = v[k];
+    assert.equal(hex(encode(rev)), hex(encode(v)));
+    assert.equal(hex(encode(new Map(keys.map((k) => [k, v[k]])))), hex(encode(v)));
+  });
+});
+
+const xenc = new Encoder({ useRecords: false, mapsAsObjects: true, tagUint8Array: false, largeBigIntToFloat: false });
+const xdec = new Decoder({ useRecords: false, mapsAsObjects: true, int64AsType: 'bigint' });
+
+test('differential: cbor-x decodes what we encode to the same value', () => {
+  forAll((v) => {
+    const got = xdec.decode(encode(v));
+    assert.deepEqual(norm(got), norm(v));
+  });
+});
+
+test('differential: we decode what cbor-x encodes to the same value', () => {
+  forAll((v) => {
+    const b = new Uint8Array(xenc.encode(v));
+    // cbor-x is not deterministic (insertion-ordered keys, float64s, long
+    // heads), so decode leniently and compare values; cbor-x writes -0 as 0.
+    const got = decode(b, { canonical: false });
+    assert.deepEqual(norm(got), norm(v, { dropNegZero: true }));
+    // Our re-encoding is canonical and agrees with encoding the original.
+    assert.equal(hex(encode(got)), hex(encode(norm2(v))));
+  });
+});
+
+/**
+ * The original as cbor-x transports it (-0 becomes 0).
+ * @param {any} v
+ * @returns {any}
+ */
+function norm2(v) {
+  if (Object.is(v, -0)) return 0;
+  if (Array.isArray(v)) return v.map(norm2);
+  if (v !== null && typeof v === 'object' && !(v instanceof Uint8Array)) {
+    /** @type {Record<string, any>} */
+    const out = {};
+    for (const k of Object.keys(v)) out[k] = norm2(v[k]);
+    return out;
+  }
+  return v;
+}
+
+test('float16 conversion is exact', () => {
+  for (let h = 0; h < 0x10000; h++) {
+    const x = fromHalf(h);
+    if (Number.isNaN(x)) continue;
+    assert.equal(toHalfExact(x), h, `half 0x${h.toString(16)}`);
+  }
+  assert.equal(toHalfExact(1 + 2 ** -11), null); // needs 11 mantissa bits
+  assert.equal(toHalfExact(65520), null);
+  assert.equal(toHalfExact(2 ** -25), null);
+  assert.equal(hex(encode(new Float(1))), 'f93c00');
+  assert.equal(hex(encode(-0)), 'f98000');
+  assert.equal(hex(encode(NaN)), 'f97e00');
+  assert.equal(hex(encode(2 ** 53)), 'fa5a000000');
+  assert.equal(hex(encode(Math.fround(0.1))), 'fa3dcccccd');
+});
+
+test('decode limits and refusals', async (t) => {
+  const nest = (/** @type {number} */ n) => unhex('81'.repeat(n - 1) + '00');
+  /** @type {[string, Uint8Array, string|null, object?][]} */
+  const cases = [
+    ['depth at the limit', nest(MAX_DEPTH), null],
+    ['depth over the limit', nest(MAX_DEPTH + 1), 'malformed'],
+    ['array of max items', unhex('994000' + '00'.repeat(MAX_ITEMS)), null],
+    ['array over max items', unhex('994001' + '00'.repeat(MAX_ITEMS + 1)), 'malformed'],
+    ['length past the end', unhex('5a7fffffff00'), 'malformed'],
+    ['truncated', unhex('1a0001'), 'malformed'],
+    ['indefinite array', unhex('9f00ff'), 'malformed'],
+    ['indefinite string', unhex('7f6161ff'), 'malformed'],
+    ['tag', unhex('c11a00000000'), 'malformed'],
+    ['undefined', unhex('f7'), 'malformed'],
+    ['simple 16', unhex('f0'), 'malformed'],
+    ['simple in next byte', unhex('f820'), 'malformed'],
+    ['break', unhex('ff'), 'malformed'],
+    ['reserved info', unhex('1c'), 'malformed'],
+    ['invalid utf-8', unhex('62c328'), 'malformed'],
+    ['utf-8 surrogate', unhex('63eda080'), 'malformed'],
+    ['duplicate key', unhex('a2616101616102'), 'malformed'],
+    ['duplicate key, lenient', unhex('a2616101616102'), 'malformed', { canonical: false }],
+    ['duplicate int key written two ways, lenient', unhex('a2010218010203'), 'malformed', { canonical: false }],
+    ['unsorted keys', unhex('a2616201616102'), 'invalid'],
+    ['unsorted keys, lenient', unhex('a2616201616102'), null, { canonical: false }],
+    ['long head', unhex('1817'), 'invalid'],
+    ['long head, lenient', unhex('1817'), null, { canonical: false }],
+    ['float64 that fits float32', unhex('fb3ff8000000000000'), 'invalid'],
+    ['float32 that fits float16', unhex('fa3fc00000'), 'invalid'],
+    ['non-canonical NaN', unhex('f97e01'), 'invalid'],
+    ['float64 NaN', unhex('fb7ff8000000000000'), 'invalid'],
+    ['trailing bytes', unhex('0000'), 'malformed'],
+    ['empty', new Uint8Array(0), 'malformed'],
+    ['over the size bound', new Uint8Array(10), 'too_large', { maxBytes: 5 }],
+  ];
+  for (const [name, b, code, opts] of cases) {
+    await t.test(name, () => {
+      if (code === null) {
+        decode(b, opts);
+        return;
+      }
+      assert.throws(
+        () => decode(b, opts),
+        (e) => /** @type {any} */ (e).code === code,
+      );
+    });
+  }
+});
+
+test('encode refuses what has no CBOR form', () => {
+  const bad = [undefined, () => 1, Symbol('x'), new Date(0), new Set([1]), new Uint16Array(2), '\ud800', 2n ** 64n, -(2n ** 64n) - 1n];
+  for (const v of bad) {
+    assert.throws(
+      () => encode(v),
+      (e) => /** @type {any} */ (e).code === 'invalid',
+      String(typeof v === 'symbol' ? 'symbol' : v),
+    );
+  }
+  let deep = /** @type {any} */ (0);
+  for (let i = 0; i < MAX_DEPTH; i++) deep = [deep];
+  assert.throws(() => encode(deep), (e) => /** @type {any} */ (e).code === 'invalid');
+  // Undefined object members are left out, as JSON does.
+  assert.equal(hex(encode({ a: 1, b: undefined })), 'a1616101');
+  // "__proto__" is an ordinary key both ways.
+  const o = decode(encode(JSON.parse('{"__proto__": 1}')));
+  assert.equal(Object.getPrototypeOf(o), Object.prototype);
+  assert.deepEqual(Object.keys(o), ['__proto__']);
+  // Maps with non-text keys decode to Map.
+  assert.deepEqual(decode(encode(new Map([[1, 'a'], ['b', 2]]))), new Map([[1, 'a'], ['b', 2]]));
+});
