@@ -74,11 +74,22 @@
 // Records are stored, and changes sent to the script, as a flat binary
 // layout (encoding.go) rather than CBOR: Redis's Lua has a cmsgpack and a
 // cjson library but no CBOR decoder, and a hand-written CBOR reader in Lua
-// would be slower and much larger than this layout, where every stamp is
-// fixed-width big-endian and therefore compares bytewise as it compares in
-// Go. The script keeps the field order of the blob, so an unchanged record
-// round-trips to the same bytes. Values stay the canonical CBOR bytes the
-// engine validated; the store never re-encodes them.
+// would be slower and much larger than this layout, where every length and
+// number is fixed-width big-endian (read with Redis's struct library) and
+// a stamp's wall time and counter compare as two 32-bit halves and a
+// 32-bit number, exactly as in Go. A field's bytes are the same in a change
+// and in a stored record, so the script copies the fields that win into
+// the new blob without re-encoding them, in the record's field order; an
+// unchanged record round-trips to the same bytes. Values stay the canonical
+// CBOR bytes the engine validated; the store never re-encodes them.
+//
+// The size limit is crdt.MaxRecordBytes of the record's CBOR encoding. Each
+// CBOR head is at most as long as the blob's fixed-width field, except per
+// field (a name's, wall time's, counter's and replica length's heads can be
+// 1 byte longer each, 4 in all) and once for the id and the map heads, so
+// the encoding is at most len(blob) + len(id) + 4×fields + 5 bytes (a test
+// checks it, with equality in the worst case). The script computes the
+// exact encoded size only for records whose bound passes the limit.
 //
 // # Reads
 //

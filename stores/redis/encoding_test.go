@@ -181,3 +181,56 @@ func TestNewRefusesNilClient(t *testing.T) {
 		t.Fatalf("got %v, want ErrInvalid", err)
 	}
 }
+
+// TestCBORSizeBound checks the bound the merge script relies on to skip the
+// exact size computation: a record's CBOR encoding is at most its blob's
+// length plus its id's length plus 4 bytes per field plus 5. The records
+// use the largest numbers, ids, names and replica ids the limits allow,
+// where CBOR heads are longest.
+func TestCBORSizeBound(t *testing.T) {
+	replica := rapid.SampledFrom([]string{"a", strings.Repeat("r", 23), strings.Repeat("r", 24), strings.Repeat("r", crdt.MaxReplicaBytes)})
+	stamp := rapid.Custom(func(t *rapid.T) crdt.Stamp {
+		return crdt.Stamp{
+			Wall:    rapid.SampledFrom([]int64{1, 24, 1 << 32, crdt.MaxWall}).Draw(t, "wall"),
+			Logical: rapid.SampledFrom([]uint32{0, 24, 1 << 16, 1<<32 - 1}).Draw(t, "logical"),
+			Replica: replica.Draw(t, "replica"),
+		}
+	})
+	// The worst case meets the bound exactly: every head at its longest
+	// (a 512-byte id, 256-byte names, at least 256 fields, the largest
+	// stamps with 64-byte replica ids) and every field unset.
+	top := crdt.Stamp{Wall: crdt.MaxWall, Logical: 1<<32 - 1, Replica: strings.Repeat("r", crdt.MaxReplicaBytes)}
+	worst := crdt.Record{ID: strings.Repeat("i", crdt.MaxIDBytes), Deleted: top, Fields: map[string]crdt.Field{}}
+	for i := range 300 {
+		worst.Fields[fmt.Sprintf("%0*d", crdt.MaxFieldNameBytes, i)] = crdt.Field{Stamp: top}
+	}
+	if size, bound := len(crdt.AppendRecord(nil, worst)), len(encodeBlob(0, worst))+len(worst.ID)+4*len(worst.Fields)+5; size != bound {
+		t.Fatalf("worst case: CBOR size %d, bound %d; want them equal", size, bound)
+	}
+	rapid.Check(t, func(t *rapid.T) {
+		r := crdt.Record{ID: strings.Repeat("i", rapid.SampledFrom([]int{1, 23, 24, 255, 256, crdt.MaxIDBytes}).Draw(t, "id"))}
+		if rapid.Bool().Draw(t, "deleted") {
+			r.Deleted = stamp.Draw(t, "delete")
+		}
+		for i := range rapid.SampledFrom([]int{0, 1, 23, 24, 300}).Draw(t, "fields") {
+			n := rapid.SampledFrom([]int{1, 23, 24, 255, crdt.MaxFieldNameBytes}).Draw(t, "name")
+			name := fmt.Sprintf("%0*d", n, i)[:n]
+			if len(name) < n || r.Fields[name].Stamp != (crdt.Stamp{}) {
+				continue
+			}
+			f := crdt.Field{Stamp: stamp.Draw(t, "stamp")}
+			if rapid.Bool().Draw(t, "set") {
+				f.Value = []byte{0xf5}
+			}
+			if r.Fields == nil {
+				r.Fields = map[string]crdt.Field{}
+			}
+			r.Fields[name] = f
+		}
+		size := len(crdt.AppendRecord(nil, r))
+		bound := len(encodeBlob(MaxSeq, r)) + len(r.ID) + 4*len(r.Fields) + 5
+		if size > bound {
+			t.Fatalf("CBOR size %d exceeds the bound %d", size, bound)
+		}
+	})
+}

@@ -20,8 +20,10 @@
 -- wrong type) is raised before the first write: Lua scripts have no
 -- rollback.
 
-local byte, sub, char, fmt, concat = string.byte, string.sub, string.char, string.format, table.concat
+local byte, sub, fmt, concat = string.byte, string.sub, string.format, table.concat
+local spack, sunpack = struct.pack, struct.unpack
 local ZERO = string.rep('\0', 13) -- the zero stamp: wall 0, logical 0, no replica
+local TWO32 = 4294967296
 
 local function malformed(what)
   error('convergo:malformed ' .. what)
@@ -53,64 +55,74 @@ local function bcmp(a, b)
 end
 
 -- A stamp is 8 bytes of wall time and 4 of logical counter, big-endian,
--- then a length byte and the replica id. Fixed-width big-endian numbers
--- compare bytewise as they compare numerically; the replica ids compare
--- bytewise without their length byte.
+-- then a length byte and the replica id. scmp compares two stamps as
+-- crdt.Stamp.Compare does: wall time (as two 32-bit halves), logical
+-- counter, then the replica ids bytewise.
 local function scmp(a, b)
   if a == b then return 0 end
-  local c = bcmp(sub(a, 1, 12), sub(b, 1, 12))
-  if c ~= 0 then return c end
+  local a1, a2, a3 = sunpack('>I4I4I4', a)
+  local b1, b2, b3 = sunpack('>I4I4I4', b)
+  if a1 ~= b1 then
+    if a1 < b1 then return -1 end
+    return 1
+  end
+  if a2 ~= b2 then
+    if a2 < b2 then return -1 end
+    return 1
+  end
+  if a3 ~= b3 then
+    if a3 < b3 then return -1 end
+    return 1
+  end
   return bcmp(sub(a, 14), sub(b, 14))
-end
-
-local function stamp(s, p, n)
-  if p + 12 > n then malformed('stamp') end
-  local q = p + 13 + byte(s, p + 12)
-  if q - 1 > n then malformed('stamp') end
-  return sub(s, p, q - 1), q
 end
 
 -- parse reads a record blob: a version byte (1), the sequence number (8
 -- bytes), the delete stamp, then fields: name length (2 bytes), name,
 -- stamp, flag (0 unset, 1 value), and for a value its length (4 bytes) and
--- bytes. A field is {stamp, value or false}.
+-- bytes. A field is {stamp, value length or false for an unset, the
+-- field's bytes in the blob}: serialize copies those bytes unchanged, and
+-- the value is cut out of them only when a tie needs it.
 local function parse(s)
   local n = #s
   if n < 22 or byte(s, 1) ~= 1 then malformed('record header') end
-  local seq = 0
-  for i = 2, 9 do seq = seq * 256 + byte(s, i) end
-  local r = {seq = seq, names = {}, listed = {}, fields = {}, nf = 0}
-  local p
-  r.del, p = stamp(s, 10, n)
+  local hi, lo = sunpack('>I4I4', s, 2)
+  local p = 23 + byte(s, 22)
+  if p - 1 > n then malformed('stamp') end
+  local r = {seq = hi * TWO32 + lo, del = sub(s, 10, p - 1), names = {}, listed = {}, fields = {}, nf = 0}
   while p <= n do
+    local p0 = p
     if p + 1 > n then malformed('field name') end
-    local q = p + 2 + byte(s, p) * 256 + byte(s, p + 1)
-    if q - 1 > n then malformed('field name') end
+    local q = p + 2 + byte(s, p) * 256 + byte(s, p + 1) -- the stamp
+    if q + 12 > n then malformed('field stamp') end
+    local e = q + 13 + byte(s, q + 12) -- the flag
+    if e > n then malformed('field flag') end
     local name = sub(s, p + 2, q - 1)
-    local st, v
-    st, p = stamp(s, q, n)
-    if p > n then malformed('field flag') end
-    local flag = byte(s, p)
-    p = p + 1
+    local flag, vlen = byte(s, e), false
     if flag == 1 then
-      if p + 3 > n then malformed('value length') end
-      local b1, b2, b3, b4 = byte(s, p, p + 3)
-      q = p + 4 + ((b1 * 256 + b2) * 256 + b3) * 256 + b4
-      if q - 1 > n then malformed('value') end
-      v = sub(s, p + 4, q - 1)
-      p = q
+      if e + 4 > n then malformed('value length') end
+      local b1, b2, b3, b4 = byte(s, e + 1, e + 4)
+      vlen = ((b1 * 256 + b2) * 256 + b3) * 256 + b4
+      p = e + 5 + vlen
+      if p - 1 > n then malformed('value') end
     elseif flag == 0 then
-      v = false
+      p = e + 1
     else
       malformed('field flag')
     end
     if r.listed[name] then malformed('duplicate field') end
     r.listed[name] = true
     r.names[#r.names + 1] = name
-    r.fields[name] = {st, v}
+    r.fields[name] = {sub(s, q, e - 1), vlen, sub(s, p0, p - 1)}
     r.nf = r.nf + 1
   end
   return r
+end
+
+-- value returns the value bytes of a field that holds a value.
+local function value(f)
+  local raw = f[3]
+  return sub(raw, #raw - f[2] + 1)
 end
 
 -- beats is crdt.Field.beats: the larger stamp wins; at equal stamps an
@@ -120,7 +132,7 @@ local function beats(f, g)
   if c ~= 0 then return c > 0 end
   if not f[2] then return g[2] ~= false end
   if not g[2] then return false end
-  return bcmp(f[2], g[2]) > 0
+  return bcmp(value(f), value(g)) > 0
 end
 
 -- merge is crdt.Record.Merge: it merges change d into record r and reports
@@ -162,18 +174,17 @@ local function hsize(x)
   if x < 24 then return 1 end
   if x < 256 then return 2 end
   if x < 65536 then return 3 end
-  if x < 4294967296 then return 5 end
+  if x < TWO32 then return 5 end
   return 9
 end
 
--- ssize is the size of a stamp's CBOR array [wall, logical, replica]
--- (a field adds its value's bytes; the array head is one byte either way).
+-- ssize is the size of a stamp's CBOR array [wall, logical, replica] (a
+-- field's array adds its value's bytes; the array head is one byte either
+-- way).
 local function ssize(st)
-  local w, l = 0, 0
-  for i = 1, 8 do w = w * 256 + byte(st, i) end
-  for i = 9, 12 do l = l * 256 + byte(st, i) end
-  local rl = byte(st, 13)
-  return 1 + hsize(w) + hsize(l) + hsize(rl) + rl
+  local w1, w2, l = sunpack('>I4I4I4', st)
+  local rl = #st - 13
+  return 1 + hsize(w1 * TWO32 + w2) + hsize(l) + hsize(rl) + rl
 end
 
 -- cborsize is the length of crdt.EncodeRecord of the record.
@@ -184,39 +195,19 @@ local function cborsize(id, r)
     size = size + 1 + hsize(r.nf)
     for name, f in pairs(r.fields) do
       size = size + hsize(#name) + #name + ssize(f[1])
-      if f[2] then size = size + #f[2] end
+      if f[2] then size = size + f[2] end
     end
   end
   return size
 end
 
--- be encodes a non-negative integer below 2^53 in k big-endian bytes.
-local function be(x, k)
-  local t = {}
-  for i = k, 1, -1 do
-    local b = x % 256
-    t[i] = b
-    x = (x - b) / 256
-  end
-  return char(unpack(t))
-end
-
+-- serialize writes the record blob: the header and delete stamp, then the
+-- fields' bytes as they arrived, in the record's field order.
 local function serialize(r)
-  local out = {'\1', be(r.seq, 8), r.del}
+  local out = {'\1', spack('>I4I4', math.floor(r.seq / TWO32), r.seq % TWO32), r.del}
   for _, name in ipairs(r.names) do
     local f = r.fields[name]
-    if f then
-      out[#out + 1] = be(#name, 2)
-      out[#out + 1] = name
-      out[#out + 1] = f[1]
-      if f[2] then
-        out[#out + 1] = '\1'
-        out[#out + 1] = be(#f[2], 4)
-        out[#out + 1] = f[2]
-      else
-        out[#out + 1] = '\0'
-      end
-    end
+    if f then out[#out + 1] = f[3] end
   end
   return concat(out)
 end
@@ -264,14 +255,21 @@ for i = 1, nchanges do
   end
 end
 
+local blobs = {}
 for _, id in ipairs(order) do
   local r = state[id]
   if r.nf > maxFields then
     error('convergo:too-large record ' .. id .. ' would have ' .. int(r.nf) .. ' fields, more than ' .. int(maxFields))
   end
-  local size = cborsize(id, r)
-  if size > maxBytes then
-    error('convergo:too-large record ' .. id .. ' would be ' .. int(size) .. ' bytes, more than ' .. int(maxBytes))
+  local blob = serialize(r)
+  blobs[id] = blob
+  -- The CBOR encoding is at most this long (doc.go, "# The record blob"),
+  -- so the exact size is computed only for records near the limit.
+  if #blob + #id + 4 * r.nf + 5 > maxBytes then
+    local size = cborsize(id, r)
+    if size > maxBytes then
+      error('convergo:too-large record ' .. id .. ' would be ' .. int(size) .. ' bytes, more than ' .. int(maxBytes))
+    end
   end
 end
 
@@ -285,7 +283,7 @@ for first = 1, #order, chunk do
     local id = order[j]
     local r = state[id]
     hargs[#hargs + 1] = id
-    hargs[#hargs + 1] = serialize(r)
+    hargs[#hargs + 1] = blobs[id]
     zargs[#zargs + 1] = int(r.seq)
     zargs[#zargs + 1] = id
   end
