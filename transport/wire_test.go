@@ -1,0 +1,140 @@
+package transport
+
+import (
+	"bytes"
+	"fmt"
+	"testing"
+
+	"pgregory.net/rapid"
+
+	"github.com/convergo/convergo/crdt"
+)
+
+// Types without the hand-written encoders: the reference encoding.
+type (
+	plainPull    PullResponse
+	plainChanges Changes
+)
+
+func genRecord(t *rapid.T, label string) crdt.Record {
+	id := rapid.StringMatching(`[a-z0-9]{1,40}`).Draw(t, label+"id")
+	stamp := func(l string) crdt.Stamp {
+		return crdt.Stamp{
+			Wall:    rapid.Int64Range(1, crdt.MaxWall).Draw(t, l+"wall"),
+			Logical: rapid.Uint32().Draw(t, l+"logical"),
+			Replica: rapid.StringMatching(`[a-z0-9]{1,20}`).Draw(t, l+"replica"),
+		}
+	}
+	r := crdt.Record{ID: id}
+	if rapid.Bool().Draw(t, label+"deleted") {
+		r.Deleted = stamp(label + "del")
+	}
+	n := rapid.IntRange(0, 5).Draw(t, label+"fields")
+	for i := 0; i < n; i++ {
+		if r.Fields == nil {
+			r.Fields = map[string]crdt.Field{}
+		}
+		name := rapid.StringMatching(`[a-zA-Z_]{1,12}`).Draw(t, label+"name")
+		var v []byte
+		if rapid.Bool().Draw(t, label+"set") {
+			var err error
+			v, err = crdt.EncodeValue(rapid.OneOf(
+				rapid.Map(rapid.String(), func(s string) any { return s }),
+				rapid.Map(rapid.Int64(), func(n int64) any { return n }),
+				rapid.Map(rapid.Bool(), func(b bool) any { return b }),
+			).Draw(t, label+"value"))
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		r.Fields[name] = crdt.Field{Stamp: stamp(label + name), Value: v}
+	}
+	return r
+}
+
+func genEntries(t *rapid.T) []Entry {
+	n := rapid.IntRange(0, 30).Draw(t, "entries")
+	es := make([]Entry, n)
+	var seq uint64
+	for i := range es {
+		seq += rapid.Uint64Range(1, 1<<40).Draw(t, "gap")
+		es[i] = Entry{Seq: seq, Record: genRecord(t, fmt.Sprint(i))}
+	}
+	return es
+}
+
+func TestPageEncodingMatchesReflection(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		es := genEntries(t)
+		next := rapid.Uint64().Draw(t, "next")
+		more := rapid.Bool().Draw(t, "more")
+
+		p := PullResponse{Entries: es, Next: next, More: more}
+		fast, _ := p.MarshalCBOR()
+		ref, err := crdt.Marshal(plainPull(p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(fast, ref) {
+			t.Fatalf("pull answer:\n got %x\nwant %x", fast, ref)
+		}
+		var back PullResponse
+		if err := Decode(fast, &back); err != nil {
+			t.Fatal(err)
+		}
+		if len(back.Entries) != len(es) || back.Next != next || back.More != more {
+			t.Fatalf("round trip: %+v", back)
+		}
+
+		c := Changes{Type: TypeChanges, Collection: "demo.todos", Entries: es, Next: next, More: more}
+		fast, _ = EncodeMessage(c)
+		ref, err = crdt.Marshal(plainChanges(c))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(fast, ref) {
+			t.Fatalf("changes:\n got %x\nwant %x", fast, ref)
+		}
+	})
+}
+
+func TestEmptyPageIsAnArray(t *testing.T) {
+	for _, es := range [][]Entry{nil, {}} {
+		b, _ := Encode(PullResponse{Entries: es, Next: 7})
+		if want := []byte{0xa3, 0x01, 0x80, 0x02, 0x07, 0x03, 0xf4}; !bytes.Equal(b, want) {
+			t.Fatalf("got %x, want %x", b, want)
+		}
+	}
+}
+
+func benchPage(b *testing.B) PullResponse {
+	v, _ := crdt.EncodeValue("a todo title of some length")
+	es := make([]Entry, 1000)
+	for i := range es {
+		s := crdt.Stamp{Wall: 1_700_000_000_000 + int64(i), Replica: "client-abcdef"}
+		es[i] = Entry{Seq: uint64(i + 1), Record: crdt.Record{ID: fmt.Sprintf("todo-%06d", i), Fields: map[string]crdt.Field{
+			"title": {Stamp: s, Value: v}, "done": {Stamp: s, Value: []byte{0xf4}}, "order": {Stamp: s, Value: []byte{0x18, 0x2a}},
+		}}}
+	}
+	return PullResponse{Entries: es, Next: 1000, More: true}
+}
+
+func BenchmarkEncodePage(b *testing.B) {
+	p := benchPage(b)
+	b.Run("hand", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := Encode(p); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("reflection", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := crdt.Marshal(plainPull(p)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
