@@ -166,6 +166,13 @@ export class Store {
     const lost = () => {
       if (this.db === db) this.db = null;
       db.close();
+      // Reopen soon (after the delete or upgrade that asked us to step
+      // aside) and find out whether our data survived.
+      if (!this.closed) {
+        setTimeout(() => {
+          if (!this.closed) this.verify().catch((e) => this.onError(e));
+        }, 20);
+      }
     };
     // Another context deletes or upgrades the database: step aside, and
     // reopen (and notice it came back empty) on next use.

@@ -1,0 +1,218 @@
+// The IndexedDB layer through the public API, without a server: atomic
+// write + outbox, quota errors, clock persistence across reloads and tabs,
+// queries and live subscriptions.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { ConvergoError } from '../src/index.js';
+import { decodeChanges } from '../src/record.js';
+import { compareStamps } from '../src/hlc.js';
+import { freshIDB, openClient, until } from './helpers/util.js';
+
+/** Opens a local-only client. */
+function local(/** @type {any} */ opts = {}) {
+  return openClient({ sync: false, ...opts });
+}
+
+/**
+ * The changes in the outbox, oldest first.
+ * @param {any} db
+ */
+async function outbox(db) {
+  const entries = await db.store.peekOutbox(10000);
+  return entries.map((/** @type {any} */ e) => ({ seq: e.seq, change: decodeChanges(Uint8Array.of(0x81, ...e.change))[0] }));
+}
+
+test('a write stores the record and its outbox entry together', async () => {
+  const db = await local();
+  const todos = db.collection('todos');
+  const doc = await todos.put('t1', { title: 'milk', done: false });
+  assert.deepEqual(doc, { id: 't1', title: 'milk', done: false });
+  const ob = await outbox(db);
+  assert.equal(ob.length, 1);
+  assert.equal(ob[0].change.collection, 'todos');
+  assert.deepEqual([...ob[0].change.record.fields.keys()].sort(), ['done', 'title']);
+  assert.equal(db.status.pending, 1);
+
+  // put replaces: a field missing from the new doc is unset.
+  await todos.put('t1', { title: 'oat milk' });
+  assert.deepEqual(await todos.get('t1'), { id: 't1', title: 'oat milk' });
+  const second = (await outbox(db))[1].change.record;
+  assert.equal(second.fields.get('done')?.value, null, 'done unset');
+  // update sets only what it names; undefined unsets.
+  await todos.update('t1', { done: true });
+  await todos.update('t1', { title: undefined });
+  assert.deepEqual(await todos.get('t1'), { id: 't1', done: true });
+  await todos.delete('t1');
+  assert.equal(await todos.get('t1'), null);
+  // A write after the delete re-creates the record with only its fields.
+  await todos.update('t1', { again: 1 });
+  assert.deepEqual(await todos.get('t1'), { id: 't1', again: 1 });
+  assert.equal(db.status.pending, 6);
+  await db.close();
+});
+
+test('a failed write leaves neither record nor outbox entry', async (t) => {
+  const db = await local();
+  t.after(() => db.close());
+  const todos = db.collection('todos');
+  await assert.rejects(todos.put('big', { blob: 'x'.repeat(200 << 10) }), (e) => e instanceof ConvergoError && e.code === 'too_large');
+  await assert.rejects(todos.put('bad', { when: new Date() }), (e) => /** @type {any} */ (e).code === 'invalid');
+  await assert.rejects(todos.put('', { a: 1 }), (e) => /** @type {any} */ (e).code === 'invalid');
+  await assert.rejects(todos.put('x', { id: 'y' }), (e) => /** @type {any} */ (e).code === 'invalid');
+  assert.throws(() => db.collection('no spaces'), (e) => /** @type {any} */ (e).code === 'invalid');
+  assert.equal(await todos.get('big'), null);
+  assert.equal((await outbox(db)).length, 0);
+});
+
+test('a full disk surfaces as quota_exceeded and the write is not half done', async (t) => {
+  const db = await local();
+  t.after(() => db.close());
+  const todos = db.collection('todos');
+  await todos.put('before', { n: 1 });
+  // Make the next transaction abort the way a browser does when the quota
+  // is exceeded: the outbox add succeeds, then the commit fails.
+  const idbdb = await db.store.conn();
+  const realTransaction = idbdb.transaction.bind(idbdb);
+  const quota = new DOMException('The quota has been exceeded.', 'QuotaExceededError');
+  idbdb.transaction = (/** @type {any} */ stores, /** @type {any} */ mode, /** @type {any} */ o) => {
+    const tx = realTransaction(stores, mode, o);
+    if (mode !== 'readwrite' || !stores.includes('outbox')) return tx;
+    idbdb.transaction = realTransaction;
+    return new Proxy(tx, {
+      get(target, prop) {
+        if (prop === 'error') return quota;
+        if (prop === 'objectStore') {
+          return (/** @type {string} */ name) => {
+            const s = target.objectStore(name);
+            if (name !== 'outbox') return s;
+            return new Proxy(s, {
+              get(st, p) {
+                if (p === 'add') {
+                  return (/** @type {any} */ v) => {
+                    const r = st.add(v);
+                    r.addEventListener('success', () => target.abort());
+                    return r;
+                  };
+                }
+                const v = /** @type {any} */ (st)[p];
+                return typeof v === 'function' ? v.bind(st) : v;
+              },
+            });
+          };
+        }
+        const v = /** @type {any} */ (target)[prop];
+        return typeof v === 'function' ? v.bind(target) : v;
+      },
+      set(target, prop, value) {
+        /** @type {any} */ (target)[prop] = value;
+        return true;
+      },
+    });
+  };
+  await assert.rejects(todos.put('after', { n: 2 }), (e) => {
+    assert.ok(e instanceof ConvergoError);
+    assert.equal(e.code, 'quota_exceeded');
+    assert.match(e.message, /quota/);
+    return true;
+  });
+  assert.equal(await todos.get('after'), null, 'record rolled back');
+  assert.equal((await outbox(db)).length, 1, 'outbox rolled back');
+  // The next write works again.
+  await todos.put('later', { n: 3 });
+  assert.equal((await outbox(db)).length, 2);
+});
+
+test('the clock survives a reload and is shared by tabs of one database', async () => {
+  const idb = freshIDB();
+  const tab1 = await local({ indexedDB: idb, name: 'shared' });
+  const tab2 = await local({ indexedDB: idb, name: 'shared' });
+  assert.equal(tab1.store.replica, tab2.store.replica, 'one replica id per database');
+  // Freeze wall time so only the logical counter can order the stamps.
+  tab1.store.now = tab2.store.now = () => 1_700_000_000_000;
+  for (let i = 0; i < 10; i++) {
+    await (i % 2 ? tab1 : tab2).collection('c').put('r' + (i % 3), { i });
+  }
+  const stamps = (await outbox(tab1)).map((e) => e.change.record.fields.get('i')?.stamp);
+  assert.equal(stamps.length, 10);
+  for (let i = 1; i < stamps.length; i++) {
+    assert.equal(compareStamps(/** @type {any} */ (stamps[i - 1]), /** @type {any} */ (stamps[i])), -1, `stamp ${i} after ${i - 1}`);
+  }
+  await tab1.close();
+  await tab2.close();
+
+  const reloaded = await local({ indexedDB: idb, name: 'shared' });
+  reloaded.store.now = () => 1_000; // the wall clock went far back
+  await reloaded.collection('c').put('r9', { i: 99 });
+  const last = (await outbox(reloaded)).at(-1)?.change.record.fields.get('i')?.stamp;
+  assert.equal(compareStamps(/** @type {any} */ (stamps.at(-1)), /** @type {any} */ (last)), -1, 'stamps keep increasing after reload');
+  await reloaded.close();
+});
+
+test('queries: where, predicate, order, limit', async (t) => {
+  const db = await local();
+  t.after(() => db.close());
+  const c = db.collection('people');
+  await c.put('a', { name: 'Ann', age: 31, team: 'red' });
+  await c.put('b', { name: 'Bob', age: 25, team: 'blue' });
+  await c.put('c', { name: 'Cid', team: 'red' });
+  await c.put('d', { name: 'Dee', age: 31.5, team: 'red', tags: ['x', 1] });
+  await c.put('gone', { name: 'Gus' });
+  await c.delete('gone');
+
+  const ids = (/** @type {any[]} */ docs) => docs.map((d) => d.id);
+  assert.deepEqual(ids(await c.list()), ['a', 'b', 'c', 'd']);
+  assert.deepEqual(ids(await c.query({ where: { team: 'red' } })), ['a', 'c', 'd']);
+  assert.deepEqual(ids(await c.query({ where: { team: 'red', age: 31 } })), ['a']);
+  assert.deepEqual(ids(await c.query({ where: { tags: ['x', 1] } })), ['d']);
+  assert.deepEqual(ids(await c.query({ where: { id: 'b' } })), ['b']);
+  assert.deepEqual(ids(await c.query({ where: (d) => typeof d.age === 'number' && d.age > 30 })), ['a', 'd']);
+  assert.deepEqual(ids(await c.query({ orderBy: 'age' })), ['b', 'a', 'd', 'c'], 'missing last');
+  assert.deepEqual(ids(await c.query({ orderBy: 'age', desc: true })), ['c', 'd', 'a', 'b']);
+  assert.deepEqual(ids(await c.query({ orderBy: 'name', limit: 2 })), ['a', 'b']);
+  assert.deepEqual(ids(await c.query({ where: { team: 'green' } })), []);
+  await assert.rejects(c.query({ limit: -1 }), (e) => /** @type {any} */ (e).code === 'invalid');
+});
+
+test('subscriptions follow local changes and stop when asked', async (t) => {
+  const db = await local();
+  t.after(() => db.close());
+  const c = db.collection('todos');
+  /** @type {any[]} */
+  const lists = [];
+  /** @type {any[]} */
+  const one = [];
+  const stopList = c.subscribe({ where: { done: false }, orderBy: 'title' }, (docs) => lists.push(docs.map((/** @type {any} */ d) => d.title)));
+  const stopOne = c.subscribe('t2', (doc) => one.push(doc));
+  await until(() => lists.length === 1 && one.length === 1, 'initial results');
+  assert.deepEqual(lists[0], []);
+  assert.equal(one[0], null);
+
+  await c.put('t1', { title: 'b', done: false });
+  await c.put('t2', { title: 'a', done: false });
+  await until(() => JSON.stringify(lists.at(-1)) === '["a","b"]', 'both in order');
+  await until(() => one.at(-1)?.title === 'a', 'record subscription');
+  await c.update('t1', { done: true });
+  await until(() => JSON.stringify(lists.at(-1)) === '["a"]', 't1 leaves the query');
+  const seenOne = one.length;
+  await c.delete('t2');
+  await until(() => one.at(-1) === null, 'record subscription sees the delete');
+  assert.ok(one.length > seenOne);
+
+  stopList();
+  stopOne();
+  const n = lists.length;
+  const m = one.length;
+  await c.put('t3', { title: 'c', done: false });
+  await c.put('t2', { title: 'back', done: false });
+  await new Promise((r) => setTimeout(r, 30));
+  assert.equal(lists.length, n, 'no calls after unsubscribe');
+  assert.equal(one.length, m);
+});
+
+test('closed databases refuse work', async () => {
+  const db = await local();
+  await db.close();
+  await assert.rejects(db.collection('x').put('a', { b: 1 }), (e) => /** @type {any} */ (e).code === 'closed');
+  await assert.rejects(db.sync(), (e) => /** @type {any} */ (e).code === 'closed');
+});
