@@ -1,0 +1,88 @@
+package client_test
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"net/http/httptest"
+	"time"
+
+	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/engine"
+	"github.com/convergo/convergo/stores/memory"
+	"github.com/convergo/convergo/transport"
+	"github.com/convergo/convergo/transport/client"
+)
+
+// Two replicas of one user write offline and sync through a server.
+func Example() {
+	// A server, as `convergo serve --store memory:` would run it.
+	eng, err := engine.Open(engine.Config{Store: memory.New()})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer eng.Close()
+	auth, err := transport.NewJWT([]byte("example-secret-0123456789"), nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	srv, err := transport.New(transport.Config{Engine: eng, Authorizer: auth})
+	if err != nil {
+		log.Fatal(err)
+	}
+	hs := httptest.NewServer(srv)
+	defer hs.Close()
+	token, err := auth.Issue("alice", []string{"notes"}, []string{"notes"}, time.Hour)
+	if err != nil {
+		log.Fatal(err)
+	}
+
+	ctx := context.Background()
+	open := func(replica string) *client.Replica {
+		c, err := client.New(client.Config{URL: hs.URL, Token: token, Replica: replica})
+		if err != nil {
+			log.Fatal(err)
+		}
+		if _, err := c.Hello(ctx); err != nil { // corrects clock skew
+			log.Fatal(err)
+		}
+		r, err := client.NewReplica(c, client.ReplicaConfig{Collections: []string{"notes"}})
+		if err != nil {
+			log.Fatal(err)
+		}
+		return r
+	}
+	laptop, phone := open("alice-laptop"), open("alice-phone")
+
+	// Offline writes land in the local records and the outbox.
+	if err := laptop.Set("notes", "n1", "title", "Buy milk"); err != nil {
+		log.Fatal(err)
+	}
+	if err := phone.Set("notes", "n1", "done", true); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("pending on the laptop:", len(laptop.Pending()))
+
+	// Online again: push the outbox, pull the rest.
+	for _, r := range []*client.Replica{laptop, phone, laptop} {
+		if err := r.Sync(ctx); err != nil {
+			log.Fatal(err)
+		}
+	}
+	for _, r := range []*client.Replica{laptop, phone} {
+		rec, _ := r.Get("notes", "n1")
+		var title string
+		var done bool
+		if err := crdt.DecodeValue(rec.Values()["title"], &title); err != nil {
+			log.Fatal(err)
+		}
+		if err := crdt.DecodeValue(rec.Values()["done"], &done); err != nil {
+			log.Fatal(err)
+		}
+		fmt.Printf("%s: %q done=%v, pending %d\n", r.Client().Replica(), title, done, len(r.Pending()))
+	}
+	// Output:
+	// pending on the laptop: 1
+	// alice-laptop: "Buy milk" done=true, pending 0
+	// alice-phone: "Buy milk" done=true, pending 0
+}
