@@ -1,0 +1,168 @@
+package redis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/stores"
+	"github.com/convergo/convergo/stores/storetest"
+)
+
+const envServerBin = "CONVERGO_REDIS_SERVER_BIN" // redis-server, to start private servers
+
+// server is a private redis-server the test may kill and restart.
+type server struct {
+	t    testing.TB
+	bin  string
+	dir  string
+	port int
+	cmd  *exec.Cmd
+}
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// startServer starts redis-server on a free port with an append-only file
+// fsynced before every reply (appendfsync always).
+func startServer(t testing.TB) *server {
+	t.Helper()
+	s := &server{t: t, bin: storetest.Endpoint(t, envServerBin), dir: t.TempDir(), port: freePort(t)}
+	s.start()
+	t.Cleanup(s.kill)
+	return s
+}
+
+func (s *server) addr() string { return "127.0.0.1:" + strconv.Itoa(s.port) }
+
+func (s *server) start() {
+	s.t.Helper()
+	s.cmd = exec.Command(s.bin,
+		"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1", "--dir", s.dir,
+		"--save", "", "--appendonly", "yes", "--appendfsync", "always",
+		"--logfile", filepath.Join(s.dir, "redis.log"))
+	if err := s.cmd.Start(); err != nil {
+		s.t.Fatalf("start %s: %v", s.bin, err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", s.addr(), 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(filepath.Join(s.dir, "redis.log"))
+			s.t.Fatalf("redis-server on %s did not start: %v\n%s", s.addr(), err, log)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// kill stops the server with SIGKILL, as a crash would.
+func (s *server) kill() {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	_ = s.cmd.Process.Kill()
+	_ = s.cmd.Wait()
+	s.cmd = nil
+}
+
+// TestServerCrashAndRestart kills Redis with SIGKILL under a store and
+// starts it again on its data: calls fail with ErrUnavailable while it is
+// down and promptly (the store's timeouts and retries bound them); every
+// acknowledged change is still there afterwards (appendfsync always); the
+// merge script, gone from the new server's script cache, is loaded again
+// by the EVAL fallback; and the watcher gets a Resync when its
+// subscription comes back.
+func TestServerCrashAndRestart(t *testing.T) {
+	srv := startServer(t)
+	ctx := testContext(t)
+	s, err := Open(ctx, Options{
+		Addrs: []string{srv.addr()}, KeyPrefix: "crash:",
+		DialTimeout: 500 * time.Millisecond, ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond,
+		MaxRetries: 1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	rec := newRecorder()
+	defer s.Watch(rec.notify)()
+	rec.waitFor(t, "the first subscription", func(n int, _ map[string]uint64) bool { return n >= 1 })
+
+	put := func(ctx context.Context, i int) ([]stores.Result, error) {
+		return s.Apply(ctx, []crdt.Change{{Collection: "c", Record: crdt.SetField(fmt.Sprintf("r%d", i), "n", mustValue(t, int64(i)), crdt.Stamp{Wall: int64(1 + i), Replica: "a"})}})
+	}
+	const acked = 20
+	for i := range acked {
+		if _, err := put(ctx, i); err != nil {
+			t.Fatalf("apply %d: %v", i, err)
+		}
+	}
+
+	srv.kill()
+	start := time.Now()
+	_, err = put(ctx, acked)
+	if !errors.Is(err, stores.ErrUnavailable) {
+		t.Fatalf("apply with Redis down: got %v, want ErrUnavailable", err)
+	}
+	if _, err := s.Head(ctx, "c"); !errors.Is(err, stores.ErrUnavailable) {
+		t.Fatalf("head with Redis down: got %v, want ErrUnavailable", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("calls with Redis down took %s; the timeouts should bound them", d)
+	}
+	// A caller's deadline bounds a call too.
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	_, err = put(short, acked)
+	cancel()
+	if err == nil {
+		t.Fatal("apply with Redis down and a 50ms deadline succeeded")
+	}
+
+	srv.start()
+	var head uint64
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		head, err = s.Head(ctx, "c")
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("head after restart: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if head != acked {
+		t.Fatalf("head after restart: got %d, want %d (every acknowledged change)", head, acked)
+	}
+	page, err := s.Pull(ctx, "c", 0, stores.MaxPage)
+	if err != nil || len(page.Entries) != acked {
+		t.Fatalf("pull after restart: got %d entries, %v; want %d", len(page.Entries), err, acked)
+	}
+	// The restarted server has an empty script cache: Apply works through
+	// the EVAL fallback, and the change is notified on the new subscription.
+	rec.waitFor(t, "a Resync after the restart", func(n int, _ map[string]uint64) bool { return n >= 2 })
+	res, err := put(ctx, acked)
+	if err != nil || !res[0].Changed || res[0].Seq != acked+1 {
+		t.Fatalf("apply after restart: got %+v, %v; want changed at seq %d", res, err, acked+1)
+	}
+	rec.waitFor(t, "the change after the restart", func(_ int, h map[string]uint64) bool { return h["c"] == acked+1 })
+}
