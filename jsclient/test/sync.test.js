@@ -80,3 +80,121 @@ test('refused changes are dropped and reported', async (t) => {
   assert.ok(server.coll('todos').byId.has('good'));
   assert.ok(!server.coll('todos').byId.has('bad'));
 });
+
+test('a vanished database is rebuilt from the server', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const idb = freshIDB();
+  const a = await openClient({ url: server.url, name: 'v', indexedDB: idb, collections: ['todos'] });
+  const b = await openClient({ url: server.url, name: 'w', collections: ['todos'] });
+  t.after(() => Promise.all([a.close(), b.close()]));
+  let resets = 0;
+  a.on('reset', () => resets++);
+  const replica = a.store.replica;
+  for (const id of ['x', 'y', 'z']) await a.collection('todos').put(id, { id, n: id.charCodeAt(0) });
+  await b.collection('todos').put('from-b', { n: 1 });
+  await until(async () => (await a.collection('todos').list()).length === 4 && a.status.pending === 0, 'a to hold 4 synced records');
+  /** @type {any[][]} */
+  const seen = [];
+  a.collection('todos').subscribe({}, (docs) => seen.push(docs));
+
+  // The user clears site data (or the browser evicts it).
+  await new Promise((resolve, reject) => {
+    const r = idb.deleteDatabase('convergo-v');
+    r.onsuccess = resolve;
+    r.onerror = () => reject(r.error);
+  });
+  await until(() => resets === 1, 'the reset event');
+  await until(async () => (await a.collection('todos').list()).length === 4, 'records pulled back from the server');
+  assert.equal(a.store.replica, replica, 'the replica id is kept (its clock is in memory)');
+  await until(() => seen.at(-1)?.length === 4, 'subscriptions see the rebuilt data');
+  // Writes keep working and syncing.
+  await a.collection('todos').put('after', { n: 9 });
+  await until(async () => (await b.collection('todos').get('after'))?.n === 9, 'b to see a write made after the rebuild');
+});
+
+test('resync: the client pulls over HTTP and subscribes again', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const a = await openClient({ url: server.url, name: 'a', collections: ['todos'] });
+  const b = await openClient({ url: server.url, name: 'b', collections: ['todos'] });
+  t.after(() => Promise.all([a.close(), b.close()]));
+  await until(() => a.status.online && [...server.sockets].some((ws) => ws.subs?.has('todos')) && server.sockets.size === 2, 'both live');
+  const pulls = server.requests.filter((u) => u === '/v1/pull').length;
+  server.resync('todos');
+  // Written while a is not subscribed: only the pull can bring it.
+  await b.collection('todos').put('missed', { n: 1 });
+  await until(async () => (await a.collection('todos').get('missed'))?.n === 1, 'a to catch up');
+  assert.ok(server.requests.filter((u) => u === '/v1/pull').length > pulls, 'a pulled over HTTP');
+  await until(() => [...server.sockets].every((ws) => ws.subs?.has('todos')), 'a subscribed again');
+  await b.collection('todos').put('live', { n: 2 });
+  await until(async () => (await a.collection('todos').get('live'))?.n === 2, 'live again');
+});
+
+test('the server clock corrects client skew before stamping', async (t) => {
+  // The server's clock is an hour behind ours: uncorrected stamps would be
+  // an hour ahead and refused as clock drift.
+  const server = await new FakeServer({ timeOffset: -3_600_000, maxDrift: 60_000 }).start();
+  t.after(() => server.stop());
+  const idb = freshIDB();
+  const a = await openClient({ url: server.url, name: 'skew', indexedDB: idb, collections: ['todos'] });
+  /** @type {any[]} */
+  const refused = [];
+  a.on('refused', (r) => refused.push(r));
+  await until(() => a.status.online, 'online');
+  await a.collection('todos').put('t', { n: 1 });
+  await until(() => a.status.pending === 0, 'pushed');
+  assert.deepEqual(refused, []);
+  const stamp = server.coll('todos').byId.get('t').record.fields.get('n').stamp;
+  assert.ok(Math.abs(stamp.wall - server.now()) < 2000, `stamp ${stamp.wall} near server time ${server.now()}`);
+  await a.close();
+  // The offset is remembered for writes made offline after a reload.
+  const offline = await openClient({ name: 'skew', indexedDB: idb, sync: false });
+  await offline.collection('todos').put('u', { n: 2 });
+  const entries = await offline.store.peekOutbox(10);
+  assert.equal(entries.length, 1);
+  const { decodeChanges } = await import('../src/record.js');
+  const wall = decodeChanges(Uint8Array.of(0x81, ...entries[0].change))[0].record.fields.get('n')?.stamp.wall;
+  assert.ok(Math.abs(/** @type {number} */ (wall) - server.now()) < 2000, 'offline stamps use the stored offset');
+  await offline.close();
+});
+
+test('pull pages until the server has no more', async (t) => {
+  const server = await new FakeServer({ maxPull: 2 }).start();
+  t.after(() => server.stop());
+  const b = await openClient({ url: server.url, name: 'b', WebSocket: null });
+  for (let i = 0; i < 7; i++) await b.collection('todos').put('r' + i, { i });
+  await until(() => b.status.pending === 0, 'b pushed');
+  await b.close();
+  const a = await openClient({ url: server.url, name: 'a', WebSocket: null, collections: ['todos'] });
+  t.after(() => a.close());
+  await a.sync();
+  assert.equal((await a.collection('todos').list()).length, 7);
+  assert.ok(server.requests.filter((u) => u === '/v1/pull').length >= 4);
+});
+
+test('a refused token raises an auth event; a new token resumes sync', async (t) => {
+  const server = await new FakeServer({ auth: (tok) => (tok === 'good' ? null : 'unauthenticated') }).start();
+  t.after(() => server.stop());
+  const a = await openClient({ url: server.url, name: 'auth', token: 'bad', collections: ['todos'] });
+  t.after(() => a.close());
+  /** @type {string[]} */
+  const auth = [];
+  a.on('auth', (e) => auth.push(e.code));
+  await a.collection('todos').put('t', { n: 1 });
+  await until(() => auth.length > 0, 'auth event');
+  assert.equal(auth[0], 'unauthenticated');
+  assert.equal(a.status.pending, 1);
+  a.setToken('good');
+  await until(() => a.status.pending === 0 && a.status.online, 'synced with the new token');
+});
+
+test('backoff grows exponentially with jitter and a cap', async () => {
+  const { backoff } = await import('../src/sync.js');
+  for (let n = 0; n < 12; n++) {
+    const d = Math.min(30_000, 500 * 2 ** n);
+    assert.equal(backoff(n, { random: () => 0 }), Math.round(d / 2));
+    assert.equal(backoff(n, { random: () => 1 }), d);
+  }
+  assert.equal(backoff(100, { random: () => 1 }), 30_000);
+});
