@@ -46,6 +46,9 @@ func emit(s sample) {
 var commands = map[string]func(args []string) error{
 	"b3":     runB3,
 	"apply":  runApply,
+	"serve":  runServe,
+	"fanout": runFanout,
+	"conns":  runConns,
 	"report": runReport,
 }
 

@@ -52,6 +52,12 @@ func randomSuffix() string {
 // afterwards). It returns an error naming the missing variable when the
 // service is not configured.
 func openStore(ctx context.Context, kind string) (stores.Store, func(), error) {
+	return openStoreWith(ctx, kind, "")
+}
+
+// openStoreWith is openStore with a given Redis key prefix; a store opened
+// with one leaves deleting its keys to the caller.
+func openStoreWith(ctx context.Context, kind, prefix string) (stores.Store, func(), error) {
 	switch kind {
 	case "memory":
 		s := memory.New()
@@ -61,14 +67,19 @@ func openStore(ctx context.Context, kind string) (stores.Store, func(), error) {
 		if addr == "" {
 			return nil, nil, errors.New("CONVERGO_REDIS_ADDR is not set")
 		}
-		prefix := "bench-" + randomSuffix() + ":"
+		owned := prefix == ""
+		if owned {
+			prefix = "bench-" + randomSuffix() + ":"
+		}
 		s, err := redis.Open(ctx, redis.Options{Addrs: []string{addr}, KeyPrefix: prefix, PoolSize: 64})
 		if err != nil {
 			return nil, nil, err
 		}
 		return s, func() {
 			s.Close()
-			dropRedisPrefix(addr, prefix)
+			if owned {
+				dropRedisPrefix(addr, prefix)
+			}
 		}, nil
 	case "dynamodb":
 		ep := os.Getenv("CONVERGO_DYNAMODB_ENDPOINT")
@@ -303,3 +314,20 @@ func (w *wsConn) read(ctx context.Context) (liveMsg, error) {
 }
 
 func (w *wsConn) Close() { w.c.Close(websocket.StatusNormalClosure, "") }
+
+// dialBare opens a WebSocket to a bare server and keeps reading in the
+// background; the returned func closes it.
+func dialBare(ctx context.Context, base string) (func(), error) {
+	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(base, "http")+"/", nil)
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		for {
+			if _, _, err := c.Read(context.Background()); err != nil {
+				return
+			}
+		}
+	}()
+	return func() { c.CloseNow() }, nil
+}

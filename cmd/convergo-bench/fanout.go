@@ -1,0 +1,353 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/transport"
+)
+
+// runServe is the server process the fan-out and memory scenarios start:
+// a transport.Server over an engine on store (memory, or redis with the
+// given key prefix so two processes share one deployment), or "bare": a
+// WebSocket server that only accepts and reads, the floor a connection
+// costs in this stack. It prints "LISTEN <url>" and serves until its
+// standard input closes.
+func runServe(args []string) error {
+	fs := flag.NewFlagSet("serve", flag.ExitOnError)
+	kind := fs.String("store", "memory", "memory, redis or bare")
+	prefix := fs.String("prefix", "", "Redis key prefix (shared by the instances of one deployment)")
+	fs.Parse(args)
+	ctx := context.Background()
+	raiseFileLimit()
+
+	var handler http.Handler
+	var closeAll func()
+	if *kind == "bare" {
+		handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			c, err := websocket.Accept(w, r, nil)
+			if err != nil {
+				return
+			}
+			defer c.CloseNow()
+			for {
+				if _, _, err := c.Read(r.Context()); err != nil {
+					return
+				}
+			}
+		})
+		closeAll = func() {}
+	} else {
+		st, cleanup, err := openStoreWith(ctx, *kind, *prefix)
+		if err != nil {
+			return err
+		}
+		srv, err := startServer(st, "bench-srv-"+randomSuffix())
+		if err != nil {
+			return err
+		}
+		srv.srv.Close() // startServer's listener is not used: serve below
+		handler = srv.srv.Handler
+		closeAll = func() { srv.Close(); cleanup() }
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	hs := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	go hs.Serve(ln)
+	fmt.Printf("LISTEN http://%s\n", ln.Addr())
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, os.Interrupt)
+	done := make(chan struct{})
+	go func() { io.Copy(io.Discard, os.Stdin); close(done) }()
+	select {
+	case <-done:
+	case <-sig:
+	}
+	hs.Close()
+	closeAll()
+	return nil
+}
+
+// child is a server process started with runServe.
+type child struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	url   string
+}
+
+func startChild(args ...string) (*child, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(self, append([]string{"serve"}, args...)...)
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "LISTEN ") {
+		cmd.Process.Kill()
+		cmd.Wait()
+		return nil, fmt.Errorf("server process did not start: %q %v", line, err)
+	}
+	return &child{cmd: cmd, stdin: stdin, url: strings.TrimSpace(strings.TrimPrefix(line, "LISTEN "))}, nil
+}
+
+func (c *child) stop() {
+	c.stdin.Close()
+	done := make(chan struct{})
+	go func() { c.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		c.cmd.Process.Kill()
+		<-done
+	}
+}
+
+// rss returns the resident set size of pid in bytes.
+func rss(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, errors.New("no VmRSS")
+}
+
+func raiseFileLimit() {
+	var l syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l) == nil && l.Cur < l.Max {
+		l.Cur = l.Max
+		syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l)
+	}
+}
+
+// runFanout measures scenario 3: one writer pushes records one at a time
+// over HTTP; subs WebSocket subscribers receive them; the latency is from
+// just before the push to the subscriber's receipt of the record. On Redis
+// two server processes share one deployment and the subscribers are split
+// between them, so half of every fan-out crosses Redis pub/sub.
+func runFanout(args []string) error {
+	fs := flag.NewFlagSet("fanout", flag.ExitOnError)
+	runs := fs.Int("runs", 3, "measured runs")
+	subs := fs.Int("subs", 1000, "subscribers")
+	writes := fs.Int("writes", 50, "writes per run")
+	interval := fs.Duration("interval", 100*time.Millisecond, "time between writes")
+	kinds := fs.String("stores", "memory,redis", "deployments to measure")
+	fs.String("server", "", "the convergo binary (unused: servers are this program's serve)")
+	fs.Parse(args)
+	raiseFileLimit()
+	ctx := context.Background()
+
+	for _, kind := range strings.Split(*kinds, ",") {
+		title := "Fan-out to 1,000 WebSocket subscribers, in-memory store, one server"
+		if kind == "redis" {
+			if os.Getenv("CONVERGO_REDIS_ADDR") == "" {
+				fmt.Fprintln(os.Stderr, "fanout: redis skipped: CONVERGO_REDIS_ADDR is not set")
+				continue
+			}
+			title = "Fan-out to 1,000 WebSocket subscribers, Redis store, two servers"
+		}
+		title = strings.Replace(title, "1,000", groupThousands(strconv.Itoa(*subs)), 1)
+		for run := range *runs {
+			lat, missing, err := fanoutRun(ctx, kind, *subs, *writes, *interval)
+			if err != nil {
+				return fmt.Errorf("%s run %d: %w", kind, run, err)
+			}
+			slices.Sort(lat)
+			note := fmt.Sprintf("%d writes %s apart; %d deliveries", *writes, *interval, len(lat))
+			if missing > 0 {
+				note += fmt.Sprintf(", %d MISSING", missing)
+			}
+			for _, q := range []struct {
+				name string
+				p    float64
+			}{{"p50 push→receipt", 0.50}, {"p99 push→receipt", 0.99}, {"max push→receipt", 1}} {
+				i := min(len(lat)-1, int(q.p*float64(len(lat))))
+				emit(sample{Scenario: title, Metric: q.name, Unit: "ms", Better: "lower", Impl: "Convergo server",
+					Ours: true, Run: run, Value: lat[i], Note: note})
+			}
+		}
+	}
+	return nil
+}
+
+func fanoutRun(ctx context.Context, kind string, subs, writes int, interval time.Duration) (lat []float64, missing int, err error) {
+	var servers []*child
+	defer func() {
+		for _, s := range servers {
+			s.stop()
+		}
+	}()
+	switch kind {
+	case "memory":
+		s, err := startChild("-store", "memory")
+		if err != nil {
+			return nil, 0, err
+		}
+		servers = append(servers, s)
+	case "redis":
+		prefix := "bench-" + randomSuffix() + ":"
+		defer dropRedisPrefix(os.Getenv("CONVERGO_REDIS_ADDR"), prefix)
+		for range 2 {
+			s, err := startChild("-store", "redis", "-prefix", prefix)
+			if err != nil {
+				return nil, 0, err
+			}
+			servers = append(servers, s)
+		}
+	}
+
+	sent := make([]time.Time, writes)
+	var sentMu sync.RWMutex
+	var mu sync.Mutex
+	got := make([]int, subs)
+	ready := make(chan error, subs)
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 50) // dial 50 at a time
+	for i := range subs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			c, err := dialLive(runCtx, servers[i%len(servers)].url, fmt.Sprintf("sub-%d", i))
+			if err == nil {
+				err = c.send(runCtx, map[int]any{0: "sub", 1: transport.DemoCollection, 2: 0})
+			}
+			<-sem
+			ready <- err
+			if err != nil {
+				return
+			}
+			defer c.c.CloseNow()
+			for {
+				_, b, err := c.c.Read(runCtx)
+				if err != nil {
+					return
+				}
+				now := time.Now()
+				ids, err := changeIDs(b)
+				if err != nil {
+					continue
+				}
+				for _, id := range ids {
+					k, err := strconv.Atoi(strings.TrimPrefix(id, "w"))
+					if err != nil || k < 0 || k >= writes {
+						continue
+					}
+					sentMu.RLock()
+					t0 := sent[k]
+					sentMu.RUnlock()
+					mu.Lock()
+					lat = append(lat, float64(now.Sub(t0).Microseconds())/1000)
+					got[i]++
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for range subs {
+		if err := <-ready; err != nil {
+			return nil, 0, fmt.Errorf("subscriber: %w", err)
+		}
+	}
+	time.Sleep(500 * time.Millisecond) // let the subscriptions settle
+	w := newWriter(0)
+	client := &http.Client{Timeout: 30 * time.Second}
+	for k := range writes {
+		s, err := w.clock.Now(time.Now().UnixMilli())
+		if err != nil {
+			return nil, 0, err
+		}
+		ch := crdt.Change{Collection: transport.DemoCollection, Record: crdt.SetField("w"+strconv.Itoa(k), "title", benchValue, s)}
+		sentMu.Lock()
+		sent[k] = time.Now()
+		sentMu.Unlock()
+		if _, err := httpPush(ctx, client, servers[0].url, w.replica, []crdt.Change{ch}); err != nil {
+			return nil, 0, err
+		}
+		time.Sleep(interval)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		mu.Lock()
+		n := len(lat)
+		mu.Unlock()
+		if n >= subs*writes {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	cancel()
+	wg.Wait()
+	return lat, subs*writes - len(lat), nil
+}
+
+// changeIDs returns the record ids of a "changes" message, nil for others.
+func changeIDs(b []byte) ([]string, error) {
+	var m struct {
+		Type    string     `cbor:"0,keyasint"`
+		Coll    string     `cbor:"1,keyasint"`
+		Entries []rawEntry `cbor:"2,keyasint"`
+		Next    uint64     `cbor:"3,keyasint"`
+		More    bool       `cbor:"4,keyasint"`
+	}
+	var probe map[int]any
+	if err := crdt.Unmarshal(b, &probe); err != nil {
+		return nil, err
+	}
+	if t, _ := probe[0].(string); t != "changes" {
+		return nil, nil
+	}
+	if err := crdt.Unmarshal(b, &m); err != nil {
+		return nil, err
+	}
+	ids := make([]string, len(m.Entries))
+	for i, e := range m.Entries {
+		ids[i] = e.Record.ID
+	}
+	return ids, nil
+}
+
+type rawEntry struct {
+	_      struct{} `cbor:",toarray"`
+	Seq    uint64
+	Record crdt.Record
+}
