@@ -278,7 +278,13 @@ class Pane {
     el.dataset.pending = String(s.pending ?? 0);
     el.dataset.lastSynced = s.lastSyncedAt ? String(s.lastSyncedAt) : '';
     this.root.dataset.online = String(online);
-    $('[data-testid=status-online]', el).textContent = this.paused ? 'Offline (paused)' : online ? 'Online' : 'Offline';
+    const conn = $('[data-testid=status-online]', el);
+    conn.textContent = this.paused ? 'Offline (paused)' : online ? 'Online' : 'Offline';
+    // Only one tab per database talks to the server; the others follow it.
+    el.dataset.leader = String(!!s.leader);
+    conn.title = this.paused ? 'Sync is paused: changes wait in this browser'
+      : s.leader ? 'This tab holds the connection to the server'
+      : 'Another tab of this browser holds the connection; this one follows it';
     $('[data-testid=status-syncing]', el).textContent = s.syncing ? 'Syncing…' : online ? 'Up to date' : 'Idle';
     const pending = s.pending ?? 0;
     const p = $('[data-testid=status-pending]', el);

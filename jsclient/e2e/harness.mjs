@@ -330,11 +330,17 @@ export async function status(p) {
 }
 
 /** Waits until a pane is online with nothing pending and not syncing. */
-export async function waitSynced(p, { timeout = 20_000 } = {}) {
-  await waitFor(async () => {
-    const s = await status(p);
-    return s.online && s.pending === 0 && !s.syncing && s;
-  }, { timeout, message: 'the pane to be online with nothing pending' });
+export async function waitSynced(p, { timeout = 20_000, what = 'the pane' } = {}) {
+  let last = null;
+  try {
+    return await waitFor(async () => {
+      last = await status(p);
+      return last.online && last.pending === 0 && !last.syncing && last;
+    }, { timeout, message: `${what} to show online with nothing pending` });
+  } catch (err) {
+    err.message += `; it shows ${JSON.stringify(last)}`;
+    throw err;
+  }
 }
 
 /** Fails with a readable diff unless two Maps of todos are equal. */

@@ -45,8 +45,9 @@ describe('two tabs', () => {
     const tab2 = await openDemo(ctx, server.url, 'Alice');
     const p1 = pane(tab1, 'alice');
     const p2 = pane(tab2, 'alice');
-    await waitSynced(p1);
-    await waitSynced(p2);
+    await waitSynced(p1, { what: 'tab 1' });
+    // The second tab follows the first: it shows the leader's status.
+    await waitSynced(p2, { what: 'tab 2 (a follower)' });
     await sleep(1500); // time for a second connection to show up, if one would
 
     assert.equal(open().length, 1, `open WebSockets from the two tabs: ${open().map((s) => s.ws.url()).join(', ')}`);
