@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/convergo/convergo/transport"
 	"github.com/convergo/convergo/transport/client"
 )
 
@@ -80,4 +83,85 @@ func TestLiveTokenRefresh(t *testing.T) {
 		t.Fatalf("%d tokens issued in 5s of tokens that live 1 to 2s: the client did not redial on token_expired", n)
 	}
 	t.Logf("%d tokens issued; reader at head %d", issued.Load(), head)
+}
+
+// countingTransport counts requests by path.
+type countingTransport struct {
+	pulls atomic.Int64
+	next  http.RoundTripper
+}
+
+func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.URL.Path == transport.PathPull {
+		c.pulls.Add(1)
+	}
+	return c.next.RoundTrip(r)
+}
+
+// TestLiveResync makes a live client too slow for the server's send queue:
+// the server gives up streaming and sends resync, and the client must pull
+// over HTTP from its cursor, subscribe again and end with every change.
+func TestLiveResync(t *testing.T) {
+	store := openEmbedded(t)
+	srv := startServer(t, store, func(c *transport.Config) {
+		c.Limits.SendQueue = 1
+		c.Limits.SlowConsumer = time.Millisecond
+		c.Limits.MaxPullRecords = 1 // one record per frame: many frames
+	})
+	ctx := t.Context()
+	const coll = "e2e.big"
+
+	ct := &countingTransport{next: http.DefaultTransport}
+	rc := newClient(t, srv.URL, srv.token(t, "reader", []string{coll}, nil), "reader-"+randomSuffix(t), &http.Client{Transport: ct})
+	reader, err := client.NewReplica(rc, client.ReplicaConfig{Collections: []string{coll}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lctx, stop := context.WithCancel(ctx)
+	liveErr := make(chan error, 1)
+	go func() {
+		liveErr <- rc.Live(lctx, map[string]uint64{coll: 0}, func(coll string, entries []client.Entry, next uint64) {
+			time.Sleep(3 * time.Millisecond) // a slow application
+			reader.Apply(coll, entries, next)
+		})
+	}()
+
+	wc := newClient(t, srv.URL, srv.token(t, "writer", nil, []string{coll}), "writer-"+randomSuffix(t), nil)
+	writer, err := client.NewReplica(wc, client.ReplicaConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := strings.Repeat("x", 100<<10)
+	for i := range 120 {
+		if err := writer.Set(coll, fmt.Sprint("r", i), "body", fmt.Sprint(i, big)); err != nil {
+			t.Fatal(err)
+		}
+		if i%20 == 19 {
+			if err := writer.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	head, err := store.Head(ctx, coll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for reader.Cursor(coll) < head {
+		if time.Now().After(deadline) {
+			t.Fatalf("live reader stuck at %d, head %d", reader.Cursor(coll), head)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	stop()
+	if err := <-liveErr; !errors.Is(err, context.Canceled) {
+		t.Fatalf("live ended with %v, want only the cancellation", err)
+	}
+	if d := diffRecords(reader.Records(coll), snapshot(t, ctx, store, coll)); d != "" {
+		t.Fatalf("live reader differs from the store:\n%s", d)
+	}
+	if ct.pulls.Load() == 0 {
+		t.Fatal("the server never sent resync (no pull over HTTP): the test did not test resync")
+	}
+	t.Logf("%d pulls over HTTP after resyncs; reader at head %d", ct.pulls.Load(), head)
 }
