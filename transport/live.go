@@ -32,6 +32,7 @@ import (
 type frame struct {
 	data  []byte
 	sub   *liveSub             // the subscription of a changes page, else nil
+	recs  int                  // records in a changes page
 	close websocket.StatusCode // after data, close with this status (0: don't)
 	why   string
 }
@@ -342,8 +343,12 @@ func (c *liveConn) writer() {
 				return
 			}
 		case f := <-c.send:
-			if f.sub != nil && f.sub.stopped.Load() {
-				continue
+			if f.sub != nil {
+				if f.sub.stopped.Load() {
+					continue
+				}
+				c.s.metrics.fanout.Inc()
+				c.s.metrics.fanoutRecs.Add(float64(f.recs))
 			}
 			if !write(f.data) {
 				return
@@ -472,14 +477,12 @@ func (c *liveConn) stream(ctx context.Context, sub *liveSub, coll string, cursor
 				c.stop(sub, coll)
 				return
 			}
-			if !c.offer(ctx, frame{data: data, sub: sub}) {
+			if !c.offer(ctx, frame{data: data, sub: sub, recs: len(page.Entries)}) {
 				if ctx.Err() == nil {
 					c.stop(sub, coll)
 				}
 				return
 			}
-			c.s.metrics.fanout.Inc()
-			c.s.metrics.fanoutRecs.Add(float64(len(page.Entries)))
 			cursor = page.Next
 			if !page.More {
 				break

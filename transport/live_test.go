@@ -56,10 +56,14 @@ func TestLiveStreamsChanges(t *testing.T) {
 	}
 	// After unsub nothing more arrives for the collection.
 	c.send(Unsub{Collection: "notes"})
+	c.send(Ping{Nonce: 55}) // messages are handled in order: the pong means the unsub was
+	if m := c.recv(); m != (Pong{Type: TypePong, Nonce: 55}) {
+		t.Fatalf("after unsub: got %#v, want pong 55", m)
+	}
 	ts.push(t, tok, change(t, "notes", "r4", "title", "d"))
 	c.send(Ping{Nonce: 6})
-	if p, ok := c.recv().(Pong); !ok || p.Nonce != 6 {
-		t.Fatalf("after unsub: got %+v, want pong 6", p)
+	if m := c.recv(); m != (Pong{Type: TypePong, Nonce: 6}) {
+		t.Fatalf("after unsub: got %#v, want pong 6", m)
 	}
 	// Subscribing from a cursor resumes there.
 	c.send(Sub{Collection: "notes", Cursor: 3})

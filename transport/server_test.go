@@ -388,8 +388,7 @@ func TestHealthAndMetrics(t *testing.T) {
 	if m, ok := c.recv().(Changes); !ok || len(m.Entries) != 2 {
 		t.Fatalf("sub: %+v", m)
 	}
-	_, body := ts.get(t, "/metrics")
-	for _, want := range []string{
+	want := []string{
 		`convergo_requests_total{code="200",route="push"} 1`,
 		`convergo_requests_total{code="200",route="pull"} 1`,
 		`convergo_requests_total{code="101",route="live"} 1`,
@@ -402,10 +401,24 @@ func TestHealthAndMetrics(t *testing.T) {
 		`convergo_live_messages_received_total{type="sub"} 1`,
 		`convergo_request_duration_seconds_count{route="push"} 1`,
 		`go_goroutines`,
-	} {
-		if !strings.Contains(body, want) {
-			t.Errorf("metrics lack %q", want)
+	}
+	// Counters move when a request's handler returns, which can be just
+	// after the client got its answer: poll briefly.
+	var missing []string
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		_, body := ts.get(t, "/metrics")
+		missing = missing[:0]
+		for _, w := range want {
+			if !strings.Contains(body, w) {
+				missing = append(missing, w)
+			}
 		}
+		if len(missing) == 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	for _, w := range missing {
+		t.Errorf("metrics lack %q", w)
 	}
 	// Servers do not share metrics.
 	other := newTestServer(t, nil)
