@@ -68,9 +68,25 @@ func runConvergence(t *testing.T, store stores.Store) {
 			nLive++
 		}
 		tok := srv.token(t, "user-"+sc.name, []string{"e2e.*"}, []string{"e2e.*"})
-		c := newClient(t, srv.URL, tok, sc.name+"-"+randomSuffix(t), &http.Client{Transport: sc.net})
-		if _, err := c.Hello(ctx); err != nil {
+		// Most clocks are off by up to ten minutes, twice the drift bound:
+		// the stamps are accepted only because Hello corrects the skew.
+		skew := time.Duration(sc.rng.Int64N(int64(20*time.Minute))) - 10*time.Minute
+		c, err := client.New(client.Config{
+			URL: srv.URL, Token: tok, Replica: sc.name + "-" + randomSuffix(t),
+			HTTPClient: &http.Client{Transport: sc.net},
+			Logger:     testLogger(t),
+			Backoff:    client.Backoff{Initial: 5 * time.Millisecond, Max: 200 * time.Millisecond, MaxAttempts: 4},
+			Now:        func() time.Time { return time.Now().Add(skew) },
+		})
+		if err != nil {
 			t.Fatal(err)
+		}
+		info, err := c.Hello(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := info.Offset + skew; d < -time.Second || d > time.Second {
+			t.Fatalf("%s: clock %s off, hello measured an offset of %s", sc.name, skew, info.Offset)
 		}
 		rep, err := client.NewReplica(c, client.ReplicaConfig{Collections: colls, OnResult: func(ch crdt.Change, r client.Result) {
 			sc.mu.Lock()
