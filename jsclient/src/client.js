@@ -20,6 +20,7 @@ import { compareBytes, equalBytes } from './cbor.js';
  * @property {number|null} lastSyncedAt ms since epoch of the last completed sync
  * @property {ConvergoError|null} lastError
  * @property {boolean} leader this tab holds the connection
+ * @property {boolean} paused pause() stopped syncing
  */
 
 /**
@@ -78,7 +79,8 @@ export class Database {
     /** @type {Map<string, Set<Function>>} */
     this.listeners = new Map();
     /** @type {Status} */
-    this._status = { online: false, syncing: false, pending: 0, lastSyncedAt: null, lastError: null, leader: false };
+    this._status = { online: false, syncing: false, pending: 0, lastSyncedAt: null, lastError: null, leader: false, paused: false };
+    this.leading = false;
     /** @type {Set<Subscription>} */
     this.subs = new Set();
     /** @type {Set<Subscription>} */
@@ -135,10 +137,32 @@ export class Database {
 
   /** This tab holds the connection. */
   _lead() {
+    this.leading = true;
     this._setStatus({ leader: true });
+    const g = /** @type {any} */ (globalThis);
+    if (typeof g.addEventListener === 'function' && typeof g.removeEventListener === 'function') {
+      const on = () => this.syncer?.online();
+      const off = () => {
+        this._setStatus({ online: false });
+        this.syncer?.offline();
+      };
+      g.addEventListener('online', on);
+      g.addEventListener('offline', off);
+      this.cleanups.push(() => {
+        g.removeEventListener('online', on);
+        g.removeEventListener('offline', off);
+      });
+    }
+    if (!this._status.paused) this._startSyncer();
+  }
+
+  _startSyncer() {
     const o = this.o;
     const f = o.fetch ?? globalThis.fetch?.bind(globalThis);
-    if (!f) throw new ConvergoError('network', 'open: no fetch available');
+    if (!f) {
+      this._emit('error', new ConvergoError('network', 'open: no fetch available'));
+      return;
+    }
     this.syncer = new Syncer({
       url: /** @type {string} */ (o.url),
       store: this.store,
@@ -157,21 +181,29 @@ export class Database {
       pollInterval: o.pollInterval,
       backoff: o.backoff,
     });
-    const g = /** @type {any} */ (globalThis);
-    if (typeof g.addEventListener === 'function' && typeof g.removeEventListener === 'function') {
-      const on = () => this.syncer?.online();
-      const off = () => {
-        this._setStatus({ online: false });
-        this.syncer?.offline();
-      };
-      g.addEventListener('online', on);
-      g.addEventListener('offline', off);
-      this.cleanups.push(() => {
-        g.removeEventListener('online', on);
-        g.removeEventListener('offline', off);
-      });
-    }
     this.syncer.start();
+  }
+
+  /**
+   * Stops talking to the server (an "offline" switch): writes keep going
+   * to IndexedDB and the outbox; resume() pushes them. Affects the
+   * connection this tab holds when it leads; a follower's pause takes
+   * effect if it becomes the leader.
+   */
+  async pause() {
+    if (this._status.paused) return;
+    this._setStatus({ paused: true });
+    const s = this.syncer;
+    this.syncer = null;
+    await s?.stop();
+    this._setStatus({ online: false, syncing: false });
+  }
+
+  /** Starts syncing again after pause(). */
+  resume() {
+    if (!this._status.paused || this.closed) return;
+    this._setStatus({ paused: false });
+    if (this.leading && this.o.sync !== false) this._startSyncer();
   }
 
   /**
@@ -245,7 +277,7 @@ export class Database {
     if (!changed) return;
     this._emit('status', this.status);
     if (!fromPeer && this._status.leader && this.channel) {
-      const { lastError, leader, ...rest } = this._status;
+      const { lastError, leader, paused, ...rest } = this._status;
       this._post({ t: 'status', s: { ...rest, lastError: lastError ? { code: lastError.code, message: lastError.message } : null } });
     }
   }
@@ -365,6 +397,7 @@ export class Database {
    */
   async sync() {
     if (this.closed) throw new ConvergoError('closed', 'database is closed');
+    if (this._status.paused && this.leading) throw new ConvergoError('network', 'sync: paused; call resume() first');
     if (this.syncer) {
       this._setStatus({ syncing: true });
       try {

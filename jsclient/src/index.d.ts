@@ -68,6 +68,8 @@ export interface Status {
   lastError: ConvergoError | null;
   /** This tab holds the server connection. */
   leader: boolean;
+  /** pause() stopped syncing (until resume()). */
+  paused: boolean;
 }
 
 export interface Query<T extends object = { [field: string]: Value }> {
@@ -156,6 +158,14 @@ export class Database {
   on<E extends keyof EventMap>(event: E, fn: (arg: EventMap[E]) => void): () => void;
   /** Push local changes and pull remote ones now (through the leader tab if needed). */
   sync(): Promise<void>;
+  /**
+   * Stops talking to the server (an "offline" switch); writes keep going to
+   * IndexedDB and the outbox. Applies to the connection this tab holds when
+   * it leads.
+   */
+  pause(): Promise<void>;
+  /** Starts syncing again after pause(); pending writes are pushed. */
+  resume(): void;
   /** Replaces the token and reconnects (after an 'auth' event). */
   setToken(token: string): void;
   /** Stops syncing and closes IndexedDB. */

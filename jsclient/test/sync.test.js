@@ -198,3 +198,27 @@ test('backoff grows exponentially with jitter and a cap', async () => {
   }
   assert.equal(backoff(100, { random: () => 1 }), 30_000);
 });
+
+test('pause holds writes locally; resume pushes them and catches up', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const a = await openClient({ url: server.url, name: 'a', collections: ['todos'] });
+  const b = await openClient({ url: server.url, name: 'b', collections: ['todos'] });
+  t.after(() => Promise.all([a.close(), b.close()]));
+  await until(() => a.status.online && b.status.online, 'both online');
+  await a.pause();
+  assert.equal(a.status.paused, true);
+  assert.equal(a.status.online, false);
+  await a.collection('todos').put('offline-a', { n: 1 });
+  await b.collection('todos').put('online-b', { n: 2 });
+  await until(() => b.status.pending === 0, 'b pushed');
+  await new Promise((r) => setTimeout(r, 100));
+  assert.equal(server.coll('todos').byId.has('offline-a'), false, 'nothing leaves a paused client');
+  assert.equal(await a.collection('todos').get('online-b'), null, 'nothing arrives either');
+  assert.equal(a.status.pending, 1);
+  await assert.rejects(a.sync(), (e) => /** @type {any} */ (e).code === 'network');
+  a.resume();
+  await until(async () => (await a.collection('todos').get('online-b'))?.n === 2, 'a catches up');
+  await until(async () => (await b.collection('todos').get('offline-a'))?.n === 1, 'b receives the held write');
+  assert.equal(a.status.paused, false);
+});
