@@ -16,6 +16,10 @@ import (
 	"github.com/convergo/convergo/crdt"
 )
 
+// stableSession is how long a live session must last for the next redial
+// to start from the shortest backoff again.
+const stableSession = time.Second
+
 // ChangesFunc receives the entries of a collection after the client's
 // cursor, and the cursor to resume from after them. Live calls it from one
 // goroutine, in order; it must return before the next delivery.
@@ -35,6 +39,9 @@ type ChangesFunc func(collection string, entries []Entry, next uint64)
 // token), ErrForbidden, ErrInvalid, ErrMalformed or
 // ErrUnsupportedVersion, or ErrProtocol.
 func (c *Client) Live(ctx context.Context, subs map[string]uint64, onChanges ChangesFunc) error {
+	if onChanges == nil {
+		return errors.New("live: onChanges is nil")
+	}
 	for coll := range subs {
 		if err := crdt.ValidateCollection(coll); err != nil {
 			return fmt.Errorf("live: %w", err)
@@ -46,6 +53,7 @@ func (c *Client) Live(ctx context.Context, subs map[string]uint64, onChanges Cha
 	}
 	attempt := 0
 	for {
+		start := time.Now()
 		welcomed, err := c.liveSession(ctx, cursors, onChanges)
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -53,7 +61,10 @@ func (c *Client) Live(ctx context.Context, subs map[string]uint64, onChanges Cha
 		if fatalLive(err) {
 			return fmt.Errorf("live: %w", err)
 		}
-		if welcomed {
+		// A session that opened and lasted resets the backoff; one the
+		// server closes right after its welcome does not, so a server that
+		// keeps refusing is not hammered.
+		if welcomed && time.Since(start) >= stableSession {
 			attempt = 0
 		}
 		var floor time.Duration

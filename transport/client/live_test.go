@@ -174,8 +174,11 @@ func TestLiveStopsOnFatalErrors(t *testing.T) {
 	t.Run("invalid collection", func(t *testing.T) {
 		f := newFakeServer(t)
 		c := f.client(t, "a", nil)
-		if err := c.Live(t.Context(), map[string]uint64{"a:b": 0}, nil); err == nil {
+		if err := c.Live(t.Context(), map[string]uint64{"a:b": 0}, func(string, []Entry, uint64) {}); err == nil {
 			t.Fatal("Live accepted an invalid collection")
+		}
+		if err := c.Live(t.Context(), map[string]uint64{"c": 0}, nil); err == nil {
+			t.Fatal("Live accepted a nil onChanges")
 		}
 	})
 }
