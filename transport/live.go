@@ -76,7 +76,7 @@ func (s *Server) serveLive(w http.ResponseWriter, r *http.Request) {
 		s.writeError(sw, r, err)
 		return
 	}
-	addr := clientAddr(r)
+	addr := s.clientAddr(r)
 	if wait := s.rate.take("addr:"+addr, s.now()); wait > 0 {
 		s.writeError(sw, r, &Error{Status: http.StatusTooManyRequests, Code: CodeRateLimited, Message: "too many requests", RetryAfter: wait})
 		return

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"path"
 	"strconv"
@@ -54,6 +55,12 @@ type Config struct {
 	Metrics prometheus.Registerer
 	// Now reads the clock. Nil means time.Now.
 	Now func() time.Time
+	// TrustedProxies are the networks of the load balancers or proxies in
+	// front of the server. A request whose peer is in one of them is
+	// attributed, for the per-client limits, to the rightmost address of
+	// its X-Forwarded-For header that is not a trusted proxy. Empty means
+	// the header is ignored: a client could set it to anything.
+	TrustedProxies []netip.Prefix
 	// PingInterval, IdleTimeout and WriteTimeout time live sessions: a ping
 	// every PingInterval, closed after IdleTimeout without hearing from the
 	// client, a write that takes longer than WriteTimeout closes the
@@ -77,6 +84,7 @@ type Server struct {
 	mux     *http.ServeMux
 	rate    *rateLimiter
 	conns   *connCounter
+	proxies []netip.Prefix
 
 	mu      sync.Mutex
 	closing bool
@@ -132,6 +140,7 @@ func New(cfg Config) (*Server, error) {
 		rate:    newRateLimiter(limits.Rate, limits.Burst),
 		conns:   &connCounter{max: limits.MaxConnsPerAddr, n: map[string]int{}},
 		live:    map[*liveConn]struct{}{},
+		proxies: cfg.TrustedProxies,
 	}
 	s.timing.ping = orDefault(cfg.PingInterval, DefaultPingInterval)
 	s.timing.idle = orDefault(cfg.IdleTimeout, DefaultIdleTimeout)
@@ -238,7 +247,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, h handlerFunc)
 		return Errorf(CodeUnsupportedVersion, "protocol version %q: this server speaks %d (header %s)", v, ProtocolVersion, HeaderProtocol)
 	}
 	p, authErr := s.authenticate(r.Context(), bearer(r))
-	key := "addr:" + clientAddr(r)
+	key := "addr:" + s.clientAddr(r)
 	if authErr == nil && p.Subject != "" {
 		key = "sub:" + p.Subject
 	}
@@ -307,13 +316,46 @@ func bearer(r *http.Request) string {
 	return ""
 }
 
-// clientAddr is the host part of the connection's remote address.
-func clientAddr(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
+// clientAddr is the address of the client: the peer's, or behind trusted
+// proxies the last one they forwarded for.
+func (s *Server) clientAddr(r *http.Request) string {
+	peer, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {
-		return r.RemoteAddr
+		host, _, _ := net.SplitHostPort(r.RemoteAddr)
+		if host == "" {
+			return r.RemoteAddr
+		}
+		return host
 	}
-	return host
+	addr := peer.Addr().Unmap()
+	if !s.trusted(addr) {
+		return addr.String()
+	}
+	fwd := r.Header.Values("X-Forwarded-For")
+	for i := len(fwd) - 1; i >= 0; i-- {
+		hops := strings.Split(fwd[i], ",")
+		for j := len(hops) - 1; j >= 0; j-- {
+			hop, err := netip.ParseAddr(strings.TrimSpace(hops[j]))
+			if err != nil {
+				return addr.String() // a garbled header: count the proxy itself
+			}
+			hop = hop.Unmap()
+			if !s.trusted(hop) {
+				return hop.String()
+			}
+			addr = hop
+		}
+	}
+	return addr.String()
+}
+
+func (s *Server) trusted(a netip.Addr) bool {
+	for _, p := range s.proxies {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
 
 // checkOrigin refuses browser requests from origins that are neither the

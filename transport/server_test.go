@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/http/httptest"
+	"net/netip"
 	"strconv"
 	"strings"
 	"testing"
@@ -522,5 +524,34 @@ func TestJWTIssue(t *testing.T) {
 	}
 	if _, err := j.Issue("a", []string{"bad name"}, nil, time.Hour); err == nil {
 		t.Fatal("bad pattern issued")
+	}
+}
+
+func TestClientAddr(t *testing.T) {
+	s := &Server{proxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("::1/128")}}
+	for _, tc := range []struct {
+		remote string
+		xff    []string
+		want   string
+	}{
+		{"192.0.2.1:5000", nil, "192.0.2.1"},
+		{"192.0.2.1:5000", []string{"203.0.113.9"}, "192.0.2.1"}, // untrusted peer: header ignored
+		{"10.1.2.3:5000", []string{"203.0.113.9"}, "203.0.113.9"},
+		{"10.1.2.3:5000", []string{"1.1.1.1, 203.0.113.9, 10.9.9.9"}, "203.0.113.9"}, // spoofed leftmost ignored
+		{"10.1.2.3:5000", []string{"1.1.1.1", "203.0.113.9"}, "203.0.113.9"},
+		{"10.1.2.3:5000", []string{"10.2.2.2"}, "10.2.2.2"}, // all trusted: the first hop
+		{"10.1.2.3:5000", []string{"junk"}, "10.1.2.3"},
+		{"10.1.2.3:5000", nil, "10.1.2.3"},
+		{"[::1]:5000", []string{"2001:db8::1"}, "2001:db8::1"},
+		{"[::ffff:192.0.2.1]:5000", nil, "192.0.2.1"},
+	} {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.RemoteAddr = tc.remote
+		for _, v := range tc.xff {
+			r.Header.Add("X-Forwarded-For", v)
+		}
+		if got := s.clientAddr(r); got != tc.want {
+			t.Errorf("%s %q: got %s, want %s", tc.remote, tc.xff, got, tc.want)
+		}
 	}
 }

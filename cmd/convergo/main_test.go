@@ -328,3 +328,16 @@ func TestCommands(t *testing.T) {
 		t.Fatal("serve without secret or demo: no error")
 	}
 }
+
+func TestParsePrefixes(t *testing.T) {
+	got, err := parsePrefixes([]string{"10.0.0.0/8", "192.0.2.7", "::1", "10.1.2.3/16"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s := fmt.Sprint(got); s != "[10.0.0.0/8 192.0.2.7/32 ::1/128 10.1.0.0/16]" {
+		t.Fatalf("got %s", s)
+	}
+	if _, err := parsePrefixes([]string{"lb.internal"}); err == nil {
+		t.Fatal("a host name: no error")
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"path"
 	"strings"
 	"sync"
@@ -27,6 +28,7 @@ type serveConfig struct {
 	store           string
 	secret          string
 	origins         listFlag
+	proxies         listFlag
 	demo            bool
 	replica         string
 	maxDrift        time.Duration
@@ -45,6 +47,7 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.StringVar(&c.store, "store", "bolt:convergo.db", "store `URL`: memory:, bolt:PATH, redis://[user:pass@]host:port[/db][?prefix=P], redis-cluster://host:port,host:port[?prefix=P], dynamodb://TABLE[?region=R&endpoint=URL&create=1&capture=0]")
 	fs.StringVar(&c.secret, "secret", "", "HS256 `secret` that signs access tokens (at least 16 bytes); empty in demo mode means a random one for this run")
 	fs.Var(&c.origins, "origins", "browser `origins` allowed besides the server's own, comma-separated host or scheme://host patterns (\"app.example.com,https://*.example.org\")")
+	fs.Var(&c.proxies, "trusted-proxies", "`networks` of the load balancers in front of the server (CIDRs or addresses, comma-separated): per-client limits then use X-Forwarded-For")
 	fs.BoolVar(&c.demo, "demo", true, "serve the demo app and let clients without a token read and write "+transport.DemoCollection)
 	fs.StringVar(&c.replica, "replica", "", "replica `id` of this server instance (default random; instances sharing a store need distinct ids)")
 	fs.DurationVar(&c.maxDrift, "max-drift", 5*time.Minute, "how far ahead of the server's clock a client's stamp may be")
@@ -93,6 +96,10 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	proxies, err := parsePrefixes(c.proxies)
+	if err != nil {
+		return fmt.Errorf("--trusted-proxies: %w", err)
+	}
 	secret := []byte(c.secret)
 	if len(secret) == 0 {
 		if !c.demo {
@@ -131,6 +138,7 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 		Authorizer:     auth,
 		Limits:         c.limits,
 		AllowedOrigins: c.origins,
+		TrustedProxies: proxies,
 		Demo:           c.demo,
 		Logger:         log,
 	})
@@ -177,6 +185,23 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// parsePrefixes parses CIDRs; a bare address is a network of one.
+func parsePrefixes(list []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range list {
+		if p, err := netip.ParsePrefix(s); err == nil {
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, fmt.Errorf("%q is neither a CIDR nor an address", s)
+		}
+		out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+	}
+	return out, nil
 }
 
 // contentTypes are the types of the files the JS library and the demo are
