@@ -8,8 +8,11 @@
 #   3  WebSocket fan-out latency, 1,000 subscribers
 #   4  initial sync of 100,000 records into Chromium's IndexedDB
 #   5  server memory per idle WebSocket, client heap for 100,000 records
-# A scenario whose prerequisites are missing (a service, the server command)
-# is skipped with a line saying why; the others still run.
+# A scenario whose prerequisites are missing (a service, Chromium) is
+# skipped with a line saying why; the others still run. The server under
+# test is `convergo-bench serve`: the engine and transport that
+# cmd/convergo wires, in their own process, with the per-address rate and
+# connection limits raised through transport.Limits.
 #
 # Environment: BENCH_RUNS (runs per figure, default 7), BENCH_ONLY (space-
 # separated scenario numbers), and the services' variables that
@@ -50,12 +53,6 @@ fi
 
 log "building"
 go build -o "$BIN/convergo-bench" ./cmd/convergo-bench || exit 1
-HAVE_SERVER=0
-if [[ -d cmd/convergo ]] && go build -o "$BIN/convergo" ./cmd/convergo 2>"$RAW/build-server.log"; then
-	HAVE_SERVER=1
-else
-	log "server command cmd/convergo not built: scenarios 3-5 need it (see $RAW/build-server.log)"
-fi
 if [[ ! -d scripts/bench/js/node_modules ]]; then
 	log "installing the JS peers pinned in scripts/bench/js/package-lock.json"
 	(cd scripts/bench/js && npm ci --no-audit --no-fund >"$ROOT/$RAW/npm.log" 2>&1) || log "npm ci failed (see $RAW/npm.log)"
@@ -69,27 +66,27 @@ fi
 
 # Scenario 2: apply throughput per store, beside the store's ceiling.
 if want 2; then
-	run apply 600 "$BIN/convergo-bench" apply -runs "$RUNS" -server "$([[ $HAVE_SERVER == 1 ]] && echo "$BIN/convergo")"
+	run apply 600 "$BIN/convergo-bench" apply -runs "$RUNS"
 fi
 
 # Scenario 3: fan-out latency.
-if want 3 && [[ $HAVE_SERVER == 1 ]]; then
-	run fanout 420 "$BIN/convergo-bench" fanout -runs "$RUNS" -server "$BIN/convergo"
+if want 3; then
+	run fanout 420 "$BIN/convergo-bench" fanout -runs "$(((RUNS + 1) / 2))"
 fi
 
 # Scenario 4 and the client half of 5: Chromium.
 if want 4 || want 5; then
-	if [[ $HAVE_SERVER == 1 && -x ${CONVERGO_CHROMIUM:-/usr/bin/chromium} ]]; then
-		run browser 600 node scripts/bench/js/browser.mjs "$BIN/convergo" "${CONVERGO_CHROMIUM:-/usr/bin/chromium}"
+	if [[ -x ${CONVERGO_CHROMIUM:-/usr/bin/chromium} ]]; then
+		run browser 900 node scripts/bench/js/browser.mjs "$BIN/convergo-bench" "${CONVERGO_CHROMIUM:-/usr/bin/chromium}" 3
 	else
-		log "browser scenarios skipped: need the server command and Chromium"
+		log "browser scenarios skipped: no Chromium (set CONVERGO_CHROMIUM)"
 	fi
 fi
 
 # Scenario 5, server half: memory per idle WebSocket.
-if want 5 && [[ $HAVE_SERVER == 1 ]]; then
+if want 5; then
 	ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-	run conns 300 "$BIN/convergo-bench" conns -server "$BIN/convergo"
+	run conns 300 "$BIN/convergo-bench" conns -runs 2
 fi
 
 wall=$(($(date +%s) - start))

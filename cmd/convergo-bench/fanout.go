@@ -22,8 +22,47 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/jsclient"
 	"github.com/convergo/convergo/transport"
 )
+
+// seedRecords writes n todo records (title, done, order) into the demo
+// collection through the engine, 1,000 per batch. The browser scenarios
+// build the same records for their IndexedDB baseline.
+func seedRecords(ctx context.Context, srv *benchServer, n int) error {
+	clock, err := crdt.NewClock(crdt.ClockConfig{Replica: "seed"})
+	if err != nil {
+		return err
+	}
+	for start := 0; start < n; start += 1000 {
+		batch := make([]crdt.Change, 0, 1000)
+		for i := start; i < min(n, start+1000); i++ {
+			s, err := clock.Now(time.Now().UnixMilli())
+			if err != nil {
+				return err
+			}
+			rec := crdt.Record{ID: "todo-" + strconv.Itoa(i), Fields: map[string]crdt.Field{}}
+			for name, v := range map[string]any{"title": "todo number " + strconv.Itoa(i), "done": i%3 == 0, "order": i} {
+				b, err := crdt.EncodeValue(v)
+				if err != nil {
+					return err
+				}
+				rec.Fields[name] = crdt.Field{Stamp: s, Value: b}
+			}
+			batch = append(batch, crdt.Change{Collection: transport.DemoCollection, Record: rec})
+		}
+		res, err := srv.engine.Apply(ctx, batch)
+		if err != nil {
+			return fmt.Errorf("seed: %w", err)
+		}
+		for _, r := range res {
+			if r.Err != nil {
+				return fmt.Errorf("seed: %w", r.Err)
+			}
+		}
+	}
+	return nil
+}
 
 // runServe is the server process the fan-out and memory scenarios start:
 // a transport.Server over an engine on store (memory, or redis with the
@@ -35,6 +74,8 @@ func runServe(args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ExitOnError)
 	kind := fs.String("store", "memory", "memory, redis or bare")
 	prefix := fs.String("prefix", "", "Redis key prefix (shared by the instances of one deployment)")
+	seed := fs.Int("seed", 0, "records to write into the demo collection before serving")
+	lib := fs.Bool("lib", false, "also serve the JS client at /convergo/ and a blank page at /bench")
 	fs.Parse(args)
 	ctx := context.Background()
 	raiseFileLimit()
@@ -65,6 +106,16 @@ func runServe(args []string) error {
 			return err
 		}
 		srv.srv.Close() // startServer's listener is not used: serve below
+		if err := seedRecords(ctx, srv, *seed); err != nil {
+			return err
+		}
+		if *lib {
+			srv.ts.Handle("/convergo/", http.StripPrefix("/convergo/", http.FileServerFS(jsclient.Library())))
+			srv.ts.Handle("/bench", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				w.Header().Set("Content-Type", "text/html; charset=utf-8")
+				io.WriteString(w, "<!doctype html><title>convergo bench</title><body>bench</body>")
+			}))
+		}
 		handler = srv.srv.Handler
 		closeAll = func() { srv.Close(); cleanup() }
 	}

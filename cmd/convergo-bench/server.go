@@ -34,6 +34,7 @@ import (
 // loopback port, with limits raised for load generation.
 type benchServer struct {
 	url     string
+	ts      *transport.Server
 	store   stores.Store
 	engine  *engine.Engine
 	srv     *http.Server
@@ -164,7 +165,7 @@ func startServer(store stores.Store, replica string) (*benchServer, error) {
 	}
 	srv := &http.Server{Handler: ts, ReadHeaderTimeout: 10 * time.Second}
 	go srv.Serve(ln)
-	return &benchServer{url: "http://" + ln.Addr().String(), store: store, engine: e, srv: srv,
+	return &benchServer{url: "http://" + ln.Addr().String(), ts: ts, store: store, engine: e, srv: srv,
 		cleanup: []func(){func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()

@@ -1,0 +1,172 @@
+// Scenarios 4 and 5 (client half) in Chromium: initial sync of N records
+// from a fresh server into a fresh JS client (IndexedDB), beside a plain
+// IndexedDB bulk write of the same records in one transaction in the same
+// page; and the JS heap the client holds after syncing them, beside the
+// same records as plain objects in an array.
+//
+// The server is `convergo-bench serve -store memory -seed N -lib`: the
+// engine and transport of the real server over the in-memory store, with
+// the JS client library mounted at /convergo/.
+//
+// Usage: node browser.mjs <convergo-bench binary> [chromium] [runs]
+// Prints one JSON sample per line (see cmd/convergo-bench).
+
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { chromium } from 'playwright-core';
+
+const [bin, chromiumPath = '/usr/bin/chromium', runsArg = '3'] = process.argv.slice(2);
+if (!bin) throw new Error('usage: node browser.mjs <convergo-bench binary> [chromium] [runs]');
+const RUNS = Number(runsArg);
+const ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+  '--disable-dev-shm-usage',
+];
+
+function emit(o) {
+  process.stdout.write(JSON.stringify(o) + '\n');
+}
+
+/** Starts a seeded server; resolves to {url, stop}. */
+function startServer(n) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(bin, ['serve', '-store', 'memory', '-lib', '-seed', String(n)], { stdio: ['pipe', 'pipe', 'inherit'] });
+    child.on('error', reject);
+    child.on('exit', (code) => reject(new Error(`server exited with ${code}`)));
+    createInterface({ input: child.stdout }).once('line', (line) => {
+      if (!line.startsWith('LISTEN ')) return reject(new Error(`server said ${line}`));
+      resolve({
+        url: line.slice(7).trim(),
+        stop: () => new Promise((done) => {
+          child.removeAllListeners('exit');
+          child.once('exit', done);
+          child.stdin.end();
+          setTimeout(() => child.kill('SIGKILL'), 10_000).unref();
+        }),
+      });
+    });
+  });
+}
+
+/** One measured run with n records; returns the figures or throws. */
+async function runOnce(n, timeoutMs) {
+  const t0 = Date.now();
+  const server = await startServer(n);
+  const seedMs = Date.now() - t0;
+  const profile = mkdtempSync(path.join(tmpdir(), 'convergo-bench-'));
+  const ctx = await chromium.launchPersistentContext(profile, { executablePath: chromiumPath, args: ARGS, headless: true });
+  try {
+    const page = ctx.pages()[0] ?? (await ctx.newPage());
+    page.setDefaultTimeout(timeoutMs);
+    await page.goto(server.url + '/bench');
+    const cdp = await ctx.newCDPSession(page);
+    const heap = async () => {
+      await cdp.send('HeapProfiler.collectGarbage');
+      await cdp.send('HeapProfiler.collectGarbage');
+      return (await cdp.send('Runtime.getHeapUsage')).usedSize;
+    };
+
+    // Initial sync through the client.
+    const heap0 = await heap();
+    const sync = await page.evaluate(async ({ n, timeoutMs }) => {
+      const { open } = await import('/convergo/index.js');
+      let got = 0;
+      let done;
+      const finished = new Promise((r) => (done = r));
+      const t0 = performance.now();
+      const db = await open({ url: location.origin, name: 'bench', collections: ['demo.todos'], locks: null, BroadcastChannel: null });
+      db.on('change', (e) => {
+        if (e.origin === 'remote') {
+          got += e.ids.length;
+          if (got >= n) done();
+        }
+      });
+      const timer = setTimeout(done, timeoutMs);
+      await finished;
+      clearTimeout(timer);
+      const ms = performance.now() - t0;
+      globalThis.benchDB = db; // keep it alive for the heap figure
+      const count = (await db.collection('demo.todos').list()).length;
+      return { ms, count };
+    }, { n, timeoutMs });
+    if (sync.count < n) throw new Error(`client holds ${sync.count} of ${n} records after ${Math.round(sync.ms)} ms`);
+    const heapClient = (await heap()) - heap0;
+
+    // Plain IndexedDB: the same records, one transaction.
+    const raw = await page.evaluate(async (n) => {
+      const rec = (i) => ({ id: 'todo-' + i, title: 'todo number ' + i, done: i % 3 === 0, order: i });
+      const req = indexedDB.open('raw', 1);
+      req.onupgradeneeded = () => req.result.createObjectStore('records', { keyPath: 'id' });
+      const db = await new Promise((res, rej) => {
+        req.onsuccess = () => res(req.result);
+        req.onerror = () => rej(req.error);
+      });
+      const records = Array.from({ length: n }, (_, i) => rec(i));
+      const t0 = performance.now();
+      const tx = db.transaction('records', 'readwrite');
+      const os = tx.objectStore('records');
+      for (const r of records) os.put(r);
+      await new Promise((res, rej) => {
+        tx.oncomplete = res;
+        tx.onerror = () => rej(tx.error);
+      });
+      const ms = performance.now() - t0;
+      db.close();
+      return { ms };
+    }, n);
+
+    // Plain objects in an array: the floor for holding the records.
+    await page.evaluate(() => {
+      globalThis.benchDB = null;
+    });
+    const heap1 = await heap();
+    await page.evaluate((n) => {
+      globalThis.plain = Array.from({ length: n }, (_, i) => ({ id: 'todo-' + i, title: 'todo number ' + i, done: i % 3 === 0, order: i }));
+    }, n);
+    const heapPlain = (await heap()) - heap1;
+    return { seedMs, syncMs: sync.ms, rawMs: raw.ms, heapClient, heapPlain };
+  } finally {
+    await ctx.close();
+    rmSync(profile, { recursive: true, force: true });
+    await server.stop();
+  }
+}
+
+const N = 100_000;
+let slowest = 0;
+for (let run = 0; run < RUNS; run++) {
+  const r = await runOnce(N, 240_000);
+  slowest = Math.max(slowest, r.syncMs);
+  const sc = 'Initial sync of 100,000 records into Chromium';
+  emit({ scenario: sc, metric: 'time to synced', unit: 'ms', better: 'lower', impl: 'Convergo JS client (pull + IndexedDB)', ours: true, run, value: r.syncMs });
+  emit({ scenario: sc, metric: 'time to synced', unit: 'ms', better: 'lower', impl: 'plain IndexedDB put ×100,000, one transaction', limit: true, run, value: r.rawMs, note: 'same page, records already in memory' });
+  const hs = 'Client JS heap holding 100,000 records';
+  emit({ scenario: hs, metric: 'heap after GC', unit: 'MiB', better: 'lower', impl: 'Convergo JS client, synced', ours: true, run, value: r.heapClient / 2 ** 20 });
+  emit({ scenario: hs, metric: 'heap after GC', unit: 'MiB', better: 'lower', impl: 'the records as plain objects in an array', limit: true, run, value: r.heapPlain / 2 ** 20 });
+  console.error(`browser: run ${run}: seed ${r.seedMs} ms, sync ${Math.round(r.syncMs)} ms, raw ${Math.round(r.rawMs)} ms`);
+}
+
+// 1,000,000 records, once, when 100,000 suggest it fits in 5 minutes.
+const M = 1_000_000;
+if (slowest * 10 < 240_000) {
+  try {
+    const r = await runOnce(M, 300_000);
+    const sc = 'Initial sync of 1,000,000 records into Chromium';
+    emit({ scenario: sc, metric: 'time to synced', unit: 'ms', better: 'lower', impl: 'Convergo JS client (pull + IndexedDB)', ours: true, run: 0, value: r.syncMs });
+    emit({ scenario: sc, metric: 'time to synced', unit: 'ms', better: 'lower', impl: 'plain IndexedDB put ×1,000,000, one transaction', limit: true, run: 0, value: r.rawMs });
+  } catch (e) {
+    console.error(`browser: 1,000,000 records did not complete within 5 minutes: ${e.message}`);
+  }
+} else {
+  console.error(`browser: 1,000,000 records skipped: 100,000 took ${Math.round(slowest)} ms, so a million would pass 5 minutes`);
+}
