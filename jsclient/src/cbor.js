@@ -251,7 +251,7 @@ export class Writer {
     }
   }
 
-  /** @returns {Uint8Array} the bytes written (a copy). */
+  /** @returns {Uint8Array<ArrayBuffer>} the bytes written (a copy). */
   bytes() {
     return this.buf.slice(0, this.len);
   }
@@ -270,7 +270,7 @@ function encodeKey(k, depth) {
 /**
  * Encodes v in deterministic CBOR.
  * @param {unknown} v
- * @returns {Uint8Array}
+ * @returns {Uint8Array<ArrayBuffer>}
  */
 export function encode(v) {
   const w = new Writer();
@@ -600,7 +600,7 @@ export class Reader {
         map = new Map(Object.entries(obj));
       }
       if (map !== null) map.set(k, v);
-      else setOwn(obj, k, v);
+      else setOwn(obj, /** @type {string} */ (k), v);
     }
     return map ?? obj;
   }

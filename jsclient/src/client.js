@@ -9,7 +9,7 @@ import { ZERO_STAMP } from './hlc.js';
 import { MAX_FIELDS, MAX_RECORD_BYTES, emptyRecord, encodeRecord, validateCollection, validateFieldName, validateId } from './record.js';
 import { compareBytes, equalBytes } from './cbor.js';
 
-/** @typedef {import('./record.js').Record} Record */
+/** @typedef {import('./record.js').Record} Rec */
 /** @typedef {import('./db.js').StoredRecord} StoredRecord */
 
 /**
@@ -76,6 +76,8 @@ export class Database {
       validateCollection(c);
       this.collections.add(c);
     }
+    /** @type {Map<number, Function>|null} */
+    this.peerSync = null;
     /** @type {Map<string, Set<Function>>} */
     this.listeners = new Map();
     /** @type {Status} */
@@ -493,8 +495,8 @@ function fieldsOf(id, doc, what) {
 }
 
 /**
- * @param {Record} merged
- * @param {Record} change
+ * @param {Rec} merged
+ * @param {Rec} change
  */
 function checkSize(merged, change) {
   if (merged.fields.size > MAX_FIELDS) throw new ConvergoError('too_large', `record ${JSON.stringify(merged.id)} would have more than ${MAX_FIELDS} fields`);
@@ -528,8 +530,8 @@ export function compareValues(a, b) {
   const an = a === undefined || a === null;
   const bn = b === undefined || b === null;
   if (an || bn) return an === bn ? 0 : an ? 1 : -1;
-  const ta = /** @type {keyof TYPE_RANK} */ (typeof a);
-  const tb = /** @type {keyof TYPE_RANK} */ (typeof b);
+  const ta = /** @type {keyof typeof TYPE_RANK} */ (typeof a);
+  const tb = /** @type {keyof typeof TYPE_RANK} */ (typeof b);
   const ra = TYPE_RANK[ta] ?? 4;
   const rb = TYPE_RANK[tb] ?? 4;
   if (ra !== rb) return ra - rb;

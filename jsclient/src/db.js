@@ -22,7 +22,7 @@ import { Clock, compareStamps, newReplicaId } from './hlc.js';
 import { decodeValue, emptyRecord, encodeChange, maxStamp, mergeInto, visibleValues } from './record.js';
 import { setOwn } from './cbor.js';
 
-/** @typedef {import('./record.js').Record} Record */
+/** @typedef {import('./record.js').Record} Rec */
 /** @typedef {import('./hlc.js').Stamp} Stamp */
 /** @typedef {{c: string, id: string, deleted: Stamp, fields: Map<string, import('./record.js').Field>, doc: Record<string, unknown>|null}} StoredRecord */
 /** @typedef {{seq: number, c: string, id: string, change: Uint8Array}} OutboxEntry */
@@ -59,7 +59,7 @@ function done(tx) {
 /**
  * Converts a record to its stored form.
  * @param {string} c
- * @param {Record} r
+ * @param {Rec} r
  * @returns {StoredRecord}
  */
 export function toStored(c, r) {
@@ -68,7 +68,7 @@ export function toStored(c, r) {
 
 /**
  * The visible values of r decoded, or null when r does not exist.
- * @param {Record} r
+ * @param {Rec} r
  */
 export function docOf(r) {
   const vals = visibleValues(r);
@@ -82,7 +82,7 @@ export function docOf(r) {
 /**
  * @param {StoredRecord|undefined} s
  * @param {string} id
- * @returns {Record}
+ * @returns {Rec}
  */
 function fromStored(s, id) {
   if (!s) return emptyRecord(id);
@@ -270,8 +270,8 @@ export class Store {
    * appends the change to the outbox.
    * @param {string} c collection
    * @param {string} id
-   * @param {(current: Record, stamp: Stamp) => Record} build returns the change
-   * @returns {Promise<{record: StoredRecord, change: Record}>}
+   * @param {(current: Rec, stamp: Stamp) => Rec} build returns the change
+   * @returns {Promise<{record: StoredRecord, change: Rec}>}
    */
   write(c, id, build) {
     const clock = /** @type {Clock} */ (this.clock);
@@ -307,7 +307,7 @@ export class Store {
    * Merges pulled entries into the records and advances the cursor, in one
    * transaction. Returns the ids whose record changed.
    * @param {string} c
-   * @param {Record[]} records
+   * @param {Rec[]} records
    * @param {number} cursor the cursor after these entries
    * @returns {Promise<string[]>}
    */
@@ -316,7 +316,7 @@ export class Store {
     return this.tx([RECORDS, META], 'readwrite', `apply ${c}`, async (tx) => {
       const store = tx.objectStore(RECORDS);
       const current = await Promise.all(records.map((r) => req(store.get([c, r.id]))));
-      /** @type {Map<string, Record>} */
+      /** @type {Map<string, Rec>} */
       const merged = new Map();
       /** @type {Set<string>} */
       const changed = new Set();
@@ -333,7 +333,7 @@ export class Store {
           }
         }
       });
-      for (const id of changed) store.put(toStored(c, /** @type {Record} */ (merged.get(id))));
+      for (const id of changed) store.put(toStored(c, /** @type {Rec} */ (merged.get(id))));
       tx.objectStore(META).put(cursor, 'cursor:' + c);
       return [...changed];
     });

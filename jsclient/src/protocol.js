@@ -65,7 +65,7 @@ function mapOf(m, what) {
  * @param {string} replica
  */
 export function encodeHello(replica) {
-  return encode(new Map([[1, PROTOCOL], [2, replica]]));
+  return encode(new Map(/** @type {[number, unknown][]} */ ([[1, PROTOCOL], [2, replica]])));
 }
 
 /**
@@ -145,7 +145,7 @@ export function parsePushAnswer(body) {
  * @param {number} limit
  */
 export function encodePull(collection, cursor, limit) {
-  return encode(new Map([[1, collection], [2, cursor], [3, limit]]));
+  return encode(new Map(/** @type {[number, unknown][]} */ ([[1, collection], [2, cursor], [3, limit]])));
 }
 
 /**
@@ -212,7 +212,7 @@ export function parseErrorBody(body) {
  * @param {string} token
  */
 export function encodeLiveHello(replica, token) {
-  return encode(new Map([[0, 'hello'], [1, PROTOCOL], [2, replica], [3, token]]));
+  return encode(new Map(/** @type {[number, unknown][]} */ ([[0, 'hello'], [1, PROTOCOL], [2, replica], [3, token]])));
 }
 
 /**
@@ -220,17 +220,17 @@ export function encodeLiveHello(replica, token) {
  * @param {number} cursor
  */
 export function encodeSub(collection, cursor) {
-  return encode(new Map([[0, 'sub'], [1, collection], [2, cursor]]));
+  return encode(new Map(/** @type {[number, unknown][]} */ ([[0, 'sub'], [1, collection], [2, cursor]])));
 }
 
 /** @param {string} collection */
 export function encodeUnsub(collection) {
-  return encode(new Map([[0, 'unsub'], [1, collection]]));
+  return encode(new Map(/** @type {[number, unknown][]} */ ([[0, 'unsub'], [1, collection]])));
 }
 
 /** @param {number} nonce */
 export function encodePing(nonce) {
-  return encode(new Map([[0, 'ping'], [1, nonce]]));
+  return encode(new Map(/** @type {[number, unknown][]} */ ([[0, 'ping'], [1, nonce]])));
 }
 
 /**

@@ -330,6 +330,7 @@ function readField(r) {
   if (h.major !== 4 || (h.arg !== 3 && h.arg !== 4)) throw new ConvergoError('malformed', 'field must be an array of 3 or 4 items');
   const stamp = readStampItems(r);
   if (isZeroStamp(stamp)) throw new ConvergoError('invalid', 'field has a zero stamp');
+  /** @type {Uint8Array|null} */
   let value = null;
   if (h.arg === 4) {
     const start = r.off;
@@ -357,6 +358,7 @@ export function readRecord(r) {
   const n = r.mapHead();
   /** @type {string|undefined} */
   let id;
+  /** @type {Stamp} */
   let deleted = ZERO_STAMP;
   /** @type {Map<string, Field>} */
   const fields = new Map();

@@ -225,7 +225,7 @@ export class Syncer {
    * POSTs a CBOR body; returns the answer's bytes or throws a ConvergoError
    * with the server's code.
    * @param {string} path
-   * @param {Uint8Array} body
+   * @param {Uint8Array<ArrayBuffer>} body
    * @param {boolean} [retried]
    * @returns {Promise<Uint8Array>}
    */

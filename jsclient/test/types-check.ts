@@ -1,0 +1,34 @@
+// Compile-only check that the hand-written types (src/index.d.ts) describe
+// the API as apps use it: `npm run typecheck`. Not run by node --test.
+
+import { open, ConvergoError, Float, type Doc, type Status } from '../src/index.js';
+
+interface Todo {
+  title: string;
+  done: boolean;
+  created?: number;
+}
+
+export async function usage(): Promise<void> {
+  const db = await open({ url: 'https://example.com', name: 'app', getToken: async () => 'jwt', collections: ['demo.todos'] });
+  const todos = db.collection<Todo>('demo.todos');
+  const doc: Doc<Todo> = await todos.put('t1', { title: 'milk', done: false });
+  const maybe: Doc<Todo> | null = await todos.get(doc.id);
+  await todos.update('t1', { done: true });
+  await todos.delete('t1');
+  const some: Doc<Todo>[] = await todos.query({ where: { done: false }, orderBy: 'title', desc: true, limit: 10 });
+  const pred: Doc<Todo>[] = await todos.query({ where: (d) => d.title.startsWith('m') });
+  const stop1: () => void = todos.subscribe('t1', (d) => d?.title);
+  const stop2: () => void = todos.subscribe({ orderBy: 'created' }, (docs) => docs.map((d) => d.title));
+  const off = db.on('status', (s: Status) => s.pending + (s.lastSyncedAt ?? 0));
+  db.on('refused', (r) => r.code);
+  db.on('error', (e) => (e instanceof ConvergoError ? e.code : e.message));
+  db.on('auth', (e) => db.setToken(e.code));
+  await db.sync();
+  await db.pause();
+  db.resume();
+  const any = db.collection('misc');
+  await any.put('x', { n: 1, big: 2n ** 64n - 1n, bytes: new Uint8Array(2), f: new Float(1), nested: { list: [1, 'a', null] } });
+  void [maybe, some, pred, stop1, stop2, off, db.status.online];
+  await db.close();
+}
