@@ -55,6 +55,7 @@ func (s *server) start() {
 	s.cmd = exec.Command(s.bin,
 		"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1", "--dir", s.dir,
 		"--save", "", "--appendonly", "yes", "--appendfsync", "always",
+		"--enable-debug-command", "local",
 		"--logfile", filepath.Join(s.dir, "redis.log"))
 	if err := s.cmd.Start(); err != nil {
 		s.t.Fatalf("start %s: %v", s.bin, err)
@@ -165,4 +166,39 @@ func TestServerCrashAndRestart(t *testing.T) {
 		t.Fatalf("apply after restart: got %+v, %v; want changed at seq %d", res, err, acked+1)
 	}
 	rec.waitFor(t, "the change after the restart", func(_ int, h map[string]uint64) bool { return h["c"] == acked+1 })
+}
+
+// TestContextBoundsCalls blocks a private Redis with DEBUG SLEEP and checks
+// that a call whose context expires returns promptly with the context's
+// error, although the store's read timeout is much longer: the store turns
+// on go-redis's ContextTimeoutEnabled.
+func TestContextBoundsCalls(t *testing.T) {
+	srv := startServer(t)
+	ctx := testContext(t)
+	s, err := Open(ctx, Options{Addrs: []string{srv.addr()}, ReadTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	change := []crdt.Change{{Collection: "c", Record: crdt.SetField("r", "f", mustValue(t, 1), crdt.Stamp{Wall: 1, Replica: "a"})}}
+	if _, err := s.Apply(ctx, change); err != nil { // loads the script
+		t.Fatal(err)
+	}
+	sleeping := make(chan error, 1)
+	go func() { sleeping <- s.client.Do(ctx, "DEBUG", "SLEEP", "2").Err() }()
+	time.Sleep(200 * time.Millisecond) // let DEBUG SLEEP reach the server
+
+	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err = s.Apply(short, change)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("apply on a blocked server: got %v, want context.DeadlineExceeded", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("apply on a blocked server returned after %s, want about 200ms", d)
+	}
+	if err := <-sleeping; err != nil {
+		t.Fatalf("debug sleep: %v", err)
+	}
 }
