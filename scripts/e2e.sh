@@ -40,6 +40,9 @@ mkdir -p jsclient/e2e/artifacts
 echo "e2e: Chromium $("$CONVERGO_CHROMIUM" --version 2>/dev/null | head -1), Redis $CONVERGO_REDIS_ADDR"
 # One file at a time: each starts its own server and browser, and the
 # machine is small.
+rc=0
 timeout --signal=TERM --kill-after=15 "${CONVERGO_E2E_TIMEOUT:-600}" \
-	node --test --test-concurrency=1 --test-reporter=spec "$@" jsclient/e2e/
-echo "e2e: artifacts in jsclient/e2e/artifacts/: $(ls jsclient/e2e/artifacts | tr '\n' ' ')"
+	node --test --test-concurrency=1 --test-reporter=spec "$@" jsclient/e2e/ || rc=$?
+[ "$rc" != 124 ] || echo "e2e: timed out after ${CONVERGO_E2E_TIMEOUT:-600}s" >&2
+echo "e2e: artifacts (screenshots, server logs) in jsclient/e2e/artifacts/: $(ls jsclient/e2e/artifacts | tr '\n' ' ')"
+exit "$rc"

@@ -80,8 +80,6 @@ class Pane {
     this.items = new Map(); // id -> <li>
     this.paused = false;
     this.status = null;
-    this.unsubscribe = null;
-    this.switching = false;
 
     root.dataset.testid = `pane-${person.slug}`;
     root.dataset.person = person.slug;
@@ -124,29 +122,14 @@ class Pane {
   }
 
   async start() {
-    await this.connect(true);
-    this.root.dataset.state = 'ready';
-  }
-
-  /**
-   * Opens this person's database, syncing or local-only. The client has no
-   * pause switch, so going offline reopens the database with sync: false:
-   * writes keep landing in IndexedDB and its outbox, and reopening with
-   * sync pushes them.
-   */
-  async connect(sync) {
-    const db = await open({
-      url: location.origin,
-      name: `demo-${this.person.slug}`,
-      collections: [COLLECTION],
-      sync,
-    });
+    const db = await open({ url: location.origin, name: `demo-${this.person.slug}`, collections: [COLLECTION] });
     this.db = db;
     this.todos = db.collection(COLLECTION);
     db.on('status', (s) => this.renderStatus(s));
     db.on('refused', (r) => this.showError(r, `save ${r.id}`));
     this.renderStatus(db.status);
-    this.unsubscribe = this.todos.subscribe({ orderBy: 'created' }, (docs) => this.renderList(rowsOf(docs)));
+    this.todos.subscribe({ orderBy: 'created' }, (docs) => this.renderList(rowsOf(docs)));
+    this.root.dataset.state = 'ready';
   }
 
   /** Runs an action and shows what went wrong, if anything. */
@@ -166,22 +149,14 @@ class Pane {
     return id;
   }
 
+  /**
+   * The offline switch: pause() stops talking to the server while writes
+   * keep landing in IndexedDB and its outbox; resume() pushes them.
+   */
   async setPaused(paused) {
-    if (this.switching) return;
-    this.switching = true;
-    this.toggle.disabled = true;
-    try {
-      this.unsubscribe?.();
-      await this.db.close();
-      this.paused = paused;
-      await this.connect(!paused);
-      this.toggle.setAttribute('aria-pressed', String(paused));
-      this.toggle.textContent = paused ? 'Go online' : 'Go offline';
-      this.renderStatus(this.db.status);
-    } finally {
-      this.switching = false;
-      this.toggle.disabled = false;
-    }
+    if (paused) await this.db.pause();
+    else this.db.resume();
+    this.renderStatus(this.db.status);
   }
 
   renderList(rows) {
@@ -271,6 +246,9 @@ class Pane {
   renderStatus(s) {
     if (!s) return;
     this.status = s;
+    this.paused = !!s.paused;
+    this.toggle.setAttribute('aria-pressed', String(this.paused));
+    this.toggle.textContent = this.paused ? 'Go online' : 'Go offline';
     const el = this.statusEl;
     const online = !!s.online && !this.paused;
     el.dataset.online = String(online);
@@ -282,7 +260,8 @@ class Pane {
     conn.textContent = this.paused ? 'Offline (paused)' : online ? 'Online' : 'Offline';
     // Only one tab per database talks to the server; the others follow it.
     el.dataset.leader = String(!!s.leader);
-    conn.title = this.paused ? 'Sync is paused: changes wait in this browser'
+    conn.title = this.paused && s.leader === false ? 'Paused in this tab, but another tab of this browser holds the connection and keeps syncing'
+      : this.paused ? 'Sync is paused: changes wait in this browser'
       : s.leader ? 'This tab holds the connection to the server'
       : 'Another tab of this browser holds the connection; this one follows it';
     $('[data-testid=status-syncing]', el).textContent = s.syncing ? 'Syncing…' : online ? 'Up to date' : 'Idle';

@@ -10,7 +10,7 @@
 
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -145,6 +145,17 @@ export class Server {
 
   logs() {
     return this.log.join('').slice(-8000);
+  }
+
+  /**
+   * Ends a test file's server: stops it, keeps its output in the artifacts
+   * folder (name.server.log) and drops its Redis keys.
+   */
+  async dispose(name) {
+    await this.stop();
+    mkdirSync(ARTIFACTS, { recursive: true });
+    writeFileSync(path.join(ARTIFACTS, `${name}.server.log`), this.log.join(''));
+    await dropRedisPrefix(env('CONVERGO_REDIS_ADDR'), `${this.prefix}:`);
   }
 
   /**

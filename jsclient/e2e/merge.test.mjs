@@ -6,7 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import {
-  Server, addTodo, dropRedisPrefix, env, launchBrowser, openDemo, pane, renameTodo, sameTodos, screenshot,
+  Server, addTodo, launchBrowser, openDemo, pane, renameTodo, sameTodos, screenshot,
   serverTodos, shown, status, todo, waitFor, waitSynced,
 } from './harness.mjs';
 
@@ -21,8 +21,7 @@ describe('offline merge', () => {
 
   after(async () => {
     await browser?.close();
-    await server?.stop();
-    if (server) await dropRedisPrefix(env('CONVERGO_REDIS_ADDR'), `${server.prefix}:`);
+    await server?.dispose('merge');
   });
 
   it('two offline browsers: different fields both survive, the same field goes to the later write', async (t) => {

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 
 import {
-  Server, dropRedisPrefix, env, launchBrowser, openDemo, pane, serverTodos, shown, status, waitFor, waitReady,
+  Server, launchBrowser, openDemo, pane, serverTodos, shown, status, waitFor, waitReady,
   waitSynced,
 } from './harness.mjs';
 
@@ -32,8 +32,7 @@ describe('reload during sync', () => {
 
   after(async () => {
     await browser?.close();
-    await server?.stop();
-    if (server) await dropRedisPrefix(env('CONVERGO_REDIS_ADDR'), `${server.prefix}:`);
+    await server?.dispose('reload');
   });
 
   it('reloads right after writes, amid writes and pushes, and before a push answer lose nothing', async (t) => {

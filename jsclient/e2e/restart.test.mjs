@@ -6,7 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import {
-  Server, addTodo, dropRedisPrefix, env, launchBrowser, openDemo, pane, renameTodo, serverTodos, shown, status,
+  Server, addTodo, launchBrowser, openDemo, pane, renameTodo, serverTodos, shown, status,
   todo, waitFor, waitSynced,
 } from './harness.mjs';
 
@@ -23,8 +23,7 @@ describe('server restart', () => {
 
   after(async () => {
     await browser?.close();
-    await server?.stop();
-    if (server) await dropRedisPrefix(env('CONVERGO_REDIS_ADDR'), `${server.prefix}:`);
+    await server?.dispose('restart');
   });
 
   it('edits made while the server is down reach it and every client after it restarts', async (t) => {

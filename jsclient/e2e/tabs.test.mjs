@@ -8,7 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import {
-  Server, addTodo, dropRedisPrefix, env, launchBrowser, openDemo, pane, renameTodo, shown, todo, waitFor, waitSynced,
+  Server, addTodo, launchBrowser, openDemo, pane, renameTodo, shown, todo, waitFor, waitSynced,
 } from './harness.mjs';
 
 const LIVE = 'convergo_live_connections';
@@ -24,8 +24,7 @@ describe('two tabs', () => {
 
   after(async () => {
     await browser?.close();
-    await server?.stop();
-    if (server) await dropRedisPrefix(env('CONVERGO_REDIS_ADDR'), `${server.prefix}:`);
+    await server?.dispose('tabs');
   });
 
   it('share one WebSocket and both update live; the survivor takes over when the leader closes', async (t) => {
