@@ -85,9 +85,11 @@ type Store struct {
 
 	watchers stores.Watchers
 	closed   atomic.Bool
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
-	closeMu  sync.Once
+	// streamRecords counts the stream records the consumer handled.
+	streamRecords atomic.Int64
+	cancel        context.CancelFunc
+	wg            sync.WaitGroup
+	closeMu       sync.Once
 }
 
 // New returns a store on cfg.Table and, when cfg.Streams is set, starts its

@@ -241,6 +241,7 @@ func (c *consumer) handle(ctx context.Context, records []st.Record) error {
 		c.log.Debug("applied foreign writes", "changes", len(batch))
 		changes = changes[len(batch):]
 	}
+	c.st.streamRecords.Add(int64(len(records)))
 	for coll, head := range heads {
 		c.st.watchers.Notify(stores.Notification{Collection: coll, Seq: head})
 	}
