@@ -100,6 +100,11 @@ func (w tWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p
 // startServer serves the protocol over store on loopback.
 func startServer(t *testing.T, store stores.Store, mod func(*transport.Config)) *testServer {
 	t.Helper()
+	return startServerTB(t, store, mod)
+}
+
+func startServerTB(t testing.TB, store stores.Store, mod func(*transport.Config)) *testServer {
+	t.Helper()
 	eng, err := engine.Open(engine.Config{Store: store, PollInterval: time.Second, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
