@@ -1,12 +1,17 @@
 // The IndexedDB layer: merged records, the durable outbox and metadata.
 //
 // Object stores:
-//   records  key [collection, id] -> {c, id, deleted, fields, doc}: the
-//            merged record (stamps and canonical value bytes) plus its
+//   records  key [collection, id] -> {c, id, deleted, fields, doc, base?}:
+//            the merged record (stamps and canonical value bytes) plus its
 //            visible values decoded (doc, null when the record does not
-//            exist) for querying.
+//            exist) for querying. While the record has local changes the
+//            server has not confirmed, base holds the record as the server
+//            knows it ({deleted, fields}), so a change the server refuses
+//            can be taken back: the record becomes base merged with the
+//            changes still pending.
 //   outbox   auto-increment key -> {c, id, change}: local changes not yet
 //            acknowledged by the server; change is the encoded crdt change.
+//            Index "record" on [c, id].
 //   meta     key string -> value: "replica" (generated once), "clock"
 //            ({wall, logical}), "cursor:<collection>", "offset" (server
 //            clock offset, ms).
@@ -19,15 +24,16 @@
 
 import { ConvergoError, fromIDBError } from './errors.js';
 import { Clock, compareStamps, newReplicaId } from './hlc.js';
-import { decodeValue, emptyRecord, encodeChange, maxStamp, mergeInto, visibleValues } from './record.js';
+import { decodeChanges, decodeValue, emptyRecord, encodeChange, maxStamp, mergeInto, visibleValues } from './record.js';
 import { setOwn } from './cbor.js';
 
 /** @typedef {import('./record.js').Record} Rec */
 /** @typedef {import('./hlc.js').Stamp} Stamp */
-/** @typedef {{c: string, id: string, deleted: Stamp, fields: Map<string, import('./record.js').Field>, doc: Record<string, unknown>|null}} StoredRecord */
+/** @typedef {{deleted: Stamp, fields: Map<string, import('./record.js').Field>}} Base */
+/** @typedef {{c: string, id: string, deleted: Stamp, fields: Map<string, import('./record.js').Field>, doc: Record<string, unknown>|null, base?: Base}} StoredRecord */
 /** @typedef {{seq: number, c: string, id: string, change: Uint8Array}} OutboxEntry */
 
-export const DB_VERSION = 1;
+export const DB_VERSION = 2;
 const RECORDS = 'records';
 const OUTBOX = 'outbox';
 const META = 'meta';
@@ -60,10 +66,36 @@ function done(tx) {
  * Converts a record to its stored form.
  * @param {string} c
  * @param {Rec} r
+ * @param {Base} [base] the server's state while local changes are pending
  * @returns {StoredRecord}
  */
-export function toStored(c, r) {
-  return { c, id: r.id, deleted: r.deleted, fields: r.fields, doc: docOf(r) };
+export function toStored(c, r, base) {
+  /** @type {StoredRecord} */
+  const s = { c, id: r.id, deleted: r.deleted, fields: r.fields, doc: docOf(r) };
+  if (base) s.base = base;
+  return s;
+}
+
+/**
+ * @param {Base|undefined} b
+ * @param {string} id
+ * @returns {Rec}
+ */
+function fromBase(b, id) {
+  if (!b) return emptyRecord(id);
+  if (!(b.fields instanceof Map) || !b.deleted) throw new ConvergoError('database', `stored record ${JSON.stringify(id)} is corrupt`);
+  return { id, deleted: b.deleted, fields: new Map(b.fields) };
+}
+
+/**
+ * The encoded change of an outbox entry, decoded.
+ * @param {Uint8Array} bytes
+ */
+function decodeEntry(bytes) {
+  const head = new Uint8Array(bytes.length + 1);
+  head[0] = 0x81; // a one-change batch
+  head.set(bytes, 1);
+  return decodeChanges(head)[0].record;
 }
 
 /**
@@ -153,7 +185,10 @@ export class Store {
     r.onupgradeneeded = () => {
       const db = r.result;
       if (!db.objectStoreNames.contains(RECORDS)) db.createObjectStore(RECORDS, { keyPath: ['c', 'id'] });
-      if (!db.objectStoreNames.contains(OUTBOX)) db.createObjectStore(OUTBOX, { keyPath: 'seq', autoIncrement: true });
+      const outbox = db.objectStoreNames.contains(OUTBOX)
+        ? /** @type {IDBTransaction} */ (r.transaction).objectStore(OUTBOX)
+        : db.createObjectStore(OUTBOX, { keyPath: 'seq', autoIncrement: true });
+      if (!outbox.indexNames.contains('record')) outbox.createIndex('record', ['c', 'id']);
       if (!db.objectStoreNames.contains(META)) db.createObjectStore(META);
     };
     r.onblocked = () => this.onError(new ConvergoError('database', `opening ${this.name} is blocked by another tab holding an older version`));
@@ -294,8 +329,10 @@ export class Store {
       }
       const stamp = clock.now(now);
       const change = build(current, stamp);
+      // The first pending change keeps the server's state aside.
+      const base = stored?.base ?? { deleted: current.deleted, fields: new Map(current.fields) };
       mergeInto(current, change);
-      const record = toStored(c, current);
+      const record = toStored(c, current, base);
       records.put(record);
       tx.objectStore(OUTBOX).add({ c, id, change: encodeChange({ collection: c, record: change }) });
       meta.put(clock.last, 'clock');
@@ -318,12 +355,19 @@ export class Store {
       const current = await Promise.all(records.map((r) => req(store.get([c, r.id]))));
       /** @type {Map<string, Rec>} */
       const merged = new Map();
+      /** @type {Map<string, Rec>} */
+      const bases = new Map();
       /** @type {Set<string>} */
       const changed = new Set();
       records.forEach((r, i) => {
         const cur = merged.get(r.id) ?? fromStored(current[i], r.id);
         if (mergeInto(cur, r)) changed.add(r.id);
         merged.set(r.id, cur);
+        const b = bases.get(r.id) ?? (current[i]?.base ? fromBase(current[i]?.base, r.id) : null);
+        if (b) {
+          if (mergeInto(b, r)) changed.add(r.id);
+          bases.set(r.id, b);
+        }
         const top = maxStamp(r);
         if (top.wall > 0) {
           try {
@@ -333,7 +377,10 @@ export class Store {
           }
         }
       });
-      for (const id of changed) store.put(toStored(c, /** @type {Rec} */ (merged.get(id))));
+      for (const id of changed) {
+        const b = bases.get(id);
+        store.put(toStored(c, /** @type {Rec} */ (merged.get(id)), b && { deleted: b.deleted, fields: b.fields }));
+      }
       tx.objectStore(META).put(cursor, 'cursor:' + c);
       return [...changed];
     });
@@ -388,14 +435,59 @@ export class Store {
   }
 
   /**
-   * Removes acknowledged entries.
-   * @param {number[]} seqs
+   * Settles pushed entries in one transaction: removes them from the
+   * outbox; for an accepted change, folds it into the record's server
+   * state; for a refused one, takes it back by rebuilding the record from
+   * the server state and the changes still pending. Returns the records
+   * (collection, ids) whose visible state changed.
+   * @param {{entry: OutboxEntry, refused: boolean}[]} settled
+   * @returns {Promise<Map<string, string[]>>}
    */
-  removeOutbox(seqs) {
-    if (seqs.length === 0) return Promise.resolve();
-    return this.tx([OUTBOX], 'readwrite', 'trim outbox', (tx) => {
-      const s = tx.objectStore(OUTBOX);
-      for (const k of seqs) s.delete(k);
+  settle(settled) {
+    if (settled.length === 0) return Promise.resolve(new Map());
+    return this.tx([RECORDS, OUTBOX], 'readwrite', 'settle outbox', async (tx) => {
+      const outbox = tx.objectStore(OUTBOX);
+      const records = tx.objectStore(RECORDS);
+      /** @type {Map<string, {c: string, id: string, accepted: Rec[], refused: boolean}>} */
+      const touched = new Map();
+      for (const { entry, refused } of settled) {
+        outbox.delete(entry.seq);
+        const key = JSON.stringify([entry.c, entry.id]);
+        let t = touched.get(key);
+        if (!t) touched.set(key, (t = { c: entry.c, id: entry.id, accepted: [], refused: false }));
+        if (refused) t.refused = true;
+        else t.accepted.push(decodeEntry(entry.change));
+      }
+      /** @type {Map<string, string[]>} */
+      const changed = new Map();
+      for (const t of touched.values()) {
+        const [stored, pending] = await Promise.all([
+          req(records.get([t.c, t.id])),
+          req(outbox.index('record').getAll([t.c, t.id])),
+        ]);
+        if (!stored) continue;
+        const base = fromBase(stored.base, t.id);
+        for (const ch of t.accepted) mergeInto(base, ch);
+        if (pending.length > 0 && !t.refused) {
+          records.put({ ...stored, base: { deleted: base.deleted, fields: base.fields } });
+          continue;
+        }
+        if (!t.refused) {
+          // Nothing pending: the record is what the server has.
+          const { base: _drop, ...clean } = stored;
+          records.put(clean);
+          continue;
+        }
+        // Take the refused change back: the server state plus what is
+        // still pending, in order.
+        const view = fromBase({ deleted: base.deleted, fields: base.fields }, t.id);
+        for (const e of pending) mergeInto(view, decodeEntry(e.change));
+        records.put(toStored(t.c, view, pending.length > 0 ? { deleted: base.deleted, fields: base.fields } : undefined));
+        const ids = changed.get(t.c) ?? [];
+        ids.push(t.id);
+        changed.set(t.c, ids);
+      }
+      return changed;
     });
   }
 

@@ -317,15 +317,20 @@ export class Syncer {
       if (results.length !== batch.length) {
         throw new ConvergoError('malformed', `push answer has ${results.length} results for ${batch.length} changes`);
       }
-      const remove = [];
+      /** @type {{entry: import('./db.js').OutboxEntry, refused: boolean}[]} */
+      const settled = [];
       for (let i = 0; i < batch.length; i++) {
         const r = results[i];
-        remove.push(batch[i].seq);
+        settled.push({ entry: batch[i], refused: r.status === 2 });
+      }
+      const rolledBack = await this.store.settle(settled);
+      for (let i = 0; i < batch.length; i++) {
+        const r = results[i];
         if (r.status === 2) {
           this.o.onRefused({ collection: batch[i].c, id: batch[i].id, code: r.code ?? 'invalid', message: r.message ?? '' });
         }
       }
-      await this.store.removeOutbox(remove);
+      for (const [c, ids] of rolledBack) this.o.onChanges(c, ids);
       this.o.onStatus({ pending: await this.store.outboxCount() });
     }
   }

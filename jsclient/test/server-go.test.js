@@ -142,6 +142,8 @@ test('real server: a write the token does not allow is refused and dropped', { s
     refused.map((r) => [r.collection, r.id, r.code]),
     [['secret', 'x', 'forbidden']],
   );
+  assert.equal(await a.collection('secret').get('x'), null, 'the refused write is taken back');
+  assert.deepEqual(await a.collection(allowed).get('y'), { id: 'y', v: 2 });
 });
 
 test('real server: the go tool check', () => {

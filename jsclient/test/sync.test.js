@@ -222,3 +222,43 @@ test('pause holds writes locally; resume pushes them and catches up', async (t) 
   await until(async () => (await b.collection('todos').get('offline-a'))?.n === 1, 'b receives the held write');
   assert.equal(a.status.paused, false);
 });
+
+test('a refused change is taken back locally; accepted ones stay', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const { encode, equalBytes } = await import('../src/cbor.js');
+  const two = encode(2);
+  // The server refuses any change that sets x to 2.
+  server.refuse = (ch) => equalBytes(ch.record.fields.get('x')?.value, two);
+  const a = await openClient({ url: server.url, name: 'a', collections: ['todos'] });
+  t.after(() => a.close());
+  /** @type {any[]} */
+  const refused = [];
+  a.on('refused', (r) => refused.push(r.id));
+  const todos = a.collection('todos');
+  await todos.put('r', { x: 1 });
+  await until(() => a.status.pending === 0, 'first write accepted');
+
+  /** @type {any[]} */
+  const seen = [];
+  todos.subscribe('r', (d) => seen.push(d));
+  await a.pause();
+  await todos.update('r', { x: 2 }); // will be refused
+  await todos.update('r', { y: 3 }); // will be accepted
+  await todos.put('new', { x: 2 }); // refused: the record never existed for the server
+  assert.deepEqual(await todos.get('r'), { id: 'r', x: 2, y: 3 });
+  a.resume();
+  await until(() => a.status.pending === 0, 'outbox settled');
+  assert.deepEqual(refused.sort(), ['new', 'r']);
+  assert.deepEqual(await todos.get('r'), { id: 'r', x: 1, y: 3 }, 'x is back to what the server has');
+  assert.equal(await todos.get('new'), null, 'a refused creation disappears');
+  await until(() => seen.at(-1)?.x === 1 && seen.at(-1)?.y === 3, 'subscribers see the rollback');
+  // The server agrees.
+  const onServer = server.coll('todos').byId.get('r').record;
+  assert.equal(onServer.fields.get('y') !== undefined, true);
+  // And later writes still work.
+  await todos.update('r', { x: 5 });
+  await until(() => a.status.pending === 0, 'later write pushed');
+  assert.deepEqual(await todos.get('r'), { id: 'r', x: 5, y: 3 });
+  assert.equal((await a.store.get('todos', 'r'))?.base, undefined, 'no server copy kept once nothing is pending');
+});

@@ -29,6 +29,8 @@ export class FakeServer {
     this.dropPushAnswers = 0;
     /** Set to refuse changes to these ids. */
     this.refuseIds = new Set();
+    /** @type {(ch: import('../../src/record.js').Change) => boolean} refuses changes it returns true for */
+    this.refuse = () => false;
     /** @type {Set<any>} */
     this.sockets = new Set();
     this.pushes = 0;
@@ -84,7 +86,7 @@ export class FakeServer {
     /** @type {Set<string>} */
     const touched = new Set();
     for (const ch of changes) {
-      if (this.refuseIds.has(ch.record.id)) {
+      if (this.refuseIds.has(ch.record.id) || this.refuse(ch)) {
         results.push(new Map([[1, 2], [3, 'forbidden'], [4, 'refused by test']]));
         continue;
       }
