@@ -11,6 +11,9 @@ import (
 	"time"
 
 	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/stores"
+	"github.com/convergo/convergo/stores/bolt"
+	"github.com/convergo/convergo/stores/redis"
 	"github.com/convergo/convergo/stores/storetest"
 	"github.com/convergo/convergo/transport"
 	"github.com/convergo/convergo/transport/client"
@@ -27,21 +30,34 @@ func TestCrash(t *testing.T) {
 	bin := buildConvergo(t)
 	t.Run("embedded", func(t *testing.T) {
 		t.Parallel()
-		store := "bolt:" + filepath.Join(t.TempDir(), "convergo.db")
-		runCrash(t, bin, store, nil)
+		path := filepath.Join(t.TempDir(), "convergo.db")
+		runCrash(t, bin, "bolt:"+path, nil, func(t *testing.T) stores.Store {
+			s, err := bolt.Open(path, bolt.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		})
 	})
 	t.Run("redis", func(t *testing.T) {
 		t.Parallel()
 		redisBin := storetest.Endpoint(t, "CONVERGO_REDIS_SERVER_BIN")
 		dir, raddr := t.TempDir(), freeAddr(t)
 		rp := startRedis(t, redisBin, raddr, dir)
-		store := "redis://" + raddr + "?prefix=crash-" + randomSuffix(t) + ":"
+		prefix := "crash-" + randomSuffix(t) + ":"
+		store := "redis://" + raddr + "?prefix=" + prefix
 		// On every other crash Redis dies with the server: what it
 		// acknowledged must then be in its append-only file (appendfsync
 		// always).
 		runCrash(t, bin, store, func(t *testing.T) {
 			rp.kill(t)
 			rp = startRedis(t, redisBin, raddr, dir)
+		}, func(t *testing.T) stores.Store {
+			s, err := redis.Open(t.Context(), redis.Options{Addrs: []string{raddr}, KeyPrefix: prefix})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
 		})
 	})
 }
@@ -60,7 +76,10 @@ type crashClient struct {
 	noops   int // acknowledgements as no-ops: applied before, answer lost
 }
 
-func runCrash(t *testing.T, bin, store string, alsoCrash func(*testing.T)) {
+// runCrash crashes `convergo serve --store store` while clients push.
+// alsoCrash, when set, kills and restarts the store's own process on every
+// other crash; openStore opens the store directly once the server is gone.
+func runCrash(t *testing.T, bin, store string, alsoCrash func(*testing.T), openStore func(*testing.T) stores.Store) {
 	seed := *seedFlag
 	if seed == 0 {
 		seed = rand.Uint64()
@@ -215,6 +234,14 @@ func runCrash(t *testing.T, bin, store string, alsoCrash func(*testing.T)) {
 	}
 	if d := diffRecords(pullAll(t, reader, coll), state); d != "" {
 		t.Fatalf("pushing again changed the state:\n%s", d)
+	}
+
+	// Read the store itself, with no server in between, after a last crash.
+	srv.kill(t)
+	st := openStore(t)
+	defer st.Close()
+	if d := diffRecords(snapshot(t, t.Context(), st, coll), model); d != "" {
+		t.Fatalf("the store, opened directly, differs from the merge of every write:\n%s", d)
 	}
 }
 
