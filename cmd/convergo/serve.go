@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/rand"
-	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
@@ -109,8 +108,9 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 		if _, err := rand.Read(secret); err != nil {
 			return fmt.Errorf("generate a secret: %w", err)
 		}
-		log.Warn("no --secret: signing tokens with a random secret for this run only; tokens die with the process",
-			"secret", base64.RawURLEncoding.EncodeToString(secret))
+		// The secret itself is not logged: logs travel further than secrets
+		// should. Set --secret to issue tokens with "convergo token".
+		log.Warn("no --secret: tokens are checked against a random secret for this run only, so only anonymous demo access works; set --secret to use tokens")
 	}
 	auth, err := transport.NewJWT(secret, nil)
 	if err != nil {
