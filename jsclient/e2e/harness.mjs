@@ -198,6 +198,29 @@ export class Server {
     throw new Error('pull did not end');
   }
 
+  /**
+   * Pushes records written by another replica straight to the server, as
+   * any client could: fields is {name: value}, all stamped now by replica.
+   * Values are encoded by cbor-x: pass Maps, not plain objects, which it
+   * writes with a non-canonical length the server refuses. Returns the
+   * server's result statuses (0 applied, 1 no-op, 2 refused).
+   */
+  async push(replica, id, fields, collection = COLLECTION) {
+    const wall = Date.now(); // encoded as a BigInt: cbor-x writes large numbers as floats
+    // Deterministic encoding: map keys shortest first, then bytewise.
+    const names = Object.keys(fields).sort((a, b) => Buffer.byteLength(a) - Buffer.byteLength(b) || Buffer.compare(Buffer.from(a), Buffer.from(b)));
+    const rec = new Map([[1, id], [3, new Map(names.map((n) => [n, [BigInt(wall), 0, replica, fields[n]]]))]]);
+    const body = encoder.encode(new Map([[1, replica], [2, [new Map([[1, collection], [2, rec]])]]]));
+    const res = await fetch(`${this.url}/v1/push`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/cbor', 'Convergo-Protocol': '1' },
+      body,
+    });
+    const answer = decoder.decode(new Uint8Array(await res.arrayBuffer()));
+    if (!res.ok) throw new Error(`POST /v1/push: ${res.status} ${JSON.stringify([...(answer instanceof Map ? answer : [])])}`);
+    return answer.get(1).map((r) => r.get(1));
+  }
+
   /** The visible documents of collection: a Map from id to {field: value}. */
   async docs(collection = COLLECTION) {
     const docs = new Map();
