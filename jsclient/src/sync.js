@@ -83,7 +83,13 @@ export class Syncer {
     /** @type {Set<string>} collections subscribed on the live socket */
     this.subscribed = new Set();
     this.resetWanted = false;
+    /** @type {Promise<void>|null} */
     this.loop = null;
+    /** @type {ConvergoError|null} */
+    this.lastError = null;
+    this.liveOpen = false;
+    /** @type {((m: import('./protocol.js').ServerMessage) => void)|null} */
+    this.onMessage = null;
   }
 
   start() {
@@ -187,6 +193,7 @@ export class Syncer {
       } catch (e) {
         if (this.stopped) break;
         const err = /** @type {ConvergoError} */ (e);
+        this.lastError = err;
         this.o.onStatus({ online: err.code !== 'network' && err.code !== 'unavailable' ? true : false, syncing: false, lastError: err });
         if (AUTH_CODES.has(err.code)) {
           if (!tokenRetried) {
@@ -198,7 +205,8 @@ export class Syncer {
         this.o.onError(err);
         if (err.code === 'closed') break;
       }
-      const delay = backoff(this.attempt++, { ...this.o.backoff, random: this.o.random });
+      let delay = backoff(this.attempt++, { ...this.o.backoff, random: this.o.random });
+      if (this.lastError?.retryAfter) delay = Math.max(delay, this.lastError.retryAfter * 1000);
       await this.wait(delay);
     }
   }
@@ -269,17 +277,20 @@ export class Syncer {
    * @param {Hello} hello
    * @param {number} t0 when the request left (local ms)
    * @param {number} t1 when the answer came (local ms)
+   * @param {boolean} [measure] false: keep the clock offset measured over
+   *   HTTP (a welcome's server time has no round trip to halve)
    */
-  applyHello(hello, t0, t1) {
+  applyHello(hello, t0, t1, measure = true) {
     if (hello.protocol !== PROTOCOL) {
       throw new ConvergoError('unsupported_version', `server speaks protocol ${hello.protocol}, not ${PROTOCOL}`);
     }
     this.hello = hello;
+    if (this.store.clock && hello.maxDrift > 0) this.store.clock.maxDrift = hello.maxDrift;
+    this.o.onStatus({ online: true });
+    if (!measure) return;
     // The server read its clock about half way through the round trip.
     const offset = Math.round(hello.serverTime - (t0 + t1) / 2);
     this.store.now = () => Date.now() + offset;
-    if (this.store.clock && hello.maxDrift > 0) this.store.clock.maxDrift = hello.maxDrift;
-    this.o.onStatus({ online: true });
     this.store.setMeta('offset', offset).catch(() => {});
   }
 
@@ -477,7 +488,7 @@ export class Syncer {
     switch (m.type) {
       case 'welcome': {
         const now = Date.now();
-        this.applyHello(m.hello, now, now);
+        this.applyHello(m.hello, now, now, false);
         this.liveOpen = true;
         this.o.onStatus({ online: true, lastError: null });
         // Writes made while we connected, then everything after the cursors.

@@ -262,3 +262,19 @@ test('a refused change is taken back locally; accepted ones stay', async (t) => 
   assert.deepEqual(await todos.get('r'), { id: 'r', x: 5, y: 3 });
   assert.equal((await a.store.get('todos', 'r'))?.base, undefined, 'no server copy kept once nothing is pending');
 });
+
+test('a collection opened later is pulled and followed live', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const a = await openClient({ url: server.url, name: 'a' });
+  const b = await openClient({ url: server.url, name: 'b' });
+  t.after(() => Promise.all([a.close(), b.close()]));
+  await b.collection('notes').put('n1', { text: 'first' });
+  await until(() => b.status.pending === 0 && a.status.online, 'b pushed, a online');
+  /** @type {any[][]} */
+  const seen = [];
+  a.collection('notes').subscribe({}, (docs) => seen.push(docs.map((/** @type {any} */ d) => d.text)));
+  await until(() => seen.at(-1)?.includes('first'), 'a pulled the existing record');
+  await b.collection('notes').put('n2', { text: 'second' });
+  await until(() => seen.at(-1)?.includes('second'), 'a follows live');
+});
