@@ -180,9 +180,12 @@
 //
 // # Caveats
 //
-// A batch that touches several collections is one script call per
-// collection: atomic per collection, not across them (the stores contract
-// asks for atomicity per record only). A deployment that evicts keys
+// A batch is one script call per collection, and a collection's changes
+// are split into calls of at most 256 changes and 1 MiB: Redis runs nothing
+// else while a script runs, and this keeps every call to milliseconds even
+// for the largest records. A batch is therefore atomic per call, not as a
+// whole (the stores contract asks for atomicity per record only). A
+// deployment that evicts keys
 // (maxmemory-policy other than noeviction) will lose records: configure
 // noeviction.
 package redis

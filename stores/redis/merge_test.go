@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	mathrand "math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
@@ -171,7 +172,7 @@ func encode(t fataler, r crdt.Record) []byte {
 }
 
 // checkAgainstModel compares everything the store holds in colls with m.
-func checkAgainstModel(t *rapid.T, s *Store, m *model, colls []string) {
+func checkAgainstModel(t fataler, s *Store, m *model, colls []string) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	for _, coll := range colls {
@@ -387,5 +388,55 @@ func TestScriptRefusesMalformedInput(t *testing.T) {
 				}
 			})
 		}
+	})
+}
+
+// TestLargeBatchMatchesGo applies batches larger than one script call
+// (maxScriptChanges changes, maxScriptBytes bytes), with changes to one
+// record on both sides of a split, and compares with the Go model.
+func TestLargeBatchMatchesGo(t *testing.T) {
+	eachTarget(t, func(t *testing.T, tg target) {
+		ctx := testContext(t)
+		s := openStore(t, tg, Options{})
+		rng := mathrand.New(mathrand.NewPCG(1, 2))
+		big := make([]byte, 100<<10)
+		for i := range big {
+			big[i] = byte('a' + rng.IntN(26))
+		}
+		bigValue := mustValue(t, string(big))
+		m := newModel()
+		for round, n := range []int{stores.MaxBatch, 3*maxScriptChanges + 1, 25} {
+			batch := make([]crdt.Change, n)
+			for i := range batch {
+				st := crdt.Stamp{Wall: int64(1 + rng.IntN(50)), Logical: uint32(rng.IntN(2)), Replica: []string{"a", "b"}[rng.IntN(2)]}
+				id := fmt.Sprintf("r%d", rng.IntN(40))
+				var r crdt.Record
+				switch k := rng.IntN(10); {
+				case k == 0:
+					r = crdt.DeleteRecord(id, st)
+				case k == 1:
+					r = crdt.UnsetField(id, "f", st)
+				case round == 2:
+					// 25 changes of 100 KiB: split by bytes, not count.
+					r = crdt.SetField(id, fmt.Sprintf("g%d", rng.IntN(2)), bigValue, st)
+				default:
+					r = crdt.SetField(id, []string{"f", "g"}[rng.IntN(2)], mustValue(t, int64(rng.IntN(5))), st)
+				}
+				batch[i] = crdt.Change{Collection: "big", Record: r}
+			}
+			want := m.apply(batch)
+			got, err := s.Apply(ctx, batch)
+			if err != nil {
+				t.Fatalf("round %d: apply %d changes: %v", round, n, err)
+			}
+			if !slices.Equal(got, want) {
+				for i := range got {
+					if got[i] != want[i] {
+						t.Fatalf("round %d: change %d: got %+v, want %+v", round, i, got[i], want[i])
+					}
+				}
+			}
+		}
+		checkAgainstModel(t, s, m, []string{"big"})
 	})
 }

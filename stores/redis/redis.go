@@ -174,9 +174,10 @@ func (s *Store) begin(ctx context.Context) error {
 }
 
 // Apply implements stores.Store. The changes of each collection go to Redis
-// in one merge script call, which is atomic; the collections of a batch are
-// applied one after the other, so an error can leave earlier collections
-// applied and later ones not.
+// in one merge script call, which is atomic, or in several when they pass
+// maxScriptChanges or maxScriptBytes; the calls run one after the other, so
+// an error can leave earlier changes applied and later ones not, which the
+// contract allows (a retry of the batch completes it).
 func (s *Store) Apply(ctx context.Context, changes []crdt.Change) ([]stores.Result, error) {
 	if err := s.begin(ctx); err != nil {
 		return nil, err
@@ -204,23 +205,44 @@ func (s *Store) Apply(ctx context.Context, changes []crdt.Change) ([]stores.Resu
 	return results, nil
 }
 
+// Limits of one merge script call. Redis runs nothing else while a script
+// runs, so a call is kept to milliseconds of work even for the largest
+// records; the changes of a collection beyond these limits go in several
+// calls, one after the other.
+const (
+	maxScriptChanges = 256
+	maxScriptBytes   = 1 << 20
+)
+
 func (s *Store) applyCollection(ctx context.Context, coll string, changes []crdt.Change, idx []int, results []stores.Result) error {
-	args := make([]any, 0, 5+2*len(idx))
-	args = append(args, s.channel, coll, s.maxRecordBytes, crdt.MaxFieldsPerRecord, uint64(MaxSeq))
-	for _, i := range idx {
-		r := changes[i].Record
-		args = append(args, r.ID, encodeBlob(0, r))
-	}
 	keys := []string{s.seqKey(coll), s.logKey(coll), s.recKey(coll)}
-	out, err := mergeScript.Run(ctx, s.client, keys, args...).Int64Slice()
-	if err != nil {
-		return s.fail(ctx, "apply to "+coll, err)
-	}
-	if len(out) != 2*len(idx) {
-		return fmt.Errorf("apply to %s: merge script returned %d numbers for %d changes", coll, len(out), len(idx))
-	}
-	for j, i := range idx {
-		results[i] = stores.Result{Changed: out[2*j] == 1, Seq: uint64(out[2*j+1])}
+	for len(idx) > 0 {
+		n, size := 0, 0
+		for n < len(idx) && n < maxScriptChanges {
+			b := blobSize(changes[idx[n]].Record)
+			if n > 0 && size+b > maxScriptBytes {
+				break
+			}
+			size += b
+			n++
+		}
+		args := make([]any, 0, 5+2*n)
+		args = append(args, s.channel, coll, s.maxRecordBytes, crdt.MaxFieldsPerRecord, uint64(MaxSeq))
+		for _, i := range idx[:n] {
+			r := changes[i].Record
+			args = append(args, r.ID, encodeBlob(0, r))
+		}
+		out, err := mergeScript.Run(ctx, s.client, keys, args...).Int64Slice()
+		if err != nil {
+			return s.fail(ctx, "apply to "+coll, err)
+		}
+		if len(out) != 2*n {
+			return fmt.Errorf("apply to %s: merge script returned %d numbers for %d changes", coll, len(out), n)
+		}
+		for j, i := range idx[:n] {
+			results[i] = stores.Result{Changed: out[2*j] == 1, Seq: uint64(out[2*j+1])}
+		}
+		idx = idx[n:]
 	}
 	return nil
 }
