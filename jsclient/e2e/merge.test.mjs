@@ -133,6 +133,7 @@ describe('offline merge', () => {
     assert.equal(await todo(alice, plants).getByTestId('todo-done').isChecked(), false);
     assert.equal(await todo(bob, plants).getByTestId('todo-title').textContent(), 'Water the plants');
     assert.equal(await todo(alice, bread).count(), 0);
+    t.diagnostic(`screenshot while offline: ${await screenshot(page, 'demo-offline.png')}`);
 
     await alice.getByTestId('offline-toggle').click();
     await bob.getByTestId('offline-toggle').click();
