@@ -146,8 +146,10 @@ func (l *rateLimiter) take(key string, now time.Time) (wait time.Duration) {
 		b.tokens = math.Min(l.burst, b.tokens+dt*l.rate)
 		b.at = now
 	}
-	if b.tokens >= 1 {
-		b.tokens--
+	// The epsilon absorbs float rounding, so that a client that waits
+	// exactly as long as it was told is served.
+	if b.tokens >= 1-1e-9 {
+		b.tokens = max(b.tokens-1, 0)
 		return 0
 	}
 	return time.Duration(math.Ceil((1 - b.tokens) / l.rate * float64(time.Second)))

@@ -222,8 +222,11 @@ func (s *Server) api(route string, h handlerFunc) http.Handler {
 		start := s.now()
 		sw := &statusWriter{ResponseWriter: w}
 		defer func() {
+			took := s.now().Sub(start)
 			s.metrics.requests.WithLabelValues(route, strconv.Itoa(sw.code())).Inc()
-			s.metrics.duration.WithLabelValues(route).Observe(s.now().Sub(start).Seconds())
+			s.metrics.duration.WithLabelValues(route).Observe(took.Seconds())
+			s.log.Debug("request", "route", route, "status", sw.code(), "code", sw.Header().Get(HeaderError),
+				"addr", s.clientAddr(r), "took", took)
 		}()
 		if err := s.serveAPI(sw, r, h); err != nil {
 			s.writeError(sw, r, err)

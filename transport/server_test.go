@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"pgregory.net/rapid"
 
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/stores"
@@ -554,4 +555,33 @@ func TestClientAddr(t *testing.T) {
 			t.Errorf("%s %q: got %s, want %s", tc.remote, tc.xff, got, tc.want)
 		}
 	}
+}
+
+// Over any run of requests, a client gets at most Burst plus Rate per
+// second of elapsed time, and a client that waits as told is served.
+func TestRateLimiterBound(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		rate := rapid.Float64Range(0.5, 1000).Draw(t, "rate")
+		burst := rapid.IntRange(1, 50).Draw(t, "burst")
+		l := newRateLimiter(rate, burst)
+		start := time.Unix(1_000_000, 0)
+		now := start
+		allowed := 0
+		steps := rapid.IntRange(1, 300).Draw(t, "steps")
+		for i := 0; i < steps; i++ {
+			now = now.Add(time.Duration(rapid.Int64Range(0, int64(50*time.Millisecond)).Draw(t, "gap")))
+			wait := l.take("k", now)
+			if wait == 0 {
+				allowed++
+			} else if l.take("k", now.Add(wait)) != 0 {
+				t.Fatalf("told to wait %v, still refused after it", wait)
+			} else {
+				allowed++
+				now = now.Add(wait)
+			}
+			if max := float64(burst) + rate*now.Sub(start).Seconds() + 1e-6; float64(allowed) > max {
+				t.Fatalf("%d allowed by %v, bound %.2f", allowed, now.Sub(start), max)
+			}
+		}
+	})
 }
