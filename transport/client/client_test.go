@@ -386,3 +386,29 @@ func TestParseRetryAfter(t *testing.T) {
 		}
 	}
 }
+
+func TestBatchLen(t *testing.T) {
+	v := make([]byte, 0, 1000)
+	v = append(v, 0x59, 0x03, 0xe0) // a 992-byte byte string header
+	v = append(v, make([]byte, 992)...)
+	var changes []crdt.Change
+	for i := range 10 {
+		changes = append(changes, crdt.Change{Collection: "c", Record: crdt.SetField(fmt.Sprint("r", i), "f", v, crdt.Stamp{Wall: 1, Replica: "a"})})
+	}
+	one := len(crdt.AppendChange(nil, changes[0]))
+	for _, tc := range []struct {
+		name          string
+		maxN, maxSize int
+		want          int
+	}{
+		{"all fit", 100, 1 << 20, 10},
+		{"count bound", 3, 1 << 20, 3},
+		{"byte bound", 100, 3*one + one/2, 3},
+		{"one always goes", 100, 10, 1},
+		{"zero count means one", 0, 1 << 20, 1},
+	} {
+		if got := batchLen(changes, tc.maxN, tc.maxSize); got != tc.want {
+			t.Errorf("%s: batchLen = %d, want %d", tc.name, got, tc.want)
+		}
+	}
+}
