@@ -10,11 +10,18 @@
 //     seed is printed; -e2e.seed replays it.
 //   - Bad inputs: hostile and broken requests are each answered with their
 //     status and error code while a background client keeps syncing.
-//   - Crash: the server process is SIGKILLed while clients push; every
-//     change it acknowledged is in the store after a restart, and the
-//     clients' unacknowledged outboxes arrive when they retry.
+//   - Crash: the server process (and, every other time, Redis) is
+//     SIGKILLed while clients push; every change it acknowledged is in the
+//     store after a restart, the clients' unacknowledged outboxes arrive
+//     when they retry, and pushing everything again changes nothing.
+//   - Live: a client whose tokens expire every second or two redials with
+//     fresh ones; a client too slow for the server's send queue gets
+//     resync, pulls over HTTP and subscribes again; neither misses a change.
 //
 // Tests that need Redis get its address (CONVERGO_REDIS_ADDR) or its
 // binary (CONVERGO_REDIS_SERVER_BIN) through storetest.Endpoint and skip
-// without them.
+// without them; `eval "$(bash scripts/services.sh up)"` sets both. The
+// crash and token tests take a few seconds each and skip under -short.
+// CONVERGO_E2E_LOG=1 with -v logs the servers and clients;
+// CONVERGO_E2E_CRASHES sets the number of crashes per store (default 3).
 package e2e
