@@ -103,9 +103,9 @@ func (st *Store) readState(ctx context.Context, coll string, ids []string) (grou
 	}
 	req := map[string]types.KeysAndAttributes{st.table: {Keys: keys, ConsistentRead: ptr(true)}}
 	for attempt := 1; len(req) > 0; attempt++ {
-		out, err := st.db.BatchGetItem(ctx, &awsdynamodb.BatchGetItemInput{RequestItems: req})
+		out, err := st.db.BatchGetItem(ctx, &awsdynamodb.BatchGetItemInput{RequestItems: req}, st.dbOpt)
 		if err != nil {
-			return groupState{}, translate("apply "+coll+": read", err)
+			return groupState{}, translate(ctx, "apply "+coll+": read", err)
 		}
 		for _, item := range out.Responses[st.table] {
 			pkv, _ := item[attrPK].(*types.AttributeValueMemberS)
@@ -331,7 +331,7 @@ func (st *Store) applyGroup(ctx context.Context, coll string, changes []crdt.Cha
 		}
 		var cancelled *types.TransactionCanceledException
 		if !errors.As(err, &cancelled) {
-			return 0, 0, translate("apply "+coll, err)
+			return 0, 0, translate(ctx, "apply "+coll, err)
 		}
 		refreshed, err := refresh(&state, p, cancelled.CancellationReasons)
 		if err != nil {
@@ -360,7 +360,7 @@ func (st *Store) applyGroup(ctx context.Context, coll string, changes []crdt.Cha
 func (st *Store) commit(ctx context.Context, coll string, p plan) error {
 	in := &awsdynamodb.TransactWriteItemsInput{TransactItems: p.items, ClientRequestToken: &p.token}
 	for attempt := 1; ; attempt++ {
-		_, err := st.db.TransactWriteItems(ctx, in)
+		_, err := st.db.TransactWriteItems(ctx, in, st.dbOpt)
 		if err == nil || !unavailable(err) || attempt >= 3 || ctx.Err() != nil {
 			return err
 		}

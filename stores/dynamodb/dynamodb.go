@@ -35,6 +35,8 @@ const (
 	// DefaultMaxAttempts bounds the transactions one group of changes
 	// tries before Apply gives up with ErrUnavailable.
 	DefaultMaxAttempts = 50
+	// DefaultAttemptTimeout bounds one attempt of one request.
+	DefaultAttemptTimeout = 10 * time.Second
 )
 
 // Config configures a Store built from clients the caller made (New). Open
@@ -64,6 +66,11 @@ type Config struct {
 	// ShardRefresh is how often the consumer looks for new shards. Zero
 	// means DefaultShardRefresh.
 	ShardRefresh time.Duration
+	// AttemptTimeout bounds one attempt of one request: a request that
+	// gets no answer in time is retried (transactions with the same token)
+	// and then fails with ErrUnavailable, instead of hanging on a stuck
+	// connection. Zero means DefaultAttemptTimeout.
+	AttemptTimeout time.Duration
 	// MaxAttempts bounds the transactions one group of changes tries
 	// (conflicts with concurrent writers, throttling) before Apply fails with
 	// ErrUnavailable. Zero means DefaultMaxAttempts.
@@ -82,6 +89,9 @@ type Store struct {
 	refresh     time.Duration
 	maxAttempts int
 	nonce       [12]byte // makes this instance's transaction tokens its own
+	// Per-request options: the attempt timeout.
+	dbOpt     func(*awsdynamodb.Options)
+	streamOpt func(*dynamodbstreams.Options)
 
 	watchers stores.Watchers
 	closed   atomic.Bool
@@ -117,6 +127,9 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.ShardRefresh <= 0 {
 		cfg.ShardRefresh = DefaultShardRefresh
 	}
+	if cfg.AttemptTimeout <= 0 {
+		cfg.AttemptTimeout = DefaultAttemptTimeout
+	}
 	if cfg.MaxAttempts <= 0 {
 		cfg.MaxAttempts = DefaultMaxAttempts
 	}
@@ -130,6 +143,8 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		refresh:     cfg.ShardRefresh,
 		maxAttempts: cfg.MaxAttempts,
 	}
+	st.dbOpt = func(o *awsdynamodb.Options) { o.HTTPClient = attemptTimeout{o.HTTPClient, cfg.AttemptTimeout} }
+	st.streamOpt = func(o *dynamodbstreams.Options) { o.HTTPClient = attemptTimeout{o.HTTPClient, cfg.AttemptTimeout} }
 	if _, err := rand.Read(st.nonce[:]); err != nil {
 		return nil, fmt.Errorf("dynamodb: token nonce: %w", err)
 	}
@@ -166,9 +181,9 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 }
 
 func (st *Store) describe(ctx context.Context) (*types.TableDescription, error) {
-	out, err := st.db.DescribeTable(ctx, &awsdynamodb.DescribeTableInput{TableName: &st.table})
+	out, err := st.db.DescribeTable(ctx, &awsdynamodb.DescribeTableInput{TableName: &st.table}, st.dbOpt)
 	if err != nil {
-		return nil, translate("describe table "+st.table, err)
+		return nil, translate(ctx, "describe table "+st.table, err)
 	}
 	return out.Table, nil
 }
@@ -234,9 +249,9 @@ func (st *Store) Pull(ctx context.Context, collection string, after uint64, limi
 			ExpressionAttributeValues: map[string]types.AttributeValue{":pk": s(logPK(collection)), ":after": n(after)},
 			Limit:                     &want,
 			ExclusiveStartKey:         start,
-		})
+		}, st.dbOpt)
 		if err != nil {
-			return stores.Page{}, translate("pull "+collection, err)
+			return stores.Page{}, translate(ctx, "pull "+collection, err)
 		}
 		for _, item := range out.Items {
 			if len(page.Entries) == limit {
@@ -273,9 +288,9 @@ func (st *Store) Get(ctx context.Context, collection, id string) (stores.Entry, 
 		TableName:      &st.table,
 		Key:            key(recordPK(collection, id), 0),
 		ConsistentRead: ptr(true),
-	})
+	}, st.dbOpt)
 	if err != nil {
-		return stores.Entry{}, translate(fmt.Sprintf("get %s/%s", collection, id), err)
+		return stores.Entry{}, translate(ctx, fmt.Sprintf("get %s/%s", collection, id), err)
 	}
 	if out.Item == nil {
 		return stores.Entry{}, fmt.Errorf("get %s/%s: %w", collection, id, stores.ErrNotFound)
@@ -299,9 +314,9 @@ func (st *Store) Head(ctx context.Context, collection string) (uint64, error) {
 		TableName:      &st.table,
 		Key:            key(headPK(collection), 0),
 		ConsistentRead: ptr(true),
-	})
+	}, st.dbOpt)
 	if err != nil {
-		return 0, translate("head "+collection, err)
+		return 0, translate(ctx, "head "+collection, err)
 	}
 	if out.Item == nil {
 		return 0, nil

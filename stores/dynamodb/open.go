@@ -151,20 +151,20 @@ func CreateTable(ctx context.Context, client *awsdynamodb.Client, table string) 
 	case errors.As(err, &inUse):
 		out, err := client.DescribeTable(ctx, &awsdynamodb.DescribeTableInput{TableName: &table})
 		if err != nil {
-			return translate("create table "+table, err)
+			return translate(ctx, "create table "+table, err)
 		}
 		if err := checkSchema(out.Table); err != nil {
 			return err
 		}
 	case err != nil:
-		return translate("create table "+table, err)
+		return translate(ctx, "create table "+table, err)
 	}
 	w := awsdynamodb.NewTableExistsWaiter(client, func(o *awsdynamodb.TableExistsWaiterOptions) {
 		o.MinDelay = 100 * time.Millisecond
 		o.MaxDelay = 2 * time.Second
 	})
 	if err := w.Wait(ctx, &awsdynamodb.DescribeTableInput{TableName: &table}, 5*time.Minute); err != nil {
-		return translate("create table "+table+": wait until active", err)
+		return translate(ctx, "create table "+table+": wait until active", err)
 	}
 	return nil
 }

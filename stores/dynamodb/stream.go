@@ -115,9 +115,9 @@ func (c *consumer) listShards(ctx context.Context) error {
 	var order []string
 	var start *string
 	for {
-		out, err := c.st.streams.DescribeStream(ctx, &dynamodbstreams.DescribeStreamInput{StreamArn: &c.arn, ExclusiveStartShardId: start})
+		out, err := c.st.streams.DescribeStream(ctx, &dynamodbstreams.DescribeStreamInput{StreamArn: &c.arn, ExclusiveStartShardId: start}, c.st.streamOpt)
 		if err != nil {
-			return translate("describe stream", err)
+			return translate(ctx, "describe stream", err)
 		}
 		d := out.StreamDescription
 		for _, s := range d.Shards {
@@ -157,7 +157,7 @@ func (c *consumer) readShard(ctx context.Context, sh *shard) (int, error) {
 			in.ShardIteratorType = st.ShardIteratorTypeAfterSequenceNumber
 			in.SequenceNumber = &sh.lastSeq
 		}
-		out, err := c.st.streams.GetShardIterator(ctx, in)
+		out, err := c.st.streams.GetShardIterator(ctx, in, c.st.streamOpt)
 		switch {
 		case isCode(err, "TrimmedDataAccessException"):
 			c.fellBehind(sh, err)
@@ -167,7 +167,7 @@ func (c *consumer) readShard(ctx context.Context, sh *shard) (int, error) {
 			sh.done = true
 			return 0, nil
 		case err != nil:
-			return 0, translate("get shard iterator "+sh.id, err)
+			return 0, translate(ctx, "get shard iterator "+sh.id, err)
 		}
 		sh.iter = out.ShardIterator
 		if sh.iter == nil {
@@ -175,7 +175,7 @@ func (c *consumer) readShard(ctx context.Context, sh *shard) (int, error) {
 			return 0, nil
 		}
 	}
-	out, err := c.st.streams.GetRecords(ctx, &dynamodbstreams.GetRecordsInput{ShardIterator: sh.iter})
+	out, err := c.st.streams.GetRecords(ctx, &dynamodbstreams.GetRecordsInput{ShardIterator: sh.iter}, c.st.streamOpt)
 	switch {
 	case isCode(err, "ExpiredIteratorException"):
 		// Resume after the last record handled; nothing is skipped, but
@@ -188,7 +188,7 @@ func (c *consumer) readShard(ctx context.Context, sh *shard) (int, error) {
 		c.fellBehind(sh, err)
 		return 0, nil
 	case err != nil:
-		return 0, translate("get records "+sh.id, err)
+		return 0, translate(ctx, "get records "+sh.id, err)
 	}
 	if err := c.handle(ctx, out.Records); err != nil {
 		// The iterator is kept: the next step reads the same records
