@@ -385,7 +385,16 @@ export class Syncer {
    */
   subscribe(c, cursor) {
     this.subscribed.add(c);
-    this.ws?.send(encodeSub(c, cursor));
+    this.send(encodeSub(c, cursor));
+  }
+
+  /**
+   * Sends on the live socket if it is open; a closed socket is the loop's
+   * business (it reconnects and subscribes again).
+   * @param {Uint8Array<ArrayBuffer>} frame
+   */
+  send(frame) {
+    if (this.ws && this.ws.readyState === 1) this.ws.send(frame);
   }
 
   /**
@@ -465,7 +474,7 @@ export class Syncer {
               return;
             }
             awaitingPong++;
-            ws.send(encodePing(++nonce));
+            if (ws.readyState === 1) ws.send(encodePing(++nonce));
           }, this.o.pingInterval ?? 25_000);
         } else if (m.type === 'pong') {
           awaitingPong = 0;

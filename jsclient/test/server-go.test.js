@@ -4,63 +4,16 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFileSync } from 'node:child_process';
 import { createHmac } from 'node:crypto';
-import { existsSync, mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { findGo, startGoServer } from './helpers/goserver.js';
 import { openClient, until } from './helpers/util.js';
 
-const repo = fileURLToPath(new URL('../..', import.meta.url));
 const secret = 'js-client-test-secret-0123456789abcdef';
-
-function findGo() {
-  for (const p of [process.env.GO, '/usr/local/go/bin/go', 'go']) {
-    if (!p) continue;
-    try {
-      execFileSync(p, ['version'], { stdio: 'ignore' });
-      return p;
-    } catch {
-      /* next */
-    }
-  }
-  return null;
-}
-
 const go = findGo();
 const skip = go ? false : 'the go tool is not available: cannot start the real server';
 
 /** @type {{url: string, stop: () => Promise<void>}|null} */
 let server = null;
-
-/**
- * Builds and starts the server; resolves with its URL.
- * @param {string[]} args
- */
-async function startServer(args) {
-  const bin = join(mkdtempSync(join(tmpdir(), 'convergo-js-')), 'goserver');
-  execFileSync(/** @type {string} */ (go), ['build', '-o', bin, './jsclient/test/_goserver'], { cwd: repo, stdio: 'inherit' });
-  const p = spawn(bin, args, { stdio: ['pipe', 'pipe', 'inherit'] });
-  const url = await new Promise((resolve, reject) => {
-    let out = '';
-    p.stdout.on('data', (d) => {
-      out += d;
-      const m = /listening (\S+)/.exec(out);
-      if (m) resolve(m[1]);
-    });
-    p.on('exit', (code) => reject(new Error(`server exited with ${code}`)));
-  });
-  return {
-    url,
-    stop: () =>
-      new Promise((resolve) => {
-        p.on('exit', () => resolve(undefined));
-        p.stdin.end();
-        setTimeout(() => p.kill(), 3000).unref();
-      }),
-  };
-}
 
 /**
  * Mints an HS256 JWT like the server's.
@@ -77,7 +30,7 @@ function jwt(claims) {
 const inAnHour = () => Math.floor(Date.now() / 1000) + 3600;
 
 before(async () => {
-  if (!skip) server = await startServer(['-secret', secret]);
+  if (go) server = await startGoServer(go, ['-secret', secret]);
 });
 after(async () => {
   await server?.stop();
@@ -146,11 +99,3 @@ test('real server: a write the token does not allow is refused and dropped', { s
   assert.deepEqual(await a.collection(allowed).get('y'), { id: 'y', v: 2 });
 });
 
-test('real server: the go tool check', () => {
-  if (skip) t_skipNote();
-  assert.ok(existsSync(join(repo, 'jsclient/test/_goserver/main.go')));
-});
-
-function t_skipNote() {
-  console.log('# skipped real-server tests:', skip);
-}

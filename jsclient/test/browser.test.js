@@ -1,0 +1,150 @@
+// The library in real Chromium (IndexedDB, Web Locks, BroadcastChannel,
+// WebSocket), loaded from the Go server's /convergo/ as apps load it.
+// Skipped with a message when the go tool or Chromium is missing. The demo
+// app's end-to-end tests live in e2e/.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { findGo, startGoServer } from './helpers/goserver.js';
+
+const chromiumPath = process.env.CONVERGO_CHROMIUM || '/usr/bin/chromium';
+const go = findGo();
+const skip = !go ? 'the go tool is not available' : !existsSync(chromiumPath) ? `no Chromium at ${chromiumPath} (set CONVERGO_CHROMIUM)` : false;
+
+/** @type {any} */
+let server = null;
+/** @type {any} */
+let browser = null;
+/** @type {string} */
+let profile = '';
+
+before(async () => {
+  if (skip) return;
+  const { chromium } = await import('playwright-core');
+  server = await startGoServer(go, ['-pages', fileURLToPath(new URL('./browser', import.meta.url))]);
+  profile = mkdtempSync(join(tmpdir(), 'convergo-chromium-'));
+  browser = await chromium.launchPersistentContext(profile, {
+    executablePath: chromiumPath,
+    headless: true,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage'],
+  });
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+  if (profile) rmSync(profile, { recursive: true, force: true });
+});
+
+/** Opens the test page in a new tab of the shared profile. */
+async function tab() {
+  const page = await browser.newPage();
+  page.on('pageerror', (/** @type {Error} */ e) => console.error('page error:', e.message));
+  await page.goto(server.url + '/pages/index.html');
+  await page.waitForFunction(() => /** @type {any} */ (window).ready === true);
+  return page;
+}
+
+test('browser: write, read, live sync and types survive real IndexedDB', { skip }, async () => {
+  const a = await tab();
+  const b = await tab();
+  try {
+    const id = 'br-' + Date.now();
+    await a.evaluate(async (/** @type {string} */ id) => {
+      const w = /** @type {any} */ (window);
+      w.db = await w.convergo.open({ url: location.origin, name: 'alice', collections: ['demo.todos'] });
+      await w.db.collection('demo.todos').put(id, { title: 'from chromium', n: 1, big: 2n ** 64n - 1n, bytes: new Uint8Array([7]), m: { x: [1, 'y'] } });
+    }, id);
+    const got = await b.evaluate(async (/** @type {string} */ id) => {
+      const w = /** @type {any} */ (window);
+      w.db = await w.convergo.open({ url: location.origin, name: 'bob', collections: ['demo.todos'] });
+      const todos = w.db.collection('demo.todos');
+      for (let i = 0; i < 200; i++) {
+        const d = await todos.get(id);
+        if (d) return { ...d, big: String(d.big), bytes: Array.from(d.bytes), leader: w.db.status.leader, online: w.db.status.online };
+        await new Promise((r) => setTimeout(r, 25));
+      }
+      return null;
+    }, id);
+    assert.deepEqual(got, { id, title: 'from chromium', n: 1, big: String(2n ** 64n - 1n), bytes: [7], m: { x: [1, 'y'] }, leader: true, online: true });
+  } finally {
+    await a.evaluate(() => /** @type {any} */ (window).db?.close());
+    await b.evaluate(() => /** @type {any} */ (window).db?.close());
+    await a.close();
+    await b.close();
+  }
+});
+
+test('browser: tabs of one database elect one leader and share writes', { skip }, async () => {
+  const tabs = [await tab(), await tab(), await tab()];
+  try {
+    for (const p of tabs) {
+      await p.evaluate(async () => {
+        const w = /** @type {any} */ (window);
+        w.db = await w.convergo.open({ url: location.origin, name: 'shared', collections: ['demo.todos'] });
+        w.seen = [];
+        w.db.collection('demo.todos').subscribe({ where: { tag: 'tabs' } }, (/** @type {any[]} */ docs) => w.seen.push(docs.map((d) => d.id)));
+      });
+    }
+    const leaders = async () => (await Promise.all(tabs.map((p) => p.evaluate(() => /** @type {any} */ (window).db.status.leader)))).filter(Boolean).length;
+    for (let i = 0; i < 100 && (await leaders()) !== 1; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(await leaders(), 1, 'exactly one leader');
+    // A write in each tab is seen by every tab and pushed by the leader.
+    for (const [i, p] of tabs.entries()) {
+      await p.evaluate(async (/** @type {number} */ i) => /** @type {any} */ (window).db.collection('demo.todos').put('tab' + i, { tag: 'tabs' }), i);
+    }
+    for (const p of tabs) {
+      await p.waitForFunction(() => /** @type {any} */ (window).seen.at(-1)?.length === 3, null, { timeout: 5000 });
+      await p.waitForFunction(() => /** @type {any} */ (window).db.status.pending === 0, null, { timeout: 5000 });
+    }
+    // The leader leaves; another tab takes over.
+    const leaderIndex = (await Promise.all(tabs.map((p) => p.evaluate(() => /** @type {any} */ (window).db.status.leader)))).indexOf(true);
+    await tabs[leaderIndex].close();
+    tabs.splice(leaderIndex, 1);
+    for (let i = 0; i < 100 && (await leaders()) !== 1; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(await leaders(), 1, 'a new leader after the old one closed');
+    await tabs[0].evaluate(async () => /** @type {any} */ (window).db.collection('demo.todos').put('after', { tag: 'tabs' }));
+    for (const p of tabs) await p.waitForFunction(() => /** @type {any} */ (window).seen.at(-1)?.length === 4, null, { timeout: 5000 });
+    await tabs[0].waitForFunction(() => /** @type {any} */ (window).db.status.pending === 0, null, { timeout: 5000 });
+  } finally {
+    for (const p of tabs) await p.close();
+  }
+});
+
+test('browser: a deleted database is rebuilt from the server', { skip }, async () => {
+  const a = await tab();
+  const b = await tab();
+  try {
+    await a.evaluate(async () => {
+      const w = /** @type {any} */ (window);
+      w.db = await w.convergo.open({ url: location.origin, name: 'evicted', collections: ['demo.todos'] });
+      w.resets = 0;
+      w.db.on('reset', () => w.resets++);
+      await w.db.collection('demo.todos').put('keep-me', { tag: 'evict' });
+      while (w.db.status.pending > 0) await new Promise((r) => setTimeout(r, 20));
+    });
+    // Another tab wipes the database (as clearing site data does).
+    await b.evaluate(
+      () =>
+        new Promise((resolve, reject) => {
+          const r = indexedDB.deleteDatabase('convergo-evicted');
+          r.onsuccess = resolve;
+          r.onerror = () => reject(r.error);
+        }),
+    );
+    await a.waitForFunction(() => /** @type {any} */ (window).resets === 1, null, { timeout: 5000 });
+    await a.waitForFunction(
+      async () => (await /** @type {any} */ (window).db.collection('demo.todos').get('keep-me'))?.tag === 'evict',
+      null,
+      { timeout: 5000, polling: 50 },
+    );
+  } finally {
+    await a.evaluate(() => /** @type {any} */ (window).db?.close());
+    await a.close();
+    await b.close();
+  }
+});
