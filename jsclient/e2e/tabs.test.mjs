@@ -13,13 +13,34 @@ import {
 
 const LIVE = 'convergo_live_connections';
 
-describe('two tabs', () => {
+describe('two tabs of one profile', () => {
   let server;
   let browser;
+  let ctx;
+  let tab1;
+  let tab2;
+  let p1;
+  let p2;
+  let leader;
+  let bob;
+  // Every WebSocket any page of the context opens to the server.
+  const sockets = [];
+  // A closed page's sockets are gone even if Playwright reports no close.
+  const open = () => sockets.filter((s) => !s.closed && !s.page.isClosed());
 
   before(async () => {
     server = await new Server().start();
     browser = await launchBrowser();
+    ctx = await browser.newContext();
+    ctx.on('page', (page) => page.on('websocket', (ws) => {
+      if (new URL(ws.url()).pathname === '/v1/live') sockets.push({ page, ws, closed: false });
+      ws.on('close', () => { sockets.find((s) => s.ws === ws).closed = true; });
+    }));
+    tab1 = await openDemo(ctx, server.url, 'Alice');
+    p1 = pane(tab1, 'alice');
+    await waitSynced(p1, { what: 'tab 1' });
+    tab2 = await openDemo(ctx, server.url, 'Alice');
+    p2 = pane(tab2, 'alice');
   });
 
   after(async () => {
@@ -27,34 +48,20 @@ describe('two tabs', () => {
     await server?.dispose('tabs');
   });
 
-  it('share one WebSocket and both update live; the survivor takes over when the leader closes', async (t) => {
-    const ctx = await browser.newContext();
-    t.after(() => ctx.close());
+  it('the second tab shows the sync status of the tab that leads', async () => {
+    await waitSynced(p2, { what: 'tab 2 (a follower)', timeout: 10_000 });
+  });
 
-    // Every WebSocket any page of this context opens to the server.
-    const sockets = [];
-    ctx.on('page', (page) => page.on('websocket', (ws) => {
-      if (new URL(ws.url()).pathname === '/v1/live') sockets.push({ page, ws, closed: false });
-      ws.on('close', () => { sockets.find((s) => s.ws === ws).closed = true; });
-    }));
-    // A closed page's sockets are gone even if Playwright reports no close.
-    const open = () => sockets.filter((s) => !s.closed && !s.page.isClosed());
-
-    const tab1 = await openDemo(ctx, server.url, 'Alice');
-    const tab2 = await openDemo(ctx, server.url, 'Alice');
-    const p1 = pane(tab1, 'alice');
-    const p2 = pane(tab2, 'alice');
-    await waitSynced(p1, { what: 'tab 1' });
-    // The second tab follows the first: it shows the leader's status.
-    await waitSynced(p2, { what: 'tab 2 (a follower)' });
+  it('hold exactly one WebSocket between them', async (t) => {
     await sleep(1500); // time for a second connection to show up, if one would
-
     assert.equal(open().length, 1, `open WebSockets from the two tabs: ${open().map((s) => s.ws.url()).join(', ')}`);
     assert.equal(sockets.length, 1, 'no tab opened and dropped a second connection');
     assert.equal(await server.metric(LIVE), 1, 'the server counts one live connection');
-    const leader = open()[0].page;
+    leader = open()[0].page;
     t.diagnostic(`the connection belongs to tab ${leader === tab1 ? 1 : 2}`);
+  });
 
+  it('update each other live, and get other browsers\' writes live', async (t) => {
     // A write in either tab shows in the other without a reload, and
     // reaches the server.
     const fromTab1 = await addTodo(p1, 'Written in tab 1');
@@ -70,8 +77,7 @@ describe('two tabs', () => {
 
     // A write from another browser arrives live in both tabs.
     const other = await browser.newContext();
-    t.after(() => other.close());
-    const bob = pane(await openDemo(other, server.url, 'Bob'), 'bob');
+    bob = pane(await openDemo(other, server.url, 'Bob'), 'bob');
     const fromBob = await addTodo(bob, 'Written by Bob elsewhere');
     await todo(p1, fromBob).waitFor({ timeout: 10_000 });
     await todo(p2, fromBob).waitFor({ timeout: 10_000 });
@@ -86,8 +92,12 @@ describe('two tabs', () => {
       ],
     );
     assert.equal(await server.metric(LIVE), 2, 'this profile and Bob: two live connections');
+    assert.equal(open().length, 1, 'still one WebSocket from the two tabs');
+    assert.deepEqual([...tab1.errors, ...tab2.errors], []);
+  });
 
-    // Close the leading tab: the other one takes over the connection.
+  it('hand the connection to the other tab when the leading one closes', async () => {
+    assert.ok(leader && bob, 'the earlier tests set the scene');
     const survivor = leader === tab1 ? tab2 : tab1;
     const sp = pane(survivor, 'alice');
     await leader.close();
@@ -98,6 +108,7 @@ describe('two tabs', () => {
     await todo(sp, afterTakeover).waitFor({ timeout: 15_000 });
     const fromSurvivor = await addTodo(sp, 'Written by the surviving tab');
     await todo(bob, fromSurvivor).waitFor({ timeout: 15_000 });
+    await waitSynced(sp, { what: 'the surviving tab, now leading' });
     assert.deepEqual(survivor.errors, []);
   });
 });
