@@ -630,8 +630,12 @@ func (s *Server) pullPage(ctx context.Context, coll string, cursor, limit uint64
 	return wirePage{Entries: entries, Next: page.Next, More: page.More}, nil
 }
 
-// probeCollection is the collection /readyz reads the head of.
-const probeCollection = "convergo.readyz"
+// probeCollection is the collection /readyz reads the head of, within
+// readyTimeout.
+const (
+	probeCollection = "convergo.readyz"
+	readyTimeout    = 5 * time.Second
+)
 
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -639,7 +643,7 @@ func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
 	defer cancel()
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	if s.isClosing() {
