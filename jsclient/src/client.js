@@ -416,7 +416,12 @@ export class Database {
     this.peerSync ??= new Map();
     const n = Math.random();
     await new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.peerSync?.delete(n);
+        reject(new ConvergoError('network', 'sync: the leader tab did not answer'));
+      }, 30_000);
       /** @type {Map<number, Function>} */ (this.peerSync).set(n, (/** @type {any} */ err) => {
+        clearTimeout(timer);
         this.peerSync?.delete(n);
         if (err) reject(new ConvergoError(err.code, err.message));
         else resolve(undefined);

@@ -78,6 +78,7 @@ export class Syncer {
     /** @type {(() => void)|null} wakes the loop from a wait */
     this.wake = null;
     this.pushWanted = false;
+    this.pushQueued = false;
     /** @type {Promise<void>} serializes push/pull work */
     this.chain = Promise.resolve();
     /** @type {Set<string>} collections subscribed on the live socket */
@@ -106,8 +107,16 @@ export class Syncer {
   /** Local writes are waiting: push soon. */
   kick() {
     this.pushWanted = true;
-    if (this.live) this.serial(() => this.pushAll()).catch((e) => this.o.onError(e));
-    else this.wake?.();
+    if (!this.live) {
+      this.wake?.();
+      return;
+    }
+    if (this.pushQueued) return; // the queued push will see this write too
+    this.pushQueued = true;
+    this.serial(() => {
+      this.pushQueued = false;
+      return this.pushAll();
+    }).catch((e) => this.o.onError(e));
   }
 
   /** The network came back: retry now. */
