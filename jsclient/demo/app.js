@@ -127,6 +127,9 @@ class Pane {
     this.todos = db.collection(COLLECTION);
     db.on('status', (s) => this.renderStatus(s));
     db.on('refused', (r) => this.showError(r, `save ${r.id}`));
+    // Failures the status does not carry (a live query that could not
+    // read, say): worth a look in the console, not a banner.
+    db.on('error', (e) => console.warn(`${this.person.name}:`, e));
     this.renderStatus(db.status);
     this.todos.subscribe({ orderBy: 'created' }, (docs) => this.renderList(rowsOf(docs)));
     this.root.dataset.state = 'ready';
@@ -134,6 +137,7 @@ class Pane {
 
   /** Runs an action and shows what went wrong, if anything. */
   async run(what, fn) {
+    if (!this.db) return; // still opening
     try {
       await fn();
       this.showError(null);
