@@ -102,20 +102,31 @@
 //
 // The merge script PUBLISHes "<collection> <head>" on the channel
 // <prefix>convergo:notify. Watch starts one subscriber per Store (one
-// pub/sub connection and one goroutine, whatever the number of watchers).
+// pub/sub connection and one goroutine, whatever the number of watchers)
+// and returns once Redis confirmed the subscription.
 //
 // Pub/sub is at-most-once: a message published while the subscriber is
 // disconnected, or while its output buffer is over Redis's
-// client-output-buffer-limit, is lost. So notifications are only hints.
-// go-redis reconnects a dropped pub/sub connection and subscribes again by
-// itself; the subscriber turns every (re)subscription, the first included,
-// into a stores.Notification{Resync: true}, sent after the server confirmed
-// the subscription, so a consumer that re-reads its heads on Resync (the
-// engine does) cannot miss a change that commits after it: the change is
-// either published to the new subscription or committed before the head
-// read. go-redis also pings an idle subscription, so a half-open connection
-// is noticed and replaced within seconds. The engine's PollInterval is the
-// last safety net.
+// client-output-buffer-limit, is lost. So notifications are only hints,
+// and the store says when some may have been lost. go-redis reconnects a
+// dropped pub/sub connection and subscribes again by itself; the
+// subscriber turns every (re)subscription, the first included, into a
+// stores.Notification{Resync: true}, sent after the server confirmed it,
+// so a consumer that re-reads its heads on Resync (the engine does) cannot
+// miss a change that commits after it: the change is either published to
+// the new subscription or committed before the head is read.
+//
+// A connection can also die silently: a crashed host or a dropped NAT entry
+// sends no reset, and TCP gives up on the unanswered writes only after
+// many minutes (go-redis's own health-check pings do not help, because
+// their replies are never checked). So the subscriber also listens on a
+// heartbeat channel of its own: after Options.Heartbeat (15 s) without any
+// message it publishes a heartbeat there, and when that does not come back
+// within another Heartbeat it replaces the subscription with a new one,
+// which again ends in a Resync. Tests cut the subscriber with CLIENT KILL
+// and freeze it behind a proxy, while another instance writes, and check
+// that consumers catch up. The engine's PollInterval remains the last
+// safety net.
 //
 // On a cluster the store uses plain PUBLISH/SUBSCRIBE, not Redis 7's
 // sharded SPUBLISH/SSUBSCRIBE. A shard channel must hash to the slot of the

@@ -17,10 +17,11 @@ const (
 	DefaultReadTimeout  = 5 * time.Second
 	DefaultWriteTimeout = 5 * time.Second
 	DefaultMaxRetries   = 3
+	DefaultHeartbeat    = 15 * time.Second
 )
 
 // Options configures a Store. Open uses every field; New, which is handed a
-// client, uses only KeyPrefix, Logger and DialTimeout.
+// client, uses only KeyPrefix, Logger, Heartbeat and DialTimeout.
 type Options struct {
 	// Addrs are the host:port addresses of one Redis server, or of some
 	// nodes of a Redis Cluster (the client discovers the rest). Empty means
@@ -64,6 +65,14 @@ type Options struct {
 	// CLUSTERDOWN, ...). Retrying the merge script is safe because it is
 	// idempotent. Zero means DefaultMaxRetries; negative means no retries.
 	MaxRetries int
+	// Heartbeat is how long the notification subscriber may hear nothing
+	// before it checks its connection: it publishes a heartbeat to a
+	// channel of its own, and when that does not come back within
+	// Heartbeat either, it replaces the connection and reports a Resync.
+	// This finds a connection that died silently (a crashed host, a
+	// dropped NAT entry), which TCP notices only after many minutes. Zero
+	// means DefaultHeartbeat; negative turns the check off.
+	Heartbeat time.Duration
 	// Logger receives the store's few log lines (the subscriber's
 	// reconnections and unreadable notifications). Nil means no logging.
 	Logger *slog.Logger
@@ -90,6 +99,9 @@ func (o Options) withDefaults() Options {
 		o.MaxRetries = DefaultMaxRetries
 	case o.MaxRetries < 0:
 		o.MaxRetries = -1 // go-redis: no retries
+	}
+	if o.Heartbeat == 0 {
+		o.Heartbeat = DefaultHeartbeat
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)

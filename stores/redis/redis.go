@@ -2,7 +2,9 @@ package redis
 
 import (
 	"context"
+	"crypto/rand"
 	_ "embed"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -58,11 +60,15 @@ type Store struct {
 	// subscribeWait bounds how long Watch waits for the first subscription.
 	subscribeWait time.Duration
 
-	mu       sync.Mutex // guards the subscriber's fields against Close
-	pubsub   *goredis.PubSub
-	stopSub  context.CancelFunc
-	subReady chan struct{}   // closed at the first subscription
-	subDone  <-chan struct{} // closed when the subscriber is told to stop
+	// heartbeat is how long the subscriber hears nothing before it checks
+	// its connection (0: never); heartbeatChannel is this store's own.
+	heartbeat        time.Duration
+	heartbeatChannel string
+
+	mu       sync.Mutex         // guards the subscriber's fields against Close
+	stopSub  context.CancelFunc // nil until the subscriber starts
+	subReady chan struct{}      // closed at the first subscription
+	subDone  <-chan struct{}    // closed when the subscriber is told to stop
 	watchWG  sync.WaitGroup
 }
 
@@ -104,8 +110,8 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 }
 
 // New returns a store on a client the caller owns and keeps open until after
-// Close. It does no I/O. Of opts it uses KeyPrefix, Logger and DialTimeout (how
-// long Watch waits for its subscription). The client should have
+// Close. It does no I/O. Of opts it uses KeyPrefix, Logger, Heartbeat and
+// DialTimeout (how long Watch waits for its subscription). The client should have
 // ContextTimeoutEnabled set, or contexts will not bound calls.
 func New(client goredis.UniversalClient, opts Options) (*Store, error) {
 	if client == nil {
@@ -118,13 +124,18 @@ func New(client goredis.UniversalClient, opts Options) (*Store, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	var id [8]byte
+	_, _ = rand.Read(id[:]) // never fails (crypto/rand)
+	d := opts.withDefaults()
 	return &Store{
-		client:         client,
-		prefix:         opts.KeyPrefix,
-		channel:        opts.KeyPrefix + "convergo:notify",
-		log:            log.With("component", "stores/redis"),
-		maxRecordBytes: crdt.MaxRecordBytes,
-		subscribeWait:  opts.withDefaults().DialTimeout,
+		client:           client,
+		prefix:           opts.KeyPrefix,
+		channel:          opts.KeyPrefix + "convergo:notify",
+		log:              log.With("component", "stores/redis"),
+		maxRecordBytes:   crdt.MaxRecordBytes,
+		subscribeWait:    d.DialTimeout,
+		heartbeat:        max(d.Heartbeat, 0),
+		heartbeatChannel: opts.KeyPrefix + "convergo:heartbeat:" + hex.EncodeToString(id[:]),
 	}, nil
 }
 
@@ -338,11 +349,10 @@ func (s *Store) Close() error {
 		return nil
 	}
 	s.mu.Lock()
-	ps, stop := s.pubsub, s.stopSub
+	stop := s.stopSub
 	s.mu.Unlock()
-	if ps != nil {
+	if stop != nil {
 		stop()
-		_ = ps.Close()
 		s.watchWG.Wait()
 	}
 	s.watchers.Close()

@@ -2,6 +2,7 @@ package redis
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"strings"
 	"time"
@@ -57,48 +58,111 @@ func (s *Store) startSubscriber() (ready, done <-chan struct{}) {
 		close(c)
 		return c, c
 	}
-	if s.pubsub == nil {
+	if s.stopSub == nil {
 		ctx, cancel := context.WithCancel(context.Background())
 		s.stopSub = cancel
 		s.subDone = ctx.Done()
 		s.subReady = make(chan struct{})
-		s.pubsub = s.client.Subscribe(ctx) // no channel yet: no I/O under the lock
 		s.watchWG.Add(1)
-		go s.subscriber(ctx, s.pubsub, s.subReady)
+		go s.subscriber(ctx, s.subReady)
 	}
 	return s.subReady, s.subDone
 }
 
-// subscriber runs until Close cancels ctx. go-redis reconnects the pub/sub
-// connection and subscribes again by itself; each subscription arrives here
-// as a *goredis.Subscription. ready is closed at the first one.
-func (s *Store) subscriber(ctx context.Context, ps *goredis.PubSub, ready chan struct{}) {
+// errSilent ends a subscription whose heartbeat did not come back.
+var errSilent = errors.New("no heartbeat on the subscription")
+
+// subscriber runs until Close cancels ctx. It keeps one subscription to
+// the notification channel and to the store's heartbeat channel. go-redis
+// reconnects a subscription whose connection fails and subscribes again by
+// itself; a connection that fails silently (a dead peer or a network path
+// that drops packets without a reset) is found by the heartbeat, and the
+// subscriber then replaces the whole subscription.
+func (s *Store) subscriber(ctx context.Context, ready chan struct{}) {
 	defer s.watchWG.Done()
-	if err := ps.Subscribe(ctx, s.channel); err != nil && ctx.Err() == nil {
-		// go-redis keeps the channel and subscribes when it reconnects.
+	for ctx.Err() == nil {
+		err := s.subscription(ctx, &ready)
+		if ctx.Err() != nil {
+			return
+		}
+		s.log.Warn("notification subscription lost; subscribing again", "channel", s.channel, "err", err)
+	}
+}
+
+// subscription runs one subscription until ctx is done or it falls silent.
+// Every (re)subscription, the first included, is reported as a Resync; the
+// first one closes *ready.
+func (s *Store) subscription(ctx context.Context, ready *chan struct{}) error {
+	ps := s.client.Subscribe(ctx) // no channel yet, so no I/O
+	defer ps.Close()
+	if err := ps.Subscribe(ctx, s.channel, s.heartbeatChannel); err != nil && ctx.Err() == nil {
+		// go-redis keeps the channels and subscribes when it reconnects.
 		s.log.Warn("subscribe to notifications; retrying", "channel", s.channel, "err", err)
 	}
 	msgs := ps.ChannelWithSubscriptions(goredis.WithChannelSize(subscriberBuffer))
+
+	// The heartbeat: after heartbeat without a message, publish one to the
+	// store's own heartbeat channel; if nothing arrives within heartbeat
+	// more, the subscription is silent.
+	var idle <-chan time.Time
+	var timer *time.Timer
+	if s.heartbeat > 0 {
+		timer = time.NewTimer(s.heartbeat)
+		defer timer.Stop()
+		idle = timer.C
+	}
+	probing := false
 	for {
 		select {
 		case <-ctx.Done():
-			return
+			return ctx.Err()
+		case <-idle:
+			if probing {
+				return errSilent
+			}
+			probing = true
+			timer.Reset(s.heartbeat)
+			pctx, cancel := context.WithTimeout(ctx, s.heartbeat)
+			err := s.client.Publish(pctx, s.heartbeatChannel, "").Err()
+			cancel()
+			if err != nil && ctx.Err() == nil {
+				s.log.Debug("publish heartbeat", "err", err)
+			}
 		case m, ok := <-msgs:
 			if !ok {
-				return
+				return errors.New("subscription closed")
+			}
+			if timer != nil {
+				probing = false
+				if !timer.Stop() {
+					select {
+					case <-timer.C:
+					default:
+					}
+				}
+				timer.Reset(s.heartbeat)
 			}
 			switch m := m.(type) {
 			case *goredis.Subscription:
 				if m.Kind != "subscribe" {
 					continue
 				}
-				s.log.Debug("subscribed to notifications", "channel", m.Channel)
+				// One confirmation per channel, counting the channels of the
+				// connection: the subscription is complete at the second,
+				// at the start and after every reconnection.
+				if m.Count < 2 {
+					continue
+				}
+				s.log.Debug("subscribed to notifications", "channel", s.channel)
 				s.watchers.Notify(stores.Notification{Resync: true})
-				if ready != nil {
-					close(ready)
-					ready = nil
+				if *ready != nil {
+					close(*ready)
+					*ready = nil
 				}
 			case *goredis.Message:
+				if m.Channel == s.heartbeatChannel {
+					continue
+				}
 				n, ok := parseNotification(m.Payload)
 				if !ok {
 					s.log.Warn("unreadable notification", "channel", m.Channel, "payload", m.Payload)

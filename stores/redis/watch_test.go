@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -352,4 +353,141 @@ func TestResyncAfterClientKill(t *testing.T) {
 		t.Logf("%d kills, %d resyncs, %d records caught up to head %d", killed, rec.resyncs, len(want), head)
 		rec.mu.Unlock()
 	})
+}
+
+// blackhole is a TCP proxy to Redis that can stop forwarding on the
+// connections it holds without closing them: what a crashed host or a
+// dropped NAT entry looks like to a client. Connections made after a
+// freeze are forwarded.
+type blackhole struct {
+	l      net.Listener
+	target string
+	mu     sync.Mutex
+	conns  []*proxied
+}
+
+type proxied struct {
+	frozen atomic.Bool
+	a, b   net.Conn
+}
+
+func startBlackhole(t testing.TB, target string) *blackhole {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &blackhole{l: l, target: target}
+	go func() {
+		for {
+			a, err := l.Accept()
+			if err != nil {
+				return
+			}
+			b, err := net.Dial("tcp", target)
+			if err != nil {
+				a.Close()
+				continue
+			}
+			p := &proxied{a: a, b: b}
+			h.mu.Lock()
+			h.conns = append(h.conns, p)
+			h.mu.Unlock()
+			go p.pipe(a, b)
+			go p.pipe(b, a)
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		for _, p := range h.conns {
+			p.a.Close()
+			p.b.Close()
+		}
+	})
+	return h
+}
+
+func (p *proxied) pipe(from, to net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := from.Read(buf)
+		if err != nil {
+			to.Close()
+			return
+		}
+		if p.frozen.Load() {
+			continue // dropped, as by a dead path
+		}
+		if _, err := to.Write(buf[:n]); err != nil {
+			from.Close()
+			return
+		}
+	}
+}
+
+func (h *blackhole) addr() string { return h.l.Addr().String() }
+
+// freeze stops forwarding on every connection open now.
+func (h *blackhole) freeze() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, p := range h.conns {
+		p.frozen.Store(true)
+	}
+}
+
+// TestHeartbeatReplacesSilentSubscription freezes the subscriber's
+// connection (through a proxy that stops forwarding without closing it)
+// while another instance writes: the heartbeat finds the silent connection,
+// the subscriber subscribes again and reports a Resync, and later changes
+// are notified again. The control, with the heartbeat off, shows that
+// nothing else notices in that time.
+func TestHeartbeatReplacesSilentSubscription(t *testing.T) {
+	tg := singleTarget(t)
+	for _, tc := range []struct {
+		name      string
+		heartbeat time.Duration
+	}{
+		{"heartbeat", 200 * time.Millisecond},
+		{"no heartbeat", -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := testContext(t)
+			prefix := uniquePrefix()
+			proxy := startBlackhole(t, tg.addrs[0])
+			writer := openStore(t, tg, Options{KeyPrefix: prefix})
+			reader := openStore(t, target{name: "proxied", addrs: []string{proxy.addr()}}, Options{
+				KeyPrefix: prefix, Heartbeat: tc.heartbeat, ReadTimeout: 300 * time.Millisecond, WriteTimeout: 300 * time.Millisecond,
+			})
+			rec := newRecorder()
+			defer reader.Watch(rec.notify)()
+			rec.waitFor(t, "the first subscription", func(n int, _ map[string]uint64) bool { return n >= 1 })
+
+			put := func(wall int64) {
+				t.Helper()
+				if _, err := writer.Apply(ctx, []crdt.Change{{Collection: "c", Record: crdt.SetField("r", "f", mustValue(t, wall), crdt.Stamp{Wall: wall, Replica: "w"})}}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			put(1)
+			rec.waitFor(t, "the first change", func(_ int, h map[string]uint64) bool { return h["c"] == 1 })
+
+			proxy.freeze()
+			put(2) // lost with the frozen connection
+			if tc.heartbeat < 0 {
+				time.Sleep(2 * time.Second)
+				rec.mu.Lock()
+				defer rec.mu.Unlock()
+				if rec.resyncs != 1 || rec.heads["c"] != 1 {
+					t.Fatalf("without heartbeat: got %d resyncs and head %d; want the frozen connection unnoticed (1, 1)", rec.resyncs, rec.heads["c"])
+				}
+				return
+			}
+			rec.waitFor(t, "a Resync after the connection fell silent", func(n int, _ map[string]uint64) bool { return n >= 2 })
+			put(3)
+			rec.waitFor(t, "a change after the new subscription", func(_ int, h map[string]uint64) bool { return h["c"] == 3 })
+		})
+	}
 }
