@@ -253,19 +253,22 @@ export class Store {
    * @param {IDBTransactionMode} mode
    * @param {string} what
    * @param {(tx: IDBTransaction) => Promise<T>|T} fn
+   * @param {'strict'|'relaxed'} [durability] strict (the default) for local
+   *   writes, which exist nowhere else; relaxed for what the server can
+   *   give again (pulled pages, settled outbox entries)
    * @returns {Promise<T>}
    */
-  async tx(stores, mode, what, fn) {
+  async tx(stores, mode, what, fn, durability = 'strict') {
     const db = await this.conn();
     /** @type {IDBTransaction} */
     let tx;
     try {
-      tx = db.transaction(stores, mode, { durability: 'strict' });
+      tx = db.transaction(stores, mode, { durability });
     } catch (e) {
       if (/** @type {any} */ (e)?.name === 'InvalidStateError') {
         // The connection closed under us: reopen once.
         this.db = null;
-        tx = (await this.conn()).transaction(stores, mode, { durability: 'strict' });
+        tx = (await this.conn()).transaction(stores, mode, { durability });
       } else {
         throw fromIDBError(e, what);
       }
@@ -383,7 +386,7 @@ export class Store {
       }
       tx.objectStore(META).put(cursor, 'cursor:' + c);
       return [...changed];
-    });
+    }, 'relaxed');
   }
 
   /**
@@ -488,7 +491,7 @@ export class Store {
         changed.set(t.c, ids);
       }
       return changed;
-    });
+    }, 'relaxed');
   }
 
   /** @returns {Promise<number>} */

@@ -8,6 +8,13 @@ import { readRecord, writeChange, validateCollection } from './record.js';
 
 export const PROTOCOL = 1;
 
+/**
+ * The largest server answer or live frame the client reads. The server
+ * bounds pages by record count, not bytes; a page over this is pulled again
+ * in smaller pages.
+ */
+export const MAX_ANSWER_BYTES = 64 << 20;
+
 /** @typedef {import('./record.js').Record} Record */
 /** @typedef {import('./record.js').Change} Change */
 
@@ -171,7 +178,7 @@ function readEntries(r) {
  * @returns {Page}
  */
 export function parsePullAnswer(body) {
-  if (body.length > MAX_MESSAGE_BYTES) throw new ConvergoError('too_large', `pull answer of ${body.length} bytes`);
+  if (body.length > MAX_ANSWER_BYTES) throw new ConvergoError('too_large', `pull answer of ${body.length} bytes`);
   const r = new Reader(body, { canonical: false });
   const n = r.mapHead();
   /** @type {Page} */
@@ -268,7 +275,7 @@ export function encodeLivePush(id, changes) {
  * @returns {ServerMessage}
  */
 export function parseServerMessage(bytes) {
-  if (bytes.length > MAX_MESSAGE_BYTES) throw new ConvergoError('too_large', `message of ${bytes.length} bytes`);
+  if (bytes.length > MAX_ANSWER_BYTES) throw new ConvergoError('too_large', `message of ${bytes.length} bytes`);
   const r = new Reader(bytes, { canonical: false });
   const n = r.mapHead();
   if (n === 0 || r.uint() !== 0) throw malformed('message does not start with its type (key 0)');

@@ -8,6 +8,7 @@
 import { decode } from './cbor.js';
 import { ConvergoError } from './errors.js';
 import {
+  MAX_ANSWER_BYTES,
   PROTOCOL,
   encodeHello,
   encodeLiveHello,
@@ -257,6 +258,9 @@ export class Syncer {
     } catch (e) {
       throw new ConvergoError('network', `POST ${path}: ${/** @type {any} */ (e)?.message ?? e}`, { cause: e });
     }
+    if (Number(res.headers.get('Content-Length')) > MAX_ANSWER_BYTES) {
+      throw new ConvergoError('too_large', `POST ${path}: answer of ${res.headers.get('Content-Length')} bytes`);
+    }
     const bytes = new Uint8Array(await res.arrayBuffer());
     if (res.ok) return bytes;
     const parsed = parseErrorBody(bytes);
@@ -360,10 +364,20 @@ export class Syncer {
    * @param {string} c
    */
   async pullCollection(c) {
-    const limit = Math.min(this.hello?.maxPull ?? 1000, 1000);
+    let limit = Math.min(this.hello?.maxPull ?? 1000, 1000);
     for (;;) {
       const cursor = await this.store.cursor(c);
-      const page = parsePullAnswer(await this.post('/v1/pull', encodePull(c, cursor, limit)));
+      let page;
+      try {
+        page = parsePullAnswer(await this.post('/v1/pull', encodePull(c, cursor, limit)));
+      } catch (e) {
+        // A page of large records: ask for fewer at a time.
+        if (/** @type {any} */ (e).code === 'too_large' && limit > 1) {
+          limit = Math.max(1, Math.floor(limit / 4));
+          continue;
+        }
+        throw e;
+      }
       await this.applyPage(c, page.entries, page.next, cursor);
       if (!page.more) break;
     }
@@ -461,6 +475,13 @@ export class Syncer {
           return;
         }
         const bytes = new Uint8Array(ev.data);
+        if (bytes.length > MAX_ANSWER_BYTES) {
+          // Too big to read: fetch the same changes over HTTP in pages.
+          this.serial(async () => {
+            for (const c of this.subscribed) await this.pullCollection(c);
+          }).catch((e) => fail(e));
+          return;
+        }
         this.serial(() => this.onLive(bytes)).catch((e) => fail(e));
       };
       ws.onerror = () => {

@@ -278,3 +278,16 @@ test('a collection opened later is pulled and followed live', async (t) => {
   await b.collection('notes').put('n2', { text: 'second' });
   await until(() => seen.at(-1)?.includes('second'), 'a follows live');
 });
+
+test('pages too large to take are pulled again in smaller pages', async (t) => {
+  const server = await new FakeServer({ pageTooLargeOver: 10 }).start();
+  t.after(() => server.stop());
+  const b = await openClient({ url: server.url, name: 'b', WebSocket: null });
+  for (let i = 0; i < 12; i++) await b.collection('big').put('r' + i, { i });
+  await until(() => b.status.pending === 0, 'b pushed');
+  await b.close();
+  const a = await openClient({ url: server.url, name: 'a', WebSocket: null, collections: ['big'] });
+  t.after(() => a.close());
+  await a.sync();
+  assert.equal((await a.collection('big').list()).length, 12);
+});

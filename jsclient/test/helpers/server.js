@@ -16,6 +16,7 @@ import { Reader } from '../../src/cbor.js';
  * @property {number} [maxPull]
  * @property {number} [timeOffset] added to the server clock (ms)
  * @property {number} [maxDrift]
+ * @property {number} [pageTooLargeOver] answer pulls asking for more records with 413 (pages of big records)
  */
 
 export class FakeServer {
@@ -181,6 +182,7 @@ export class FakeServer {
         }
         case '/v1/pull': {
           const m = decode(body, { canonical: false });
+          if (this.opts.pageTooLargeOver !== undefined && m.get(3) > this.opts.pageTooLargeOver) return fail(413, 'too_large');
           const { page, next, more } = this.page(m.get(1), m.get(2), Math.min(m.get(3), this.opts.maxPull ?? 1000));
           const w = new Writer();
           w.head(5, 3);
