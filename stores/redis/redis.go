@@ -111,8 +111,8 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 
 // New returns a store on a client the caller owns and keeps open until after
 // Close. It does no I/O. Of opts it uses KeyPrefix, Logger, Heartbeat and
-// DialTimeout (how long Watch waits for its subscription). The client should have
-// ContextTimeoutEnabled set, or contexts will not bound calls.
+// DialTimeout (how long Watch waits for its subscription). The client
+// should have ContextTimeoutEnabled set, or contexts will not bound calls.
 func New(client goredis.UniversalClient, opts Options) (*Store, error) {
 	if client == nil {
 		return nil, fmt.Errorf("new redis store: %w: nil client", stores.ErrInvalid)
