@@ -39,6 +39,9 @@ type Limits struct {
 	// SlowConsumer is how long a subscription waits for room in a full send
 	// queue before it gives up and sends resync.
 	SlowConsumer time.Duration
+	// RequestTimeout bounds reading an HTTP request's body and writing its
+	// answer, so a client trickling bytes cannot hold a request open.
+	RequestTimeout time.Duration
 }
 
 // More defaults.
@@ -46,6 +49,7 @@ const (
 	DefaultMaxSubscriptions = 1024
 	DefaultSendQueue        = 64
 	DefaultSlowConsumer     = 2 * time.Second
+	DefaultRequestTimeout   = 30 * time.Second
 )
 
 // WithDefaults returns l with zero fields set to their defaults.
@@ -80,6 +84,9 @@ func (l Limits) WithDefaults() Limits {
 	if l.SlowConsumer == 0 {
 		l.SlowConsumer = DefaultSlowConsumer
 	}
+	if l.RequestTimeout == 0 {
+		l.RequestTimeout = DefaultRequestTimeout
+	}
 	return l
 }
 
@@ -104,6 +111,8 @@ func (l Limits) Validate() error {
 		return fmt.Errorf("limits: SendQueue %d", l.SendQueue)
 	case l.SlowConsumer < 0:
 		return fmt.Errorf("limits: SlowConsumer %v", l.SlowConsumer)
+	case l.RequestTimeout < 0:
+		return fmt.Errorf("limits: RequestTimeout %v", l.RequestTimeout)
 	}
 	return nil
 }

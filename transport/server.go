@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"os"
 	"path"
 	"strconv"
 	"strings"
@@ -235,6 +236,10 @@ func (s *Server) api(route string, h handlerFunc) http.Handler {
 }
 
 func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, h handlerFunc) error {
+	rc := http.NewResponseController(w)
+	deadline := time.Now().Add(s.limits.RequestTimeout) // socket deadlines: the real clock
+	_ = rc.SetReadDeadline(deadline)
+	_ = rc.SetWriteDeadline(deadline)
 	if err := s.checkOrigin(w, r); err != nil {
 		return err
 	}
@@ -264,10 +269,14 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, h handlerFunc)
 		return Errorf(CodeUnavailable, "the server is shutting down")
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.limits.MaxBodyBytes))
+	_ = rc.SetWriteDeadline(time.Now().Add(s.limits.RequestTimeout)) // the answer gets its own time
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			return Errorf(CodeTooLarge, "request body over %d bytes", s.limits.MaxBodyBytes)
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return Errorf(CodeMalformed, "request body not received within %v", s.limits.RequestTimeout)
 		}
 		return Errorf(CodeMalformed, "reading the body: %v", err)
 	}

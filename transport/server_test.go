@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -584,4 +586,27 @@ func TestRateLimiterBound(t *testing.T) {
 			}
 		}
 	})
+}
+
+// A client that sends its body too slowly is cut off; others are served.
+func TestSlowBody(t *testing.T) {
+	ts := newTestServer(t, func(c *Config) { c.Demo = true; c.Limits.RequestTimeout = 200 * time.Millisecond })
+	conn, err := net.Dial("tcp", ts.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST /v1/pull HTTP/1.1\r\nHost: x\r\nConvergo-Protocol: 1\r\nContent-Type: application/cbor\r\nContent-Length: 100\r\n\r\n\xa1")
+	if page := ts.pull(t, "", DemoCollection, 0); page.More {
+		t.Fatal("other client not served")
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 4096)
+	n, _ := conn.Read(buf)
+	if !strings.Contains(string(buf[:n]), "400 Bad Request") || !strings.Contains(string(buf[:n]), "Convergo-Error: malformed") {
+		t.Fatalf("slow body answered %q", buf[:n])
+	}
+	if _, err := conn.Read(buf); err == nil {
+		t.Fatal("connection still open")
+	}
 }

@@ -60,6 +60,7 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.Int64Var(&c.limits.MaxMessageBytes, "max-message", transport.DefaultMaxMessageBytes, "largest WebSocket message in `bytes`")
 	fs.Float64Var(&c.limits.Rate, "rate", transport.DefaultRate, "requests or messages per second per client (negative: no limit)")
 	fs.IntVar(&c.limits.Burst, "burst", transport.DefaultBurst, "requests a client may make at once above the rate")
+	fs.DurationVar(&c.limits.RequestTimeout, "request-timeout", transport.DefaultRequestTimeout, "time to receive an HTTP request's body, and again to send its answer")
 	fs.IntVar(&c.limits.MaxConnsPerAddr, "max-conns", transport.DefaultMaxConnsPerAddr, "most WebSocket connections per client address")
 	return fs, c
 }
