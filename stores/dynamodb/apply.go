@@ -183,6 +183,7 @@ func (st *Store) makePlan(coll string, state groupState, changes []crdt.Change, 
 	works := map[string]*work{}
 	var ids []string // changed records, in order of their first change
 	total := 0
+	actions := 1 // the head
 	for k, i := range idxs {
 		ch := changes[i].Record
 		w := works[ch.ID]
@@ -215,6 +216,16 @@ func (st *Store) makePlan(coll string, state groupState, changes []crdt.Change, 
 		grown := total - 2*w.size + 2*size
 		if grown > txBudgetBytes && k > 0 {
 			break // the rest goes into the next transaction
+		}
+		if !w.dirty {
+			need := 2
+			if w.oldSeq != 0 {
+				need = 3
+			}
+			if actions+need > maxTxActions {
+				break // likewise
+			}
+			actions += need
 		}
 		total = grown
 		p.head++

@@ -8,23 +8,13 @@ import (
 )
 
 // TestConformance runs the stores.Store suite against DynamoDB Local, each
-// subtest on its own table.
+// subtest on its own table. The stream consumer is off here: its paths are
+// covered by TestCaptureJSWriter and TestTwoInstances, and running the whole
+// suite twice against the emulator costs minutes.
 func TestConformance(t *testing.T) {
 	db, _, _ := testClients(t)
 	storetest.Run(t, func(t testing.TB) stores.Store {
 		return openTest(t, db, nil, testTable(t, db))
-	})
-}
-
-// TestConformanceWithCapture runs the suite with the stream consumer on:
-// its notifications and re-applies must not break any promise.
-func TestConformanceWithCapture(t *testing.T) {
-	if testing.Short() {
-		t.Skip("short: the suite without capture covers the store")
-	}
-	db, streams, _ := testClients(t)
-	storetest.Run(t, func(t testing.TB) stores.Store {
-		return openTest(t, db, streams, testTable(t, db))
 	})
 }
 

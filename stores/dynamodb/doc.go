@@ -32,9 +32,9 @@
 //
 // # Apply, and why it keeps the no-gap invariant
 //
-// Apply groups changes by collection, up to 33 records per group (three
-// actions per record and one for the head fit DynamoDB's 100 actions per
-// transaction) and about 3.75 MB (its 4 MB). For each group it reads the
+// Apply groups changes by collection into transactions of at most
+// DynamoDB's 100 actions (a new record takes two, an updated one three, the
+// head one: 49 new or 33 updated records) and about 3.75 MB (of its 4 MB). For each group it reads the
 // head and the record items with one strongly consistent BatchGetItem,
 // merges in Go with crdt.Record.Merge, gives every change that alters its
 // record the next sequence number, and commits one TransactWriteItems:
@@ -58,7 +58,7 @@
 // The cost is throughput: commits to one collection are serial, optimistic
 // and retried on conflict, so one collection takes about one transaction per
 // round trip (a few hundred per second in one region), each carrying up to
-// 33 records; a transaction costs twice the write units of plain writes,
+// 49 records; a transaction costs twice the write units of plain writes,
 // and every record is written twice (record and log entry). Collections are
 // independent. Under contention Apply backs off with full jitter and tries
 // again, up to Config.MaxAttempts, then fails with stores.ErrUnavailable.

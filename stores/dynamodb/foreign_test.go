@@ -2,6 +2,7 @@ package dynamodb
 
 import (
 	"errors"
+	"fmt"
 	"math/big"
 	"reflect"
 	"strings"
@@ -294,15 +295,15 @@ func TestFirstChunk(t *testing.T) {
 	var changes []crdt.Change
 	var idxs []int
 	for i := range 100 {
-		changes = append(changes, crdt.Change{Collection: "c", Record: crdt.Record{ID: string(rune('A' + i%40))}})
+		changes = append(changes, crdt.Change{Collection: "c", Record: crdt.Record{ID: fmt.Sprintf("r%d", i%60)}})
 		idxs = append(idxs, i)
 	}
 	chunk := firstChunk(changes, idxs)
 	if len(chunk) != recordsPerTx {
-		t.Fatalf("first chunk of 100 changes to 40 records: %d changes, want %d", len(chunk), recordsPerTx)
+		t.Fatalf("first chunk of 100 changes to 60 records: %d changes, want %d", len(chunk), recordsPerTx)
 	}
-	if 1+3*recordsPerTx > maxTxActions {
-		t.Fatalf("%d records need %d actions, more than %d", recordsPerTx, 1+3*recordsPerTx, maxTxActions)
+	if 1+2*recordsPerTx > maxTxActions {
+		t.Fatalf("%d new records need %d actions, more than %d", recordsPerTx, 1+2*recordsPerTx, maxTxActions)
 	}
 	// Repeated records do not count twice.
 	same := []crdt.Change{{Record: crdt.Record{ID: "x"}}, {Record: crdt.Record{ID: "x"}}}
@@ -350,6 +351,35 @@ func TestPlanLimits(t *testing.T) {
 	}
 	if p.head != uint64(p.done) || p.results[p.done-1].Seq != p.head {
 		t.Fatalf("plan head %d after %d changes", p.head, p.done)
+	}
+
+	// Actions: 49 new records fit one transaction, 33 updated ones.
+	small := func(existing bool) plan {
+		state := groupState{head: 100, recs: map[string]stores.Entry{}}
+		var changes []crdt.Change
+		var idxs []int
+		for i := range recordsPerTx {
+			id := fmt.Sprintf("r%d", i)
+			if existing {
+				state.recs[id] = stores.Entry{Seq: uint64(i + 1), Record: crdt.SetField(id, "f", []byte{0x01}, crdt.Stamp{Wall: 1, Replica: "r"})}
+			}
+			changes = append(changes, crdt.Change{Collection: "c", Record: crdt.SetField(id, "g", []byte{0x01}, crdt.Stamp{Wall: 2, Replica: "r"})})
+			idxs = append(idxs, i)
+		}
+		p, err := s.makePlan("c", state, changes, idxs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(p.items) > maxTxActions {
+			t.Fatalf("transaction of %d actions", len(p.items))
+		}
+		return p
+	}
+	if p := small(false); p.done != recordsPerTx || len(p.items) != 1+2*recordsPerTx {
+		t.Fatalf("new records: plan took %d changes in %d actions, want %d in %d", p.done, len(p.items), recordsPerTx, 1+2*recordsPerTx)
+	}
+	if p := small(true); p.done != 33 || len(p.items) != 100 || p.head != 133 {
+		t.Fatalf("updated records: plan took %d changes in %d actions up to head %d, want 33 in 100 up to 133", p.done, len(p.items), p.head)
 	}
 
 	// Three 100 KB fields make a 300 KB record: one more is refused.

@@ -49,10 +49,11 @@ const (
 	txBudgetBytes = maxTxBytes - 256<<10
 	// maxBatchGetKeys is the most keys one BatchGetItem takes.
 	maxBatchGetKeys = 100
-	// recordsPerTx is the most records one transaction writes: each takes
-	// up to three actions (put record, put log entry, delete old log entry)
-	// and the head counter takes one.
-	recordsPerTx = (maxTxActions - 1) / 3
+	// recordsPerTx is the most records one transaction can write: a new
+	// record takes two actions (put record, put log entry), an existing one
+	// three (and delete its old log entry), the head counter one. A group
+	// reads this many records; its transaction takes as many as fit.
+	recordsPerTx = (maxTxActions - 1) / 2
 )
 
 func s(v string) types.AttributeValue { return &types.AttributeValueMemberS{Value: v} }
