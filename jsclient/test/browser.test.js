@@ -1,5 +1,5 @@
 // The library in real Chromium (IndexedDB, Web Locks, BroadcastChannel,
-// WebSocket), loaded from the Go server's /convergo/ as apps load it.
+// WebSocket), loaded from `convergo serve` at /convergo/ as apps load it.
 // Skipped with a message when the go tool or Chromium is missing. The demo
 // app's end-to-end tests live in e2e/.
 
@@ -8,7 +8,6 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { findGo, startGoServer } from './helpers/goserver.js';
 
 const chromiumPath = process.env.CONVERGO_CHROMIUM || '/usr/bin/chromium';
@@ -25,7 +24,7 @@ let profile = '';
 before(async () => {
   if (skip) return;
   const { chromium } = await import('playwright-core');
-  server = await startGoServer(go, ['-pages', fileURLToPath(new URL('./browser', import.meta.url))]);
+  server = await startGoServer(go);
   profile = mkdtempSync(join(tmpdir(), 'convergo-chromium-'));
   browser = await chromium.launchPersistentContext(profile, {
     executablePath: chromiumPath,
@@ -40,12 +39,18 @@ after(async () => {
   if (profile) rmSync(profile, { recursive: true, force: true });
 });
 
-/** Opens the test page in a new tab of the shared profile. */
+/**
+ * Opens a new tab of the shared profile on the server's origin and loads the
+ * library into it as window.convergo (any same-origin page will do; this
+ * one keeps the demo app out of the way).
+ */
 async function tab() {
   const page = await browser.newPage();
   page.on('pageerror', (/** @type {Error} */ e) => console.error('page error:', e.message));
-  await page.goto(server.url + '/pages/index.html');
-  await page.waitForFunction(() => /** @type {any} */ (window).ready === true);
+  await page.goto(server.url + '/healthz');
+  await page.evaluate(async () => {
+    /** @type {any} */ (window).convergo = await import('/convergo/index.js');
+  });
   return page;
 }
 

@@ -1,5 +1,5 @@
-// Against the real Go server (transport + engine + memory store, built from
-// test/_goserver): the client's bytes and the server's must agree. Skipped,
+// Against the real server (`convergo serve --store memory:`, built from
+// ./cmd/convergo): the client's bytes and the server's must agree. Skipped,
 // with a message, when the go tool is not available.
 
 import { test, before, after } from 'node:test';
@@ -30,7 +30,7 @@ function jwt(claims) {
 const inAnHour = () => Math.floor(Date.now() / 1000) + 3600;
 
 before(async () => {
-  if (go) server = await startGoServer(go, ['-secret', secret]);
+  if (go) server = await startGoServer(go, ['--secret', secret]);
 });
 after(async () => {
   await server?.stop();

@@ -1,4 +1,5 @@
-// Starting the real Go server (test/_goserver) for tests.
+// Starting the real server, `convergo serve --store memory:`, for tests.
+// The binary is built once per test process from ./cmd/convergo.
 
 import { spawn, execFileSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
@@ -22,33 +23,53 @@ export function findGo() {
   return null;
 }
 
+/** @type {string|null} */
+let built = null;
+
 /**
- * Builds test/_goserver and starts it on a free port.
+ * Builds ./cmd/convergo (once) and runs `convergo serve` on a free loopback
+ * port with an in-memory store.
  * @param {string} go
- * @param {string[]} args
- * @returns {Promise<{url: string, stop: () => Promise<void>}>}
+ * @param {string[]} [args] extra serve flags
+ * @returns {Promise<{url: string, stop: () => Promise<void>, logs: () => string}>}
  */
-export async function startGoServer(go, args) {
-  const bin = join(mkdtempSync(join(tmpdir(), 'convergo-js-')), 'goserver');
-  execFileSync(go, ['build', '-o', bin, './jsclient/test/_goserver'], { cwd: repo, stdio: 'inherit' });
-  const p = spawn(bin, args, { stdio: ['pipe', 'pipe', 'inherit'] });
+export async function startGoServer(go, args = []) {
+  if (!built) {
+    const bin = join(mkdtempSync(join(tmpdir(), 'convergo-js-')), 'convergo');
+    execFileSync(go, ['build', '-o', bin, './cmd/convergo'], { cwd: repo, stdio: 'inherit' });
+    built = bin;
+  }
+  const p = spawn(built, ['serve', '--store', 'memory:', '--addr', '127.0.0.1:0', '--rate', '-1', '--log-level', 'info', ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
   const url = await new Promise((resolve, reject) => {
-    let out = '';
-    p.stdout.on('data', (d) => {
+    const timer = setTimeout(() => reject(new Error(`convergo serve did not start:\n${out}`)), 20_000);
+    // The "listening" log line names the port the OS picked.
+    const onData = (/** @type {Buffer} */ d) => {
       out += d;
-      const m = /listening (\S+)/.exec(out);
-      if (m) resolve(m[1]);
+      const m = /listening.*?addr=(\S+)/.exec(out);
+      if (m) {
+        clearTimeout(timer);
+        resolve('http://' + m[1]);
+      }
+    };
+    p.stdout.on('data', onData);
+    p.stderr.on('data', onData);
+    p.on('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`convergo serve exited with ${code}:\n${out}`));
     });
-    p.on('exit', (code) => reject(new Error(`server exited with ${code}`)));
   });
   return {
     url,
+    logs: () => out,
     stop: () =>
       new Promise((resolve) => {
         if (p.exitCode !== null) return resolve(undefined);
         p.on('exit', () => resolve(undefined));
-        p.stdin.end();
-        setTimeout(() => p.kill(), 3000).unref();
+        p.kill('SIGTERM');
+        setTimeout(() => p.kill('SIGKILL'), 5000).unref();
       }),
   };
 }
