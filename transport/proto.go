@@ -357,7 +357,12 @@ func (Resync) messageType() string       { return TypeResync }
 
 // Encode encodes a request or response body (not a live message; see
 // EncodeMessage) in deterministic CBOR.
-func Encode(v any) ([]byte, error) { return crdt.Marshal(v) }
+func Encode(v any) ([]byte, error) {
+	if p, ok := v.(PullResponse); ok {
+		return p.MarshalCBOR() // hand-encoded: no reflection, no re-check of the bytes
+	}
+	return crdt.Marshal(v)
+}
 
 // Decode decodes a request or response body with crdt's hardened decoding:
 // unknown keys, duplicate keys, tags and indefinite lengths are refused.
@@ -386,8 +391,7 @@ func EncodeMessage(m Message) ([]byte, error) {
 		v.Type = TypeWelcome
 		return crdt.Marshal(v)
 	case Changes:
-		v.Type = TypeChanges
-		return crdt.Marshal(v)
+		return v.MarshalCBOR() // hand-encoded: no reflection, no re-check of the bytes
 	case Ack:
 		v.Type = TypeAck
 		return crdt.Marshal(v)

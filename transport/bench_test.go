@@ -1,0 +1,81 @@
+package transport
+
+import (
+	"bytes"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/engine"
+	"github.com/convergo/convergo/stores/memory"
+)
+
+// The server's own cost per request, without the network: handlers called
+// directly on a memory store.
+func benchServer(b *testing.B) *Server {
+	store := memory.New()
+	eng, err := engine.Open(engine.Config{Store: store, PollInterval: -1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv, err := New(Config{Engine: eng, Demo: true, Limits: Limits{Rate: -1}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { eng.Close(); store.Close() })
+	return srv
+}
+
+func serveBench(b *testing.B, srv *Server, path string, body []byte) {
+	r := httptest.NewRequest(http.MethodPost, path, bytes.NewReader(body))
+	r.Header.Set(HeaderProtocol, "1")
+	w := httptest.NewRecorder()
+	srv.ServeHTTP(w, r)
+	if w.Code != http.StatusOK {
+		b.Fatalf("%s: %d %s", path, w.Code, w.Header().Get(HeaderError))
+	}
+}
+
+func benchChanges(n, round int) []crdt.Change {
+	v, _ := crdt.EncodeValue("a todo title of some length")
+	cs := make([]crdt.Change, n)
+	for i := range cs {
+		s := crdt.Stamp{Wall: time.Now().UnixMilli(), Logical: uint32(round), Replica: "bench"}
+		cs[i] = crdt.Change{Collection: DemoCollection, Record: crdt.Record{ID: fmt.Sprintf("todo-%06d", i), Fields: map[string]crdt.Field{
+			"title": {Stamp: s, Value: v}, "done": {Stamp: s, Value: []byte{0xf4}},
+		}}}
+	}
+	return cs
+}
+
+// BenchmarkPush pushes 100 changes per request; ns/op is per request.
+func BenchmarkPush(b *testing.B) {
+	srv := benchServer(b)
+	bodies := make([][]byte, 64)
+	for i := range bodies {
+		bodies[i], _ = Encode(PushRequest{Replica: "bench", Changes: benchChanges(100, i+1)})
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		serveBench(b, srv, PathPush, bodies[i%len(bodies)])
+		i++
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*100), "ns/change")
+}
+
+// BenchmarkPull pulls a page of 1000 records.
+func BenchmarkPull(b *testing.B) {
+	srv := benchServer(b)
+	body, _ := Encode(PushRequest{Replica: "bench", Changes: benchChanges(1000, 1)})
+	serveBench(b, srv, PathPush, body)
+	pull, _ := Encode(PullRequest{Collection: DemoCollection})
+	b.ReportAllocs()
+	for b.Loop() {
+		serveBench(b, srv, PathPull, pull)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*1000), "ns/record")
+}
