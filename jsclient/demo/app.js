@@ -15,6 +15,7 @@ import { open } from '/convergo/index.js';
 const COLLECTION = 'demo.todos';
 const MAX_PEOPLE = 4;
 const MAX_TITLE = 200;
+const SHELL_CACHE = 'convergo-demo-v1'; // the name sw.js uses
 
 const $ = (sel, root = document) => root.querySelector(sel);
 
@@ -300,6 +301,28 @@ class Pane {
   }
 }
 
+/**
+ * Registers the service worker that lets the page load without a server
+ * (sw.js) and caches the files this page already loaded, which the worker
+ * did not see. Best effort: without it the demo still works offline for as
+ * long as the tab stays open.
+ */
+async function cacheShell() {
+  if (!('serviceWorker' in navigator) || !globalThis.caches) return;
+  try {
+    await navigator.serviceWorker.register(new URL('sw.js', import.meta.url), { type: 'classic' });
+    const own = performance.getEntriesByType('resource')
+      .map((e) => new URL(e.name))
+      .filter((u) => u.origin === location.origin && !u.pathname.startsWith('/v1/'))
+      .map((u) => u.href);
+    const cache = await caches.open(SHELL_CACHE);
+    await cache.addAll([...new Set([location.href, ...own])]);
+    document.body.dataset.offlineReady = 'true';
+  } catch (err) {
+    console.warn('offline reloads are not available:', err);
+  }
+}
+
 async function main() {
   const host = $('#panes');
   const panes = [];
@@ -320,6 +343,7 @@ async function main() {
     fatal.textContent = `Could not open the local database: ${errorText(failed.reason)}`;
   }
   document.body.dataset.ready = failed ? 'error' : 'true';
+  await cacheShell();
 }
 
 main();

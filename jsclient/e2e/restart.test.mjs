@@ -7,7 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 
 import {
   Server, addTodo, launchBrowser, openDemo, pane, renameTodo, serverTodos, shown, status,
-  todo, waitFor, waitSynced,
+  todo, waitFor, waitReady, waitSynced,
 } from './harness.mjs';
 
 const asObject = (m) => JSON.stringify(Object.fromEntries([...m].sort(([a], [b]) => (a < b ? -1 : 1))));
@@ -79,5 +79,41 @@ describe('server restart', () => {
     const c = pane(await openDemo(ctxC, server.url, 'Carol'), 'carol');
     await waitSynced(c);
     await waitFor(async () => asObject(await shown(c)) === wantJSON, { message: 'Carol to load the converged list' });
+  });
+
+  it('the demo loads and keeps working from its service worker while the server is down', async (t) => {
+    const ctx = await browser.newContext();
+    t.after(() => ctx.close());
+    const page = await openDemo(ctx, server.url, 'Dana');
+    await page.waitForFunction(() => document.body.dataset.offlineReady === 'true', null, { timeout: 10_000 });
+    const dana = pane(page, 'dana');
+    const before = await addTodo(dana, 'Written before the outage');
+    await waitSynced(dana);
+
+    await server.stop({ hard: true });
+    await page.reload();
+    await waitReady(page);
+    await todo(dana, before).waitFor({ timeout: 10_000 });
+    // A new tab opens too, from the cache, with the data from IndexedDB.
+    const tab = await ctx.newPage();
+    await tab.goto(`${server.url}/?people=Dana`);
+    await waitReady(tab);
+    await todo(pane(tab, 'dana'), before).waitFor({ timeout: 10_000 });
+
+    const during = await addTodo(dana, 'Written during the outage');
+    await waitFor(async () => {
+      const s = await status(dana);
+      return !s.online && s.pending >= 1;
+    }, { message: 'the change to wait while the server is down' });
+    await todo(pane(tab, 'dana'), during).waitFor({ timeout: 10_000 });
+
+    await server.start();
+    await waitSynced(dana, { timeout: 60_000 });
+    const held = await serverTodos(server);
+    assert.deepEqual([held.get(before), held.get(during)], [
+      { title: 'Written before the outage', done: false },
+      { title: 'Written during the outage', done: false },
+    ]);
+    assert.deepEqual(page.errors.filter((e) => !/ERR_CONNECTION_REFUSED|Failed to load resource/.test(e)), []);
   });
 });

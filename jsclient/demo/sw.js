@@ -1,0 +1,48 @@
+// Service worker of the Convergo demo: lets the page load when the server
+// cannot be reached, so the demo works offline across reloads and not only
+// while a tab stays open. The data never goes through here (it lives in
+// IndexedDB and syncs over /v1/); this only keeps the app's own files.
+//
+// Network first: a reachable server always serves the current files, and
+// each response refreshes the cache; the cache answers only when the
+// network fails. The page fills the cache with what it loaded before this
+// worker took control (app.js, cacheShell).
+
+const CACHE = 'convergo-demo-v1';
+
+self.addEventListener('install', () => self.skipWaiting());
+
+self.addEventListener('activate', (event) => {
+  event.waitUntil((async () => {
+    for (const name of await caches.keys()) {
+      if (name !== CACHE) await caches.delete(name);
+    }
+    await self.clients.claim();
+  })());
+});
+
+/** Only the app's own static files: never the API, metrics or health. */
+function cacheable(request) {
+  if (request.method !== 'GET') return false;
+  const url = new URL(request.url);
+  if (url.origin !== self.location.origin) return false;
+  return !/^\/(v1|metrics|healthz|readyz)(\/|$)/.test(url.pathname);
+}
+
+self.addEventListener('fetch', (event) => {
+  const { request } = event;
+  if (!cacheable(request)) return;
+  event.respondWith((async () => {
+    const cache = await caches.open(CACHE);
+    try {
+      const response = await fetch(request);
+      if (response.ok) await cache.put(request, response.clone());
+      return response;
+    } catch (err) {
+      // The demo page is one document whatever ?people= says.
+      const hit = await cache.match(request, { ignoreSearch: request.mode === 'navigate' });
+      if (hit) return hit;
+      throw err;
+    }
+  })());
+});
