@@ -41,6 +41,9 @@ export function backoff(attempt, opts = {}) {
   return Math.round(d / 2 + (d / 2) * rnd);
 }
 
+/** A live session at least this long resets the reconnect backoff. */
+const STABLE_SESSION_MS = 10_000;
+
 /** Codes after which retrying with the same credentials is pointless. */
 const AUTH_CODES = new Set(['unauthenticated', 'token_expired']);
 
@@ -195,11 +198,22 @@ export class Syncer {
         await this.syncNow();
         this.o.onStatus({ syncing: false });
         tokenRetried = false;
-        this.attempt = 0;
+        this.lastError = null;
         if (this.stopped) break;
-        if (this.o.WebSocket) await this.runLive();
-        else await this.wait(this.o.pollInterval ?? 10_000);
-        continue;
+        if (!this.o.WebSocket) {
+          this.attempt = 0;
+          await this.wait(this.o.pollInterval ?? 10_000);
+          continue;
+        }
+        const since = Date.now();
+        await this.runLive();
+        // A session that ended on its own soon after it began (a server
+        // closing sockets, a proxy cutting them) counts as a failure, so
+        // reconnecting backs off instead of spinning.
+        if (Date.now() - since >= STABLE_SESSION_MS) {
+          this.attempt = 0;
+          continue;
+        }
       } catch (e) {
         if (this.stopped) break;
         const err = /** @type {ConvergoError} */ (e);
