@@ -225,7 +225,8 @@ if not (maxBytes and maxFields and maxSeq) or nchanges < 0 or nchanges ~= math.f
 end
 local head = tonumber(redis.call('GET', KEYS[1]) or '0')
 if not head then malformed('head') end
-if head + nchanges > maxSeq then
+-- (maxSeq - head is exact; head + nchanges past 2^53 would round.)
+if head < 0 or head > maxSeq or nchanges > maxSeq - head then
   error('convergo:seq-exhausted head ' .. int(head) .. ' cannot grow by ' .. int(nchanges) .. ' past ' .. int(maxSeq))
 end
 

@@ -8,10 +8,12 @@ import (
 	"math"
 	mathrand "math/rand/v2"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	goredis "github.com/redis/go-redis/v9"
 	"pgregory.net/rapid"
 
 	"github.com/convergo/convergo/crdt"
@@ -438,5 +440,68 @@ func TestLargeBatchMatchesGo(t *testing.T) {
 			}
 		}
 		checkAgainstModel(t, s, m, []string{"big"})
+	})
+}
+
+// TestSeqLimit puts a collection's head just below MaxSeq: a batch that
+// would pass it is refused whole, one that reaches it exactly is applied,
+// and Pull handles cursors at the limit.
+func TestSeqLimit(t *testing.T) {
+	eachTarget(t, func(t *testing.T, tg target) {
+		ctx := testContext(t)
+		s := openStore(t, tg, Options{})
+		const coll = "lim"
+		if err := s.client.Set(ctx, s.seqKey(coll), strconv.FormatUint(MaxSeq-1, 10), 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+		st := crdt.Stamp{Wall: 5, Replica: "a"}
+		two := []crdt.Change{
+			{Collection: coll, Record: crdt.SetField("r1", "f", []byte{1}, st)},
+			{Collection: coll, Record: crdt.SetField("r2", "f", []byte{1}, st)},
+		}
+		if _, err := s.Apply(ctx, two); err == nil || !strings.Contains(err.Error(), "seq-exhausted") {
+			t.Fatalf("apply past MaxSeq: got %v, want a seq-exhausted error", err)
+		}
+		if _, err := s.Get(ctx, coll, "r1"); !errors.Is(err, stores.ErrNotFound) {
+			t.Fatalf("get after the refused batch: got %v, want ErrNotFound", err)
+		}
+		res, err := s.Apply(ctx, two[:1])
+		if err != nil || res[0].Seq != MaxSeq {
+			t.Fatalf("apply up to MaxSeq: got %+v, %v; want seq %d", res, err, uint64(MaxSeq))
+		}
+		page, err := s.Pull(ctx, coll, MaxSeq-1, 10)
+		if err != nil || len(page.Entries) != 1 || page.Next != MaxSeq || page.More {
+			t.Fatalf("pull after MaxSeq-1: got %+v, %v", page, err)
+		}
+		page, err = s.Pull(ctx, coll, MaxSeq, 10)
+		if err != nil || len(page.Entries) != 0 || page.Next != MaxSeq {
+			t.Fatalf("pull after MaxSeq: got %+v, %v", page, err)
+		}
+	})
+}
+
+// TestPullRefusesInconsistentState damages a collection behind the store's
+// back (a log entry without its record, a record blob cut short) and
+// checks that Pull and Get report it instead of returning wrong records.
+func TestPullRefusesInconsistentState(t *testing.T) {
+	eachTarget(t, func(t *testing.T, tg target) {
+		ctx := testContext(t)
+		s := openStore(t, tg, Options{})
+		const coll = "dmg"
+		if _, err := s.Apply(ctx, []crdt.Change{{Collection: coll, Record: crdt.SetField("r1", "f", []byte{1}, crdt.Stamp{Wall: 1, Replica: "a"})}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.client.ZAdd(ctx, s.logKey(coll), goredis.Z{Score: 2, Member: "ghost"}).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Pull(ctx, coll, 0, 10); err == nil || !strings.Contains(err.Error(), "ghost") {
+			t.Fatalf("pull with a log entry without record: got %v, want an error naming it", err)
+		}
+		if err := s.client.HSet(ctx, s.recKey(coll), "r1", []byte{1, 0, 0}).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Get(ctx, coll, "r1"); !errors.Is(err, errMalformedBlob) {
+			t.Fatalf("get of a damaged record: got %v, want errMalformedBlob", err)
+		}
 	})
 }
