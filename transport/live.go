@@ -77,7 +77,9 @@ func (s *Server) serveLive(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	addr := s.clientAddr(r)
-	if wait := s.rate.take("addr:"+addr, s.now()); wait > 0 {
+	// Upgrades have their own bucket, so that a client's messages do not
+	// keep another client at the same address from connecting.
+	if wait := s.rate.take("upgrade:"+addr, s.now()); wait > 0 {
 		s.writeError(sw, r, &Error{Status: http.StatusTooManyRequests, Code: CodeRateLimited, Message: "too many requests", RetryAfter: wait})
 		return
 	}
@@ -197,20 +199,20 @@ func (c *liveConn) readLoop() error {
 			c.fatal(websocket.StatusUnsupportedData, Errorf(CodeMalformed, "messages are binary CBOR frames"))
 			return errFatal
 		}
-		// A client over its rate waits (the reader stops reading, TCP pushes
-		// back); one far over it is told so and dropped.
+		// A client over its rate is slowed down, not refused: the reader
+		// waits before handling the message (and reads nothing meanwhile, so
+		// TCP pushes back). Dropping a push or a sub would leave the client
+		// waiting for an answer that never comes.
 		for {
 			wait := c.s.rate.take(key, c.s.now())
 			if wait == 0 {
 				break
 			}
-			if wait > time.Second {
-				c.fatal(websocket.StatusTryAgainLater, &Error{Code: CodeRateLimited, Message: "too many messages", RetryAfter: wait})
-				return errFatal
-			}
+			t := time.NewTimer(wait)
 			select {
-			case <-time.After(wait):
+			case <-t.C:
 			case <-c.ctx.Done():
+				t.Stop()
 				return c.ctx.Err()
 			}
 		}

@@ -325,3 +325,29 @@ func TestLiveShutdown(t *testing.T) {
 		t.Fatalf("dial after shutdown: %v", err)
 	}
 }
+
+// Messages over the rate are delayed, never dropped.
+func TestLiveRateLimit(t *testing.T) {
+	ts := newTestServer(t, func(c *Config) { c.Demo = true; c.Limits.Rate = 20; c.Limits.Burst = 2 })
+	c, _ := ts.open(t, ts.token(t, "alice", []string{"*"}, nil)) // the hello takes one token of the address
+	start := time.Now()
+	const n = 12
+	for i := uint64(1); i <= n; i++ {
+		c.send(Ping{Nonce: i})
+	}
+	for i := uint64(1); i <= n; i++ {
+		if m := c.recv(); m != (Pong{Type: TypePong, Nonce: i}) {
+			t.Fatalf("got %#v, want pong %d", m, i)
+		}
+	}
+	// alice's 2, then 20 per second.
+	if took := time.Since(start); took < (n-2)*time.Second/20-20*time.Millisecond {
+		t.Fatalf("%d messages in %v: not limited to 20/s", n, took)
+	}
+	// Another client is served at once meanwhile.
+	other, _ := ts.open(t, "")
+	other.send(Ping{Nonce: 99})
+	if m := other.recv(); m != (Pong{Type: TypePong, Nonce: 99}) {
+		t.Fatalf("other client: %#v", m)
+	}
+}
