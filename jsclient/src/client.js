@@ -365,7 +365,15 @@ export class Database {
         while (this.dirty.size > 0 && !this.closed) {
           const batch = [...this.dirty];
           this.dirty.clear();
-          await Promise.all(batch.map((s) => s.run()));
+          // Query subscriptions of one collection share one read.
+          /** @type {Map<string, Promise<StoredRecord[]>>} */
+          const lists = new Map();
+          const listOf = (/** @type {string} */ c) => {
+            let p = lists.get(c);
+            if (!p) lists.set(c, (p = this.store.list(c)));
+            return p;
+          };
+          await Promise.all(batch.map((s) => s.run(listOf)));
         }
       } finally {
         this.flushing = false;
@@ -616,14 +624,18 @@ class Subscription {
     this.running = Promise.resolve();
   }
 
-  run() {
+  /**
+   * Re-reads and calls back, after any earlier run of this subscription.
+   * @param {(c: string) => Promise<StoredRecord[]>} listOf reads a collection
+   */
+  run(listOf) {
     this.running = this.running.then(async () => {
       if (!this.active) return;
       try {
         const result =
           this.id !== null
             ? docOfStored(await this.db.store.get(this.collection, this.id))
-            : runQuery(await this.db.store.list(this.collection), this.query);
+            : runQuery(await listOf(this.collection), this.query);
         if (this.active) this.cb(result);
       } catch (e) {
         this.db._emit('error', e);
