@@ -185,10 +185,10 @@ func (s *Store) begin(ctx context.Context) error {
 }
 
 // Apply implements stores.Store. The changes of each collection go to Redis
-// in one merge script call, which is atomic, or in several when they pass
-// maxScriptChanges or maxScriptBytes; the calls run one after the other, so
-// an error can leave earlier changes applied and later ones not, which the
-// contract allows (a retry of the batch completes it).
+// in one merge script call, which is atomic, or in several, one after the
+// other, when they pass maxScriptChanges or maxScriptBytes; collections are
+// applied concurrently. An error can leave some changes applied and others
+// not, which the contract allows (a retry of the batch completes it).
 func (s *Store) Apply(ctx context.Context, changes []crdt.Change) ([]stores.Result, error) {
 	if err := s.begin(ctx); err != nil {
 		return nil, err
@@ -208,13 +208,43 @@ func (s *Store) Apply(ctx context.Context, changes []crdt.Change) ([]stores.Resu
 		groups[c.Collection] = append(groups[c.Collection], i)
 	}
 	results := make([]stores.Result, len(changes))
-	for _, coll := range order {
-		if err := s.applyCollection(ctx, coll, changes, groups[coll], results); err != nil {
+	if len(order) == 1 {
+		if err := s.applyCollection(ctx, order[0], changes, groups[order[0]], results); err != nil {
 			return nil, err
 		}
+		return results, nil
+	}
+	// Collections are independent (on a cluster, often on different
+	// shards): apply them concurrently, a few at a time. Each writes its
+	// own elements of results.
+	var (
+		wg    sync.WaitGroup
+		sem   = make(chan struct{}, maxConcurrentCollections)
+		errMu sync.Mutex
+		first error
+	)
+	for _, coll := range order {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			if err := s.applyCollection(ctx, coll, changes, groups[coll], results); err != nil {
+				errMu.Lock()
+				if first == nil {
+					first = err
+				}
+				errMu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if first != nil {
+		return nil, first
 	}
 	return results, nil
 }
+
+// maxConcurrentCollections bounds the script calls one Apply runs at once.
+const maxConcurrentCollections = 4
 
 // Limits of one merge script call. Redis runs nothing else while a script
 // runs, so a call is kept to milliseconds of work even for the largest
