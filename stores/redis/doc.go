@@ -151,12 +151,16 @@
 //   - DialTimeout, ReadTimeout and WriteTimeout (5 s each by default) bound
 //     a stuck connection when the caller's context has no deadline.
 //   - MaxRetries (3) retries on network errors and retryable server errors
-//     (LOADING, TRYAGAIN, CLUSTERDOWN, MOVED/ASK are followed); this is
-//     safe because the script is idempotent.
+//     (LOADING, TRYAGAIN, CLUSTERDOWN; MOVED and ASK redirections are
+//     followed), with go-redis's backoff of 10 ms to 1 s; this is safe
+//     because the script is idempotent. A retried Apply whose first run
+//     did commit reports its changes as not Changed.
 //   - PoolSize (go-redis's default, 10 per GOMAXPROCS, per node) bounds
 //     concurrent calls; a call beyond it waits up to the pool timeout.
 //   - ClientName names every connection, the subscriber's included, in
 //     CLIENT LIST, so operators can tell Convergo's connections apart.
+//   - Heartbeat (15 s) is how long the subscriber may hear nothing before
+//     it checks that its connection is alive (see # Notifications).
 //
 // Errors are translated at the edge: a closed client is stores.ErrClosed;
 // connection errors and "not now" server states are stores.ErrUnavailable
