@@ -38,12 +38,15 @@
 //
 // Bodies are read through http.MaxBytesReader and decoded with crdt's
 // hardened CBOR modes (no tags, no indefinite lengths, no duplicate or
-// unknown keys, bounded nesting and sizes). Every client is rate-limited by a
-// token bucket keyed by its token's subject, else its address; WebSocket
-// connections are counted per address and their messages are size-limited.
-// Browser origins other than the server's own must be listed in
-// Config.AllowedOrigins, for HTTP (with CORS headers) and before a WebSocket
-// upgrade.
+// unknown keys, bounded nesting and sizes), within Limits.RequestTimeout.
+// Every client is rate-limited by a token bucket keyed by its token's
+// subject, else its address (behind Config.TrustedProxies, the address they
+// forwarded for): HTTP requests over the rate get 429, live messages over it
+// are delayed rather than dropped, since a dropped push or sub would leave
+// the client waiting. WebSocket connections are counted per address and
+// their messages are size-limited. Browser origins other than the server's
+// own must be listed in Config.AllowedOrigins, for HTTP (with CORS headers)
+// and before a WebSocket upgrade.
 //
 // # Authentication
 //
