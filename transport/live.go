@@ -119,7 +119,11 @@ func (s *Server) serveLive(w http.ResponseWriter, r *http.Request) {
 	c.heard.Store(s.now().UnixNano())
 	s.mu.Lock()
 	s.live[c] = struct{}{}
+	closing := s.closing // Shutdown began during the upgrade and missed c
 	s.mu.Unlock()
+	if closing {
+		c.goAway()
+	}
 	s.metrics.liveConns.Inc()
 	defer func() {
 		s.mu.Lock()
