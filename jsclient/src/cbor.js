@@ -338,6 +338,25 @@ export function equalBytes(a, b) {
   return a.length === b.length && compareBytes(a, b) === 0;
 }
 
+/**
+ * The length of s in UTF-8, without encoding it. Lone surrogates count as
+ * the 3 bytes of U+FFFD, as TextEncoder writes them.
+ * @param {string} s
+ */
+export function utf8Length(s) {
+  let n = s.length;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x80) continue;
+    if (c < 0x800) n += 1;
+    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length && (s.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
+      n += 2; // a pair: 2 UTF-16 units, 4 bytes
+      i++;
+    } else n += 2;
+  }
+  return n;
+}
+
 /** @param {string} s */
 function isWellFormed(s) {
   // String.prototype.isWellFormed is Node 20+/recent browsers; fall back.
@@ -362,8 +381,15 @@ export class Reader {
     if (!(bytes instanceof Uint8Array)) throw err('malformed', 'input is not a Uint8Array');
     this.b = bytes;
     this.off = 0;
-    this.view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    /** @type {DataView|null} made on first use: most inputs have no floats */
+    this.dv = null;
     this.canonical = opts.canonical ?? true;
+  }
+
+  /** @returns {DataView} */
+  get view() {
+    this.dv ??= new DataView(this.b.buffer, this.b.byteOffset, this.b.byteLength);
+    return this.dv;
   }
 
   /** @returns {boolean} */
@@ -396,12 +422,13 @@ export class Reader {
     /** @type {number|bigint} */
     let arg;
     const o = this.off;
-    if (size === 1) arg = this.b[o];
-    else if (size === 2) arg = this.view.getUint16(o);
-    else if (size === 4) arg = this.view.getUint32(o);
+    const b = this.b;
+    if (size === 1) arg = b[o];
+    else if (size === 2) arg = (b[o] << 8) | b[o + 1];
+    else if (size === 4) arg = (b[o] * 0x1000000 + ((b[o + 1] << 16) | (b[o + 2] << 8) | b[o + 3])) >>> 0;
     else {
-      const hi = this.view.getUint32(o);
-      const lo = this.view.getUint32(o + 4);
+      const hi = (b[o] * 0x1000000 + ((b[o + 1] << 16) | (b[o + 2] << 8) | b[o + 3])) >>> 0;
+      const lo = (b[o + 4] * 0x1000000 + ((b[o + 5] << 16) | (b[o + 6] << 8) | b[o + 7])) >>> 0;
       arg = hi < 0x200000 ? hi * 0x100000000 + lo : (BigInt(hi) << 32n) | BigInt(lo);
     }
     this.off += size;
@@ -440,16 +467,17 @@ export class Reader {
     const n = this.len(arg, 1);
     const s = this.b.subarray(this.off, this.off + n);
     this.off += n;
-    // ASCII fast path.
-    if (n < 64) {
-      let ascii = true;
-      for (let i = 0; i < n; i++) {
-        if (s[i] > 0x7f) {
-          ascii = false;
-          break;
-        }
+    // ASCII fast path for the short strings (ids, names, replicas) that
+    // dominate records.
+    if (n < 32) {
+      let out = '';
+      let i = 0;
+      for (; i < n; i++) {
+        const c = s[i];
+        if (c > 0x7f) break;
+        out += String.fromCharCode(c);
       }
-      if (ascii) return String.fromCharCode.apply(null, /** @type {any} */ (s));
+      if (i === n) return out;
     }
     try {
       return utf8dec.decode(s);

@@ -6,7 +6,7 @@
 // {stamp, value}; value holds the canonical CBOR bytes of the field's value,
 // or null when the field was unset.
 
-import { Reader, Writer, checkValue, compareBytes, decode, equalBytes } from './cbor.js';
+import { Reader, Writer, checkValue, compareBytes, decode, equalBytes, utf8Length } from './cbor.js';
 import { ConvergoError } from './errors.js';
 import { MAX_LOGICAL, MAX_WALL, ZERO_STAMP, compareStamps, isZeroStamp, validateReplica } from './hlc.js';
 
@@ -153,14 +153,19 @@ export function recordsEqual(a, b) {
  */
 function validateText(what, s, maxBytes) {
   if (typeof s !== 'string') throw new ConvergoError('invalid', `${what} must be a string`);
-  const n = utf8.encode(s).length;
+  const n = utf8Length(s);
   if (n === 0 || n > maxBytes) throw new ConvergoError('invalid', `${what} must be 1 to ${maxBytes} bytes, got ${n}`);
-  for (const ch of s) {
-    const c = /** @type {number} */ (ch.codePointAt(0));
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c >= 0x20 && c < 0x7f) continue; // printable ASCII, the common case
     if (c < 0x20 || c === 0x7f || (c >= 0x80 && c < 0xa0)) {
       throw new ConvergoError('invalid', `${what} ${JSON.stringify(s)} has a control character`);
     }
-    if (c >= 0xd800 && c <= 0xdfff) throw new ConvergoError('invalid', `${what} is not well-formed Unicode`);
+    if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length && (s.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
+      i++; // a surrogate pair
+    } else if (c >= 0xd800 && c <= 0xdfff) {
+      throw new ConvergoError('invalid', `${what} is not well-formed Unicode`);
+    }
   }
 }
 
@@ -362,12 +367,14 @@ export function readRecord(r) {
   let deleted = ZERO_STAMP;
   /** @type {Map<string, Field>} */
   const fields = new Map();
-  const seen = new Set();
+  let seen = 0; // bit k set: key k was read
   for (let i = 0; i < n; i++) {
     const k = r.head();
     if (k.major !== 0) throw new ConvergoError('malformed', 'record key is not an integer');
-    if (seen.has(k.arg)) throw new ConvergoError('malformed', 'duplicate map key in record');
-    seen.add(k.arg);
+    if (k.arg === 1 || k.arg === 2 || k.arg === 3) {
+      if (seen & (1 << k.arg)) throw new ConvergoError('malformed', 'duplicate map key in record');
+      seen |= 1 << k.arg;
+    }
     if (k.arg === 1) {
       id = r.text();
     } else if (k.arg === 2) {
@@ -377,11 +384,9 @@ export function readRecord(r) {
       if (isZeroStamp(deleted)) throw new ConvergoError('invalid', 'record has an explicit zero delete stamp');
     } else if (k.arg === 3) {
       const nf = r.mapHead();
-      const names = new Set();
       for (let j = 0; j < nf; j++) {
         const name = r.text();
-        if (names.has(name)) throw new ConvergoError('malformed', 'duplicate field name');
-        names.add(name);
+        if (fields.has(name)) throw new ConvergoError('malformed', 'duplicate field name');
         fields.set(name, readField(r));
       }
     } else {
