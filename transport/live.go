@@ -185,10 +185,17 @@ func (c *liveConn) readLoop() error {
 	var (
 		p       Principal
 		key     = "addr:" + c.addr
-		started bool
+		started atomic.Bool
 		expiry  *time.Timer
 	)
+	// A socket that never says hello would hold its connection slot.
+	noHello := time.AfterFunc(c.s.timing.hello, func() {
+		if !started.Load() {
+			c.fatal(websocket.StatusPolicyViolation, Errorf(CodeUnauthenticated, "no hello within %v", c.s.timing.hello))
+		}
+	})
 	defer func() {
+		noHello.Stop()
 		if expiry != nil {
 			expiry.Stop()
 		}
@@ -226,7 +233,7 @@ func (c *liveConn) readLoop() error {
 			return errFatal
 		}
 		c.s.metrics.liveMsgs.WithLabelValues(m.messageType()).Inc()
-		if !started {
+		if !started.Load() {
 			h, ok := m.(Hello)
 			if !ok {
 				c.fatal(websocket.StatusPolicyViolation, Errorf(CodeMalformed, "the first message must be hello, got %s", m.messageType()))
@@ -236,7 +243,7 @@ func (c *liveConn) readLoop() error {
 				c.fatal(websocket.StatusPolicyViolation, err)
 				return errFatal
 			}
-			started = true
+			started.Store(true)
 			if p.Subject != "" {
 				key = "sub:" + p.Subject
 			}

@@ -351,3 +351,24 @@ func TestLiveRateLimit(t *testing.T) {
 		t.Fatalf("other client: %#v", m)
 	}
 }
+
+func TestLiveHelloTimeout(t *testing.T) {
+	ts := newTestServer(t, func(c *Config) { c.Demo = true; c.HelloTimeout = 100 * time.Millisecond })
+	c, _, err := ts.dial(t, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, ok := c.recv().(ErrorMessage); !ok || e.Code != CodeUnauthenticated {
+		t.Fatalf("got %+v, want unauthenticated", e)
+	}
+	if _, err := c.recvErr(5 * time.Second); websocket.CloseStatus(err) != websocket.StatusPolicyViolation {
+		t.Fatalf("close: %v", err)
+	}
+	// A client that says hello in time stays past the timeout.
+	d, _ := ts.open(t, "")
+	time.Sleep(200 * time.Millisecond)
+	d.send(Ping{Nonce: 1})
+	if m := d.recv(); m != (Pong{Type: TypePong, Nonce: 1}) {
+		t.Fatalf("after the hello timeout: %#v", m)
+	}
+}

@@ -31,6 +31,7 @@ const (
 	DefaultPingInterval = 20 * time.Second
 	DefaultIdleTimeout  = 60 * time.Second
 	DefaultWriteTimeout = 10 * time.Second
+	DefaultHelloTimeout = 10 * time.Second
 )
 
 // Config configures a Server.
@@ -67,6 +68,9 @@ type Config struct {
 	// client, a write that takes longer than WriteTimeout closes the
 	// connection. Zero means the Default* constants.
 	PingInterval, IdleTimeout, WriteTimeout time.Duration
+	// HelloTimeout is how long a new WebSocket may take to say hello.
+	// Zero means DefaultHelloTimeout.
+	HelloTimeout time.Duration
 }
 
 // Server is the Convergo sync server: an http.Handler serving the protocol
@@ -80,7 +84,7 @@ type Server struct {
 	demo    bool
 	log     *slog.Logger
 	now     func() time.Time
-	timing  struct{ ping, idle, write time.Duration }
+	timing  struct{ ping, idle, write, hello time.Duration }
 	metrics *metrics
 	mux     *http.ServeMux
 	rate    *rateLimiter
@@ -146,6 +150,7 @@ func New(cfg Config) (*Server, error) {
 	s.timing.ping = orDefault(cfg.PingInterval, DefaultPingInterval)
 	s.timing.idle = orDefault(cfg.IdleTimeout, DefaultIdleTimeout)
 	s.timing.write = orDefault(cfg.WriteTimeout, DefaultWriteTimeout)
+	s.timing.hello = orDefault(cfg.HelloTimeout, DefaultHelloTimeout)
 	if s.demo {
 		s.log.Warn("anonymous demo access is on: clients without a token may read and write "+DemoCollection, "collection", DemoCollection)
 	}
