@@ -19,92 +19,110 @@
 # scripts/services.sh prints (it is started here when present).
 set -uo pipefail
 
-cd "$(dirname "$0")/.."
-ROOT=$PWD
-RUNS=${BENCH_RUNS:-7}
-ONLY=" ${BENCH_ONLY:-1 2 3 4 5} "
-RAW=results/raw
-BIN=$ROOT/bin
-start=$(date +%s)
+# The body is one function, read whole before it runs, so editing this file
+# during a run cannot derail it.
+main() {
 
-mkdir -p "$RAW" "$BIN"
-rm -f "$RAW"/*.jsonl "$RAW"/*.log
+	cd "$(dirname "$0")/.."
+	ROOT=$PWD
+	RUNS=${BENCH_RUNS:-7}
+	ONLY=" ${BENCH_ONLY:-1 2 3 4 5} "
+	RAW=results/raw
+	BIN=$ROOT/bin
+	start=$(date +%s)
 
-log() { printf '[bench %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
-want() { [[ $ONLY == *" $1 "* ]]; }
+	mkdir -p "$RAW" "$BIN"
+	rm -f "$RAW"/*.jsonl "$RAW"/*.log
 
-# Every run has a hard budget so make bench ends within 30 minutes.
-run() { # run NAME SECONDS CMD... : stdout to results/raw/NAME.jsonl, stderr to NAME.log
-	local name=$1 budget=$2
-	shift 2
-	log "$name: $*"
-	if ! timeout --kill-after=10 "$budget" "$@" >"$RAW/$name.jsonl" 2>"$RAW/$name.log"; then
-		log "$name: FAILED or timed out (see $RAW/$name.log): $(tail -n 3 "$RAW/$name.log" | tr '\n' ' ')"
+	log() { printf '[bench %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
+	want() { [[ $ONLY == *" $1 "* ]]; }
+
+	# Every run has a hard budget so make bench ends within 30 minutes.
+	run() { # run NAME SECONDS CMD... : stdout to results/raw/NAME.jsonl, stderr to NAME.log
+		local name=$1 budget=$2
+		shift 2
+		log "$name: $*"
+		if ! timeout --kill-after=10 "$budget" "$@" >"$RAW/$name.jsonl" 2>"$RAW/$name.log"; then
+			log "$name: FAILED or timed out (see $RAW/$name.log): $(tail -n 3 "$RAW/$name.log" | tr '\n' ' ')"
+		fi
+	}
+
+	if [[ -f scripts/services.sh ]]; then
+		if out=$(bash scripts/services.sh up 2>"$RAW/services.log"); then
+			eval "$out"
+		else
+			log "services.sh up failed; scenarios needing Redis/DynamoDB/Chromium will skip (see $RAW/services.log)"
+		fi
 	fi
+
+	log "building"
+	go build -o "$BIN/convergo-bench" ./cmd/convergo-bench || exit 1
+	if [[ ! -d scripts/bench/js/node_modules ]]; then
+		log "installing the JS peers pinned in scripts/bench/js/package-lock.json"
+		(cd scripts/bench/js && npm ci --no-audit --no-fund >"$ROOT/$RAW/npm.log" 2>&1) || log "npm ci failed (see $RAW/npm.log)"
+	fi
+
+	# Scenario 1: crdt-benchmarks B3.
+	if want 1; then
+		run b3-go 120 "$BIN/convergo-bench" b3 -runs "$RUNS"
+		run b3-js 600 node --max-old-space-size=4096 scripts/bench/js/b3.mjs "$RUNS"
+	fi
+
+	# Scenario 2: apply throughput per store, beside the store's ceiling.
+	if want 2; then
+		run apply-memory 180 "$BIN/convergo-bench" apply -runs "$RUNS" -stores memory
+		if [[ -n ${CONVERGO_REDIS_ADDR:-} ]]; then
+			run apply-redis 180 "$BIN/convergo-bench" apply -runs "$RUNS" -stores redis
+		else
+			log "apply on Redis skipped: CONVERGO_REDIS_ADDR is not set"
+		fi
+		if [[ -n ${CONVERGO_DYNAMODB_ENDPOINT:-} ]]; then
+			run apply-dynamodb 360 "$BIN/convergo-bench" apply -runs "$RUNS" -stores dynamodb
+		else
+			log "apply on DynamoDB skipped: CONVERGO_DYNAMODB_ENDPOINT is not set"
+		fi
+	fi
+
+	# Scenario 3: fan-out latency.
+	if want 3; then
+		run fanout 420 "$BIN/convergo-bench" fanout -runs "$(((RUNS + 1) / 2))"
+	fi
+
+	# Scenario 4 and the client half of 5: Chromium.
+	if want 4 || want 5; then
+		if [[ -x ${CONVERGO_CHROMIUM:-/usr/bin/chromium} ]]; then
+			run browser 900 node scripts/bench/js/browser.mjs "$BIN/convergo-bench" "${CONVERGO_CHROMIUM:-/usr/bin/chromium}" 3
+		else
+			log "browser scenarios skipped: no Chromium (set CONVERGO_CHROMIUM)"
+		fi
+	fi
+
+	# Scenario 5, server half: memory per idle WebSocket.
+	if want 5; then
+		ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+		run conns 300 "$BIN/convergo-bench" conns -runs 2
+	fi
+
+	wall=$(($(date +%s) - start))
+	"$BIN/convergo-bench" report -in "$RAW" -out results -command "make bench (BENCH_RUNS=$RUNS)" -wall "${wall}s" || exit 1
+
+	# The chart: SVG rendered to PNG by headless Chromium (no image libraries
+	# needed in the module).
+	CHROME=${CONVERGO_CHROMIUM:-/usr/bin/chromium}
+	if [[ -x $CHROME ]]; then
+		profile=$(mktemp -d)
+		height=$(grep -o 'height="[0-9]*"' results/benchmarks.svg | head -n 1 | tr -dc 0-9)
+		timeout 60 "$CHROME" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+			--disable-background-networking --disable-component-update --disable-sync \
+			--user-data-dir="$profile" --hide-scrollbars --window-size="1000,$height" \
+			--screenshot="$ROOT/results/benchmarks.png" "file://$ROOT/results/benchmarks.svg" >/dev/null 2>&1 ||
+			log "chart: Chromium could not render results/benchmarks.png; results/benchmarks.svg has it"
+		rm -rf "$profile"
+	else
+		log "chart: no Chromium; results/benchmarks.svg has the chart"
+	fi
+	log "done in ${wall}s: results/benchmarks.md, results/benchmarks.png"
 }
 
-if [[ -f scripts/services.sh ]]; then
-	if out=$(bash scripts/services.sh up 2>"$RAW/services.log"); then
-		eval "$out"
-	else
-		log "services.sh up failed; scenarios needing Redis/DynamoDB/Chromium will skip (see $RAW/services.log)"
-	fi
-fi
-
-log "building"
-go build -o "$BIN/convergo-bench" ./cmd/convergo-bench || exit 1
-if [[ ! -d scripts/bench/js/node_modules ]]; then
-	log "installing the JS peers pinned in scripts/bench/js/package-lock.json"
-	(cd scripts/bench/js && npm ci --no-audit --no-fund >"$ROOT/$RAW/npm.log" 2>&1) || log "npm ci failed (see $RAW/npm.log)"
-fi
-
-# Scenario 1: crdt-benchmarks B3.
-if want 1; then
-	run b3-go 120 "$BIN/convergo-bench" b3 -runs "$RUNS"
-	run b3-js 600 node --max-old-space-size=4096 scripts/bench/js/b3.mjs "$RUNS"
-fi
-
-# Scenario 2: apply throughput per store, beside the store's ceiling.
-if want 2; then
-	run apply 600 "$BIN/convergo-bench" apply -runs "$RUNS"
-fi
-
-# Scenario 3: fan-out latency.
-if want 3; then
-	run fanout 420 "$BIN/convergo-bench" fanout -runs "$(((RUNS + 1) / 2))"
-fi
-
-# Scenario 4 and the client half of 5: Chromium.
-if want 4 || want 5; then
-	if [[ -x ${CONVERGO_CHROMIUM:-/usr/bin/chromium} ]]; then
-		run browser 900 node scripts/bench/js/browser.mjs "$BIN/convergo-bench" "${CONVERGO_CHROMIUM:-/usr/bin/chromium}" 3
-	else
-		log "browser scenarios skipped: no Chromium (set CONVERGO_CHROMIUM)"
-	fi
-fi
-
-# Scenario 5, server half: memory per idle WebSocket.
-if want 5; then
-	ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-	run conns 300 "$BIN/convergo-bench" conns -runs 2
-fi
-
-wall=$(($(date +%s) - start))
-"$BIN/convergo-bench" report -in "$RAW" -out results -command "make bench (BENCH_RUNS=$RUNS)" -wall "${wall}s" || exit 1
-
-# The chart: SVG rendered to PNG by headless Chromium (no image libraries
-# needed in the module).
-CHROME=${CONVERGO_CHROMIUM:-/usr/bin/chromium}
-if [[ -x $CHROME ]]; then
-	profile=$(mktemp -d)
-	height=$(grep -o 'height="[0-9]*"' results/benchmarks.svg | head -n 1 | tr -dc 0-9)
-	timeout 60 "$CHROME" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
-		--disable-background-networking --disable-component-update --disable-sync \
-		--user-data-dir="$profile" --hide-scrollbars --window-size="1000,$height" \
-		--screenshot="$ROOT/results/benchmarks.png" "file://$ROOT/results/benchmarks.svg" >/dev/null 2>&1 ||
-		log "chart: Chromium could not render results/benchmarks.png; results/benchmarks.svg has it"
-	rm -rf "$profile"
-else
-	log "chart: no Chromium; results/benchmarks.svg has the chart"
-fi
-log "done in ${wall}s: results/benchmarks.md, results/benchmarks.png"
+main "$@"
+exit

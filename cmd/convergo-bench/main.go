@@ -17,6 +17,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"runtime/pprof"
 	"sort"
 )
 
@@ -62,8 +63,21 @@ func main() {
 		fmt.Fprintf(os.Stderr, "usage: convergo-bench %v [flags]\n", names)
 		os.Exit(2)
 	}
+	// CONVERGO_BENCH_CPUPROFILE=file profiles the whole subcommand (for
+	// apply, the in-process server and its load generators together).
+	if path := os.Getenv("CONVERGO_BENCH_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		pprof.StartCPUProfile(f)
+		defer f.Close()
+		defer pprof.StopCPUProfile()
+	}
 	if err := commands[os.Args[1]](os.Args[2:]); err != nil {
 		fmt.Fprintf(os.Stderr, "convergo-bench %s: %v\n", os.Args[1], err)
+		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 }

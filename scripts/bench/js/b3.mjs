@@ -15,7 +15,8 @@
 //   B3.3  set key "v" to the string String(i).repeat(1540)
 //   B3.x  set key "k"+i to i (distinct keys: no conflicts; not in crdt-benchmarks)
 //
-// Output: one JSON object per line per run (see scripts/bench/README.md).
+// Output: one JSON sample per line per run (the sample type of
+// cmd/convergo-bench, whose report subcommand aggregates them).
 //
 // Usage: node b3.mjs [runs] [impl,...]
 

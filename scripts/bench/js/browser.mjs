@@ -58,6 +58,23 @@ function startServer(n) {
   });
 }
 
+/** Prints the 20 functions with the most self time in a CDP CPU profile. */
+function printProfile(profile) {
+  const dt = (profile.endTime - profile.startTime) / 1000 / Math.max(1, profile.samples.length); // ms per sample
+  const self = new Map();
+  let total = 0;
+  for (const node of profile.nodes) {
+    const f = node.callFrame;
+    const key = `${f.functionName || '(anonymous)'} ${f.url ? f.url.split('/').pop() + ':' + (f.lineNumber + 1) : ''}`.trim();
+    self.set(key, (self.get(key) ?? 0) + (node.hitCount ?? 0));
+    total += node.hitCount ?? 0;
+  }
+  console.error(`browser: CPU profile of the initial sync, ${Math.round(total * dt)} ms sampled; top self time:`);
+  for (const [k, v] of [...self].sort((a, b) => b[1] - a[1]).slice(0, 20)) {
+    console.error(`  ${((100 * v) / total).toFixed(1).padStart(5)}%  ${Math.round(v * dt).toString().padStart(6)} ms  ${k}`);
+  }
+}
+
 /** One measured run with n records; returns the figures or throws. */
 async function runOnce(n, timeoutMs) {
   const t0 = Date.now();
@@ -76,8 +93,14 @@ async function runOnce(n, timeoutMs) {
       return (await cdp.send('Runtime.getHeapUsage')).usedSize;
     };
 
-    // Initial sync through the client.
+    // Initial sync through the client, optionally under the CPU profiler
+    // (BENCH_JSPROFILE=1 prints the functions with the most self time).
     const heap0 = await heap();
+    if (process.env.BENCH_JSPROFILE) {
+      await cdp.send('Profiler.enable');
+      await cdp.send('Profiler.setSamplingInterval', { interval: 1000 });
+      await cdp.send('Profiler.start');
+    }
     const sync = await page.evaluate(async ({ n, timeoutMs }) => {
       const { open } = await import('/convergo/index.js');
       let got = 0;
@@ -99,6 +122,7 @@ async function runOnce(n, timeoutMs) {
       const count = (await db.collection('demo.todos').list()).length;
       return { ms, count };
     }, { n, timeoutMs });
+    if (process.env.BENCH_JSPROFILE) printProfile((await cdp.send('Profiler.stop')).profile);
     if (sync.count < n) throw new Error(`client holds ${sync.count} of ${n} records after ${Math.round(sync.ms)} ms`);
     const heapClient = (await heap()) - heap0;
 
