@@ -202,3 +202,26 @@ func TestContextBoundsCalls(t *testing.T) {
 		t.Fatalf("debug sleep: %v", err)
 	}
 }
+
+// TestOpenChecksMode checks that Open refuses a single-node client pointed
+// at a cluster node (it would fail on every collection outside the node's
+// slots) and a cluster client pointed at a server without cluster support.
+func TestOpenChecksMode(t *testing.T) {
+	single, cluster := singleTarget(t), clusterTarget(t)
+	ctx := testContext(t)
+	if s, err := Open(ctx, Options{Addrs: cluster.addrs[:1]}); !errors.Is(err, stores.ErrInvalid) {
+		if s != nil {
+			s.Close()
+		}
+		t.Fatalf("single-node client on a cluster node: got %v, want ErrInvalid", err)
+	}
+	if s, err := Open(ctx, Options{Addrs: single.addrs, Cluster: true}); err == nil {
+		s.Close()
+		t.Fatal("cluster client on a single server: got no error")
+	}
+	s, err := Open(ctx, Options{Addrs: cluster.addrs[:1], Cluster: true}) // one node is enough to find the rest
+	if err != nil {
+		t.Fatalf("cluster client from one node: %v", err)
+	}
+	s.Close()
+}
