@@ -109,7 +109,9 @@
 //
 //   - INSERT or MODIFY: every attribute of the new image sets its field; an
 //     attribute of the old image missing from the new one unsets its field
-//     (a PutItem replaces the whole item);
+//     (a PutItem replaces the whole item). On a table whose stream shows
+//     only NEW_IMAGE, removed attributes cannot be seen and their fields
+//     stay;
 //   - REMOVE: deletes the record.
 //
 // The change's stamp is derived from the stream record alone: wall time
