@@ -392,6 +392,105 @@ export class Reader {
     return this.dv;
   }
 
+  /**
+   * Checks one canonical data item without building its value, as
+   * crdt.CanonicalValue does: the hot path when records arrive by the
+   * thousand.
+   * @param {number} [depth]
+   * @returns {void}
+   */
+  check(depth = 1) {
+    if (depth > MAX_DEPTH) throw err('malformed', `nested deeper than ${MAX_DEPTH} levels`);
+    const { major, info, arg } = this.head();
+    switch (major) {
+      case 0:
+      case 1:
+        return;
+      case 2:
+      case 3: {
+        const n = this.len(arg, 1);
+        if (major === 3 && !textOK(this.b, this.off, this.off + n)) throw err('malformed', 'invalid UTF-8 in text string');
+        this.off += n;
+        return;
+      }
+      case 4: {
+        if (arg > MAX_ITEMS) throw err('malformed', `array of ${arg} items exceeds ${MAX_ITEMS}`);
+        const n = this.len(arg, 1);
+        for (let i = 0; i < n; i++) this.check(depth + 1);
+        return;
+      }
+      case 5: {
+        if (arg > MAX_ITEMS) throw err('malformed', `map of ${arg} pairs exceeds ${MAX_ITEMS}`);
+        const n = this.len(arg, 2);
+        let p0 = -1;
+        let p1 = -1;
+        for (let i = 0; i < n; i++) {
+          const k0 = this.off;
+          this.check(depth + 1);
+          const k1 = this.off;
+          if (p0 >= 0) {
+            const c = compareRanges(this.b, p0, p1, k0, k1);
+            if (c === 0) throw err('malformed', 'duplicate map key');
+            if (c > 0) throw err('invalid', 'map keys are not in deterministic order');
+          }
+          p0 = k0;
+          p1 = k1;
+          this.check(depth + 1);
+        }
+        return;
+      }
+      case 6:
+        throw err('malformed', 'tags are not allowed');
+    }
+    if (info === 20 || info === 21 || info === 22) return;
+    if (info === 25 || info === 26 || info === 27) {
+      // Reuse item's float checks: step back over the head and read it.
+      this.off -= info === 25 ? 3 : info === 26 ? 5 : 9;
+      this.item(depth);
+      return;
+    }
+    this.off -= info === 24 ? 2 : 1;
+    throw err('malformed', `simple value ${info === 24 ? arg : info} is not allowed`);
+  }
+
+  /**
+   * Steps over one data item, checking only its structure (heads, lengths,
+   * nesting, no tags, allowed simple values); the caller checks the bytes
+   * it spans (see readField, which runs checkValue on them).
+   * @param {number} [depth]
+   * @returns {void}
+   */
+  skip(depth = 1) {
+    if (depth > MAX_DEPTH) throw err('malformed', `nested deeper than ${MAX_DEPTH} levels`);
+    const { major, info, arg } = this.head();
+    switch (major) {
+      case 0:
+      case 1:
+        return;
+      case 2:
+      case 3:
+        this.off += this.len(arg, 1);
+        return;
+      case 4: {
+        if (arg > MAX_ITEMS) throw err('malformed', `array of ${arg} items exceeds ${MAX_ITEMS}`);
+        const n = this.len(arg, 1);
+        for (let i = 0; i < n; i++) this.skip(depth + 1);
+        return;
+      }
+      case 5: {
+        if (arg > MAX_ITEMS) throw err('malformed', `map of ${arg} pairs exceeds ${MAX_ITEMS}`);
+        const n = this.len(arg, 2);
+        for (let i = 0; i < 2 * n; i++) this.skip(depth + 1);
+        return;
+      }
+      case 6:
+        throw err('malformed', 'tags are not allowed');
+    }
+    if (info >= 20 && info <= 22) return;
+    if (info >= 25 && info <= 27) return;
+    throw err('malformed', `simple value ${info === 24 ? arg : info} is not allowed`);
+  }
+
   /** @returns {boolean} */
   done() {
     return this.off >= this.b.length;
@@ -692,6 +791,82 @@ export function checkValue(v) {
   if (v.length === 0) throw err('malformed', 'empty value');
   if (v.length > MAX_VALUE_BYTES) throw err('too_large', `value of ${v.length} bytes exceeds ${MAX_VALUE_BYTES}`);
   const r = new Reader(v, { canonical: true });
-  r.item();
+  r.check();
   r.end();
 }
+
+/**
+ * Whether b[i..] starts a well-formed UTF-8 sequence of n bytes total;
+ * returns the sequence length or 0 (Unicode's table 3-7: no overlongs, no
+ * surrogates, nothing above U+10FFFF).
+ * @param {Uint8Array} b
+ * @param {number} i
+ * @param {number} end
+ */
+function utf8Seq(b, i, end) {
+  const c = b[i];
+  if (c < 0x80) return 1;
+  if (c < 0xc2) return 0;
+  const cont = (/** @type {number} */ k, lo = 0x80, hi = 0xbf) => i + k < end && b[i + k] >= lo && b[i + k] <= hi;
+  if (c < 0xe0) return cont(1) ? 2 : 0;
+  if (c < 0xf0) {
+    const ok = c === 0xe0 ? cont(1, 0xa0) : c === 0xed ? cont(1, 0x80, 0x9f) : cont(1);
+    return ok && cont(2) ? 3 : 0;
+  }
+  if (c < 0xf5) {
+    const ok = c === 0xf0 ? cont(1, 0x90) : c === 0xf4 ? cont(1, 0x80, 0x8f) : cont(1);
+    return ok && cont(2) && cont(3) ? 4 : 0;
+  }
+  return 0;
+}
+
+/**
+ * Whether b[start..end) is well-formed UTF-8.
+ * @param {Uint8Array} b
+ * @param {number} start
+ * @param {number} end
+ */
+export function validUTF8(b, start, end) {
+  for (let i = start; i < end; ) {
+    if (b[i] < 0x80) {
+      i++;
+      continue;
+    }
+    const n = utf8Seq(b, i, end);
+    if (n === 0) return false;
+    i += n;
+  }
+  return true;
+}
+
+/**
+ * Whether b[start..end) is well-formed UTF-8: checked in JS for short
+ * strings, by the native decoder for long ones (faster despite the string
+ * it builds).
+ * @param {Uint8Array} b
+ * @param {number} start
+ * @param {number} end
+ */
+function textOK(b, start, end) {
+  if (end - start < 256) return validUTF8(b, start, end);
+  try {
+    utf8dec.decode(b.subarray(start, end));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Compares b[a0..a1) with b[b0..b1) bytewise.
+ * @param {Uint8Array} b
+ */
+function compareRanges(/** @type {Uint8Array} */ b, /** @type {number} */ a0, /** @type {number} */ a1, /** @type {number} */ b0, /** @type {number} */ b1) {
+  const n = Math.min(a1 - a0, b1 - b0);
+  for (let i = 0; i < n; i++) {
+    if (b[a0 + i] !== b[b0 + i]) return b[a0 + i] < b[b0 + i] ? -1 : 1;
+  }
+  return a1 - a0 === b1 - b0 ? 0 : a1 - a0 < b1 - b0 ? -1 : 1;
+}
+
+

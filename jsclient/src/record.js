@@ -342,7 +342,7 @@ function readField(r) {
     const canonical = r.canonical;
     r.canonical = false; // structure first; the value is checked strictly below
     try {
-      r.item(4);
+      r.skip(4);
     } finally {
       r.canonical = canonical;
     }

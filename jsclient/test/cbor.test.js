@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Decoder, Encoder } from 'cbor-x';
-import { Float, MAX_DEPTH, MAX_ITEMS, checkValue, decode, encode, fromHalf, toHalfExact } from '../src/cbor.js';
+import { Float, MAX_DEPTH, MAX_ITEMS, checkValue, decode, encode, fromHalf, toHalfExact, validUTF8 } from '../src/cbor.js';
 
 const hex = (/** @type {Uint8Array} */ b) => Buffer.from(b).toString('hex');
 const unhex = (/** @type {string} */ s) => new Uint8Array(Buffer.from(s, 'hex'));
@@ -270,4 +270,47 @@ test('encode refuses what has no CBOR form', () => {
   assert.deepEqual(Object.keys(o), ['__proto__']);
   // Maps with non-text keys decode to Map.
   assert.deepEqual(decode(encode(new Map([[1, 'a'], ['b', 2]]))), new Map([[1, 'a'], ['b', 2]]));
+});
+
+test('the UTF-8 validator agrees with TextDecoder', () => {
+  const td = new TextDecoder('utf-8', { fatal: true });
+  const r = rng(BASE);
+  const interesting = [0x00, 0x7f, 0x80, 0xbf, 0xc0, 0xc1, 0xc2, 0xdf, 0xe0, 0xed, 0xef, 0xf0, 0xf4, 0xf5, 0xff, 0x9f, 0xa0, 0x8f, 0x90];
+  for (let i = 0; i < 20000; i++) {
+    const n = 1 + Math.floor(r() * 5);
+    const b = new Uint8Array(n);
+    for (let j = 0; j < n; j++) b[j] = r() < 0.7 ? interesting[Math.floor(r() * interesting.length)] : Math.floor(r() * 256);
+    let want = true;
+    try {
+      td.decode(b);
+    } catch {
+      want = false;
+    }
+    assert.equal(validUTF8(b, 0, n), want, `bytes ${hex(b)}`);
+  }
+});
+
+test('checking a value without decoding it agrees with decoding it', () => {
+  const r = rng(BASE + 1);
+  /** @param {Uint8Array} b */
+  const outcome = (b, /** @type {(b: Uint8Array) => void} */ f) => {
+    try {
+      f(b);
+      return 'ok';
+    } catch (e) {
+      return /** @type {any} */ (e).code;
+    }
+  };
+  for (let i = 0; i < SEEDS * 5; i++) {
+    const b = encode(genValue(rng(BASE + 17 * i)));
+    // Mutate a byte or two, sometimes: both must refuse alike.
+    if (r() < 0.8) b[Math.floor(r() * b.length)] = Math.floor(r() * 256);
+    if (r() < 0.3) b[Math.floor(r() * b.length)] = Math.floor(r() * 256);
+    const viaCheck = outcome(b, checkValue);
+    const viaDecode = outcome(b, (x) => {
+      if (x.length > 128 << 10) throw Object.assign(new Error(), { code: 'too_large' });
+      decode(x, { canonical: true });
+    });
+    assert.equal(viaCheck, viaDecode, `bytes ${hex(b).slice(0, 200)}`);
+  }
 });
