@@ -1,0 +1,76 @@
+// The hybrid logical clock beyond the shared vectors: properties over
+// random wall times, drift, restore, replica ids.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Clock, DEFAULT_MAX_DRIFT, MAX_LOGICAL, compareStamps, newReplicaId, validateReplica } from '../src/hlc.js';
+
+function rng(seed) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+test('stamps strictly increase whatever the wall clock does, and follow observed ones', () => {
+  const seed = Date.now() % 1e9;
+  const r = rng(seed);
+  const c = new Clock({ replica: 'r1', maxDrift: 60_000 });
+  let wall = 1_700_000_000_000;
+  let last = c.now(wall);
+  for (let i = 0; i < 5000; i++) {
+    wall += Math.floor((r() - 0.4) * 2000); // mostly forward, sometimes back
+    if (r() < 0.3) {
+      const remote = { wall: wall + Math.floor((r() - 0.5) * 100_000), logical: Math.floor(r() * 10) };
+      let refused = false;
+      try {
+        c.observe(remote, wall);
+      } catch (e) {
+        refused = true;
+        assert.equal(/** @type {any} */ (e).code, 'clock_drift', `seed ${seed}`);
+        assert.ok(remote.wall - wall > 60_000, `seed ${seed}: refused within the drift bound`);
+      }
+      const s = c.now(wall);
+      if (!refused) assert.equal(compareStamps(s, { ...remote, replica: 'r1' }), 1, `seed ${seed}: after the observed stamp`);
+      assert.equal(compareStamps(last, s), -1, `seed ${seed}: increasing`);
+      last = s;
+    } else {
+      const s = c.now(wall);
+      assert.equal(compareStamps(last, s), -1, `seed ${seed}: increasing`);
+      assert.ok(s.wall >= wall || s.wall === last.wall, `seed ${seed}: wall part is max(last, wall)`);
+      last = s;
+    }
+  }
+});
+
+test('restore only moves forward; the counter refuses to overflow', () => {
+  const c = new Clock({ replica: 'r1' });
+  assert.equal(c.maxDrift, DEFAULT_MAX_DRIFT);
+  c.restore({ wall: 100, logical: 5 });
+  c.restore({ wall: 50, logical: 9 });
+  assert.deepEqual(c.last, { wall: 100, logical: 5 });
+  c.restore({ wall: 100, logical: MAX_LOGICAL });
+  assert.throws(() => c.now(100), (e) => /** @type {any} */ (e).code === 'counter_overflow');
+  assert.deepEqual(c.last, { wall: 100, logical: MAX_LOGICAL }, 'unchanged after the refusal');
+  assert.deepEqual(c.now(101), { wall: 101, logical: 0, replica: 'r1' });
+});
+
+test('replica ids', () => {
+  const seen = new Set();
+  for (let i = 0; i < 1000; i++) {
+    const id = newReplicaId();
+    validateReplica(id);
+    assert.equal(id.length, 22);
+    seen.add(id);
+  }
+  assert.equal(seen.size, 1000);
+  for (const bad of ['', 'a b', 'x'.repeat(65), 'é', 'a/b']) {
+    assert.throws(() => validateReplica(bad), (e) => /** @type {any} */ (e).code === 'invalid', bad);
+    assert.throws(() => new Clock({ replica: bad }));
+  }
+  assert.throws(() => new Clock({ replica: 'ok', maxDrift: -1 }), (e) => /** @type {any} */ (e).code === 'invalid');
+});
