@@ -171,7 +171,7 @@ type plan struct {
 // makePlan merges changes idxs (in order) into state and builds the
 // transaction that writes the result. It stops early, with done < len(idxs),
 // when the transaction would pass txBudgetBytes.
-func (st *Store) makePlan(coll string, state groupState, changes []crdt.Change, idxs []int) (plan, error) {
+func (st *Store) makePlan(coll string, state groupState, changes []crdt.Change, idxs []int, round int) (plan, error) {
 	type work struct {
 		oldSeq uint64
 		cur    stores.Entry
@@ -262,6 +262,7 @@ func (st *Store) makePlan(coll string, state groupState, changes []crdt.Change, 
 	h.Write(st.nonce[:])
 	h.Write([]byte(coll))
 	h.Write(binary.BigEndian.AppendUint64(nil, state.head))
+	h.Write(binary.BigEndian.AppendUint64(nil, uint64(round)))
 	for _, id := range ids {
 		w := works[id]
 		h.Write([]byte(id))
@@ -298,9 +299,11 @@ func (st *Store) makePlan(coll string, state groupState, changes []crdt.Change, 
 			p.acts = append(p.acts, action{kind: actUnlog, id: id})
 		}
 	}
-	// A token names the transaction's content: a retry of the same
-	// transaction (after a timeout, say) carries the same token, so
-	// DynamoDB applies it at most once within its 10-minute window.
+	// A token names the transaction's content and round: a retry of the
+	// same transaction after an unknown outcome (a timeout, say) carries the
+	// same token, so DynamoDB applies it at most once within its 10-minute
+	// window. A new round (after a cancellation, whose outcome is known) gets
+	// a new token even when its content is the same.
 	p.token = hex.EncodeToString(h.Sum(nil))[:32]
 	return p, nil
 }
@@ -323,7 +326,7 @@ func (st *Store) applyGroup(ctx context.Context, coll string, changes []crdt.Cha
 		return 0, 0, err
 	}
 	for attempt := 1; ; attempt++ {
-		p, err := st.makePlan(coll, state, changes, idxs)
+		p, err := st.makePlan(coll, state, changes, idxs, attempt)
 		if err != nil {
 			return 0, 0, err
 		}

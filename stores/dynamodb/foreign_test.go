@@ -333,7 +333,7 @@ func TestPlanLimits(t *testing.T) {
 		changes = append(changes, crdt.Change{Collection: "c", Record: crdt.SetField(string(rune('a'+i)), "f", val(byte(i)), crdt.Stamp{Wall: 1, Replica: "r"})})
 		idxs = append(idxs, i)
 	}
-	p, err := s.makePlan("c", groupState{recs: map[string]stores.Entry{}}, changes, idxs)
+	p, err := s.makePlan("c", groupState{recs: map[string]stores.Entry{}}, changes, idxs, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -366,7 +366,7 @@ func TestPlanLimits(t *testing.T) {
 			changes = append(changes, crdt.Change{Collection: "c", Record: crdt.SetField(id, "g", []byte{0x01}, crdt.Stamp{Wall: 2, Replica: "r"})})
 			idxs = append(idxs, i)
 		}
-		p, err := s.makePlan("c", state, changes, idxs)
+		p, err := s.makePlan("c", state, changes, idxs, 1)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -387,7 +387,7 @@ func TestPlanLimits(t *testing.T) {
 	for i := range 3 {
 		r.Fields[string(rune('a'+i))] = crdt.Field{Stamp: crdt.Stamp{Wall: 1, Replica: "r"}, Value: val('z')}
 	}
-	_, err = s.makePlan("c", groupState{recs: map[string]stores.Entry{}}, []crdt.Change{{Collection: "c", Record: r}}, []int{0})
+	_, err = s.makePlan("c", groupState{recs: map[string]stores.Entry{}}, []crdt.Change{{Collection: "c", Record: r}}, []int{0}, 1)
 	if !errors.Is(err, stores.ErrTooLarge) {
 		t.Fatalf("record past MaxRecordBytes: got %v, want ErrTooLarge", err)
 	}
@@ -398,5 +398,33 @@ func TestItemSize(t *testing.T) {
 	item := map[string]dt.AttributeValue{"pk": s("abc"), "rec": b(make([]byte, 10)), "seq": n(5)}
 	if got, want := itemSize(item), 2+3+3+10+3+21; got != want {
 		t.Fatalf("itemSize = %d, want %d", got, want)
+	}
+}
+
+// TestPlanToken checks that a transaction retried after an unknown outcome
+// keeps its client request token, and that a new round or another store
+// instance gets another.
+func TestPlanToken(t *testing.T) {
+	s1, s2 := &Store{table: "t", nonce: [12]byte{1}}, &Store{table: "t", nonce: [12]byte{2}}
+	changes := []crdt.Change{{Collection: "c", Record: crdt.SetField("a", "f", []byte{0x01}, crdt.Stamp{Wall: 1, Replica: "r"})}}
+	state := groupState{head: 7, recs: map[string]stores.Entry{}}
+	token := func(s *Store, round int) string {
+		p, err := s.makePlan("c", state, changes, []int{0}, round)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(p.token) == 0 || len(p.token) > 36 {
+			t.Fatalf("token %q: want 1 to 36 characters", p.token)
+		}
+		return p.token
+	}
+	if token(s1, 1) != token(s1, 1) {
+		t.Fatal("one transaction got two tokens")
+	}
+	if token(s1, 1) == token(s1, 2) {
+		t.Fatal("a new round reused the token")
+	}
+	if token(s1, 1) == token(s2, 1) {
+		t.Fatal("two store instances share a token")
 	}
 }
