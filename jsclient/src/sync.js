@@ -216,7 +216,7 @@ export class Syncer {
         }
       } catch (e) {
         if (this.stopped) break;
-        const err = /** @type {ConvergoError} */ (e);
+        const err = asConvergoError(e);
         this.lastError = err;
         this.o.onStatus({ online: err.code !== 'network' && err.code !== 'unavailable' ? true : false, syncing: false, lastError: err });
         if (AUTH_CODES.has(err.code)) {
@@ -262,7 +262,7 @@ export class Syncer {
    * @returns {Promise<Uint8Array>}
    */
   async post(path, body, retried = false) {
-    const token = await this.o.token(false);
+    const token = await this.token(false);
     /** @type {Record<string, string>} */
     const headers = { 'Content-Type': 'application/cbor', Accept: 'application/cbor', 'Convergo-Protocol': String(PROTOCOL) };
     if (token) headers.Authorization = 'Bearer ' + token;
@@ -286,10 +286,24 @@ export class Syncer {
     });
     if (code === 'token_expired' && !retried) {
       // Refresh once and retry the same request.
-      await this.o.token(true);
+      await this.token(true);
       return this.post(path, body, true);
     }
     throw e;
+  }
+
+  /**
+   * The token to send; getToken's failures become ConvergoErrors.
+   * @param {boolean} force
+   * @returns {Promise<string>}
+   */
+  async token(force) {
+    try {
+      return await this.o.token(force);
+    } catch (e) {
+      if (e instanceof ConvergoError) throw e;
+      throw new ConvergoError('network', `getToken: ${/** @type {any} */ (e)?.message ?? e}`, { cause: e });
+    }
   }
 
   async doHello() {
@@ -478,7 +492,7 @@ export class Syncer {
           return;
         }
         try {
-          ws.send(encodeLiveHello(/** @type {string} */ (this.store.replica), await this.o.token(false)));
+          ws.send(encodeLiveHello(/** @type {string} */ (this.store.replica), await this.token(false)));
         } catch (e) {
           fail(/** @type {ConvergoError} */ (e));
         }
@@ -595,4 +609,13 @@ function statusCode(status) {
       return 'unavailable';
   }
   return 'internal';
+}
+
+/**
+ * @param {unknown} e
+ * @returns {ConvergoError}
+ */
+function asConvergoError(e) {
+  if (e instanceof ConvergoError) return e;
+  return new ConvergoError('internal', `sync: ${/** @type {any} */ (e)?.message ?? e}`, { cause: e });
 }
