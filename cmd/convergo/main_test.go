@@ -349,3 +349,43 @@ func TestParsePrefixes(t *testing.T) {
 		t.Fatal("a host name: no error")
 	}
 }
+
+func TestServeMetricsAddr(t *testing.T) {
+	var logs syncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"serve", "--addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--store", "memory:",
+			"--log-format", "json"}, io.Discard, &logs)
+	}()
+	base := "http://" + waitListening(t, logs.String)
+	var metrics string
+	for _, line := range strings.Split(logs.String(), "\n") {
+		var rec map[string]any
+		if json.Unmarshal([]byte(line), &rec) == nil && rec["msg"] == "serving metrics" {
+			metrics = "http://" + rec["addr"].(string)
+		}
+	}
+	if metrics == "" {
+		t.Fatalf("no metrics listener logged:\n%s", logs.String())
+	}
+	for _, tc := range []struct {
+		url  string
+		want int
+	}{
+		{base + "/metrics", 404},
+		{base + "/healthz", 200},
+		{metrics + "/metrics", 200},
+		{metrics + "/readyz", 200},
+		{metrics + "/", 404},
+		{metrics + "/v1/pull", 404},
+	} {
+		if code, _, _ := get(t, tc.url); code != tc.want {
+			t.Errorf("GET %s: %d, want %d", tc.url, code, tc.want)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

@@ -24,6 +24,7 @@ import (
 
 type serveConfig struct {
 	addr            string
+	metricsAddr     string
 	store           string
 	secret          string
 	origins         listFlag
@@ -43,6 +44,7 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs := flag.NewFlagSet("convergo serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "`host:port` to listen on (\":8080\" for every interface)")
+	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "`host:port` of a separate listener for /metrics, /healthz and /readyz; when set, /metrics is not served on --addr")
 	fs.StringVar(&c.store, "store", "bolt:convergo.db", "store `URL`: memory:, bolt:PATH, redis://[user:pass@]host:port[/db][?prefix=P], redis-cluster://host:port,host:port[?prefix=P], dynamodb://TABLE[?region=R&endpoint=URL&create=1&capture=0]")
 	fs.StringVar(&c.secret, "secret", "", "HS256 `secret` that signs access tokens (at least 16 bytes); empty in demo mode means a random one for this run")
 	fs.Var(&c.origins, "origins", "browser `origins` allowed besides the server's own, comma-separated host or scheme://host patterns (\"app.example.com,https://*.example.org\")")
@@ -155,8 +157,26 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	var handler http.Handler = srv
+	servers := []*http.Server{}
+	if c.metricsAddr != "" {
+		mln, err := net.Listen("tcp", c.metricsAddr)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("listen for metrics: %w", err)
+		}
+		handler = withoutMetrics(srv)
+		ms := &http.Server{Handler: opsOnly(srv), ReadHeaderTimeout: 10 * time.Second}
+		servers = append(servers, ms)
+		log.Info("serving metrics", "addr", mln.Addr().String())
+		go func() {
+			if err := ms.Serve(mln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("metrics listener", "err", err)
+			}
+		}()
+	}
 	hs := &http.Server{
-		Handler:           srv,
+		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
@@ -181,11 +201,37 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	go func() { defer wg.Done(); liveErr = srv.Shutdown(sctx) }()
 	httpErr := hs.Shutdown(sctx)
 	wg.Wait()
+	for _, ms := range servers {
+		_ = ms.Shutdown(sctx)
+	}
 	if err := errors.Join(httpErr, liveErr); err != nil {
 		log.Warn("shutdown incomplete", "err", err)
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// withoutMetrics hides /metrics, served on its own listener.
+func withoutMetrics(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/metrics" {
+			http.NotFound(w, r)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// opsOnly serves only the operational endpoints.
+func opsOnly(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/metrics", "/healthz", "/readyz":
+			h.ServeHTTP(w, r)
+		default:
+			http.NotFound(w, r)
+		}
+	})
 }
 
 // parsePrefixes parses CIDRs; a bare address is a network of one.
