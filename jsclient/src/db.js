@@ -159,12 +159,19 @@ export class Store {
    */
   async init(opts = {}) {
     await this.conn();
-    const replica = await this.getMeta('replica');
-    this.replica = typeof replica === 'string' ? replica : newReplicaId();
-    this.clock = new Clock({ replica: this.replica, maxDrift: opts.maxDrift });
-    const saved = await this.getMeta('clock');
+    // Read or create the identity in one transaction, so tabs that open a
+    // new database together agree on it.
+    const [replica, saved] = await this.tx([META], 'readwrite', 'load identity', async (tx) => {
+      const meta = tx.objectStore(META);
+      const [stored, clock] = await Promise.all([req(meta.get('replica')), req(meta.get('clock'))]);
+      if (typeof stored === 'string') return [stored, clock];
+      const id = newReplicaId();
+      meta.put(id, 'replica');
+      return [id, clock];
+    });
+    this.replica = replica;
+    this.clock = new Clock({ replica, maxDrift: opts.maxDrift });
     if (saved && typeof saved.wall === 'number') this.clock.restore(saved);
-    if (typeof replica !== 'string') await this.setMeta('replica', this.replica);
   }
 
   /** @returns {Promise<IDBDatabase>} an open connection, reopening if needed. */
@@ -229,11 +236,22 @@ export class Store {
   async checkIdentity(db) {
     const tx = db.transaction([META], 'readwrite');
     const meta = tx.objectStore(META);
-    const replica = await req(meta.get('replica'));
+    const [replica, saved] = await Promise.all([req(meta.get('replica')), req(meta.get('clock'))]);
     let reset = false;
     if (replica !== this.replica) {
       reset = true;
-      meta.put(this.replica, 'replica');
+      const last = this.clock?.last;
+      if (typeof replica === 'string' && replica.length > 0) {
+        // Another tab rebuilt the database first: share its identity. Tabs
+        // that share an id stay unique because every write restores the
+        // clock from the database inside its transaction.
+        this.replica = replica;
+        this.clock = new Clock({ replica, maxDrift: this.clock?.maxDrift });
+        if (saved && typeof saved.wall === 'number') this.clock.restore(saved);
+      } else {
+        meta.put(this.replica, 'replica');
+      }
+      if (last) this.clock?.restore(last);
       if (this.clock) meta.put(this.clock.last, 'clock');
     }
     await done(tx);

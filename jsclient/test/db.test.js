@@ -216,3 +216,11 @@ test('closed databases refuse work', async () => {
   await assert.rejects(db.collection('x').put('a', { b: 1 }), (e) => /** @type {any} */ (e).code === 'closed');
   await assert.rejects(db.sync(), (e) => /** @type {any} */ (e).code === 'closed');
 });
+
+test('tabs opening a new database at once agree on one replica id', async () => {
+  const idb = freshIDB();
+  const tabs = await Promise.all([1, 2, 3].map(() => local({ indexedDB: idb, name: 'race' })));
+  const ids = new Set(tabs.map((t) => t.store.replica));
+  assert.equal(ids.size, 1);
+  await Promise.all(tabs.map((t) => t.close()));
+});
