@@ -149,9 +149,12 @@ local function merge(r, d)
       end
     end
   end
+  -- Without a delete every stamp but the zero one is visible: the common
+  -- case needs no comparison.
+  local nodel = r.del == ZERO
   for _, name in ipairs(d.names) do
     local f = d.fields[name]
-    if scmp(f[1], r.del) > 0 then
+    if (nodel and f[1] ~= ZERO) or scmp(f[1], r.del) > 0 then
       local cur = r.fields[name]
       if not cur or beats(f, cur) then
         if not cur then
