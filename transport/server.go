@@ -270,9 +270,6 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, h handlerFunc)
 	if authErr != nil {
 		return authErr
 	}
-	if s.isClosing() {
-		return Errorf(CodeUnavailable, "the server is shutting down")
-	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.limits.MaxBodyBytes))
 	_ = rc.SetWriteDeadline(time.Now().Add(s.limits.RequestTimeout)) // the answer gets its own time
 	if err != nil {
