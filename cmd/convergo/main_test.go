@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
+
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/transport"
 )
@@ -232,7 +234,27 @@ func TestServeBinary(t *testing.T) {
 	if !strings.Contains(logs.String(), "random secret") {
 		t.Errorf("no warning about the ephemeral secret:\n%s", logs.String())
 	}
+	// A live socket open at SIGTERM is closed with 1001, going away.
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(base, "http")+transport.PathLive, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	hello, _ := transport.EncodeMessage(transport.Hello{Protocol: 1, Replica: "t1"})
+	if err := ws.Write(ctx, websocket.MessageBinary, hello); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := ws.Read(ctx); err != nil { // the welcome
+		t.Fatal(err)
+	}
+	closed := make(chan error, 1)
+	go func() { _, _, err := ws.Read(ctx); closed <- err }()
 	stop(cmd)
+	if err := <-closed; websocket.CloseStatus(err) != websocket.StatusGoingAway {
+		t.Fatalf("live socket at shutdown: %v", err)
+	}
 
 	cmd, base, _ = start()
 	var page transport.PullResponse
