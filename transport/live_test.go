@@ -372,3 +372,27 @@ func TestLiveHelloTimeout(t *testing.T) {
 		t.Fatalf("after the hello timeout: %#v", m)
 	}
 }
+
+func TestLiveSubscriptionLimit(t *testing.T) {
+	ts := newTestServer(t, func(c *Config) { c.Limits.MaxSubscriptions = 2 })
+	c, _ := ts.open(t, ts.token(t, "alice", []string{"*"}, nil))
+	for _, coll := range []string{"a", "b"} {
+		c.send(Sub{Collection: coll})
+		if m, ok := c.recv().(Changes); !ok || m.Collection != coll {
+			t.Fatalf("sub %s: %#v", coll, m)
+		}
+	}
+	c.send(Sub{Collection: "a"}) // re-subscribing replaces, it does not count twice
+	if m, ok := c.recv().(Changes); !ok || m.Collection != "a" {
+		t.Fatalf("re-sub: %#v", m)
+	}
+	c.send(Sub{Collection: "c"})
+	if e, ok := c.recv().(ErrorMessage); !ok || e.Code != CodeTooLarge || e.Collection != "c" {
+		t.Fatalf("third sub: %#v", e)
+	}
+	c.send(Unsub{Collection: "b"})
+	c.send(Sub{Collection: "c"})
+	if m, ok := c.recv().(Changes); !ok || m.Collection != "c" {
+		t.Fatalf("sub after unsub: %#v", m)
+	}
+}
