@@ -491,3 +491,47 @@ func TestHeartbeatReplacesSilentSubscription(t *testing.T) {
 		})
 	}
 }
+
+// TestTwoServerInstances runs two engines, as two server processes would,
+// each on its own store on the same Redis: a write through either wakes the
+// other's subscribers, and both read the merged record.
+func TestTwoServerInstances(t *testing.T) {
+	eachTarget(t, func(t *testing.T, tg target) {
+		ctx := testContext(t)
+		prefix := uniquePrefix()
+		var engines [2]*engine.Engine
+		for i := range engines {
+			e, err := engine.Open(engine.Config{Store: openStore(t, tg, Options{KeyPrefix: prefix}), Replica: fmt.Sprintf("srv%d", i), PollInterval: -1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { e.Close() })
+			engines[i] = e
+		}
+		sub, err := engines[1].Subscribe("todos")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Close()
+		if err := engines[0].Put(ctx, "todos", "t1", engine.Doc{"title": "milk"}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case head := <-sub.C():
+			if head != 1 {
+				t.Fatalf("instance 1 was told of head %d, want 1", head)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("instance 1 was not notified of a write through instance 0")
+		}
+		if err := engines[1].Update(ctx, "todos", "t1", engine.Doc{"done": true}); err != nil {
+			t.Fatal(err)
+		}
+		for i, e := range engines {
+			doc, err := e.Get(ctx, "todos", "t1")
+			if err != nil || doc["title"] != "milk" || doc["done"] != true {
+				t.Fatalf("instance %d reads %v, %v; want title milk and done", i, doc, err)
+			}
+		}
+	})
+}
