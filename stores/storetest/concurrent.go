@@ -13,7 +13,7 @@ import (
 	"github.com/convergo/convergo/stores"
 )
 
-// Sizes of the concurrency check.
+// Sizes of the concurrency check; -short divides the changes by 5.
 const (
 	concWriters = 8
 	concChanges = 250 // per writer
@@ -32,6 +32,10 @@ func testConcurrent(t *testing.T, f Factory) {
 	const coll = "conc"
 	seed := rand.Uint64()
 	t.Logf("seed %d", seed)
+	perWriter := concChanges
+	if testing.Short() {
+		perWriter /= 5
+	}
 
 	var (
 		wg      sync.WaitGroup
@@ -47,8 +51,8 @@ func testConcurrent(t *testing.T, f Factory) {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(seed, uint64(w)))
 			replica := fmt.Sprintf("w%d", w)
-			for n := 0; n < concChanges; {
-				size := min(1+rng.IntN(10), concChanges-n)
+			for n := 0; n < perWriter; {
+				size := min(1+rng.IntN(10), perWriter-n)
 				batch := make([]crdt.Change, size)
 				for i := range batch {
 					id := fmt.Sprintf("r%d", rng.IntN(concRecords))
