@@ -54,6 +54,10 @@ describe('server restart', () => {
       return !s.online && s.pending >= 8 && s;
     }, { timeout: 20_000, message: 'Alice to notice the server is gone and hold 8 changes' });
     t.diagnostic(`Alice showed offline ${Date.now() - killed} ms after the kill`);
+    // The demo says why it is not syncing...
+    const error = a.getByTestId('status-error');
+    await waitFor(async () => (await error.isVisible()) && /network/.test(await error.textContent()),
+      { message: 'the demo to show the network error' });
     await sleep(1000); // a few reconnect attempts fail against the dead port
 
     await server.start();
@@ -71,6 +75,8 @@ describe('server restart', () => {
       await waitFor(async () => asObject(await shown(p)) === wantJSON, { timeout: 20_000, message: 'the converged list' });
     }
     t.diagnostic(`both clients converged ${Date.now() - restarted} ms after the restart`);
+    // ...and stops saying it once it syncs again.
+    assert.equal(await error.isVisible(), false, 'the sync error is gone after the restart');
     assert.equal(asObject(await serverTodos(server)), wantJSON);
 
     // A newcomer after the restart loads the same state from the server.
