@@ -26,8 +26,12 @@ function peopleFromURL() {
   const out = [];
   for (const part of raw.split(',')) {
     const name = part.trim().replace(/[^\p{L}\p{N} _-]/gu, '').slice(0, 24);
-    const slug = name.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '');
-    if (!name || !slug || seen.has(slug)) continue;
+    if (!name) continue;
+    // A stable ASCII key for the database name and test ids; names with no
+    // ASCII letters (李, Ζωή) get one from their code points.
+    const slug = name.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '')
+      || [...name].map((c) => c.codePointAt(0).toString(36)).join('-');
+    if (seen.has(slug)) continue;
     seen.add(slug);
     out.push({ name, slug });
     if (out.length === MAX_PEOPLE) break;
