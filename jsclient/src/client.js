@@ -119,6 +119,8 @@ export class Database {
     if (BC) {
       this.channel = new BC('convergo:' + this.name);
       this.channel.onmessage = (/** @type {MessageEvent} */ ev) => this._onPeer(ev.data);
+      // Learn the leader's status now rather than at its next change.
+      this._post({ t: 'ask' });
     }
     if (this.o.sync === false) return;
     const locks = this.o.locks === undefined ? globalThis.navigator?.locks : this.o.locks;
@@ -278,10 +280,14 @@ export class Database {
     }
     if (!changed) return;
     this._emit('status', this.status);
-    if (!fromPeer && this._status.leader && this.channel) {
-      const { lastError, leader, paused, ...rest } = this._status;
-      this._post({ t: 'status', s: { ...rest, lastError: lastError ? { code: lastError.code, message: lastError.message } : null } });
-    }
+    if (!fromPeer && this._status.leader) this._announce();
+  }
+
+  /** The leader tells the other tabs its sync status. */
+  _announce() {
+    if (!this.channel) return;
+    const { lastError, leader, paused, ...rest } = this._status;
+    this._post({ t: 'status', s: { ...rest, lastError: lastError ? { code: lastError.code, message: lastError.message } : null } });
   }
 
   /** @param {any} m */
@@ -305,6 +311,10 @@ export class Database {
         break;
       case 'push':
         this.syncer?.kick();
+        break;
+      case 'ask':
+        // A tab opened and wants the sync status: the leader answers.
+        if (this._status.leader) this._announce();
         break;
       case 'collection':
         if (typeof m.c === 'string' && this.syncer && !this.collections.has(m.c)) {

@@ -65,9 +65,14 @@ test('one tab leads; followers write, read and see changes', async (t) => {
   // sync() from a follower goes through the leader.
   await tab2.sync();
 
+  // A tab opened after the leader settled learns its status at once.
+  const tab3 = await openClient(tabOpts);
+  t.after(() => tab3.close());
+  await until(() => tab3.status.online && !tab3.status.leader && tab3.status.lastSyncedAt !== null, 'a late tab mirrors the leader status');
+
   // The leader goes away: the follower takes over the connection.
   await tab1.close();
-  await until(() => tab2.status.leader && tab2.status.online, 'tab2 leads after tab1 closed');
+  await until(() => (tab2.status.leader || tab3.status.leader) && tab2.status.online, 'another tab leads after tab1 closed');
   await other.collection('todos').put('o2', { title: 'after failover' });
   await until(() => seen2.at(-1)?.includes('after failover'), 'the new leader receives changes');
 });
