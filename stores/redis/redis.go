@@ -73,8 +73,9 @@ type Store struct {
 }
 
 // Open connects to Redis as opts says and returns a store that owns the
-// connection: Close closes it. It checks that the server answers and runs
-// Redis 7 or later (the scripts use 7.0's shebang flags).
+// connection: Close closes it. It checks that the server answers, runs
+// Redis 7 or later (the scripts use 7.0's shebang flags) and is in the mode
+// opts asks for, and loads the scripts.
 func Open(ctx context.Context, opts Options) (*Store, error) {
 	if err := opts.validateOpen(); err != nil {
 		return nil, fmt.Errorf("open redis store: %w", err)
@@ -106,7 +107,30 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		_ = client.Close()
 		return nil, fmt.Errorf("open redis store at %s: %w", strings.Join(o.Addrs, ","), err)
 	}
+	if err := s.loadScripts(ctx); err != nil {
+		_ = client.Close()
+		return nil, fmt.Errorf("open redis store at %s: %w", strings.Join(o.Addrs, ","), err)
+	}
 	return s, nil
+}
+
+// loadScripts loads the scripts into the script cache of the server, or of
+// every master of a cluster, so the first calls need no EVAL fallback and a
+// script the server cannot compile fails Open. Servers forget scripts on
+// restart and failover; Script.Run then falls back to EVAL. A user whose ACL
+// forbids SCRIPT LOAD relies on that fallback from the start.
+func (s *Store) loadScripts(ctx context.Context) error {
+	for _, sc := range []*goredis.Script{mergeScript, readScript} {
+		err := sc.Load(ctx, s.client).Err()
+		if goredis.HasErrorPrefix(err, "NOPERM") {
+			s.log.Debug("SCRIPT LOAD not permitted; scripts load on first use", "err", err)
+			return nil
+		}
+		if err != nil {
+			return s.fail(ctx, "load scripts", err)
+		}
+	}
+	return nil
 }
 
 // New returns a store on a client the caller owns and keeps open until after
