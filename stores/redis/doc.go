@@ -29,10 +29,11 @@
 //
 // # The script
 //
-// Apply sends all changes of one collection to merge.lua in one EVALSHA
-// (go-redis's Script.Run, which falls back to EVAL when the server does not
-// hold the script yet, after a restart or a failover). Redis runs a script
-// atomically, and the script
+// Open loads the scripts (SCRIPT LOAD, on every master of a cluster).
+// Apply sends the changes of one collection to merge.lua in one EVALSHA
+// (go-redis's Script.Run, which falls back to EVAL when the server lost the
+// script, after a restart or a failover; large batches take several calls,
+// see # Caveats). Redis runs a script atomically, and the script
 //
 //  1. reads the records the changes name and merges each change into its
 //     record exactly as crdt.Record.Merge does: the larger stamp wins
