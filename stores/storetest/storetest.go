@@ -50,6 +50,7 @@ func Run(t *testing.T, newStore Factory) {
 		{"WatchNoop", testWatchNoop},
 		{"Cancelled", testCancelled},
 		{"Closed", testClosed},
+		{"CloseWhileBusy", testCloseWhileBusy},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, newStore) })
 	}

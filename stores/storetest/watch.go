@@ -3,7 +3,9 @@ package storetest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -232,4 +234,56 @@ func testClosed(t *testing.T, f Factory) {
 	}
 	stop()
 	w.stop()
+}
+
+// testCloseWhileBusy closes the store under concurrent writers and readers:
+// each call in flight either completes or fails with ErrClosed, and every
+// call returns.
+func testCloseWhileBusy(t *testing.T, f Factory) {
+	s := f(t)
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	var applied atomic.Int64
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				var err error
+				if i%2 == 0 {
+					_, err = s.Apply(ctx, []crdt.Change{chg("busy", crdt.SetField(fmt.Sprintf("w%d-%d", w, i), "f", []byte{0x01}, st(int64(i+1), "a")))})
+					if err == nil {
+						applied.Add(1)
+					}
+				} else {
+					_, err = s.Pull(ctx, "busy", 0, 10)
+				}
+				if errors.Is(err, stores.ErrClosed) {
+					return
+				}
+				if err != nil {
+					errs <- fmt.Errorf("call %d of goroutine %d during Close: %w (want success or ErrClosed)", i, w, err)
+					return
+				}
+			}
+		}()
+	}
+	for deadline := time.Now().Add(notifyWait); applied.Load() < 20 && len(errs) == 0 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close under load: %v", err)
+	}
+	finished := make(chan struct{})
+	go func() { wg.Wait(); close(finished) }()
+	select {
+	case <-finished:
+	case <-time.After(notifyWait):
+		t.Fatalf("calls still running %s after Close", notifyWait)
+	}
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
 }
