@@ -568,6 +568,15 @@ export function compareValues(a, b) {
 }
 
 /**
+ * A scalar in the form equal values share: bigints in the safe range as
+ * numbers.
+ * @param {unknown} x
+ */
+function scalar(x) {
+  return typeof x === 'bigint' && x >= -BigInt(Number.MAX_SAFE_INTEGER) && x <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(x) : x;
+}
+
+/**
  * Runs a query over stored records.
  * @param {StoredRecord[]} records
  * @param {Query} q
@@ -589,8 +598,14 @@ export function runQuery(records, q = {}) {
     if (want.length > 0) {
       let ok = true;
       for (const [k, b] of want) {
-        if (k === 'id') ok = /** @type {any} */ (where).id === s.id;
-        else ok = Object.hasOwn(s.doc, k) && equalBytes(s.fields.get(k)?.value, b);
+        const v = /** @type {any} */ (where)[k];
+        if (k === 'id') ok = v === s.id;
+        else if (!Object.hasOwn(s.doc, k)) ok = false;
+        else if (v === null || typeof v !== 'object') {
+          // Scalars compare as values, so 31 matches a 31.0 another client
+          // stored as a float, and 5n matches 5.
+          ok = scalar(s.doc[k]) === scalar(v);
+        } else ok = equalBytes(s.fields.get(k)?.value, b);
         if (!ok) break;
       }
       if (!ok) continue;

@@ -171,6 +171,13 @@ test('queries: where, predicate, order, limit', async (t) => {
   assert.deepEqual(ids(await c.query({ orderBy: 'age', desc: true })), ['c', 'd', 'a', 'b']);
   assert.deepEqual(ids(await c.query({ orderBy: 'name', limit: 2 })), ['a', 'b']);
   assert.deepEqual(ids(await c.query({ where: { team: 'green' } })), []);
+  // Scalars compare as values: an integral float another client stored
+  // matches the integer, a small bigint matches the number.
+  const { Float } = await import('../src/index.js');
+  await c.put('f', { name: 'Flo', age: new Float(31), team: 'red' });
+  assert.deepEqual(ids(await c.query({ where: { age: 31 } })), ['a', 'f']);
+  assert.deepEqual(ids(await c.query({ where: { age: 31n } })), ['a', 'f']);
+  await c.delete('f');
   await assert.rejects(c.query({ limit: -1 }), (e) => /** @type {any} */ (e).code === 'invalid');
 });
 
