@@ -95,6 +95,43 @@ func settle() { time.Sleep(notifyQuiet) }
 func testWatch(t *testing.T, f Factory) {
 	s := open(t, f)
 	w := watch(t, s)
+	// A notification comes after the commit: a subscriber that pulls when
+	// notified must find the change, or it could wait forever for the next
+	// one. The check runs off the store's goroutine, since fn must not block.
+	var (
+		mu      sync.Mutex // guards stopped and checks.Add against checks.Wait
+		stopped bool
+		checks  sync.WaitGroup
+		early   = make(chan string, 100)
+	)
+	stop := s.Watch(func(n stores.Notification) {
+		mu.Lock()
+		defer mu.Unlock()
+		if n.Resync || stopped {
+			return
+		}
+		checks.Add(1)
+		go func() {
+			defer checks.Done()
+			if h, err := s.Head(context.Background(), n.Collection); err == nil && h < n.Seq {
+				select {
+				case early <- fmt.Sprintf("notified %s at seq %d while Head was %d", n.Collection, n.Seq, h):
+				default:
+				}
+			}
+		}()
+	})
+	defer func() {
+		stop()
+		mu.Lock()
+		stopped = true
+		mu.Unlock()
+		checks.Wait()
+		close(early)
+		for msg := range early {
+			t.Error(msg)
+		}
+	}()
 	res := apply(t, s, chg("wa", crdt.SetField("r", "f", val(t, 1), st(1, "a"))))[0]
 	for _, n := range w.await(t, "wa", res.Seq) {
 		if n.Seq > res.Seq {
