@@ -44,7 +44,9 @@ func (s *syncBuffer) String() string {
 // its address.
 func waitListening(t *testing.T, logs func() string) string {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	// Opening a store can be slow on a loaded machine (DynamoDB Local
+	// creating a table); this returns as soon as the server listens.
+	deadline := time.Now().Add(90 * time.Second)
 	for time.Now().Before(deadline) {
 		for _, line := range strings.Split(logs(), "\n") {
 			var rec map[string]any
