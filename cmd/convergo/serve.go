@@ -120,7 +120,7 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return fmt.Errorf("--secret: %w", err)
 	}
 
-	openCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	openCtx, cancel := context.WithTimeout(ctx, 2*time.Minute) // creating a DynamoDB table takes a while
 	store, err := openStore(openCtx, spec, c.createTable, log)
 	cancel()
 	if err != nil {
