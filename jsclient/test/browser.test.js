@@ -153,3 +153,28 @@ test('browser: a deleted database is rebuilt from the server', { skip }, async (
     await b.close();
   }
 });
+
+test('browser: going offline and back follows the online/offline events', { skip }, async () => {
+  const a = await tab();
+  try {
+    await a.evaluate(async () => {
+      const w = /** @type {any} */ (window);
+      w.db = await w.convergo.open({ url: location.origin, name: 'flaky', collections: ['demo.todos'], backoff: { base: 60_000, max: 60_000 } });
+    });
+    await a.waitForFunction(() => /** @type {any} */ (window).db.status.online, null, { timeout: 5000 });
+    await browser.setOffline(true);
+    await a.waitForFunction(() => !(/** @type {any} */ (window).db.status.online), null, { timeout: 5000 });
+    await a.evaluate(async () => /** @type {any} */ (window).db.collection('demo.todos').put('while-offline', { tag: 'offline' }));
+    assert.equal(await a.evaluate(() => /** @type {any} */ (window).db.status.pending), 1);
+    await browser.setOffline(false);
+    // The backoff above is a minute: only the online event can bring the
+    // client back this fast.
+    await a.waitForFunction(() => /** @type {any} */ (window).db.status.online && /** @type {any} */ (window).db.status.pending === 0, null, {
+      timeout: 10_000,
+    });
+  } finally {
+    await browser.setOffline(false);
+    await a.evaluate(() => /** @type {any} */ (window).db?.close());
+    await a.close();
+  }
+});
