@@ -3,6 +3,7 @@ package bolt_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -240,4 +241,62 @@ func BenchmarkNoGroupCommit(b *testing.B) {
 		bolt.DisableGroupCommit(s)
 		return s
 	})
+}
+
+// TestRefusedBatchAmongOthers applies good batches concurrently with ones
+// refused as too large: group commit must keep the refusal to its own batch.
+func TestRefusedBatchAmongOthers(t *testing.T) {
+	s := newStore(t).(*bolt.Store)
+	defer s.Close()
+	ctx := context.Background()
+	big := make([]byte, crdt.MaxValueBytes-5)
+	huge, err := crdt.EncodeValue(big)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustApply(t, s,
+		crdt.Change{Collection: "todos", Record: crdt.SetField("big", "a", huge, crdt.Stamp{Wall: 1, Replica: "t"})},
+		crdt.Change{Collection: "todos", Record: crdt.SetField("big", "b", huge, crdt.Stamp{Wall: 1, Replica: "t"})},
+	)
+	const writers = 8
+	errs := make(chan error, writers)
+	for w := range writers {
+		go func() {
+			for i := range 20 {
+				var cs []crdt.Change
+				if w == 0 {
+					// A third large field breaks crdt.MaxRecordBytes.
+					cs = []crdt.Change{{Collection: "todos", Record: crdt.SetField("big", fmt.Sprint("c", i), huge, crdt.Stamp{Wall: 2, Replica: "t"})}}
+				} else {
+					cs = []crdt.Change{set(fmt.Sprintf("w%d-%d", w, i), "title", i, 1)}
+				}
+				_, err := s.Apply(ctx, cs)
+				switch {
+				case w == 0 && !errors.Is(err, stores.ErrTooLarge):
+					errs <- fmt.Errorf("oversized batch: got %v, want ErrTooLarge", err)
+					return
+				case w != 0 && err != nil:
+					errs <- fmt.Errorf("writer %d: %v", w, err)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range writers {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	h, err := s.Head(ctx, "todos")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := uint64(2 + (writers-1)*20); h != want {
+		t.Fatalf("Head = %d, want %d: the good batches each took one seq", h, want)
+	}
+	e, err := s.Get(ctx, "todos", "big")
+	if err != nil || len(e.Record.Fields) != 2 {
+		t.Fatalf("big record: %d fields, %v; want the 2 it had", len(e.Record.Fields), err)
+	}
 }
