@@ -86,7 +86,7 @@ func val(t testing.TB, v any) []byte {
 	return b
 }
 
-// rec builds a record from alternating field names and fields.
+// rec builds a record.
 func rec(id string, deleted crdt.Stamp, fields map[string]crdt.Field) crdt.Record {
 	return crdt.Record{ID: id, Deleted: deleted, Fields: fields}
 }
