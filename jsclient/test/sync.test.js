@@ -291,3 +291,24 @@ test('pages too large to take are pulled again in smaller pages', async (t) => {
   await a.sync();
   assert.equal((await a.collection('big').list()).length, 12);
 });
+
+test('a token that expires during a live session is refreshed and the session resumes', async (t) => {
+  let valid = 'tok-1';
+  const server = await new FakeServer({ auth: (tok) => (tok === valid ? null : 'token_expired') }).start();
+  t.after(() => server.stop());
+  let calls = 0;
+  const getToken = async () => {
+    calls++;
+    return valid;
+  };
+  const a = await openClient({ url: server.url, name: 'a', getToken, collections: ['todos'] });
+  const b = await openClient({ url: server.url, name: 'b', getToken, collections: ['todos'] });
+  t.after(() => Promise.all([a.close(), b.close()]));
+  await until(() => a.status.online && b.status.online && server.sockets.size === 2, 'both live');
+  const before = calls;
+  valid = 'tok-2';
+  server.expireLive();
+  await until(() => calls > before && a.status.online && server.sockets.size === 2, 'reconnected with fresh tokens');
+  await b.collection('todos').put('after', { n: 1 });
+  await until(async () => (await a.collection('todos').get('after'))?.n === 1, 'live again');
+});

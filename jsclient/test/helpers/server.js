@@ -287,6 +287,14 @@ export class FakeServer {
     }
   }
 
+  /** Tells every live client its token expired and closes the socket. */
+  expireLive() {
+    for (const ws of this.sockets) {
+      ws.send(encode(new Map([[0, 'error'], [1, 'token_expired'], [2, 'token expired']])));
+      ws.close();
+    }
+  }
+
   /** Closes every live socket (a server restart, a network blip). */
   dropSockets() {
     for (const ws of this.sockets) ws.terminate();
