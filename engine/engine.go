@@ -204,9 +204,34 @@ func (e *Engine) Apply(ctx context.Context, changes []crdt.Change) ([]Result, er
 	if len(accepted) == 0 {
 		return results, nil
 	}
-	stored, err := e.store.Apply(ctx, accepted)
-	if err != nil {
-		return nil, fmt.Errorf("apply %d changes: %w", len(accepted), err)
+	if err := e.applyStored(ctx, accepted, index, results); err != nil {
+		return nil, err
+	}
+	return results, nil
+}
+
+// applyStored applies admitted changes to the store and fills their results.
+// A store refuses a batch whole with stores.ErrTooLarge when any change in it
+// would grow its record past a limit; the batch is then split in halves until
+// the refusal lands on the change that caused it, which is reported refused
+// while the others apply. Splitting is safe because Apply is idempotent and
+// the halves go in order, so changes to one record still merge in order.
+func (e *Engine) applyStored(ctx context.Context, changes []crdt.Change, index []int, results []Result) error {
+	stored, err := e.store.Apply(ctx, changes)
+	switch {
+	case err == nil:
+	case errors.Is(err, stores.ErrTooLarge) && len(changes) == 1:
+		c := changes[0]
+		results[index[0]] = Result{Status: StatusRefused, Err: fmt.Errorf("change %s/%s: %w", c.Collection, c.Record.ID, err)}
+		return nil
+	case errors.Is(err, stores.ErrTooLarge):
+		half := len(changes) / 2
+		if err := e.applyStored(ctx, changes[:half], index[:half], results); err != nil {
+			return err
+		}
+		return e.applyStored(ctx, changes[half:], index[half:], results)
+	default:
+		return fmt.Errorf("apply %d changes: %w", len(changes), err)
 	}
 	for j, r := range stored {
 		st := StatusNoop
@@ -215,7 +240,7 @@ func (e *Engine) Apply(ctx context.Context, changes []crdt.Change) ([]Result, er
 		}
 		results[index[j]] = Result{Status: st, Seq: r.Seq}
 	}
-	return results, nil
+	return nil
 }
 
 // admit validates a change and observes its stamps. The clock only moves

@@ -248,3 +248,55 @@ func TestPollFindsSilentChanges(t *testing.T) {
 		t.Fatal("poll did not notify")
 	}
 }
+
+// TestApplyRefusesOnlyTheOversizedChange: a store refuses a batch whole when
+// one change would grow its record past crdt.MaxRecordBytes; the engine must
+// report that change refused and apply the others.
+func TestApplyRefusesOnlyTheOversizedChange(t *testing.T) {
+	clk := &fakeClock{ms: 1_000_000}
+	e := openEngine(t, "srv", clk)
+	ctx := context.Background()
+	big := func(b byte) []byte {
+		v, err := crdt.EncodeValue(bytesOf(b, crdt.MaxValueBytes-16))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	s := crdt.Stamp{Wall: 999_000, Replica: "c1"}
+	batch := []crdt.Change{
+		{Collection: "docs", Record: crdt.SetField("r", "a", big('a'), s)},
+		{Collection: "docs", Record: crdt.SetField("other", "x", value(t, 1), s)},
+		{Collection: "docs", Record: crdt.SetField("r", "b", big('b'), s)},
+		{Collection: "docs", Record: crdt.SetField("r", "c", big('c'), s)}, // three values exceed the record limit
+		{Collection: "docs", Record: crdt.SetField("other", "y", value(t, 2), s)},
+	}
+	res, err := e.Apply(ctx, batch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Status{StatusApplied, StatusApplied, StatusApplied, StatusRefused, StatusApplied}
+	for i, r := range res {
+		if r.Status != want[i] {
+			t.Errorf("change %d: got %v (%v), want %v", i, r.Status, r.Err, want[i])
+		}
+	}
+	if !errors.Is(res[3].Err, stores.ErrTooLarge) {
+		t.Errorf("refusal %v does not wrap stores.ErrTooLarge", res[3].Err)
+	}
+	doc, err := e.Get(ctx, "docs", "r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := doc["c"]; ok || len(doc) != 2 {
+		t.Errorf("record r has fields %d (c present: %v), want a and b only", len(doc), ok)
+	}
+}
+
+func bytesOf(b byte, n int) []byte {
+	p := make([]byte, n)
+	for i := range p {
+		p[i] = b
+	}
+	return p
+}
