@@ -470,9 +470,12 @@ func (c *liveConn) stream(ctx context.Context, sub *liveSub, coll string, cursor
 	}
 	defer es.Close()
 	first := true
+	mark := c.s.pages.mark() // after Subscribe: later reads see what it would announce
 	for {
 		for {
-			page, err := c.s.pullPage(ctx, coll, cursor, 0)
+			page, data, err := c.s.pages.do(ctx, pageKey{coll, cursor}, mark, func() (wirePage, []byte, error) {
+				return c.s.readPage(coll, cursor)
+			})
 			if err != nil {
 				if ctx.Err() == nil {
 					c.s.log.Warn("live pull failed: resync", "collection", coll, "err", err)
@@ -484,12 +487,6 @@ func (c *liveConn) stream(ctx context.Context, sub *liveSub, coll string, cursor
 				break
 			}
 			first = false
-			data, err := EncodeMessage(Changes{Collection: coll, Entries: page.Entries, Next: page.Next, More: page.More})
-			if err != nil {
-				c.s.log.Error("encode changes", "collection", coll, "err", err)
-				c.stop(sub, coll)
-				return
-			}
 			if !c.offer(ctx, frame{data: data, sub: sub, recs: len(page.Entries)}) {
 				if ctx.Err() == nil {
 					c.stop(sub, coll)
@@ -509,9 +506,30 @@ func (c *liveConn) stream(ctx context.Context, sub *liveSub, coll string, cursor
 				c.stop(sub, coll)
 				return
 			}
+			mark = c.s.pages.mark()
 		}
 	}
 }
+
+// readPage reads and encodes the changes page of coll after cursor for
+// live subscribers. It does not depend on any one subscriber's context:
+// others may be waiting for it (see pageGroup).
+func (s *Server) readPage(coll string, cursor uint64) (wirePage, []byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), livePullTimeout)
+	defer cancel()
+	page, err := s.pullPage(ctx, coll, cursor, 0)
+	if err != nil {
+		return wirePage{}, nil, err
+	}
+	data, err := EncodeMessage(Changes{Collection: coll, Entries: page.Entries, Next: page.Next, More: page.More})
+	if err != nil {
+		return wirePage{}, nil, fmt.Errorf("encode changes of %s: %w", coll, err)
+	}
+	return page, data, nil
+}
+
+// livePullTimeout bounds one store read for live subscribers.
+const livePullTimeout = 30 * time.Second
 
 // offer queues a changes page, waiting at most Limits.SlowConsumer.
 func (c *liveConn) offer(ctx context.Context, f frame) bool {

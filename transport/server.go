@@ -90,6 +90,7 @@ type Server struct {
 	rate    *rateLimiter
 	conns   *connCounter
 	proxies []netip.Prefix
+	pages   *pageGroup
 
 	mu      sync.Mutex
 	closing bool
@@ -146,6 +147,7 @@ func New(cfg Config) (*Server, error) {
 		conns:   &connCounter{max: limits.MaxConnsPerAddr, n: map[string]int{}},
 		live:    map[*liveConn]struct{}{},
 		proxies: cfg.TrustedProxies,
+		pages:   newPageGroup(),
 	}
 	s.timing.ping = orDefault(cfg.PingInterval, DefaultPingInterval)
 	s.timing.idle = orDefault(cfg.IdleTimeout, DefaultIdleTimeout)
