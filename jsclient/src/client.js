@@ -5,7 +5,6 @@ import { encode, MAX_VALUE_BYTES } from './cbor.js';
 import { ConvergoError } from './errors.js';
 import { Store } from './db.js';
 import { Syncer } from './sync.js';
-import { ZERO_STAMP } from './hlc.js';
 import { MAX_FIELDS, MAX_RECORD_BYTES, emptyRecord, encodeRecord, validateCollection, validateFieldName, validateId } from './record.js';
 import { compareBytes, equalBytes } from './cbor.js';
 
@@ -796,4 +795,3 @@ export class Collection {
   }
 }
 
-export { ZERO_STAMP };

@@ -23,7 +23,7 @@
 // issue the same stamp.
 
 import { ConvergoError, fromIDBError } from './errors.js';
-import { Clock, compareStamps, newReplicaId } from './hlc.js';
+import { Clock, newReplicaId } from './hlc.js';
 import { decodeChanges, decodeValue, emptyRecord, encodeChange, maxStamp, mergeInto, visibleValues } from './record.js';
 import { setOwn } from './cbor.js';
 
@@ -523,13 +523,3 @@ export class Store {
     this.db = null;
   }
 }
-
-/**
- * Whether stored record s exists and its doc, decoded.
- * @param {StoredRecord|undefined} s
- */
-export function docFromStored(s) {
-  return s && s.doc ? s.doc : null;
-}
-
-export { compareStamps };

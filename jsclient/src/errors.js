@@ -27,15 +27,6 @@ export class ConvergoError extends Error {
 }
 
 /**
- * @param {ErrorCode} code
- * @param {string} message
- * @returns {ConvergoError}
- */
-export function fail(code, message) {
-  return new ConvergoError(code, message);
-}
-
-/**
  * Maps an IndexedDB failure to a ConvergoError: a full disk becomes
  * quota_exceeded so apps can tell the user, the rest is "database".
  * @param {unknown} err

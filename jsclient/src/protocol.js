@@ -4,7 +4,7 @@
 
 import { Reader, Writer, decode, encode, MAX_MESSAGE_BYTES } from './cbor.js';
 import { ConvergoError } from './errors.js';
-import { readRecord, writeChange, validateCollection } from './record.js';
+import { readRecord, validateCollection } from './record.js';
 
 export const PROTOCOL = 1;
 
@@ -241,23 +241,6 @@ export function encodePing(nonce) {
 }
 
 /**
- * @param {number} id request id
- * @param {Uint8Array[]} changes encoded changes
- */
-export function encodeLivePush(id, changes) {
-  const w = new Writer(64 + changes.reduce((n, c) => n + c.length, 0));
-  w.head(5, 3);
-  w.byte(0x00);
-  w.text('push');
-  w.byte(0x01);
-  w.head(0, id);
-  w.byte(0x02);
-  w.head(4, changes.length);
-  for (const c of changes) w.raw(c);
-  return w.bytes();
-}
-
-/**
  * A server message over WebSocket.
  * @typedef {{type: 'welcome', hello: Hello}
  *   | {type: 'changes', collection: string, entries: [number, Record][], next: number, more: boolean}
@@ -318,4 +301,3 @@ export function parseServerMessage(bytes) {
   return { type: 'unknown', name: type };
 }
 
-export { writeChange };
