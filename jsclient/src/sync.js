@@ -510,7 +510,7 @@ export class Syncer {
           }).catch((e) => fail(e));
           return;
         }
-        this.serial(() => this.onLive(bytes)).catch((e) => fail(e));
+        this.serial(() => this.onLive(bytes, ws)).catch((e) => fail(e));
       };
       ws.onerror = () => {
         failure ??= new ConvergoError('network', `WebSocket ${url} failed`);
@@ -548,8 +548,12 @@ export class Syncer {
   /**
    * Handles one live message, in order with other sync work.
    * @param {Uint8Array} bytes
+   * @param {WebSocket} ws the session it came on
    */
-  async onLive(bytes) {
+  async onLive(bytes, ws) {
+    // Frames of a session that has ended since they arrived are dropped:
+    // the next session catches up from the cursors.
+    if (this.ws !== ws) return;
     const m = parseServerMessage(bytes);
     this.onMessage?.(m);
     switch (m.type) {
