@@ -470,12 +470,27 @@ func (c *liveConn) stream(ctx context.Context, sub *liveSub, coll string, cursor
 	}
 	defer es.Close()
 	first := true
-	mark := c.s.pages.mark() // after Subscribe: later reads see what it would announce
+	// head is the newest head announced; a shared page must include it.
+	// The catch-up reads after the sub, whose head is unknown, are the
+	// subscriber's own; pages are shared once it has caught up.
+	var (
+		head   uint64
+		shared bool
+	)
 	for {
 		for {
-			page, data, err := c.s.pages.do(ctx, pageKey{coll, cursor}, mark, func() (wirePage, []byte, error) {
-				return c.s.readPage(coll, cursor)
-			})
+			var (
+				page wirePage
+				data []byte
+				err  error
+			)
+			if !shared {
+				page, data, err = c.s.readPage(coll, cursor)
+			} else {
+				page, data, err = c.s.pages.do(ctx, pageKey{coll, cursor}, head, func() (wirePage, []byte, error) {
+					return c.s.readPage(coll, cursor)
+				})
+			}
 			if err != nil {
 				if ctx.Err() == nil {
 					c.s.log.Warn("live pull failed: resync", "collection", coll, "err", err)
@@ -498,15 +513,16 @@ func (c *liveConn) stream(ctx context.Context, sub *liveSub, coll string, cursor
 				break
 			}
 		}
+		shared = true
 		select {
 		case <-ctx.Done():
 			return
-		case _, ok := <-es.C():
+		case h, ok := <-es.C():
 			if !ok { // the engine closed
 				c.stop(sub, coll)
 				return
 			}
-			mark = c.s.pages.mark()
+			head = h
 		}
 	}
 }

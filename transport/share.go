@@ -11,15 +11,15 @@ import (
 // read and send the same bytes, so a change costs one store read and one
 // encoding instead of one per subscriber.
 //
-// Sharing must not break the no-gap rule: a subscriber woken by head H may
-// only take a page read after H committed. So a subscriber takes a mark
-// (mark) after it wakes, and joins only a read that started after the mark;
-// an older read in flight may predate H, and the subscriber starts its own.
-// Reads are shared only while in flight: nothing is cached, so nothing goes
-// stale.
+// Sharing must not break the no-gap rule: a subscriber woken by head H must
+// get a page read after H committed, and a read already in flight may have
+// started before. Sequence numbers become visible in order (package stores),
+// so a page whose last entry is at H or later, or that is not the last page,
+// was read late enough; a subscriber that joined a read that fails this test
+// reads again on its own. Reads are shared only while in flight: nothing is
+// cached, so nothing goes stale.
 type pageGroup struct {
 	mu      sync.Mutex
-	gen     uint64
 	flights map[pageKey]*pageFlight
 }
 
@@ -29,7 +29,6 @@ type pageKey struct {
 }
 
 type pageFlight struct {
-	id      uint64
 	joiners int // for tests
 	done    chan struct{}
 	page    wirePage
@@ -39,31 +38,29 @@ type pageFlight struct {
 
 func newPageGroup() *pageGroup { return &pageGroup{flights: map[pageKey]*pageFlight{}} }
 
-// mark returns the generation a subscriber takes after it wakes: it may
-// join only reads started later.
-func (g *pageGroup) mark() uint64 {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.gen
-}
+// covers reports whether page, read from a cursor, includes head (or is
+// followed by more pages, which the subscriber reads next).
+func covers(page wirePage, head uint64) bool { return page.More || page.Next >= head }
 
-// do returns the page of key from a read started after mark, joining one in
-// flight or running read itself. read runs to completion even if ctx ends,
-// since others may be waiting for it; ctx bounds only the wait.
-func (g *pageGroup) do(ctx context.Context, key pageKey, mark uint64, read func() (wirePage, []byte, error)) (wirePage, []byte, error) {
+// do returns the page of key that covers head: from a read in flight when
+// it covers head, else from a read of its own. read runs to completion even
+// if ctx ends, since others may be waiting for it; ctx bounds only the wait.
+func (g *pageGroup) do(ctx context.Context, key pageKey, head uint64, read func() (wirePage, []byte, error)) (wirePage, []byte, error) {
 	g.mu.Lock()
-	if f, ok := g.flights[key]; ok && f.id > mark {
+	if f, ok := g.flights[key]; ok {
 		f.joiners++
 		g.mu.Unlock()
 		select {
 		case <-f.done:
-			return f.page, f.data, f.err
 		case <-ctx.Done():
 			return wirePage{}, nil, ctx.Err()
 		}
+		if f.err == nil && covers(f.page, head) {
+			return f.page, f.data, nil
+		}
+		g.mu.Lock() // read too early, or failed: read again
 	}
-	g.gen++
-	f := &pageFlight{id: g.gen, done: make(chan struct{})}
+	f := &pageFlight{done: make(chan struct{})}
 	g.flights[key] = f // an older flight keeps serving the joiners it has
 	g.mu.Unlock()
 
