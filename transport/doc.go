@@ -29,9 +29,9 @@
 // cursor: one goroutine per subscription pulls from the engine whenever the
 // collection's head moves (engine.Subscribe) and queues "changes" pages on
 // the connection's bounded send queue. Subscribers woken by the same change
-// at the same cursor share one read and one encoding of the page, but never
-// a read that started before they woke (see pageGroup), so none misses a
-// change. A client that does not read its queue
+// at the same cursor share one read and one encoding of the page, but only
+// a read that includes the change that woke them (see pageGroup), so none
+// misses a change. A client that does not read its queue
 // fast enough is not buffered for: its subscription stops with "resync", and
 // the client catches up over HTTP from its cursor and subscribes again. The
 // first page after a sub is sent even when empty: it tells the client it is
