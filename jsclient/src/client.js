@@ -107,6 +107,8 @@ export class Database {
     this.channel = null;
     /** @type {Array<() => void>} */
     this.cleanups = [];
+    /** @type {Set<() => void>} */
+    this.closeWaiters = new Set();
   }
 
   async _init() {
@@ -447,6 +449,37 @@ export class Database {
     });
   }
 
+  /**
+   * Resolves once this database has synced with the server and has no
+   * pending changes (at once if that is already so). It waits through
+   * offline periods; race it with a timeout if you need to give up.
+   * @returns {Promise<void>}
+   */
+  whenSynced() {
+    const ok = () => this._status.lastSyncedAt !== null && this._status.pending === 0 && this._status.online;
+    if (ok()) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const offStatus = this.on('status', () => {
+        if (ok()) {
+          stop();
+          resolve(undefined);
+        } else if (this.closed) {
+          stop();
+          reject(new ConvergoError('closed', 'database is closed'));
+        }
+      });
+      const stop = () => {
+        offStatus();
+        this.closeWaiters.delete(onClose);
+      };
+      const onClose = () => {
+        stop();
+        reject(new ConvergoError('closed', 'database is closed'));
+      };
+      this.closeWaiters.add(onClose);
+    });
+  }
+
   /** Stops syncing and closes the database. */
   async close() {
     if (this.closed) return;
@@ -461,6 +494,7 @@ export class Database {
     }
     this.subs.clear();
     this.store.close();
+    for (const f of [...this.closeWaiters]) f();
   }
 
   /** A local write happened. */

@@ -156,6 +156,12 @@ export class Database {
   readonly status: Status;
   collection<T extends object = { [field: string]: Value }>(name: string): Collection<T>;
   on<E extends keyof EventMap>(event: E, fn: (arg: EventMap[E]) => void): () => void;
+  /**
+   * Resolves once the database has synced with the server and has no
+   * pending changes (at once if so already); rejects with 'closed' if it
+   * is closed first.
+   */
+  whenSynced(): Promise<void>;
   /** Push local changes and pull remote ones now (through the leader tab if needed). */
   sync(): Promise<void>;
   /**

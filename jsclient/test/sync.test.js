@@ -312,3 +312,20 @@ test('a token that expires during a live session is refreshed and the session re
   await b.collection('todos').put('after', { n: 1 });
   await until(async () => (await a.collection('todos').get('after'))?.n === 1, 'live again');
 });
+
+test('whenSynced waits for the first sync and an empty outbox', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const a = await openClient({ url: server.url, name: 'a', collections: ['todos'] });
+  t.after(() => a.close());
+  await a.collection('todos').put('t', { n: 1 });
+  await a.whenSynced();
+  assert.equal(a.status.pending, 0);
+  assert.ok(server.coll('todos').byId.has('t'));
+  await a.whenSynced(); // already synced: at once
+
+  const offline = await openClient({ url: 'http://127.0.0.1:9', name: 'o' });
+  const waiting = offline.whenSynced();
+  await offline.close();
+  await assert.rejects(waiting, (e) => /** @type {any} */ (e).code === 'closed');
+});

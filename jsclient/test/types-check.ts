@@ -25,6 +25,7 @@ export async function usage(): Promise<void> {
   db.on('error', (e) => (e instanceof ConvergoError ? e.code : e.message));
   db.on('auth', (e) => db.setToken(e.code));
   await db.sync();
+  await db.whenSynced();
   await db.pause();
   db.resume();
   const any = db.collection('misc');
