@@ -64,20 +64,20 @@ main() {
 
 	# Scenario 1: crdt-benchmarks B3.
 	if want 1; then
-		run b3-go 120 "$BIN/convergo-bench" b3 -runs "$RUNS"
-		run b3-js 600 node --max-old-space-size=4096 scripts/bench/js/b3.mjs "$RUNS"
+		run s1-b3-go 120 "$BIN/convergo-bench" b3 -runs "$RUNS"
+		run s1-b3-js 600 node --max-old-space-size=4096 scripts/bench/js/b3.mjs "$RUNS"
 	fi
 
 	# Scenario 2: apply throughput per store, beside the store's ceiling.
 	if want 2; then
-		run apply-memory 180 "$BIN/convergo-bench" apply -runs "$RUNS" -stores memory
+		run s2-apply-memory 180 "$BIN/convergo-bench" apply -runs "$RUNS" -stores memory
 		if [[ -n ${CONVERGO_REDIS_ADDR:-} ]]; then
-			run apply-redis 180 "$BIN/convergo-bench" apply -runs "$RUNS" -stores redis
+			run s2-apply-redis 180 "$BIN/convergo-bench" apply -runs "$RUNS" -stores redis
 		else
 			log "apply on Redis skipped: CONVERGO_REDIS_ADDR is not set"
 		fi
 		if [[ -n ${CONVERGO_DYNAMODB_ENDPOINT:-} ]]; then
-			run apply-dynamodb 360 "$BIN/convergo-bench" apply -runs "$RUNS" -stores dynamodb
+			run s2-apply-dynamodb 360 "$BIN/convergo-bench" apply -runs "$RUNS" -stores dynamodb
 		else
 			log "apply on DynamoDB skipped: CONVERGO_DYNAMODB_ENDPOINT is not set"
 		fi
@@ -85,13 +85,13 @@ main() {
 
 	# Scenario 3: fan-out latency.
 	if want 3; then
-		run fanout 420 "$BIN/convergo-bench" fanout -runs "$(((RUNS + 1) / 2))"
+		run s3-fanout 420 "$BIN/convergo-bench" fanout -runs "$(((RUNS + 1) / 2))"
 	fi
 
 	# Scenario 4 and the client half of 5: Chromium.
 	if want 4 || want 5; then
 		if [[ -x ${CONVERGO_CHROMIUM:-/usr/bin/chromium} ]]; then
-			run browser 900 node scripts/bench/js/browser.mjs "$BIN/convergo-bench" "${CONVERGO_CHROMIUM:-/usr/bin/chromium}" 3
+			run s4-browser 900 node scripts/bench/js/browser.mjs "$BIN/convergo-bench" "${CONVERGO_CHROMIUM:-/usr/bin/chromium}" 3
 		else
 			log "browser scenarios skipped: no Chromium (set CONVERGO_CHROMIUM)"
 		fi
@@ -100,7 +100,7 @@ main() {
 	# Scenario 5, server half: memory per idle WebSocket.
 	if want 5; then
 		ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-		run conns 300 "$BIN/convergo-bench" conns -runs 2
+		run s5-conns 300 "$BIN/convergo-bench" conns -runs 2
 	fi
 
 	wall=$(($(date +%s) - start))
