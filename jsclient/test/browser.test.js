@@ -22,6 +22,8 @@ let browser = null;
 let profile = '';
 
 before(async () => {
+  // Under the full test command a missing tool is a failure, not a skip.
+  if (skip && process.env.CONVERGO_REQUIRE_SERVICES === '1') throw new Error(`CONVERGO_REQUIRE_SERVICES=1: ${skip}`);
   if (skip) return;
   const { chromium } = await import('playwright-core');
   server = await startGoServer(go);

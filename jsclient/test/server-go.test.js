@@ -30,6 +30,8 @@ function jwt(claims) {
 const inAnHour = () => Math.floor(Date.now() / 1000) + 3600;
 
 before(async () => {
+  // Under the full test command a missing tool is a failure, not a skip.
+  if (skip && process.env.CONVERGO_REQUIRE_SERVICES === '1') throw new Error(`CONVERGO_REQUIRE_SERVICES=1: ${skip}`);
   if (go) server = await startGoServer(go, ['--secret', secret]);
 });
 after(async () => {
