@@ -10,9 +10,10 @@
 #   5  server memory per idle WebSocket, client heap for 100,000 records
 # A scenario whose prerequisites are missing (a service, Chromium) is
 # skipped with a line saying why; the others still run. The server under
-# test is `convergo-bench serve`: the engine and transport that
-# cmd/convergo wires, in their own process, with the per-address rate and
-# connection limits raised through transport.Limits.
+# test is the server command (cmd/convergo serve -rate -1 -max-conns
+# 1000000: the per-address limits lifted, every load generator being one
+# address); the browser scenarios use `convergo-bench serve`, the same engine
+# and transport with a seeded store and the JS client mounted.
 #
 # Environment: BENCH_RUNS (runs per figure, default 7), BENCH_ONLY (space-
 # separated scenario numbers), and the services' variables that
@@ -57,6 +58,16 @@ main() {
 
 	log "building"
 	go build -o "$BIN/convergo-bench" ./cmd/convergo-bench || exit 1
+	# The server command under test; without it the scenarios run its engine
+	# and transport inside `convergo-bench serve` instead.
+	SERVER=()
+	if go build -o "$BIN/convergo" ./cmd/convergo 2>"$RAW/build-server.log"; then
+		SERVER=(-server "$BIN/convergo")
+	else
+		log "cmd/convergo did not build (see $RAW/build-server.log): measuring the engine and transport in process"
+	fi
+	local embedded=bolt
+	[[ ${#SERVER[@]} -gt 0 ]] || embedded=memory
 	if [[ ! -d scripts/bench/js/node_modules ]]; then
 		log "installing the JS peers pinned in scripts/bench/js/package-lock.json"
 		(cd scripts/bench/js && npm ci --no-audit --no-fund >"$ROOT/$RAW/npm.log" 2>&1) || log "npm ci failed (see $RAW/npm.log)"
@@ -70,14 +81,14 @@ main() {
 
 	# Scenario 2: apply throughput per store, beside the store's ceiling.
 	if want 2; then
-		run s2-apply-memory 180 "$BIN/convergo-bench" apply -runs "$RUNS" -stores memory
+		run s2-apply-$embedded 180 "$BIN/convergo-bench" apply "${SERVER[@]}" -runs "$RUNS" -stores $embedded
 		if [[ -n ${CONVERGO_REDIS_ADDR:-} ]]; then
-			run s2-apply-redis 180 "$BIN/convergo-bench" apply -runs "$RUNS" -stores redis
+			run s2-apply-redis 180 "$BIN/convergo-bench" apply "${SERVER[@]}" -runs "$RUNS" -stores redis
 		else
 			log "apply on Redis skipped: CONVERGO_REDIS_ADDR is not set"
 		fi
 		if [[ -n ${CONVERGO_DYNAMODB_ENDPOINT:-} ]]; then
-			run s2-apply-dynamodb 360 "$BIN/convergo-bench" apply -runs "$RUNS" -stores dynamodb
+			run s2-apply-dynamodb 360 "$BIN/convergo-bench" apply "${SERVER[@]}" -runs "$RUNS" -stores dynamodb
 		else
 			log "apply on DynamoDB skipped: CONVERGO_DYNAMODB_ENDPOINT is not set"
 		fi
@@ -85,7 +96,7 @@ main() {
 
 	# Scenario 3: fan-out latency.
 	if want 3; then
-		run s3-fanout 420 "$BIN/convergo-bench" fanout -runs "$(((RUNS + 1) / 2))"
+		run s3-fanout 420 "$BIN/convergo-bench" fanout "${SERVER[@]}" -runs "$(((RUNS + 1) / 2))"
 	fi
 
 	# Scenario 4 and the client half of 5: Chromium.
@@ -100,7 +111,7 @@ main() {
 	# Scenario 5, server half: memory per idle WebSocket.
 	if want 5; then
 		ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-		run s5-conns 300 "$BIN/convergo-bench" conns -runs 2
+		run s5-conns 300 "$BIN/convergo-bench" conns "${SERVER[@]}" -runs 2
 	fi
 
 	wall=$(($(date +%s) - start))

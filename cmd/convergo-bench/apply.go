@@ -40,27 +40,24 @@ func runApply(args []string) error {
 	dur := fs.Duration("duration", 3*time.Second, "length of one run")
 	conc := fs.Int("conc", 8, "concurrent clients")
 	batch := fs.Int("batch", 100, "changes per push")
-	kinds := fs.String("stores", "memory,redis,dynamodb", "stores to measure")
-	fs.String("server", "", "the convergo binary (unused: the server runs in process)")
+	kinds := fs.String("stores", "bolt,redis,dynamodb", "stores to measure: memory, bolt, redis, dynamodb")
+	bin := fs.String("server", "", "the server command (cmd/convergo) to measure; empty runs its engine and transport in this process")
 	fs.Parse(args)
 	ctx := context.Background()
 
 	for _, kind := range strings.Split(*kinds, ",") {
-		st, cleanup, err := openStore(ctx, kind)
+		base, stopServer, err := applyServer(ctx, *bin, kind)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "apply: %s skipped: %v\n", kind, err)
 			continue
 		}
-		srv, err := startServer(st, "bench-srv")
-		if err != nil {
-			cleanup()
-			return err
-		}
-		title := "Apply throughput, " + kind + " store"
-		if kind == "memory" {
-			title = "Apply throughput, in-memory store"
-		}
-		l := load{base: srv.url, conc: *conc, batch: *batch, dur: *dur}
+		title := map[string]string{
+			"memory":   "Apply throughput, in-memory store",
+			"bolt":     "Apply throughput, embedded (bbolt) store",
+			"redis":    "Apply throughput, Redis store",
+			"dynamodb": "Apply throughput, DynamoDB Local store",
+		}[kind]
+		l := load{base: base, conc: *conc, batch: *batch, dur: *dur}
 		if kind == "dynamodb" {
 			// DynamoDB Local (Java, in memory) commits a transaction in
 			// milliseconds: smaller pushes keep each under the client timeout.
@@ -91,14 +88,14 @@ func runApply(args []string) error {
 				Impl: "Convergo server, WebSocket push", Ours: true, Run: run, Value: rate,
 				Note: fmt.Sprintf("%d connections, %d changes per push, 4 pushes in flight", l.conc, l.batch)})
 		}
-		srv.Close()
+		stopServer()
 		for run := range nruns {
 			var rate float64
 			var impl, note string
 			switch kind {
-			case "memory":
-				impl, note = "memory store Apply, no server", "same batches, called in process"
-				rate, err = storeAlone(ctx, st, *conc, *batch, *dur)
+			case "memory", "bolt":
+				impl, note = kind+" store Apply, no server", "same batches, called in process"
+				rate, err = storeAloneFresh(ctx, kind, l.conc, l.batch, *dur)
 			case "redis":
 				impl, note = "redis-benchmark SET -P 16", "same Redis, 50 clients"
 				rate, err = redisCeiling(os.Getenv("CONVERGO_REDIS_ADDR"))
@@ -113,9 +110,47 @@ func runApply(args []string) error {
 			emit(sample{Scenario: title, Metric: "field changes/s", Unit: "/s", Better: "higher",
 				Impl: impl, Limit: true, Run: run, Value: rate, Note: note})
 		}
-		cleanup()
 	}
 	return nil
+}
+
+// applyServer starts the server under test on a fresh store of kind: the
+// server command when bin is set, else its engine and transport in this
+// process. It returns the base URL and a func that stops the server and
+// deletes the store.
+func applyServer(ctx context.Context, bin, kind string) (string, func(), error) {
+	if bin != "" {
+		url, clean, err := storeURL(kind)
+		if err != nil {
+			return "", nil, err
+		}
+		c, err := startReal(bin, url)
+		if err != nil {
+			clean()
+			return "", nil, err
+		}
+		return c.url, func() { c.stop(); clean() }, nil
+	}
+	st, cleanup, err := openStore(ctx, kind)
+	if err != nil {
+		return "", nil, err
+	}
+	srv, err := startServer(st, "bench-srv")
+	if err != nil {
+		cleanup()
+		return "", nil, err
+	}
+	return srv.url, func() { srv.Close(); cleanup() }, nil
+}
+
+// storeAloneFresh measures storeAlone on a fresh store of kind.
+func storeAloneFresh(ctx context.Context, kind string, conc, batch int, dur time.Duration) (float64, error) {
+	st, cleanup, err := openStore(ctx, kind)
+	if err != nil {
+		return 0, err
+	}
+	defer cleanup()
+	return storeAlone(ctx, st, conc, batch, dur)
 }
 
 // load generates pushes from conc clients, each with its own clock and

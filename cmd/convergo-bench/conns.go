@@ -21,14 +21,14 @@ func runConns(args []string) error {
 	fs := flag.NewFlagSet("conns", flag.ExitOnError)
 	n := fs.Int("n", 10_000, "connections")
 	runs := fs.Int("runs", 2, "measured runs")
-	fs.String("server", "", "the convergo binary (unused: servers are this program's serve)")
+	bin := fs.String("server", "", "the server command (cmd/convergo) to measure; empty runs this program's serve")
 	fs.Parse(args)
 	raiseFileLimit()
 	ctx := context.Background()
 	title := "Server memory per idle WebSocket (" + groupThousands(strconv.Itoa(*n)) + " connections)"
 	for run := range *runs {
 		for _, kind := range []string{"memory", "bare"} {
-			per, err := connsRun(ctx, kind, *n)
+			per, err := connsRun(ctx, *bin, kind, *n)
 			if err != nil {
 				return fmt.Errorf("%s: %w", kind, err)
 			}
@@ -43,8 +43,14 @@ func runConns(args []string) error {
 	return nil
 }
 
-func connsRun(ctx context.Context, kind string, n int) (float64, error) {
-	srv, err := startChild("-store", kind)
+func connsRun(ctx context.Context, bin, kind string, n int) (float64, error) {
+	var srv *child
+	var err error
+	if bin != "" && kind == "memory" {
+		srv, err = startReal(bin, "memory:")
+	} else {
+		srv, err = startChild("-store", kind)
+	}
 	if err != nil {
 		return 0, err
 	}

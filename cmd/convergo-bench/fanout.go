@@ -144,6 +144,7 @@ type child struct {
 	cmd   *exec.Cmd
 	stdin io.WriteCloser
 	url   string
+	real  bool // the server command, stopped with SIGTERM
 }
 
 func startChild(args ...string) (*child, error) {
@@ -175,6 +176,9 @@ func startChild(args ...string) (*child, error) {
 
 func (c *child) stop() {
 	c.stdin.Close()
+	if c.real {
+		c.cmd.Process.Signal(syscall.SIGTERM)
+	}
 	done := make(chan struct{})
 	go func() { c.cmd.Wait(); close(done) }()
 	select {
@@ -220,13 +224,16 @@ func runFanout(args []string) error {
 	writes := fs.Int("writes", 50, "writes per run")
 	interval := fs.Duration("interval", 100*time.Millisecond, "time between writes")
 	kinds := fs.String("stores", "memory,redis", "deployments to measure")
-	fs.String("server", "", "the convergo binary (unused: servers are this program's serve)")
+	bin := fs.String("server", "", "the server command (cmd/convergo) to measure; empty runs this program's serve")
 	fs.Parse(args)
 	raiseFileLimit()
 	ctx := context.Background()
 
 	for _, kind := range strings.Split(*kinds, ",") {
 		title := "Fan-out to 1,000 WebSocket subscribers, in-memory store, one server"
+		if *bin != "" {
+			title = "Fan-out to 1,000 WebSocket subscribers, embedded (bbolt) store, one server"
+		}
 		if kind == "redis" {
 			if os.Getenv("CONVERGO_REDIS_ADDR") == "" {
 				fmt.Fprintln(os.Stderr, "fanout: redis skipped: CONVERGO_REDIS_ADDR is not set")
@@ -236,7 +243,7 @@ func runFanout(args []string) error {
 		}
 		title = strings.Replace(title, "1,000", groupThousands(strconv.Itoa(*subs)), 1)
 		for run := range *runs {
-			lat, missing, err := fanoutRun(ctx, kind, *subs, *writes, *interval)
+			lat, missing, err := fanoutRun(ctx, *bin, kind, *subs, *writes, *interval)
 			if err != nil {
 				return fmt.Errorf("%s run %d: %w", kind, run, err)
 			}
@@ -258,25 +265,42 @@ func runFanout(args []string) error {
 	return nil
 }
 
-func fanoutRun(ctx context.Context, kind string, subs, writes int, interval time.Duration) (lat []float64, missing int, err error) {
+func fanoutRun(ctx context.Context, bin, kind string, subs, writes int, interval time.Duration) (lat []float64, missing int, err error) {
 	var servers []*child
 	defer func() {
 		for _, s := range servers {
 			s.stop()
 		}
 	}()
-	switch kind {
-	case "memory":
-		s, err := startChild("-store", "memory")
+	n := 1
+	if kind == "redis" {
+		n = 2 // two instances of one deployment
+	}
+	if bin != "" {
+		store := kind
+		if kind == "memory" {
+			store = "bolt" // the server command's embedded store
+		}
+		url, clean, err := storeURL(store)
 		if err != nil {
 			return nil, 0, err
 		}
-		servers = append(servers, s)
-	case "redis":
-		prefix := "bench-" + randomSuffix() + ":"
-		defer dropRedisPrefix(os.Getenv("CONVERGO_REDIS_ADDR"), prefix)
-		for range 2 {
-			s, err := startChild("-store", "redis", "-prefix", prefix)
+		defer clean()
+		for range n {
+			s, err := startReal(bin, url)
+			if err != nil {
+				return nil, 0, err
+			}
+			servers = append(servers, s)
+		}
+	} else {
+		prefix := ""
+		if kind == "redis" {
+			prefix = "bench-" + randomSuffix() + ":"
+			defer dropRedisPrefix(os.Getenv("CONVERGO_REDIS_ADDR"), prefix)
+		}
+		for range n {
+			s, err := startChild("-store", kind, "-prefix", prefix)
 			if err != nil {
 				return nil, 0, err
 			}

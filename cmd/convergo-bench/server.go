@@ -12,6 +12,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -24,6 +26,7 @@ import (
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/engine"
 	"github.com/convergo/convergo/stores"
+	"github.com/convergo/convergo/stores/bolt"
 	"github.com/convergo/convergo/stores/dynamodb"
 	"github.com/convergo/convergo/stores/memory"
 	"github.com/convergo/convergo/stores/redis"
@@ -63,6 +66,17 @@ func openStoreWith(ctx context.Context, kind, prefix string) (stores.Store, func
 	case "memory":
 		s := memory.New()
 		return s, func() { s.Close() }, nil
+	case "bolt":
+		dir, err := os.MkdirTemp("", "convergo-bench-bolt-")
+		if err != nil {
+			return nil, nil, err
+		}
+		s, err := bolt.Open(filepath.Join(dir, "bench.db"), bolt.Options{})
+		if err != nil {
+			os.RemoveAll(dir)
+			return nil, nil, err
+		}
+		return s, func() { s.Close(); os.RemoveAll(dir) }, nil
 	case "redis":
 		addr := os.Getenv("CONVERGO_REDIS_ADDR")
 		if addr == "" {
@@ -330,4 +344,73 @@ func dialBare(ctx context.Context, base string) (func(), error) {
 		}
 	}()
 	return func() { c.CloseNow() }, nil
+}
+
+// storeURL returns a fresh, isolated store of kind as the server command's
+// -store URL, and a cleanup that deletes what the server left behind.
+func storeURL(kind string) (string, func(), error) {
+	switch kind {
+	case "memory":
+		return "memory:", func() {}, nil
+	case "bolt":
+		dir, err := os.MkdirTemp("", "convergo-bench-bolt-")
+		if err != nil {
+			return "", nil, err
+		}
+		return "bolt:" + filepath.Join(dir, "bench.db"), func() { os.RemoveAll(dir) }, nil
+	case "redis":
+		addr := os.Getenv("CONVERGO_REDIS_ADDR")
+		if addr == "" {
+			return "", nil, errors.New("CONVERGO_REDIS_ADDR is not set")
+		}
+		prefix := "bench-" + randomSuffix() + ":"
+		return "redis://" + addr + "?prefix=" + prefix, func() { dropRedisPrefix(addr, prefix) }, nil
+	case "dynamodb":
+		ep := os.Getenv("CONVERGO_DYNAMODB_ENDPOINT")
+		if ep == "" {
+			return "", nil, errors.New("CONVERGO_DYNAMODB_ENDPOINT is not set")
+		}
+		table := "bench-" + randomSuffix()
+		return "dynamodb://" + table + "?endpoint=" + ep + "&create=1&capture=0", func() { dropTable(ep, table) }, nil
+	}
+	return "", nil, fmt.Errorf("unknown store %q", kind)
+}
+
+// startReal starts the server command (cmd/convergo) on a free loopback
+// port with the store at url, its per-address rate and connection limits
+// lifted (every load generator here is one address), and waits until it
+// answers /healthz.
+func startReal(bin, url string) (*child, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cmd := exec.Command(bin, "serve", "-addr", addr, "-store", url, "-rate", "-1", "-max-conns", "1000000",
+		"-demo", "-log-level", "error")
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	c := &child{cmd: cmd, stdin: stdin, url: "http://" + addr, real: true}
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		resp, err := http.Get(c.url + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return c, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			c.stop()
+			return nil, fmt.Errorf("%s serve -store %s: not healthy after 2 minutes", bin, url)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
