@@ -75,20 +75,20 @@ main() {
 
 	# Scenario 1: crdt-benchmarks B3.
 	if want 1; then
-		run s1-b3-go 120 "$BIN/convergo-bench" b3 -runs "$RUNS"
-		run s1-b3-js 600 node --max-old-space-size=4096 scripts/bench/js/b3.mjs "$RUNS"
+		run s1-b3-go 60 "$BIN/convergo-bench" b3 -runs "$RUNS"
+		run s1-b3-js 240 node --max-old-space-size=4096 scripts/bench/js/b3.mjs "$RUNS"
 	fi
 
 	# Scenario 2: apply throughput per store, beside the store's ceiling.
 	if want 2; then
-		run s2-apply-$embedded 180 "$BIN/convergo-bench" apply "${SERVER[@]}" -runs "$RUNS" -stores $embedded
+		run s2-apply-$embedded 150 "$BIN/convergo-bench" apply "${SERVER[@]}" -runs "$RUNS" -stores $embedded
 		if [[ -n ${CONVERGO_REDIS_ADDR:-} ]]; then
-			run s2-apply-redis 180 "$BIN/convergo-bench" apply "${SERVER[@]}" -runs "$RUNS" -stores redis
+			run s2-apply-redis 150 "$BIN/convergo-bench" apply "${SERVER[@]}" -runs "$RUNS" -stores redis
 		else
 			log "apply on Redis skipped: CONVERGO_REDIS_ADDR is not set"
 		fi
 		if [[ -n ${CONVERGO_DYNAMODB_ENDPOINT:-} ]]; then
-			run s2-apply-dynamodb 360 "$BIN/convergo-bench" apply "${SERVER[@]}" -runs "$RUNS" -stores dynamodb
+			run s2-apply-dynamodb 240 "$BIN/convergo-bench" apply "${SERVER[@]}" -runs "$RUNS" -stores dynamodb
 		else
 			log "apply on DynamoDB skipped: CONVERGO_DYNAMODB_ENDPOINT is not set"
 		fi
@@ -96,13 +96,13 @@ main() {
 
 	# Scenario 3: fan-out latency.
 	if want 3; then
-		run s3-fanout 420 "$BIN/convergo-bench" fanout "${SERVER[@]}" -runs "$(((RUNS + 1) / 2))"
+		run s3-fanout 240 "$BIN/convergo-bench" fanout "${SERVER[@]}" -runs "$(((RUNS + 1) / 2))"
 	fi
 
 	# Scenario 4 and the client half of 5: Chromium.
 	if want 4 || want 5; then
 		if [[ -x ${CONVERGO_CHROMIUM:-/usr/bin/chromium} ]]; then
-			run s4-browser 900 node scripts/bench/js/browser.mjs "$BIN/convergo-bench" "${CONVERGO_CHROMIUM:-/usr/bin/chromium}" 3
+			run s4-browser 560 node scripts/bench/js/browser.mjs "$BIN/convergo-bench" "${CONVERGO_CHROMIUM:-/usr/bin/chromium}" 3
 		else
 			log "browser scenarios skipped: no Chromium (set CONVERGO_CHROMIUM)"
 		fi
@@ -111,7 +111,7 @@ main() {
 	# Scenario 5, server half: memory per idle WebSocket.
 	if want 5; then
 		ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
-		run s5-conns 300 "$BIN/convergo-bench" conns "${SERVER[@]}" -runs 2
+		run s5-conns 200 "$BIN/convergo-bench" conns "${SERVER[@]}" -runs 2
 	fi
 
 	wall=$(($(date +%s) - start))
