@@ -75,8 +75,10 @@ export class Database {
       validateCollection(c);
       this.collections.add(c);
     }
-    /** @type {Map<number, Function>|null} */
+    /** @type {Map<number, Function>|null} this tab's sync() calls waiting for the leader */
     this.peerSync = null;
+    /** @type {((e: any) => void)[]} other tabs' sync() calls that came while this one started leading */
+    this.startupSyncs = [];
     /** @type {Map<string, Set<Function>>} */
     this.listeners = new Map();
     /** @type {Status} */
@@ -116,32 +118,53 @@ export class Database {
     const offset = await this.store.getMeta('offset');
     if (Number.isSafeInteger(offset)) this.store.now = () => Date.now() + offset;
     this._setStatus({ pending: await this.store.outboxCount() });
+    // Whichever tab leads, now or later, syncs what any tab opened.
+    await this.store.addCollections(this.collections);
     const BC = this.o.BroadcastChannel === undefined ? globalThis.BroadcastChannel : this.o.BroadcastChannel;
     if (BC) {
       this.channel = new BC('convergo:' + this.name);
       this.channel.onmessage = (/** @type {MessageEvent} */ ev) => this._onPeer(ev.data);
       // Learn the leader's status now rather than at its next change.
       this._post({ t: 'ask' });
+      for (const c of this.collections) this._post({ t: 'collection', c });
     }
     if (this.o.sync === false) return;
+    this._watchVisibility();
     const locks = this.o.locks === undefined ? globalThis.navigator?.locks : this.o.locks;
     if (locks && typeof locks.request === 'function') {
       locks
         .request('convergo:' + this.name, () => {
           if (this.closed) return undefined;
-          this._lead();
+          this._lead().catch((e) => this._emit('error', e));
           return new Promise((resolve) => {
             this.releaseLock = () => resolve(undefined);
           });
         })
         .catch((/** @type {Error} */ e) => this._emit('error', e));
     } else {
-      this._lead();
+      await this._lead();
     }
   }
 
+  /**
+   * A page that becomes visible again (the user is back) is a moment to
+   * reconnect without waiting out the backoff. The leader may be a hidden
+   * tab: a follower asks it.
+   */
+  _watchVisibility() {
+    const doc = /** @type {any} */ (globalThis).document;
+    if (!doc || typeof doc.addEventListener !== 'function' || typeof doc.removeEventListener !== 'function') return;
+    const onVisibility = () => {
+      if (doc.visibilityState !== 'visible' || this.closed) return;
+      if (this.syncer) this.syncer.retryNow('visible');
+      else this._post({ t: 'retry' });
+    };
+    doc.addEventListener('visibilitychange', onVisibility);
+    this.cleanups.push(() => doc.removeEventListener('visibilitychange', onVisibility));
+  }
+
   /** This tab holds the connection. */
-  _lead() {
+  async _lead() {
     this.leading = true;
     this._setStatus({ leader: true });
     const g = /** @type {any} */ (globalThis);
@@ -158,10 +181,32 @@ export class Database {
         g.removeEventListener('offline', off);
       });
     }
+    // Collections that other tabs opened, now or before a reload: a
+    // follower's subscriptions depend on the leader pulling them.
+    try {
+      for (const c of await this.store.collections()) this.collections.add(c);
+    } catch (e) {
+      if (this.closed) return;
+      this._emit('error', e);
+    }
     if (!this._status.paused) this._startSyncer();
+    // This tab's sync() calls made before it knew it would lead went to a
+    // leader that was not there, and other tabs' calls came while it
+    // started: it answers them now.
+    const syncer = this.syncer;
+    const answers = this.startupSyncs;
+    this.startupSyncs = [];
+    if (syncer) {
+      for (const done of this.peerSync?.values() ?? []) answers.push((/** @type {any} */ e) => done(e ? { code: e.code, message: e.message } : undefined));
+      for (const answer of answers) syncer.requestSync().then(() => answer(null), answer);
+    } else {
+      const e = new ConvergoError('network', 'sync: the leader tab is paused');
+      for (const answer of answers) answer(e);
+    }
   }
 
   _startSyncer() {
+    if (this.syncer || this.closed) return;
     const o = this.o;
     const f = o.fetch ?? globalThis.fetch?.bind(globalThis);
     if (!f) {
@@ -230,7 +275,7 @@ export class Database {
    */
   setToken(token) {
     this.tok = token;
-    this.syncer?.online();
+    this.syncer?.retryNow('token');
   }
 
   /** The current sync status (a copy). */
@@ -313,22 +358,38 @@ export class Database {
       case 'push':
         this.syncer?.kick();
         break;
+      case 'retry':
+        // A follower's page became visible.
+        this.syncer?.retryNow('visible');
+        break;
       case 'ask':
         // A tab opened and wants the sync status: the leader answers.
         if (this._status.leader) this._announce();
         break;
       case 'collection':
-        if (typeof m.c === 'string' && this.syncer && !this.collections.has(m.c)) {
+        // A tab opened a collection (it also stored the name for leaders
+        // to come). The leader syncs it from now on, paused or not.
+        if (this.leading && typeof m.c === 'string' && !this.collections.has(m.c)) {
+          try {
+            validateCollection(m.c);
+          } catch {
+            break;
+          }
           this.collections.add(m.c);
-          this.syncer.addCollection(m.c);
+          this.syncer?.addCollection(m.c);
         }
         break;
-      case 'sync':
-        this.syncer
-          ?.syncNow()
-          .then(() => this._post({ t: 'synced', n: m.n }))
-          .catch((e) => this._post({ t: 'synced', n: m.n, error: { code: e.code, message: e.message } }));
+      case 'sync': {
+        if (!this.leading) break;
+        const answer = (/** @type {any} */ e) => this._post({ t: 'synced', n: m.n, error: e ? { code: e.code, message: e.message } : undefined });
+        if (!this.syncer) {
+          if (this._status.paused) answer(new ConvergoError('network', 'sync: the leader tab is paused'));
+          else this.startupSyncs.push(answer); // answered once the syncer runs (_lead)
+          break;
+        }
+        this.syncer.requestSync().then(() => answer(null), answer);
         break;
+      }
       case 'synced':
         this.peerSync?.get(m.n)?.(m.error);
         break;
@@ -362,6 +423,8 @@ export class Database {
   }
 
   _onReset() {
+    // The wipe took the remembered collections too: put back ours.
+    this.store.addCollections(this.collections).catch((e) => this._emit('error', e));
     this.syncer?.reset();
     for (const s of this.subs) this.dirty.add(s);
     this._emit('reset', undefined);
@@ -405,8 +468,9 @@ export class Database {
     this.colls.set(name, c);
     if (!this.collections.has(name)) {
       this.collections.add(name);
-      this.syncer?.addCollection(name);
-      if (!this.syncer) this._post({ t: 'collection', c: name });
+      this.store.addCollections([name]).catch((e) => this._emit('error', e));
+      if (this.syncer) this.syncer.addCollection(name);
+      else this._post({ t: 'collection', c: name });
     }
     return c;
   }
@@ -422,7 +486,8 @@ export class Database {
     if (this.syncer) {
       this._setStatus({ syncing: true });
       try {
-        await this.syncer.syncNow();
+        // While disconnected this also reconnects at once.
+        await this.syncer.requestSync();
       } catch (e) {
         this._setStatus({ lastError: /** @type {any} */ (e) });
         throw e;

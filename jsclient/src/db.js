@@ -14,7 +14,8 @@
 //            Index "record" on [c, id].
 //   meta     key string -> value: "replica" (generated once), "clock"
 //            ({wall, logical}), "cursor:<collection>", "offset" (server
-//            clock offset, ms).
+//            clock offset, ms), "collection:<collection>" (true: some tab
+//            opened the collection, so whichever tab leads syncs it).
 //
 // A local write merges into the record and appends its change to the outbox
 // in ONE transaction, so a write is either pending or not there at all. The
@@ -24,7 +25,7 @@
 
 import { ConvergoError, fromIDBError } from './errors.js';
 import { Clock, newReplicaId } from './hlc.js';
-import { decodeChanges, decodeValue, emptyRecord, encodeChange, maxStamp, mergeInto, visibleValues } from './record.js';
+import { decodeChanges, decodeValue, emptyRecord, encodeChange, maxStamp, mergeInto, validateCollection, visibleValues } from './record.js';
 import { setOwn } from './cbor.js';
 
 /** @typedef {import('./record.js').Record} Rec */
@@ -37,6 +38,7 @@ export const DB_VERSION = 2;
 const RECORDS = 'records';
 const OUTBOX = 'outbox';
 const META = 'meta';
+const COLLECTION_KEY = 'collection:';
 
 /**
  * @template T
@@ -414,6 +416,47 @@ export class Store {
   async cursor(c) {
     const v = await this.getMeta('cursor:' + c);
     return Number.isSafeInteger(v) && v >= 0 ? v : 0;
+  }
+
+  /**
+   * Remembers that collections are in use, so that any tab that leads,
+   * now or after a reload, syncs them.
+   * @param {Iterable<string>} names valid collection names
+   */
+  addCollections(names) {
+    const list = [...names];
+    if (list.length === 0) return Promise.resolve();
+    return this.tx([META], 'readwrite', 'remember collections', (tx) => {
+      const meta = tx.objectStore(META);
+      for (const c of list) meta.put(true, COLLECTION_KEY + c);
+    });
+  }
+
+  /**
+   * The collections any tab of this database opened. Names that are not
+   * valid collection names (a corrupt or foreign entry) are left out.
+   * @returns {Promise<string[]>}
+   */
+  collections() {
+    // Every key with the prefix: strings sort by code unit, and no
+    // collection name holds a character above U+007F.
+    const range = this.keyRange.bound(COLLECTION_KEY, COLLECTION_KEY + '\uffff');
+    return this.tx([META], 'readonly', 'read collections', async (tx) => {
+      const keys = await req(tx.objectStore(META).getAllKeys(range));
+      /** @type {string[]} */
+      const out = [];
+      for (const k of keys) {
+        if (typeof k !== 'string') continue;
+        const c = k.slice(COLLECTION_KEY.length);
+        try {
+          validateCollection(c);
+        } catch {
+          continue;
+        }
+        out.push(c);
+      }
+      return out;
+    });
   }
 
   /**

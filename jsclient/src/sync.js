@@ -2,6 +2,14 @@
 // collection from its cursor, then stay live over WebSocket (or poll when
 // there is none), reconnecting with exponential backoff and jitter.
 //
+// Backoff protects a struggling server from a fleet of clients, but a
+// client that only follows it can sit out half a minute after a short
+// outage. So signs that the server may be reachable again cut the wait
+// short and start the backoff over (retryNow): the browser's online event,
+// the page becoming visible, sync() and, at most once per WRITE_RETRY_MS
+// so that typing into a dead server does not hammer it, a local write.
+// None of them tries before the server's Retry-After.
+//
 // Only the leader tab runs a Syncer. Everything it learns goes through the
 // Store (IndexedDB), so a reload resumes from the stored cursors and outbox.
 
@@ -44,6 +52,25 @@ export function backoff(attempt, opts = {}) {
 /** A live session at least this long resets the reconnect backoff. */
 const STABLE_SESSION_MS = 10_000;
 
+/**
+ * While disconnected, local writes start an early reconnect attempt at most
+ * this often (ms): the first write after an outage reconnects at once, a
+ * user typing into a dead server costs it one request per interval.
+ */
+export const WRITE_RETRY_MS = 2_000;
+
+/**
+ * How long a live socket has to answer the ping sent when the network or
+ * the page's visibility changes before it is taken for dead (ms).
+ */
+const PROBE_TIMEOUT_MS = 5_000;
+
+/**
+ * Why a reconnect attempt is wanted now: a local write, the browser's
+ * online event, the page became visible, sync() was called, or a new token.
+ * @typedef {'write'|'online'|'visible'|'sync'|'token'} RetryReason
+ */
+
 /** Codes after which retrying with the same credentials is pointless. */
 const AUTH_CODES = new Set(['unauthenticated', 'token_expired']);
 
@@ -81,6 +108,22 @@ export class Syncer {
     this.ws = null;
     /** @type {(() => void)|null} wakes the loop from a wait */
     this.wake = null;
+    /** @type {((at: number) => void)|null} moves the end of the current wait to an earlier time */
+    this.wakeAt = null;
+    /**
+     * What the loop is waiting for, if it waits: the next reconnect
+     * attempt, the next poll, or the browser to report a network.
+     * @type {'backoff'|'poll'|'offline'|null}
+     */
+    this.waiting = null;
+    /** No request before this time (ms since epoch): the server's Retry-After. */
+    this.retryAt = 0;
+    /** When a write last started an early attempt. */
+    this.lastWriteRetry = -Infinity;
+    /** @type {{resolve: () => void, reject: (e: Error) => void}[]} sync() calls waiting for the loop's next round */
+    this.roundWaiters = [];
+    /** @type {(() => void)|null} checks that the live socket still answers */
+    this.probeLive = null;
     this.pushWanted = false;
     this.pushQueued = false;
     /** @type {Promise<void>} serializes push/pull work */
@@ -105,6 +148,7 @@ export class Syncer {
     this.stopped = true;
     this.ws?.close();
     this.wake?.();
+    this.settleRound(new ConvergoError('network', 'sync stopped'));
     await this.loop;
   }
 
@@ -112,7 +156,11 @@ export class Syncer {
   kick() {
     this.pushWanted = true;
     if (!this.live) {
-      this.wake?.();
+      // Polling: push now rather than at the next poll. Disconnected: an
+      // early reconnect attempt, rate-limited. In the middle of a round:
+      // the round pushes what is pending (pushWanted).
+      if (this.waiting === 'poll') this.wake?.();
+      else if (this.waiting === 'backoff') this.retryNow('write');
       return;
     }
     if (this.pushQueued) return; // the queued push will see this write too
@@ -125,8 +173,33 @@ export class Syncer {
 
   /** The network came back: retry now. */
   online() {
+    this.retryNow('online');
+  }
+
+  /**
+   * The server may be reachable now: end a reconnect wait early and start
+   * the backoff over (never before the server's Retry-After). Writes do so
+   * at most once per WRITE_RETRY_MS. While live, a change of network or
+   * visibility checks that the socket still answers (a laptop that slept
+   * often holds a socket whose peer is long gone).
+   * @param {RetryReason} why
+   * @returns {boolean} whether an early attempt was started or scheduled
+   */
+  retryNow(why) {
+    if (this.stopped) return false;
+    const now = Date.now();
+    if (why === 'write') {
+      if (this.waiting !== 'backoff' || now - this.lastWriteRetry < WRITE_RETRY_MS) return false;
+      this.lastWriteRetry = now;
+    }
     this.attempt = 0;
-    this.wake?.();
+    if (this.waiting === null) {
+      // Live, or a round is under way (if it fails, the backoff starts over).
+      if (this.live && (why === 'online' || why === 'visible')) this.probeLive?.();
+      return false;
+    }
+    this.wakeAt?.(Math.max(now, this.retryAt));
+    return true;
   }
 
   /** The network went away: drop the socket; the loop waits for online(). */
@@ -138,7 +211,8 @@ export class Syncer {
   reset() {
     this.resetWanted = true;
     this.ws?.close();
-    this.wake?.();
+    // Disconnected, the next attempt resets the cursors.
+    if (this.waiting === 'poll' || this.waiting === 'offline') this.wake?.();
   }
 
   /** A new collection to sync. */
@@ -148,8 +222,45 @@ export class Syncer {
         await this.pullCollection(c);
         this.subscribe(c, await this.store.cursor(c));
       }).catch((e) => this.o.onError(e));
-    } else {
+    } else if (this.waiting === 'poll') {
       this.wake?.();
+    }
+    // Otherwise the round under way or the next attempt includes it.
+  }
+
+  /**
+   * sync(): push and pull now. While the loop waits to reconnect, it
+   * reconnects at once and this reports how that went, so the live
+   * connection comes back with it; while the server's Retry-After lasts,
+   * rejects at once with rate_limited.
+   * @returns {Promise<void>}
+   */
+  requestSync() {
+    const wait = this.retryAt - Date.now();
+    if (wait > 0) {
+      return Promise.reject(
+        new ConvergoError('rate_limited', `sync: the server asked to wait ${Math.ceil(wait / 1000)} s more`, { retryAfter: Math.ceil(wait / 1000) }),
+      );
+    }
+    if (this.waiting === 'backoff') {
+      return new Promise((resolve, reject) => {
+        this.roundWaiters.push({ resolve, reject });
+        this.retryNow('sync');
+      });
+    }
+    return this.syncNow();
+  }
+
+  /**
+   * Reports the end of a round to the sync() calls waiting for it.
+   * @param {Error|null} err
+   */
+  settleRound(err) {
+    const waiters = this.roundWaiters;
+    this.roundWaiters = [];
+    for (const w of waiters) {
+      if (err) w.reject(err);
+      else w.resolve();
     }
   }
 
@@ -161,9 +272,26 @@ export class Syncer {
     return this.serial(async () => {
       if (!this.hello) await this.doHello();
       await this.pushAll();
-      for (const c of this.o.collections()) await this.pullCollection(c);
+      await this.pullAll();
       this.o.onStatus({ lastSyncedAt: Date.now(), lastError: null, online: true });
     });
+  }
+
+  /**
+   * Pulls every collection. One the token may not read is reported and
+   * skipped rather than stopping the others: the set of collections
+   * outlives sessions (and users' rights), so one that became forbidden
+   * must not stall the sync of the rest.
+   */
+  async pullAll() {
+    for (const c of this.o.collections()) {
+      try {
+        await this.pullCollection(c);
+      } catch (e) {
+        if (/** @type {any} */ (e)?.code !== 'forbidden') throw e;
+        this.o.onError(new ConvergoError('forbidden', `pull ${c}: ${/** @type {any} */ (e).message}`, { status: /** @type {any} */ (e).status }));
+      }
+    }
   }
 
   /**
@@ -186,7 +314,8 @@ export class Syncer {
       try {
         if (globalThis.navigator && globalThis.navigator.onLine === false) {
           this.o.onStatus({ online: false, syncing: false });
-          await this.wait(60_000);
+          this.settleRound(new ConvergoError('network', 'sync: the browser is offline'));
+          await this.wait(60_000, 'offline');
           continue;
         }
         if (this.resetWanted) {
@@ -199,10 +328,14 @@ export class Syncer {
         this.o.onStatus({ syncing: false });
         tokenRetried = false;
         this.lastError = null;
+        this.retryAt = 0;
+        this.settleRound(null);
         if (this.stopped) break;
         if (!this.o.WebSocket) {
           this.attempt = 0;
-          await this.wait(this.o.pollInterval ?? 10_000);
+          // A write made during the round's push goes out now.
+          if (this.pushWanted) continue;
+          await this.wait(this.o.pollInterval ?? 10_000, 'poll');
           continue;
         }
         const since = Date.now();
@@ -218,6 +351,10 @@ export class Syncer {
         if (this.stopped) break;
         const err = asConvergoError(e);
         this.lastError = err;
+        this.retryAt = err.retryAfter ? Date.now() + err.retryAfter * 1000 : 0;
+        // A sync() that woke the loop hears why this attempt failed (an
+        // auth failure too: its retry with a fresh token is a new round).
+        this.settleRound(err);
         this.o.onStatus({ online: err.code !== 'network' && err.code !== 'unavailable' ? true : false, syncing: false, lastError: err });
         if (AUTH_CODES.has(err.code)) {
           if (!tokenRetried) {
@@ -229,25 +366,39 @@ export class Syncer {
         this.o.onError(err);
         if (err.code === 'closed') break;
       }
-      let delay = backoff(this.attempt++, { ...this.o.backoff, random: this.o.random });
-      if (this.lastError?.retryAfter) delay = Math.max(delay, this.lastError.retryAfter * 1000);
-      await this.wait(delay);
+      const delay = backoff(this.attempt++, { ...this.o.backoff, random: this.o.random });
+      await this.wait(Math.max(delay, this.retryAt - Date.now()), 'backoff');
     }
+    this.settleRound(new ConvergoError('network', 'sync stopped'));
   }
 
-  /** @param {number} ms */
-  wait(ms) {
+  /**
+   * Waits ms, or less if woken (wake) or the end moved earlier (wakeAt).
+   * @param {number} ms
+   * @param {'backoff'|'poll'|'offline'} why
+   */
+  wait(ms, why) {
     if (this.stopped) return Promise.resolve();
     return new Promise((resolve) => {
-      const t = setTimeout(() => {
-        this.wake = null;
-        resolve(undefined);
-      }, ms);
-      this.wake = () => {
+      /** @type {any} */
+      let t = null;
+      let end = Date.now() + ms;
+      const finish = () => {
         clearTimeout(t);
         this.wake = null;
+        this.wakeAt = null;
+        this.waiting = null;
         resolve(undefined);
       };
+      this.waiting = why;
+      this.wake = finish;
+      this.wakeAt = (/** @type {number} */ at) => {
+        if (at >= end) return;
+        end = at;
+        clearTimeout(t);
+        t = setTimeout(finish, Math.max(0, at - Date.now()));
+      };
+      t = setTimeout(finish, ms);
     });
   }
 
@@ -478,6 +629,8 @@ export class Syncer {
       let awaitingPong = 0;
       /** @type {any} */
       let pinger = null;
+      /** @type {any} */
+      let probe = null;
       const fail = (/** @type {ConvergoError} */ e) => {
         failure ??= e;
         try {
@@ -517,7 +670,11 @@ export class Syncer {
       };
       ws.onclose = () => {
         clearInterval(pinger);
-        if (this.ws === ws) this.ws = null;
+        clearTimeout(probe);
+        if (this.ws === ws) {
+          this.ws = null;
+          this.probeLive = null;
+        }
         this.liveOpen = false;
         this.o.onStatus({ online: false });
         if (failure && !this.stopped) reject(failure);
@@ -534,8 +691,15 @@ export class Syncer {
             awaitingPong++;
             if (ws.readyState === 1) ws.send(encodePing(++nonce));
           }, this.o.pingInterval ?? 25_000);
+          this.probeLive = () => {
+            if (probe !== null || ws.readyState !== 1) return;
+            probe = setTimeout(() => fail(new ConvergoError('network', 'live socket did not answer a ping after the network or page visibility changed')), PROBE_TIMEOUT_MS);
+            ws.send(encodePing(++nonce));
+          };
         } else if (m.type === 'pong') {
           awaitingPong = 0;
+          clearTimeout(probe);
+          probe = null;
         } else if (m.type === 'error') {
           const e = new ConvergoError(/** @type {any} */ (m.code), `live: ${m.code}${m.message ? ': ' + m.message : ''}`);
           if (m.collection) this.o.onError(e);
@@ -564,7 +728,7 @@ export class Syncer {
         this.o.onStatus({ online: true, lastError: null });
         // Writes made while we connected, then everything after the cursors.
         await this.pushAll();
-        for (const c of this.o.collections()) await this.pullCollection(c);
+        await this.pullAll();
         for (const c of this.o.collections()) this.subscribe(c, await this.store.cursor(c));
         this.o.onStatus({ lastSyncedAt: Date.now() });
         if (this.pushWanted) await this.pushAll();
