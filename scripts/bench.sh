@@ -135,5 +135,4 @@ main() {
 	log "done in ${wall}s: results/benchmarks.md, results/benchmarks.png"
 }
 
-main "$@"
-exit
+main "$@"; exit
