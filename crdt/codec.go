@@ -90,6 +90,23 @@ func Marshal(v any) ([]byte, error) {
 // Every failure wraps ErrMalformed (or ErrInvalid/ErrTooLarge from types
 // that validate themselves while decoding); it never panics.
 func Unmarshal(data []byte, v any) error {
+	// Records and changes, the bulk of every message, skip reflection.
+	switch v := v.(type) {
+	case *Record:
+		r, err := decodeRecordFast(data)
+		if err != nil {
+			return err
+		}
+		*v = r
+		return nil
+	case *Change:
+		c, err := decodeChangeFast(data)
+		if err != nil {
+			return err
+		}
+		*v = c
+		return nil
+	}
 	if err := decMode.Unmarshal(data, v); err != nil {
 		return wrapDecode(err)
 	}
@@ -198,12 +215,6 @@ func (f *Field) UnmarshalCBOR(data []byte) error {
 	return nil
 }
 
-type recordWire struct {
-	ID      string           `cbor:"1,keyasint"`
-	Deleted *Stamp           `cbor:"2,keyasint,omitempty"`
-	Fields  map[string]Field `cbor:"3,keyasint,omitempty"`
-}
-
 // MarshalCBOR encodes r as the map {1: id, 2: deleted, 3: {name: field}},
 // leaving out a zero delete stamp and an empty field map.
 func (r Record) MarshalCBOR() ([]byte, error) {
@@ -211,42 +222,18 @@ func (r Record) MarshalCBOR() ([]byte, error) {
 }
 
 // UnmarshalCBOR decodes and validates a record. The result is not
-// normalized (see Normalize); merging normalizes.
+// normalized (see Normalize); merging normalizes. See decode_fast.go for
+// what the decoder accepts and who owns the decoded bytes.
 func (r *Record) UnmarshalCBOR(data []byte) error {
 	if len(data) > MaxRecordBytes {
 		return fmt.Errorf("%w: record of %d bytes exceeds %d", ErrTooLarge, len(data), MaxRecordBytes)
 	}
-	var w recordWire
-	if err := decMode.Unmarshal(data, &w); err != nil {
-		return wrapDecode(err)
-	}
-	if err := ValidateID(w.ID); err != nil {
+	rec, err := decodeRecordFast(data)
+	if err != nil {
 		return err
 	}
-	if len(w.Fields) > MaxFieldsPerRecord {
-		return fmt.Errorf("%w: record %q has %d fields, more than %d", ErrTooLarge, w.ID, len(w.Fields), MaxFieldsPerRecord)
-	}
-	for name := range w.Fields {
-		if err := ValidateFieldName(name); err != nil {
-			return err
-		}
-	}
-	*r = Record{ID: w.ID, Fields: w.Fields}
-	if w.Deleted != nil {
-		if w.Deleted.IsZero() {
-			return fmt.Errorf("%w: record %q has an explicit zero delete stamp", ErrInvalid, w.ID)
-		}
-		if err := w.Deleted.Validate(); err != nil {
-			return err
-		}
-		r.Deleted = *w.Deleted
-	}
+	*r = rec
 	return nil
-}
-
-type changeWire struct {
-	Collection string `cbor:"1,keyasint"`
-	Record     Record `cbor:"2,keyasint"`
 }
 
 // MarshalCBOR encodes c as the map {1: collection, 2: record}.
@@ -256,17 +243,11 @@ func (c Change) MarshalCBOR() ([]byte, error) {
 
 // UnmarshalCBOR decodes and validates a change.
 func (c *Change) UnmarshalCBOR(data []byte) error {
-	var w changeWire
-	if err := decMode.Unmarshal(data, &w); err != nil {
-		return wrapDecode(err)
-	}
-	if err := ValidateCollection(w.Collection); err != nil {
+	ch, err := decodeChangeFast(data)
+	if err != nil {
 		return err
 	}
-	if w.Record.ID == "" { // a decoded record always has an id: key 2 is missing
-		return fmt.Errorf("%w: change to %s has no record", ErrMalformed, w.Collection)
-	}
-	*c = Change(w)
+	*c = ch
 	return nil
 }
 
@@ -286,8 +267,8 @@ func EncodeRecord(r Record) ([]byte, error) { return r.MarshalCBOR() }
 
 // DecodeRecord decodes and validates a record.
 func DecodeRecord(data []byte) (Record, error) {
-	var r Record
-	if err := Unmarshal(data, &r); err != nil {
+	r, err := decodeRecordFast(data)
+	if err != nil {
 		return Record{}, fmt.Errorf("decode record: %w", err)
 	}
 	return r, nil
@@ -304,8 +285,8 @@ func EncodeChanges(cs []Change) ([]byte, error) {
 
 // DecodeChanges decodes and validates a batch of changes.
 func DecodeChanges(data []byte) ([]Change, error) {
-	var cs []Change
-	if err := Unmarshal(data, &cs); err != nil {
+	cs, err := decodeChangesFast(data)
+	if err != nil {
 		return nil, fmt.Errorf("decode changes: %w", err)
 	}
 	return cs, nil
