@@ -286,8 +286,14 @@ func TestFastDecodeMutations(t *testing.T) {
 // judges one by one: non-shortest heads, unsorted, unknown, duplicate and
 // odd-typed keys, nulls, wrong types, bad stamps and bad fields.
 func genNearEnvelope(depth int) *rapid.Generator[[]byte] {
+	return genNearEnvelopeKind(depth, -1)
+}
+
+func genNearEnvelopeKind(depth, kind int) *rapid.Generator[[]byte] {
 	return rapid.Custom(func(t *rapid.T) []byte {
-		kind := rapid.IntRange(0, 9).Draw(t, "kind")
+		if kind < 0 {
+			kind = rapid.IntRange(0, 10).Draw(t, "kind")
+		}
 		if depth >= 3 && kind >= 6 {
 			kind = rapid.IntRange(0, 5).Draw(t, "leaf")
 		}
@@ -306,7 +312,7 @@ func genNearEnvelope(depth int) *rapid.Generator[[]byte] {
 			items := [][]byte{
 				rapid.SampledFrom([][]byte{{0x01}, {0x18, 0x05}, {0xf6}, {0x20}, {0x00}, {0x61, 'a'}, {0x1b, 0x00, 0x20, 0, 0, 0, 0, 0, 0}}).Draw(t, "wall"),
 				rapid.SampledFrom([][]byte{{0x00}, {0x02}, {0xf6}, {0x1a, 0xff, 0xff, 0xff, 0xff}, {0x1b, 0, 0, 0, 1, 0, 0, 0, 0}, {0x20}}).Draw(t, "logical"),
-				rapid.SampledFrom([][]byte{{0x61, 'a'}, {0xf6}, {0x60}, {0x61, '.'}, {0x41, 'a'}, {0x78, 0x01, 'b'}}).Draw(t, "replica"),
+				rapid.SampledFrom([][]byte{{0x61, 'a'}, {0xf6}, {0x60}, {0x61, '.'}, {0x41, 'a'}, {0x78, 0x01, 'b'}, {0x61, 0xff}}).Draw(t, "replica"),
 			}
 			n := rapid.IntRange(2, 4).Draw(t, "n")
 			b := []byte{0x80 | byte(n)}
@@ -347,6 +353,12 @@ func genNearEnvelope(depth int) *rapid.Generator[[]byte] {
 				b = append(b, genNearEnvelope(depth+1).Draw(t, "field")...)
 			}
 			return b
+		}
+		if kind == 10 { // a record with a valid id and a perturbed stamp or field map
+			b := []byte{0xa3, 0x01, 0x61, 'r', 0x02}
+			b = append(b, genNearEnvelopeKind(depth+1, 2).Draw(t, "deleted")...)
+			b = append(b, 0x03)
+			return append(b, genNearEnvelopeKind(depth+1, 8).Draw(t, "fields")...)
 		}
 		n := rapid.IntRange(0, 3).Draw(t, "items")
 		b := []byte{0x80 | byte(n)}
@@ -407,6 +419,15 @@ func TestFastDecodeCases(t *testing.T) {
 		{"bad field then unknown key", rec([]byte{1}, id, []byte{3}, fields(name("f"), badField), []byte{4}, []byte{0}), ErrMalformed},
 		{"bad field then byte-string key", rec([]byte{1}, id, []byte{3}, fields(name("f"), badField), []byte{0x41, 1}, []byte{0}), ErrInvalid},
 		{"bad field then duplicate key", rec([]byte{1}, id, []byte{3}, fields(name("f"), badField), []byte{1}, id), ErrMalformed},
+		{"bad field then invalid UTF-8 key", rec([]byte{1}, id, []byte{3}, fields(name("f"), badField), []byte{0x61, 0xff}, []byte{0}), ErrInvalid},
+		{"bad field then invalid UTF-8 name", rec([]byte{1}, id, []byte{3}, fields(name("f"), badField, []byte{0x61, 0xff}, f)), ErrInvalid},
+		{"delete stamp negative logical", rec([]byte{1}, id, []byte{2}, []byte{0x83, 0x05, 0x20, 0x61, 'a'}), ErrMalformed},
+		{"delete stamp logical too big", rec([]byte{1}, id, []byte{2}, []byte{0x83, 0x05, 0x1b, 0, 0, 0, 1, 0, 0, 0, 0, 0x61, 'a'}), ErrMalformed},
+		{"delete stamp wall past int64", rec([]byte{1}, id, []byte{2}, []byte{0x83, 0x1b, 0x80, 0, 0, 0, 0, 0, 0, 0, 0x00, 0x61, 'a'}), ErrMalformed},
+		{"delete stamp of 4", rec([]byte{1}, id, []byte{2}, []byte{0x84, 0x05, 0x00, 0x61, 'a', 0x01}), ErrMalformed},
+		{"delete stamp as map", rec([]byte{1}, id, []byte{2}, []byte{0xa0}), ErrMalformed},
+		{"delete stamp byte replica", rec([]byte{1}, id, []byte{2}, []byte{0x83, 0x05, 0x00, 0x41, 'a'}), ErrMalformed},
+		{"delete stamp invalid UTF-8 replica", rec([]byte{1}, id, []byte{2}, []byte{0x83, 0x05, 0x00, 0x61, 0xff}), ErrMalformed},
 		{"text key", rec([]byte{0x61, '1'}, id), ErrMalformed},
 		{"trailing byte", append(rec([]byte{1}, id), 0), ErrMalformed},
 	}
