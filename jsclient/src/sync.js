@@ -55,7 +55,8 @@ const STABLE_SESSION_MS = 10_000;
 /**
  * While disconnected, local writes start an early reconnect attempt at most
  * this often (ms): the first write after an outage reconnects at once, a
- * user typing into a dead server costs it one request per interval.
+ * user typing into a dead server costs it one early request per interval
+ * (plus the backoff's, which each early attempt starts over).
  */
 export const WRITE_RETRY_MS = 2_000;
 
@@ -179,7 +180,8 @@ export class Syncer {
   /**
    * The server may be reachable now: end a reconnect wait early and start
    * the backoff over (never before the server's Retry-After). Writes do so
-   * at most once per WRITE_RETRY_MS. While live, a change of network or
+   * at most once per WRITE_RETRY_MS: a write within that time of the last
+   * early attempt moves the next attempt to the end of it. While live, a change of network or
    * visibility checks that the socket still answers (a laptop that slept
    * often holds a socket whose peer is long gone).
    * @param {RetryReason} why
@@ -189,8 +191,15 @@ export class Syncer {
     if (this.stopped) return false;
     const now = Date.now();
     if (why === 'write') {
-      if (this.waiting !== 'backoff' || now - this.lastWriteRetry < WRITE_RETRY_MS) return false;
-      this.lastWriteRetry = now;
+      if (this.waiting !== 'backoff') return false;
+      // One early attempt per interval: a write inside the interval of the
+      // last one brings the next attempt to the interval's end (once).
+      if (this.lastWriteRetry > now) return false;
+      const at = Math.max(now, this.lastWriteRetry + WRITE_RETRY_MS);
+      this.lastWriteRetry = at;
+      this.attempt = 0;
+      this.wakeAt?.(Math.max(at, this.retryAt));
+      return true;
     }
     this.attempt = 0;
     if (this.waiting === null) {

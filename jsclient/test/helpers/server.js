@@ -35,6 +35,16 @@ export class FakeServer {
     /** @type {Set<any>} */
     this.sockets = new Set();
     this.pushes = 0;
+    /** Collections the token may not read: pulls and subs are refused (forbidden). */
+    this.forbidden = new Set();
+    /** Live pings go unanswered while true (a socket whose peer is gone). */
+    this.ignorePings = false;
+    /** HTTP requests are answered 429 with Retry-After until this time (ms). */
+    this.limitedUntil = 0;
+    /** The Retry-After of those answers, in seconds. */
+    this.retryAfter = 1;
+    /** @type {number[]} when each rate-limited answer was sent */
+    this.limited = [];
   }
 
   async start() {
@@ -51,7 +61,24 @@ export class FakeServer {
     for (const ws of this.sockets) ws.terminate();
     await new Promise((r) => this.wss.close(r));
     this.http.closeAllConnections?.();
-    await new Promise((r) => this.http.close(r));
+    if (this.http.listening) await new Promise((r) => this.http.close(r));
+  }
+
+  /**
+   * An outage: drops every connection and stops listening, so connecting
+   * is refused, until up(). The data stays.
+   */
+  async down() {
+    for (const ws of this.sockets) ws.terminate();
+    const closed = new Promise((r) => this.http.close(r));
+    this.http.closeAllConnections?.();
+    await closed;
+  }
+
+  /** Listens again on the same port after down(). */
+  async up() {
+    const port = Number(new URL(/** @type {string} */ (this.url)).port);
+    await new Promise((r) => this.http.listen(port, '127.0.0.1', r));
   }
 
   now() {
@@ -149,6 +176,12 @@ export class FakeServer {
       res.writeHead(status, { 'Content-Type': 'application/cbor', 'Convergo-Error': code });
       res.end(encode(new Map([[1, code], [2, 'test server says ' + code]])));
     };
+    if (Date.now() < this.limitedUntil) {
+      this.limited.push(Date.now());
+      res.writeHead(429, { 'Content-Type': 'application/cbor', 'Convergo-Error': 'rate_limited', 'Retry-After': String(this.retryAfter) });
+      res.end(encode(new Map([[1, 'rate_limited'], [2, 'test server says slow down']])));
+      return;
+    }
     const token = (req.headers.authorization ?? '').replace(/^Bearer /, '');
     const refused = this.opts.auth?.(token);
     if (refused) return fail(401, refused);
@@ -182,6 +215,7 @@ export class FakeServer {
         }
         case '/v1/pull': {
           const m = decode(body, { canonical: false });
+          if (this.forbidden.has(m.get(1))) return fail(403, 'forbidden');
           if (this.opts.pageTooLargeOver !== undefined && m.get(3) > this.opts.pageTooLargeOver) return fail(413, 'too_large');
           const { page, next, more } = this.page(m.get(1), m.get(2), Math.min(m.get(3), this.opts.maxPull ?? 1000));
           const w = new Writer();
@@ -226,6 +260,10 @@ export class FakeServer {
       }
       switch (type) {
         case 'sub':
+          if (this.forbidden.has(m.get(1))) {
+            send(encode(new Map([[0, 'error'], [1, 'forbidden'], [2, 'not yours'], [3, m.get(1)]])));
+            break;
+          }
           subs.set(m.get(1), m.get(2));
           this.stream(ws, m.get(1));
           break;
@@ -233,6 +271,7 @@ export class FakeServer {
           subs.delete(m.get(1));
           break;
         case 'ping':
+          if (this.ignorePings) break;
           send(encode(new Map([[0, 'pong'], [1, m.get(1)]])));
           break;
         case 'push': {

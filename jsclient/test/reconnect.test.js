@@ -1,0 +1,245 @@
+// Reconnecting after an outage: exponential backoff with jitter when
+// nothing happens, at once when something suggests the server is back
+// (online, the page becoming visible, sync(), a write — rate-limited), and
+// never before the server's Retry-After.
+//
+// The backoff here is long (its first wait is at least BASE/2 = 5 s), so a
+// client that reconnects well within that did so because of the trigger.
+// This file stands in for the browser's window and document (Node has
+// neither), so it runs in its own process like every test file.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { FakeServer } from './helpers/server.js';
+import { openClient, until } from './helpers/util.js';
+import { WRITE_RETRY_MS } from '../src/sync.js';
+
+const BASE = 10_000;
+
+const win = new EventTarget();
+const doc = Object.assign(new EventTarget(), { visibilityState: 'visible' });
+Object.assign(globalThis, {
+  addEventListener: win.addEventListener.bind(win),
+  removeEventListener: win.removeEventListener.bind(win),
+  document: doc,
+});
+
+/** @param {'visible'|'hidden'} state */
+function setVisibility(state) {
+  doc.visibilityState = state;
+  doc.dispatchEvent(new Event('visibilitychange'));
+}
+
+const sleep = (/** @type {number} */ ms) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * A fetch that records every request: when it left and whether it got an
+ * answer (a refused connection is no answer).
+ */
+function recordingFetch() {
+  /** @type {{path: string, at: number, answered: boolean}[]} */
+  const calls = [];
+  /** @type {typeof fetch} */
+  const f = async (url, init) => {
+    const at = Date.now();
+    const path = new URL(String(url)).pathname;
+    try {
+      const res = await fetch(url, init);
+      calls.push({ path, at, answered: true });
+      return res;
+    } catch (e) {
+      calls.push({ path, at, answered: false });
+      throw e;
+    }
+  };
+  return { fetch: f, calls, refused: () => calls.filter((c) => !c.answered) };
+}
+
+/**
+ * Whether the client is live: online, and its socket subscribed.
+ * @param {FakeServer} server
+ * @param {import('../src/client.js').Database} db
+ */
+function live(server, db) {
+  return db.status.online && db.status.lastError === null && server.sockets.size === 1 && [...server.sockets][0].subs.has('todos');
+}
+
+/**
+ * A live client whose server then goes down: resolves once the client
+ * noticed, with the time it did.
+ * @param {import('node:test').TestContext} t
+ * @param {object} [opts] more open options
+ */
+async function outage(t, opts = {}) {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const rec = recordingFetch();
+  const db = await openClient({ url: server.url, name: 'r', collections: ['todos'], fetch: rec.fetch, backoff: { base: BASE, max: 30_000 }, ...opts });
+  t.after(() => db.close());
+  await until(() => live(server, db), 'live');
+  await server.down();
+  await until(() => !db.status.online, 'the client to notice the outage');
+  return { server, db, rec, since: Date.now() };
+}
+
+/**
+ * Waits for the client to be live again; returns when that was.
+ * @param {FakeServer} server
+ * @param {import('../src/client.js').Database} db
+ */
+async function reconnected(server, db) {
+  await until(() => live(server, db), 'the client to reconnect', BASE);
+  return Date.now();
+}
+
+test("the browser's online event reconnects at once", async (t) => {
+  const { server, db, rec, since } = await outage(t);
+  win.dispatchEvent(new Event('online'));
+  await until(() => rec.refused().length === 1, 'an attempt against the dead server');
+  await server.up();
+  await sleep(200);
+  assert.equal(db.status.online, false, 'no attempt without a trigger this early');
+  const triggered = Date.now();
+  win.dispatchEvent(new Event('online'));
+  const back = await reconnected(server, db);
+  assert.ok(back - triggered < 1000, `reconnected ${back - triggered} ms after the online event`);
+  assert.ok(back - since < BASE / 2, `reconnected ${back - since} ms after the outage, the backoff alone waits at least ${BASE / 2}`);
+});
+
+test('the page becoming visible reconnects at once', async (t) => {
+  const { server, db, rec, since } = await outage(t);
+  setVisibility('hidden');
+  assert.equal(rec.refused().length, 0, 'hiding the page is no reason to try');
+  setVisibility('visible');
+  await until(() => rec.refused().length === 1, 'an attempt against the dead server');
+  await server.up();
+  setVisibility('hidden');
+  await sleep(200);
+  assert.equal(db.status.online, false);
+  const triggered = Date.now();
+  setVisibility('visible');
+  const back = await reconnected(server, db);
+  assert.ok(back - triggered < 1000, `reconnected ${back - triggered} ms after the page became visible`);
+  assert.ok(back - since < BASE / 2, `reconnected ${back - since} ms after the outage`);
+});
+
+test("another tab's page becoming visible reconnects the leader at once", async (t) => {
+  const { server, db, since } = await outage(t, { name: 'leader-tab', BroadcastChannel: globalThis.BroadcastChannel });
+  await server.up();
+  // What a follower tab sends when its page becomes visible.
+  const follower = new BroadcastChannel('convergo:leader-tab');
+  t.after(() => follower.close());
+  const triggered = Date.now();
+  follower.postMessage({ t: 'retry' });
+  const back = await reconnected(server, db);
+  assert.ok(back - triggered < 1000, `reconnected ${back - triggered} ms after the follower asked`);
+  assert.ok(back - since < BASE / 2);
+});
+
+test('sync() reconnects at once and reports how it went', async (t) => {
+  const { server, db, rec, since } = await outage(t);
+  const t0 = Date.now();
+  await assert.rejects(db.sync(), (/** @type {any} */ e) => e.code === 'network');
+  assert.ok(Date.now() - t0 < 1000, 'sync() against a dead server fails at once, not after the backoff');
+  assert.equal(rec.refused().length, 1, 'one attempt');
+  await server.up();
+  const triggered = Date.now();
+  await db.sync();
+  const back = await reconnected(server, db);
+  assert.ok(back - triggered < 1000, `live again ${back - triggered} ms after sync()`);
+  assert.ok(back - since < BASE / 2);
+  assert.equal(rec.calls.filter((c) => c.at >= triggered && c.path === '/v1/pull').length, 2, 'one pull to sync, one after the live welcome: sync() joined the reconnect rather than running beside it');
+});
+
+test('a write reconnects at once, at most once per interval', async (t) => {
+  const { server, db, rec, since } = await outage(t);
+  const todos = db.collection('todos');
+  await todos.put('w1', { n: 1 });
+  await until(() => rec.refused().length === 1, 'an attempt against the dead server');
+  const early = rec.refused()[0].at;
+  await todos.put('w2', { n: 2 });
+  await sleep(100);
+  assert.equal(rec.refused().length, 1, 'a second write within the interval does not try again at once');
+  await server.up();
+  await todos.put('w3', { n: 3 });
+  await sleep(200);
+  assert.equal(db.status.online, false, 'still rate-limited though the server is back');
+  assert.equal(rec.calls.filter((c) => c.at > early).length, 0, 'no request at all');
+  // The writes within the interval moved the next attempt to its end.
+  const back = await reconnected(server, db);
+  assert.ok(back - early >= WRITE_RETRY_MS - 20 && back - early < WRITE_RETRY_MS + 1000, `reconnected ${back - early} ms after the early attempt`);
+  assert.ok(back - since < BASE / 2, `reconnected ${back - since} ms after the outage`);
+  await until(() => db.status.pending === 0, 'the writes pushed');
+  assert.deepEqual([...server.coll('todos').byId.keys()].sort(), ['w1', 'w2', 'w3']);
+  // Live again, writes go out as they come, with no reconnect attempts.
+  const sockets = [...server.sockets];
+  await todos.put('w4', { n: 4 });
+  await until(() => server.coll('todos').byId.has('w4'), 'w4 pushed');
+  assert.deepEqual([...server.sockets], sockets);
+});
+
+test('without triggers the backoff grows exponentially, with jitter', async (t) => {
+  const base = 100;
+  const { rec, since } = await outage(t, { backoff: { base, max: 30_000 } });
+  await until(() => rec.refused().length >= 5, 'five failed attempts', 10_000);
+  const at = [since, ...rec.refused().map((c) => c.at)];
+  for (let n = 0; n < 5; n++) {
+    const d = base * 2 ** n;
+    const gap = at[n + 1] - at[n];
+    // Jitter keeps each wait in [d/2, d]; timers may run late, never early.
+    assert.ok(gap >= d / 2 - 5 && gap <= d + 150, `wait ${n}: ${gap} ms, want ${d / 2}..${d}`);
+  }
+  // A trigger starts the backoff over: the wait after it is the first one again.
+  const before = rec.refused().length;
+  win.dispatchEvent(new Event('online'));
+  await until(() => rec.refused().length === before + 2, 'an attempt now and one after the first wait');
+  const [now, next] = rec.refused().slice(before).map((c) => c.at);
+  assert.ok(next - now <= base + 150, `wait after the trigger: ${next - now} ms`);
+});
+
+test("triggers honour the server's Retry-After", async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const rec = recordingFetch();
+  const db = await openClient({ url: server.url, name: 'ra', collections: ['todos'], fetch: rec.fetch, backoff: { base: 20, max: 30_000 } });
+  t.after(() => db.close());
+  await until(() => live(server, db), 'live');
+  server.retryAfter = 2;
+  server.limitedUntil = Date.now() + 1500;
+  server.dropSockets();
+  await until(() => db.status.lastError?.code === 'rate_limited', 'a rate-limited attempt');
+  const limitedAt = /** @type {number} */ (server.limited.at(-1));
+  const requests = rec.calls.length;
+  win.dispatchEvent(new Event('online'));
+  setVisibility('hidden');
+  setVisibility('visible');
+  await db.collection('todos').put('x', { n: 1 });
+  await assert.rejects(db.sync(), (/** @type {any} */ e) => e.code === 'rate_limited' && e.retryAfter > 0 && e.retryAfter <= 2);
+  await sleep(500);
+  assert.equal(rec.calls.length, requests, 'no request while Retry-After lasts');
+  await reconnected(server, db);
+  const next = /** @type {{at: number}} */ (rec.calls[requests]);
+  assert.ok(next.at >= limitedAt + 2000 - 20, `the next request came ${next.at - limitedAt} ms after the 429 that asked for 2 s`);
+  assert.equal(server.limited.length, 1, 'one rate-limited answer');
+  await until(() => db.status.pending === 0, 'the write pushed');
+});
+
+test('a live socket that stops answering is dropped when the network changes', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const db = await openClient({ url: server.url, name: 'probe', collections: ['todos'] });
+  t.after(() => db.close());
+  await until(() => live(server, db), 'live');
+  const [first] = server.sockets;
+  server.ignorePings = true; // the peer is gone, the socket does not know it yet
+  win.dispatchEvent(new Event('online'));
+  win.dispatchEvent(new Event('online')); // one probe at a time
+  await until(() => !server.sockets.has(first), 'the silent socket to be dropped', 8000);
+  server.ignorePings = false;
+  await until(() => db.status.online && server.sockets.size === 1, 'a new live socket');
+  // A socket that answers is kept.
+  const [second] = server.sockets;
+  win.dispatchEvent(new Event('online'));
+  await sleep(300);
+  assert.ok(server.sockets.has(second));
+});
