@@ -231,3 +231,21 @@ test('tabs opening a new database at once agree on one replica id', async () => 
   assert.equal(ids.size, 1);
   await Promise.all(tabs.map((t) => t.close()));
 });
+
+test('the collections opened are remembered; stored names are checked', async () => {
+  const idb = freshIDB();
+  const db = await local({ indexedDB: idb, name: 'remember', collections: ['todos'] });
+  db.collection('notes.2026');
+  db.collection('notes.2026'); // once is enough
+  await until(async () => (await db.store.collections()).length === 2, 'both remembered');
+  // Whatever else sits in the metadata under the prefix is not a collection.
+  await db.store.setMeta('collection:', true);
+  await db.store.setMeta('collection:bad name', true);
+  await db.store.setMeta('collection:' + 'x'.repeat(129), true);
+  await db.store.setMeta('collections', ['evil']);
+  await db.store.setMeta('cursor:todos', 3);
+  await db.close();
+  const again = await local({ indexedDB: idb, name: 'remember' });
+  assert.deepEqual((await again.store.collections()).sort(), ['notes.2026', 'todos']);
+  await again.close();
+});

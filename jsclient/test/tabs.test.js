@@ -76,3 +76,70 @@ test('one tab leads; followers write, read and see changes', async (t) => {
   await other.collection('todos').put('o2', { title: 'after failover' });
   await until(() => seen2.at(-1)?.includes('after failover'), 'the new leader receives changes');
 });
+
+test('a new leader syncs the collections only another tab opened', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const idb = freshIDB();
+  const locks = fakeLocks();
+  const tabOpts = { url: server.url, name: 'colls', indexedDB: idb, locks, BroadcastChannel: globalThis.BroadcastChannel, collections: ['todos'] };
+  // tab1 leads; tab2 is next in line; tab3 alone opens "notes".
+  const tab1 = await openClient(tabOpts);
+  await until(() => tab1.status.leader && tab1.status.online, 'tab1 leads');
+  const tab2 = await openClient(tabOpts);
+  const tab3 = await openClient(tabOpts);
+  const other = await openClient({ url: server.url, name: 'other' });
+  t.after(() => Promise.all([tab1.close(), tab2.close(), tab3.close(), other.close()]));
+
+  /** @type {string[][]} */
+  const seen = [];
+  tab3.collection('notes').subscribe({}, (docs) => seen.push(docs.map((/** @type {any} */ d) => d.id)));
+  await other.collection('notes').put('n1', { text: 'before failover' });
+  await until(() => seen.at(-1)?.includes('n1'), 'the leader pulls what a follower opened');
+  assert.equal(tab2.collections.has('notes'), false, 'tab2 never opened notes');
+
+  await tab1.close();
+  await until(() => tab2.status.leader && tab2.status.online, 'tab2 leads');
+  await other.collection('notes').put('n2', { text: 'after failover' });
+  await until(() => seen.at(-1)?.includes('n2'), "the new leader syncs tab3's collection");
+  assert.ok([...server.sockets].some((ws) => ws.subs?.has('notes')), 'and follows it live');
+});
+
+test('the collections a database opened are synced after a reload, whatever the app opens first', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const idb = freshIDB();
+  const a = await openClient({ url: server.url, name: 'reload', indexedDB: idb, collections: ['todos'] });
+  a.collection('notes');
+  await a.sync();
+  await a.close();
+
+  const other = await openClient({ url: server.url, name: 'other' });
+  t.after(() => other.close());
+  await other.collection('notes').put('n', { text: 'written while the app was closed' });
+  await until(() => other.status.pending === 0, 'pushed');
+
+  const again = await openClient({ url: server.url, name: 'reload', indexedDB: idb, collections: ['todos'] });
+  t.after(() => again.close());
+  await again.sync();
+  assert.equal((await again.store.get('notes', 'n'))?.doc?.text, 'written while the app was closed');
+  assert.deepEqual((await again.store.collections()).sort(), ['notes', 'todos']);
+});
+
+test('a remembered collection the token may not read does not stop the others', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  server.forbidden.add('secret');
+  const a = await openClient({ url: server.url, name: 'a', collections: ['secret', 'todos'] });
+  const b = await openClient({ url: server.url, name: 'b', collections: ['todos'] });
+  t.after(() => Promise.all([a.close(), b.close()]));
+  /** @type {string[]} */
+  const errors = [];
+  a.on('error', (e) => errors.push(e.code));
+  await b.collection('todos').put('t', { n: 1 });
+  await until(async () => (await a.collection('todos').get('t'))?.n === 1, 'todos to sync');
+  await until(() => errors.includes('forbidden'), 'the refusal reported');
+  assert.equal(a.status.lastError, null);
+  await b.collection('todos').put('live', { n: 2 });
+  await until(async () => (await a.collection('todos').get('live'))?.n === 2, 'live on todos');
+});
