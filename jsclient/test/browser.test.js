@@ -8,11 +8,26 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createHmac } from 'node:crypto';
 import { findGo, startGoServer } from './helpers/goserver.js';
+import { openClient, until } from './helpers/util.js';
 
 const chromiumPath = process.env.CONVERGO_CHROMIUM || '/usr/bin/chromium';
 const go = findGo();
 const skip = !go ? 'the go tool is not available' : !existsSync(chromiumPath) ? `no Chromium at ${chromiumPath} (set CONVERGO_CHROMIUM)` : false;
+
+const secret = 'js-browser-test-secret-0123456789abcdef';
+
+/**
+ * An HS256 JWT the server started with `secret` accepts.
+ * @param {string[]} collections readable and writable
+ */
+function token(collections) {
+  const b64 = (/** @type {any} */ o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const head = b64({ alg: 'HS256', typ: 'JWT' });
+  const body = b64({ sub: 'browser-test', read: collections, write: collections, exp: Math.floor(Date.now() / 1000) + 3600 });
+  return `${head}.${body}.${createHmac('sha256', secret).update(`${head}.${body}`).digest('base64url')}`;
+}
 
 /** @type {any} */
 let server = null;
@@ -26,7 +41,7 @@ before(async () => {
   if (skip && process.env.CONVERGO_REQUIRE_SERVICES === '1') throw new Error(`CONVERGO_REQUIRE_SERVICES=1: ${skip}`);
   if (skip) return;
   const { chromium } = await import('playwright-core');
-  server = await startGoServer(go);
+  server = await startGoServer(go, ['--secret', secret]);
   profile = mkdtempSync(join(tmpdir(), 'convergo-chromium-'));
   browser = await chromium.launchPersistentContext(profile, {
     executablePath: chromiumPath,
@@ -117,6 +132,50 @@ test('browser: tabs of one database elect one leader and share writes', { skip }
     await tabs[0].evaluate(async () => /** @type {any} */ (window).db.collection('demo.todos').put('after', { tag: 'tabs' }));
     for (const p of tabs) await p.waitForFunction(() => /** @type {any} */ (window).seen.at(-1)?.length === 4, null, { timeout: 5000 });
     await tabs[0].waitForFunction(() => /** @type {any} */ (window).db.status.pending === 0, null, { timeout: 5000 });
+  } finally {
+    for (const p of tabs) await p.close();
+  }
+});
+
+test('browser: after failover the new leader syncs what only another tab opened', { skip }, async (t) => {
+  const suffix = Math.random().toString(36).slice(2, 8);
+  const shared = 'fo.shared.' + suffix;
+  const own = 'fo.own.' + suffix;
+  const tok = token([shared, own]);
+  const writer = await openClient({ url: server.url, name: 'writer', token: tok, collections: [own] });
+  t.after(() => writer.close());
+  // Opened one after the other, the tabs queue for the lock in that order.
+  const tabs = [];
+  for (let i = 0; i < 3; i++) {
+    const p = await tab();
+    await p.evaluate(
+      async (/** @type {any} */ a) => {
+        const w = /** @type {any} */ (window);
+        w.db = await w.convergo.open({ url: location.origin, name: 'failover-' + a.suffix, token: a.tok, collections: [a.shared] });
+        if (a.i === 0) while (!w.db.status.leader) await new Promise((r) => setTimeout(r, 20));
+      },
+      { i, suffix, tok, shared },
+    );
+    tabs.push(p);
+  }
+  const leaderOf = async () => (await Promise.all(tabs.map((p) => p.evaluate(() => /** @type {any} */ (window).db.status.leader)))).map((l, i) => (l ? i : -1)).filter((i) => i >= 0);
+  try {
+    assert.deepEqual(await leaderOf(), [0]);
+    // Only the last tab opens `own`.
+    await tabs[2].evaluate((/** @type {string} */ own) => {
+      const w = /** @type {any} */ (window);
+      w.seen = [];
+      w.db.collection(own).subscribe({}, (/** @type {any[]} */ docs) => w.seen.push(docs.map((d) => d.id)));
+    }, own);
+    await writer.collection(own).put('before', { n: 1 });
+    await tabs[2].waitForFunction(() => /** @type {any} */ (window).seen.at(-1)?.includes('before'), null, { timeout: 5000 });
+    // The leader leaves; the next tab in line never opened `own`.
+    await tabs[0].close();
+    tabs.shift();
+    await until(async () => (await leaderOf()).length === 1, 'a new leader', 5000);
+    assert.deepEqual(await leaderOf(), [0], 'the next tab in line leads');
+    await writer.collection(own).put('after', { n: 2 });
+    await tabs[1].waitForFunction(() => /** @type {any} */ (window).seen.at(-1)?.includes('after'), null, { timeout: 5000 });
   } finally {
     for (const p of tabs) await p.close();
   }
