@@ -181,9 +181,9 @@ export class Syncer {
    * The server may be reachable now: end a reconnect wait early and start
    * the backoff over (never before the server's Retry-After). Writes do so
    * at most once per WRITE_RETRY_MS: a write within that time of the last
-   * early attempt moves the next attempt to the end of it. While live, a change of network or
-   * visibility checks that the socket still answers (a laptop that slept
-   * often holds a socket whose peer is long gone).
+   * early attempt moves the next attempt to the end of it. While live, a
+   * change of network or visibility checks that the socket still answers
+   * (a laptop that slept often holds a socket whose peer is long gone).
    * @param {RetryReason} why
    * @returns {boolean} whether an early attempt was started or scheduled
    */
