@@ -49,7 +49,8 @@ func decodeRecordFast(data []byte) (Record, error) {
 	}
 	var d fastDecoder
 	d.b = data
-	return d.record(0, len(data))
+	r, _, err := d.record(0)
+	return r, err
 }
 
 // decodeChangeFast is (*Change).UnmarshalCBOR.
@@ -59,7 +60,8 @@ func decodeChangeFast(data []byte) (Change, error) {
 	}
 	var d fastDecoder
 	d.b = data
-	return d.change(0, len(data))
+	c, _, err := d.change(0)
+	return c, err
 }
 
 // decodeChangesFast is DecodeChanges without its error prefix.
@@ -77,8 +79,7 @@ func decodeChangesFast(data []byte) ([]Change, error) {
 	}
 	cs := make([]Change, n)
 	for i := range cs {
-		end := skipItem(data, off)
-		c, err := d.change(off, end)
+		c, end, err := d.change(off)
 		if err != nil {
 			return nil, err
 		}
@@ -92,8 +93,15 @@ func decodeChangesFast(data []byte) ([]Change, error) {
 type fastDecoder struct {
 	b        []byte
 	fields   []fieldDesc // scratch for the fields of the record being read
-	replicas []string    // interned replica ids
-	colls    []string    // interned collection names
+	replicas internTable // replica ids
+	colls    internTable // collection names
+}
+
+// internTable remembers the first strings made from the input so that
+// equal ones share memory: a batch carries few replicas and collections.
+type internTable struct {
+	strs [8]string
+	n    int
 }
 
 // fieldDesc locates one field of the record being read in the input.
@@ -158,26 +166,28 @@ func (d *fastDecoder) envelopeKey(off int, nkeys uint64) (field uint64, act keyA
 	return 0, keyAbort, p // false, true, null and floats: unknown keys
 }
 
-// envelopeString decodes the item [s, e) into a Go string as the
-// reflection decoder does: a text string, null for "", anything else is an
-// error. It returns the text's span.
-func (d *fastDecoder) envelopeString(s, e int) (span, error) {
+// envelopeString decodes the item at s into a Go string as the reflection
+// decoder does: a text string, null for "", anything else is an error. It
+// returns the text's span and the end of the item (-1 if not known).
+func (d *fastDecoder) envelopeString(s int) (span, int, error) {
 	b := d.b
 	if b[s] == 0xf6 {
-		return span{}, nil
+		return span{}, s + 1, nil
 	}
 	major, _, arg, p := readHead(b, s)
 	if major != majorText {
-		return span{}, malformed("expected a text string")
+		return span{}, -1, malformed("expected a text string")
 	}
-	if !utf8.Valid(b[p : p+int(arg)]) {
-		return span{}, malformed("invalid UTF-8")
+	end := p + int(arg)
+	if !utf8.Valid(b[p:end]) {
+		return span{}, end, malformed("invalid UTF-8")
 	}
-	return span{p, p + int(arg)}, nil
+	return span{p, end}, end, nil
 }
 
-// change decodes the change at [s, e) as (*Change).UnmarshalCBOR does.
-func (d *fastDecoder) change(s, e int) (Change, error) {
+// change decodes the change at s as (*Change).UnmarshalCBOR does. It
+// returns the end of the item when it succeeds.
+func (d *fastDecoder) change(s int) (Change, int, error) {
 	b := d.b
 	var (
 		first error
@@ -187,57 +197,76 @@ func (d *fastDecoder) change(s, e int) (Change, error) {
 	major, _, n, off := readHead(b, s)
 	switch {
 	case b[s] == 0xf6:
+		off = s + 1
 	case major != majorMap:
-		return Change{}, malformed("change is not a map")
+		return Change{}, 0, malformed("change is not a map")
 	default:
 		var seen [3]bool
 		for range n {
 			field, act, voff := d.envelopeKey(off, 2)
-			vend := skipItem(b, voff)
-			off = vend
 			switch act {
 			case keyAbort:
-				return Change{}, errUnknownKey
+				return Change{}, 0, errUnknownKey
 			case keySkip:
 				if first == nil {
 					first = malformed("bad change map key")
 				}
+				off = skipItem(b, voff)
 				continue
 			}
 			if seen[field] {
-				return Change{}, errUnknownKey
+				return Change{}, 0, errUnknownKey
 			}
 			seen[field] = true
-			var err error
+			var (
+				err error
+				end int
+			)
 			if field == 1 {
-				coll, err = d.envelopeString(voff, vend)
+				coll, end, err = d.envelopeString(voff)
 			} else {
-				rec, err = d.record(voff, vend)
+				rec, end, err = d.record(voff)
 			}
 			if err != nil && first == nil {
 				first = err
 			}
+			if end < 0 {
+				end = skipItem(b, voff)
+			}
+			off = end
 		}
 	}
 	if first != nil {
-		return Change{}, first
+		return Change{}, 0, first
 	}
 	c := Change{Collection: d.intern(&d.colls, b[coll.s:coll.e]), Record: rec}
 	if err := ValidateCollection(c.Collection); err != nil {
-		return Change{}, err
+		return Change{}, 0, err
 	}
 	if rec.ID == "" {
-		return Change{}, fmt.Errorf("%w: change to %s has no record", ErrMalformed, c.Collection)
+		return Change{}, 0, fmt.Errorf("%w: change to %s has no record", ErrMalformed, c.Collection)
 	}
-	return c, nil
+	return c, off, nil
 }
 
-// record decodes the record at [s, e) as (*Record).UnmarshalCBOR does.
-func (d *fastDecoder) record(s, e int) (Record, error) {
-	b := d.b
-	if e-s > MaxRecordBytes {
-		return Record{}, fmt.Errorf("%w: record of %d bytes exceeds %d", ErrTooLarge, e-s, MaxRecordBytes)
+// record decodes the record at s as (*Record).UnmarshalCBOR does. It
+// returns the end of the item, also with an error.
+func (d *fastDecoder) record(s int) (Record, int, error) {
+	r, end, err := d.recordBody(s)
+	if end < 0 {
+		end = skipItem(d.b, s)
 	}
+	// The size is checked before anything else is.
+	if end-s > MaxRecordBytes {
+		return Record{}, end, fmt.Errorf("%w: record of %d bytes exceeds %d", ErrTooLarge, end-s, MaxRecordBytes)
+	}
+	return r, end, err
+}
+
+// recordBody is record but for its size. The end it returns is -1 when it
+// stopped early.
+func (d *fastDecoder) recordBody(s int) (Record, int, error) {
+	b := d.b
 	var (
 		first     error
 		id        span
@@ -249,74 +278,79 @@ func (d *fastDecoder) record(s, e int) (Record, error) {
 	major, _, n, off := readHead(b, s)
 	switch {
 	case b[s] == 0xf6:
+		off = s + 1
 	case major != majorMap:
-		return Record{}, malformed("record is not a map")
+		return Record{}, -1, malformed("record is not a map")
 	default:
 		var seen [4]bool
 		for range n {
 			field, act, voff := d.envelopeKey(off, 3)
-			vend := skipItem(b, voff)
-			off = vend
 			switch act {
 			case keyAbort:
-				return Record{}, errUnknownKey
+				return Record{}, -1, errUnknownKey
 			case keySkip:
 				if first == nil {
 					first = malformed("bad record map key")
 				}
+				off = skipItem(b, voff)
 				continue
 			}
 			if seen[field] {
-				return Record{}, errUnknownKey
+				return Record{}, -1, errUnknownKey
 			}
 			seen[field] = true
 			var err error
+			end := voff + 1 // null
 			switch field {
 			case 1:
-				id, err = d.envelopeString(voff, vend)
+				id, end, err = d.envelopeString(voff)
 			case 2:
 				if b[voff] != 0xf6 { // null leaves the pointer nil
 					hasDel = true
-					del, err = d.envelopeStamp(voff)
+					del, end, err = d.envelopeStamp(voff)
 				}
 			case 3:
 				if b[voff] != 0xf6 { // null leaves the map nil
-					hasFields, err = d.fieldMap(voff)
+					hasFields, end, err = d.fieldMap(voff)
 				}
 			}
 			if err != nil && first == nil {
 				first = err
 			}
+			if end < 0 {
+				end = skipItem(b, voff)
+			}
+			off = end
 		}
 	}
 	if first != nil {
-		return Record{}, first
+		return Record{}, off, first
 	}
 	r, err := d.build(id, hasFields)
 	if err != nil {
-		return Record{}, err
+		return Record{}, off, err
 	}
 	if err := ValidateID(r.ID); err != nil {
-		return Record{}, err
+		return Record{}, off, err
 	}
 	if len(r.Fields) > MaxFieldsPerRecord {
-		return Record{}, fmt.Errorf("%w: record %q has %d fields, more than %d", ErrTooLarge, r.ID, len(r.Fields), MaxFieldsPerRecord)
+		return Record{}, off, fmt.Errorf("%w: record %q has %d fields, more than %d", ErrTooLarge, r.ID, len(r.Fields), MaxFieldsPerRecord)
 	}
 	for i := range d.fields {
 		if err := validateFieldNameBytes(b[d.fields[i].name.s:d.fields[i].name.e]); err != nil {
-			return Record{}, err
+			return Record{}, off, err
 		}
 	}
 	if hasDel {
 		if del.IsZero() {
-			return Record{}, fmt.Errorf("%w: record %q has an explicit zero delete stamp", ErrInvalid, r.ID)
+			return Record{}, off, fmt.Errorf("%w: record %q has an explicit zero delete stamp", ErrInvalid, r.ID)
 		}
 		if err := del.Validate(); err != nil {
-			return Record{}, err
+			return Record{}, off, err
 		}
 		r.Deleted = del
 	}
-	return r, nil
+	return r, off, nil
 }
 
 // build makes the record from its id and the fields in d.fields: one
@@ -371,11 +405,14 @@ func (d *fastDecoder) build(id span, hasFields bool) (Record, error) {
 // decoder's map decoding: the first error of an entry is kept and the map
 // read on; a duplicate name among the entries that decoded makes the map
 // ErrMalformed whatever else went wrong.
-func (d *fastDecoder) fieldMap(off int) (bool, error) {
+func (d *fastDecoder) fieldMap(off int) (bool, int, error) {
 	b := d.b
 	major, _, n, p := readHead(b, off)
 	if major != majorMap {
-		return false, malformed("record fields are not a map")
+		return false, -1, malformed("record fields are not a map")
+	}
+	if uint64(cap(d.fields)) < n {
+		d.fields = make([]fieldDesc, 0, max(n, 16))
 	}
 	var first error
 	for range n {
@@ -402,9 +439,11 @@ func (d *fastDecoder) fieldMap(off int) (bool, error) {
 				continue
 			}
 		}
-		vend := skipItem(b, p)
-		fd, err := d.field(p, vend)
-		p = vend
+		fd, end, err := d.field(p)
+		if end < 0 {
+			end = skipItem(b, p)
+		}
+		p = end
 		if err != nil {
 			if first == nil {
 				first = err
@@ -416,11 +455,11 @@ func (d *fastDecoder) fieldMap(off int) (bool, error) {
 	}
 	if first != nil {
 		if !errorIsMalformed(first) && d.hasDuplicateName() {
-			return true, errUnknownKey
+			return true, p, errUnknownKey
 		}
-		return true, first
+		return true, p, first
 	}
-	return true, nil
+	return true, p, nil
 }
 
 func errorIsMalformed(err error) bool { return errors.Is(err, ErrMalformed) }
@@ -433,74 +472,78 @@ func (d *fastDecoder) hasDuplicateName() bool {
 	return len(seen) != len(d.fields)
 }
 
-// field reads the field array at [s, e) by the rules of
-// (*Field).UnmarshalCBOR.
-func (d *fastDecoder) field(s, e int) (fieldDesc, error) {
-	data := d.b[s:e]
-	c := cursor{b: data}
+// field reads the field array at s by the rules of (*Field).UnmarshalCBOR.
+// It returns the end of the item, or -1 with an error.
+func (d *fastDecoder) field(s int) (fieldDesc, int, error) {
+	// The input is well-formed, so the cursor cannot run past the item.
+	c := cursor{b: d.b, off: s}
 	major, _, n, err := c.head()
 	if err != nil {
-		return fieldDesc{}, err
+		return fieldDesc{}, -1, err
 	}
 	if major != majorArray || (n != 3 && n != 4) {
-		return fieldDesc{}, fmt.Errorf("%w: field must be an array of 3 or 4 items", ErrMalformed)
+		return fieldDesc{}, -1, fmt.Errorf("%w: field must be an array of 3 or 4 items", ErrMalformed)
 	}
 	major, _, wall, err := c.head()
 	switch {
 	case err != nil:
-		return fieldDesc{}, err
+		return fieldDesc{}, -1, err
 	case major == majorNegint:
-		return fieldDesc{}, fmt.Errorf("%w: negative wall time", ErrInvalid)
+		return fieldDesc{}, -1, fmt.Errorf("%w: negative wall time", ErrInvalid)
 	case major != majorUint:
-		return fieldDesc{}, fmt.Errorf("%w: wall time is not an integer", ErrMalformed)
+		return fieldDesc{}, -1, fmt.Errorf("%w: wall time is not an integer", ErrMalformed)
 	case wall > MaxWall:
-		return fieldDesc{}, fmt.Errorf("%w: stamp wall time %d out of range", ErrInvalid, wall)
+		return fieldDesc{}, -1, fmt.Errorf("%w: stamp wall time %d out of range", ErrInvalid, wall)
 	}
 	major, _, logical, err := c.head()
 	switch {
 	case err != nil:
-		return fieldDesc{}, err
+		return fieldDesc{}, -1, err
 	case major != majorUint || logical > MaxLogical:
-		return fieldDesc{}, fmt.Errorf("%w: logical counter is not a 32-bit unsigned integer", ErrMalformed)
+		return fieldDesc{}, -1, fmt.Errorf("%w: logical counter is not a 32-bit unsigned integer", ErrMalformed)
 	}
 	major, _, rlen, err := c.head()
 	switch {
 	case err != nil:
-		return fieldDesc{}, err
-	case major != majorText || rlen > uint64(len(data)-c.off):
-		return fieldDesc{}, fmt.Errorf("%w: replica id is not a text string", ErrMalformed)
+		return fieldDesc{}, -1, err
+	case major != majorText:
+		return fieldDesc{}, -1, fmt.Errorf("%w: replica id is not a text string", ErrMalformed)
 	}
-	rep := data[c.off : c.off+int(rlen)]
+	rep := d.b[c.off : c.off+int(rlen)]
 	c.off += int(rlen)
 	if wall == 0 && logical == 0 && len(rep) == 0 {
-		return fieldDesc{}, fmt.Errorf("%w: field has a zero stamp", ErrInvalid)
+		return fieldDesc{}, -1, fmt.Errorf("%w: field has a zero stamp", ErrInvalid)
 	}
 	if !validReplicaBytes(rep) {
-		return fieldDesc{}, ValidateReplica(string(rep))
+		return fieldDesc{}, -1, ValidateReplica(string(rep))
 	}
 	fd := fieldDesc{wall: int64(wall), logical: uint32(logical), replica: d.intern(&d.replicas, rep)}
 	if n == 4 {
-		if err := CanonicalValue(data[c.off:]); err != nil {
-			return fieldDesc{}, err
+		// CanonicalValue, with its size check first.
+		vs := c.off
+		if err := c.canonicalItem(0); err != nil {
+			if ve := skipItem(d.b, vs); ve-vs > MaxValueBytes {
+				return fieldDesc{}, -1, fmt.Errorf("%w: value of %d bytes exceeds %d", ErrTooLarge, ve-vs, MaxValueBytes)
+			}
+			return fieldDesc{}, -1, err
 		}
-		fd.value, fd.hasValue = span{s + c.off, e}, true
-		c.off = len(data)
+		if c.off-vs > MaxValueBytes {
+			return fieldDesc{}, -1, fmt.Errorf("%w: value of %d bytes exceeds %d", ErrTooLarge, c.off-vs, MaxValueBytes)
+		}
+		fd.value, fd.hasValue = span{vs, c.off}, true
 	}
-	if c.off != len(data) {
-		return fieldDesc{}, fmt.Errorf("%w: trailing bytes in field", ErrMalformed)
-	}
-	return fd, nil
+	return fd, c.off, nil
 }
 
 // envelopeStamp decodes the delete stamp at off (a non-null item) as the
 // reflection decoder decodes a Stamp: an array of exactly three elements;
 // wall an int64, logical a uint32 and replica a string, each of which may
 // also be null for zero; integer heads in any length.
-func (d *fastDecoder) envelopeStamp(off int) (Stamp, error) {
+func (d *fastDecoder) envelopeStamp(off int) (Stamp, int, error) {
 	b := d.b
 	major, _, n, p := readHead(b, off)
 	if major != majorArray || n != 3 {
-		return Stamp{}, malformed("delete stamp is not an array of 3 items")
+		return Stamp{}, -1, malformed("delete stamp is not an array of 3 items")
 	}
 	var (
 		s     Stamp
@@ -545,20 +588,20 @@ func (d *fastDecoder) envelopeStamp(off int) (Stamp, error) {
 			fail("replica id is not a text string")
 		}
 	}
-	return s, first
+	return s, skipItem(b, p), first
 }
 
 // intern returns s as a string, reusing an earlier one with the same bytes.
-// The table stays small: a batch carries few replicas and collections.
-func (d *fastDecoder) intern(table *[]string, s []byte) string {
-	for _, t := range *table {
+func (d *fastDecoder) intern(table *internTable, s []byte) string {
+	for _, t := range table.strs[:table.n] {
 		if t == string(s) {
 			return t
 		}
 	}
 	str := string(s)
-	if len(*table) < 16 {
-		*table = append(*table, str)
+	if table.n < len(table.strs) {
+		table.strs[table.n] = str
+		table.n++
 	}
 	return str
 }
