@@ -490,6 +490,32 @@ func TestFastDecodeLimits(t *testing.T) {
 		}
 		return b
 	}
+	// A record over MaxRecordBytes is ErrTooLarge whatever else is wrong
+	// with it, and so is a value over MaxValueBytes.
+	half := EncodeValueMust(strings.Repeat("y", MaxValueBytes-10))
+	huge := AppendRecord(nil, Record{ID: "h", Fields: map[string]Field{
+		"a": {Stamp: Stamp{Wall: 1, Replica: "a"}, Value: half},
+		"b": {Stamp: Stamp{Wall: 1, Replica: "a"}, Value: half},
+		"c": {Stamp: Stamp{Wall: 1, Replica: "a"}, Value: half},
+	}})
+	hugeUnknown := append([]byte{0xa3}, huge[1:]...)
+	hugeUnknown = append(hugeUnknown, 0x04, 0x00)
+	bigBad := append([]byte{0x82, 0x18, 0x01}, EncodeValueMust(strings.Repeat("z", MaxValueBytes))...) // non-shortest, and too large
+	for _, tc := range []struct {
+		data []byte
+		want error
+	}{
+		{huge, ErrTooLarge},
+		{hugeUnknown, ErrTooLarge},
+		{value(bigBad), ErrTooLarge},
+		{value(append([]byte{0x82, 0x18, 0x01}, half...)), ErrInvalid},
+	} {
+		if _, err := DecodeRecord(tc.data); !errors.Is(err, tc.want) {
+			t.Errorf("DecodeRecord: %v, want %v", err, tc.want)
+		}
+		checkDifferential(t, tc.data)
+		checkDifferential(t, append([]byte{0x81, 0xa2, 0x01, 0x61, 'c', 0x02}, tc.data...))
+	}
 	for _, data := range [][]byte{
 		value(nest(MaxValueNestedLevels)), value(nest(MaxValueNestedLevels + 1)),
 		nest(MaxNestedLevels - 1), nest(MaxNestedLevels), nest(MaxNestedLevels + 1),
