@@ -15,6 +15,8 @@ import { openClient, until } from './helpers/util.js';
 import { WRITE_RETRY_MS } from '../src/sync.js';
 
 const BASE = 10_000;
+/** Time a triggered reconnect may take on a loaded machine: well under BASE/2. */
+const FAST = 2_000;
 
 const win = new EventTarget();
 const doc = Object.assign(new EventTarget(), { visibilityState: 'visible' });
@@ -102,7 +104,7 @@ test("the browser's online event reconnects at once", async (t) => {
   const triggered = Date.now();
   win.dispatchEvent(new Event('online'));
   const back = await reconnected(server, db);
-  assert.ok(back - triggered < 1000, `reconnected ${back - triggered} ms after the online event`);
+  assert.ok(back - triggered < FAST, `reconnected ${back - triggered} ms after the online event`);
   assert.ok(back - since < BASE / 2, `reconnected ${back - since} ms after the outage, the backoff alone waits at least ${BASE / 2}`);
 });
 
@@ -119,7 +121,7 @@ test('the page becoming visible reconnects at once', async (t) => {
   const triggered = Date.now();
   setVisibility('visible');
   const back = await reconnected(server, db);
-  assert.ok(back - triggered < 1000, `reconnected ${back - triggered} ms after the page became visible`);
+  assert.ok(back - triggered < FAST, `reconnected ${back - triggered} ms after the page became visible`);
   assert.ok(back - since < BASE / 2, `reconnected ${back - since} ms after the outage`);
 });
 
@@ -132,7 +134,7 @@ test("another tab's page becoming visible reconnects the leader at once", async 
   const triggered = Date.now();
   follower.postMessage({ t: 'retry' });
   const back = await reconnected(server, db);
-  assert.ok(back - triggered < 1000, `reconnected ${back - triggered} ms after the follower asked`);
+  assert.ok(back - triggered < FAST, `reconnected ${back - triggered} ms after the follower asked`);
   assert.ok(back - since < BASE / 2);
 });
 
@@ -140,13 +142,13 @@ test('sync() reconnects at once and reports how it went', async (t) => {
   const { server, db, rec, since } = await outage(t);
   const t0 = Date.now();
   await assert.rejects(db.sync(), (/** @type {any} */ e) => e.code === 'network');
-  assert.ok(Date.now() - t0 < 1000, 'sync() against a dead server fails at once, not after the backoff');
+  assert.ok(Date.now() - t0 < FAST, 'sync() against a dead server fails at once, not after the backoff');
   assert.equal(rec.refused().length, 1, 'one attempt');
   await server.up();
   const triggered = Date.now();
   await db.sync();
   const back = await reconnected(server, db);
-  assert.ok(back - triggered < 1000, `live again ${back - triggered} ms after sync()`);
+  assert.ok(back - triggered < FAST, `live again ${back - triggered} ms after sync()`);
   assert.ok(back - since < BASE / 2);
   assert.equal(rec.calls.filter((c) => c.at >= triggered && c.path === '/v1/pull').length, 2, 'one pull to sync, one after the live welcome: sync() joined the reconnect rather than running beside it');
 });
@@ -167,7 +169,7 @@ test('a write reconnects at once, at most once per interval', async (t) => {
   assert.equal(rec.calls.filter((c) => c.at > early).length, 0, 'no request at all');
   // The writes within the interval moved the next attempt to its end.
   const back = await reconnected(server, db);
-  assert.ok(back - early >= WRITE_RETRY_MS - 20 && back - early < WRITE_RETRY_MS + 1000, `reconnected ${back - early} ms after the early attempt`);
+  assert.ok(back - early >= WRITE_RETRY_MS - 20 && back - early < WRITE_RETRY_MS + FAST, `reconnected ${back - early} ms after the early attempt`);
   assert.ok(back - since < BASE / 2, `reconnected ${back - since} ms after the outage`);
   await until(() => db.status.pending === 0, 'the writes pushed');
   assert.deepEqual([...server.coll('todos').byId.keys()].sort(), ['w1', 'w2', 'w3']);
@@ -187,14 +189,14 @@ test('without triggers the backoff grows exponentially, with jitter', async (t) 
     const d = base * 2 ** n;
     const gap = at[n + 1] - at[n];
     // Jitter keeps each wait in [d/2, d]; timers may run late, never early.
-    assert.ok(gap >= d / 2 - 5 && gap <= d + 150, `wait ${n}: ${gap} ms, want ${d / 2}..${d}`);
+    assert.ok(gap >= d / 2 - 5 && gap <= d + 300, `wait ${n}: ${gap} ms, want ${d / 2}..${d}`);
   }
   // A trigger starts the backoff over: the wait after it is the first one again.
   const before = rec.refused().length;
   win.dispatchEvent(new Event('online'));
   await until(() => rec.refused().length === before + 2, 'an attempt now and one after the first wait');
   const [now, next] = rec.refused().slice(before).map((c) => c.at);
-  assert.ok(next - now <= base + 150, `wait after the trigger: ${next - now} ms`);
+  assert.ok(next - now <= base + 300, `wait after the trigger: ${next - now} ms`);
 });
 
 test("triggers honour the server's Retry-After", async (t) => {
