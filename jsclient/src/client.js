@@ -186,8 +186,7 @@ export class Database {
     try {
       for (const c of await this.store.collections()) this.collections.add(c);
     } catch (e) {
-      if (this.closed) return;
-      this._emit('error', e);
+      if (!this.closed) this._emit('error', e);
     }
     if (!this._status.paused) this._startSyncer();
     // This tab's sync() calls made before it knew it would lead went to a
@@ -200,7 +199,7 @@ export class Database {
       for (const done of this.peerSync?.values() ?? []) answers.push((/** @type {any} */ e) => done(e ? { code: e.code, message: e.message } : undefined));
       for (const answer of answers) syncer.requestSync().then(() => answer(null), answer);
     } else {
-      const e = new ConvergoError('network', 'sync: the leader tab is paused');
+      const e = this.closed ? new ConvergoError('closed', 'sync: the leader tab closed') : new ConvergoError('network', 'sync: the leader tab is paused');
       for (const answer of answers) answer(e);
     }
   }
