@@ -47,8 +47,7 @@ func decodeRecordFast(data []byte) (Record, error) {
 	if err := wellFormed(data); err != nil {
 		return Record{}, err
 	}
-	var d fastDecoder
-	d.b = data
+	d := fastDecoder{b: data}
 	r, _, err := d.record(0)
 	return r, err
 }
@@ -58,8 +57,7 @@ func decodeChangeFast(data []byte) (Change, error) {
 	if err := wellFormed(data); err != nil {
 		return Change{}, err
 	}
-	var d fastDecoder
-	d.b = data
+	d := fastDecoder{b: data}
 	c, _, err := d.change(0)
 	return c, err
 }
@@ -91,8 +89,12 @@ func decodeChangesFast(data []byte) ([]Change, error) {
 
 // fastDecoder holds one input and the state reused across its records.
 type fastDecoder struct {
-	b        []byte
-	fields   []fieldDesc // scratch for the fields of the record being read
+	b []byte
+	// The fields of the record being read: the first ones in small, which
+	// lives where the decoder does (the caller's stack), the rest in more.
+	small    [16]fieldDesc
+	more     []fieldDesc
+	nfields  int
 	replicas internTable // replica ids
 	colls    internTable // collection names
 }
@@ -274,7 +276,7 @@ func (d *fastDecoder) recordBody(s int) (Record, int, error) {
 		hasDel    bool
 		hasFields bool // key 3 held a map (not null)
 	)
-	d.fields = d.fields[:0]
+	d.nfields, d.more = 0, d.more[:0]
 	major, _, n, off := readHead(b, s)
 	switch {
 	case b[s] == 0xf6:
@@ -336,8 +338,9 @@ func (d *fastDecoder) recordBody(s int) (Record, int, error) {
 	if len(r.Fields) > MaxFieldsPerRecord {
 		return Record{}, off, fmt.Errorf("%w: record %q has %d fields, more than %d", ErrTooLarge, r.ID, len(r.Fields), MaxFieldsPerRecord)
 	}
-	for i := range d.fields {
-		if err := validateFieldNameBytes(b[d.fields[i].name.s:d.fields[i].name.e]); err != nil {
+	for i := range d.nfields {
+		name := d.fieldAt(i).name
+		if err := validateFieldNameBytes(b[name.s:name.e]); err != nil {
 			return Record{}, off, err
 		}
 	}
@@ -353,23 +356,25 @@ func (d *fastDecoder) recordBody(s int) (Record, int, error) {
 	return r, off, nil
 }
 
-// build makes the record from its id and the fields in d.fields: one
+// build makes the record from its id and d's fields: one
 // string for the id and the names, one array for the values, one map.
 // Duplicate names are ErrMalformed.
 func (d *fastDecoder) build(id span, hasFields bool) (Record, error) {
 	b := d.b
 	size, vsize := id.len(), 0
-	for i := range d.fields {
-		size += d.fields[i].name.len()
-		if d.fields[i].hasValue {
-			vsize += d.fields[i].value.len()
+	for i := range d.nfields {
+		fd := d.fieldAt(i)
+		size += fd.name.len()
+		if fd.hasValue {
+			vsize += fd.value.len()
 		}
 	}
 	var sb strings.Builder
 	sb.Grow(size)
 	sb.Write(b[id.s:id.e])
-	for i := range d.fields {
-		sb.Write(b[d.fields[i].name.s:d.fields[i].name.e])
+	for i := range d.nfields {
+		fd := d.fieldAt(i)
+		sb.Write(b[fd.name.s:fd.name.e])
 	}
 	str := sb.String()
 	r := Record{ID: str[:id.len()]}
@@ -380,10 +385,10 @@ func (d *fastDecoder) build(id span, hasFields bool) (Record, error) {
 	if vsize > 0 {
 		values = make([]byte, 0, vsize)
 	}
-	r.Fields = make(map[string]Field, len(d.fields))
+	r.Fields = make(map[string]Field, d.nfields)
 	pos := id.len()
-	for i := range d.fields {
-		fd := &d.fields[i]
+	for i := range d.nfields {
+		fd := d.fieldAt(i)
 		name := str[pos : pos+fd.name.len()]
 		pos += fd.name.len()
 		f := Field{Stamp: Stamp{Wall: fd.wall, Logical: fd.logical, Replica: fd.replica}}
@@ -400,7 +405,23 @@ func (d *fastDecoder) build(id span, hasFields bool) (Record, error) {
 	return r, nil
 }
 
-// fieldMap reads the field map at off (a non-null item) into d.fields. It
+func (d *fastDecoder) addField(fd fieldDesc) {
+	if d.nfields < len(d.small) {
+		d.small[d.nfields] = fd
+	} else {
+		d.more = append(d.more, fd)
+	}
+	d.nfields++
+}
+
+func (d *fastDecoder) fieldAt(i int) *fieldDesc {
+	if i < len(d.small) {
+		return &d.small[i]
+	}
+	return &d.more[i-len(d.small)]
+}
+
+// fieldMap reads the field map at off (a non-null item) into d's fields. It
 // reports whether the item was a map. Errors follow the reflection
 // decoder's map decoding: the first error of an entry is kept and the map
 // read on; a duplicate name among the entries that decoded makes the map
@@ -411,8 +432,8 @@ func (d *fastDecoder) fieldMap(off int) (bool, int, error) {
 	if major != majorMap {
 		return false, -1, malformed("record fields are not a map")
 	}
-	if uint64(cap(d.fields)) < n {
-		d.fields = make([]fieldDesc, 0, max(n, 16))
+	if more := int(n) - len(d.small); more > cap(d.more) {
+		d.more = make([]fieldDesc, 0, more)
 	}
 	var first error
 	for range n {
@@ -451,7 +472,7 @@ func (d *fastDecoder) fieldMap(off int) (bool, int, error) {
 			continue
 		}
 		fd.name = name
-		d.fields = append(d.fields, fd)
+		d.addField(fd)
 	}
 	if first != nil {
 		if !errorIsMalformed(first) && d.hasDuplicateName() {
@@ -465,11 +486,12 @@ func (d *fastDecoder) fieldMap(off int) (bool, int, error) {
 func errorIsMalformed(err error) bool { return errors.Is(err, ErrMalformed) }
 
 func (d *fastDecoder) hasDuplicateName() bool {
-	seen := make(map[string]struct{}, len(d.fields))
-	for i := range d.fields {
-		seen[string(d.b[d.fields[i].name.s:d.fields[i].name.e])] = struct{}{}
+	seen := make(map[string]struct{}, d.nfields)
+	for i := range d.nfields {
+		name := d.fieldAt(i).name
+		seen[string(d.b[name.s:name.e])] = struct{}{}
 	}
-	return len(seen) != len(d.fields)
+	return len(seen) != d.nfields
 }
 
 // field reads the field array at s by the rules of (*Field).UnmarshalCBOR.
