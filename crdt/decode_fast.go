@@ -39,7 +39,10 @@ import (
 // its field values share one byte array, copied from the input; the input
 // is not retained. Each Value is capped (len == cap), so appending to one
 // never overwrites another. Replica ids and collection names are interned
-// per call.
+// per call. The price of few allocations: one kept name or value keeps all
+// the names or values of its record in memory, at most MaxRecordBytes; a
+// long-lived holder of a few fields of large records can copy them
+// (strings.Clone, bytes.Clone).
 
 // decodeRecordFast is DecodeRecord: the input is checked as a whole, then
 // decoded as one record.
