@@ -143,3 +143,23 @@ test('a remembered collection the token may not read does not stop the others', 
   await b.collection('todos').put('live', { n: 2 });
   await until(async () => (await a.collection('todos').get('live'))?.n === 2, 'live on todos');
 });
+
+test('sync() called before the lock is granted is answered by this tab once it leads', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  // Web Locks grant asynchronously; here, 100 ms after the request.
+  const slowLocks = {
+    request(/** @type {string} */ _name, /** @type {() => Promise<unknown>} */ cb) {
+      return new Promise((r) => setTimeout(r, 100)).then(cb);
+    },
+  };
+  const a = await openClient({ url: server.url, name: 'early', locks: slowLocks, BroadcastChannel: globalThis.BroadcastChannel, collections: ['todos'] });
+  t.after(() => a.close());
+  await a.collection('todos').put('t', { n: 1 });
+  assert.equal(a.status.leader, false);
+  const t0 = Date.now();
+  await a.sync();
+  assert.ok(Date.now() - t0 < 5000, 'answered by this tab, not by the 30 s timeout');
+  assert.equal(a.status.leader, true);
+  assert.ok(server.coll('todos').byId.has('t'));
+});
