@@ -179,6 +179,14 @@ func (st *Store) makePlan(coll string, state groupState, changes []crdt.Change, 
 		size   int // of the larger of its two items
 		dirty  bool
 	}
+	// BatchGetItem reads each item on its own, not a snapshot: a record may
+	// show a seq above the head read just before it. The head must then be
+	// at least that seq, and taking it as the condition keeps new seqs above
+	// every old one (a transaction may not touch one log item twice); if the
+	// head moved further, the condition fails and the group is read again.
+	for _, e := range state.recs {
+		state.head = max(state.head, e.Seq)
+	}
 	p := plan{results: make([]stores.Result, 0, len(idxs)), head: state.head}
 	works := map[string]*work{}
 	var ids []string // changed records, in order of their first change
@@ -351,6 +359,7 @@ func (st *Store) applyGroup(ctx context.Context, coll string, changes []crdt.Cha
 		if err != nil {
 			return 0, 0, fmt.Errorf("apply %s: %w", coll, err)
 		}
+		st.log.Debug("transaction cancelled; retrying", "collection", coll, "attempt", attempt, "reasons", reasonCodes(cancelled.CancellationReasons))
 		if attempt >= st.maxAttempts {
 			return 0, 0, fmt.Errorf("apply %s: %w: transaction still conflicting after %d attempts", coll, stores.ErrUnavailable, attempt)
 		}
@@ -444,4 +453,12 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
+}
+
+func reasonCodes(reasons []types.CancellationReason) []string {
+	out := make([]string, len(reasons))
+	for i, r := range reasons {
+		out[i] = str(r.Code)
+	}
+	return out
 }

@@ -14,13 +14,13 @@ import (
 func TestConformance(t *testing.T) {
 	db, _, _ := testClients(t)
 	storetest.Run(t, func(t testing.TB) stores.Store {
-		return openTest(t, db, nil, testTable(t, db))
+		return openTest(t, db, nil, plainTable(t, db))
 	})
 }
 
 func BenchmarkStore(b *testing.B) {
 	db, _, _ := testClients(b)
 	storetest.Bench(b, func(t testing.TB) stores.Store {
-		return openTest(t, db, nil, testTable(t, db))
+		return openTest(t, db, nil, plainTable(t, db))
 	})
 }

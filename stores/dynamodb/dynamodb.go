@@ -36,7 +36,7 @@ const (
 	// tries before Apply gives up with ErrUnavailable.
 	DefaultMaxAttempts = 50
 	// DefaultAttemptTimeout bounds one attempt of one request.
-	DefaultAttemptTimeout = 10 * time.Second
+	DefaultAttemptTimeout = 30 * time.Second
 )
 
 // Config configures a Store built from clients the caller made (New). Open

@@ -428,3 +428,42 @@ func TestPlanToken(t *testing.T) {
 		t.Fatal("two store instances share a token")
 	}
 }
+
+// TestPlanTornRead checks a group whose records were read after a writer
+// moved the head past the value read for it: the plan's new seqs must stay
+// above every record's old seq, or one transaction would put and delete the
+// same log item.
+func TestPlanTornRead(t *testing.T) {
+	s := &Store{table: "t"}
+	st := crdt.Stamp{Wall: 5, Replica: "r"}
+	state := groupState{head: 10, recs: map[string]stores.Entry{
+		"b": {Seq: 12, Record: crdt.SetField("b", "f", []byte{0x01}, crdt.Stamp{Wall: 1, Replica: "r"})},
+	}}
+	changes := []crdt.Change{
+		{Collection: "c", Record: crdt.SetField("a", "f", []byte{0x02}, st)},
+		{Collection: "c", Record: crdt.SetField("b", "f", []byte{0x02}, st)},
+	}
+	p, err := s.makePlan("c", state, changes, []int{0, 1}, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type logKey struct{ pk, sk string }
+	seen := map[logKey]bool{}
+	for _, it := range p.items {
+		var k map[string]dt.AttributeValue
+		switch {
+		case it.Put != nil:
+			k = it.Put.Item
+		case it.Delete != nil:
+			k = it.Delete.Key
+		}
+		lk := logKey{k[attrPK].(*dt.AttributeValueMemberS).Value, k[attrSK].(*dt.AttributeValueMemberN).Value}
+		if seen[lk] {
+			t.Fatalf("transaction touches %v twice", lk)
+		}
+		seen[lk] = true
+	}
+	if p.results[0].Seq != 13 || p.results[1].Seq != 14 {
+		t.Fatalf("seqs %d, %d; want 13, 14 (above the record read at 12)", p.results[0].Seq, p.results[1].Seq)
+	}
+}

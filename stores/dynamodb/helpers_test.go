@@ -44,16 +44,29 @@ func testClients(t testing.TB) (*awsdynamodb.Client, *dynamodbstreams.Client, st
 	return db, streams, endpoint
 }
 
-// testTable creates a table with a unique name and deletes it when the test
-// ends.
+// testTable creates a table with a unique name and its stream, and deletes
+// it when the test ends.
 func testTable(t testing.TB, db *awsdynamodb.Client) string {
+	t.Helper()
+	return newTestTable(t, db, true)
+}
+
+// plainTable is testTable without the stream, for stores without capture:
+// DynamoDB Local spends about 80 ms per written item on a stream, which
+// would make the conformance suite take many minutes.
+func plainTable(t testing.TB, db *awsdynamodb.Client) string {
+	t.Helper()
+	return newTestTable(t, db, false)
+}
+
+func newTestTable(t testing.TB, db *awsdynamodb.Client, stream bool) string {
 	t.Helper()
 	var b [6]byte
 	_, _ = rand.Read(b[:])
 	name := "cvg-test-" + hex.EncodeToString(b[:])
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := CreateTable(ctx, db, name); err != nil {
+	if err := createTable(ctx, db, name, stream); err != nil {
 		t.Fatalf("create table: %v", err)
 	}
 	t.Cleanup(func() {
@@ -82,13 +95,6 @@ func openTest(t testing.TB, db *awsdynamodb.Client, streams *dynamodbstreams.Cli
 	}
 	t.Cleanup(func() { _ = s.Close() })
 	return s
-}
-
-// newStore returns a store on a fresh table, without capture.
-func newStore(t testing.TB) *Store {
-	t.Helper()
-	db, _, _ := testClients(t)
-	return openTest(t, db, nil, testTable(t, db))
 }
 
 func val(t testing.TB, v any) []byte {
