@@ -151,7 +151,7 @@ func createTable(ctx context.Context, client *awsdynamodb.Client, table string, 
 			{AttributeName: ptr(attrPK), KeyType: types.KeyTypeHash},
 			{AttributeName: ptr(attrSK), KeyType: types.KeyTypeRange},
 		},
-		BillingMode: types.BillingModePayPerRequest,
+		BillingMode:         types.BillingModePayPerRequest,
 		StreamSpecification: spec,
 	})
 	var inUse *types.ResourceInUseException
