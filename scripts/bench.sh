@@ -125,7 +125,7 @@ main() {
 		height=$(grep -o 'height="[0-9]*"' results/benchmarks.svg | head -n 1 | tr -dc 0-9)
 		timeout 60 "$CHROME" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
 			--disable-background-networking --disable-component-update --disable-sync \
-			--user-data-dir="$profile" --hide-scrollbars --window-size="1000,$height" \
+			--user-data-dir="$profile" --hide-scrollbars --window-size="1100,$height" \
 			--screenshot="$ROOT/results/benchmarks.png" "file://$ROOT/results/benchmarks.svg" >/dev/null 2>&1 ||
 			log "chart: Chromium could not render results/benchmarks.png; results/benchmarks.svg has it"
 		rm -rf "$profile"

@@ -276,8 +276,8 @@ func writeDetail(w io.Writer, figs []figure) {
 // peers in grey and limits in orange. scripts/bench.sh turns it into PNG.
 func renderSVG(figs []figure) string {
 	const (
-		width   = 1000
-		labelW  = 260
+		width   = 1100
+		labelW  = 360
 		barMax  = 560
 		rowH    = 18
 		titleH  = 26
