@@ -20,6 +20,8 @@ import { ConvergoError } from './errors.js';
 
 /** Decode limits, the same as package crdt's. */
 export const MAX_DEPTH = 24;
+/** Nesting bound of containers inside one field value (crdt.MaxValueNestedLevels): leaves room for the envelopes a value travels in. */
+export const MAX_VALUE_DEPTH = 16;
 export const MAX_ITEMS = 16384;
 export const MAX_VALUE_BYTES = 128 << 10;
 export const MAX_MESSAGE_BYTES = 4 << 20;
@@ -791,7 +793,8 @@ export function checkValue(v) {
   if (v.length === 0) throw err('malformed', 'empty value');
   if (v.length > MAX_VALUE_BYTES) throw err('too_large', `value of ${v.length} bytes exceeds ${MAX_VALUE_BYTES}`);
   const r = new Reader(v, { canonical: true });
-  r.check();
+  // Start deep enough that at most MAX_VALUE_DEPTH containers fit under MAX_DEPTH.
+  r.check(MAX_DEPTH - MAX_VALUE_DEPTH);
   r.end();
 }
 

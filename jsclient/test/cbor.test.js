@@ -314,3 +314,14 @@ test('checking a value without decoding it agrees with decoding it', () => {
     assert.equal(viaCheck, viaDecode, `bytes ${hex(b).slice(0, 200)}`);
   }
 });
+
+test('field values nest at most MAX_VALUE_DEPTH containers, as crdt.MaxValueNestedLevels', () => {
+  for (const [k, ok] of [[0, true], [16, true], [17, false], [23, false]]) {
+    /** @type {unknown} */
+    let v = 0;
+    for (let i = 0; i < k; i++) v = i % 2 ? { k: v } : [v];
+    const bytes = encode(v);
+    if (ok) assert.doesNotThrow(() => checkValue(bytes), `${k} levels`);
+    else assert.throws(() => checkValue(bytes), (/** @type {any} */ e) => e.code === 'malformed', `${k} levels`);
+  }
+});
