@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"testing"
 	"time"
@@ -38,7 +39,7 @@ func TestConvergenceThroughEngine(t *testing.T) {
 			"tick":        s.tick,
 			"jump":        s.jump,
 		}
-		names := slices.Sorted(mapKeys(actions))
+		names := slices.Sorted(maps.Keys(actions))
 		for range steps {
 			actions[rapid.SampledFrom(names).Draw(t, "action")](t)
 		}
@@ -174,7 +175,7 @@ func (s *star) serverWrite(t *rapid.T) {
 func (s *star) push(t *rapid.T) {
 	i := s.pickClient(t, "pusher")
 	c := s.clients[i]
-	ids := slices.Sorted(mapKeys(c.outbox))
+	ids := slices.Sorted(maps.Keys(c.outbox))
 	if len(ids) == 0 {
 		return
 	}
@@ -277,7 +278,7 @@ func (s *star) drain(t *rapid.T) {
 	for round := 0; ; round++ {
 		pending := 0
 		for i, c := range s.clients {
-			ids := slices.Sorted(mapKeys(c.outbox))
+			ids := slices.Sorted(maps.Keys(c.outbox))
 			pending += len(ids)
 			if len(ids) > 0 {
 				s.send(t, i, ids, "ok")

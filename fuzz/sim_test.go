@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"testing"
 	"time"
@@ -338,7 +339,7 @@ func (m *mesh) drain(t *rapid.T) {
 	for round := 0; ; round++ {
 		pending := len(m.net)
 		for i, r := range m.replicas {
-			for _, id := range slices.Sorted(mapKeys(r.outbox)) {
+			for _, id := range slices.Sorted(maps.Keys(r.outbox)) {
 				m.net = append(m.net, packet{id: id, from: i, to: r.outbox[id].to, payload: r.outbox[id].payload})
 				pending++
 			}
