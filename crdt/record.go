@@ -169,6 +169,26 @@ func Merge(a, b Record) (Record, bool) {
 	return out, changed
 }
 
+// LostFields returns the names, sorted, of the fields of delta that merged
+// does not hold as delta wrote them, where merged is the record after delta
+// was merged into it: a field with a newer stamp won, a field with the same
+// stamp won the tie-break (see Field), or a delete stamped at or after the
+// field's stamp dropped it. delta's delete stamp is never reported: a delete
+// has nothing to lose. It returns nil when merged holds every field of delta.
+//
+// Stores report it per change (stores.Result.Lost), so a writer learns which
+// of its writes a newer write superseded.
+func LostFields(delta, merged Record) []string {
+	var lost []string
+	for name, f := range delta.Fields {
+		if g, ok := merged.Fields[name]; !ok || !g.equal(f) {
+			lost = append(lost, name)
+		}
+	}
+	slices.Sort(lost)
+	return lost
+}
+
 // Normalize drops fields hidden by r's delete stamp, returning the record in
 // the form Merge produces. Decoded input need not be normalized; two
 // normalized records are equal exactly when they hold the same state.
