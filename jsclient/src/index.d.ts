@@ -1,5 +1,5 @@
 // Types for Convergo's browser client (src/index.js). Hand-written; kept in
-// step with the JSDoc in client.js.
+// step with the JSDoc in database.js, collection.js and query.js.
 
 /** Stable error codes: the protocol's plus the client's own. */
 export type ErrorCode =

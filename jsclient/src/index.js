@@ -7,6 +7,7 @@
 //   await todos.put('t1', { title: 'milk', done: false });
 //   const stop = todos.subscribe({ orderBy: 'title' }, (docs) => render(docs));
 
-export { open, Database, Collection } from './client.js';
+export { open, Database } from './database.js';
+export { Collection } from './collection.js';
 export { ConvergoError } from './errors.js';
 export { Float } from './cbor.js';

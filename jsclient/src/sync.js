@@ -86,7 +86,7 @@ const AUTH_CODES = new Set(['unauthenticated', 'token_expired']);
  * @property {any} [WebSocket] a WebSocket constructor, or null to poll
  * @property {(c: string, ids: string[]) => void} onChanges records changed by the server
  * @property {(r: {collection: string, id: string, code: string, message: string}) => void} onRefused
- * @property {(s: Partial<import('./client.js').Status>) => void} onStatus
+ * @property {(s: Partial<import('./database.js').Status>) => void} onStatus
  * @property {(e: Error) => void} onError
  * @property {(e: ConvergoError) => void} onAuth the token was refused
  * @property {number} [pollInterval] ms between polls without WebSocket

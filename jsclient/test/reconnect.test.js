@@ -60,7 +60,7 @@ function recordingFetch() {
 /**
  * Whether the client is live: online, and its socket subscribed.
  * @param {FakeServer} server
- * @param {import('../src/client.js').Database} db
+ * @param {import('../src/database.js').Database} db
  */
 function live(server, db) {
   return db.status.online && db.status.lastError === null && server.sockets.size === 1 && [...server.sockets][0].subs.has('todos');
@@ -87,7 +87,7 @@ async function outage(t, opts = {}) {
 /**
  * Waits for the client to be live again; returns when that was.
  * @param {FakeServer} server
- * @param {import('../src/client.js').Database} db
+ * @param {import('../src/database.js').Database} db
  */
 async function reconnected(server, db) {
   await until(() => live(server, db), 'the client to reconnect', BASE);

@@ -35,7 +35,7 @@ export async function until(fn, what, timeout = 5000) {
 /**
  * Opens a client for tests: fake IndexedDB, ws, no Web Locks, no
  * BroadcastChannel unless asked.
- * @param {Partial<import('../../src/client.js').OpenOptions> & {url?: string}} opts
+ * @param {Partial<import('../../src/database.js').OpenOptions> & {url?: string}} opts
  */
 export function openClient(opts) {
   return open({
