@@ -36,6 +36,16 @@ const (
 )
 
 // Result is the outcome of one change of an Apply call.
+//
+// Changed and Lost together tell a writer what became of its change:
+//
+//   - Changed false, Lost empty: the store already held everything the
+//     change says (a duplicate or a replay).
+//   - Changed false, Lost not empty: newer writes won; the change altered
+//     nothing.
+//   - Changed true, Lost empty: the record holds the whole change.
+//   - Changed true, Lost not empty: the change was partly applied; the
+//     fields in Lost were superseded.
 type Result struct {
 	// Changed reports whether the change altered the record. A change that
 	// alters nothing writes nothing and takes no sequence number.
@@ -43,6 +53,15 @@ type Result struct {
 	// Seq is the record's sequence number after the call: the new one when
 	// Changed, else the one it already had (0 if the store never saw it).
 	Seq uint64
+	// Lost names, sorted, the fields of the change that the record does not
+	// hold as the change wrote them once the change is merged
+	// (crdt.LostFields): the stored field has a newer stamp, or the same
+	// stamp and the other value won the tie-break, or the record's delete
+	// stamp is at or after the field's stamp. The change's own delete stamp
+	// is never listed. It is judged right after the change's merge: a later
+	// change of the same batch that supersedes a field does not make it
+	// lost here. Nil when nothing was lost.
+	Lost []string
 }
 
 // Entry is a record in the change log.

@@ -183,8 +183,10 @@ func (w *writer) apply(changes []crdt.Change) ([]stores.Result, error) {
 			}
 			local[k] = st
 		}
-		if !st.rec.Merge(ch.Record) {
-			results[i] = stores.Result{Seq: st.seq}
+		changed := st.rec.Merge(ch.Record)
+		lost := crdt.LostFields(ch.Record, st.rec)
+		if !changed {
+			results[i] = stores.Result{Seq: st.seq, Lost: lost}
 			continue
 		}
 		if err := checkLimits(st.rec); err != nil {
@@ -203,7 +205,7 @@ func (w *writer) apply(changes []crdt.Change) ([]stores.Result, error) {
 		h++
 		heads[k.coll] = h
 		st.seq = h
-		results[i] = stores.Result{Changed: true, Seq: h}
+		results[i] = stores.Result{Changed: true, Seq: h, Lost: lost}
 	}
 	for k, st := range local {
 		if st.seq != st.fileSeq || w.recs[k] != nil {

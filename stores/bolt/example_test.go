@@ -48,7 +48,7 @@ func Example() {
 	}
 	fmt.Println("next cursor:", page.Next, "more:", page.More)
 	// Output:
-	// results: [{true 1} {true 2} {true 3}]
+	// results: [{true 1 []} {true 2 []} {true 3 []}]
 	// 2 t2 [title]
 	// 3 t1 [done title]
 	// next cursor: 3 more: false

@@ -204,8 +204,10 @@ func (st *Store) makePlan(coll string, state groupState, changes []crdt.Change, 
 			works[ch.ID] = w
 		}
 		next := w.cur.Record.Clone()
-		if !next.Merge(ch) {
-			p.results = append(p.results, stores.Result{Seq: w.cur.Seq})
+		changed := next.Merge(ch)
+		lost := crdt.LostFields(ch, next)
+		if !changed {
+			p.results = append(p.results, stores.Result{Seq: w.cur.Seq, Lost: lost})
 			p.done = k + 1
 			continue
 		}
@@ -242,7 +244,7 @@ func (st *Store) makePlan(coll string, state groupState, changes []crdt.Change, 
 			w.dirty = true
 			ids = append(ids, ch.ID)
 		}
-		p.results = append(p.results, stores.Result{Changed: true, Seq: p.head})
+		p.results = append(p.results, stores.Result{Changed: true, Seq: p.head, Lost: lost})
 		p.done = k + 1
 	}
 	if len(ids) == 0 {

@@ -98,6 +98,7 @@ func (s *Store) Apply(ctx context.Context, changes []crdt.Change) ([]stores.Resu
 	type key struct{ coll, id string }
 	staged := map[key]*entry{}
 	changed := make([]bool, len(changes))
+	lost := make([][]string, len(changes))
 	for i, ch := range changes {
 		k := key{ch.Collection, ch.Record.ID}
 		e := staged[k]
@@ -109,7 +110,9 @@ func (s *Store) Apply(ctx context.Context, changes []crdt.Change) ([]stores.Resu
 			}
 			staged[k] = e
 		}
-		if changed[i] = e.record.Merge(ch.Record); changed[i] {
+		changed[i] = e.record.Merge(ch.Record)
+		lost[i] = crdt.LostFields(ch.Record, e.record)
+		if changed[i] {
 			if err := checkLimits(e.record); err != nil {
 				s.mu.Unlock()
 				return nil, fmt.Errorf("apply %s/%s: %w", ch.Collection, ch.Record.ID, err)
@@ -128,13 +131,13 @@ func (s *Store) Apply(ctx context.Context, changes []crdt.Change) ([]stores.Resu
 			if !ok {
 				seq = staged[k].seq
 			}
-			results[i] = stores.Result{Seq: seq}
+			results[i] = stores.Result{Seq: seq, Lost: lost[i]}
 			continue
 		}
 		c := s.coll(ch.Collection)
 		c.head++
 		seqs[k] = c.head
-		results[i] = stores.Result{Changed: true, Seq: c.head}
+		results[i] = stores.Result{Changed: true, Seq: c.head, Lost: lost[i]}
 		heads[ch.Collection] = c.head
 	}
 	// The log must stay in seq order: commit records by their new seq.

@@ -13,7 +13,11 @@
 -- ARGV[5]  largest sequence number (2^53: ZSET scores are doubles)
 -- ARGV[6], ARGV[7], ...  pairs of record id and change blob
 --
--- Returns {changed_1, seq_1, changed_2, seq_2, ...}, changed being 1 or 0.
+-- Returns {changed_1, seq_1, lost_1, changed_2, seq_2, lost_2, ...},
+-- changed being 1 or 0 and lost the array of the names of the change's
+-- fields that the record does not hold as the change wrote them right after
+-- its merge (crdt.LostFields; unsorted: Lua's string order depends on the
+-- server's locale, so the caller sorts).
 --
 -- The script reads and merges everything first and writes only at the end,
 -- so every error (malformed input, a record over the limits, a key of the
@@ -172,6 +176,21 @@ local function merge(r, d)
   return changed
 end
 
+-- lost lists the fields of change d that record r, into which d was just
+-- merged, does not hold as d wrote them: a newer or tie-winning field, or
+-- none at all (a delete dropped it). A field's bytes hold its name, stamp
+-- and value, so equal bytes mean the same field.
+local function lost(r, d)
+  local out = {}
+  for _, name in ipairs(d.names) do
+    local cur = r.fields[name]
+    if not cur or cur[3] ~= d.fields[name][3] then
+      out[#out + 1] = name
+    end
+  end
+  return out
+end
+
 -- hsize is the size of a CBOR head with argument x.
 local function hsize(x)
   if x < 24 then return 1 end
@@ -253,10 +272,11 @@ for i = 1, nchanges do
       r.dirty = true
       order[#order + 1] = id
     end
-    out[2 * i - 1], out[2 * i] = 1, head
+    out[3 * i - 2], out[3 * i - 1] = 1, head
   else
-    out[2 * i - 1], out[2 * i] = 0, r.seq
+    out[3 * i - 2], out[3 * i - 1] = 0, r.seq
   end
+  out[3 * i] = lost(r, d)
 end
 
 local blobs = {}

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -297,19 +298,44 @@ func (s *Store) applyCollection(ctx context.Context, coll string, changes []crdt
 			r := changes[i].Record
 			args = append(args, r.ID, encodeBlob(0, r))
 		}
-		out, err := mergeScript.Run(ctx, s.client, keys, args...).Int64Slice()
+		out, err := mergeScript.Run(ctx, s.client, keys, args...).Slice()
 		if err != nil {
 			return s.fail(ctx, "apply to "+coll, err)
 		}
-		if len(out) != 2*n {
-			return fmt.Errorf("apply to %s: merge script returned %d numbers for %d changes", coll, len(out), n)
+		if len(out) != 3*n {
+			return fmt.Errorf("apply to %s: merge script returned %d items for %d changes", coll, len(out), n)
 		}
 		for j, i := range idx[:n] {
-			results[i] = stores.Result{Changed: out[2*j] == 1, Seq: uint64(out[2*j+1])}
+			r, err := mergeResult(out[3*j : 3*j+3])
+			if err != nil {
+				return fmt.Errorf("apply to %s: change %s: %w", coll, changes[i].Record.ID, err)
+			}
+			results[i] = r
 		}
 		idx = idx[n:]
 	}
 	return nil
+}
+
+// mergeResult reads the merge script's result of one change: changed (0 or
+// 1), the seq, and the names of the lost fields, which it sorts.
+func mergeResult(item []any) (stores.Result, error) {
+	changed, ok1 := item[0].(int64)
+	seq, ok2 := item[1].(int64)
+	names, ok3 := item[2].([]any)
+	if !ok1 || !ok2 || !ok3 || seq < 0 {
+		return stores.Result{}, fmt.Errorf("merge script returned %v", item)
+	}
+	r := stores.Result{Changed: changed == 1, Seq: uint64(seq)}
+	for _, n := range names {
+		name, ok := n.(string)
+		if !ok {
+			return stores.Result{}, fmt.Errorf("merge script returned lost field %v", n)
+		}
+		r.Lost = append(r.Lost, name)
+	}
+	slices.Sort(r.Lost)
+	return r, nil
 }
 
 // Pull implements stores.Store. The read script takes the page of the log

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 
 	"pgregory.net/rapid"
@@ -524,6 +525,9 @@ func testReference(t *testing.T, f Factory) {
 				model[c.Record.ID] = cur
 				if res[i].Changed != changed {
 					rt.Fatalf("change %s: Changed = %v, reference says %v", fmtRecord(c.Record), res[i].Changed, changed)
+				}
+				if lost := crdt.LostFields(c.Record, cur); !slices.Equal(res[i].Lost, lost) {
+					rt.Fatalf("change %s: Lost = %q, reference says %q", fmtRecord(c.Record), res[i].Lost, lost)
 				}
 			}
 			all = append(all, b...)

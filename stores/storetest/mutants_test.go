@@ -27,6 +27,7 @@ var mutants = []struct {
 	{"gap", "ConcurrentWriters", func(m *memory.Store) stores.Store { return &gapStore{Store: m} }},
 	{"more-when-full", "Paging", func(m *memory.Store) stores.Store { return moreWhenFull{m} }},
 	{"changed-always", "NoopTakesNoSeq", func(m *memory.Store) stores.Store { return changedAlways{m} }},
+	{"loses-nothing", "Lost", func(m *memory.Store) stores.Store { return losesNothing{m} }},
 	{"notify-noop", "WatchNoop", func(m *memory.Store) stores.Store { return &notifyNoop{Store: m} }},
 	{"silent", "Watch", func(m *memory.Store) stores.Store { return silent{m} }},
 	{"ignores-context", "Cancelled", func(m *memory.Store) stores.Store { return ignoresContext{m} }},
@@ -104,6 +105,18 @@ func (s changedAlways) Apply(ctx context.Context, cs []crdt.Change) ([]stores.Re
 	res, err := s.Store.Apply(ctx, cs)
 	for i := range res {
 		res[i].Changed = true
+	}
+	return res, err
+}
+
+// losesNothing reports every change as held whole, as a store would that
+// does not compute Result.Lost.
+type losesNothing struct{ *memory.Store }
+
+func (s losesNothing) Apply(ctx context.Context, cs []crdt.Change) ([]stores.Result, error) {
+	res, err := s.Store.Apply(ctx, cs)
+	for i := range res {
+		res[i].Lost = nil
 	}
 	return res, err
 }

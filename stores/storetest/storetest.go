@@ -31,6 +31,7 @@ func Run(t *testing.T, newStore Factory) {
 		{"MergeInOneBatch", testMergeInOneBatch},
 		{"Ties", testTies},
 		{"Results", testResults},
+		{"Lost", testLost},
 		{"NoopTakesNoSeq", testNoop},
 		{"Replay", testReplay},
 		{"SameRecordInBatch", testSameRecordInBatch},
