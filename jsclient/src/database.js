@@ -8,6 +8,7 @@ import { Store } from './db.js';
 import { Syncer } from './sync.js';
 import { validateCollection } from './record.js';
 import { Collection } from './collection.js';
+import { TabChannel, TabMessage, fromWire, requestLeadership, toWire } from './tabs.js';
 
 /** @typedef {import('./db.js').StoredRecord} StoredRecord */
 
@@ -102,7 +103,7 @@ export class Database {
     });
     /** @type {(() => void)|null} */
     this.releaseLock = null;
-    /** @type {any} */
+    /** @type {TabChannel|null} */
     this.channel = null;
     /** @type {Array<() => void>} */
     this.cleanups = [];
@@ -119,25 +120,23 @@ export class Database {
     await this.store.addCollections(this.collections);
     const BC = this.o.BroadcastChannel === undefined ? globalThis.BroadcastChannel : this.o.BroadcastChannel;
     if (BC) {
-      this.channel = new BC('convergo:' + this.name);
-      this.channel.onmessage = (/** @type {MessageEvent} */ ev) => this._onPeer(ev.data);
+      this.channel = new TabChannel(BC, this.name, (m) => this._onPeer(m));
       // Learn the leader's status now rather than at its next change.
-      this._post({ t: 'ask' });
-      for (const c of this.collections) this._post({ t: 'collection', c });
+      this._post({ t: TabMessage.ask });
+      for (const c of this.collections) this._post({ t: TabMessage.collection, c });
     }
     if (this.o.sync === false) return;
     this._watchVisibility();
     const locks = this.o.locks === undefined ? globalThis.navigator?.locks : this.o.locks;
     if (locks && typeof locks.request === 'function') {
-      locks
-        .request('convergo:' + this.name, () => {
-          if (this.closed) return undefined;
-          this._lead().catch((e) => this._emit('error', e));
-          return new Promise((resolve) => {
-            this.releaseLock = () => resolve(undefined);
-          });
-        })
-        .catch((/** @type {Error} */ e) => this._emit('error', e));
+      requestLeadership(locks, this.name, {
+        closed: () => this.closed,
+        lead: () => this._lead().catch((e) => this._emit('error', e)),
+        held: (release) => {
+          this.releaseLock = release;
+        },
+        onError: (e) => this._emit('error', e),
+      });
     } else {
       await this._lead();
     }
@@ -154,7 +153,7 @@ export class Database {
     const onVisibility = () => {
       if (doc.visibilityState !== 'visible' || this.closed) return;
       if (this.syncer) this.syncer.retryNow('visible');
-      else this._post({ t: 'retry' });
+      else this._post({ t: TabMessage.retry });
     };
     doc.addEventListener('visibilitychange', onVisibility);
     this.cleanups.push(() => doc.removeEventListener('visibilitychange', onVisibility));
@@ -193,7 +192,7 @@ export class Database {
     const answers = this.startupSyncs;
     this.startupSyncs = [];
     if (syncer) {
-      for (const done of this.peerSync?.values() ?? []) answers.push((/** @type {any} */ e) => done(e ? { code: e.code, message: e.message } : undefined));
+      for (const done of this.peerSync?.values() ?? []) answers.push((/** @type {any} */ e) => done(e ? toWire(e) : undefined));
       for (const answer of answers) syncer.requestSync().then(() => answer(null), answer);
     } else {
       const e = this.closed ? new ConvergoError('closed', 'sync: the leader tab closed') : new ConvergoError('network', 'sync: the leader tab is paused');
@@ -329,40 +328,37 @@ export class Database {
   _announce() {
     if (!this.channel) return;
     const { lastError, leader, paused, ...rest } = this._status;
-    this._post({ t: 'status', s: { ...rest, lastError: lastError ? { code: lastError.code, message: lastError.message } : null } });
+    this._post({ t: TabMessage.status, s: { ...rest, lastError: lastError ? toWire(lastError) : null } });
   }
 
-  /** @param {any} m */
+  /** @param {import('./tabs.js').TabMsg} m */
   _post(m) {
-    try {
-      this.channel?.postMessage(m);
-    } catch {
-      /* closed */
-    }
+    this.channel?.post(m);
   }
 
   /**
-   * A message from another tab of this database.
+   * A message from another tab of this database: see TabMessage (tabs.js)
+   * for who sends each and why.
    * @param {any} m
    */
   _onPeer(m) {
     if (!m || typeof m !== 'object' || this.closed) return;
     switch (m.t) {
-      case 'changed':
+      case TabMessage.changed:
         if (typeof m.c === 'string' && Array.isArray(m.ids)) this._changed(m.c, m.ids, 'tab');
         break;
-      case 'push':
+      case TabMessage.push:
         this.syncer?.kick();
         break;
-      case 'retry':
+      case TabMessage.retry:
         // A follower's page became visible.
         this.syncer?.retryNow('visible');
         break;
-      case 'ask':
+      case TabMessage.ask:
         // A tab opened and wants the sync status: the leader answers.
         if (this._status.leader) this._announce();
         break;
-      case 'collection':
+      case TabMessage.collection:
         // A tab opened a collection (it also stored the name for leaders
         // to come). The leader syncs it from now on, paused or not.
         if (this.leading && typeof m.c === 'string' && !this.collections.has(m.c)) {
@@ -375,9 +371,9 @@ export class Database {
           this.syncer?.addCollection(m.c);
         }
         break;
-      case 'sync': {
+      case TabMessage.sync: {
         if (!this.leading) break;
-        const answer = (/** @type {any} */ e) => this._post({ t: 'synced', n: m.n, error: e ? { code: e.code, message: e.message } : undefined });
+        const answer = (/** @type {any} */ e) => this._post({ t: TabMessage.synced, n: m.n, error: e ? toWire(e) : undefined });
         if (!this.syncer) {
           if (this._status.paused) answer(new ConvergoError('network', 'sync: the leader tab is paused'));
           else this.startupSyncs.push(answer); // answered once the syncer runs (_lead)
@@ -386,13 +382,13 @@ export class Database {
         this.syncer.requestSync().then(() => answer(null), answer);
         break;
       }
-      case 'synced':
+      case TabMessage.synced:
         this.peerSync?.get(m.n)?.(m.error);
         break;
-      case 'status':
+      case TabMessage.status:
         if (!this._status.leader && m.s && typeof m.s === 'object') {
           const { pending, ...rest } = m.s;
-          const lastError = rest.lastError ? new ConvergoError(rest.lastError.code, rest.lastError.message) : null;
+          const lastError = rest.lastError ? fromWire(rest.lastError) : null;
           this._setStatus({ ...rest, lastError }, true);
           this.store
             .outboxCount()
@@ -410,7 +406,7 @@ export class Database {
    * @param {'local'|'remote'|'tab'} origin
    */
   _changed(c, ids, origin) {
-    if (origin !== 'tab') this._post({ t: 'changed', c, ids });
+    if (origin !== 'tab') this._post({ t: TabMessage.changed, c, ids });
     for (const s of this.subs) {
       if (s.collection === c && (s.id === null || ids.includes(s.id))) this.dirty.add(s);
     }
@@ -466,7 +462,7 @@ export class Database {
       this.collections.add(name);
       this.store.addCollections([name]).catch((e) => this._emit('error', e));
       if (this.syncer) this.syncer.addCollection(name);
-      else this._post({ t: 'collection', c: name });
+      else this._post({ t: TabMessage.collection, c: name });
     }
     return c;
   }
@@ -503,10 +499,10 @@ export class Database {
       /** @type {Map<number, Function>} */ (this.peerSync).set(n, (/** @type {any} */ err) => {
         clearTimeout(timer);
         this.peerSync?.delete(n);
-        if (err) reject(new ConvergoError(err.code, err.message));
+        if (err) reject(fromWire(err));
         else resolve(undefined);
       });
-      this._post({ t: 'sync', n });
+      this._post({ t: TabMessage.sync, n });
     });
   }
 
@@ -548,11 +544,7 @@ export class Database {
     for (const f of this.cleanups) f();
     await this.syncer?.stop();
     this.releaseLock?.();
-    try {
-      this.channel?.close();
-    } catch {
-      /* already */
-    }
+    this.channel?.close();
     this.subs.clear();
     this.store.close();
     for (const f of [...this.closeWaiters]) f();
@@ -562,7 +554,7 @@ export class Database {
   async _wrote(/** @type {string} */ c, /** @type {string} */ id) {
     this._changed(c, [id], 'local');
     if (this.syncer) this.syncer.kick();
-    else this._post({ t: 'push' });
+    else this._post({ t: TabMessage.push });
     this._setStatus({ pending: await this.store.outboxCount() });
   }
 }

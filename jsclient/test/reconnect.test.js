@@ -13,6 +13,7 @@ import assert from 'node:assert/strict';
 import { FakeServer } from './helpers/server.js';
 import { openClient, until } from './helpers/util.js';
 import { WRITE_RETRY_MS } from '../src/sync.js';
+import { TabMessage } from '../src/tabs.js';
 
 const BASE = 10_000;
 /** Time a triggered reconnect may take on a loaded machine: well under BASE/2. */
@@ -132,7 +133,7 @@ test("another tab's page becoming visible reconnects the leader at once", async 
   const follower = new BroadcastChannel('convergo:leader-tab');
   t.after(() => follower.close());
   const triggered = Date.now();
-  follower.postMessage({ t: 'retry' });
+  follower.postMessage({ t: TabMessage.retry });
   const back = await reconnected(server, db);
   assert.ok(back - triggered < FAST, `reconnected ${back - triggered} ms after the follower asked`);
   assert.ok(back - since < BASE / 2);

@@ -1,0 +1,141 @@
+// How the tabs of one database work together. They share one IndexedDB
+// database, but only one of them, the leader, runs the sync loop: the tab
+// that holds the Web Lock "convergo:<name>". The others (followers) reach it
+// through the messages below, posted on the BroadcastChannel of the same
+// name. When the leader closes, the lock passes to a waiting tab, which
+// becomes the leader.
+//
+// This module names the messages and carries them; what a tab does on
+// receiving one is the Database's (database.js, _onPeer).
+
+import { ConvergoError } from './errors.js';
+
+/** @typedef {import('./database.js').Status} Status */
+
+/**
+ * The messages on a database's BroadcastChannel. Each is an object whose
+ * field `t` is one of these names. A tab receives every message but its
+ * own; the ones marked "leader" are ignored by followers and the other way
+ * round. "A tab without a sync loop" is a follower, or the leader while
+ * paused (then nobody acts on it).
+ *
+ * | t            | sent by                                   | fields                               | the receiver                                                        |
+ * |--------------|-------------------------------------------|--------------------------------------|---------------------------------------------------------------------|
+ * | `changed`    | any tab: its own writes; the leader also what it pulled or rolled back | `c` collection, `ids` record ids | refreshes its subscriptions to them, emits 'change' with origin 'tab' |
+ * | `push`       | a tab without a sync loop, after a write  | none                                 | leader: pushes the outbox soon (Syncer.kick)                        |
+ * | `retry`      | a tab without a sync loop whose page became visible | none                       | leader: cuts a reconnect wait short (Syncer.retryNow('visible'))   |
+ * | `ask`        | every tab, as it opens                    | none                                 | leader: answers with `status`                                       |
+ * | `collection` | every tab, as it opens, for each collection of its options; a tab without a sync loop, for a collection it opens later | `c` collection | leader: syncs c from now on (paused or not), if c is a valid name it did not sync yet |
+ * | `sync`       | a tab without a sync loop, for its sync() | `n` a random number naming the call  | leader: syncs now and answers `synced`; while it starts, once it runs; while paused, at once with a network error |
+ * | `synced`     | the leader, answering `sync`              | `n` as in the call, `error` {code, message} or absent | the tab whose call n is: resolves that sync(), or rejects it with error |
+ * | `status`     | the leader, when its status changes and on `ask` | `s` its Status without leader, paused; lastError as {code, message} or null | followers: take it as theirs, counting pending in their own read of the outbox |
+ */
+export const TabMessage = Object.freeze({
+  changed: 'changed',
+  push: 'push',
+  retry: 'retry',
+  ask: 'ask',
+  collection: 'collection',
+  sync: 'sync',
+  synced: 'synced',
+  status: 'status',
+});
+
+/**
+ * An error as it crosses between tabs (a ConvergoError does not survive
+ * structured cloning as one).
+ * @typedef {{code: any, message: string}} WireError
+ */
+
+/**
+ * The leader's status as it announces it.
+ * @typedef {Omit<Status, 'leader'|'paused'|'lastError'> & {lastError: WireError|null}} WireStatus
+ */
+
+/**
+ * A message to post: see TabMessage.
+ * @typedef {{t: typeof TabMessage.changed, c: string, ids: string[]}
+ *   | {t: typeof TabMessage.push}
+ *   | {t: typeof TabMessage.retry}
+ *   | {t: typeof TabMessage.ask}
+ *   | {t: typeof TabMessage.collection, c: string}
+ *   | {t: typeof TabMessage.sync, n: number}
+ *   | {t: typeof TabMessage.synced, n: number, error: WireError|undefined}
+ *   | {t: typeof TabMessage.status, s: WireStatus}} TabMsg
+ */
+
+/**
+ * The name of a database's lock and channel.
+ * @param {string} name the database name
+ */
+function tabKey(name) {
+  return 'convergo:' + name;
+}
+
+/**
+ * An error in the form that crosses between tabs.
+ * @param {any} e
+ * @returns {WireError}
+ */
+export function toWire(e) {
+  return { code: e.code, message: e.message };
+}
+
+/**
+ * The ConvergoError another tab sent.
+ * @param {WireError} w
+ */
+export function fromWire(w) {
+  return new ConvergoError(w.code, w.message);
+}
+
+/** The BroadcastChannel between the tabs of one database. */
+export class TabChannel {
+  /**
+   * @param {any} BC the BroadcastChannel constructor
+   * @param {string} name the database name
+   * @param {(m: any) => void} onMessage called with what other tabs post
+   *   (unchecked: tabs may run other versions of this code)
+   */
+  constructor(BC, name, onMessage) {
+    this.channel = new BC(tabKey(name));
+    this.channel.onmessage = (/** @type {MessageEvent} */ ev) => onMessage(ev.data);
+  }
+
+  /** @param {TabMsg} m */
+  post(m) {
+    try {
+      this.channel.postMessage(m);
+    } catch {
+      /* closed */
+    }
+  }
+
+  close() {
+    try {
+      this.channel.close();
+    } catch {
+      /* already */
+    }
+  }
+}
+
+/**
+ * Asks for leadership of database name among its tabs. Once this tab holds
+ * the lock, unless closed() by then, it calls lead() and then held() with
+ * the function that gives the lock up. Failures go to onError.
+ * @param {{request: Function}} locks Web Locks (navigator.locks)
+ * @param {string} name the database name
+ * @param {{closed: () => boolean, lead: () => void, held: (release: () => void) => void, onError: (e: Error) => void}} o
+ */
+export function requestLeadership(locks, name, o) {
+  locks
+    .request(tabKey(name), () => {
+      if (o.closed()) return undefined;
+      o.lead();
+      return new Promise((resolve) => {
+        o.held(() => resolve(undefined));
+      });
+    })
+    .catch((/** @type {Error} */ e) => o.onError(e));
+}
