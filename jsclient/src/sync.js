@@ -12,42 +12,20 @@
 //
 // Only the leader tab runs a Syncer. Everything it learns goes through the
 // Store (IndexedDB), so a reload resumes from the stored cursors and outbox.
+//
+// The Syncer orchestrates; the parts are elsewhere: one HTTP request and
+// its error mapping in http.js, the WebSocket session in live.js, the
+// reconnect delay in backoff.js.
 
+import { backoff } from './backoff.js';
 import { decode } from './cbor.js';
 import { ConvergoError } from './errors.js';
-import {
-  MAX_ANSWER_BYTES,
-  PROTOCOL,
-  encodeHello,
-  encodeLiveHello,
-  encodePing,
-  encodePull,
-  encodePush,
-  encodeSub,
-  parseErrorBody,
-  parseHello,
-  parsePullAnswer,
-  parsePushAnswer,
-  parseServerMessage,
-} from './protocol.js';
+import { post } from './http.js';
+import { LiveSession } from './live.js';
+import { PROTOCOL, encodeHello, encodePull, encodePush, parseHello, parsePullAnswer, parsePushAnswer } from './protocol.js';
 
 /** @typedef {import('./protocol.js').Hello} Hello */
 /** @typedef {import('./db.js').Store} Store */
-
-/**
- * The delay before reconnect attempt n (0-based): exponential from base to
- * max, with "full jitter" in [d/2, d] so a fleet of clients that lost the
- * server together does not come back together.
- * @param {number} attempt
- * @param {{base?: number, max?: number, random?: () => number}} [opts]
- */
-export function backoff(attempt, opts = {}) {
-  const base = opts.base ?? 500;
-  const max = opts.max ?? 30_000;
-  const d = Math.min(max, base * 2 ** Math.min(attempt, 30));
-  const rnd = (opts.random ?? Math.random)();
-  return Math.round(d / 2 + (d / 2) * rnd);
-}
 
 /** A live session at least this long resets the reconnect backoff. */
 const STABLE_SESSION_MS = 10_000;
@@ -59,12 +37,6 @@ const STABLE_SESSION_MS = 10_000;
  * (plus the backoff's, which each early attempt starts over).
  */
 export const WRITE_RETRY_MS = 2_000;
-
-/**
- * How long a live socket has to answer the ping sent when the network or
- * the page's visibility changes before it is taken for dead (ms).
- */
-const PROBE_TIMEOUT_MS = 5_000;
 
 /**
  * Why a reconnect attempt is wanted now: a local write, the browser's
@@ -105,8 +77,8 @@ export class Syncer {
     this.hello = null;
     this.stopped = false;
     this.attempt = 0;
-    /** @type {WebSocket|null} */
-    this.ws = null;
+    /** @type {LiveSession|null} the live session, while there is one */
+    this.session = null;
     /** @type {(() => void)|null} wakes the loop from a wait */
     this.wake = null;
     /** @type {((at: number) => void)|null} moves the end of the current wait to an earlier time */
@@ -123,22 +95,17 @@ export class Syncer {
     this.lastWriteRetry = -Infinity;
     /** @type {{resolve: () => void, reject: (e: Error) => void}[]} sync() calls waiting for the loop's next round */
     this.roundWaiters = [];
-    /** @type {(() => void)|null} checks that the live socket still answers */
-    this.probeLive = null;
     this.pushWanted = false;
     this.pushQueued = false;
     /** @type {Promise<void>} serializes push/pull work */
     this.chain = Promise.resolve();
-    /** @type {Set<string>} collections subscribed on the live socket */
-    this.subscribed = new Set();
     this.resetWanted = false;
     /** @type {Promise<void>|null} */
     this.loop = null;
     /** @type {ConvergoError|null} */
     this.lastError = null;
-    this.liveOpen = false;
-    /** @type {((m: import('./protocol.js').ServerMessage) => void)|null} */
-    this.onMessage = null;
+    /** @type {import('./http.js').HttpOptions} */
+    this.http = { base: this.base, fetch: (input, init) => this.o.fetch(input, init), token: (force) => this.token(force) };
   }
 
   start() {
@@ -147,7 +114,7 @@ export class Syncer {
 
   async stop() {
     this.stopped = true;
-    this.ws?.close();
+    this.session?.close();
     this.wake?.();
     this.settleRound(new ConvergoError('network', 'sync stopped'));
     await this.loop;
@@ -204,7 +171,7 @@ export class Syncer {
     this.attempt = 0;
     if (this.waiting === null) {
       // Live, or a round is under way (if it fails, the backoff starts over).
-      if (this.live && (why === 'online' || why === 'visible')) this.probeLive?.();
+      if (this.live && (why === 'online' || why === 'visible')) this.session?.probeLive?.();
       return false;
     }
     this.wakeAt?.(Math.max(now, this.retryAt));
@@ -213,23 +180,23 @@ export class Syncer {
 
   /** The network went away: drop the socket; the loop waits for online(). */
   offline() {
-    this.ws?.close();
+    this.session?.close();
   }
 
   /** The database was wiped: pull everything again. */
   reset() {
     this.resetWanted = true;
-    this.ws?.close();
+    this.session?.close();
     // Disconnected, the next attempt resets the cursors.
     if (this.waiting === 'poll' || this.waiting === 'offline') this.wake?.();
   }
 
   /** A new collection to sync. */
   addCollection(/** @type {string} */ c) {
-    if (this.live && this.ws && !this.subscribed.has(c)) {
+    if (this.live && this.session && !this.session.subscribed.has(c)) {
       this.serial(async () => {
         await this.pullCollection(c);
-        this.subscribe(c, await this.store.cursor(c));
+        this.session?.subscribe(c, await this.store.cursor(c));
       }).catch((e) => this.o.onError(e));
     } else if (this.waiting === 'poll') {
       this.wake?.();
@@ -314,7 +281,7 @@ export class Syncer {
   }
 
   get live() {
-    return this.ws !== null && this.liveOpen === true;
+    return this.session?.live ?? false;
   }
 
   async run() {
@@ -414,42 +381,13 @@ export class Syncer {
   // ------------------------------------------------------------- HTTP
 
   /**
-   * POSTs a CBOR body; returns the answer's bytes or throws a ConvergoError
-   * with the server's code.
+   * POSTs a CBOR body (see http.js).
    * @param {string} path
    * @param {Uint8Array<ArrayBuffer>} body
-   * @param {boolean} [retried]
    * @returns {Promise<Uint8Array>}
    */
-  async post(path, body, retried = false) {
-    const token = await this.token(false);
-    /** @type {Record<string, string>} */
-    const headers = { 'Content-Type': 'application/cbor', Accept: 'application/cbor', 'Convergo-Protocol': String(PROTOCOL) };
-    if (token) headers.Authorization = 'Bearer ' + token;
-    let res;
-    try {
-      res = await this.o.fetch(this.base + path, { method: 'POST', headers, body, credentials: 'omit', cache: 'no-store' });
-    } catch (e) {
-      throw new ConvergoError('network', `POST ${path}: ${/** @type {any} */ (e)?.message ?? e}`, { cause: e });
-    }
-    if (Number(res.headers.get('Content-Length')) > MAX_ANSWER_BYTES) {
-      throw new ConvergoError('too_large', `POST ${path}: answer of ${res.headers.get('Content-Length')} bytes`);
-    }
-    const bytes = new Uint8Array(await res.arrayBuffer());
-    if (res.ok) return bytes;
-    const parsed = parseErrorBody(bytes);
-    const code = /** @type {any} */ (parsed?.code ?? res.headers.get('Convergo-Error') ?? statusCode(res.status));
-    const retryAfter = Number(res.headers.get('Retry-After')) || undefined;
-    const e = new ConvergoError(code, `POST ${path}: ${res.status} ${code}${parsed?.message ? ': ' + parsed.message : ''}`, {
-      status: res.status,
-      retryAfter,
-    });
-    if (code === 'token_expired' && !retried) {
-      // Refresh once and retry the same request.
-      await this.token(true);
-      return this.post(path, body, true);
-    }
-    throw e;
+  post(path, body) {
+    return post(this.http, path, body);
   }
 
   /**
@@ -591,160 +529,53 @@ export class Syncer {
   // -------------------------------------------------------- WebSocket
 
   /**
-   * @param {string} c
-   * @param {number} cursor
+   * Runs one live session (live.js); resolves when the socket closes
+   * normally, rejects with the error that ended it.
    */
-  subscribe(c, cursor) {
-    this.subscribed.add(c);
-    this.send(encodeSub(c, cursor));
-  }
-
-  /**
-   * Sends on the live socket if it is open; a closed socket is the loop's
-   * business (it reconnects and subscribes again).
-   * @param {Uint8Array<ArrayBuffer>} frame
-   */
-  send(frame) {
-    if (this.ws && this.ws.readyState === 1) this.ws.send(frame);
-  }
-
-  /**
-   * Runs one live session; resolves when the socket closes normally,
-   * rejects with the error that ended it.
-   */
-  runLive() {
-    const WS = this.o.WebSocket;
-    const url = this.base.replace(/^http/, 'ws') + '/v1/live';
-    return new Promise((resolve, reject) => {
-      if (this.stopped) {
-        resolve(undefined);
-        return;
-      }
-      /** @type {WebSocket} */
-      let ws;
-      try {
-        ws = new WS(url);
-      } catch (e) {
-        reject(new ConvergoError('network', `WebSocket ${url}: ${/** @type {any} */ (e)?.message ?? e}`));
-        return;
-      }
-      ws.binaryType = 'arraybuffer';
-      this.ws = ws;
-      this.liveOpen = false;
-      this.subscribed.clear();
-      /** @type {ConvergoError|null} */
-      let failure = null;
-      let nonce = 0;
-      let awaitingPong = 0;
-      /** @type {any} */
-      let pinger = null;
-      /** @type {any} */
-      let probe = null;
-      const fail = (/** @type {ConvergoError} */ e) => {
-        failure ??= e;
-        try {
-          ws.close();
-        } catch {
-          /* closing already */
-        }
-      };
-      ws.onopen = async () => {
-        if (this.stopped) {
-          ws.close();
-          return;
-        }
-        try {
-          ws.send(encodeLiveHello(/** @type {string} */ (this.store.replica), await this.token(false)));
-        } catch (e) {
-          fail(/** @type {ConvergoError} */ (e));
-        }
-      };
-      ws.onmessage = (/** @type {MessageEvent} */ ev) => {
-        if (typeof ev.data === 'string') {
-          fail(new ConvergoError('malformed', 'text frame on the live socket'));
-          return;
-        }
-        const bytes = new Uint8Array(ev.data);
-        if (bytes.length > MAX_ANSWER_BYTES) {
-          // Too big to read: fetch the same changes over HTTP in pages.
-          this.serial(async () => {
-            for (const c of this.subscribed) await this.pullCollection(c);
-          }).catch((e) => fail(e));
-          return;
-        }
-        this.serial(() => this.onLive(bytes, ws)).catch((e) => fail(e));
-      };
-      ws.onerror = () => {
-        failure ??= new ConvergoError('network', `WebSocket ${url} failed`);
-      };
-      ws.onclose = () => {
-        clearInterval(pinger);
-        clearTimeout(probe);
-        if (this.ws === ws) {
-          this.ws = null;
-          this.probeLive = null;
-        }
-        this.liveOpen = false;
-        this.o.onStatus({ online: false });
-        if (failure && !this.stopped) reject(failure);
-        else resolve(undefined);
-      };
-      /** @param {import('./protocol.js').ServerMessage} m */
-      this.onMessage = (m) => {
-        if (m.type === 'welcome') {
-          pinger = setInterval(() => {
-            if (awaitingPong > 1) {
-              fail(new ConvergoError('network', 'live socket stopped answering pings'));
-              return;
-            }
-            awaitingPong++;
-            if (ws.readyState === 1) ws.send(encodePing(++nonce));
-          }, this.o.pingInterval ?? 25_000);
-          this.probeLive = () => {
-            if (probe !== null || ws.readyState !== 1) return;
-            probe = setTimeout(() => fail(new ConvergoError('network', 'live socket did not answer a ping after the network or page visibility changed')), PROBE_TIMEOUT_MS);
-            ws.send(encodePing(++nonce));
-          };
-        } else if (m.type === 'pong') {
-          awaitingPong = 0;
-          clearTimeout(probe);
-          probe = null;
-        } else if (m.type === 'error') {
-          const e = new ConvergoError(/** @type {any} */ (m.code), `live: ${m.code}${m.message ? ': ' + m.message : ''}`);
-          if (m.collection) this.o.onError(e);
-          else fail(e);
-        }
-      };
+  async runLive() {
+    const session = new LiveSession({
+      url: this.base,
+      WebSocket: this.o.WebSocket,
+      stopped: () => this.stopped,
+      replica: () => /** @type {string} */ (this.store.replica),
+      token: (force) => this.token(force),
+      serial: (fn) => this.serial(fn),
+      onMessage: (m, s) => this.onLive(m, s),
+      pull: (c) => this.pullCollection(c),
+      onError: (e) => this.o.onError(e),
+      onClose: () => this.o.onStatus({ online: false }),
+      pingInterval: this.o.pingInterval,
     });
+    this.session = session;
+    try {
+      await session.run();
+    } finally {
+      if (this.session === session) this.session = null;
+    }
   }
 
   /**
    * Handles one live message, in order with other sync work.
-   * @param {Uint8Array} bytes
-   * @param {WebSocket} ws the session it came on
+   * @param {import('./protocol.js').ServerMessage} m
+   * @param {LiveSession} session the session it came on
    */
-  async onLive(bytes, ws) {
-    // Frames of a session that has ended since they arrived are dropped:
-    // the next session catches up from the cursors.
-    if (this.ws !== ws) return;
-    const m = parseServerMessage(bytes);
-    this.onMessage?.(m);
+  async onLive(m, session) {
     switch (m.type) {
       case 'welcome': {
         const now = Date.now();
         this.applyHello(m.hello, now, now, false);
-        this.liveOpen = true;
+        session.accept();
         this.o.onStatus({ online: true, lastError: null });
         // Writes made while we connected, then everything after the cursors.
         await this.pushAll();
         await this.pullAll();
-        for (const c of this.o.collections()) this.subscribe(c, await this.store.cursor(c));
+        for (const c of this.o.collections()) session.subscribe(c, await this.store.cursor(c));
         this.o.onStatus({ lastSyncedAt: Date.now() });
         if (this.pushWanted) await this.pushAll();
         break;
       }
       case 'changes': {
-        if (!this.subscribed.has(m.collection)) break;
+        if (!session.subscribed.has(m.collection)) break;
         const cursor = await this.store.cursor(m.collection);
         // A stale frame (before a resync pull) is already covered.
         if (m.next <= cursor) break;
@@ -753,39 +584,13 @@ export class Syncer {
         break;
       }
       case 'resync': {
-        this.subscribed.delete(m.collection);
+        session.subscribed.delete(m.collection);
         await this.pullCollection(m.collection);
-        this.subscribe(m.collection, await this.store.cursor(m.collection));
+        session.subscribe(m.collection, await this.store.cursor(m.collection));
         break;
       }
     }
   }
-}
-
-/**
- * The protocol's code for an HTTP status without a body.
- * @param {number} status
- */
-function statusCode(status) {
-  switch (status) {
-    case 400:
-      return 'malformed';
-    case 401:
-      return 'unauthenticated';
-    case 403:
-      return 'forbidden';
-    case 404:
-      return 'not_found';
-    case 413:
-      return 'too_large';
-    case 429:
-      return 'rate_limited';
-    case 503:
-    case 502:
-    case 504:
-      return 'unavailable';
-  }
-  return 'internal';
 }
 
 /**

@@ -190,7 +190,7 @@ test('a refused token raises an auth event; a new token resumes sync', async (t)
 });
 
 test('backoff grows exponentially with jitter and a cap', async () => {
-  const { backoff } = await import('../src/sync.js');
+  const { backoff } = await import('../src/backoff.js');
   for (let n = 0; n < 12; n++) {
     const d = Math.min(30_000, 500 * 2 ** n);
     assert.equal(backoff(n, { random: () => 0 }), Math.round(d / 2));

@@ -1,0 +1,215 @@
+// One live session: a WebSocket to the server's /v1/live that says hello,
+// keeps itself alive with pings, checks on demand that its peer still
+// answers, and hands the server's messages to the Syncer in order. A
+// session ends when its socket closes; the Syncer's loop starts the next.
+//
+// The session knows the socket and the frames; what the server's welcome,
+// changes and resync mean for the local data is the Syncer's (sync.js).
+
+import { ConvergoError } from './errors.js';
+import { MAX_ANSWER_BYTES, encodeLiveHello, encodePing, encodeSub, parseServerMessage } from './protocol.js';
+
+/** @typedef {import('./protocol.js').ServerMessage} ServerMessage */
+
+/**
+ * How long a live socket has to answer the ping sent when the network or
+ * the page's visibility changes before it is taken for dead (ms).
+ */
+const PROBE_TIMEOUT_MS = 5_000;
+
+/**
+ * @typedef {object} LiveOptions
+ * @property {string} url the server's base URL (http or https)
+ * @property {any} WebSocket a WebSocket constructor
+ * @property {() => boolean} stopped whether the sync loop was stopped
+ * @property {() => string} replica this client's replica id, for the hello
+ * @property {(force: boolean) => Promise<string>} token the token for the
+ *   hello; its failures must be ConvergoErrors
+ * @property {(fn: () => Promise<void>) => Promise<void>} serial runs fn
+ *   after the sync work queued before it
+ * @property {(m: ServerMessage, session: LiveSession) => Promise<void>} onMessage
+ *   a message of this session, in order with the other sync work (through
+ *   serial); rejecting ends the session with that error
+ * @property {(c: string) => Promise<void>} pull pulls collection c over
+ *   HTTP (for a frame too big to read)
+ * @property {(e: ConvergoError) => void} onError the server refused one
+ *   collection (the session goes on)
+ * @property {() => void} onClose the socket closed
+ * @property {number} [pingInterval] ms between application pings
+ */
+
+export class LiveSession {
+  /** @param {LiveOptions} o */
+  constructor(o) {
+    this.o = o;
+    /** @type {WebSocket|null} the socket, until it closes */
+    this.ws = null;
+    /** The Syncer accepted the server's welcome (accept). */
+    this.accepted = false;
+    /** @type {Set<string>} collections subscribed on this session */
+    this.subscribed = new Set();
+    /** @type {(() => void)|null} checks that the socket still answers, once welcomed */
+    this.probeLive = null;
+    /** @type {((m: ServerMessage) => void)|null} the session's own handling of a message */
+    this.onMessage = null;
+  }
+
+  /** Whether sync work may use the session: welcomed, accepted, not closed. */
+  get live() {
+    return this.ws !== null && this.accepted === true;
+  }
+
+  /** The Syncer took the server's welcome: the session is live. */
+  accept() {
+    this.accepted = true;
+  }
+
+  /** Closes the socket; run() then settles. */
+  close() {
+    this.ws?.close();
+  }
+
+  /**
+   * @param {string} c
+   * @param {number} cursor
+   */
+  subscribe(c, cursor) {
+    this.subscribed.add(c);
+    this.send(encodeSub(c, cursor));
+  }
+
+  /**
+   * Sends on the socket if it is open; a closed socket is the loop's
+   * business (it reconnects and subscribes again).
+   * @param {Uint8Array<ArrayBuffer>} frame
+   */
+  send(frame) {
+    if (this.ws && this.ws.readyState === 1) this.ws.send(frame);
+  }
+
+  /**
+   * Runs the session; resolves when the socket closes normally, rejects
+   * with the error that ended it.
+   */
+  run() {
+    const WS = this.o.WebSocket;
+    const url = this.o.url.replace(/^http/, 'ws') + '/v1/live';
+    return new Promise((resolve, reject) => {
+      if (this.o.stopped()) {
+        resolve(undefined);
+        return;
+      }
+      /** @type {WebSocket} */
+      let ws;
+      try {
+        ws = new WS(url);
+      } catch (e) {
+        reject(new ConvergoError('network', `WebSocket ${url}: ${/** @type {any} */ (e)?.message ?? e}`));
+        return;
+      }
+      ws.binaryType = 'arraybuffer';
+      this.ws = ws;
+      this.accepted = false;
+      this.subscribed.clear();
+      /** @type {ConvergoError|null} */
+      let failure = null;
+      let nonce = 0;
+      let awaitingPong = 0;
+      /** @type {any} */
+      let pinger = null;
+      /** @type {any} */
+      let probe = null;
+      const fail = (/** @type {ConvergoError} */ e) => {
+        failure ??= e;
+        try {
+          ws.close();
+        } catch {
+          /* closing already */
+        }
+      };
+      ws.onopen = async () => {
+        if (this.o.stopped()) {
+          ws.close();
+          return;
+        }
+        try {
+          ws.send(encodeLiveHello(this.o.replica(), await this.o.token(false)));
+        } catch (e) {
+          fail(/** @type {ConvergoError} */ (e));
+        }
+      };
+      ws.onmessage = (/** @type {MessageEvent} */ ev) => {
+        if (typeof ev.data === 'string') {
+          fail(new ConvergoError('malformed', 'text frame on the live socket'));
+          return;
+        }
+        const bytes = new Uint8Array(ev.data);
+        if (bytes.length > MAX_ANSWER_BYTES) {
+          // Too big to read: fetch the same changes over HTTP in pages.
+          this.o
+            .serial(async () => {
+              for (const c of this.subscribed) await this.o.pull(c);
+            })
+            .catch((e) => fail(e));
+          return;
+        }
+        this.o.serial(() => this.handle(bytes, ws)).catch((e) => fail(e));
+      };
+      ws.onerror = () => {
+        failure ??= new ConvergoError('network', `WebSocket ${url} failed`);
+      };
+      ws.onclose = () => {
+        clearInterval(pinger);
+        clearTimeout(probe);
+        if (this.ws === ws) {
+          this.ws = null;
+          this.probeLive = null;
+        }
+        this.accepted = false;
+        this.o.onClose();
+        if (failure && !this.o.stopped()) reject(failure);
+        else resolve(undefined);
+      };
+      /** @param {ServerMessage} m */
+      this.onMessage = (m) => {
+        if (m.type === 'welcome') {
+          pinger = setInterval(() => {
+            if (awaitingPong > 1) {
+              fail(new ConvergoError('network', 'live socket stopped answering pings'));
+              return;
+            }
+            awaitingPong++;
+            if (ws.readyState === 1) ws.send(encodePing(++nonce));
+          }, this.o.pingInterval ?? 25_000);
+          this.probeLive = () => {
+            if (probe !== null || ws.readyState !== 1) return;
+            probe = setTimeout(() => fail(new ConvergoError('network', 'live socket did not answer a ping after the network or page visibility changed')), PROBE_TIMEOUT_MS);
+            ws.send(encodePing(++nonce));
+          };
+        } else if (m.type === 'pong') {
+          awaitingPong = 0;
+          clearTimeout(probe);
+          probe = null;
+        } else if (m.type === 'error') {
+          const e = new ConvergoError(/** @type {any} */ (m.code), `live: ${m.code}${m.message ? ': ' + m.message : ''}`);
+          if (m.collection) this.o.onError(e);
+          else fail(e);
+        }
+      };
+    });
+  }
+
+  /**
+   * Handles one frame, in order with other sync work.
+   * @param {Uint8Array} bytes
+   * @param {WebSocket} ws the socket it came on
+   */
+  async handle(bytes, ws) {
+    // Frames of a socket that has closed since they arrived are dropped:
+    // the next session catches up from the cursors.
+    if (this.ws !== ws) return;
+    const m = parseServerMessage(bytes);
+    this.onMessage?.(m);
+    await this.o.onMessage(m, this);
+  }
+}
