@@ -36,6 +36,9 @@ const (
 var (
 	encMode cbor.EncMode
 	decMode cbor.DecMode
+	// envMode decodes protocol envelopes: as decMode, but map keys a
+	// struct does not know are skipped (docs/protocol.md, "Encoding").
+	envMode cbor.DecMode
 )
 
 // The modes are immutable and safe for concurrent use, so they are built
@@ -73,7 +76,12 @@ func init() {
 	if err != nil {
 		panic(err)
 	}
-	encMode, decMode = em, dm
+	do.ExtraReturnErrors = cbor.ExtraDecErrorNone
+	env, err := do.DecMode()
+	if err != nil {
+		panic(err)
+	}
+	encMode, decMode, envMode = em, dm, env
 }
 
 // Marshal encodes v in deterministic CBOR. Protocol messages use it so that
@@ -108,6 +116,18 @@ func Unmarshal(data []byte, v any) error {
 		return nil
 	}
 	if err := decMode.Unmarshal(data, v); err != nil {
+		return wrapDecode(err)
+	}
+	return nil
+}
+
+// UnmarshalEnvelope decodes a protocol envelope (a request, an answer, a
+// live message) into v like Unmarshal, except that map keys v's struct does
+// not declare are skipped rather than refused, so that a later version of
+// the protocol can add keys. The records, changes and stamps inside stay
+// strict: their own decoders run as in Unmarshal.
+func UnmarshalEnvelope(data []byte, v any) error {
+	if err := envMode.Unmarshal(data, v); err != nil {
 		return wrapDecode(err)
 	}
 	return nil

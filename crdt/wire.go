@@ -27,6 +27,10 @@ const (
 	majorSimple = 7
 )
 
+// AppendHead appends a CBOR head (major type and argument) in its shortest
+// form, for hand-written encoders of messages that carry records.
+func AppendHead(b []byte, major byte, n uint64) []byte { return appendHead(b, major, n) }
+
 // appendHead appends a CBOR head in its shortest form.
 func appendHead(b []byte, major byte, n uint64) []byte {
 	m := major << 5

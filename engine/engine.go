@@ -12,6 +12,7 @@ import (
 
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/stores"
+	"github.com/convergo/convergo/transport/proto"
 )
 
 // DefaultPollInterval is how often the engine checks the heads of subscribed
@@ -39,38 +40,36 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// Status is the outcome of one change of an Apply call.
-type Status int
+// Status is the outcome of one change of an Apply call, numbered as on the
+// wire (proto.Status): applied, duplicate, superseded or refused.
+type Status = proto.Status
 
+// The statuses of a Result.
 const (
-	// StatusApplied means the change altered its record.
-	StatusApplied Status = iota + 1
-	// StatusNoop means the record already held everything the change says.
-	StatusNoop
+	// StatusApplied means the change altered its record; Result.Lost lists
+	// fields of it that newer writes beat.
+	StatusApplied = proto.StatusApplied
+	// StatusDuplicate means the record already held every stamp of the
+	// change.
+	StatusDuplicate = proto.StatusDuplicate
+	// StatusSuperseded means the change altered nothing because newer
+	// writes won; Result.Lost lists the fields of it that lost.
+	StatusSuperseded = proto.StatusSuperseded
 	// StatusRefused means the change was not applied; Result.Err says why.
-	StatusRefused
+	StatusRefused = proto.StatusRefused
 )
-
-func (s Status) String() string {
-	switch s {
-	case StatusApplied:
-		return "applied"
-	case StatusNoop:
-		return "noop"
-	case StatusRefused:
-		return "refused"
-	}
-	return fmt.Sprintf("Status(%d)", int(s))
-}
 
 // Result is the outcome of one change.
 type Result struct {
 	Status Status
-	// Seq is the record's sequence number after the change (applied or
-	// no-op).
+	// Seq is the record's sequence number after the change (applied,
+	// duplicate or superseded).
 	Seq uint64
+	// Lost names, sorted, the fields of the change that newer writes beat
+	// (stores.Result.Lost).
+	Lost []string
 	// Err says why a change was refused; it wraps crdt.ErrClockDrift,
-	// crdt.ErrInvalid or crdt.ErrCounterOverflow.
+	// crdt.ErrInvalid, ErrInvalid (the store's word for it) or ErrTooLarge.
 	Err error
 }
 
@@ -159,9 +158,6 @@ func (e *Engine) Close() error {
 // Replica returns the id the engine stamps its own writes with.
 func (e *Engine) Replica() string { return e.clock.Replica() }
 
-// Store returns the engine's store.
-func (e *Engine) Store() stores.Store { return e.store }
-
 func (e *Engine) wall() int64 { return e.now().UnixMilli() }
 
 // Now issues a stamp for a write made by the server itself.
@@ -178,15 +174,19 @@ func (e *Engine) ServerTime() int64 { return e.wall() }
 // MaxDrift returns the bound on incoming stamps.
 func (e *Engine) MaxDrift() time.Duration { return e.clock.MaxDrift() }
 
-// Apply applies a batch of changes. Each change is checked and its stamps
-// observed on its own: a refused change (a stamp beyond MaxDrift, an invalid
-// name) is reported in its Result while the rest of the batch applies. The
-// error is for the batch as a whole (a store failure, a cancelled context,
-// a batch over stores.MaxBatch); after it the caller retries the batch.
+// Apply applies changes, any number of them. Each change is checked and its
+// stamps observed on its own: a refused change (a stamp beyond MaxDrift, an
+// invalid name, a record that would grow past a limit) is reported in its
+// Result while the rest apply. The error is for the call as a whole (a store
+// failure, a cancelled context); after it the caller retries the call, which
+// is safe: Apply is idempotent.
+//
+// The engine is the one place that fits changes to a store: it cuts them
+// into batches of at most stores.MaxBatch and, when a store refuses a batch
+// whole (stores.ErrTooLarge, stores.ErrInvalid), splits it until the
+// refusal lands on the change that caused it. Transport and clients rely on
+// this and never split on a store's account.
 func (e *Engine) Apply(ctx context.Context, changes []crdt.Change) ([]Result, error) {
-	if len(changes) > stores.MaxBatch {
-		return nil, fmt.Errorf("apply: %w: %d changes, at most %d", stores.ErrInvalid, len(changes), stores.MaxBatch)
-	}
 	results := make([]Result, len(changes))
 	accepted := make([]crdt.Change, 0, len(changes))
 	index := make([]int, 0, len(changes))
@@ -201,30 +201,32 @@ func (e *Engine) Apply(ctx context.Context, changes []crdt.Change) ([]Result, er
 		index = append(index, i)
 	}
 	e.mu.Unlock()
-	if len(accepted) == 0 {
-		return results, nil
-	}
-	if err := e.applyStored(ctx, accepted, index, results); err != nil {
-		return nil, err
+	for start := 0; start < len(accepted); start += stores.MaxBatch {
+		end := min(start+stores.MaxBatch, len(accepted))
+		if err := e.applyStored(ctx, accepted[start:end], index[start:end], results); err != nil {
+			return nil, err
+		}
 	}
 	return results, nil
 }
 
 // applyStored applies admitted changes to the store and fills their results.
-// A store refuses a batch whole with stores.ErrTooLarge when any change in it
-// would grow its record past a limit; the batch is then split in halves until
-// the refusal lands on the change that caused it, which is reported refused
-// while the others apply. Splitting is safe because Apply is idempotent and
-// the halves go in order, so changes to one record still merge in order.
+// A store refuses a batch whole with stores.ErrTooLarge or stores.ErrInvalid
+// when any change in it breaks a limit or rule of the store; the batch is
+// then split in halves until the refusal lands on the change that caused it,
+// which is reported refused while the others apply. Splitting is safe
+// because Apply is idempotent and the halves go in order, so changes to one
+// record still merge in order.
 func (e *Engine) applyStored(ctx context.Context, changes []crdt.Change, index []int, results []Result) error {
 	stored, err := e.store.Apply(ctx, changes)
+	refusable := errors.Is(err, stores.ErrTooLarge) || errors.Is(err, stores.ErrInvalid)
 	switch {
 	case err == nil:
-	case errors.Is(err, stores.ErrTooLarge) && len(changes) == 1:
+	case refusable && len(changes) == 1:
 		c := changes[0]
 		results[index[0]] = Result{Status: StatusRefused, Err: fmt.Errorf("change %s/%s: %w", c.Collection, c.Record.ID, err)}
 		return nil
-	case errors.Is(err, stores.ErrTooLarge):
+	case refusable:
 		half := len(changes) / 2
 		if err := e.applyStored(ctx, changes[:half], index[:half], results); err != nil {
 			return err
@@ -234,11 +236,15 @@ func (e *Engine) applyStored(ctx context.Context, changes []crdt.Change, index [
 		return fmt.Errorf("apply %d changes: %w", len(changes), err)
 	}
 	for j, r := range stored {
-		st := StatusNoop
-		if r.Changed {
-			st = StatusApplied
+		st := StatusApplied
+		switch {
+		case r.Changed:
+		case len(r.Lost) > 0:
+			st = StatusSuperseded
+		default:
+			st = StatusDuplicate
 		}
-		results[index[j]] = Result{Status: st, Seq: r.Seq}
+		results[index[j]] = Result{Status: st, Seq: r.Seq, Lost: r.Lost}
 	}
 	return nil
 }
@@ -281,16 +287,56 @@ func (e *Engine) admit(c crdt.Change, wall int64) error {
 	return e.clock.Observe(max.Time(), wall)
 }
 
-// Pull returns a page of collection's change log after cursor after.
-func (e *Engine) Pull(ctx context.Context, collection string, after uint64, limit int) (stores.Page, error) {
-	if limit <= 0 || limit > stores.MaxPage {
-		limit = stores.MaxPage
+// Entry is a record in a collection's change log, at the sequence number
+// of its latest change.
+type Entry struct {
+	Seq    uint64
+	Record crdt.Record
+}
+
+// Page is one page of a collection's change log.
+type Page struct {
+	// Entries are in log order, each record at most once.
+	Entries []Entry
+	// Next is the cursor after this page (the one passed in when the page
+	// is empty).
+	Next Cursor
+	// More reports that the log held more after Next when the page was
+	// read.
+	More bool
+}
+
+// MaxPage is the most records a page may hold.
+const MaxPage = stores.MaxPage
+
+// PageLimit bounds a page of Pull.
+type PageLimit struct {
+	// Records is the most records: 1 to MaxPage; 0 means MaxPage.
+	Records int
+	// Bytes bounds the encoded size of the page's records, except that a
+	// single larger record comes alone. 0 means proto.DefaultMaxPageBytes.
+	Bytes int
+}
+
+// Pull returns a page of collection's change log after cursor, within
+// limit.
+func (e *Engine) Pull(ctx context.Context, collection string, cursor Cursor, limit PageLimit) (Page, error) {
+	if limit.Records <= 0 || limit.Records > MaxPage {
+		limit.Records = MaxPage
 	}
-	page, err := e.store.Pull(ctx, collection, after, limit)
+	if limit.Bytes <= 0 {
+		limit.Bytes = proto.DefaultMaxPageBytes
+	}
+	page, err := e.store.Pull(ctx, collection, cursor.seq, stores.PageLimit{Records: limit.Records, Bytes: limit.Bytes})
 	if err != nil {
-		return stores.Page{}, fmt.Errorf("pull %s after %d: %w", collection, after, err)
+		return Page{}, fmt.Errorf("pull %s after %d: %w", collection, cursor.seq, err)
 	}
-	return page, nil
+	out := Page{Entries: make([]Entry, len(page.Entries)), Next: cursor, More: page.More}
+	for i, en := range page.Entries {
+		out.Entries[i] = Entry{Seq: en.Seq, Record: en.Record}
+	}
+	out.Next.seq = page.Next
+	return out, nil
 }
 
 // Head returns the newest sequence number of collection.

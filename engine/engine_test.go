@@ -51,7 +51,7 @@ func TestApplyStatuses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []Status{StatusApplied, StatusRefused, StatusRefused, StatusNoop}
+	want := []Status{StatusApplied, StatusRefused, StatusRefused, StatusDuplicate}
 	for i, r := range res {
 		if r.Status != want[i] {
 			t.Errorf("change %d: got %v (%v), want %v", i, r.Status, r.Err, want[i])
@@ -79,8 +79,8 @@ func TestApplyStatuses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if again[0].Status != StatusNoop {
-		t.Errorf("replay: got %v, want noop", again[0].Status)
+	if again[0].Status != StatusDuplicate {
+		t.Errorf("replay: got %v, want duplicate", again[0].Status)
 	}
 	if h, _ := e.Head(ctx, "todos"); h != 1 {
 		t.Errorf("head after replay: got %d, want 1", h)

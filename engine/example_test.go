@@ -27,7 +27,7 @@ func Example() {
 	_ = e.Update(ctx, "todos", "t1", engine.Doc{"done": true})
 
 	head := <-sub.C()
-	page, _ := e.Pull(ctx, "todos", 0, 100)
+	page, _ := e.Pull(ctx, "todos", engine.Cursor{}, engine.PageLimit{Records: 100})
 	doc, _ := e.Get(ctx, "todos", "t1")
 	fmt.Println(head, len(page.Entries), doc["title"], doc["done"])
 	// Output: 2 1 buy milk true

@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/convergo/convergo/crdt"
-	"github.com/convergo/convergo/stores"
 	"github.com/convergo/convergo/stores/memory"
 	"pgregory.net/rapid"
 )
@@ -47,10 +46,11 @@ func storeContent(t *rapid.T, e *Engine) view {
 	return out
 }
 
-func pullAll(t *rapid.T, e *Engine, coll string, after uint64) []stores.Entry {
-	var all []stores.Entry
+func pullAll(t *rapid.T, e *Engine, coll string, after uint64) []Entry {
+	var all []Entry
+	cursor := CursorAt(after)
 	for {
-		p, err := e.Pull(context.Background(), coll, after, 2)
+		p, err := e.Pull(context.Background(), coll, cursor, PageLimit{Records: 2})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -61,6 +61,10 @@ func pullAll(t *rapid.T, e *Engine, coll string, after uint64) []stores.Entry {
 			after = ent.Seq
 		}
 		all = append(all, p.Entries...)
+		if p.Next.Seq() != after {
+			t.Fatalf("page ends at seq %d, its cursor says %d", after, p.Next.Seq())
+		}
+		cursor = p.Next
 		if !p.More {
 			return all
 		}

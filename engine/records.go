@@ -55,7 +55,7 @@ func (e *Engine) Delete(ctx context.Context, collection, id string) error {
 }
 
 // Get returns the visible fields of a record, or an error wrapping
-// stores.ErrNotFound when it does not exist (never written, deleted, or all
+// ErrNotFound when it does not exist (never written, deleted, or all
 // its fields unset).
 func (e *Engine) Get(ctx context.Context, collection, id string) (Doc, error) {
 	rec, err := e.current(ctx, collection, id)
@@ -63,18 +63,18 @@ func (e *Engine) Get(ctx context.Context, collection, id string) (Doc, error) {
 		return nil, err
 	}
 	if !rec.Exists() {
-		return nil, fmt.Errorf("get %s/%s: %w", collection, id, stores.ErrNotFound)
+		return nil, fmt.Errorf("get %s/%s: %w", collection, id, ErrNotFound)
 	}
 	return decodeDoc(rec)
 }
 
 // GetRecord returns a record's full state, tombstones included.
-func (e *Engine) GetRecord(ctx context.Context, collection, id string) (stores.Entry, error) {
+func (e *Engine) GetRecord(ctx context.Context, collection, id string) (Entry, error) {
 	ent, err := e.store.Get(ctx, collection, id)
 	if err != nil {
-		return stores.Entry{}, fmt.Errorf("get %s/%s: %w", collection, id, err)
+		return Entry{}, fmt.Errorf("get %s/%s: %w", collection, id, err)
 	}
-	return ent, nil
+	return Entry{Seq: ent.Seq, Record: ent.Record}, nil
 }
 
 // DecodeDoc decodes the visible fields of a record.

@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"testing"
 	"time"
 
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/engine"
 	"github.com/convergo/convergo/stores/memory"
+	"github.com/convergo/convergo/transport/proto"
 )
 
 // The server's own cost per request, without the network: handlers called
@@ -31,11 +33,11 @@ func benchServer(b *testing.B) *Server {
 
 func serveBench(b *testing.B, srv *Server, path string, body []byte) {
 	r := httptest.NewRequest(http.MethodPost, path, bytes.NewReader(body))
-	r.Header.Set(HeaderProtocol, "1")
+	r.Header.Set(proto.HeaderProtocol, strconv.Itoa(proto.Version))
 	w := httptest.NewRecorder()
 	srv.ServeHTTP(w, r)
 	if w.Code != http.StatusOK {
-		b.Fatalf("%s: %d %s", path, w.Code, w.Header().Get(HeaderError))
+		b.Fatalf("%s: %d %s", path, w.Code, w.Header().Get(proto.HeaderError))
 	}
 }
 
@@ -56,12 +58,12 @@ func BenchmarkPush(b *testing.B) {
 	srv := benchServer(b)
 	bodies := make([][]byte, 64)
 	for i := range bodies {
-		bodies[i], _ = Encode(PushRequest{Replica: "bench", Changes: benchChanges(100, i+1)})
+		bodies[i], _ = proto.Encode(proto.PushRequest{Replica: "bench", Changes: benchChanges(100, i+1)})
 	}
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
-		serveBench(b, srv, PathPush, bodies[i%len(bodies)])
+		serveBench(b, srv, proto.PathPush, bodies[i%len(bodies)])
 		i++
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*100), "ns/change")
@@ -70,12 +72,12 @@ func BenchmarkPush(b *testing.B) {
 // BenchmarkPull pulls a page of 1000 records.
 func BenchmarkPull(b *testing.B) {
 	srv := benchServer(b)
-	body, _ := Encode(PushRequest{Replica: "bench", Changes: benchChanges(1000, 1)})
-	serveBench(b, srv, PathPush, body)
-	pull, _ := Encode(PullRequest{Collection: DemoCollection})
+	body, _ := proto.Encode(proto.PushRequest{Replica: "bench", Changes: benchChanges(1000, 1)})
+	serveBench(b, srv, proto.PathPush, body)
+	pull, _ := proto.Encode(proto.PullRequest{Collection: DemoCollection})
 	b.ReportAllocs()
 	for b.Loop() {
-		serveBench(b, srv, PathPull, pull)
+		serveBench(b, srv, proto.PathPull, pull)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*1000), "ns/record")
 }

@@ -6,11 +6,13 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/engine"
 	"github.com/convergo/convergo/stores/memory"
 	"github.com/convergo/convergo/transport"
+	"github.com/convergo/convergo/transport/proto"
 )
 
 // A server on an in-memory store, and one push and one pull over HTTP with
@@ -28,17 +30,17 @@ func Example() {
 	defer ts.Close()
 
 	call := func(path string, req, answer any) {
-		body, _ := transport.Encode(req)
+		body, _ := proto.Encode(req)
 		r, _ := http.NewRequest(http.MethodPost, ts.URL+path, bytes.NewReader(body))
-		r.Header.Set(transport.HeaderProtocol, "1")
-		r.Header.Set("Content-Type", transport.ContentType)
+		r.Header.Set(proto.HeaderProtocol, strconv.Itoa(proto.Version))
+		r.Header.Set("Content-Type", proto.ContentType)
 		resp, err := http.DefaultClient.Do(r)
 		if err != nil {
 			panic(err)
 		}
 		defer resp.Body.Close()
 		data, _ := io.ReadAll(resp.Body)
-		if err := transport.Decode(data, answer); err != nil {
+		if err := proto.Decode(data, answer); err != nil {
 			panic(err)
 		}
 	}
@@ -46,16 +48,16 @@ func Example() {
 	title, _ := crdt.EncodeValue("Buy milk")
 	change := crdt.Change{Collection: transport.DemoCollection,
 		Record: crdt.SetField("t1", "title", title, crdt.Stamp{Wall: eng.ServerTime(), Replica: "tab1"})}
-	var pushed transport.PushResponse
-	call(transport.PathPush, transport.PushRequest{Replica: "tab1", Changes: []crdt.Change{change}}, &pushed)
-	fmt.Println("push: status", pushed.Results[0].Status, "seq", pushed.Results[0].Seq)
+	var pushed proto.PushResponse
+	call(proto.PathPush, proto.PushRequest{Replica: "tab1", Changes: []crdt.Change{change}}, &pushed)
+	fmt.Println("push:", pushed.Results[0].Status)
 
-	var page transport.PullResponse
-	call(transport.PathPull, transport.PullRequest{Collection: transport.DemoCollection}, &page)
+	var page proto.PullResponse
+	call(proto.PathPull, proto.PullRequest{Collection: transport.DemoCollection}, &page)
 	var got string
-	_ = crdt.DecodeValue(page.Entries[0].Record.Fields["title"].Value, &got)
-	fmt.Println("pull:", page.Entries[0].Record.ID, got, "next", page.Next, "more", page.More)
+	_ = crdt.DecodeValue(page.Records[0].Fields["title"].Value, &got)
+	fmt.Println("pull:", page.Records[0].ID, got, "more", page.More)
 	// Output:
-	// push: status 0 seq 1
-	// pull: t1 Buy milk next 1 more false
+	// push: applied
+	// pull: t1 Buy milk more false
 }

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -16,15 +17,17 @@ import (
 	"github.com/convergo/convergo/engine"
 	"github.com/convergo/convergo/stores"
 	"github.com/convergo/convergo/stores/memory"
+	"github.com/convergo/convergo/transport/proto"
 )
 
 var testSecret = []byte("0123456789abcdef0123456789abcdef")
 
 type testServer struct {
 	*httptest.Server
-	srv *Server
-	eng *engine.Engine
-	jwt *JWT
+	srv   *Server
+	eng   *engine.Engine
+	jwt   *JWT
+	store stores.Store // the engine's store
 }
 
 // newTestServer starts a server on a memory store. edit adjusts the config
@@ -59,7 +62,7 @@ func newTestServer(t *testing.T, edit func(*Config)) *testServer {
 		_ = eng.Close()
 		_ = store.Close()
 	})
-	return &testServer{Server: ts, srv: srv, eng: eng, jwt: j}
+	return &testServer{Server: ts, srv: srv, eng: eng, store: store, jwt: j}
 }
 
 func (ts *testServer) token(t *testing.T, sub string, read, write []string) string {
@@ -80,14 +83,14 @@ type answer struct {
 // errorCode decodes an error answer, checking that header and body agree.
 func (a answer) errorCode(t *testing.T) string {
 	t.Helper()
-	var e ErrorBody
-	if err := Decode(a.body, &e); err != nil {
+	var e proto.ErrorBody
+	if err := proto.Decode(a.body, &e); err != nil {
 		t.Fatalf("error body %x (status %d): %v", a.body, a.status, err)
 	}
-	if h := a.header.Get(HeaderError); h != e.Code {
-		t.Fatalf("header %s %q, body code %q", HeaderError, h, e.Code)
+	if h := a.header.Get(proto.HeaderError); h != e.Code {
+		t.Fatalf("header %s %q, body code %q", proto.HeaderError, h, e.Code)
 	}
-	if want := StatusOf(e.Code); a.status != want && a.status != http.StatusMethodNotAllowed {
+	if want := proto.StatusOf(e.Code); a.status != want && a.status != http.StatusMethodNotAllowed {
 		t.Fatalf("code %s with status %d, want %d", e.Code, a.status, want)
 	}
 	return e.Code
@@ -100,7 +103,7 @@ func (ts *testServer) post(t *testing.T, path, token string, body any, edit ...f
 	raw, ok := body.([]byte)
 	if !ok {
 		var err error
-		if raw, err = Encode(body); err != nil {
+		if raw, err = proto.Encode(body); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -108,8 +111,8 @@ func (ts *testServer) post(t *testing.T, path, token string, body any, edit ...f
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set("Content-Type", ContentType)
-	req.Header.Set(HeaderProtocol, "1")
+	req.Header.Set("Content-Type", proto.ContentType)
+	req.Header.Set(proto.HeaderProtocol, strconv.Itoa(proto.Version))
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
@@ -128,14 +131,14 @@ func (ts *testServer) post(t *testing.T, path, token string, body any, edit ...f
 	return answer{status: resp.StatusCode, header: resp.Header, body: b}
 }
 
-func (ts *testServer) push(t *testing.T, token string, changes ...crdt.Change) []PushResult {
+func (ts *testServer) push(t *testing.T, token string, changes ...crdt.Change) []proto.PushResult {
 	t.Helper()
-	a := ts.post(t, PathPush, token, PushRequest{Replica: "c1", Changes: changes})
+	a := ts.post(t, proto.PathPush, token, proto.PushRequest{Replica: "c1", Changes: changes})
 	if a.status != http.StatusOK {
 		t.Fatalf("push: status %d, code %s", a.status, a.errorCode(t))
 	}
-	var resp PushResponse
-	if err := Decode(a.body, &resp); err != nil {
+	var resp proto.PushResponse
+	if err := proto.Decode(a.body, &resp); err != nil {
 		t.Fatal(err)
 	}
 	if len(resp.Results) != len(changes) {
@@ -144,14 +147,14 @@ func (ts *testServer) push(t *testing.T, token string, changes ...crdt.Change) [
 	return resp.Results
 }
 
-func (ts *testServer) pull(t *testing.T, token, coll string, cursor uint64) PullResponse {
+func (ts *testServer) pull(t *testing.T, token, coll string, cursor uint64) proto.PullResponse {
 	t.Helper()
-	a := ts.post(t, PathPull, token, PullRequest{Collection: coll, Cursor: cursor})
+	a := ts.post(t, proto.PathPull, token, proto.PullRequest{Collection: coll, Cursor: cur(cursor)})
 	if a.status != http.StatusOK {
 		t.Fatalf("pull: status %d, code %s", a.status, a.errorCode(t))
 	}
-	var resp PullResponse
-	if err := Decode(a.body, &resp); err != nil {
+	var resp proto.PullResponse
+	if err := proto.Decode(a.body, &resp); err != nil {
 		t.Fatal(err)
 	}
 	return resp
@@ -166,6 +169,18 @@ func (ts *testServer) get(t *testing.T, path string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
+}
+
+// cur is the wire cursor after sequence number seq of a log.
+func cur(seq uint64) []byte { return engine.CursorAt(seq).Bytes() }
+
+func mustValue(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := crdt.EncodeValue(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 // change sets one field, stamped now.
@@ -184,7 +199,7 @@ func (ts *testServer) dial(t *testing.T, header http.Header) (*liveClient, *http
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	url := "ws" + strings.TrimPrefix(ts.URL, "http") + PathLive
+	url := "ws" + strings.TrimPrefix(ts.URL, "http") + proto.PathLive
 	ws, resp, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPHeader: header, HTTPClient: ts.Client()})
 	if err != nil {
 		return nil, resp, err
@@ -195,23 +210,23 @@ func (ts *testServer) dial(t *testing.T, header http.Header) (*liveClient, *http
 }
 
 // open dials and says hello, returning the welcome.
-func (ts *testServer) open(t *testing.T, token string) (*liveClient, HelloResponse) {
+func (ts *testServer) open(t *testing.T, token string) (*liveClient, proto.HelloResponse) {
 	t.Helper()
 	c, _, err := ts.dial(t, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.send(Hello{Protocol: 1, Replica: "c1", Token: token})
-	w, ok := c.recv().(Welcome)
+	c.send(proto.Hello{Protocol: proto.Version, Replica: "c1", Token: token})
+	w, ok := c.recv().(proto.Welcome)
 	if !ok {
 		t.Fatal("no welcome")
 	}
 	return c, w.Hello
 }
 
-func (c *liveClient) send(m Message) {
+func (c *liveClient) send(m proto.Message) {
 	c.t.Helper()
-	b, err := EncodeMessage(m)
+	b, err := proto.EncodeMessage(m)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -222,7 +237,7 @@ func (c *liveClient) send(m Message) {
 	}
 }
 
-func (c *liveClient) recvErr(timeout time.Duration) (Message, error) {
+func (c *liveClient) recvErr(timeout time.Duration) (proto.Message, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	typ, b, err := c.ws.Read(ctx)
@@ -232,10 +247,10 @@ func (c *liveClient) recvErr(timeout time.Duration) (Message, error) {
 	if typ != websocket.MessageBinary {
 		c.t.Fatalf("got a %v frame", typ)
 	}
-	return DecodeServerMessage(b)
+	return proto.DecodeServerMessage(b)
 }
 
-func (c *liveClient) recv() Message {
+func (c *liveClient) recv() proto.Message {
 	c.t.Helper()
 	m, err := c.recvErr(5 * time.Second)
 	if err != nil {

@@ -6,7 +6,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/convergo/convergo/stores"
+	"github.com/convergo/convergo/engine"
+	"github.com/convergo/convergo/transport/proto"
 )
 
 // Limits bound what one client may send and ask for. Each zero field means
@@ -16,9 +17,12 @@ type Limits struct {
 	MaxBodyBytes int64
 	// MaxPushChanges bounds the changes of one push (413 too_large beyond).
 	MaxPushChanges int
-	// MaxPullRecords bounds a pull page; a pull asking for more, or for 0,
-	// gets this many at most.
+	// MaxPullRecords bounds a pull page or live frame; a pull asking for 0
+	// gets this many at most, one asking for more gets too_large.
 	MaxPullRecords int
+	// MaxPageBytes bounds the encoded records of a pull page or live frame;
+	// a single larger record travels alone.
+	MaxPageBytes int
 	// MaxMessageBytes bounds a WebSocket message; a larger one closes the
 	// socket with status 1009.
 	MaxMessageBytes int64
@@ -46,37 +50,39 @@ type Limits struct {
 
 // More defaults.
 const (
-	DefaultMaxSubscriptions = 1024
-	DefaultSendQueue        = 64
-	DefaultSlowConsumer     = 2 * time.Second
-	DefaultRequestTimeout   = 30 * time.Second
+	DefaultSendQueue      = 64
+	DefaultSlowConsumer   = 2 * time.Second
+	DefaultRequestTimeout = 30 * time.Second
 )
 
 // WithDefaults returns l with zero fields set to their defaults.
 func (l Limits) WithDefaults() Limits {
 	if l.MaxBodyBytes == 0 {
-		l.MaxBodyBytes = DefaultMaxBodyBytes
+		l.MaxBodyBytes = proto.DefaultMaxBodyBytes
 	}
 	if l.MaxPushChanges == 0 {
-		l.MaxPushChanges = DefaultMaxPushChanges
+		l.MaxPushChanges = proto.DefaultMaxPushChanges
 	}
 	if l.MaxPullRecords == 0 {
-		l.MaxPullRecords = DefaultMaxPullRecords
+		l.MaxPullRecords = proto.DefaultMaxPullRecords
+	}
+	if l.MaxPageBytes == 0 {
+		l.MaxPageBytes = proto.DefaultMaxPageBytes
 	}
 	if l.MaxMessageBytes == 0 {
-		l.MaxMessageBytes = DefaultMaxMessageBytes
+		l.MaxMessageBytes = proto.DefaultMaxMessageBytes
 	}
 	if l.Rate == 0 {
-		l.Rate = DefaultRate
+		l.Rate = proto.DefaultRate
 	}
 	if l.Burst == 0 {
-		l.Burst = DefaultBurst
+		l.Burst = proto.DefaultBurst
 	}
 	if l.MaxConnsPerAddr == 0 {
-		l.MaxConnsPerAddr = DefaultMaxConnsPerAddr
+		l.MaxConnsPerAddr = proto.DefaultMaxConnsPerAddr
 	}
 	if l.MaxSubscriptions == 0 {
-		l.MaxSubscriptions = DefaultMaxSubscriptions
+		l.MaxSubscriptions = proto.DefaultMaxSubscriptions
 	}
 	if l.SendQueue == 0 {
 		l.SendQueue = DefaultSendQueue
@@ -97,8 +103,8 @@ func (l Limits) Validate() error {
 		return fmt.Errorf("limits: MaxBodyBytes %d", l.MaxBodyBytes)
 	case l.MaxPushChanges < 1:
 		return fmt.Errorf("limits: MaxPushChanges %d", l.MaxPushChanges)
-	case l.MaxPullRecords < 1 || l.MaxPullRecords > stores.MaxPage:
-		return fmt.Errorf("limits: MaxPullRecords %d, must be 1 to %d", l.MaxPullRecords, stores.MaxPage)
+	case l.MaxPullRecords < 1 || l.MaxPullRecords > engine.MaxPage:
+		return fmt.Errorf("limits: MaxPullRecords %d, must be 1 to %d", l.MaxPullRecords, engine.MaxPage)
 	case l.MaxMessageBytes < 1:
 		return fmt.Errorf("limits: MaxMessageBytes %d", l.MaxMessageBytes)
 	case l.Rate > 0 && l.Burst < 1:

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,6 +14,8 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/engine"
+	"github.com/convergo/convergo/transport/proto"
 )
 
 // A live session is four kinds of goroutine around one WebSocket:
@@ -76,15 +79,24 @@ func (s *Server) serveLive(w http.ResponseWriter, r *http.Request) {
 		s.writeError(sw, r, err)
 		return
 	}
+	if r.Method != http.MethodGet {
+		sw.Header().Set("Allow", "GET")
+		s.writeError(sw, r, proto.Errorf(proto.CodeMethodNotAllowed, "%s %s: open a WebSocket with GET", r.Method, r.URL.Path))
+		return
+	}
+	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		s.writeError(sw, r, proto.Errorf(proto.CodeUpgradeRequired, "%s is a WebSocket endpoint", r.URL.Path))
+		return
+	}
 	addr := s.clientAddr(r)
 	// Upgrades have their own bucket, so that a client's messages do not
 	// keep another client at the same address from connecting.
 	if wait := s.rate.take("upgrade:"+addr, s.now()); wait > 0 {
-		s.writeError(sw, r, &Error{Status: http.StatusTooManyRequests, Code: CodeRateLimited, Message: "too many requests", RetryAfter: wait})
+		s.writeError(sw, r, &proto.Error{Status: http.StatusTooManyRequests, Code: proto.CodeRateLimited, Message: "too many requests", RetryAfter: wait})
 		return
 	}
 	if !s.conns.acquire(addr) {
-		s.writeError(sw, r, &Error{Status: http.StatusTooManyRequests, Code: CodeRateLimited,
+		s.writeError(sw, r, &proto.Error{Status: http.StatusTooManyRequests, Code: proto.CodeRateLimited,
 			Message: fmt.Sprintf("more than %d live connections from %s", s.limits.MaxConnsPerAddr, addr), RetryAfter: 5 * time.Second})
 		return
 	}
@@ -92,7 +104,7 @@ func (s *Server) serveLive(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
-		s.writeError(sw, r, Errorf(CodeUnavailable, "the server is shutting down"))
+		s.writeError(sw, r, proto.Errorf(proto.CodeUnavailable, "the server is shutting down"))
 		return
 	}
 	s.wg.Add(1)
@@ -191,7 +203,7 @@ func (c *liveConn) readLoop() error {
 	// A socket that never says hello would hold its connection slot.
 	noHello := time.AfterFunc(c.s.timing.hello, func() {
 		if !started.Load() {
-			c.fatal(websocket.StatusPolicyViolation, Errorf(CodeUnauthenticated, "no hello within %v", c.s.timing.hello))
+			c.fatal(websocket.StatusPolicyViolation, proto.Errorf(proto.CodeUnauthenticated, "no hello within %v", c.s.timing.hello))
 		}
 	})
 	defer func() {
@@ -207,7 +219,7 @@ func (c *liveConn) readLoop() error {
 		}
 		c.heard.Store(c.s.now().UnixNano())
 		if typ != websocket.MessageBinary {
-			c.fatal(websocket.StatusUnsupportedData, Errorf(CodeMalformed, "messages are binary CBOR frames"))
+			c.fatal(websocket.StatusUnsupportedData, proto.Errorf(proto.CodeMalformed, "messages are binary CBOR frames"))
 			return errFatal
 		}
 		// A client over its rate is slowed down, not refused: the reader
@@ -227,20 +239,29 @@ func (c *liveConn) readLoop() error {
 				return c.ctx.Err()
 			}
 		}
-		m, err := DecodeClientMessage(data)
+		m, err := proto.DecodeClientMessage(data)
+		if errors.Is(err, proto.ErrUnknownType) && started.Load() {
+			// A message of a later revision: say so, keep the session.
+			c.queue(proto.ErrorMessage{Code: proto.CodeMalformed, Message: err.Error()})
+			continue
+		}
 		if err != nil {
 			c.fatal(websocket.StatusPolicyViolation, decodeError("message", err))
 			return errFatal
 		}
-		c.s.metrics.liveMsgs.WithLabelValues(m.messageType()).Inc()
+		c.s.metrics.liveMsgs.WithLabelValues(m.MessageType()).Inc()
 		if !started.Load() {
-			h, ok := m.(Hello)
+			h, ok := m.(proto.Hello)
 			if !ok {
-				c.fatal(websocket.StatusPolicyViolation, Errorf(CodeMalformed, "the first message must be hello, got %s", m.messageType()))
+				c.fatal(websocket.StatusPolicyViolation, proto.Errorf(proto.CodeMalformed, "the first message must be hello, got %s", m.MessageType()))
 				return errFatal
 			}
 			if p, err = c.hello(h); err != nil {
-				c.fatal(websocket.StatusPolicyViolation, err)
+				status := websocket.StatusPolicyViolation
+				if e := (*proto.Error)(nil); errors.As(err, &e) && e.Code == proto.CodeUnsupportedVersion {
+					status = proto.CloseProtocolVersion
+				}
+				c.fatal(status, err)
 				return errFatal
 			}
 			started.Store(true)
@@ -249,60 +270,47 @@ func (c *liveConn) readLoop() error {
 			}
 			if !p.Expires.IsZero() {
 				expiry = time.AfterFunc(p.Expires.Sub(c.s.now()), func() {
-					c.fatal(websocket.StatusPolicyViolation, Errorf(CodeTokenExpired, "the token has expired: reconnect with a fresh one"))
+					c.fatal(websocket.StatusPolicyViolation, proto.Errorf(proto.CodeTokenExpired, "the token has expired: reconnect with a fresh one"))
 				})
 			}
 			continue
 		}
 		switch m := m.(type) {
-		case Hello:
-			c.fatal(websocket.StatusPolicyViolation, Errorf(CodeMalformed, "hello twice"))
+		case proto.Hello:
+			c.fatal(websocket.StatusPolicyViolation, proto.Errorf(proto.CodeMalformed, "hello twice"))
 			return errFatal
-		case Sub:
+		case proto.Sub:
 			c.subscribe(p, m)
-		case Unsub:
+		case proto.Unsub:
 			c.unsubscribe(m.Collection)
-		case Push:
-			results, err := c.s.apply(c.ctx, p, m.Changes, m.Refused)
-			if err != nil {
-				// The client cannot tell which push an error is about: it
-				// reconnects and pushes its unacknowledged changes again.
-				status := websocket.StatusPolicyViolation
-				if e := (*Error)(nil); errors.As(err, &e) && e.Code == CodeUnavailable {
-					status = websocket.StatusTryAgainLater
-				}
-				c.fatal(status, err)
-				return errFatal
-			}
-			c.queue(Ack{ID: m.ID, Results: results})
-		case Ping:
-			c.queue(Pong{Nonce: m.Nonce})
+		case proto.Ping:
+			c.queue(proto.Pong{Nonce: m.Nonce})
 		}
 	}
 }
 
-func (c *liveConn) hello(h Hello) (Principal, error) {
-	if h.Protocol != ProtocolVersion {
-		return Principal{}, Errorf(CodeUnsupportedVersion, "protocol version %d: this server speaks %d", h.Protocol, ProtocolVersion)
+func (c *liveConn) hello(h proto.Hello) (Principal, error) {
+	if h.Protocol != proto.Version {
+		return Principal{}, proto.Errorf(proto.CodeUnsupportedVersion, "protocol version %d: this server speaks %d", h.Protocol, proto.Version)
 	}
 	if err := crdt.ValidateReplica(h.Replica); err != nil {
-		return Principal{}, Errorf(CodeInvalid, "hello: %v", err)
+		return Principal{}, proto.Errorf(proto.CodeInvalid, "hello: %v", err)
 	}
 	p, err := c.s.authenticate(c.ctx, h.Token)
 	if err != nil {
 		return Principal{}, err
 	}
-	c.queue(Welcome{Hello: c.s.helloAnswer(p)})
+	c.queue(proto.Welcome{Hello: c.s.helloAnswer(p)})
 	return p, nil
 }
 
 // queue sends a control message (welcome, ack, pong), waiting for room in
 // the queue. A client that leaves the queue full for WriteTimeout is
 // dropped.
-func (c *liveConn) queue(m Message) {
-	data, err := EncodeMessage(m)
+func (c *liveConn) queue(m proto.Message) {
+	data, err := proto.EncodeMessage(m)
 	if err != nil {
-		c.s.log.Error("encode live message", "type", m.messageType(), "err", err)
+		c.s.log.Error("encode live message", "type", m.MessageType(), "err", err)
 		c.closeNow()
 		return
 	}
@@ -319,12 +327,12 @@ func (c *liveConn) queue(m Message) {
 
 // fatal sends an error message and closes the connection after it.
 func (c *liveConn) fatal(status websocket.StatusCode, err error) {
-	var e *Error
+	var e *proto.Error
 	if !errors.As(err, &e) {
 		c.s.log.Error("internal error in live session", "err", err)
-		e = Errorf(CodeInternal, "internal error")
+		e = proto.Errorf(proto.CodeInternal, "internal error")
 	}
-	data, _ := EncodeMessage(ErrorMessage{Code: e.Code, Message: e.Message})
+	data, _ := proto.EncodeMessage(proto.ErrorMessage{Code: e.Code, Message: e.Message})
 	select {
 	case c.send <- frame{data: data, close: status, why: e.Code}:
 	case <-c.ctx.Done():
@@ -384,7 +392,7 @@ func (c *liveConn) writeResyncs(write func([]byte) bool) bool {
 	clear(c.resyncs)
 	c.mu.Unlock()
 	for _, coll := range colls {
-		data, _ := EncodeMessage(Resync{Collection: coll})
+		data, _ := proto.EncodeMessage(proto.Resync{Collection: coll})
 		if !write(data) {
 			return false
 		}
@@ -419,20 +427,25 @@ func (c *liveConn) pinger() {
 	}
 }
 
-func (c *liveConn) subscribe(p Principal, m Sub) {
+func (c *liveConn) subscribe(p Principal, m proto.Sub) {
 	if err := crdt.ValidateCollection(m.Collection); err != nil {
-		c.queue(ErrorMessage{Code: CodeInvalid, Message: err.Error(), Collection: m.Collection})
+		c.queue(proto.ErrorMessage{Code: proto.CodeInvalid, Message: err.Error(), Collection: m.Collection})
 		return
 	}
 	if !p.CanRead(m.Collection) {
-		c.queue(ErrorMessage{Code: CodeForbidden, Message: "no read access to " + m.Collection, Collection: m.Collection})
+		c.queue(proto.ErrorMessage{Code: proto.CodeForbidden, Message: "no read access to " + m.Collection, Collection: m.Collection})
+		return
+	}
+	cursor, err := engine.ParseCursor(m.Cursor)
+	if err != nil {
+		c.queue(proto.ErrorMessage{Code: proto.CodeInvalid, Message: err.Error(), Collection: m.Collection})
 		return
 	}
 	c.unsubscribe(m.Collection) // a new sub replaces the old one, from its cursor
 	c.mu.Lock()
 	if len(c.subs) >= c.s.limits.MaxSubscriptions {
 		c.mu.Unlock()
-		c.queue(ErrorMessage{Code: CodeTooLarge, Message: fmt.Sprintf("more than %d subscriptions", c.s.limits.MaxSubscriptions), Collection: m.Collection})
+		c.queue(proto.ErrorMessage{Code: proto.CodeTooLarge, Message: fmt.Sprintf("more than %d subscriptions", c.s.limits.MaxSubscriptions), Collection: m.Collection})
 		return
 	}
 	ctx, cancel := context.WithCancel(c.ctx)
@@ -441,7 +454,7 @@ func (c *liveConn) subscribe(p Principal, m Sub) {
 	delete(c.resyncs, m.Collection)
 	c.wg.Add(1)
 	c.mu.Unlock()
-	go c.stream(ctx, sub, m.Collection, m.Cursor)
+	go c.stream(ctx, sub, m.Collection, cursor)
 }
 
 func (c *liveConn) unsubscribe(coll string) {
@@ -460,7 +473,7 @@ func (c *liveConn) unsubscribe(coll string) {
 // moves. It subscribes before the first pull, so no change between the two
 // is missed. The first page is sent even when empty: it tells the client it
 // is caught up.
-func (c *liveConn) stream(ctx context.Context, sub *liveSub, coll string, cursor uint64) {
+func (c *liveConn) stream(ctx context.Context, sub *liveSub, coll string, cursor engine.Cursor) {
 	defer c.wg.Done()
 	defer close(sub.done)
 	es, err := c.s.eng.Subscribe(coll)
@@ -498,11 +511,11 @@ func (c *liveConn) stream(ctx context.Context, sub *liveSub, coll string, cursor
 				}
 				return
 			}
-			if len(page.Entries) == 0 && !first {
+			if len(page.Records) == 0 && !first {
 				break
 			}
 			first = false
-			if !c.offer(ctx, frame{data: data, sub: sub, recs: len(page.Entries)}) {
+			if !c.offer(ctx, frame{data: data, sub: sub, recs: len(page.Records)}) {
 				if ctx.Err() == nil {
 					c.stop(sub, coll)
 				}
@@ -530,14 +543,14 @@ func (c *liveConn) stream(ctx context.Context, sub *liveSub, coll string, cursor
 // readPage reads and encodes the changes page of coll after cursor for
 // live subscribers. It does not depend on any one subscriber's context:
 // others may be waiting for it (see pageGroup).
-func (s *Server) readPage(coll string, cursor uint64) (wirePage, []byte, error) {
+func (s *Server) readPage(coll string, cursor engine.Cursor) (wirePage, []byte, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), livePullTimeout)
 	defer cancel()
 	page, err := s.pullPage(ctx, coll, cursor, 0)
 	if err != nil {
 		return wirePage{}, nil, err
 	}
-	data, err := EncodeMessage(Changes{Collection: coll, Entries: page.Entries, Next: page.Next, More: page.More})
+	data, err := proto.EncodeMessage(proto.Changes{Collection: coll, Records: page.Records, Next: page.Next.Bytes(), More: page.More})
 	if err != nil {
 		return wirePage{}, nil, fmt.Errorf("encode changes of %s: %w", coll, err)
 	}

@@ -1,12 +1,15 @@
 package transport
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/convergo/convergo/transport/proto"
 
 	"github.com/coder/websocket"
 
@@ -19,55 +22,38 @@ func TestLiveStreamsChanges(t *testing.T) {
 	ts.push(t, tok, change(t, "notes", "r1", "title", "a"))
 
 	c, hello := ts.open(t, tok)
-	if hello.Subject != "alice" || hello.Protocol != 1 {
+	if hello.Subject != "alice" || hello.Protocol != proto.Version {
 		t.Fatalf("welcome %+v", hello)
 	}
-	c.send(Sub{Collection: "notes", Cursor: 0})
-	m, ok := c.recv().(Changes)
-	if !ok || m.Collection != "notes" || len(m.Entries) != 1 || m.Next != 1 || m.More {
+	c.send(proto.Sub{Collection: "notes", Cursor: nil})
+	m, ok := c.recv().(proto.Changes)
+	if !ok || m.Collection != "notes" || len(m.Records) != 1 || !bytes.Equal(m.Next, cur(1)) || m.More {
 		t.Fatalf("catch-up page: %+v", m)
 	}
 	// A change pushed over HTTP by someone else arrives.
 	ts.push(t, tok, change(t, "notes", "r2", "title", "b"))
-	m, ok = c.recv().(Changes)
-	if !ok || len(m.Entries) != 1 || m.Entries[0].Record.ID != "r2" || m.Entries[0].Seq != 2 || m.Next != 2 {
+	m, ok = c.recv().(proto.Changes)
+	if !ok || len(m.Records) != 1 || m.Records[0].ID != "r2" || !bytes.Equal(m.Next, cur(2)) {
 		t.Fatalf("live page: %+v", m)
 	}
-	// A push over the socket is acknowledged, then streamed back.
-	c.send(Push{ID: 77, Changes: []crdt.Change{change(t, "notes", "r3", "title", "c"), change(t, "other", "r3", "title", "c")}})
-	var ack Ack
-	var streamed bool
-	for ack.ID == 0 || !streamed {
-		switch m := c.recv().(type) {
-		case Ack:
-			ack = m
-		case Changes:
-			streamed = len(m.Entries) == 1 && m.Entries[0].Record.ID == "r3"
-		default:
-			t.Fatalf("unexpected %T", m)
-		}
-	}
-	if ack.ID != 77 || len(ack.Results) != 2 || ack.Results[0].Status != StatusApplied || ack.Results[0].Seq != 3 || ack.Results[1].Code != CodeForbidden {
-		t.Fatalf("ack %+v", ack)
-	}
-	c.send(Ping{Nonce: 5})
-	if p, ok := c.recv().(Pong); !ok || p.Nonce != 5 {
+	c.send(proto.Ping{Nonce: 5})
+	if p, ok := c.recv().(proto.Pong); !ok || p.Nonce != 5 {
 		t.Fatalf("pong %+v", p)
 	}
 	// After unsub nothing more arrives for the collection.
-	c.send(Unsub{Collection: "notes"})
-	c.send(Ping{Nonce: 55}) // messages are handled in order: the pong means the unsub was
-	if m := c.recv(); m != (Pong{Type: TypePong, Nonce: 55}) {
+	c.send(proto.Unsub{Collection: "notes"})
+	c.send(proto.Ping{Nonce: 55}) // messages are handled in order: the pong means the unsub was
+	if m := c.recv(); m != (proto.Pong{Type: proto.TypePong, Nonce: 55}) {
 		t.Fatalf("after unsub: got %#v, want pong 55", m)
 	}
 	ts.push(t, tok, change(t, "notes", "r4", "title", "d"))
-	c.send(Ping{Nonce: 6})
-	if m := c.recv(); m != (Pong{Type: TypePong, Nonce: 6}) {
+	c.send(proto.Ping{Nonce: 6})
+	if m := c.recv(); m != (proto.Pong{Type: proto.TypePong, Nonce: 6}) {
 		t.Fatalf("after unsub: got %#v, want pong 6", m)
 	}
 	// Subscribing from a cursor resumes there.
-	c.send(Sub{Collection: "notes", Cursor: 3})
-	if m, ok := c.recv().(Changes); !ok || len(m.Entries) != 1 || m.Entries[0].Record.ID != "r4" {
+	c.send(proto.Sub{Collection: "notes", Cursor: cur(2)})
+	if m, ok := c.recv().(proto.Changes); !ok || len(m.Records) != 1 || m.Records[0].ID != "r4" {
 		t.Fatalf("resume: %+v", m)
 	}
 }
@@ -80,12 +66,12 @@ func TestLiveCatchUpPages(t *testing.T) {
 	}
 	ts.push(t, "", cs...)
 	c, _ := ts.open(t, "")
-	c.send(Sub{Collection: DemoCollection})
+	c.send(proto.Sub{Collection: DemoCollection})
 	var ids []string
 	for {
-		m := c.recv().(Changes)
-		for _, e := range m.Entries {
-			ids = append(ids, e.Record.ID)
+		m := c.recv().(proto.Changes)
+		for _, e := range m.Records {
+			ids = append(ids, e.ID)
 		}
 		if !m.More {
 			break
@@ -100,17 +86,17 @@ func TestLiveRefusals(t *testing.T) {
 	ts := newTestServer(t, nil)
 	tok := ts.token(t, "alice", []string{"notes"}, nil)
 	c, _ := ts.open(t, tok)
-	c.send(Sub{Collection: "secrets"})
-	if e, ok := c.recv().(ErrorMessage); !ok || e.Code != CodeForbidden || e.Collection != "secrets" {
+	c.send(proto.Sub{Collection: "secrets"})
+	if e, ok := c.recv().(proto.ErrorMessage); !ok || e.Code != proto.CodeForbidden || e.Collection != "secrets" {
 		t.Fatalf("forbidden sub: %+v", e)
 	}
-	c.send(Sub{Collection: "bad name"})
-	if e, ok := c.recv().(ErrorMessage); !ok || e.Code != CodeInvalid {
+	c.send(proto.Sub{Collection: "bad name"})
+	if e, ok := c.recv().(proto.ErrorMessage); !ok || e.Code != proto.CodeInvalid {
 		t.Fatalf("invalid sub: %+v", e)
 	}
 	// Refusals of a sub are not fatal.
-	c.send(Ping{Nonce: 1})
-	if _, ok := c.recv().(Pong); !ok {
+	c.send(proto.Ping{Nonce: 1})
+	if _, ok := c.recv().(proto.Pong); !ok {
 		t.Fatal("no pong after refused subs")
 	}
 
@@ -119,14 +105,14 @@ func TestLiveRefusals(t *testing.T) {
 		first func(c *liveClient)
 		code  string
 	}{
-		{"no hello", func(c *liveClient) { c.send(Sub{Collection: "notes"}) }, CodeMalformed},
-		{"bad token", func(c *liveClient) { c.send(Hello{Protocol: 1, Replica: "c1", Token: "junk"}) }, CodeUnauthenticated},
-		{"no token", func(c *liveClient) { c.send(Hello{Protocol: 1, Replica: "c1"}) }, CodeUnauthenticated},
-		{"version", func(c *liveClient) { c.send(Hello{Protocol: 9, Replica: "c1", Token: tok}) }, CodeUnsupportedVersion},
+		{"no hello", func(c *liveClient) { c.send(proto.Sub{Collection: "notes"}) }, proto.CodeMalformed},
+		{"bad token", func(c *liveClient) { c.send(proto.Hello{Protocol: proto.Version, Replica: "c1", Token: "junk"}) }, proto.CodeUnauthenticated},
+		{"no token", func(c *liveClient) { c.send(proto.Hello{Protocol: proto.Version, Replica: "c1"}) }, proto.CodeUnauthenticated},
+		{"version", func(c *liveClient) { c.send(proto.Hello{Protocol: 9, Replica: "c1", Token: tok}) }, proto.CodeUnsupportedVersion},
 		{"garbage", func(c *liveClient) {
 			_ = c.ws.Write(context.Background(), websocket.MessageBinary, []byte{0xa1, 0x00, 0x61, 'x'})
-		}, CodeMalformed},
-		{"text frame", func(c *liveClient) { _ = c.ws.Write(context.Background(), websocket.MessageText, []byte("hi")) }, CodeMalformed},
+		}, proto.CodeMalformed},
+		{"text frame", func(c *liveClient) { _ = c.ws.Write(context.Background(), websocket.MessageText, []byte("hi")) }, proto.CodeMalformed},
 	}
 	for _, tc := range fatal {
 		t.Run(tc.name, func(t *testing.T) {
@@ -135,7 +121,7 @@ func TestLiveRefusals(t *testing.T) {
 				t.Fatal(err)
 			}
 			tc.first(c)
-			e, ok := c.recv().(ErrorMessage)
+			e, ok := c.recv().(proto.ErrorMessage)
 			if !ok || e.Code != tc.code {
 				t.Fatalf("got %+v, want error %s", e, tc.code)
 			}
@@ -150,15 +136,15 @@ func TestLiveMessageTooBig(t *testing.T) {
 	ts := newTestServer(t, func(c *Config) { c.Limits.MaxMessageBytes = 1 << 10; c.Demo = true })
 	c, _ := ts.open(t, "")
 	big := change(t, DemoCollection, "r", "f", strings.Repeat("x", 4<<10))
-	c.send(Push{ID: 1, Changes: []crdt.Change{big}})
+	c.send(proto.Sub{Collection: DemoCollection, Cursor: []byte(big.Record.Fields["f"].Value)})
 	_, err := c.recvErr(5 * time.Second)
 	if got := websocket.CloseStatus(err); got != websocket.StatusMessageTooBig {
 		t.Fatalf("close status %v (%v), want 1009", got, err)
 	}
 	// The server keeps serving others.
 	other, _ := ts.open(t, "")
-	other.send(Ping{Nonce: 1})
-	if _, ok := other.recv().(Pong); !ok {
+	other.send(proto.Ping{Nonce: 1})
+	if _, ok := other.recv().(proto.Pong); !ok {
 		t.Fatal("other client not served")
 	}
 }
@@ -183,7 +169,7 @@ func TestLiveSlowConsumerResync(t *testing.T) {
 		ts.push(t, "", cs...)
 	}
 	c, _ := ts.open(t, "")
-	c.send(Sub{Collection: DemoCollection})
+	c.send(proto.Sub{Collection: DemoCollection})
 	time.Sleep(500 * time.Millisecond) // not reading: the queue fills
 	var pages int
 	for {
@@ -191,13 +177,13 @@ func TestLiveSlowConsumerResync(t *testing.T) {
 		if err != nil {
 			t.Fatalf("after %d pages: %v", pages, err)
 		}
-		if r, ok := m.(Resync); ok {
+		if r, ok := m.(proto.Resync); ok {
 			if r.Collection != DemoCollection {
 				t.Fatalf("resync for %q", r.Collection)
 			}
 			break
 		}
-		if _, ok := m.(Changes); !ok {
+		if _, ok := m.(proto.Changes); !ok {
 			t.Fatalf("unexpected %T", m)
 		}
 		pages++
@@ -207,8 +193,8 @@ func TestLiveSlowConsumerResync(t *testing.T) {
 		t.Fatalf("all %d pages were buffered: no resync needed", pages)
 	}
 	// The stopped subscription can be taken up again from the cursor.
-	c.send(Sub{Collection: DemoCollection, Cursor: 160})
-	if m, ok := c.recv().(Changes); !ok || len(m.Entries) != 0 {
+	c.send(proto.Sub{Collection: DemoCollection, Cursor: cur(160)})
+	if m, ok := c.recv().(proto.Changes); !ok || len(m.Records) != 0 {
 		t.Fatalf("re-sub at head: %+v", m)
 	}
 	if _, body := ts.get(t, "/metrics"); !strings.Contains(body, "convergo_live_resyncs_total 1") {
@@ -222,7 +208,7 @@ func TestLiveOrigin(t *testing.T) {
 	if err == nil {
 		t.Fatal("foreign origin upgraded")
 	}
-	if resp == nil || resp.StatusCode != http.StatusForbidden || resp.Header.Get(HeaderError) != CodeForbidden {
+	if resp == nil || resp.StatusCode != http.StatusForbidden || resp.Header.Get(proto.HeaderError) != proto.CodeForbidden {
 		t.Fatalf("foreign origin: %v", resp)
 	}
 	if _, _, err := ts.dial(t, http.Header{"Origin": {"https://app.example.com"}}); err != nil {
@@ -238,7 +224,7 @@ func TestLiveConnLimit(t *testing.T) {
 	a, _ := ts.open(t, "")
 	ts.open(t, "")
 	_, resp, err := ts.dial(t, nil)
-	if err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get(HeaderError) != CodeRateLimited {
+	if err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get(proto.HeaderError) != proto.CodeRateLimited {
 		t.Fatalf("third connection: %v %v", resp, err)
 	}
 	// Closing one frees its slot.
@@ -268,15 +254,15 @@ func (a expiringAuth) Authenticate(context.Context, string) (Principal, error) {
 func TestLiveTokenExpiry(t *testing.T) {
 	ts := newTestServer(t, func(c *Config) { c.Authorizer = expiringAuth{exp: time.Now().Add(300 * time.Millisecond)} })
 	c, _ := ts.open(t, "t")
-	e, ok := c.recv().(ErrorMessage)
-	if !ok || e.Code != CodeTokenExpired {
+	e, ok := c.recv().(proto.ErrorMessage)
+	if !ok || e.Code != proto.CodeTokenExpired {
 		t.Fatalf("got %+v, want token_expired", e)
 	}
 	if _, err := c.recvErr(5 * time.Second); websocket.CloseStatus(err) != websocket.StatusPolicyViolation {
 		t.Fatalf("close: %v", err)
 	}
 	// And HTTP says token_expired too.
-	if got := ts.post(t, PathPull, "t", PullRequest{Collection: "x"}).errorCode(t); got != CodeTokenExpired {
+	if got := ts.post(t, proto.PathPull, "t", proto.PullRequest{Collection: "x"}).errorCode(t); got != proto.CodeTokenExpired {
 		t.Fatalf("http: %s", got)
 	}
 }
@@ -306,7 +292,7 @@ func TestLiveIdleTimeout(t *testing.T) {
 func TestLiveShutdown(t *testing.T) {
 	ts := newTestServer(t, func(c *Config) { c.Demo = true })
 	c, _ := ts.open(t, "")
-	c.send(Sub{Collection: DemoCollection})
+	c.send(proto.Sub{Collection: DemoCollection})
 	c.recv()
 	done := make(chan error, 1)
 	go func() {
@@ -333,10 +319,10 @@ func TestLiveRateLimit(t *testing.T) {
 	start := time.Now()
 	const n = 12
 	for i := uint64(1); i <= n; i++ {
-		c.send(Ping{Nonce: i})
+		c.send(proto.Ping{Nonce: i})
 	}
 	for i := uint64(1); i <= n; i++ {
-		if m := c.recv(); m != (Pong{Type: TypePong, Nonce: i}) {
+		if m := c.recv(); m != (proto.Pong{Type: proto.TypePong, Nonce: i}) {
 			t.Fatalf("got %#v, want pong %d", m, i)
 		}
 	}
@@ -346,8 +332,8 @@ func TestLiveRateLimit(t *testing.T) {
 	}
 	// Another client is served at once meanwhile.
 	other, _ := ts.open(t, "")
-	other.send(Ping{Nonce: 99})
-	if m := other.recv(); m != (Pong{Type: TypePong, Nonce: 99}) {
+	other.send(proto.Ping{Nonce: 99})
+	if m := other.recv(); m != (proto.Pong{Type: proto.TypePong, Nonce: 99}) {
 		t.Fatalf("other client: %#v", m)
 	}
 }
@@ -358,7 +344,7 @@ func TestLiveHelloTimeout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e, ok := c.recv().(ErrorMessage); !ok || e.Code != CodeUnauthenticated {
+	if e, ok := c.recv().(proto.ErrorMessage); !ok || e.Code != proto.CodeUnauthenticated {
 		t.Fatalf("got %+v, want unauthenticated", e)
 	}
 	if _, err := c.recvErr(5 * time.Second); websocket.CloseStatus(err) != websocket.StatusPolicyViolation {
@@ -367,8 +353,8 @@ func TestLiveHelloTimeout(t *testing.T) {
 	// A client that says hello in time stays past the timeout.
 	d, _ := ts.open(t, "")
 	time.Sleep(200 * time.Millisecond)
-	d.send(Ping{Nonce: 1})
-	if m := d.recv(); m != (Pong{Type: TypePong, Nonce: 1}) {
+	d.send(proto.Ping{Nonce: 1})
+	if m := d.recv(); m != (proto.Pong{Type: proto.TypePong, Nonce: 1}) {
 		t.Fatalf("after the hello timeout: %#v", m)
 	}
 }
@@ -377,22 +363,64 @@ func TestLiveSubscriptionLimit(t *testing.T) {
 	ts := newTestServer(t, func(c *Config) { c.Limits.MaxSubscriptions = 2 })
 	c, _ := ts.open(t, ts.token(t, "alice", []string{"*"}, nil))
 	for _, coll := range []string{"a", "b"} {
-		c.send(Sub{Collection: coll})
-		if m, ok := c.recv().(Changes); !ok || m.Collection != coll {
+		c.send(proto.Sub{Collection: coll})
+		if m, ok := c.recv().(proto.Changes); !ok || m.Collection != coll {
 			t.Fatalf("sub %s: %#v", coll, m)
 		}
 	}
-	c.send(Sub{Collection: "a"}) // re-subscribing replaces, it does not count twice
-	if m, ok := c.recv().(Changes); !ok || m.Collection != "a" {
+	c.send(proto.Sub{Collection: "a"}) // re-subscribing replaces, it does not count twice
+	if m, ok := c.recv().(proto.Changes); !ok || m.Collection != "a" {
 		t.Fatalf("re-sub: %#v", m)
 	}
-	c.send(Sub{Collection: "c"})
-	if e, ok := c.recv().(ErrorMessage); !ok || e.Code != CodeTooLarge || e.Collection != "c" {
+	c.send(proto.Sub{Collection: "c"})
+	if e, ok := c.recv().(proto.ErrorMessage); !ok || e.Code != proto.CodeTooLarge || e.Collection != "c" {
 		t.Fatalf("third sub: %#v", e)
 	}
-	c.send(Unsub{Collection: "b"})
-	c.send(Sub{Collection: "c"})
-	if m, ok := c.recv().(Changes); !ok || m.Collection != "c" {
+	c.send(proto.Unsub{Collection: "b"})
+	c.send(proto.Sub{Collection: "c"})
+	if m, ok := c.recv().(proto.Changes); !ok || m.Collection != "c" {
 		t.Fatalf("sub after unsub: %#v", m)
+	}
+}
+
+// A live message of an unknown type (a later revision's) is answered with
+// an error and the session goes on; a hello of another version is told to
+// upgrade and closed with 1002; a plain GET of the live path is 426.
+func TestLiveVersioning(t *testing.T) {
+	ts := newTestServer(t, func(c *Config) { c.Demo = true })
+	c, _ := ts.open(t, "")
+	later := []byte{0xa2, 0x00, 0x65, 'l', 'a', 't', 'e', 'r', 0x01, 0x02} // {0: "later", 1: 2}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := c.ws.Write(ctx, websocket.MessageBinary, later); err != nil {
+		t.Fatal(err)
+	}
+	if e, ok := c.recv().(proto.ErrorMessage); !ok || e.Code != proto.CodeMalformed {
+		t.Fatalf("unknown type: got %+v", e)
+	}
+	c.send(proto.Ping{Nonce: 9})
+	if p, ok := c.recv().(proto.Pong); !ok || p.Nonce != 9 {
+		t.Fatalf("session did not go on: %+v", p)
+	}
+
+	old, _, err := ts.dial(t, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.send(proto.Hello{Protocol: 1, Replica: "c1"})
+	if e, ok := old.recv().(proto.ErrorMessage); !ok || e.Code != proto.CodeUnsupportedVersion {
+		t.Fatalf("v1 hello: got %+v", e)
+	}
+	if _, err := old.recvErr(5 * time.Second); websocket.CloseStatus(err) != proto.CloseProtocolVersion {
+		t.Fatalf("v1 hello: close %v, want %d", err, proto.CloseProtocolVersion)
+	}
+
+	resp, err := ts.Client().Get(ts.URL + proto.PathLive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUpgradeRequired || resp.Header.Get(proto.HeaderError) != proto.CodeUpgradeRequired {
+		t.Fatalf("GET live: %d %s", resp.StatusCode, resp.Header.Get(proto.HeaderError))
 	}
 }

@@ -3,6 +3,7 @@ package transport
 import (
 	"fmt"
 
+	"github.com/convergo/convergo/transport/proto"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -65,8 +66,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}
 	}
-	for _, s := range []string{"applied", "noop", "refused"} {
-		m.pushChanges.WithLabelValues(s) // export zeros from the start
+	for _, s := range proto.Statuses {
+		m.pushChanges.WithLabelValues(s.String()) // export zeros from the start
 	}
 	return m, nil
 }

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/convergo/convergo/transport/proto"
+
 	"github.com/golang-jwt/jwt/v5"
 	"pgregory.net/rapid"
 
@@ -24,20 +26,20 @@ import (
 func TestHello(t *testing.T) {
 	ts := newTestServer(t, nil)
 	tok := ts.token(t, "alice", []string{"*"}, nil)
-	a := ts.post(t, PathHello, tok, HelloRequest{Protocol: 1, Replica: "c1"})
+	a := ts.post(t, proto.PathHello, tok, proto.HelloRequest{Protocol: proto.Version, Replica: "c1"})
 	if a.status != http.StatusOK {
 		t.Fatalf("status %d", a.status)
 	}
-	if ct := a.header.Get("Content-Type"); ct != ContentType {
+	if ct := a.header.Get("Content-Type"); ct != proto.ContentType {
 		t.Fatalf("content type %q", ct)
 	}
-	var h HelloResponse
-	if err := Decode(a.body, &h); err != nil {
+	var h proto.HelloResponse
+	if err := proto.Decode(a.body, &h); err != nil {
 		t.Fatal(err)
 	}
-	if h.Protocol != 1 || h.ServerReplica != "srv-test" || h.Subject != "alice" ||
-		h.MaxPush != DefaultMaxPushChanges || h.MaxPull != DefaultMaxPullRecords ||
-		h.MaxBodyBytes != DefaultMaxBodyBytes || h.MaxDrift != crdt.DefaultMaxDrift.Milliseconds() {
+	if h.Protocol != proto.Version || h.ServerReplica != "srv-test" || h.Subject != "alice" ||
+		h.MaxPush != proto.DefaultMaxPushChanges || h.MaxPull != proto.DefaultMaxPullRecords ||
+		h.MaxBodyBytes != proto.DefaultMaxBodyBytes || h.MaxDrift != crdt.DefaultMaxDrift.Milliseconds() {
 		t.Fatalf("hello answer %+v", h)
 	}
 	if d := time.Now().UnixMilli() - h.ServerTime; d < 0 || d > 5000 {
@@ -48,12 +50,13 @@ func TestHello(t *testing.T) {
 		body any
 		code string
 	}{
-		{"version 2", HelloRequest{Protocol: 2, Replica: "c1"}, CodeUnsupportedVersion},
-		{"bad replica", HelloRequest{Protocol: 1, Replica: "a b"}, CodeInvalid},
-		{"garbage", []byte{0xff, 0x00}, CodeMalformed},
+		{"version 1", proto.HelloRequest{Protocol: 1, Replica: "c1"}, proto.CodeUnsupportedVersion},
+		{"version 3", proto.HelloRequest{Protocol: 3, Replica: "c1"}, proto.CodeUnsupportedVersion},
+		{"bad replica", proto.HelloRequest{Protocol: proto.Version, Replica: "a b"}, proto.CodeInvalid},
+		{"garbage", []byte{0xff, 0x00}, proto.CodeMalformed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := ts.post(t, PathHello, tok, tc.body).errorCode(t); got != tc.code {
+			if got := ts.post(t, proto.PathHello, tok, tc.body).errorCode(t); got != tc.code {
 				t.Fatalf("got %s, want %s", got, tc.code)
 			}
 		})
@@ -66,32 +69,40 @@ func TestPushPull(t *testing.T) {
 	a := change(t, "notes", "r1", "title", "milk")
 	b := change(t, "notes", "r2", "title", "eggs")
 	res := ts.push(t, tok, a, b)
-	if res[0].Status != StatusApplied || res[1].Status != StatusApplied || res[0].Seq != 1 || res[1].Seq != 2 {
+	if res[0].Status != proto.StatusApplied || res[1].Status != proto.StatusApplied {
 		t.Fatalf("first push: %+v", res)
 	}
 	// Pushing again is a no-op: the answer a client lost is safe to repeat.
 	res = ts.push(t, tok, a, b)
-	if res[0].Status != StatusNoop || res[1].Status != StatusNoop || res[0].Seq != 1 || res[1].Seq != 2 {
+	if res[0].Status != proto.StatusDuplicate || res[1].Status != proto.StatusDuplicate {
 		t.Fatalf("second push: %+v", res)
 	}
+	// An older write of a field is superseded: acknowledged, and the answer
+	// names the field that lost.
+	older := a
+	older.Record = crdt.SetField("r1", "title", mustValue(t, "old"), crdt.Stamp{Wall: a.Record.Fields["title"].Stamp.Wall - 1, Replica: "c1"})
+	res = ts.push(t, tok, older)
+	if res[0].Status != proto.StatusSuperseded || len(res[0].Lost) != 1 || res[0].Lost[0] != "title" || !res[0].Status.Acknowledged() {
+		t.Fatalf("older write: %+v", res)
+	}
 	page := ts.pull(t, tok, "notes", 0)
-	if len(page.Entries) != 2 || page.Next != 2 || page.More {
+	if len(page.Records) != 2 || !bytes.Equal(page.Next, cur(2)) || page.More {
 		t.Fatalf("pull: %+v", page)
 	}
-	if !page.Entries[0].Record.Equal(a.Record) || !page.Entries[1].Record.Equal(b.Record) || page.Entries[1].Seq != 2 {
-		t.Fatalf("pulled %+v", page.Entries)
+	if !page.Records[0].Equal(a.Record) || !page.Records[1].Equal(b.Record) {
+		t.Fatalf("pulled %+v", page.Records)
 	}
 	// Cursor and limit.
-	var p PullResponse
-	ans := ts.post(t, PathPull, tok, PullRequest{Collection: "notes", Cursor: 0, Limit: 1})
-	if err := Decode(ans.body, &p); err != nil || len(p.Entries) != 1 || p.Next != 1 || !p.More {
+	var p proto.PullResponse
+	ans := ts.post(t, proto.PathPull, tok, proto.PullRequest{Collection: "notes", Cursor: nil, Limit: 1})
+	if err := proto.Decode(ans.body, &p); err != nil || len(p.Records) != 1 || !bytes.Equal(p.Next, cur(1)) || !p.More {
 		t.Fatalf("limited pull: %+v, %v", p, err)
 	}
-	if page := ts.pull(t, tok, "notes", 2); len(page.Entries) != 0 || page.Next != 2 || page.More {
+	if page := ts.pull(t, tok, "notes", 2); len(page.Records) != 0 || !bytes.Equal(page.Next, cur(2)) || page.More {
 		t.Fatalf("pull at head: %+v", page)
 	}
 	// An empty page is an empty array on the wire, not null.
-	ans = ts.post(t, PathPull, tok, PullRequest{Collection: "notes", Cursor: 2})
+	ans = ts.post(t, proto.PathPull, tok, proto.PullRequest{Collection: "notes", Cursor: cur(2)})
 	if !bytes.Contains(ans.body, []byte{0x01, 0x80}) {
 		t.Fatalf("empty page body %x", ans.body)
 	}
@@ -111,19 +122,19 @@ func TestPushRefusesPerChange(t *testing.T) {
 		change(t, "notes", "r2", "a", 2),
 	)
 	want := []struct {
-		status uint64
+		status proto.Status
 		code   string
-	}{{StatusApplied, ""}, {StatusRefused, CodeForbidden}, {StatusRefused, CodeClockDrift}, {StatusRefused, CodeInvalid}, {StatusApplied, ""}}
+	}{{proto.StatusApplied, ""}, {proto.StatusRefused, proto.CodeForbidden}, {proto.StatusRefused, proto.CodeClockDrift}, {proto.StatusRefused, proto.CodeInvalid}, {proto.StatusApplied, ""}}
 	for i, w := range want {
 		if res[i].Status != w.status || res[i].Code != w.code {
 			t.Errorf("change %d: got %+v, want status %d code %q", i, res[i], w.status, w.code)
 		}
-		if w.status == StatusRefused && res[i].Message == "" {
+		if w.status == proto.StatusRefused && res[i].Message == "" {
 			t.Errorf("change %d: refused without a message", i)
 		}
 	}
-	if page := ts.pull(t, ts.token(t, "r", []string{"*"}, nil), "notes", 0); len(page.Entries) != 2 {
-		t.Fatalf("refused changes were applied: %+v", page.Entries)
+	if page := ts.pull(t, ts.token(t, "r", []string{"*"}, nil), "notes", 0); len(page.Records) != 2 {
+		t.Fatalf("refused changes were applied: %+v", page.Records)
 	}
 }
 
@@ -133,24 +144,37 @@ func TestVersionAndMethod(t *testing.T) {
 		name   string
 		header string
 		code   string
-	}{{"missing", "", CodeUnsupportedVersion}, {"two", "2", CodeUnsupportedVersion}, {"junk", "x", CodeUnsupportedVersion}} {
+	}{{"missing", "", proto.CodeUnsupportedVersion}, {"one", "1", proto.CodeUnsupportedVersion}, {"junk", "x", proto.CodeUnsupportedVersion}} {
 		t.Run(tc.name, func(t *testing.T) {
-			a := ts.post(t, PathHello, "", HelloRequest{Protocol: 1, Replica: "c1"}, func(r *http.Request) { r.Header.Set(HeaderProtocol, tc.header) })
+			a := ts.post(t, proto.PathHello, "", proto.HelloRequest{Protocol: proto.Version, Replica: "c1"}, func(r *http.Request) { r.Header.Set(proto.HeaderProtocol, tc.header) })
 			if a.status != http.StatusBadRequest || a.errorCode(t) != tc.code {
 				t.Fatalf("got %d %s", a.status, a.errorCode(t))
 			}
 		})
 	}
-	resp, err := ts.Client().Get(ts.URL + PathPull)
+	resp, err := ts.Client().Get(ts.URL + proto.PathPull)
 	if err != nil {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get(HeaderError) != CodeNotFound {
-		t.Fatalf("GET pull: %d %s", resp.StatusCode, resp.Header.Get(HeaderError))
+	if resp.StatusCode != http.StatusMethodNotAllowed || resp.Header.Get(proto.HeaderError) != proto.CodeMethodNotAllowed {
+		t.Fatalf("GET pull: %d %s", resp.StatusCode, resp.Header.Get(proto.HeaderError))
 	}
-	if code, _ := ts.get(t, "/v1/nope"); code != http.StatusNotFound {
-		t.Fatalf("unknown path: %d", code)
+	if a := ts.post(t, "/v2/nope", "", nil); a.status != http.StatusNotFound || a.errorCode(t) != proto.CodeNotFound {
+		t.Fatalf("unknown path: %d", a.status)
+	}
+	// A version 1 client is told to upgrade, whatever it asks for.
+	for _, path := range []string{"/v1/push", "/v1/hello", "/v1/live"} {
+		a := ts.post(t, path, "", proto.HelloRequest{Protocol: 1, Replica: "c1"}, func(r *http.Request) { r.Header.Set(proto.HeaderProtocol, "1") })
+		if a.status != http.StatusBadRequest || a.errorCode(t) != proto.CodeUnsupportedVersion {
+			t.Fatalf("%s: got %d %s", path, a.status, a.errorCode(t))
+		}
+	}
+	// Every answer carries a request id, and an error body repeats it.
+	a := ts.post(t, proto.PathPull, "", proto.PullRequest{Collection: "x"})
+	var body proto.ErrorBody
+	if err := proto.Decode(a.body, &body); err != nil || body.RequestID == "" || body.RequestID != a.header.Get(proto.HeaderRequestID) {
+		t.Fatalf("request id %q in body, %q in header (%v)", body.RequestID, a.header.Get(proto.HeaderRequestID), err)
 	}
 }
 
@@ -173,21 +197,21 @@ func TestAuth(t *testing.T) {
 		body  any
 		code  string // "" means success
 	}{
-		{"no token", "", PathPull, PullRequest{Collection: "notes"}, CodeUnauthenticated},
-		{"garbage token", "abc.def.ghi", PathPull, PullRequest{Collection: "notes"}, CodeUnauthenticated},
-		{"good", sign(jwt.SigningMethodHS256, testSecret, good), PathPull, PullRequest{Collection: "notes"}, ""},
-		{"prefix pattern", sign(jwt.SigningMethodHS256, testSecret, good), PathPull, PullRequest{Collection: "t1.a.b"}, ""},
-		{"prefix is not the prefix", sign(jwt.SigningMethodHS256, testSecret, good), PathPull, PullRequest{Collection: "t1"}, CodeForbidden},
-		{"expired", sign(jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(-time.Minute).Unix(), "read": []string{"*"}}), PathPull, PullRequest{Collection: "notes"}, CodeTokenExpired},
-		{"no exp", sign(jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"sub": "alice", "read": []string{"*"}}), PathPull, PullRequest{Collection: "notes"}, CodeUnauthenticated},
-		{"no sub", sign(jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"exp": exp, "read": []string{"*"}}), PathPull, PullRequest{Collection: "notes"}, CodeUnauthenticated},
-		{"forged", sign(jwt.SigningMethodHS256, []byte("another secret of 32 bytes......"), good), PathPull, PullRequest{Collection: "notes"}, CodeUnauthenticated},
-		{"forged and expired", sign(jwt.SigningMethodHS256, []byte("another secret of 32 bytes......"), jwt.MapClaims{"sub": "a", "exp": 1}), PathPull, PullRequest{Collection: "notes"}, CodeUnauthenticated},
-		{"wrong alg HS512", sign(jwt.SigningMethodHS512, testSecret, good), PathPull, PullRequest{Collection: "notes"}, CodeUnauthenticated},
-		{"alg none", noneTok, PathPull, PullRequest{Collection: "notes"}, CodeUnauthenticated},
-		{"bad pattern", sign(jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"sub": "a", "exp": exp, "read": []string{"a b"}}), PathPull, PullRequest{Collection: "notes"}, CodeUnauthenticated},
-		{"out of scope read", sign(jwt.SigningMethodHS256, testSecret, good), PathPull, PullRequest{Collection: "secrets"}, CodeForbidden},
-		{"anonymous demo, demo off", "", PathPull, PullRequest{Collection: DemoCollection}, CodeUnauthenticated},
+		{"no token", "", proto.PathPull, proto.PullRequest{Collection: "notes"}, proto.CodeUnauthenticated},
+		{"garbage token", "abc.def.ghi", proto.PathPull, proto.PullRequest{Collection: "notes"}, proto.CodeUnauthenticated},
+		{"good", sign(jwt.SigningMethodHS256, testSecret, good), proto.PathPull, proto.PullRequest{Collection: "notes"}, ""},
+		{"prefix pattern", sign(jwt.SigningMethodHS256, testSecret, good), proto.PathPull, proto.PullRequest{Collection: "t1.a.b"}, ""},
+		{"prefix is not the prefix", sign(jwt.SigningMethodHS256, testSecret, good), proto.PathPull, proto.PullRequest{Collection: "t1"}, proto.CodeForbidden},
+		{"expired", sign(jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"sub": "alice", "exp": time.Now().Add(-time.Minute).Unix(), "read": []string{"*"}}), proto.PathPull, proto.PullRequest{Collection: "notes"}, proto.CodeTokenExpired},
+		{"no exp", sign(jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"sub": "alice", "read": []string{"*"}}), proto.PathPull, proto.PullRequest{Collection: "notes"}, proto.CodeUnauthenticated},
+		{"no sub", sign(jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"exp": exp, "read": []string{"*"}}), proto.PathPull, proto.PullRequest{Collection: "notes"}, proto.CodeUnauthenticated},
+		{"forged", sign(jwt.SigningMethodHS256, []byte("another secret of 32 bytes......"), good), proto.PathPull, proto.PullRequest{Collection: "notes"}, proto.CodeUnauthenticated},
+		{"forged and expired", sign(jwt.SigningMethodHS256, []byte("another secret of 32 bytes......"), jwt.MapClaims{"sub": "a", "exp": 1}), proto.PathPull, proto.PullRequest{Collection: "notes"}, proto.CodeUnauthenticated},
+		{"wrong alg HS512", sign(jwt.SigningMethodHS512, testSecret, good), proto.PathPull, proto.PullRequest{Collection: "notes"}, proto.CodeUnauthenticated},
+		{"alg none", noneTok, proto.PathPull, proto.PullRequest{Collection: "notes"}, proto.CodeUnauthenticated},
+		{"bad pattern", sign(jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"sub": "a", "exp": exp, "read": []string{"a b"}}), proto.PathPull, proto.PullRequest{Collection: "notes"}, proto.CodeUnauthenticated},
+		{"out of scope read", sign(jwt.SigningMethodHS256, testSecret, good), proto.PathPull, proto.PullRequest{Collection: "secrets"}, proto.CodeForbidden},
+		{"anonymous demo, demo off", "", proto.PathPull, proto.PullRequest{Collection: DemoCollection}, proto.CodeUnauthenticated},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -208,17 +232,17 @@ func TestAuth(t *testing.T) {
 func TestDemoAccess(t *testing.T) {
 	ts := newTestServer(t, func(c *Config) { c.Demo = true })
 	res := ts.push(t, "", change(t, DemoCollection, "r1", "title", "x"), change(t, "notes", "r1", "title", "x"))
-	if res[0].Status != StatusApplied || res[1].Code != CodeForbidden {
+	if res[0].Status != proto.StatusApplied || res[1].Code != proto.CodeForbidden {
 		t.Fatalf("anonymous push: %+v", res)
 	}
-	if page := ts.pull(t, "", DemoCollection, 0); len(page.Entries) != 1 {
+	if page := ts.pull(t, "", DemoCollection, 0); len(page.Records) != 1 {
 		t.Fatalf("anonymous pull: %+v", page)
 	}
-	if got := ts.post(t, PathPull, "", PullRequest{Collection: "notes"}).errorCode(t); got != CodeForbidden {
+	if got := ts.post(t, proto.PathPull, "", proto.PullRequest{Collection: "notes"}).errorCode(t); got != proto.CodeForbidden {
 		t.Fatalf("anonymous pull of notes: %s", got)
 	}
 	// A bad token is not silently downgraded to anonymous.
-	if got := ts.post(t, PathPull, "junk", PullRequest{Collection: DemoCollection}).errorCode(t); got != CodeUnauthenticated {
+	if got := ts.post(t, proto.PathPull, "junk", proto.PullRequest{Collection: DemoCollection}).errorCode(t); got != proto.CodeUnauthenticated {
 		t.Fatalf("bad token in demo mode: %s", got)
 	}
 }
@@ -230,13 +254,13 @@ func TestLimits(t *testing.T) {
 	tok := ts.token(t, "alice", []string{"*"}, []string{"*"})
 	t.Run("body too large", func(t *testing.T) {
 		big := change(t, "notes", "r1", "title", strings.Repeat("x", 80<<10))
-		if got := ts.post(t, PathPush, tok, PushRequest{Replica: "c1", Changes: []crdt.Change{big}}).errorCode(t); got != CodeTooLarge {
+		if got := ts.post(t, proto.PathPush, tok, proto.PushRequest{Replica: "c1", Changes: []crdt.Change{big}}).errorCode(t); got != proto.CodeTooLarge {
 			t.Fatalf("got %s", got)
 		}
 	})
 	t.Run("too many changes", func(t *testing.T) {
 		cs := []crdt.Change{change(t, "n", "a", "f", 1), change(t, "n", "b", "f", 1), change(t, "n", "c", "f", 1), change(t, "n", "d", "f", 1)}
-		if got := ts.post(t, PathPush, tok, PushRequest{Replica: "c1", Changes: cs}).errorCode(t); got != CodeTooLarge {
+		if got := ts.post(t, proto.PathPush, tok, proto.PushRequest{Replica: "c1", Changes: cs}).errorCode(t); got != proto.CodeTooLarge {
 			t.Fatalf("got %s", got)
 		}
 	})
@@ -244,14 +268,14 @@ func TestLimits(t *testing.T) {
 		// The budget of 5 is nearly spent; bob has his own.
 		bob := ts.token(t, "bob", []string{"*"}, []string{"*"})
 		ts.push(t, bob, change(t, "p", "a", "f", 1), change(t, "p", "b", "f", 1), change(t, "p", "c", "f", 1))
-		if page := ts.pull(t, bob, "p", 0); len(page.Entries) != 2 || !page.More {
-			t.Fatalf("page of %d, more %v", len(page.Entries), page.More)
+		if page := ts.pull(t, bob, "p", 0); len(page.Records) != 2 || !page.More {
+			t.Fatalf("page of %d, more %v", len(page.Records), page.More)
 		}
 	})
 	t.Run("rate", func(t *testing.T) {
 		var limited answer
 		for i := 0; i < 10; i++ {
-			a := ts.post(t, PathPull, tok, PullRequest{Collection: "notes"})
+			a := ts.post(t, proto.PathPull, tok, proto.PullRequest{Collection: "notes"})
 			if a.status == http.StatusTooManyRequests {
 				limited = a
 				break
@@ -260,15 +284,15 @@ func TestLimits(t *testing.T) {
 		if limited.status == 0 {
 			t.Fatal("never rate limited")
 		}
-		if got := limited.errorCode(t); got != CodeRateLimited {
+		if got := limited.errorCode(t); got != proto.CodeRateLimited {
 			t.Fatalf("got %s", got)
 		}
-		if s, err := strconv.Atoi(limited.header.Get(HeaderRetryAfter)); err != nil || s < 1 {
-			t.Fatalf("Retry-After %q", limited.header.Get(HeaderRetryAfter))
+		if s, err := strconv.Atoi(limited.header.Get(proto.HeaderRetryAfter)); err != nil || s < 1 {
+			t.Fatalf("Retry-After %q", limited.header.Get(proto.HeaderRetryAfter))
 		}
 		// Another client is still served.
 		carol := ts.token(t, "carol", []string{"*"}, nil)
-		if a := ts.post(t, PathPull, carol, PullRequest{Collection: "notes"}); a.status != http.StatusOK {
+		if a := ts.post(t, proto.PathPull, carol, proto.PullRequest{Collection: "notes"}); a.status != http.StatusOK {
 			t.Fatalf("other client: %d", a.status)
 		}
 	})
@@ -283,12 +307,12 @@ func TestMalformedBodies(t *testing.T) {
 		body []byte
 		code string
 	}{
-		{"empty", PathPull, nil, CodeMalformed},
-		{"not cbor", PathPush, []byte("{\"json\":1}"), CodeMalformed},
-		{"unknown key", PathPull, []byte{0xa2, 0x01, 0x61, 'a', 0x09, 0x00}, CodeMalformed},
-		{"tagged", PathPull, []byte{0xa1, 0x01, 0xc0, 0x61, 'a'}, CodeMalformed},
-		{"bad collection", PathPull, []byte{0xa1, 0x01, 0x61, '{'}, CodeInvalid},
-		{"change of wrong shape", PathPush, []byte{0xa2, 0x01, 0x61, 'c', 0x02, 0x81, 0x01}, CodeMalformed},
+		{"empty", proto.PathPull, nil, proto.CodeMalformed},
+		{"not cbor", proto.PathPush, []byte("{\"json\":1}"), proto.CodeMalformed},
+		{"known key of the wrong type", proto.PathPull, []byte{0xa2, 0x01, 0x61, 'a', 0x02, 0x01}, proto.CodeMalformed},
+		{"tagged", proto.PathPull, []byte{0xa1, 0x01, 0xc0, 0x61, 'a'}, proto.CodeMalformed},
+		{"bad collection", proto.PathPull, []byte{0xa1, 0x01, 0x61, '{'}, proto.CodeInvalid},
+		{"changes not an array", proto.PathPush, []byte{0xa2, 0x01, 0x61, 'c', 0x02, 0x01}, proto.CodeMalformed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := ts.post(t, tc.path, tok, tc.body).errorCode(t); got != tc.code {
@@ -304,7 +328,7 @@ type failingStore struct{ stores.Store }
 func (failingStore) Apply(context.Context, []crdt.Change) ([]stores.Result, error) {
 	return nil, stores.ErrUnavailable
 }
-func (failingStore) Pull(context.Context, string, uint64, int) (stores.Page, error) {
+func (failingStore) Pull(context.Context, string, uint64, stores.PageLimit) (stores.Page, error) {
 	return stores.Page{}, stores.ErrUnavailable
 }
 func (failingStore) Head(context.Context, string) (uint64, error) { return 0, stores.ErrUnavailable }
@@ -312,7 +336,7 @@ func (failingStore) Head(context.Context, string) (uint64, error) { return 0, st
 func TestStoreFailureIsUnavailable(t *testing.T) {
 	ts := newTestServer(t, nil)
 	// Swap the engine for one on a failing store.
-	base := ts.eng.Store()
+	base := ts.store
 	eng, err := engineOn(failingStore{base})
 	if err != nil {
 		t.Fatal(err)
@@ -320,11 +344,11 @@ func TestStoreFailureIsUnavailable(t *testing.T) {
 	defer eng.Close()
 	ts.srv.eng = eng
 	tok := ts.token(t, "alice", []string{"*"}, []string{"*"})
-	a := ts.post(t, PathPush, tok, PushRequest{Replica: "c1", Changes: []crdt.Change{change(t, "n", "a", "f", 1)}})
-	if a.status != http.StatusServiceUnavailable || a.errorCode(t) != CodeUnavailable {
+	a := ts.post(t, proto.PathPush, tok, proto.PushRequest{Replica: "c1", Changes: []crdt.Change{change(t, "n", "a", "f", 1)}})
+	if a.status != http.StatusServiceUnavailable || a.errorCode(t) != proto.CodeUnavailable {
 		t.Fatalf("push: %d", a.status)
 	}
-	if got := ts.post(t, PathPull, tok, PullRequest{Collection: "n"}).errorCode(t); got != CodeUnavailable {
+	if got := ts.post(t, proto.PathPull, tok, proto.PullRequest{Collection: "n"}).errorCode(t); got != proto.CodeUnavailable {
 		t.Fatalf("pull: %s", got)
 	}
 	if code, _ := ts.get(t, "/readyz"); code != http.StatusServiceUnavailable {
@@ -352,13 +376,13 @@ func TestOriginHTTP(t *testing.T) {
 		{"null", false},
 	} {
 		t.Run(tc.origin, func(t *testing.T) {
-			a := ts.post(t, PathPull, "", PullRequest{Collection: DemoCollection}, func(r *http.Request) {
+			a := ts.post(t, proto.PathPull, "", proto.PullRequest{Collection: DemoCollection}, func(r *http.Request) {
 				if tc.origin != "" {
 					r.Header.Set("Origin", tc.origin)
 				}
 			})
 			if !tc.ok {
-				if got := a.errorCode(t); got != CodeForbidden {
+				if got := a.errorCode(t); got != proto.CodeForbidden {
 					t.Fatalf("got %s, want forbidden", got)
 				}
 				return
@@ -372,7 +396,7 @@ func TestOriginHTTP(t *testing.T) {
 		})
 	}
 	// The server's own origin needs no listing.
-	a := ts.post(t, PathPull, "", PullRequest{Collection: DemoCollection}, func(r *http.Request) { r.Header.Set("Origin", ts.URL) })
+	a := ts.post(t, proto.PathPull, "", proto.PullRequest{Collection: DemoCollection}, func(r *http.Request) { r.Header.Set("Origin", ts.URL) })
 	if a.status != http.StatusOK || a.header.Get("Access-Control-Allow-Origin") != "" {
 		t.Fatalf("same origin: %d", a.status)
 	}
@@ -389,8 +413,8 @@ func TestHealthAndMetrics(t *testing.T) {
 	ts.push(t, "", change(t, DemoCollection, "a", "f", 1), change(t, DemoCollection, "b", "f", 1), change(t, "x", "b", "f", 1))
 	ts.pull(t, "", DemoCollection, 0)
 	c, _ := ts.open(t, "")
-	c.send(Sub{Collection: DemoCollection})
-	if m, ok := c.recv().(Changes); !ok || len(m.Entries) != 2 {
+	c.send(proto.Sub{Collection: DemoCollection})
+	if m, ok := c.recv().(proto.Changes); !ok || len(m.Records) != 2 {
 		t.Fatalf("sub: %+v", m)
 	}
 	want := []string{
@@ -399,7 +423,7 @@ func TestHealthAndMetrics(t *testing.T) {
 		`convergo_requests_total{code="101",route="live"} 1`,
 		`convergo_push_changes_total{status="applied"} 2`,
 		`convergo_push_changes_total{status="refused"} 1`,
-		`convergo_push_changes_total{status="noop"} 0`,
+		`convergo_push_changes_total{status="duplicate"} 0`,
 		`convergo_pull_records_total 4`,
 		`convergo_live_connections 1`,
 		`convergo_fanout_messages_total 1`,
@@ -588,6 +612,36 @@ func TestRateLimiterBound(t *testing.T) {
 	})
 }
 
+// Envelopes ignore keys they do not know (a later revision's), and a
+// change that is readable CBOR but not a change is refused alone.
+func TestEnvelopesAreTolerantChangesAreNot(t *testing.T) {
+	ts := newTestServer(t, nil)
+	tok := ts.token(t, "alice", []string{"*"}, []string{"*"})
+	// {1: "a", 9: 0}: a pull with an unknown key 9.
+	if a := ts.post(t, proto.PathPull, tok, []byte{0xa2, 0x01, 0x61, 'a', 0x09, 0x00}); a.status != http.StatusOK {
+		t.Fatalf("pull with an unknown key: %d %s", a.status, a.errorCode(t))
+	}
+	good, err := crdt.EncodeChanges([]crdt.Change{change(t, "a", "r1", "f", 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// {1: "c", 2: [1, <good change>], 7: "later"}
+	body := []byte{0xa3, 0x01, 0x61, 'c', 0x02, 0x82, 0x01}
+	body = append(body, good[1:]...)
+	body = append(body, 0x07, 0x65, 'l', 'a', 't', 'e', 'r')
+	a := ts.post(t, proto.PathPush, tok, body)
+	var resp proto.PushResponse
+	if err := proto.Decode(a.body, &resp); err != nil || a.status != http.StatusOK || len(resp.Results) != 2 {
+		t.Fatalf("push: %d %x (%v)", a.status, a.body, err)
+	}
+	if r := resp.Results[0]; r.Status != proto.StatusRefused || r.Code != proto.CodeMalformed {
+		t.Errorf("the unreadable change: %+v", r)
+	}
+	if r := resp.Results[1]; r.Status != proto.StatusApplied {
+		t.Errorf("the good change: %+v", r)
+	}
+}
+
 // A client that sends its body too slowly is cut off; others are served.
 func TestSlowBody(t *testing.T) {
 	ts := newTestServer(t, func(c *Config) { c.Demo = true; c.Limits.RequestTimeout = 200 * time.Millisecond })
@@ -596,7 +650,7 @@ func TestSlowBody(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	fmt.Fprintf(conn, "POST /v1/pull HTTP/1.1\r\nHost: x\r\nConvergo-Protocol: 1\r\nContent-Type: application/cbor\r\nContent-Length: 100\r\n\r\n\xa1")
+	fmt.Fprintf(conn, "POST /v2/pull HTTP/1.1\r\nHost: x\r\nConvergo-Protocol: 2\r\nContent-Type: application/cbor\r\nContent-Length: 100\r\n\r\n\xa1")
 	if page := ts.pull(t, "", DemoCollection, 0); page.More {
 		t.Fatal("other client not served")
 	}

@@ -3,6 +3,8 @@ package transport
 import (
 	"context"
 	"sync"
+
+	"github.com/convergo/convergo/engine"
 )
 
 // pageGroup lets live subscribers of one collection share pulls. When a
@@ -25,7 +27,7 @@ type pageGroup struct {
 
 type pageKey struct {
 	collection string
-	cursor     uint64
+	cursor     engine.Cursor
 }
 
 type pageFlight struct {
@@ -40,7 +42,7 @@ func newPageGroup() *pageGroup { return &pageGroup{flights: map[pageKey]*pageFli
 
 // covers reports whether page, read from a cursor, includes head (or is
 // followed by more pages, which the subscriber reads next).
-func covers(page wirePage, head uint64) bool { return page.More || page.Next >= head }
+func covers(page wirePage, head uint64) bool { return page.More || page.Next.Seq() >= head }
 
 // do returns the page of key that covers head: from a read in flight when
 // it covers head, else from a read of its own. read runs to completion even

@@ -10,14 +10,16 @@ import (
 	"time"
 
 	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/engine"
 	"github.com/convergo/convergo/stores"
+	"github.com/convergo/convergo/transport/proto"
 )
 
 // A subscriber takes a page from a read in flight only when the page
 // includes the head that woke it; else it reads again.
 func TestPageGroupSharesOnlyCoveringReads(t *testing.T) {
 	g := newPageGroup()
-	key := pageKey{"c", 0}
+	key := pageKey{"c", engine.CursorAt(0)}
 	ctx := context.Background()
 	var reads atomic.Int32
 	release := make(chan struct{})
@@ -26,12 +28,12 @@ func TestPageGroupSharesOnlyCoveringReads(t *testing.T) {
 		reads.Add(1)
 		close(started)
 		<-release
-		return wirePage{Next: 5}, []byte("up to 5"), nil
+		return wirePage{Next: engine.CursorAt(5)}, []byte("up to 5"), nil
 	}
 	own := func(tag string, next uint64) func() (wirePage, []byte, error) {
 		return func() (wirePage, []byte, error) {
 			reads.Add(1)
-			return wirePage{Next: next}, []byte(tag), nil
+			return wirePage{Next: engine.CursorAt(next)}, []byte(tag), nil
 		}
 	}
 	go g.do(ctx, key, 5, slow)
@@ -72,11 +74,11 @@ func TestCovers(t *testing.T) {
 		head uint64
 		want bool
 	}{
-		{wirePage{Next: 5}, 5, true},
-		{wirePage{Next: 5}, 4, true},
-		{wirePage{Next: 5}, 6, false},
-		{wirePage{Next: 5, More: true}, 60, true}, // the next page follows
-		{wirePage{Next: 0}, 0, true},
+		{wirePage{Next: engine.CursorAt(5)}, 5, true},
+		{wirePage{Next: engine.CursorAt(5)}, 4, true},
+		{wirePage{Next: engine.CursorAt(5)}, 6, false},
+		{wirePage{Next: engine.CursorAt(5), More: true}, 60, true}, // the next page follows
+		{wirePage{Next: engine.CursorAt(0)}, 0, true},
 	} {
 		if got := covers(tc.page, tc.head); got != tc.want {
 			t.Errorf("covers(%+v, %d) = %v, want %v", tc.page, tc.head, got, tc.want)
@@ -91,7 +93,7 @@ type countingStore struct {
 	pulls atomic.Int64
 }
 
-func (s *countingStore) Pull(ctx context.Context, coll string, after uint64, limit int) (stores.Page, error) {
+func (s *countingStore) Pull(ctx context.Context, coll string, after uint64, limit stores.PageLimit) (stores.Page, error) {
 	s.pulls.Add(1)
 	time.Sleep(5 * time.Millisecond)
 	return s.Store.Pull(ctx, coll, after, limit)
@@ -101,7 +103,7 @@ func (s *countingStore) Pull(ctx context.Context, coll string, after uint64, lim
 // reads are shared.
 func TestLiveFanOut(t *testing.T) {
 	ts := newTestServer(t, func(c *Config) { c.Demo = true; c.Limits.MaxConnsPerAddr = 100; c.Limits.Rate = -1 })
-	cs := &countingStore{Store: ts.eng.Store()}
+	cs := &countingStore{Store: ts.store}
 	eng, err := engineOn(cs)
 	if err != nil {
 		t.Fatal(err)
@@ -113,8 +115,8 @@ func TestLiveFanOut(t *testing.T) {
 	clients := make([]*liveClient, subscribers)
 	for i := range clients {
 		clients[i], _ = ts.open(t, "")
-		clients[i].send(Sub{Collection: DemoCollection})
-		if m, ok := clients[i].recv().(Changes); !ok || len(m.Entries) != 0 {
+		clients[i].send(proto.Sub{Collection: DemoCollection})
+		if m, ok := clients[i].recv().(proto.Changes); !ok || len(m.Records) != 0 {
 			t.Fatalf("first page: %#v", m)
 		}
 	}
@@ -131,7 +133,7 @@ func TestLiveFanOut(t *testing.T) {
 		for j, c := range clients {
 			wg.Go(func() {
 				m, err := c.recvErr(20 * time.Second)
-				if ch, ok := m.(Changes); err != nil || !ok || len(ch.Entries) != 1 || ch.Entries[0].Record.ID != id {
+				if ch, ok := m.(proto.Changes); err != nil || !ok || len(ch.Records) != 1 || ch.Records[0].ID != id {
 					mu.Lock()
 					missing = append(missing, fmt.Sprintf("%d (%v %v)", j, m, err))
 					mu.Unlock()

@@ -1,0 +1,20 @@
+package engine
+
+import "github.com/convergo/convergo/stores"
+
+// Errors the engine returns, for callers to branch on with errors.Is. They
+// are the store contract's sentinels (the same values), so a caller above
+// the engine, such as the transport, needs no import of package stores.
+var (
+	// ErrNotFound: the record does not exist.
+	ErrNotFound = stores.ErrNotFound
+	// ErrInvalid: the input breaks a rule (a name, a limit of the call).
+	ErrInvalid = stores.ErrInvalid
+	// ErrTooLarge: a change would make its record larger than a limit.
+	ErrTooLarge = stores.ErrTooLarge
+	// ErrUnavailable: the store failed; nothing acknowledged was lost, and
+	// the call may be retried.
+	ErrUnavailable = stores.ErrUnavailable
+	// ErrClosed: the store was closed.
+	ErrClosed = stores.ErrClosed
+)

@@ -1,0 +1,228 @@
+package transport
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/transport/proto"
+)
+
+// handlerFunc is an API endpoint: it gets the decoded, authorized request
+// and returns the answer to encode or an error.
+type handlerFunc func(ctx context.Context, p Principal, body []byte) (any, error)
+
+// api wraps an endpoint with what every API request goes through, in order:
+// origin, method, protocol version, authentication, rate limit, body size.
+func (s *Server) api(route string, h handlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := s.now()
+		sw := &statusWriter{ResponseWriter: w}
+		defer func() {
+			took := s.now().Sub(start)
+			s.metrics.requests.WithLabelValues(route, strconv.Itoa(sw.code())).Inc()
+			s.metrics.duration.WithLabelValues(route).Observe(took.Seconds())
+			s.log.Debug("request", "route", route, "status", sw.code(), "code", sw.Header().Get(proto.HeaderError),
+				"addr", s.clientAddr(r), "took", took)
+		}()
+		if err := s.serveAPI(sw, r, h); err != nil {
+			s.writeError(sw, r, err)
+		}
+	})
+}
+
+func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, h handlerFunc) error {
+	rc := http.NewResponseController(w)
+	deadline := time.Now().Add(s.limits.RequestTimeout) // socket deadlines: the real clock
+	_ = rc.SetReadDeadline(deadline)
+	_ = rc.SetWriteDeadline(deadline)
+	if err := s.checkOrigin(w, r); err != nil {
+		return err
+	}
+	if r.Method == http.MethodOptions {
+		w.WriteHeader(http.StatusNoContent) // CORS preflight, answered by checkOrigin's headers
+		return nil
+	}
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", "POST, OPTIONS")
+		return proto.Errorf(proto.CodeMethodNotAllowed, "%s %s: use POST", r.Method, r.URL.Path)
+	}
+	if v := r.Header.Get(proto.HeaderProtocol); v != strconv.Itoa(proto.Version) {
+		return proto.Errorf(proto.CodeUnsupportedVersion, "protocol version %q: this server speaks %d (header %s)", v, proto.Version, proto.HeaderProtocol)
+	}
+	p, authErr := s.authenticate(r.Context(), bearer(r))
+	key := "addr:" + s.clientAddr(r)
+	if authErr == nil && p.Subject != "" {
+		key = "sub:" + p.Subject
+	}
+	if wait := s.rate.take(key, s.now()); wait > 0 {
+		return &proto.Error{Status: http.StatusTooManyRequests, Code: proto.CodeRateLimited, Message: "too many requests", RetryAfter: wait}
+	}
+	if authErr != nil {
+		return authErr
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.limits.MaxBodyBytes))
+	_ = rc.SetWriteDeadline(time.Now().Add(s.limits.RequestTimeout)) // the answer gets its own time
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return proto.Errorf(proto.CodeTooLarge, "request body over %d bytes", s.limits.MaxBodyBytes)
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return proto.Errorf(proto.CodeMalformed, "request body not received within %v", s.limits.RequestTimeout)
+		}
+		return proto.Errorf(proto.CodeMalformed, "reading the body: %v", err)
+	}
+	answer, err := h(r.Context(), p, body)
+	if err != nil {
+		return err
+	}
+	out, err := proto.Encode(answer)
+	if err != nil {
+		return fmt.Errorf("encode answer: %w", err)
+	}
+	w.Header().Set("Content-Type", proto.ContentType)
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(out)
+	return nil
+}
+
+func (s *Server) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
+// authenticate maps a token to a principal: the Authorizer's, or the
+// anonymous demo principal when there is no token and the demo is on.
+func (s *Server) authenticate(ctx context.Context, token string) (Principal, error) {
+	if token == "" && s.demo {
+		return anonymous, nil
+	}
+	p, err := s.auth.Authenticate(ctx, token)
+	switch {
+	case err == nil:
+		return p, nil
+	case errors.Is(err, ErrTokenExpired):
+		return Principal{}, proto.Errorf(proto.CodeTokenExpired, "the token has expired: refresh it")
+	case errors.Is(err, ErrUnauthenticated):
+		return Principal{}, proto.Errorf(proto.CodeUnauthenticated, "%v", err)
+	}
+	return Principal{}, proto.Errorf(proto.CodeUnavailable, "authenticating: %v", err)
+}
+
+func bearer(r *http.Request) string {
+	h := r.Header.Get("Authorization")
+	const prefix = "bearer "
+	if len(h) > len(prefix) && strings.EqualFold(h[:len(prefix)], prefix) {
+		return strings.TrimSpace(h[len(prefix):])
+	}
+	return ""
+}
+
+// errStore marks a store failure. It is answered 503 unavailable with a
+// message that says only that; the detail goes to the log under the
+// request id.
+var errStore = errors.New("store failure")
+
+// writeError answers with err's status, the body {1: code, 2: message,
+// 3: request id} and the Convergo-Error header. A store failure is
+// unavailable; any other error that is not a *proto.Error is a bug:
+// internal. Neither tells the client more than its code: the detail is
+// logged with the request id the answer carries.
+func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	id := w.Header().Get(proto.HeaderRequestID)
+	var e *proto.Error
+	switch {
+	case errors.As(err, &e):
+	case errors.Is(err, errStore):
+		s.log.Warn("store unavailable", "path", r.URL.Path, "request", id, "err", err)
+		e = &proto.Error{Status: http.StatusServiceUnavailable, Code: proto.CodeUnavailable,
+			Message: "the store is unavailable; retry later", RetryAfter: time.Second}
+	default:
+		s.log.Error("internal error", "path", r.URL.Path, "request", id, "err", err)
+		e = proto.Errorf(proto.CodeInternal, "internal error")
+	}
+	body, _ := proto.Encode(proto.ErrorBody{Code: e.Code, Message: e.Message, RequestID: id})
+	h := w.Header()
+	h.Set("Content-Type", proto.ContentType)
+	h.Set("Cache-Control", "no-store")
+	h.Set(proto.HeaderError, e.Code)
+	if e.RetryAfter > 0 {
+		h.Set(proto.HeaderRetryAfter, strconv.Itoa(int((e.RetryAfter+time.Second-1)/time.Second)))
+	}
+	w.WriteHeader(e.Status)
+	_, _ = w.Write(body)
+}
+
+// requestIDs hands out the ids of requests: a random prefix per server and
+// a counter, unless the client sent a usable id of its own.
+type requestIDs struct {
+	prefix string
+	n      atomic.Uint64
+}
+
+func newRequestIDs() *requestIDs {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return &requestIDs{prefix: base64.RawURLEncoding.EncodeToString(b[:])}
+}
+
+// of returns the id of request r.
+func (g *requestIDs) of(r *http.Request) string {
+	if v := r.Header.Get(proto.HeaderRequestID); v != "" && crdt.ValidateReplica(v) == nil {
+		return v // the replica id rules are the request id rules: 1-64 of [A-Za-z0-9_-]
+	}
+	return g.prefix + "-" + strconv.FormatUint(g.n.Add(1), 36)
+}
+
+// decodeError maps a decode failure to malformed, invalid or too_large.
+func decodeError(what string, err error) error {
+	switch {
+	case errors.Is(err, crdt.ErrTooLarge):
+		return proto.Errorf(proto.CodeTooLarge, "%s: %v", what, err)
+	case errors.Is(err, crdt.ErrInvalid):
+		return proto.Errorf(proto.CodeInvalid, "%s: %v", what, err)
+	}
+	return proto.Errorf(proto.CodeMalformed, "%s: %v", what, err)
+}
+
+// statusWriter records the status code for metrics.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) code() int {
+	if w.status == 0 {
+		return http.StatusOK
+	}
+	return w.status
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -1,0 +1,170 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/engine"
+	"github.com/convergo/convergo/transport/proto"
+)
+
+// The endpoints of the HTTP API: hello, push and pull. Each gets a body
+// already read within the limits and a principal already authenticated
+// (api.go), and returns the answer to encode.
+
+func (s *Server) helloAnswer(p Principal) proto.HelloResponse {
+	return proto.HelloResponse{
+		Protocol:        proto.Version,
+		ServerTime:      s.eng.ServerTime(),
+		ServerReplica:   s.eng.Replica(),
+		MaxPush:         uint64(s.limits.MaxPushChanges),
+		MaxPull:         uint64(s.limits.MaxPullRecords),
+		MaxBodyBytes:    uint64(s.limits.MaxBodyBytes),
+		MaxDrift:        s.eng.MaxDrift().Milliseconds(),
+		Subject:         p.Subject,
+		MaxPageBytes:    uint64(s.limits.MaxPageBytes),
+		MaxMessageBytes: uint64(s.limits.MaxMessageBytes),
+	}
+}
+
+func (s *Server) hello(_ context.Context, p Principal, body []byte) (any, error) {
+	var req proto.HelloRequest
+	if err := proto.Decode(body, &req); err != nil {
+		return nil, decodeError("hello", err)
+	}
+	if req.Protocol != proto.Version {
+		return nil, proto.Errorf(proto.CodeUnsupportedVersion, "protocol version %d: this server speaks %d", req.Protocol, proto.Version)
+	}
+	if err := crdt.ValidateReplica(req.Replica); err != nil {
+		return nil, proto.Errorf(proto.CodeInvalid, "hello: %v", err)
+	}
+	return s.helloAnswer(p), nil
+}
+
+func (s *Server) push(ctx context.Context, p Principal, body []byte) (any, error) {
+	var req proto.PushRequest
+	if err := proto.Decode(body, &req); err != nil {
+		return nil, decodeError("push", err)
+	}
+	if err := crdt.ValidateReplica(req.Replica); err != nil {
+		return nil, proto.Errorf(proto.CodeInvalid, "push: %v", err)
+	}
+	results, err := s.apply(ctx, p, req.Changes, req.Refused)
+	if err != nil {
+		return nil, err
+	}
+	return proto.PushResponse{Results: results}, nil
+}
+
+// apply applies the changes p may write and answers one result per change.
+// It returns only after the store committed every applied change. The
+// engine fits the changes to the store (batches, size splits); this layer
+// only decides who may write what.
+func (s *Server) apply(ctx context.Context, p Principal, changes []crdt.Change, refused []error) ([]proto.PushResult, error) {
+	if len(changes) > s.limits.MaxPushChanges {
+		return nil, proto.Errorf(proto.CodeTooLarge, "%d changes in one push, at most %d", len(changes), s.limits.MaxPushChanges)
+	}
+	results := make([]proto.PushResult, len(changes))
+	accepted := make([]crdt.Change, 0, len(changes))
+	index := make([]int, 0, len(changes))
+	for i, c := range changes {
+		switch {
+		case refused != nil && refused[i] != nil:
+			results[i] = refusal(refused[i])
+		case !p.CanWrite(c.Collection):
+			results[i] = proto.PushResult{Status: proto.StatusRefused, Code: proto.CodeForbidden, Message: "no write access to " + c.Collection}
+		default:
+			accepted = append(accepted, c)
+			index = append(index, i)
+		}
+	}
+	if len(accepted) > 0 {
+		res, err := s.eng.Apply(ctx, accepted)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, proto.Errorf(proto.CodeUnavailable, "request cancelled")
+			}
+			return nil, fmt.Errorf("%w: %w", errStore, err)
+		}
+		for j, r := range res {
+			if r.Status == proto.StatusRefused {
+				results[index[j]] = refusal(r.Err)
+				continue
+			}
+			results[index[j]] = proto.PushResult{Status: r.Status, Lost: r.Lost}
+		}
+	}
+	for _, r := range results {
+		s.metrics.pushChanges.WithLabelValues(r.Status.String()).Inc()
+	}
+	return results, nil
+}
+
+// refusal maps why a change was refused to its result.
+func refusal(err error) proto.PushResult {
+	code := proto.CodeInvalid
+	switch {
+	case errors.Is(err, crdt.ErrClockDrift):
+		code = proto.CodeClockDrift
+	case errors.Is(err, crdt.ErrTooLarge), errors.Is(err, engine.ErrTooLarge):
+		code = proto.CodeTooLarge
+	case errors.Is(err, crdt.ErrMalformed):
+		code = proto.CodeMalformed
+	}
+	return proto.PushResult{Status: proto.StatusRefused, Code: code, Message: err.Error()}
+}
+
+func (s *Server) pull(ctx context.Context, p Principal, body []byte) (any, error) {
+	var req proto.PullRequest
+	if err := proto.Decode(body, &req); err != nil {
+		return nil, decodeError("pull", err)
+	}
+	if err := crdt.ValidateCollection(req.Collection); err != nil {
+		return nil, proto.Errorf(proto.CodeInvalid, "pull: %v", err)
+	}
+	if !p.CanRead(req.Collection) {
+		return nil, proto.Errorf(proto.CodeForbidden, "no read access to %s", req.Collection)
+	}
+	if req.Limit > uint64(s.limits.MaxPullRecords) {
+		return nil, proto.Errorf(proto.CodeTooLarge, "pull limit %d: at most %d", req.Limit, s.limits.MaxPullRecords)
+	}
+	cursor, err := engine.ParseCursor(req.Cursor)
+	if err != nil {
+		return nil, proto.Errorf(proto.CodeInvalid, "pull: %v", err)
+	}
+	page, err := s.pullPage(ctx, req.Collection, cursor, int(req.Limit))
+	if err != nil {
+		return nil, err
+	}
+	return proto.PullResponse{Records: page.Records, Next: page.Next.Bytes(), More: page.More}, nil
+}
+
+// wirePage is a page of records as the protocol sends it.
+type wirePage struct {
+	Records []crdt.Record
+	Next    engine.Cursor
+	More    bool
+}
+
+// pullPage reads a page of coll after cursor; limit 0 means the server's
+// maximum.
+func (s *Server) pullPage(ctx context.Context, coll string, cursor engine.Cursor, limit int) (wirePage, error) {
+	if limit <= 0 || limit > s.limits.MaxPullRecords {
+		limit = s.limits.MaxPullRecords
+	}
+	page, err := s.eng.Pull(ctx, coll, cursor, engine.PageLimit{Records: limit, Bytes: s.limits.MaxPageBytes})
+	if err != nil {
+		if errors.Is(err, engine.ErrInvalid) {
+			return wirePage{}, proto.Errorf(proto.CodeInvalid, "pull: %v", err)
+		}
+		return wirePage{}, fmt.Errorf("%w: %w", errStore, err)
+	}
+	records := make([]crdt.Record, len(page.Entries))
+	for i, e := range page.Entries {
+		records[i] = e.Record
+	}
+	s.metrics.pullRecords.Add(float64(len(records)))
+	return wirePage{Records: records, Next: page.Next, More: page.More}, nil
+}

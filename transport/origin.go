@@ -1,0 +1,102 @@
+package transport
+
+import (
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"path"
+	"strings"
+
+	"github.com/convergo/convergo/transport/proto"
+)
+
+// clientAddr is the address of the client: the peer's, or behind trusted
+// proxies the last one they forwarded for.
+func (s *Server) clientAddr(r *http.Request) string {
+	peer, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		host, _, _ := net.SplitHostPort(r.RemoteAddr)
+		if host == "" {
+			return r.RemoteAddr
+		}
+		return host
+	}
+	addr := peer.Addr().Unmap()
+	if !s.trusted(addr) {
+		return addr.String()
+	}
+	fwd := r.Header.Values("X-Forwarded-For")
+	for i := len(fwd) - 1; i >= 0; i-- {
+		hops := strings.Split(fwd[i], ",")
+		for j := len(hops) - 1; j >= 0; j-- {
+			hop, err := netip.ParseAddr(strings.TrimSpace(hops[j]))
+			if err != nil {
+				return addr.String() // a garbled header: count the proxy itself
+			}
+			hop = hop.Unmap()
+			if !s.trusted(hop) {
+				return hop.String()
+			}
+			addr = hop
+		}
+	}
+	return addr.String()
+}
+
+func (s *Server) trusted(a netip.Addr) bool {
+	for _, p := range s.proxies {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkOrigin refuses browser requests from origins that are neither the
+// server's own nor allowed, and sets the CORS headers for allowed foreign
+// origins.
+func (s *Server) checkOrigin(w http.ResponseWriter, r *http.Request) error {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return nil // not a browser, or a same-origin GET
+	}
+	same, ok := s.originAllowed(r, origin)
+	if !ok {
+		return proto.Errorf(proto.CodeForbidden, "origin %q is not allowed", origin)
+	}
+	if !same {
+		h := w.Header()
+		h.Set("Access-Control-Allow-Origin", origin)
+		h.Add("Vary", "Origin")
+		h.Set("Access-Control-Expose-proto.Headers", proto.HeaderError+", "+proto.HeaderRetryAfter)
+		if r.Method == http.MethodOptions {
+			h.Set("Access-Control-Allow-Methods", "POST")
+			h.Set("Access-Control-Allow-proto.Headers", "Authorization, Content-Type, Accept, "+proto.HeaderProtocol)
+			h.Set("Access-Control-Max-Age", "600")
+		}
+	}
+	return nil
+}
+
+// originAllowed matches origin the way coder/websocket does: the request's
+// own host, or an AllowedOrigins pattern on the host or on scheme://host.
+func (s *Server) originAllowed(r *http.Request, origin string) (same, ok bool) {
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" {
+		return false, false
+	}
+	if strings.EqualFold(u.Host, r.Host) {
+		return true, true
+	}
+	for _, p := range s.origins {
+		target := u.Host
+		if strings.Contains(p, "://") {
+			target = u.Scheme + "://" + u.Host
+		}
+		if m, _ := path.Match(strings.ToLower(p), strings.ToLower(target)); m {
+			return false, true
+		}
+	}
+	return false, false
+}

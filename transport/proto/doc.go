@@ -1,0 +1,27 @@
+// Package proto is the Convergo sync protocol of docs/protocol.md, declared
+// once: the version, paths, headers, error codes and their HTTP statuses,
+// push statuses, message types, the wire forms of every request, answer and
+// live message, the default limits and the timings both sides keep.
+//
+// The server (package transport) and the Go client (transport/client) both
+// use it, and it imports only crdt and the CBOR codec, so a client does not
+// link the server. JavaScript gets the same constants from the generated
+// files crdt/testdata/protocol.json and jsclient/src/constants.js, which
+// `go test ./transport/proto -update` writes from Constants; the test fails
+// when either is stale, and the JS tests check the JS copy against the JSON.
+//
+// # Envelopes and what they carry
+//
+// Envelopes (requests, answers, live messages) are CBOR maps with small
+// integer keys. They are decoded with crdt.UnmarshalEnvelope: a key the
+// receiver does not know is skipped, so a later revision may add keys. The
+// records and changes they carry are decoded by crdt's strict decoders.
+//
+// # Pushes are lenient per change
+//
+// PushRequest decodes each change on its own: a change whose bytes are a
+// well-formed CBOR item but not a valid change (a bad name, a stamp out of
+// range, an oversized record, a map of the wrong shape) is left out of
+// Changes and its error recorded at its index in Refused, so the server
+// refuses that change alone. Only a body whose framing is broken fails.
+package proto

@@ -1,0 +1,81 @@
+package proto
+
+import (
+	"github.com/convergo/convergo/crdt"
+)
+
+// Exported is every constant of the protocol in one value, the source of
+// crdt/testdata/protocol.json and jsclient/src/constants.js. Durations are
+// in milliseconds.
+type Exported struct {
+	Version     int               `json:"version"`
+	Paths       map[string]string `json:"paths"`
+	Headers     map[string]string `json:"headers"`
+	ContentType string            `json:"contentType"`
+	Codes       []CodeInfo        `json:"codes"`
+	Statuses    map[string]int    `json:"statuses"`
+	ClientTypes []string          `json:"clientMessageTypes"`
+	ServerTypes []string          `json:"serverMessageTypes"`
+	Defaults    map[string]int64  `json:"defaults"`
+	Timings     map[string]int64  `json:"timings"`
+	Model       map[string]int64  `json:"model"`
+}
+
+// Constants returns the protocol's constants for export.
+func Constants() Exported {
+	statuses := map[string]int{}
+	for _, s := range Statuses {
+		statuses[s.String()] = int(s)
+	}
+	return Exported{
+		Version: Version,
+		Paths: map[string]string{
+			"prefix": PathPrefix, "legacyPrefix": LegacyPrefix,
+			"hello": PathHello, "push": PathPush, "pull": PathPull, "live": PathLive,
+		},
+		Headers: map[string]string{
+			"protocol": HeaderProtocol, "error": HeaderError,
+			"requestId": HeaderRequestID, "retryAfter": HeaderRetryAfter,
+		},
+		ContentType: ContentType,
+		Codes:       Codes,
+		Statuses:    statuses,
+		ClientTypes: clientTypes,
+		ServerTypes: serverTypes,
+		Defaults: map[string]int64{
+			"maxBodyBytes":      DefaultMaxBodyBytes,
+			"maxPushChanges":    DefaultMaxPushChanges,
+			"maxPullRecords":    DefaultMaxPullRecords,
+			"maxPageBytes":      DefaultMaxPageBytes,
+			"maxMessageBytes":   DefaultMaxMessageBytes,
+			"rate":              DefaultRate,
+			"burst":             DefaultBurst,
+			"maxConnsPerAddr":   DefaultMaxConnsPerAddr,
+			"maxSubscriptions":  DefaultMaxSubscriptions,
+			"maxDriftMs":        crdt.DefaultMaxDrift.Milliseconds(),
+			"maxRequestIdBytes": MaxRequestIDBytes,
+		},
+		Timings: map[string]int64{
+			"pingIntervalMs":         PingInterval.Milliseconds(),
+			"idleTimeoutMs":          IdleTimeout.Milliseconds(),
+			"clientSilenceTimeoutMs": ClientSilenceTimeout.Milliseconds(),
+			"backoffInitialMs":       BackoffInitial.Milliseconds(),
+			"backoffMaxMs":           BackoffMax.Milliseconds(),
+		},
+		Model: map[string]int64{
+			"maxCollectionBytes":   MaxCollectionBytes,
+			"maxIdBytes":           MaxIDBytes,
+			"maxFieldNameBytes":    MaxFieldNameBytes,
+			"maxReplicaBytes":      MaxReplicaBytes,
+			"maxFieldsPerRecord":   MaxFieldsPerRecord,
+			"maxValueBytes":        MaxValueBytes,
+			"maxValueNestedLevels": MaxValueNestedLevels,
+			"maxNestedLevels":      MaxNestedLevels,
+			"maxContainerItems":    MaxContainerItems,
+			"maxRecordBytes":       MaxRecordBytes,
+			"maxWall":              MaxWall,
+			"maxLogical":           MaxLogical,
+			"maxCursorBytes":       MaxCursorBytes,
+		},
+	}
+}

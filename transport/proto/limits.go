@@ -1,0 +1,70 @@
+package proto
+
+import (
+	"time"
+
+	"github.com/convergo/convergo/crdt"
+)
+
+// Default limits (docs/protocol.md, "Limits"). A server announces the limits
+// it enforces in its hello answer; clients follow the announcement, these
+// are only its defaults.
+const (
+	DefaultMaxBodyBytes     = 4 << 20
+	DefaultMaxPushChanges   = 1000
+	DefaultMaxPullRecords   = 1000
+	DefaultMaxPageBytes     = 1 << 20
+	DefaultMaxMessageBytes  = 4 << 20
+	DefaultRate             = 200
+	DefaultBurst            = 400
+	DefaultMaxConnsPerAddr  = 64
+	DefaultMaxSubscriptions = 1024
+	// MaxRequestIDBytes bounds a client's Convergo-Request-Id.
+	MaxRequestIDBytes = 64
+)
+
+// Timings both sides keep (docs/protocol.md, "Live sync" and "Retrying").
+const (
+	// PingInterval: the server pings a live connection this often, and a
+	// client pings when it has heard nothing for this long.
+	PingInterval = 20 * time.Second
+	// IdleTimeout: the server closes a live connection it has heard nothing
+	// from for this long.
+	IdleTimeout = 60 * time.Second
+	// ClientSilenceTimeout: a client drops a live session it has heard
+	// nothing from for this long (two pings unanswered).
+	ClientSilenceTimeout = 2 * PingInterval
+	// BackoffInitial and BackoffMax shape every retry and reconnect: before
+	// retry n (0 first), wait uniformly in [0, min(BackoffMax,
+	// BackoffInitial·2^n)], never less than the server's Retry-After.
+	BackoffInitial = 200 * time.Millisecond
+	BackoffMax     = 30 * time.Second
+)
+
+// BackoffCeiling is the upper bound of the delay before retry n: the delay
+// is uniform in [0, BackoffCeiling(n)] ("full jitter").
+func BackoffCeiling(n int, initial, max time.Duration) time.Duration {
+	ceil := initial
+	for i := 0; i < n && ceil < max; i++ {
+		ceil *= 2
+	}
+	return min(ceil, max)
+}
+
+// Model limits, declared by crdt and repeated here only so that Constants
+// exports them with the rest.
+const (
+	MaxCollectionBytes   = crdt.MaxCollectionBytes
+	MaxIDBytes           = crdt.MaxIDBytes
+	MaxFieldNameBytes    = crdt.MaxFieldNameBytes
+	MaxReplicaBytes      = crdt.MaxReplicaBytes
+	MaxFieldsPerRecord   = crdt.MaxFieldsPerRecord
+	MaxValueBytes        = crdt.MaxValueBytes
+	MaxValueNestedLevels = crdt.MaxValueNestedLevels
+	MaxNestedLevels      = crdt.MaxNestedLevels
+	MaxContainerItems    = crdt.MaxContainerItems
+	MaxRecordBytes       = crdt.MaxRecordBytes
+	MaxWall              = crdt.MaxWall
+	MaxLogical           = crdt.MaxLogical
+	MaxCursorBytes       = 256
+)

@@ -1,0 +1,326 @@
+package proto
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/fxamacker/cbor/v2"
+
+	"github.com/convergo/convergo/crdt"
+)
+
+// ErrorBody is the body of an HTTP error answer: {1: code, 2: message,
+// 3: request id}.
+type ErrorBody struct {
+	Code      string `cbor:"1,keyasint"`
+	Message   string `cbor:"2,keyasint,omitempty"`
+	RequestID string `cbor:"3,keyasint,omitempty"`
+}
+
+// HelloRequest is the body of POST /v2/hello: {1: protocol, 2: replica}.
+type HelloRequest struct {
+	Protocol uint64 `cbor:"1,keyasint"`
+	Replica  string `cbor:"2,keyasint"`
+}
+
+// HelloResponse answers a hello, over HTTP and inside a welcome message.
+type HelloResponse struct {
+	Protocol        uint64 `cbor:"1,keyasint"`
+	ServerTime      int64  `cbor:"2,keyasint"` // ms since the Unix epoch
+	ServerReplica   string `cbor:"3,keyasint"`
+	MaxPush         uint64 `cbor:"4,keyasint"` // changes per push
+	MaxPull         uint64 `cbor:"5,keyasint"` // records per pull page
+	MaxBodyBytes    uint64 `cbor:"6,keyasint"`
+	MaxDrift        int64  `cbor:"7,keyasint"` // ms
+	Subject         string `cbor:"8,keyasint"` // "" when anonymous
+	MaxPageBytes    uint64 `cbor:"9,keyasint"`
+	MaxMessageBytes uint64 `cbor:"10,keyasint"`
+}
+
+// PushRequest is the body of POST /v2/push: {1: replica, 2: [change...]}.
+// See the package doc for how it is decoded.
+type PushRequest struct {
+	Replica string        `cbor:"1,keyasint"`
+	Changes []crdt.Change `cbor:"2,keyasint"`
+	// Refused is nil when every change decoded; else Refused[i] says why
+	// change i did not, and Changes[i] is zero.
+	Refused []error `cbor:"-"`
+}
+
+type pushRequestWire struct {
+	Replica string            `cbor:"1,keyasint"`
+	Changes []cbor.RawMessage `cbor:"2,keyasint"`
+}
+
+// UnmarshalCBOR decodes a push request; see the package doc.
+func (p *PushRequest) UnmarshalCBOR(data []byte) error {
+	var w pushRequestWire
+	if err := crdt.UnmarshalEnvelope(data, &w); err != nil {
+		return err
+	}
+	changes := make([]crdt.Change, len(w.Changes))
+	var refused []error
+	for i, raw := range w.Changes {
+		if err := crdt.Unmarshal(raw, &changes[i]); err != nil {
+			changes[i] = crdt.Change{}
+			if refused == nil {
+				refused = make([]error, len(w.Changes))
+			}
+			refused[i] = fmt.Errorf("change %d: %w", i, err)
+		}
+	}
+	*p = PushRequest{Replica: w.Replica, Changes: changes, Refused: refused}
+	return nil
+}
+
+// PushResult is the outcome of one pushed change: {1: status, 2: code?,
+// 3: message?, 4: [lost field...]?}.
+type PushResult struct {
+	Status  Status   `cbor:"1,keyasint"`
+	Code    string   `cbor:"2,keyasint,omitempty"`
+	Message string   `cbor:"3,keyasint,omitempty"`
+	Lost    []string `cbor:"4,keyasint,omitempty"`
+}
+
+// PushResponse answers a push: {1: [result...]}, one per change in order.
+type PushResponse struct {
+	Results []PushResult `cbor:"1,keyasint"`
+}
+
+// PullRequest is the body of POST /v2/pull: {1: collection, 2: cursor,
+// 3: limit}. An empty cursor is the beginning; a limit of 0 the server's
+// maximum.
+type PullRequest struct {
+	Collection string `cbor:"1,keyasint"`
+	Cursor     []byte `cbor:"2,keyasint"`
+	Limit      uint64 `cbor:"3,keyasint"`
+}
+
+// PullResponse answers a pull: {1: [record...], 2: next cursor, 3: more}.
+type PullResponse struct {
+	Records []crdt.Record `cbor:"1,keyasint"`
+	Next    []byte        `cbor:"2,keyasint"`
+	More    bool          `cbor:"3,keyasint"`
+}
+
+// Types of live (WebSocket) messages, the value under key 0.
+const (
+	TypeHello   = "hello"
+	TypeSub     = "sub"
+	TypeUnsub   = "unsub"
+	TypePing    = "ping"
+	TypeWelcome = "welcome"
+	TypeChanges = "changes"
+	TypePong    = "pong"
+	TypeError   = "error"
+	TypeResync  = "resync"
+)
+
+// Close codes of live sessions beyond RFC 6455's usual ones.
+const (
+	// CloseProtocolVersion closes a session whose hello spoke another
+	// version (RFC 6455's 1002, protocol error).
+	CloseProtocolVersion = 1002
+)
+
+// Message is a live message. EncodeMessage sets the Type field of each;
+// callers leave it empty.
+type Message interface{ MessageType() string }
+
+// Hello opens a live session: {0: "hello", 1: protocol, 2: replica, 3: token}.
+type Hello struct {
+	Type     string `cbor:"0,keyasint"`
+	Protocol uint64 `cbor:"1,keyasint"`
+	Replica  string `cbor:"2,keyasint"`
+	Token    string `cbor:"3,keyasint"`
+}
+
+// Sub subscribes to a collection after a cursor.
+type Sub struct {
+	Type       string `cbor:"0,keyasint"`
+	Collection string `cbor:"1,keyasint"`
+	Cursor     []byte `cbor:"2,keyasint"`
+}
+
+// Unsub ends a subscription.
+type Unsub struct {
+	Type       string `cbor:"0,keyasint"`
+	Collection string `cbor:"1,keyasint"`
+}
+
+// Ping asks for a Pong with the same nonce.
+type Ping struct {
+	Type  string `cbor:"0,keyasint"`
+	Nonce uint64 `cbor:"1,keyasint"`
+}
+
+// Welcome answers Hello.
+type Welcome struct {
+	Type  string        `cbor:"0,keyasint"`
+	Hello HelloResponse `cbor:"1,keyasint"`
+}
+
+// Changes streams a page of a subscribed collection.
+type Changes struct {
+	Type       string        `cbor:"0,keyasint"`
+	Collection string        `cbor:"1,keyasint"`
+	Records    []crdt.Record `cbor:"2,keyasint"`
+	Next       []byte        `cbor:"3,keyasint"`
+	More       bool          `cbor:"4,keyasint"`
+}
+
+// Pong answers a Ping.
+type Pong struct {
+	Type  string `cbor:"0,keyasint"`
+	Nonce uint64 `cbor:"1,keyasint"`
+}
+
+// ErrorMessage reports a refused sub or a protocol error. Collection is set
+// when the error concerns one subscription.
+type ErrorMessage struct {
+	Type       string `cbor:"0,keyasint"`
+	Code       string `cbor:"1,keyasint"`
+	Message    string `cbor:"2,keyasint"`
+	Collection string `cbor:"3,keyasint,omitempty"`
+	RequestID  string `cbor:"4,keyasint,omitempty"`
+}
+
+// Resync says the server stopped streaming a collection: the client pulls
+// from its cursor over HTTP and subscribes again.
+type Resync struct {
+	Type       string `cbor:"0,keyasint"`
+	Collection string `cbor:"1,keyasint"`
+}
+
+func (Hello) MessageType() string        { return TypeHello }
+func (Sub) MessageType() string          { return TypeSub }
+func (Unsub) MessageType() string        { return TypeUnsub }
+func (Ping) MessageType() string         { return TypePing }
+func (Welcome) MessageType() string      { return TypeWelcome }
+func (Changes) MessageType() string      { return TypeChanges }
+func (Pong) MessageType() string         { return TypePong }
+func (ErrorMessage) MessageType() string { return TypeError }
+func (Resync) MessageType() string       { return TypeResync }
+
+// clientTypes and serverTypes are the message types each side sends.
+var (
+	clientTypes = []string{TypeHello, TypeSub, TypeUnsub, TypePing}
+	serverTypes = []string{TypeWelcome, TypeChanges, TypePong, TypeError, TypeResync}
+)
+
+// Encode encodes a request or answer body (not a live message; see
+// EncodeMessage) in deterministic CBOR.
+func Encode(v any) ([]byte, error) {
+	if p, ok := v.(PullResponse); ok {
+		return p.MarshalCBOR() // hand-encoded: no reflection, no re-check of the bytes
+	}
+	return crdt.Marshal(v)
+}
+
+// Decode decodes a request or answer body: unknown keys are skipped, the
+// rest is decoded with crdt's hardened rules. Errors wrap crdt.ErrMalformed,
+// crdt.ErrInvalid or crdt.ErrTooLarge.
+func Decode(data []byte, v any) error { return crdt.UnmarshalEnvelope(data, v) }
+
+// EncodeMessage encodes a live message, setting its type.
+func EncodeMessage(m Message) ([]byte, error) {
+	switch v := m.(type) {
+	case Hello:
+		v.Type = TypeHello
+		return crdt.Marshal(v)
+	case Sub:
+		v.Type = TypeSub
+		return crdt.Marshal(v)
+	case Unsub:
+		v.Type = TypeUnsub
+		return crdt.Marshal(v)
+	case Ping:
+		v.Type = TypePing
+		return crdt.Marshal(v)
+	case Welcome:
+		v.Type = TypeWelcome
+		return crdt.Marshal(v)
+	case Changes:
+		return v.MarshalCBOR() // hand-encoded: no reflection, no re-check of the bytes
+	case Pong:
+		v.Type = TypePong
+		return crdt.Marshal(v)
+	case ErrorMessage:
+		v.Type = TypeError
+		return crdt.Marshal(v)
+	case Resync:
+		v.Type = TypeResync
+		return crdt.Marshal(v)
+	}
+	return nil, fmt.Errorf("encode message: unsupported type %T", m)
+}
+
+// ErrUnknownType is wrapped by the Decode*Message functions for a well-formed
+// message of a type the receiver does not know. Clients ignore such
+// messages; the server answers them with an error and keeps the session.
+var ErrUnknownType = errors.New("unknown message type")
+
+// PeekType reads key 0 of a live message.
+func PeekType(data []byte) (string, error) {
+	var m struct {
+		Type *string `cbor:"0,keyasint"`
+	}
+	if err := crdt.UnmarshalEnvelope(data, &m); err != nil {
+		return "", err
+	}
+	if m.Type == nil {
+		return "", fmt.Errorf("%w: message without a type (key 0)", crdt.ErrMalformed)
+	}
+	return *m.Type, nil
+}
+
+// DecodeClientMessage decodes a message a client sends: Hello, Sub, Unsub
+// or Ping (values, not pointers). An unknown type wraps ErrUnknownType.
+func DecodeClientMessage(data []byte) (Message, error) {
+	t, err := PeekType(data)
+	if err != nil {
+		return nil, err
+	}
+	switch t {
+	case TypeHello:
+		return decodeAs[Hello](data)
+	case TypeSub:
+		return decodeAs[Sub](data)
+	case TypeUnsub:
+		return decodeAs[Unsub](data)
+	case TypePing:
+		return decodeAs[Ping](data)
+	}
+	return nil, fmt.Errorf("%w %q", ErrUnknownType, t)
+}
+
+// DecodeServerMessage decodes a message a server sends: Welcome, Changes,
+// Pong, ErrorMessage or Resync (values, not pointers). An unknown type
+// wraps ErrUnknownType.
+func DecodeServerMessage(data []byte) (Message, error) {
+	t, err := PeekType(data)
+	if err != nil {
+		return nil, err
+	}
+	switch t {
+	case TypeWelcome:
+		return decodeAs[Welcome](data)
+	case TypeChanges:
+		return decodeAs[Changes](data)
+	case TypePong:
+		return decodeAs[Pong](data)
+	case TypeError:
+		return decodeAs[ErrorMessage](data)
+	case TypeResync:
+		return decodeAs[Resync](data)
+	}
+	return nil, fmt.Errorf("%w %q", ErrUnknownType, t)
+}
+
+func decodeAs[T Message](data []byte) (Message, error) {
+	var v T
+	if err := crdt.UnmarshalEnvelope(data, &v); err != nil {
+		return nil, fmt.Errorf("decode %s message: %w", v.MessageType(), err)
+	}
+	return v, nil
+}

@@ -1,0 +1,75 @@
+package proto
+
+import (
+	"github.com/convergo/convergo/crdt"
+)
+
+// Pages of records are most of what the server sends, so they are encoded
+// by hand, without reflection, in the same deterministic form crdt.Marshal
+// gives (pages_test.go holds them to it). An empty or nil page is the empty
+// array, never null; a nil cursor is the empty byte string.
+
+// MarshalCBOR encodes a pull answer {1: [record...], 2: next, 3: more}.
+func (p PullResponse) MarshalCBOR() ([]byte, error) {
+	b := make([]byte, 0, PageSizeHint(p.Records)+len(p.Next))
+	b = append(b, 0xa3, 0x01)
+	b = appendRecords(b, p.Records)
+	b = append(b, 0x02)
+	b = appendBytes(b, p.Next)
+	b = append(b, 0x03)
+	return appendBool(b, p.More), nil
+}
+
+// MarshalCBOR encodes a changes message {0: "changes", 1: collection,
+// 2: records, 3: next, 4: more}, whatever its Type field says.
+func (m Changes) MarshalCBOR() ([]byte, error) {
+	b := make([]byte, 0, PageSizeHint(m.Records)+len(m.Collection)+len(m.Next)+16)
+	b = append(b, 0xa5, 0x00)
+	b = appendText(b, TypeChanges)
+	b = append(b, 0x01)
+	b = appendText(b, m.Collection)
+	b = append(b, 0x02)
+	b = appendRecords(b, m.Records)
+	b = append(b, 0x03)
+	b = appendBytes(b, m.Next)
+	b = append(b, 0x04)
+	return appendBool(b, m.More), nil
+}
+
+// PageSizeHint estimates, from above for ordinary records, the encoded size
+// of a list of records.
+func PageSizeHint(rs []crdt.Record) int {
+	n := 16
+	for _, r := range rs {
+		n += 16 + len(r.ID) + len(r.Deleted.Replica)
+		for name, f := range r.Fields {
+			n += len(name) + len(f.Value) + len(f.Stamp.Replica) + 16
+		}
+	}
+	return n
+}
+
+func appendRecords(b []byte, rs []crdt.Record) []byte {
+	b = appendHead(b, 4, uint64(len(rs)))
+	for _, r := range rs {
+		b = crdt.AppendRecord(b, r)
+	}
+	return b
+}
+
+func appendBool(b []byte, v bool) []byte {
+	if v {
+		return append(b, 0xf5)
+	}
+	return append(b, 0xf4)
+}
+
+func appendText(b []byte, s string) []byte {
+	return append(appendHead(b, 3, uint64(len(s))), s...)
+}
+
+func appendBytes(b []byte, p []byte) []byte {
+	return append(appendHead(b, 2, uint64(len(p))), p...)
+}
+
+func appendHead(b []byte, major byte, n uint64) []byte { return crdt.AppendHead(b, major, n) }

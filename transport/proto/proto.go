@@ -1,0 +1,190 @@
+package proto
+
+import (
+	"fmt"
+	"net/http"
+	"time"
+)
+
+// Version is the protocol version of docs/protocol.md that this package
+// describes. A client of any other version is answered
+// CodeUnsupportedVersion.
+const Version = 2
+
+// Header names and the content type of every body.
+const (
+	HeaderProtocol   = "Convergo-Protocol"
+	HeaderError      = "Convergo-Error"
+	HeaderRequestID  = "Convergo-Request-Id"
+	HeaderRetryAfter = "Retry-After"
+	ContentType      = "application/cbor"
+)
+
+// Paths of the protocol's endpoints. PathPrefix is what every path of this
+// version starts with; LegacyPrefix is version 1's, which is answered
+// CodeUnsupportedVersion.
+const (
+	PathPrefix   = "/v2/"
+	LegacyPrefix = "/v1/"
+	PathHello    = PathPrefix + "hello"
+	PathPush     = PathPrefix + "push"
+	PathPull     = PathPrefix + "pull"
+	PathLive     = PathPrefix + "live"
+)
+
+// Error codes. They are stable: clients branch on them.
+const (
+	CodeMalformed          = "malformed"
+	CodeInvalid            = "invalid"
+	CodeUnsupportedVersion = "unsupported_version"
+	CodeUnauthenticated    = "unauthenticated"
+	CodeTokenExpired       = "token_expired"
+	CodeForbidden          = "forbidden"
+	CodeNotFound           = "not_found"
+	CodeMethodNotAllowed   = "method_not_allowed"
+	CodeTooLarge           = "too_large"
+	CodeUpgradeRequired    = "upgrade_required"
+	CodeRateLimited        = "rate_limited"
+	CodeClockDrift         = "clock_drift"
+	CodeUnavailable        = "unavailable"
+	CodeInternal           = "internal"
+)
+
+// Retry says whether and how a client may retry after an error code.
+type Retry string
+
+const (
+	// RetryNever: the same request fails again.
+	RetryNever Retry = "never"
+	// RetryBackoff: retry with backoff (Backoff), after Retry-After if sent.
+	RetryBackoff Retry = "backoff"
+	// RetryAuth: retry with a new or refreshed token.
+	RetryAuth Retry = "auth"
+	// RetryUpgrade: the client must be upgraded.
+	RetryUpgrade Retry = "upgrade"
+)
+
+// CodeInfo is what the protocol says about one error code.
+type CodeInfo struct {
+	Code string `json:"code"`
+	// HTTP is the status of an HTTP answer with the code; 0 for codes that
+	// only refuse single changes.
+	HTTP int `json:"http"`
+	// Retry says what a client does about it.
+	Retry Retry `json:"retry"`
+	// PerChange reports that a push may refuse a single change with it.
+	PerChange bool `json:"perChange"`
+}
+
+// Codes lists every error code, in the order of the error table of
+// docs/protocol.md.
+var Codes = []CodeInfo{
+	{CodeMalformed, http.StatusBadRequest, RetryNever, true},
+	{CodeInvalid, http.StatusBadRequest, RetryNever, true},
+	{CodeUnsupportedVersion, http.StatusBadRequest, RetryUpgrade, false},
+	{CodeUnauthenticated, http.StatusUnauthorized, RetryAuth, false},
+	{CodeTokenExpired, http.StatusUnauthorized, RetryAuth, false},
+	{CodeForbidden, http.StatusForbidden, RetryNever, true},
+	{CodeNotFound, http.StatusNotFound, RetryNever, false},
+	{CodeMethodNotAllowed, http.StatusMethodNotAllowed, RetryNever, false},
+	{CodeTooLarge, http.StatusRequestEntityTooLarge, RetryNever, true},
+	{CodeUpgradeRequired, http.StatusUpgradeRequired, RetryNever, false},
+	{CodeRateLimited, http.StatusTooManyRequests, RetryBackoff, false},
+	{CodeClockDrift, 0, RetryNever, true},
+	{CodeUnavailable, http.StatusServiceUnavailable, RetryBackoff, false},
+	{CodeInternal, http.StatusInternalServerError, RetryBackoff, false},
+}
+
+// Info returns what the protocol says about code, and false for a code it
+// does not know (a newer server's: treat it as RetryBackoff over HTTP).
+func Info(code string) (CodeInfo, bool) {
+	for _, c := range Codes {
+		if c.Code == code {
+			return c, true
+		}
+	}
+	return CodeInfo{Code: code, HTTP: http.StatusInternalServerError, Retry: RetryBackoff}, false
+}
+
+// StatusOf returns the HTTP status of an error code: 500 for an unknown
+// one, 400 for a per-change-only code used as a request error.
+func StatusOf(code string) int {
+	c, _ := Info(code)
+	if c.HTTP == 0 {
+		return http.StatusBadRequest
+	}
+	return c.HTTP
+}
+
+// CodeOfStatus guesses the code of an HTTP error answer that carried none
+// (a proxy's page): the first code with that status, else unavailable for
+// 5xx and malformed for the rest.
+func CodeOfStatus(status int) string {
+	for _, c := range Codes {
+		if c.HTTP == status {
+			return c.Code
+		}
+	}
+	if status >= 500 {
+		return CodeUnavailable
+	}
+	return CodeMalformed
+}
+
+// Error is a protocol error: a stable code, its HTTP status and a message
+// for people. The server answers with it; the Go client decodes it.
+type Error struct {
+	Status  int
+	Code    string
+	Message string
+	// RetryAfter is the server's Retry-After, with rate_limited and
+	// unavailable.
+	RetryAfter time.Duration
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("convergo: %s: %s", e.Code, e.Message)
+}
+
+// Errorf builds an Error with code's status.
+func Errorf(code, format string, args ...any) *Error {
+	return &Error{Status: StatusOf(code), Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// Status is the outcome of one pushed change, numbered as on the wire.
+type Status uint8
+
+// Push statuses (docs/protocol.md, "Push").
+const (
+	// StatusApplied: the change altered its record (PushResult.Lost lists
+	// fields of it that newer writes beat).
+	StatusApplied Status = 0
+	// StatusDuplicate: the server already held every stamp of the change.
+	StatusDuplicate Status = 1
+	// StatusSuperseded: the change altered nothing because newer writes
+	// won; PushResult.Lost lists the fields that lost.
+	StatusSuperseded Status = 2
+	// StatusRefused: the change was not applied; PushResult.Code says why.
+	StatusRefused Status = 3
+)
+
+// Statuses lists the statuses in wire order, with their names.
+var Statuses = []Status{StatusApplied, StatusDuplicate, StatusSuperseded, StatusRefused}
+
+func (s Status) String() string {
+	switch s {
+	case StatusApplied:
+		return "applied"
+	case StatusDuplicate:
+		return "duplicate"
+	case StatusSuperseded:
+		return "superseded"
+	case StatusRefused:
+		return "refused"
+	}
+	return fmt.Sprintf("Status(%d)", uint8(s))
+}
+
+// Acknowledged reports whether the server holds the change (or something
+// newer): the client removes it from its outbox.
+func (s Status) Acknowledged() bool { return s <= StatusSuperseded }
