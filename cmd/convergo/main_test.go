@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/transport"
+	"github.com/convergo/convergo/transport/proto"
 )
 
 // syncBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
@@ -62,13 +64,13 @@ func waitListening(t *testing.T, logs func() string) string {
 
 func post(t *testing.T, base, path, token string, body any, out any) int {
 	t.Helper()
-	b, err := transport.Encode(body)
+	b, err := proto.Encode(body)
 	if err != nil {
 		t.Fatal(err)
 	}
 	req, _ := http.NewRequest(http.MethodPost, base+path, bytes.NewReader(b))
-	req.Header.Set(transport.HeaderProtocol, "1")
-	req.Header.Set("Content-Type", transport.ContentType)
+	req.Header.Set(proto.HeaderProtocol, strconv.Itoa(proto.Version))
+	req.Header.Set("Content-Type", proto.ContentType)
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
@@ -79,7 +81,7 @@ func post(t *testing.T, base, path, token string, body any, out any) int {
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode == http.StatusOK && out != nil {
-		if err := transport.Decode(data, out); err != nil {
+		if err := proto.Decode(data, out); err != nil {
 			t.Fatalf("%s answer: %v", path, err)
 		}
 	}
@@ -117,19 +119,19 @@ func roundTrip(t *testing.T, base, token, coll string) {
 	}
 	v, _ := crdt.EncodeValue("milk")
 	ch := crdt.Change{Collection: coll, Record: crdt.SetField("r1", "title", v, crdt.Stamp{Wall: time.Now().UnixMilli(), Replica: "t1"})}
-	var pushed transport.PushResponse
-	if code := post(t, base, transport.PathPush, token, transport.PushRequest{Replica: "t1", Changes: []crdt.Change{ch}}, &pushed); code != 200 {
+	var pushed proto.PushResponse
+	if code := post(t, base, proto.PathPush, token, proto.PushRequest{Replica: "t1", Changes: []crdt.Change{ch}}, &pushed); code != 200 {
 		t.Fatalf("push: %d", code)
 	}
-	if len(pushed.Results) != 1 || pushed.Results[0].Status != transport.StatusApplied {
+	if len(pushed.Results) != 1 || pushed.Results[0].Status != proto.StatusApplied {
 		t.Fatalf("push results %+v", pushed.Results)
 	}
-	var page transport.PullResponse
-	if code := post(t, base, transport.PathPull, token, transport.PullRequest{Collection: coll}, &page); code != 200 {
+	var page proto.PullResponse
+	if code := post(t, base, proto.PathPull, token, proto.PullRequest{Collection: coll}, &page); code != 200 {
 		t.Fatalf("pull: %d", code)
 	}
-	if len(page.Entries) != 1 || !page.Entries[0].Record.Equal(ch.Record) {
-		t.Fatalf("pulled %+v", page.Entries)
+	if len(page.Records) != 1 || !page.Records[0].Equal(ch.Record) {
+		t.Fatalf("pulled %+v", page.Records)
 	}
 }
 
@@ -154,7 +156,7 @@ func TestServeInProcess(t *testing.T) {
 	}
 	tok := strings.TrimSpace(out.String())
 	roundTrip(t, base, tok, "notes.a")
-	if code := post(t, base, transport.PathPull, tok, transport.PullRequest{Collection: "other"}, nil); code != http.StatusForbidden {
+	if code := post(t, base, proto.PathPull, tok, proto.PullRequest{Collection: "other"}, nil); code != http.StatusForbidden {
 		t.Fatalf("out-of-scope pull: %d", code)
 	}
 
@@ -239,12 +241,12 @@ func TestServeBinary(t *testing.T) {
 	// A live socket open at SIGTERM is closed with 1001, going away.
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(base, "http")+transport.PathLive, nil)
+	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(base, "http")+proto.PathLive, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ws.CloseNow()
-	hello, _ := transport.EncodeMessage(transport.Hello{Protocol: 1, Replica: "t1"})
+	hello, _ := proto.EncodeMessage(proto.Hello{Protocol: proto.Version, Replica: "t1"})
 	if err := ws.Write(ctx, websocket.MessageBinary, hello); err != nil {
 		t.Fatal(err)
 	}
@@ -259,9 +261,9 @@ func TestServeBinary(t *testing.T) {
 	}
 
 	cmd, base, _ = start()
-	var page transport.PullResponse
-	if code := post(t, base, transport.PathPull, "", transport.PullRequest{Collection: transport.DemoCollection}, &page); code != 200 || len(page.Entries) != 1 {
-		t.Fatalf("after restart: %d, %d entries", code, len(page.Entries))
+	var page proto.PullResponse
+	if code := post(t, base, proto.PathPull, "", proto.PullRequest{Collection: transport.DemoCollection}, &page); code != 200 || len(page.Records) != 1 {
+		t.Fatalf("after restart: %d, %d entries", code, len(page.Records))
 	}
 	stop(cmd)
 }
@@ -402,7 +404,7 @@ func TestServeMetricsAddr(t *testing.T) {
 		{metrics + "/metrics", 200},
 		{metrics + "/readyz", 200},
 		{metrics + "/", 404},
-		{metrics + "/v1/pull", 404},
+		{metrics + "/v2/pull", 404},
 	} {
 		if code, _, _ := get(t, tc.url); code != tc.want {
 			t.Errorf("GET %s: %d, want %d", tc.url, code, tc.want)

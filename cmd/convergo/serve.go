@@ -17,9 +17,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/engine"
 	"github.com/convergo/convergo/jsclient"
 	"github.com/convergo/convergo/transport"
+	"github.com/convergo/convergo/transport/proto"
 )
 
 type serveConfig struct {
@@ -51,19 +53,20 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.Var(&c.proxies, "trusted-proxies", "`networks` of the load balancers in front of the server (CIDRs or addresses, comma-separated): per-client limits then use X-Forwarded-For")
 	fs.BoolVar(&c.demo, "demo", true, "serve the demo app and let clients without a token read and write "+transport.DemoCollection)
 	fs.StringVar(&c.replica, "replica", "", "replica `id` of this server instance (default random; instances sharing a store need distinct ids)")
-	fs.DurationVar(&c.maxDrift, "max-drift", 5*time.Minute, "how far ahead of the server's clock a client's stamp may be")
+	fs.DurationVar(&c.maxDrift, "max-drift", crdt.DefaultMaxDrift, "how far ahead of the server's clock a client's stamp may be")
 	fs.BoolVar(&c.createTable, "create-table", false, "create the DynamoDB table if it does not exist (same as create=1 in the store URL)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log `format`: text or json")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 15*time.Second, "how long a graceful shutdown waits for requests and sockets")
-	fs.Int64Var(&c.limits.MaxBodyBytes, "max-body", transport.DefaultMaxBodyBytes, "largest HTTP request body in `bytes`")
-	fs.IntVar(&c.limits.MaxPushChanges, "max-push", transport.DefaultMaxPushChanges, "most changes in one push")
-	fs.IntVar(&c.limits.MaxPullRecords, "max-pull", transport.DefaultMaxPullRecords, "most records in one pull page (at most 1000)")
-	fs.Int64Var(&c.limits.MaxMessageBytes, "max-message", transport.DefaultMaxMessageBytes, "largest WebSocket message in `bytes`")
-	fs.Float64Var(&c.limits.Rate, "rate", transport.DefaultRate, "requests or messages per second per client (negative: no limit)")
-	fs.IntVar(&c.limits.Burst, "burst", transport.DefaultBurst, "requests a client may make at once above the rate")
+	fs.Int64Var(&c.limits.MaxBodyBytes, "max-body", proto.DefaultMaxBodyBytes, "largest HTTP request body in `bytes`")
+	fs.IntVar(&c.limits.MaxPushChanges, "max-push", proto.DefaultMaxPushChanges, "most changes in one push")
+	fs.IntVar(&c.limits.MaxPullRecords, "max-pull", proto.DefaultMaxPullRecords, "most records in one pull page (at most 1000)")
+	fs.IntVar(&c.limits.MaxPageBytes, "max-page-bytes", proto.DefaultMaxPageBytes, "most `bytes` of records in one pull page or live frame (a larger record travels alone)")
+	fs.Int64Var(&c.limits.MaxMessageBytes, "max-message", proto.DefaultMaxMessageBytes, "largest WebSocket message in `bytes`")
+	fs.Float64Var(&c.limits.Rate, "rate", proto.DefaultRate, "requests or messages per second per client (negative: no limit)")
+	fs.IntVar(&c.limits.Burst, "burst", proto.DefaultBurst, "requests a client may make at once above the rate")
 	fs.DurationVar(&c.limits.RequestTimeout, "request-timeout", transport.DefaultRequestTimeout, "time to receive an HTTP request's body, and again to send its answer")
-	fs.IntVar(&c.limits.MaxConnsPerAddr, "max-conns", transport.DefaultMaxConnsPerAddr, "most WebSocket connections per client address")
+	fs.IntVar(&c.limits.MaxConnsPerAddr, "max-conns", proto.DefaultMaxConnsPerAddr, "most WebSocket connections per client address")
 	return fs, c
 }
 

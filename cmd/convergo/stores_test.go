@@ -14,6 +14,7 @@ import (
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/stores/storetest"
 	"github.com/convergo/convergo/transport"
+	"github.com/convergo/convergo/transport/proto"
 )
 
 func randomSuffix(t *testing.T) string {
@@ -89,13 +90,13 @@ func TestServeSharedStores(t *testing.T) {
 			// per call; the test returns as soon as the change arrives.
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
-			ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(b, "http")+transport.PathLive, nil)
+			ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(b, "http")+proto.PathLive, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer ws.CloseNow()
-			send := func(m transport.Message) {
-				data, err := transport.EncodeMessage(m)
+			send := func(m proto.Message) {
+				data, err := proto.EncodeMessage(m)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -103,38 +104,38 @@ func TestServeSharedStores(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			recv := func() transport.Message {
+			recv := func() proto.Message {
 				_, data, err := ws.Read(ctx)
 				if err != nil {
 					t.Fatal(err)
 				}
-				m, err := transport.DecodeServerMessage(data)
+				m, err := proto.DecodeServerMessage(data)
 				if err != nil {
 					t.Fatal(err)
 				}
 				return m
 			}
-			send(transport.Hello{Protocol: 1, Replica: "sub1"})
-			if _, ok := recv().(transport.Welcome); !ok {
+			send(proto.Hello{Protocol: proto.Version, Replica: "sub1"})
+			if _, ok := recv().(proto.Welcome); !ok {
 				t.Fatal("no welcome")
 			}
-			send(transport.Sub{Collection: transport.DemoCollection})
-			first, ok := recv().(transport.Changes)
-			if !ok || len(first.Entries) != 1 {
+			send(proto.Sub{Collection: transport.DemoCollection})
+			first, ok := recv().(proto.Changes)
+			if !ok || len(first.Records) != 1 {
 				t.Fatalf("catch-up on b: %+v", first)
 			}
 			v, _ := crdt.EncodeValue("eggs")
 			ch := crdt.Change{Collection: transport.DemoCollection, Record: crdt.SetField("r2", "title", v, crdt.Stamp{Wall: time.Now().UnixMilli(), Replica: "t2"})}
-			var pushed transport.PushResponse
-			if code := post(t, a, transport.PathPush, "", transport.PushRequest{Replica: "t2", Changes: []crdt.Change{ch}}, &pushed); code != 200 {
+			var pushed proto.PushResponse
+			if code := post(t, a, proto.PathPush, "", proto.PushRequest{Replica: "t2", Changes: []crdt.Change{ch}}, &pushed); code != 200 {
 				t.Fatalf("push to a: %d", code)
 			}
 			for {
-				m, ok := recv().(transport.Changes)
+				m, ok := recv().(proto.Changes)
 				if !ok {
 					t.Fatalf("got %T", m)
 				}
-				if len(m.Entries) == 1 && m.Entries[0].Record.Equal(ch.Record) {
+				if len(m.Records) == 1 && m.Records[0].Equal(ch.Record) {
 					break
 				}
 			}
