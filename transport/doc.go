@@ -1,6 +1,15 @@
 // Package transport is Convergo's sync server: the HTTP and WebSocket
-// protocol of docs/protocol.md on top of an engine.Engine, and the protocol's
-// message types, which the Go client (transport/client) shares.
+// protocol of docs/protocol.md on top of an engine.Engine. The protocol
+// itself (paths, codes, statuses, messages, limits) is declared in
+// transport/proto, which the server and the Go client (transport/client)
+// both use; neither declares any of it again.
+//
+// The files have one job each: server.go builds the server and its routes,
+// api.go is what every HTTP request goes through (method, version, auth,
+// rate, body, errors, request ids), origin.go the client address and
+// browser origins, handlers.go the hello, push and pull endpoints, live.go
+// the WebSocket sessions, share.go shared page reads, health.go the probes,
+// limits.go and auth.go the limits and tokens.
 //
 //	srv, err := transport.New(transport.Config{Engine: eng, Authorizer: jwtAuth})
 //	http.ListenAndServe(addr, srv)
@@ -11,7 +20,7 @@
 //
 // A push is answered only after engine.Apply returned, that is after the
 // store committed every applied change. A client that loses the answer pushes
-// again and gets no-ops: the merge is idempotent. A store failure is a 503
+// again and gets duplicates: the merge is idempotent. A store failure is a 503
 // unavailable for the whole push, never a partial answer.
 //
 // # Refusals
@@ -20,8 +29,10 @@
 // far in the future, an invalid name, a record over the size limit) is
 // refused on its own, with a code, while the rest of the push applies: a
 // client drops a refused change from its outbox instead of retrying a whole
-// batch forever. Only a body that is not CBOR of the expected shape, or a
-// request over a limit, fails whole.
+// batch forever. Only a body whose framing is broken, or a request over a
+// limit, fails whole. Cutting changes into store batches and splitting a
+// batch a store refuses is the engine's job (engine.Apply); this package
+// only decides who may write what.
 //
 // # Live sessions
 //
@@ -40,13 +51,14 @@
 // # Untrusted input
 //
 // Bodies are read through http.MaxBytesReader and decoded with crdt's
-// hardened CBOR modes (no tags, no indefinite lengths, no duplicate or
-// unknown keys, bounded nesting and sizes), within Limits.RequestTimeout.
+// hardened CBOR modes (no tags, no indefinite lengths, no duplicate keys,
+// bounded nesting and sizes; unknown envelope keys are skipped), within
+// Limits.RequestTimeout.
 // Every client is rate-limited by a token bucket keyed by its token's
 // subject, else its address (behind Config.TrustedProxies, the address they
 // forwarded for): HTTP requests over the rate get 429, live messages over it
-// are delayed rather than dropped, since a dropped push or sub would leave
-// the client waiting. WebSocket connections are counted per address and
+// are delayed rather than dropped, since a dropped sub would leave the
+// client waiting. WebSocket connections are counted per address and
 // their messages are size-limited. Browser origins other than the server's
 // own must be listed in Config.AllowedOrigins, for HTTP (with CORS headers)
 // and before a WebSocket upgrade.
