@@ -160,16 +160,16 @@ func TestDecodeRefuses(t *testing.T) {
 		data []byte
 		v    any
 	}{
-		{"duplicate key", h("a2010101016178"), &HelloRequest{}},             // {1:1, 1:"x"}
-		{"indefinite map", h("bf0101026178ff"), &HelloRequest{}},            // {_ 1:1, 2:"x"}
-		{"tag", h("a201c101026178"), &HelloRequest{}},                       // {1: 1(1), 2:"x"}
-		{"wrong type", h("a2016178026178"), &HelloRequest{}},                // protocol as text
-		{"invalid utf8", h("a201010262c328"), &HelloRequest{}},              // replica of bad UTF-8
-		{"not a map", h("83010203"), &PullRequest{}},                        // [1,2,3]
-		{"trailing bytes", h("a30161610200030000"), &PullRequest{}},         // {...} 00
-		{"truncated", h("a301616102"), &PullRequest{}},                      // cut short
-		{"record without an id", h("a10181a0"), &PullResponse{}},            // {1: [{}]}
-		{"push changes not array", h("a20161630201"), &PushRequest{}},       // {1:"c", 2:1}
+		{"duplicate key", h("a2010101016178"), &HelloRequest{}},       // {1:1, 1:"x"}
+		{"indefinite map", h("bf0101026178ff"), &HelloRequest{}},      // {_ 1:1, 2:"x"}
+		{"tag", h("a201c101026178"), &HelloRequest{}},                 // {1: 1(1), 2:"x"}
+		{"wrong type", h("a2016178026178"), &HelloRequest{}},          // protocol as text
+		{"invalid utf8", h("a201010262c328"), &HelloRequest{}},        // replica of bad UTF-8
+		{"not a map", h("83010203"), &PullRequest{}},                  // [1,2,3]
+		{"trailing bytes", h("a30161610200030000"), &PullRequest{}},   // {...} 00
+		{"truncated", h("a301616102"), &PullRequest{}},                // cut short
+		{"record without an id", h("a10181a0"), &PullResponse{}},      // {1: [{}]}
+		{"push changes not array", h("a20161630201"), &PushRequest{}}, // {1:"c", 2:1}
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -184,10 +184,10 @@ func TestDecodeRefuses(t *testing.T) {
 		})
 	}
 	for _, bad := range []string{
-		"a0",                   // {}
-		"a10063666f6f",         // {0:"foo"}
-		"a1016161",             // {1:"a"}: no type
-		"a1000c",               // {0:12}
+		"a0",           // {}
+		"a10063666f6f", // {0:"foo"}
+		"a1016161",     // {1:"a"}: no type
+		"a1000c",       // {0:12}
 	} {
 		if _, err := DecodeClientMessage(h(bad)); !errors.Is(err, crdt.ErrMalformed) && !errors.Is(err, ErrUnknownType) {
 			t.Errorf("message %s: got %v, want ErrMalformed or ErrUnknownType", bad, err)
