@@ -4,24 +4,24 @@ import (
 	"context"
 	"math/rand/v2"
 	"time"
+
+	"github.com/convergo/convergo/transport/proto"
 )
 
-// Backoff defaults.
-const (
-	DefaultBackoffInitial = 200 * time.Millisecond
-	DefaultBackoffMax     = 30 * time.Second
-	DefaultMaxAttempts    = 8
-)
+// DefaultMaxAttempts is how many times an HTTP request is sent before its
+// error is returned, unless Backoff.MaxAttempts says otherwise.
+const DefaultMaxAttempts = 8
 
-// Backoff sets how requests are retried: exponential backoff with full
-// jitter (a random delay between zero and Initial·2^attempt, capped at Max),
-// so that many clients that lost the server at once do not come back in
-// lockstep. A server's Retry-After is a floor under the delay.
+// Backoff sets how requests are retried and live sessions redialled: the
+// protocol's exponential backoff with full jitter (a random delay between
+// zero and proto.BackoffCeiling of the attempt), so that many clients that
+// lost the server at once do not come back in lockstep. A server's
+// Retry-After is a floor under the delay.
 type Backoff struct {
 	// Initial is the cap of the first delay. Zero means
-	// DefaultBackoffInitial.
+	// proto.BackoffInitial.
 	Initial time.Duration
-	// Max caps every delay. Zero means DefaultBackoffMax.
+	// Max caps every delay. Zero means proto.BackoffMax.
 	Max time.Duration
 	// MaxAttempts is how many times an HTTP request is sent before its
 	// error is returned. Zero means DefaultMaxAttempts; 1 disables retries.
@@ -31,10 +31,10 @@ type Backoff struct {
 
 func (b Backoff) withDefaults() Backoff {
 	if b.Initial <= 0 {
-		b.Initial = DefaultBackoffInitial
+		b.Initial = proto.BackoffInitial
 	}
 	if b.Max <= 0 {
-		b.Max = DefaultBackoffMax
+		b.Max = proto.BackoffMax
 	}
 	if b.Max < b.Initial {
 		b.Max = b.Initial
@@ -46,13 +46,9 @@ func (b Backoff) withDefaults() Backoff {
 }
 
 // delay returns the wait before retry number attempt (0 for the first
-// retry), at least floor.
+// retry): uniform in [0, proto.BackoffCeiling(attempt)], at least floor.
 func (b Backoff) delay(attempt int, floor time.Duration) time.Duration {
-	ceil := b.Initial
-	for i := 0; i < attempt && ceil < b.Max; i++ {
-		ceil *= 2
-	}
-	ceil = min(ceil, b.Max)
+	ceil := proto.BackoffCeiling(attempt, b.Initial, b.Max)
 	d := time.Duration(rand.Int64N(int64(ceil) + 1))
 	return max(d, floor)
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/transport/proto"
 )
 
 // Defaults.
@@ -22,20 +23,15 @@ const (
 	// DefaultMaxResponseBytes bounds a response body or WebSocket message
 	// the client reads.
 	DefaultMaxResponseBytes = 64 << 20
-	// DefaultPingInterval is how often Live pings the server.
-	DefaultPingInterval = 15 * time.Second
 	// DefaultHandshakeTimeout bounds a WebSocket dial plus hello/welcome.
 	DefaultHandshakeTimeout = 10 * time.Second
-
-	// Fallback limits until Hello has told the server's.
-	defaultMaxPush = 1000
-	defaultMaxBody = 4 << 20
 )
 
 // Config configures a Client.
 type Config struct {
 	// URL is the server's base URL, such as "https://sync.example.com".
-	// Required; the protocol's paths (/v1/...) are appended to it.
+	// Required; the protocol's paths (proto.PathHello, ...) are appended
+	// to it.
 	URL string
 	// Token is a fixed bearer token. Empty with a nil TokenFunc means
 	// anonymous requests (the demo collection only).
@@ -65,10 +61,12 @@ type Config struct {
 	// MaxResponseBytes bounds a response body or WebSocket message. Zero
 	// means DefaultMaxResponseBytes.
 	MaxResponseBytes int64
-	// PingInterval is how often Live sends a ping; a connection that
-	// receives nothing for two intervals is dropped and redialled. Zero
-	// means DefaultPingInterval.
+	// PingInterval is how long a live session may hear nothing before Live
+	// sends a ping. Zero means proto.PingInterval.
 	PingInterval time.Duration
+	// SilenceTimeout is how long a live session may hear nothing before
+	// Live drops it and redials. Zero means proto.ClientSilenceTimeout.
+	SilenceTimeout time.Duration
 	// HandshakeTimeout bounds a WebSocket dial and its hello. Zero means
 	// DefaultHandshakeTimeout.
 	HandshakeTimeout time.Duration
@@ -85,6 +83,11 @@ type ServerInfo struct {
 	MaxPull int
 	// MaxBody is the largest request body in bytes.
 	MaxBody int64
+	// MaxPageBytes bounds the encoded records of a pull page or live
+	// frame (a single larger record travels alone).
+	MaxPageBytes int64
+	// MaxMessageBytes is the largest live message the server accepts.
+	MaxMessageBytes int64
 	// MaxDrift is how far ahead of the server's clock a stamp may be.
 	MaxDrift time.Duration
 	// Subject is the authenticated subject, "" when anonymous.
@@ -93,57 +96,50 @@ type ServerInfo struct {
 	Offset time.Duration
 }
 
-// Status is the outcome of one pushed change.
-type Status int
+// Status is the outcome of one pushed change, as the protocol numbers it.
+type Status = proto.Status
 
+// The push statuses (docs/protocol.md, "Push").
 const (
-	// StatusApplied means the change altered its record on the server.
-	StatusApplied Status = iota + 1
-	// StatusNoop means the server already had everything the change says.
-	StatusNoop
-	// StatusRefused means the server will never apply the change;
-	// Result.Err says why.
-	StatusRefused
+	// StatusApplied means the change altered its record on the server;
+	// Result.Lost lists fields of it that newer writes beat.
+	StatusApplied = proto.StatusApplied
+	// StatusDuplicate means the server already held every stamp of the
+	// change: a retry, or a change another path delivered.
+	StatusDuplicate = proto.StatusDuplicate
+	// StatusSuperseded means the change altered nothing because newer
+	// writes won; Result.Lost lists the fields that lost. The newer values
+	// reach the client by pull or live sync and win the local merge.
+	StatusSuperseded = proto.StatusSuperseded
+	// StatusRefused means the server will never apply the change in this
+	// form; Result.Err says why.
+	StatusRefused = proto.StatusRefused
 )
-
-func (s Status) String() string {
-	switch s {
-	case StatusApplied:
-		return "applied"
-	case StatusNoop:
-		return "noop"
-	case StatusRefused:
-		return "refused"
-	}
-	return "Status(" + strconv.Itoa(int(s)) + ")"
-}
 
 // Result is the server's answer for one pushed change.
 type Result struct {
 	Status Status
-	// Seq is the record's sequence number after the change (not for a
-	// refused change).
-	Seq uint64
-	// Err is the reason of a refusal: an *Error with the code
-	// clock_drift, invalid, forbidden or too_large.
+	// Lost names the fields of the change that newer writes beat (with
+	// StatusApplied or StatusSuperseded).
+	Lost []string
+	// Err is the reason of a refusal: an *Error with Status 0 and a
+	// per-change code (proto.CodeClockDrift, CodeInvalid, CodeMalformed,
+	// CodeForbidden or CodeTooLarge).
 	Err error
 }
 
-// Acknowledged reports whether the server holds the change durably
-// (applied now or before), so it can leave the outbox.
-func (r Result) Acknowledged() bool { return r.Status == StatusApplied || r.Status == StatusNoop }
-
-// Entry is a record at a sequence number of a collection's change log.
-type Entry struct {
-	Seq    uint64
-	Record crdt.Record
-}
+// Acknowledged reports whether the server holds the change or something
+// newer (applied, duplicate or superseded), so it can leave the outbox.
+func (r Result) Acknowledged() bool { return r.Status.Acknowledged() }
 
 // Page is one page of a pull.
 type Page struct {
-	Entries []Entry
-	// Next is the cursor for the next pull.
-	Next uint64
+	// Records are the records that changed after the cursor, each once, in
+	// their merged state with tombstones.
+	Records []crdt.Record
+	// Next is the cursor for the next pull: opaque bytes of the server's,
+	// to store and send back unchanged.
+	Next []byte
 	// More says to pull again.
 	More bool
 }
@@ -188,7 +184,10 @@ func New(cfg Config) (*Client, error) {
 		cfg.MaxResponseBytes = DefaultMaxResponseBytes
 	}
 	if cfg.PingInterval <= 0 {
-		cfg.PingInterval = DefaultPingInterval
+		cfg.PingInterval = proto.PingInterval
+	}
+	if cfg.SilenceTimeout <= 0 {
+		cfg.SilenceTimeout = proto.ClientSilenceTimeout
 	}
 	if cfg.HandshakeTimeout <= 0 {
 		cfg.HandshakeTimeout = DefaultHandshakeTimeout
@@ -200,7 +199,7 @@ func New(cfg Config) (*Client, error) {
 		backoff: cfg.Backoff.withDefaults(),
 		cfg:     cfg,
 		clock:   clock,
-		info:    ServerInfo{MaxPush: defaultMaxPush, MaxBody: defaultMaxBody},
+		info:    ServerInfo{MaxPush: proto.DefaultMaxPushChanges, MaxBody: proto.DefaultMaxBodyBytes},
 	}, nil
 }
 
@@ -238,35 +237,37 @@ func (c *Client) Observe(s crdt.Stamp) error {
 	return c.clock.Observe(s.Time(), c.wall())
 }
 
-func (c *Client) observeEntries(entries []Entry) {
-	for _, e := range entries {
-		if err := c.Observe(e.Record.MaxStamp()); err != nil {
-			c.log.Warn("not adopting a record's stamp", "record", e.Record.ID, "err", err)
+func (c *Client) observeRecords(records []crdt.Record) {
+	for _, r := range records {
+		if err := c.Observe(r.MaxStamp()); err != nil {
+			c.log.Warn("not adopting a record's stamp", "record", r.ID, "err", err)
 		}
 	}
 }
 
 // setInfo records a hello answer. sent and received bracket the request;
 // the server's time is taken to be read half way through.
-func (c *Client) setInfo(a helloAnswer, sent, received time.Time) ServerInfo {
+func (c *Client) setInfo(a proto.HelloResponse, sent, received time.Time) ServerInfo {
 	rtt := received.Sub(sent)
 	serverAtReceive := time.UnixMilli(a.ServerTime).Add(rtt / 2)
 	info := ServerInfo{
-		Protocol:      int(a.Protocol),
-		ServerTime:    time.UnixMilli(a.ServerTime),
-		ServerReplica: a.ServerReplica,
-		MaxPush:       a.MaxPush,
-		MaxPull:       a.MaxPull,
-		MaxBody:       a.MaxBody,
-		MaxDrift:      time.Duration(a.MaxDrift) * time.Millisecond,
-		Subject:       a.Subject,
-		Offset:        serverAtReceive.Sub(received).Round(time.Millisecond),
+		Protocol:        int(a.Protocol),
+		ServerTime:      time.UnixMilli(a.ServerTime),
+		ServerReplica:   a.ServerReplica,
+		MaxPush:         int(min(a.MaxPush, 1<<31)),
+		MaxPull:         int(min(a.MaxPull, 1<<31)),
+		MaxBody:         int64(min(a.MaxBodyBytes, 1<<62)),
+		MaxPageBytes:    int64(min(a.MaxPageBytes, 1<<62)),
+		MaxMessageBytes: int64(min(a.MaxMessageBytes, 1<<62)),
+		MaxDrift:        time.Duration(a.MaxDrift) * time.Millisecond,
+		Subject:         a.Subject,
+		Offset:          serverAtReceive.Sub(received).Round(time.Millisecond),
 	}
 	if info.MaxPush <= 0 {
-		info.MaxPush = defaultMaxPush
+		info.MaxPush = proto.DefaultMaxPushChanges
 	}
 	if info.MaxBody <= 0 {
-		info.MaxBody = defaultMaxBody
+		info.MaxBody = proto.DefaultMaxBodyBytes
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -277,22 +278,27 @@ func (c *Client) setInfo(a helloAnswer, sent, received time.Time) ServerInfo {
 // Hello greets the server: it learns the server's limits and measures the
 // clock skew, which corrects the wall time of every later stamp.
 func (c *Client) Hello(ctx context.Context) (ServerInfo, error) {
-	var a helloAnswer
-	sent, err := c.call(ctx, "/v1/hello", helloRequest{Protocol: ProtocolVersion, Replica: c.cfg.Replica}, &a)
+	var a proto.HelloResponse
+	ans, err := c.call(ctx, proto.PathHello, proto.HelloRequest{Protocol: proto.Version, Replica: c.cfg.Replica}, &a, nil)
 	if err != nil {
 		return ServerInfo{}, err
 	}
-	return c.setInfo(a, sent, c.cfg.Now()), nil
+	return c.setInfo(a, ans.sent, c.cfg.Now()), nil
 }
 
 // Push sends changes and returns one result per change, in order. Changes
 // go in batches within the server's limits; a batch is retried with backoff
 // while the server is unavailable, rate limits or cannot be reached, which
-// is safe because applying a change twice is a no-op.
+// is safe because push is idempotent (a change sent twice comes back
+// duplicate).
 //
-// A batch the server refuses whole as too large or malformed is split in
-// halves until the offending change stands alone; that change is then
-// reported refused, so one bad change cannot stall the rest.
+// The server judges each change on its own and refuses a bad one alone
+// (StatusRefused), so Push never splits on a change's content. Fitting the
+// batches to the server's size limits is Push's job: it sizes them from the
+// hello's limits (the protocol's defaults before a hello), and when the
+// server still refuses a batch whole as too_large, it splits it in halves
+// until the change that does not fit stands alone and is reported refused,
+// so one oversized change cannot stall the rest.
 //
 // On error, the results returned are those of the changes acknowledged
 // before the failure: a prefix of changes. The others may or may not have
@@ -329,10 +335,11 @@ func batchLen(changes []crdt.Change, maxN, maxBytes int) int {
 }
 
 func (c *Client) pushBatch(ctx context.Context, changes []crdt.Change) ([]Result, error) {
-	var a pushAnswer
-	_, err := c.call(ctx, "/v1/push", pushRequest{Replica: c.cfg.Replica, Changes: changes}, &a)
+	var a proto.PushResponse
+	ans, err := c.call(ctx, proto.PathPush, proto.PushRequest{Replica: c.cfg.Replica, Changes: changes}, &a,
+		func() error { return checkPush(len(changes), &a) })
 	var e *Error
-	if errors.As(err, &e) && (e.Code == CodeTooLarge || e.Code == CodeMalformed || e.Code == CodeInvalid) {
+	if errors.As(err, &e) && e.Code == proto.CodeTooLarge {
 		if len(changes) == 1 {
 			return []Result{{Status: StatusRefused, Err: e}}, nil
 		}
@@ -347,38 +354,50 @@ func (c *Client) pushBatch(ctx context.Context, changes []crdt.Change) ([]Result
 	if err != nil {
 		return nil, err
 	}
-	if len(a.Results) != len(changes) {
-		return nil, fmt.Errorf("%w: push of %d changes answered with %d results", ErrProtocol, len(changes), len(a.Results))
-	}
 	out := make([]Result, len(a.Results))
 	for i, r := range a.Results {
-		switch r.Status {
-		case 0:
-			out[i] = Result{Status: StatusApplied, Seq: r.Seq}
-		case 1:
-			out[i] = Result{Status: StatusNoop, Seq: r.Seq}
-		case 2:
-			out[i] = Result{Status: StatusRefused, Err: &Error{Code: r.Code, Message: r.Message}}
-		default:
-			return nil, fmt.Errorf("%w: push result status %d", ErrProtocol, r.Status)
+		out[i] = Result{Status: r.Status, Lost: r.Lost}
+		if r.Status == StatusRefused {
+			out[i].Err = &Error{Code: r.Code, Message: r.Message, RequestID: ans.requestID}
 		}
 	}
 	return out, nil
 }
 
-// Pull returns a page of collection's change log after cursor: up to limit
-// records (0 means the server's maximum). It retries like Push.
-func (c *Client) Pull(ctx context.Context, collection string, cursor uint64, limit int) (Page, error) {
+// checkPush reports an answer that does not fit the push it answers: a
+// result count or a status this client cannot read.
+func checkPush(changes int, a *proto.PushResponse) error {
+	if len(a.Results) != changes {
+		return fmt.Errorf("%w: push of %d changes answered with %d results", ErrProtocol, changes, len(a.Results))
+	}
+	for _, r := range a.Results {
+		if r.Status > StatusRefused {
+			return fmt.Errorf("%w: push result status %d", ErrProtocol, r.Status)
+		}
+	}
+	return nil
+}
+
+// Pull returns a page of the records of collection that changed after
+// cursor (nil or empty: from the beginning): up to limit records (0 means
+// the server's maximum). The cursor is the Next of an earlier page of the
+// same collection, sent back unchanged. Pull retries like Push.
+func (c *Client) Pull(ctx context.Context, collection string, cursor []byte, limit int) (Page, error) {
 	if err := crdt.ValidateCollection(collection); err != nil {
 		return Page{}, fmt.Errorf("pull %s: %w", collection, err)
 	}
-	var a pullAnswer
-	if _, err := c.call(ctx, "/v1/pull", pullRequest{Collection: collection, Cursor: cursor, Limit: limit}, &a); err != nil {
-		return Page{}, fmt.Errorf("pull %s after %d: %w", collection, cursor, err)
+	if limit < 0 {
+		return Page{}, fmt.Errorf("pull %s: limit %d is negative", collection, limit)
 	}
-	p := Page{Entries: entriesFromWire(a.Entries), Next: a.Next, More: a.More}
-	c.observeEntries(p.Entries)
-	return p, nil
+	var a proto.PullResponse
+	if _, err := c.call(ctx, proto.PathPull, proto.PullRequest{Collection: collection, Cursor: cursor, Limit: uint64(limit)}, &a, nil); err != nil {
+		return Page{}, fmt.Errorf("pull %s: %w", collection, err)
+	}
+	if a.Next == nil {
+		a.Next = []byte{}
+	}
+	c.observeRecords(a.Records)
+	return Page{Records: a.Records, Next: a.Next, More: a.More}, nil
 }
 
 // token returns the token to send, "" for none.
@@ -393,32 +412,44 @@ func (c *Client) token(ctx context.Context) (string, error) {
 	return c.cfg.Token, nil
 }
 
-// call posts req to path and decodes the answer into answer, retrying
-// retryable failures with backoff. It returns when the successful attempt
-// was sent.
-func (c *Client) call(ctx context.Context, path string, req, answer any) (sent time.Time, err error) {
-	body, err := crdt.Marshal(req)
+// answer is what call learnt besides the decoded body.
+type answer struct {
+	// sent is when the successful attempt was sent.
+	sent time.Time
+	// requestID is the answer's Convergo-Request-Id.
+	requestID string
+}
+
+// call posts req to path and decodes the answer into ans, retrying
+// retryable failures with backoff. check, when set, reads the decoded
+// answer; its error (wrapping ErrProtocol) is retried like an unreadable
+// answer.
+func (c *Client) call(ctx context.Context, path string, req, ans any, check func() error) (answer, error) {
+	body, err := proto.Encode(req)
 	if err != nil {
-		return sent, fmt.Errorf("%s: %w", path, err)
+		return answer{}, fmt.Errorf("%s: %w", path, err)
 	}
 	refreshed := false
 	for attempt := 0; ; attempt++ {
-		sent = c.cfg.Now()
-		err = c.post(ctx, path, body, answer)
+		a := answer{sent: c.cfg.Now()}
+		a.requestID, err = c.post(ctx, path, body, ans)
+		if err == nil && check != nil {
+			err = check()
+		}
 		if err == nil {
-			return sent, nil
+			return a, nil
 		}
 		if ctx.Err() != nil {
-			return sent, fmt.Errorf("%s: %w", path, ctx.Err())
+			return a, fmt.Errorf("%s: %w", path, ctx.Err())
 		}
 		var e *Error
 		isErr := errors.As(err, &e)
-		if isErr && e.Code == CodeTokenExpired && c.cfg.TokenFunc != nil && !refreshed {
+		if isErr && e.Code == proto.CodeTokenExpired && c.cfg.TokenFunc != nil && !refreshed {
 			refreshed = true // the token func had its chance to refresh
 			continue
 		}
 		if !retryable(err) || attempt+1 >= c.backoff.MaxAttempts {
-			return sent, err
+			return a, err
 		}
 		var floor time.Duration
 		if isErr {
@@ -427,73 +458,87 @@ func (c *Client) call(ctx context.Context, path string, req, answer any) (sent t
 		d := c.backoff.delay(attempt, floor)
 		c.log.Debug("retrying", "path", path, "attempt", attempt+1, "delay", d, "err", err)
 		if serr := sleep(ctx, d); serr != nil {
-			return sent, fmt.Errorf("%s: %w (last error: %v)", path, serr, err)
+			return a, fmt.Errorf("%s: %w (last error: %v)", path, serr, err)
 		}
 	}
 }
 
-// retryable reports whether sending the same request again may succeed.
+// retryable reports whether sending the same request again may succeed:
+// the code says so, or the network failed (refused, reset, timed out, cut
+// short), or the answer was unreadable (ErrProtocol), which the protocol
+// counts as a network failure.
 func retryable(err error) bool {
 	var e *Error
 	switch {
 	case errors.As(err, &e):
 		return e.Retryable()
-	case errors.Is(err, ErrProtocol), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return false
 	}
-	return true // the network: refused, reset, timed out, cut short
+	return true
 }
 
-func (c *Client) post(ctx context.Context, path string, body []byte, answer any) error {
+// post sends one request and decodes a 200 answer into ans. It returns the
+// answer's request id.
+func (c *Client) post(ctx context.Context, path string, body []byte, ans any) (string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+path, bytes.NewReader(body))
 	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+		return "", fmt.Errorf("%s: %w", path, err)
 	}
-	req.Header.Set("Content-Type", contentType)
-	req.Header.Set("Accept", contentType)
-	req.Header.Set(headerProtocol, strconv.Itoa(ProtocolVersion))
+	req.Header.Set("Content-Type", proto.ContentType)
+	req.Header.Set("Accept", proto.ContentType)
+	req.Header.Set(proto.HeaderProtocol, strconv.Itoa(proto.Version))
 	tok, err := c.token(ctx)
 	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+		return "", fmt.Errorf("%s: %w", path, err)
 	}
 	if tok != "" {
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("%s: %w", path, err)
+		return "", fmt.Errorf("%s: %w", path, err)
 	}
 	defer resp.Body.Close()
+	id := resp.Header.Get(proto.HeaderRequestID)
 	data, err := io.ReadAll(io.LimitReader(resp.Body, c.cfg.MaxResponseBytes+1))
 	if err != nil {
-		return fmt.Errorf("%s: read answer: %w", path, err)
+		return id, fmt.Errorf("%s: read answer: %w", path, err)
 	}
 	if int64(len(data)) > c.cfg.MaxResponseBytes {
-		return fmt.Errorf("%w: %s answer over %d bytes", ErrProtocol, path, c.cfg.MaxResponseBytes)
+		return id, fmt.Errorf("%w: %s answer over %d bytes", ErrProtocol, path, c.cfg.MaxResponseBytes)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return errorFromResponse(resp, data)
+		return id, errorFromResponse(resp, data)
 	}
-	if err := crdt.Unmarshal(data, answer); err != nil {
-		return fmt.Errorf("%w: %s answer: %v", ErrProtocol, path, err)
+	if err := proto.Decode(data, ans); err != nil {
+		return id, fmt.Errorf("%w: %s answer: %v", ErrProtocol, path, err)
 	}
-	return nil
+	return id, nil
 }
 
-// errorFromResponse reads an error answer: the code and message from the
-// body when it has the protocol's shape, else from the Convergo-Error
-// header, else from the status alone (a proxy's answer, say).
+// errorFromResponse reads an error answer: the code, message and request
+// id from the body when it has the protocol's shape, else the code from the
+// Convergo-Error header or, failing that, from the status alone (a proxy's
+// answer, say: proto.CodeOfStatus).
 func errorFromResponse(resp *http.Response, body []byte) *Error {
-	e := &Error{Status: resp.StatusCode, RetryAfter: parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())}
-	var b errorBody
-	if err := crdt.Unmarshal(body, &b); err == nil && b.Code != "" {
+	e := &Error{
+		Status:     resp.StatusCode,
+		RequestID:  resp.Header.Get(proto.HeaderRequestID),
+		RetryAfter: parseRetryAfter(resp.Header.Get(proto.HeaderRetryAfter), time.Now()),
+	}
+	var b proto.ErrorBody
+	if err := proto.Decode(body, &b); err == nil && b.Code != "" {
 		e.Code, e.Message = b.Code, b.Message
+		if b.RequestID != "" {
+			e.RequestID = b.RequestID
+		}
 		return e
 	}
-	if code := resp.Header.Get(headerError); code != "" {
+	if code := resp.Header.Get(proto.HeaderError); code != "" {
 		e.Code = code
 	} else {
-		e.Code = codeForStatus(resp.StatusCode)
+		e.Code = proto.CodeOfStatus(resp.StatusCode)
 	}
 	if len(body) > 0 && len(body) < 512 && !bytes.ContainsFunc(body, func(r rune) bool { return r < ' ' && r != '\n' }) {
 		e.Message = strings.TrimSpace(string(body))

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/transport/proto"
 )
 
 func setChange(t *testing.T, c *Client, coll, id, field string, v any) crdt.Change {
@@ -53,23 +54,56 @@ func TestPushPullRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res) != 1 || res[0].Status != StatusApplied || res[0].Seq != 1 {
-		t.Fatalf("first push: got %+v, want applied at seq 1", res)
+	if len(res) != 1 || res[0].Status != StatusApplied || res[0].Lost != nil || res[0].Err != nil || !res[0].Acknowledged() {
+		t.Fatalf("first push: got %+v, want applied with nothing lost", res)
 	}
 	res, err = a.Push(ctx, []crdt.Change{ch})
-	if err != nil || res[0].Status != StatusNoop || !res[0].Acknowledged() {
-		t.Fatalf("second push of the same change: got %+v, %v; want a no-op", res, err)
+	if err != nil || res[0].Status != StatusDuplicate || !res[0].Acknowledged() {
+		t.Fatalf("second push of the same change: got %+v, %v; want an acknowledged duplicate", res, err)
 	}
-	p, err := a.Pull(ctx, "notes", 0, 0)
+	p, err := a.Pull(ctx, "notes", nil, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(p.Entries) != 1 || p.Next != 1 || p.More || !p.Entries[0].Record.Equal(ch.Record) {
-		t.Fatalf("pull: got %+v, want the pushed record at seq 1", p)
+	if len(p.Records) != 1 || len(p.Next) == 0 || p.More || !p.Records[0].Equal(ch.Record) {
+		t.Fatalf("pull: got %+v, want the pushed record and a cursor after it", p)
 	}
-	p, err = a.Pull(ctx, "notes", 1, 0)
-	if err != nil || len(p.Entries) != 0 || p.Next != 1 {
-		t.Fatalf("pull after the end: got %+v, %v", p, err)
+	after, err := a.Pull(ctx, "notes", p.Next, 0)
+	if err != nil || len(after.Records) != 0 || after.More || string(after.Next) != string(p.Next) {
+		t.Fatalf("pull after the end: got %+v, %v; want no records and the same cursor", after, err)
+	}
+	// Both cursors are the log's head, as the server reads them.
+	if got, want := f.cursorSeq(t, after.Next), f.mustHead(t, "notes"); got != want {
+		t.Fatalf("cursor at %d, head %d", got, want)
+	}
+}
+
+func TestPushReportsSupersededAndLost(t *testing.T) {
+	f := newFakeServer(t)
+	ctx := t.Context()
+	a := f.client(t, "a", nil)
+	old := setChange(t, a, "notes", "n1", "title", "old")
+	oldBoth := crdt.Change{Collection: "notes", Record: old.Record.Clone()}
+	s, err := a.Now()
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldBoth.Record.Fields["body"] = crdt.Field{Stamp: s, Value: mustValue(t, "b")}
+	newer := setChange(t, a, "notes", "n1", "title", "new")
+	if res, err := a.Push(ctx, []crdt.Change{newer}); err != nil || res[0].Status != StatusApplied {
+		t.Fatalf("newer write: got %+v, %v", res, err)
+	}
+	res, err := a.Push(ctx, []crdt.Change{old, oldBoth})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The old title alone changes nothing: superseded. With a new field it
+	// applies, and names the field that lost.
+	if res[0].Status != StatusSuperseded || fmt.Sprint(res[0].Lost) != "[title]" || !res[0].Acknowledged() {
+		t.Fatalf("older write: got %+v, want acknowledged superseded losing [title]", res[0])
+	}
+	if res[1].Status != StatusApplied || fmt.Sprint(res[1].Lost) != "[title]" {
+		t.Fatalf("older write with a new field: got %+v, want applied losing [title]", res[1])
 	}
 }
 
@@ -126,7 +160,7 @@ func TestPushRetriesUnavailable(t *testing.T) {
 	var n atomic.Int64
 	f.failWith(func(path string) (int, string) {
 		if n.Add(1) <= 2 {
-			return http.StatusServiceUnavailable, CodeUnavailable
+			return http.StatusServiceUnavailable, proto.CodeUnavailable
 		}
 		return 0, ""
 	})
@@ -145,7 +179,7 @@ func TestRetryAfterIsAFloor(t *testing.T) {
 	var n atomic.Int64
 	f.failWith(func(path string) (int, string) {
 		if n.Add(1) == 1 {
-			return http.StatusTooManyRequests, CodeRateLimited
+			return http.StatusTooManyRequests, proto.CodeRateLimited
 		}
 		return 0, ""
 	})
@@ -162,7 +196,7 @@ func TestRetryAfterIsAFloor(t *testing.T) {
 func TestGivesUpAfterMaxAttempts(t *testing.T) {
 	f := newFakeServer(t)
 	var n atomic.Int64
-	f.failWith(func(string) (int, string) { n.Add(1); return http.StatusServiceUnavailable, CodeUnavailable })
+	f.failWith(func(string) (int, string) { n.Add(1); return http.StatusServiceUnavailable, proto.CodeUnavailable })
 	c := f.client(t, "a", nil)
 	_, err := c.Push(t.Context(), []crdt.Change{setChange(t, c, "c", "r", "f", true)})
 	var e *Error
@@ -175,35 +209,97 @@ func TestGivesUpAfterMaxAttempts(t *testing.T) {
 }
 
 func TestErrorsAreNotRetried(t *testing.T) {
-	for _, tc := range []struct {
-		status int
-		code   string
-		is     error
-	}{
-		{403, CodeForbidden, ErrForbidden},
-		{401, CodeUnauthenticated, ErrUnauthenticated},
-		{401, CodeTokenExpired, ErrTokenExpired},
-		{400, CodeUnsupportedVersion, ErrUnsupportedVersion},
-		{404, CodeNotFound, ErrNotFound},
-		{500, CodeInternal, ErrInternal},
-	} {
-		t.Run(tc.code, func(t *testing.T) {
+	// Every code whose retry class is not backoff is answered at once, as
+	// an *Error matching its sentinel and carrying the request id.
+	for _, info := range proto.Codes {
+		if info.HTTP == 0 || info.Retry == proto.RetryBackoff {
+			continue
+		}
+		t.Run(info.Code, func(t *testing.T) {
 			f := newFakeServer(t)
 			var n atomic.Int64
-			f.failWith(func(string) (int, string) { n.Add(1); return tc.status, tc.code })
+			f.failWith(func(string) (int, string) { n.Add(1); return info.HTTP, info.Code })
 			c := f.client(t, "a", nil)
-			_, err := c.Pull(t.Context(), "c", 0, 0)
+			_, err := c.Pull(t.Context(), "c", nil, 0)
 			var e *Error
-			if !errors.As(err, &e) || e.Status != tc.status || e.Code != tc.code || e.Message != "injected" {
-				t.Fatalf("got %v, want *Error %d %s", err, tc.status, tc.code)
+			if !errors.As(err, &e) || e.Status != info.HTTP || e.Code != info.Code || e.Message != "injected" || e.RequestID != fakeRequestID {
+				t.Fatalf("got %v, want *Error %d %s with the request id", err, info.HTTP, info.Code)
 			}
-			if !errors.Is(err, tc.is) {
-				t.Fatalf("errors.Is(%v, %v) is false", err, tc.is)
+			if !errors.Is(err, sentinels[info.Code]) {
+				t.Fatalf("errors.Is(%v, %v) is false", err, sentinels[info.Code])
+			}
+			if e.Retryable() {
+				t.Fatalf("%s is retryable", info.Code)
 			}
 			if n.Load() != 1 {
 				t.Fatalf("sent %d requests, want 1", n.Load())
 			}
 		})
+	}
+}
+
+func TestRetryableErrorsAreRetried(t *testing.T) {
+	for _, info := range proto.Codes {
+		if info.Retry != proto.RetryBackoff {
+			continue
+		}
+		t.Run(info.Code, func(t *testing.T) {
+			f := newFakeServer(t)
+			var n atomic.Int64
+			f.failWith(func(string) (int, string) {
+				if n.Add(1) == 1 {
+					return info.HTTP, info.Code
+				}
+				return 0, ""
+			})
+			c := f.client(t, "a", func(cfg *Config) { cfg.Backoff.Max = time.Millisecond })
+			if _, err := c.Pull(t.Context(), "c", nil, 0); err != nil || n.Load() != 2 {
+				t.Fatalf("got %v after %d requests, want success after 2", err, n.Load())
+			}
+		})
+	}
+}
+
+func TestEveryCodeHasASentinel(t *testing.T) {
+	seen := map[error]string{}
+	for _, info := range proto.Codes {
+		s, ok := sentinels[info.Code]
+		if !ok {
+			t.Errorf("code %s has no sentinel", info.Code)
+			continue
+		}
+		if other, dup := seen[s]; dup {
+			t.Errorf("codes %s and %s share a sentinel", other, info.Code)
+		}
+		seen[s] = info.Code
+		if !errors.Is(&Error{Code: info.Code}, s) {
+			t.Errorf("an *Error with code %s does not match %v", info.Code, s)
+		}
+	}
+	if len(sentinels) != len(proto.Codes) {
+		t.Errorf("%d sentinels for %d codes", len(sentinels), len(proto.Codes))
+	}
+}
+
+func TestErrorWithoutCode(t *testing.T) {
+	// A proxy's answer carries no code: the status names one, and the
+	// retry class follows from it.
+	for _, tc := range []struct {
+		status    int
+		code      string
+		retryable bool
+	}{
+		{http.StatusBadGateway, proto.CodeUnavailable, true},
+		{http.StatusGatewayTimeout, proto.CodeUnavailable, true},
+		{http.StatusServiceUnavailable, proto.CodeUnavailable, true},
+		{http.StatusForbidden, proto.CodeForbidden, false},
+		{http.StatusTeapot, proto.CodeMalformed, false},
+	} {
+		resp := &http.Response{StatusCode: tc.status, Header: http.Header{}}
+		e := errorFromResponse(resp, []byte("<html>oops</html>"))
+		if e.Code != tc.code || e.Retryable() != tc.retryable || e.Message != "<html>oops</html>" {
+			t.Errorf("%d: got %+v (retryable %v), want code %s, retryable %v", tc.status, e, e.Retryable(), tc.code, tc.retryable)
+		}
 	}
 }
 
@@ -213,10 +309,10 @@ func TestTokenExpiredRefreshes(t *testing.T) {
 		tok := r.Header.Get("Authorization")
 		seen = append(seen, tok)
 		if tok != "Bearer fresh" {
-			writeError(w, 401, CodeTokenExpired, "expired")
+			writeError(w, 401, proto.CodeTokenExpired, "expired")
 			return
 		}
-		b, _ := crdt.Marshal(pullAnswer{Entries: []entryWire{}, Next: 7})
+		b, _ := proto.Encode(proto.PullResponse{Records: []crdt.Record{}, Next: []byte("c7")})
 		w.Write(b)
 	}))
 	defer srv.Close()
@@ -231,8 +327,8 @@ func TestTokenExpiredRefreshes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := c.Pull(t.Context(), "c", 0, 0)
-	if err != nil || p.Next != 7 {
+	p, err := c.Pull(t.Context(), "c", nil, 0)
+	if err != nil || string(p.Next) != "c7" {
 		t.Fatalf("got %+v, %v", p, err)
 	}
 	if want := []string{"Bearer stale", "Bearer fresh"}; fmt.Sprint(seen) != fmt.Sprint(want) {
@@ -241,11 +337,11 @@ func TestTokenExpiredRefreshes(t *testing.T) {
 }
 
 func TestTokenExpiredMatchesUnauthenticated(t *testing.T) {
-	err := error(&Error{Status: 401, Code: CodeTokenExpired})
+	err := error(&Error{Status: 401, Code: proto.CodeTokenExpired})
 	if !errors.Is(err, ErrTokenExpired) || !errors.Is(err, ErrUnauthenticated) || errors.Is(err, ErrForbidden) {
 		t.Fatal("token_expired must match ErrTokenExpired and ErrUnauthenticated only")
 	}
-	if errors.Is(&Error{Code: CodeUnauthenticated}, ErrTokenExpired) {
+	if errors.Is(&Error{Code: proto.CodeUnauthenticated}, ErrTokenExpired) {
 		t.Fatal("unauthenticated must not match ErrTokenExpired")
 	}
 }
@@ -272,18 +368,74 @@ func TestNetworkErrorsAreRetried(t *testing.T) {
 	}
 }
 
-func TestBadAnswerIsAProtocolError(t *testing.T) {
-	var n atomic.Int64
+func TestBadAnswerIsRetriedAsANetworkFailure(t *testing.T) {
+	// An answer that cannot be read as the protocol describes is, for the
+	// client, a network failure: retried with backoff, and reported as
+	// ErrProtocol when the attempts run out.
+	for name, answer := range map[string][]byte{
+		"truncated":    {0xa1, 0x01}, // a map cut short
+		"proxy page":   []byte("<html>bad gateway</html>"),
+		"wrong result": mustEncode(t, proto.PushResponse{Results: []proto.PushResult{{Status: 0}, {Status: 0}}}),
+		"bad status":   mustEncode(t, proto.PushResponse{Results: []proto.PushResult{{Status: 9}}}),
+	} {
+		t.Run(name, func(t *testing.T) {
+			var n atomic.Int64
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				n.Add(1)
+				w.Write(answer)
+			}))
+			defer srv.Close()
+			c, _ := New(Config{URL: srv.URL, Replica: "a", Backoff: Backoff{Initial: time.Millisecond, MaxAttempts: 3}})
+			_, err := c.Push(t.Context(), []crdt.Change{setChange(t, c, "c", "r", "f", 1)})
+			if !errors.Is(err, ErrProtocol) || n.Load() != 3 {
+				t.Fatalf("got %v after %d requests, want ErrProtocol after 3", err, n.Load())
+			}
+		})
+	}
+}
+
+func TestUnknownKeysAreIgnored(t *testing.T) {
+	// A newer server may add keys to any envelope.
+	hello := map[int]any{1: proto.Version, 2: int64(1700000000000), 3: "srv", 4: 7, 5: 8, 6: 9, 7: 10, 8: "u", 9: 11, 10: 12, 99: "new"}
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		n.Add(1)
-		w.Write([]byte{0xa1, 0x01}) // a map cut short
+		w.Write(mustEncode(t, hello))
 	}))
 	defer srv.Close()
 	c, _ := New(Config{URL: srv.URL, Replica: "a"})
-	_, err := c.Hello(t.Context())
-	if !errors.Is(err, ErrProtocol) || n.Load() != 1 {
-		t.Fatalf("got %v after %d requests, want ErrProtocol after 1", err, n.Load())
+	info, err := c.Hello(t.Context())
+	if err != nil {
+		t.Fatal(err)
 	}
+	if info.MaxPush != 7 || info.MaxPull != 8 || info.MaxBody != 9 || info.MaxPageBytes != 11 || info.MaxMessageBytes != 12 || info.Subject != "u" {
+		t.Fatalf("got %+v", info)
+	}
+}
+
+func TestRequestsSpeakTheProtocol(t *testing.T) {
+	var got http.Header
+	var path string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got, path = r.Header.Clone(), r.URL.Path
+		w.Write(mustEncode(t, proto.PullResponse{}))
+	}))
+	defer srv.Close()
+	c, _ := New(Config{URL: srv.URL + "/", Replica: "a", Token: "tok"})
+	if _, err := c.Pull(t.Context(), "c", nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	if path != proto.PathPull || got.Get(proto.HeaderProtocol) != fmt.Sprint(proto.Version) ||
+		got.Get("Content-Type") != proto.ContentType || got.Get("Authorization") != "Bearer tok" {
+		t.Fatalf("path %s, headers %v", path, got)
+	}
+}
+
+func mustEncode(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := proto.Encode(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 func TestPushSplitsIntoServerSizedBatches(t *testing.T) {
@@ -305,9 +457,22 @@ func TestPushSplitsIntoServerSizedBatches(t *testing.T) {
 		t.Fatalf("got %d results in %d pushes, want 7 in 3", len(res), f.pushes.Load())
 	}
 	for i, r := range res {
-		if r.Status != StatusApplied || r.Seq != uint64(i+1) {
-			t.Fatalf("result %d: got %+v, want applied at seq %d", i, r, i+1)
+		if r.Status != StatusApplied {
+			t.Fatalf("result %d: got %+v, want applied", i, r)
 		}
+	}
+	// The batches went in order: the log holds the records in the order
+	// of the changes.
+	p, err := c.Pull(t.Context(), "c", nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, rec := range p.Records {
+		ids = append(ids, rec.ID)
+	}
+	if want := "[r0 r1 r2 r3 r4 r5 r6]"; fmt.Sprint(ids) != want {
+		t.Fatalf("log order %v, want %s", ids, want)
 	}
 }
 
@@ -316,7 +481,7 @@ func TestPushIsolatesABatchRefusedWhole(t *testing.T) {
 	// The server refuses any push containing record "poison" as too large.
 	f.srv.Config.Handler = func(inner http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.URL.Path == "/v1/push" {
+			if r.URL.Path == proto.PathPush {
 				var buf strings.Builder
 				body := http.MaxBytesReader(w, r.Body, 1<<20)
 				b := make([]byte, 1<<16)
@@ -328,7 +493,7 @@ func TestPushIsolatesABatchRefusedWhole(t *testing.T) {
 					}
 				}
 				if strings.Contains(buf.String(), "poison") {
-					writeError(w, http.StatusRequestEntityTooLarge, CodeTooLarge, "too big")
+					writeError(w, http.StatusRequestEntityTooLarge, proto.CodeTooLarge, "too big")
 					return
 				}
 				r.Body = readCloser{strings.NewReader(buf.String())}

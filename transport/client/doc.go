@@ -15,28 +15,43 @@
 //
 // # Retries
 //
-// Push is idempotent on the server (applying a change twice is a no-op), so
-// the client retries it, like hello and pull, with exponential backoff and
-// full jitter when the server is unavailable (503), rate limiting (429,
-// honouring Retry-After) or unreachable. Errors the same request would meet
-// again (malformed, forbidden, ...) are returned at once as *Error, which
-// matches the sentinel of its code with errors.Is. A batch refused whole as
-// too large or malformed is split until the offending change stands alone
-// and is reported refused, so one bad change cannot stall an outbox.
+// Push is idempotent on the server (a change sent twice comes back
+// duplicate), so the client retries it, like hello and pull, with the
+// protocol's exponential backoff and full jitter (proto.BackoffCeiling)
+// when the code of the error says to (proto.Info: unavailable, internal,
+// rate_limited, honouring Retry-After), when the server is unreachable, and
+// when its answer is unreadable (a proxy's page, a truncated body). Errors
+// the same request would meet again (malformed, forbidden, ...) are
+// returned at once as *Error, which matches the sentinel of its code with
+// errors.Is.
+//
+// The server judges each pushed change alone and refuses a bad one without
+// the rest. Fitting pushes to the server's size limits is the client's job:
+// Push batches within the hello's limits and splits a batch the server
+// still refuses whole as too_large until the change that does not fit
+// stands alone, so one bad change cannot stall an outbox.
+//
+// # Cursors
+//
+// A cursor is the server's opaque byte string (empty: the beginning). The
+// client stores it and sends it back unchanged; it never parses or orders
+// one.
 //
 // # Live sync
 //
 // Live subscribes to collections from cursors and delivers each page of
-// changes in order. It redials with backoff when the connection breaks or
-// goes silent (it pings the server), resuming from the cursor of the last
-// delivery, and answers the server's resync by pulling over HTTP and
-// subscribing again: no change is missed, and one delivered twice merges to
-// the same state.
+// records in order. It redials with backoff when the connection breaks or
+// goes silent (it pings the server after proto.PingInterval of silence and
+// gives up after proto.ClientSilenceTimeout), resuming from the cursor of
+// the last delivery, and answers the server's resync by pulling over HTTP
+// and subscribing again: no change is missed, and one delivered twice
+// merges to the same state. Live messages of unknown types, and unknown
+// keys in any message, are ignored.
 //
-// # Wire types
+// # The protocol
 //
-// The package keeps its own copy of the protocol's message types rather
-// than importing package transport, so a program that only syncs does not
-// link the server, its engine and its stores. A test checks that both
-// encode the same bytes.
+// The package has no protocol definitions of its own: versions, paths,
+// headers, codes, statuses, limits, timings and wire types all come from
+// transport/proto, which the server uses too. Importing proto does not link
+// the server, its engine or its stores.
 package client

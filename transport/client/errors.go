@@ -3,31 +3,15 @@ package client
 import (
 	"errors"
 	"fmt"
-	"net/http"
 	"time"
+
+	"github.com/convergo/convergo/transport/proto"
 )
 
-// Error codes of the protocol (docs/protocol.md). They are stable; messages
-// are for people.
-const (
-	CodeMalformed          = "malformed"
-	CodeInvalid            = "invalid"
-	CodeUnsupportedVersion = "unsupported_version"
-	CodeUnauthenticated    = "unauthenticated"
-	CodeTokenExpired       = "token_expired"
-	CodeForbidden          = "forbidden"
-	CodeNotFound           = "not_found"
-	CodeTooLarge           = "too_large"
-	CodeRateLimited        = "rate_limited"
-	CodeClockDrift         = "clock_drift"
-	CodeUnavailable        = "unavailable"
-	CodeInternal           = "internal"
-)
-
-// Sentinel errors, one per protocol error code. An *Error matches the
-// sentinel of its code with errors.Is; ErrTokenExpired also matches
-// ErrUnauthenticated, since an expired token is one kind of missing
-// authentication.
+// Sentinel errors, one per protocol error code (proto.Codes). An *Error
+// matches the sentinel of its code with errors.Is; ErrTokenExpired also
+// matches ErrUnauthenticated, since an expired token is one kind of missing
+// authentication. Branch on proto's codes (Error.Code) or on these.
 var (
 	ErrMalformed          = errors.New("convergo: malformed")
 	ErrInvalid            = errors.New("convergo: invalid")
@@ -36,46 +20,60 @@ var (
 	ErrTokenExpired       = errors.New("convergo: token expired")
 	ErrForbidden          = errors.New("convergo: forbidden")
 	ErrNotFound           = errors.New("convergo: not found")
+	ErrMethodNotAllowed   = errors.New("convergo: method not allowed")
 	ErrTooLarge           = errors.New("convergo: too large")
+	ErrUpgradeRequired    = errors.New("convergo: upgrade required")
 	ErrRateLimited        = errors.New("convergo: rate limited")
 	ErrClockDrift         = errors.New("convergo: clock drift")
 	ErrUnavailable        = errors.New("convergo: unavailable")
 	ErrInternal           = errors.New("convergo: internal server error")
 
 	// ErrProtocol means the server answered something this client cannot
-	// read: a body that is not CBOR of the expected shape, a message out of
-	// order. It is not retried.
-	ErrProtocol = errors.New("convergo: protocol violation by the server")
+	// read: a body that is not CBOR of the expected shape (a proxy's page,
+	// a truncated answer), a message out of order. The protocol treats it
+	// as a network failure: requests are retried and live sessions redialled
+	// with backoff.
+	ErrProtocol = errors.New("convergo: unreadable answer from the server")
 )
 
+// sentinels maps proto's codes to the sentinels above; a test checks that
+// every code of proto.Codes has one.
 var sentinels = map[string]error{
-	CodeMalformed:          ErrMalformed,
-	CodeInvalid:            ErrInvalid,
-	CodeUnsupportedVersion: ErrUnsupportedVersion,
-	CodeUnauthenticated:    ErrUnauthenticated,
-	CodeTokenExpired:       ErrTokenExpired,
-	CodeForbidden:          ErrForbidden,
-	CodeNotFound:           ErrNotFound,
-	CodeTooLarge:           ErrTooLarge,
-	CodeRateLimited:        ErrRateLimited,
-	CodeClockDrift:         ErrClockDrift,
-	CodeUnavailable:        ErrUnavailable,
-	CodeInternal:           ErrInternal,
+	proto.CodeMalformed:          ErrMalformed,
+	proto.CodeInvalid:            ErrInvalid,
+	proto.CodeUnsupportedVersion: ErrUnsupportedVersion,
+	proto.CodeUnauthenticated:    ErrUnauthenticated,
+	proto.CodeTokenExpired:       ErrTokenExpired,
+	proto.CodeForbidden:          ErrForbidden,
+	proto.CodeNotFound:           ErrNotFound,
+	proto.CodeMethodNotAllowed:   ErrMethodNotAllowed,
+	proto.CodeTooLarge:           ErrTooLarge,
+	proto.CodeUpgradeRequired:    ErrUpgradeRequired,
+	proto.CodeRateLimited:        ErrRateLimited,
+	proto.CodeClockDrift:         ErrClockDrift,
+	proto.CodeUnavailable:        ErrUnavailable,
+	proto.CodeInternal:           ErrInternal,
 }
 
 // Error is an error answered by the server: over HTTP the status and the
-// body {1: code, 2: message}; over WebSocket an "error" message (Status is
-// then 0); for a refused change of a push, the result's code and message.
+// body {1: code, 2: message, 3: request id}; over WebSocket an "error"
+// message (Status is then 0); for a refused change of a push, the result's
+// code and message.
 type Error struct {
 	// Status is the HTTP status, or 0 for WebSocket errors and per-change
 	// refusals.
 	Status int
-	// Code is the stable protocol error code, such as "forbidden".
+	// Code is the stable protocol error code, one of proto's Code*
+	// constants (or a newer server's code this client does not know).
 	Code string
 	// Message is the server's explanation, for people.
 	Message string
 	// Collection is the collection a WebSocket error is about, if any.
 	Collection string
+	// RequestID is the id under which the server logged the request (the
+	// Convergo-Request-Id of the answer), "" when it sent none. Quote it
+	// when reporting a problem.
+	RequestID string
 	// RetryAfter is the server's Retry-After, when it sent one.
 	RetryAfter time.Duration
 }
@@ -94,6 +92,9 @@ func (e *Error) Error() string {
 	if e.Message != "" {
 		s += ": " + e.Message
 	}
+	if e.RequestID != "" {
+		s += " [request " + e.RequestID + "]"
+	}
 	return s
 }
 
@@ -102,38 +103,13 @@ func (e *Error) Is(target error) bool {
 	if s, ok := sentinels[e.Code]; ok && s == target {
 		return true
 	}
-	return e.Code == CodeTokenExpired && target == ErrUnauthenticated
+	return e.Code == proto.CodeTokenExpired && target == ErrUnauthenticated
 }
 
 // Retryable reports whether the same request may succeed later without any
-// change: the server was unavailable, overloaded or rate limiting.
+// change (proto.RetryBackoff): the server was unavailable, overloaded, rate
+// limiting or failed; a code this client does not know counts as one.
 func (e *Error) Retryable() bool {
-	switch e.Status {
-	case http.StatusServiceUnavailable, http.StatusTooManyRequests,
-		http.StatusBadGateway, http.StatusGatewayTimeout:
-		return true
-	}
-	return e.Code == CodeUnavailable || e.Code == CodeRateLimited
-}
-
-// codeForStatus names the code of an error answer that carried none (a
-// proxy's answer, say).
-func codeForStatus(status int) string {
-	switch status {
-	case http.StatusBadRequest:
-		return CodeMalformed
-	case http.StatusUnauthorized:
-		return CodeUnauthenticated
-	case http.StatusForbidden:
-		return CodeForbidden
-	case http.StatusNotFound:
-		return CodeNotFound
-	case http.StatusRequestEntityTooLarge:
-		return CodeTooLarge
-	case http.StatusTooManyRequests:
-		return CodeRateLimited
-	case http.StatusServiceUnavailable, http.StatusBadGateway, http.StatusGatewayTimeout:
-		return CodeUnavailable
-	}
-	return CodeInternal
+	info, _ := proto.Info(e.Code)
+	return info.Retry == proto.RetryBackoff
 }

@@ -2,10 +2,13 @@ package client
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -15,6 +18,7 @@ import (
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/engine"
 	"github.com/convergo/convergo/stores/memory"
+	"github.com/convergo/convergo/transport/proto"
 )
 
 // fakeServer speaks the protocol over an engine on a memory store, with
@@ -45,10 +49,10 @@ func newFakeServer(t *testing.T) *fakeServer {
 	}
 	f := &fakeServer{t: t, eng: eng, maxPush: 1000, conns: map[*websocket.Conn]chan string{}}
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /v1/hello", f.serveHTTP(f.hello))
-	mux.HandleFunc("POST /v1/push", f.serveHTTP(f.push))
-	mux.HandleFunc("POST /v1/pull", f.serveHTTP(f.pull))
-	mux.HandleFunc("GET /v1/live", f.live)
+	mux.HandleFunc("POST "+proto.PathHello, f.serveHTTP(f.hello))
+	mux.HandleFunc("POST "+proto.PathPush, f.serveHTTP(f.push))
+	mux.HandleFunc("POST "+proto.PathPull, f.serveHTTP(f.pull))
+	mux.HandleFunc("GET "+proto.PathLive, f.live)
 	f.srv = httptest.NewServer(mux)
 	t.Cleanup(func() {
 		f.srv.CloseClientConnections()
@@ -73,10 +77,14 @@ func (f *fakeServer) client(t *testing.T, replica string, mod func(*Config)) *Cl
 
 func (f *fakeServer) failWith(fn func(path string) (int, string)) { f.fail.Store(&fn) }
 
+// fakeRequestID is the request id of every error answer of the fake.
+const fakeRequestID = "req-1"
+
 func writeError(w http.ResponseWriter, status int, code, msg string) {
-	b, _ := crdt.Marshal(errorBody{Code: code, Message: msg})
-	w.Header().Set("Content-Type", contentType)
-	w.Header().Set(headerError, code)
+	b, _ := proto.Encode(proto.ErrorBody{Code: code, Message: msg, RequestID: fakeRequestID})
+	w.Header().Set("Content-Type", proto.ContentType)
+	w.Header().Set(proto.HeaderError, code)
+	w.Header().Set(proto.HeaderRequestID, fakeRequestID)
 	w.WriteHeader(status)
 	w.Write(b)
 }
@@ -92,8 +100,8 @@ func (f *fakeServer) serveHTTP(h func(ctx context.Context, body []byte) (any, er
 				return
 			}
 		}
-		if r.Header.Get(headerProtocol) != "1" || r.Header.Get("Content-Type") != contentType {
-			writeError(w, 400, CodeUnsupportedVersion, "headers")
+		if r.Header.Get(proto.HeaderProtocol) != fmt.Sprint(proto.Version) || r.Header.Get("Content-Type") != proto.ContentType {
+			writeError(w, 400, proto.CodeUnsupportedVersion, "headers")
 			return
 		}
 		body, err := io.ReadAll(r.Body)
@@ -102,34 +110,49 @@ func (f *fakeServer) serveHTTP(h func(ctx context.Context, body []byte) (any, er
 		}
 		answer, err := h(r.Context(), body)
 		if err != nil {
-			writeError(w, 400, CodeMalformed, err.Error())
+			writeError(w, 400, proto.CodeMalformed, err.Error())
 			return
 		}
-		b, err := crdt.Marshal(answer)
+		b, err := proto.Encode(answer)
 		if err != nil {
 			f.t.Error(err)
 			return
 		}
-		w.Header().Set("Content-Type", contentType)
+		w.Header().Set("Content-Type", proto.ContentType)
 		w.Write(b)
 	}
 }
 
-func (f *fakeServer) helloAnswer() helloAnswer {
-	return helloAnswer{Protocol: 1, ServerTime: f.eng.ServerTime(), ServerReplica: "srv", MaxPush: f.maxPush, MaxPull: 1000, MaxBody: 4 << 20, MaxDrift: f.eng.MaxDrift().Milliseconds()}
+func (f *fakeServer) helloAnswer() proto.HelloResponse {
+	return proto.HelloResponse{Protocol: proto.Version, ServerTime: f.eng.ServerTime(), ServerReplica: "srv",
+		MaxPush: uint64(f.maxPush), MaxPull: proto.DefaultMaxPullRecords, MaxBodyBytes: proto.DefaultMaxBodyBytes,
+		MaxDrift: f.eng.MaxDrift().Milliseconds(), MaxPageBytes: proto.DefaultMaxPageBytes, MaxMessageBytes: proto.DefaultMaxMessageBytes}
 }
 
 func (f *fakeServer) hello(_ context.Context, body []byte) (any, error) {
-	var req helloRequest
-	if err := crdt.Unmarshal(body, &req); err != nil {
+	var req proto.HelloRequest
+	if err := proto.Decode(body, &req); err != nil {
 		return nil, err
 	}
 	return f.helloAnswer(), nil
 }
 
+func refusal(err error) proto.PushResult {
+	code := proto.CodeInvalid
+	switch {
+	case errors.Is(err, crdt.ErrClockDrift):
+		code = proto.CodeClockDrift
+	case errors.Is(err, crdt.ErrTooLarge), errors.Is(err, engine.ErrTooLarge):
+		code = proto.CodeTooLarge
+	case errors.Is(err, crdt.ErrMalformed):
+		code = proto.CodeMalformed
+	}
+	return proto.PushResult{Status: proto.StatusRefused, Code: code, Message: err.Error()}
+}
+
 func (f *fakeServer) push(ctx context.Context, body []byte) (any, error) {
-	var req pushRequest
-	if err := crdt.Unmarshal(body, &req); err != nil {
+	var req proto.PushRequest
+	if err := proto.Decode(body, &req); err != nil {
 		return nil, err
 	}
 	f.pushes.Add(1)
@@ -137,44 +160,54 @@ func (f *fakeServer) push(ctx context.Context, body []byte) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	var a pushAnswer
-	for _, r := range res {
-		switch r.Status {
-		case engine.StatusApplied:
-			a.Results = append(a.Results, resultWire{Status: 0, Seq: r.Seq})
-		case engine.StatusNoop:
-			a.Results = append(a.Results, resultWire{Status: 1, Seq: r.Seq})
+	var a proto.PushResponse
+	for i, r := range res {
+		switch {
+		case req.Refused != nil && req.Refused[i] != nil:
+			a.Results = append(a.Results, refusal(req.Refused[i]))
+		case r.Status == engine.StatusRefused:
+			a.Results = append(a.Results, refusal(r.Err))
 		default:
-			code := CodeInvalid
-			if errors.Is(r.Err, crdt.ErrClockDrift) {
-				code = CodeClockDrift
-			}
-			a.Results = append(a.Results, resultWire{Status: 2, Code: code, Message: r.Err.Error()})
+			a.Results = append(a.Results, proto.PushResult{Status: r.Status, Lost: r.Lost})
 		}
 	}
 	return a, nil
 }
 
+// page reads a page of coll after cursor, as the server sends it.
+func (f *fakeServer) page(ctx context.Context, coll string, cursor []byte, limit int) (records []crdt.Record, next []byte, more bool, err error) {
+	cur, err := engine.ParseCursor(cursor)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	p, err := f.eng.Pull(ctx, coll, cur, engine.PageLimit{Records: limit})
+	if err != nil {
+		return nil, nil, false, err
+	}
+	records = []crdt.Record{}
+	for _, e := range p.Entries {
+		records = append(records, e.Record)
+	}
+	return records, p.Next.Bytes(), p.More, nil
+}
+
 func (f *fakeServer) pull(ctx context.Context, body []byte) (any, error) {
-	var req pullRequest
-	if err := crdt.Unmarshal(body, &req); err != nil {
+	var req proto.PullRequest
+	if err := proto.Decode(body, &req); err != nil {
 		return nil, err
 	}
-	p, err := f.eng.Pull(ctx, req.Collection, req.Cursor, req.Limit)
+	records, next, more, err := f.page(ctx, req.Collection, req.Cursor, int(req.Limit))
 	if err != nil {
 		return nil, err
 	}
-	a := pullAnswer{Next: p.Next, More: p.More, Entries: []entryWire{}}
-	for _, e := range p.Entries {
-		a.Entries = append(a.Entries, entryWire{Seq: e.Seq, Record: e.Record})
-	}
-	return a, nil
+	return proto.PullResponse{Records: records, Next: next, More: more}, nil
 }
 
-// live serves a WebSocket: hello, then subs streamed from the engine. The
-// control channel of a connection takes "drop" (close it abruptly),
-// "resync:<coll>" (stop streaming coll and send resync), "forbid" (send a
-// fatal forbidden error), "mute" (stop answering pings).
+// live serves a WebSocket: hello, then subs streamed from the engine, each
+// starting with a page even when it is empty. The control channel of a
+// connection takes "drop" (close it abruptly), "resync:<coll>" (stop
+// streaming coll and send resync), "forbid" (send a fatal forbidden error),
+// "mute" (stop answering pings), "raw:<hex>" (send these bytes as a frame).
 func (f *fakeServer) live(w http.ResponseWriter, r *http.Request) {
 	conn, err := websocket.Accept(w, r, nil)
 	if err != nil {
@@ -192,8 +225,8 @@ func (f *fakeServer) live(w http.ResponseWriter, r *http.Request) {
 	}()
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
-	send := func(m any) error {
-		b, err := crdt.Marshal(m)
+	send := func(m proto.Message) error {
+		b, err := proto.EncodeMessage(m)
 		if err != nil {
 			return err
 		}
@@ -203,16 +236,21 @@ func (f *fakeServer) live(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return
 	}
-	var h wsHello
-	if err := crdt.Unmarshal(b, &h); err != nil || h.Type != msgHello {
-		send(wsError{Type: msgError, Code: CodeMalformed, Message: "hello first"})
+	m, err := proto.DecodeClientMessage(b)
+	h, ok := m.(proto.Hello)
+	if err != nil || !ok {
+		send(proto.ErrorMessage{Code: proto.CodeMalformed, Message: "hello first"})
+		return
+	}
+	if h.Protocol != proto.Version {
+		send(proto.ErrorMessage{Code: proto.CodeUnsupportedVersion, Message: "version"})
 		return
 	}
 	if h.Token == "bad" {
-		send(wsError{Type: msgError, Code: CodeUnauthenticated, Message: "bad token"})
+		send(proto.ErrorMessage{Code: proto.CodeUnauthenticated, Message: "bad token"})
 		return
 	}
-	if err := send(wsWelcome{Type: msgWelcome, Hello: f.helloAnswer()}); err != nil {
+	if err := send(proto.Welcome{Hello: f.helloAnswer()}); err != nil {
 		return
 	}
 	var muted atomic.Bool
@@ -220,7 +258,7 @@ func (f *fakeServer) live(w http.ResponseWriter, r *http.Request) {
 		smu     sync.Mutex
 		streams = map[string]context.CancelFunc{}
 	)
-	stream := func(coll string, cursor uint64) {
+	stream := func(coll string, cursor []byte) {
 		sctx, scancel := context.WithCancel(ctx)
 		smu.Lock()
 		if old := streams[coll]; old != nil {
@@ -234,22 +272,18 @@ func (f *fakeServer) live(w http.ResponseWriter, r *http.Request) {
 		}
 		go func() {
 			defer sub.Close()
-			for {
-				p, err := f.eng.Pull(sctx, coll, cursor, 1000)
+			for first := true; ; first = false {
+				records, next, more, err := f.page(sctx, coll, cursor, 1000)
 				if err != nil {
 					return
 				}
-				if len(p.Entries) > 0 {
-					m := wsChanges{Type: msgChanges, Collection: coll, Next: p.Next, More: p.More}
-					for _, e := range p.Entries {
-						m.Entries = append(m.Entries, entryWire{Seq: e.Seq, Record: e.Record})
-					}
-					if send(m) != nil {
+				if len(records) > 0 || first {
+					if send(proto.Changes{Collection: coll, Records: records, Next: next, More: more}) != nil {
 						return
 					}
-					cursor = p.Next
+					cursor = next
 				}
-				if p.More {
+				if more {
 					continue
 				}
 				select {
@@ -274,18 +308,25 @@ func (f *fakeServer) live(w http.ResponseWriter, r *http.Request) {
 				case c == "mute":
 					muted.Store(true)
 				case c == "forbid":
-					send(wsError{Type: msgError, Code: CodeForbidden, Message: "no"})
+					send(proto.ErrorMessage{Code: proto.CodeForbidden, Message: "no"})
 					conn.Close(websocket.StatusPolicyViolation, "forbidden")
 					return
-				case len(c) > 7 && c[:7] == "resync:":
-					coll := c[7:]
+				case strings.HasPrefix(c, "resync:"):
+					coll := strings.TrimPrefix(c, "resync:")
 					smu.Lock()
 					if s := streams[coll]; s != nil {
 						s()
 						delete(streams, coll)
 					}
 					smu.Unlock()
-					send(wsResync{Type: msgResync, Collection: coll})
+					send(proto.Resync{Collection: coll})
+				case strings.HasPrefix(c, "raw:"):
+					b, err := hex.DecodeString(strings.TrimPrefix(c, "raw:"))
+					if err != nil {
+						f.t.Error(err)
+						return
+					}
+					conn.Write(ctx, websocket.MessageBinary, b)
 				}
 			}
 		}
@@ -295,29 +336,17 @@ func (f *fakeServer) live(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return
 		}
-		typ, err := messageType(b)
+		m, err := proto.DecodeClientMessage(b)
 		if err != nil {
 			return
 		}
-		switch typ {
-		case msgSub:
-			var s wsSub
-			if crdt.Unmarshal(b, &s) != nil {
-				return
+		switch m := m.(type) {
+		case proto.Sub:
+			stream(m.Collection, m.Cursor)
+		case proto.Ping:
+			if !muted.Load() {
+				send(proto.Pong{Nonce: m.Nonce})
 			}
-			stream(s.Collection, s.Cursor)
-		case msgPing:
-			if muted.Load() {
-				continue
-			}
-			var p wsPing
-			if crdt.Unmarshal(b, &p) != nil {
-				return
-			}
-			send(struct {
-				Type  string `cbor:"0,keyasint"`
-				Nonce uint64 `cbor:"1,keyasint"`
-			}{msgPong, p.Nonce})
 		}
 	}
 }

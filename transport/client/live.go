@@ -14,31 +14,39 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/transport/proto"
 )
 
 // stableSession is how long a live session must last for the next redial
 // to start from the shortest backoff again.
 const stableSession = time.Second
 
-// ChangesFunc receives the entries of a collection after the client's
-// cursor, and the cursor to resume from after them. Live calls it from one
-// goroutine, in order; it must return before the next delivery.
-type ChangesFunc func(collection string, entries []Entry, next uint64)
+// ChangesFunc receives a page of records of collection that changed after
+// the client's cursor, and the cursor to resume from after them (opaque
+// bytes: store them and pass them back unchanged). Live calls it from one
+// goroutine, in order, for every page the server sends, including the
+// empty one that says a subscription is caught up; it must return before
+// the next delivery.
+type ChangesFunc func(collection string, records []crdt.Record, next []byte)
 
 // Live keeps a WebSocket to the server open and streams the changes of the
-// subscribed collections, each from its cursor in subs, to onChanges. It
-// redials with backoff when the connection drops or stops answering pings,
-// resuming every collection from the cursor of the last delivery, so no
+// subscribed collections, each from its cursor in subs (nil or empty: from
+// the beginning), to onChanges. It redials with backoff when the connection
+// drops or stays silent (it pings the server when it has heard nothing for
+// Config.PingInterval and drops the session after Config.SilenceTimeout),
+// resuming every collection from the cursor of its last delivery, so no
 // change is missed. When the server sends resync for a collection (the
 // client fell behind), Live pulls it over HTTP from the cursor and
-// subscribes again.
+// subscribes again. Messages of types this client does not know are
+// ignored.
 //
-// Live returns when ctx ends (with ctx's error) or when the server refuses
-// the session in a way retrying cannot fix: an *Error matching
-// ErrUnauthenticated (but not ErrTokenExpired, which redials with a fresh
-// token), ErrForbidden, ErrInvalid, ErrMalformed or
-// ErrUnsupportedVersion, or ErrProtocol.
-func (c *Client) Live(ctx context.Context, subs map[string]uint64, onChanges ChangesFunc) error {
+// Live returns when ctx ends (with ctx's error) or when the server sends an
+// error retrying cannot fix: an *Error whose code's proto.Retry is
+// RetryNever, RetryUpgrade (ErrUnsupportedVersion) or RetryAuth, except
+// token_expired (ErrTokenExpired), which redials with a fresh token. An
+// error about one subscription (Error.Collection set) ends Live like one
+// about the session.
+func (c *Client) Live(ctx context.Context, subs map[string][]byte, onChanges ChangesFunc) error {
 	if onChanges == nil {
 		return errors.New("live: onChanges is nil")
 	}
@@ -49,7 +57,7 @@ func (c *Client) Live(ctx context.Context, subs map[string]uint64, onChanges Cha
 	}
 	cursors := maps.Clone(subs)
 	if cursors == nil {
-		cursors = map[string]uint64{}
+		cursors = map[string][]byte{}
 	}
 	attempt := 0
 	for {
@@ -81,25 +89,24 @@ func (c *Client) Live(ctx context.Context, subs map[string]uint64, onChanges Cha
 	}
 }
 
-// fatalLive reports whether a session error ends Live.
+// fatalLive reports whether a session error ends Live: a server error that
+// the code says retrying cannot fix (proto.Info), except token_expired,
+// after which the next dial asks for a fresh token.
 func fatalLive(err error) bool {
-	if errors.Is(err, ErrProtocol) {
-		return true
-	}
 	var e *Error
 	if !errors.As(err, &e) {
+		return false // the network, or an unreadable answer
+	}
+	if e.Code == proto.CodeTokenExpired {
 		return false
 	}
-	switch e.Code {
-	case CodeUnauthenticated, CodeForbidden, CodeInvalid, CodeMalformed, CodeUnsupportedVersion:
-		return true
-	}
-	return false
+	info, _ := proto.Info(e.Code)
+	return info.Retry != proto.RetryBackoff
 }
 
 // liveURL is the WebSocket URL of the live endpoint.
 func (c *Client) liveURL() string {
-	u := c.base + "/v1/live"
+	u := c.base + proto.PathLive
 	if rest, ok := strings.CutPrefix(u, "https://"); ok {
 		return "wss://" + rest
 	}
@@ -108,7 +115,7 @@ func (c *Client) liveURL() string {
 
 // liveSession runs one WebSocket connection until it fails. welcomed
 // reports whether the server opened the session.
-func (c *Client) liveSession(ctx context.Context, cursors map[string]uint64, onChanges ChangesFunc) (welcomed bool, err error) {
+func (c *Client) liveSession(ctx context.Context, cursors map[string][]byte, onChanges ChangesFunc) (welcomed bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	tok, err := c.token(ctx)
@@ -119,13 +126,13 @@ func (c *Client) liveSession(ctx context.Context, cursors map[string]uint64, onC
 	defer hcancel()
 	conn, resp, err := websocket.Dial(hctx, c.liveURL(), &websocket.DialOptions{
 		HTTPClient: c.http,
-		HTTPHeader: http.Header{headerProtocol: {strconv.Itoa(ProtocolVersion)}},
+		HTTPHeader: http.Header{proto.HeaderProtocol: {strconv.Itoa(proto.Version)}},
 	})
 	if err != nil {
 		if resp != nil && resp.StatusCode != http.StatusSwitchingProtocols {
 			var body []byte
 			if resp.Body != nil {
-				body, _ = io.ReadAll(resp.Body)
+				body, _ = io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 			}
 			return false, errorFromResponse(resp, body)
 		}
@@ -135,29 +142,29 @@ func (c *Client) liveSession(ctx context.Context, cursors map[string]uint64, onC
 	conn.SetReadLimit(c.cfg.MaxResponseBytes)
 
 	sent := c.cfg.Now()
-	if err := writeMsg(hctx, conn, wsHello{Type: msgHello, Protocol: ProtocolVersion, Replica: c.cfg.Replica, Token: tok}); err != nil {
+	if err := writeMsg(hctx, conn, proto.Hello{Protocol: proto.Version, Replica: c.cfg.Replica, Token: tok}); err != nil {
 		return false, err
 	}
-	typ, frame, err := readMsg(hctx, conn)
-	if err != nil {
-		return false, err
-	}
-	switch typ {
-	case msgWelcome:
-		var w wsWelcome
-		if err := crdt.Unmarshal(frame, &w); err != nil {
-			return false, fmt.Errorf("%w: welcome: %v", ErrProtocol, err)
+	for open := false; !open; {
+		m, err := readMsg(hctx, conn)
+		if err != nil {
+			return false, err
 		}
-		c.setInfo(w.Hello, sent, c.cfg.Now())
-	case msgError:
-		return false, decodeWSError(frame)
-	default:
-		return false, fmt.Errorf("%w: %q before welcome", ErrProtocol, typ)
+		switch m := m.(type) {
+		case nil: // a type this client does not know
+		case proto.Welcome:
+			c.setInfo(m.Hello, sent, c.cfg.Now())
+			open = true
+		case proto.ErrorMessage:
+			return false, errorFromMessage(m)
+		default:
+			return false, fmt.Errorf("%w: %q before welcome", ErrProtocol, m.MessageType())
+		}
 	}
 	hcancel()
 
 	for coll, cur := range cursors {
-		if err := writeMsg(ctx, conn, wsSub{Type: msgSub, Collection: coll, Cursor: cur}); err != nil {
+		if err := writeMsg(ctx, conn, proto.Sub{Collection: coll, Cursor: cur}); err != nil {
 			return true, err
 		}
 	}
@@ -167,95 +174,94 @@ func (c *Client) liveSession(ctx context.Context, cursors map[string]uint64, onC
 	go c.pinger(ctx, cancel, conn, &lastRead)
 
 	for {
-		typ, frame, err := readMsg(ctx, conn)
+		m, err := readMsg(ctx, conn)
 		if err != nil {
 			return true, err
 		}
 		lastRead.Store(time.Now().UnixNano())
-		switch typ {
-		case msgChanges:
-			var m wsChanges
-			if err := crdt.Unmarshal(frame, &m); err != nil {
-				return true, fmt.Errorf("%w: changes: %v", ErrProtocol, err)
-			}
-			cur, ok := cursors[m.Collection]
-			if !ok {
+		switch m := m.(type) {
+		case proto.Changes:
+			if _, ok := cursors[m.Collection]; !ok {
 				continue // unsubscribed or never asked for: ignore
 			}
-			entries := entriesFromWire(m.Entries)
-			c.observeEntries(entries)
-			if len(entries) > 0 || m.Next > cur {
-				onChanges(m.Collection, entries, max(cur, m.Next))
+			next := m.Next
+			if next == nil {
+				next = []byte{}
 			}
-			cursors[m.Collection] = max(cur, m.Next)
-		case msgResync:
-			var m wsResync
-			if err := crdt.Unmarshal(frame, &m); err != nil {
-				return true, fmt.Errorf("%w: resync: %v", ErrProtocol, err)
-			}
+			c.observeRecords(m.Records)
+			onChanges(m.Collection, m.Records, next)
+			cursors[m.Collection] = next
+		case proto.Resync:
 			if _, ok := cursors[m.Collection]; !ok {
 				continue
 			}
 			if err := c.catchUp(ctx, m.Collection, cursors, onChanges); err != nil {
 				return true, err
 			}
-			if err := writeMsg(ctx, conn, wsSub{Type: msgSub, Collection: m.Collection, Cursor: cursors[m.Collection]}); err != nil {
+			if err := writeMsg(ctx, conn, proto.Sub{Collection: m.Collection, Cursor: cursors[m.Collection]}); err != nil {
 				return true, err
 			}
-		case msgError:
-			return true, decodeWSError(frame)
-		case msgPong, msgAck:
+		case proto.ErrorMessage:
+			return true, errorFromMessage(m)
+		case proto.Pong, nil:
 		default:
-			c.log.Debug("ignoring unknown live message", "type", typ)
+			return true, fmt.Errorf("%w: unexpected %q", ErrProtocol, m.MessageType())
 		}
 	}
 }
 
-// catchUp pulls collection over HTTP from its cursor to the end of its log.
-func (c *Client) catchUp(ctx context.Context, coll string, cursors map[string]uint64, onChanges ChangesFunc) error {
+// catchUp pulls collection over HTTP from its cursor until the server has
+// no more.
+func (c *Client) catchUp(ctx context.Context, coll string, cursors map[string][]byte, onChanges ChangesFunc) error {
 	for {
-		cur := cursors[coll]
-		p, err := c.Pull(ctx, coll, cur, 0)
+		p, err := c.Pull(ctx, coll, cursors[coll], 0)
 		if err != nil {
 			return fmt.Errorf("resync: %w", err)
 		}
-		if len(p.Entries) > 0 || p.Next > cur {
-			onChanges(coll, p.Entries, max(cur, p.Next))
-		}
-		cursors[coll] = max(cur, p.Next)
+		onChanges(coll, p.Records, p.Next)
+		cursors[coll] = p.Next
 		if !p.More {
 			return nil
 		}
 	}
 }
 
-// pinger pings the server every PingInterval and drops the connection
-// (cancelling the session) when nothing was read for two intervals.
+// pinger sends a ping whenever the session has heard nothing for
+// PingInterval, and drops the session (cancelling it) once it has heard
+// nothing for SilenceTimeout.
 func (c *Client) pinger(ctx context.Context, cancel context.CancelFunc, conn *websocket.Conn, lastRead *atomic.Int64) {
-	t := time.NewTicker(c.cfg.PingInterval)
-	defer t.Stop()
 	var nonce uint64
+	lastPing := time.Time{}
 	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if time.Since(time.Unix(0, lastRead.Load())) > 2*c.cfg.PingInterval {
-			c.log.Info("live connection silent; dropping it")
+		heard := time.Unix(0, lastRead.Load())
+		quiet := time.Since(heard)
+		if quiet >= c.cfg.SilenceTimeout {
+			c.log.Info("live connection silent; dropping it", "silent", quiet.Round(time.Millisecond))
 			cancel()
 			return
 		}
-		nonce++
-		if err := writeMsg(ctx, conn, wsPing{Type: msgPing, Nonce: nonce}); err != nil {
-			cancel()
+		since := heard
+		if lastPing.After(since) {
+			since = lastPing
+		}
+		if time.Since(since) >= c.cfg.PingInterval {
+			nonce++
+			if err := writeMsg(ctx, conn, proto.Ping{Nonce: nonce}); err != nil {
+				cancel()
+				return
+			}
+			lastPing = time.Now()
+			since = lastPing
+		}
+		wait := min(time.Until(since.Add(c.cfg.PingInterval)), time.Until(heard.Add(c.cfg.SilenceTimeout)))
+		if err := sleep(ctx, max(wait, time.Millisecond)); err != nil {
 			return
 		}
 	}
 }
 
-func writeMsg(ctx context.Context, conn *websocket.Conn, m any) error {
-	b, err := crdt.Marshal(m)
+func writeMsg(ctx context.Context, conn *websocket.Conn, m proto.Message) error {
+	b, err := proto.EncodeMessage(m)
 	if err != nil {
 		return err
 	}
@@ -265,22 +271,26 @@ func writeMsg(ctx context.Context, conn *websocket.Conn, m any) error {
 	return nil
 }
 
-func readMsg(ctx context.Context, conn *websocket.Conn) (string, []byte, error) {
+// readMsg reads a server message; nil (without error) for a message of a
+// type this client does not know, which the protocol says to ignore.
+func readMsg(ctx context.Context, conn *websocket.Conn) (proto.Message, error) {
 	mt, b, err := conn.Read(ctx)
 	if err != nil {
-		return "", nil, fmt.Errorf("live read: %w", err)
+		return nil, fmt.Errorf("live read: %w", err)
 	}
 	if mt != websocket.MessageBinary {
-		return "", nil, fmt.Errorf("%w: text frame", ErrProtocol)
+		return nil, fmt.Errorf("%w: text frame", ErrProtocol)
 	}
-	typ, err := messageType(b)
-	return typ, b, err
+	m, err := proto.DecodeServerMessage(b)
+	if errors.Is(err, proto.ErrUnknownType) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrProtocol, err)
+	}
+	return m, nil
 }
 
-func decodeWSError(frame []byte) error {
-	var m wsError
-	if err := crdt.Unmarshal(frame, &m); err != nil {
-		return fmt.Errorf("%w: error message: %v", ErrProtocol, err)
-	}
-	return &Error{Code: m.Code, Message: m.Message, Collection: m.Collection}
+func errorFromMessage(m proto.ErrorMessage) *Error {
+	return &Error{Code: m.Code, Message: m.Message, Collection: m.Collection, RequestID: m.RequestID}
 }

@@ -2,10 +2,14 @@ package client
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/transport/proto"
 )
 
 // runLive runs r.Live in the background until the test ends and returns
@@ -49,8 +53,8 @@ func TestLiveStreamsChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "the record written while subscribed", func() bool { return hasValue(a, "c", "after", "f") })
-	if got, want := a.Cursor("c"), f.mustHead(t, "c"); got != want {
-		t.Fatalf("cursor %d, want head %d", got, want)
+	if got, want := f.cursorSeq(t, a.Cursor("c")), f.mustHead(t, "c"); got != want {
+		t.Fatalf("cursor at %d, want head %d", got, want)
 	}
 	if info, ok := a.Client().Info(); !ok || info.ServerReplica != "srv" {
 		t.Fatalf("welcome not recorded: %+v", info)
@@ -107,7 +111,10 @@ func TestLiveResyncPullsAndResubscribes(t *testing.T) {
 
 func TestLiveDropsASilentConnection(t *testing.T) {
 	f := newFakeServer(t)
-	c := f.client(t, "a", func(cfg *Config) { cfg.PingInterval = 30 * time.Millisecond })
+	c := f.client(t, "a", func(cfg *Config) {
+		cfg.PingInterval = 30 * time.Millisecond
+		cfg.SilenceTimeout = 60 * time.Millisecond
+	})
 	r, err := NewReplica(c, ReplicaConfig{Collections: []string{"c"}})
 	if err != nil {
 		t.Fatal(err)
@@ -137,7 +144,7 @@ func TestLiveStopsOnFatalErrors(t *testing.T) {
 	t.Run("unauthenticated", func(t *testing.T) {
 		f := newFakeServer(t)
 		c := f.client(t, "a", func(cfg *Config) { cfg.Token = "bad" })
-		err := c.Live(t.Context(), map[string]uint64{"c": 0}, func(string, []Entry, uint64) {})
+		err := c.Live(t.Context(), map[string][]byte{"c": nil}, func(string, []crdt.Record, []byte) {})
 		if !errors.Is(err, ErrUnauthenticated) {
 			t.Fatalf("got %v, want ErrUnauthenticated", err)
 		}
@@ -146,13 +153,13 @@ func TestLiveStopsOnFatalErrors(t *testing.T) {
 		f := newFakeServer(t)
 		c := f.client(t, "a", nil)
 		errc := make(chan error, 1)
-		go func() { errc <- c.Live(t.Context(), map[string]uint64{"c": 0}, func(string, []Entry, uint64) {}) }()
+		go func() { errc <- c.Live(t.Context(), map[string][]byte{"c": nil}, func(string, []crdt.Record, []byte) {}) }()
 		eventually(t, "a live connection", func() bool { return f.liveConns() == 1 })
 		f.control("forbid")
 		select {
 		case err := <-errc:
 			var e *Error
-			if !errors.As(err, &e) || e.Code != CodeForbidden || e.Status != 0 {
+			if !errors.As(err, &e) || e.Code != proto.CodeForbidden || e.Status != 0 {
 				t.Fatalf("got %v, want a forbidden error message", err)
 			}
 		case <-time.After(10 * time.Second):
@@ -162,10 +169,10 @@ func TestLiveStopsOnFatalErrors(t *testing.T) {
 	t.Run("refused upgrade", func(t *testing.T) {
 		f := newFakeServer(t)
 		f.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			writeError(w, http.StatusForbidden, CodeForbidden, "origin not allowed")
+			writeError(w, http.StatusForbidden, proto.CodeForbidden, "origin not allowed")
 		})
 		c := f.client(t, "a", nil)
-		err := c.Live(t.Context(), map[string]uint64{"c": 0}, func(string, []Entry, uint64) {})
+		err := c.Live(t.Context(), map[string][]byte{"c": nil}, func(string, []crdt.Record, []byte) {})
 		var e *Error
 		if !errors.As(err, &e) || e.Status != 403 || e.Message != "origin not allowed" {
 			t.Fatalf("got %v, want the 403 answer", err)
@@ -174,10 +181,10 @@ func TestLiveStopsOnFatalErrors(t *testing.T) {
 	t.Run("invalid collection", func(t *testing.T) {
 		f := newFakeServer(t)
 		c := f.client(t, "a", nil)
-		if err := c.Live(t.Context(), map[string]uint64{"a:b": 0}, func(string, []Entry, uint64) {}); err == nil {
+		if err := c.Live(t.Context(), map[string][]byte{"a:b": nil}, func(string, []crdt.Record, []byte) {}); err == nil {
 			t.Fatal("Live accepted an invalid collection")
 		}
-		if err := c.Live(t.Context(), map[string]uint64{"c": 0}, nil); err == nil {
+		if err := c.Live(t.Context(), map[string][]byte{"c": nil}, nil); err == nil {
 			t.Fatal("Live accepted a nil onChanges")
 		}
 	})
@@ -188,10 +195,10 @@ func TestLiveRetriesUnavailable(t *testing.T) {
 	inner := f.srv.Config.Handler
 	var n int
 	f.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/v1/live" {
+		if r.URL.Path == proto.PathLive {
 			n++
 			if n <= 2 {
-				writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "down")
+				writeError(w, http.StatusServiceUnavailable, proto.CodeUnavailable, "down")
 				return
 			}
 		}
@@ -200,4 +207,63 @@ func TestLiveRetriesUnavailable(t *testing.T) {
 	a := newReplica(t, f, "a", nil, "c")
 	runLive(t, a)
 	eventually(t, "a live connection after two refusals", func() bool { return f.liveConns() == 1 })
+}
+
+// onlyConn returns the fake's one live connection.
+func (f *fakeServer) onlyConn(t *testing.T) any {
+	t.Helper()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.conns) != 1 {
+		t.Fatalf("%d live connections, want 1", len(f.conns))
+	}
+	for conn := range f.conns {
+		return conn
+	}
+	return nil
+}
+
+func TestLiveIgnoresUnknownTypesAndKeys(t *testing.T) {
+	f := newFakeServer(t)
+	a := newReplica(t, f, "a", nil, "c")
+	runLive(t, a)
+	eventually(t, "a live connection", func() bool { return f.liveConns() == 1 })
+	conn := f.onlyConn(t)
+	rec := crdt.SetField("r", "f", mustValue(t, 1), crdt.Stamp{Wall: 1, Replica: "x"})
+	// A message type of a later version, then a changes message with a key
+	// of a later version: the first is skipped, the second read.
+	unknown := map[int]any{0: "gossip", 1: "hi"}
+	changes := map[int]any{0: proto.TypeChanges, 1: "c", 2: []crdt.Record{rec}, 3: []byte{}, 4: false, 9: "later"}
+	for _, m := range []any{unknown, changes} {
+		b, err := crdt.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.control("raw:" + hex.EncodeToString(b))
+	}
+	eventually(t, "the record of the changes message", func() bool { return hasValue(a, "c", "r", "f") })
+	if f.onlyConn(t) != conn {
+		t.Fatal("the session was redialled")
+	}
+}
+
+func TestLivePingsKeepAQuietSessionOpen(t *testing.T) {
+	f := newFakeServer(t)
+	c := f.client(t, "a", func(cfg *Config) {
+		cfg.PingInterval = 20 * time.Millisecond
+		cfg.SilenceTimeout = 100 * time.Millisecond
+	})
+	r, err := NewReplica(c, ReplicaConfig{Collections: []string{"c"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runLive(t, r)
+	eventually(t, "a live connection", func() bool { return f.liveConns() == 1 })
+	conn := f.onlyConn(t)
+	// Nothing is written, so only pongs answer the client's pings: the
+	// session must outlive several silence timeouts.
+	time.Sleep(500 * time.Millisecond)
+	if f.onlyConn(t) != conn {
+		t.Fatal("a quiet session that answers pings was dropped")
+	}
 }

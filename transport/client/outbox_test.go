@@ -12,6 +12,7 @@ import (
 	"pgregory.net/rapid"
 
 	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/transport/proto"
 )
 
 // Fault modes of a push in the outbox model.
@@ -26,13 +27,13 @@ func faultyServer(t *testing.T, f *fakeServer) *atomic.Int32 {
 	var mode atomic.Int32
 	inner := f.srv.Config.Handler
 	f.srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/v1/push" {
+		if r.URL.Path != proto.PathPush {
 			inner.ServeHTTP(w, r)
 			return
 		}
 		switch mode.Load() {
 		case modeDown:
-			writeError(w, http.StatusServiceUnavailable, CodeUnavailable, "down")
+			writeError(w, http.StatusServiceUnavailable, proto.CodeUnavailable, "down")
 		case modeLost:
 			inner.ServeHTTP(httptest.NewRecorder(), r)
 			if conn, _, err := w.(http.Hijacker).Hijack(); err == nil {

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -18,11 +19,16 @@ import (
 //
 // Local writes (Set, Unset, Delete) are stamped by the client's clock,
 // merged into the local record at once and queued. Sync pushes the outbox,
-// dropping what the server acknowledged (applied or already had) and what it
-// refused for good, keeping the rest for the next attempt, then pulls every
-// collection from its cursor. Since merge is idempotent and commutative,
-// pulled records and local changes may arrive in any order and any number
-// of times.
+// dropping what the server acknowledged (applied, duplicate or superseded)
+// and what it refused for good (kept in Refused), keeping the rest for the
+// next attempt, then pulls every collection from its cursor. Since merge is
+// idempotent and commutative, pulled records and local changes may arrive
+// in any order and any number of times.
+//
+// A superseded change needs no undoing: the newer writes that beat it
+// reach the replica by pull or live sync and win the local merge as they
+// won the server's. A refused change stays merged into the local record
+// until newer writes replace it.
 //
 // A Replica is safe for concurrent use.
 type Replica struct {
@@ -33,7 +39,7 @@ type Replica struct {
 
 	mu      sync.Mutex // guards the fields below
 	records map[string]map[string]crdt.Record
-	cursors map[string]uint64
+	cursors map[string][]byte // opaque, from the server; empty is the beginning
 	outbox  []pending
 	nextID  uint64
 	refused []Refusal
@@ -57,8 +63,8 @@ type ReplicaConfig struct {
 	// pulled.
 	Collections []string
 	// OnResult, when set, is called with each pushed change and the
-	// server's answer for it (applied, no-op or refused), after the outbox
-	// was updated. It must not call back into the Replica's Sync.
+	// server's answer for it (applied, duplicate, superseded or refused),
+	// after the outbox was updated. It must not call back into the Replica's Sync.
 	OnResult func(crdt.Change, Result)
 }
 
@@ -68,13 +74,13 @@ func NewReplica(c *Client, cfg ReplicaConfig) (*Replica, error) {
 		c:        c,
 		onResult: cfg.OnResult,
 		records:  map[string]map[string]crdt.Record{},
-		cursors:  map[string]uint64{},
+		cursors:  map[string][]byte{},
 	}
 	for _, coll := range cfg.Collections {
 		if err := crdt.ValidateCollection(coll); err != nil {
 			return nil, fmt.Errorf("new replica: %w", err)
 		}
-		r.cursors[coll] = 0
+		r.cursors[coll] = []byte{}
 	}
 	return r, nil
 }
@@ -172,11 +178,12 @@ func (r *Replica) Refused() []Refusal {
 	return slices.Clone(r.refused)
 }
 
-// Cursor returns the cursor of collection.
-func (r *Replica) Cursor(collection string) uint64 {
+// Cursor returns the cursor of collection: the server's opaque bytes, empty
+// before the first pull.
+func (r *Replica) Cursor(collection string) []byte {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.cursors[collection]
+	return bytes.Clone(r.cursors[collection])
 }
 
 // Collections returns the kept collections, sorted.
@@ -242,28 +249,36 @@ func (r *Replica) Pull(ctx context.Context) error {
 
 func (r *Replica) pullCollection(ctx context.Context, coll string) error {
 	for {
-		cur := r.Cursor(coll)
-		p, err := r.c.Pull(ctx, coll, cur, 0)
+		from := r.Cursor(coll)
+		p, err := r.c.Pull(ctx, coll, from, 0)
 		if err != nil {
 			return err
 		}
-		r.Apply(coll, p.Entries, p.Next)
+		r.apply(coll, p.Records, from, p.Next)
 		if !p.More {
 			return nil
 		}
 	}
 }
 
-// Apply merges entries received from the server into the local records and
-// advances collection's cursor to next. It is a ChangesFunc, for Live.
-func (r *Replica) Apply(collection string, entries []Entry, next uint64) {
+// Apply merges records received from the server into the local records and
+// sets collection's cursor to next. It is a ChangesFunc, for Live.
+func (r *Replica) Apply(collection string, records []crdt.Record, next []byte) {
+	r.apply(collection, records, nil, next)
+}
+
+// apply merges records and sets collection's cursor to next; with from
+// non-nil, only if the cursor is still from, so that a pull racing a live
+// delivery cannot move the cursor back (cursors are opaque: equality is
+// all a client may test).
+func (r *Replica) apply(collection string, records []crdt.Record, from, next []byte) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for _, e := range entries {
-		r.mergeLocked(collection, e.Record)
+	for _, rec := range records {
+		r.mergeLocked(collection, rec)
 	}
-	if next > r.cursors[collection] {
-		r.cursors[collection] = next
+	if from == nil || bytes.Equal(r.cursors[collection], from) {
+		r.cursors[collection] = bytes.Clone(next)
 	}
 }
 
@@ -271,7 +286,10 @@ func (r *Replica) Apply(collection string, entries []Entry, next uint64) {
 // until ctx ends; see Client.Live.
 func (r *Replica) Live(ctx context.Context) error {
 	r.mu.Lock()
-	subs := maps.Clone(r.cursors)
+	subs := make(map[string][]byte, len(r.cursors))
+	for coll, cur := range r.cursors {
+		subs[coll] = bytes.Clone(cur)
+	}
 	r.mu.Unlock()
 	return r.c.Live(ctx, subs, r.Apply)
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/engine"
 )
 
 // offlineTransport fails every request while off is set, like a network
@@ -99,8 +100,8 @@ func TestReplicaSyncConverges(t *testing.T) {
 	if ra["t2"].Exists() {
 		t.Fatalf("t2 exists after a later delete: %+v", ra["t2"])
 	}
-	if a.Cursor("todos") != f.mustHead(t, "todos") {
-		t.Fatalf("cursor %d, head %d", a.Cursor("todos"), f.mustHead(t, "todos"))
+	if got, want := f.cursorSeq(t, a.Cursor("todos")), f.mustHead(t, "todos"); got != want {
+		t.Fatalf("cursor at %d, head %d", got, want)
 	}
 }
 
@@ -111,6 +112,16 @@ func (f *fakeServer) mustHead(t *testing.T, coll string) uint64 {
 		t.Fatal(err)
 	}
 	return h
+}
+
+// cursorSeq reads a cursor as the server does (clients never do).
+func (f *fakeServer) cursorSeq(t *testing.T, cursor []byte) uint64 {
+	t.Helper()
+	c, err := engine.ParseCursor(cursor)
+	if err != nil {
+		t.Fatalf("cursor %x: %v", cursor, err)
+	}
+	return c.Seq()
 }
 
 func TestReplicaKeepsOutboxWhileOffline(t *testing.T) {
@@ -251,3 +262,41 @@ func TestReplicaObservesPulledStamps(t *testing.T) {
 }
 
 var _ = context.Background
+
+func TestReplicaSupersededIsAcknowledgedAndConverges(t *testing.T) {
+	f := newFakeServer(t)
+	ctx := t.Context()
+	var results []Result
+	ca := f.client(t, "a", nil)
+	a, err := NewReplica(ca, ReplicaConfig{Collections: []string{"c"}, OnResult: func(_ crdt.Change, res Result) {
+		results = append(results, res)
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := newReplica(t, f, "b", nil, "c")
+	// a writes first but syncs last: its write is older than b's.
+	if err := a.Set("c", "r", "f", "a"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Millisecond)
+	if err := b.Set("c", "r", "f", "b"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(results) != 1 || results[0].Status != StatusSuperseded || fmt.Sprint(results[0].Lost) != "[f]" {
+		t.Fatalf("results: got %+v, want one superseded losing [f]", results)
+	}
+	if len(a.Pending()) != 0 || len(a.Refused()) != 0 {
+		t.Fatalf("a superseded change stayed: outbox %d, refused %d", len(a.Pending()), len(a.Refused()))
+	}
+	rec, _ := a.Get("c", "r")
+	if string(rec.Values()["f"]) != string(mustValue(t, "b")) {
+		t.Fatalf("a kept its superseded value: %+v", rec)
+	}
+}

@@ -2,87 +2,161 @@ package client
 
 import (
 	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os/exec"
+	"strings"
+	"sync"
 	"testing"
 
+	"github.com/coder/websocket"
+
 	"github.com/convergo/convergo/crdt"
-	"github.com/convergo/convergo/transport"
+	"github.com/convergo/convergo/transport/proto"
 )
 
-// The client keeps its own copy of the wire types so that it does not link
-// the server. These tests pin both copies to the same bytes.
+// The client and the server share one declaration of the protocol,
+// transport/proto. These tests pin what the client really sends to it: the
+// bytes on the wire are proto's encoding, and proto's server-side decoders
+// read them back. They also check that the client does not link the server.
 
-func TestWireMatchesServer(t *testing.T) {
-	rec := crdt.Record{ID: "r1", Deleted: crdt.Stamp{Wall: 5, Logical: 1, Replica: "a"},
-		Fields: map[string]crdt.Field{"t": {Stamp: crdt.Stamp{Wall: 9, Replica: "b"}, Value: []byte{0x61, 0x78}}, "u": {Stamp: crdt.Stamp{Wall: 8, Replica: "c"}}}}
-	changes := []crdt.Change{{Collection: "notes", Record: rec}}
+func TestClientLinksNoServer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs go list")
+	}
+	out, err := exec.Command("go", "list", "-deps", ".").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	const mod = "github.com/convergo/convergo/"
+	for _, pkg := range strings.Fields(string(out)) {
+		rest, ok := strings.CutPrefix(pkg, mod)
+		if !ok {
+			continue
+		}
+		switch {
+		case rest == "transport", strings.HasPrefix(rest, "engine"), strings.HasPrefix(rest, "stores"):
+			t.Errorf("the client links %s", pkg)
+		}
+	}
+}
+
+func TestRequestBodiesAreProtos(t *testing.T) {
+	var mu sync.Mutex
+	bodies := map[string][]byte{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		bodies[r.URL.Path] = b
+		mu.Unlock()
+		var ans any
+		switch r.URL.Path {
+		case proto.PathHello:
+			ans = proto.HelloResponse{Protocol: proto.Version, MaxPush: 10, MaxBodyBytes: 1 << 20}
+		case proto.PathPush:
+			ans = proto.PushResponse{Results: []proto.PushResult{{Status: proto.StatusApplied}}}
+		case proto.PathPull:
+			ans = proto.PullResponse{Next: []byte{1, 2}}
+		}
+		b, err := proto.Encode(ans)
+		if err != nil {
+			t.Error(err)
+		}
+		w.Write(b)
+	}))
+	defer srv.Close()
+	c, err := New(Config{URL: srv.URL, Replica: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	if _, err := c.Hello(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ch := setChange(t, c, "notes", "r1", "t", "x")
+	if _, err := c.Push(ctx, []crdt.Change{ch}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Pull(ctx, "notes", []byte{9, 8}, 5); err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
-		name         string
-		client, serv any
+		path string
+		want any
+		into any
 	}{
-		{"hello request", helloRequest{Protocol: 1, Replica: "a"}, transport.HelloRequest{Protocol: 1, Replica: "a"}},
-		{"hello answer",
-			helloAnswer{Protocol: 1, ServerTime: 1700000000000, ServerReplica: "srv", MaxPush: 1000, MaxPull: 1000, MaxBody: 4 << 20, MaxDrift: 300000, Subject: "u"},
-			transport.HelloResponse{Protocol: 1, ServerTime: 1700000000000, ServerReplica: "srv", MaxPush: 1000, MaxPull: 1000, MaxBodyBytes: 4 << 20, MaxDrift: 300000, Subject: "u"}},
-		{"push request", pushRequest{Replica: "a", Changes: changes}, transport.PushRequest{Replica: "a", Changes: changes}},
-		{"push answer",
-			pushAnswer{Results: []resultWire{{Status: 0, Seq: 3}, {Status: 1, Seq: 2}, {Status: 2, Code: "clock_drift", Message: "ahead"}}},
-			transport.PushResponse{Results: []transport.PushResult{{Status: 0, Seq: 3}, {Status: 1, Seq: 2}, {Status: 2, Code: "clock_drift", Message: "ahead"}}}},
-		{"pull request", pullRequest{Collection: "notes", Cursor: 7, Limit: 100}, transport.PullRequest{Collection: "notes", Cursor: 7, Limit: 100}},
-		{"pull answer",
-			pullAnswer{Entries: []entryWire{{Seq: 4, Record: rec}}, Next: 4, More: true},
-			transport.PullResponse{Entries: []transport.Entry{{Seq: 4, Record: rec}}, Next: 4, More: true}},
-		{"error", errorBody{Code: "forbidden", Message: "no"}, transport.ErrorBody{Code: "forbidden", Message: "no"}},
+		{proto.PathHello, proto.HelloRequest{Protocol: proto.Version, Replica: "a"}, &proto.HelloRequest{}},
+		{proto.PathPush, proto.PushRequest{Replica: "a", Changes: []crdt.Change{ch}}, &proto.PushRequest{}},
+		{proto.PathPull, proto.PullRequest{Collection: "notes", Cursor: []byte{9, 8}, Limit: 5}, &proto.PullRequest{}},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			a, err := crdt.Marshal(tc.client)
+		t.Run(tc.path, func(t *testing.T) {
+			want, err := proto.Encode(tc.want)
 			if err != nil {
 				t.Fatal(err)
 			}
-			b, err := transport.Encode(tc.serv)
-			if err != nil {
-				t.Fatal(err)
+			if got := bodies[tc.path]; !bytes.Equal(got, want) {
+				t.Fatalf("client sent %x\nproto encodes %x", got, want)
 			}
-			if !bytes.Equal(a, b) {
-				t.Fatalf("client %x\nserver %x", a, b)
+			if err := proto.Decode(bodies[tc.path], tc.into); err != nil {
+				t.Fatalf("the server's decoder: %v", err)
+			}
+			if p, ok := tc.into.(*proto.PushRequest); ok && (p.Refused != nil || !p.Changes[0].Record.Equal(ch.Record)) {
+				t.Fatalf("the server read %+v", p)
 			}
 		})
 	}
 }
 
-func TestLiveMessagesMatchServer(t *testing.T) {
-	rec := crdt.Record{ID: "r1", Fields: map[string]crdt.Field{"t": {Stamp: crdt.Stamp{Wall: 9, Replica: "b"}, Value: []byte{0xf5}}}}
-	for _, tc := range []struct {
-		name   string
-		client any
-		serv   transport.Message
-	}{
-		{"hello", wsHello{Type: msgHello, Protocol: 1, Replica: "a", Token: "tok"}, transport.Hello{Protocol: 1, Replica: "a", Token: "tok"}},
-		{"sub", wsSub{Type: msgSub, Collection: "c", Cursor: 9}, transport.Sub{Collection: "c", Cursor: 9}},
-		{"ping", wsPing{Type: msgPing, Nonce: 3}, transport.Ping{Nonce: 3}},
-		{"welcome", wsWelcome{Type: msgWelcome, Hello: helloAnswer{Protocol: 1, ServerTime: 2, ServerReplica: "s", MaxPush: 1, MaxPull: 2, MaxBody: 3, MaxDrift: 4}},
-			transport.Welcome{Hello: transport.HelloResponse{Protocol: 1, ServerTime: 2, ServerReplica: "s", MaxPush: 1, MaxPull: 2, MaxBodyBytes: 3, MaxDrift: 4}}},
-		{"changes", wsChanges{Type: msgChanges, Collection: "c", Entries: []entryWire{{Seq: 1, Record: rec}}, Next: 1, More: false},
-			transport.Changes{Collection: "c", Entries: []transport.Entry{{Seq: 1, Record: rec}}, Next: 1}},
-		{"error", wsError{Type: msgError, Code: "forbidden", Message: "m", Collection: "c"}, transport.ErrorMessage{Code: "forbidden", Message: "m", Collection: "c"}},
-		{"resync", wsResync{Type: msgResync, Collection: "c"}, transport.Resync{Collection: "c"}},
-		{"ack", wsAck{Type: msgAck, ID: 1, Results: []resultWire{{Status: 1, Seq: 2}}}, transport.Ack{ID: 1, Results: []transport.PushResult{{Status: 1, Seq: 2}}}},
+func TestLiveMessagesAreProtos(t *testing.T) {
+	frames := make(chan []byte, 8)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		conn, err := websocket.Accept(w, r, nil)
+		if err != nil {
+			return
+		}
+		defer conn.CloseNow()
+		ctx := r.Context()
+		for {
+			_, b, err := conn.Read(ctx)
+			if err != nil {
+				return
+			}
+			frames <- b
+			m, err := proto.DecodeClientMessage(b)
+			if err != nil {
+				t.Errorf("the server's decoder: %v", err)
+				return
+			}
+			if _, ok := m.(proto.Hello); ok {
+				w, _ := proto.EncodeMessage(proto.Welcome{Hello: proto.HelloResponse{Protocol: proto.Version}})
+				conn.Write(ctx, websocket.MessageBinary, w)
+			}
+		}
+	}))
+	defer srv.Close()
+	c, err := New(Config{URL: srv.URL, Replica: "a", Token: "tok"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		c.Live(ctx, map[string][]byte{"notes": {7}}, func(string, []crdt.Record, []byte) {})
+	}()
+	defer func() { cancel(); <-done }()
+	for _, want := range []proto.Message{
+		proto.Hello{Protocol: proto.Version, Replica: "a", Token: "tok"},
+		proto.Sub{Collection: "notes", Cursor: []byte{7}},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			a, err := crdt.Marshal(tc.client)
-			if err != nil {
-				t.Fatal(err)
-			}
-			b, err := transport.EncodeMessage(tc.serv)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(a, b) {
-				t.Fatalf("client %x\nserver %x", a, b)
-			}
-			typ, err := messageType(b)
-			if err != nil || typ != tc.name {
-				t.Fatalf("messageType: got %q, %v; want %q", typ, err, tc.name)
-			}
-		})
+		b, err := proto.EncodeMessage(want)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := <-frames; !bytes.Equal(got, b) {
+			t.Fatalf("%s: client sent %x\nproto encodes %x", want.MessageType(), got, b)
+		}
 	}
 }
