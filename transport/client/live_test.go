@@ -153,7 +153,9 @@ func TestLiveStopsOnFatalErrors(t *testing.T) {
 		f := newFakeServer(t)
 		c := f.client(t, "a", nil)
 		errc := make(chan error, 1)
-		go func() { errc <- c.Live(t.Context(), map[string][]byte{"c": nil}, func(string, []crdt.Record, []byte) {}) }()
+		go func() {
+			errc <- c.Live(t.Context(), map[string][]byte{"c": nil}, func(string, []crdt.Record, []byte) {})
+		}()
 		eventually(t, "a live connection", func() bool { return f.liveConns() == 1 })
 		f.control("forbid")
 		select {
