@@ -15,6 +15,15 @@ const MaxWall = 1<<53 - 1
 // MaxLogical is the largest logical counter a stamp may carry.
 const MaxLogical = math.MaxUint32
 
+// MaxIssuedLogical is the largest logical counter a Clock issues: past it
+// the clock carries into the wall part (one millisecond later, counter 0)
+// instead of failing. An honest replica's clock therefore never stamps above
+// it, and a server refuses pushed stamps that do (engine admission); stored
+// records may still hold larger counters, up to MaxLogical, and decode.
+// 65,535 events in one millisecond, or while the clock runs ahead of wall
+// time, is far beyond what one replica makes.
+const MaxIssuedLogical = 1<<16 - 1
+
 // DefaultMaxDrift is how far ahead of local wall time a remote stamp may be
 // before Observe refuses it.
 const DefaultMaxDrift = 5 * time.Minute
@@ -136,25 +145,41 @@ func (c *Clock) Restore(t Timestamp) {
 
 // Now issues the stamp of a local event at wall time wall (the paper's send
 // rule): the wall part is max(last wall, wall) and the counter increments
-// while the wall part stands still. Stamps are strictly increasing even when
-// wall time goes backwards. Now fails with ErrCounterOverflow, leaving the
-// clock unchanged, when the counter would pass MaxLogical.
+// while the wall part stands still, carrying into the wall part past
+// MaxIssuedLogical. Stamps are strictly increasing even when wall time goes
+// backwards. Now fails with ErrCounterOverflow, leaving the clock
+// unchanged, only when the wall part would pass MaxWall.
 func (c *Clock) Now(wall int64) (Stamp, error) {
-	next := Timestamp{Wall: max(c.last.Wall, clampWall(wall))}
-	if next.Wall == c.last.Wall {
-		if c.last.Logical == MaxLogical {
-			return Stamp{}, fmt.Errorf("clock now at %d: %w", c.last.Wall, ErrCounterOverflow)
-		}
-		next.Logical = c.last.Logical + 1
+	next, err := c.after(c.last, clampWall(wall), uint64(c.last.Logical)+1)
+	if err != nil {
+		return Stamp{}, fmt.Errorf("clock now: %w", err)
 	}
 	c.last = next
 	return Stamp{Wall: next.Wall, Logical: next.Logical, Replica: c.replica}, nil
 }
 
+// after returns the timestamp that follows last at wall time wall: wall if
+// it is ahead, else last's wall with counter logical, carried into the
+// wall part when logical passes MaxIssuedLogical.
+func (c *Clock) after(last Timestamp, wall int64, logical uint64) (Timestamp, error) {
+	if wall > last.Wall {
+		return Timestamp{Wall: wall}, nil
+	}
+	if logical <= MaxIssuedLogical {
+		return Timestamp{Wall: last.Wall, Logical: uint32(logical)}, nil
+	}
+	if last.Wall >= MaxWall {
+		return Timestamp{}, fmt.Errorf("at %d: %w", last.Wall, ErrCounterOverflow)
+	}
+	return Timestamp{Wall: last.Wall + 1}, nil
+}
+
 // Observe merges a remote timestamp into the clock at local wall time wall
 // (the paper's receive rule), so every later Now sorts after it. A remote
 // wall time more than MaxDrift ahead of wall is refused with ErrClockDrift
-// and the clock is left unchanged.
+// and the clock is left unchanged. A counter that would pass
+// MaxIssuedLogical carries into the wall part, as in Now, so a remote stamp
+// with a large counter moves the clock at most one millisecond past it.
 func (c *Clock) Observe(remote Timestamp, wall int64) error {
 	wall = clampWall(wall)
 	if remote.Wall < 0 || remote.Wall > MaxWall {
@@ -164,23 +189,15 @@ func (c *Clock) Observe(remote Timestamp, wall int64) error {
 		return fmt.Errorf("clock observe: %w: remote %d is %dms ahead of local %d (max %dms)",
 			ErrClockDrift, remote.Wall, remote.Wall-wall, wall, c.maxDrift)
 	}
-	var next Timestamp
-	next.Wall = max(c.last.Wall, remote.Wall, wall)
-	var logical uint64 // wide, so the overflow check below cannot wrap
-	switch {
-	case next.Wall == c.last.Wall && next.Wall == remote.Wall:
-		logical = uint64(max(c.last.Logical, remote.Logical)) + 1
-	case next.Wall == c.last.Wall:
-		logical = uint64(c.last.Logical) + 1
-	case next.Wall == remote.Wall:
-		logical = uint64(remote.Logical) + 1
-	default:
-		logical = 0
+	// The later of the two readings, and the counter that follows it.
+	top := c.last
+	if remote.Compare(top) > 0 {
+		top = remote
 	}
-	if logical > MaxLogical {
-		return fmt.Errorf("clock observe %d.%d: %w", remote.Wall, remote.Logical, ErrCounterOverflow)
+	next, err := c.after(top, wall, uint64(top.Logical)+1)
+	if err != nil {
+		return fmt.Errorf("clock observe %d.%d: %w", remote.Wall, remote.Logical, err)
 	}
-	next.Logical = uint32(logical)
 	c.last = next
 	return nil
 }

@@ -59,8 +59,9 @@ func TestClockObserve(t *testing.T) {
 		{"physical time largest", Timestamp{1000, 3}, Timestamp{1200, 9}, 1500, Timestamp{1500, 0}, nil},
 		{"remote within drift", Timestamp{}, Timestamp{1000 + 300_000, 0}, 1000, Timestamp{301_000, 1}, nil},
 		{"remote beyond drift", Timestamp{1000, 0}, Timestamp{1000 + 300_001, 0}, 1000, Timestamp{1000, 0}, ErrClockDrift},
-		{"counter overflow refused", Timestamp{1000, MaxLogical}, Timestamp{1000, 1}, 1000, Timestamp{1000, MaxLogical}, ErrCounterOverflow},
-		{"remote counter at max refused", Timestamp{900, 0}, Timestamp{1000, MaxLogical}, 1000, Timestamp{900, 0}, ErrCounterOverflow},
+		{"counter past the issued bound carries", Timestamp{1000, MaxIssuedLogical}, Timestamp{1000, 1}, 1000, Timestamp{1001, 0}, nil},
+		{"remote counter at max carries", Timestamp{900, 0}, Timestamp{1000, MaxLogical}, 1000, Timestamp{1001, 0}, nil},
+		{"carry at the end of time refused", Timestamp{MaxWall, MaxIssuedLogical}, Timestamp{1, 0}, 1000, Timestamp{MaxWall, MaxIssuedLogical}, ErrCounterOverflow},
 		{"remote wall out of range", Timestamp{}, Timestamp{-1, 0}, 1000, Timestamp{}, ErrInvalid},
 	}
 	for _, tt := range tests {
@@ -80,16 +81,18 @@ func TestClockObserve(t *testing.T) {
 
 func TestClockNowOverflow(t *testing.T) {
 	c := mustClock(t, "r1", 0)
-	c.Restore(Timestamp{1000, MaxLogical})
+	c.Restore(Timestamp{MaxWall, MaxIssuedLogical})
 	if _, err := c.Now(1000); !errors.Is(err, ErrCounterOverflow) {
-		t.Fatalf("Now at max counter: got %v, want ErrCounterOverflow", err)
+		t.Fatalf("Now at the end of time: got %v, want ErrCounterOverflow", err)
 	}
-	if got := c.Last(); got != (Timestamp{1000, MaxLogical}) {
+	if got := c.Last(); got != (Timestamp{MaxWall, MaxIssuedLogical}) {
 		t.Fatalf("clock changed by failed Now: got %v", got)
 	}
-	s, err := c.Now(1001)
+	c = mustClock(t, "r1", 0)
+	c.Restore(Timestamp{1000, MaxIssuedLogical})
+	s, err := c.Now(1000)
 	if err != nil || s.Time() != (Timestamp{1001, 0}) {
-		t.Fatalf("Now after wall advanced: got %v, %v; want 1001.0", s, err)
+		t.Fatalf("Now at the issued bound: got %v, %v; want 1001.0", s, err)
 	}
 }
 
@@ -179,4 +182,38 @@ func TestClockRefusesDriftProperty(t *testing.T) {
 			t.Fatalf("remote %dms ahead with drift %d: %v", ahead, drift, err)
 		}
 	})
+}
+
+// A clock never fails for its counter: past MaxIssuedLogical it carries
+// into the wall part, in Now and in Observe, so no stamp it is shown (a
+// forged counter near 2^32, a stored record's) can stop it issuing stamps.
+func TestClockCarriesIntoWall(t *testing.T) {
+	c, err := NewClock(ClockConfig{Replica: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const wall = 1_000_000
+	if err := c.Observe(Timestamp{Wall: wall + 1000, Logical: MaxLogical}, wall); err != nil {
+		t.Fatalf("observe a counter at MaxLogical: %v", err)
+	}
+	if got, want := c.Last(), (Timestamp{Wall: wall + 1001, Logical: 0}); got != want {
+		t.Fatalf("after observing MaxLogical: %v, want %v", got, want)
+	}
+	c.Restore(Timestamp{Wall: wall + 2000, Logical: MaxIssuedLogical})
+	s, err := c.Now(wall)
+	if err != nil {
+		t.Fatalf("now at MaxIssuedLogical: %v", err)
+	}
+	if got, want := s.Time(), (Timestamp{Wall: wall + 2001, Logical: 0}); got != want {
+		t.Fatalf("now after MaxIssuedLogical: %v, want %v", got, want)
+	}
+	// Whatever it observed, it never issues a counter above MaxIssuedLogical.
+	for _, l := range []uint32{MaxIssuedLogical - 1, MaxIssuedLogical, MaxIssuedLogical + 1, MaxLogical - 1} {
+		if err := c.Observe(Timestamp{Wall: c.Last().Wall, Logical: l}, wall); err != nil {
+			t.Fatal(err)
+		}
+		if c.Last().Logical > MaxIssuedLogical {
+			t.Fatalf("observed counter %d: clock at %v", l, c.Last())
+		}
+	}
 }

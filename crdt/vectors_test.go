@@ -240,7 +240,8 @@ func buildVectors(t *testing.T) vectorFile {
 			{"now", 1500, Timestamp{}}, {"observe", 3000, Timestamp{2500, 9}}, {"observe", 2000, Timestamp{2999, 1}}, {"now", 3001, Timestamp{}},
 		}},
 		{"drift", 60_000, Timestamp{}, []step{{"observe", 1000, Timestamp{61_000, 0}}, {"observe", 1000, Timestamp{61_001, 0}}, {"now", 1000, Timestamp{}}}},
-		{"overflow", 0, Timestamp{5000, MaxLogical - 1}, []step{{"now", 5000, Timestamp{}}, {"now", 5000, Timestamp{}}, {"observe", 5000, Timestamp{5000, 3}}, {"now", 5001, Timestamp{}}}},
+		{"carry", 0, Timestamp{5000, MaxIssuedLogical - 1}, []step{{"now", 5000, Timestamp{}}, {"now", 5000, Timestamp{}}, {"observe", 5000, Timestamp{5001, 3}}, {"now", 5001, Timestamp{}}}},
+		{"carry from a huge remote counter", 0, Timestamp{5000, 0}, []step{{"observe", 5000, Timestamp{5000, MaxLogical}}, {"now", 5000, Timestamp{}}}},
 	}
 	for _, cv := range clocks {
 		c := mustClock(t, "r1", timeMS(cv.drift))

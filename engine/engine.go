@@ -80,8 +80,10 @@ type Engine struct {
 	now      func() time.Time
 	log      *slog.Logger
 	poll     time.Duration
-	mu       sync.Mutex // guards clock
-	clock    *crdt.Clock
+	mu       sync.Mutex // guards clocks
+	clocks   map[string]*crdt.Clock // one per collection; see clockOf
+	replica  string
+	maxDrift time.Duration
 	subsMu   sync.Mutex
 	subs     map[string]map[*Subscription]struct{}
 	stopWat  func()
@@ -104,8 +106,10 @@ func Open(cfg Config) (*Engine, error) {
 		}
 		cfg.Replica = "srv-" + hex.EncodeToString(b[:])
 	}
-	clock, err := crdt.NewClock(crdt.ClockConfig{Replica: cfg.Replica, MaxDrift: cfg.MaxDrift})
-	if err != nil {
+	if cfg.MaxDrift == 0 {
+		cfg.MaxDrift = crdt.DefaultMaxDrift
+	}
+	if _, err := crdt.NewClock(crdt.ClockConfig{Replica: cfg.Replica, MaxDrift: cfg.MaxDrift}); err != nil {
 		return nil, fmt.Errorf("engine: %w", err)
 	}
 	if cfg.Now == nil {
@@ -123,7 +127,9 @@ func Open(cfg Config) (*Engine, error) {
 		now:      cfg.Now,
 		log:      cfg.Logger.With("component", "engine"),
 		poll:     cfg.PollInterval,
-		clock:    clock,
+		clocks:   map[string]*crdt.Clock{},
+		replica:  cfg.Replica,
+		maxDrift: cfg.MaxDrift,
 		subs:     map[string]map[*Subscription]struct{}{},
 		resync:   make(chan struct{}, 1),
 		cancel:   cancel,
@@ -156,15 +162,42 @@ func (e *Engine) Close() error {
 }
 
 // Replica returns the id the engine stamps its own writes with.
-func (e *Engine) Replica() string { return e.clock.Replica() }
+func (e *Engine) Replica() string { return e.replica }
 
 func (e *Engine) wall() int64 { return e.now().UnixMilli() }
 
-// Now issues a stamp for a write made by the server itself.
-func (e *Engine) Now() (crdt.Stamp, error) {
+// maxClocks bounds the collections whose clocks the engine keeps.
+const maxClocks = 1 << 16
+
+// clockOf returns the clock of collection. Each collection has its own, so
+// a stamp accepted in one collection (a minute ahead, say, within
+// MaxDrift) moves only that collection's clock: the server's own writes to
+// other collections, which may be another tenant's, keep wall time. Past
+// maxClocks collections an arbitrary clock is dropped; its collection
+// starts a new one at wall time, which costs nothing but order: a server
+// write there may then sort below a stamp the dropped clock had observed,
+// exactly as a write from another server instance on the same store may.
+// Called with e.mu held.
+func (e *Engine) clockOf(collection string) *crdt.Clock {
+	if c, ok := e.clocks[collection]; ok {
+		return c
+	}
+	if len(e.clocks) >= maxClocks {
+		for k := range e.clocks {
+			delete(e.clocks, k)
+			break
+		}
+	}
+	c, _ := crdt.NewClock(crdt.ClockConfig{Replica: e.replica, MaxDrift: e.maxDrift}) // validated in Open
+	e.clocks[collection] = c
+	return c
+}
+
+// Now issues a stamp for a write the server itself makes to collection.
+func (e *Engine) Now(collection string) (crdt.Stamp, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.clock.Now(e.wall())
+	return e.clockOf(collection).Now(e.wall())
 }
 
 // ServerTime returns the server's wall time in milliseconds, for clients
@@ -172,7 +205,7 @@ func (e *Engine) Now() (crdt.Stamp, error) {
 func (e *Engine) ServerTime() int64 { return e.wall() }
 
 // MaxDrift returns the bound on incoming stamps.
-func (e *Engine) MaxDrift() time.Duration { return e.clock.MaxDrift() }
+func (e *Engine) MaxDrift() time.Duration { return e.maxDrift }
 
 // Apply applies changes, any number of them. Each change is checked and its
 // stamps observed on its own: a refused change (a stamp beyond MaxDrift, an
@@ -275,6 +308,9 @@ func (e *Engine) admit(c crdt.Change, wall int64) error {
 		if f.Stamp.IsZero() {
 			return fmt.Errorf("%w: field %q has a zero stamp", crdt.ErrInvalid, name)
 		}
+		if f.Stamp.Logical > crdt.MaxIssuedLogical {
+			return fmt.Errorf("%w: field %q: logical counter %d above %d, which no honest clock issues", crdt.ErrInvalid, name, f.Stamp.Logical, crdt.MaxIssuedLogical)
+		}
 		if f.Stamp.Compare(max) > 0 {
 			max = f.Stamp
 		}
@@ -282,9 +318,12 @@ func (e *Engine) admit(c crdt.Change, wall int64) error {
 	if max.IsZero() {
 		return nil // an empty change: nothing to observe, a no-op
 	}
+	if c.Record.Deleted.Logical > crdt.MaxIssuedLogical {
+		return fmt.Errorf("%w: delete stamp: logical counter %d above %d", crdt.ErrInvalid, c.Record.Deleted.Logical, crdt.MaxIssuedLogical)
+	}
 	// Observing the largest stamp covers the others: the drift check is on
 	// the largest, and the clock ends above all of them.
-	return e.clock.Observe(max.Time(), wall)
+	return e.clockOf(c.Collection).Observe(max.Time(), wall)
 }
 
 // Entry is a record in a collection's change log, at the sequence number

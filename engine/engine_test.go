@@ -67,7 +67,7 @@ func TestApplyStatuses(t *testing.T) {
 		t.Errorf("seqs: got %d and %d, want 1 and 1", res[0].Seq, res[3].Seq)
 	}
 	// The refused future stamp must not have moved the server clock.
-	st, err := e.Now()
+	st, err := e.Now("todos")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -47,7 +47,7 @@ func (e *Engine) Unset(ctx context.Context, collection, id string, names ...stri
 
 // Delete deletes a record: every field written before now is hidden.
 func (e *Engine) Delete(ctx context.Context, collection, id string) error {
-	s, err := e.Now()
+	s, err := e.Now(collection)
 	if err != nil {
 		return err
 	}
@@ -104,7 +104,7 @@ func (e *Engine) current(ctx context.Context, collection, id string) (crdt.Recor
 }
 
 func (e *Engine) write(ctx context.Context, collection, id string, fields Doc, extra func(*crdt.Record, crdt.Stamp)) error {
-	s, err := e.Now()
+	s, err := e.Now(collection)
 	if err != nil {
 		return err
 	}

@@ -159,7 +159,7 @@ func (s *star) write(t *rapid.T) {
 func (s *star) serverWrite(t *rapid.T) {
 	w := drawWrite(t)
 	s.now += rapid.Int64Range(0, 2).Draw(t, "elapsed")
-	st, err := s.engine.Now()
+	st, err := s.engine.Now(starCollection)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -171,6 +171,7 @@ export const MODEL = Object.freeze({
   "maxFieldNameBytes": 256,
   "maxFieldsPerRecord": 1024,
   "maxIdBytes": 512,
+  "maxIssuedLogical": 65535,
   "maxLogical": 4294967295,
   "maxNestedLevels": 24,
   "maxRecordBytes": 307200,

@@ -75,6 +75,7 @@ func Constants() Exported {
 			"maxRecordBytes":       MaxRecordBytes,
 			"maxWall":              MaxWall,
 			"maxLogical":           MaxLogical,
+			"maxIssuedLogical":     MaxIssuedLogical,
 			"maxCursorBytes":       MaxCursorBytes,
 		},
 	}

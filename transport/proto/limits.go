@@ -66,5 +66,6 @@ const (
 	MaxRecordBytes       = crdt.MaxRecordBytes
 	MaxWall              = crdt.MaxWall
 	MaxLogical           = crdt.MaxLogical
+	MaxIssuedLogical     = crdt.MaxIssuedLogical
 	MaxCursorBytes       = 256
 )
