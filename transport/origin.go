@@ -69,10 +69,10 @@ func (s *Server) checkOrigin(w http.ResponseWriter, r *http.Request) error {
 		h := w.Header()
 		h.Set("Access-Control-Allow-Origin", origin)
 		h.Add("Vary", "Origin")
-		h.Set("Access-Control-Expose-proto.Headers", proto.HeaderError+", "+proto.HeaderRetryAfter)
+		h.Set("Access-Control-Expose-Headers", proto.HeaderError+", "+proto.HeaderRetryAfter+", "+proto.HeaderRequestID)
 		if r.Method == http.MethodOptions {
 			h.Set("Access-Control-Allow-Methods", "POST")
-			h.Set("Access-Control-Allow-proto.Headers", "Authorization, Content-Type, Accept, "+proto.HeaderProtocol)
+			h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, Accept, "+proto.HeaderProtocol+", "+proto.HeaderRequestID)
 			h.Set("Access-Control-Max-Age", "600")
 		}
 	}

@@ -664,3 +664,32 @@ func TestSlowBody(t *testing.T) {
 		t.Fatal("connection still open")
 	}
 }
+
+// A preflight from an allowed foreign origin lets the browser send the
+// protocol's headers and read its error and request-id headers.
+func TestCORSHeaders(t *testing.T) {
+	ts := newTestServer(t, func(c *Config) { c.AllowedOrigins = []string{"app.example.com"} })
+	req, err := http.NewRequest(http.MethodOptions, ts.URL+proto.PathPush, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Origin", "https://app.example.com")
+	req.Header.Set("Access-Control-Request-Method", "POST")
+	resp, err := ts.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	allow := resp.Header.Get("Access-Control-Allow-Headers")
+	expose := resp.Header.Get("Access-Control-Expose-Headers")
+	for _, h := range []string{proto.HeaderProtocol, "Authorization", "Content-Type"} {
+		if !strings.Contains(allow, h) {
+			t.Errorf("Access-Control-Allow-Headers %q lacks %s", allow, h)
+		}
+	}
+	for _, h := range []string{proto.HeaderError, proto.HeaderRetryAfter, proto.HeaderRequestID} {
+		if !strings.Contains(expose, h) {
+			t.Errorf("Access-Control-Expose-Headers %q lacks %s", expose, h)
+		}
+	}
+}
