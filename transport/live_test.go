@@ -424,3 +424,14 @@ func TestLiveVersioning(t *testing.T) {
 		t.Fatalf("GET live: %d %s", resp.StatusCode, resp.Header.Get(proto.HeaderError))
 	}
 }
+
+// A live session outlives the request deadline of its upgrade.
+func TestLiveOutlivesRequestTimeout(t *testing.T) {
+	ts := newTestServer(t, func(c *Config) { c.Demo = true; c.Limits.RequestTimeout = 100 * time.Millisecond })
+	c, _ := ts.open(t, "")
+	time.Sleep(400 * time.Millisecond)
+	c.send(proto.Ping{Nonce: 3})
+	if p, ok := c.recv().(proto.Pong); !ok || p.Nonce != 3 {
+		t.Fatalf("after the request timeout: %+v", p)
+	}
+}

@@ -184,9 +184,17 @@ func orDefault(d, def time.Duration) time.Duration {
 // the JS library), on the server's mux.
 func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
 
-// ServeHTTP serves the protocol. Every answer carries the request's id
-// (proto.HeaderRequestID), under which the server logs what it did.
+// ServeHTTP serves the protocol and every handler added with Handle. Every
+// answer carries the request's id (proto.HeaderRequestID), under which the
+// server logs what it did. Every request, whatever its route, must arrive
+// and be answered within Limits.RequestTimeout (socket deadlines), so a
+// client that declares a body and never sends it holds nothing; a
+// WebSocket lifts the deadlines once it is upgraded (live.go).
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rc := http.NewResponseController(w)
+	deadline := time.Now().Add(s.limits.RequestTimeout) // socket deadlines: the real clock
+	_ = rc.SetReadDeadline(deadline)
+	_ = rc.SetWriteDeadline(deadline)
 	w.Header().Set(proto.HeaderRequestID, s.ids.of(r))
 	s.mux.ServeHTTP(w, r)
 }

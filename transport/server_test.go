@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -691,5 +692,29 @@ func TestCORSHeaders(t *testing.T) {
 		if !strings.Contains(expose, h) {
 			t.Errorf("Access-Control-Expose-Headers %q lacks %s", expose, h)
 		}
+	}
+}
+
+// Every route has a deadline: a request whose declared body never comes
+// does not hold its connection, whatever the route (finding: routes outside
+// the API had none).
+func TestEveryRouteHasADeadline(t *testing.T) {
+	ts := newTestServer(t, func(c *Config) { c.Demo = true; c.Limits.RequestTimeout = 200 * time.Millisecond })
+	ts.srv.Handle("/static/", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "file") }))
+	for _, route := range []string{"/healthz", "/readyz", "/metrics", "/static/x.js", "/nope", proto.PathLive, proto.PathPull} {
+		t.Run(route, func(t *testing.T) {
+			conn, err := net.Dial("tcp", ts.Listener.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nabc", route)
+			_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+			start := time.Now()
+			_, err = io.Copy(io.Discard, conn) // the answer, then the close
+			if err != nil {
+				t.Fatalf("connection still open after %v: %v", time.Since(start), err)
+			}
+		})
 	}
 }
