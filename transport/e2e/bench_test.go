@@ -63,9 +63,9 @@ func BenchmarkPull(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		p, err := c.Pull(b.Context(), "bench", 0, 1000)
-		if err != nil || len(p.Entries) != 1000 {
-			b.Fatalf("pull: %d entries, %v", len(p.Entries), err)
+		p, err := c.Pull(b.Context(), "bench", nil, 1000)
+		if err != nil || len(p.Records) != 1000 {
+			b.Fatalf("pull: %d records, %v", len(p.Records), err)
 		}
 	}
 	b.ReportMetric(float64(b.N*1000)/b.Elapsed().Seconds(), "records/s")

@@ -180,9 +180,9 @@ func runConvergence(t *testing.T, store stores.Store) {
 			continue
 		}
 		for _, coll := range colls {
-			for sc.rep.Cursor(coll) < heads[coll] {
+			for cursorSeq(t, sc.rep.Cursor(coll)) < heads[coll] {
 				if time.Now().After(deadline) {
-					t.Fatalf("%s (live): cursor of %s at %d, head %d", sc.name, coll, sc.rep.Cursor(coll), heads[coll])
+					t.Fatalf("%s (live): cursor of %s at %d, head %d", sc.name, coll, cursorSeq(t, sc.rep.Cursor(coll)), heads[coll])
 				}
 				time.Sleep(5 * time.Millisecond)
 			}

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -73,7 +74,7 @@ type crashClient struct {
 	writes  []crdt.Change // everything written, acknowledged or not
 	acked   []crdt.Change
 	applied int // acknowledgements as applied
-	noops   int // acknowledgements as no-ops: applied before, answer lost
+	noops   int // acknowledgements as duplicate or superseded: applied before with the answer lost, or beaten by a later write
 }
 
 // runCrash crashes `convergo serve --store store` while clients push.
@@ -119,7 +120,7 @@ func runCrash(t *testing.T, bin, store string, alsoCrash func(*testing.T), openS
 			switch r.Status {
 			case client.StatusApplied:
 				cc.applied++
-			case client.StatusNoop:
+			case client.StatusDuplicate, client.StatusSuperseded:
 				cc.noops++
 			default:
 				t.Errorf("%s: change %s refused: %v", cc.name, ch.Record.ID, r.Err)
@@ -218,19 +219,20 @@ func runCrash(t *testing.T, bin, store string, alsoCrash func(*testing.T), openS
 		t.Fatalf("the store differs from the merge of every write:\n%s", d)
 	}
 
-	// Applying everything twice is a no-op.
-	head := maxSeq(t, reader, coll)
+	// Applying everything twice changes nothing: each change comes back
+	// duplicate, or superseded when later writes beat some of its fields.
+	head := endCursor(t, reader, coll)
 	res, err := reader.Push(t.Context(), acked)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i, r := range res {
-		if r.Status != client.StatusNoop {
-			t.Fatalf("pushing change %d again: got %s, want noop", i, r.Status)
+		if r.Status != client.StatusDuplicate && r.Status != client.StatusSuperseded {
+			t.Fatalf("pushing change %d again: got %s, want duplicate or superseded", i, r.Status)
 		}
 	}
-	if h := maxSeq(t, reader, coll); h != head {
-		t.Fatalf("pushing again moved the log from %d to %d", head, h)
+	if h := endCursor(t, reader, coll); !bytes.Equal(h, head) {
+		t.Fatalf("pushing again moved the log from cursor %x to %x", head, h)
 	}
 	if d := diffRecords(pullAll(t, reader, coll), state); d != "" {
 		t.Fatalf("pushing again changed the state:\n%s", d)
@@ -291,14 +293,14 @@ func (cc *crashClient) noteWrites(pending []crdt.Change) {
 func pullAll(t *testing.T, c *client.Client, coll string) map[string]crdt.Record {
 	t.Helper()
 	out := map[string]crdt.Record{}
-	var cursor uint64
+	var cursor []byte
 	for {
 		p, err := c.Pull(t.Context(), coll, cursor, 0)
 		if err != nil {
 			t.Fatalf("pull %s: %v", coll, err)
 		}
-		for _, e := range p.Entries {
-			out[e.Record.ID] = e.Record
+		for _, r := range p.Records {
+			out[r.ID] = r
 		}
 		cursor = p.Next
 		if !p.More {
@@ -307,9 +309,10 @@ func pullAll(t *testing.T, c *client.Client, coll string) map[string]crdt.Record
 	}
 }
 
-func maxSeq(t *testing.T, c *client.Client, coll string) uint64 {
+// endCursor pulls coll to its end and returns the cursor there.
+func endCursor(t *testing.T, c *client.Client, coll string) []byte {
 	t.Helper()
-	var cursor uint64
+	var cursor []byte
 	for {
 		p, err := c.Pull(t.Context(), coll, cursor, 0)
 		if err != nil {

@@ -149,7 +149,7 @@ func snapshot(t testing.TB, ctx context.Context, s stores.Store, collection stri
 	out := map[string]crdt.Record{}
 	var cursor uint64
 	for {
-		p, err := s.Pull(ctx, collection, cursor, stores.MaxPage)
+		p, err := s.Pull(ctx, collection, cursor, stores.PageLimit{Records: stores.MaxPage, Bytes: stores.DefaultPageBytes})
 		if err != nil {
 			t.Fatalf("pull %s from the store: %v", collection, err)
 		}
@@ -161,6 +161,17 @@ func snapshot(t testing.TB, ctx context.Context, s stores.Store, collection stri
 			return out
 		}
 	}
+}
+
+// cursorSeq reads a cursor the server handed out, as the server does
+// (clients never look inside one): the sequence number it has read up to.
+func cursorSeq(t testing.TB, cursor []byte) uint64 {
+	t.Helper()
+	c, err := engine.ParseCursor(cursor)
+	if err != nil {
+		t.Fatalf("cursor %x: %v", cursor, err)
+	}
+	return c.Seq()
 }
 
 // diffRecords describes how got differs from want, "" when equal.

@@ -10,8 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/transport"
 	"github.com/convergo/convergo/transport/client"
+	"github.com/convergo/convergo/transport/proto"
 )
 
 // TestLiveTokenRefresh runs a live client whose tokens live about two
@@ -66,9 +68,9 @@ func TestLiveTokenRefresh(t *testing.T) {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for reader.Cursor(coll) < head {
+	for cursorSeq(t, reader.Cursor(coll)) < head {
 		if time.Now().After(deadline) {
-			t.Fatalf("live reader stuck at %d, head %d", reader.Cursor(coll), head)
+			t.Fatalf("live reader stuck at %d, head %d", cursorSeq(t, reader.Cursor(coll)), head)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -92,7 +94,7 @@ type countingTransport struct {
 }
 
 func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	if r.URL.Path == transport.PathPull {
+	if r.URL.Path == proto.PathPull {
 		c.pulls.Add(1)
 	}
 	return c.next.RoundTrip(r)
@@ -120,9 +122,9 @@ func TestLiveResync(t *testing.T) {
 	lctx, stop := context.WithCancel(ctx)
 	liveErr := make(chan error, 1)
 	go func() {
-		liveErr <- rc.Live(lctx, map[string]uint64{coll: 0}, func(coll string, entries []client.Entry, next uint64) {
+		liveErr <- rc.Live(lctx, map[string][]byte{coll: nil}, func(coll string, records []crdt.Record, next []byte) {
 			time.Sleep(3 * time.Millisecond) // a slow application
-			reader.Apply(coll, entries, next)
+			reader.Apply(coll, records, next)
 		})
 	}()
 
@@ -147,9 +149,9 @@ func TestLiveResync(t *testing.T) {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(30 * time.Second)
-	for reader.Cursor(coll) < head {
+	for cursorSeq(t, reader.Cursor(coll)) < head {
 		if time.Now().After(deadline) {
-			t.Fatalf("live reader stuck at %d, head %d", reader.Cursor(coll), head)
+			t.Fatalf("live reader stuck at %d, head %d", cursorSeq(t, reader.Cursor(coll)), head)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
