@@ -111,11 +111,6 @@ func (s *Server) serveLive(w http.ResponseWriter, r *http.Request) {
 	s.mu.Unlock()
 	defer s.wg.Done()
 
-	// The request's deadlines (ServeHTTP) would outlive the upgrade and cut
-	// the session: a session has its own timeouts (hello, idle, write).
-	rc := http.NewResponseController(sw)
-	_ = rc.SetReadDeadline(time.Time{})
-	_ = rc.SetWriteDeadline(time.Time{})
 	ws, err := websocket.Accept(sw, r, &websocket.AcceptOptions{OriginPatterns: s.origins})
 	if err != nil {
 		s.log.Debug("websocket upgrade failed", "addr", addr, "err", err)

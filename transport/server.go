@@ -188,8 +188,9 @@ func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, 
 // answer carries the request's id (proto.HeaderRequestID), under which the
 // server logs what it did. Every request, whatever its route, must arrive
 // and be answered within Limits.RequestTimeout (socket deadlines), so a
-// client that declares a body and never sends it holds nothing; a
-// WebSocket lifts the deadlines once it is upgraded (live.go).
+// client that declares a body and never sends it holds nothing. net/http
+// lifts the deadlines of a connection a WebSocket upgrade hijacks; the
+// session then has its own timeouts (hello, idle, write).
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rc := http.NewResponseController(w)
 	deadline := time.Now().Add(s.limits.RequestTimeout) // socket deadlines: the real clock
