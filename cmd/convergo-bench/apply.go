@@ -25,7 +25,7 @@ import (
 )
 
 // runApply measures scenario 2: how many field changes per second the sync
-// server applies, pushed over HTTP and over WebSocket by concurrent
+// server applies, pushed over HTTP (the protocol's only push) by concurrent
 // clients, on each store, beside the store's own ceiling measured in the
 // same run: redis-benchmark's pipelined SET on the same Redis, a raw
 // BatchWriteItem loop on the same DynamoDB Local, and for the in-memory
@@ -79,14 +79,6 @@ func runApply(args []string) error {
 			emit(sample{Scenario: title, Metric: "field changes/s", Unit: "/s", Better: "higher",
 				Impl: "Convergo server, HTTP push", Ours: true, Run: run, Value: rate,
 				Note: fmt.Sprintf("%d clients, %d changes per push", l.conc, l.batch)})
-			rate, err = l.ws(ctx)
-			if err != nil {
-				fmt.Fprintf(os.Stderr, "apply: %s ws run %d: %v\n", kind, run, err)
-				break
-			}
-			emit(sample{Scenario: title, Metric: "field changes/s", Unit: "/s", Better: "higher",
-				Impl: "Convergo server, WebSocket push", Ours: true, Run: run, Value: rate,
-				Note: fmt.Sprintf("%d connections, %d changes per push, 4 pushes in flight", l.conc, l.batch)})
 		}
 		stopServer()
 		for run := range nruns {
@@ -227,50 +219,6 @@ func (l load) http(ctx context.Context) (float64, error) {
 				return err
 			}
 			count.Add(int64(n))
-		}
-		return nil
-	})
-}
-
-func (l load) ws(ctx context.Context) (float64, error) {
-	const window = 4
-	return l.each(ctx, func(ctx context.Context, w *writer, deadline time.Time, count *atomic.Int64) error {
-		c, err := dialLive(ctx, l.base, w.replica)
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		var next uint64
-		inflight := 0
-		send := func() error {
-			next++
-			inflight++
-			return c.send(ctx, map[int]any{0: "push", 1: next, 2: w.changes(l.batch)})
-		}
-		for range window {
-			if err := send(); err != nil {
-				return err
-			}
-		}
-		for inflight > 0 {
-			m, err := c.read(ctx)
-			if err != nil {
-				return err
-			}
-			if m.typ != "ack" {
-				continue
-			}
-			inflight--
-			n, err := acked(m.results)
-			if err != nil {
-				return err
-			}
-			count.Add(int64(n))
-			if time.Now().Before(deadline) {
-				if err := send(); err != nil {
-					return err
-				}
-			}
 		}
 		return nil
 	})

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/convergo/convergo/transport"
+	"github.com/convergo/convergo/transport/proto"
 )
 
 // runConns measures the server half of scenario 5: the resident memory one
@@ -121,7 +122,7 @@ func dialSession(ctx context.Context, kind, url, replica string) (func(), error)
 	if err != nil {
 		return nil, err
 	}
-	if err := c.send(ctx, map[int]any{0: "sub", 1: transport.DemoCollection, 2: 0}); err != nil {
+	if err := c.send(ctx, proto.Sub{Collection: transport.DemoCollection}); err != nil {
 		c.c.CloseNow()
 		return nil, err
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/jsclient"
 	"github.com/convergo/convergo/transport"
+	"github.com/convergo/convergo/transport/proto"
 )
 
 // seedRecords writes n todo records (title, done, order) into the demo
@@ -324,7 +325,7 @@ func fanoutRun(ctx context.Context, bin, kind string, subs, writes int, interval
 			sem <- struct{}{}
 			c, err := dialLive(runCtx, servers[i%len(servers)].url, fmt.Sprintf("sub-%d", i))
 			if err == nil {
-				err = c.send(runCtx, map[int]any{0: "sub", 1: transport.DemoCollection, 2: 0})
+				err = c.send(runCtx, proto.Sub{Collection: transport.DemoCollection})
 			}
 			<-sem
 			ready <- err
@@ -397,32 +398,17 @@ func fanoutRun(ctx context.Context, bin, kind string, subs, writes int, interval
 
 // changeIDs returns the record ids of a "changes" message, nil for others.
 func changeIDs(b []byte) ([]string, error) {
-	var m struct {
-		Type    string     `cbor:"0,keyasint"`
-		Coll    string     `cbor:"1,keyasint"`
-		Entries []rawEntry `cbor:"2,keyasint"`
-		Next    uint64     `cbor:"3,keyasint"`
-		More    bool       `cbor:"4,keyasint"`
-	}
-	var probe map[int]any
-	if err := crdt.Unmarshal(b, &probe); err != nil {
+	m, err := proto.DecodeServerMessage(b)
+	if err != nil {
 		return nil, err
 	}
-	if t, _ := probe[0].(string); t != "changes" {
+	ch, ok := m.(proto.Changes)
+	if !ok {
 		return nil, nil
 	}
-	if err := crdt.Unmarshal(b, &m); err != nil {
-		return nil, err
-	}
-	ids := make([]string, len(m.Entries))
-	for i, e := range m.Entries {
-		ids[i] = e.Record.ID
+	ids := make([]string, len(ch.Records))
+	for i, r := range ch.Records {
+		ids[i] = r.ID
 	}
 	return ids, nil
-}
-
-type rawEntry struct {
-	_      struct{} `cbor:",toarray"`
-	Seq    uint64
-	Record crdt.Record
 }

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -31,6 +32,7 @@ import (
 	"github.com/convergo/convergo/stores/memory"
 	"github.com/convergo/convergo/stores/redis"
 	"github.com/convergo/convergo/transport"
+	"github.com/convergo/convergo/transport/proto"
 )
 
 // benchServer is a sync server (transport.Server over an engine) on a
@@ -194,25 +196,19 @@ func (s *benchServer) Close() {
 	s.engine.Close()
 }
 
-// pushBody is the body of POST /v1/push.
-type pushBody struct {
-	Replica string        `cbor:"1,keyasint"`
-	Changes []crdt.Change `cbor:"2,keyasint"`
-}
-
-// httpPush pushes changes and returns how many the server applied or
-// already had.
+// httpPush pushes changes and returns how many the server acknowledged
+// (applied, duplicate or superseded).
 func httpPush(ctx context.Context, c *http.Client, base, replica string, changes []crdt.Change) (int, error) {
-	body, err := crdt.Marshal(pushBody{Replica: replica, Changes: changes})
+	body, err := proto.Encode(proto.PushRequest{Replica: replica, Changes: changes})
 	if err != nil {
 		return 0, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/v1/push", bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+proto.PathPush, bytes.NewReader(body))
 	if err != nil {
 		return 0, err
 	}
-	req.Header.Set("Content-Type", "application/cbor")
-	req.Header.Set("Convergo-Protocol", "1")
+	req.Header.Set("Content-Type", proto.ContentType)
+	req.Header.Set(proto.HeaderProtocol, strconv.Itoa(proto.Version))
 	resp, err := c.Do(req)
 	if err != nil {
 		return 0, err
@@ -223,20 +219,20 @@ func httpPush(ctx context.Context, c *http.Client, base, replica string, changes
 		return 0, err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("push: %s: %s", resp.Status, strings.TrimSpace(resp.Header.Get("Convergo-Error")))
+		return 0, fmt.Errorf("push: %s: %s (request %s)", resp.Status, strings.TrimSpace(resp.Header.Get(proto.HeaderError)), resp.Header.Get(proto.HeaderRequestID))
 	}
-	var pr transport.PushResponse
-	if err := crdt.Unmarshal(data, &pr); err != nil {
+	var pr proto.PushResponse
+	if err := proto.Decode(data, &pr); err != nil {
 		return 0, fmt.Errorf("push answer: %w", err)
 	}
 	return acked(pr.Results)
 }
 
-func acked(results []transport.PushResult) (int, error) {
+func acked(results []proto.PushResult) (int, error) {
 	n := 0
 	for _, r := range results {
-		if r.Status == 2 {
-			return n, fmt.Errorf("change refused: %s %s", r.Code, r.Message)
+		if !r.Status.Acknowledged() {
+			return n, fmt.Errorf("change %s: %s %s", r.Status, r.Code, r.Message)
 		}
 		n++
 	}
@@ -249,14 +245,14 @@ type wsConn struct {
 }
 
 func dialLive(ctx context.Context, base, replica string) (*wsConn, error) {
-	u := "ws" + strings.TrimPrefix(base, "http") + "/v1/live"
+	u := "ws" + strings.TrimPrefix(base, "http") + proto.PathLive
 	c, _, err := websocket.Dial(ctx, u, nil)
 	if err != nil {
 		return nil, err
 	}
 	c.SetReadLimit(64 << 20)
 	w := &wsConn{c: c}
-	if err := w.send(ctx, map[int]any{0: "hello", 1: 1, 2: replica, 3: ""}); err != nil {
+	if err := w.send(ctx, proto.Hello{Protocol: proto.Version, Replica: replica}); err != nil {
 		c.CloseNow()
 		return nil, err
 	}
@@ -265,66 +261,35 @@ func dialLive(ctx context.Context, base, replica string) (*wsConn, error) {
 		c.CloseNow()
 		return nil, err
 	}
-	if m.typ != "welcome" {
+	if _, ok := m.(proto.Welcome); !ok {
 		c.CloseNow()
-		return nil, fmt.Errorf("live: got %q, want welcome", m.typ)
+		return nil, fmt.Errorf("live: got %T, want welcome", m)
 	}
 	return w, nil
 }
 
-func (w *wsConn) send(ctx context.Context, msg any) error {
-	b, err := crdt.Marshal(msg)
+func (w *wsConn) send(ctx context.Context, m proto.Message) error {
+	b, err := proto.EncodeMessage(m)
 	if err != nil {
 		return err
 	}
 	return w.c.Write(ctx, websocket.MessageBinary, b)
 }
 
-// liveMsg is a server message with the fields the benchmarks need.
-type liveMsg struct {
-	typ     string
-	id      uint64
-	results []transport.PushResult
-	entries int
-	raw     []byte
-}
-
-type liveWire struct {
-	Type string `cbor:"0,keyasint"`
-}
-
-type ackWire struct {
-	Type    string                 `cbor:"0,keyasint"`
-	ID      uint64                 `cbor:"1,keyasint"`
-	Results []transport.PushResult `cbor:"2,keyasint"`
-}
-
-func (w *wsConn) read(ctx context.Context) (liveMsg, error) {
+// read reads a server message; an error message is returned as an error.
+func (w *wsConn) read(ctx context.Context) (proto.Message, error) {
 	_, b, err := w.c.Read(ctx)
 	if err != nil {
-		return liveMsg{}, err
+		return nil, err
 	}
-	var m map[int]any
-	if err := crdt.Unmarshal(b, &m); err != nil {
-		return liveMsg{}, fmt.Errorf("live message: %w", err)
+	m, err := proto.DecodeServerMessage(b)
+	if err != nil {
+		return nil, fmt.Errorf("live message: %w", err)
 	}
-	typ, _ := m[0].(string)
-	out := liveMsg{typ: typ, raw: b}
-	switch typ {
-	case "ack":
-		var a ackWire
-		if err := crdt.Unmarshal(b, &a); err != nil {
-			return liveMsg{}, fmt.Errorf("ack: %w", err)
-		}
-		out.id, out.results = a.ID, a.Results
-	case "changes":
-		if es, ok := m[2].([]any); ok {
-			out.entries = len(es)
-		}
-	case "error":
-		return out, fmt.Errorf("live error: %v %v", m[1], m[2])
+	if e, ok := m.(proto.ErrorMessage); ok {
+		return m, fmt.Errorf("live error: %s %s", e.Code, e.Message)
 	}
-	return out, nil
+	return m, nil
 }
 
 func (w *wsConn) Close() { w.c.Close(websocket.StatusNormalClosure, "") }
