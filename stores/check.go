@@ -23,14 +23,24 @@ func CheckApply(changes []crdt.Change) error {
 }
 
 // CheckPull validates the arguments of Pull as every store must.
-func CheckPull(collection string, limit int) error {
+func CheckPull(collection string, limit PageLimit) error {
 	if err := crdt.ValidateCollection(collection); err != nil {
 		return fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
-	if limit < 1 || limit > MaxPage {
-		return fmt.Errorf("%w: page limit %d not in 1..%d", ErrInvalid, limit, MaxPage)
+	if limit.Records < 1 || limit.Records > MaxPage {
+		return fmt.Errorf("%w: page limit of %d records not in 1..%d", ErrInvalid, limit.Records, MaxPage)
+	}
+	if limit.Bytes < 1 {
+		return fmt.Errorf("%w: page limit of %d bytes not positive", ErrInvalid, limit.Bytes)
 	}
 	return nil
+}
+
+// PageFits reports whether a record of size encoded bytes joins a page that
+// holds n records of used bytes so far under limit: the first record
+// always does; later ones while the count and the byte budget allow.
+func PageFits(limit PageLimit, n, used, size int) bool {
+	return n == 0 || (n < limit.Records && used+size <= limit.Bytes)
 }
 
 // CheckKey validates a collection name and record id.

@@ -31,9 +31,29 @@ var (
 const (
 	// MaxBatch is the largest number of changes one Apply call takes.
 	MaxBatch = 1000
-	// MaxPage is the largest page Pull returns.
+	// MaxPage is the largest number of records one page of Pull holds
+	// (PageLimit.Records).
 	MaxPage = 1000
+	// DefaultPageBytes is the byte budget of a page for callers with no
+	// better figure (PageLimit.Bytes): 1 MiB, a few round trips' worth on a
+	// slow link and far below what a page of MaxPage records near
+	// crdt.MaxRecordBytes would be (293 MiB). The engine passes its own
+	// configured value.
+	DefaultPageBytes = 1 << 20
 )
+
+// PageLimit bounds one page of Pull by record count and by bytes.
+type PageLimit struct {
+	// Records is the most entries the page holds: 1 to MaxPage.
+	Records int
+	// Bytes is the most bytes the page's records take, each counted as the
+	// length of its deterministic encoding (crdt.EncodeRecord of the merged
+	// record, tombstones included), summed over the page. It must be
+	// positive. The first record of a page always travels, even when it
+	// alone is larger than Bytes, so a page is never empty while the log
+	// has entries after the cursor, and every record can be read.
+	Bytes int
+}
 
 // Result is the outcome of one change of an Apply call.
 //
@@ -77,7 +97,8 @@ type Page struct {
 	// Next is the cursor to pass to the next Pull: the sequence number of the
 	// last entry, or the cursor that was passed in when the page is empty.
 	Next uint64
-	// More reports that entries after Next existed when the page was read.
+	// More reports that entries after Next existed when the page was read:
+	// the page was cut by one of its limits.
 	More bool
 }
 
@@ -109,10 +130,16 @@ type Store interface {
 	// changes. Changes must be valid (crdt validation) and at most MaxBatch.
 	Apply(ctx context.Context, changes []crdt.Change) ([]Result, error)
 
-	// Pull returns up to limit records of collection whose sequence number is
-	// greater than after, in ascending sequence order, each in its current
-	// merged state (tombstones included). limit is 1 to MaxPage.
-	Pull(ctx context.Context, collection string, after uint64, limit int) (Page, error)
+	// Pull returns records of collection whose sequence number is greater
+	// than after, in ascending sequence order, each in its current merged
+	// state (tombstones included): as many as follow after, up to
+	// limit.Records and up to limit.Bytes of encoded records, of which the
+	// first always travels even when it alone is larger (see PageLimit).
+	// More reports that the page was cut by either bound and more entries
+	// follow. A store cuts the page while reading its backend: it does not
+	// read much more than limit.Bytes (at most one record beyond the page)
+	// to return it.
+	Pull(ctx context.Context, collection string, after uint64, limit PageLimit) (Page, error)
 
 	// Get returns the current state of one record and its sequence number,
 	// or ErrNotFound.

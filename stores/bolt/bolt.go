@@ -153,7 +153,7 @@ func (s *Store) view(fn func(*bbolt.Tx) error) error {
 }
 
 // Pull implements stores.Store.
-func (s *Store) Pull(ctx context.Context, collection string, after uint64, limit int) (stores.Page, error) {
+func (s *Store) Pull(ctx context.Context, collection string, after uint64, limit stores.PageLimit) (stores.Page, error) {
 	if err := ctx.Err(); err != nil {
 		return stores.Page{}, fmt.Errorf("pull %s: %w", collection, err)
 	}
@@ -167,8 +167,9 @@ func (s *Store) Pull(ctx context.Context, collection string, after uint64, limit
 			return nil
 		}
 		c := logb.Cursor()
+		used := 0
 		for k, v := c.Seek(seqKey(after + 1)); k != nil; k, v = c.Next() {
-			if len(page.Entries) == limit {
+			if len(page.Entries) == limit.Records {
 				page.More = true
 				break
 			}
@@ -185,6 +186,14 @@ func (s *Store) Pull(ctx context.Context, collection string, after uint64, limit
 			if raw == nil {
 				return fmt.Errorf("%w: log entry %d names record %q, which is missing", ErrCorrupt, seq, v)
 			}
+			// The entry holds the record's encoding after its seq: its size
+			// is known before decoding it.
+			size := len(raw) - 8
+			if !stores.PageFits(limit, len(page.Entries), used, size) {
+				page.More = true
+				break
+			}
+			used += size
 			e, err := decodeEntry(raw, string(v))
 			if err != nil {
 				return err

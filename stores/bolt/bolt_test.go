@@ -79,7 +79,7 @@ func TestReopen(t *testing.T) {
 	if h, err := s.Head(ctx, "todos"); err != nil || h != 3 {
 		t.Fatalf("Head after reopen = %d, %v; want 3", h, err)
 	}
-	p, err := s.Pull(ctx, "todos", 0, 10)
+	p, err := s.Pull(ctx, "todos", 0, stores.PageLimit{Records: 10, Bytes: stores.DefaultPageBytes})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,7 +201,7 @@ func TestCorrupt(t *testing.T) {
 			}
 			_, err = s.Get(ctx, "todos", "a")
 			check("Get", tc.get, err)
-			_, err = s.Pull(ctx, "todos", 0, 10)
+			_, err = s.Pull(ctx, "todos", 0, stores.PageLimit{Records: 10, Bytes: stores.DefaultPageBytes})
 			check("Pull", tc.pull, err)
 			_, err = s.Head(ctx, "todos")
 			check("Head", tc.head, err)

@@ -216,7 +216,7 @@ func checkCrashFile(t *testing.T, path string, acks []ack) int {
 	var cursor uint64
 	seen := map[string]bool{}
 	for {
-		p, err := s.Pull(ctx, crashColl, cursor, stores.MaxPage)
+		p, err := s.Pull(ctx, crashColl, cursor, stores.PageLimit{Records: stores.MaxPage, Bytes: stores.DefaultPageBytes})
 		if err != nil {
 			t.Fatalf("pull after kill: %v", err)
 		}

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 
 	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/stores"
 	"github.com/convergo/convergo/stores/bolt"
 )
 
@@ -39,7 +40,7 @@ func Example() {
 
 	// A reader pulls everything after its cursor: each record once, in its
 	// current state, ordered by the seq of its latest change.
-	page, err := s.Pull(ctx, "todos", 0, 100)
+	page, err := s.Pull(ctx, "todos", 0, stores.PageLimit{Records: 100, Bytes: stores.DefaultPageBytes})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -112,7 +112,7 @@ func TestCaptureJSWriter(t *testing.T) {
 		`"title":{"S":"buy milk"},"done":{"BOOL":false},"n":{"N":"3"},"price":{"N":"2.5"},`+
 		`"tags":{"SS":["b","a"]},"meta":{"M":{"k":{"L":[{"N":"-1"},{"NULL":true},{"B":"AQI="}]}}}}`)
 	seq := awaitSub(t, sub, 1)
-	page, err := eng.Pull(ctx, "todos", 0, 10)
+	page, err := eng.Pull(ctx, "todos", engine.Cursor{}, engine.PageLimit{Records: 10})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +207,7 @@ func TestTwoInstances(t *testing.T) {
 			t.Fatalf("instance b heard of no head >= %d of notes within 30s", want)
 		}
 	}
-	page, err := b.Pull(ctx, "notes", 0, 10)
+	page, err := b.Pull(ctx, "notes", 0, stores.PageLimit{Records: 10, Bytes: stores.DefaultPageBytes})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -228,9 +228,15 @@ func (st *Store) check(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// Pull implements stores.Store with one strongly consistent Query of the
-// collection's log partition (more when a page passes DynamoDB's 1 MB).
-func (st *Store) Pull(ctx context.Context, collection string, after uint64, limit int) (stores.Page, error) {
+// Pull implements stores.Store with strongly consistent Queries of the
+// collection's log partition, cut at limit as it goes. Each Query's Limit is
+// sized to the byte budget left, so that the store reads about the page and
+// one record more, not a full 1 MB response of large records: the first
+// takes as many items as fit the budget at crdt.MaxRecordBytes each (plus
+// one), later ones as many as fit at the average size read so far. A page
+// of many small records thus takes two Queries; a page of large ones reads
+// about one record beyond the budget.
+func (st *Store) Pull(ctx context.Context, collection string, after uint64, limit stores.PageLimit) (stores.Page, error) {
 	if err := st.check(ctx); err != nil {
 		return stores.Page{}, err
 	}
@@ -239,8 +245,9 @@ func (st *Store) Pull(ctx context.Context, collection string, after uint64, limi
 	}
 	page := stores.Page{Next: after}
 	var start map[string]types.AttributeValue
+	used := 0
 	for {
-		want := int32(limit + 1 - len(page.Entries))
+		want := queryLimit(limit, len(page.Entries), used)
 		out, err := st.db.Query(ctx, &awsdynamodb.QueryInput{
 			TableName:                 &st.table,
 			ConsistentRead:            ptr(true),
@@ -254,14 +261,21 @@ func (st *Store) Pull(ctx context.Context, collection string, after uint64, limi
 			return stores.Page{}, translate(ctx, "pull "+collection, err)
 		}
 		for _, item := range out.Items {
-			if len(page.Entries) == limit {
-				page.More = true
-				return page, nil
-			}
 			id, _ := item[attrID].(*types.AttributeValueMemberS)
 			if id == nil {
 				return stores.Page{}, fmt.Errorf("pull %s: log item without a record id", collection)
 			}
+			// The item holds the record's encoding, whose length is the
+			// record's size in the page.
+			size := 0
+			if raw, ok := item[attrRec].(*types.AttributeValueMemberB); ok {
+				size = len(raw.Value)
+			}
+			if !stores.PageFits(limit, len(page.Entries), used, size) {
+				page.More = true
+				return page, nil
+			}
+			used += size
 			e, err := decodeEntry(item, id.Value, attrSK)
 			if err != nil {
 				return stores.Page{}, fmt.Errorf("pull %s: log item of %q: %w", collection, id.Value, err)
@@ -274,6 +288,20 @@ func (st *Store) Pull(ctx context.Context, collection string, after uint64, limi
 		}
 		start = out.LastEvaluatedKey
 	}
+}
+
+// queryLimit is the Limit of the next Query of a page that holds n records
+// of used bytes: one more item than can still join the page (to learn More),
+// counting the items that fit the bytes left at crdt.MaxRecordBytes each for
+// the first Query and at the average size read so far after it. Every Query
+// returns at least one item, so the page always makes progress.
+func queryLimit(limit stores.PageLimit, n, used int) int32 {
+	per := crdt.MaxRecordBytes
+	if n > 0 {
+		per = max(used/n, 1)
+	}
+	fit := max(limit.Bytes-used, 0) / per
+	return int32(min(limit.Records-n, fit) + 1)
 }
 
 // Get implements stores.Store.

@@ -178,7 +178,7 @@ func checkLimits(r crdt.Record) error {
 }
 
 // Pull implements stores.Store.
-func (s *Store) Pull(ctx context.Context, collection string, after uint64, limit int) (stores.Page, error) {
+func (s *Store) Pull(ctx context.Context, collection string, after uint64, limit stores.PageLimit) (stores.Page, error) {
 	if err := ctx.Err(); err != nil {
 		return stores.Page{}, err
 	}
@@ -196,16 +196,20 @@ func (s *Store) Pull(ctx context.Context, collection string, after uint64, limit
 		return page, nil
 	}
 	i := sort.Search(len(c.log), func(i int) bool { return c.log[i].seq > after })
+	var buf []byte
+	used := 0
 	for ; i < len(c.log); i++ {
 		le := c.log[i]
 		e := c.records[le.id]
 		if e.seq != le.seq {
 			continue // stale: the record moved to a later sequence number
 		}
-		if len(page.Entries) == limit {
+		buf = crdt.AppendRecord(buf[:0], e.record)
+		if !stores.PageFits(limit, len(page.Entries), used, len(buf)) {
 			page.More = true
 			break
 		}
+		used += len(buf)
 		page.Entries = append(page.Entries, stores.Entry{Seq: e.seq, Record: e.record.Clone()})
 		page.Next = e.seq
 	}

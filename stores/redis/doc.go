@@ -95,9 +95,13 @@
 // # Reads
 //
 // Pull runs read.lua, which takes one page of the log and the records it
-// names in one atomic step (ZRANGE then HMGET), so every record comes with
-// the sequence number the log lists it under. Get is one HGET and Head one
-// GET. read.lua is marked no-writes, so it may run on a replica.
+// names in one atomic step (ZRANGE, then HGET record by record), so every
+// record comes with the sequence number the log lists it under. The script
+// cuts the page by count and by the records' CBOR size (computed from the
+// blob by size.lua, which merge.lua shares for its size limit), so Redis
+// sends only the page and reads at most one record beyond it. Get is one
+// HGET and Head one GET. read.lua is marked no-writes, so it may run on a
+// replica.
 //
 // # Notifications
 //

@@ -10,6 +10,7 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/convergo/convergo/stores"
 	"github.com/convergo/convergo/stores/storetest"
 )
 
@@ -134,3 +135,6 @@ func testContext(t testing.TB) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+// page10 is a page limit of 10 records and the default byte budget.
+var page10 = stores.PageLimit{Records: 10, Bytes: stores.DefaultPageBytes}

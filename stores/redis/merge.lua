@@ -24,14 +24,11 @@
 -- wrong type) is raised before the first write: Lua scripts have no
 -- rollback.
 
-local byte, sub, fmt, concat = string.byte, string.sub, string.format, table.concat
-local spack, sunpack = struct.pack, struct.unpack
-local ZERO = string.rep('\0', 13) -- the zero stamp: wall 0, logical 0, no replica
-local TWO32 = 4294967296
+-- size.lua comes before this body: it defines byte, sub, sunpack, ZERO,
+-- TWO32, malformed, hsize and cborsize.
 
-local function malformed(what)
-  error('convergo:malformed ' .. what)
-end
+local fmt, concat = string.format, table.concat
+local spack = struct.pack
 
 -- bcmp compares two byte strings lexicographically byte by byte, like Go's
 -- bytes.Compare. Lua's own < on strings uses strcoll, whose order depends on
@@ -191,38 +188,6 @@ local function lost(r, d)
   return out
 end
 
--- hsize is the size of a CBOR head with argument x.
-local function hsize(x)
-  if x < 24 then return 1 end
-  if x < 256 then return 2 end
-  if x < 65536 then return 3 end
-  if x < TWO32 then return 5 end
-  return 9
-end
-
--- ssize is the size of a stamp's CBOR array [wall, logical, replica] (a
--- field's array adds its value's bytes; the array head is one byte either
--- way).
-local function ssize(st)
-  local w1, w2, l = sunpack('>I4I4I4', st)
-  local rl = #st - 13
-  return 1 + hsize(w1 * TWO32 + w2) + hsize(l) + hsize(rl) + rl
-end
-
--- cborsize is the length of crdt.EncodeRecord of the record.
-local function cborsize(id, r)
-  local size = 1 + 1 + hsize(#id) + #id
-  if r.del ~= ZERO then size = size + 1 + ssize(r.del) end
-  if r.nf > 0 then
-    size = size + 1 + hsize(r.nf)
-    for name, f in pairs(r.fields) do
-      size = size + hsize(#name) + #name + ssize(f[1])
-      if f[2] then size = size + f[2] end
-    end
-  end
-  return size
-end
-
 -- serialize writes the record blob: the header and delete stamp, then the
 -- fields' bytes as they arrived, in the record's field order.
 local function serialize(r)
@@ -290,7 +255,7 @@ for _, id in ipairs(order) do
   -- The CBOR encoding is at most this long (doc.go, "# The record blob"),
   -- so the exact size is computed only for records near the limit.
   if #blob + #id + 4 * r.nf + 5 > maxBytes then
-    local size = cborsize(id, r)
+    local size = cborsize(id, blob)
     if size > maxBytes then
       error('convergo:too-large record ' .. id .. ' would be ' .. int(size) .. ' bytes, more than ' .. int(maxBytes))
     end

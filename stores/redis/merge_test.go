@@ -206,7 +206,7 @@ func checkAgainstModel(t fataler, s *Store, m *model, colls []string) {
 			}
 		}
 		slices.SortFunc(want, func(a, b stores.Entry) int { return int(a.Seq) - int(b.Seq) })
-		page, err := s.Pull(ctx, coll, 0, stores.MaxPage)
+		page, err := s.Pull(ctx, coll, 0, stores.PageLimit{Records: stores.MaxPage, Bytes: 1 << 30})
 		if err != nil {
 			t.Fatalf("pull %s: %v", coll, err)
 		}
@@ -475,11 +475,11 @@ func TestSeqLimit(t *testing.T) {
 		if err != nil || res[0].Seq != MaxSeq {
 			t.Fatalf("apply up to MaxSeq: got %+v, %v; want seq %d", res, err, uint64(MaxSeq))
 		}
-		page, err := s.Pull(ctx, coll, MaxSeq-1, 10)
+		page, err := s.Pull(ctx, coll, MaxSeq-1, page10)
 		if err != nil || len(page.Entries) != 1 || page.Next != MaxSeq || page.More {
 			t.Fatalf("pull after MaxSeq-1: got %+v, %v", page, err)
 		}
-		page, err = s.Pull(ctx, coll, MaxSeq, 10)
+		page, err = s.Pull(ctx, coll, MaxSeq, page10)
 		if err != nil || len(page.Entries) != 0 || page.Next != MaxSeq {
 			t.Fatalf("pull after MaxSeq: got %+v, %v", page, err)
 		}
@@ -500,7 +500,7 @@ func TestPullRefusesInconsistentState(t *testing.T) {
 		if err := s.client.ZAdd(ctx, s.logKey(coll), goredis.Z{Score: 2, Member: "ghost"}).Err(); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := s.Pull(ctx, coll, 0, 10); err == nil || !strings.Contains(err.Error(), "ghost") {
+		if _, err := s.Pull(ctx, coll, 0, page10); err == nil || !strings.Contains(err.Error(), "ghost") {
 			t.Fatalf("pull with a log entry without record: got %v, want an error naming it", err)
 		}
 		if err := s.client.HSet(ctx, s.recKey(coll), "r1", []byte{1, 0, 0}).Err(); err != nil {

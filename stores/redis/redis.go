@@ -36,11 +36,21 @@ var (
 	mergeSource string
 	//go:embed read.lua
 	readSource string
+	//go:embed size.lua
+	sizeSource string
 
 	// The scripts are shared by every Store: a Script only caches its SHA1.
-	mergeScript = goredis.NewScript(mergeSource)
-	readScript  = goredis.NewScript(readSource)
+	mergeScript = goredis.NewScript(withPrelude(mergeSource, sizeSource))
+	readScript  = goredis.NewScript(withPrelude(readSource, sizeSource))
 )
+
+// withPrelude returns script with prelude inserted after its first line,
+// the shebang that Redis requires first: both scripts share size.lua's
+// record size arithmetic, written once.
+func withPrelude(script, prelude string) string {
+	shebang, body, _ := strings.Cut(script, "\n")
+	return shebang + "\n" + prelude + body
+}
 
 // Store is a stores.Store on Redis or Redis Cluster. Create it with Open or
 // New; it is safe for concurrent use.
@@ -341,7 +351,7 @@ func mergeResult(item []any) (stores.Result, error) {
 // Pull implements stores.Store. The read script takes the page of the log
 // and its records in one atomic step, so every record is the state that
 // holds the sequence number it is listed under.
-func (s *Store) Pull(ctx context.Context, collection string, after uint64, limit int) (stores.Page, error) {
+func (s *Store) Pull(ctx context.Context, collection string, after uint64, limit stores.PageLimit) (stores.Page, error) {
 	if err := s.begin(ctx); err != nil {
 		return stores.Page{}, err
 	}
@@ -353,18 +363,17 @@ func (s *Store) Pull(ctx context.Context, collection string, after uint64, limit
 		return page, nil // no sequence number is larger
 	}
 	keys := []string{s.logKey(collection), s.recKey(collection)}
-	out, err := readScript.Run(ctx, s.client, keys, strconv.FormatUint(after, 10), limit+1).Slice()
+	out, err := readScript.Run(ctx, s.client, keys, strconv.FormatUint(after, 10), limit.Records, limit.Bytes).Slice()
 	if err != nil {
 		return stores.Page{}, s.fail(ctx, "pull "+collection, err)
 	}
-	if len(out)%2 != 0 {
+	if len(out)%2 != 1 || len(out)/2 > limit.Records {
 		return stores.Page{}, fmt.Errorf("pull %s: read script returned %d items", collection, len(out))
 	}
+	more, _ := out[0].(int64)
+	out = out[1:]
 	n := len(out) / 2
-	if n > limit {
-		page.More = true
-		n = limit
-	}
+	page.More = more == 1
 	page.Entries = make([]stores.Entry, 0, n)
 	for i := range n {
 		id, _ := out[2*i].(string)

@@ -157,7 +157,7 @@ func TestServerCrashAndRestart(t *testing.T) {
 	if head != acked {
 		t.Fatalf("head after restart: got %d, want %d (every acknowledged change)", head, acked)
 	}
-	page, err := s.Pull(ctx, "c", 0, stores.MaxPage)
+	page, err := s.Pull(ctx, "c", 0, stores.PageLimit{Records: stores.MaxPage, Bytes: 1 << 30})
 	if err != nil || len(page.Entries) != acked {
 		t.Fatalf("pull after restart: got %d entries, %v; want %d", len(page.Entries), err, acked)
 	}
@@ -254,7 +254,7 @@ func TestRestrictedUser(t *testing.T) {
 	if err != nil || !res[0].Changed {
 		t.Fatalf("apply as the restricted user: got %+v, %v", res, err)
 	}
-	if page, err := s.Pull(ctx, "c", 0, 10); err != nil || len(page.Entries) != 1 {
+	if page, err := s.Pull(ctx, "c", 0, page10); err != nil || len(page.Entries) != 1 {
 		t.Fatalf("pull as the restricted user: got %+v, %v", page, err)
 	}
 	rec.waitFor(t, "the change", func(_ int, h map[string]uint64) bool { return h["c"] == 1 })

@@ -224,7 +224,7 @@ func TestResyncAfterClientKill(t *testing.T) {
 		// subscription delivers.
 		type state struct {
 			mu      sync.Mutex
-			cursor  uint64
+			cursor  engine.Cursor
 			records map[string]stores.Entry
 		}
 		got := &state{records: map[string]stores.Entry{}}
@@ -236,13 +236,13 @@ func TestResyncAfterClientKill(t *testing.T) {
 					got.mu.Lock()
 					cursor := got.cursor
 					got.mu.Unlock()
-					page, err := eng.Pull(ctx, coll, cursor, 50)
+					page, err := eng.Pull(ctx, coll, cursor, engine.PageLimit{Records: 50})
 					if err != nil {
 						return err
 					}
 					got.mu.Lock()
 					for _, e := range page.Entries {
-						got.records[e.Record.ID] = e
+						got.records[e.Record.ID] = stores.Entry{Seq: e.Seq, Record: e.Record}
 					}
 					got.cursor = page.Next
 					got.mu.Unlock()
@@ -250,7 +250,7 @@ func TestResyncAfterClientKill(t *testing.T) {
 					case <-progress:
 					default:
 					}
-					progress <- page.Next
+					progress <- page.Next.Seq()
 					if !page.More {
 						return nil
 					}
@@ -317,7 +317,7 @@ func TestResyncAfterClientKill(t *testing.T) {
 			case <-deadline:
 				got.mu.Lock()
 				defer got.mu.Unlock()
-				t.Fatalf("consumer stuck at cursor %d, head is %d", got.cursor, head)
+				t.Fatalf("consumer stuck at cursor %d, head is %d", got.cursor.Seq(), head)
 			}
 		}
 		// Every kill was followed by a resubscription, reported as a Resync.
@@ -326,7 +326,7 @@ func TestResyncAfterClientKill(t *testing.T) {
 		// The consumer holds every record in its final state.
 		want := map[string]stores.Entry{}
 		for cursor := uint64(0); ; {
-			page, err := writer.Pull(ctx, coll, cursor, stores.MaxPage)
+			page, err := writer.Pull(ctx, coll, cursor, stores.PageLimit{Records: stores.MaxPage, Bytes: stores.DefaultPageBytes})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -119,7 +119,7 @@ func benchPull(b *testing.B, newStore Factory) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
-		p, err := s.Pull(ctx, "bench", cursor, page)
+		p, err := s.Pull(ctx, "bench", cursor, stores.PageLimit{Records: page, Bytes: 1 << 30})
 		if err != nil {
 			b.Fatal(err)
 		}

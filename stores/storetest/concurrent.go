@@ -104,7 +104,12 @@ func testConcurrent(t *testing.T, f Factory) {
 		rng := rand.New(rand.NewPCG(seed, 99))
 		for {
 			finished := done.Load() // read before the pull: the last pull follows every write
-			limit := 1 + rng.IntN(40)
+			// Pages cut by count and, every other pull, by a small byte
+			// budget.
+			limit := stores.PageLimit{Records: 1 + rng.IntN(40), Bytes: stores.DefaultPageBytes}
+			if rng.IntN(2) == 0 {
+				limit.Bytes = 1 + rng.IntN(2000)
+			}
 			p, err := s.Pull(ctx, coll, cursor, limit)
 			if err != nil {
 				errs <- fmt.Errorf("reader: Pull after %d: %w", cursor, err)
@@ -124,7 +129,7 @@ func testConcurrent(t *testing.T, f Factory) {
 				}
 				view[e.Record.ID] = e
 			}
-			if len(p.Entries) > limit || p.Next != prev || (len(p.Entries) == 0 && p.More) {
+			if len(p.Entries) > limit.Records || p.Next != prev || (len(p.Entries) == 0 && p.More) {
 				errs <- fmt.Errorf("reader: malformed page after %d: %d entries, Next %d, More %v", cursor, len(p.Entries), p.Next, p.More)
 				return
 			}

@@ -16,11 +16,13 @@
 // that passes it keeps the promises the engine relies on: merge semantics
 // equal to crdt.Record.Merge (last writer wins per field, ties decided the
 // same way everywhere, unsets, delete tombstones, revival after a delete);
-// Results that report whether a change altered its record and the record's
-// sequence number; no-op changes that take no sequence number and wake no
-// one; idempotent replay of whole and partial batches; changes to one record
-// in one batch merged in order; independent collections; paging with exact
-// Next and More; a compacted log in ascending order that holds each record
+// Results that report whether a change altered its record, the record's
+// sequence number and the fields of it newer writes beat; no-op changes
+// that take no sequence number and wake no one; idempotent replay of whole
+// and partial batches; changes to one record in one batch merged in order;
+// independent collections; paging with exact Next and More, pages cut by
+// count and by encoded bytes (the first record always travels); a
+// compacted log in ascending order that holds each record
 // once in its current state; Get, Head and ErrNotFound; refusal of invalid
 // input and of records beyond the crdt size limits; the no-gap invariant
 // under many concurrent writers and a tailing reader; Watch notifications as
@@ -30,7 +32,9 @@
 //
 // A suite that passes everything proves nothing. mutants_test.go wraps the
 // in-memory store with one contract violation each (a log whose entries
-// become visible out of order, More on a full last page, Changed on no-ops,
+// become visible out of order, More on a full last page, pages cut by count
+// only, a record larger than the budget held back, Lost never reported,
+// Changed on no-ops,
 // notifications for no-ops or none at all, ignored contexts, a Close that
 // closes nothing) and requires the suite to fail each in the right check.
 //

@@ -21,7 +21,7 @@ func testInvalid(t *testing.T, f Factory) {
 	for _, c := range badColls {
 		_, err := s.Apply(ctx, []crdt.Change{good, chg(c, crdt.SetField("r", "f", val(t, 1), st(1, "a")))})
 		wantErr(t, fmt.Sprintf("Apply to collection %q", c), err, stores.ErrInvalid)
-		_, err = s.Pull(ctx, c, 0, 10)
+		_, err = s.Pull(ctx, c, 0, lim(10))
 		wantErr(t, fmt.Sprintf("Pull of collection %q", c), err, stores.ErrInvalid)
 		_, err = s.Get(ctx, c, "r")
 		wantErr(t, fmt.Sprintf("Get from collection %q", c), err, stores.ErrInvalid)

@@ -138,9 +138,12 @@ func testPageLimits(t *testing.T, f Factory) {
 	if len(p.Entries) != 1 || !p.More || p.Next != seqs[stores.MaxPage-1] {
 		t.Fatalf("page of 1: %d entries, More %v, Next %d", len(p.Entries), p.More, p.Next)
 	}
-	for _, limit := range []int{0, -1, stores.MaxPage + 1, 1 << 40} {
+	for _, limit := range []stores.PageLimit{
+		{Records: 0, Bytes: 1000}, {Records: -1, Bytes: 1000}, {Records: stores.MaxPage + 1, Bytes: 1000}, {Records: 1 << 40, Bytes: 1000},
+		{Records: 10, Bytes: 0}, {Records: 10, Bytes: -1}, {},
+	} {
 		_, err := s.Pull(context.Background(), "big", 0, limit)
-		wantErr(t, fmt.Sprintf("Pull with limit %d", limit), err, stores.ErrInvalid)
+		wantErr(t, fmt.Sprintf("Pull with limit %+v", limit), err, stores.ErrInvalid)
 	}
 }
 

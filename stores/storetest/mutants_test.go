@@ -2,6 +2,7 @@ package storetest_test
 
 import (
 	"context"
+	"math"
 	"os"
 	"os/exec"
 	"strings"
@@ -26,6 +27,8 @@ var mutants = []struct {
 }{
 	{"gap", "ConcurrentWriters", func(m *memory.Store) stores.Store { return &gapStore{Store: m} }},
 	{"more-when-full", "Paging", func(m *memory.Store) stores.Store { return moreWhenFull{m} }},
+	{"counts-only", "PageBytes", func(m *memory.Store) stores.Store { return countsOnly{m} }},
+	{"holds-back-large", "PageBytes", func(m *memory.Store) stores.Store { return holdsBackLarge{m} }},
 	{"changed-always", "NoopTakesNoSeq", func(m *memory.Store) stores.Store { return changedAlways{m} }},
 	{"loses-nothing", "Lost", func(m *memory.Store) stores.Store { return losesNothing{m} }},
 	{"notify-noop", "WatchNoop", func(m *memory.Store) stores.Store { return &notifyNoop{Store: m} }},
@@ -83,7 +86,7 @@ func (s *gapStore) Apply(ctx context.Context, cs []crdt.Change) ([]stores.Result
 	return s.Store.Apply(ctx, cs)
 }
 
-func (s *gapStore) Pull(ctx context.Context, coll string, after uint64, limit int) (stores.Page, error) {
+func (s *gapStore) Pull(ctx context.Context, coll string, after uint64, limit stores.PageLimit) (stores.Page, error) {
 	p, err := s.Store.Pull(ctx, coll, after, limit)
 	if err == nil && len(p.Entries) >= 2 && s.inflight.Load() > 0 && s.n.Add(1)%5 == 0 {
 		p.Entries = p.Entries[1:]
@@ -93,9 +96,32 @@ func (s *gapStore) Pull(ctx context.Context, coll string, after uint64, limit in
 
 type moreWhenFull struct{ *memory.Store }
 
-func (s moreWhenFull) Pull(ctx context.Context, coll string, after uint64, limit int) (stores.Page, error) {
+func (s moreWhenFull) Pull(ctx context.Context, coll string, after uint64, limit stores.PageLimit) (stores.Page, error) {
 	p, err := s.Store.Pull(ctx, coll, after, limit)
-	p.More = p.More || len(p.Entries) == limit
+	p.More = p.More || len(p.Entries) == limit.Records
+	return p, err
+}
+
+// countsOnly cuts pages by count alone, as stores did before PageLimit.Bytes.
+type countsOnly struct{ *memory.Store }
+
+func (s countsOnly) Pull(ctx context.Context, coll string, after uint64, limit stores.PageLimit) (stores.Page, error) {
+	limit.Bytes = math.MaxInt
+	return s.Store.Pull(ctx, coll, after, limit)
+}
+
+// holdsBackLarge ends a page before a record larger than the budget even
+// when it is the first, so the record never travels (and the page is empty
+// but says More).
+type holdsBackLarge struct{ *memory.Store }
+
+func (s holdsBackLarge) Pull(ctx context.Context, coll string, after uint64, limit stores.PageLimit) (stores.Page, error) {
+	p, err := s.Store.Pull(ctx, coll, after, limit)
+	if err == nil && len(p.Entries) > 0 {
+		if enc, _ := crdt.EncodeRecord(p.Entries[0].Record); len(enc) > limit.Bytes {
+			return stores.Page{Next: after, More: true}, nil
+		}
+	}
 	return p, err
 }
 

@@ -38,6 +38,7 @@ func Run(t *testing.T, newStore Factory) {
 		{"CollectionsIndependent", testCollections},
 		{"Paging", testPaging},
 		{"PageLimits", testPageLimits},
+		{"PageBytes", testPageBytes},
 		{"Compaction", testCompaction},
 		{"GetHead", testGetHead},
 		{"InvalidInput", testInvalid},
@@ -130,12 +131,17 @@ func head(t testing.TB, s stores.Store, coll string) uint64 {
 
 func pull(t testing.TB, s stores.Store, coll string, after uint64, limit int) stores.Page {
 	t.Helper()
-	p, err := s.Pull(context.Background(), coll, after, limit)
+	p, err := s.Pull(context.Background(), coll, after, lim(limit))
 	if err != nil {
 		t.Fatalf("Pull(%s, after %d, limit %d): %v", coll, after, limit, err)
 	}
 	checkPage(t, p, after, limit)
 	return p
+}
+
+// lim is a page limit of n records and stores.DefaultPageBytes.
+func lim(n int) stores.PageLimit {
+	return stores.PageLimit{Records: n, Bytes: stores.DefaultPageBytes}
 }
 
 // checkPage checks the shape every page must have.

@@ -223,7 +223,7 @@ func testCancelled(t *testing.T, f Factory) {
 				_, err := s.Apply(ctx, []crdt.Change{chg("cx", crdt.SetField("r", "f", val(t, 2), st(2, "a")))})
 				return err
 			},
-			"Pull": func(ctx context.Context) error { _, err := s.Pull(ctx, "cx", 0, 10); return err },
+			"Pull": func(ctx context.Context) error { _, err := s.Pull(ctx, "cx", 0, lim(10)); return err },
 			"Get":  func(ctx context.Context) error { _, err := s.Get(ctx, "cx", "r"); return err },
 			"Head": func(ctx context.Context) error { _, err := s.Head(ctx, "cx"); return err },
 		}
@@ -259,7 +259,7 @@ func testClosed(t *testing.T, f Factory) {
 	}
 	_, err := s.Apply(ctx, []crdt.Change{chg("cl", crdt.SetField("r", "f", val(t, 2), st(2, "a")))})
 	wantErr(t, "Apply after Close", err, stores.ErrClosed)
-	_, err = s.Pull(ctx, "cl", 0, 10)
+	_, err = s.Pull(ctx, "cl", 0, lim(10))
 	wantErr(t, "Pull after Close", err, stores.ErrClosed)
 	_, err = s.Get(ctx, "cl", "r")
 	wantErr(t, "Get after Close", err, stores.ErrClosed)
@@ -294,7 +294,7 @@ func testCloseWhileBusy(t *testing.T, f Factory) {
 						applied.Add(1)
 					}
 				} else {
-					_, err = s.Pull(ctx, "busy", 0, 10)
+					_, err = s.Pull(ctx, "busy", 0, lim(10))
 				}
 				if errors.Is(err, stores.ErrClosed) {
 					return

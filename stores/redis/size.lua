@@ -1,0 +1,69 @@
+-- Convergo's size prelude: shared by merge.lua and read.lua, which the
+-- store builds as their first line (the shebang), then this file, then
+-- their own body (scripts.go). It reads record blobs (encoding.go) and
+-- computes the length of crdt.EncodeRecord of the record a blob holds.
+
+local byte, sub = string.byte, string.sub
+local sunpack = struct.unpack
+local ZERO = string.rep('\0', 13) -- the zero stamp: wall 0, logical 0, no replica
+local TWO32 = 4294967296
+
+local function malformed(what)
+  error('convergo:malformed ' .. what)
+end
+
+-- hsize is the size of a CBOR head with argument x.
+local function hsize(x)
+  if x < 24 then return 1 end
+  if x < 256 then return 2 end
+  if x < 65536 then return 3 end
+  if x < TWO32 then return 5 end
+  return 9
+end
+
+-- ssize is the size of the CBOR array [wall, logical, replica] of the stamp
+-- at position p of s (a field's array adds its value's bytes; the array
+-- head is one byte either way).
+local function ssize(s, p)
+  local w1, w2, l = sunpack('>I4I4I4', s, p)
+  local rl = byte(s, p + 12)
+  return 1 + hsize(w1 * TWO32 + w2) + hsize(l) + hsize(rl) + rl
+end
+
+-- cborsize is the length of crdt.EncodeRecord of the record in blob s of
+-- record id: the map {1: id, 2: delete stamp unless zero, 3: {name: field}
+-- unless empty}. It walks the blob once without copying it.
+local function cborsize(id, s)
+  local n = #s
+  if n < 22 or byte(s, 1) ~= 1 then malformed('record header') end
+  local size = 1 + 1 + hsize(#id) + #id
+  local p = 23 + byte(s, 22)
+  if p - 1 > n then malformed('stamp') end
+  if p ~= 23 or sub(s, 10, 22) ~= ZERO then size = size + 1 + ssize(s, 10) end
+  local nf = 0
+  while p <= n do
+    if p + 1 > n then malformed('field name') end
+    local nl = byte(s, p) * 256 + byte(s, p + 1)
+    local q = p + 2 + nl -- the stamp
+    if q + 12 > n then malformed('field stamp') end
+    local e = q + 13 + byte(s, q + 12) -- the flag
+    if e > n then malformed('field flag') end
+    size = size + hsize(nl) + nl + ssize(s, q)
+    local flag = byte(s, e)
+    if flag == 1 then
+      if e + 4 > n then malformed('value length') end
+      local b1, b2, b3, b4 = byte(s, e + 1, e + 4)
+      local vlen = ((b1 * 256 + b2) * 256 + b3) * 256 + b4
+      size = size + vlen
+      p = e + 5 + vlen
+      if p - 1 > n then malformed('value') end
+    elseif flag == 0 then
+      p = e + 1
+    else
+      malformed('field flag')
+    end
+    nf = nf + 1
+  end
+  if nf > 0 then size = size + 1 + hsize(nf) end
+  return size
+end
