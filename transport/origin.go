@@ -61,7 +61,7 @@ func (s *Server) checkOrigin(w http.ResponseWriter, r *http.Request) error {
 	if origin == "" {
 		return nil // not a browser, or a same-origin GET
 	}
-	same, ok := s.originAllowed(r, origin)
+	same, ok := s.originAllowed(origin)
 	if !ok {
 		return proto.Errorf(proto.CodeForbidden, "origin %q is not allowed", origin)
 	}
@@ -79,14 +79,20 @@ func (s *Server) checkOrigin(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// originAllowed matches origin the way coder/websocket does: the request's
-// own host, or an AllowedOrigins pattern on the host or on scheme://host.
-func (s *Server) originAllowed(r *http.Request, origin string) (same, ok bool) {
+// originAllowed reports whether a browser page of origin may call the
+// server: as the server's own (PublicOrigins, or loopback with the demo),
+// or as a foreign origin AllowedOrigins lists (a host pattern, or a
+// scheme://host pattern, matched with path.Match). The request's Host
+// header plays no part: a DNS-rebinding page controls it.
+func (s *Server) originAllowed(origin string) (same, ok bool) {
 	u, err := url.Parse(origin)
 	if err != nil || u.Host == "" {
 		return false, false
 	}
-	if strings.EqualFold(u.Host, r.Host) {
+	if s.public[strings.ToLower(u.Scheme+"://"+u.Host)] {
+		return true, true
+	}
+	if s.demo && isLoopback(u.Hostname()) {
 		return true, true
 	}
 	for _, p := range s.origins {
@@ -99,4 +105,14 @@ func (s *Server) originAllowed(r *http.Request, origin string) (same, ok bool) {
 		}
 	}
 	return false, false
+}
+
+// isLoopback reports whether host names this machine: localhost or a
+// loopback address.
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.Unmap().IsLoopback()
 }

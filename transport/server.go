@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"path"
 	"strings"
 	"sync"
@@ -37,6 +38,13 @@ type Config struct {
 	Authorizer Authorizer
 	// Limits bound each client; zero fields take the defaults.
 	Limits Limits
+	// PublicOrigins are the server's own origins: where browsers load the
+	// pages that call it ("https://sync.example.com", scheme://host[:port],
+	// matched exactly). Pages of these origins need no CORS. The request's
+	// Host header is never taken as the server's origin: a DNS-rebinding
+	// page would pass that test. With Demo, loopback origins
+	// (127.0.0.0/8, ::1, localhost, any port) count as the server's own too.
+	PublicOrigins []string
 	// AllowedOrigins are the browser origins, besides the server's own,
 	// allowed to call the API: host patterns ("app.example.com",
 	// "*.example.com") or scheme://host patterns, matched with path.Match.
@@ -75,6 +83,7 @@ type Server struct {
 	auth    Authorizer
 	limits  Limits
 	origins []string
+	public  map[string]bool // lower-case scheme://host[:port]
 	demo    bool
 	log     *slog.Logger
 	now     func() time.Time
@@ -101,6 +110,14 @@ func New(cfg Config) (*Server, error) {
 	limits := cfg.Limits.WithDefaults()
 	if err := limits.Validate(); err != nil {
 		return nil, fmt.Errorf("transport: %w", err)
+	}
+	public := map[string]bool{}
+	for _, o := range cfg.PublicOrigins {
+		u, err := url.Parse(o)
+		if err != nil || u.Scheme == "" || u.Host == "" || u.Path != "" {
+			return nil, fmt.Errorf("transport: public origin %q: want scheme://host[:port]", o)
+		}
+		public[strings.ToLower(u.Scheme+"://"+u.Host)] = true
 	}
 	for _, o := range cfg.AllowedOrigins {
 		if _, err := path.Match(strings.ToLower(o), ""); err != nil {
@@ -133,6 +150,7 @@ func New(cfg Config) (*Server, error) {
 		auth:    cfg.Authorizer,
 		limits:  limits,
 		origins: cfg.AllowedOrigins,
+		public:  public,
 		demo:    cfg.Demo,
 		log:     cfg.Logger.With("component", "transport"),
 		now:     cfg.Now,

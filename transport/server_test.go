@@ -718,3 +718,33 @@ func TestEveryRouteHasADeadline(t *testing.T) {
 		})
 	}
 }
+
+// A DNS-rebinding page sends its own host as both Origin and Host: the
+// request's Host header proves nothing, so only configured public origins
+// (and, for the demo, loopback) count as the server's own.
+func TestOriginIgnoresHostHeader(t *testing.T) {
+	ts := newTestServer(t, func(c *Config) { c.PublicOrigins = []string{"https://sync.example.com"} })
+	tok := ts.token(t, "alice", []string{"*"}, []string{"*"})
+	rebind := func(r *http.Request) {
+		r.Host = "evil.example:8080"
+		r.Header.Set("Origin", "http://evil.example:8080")
+	}
+	if a := ts.post(t, proto.PathPull, tok, proto.PullRequest{Collection: "notes"}, rebind); a.status != http.StatusForbidden {
+		t.Fatalf("rebinding page over HTTP: %d", a.status)
+	}
+	own := func(r *http.Request) { r.Header.Set("Origin", "https://sync.example.com") }
+	if a := ts.post(t, proto.PathPull, tok, proto.PullRequest{Collection: "notes"}, own); a.status != http.StatusOK || a.header.Get("Access-Control-Allow-Origin") != "" {
+		t.Fatalf("public origin: %d", a.status)
+	}
+	// Loopback pages are the server's own only in demo mode.
+	loop := func(r *http.Request) { r.Header.Set("Origin", ts.URL) }
+	if a := ts.post(t, proto.PathPull, tok, proto.PullRequest{Collection: "notes"}, loop); a.status != http.StatusForbidden {
+		t.Fatalf("loopback origin without the demo: %d", a.status)
+	}
+	// The WebSocket upgrade follows the same rule, not the library's own
+	// same-host check.
+	_, resp, err := ts.dial(t, http.Header{"Origin": {"http://" + ts.Listener.Addr().String()}})
+	if err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("loopback origin upgrade without the demo: %v %v", resp, err)
+	}
+}

@@ -30,6 +30,7 @@ type serveConfig struct {
 	store           string
 	secret          string
 	origins         listFlag
+	publicOrigins   listFlag
 	proxies         listFlag
 	demo            bool
 	replica         string
@@ -49,6 +50,7 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "`host:port` of a separate listener for /metrics, /healthz and /readyz; when set, /metrics is not served on --addr")
 	fs.StringVar(&c.store, "store", "bolt:convergo.db", "store `URL`: memory:, bolt:PATH, redis://[user:pass@]host:port[/db][?prefix=P], redis-cluster://host:port,host:port[?prefix=P], dynamodb://TABLE[?region=R&endpoint=URL&create=1&capture=0]")
 	fs.StringVar(&c.secret, "secret", "", "HS256 `secret` that signs access tokens (at least 16 bytes); empty in demo mode means a random one for this run")
+	fs.Var(&c.publicOrigins, "public-origins", "the server's own `origins`, where browsers load the pages that call it, comma-separated scheme://host[:port] (\"https://sync.example.com\"); with --demo, loopback origins count too")
 	fs.Var(&c.origins, "origins", "browser `origins` allowed besides the server's own, comma-separated host or scheme://host patterns (\"app.example.com,https://*.example.org\")")
 	fs.Var(&c.proxies, "trusted-proxies", "`networks` of the load balancers in front of the server (CIDRs or addresses, comma-separated): per-client limits then use X-Forwarded-For")
 	fs.BoolVar(&c.demo, "demo", true, "serve the demo app and let clients without a token read and write "+transport.DemoCollection)
@@ -144,6 +146,7 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 		Authorizer:     auth,
 		Limits:         c.limits,
 		AllowedOrigins: c.origins,
+		PublicOrigins:  c.publicOrigins,
 		TrustedProxies: proxies,
 		Demo:           c.demo,
 		Logger:         log,
