@@ -80,10 +80,11 @@ type Engine struct {
 	now      func() time.Time
 	log      *slog.Logger
 	poll     time.Duration
-	mu       sync.Mutex // guards clocks
+	mu       sync.Mutex             // guards clocks
 	clocks   map[string]*crdt.Clock // one per collection; see clockOf
 	replica  string
 	maxDrift time.Duration
+	commits  commitHealth
 	subsMu   sync.Mutex
 	subs     map[string]map[*Subscription]struct{}
 	stopWat  func()
@@ -253,6 +254,7 @@ func (e *Engine) Apply(ctx context.Context, changes []crdt.Change) ([]Result, er
 func (e *Engine) applyStored(ctx context.Context, changes []crdt.Change, index []int, results []Result) error {
 	stored, err := e.store.Apply(ctx, changes)
 	refusable := errors.Is(err, stores.ErrTooLarge) || errors.Is(err, stores.ErrInvalid)
+	e.noteCommit(ctx, err, refusable)
 	switch {
 	case err == nil:
 	case refusable && len(changes) == 1:
@@ -280,6 +282,47 @@ func (e *Engine) applyStored(ctx context.Context, changes []crdt.Change, index [
 		results[index[j]] = Result{Status: st, Seq: r.Seq, Lost: r.Lost}
 	}
 	return nil
+}
+
+// unreadyAfter is how many store commits in a row must fail before
+// WriteHealth reports the engine unable to write.
+const unreadyAfter = 3
+
+// commitHealth counts the store commits that failed in a row.
+type commitHealth struct {
+	mu      sync.Mutex
+	failed  int
+	lastErr error
+}
+
+// noteCommit records the outcome of a store Apply. A refusal of the input
+// (too large, invalid) and a caller's cancelled context say nothing of the
+// store's health.
+func (e *Engine) noteCommit(ctx context.Context, err error, refusal bool) {
+	if refusal || (err != nil && ctx.Err() != nil) {
+		return
+	}
+	e.commits.mu.Lock()
+	defer e.commits.mu.Unlock()
+	if err == nil {
+		e.commits.failed, e.commits.lastErr = 0, nil
+		return
+	}
+	e.commits.failed++
+	e.commits.lastErr = err
+}
+
+// WriteHealth returns an error once the last few commits to the store all
+// failed (a full disk, a store refusing writes), nil again after one
+// succeeds. Readiness probes use it: reads alone can succeed while every
+// write fails.
+func (e *Engine) WriteHealth() error {
+	e.commits.mu.Lock()
+	defer e.commits.mu.Unlock()
+	if e.commits.failed < unreadyAfter {
+		return nil
+	}
+	return fmt.Errorf("the last %d commits failed: %w", e.commits.failed, e.commits.lastErr)
 }
 
 // admit validates a change and observes its stamps. The clock only moves

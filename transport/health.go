@@ -8,7 +8,8 @@ import (
 )
 
 // probeCollection is the collection /readyz reads the head of, within
-// readyTimeout.
+// readyTimeout. /readyz also fails while the engine's commits keep failing
+// (engine.WriteHealth): a store can answer reads while refusing writes.
 const (
 	probeCollection = "convergo.readyz"
 	readyTimeout    = 5 * time.Second
@@ -32,6 +33,12 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		s.log.Warn("readiness probe failed", "err", err)
 		w.WriteHeader(http.StatusServiceUnavailable)
 		_, _ = io.WriteString(w, "store unavailable\n")
+		return
+	}
+	if err := s.eng.WriteHealth(); err != nil {
+		s.log.Warn("readiness: store writes failing", "err", err)
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = io.WriteString(w, "store writes failing\n")
 		return
 	}
 	_, _ = io.WriteString(w, "ok\n")

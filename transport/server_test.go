@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -746,5 +747,51 @@ func TestOriginIgnoresHostHeader(t *testing.T) {
 	_, resp, err := ts.dial(t, http.Header{"Origin": {"http://" + ts.Listener.Addr().String()}})
 	if err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {
 		t.Fatalf("loopback origin upgrade without the demo: %v %v", resp, err)
+	}
+}
+
+// writesFailing fails Apply while failing is set; reads work: a disk that
+// is full.
+type writesFailing struct {
+	stores.Store
+	failing atomic.Bool
+}
+
+func (s *writesFailing) Apply(ctx context.Context, cs []crdt.Change) ([]stores.Result, error) {
+	if s.failing.Load() {
+		return nil, fmt.Errorf("%w: no space left on device", stores.ErrUnavailable)
+	}
+	return s.Store.Apply(ctx, cs)
+}
+
+// Readiness follows write health: after repeated commit failures /readyz
+// fails (reads alone would still pass), and it recovers with the first
+// commit that succeeds.
+func TestReadyzFollowsWriteHealth(t *testing.T) {
+	ts := newTestServer(t, func(c *Config) { c.Demo = true })
+	ws := &writesFailing{Store: ts.store}
+	eng, err := engineOn(ws)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	ts.srv.eng = eng
+	if code, body := ts.get(t, "/readyz"); code != http.StatusOK {
+		t.Fatalf("healthy: %d %s", code, body)
+	}
+	ws.failing.Store(true)
+	for i := 0; i < 3; i++ {
+		a := ts.post(t, proto.PathPush, "", proto.PushRequest{Replica: "c1", Changes: []crdt.Change{change(t, DemoCollection, "r", "f", i)}})
+		if a.status != http.StatusServiceUnavailable || a.errorCode(t) != proto.CodeUnavailable || a.header.Get(proto.HeaderRetryAfter) == "" {
+			t.Fatalf("push on a full disk: %d %s", a.status, a.errorCode(t))
+		}
+	}
+	if code, body := ts.get(t, "/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "writes") {
+		t.Fatalf("after failed commits: %d %s", code, body)
+	}
+	ws.failing.Store(false)
+	ts.push(t, "", change(t, DemoCollection, "r", "f", "ok"))
+	if code, body := ts.get(t, "/readyz"); code != http.StatusOK {
+		t.Fatalf("after a commit succeeded: %d %s", code, body)
 	}
 }
