@@ -2,6 +2,8 @@ package transport
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -140,12 +142,39 @@ func (j *JWT) Authenticate(_ context.Context, token string) (Principal, error) {
 	case c.Subject == "":
 		return Principal{}, fmt.Errorf("%w: token without a subject", ErrUnauthenticated)
 	}
+	if err := numericTimes(token); err != nil {
+		return Principal{}, fmt.Errorf("%w: %v", ErrUnauthenticated, err)
+	}
 	for _, p := range append(append([]string(nil), c.Read...), c.Write...) {
 		if err := ValidatePattern(p); err != nil {
 			return Principal{}, fmt.Errorf("%w: %v", ErrUnauthenticated, err)
 		}
 	}
 	return Principal{Subject: c.Subject, Read: c.Read, Write: c.Write, Expires: c.ExpiresAt.Time}, nil
+}
+
+// numericTimes checks that the time claims of a verified token are JSON
+// numbers, as RFC 7519 says: the JWT library also accepts a numeric string
+// ("exp": "9999999999"), which no issuer of ours writes.
+func numericTimes(token string) error {
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		return errors.New("token is not three parts")
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return fmt.Errorf("token payload: %v", err)
+	}
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(payload, &raw); err != nil {
+		return fmt.Errorf("token payload: %v", err)
+	}
+	for _, name := range []string{"exp", "nbf", "iat"} {
+		if v, ok := raw[name]; ok && (len(v) == 0 || v[0] == '"') {
+			return fmt.Errorf("claim %q is not a number", name)
+		}
+	}
+	return nil
 }
 
 // Issue signs a token for subject with the given patterns, valid for ttl.

@@ -214,6 +214,10 @@ func TestAuth(t *testing.T) {
 		{"bad pattern", sign(jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"sub": "a", "exp": exp, "read": []string{"a b"}}), proto.PathPull, proto.PullRequest{Collection: "notes"}, proto.CodeUnauthenticated},
 		{"out of scope read", sign(jwt.SigningMethodHS256, testSecret, good), proto.PathPull, proto.PullRequest{Collection: "secrets"}, proto.CodeForbidden},
 		{"anonymous demo, demo off", "", proto.PathPull, proto.PullRequest{Collection: DemoCollection}, proto.CodeUnauthenticated},
+		{"exp as a string", sign(jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"sub": "alice", "exp": fmt.Sprint(exp), "read": []string{"*"}}), proto.PathPull, proto.PullRequest{Collection: "notes"}, proto.CodeUnauthenticated},
+		{"nbf as a string", sign(jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"sub": "alice", "exp": exp, "nbf": "1", "read": []string{"*"}}), proto.PathPull, proto.PullRequest{Collection: "notes"}, proto.CodeUnauthenticated},
+		{"sub as a number", sign(jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"sub": 42, "exp": exp, "read": []string{"*"}}), proto.PathPull, proto.PullRequest{Collection: "notes"}, proto.CodeUnauthenticated},
+		{"read as a string", sign(jwt.SigningMethodHS256, testSecret, jwt.MapClaims{"sub": "alice", "exp": exp, "read": "*"}), proto.PathPull, proto.PullRequest{Collection: "notes"}, proto.CodeUnauthenticated},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
