@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/engine"
 	"github.com/convergo/convergo/transport/proto"
 )
 
@@ -115,11 +116,16 @@ func (s *Server) authenticate(ctx context.Context, token string) (Principal, err
 	case err == nil:
 		return p, nil
 	case errors.Is(err, ErrTokenExpired):
-		return Principal{}, proto.Errorf(proto.CodeTokenExpired, "the token has expired: refresh it")
+		return Principal{}, withCause(proto.Errorf(proto.CodeTokenExpired, "the token has expired: refresh it"), err)
 	case errors.Is(err, ErrUnauthenticated):
-		return Principal{}, proto.Errorf(proto.CodeUnauthenticated, "%v", err)
+		msg := "the token is missing, malformed or not signed by this server"
+		if token == "" {
+			msg = "no token: send Authorization: Bearer <token>"
+		}
+		return Principal{}, withCause(proto.Errorf(proto.CodeUnauthenticated, "%s", msg), err)
 	}
-	return Principal{}, proto.Errorf(proto.CodeUnavailable, "authenticating: %v", err)
+	return Principal{}, withCause(&proto.Error{Status: http.StatusServiceUnavailable, Code: proto.CodeUnavailable,
+		Message: "authentication is unavailable; retry later", RetryAfter: time.Second}, err)
 }
 
 func bearer(r *http.Request) string {
@@ -146,6 +152,9 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var e *proto.Error
 	switch {
 	case errors.As(err, &e):
+		if e.Cause != nil {
+			s.log.Debug("refused", "path", r.URL.Path, "request", id, "code", e.Code, "err", e.Cause)
+		}
 	case errors.Is(err, errStore):
 		s.log.Warn("store unavailable", "path", r.URL.Path, "request", id, "err", err)
 		e = &proto.Error{Status: http.StatusServiceUnavailable, Code: proto.CodeUnavailable,
@@ -188,14 +197,44 @@ func (g *requestIDs) of(r *http.Request) string {
 }
 
 // decodeError maps a decode failure to malformed, invalid or too_large.
+// The decoder's own words (Go types, library names) go to the log, not to
+// the client.
 func decodeError(what string, err error) error {
 	switch {
 	case errors.Is(err, crdt.ErrTooLarge):
-		return proto.Errorf(proto.CodeTooLarge, "%s: %v", what, err)
+		return withCause(proto.Errorf(proto.CodeTooLarge, "%s: %s", what, publicText(err)), err)
 	case errors.Is(err, crdt.ErrInvalid):
-		return proto.Errorf(proto.CodeInvalid, "%s: %v", what, err)
+		return withCause(proto.Errorf(proto.CodeInvalid, "%s: %s", what, publicText(err)), err)
 	}
-	return proto.Errorf(proto.CodeMalformed, "%s: %v", what, err)
+	return withCause(proto.Errorf(proto.CodeMalformed, "%s: not CBOR of the shape docs/protocol.md gives", what), err)
+}
+
+func withCause(e *proto.Error, cause error) *proto.Error {
+	e.Cause = cause
+	return e
+}
+
+// internalPrefixes are the package prefixes of the sentinel errors that
+// wrap what the model's validation says of a client's data.
+var internalPrefixes = []string{
+	crdt.ErrInvalid.Error() + ": ", crdt.ErrTooLarge.Error() + ": ", crdt.ErrMalformed.Error() + ": ",
+	crdt.ErrClockDrift.Error() + ": ", engine.ErrTooLarge.Error() + ": ", engine.ErrInvalid.Error() + ": ",
+	"clock observe: ",
+}
+
+// publicText renders the error of a refused input for the client that sent
+// it: what was wrong with its data, without the sentinels' package
+// prefixes. Only errors about the client's own input go through it; store
+// and internal errors are never shown (writeError).
+func publicText(err error) string {
+	msg := err.Error()
+	if errors.Is(err, crdt.ErrMalformed) && strings.Contains(msg, "cbor: ") {
+		return "not CBOR of the shape docs/protocol.md gives" // the codec's words name Go types
+	}
+	for _, p := range internalPrefixes {
+		msg = strings.ReplaceAll(msg, p, "")
+	}
+	return msg
 }
 
 // statusWriter records the status code for metrics.

@@ -38,7 +38,7 @@ func (s *Server) hello(_ context.Context, p Principal, body []byte) (any, error)
 		return nil, proto.Errorf(proto.CodeUnsupportedVersion, "protocol version %d: this server speaks %d", req.Protocol, proto.Version)
 	}
 	if err := crdt.ValidateReplica(req.Replica); err != nil {
-		return nil, proto.Errorf(proto.CodeInvalid, "hello: %v", err)
+		return nil, proto.Errorf(proto.CodeInvalid, "hello: %s", publicText(err))
 	}
 	return s.helloAnswer(p), nil
 }
@@ -49,7 +49,7 @@ func (s *Server) push(ctx context.Context, p Principal, body []byte) (any, error
 		return nil, decodeError("push", err)
 	}
 	if err := crdt.ValidateReplica(req.Replica); err != nil {
-		return nil, proto.Errorf(proto.CodeInvalid, "push: %v", err)
+		return nil, proto.Errorf(proto.CodeInvalid, "push: %s", publicText(err))
 	}
 	results, err := s.apply(ctx, p, req.Changes, req.Refused)
 	if err != nil {
@@ -113,7 +113,7 @@ func refusal(err error) proto.PushResult {
 	case errors.Is(err, crdt.ErrMalformed):
 		code = proto.CodeMalformed
 	}
-	return proto.PushResult{Status: proto.StatusRefused, Code: code, Message: err.Error()}
+	return proto.PushResult{Status: proto.StatusRefused, Code: code, Message: publicText(err)}
 }
 
 func (s *Server) pull(ctx context.Context, p Principal, body []byte) (any, error) {
@@ -122,7 +122,7 @@ func (s *Server) pull(ctx context.Context, p Principal, body []byte) (any, error
 		return nil, decodeError("pull", err)
 	}
 	if err := crdt.ValidateCollection(req.Collection); err != nil {
-		return nil, proto.Errorf(proto.CodeInvalid, "pull: %v", err)
+		return nil, proto.Errorf(proto.CodeInvalid, "pull: %s", publicText(err))
 	}
 	if !p.CanRead(req.Collection) {
 		return nil, proto.Errorf(proto.CodeForbidden, "no read access to %s", req.Collection)
@@ -132,7 +132,7 @@ func (s *Server) pull(ctx context.Context, p Principal, body []byte) (any, error
 	}
 	cursor, err := engine.ParseCursor(req.Cursor)
 	if err != nil {
-		return nil, proto.Errorf(proto.CodeInvalid, "pull: %v", err)
+		return nil, proto.Errorf(proto.CodeInvalid, "pull: %s", publicText(err))
 	}
 	page, err := s.pullPage(ctx, req.Collection, cursor, int(req.Limit))
 	if err != nil {
@@ -157,7 +157,7 @@ func (s *Server) pullPage(ctx context.Context, coll string, cursor engine.Cursor
 	page, err := s.eng.Pull(ctx, coll, cursor, engine.PageLimit{Records: limit, Bytes: s.limits.MaxPageBytes})
 	if err != nil {
 		if errors.Is(err, engine.ErrInvalid) {
-			return wirePage{}, proto.Errorf(proto.CodeInvalid, "pull: %v", err)
+			return wirePage{}, proto.Errorf(proto.CodeInvalid, "pull: %s", publicText(err))
 		}
 		return wirePage{}, fmt.Errorf("%w: %w", errStore, err)
 	}

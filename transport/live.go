@@ -44,6 +44,7 @@ type liveConn struct {
 	s      *Server
 	ws     *websocket.Conn
 	addr   string
+	id     string // the request id of the upgrade: the session's, in its logs and errors
 	ctx    context.Context
 	cancel context.CancelFunc
 	send   chan frame
@@ -123,7 +124,7 @@ func (s *Server) serveLive(w http.ResponseWriter, r *http.Request) {
 	ws.SetReadLimit(s.limits.MaxMessageBytes)
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &liveConn{
-		s: s, ws: ws, addr: addr, ctx: ctx, cancel: cancel,
+		s: s, ws: ws, addr: addr, ctx: ctx, cancel: cancel, id: sw.Header().Get(proto.HeaderRequestID),
 		send:    make(chan frame, s.limits.SendQueue),
 		subs:    map[string]*liveSub{},
 		resyncs: map[string]bool{},
@@ -244,7 +245,7 @@ func (c *liveConn) readLoop() error {
 		m, err := proto.DecodeClientMessage(data)
 		if errors.Is(err, proto.ErrUnknownType) && started.Load() {
 			// A message of a later revision: say so, keep the session.
-			c.queue(proto.ErrorMessage{Code: proto.CodeMalformed, Message: err.Error()})
+			c.queue(proto.ErrorMessage{Code: proto.CodeMalformed, Message: "unknown message type", RequestID: c.id})
 			continue
 		}
 		if err != nil {
@@ -296,7 +297,7 @@ func (c *liveConn) hello(h proto.Hello) (Principal, error) {
 		return Principal{}, proto.Errorf(proto.CodeUnsupportedVersion, "protocol version %d: this server speaks %d", h.Protocol, proto.Version)
 	}
 	if err := crdt.ValidateReplica(h.Replica); err != nil {
-		return Principal{}, proto.Errorf(proto.CodeInvalid, "hello: %v", err)
+		return Principal{}, proto.Errorf(proto.CodeInvalid, "hello: %s", publicText(err))
 	}
 	p, err := c.s.authenticate(c.ctx, h.Token)
 	if err != nil {
@@ -334,7 +335,10 @@ func (c *liveConn) fatal(status websocket.StatusCode, err error) {
 		c.s.log.Error("internal error in live session", "err", err)
 		e = proto.Errorf(proto.CodeInternal, "internal error")
 	}
-	data, _ := proto.EncodeMessage(proto.ErrorMessage{Code: e.Code, Message: e.Message})
+	if e.Cause != nil {
+		c.s.log.Debug("live session refused", "request", c.id, "code", e.Code, "err", e.Cause)
+	}
+	data, _ := proto.EncodeMessage(proto.ErrorMessage{Code: e.Code, Message: e.Message, RequestID: c.id})
 	select {
 	case c.send <- frame{data: data, close: status, why: e.Code}:
 	case <-c.ctx.Done():
@@ -431,23 +435,23 @@ func (c *liveConn) pinger() {
 
 func (c *liveConn) subscribe(p Principal, m proto.Sub) {
 	if err := crdt.ValidateCollection(m.Collection); err != nil {
-		c.queue(proto.ErrorMessage{Code: proto.CodeInvalid, Message: err.Error(), Collection: m.Collection})
+		c.queue(proto.ErrorMessage{Code: proto.CodeInvalid, Message: publicText(err), Collection: m.Collection, RequestID: c.id})
 		return
 	}
 	if !p.CanRead(m.Collection) {
-		c.queue(proto.ErrorMessage{Code: proto.CodeForbidden, Message: "no read access to " + m.Collection, Collection: m.Collection})
+		c.queue(proto.ErrorMessage{Code: proto.CodeForbidden, Message: "no read access to " + m.Collection, Collection: m.Collection, RequestID: c.id})
 		return
 	}
 	cursor, err := engine.ParseCursor(m.Cursor)
 	if err != nil {
-		c.queue(proto.ErrorMessage{Code: proto.CodeInvalid, Message: err.Error(), Collection: m.Collection})
+		c.queue(proto.ErrorMessage{Code: proto.CodeInvalid, Message: publicText(err), Collection: m.Collection, RequestID: c.id})
 		return
 	}
 	c.unsubscribe(m.Collection) // a new sub replaces the old one, from its cursor
 	c.mu.Lock()
 	if len(c.subs) >= c.s.limits.MaxSubscriptions {
 		c.mu.Unlock()
-		c.queue(proto.ErrorMessage{Code: proto.CodeTooLarge, Message: fmt.Sprintf("more than %d subscriptions", c.s.limits.MaxSubscriptions), Collection: m.Collection})
+		c.queue(proto.ErrorMessage{Code: proto.CodeTooLarge, Message: fmt.Sprintf("more than %d subscriptions", c.s.limits.MaxSubscriptions), Collection: m.Collection, RequestID: c.id})
 		return
 	}
 	ctx, cancel := context.WithCancel(c.ctx)

@@ -799,3 +799,42 @@ func TestReadyzFollowsWriteHealth(t *testing.T) {
 		t.Fatalf("after a commit succeeded: %d %s", code, body)
 	}
 }
+
+// What the client is told names its mistake, not the server's internals:
+// no package prefixes, no codec words, no Go types.
+func TestErrorsCarryNoInternalDetail(t *testing.T) {
+	ts := newTestServer(t, nil)
+	tok := ts.token(t, "alice", []string{"*"}, []string{"*"})
+	internal := []string{"crdt:", "cbor:", "stores:", "transport:", "Go struct", "proto."}
+	check := func(what, msg string) {
+		t.Helper()
+		if msg == "" {
+			t.Errorf("%s: no message", what)
+		}
+		for _, w := range internal {
+			if strings.Contains(msg, w) {
+				t.Errorf("%s: message %q shows %q", what, msg, w)
+			}
+		}
+	}
+	for _, body := range [][]byte{{0xff}, {0xa1, 0x01, 0x80}, {0xa1, 0x01, 0x61, '{'}} {
+		a := ts.post(t, proto.PathPull, tok, body)
+		var e proto.ErrorBody
+		if err := proto.Decode(a.body, &e); err != nil {
+			t.Fatal(err)
+		}
+		check(fmt.Sprintf("pull %x", body), e.Message)
+	}
+	a := ts.post(t, proto.PathPull, "abc.def.ghi", proto.PullRequest{Collection: "x"})
+	var e proto.ErrorBody
+	if err := proto.Decode(a.body, &e); err != nil {
+		t.Fatal(err)
+	}
+	check("bad token", e.Message)
+	ahead := crdt.Change{Collection: "notes", Record: crdt.SetField("r9", "x", mustValue(t, 1),
+		crdt.Stamp{Wall: time.Now().Add(time.Hour).UnixMilli(), Replica: "c1"})}
+	big := change(t, "notes", "r8", "x", strings.Repeat("y", 200<<10))
+	for i, r := range ts.push(t, tok, ahead, big) {
+		check(fmt.Sprintf("refused change %d", i), r.Message)
+	}
+}

@@ -132,7 +132,8 @@ func CodeOfStatus(status int) string {
 }
 
 // Error is a protocol error: a stable code, its HTTP status and a message
-// for people. The server answers with it; the Go client decodes it.
+// for people. The server answers with it (the Go client has an error type
+// of its own, with the request id and its sentinels).
 type Error struct {
 	Status  int
 	Code    string
@@ -140,6 +141,9 @@ type Error struct {
 	// RetryAfter is the server's Retry-After, with rate_limited and
 	// unavailable.
 	RetryAfter time.Duration
+	// Cause is what the server logs beside the request id; it is never
+	// sent, so Message can stay free of internal detail.
+	Cause error
 }
 
 func (e *Error) Error() string {
