@@ -96,6 +96,9 @@ func TestCaptureJSWriter(t *testing.T) {
 	node := jsWriter(t)
 	table := testTable(t, db)
 	s := openTest(t, db, streams, table)
+	// The store's own Apply as the sink, until engine.Open registers the
+	// engine's (which then replaces this one).
+	captureWithStore(t, s)
 	eng, err := engine.Open(engine.Config{Store: s, PollInterval: -1}) // notifications only
 	if err != nil {
 		t.Fatal(err)
@@ -162,6 +165,7 @@ func TestCaptureJSWriter(t *testing.T) {
 	// stream records derive the same stamps, so nothing changes.
 	head, _ := s.Head(ctx, "todos")
 	s2 := openTest(t, db, streams, table)
+	captureWithStore(t, s2)
 	waitFor(t, "the second consumer to read the stream", func() bool { return s2.streamRecords.Load() >= s.streamRecords.Load() })
 	if h, _ := s2.Head(ctx, "todos"); h != head {
 		t.Fatalf("replaying the stream moved the head from %d to %d", head, h)

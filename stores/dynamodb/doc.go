@@ -104,8 +104,16 @@
 //
 // Items with other keys, and items with a cvg attribute, are ignored. The
 // consumer turns each stream record of a foreign item into a change and
-// applies it through Apply, so it merges like any client write, takes a
-// sequence number, reaches the log and wakes subscribers:
+// hands it to the capture sink (stores.Capturer: the engine registers its
+// Apply), so it is admitted like any client write (validation, drift,
+// limits), merges, takes a sequence number, reaches the log and wakes
+// subscribers. The store never applies captured changes by itself: without
+// a sink they are passed over, and registering a sink makes the consumer
+// read the stream again from its oldest record, so nothing still in the
+// stream is missed. A change the sink refuses (a record that would pass a
+// limit, say) is logged at warn with the item's key and skipped for good;
+// only an error of the sink makes the consumer read the same records again.
+// The stream records map to changes so:
 //
 //   - INSERT or MODIFY: every attribute of the new image sets its field; an
 //     attribute of the old image missing from the new one unsets its field

@@ -45,11 +45,12 @@ type Config struct {
 	// Client talks to DynamoDB. Required. The store does not close it (SDK
 	// clients hold nothing to close).
 	Client *awsdynamodb.Client
-	// Streams talks to DynamoDB Streams. Nil means no capture: the store
-	// then neither sees foreign writes nor hears of writes by other store
-	// instances (the engine's polling still finds them). Non-nil starts the
-	// stream consumer; the table's stream must be enabled (CreateTable
-	// enables it).
+	// Streams talks to DynamoDB Streams. Nil means no stream consumer: the
+	// store then neither captures foreign writes nor hears of writes by
+	// other store instances (the engine's polling still finds them).
+	// Non-nil starts the consumer, which wakes watchers on writes by other
+	// instances and hands foreign writes to the sink registered with
+	// Capture; the table's stream must be enabled (CreateTable enables it).
 	Streams *dynamodbstreams.Client
 	// Table is the table's name. Required.
 	Table string
@@ -95,11 +96,15 @@ type Store struct {
 
 	watchers stores.Watchers
 	closed   atomic.Bool
-	// streamRecords counts the stream records the consumer handled.
-	streamRecords atomic.Int64
-	cancel        context.CancelFunc
-	wg            sync.WaitGroup
-	closeMu       sync.Once
+	// streamRecords counts the stream records the consumer handled;
+	// captureRefused the captured changes the sink refused.
+	streamRecords  atomic.Int64
+	captureRefused atomic.Int64
+	capture        captureState
+	runCtx         context.Context // ends at Close
+	cancel         context.CancelFunc
+	wg             sync.WaitGroup
+	closeMu        sync.Once
 }
 
 // New returns a store on cfg.Table and, when cfg.Streams is set, starts its
@@ -156,7 +161,7 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, err
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
-	st.cancel = cancel
+	st.runCtx, st.cancel = runCtx, cancel
 	if st.streams != nil {
 		arn := ""
 		if desc.LatestStreamArn != nil && desc.StreamSpecification != nil && desc.StreamSpecification.StreamEnabled != nil && *desc.StreamSpecification.StreamEnabled {

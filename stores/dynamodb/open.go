@@ -33,8 +33,9 @@ type Options struct {
 	// does not exist. Leave it off in production, where tables are
 	// provisioned on purpose.
 	CreateTable bool
-	// Capture starts the stream consumer: foreign writes become changes and
-	// writes through other store instances wake this one's watchers.
+	// Capture starts the stream consumer: writes through other store
+	// instances wake this one's watchers, and foreign writes become changes
+	// handed to the sink registered with Store.Capture.
 	Capture bool
 	// PollInterval is Config.PollInterval.
 	PollInterval time.Duration

@@ -2,6 +2,8 @@ package dynamodb
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"strconv"
 	"strings"
@@ -19,8 +21,9 @@ const maxConsumerBackoff = 30 * time.Second
 
 // consumer reads the table's stream. It follows shard lineage (a shard is
 // read only after its parent is drained, so each item's records are seen in
-// order), applies foreign writes through Store.Apply and turns changes of
-// the collections' head items into notifications.
+// order), hands the changes of foreign writes to the capture sink (while one
+// is registered; see Store.Capture) and turns changes of the collections'
+// head items into notifications (always).
 type consumer struct {
 	st          *Store
 	arn         string
@@ -28,7 +31,12 @@ type consumer struct {
 	order       []string // shard ids in listing order
 	lastListing time.Time
 	log         *slog.Logger
+	gen         uint64 // the sink registration the shards were read for
 }
+
+// errSinkGone means the sink was stopped or replaced during a call: not a
+// failure of the consumer.
+var errSinkGone = errors.New("capture sink stopped")
 
 type shard struct {
 	id, parent string
@@ -51,6 +59,9 @@ func (c *consumer) run(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
+		if errors.Is(err, errSinkGone) {
+			continue // read the same records again, for the next sink or none
+		}
 		if err != nil {
 			failures++
 			c.log.Warn("stream consumer failed; retrying", "attempt", failures, "err", err)
@@ -71,6 +82,15 @@ func (c *consumer) run(ctx context.Context) {
 // step lists the shards when due and reads every readable shard once. It
 // reports whether any shard returned records.
 func (c *consumer) step(ctx context.Context) (progressed bool, err error) {
+	if gen := c.st.captureGen(); gen != c.gen {
+		// A new sink: read every shard again from its oldest record, so it
+		// is offered the foreign writes made while none was registered.
+		c.gen = gen
+		if len(c.shards) > 0 {
+			c.log.Info("capture sink registered; reading the stream again from its oldest record")
+		}
+		c.shards, c.order, c.lastListing = map[string]*shard{}, nil, time.Time{}
+	}
 	if c.lastListing.IsZero() || time.Since(c.lastListing) > c.st.refresh || c.allDone() {
 		if err := c.listShards(ctx); err != nil {
 			return false, err
@@ -214,14 +234,25 @@ func (c *consumer) fellBehind(sh *shard, err error) {
 	c.st.watchers.Notify(stores.Notification{Resync: true})
 }
 
-// handle applies the foreign writes among records, in order, and notifies
-// watchers of the heads the records show.
+// handle hands the foreign writes among records, in order, to the capture
+// sink and notifies watchers of the heads the records show. Without a sink
+// foreign writes are passed over (a sink registered later reads them again).
+// A change the sink refuses is logged, counted and skipped; an error of the
+// sink fails the call, and the same records are read again.
 func (c *consumer) handle(ctx context.Context, records []st.Record) error {
+	reg, _ := c.st.acquireSink()
+	if reg != nil {
+		defer reg.calls.Done()
+	}
 	var changes []crdt.Change
+	var items []capturedItem
 	heads := map[string]uint64{}
 	for _, rec := range records {
 		if coll, head, ok := headOf(rec); ok {
 			heads[coll] = max(heads[coll], head)
+			continue
+		}
+		if reg == nil {
 			continue
 		}
 		ch, ok, err := foreignChange(c.st.replica, rec)
@@ -231,21 +262,49 @@ func (c *consumer) handle(ctx context.Context, records []st.Record) error {
 		}
 		if ok {
 			changes = append(changes, ch)
+			items = append(items, itemOf(rec))
 		}
 	}
 	for len(changes) > 0 {
-		batch := changes[:min(len(changes), stores.MaxBatch)]
-		if _, err := c.st.Apply(ctx, batch); err != nil {
-			return err
+		n := min(len(changes), stores.MaxBatch)
+		results, err := reg.sink(reg.ctx, changes[:n])
+		switch {
+		case err != nil && reg.ctx.Err() != nil && ctx.Err() == nil:
+			return errSinkGone
+		case err != nil:
+			return fmt.Errorf("capture sink: %w", err)
+		case len(results) != n:
+			return fmt.Errorf("capture sink: %d results for %d changes", len(results), n)
 		}
-		c.log.Debug("applied foreign writes", "changes", len(batch))
-		changes = changes[len(batch):]
+		for i, r := range results {
+			if r.Err != nil {
+				c.st.captureRefused.Add(1)
+				c.log.Warn("captured change refused; skipping it", "item", items[i].key, "stream_seq", items[i].seq, "err", r.Err)
+			}
+		}
+		c.log.Debug("captured foreign writes", "changes", n)
+		changes, items = changes[n:], items[n:]
 	}
 	c.st.streamRecords.Add(int64(len(records)))
 	for coll, head := range heads {
 		c.st.watchers.Notify(stores.Notification{Collection: coll, Seq: head})
 	}
 	return nil
+}
+
+// capturedItem names the stream record a captured change came from, for
+// logs.
+type capturedItem struct{ key, seq string }
+
+func itemOf(rec st.Record) capturedItem {
+	var it capturedItem
+	if sr := rec.Dynamodb; sr != nil {
+		if pk, ok := sr.Keys[attrPK].(*st.AttributeValueMemberS); ok {
+			it.key = pk.Value
+		}
+		it.seq = str(sr.SequenceNumber)
+	}
+	return it
 }
 
 // headOf reads a stream record of a collection's head item: the write of

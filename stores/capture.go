@@ -1,0 +1,45 @@
+package stores
+
+import (
+	"context"
+
+	"github.com/convergo/convergo/crdt"
+)
+
+// Capturer is implemented by stores that turn writes made by other programs
+// directly in the backend into changes (the DynamoDB store reads them from
+// the table's stream). Such changes must pass the same admission as a
+// client's (validation, clock drift, record limits), which is the engine's
+// job, not the store's: so the store hands them to a sink, and the engine,
+// which finds this interface by type assertion, registers its Apply as the
+// sink. A store never applies what it captured by itself.
+type Capturer interface {
+	// Capture hands captured changes to sink until stop is called or the
+	// store closes. One sink is registered at a time: a later Capture
+	// replaces an earlier one. The store calls sink from one goroutine, in
+	// batches of at most MaxBatch changes, each record's changes in the
+	// order they were made; delivery is at least once (a captured change
+	// may come again after a failure or a restart, with the same stamps, so
+	// applying it again is a no-op). A per-change refusal in the results is
+	// final: the store logs it and skips the change. An error means "not
+	// now": the store offers the same changes again later. Changes made
+	// while no sink is registered are offered once one is, as far as the
+	// backend still holds them. stop waits for a sink call in progress,
+	// whose context it cancels; after it returns sink is not called again.
+	Capture(sink CaptureSink) (stop func())
+}
+
+// CaptureSink admits and applies captured changes (the engine's Apply) and
+// returns one result per change, in order. Per-change refusals come back in
+// the results; an error means that none of the results are known and the
+// store retries the batch later.
+type CaptureSink func(ctx context.Context, changes []crdt.Change) ([]CaptureResult, error)
+
+// CaptureResult is the outcome of one captured change.
+type CaptureResult struct {
+	// Err is nil when the change was applied or was a no-op, and says why
+	// it was refused for good otherwise (an invalid value, a record that
+	// would pass a limit, a stamp beyond the drift bound). The store logs
+	// and counts a refusal and skips the change; it never retries it.
+	Err error
+}

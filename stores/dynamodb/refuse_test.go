@@ -1,0 +1,60 @@
+package dynamodb
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	awsdynamodb "github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/convergo/convergo/crdt"
+)
+
+// TestCaptureSkipsRefusedWrite has a foreign program write an item whose
+// change is valid alone but would grow the record, which a Convergo client
+// made large, past crdt.MaxRecordBytes; then another item. The refused
+// write is skipped for good and the consumer moves on: the second item is
+// captured.
+func TestCaptureSkipsRefusedWrite(t *testing.T) {
+	db, streams, _ := testClients(t)
+	table := testTable(t, db)
+	st := openTest(t, db, streams, table)
+	captureWithStore(t, st)
+	ctx := context.Background()
+
+	big := strings.Repeat("x", 100<<10)
+	client := crdt.Record{ID: "1", Fields: map[string]crdt.Field{
+		"a": {Stamp: stamp(1, "client"), Value: val(t, big)},
+		"b": {Stamp: stamp(1, "client"), Value: val(t, big)},
+	}}
+	if _, err := st.Apply(ctx, []crdt.Change{{Collection: "todos", Record: client}}); err != nil {
+		t.Fatal(err)
+	}
+	put := func(pk string, attrs map[string]string) {
+		t.Helper()
+		item := map[string]types.AttributeValue{attrPK: s(pk), attrSK: n(0)}
+		for k, v := range attrs {
+			item[k] = &types.AttributeValueMemberS{Value: v}
+		}
+		if _, err := db.PutItem(ctx, &awsdynamodb.PutItemInput{TableName: &table, Item: item}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("todos#1", map[string]string{"c": big, "d": big})
+	put("todos#2", map[string]string{"title": "after the refused one"})
+	waitFor(t, "the write after the refused one to be captured", func() bool {
+		_, err := st.Get(ctx, "todos", "2")
+		return err == nil
+	})
+	e, err := st.Get(ctx, "todos", "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !e.Record.Equal(client) {
+		t.Fatalf("the refused write changed the record: %v", e.Record)
+	}
+	if n := st.captureRefused.Load(); n != 1 {
+		t.Fatalf("%d refusals counted, want 1", n)
+	}
+}
