@@ -15,9 +15,25 @@
 // no-op, writes nothing and wakes no one. Applying a batch again is a no-op
 // in effect, which is what makes client retries safe.
 //
+// # The only door to a store
+//
+// Everything that reaches a store goes through the engine, which owns the
+// policies on the way: validation of names and stamps (admit, once per
+// change; the crdt decoders have already checked shapes and limits of what
+// came over the wire), the clock of each collection (one per collection,
+// so a stamp accepted in one tenant's collection does not move another's),
+// cutting changes into batches of at most stores.MaxBatch and splitting a
+// batch a store refuses whole until only the culprit is refused. Writes
+// other programs make directly in a backend (stores.Capturer) come in
+// through the same admission. Callers above, such as the transport, see
+// only the engine's types (Entry, Page, Cursor, Result) and its error
+// values, which are the store contract's sentinels.
+//
 // # Pull and subscribe
 //
-// Pull returns a page of a collection's compacted change log after a cursor.
+// Pull returns a page of a collection's compacted change log after a cursor,
+// bounded by records and by bytes (PageLimit). A Cursor is opaque to
+// clients: the bytes say which store, epoch and position it is.
 // Subscribe returns a Subscription whose channel carries the collection's
 // newest sequence number whenever it advances. The channel holds one value
 // and newer heads replace older ones, so a slow subscriber never blocks the

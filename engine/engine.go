@@ -88,11 +88,14 @@ type Engine struct {
 	subsMu   sync.Mutex
 	subs     map[string]map[*Subscription]struct{}
 	stopWat  func()
-	resync   chan struct{}
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
-	closeMu  sync.Once
-	closedCh chan struct{}
+	// stopCapture ends the store's capture of other programs' writes, which
+	// the engine admits like any push (applyCaptured); nil without one.
+	stopCapture func()
+	resync      chan struct{}
+	cancel      context.CancelFunc
+	wg          sync.WaitGroup
+	closeMu     sync.Once
+	closedCh    chan struct{}
 }
 
 // Open starts an engine on cfg.Store.
@@ -137,6 +140,9 @@ func Open(cfg Config) (*Engine, error) {
 		closedCh: make(chan struct{}),
 	}
 	e.stopWat = cfg.Store.Watch(e.notify)
+	if c, ok := cfg.Store.(stores.Capturer); ok {
+		e.stopCapture = c.Capture(e.applyCaptured)
+	}
 	e.wg.Add(1)
 	go e.watchLoop(ctx)
 	return e, nil
@@ -146,6 +152,9 @@ func Open(cfg Config) (*Engine, error) {
 // does not close the store.
 func (e *Engine) Close() error {
 	e.closeMu.Do(func() {
+		if e.stopCapture != nil {
+			e.stopCapture()
+		}
 		close(e.closedCh)
 		e.stopWat()
 		e.cancel()
@@ -282,6 +291,25 @@ func (e *Engine) applyStored(ctx context.Context, changes []crdt.Change, index [
 		results[index[j]] = Result{Status: st, Seq: r.Seq, Lost: r.Lost}
 	}
 	return nil
+}
+
+// applyCaptured is the engine's stores.CaptureSink: writes other programs
+// made directly in the backend come through the same admission as pushes
+// (validation, stamps against the collection's clock, size limits). A
+// refusal is final for that change (the store logs and skips it); an
+// error means the store offers the same changes again later.
+func (e *Engine) applyCaptured(ctx context.Context, changes []crdt.Change) ([]stores.CaptureResult, error) {
+	res, err := e.Apply(ctx, changes)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]stores.CaptureResult, len(res))
+	for i, r := range res {
+		if r.Status == StatusRefused {
+			out[i].Err = r.Err
+		}
+	}
+	return out, nil
 }
 
 // unreadyAfter is how many store commits in a row must fail before
