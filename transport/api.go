@@ -72,7 +72,12 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, h handlerFunc)
 	if authErr != nil {
 		return authErr
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.limits.MaxBodyBytes))
+	release, err := s.reserveBody(r)
+	if err != nil {
+		return err
+	}
+	defer release()
+	body, err := readBody(w, r, s.limits.MaxBodyBytes)
 	_ = rc.SetWriteDeadline(time.Now().Add(s.limits.RequestTimeout)) // the answer gets its own time
 	if err != nil {
 		var tooBig *http.MaxBytesError
@@ -97,6 +102,44 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, h handlerFunc)
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(out)
 	return nil
+}
+
+// reserveBody reserves r's body in Limits.MaxBodyBytesInFlight until the
+// returned release is called: its Content-Length, or MaxBodyBytes when
+// unknown. The reservation covers the request's whole life, since its
+// decoded changes live as long as it does. A body declared larger than
+// MaxBodyBytes is refused at once; a request that finds no room within
+// BodyWait is answered 503 unavailable with Retry-After.
+func (s *Server) reserveBody(r *http.Request) (release func(), err error) {
+	n := r.ContentLength
+	switch {
+	case n > s.limits.MaxBodyBytes:
+		return nil, proto.Errorf(proto.CodeTooLarge, "request body over %d bytes", s.limits.MaxBodyBytes)
+	case n < 0:
+		n = s.limits.MaxBodyBytes
+	}
+	if !s.bodies.take(n, BodyWait, r.Context().Done()) {
+		s.metrics.bodyRefused.Inc()
+		return nil, &proto.Error{Status: http.StatusServiceUnavailable, Code: proto.CodeUnavailable,
+			Message: "the server is busy reading other requests; retry later", RetryAfter: time.Second}
+	}
+	s.metrics.bodyBytes.Add(float64(n))
+	return func() {
+		s.bodies.release(n)
+		s.metrics.bodyBytes.Sub(float64(n))
+	}, nil
+}
+
+// readBody reads r's body, at most limit bytes: into one buffer of its
+// Content-Length when declared (net/http reads no further), else growing.
+func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	body := http.MaxBytesReader(w, r.Body, limit)
+	if r.ContentLength < 0 {
+		return io.ReadAll(body)
+	}
+	buf := make([]byte, r.ContentLength)
+	n, err := io.ReadFull(body, buf)
+	return buf[:n], err
 }
 
 func (s *Server) isClosing() bool {

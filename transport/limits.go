@@ -32,17 +32,37 @@ type Limits struct {
 	Rate float64
 	// Burst is how many requests a client may make at once above Rate.
 	Burst int
-	// MaxConnsPerAddr bounds the WebSocket connections of one address.
+	// MaxConnsPerAddr bounds the connections of one client address: the
+	// TCP connections of one peer address at the listener (Server.Listener;
+	// TrustedProxies are exempt, they carry many clients), and the
+	// WebSockets of one client address (behind a trusted proxy, its
+	// X-Forwarded-For address) at the upgrade, answered 429 rate_limited.
 	MaxConnsPerAddr int
+	// MaxConns bounds the TCP connections the server's listener
+	// (Server.Listener) holds at once; further ones are closed at once.
+	MaxConns int
 	// MaxSubscriptions bounds the subscriptions of one WebSocket
 	// connection.
 	MaxSubscriptions int
 	// SendQueue is the number of messages waiting to be written to one
 	// WebSocket connection.
 	SendQueue int
+	// MaxQueueBytes bounds the bytes of the messages waiting to be written
+	// to one WebSocket connection, the one being written included. A
+	// message is always let into an empty queue, so a single page larger
+	// than this still travels.
+	MaxQueueBytes int64
 	// SlowConsumer is how long a subscription waits for room in a full send
-	// queue before it gives up and sends resync.
+	// queue (SendQueue messages or MaxQueueBytes) before it gives up and
+	// sends resync.
 	SlowConsumer time.Duration
+	// MaxBodyBytesInFlight bounds the bytes of HTTP request bodies the
+	// server holds at once: each API request reserves its Content-Length
+	// (MaxBodyBytes when unknown) before reading its body and releases it
+	// when answered. A request that finds no room within BodyWait is
+	// answered 503 unavailable with Retry-After. One request is always let
+	// in when nothing else is in flight.
+	MaxBodyBytesInFlight int64
 	// RequestTimeout bounds reading an HTTP request's body and writing its
 	// answer, so a client trickling bytes cannot hold a request open.
 	RequestTimeout time.Duration
@@ -50,10 +70,17 @@ type Limits struct {
 
 // More defaults.
 const (
-	DefaultSendQueue      = 64
-	DefaultSlowConsumer   = 2 * time.Second
-	DefaultRequestTimeout = 30 * time.Second
+	DefaultSendQueue            = 64
+	DefaultMaxQueueBytes        = 2 << 20
+	DefaultSlowConsumer         = 2 * time.Second
+	DefaultRequestTimeout       = 30 * time.Second
+	DefaultMaxBodyBytesInFlight = 64 << 20
+	DefaultMaxConns             = 10000
 )
+
+// BodyWait is how long a request waits for room in
+// Limits.MaxBodyBytesInFlight before it is answered 503 unavailable.
+const BodyWait = time.Second
 
 // WithDefaults returns l with zero fields set to their defaults.
 func (l Limits) WithDefaults() Limits {
@@ -87,6 +114,15 @@ func (l Limits) WithDefaults() Limits {
 	if l.SendQueue == 0 {
 		l.SendQueue = DefaultSendQueue
 	}
+	if l.MaxQueueBytes == 0 {
+		l.MaxQueueBytes = DefaultMaxQueueBytes
+	}
+	if l.MaxBodyBytesInFlight == 0 {
+		l.MaxBodyBytesInFlight = DefaultMaxBodyBytesInFlight
+	}
+	if l.MaxConns == 0 {
+		l.MaxConns = DefaultMaxConns
+	}
 	if l.SlowConsumer == 0 {
 		l.SlowConsumer = DefaultSlowConsumer
 	}
@@ -115,6 +151,12 @@ func (l Limits) Validate() error {
 		return fmt.Errorf("limits: MaxSubscriptions %d", l.MaxSubscriptions)
 	case l.SendQueue < 1:
 		return fmt.Errorf("limits: SendQueue %d", l.SendQueue)
+	case l.MaxQueueBytes < 1:
+		return fmt.Errorf("limits: MaxQueueBytes %d", l.MaxQueueBytes)
+	case l.MaxBodyBytesInFlight < 1:
+		return fmt.Errorf("limits: MaxBodyBytesInFlight %d", l.MaxBodyBytesInFlight)
+	case l.MaxConns < 1:
+		return fmt.Errorf("limits: MaxConns %d", l.MaxConns)
 	case l.SlowConsumer < 0:
 		return fmt.Errorf("limits: SlowConsumer %v", l.SlowConsumer)
 	case l.RequestTimeout < 0:
@@ -185,7 +227,76 @@ func (l *rateLimiter) sweep(now time.Time) {
 	}
 }
 
-// connCounter counts WebSocket connections per client address.
+// budget is a number of bytes shared by its holders: take waits until
+// what it asks for fits, or until nothing is held, so that a single
+// request larger than the whole budget is served alone rather than never.
+// The send queue of a live connection and the request bodies in flight
+// are bounded with it.
+type budget struct {
+	max  int64
+	mu   sync.Mutex
+	used int64
+	free chan struct{} // closed and replaced whenever bytes are released
+}
+
+func newBudget(max int64) *budget { return &budget{max: max, free: make(chan struct{})} }
+
+// tryTake takes n bytes if they fit now. Otherwise it takes nothing and
+// returns a channel closed at the next release.
+func (b *budget) tryTake(n int64) (bool, <-chan struct{}) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.used == 0 || b.used+n <= b.max {
+		b.used += n
+		return true, nil
+	}
+	return false, b.free
+}
+
+// take takes n bytes, waiting until they fit, stop is closed or wait
+// passes (wait <= 0: no wait). It reports whether it took them.
+func (b *budget) take(n int64, wait time.Duration, stop <-chan struct{}) bool {
+	ok, free := b.tryTake(n)
+	if ok {
+		return true
+	}
+	if wait <= 0 {
+		return false
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	for {
+		select {
+		case <-free:
+		case <-t.C:
+			return false
+		case <-stop:
+			return false
+		}
+		if ok, free = b.tryTake(n); ok {
+			return true
+		}
+	}
+}
+
+// release gives back n bytes taken before.
+func (b *budget) release(n int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.used -= n
+	close(b.free)
+	b.free = make(chan struct{})
+}
+
+// inUse returns the bytes held now.
+func (b *budget) inUse() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.used
+}
+
+// connCounter counts connections per client address (the listener's TCP
+// connections per peer, the WebSockets per client), up to max each.
 type connCounter struct {
 	max int
 	mu  sync.Mutex

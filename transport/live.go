@@ -28,9 +28,14 @@ import (
 //   - one goroutine per subscription pulls from the engine whenever the
 //     collection's head moves and queues changes pages.
 //
-// Nothing is buffered without bound: a subscription holds at most one page
-// while it waits for room in the queue, and one that waits longer than
-// Limits.SlowConsumer stops and leaves a resync for the writer.
+// Nothing is buffered without bound: the queue holds at most
+// Limits.SendQueue messages and Limits.MaxQueueBytes bytes (the message
+// being written included; one message is always let into an empty queue,
+// so a page larger than the bound still travels); a subscription holds at
+// most one page while it waits for room in the queue, and one that waits
+// longer than Limits.SlowConsumer stops and leaves a resync for the
+// writer. A client that stops reading altogether is closed when a write
+// takes longer than WriteTimeout.
 
 type frame struct {
 	data  []byte
@@ -48,6 +53,7 @@ type liveConn struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	send   chan frame
+	queued *budget       // bytes of the frames in send and of the one being written
 	heard  atomic.Int64  // unix nanos of the last message or pong
 	wrote  chan struct{} // closed when the writer ends
 
@@ -126,6 +132,7 @@ func (s *Server) serveLive(w http.ResponseWriter, r *http.Request) {
 	c := &liveConn{
 		s: s, ws: ws, addr: addr, ctx: ctx, cancel: cancel, id: sw.Header().Get(proto.HeaderRequestID),
 		send:    make(chan frame, s.limits.SendQueue),
+		queued:  newBudget(s.limits.MaxQueueBytes),
 		subs:    map[string]*liveSub{},
 		resyncs: map[string]bool{},
 		kick:    make(chan struct{}, 1),
@@ -317,15 +324,37 @@ func (c *liveConn) queue(m proto.Message) {
 		c.closeNow()
 		return
 	}
-	t := time.NewTimer(c.s.timing.write)
-	defer t.Stop()
-	select {
-	case c.send <- frame{data: data}:
-	case <-c.ctx.Done():
-	case <-t.C:
+	if !c.put(c.ctx.Done(), frame{data: data}, c.s.timing.write) && c.ctx.Err() == nil {
 		c.s.log.Info("live client not reading: closing", "addr", c.addr)
 		c.closeNow()
 	}
+}
+
+// put queues f, waiting at most wait for room in the queue: fewer than
+// Limits.SendQueue frames and f's bytes within Limits.MaxQueueBytes (or an
+// empty queue). It reports whether f was queued; false with done still
+// open means there was no room in time.
+func (c *liveConn) put(done <-chan struct{}, f frame, wait time.Duration) bool {
+	start := time.Now()
+	n := int64(len(f.data))
+	if !c.queued.take(n, wait, done) {
+		return false
+	}
+	select {
+	case c.send <- f:
+		return true
+	default:
+	}
+	t := time.NewTimer(wait - time.Since(start))
+	defer t.Stop()
+	select {
+	case c.send <- f:
+		return true
+	case <-done:
+	case <-t.C:
+	}
+	c.queued.release(n)
+	return false
 }
 
 // fatal sends an error message and closes the connection after it.
@@ -339,10 +368,11 @@ func (c *liveConn) fatal(status websocket.StatusCode, err error) {
 		c.s.log.Debug("live session refused", "request", c.id, "code", e.Code, "err", e.Cause)
 	}
 	data, _ := proto.EncodeMessage(proto.ErrorMessage{Code: e.Code, Message: e.Message, RequestID: c.id})
-	select {
-	case c.send <- frame{data: data, close: status, why: e.Code}:
-	case <-c.ctx.Done():
-	default: // queue full: close without the message
+	if c.ctx.Err() != nil {
+		return
+	}
+	if !c.put(c.ctx.Done(), frame{data: data, close: status, why: e.Code}, 0) && c.ctx.Err() == nil {
+		// queue full: close without the message
 		_ = c.ws.Close(status, e.Code)
 		c.cancel()
 	}
@@ -372,12 +402,15 @@ func (c *liveConn) writer() {
 		case f := <-c.send:
 			if f.sub != nil {
 				if f.sub.stopped.Load() {
+					c.queued.release(int64(len(f.data)))
 					continue
 				}
 				c.s.metrics.fanout.Inc()
 				c.s.metrics.fanoutRecs.Add(float64(f.recs))
 			}
-			if !write(f.data) {
+			ok := write(f.data)
+			c.queued.release(int64(len(f.data)))
+			if !ok {
 				return
 			}
 			if f.close != 0 {
@@ -566,24 +599,16 @@ func (s *Server) readPage(coll string, cursor engine.Cursor) (wirePage, []byte, 
 // livePullTimeout bounds one store read for live subscribers.
 const livePullTimeout = 30 * time.Second
 
-// offer queues a changes page, waiting at most Limits.SlowConsumer.
+// offer queues a changes page, waiting at most Limits.SlowConsumer for
+// room.
 func (c *liveConn) offer(ctx context.Context, f frame) bool {
-	select {
-	case c.send <- f:
+	if c.put(ctx.Done(), f, c.s.limits.SlowConsumer) {
 		return true
-	default:
 	}
-	t := time.NewTimer(c.s.limits.SlowConsumer)
-	defer t.Stop()
-	select {
-	case c.send <- f:
-		return true
-	case <-ctx.Done():
-		return false
-	case <-t.C:
+	if ctx.Err() == nil {
 		c.s.log.Info("slow live consumer: resync", "addr", c.addr)
-		return false
 	}
+	return false
 }
 
 // stop ends a subscription from its own goroutine and owes the client a

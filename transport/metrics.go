@@ -10,15 +10,19 @@ import (
 // metrics are the server's Prometheus collectors, registered on the
 // registry of one Server (never the global one).
 type metrics struct {
-	requests    *prometheus.CounterVec   // route, code
-	duration    *prometheus.HistogramVec // route
-	pushChanges *prometheus.CounterVec   // status
-	pullRecords prometheus.Counter
-	liveConns   prometheus.Gauge
-	liveMsgs    *prometheus.CounterVec // type (received)
-	fanout      prometheus.Counter
-	fanoutRecs  prometheus.Counter
-	resyncs     prometheus.Counter
+	requests     *prometheus.CounterVec   // route, code
+	duration     *prometheus.HistogramVec // route
+	pushChanges  *prometheus.CounterVec   // status
+	pullRecords  prometheus.Counter
+	liveConns    prometheus.Gauge
+	liveMsgs     *prometheus.CounterVec // type (received)
+	fanout       prometheus.Counter
+	fanoutRecs   prometheus.Counter
+	resyncs      prometheus.Counter
+	conns        prometheus.Gauge
+	connsRefused *prometheus.CounterVec // reason: addr, total
+	bodyBytes    prometheus.Gauge
+	bodyRefused  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -60,12 +64,31 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Namespace: "convergo", Name: "live_resyncs_total",
 			Help: "Subscriptions stopped with resync (slow consumers, store errors).",
 		}),
+		conns: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "convergo", Name: "conns",
+			Help: "Open TCP connections of the server's listeners (Server.Listener).",
+		}),
+		connsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "convergo", Name: "conns_refused_total",
+			Help: "TCP connections closed on accept: over the per-address (addr) or the total (total) limit.",
+		}, []string{"reason"}),
+		bodyBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "convergo", Name: "body_bytes_in_flight",
+			Help: "Bytes of request bodies reserved by requests in flight.",
+		}),
+		bodyRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "convergo", Name: "body_budget_refused_total",
+			Help: "Requests answered 503 because the bodies in flight left no room for theirs.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.pushChanges, m.pullRecords, m.liveConns, m.liveMsgs, m.fanout, m.fanoutRecs, m.resyncs} {
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.pushChanges, m.pullRecords, m.liveConns, m.liveMsgs, m.fanout, m.fanoutRecs, m.resyncs,
+		m.conns, m.connsRefused, m.bodyBytes, m.bodyRefused} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}
 	}
+	m.connsRefused.WithLabelValues("addr")
+	m.connsRefused.WithLabelValues("total")
 	for _, s := range proto.Statuses {
 		m.pushChanges.WithLabelValues(s.String()) // export zeros from the start
 	}

@@ -92,7 +92,9 @@ type Server struct {
 	mux     *http.ServeMux
 	ids     *requestIDs
 	rate    *rateLimiter
-	conns   *connCounter
+	conns   *connCounter // WebSockets per client address
+	bodies  *budget      // request bodies in flight
+	tcp     *connLimit   // connections of Listener
 	proxies []netip.Prefix
 	pages   *pageGroup
 
@@ -159,6 +161,8 @@ func New(cfg Config) (*Server, error) {
 		ids:     newRequestIDs(),
 		rate:    newRateLimiter(limits.Rate, limits.Burst),
 		conns:   &connCounter{max: limits.MaxConnsPerAddr, n: map[string]int{}},
+		bodies:  newBudget(limits.MaxBodyBytesInFlight),
+		tcp:     newConnLimit(limits),
 		live:    map[*liveConn]struct{}{},
 		proxies: cfg.TrustedProxies,
 		pages:   newPageGroup(),
