@@ -68,7 +68,10 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.Float64Var(&c.limits.Rate, "rate", proto.DefaultRate, "requests or messages per second per client (negative: no limit)")
 	fs.IntVar(&c.limits.Burst, "burst", proto.DefaultBurst, "requests a client may make at once above the rate")
 	fs.DurationVar(&c.limits.RequestTimeout, "request-timeout", transport.DefaultRequestTimeout, "time to receive an HTTP request's body, and again to send its answer")
-	fs.IntVar(&c.limits.MaxConnsPerAddr, "max-conns", proto.DefaultMaxConnsPerAddr, "most WebSocket connections per client address")
+	fs.IntVar(&c.limits.MaxConnsPerAddr, "max-conns", proto.DefaultMaxConnsPerAddr, "most connections per client address (TCP per peer, trusted proxies exempt; WebSockets per client)")
+	fs.IntVar(&c.limits.MaxConns, "max-conns-total", transport.DefaultMaxConns, "most TCP connections held at once, all listeners together")
+	fs.Int64Var(&c.limits.MaxQueueBytes, "max-queue-bytes", transport.DefaultMaxQueueBytes, "most `bytes` waiting to be written to one WebSocket (one page always fits an empty queue)")
+	fs.Int64Var(&c.limits.MaxBodyBytesInFlight, "max-bodies-in-flight", transport.DefaultMaxBodyBytesInFlight, "most `bytes` of HTTP request bodies held at once, all requests together (503 unavailable beyond)")
 	return fs, c
 }
 
@@ -163,6 +166,8 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
+	// Both listeners count against the server's connection limits.
+	ln = srv.Listener(ln)
 	var handler http.Handler = srv
 	servers := []*http.Server{}
 	if c.metricsAddr != "" {
@@ -171,6 +176,7 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 			ln.Close()
 			return fmt.Errorf("listen for metrics: %w", err)
 		}
+		mln = srv.Listener(mln)
 		handler = withoutMetrics(srv)
 		ms := &http.Server{Handler: opsOnly(srv), ReadHeaderTimeout: 10 * time.Second}
 		servers = append(servers, ms)
