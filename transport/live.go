@@ -34,8 +34,10 @@ import (
 // so a page larger than the bound still travels); a subscription holds at
 // most one page while it waits for room in the queue, and one that waits
 // longer than Limits.SlowConsumer stops and leaves a resync for the
-// writer. A client that stops reading altogether is closed when a write
-// takes longer than WriteTimeout.
+// writer. The subscriptions of a connection take turns to read and offer
+// their pages, so a connection holds at most one page outside its queue,
+// however many subscriptions it has. A client that stops reading
+// altogether is closed when a write takes longer than WriteTimeout.
 
 type frame struct {
 	data  []byte
@@ -54,6 +56,7 @@ type liveConn struct {
 	cancel context.CancelFunc
 	send   chan frame
 	queued *budget       // bytes of the frames in send and of the one being written
+	paging chan struct{} // held by the one subscription reading or offering a page
 	heard  atomic.Int64  // unix nanos of the last message or pong
 	wrote  chan struct{} // closed when the writer ends
 
@@ -133,6 +136,7 @@ func (s *Server) serveLive(w http.ResponseWriter, r *http.Request) {
 		s: s, ws: ws, addr: addr, ctx: ctx, cancel: cancel, id: sw.Header().Get(proto.HeaderRequestID),
 		send:    make(chan frame, s.limits.SendQueue),
 		queued:  newBudget(s.limits.MaxQueueBytes),
+		paging:  make(chan struct{}, 1),
 		subs:    map[string]*liveSub{},
 		resyncs: map[string]bool{},
 		kick:    make(chan struct{}, 1),
@@ -536,6 +540,11 @@ func (c *liveConn) stream(ctx context.Context, sub *liveSub, coll string, cursor
 				data []byte
 				err  error
 			)
+			select {
+			case c.paging <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
 			if !shared {
 				page, data, err = c.s.readPage(coll, cursor)
 			} else {
@@ -544,6 +553,7 @@ func (c *liveConn) stream(ctx context.Context, sub *liveSub, coll string, cursor
 				})
 			}
 			if err != nil {
+				<-c.paging
 				if ctx.Err() == nil {
 					c.s.log.Warn("live pull failed: resync", "collection", coll, "err", err)
 					c.stop(sub, coll)
@@ -551,10 +561,13 @@ func (c *liveConn) stream(ctx context.Context, sub *liveSub, coll string, cursor
 				return
 			}
 			if len(page.Records) == 0 && !first {
+				<-c.paging
 				break
 			}
 			first = false
-			if !c.offer(ctx, frame{data: data, sub: sub, recs: len(page.Records)}) {
+			offered := c.offer(ctx, frame{data: data, sub: sub, recs: len(page.Records)})
+			<-c.paging
+			if !offered {
 				if ctx.Err() == nil {
 					c.stop(sub, coll)
 				}
