@@ -45,11 +45,14 @@ func Example() {
 		}
 	}
 
+	// An anonymous demo client's replica id: the anonymous prefix and a
+	// device part of its own (docs/protocol.md, "Replica ids").
+	tab := proto.ReplicaFor("", "tab1")
 	title, _ := crdt.EncodeValue("Buy milk")
 	change := crdt.Change{Collection: transport.DemoCollection,
-		Record: crdt.SetField("t1", "title", title, crdt.Stamp{Wall: eng.ServerTime(), Replica: "tab1"})}
+		Record: crdt.SetField("t1", "title", title, crdt.Stamp{Wall: eng.ServerTime(), Replica: tab})}
 	var pushed proto.PushResponse
-	call(proto.PathPush, proto.PushRequest{Replica: "tab1", Changes: []crdt.Change{change}}, &pushed)
+	call(proto.PathPush, proto.PushRequest{Replica: tab, Changes: []crdt.Change{change}}, &pushed)
 	fmt.Println("push:", pushed.Results[0].Status)
 
 	var page proto.PullResponse

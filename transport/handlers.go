@@ -26,6 +26,7 @@ func (s *Server) helloAnswer(p Principal) proto.HelloResponse {
 		Subject:         p.Subject,
 		MaxPageBytes:    uint64(s.limits.MaxPageBytes),
 		MaxMessageBytes: uint64(s.limits.MaxMessageBytes),
+		ReplicaPrefix:   proto.ReplicaPrefix(p.Subject),
 	}
 }
 
@@ -60,8 +61,10 @@ func (s *Server) push(ctx context.Context, p Principal, body []byte) (any, error
 
 // apply applies the changes p may write and answers one result per change.
 // It returns only after the store committed every applied change. The
-// engine fits the changes to the store (batches, size splits); this layer
-// only decides who may write what.
+// engine fits the changes to the store (batches, size splits) and checks
+// stamps against its clock; this layer decides who may write what: the
+// collection (p.CanWrite) and the replica ids of the stamps (replica
+// binding, proto.Owner), the one place either is checked.
 func (s *Server) apply(ctx context.Context, p Principal, changes []crdt.Change, refused []error) ([]proto.PushResult, error) {
 	if len(changes) > s.limits.MaxPushChanges {
 		return nil, proto.Errorf(proto.CodeTooLarge, "%d changes in one push, at most %d", len(changes), s.limits.MaxPushChanges)
@@ -69,12 +72,16 @@ func (s *Server) apply(ctx context.Context, p Principal, changes []crdt.Change, 
 	results := make([]proto.PushResult, len(changes))
 	accepted := make([]crdt.Change, 0, len(changes))
 	index := make([]int, 0, len(changes))
+	owner := proto.OwnerOf(p.Subject)
 	for i, c := range changes {
 		switch {
 		case refused != nil && refused[i] != nil:
 			results[i] = refusal(refused[i])
 		case !p.CanWrite(c.Collection):
 			results[i] = proto.PushResult{Status: proto.StatusRefused, Code: proto.CodeForbidden, Message: "no write access to " + c.Collection}
+		case forged(owner, c.Record) != "":
+			results[i] = proto.PushResult{Status: proto.StatusRefused, Code: proto.CodeForgedReplica,
+				Message: fmt.Sprintf("stamp of replica %q: this principal's ids start with %s%c", forged(owner, c.Record), owner.Prefix(), proto.ReplicaSeparator)}
 		default:
 			accepted = append(accepted, c)
 			index = append(index, i)
@@ -100,6 +107,20 @@ func (s *Server) apply(ctx context.Context, p Principal, changes []crdt.Change, 
 		s.metrics.pushChanges.WithLabelValues(r.Status.String()).Inc()
 	}
 	return results, nil
+}
+
+// forged returns the first replica id among r's stamps that owner does not
+// own, or "".
+func forged(owner proto.Owner, r crdt.Record) string {
+	if !r.Deleted.IsZero() && !owner.Owns(r.Deleted.Replica) {
+		return r.Deleted.Replica
+	}
+	for _, f := range r.Fields {
+		if !owner.Owns(f.Stamp.Replica) {
+			return f.Stamp.Replica
+		}
+	}
+	return ""
 }
 
 // refusal maps why a change was refused to its result.

@@ -98,8 +98,45 @@ func (a answer) errorCode(t *testing.T) string {
 
 // post sends body (encoded unless it is []byte) with the protocol header and
 // token, if any.
+// ownReplica is the placeholder replica id of test changes: post stamps
+// them with the pushing subject's own device id (proto.ReplicaFor), so
+// tests read as "my write"; a test of forged ids uses any other id.
+const ownReplica = "c1"
+
+// bind gives the changes stamped ownReplica the replica id the token's
+// subject owns.
+func (ts *testServer) bind(t *testing.T, token string, changes []crdt.Change) []crdt.Change {
+	t.Helper()
+	subject := ""
+	if token != "" {
+		if p, err := ts.jwt.Authenticate(context.Background(), token); err == nil {
+			subject = p.Subject
+		}
+	}
+	own := proto.ReplicaFor(subject, ownReplica)
+	out := make([]crdt.Change, len(changes))
+	for i, c := range changes {
+		r := c.Record.Clone()
+		if r.Deleted.Replica == ownReplica {
+			r.Deleted.Replica = own
+		}
+		for name, f := range r.Fields {
+			if f.Stamp.Replica == ownReplica {
+				f.Stamp.Replica = own
+				r.Fields[name] = f
+			}
+		}
+		out[i] = crdt.Change{Collection: c.Collection, Record: r}
+	}
+	return out
+}
+
 func (ts *testServer) post(t *testing.T, path, token string, body any, edit ...func(*http.Request)) answer {
 	t.Helper()
+	if p, ok := body.(proto.PushRequest); ok {
+		p.Changes = ts.bind(t, token, p.Changes)
+		body = p
+	}
 	raw, ok := body.([]byte)
 	if !ok {
 		var err error
@@ -186,7 +223,7 @@ func mustValue(t *testing.T, v any) []byte {
 // change sets one field, stamped now.
 func change(t *testing.T, coll, id, field string, v any) crdt.Change {
 	t.Helper()
-	return crdt.Change{Collection: coll, Record: crdt.SetField(id, field, mustValue(t, v), crdt.Stamp{Wall: time.Now().UnixMilli(), Replica: "c1"})}
+	return crdt.Change{Collection: coll, Record: crdt.SetField(id, field, mustValue(t, v), crdt.Stamp{Wall: time.Now().UnixMilli(), Replica: ownReplica})}
 }
 
 // liveClient is a test WebSocket client.

@@ -91,7 +91,8 @@ func TestPushPull(t *testing.T) {
 	if len(page.Records) != 2 || !bytes.Equal(page.Next, cur(2)) || page.More {
 		t.Fatalf("pull: %+v", page)
 	}
-	if !page.Records[0].Equal(a.Record) || !page.Records[1].Equal(b.Record) {
+	bound := ts.bind(t, tok, []crdt.Change{a, b})
+	if !page.Records[0].Equal(bound[0].Record) || !page.Records[1].Equal(bound[1].Record) {
 		t.Fatalf("pulled %+v", page.Records)
 	}
 	// Cursor and limit.
@@ -627,7 +628,7 @@ func TestEnvelopesAreTolerantChangesAreNot(t *testing.T) {
 	if a := ts.post(t, proto.PathPull, tok, []byte{0xa2, 0x01, 0x61, 'a', 0x09, 0x00}); a.status != http.StatusOK {
 		t.Fatalf("pull with an unknown key: %d %s", a.status, a.errorCode(t))
 	}
-	good, err := crdt.EncodeChanges([]crdt.Change{change(t, "a", "r1", "f", 1)})
+	good, err := crdt.EncodeChanges(ts.bind(t, tok, []crdt.Change{change(t, "a", "r1", "f", 1)}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -836,5 +837,48 @@ func TestErrorsCarryNoInternalDetail(t *testing.T) {
 	big := change(t, "notes", "r8", "x", strings.Repeat("y", 200<<10))
 	for i, r := range ts.push(t, tok, ahead, big) {
 		check(fmt.Sprintf("refused change %d", i), r.Message)
+	}
+}
+
+// A principal writes only stamps of replica ids it owns: another subject's,
+// the server's, a captured change's or a made-up id is refused alone with
+// forged_replica, in fields and in delete stamps.
+func TestReplicaBinding(t *testing.T) {
+	ts := newTestServer(t, func(c *Config) { c.Demo = true })
+	alice := ts.token(t, "alice", []string{"*"}, []string{"*"})
+	now := time.Now().UnixMilli()
+	stamped := func(replica string) crdt.Change {
+		return crdt.Change{Collection: "notes", Record: crdt.SetField("r1", "x", mustValue(t, replica), crdt.Stamp{Wall: now, Replica: replica})}
+	}
+	deleted := crdt.Change{Collection: "notes", Record: crdt.DeleteRecord("r2", crdt.Stamp{Wall: now, Replica: proto.ReplicaFor("bob", "phone")})}
+	res := ts.push(t, alice,
+		stamped(proto.ReplicaFor("alice", "laptop")),
+		stamped(proto.ReplicaFor("bob", "laptop")),
+		stamped("srv-test"),
+		stamped("ddb-stream-0001"),
+		stamped(proto.ReplicaPrefix("alice")), // the prefix alone: no device
+		stamped("made-up"),
+		deleted,
+	)
+	want := []proto.Status{proto.StatusApplied, proto.StatusRefused, proto.StatusRefused, proto.StatusRefused, proto.StatusRefused, proto.StatusRefused, proto.StatusRefused}
+	for i, r := range res {
+		if r.Status != want[i] || (want[i] == proto.StatusRefused && r.Code != proto.CodeForgedReplica) {
+			t.Errorf("change %d: %+v, want %v", i, r, want[i])
+		}
+	}
+	// Bob's current value is untouched by alice's forged stamp.
+	bob := ts.token(t, "bob", []string{"*"}, []string{"*"})
+	if res := ts.push(t, bob, stamped(proto.ReplicaFor("bob", "laptop"))); res[0].Status != proto.StatusApplied {
+		t.Fatalf("bob's own write: %+v", res[0])
+	}
+	// The hello answer names the prefix; anonymous clients share one.
+	a := ts.post(t, proto.PathHello, alice, proto.HelloRequest{Protocol: proto.Version, Replica: proto.ReplicaFor("alice", "x")})
+	var h proto.HelloResponse
+	if err := proto.Decode(a.body, &h); err != nil || h.ReplicaPrefix != proto.ReplicaPrefix("alice") {
+		t.Fatalf("hello prefix %q (%v)", h.ReplicaPrefix, err)
+	}
+	anon := crdt.Change{Collection: DemoCollection, Record: crdt.SetField("r", "x", mustValue(t, 1), crdt.Stamp{Wall: now, Replica: proto.ReplicaFor("", "tab9")})}
+	if res := ts.push(t, "", anon); res[0].Status != proto.StatusApplied {
+		t.Fatalf("anonymous write with the shared prefix: %+v", res[0])
 	}
 }

@@ -126,7 +126,7 @@ func TestLiveFanOut(t *testing.T) {
 	for i := 0; i < changes; i++ {
 		v, _ := crdt.EncodeValue(i)
 		id := fmt.Sprint("r", i)
-		ts.push(t, "", crdt.Change{Collection: DemoCollection, Record: crdt.SetField(id, "n", v, crdt.Stamp{Wall: time.Now().UnixMilli(), Replica: "w"})})
+		ts.push(t, "", crdt.Change{Collection: DemoCollection, Record: crdt.SetField(id, "n", v, crdt.Stamp{Wall: time.Now().UnixMilli(), Replica: ownReplica})})
 		var wg sync.WaitGroup
 		var missing []string
 		var mu sync.Mutex

@@ -22,6 +22,7 @@ import (
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/stores"
 	"github.com/convergo/convergo/transport"
+	"github.com/convergo/convergo/transport/proto"
 )
 
 // runApply measures scenario 2: how many field changes per second the sync
@@ -163,7 +164,7 @@ type writer struct {
 var benchValue, _ = crdt.EncodeValue("buy oat milk and a loaf of rye bread")
 
 func newWriter(i int) *writer {
-	replica := fmt.Sprintf("bench-%d-%s", i, randomSuffix())
+	replica := proto.ReplicaFor("", fmt.Sprintf("bench-%d-%s", i, randomSuffix())) // the demo's anonymous writers own these ids
 	c, err := crdt.NewClock(crdt.ClockConfig{Replica: replica})
 	if err != nil {
 		panic(err)

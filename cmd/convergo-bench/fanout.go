@@ -31,7 +31,7 @@ import (
 // collection through the engine, 1,000 per batch. The browser scenarios
 // build the same records for their IndexedDB baseline.
 func seedRecords(ctx context.Context, srv *benchServer, n int) error {
-	clock, err := crdt.NewClock(crdt.ClockConfig{Replica: "seed"})
+	clock, err := crdt.NewClock(crdt.ClockConfig{Replica: proto.ReplicaFor("", "seed")})
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -99,6 +100,25 @@ func get(t *testing.T, url string) (int, http.Header, string) {
 	return resp.StatusCode, resp.Header, string(b)
 }
 
+// subjectOf reads the subject of a token ("" for none), for the replica id
+// it owns.
+func subjectOf(t *testing.T, token string) string {
+	t.Helper()
+	if token == "" {
+		return ""
+	}
+	parts := strings.Split(token, ".")
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c struct{ Sub string }
+	if err := json.Unmarshal(payload, &c); err != nil {
+		t.Fatal(err)
+	}
+	return c.Sub
+}
+
 // roundTrip checks health, a push and a pull of base, with token (or
 // anonymously on the demo collection when token is "").
 func roundTrip(t *testing.T, base, token, coll string) {
@@ -118,7 +138,7 @@ func roundTrip(t *testing.T, base, token, coll string) {
 		}
 	}
 	v, _ := crdt.EncodeValue("milk")
-	ch := crdt.Change{Collection: coll, Record: crdt.SetField("r1", "title", v, crdt.Stamp{Wall: time.Now().UnixMilli(), Replica: "t1"})}
+	ch := crdt.Change{Collection: coll, Record: crdt.SetField("r1", "title", v, crdt.Stamp{Wall: time.Now().UnixMilli(), Replica: proto.ReplicaFor(subjectOf(t, token), "t1")})}
 	var pushed proto.PushResponse
 	if code := post(t, base, proto.PathPush, token, proto.PushRequest{Replica: "t1", Changes: []crdt.Change{ch}}, &pushed); code != 200 {
 		t.Fatalf("push: %d", code)

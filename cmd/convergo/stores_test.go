@@ -125,7 +125,7 @@ func TestServeSharedStores(t *testing.T) {
 				t.Fatalf("catch-up on b: %+v", first)
 			}
 			v, _ := crdt.EncodeValue("eggs")
-			ch := crdt.Change{Collection: transport.DemoCollection, Record: crdt.SetField("r2", "title", v, crdt.Stamp{Wall: time.Now().UnixMilli(), Replica: "t2"})}
+			ch := crdt.Change{Collection: transport.DemoCollection, Record: crdt.SetField("r2", "title", v, crdt.Stamp{Wall: time.Now().UnixMilli(), Replica: proto.ReplicaFor("", "t2")})}
 			var pushed proto.PushResponse
 			if code := post(t, a, proto.PathPush, "", proto.PushRequest{Replica: "t2", Changes: []crdt.Change{ch}}, &pushed); code != 200 {
 				t.Fatalf("push to a: %d", code)

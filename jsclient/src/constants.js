@@ -101,6 +101,12 @@ export const CODES = Object.freeze([
     "perChange": true
   },
   {
+    "code": "forged_replica",
+    "http": 0,
+    "retry": "never",
+    "perChange": true
+  },
+  {
     "code": "unavailable",
     "http": 503,
     "retry": "backoff",
@@ -179,4 +185,17 @@ export const MODEL = Object.freeze({
   "maxValueBytes": 131072,
   "maxValueNestedLevels": 16,
   "maxWall": 9007199254740991
+});
+
+/** The replica binding rule: an owned id is the subject's prefix (the first 10 bytes of SHA-256(domain + subject) in lower-case base32), the separator and a device part; samples of prefixes. */
+export const REPLICA = Object.freeze({
+  "prefixLen": 16,
+  "separator": "_",
+  "domain": "convergo/replica/v2\u0000",
+  "samples": {
+    "": "7uwub3hf3byllac3",
+    "alice": "3y46xdnv3bk6uhgg",
+    "bob@example.com": "jx26ypyejfpxqj2x",
+    "用户": "pglpqrsemvzmqrqv"
+  }
 });

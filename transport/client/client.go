@@ -3,6 +3,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -42,9 +43,18 @@ type Config struct {
 	// nears expiry. It takes precedence over Token.
 	TokenFunc func(ctx context.Context) (string, error)
 	// Replica is this client's replica id: the tie-break of every stamp it
-	// issues. Required; see crdt.ValidateReplica. Two clients must never
-	// share one.
+	// issues. The server accepts only stamps of ids the token's subject
+	// owns (replica binding, docs/protocol.md): set it to
+	// proto.ReplicaFor(subject, device) when the subject is known up
+	// front. Empty means the client binds itself on its first Hello (or
+	// live session), to proto.ReplicaFor of the subject the server names
+	// and Device; until then Now fails with ErrUnbound. Two clients must
+	// never share an id.
 	Replica string
+	// Device is the device part of the replica id the client binds itself
+	// to when Replica is empty: 1 to proto.MaxDeviceBytes of
+	// [A-Za-z0-9_-]. Empty means a random one for this Client.
+	Device string
 	// HTTPClient sends requests and dials WebSockets. Nil means a client
 	// of its own with http.DefaultTransport.
 	HTTPClient *http.Client
@@ -153,8 +163,10 @@ type Client struct {
 	backoff Backoff
 	cfg     Config
 
-	mu     sync.Mutex // guards the fields below
-	clock  *crdt.Clock
+	mu     sync.Mutex  // guards the fields below
+	clock  *crdt.Clock // of the device part alone until the client is bound
+	bound  bool        // the clock's replica is the client's id
+	device string
 	offset time.Duration
 	info   ServerInfo
 	hello  bool
@@ -167,7 +179,18 @@ func New(cfg Config) (*Client, error) {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("client: Config.URL %q is not an http(s) URL", cfg.URL)
 	}
-	clock, err := crdt.NewClock(crdt.ClockConfig{Replica: cfg.Replica, MaxDrift: cfg.MaxDrift})
+	device := cfg.Device
+	if device == "" {
+		device = randomDevice()
+	}
+	if len(device) > proto.MaxDeviceBytes || crdt.ValidateReplica(device) != nil {
+		return nil, fmt.Errorf("client: Config.Device %q: want 1 to %d of [A-Za-z0-9_-]", device, proto.MaxDeviceBytes)
+	}
+	id := cfg.Replica
+	if id == "" {
+		id = device // a placeholder: Now refuses to stamp with it
+	}
+	clock, err := crdt.NewClock(crdt.ClockConfig{Replica: id, MaxDrift: cfg.MaxDrift})
 	if err != nil {
 		return nil, fmt.Errorf("client: %w", err)
 	}
@@ -195,16 +218,53 @@ func New(cfg Config) (*Client, error) {
 	return &Client{
 		base:    strings.TrimSuffix(u.String(), "/"),
 		http:    cfg.HTTPClient,
-		log:     cfg.Logger.With("component", "client", "replica", cfg.Replica),
+		log:     cfg.Logger.With("component", "client", "device", device),
 		backoff: cfg.Backoff.withDefaults(),
 		cfg:     cfg,
 		clock:   clock,
+		bound:   cfg.Replica != "",
+		device:  device,
 		info:    ServerInfo{MaxPush: proto.DefaultMaxPushChanges, MaxBody: proto.DefaultMaxBodyBytes},
 	}, nil
 }
 
-// Replica returns the client's replica id.
-func (c *Client) Replica() string { return c.cfg.Replica }
+// ErrUnbound is returned by Now before the client knows its replica id:
+// Config.Replica was empty and no hello has named the subject yet.
+var ErrUnbound = errors.New("convergo: no replica id yet: set Config.Replica or call Hello first")
+
+// Replica returns the client's replica id, "" while it is unbound.
+func (c *Client) Replica() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.replicaLocked()
+}
+
+func (c *Client) replicaLocked() string {
+	if !c.bound {
+		return ""
+	}
+	return c.clock.Replica()
+}
+
+// helloReplica is the id a hello carries: the bound one, or the device
+// part while unbound.
+func (c *Client) helloReplica() string {
+	if r := c.Replica(); r != "" {
+		return r
+	}
+	return c.device
+}
+
+// randomDevice returns 12 random characters of [a-z0-9].
+func randomDevice() string {
+	const alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	for i := range b {
+		b[i] = alphabet[int(b[i])%len(alphabet)]
+	}
+	return string(b[:])
+}
 
 // Info returns what the last hello (HTTP or WebSocket) said, and whether
 // there was one.
@@ -222,6 +282,9 @@ func (c *Client) wall() int64 { return c.cfg.Now().Add(c.offset).UnixMilli() }
 func (c *Client) Now() (crdt.Stamp, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if !c.bound {
+		return crdt.Stamp{}, ErrUnbound
+	}
 	return c.clock.Now(c.wall())
 }
 
@@ -272,14 +335,34 @@ func (c *Client) setInfo(a proto.HelloResponse, sent, received time.Time) Server
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.info, c.offset, c.hello = info, info.Offset, true
+	if c.cfg.Replica == "" {
+		c.bindLocked(a.Subject)
+	}
 	return info
+}
+
+// bindLocked gives an unbound client (or one whose subject changed) the
+// replica id subject owns for its device. The new clock continues from the
+// old one's reading, so stamps keep increasing. Called with c.mu held.
+func (c *Client) bindLocked(subject string) {
+	id := proto.ReplicaFor(subject, c.device)
+	if c.replicaLocked() == id {
+		return
+	}
+	clock, err := crdt.NewClock(crdt.ClockConfig{Replica: id, MaxDrift: c.cfg.MaxDrift})
+	if err != nil {
+		c.log.Error("bind replica id", "err", err) // unreachable: device and prefix were validated
+		return
+	}
+	clock.Restore(c.clock.Last())
+	c.clock, c.bound = clock, true
 }
 
 // Hello greets the server: it learns the server's limits and measures the
 // clock skew, which corrects the wall time of every later stamp.
 func (c *Client) Hello(ctx context.Context) (ServerInfo, error) {
 	var a proto.HelloResponse
-	ans, err := c.call(ctx, proto.PathHello, proto.HelloRequest{Protocol: proto.Version, Replica: c.cfg.Replica}, &a, nil)
+	ans, err := c.call(ctx, proto.PathHello, proto.HelloRequest{Protocol: proto.Version, Replica: c.helloReplica()}, &a, nil)
 	if err != nil {
 		return ServerInfo{}, err
 	}
@@ -336,7 +419,7 @@ func batchLen(changes []crdt.Change, maxN, maxBytes int) int {
 
 func (c *Client) pushBatch(ctx context.Context, changes []crdt.Change) ([]Result, error) {
 	var a proto.PushResponse
-	ans, err := c.call(ctx, proto.PathPush, proto.PushRequest{Replica: c.cfg.Replica, Changes: changes}, &a,
+	ans, err := c.call(ctx, proto.PathPush, proto.PushRequest{Replica: c.helloReplica(), Changes: changes}, &a,
 		func() error { return checkPush(len(changes), &a) })
 	var e *Error
 	if errors.As(err, &e) && e.Code == proto.CodeTooLarge {

@@ -33,12 +33,40 @@ func TestNewValidatesConfig(t *testing.T) {
 		{URL: "", Replica: "a"},
 		{URL: "ftp://x", Replica: "a"},
 		{URL: "http://", Replica: "a"},
-		{URL: "http://x"},
 		{URL: "http://x", Replica: "bad replica"},
+		{URL: "http://x", Device: "bad device"},
+		{URL: "http://x", Device: strings.Repeat("d", proto.MaxDeviceBytes+1)},
 	} {
 		if _, err := New(cfg); err == nil {
 			t.Errorf("New(%+v) succeeded, want an error", cfg)
 		}
+	}
+}
+
+// A client without a replica id binds itself on its first hello to the id
+// the subject owns for its device, and its clock goes on from where it was.
+func TestClientBindsOnHello(t *testing.T) {
+	f := newFakeServer(t)
+	c, err := New(Config{URL: f.srv.URL, Device: "laptop", Backoff: Backoff{MaxAttempts: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Now(); !errors.Is(err, ErrUnbound) {
+		t.Fatalf("Now before hello: %v, want ErrUnbound", err)
+	}
+	if err := c.Observe(crdt.Stamp{Wall: time.Now().Add(time.Minute).UnixMilli(), Replica: "x"}); err != nil {
+		t.Fatal(err)
+	}
+	info, err := c.Hello(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := proto.ReplicaFor(info.Subject, "laptop"); c.Replica() != want {
+		t.Fatalf("bound to %q, want %q", c.Replica(), want)
+	}
+	s, err := c.Now()
+	if err != nil || s.Replica != c.Replica() || s.Wall < time.Now().Add(time.Minute-time.Second).UnixMilli() {
+		t.Fatalf("first stamp %v (%v): want the bound id, after what was observed", s, err)
 	}
 }
 

@@ -25,6 +25,7 @@ var (
 	ErrUpgradeRequired    = errors.New("convergo: upgrade required")
 	ErrRateLimited        = errors.New("convergo: rate limited")
 	ErrClockDrift         = errors.New("convergo: clock drift")
+	ErrForgedReplica      = errors.New("convergo: stamp of a replica id the subject does not own")
 	ErrUnavailable        = errors.New("convergo: unavailable")
 	ErrInternal           = errors.New("convergo: internal server error")
 
@@ -51,6 +52,7 @@ var sentinels = map[string]error{
 	proto.CodeUpgradeRequired:    ErrUpgradeRequired,
 	proto.CodeRateLimited:        ErrRateLimited,
 	proto.CodeClockDrift:         ErrClockDrift,
+	proto.CodeForgedReplica:      ErrForgedReplica,
 	proto.CodeUnavailable:        ErrUnavailable,
 	proto.CodeInternal:           ErrInternal,
 }

@@ -38,12 +38,14 @@ func Example() {
 	}
 
 	ctx := context.Background()
-	open := func(replica string) *client.Replica {
-		c, err := client.New(client.Config{URL: hs.URL, Token: token, Replica: replica})
+	open := func(device string) *client.Replica {
+		c, err := client.New(client.Config{URL: hs.URL, Token: token, Device: device})
 		if err != nil {
 			log.Fatal(err)
 		}
-		if _, err := c.Hello(ctx); err != nil { // corrects clock skew
+		// Hello corrects clock skew and binds the client to the replica id
+		// alice owns for this device.
+		if _, err := c.Hello(ctx); err != nil {
 			log.Fatal(err)
 		}
 		r, err := client.NewReplica(c, client.ReplicaConfig{Collections: []string{"notes"}})
@@ -52,7 +54,7 @@ func Example() {
 		}
 		return r
 	}
-	laptop, phone := open("alice-laptop"), open("alice-phone")
+	laptop, phone := open("laptop"), open("phone")
 
 	// Offline writes land in the local records and the outbox.
 	if err := laptop.Set("notes", "n1", "title", "Buy milk"); err != nil {
@@ -69,7 +71,7 @@ func Example() {
 			log.Fatal(err)
 		}
 	}
-	for _, r := range []*client.Replica{laptop, phone} {
+	for name, r := range map[string]*client.Replica{"laptop": laptop, "phone": phone} {
 		rec, _ := r.Get("notes", "n1")
 		var title string
 		var done bool
@@ -79,10 +81,10 @@ func Example() {
 		if err := crdt.DecodeValue(rec.Values()["done"], &done); err != nil {
 			log.Fatal(err)
 		}
-		fmt.Printf("%s: %q done=%v, pending %d\n", r.Client().Replica(), title, done, len(r.Pending()))
+		fmt.Printf("%s (%s): %q done=%v, pending %d\n", name, r.Client().Replica(), title, done, len(r.Pending()))
 	}
-	// Output:
+	// Unordered output:
 	// pending on the laptop: 1
-	// alice-laptop: "Buy milk" done=true, pending 0
-	// alice-phone: "Buy milk" done=true, pending 0
+	// laptop (3y46xdnv3bk6uhgg_laptop): "Buy milk" done=true, pending 0
+	// phone (3y46xdnv3bk6uhgg_phone): "Buy milk" done=true, pending 0
 }

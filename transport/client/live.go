@@ -142,7 +142,7 @@ func (c *Client) liveSession(ctx context.Context, cursors map[string][]byte, onC
 	conn.SetReadLimit(c.cfg.MaxResponseBytes)
 
 	sent := c.cfg.Now()
-	if err := writeMsg(hctx, conn, proto.Hello{Protocol: proto.Version, Replica: c.cfg.Replica, Token: tok}); err != nil {
+	if err := writeMsg(hctx, conn, proto.Hello{Protocol: proto.Version, Replica: c.helloReplica(), Token: tok}); err != nil {
 		return false, err
 	}
 	for open := false; !open; {

@@ -138,6 +138,9 @@ func cborHead(major byte, n uint64) []byte {
 
 func cborText(s string) []byte { return append(cborHead(3, uint64(len(s))), s...) }
 
+// testerID is the replica id the subject "tester" owns for its device.
+var testerID = proto.ReplicaFor("tester", "d1")
+
 func setAt(t testing.TB, coll, id string, wall int64, replica string) crdt.Change {
 	t.Helper()
 	v, err := crdt.EncodeValue("x")
@@ -246,7 +249,7 @@ func TestBadInputs(t *testing.T) {
 
 	tok := srv.token(t, "tester", []string{"e2e.public"}, []string{"e2e.public"})
 	now := time.Now()
-	good := setAt(t, "e2e.public", "ok", now.UnixMilli(), "tester")
+	good := setAt(t, "e2e.public", "ok", now.UnixMilli(), testerID)
 	goodPush := pushBody("tester", good)
 	pastJWT, err := transport.NewJWT(secret, func() time.Time { return now.Add(-2 * time.Hour) })
 	if err != nil {
@@ -269,7 +272,7 @@ func TestBadInputs(t *testing.T) {
 	bigBody = append(bigBody, make([]byte, 5<<20)...)
 	var many []crdt.Change
 	for i := range proto.DefaultMaxPushChanges + 1 {
-		many = append(many, setAt(t, "e2e.public", fmt.Sprint("m", i), now.UnixMilli(), "tester"))
+		many = append(many, setAt(t, "e2e.public", fmt.Sprint("m", i), now.UnixMilli(), testerID))
 	}
 
 	// A change whose framing is intact but whose content is not a change.
@@ -331,9 +334,9 @@ func TestBadInputs(t *testing.T) {
 		{
 			name: "stamp beyond the drift bound", path: proto.PathPush, token: tok, wantStatus: 200,
 			body: pushBody("tester",
-				setAt(t, "e2e.public", "d1", now.UnixMilli(), "tester"),
-				setAt(t, "e2e.public", "d2", now.Add(time.Hour).UnixMilli(), "tester"),
-				setAt(t, "e2e.public", "d3", now.UnixMilli(), "tester")),
+				setAt(t, "e2e.public", "d1", now.UnixMilli(), testerID),
+				setAt(t, "e2e.public", "d2", now.Add(time.Hour).UnixMilli(), testerID),
+				setAt(t, "e2e.public", "d3", now.UnixMilli(), testerID)),
 			check: func(t *testing.T, a rawAnswer) {
 				rs := results(t, a)
 				if len(rs) != 3 || rs[0].Status != proto.StatusApplied || rs[2].Status != proto.StatusApplied ||
@@ -365,7 +368,7 @@ func TestBadInputs(t *testing.T) {
 		{name: "pull out of scope", path: proto.PathPull, token: tok, body: encode(t, proto.PullRequest{Collection: "e2e.bg"}), wantStatus: 403, wantCode: "forbidden"},
 		{
 			name: "push out of scope", path: proto.PathPush, token: tok, wantStatus: 200,
-			body: pushBody("tester", setAt(t, "e2e.bg", "x", now.UnixMilli(), "tester"), good),
+			body: pushBody("tester", setAt(t, "e2e.bg", "x", now.UnixMilli(), testerID), good),
 			check: func(t *testing.T, a rawAnswer) {
 				rs := results(t, a)
 				if len(rs) != 2 || rs[0].Status != proto.StatusRefused || rs[0].Code != "forbidden" || rs[1].Status == proto.StatusRefused {
@@ -376,7 +379,7 @@ func TestBadInputs(t *testing.T) {
 		{name: "pull of a collection with forbidden characters", path: proto.PathPull, token: tok, body: encode(t, proto.PullRequest{Collection: "e2e/../x"}), wantStatus: 400, wantCode: "invalid"},
 		{
 			name: "push to a collection with forbidden characters", path: proto.PathPush, token: tok, wantStatus: 200,
-			body: pushBody("tester", setAt(t, "e2e.{public}", "x", now.UnixMilli(), "tester"), good),
+			body: pushBody("tester", setAt(t, "e2e.{public}", "x", now.UnixMilli(), testerID), good),
 			check: func(t *testing.T, a rawAnswer) {
 				rs := results(t, a)
 				if len(rs) != 2 || rs[0].Status != proto.StatusRefused || rs[0].Code != "invalid" || rs[1].Status == proto.StatusRefused {
@@ -527,7 +530,7 @@ func TestBadInputs(t *testing.T) {
 	if _, err := c.Hello(t.Context()); err != nil {
 		t.Fatalf("hello after the bad inputs: %v", err)
 	}
-	res, err := c.Push(t.Context(), []crdt.Change{setAt(t, "e2e.public", "after", time.Now().UnixMilli(), "newcomer")})
+	res, err := c.Push(t.Context(), []crdt.Change{setAt(t, "e2e.public", "after", time.Now().UnixMilli(), proto.ReplicaFor("tester", "newcomer"))})
 	if err != nil || res[0].Status != client.StatusApplied {
 		t.Fatalf("push after the bad inputs: %+v, %v", res, err)
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/stores"
 	"github.com/convergo/convergo/transport/client"
+	"github.com/convergo/convergo/transport/proto"
 )
 
 var seedFlag = flag.Uint64("e2e.seed", 0, "seed of the convergence test; 0 picks one")
@@ -72,7 +73,7 @@ func runConvergence(t *testing.T, store stores.Store) {
 		// the stamps are accepted only because Hello corrects the skew.
 		skew := time.Duration(sc.rng.Int64N(int64(20*time.Minute))) - 10*time.Minute
 		c, err := client.New(client.Config{
-			URL: srv.URL, Token: tok, Replica: sc.name + "-" + randomSuffix(t),
+			URL: srv.URL, Token: tok, Replica: proto.ReplicaFor("user-"+sc.name, randomSuffix(t)),
 			HTTPClient: &http.Client{Transport: sc.net},
 			Logger:     testLogger(t),
 			Backoff:    client.Backoff{Initial: 5 * time.Millisecond, Max: 200 * time.Millisecond, MaxAttempts: 4},

@@ -18,6 +18,7 @@ import (
 	"github.com/convergo/convergo/stores/storetest"
 	"github.com/convergo/convergo/transport"
 	"github.com/convergo/convergo/transport/client"
+	"github.com/convergo/convergo/transport/proto"
 )
 
 // TestCrash SIGKILLs the server while clients push, restarts it on the same
@@ -107,7 +108,7 @@ func runCrash(t *testing.T, bin, store string, alsoCrash func(*testing.T), openS
 	for i := range clients {
 		cc := &crashClient{name: fmt.Sprintf("w%d", i), rng: rand.New(rand.NewPCG(seed, uint64(i)))}
 		c, err := client.New(client.Config{
-			URL: url, Token: issue(cc.name), Replica: cc.name + "-" + randomSuffix(t),
+			URL: url, Token: issue(cc.name), Replica: proto.ReplicaFor(cc.name, randomSuffix(t)),
 			HTTPClient: &http.Client{Timeout: 5 * time.Second},
 			Backoff:    client.Backoff{Initial: 5 * time.Millisecond, Max: 50 * time.Millisecond, MaxAttempts: 2},
 		})
@@ -219,16 +220,20 @@ func runCrash(t *testing.T, bin, store string, alsoCrash func(*testing.T), openS
 		t.Fatalf("the store differs from the merge of every write:\n%s", d)
 	}
 
-	// Applying everything twice changes nothing: each change comes back
-	// duplicate, or superseded when later writes beat some of its fields.
+	// Applying everything twice changes nothing: each writer pushes what
+	// it had acknowledged again (only its own stamps: replica binding), and
+	// each change comes back duplicate, or superseded when later writes beat
+	// some of its fields.
 	head := endCursor(t, reader, coll)
-	res, err := reader.Push(t.Context(), acked)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i, r := range res {
-		if r.Status != client.StatusDuplicate && r.Status != client.StatusSuperseded {
-			t.Fatalf("pushing change %d again: got %s, want duplicate or superseded", i, r.Status)
+	for _, cc := range clients {
+		res, err := cc.rep.Client().Push(t.Context(), cc.acked)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i, r := range res {
+			if r.Status != client.StatusDuplicate && r.Status != client.StatusSuperseded {
+				t.Fatalf("%s pushing change %d again: got %s (%v), want duplicate or superseded", cc.name, i, r.Status, r.Err)
+			}
 		}
 	}
 	if h := endCursor(t, reader, coll); !bytes.Equal(h, head) {

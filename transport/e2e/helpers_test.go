@@ -210,20 +210,23 @@ func formatRecord(r crdt.Record) string {
 	return s + "}"
 }
 
-// newClient returns a client of srv for replica with a token for subject
-// granting every collection.
-func newClient(t testing.TB, url, token, replica string, hc *http.Client) *client.Client {
+// newClient returns a client of srv with token, for a device of the
+// token's subject, after its first hello, which binds its replica id.
+func newClient(t testing.TB, url, token, device string, hc *http.Client) *client.Client {
 	t.Helper()
 	c, err := client.New(client.Config{
 		URL:        url,
 		Token:      token,
-		Replica:    replica,
+		Device:     device,
 		HTTPClient: hc,
 		Logger:     testLogger(t),
 		Backoff:    client.Backoff{Initial: 5 * time.Millisecond, Max: 200 * time.Millisecond, MaxAttempts: 4},
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if _, err := c.Hello(context.Background()); err != nil {
+		t.Fatalf("hello: %v", err)
 	}
 	return c
 }

@@ -73,8 +73,11 @@ func TestVersion1IsRefused(t *testing.T) {
 		})
 		hs := httptest.NewServer(old)
 		defer hs.Close()
-		c := newClient(t, hs.URL, "", "new", nil)
-		_, err := c.Push(t.Context(), []crdt.Change{setAt(t, "e2e.v1", "r", now, "new")})
+		c, err := client.New(client.Config{URL: hs.URL, Device: "new", Backoff: client.Backoff{MaxAttempts: 2}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.Push(t.Context(), []crdt.Change{setAt(t, "e2e.v1", "r", now, "new")})
 		if !errors.Is(err, client.ErrUnsupportedVersion) {
 			t.Fatalf("push: got %v, want ErrUnsupportedVersion", err)
 		}

@@ -19,6 +19,14 @@ type Exported struct {
 	Defaults    map[string]int64  `json:"defaults"`
 	Timings     map[string]int64  `json:"timings"`
 	Model       map[string]int64  `json:"model"`
+	// Replica is the replica binding rule and sample prefixes, which the
+	// JS client's own derivation is tested against.
+	Replica struct {
+		PrefixLen int               `json:"prefixLen"`
+		Separator string            `json:"separator"`
+		Domain    string            `json:"domain"`
+		Samples   map[string]string `json:"samples"`
+	} `json:"replica"`
 }
 
 // Constants returns the protocol's constants for export.
@@ -27,7 +35,7 @@ func Constants() Exported {
 	for _, s := range Statuses {
 		statuses[s.String()] = int(s)
 	}
-	return Exported{
+	e := Exported{
 		Version: Version,
 		Paths: map[string]string{
 			"prefix": PathPrefix, "legacyPrefix": LegacyPrefix,
@@ -79,4 +87,12 @@ func Constants() Exported {
 			"maxCursorBytes":       MaxCursorBytes,
 		},
 	}
+	e.Replica.PrefixLen = ReplicaPrefixLen
+	e.Replica.Separator = string(ReplicaSeparator)
+	e.Replica.Domain = replicaDomain
+	e.Replica.Samples = map[string]string{}
+	for _, sub := range []string{"", "alice", "bob@example.com", "用户"} {
+		e.Replica.Samples[sub] = ReplicaPrefix(sub)
+	}
+	return e
 }

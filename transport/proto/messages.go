@@ -35,6 +35,9 @@ type HelloResponse struct {
 	Subject         string `cbor:"8,keyasint"` // "" when anonymous
 	MaxPageBytes    uint64 `cbor:"9,keyasint"`
 	MaxMessageBytes uint64 `cbor:"10,keyasint"`
+	// ReplicaPrefix is the prefix of the replica ids the principal owns
+	// (ReplicaPrefix of Subject): the only ids its pushed stamps may carry.
+	ReplicaPrefix string `cbor:"11,keyasint"`
 }
 
 // PushRequest is the body of POST /v2/push: {1: replica, 2: [change...]}.

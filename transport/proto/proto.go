@@ -46,6 +46,7 @@ const (
 	CodeUpgradeRequired    = "upgrade_required"
 	CodeRateLimited        = "rate_limited"
 	CodeClockDrift         = "clock_drift"
+	CodeForgedReplica      = "forged_replica"
 	CodeUnavailable        = "unavailable"
 	CodeInternal           = "internal"
 )
@@ -91,6 +92,7 @@ var Codes = []CodeInfo{
 	{CodeUpgradeRequired, http.StatusUpgradeRequired, RetryNever, false},
 	{CodeRateLimited, http.StatusTooManyRequests, RetryBackoff, false},
 	{CodeClockDrift, 0, RetryNever, true},
+	{CodeForgedReplica, 0, RetryNever, true},
 	{CodeUnavailable, http.StatusServiceUnavailable, RetryBackoff, false},
 	{CodeInternal, http.StatusInternalServerError, RetryBackoff, false},
 }
