@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"net/url"
 	"path"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -219,6 +220,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_ = rc.SetReadDeadline(deadline)
 	_ = rc.SetWriteDeadline(deadline)
 	w.Header().Set(proto.HeaderRequestID, s.ids.of(r))
+	defer func() {
+		// A bug in a handler (or an Authorizer) is answered internal, with
+		// the request id, and logged with its stack; the server goes on.
+		if v := recover(); v != nil {
+			if v == http.ErrAbortHandler {
+				panic(v)
+			}
+			s.writeError(w, r, fmt.Errorf("panic: %v\n%s", v, debug.Stack()))
+		}
+	}()
 	s.mux.ServeHTTP(w, r)
 }
 

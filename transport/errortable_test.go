@@ -1,0 +1,162 @@
+package transport
+
+import (
+	"context"
+	"net/http"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/transport/proto"
+)
+
+// errorRow is a row of the error table of docs/protocol.md.
+type errorRow struct {
+	code      string
+	status    int  // 0 for a code that only refuses single changes
+	perChange bool // "per change" in the HTTP column
+}
+
+var rowRE = regexp.MustCompile("^\\| `([a-z_]+)` \\| (\\d{3}|per change) \\|")
+
+// readErrorTable reads the error table of docs/protocol.md, section 5.
+func readErrorTable(t *testing.T) []errorRow {
+	t.Helper()
+	doc, err := os.ReadFile("../docs/protocol.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := strings.Index(string(doc), "| code | HTTP | when | retry? |")
+	if start < 0 {
+		t.Fatal("docs/protocol.md has no error table")
+	}
+	var rows []errorRow
+	for _, line := range strings.Split(string(doc[start:]), "\n")[2:] {
+		if !strings.HasPrefix(line, "|") {
+			break
+		}
+		m := rowRE.FindStringSubmatch(line)
+		if m == nil {
+			t.Fatalf("error table row %q is not `code` | status", line)
+		}
+		r := errorRow{code: m[1], perChange: m[2] == "per change"}
+		if !r.perChange {
+			r.status, _ = strconv.Atoi(m[2])
+		}
+		rows = append(rows, r)
+	}
+	return rows
+}
+
+// panicking is an Authorizer with a bug.
+type panicking struct{}
+
+func (panicking) Authenticate(context.Context, string) (Principal, error) { panic("a bug") }
+
+// TestErrorTable drives the server through every row of the error table in
+// docs/protocol.md and checks the status and code it answers, and that the
+// table and proto.Codes list the same codes with the same statuses.
+func TestErrorTable(t *testing.T) {
+	rows := readErrorTable(t)
+	documented := map[string]errorRow{}
+	for _, r := range rows {
+		documented[r.code] = r
+	}
+	for _, c := range proto.Codes {
+		r, ok := documented[c.Code]
+		switch {
+		case !ok:
+			t.Errorf("code %s of proto.Codes is missing from the table", c.Code)
+		case r.perChange != (c.HTTP == 0), !r.perChange && r.status != c.HTTP:
+			t.Errorf("code %s: the table says %d (per change %v), proto.Codes %d", c.Code, r.status, r.perChange, c.HTTP)
+		}
+	}
+
+	ts := newTestServer(t, func(c *Config) { c.Limits.MaxBodyBytes = 1 << 10 })
+	tok := ts.token(t, "alice", []string{"notes"}, []string{"notes"})
+	expired, err := ts.jwt.Issue("alice", []string{"*"}, nil, time.Millisecond)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(5 * time.Millisecond)
+	pull := proto.PullRequest{Collection: "notes"}
+	now := time.Now().UnixMilli()
+	get := func(path string) answer {
+		resp, err := ts.Client().Get(ts.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return answer{status: resp.StatusCode, header: resp.Header}
+	}
+	// pushed pushes one change and answers with its result's code.
+	pushed := func(c crdt.Change) (int, string) {
+		res := ts.push(t, tok, c)
+		return 0, res[0].Code
+	}
+	answered := func(a answer) (int, string) { return a.status, a.header.Get(proto.HeaderError) }
+
+	triggers := map[string]func() (status int, code string){
+		proto.CodeMalformed: func() (int, string) { return answered(ts.post(t, proto.PathPull, tok, []byte{0xff})) },
+		proto.CodeInvalid: func() (int, string) {
+			return answered(ts.post(t, proto.PathPull, tok, proto.PullRequest{Collection: "a b"}))
+		},
+		proto.CodeUnsupportedVersion: func() (int, string) {
+			return answered(ts.post(t, proto.PathPull, tok, pull, func(r *http.Request) { r.Header.Set(proto.HeaderProtocol, "1") }))
+		},
+		proto.CodeUnauthenticated: func() (int, string) { return answered(ts.post(t, proto.PathPull, "", pull)) },
+		proto.CodeTokenExpired:    func() (int, string) { return answered(ts.post(t, proto.PathPull, expired, pull)) },
+		proto.CodeForbidden: func() (int, string) {
+			return answered(ts.post(t, proto.PathPull, tok, proto.PullRequest{Collection: "secrets"}))
+		},
+		proto.CodeNotFound:         func() (int, string) { return answered(ts.post(t, "/v2/nope", tok, pull)) },
+		proto.CodeMethodNotAllowed: func() (int, string) { return answered(get(proto.PathPull)) },
+		proto.CodeTooLarge: func() (int, string) {
+			return answered(ts.post(t, proto.PathPush, tok, make([]byte, 2<<10)))
+		},
+		proto.CodeUpgradeRequired: func() (int, string) { return answered(get(proto.PathLive)) },
+		proto.CodeRateLimited: func() (int, string) {
+			rl := newTestServer(t, func(c *Config) { c.Demo = true; c.Limits.Rate = 0.001; c.Limits.Burst = 1 })
+			rl.post(t, proto.PathPull, "", proto.PullRequest{Collection: DemoCollection})
+			return answered(rl.post(t, proto.PathPull, "", proto.PullRequest{Collection: DemoCollection}))
+		},
+		proto.CodeUnavailable: func() (int, string) {
+			down := newTestServer(t, func(c *Config) { c.Demo = true })
+			eng, err := engineOn(failingStore{down.store})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { eng.Close() })
+			down.srv.eng = eng
+			return answered(down.post(t, proto.PathPull, "", proto.PullRequest{Collection: DemoCollection}))
+		},
+		proto.CodeInternal: func() (int, string) {
+			buggy := newTestServer(t, func(c *Config) { c.Authorizer = panicking{} })
+			return answered(buggy.post(t, proto.PathPull, "a-token", pull))
+		},
+		proto.CodeClockDrift: func() (int, string) {
+			return pushed(crdt.Change{Collection: "notes", Record: crdt.SetField("r", "f", mustValue(t, 1),
+				crdt.Stamp{Wall: now + time.Hour.Milliseconds(), Replica: ownReplica})})
+		},
+		proto.CodeForgedReplica: func() (int, string) {
+			return pushed(crdt.Change{Collection: "notes", Record: crdt.SetField("r", "f", mustValue(t, 1),
+				crdt.Stamp{Wall: now, Replica: proto.ReplicaFor("bob", "d")})})
+		},
+	}
+	for _, r := range rows {
+		t.Run(r.code, func(t *testing.T) {
+			trigger, ok := triggers[r.code]
+			if !ok {
+				t.Fatalf("no trigger for code %s: add one to this test", r.code)
+			}
+			status, code := trigger()
+			if status != r.status || code != r.code {
+				t.Fatalf("got %d %q, want %d %q", status, code, r.status, r.code)
+			}
+		})
+	}
+}
