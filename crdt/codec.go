@@ -222,11 +222,14 @@ func (f *Field) UnmarshalCBOR(data []byte) error {
 	}
 	f.Stamp, f.Value = s, nil
 	if n == 4 {
-		v := data[c.off:]
-		if err := CanonicalValue(v); err != nil {
+		v, err := NormalizeValue(data[c.off:])
+		if err != nil {
 			return err
 		}
-		f.Value = bytes.Clone(v)
+		if &v[0] == &data[c.off] {
+			v = bytes.Clone(v)
+		}
+		f.Value = v
 		c.off = len(data)
 	}
 	if c.off != len(data) {

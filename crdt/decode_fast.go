@@ -116,6 +116,7 @@ type fieldDesc struct {
 	logical  uint32
 	replica  string
 	value    span
+	norm     []byte // the value normalized, when its input was not canonical
 	hasValue bool
 }
 
@@ -369,7 +370,7 @@ func (d *fastDecoder) build(id span, hasFields bool) (Record, error) {
 		fd := d.fieldAt(i)
 		size += fd.name.len()
 		if fd.hasValue {
-			vsize += fd.value.len()
+			vsize += fd.value.len() + len(fd.norm)
 		}
 	}
 	var sb strings.Builder
@@ -397,7 +398,11 @@ func (d *fastDecoder) build(id span, hasFields bool) (Record, error) {
 		f := Field{Stamp: Stamp{Wall: fd.wall, Logical: fd.logical, Replica: fd.replica}}
 		if fd.hasValue {
 			vs := len(values)
-			values = append(values, b[fd.value.s:fd.value.e]...)
+			if fd.norm != nil {
+				values = append(values, fd.norm...)
+			} else {
+				values = append(values, b[fd.value.s:fd.value.e]...)
+			}
 			f.Value = values[vs:len(values):len(values)]
 		}
 		r.Fields[name] = f
@@ -544,13 +549,23 @@ func (d *fastDecoder) field(s int) (fieldDesc, int, error) {
 	}
 	fd := fieldDesc{wall: int64(wall), logical: uint32(logical), replica: d.intern(&d.replicas, rep)}
 	if n == 4 {
-		// CanonicalValue, with its size check first.
+		// CanonicalValue, with its size check first; a value in another
+		// encoding is normalized (NormalizeValue) into bytes of its own.
 		vs := c.off
 		if err := c.canonicalItem(0); err != nil {
-			if ve := skipItem(d.b, vs); ve-vs > MaxValueBytes {
-				return fieldDesc{}, -1, fmt.Errorf("%w: value of %d bytes exceeds %d", ErrTooLarge, ve-vs, MaxValueBytes)
+			ve := skipItem(d.b, vs)
+			if err != errNonCanonical {
+				if ve-vs > MaxValueBytes {
+					return fieldDesc{}, -1, fmt.Errorf("%w: value of %d bytes exceeds %d", ErrTooLarge, ve-vs, MaxValueBytes)
+				}
+				return fieldDesc{}, -1, err
 			}
-			return fieldDesc{}, -1, err
+			norm, err := NormalizeValue(d.b[vs:ve])
+			if err != nil {
+				return fieldDesc{}, -1, err
+			}
+			fd.norm, fd.hasValue = norm, true
+			return fd, ve, nil
 		}
 		if c.off-vs > MaxValueBytes {
 			return fieldDesc{}, -1, fmt.Errorf("%w: value of %d bytes exceeds %d", ErrTooLarge, c.off-vs, MaxValueBytes)

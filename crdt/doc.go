@@ -57,8 +57,13 @@
 // empty parts left out; a change is {1: collection, 2: record}. Decoding
 // treats its input as hostile: duplicate map keys, indefinite lengths, tags,
 // simple values other than false/true/null, invalid UTF-8, non-canonical
-// values, and nesting or sizes beyond the limits are refused with errors
-// that wrap ErrMalformed, ErrInvalid or ErrTooLarge. The browser client's
-// codec produces the same bytes; testdata/vectors.json holds the vectors
-// both sides are tested against.
+// stamps, names and envelopes, and nesting or sizes beyond the limits are
+// refused with errors that wrap ErrMalformed, ErrInvalid or ErrTooLarge.
+// Field values alone are taken liberally: a value in any encoding of the
+// value model (map keys in any order, integers and floats in any width) is
+// held in deterministic encoding (NormalizeValue), so clients whose CBOR
+// library does not sort keys or shorten floats still converge; the
+// tie-break compares the canonical bytes. The browser client's codec
+// produces the same bytes; testdata/vectors.json holds the vectors both
+// sides are tested against.
 package crdt

@@ -22,7 +22,7 @@ var (
 
 	// ErrInvalid means a value decoded but breaks a rule of the model: an
 	// empty or over-long id, a forbidden character in a collection name, a
-	// stamp out of range, a field value that is not in deterministic form.
+	// stamp out of range, a value map with two keys equal once canonical.
 	ErrInvalid = errors.New("crdt: invalid value")
 
 	// ErrTooLarge means a record or value is larger than the limits allow.
