@@ -1,14 +1,25 @@
 // Hybrid logical clock, the same rules as Go's crdt.Clock: the clock never
 // reads the time itself; callers pass wall time (ms) in.
 
+import { DEFAULTS, MODEL } from './constants.js';
 import { ConvergoError } from './errors.js';
 
-/** The largest wall time a stamp may carry (2^53-1). */
-export const MAX_WALL = Number.MAX_SAFE_INTEGER;
-/** The largest logical counter (2^32-1). */
-export const MAX_LOGICAL = 0xffffffff;
-/** Default bound on how far ahead of local time a remote stamp may be. */
-export const DEFAULT_MAX_DRIFT = 5 * 60 * 1000;
+/**
+ * The largest wall time a stamp may carry (2^53-1, which is
+ * Number.MAX_SAFE_INTEGER: wall times are exact JS numbers;
+ * test/constants.test.js checks it).
+ */
+export const MAX_WALL = MODEL.maxWall;
+/** The largest logical counter a stamp may carry (2^32-1). */
+export const MAX_LOGICAL = MODEL.maxLogical;
+/**
+ * The largest logical counter a Clock issues (65,535): past it the clock
+ * carries into the wall part (one millisecond later, counter 0), as Go's
+ * crdt.Clock; a server refuses pushed stamps above it.
+ */
+export const MAX_ISSUED_LOGICAL = MODEL.maxIssuedLogical;
+/** Default bound on how far ahead of local time a remote stamp may be (the server's default; its hello says its own). */
+export const DEFAULT_MAX_DRIFT = DEFAULTS.maxDriftMs;
 
 /**
  * A stamp: hybrid logical clock reading plus the issuing replica's id.
@@ -39,15 +50,15 @@ export function isZeroStamp(s) {
   return !s || (s.wall === 0 && s.logical === 0 && s.replica === '');
 }
 
-const REPLICA_RE = /^[A-Za-z0-9_-]{1,64}$/;
+const REPLICA_RE = new RegExp(`^[A-Za-z0-9_-]{1,${MODEL.maxReplicaBytes}}$`);
 
 /**
- * Checks a replica id: 1 to 64 ASCII letters, digits, '_' and '-'.
+ * Checks a replica id: 1 to MODEL.maxReplicaBytes (64) ASCII letters, digits, '_' and '-'.
  * @param {string} id
  */
 export function validateReplica(id) {
   if (typeof id !== 'string' || !REPLICA_RE.test(id)) {
-    throw new ConvergoError('invalid', `replica id ${JSON.stringify(id)} must be 1 to 64 of A-Z a-z 0-9 _ -`);
+    throw new ConvergoError('invalid', `replica id ${JSON.stringify(id)} must be 1 to ${MODEL.maxReplicaBytes} of A-Z a-z 0-9 _ -`);
   }
 }
 
@@ -91,16 +102,9 @@ export class Clock {
    * @returns {Stamp}
    */
   now(wall) {
-    const w = Math.max(this.last.wall, clampWall(wall));
-    let l = 0;
-    if (w === this.last.wall) {
-      if (this.last.logical === MAX_LOGICAL) {
-        throw new ConvergoError('counter_overflow', `clock now at ${this.last.wall}: logical counter overflow`);
-      }
-      l = this.last.logical + 1;
-    }
-    this.last = { wall: w, logical: l };
-    return { wall: w, logical: l, replica: this.replica };
+    const next = after(this.last, clampWall(wall), this.last.logical + 1, 'clock now');
+    this.last = next;
+    return { wall: next.wall, logical: next.logical, replica: this.replica };
   }
 
   /**
@@ -120,18 +124,28 @@ export class Clock {
         `clock observe: remote ${remote.wall} is ${remote.wall - wall}ms ahead of local ${wall} (max ${this.maxDrift}ms)`,
       );
     }
-    const last = this.last;
-    const w = Math.max(last.wall, remote.wall, wall);
-    let l;
-    if (w === last.wall && w === remote.wall) l = Math.max(last.logical, remote.logical) + 1;
-    else if (w === last.wall) l = last.logical + 1;
-    else if (w === remote.wall) l = remote.logical + 1;
-    else l = 0;
-    if (l > MAX_LOGICAL) {
-      throw new ConvergoError('counter_overflow', `clock observe ${remote.wall}.${remote.logical}: logical counter overflow`);
-    }
-    this.last = { wall: w, logical: l };
+    // The later of the two readings, and the counter that follows it.
+    const top = compareTime(remote, this.last) > 0 ? remote : this.last;
+    this.last = after(top, wall, top.logical + 1, `clock observe ${remote.wall}.${remote.logical}`);
   }
+}
+
+/**
+ * The timestamp that follows last at wall time wall: wall if it is ahead,
+ * else last's wall with counter logical, carried into the wall part when
+ * logical passes MAX_ISSUED_LOGICAL (as Go's Clock.after). Fails with
+ * counter_overflow only when the wall part would pass MAX_WALL.
+ * @param {Timestamp} last
+ * @param {number} wall
+ * @param {number} logical
+ * @param {string} what for the message
+ * @returns {Timestamp}
+ */
+function after(last, wall, logical, what) {
+  if (wall > last.wall) return { wall, logical: 0 };
+  if (logical <= MAX_ISSUED_LOGICAL) return { wall: last.wall, logical };
+  if (last.wall >= MAX_WALL) throw new ConvergoError('counter_overflow', `${what}: at ${last.wall}: logical counter overflow`);
+  return { wall: last.wall + 1, logical: 0 };
 }
 
 /**

@@ -3,7 +3,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Clock, DEFAULT_MAX_DRIFT, MAX_LOGICAL, compareStamps, newReplicaId, validateReplica } from '../src/hlc.js';
+import { Clock, DEFAULT_MAX_DRIFT, MAX_ISSUED_LOGICAL, MAX_LOGICAL, MAX_WALL, compareStamps, newReplicaId, validateReplica } from '../src/hlc.js';
 
 function rng(seed) {
   let a = seed >>> 0;
@@ -47,16 +47,25 @@ test('stamps strictly increase whatever the wall clock does, and follow observed
   }
 });
 
-test('restore only moves forward; the counter refuses to overflow', () => {
+test('restore only moves forward; the counter carries into the wall and refuses to overflow only at its end', () => {
   const c = new Clock({ replica: 'r1' });
   assert.equal(c.maxDrift, DEFAULT_MAX_DRIFT);
   c.restore({ wall: 100, logical: 5 });
   c.restore({ wall: 50, logical: 9 });
   assert.deepEqual(c.last, { wall: 100, logical: 5 });
-  c.restore({ wall: 100, logical: MAX_LOGICAL });
+  // Past MAX_ISSUED_LOGICAL the counter carries into the wall part.
+  c.restore({ wall: 100, logical: MAX_ISSUED_LOGICAL - 1 });
+  assert.deepEqual(c.now(100), { wall: 100, logical: MAX_ISSUED_LOGICAL, replica: 'r1' });
+  assert.deepEqual(c.now(100), { wall: 101, logical: 0, replica: 'r1' });
+  // A stored counter above it (records may hold up to MAX_LOGICAL) too.
+  c.restore({ wall: 200, logical: MAX_LOGICAL });
+  assert.deepEqual(c.now(150), { wall: 201, logical: 0, replica: 'r1' });
+  c.observe({ wall: 300, logical: MAX_LOGICAL }, 250);
+  assert.deepEqual(c.last, { wall: 301, logical: 0 }, 'an observed huge counter moves the clock one millisecond past it');
+  // Only at the end of wall time is there nowhere to carry.
+  c.restore({ wall: MAX_WALL, logical: MAX_ISSUED_LOGICAL });
   assert.throws(() => c.now(100), (e) => /** @type {any} */ (e).code === 'counter_overflow');
-  assert.deepEqual(c.last, { wall: 100, logical: MAX_LOGICAL }, 'unchanged after the refusal');
-  assert.deepEqual(c.now(101), { wall: 101, logical: 0, replica: 'r1' });
+  assert.deepEqual(c.last, { wall: MAX_WALL, logical: MAX_ISSUED_LOGICAL }, 'unchanged after the refusal');
 });
 
 test('replica ids', () => {
