@@ -1,18 +1,25 @@
-// The delay between reconnect attempts. The Syncer (sync.js) is its one
-// user: it decides when an attempt counts as a failure and what may cut a
-// wait short (see retryNow there).
+// The delay before a retry: the one backoff of the client (docs/protocol.md,
+// section 10). The Syncer (sync.js) is its one user: it decides when an
+// attempt counts as a failure and what may cut a wait short (see retryNow
+// there); nothing else in the client waits between attempts.
+
+import { TIMINGS } from './constants.js';
 
 /**
- * The delay before reconnect attempt n (0-based): exponential from base to
- * max, with "full jitter" in [d/2, d] so a fleet of clients that lost the
- * server together does not come back together.
+ * The delay before retry number n (0 for the first): exponential with full
+ * jitter, uniform in [0, min(max, base·2^n)], so that a fleet of clients
+ * that lost the server together does not come back together; and never
+ * less than floor, the wait the server asked for (Retry-After).
  * @param {number} attempt
- * @param {{base?: number, max?: number, random?: () => number}} [opts]
+ * @param {{base?: number, max?: number, random?: () => number, floor?: number}} [opts]
+ *   base and max default to TIMINGS.backoffInitialMs and
+ *   TIMINGS.backoffMaxMs; floor (ms) to 0
+ * @returns {number} ms
  */
 export function backoff(attempt, opts = {}) {
-  const base = opts.base ?? 500;
-  const max = opts.max ?? 30_000;
-  const d = Math.min(max, base * 2 ** Math.min(attempt, 30));
+  const base = opts.base ?? TIMINGS.backoffInitialMs;
+  const max = opts.max ?? TIMINGS.backoffMaxMs;
+  const cap = Math.min(max, base * 2 ** Math.min(Math.max(attempt, 0), 52));
   const rnd = (opts.random ?? Math.random)();
-  return Math.round(d / 2 + (d / 2) * rnd);
+  return Math.max(Math.round(cap * rnd), opts.floor ?? 0);
 }

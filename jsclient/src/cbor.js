@@ -16,15 +16,19 @@
 // beyond it, plain objects for maps whose keys are all text and Map
 // otherwise.
 
+import { DEFAULTS, MODEL } from './constants.js';
 import { ConvergoError } from './errors.js';
 
-/** Decode limits, the same as package crdt's. */
-export const MAX_DEPTH = 24;
+/** Decode limits, the same as package crdt's (constants.js MODEL): levels of nesting in one message. */
+export const MAX_DEPTH = MODEL.maxNestedLevels;
 /** Nesting bound of containers inside one field value (crdt.MaxValueNestedLevels): leaves room for the envelopes a value travels in. */
-export const MAX_VALUE_DEPTH = 16;
-export const MAX_ITEMS = 16384;
-export const MAX_VALUE_BYTES = 128 << 10;
-export const MAX_MESSAGE_BYTES = 4 << 20;
+export const MAX_VALUE_DEPTH = MODEL.maxValueNestedLevels;
+/** Items of one array or pairs of one map. */
+export const MAX_ITEMS = MODEL.maxContainerItems;
+/** Encoded bytes of one field value. */
+export const MAX_VALUE_BYTES = MODEL.maxValueBytes;
+/** decode()'s default bound on its input: a server's default max live message. */
+export const MAX_MESSAGE_BYTES = DEFAULTS.maxMessageBytes;
 
 const MAX_SAFE = Number.MAX_SAFE_INTEGER;
 const TWO64 = 1n << 64n;

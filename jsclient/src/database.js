@@ -38,7 +38,10 @@ import { TabChannel, TabMessage, fromWire, requestLeadership, toWire } from './t
  * @property {any} [BroadcastChannel] BroadcastChannel constructor; null to disable
  * @property {boolean} [sync] false to stay local (no network)
  * @property {number} [pollInterval] ms between polls without WebSocket (default 10000)
- * @property {{base?: number, max?: number}} [backoff] reconnect backoff bounds in ms
+ * @property {{base?: number, max?: number, random?: () => number}} [backoff] reconnect
+ *   backoff bounds in ms (default TIMINGS.backoffInitialMs ..
+ *   TIMINGS.backoffMaxMs); random, for tests, replaces Math.random in its
+ *   jitter
  */
 
 /** @typedef {import('./collection.js').Subscription} Subscription */
@@ -54,7 +57,7 @@ export async function open(options) {
   return db;
 }
 
-const EVENTS = new Set(['status', 'error', 'auth', 'refused', 'change', 'reset']);
+const EVENTS = new Set(['status', 'error', 'auth', 'refused', 'superseded', 'change', 'reset']);
 
 export class Database {
   /** @param {OpenOptions} o */
@@ -217,6 +220,7 @@ export class Database {
       WebSocket: o.WebSocket === undefined ? globalThis.WebSocket ?? null : o.WebSocket,
       onChanges: (c, ids) => this._changed(c, ids, 'remote'),
       onRefused: (r) => this._emit('refused', r),
+      onSuperseded: (r) => this._emit('superseded', r),
       onStatus: (s) => this._setStatus(s),
       onError: (e) => this._emit('error', e),
       onAuth: (e) => {
@@ -282,6 +286,9 @@ export class Database {
    * Listens to 'status' (Status), 'error' (ConvergoError), 'auth'
    * (ConvergoError: the token was refused), 'refused' ({collection, id,
    * code, message}: the server refused a local change, now dropped),
+   * 'superseded' ({collection, id, lost, status}: fields of a local change
+   * lost to newer writes on the server; the record converges when those
+   * arrive),
    * 'change' ({collection, ids, origin}) or 'reset' (the local database
    * vanished and is rebuilt from the server). Returns a function that stops
    * listening.

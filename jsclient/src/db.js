@@ -13,7 +13,9 @@
 //            acknowledged by the server; change is the encoded crdt change.
 //            Index "record" on [c, id].
 //   meta     key string -> value: "replica" (generated once), "clock"
-//            ({wall, logical}), "cursor:<collection>", "offset" (server
+//            ({wall, logical}), "cursor:<collection>" (the server's opaque
+//            cursor bytes, a Uint8Array, stored and sent back unchanged;
+//            absent means from the beginning), "offset" (server
 //            clock offset, ms), "collection:<collection>" (true: some tab
 //            opened the collection, so whichever tab leads syncs it).
 //
@@ -34,7 +36,14 @@ import { setOwn } from './cbor.js';
 /** @typedef {{c: string, id: string, deleted: Stamp, fields: Map<string, import('./record.js').Field>, doc: Record<string, unknown>|null, base?: Base}} StoredRecord */
 /** @typedef {{seq: number, c: string, id: string, change: Uint8Array}} OutboxEntry */
 
-export const DB_VERSION = 2;
+/**
+ * The database version. 3: cursors are the protocol's opaque byte strings
+ * (version 2 of the protocol); the upgrade from 2 drops the numeric cursors
+ * of version 1, so every collection pulls again from the beginning once,
+ * which merging makes harmless (it is idempotent).
+ */
+export const DB_VERSION = 3;
+const CURSOR_KEY = 'cursor:';
 const RECORDS = 'records';
 const OUTBOX = 'outbox';
 const META = 'meta';
@@ -191,7 +200,7 @@ export class Store {
   /** @returns {Promise<IDBDatabase>} */
   async openDB() {
     const r = this.idb.open(this.name, DB_VERSION);
-    r.onupgradeneeded = () => {
+    r.onupgradeneeded = (ev) => {
       const db = r.result;
       if (!db.objectStoreNames.contains(RECORDS)) db.createObjectStore(RECORDS, { keyPath: ['c', 'id'] });
       const outbox = db.objectStoreNames.contains(OUTBOX)
@@ -199,6 +208,12 @@ export class Store {
         : db.createObjectStore(OUTBOX, { keyPath: 'seq', autoIncrement: true });
       if (!outbox.indexNames.contains('record')) outbox.createIndex('record', ['c', 'id']);
       if (!db.objectStoreNames.contains(META)) db.createObjectStore(META);
+      else if (ev.oldVersion < 3) {
+        // Protocol 1's cursors were numbers the server of protocol 2 cannot
+        // read: forget them all.
+        const meta = /** @type {IDBTransaction} */ (r.transaction).objectStore(META);
+        meta.delete(this.keyRange.bound(CURSOR_KEY, CURSOR_KEY + '\uffff'));
+      }
     };
     r.onblocked = () => this.onError(new ConvergoError('database', `opening ${this.name} is blocked by another tab holding an older version`));
     let db;
@@ -364,11 +379,11 @@ export class Store {
   }
 
   /**
-   * Merges pulled entries into the records and advances the cursor, in one
+   * Merges pulled records into the stored ones and advances the cursor, in one
    * transaction. Returns the ids whose record changed.
    * @param {string} c
    * @param {Rec[]} records
-   * @param {number} cursor the cursor after these entries
+   * @param {Uint8Array} cursor the cursor after these records
    * @returns {Promise<string[]>}
    */
   applyRemote(c, records, cursor) {
@@ -404,18 +419,20 @@ export class Store {
         const b = bases.get(id);
         store.put(toStored(c, /** @type {Rec} */ (merged.get(id)), b && { deleted: b.deleted, fields: b.fields }));
       }
-      tx.objectStore(META).put(cursor, 'cursor:' + c);
+      tx.objectStore(META).put(cursor, CURSOR_KEY + c);
       return [...changed];
     }, 'relaxed');
   }
 
   /**
+   * The stored cursor of collection c: the bytes the server made, to send
+   * back unchanged; empty (from the beginning) when there is none.
    * @param {string} c
-   * @returns {Promise<number>}
+   * @returns {Promise<Uint8Array>}
    */
   async cursor(c) {
-    const v = await this.getMeta('cursor:' + c);
-    return Number.isSafeInteger(v) && v >= 0 ? v : 0;
+    const v = await this.getMeta(CURSOR_KEY + c);
+    return v instanceof Uint8Array ? v : new Uint8Array(0);
   }
 
   /**
@@ -466,7 +483,7 @@ export class Store {
     return this.tx([META], 'readwrite', 'reset cursors', async (tx) => {
       const meta = tx.objectStore(META);
       const keys = await req(meta.getAllKeys());
-      for (const k of keys) if (typeof k === 'string' && k.startsWith('cursor:')) meta.delete(k);
+      for (const k of keys) if (typeof k === 'string' && k.startsWith(CURSOR_KEY)) meta.delete(k);
     });
   }
 

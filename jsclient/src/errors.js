@@ -2,17 +2,22 @@
 // branch on; messages are for people.
 
 /**
- * Stable error codes. The protocol's codes (docs/protocol.md) plus the
- * client's own: quota_exceeded, network, closed, counter_overflow.
- * @typedef {'malformed'|'invalid'|'unsupported_version'|'unauthenticated'|'token_expired'|'forbidden'|'not_found'|'too_large'|'rate_limited'|'clock_drift'|'unavailable'|'internal'|'quota_exceeded'|'network'|'closed'|'counter_overflow'|'database'} ErrorCode
+ * Stable error codes: the protocol's (constants.js CODES, generated from
+ * transport/proto; test/constants.test.js holds this list to it) plus the
+ * client's own: quota_exceeded, network, closed, counter_overflow,
+ * database.
+ * @typedef {'malformed'|'invalid'|'unsupported_version'|'unauthenticated'|'token_expired'|'forbidden'|'not_found'|'method_not_allowed'|'too_large'|'upgrade_required'|'rate_limited'|'clock_drift'|'forged_replica'|'unavailable'|'internal'|'quota_exceeded'|'network'|'closed'|'counter_overflow'|'database'} ErrorCode
  */
+
+/** The client's own codes, beside the protocol's. */
+export const CLIENT_CODES = Object.freeze(['quota_exceeded', 'network', 'closed', 'counter_overflow', 'database']);
 
 /** An error with a stable code. */
 export class ConvergoError extends Error {
   /**
    * @param {ErrorCode} code
    * @param {string} message
-   * @param {{status?: number, cause?: unknown, retryAfter?: number}} [opts]
+   * @param {{status?: number, cause?: unknown, retryAfter?: number, requestId?: string}} [opts]
    */
   constructor(code, message, opts = {}) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
@@ -23,6 +28,8 @@ export class ConvergoError extends Error {
     this.status = opts.status;
     /** Seconds the server asked us to wait (429), when it said. */
     this.retryAfter = opts.retryAfter;
+    /** The id under which the server logged the request (quote it when reporting a problem), when it said. */
+    this.requestId = opts.requestId;
   }
 }
 

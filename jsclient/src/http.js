@@ -1,11 +1,14 @@
-// One request to the server over HTTP: a CBOR body POSTed with the token,
-// the answer's bytes back, or a ConvergoError carrying the server's code
-// (from the error body, the Convergo-Error header, or the HTTP status) and
-// its Retry-After. An expired token is refreshed once and the request
-// repeated.
+// One request to the server over HTTP: a CBOR body POSTed with the token
+// and the protocol version, the answer's bytes back, or a ConvergoError
+// carrying the server's code (from the error body, the Convergo-Error
+// header, or the HTTP status when only one code has it), its Retry-After
+// and the request id the server logged it under. An expired token is
+// refreshed once and the request repeated. Header names, the content type
+// and the codes come from constants.js.
 
+import { CONTENT_TYPE, HEADERS, VERSION } from './constants.js';
 import { ConvergoError } from './errors.js';
-import { MAX_ANSWER_BYTES, PROTOCOL, parseErrorBody } from './protocol.js';
+import { MAX_ANSWER_BYTES, codeOfStatus, isProtocolCode, parseErrorBody } from './protocol.js';
 
 /**
  * @typedef {object} HttpOptions
@@ -18,7 +21,8 @@ import { MAX_ANSWER_BYTES, PROTOCOL, parseErrorBody } from './protocol.js';
 
 /**
  * POSTs a CBOR body; returns the answer's bytes or throws a ConvergoError
- * with the server's code.
+ * with the server's code. An error answer the client cannot read as the
+ * protocol's (a proxy's page) is a network failure: retried with backoff.
  * @param {HttpOptions} o
  * @param {string} path
  * @param {Uint8Array<ArrayBuffer>} body
@@ -28,7 +32,7 @@ import { MAX_ANSWER_BYTES, PROTOCOL, parseErrorBody } from './protocol.js';
 export async function post(o, path, body, retried = false) {
   const token = await o.token(false);
   /** @type {Record<string, string>} */
-  const headers = { 'Content-Type': 'application/cbor', Accept: 'application/cbor', 'Convergo-Protocol': String(PROTOCOL) };
+  const headers = { 'Content-Type': CONTENT_TYPE, Accept: CONTENT_TYPE, [HEADERS.protocol]: String(VERSION) };
   if (token) headers.Authorization = 'Bearer ' + token;
   let res;
   try {
@@ -36,49 +40,26 @@ export async function post(o, path, body, retried = false) {
   } catch (e) {
     throw new ConvergoError('network', `POST ${path}: ${/** @type {any} */ (e)?.message ?? e}`, { cause: e });
   }
+  const requestId = res.headers.get(HEADERS.requestId) || undefined;
   if (Number(res.headers.get('Content-Length')) > MAX_ANSWER_BYTES) {
-    throw new ConvergoError('too_large', `POST ${path}: answer of ${res.headers.get('Content-Length')} bytes`);
+    throw new ConvergoError('too_large', `POST ${path}: answer of ${res.headers.get('Content-Length')} bytes`, { requestId });
   }
   const bytes = new Uint8Array(await res.arrayBuffer());
   if (res.ok) return bytes;
   const parsed = parseErrorBody(bytes);
-  const code = /** @type {any} */ (parsed?.code ?? res.headers.get('Convergo-Error') ?? statusCode(res.status));
-  const retryAfter = Number(res.headers.get('Retry-After')) || undefined;
-  const e = new ConvergoError(code, `POST ${path}: ${res.status} ${code}${parsed?.message ? ': ' + parsed.message : ''}`, {
-    status: res.status,
-    retryAfter,
-  });
+  const header = res.headers.get(HEADERS.error);
+  const code = [parsed?.code, header].find(isProtocolCode) ?? codeOfStatus(res.status) ?? 'network';
+  const retryAfter = Number(res.headers.get(HEADERS.retryAfter)) || undefined;
+  const id = parsed?.requestId ?? requestId;
+  const e = new ConvergoError(
+    /** @type {any} */ (code),
+    `POST ${path}: ${res.status} ${code}${parsed?.message ? ': ' + parsed.message : ''}${id ? ` (request ${id})` : ''}`,
+    { status: res.status, retryAfter, requestId: id },
+  );
   if (code === 'token_expired' && !retried) {
     // Refresh once and retry the same request.
     await o.token(true);
     return post(o, path, body, true);
   }
   throw e;
-}
-
-
-/**
- * The protocol's code for an HTTP status without a body.
- * @param {number} status
- */
-function statusCode(status) {
-  switch (status) {
-    case 400:
-      return 'malformed';
-    case 401:
-      return 'unauthenticated';
-    case 403:
-      return 'forbidden';
-    case 404:
-      return 'not_found';
-    case 413:
-      return 'too_large';
-    case 429:
-      return 'rate_limited';
-    case 503:
-    case 502:
-    case 504:
-      return 'unavailable';
-  }
-  return 'internal';
 }

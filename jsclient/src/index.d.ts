@@ -1,7 +1,12 @@
 // Types for Convergo's browser client (src/index.js). Hand-written; kept in
 // step with the JSDoc in database.js, collection.js and query.js.
 
-/** Stable error codes: the protocol's plus the client's own. */
+/**
+ * Stable error codes: the protocol's (docs/protocol.md, section 5; the
+ * generated src/constants.js CODES, which test/constants.test.js holds this
+ * list to) plus the client's own (quota_exceeded, network, closed,
+ * counter_overflow, database).
+ */
 export type ErrorCode =
   | 'malformed'
   | 'invalid'
@@ -10,9 +15,12 @@ export type ErrorCode =
   | 'token_expired'
   | 'forbidden'
   | 'not_found'
+  | 'method_not_allowed'
   | 'too_large'
+  | 'upgrade_required'
   | 'rate_limited'
   | 'clock_drift'
+  | 'forged_replica'
   | 'unavailable'
   | 'internal'
   | 'quota_exceeded'
@@ -22,13 +30,18 @@ export type ErrorCode =
   | 'database';
 
 export class ConvergoError extends Error {
-  constructor(code: ErrorCode, message: string, opts?: { status?: number; cause?: unknown; retryAfter?: number });
+  constructor(code: ErrorCode, message: string, opts?: { status?: number; cause?: unknown; retryAfter?: number; requestId?: string });
   readonly name: 'ConvergoError';
   readonly code: ErrorCode;
   /** HTTP status when the error came from the server. */
   readonly status?: number;
   /** Seconds the server asked to wait (rate_limited). */
   readonly retryAfter?: number;
+  /**
+   * The id the server logged the request under (its error body, or the
+   * Convergo-Request-Id header): quote it when reporting a problem.
+   */
+  readonly requestId?: string;
 }
 
 /** A number that is stored as a CBOR float even when integral. */
@@ -88,6 +101,20 @@ export interface Refusal {
   message: string;
 }
 
+/**
+ * Fields of a local change that lost to newer writes on the server (push
+ * status superseded: the change altered nothing; or applied: the rest of
+ * it applied). The change has left the outbox: the newer values are on
+ * their way, and the local record converges when they arrive.
+ */
+export interface Superseded {
+  collection: string;
+  id: string;
+  /** The field names of the change that lost. */
+  lost: string[];
+  status: 'applied' | 'superseded';
+}
+
 export interface ChangeEvent {
   collection: string;
   ids: string[];
@@ -119,7 +146,11 @@ export interface OpenOptions {
   sync?: boolean;
   /** ms between polls when there is no WebSocket (default 10000). */
   pollInterval?: number;
-  /** Reconnect backoff bounds in ms (default 500 .. 30000, with jitter). */
+  /**
+   * Reconnect backoff in ms: before retry n the client waits a random time
+   * in [0, min(max, base * 2^n)] (full jitter), never less than the
+   * server's Retry-After. Default 200 .. 30000 (the protocol's timings).
+   */
   backoff?: { base?: number; max?: number };
 }
 
@@ -128,6 +159,7 @@ export interface EventMap {
   error: ConvergoError | Error;
   auth: ConvergoError;
   refused: Refusal;
+  superseded: Superseded;
   change: ChangeEvent;
   reset: undefined;
 }

@@ -1,11 +1,16 @@
-// One live session: a WebSocket to the server's /v1/live that says hello,
-// keeps itself alive with pings, checks on demand that its peer still
-// answers, and hands the server's messages to the Syncer in order. A
-// session ends when its socket closes; the Syncer's loop starts the next.
+// One live session: a WebSocket to the server's live path (PATHS.live) that
+// says hello, sends a ping when it has heard nothing for
+// TIMINGS.pingIntervalMs and takes a session silent for
+// TIMINGS.clientSilenceTimeoutMs for dead (docs/protocol.md, section 9),
+// checks on demand that its peer still answers, and hands the server's
+// messages to the Syncer in order. A session ends when its socket closes;
+// the Syncer's loop starts the next. The socket only carries what the
+// server sends (and hello, sub, ping): pushes go over HTTP.
 //
 // The session knows the socket and the frames; what the server's welcome,
 // changes and resync mean for the local data is the Syncer's (sync.js).
 
+import { PATHS, TIMINGS } from './constants.js';
 import { ConvergoError } from './errors.js';
 import { MAX_ANSWER_BYTES, encodeLiveHello, encodePing, encodeSub, parseServerMessage } from './protocol.js';
 
@@ -35,7 +40,10 @@ const PROBE_TIMEOUT_MS = 5_000;
  * @property {(e: ConvergoError) => void} onError the server refused one
  *   collection (the session goes on)
  * @property {() => void} onClose the socket closed
- * @property {number} [pingInterval] ms between application pings
+ * @property {number} [pingInterval] ms of silence after which the client
+ *   pings (default TIMINGS.pingIntervalMs)
+ * @property {number} [silenceTimeout] ms of silence after which the
+ *   session is dead (default TIMINGS.clientSilenceTimeoutMs)
  */
 
 export class LiveSession {
@@ -71,7 +79,7 @@ export class LiveSession {
 
   /**
    * @param {string} c
-   * @param {number} cursor
+   * @param {Uint8Array} cursor the stored cursor, as the server made it
    */
   subscribe(c, cursor) {
     this.subscribed.add(c);
@@ -93,7 +101,7 @@ export class LiveSession {
    */
   run() {
     const WS = this.o.WebSocket;
-    const url = this.o.url.replace(/^http/, 'ws') + '/v1/live';
+    const url = this.o.url.replace(/^http/, 'ws') + PATHS.live;
     return new Promise((resolve, reject) => {
       if (this.o.stopped()) {
         resolve(undefined);
@@ -114,9 +122,30 @@ export class LiveSession {
       /** @type {ConvergoError|null} */
       let failure = null;
       let nonce = 0;
-      let awaitingPong = 0;
+      /** When the socket last brought anything (ms). */
+      let heard = Date.now();
+      /** Whether a ping went out since then. */
+      let pinged = false;
+      const pingInterval = this.o.pingInterval ?? TIMINGS.pingIntervalMs;
+      const silenceTimeout = this.o.silenceTimeout ?? TIMINGS.clientSilenceTimeoutMs;
       /** @type {any} */
       let pinger = null;
+      // One timer, set for the next moment something may be due: a ping
+      // after pingInterval of silence, the end after silenceTimeout. A
+      // message only moves `heard`; the timer finds out when it fires.
+      const watch = () => {
+        const quiet = Date.now() - heard;
+        if (quiet >= silenceTimeout) {
+          fail(new ConvergoError('network', `live socket silent for ${quiet} ms`));
+          return;
+        }
+        if (quiet >= pingInterval && !pinged) {
+          pinged = true;
+          if (ws.readyState === 1) ws.send(encodePing(++nonce));
+        }
+        const next = quiet < pingInterval ? pingInterval : silenceTimeout;
+        pinger = setTimeout(watch, next - quiet);
+      };
       /** @type {any} */
       let probe = null;
       const fail = (/** @type {ConvergoError} */ e) => {
@@ -139,6 +168,8 @@ export class LiveSession {
         }
       };
       ws.onmessage = (/** @type {MessageEvent} */ ev) => {
+        heard = Date.now();
+        pinged = false;
         if (typeof ev.data === 'string') {
           fail(new ConvergoError('malformed', 'text frame on the live socket'));
           return;
@@ -159,7 +190,7 @@ export class LiveSession {
         failure ??= new ConvergoError('network', `WebSocket ${url} failed`);
       };
       ws.onclose = () => {
-        clearInterval(pinger);
+        clearTimeout(pinger);
         clearTimeout(probe);
         if (this.ws === ws) {
           this.ws = null;
@@ -173,25 +204,20 @@ export class LiveSession {
       /** @param {ServerMessage} m */
       this.onMessage = (m) => {
         if (m.type === 'welcome') {
-          pinger = setInterval(() => {
-            if (awaitingPong > 1) {
-              fail(new ConvergoError('network', 'live socket stopped answering pings'));
-              return;
-            }
-            awaitingPong++;
-            if (ws.readyState === 1) ws.send(encodePing(++nonce));
-          }, this.o.pingInterval ?? 25_000);
+          clearTimeout(pinger);
+          pinger = setTimeout(watch, pingInterval);
           this.probeLive = () => {
             if (probe !== null || ws.readyState !== 1) return;
             probe = setTimeout(() => fail(new ConvergoError('network', 'live socket did not answer a ping after the network or page visibility changed')), PROBE_TIMEOUT_MS);
             ws.send(encodePing(++nonce));
           };
         } else if (m.type === 'pong') {
-          awaitingPong = 0;
           clearTimeout(probe);
           probe = null;
         } else if (m.type === 'error') {
-          const e = new ConvergoError(/** @type {any} */ (m.code), `live: ${m.code}${m.message ? ': ' + m.message : ''}`);
+          const e = new ConvergoError(/** @type {any} */ (m.code), `live: ${m.code}${m.message ? ': ' + m.message : ''}${m.requestId ? ` (request ${m.requestId})` : ''}`, {
+            requestId: m.requestId,
+          });
           if (m.collection) this.o.onError(e);
           else fail(e);
         }

@@ -1,30 +1,84 @@
-// Encoding and decoding of the v1 wire protocol's messages (docs/protocol.md).
+// Encoding and decoding of the wire protocol's messages (docs/protocol.md,
+// version 2). Every constant of the protocol (version, paths, codes,
+// statuses, message types, limits) comes from constants.js, generated from
+// the Go package transport/proto; this module only knows the shapes.
+//
 // Every server message is untrusted: parsers check shapes and limits and
-// throw ConvergoError("malformed") on anything unexpected.
+// throw ConvergoError("malformed") on anything unexpected. Envelopes (the
+// maps of answers and live messages) are tolerant: keys the client does not
+// know are skipped, in every message alike, so a newer server may add keys.
+// What they carry (records, stamps) is strict (record.js).
 
-import { Reader, Writer, decode, encode, MAX_MESSAGE_BYTES } from './cbor.js';
+import { Reader, Writer, encode } from './cbor.js';
+import { CODES, DEFAULTS, SERVER_MESSAGE_TYPES, STATUSES, VERSION } from './constants.js';
 import { ConvergoError } from './errors.js';
 import { readRecord, validateCollection } from './record.js';
 
-export const PROTOCOL = 1;
-
 /**
- * The largest server answer or live frame the client reads. The server
- * bounds pages by record count, not bytes; a page over this is pulled again
- * in smaller pages.
+ * The largest server answer or live frame the client reads: a bound the
+ * client sets itself against a broken or hostile peer, not a protocol
+ * limit (a page is at most max-page-bytes, or one record). A frame over it
+ * is fetched over HTTP instead, and a pull answer over it again in smaller
+ * pages.
  */
 export const MAX_ANSWER_BYTES = 64 << 20;
 
 /** @typedef {import('./record.js').Record} Record */
-/** @typedef {import('./record.js').Change} Change */
 
 /**
- * The server's hello answer.
- * @typedef {{protocol: number, serverTime: number, serverReplica: string, maxPush: number, maxPull: number, maxBody: number, maxDrift: number, subject: string}} Hello
+ * The server's hello answer (docs/protocol.md, section 6). Limits the
+ * server leaves out are the protocol's defaults.
+ * @typedef {{protocol: number, serverTime: number, serverReplica: string, maxPush: number, maxPull: number, maxBody: number, maxDrift: number, subject: string, maxPageBytes: number, maxMessageBytes: number}} Hello
  */
 
-/** @typedef {{status: number, seq?: number, code?: string, message?: string}} PushResult */
-/** @typedef {{entries: [number, Record][], next: number, more: boolean}} Page */
+/**
+ * A push result: status is a value of STATUSES; lost names the fields of
+ * the change that lost to newer writes (applied or superseded).
+ * @typedef {{status: number, code?: string, message?: string, lost?: string[]}} PushResult
+ */
+
+/** @typedef {{records: Record[], next: Uint8Array, more: boolean}} Page */
+
+/** What a client does about an error code (constants.js CODES). @typedef {'never'|'backoff'|'auth'|'upgrade'} RetryClass */
+
+/** @type {Map<string, {code: string, http: number, retry: RetryClass, perChange: boolean}>} */
+const CODE_INFO = new Map(CODES.map((c) => [c.code, /** @type {any} */ (c)]));
+
+/**
+ * What to do about a code: retry with backoff, with a new token, not at
+ * all, or not before the client is upgraded. Codes the protocol does not
+ * define (the client's own: network, database, ...) are retried with
+ * backoff.
+ * @param {string} code
+ * @returns {RetryClass}
+ */
+export function retryOf(code) {
+  return CODE_INFO.get(code)?.retry ?? 'backoff';
+}
+
+/**
+ * Whether code is one of the protocol's error codes.
+ * @param {unknown} code
+ * @returns {code is string}
+ */
+export function isProtocolCode(code) {
+  return typeof code === 'string' && CODE_INFO.has(code);
+}
+
+/**
+ * The protocol's code for an HTTP status, when exactly one code has that
+ * status (a proxy's 413 or 429 without a body); null otherwise, which the
+ * client takes for a network failure (docs/protocol.md, section 5).
+ * @param {number} status
+ * @returns {string|null}
+ */
+export function codeOfStatus(status) {
+  const codes = CODES.filter((c) => c.http === status);
+  return codes.length === 1 ? codes[0].code : null;
+}
+
+/** @type {Set<number>} */
+const STATUS_VALUES = new Set(Object.values(STATUSES));
 
 /**
  * @param {string} msg
@@ -34,36 +88,123 @@ function malformed(msg) {
 }
 
 /**
- * @param {unknown} v
+ * Reads one envelope: a map whose integer keys it returns with the bytes
+ * of their values (checked as well-formed CBOR), for the caller to read the
+ * keys it knows. Other keys are skipped; a duplicate key is malformed.
+ * @param {Reader} r
  * @param {string} what
- * @returns {number}
+ * @returns {Map<number, Uint8Array>}
  */
-function uintOf(v, what) {
-  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw malformed(`${what} is not an unsigned integer`);
-  return v;
-}
-
-/**
- * @param {unknown} v
- * @param {string} what
- * @returns {string}
- */
-function textOf(v, what) {
-  if (typeof v !== 'string') throw malformed(`${what} is not a text string`);
-  return v;
-}
-
-/**
- * @param {unknown} m
- * @param {string} what
- * @returns {Map<unknown, unknown>}
- */
-function mapOf(m, what) {
-  if (m instanceof Map) return m;
-  if (m !== null && typeof m === 'object' && !Array.isArray(m) && !(m instanceof Uint8Array) && Object.keys(m).length === 0) {
-    return new Map();
+function readEnvelope(r, what) {
+  const n = r.mapHead();
+  /** @type {Map<number, Uint8Array>} */
+  const out = new Map();
+  /** @type {Set<string>} */
+  const others = new Set();
+  for (let i = 0; i < n; i++) {
+    const k = r.raw();
+    const key = k.length <= 9 && k[0] < 0x1c ? new Reader(k, { canonical: false }).uint() : null;
+    const start = r.off;
+    r.skip(2);
+    if (key === null) {
+      // Not an unsigned integer key: nobody's key today; skipped, but a
+      // map may not hold it twice.
+      const s = Array.from(k).join(',');
+      if (others.has(s)) throw malformed(`duplicate key in ${what}`);
+      others.add(s);
+      continue;
+    }
+    if (out.has(key)) throw malformed(`duplicate key ${key} in ${what}`);
+    out.set(key, r.b.subarray(start, r.off));
   }
-  throw malformed(`${what} is not an integer-keyed map`);
+  return out;
+}
+
+/**
+ * Decodes a whole body or frame as an envelope.
+ * @param {Uint8Array} bytes
+ * @param {string} what
+ */
+function envelope(bytes, what) {
+  if (bytes.length > MAX_ANSWER_BYTES) throw new ConvergoError('too_large', `${what} of ${bytes.length} bytes`);
+  if (bytes.length === 0) throw malformed(`empty ${what}`);
+  const r = new Reader(bytes, { canonical: false });
+  const m = readEnvelope(r, what);
+  r.end();
+  return m;
+}
+
+/**
+ * One item of an envelope, with the reader that reads it.
+ * @template T
+ * @param {Map<number, Uint8Array>} m
+ * @param {number} k
+ * @param {(r: Reader) => T} read
+ * @returns {T|undefined}
+ */
+function field(m, k, read) {
+  const b = m.get(k);
+  if (b === undefined) return undefined;
+  const r = new Reader(b, { canonical: false });
+  const v = read(r);
+  r.end();
+  return v;
+}
+
+/** @param {Reader} r */
+const uint = (r) => r.uint();
+/** @param {Reader} r */
+const text = (r) => r.text();
+/** @param {Reader} r */
+const bool = (r) => r.bool();
+
+/**
+ * Reads a byte string (a cursor).
+ * @param {Reader} r
+ * @returns {Uint8Array}
+ */
+function byteString(r) {
+  const v = r.item();
+  if (!(v instanceof Uint8Array)) throw malformed('cursor is not a byte string');
+  return v;
+}
+
+/**
+ * Reads a list of records.
+ * @param {Reader} r
+ * @returns {Record[]}
+ */
+function records(r) {
+  const n = r.arrayHead();
+  /** @type {Record[]} */
+  const out = [];
+  for (let i = 0; i < n; i++) out.push(readRecord(r));
+  return out;
+}
+
+/**
+ * Reads a list of text strings.
+ * @param {Reader} r
+ * @returns {string[]}
+ */
+function texts(r) {
+  const n = r.arrayHead();
+  /** @type {string[]} */
+  const out = [];
+  for (let i = 0; i < n; i++) out.push(r.text());
+  return out;
+}
+
+/**
+ * A required key.
+ * @template T
+ * @param {T|undefined} v
+ * @param {string} what
+ * @returns {T}
+ */
+function need(v, what) {
+  if (v === undefined) throw malformed(`${what} missing`);
+  return v;
 }
 
 // ------------------------------------------------------------ HTTP bodies
@@ -72,26 +213,34 @@ function mapOf(m, what) {
  * @param {string} replica
  */
 export function encodeHello(replica) {
-  return encode(new Map(/** @type {[number, unknown][]} */ ([[1, PROTOCOL], [2, replica]])));
+  return encode(new Map(/** @type {[number, unknown][]} */ ([[1, VERSION], [2, replica]])));
 }
 
 /**
- * Parses a hello answer (the HTTP body, or the welcome message's key 1).
- * @param {unknown} v
+ * Parses a hello answer (the HTTP body, or a welcome's key 1).
+ * @param {Uint8Array} bytes
  * @returns {Hello}
  */
-export function parseHello(v) {
-  const m = mapOf(v, 'hello answer');
-  const num = (/** @type {number} */ k, /** @type {string} */ what, /** @type {number} */ dflt) => (m.has(k) ? uintOf(m.get(k), what) : dflt);
+export function parseHello(bytes) {
+  return helloOf(envelope(bytes, 'hello answer'));
+}
+
+/**
+ * @param {Map<number, Uint8Array>} m
+ * @returns {Hello}
+ */
+function helloOf(m) {
   return {
-    protocol: num(1, 'protocol', PROTOCOL),
-    serverTime: uintOf(m.get(2), 'server time'),
-    serverReplica: m.has(3) ? textOf(m.get(3), 'server replica') : '',
-    maxPush: Math.max(1, num(4, 'max push', 1000)),
-    maxPull: Math.max(1, num(5, 'max pull', 1000)),
-    maxBody: Math.max(1024, num(6, 'max body', MAX_MESSAGE_BYTES)),
-    maxDrift: num(7, 'max drift', 0),
-    subject: m.has(8) ? textOf(m.get(8), 'subject') : '',
+    protocol: need(field(m, 1, uint), 'protocol'),
+    serverTime: need(field(m, 2, uint), 'server time'),
+    serverReplica: field(m, 3, text) ?? '',
+    maxPush: Math.max(1, field(m, 4, uint) ?? DEFAULTS.maxPushChanges),
+    maxPull: Math.max(1, field(m, 5, uint) ?? DEFAULTS.maxPullRecords),
+    maxBody: Math.max(1024, field(m, 6, uint) ?? DEFAULTS.maxBodyBytes),
+    maxDrift: field(m, 7, uint) ?? 0,
+    subject: field(m, 8, text) ?? '',
+    maxPageBytes: field(m, 9, uint) ?? DEFAULTS.maxPageBytes,
+    maxMessageBytes: field(m, 10, uint) ?? DEFAULTS.maxMessageBytes,
   };
 }
 
@@ -113,27 +262,22 @@ export function encodePush(replica, changes) {
 }
 
 /**
- * @param {unknown} v
+ * @param {Reader} r
  * @returns {PushResult}
  */
-function parseResult(v) {
-  const m = mapOf(v, 'push result');
+function result(r) {
+  const m = readEnvelope(r, 'push result');
+  const status = need(field(m, 1, uint), 'push status');
+  if (!STATUS_VALUES.has(status)) throw malformed(`unknown push status ${status}`);
   /** @type {PushResult} */
-  const r = { status: uintOf(m.get(1), 'status') };
-  if (r.status > 2) throw malformed(`unknown push status ${r.status}`);
-  if (m.has(2)) r.seq = uintOf(m.get(2), 'seq');
-  if (m.has(3)) r.code = textOf(m.get(3), 'code');
-  if (m.has(4)) r.message = textOf(m.get(4), 'message');
-  return r;
-}
-
-/**
- * @param {unknown} v the list of results
- * @returns {PushResult[]}
- */
-function parseResults(v) {
-  if (!Array.isArray(v)) throw malformed('push results are not an array');
-  return v.map(parseResult);
+  const out = { status };
+  const code = field(m, 2, text);
+  if (code !== undefined) out.code = code;
+  const message = field(m, 3, text);
+  if (message !== undefined) out.message = message;
+  const lost = field(m, 4, texts);
+  if (lost !== undefined) out.lost = lost;
+  return out;
 }
 
 /**
@@ -142,13 +286,22 @@ function parseResults(v) {
  * @returns {PushResult[]}
  */
 export function parsePushAnswer(body) {
-  const m = mapOf(decode(body, { canonical: false }), 'push answer');
-  return parseResults(m.get(1));
+  const m = envelope(body, 'push answer');
+  return need(
+    field(m, 1, (r) => {
+      const n = r.arrayHead();
+      /** @type {PushResult[]} */
+      const out = [];
+      for (let i = 0; i < n; i++) out.push(result(r));
+      return out;
+    }),
+    'push results',
+  );
 }
 
 /**
  * @param {string} collection
- * @param {number} cursor
+ * @param {Uint8Array} cursor the stored cursor, as the server made it (empty: from the beginning)
  * @param {number} limit
  */
 export function encodePull(collection, cursor, limit) {
@@ -156,57 +309,33 @@ export function encodePull(collection, cursor, limit) {
 }
 
 /**
- * Reads [[seq, record], ...].
- * @param {Reader} r
- * @returns {[number, Record][]}
- */
-function readEntries(r) {
-  const n = r.arrayHead();
-  /** @type {[number, Record][]} */
-  const out = [];
-  for (let i = 0; i < n; i++) {
-    if (r.arrayHead() !== 2) throw malformed('entry is not [seq, record]');
-    const seq = r.uint();
-    out.push([seq, readRecord(r)]);
-  }
-  return out;
-}
-
-/**
- * Parses a pull answer {1: entries, 2: next, 3: more}.
+ * Parses a pull answer {1: [record, ...], 2: next cursor, 3: more}.
  * @param {Uint8Array} body
  * @returns {Page}
  */
 export function parsePullAnswer(body) {
-  if (body.length > MAX_ANSWER_BYTES) throw new ConvergoError('too_large', `pull answer of ${body.length} bytes`);
-  const r = new Reader(body, { canonical: false });
-  const n = r.mapHead();
-  /** @type {Page} */
-  const page = { entries: [], next: -1, more: false };
-  const seen = new Set();
-  for (let i = 0; i < n; i++) {
-    const k = r.uint();
-    if (seen.has(k)) throw malformed('duplicate key in pull answer');
-    seen.add(k);
-    if (k === 1) page.entries = readEntries(r);
-    else if (k === 2) page.next = r.uint();
-    else if (k === 3) page.more = r.bool();
-    else r.item(2); // a newer server's addition
-  }
-  r.end();
-  if (page.next < 0) throw malformed('pull answer without a next cursor');
-  return page;
+  const m = envelope(body, 'pull answer');
+  return {
+    records: field(m, 1, records) ?? [],
+    next: need(field(m, 2, byteString), 'next cursor'),
+    more: field(m, 3, bool) ?? false,
+  };
 }
 
 /**
- * Parses an error body {1: code, 2: message}; null when it is not one.
+ * Parses an error body {1: code, 2: message, 3: request id}; null when it
+ * is not one.
  * @param {Uint8Array} body
- * @returns {{code: string, message: string}|null}
+ * @returns {{code: string, message: string, requestId?: string}|null}
  */
 export function parseErrorBody(body) {
   try {
-    const m = mapOf(decode(body, { canonical: false }), 'error');
-    return { code: textOf(m.get(1), 'code'), message: m.has(2) ? textOf(m.get(2), 'message') : '' };
+    const m = envelope(body, 'error');
+    /** @type {{code: string, message: string, requestId?: string}} */
+    const e = { code: need(field(m, 1, text), 'code'), message: field(m, 2, text) ?? '' };
+    const id = field(m, 3, text);
+    if (id) e.requestId = id;
+    return e;
   } catch {
     return null;
   }
@@ -219,12 +348,12 @@ export function parseErrorBody(body) {
  * @param {string} token
  */
 export function encodeLiveHello(replica, token) {
-  return encode(new Map(/** @type {[number, unknown][]} */ ([[0, 'hello'], [1, PROTOCOL], [2, replica], [3, token]])));
+  return encode(new Map(/** @type {[number, unknown][]} */ ([[0, 'hello'], [1, VERSION], [2, replica], [3, token]])));
 }
 
 /**
  * @param {string} collection
- * @param {number} cursor
+ * @param {Uint8Array} cursor
  */
 export function encodeSub(collection, cursor) {
   return encode(new Map(/** @type {[number, unknown][]} */ ([[0, 'sub'], [1, collection], [2, cursor]])));
@@ -241,63 +370,55 @@ export function encodePing(nonce) {
 }
 
 /**
- * A server message over WebSocket.
+ * A server message over WebSocket. Types the client does not know come
+ * back as 'unknown' and are ignored.
  * @typedef {{type: 'welcome', hello: Hello}
- *   | {type: 'changes', collection: string, entries: [number, Record][], next: number, more: boolean}
- *   | {type: 'ack', id: number, results: PushResult[]}
+ *   | {type: 'changes', collection: string, records: Record[], next: Uint8Array, more: boolean}
  *   | {type: 'pong', nonce: number}
- *   | {type: 'error', code: string, message: string, collection?: string}
+ *   | {type: 'error', code: string, message: string, collection?: string, requestId?: string}
  *   | {type: 'resync', collection: string}
  *   | {type: 'unknown', name: string}} ServerMessage
  */
 
+/** @type {Set<string>} */
+const SERVER_TYPES = new Set(SERVER_MESSAGE_TYPES);
+
 /**
- * Parses a server message. The type (key 0) comes first, as deterministic
- * encoding puts it.
+ * Parses a server message: a map whose key 0 is its type.
  * @param {Uint8Array} bytes
  * @returns {ServerMessage}
  */
 export function parseServerMessage(bytes) {
-  if (bytes.length > MAX_ANSWER_BYTES) throw new ConvergoError('too_large', `message of ${bytes.length} bytes`);
-  const r = new Reader(bytes, { canonical: false });
-  const n = r.mapHead();
-  if (n === 0 || r.uint() !== 0) throw malformed('message does not start with its type (key 0)');
-  const type = r.text();
-  /** @type {Map<number, unknown>} */
-  const f = new Map();
-  let prev = 0;
-  for (let i = 1; i < n; i++) {
-    const k = r.uint();
-    if (k <= prev) throw malformed('message keys out of order or duplicated');
-    prev = k;
-    if (type === 'changes' && k === 2) f.set(k, readEntries(r));
-    else f.set(k, r.item(2));
-  }
-  r.end();
+  const m = envelope(bytes, 'message');
+  const type = need(field(m, 0, text), 'message type (key 0)');
+  if (!SERVER_TYPES.has(type)) return { type: 'unknown', name: type };
   switch (type) {
     case 'welcome':
-      return { type, hello: parseHello(f.get(1)) };
+      return { type, hello: helloOf(need(field(m, 1, (r) => readEnvelope(r, 'hello answer')), 'hello answer')) };
     case 'changes': {
-      const collection = textOf(f.get(1), 'collection');
+      const collection = need(field(m, 1, text), 'collection');
       validateCollection(collection);
-      const entries = /** @type {[number, Record][]} */ (f.get(2) ?? []);
-      const more = f.get(4) ?? false;
-      if (typeof more !== 'boolean') throw malformed('more is not a boolean');
-      return { type, collection, entries, next: uintOf(f.get(3), 'next cursor'), more };
+      return {
+        type,
+        collection,
+        records: field(m, 2, records) ?? [],
+        next: need(field(m, 3, byteString), 'next cursor'),
+        more: field(m, 4, bool) ?? false,
+      };
     }
-    case 'ack':
-      return { type, id: uintOf(f.get(1), 'request id'), results: parseResults(f.get(2)) };
     case 'pong':
-      return { type, nonce: uintOf(f.get(1), 'nonce') };
+      return { type, nonce: need(field(m, 1, uint), 'nonce') };
     case 'error': {
       /** @type {ServerMessage} */
-      const e = { type, code: textOf(f.get(1), 'code'), message: f.has(2) ? textOf(f.get(2), 'message') : '' };
-      if (f.has(3)) e.collection = textOf(f.get(3), 'collection');
+      const e = { type, code: need(field(m, 1, text), 'code'), message: field(m, 2, text) ?? '' };
+      const c = field(m, 3, text);
+      if (c !== undefined) e.collection = c;
+      const id = field(m, 4, text);
+      if (id) e.requestId = id;
       return e;
     }
     case 'resync':
-      return { type, collection: textOf(f.get(1), 'collection') };
+      return { type, collection: need(field(m, 1, text), 'collection') };
   }
   return { type: 'unknown', name: type };
 }
-

@@ -7,6 +7,7 @@
 // or null when the field was unset.
 
 import { Reader, Writer, checkValue, compareBytes, decode, equalBytes, utf8Length } from './cbor.js';
+import { MODEL } from './constants.js';
 import { ConvergoError } from './errors.js';
 import { MAX_LOGICAL, MAX_WALL, ZERO_STAMP, compareStamps, isZeroStamp, validateReplica } from './hlc.js';
 
@@ -15,11 +16,12 @@ import { MAX_LOGICAL, MAX_WALL, ZERO_STAMP, compareStamps, isZeroStamp, validate
 /** @typedef {{id: string, deleted: Stamp, fields: Map<string, Field>}} Record */
 /** @typedef {{collection: string, record: Record}} Change */
 
-export const MAX_RECORD_BYTES = 300 << 10;
-export const MAX_FIELDS = 1024;
-export const MAX_ID_BYTES = 512;
-export const MAX_FIELD_NAME_BYTES = 256;
-export const MAX_COLLECTION_BYTES = 128;
+/** Limits of the data model (constants.js MODEL, the same everywhere). */
+export const MAX_RECORD_BYTES = MODEL.maxRecordBytes;
+export const MAX_FIELDS = MODEL.maxFieldsPerRecord;
+export const MAX_ID_BYTES = MODEL.maxIdBytes;
+export const MAX_FIELD_NAME_BYTES = MODEL.maxFieldNameBytes;
+export const MAX_COLLECTION_BYTES = MODEL.maxCollectionBytes;
 
 const utf8 = new TextEncoder();
 
@@ -179,16 +181,16 @@ export function validateFieldName(name) {
   validateText('field name', name, MAX_FIELD_NAME_BYTES);
 }
 
-const COLLECTION_RE = /^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/;
+const COLLECTION_RE = new RegExp(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,${MAX_COLLECTION_BYTES - 1}}$`);
 
 /**
- * Checks a collection name: 1 to 128 of ASCII letters, digits, '_', '-',
+ * Checks a collection name: 1 to MAX_COLLECTION_BYTES (128) of ASCII letters, digits, '_', '-',
  * '.', starting with a letter, digit or '_'.
  * @param {string} name
  */
 export function validateCollection(name) {
   if (typeof name !== 'string' || !COLLECTION_RE.test(name)) {
-    throw new ConvergoError('invalid', `collection name ${JSON.stringify(name)} must be 1 to 128 of A-Z a-z 0-9 _ - . starting with a letter, digit or _`);
+    throw new ConvergoError('invalid', `collection name ${JSON.stringify(name)} must be 1 to ${MAX_COLLECTION_BYTES} of A-Z a-z 0-9 _ - . starting with a letter, digit or _`);
   }
 }
 

@@ -10,19 +10,26 @@
 // so that typing into a dead server does not hammer it, a local write.
 // None of them tries before the server's Retry-After.
 //
+// A server that does not speak this client's protocol version
+// (unsupported_version, a code whose retry class is "upgrade") stops the
+// loop: retrying cannot help, so the client reports the error and waits for
+// sync() or a reload (after the app is upgraded) instead of hammering the
+// server.
+//
 // Only the leader tab runs a Syncer. Everything it learns goes through the
 // Store (IndexedDB), so a reload resumes from the stored cursors and outbox.
 //
 // The Syncer orchestrates; the parts are elsewhere: one HTTP request and
 // its error mapping in http.js, the WebSocket session in live.js, the
-// reconnect delay in backoff.js.
+// reconnect delay in backoff.js, the messages in protocol.js; the paths,
+// statuses and what each error code asks for in constants.js.
 
 import { backoff } from './backoff.js';
-import { decode } from './cbor.js';
 import { ConvergoError } from './errors.js';
 import { post } from './http.js';
 import { LiveSession } from './live.js';
-import { PROTOCOL, encodeHello, encodePull, encodePush, parseHello, parsePullAnswer, parsePushAnswer } from './protocol.js';
+import { DEFAULTS, PATHS, STATUSES, VERSION } from './constants.js';
+import { encodeHello, encodePull, encodePush, parseHello, parsePullAnswer, parsePushAnswer, retryOf } from './protocol.js';
 
 /** @typedef {import('./protocol.js').Hello} Hello */
 /** @typedef {import('./db.js').Store} Store */
@@ -44,9 +51,6 @@ export const WRITE_RETRY_MS = 2_000;
  * @typedef {'write'|'online'|'visible'|'sync'|'token'} RetryReason
  */
 
-/** Codes after which retrying with the same credentials is pointless. */
-const AUTH_CODES = new Set(['unauthenticated', 'token_expired']);
-
 /**
  * @typedef {object} SyncerOptions
  * @property {string} url server base URL (http or https)
@@ -58,12 +62,16 @@ const AUTH_CODES = new Set(['unauthenticated', 'token_expired']);
  * @property {any} [WebSocket] a WebSocket constructor, or null to poll
  * @property {(c: string, ids: string[]) => void} onChanges records changed by the server
  * @property {(r: {collection: string, id: string, code: string, message: string}) => void} onRefused
+ * @property {(s: {collection: string, id: string, lost: string[], status: 'applied'|'superseded'}) => void} onSuperseded
+ *   fields of a pushed change lost to newer writes (status superseded:
+ *   the change altered nothing; applied: the rest of it applied)
  * @property {(s: Partial<import('./database.js').Status>) => void} onStatus
  * @property {(e: Error) => void} onError
  * @property {(e: ConvergoError) => void} onAuth the token was refused
  * @property {number} [pollInterval] ms between polls without WebSocket
- * @property {number} [pingInterval] ms between application pings
- * @property {{base?: number, max?: number}} [backoff]
+ * @property {number} [pingInterval] ms of silence before a live ping
+ * @property {number} [silenceTimeout] ms of silence that ends a live session
+ * @property {{base?: number, max?: number, random?: () => number}} [backoff]
  * @property {() => number} [random]
  */
 
@@ -85,8 +93,9 @@ export class Syncer {
     this.wakeAt = null;
     /**
      * What the loop is waiting for, if it waits: the next reconnect
-     * attempt, the next poll, or the browser to report a network.
-     * @type {'backoff'|'poll'|'offline'|null}
+     * attempt, the next poll, the browser to report a network, or sync()
+     * after the server refused the protocol version.
+     * @type {'backoff'|'poll'|'offline'|'halted'|null}
      */
     this.waiting = null;
     /** No request before this time (ms since epoch): the server's Retry-After. */
@@ -168,6 +177,7 @@ export class Syncer {
       this.wakeAt?.(Math.max(at, this.retryAt));
       return true;
     }
+    if (this.waiting === 'halted') return false; // only sync() tries again
     this.attempt = 0;
     if (this.waiting === null) {
       // Live, or a round is under way (if it fails, the backoff starts over).
@@ -222,6 +232,14 @@ export class Syncer {
       return new Promise((resolve, reject) => {
         this.roundWaiters.push({ resolve, reject });
         this.retryNow('sync');
+      });
+    }
+    if (this.waiting === 'halted') {
+      // Try the server again once: it may have been rolled forward or back.
+      return new Promise((resolve, reject) => {
+        this.roundWaiters.push({ resolve, reject });
+        this.attempt = 0;
+        this.wake?.();
       });
     }
     return this.syncNow();
@@ -332,7 +350,8 @@ export class Syncer {
         // auth failure too: its retry with a fresh token is a new round).
         this.settleRound(err);
         this.o.onStatus({ online: err.code !== 'network' && err.code !== 'unavailable' ? true : false, syncing: false, lastError: err });
-        if (AUTH_CODES.has(err.code)) {
+        const retry = retryOf(err.code);
+        if (retry === 'auth') {
           if (!tokenRetried) {
             tokenRetried = true;
             this.o.onAuth(err);
@@ -341,17 +360,23 @@ export class Syncer {
         }
         this.o.onError(err);
         if (err.code === 'closed') break;
+        if (retry === 'upgrade') {
+          // Retrying cannot help: wait for sync() (or a reload).
+          this.o.onStatus({ online: false });
+          await this.wait(Infinity, 'halted');
+          continue;
+        }
       }
-      const delay = backoff(this.attempt++, { ...this.o.backoff, random: this.o.random });
-      await this.wait(Math.max(delay, this.retryAt - Date.now()), 'backoff');
+      const delay = backoff(this.attempt++, { random: this.o.random, ...this.o.backoff, floor: this.retryAt - Date.now() });
+      await this.wait(delay, 'backoff');
     }
     this.settleRound(new ConvergoError('network', 'sync stopped'));
   }
 
   /**
    * Waits ms, or less if woken (wake) or the end moved earlier (wakeAt).
-   * @param {number} ms
-   * @param {'backoff'|'poll'|'offline'} why
+   * @param {number} ms Infinity: until woken
+   * @param {'backoff'|'poll'|'offline'|'halted'} why
    */
   wait(ms, why) {
     if (this.stopped) return Promise.resolve();
@@ -374,7 +399,7 @@ export class Syncer {
         clearTimeout(t);
         t = setTimeout(finish, Math.max(0, at - Date.now()));
       };
-      t = setTimeout(finish, ms);
+      if (ms !== Infinity) t = setTimeout(finish, ms);
     });
   }
 
@@ -406,9 +431,9 @@ export class Syncer {
 
   async doHello() {
     const t0 = Date.now();
-    const body = await this.post('/v1/hello', encodeHello(/** @type {string} */ (this.store.replica)));
+    const body = await this.post(PATHS.hello, encodeHello(/** @type {string} */ (this.store.replica)));
     const t1 = Date.now();
-    const hello = parseHello(decode(body, { canonical: false }));
+    const hello = parseHello(body);
     this.applyHello(hello, t0, t1);
   }
 
@@ -420,8 +445,8 @@ export class Syncer {
    *   HTTP (a welcome's server time has no round trip to halve)
    */
   applyHello(hello, t0, t1, measure = true) {
-    if (hello.protocol !== PROTOCOL) {
-      throw new ConvergoError('unsupported_version', `server speaks protocol ${hello.protocol}, not ${PROTOCOL}`);
+    if (hello.protocol !== VERSION) {
+      throw new ConvergoError('unsupported_version', `server speaks protocol ${hello.protocol}, not ${VERSION}`);
     }
     this.hello = hello;
     if (this.store.clock && hello.maxDrift > 0) this.store.clock.maxDrift = hello.maxDrift;
@@ -433,11 +458,16 @@ export class Syncer {
     this.store.setMeta('offset', offset).catch(() => {});
   }
 
-  /** Pushes the whole outbox in batches. */
+  /**
+   * Pushes the whole outbox in batches of at most the server's max-push
+   * changes and max-body bytes (as its hello announced). This is the one
+   * place that splits a batch: a too_large answer halves it, and a single
+   * change the server will never take is settled as refused.
+   */
   async pushAll() {
     this.pushWanted = false;
-    let limit = Math.min(this.hello?.maxPush ?? 1000, 1000);
-    const maxBody = (this.hello?.maxBody ?? 4 << 20) - 1024;
+    let limit = this.hello?.maxPush ?? DEFAULTS.maxPushChanges;
+    const maxBody = (this.hello?.maxBody ?? DEFAULTS.maxBodyBytes) - 1024;
     for (;;) {
       const entries = await this.store.peekOutbox(limit);
       if (entries.length === 0) break;
@@ -450,7 +480,7 @@ export class Syncer {
       const batch = entries.slice(0, n);
       let results;
       try {
-        const body = await this.post('/v1/push', encodePush(/** @type {string} */ (this.store.replica), batch.map((e) => e.change)));
+        const body = await this.post(PATHS.push, encodePush(/** @type {string} */ (this.store.replica), batch.map((e) => e.change)));
         results = parsePushAnswer(body);
       } catch (e) {
         if (/** @type {any} */ (e).code === 'too_large') {
@@ -459,7 +489,7 @@ export class Syncer {
             continue;
           }
           // One change the server will never take: drop it, don't stall.
-          results = [{ status: 2, code: 'too_large', message: /** @type {any} */ (e).message }];
+          results = [{ status: STATUSES.refused, code: 'too_large', message: /** @type {any} */ (e).message }];
         } else {
           throw e;
         }
@@ -467,17 +497,23 @@ export class Syncer {
       if (results.length !== batch.length) {
         throw new ConvergoError('malformed', `push answer has ${results.length} results for ${batch.length} changes`);
       }
+      // applied, duplicate and superseded acknowledge the change: it
+      // leaves the outbox. A superseded change's fields come back from
+      // the server with the newer values that beat them.
       /** @type {{entry: import('./db.js').OutboxEntry, refused: boolean}[]} */
       const settled = [];
       for (let i = 0; i < batch.length; i++) {
         const r = results[i];
-        settled.push({ entry: batch[i], refused: r.status === 2 });
+        settled.push({ entry: batch[i], refused: r.status === STATUSES.refused });
       }
       const rolledBack = await this.store.settle(settled);
       for (let i = 0; i < batch.length; i++) {
         const r = results[i];
-        if (r.status === 2) {
-          this.o.onRefused({ collection: batch[i].c, id: batch[i].id, code: r.code ?? 'invalid', message: r.message ?? '' });
+        const { c: collection, id } = batch[i];
+        if (r.status === STATUSES.refused) {
+          this.o.onRefused({ collection, id, code: r.code ?? 'invalid', message: r.message ?? '' });
+        } else if (r.status === STATUSES.superseded || (r.status === STATUSES.applied && r.lost && r.lost.length > 0)) {
+          this.o.onSuperseded({ collection, id, lost: r.lost ?? [], status: r.status === STATUSES.applied ? 'applied' : 'superseded' });
         }
       }
       for (const [c, ids] of rolledBack) this.o.onChanges(c, ids);
@@ -490,12 +526,12 @@ export class Syncer {
    * @param {string} c
    */
   async pullCollection(c) {
-    let limit = Math.min(this.hello?.maxPull ?? 1000, 1000);
+    let limit = this.hello?.maxPull ?? DEFAULTS.maxPullRecords;
     for (;;) {
       const cursor = await this.store.cursor(c);
       let page;
       try {
-        page = parsePullAnswer(await this.post('/v1/pull', encodePull(c, cursor, limit)));
+        page = parsePullAnswer(await this.post(PATHS.pull, encodePull(c, cursor, limit)));
       } catch (e) {
         // A page of large records: ask for fewer at a time.
         if (/** @type {any} */ (e).code === 'too_large' && limit > 1) {
@@ -504,25 +540,22 @@ export class Syncer {
         }
         throw e;
       }
-      await this.applyPage(c, page.entries, page.next, cursor);
+      await this.applyPage(c, page.records, page.next);
       if (!page.more) break;
     }
   }
 
   /**
+   * Merges a page of records and stores the cursor after it. Cursors are
+   * the server's opaque bytes: stored as they come, never compared. A page
+   * that comes late (after a resync's pull) merges harmlessly: merging is
+   * idempotent, and at worst the next pull fetches again what is held.
    * @param {string} c
-   * @param {[number, import('./record.js').Record][]} entries
-   * @param {number} next
-   * @param {number} cursor the cursor the entries come after
+   * @param {import('./record.js').Record[]} records
+   * @param {Uint8Array} next
    */
-  async applyPage(c, entries, next, cursor) {
-    if (next < cursor) throw new ConvergoError('malformed', `server moved the cursor of ${c} back from ${cursor} to ${next}`);
-    if (entries.length === 0 && next === cursor) return;
-    const ids = await this.store.applyRemote(
-      c,
-      entries.map((e) => e[1]),
-      next,
-    );
+  async applyPage(c, records, next) {
+    const ids = await this.store.applyRemote(c, records, next);
     if (ids.length > 0) this.o.onChanges(c, ids);
   }
 
@@ -545,6 +578,7 @@ export class Syncer {
       onError: (e) => this.o.onError(e),
       onClose: () => this.o.onStatus({ online: false }),
       pingInterval: this.o.pingInterval,
+      silenceTimeout: this.o.silenceTimeout,
     });
     this.session = session;
     try {
@@ -575,11 +609,9 @@ export class Syncer {
         break;
       }
       case 'changes': {
+        // Pages of collections not (or no longer) subscribed are dropped.
         if (!session.subscribed.has(m.collection)) break;
-        const cursor = await this.store.cursor(m.collection);
-        // A stale frame (before a resync pull) is already covered.
-        if (m.next <= cursor) break;
-        await this.applyPage(m.collection, m.entries, m.next, cursor);
+        await this.applyPage(m.collection, m.records, m.next);
         this.o.onStatus({ lastSyncedAt: Date.now() });
         break;
       }

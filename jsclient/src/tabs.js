@@ -27,8 +27,8 @@ import { ConvergoError } from './errors.js';
  * | `ask`        | every tab, as it opens                    | none                                 | leader: answers with `status`                                       |
  * | `collection` | every tab, as it opens, for each collection of its options; a tab without a sync loop, for a collection it opens later | `c` collection | leader: syncs c from now on (paused or not), if c is a valid name it did not sync yet |
  * | `sync`       | a tab without a sync loop, for its sync() | `n` a random number naming the call  | leader: syncs now and answers `synced`; while it starts, once it runs; while paused, at once with a network error |
- * | `synced`     | the leader, answering `sync`              | `n` as in the call, `error` {code, message} or absent | the tab whose call n is: resolves that sync(), or rejects it with error |
- * | `status`     | the leader, when its status changes and on `ask` | `s` its Status without leader, paused; lastError as {code, message} or null | followers: take it as theirs, counting pending in their own read of the outbox |
+ * | `synced`     | the leader, answering `sync`              | `n` as in the call, `error` {code, message, requestId?} or absent | the tab whose call n is: resolves that sync(), or rejects it with error |
+ * | `status`     | the leader, when its status changes and on `ask` | `s` its Status without leader, paused; lastError as {code, message, requestId?} or null | followers: take it as theirs, counting pending in their own read of the outbox |
  */
 export const TabMessage = Object.freeze({
   changed: 'changed',
@@ -44,7 +44,7 @@ export const TabMessage = Object.freeze({
 /**
  * An error as it crosses between tabs (a ConvergoError does not survive
  * structured cloning as one).
- * @typedef {{code: any, message: string}} WireError
+ * @typedef {{code: any, message: string, requestId?: string}} WireError
  */
 
 /**
@@ -78,7 +78,10 @@ function tabKey(name) {
  * @returns {WireError}
  */
 export function toWire(e) {
-  return { code: e.code, message: e.message };
+  /** @type {WireError} */
+  const w = { code: e.code, message: e.message };
+  if (typeof e.requestId === 'string') w.requestId = e.requestId;
+  return w;
 }
 
 /**
@@ -86,7 +89,7 @@ export function toWire(e) {
  * @param {WireError} w
  */
 export function fromWire(w) {
-  return new ConvergoError(w.code, w.message);
+  return new ConvergoError(w.code, w.message, { requestId: typeof w.requestId === 'string' ? w.requestId : undefined });
 }
 
 /** The BroadcastChannel between the tabs of one database. */

@@ -249,3 +249,55 @@ test('the collections opened are remembered; stored names are checked', async ()
   assert.deepEqual((await again.store.collections()).sort(), ['notes.2026', 'todos']);
   await again.close();
 });
+
+test('cursors are stored as the bytes the server sent; none means from the beginning', async () => {
+  const db = await local({ name: 'cursors' });
+  const empty = await db.store.cursor('todos');
+  assert.ok(empty instanceof Uint8Array);
+  assert.equal(empty.length, 0);
+  const next = Uint8Array.of(0xff, 0, 1, 2, 0x80);
+  await db.store.applyRemote('todos', [], next);
+  const back = await db.store.cursor('todos');
+  assert.ok(back instanceof Uint8Array);
+  assert.deepEqual([...back], [...next]);
+  await db.store.resetCursors();
+  assert.equal((await db.store.cursor('todos')).length, 0);
+  // Anything else under the key (a corrupt or foreign value) is no cursor.
+  await db.store.setMeta('cursor:todos', 'abc');
+  assert.equal((await db.store.cursor('todos')).length, 0);
+  await db.close();
+});
+
+test('upgrading a database of protocol 1 drops its numeric cursors and keeps the rest', async () => {
+  const { DB_VERSION } = await import('../src/db.js');
+  assert.equal(DB_VERSION, 3);
+  const idb = freshIDB();
+  // What the client of protocol 1 (database version 2) left behind.
+  await new Promise((resolve, reject) => {
+    const r = idb.open('convergo-old', 2);
+    r.onupgradeneeded = () => {
+      const db = r.result;
+      db.createObjectStore('records', { keyPath: ['c', 'id'] });
+      db.createObjectStore('outbox', { keyPath: 'seq', autoIncrement: true }).createIndex('record', ['c', 'id']);
+      const meta = db.createObjectStore('meta');
+      meta.put('old-replica', 'replica');
+      meta.put(42, 'cursor:todos');
+      meta.put(7, 'cursor:notes.2026');
+      meta.put(true, 'collection:todos');
+      meta.put(1234, 'offset');
+    };
+    r.onsuccess = () => {
+      r.result.close();
+      resolve(undefined);
+    };
+    r.onerror = () => reject(r.error);
+  });
+  const db = await local({ indexedDB: idb, name: 'old' });
+  assert.equal(db.store.replica, 'old-replica', 'the identity survives');
+  assert.equal(await db.store.getMeta('cursor:todos'), undefined);
+  assert.equal(await db.store.getMeta('cursor:notes.2026'), undefined);
+  assert.equal((await db.store.cursor('todos')).length, 0, 'pulls again from the beginning');
+  assert.deepEqual(await db.store.collections(), ['todos']);
+  assert.equal(await db.store.getMeta('offset'), 1234);
+  await db.close();
+});

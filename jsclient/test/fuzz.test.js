@@ -6,9 +6,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { ConvergoError } from '../src/errors.js';
-import { Writer, decode, encode } from '../src/cbor.js';
+import { Writer, encode } from '../src/cbor.js';
+import { STATUSES, VERSION } from '../src/constants.js';
 import { decodeChanges, decodeRecord, writeRecord } from '../src/record.js';
-import { parsePullAnswer, parsePushAnswer, parseServerMessage, parseHello } from '../src/protocol.js';
+import { parseErrorBody, parsePullAnswer, parsePushAnswer, parseServerMessage, parseHello } from '../src/protocol.js';
 
 const vectors = JSON.parse(readFileSync(new URL('../../crdt/testdata/vectors.json', import.meta.url), 'utf8'));
 const unhex = (/** @type {string} */ s) => new Uint8Array(Buffer.from(s, 'hex'));
@@ -27,17 +28,14 @@ function rng(seed) {
 /** Valid inputs to mutate, per parser. */
 function seeds() {
   const records = vectors.merges.flatMap((/** @type {any} */ m) => [unhex(m.a_hex), unhex(m.want_hex)]);
+  const cursor = Uint8Array.of(0x66, 0x6b, 0, 0, 0, 0, 0, 0, 0, 7);
   const page = new Writer();
   page.head(5, 3);
   page.byte(1);
   page.head(4, records.length);
-  for (const r of records) {
-    page.head(4, 2);
-    page.head(0, 7);
-    writeRecord(page, decodeRecord(r));
-  }
+  for (const r of records) writeRecord(page, decodeRecord(r));
   page.byte(2);
-  page.head(0, 7);
+  page.raw(encode(cursor));
   page.byte(3);
   page.byte(0xf4);
   const changes = new Writer();
@@ -48,26 +46,39 @@ function seeds() {
   changes.text('todos');
   changes.byte(2);
   changes.head(4, 1);
-  changes.head(4, 2);
-  changes.head(0, 3);
   changes.raw(records[1]);
   changes.byte(3);
-  changes.head(0, 3);
+  changes.raw(encode(cursor));
   changes.byte(4);
   changes.byte(0xf5);
-  const hello = new Map(/** @type {[number, unknown][]} */ ([[1, 1], [2, 1_700_000_000_000], [3, 'srv'], [4, 1000], [5, 1000], [6, 4 << 20], [7, 300000], [8, '']]));
+  const hello = new Map(/** @type {[number, unknown][]} */ ([[1, VERSION], [2, 1_700_000_000_000], [3, 'srv'], [4, 1000], [5, 1000], [6, 4 << 20], [7, 300000], [8, ''], [9, 1 << 20], [10, 4 << 20], [99, 'newer']]));
   return {
     record: records,
     page: [page.bytes()],
     live: [
       changes.bytes(),
       encode(new Map(/** @type {[number, unknown][]} */ ([[0, 'welcome'], [1, hello]]))),
-      encode(new Map(/** @type {[number, unknown][]} */ ([[0, 'ack'], [1, 4], [2, [new Map([[1, 0], [2, 9]])]]]))),
-      encode(new Map(/** @type {[number, unknown][]} */ ([[0, 'error'], [1, 'forbidden'], [2, 'no'], [3, 'todos']]))),
+      encode(new Map(/** @type {[number, unknown][]} */ ([[0, 'pong'], [1, 4]]))),
+      encode(new Map(/** @type {[number, unknown][]} */ ([[0, 'bulletin'], [1, 4], [2, [new Map([[1, 0]])]]]))),
+      encode(new Map(/** @type {[number, unknown][]} */ ([[0, 'error'], [1, 'forbidden'], [2, 'no'], [3, 'todos'], [4, 'req-1']]))),
       encode(new Map(/** @type {[number, unknown][]} */ ([[0, 'resync'], [1, 'todos']]))),
     ],
-    push: [encode(new Map([[1, [new Map([[1, 2], [3, 'invalid'], [4, 'bad']])]]]))],
+    push: [
+      encode(
+        new Map([
+          [
+            1,
+            [
+              new Map(/** @type {[number, unknown][]} */ ([[1, STATUSES.refused], [2, 'invalid'], [3, 'bad']])),
+              new Map(/** @type {[number, unknown][]} */ ([[1, STATUSES.superseded], [4, ['a', 'b']]])),
+              new Map(/** @type {[number, unknown][]} */ ([[1, STATUSES.applied], [4, ['c']], [9, true]])),
+            ],
+          ],
+        ]),
+      ),
+    ],
     hello: [encode(hello)],
+    error: [encode(new Map(/** @type {[number, unknown][]} */ ([[1, 'invalid'], [2, 'bad'], [3, 'req-2']])))],
   };
 }
 
@@ -77,7 +88,11 @@ const parsers = {
   page: (/** @type {Uint8Array} */ b) => parsePullAnswer(b),
   live: (/** @type {Uint8Array} */ b) => parseServerMessage(b),
   push: (/** @type {Uint8Array} */ b) => parsePushAnswer(b),
-  hello: (/** @type {Uint8Array} */ b) => parseHello(decode(b, { canonical: false })),
+  hello: (/** @type {Uint8Array} */ b) => parseHello(b),
+  error: (/** @type {Uint8Array} */ b) => {
+    const e = parseErrorBody(b); // never throws: null when it is not an error body
+    assert.ok(e === null || typeof e.code === 'string');
+  },
 };
 
 test('parsers of server data fail only with decode errors', () => {

@@ -3,8 +3,9 @@
 // (online, the page becoming visible, sync(), a write — rate-limited), and
 // never before the server's Retry-After.
 //
-// The backoff here is long (its first wait is at least BASE/2 = 5 s), so a
-// client that reconnects well within that did so because of the trigger.
+// The backoff here is long: its jitter is pinned at the top of its range, so
+// its first wait is BASE = 10 s, and a client that reconnects well within
+// that did so because of the trigger.
 // This file stands in for the browser's window and document (Node has
 // neither), so it runs in its own process like every test file.
 
@@ -14,9 +15,12 @@ import { FakeServer } from './helpers/server.js';
 import { openClient, until } from './helpers/util.js';
 import { WRITE_RETRY_MS } from '../src/sync.js';
 import { TabMessage } from '../src/tabs.js';
+import { PATHS } from '../src/constants.js';
 
 const BASE = 10_000;
 /** Time a triggered reconnect may take on a loaded machine: well under BASE/2. */
+/** The jitter at the top of its range: every wait is the whole min(max, base * 2^n). */
+const TOP = () => 1;
 const FAST = 2_000;
 
 const win = new EventTarget();
@@ -77,7 +81,7 @@ async function outage(t, opts = {}) {
   const server = await new FakeServer().start();
   t.after(() => server.stop());
   const rec = recordingFetch();
-  const db = await openClient({ url: server.url, name: 'r', collections: ['todos'], fetch: rec.fetch, backoff: { base: BASE, max: 30_000 }, ...opts });
+  const db = await openClient({ url: server.url, name: 'r', collections: ['todos'], fetch: rec.fetch, backoff: { base: BASE, max: 30_000, random: TOP }, ...opts });
   t.after(() => db.close());
   await until(() => live(server, db), 'live');
   await server.down();
@@ -151,7 +155,7 @@ test('sync() reconnects at once and reports how it went', async (t) => {
   const back = await reconnected(server, db);
   assert.ok(back - triggered < FAST, `live again ${back - triggered} ms after sync()`);
   assert.ok(back - since < BASE / 2);
-  assert.equal(rec.calls.filter((c) => c.at >= triggered && c.path === '/v1/pull').length, 2, 'one pull to sync, one after the live welcome: sync() joined the reconnect rather than running beside it');
+  assert.equal(rec.calls.filter((c) => c.at >= triggered && c.path === PATHS.pull).length, 2, 'one pull to sync, one after the live welcome: sync() joined the reconnect rather than running beside it');
 });
 
 test('a write reconnects at once, at most once per interval', async (t) => {
@@ -181,23 +185,37 @@ test('a write reconnects at once, at most once per interval', async (t) => {
   assert.deepEqual([...server.sockets], sockets);
 });
 
-test('without triggers the backoff grows exponentially, with jitter', async (t) => {
+test('without triggers the backoff grows exponentially, with full jitter', async (t) => {
   const base = 100;
-  const { rec, since } = await outage(t, { backoff: { base, max: 30_000 } });
+  // The jitter's draws, in order: each wait is its draw times
+  // min(max, base * 2^n), anywhere in [0, that].
+  const draws = [0.9, 0.1, 0.75, 0.5, 1, 0.3, 0.6, 0.8, 0.2, 0.4];
+  /** @type {number[]} */
+  const drawn = [];
+  const random = () => {
+    const v = draws[drawn.length % draws.length];
+    drawn.push(v);
+    return v;
+  };
+  const { rec, since } = await outage(t, { backoff: { base, max: 30_000, random } });
   await until(() => rec.refused().length >= 5, 'five failed attempts', 10_000);
   const at = [since, ...rec.refused().map((c) => c.at)];
   for (let n = 0; n < 5; n++) {
-    const d = base * 2 ** n;
+    const d = drawn[n] * base * 2 ** n;
     const gap = at[n + 1] - at[n];
-    // Jitter keeps each wait in [d/2, d]; timers may run late, never early.
-    assert.ok(gap >= d / 2 - 5 && gap <= d + 300, `wait ${n}: ${gap} ms, want ${d / 2}..${d}`);
+    // Timers may run late, never early; the first wait starts before the
+    // test, polling, sees the client notice the outage.
+    const early = n === 0 ? 30 : 5;
+    assert.ok(gap >= d - early && gap <= d + 300, `wait ${n}: ${gap} ms, want ${d} (draw ${drawn[n]} of ${base * 2 ** n})`);
   }
   // A trigger starts the backoff over: the wait after it is the first one again.
   const before = rec.refused().length;
+  const drawsBefore = drawn.length;
   win.dispatchEvent(new Event('online'));
   await until(() => rec.refused().length === before + 2, 'an attempt now and one after the first wait');
   const [now, next] = rec.refused().slice(before).map((c) => c.at);
-  assert.ok(next - now <= base + 300, `wait after the trigger: ${next - now} ms`);
+  const first = drawn[drawsBefore] * base;
+  assert.ok(next - now >= first - 5 && next - now <= first + 300, `wait after the trigger: ${next - now} ms, want ${first}`);
 });
 
 test("triggers honour the server's Retry-After", async (t) => {

@@ -5,6 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FakeServer } from './helpers/server.js';
 import { freshIDB, openClient, until } from './helpers/util.js';
+import { PATHS, STATUSES, TIMINGS } from '../src/constants.js';
 
 test('two clients converge through the server, live', async (t) => {
   const server = await new FakeServer().start();
@@ -43,8 +44,13 @@ test('the outbox survives lost push answers and is pushed idempotently', async (
   assert.ok(server.pushes >= 3, `pushes: ${server.pushes}`);
   assert.equal(server.coll('todos').byId.size, 5);
   // Re-pushing the same changes changed nothing: sequence numbers were
-  // assigned once per change.
+  // assigned once per change, and the server answered the retries
+  // duplicate, which acknowledges them.
   assert.equal(server.coll('todos').seq, 5);
+  const statuses = server.pushStatuses.flat();
+  assert.equal(statuses.filter((s) => s === STATUSES.applied).length, 5, `statuses ${statuses}`);
+  assert.ok(statuses.includes(STATUSES.duplicate), `statuses ${statuses}`);
+  assert.ok(statuses.every((s) => s === STATUSES.applied || s === STATUSES.duplicate), `statuses ${statuses}`);
   await a.close();
 });
 
@@ -120,12 +126,12 @@ test('resync: the client pulls over HTTP and subscribes again', async (t) => {
   const b = await openClient({ url: server.url, name: 'b', collections: ['todos'] });
   t.after(() => Promise.all([a.close(), b.close()]));
   await until(() => a.status.online && [...server.sockets].some((ws) => ws.subs?.has('todos')) && server.sockets.size === 2, 'both live');
-  const pulls = server.requests.filter((u) => u === '/v1/pull').length;
+  const pulls = server.requests.filter((u) => u === PATHS.pull).length;
   server.resync('todos');
   // Written while a is not subscribed: only the pull can bring it.
   await b.collection('todos').put('missed', { n: 1 });
   await until(async () => (await a.collection('todos').get('missed'))?.n === 1, 'a to catch up');
-  assert.ok(server.requests.filter((u) => u === '/v1/pull').length > pulls, 'a pulled over HTTP');
+  assert.ok(server.requests.filter((u) => u === PATHS.pull).length > pulls, 'a pulled over HTTP');
   await until(() => [...server.sockets].every((ws) => ws.subs?.has('todos')), 'a subscribed again');
   await b.collection('todos').put('live', { n: 2 });
   await until(async () => (await a.collection('todos').get('live'))?.n === 2, 'live again');
@@ -170,7 +176,7 @@ test('pull pages until the server has no more', async (t) => {
   t.after(() => a.close());
   await a.sync();
   assert.equal((await a.collection('todos').list()).length, 7);
-  assert.ok(server.requests.filter((u) => u === '/v1/pull').length >= 4);
+  assert.ok(server.requests.filter((u) => u === PATHS.pull).length >= 4);
 });
 
 test('a refused token raises an auth event; a new token resumes sync', async (t) => {
@@ -189,14 +195,27 @@ test('a refused token raises an auth event; a new token resumes sync', async (t)
   await until(() => a.status.pending === 0 && a.status.online, 'synced with the new token');
 });
 
-test('backoff grows exponentially with jitter and a cap', async () => {
+test('backoff grows exponentially with full jitter, a cap and a Retry-After floor', async () => {
   const { backoff } = await import('../src/backoff.js');
-  for (let n = 0; n < 12; n++) {
-    const d = Math.min(30_000, 500 * 2 ** n);
-    assert.equal(backoff(n, { random: () => 0 }), Math.round(d / 2));
+  const { backoffInitialMs, backoffMaxMs } = TIMINGS;
+  for (let n = 0; n < 20; n++) {
+    // Full jitter: uniform in [0, min(max, initial * 2^n)].
+    const d = Math.min(backoffMaxMs, backoffInitialMs * 2 ** n);
+    assert.equal(backoff(n, { random: () => 0 }), 0);
+    assert.equal(backoff(n, { random: () => 0.5 }), Math.round(d / 2));
     assert.equal(backoff(n, { random: () => 1 }), d);
   }
-  assert.equal(backoff(100, { random: () => 1 }), 30_000);
+  assert.equal(backoff(0, { random: () => 1 }), backoffInitialMs);
+  assert.equal(backoff(100, { random: () => 1 }), backoffMaxMs);
+  assert.equal(backoff(3, { base: 10, max: 50, random: () => 1 }), 50);
+  // The server's Retry-After is a floor under the jitter.
+  assert.equal(backoff(0, { random: () => 0, floor: 2000 }), 2000);
+  assert.equal(backoff(100, { random: () => 1, floor: 2000 }), backoffMaxMs);
+  // Without an injected random, every delay stays in range.
+  for (let i = 0; i < 1000; i++) {
+    const v = backoff(4);
+    assert.ok(v >= 0 && v <= backoffInitialMs * 16, `${v}`);
+  }
 });
 
 test('pause holds writes locally; resume pushes them and catches up', async (t) => {
@@ -328,4 +347,180 @@ test('whenSynced waits for the first sync and an empty outbox', async (t) => {
   const waiting = offline.whenSynced();
   await offline.close();
   await assert.rejects(waiting, (e) => /** @type {any} */ (e).code === 'closed');
+});
+
+test("a newer server's unknown keys and message types are ignored", async (t) => {
+  const server = await new FakeServer().start();
+  server.newer = true; // key 99 and a text key in every answer and message, a 'bulletin' after welcome
+  t.after(() => server.stop());
+  const a = await openClient({ url: server.url, name: 'a', collections: ['todos'] });
+  const b = await openClient({ url: server.url, name: 'b', collections: ['todos'] });
+  const c = await openClient({ url: server.url, name: 'c', collections: ['todos'], WebSocket: null, pollInterval: 50 });
+  t.after(() => Promise.all([a.close(), b.close(), c.close()]));
+  /** @type {any[]} */
+  const errors = [];
+  for (const db of [a, b, c]) db.on('error', (e) => errors.push(e));
+  await a.collection('todos').put('t1', { n: 1 });
+  await until(async () => (await b.collection('todos').get('t1'))?.n === 1, 'b to see t1 live');
+  await until(async () => (await c.collection('todos').get('t1'))?.n === 1, 'c to pull t1');
+  await b.collection('todos').update('t1', { n: 2 });
+  await until(async () => (await a.collection('todos').get('t1'))?.n === 2, 'a to see the update live');
+  await until(() => a.status.pending === 0 && b.status.pending === 0 && a.status.online && b.status.online, 'drained, online');
+  assert.deepEqual(errors, []);
+  assert.equal(a.status.lastError, null);
+});
+
+test('a change that lost to newer writes is acknowledged, reported as superseded, and the record converges', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const a = await openClient({ url: server.url, name: 'a', collections: ['todos'] });
+  const b = await openClient({ url: server.url, name: 'b', collections: ['todos'] });
+  t.after(() => Promise.all([a.close(), b.close()]));
+  await until(() => a.status.online && b.status.online, 'both online');
+  /** @type {any[]} */
+  const superseded = [];
+  /** @type {any[]} */
+  const refused = [];
+  a.on('superseded', (s) => superseded.push(s));
+  a.on('refused', (r) => refused.push(r));
+  await a.pause();
+  // a writes first (older stamps), b later; a pushes after b.
+  await a.collection('todos').put('r', { title: 'from a', x: 1 });
+  await a.collection('todos').update('r', { title: 'from a again' });
+  await new Promise((r) => setTimeout(r, 50));
+  await b.collection('todos').put('r', { title: 'from b', x: 2 });
+  await until(() => b.status.pending === 0, 'b pushed');
+  a.resume();
+  await until(() => a.status.pending === 0, 'the outbox drains: superseded is an acknowledgement');
+  assert.deepEqual(refused, []);
+  const statuses = server.pushStatuses.flat();
+  assert.ok(statuses.includes(STATUSES.superseded), `statuses ${statuses}`);
+  assert.deepEqual(
+    superseded.map((s) => [s.collection, s.id, s.status, [...s.lost].sort()]),
+    [
+      ['todos', 'r', 'superseded', ['title', 'x']],
+      ['todos', 'r', 'superseded', ['title']],
+    ],
+  );
+  await until(async () => (await a.collection('todos').get('r'))?.title === 'from b', 'a converges on the newer value');
+  assert.deepEqual(await a.collection('todos').get('r'), { id: 'r', title: 'from b', x: 2 });
+  assert.deepEqual(await b.collection('todos').get('r'), { id: 'r', title: 'from b', x: 2 });
+
+  // A change partly newer: applied, naming the field that lost.
+  await a.pause();
+  await a.collection('todos').update('r', { x: 3 });
+  await new Promise((r) => setTimeout(r, 50));
+  await b.collection('todos').update('r', { x: 4 });
+  await until(() => b.status.pending === 0, 'b pushed');
+  await a.collection('todos').update('r', { done: true });
+  superseded.length = 0;
+  a.resume();
+  await until(() => a.status.pending === 0 && superseded.length === 1, 'a pushed');
+  assert.deepEqual(superseded, [{ collection: 'todos', id: 'r', lost: ['x'], status: 'superseded' }]);
+  await until(async () => (await b.collection('todos').get('r'))?.done === true, 'b sees the field that applied');
+  await until(async () => (await a.collection('todos').get('r'))?.x === 4, 'a converges on x');
+});
+
+test('a change that partly applies reports its lost fields with status applied', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const a = await openClient({ url: server.url, name: 'a', collections: ['todos'], WebSocket: null, pollInterval: 60_000 });
+  const b = await openClient({ url: server.url, name: 'b', collections: ['todos'], WebSocket: null, pollInterval: 60_000 });
+  t.after(() => Promise.all([a.close(), b.close()]));
+  await a.sync();
+  await b.sync();
+  /** @type {any[]} */
+  const superseded = [];
+  a.on('superseded', (s) => superseded.push(s));
+  await a.pause();
+  // One change of a holds x (older than b's) and y (which nobody else writes).
+  await a.collection('todos').put('p', { x: 1, y: 1 });
+  await new Promise((r) => setTimeout(r, 50));
+  await b.collection('todos').put('p', { x: 2 });
+  await b.sync();
+  a.resume();
+  await until(() => a.status.pending === 0 && superseded.length === 1, 'a pushed');
+  assert.deepEqual(superseded, [{ collection: 'todos', id: 'p', lost: ['x'], status: 'applied' }]);
+  assert.deepEqual(server.pushStatuses.at(-1), [STATUSES.applied]);
+  await a.sync();
+  assert.deepEqual(await a.collection('todos').get('p'), { id: 'p', x: 2, y: 1 });
+});
+
+test('a server of another protocol version stops sync with unsupported_version until sync()', async (t) => {
+  const server = await new FakeServer({ protocol: 3 }).start();
+  t.after(() => server.stop());
+  const a = await openClient({ url: server.url, name: 'a', collections: ['todos'], backoff: { base: 10, max: 20 } });
+  t.after(() => a.close());
+  /** @type {any[]} */
+  const errors = [];
+  a.on('error', (e) => errors.push(e));
+  await until(() => a.status.lastError?.code === 'unsupported_version', 'the error in the status');
+  assert.equal(a.status.online, false);
+  assert.equal(errors.length, 1, 'reported once');
+  assert.equal(errors[0].code, 'unsupported_version');
+  assert.equal(errors[0].status, 400);
+  assert.match(errors[0].requestId, /^fake-/);
+  const requests = server.requests.length;
+  await a.collection('todos').put('t', { n: 1 }); // a write does not bring retries either
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(server.requests.length, requests, 'no retries: the backoff would have tried about 15 times');
+  // sync() tries once more and says why it failed.
+  await assert.rejects(a.sync(), (/** @type {any} */ e) => e.code === 'unsupported_version');
+  assert.equal(server.requests.length, requests + 1);
+  await new Promise((r) => setTimeout(r, 200));
+  assert.equal(server.requests.length, requests + 1, 'and stops again');
+  assert.equal(a.status.pending, 1, 'the write waits in the outbox');
+});
+
+test('a live hello for another version ends with unsupported_version, without retries', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const a = await openClient({ url: server.url, name: 'a', collections: ['todos'], backoff: { base: 10, max: 20 } });
+  t.after(() => a.close());
+  await until(() => a.status.online && [...server.sockets].some((ws) => ws.subs?.has('todos')), 'live and subscribed');
+  server.opts.protocol = 3; // the server was replaced by one that speaks only 3
+  const requests = server.requests.length;
+  server.dropSockets();
+  await until(() => a.status.lastError?.code === 'unsupported_version', 'the error in the status');
+  await new Promise((r) => setTimeout(r, 300));
+  assert.ok(server.requests.length <= requests + 1, `${server.requests.length - requests} requests after the refusal: ${server.requests.slice(requests)}`);
+});
+
+test('every request speaks version 2 on its paths; errors carry the request id', async (t) => {
+  const server = await new FakeServer({ auth: (tok) => (tok === 'good' ? null : 'unauthenticated') }).start();
+  t.after(() => server.stop());
+  const a = await openClient({ url: server.url, name: 'ids', token: 'bad', collections: ['todos'], WebSocket: null });
+  t.after(() => a.close());
+  /** @type {any[]} */
+  const auth = [];
+  a.on('auth', (e) => auth.push(e));
+  await until(() => auth.length > 0, 'auth event');
+  assert.equal(auth[0].code, 'unauthenticated');
+  assert.equal(auth[0].status, 401);
+  assert.match(auth[0].requestId, /^fake-\d+$/);
+  assert.match(auth[0].message, new RegExp(auth[0].requestId));
+  a.setToken('good');
+  await a.collection('todos').put('t', { n: 1 });
+  await until(() => a.status.pending === 0 && a.status.online, 'synced');
+  assert.ok(server.requestHeaders.length >= 3);
+  for (const { path, headers } of server.requestHeaders) {
+    assert.ok([PATHS.hello, PATHS.push, PATHS.pull].includes(path), path);
+    assert.equal(headers['convergo-protocol'], '2');
+    assert.equal(headers['content-type'], 'application/cbor');
+  }
+});
+
+test("the server's max-push is followed, above 1,000 too", async (t) => {
+  const server = await new FakeServer({ maxPush: 1500 }).start();
+  t.after(() => server.stop());
+  const a = await openClient({ url: server.url, name: 'many', collections: ['todos'], WebSocket: null, pollInterval: 60_000 });
+  t.after(() => a.close());
+  await a.sync();
+  await a.pause();
+  for (let i = 0; i < 1200; i++) await a.collection('todos').put('r' + i, { i });
+  const pushes = server.pushes;
+  a.resume();
+  await until(() => a.status.pending === 0, 'pushed', 20_000);
+  assert.equal(server.pushes - pushes, 1, 'one push of 1,200 changes');
+  assert.equal(server.pushStatuses.at(-1)?.length, 1200);
 });

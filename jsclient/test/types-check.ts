@@ -22,6 +22,8 @@ export async function usage(): Promise<void> {
   const stop2: () => void = todos.subscribe({ orderBy: 'created' }, (docs) => docs.map((d) => d.title));
   const off = db.on('status', (s: Status) => s.pending + (s.lastSyncedAt ?? 0));
   db.on('refused', (r) => r.code);
+  db.on('superseded', (s) => s.lost.join(',') + s.collection + s.id + (s.status === 'applied' ? '' : s.status));
+  db.on('error', (e) => (e instanceof ConvergoError ? e.requestId ?? e.code : e.message));
   db.on('error', (e) => (e instanceof ConvergoError ? e.code : e.message));
   db.on('auth', (e) => db.setToken(e.code));
   await db.sync();

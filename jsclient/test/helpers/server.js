@@ -1,13 +1,18 @@
-// A small in-memory implementation of the v1 protocol's server side, built
-// on the client's own record code, for tests that need a server without Go.
-// It follows docs/protocol.md; tests that can run the real Go server do so
-// in server-go.test.js.
+// A small in-memory implementation of the protocol's server side (version
+// 2, docs/protocol.md), built on the client's own record code and the
+// generated constants, for tests that need a server without Go. Tests that
+// can run the real Go server do so in server-go.test.js.
+//
+// Its cursors are opaque to the client as the protocol says: a prefix and
+// the collection's sequence number in 8 bytes, which the client must store
+// and send back unchanged.
 
 import http from 'node:http';
 import { WebSocketServer } from 'ws';
-import { encode, decode, Writer } from '../../src/cbor.js';
-import { decodeChanges, mergeInto, emptyRecord, writeRecord, cloneRecord, maxStamp, readChange } from '../../src/record.js';
-import { Reader } from '../../src/cbor.js';
+import { encode, decode, Writer, Reader } from '../../src/cbor.js';
+import { CODES, CONTENT_TYPE, DEFAULTS, HEADERS, PATHS, STATUSES, VERSION } from '../../src/constants.js';
+import { mergeInto, emptyRecord, writeRecord, cloneRecord, maxStamp, readChange } from '../../src/record.js';
+import { compareStamps } from '../../src/hlc.js';
 
 /**
  * @typedef {object} FakeServerOptions
@@ -16,8 +21,32 @@ import { Reader } from '../../src/cbor.js';
  * @property {number} [maxPull]
  * @property {number} [timeOffset] added to the server clock (ms)
  * @property {number} [maxDrift]
+ * @property {number} [protocol] the version the server speaks (default VERSION)
  * @property {number} [pageTooLargeOver] answer pulls asking for more records with 413 (pages of big records)
  */
+
+const CURSOR_TAG = [0x66, 0x6b]; // "fk"
+
+/** @param {number} seq */
+export function cursorOf(seq) {
+  if (seq === 0) return new Uint8Array(0);
+  const b = new Uint8Array(10);
+  b.set(CURSOR_TAG);
+  new DataView(b.buffer).setBigUint64(2, BigInt(seq));
+  return b;
+}
+
+/**
+ * The sequence number behind a cursor; null when it is not one of ours.
+ * @param {unknown} c
+ */
+export function seqOf(c) {
+  if (c === undefined || (c instanceof Uint8Array && c.length === 0)) return 0;
+  if (!(c instanceof Uint8Array) || c.length !== 10 || c[0] !== CURSOR_TAG[0] || c[1] !== CURSOR_TAG[1]) return null;
+  return Number(new DataView(c.buffer, c.byteOffset).getBigUint64(2));
+}
+
+const statusOf = new Map(CODES.map((c) => [c.code, c.http]));
 
 export class FakeServer {
   /** @param {FakeServerOptions} [opts] */
@@ -25,7 +54,10 @@ export class FakeServer {
     this.opts = opts;
     /** @type {Map<string, {seq: number, byId: Map<string, {seq: number, record: any}>}>} */
     this.colls = new Map();
+    /** @type {string[]} the path of every HTTP request */
     this.requests = [];
+    /** @type {{path: string, headers: http.IncomingHttpHeaders}[]} */
+    this.requestHeaders = [];
     /** Set to a number to make the next N push answers fail after applying. */
     this.dropPushAnswers = 0;
     /** Set to refuse changes to these ids. */
@@ -35,6 +67,8 @@ export class FakeServer {
     /** @type {Set<any>} */
     this.sockets = new Set();
     this.pushes = 0;
+    /** @type {number[][]} the statuses of every push answer, in order */
+    this.pushStatuses = [];
     /** Collections the token may not read: pulls and subs are refused (forbidden). */
     this.forbidden = new Set();
     /** Live pings go unanswered while true (a socket whose peer is gone). */
@@ -45,12 +79,27 @@ export class FakeServer {
     this.retryAfter = 1;
     /** @type {number[]} when each rate-limited answer was sent */
     this.limited = [];
+    /**
+     * Adds keys no client knows (99, and a text key) to every answer and
+     * live message, and sends a live message of an unknown type after
+     * each welcome: a newer server, which clients must read as today's.
+     */
+    this.newer = false;
+    /** @type {any[]} the live messages clients sent, decoded */
+    this.received = [];
+    this.nextRequestId = 0;
   }
 
   async start() {
     this.http = http.createServer((req, res) => this.handle(req, res));
-    this.wss = new WebSocketServer({ server: this.http, path: '/v1/live' });
-    this.wss.on('connection', (ws) => this.live(ws));
+    this.wss = new WebSocketServer({ noServer: true });
+    this.http.on('upgrade', (req, socket, head) => {
+      if (new URL(req.url ?? '/', 'http://x').pathname !== PATHS.live) {
+        socket.end('HTTP/1.1 404 Not Found\r\n\r\n');
+        return;
+      }
+      this.wss.handleUpgrade(req, socket, head, (ws) => this.live(ws));
+    });
     await new Promise((r) => this.http.listen(0, '127.0.0.1', r));
     const a = /** @type {any} */ (this.http.address());
     this.url = `http://127.0.0.1:${a.port}`;
@@ -85,16 +134,32 @@ export class FakeServer {
     return Date.now() + (this.opts.timeOffset ?? 0);
   }
 
+  /**
+   * An envelope, with a newer server's additions when this.newer.
+   * @param {[number, unknown][]} entries
+   */
+  env(entries) {
+    /** @type {Map<unknown, unknown>} */
+    const m = new Map(entries);
+    if (this.newer) {
+      m.set(99, new Map([[1, 'a key from the future']]));
+      m.set('x-newer', [1, 2, 3]);
+    }
+    return m;
+  }
+
   helloAnswer() {
-    return new Map([
-      [1, 1],
+    return this.env([
+      [1, this.opts.protocol ?? VERSION],
       [2, this.now()],
       [3, 'fake-server'],
-      [4, this.opts.maxPush ?? 1000],
-      [5, this.opts.maxPull ?? 1000],
-      [6, 4 << 20],
-      [7, this.opts.maxDrift ?? 300000],
+      [4, this.opts.maxPush ?? DEFAULTS.maxPushChanges],
+      [5, this.opts.maxPull ?? DEFAULTS.maxPullRecords],
+      [6, DEFAULTS.maxBodyBytes],
+      [7, this.opts.maxDrift ?? DEFAULTS.maxDriftMs],
       [8, ''],
+      [9, DEFAULTS.maxPageBytes],
+      [10, DEFAULTS.maxMessageBytes],
     ]);
   }
 
@@ -106,7 +171,22 @@ export class FakeServer {
   }
 
   /**
-   * Applies changes; returns results.
+   * A push result.
+   * @param {number} status
+   * @param {{code?: string, message?: string, lost?: string[]}} [o]
+   */
+  result(status, o = {}) {
+    /** @type {[number, unknown][]} */
+    const e = [[1, status]];
+    if (o.code) e.push([2, o.code], [3, o.message ?? '']);
+    if (o.lost && o.lost.length > 0) e.push([4, o.lost]);
+    return this.env(e);
+  }
+
+  /**
+   * Applies changes; returns results: applied when the record changed
+   * (naming the fields of the change that lost), duplicate when it held
+   * every stamp already, superseded when newer writes beat the change.
    * @param {import('../../src/record.js').Change[]} changes
    */
   apply(changes) {
@@ -115,24 +195,31 @@ export class FakeServer {
     const touched = new Set();
     for (const ch of changes) {
       if (this.refuseIds.has(ch.record.id) || this.refuse(ch)) {
-        results.push(new Map([[1, 2], [3, 'forbidden'], [4, 'refused by test']]));
+        results.push(this.result(STATUSES.refused, { code: 'forbidden', message: 'refused by test' }));
         continue;
       }
       const top = maxStamp(ch.record);
-      if (top.wall - this.now() > (this.opts.maxDrift ?? 300000)) {
-        results.push(new Map([[1, 2], [3, 'clock_drift'], [4, 'too far ahead']]));
+      if (top.wall - this.now() > (this.opts.maxDrift ?? DEFAULTS.maxDriftMs)) {
+        results.push(this.result(STATUSES.refused, { code: 'clock_drift', message: 'too far ahead' }));
         continue;
       }
       const c = this.coll(ch.collection);
       const cur = c.byId.get(ch.record.id);
       const rec = cur ? cloneRecord(cur.record) : emptyRecord(ch.record.id);
-      if (mergeInto(rec, ch.record) || !cur) {
+      const changed = mergeInto(rec, ch.record);
+      // The fields of the change the record does not hold as written.
+      const lost = [];
+      for (const [name, f] of ch.record.fields) {
+        const held = rec.fields.get(name);
+        if (!held || compareStamps(held.stamp, f.stamp) !== 0) lost.push(name);
+      }
+      if (changed || !cur) {
         c.seq++;
         c.byId.set(rec.id, { seq: c.seq, record: rec });
-        results.push(new Map([[1, 0], [2, c.seq]]));
+        results.push(this.result(STATUSES.applied, { lost }));
         touched.add(ch.collection);
       } else {
-        results.push(new Map([[1, 1], [2, cur.seq]]));
+        results.push(this.result(lost.length > 0 ? STATUSES.superseded : STATUSES.duplicate, { lost }));
       }
     }
     for (const c of touched) this.notify(c);
@@ -140,7 +227,7 @@ export class FakeServer {
   }
 
   /**
-   * Encodes a page of entries after cursor.
+   * The records changed after seq after, at most limit of them.
    * @param {string} c
    * @param {number} after
    * @param {number} limit
@@ -150,17 +237,32 @@ export class FakeServer {
     const entries = [...x.byId.values()].filter((e) => e.seq > after).sort((a, b) => a.seq - b.seq);
     const page = entries.slice(0, limit);
     const next = page.length > 0 ? page[page.length - 1].seq : after;
-    return { page, next, more: entries.length > limit };
+    return { page, next: cursorOf(next), seq: next, more: entries.length > limit };
   }
 
-  /** @param {Writer} w @param {{seq: number, record: any}[]} page */
-  writeEntries(w, page) {
-    w.head(4, page.length);
-    for (const e of page) {
-      w.head(4, 2);
-      w.head(0, e.seq);
-      writeRecord(w, e.record);
+  /**
+   * Writes an envelope whose key 1 (or 2 for changes) is a list of records.
+   * @param {[number, unknown][]} before keys before the records
+   * @param {number} key the records' key
+   * @param {{seq: number, record: any}[]} page
+   * @param {[number, unknown][]} after keys after the records
+   */
+  pageBytes(before, key, page, after) {
+    const extra = this.newer ? [...this.env([]).entries()] : [];
+    const w = new Writer();
+    w.head(5, before.length + 1 + after.length + extra.length);
+    for (const [k, v] of before) {
+      w.raw(encode(k));
+      w.raw(encode(v));
     }
+    w.head(0, key);
+    w.head(4, page.length);
+    for (const e of page) writeRecord(w, e.record);
+    for (const [k, v] of [...after, ...extra]) {
+      w.raw(encode(k));
+      w.raw(encode(v));
+    }
+    return w.bytes();
   }
 
   /**
@@ -171,142 +273,157 @@ export class FakeServer {
     const chunks = [];
     for await (const ch of req) chunks.push(ch);
     const body = new Uint8Array(Buffer.concat(chunks));
-    this.requests.push(req.url);
-    const fail = (/** @type {number} */ status, /** @type {string} */ code) => {
-      res.writeHead(status, { 'Content-Type': 'application/cbor', 'Convergo-Error': code });
-      res.end(encode(new Map([[1, code], [2, 'test server says ' + code]])));
+    const path = new URL(req.url ?? '/', 'http://x').pathname;
+    this.requests.push(path);
+    this.requestHeaders.push({ path, headers: req.headers });
+    const asked = req.headers[HEADERS.requestId.toLowerCase()];
+    const requestId = typeof asked === 'string' && /^[A-Za-z0-9_-]{1,64}$/.test(asked) ? asked : `fake-${++this.nextRequestId}`;
+    /** @param {number} status @param {Record<string, string>} [headers] */
+    const head = (status, headers = {}) => res.writeHead(status, { 'Content-Type': CONTENT_TYPE, [HEADERS.requestId]: requestId, ...headers });
+    const fail = (/** @type {string} */ code, /** @type {Record<string, string>} */ headers = {}) => {
+      head(/** @type {number} */ (statusOf.get(code)), { [HEADERS.error]: code, ...headers });
+      res.end(encode(this.env([[1, code], [2, 'test server says ' + code], [3, requestId]])));
     };
     if (Date.now() < this.limitedUntil) {
       this.limited.push(Date.now());
-      res.writeHead(429, { 'Content-Type': 'application/cbor', 'Convergo-Error': 'rate_limited', 'Retry-After': String(this.retryAfter) });
-      res.end(encode(new Map([[1, 'rate_limited'], [2, 'test server says slow down']])));
-      return;
+      return fail('rate_limited', { [HEADERS.retryAfter]: String(this.retryAfter) });
+    }
+    if (path.startsWith(PATHS.legacyPrefix) || req.headers[HEADERS.protocol.toLowerCase()] !== String(this.opts.protocol ?? VERSION)) {
+      return fail('unsupported_version');
     }
     const token = (req.headers.authorization ?? '').replace(/^Bearer /, '');
     const refused = this.opts.auth?.(token);
-    if (refused) return fail(401, refused);
-    if (req.headers['convergo-protocol'] !== '1') return fail(400, 'unsupported_version');
+    if (refused) return fail(refused);
     const ok = (/** @type {Uint8Array} */ b) => {
-      res.writeHead(200, { 'Content-Type': 'application/cbor' });
+      head(200);
       res.end(b);
     };
     try {
-      switch (req.url) {
-        case '/v1/hello':
+      switch (path) {
+        case PATHS.hello:
           decode(body, { canonical: false });
           return ok(encode(this.helloAnswer()));
-        case '/v1/push': {
+        case PATHS.push: {
           const r = new Reader(body, { canonical: false });
           if (r.mapHead() !== 2 || r.uint() !== 1) throw new Error('bad push');
           r.text();
           if (r.uint() !== 2) throw new Error('bad push');
           const n = r.arrayHead();
-          if (n > (this.opts.maxPush ?? 1000)) return fail(413, 'too_large');
+          if (n > (this.opts.maxPush ?? DEFAULTS.maxPushChanges)) return fail('too_large');
           const changes = [];
           for (let i = 0; i < n; i++) changes.push(readChange(r));
           r.end();
           this.pushes++;
           const results = this.apply(changes);
+          this.pushStatuses.push(results.map((m) => /** @type {number} */ (m.get(1))));
           if (this.dropPushAnswers > 0) {
             this.dropPushAnswers--;
-            return fail(503, 'unavailable');
+            return fail('unavailable');
           }
-          return ok(encode(new Map([[1, results]])));
+          return ok(encode(this.env([[1, results]])));
         }
-        case '/v1/pull': {
+        case PATHS.pull: {
           const m = decode(body, { canonical: false });
-          if (this.forbidden.has(m.get(1))) return fail(403, 'forbidden');
-          if (this.opts.pageTooLargeOver !== undefined && m.get(3) > this.opts.pageTooLargeOver) return fail(413, 'too_large');
-          const { page, next, more } = this.page(m.get(1), m.get(2), Math.min(m.get(3), this.opts.maxPull ?? 1000));
-          const w = new Writer();
-          w.head(5, 3);
-          w.byte(1);
-          this.writeEntries(w, page);
-          w.byte(2);
-          w.head(0, next);
-          w.byte(3);
-          w.byte(more ? 0xf5 : 0xf4);
-          return ok(w.bytes());
+          const c = m.get(1);
+          if (this.forbidden.has(c)) return fail('forbidden');
+          const maxPull = this.opts.maxPull ?? DEFAULTS.maxPullRecords;
+          const limit = m.get(3) || maxPull;
+          if (limit > maxPull) return fail('too_large');
+          if (this.opts.pageTooLargeOver !== undefined && limit > this.opts.pageTooLargeOver) return fail('too_large');
+          const after = seqOf(m.get(2));
+          if (after === null) return fail('invalid');
+          const { page, next, more } = this.page(c, after, limit);
+          return ok(this.pageBytes([], 1, page, [[2, next], [3, more]]));
         }
       }
-      return fail(404, 'not_found');
+      return fail('not_found');
     } catch (e) {
-      return fail(400, /** @type {any} */ (e).code ?? 'malformed');
+      return fail(/** @type {any} */ (e).code === 'invalid' ? 'invalid' : 'malformed');
     }
   }
 
   /** @param {import('ws').WebSocket} ws */
   live(ws) {
     this.sockets.add(ws);
-    /** @type {Map<string, number>} collection -> cursor */
+    /** @type {Map<string, number>} collection -> seq of its cursor */
     const subs = new Map();
     /** @type {any} */ (ws).subs = subs;
     let hello = false;
+    let requestIds = 0;
     const send = (/** @type {Uint8Array} */ b) => ws.send(b);
+    const error = (/** @type {string} */ code, /** @type {string} */ message, /** @type {string|undefined} */ collection = undefined) => {
+      /** @type {[number, unknown][]} */
+      const e = [[0, 'error'], [1, code], [2, message]];
+      if (collection) e.push([3, collection]);
+      e.push([4, `fake-live-${++requestIds}`]);
+      send(encode(this.env(e)));
+    };
     ws.on('close', () => this.sockets.delete(ws));
     ws.on('message', (data) => {
       const m = decode(new Uint8Array(/** @type {Buffer} */ (data)), { canonical: false });
+      this.received.push(m);
       const type = m.get(0);
       if (!hello) {
-        if (type !== 'hello') return ws.close();
+        if (type !== 'hello') return ws.close(1008);
+        if (m.get(1) !== (this.opts.protocol ?? VERSION)) {
+          error('unsupported_version', 'speak protocol ' + (this.opts.protocol ?? VERSION));
+          return ws.close(1002);
+        }
         const refused = this.opts.auth?.(m.get(3));
         if (refused) {
-          send(encode(new Map([[0, 'error'], [1, refused], [2, 'refused']])));
-          return ws.close();
+          error(refused, 'refused');
+          return ws.close(1008);
         }
         hello = true;
-        send(encode(new Map([[0, 'welcome'], [1, this.helloAnswer()]])));
+        send(encode(this.env([[0, 'welcome'], [1, this.helloAnswer()]])));
+        if (this.newer) send(encode(this.env([[0, 'bulletin'], [1, 'a message type from the future']])));
         return;
       }
       switch (type) {
-        case 'sub':
-          if (this.forbidden.has(m.get(1))) {
-            send(encode(new Map([[0, 'error'], [1, 'forbidden'], [2, 'not yours'], [3, m.get(1)]])));
+        case 'sub': {
+          const c = m.get(1);
+          if (this.forbidden.has(c)) {
+            error('forbidden', 'not yours', c);
             break;
           }
-          subs.set(m.get(1), m.get(2));
-          this.stream(ws, m.get(1));
+          const after = seqOf(m.get(2));
+          if (after === null) {
+            error('invalid', 'unreadable cursor', c);
+            break;
+          }
+          subs.set(c, after);
+          this.stream(ws, c, true);
           break;
+        }
         case 'unsub':
           subs.delete(m.get(1));
           break;
         case 'ping':
           if (this.ignorePings) break;
-          send(encode(new Map([[0, 'pong'], [1, m.get(1)]])));
+          send(encode(this.env([[0, 'pong'], [1, m.get(1)]])));
           break;
-        case 'push': {
-          const w = new Writer();
-          w.raw(encode(m.get(2)));
-          const changes = decodeChanges(w.bytes());
-          send(encode(new Map([[0, 'ack'], [1, m.get(1)], [2, this.apply(changes)]])));
-          break;
-        }
+        default:
+          error('malformed', `unknown message type ${JSON.stringify(type)}`);
       }
     });
   }
 
-  /** @param {any} ws @param {string} c */
-  stream(ws, c) {
+  /**
+   * Sends what follows the subscription's cursor.
+   * @param {any} ws
+   * @param {string} c
+   * @param {boolean} [first] the first page after a sub goes out even when empty
+   */
+  stream(ws, c, first = false) {
     const subs = ws.subs;
     for (;;) {
       const after = subs.get(c);
       if (after === undefined) return;
-      const { page, next, more } = this.page(c, after, 100);
-      if (page.length === 0) return;
-      const w = new Writer();
-      w.head(5, 5);
-      w.byte(0);
-      w.text('changes');
-      w.byte(1);
-      w.text(c);
-      w.byte(2);
-      this.writeEntries(w, page);
-      w.byte(3);
-      w.head(0, next);
-      w.byte(4);
-      w.byte(more ? 0xf5 : 0xf4);
-      ws.send(w.bytes());
-      subs.set(c, next);
+      const { page, next, seq, more } = this.page(c, after, 100);
+      if (page.length === 0 && !first) return;
+      first = false;
+      ws.send(this.pageBytes([[0, 'changes'], [1, c]], 2, page, [[3, next], [4, more]]));
+      subs.set(c, seq);
       if (!more) return;
     }
   }
@@ -321,7 +438,7 @@ export class FakeServer {
     for (const ws of this.sockets) {
       if (ws.subs?.has(c)) {
         ws.subs.delete(c);
-        ws.send(encode(new Map([[0, 'resync'], [1, c]])));
+        ws.send(encode(this.env([[0, 'resync'], [1, c]])));
       }
     }
   }
@@ -329,8 +446,8 @@ export class FakeServer {
   /** Tells every live client its token expired and closes the socket. */
   expireLive() {
     for (const ws of this.sockets) {
-      ws.send(encode(new Map([[0, 'error'], [1, 'token_expired'], [2, 'token expired']])));
-      ws.close();
+      ws.send(encode(this.env([[0, 'error'], [1, 'token_expired'], [2, 'token expired'], [4, 'fake-expired']])));
+      ws.close(1008);
     }
   }
 

@@ -1,0 +1,100 @@
+// The live session (live.js) on its own against the protocol server: it
+// pings when it has heard nothing for the ping interval, takes a session
+// silent for the silence timeout for dead, and passes over messages of
+// types it does not know.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { FakeServer } from './helpers/server.js';
+import { WebSocket, until } from './helpers/util.js';
+import { LiveSession } from '../src/live.js';
+import { TIMINGS } from '../src/constants.js';
+
+/**
+ * A session with short timings; resolves to the session, its messages and
+ * how its run ended.
+ * @param {FakeServer} server
+ * @param {{pingInterval?: number, silenceTimeout?: number}} timings
+ */
+function session(server, timings) {
+  /** @type {any[]} */
+  const messages = [];
+  const s = new LiveSession({
+    url: /** @type {string} */ (server.url),
+    WebSocket,
+    stopped: () => false,
+    replica: () => 'live-test',
+    token: async () => '',
+    serial: (fn) => fn(),
+    onMessage: async (m, sess) => {
+      messages.push(m);
+      if (m.type === 'welcome') sess.accept();
+    },
+    pull: async () => {},
+    onError: () => {},
+    onClose: () => {},
+    ...timings,
+  });
+  /** @type {{error: any, at: number}|null} */
+  let ended = null;
+  const started = Date.now();
+  const run = s.run().then(
+    () => (ended = { error: null, at: Date.now() }),
+    (e) => (ended = { error: e, at: Date.now() }),
+  );
+  return { s, messages, run, started, ended: () => ended };
+}
+
+const pings = (/** @type {FakeServer} */ server) => server.received.filter((m) => m.get(0) === 'ping').length;
+
+test('the default timings are the protocol’s', () => {
+  assert.equal(TIMINGS.pingIntervalMs, 20_000);
+  assert.equal(TIMINGS.clientSilenceTimeoutMs, 40_000);
+});
+
+test('a quiet session that answers pings stays open; a ping goes out only after silence', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const x = session(server, { pingInterval: 100, silenceTimeout: 300 });
+  t.after(() => x.s.close());
+  await until(() => x.s.live, 'welcomed');
+  assert.equal(pings(server), 0, 'no ping while the welcome is fresh');
+  await new Promise((r) => setTimeout(r, 700));
+  assert.equal(x.ended(), null, 'still open: every ping was answered');
+  const n = pings(server);
+  // One ping per 100 ms of silence, each answered at once: about 7.
+  assert.ok(n >= 3 && n <= 8, `${n} pings in 700 ms`);
+});
+
+test('a session silent for the silence timeout is dropped, after one ping', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  server.ignorePings = true;
+  const x = session(server, { pingInterval: 100, silenceTimeout: 400 });
+  t.after(() => x.s.close());
+  await until(() => x.s.live, 'welcomed');
+  const welcomed = Date.now();
+  await until(() => x.ended() !== null, 'the session to end', 3000);
+  const end = /** @type {{error: any, at: number}} */ (x.ended());
+  assert.equal(end.error?.code, 'network');
+  assert.match(end.error.message, /silent/);
+  assert.ok(end.at - welcomed >= 400 - 20, `ended ${end.at - welcomed} ms after the welcome`);
+  assert.ok(end.at - welcomed < 400 + 300, `ended ${end.at - welcomed} ms after the welcome`);
+  assert.equal(pings(server), 1, 'one ping per silence');
+});
+
+test('messages of unknown types are passed over; the session goes on', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  server.newer = true;
+  const x = session(server, { pingInterval: 60_000, silenceTimeout: 120_000 });
+  t.after(() => x.s.close());
+  await until(() => x.messages.some((m) => m.type === 'unknown'), 'the unknown message');
+  assert.deepEqual(
+    x.messages.map((m) => m.type),
+    ['welcome', 'unknown'],
+  );
+  assert.equal(x.messages[1].name, 'bulletin');
+  assert.equal(x.ended(), null);
+  assert.equal(x.s.live, true);
+});

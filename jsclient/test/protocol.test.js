@@ -1,0 +1,102 @@
+// The messages of protocol version 2 (protocol.js): envelopes ignore keys
+// they do not know, the rest is checked.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Writer, encode } from '../src/cbor.js';
+import { STATUSES, VERSION } from '../src/constants.js';
+import { codeOfStatus, encodePull, encodeSub, parseErrorBody, parseHello, parsePullAnswer, parsePushAnswer, parseServerMessage, retryOf } from '../src/protocol.js';
+
+const malformed = (/** @type {any} */ e) => e.code === 'malformed';
+/** @param {[unknown, unknown][]} entries */
+const env = (entries) => encode(new Map(entries));
+
+test('hello answers: every key of section 6, defaults for the limits left out, unknown keys ignored', () => {
+  const h = parseHello(env([[1, VERSION], [2, 1_700_000_000_000], [3, 'srv'], [4, 5000], [5, 2000], [6, 8 << 20], [7, 1000], [8, 'alice'], [9, 2 << 20], [10, 8 << 20], [11, 'later'], ['text', 1]]));
+  assert.deepEqual(h, { protocol: 2, serverTime: 1_700_000_000_000, serverReplica: 'srv', maxPush: 5000, maxPull: 2000, maxBody: 8 << 20, maxDrift: 1000, subject: 'alice', maxPageBytes: 2 << 20, maxMessageBytes: 8 << 20 });
+  const d = parseHello(env([[1, VERSION], [2, 5]]));
+  assert.deepEqual([d.maxPush, d.maxPull, d.maxBody, d.maxPageBytes, d.maxMessageBytes], [1000, 1000, 4 << 20, 1 << 20, 4 << 20]);
+  assert.throws(() => parseHello(env([[2, 5]])), malformed, 'no protocol');
+  assert.throws(() => parseHello(env([[1, VERSION], [2, 'soon']])), malformed, 'a known key of the wrong type');
+});
+
+test('push answers: statuses, codes, messages and lost fields', () => {
+  const results = parsePushAnswer(
+    env([
+      [
+        1,
+        [
+          new Map([[1, STATUSES.applied]]),
+          new Map(/** @type {[number, unknown][]} */ ([[1, STATUSES.applied], [4, ['a']]])),
+          new Map([[1, STATUSES.duplicate]]),
+          new Map(/** @type {[number, unknown][]} */ ([[1, STATUSES.superseded], [4, ['a', 'b']], [7, 'new']])),
+          new Map(/** @type {[number, unknown][]} */ ([[1, STATUSES.refused], [2, 'clock_drift'], [3, 'ahead']])),
+        ],
+      ],
+      [2, 'a key from the future'],
+    ]),
+  );
+  assert.deepEqual(results, [
+    { status: 0 },
+    { status: 0, lost: ['a'] },
+    { status: 1 },
+    { status: 2, lost: ['a', 'b'] },
+    { status: 3, code: 'clock_drift', message: 'ahead' },
+  ]);
+  assert.throws(() => parsePushAnswer(env([[1, [new Map([[1, 4]])]]])), malformed, 'an unknown status');
+  assert.throws(() => parsePushAnswer(env([[2, []]])), malformed, 'no results');
+  const dup = new Writer();
+  dup.head(5, 2);
+  dup.head(0, 1);
+  dup.head(4, 0);
+  dup.head(0, 1);
+  dup.head(4, 0);
+  assert.throws(() => parsePushAnswer(dup.bytes()), malformed, 'a duplicate key');
+});
+
+test('pull answers carry records and an opaque cursor', () => {
+  const next = Uint8Array.of(1, 2, 3);
+  const page = parsePullAnswer(env([[1, []], [2, next], [3, true], [4, 'later']]));
+  assert.deepEqual(page, { records: [], next, more: true });
+  assert.deepEqual(parsePullAnswer(env([[2, new Uint8Array(0)]])), { records: [], next: new Uint8Array(0), more: false });
+  assert.throws(() => parsePullAnswer(env([[1, []], [2, 7], [3, false]])), malformed, 'a numeric cursor');
+  assert.throws(() => parsePullAnswer(env([[1, [[7, new Map()]]], [2, next]])), malformed, 'protocol 1 entries');
+  // Requests carry the cursor as it came.
+  const req = encodePull('todos', next, 10);
+  assert.deepEqual([...req], [...env([[1, 'todos'], [2, next], [3, 10]])]);
+  assert.deepEqual([...encodeSub('todos', new Uint8Array(0))], [...env([[0, 'sub'], [1, 'todos'], [2, new Uint8Array(0)]])]);
+});
+
+test('live messages: known types parsed whatever else they hold, unknown types passed over', () => {
+  const next = Uint8Array.of(9);
+  assert.deepEqual(parseServerMessage(env([[1, 'todos'], [0, 'changes'], [2, []], [3, next], [4, false], [5, 'x']])), { type: 'changes', collection: 'todos', records: [], next, more: false });
+  assert.deepEqual(parseServerMessage(env([[0, 'error'], [1, 'forbidden'], [2, 'no'], [3, 'todos'], [4, 'req-9']])), { type: 'error', code: 'forbidden', message: 'no', collection: 'todos', requestId: 'req-9' });
+  assert.deepEqual(parseServerMessage(env([[0, 'resync'], [1, 'todos'], [2, 'x']])), { type: 'resync', collection: 'todos' });
+  assert.deepEqual(parseServerMessage(env([[0, 'pong'], [1, 3]])), { type: 'pong', nonce: 3 });
+  assert.deepEqual(parseServerMessage(env([[0, 'ack'], [1, 3]])), { type: 'unknown', name: 'ack' }, "protocol 1's ack is no message of protocol 2");
+  assert.deepEqual(parseServerMessage(env([[0, 'bulletin'], [1, [1, 2]]])), { type: 'unknown', name: 'bulletin' });
+  const w = parseServerMessage(env([[0, 'welcome'], [1, new Map(/** @type {[unknown, unknown][]} */ ([[1, VERSION], [2, 9], [12, 'x']]))]]));
+  assert.equal(w.type === 'welcome' && w.hello.serverTime, 9);
+  assert.throws(() => parseServerMessage(env([[1, 'todos']])), malformed, 'no type');
+});
+
+test('error bodies: code, message and request id', () => {
+  assert.deepEqual(parseErrorBody(env([[1, 'invalid'], [2, 'bad'], [3, 'req-1'], [4, 'later']])), { code: 'invalid', message: 'bad', requestId: 'req-1' });
+  assert.deepEqual(parseErrorBody(env([[1, 'internal']])), { code: 'internal', message: '' });
+  assert.equal(parseErrorBody(new TextEncoder().encode('<html>bad gateway</html>')), null);
+});
+
+test('what to do about each code comes from the generated table', () => {
+  assert.equal(retryOf('unsupported_version'), 'upgrade');
+  assert.equal(retryOf('token_expired'), 'auth');
+  assert.equal(retryOf('unauthenticated'), 'auth');
+  assert.equal(retryOf('rate_limited'), 'backoff');
+  assert.equal(retryOf('forbidden'), 'never');
+  assert.equal(retryOf('network'), 'backoff', "the client's own codes retry with backoff");
+  // A status without a readable body: the one code that has it, else none.
+  assert.equal(codeOfStatus(413), 'too_large');
+  assert.equal(codeOfStatus(429), 'rate_limited');
+  assert.equal(codeOfStatus(503), 'unavailable');
+  assert.equal(codeOfStatus(400), null, 'several codes answer 400');
+  assert.equal(codeOfStatus(502), null, "a proxy's 502 is a network failure");
+});
