@@ -236,7 +236,7 @@ func (e *Engine) Apply(ctx context.Context, changes []crdt.Change) ([]Result, er
 	e.mu.Lock()
 	wall := e.wall()
 	for i, c := range changes {
-		if err := e.admit(c, wall); err != nil {
+		if err := e.admit(&c, wall); err != nil {
 			results[i] = Result{Status: StatusRefused, Err: fmt.Errorf("change %s/%s: %w", c.Collection, c.Record.ID, err)}
 			continue
 		}
@@ -355,7 +355,7 @@ func (e *Engine) WriteHealth() error {
 
 // admit validates a change and observes its stamps. The clock only moves
 // when every stamp of the change is acceptable. Called with e.mu held.
-func (e *Engine) admit(c crdt.Change, wall int64) error {
+func (e *Engine) admit(c *crdt.Change, wall int64) error {
 	if err := crdt.ValidateCollection(c.Collection); err != nil {
 		return err
 	}
@@ -369,6 +369,7 @@ func (e *Engine) admit(c crdt.Change, wall int64) error {
 	if err := max.Validate(); err != nil {
 		return err
 	}
+	cloned := false
 	for name, f := range c.Record.Fields {
 		if err := crdt.ValidateFieldName(name); err != nil {
 			return err
@@ -384,6 +385,19 @@ func (e *Engine) admit(c crdt.Change, wall int64) error {
 		}
 		if f.Stamp.Compare(max) > 0 {
 			max = f.Stamp
+		}
+		if f.Value != nil {
+			v, err := crdt.NormalizeValue(f.Value)
+			if err != nil {
+				return fmt.Errorf("field %q: %w", name, err)
+			}
+			if &v[0] != &f.Value[0] { // a value an embedding program built: the change becomes ours
+				if !cloned {
+					c.Record, cloned = c.Record.Clone(), true
+				}
+				f.Value = v
+				c.Record.Fields[name] = f
+			}
 		}
 	}
 	if max.IsZero() {

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"testing"
@@ -299,4 +300,27 @@ func bytesOf(b byte, n int) []byte {
 		p[i] = b
 	}
 	return p
+}
+
+// A value an embedding program encoded its own way is held canonically,
+// and the caller's change is left as it was.
+func TestApplyNormalizesValues(t *testing.T) {
+	e := openEngine(t, "srv", &fakeClock{ms: 1_000_000})
+	ctx := context.Background()
+	half64 := []byte{0xfb, 0x3f, 0xe0, 0, 0, 0, 0, 0, 0} // 0.5 as a float64
+	ch := crdt.Change{Collection: "todos", Record: crdt.SetField("a", "x", half64, crdt.Stamp{Wall: 999_000, Replica: "c1"})}
+	res, err := e.Apply(ctx, []crdt.Change{ch})
+	if err != nil || res[0].Status != StatusApplied {
+		t.Fatalf("apply: %+v %v", res, err)
+	}
+	ent, err := e.GetRecord(ctx, "todos", "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ent.Record.Fields["x"].Value; !bytes.Equal(got, []byte{0xf9, 0x38, 0x00}) {
+		t.Fatalf("stored %x, want f93800", got)
+	}
+	if !bytes.Equal(ch.Record.Fields["x"].Value, half64) {
+		t.Fatal("the caller's change was modified")
+	}
 }
