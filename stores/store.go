@@ -107,9 +107,65 @@ type Notification struct {
 	Collection string
 	Seq        uint64
 	// Resync means notifications may have been lost (a pub/sub connection
-	// dropped, say): every collection may have advanced. Collection and Seq
-	// are empty.
+	// dropped, say): every collection may have advanced, and the store's
+	// identity or epochs may have changed (a store sends one after it
+	// starts an epoch). Collection and Seq are empty.
 	Resync bool
+}
+
+// Meta is what a store keeps about a collection besides its records and
+// its log. Later work adds the shard count, rules, schema version and
+// tombstone horizon here (docs/design.md, "Store contract v2").
+type Meta struct {
+	// Epoch names the collection's current history. It changes whenever
+	// the log's history may have been lost or rewritten, and it only
+	// grows. A cursor read in another epoch no longer describes the log.
+	// A collection never written has an epoch too (the store-wide part of
+	// the stores in this module; see MetaOf).
+	Epoch uint64
+	// Lost is the first epoch after the latest loss of history: a cursor
+	// of an epoch below Lost may have seen changes the store no longer
+	// holds, or sequence numbers since handed out again (reset: history
+	// lost); a cursor of an epoch from Lost to below Epoch was cut off by
+	// rebuilds alone, with every record kept (reset: rebuilt). Lost <=
+	// Epoch.
+	Lost uint64
+}
+
+// EpochCause says why a new epoch begins.
+type EpochCause uint8
+
+const (
+	// HistoryLost: changes the log held may be gone, or their sequence
+	// numbers may be handed out again (a restore, a lost write, a head set
+	// back).
+	HistoryLost EpochCause = 1
+	// Rebuilt: the log was rebuilt (renumbered, resharded) and every
+	// record kept; a reader pulls again from the start but has nothing to
+	// give back.
+	Rebuilt EpochCause = 2
+)
+
+func (c EpochCause) String() string {
+	switch c {
+	case HistoryLost:
+		return "history lost"
+	case Rebuilt:
+		return "rebuilt"
+	}
+	return "unknown cause"
+}
+
+// MetaOf builds a collection's Meta the way the stores of this module keep
+// epochs: a store-wide counter that BumpEpochs raises (history lost for
+// every collection, existing or not, without touching any), and per
+// collection a counter of its own BumpEpoch calls and that counter's value
+// at its latest HistoryLost bump. The store-wide counter is the high 32
+// bits, so epochs only grow; each counter wraps after 2^32 bumps, which no
+// store reaches.
+func MetaOf(store, local, localLost uint64) Meta {
+	hi := (store & 0xffffffff) << 32
+	return Meta{Epoch: hi | local&0xffffffff, Lost: hi | localLost&0xffffffff}
 }
 
 // Store is the contract between the engine and a database. All methods are
@@ -153,6 +209,31 @@ type Store interface {
 	// called or the store closes. fn may be called from any goroutine and
 	// must not block. Notifications are hints: see the package doc.
 	Watch(fn func(Notification)) (stop func())
+
+	// Identity returns the store's identity: a random string made when the
+	// store was created and kept durably with its data, the same across
+	// calls, processes and reopenings of the same data. A store whose data
+	// was wiped or lost whole gets a new one (a new file, a restarted
+	// memory store, a Redis database whose identity key is gone).
+	Identity(ctx context.Context) (string, error)
+
+	// Meta returns what the store keeps about collection: its epoch (see
+	// Meta). A store starts a new epoch of every collection whenever it
+	// can tell its history may have gone back (each store's doc says
+	// when) and on BumpEpoch and BumpEpochs.
+	Meta(ctx context.Context, collection string) (Meta, error)
+
+	// BumpEpoch starts a new epoch of collection for cause: the engine
+	// calls it with HistoryLost when it sees the collection's head go
+	// backwards; repairs call it with Rebuilt. Durable once it returns;
+	// watchers get a Resync.
+	BumpEpoch(ctx context.Context, collection string, cause EpochCause) error
+
+	// BumpEpochs starts a new epoch, history lost, of every collection of
+	// the store, including collections it does not hold: the operator's
+	// step after restoring a backup (convergo store mark-restored).
+	// Durable once it returns; watchers get a Resync.
+	BumpEpochs(ctx context.Context) error
 
 	// Close releases the store's resources and stops its goroutines.
 	Close() error

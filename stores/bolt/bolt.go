@@ -111,7 +111,7 @@ func initFile(db *bbolt.DB) error {
 				if f := meta.Get(formatKey); !bytes.Equal(f, formatValue) {
 					return fmt.Errorf("%w: file format %q, want %q", ErrCorrupt, f, formatValue)
 				}
-				return nil
+				return initIdentity(meta)
 			}
 			if k, _ := tx.Cursor().First(); k != nil {
 				return fmt.Errorf("%w: the file holds bbolt buckets but no Convergo format mark", ErrCorrupt)
@@ -123,7 +123,10 @@ func initFile(db *bbolt.DB) error {
 			if _, err := tx.CreateBucket(headsBucket); err != nil {
 				return err
 			}
-			return meta.Put(formatKey, formatValue)
+			if err := meta.Put(formatKey, formatValue); err != nil {
+				return err
+			}
+			return initIdentity(meta)
 		})
 	})
 }

@@ -28,6 +28,21 @@ func newStore(t testing.TB) stores.Store {
 
 func TestConformance(t *testing.T) { storetest.Run(t, newStore) }
 
+// TestConformanceReopen reopens the same file, as a restarted server does.
+func TestConformanceReopen(t *testing.T) {
+	storetest.RunReopen(t, newStore, func(t testing.TB, s stores.Store) stores.Store {
+		path := s.(*bolt.Store).Path()
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		s, err := bolt.Open(path, bolt.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	})
+}
+
 func BenchmarkStore(b *testing.B) { storetest.Bench(b, newStore) }
 
 // BenchmarkNoSync shows what fsync costs; NoSync is unsafe outside tests.

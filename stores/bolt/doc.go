@@ -6,8 +6,10 @@
 //
 // Every collection has two buckets, and the file has two more:
 //
-//	meta            "format" → "convergo-bolt-1"
+//	meta            "format" → "convergo-bolt-1"; "identity" → the store's identity;
+//	                "epoch" → the store-wide epoch (8 bytes, big-endian)
 //	heads           collection → head seq (8 bytes, big-endian)
+//	epochs          collection → own epoch ‖ own epoch at its latest loss (2 × 8 bytes)
 //	r:<collection>  record id → seq (8 bytes, big-endian) ‖ record (CBOR, crdt.AppendRecord)
 //	l:<collection>  seq (8 bytes, big-endian) → record id
 //
@@ -37,6 +39,19 @@
 // company). Each batch is merged on its own: a batch refused with
 // stores.ErrTooLarge, or one that meets corrupt data, is left out of the
 // transaction while the others commit.
+//
+// # Identity and epochs
+//
+// A new file gets a new identity (stores.NewIdentity) in the transaction
+// that marks its format; a file written before identities existed gets one
+// when it is first opened. The identity travels with the file, so a file
+// that was moved away and replaced by a new one is a new store, but a
+// backup copy restored in its place cannot know it went back in time: the
+// documented restore procedure (docs/operations.md, "Backup and restore")
+// runs `convergo store mark-restored`, which calls BumpEpochs on the
+// restored file before the server opens it. Epochs follow stores.MetaOf:
+// BumpEpochs raises the store-wide "epoch", BumpEpoch a collection's own
+// counters. Both are ordinary write transactions.
 //
 // # Untrusted file
 //

@@ -18,6 +18,21 @@ func TestConformance(t *testing.T) {
 	})
 }
 
+// TestConformanceReopen opens a second store on the same table after
+// closing the first, as a restarted server does.
+func TestConformanceReopen(t *testing.T) {
+	db, _, _ := testClients(t)
+	storetest.RunReopen(t, func(t testing.TB) stores.Store {
+		return openTest(t, db, nil, plainTable(t, db))
+	}, func(t testing.TB, s stores.Store) stores.Store {
+		table := s.(*Store).table
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return openTest(t, db, nil, table)
+	})
+}
+
 func BenchmarkStore(b *testing.B) {
 	db, _, _ := testClients(b)
 	storetest.Bench(b, func(t testing.TB) stores.Store {

@@ -247,7 +247,12 @@ func (c *consumer) handle(ctx context.Context, records []st.Record) error {
 	var changes []crdt.Change
 	var items []capturedItem
 	heads := map[string]uint64{}
+	resync := false
 	for _, rec := range records {
+		if isEpochRecord(rec) {
+			resync = true
+			continue
+		}
 		if coll, head, ok := headOf(rec); ok {
 			heads[coll] = max(heads[coll], head)
 			continue
@@ -288,6 +293,9 @@ func (c *consumer) handle(ctx context.Context, records []st.Record) error {
 	c.st.streamRecords.Add(int64(len(records)))
 	for coll, head := range heads {
 		c.st.watchers.Notify(stores.Notification{Collection: coll, Seq: head})
+	}
+	if resync {
+		c.st.watchers.Notify(stores.Notification{Resync: true})
 	}
 	return nil
 }

@@ -1,6 +1,9 @@
 // Package memory is an in-memory stores.Store for tests and for Go programs
 // that embed Convergo and keep nothing on disk.
 //
+// A store's data ends with its process, so each New is a new store with a
+// new identity: readers of a store that was restarted are reset.
+//
 // One mutex serialises writers; a change takes its sequence number under the
 // mutex that makes it visible, so sequence numbers become visible in order
 // (the no-gap invariant of package stores).
@@ -63,11 +66,20 @@ type Store struct {
 	collections map[string]*collection
 	closed      bool
 	watchers    stores.Watchers
+	identity    string
+	// epoch is the store-wide epoch counter, epochs each collection's
+	// own (stores.MetaOf).
+	epoch  uint64
+	epochs map[string]localEpoch
 }
 
-// New returns an empty store.
+// localEpoch is a collection's own epoch counter and its value at the
+// latest HistoryLost bump.
+type localEpoch struct{ n, lost uint64 }
+
+// New returns an empty store with a new identity.
 func New() *Store {
-	return &Store{collections: map[string]*collection{}}
+	return &Store{collections: map[string]*collection{}, identity: stores.NewIdentity(), epochs: map[string]localEpoch{}}
 }
 
 func (s *Store) coll(name string) *collection {
@@ -265,5 +277,75 @@ func (s *Store) Close() error {
 	defer s.mu.Unlock()
 	s.closed = true
 	s.watchers.Close()
+	return nil
+}
+
+// Identity implements stores.Store: made by New.
+func (s *Store) Identity(ctx context.Context) (string, error) {
+	if err := ctx.Err(); err != nil {
+		return "", err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return "", stores.ErrClosed
+	}
+	return s.identity, nil
+}
+
+// Meta implements stores.Store.
+func (s *Store) Meta(ctx context.Context, collection string) (stores.Meta, error) {
+	if err := ctx.Err(); err != nil {
+		return stores.Meta{}, err
+	}
+	if err := stores.CheckCollection(collection); err != nil {
+		return stores.Meta{}, err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return stores.Meta{}, stores.ErrClosed
+	}
+	l := s.epochs[collection]
+	return stores.MetaOf(s.epoch, l.n, l.lost), nil
+}
+
+// BumpEpoch implements stores.Store.
+func (s *Store) BumpEpoch(ctx context.Context, collection string, cause stores.EpochCause) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if err := stores.CheckBump(collection, cause); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return stores.ErrClosed
+	}
+	l := s.epochs[collection]
+	l.n++
+	if cause == stores.HistoryLost {
+		l.lost = l.n
+	}
+	s.epochs[collection] = l
+	s.mu.Unlock()
+	s.watchers.Notify(stores.Notification{Resync: true})
+	return nil
+}
+
+// BumpEpochs implements stores.Store.
+func (s *Store) BumpEpochs(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return stores.ErrClosed
+	}
+	s.epoch++
+	s.mu.Unlock()
+	s.watchers.Notify(stores.Notification{Resync: true})
 	return nil
 }

@@ -22,6 +22,26 @@ func TestConformance(t *testing.T) {
 	})
 }
 
+// TestConformanceReopen opens a second store on the same prefix after
+// closing the first, as a restarted server does.
+func TestConformanceReopen(t *testing.T) {
+	eachTarget(t, func(t *testing.T, tg target) {
+		prefixes := map[stores.Store]string{}
+		storetest.RunReopen(t, func(t testing.TB) stores.Store {
+			p := uniquePrefix()
+			s := openStore(t, tg, Options{KeyPrefix: p})
+			prefixes[s] = p
+			return s
+		}, func(t testing.TB, s stores.Store) stores.Store {
+			p := prefixes[s]
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			return openStore(t, tg, Options{KeyPrefix: p})
+		})
+	})
+}
+
 // BenchmarkStore runs the shared store benchmarks on a single Redis.
 func BenchmarkStore(b *testing.B) {
 	tg := singleTarget(b)

@@ -67,6 +67,9 @@ type Store struct {
 
 	closed   atomic.Bool
 	watchers stores.Watchers
+	// needCheck says a check of the servers' run (checkRun) is owed: at
+	// first, and after a check failed.
+	needCheck atomic.Bool
 
 	// subscribeWait bounds how long Watch waits for the first subscription.
 	subscribeWait time.Duration
@@ -122,6 +125,10 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		_ = client.Close()
 		return nil, fmt.Errorf("open redis store at %s: %w", strings.Join(o.Addrs, ","), err)
 	}
+	if err := s.checkRun(ctx); err != nil {
+		_ = client.Close()
+		return nil, fmt.Errorf("open redis store at %s: %w", strings.Join(o.Addrs, ","), err)
+	}
 	return s, nil
 }
 
@@ -162,7 +169,7 @@ func New(client goredis.UniversalClient, opts Options) (*Store, error) {
 	var id [8]byte
 	_, _ = rand.Read(id[:]) // never fails (crypto/rand)
 	d := opts.withDefaults()
-	return &Store{
+	s := &Store{
 		client:           client,
 		prefix:           opts.KeyPrefix,
 		channel:          opts.KeyPrefix + "convergo:notify",
@@ -171,7 +178,9 @@ func New(client goredis.UniversalClient, opts Options) (*Store, error) {
 		subscribeWait:    d.DialTimeout,
 		heartbeat:        max(d.Heartbeat, 0),
 		heartbeatChannel: opts.KeyPrefix + "convergo:heartbeat:" + hex.EncodeToString(id[:]),
-	}, nil
+	}
+	s.needCheck.Store(true)
+	return s, nil
 }
 
 // checkServer pings the server and checks its version and mode.

@@ -154,6 +154,13 @@ func (s *Store) subscription(ctx context.Context, ready *chan struct{}) error {
 					continue
 				}
 				s.log.Debug("subscribed to notifications", "channel", s.channel)
+				// A restart or failover broke the connection: check the
+				// servers' run before the watchers re-read anything.
+				cctx, cancel := context.WithTimeout(ctx, serverCheckTimeout)
+				if err := s.checkRun(cctx); err != nil && ctx.Err() == nil {
+					s.log.Warn("check the Redis servers after subscribing; Meta retries it", "err", err)
+				}
+				cancel()
 				s.watchers.Notify(stores.Notification{Resync: true})
 				if *ready != nil {
 					close(*ready)
@@ -161,6 +168,10 @@ func (s *Store) subscription(ctx context.Context, ready *chan struct{}) error {
 				}
 			case *goredis.Message:
 				if m.Channel == s.heartbeatChannel {
+					continue
+				}
+				if m.Payload == resyncPayload {
+					s.watchers.Notify(stores.Notification{Resync: true})
 					continue
 				}
 				n, ok := parseNotification(m.Payload)

@@ -35,6 +35,64 @@ var mutants = []struct {
 	{"silent", "Watch", func(m *memory.Store) stores.Store { return silent{m} }},
 	{"ignores-context", "Cancelled", func(m *memory.Store) stores.Store { return ignoresContext{m} }},
 	{"never-closes", "Closed", func(m *memory.Store) stores.Store { return neverCloses{m} }},
+	{"shared-identity", "Identity", func(m *memory.Store) stores.Store { return sharedIdentity{m} }},
+	{"fickle-identity", "Identity", func(m *memory.Store) stores.Store { return fickleIdentity{m} }},
+	{"bumps-nothing", "Epochs", func(m *memory.Store) stores.Store { return bumpsNothing{m} }},
+	{"lost-as-rebuilt", "Epochs", func(m *memory.Store) stores.Store { return lostAsRebuilt{m} }},
+	{"bump-spills", "Epochs", func(m *memory.Store) stores.Store { return bumpSpills{m} }},
+	{"bump-silent", "Epochs", func(m *memory.Store) stores.Store { return &bumpSilent{Store: m} }},
+}
+
+// reopenMutants are durable-store mutants for RunReopen: the memory store
+// "reopened" as the same data under a store that forgets one thing.
+var reopenMutants = []struct {
+	name, check string
+	reopen      func(*memory.Store) stores.Store
+}{
+	{"reopen-new-identity", "IdentitySurvivesReopen", func(m *memory.Store) stores.Store { return fickleIdentity{m} }},
+	{"reopen-forgets-epochs", "EpochsSurviveReopen", func(m *memory.Store) stores.Store { return forgetsEpochs{m} }},
+}
+
+func TestReopenCatchesMutants(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts child processes")
+	}
+	for _, m := range reopenMutants {
+		t.Run(m.name, func(t *testing.T) {
+			cmd := exec.Command(os.Args[0], "-test.run=^TestReopenMutant$/^"+m.check+"$", "-test.count=1")
+			cmd.Env = append(os.Environ(), mutantEnv+"="+m.name)
+			out, err := cmd.CombinedOutput()
+			if err == nil {
+				t.Fatalf("the suite passed mutant %q:\n%s", m.name, out)
+			}
+			if want := "--- FAIL: TestReopenMutant/" + m.check; !strings.Contains(string(out), want) {
+				t.Fatalf("mutant %q: no %q in the output:\n%s", m.name, want, out)
+			}
+		})
+	}
+}
+
+// TestReopenMutant runs RunReopen on the mutant named by STORETEST_MUTANT.
+func TestReopenMutant(t *testing.T) {
+	name := os.Getenv(mutantEnv)
+	if name == "" {
+		t.Skip("run by TestReopenCatchesMutants")
+	}
+	for _, m := range reopenMutants {
+		if m.name == name {
+			storetest.RunReopen(t, func(testing.TB) stores.Store { return memory.New() },
+				func(_ testing.TB, s stores.Store) stores.Store { return m.reopen(s.(*memory.Store)) })
+			return
+		}
+	}
+	t.Fatalf("no mutant %q", name)
+}
+
+// TestReopenMemory shows the reopen checks pass on an honest "reopening"
+// (the same memory store), so the mutants above fail for their mutation.
+func TestReopenMemory(t *testing.T) {
+	storetest.RunReopen(t, func(testing.TB) stores.Store { return memory.New() },
+		func(_ testing.TB, s stores.Store) stores.Store { return s })
 }
 
 func TestSuiteCatchesMutants(t *testing.T) {
@@ -180,3 +238,47 @@ func (s ignoresContext) Get(_ context.Context, coll, id string) (stores.Entry, e
 type neverCloses struct{ *memory.Store }
 
 func (neverCloses) Close() error { return nil }
+
+type sharedIdentity struct{ *memory.Store }
+
+func (sharedIdentity) Identity(context.Context) (string, error) { return "the-store", nil }
+
+type fickleIdentity struct{ *memory.Store }
+
+func (fickleIdentity) Identity(context.Context) (string, error) { return stores.NewIdentity(), nil }
+
+type bumpsNothing struct{ *memory.Store }
+
+func (bumpsNothing) BumpEpochs(context.Context) error { return nil }
+
+type lostAsRebuilt struct{ *memory.Store }
+
+func (s lostAsRebuilt) BumpEpoch(ctx context.Context, coll string, _ stores.EpochCause) error {
+	return s.Store.BumpEpoch(ctx, coll, stores.Rebuilt)
+}
+
+type bumpSpills struct{ *memory.Store }
+
+func (s bumpSpills) BumpEpoch(ctx context.Context, coll string, cause stores.EpochCause) error {
+	if err := s.Store.BumpEpoch(ctx, coll, cause); err != nil {
+		return err
+	}
+	return s.Store.BumpEpoch(ctx, "b", cause)
+}
+
+// bumpSilent hides the Resync that follows a bump.
+type bumpSilent struct {
+	*memory.Store
+}
+
+func (s *bumpSilent) Watch(fn func(stores.Notification)) func() {
+	return s.Store.Watch(func(n stores.Notification) {
+		if !n.Resync {
+			fn(n)
+		}
+	})
+}
+
+type forgetsEpochs struct{ *memory.Store }
+
+func (forgetsEpochs) Meta(context.Context, string) (stores.Meta, error) { return stores.Meta{}, nil }

@@ -53,6 +53,8 @@ func Run(t *testing.T, newStore Factory) {
 		{"Cancelled", testCancelled},
 		{"Closed", testClosed},
 		{"CloseWhileBusy", testCloseWhileBusy},
+		{"Identity", testIdentity},
+		{"Epochs", testEpochs},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, newStore) })
 	}
