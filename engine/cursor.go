@@ -42,14 +42,17 @@ func CursorAt(seq uint64) Cursor { return Cursor{store: noIdentity, seq: seq} }
 // Seq returns the last sequence number the cursor has read.
 func (c Cursor) Seq() uint64 { return c.seq }
 
+// Epoch returns the epoch of the collection's log the cursor was read in.
+func (c Cursor) Epoch() uint64 { return c.epoch }
+
 // IsStart reports whether c is the beginning of the log.
 func (c Cursor) IsStart() bool { return c.seq == 0 }
 
 // Bytes encodes c: format, store tag, epoch, the number of shards (1) and
 // the position. The beginning of the log is the empty byte string.
 func (c Cursor) Bytes() []byte {
-	if c == (Cursor{}) || c == CursorAt(0) {
-		return []byte{}
+	if c.seq == 0 {
+		return []byte{} // the start is the same in every history
 	}
 	b := make([]byte, 0, 1+8+3*binary.MaxVarintLen64)
 	b = append(b, cursorFormat)
@@ -59,7 +62,9 @@ func (c Cursor) Bytes() []byte {
 	return binary.AppendUvarint(b, c.seq)
 }
 
-func (c Cursor) String() string { return fmt.Sprintf("cursor(%d)", c.seq) }
+func (c Cursor) String() string {
+	return fmt.Sprintf("cursor(store %x, epoch %d, seq %d)", c.store, c.epoch, c.seq)
+}
 
 // ParseCursor decodes a cursor from Bytes. The empty byte string is the
 // beginning of the log. A cursor that is not one this engine wrote wraps

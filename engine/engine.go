@@ -92,10 +92,13 @@ type Engine struct {
 	// the engine admits like any push (applyCaptured); nil without one.
 	stopCapture func()
 	resync      chan struct{}
-	cancel      context.CancelFunc
-	wg          sync.WaitGroup
-	closeMu     sync.Once
-	closedCh    chan struct{}
+	// hist caches the store's identity and epochs and notes heads, to
+	// reset readers of another history (reset.go).
+	hist     history
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	closeMu  sync.Once
+	closedCh chan struct{}
 }
 
 // Open starts an engine on cfg.Store.
@@ -139,7 +142,7 @@ func Open(cfg Config) (*Engine, error) {
 		cancel:   cancel,
 		closedCh: make(chan struct{}),
 	}
-	e.stopWat = cfg.Store.Watch(e.notify)
+	e.stopWat = cfg.Store.Watch(e.storeNotified)
 	if c, ok := cfg.Store.(stores.Capturer); ok {
 		e.stopCapture = c.Capture(e.applyCaptured)
 	}
@@ -443,7 +446,10 @@ type PageLimit struct {
 }
 
 // Pull returns a page of collection's change log after cursor, within
-// limit.
+// limit. A cursor of another history than the store's (another store
+// identity, an earlier epoch, a position past the head) gets an error
+// wrapping ErrReset, a *ResetError with the reason; the empty cursor never
+// does. Every page's Next carries the store's current identity and epoch.
 func (e *Engine) Pull(ctx context.Context, collection string, cursor Cursor, limit PageLimit) (Page, error) {
 	if limit.Records <= 0 || limit.Records > MaxPage {
 		limit.Records = MaxPage
@@ -451,21 +457,39 @@ func (e *Engine) Pull(ctx context.Context, collection string, cursor Cursor, lim
 	if limit.Bytes <= 0 {
 		limit.Bytes = proto.DefaultMaxPageBytes
 	}
+	// The epoch is read before the page: a page read after a new epoch
+	// began and labelled with the old one resets at the next pull, never
+	// the other way round.
+	tag, meta, err := e.checkCursor(ctx, collection, cursor)
+	if err != nil {
+		return Page{}, err
+	}
 	page, err := e.store.Pull(ctx, collection, cursor.seq, stores.PageLimit{Records: limit.Records, Bytes: limit.Bytes})
 	if err != nil {
 		return Page{}, fmt.Errorf("pull %s after %d: %w", collection, cursor.seq, err)
 	}
-	out := Page{Entries: make([]Entry, len(page.Entries)), Next: cursor, More: page.More}
+	if len(page.Entries) == 0 && !cursor.IsStart() {
+		// Nothing after the cursor: is it past the head?
+		h, err := e.readHead(ctx, collection)
+		if err != nil {
+			return Page{}, fmt.Errorf("pull %s after %d: %w", collection, cursor.seq, err)
+		}
+		if cursor.seq > h {
+			return Page{}, &ResetError{Collection: collection, Reason: ResetHistoryLost,
+				Detail: fmt.Sprintf("the cursor is at %d, past the head %d", cursor.seq, h)}
+		}
+	}
+	out := Page{Entries: make([]Entry, len(page.Entries)), Next: Cursor{store: tag, epoch: meta.Epoch, seq: page.Next}, More: page.More}
 	for i, en := range page.Entries {
 		out.Entries[i] = Entry{Seq: en.Seq, Record: en.Record}
 	}
-	out.Next.seq = page.Next
 	return out, nil
 }
 
-// Head returns the newest sequence number of collection.
+// Head returns the newest sequence number of collection. A head lower
+// than one read before is a loss of history: see observeHead.
 func (e *Engine) Head(ctx context.Context, collection string) (uint64, error) {
-	h, err := e.store.Head(ctx, collection)
+	h, err := e.readHead(ctx, collection)
 	if err != nil {
 		return 0, fmt.Errorf("head %s: %w", collection, err)
 	}

@@ -48,7 +48,10 @@ func storeContent(t *rapid.T, e *Engine) view {
 
 func pullAll(t *rapid.T, e *Engine, coll string, after uint64) []Entry {
 	var all []Entry
-	cursor := CursorAt(after)
+	cursor, err := e.CursorAt(context.Background(), coll, after)
+	if err != nil {
+		t.Fatal(err)
+	}
 	for {
 		p, err := e.Pull(context.Background(), coll, cursor, PageLimit{Records: 2})
 		if err != nil {

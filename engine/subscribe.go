@@ -142,7 +142,7 @@ func (e *Engine) watchLoop(ctx context.Context) {
 		e.subsMu.Unlock()
 		for _, c := range colls {
 			hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			h, err := e.store.Head(hctx, c)
+			h, err := e.readHead(hctx, c) // notes a head that went back
 			cancel()
 			if err != nil {
 				if ctx.Err() == nil {

@@ -1,0 +1,273 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/convergo/convergo/stores"
+)
+
+// ErrReset means a reader's cursor no longer describes the collection's
+// history: the store was wiped, restored, or lost writes, or its log was
+// rebuilt. The error is a *ResetError, which says why. The reader starts
+// again from the empty cursor; what else it does depends on the reason
+// alone (docs/design.md, "Resets").
+var ErrReset = errors.New("engine: reset")
+
+// ResetReason says why a reader is reset. Its String is the protocol's name
+// for it.
+type ResetReason uint8
+
+const (
+	// ResetHistoryLost: the store's identity differs from the cursor's
+	// (a new or wiped store), the collection's epoch began with history
+	// lost after the cursor's (a restore, a Redis restart that may have
+	// lost writes, a failover, a head that went back), or the cursor is
+	// past the collection's head. The reader pulls from the start and
+	// gives back what the store lacks.
+	ResetHistoryLost ResetReason = 1
+	// ResetRebuilt: the collection's log was rebuilt since the cursor's
+	// epoch (renumbered, resharded) with nothing lost. The reader pulls
+	// from the start; it has nothing to give back.
+	ResetRebuilt ResetReason = 2
+)
+
+func (r ResetReason) String() string {
+	switch r {
+	case ResetHistoryLost:
+		return "history_lost"
+	case ResetRebuilt:
+		return "rebuilt"
+	}
+	return fmt.Sprintf("reset_reason_%d", uint8(r))
+}
+
+// ResetError is the error of a Pull whose cursor is of another history.
+// It wraps ErrReset.
+type ResetError struct {
+	Collection string
+	Reason     ResetReason
+	// Detail says what differed, for logs (not for clients: it names
+	// epochs and positions).
+	Detail string
+}
+
+func (e *ResetError) Error() string {
+	return fmt.Sprintf("pull %s: reset (%s): %s", e.Collection, e.Reason, e.Detail)
+}
+
+func (e *ResetError) Unwrap() error { return ErrReset }
+
+// history is what the engine remembers of the store's histories: the tag
+// of its identity and each collection's Meta, cached for at most
+// historyTTL and dropped at every Resync of the store; and the highest
+// head it read of each collection, to notice a head going backwards.
+type history struct {
+	mu     sync.Mutex
+	tag    [8]byte
+	tagAt  time.Time // zero: not read
+	metas  map[string]metaSeen
+	heads  map[string]headSeen
+	ticket atomic.Uint64 // counts completed head reads; see observeHead
+}
+
+type metaSeen struct {
+	m  stores.Meta
+	at time.Time
+}
+
+type headSeen struct {
+	seq  uint64
+	done uint64 // the ticket when the read completed
+}
+
+// historyTTL bounds how long a cached identity or epoch is trusted without
+// a Resync. Stores send a Resync when they start an epoch, but an
+// instance may miss one sent by another (Redis pub/sub is at-most-once).
+const historyTTL = DefaultPollInterval
+
+// maxHistory bounds the collections the engine remembers, like maxClocks.
+const maxHistory = 1 << 16
+
+// forget drops the cached identity and epochs: the store said they may
+// have changed.
+func (h *history) forget() {
+	h.mu.Lock()
+	h.tagAt = time.Time{}
+	clear(h.metas)
+	h.mu.Unlock()
+}
+
+// storeNotified is the engine's Watch callback: a Resync may mean a new
+// identity or epoch, so the cache goes before the heads are re-read.
+func (e *Engine) storeNotified(n stores.Notification) {
+	if n.Resync {
+		e.hist.forget()
+	}
+	e.notify(n)
+}
+
+// view returns the store tag and collection's Meta, from the cache unless
+// fresh is set or the cache is older than historyTTL.
+func (e *Engine) view(ctx context.Context, collection string, fresh bool) ([8]byte, stores.Meta, error) {
+	h := &e.hist
+	now := time.Now()
+	h.mu.Lock()
+	tag, tagOK := h.tag, !h.tagAt.IsZero() && now.Sub(h.tagAt) < historyTTL
+	ms, metaOK := h.metas[collection]
+	metaOK = metaOK && now.Sub(ms.at) < historyTTL
+	h.mu.Unlock()
+	if !fresh && tagOK && metaOK {
+		return tag, ms.m, nil
+	}
+	// Meta first: a store may check its backend in it (Redis) and change
+	// its identity or epochs.
+	m, err := e.store.Meta(ctx, collection)
+	if err != nil {
+		return [8]byte{}, stores.Meta{}, fmt.Errorf("read the epoch of %s: %w", collection, err)
+	}
+	id, err := e.store.Identity(ctx)
+	if err != nil {
+		return [8]byte{}, stores.Meta{}, fmt.Errorf("read the store's identity: %w", err)
+	}
+	tag = storeTag(id)
+	h.mu.Lock()
+	h.tag, h.tagAt = tag, now
+	if h.metas == nil {
+		h.metas = map[string]metaSeen{}
+	}
+	if len(h.metas) >= maxHistory {
+		clear(h.metas)
+	}
+	h.metas[collection] = metaSeen{m, now}
+	h.mu.Unlock()
+	return tag, m, nil
+}
+
+// checkCursor returns the tag and Meta new cursors of collection carry, or
+// a *ResetError when c is of another history. A cursor that differs from
+// the cache is judged on values read afresh, so a stale cache neither
+// resets a reader that another instance moved on nor lets one through.
+func (e *Engine) checkCursor(ctx context.Context, collection string, c Cursor) ([8]byte, stores.Meta, error) {
+	tag, m, err := e.view(ctx, collection, false)
+	if err != nil || c.IsStart() {
+		return tag, m, err
+	}
+	if c.store != tag || c.epoch != m.Epoch {
+		if tag, m, err = e.view(ctx, collection, true); err != nil {
+			return tag, m, err
+		}
+	}
+	reset := func(r ResetReason, format string, args ...any) ([8]byte, stores.Meta, error) {
+		return tag, m, &ResetError{Collection: collection, Reason: r, Detail: fmt.Sprintf(format, args...)}
+	}
+	switch {
+	case c.store != tag:
+		return reset(ResetHistoryLost, "the cursor is of store %x, this is store %x", c.store, tag)
+	case c.epoch > m.Epoch:
+		return reset(ResetHistoryLost, "the cursor's epoch %d is after the store's %d: the store went back", c.epoch, m.Epoch)
+	case c.epoch < m.Lost:
+		return reset(ResetHistoryLost, "history was lost after the cursor's epoch %d (now epoch %d)", c.epoch, m.Epoch)
+	case c.epoch < m.Epoch:
+		return reset(ResetRebuilt, "the log was rebuilt after the cursor's epoch %d (now epoch %d)", c.epoch, m.Epoch)
+	}
+	return tag, m, nil
+}
+
+// readHead reads collection's head from the store and notes it, so that a
+// head going backwards is noticed (observeHead).
+func (e *Engine) readHead(ctx context.Context, collection string) (uint64, error) {
+	start := e.hist.ticket.Load()
+	h, err := e.store.Head(ctx, collection)
+	if err != nil {
+		return 0, err
+	}
+	e.observeHead(ctx, collection, h, start)
+	return h, nil
+}
+
+// observeHead notes head h of collection, read by a call that began when
+// the ticket was start. It is a rewind when a read that completed before
+// this one began saw a higher head (overlapping reads may complete in any
+// order, and are no evidence). On a rewind the store starts a new epoch of
+// the collection, history lost, so that cursors between the two heads
+// reset even once the head has passed them again, and subscribers are
+// told the lower head, so that they pull and learn it.
+func (e *Engine) observeHead(ctx context.Context, collection string, h, start uint64) {
+	done := e.hist.ticket.Add(1)
+	e.hist.mu.Lock()
+	if e.hist.heads == nil {
+		e.hist.heads = map[string]headSeen{}
+	}
+	prev, ok := e.hist.heads[collection]
+	rewound := ok && h < prev.seq && prev.done <= start
+	if !ok || h >= prev.seq || rewound {
+		if !ok && len(e.hist.heads) >= maxHistory {
+			clear(e.hist.heads)
+		}
+		e.hist.heads[collection] = headSeen{seq: h, done: done}
+	}
+	if rewound {
+		delete(e.hist.metas, collection)
+	}
+	e.hist.mu.Unlock()
+	if !rewound {
+		return
+	}
+	e.log.Warn("a collection's head went backwards: history was lost; starting a new epoch", "collection", collection, "was", prev.seq, "now", h)
+	if err := e.store.BumpEpoch(ctx, collection, stores.HistoryLost); err != nil {
+		// Cursors past the head still reset by position; those below it
+		// would not. Forget the higher head so that the next read tries
+		// again.
+		e.log.Error("start a new epoch after the head went back", "collection", collection, "err", err)
+		e.hist.mu.Lock()
+		e.hist.heads[collection] = prev
+		e.hist.mu.Unlock()
+	}
+	e.hist.forget()
+	e.rewindSubscribers(collection, h)
+}
+
+// rewindSubscribers delivers head h, lower than what they were given, to
+// collection's subscribers.
+func (e *Engine) rewindSubscribers(collection string, h uint64) {
+	e.subsMu.Lock()
+	subs := make([]*Subscription, 0, len(e.subs[collection]))
+	for s := range e.subs[collection] {
+		subs = append(subs, s)
+	}
+	e.subsMu.Unlock()
+	for _, s := range subs {
+		s.mu.Lock()
+		if !s.closed {
+			s.last = h
+			select {
+			case <-s.c:
+			default:
+			}
+			s.c <- h
+		}
+		s.mu.Unlock()
+	}
+}
+
+// CursorAt returns the cursor after sequence number seq of collection's
+// log in the store's current history (its identity and the collection's
+// epoch), for a reader that knows its position by number: tests, and a
+// server that resumes a position it kept itself. The package-level
+// CursorAt makes a cursor of no store, which any store with an identity
+// resets.
+func (e *Engine) CursorAt(ctx context.Context, collection string, seq uint64) (Cursor, error) {
+	if err := stores.CheckCollection(collection); err != nil {
+		return Cursor{}, err
+	}
+	tag, m, err := e.view(ctx, collection, false)
+	if err != nil {
+		return Cursor{}, err
+	}
+	return Cursor{store: tag, epoch: m.Epoch, seq: seq}, nil
+}

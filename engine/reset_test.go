@@ -1,0 +1,333 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/stores"
+	"github.com/convergo/convergo/stores/bolt"
+	"github.com/convergo/convergo/stores/memory"
+)
+
+// engineOn opens an engine on st, closed (with st) when the test ends.
+func engineOn(t *testing.T, st stores.Store) *Engine {
+	t.Helper()
+	e, err := Open(Config{Store: st, Replica: "srv", PollInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	return e
+}
+
+// write applies n new records to coll, ids from first on.
+func write(t *testing.T, e *Engine, coll string, first, n int) {
+	t.Helper()
+	cs := make([]crdt.Change, n)
+	for i := range cs {
+		id := fmt.Sprintf("r%d", first+i)
+		cs[i] = crdt.Change{Collection: coll, Record: crdt.SetField(id, "n", value(t, first+i), crdt.Stamp{Wall: time.Now().UnixMilli(), Replica: "c"})}
+	}
+	res, err := e.Apply(context.Background(), cs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range res {
+		if r.Status != StatusApplied {
+			t.Fatalf("change %d: %v %v", i, r.Status, r.Err)
+		}
+	}
+}
+
+// pullTo pulls every page from c and returns the cursor after the last,
+// as bytes a client keeps.
+func pullTo(t *testing.T, e *Engine, coll string, c []byte) []byte {
+	t.Helper()
+	cur, err := ParseCursor(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		p, err := e.Pull(context.Background(), coll, cur, PageLimit{Records: 7})
+		if err != nil {
+			t.Fatalf("pull %s from %v: %v", coll, cur, err)
+		}
+		cur = p.Next
+		if !p.More {
+			return cur.Bytes()
+		}
+	}
+}
+
+// wantReset pulls from c and wants a reset with reason.
+func wantReset(t *testing.T, e *Engine, coll string, c []byte, reason ResetReason) {
+	t.Helper()
+	cur, err := ParseCursor(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := e.Pull(context.Background(), coll, cur, PageLimit{})
+	if !errors.Is(err, ErrReset) {
+		t.Fatalf("pull %s from a cursor of another history: got %d entries and error %v, want ErrReset", coll, len(p.Entries), err)
+	}
+	var re *ResetError
+	if !errors.As(err, &re) {
+		t.Fatalf("error %v is no *ResetError", err)
+	}
+	if re.Reason != reason || re.Collection != coll {
+		t.Fatalf("reset %+v, want reason %v for %s", re, reason, coll)
+	}
+	// The empty cursor never resets, and its pages carry cursors that
+	// pull on without one.
+	if got := pullTo(t, e, coll, nil); len(got) == 0 {
+		t.Fatal("a pull from the start of a non-empty log gave the start cursor")
+	}
+}
+
+// noReset pulls from c and wants no reset.
+func noReset(t *testing.T, e *Engine, coll string, c []byte) {
+	t.Helper()
+	pullTo(t, e, coll, c)
+}
+
+// TestResetMemoryRestart: a restarted memory store is a new store.
+func TestResetMemoryRestart(t *testing.T) {
+	e := engineOn(t, memory.New())
+	write(t, e, "todos", 0, 5)
+	c := pullTo(t, e, "todos", nil)
+	noReset(t, e, "todos", c)
+
+	e2 := engineOn(t, memory.New())
+	write(t, e2, "todos", 0, 20) // the head passes the old cursor
+	wantReset(t, e2, "todos", c, ResetHistoryLost)
+}
+
+func openBolt(t *testing.T, path string) *bolt.Store {
+	t.Helper()
+	st, err := bolt.Open(path, bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// TestResetBoltFileReplaced: the file is moved away and the server starts
+// on a new one.
+func TestResetBoltFileReplaced(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "convergo.db")
+	st := openBolt(t, path)
+	e := engineOn(t, st)
+	write(t, e, "todos", 0, 5)
+	c := pullTo(t, e, "todos", nil)
+	e.Close()
+	st.Close()
+	if err := os.Rename(path, path+".away"); err != nil {
+		t.Fatal(err)
+	}
+
+	st = openBolt(t, path)
+	defer st.Close()
+	e = engineOn(t, st)
+	write(t, e, "todos", 0, 20)
+	wantReset(t, e, "todos", c, ResetHistoryLost)
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	in, err := os.Open(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	out, err := os.Create(to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		t.Fatal(err)
+	}
+	if err := out.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestResetBoltBackupRestored: a backup copy is restored. Until the head
+// passes them, cursors beyond it are reset by position alone; after that
+// only the documented procedure (BumpEpochs, run by `convergo store
+// mark-restored`) tells them apart, and it does.
+func TestResetBoltBackupRestored(t *testing.T) {
+	dir := t.TempDir()
+	path, backup := filepath.Join(dir, "convergo.db"), filepath.Join(dir, "backup.db")
+	st := openBolt(t, path)
+	e := engineOn(t, st)
+	write(t, e, "todos", 0, 3)
+	e.Close()
+	st.Close()
+	copyFile(t, path, backup)
+
+	st = openBolt(t, path)
+	e = engineOn(t, st)
+	write(t, e, "todos", 3, 5)
+	c := pullTo(t, e, "todos", nil) // at 8
+	e.Close()
+	st.Close()
+	copyFile(t, backup, path) // the restore, head 3
+
+	st = openBolt(t, path)
+	e = engineOn(t, st)
+	wantReset(t, e, "todos", c, ResetHistoryLost) // past the head
+	write(t, e, "todos", 100, 10)                 // head 13: seqs 4..8 handed out again
+	noReset(t, e, "todos", c)                     // what the procedure is for
+	e.Close()
+	st.Close()
+
+	// The procedure: the operator command runs BumpEpochs on the file.
+	st = openBolt(t, path)
+	if err := st.BumpEpochs(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	st = openBolt(t, path)
+	defer st.Close()
+	e = engineOn(t, st)
+	wantReset(t, e, "todos", c, ResetHistoryLost)
+	c2 := pullTo(t, e, "todos", nil)
+	noReset(t, e, "todos", c2) // new cursors carry the new epoch
+}
+
+// TestResetRebuilt: an epoch started with the log rebuilt resets with
+// ResetRebuilt; a later loss outranks it.
+func TestResetRebuilt(t *testing.T) {
+	ctx := context.Background()
+	st := memory.New()
+	e := engineOn(t, st)
+	write(t, e, "todos", 0, 5)
+	c := pullTo(t, e, "todos", nil)
+	if err := st.BumpEpoch(ctx, "todos", stores.Rebuilt); err != nil {
+		t.Fatal(err)
+	}
+	wantReset(t, e, "todos", c, ResetRebuilt)
+	c2 := pullTo(t, e, "todos", nil)
+	noReset(t, e, "todos", c2)
+	if err := st.BumpEpoch(ctx, "todos", stores.HistoryLost); err != nil {
+		t.Fatal(err)
+	}
+	wantReset(t, e, "todos", c, ResetHistoryLost)
+	wantReset(t, e, "todos", c2, ResetHistoryLost)
+	// Other collections are untouched.
+	write(t, e, "notes", 0, 2)
+	c3 := pullTo(t, e, "notes", nil)
+	if err := st.BumpEpoch(ctx, "todos", stores.Rebuilt); err != nil {
+		t.Fatal(err)
+	}
+	noReset(t, e, "notes", c3)
+}
+
+// rewindable is a memory store whose head and log can be set back, as a
+// head set back by hand in Redis would.
+type rewindable struct {
+	*memory.Store
+	mu  sync.Mutex
+	cut uint64 // when non-zero, the head reads as cut and nothing after it exists
+}
+
+func (r *rewindable) rewind(to uint64) {
+	r.mu.Lock()
+	r.cut = to
+	r.mu.Unlock()
+}
+
+func (r *rewindable) Head(ctx context.Context, coll string) (uint64, error) {
+	h, err := r.Store.Head(ctx, coll)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cut != 0 && h > r.cut {
+		h = r.cut
+	}
+	return h, err
+}
+
+func (r *rewindable) Pull(ctx context.Context, coll string, after uint64, limit stores.PageLimit) (stores.Page, error) {
+	p, err := r.Store.Pull(ctx, coll, after, limit)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cut == 0 {
+		return p, err
+	}
+	out := stores.Page{Next: after}
+	for _, en := range p.Entries {
+		if en.Seq > r.cut {
+			break
+		}
+		out.Entries = append(out.Entries, en)
+		out.Next = en.Seq
+	}
+	return out, err
+}
+
+// TestHeadWentBack: the engine sees a collection's head go backwards:
+// subscribers are told the lower head, the store starts a new epoch of the
+// collection, and cursors from before are reset even once the head has
+// passed them again.
+func TestHeadWentBack(t *testing.T) {
+	ctx := context.Background()
+	st := &rewindable{Store: memory.New()}
+	e := engineOn(t, st)
+	write(t, e, "todos", 0, 8)
+	c := pullTo(t, e, "todos", nil)
+	sub, err := e.Subscribe("todos")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	if h, err := e.Head(ctx, "todos"); err != nil || h != 8 {
+		t.Fatalf("Head = %d, %v; want 8", h, err)
+	}
+	before, _ := st.Meta(ctx, "todos")
+
+	st.rewind(3)
+	if h, err := e.Head(ctx, "todos"); err != nil || h != 3 {
+		t.Fatalf("Head after the rewind = %d, %v; want 3", h, err)
+	}
+	select {
+	case h := <-sub.C():
+		if h != 3 {
+			t.Fatalf("the subscriber got head %d, want 3", h)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the subscriber was not told the head went back")
+	}
+	after, _ := st.Meta(ctx, "todos")
+	if after.Lost <= before.Epoch {
+		t.Fatalf("Meta went from %+v to %+v: no new epoch of lost history", before, after)
+	}
+	st.rewind(0) // the head is 8 again: the cursor's position alone looks fine
+	wantReset(t, e, "todos", c, ResetHistoryLost)
+}
+
+// TestHeadReadsOverlapping: two concurrent head reads that return out of
+// order are no rewind.
+func TestHeadReadsOverlapping(t *testing.T) {
+	ctx := context.Background()
+	st := memory.New()
+	e := engineOn(t, st)
+	write(t, e, "todos", 0, 2)
+	start := e.hist.ticket.Load() // a read that began before the next one ended
+	write(t, e, "todos", 2, 2)
+	if _, err := e.Head(ctx, "todos"); err != nil { // reads 4
+		t.Fatal(err)
+	}
+	e.observeHead(ctx, "todos", 2, start) // the older read returns late
+	m, _ := st.Meta(ctx, "todos")
+	if m.Epoch != 0 {
+		t.Fatalf("an overlapping older head read started a new epoch: %+v", m)
+	}
+}
