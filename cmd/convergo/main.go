@@ -2,6 +2,8 @@
 //
 //	convergo serve [flags]     serve the sync protocol, the demo and the JS library
 //	convergo token [flags]     print a signed access token
+//	convergo store mark-restored --store URL
+//	                           after restoring a backup: reset every reader
 //	convergo version           print the version
 //
 // Every flag can also be set with an environment variable: CONVERGO_ and the
@@ -47,6 +49,7 @@ const usage = `usage: convergo <command> [flags]
 commands:
   serve     serve the sync protocol, the demo app and the JS library
   token     print a signed access token
+  store     operator commands on a store (mark-restored after a restore)
   version   print the version
 
 Run "convergo <command> -h" for a command's flags.
@@ -64,6 +67,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return serve(ctx, args[1:], stdout, stderr)
 	case "token":
 		return token(args[1:], stdout, stderr)
+	case "store":
+		return storeCommand(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "convergo", versionString())
 		return nil
