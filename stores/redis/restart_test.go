@@ -1,6 +1,7 @@
 package redis
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -29,6 +30,8 @@ type server struct {
 	dir  string
 	port int
 	cmd  *exec.Cmd
+	// fsync is the appendfsync policy: "always" unless set.
+	fsync string
 }
 
 func freePort(t testing.TB) int {
@@ -57,7 +60,7 @@ func (s *server) start() {
 	s.t.Helper()
 	s.cmd = exec.Command(s.bin,
 		"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1", "--dir", s.dir,
-		"--save", "", "--appendonly", "yes", "--appendfsync", "always",
+		"--save", "", "--appendonly", "yes", "--appendfsync", cmp.Or(s.fsync, "always"),
 		"--enable-debug-command", "local",
 		"--logfile", filepath.Join(s.dir, "redis.log"))
 	if err := s.cmd.Start(); err != nil {

@@ -1,0 +1,145 @@
+package redis
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/engine"
+	"github.com/convergo/convergo/stores/storetest"
+)
+
+// The scenarios of a Redis that went back in time, seen through the
+// engine: a cursor read before gets engine.ErrReset, history lost.
+
+func openOn(t *testing.T, srv *server) (*Store, *engine.Engine) {
+	t.Helper()
+	s, err := Open(testContext(t), Options{
+		Addrs: []string{srv.addr()}, KeyPrefix: "rw:",
+		DialTimeout: 500 * time.Millisecond, ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: 1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := engine.Open(engine.Config{Store: s, Replica: "srv", PollInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close(); s.Close() })
+	return s, e
+}
+
+func writeN(t *testing.T, e *engine.Engine, first, n int) {
+	t.Helper()
+	for i := first; i < first+n; i++ {
+		_, err := e.Apply(context.Background(), []crdt.Change{{Collection: "c", Record: crdt.SetField(fmt.Sprintf("r%d", i), "n", mustValue(t, int64(i)), crdt.Stamp{Wall: time.Now().UnixMilli(), Replica: "w"})}})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func cursorAfterAll(t *testing.T, e *engine.Engine) engine.Cursor {
+	t.Helper()
+	var c engine.Cursor
+	for {
+		p, err := e.Pull(context.Background(), "c", c, engine.PageLimit{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c = p.Next
+		if !p.More {
+			return c
+		}
+	}
+}
+
+// awaitReset pulls from c until the engine says reset, history lost: a
+// store learns of a restart when its subscription comes back.
+func awaitReset(t *testing.T, e *engine.Engine, c engine.Cursor) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		_, err := e.Pull(context.Background(), "c", c, engine.PageLimit{})
+		var re *engine.ResetError
+		if errors.As(err, &re) {
+			if re.Reason != engine.ResetHistoryLost {
+				t.Fatalf("reset %v, want history lost", re)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no reset of cursor %v (last error %v)", c, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestRestartEverysecResets: Redis with appendfsync everysec restarts from
+// an older append-only file (what a crash that lost the last second
+// leaves): the changed run id starts a new epoch, so a cursor from before
+// is reset even once the head has passed it again.
+func TestRestartEverysecResets(t *testing.T) {
+	srv := &server{t: t, bin: storetest.Endpoint(t, envServerBin), dir: t.TempDir(), port: freePort(t), fsync: "everysec"}
+	srv.start()
+	t.Cleanup(srv.kill)
+	_, e := openOn(t, srv)
+	writeN(t, e, 0, 3)
+	time.Sleep(1500 * time.Millisecond) // everysec: on disk
+	srv.kill()
+	older := filepath.Join(t.TempDir(), "aof")
+	if out, err := exec.Command("cp", "-a", filepath.Join(srv.dir, "appendonlydir"), older).CombinedOutput(); err != nil {
+		t.Fatalf("copy the append-only file: %v %s", err, out)
+	}
+	srv.start()
+	writeN(t, e, 3, 5) // the go-redis pool reconnects
+	c := cursorAfterAll(t, e)
+	time.Sleep(1500 * time.Millisecond)
+	srv.kill()
+	if err := os.RemoveAll(filepath.Join(srv.dir, "appendonlydir")); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("cp", "-a", older, filepath.Join(srv.dir, "appendonlydir")).CombinedOutput(); err != nil {
+		t.Fatalf("restore the older append-only file: %v %s", err, out)
+	}
+	srv.start()
+	writeN(t, e, 100, 10) // head 13: past the cursor at 8
+	awaitReset(t, e, c)
+}
+
+// TestRestartAlwaysKeepsCursors: with appendfsync always a restart loses
+// nothing, and cursors stay valid.
+func TestRestartAlwaysKeepsCursors(t *testing.T) {
+	srv := startServer(t)
+	_, e := openOn(t, srv)
+	writeN(t, e, 0, 3)
+	c := cursorAfterAll(t, e)
+	srv.kill()
+	srv.start()
+	writeN(t, e, 3, 2)
+	time.Sleep(time.Second) // the subscription comes back and checks the run
+	p, err := e.Pull(context.Background(), "c", c, engine.PageLimit{})
+	if err != nil || len(p.Entries) != 2 {
+		t.Fatalf("pull after a lossless restart: %d entries, %v; want 2", len(p.Entries), err)
+	}
+}
+
+// TestFlushallResets: FLUSHALL (or a new database) loses the identity key:
+// the store makes a new identity, and old cursors reset.
+func TestFlushallResets(t *testing.T) {
+	srv := startServer(t)
+	s, e := openOn(t, srv)
+	writeN(t, e, 0, 3)
+	c := cursorAfterAll(t, e)
+	if err := s.client.FlushAll(context.Background()).Err(); err != nil {
+		t.Fatal(err)
+	}
+	writeN(t, e, 0, 10)
+	awaitReset(t, e, c)
+}
