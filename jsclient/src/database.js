@@ -8,6 +8,7 @@ import { Store } from './db.js';
 import { Syncer } from './sync.js';
 import { validateCollection } from './record.js';
 import { Collection } from './collection.js';
+import { replicaPrefix, subjectOfToken } from './replica.js';
 import { TabChannel, TabMessage, fromWire, requestLeadership, toWire } from './tabs.js';
 
 /** @typedef {import('./db.js').StoredRecord} StoredRecord */
@@ -56,6 +57,9 @@ export async function open(options) {
   await db._init();
   return db;
 }
+
+/** How long open() waits for getToken to name the subject to write as (ms). */
+const FIRST_TOKEN_MS = 3_000;
 
 const EVENTS = new Set(['status', 'error', 'auth', 'refused', 'superseded', 'change', 'reset']);
 
@@ -115,7 +119,11 @@ export class Database {
   }
 
   async _init() {
-    await this.store.init();
+    // Stamp with the ids of the subject the token names, when one is known
+    // (docs/protocol.md, "Replica ids").
+    if (this.tok === null && this.o.getToken && this.o.sync !== false) await this._firstToken();
+    const prefix = this.tok ? await replicaPrefix(subjectOfToken(this.tok)) : null;
+    await this.store.init({ prefix, anonymous: await replicaPrefix('') });
     const offset = await this.store.getMeta('offset');
     if (Number.isSafeInteger(offset)) this.store.now = () => Date.now() + offset;
     this._setStatus({ pending: await this.store.outboxCount() });
@@ -264,8 +272,40 @@ export class Database {
       const t = await this.o.getToken();
       if (typeof t !== 'string') throw new ConvergoError('unauthenticated', 'getToken did not return a string');
       this.tok = t;
+      await this._writeAs(t);
     }
     return this.tok ?? '';
+  }
+
+  /**
+   * Asks getToken for the token at open, so that writes made before the
+   * first sync are stamped as its subject. A getToken that fails or takes
+   * long (the app is offline) is asked again when sync starts; until then
+   * writes use the subject the database last wrote as.
+   */
+  async _firstToken() {
+    /** @type {any} */
+    let timer;
+    try {
+      const t = await Promise.race([
+        Promise.resolve(/** @type {() => any} */ (this.o.getToken)()),
+        new Promise((resolve) => (timer = setTimeout(resolve, FIRST_TOKEN_MS, null))),
+      ]);
+      if (typeof t === 'string') this.tok = t;
+    } catch {
+      /* asked again when sync starts */
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /**
+   * New writes use the replica ids of the subject token names.
+   * @param {string} token
+   */
+  async _writeAs(token) {
+    const prefix = await replicaPrefix(subjectOfToken(token));
+    if (prefix !== this.store.prefix) await this.store.setPrefix(prefix);
   }
 
   /**
@@ -274,7 +314,13 @@ export class Database {
    */
   setToken(token) {
     this.tok = token;
-    this.syncer?.retryNow('token');
+    this._writeAs(token)
+      .catch((e) => this._emit('error', e))
+      .finally(() => {
+        this.syncer?.retryNow('token');
+        // Changes the new subject wrote before may be waiting.
+        this.syncer?.kick();
+      });
   }
 
   /** The current sync status (a copy). */

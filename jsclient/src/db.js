@@ -10,9 +10,15 @@
 //            can be taken back: the record becomes base merged with the
 //            changes still pending.
 //   outbox   auto-increment key -> {c, id, change}: local changes not yet
-//            acknowledged by the server; change is the encoded crdt change.
-//            Index "record" on [c, id].
-//   meta     key string -> value: "replica" (generated once), "clock"
+//            acknowledged by the server; change is the encoded crdt change,
+//            r the replica id that stamped it (absent in entries of
+//            protocol 1). Index "record" on [c, id]. Only the entries of
+//            the current replica id are pushed: those of another subject
+//            wait for it to sign in again.
+//   meta     key string -> value: "device" (the device part of the replica
+//            id, generated once; protocol 1's "replica" id becomes it),
+//            "prefix" (the replica prefix of the subject the client last
+//            wrote as: docs/protocol.md, "Replica ids"), "clock"
 //            ({wall, logical}), "cursor:<collection>" (the server's opaque
 //            cursor bytes, a Uint8Array, stored and sent back unchanged;
 //            absent means from the beginning), "offset" (server
@@ -26,15 +32,16 @@
 // issue the same stamp.
 
 import { ConvergoError, fromIDBError } from './errors.js';
-import { Clock, newReplicaId } from './hlc.js';
+import { Clock } from './hlc.js';
 import { decodeChanges, decodeValue, emptyRecord, encodeChange, maxStamp, mergeInto, validateCollection, visibleValues } from './record.js';
 import { setOwn } from './cbor.js';
+import { isDevice, isPrefix, newDevice, replicaId, replicaPrefix } from './replica.js';
 
 /** @typedef {import('./record.js').Record} Rec */
 /** @typedef {import('./hlc.js').Stamp} Stamp */
 /** @typedef {{deleted: Stamp, fields: Map<string, import('./record.js').Field>}} Base */
 /** @typedef {{c: string, id: string, deleted: Stamp, fields: Map<string, import('./record.js').Field>, doc: Record<string, unknown>|null, base?: Base}} StoredRecord */
-/** @typedef {{seq: number, c: string, id: string, change: Uint8Array}} OutboxEntry */
+/** @typedef {{seq: number, c: string, id: string, change: Uint8Array, r?: string}} OutboxEntry */
 
 /**
  * The database version. 3: cursors are the protocol's opaque byte strings
@@ -156,8 +163,12 @@ export class Store {
     /** @type {Promise<IDBDatabase>|null} */
     this.opening = null;
     this.closed = false;
-    /** @type {string|null} the replica id this client uses */
+    /** @type {string|null} the replica id this client stamps with: prefix, separator, device */
     this.replica = null;
+    /** @type {string|null} the device part of the replica id, shared by the tabs of the database */
+    this.device = null;
+    /** @type {string|null} the replica prefix of the subject the client writes as */
+    this.prefix = null;
     /** @type {Clock|null} */
     this.clock = null;
     /** Current wall time in ms, corrected by the server offset. */
@@ -165,24 +176,59 @@ export class Store {
   }
 
   /**
-   * Opens the database and loads (or creates) the replica id and clock.
-   * @param {{maxDrift?: number}} [opts]
+   * Opens the database and loads (or creates) the device part, the replica
+   * id and the clock.
+   * @param {{maxDrift?: number, prefix?: string|null, anonymous?: string}} [opts]
+   *   prefix: the replica prefix of the token's subject, when a token is
+   *   known (it wins over the stored one); anonymous: the prefix of
+   *   subject "" (computed when missing), for a database that never knew one
    */
   async init(opts = {}) {
+    const anonymous = opts.anonymous ?? (await replicaPrefix(''));
     await this.conn();
     // Read or create the identity in one transaction, so tabs that open a
     // new database together agree on it.
-    const [replica, saved] = await this.tx([META], 'readwrite', 'load identity', async (tx) => {
+    const [device, prefix, saved] = await this.tx([META], 'readwrite', 'load identity', async (tx) => {
       const meta = tx.objectStore(META);
-      const [stored, clock] = await Promise.all([req(meta.get('replica')), req(meta.get('clock'))]);
-      if (typeof stored === 'string') return [stored, clock];
-      const id = newReplicaId();
-      meta.put(id, 'replica');
-      return [id, clock];
+      const [dev, old, pre, clock] = await Promise.all([req(meta.get('device')), req(meta.get('replica')), req(meta.get('prefix')), req(meta.get('clock'))]);
+      let d = dev;
+      if (!isDevice(d)) {
+        // Protocol 1's random replica id is a fine device part.
+        d = isDevice(old) ? old : newDevice();
+        meta.put(d, 'device');
+      }
+      const p = opts.prefix ?? (isPrefix(pre) ? pre : anonymous);
+      if (p !== pre) meta.put(p, 'prefix');
+      return [d, p, clock];
     });
-    this.replica = replica;
-    this.clock = new Clock({ replica, maxDrift: opts.maxDrift });
+    this.device = device;
+    this.prefix = prefix;
+    this.replica = replicaId(prefix, device);
+    this.clock = new Clock({ replica: this.replica, maxDrift: opts.maxDrift });
     if (saved && typeof saved.wall === 'number') this.clock.restore(saved);
+  }
+
+  /**
+   * Writes from now on as the subject whose replica prefix this is (a new
+   * token, or the server's hello said so). Pending changes of the previous
+   * subject stay in the outbox for when it signs in again.
+   * @param {string} prefix
+   */
+  async setPrefix(prefix) {
+    if (!isPrefix(prefix)) throw new ConvergoError('invalid', `replica prefix ${JSON.stringify(prefix)}`);
+    this.usePrefix(prefix);
+    await this.setMeta('prefix', prefix);
+  }
+
+  /**
+   * Adopts a prefix in memory.
+   * @param {string} prefix
+   */
+  usePrefix(prefix) {
+    if (prefix === this.prefix || this.device === null) return;
+    this.prefix = prefix;
+    this.replica = replicaId(prefix, this.device);
+    if (this.clock) this.clock.replica = this.replica;
   }
 
   /** @returns {Promise<IDBDatabase>} an open connection, reopening if needed. */
@@ -239,7 +285,7 @@ export class Store {
     // The browser closed the connection (storage cleared, evicted).
     db.onclose = lost;
     this.db = db;
-    if (this.replica !== null) await this.checkIdentity(db);
+    if (this.device !== null) await this.checkIdentity(db);
     return db;
   }
 
@@ -253,20 +299,22 @@ export class Store {
   async checkIdentity(db) {
     const tx = db.transaction([META], 'readwrite');
     const meta = tx.objectStore(META);
-    const [replica, saved] = await Promise.all([req(meta.get('replica')), req(meta.get('clock'))]);
+    const [device, saved] = await Promise.all([req(meta.get('device')), req(meta.get('clock'))]);
     let reset = false;
-    if (replica !== this.replica) {
+    if (device !== this.device) {
       reset = true;
       const last = this.clock?.last;
-      if (typeof replica === 'string' && replica.length > 0) {
+      if (isDevice(device)) {
         // Another tab rebuilt the database first: share its identity. Tabs
         // that share an id stay unique because every write restores the
         // clock from the database inside its transaction.
-        this.replica = replica;
-        this.clock = new Clock({ replica, maxDrift: this.clock?.maxDrift });
+        this.device = device;
+        this.replica = replicaId(/** @type {string} */ (this.prefix), device);
+        this.clock = new Clock({ replica: this.replica, maxDrift: this.clock?.maxDrift });
         if (saved && typeof saved.wall === 'number') this.clock.restore(saved);
       } else {
-        meta.put(this.replica, 'replica');
+        meta.put(this.device, 'device');
+        meta.put(this.prefix, 'prefix');
       }
       if (last) this.clock?.restore(last);
       if (this.clock) meta.put(this.clock.last, 'clock');
@@ -351,8 +399,10 @@ export class Store {
     return this.tx([RECORDS, OUTBOX, META], 'readwrite', `write ${c}/${id}`, async (tx) => {
       const records = tx.objectStore(RECORDS);
       const meta = tx.objectStore(META);
-      const [savedClock, stored] = await Promise.all([req(meta.get('clock')), req(records.get([c, id]))]);
+      const [savedClock, stored, prefix] = await Promise.all([req(meta.get('clock')), req(records.get([c, id])), req(meta.get('prefix'))]);
       if (savedClock && typeof savedClock.wall === 'number') clock.restore(savedClock);
+      // Another tab may have learnt a new subject: write as it does.
+      if (isPrefix(prefix)) this.usePrefix(prefix);
       const current = fromStored(stored, id);
       const now = this.now();
       // Stamp after everything this record holds, so a write over a value
@@ -372,7 +422,7 @@ export class Store {
       mergeInto(current, change);
       const record = toStored(c, current, base);
       records.put(record);
-      tx.objectStore(OUTBOX).add({ c, id, change: encodeChange({ collection: c, record: change }) });
+      tx.objectStore(OUTBOX).add({ c, id, change: encodeChange({ collection: c, record: change }), r: this.replica });
       meta.put(clock.last, 'clock');
       return { record, change };
     });
@@ -507,12 +557,33 @@ export class Store {
   }
 
   /**
-   * The oldest outbox entries, at most limit of them.
+   * The oldest outbox entries the current replica id may push, at most
+   * limit of them: those it stamped, and protocol 1's (which name no
+   * replica: the server settles them). Entries of another subject wait.
    * @param {number} limit
    * @returns {Promise<OutboxEntry[]>}
    */
   peekOutbox(limit) {
-    return this.tx([OUTBOX], 'readonly', 'read outbox', (tx) => req(tx.objectStore(OUTBOX).getAll(null, limit)));
+    const mine = (/** @type {OutboxEntry} */ e) => e.r === undefined || e.r === this.replica;
+    return this.tx([OUTBOX], 'readonly', 'read outbox', async (tx) => {
+      const store = tx.objectStore(OUTBOX);
+      const first = /** @type {OutboxEntry[]} */ (await req(store.getAll(null, limit)));
+      if (first.every(mine)) return first;
+      // Some belong to another subject: walk the outbox for ours.
+      /** @type {OutboxEntry[]} */
+      const out = [];
+      await new Promise((resolve, reject) => {
+        const r = store.openCursor();
+        r.onerror = () => reject(r.error);
+        r.onsuccess = () => {
+          const cur = r.result;
+          if (!cur || out.length >= limit) return resolve(undefined);
+          if (mine(cur.value)) out.push(cur.value);
+          cur.continue();
+        };
+      });
+      return out;
+    });
   }
 
   /**

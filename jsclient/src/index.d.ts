@@ -21,6 +21,7 @@ export type ErrorCode =
   | 'rate_limited'
   | 'clock_drift'
   | 'forged_replica'
+  | 'bad_seal'
   | 'unavailable'
   | 'internal'
   | 'quota_exceeded'

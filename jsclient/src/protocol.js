@@ -28,7 +28,9 @@ export const MAX_ANSWER_BYTES = 64 << 20;
 /**
  * The server's hello answer (docs/protocol.md, section 6). Limits the
  * server leaves out are the protocol's defaults.
- * @typedef {{protocol: number, serverTime: number, serverReplica: string, maxPush: number, maxPull: number, maxBody: number, maxDrift: number, subject: string, maxPageBytes: number, maxMessageBytes: number}} Hello
+ * replicaPrefix is the prefix of the replica ids the subject owns ("" when
+ * the server did not say).
+ * @typedef {{protocol: number, serverTime: number, serverReplica: string, maxPush: number, maxPull: number, maxBody: number, maxDrift: number, subject: string, maxPageBytes: number, maxMessageBytes: number, replicaPrefix: string}} Hello
  */
 
 /**
@@ -241,6 +243,7 @@ function helloOf(m) {
     subject: field(m, 8, text) ?? '',
     maxPageBytes: field(m, 9, uint) ?? DEFAULTS.maxPageBytes,
     maxMessageBytes: field(m, 10, uint) ?? DEFAULTS.maxMessageBytes,
+    replicaPrefix: field(m, 11, text) ?? '',
   };
 }
 

@@ -28,6 +28,7 @@ import { backoff } from './backoff.js';
 import { ConvergoError } from './errors.js';
 import { post } from './http.js';
 import { LiveSession } from './live.js';
+import { isPrefix } from './replica.js';
 import { DEFAULTS, PATHS, STATUSES, VERSION } from './constants.js';
 import { encodeHello, encodePull, encodePush, parseHello, parsePullAnswer, parsePushAnswer, retryOf } from './protocol.js';
 
@@ -435,6 +436,17 @@ export class Syncer {
     const t1 = Date.now();
     const hello = parseHello(body);
     this.applyHello(hello, t0, t1);
+    await this.writeAs(hello);
+  }
+
+  /**
+   * The server names the replica prefix of the token's subject: new writes
+   * use it (docs/protocol.md, "Replica ids"). The client computed it from
+   * the token already; the server's word settles it.
+   * @param {Hello} hello
+   */
+  async writeAs(hello) {
+    if (isPrefix(hello.replicaPrefix) && hello.replicaPrefix !== this.store.prefix) await this.store.setPrefix(hello.replicaPrefix);
   }
 
   /**
@@ -598,6 +610,7 @@ export class Syncer {
       case 'welcome': {
         const now = Date.now();
         this.applyHello(m.hello, now, now, false);
+        await this.writeAs(m.hello);
         session.accept();
         this.o.onStatus({ online: true, lastError: null });
         // Writes made while we connected, then everything after the cursors.

@@ -293,7 +293,8 @@ test('upgrading a database of protocol 1 drops its numeric cursors and keeps the
     r.onerror = () => reject(r.error);
   });
   const db = await local({ indexedDB: idb, name: 'old' });
-  assert.equal(db.store.replica, 'old-replica', 'the identity survives');
+  assert.equal(db.store.device, 'old-replica', "protocol 1's replica id is the device part of protocol 2's");
+  assert.equal(db.store.replica, (await import('../src/constants.js')).REPLICA.samples[''] + '_old-replica', 'anonymous: the prefix of subject ""');
   assert.equal(await db.store.getMeta('cursor:todos'), undefined);
   assert.equal(await db.store.getMeta('cursor:notes.2026'), undefined);
   assert.equal((await db.store.cursor('todos')).length, 0, 'pulls again from the beginning');

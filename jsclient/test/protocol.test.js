@@ -12,8 +12,8 @@ const malformed = (/** @type {any} */ e) => e.code === 'malformed';
 const env = (entries) => encode(new Map(entries));
 
 test('hello answers: every key of section 6, defaults for the limits left out, unknown keys ignored', () => {
-  const h = parseHello(env([[1, VERSION], [2, 1_700_000_000_000], [3, 'srv'], [4, 5000], [5, 2000], [6, 8 << 20], [7, 1000], [8, 'alice'], [9, 2 << 20], [10, 8 << 20], [11, 'later'], ['text', 1]]));
-  assert.deepEqual(h, { protocol: 2, serverTime: 1_700_000_000_000, serverReplica: 'srv', maxPush: 5000, maxPull: 2000, maxBody: 8 << 20, maxDrift: 1000, subject: 'alice', maxPageBytes: 2 << 20, maxMessageBytes: 8 << 20 });
+  const h = parseHello(env([[1, VERSION], [2, 1_700_000_000_000], [3, 'srv'], [4, 5000], [5, 2000], [6, 8 << 20], [7, 1000], [8, 'alice'], [9, 2 << 20], [10, 8 << 20], [11, '3y46xdnv3bk6uhgg'], [12, 'later'], ['text', 1]]));
+  assert.deepEqual(h, { protocol: 2, serverTime: 1_700_000_000_000, serverReplica: 'srv', maxPush: 5000, maxPull: 2000, maxBody: 8 << 20, maxDrift: 1000, subject: 'alice', maxPageBytes: 2 << 20, maxMessageBytes: 8 << 20, replicaPrefix: '3y46xdnv3bk6uhgg' });
   const d = parseHello(env([[1, VERSION], [2, 5]]));
   assert.deepEqual([d.maxPush, d.maxPull, d.maxBody, d.maxPageBytes, d.maxMessageBytes], [1000, 1000, 4 << 20, 1 << 20, 4 << 20]);
   assert.throws(() => parseHello(env([[2, 5]])), malformed, 'no protocol');
@@ -99,4 +99,16 @@ test('what to do about each code comes from the generated table', () => {
   assert.equal(codeOfStatus(503), 'unavailable');
   assert.equal(codeOfStatus(400), null, 'several codes answer 400');
   assert.equal(codeOfStatus(502), null, "a proxy's 502 is a network failure");
+});
+
+test('replica prefixes follow the samples of protocol.json; subjects come from the token', async () => {
+  const { REPLICA } = await import('../src/constants.js');
+  const { replicaPrefix, subjectOfToken, isDevice, MAX_DEVICE_BYTES } = await import('../src/replica.js');
+  for (const [subject, prefix] of Object.entries(REPLICA.samples)) assert.equal(await replicaPrefix(subject), prefix, JSON.stringify(subject));
+  assert.equal(MAX_DEVICE_BYTES, 47);
+  assert.ok(isDevice('x'.repeat(47)) && !isDevice('x'.repeat(48)) && !isDevice('') && !isDevice('a b'));
+  const b64 = (/** @type {any} */ o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  assert.equal(subjectOfToken(`${b64({ alg: 'HS256' })}.${b64({ sub: 'bob@example.com' })}.sig`), 'bob@example.com');
+  assert.equal(subjectOfToken(`${b64({ alg: 'HS256' })}.${b64({ sub: '用户' })}.sig`), '用户');
+  for (const bad of ['', 'opaque', 'a.b.c', `x.${b64({ sub: 5 })}.y`]) assert.equal(subjectOfToken(bad), '', bad);
 });

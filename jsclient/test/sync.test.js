@@ -524,3 +524,52 @@ test("the server's max-push is followed, above 1,000 too", async (t) => {
   assert.equal(server.pushes - pushes, 1, 'one push of 1,200 changes');
   assert.equal(server.pushStatuses.at(-1)?.length, 1200);
 });
+
+/**
+ * An unsigned JWT naming subject (the fake server reads, not checks, it).
+ * @param {string} sub
+ */
+function jwtOf(sub) {
+  const b64 = (/** @type {any} */ o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  return `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64({ sub, exp: Math.floor(Date.now() / 1000) + 3600 })}.sig`;
+}
+
+test("writes are stamped with the ids of the token's subject; another subject's changes wait for it", async (t) => {
+  const { REPLICA } = await import('../src/constants.js');
+  const { replicaPrefix } = await import('../src/replica.js');
+  const alice = await replicaPrefix('alice');
+  const bob = await replicaPrefix('bob');
+  assert.equal(alice, REPLICA.samples.alice);
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  /** @type {any[]} */
+  const refused = [];
+  let tok = jwtOf('alice');
+  const a = await openClient({ url: server.url, name: 'subj', getToken: () => tok, collections: ['todos'] });
+  t.after(() => a.close());
+  a.on('refused', (r) => refused.push(r));
+  // Stamped as alice before the first sync: open() asked getToken.
+  assert.ok(a.store.replica?.startsWith(alice + REPLICA.separator), a.store.replica ?? '');
+  await a.collection('todos').put('a1', { by: 'alice' });
+  await until(() => a.status.pending === 0, 'pushed as alice');
+  const stampOf = (/** @type {string} */ id) => server.coll('todos').byId.get(id).record.fields.get('by').stamp.replica;
+  assert.ok(stampOf('a1').startsWith(alice + '_'));
+  await a.pause();
+  await a.collection('todos').put('a2', { by: 'alice' }); // written as alice, not yet pushed
+  tok = jwtOf('bob');
+  a.setToken(tok);
+  await until(() => a.store.prefix === bob, 'writing as bob');
+  await a.collection('todos').put('b1', { by: 'bob' });
+  a.resume();
+  await until(() => server.coll('todos').byId.has('b1'), "bob's write pushed");
+  assert.ok(stampOf('b1').startsWith(bob + '_'));
+  await new Promise((r) => setTimeout(r, 200));
+  assert.equal(server.coll('todos').byId.has('a2'), false, "alice's change waits for alice");
+  assert.equal(a.status.pending, 1);
+  tok = jwtOf('alice');
+  a.setToken(tok);
+  await until(() => server.coll('todos').byId.has('a2'), "alice's change pushed once she is back");
+  await until(() => a.status.pending === 0, 'nothing pending');
+  assert.ok(stampOf('a2').startsWith(alice + '_'));
+  assert.deepEqual(refused, [], 'nothing forged');
+});

@@ -10,9 +10,10 @@
 import http from 'node:http';
 import { WebSocketServer } from 'ws';
 import { encode, decode, Writer, Reader } from '../../src/cbor.js';
-import { CODES, CONTENT_TYPE, DEFAULTS, HEADERS, PATHS, STATUSES, VERSION } from '../../src/constants.js';
+import { CODES, CONTENT_TYPE, DEFAULTS, HEADERS, PATHS, REPLICA, STATUSES, VERSION } from '../../src/constants.js';
 import { mergeInto, emptyRecord, writeRecord, cloneRecord, maxStamp, readChange } from '../../src/record.js';
 import { compareStamps } from '../../src/hlc.js';
+import { replicaPrefix, subjectOfToken } from '../../src/replica.js';
 
 /**
  * @typedef {object} FakeServerOptions
@@ -148,7 +149,8 @@ export class FakeServer {
     return m;
   }
 
-  helloAnswer() {
+  /** @param {string} [prefix] the replica prefix of the token's subject */
+  helloAnswer(prefix = '') {
     return this.env([
       [1, this.opts.protocol ?? VERSION],
       [2, this.now()],
@@ -160,6 +162,7 @@ export class FakeServer {
       [8, ''],
       [9, DEFAULTS.maxPageBytes],
       [10, DEFAULTS.maxMessageBytes],
+      [11, prefix],
     ]);
   }
 
@@ -188,14 +191,22 @@ export class FakeServer {
    * (naming the fields of the change that lost), duplicate when it held
    * every stamp already, superseded when newer writes beat the change.
    * @param {import('../../src/record.js').Change[]} changes
+   * @param {string} prefix the replica prefix of the pusher's subject: a
+   *   stamp of another id is forged_replica
    */
-  apply(changes) {
+  apply(changes, prefix) {
     const results = [];
     /** @type {Set<string>} */
     const touched = new Set();
     for (const ch of changes) {
       if (this.refuseIds.has(ch.record.id) || this.refuse(ch)) {
         results.push(this.result(STATUSES.refused, { code: 'forbidden', message: 'refused by test' }));
+        continue;
+      }
+      const stamps = [ch.record.deleted, ...[...ch.record.fields.values()].map((f) => f.stamp)].filter((st) => st.wall > 0 || st.replica !== '');
+      const forged = stamps.find((st) => !st.replica.startsWith(prefix + REPLICA.separator));
+      if (forged) {
+        results.push(this.result(STATUSES.refused, { code: 'forged_replica', message: `stamp of replica ${forged.replica}` }));
         continue;
       }
       const top = maxStamp(ch.record);
@@ -294,6 +305,7 @@ export class FakeServer {
     const token = (req.headers.authorization ?? '').replace(/^Bearer /, '');
     const refused = this.opts.auth?.(token);
     if (refused) return fail(refused);
+    const prefix = await replicaPrefix(subjectOfToken(token));
     const ok = (/** @type {Uint8Array} */ b) => {
       head(200);
       res.end(b);
@@ -302,7 +314,7 @@ export class FakeServer {
       switch (path) {
         case PATHS.hello:
           decode(body, { canonical: false });
-          return ok(encode(this.helloAnswer()));
+          return ok(encode(this.helloAnswer(prefix)));
         case PATHS.push: {
           const r = new Reader(body, { canonical: false });
           if (r.mapHead() !== 2 || r.uint() !== 1) throw new Error('bad push');
@@ -314,7 +326,7 @@ export class FakeServer {
           for (let i = 0; i < n; i++) changes.push(readChange(r));
           r.end();
           this.pushes++;
-          const results = this.apply(changes);
+          const results = this.apply(changes, prefix);
           this.pushStatuses.push(results.map((m) => /** @type {number} */ (m.get(1))));
           if (this.dropPushAnswers > 0) {
             this.dropPushAnswers--;
@@ -375,8 +387,10 @@ export class FakeServer {
           return ws.close(1008);
         }
         hello = true;
-        send(encode(this.env([[0, 'welcome'], [1, this.helloAnswer()]])));
-        if (this.newer) send(encode(this.env([[0, 'bulletin'], [1, 'a message type from the future']])));
+        replicaPrefix(subjectOfToken(m.get(3))).then((prefix) => {
+          send(encode(this.env([[0, 'welcome'], [1, this.helloAnswer(prefix)]])));
+          if (this.newer) send(encode(this.env([[0, 'bulletin'], [1, 'a message type from the future']])));
+        });
         return;
       }
       switch (type) {

@@ -1,0 +1,92 @@
+// Replica ids belong to subjects (docs/protocol.md, section 4, "Replica
+// ids"): the ids a subject owns are its replica prefix, the separator and a
+// device part. The client computes its prefix from the subject its token
+// names, so it stamps writes with an id the server accepts before it ever
+// reaches the server; the hello answer repeats the prefix (key 11), and the
+// Syncer takes that as the last word. The rule's constants (domain, prefix
+// length, separator) come from constants.js REPLICA.
+
+import { MODEL, REPLICA } from './constants.js';
+import { newReplicaId } from './hlc.js';
+
+const BASE32 = 'abcdefghijklmnopqrstuvwxyz234567';
+
+/** The most characters of a device part: what the prefix and separator leave of a replica id. */
+export const MAX_DEVICE_BYTES = MODEL.maxReplicaBytes - REPLICA.prefixLen - REPLICA.separator.length;
+
+const DEVICE_RE = new RegExp(`^[A-Za-z0-9_-]{1,${MAX_DEVICE_BYTES}}$`);
+const PREFIX_RE = new RegExp(`^[a-z2-7]{${REPLICA.prefixLen}}$`);
+
+/**
+ * The replica prefix of a subject: the first bytes of SHA-256(domain,
+ * subject) in lower-case base32, REPLICA.prefixLen characters.
+ * @param {string} subject "" when anonymous
+ * @returns {Promise<string>}
+ */
+export async function replicaPrefix(subject) {
+  const utf8 = new TextEncoder();
+  const domain = utf8.encode(REPLICA.domain);
+  const sub = utf8.encode(subject);
+  const input = new Uint8Array(domain.length + sub.length);
+  input.set(domain);
+  input.set(sub, domain.length);
+  const digest = new Uint8Array(await globalThis.crypto.subtle.digest('SHA-256', input));
+  let out = '';
+  let bits = 0;
+  let acc = 0;
+  for (const b of digest) {
+    acc = (acc << 8) | b;
+    bits += 8;
+    while (bits >= 5 && out.length < REPLICA.prefixLen) {
+      out += BASE32[(acc >>> (bits - 5)) & 31];
+      bits -= 5;
+    }
+    acc &= (1 << bits) - 1;
+    if (out.length === REPLICA.prefixLen) break;
+  }
+  return out;
+}
+
+/**
+ * The subject a token names: the `sub` claim of a JWT, read without
+ * checking the signature (the server checks it; the client only needs to
+ * know whose ids to stamp with). "" for no token or one it cannot read.
+ * @param {string} token
+ * @returns {string}
+ */
+export function subjectOfToken(token) {
+  const parts = typeof token === 'string' ? token.split('.') : [];
+  if (parts.length !== 3) return '';
+  try {
+    const b64 = parts[1].replace(/-/g, '+').replace(/_/g, '/');
+    const json = new TextDecoder('utf-8', { fatal: true }).decode(Uint8Array.from(atob(b64 + '='.repeat((4 - (b64.length % 4)) % 4)), (c) => c.charCodeAt(0)));
+    const sub = JSON.parse(json)?.sub;
+    return typeof sub === 'string' ? sub : '';
+  } catch {
+    return '';
+  }
+}
+
+/** @param {unknown} d */
+export function isDevice(d) {
+  return typeof d === 'string' && DEVICE_RE.test(d);
+}
+
+/** @param {unknown} p */
+export function isPrefix(p) {
+  return typeof p === 'string' && PREFIX_RE.test(p);
+}
+
+/** A new random device part. */
+export function newDevice() {
+  return newReplicaId(); // 22 of [A-Za-z0-9_-]: a device part
+}
+
+/**
+ * The replica id of a device under a prefix.
+ * @param {string} prefix
+ * @param {string} device
+ */
+export function replicaId(prefix, device) {
+  return prefix + REPLICA.separator + device;
+}
