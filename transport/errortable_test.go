@@ -142,6 +142,16 @@ func TestErrorTable(t *testing.T) {
 			return pushed(crdt.Change{Collection: "notes", Record: crdt.SetField("r", "f", mustValue(t, 1),
 				crdt.Stamp{Wall: now + time.Hour.Milliseconds(), Replica: ownReplica})})
 		},
+		proto.CodeBadSeal: func() (int, string) {
+			rec := crdt.SetField("r", "f", mustValue(t, 1), crdt.Stamp{Wall: now, Replica: "someone"})
+			a := ts.post(t, proto.PathRestore, tok, proto.RestoreRequest{Collection: "notes",
+				Records: []proto.SealedRecord{{Record: rec, Seal: make([]byte, 16)}}})
+			var res proto.RestoreResponse
+			if err := proto.Decode(a.body, &res); err != nil || len(res.Results) != 1 {
+				t.Fatalf("restore: %d %x %v", a.status, a.body, err)
+			}
+			return 0, res.Results[0].Code
+		},
 		proto.CodeForgedReplica: func() (int, string) {
 			return pushed(crdt.Change{Collection: "notes", Record: crdt.SetField("r", "f", mustValue(t, 1),
 				crdt.Stamp{Wall: now, Replica: proto.ReplicaFor("bob", "d")})})

@@ -156,10 +156,81 @@ func (s *Server) pull(ctx context.Context, p Principal, body []byte) (any, error
 		return nil, proto.Errorf(proto.CodeInvalid, "pull: %s", publicText(err))
 	}
 	page, err := s.pullPage(ctx, req.Collection, cursor, int(req.Limit))
+	if reset := resetOf(err); reset != nil {
+		return proto.PullResponse{Next: []byte{}, Reset: reset}, nil
+	}
 	if err != nil {
 		return nil, err
 	}
-	return proto.PullResponse{Records: page.Records, Next: page.Next.Bytes(), More: page.More}, nil
+	return proto.PullResponse{Records: page.Records, Next: page.Next.Bytes(), More: page.More,
+		Seals: s.sealer.seals(req.Collection, page.Records)}, nil
+}
+
+// resetOf returns what a client is told of a pull whose cursor is of
+// another history (engine.ErrReset), or nil for any other outcome.
+func resetOf(err error) *proto.ResetInfo {
+	var re *engine.ResetError
+	if !errors.As(err, &re) {
+		return nil
+	}
+	msg := "the server's history changed since this cursor: pull from the beginning"
+	if re.Reason == engine.ResetHistoryLost {
+		msg += ", then give back what the server lacks"
+	}
+	return &proto.ResetInfo{Reason: re.Reason.String(), Message: msg}
+}
+
+// restore merges records a client gives back after a reset, each as the
+// server sealed it. It needs read access only: a seal proves the server
+// held the record, so a reader can restore it but not make one up. Stamps
+// are not checked against the replica binding (they are other replicas'
+// by design); the engine admits them like any change.
+func (s *Server) restore(ctx context.Context, p Principal, body []byte) (any, error) {
+	var req proto.RestoreRequest
+	if err := proto.Decode(body, &req); err != nil {
+		return nil, decodeError("restore", err)
+	}
+	if err := crdt.ValidateCollection(req.Collection); err != nil {
+		return nil, proto.Errorf(proto.CodeInvalid, "restore: %s", publicText(err))
+	}
+	if !p.CanRead(req.Collection) {
+		return nil, proto.Errorf(proto.CodeForbidden, "no read access to %s", req.Collection)
+	}
+	if len(req.Records) > s.limits.MaxPushChanges {
+		return nil, proto.Errorf(proto.CodeTooLarge, "%d records in one restore, at most %d", len(req.Records), s.limits.MaxPushChanges)
+	}
+	results := make([]proto.PushResult, len(req.Records))
+	changes := make([]crdt.Change, 0, len(req.Records))
+	index := make([]int, 0, len(req.Records))
+	for i, sr := range req.Records {
+		if !s.sealer.valid(req.Collection, sr.Record, sr.Seal) {
+			results[i] = proto.PushResult{Status: proto.StatusRefused, Code: proto.CodeBadSeal,
+				Message: "the seal does not match: give back records exactly as the server sent them"}
+			continue
+		}
+		changes = append(changes, crdt.Change{Collection: req.Collection, Record: sr.Record})
+		index = append(index, i)
+	}
+	if len(changes) > 0 {
+		res, err := s.eng.Apply(ctx, changes)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, proto.Errorf(proto.CodeUnavailable, "request cancelled")
+			}
+			return nil, fmt.Errorf("%w: %w", errStore, err)
+		}
+		for j, r := range res {
+			if r.Status == proto.StatusRefused {
+				results[index[j]] = refusal(r.Err)
+				continue
+			}
+			results[index[j]] = proto.PushResult{Status: r.Status, Lost: r.Lost}
+		}
+	}
+	for _, r := range results {
+		s.metrics.pushChanges.WithLabelValues(r.Status.String()).Inc()
+	}
+	return proto.RestoreResponse{Results: results}, nil
 }
 
 // wirePage is a page of records as the protocol sends it.

@@ -186,7 +186,7 @@ func (ts *testServer) push(t *testing.T, token string, changes ...crdt.Change) [
 
 func (ts *testServer) pull(t *testing.T, token, coll string, cursor uint64) proto.PullResponse {
 	t.Helper()
-	a := ts.post(t, proto.PathPull, token, proto.PullRequest{Collection: coll, Cursor: cur(cursor)})
+	a := ts.post(t, proto.PathPull, token, proto.PullRequest{Collection: coll, Cursor: ts.cur(t, coll, cursor)})
 	if a.status != http.StatusOK {
 		t.Fatalf("pull: status %d, code %s", a.status, a.errorCode(t))
 	}
@@ -208,8 +208,16 @@ func (ts *testServer) get(t *testing.T, path string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-// cur is the wire cursor after sequence number seq of a log.
-func cur(seq uint64) []byte { return engine.CursorAt(seq).Bytes() }
+// cur is the wire cursor after sequence number seq of coll's log, in the
+// store's current history.
+func (ts *testServer) cur(t *testing.T, coll string, seq uint64) []byte {
+	t.Helper()
+	c, err := ts.eng.CursorAt(context.Background(), coll, seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.Bytes()
+}
 
 func mustValue(t *testing.T, v any) []byte {
 	t.Helper()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"strconv"
 	"strings"
@@ -62,9 +63,9 @@ type liveConn struct {
 
 	mu      sync.Mutex
 	subs    map[string]*liveSub
-	resyncs map[string]bool // collections owed a resync message
-	kick    chan struct{}   // wakes the writer for resyncs
-	wg      sync.WaitGroup  // writer, pinger, subscriptions
+	resyncs map[string]*proto.ResetInfo // collections owed a resync (nil) or a reset message
+	kick    chan struct{}               // wakes the writer for resyncs
+	wg      sync.WaitGroup              // writer, pinger, subscriptions
 }
 
 type liveSub struct {
@@ -138,7 +139,7 @@ func (s *Server) serveLive(w http.ResponseWriter, r *http.Request) {
 		queued:  newBudget(s.limits.MaxQueueBytes),
 		paging:  make(chan struct{}, 1),
 		subs:    map[string]*liveSub{},
-		resyncs: map[string]bool{},
+		resyncs: map[string]*proto.ResetInfo{},
 		kick:    make(chan struct{}, 1),
 		wrote:   make(chan struct{}),
 	}
@@ -428,14 +429,15 @@ func (c *liveConn) writer() {
 
 func (c *liveConn) writeResyncs(write func([]byte) bool) bool {
 	c.mu.Lock()
-	colls := make([]string, 0, len(c.resyncs))
-	for coll := range c.resyncs {
-		colls = append(colls, coll)
-	}
+	owed := maps.Clone(c.resyncs)
 	clear(c.resyncs)
 	c.mu.Unlock()
-	for _, coll := range colls {
-		data, _ := proto.EncodeMessage(proto.Resync{Collection: coll})
+	for coll, reset := range owed {
+		var m proto.Message = proto.Resync{Collection: coll}
+		if reset != nil {
+			m = proto.Reset{Collection: coll, Reason: reset.Reason, Message: reset.Message}
+		}
+		data, _ := proto.EncodeMessage(m)
 		if !write(data) {
 			return false
 		}
@@ -554,6 +556,10 @@ func (c *liveConn) stream(ctx context.Context, sub *liveSub, coll string, cursor
 			}
 			if err != nil {
 				<-c.paging
+				if reset := resetOf(err); reset != nil {
+					c.stopWith(sub, coll, reset) // the cursor is of another history
+					return
+				}
 				if ctx.Err() == nil {
 					c.s.log.Warn("live pull failed: resync", "collection", coll, "err", err)
 					c.stop(sub, coll)
@@ -602,7 +608,8 @@ func (s *Server) readPage(coll string, cursor engine.Cursor) (wirePage, []byte, 
 	if err != nil {
 		return wirePage{}, nil, err
 	}
-	data, err := proto.EncodeMessage(proto.Changes{Collection: coll, Records: page.Records, Next: page.Next.Bytes(), More: page.More})
+	data, err := proto.EncodeMessage(proto.Changes{Collection: coll, Records: page.Records, Next: page.Next.Bytes(), More: page.More,
+		Seals: s.sealer.seals(coll, page.Records)})
 	if err != nil {
 		return wirePage{}, nil, fmt.Errorf("encode changes of %s: %w", coll, err)
 	}
@@ -626,12 +633,17 @@ func (c *liveConn) offer(ctx context.Context, f frame) bool {
 
 // stop ends a subscription from its own goroutine and owes the client a
 // resync for it.
-func (c *liveConn) stop(sub *liveSub, coll string) {
+func (c *liveConn) stop(sub *liveSub, coll string) { c.stopWith(sub, coll, nil) }
+
+// stopWith ends a subscription from its own goroutine and owes the client
+// a resync for it, or with reset a reset message: its cursor is of another
+// history.
+func (c *liveConn) stopWith(sub *liveSub, coll string, reset *proto.ResetInfo) {
 	sub.stopped.Store(true)
 	c.mu.Lock()
 	if c.subs[coll] == sub {
 		delete(c.subs, coll)
-		c.resyncs[coll] = true
+		c.resyncs[coll] = reset
 	}
 	c.mu.Unlock()
 	select {

@@ -27,13 +27,13 @@ func TestLiveStreamsChanges(t *testing.T) {
 	}
 	c.send(proto.Sub{Collection: "notes", Cursor: nil})
 	m, ok := c.recv().(proto.Changes)
-	if !ok || m.Collection != "notes" || len(m.Records) != 1 || !bytes.Equal(m.Next, cur(1)) || m.More {
+	if !ok || m.Collection != "notes" || len(m.Records) != 1 || !bytes.Equal(m.Next, ts.cur(t, "notes", 1)) || m.More {
 		t.Fatalf("catch-up page: %+v", m)
 	}
 	// A change pushed over HTTP by someone else arrives.
 	ts.push(t, tok, change(t, "notes", "r2", "title", "b"))
 	m, ok = c.recv().(proto.Changes)
-	if !ok || len(m.Records) != 1 || m.Records[0].ID != "r2" || !bytes.Equal(m.Next, cur(2)) {
+	if !ok || len(m.Records) != 1 || m.Records[0].ID != "r2" || !bytes.Equal(m.Next, ts.cur(t, "notes", 2)) {
 		t.Fatalf("live page: %+v", m)
 	}
 	c.send(proto.Ping{Nonce: 5})
@@ -52,7 +52,7 @@ func TestLiveStreamsChanges(t *testing.T) {
 		t.Fatalf("after unsub: got %#v, want pong 6", m)
 	}
 	// Subscribing from a cursor resumes there.
-	c.send(proto.Sub{Collection: "notes", Cursor: cur(2)})
+	c.send(proto.Sub{Collection: "notes", Cursor: ts.cur(t, "notes", 2)})
 	if m, ok := c.recv().(proto.Changes); !ok || len(m.Records) != 1 || m.Records[0].ID != "r4" {
 		t.Fatalf("resume: %+v", m)
 	}
@@ -193,7 +193,7 @@ func TestLiveSlowConsumerResync(t *testing.T) {
 		t.Fatalf("all %d pages were buffered: no resync needed", pages)
 	}
 	// The stopped subscription can be taken up again from the cursor.
-	c.send(proto.Sub{Collection: DemoCollection, Cursor: cur(160)})
+	c.send(proto.Sub{Collection: DemoCollection, Cursor: ts.cur(t, DemoCollection, 160)})
 	if m, ok := c.recv().(proto.Changes); !ok || len(m.Records) != 0 {
 		t.Fatalf("re-sub at head: %+v", m)
 	}

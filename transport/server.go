@@ -39,6 +39,14 @@ type Config struct {
 	Authorizer Authorizer
 	// Limits bound each client; zero fields take the defaults.
 	Limits Limits
+	// SealKey is the key of the seals on the records the server sends
+	// (seal.go), at least 16 bytes, kept outside the store so that a wiped
+	// store can be given back its records. Servers sharing a store must
+	// share it, and it must outlive restarts for clients to restore what
+	// they hold after a store is lost; `convergo serve` derives it from
+	// its token secret. Empty means a random key for this process: clients
+	// can then give back only what they wrote themselves.
+	SealKey []byte
 	// PublicOrigins are the server's own origins: where browsers load the
 	// pages that call it ("https://sync.example.com", scheme://host[:port],
 	// matched exactly). Pages of these origins need no CORS. The request's
@@ -92,6 +100,7 @@ type Server struct {
 	metrics *metrics
 	mux     *http.ServeMux
 	ids     *requestIDs
+	sealer  *sealer
 	rate    *rateLimiter
 	conns   *connCounter // WebSockets per client address
 	bodies  *budget      // request bodies in flight
@@ -113,6 +122,13 @@ func New(cfg Config) (*Server, error) {
 	limits := cfg.Limits.WithDefaults()
 	if err := limits.Validate(); err != nil {
 		return nil, fmt.Errorf("transport: %w", err)
+	}
+	if len(cfg.SealKey) > 0 && len(cfg.SealKey) < MinSecretBytes {
+		return nil, fmt.Errorf("transport: SealKey of %d bytes, need at least %d", len(cfg.SealKey), MinSecretBytes)
+	}
+	seal, err := newSealer(cfg.SealKey)
+	if err != nil {
+		return nil, fmt.Errorf("transport: seal key: %w", err)
 	}
 	public := map[string]bool{}
 	for _, o := range cfg.PublicOrigins {
@@ -160,6 +176,7 @@ func New(cfg Config) (*Server, error) {
 		metrics: m,
 		mux:     http.NewServeMux(),
 		ids:     newRequestIDs(),
+		sealer:  seal,
 		rate:    newRateLimiter(limits.Rate, limits.Burst),
 		conns:   &connCounter{max: limits.MaxConnsPerAddr, n: map[string]int{}},
 		bodies:  newBudget(limits.MaxBodyBytesInFlight),
@@ -178,6 +195,7 @@ func New(cfg Config) (*Server, error) {
 	s.mux.Handle(proto.PathHello, s.api("hello", s.hello))
 	s.mux.Handle(proto.PathPush, s.api("push", s.push))
 	s.mux.Handle(proto.PathPull, s.api("pull", s.pull))
+	s.mux.Handle(proto.PathRestore, s.api("restore", s.restore))
 	s.mux.HandleFunc(proto.PathLive, s.serveLive)
 	s.mux.HandleFunc("/healthz", s.healthz)
 	s.mux.HandleFunc("/readyz", s.readyz)

@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"flag"
 	"fmt"
@@ -148,6 +150,7 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 		Engine:         eng,
 		Authorizer:     auth,
 		Limits:         c.limits,
+		SealKey:        sealKey(secret),
 		AllowedOrigins: c.origins,
 		PublicOrigins:  c.publicOrigins,
 		TrustedProxies: proxies,
@@ -302,4 +305,13 @@ func assets(fsys fs.FS) http.Handler {
 		h.Set("Cache-Control", "no-cache")
 		files.ServeHTTP(w, r)
 	})
+}
+
+// sealKey derives the key of the records' seals from the token secret, so
+// that every instance with the same secret seals alike and seals outlive a
+// restart and a lost store (clients restore records with them).
+func sealKey(secret []byte) []byte {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte("convergo/seal-key/v2"))
+	return m.Sum(nil)
 }

@@ -12,7 +12,8 @@ export const PATHS = Object.freeze({
   "live": "/v2/live",
   "prefix": "/v2/",
   "pull": "/v2/pull",
-  "push": "/v2/push"
+  "push": "/v2/push",
+  "restore": "/v2/restore"
 });
 
 /** Header names. */
@@ -107,6 +108,12 @@ export const CODES = Object.freeze([
     "perChange": true
   },
   {
+    "code": "bad_seal",
+    "http": 0,
+    "retry": "never",
+    "perChange": true
+  },
+  {
     "code": "unavailable",
     "http": 503,
     "retry": "backoff",
@@ -142,7 +149,14 @@ export const SERVER_MESSAGE_TYPES = Object.freeze([
   "changes",
   "pong",
   "error",
-  "resync"
+  "resync",
+  "reset"
+]);
+
+/** Why a cursor is reset; a client treats an unknown reason as history_lost. */
+export const RESET_REASONS = Object.freeze([
+  "history_lost",
+  "rebuilt"
 ]);
 
 /** A server's default limits; a client follows what the server's hello announces. */

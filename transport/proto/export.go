@@ -16,6 +16,7 @@ type Exported struct {
 	Statuses    map[string]int    `json:"statuses"`
 	ClientTypes []string          `json:"clientMessageTypes"`
 	ServerTypes []string          `json:"serverMessageTypes"`
+	Resets      []string          `json:"resetReasons"`
 	Defaults    map[string]int64  `json:"defaults"`
 	Timings     map[string]int64  `json:"timings"`
 	Model       map[string]int64  `json:"model"`
@@ -39,7 +40,7 @@ func Constants() Exported {
 		Version: Version,
 		Paths: map[string]string{
 			"prefix": PathPrefix, "legacyPrefix": LegacyPrefix,
-			"hello": PathHello, "push": PathPush, "pull": PathPull, "live": PathLive,
+			"hello": PathHello, "push": PathPush, "pull": PathPull, "live": PathLive, "restore": PathRestore,
 		},
 		Headers: map[string]string{
 			"protocol": HeaderProtocol, "error": HeaderError,
@@ -50,6 +51,7 @@ func Constants() Exported {
 		Statuses:    statuses,
 		ClientTypes: clientTypes,
 		ServerTypes: serverTypes,
+		Resets:      ResetReasons,
 		Defaults: map[string]int64{
 			"maxBodyBytes":      DefaultMaxBodyBytes,
 			"maxPushChanges":    DefaultMaxPushChanges,

@@ -46,6 +46,7 @@ func exportJS() ([]byte, error) {
 		{"STATUSES", "statuses", "Push statuses, numbered as on the wire."},
 		{"CLIENT_MESSAGE_TYPES", "clientMessageTypes", "Live message types a client sends."},
 		{"SERVER_MESSAGE_TYPES", "serverMessageTypes", "Live message types a server sends."},
+		{"RESET_REASONS", "resetReasons", "Why a cursor is reset; a client treats an unknown reason as history_lost."},
 		{"DEFAULTS", "defaults", "A server's default limits; a client follows what the server's hello announces."},
 		{"TIMINGS", "timings", "Timings both sides keep, in milliseconds."},
 		{"MODEL", "model", "Limits of the data model, the same everywhere."},

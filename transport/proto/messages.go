@@ -99,11 +99,43 @@ type PullRequest struct {
 	Limit      uint64 `cbor:"3,keyasint"`
 }
 
-// PullResponse answers a pull: {1: [record...], 2: next cursor, 3: more}.
+// PullResponse answers a pull: {1: [record...], 2: next cursor, 3: more,
+// 4: reset?, 6: [seal...]?}. With Reset the cursor was of another history:
+// no records, Next is the beginning. Seals[i] is the seal of Records[i].
 type PullResponse struct {
 	Records []crdt.Record `cbor:"1,keyasint"`
 	Next    []byte        `cbor:"2,keyasint"`
 	More    bool          `cbor:"3,keyasint"`
+	Reset   *ResetInfo    `cbor:"4,keyasint,omitempty"`
+	Seals   [][]byte      `cbor:"6,keyasint,omitempty"`
+}
+
+// ResetInfo says why a cursor was reset: {1: reason, 2: message}.
+type ResetInfo struct {
+	Reason  string `cbor:"1,keyasint"`
+	Message string `cbor:"2,keyasint,omitempty"`
+}
+
+// SealedRecord is a record as the server served it, with its seal:
+// [record, seal].
+type SealedRecord struct {
+	_      struct{} `cbor:",toarray"`
+	Record crdt.Record
+	Seal   []byte
+}
+
+// RestoreRequest is the body of POST /v2/restore: {1: collection,
+// 2: [[record, seal]...]}: records a client holds as the server sealed
+// them, given back after a reset that lost history.
+type RestoreRequest struct {
+	Collection string         `cbor:"1,keyasint"`
+	Records    []SealedRecord `cbor:"2,keyasint"`
+}
+
+// RestoreResponse answers a restore: {1: [result...]}, one per record, as
+// a push's.
+type RestoreResponse struct {
+	Results []PushResult `cbor:"1,keyasint"`
 }
 
 // Types of live (WebSocket) messages, the value under key 0.
@@ -117,6 +149,7 @@ const (
 	TypePong    = "pong"
 	TypeError   = "error"
 	TypeResync  = "resync"
+	TypeReset   = "reset"
 )
 
 // Close codes of live sessions beyond RFC 6455's usual ones.
@@ -163,13 +196,25 @@ type Welcome struct {
 	Hello HelloResponse `cbor:"1,keyasint"`
 }
 
-// Changes streams a page of a subscribed collection.
+// Changes streams a page of a subscribed collection; Seals[i] is the seal
+// of Records[i].
 type Changes struct {
 	Type       string        `cbor:"0,keyasint"`
 	Collection string        `cbor:"1,keyasint"`
 	Records    []crdt.Record `cbor:"2,keyasint"`
 	Next       []byte        `cbor:"3,keyasint"`
 	More       bool          `cbor:"4,keyasint"`
+	Seals      [][]byte      `cbor:"5,keyasint,omitempty"`
+}
+
+// Reset ends a subscription whose cursor is of another history: the
+// client pulls from the beginning (and, for ResetHistoryLost, gives back
+// what the server lacks), then subscribes again.
+type Reset struct {
+	Type       string `cbor:"0,keyasint"`
+	Collection string `cbor:"1,keyasint"`
+	Reason     string `cbor:"2,keyasint"`
+	Message    string `cbor:"3,keyasint,omitempty"`
 }
 
 // Pong answers a Ping.
@@ -204,11 +249,12 @@ func (Changes) MessageType() string      { return TypeChanges }
 func (Pong) MessageType() string         { return TypePong }
 func (ErrorMessage) MessageType() string { return TypeError }
 func (Resync) MessageType() string       { return TypeResync }
+func (Reset) MessageType() string        { return TypeReset }
 
 // clientTypes and serverTypes are the message types each side sends.
 var (
 	clientTypes = []string{TypeHello, TypeSub, TypeUnsub, TypePing}
-	serverTypes = []string{TypeWelcome, TypeChanges, TypePong, TypeError, TypeResync}
+	serverTypes = []string{TypeWelcome, TypeChanges, TypePong, TypeError, TypeResync, TypeReset}
 )
 
 // Encode encodes a request or answer body (not a live message; see
@@ -253,6 +299,9 @@ func EncodeMessage(m Message) ([]byte, error) {
 		return crdt.Marshal(v)
 	case Resync:
 		v.Type = TypeResync
+		return crdt.Marshal(v)
+	case Reset:
+		v.Type = TypeReset
 		return crdt.Marshal(v)
 	}
 	return nil, fmt.Errorf("encode message: unsupported type %T", m)
@@ -316,6 +365,8 @@ func DecodeServerMessage(data []byte) (Message, error) {
 		return decodeAs[ErrorMessage](data)
 	case TypeResync:
 		return decodeAs[Resync](data)
+	case TypeReset:
+		return decodeAs[Reset](data)
 	}
 	return nil, fmt.Errorf("%w %q", ErrUnknownType, t)
 }

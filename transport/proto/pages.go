@@ -9,22 +9,46 @@ import (
 // gives (pages_test.go holds them to it). An empty or nil page is the empty
 // array, never null; a nil cursor is the empty byte string.
 
-// MarshalCBOR encodes a pull answer {1: [record...], 2: next, 3: more}.
+// MarshalCBOR encodes a pull answer {1: [record...], 2: next, 3: more,
+// 4: reset?, 6: seals?}.
 func (p PullResponse) MarshalCBOR() ([]byte, error) {
-	b := make([]byte, 0, PageSizeHint(p.Records)+len(p.Next))
-	b = append(b, 0xa3, 0x01)
+	b := make([]byte, 0, PageSizeHint(p.Records)+len(p.Next)+18*len(p.Seals))
+	n := uint64(3)
+	if p.Reset != nil {
+		n++
+	}
+	if len(p.Seals) > 0 {
+		n++
+	}
+	b = appendHead(b, 5, n)
+	b = append(b, 0x01)
 	b = appendRecords(b, p.Records)
 	b = append(b, 0x02)
 	b = appendBytes(b, p.Next)
 	b = append(b, 0x03)
-	return appendBool(b, p.More), nil
+	b = appendBool(b, p.More)
+	if p.Reset != nil {
+		reset, err := crdt.Marshal(p.Reset)
+		if err != nil {
+			return nil, err
+		}
+		b = append(append(b, 0x04), reset...)
+	}
+	if len(p.Seals) > 0 {
+		b = appendSeals(append(b, 0x06), p.Seals)
+	}
+	return b, nil
 }
 
 // MarshalCBOR encodes a changes message {0: "changes", 1: collection,
 // 2: records, 3: next, 4: more}, whatever its Type field says.
 func (m Changes) MarshalCBOR() ([]byte, error) {
-	b := make([]byte, 0, PageSizeHint(m.Records)+len(m.Collection)+len(m.Next)+16)
-	b = append(b, 0xa5, 0x00)
+	b := make([]byte, 0, PageSizeHint(m.Records)+len(m.Collection)+len(m.Next)+18*len(m.Seals)+16)
+	if len(m.Seals) > 0 {
+		b = append(b, 0xa6, 0x00)
+	} else {
+		b = append(b, 0xa5, 0x00)
+	}
 	b = appendText(b, TypeChanges)
 	b = append(b, 0x01)
 	b = appendText(b, m.Collection)
@@ -33,7 +57,19 @@ func (m Changes) MarshalCBOR() ([]byte, error) {
 	b = append(b, 0x03)
 	b = appendBytes(b, m.Next)
 	b = append(b, 0x04)
-	return appendBool(b, m.More), nil
+	b = appendBool(b, m.More)
+	if len(m.Seals) > 0 {
+		b = appendSeals(append(b, 0x05), m.Seals)
+	}
+	return b, nil
+}
+
+func appendSeals(b []byte, seals [][]byte) []byte {
+	b = appendHead(b, 4, uint64(len(seals)))
+	for _, s := range seals {
+		b = appendBytes(b, s)
+	}
+	return b
 }
 
 // PageSizeHint estimates, from above for ordinary records, the encoded size

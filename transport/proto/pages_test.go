@@ -67,7 +67,17 @@ func TestPageEncodingMatchesReflection(t *testing.T) {
 		next := rapid.SliceOfN(rapid.Byte(), 0, 40).Draw(t, "next")
 		more := rapid.Bool().Draw(t, "more")
 
-		p := PullResponse{Records: es, Next: next, More: more}
+		var seals [][]byte
+		if rapid.Bool().Draw(t, "sealed") {
+			for range es {
+				seals = append(seals, rapid.SliceOfN(rapid.Byte(), 16, 16).Draw(t, "seal"))
+			}
+		}
+		var reset *ResetInfo
+		if rapid.Bool().Draw(t, "reset") {
+			reset = &ResetInfo{Reason: ResetHistoryLost, Message: rapid.String().Draw(t, "why")}
+		}
+		p := PullResponse{Records: es, Next: next, More: more, Reset: reset, Seals: seals}
 		fast, _ := p.MarshalCBOR()
 		ref, err := crdt.Marshal(plainPull(p))
 		if err != nil {
@@ -84,7 +94,7 @@ func TestPageEncodingMatchesReflection(t *testing.T) {
 			t.Fatalf("round trip: %+v", back)
 		}
 
-		c := Changes{Type: TypeChanges, Collection: "demo.todos", Records: es, Next: next, More: more}
+		c := Changes{Type: TypeChanges, Collection: "demo.todos", Records: es, Next: next, More: more, Seals: seals}
 		fast, _ = EncodeMessage(c)
 		ref, err = crdt.Marshal(plainChanges(c))
 		if err != nil {

@@ -30,7 +30,24 @@ const (
 	PathPush     = PathPrefix + "push"
 	PathPull     = PathPrefix + "pull"
 	PathLive     = PathPrefix + "live"
+	PathRestore  = PathPrefix + "restore"
 )
+
+// Reset reasons (docs/protocol.md, "Resets"): why a reader's cursor no
+// longer describes the server's history, and so what the reader does.
+const (
+	// ResetHistoryLost: the server may have lost history (a wiped or
+	// restored store, a failover): pull from the beginning, then give back
+	// what the server lacks (push the outbox, restore sealed records).
+	ResetHistoryLost = "history_lost"
+	// ResetRebuilt: the log was rebuilt with nothing lost: pull from the
+	// beginning.
+	ResetRebuilt = "rebuilt"
+)
+
+// ResetReasons lists the reasons a server of this version sends. A client
+// treats a reason it does not know as ResetHistoryLost, the safe choice.
+var ResetReasons = []string{ResetHistoryLost, ResetRebuilt}
 
 // Error codes. They are stable: clients branch on them.
 const (
@@ -47,6 +64,7 @@ const (
 	CodeRateLimited        = "rate_limited"
 	CodeClockDrift         = "clock_drift"
 	CodeForgedReplica      = "forged_replica"
+	CodeBadSeal            = "bad_seal"
 	CodeUnavailable        = "unavailable"
 	CodeInternal           = "internal"
 )
@@ -93,6 +111,7 @@ var Codes = []CodeInfo{
 	{CodeRateLimited, http.StatusTooManyRequests, RetryBackoff, false},
 	{CodeClockDrift, 0, RetryNever, true},
 	{CodeForgedReplica, 0, RetryNever, true},
+	{CodeBadSeal, 0, RetryNever, true},
 	{CodeUnavailable, http.StatusServiceUnavailable, RetryBackoff, false},
 	{CodeInternal, http.StatusInternalServerError, RetryBackoff, false},
 }

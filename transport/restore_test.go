@@ -1,0 +1,92 @@
+package transport
+
+import (
+	"testing"
+
+	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/transport/proto"
+)
+
+// A store that is lost and replaced resets every reader, and readers give
+// back what it lost: their own writes by push, anyone's records as the
+// server sealed them by restore, a reader without write access too. A
+// record that is not exactly as the server sealed it is refused.
+func TestResetAndRestoreAfterTheStoreIsLost(t *testing.T) {
+	key := []byte("a seal key of 32 bytes, for tests")
+	old := newTestServer(t, func(c *Config) { c.SealKey = key })
+	alice := old.token(t, "alice", []string{"notes"}, []string{"notes"})
+	old.push(t, alice, change(t, "notes", "r1", "title", "milk"), change(t, "notes", "r2", "title", "eggs"))
+	a := old.post(t, proto.PathPull, alice, proto.PullRequest{Collection: "notes"})
+	var page proto.PullResponse
+	if err := proto.Decode(a.body, &page); err != nil || len(page.Records) != 2 || len(page.Seals) != 2 {
+		t.Fatalf("pull: %d records, %d seals (%v)", len(page.Records), len(page.Seals), err)
+	}
+
+	// The same servers' key on a new, empty store: the old cursor is of
+	// another history.
+	fresh := newTestServer(t, func(c *Config) { c.SealKey = key })
+	reader := fresh.token(t, "reader", []string{"notes"}, nil)
+	a = fresh.post(t, proto.PathPull, reader, proto.PullRequest{Collection: "notes", Cursor: page.Next})
+	var reset proto.PullResponse
+	if err := proto.Decode(a.body, &reset); err != nil || reset.Reset == nil || reset.Reset.Reason != proto.ResetHistoryLost || len(reset.Records) != 0 || len(reset.Next) != 0 {
+		t.Fatalf("pull with the old cursor: %+v (%v)", reset, err)
+	}
+
+	// A reader gives back the records as they were sealed; one altered
+	// record and one of another collection are refused.
+	sealed := []proto.SealedRecord{{Record: page.Records[0], Seal: page.Seals[0]}, {Record: page.Records[1], Seal: page.Seals[1]}}
+	altered := page.Records[1].Clone()
+	f := altered.Fields["title"]
+	f.Value = mustValue(t, "caviar")
+	altered.Fields["title"] = f
+	sealed = append(sealed, proto.SealedRecord{Record: altered, Seal: page.Seals[1]})
+	a = fresh.post(t, proto.PathRestore, reader, proto.RestoreRequest{Collection: "notes", Records: sealed})
+	var res proto.RestoreResponse
+	if err := proto.Decode(a.body, &res); err != nil || len(res.Results) != 3 {
+		t.Fatalf("restore: %d %x (%v)", a.status, a.body, err)
+	}
+	if res.Results[0].Status != proto.StatusApplied || res.Results[1].Status != proto.StatusApplied ||
+		res.Results[2].Status != proto.StatusRefused || res.Results[2].Code != proto.CodeBadSeal {
+		t.Fatalf("restore results: %+v", res.Results)
+	}
+	// Restoring again is idempotent.
+	a = fresh.post(t, proto.PathRestore, reader, proto.RestoreRequest{Collection: "notes", Records: sealed[:2]})
+	if err := proto.Decode(a.body, &res); err != nil || res.Results[0].Status != proto.StatusDuplicate {
+		t.Fatalf("restore again: %+v (%v)", res.Results, err)
+	}
+	got := fresh.pull(t, reader, "notes", 0)
+	if len(got.Records) != 2 || !got.Records[0].Equal(page.Records[0]) && !got.Records[0].Equal(page.Records[1]) {
+		t.Fatalf("the new store holds %+v", got.Records)
+	}
+	// A seal is bound to its collection, and restoring needs read access.
+	other := fresh.token(t, "other", []string{"*"}, nil)
+	a = fresh.post(t, proto.PathRestore, other, proto.RestoreRequest{Collection: "elsewhere", Records: sealed[:1]})
+	if err := proto.Decode(a.body, &res); err != nil || res.Results[0].Code != proto.CodeBadSeal {
+		t.Fatalf("a seal moved to another collection: %+v (%v)", res.Results, err)
+	}
+	nobody := fresh.token(t, "nobody", []string{"x"}, nil)
+	if a := fresh.post(t, proto.PathRestore, nobody, proto.RestoreRequest{Collection: "notes", Records: sealed[:1]}); a.status != 403 {
+		t.Fatalf("restore without read access: %d", a.status)
+	}
+	_ = crdt.Record{}
+}
+
+// A subscription whose cursor is of another history ends with a reset
+// message, not a resync: the client pulls from the beginning.
+func TestLiveReset(t *testing.T) {
+	old := newTestServer(t, func(c *Config) { c.Demo = true })
+	old.push(t, "", change(t, DemoCollection, "r1", "x", 1))
+	page := old.pull(t, "", DemoCollection, 0)
+	fresh := newTestServer(t, func(c *Config) { c.Demo = true })
+	c, _ := fresh.open(t, "")
+	c.send(proto.Sub{Collection: DemoCollection, Cursor: page.Next})
+	m, ok := c.recv().(proto.Reset)
+	if !ok || m.Collection != DemoCollection || m.Reason != proto.ResetHistoryLost {
+		t.Fatalf("got %+v, want a reset", m)
+	}
+	// Subscribing again from the beginning works.
+	c.send(proto.Sub{Collection: DemoCollection})
+	if ch, ok := c.recv().(proto.Changes); !ok || len(ch.Records) != 0 || ch.More {
+		t.Fatalf("after the reset: %+v", ch)
+	}
+}
