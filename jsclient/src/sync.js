@@ -284,7 +284,8 @@ export class Syncer {
         await this.pullCollection(c);
       } catch (e) {
         if (/** @type {any} */ (e)?.code !== 'forbidden') throw e;
-        this.o.onError(new ConvergoError('forbidden', `pull ${c}: ${/** @type {any} */ (e).message}`, { status: /** @type {any} */ (e).status }));
+        const { status, requestId } = /** @type {ConvergoError} */ (e);
+        this.o.onError(new ConvergoError('forbidden', `pull ${c}: ${/** @type {any} */ (e).message}`, { status, requestId }));
       }
     }
   }

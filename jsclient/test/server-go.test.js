@@ -101,3 +101,42 @@ test('real server: a write the token does not allow is refused and dropped', { s
   assert.deepEqual(await a.collection(allowed).get('y'), { id: 'y', v: 2 });
 });
 
+
+test('real server: a change that lost to a newer write is reported superseded and the record converges', { skip }, async (t) => {
+  const url = /** @type {any} */ (server).url;
+  const coll = 'sup' + Math.random().toString(36).slice(2, 8);
+  const token = jwt({ sub: 'u3', read: [coll], write: [coll], exp: inAnHour() });
+  const a = await openClient({ url, name: 'sup-a', token, collections: [coll] });
+  const b = await openClient({ url, name: 'sup-b', token, collections: [coll] });
+  t.after(() => Promise.all([a.close(), b.close()]));
+  await until(() => a.status.online && b.status.online, 'both online');
+  assert.match(/** @type {string} */ (a.store.replica), /^[a-z2-7]{16}_/, 'stamped with the subject’s prefix');
+  /** @type {any[]} */
+  const superseded = [];
+  a.on('superseded', (s) => superseded.push(s));
+  await a.pause();
+  await a.collection(coll).put('r', { title: 'older', keep: 1 });
+  await new Promise((r) => setTimeout(r, 50));
+  await b.collection(coll).update('r', { title: 'newer' });
+  await until(() => b.status.pending === 0, 'b pushed');
+  a.resume();
+  await until(() => a.status.pending === 0 && superseded.length === 1, 'a pushed and heard');
+  assert.deepEqual(superseded, [{ collection: coll, id: 'r', lost: ['title'], status: 'applied' }]);
+  await until(async () => (await a.collection(coll).get('r'))?.title === 'newer', 'a converges');
+  assert.deepEqual(await a.collection(coll).get('r'), { id: 'r', title: 'newer', keep: 1 });
+});
+
+test('real server: errors carry the request id of the answer', { skip }, async (t) => {
+  const url = /** @type {any} */ (server).url;
+  const token = jwt({ sub: 'u4', read: ['mine'], write: ['mine'], exp: inAnHour() });
+  const a = await openClient({ url, name: 'rid', token, collections: ['mine', 'theirs'], WebSocket: null, pollInterval: 60_000 });
+  t.after(() => a.close());
+  /** @type {any[]} */
+  const errors = [];
+  a.on('error', (e) => errors.push(e));
+  await until(() => errors.some((e) => e.code === 'forbidden'), 'the forbidden pull reported');
+  const e = errors.find((x) => x.code === 'forbidden');
+  assert.equal(e.status, 403);
+  assert.match(e.requestId, /^[A-Za-z0-9_-]{1,64}$/);
+  assert.match(e.message, new RegExp(`request ${e.requestId}`), 'the message quotes it');
+});
