@@ -26,6 +26,7 @@ var (
 	ErrRateLimited        = errors.New("convergo: rate limited")
 	ErrClockDrift         = errors.New("convergo: clock drift")
 	ErrForgedReplica      = errors.New("convergo: stamp of a replica id the subject does not own")
+	ErrBadSeal            = errors.New("convergo: a restored record's seal is not the server's")
 	ErrUnavailable        = errors.New("convergo: unavailable")
 	ErrInternal           = errors.New("convergo: internal server error")
 
@@ -53,6 +54,7 @@ var sentinels = map[string]error{
 	proto.CodeRateLimited:        ErrRateLimited,
 	proto.CodeClockDrift:         ErrClockDrift,
 	proto.CodeForgedReplica:      ErrForgedReplica,
+	proto.CodeBadSeal:            ErrBadSeal,
 	proto.CodeUnavailable:        ErrUnavailable,
 	proto.CodeInternal:           ErrInternal,
 }
