@@ -11,6 +11,7 @@
 // field), which is what makes "Alice renames, Bob ticks" keep both edits.
 
 import { open } from '/convergo/index.js';
+import { PATHS } from '/convergo/constants.js';
 
 const COLLECTION = 'demo.todos';
 const MAX_PEOPLE = 4;
@@ -317,7 +318,7 @@ async function cacheShell() {
     await navigator.serviceWorker.register(new URL('sw.js', import.meta.url), { type: 'classic' });
     const own = performance.getEntriesByType('resource')
       .map((e) => new URL(e.name))
-      .filter((u) => u.origin === location.origin && !u.pathname.startsWith('/v1/'))
+      .filter((u) => u.origin === location.origin && !u.pathname.startsWith(PATHS.prefix) && !u.pathname.startsWith(PATHS.legacyPrefix))
       .map((u) => u.href);
     const cache = await caches.open(SHELL_CACHE);
     await cache.addAll([...new Set([location.href, ...own])]);

@@ -1,7 +1,8 @@
 // Service worker of the Convergo demo: lets the page load when the server
 // cannot be reached, so the demo works offline across reloads and not only
 // while a tab stays open. The data never goes through here (it lives in
-// IndexedDB and syncs over /v1/); this only keeps the app's own files.
+// IndexedDB and syncs over the protocol's /v2/ paths); this only keeps the
+// app's own files.
 //
 // Network first: a reachable server always serves the current files, and
 // each response refreshes the cache; the cache answers only when the
@@ -21,12 +22,16 @@ self.addEventListener('activate', (event) => {
   })());
 });
 
-/** Only the app's own static files: never the API, metrics or health. */
+/**
+ * Only the app's own static files: never the API (the paths of any
+ * protocol version, /v1/, /v2/, ...), metrics or health. A classic worker
+ * cannot import the client's constants.js, hence the pattern.
+ */
 function cacheable(request) {
   if (request.method !== 'GET') return false;
   const url = new URL(request.url);
   if (url.origin !== self.location.origin) return false;
-  return !/^\/(v1|metrics|healthz|readyz)(\/|$)/.test(url.pathname);
+  return !/^\/(v[0-9]+|metrics|healthz|readyz)(\/|$)/.test(url.pathname);
 }
 
 self.addEventListener('fetch', (event) => {

@@ -4,6 +4,7 @@
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
+import { STATUSES } from '../src/constants.js';
 
 import { Server, launchBrowser, openDemo, pane, serverTodos, shown, todo, waitFor, waitSynced } from './harness.mjs';
 
@@ -85,7 +86,7 @@ describe('demo app', () => {
       ...(await server.push('mallory', 'hostile-2', { title: 42, done: 1, created: -1 })),
       ...(await server.push('mallory', 'hostile-3', { unrelated: new Map([['deep', [1, 2, 3]]]) })),
     ];
-    assert.deepEqual(statuses, [0, 0, 0], 'the server applied the foreign records');
+    assert.deepEqual(statuses, [STATUSES.applied, STATUSES.applied, STATUSES.applied], 'the server applied the foreign records');
 
     await waitFor(async () => (await shown(alice)).size === 3, { message: 'the foreign records to arrive live' });
     const rows = await shown(alice);

@@ -17,6 +17,8 @@ import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { Decoder, Encoder } from 'cbor-x';
+import { CONTENT_TYPE, HEADERS, PATHS, REPLICA, VERSION } from '../src/constants.js';
+import { replicaPrefix } from '../src/replica.js';
 import { chromium } from 'playwright-core';
 
 export const COLLECTION = 'demo.todos';
@@ -178,21 +180,24 @@ export class Server {
    */
   async records(collection = COLLECTION) {
     const out = new Map();
-    let cursor = 0;
+    // The server's opaque cursor: sent back as it came; empty is the beginning.
+    let cursor = new Uint8Array(0);
     for (let page = 0; page < 10_000; page++) {
-      const body = encoder.encode(new Map([[1, collection], [2, cursor], [3, 1000]]));
-      const res = await fetch(`${this.url}/v1/pull`, {
+      // Limit 0: the server's max-pull.
+      const body = encoder.encode(new Map([[1, collection], [2, cursor], [3, 0]]));
+      const res = await fetch(`${this.url}${PATHS.pull}`, {
         method: 'POST',
-        headers: { 'Content-Type': 'application/cbor', 'Convergo-Protocol': '1' },
+        headers: { 'Content-Type': CONTENT_TYPE, [HEADERS.protocol]: String(VERSION) },
         body,
       });
       const answer = decoder.decode(new Uint8Array(await res.arrayBuffer()));
-      if (!res.ok) throw new Error(`POST /v1/pull: ${res.status} ${JSON.stringify([...(answer instanceof Map ? answer : [])])}`);
-      for (const [, rec] of answer.get(1)) {
+      if (!res.ok) throw new Error(`POST ${PATHS.pull}: ${res.status} ${JSON.stringify([...(answer instanceof Map ? answer : [])])}`);
+      for (const rec of answer.get(1)) {
         const r = wireRecord(rec);
         out.set(r.id, r);
       }
       cursor = answer.get(2);
+      if (!(cursor instanceof Uint8Array)) throw new Error(`pull answered a cursor that is no byte string: ${cursor}`);
       if (!answer.get(3)) return out;
     }
     throw new Error('pull did not end');
@@ -200,24 +205,28 @@ export class Server {
 
   /**
    * Pushes records written by another replica straight to the server, as
-   * any client could: fields is {name: value}, all stamped now by replica.
+   * any client could: fields is {name: value}, all stamped now by the
+   * anonymous subject's replica id with device part device (the demo lets
+   * anyone write as anyone: docs/protocol.md, "Replica ids").
    * Values are encoded by cbor-x: pass Maps, not plain objects, which it
    * writes with a non-canonical length the server refuses. Returns the
-   * server's result statuses (0 applied, 1 no-op, 2 refused).
+   * server's result statuses (STATUSES: 0 applied, 1 duplicate, 2
+   * superseded, 3 refused).
    */
-  async push(replica, id, fields, collection = COLLECTION) {
+  async push(device, id, fields, collection = COLLECTION) {
+    const replica = (await replicaPrefix('')) + REPLICA.separator + device;
     const wall = Date.now(); // encoded as a BigInt: cbor-x writes large numbers as floats
     // Deterministic encoding: map keys shortest first, then bytewise.
     const names = Object.keys(fields).sort((a, b) => Buffer.byteLength(a) - Buffer.byteLength(b) || Buffer.compare(Buffer.from(a), Buffer.from(b)));
     const rec = new Map([[1, id], [3, new Map(names.map((n) => [n, [BigInt(wall), 0, replica, fields[n]]]))]]);
     const body = encoder.encode(new Map([[1, replica], [2, [new Map([[1, collection], [2, rec]])]]]));
-    const res = await fetch(`${this.url}/v1/push`, {
+    const res = await fetch(`${this.url}${PATHS.push}`, {
       method: 'POST',
-      headers: { 'Content-Type': 'application/cbor', 'Convergo-Protocol': '1' },
+      headers: { 'Content-Type': CONTENT_TYPE, [HEADERS.protocol]: String(VERSION) },
       body,
     });
     const answer = decoder.decode(new Uint8Array(await res.arrayBuffer()));
-    if (!res.ok) throw new Error(`POST /v1/push: ${res.status} ${JSON.stringify([...(answer instanceof Map ? answer : [])])}`);
+    if (!res.ok) throw new Error(`POST ${PATHS.push}: ${res.status} ${JSON.stringify([...(answer instanceof Map ? answer : [])])}`);
     return answer.get(1).map((r) => r.get(1));
   }
 

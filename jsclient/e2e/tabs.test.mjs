@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { PATHS } from '../src/constants.js';
 
 import {
   Server, addTodo, launchBrowser, openDemo, pane, renameTodo, shown, todo, waitFor, waitSynced,
@@ -33,7 +34,7 @@ describe('two tabs of one profile', () => {
     browser = await launchBrowser();
     ctx = await browser.newContext();
     ctx.on('page', (page) => page.on('websocket', (ws) => {
-      if (new URL(ws.url()).pathname === '/v1/live') sockets.push({ page, ws, closed: false });
+      if (new URL(ws.url()).pathname === PATHS.live) sockets.push({ page, ws, closed: false });
       ws.on('close', () => { sockets.find((s) => s.ws === ws).closed = true; });
     }));
     tab1 = await openDemo(ctx, server.url, 'Alice');
