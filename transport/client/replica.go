@@ -8,41 +8,75 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/convergo/convergo/crdt"
 )
 
 // Replica is a local copy of some collections kept in sync through a
-// Client: records in memory, an outbox of local changes not yet
-// acknowledged, and a cursor per collection. It is what a Go program (or a
-// test) that writes offline and syncs later needs; it keeps nothing on disk.
+// Client: the server's version of each record, an outbox of local changes
+// not yet acknowledged, the changes the server refused, and a cursor per
+// collection. It is what a Go program (or a test) that writes offline and
+// syncs later needs.
 //
+// It keeps everything in memory and nothing on disk: when the program
+// ends, its outbox and its rejected changes are gone. A program that must
+// not lose them pushes before it exits and reads Rejected.
+//
+// # The local view
+//
+// For each record the replica keeps the server's version (its base: what
+// pulls and live pages delivered, merged with the local changes the server
+// acknowledged), and the local view a reader sees (Get, Records) is always
+// the base merged with the changes for that record still in the outbox.
 // Local writes (Set, Unset, Delete) are stamped by the client's clock,
-// merged into the local record at once and queued. Sync pushes the outbox,
-// dropping what the server acknowledged (applied, duplicate or superseded)
-// and what it refused for good (kept in Refused), keeping the rest for the
-// next attempt, then pulls every collection from its cursor. Since merge is
-// idempotent and commutative, pulled records and local changes may arrive
-// in any order and any number of times.
+// merged into the view at once and queued. Records from the server merge
+// into both. Since merge is idempotent and commutative, pulled records and
+// local changes may arrive in any order and any number of times.
 //
-// A superseded change needs no undoing: the newer writes that beat it
-// reach the replica by pull or live sync and win the local merge as they
-// won the server's. A refused change stays merged into the local record
-// until newer writes replace it.
+// Sync pushes the outbox, then pulls every collection from its cursor. A
+// change the server acknowledges (applied, duplicate or superseded) leaves
+// the outbox and joins the base: the server holds it or newer writes that
+// beat it. A superseded change, or the lost fields of an applied one
+// (Result.Lost), need no undoing: the newer writes that beat them reach the
+// replica by pull or live sync and win the local merge as they won the
+// server's. Changes the push did not answer stay for the next attempt.
+//
+// # Refused changes
+//
+// A change the server refuses will never be applied as it is (a record
+// that would grow past the size limit by merging, a stamp the principal
+// may not write, ...), and no client can foresee every refusal. The replica
+// takes it out of the outbox and rolls the record's view back to the base
+// merged with the changes still pending for it, so the refused write
+// vanishes from the view at once, and keeps it among the rejected changes
+// (Rejected) with the server's code and message, at most MaxRejected
+// entries and MaxRejectedBytes bytes, the oldest dropped first and counted
+// (RejectedDropped). The application is told through
+// ReplicaConfig.OnRejected, and chooses to Retry a rejected change (a new
+// write of the same values with fresh stamps, so it can win again) or to
+// Discard it.
 //
 // A Replica is safe for concurrent use.
 type Replica struct {
-	c        *Client
-	onResult func(crdt.Change, Result)
+	c          *Client
+	onResult   func(crdt.Change, Result)
+	onRejected func(Rejection)
 
 	syncMu sync.Mutex // one push at a time, so a change is in flight once
 
-	mu      sync.Mutex // guards the fields below
-	records map[string]map[string]crdt.Record
-	cursors map[string][]byte // opaque, from the server; empty is the beginning
-	outbox  []pending
-	nextID  uint64
-	refused []Refusal
+	mu sync.Mutex // guards the fields below
+	// base is the server's version of each record, as far as the replica
+	// knows: it never holds a write the server does not.
+	base map[string]map[string]crdt.Record
+	// view is the local view, base ⊔ the changes for the record in the
+	// outbox, kept only for records with changes in the outbox (the view
+	// of any other record is its base).
+	view     map[string]map[string]crdt.Record
+	cursors  map[string][]byte // opaque, from the server; empty is the beginning
+	outbox   []pending
+	nextID   uint64
+	rejected rejectedStore
 }
 
 type pending struct {
@@ -50,11 +84,7 @@ type pending struct {
 	change crdt.Change
 }
 
-// Refusal is a local change the server refused for good, and why.
-type Refusal struct {
-	Change crdt.Change
-	Err    error
-}
+type recordKey struct{ collection, id string }
 
 // ReplicaConfig configures a Replica.
 type ReplicaConfig struct {
@@ -63,18 +93,32 @@ type ReplicaConfig struct {
 	// pulled.
 	Collections []string
 	// OnResult, when set, is called with each pushed change and the
-	// server's answer for it (applied, duplicate, superseded or refused),
-	// after the outbox was updated. It must not call back into the Replica's Sync.
+	// server's answer for it (applied, with the fields that lost in
+	// Result.Lost; duplicate; superseded, with the fields that lost; or
+	// refused), in order, after the outbox, the view and the rejected
+	// changes were updated. Nil means no calls.
 	OnResult func(crdt.Change, Result)
+	// OnRejected, when set, is called with each change the server refused,
+	// after OnResult for it, when the record's view was already rolled back
+	// and the change is among the rejected changes (unless more than
+	// MaxRejected refusals came at once). Nil means no calls.
+	//
+	// Both are called by the goroutine running Flush or Sync, with no lock
+	// of the Replica held except the one that serializes pushes: they may
+	// read the replica, write, Retry and Discard, but must not call Flush
+	// or Sync.
+	OnRejected func(Rejection)
 }
 
 // NewReplica returns an empty replica syncing through c.
 func NewReplica(c *Client, cfg ReplicaConfig) (*Replica, error) {
 	r := &Replica{
-		c:        c,
-		onResult: cfg.OnResult,
-		records:  map[string]map[string]crdt.Record{},
-		cursors:  map[string][]byte{},
+		c:          c,
+		onResult:   cfg.OnResult,
+		onRejected: cfg.OnRejected,
+		base:       map[string]map[string]crdt.Record{},
+		view:       map[string]map[string]crdt.Record{},
+		cursors:    map[string][]byte{},
 	}
 	for _, coll := range cfg.Collections {
 		if err := crdt.ValidateCollection(coll); err != nil {
@@ -119,42 +163,95 @@ func (r *Replica) write(collection, id string, change func(crdt.Stamp) crdt.Reco
 	if err != nil {
 		return fmt.Errorf("write %s/%s: %w", collection, id, err)
 	}
-	rec := change(s)
-	if err := rec.Validate(); err != nil {
+	if err := r.queueLocked(collection, change(s)); err != nil {
 		return fmt.Errorf("write %s/%s: %w", collection, id, err)
 	}
-	r.mergeLocked(collection, rec)
+	return nil
+}
+
+// queueLocked merges a local change into the view of its record and
+// appends it to the outbox.
+func (r *Replica) queueLocked(collection string, rec crdt.Record) error {
+	if err := rec.Validate(); err != nil {
+		return err
+	}
+	v, ok := r.view[collection][rec.ID]
+	if !ok {
+		v = r.base[collection][rec.ID].Clone()
+	}
+	v.Merge(rec)
+	put(r.view, collection, v)
 	r.nextID++
 	r.outbox = append(r.outbox, pending{id: r.nextID, change: crdt.Change{Collection: collection, Record: rec}})
 	return nil
 }
 
-func (r *Replica) mergeLocked(collection string, rec crdt.Record) {
-	m := r.records[collection]
-	if m == nil {
-		m = map[string]crdt.Record{}
-		r.records[collection] = m
+// put stores rec in m.
+func put(m map[string]map[string]crdt.Record, collection string, rec crdt.Record) {
+	c := m[collection]
+	if c == nil {
+		c = map[string]crdt.Record{}
+		m[collection] = c
 	}
-	cur := m[rec.ID]
-	cur.Merge(rec)
-	m[rec.ID] = cur
+	c[rec.ID] = rec
 }
 
-// Get returns the local state of a record (tombstones included) and
-// whether the replica has any state for it.
+// mergeInto merges rec into m's record.
+func mergeInto(m map[string]map[string]crdt.Record, collection string, rec crdt.Record) {
+	cur := m[collection][rec.ID]
+	cur.Merge(rec)
+	put(m, collection, cur)
+}
+
+// recomputeLocked derives again the view of the given records from their
+// base and the changes for them still in the outbox; a record with none
+// keeps no view of its own.
+func (r *Replica) recomputeLocked(records map[recordKey]bool) {
+	for k := range records {
+		delete(r.view[k.collection], k.id)
+	}
+	for _, p := range r.outbox {
+		k := recordKey{p.change.Collection, p.change.Record.ID}
+		if !records[k] {
+			continue
+		}
+		v, ok := r.view[k.collection][k.id]
+		if !ok {
+			v = r.base[k.collection][k.id].Clone()
+		}
+		v.Merge(p.change.Record)
+		put(r.view, k.collection, v)
+	}
+}
+
+// viewLocked returns the local view of a record and whether the replica
+// has any state for it.
+func (r *Replica) viewLocked(collection, id string) (crdt.Record, bool) {
+	if v, ok := r.view[collection][id]; ok {
+		return v, true
+	}
+	b, ok := r.base[collection][id]
+	return b, ok
+}
+
+// Get returns the local view of a record (tombstones included) and whether
+// the replica has any state for it.
 func (r *Replica) Get(collection, id string) (crdt.Record, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	rec, ok := r.records[collection][id]
+	rec, ok := r.viewLocked(collection, id)
 	return rec.Clone(), ok
 }
 
-// Records returns a copy of the local state of every record of collection.
+// Records returns a copy of the local view of every record of collection.
 func (r *Replica) Records(collection string) map[string]crdt.Record {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make(map[string]crdt.Record, len(r.records[collection]))
-	for id, rec := range r.records[collection] {
+	out := make(map[string]crdt.Record, len(r.base[collection])+len(r.view[collection]))
+	for id, rec := range r.base[collection] {
+		out[id] = rec.Clone()
+	}
+	for id, rec := range r.view[collection] {
 		out[id] = rec.Clone()
 	}
 	return out
@@ -169,13 +266,6 @@ func (r *Replica) Pending() []crdt.Change {
 		out[i] = p.change
 	}
 	return out
-}
-
-// Refused returns the changes the server refused for good.
-func (r *Replica) Refused() []Refusal {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return slices.Clone(r.refused)
 }
 
 // Cursor returns the cursor of collection: the server's opaque bytes, empty
@@ -199,8 +289,9 @@ func (r *Replica) Sync(ctx context.Context) error {
 	return errors.Join(r.Flush(ctx), r.Pull(ctx))
 }
 
-// Flush pushes the outbox. Acknowledged and refused changes leave it; on
-// error the unacknowledged rest stays for the next Flush.
+// Flush pushes the outbox. Acknowledged changes leave it and join the
+// base; refused ones leave it, are rolled back and join the rejected
+// changes; on error the unacknowledged rest stays for the next Flush.
 func (r *Replica) Flush(ctx context.Context) error {
 	r.syncMu.Lock()
 	defer r.syncMu.Unlock()
@@ -215,19 +306,43 @@ func (r *Replica) Flush(ctx context.Context) error {
 		changes[i] = p.change
 	}
 	results, err := r.c.Push(ctx, changes)
-	done := make(map[uint64]bool, len(results))
-	r.mu.Lock()
-	for i, res := range results {
-		done[batch[i].id] = true
-		if res.Status == StatusRefused {
-			r.refused = append(r.refused, Refusal{Change: batch[i].change, Err: res.Err})
-		}
+	var when time.Time
+	var subject string
+	if slices.ContainsFunc(results, func(res Result) bool { return res.Status == StatusRefused }) {
+		when = r.c.cfg.Now()
+		info, _ := r.c.Info()
+		subject = info.Subject
 	}
+	rejections := make([]Rejection, len(results))
+	done := make(map[uint64]bool, len(results))
+	touched := make(map[recordKey]bool, len(results))
+	r.mu.Lock()
+	dropped := r.rejected.dropped
+	for i, res := range results {
+		p := batch[i]
+		done[p.id] = true
+		touched[recordKey{p.change.Collection, p.change.Record.ID}] = true
+		if res.Status == StatusRefused {
+			rejections[i] = r.rejected.add(newRejection(p.change, res.Err, when, subject)).clone()
+			continue
+		}
+		// The server holds the change, or newer writes that beat it: the
+		// change is below the server's record, so base stays below it too.
+		mergeInto(r.base, p.change.Collection, p.change.Record)
+	}
+	dropped = r.rejected.dropped - dropped
 	r.outbox = slices.DeleteFunc(r.outbox, func(p pending) bool { return done[p.id] })
+	r.recomputeLocked(touched)
 	r.mu.Unlock()
-	if r.onResult != nil {
-		for i, res := range results {
+	if dropped > 0 {
+		r.c.log.Warn("dropped the oldest rejected changes", "dropped", dropped, "max", MaxRejected, "max_bytes", MaxRejectedBytes)
+	}
+	for i, res := range results {
+		if r.onResult != nil {
 			r.onResult(batch[i].change, res)
+		}
+		if res.Status == StatusRefused && r.onRejected != nil {
+			r.onRejected(rejections[i])
 		}
 	}
 	if err != nil {
@@ -261,8 +376,9 @@ func (r *Replica) pullCollection(ctx context.Context, coll string) error {
 	}
 }
 
-// Apply merges records received from the server into the local records and
-// sets collection's cursor to next. It is a ChangesFunc, for Live.
+// Apply merges records received from the server into their base (and so
+// into the local view) and sets collection's cursor to next. It is a
+// ChangesFunc, for Live.
 func (r *Replica) Apply(collection string, records []crdt.Record, next []byte) {
 	r.apply(collection, records, nil, next)
 }
@@ -275,7 +391,11 @@ func (r *Replica) apply(collection string, records []crdt.Record, from, next []b
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, rec := range records {
-		r.mergeLocked(collection, rec)
+		mergeInto(r.base, collection, rec)
+		if v, ok := r.view[collection][rec.ID]; ok {
+			v.Merge(rec)
+			put(r.view, collection, v)
+		}
 	}
 	if from == nil || bytes.Equal(r.cursors[collection], from) {
 		r.cursors[collection] = bytes.Clone(next)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/engine"
+	"github.com/convergo/convergo/transport/proto"
 )
 
 // offlineTransport fails every request while off is set, like a network
@@ -162,7 +163,7 @@ func TestReplicaKeepsOutboxWhileOffline(t *testing.T) {
 	}
 }
 
-func TestReplicaDropsRefusedChanges(t *testing.T) {
+func TestReplicaRefusedChangeWithClockDrift(t *testing.T) {
 	f := newFakeServer(t)
 	fast := f.client(t, "fast", func(cfg *Config) { cfg.Now = func() time.Time { return time.Now().Add(time.Hour) } })
 	r, err := NewReplica(fast, ReplicaConfig{Collections: []string{"c"}})
@@ -178,9 +179,234 @@ func TestReplicaDropsRefusedChanges(t *testing.T) {
 	if len(r.Pending()) != 0 {
 		t.Fatal("a refused change stayed in the outbox")
 	}
-	ref := r.Refused()
-	if len(ref) != 1 || !errors.Is(ref[0].Err, ErrClockDrift) || ref[0].Change.Record.ID != "r" {
-		t.Fatalf("refusals: got %+v, want one clock_drift for r", ref)
+	rej := r.Rejected()
+	if len(rej) != 1 || !errors.Is(rej[0].Err(), ErrClockDrift) || rej[0].Code != proto.CodeClockDrift || rej[0].RecordID != "r" {
+		t.Fatalf("rejected: got %+v, want one clock_drift for r", rej)
+	}
+	if rec, ok := r.Get("c", "r"); ok {
+		t.Fatalf("the refused write is still visible: %+v", rec)
+	}
+}
+
+// TestReplicaRollsBackRefusedChange: a refused change leaves the local
+// view, which goes back to the server's version merged with the changes
+// still pending (here one written while the push was in flight), and is
+// kept, with its reason, among the rejected changes; OnRejected reports it
+// after the rollback.
+func TestReplicaRollsBackRefusedChange(t *testing.T) {
+	f := newFakeServer(t)
+	rf := refusingServer(t, f)
+	ctx := t.Context()
+	when := time.Now().Round(0) // fixed: the HLC counts on within the millisecond
+	c := f.client(t, "a", func(cfg *Config) { cfg.Now = func() time.Time { return when } })
+	var r *Replica
+	var events []Rejection
+	var results []Status
+	r, err := NewReplica(c, ReplicaConfig{
+		Collections: []string{"todos"},
+		OnResult:    func(_ crdt.Change, res Result) { results = append(results, res.Status) },
+		OnRejected: func(j Rejection) {
+			rec, _ := r.Get(j.Collection, j.RecordID)
+			if string(rec.Values()["title"]) != string(mustValue(t, "milk")) {
+				t.Errorf("OnRejected before the rollback: %+v", rec)
+			}
+			events = append(events, j)
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(r.Set("todos", "t1", "title", "milk"))
+	must(r.Sync(ctx))
+
+	must(r.Set("todos", "t1", "title", "a very long title"))
+	must(r.Set("todos", "t2", "title", "eggs"))
+	refused := r.Pending()[0]
+	rf.set(func(ch crdt.Change) bool { return ch.Record.Equal(refused.Record) }, func() {
+		if err := r.Set("todos", "t1", "note", "racing the push"); err != nil {
+			t.Error(err) // not t.Fatal: this runs on the server's goroutine
+		}
+	})
+	if rec, _ := r.Get("todos", "t1"); string(rec.Values()["title"]) != string(mustValue(t, "a very long title")) {
+		t.Fatalf("local write not visible before the push: %+v", rec)
+	}
+	must(r.Flush(ctx))
+	rf.set(nil, nil)
+
+	rec, _ := r.Get("todos", "t1")
+	if got := rec.Values(); len(got) != 2 || string(got["title"]) != string(mustValue(t, "milk")) ||
+		string(got["note"]) != string(mustValue(t, "racing the push")) {
+		t.Fatalf("t1 after the refusal: got %+v, want the server's title and the pending note", rec)
+	}
+	if rec, _ := r.Get("todos", "t2"); string(rec.Values()["title"]) != string(mustValue(t, "eggs")) {
+		t.Fatalf("t2, applied, got %+v", rec)
+	}
+	if p := r.Pending(); len(p) != 1 || p[0].Record.FieldNames()[0] != "note" {
+		t.Fatalf("outbox: got %+v, want the racing write", p)
+	}
+	if fmt.Sprint(results) != fmt.Sprint([]Status{StatusApplied, StatusRefused, StatusApplied}) {
+		t.Fatalf("results: got %v", results)
+	}
+	rej := r.Rejected()
+	want := Rejection{ID: rej[0].ID, Collection: "todos", RecordID: "t1", Change: refused, Code: proto.CodeTooLarge,
+		Message: "the record would grow past the limit", When: when}
+	if len(rej) != 1 || !rejectionEqual(rej[0], want) {
+		t.Fatalf("rejected: got %+v, want %+v", rej, want)
+	}
+	if !errors.Is(rej[0].Err(), ErrTooLarge) {
+		t.Fatalf("rejection error %v does not match ErrTooLarge", rej[0].Err())
+	}
+	if len(events) != 1 || !rejectionEqual(events[0], rej[0]) {
+		t.Fatalf("OnRejected: got %+v, want %+v", events, rej)
+	}
+	must(r.Sync(ctx))
+	srv, err := f.eng.GetRecord(ctx, "todos", "t1")
+	if rec, _ := r.Get("todos", "t1"); err != nil || !rec.Equal(srv.Record) {
+		t.Fatalf("after sync: local %+v, server %+v (%v)", rec, srv.Record, err)
+	}
+}
+
+func rejectionEqual(a, b Rejection) bool {
+	return a.ID == b.ID && a.Collection == b.Collection && a.RecordID == b.RecordID &&
+		a.Change.Collection == b.Change.Collection && a.Change.Record.Equal(b.Change.Record) &&
+		a.Code == b.Code && a.Message == b.Message && a.When.Equal(b.When) && a.Subject == b.Subject
+}
+
+// TestReplicaRetryWinsAgain: a retried change is stamped afresh, so it
+// wins over writes made after it was first refused, and is pushed as a new
+// write.
+func TestReplicaRetryWinsAgain(t *testing.T) {
+	f := newFakeServer(t)
+	rf := refusingServer(t, f)
+	ctx := t.Context()
+	a := newReplica(t, f, "a", nil, "c")
+	b := newReplica(t, f, "b", nil, "c")
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(a.Set("c", "r", "f", "a"))
+	rf.set(func(ch crdt.Change) bool { return string(ch.Record.Fields["f"].Value) == string(mustValue(t, "a")) }, nil)
+	must(a.Flush(ctx))
+	rf.set(nil, nil)
+	time.Sleep(2 * time.Millisecond)
+	must(b.Set("c", "r", "f", "b"))
+	must(errors.Join(b.Sync(ctx), a.Sync(ctx)))
+	if rec, _ := a.Get("c", "r"); string(rec.Values()["f"]) != string(mustValue(t, "b")) {
+		t.Fatalf("a before the retry: %+v", rec)
+	}
+	rej := a.Rejected()
+	if len(rej) != 1 {
+		t.Fatalf("rejected: %+v", rej)
+	}
+	if err := a.Retry(rej[0].ID + 1000); !errors.Is(err, ErrNoRejection) {
+		t.Fatalf("retry of an unknown id: got %v, want ErrNoRejection", err)
+	}
+	must(a.Retry(rej[0].ID))
+	if len(a.Rejected()) != 0 || len(a.Pending()) != 1 {
+		t.Fatalf("after retry: rejected %d, outbox %d; want 0 and 1", len(a.Rejected()), len(a.Pending()))
+	}
+	if rec, _ := a.Get("c", "r"); string(rec.Values()["f"]) != string(mustValue(t, "a")) {
+		t.Fatalf("the retried write is not visible: %+v", rec)
+	}
+	if err := a.Retry(rej[0].ID); !errors.Is(err, ErrNoRejection) {
+		t.Fatalf("second retry: got %v, want ErrNoRejection", err)
+	}
+	must(errors.Join(a.Sync(ctx), b.Sync(ctx)))
+	for _, r := range []*Replica{a, b} {
+		if rec, _ := r.Get("c", "r"); string(rec.Values()["f"]) != string(mustValue(t, "a")) {
+			t.Fatalf("%s: the retried write lost: %+v", r.Client().Replica(), rec)
+		}
+	}
+}
+
+func TestReplicaDiscardRejected(t *testing.T) {
+	f := newFakeServer(t)
+	rf := refusingServer(t, f)
+	rf.set(func(crdt.Change) bool { return true }, nil)
+	r := newReplica(t, f, "a", nil, "c")
+	for i := range 3 {
+		if err := r.Set("c", "r", fmt.Sprint("f", i), i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r.Flush(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	rej := r.Rejected()
+	if len(rej) != 3 {
+		t.Fatalf("rejected: got %d, want 3", len(rej))
+	}
+	if err := r.Discard(rej[1].ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Discard(rej[1].ID); !errors.Is(err, ErrNoRejection) {
+		t.Fatalf("second discard: got %v, want ErrNoRejection", err)
+	}
+	got := r.Rejected()
+	if len(got) != 2 || got[0].ID != rej[0].ID || got[1].ID != rej[2].ID {
+		t.Fatalf("after discard: got %+v", got)
+	}
+	if _, ok := r.Get("c", "r"); ok {
+		t.Fatal("refused writes visible")
+	}
+}
+
+// TestReplicaResultsTellOutcomesApart: a change that applied except for a
+// field a newer write won, and a change that applied nothing, are
+// reported with different statuses, both listing the lost field, and
+// neither is rejected.
+func TestReplicaResultsTellOutcomesApart(t *testing.T) {
+	f := newFakeServer(t)
+	ctx := t.Context()
+	type outcome struct {
+		status Status
+		lost   string
+	}
+	var got []outcome
+	c := f.client(t, "a", nil)
+	a, err := NewReplica(c, ReplicaConfig{Collections: []string{"c"}, OnResult: func(_ crdt.Change, res Result) {
+		got = append(got, outcome{res.Status, fmt.Sprint(res.Lost)})
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := newReplica(t, f, "b", nil, "c")
+	// A change of two fields, as a retried rejection of another client's
+	// making could be: queued white-box, since Set writes one field.
+	s, err := c.Now()
+	if err != nil {
+		t.Fatal(err)
+	}
+	two := crdt.Record{ID: "r1", Fields: map[string]crdt.Field{"x": {Stamp: s, Value: mustValue(t, 1)}, "y": {Stamp: s, Value: mustValue(t, 1)}}}
+	a.mu.Lock()
+	a.nextID++
+	a.outbox = append(a.outbox, pending{id: a.nextID, change: crdt.Change{Collection: "c", Record: two}})
+	a.mu.Unlock()
+	if err := a.Set("c", "r2", "f", "a"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Millisecond)
+	if err := errors.Join(b.Set("c", "r1", "y", 2), b.Set("c", "r2", "f", "b"), b.Sync(ctx)); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want := []outcome{{StatusApplied, "[y]"}, {StatusSuperseded, "[f]"}}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("results: got %v, want %v", got, want)
+	}
+	if len(a.Rejected()) != 0 || len(a.Pending()) != 0 {
+		t.Fatalf("rejected %d, outbox %d; want 0 and 0", len(a.Rejected()), len(a.Pending()))
 	}
 }
 
@@ -292,8 +518,8 @@ func TestReplicaSupersededIsAcknowledgedAndConverges(t *testing.T) {
 	if len(results) != 1 || results[0].Status != StatusSuperseded || fmt.Sprint(results[0].Lost) != "[f]" {
 		t.Fatalf("results: got %+v, want one superseded losing [f]", results)
 	}
-	if len(a.Pending()) != 0 || len(a.Refused()) != 0 {
-		t.Fatalf("a superseded change stayed: outbox %d, refused %d", len(a.Pending()), len(a.Refused()))
+	if len(a.Pending()) != 0 || len(a.Rejected()) != 0 {
+		t.Fatalf("a superseded change stayed: outbox %d, rejected %d", len(a.Pending()), len(a.Rejected()))
 	}
 	rec, _ := a.Get("c", "r")
 	if string(rec.Values()["f"]) != string(mustValue(t, "b")) {
