@@ -23,8 +23,13 @@ var (
 	// ErrInvalid means a value decoded but breaks a rule of the model: an
 	// empty or over-long id, a forbidden character in a collection name, a
 	// stamp out of range, a value map with two keys equal once canonical.
-	ErrInvalid = errors.New("crdt: invalid value")
+	// It is the one "invalid" of every layer: stores.ErrInvalid and
+	// engine.ErrInvalid are this same value, so errors.Is matches whichever
+	// of them a caller names.
+	ErrInvalid = errors.New("invalid")
 
 	// ErrTooLarge means a record or value is larger than the limits allow.
-	ErrTooLarge = errors.New("crdt: too large")
+	// Like ErrInvalid, it is the same value as stores.ErrTooLarge and
+	// engine.ErrTooLarge.
+	ErrTooLarge = errors.New("too large")
 )

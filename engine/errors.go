@@ -4,7 +4,10 @@ import "github.com/convergo/convergo/stores"
 
 // Errors the engine returns, for callers to branch on with errors.Is. They
 // are the store contract's sentinels (the same values), so a caller above
-// the engine, such as the transport, needs no import of package stores.
+// the engine, such as the transport, needs no import of package stores;
+// ErrInvalid and ErrTooLarge are also crdt's, so a refusal matches
+// whichever layer's name a caller uses. Messages name the call that
+// failed and the record: "put todos/t1: too large: ...".
 var (
 	// ErrNotFound: the record does not exist.
 	ErrNotFound = stores.ErrNotFound

@@ -9,7 +9,14 @@ import (
 	"github.com/convergo/convergo/stores"
 )
 
-// Doc is a record's visible fields, decoded from CBOR.
+// Doc is a record's visible fields: field names to values. Written, a
+// value may be any Go value crdt.EncodeValue takes (maps, slices, structs,
+// numbers, strings, []byte, time.Time, nil). Read back, values have the
+// JSON-friendly types of crdt's mapping, so json.Marshal of a Doc gives the
+// JSON of what was written: nested objects as map[string]any, arrays as
+// []any, integers as int64, other numbers as float64, bytes as []byte and
+// times as their RFC 3339 text. Decode (or Engine.GetInto) fills a struct
+// instead.
 type Doc map[string]any
 
 // Put writes a whole record: every field in fields is set, and every field
@@ -17,11 +24,11 @@ type Doc map[string]any
 // elsewhere that this server has not seen yet survive, as the merge rules
 // say.
 func (e *Engine) Put(ctx context.Context, collection, id string, fields Doc) error {
-	cur, err := e.current(ctx, collection, id)
+	cur, err := e.current(ctx, "put", collection, id)
 	if err != nil {
 		return err
 	}
-	return e.write(ctx, collection, id, fields, func(rec *crdt.Record, s crdt.Stamp) {
+	return e.write(ctx, "put", collection, id, fields, func(rec *crdt.Record, s crdt.Stamp) {
 		for name := range cur.Values() {
 			if _, ok := fields[name]; !ok {
 				rec.Fields[name] = crdt.Field{Stamp: s}
@@ -33,12 +40,12 @@ func (e *Engine) Put(ctx context.Context, collection, id string, fields Doc) err
 // Update sets the fields in fields and leaves the others as they are.
 // A nil value sets the field to null; use Unset to remove a field.
 func (e *Engine) Update(ctx context.Context, collection, id string, fields Doc) error {
-	return e.write(ctx, collection, id, fields, nil)
+	return e.write(ctx, "update", collection, id, fields, nil)
 }
 
 // Unset removes fields of a record.
 func (e *Engine) Unset(ctx context.Context, collection, id string, names ...string) error {
-	return e.write(ctx, collection, id, nil, func(rec *crdt.Record, s crdt.Stamp) {
+	return e.write(ctx, "unset", collection, id, nil, func(rec *crdt.Record, s crdt.Stamp) {
 		for _, name := range names {
 			rec.Fields[name] = crdt.Field{Stamp: s}
 		}
@@ -47,18 +54,21 @@ func (e *Engine) Unset(ctx context.Context, collection, id string, names ...stri
 
 // Delete deletes a record: every field written before now is hidden.
 func (e *Engine) Delete(ctx context.Context, collection, id string) error {
+	if err := stores.CheckKey(collection, id); err != nil {
+		return fmt.Errorf("delete %s/%s: %w", collection, id, err)
+	}
 	s, err := e.Now(collection)
 	if err != nil {
-		return err
+		return fmt.Errorf("delete %s/%s: %w", collection, id, err)
 	}
-	return e.applyOne(ctx, crdt.Change{Collection: collection, Record: crdt.DeleteRecord(id, s)})
+	return e.applyOne(ctx, "delete", crdt.Change{Collection: collection, Record: crdt.DeleteRecord(id, s)})
 }
 
 // Get returns the visible fields of a record, or an error wrapping
 // ErrNotFound when it does not exist (never written, deleted, or all
 // its fields unset).
 func (e *Engine) Get(ctx context.Context, collection, id string) (Doc, error) {
-	rec, err := e.current(ctx, collection, id)
+	rec, err := e.current(ctx, "get", collection, id)
 	if err != nil {
 		return nil, err
 	}
@@ -77,7 +87,7 @@ func (e *Engine) GetRecord(ctx context.Context, collection, id string) (Entry, e
 	return Entry{Seq: ent.Seq, Record: ent.Record}, nil
 }
 
-// DecodeDoc decodes the visible fields of a record.
+// DecodeDoc decodes the visible fields of a record into a Doc.
 func DecodeDoc(rec crdt.Record) (Doc, error) { return decodeDoc(rec) }
 
 func decodeDoc(rec crdt.Record) (Doc, error) {
@@ -92,27 +102,37 @@ func decodeDoc(rec crdt.Record) (Doc, error) {
 	return doc, nil
 }
 
-func (e *Engine) current(ctx context.Context, collection, id string) (crdt.Record, error) {
+// current reads a record for op (a call's name, for its errors): the empty
+// record when the store has none.
+func (e *Engine) current(ctx context.Context, op, collection, id string) (crdt.Record, error) {
+	if err := stores.CheckKey(collection, id); err != nil {
+		return crdt.Record{}, fmt.Errorf("%s %s/%s: %w", op, collection, id, err)
+	}
 	ent, err := e.store.Get(ctx, collection, id)
 	if errors.Is(err, stores.ErrNotFound) {
 		return crdt.Record{ID: id}, nil
 	}
 	if err != nil {
-		return crdt.Record{}, fmt.Errorf("read %s/%s: %w", collection, id, err)
+		return crdt.Record{}, fmt.Errorf("%s %s/%s: read: %w", op, collection, id, err)
 	}
 	return ent.Record, nil
 }
 
-func (e *Engine) write(ctx context.Context, collection, id string, fields Doc, extra func(*crdt.Record, crdt.Stamp)) error {
+// write stamps fields (and what extra adds) with one new stamp and applies
+// them as one change; op names the call in errors.
+func (e *Engine) write(ctx context.Context, op, collection, id string, fields Doc, extra func(*crdt.Record, crdt.Stamp)) error {
+	if err := stores.CheckKey(collection, id); err != nil {
+		return fmt.Errorf("%s %s/%s: %w", op, collection, id, err)
+	}
 	s, err := e.Now(collection)
 	if err != nil {
-		return err
+		return fmt.Errorf("%s %s/%s: %w", op, collection, id, err)
 	}
 	rec := crdt.Record{ID: id, Fields: make(map[string]crdt.Field, len(fields))}
 	for name, v := range fields {
 		b, err := crdt.EncodeValue(v)
 		if err != nil {
-			return fmt.Errorf("write %s/%s field %q: %w", collection, id, name, err)
+			return fmt.Errorf("%s %s/%s: field %q: %w", op, collection, id, name, err)
 		}
 		rec.Fields[name] = crdt.Field{Stamp: s, Value: b}
 	}
@@ -120,15 +140,20 @@ func (e *Engine) write(ctx context.Context, collection, id string, fields Doc, e
 		extra(&rec, s)
 	}
 	if err := rec.Validate(); err != nil {
-		return fmt.Errorf("write %s/%s: %w", collection, id, err)
+		return fmt.Errorf("%s %s/%s: %w", op, collection, id, err)
 	}
-	return e.applyOne(ctx, crdt.Change{Collection: collection, Record: rec})
+	return e.applyOne(ctx, op, crdt.Change{Collection: collection, Record: rec})
 }
 
-func (e *Engine) applyOne(ctx context.Context, c crdt.Change) error {
+// applyOne applies one change the engine made for op and returns its
+// refusal, if any, named after op.
+func (e *Engine) applyOne(ctx context.Context, op string, c crdt.Change) error {
 	res, err := e.Apply(ctx, []crdt.Change{c})
 	if err != nil {
-		return err
+		return fmt.Errorf("%s %s/%s: %w", op, c.Collection, c.Record.ID, err)
 	}
-	return res[0].Err
+	if err := res[0].Err; err != nil {
+		return fmt.Errorf("%s %s/%s: %w", op, c.Collection, c.Record.ID, errors.Unwrap(err))
+	}
+	return nil
 }

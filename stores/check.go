@@ -13,10 +13,10 @@ func CheckApply(changes []crdt.Change) error {
 	}
 	for i, c := range changes {
 		if err := crdt.ValidateCollection(c.Collection); err != nil {
-			return fmt.Errorf("%w: change %d: %v", ErrInvalid, i, err)
+			return fmt.Errorf("change %d: %w", i, err)
 		}
 		if err := crdt.ValidateID(c.Record.ID); err != nil {
-			return fmt.Errorf("%w: change %d: %v", ErrInvalid, i, err)
+			return fmt.Errorf("change %d: %w", i, err)
 		}
 	}
 	return nil
@@ -25,7 +25,7 @@ func CheckApply(changes []crdt.Change) error {
 // CheckPull validates the arguments of Pull as every store must.
 func CheckPull(collection string, limit PageLimit) error {
 	if err := crdt.ValidateCollection(collection); err != nil {
-		return fmt.Errorf("%w: %v", ErrInvalid, err)
+		return err // wraps crdt.ErrInvalid, which is ErrInvalid
 	}
 	if limit.Records < 1 || limit.Records > MaxPage {
 		return fmt.Errorf("%w: page limit of %d records not in 1..%d", ErrInvalid, limit.Records, MaxPage)
@@ -46,10 +46,10 @@ func PageFits(limit PageLimit, n, used, size int) bool {
 // CheckKey validates a collection name and record id.
 func CheckKey(collection, id string) error {
 	if err := crdt.ValidateCollection(collection); err != nil {
-		return fmt.Errorf("%w: %v", ErrInvalid, err)
+		return err // wraps crdt.ErrInvalid, which is ErrInvalid
 	}
 	if err := crdt.ValidateID(id); err != nil {
-		return fmt.Errorf("%w: %v", ErrInvalid, err)
+		return err
 	}
 	return nil
 }

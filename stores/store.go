@@ -16,11 +16,13 @@ var (
 	ErrClosed = errors.New("stores: closed")
 	// ErrTooLarge means a record or batch exceeds a limit of the store (for
 	// example DynamoDB's 400 KB item). The change is refused whole, never
-	// truncated.
-	ErrTooLarge = errors.New("stores: too large")
+	// truncated. It is crdt.ErrTooLarge, the same value: a refusal matches
+	// whichever layer's name a caller uses.
+	ErrTooLarge = crdt.ErrTooLarge
 	// ErrInvalid means the input breaks the contract: an invalid collection
-	// name or record id, a negative limit.
-	ErrInvalid = errors.New("stores: invalid input")
+	// name or record id, a negative limit. It is crdt.ErrInvalid, the same
+	// value; wrap a crdt validation error as it is (%w), not inside it again.
+	ErrInvalid = crdt.ErrInvalid
 	// ErrUnavailable means the backend could not be reached or kept failing
 	// after retries. Nothing in the failed call is known to be lost: Apply
 	// is idempotent, so the caller retries.

@@ -341,7 +341,7 @@ func (st *Store) Head(ctx context.Context, collection string) (uint64, error) {
 		return 0, err
 	}
 	if err := crdt.ValidateCollection(collection); err != nil {
-		return 0, fmt.Errorf("%w: %v", stores.ErrInvalid, err)
+		return 0, fmt.Errorf("head: %w", err) // crdt.ErrInvalid is stores.ErrInvalid
 	}
 	out, err := st.db.GetItem(ctx, &awsdynamodb.GetItemInput{
 		TableName:      &st.table,

@@ -38,17 +38,17 @@ func checkRecord(r crdt.Record) error {
 		return fmt.Errorf("%w: %d fields, more than %d", stores.ErrTooLarge, len(r.Fields), crdt.MaxFieldsPerRecord)
 	}
 	if err := r.Deleted.Validate(); err != nil {
-		return fmt.Errorf("%w: delete stamp: %v", stores.ErrInvalid, err)
+		return fmt.Errorf("delete stamp: %w", err) // crdt.ErrInvalid is stores.ErrInvalid
 	}
 	for name, f := range r.Fields {
 		if err := crdt.ValidateFieldName(name); err != nil {
-			return fmt.Errorf("%w: %v", stores.ErrInvalid, err)
+			return err
 		}
 		if f.Stamp.IsZero() {
 			return fmt.Errorf("%w: field %q has a zero stamp", stores.ErrInvalid, name)
 		}
 		if err := f.Stamp.Validate(); err != nil {
-			return fmt.Errorf("%w: field %q: %v", stores.ErrInvalid, name, err)
+			return fmt.Errorf("field %q: %w", name, err)
 		}
 		if f.Value != nil && len(f.Value) == 0 {
 			return fmt.Errorf("%w: field %q has an empty value", stores.ErrInvalid, name)
