@@ -162,12 +162,6 @@ func CanonicalValue(v []byte) error {
 	return nil
 }
 
-// EncodeValue encodes a Go value as a canonical field value.
-func EncodeValue(v any) ([]byte, error) { return Marshal(v) }
-
-// DecodeValue decodes a field value into v.
-func DecodeValue(data []byte, v any) error { return Unmarshal(data, v) }
-
 // MarshalCBOR encodes f as [wall, logical, replica] when unset and
 // [wall, logical, replica, value] when set.
 func (f Field) MarshalCBOR() ([]byte, error) {

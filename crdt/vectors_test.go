@@ -107,7 +107,7 @@ func valueJSON(v any) any {
 		}
 		return x
 	case int64:
-		if x < -(1<<53 - 1) {
+		if x < -(1<<53-1) || x > 1<<53-1 {
 			return map[string]string{"$int": fmt.Sprint(x)}
 		}
 		return x
@@ -135,10 +135,10 @@ func valueJSON(v any) any {
 			out[i] = valueJSON(e)
 		}
 		return out
-	case map[any]any:
+	case map[string]any:
 		out := map[string]any{}
 		for k, e := range x {
-			out[k.(string)] = valueJSON(e)
+			out[k] = valueJSON(e)
 		}
 		return out
 	}

@@ -21,25 +21,25 @@ func TestAttributeCBOR(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		in   st.AttributeValue
-		want any // what the CBOR decodes to
+		want any // what the CBOR decodes to (crdt.DecodeValue's JSON-friendly types)
 	}{
 		{"string", &st.AttributeValueMemberS{Value: "héllo"}, "héllo"},
 		{"empty string", &st.AttributeValueMemberS{Value: ""}, ""},
-		{"integer", &st.AttributeValueMemberN{Value: "42"}, uint64(42)},
+		{"integer", &st.AttributeValueMemberN{Value: "42"}, int64(42)},
 		{"negative integer", &st.AttributeValueMemberN{Value: "-7"}, int64(-7)},
 		{"largest uint64", &st.AttributeValueMemberN{Value: "18446744073709551615"}, uint64(18446744073709551615)},
-		{"exponent integer", &st.AttributeValueMemberN{Value: "1e3"}, uint64(1000)},
-		{"integral decimal", &st.AttributeValueMemberN{Value: "5.000"}, uint64(5)},
+		{"exponent integer", &st.AttributeValueMemberN{Value: "1e3"}, int64(1000)},
+		{"integral decimal", &st.AttributeValueMemberN{Value: "5.000"}, int64(5)},
 		{"decimal", &st.AttributeValueMemberN{Value: "2.5"}, 2.5},
 		{"beyond 64 bits", &st.AttributeValueMemberN{Value: "1e30"}, 1e30},
 		{"38 digits", &st.AttributeValueMemberN{Value: "0.12345678901234567890123456789012345678"}, 0.12345678901234568},
 		{"binary", &st.AttributeValueMemberB{Value: []byte{0, 1, 2}}, []byte{0, 1, 2}},
 		{"true", &st.AttributeValueMemberBOOL{Value: true}, true},
 		{"null", &st.AttributeValueMemberNULL{Value: true}, nil},
-		{"list", &st.AttributeValueMemberL{Value: []st.AttributeValue{&st.AttributeValueMemberS{Value: "a"}, &st.AttributeValueMemberN{Value: "1"}}}, []any{"a", uint64(1)}},
-		{"map", &st.AttributeValueMemberM{Value: map[string]st.AttributeValue{"b": &st.AttributeValueMemberBOOL{}, "a": &st.AttributeValueMemberL{}}}, map[any]any{"a": []any{}, "b": false}},
+		{"list", &st.AttributeValueMemberL{Value: []st.AttributeValue{&st.AttributeValueMemberS{Value: "a"}, &st.AttributeValueMemberN{Value: "1"}}}, []any{"a", int64(1)}},
+		{"map", &st.AttributeValueMemberM{Value: map[string]st.AttributeValue{"b": &st.AttributeValueMemberBOOL{}, "a": &st.AttributeValueMemberL{}}}, map[string]any{"a": []any{}, "b": false}},
 		{"string set sorted", &st.AttributeValueMemberSS{Value: []string{"pear", "apple", "fig"}}, []any{"apple", "fig", "pear"}},
-		{"number set sorted by value", &st.AttributeValueMemberNS{Value: []string{"10", "-2.5", "9"}}, []any{-2.5, uint64(9), uint64(10)}},
+		{"number set sorted by value", &st.AttributeValueMemberNS{Value: []string{"10", "-2.5", "9"}}, []any{-2.5, int64(9), int64(10)}},
 		{"binary set sorted", &st.AttributeValueMemberBS{Value: [][]byte{{2}, {1, 9}, {1}}}, []any{[]byte{1}, []byte{1, 9}, []byte{2}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
