@@ -169,6 +169,8 @@ export const DEFAULTS = Object.freeze({
   "maxPageBytes": 1048576,
   "maxPullRecords": 1000,
   "maxPushChanges": 1000,
+  "maxRejected": 1000,
+  "maxRejectedBytes": 4194304,
   "maxRequestIdBytes": 64,
   "maxSubscriptions": 1024,
   "rate": 200

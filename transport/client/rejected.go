@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/transport/proto"
 )
 
 // Bounds of a Replica's rejected changes (docs/design.md, "Push results
@@ -15,8 +16,8 @@ import (
 // oldest entries are dropped first and counted (Replica.RejectedDropped); an
 // entry larger than MaxRejectedBytes on its own is kept alone.
 const (
-	MaxRejected      = 1000
-	MaxRejectedBytes = 4 << 20
+	MaxRejected      = proto.MaxRejected
+	MaxRejectedBytes = proto.MaxRejectedBytes
 )
 
 // ErrNoRejection is returned by Replica.Retry and Replica.Discard for an id

@@ -64,6 +64,8 @@ func Constants() Exported {
 			"maxSubscriptions":  DefaultMaxSubscriptions,
 			"maxDriftMs":        crdt.DefaultMaxDrift.Milliseconds(),
 			"maxRequestIdBytes": MaxRequestIDBytes,
+			"maxRejected":       MaxRejected,
+			"maxRejectedBytes":  MaxRejectedBytes,
 		},
 		Timings: map[string]int64{
 			"pingIntervalMs":         PingInterval.Milliseconds(),

@@ -21,6 +21,12 @@ const (
 	DefaultMaxSubscriptions = 1024
 	// MaxRequestIDBytes bounds a client's Convergo-Request-Id.
 	MaxRequestIDBytes = 64
+	// MaxRejected and MaxRejectedBytes bound what a client keeps of the
+	// changes the server refused (docs/design.md, "Push results and
+	// refused changes"): the oldest are dropped first, and the drop is
+	// reported.
+	MaxRejected      = 1000
+	MaxRejectedBytes = 4 << 20
 )
 
 // Timings both sides keep (docs/protocol.md, "Live sync" and "Retrying").
