@@ -9,14 +9,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
-	"path"
-	"strings"
-	"sync"
 	"time"
 
 	"github.com/convergo/convergo/crdt"
@@ -160,9 +156,9 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	srv.Handle("/convergo/", http.StripPrefix("/convergo/", assets(jsclient.Library())))
+	srv.Handle("/convergo/", http.StripPrefix("/convergo/", jsclient.Handler()))
 	if c.demo {
-		srv.Handle("/", assets(jsclient.Demo()))
+		srv.Handle("/", jsclient.DemoHandler())
 	}
 
 	ln, err := net.Listen("tcp", c.addr)
@@ -180,7 +176,7 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 			return fmt.Errorf("listen for metrics: %w", err)
 		}
 		mln = srv.Listener(mln)
-		handler = withoutMetrics(srv)
+		handler = srv.Handler() // no /metrics: it has its own listener
 		ms := &http.Server{Handler: opsOnly(srv), ReadHeaderTimeout: 10 * time.Second}
 		servers = append(servers, ms)
 		log.Info("serving metrics", "addr", mln.Addr().String())
@@ -210,31 +206,11 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	log.Info("shutting down", "timeout", c.shutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), c.shutdownTimeout)
 	defer cancel()
-	var wg sync.WaitGroup
-	var liveErr error
-	wg.Add(1)
-	go func() { defer wg.Done(); liveErr = srv.Shutdown(sctx) }()
-	httpErr := hs.Shutdown(sctx)
-	wg.Wait()
-	for _, ms := range servers {
-		_ = ms.Shutdown(sctx)
-	}
-	if err := errors.Join(httpErr, liveErr); err != nil {
+	if err := srv.ShutdownServers(sctx, append(servers, hs)...); err != nil {
 		log.Warn("shutdown incomplete", "err", err)
 	}
 	log.Info("stopped")
 	return nil
-}
-
-// withoutMetrics hides /metrics, served on its own listener.
-func withoutMetrics(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/metrics" {
-			http.NotFound(w, r)
-			return
-		}
-		h.ServeHTTP(w, r)
-	})
 }
 
 // opsOnly serves only the operational endpoints.
@@ -264,47 +240,6 @@ func parsePrefixes(list []string) ([]netip.Prefix, error) {
 		out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
 	}
 	return out, nil
-}
-
-// contentTypes are the types of the files the JS library and the demo are
-// made of; mime.TypeByExtension depends on the host's tables and maps .ts
-// to video.
-var contentTypes = map[string]string{
-	".js":   "text/javascript; charset=utf-8",
-	".mjs":  "text/javascript; charset=utf-8",
-	".ts":   "application/typescript; charset=utf-8", // .d.ts
-	".css":  "text/css; charset=utf-8",
-	".html": "text/html; charset=utf-8",
-	".json": "application/json",
-	".map":  "application/json",
-	".svg":  "image/svg+xml",
-	".png":  "image/png",
-	".ico":  "image/x-icon",
-	".txt":  "text/plain; charset=utf-8",
-	".md":   "text/markdown; charset=utf-8",
-}
-
-// assets serves files of fsys with explicit content types.
-func assets(fsys fs.FS) http.Handler {
-	files := http.FileServerFS(fsys)
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodGet && r.Method != http.MethodHead {
-			w.Header().Set("Allow", "GET, HEAD")
-			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
-			return
-		}
-		name := r.URL.Path
-		if name == "" || strings.HasSuffix(name, "/") {
-			name += "index.html"
-		}
-		h := w.Header()
-		if ct, ok := contentTypes[path.Ext(name)]; ok {
-			h.Set("Content-Type", ct)
-		}
-		h.Set("X-Content-Type-Options", "nosniff")
-		h.Set("Cache-Control", "no-cache")
-		files.ServeHTTP(w, r)
-	})
 }
 
 // sealKey derives the key of the records' seals from the token secret, so
