@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -152,6 +153,14 @@ type Page struct {
 	Next []byte
 	// More says to pull again.
 	More bool
+	// Seals holds the seal of each record, in order (none from a server
+	// that sends none): what the client gives back with Restore after a
+	// reset.
+	Seals [][]byte
+	// Reset, when not "", says the cursor was of another history than the
+	// server's (a proto.Reset* reason): the page holds no records and Next
+	// is the beginning. See Replica for what a client then does.
+	Reset string
 }
 
 // Client speaks the Convergo protocol to one server. It is safe for
@@ -439,12 +448,18 @@ func (c *Client) pushBatch(ctx context.Context, changes []crdt.Change) ([]Result
 	}
 	out := make([]Result, len(a.Results))
 	for i, r := range a.Results {
-		out[i] = Result{Status: r.Status, Lost: r.Lost}
-		if r.Status == StatusRefused {
-			out[i].Err = &Error{Code: r.Code, Message: r.Message, RequestID: ans.requestID}
-		}
+		out[i] = resultOf(r, ans.requestID)
 	}
 	return out, nil
+}
+
+// resultOf turns a result of the wire into the client's.
+func resultOf(r proto.PushResult, requestID string) Result {
+	res := Result{Status: r.Status, Lost: r.Lost}
+	if r.Status == StatusRefused {
+		res.Err = &Error{Code: r.Code, Message: r.Message, RequestID: requestID}
+	}
+	return res
 }
 
 // checkPush reports an answer that does not fit the push it answers: a
@@ -479,8 +494,49 @@ func (c *Client) Pull(ctx context.Context, collection string, cursor []byte, lim
 	if a.Next == nil {
 		a.Next = []byte{}
 	}
+	if a.Reset != nil {
+		return Page{Next: []byte{}, Reset: resetReason(a.Reset.Reason)}, nil
+	}
+	if len(a.Seals) != 0 && len(a.Seals) != len(a.Records) {
+		return Page{}, fmt.Errorf("pull %s: %w: %d seals for %d records", collection, ErrProtocol, len(a.Seals), len(a.Records))
+	}
 	c.observeRecords(a.Records)
-	return Page{Records: a.Records, Next: a.Next, More: a.More}, nil
+	return Page{Records: a.Records, Next: a.Next, More: a.More, Seals: a.Seals}, nil
+}
+
+// resetReason is the reason a client acts on: a reason it does not know
+// counts as proto.ResetHistoryLost, the safe choice.
+func resetReason(reason string) string {
+	if slices.Contains(proto.ResetReasons, reason) {
+		return reason
+	}
+	return proto.ResetHistoryLost
+}
+
+// Restore gives the server back records of collection exactly as it sealed
+// them (Page.Seals), after a reset that lost history, and returns one
+// result per record, as Push does: duplicate or superseded when the server
+// has them already, refused with proto.CodeBadSeal when a seal does not
+// match (the server's seal key changed). It needs read access only.
+func (c *Client) Restore(ctx context.Context, collection string, records []proto.SealedRecord) ([]Result, error) {
+	out := make([]Result, 0, len(records))
+	for len(records) > 0 {
+		info, _ := c.Info()
+		n := min(len(records), max(info.MaxPush, 1))
+		var a proto.RestoreResponse
+		ans, err := c.call(ctx, proto.PathRestore, proto.RestoreRequest{Collection: collection, Records: records[:n]}, &a, nil)
+		if err != nil {
+			return out, fmt.Errorf("restore %s: %w", collection, err)
+		}
+		if len(a.Results) != n {
+			return out, fmt.Errorf("restore %s: %w: %d results for %d records", collection, ErrProtocol, len(a.Results), n)
+		}
+		for _, r := range a.Results {
+			out = append(out, resultOf(r, ans.requestID))
+		}
+		records = records[n:]
+	}
+	return out, nil
 }
 
 // token returns the token to send, "" for none.

@@ -48,6 +48,37 @@
 // merges to the same state. Live messages of unknown types, and unknown
 // keys in any message, are ignored.
 //
+// # Replica ids
+//
+// The server accepts only stamps of replica ids the token's subject owns
+// (proto.ReplicaFor(subject, device)). A Client with no Config.Replica binds
+// itself on its first hello to the id of the subject the server names and
+// Config.Device; until then Now fails with ErrUnbound.
+//
+// # Replica: the server's version and the local view
+//
+// A Replica keeps, per record, the server's version (base: pulled and live
+// records plus acknowledged local changes) apart from its outbox; the
+// local view is always base ⊔ the pending changes for the record. It lives
+// in memory only.
+//
+// # Refused changes
+//
+// A refused change leaves the outbox, its record's view is rolled back to
+// base ⊔ the remaining pending changes, and it is kept in Rejected() (at
+// most MaxRejected entries / MaxRejectedBytes, the oldest dropped and
+// counted by RejectedDropped); OnRejected reports it; Retry re-stamps it as
+// a new write, Discard drops it.
+//
+// # Resets and healing
+//
+// When the server says a cursor is of another history (Page.Reset: its
+// store was wiped, restored, or failed over), the Replica pulls the
+// collection from the beginning and, when history was lost, heals the
+// server: it restores every record it holds as the server sealed it
+// (Client.Restore; anyone's stamps, and a reader's too) and pushes its own
+// acknowledged stamps again. Nothing local is dropped by a reset.
+//
 // # The protocol
 //
 // The package has no protocol definitions of its own: versions, paths,

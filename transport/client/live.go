@@ -22,12 +22,13 @@ import (
 const stableSession = time.Second
 
 // ChangesFunc receives a page of records of collection that changed after
-// the client's cursor, and the cursor to resume from after them (opaque
-// bytes: store them and pass them back unchanged). Live calls it from one
-// goroutine, in order, for every page the server sends, including the
-// empty one that says a subscription is caught up; it must return before
-// the next delivery.
-type ChangesFunc func(collection string, records []crdt.Record, next []byte)
+// the client's cursor, with their seals and the cursor to resume from
+// after them (page.Next: opaque bytes, store them and pass them back
+// unchanged), or a page with Reset set when the cursor was of another
+// history. Live calls it from one goroutine, in order, for every page the
+// server sends, including the empty one that says a subscription is
+// caught up; it must return before the next delivery.
+type ChangesFunc func(collection string, page Page)
 
 // Live keeps a WebSocket to the server open and streams the changes of the
 // subscribed collections, each from its cursor in subs (nil or empty: from
@@ -37,8 +38,10 @@ type ChangesFunc func(collection string, records []crdt.Record, next []byte)
 // resuming every collection from the cursor of its last delivery, so no
 // change is missed. When the server sends resync for a collection (the
 // client fell behind), Live pulls it over HTTP from the cursor and
-// subscribes again. Messages of types this client does not know are
-// ignored.
+// subscribes again; when it sends reset (the cursor is of another
+// history), Live hands onChanges the reset, pulls the collection from the
+// beginning and subscribes again. Messages of types this client does not
+// know are ignored.
 //
 // Live returns when ctx ends (with ctx's error) or when the server sends an
 // error retrying cannot fix: an *Error whose code's proto.Retry is
@@ -188,9 +191,26 @@ func (c *Client) liveSession(ctx context.Context, cursors map[string][]byte, onC
 			if next == nil {
 				next = []byte{}
 			}
+			if len(m.Seals) != 0 && len(m.Seals) != len(m.Records) {
+				return true, fmt.Errorf("%w: %d seals for %d records", ErrProtocol, len(m.Seals), len(m.Records))
+			}
 			c.observeRecords(m.Records)
-			onChanges(m.Collection, m.Records, next)
+			onChanges(m.Collection, Page{Records: m.Records, Next: next, More: m.More, Seals: m.Seals})
 			cursors[m.Collection] = next
+		case proto.Reset:
+			// The subscription has ended: start the collection again from
+			// the beginning, then subscribe again.
+			if _, ok := cursors[m.Collection]; !ok {
+				continue
+			}
+			cursors[m.Collection] = []byte{}
+			onChanges(m.Collection, Page{Next: []byte{}, Reset: resetReason(m.Reason)})
+			if err := c.catchUp(ctx, m.Collection, cursors, onChanges); err != nil {
+				return true, err
+			}
+			if err := writeMsg(ctx, conn, proto.Sub{Collection: m.Collection, Cursor: cursors[m.Collection]}); err != nil {
+				return true, err
+			}
 		case proto.Resync:
 			if _, ok := cursors[m.Collection]; !ok {
 				continue
@@ -218,9 +238,9 @@ func (c *Client) catchUp(ctx context.Context, coll string, cursors map[string][]
 		if err != nil {
 			return fmt.Errorf("resync: %w", err)
 		}
-		onChanges(coll, p.Records, p.Next)
+		onChanges(coll, p)
 		cursors[coll] = p.Next
-		if !p.More {
+		if !p.More && p.Reset == "" {
 			return nil
 		}
 	}

@@ -144,7 +144,7 @@ func TestLiveStopsOnFatalErrors(t *testing.T) {
 	t.Run("unauthenticated", func(t *testing.T) {
 		f := newFakeServer(t)
 		c := f.client(t, "a", func(cfg *Config) { cfg.Token = "bad" })
-		err := c.Live(t.Context(), map[string][]byte{"c": nil}, func(string, []crdt.Record, []byte) {})
+		err := c.Live(t.Context(), map[string][]byte{"c": nil}, func(string, Page) {})
 		if !errors.Is(err, ErrUnauthenticated) {
 			t.Fatalf("got %v, want ErrUnauthenticated", err)
 		}
@@ -154,7 +154,7 @@ func TestLiveStopsOnFatalErrors(t *testing.T) {
 		c := f.client(t, "a", nil)
 		errc := make(chan error, 1)
 		go func() {
-			errc <- c.Live(t.Context(), map[string][]byte{"c": nil}, func(string, []crdt.Record, []byte) {})
+			errc <- c.Live(t.Context(), map[string][]byte{"c": nil}, func(string, Page) {})
 		}()
 		eventually(t, "a live connection", func() bool { return f.liveConns() == 1 })
 		f.control("forbid")
@@ -174,7 +174,7 @@ func TestLiveStopsOnFatalErrors(t *testing.T) {
 			writeError(w, http.StatusForbidden, proto.CodeForbidden, "origin not allowed")
 		})
 		c := f.client(t, "a", nil)
-		err := c.Live(t.Context(), map[string][]byte{"c": nil}, func(string, []crdt.Record, []byte) {})
+		err := c.Live(t.Context(), map[string][]byte{"c": nil}, func(string, Page) {})
 		var e *Error
 		if !errors.As(err, &e) || e.Status != 403 || e.Message != "origin not allowed" {
 			t.Fatalf("got %v, want the 403 answer", err)
@@ -183,7 +183,7 @@ func TestLiveStopsOnFatalErrors(t *testing.T) {
 	t.Run("invalid collection", func(t *testing.T) {
 		f := newFakeServer(t)
 		c := f.client(t, "a", nil)
-		if err := c.Live(t.Context(), map[string][]byte{"a:b": nil}, func(string, []crdt.Record, []byte) {}); err == nil {
+		if err := c.Live(t.Context(), map[string][]byte{"a:b": nil}, func(string, Page) {}); err == nil {
 			t.Fatal("Live accepted an invalid collection")
 		}
 		if err := c.Live(t.Context(), map[string][]byte{"c": nil}, nil); err == nil {

@@ -374,7 +374,7 @@ func TestOutboxModel(t *testing.T) {
 				if err != nil {
 					return
 				}
-				r.Apply(coll, []crdt.Record{e.Record}, r.Cursor(coll))
+				r.Apply(coll, Page{Records: []crdt.Record{e.Record}, Next: r.Cursor(coll)})
 			},
 			"retry": func(rt *rapid.T) {
 				if len(rejected) == 0 {

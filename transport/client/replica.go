@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/transport/proto"
 )
 
 // Replica is a local copy of some collections kept in sync through a
@@ -72,8 +73,13 @@ type Replica struct {
 	// view is the local view, base ⊔ the changes for the record in the
 	// outbox, kept only for records with changes in the outbox (the view
 	// of any other record is its base).
-	view     map[string]map[string]crdt.Record
-	cursors  map[string][]byte // opaque, from the server; empty is the beginning
+	view    map[string]map[string]crdt.Record
+	cursors map[string][]byte // opaque, from the server; empty is the beginning
+	// sealed is each record as the server last sent it, with its seal:
+	// what the replica gives back (Client.Restore) after a reset that lost
+	// history.
+	sealed   map[string]map[string]proto.SealedRecord
+	owed     map[string]bool // collections reset with history lost, not healed yet
 	outbox   []pending
 	nextID   uint64
 	rejected rejectedStore
@@ -119,6 +125,7 @@ func NewReplica(c *Client, cfg ReplicaConfig) (*Replica, error) {
 		base:       map[string]map[string]crdt.Record{},
 		view:       map[string]map[string]crdt.Record{},
 		cursors:    map[string][]byte{},
+		sealed:     map[string]map[string]proto.SealedRecord{},
 	}
 	for _, coll := range cfg.Collections {
 		if err := crdt.ValidateCollection(coll); err != nil {
@@ -369,37 +376,151 @@ func (r *Replica) pullCollection(ctx context.Context, coll string) error {
 		if err != nil {
 			return err
 		}
-		r.apply(coll, p.Records, from, p.Next)
+		if p.Reset != "" {
+			r.reset(coll, p.Reset)
+			if err := r.heal(ctx, coll); err != nil {
+				return err
+			}
+			continue
+		}
+		r.apply(coll, p, from)
 		if !p.More {
 			return nil
 		}
 	}
 }
 
-// Apply merges records received from the server into their base (and so
-// into the local view) and sets collection's cursor to next. It is a
-// ChangesFunc, for Live.
-func (r *Replica) Apply(collection string, records []crdt.Record, next []byte) {
-	r.apply(collection, records, nil, next)
+// Apply merges a page received from the server into the base of its
+// records (and so into the local view) and sets collection's cursor to its
+// Next; a page with Reset starts the collection again from the beginning
+// (the records to give back are kept until Heal or the next Sync). It is
+// the ChangesFunc of Live.
+func (r *Replica) Apply(collection string, page Page) {
+	if page.Reset != "" {
+		r.reset(collection, page.Reset)
+		return
+	}
+	r.apply(collection, page, nil)
 }
 
-// apply merges records and sets collection's cursor to next; with from
-// non-nil, only if the cursor is still from, so that a pull racing a live
-// delivery cannot move the cursor back (cursors are opaque: equality is
-// all a client may test).
-func (r *Replica) apply(collection string, records []crdt.Record, from, next []byte) {
+// apply merges a page's records and sets collection's cursor to its Next;
+// with from non-nil, only if the cursor is still from, so that a pull
+// racing a live delivery cannot move the cursor back (cursors are opaque:
+// equality is all a client may test).
+func (r *Replica) apply(collection string, page Page, from []byte) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for _, rec := range records {
+	for i, rec := range page.Records {
 		mergeInto(r.base, collection, rec)
 		if v, ok := r.view[collection][rec.ID]; ok {
 			v.Merge(rec)
 			put(r.view, collection, v)
 		}
+		if i < len(page.Seals) {
+			if r.sealed[collection] == nil {
+				r.sealed[collection] = map[string]proto.SealedRecord{}
+			}
+			r.sealed[collection][rec.ID] = proto.SealedRecord{Record: rec, Seal: page.Seals[i]}
+		}
 	}
 	if from == nil || bytes.Equal(r.cursors[collection], from) {
-		r.cursors[collection] = bytes.Clone(next)
+		r.cursors[collection] = bytes.Clone(page.Next)
 	}
+}
+
+// reset starts collection again from the beginning after the server said
+// its cursor is of another history; with proto.ResetHistoryLost the
+// collection is owed a heal (giving back what the server may lack).
+// Nothing local is dropped: merging what the server sends again is
+// idempotent.
+func (r *Replica) reset(collection, reason string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.cursors[collection] = []byte{}
+	if reason == proto.ResetHistoryLost {
+		if r.owed == nil {
+			r.owed = map[string]bool{}
+		}
+		r.owed[collection] = true
+	}
+}
+
+// Heal gives the server back what it may have lost of the collections it
+// reset with history lost: every record the replica holds as the server
+// sealed it (Client.Restore: anyone's stamps, a reader's too), and the
+// client's own stamps in its base that no seal covers (changes the server
+// acknowledged, then lost: pushed again, which the replica binding
+// allows). The outbox needs nothing: Flush pushes it as always. Sync heals
+// by itself; call Heal after Live delivered a reset.
+func (r *Replica) Heal(ctx context.Context) error {
+	r.mu.Lock()
+	owed := make([]string, 0, len(r.owed))
+	for coll := range r.owed {
+		owed = append(owed, coll)
+	}
+	r.mu.Unlock()
+	var errs []error
+	for _, coll := range owed {
+		errs = append(errs, r.heal(ctx, coll))
+	}
+	return errors.Join(errs...)
+}
+
+func (r *Replica) heal(ctx context.Context, coll string) error {
+	own := r.c.Replica()
+	r.mu.Lock()
+	sealed := make([]proto.SealedRecord, 0, len(r.sealed[coll]))
+	for _, sr := range r.sealed[coll] {
+		sealed = append(sealed, sr)
+	}
+	var mine []crdt.Change
+	for id, rec := range r.base[coll] {
+		if own == "" {
+			break
+		}
+		part := crdt.Record{ID: id}
+		if rec.Deleted.Replica == own {
+			part.Deleted = rec.Deleted
+		}
+		for name, f := range rec.Fields {
+			if f.Stamp.Replica == own {
+				if part.Fields == nil {
+					part.Fields = map[string]crdt.Field{}
+				}
+				part.Fields[name] = f
+			}
+		}
+		if !part.Deleted.IsZero() || len(part.Fields) > 0 {
+			mine = append(mine, crdt.Change{Collection: coll, Record: part})
+		}
+	}
+	r.mu.Unlock()
+	if len(sealed) > 0 {
+		res, err := r.c.Restore(ctx, coll, sealed)
+		if err != nil {
+			return fmt.Errorf("heal %s: %w", coll, err)
+		}
+		for i, x := range res {
+			if x.Status == StatusRefused {
+				r.c.log.Warn("heal: the server refused a sealed record; it stays local", "collection", coll, "record", sealed[i].Record.ID, "err", x.Err)
+			}
+		}
+	}
+	if len(mine) > 0 {
+		res, err := r.c.Push(ctx, mine)
+		if err != nil {
+			return fmt.Errorf("heal %s: %w", coll, err)
+		}
+		for i, x := range res {
+			if x.Status == StatusRefused {
+				r.c.log.Warn("heal: the server refused an own write it had acknowledged", "collection", coll, "record", mine[i].Record.ID, "err", x.Err)
+			}
+		}
+	}
+	r.mu.Lock()
+	delete(r.owed, coll)
+	r.mu.Unlock()
+	return nil
 }
 
 // Live streams the kept collections from their cursors into the replica
@@ -411,5 +532,12 @@ func (r *Replica) Live(ctx context.Context) error {
 		subs[coll] = bytes.Clone(cur)
 	}
 	r.mu.Unlock()
-	return r.c.Live(ctx, subs, r.Apply)
+	return r.c.Live(ctx, subs, func(coll string, p Page) {
+		r.Apply(coll, p)
+		if p.Reset == proto.ResetHistoryLost {
+			if err := r.heal(ctx, coll); err != nil {
+				r.c.log.Warn("heal after a live reset failed; Sync heals again", "collection", coll, "err", err)
+			}
+		}
+	})
 }

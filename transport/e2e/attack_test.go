@@ -422,7 +422,7 @@ func attackTokens(t *testing.T, url, mallory string) {
 			t.Fatal(err)
 		}
 		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-		err = cl.Live(ctx, map[string][]byte{"ta.notes": nil}, func(string, []crdt.Record, []byte) {})
+		err = cl.Live(ctx, map[string][]byte{"ta.notes": nil}, func(string, client.Page) {})
 		cancel()
 		var e *client.Error
 		if !errors.As(err, &e) || e.Code != c.code {

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/transport"
 	"github.com/convergo/convergo/transport/client"
 	"github.com/convergo/convergo/transport/proto"
@@ -122,9 +121,9 @@ func TestLiveResync(t *testing.T) {
 	lctx, stop := context.WithCancel(ctx)
 	liveErr := make(chan error, 1)
 	go func() {
-		liveErr <- rc.Live(lctx, map[string][]byte{coll: nil}, func(coll string, records []crdt.Record, next []byte) {
+		liveErr <- rc.Live(lctx, map[string][]byte{coll: nil}, func(coll string, p client.Page) {
 			time.Sleep(3 * time.Millisecond) // a slow application
-			reader.Apply(coll, records, next)
+			reader.Apply(coll, p)
 		})
 	}()
 
