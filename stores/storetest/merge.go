@@ -10,6 +10,7 @@ import (
 	"pgregory.net/rapid"
 
 	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/crdt/crdttest"
 	"github.com/convergo/convergo/stores"
 )
 
@@ -480,7 +481,7 @@ func testSameRecordInBatch(t *testing.T, f Factory) {
 func testReference(t *testing.T, f Factory) {
 	s := open(t, f)
 	n := 0
-	rapid.Check(t, func(rt *rapid.T) {
+	crdttest.Check(t, func(rt *rapid.T) { // no failure files in the caller's tree
 		n++
 		coll := fmt.Sprintf("ref%d", n)
 		ids := []string{"a", "b", "c"}
