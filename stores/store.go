@@ -27,6 +27,15 @@ var (
 	// after retries. Nothing in the failed call is known to be lost: Apply
 	// is idempotent, so the caller retries.
 	ErrUnavailable = errors.New("stores: backend unavailable")
+	// ErrCorrupt means data the store read back fails its own checks: a
+	// record, log entry or head that something outside the store damaged
+	// (a key of the wrong type, an unreadable record, a log entry without
+	// its record). It is not retryable: the same call fails the same way
+	// until the data is repaired (each store's doc says how: the next
+	// write to the record, or an operator's repair). The error names what
+	// is damaged; the store also logs and counts it. It says nothing of
+	// the backend's health, so readiness must not fail on it.
+	ErrCorrupt = errors.New("stores: corrupt data")
 )
 
 // Limits every store accepts at least.

@@ -13,16 +13,21 @@
 -- ARGV[5]  largest sequence number (2^53: ZSET scores are doubles)
 -- ARGV[6], ARGV[7], ...  pairs of record id and change blob
 --
--- Returns {changed_1, seq_1, lost_1, changed_2, seq_2, lost_2, ...},
--- changed being 1 or 0 and lost the array of the names of the change's
--- fields that the record does not hold as the change wrote them right after
--- its merge (crdt.LostFields; unsorted: Lua's string order depends on the
--- server's locale, so the caller sorts).
+-- Returns {changed_1, seq_1, lost_1, changed_2, seq_2, lost_2, ...,
+-- head_state, head_raw, damaged}: changed being 1 or 0 and lost the array of
+-- the names of the change's fields that the record does not hold as the
+-- change wrote them right after its merge (crdt.LostFields; unsorted: Lua's
+-- string order depends on the server's locale, so the caller sorts); then
+-- what the script found damaged and repaired: head_state 0 when the head
+-- was sound, 1 when it was unreadable, 2 when it was below the highest seq
+-- in the log (set back), with head_raw the value it had; damaged the ids
+-- of stored records that were unreadable and that this batch's changes
+-- replaced.
 --
--- The script reads and merges everything first and writes only at the end,
--- so every error (malformed input, a record over the limits, a key of the
--- wrong type) is raised before the first write: Lua scripts have no
--- rollback.
+-- The script checks every key's type and the head, reads and merges
+-- everything first, and writes only at the end, so every error (malformed
+-- input, a record over the limits, a key of the wrong type) is raised
+-- before the first write: Lua scripts have no rollback.
 
 -- size.lua comes before this body: it defines byte, sub, sunpack, ZERO,
 -- TWO32, malformed, hsize and cborsize.
@@ -210,22 +215,50 @@ local nchanges = (#ARGV - 5) / 2
 if not (maxBytes and maxFields and maxSeq) or nchanges < 0 or nchanges ~= math.floor(nchanges) then
   malformed('arguments')
 end
-local head = tonumber(redis.call('GET', KEYS[1]) or '0')
-if not head then malformed('head') end
+-- Every key must have its type or not exist: a key of another type
+-- (written by something else) would fail a write half-way.
+for i, want in ipairs({'string', 'zset', 'hash'}) do
+  local t = redis.call('TYPE', KEYS[i]).ok
+  if t ~= 'none' and t ~= want then
+    error('convergo:corrupt key ' .. KEYS[i] .. ' is a ' .. t .. ', not a ' .. want)
+  end
+end
+-- The head is at least the highest seq in the log: a head that is
+-- unreadable or was set back must not hand out seqs again.
+local rawHead = redis.call('GET', KEYS[1])
+local head, headState = 0, 0
+if rawHead then
+  if string.match(rawHead, '^%d+$') then head = tonumber(rawHead) else headState = 1 end
+end
+local top = redis.call('ZRANGE', KEYS[2], -1, -1, 'WITHSCORES')
+if top[2] then
+  local t = tonumber(top[2])
+  if t > head then
+    if headState == 0 then headState = 2 end
+    head = t
+  end
+elseif headState == 1 then
+  head = 0
+end
 -- (maxSeq - head is exact; head + nchanges past 2^53 would round.)
 if head < 0 or head > maxSeq or nchanges > maxSeq - head then
   error('convergo:seq-exhausted head ' .. int(head) .. ' cannot grow by ' .. int(nchanges) .. ' past ' .. int(maxSeq))
 end
 
-local state, order, out = {}, {}, {}
+local state, order, out, damaged = {}, {}, {}, {}
 for i = 1, nchanges do
   local id, d = ARGV[4 + 2 * i], parse(ARGV[5 + 2 * i])
   local r = state[id]
   if not r then
     local blob = redis.call('HGET', KEYS[3], id)
+    local ok = false
     if blob then
-      r = parse(blob)
-    else
+      ok, r = pcall(parse, blob)
+      -- An unreadable stored record is lost: the change replaces it, and
+      -- the caller reports it.
+      if not ok then damaged[#damaged + 1] = id end
+    end
+    if not ok then
       r = {seq = 0, del = ZERO, names = {}, listed = {}, fields = {}, nf = 0}
     end
     state[id] = r
@@ -264,7 +297,13 @@ end
 
 -- Write: nothing above has written, so an error above left no trace.
 
-if #order == 0 then return out end
+out[3 * nchanges + 1] = headState
+out[3 * nchanges + 2] = rawHead or ''
+out[3 * nchanges + 3] = damaged
+if #order == 0 then
+  if headState ~= 0 then redis.call('SET', KEYS[1], int(head)) end
+  return out
+end
 local chunk = 256
 for first = 1, #order, chunk do
   local hargs, zargs = {}, {}

@@ -13,11 +13,20 @@
 --          the first record is returned even when it alone is larger
 --
 -- Returns {more, id_1, blob_1, id_2, blob_2, ...} in ascending sequence
--- order; more is 1 when the log holds entries after the page. A blob is
--- false when the log names a record the hash lacks (the caller reports it).
+-- order; more is 1 when the log holds entries after the page. A damaged
+-- entry ends the page: its blob is false when the log names a record the
+-- hash lacks, or the blob as stored when it is unreadable; the caller
+-- reports it (stores.ErrCorrupt) and returns the entries before it. A key
+-- of the wrong type fails with convergo:corrupt.
 --
 -- size.lua comes before this body: it defines cborsize.
 
+for i, want in ipairs({'zset', 'hash'}) do
+  local t = redis.call('TYPE', KEYS[i]).ok
+  if t ~= 'none' and t ~= want then
+    error('convergo:corrupt key ' .. KEYS[i] .. ' is a ' .. t .. ', not a ' .. want)
+  end
+end
 local limit, budget = tonumber(ARGV[2]), tonumber(ARGV[3])
 if not (limit and budget) or limit < 1 then malformed('arguments') end
 local ids = redis.call('ZRANGE', KEYS[1], '(' .. ARGV[1], '+inf', 'BYSCORE', 'LIMIT', 0, limit + 1)
@@ -30,14 +39,18 @@ for i = 1, #ids do
   end
   local id = ids[i]
   local blob = redis.call('HGET', KEYS[2], id)
-  if blob then
-    local size = cborsize(id, blob)
-    if i > 1 and used + size > budget then
-      out[1] = 1
-      break
-    end
-    used = used + size
+  local ok, size = false, 0
+  if blob then ok, size = pcall(cborsize, id, blob) end
+  if not ok then
+    out[2 * i], out[2 * i + 1] = id, blob
+    if i < #ids then out[1] = 1 end
+    break
   end
+  if i > 1 and used + size > budget then
+    out[1] = 1
+    break
+  end
+  used = used + size
   out[2 * i], out[2 * i + 1] = id, blob
 end
 return out

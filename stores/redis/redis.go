@@ -65,8 +65,10 @@ type Store struct {
 	// script's size computation.
 	maxRecordBytes int
 
-	closed   atomic.Bool
-	watchers stores.Watchers
+	closed     atomic.Bool
+	watchers   stores.Watchers
+	stats      counters
+	corruptLog corruptLog
 	// needCheck says a check of the servers' run (checkRun) is owed: at
 	// first, and after a check failed.
 	needCheck atomic.Bool
@@ -321,15 +323,31 @@ func (s *Store) applyCollection(ctx context.Context, coll string, changes []crdt
 		if err != nil {
 			return s.fail(ctx, "apply to "+coll, err)
 		}
-		if len(out) != 3*n {
+		if len(out) != 3*n+3 {
 			return fmt.Errorf("apply to %s: merge script returned %d items for %d changes", coll, len(out), n)
 		}
+		var head uint64
 		for j, i := range idx[:n] {
 			r, err := mergeResult(out[3*j : 3*j+3])
 			if err != nil {
 				return fmt.Errorf("apply to %s: change %s: %w", coll, changes[i].Record.ID, err)
 			}
 			results[i] = r
+			if r.Changed {
+				head = max(head, r.Seq)
+			}
+		}
+		state, _ := out[3*n].(int64)
+		raw, _ := out[3*n+1].(string)
+		s.checkHead(ctx, coll, state, raw, head)
+		if damaged, _ := out[3*n+2].([]any); len(damaged) > 0 {
+			s.replacedDamaged(ctx, coll, damaged)
+		}
+		if head > 0 {
+			// The script also publishes, for every instance; local watchers
+			// are told directly, so a stalled subscription does not delay
+			// them.
+			s.watchers.Notify(stores.Notification{Collection: coll, Seq: head})
 		}
 		idx = idx[n:]
 	}
@@ -386,16 +404,26 @@ func (s *Store) Pull(ctx context.Context, collection string, after uint64, limit
 	page.Entries = make([]stores.Entry, 0, n)
 	for i := range n {
 		id, _ := out[2*i].(string)
+		var err error
 		blob, ok := out[2*i+1].(string)
+		var seq uint64
+		var rec crdt.Record
 		if !ok {
-			return stores.Page{}, fmt.Errorf("pull %s: log lists %q, which has no record", collection, id)
+			err = fmt.Errorf("the log lists %q, which has no record", id)
+		} else if seq, rec, err = decodeBlob(id, []byte(blob)); err != nil {
+			err = fmt.Errorf("record %q: %w", id, err)
+		} else if seq <= page.Next {
+			err = fmt.Errorf("record %q has seq %d, not after %d", id, seq, page.Next)
 		}
-		seq, rec, err := decodeBlob(id, []byte(blob))
 		if err != nil {
-			return stores.Page{}, fmt.Errorf("pull %s: record %q: %w", collection, id, err)
-		}
-		if seq <= page.Next {
-			return stores.Page{}, fmt.Errorf("pull %s: record %q has seq %d, not after %d", collection, id, seq, page.Next)
+			// A damaged entry ends the page: the reader gets what comes
+			// before it, and the error when its cursor reaches it.
+			s.corrupt(collection, id, err)
+			if len(page.Entries) > 0 {
+				page.More = true
+				return page, nil
+			}
+			return stores.Page{}, fmt.Errorf("pull %s: %w: %w", collection, stores.ErrCorrupt, err)
 		}
 		page.Entries = append(page.Entries, stores.Entry{Seq: seq, Record: rec})
 		page.Next = seq
@@ -417,12 +445,16 @@ func (s *Store) Get(ctx context.Context, collection, id string) (stores.Entry, e
 	}
 	seq, rec, err := decodeBlob(id, blob)
 	if err != nil {
-		return stores.Entry{}, fmt.Errorf("get %s/%s: %w", collection, id, err)
+		s.corrupt(collection, id, err)
+		return stores.Entry{}, fmt.Errorf("get %s/%s: %w: %w", collection, id, stores.ErrCorrupt, err)
 	}
 	return stores.Entry{Seq: seq, Record: rec}, nil
 }
 
-// Head implements stores.Store.
+// Head implements stores.Store. It reads the head and the highest seq in
+// the log in one script (headScript) and returns the larger: a head that
+// something set back or made unreadable is repaired there, counted and
+// logged, and the collection starts a new epoch (see checkHead).
 func (s *Store) Head(ctx context.Context, collection string) (uint64, error) {
 	if err := s.begin(ctx); err != nil {
 		return 0, err
@@ -430,14 +462,21 @@ func (s *Store) Head(ctx context.Context, collection string) (uint64, error) {
 	if err := crdt.ValidateCollection(collection); err != nil {
 		return 0, fmt.Errorf("%w: %v", stores.ErrInvalid, err)
 	}
-	head, err := s.client.Get(ctx, s.seqKey(collection)).Uint64()
-	if errors.Is(err, goredis.Nil) {
-		return 0, nil
-	}
+	out, err := headScript.Run(ctx, s.client, []string{s.seqKey(collection), s.logKey(collection)}).Slice()
 	if err != nil {
 		return 0, s.fail(ctx, "head "+collection, err)
 	}
-	return head, nil
+	if len(out) != 3 {
+		return 0, fmt.Errorf("head %s: head script returned %v", collection, out)
+	}
+	head, ok1 := out[0].(int64)
+	state, ok2 := out[1].(int64)
+	raw, _ := out[2].(string)
+	if !ok1 || !ok2 || head < 0 {
+		return 0, fmt.Errorf("head %s: head script returned %v", collection, out)
+	}
+	s.checkHead(ctx, collection, state, raw, uint64(head))
+	return uint64(head), nil
 }
 
 // Close implements stores.Store. It stops the subscriber and waits for it,
@@ -476,6 +515,10 @@ func (s *Store) fail(ctx context.Context, op string, err error) error {
 		return fmt.Errorf("%s: %w (%v)", op, ctx.Err(), err)
 	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
 		return fmt.Errorf("%s: %w", op, err)
+	case strings.Contains(err.Error(), "convergo:corrupt"):
+		msg := scriptMessage(err, "convergo:corrupt")
+		s.corrupt("", "", errors.New(msg))
+		return fmt.Errorf("%s: %w: %s", op, stores.ErrCorrupt, msg)
 	case strings.Contains(err.Error(), "convergo:too-large"):
 		return fmt.Errorf("%s: %w: %s", op, stores.ErrTooLarge, scriptMessage(err, "convergo:too-large"))
 	case unavailable(err):

@@ -240,7 +240,7 @@ func TestRestrictedUser(t *testing.T) {
 	admin := goredis.NewClient(&goredis.Options{Addr: srv.addr()})
 	defer admin.Close()
 	err := admin.Do(ctx, "ACL", "SETUSER", "app", "on", ">secret", "resetkeys", "~app:*", "resetchannels", "&app:*",
-		"-@all", "+eval", "+evalsha", "+get", "+set", "+hget", "+hset", "+hmget", "+zadd", "+zrange", "+publish",
+		"-@all", "+eval", "+evalsha", "+get", "+set", "+hget", "+hset", "+hmget", "+zadd", "+zrange", "+type", "+publish",
 		"+subscribe", "+ping", "+info", "+client|setname", "+hello").Err()
 	if err != nil {
 		t.Fatal(err)
