@@ -6,7 +6,7 @@
 // {stamp, value}; value holds the canonical CBOR bytes of the field's value,
 // or null when the field was unset.
 
-import { Reader, Writer, checkValue, compareBytes, decode, equalBytes, utf8Length } from './cbor.js';
+import { Reader, Writer, compareBytes, decode, equalBytes, normalizeValue, utf8Length } from './cbor.js';
 import { MODEL } from './constants.js';
 import { ConvergoError } from './errors.js';
 import { MAX_LOGICAL, MAX_WALL, ZERO_STAMP, compareStamps, isZeroStamp, validateReplica } from './hlc.js';
@@ -342,21 +342,23 @@ function readField(r) {
   if (h.arg === 4) {
     const start = r.off;
     const canonical = r.canonical;
-    r.canonical = false; // structure first; the value is checked strictly below
+    r.canonical = false; // structure first; the value is checked below
     try {
       r.skip(4);
     } finally {
       r.canonical = canonical;
     }
-    value = r.b.slice(start, r.off);
-    checkValue(value);
+    // Liberal in values: any encoding of the value model, held in the
+    // deterministic one (docs/protocol.md, section 2).
+    value = normalizeValue(r.b.slice(start, r.off));
   }
   return { stamp, value };
 }
 
 /**
- * Reads and validates a record, as crdt's Record.UnmarshalCBOR. The result
- * is not normalized; merging normalizes.
+ * Reads and validates a record, as crdt's Record.UnmarshalCBOR: its field
+ * values come out in deterministic encoding whatever encoding they came in
+ * (normalizeValue); envelopes, names and stamps are strict.
  * @param {Reader} r
  * @returns {Record}
  */
