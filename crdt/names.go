@@ -2,6 +2,7 @@ package crdt
 
 import (
 	"fmt"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -73,4 +74,31 @@ func validateText(what, s string, maxBytes int) error {
 
 func isAlnum(c byte) bool {
 	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
+}
+
+// MatchPattern reports whether a collection pattern matches collection. A
+// pattern is an exact collection name, a prefix ending in ".*" (matching
+// the names below it, not the prefix itself), or "*" for every collection.
+// Tokens grant collections by pattern, and quotas apply to them.
+func MatchPattern(pattern, collection string) bool {
+	switch {
+	case pattern == "*":
+		return true
+	case strings.HasSuffix(pattern, ".*"):
+		prefix := pattern[:len(pattern)-1] // keep the dot
+		return len(collection) > len(prefix) && strings.HasPrefix(collection, prefix)
+	default:
+		return pattern == collection
+	}
+}
+
+// ValidatePattern checks a collection pattern (see MatchPattern).
+func ValidatePattern(pattern string) error {
+	if pattern == "*" {
+		return nil
+	}
+	if err := ValidateCollection(strings.TrimSuffix(pattern, ".*")); err != nil {
+		return fmt.Errorf("pattern %q: %w", pattern, err)
+	}
+	return nil
 }

@@ -38,6 +38,10 @@ type Config struct {
 	PollInterval time.Duration
 	// Logger receives the engine's logs. Nil discards them.
 	Logger *slog.Logger
+	// Quotas bound what collections may hold (Quota); empty means none.
+	// They need a store that keeps usage (stores.Usager): Open fails
+	// otherwise.
+	Quotas []Quota
 }
 
 // Status is the outcome of one change of an Apply call, numbered as on the
@@ -85,6 +89,8 @@ type Engine struct {
 	replica  string
 	maxDrift time.Duration
 	commits  commitHealth
+	quotas   []Quota
+	usager   stores.Usager
 	subsMu   sync.Mutex
 	subs     map[string]map[*Subscription]struct{}
 	stopWat  func()
@@ -122,6 +128,10 @@ func Open(cfg Config) (*Engine, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	usager, err := validateQuotas(cfg.Quotas, cfg.Store)
+	if err != nil {
+		return nil, fmt.Errorf("engine: %w", err)
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -137,6 +147,8 @@ func Open(cfg Config) (*Engine, error) {
 		clocks:   map[string]*crdt.Clock{},
 		replica:  cfg.Replica,
 		maxDrift: cfg.MaxDrift,
+		quotas:   cfg.Quotas,
+		usager:   usager,
 		subs:     map[string]map[*Subscription]struct{}{},
 		resync:   make(chan struct{}, 1),
 		cancel:   cancel,
@@ -247,6 +259,10 @@ func (e *Engine) Apply(ctx context.Context, changes []crdt.Change) ([]Result, er
 		index = append(index, i)
 	}
 	e.mu.Unlock()
+	accepted, index, err := e.checkQuotas(ctx, accepted, index, results)
+	if err != nil {
+		return nil, err
+	}
 	for start := 0; start < len(accepted); start += stores.MaxBatch {
 		end := min(start+stores.MaxBatch, len(accepted))
 		if err := e.applyStored(ctx, accepted[start:end], index[start:end], results); err != nil {

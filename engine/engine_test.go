@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -324,3 +326,58 @@ func TestApplyNormalizesValues(t *testing.T) {
 		t.Fatal("the caller's change was modified")
 	}
 }
+
+// A collection at its quota refuses changes that add data, with
+// ErrQuotaExceeded, and still takes deletes and unsets; other collections
+// are unaffected; a store that keeps no usage cannot have quotas.
+func TestQuotas(t *testing.T) {
+	ctx := context.Background()
+	e, err := Open(Config{Store: memory.New(), Replica: "srv", PollInterval: -1,
+		Quotas: []Quota{{Pattern: "t1.*", MaxRecords: 3}, {Pattern: "t2.*", MaxBytes: 200}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	s := func(w int64) crdt.Stamp { return crdt.Stamp{Wall: w, Replica: "c1"} }
+	set := func(coll, id string, w int64, v any) crdt.Change {
+		return crdt.Change{Collection: coll, Record: crdt.SetField(id, "f", value(t, v), s(w))}
+	}
+	for i := range 3 {
+		if res, err := e.Apply(ctx, []crdt.Change{set("t1.a", fmt.Sprint("r", i), 1, i)}); err != nil || res[0].Status != StatusApplied {
+			t.Fatalf("write %d under the quota: %+v %v", i, res, err)
+		}
+	}
+	res, err := e.Apply(ctx, []crdt.Change{
+		set("t1.a", "r9", 2, 9),                                        // a new record: refused
+		set("t1.a", "r0", 2, "more"),                                   // an edit that adds data: refused
+		{Collection: "t1.a", Record: crdt.DeleteRecord("r1", s(3))},    // a delete: accepted
+		{Collection: "t1.a", Record: crdt.UnsetField("r2", "f", s(3))}, // an unset: accepted
+		set("t1.b", "r0", 2, 1),                                        // another collection: its own quota
+		set("free", "r0", 2, 1),                                        // no quota
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Status{StatusRefused, StatusRefused, StatusApplied, StatusApplied, StatusApplied, StatusApplied}
+	for i, r := range res {
+		if r.Status != want[i] {
+			t.Errorf("change %d: %v (%v), want %v", i, r.Status, r.Err, want[i])
+		}
+	}
+	if !errors.Is(res[0].Err, ErrQuotaExceeded) {
+		t.Errorf("refusal: %v, want ErrQuotaExceeded", res[0].Err)
+	}
+	big := strings.Repeat("x", 300)
+	if res, _ := e.Apply(ctx, []crdt.Change{set("t2.a", "big", 1, big)}); res[0].Status != StatusApplied {
+		t.Fatalf("first write to t2.a: %+v", res)
+	}
+	if res, _ := e.Apply(ctx, []crdt.Change{set("t2.a", "more", 1, 1)}); res[0].Status != StatusRefused || !errors.Is(res[0].Err, ErrQuotaExceeded) {
+		t.Fatalf("write past the byte quota: %+v", res)
+	}
+	if _, err := Open(Config{Store: noUsage{memory.New()}, Quotas: []Quota{{Pattern: "*", MaxRecords: 1}}}); err == nil {
+		t.Fatal("quotas on a store without usage: no error")
+	}
+}
+
+// noUsage hides a store's usage.
+type noUsage struct{ stores.Store }

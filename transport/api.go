@@ -262,6 +262,7 @@ func withCause(e *proto.Error, cause error) *proto.Error {
 var internalPrefixes = []string{
 	crdt.ErrInvalid.Error() + ": ", crdt.ErrTooLarge.Error() + ": ", crdt.ErrMalformed.Error() + ": ",
 	crdt.ErrClockDrift.Error() + ": ", engine.ErrTooLarge.Error() + ": ", engine.ErrInvalid.Error() + ": ",
+	engine.ErrQuotaExceeded.Error() + ": ",
 	"clock observe: ",
 }
 

@@ -62,30 +62,12 @@ func matchAny(patterns []string, collection string) bool {
 	return false
 }
 
-// MatchPattern reports whether a collection pattern matches collection.
-func MatchPattern(pattern, collection string) bool {
-	switch {
-	case pattern == "*":
-		return true
-	case strings.HasSuffix(pattern, ".*"):
-		prefix := pattern[:len(pattern)-1] // keep the dot
-		return len(collection) > len(prefix) && strings.HasPrefix(collection, prefix)
-	default:
-		return pattern == collection
-	}
-}
+// MatchPattern reports whether a collection pattern matches collection
+// (crdt.MatchPattern).
+func MatchPattern(pattern, collection string) bool { return crdt.MatchPattern(pattern, collection) }
 
-// ValidatePattern checks a collection pattern.
-func ValidatePattern(pattern string) error {
-	if pattern == "*" {
-		return nil
-	}
-	name := strings.TrimSuffix(pattern, ".*")
-	if err := crdt.ValidateCollection(name); err != nil {
-		return fmt.Errorf("pattern %q: %w", pattern, err)
-	}
-	return nil
-}
+// ValidatePattern checks a collection pattern (crdt.ValidatePattern).
+func ValidatePattern(pattern string) error { return crdt.ValidatePattern(pattern) }
 
 // anonymous is the principal of a client without a token in demo mode.
 var anonymous = Principal{Read: []string{DemoCollection}, Write: []string{DemoCollection}}

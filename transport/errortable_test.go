@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/engine"
 	"github.com/convergo/convergo/transport/proto"
 )
 
@@ -141,6 +142,19 @@ func TestErrorTable(t *testing.T) {
 		proto.CodeClockDrift: func() (int, string) {
 			return pushed(crdt.Change{Collection: "notes", Record: crdt.SetField("r", "f", mustValue(t, 1),
 				crdt.Stamp{Wall: now + time.Hour.Milliseconds(), Replica: ownReplica})})
+		},
+		proto.CodeQuotaExceeded: func() (int, string) {
+			full := newTestServer(t, nil)
+			eng, err := engine.Open(engine.Config{Store: full.store, Replica: "srv-test", PollInterval: -1,
+				Quotas: []engine.Quota{{Pattern: "notes", MaxRecords: 1}}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { eng.Close() })
+			full.srv.eng = eng
+			ftok := full.token(t, "alice", []string{"notes"}, []string{"notes"})
+			full.push(t, ftok, change(t, "notes", "r1", "f", 1))
+			return 0, full.push(t, ftok, change(t, "notes", "r2", "f", 1))[0].Code
 		},
 		proto.CodeBadSeal: func() (int, string) {
 			rec := crdt.SetField("r", "f", mustValue(t, 1), crdt.Stamp{Wall: now, Replica: "someone"})

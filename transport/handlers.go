@@ -133,6 +133,8 @@ func refusal(err error) proto.PushResult {
 		code = proto.CodeTooLarge
 	case errors.Is(err, crdt.ErrMalformed):
 		code = proto.CodeMalformed
+	case errors.Is(err, engine.ErrQuotaExceeded):
+		code = proto.CodeQuotaExceeded
 	}
 	return proto.PushResult{Status: proto.StatusRefused, Code: code, Message: publicText(err)}
 }

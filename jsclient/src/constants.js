@@ -114,6 +114,12 @@ export const CODES = Object.freeze([
     "perChange": true
   },
   {
+    "code": "quota_exceeded",
+    "http": 0,
+    "retry": "never",
+    "perChange": true
+  },
+  {
     "code": "unavailable",
     "http": 503,
     "retry": "backoff",

@@ -222,6 +222,7 @@ func (w *writer) apply(changes []crdt.Change) ([]stores.Result, error) {
 func (w *writer) flush() error {
 	type buckets struct{ recs, log *bbolt.Bucket }
 	bs := map[string]buckets{}
+	usage := map[string]*stores.Usage{}
 	for k, st := range w.recs {
 		if st.seq == st.fileSeq {
 			continue
@@ -237,7 +238,23 @@ func (w *writer) flush() error {
 			}
 			bs[k.coll] = b
 		}
-		if err := b.recs.Put([]byte(k.id), encodeEntry(st.seq, st.rec)); err != nil {
+		u := usage[k.coll]
+		if u == nil {
+			cur, err := readUsage(w.tx, k.coll)
+			if err != nil {
+				return fmt.Errorf("usage of %s: %w", k.coll, err)
+			}
+			u = &cur
+			usage[k.coll] = u
+		}
+		if old := b.recs.Get([]byte(k.id)); old != nil {
+			u.Bytes -= int64(len(old) - 8)
+		} else {
+			u.Records++
+		}
+		entry := encodeEntry(st.seq, st.rec)
+		u.Bytes += int64(len(entry) - 8)
+		if err := b.recs.Put([]byte(k.id), entry); err != nil {
 			return fmt.Errorf("put %s/%s: %w", k.coll, k.id, err)
 		}
 		if st.fileSeq != 0 {
@@ -247,6 +264,11 @@ func (w *writer) flush() error {
 		}
 		if err := b.log.Put(seqKey(st.seq), []byte(k.id)); err != nil {
 			return fmt.Errorf("log %s/%s: %w", k.coll, k.id, err)
+		}
+	}
+	for c, u := range usage {
+		if err := writeUsage(w.tx, c, *u); err != nil {
+			return fmt.Errorf("usage of %s: %w", c, err)
 		}
 	}
 	heads := w.tx.Bucket(headsBucket)

@@ -19,7 +19,10 @@ import (
 	"github.com/convergo/convergo/stores"
 )
 
-var _ stores.Store = (*Store)(nil)
+var (
+	_ stores.Store  = (*Store)(nil)
+	_ stores.Usager = (*Store)(nil)
+)
 
 type entry struct {
 	seq    uint64
@@ -28,6 +31,7 @@ type entry struct {
 
 type collection struct {
 	head    uint64
+	bytes   int64 // encoded sizes of the records, for Usage
 	records map[string]*entry
 	// log lists (seq, id) in ascending sequence order. It is append-only;
 	// an entry whose record has since taken a newer sequence number is
@@ -159,6 +163,10 @@ func (s *Store) Apply(ctx context.Context, changes []crdt.Change) ([]stores.Resu
 			continue // unchanged, or not the record's last change
 		}
 		c := s.collections[k.coll]
+		if old := c.records[k.id]; old != nil {
+			c.bytes -= int64(len(crdt.AppendRecord(nil, old.record)))
+		}
+		c.bytes += int64(len(crdt.AppendRecord(nil, staged[k].record)))
 		c.records[k.id] = &entry{seq: results[i].Seq, record: staged[k].record}
 		c.appendLog(results[i].Seq, k.id, staged[k].seq)
 	}
@@ -348,4 +356,24 @@ func (s *Store) BumpEpochs(ctx context.Context) error {
 	s.mu.Unlock()
 	s.watchers.Notify(stores.Notification{Resync: true})
 	return nil
+}
+
+// Usage implements stores.Usager.
+func (s *Store) Usage(ctx context.Context, collection string) (stores.Usage, error) {
+	if err := ctx.Err(); err != nil {
+		return stores.Usage{}, err
+	}
+	if err := stores.CheckCollection(collection); err != nil {
+		return stores.Usage{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return stores.Usage{}, stores.ErrClosed
+	}
+	c := s.collections[collection]
+	if c == nil {
+		return stores.Usage{}, nil
+	}
+	return stores.Usage{Records: int64(len(c.records)), Bytes: c.bytes}, nil
 }

@@ -55,6 +55,7 @@ func Run(t *testing.T, newStore Factory) {
 		{"CloseWhileBusy", testCloseWhileBusy},
 		{"Identity", testIdentity},
 		{"Epochs", testEpochs},
+		{"Usage", testUsage},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, newStore) })
 	}

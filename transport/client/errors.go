@@ -27,6 +27,7 @@ var (
 	ErrClockDrift         = errors.New("convergo: clock drift")
 	ErrForgedReplica      = errors.New("convergo: stamp of a replica id the subject does not own")
 	ErrBadSeal            = errors.New("convergo: a restored record's seal is not the server's")
+	ErrQuotaExceeded      = errors.New("convergo: the collection is at its quota")
 	ErrUnavailable        = errors.New("convergo: unavailable")
 	ErrInternal           = errors.New("convergo: internal server error")
 
@@ -55,6 +56,7 @@ var sentinels = map[string]error{
 	proto.CodeClockDrift:         ErrClockDrift,
 	proto.CodeForgedReplica:      ErrForgedReplica,
 	proto.CodeBadSeal:            ErrBadSeal,
+	proto.CodeQuotaExceeded:      ErrQuotaExceeded,
 	proto.CodeUnavailable:        ErrUnavailable,
 	proto.CodeInternal:           ErrInternal,
 }

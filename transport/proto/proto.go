@@ -65,6 +65,7 @@ const (
 	CodeClockDrift         = "clock_drift"
 	CodeForgedReplica      = "forged_replica"
 	CodeBadSeal            = "bad_seal"
+	CodeQuotaExceeded      = "quota_exceeded"
 	CodeUnavailable        = "unavailable"
 	CodeInternal           = "internal"
 )
@@ -112,6 +113,7 @@ var Codes = []CodeInfo{
 	{CodeClockDrift, 0, RetryNever, true},
 	{CodeForgedReplica, 0, RetryNever, true},
 	{CodeBadSeal, 0, RetryNever, true},
+	{CodeQuotaExceeded, 0, RetryNever, true},
 	{CodeUnavailable, http.StatusServiceUnavailable, RetryBackoff, false},
 	{CodeInternal, http.StatusInternalServerError, RetryBackoff, false},
 }
