@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -28,9 +29,8 @@ import (
 	"github.com/convergo/convergo/engine"
 	"github.com/convergo/convergo/stores"
 	"github.com/convergo/convergo/stores/bolt"
-	"github.com/convergo/convergo/stores/dynamodb"
 	"github.com/convergo/convergo/stores/memory"
-	"github.com/convergo/convergo/stores/redis"
+	"github.com/convergo/convergo/stores/storeurl"
 	"github.com/convergo/convergo/transport"
 	"github.com/convergo/convergo/transport/proto"
 )
@@ -88,7 +88,12 @@ func openStoreWith(ctx context.Context, kind, prefix string) (stores.Store, func
 		if owned {
 			prefix = "bench-" + randomSuffix() + ":"
 		}
-		s, err := redis.Open(ctx, redis.Options{Addrs: []string{addr}, KeyPrefix: prefix, PoolSize: 64})
+		spec, err := storeurl.Parse("redis://" + addr + "?prefix=" + url.QueryEscape(prefix))
+		if err != nil {
+			return nil, nil, err
+		}
+		spec.Redis.PoolSize = 64
+		s, err := spec.Open(ctx, storeurl.Options{})
 		if err != nil {
 			return nil, nil, err
 		}
@@ -104,7 +109,7 @@ func openStoreWith(ctx context.Context, kind, prefix string) (stores.Store, func
 			return nil, nil, errors.New("CONVERGO_DYNAMODB_ENDPOINT is not set")
 		}
 		table := "bench-" + randomSuffix()
-		s, err := dynamodb.Open(ctx, dynamodb.Options{Table: table, Endpoint: ep, CreateTable: true})
+		s, err := storeurl.Open(ctx, "dynamodb://"+table+"?capture=0&create=1&endpoint="+url.QueryEscape(ep), storeurl.Options{})
 		if err != nil {
 			return nil, nil, err
 		}

@@ -288,67 +288,6 @@ func TestServeBinary(t *testing.T) {
 	stop(cmd)
 }
 
-func TestParseStore(t *testing.T) {
-	for _, tc := range []struct {
-		in   string
-		want string // fmt of the interesting fields, "" for an error
-	}{
-		{"memory:", "memory"},
-		{"bolt:convergo.db", "bolt convergo.db"},
-		{"bolt:/var/lib/c.db", "bolt /var/lib/c.db"},
-		{"redis://127.0.0.1:6379", "redis [127.0.0.1:6379] cluster=false db=0 prefix= user= pass="},
-		{"redis://u:p%40ss@h:1/3?prefix=app", "redis [h:1] cluster=false db=3 prefix=app user=u pass=p@ss"},
-		{"redis://h", "redis [h:6379] cluster=false db=0 prefix= user= pass="},
-		{"redis-cluster://a:1,b:2,c:3?prefix=x", "redis [a:1 b:2 c:3] cluster=true db=0 prefix=x user= pass="},
-		{"dynamodb://convergo?region=us-east-1&endpoint=http://127.0.0.1:8765&create=1&capture=1", "dynamodb convergo us-east-1 http://127.0.0.1:8765 true true"},
-		{"dynamodb://tbl", "dynamodb tbl   false true"},
-		{"dynamodb://tbl?capture=0", "dynamodb tbl   false false"},
-		{"memory:x", ""},
-		{"bolt:", ""},
-		{"redis://a:1,b:2", ""},
-		{"redis-cluster://a:1/2", ""},
-		{"redis://h:1/x", ""},
-		{"redis://h:1?db=2", ""},
-		{"dynamodb://", ""},
-		{"dynamodb://t?create=maybe", ""},
-		{"dynamodb://t?tabel=x", ""},
-		{"postgres://x", ""},
-		{"convergo.db", ""},
-	} {
-		t.Run(tc.in, func(t *testing.T) {
-			s, err := parseStore(tc.in)
-			if tc.want == "" {
-				if err == nil {
-					t.Fatalf("no error, got %+v", s)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			var got string
-			switch s.kind {
-			case "memory":
-				got = "memory"
-			case "bolt":
-				got = "bolt " + s.path
-			case "redis":
-				o := s.redis
-				got = fmt.Sprintf("redis %v cluster=%v db=%d prefix=%s user=%s pass=%s", o.Addrs, o.Cluster, o.DB, o.KeyPrefix, o.Username, o.Password)
-			case "dynamodb":
-				o := s.dynamo
-				got = fmt.Sprintf("dynamodb %s %s %s %v %v", o.Table, o.Region, o.Endpoint, o.CreateTable, o.Capture)
-			}
-			if got != tc.want {
-				t.Fatalf("got %q, want %q", got, tc.want)
-			}
-		})
-	}
-	if got := redact("redis://u:secret@h:1/2"); strings.Contains(got, "secret") {
-		t.Fatalf("redact: %s", got)
-	}
-}
-
 func TestEnvFlags(t *testing.T) {
 	t.Setenv("CONVERGO_MAX_DRIFT", "90s")
 	t.Setenv("CONVERGO_ORIGINS", "a.example,b.example")

@@ -18,6 +18,7 @@ import (
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/engine"
 	"github.com/convergo/convergo/jsclient"
+	"github.com/convergo/convergo/stores/storeurl"
 	"github.com/convergo/convergo/transport"
 	"github.com/convergo/convergo/transport/proto"
 )
@@ -29,6 +30,7 @@ type serveConfig struct {
 	secret          string
 	origins         listFlag
 	publicOrigins   listFlag
+	quotas          quotaFlag
 	proxies         listFlag
 	demo            bool
 	replica         string
@@ -48,6 +50,7 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "`host:port` of a separate listener for /metrics, /healthz and /readyz; when set, /metrics is not served on --addr")
 	fs.StringVar(&c.store, "store", "bolt:convergo.db", "store `URL`: memory:, bolt:PATH, redis://[user:pass@]host:port[/db][?prefix=P], redis-cluster://host:port,host:port[?prefix=P], dynamodb://TABLE[?region=R&endpoint=URL&create=1&capture=0]")
 	fs.StringVar(&c.secret, "secret", "", "HS256 `secret` that signs access tokens (at least 16 bytes); empty in demo mode means a random one for this run")
+	fs.Var(&c.quotas, "quota", "collection `quota` PATTERN=RECORDS/BYTES (0: no bound), comma-separated or repeated: each collection the pattern matches that holds as many refuses writes that add data with quota_exceeded (\"tenant42.*=100000/1073741824\"); needs a store that keeps usage")
 	fs.Var(&c.publicOrigins, "public-origins", "the server's own `origins`, where browsers load the pages that call it, comma-separated scheme://host[:port] (\"https://sync.example.com\"); with --demo, loopback origins count too")
 	fs.Var(&c.origins, "origins", "browser `origins` allowed besides the server's own, comma-separated host or scheme://host patterns (\"app.example.com,https://*.example.org\")")
 	fs.Var(&c.proxies, "trusted-proxies", "`networks` of the load balancers in front of the server (CIDRs or addresses, comma-separated): per-client limits then use X-Forwarded-For")
@@ -100,7 +103,7 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	spec, err := parseStore(c.store)
+	spec, err := storeurl.Parse(c.store)
 	if err != nil {
 		return err
 	}
@@ -127,17 +130,17 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	}
 
 	openCtx, cancel := context.WithTimeout(ctx, 2*time.Minute) // creating a DynamoDB table takes a while
-	store, err := openStore(openCtx, spec, c.createTable, log)
+	store, err := spec.Open(openCtx, storeurl.Options{Logger: log, CreateTable: c.createTable})
 	cancel()
 	if err != nil {
-		return fmt.Errorf("open store %s: %w", redact(c.store), err)
+		return fmt.Errorf("open store %s: %w", storeurl.Redact(c.store), err)
 	}
 	defer func() {
 		if err := store.Close(); err != nil {
 			log.Error("close store", "err", err)
 		}
 	}()
-	eng, err := engine.Open(engine.Config{Store: store, Replica: c.replica, MaxDrift: c.maxDrift, Logger: log})
+	eng, err := engine.Open(engine.Config{Store: store, Replica: c.replica, MaxDrift: c.maxDrift, Logger: log, Quotas: c.quotas})
 	if err != nil {
 		return err
 	}
@@ -193,7 +196,7 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
-	log.Info("listening", "addr", ln.Addr().String(), "store", redact(c.store), "replica", eng.Replica(),
+	log.Info("listening", "addr", ln.Addr().String(), "store", storeurl.Redact(c.store), "replica", eng.Replica(),
 		"demo", c.demo, "version", versionString())
 	served := make(chan error, 1)
 	go func() { served <- hs.Serve(ln) }()

@@ -8,6 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"time"
+
+	"github.com/convergo/convergo/stores/storeurl"
 )
 
 const storeUsage = `usage: convergo store <command> --store URL
@@ -44,24 +46,24 @@ func storeCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if raw == "" {
 		return errors.New("--store (or CONVERGO_STORE) is required")
 	}
-	spec, err := parseStore(raw)
+	spec, err := storeurl.Parse(raw)
 	if err != nil {
 		return err
 	}
-	if spec.kind == "memory" {
+	if spec.Kind == "memory" {
 		return errors.New("a memory: store lives and dies with its server; there is nothing to mark")
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	st, err := openStore(ctx, spec, false, log)
+	st, err := spec.Open(ctx, storeurl.Options{Logger: log})
 	if err != nil {
 		return err
 	}
 	defer st.Close()
 	if cmd == "mark-restored" {
 		if err := st.BumpEpochs(ctx); err != nil {
-			return fmt.Errorf("mark %s restored: %w", redact(raw), err)
+			return fmt.Errorf("mark %s restored: %w", storeurl.Redact(raw), err)
 		}
 	}
 	id, err := st.Identity(ctx)

@@ -1,0 +1,207 @@
+// Package storeurl opens a store from a URL, the form the convergo binary's
+// --store flag takes, so that embedding programs and tools name stores the
+// same way:
+//
+//	memory:
+//	bolt:PATH
+//	redis://[user:pass@]host:port[/db][?prefix=P]
+//	redis-cluster://host:port[,host:port...][?prefix=P]
+//	dynamodb://TABLE[?region=R&endpoint=URL&create=1&capture=0&poll=D]
+//
+// It imports every store of this module; a program that uses one store
+// and wants no other dependency opens that store's package directly.
+package storeurl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/convergo/convergo/stores"
+	"github.com/convergo/convergo/stores/bolt"
+	"github.com/convergo/convergo/stores/dynamodb"
+	"github.com/convergo/convergo/stores/memory"
+	"github.com/convergo/convergo/stores/redis"
+)
+
+// Spec is a parsed store URL: the kind of store and its options.
+type Spec struct {
+	// Kind is "memory", "bolt", "redis" (a single node or a cluster) or
+	// "dynamodb".
+	Kind string
+	// Path is the file of a bolt store.
+	Path string
+	// Redis and DynamoDB are the options of those kinds, as parsed; Open
+	// adds Options' Logger (and CreateTable).
+	Redis    redis.Options
+	DynamoDB dynamodb.Options
+}
+
+// Parse parses a store URL:
+//
+//	memory:
+//	bolt:PATH
+//	redis://[user:pass@]host:port[/db][?prefix=P]
+//	redis-cluster://host:port[,host:port...][?prefix=P]
+//	dynamodb://TABLE[?region=R&endpoint=URL&create=1&capture=0&poll=D]
+func Parse(raw string) (Spec, error) {
+	scheme, rest, ok := strings.Cut(raw, ":")
+	if !ok {
+		return Spec{}, fmt.Errorf("store %q: want memory:, bolt:PATH, redis://..., redis-cluster://... or dynamodb://TABLE", raw)
+	}
+	switch scheme {
+	case "memory":
+		if rest != "" {
+			return Spec{}, fmt.Errorf("store %q: memory: takes nothing after the colon", raw)
+		}
+		return Spec{Kind: "memory"}, nil
+	case "bolt":
+		path := strings.TrimPrefix(rest, "//")
+		if path == "" {
+			return Spec{}, fmt.Errorf("store %q: bolt: needs a file path", raw)
+		}
+		return Spec{Kind: "bolt", Path: path}, nil
+	case "redis", "redis-cluster":
+		return parseRedis(scheme, rest, raw)
+	case "dynamodb":
+		return parseDynamo(raw)
+	}
+	return Spec{}, fmt.Errorf("store %q: unknown kind %q", raw, scheme)
+}
+
+func parseRedis(scheme, rest, raw string) (Spec, error) {
+	if !strings.HasPrefix(rest, "//") {
+		return Spec{}, fmt.Errorf("store %q: want %s://host:port", Redact(raw), scheme)
+	}
+	rest = rest[2:]
+	rest, query, _ := strings.Cut(rest, "?")
+	q, err := url.ParseQuery(query)
+	if err != nil {
+		return Spec{}, fmt.Errorf("store %q: query: %w", Redact(raw), err)
+	}
+	var o redis.Options
+	if at := strings.LastIndex(rest, "@"); at >= 0 {
+		user, pass, hasPass := strings.Cut(rest[:at], ":")
+		if o.Username, err = url.PathUnescape(user); err != nil {
+			return Spec{}, fmt.Errorf("store %q: user: %w", Redact(raw), err)
+		}
+		if hasPass {
+			if o.Password, err = url.PathUnescape(pass); err != nil {
+				return Spec{}, fmt.Errorf("store %q: password: %w", Redact(raw), err)
+			}
+		}
+		rest = rest[at+1:]
+	}
+	hosts, db, hasDB := strings.Cut(rest, "/")
+	if hasDB && db != "" {
+		if scheme == "redis-cluster" {
+			return Spec{}, fmt.Errorf("store %q: a cluster has only database 0", Redact(raw))
+		}
+		if o.DB, err = strconv.Atoi(db); err != nil || o.DB < 0 {
+			return Spec{}, fmt.Errorf("store %q: database %q is not a number", Redact(raw), db)
+		}
+	}
+	for _, h := range strings.Split(hosts, ",") {
+		if h == "" {
+			return Spec{}, fmt.Errorf("store %q: empty host", Redact(raw))
+		}
+		if !strings.Contains(h, ":") {
+			h += ":6379"
+		}
+		o.Addrs = append(o.Addrs, h)
+	}
+	if scheme == "redis" && len(o.Addrs) > 1 {
+		return Spec{}, fmt.Errorf("store %q: several hosts: use redis-cluster://", Redact(raw))
+	}
+	o.Cluster = scheme == "redis-cluster"
+	for k, v := range q {
+		switch k {
+		case "prefix":
+			o.KeyPrefix = v[0]
+		default:
+			return Spec{}, fmt.Errorf("store %q: unknown parameter %q (known: prefix)", Redact(raw), k)
+		}
+	}
+	return Spec{Kind: "redis", Redis: o}, nil
+}
+
+// parseDynamo uses the dynamodb package's own URL form: capture is on
+// unless capture=0, so that instances sharing the table hear each other.
+func parseDynamo(raw string) (Spec, error) {
+	o, err := dynamodb.ParseURL(raw)
+	if err != nil {
+		return Spec{}, err
+	}
+	return Spec{Kind: "dynamodb", DynamoDB: o}, nil
+}
+
+// redact hides the password of a store URL for logs and errors.
+func Redact(raw string) string {
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		return raw
+	}
+	hostEnd := len(rest)
+	if i := strings.IndexAny(rest, "/?"); i >= 0 {
+		hostEnd = i
+	}
+	at := strings.LastIndex(rest[:hostEnd], "@")
+	if at < 0 {
+		return raw
+	}
+	user, _, hasPass := strings.Cut(rest[:at], ":")
+	if !hasPass {
+		return raw
+	}
+	return scheme + "://" + user + ":xxxxx" + rest[at:]
+}
+
+// Options are what Open adds to a URL's own options.
+type Options struct {
+	// Logger receives the store's logs. Nil discards them.
+	Logger *slog.Logger
+	// CreateTable creates a DynamoDB table that does not exist, as the
+	// URL's create=1 does.
+	CreateTable bool
+}
+
+// Open parses raw (see Parse) and opens the store it names.
+func Open(ctx context.Context, raw string, opts Options) (stores.Store, error) {
+	spec, err := Parse(raw)
+	if err != nil {
+		return nil, err
+	}
+	s, err := spec.Open(ctx, opts)
+	if err != nil {
+		return nil, fmt.Errorf("open store %s: %w", Redact(raw), err)
+	}
+	return s, nil
+}
+
+// Open opens the store of spec.
+func (spec Spec) Open(ctx context.Context, opts Options) (stores.Store, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	switch spec.Kind {
+	case "memory":
+		return memory.New(), nil
+	case "bolt":
+		return bolt.Open(spec.Path, bolt.Options{Logger: log})
+	case "redis":
+		o := spec.Redis
+		o.Logger = log
+		return redis.Open(ctx, o)
+	case "dynamodb":
+		o := spec.DynamoDB
+		o.CreateTable = o.CreateTable || opts.CreateTable
+		o.Logger = log
+		return dynamodb.Open(ctx, o)
+	}
+	return nil, errors.New("unknown store kind " + spec.Kind)
+}
