@@ -87,13 +87,24 @@ func (s *Server) apply(ctx context.Context, p Principal, changes []crdt.Change, 
 			index = append(index, i)
 		}
 	}
-	if len(accepted) > 0 {
-		res, err := s.eng.Apply(ctx, accepted)
+	if err := s.applyChanges(ctx, accepted, index, results); err != nil {
+		return nil, err
+	}
+	return results, nil
+}
+
+// applyChanges applies the changes this layer let through and fills in
+// their results at index; results of the others were filled by the caller.
+// It counts every result, returning once the store committed every applied
+// change.
+func (s *Server) applyChanges(ctx context.Context, changes []crdt.Change, index []int, results []proto.PushResult) error {
+	if len(changes) > 0 {
+		res, err := s.eng.Apply(ctx, changes)
 		if err != nil {
 			if ctx.Err() != nil {
-				return nil, proto.Errorf(proto.CodeUnavailable, "request cancelled")
+				return proto.Errorf(proto.CodeUnavailable, "request cancelled")
 			}
-			return nil, fmt.Errorf("%w: %w", errStore, err)
+			return fmt.Errorf("%w: %w", errStore, err)
 		}
 		for j, r := range res {
 			if r.Status == proto.StatusRefused {
@@ -106,7 +117,7 @@ func (s *Server) apply(ctx context.Context, p Principal, changes []crdt.Change, 
 	for _, r := range results {
 		s.metrics.pushChanges.WithLabelValues(r.Status.String()).Inc()
 	}
-	return results, nil
+	return nil
 }
 
 // forged returns the first replica id among r's stamps that owner does not
@@ -213,24 +224,8 @@ func (s *Server) restore(ctx context.Context, p Principal, body []byte) (any, er
 		changes = append(changes, crdt.Change{Collection: req.Collection, Record: sr.Record})
 		index = append(index, i)
 	}
-	if len(changes) > 0 {
-		res, err := s.eng.Apply(ctx, changes)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil, proto.Errorf(proto.CodeUnavailable, "request cancelled")
-			}
-			return nil, fmt.Errorf("%w: %w", errStore, err)
-		}
-		for j, r := range res {
-			if r.Status == proto.StatusRefused {
-				results[index[j]] = refusal(r.Err)
-				continue
-			}
-			results[index[j]] = proto.PushResult{Status: r.Status, Lost: r.Lost}
-		}
-	}
-	for _, r := range results {
-		s.metrics.pushChanges.WithLabelValues(r.Status.String()).Inc()
+	if err := s.applyChanges(ctx, changes, index, results); err != nil {
+		return nil, err
 	}
 	return proto.RestoreResponse{Results: results}, nil
 }
