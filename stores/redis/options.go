@@ -17,7 +17,7 @@ const (
 	DefaultReadTimeout  = 5 * time.Second
 	DefaultWriteTimeout = 5 * time.Second
 	DefaultMaxRetries   = 3
-	DefaultHeartbeat    = 15 * time.Second
+	DefaultHeartbeat    = time.Second
 )
 
 // Options configures a Store. Open uses every field; New, which is handed a
@@ -70,8 +70,10 @@ type Options struct {
 	// channel of its own, and when that does not come back within
 	// Heartbeat either, it replaces the connection and reports a Resync.
 	// This finds a connection that died silently (a crashed host, a
-	// dropped NAT entry), which TCP notices only after many minutes. Zero
-	// means DefaultHeartbeat; negative turns the check off.
+	// dropped NAT entry), which TCP notices only after many minutes,
+	// within 2×Heartbeat of its last message (2 s by default). An idle
+	// store costs one small PUBLISH per Heartbeat. Zero means
+	// DefaultHeartbeat; negative turns the check off.
 	Heartbeat time.Duration
 	// Logger receives the store's few log lines (the subscriber's
 	// reconnections and unreadable notifications). Nil means no logging.

@@ -112,10 +112,25 @@ func (s *Store) subscription(ctx context.Context, ready *chan struct{}) error {
 		idle = timer.C
 	}
 	probing := false
+	// retry is set while the server did not answer after a
+	// (re)subscription.
+	var retry <-chan time.Time
+	retryTimer := time.NewTimer(time.Hour)
+	retryTimer.Stop()
+	defer retryTimer.Stop()
+	retryWait := retryFirst
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-retry:
+			if s.readable(ctx) {
+				retry = nil
+				s.watchers.Notify(stores.Notification{Resync: true})
+				continue
+			}
+			retryWait = min(2*retryWait, retryMax)
+			retryTimer.Reset(retryWait)
 		case <-idle:
 			if probing {
 				return errSilent
@@ -156,11 +171,14 @@ func (s *Store) subscription(ctx context.Context, ready *chan struct{}) error {
 				s.log.Debug("subscribed to notifications", "channel", s.channel)
 				// A restart or failover broke the connection: check the
 				// servers' run before the watchers re-read anything.
-				cctx, cancel := context.WithTimeout(ctx, serverCheckTimeout)
-				if err := s.checkRun(cctx); err != nil && ctx.Err() == nil {
-					s.log.Warn("check the Redis servers after subscribing; Meta retries it", "err", err)
+				if !s.readable(ctx) {
+					// The watchers' head reads would fail too (a server
+					// still loading, say): retry until the server answers,
+					// then tell them again.
+					retryWait = retryFirst
+					retryTimer.Reset(retryWait)
+					retry = retryTimer.C
 				}
-				cancel()
 				s.watchers.Notify(stores.Notification{Resync: true})
 				if *ready != nil {
 					close(*ready)
@@ -183,6 +201,24 @@ func (s *Store) subscription(ctx context.Context, ready *chan struct{}) error {
 			}
 		}
 	}
+}
+
+// Backoff of the read retried after a (re)subscription.
+const (
+	retryFirst = 100 * time.Millisecond
+	retryMax   = 2 * time.Second
+)
+
+// readable checks the servers' run (checkRun, which reads from every
+// master) and reports whether they answered.
+func (s *Store) readable(ctx context.Context) bool {
+	cctx, cancel := context.WithTimeout(ctx, serverCheckTimeout)
+	defer cancel()
+	err := s.checkRun(cctx)
+	if err != nil && ctx.Err() == nil {
+		s.log.Warn("read the Redis servers after subscribing; retrying", "err", err)
+	}
+	return err == nil
 }
 
 // parseNotification reads the merge script's payload "<collection> <head>".
