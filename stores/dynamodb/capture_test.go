@@ -124,9 +124,9 @@ func TestCaptureJSWriter(t *testing.T) {
 	}
 	rec := page.Entries[0].Record
 	want := map[string]any{
-		"title": "buy milk", "done": false, "n": uint64(3), "price": 2.5,
+		"title": "buy milk", "done": false, "n": int64(3), "price": 2.5,
 		"tags": []any{"a", "b"},
-		"meta": map[any]any{"k": []any{int64(-1), nil, []byte{1, 2}}},
+		"meta": map[string]any{"k": []any{int64(-1), nil, []byte{1, 2}}},
 	}
 	if got := decodeValues(t, rec); !reflect.DeepEqual(got, want) {
 		t.Fatalf("captured values:\n got %#v\nwant %#v", got, want)
@@ -166,7 +166,7 @@ func TestCaptureJSWriter(t *testing.T) {
 	head, _ := s.Head(ctx, "todos")
 	s2 := openTest(t, db, streams, table)
 	captureWithStore(t, s2)
-	waitFor(t, "the second consumer to read the stream", func() bool { return s2.streamRecords.Load() >= s.streamRecords.Load() })
+	waitFor(t, "the second consumer to read the stream", func() bool { return s2.CaptureStats().Records >= s.CaptureStats().Records })
 	if h, _ := s2.Head(ctx, "todos"); h != head {
 		t.Fatalf("replaying the stream moved the head from %d to %d", head, h)
 	}

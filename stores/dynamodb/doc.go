@@ -17,12 +17,14 @@
 // (number, sort key); on-demand billing; its stream shows
 // NEW_AND_OLD_IMAGES. Every item Convergo writes has a partition key that
 // starts with '~' (which no collection name can start with) and an
-// attribute cvg holding the layout version, 1:
+// attribute cvg holding the layout version, 1 (the key prefix, not cvg,
+// tells Convergo's items from foreign ones):
 //
 //	item          pk              sk    attributes
 //	record        ~r#COLL#ID      0     rec (B: the merged crdt.Record, deterministic CBOR), seq (N)
 //	head          ~h#COLL         0     head (N: the collection's highest sequence number)
 //	log entry     ~l#COLL         SEQ   id (S: record id), rec (B: the record's state at SEQ)
+//	ledger entry  ~c#COLL#ID      0     q (S: last captured stream sequence number), w (N: its stamp's wall ms)
 //
 // The change log of a collection is one item collection (partition key
 // ~l#COLL), ordered by sk, so Pull is one strongly consistent Query:
@@ -102,35 +104,68 @@
 //	sk = 0
 //	every other attribute is a field of record ID of collection COLL
 //
-// Items with other keys, and items with a cvg attribute, are ignored. The
-// consumer turns each stream record of a foreign item into a change and
-// hands it to the capture sink (stores.Capturer: the engine registers its
-// Apply), so it is admitted like any client write (validation, drift,
+// Reserved attribute names: pk and sk only (the item's key; they are never
+// fields). Convergo recognises its own items by their '~' partition keys,
+// so an attribute named like one of its own (cvg, rec, seq, ...) is an
+// ordinary field on a foreign item. Items with other keys (another sort
+// key, a key without '#', an invalid collection name or id) are other data
+// in the table: passed over and counted (CaptureStats.Ignored).
+//
+// The consumer turns each stream record of a foreign item into a change
+// and hands it to the capture sink (stores.Capturer: the engine registers
+// its Apply), so it is admitted like any client write (validation, drift,
 // limits), merges, takes a sequence number, reaches the log and wakes
 // subscribers. The store never applies captured changes by itself: without
 // a sink they are passed over, and registering a sink makes the consumer
 // read the stream again from its oldest record, so nothing still in the
 // stream is missed. A change the sink refuses (a record that would pass a
-// limit, say) is logged at warn with the item's key and skipped for good;
-// only an error of the sink makes the consumer read the same records again.
-// The stream records map to changes so:
+// limit, say) and a stream record that maps to no valid change are logged
+// at warn with the item's key, stream sequence number and reason, counted
+// (CaptureStats.Refused, Rejected), listed for an operator
+// (RejectedCaptures) and skipped for good; only an error of the sink makes
+// the consumer read the same records again.
 //
-//   - INSERT or MODIFY: every attribute of the new image sets its field; an
-//     attribute of the old image missing from the new one unsets its field
-//     (a PutItem replaces the whole item). On a table whose stream shows
-//     only NEW_IMAGE, removed attributes cannot be seen and their fields
-//     stay;
+// Only what a write changed becomes a change (the stream must show
+// NEW_AND_OLD_IMAGES, as CreateTable makes it):
+//
+//   - INSERT: every attribute sets its field;
+//   - MODIFY: an attribute whose value differs from the old image's, or
+//     that the old image lacks, sets its field; an attribute of the old
+//     image missing from the new one unsets its field; every other field
+//     keeps its own stamp. So a foreign SET done = true cannot overwrite a
+//     client's newer title, and after a client deleted the record it
+//     revives done alone. A MODIFY without its old image (a NEW_IMAGE
+//     stream) is rejected, not guessed;
 //   - REMOVE: deletes the record.
 //
-// The change's stamp is derived from the stream record alone: wall time
-// ApproximateCreationDateTime (milliseconds since the epoch; the stream
-// rounds it, to the second on AWS), logical 0, replica id
+// # Stamps of captured writes, and their window
+//
+// A captured change is stamped with the wall clock of the server that
+// first sees its stream record, never earlier than the record's
+// ApproximateCreationDateTime (which the stream rounds down: to the second
+// on AWS, to the minute on DynamoDB Local), logical 0, and replica id
 // Config.StreamReplica ("ddb-stream") + "-" + the record's sequence number
-// padded to 40 digits. A duplicate delivery, or the consumer of a second
-// store instance, derives the same stamp, so applying it again is a no-op;
-// two writes to one item in one second are ordered by sequence number.
-// Because the wall time is rounded down, a foreign write loses a conflict
-// with a client write stamped later in the same second.
+// padded to 40 digits: an id no client can own, which orders two captures
+// of one millisecond like the stream does. The first capture writes the
+// stamp into the capture ledger (an item "~c#COLL#ID" holding the item's
+// last captured sequence number and its wall time) with a conditional
+// update before handing the change to the sink; a duplicate delivery, a
+// replay from the stream's start and the consumer of another server find
+// the entry and reuse the stamp (applying it again is a no-op) or, for a
+// record older than the entry's, skip it. A sink batch holds at most one
+// record per item, so the ledger never runs more than one record ahead of
+// the sink.
+//
+// The window: a foreign write is stamped up to one capture delay after it
+// was made, the time the stream takes to show it (usually well under a
+// second on AWS) plus the consumer's poll interval (Config.PollInterval)
+// and its own lag. A client write to the same field stamped inside that
+// window loses to the foreign write although it came later; one stamped
+// before the foreign write also loses (correctly), and one stamped after
+// the capture wins. When no server consumes the stream (all stopped, or the
+// consumer failing), the window grows to the outage: foreign writes made
+// meanwhile are stamped when consumption resumes, at most the stream's 24
+// hours later.
 //
 // Attribute values become CBOR field values:
 //
@@ -147,7 +182,8 @@
 //	BS    array of byte strings, sorted
 //
 // Attribute names must be valid field names and values must fit
-// crdt.MaxValueBytes and crdt.MaxNestedLevels; a stream record that breaks
-// a rule is logged and skipped whole. Convergo never writes foreign items:
+// crdt.MaxValueBytes and crdt.MaxNestedLevels; a stream record whose
+// written attributes break a rule is rejected whole (logged, counted,
+// listed). Convergo never writes foreign items:
 // the captured state lives in the record item, not in the foreign one.
 package dynamodb

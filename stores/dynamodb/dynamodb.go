@@ -22,8 +22,8 @@ var _ stores.Store = (*Store)(nil)
 
 // Defaults for the zero values of Config.
 const (
-	// DefaultStreamReplica prefixes the replica id of the stamps derived
-	// from stream records of foreign writes.
+	// DefaultStreamReplica prefixes the replica id of the stamps of
+	// captured foreign writes.
 	DefaultStreamReplica = "ddb-stream"
 	// DefaultPollInterval is how long the stream consumer waits before
 	// reading a shard again after it returned no records. DynamoDB Streams
@@ -96,15 +96,15 @@ type Store struct {
 
 	watchers stores.Watchers
 	closed   atomic.Bool
-	// streamRecords counts the stream records the consumer handled;
-	// captureRefused the captured changes the sink refused.
-	streamRecords  atomic.Int64
-	captureRefused atomic.Int64
-	capture        captureState
-	runCtx         context.Context // ends at Close
-	cancel         context.CancelFunc
-	wg             sync.WaitGroup
-	closeMu        sync.Once
+	// counters are the consumer's CaptureStats and RejectedCaptures.
+	counters captureCounters
+	capture  captureState
+	ledger   ledger           // stamps of captured foreign writes
+	now      func() time.Time // the clock that stamps foreign writes
+	runCtx   context.Context  // ends at Close
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	closeMu  sync.Once
 }
 
 // New returns a store on cfg.Table and, when cfg.Streams is set, starts its
@@ -147,7 +147,9 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		poll:        cfg.PollInterval,
 		refresh:     cfg.ShardRefresh,
 		maxAttempts: cfg.MaxAttempts,
+		now:         time.Now,
 	}
+	st.ledger = tableLedger{st}
 	st.dbOpt = func(o *awsdynamodb.Options) { o.HTTPClient = attemptTimeout{o.HTTPClient, cfg.AttemptTimeout} }
 	st.streamOpt = func(o *dynamodbstreams.Options) { o.HTTPClient = attemptTimeout{o.HTTPClient, cfg.AttemptTimeout} }
 	if _, err := rand.Read(st.nonce[:]); err != nil {
@@ -171,9 +173,13 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 			cancel()
 			return nil, fmt.Errorf("dynamodb: table %s has no enabled stream, which capture needs (CreateTable enables it)", st.table)
 		}
-		if desc.StreamSpecification.StreamViewType != types.StreamViewTypeNewImage && desc.StreamSpecification.StreamViewType != types.StreamViewTypeNewAndOldImages {
+		switch desc.StreamSpecification.StreamViewType {
+		case types.StreamViewTypeNewAndOldImages:
+		case types.StreamViewTypeNewImage:
+			st.log.Warn("the table's stream shows NEW_IMAGE only: foreign inserts and deletes are captured, foreign updates are rejected (capture needs NEW_AND_OLD_IMAGES to tell what an update changed)")
+		default:
 			cancel()
-			return nil, fmt.Errorf("dynamodb: table %s streams %s; capture needs NEW_IMAGE or NEW_AND_OLD_IMAGES", st.table, desc.StreamSpecification.StreamViewType)
+			return nil, fmt.Errorf("dynamodb: table %s streams %s; the consumer needs NEW_AND_OLD_IMAGES (or NEW_IMAGE, without capture of updates)", st.table, desc.StreamSpecification.StreamViewType)
 		}
 		c := newConsumer(st, arn)
 		st.wg.Add(1)

@@ -2,6 +2,7 @@ package dynamodb
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -15,108 +16,189 @@ import (
 )
 
 // seqDigits is the width the stream sequence number is padded to inside a
-// derived stamp's replica id: DynamoDB Streams sequence numbers are 21 to 40
-// decimal digits, and padding makes byte order equal numeric order.
+// captured change's replica id (and in the capture ledger): DynamoDB
+// Streams sequence numbers are 21 to 40 decimal digits, and padding makes
+// byte order equal numeric order.
 const seqDigits = 40
 
-// streamStamp derives the stamp of a foreign write from its stream record:
-// the wall time is the record's ApproximateCreationDateTime and the replica
-// id is prefix, '-' and the zero-padded sequence number. Two deliveries of
-// one stream record give one stamp, so applying a duplicate changes nothing;
-// two writes to one item in the same second are ordered by their sequence
-// numbers, which DynamoDB Streams orders per item.
-func streamStamp(prefix string, created time.Time, seqNum string) (crdt.Stamp, error) {
+// padSeq checks a stream sequence number and pads it to seqDigits.
+func padSeq(seqNum string) (string, error) {
 	if seqNum == "" || len(seqNum) > seqDigits || strings.Trim(seqNum, "0123456789") != "" {
-		return crdt.Stamp{}, fmt.Errorf("stream sequence number %q is not 1 to %d digits", seqNum, seqDigits)
+		return "", fmt.Errorf("stream sequence number %q is not 1 to %d digits", seqNum, seqDigits)
 	}
-	wall := min(max(created.UnixMilli(), 0), crdt.MaxWall)
-	stamp := crdt.Stamp{
-		Wall:    wall,
-		Replica: prefix + "-" + strings.Repeat("0", seqDigits-len(seqNum)) + seqNum,
-	}
+	return strings.Repeat("0", seqDigits-len(seqNum)) + seqNum, nil
+}
+
+// captureStamp is the stamp of a captured foreign write: wall is the time
+// the first capturing server saw the stream record (see the capture ledger,
+// ledger.go), and the replica id is prefix, '-' and the padded sequence
+// number, which no client can own (client ids have no '-' in their first 16
+// characters) and which orders two captures of one millisecond like the
+// stream orders them.
+func captureStamp(prefix string, wall int64, seq40 string) (crdt.Stamp, error) {
+	stamp := crdt.Stamp{Wall: min(max(wall, 0), crdt.MaxWall), Replica: prefix + "-" + seq40}
 	if err := stamp.Validate(); err != nil {
 		return crdt.Stamp{}, err
 	}
 	return stamp, nil
 }
 
-// foreignChange turns a stream record of a foreign item (an item some other
+// foreignWrite is a stream record of a foreign item (an item some other
 // program wrote directly to the table, following the convention of the
-// package doc) into a change. ok is false, with a nil error, for records
-// that are not about foreign items: Convergo's own items and keys outside
-// the convention. An error means the record is about a foreign item but
-// cannot become a change (an attribute that maps to no valid field); the
-// consumer logs it and skips the record, never applying part of it.
-func foreignChange(prefix string, rec st.Record) (change crdt.Change, ok bool, err error) {
-	sr := rec.Dynamodb
-	if sr == nil {
-		return crdt.Change{}, false, nil
+// package doc), mapped and checked but not yet stamped.
+type foreignWrite struct {
+	coll, id string
+	key      string // the item's partition key, for logs
+	seq40    string // the record's padded sequence number
+	created  time.Time
+	deleted  bool
+	set      map[string][]byte // fields the write set, with their values
+	unset    []string          // fields the write removed
+}
+
+// empty reports whether the write changed no field (an UpdateItem that set
+// an attribute to the value it had).
+func (w foreignWrite) empty() bool { return !w.deleted && len(w.set) == 0 && len(w.unset) == 0 }
+
+// change stamps the write.
+func (w foreignWrite) change(stamp crdt.Stamp) crdt.Change {
+	r := crdt.Record{ID: w.id}
+	if w.deleted {
+		r.Deleted = stamp
+		return crdt.Change{Collection: w.coll, Record: r}
 	}
+	r.Fields = make(map[string]crdt.Field, len(w.set)+len(w.unset))
+	for name, v := range w.set {
+		r.Fields[name] = crdt.Field{Stamp: stamp, Value: v}
+	}
+	for _, name := range w.unset {
+		r.Fields[name] = crdt.Field{Stamp: stamp}
+	}
+	return crdt.Change{Collection: w.coll, Record: r}
+}
+
+// keyKind says what a stream record's item is.
+type keyKind int
+
+const (
+	keyOwn     keyKind = iota // one of Convergo's items (pk starts with '~')
+	keyForeign                // a foreign item: pk "COLL#ID", sk 0
+	keyOther                  // anything else: not captured, counted
+)
+
+// classify reads a stream record's key.
+func classify(sr *st.StreamRecord) (kind keyKind, pk string) {
 	pkv, _ := sr.Keys[attrPK].(*st.AttributeValueMemberS)
 	skv, _ := sr.Keys[attrSK].(*st.AttributeValueMemberN)
-	if pkv == nil || skv == nil || skv.Value != "0" {
-		return crdt.Change{}, false, nil
+	if pkv == nil {
+		return keyOther, ""
 	}
-	coll, id, isForeign := splitForeignPK(pkv.Value)
-	if !isForeign {
-		return crdt.Change{}, false, nil
+	if strings.HasPrefix(pkv.Value, ownPrefix) {
+		return keyOwn, pkv.Value
 	}
-	if _, marked := sr.NewImage[attrCvg]; marked {
-		return crdt.Change{}, false, nil
+	if skv == nil || skv.Value != "0" {
+		return keyOther, pkv.Value
 	}
-	var created time.Time
-	if sr.ApproximateCreationDateTime != nil {
-		created = *sr.ApproximateCreationDateTime
+	if _, _, ok := splitForeignPK(pkv.Value); !ok {
+		return keyOther, pkv.Value
 	}
-	seqNum := ""
-	if sr.SequenceNumber != nil {
-		seqNum = *sr.SequenceNumber
-	}
-	stamp, err := streamStamp(prefix, created, seqNum)
-	if err != nil {
-		return crdt.Change{}, false, fmt.Errorf("foreign item %s: %w", pkv.Value, err)
-	}
+	return keyForeign, pkv.Value
+}
 
-	r := crdt.Record{ID: id}
+// readForeign maps a stream record of a foreign item to the write it made.
+// ok is false, with a nil error, for records that are not about foreign
+// items. An error means the record is about a foreign item but cannot
+// become a change (an attribute that maps to no valid field, a MODIFY
+// without its old image); the consumer reports it and skips the record,
+// never applying part of it.
+//
+// Only what the write changed becomes a change: an attribute of the new
+// image whose value differs from the old image's (or that the old image
+// lacks) sets its field, an attribute of the old image missing from the new
+// one unsets its field, and everything else is left to the fields' own
+// stamps. So a foreign SET done = true cannot overwrite a newer title, and
+// after a client delete it revives done alone.
+func readForeign(rec st.Record) (w foreignWrite, ok bool, err error) {
+	sr := rec.Dynamodb
+	if sr == nil {
+		return foreignWrite{}, false, nil
+	}
+	kind, pk := classify(sr)
+	if kind != keyForeign {
+		return foreignWrite{}, false, nil
+	}
+	w.coll, w.id, _ = splitForeignPK(pk)
+	w.key = pk
+	fail := func(err error) (foreignWrite, bool, error) {
+		return foreignWrite{}, false, fmt.Errorf("foreign item %s: %w", pk, err)
+	}
+	if w.seq40, err = padSeq(str(sr.SequenceNumber)); err != nil {
+		return fail(err)
+	}
+	if sr.ApproximateCreationDateTime != nil {
+		w.created = *sr.ApproximateCreationDateTime
+	}
 	switch rec.EventName {
 	case st.OperationTypeRemove:
-		r.Deleted = stamp
+		w.deleted = true
+		return w, true, nil
 	case st.OperationTypeInsert, st.OperationTypeModify:
-		if sr.NewImage == nil {
-			return crdt.Change{}, false, fmt.Errorf("foreign item %s: %s record without a new image (the stream must show NEW_IMAGE or NEW_AND_OLD_IMAGES)", pkv.Value, rec.EventName)
-		}
-		r.Fields = make(map[string]crdt.Field, len(sr.NewImage))
-		for name, av := range sr.NewImage {
-			if name == attrPK || name == attrSK {
-				continue
-			}
-			if err := crdt.ValidateFieldName(name); err != nil {
-				return crdt.Change{}, false, fmt.Errorf("foreign item %s: %w", pkv.Value, err)
-			}
-			v, err := attributeCBOR(av)
-			if err != nil {
-				return crdt.Change{}, false, fmt.Errorf("foreign item %s: attribute %q: %w", pkv.Value, name, err)
-			}
-			r.Fields[name] = crdt.Field{Stamp: stamp, Value: v}
-		}
-		// An attribute the write removed (an UpdateItem REMOVE, or a PutItem
-		// that replaced the item without it) unsets its field.
-		for name := range sr.OldImage {
-			if _, still := sr.NewImage[name]; still || name == attrPK || name == attrSK {
-				continue
-			}
-			if crdt.ValidateFieldName(name) != nil {
-				continue // it never became a field
-			}
-			r.Fields[name] = crdt.Field{Stamp: stamp}
-		}
 	default:
-		return crdt.Change{}, false, nil
+		return foreignWrite{}, false, nil
 	}
-	if err := r.Validate(); err != nil {
-		return crdt.Change{}, false, fmt.Errorf("foreign item %s: %w", pkv.Value, err)
+	if sr.NewImage == nil {
+		return fail(fmt.Errorf("%s record without a new image (the stream must show NEW_AND_OLD_IMAGES)", rec.EventName))
 	}
-	return crdt.Change{Collection: coll, Record: r}, true, nil
+	if rec.EventName == st.OperationTypeModify && sr.OldImage == nil {
+		// Without the old image every attribute would look written, and an
+		// old value would overwrite a newer one or revive a deleted record.
+		return fail(errors.New("MODIFY record without its old image: capture needs a stream of NEW_AND_OLD_IMAGES"))
+	}
+	w.set = map[string][]byte{}
+	for name, av := range sr.NewImage {
+		if name == attrPK || name == attrSK {
+			continue
+		}
+		var old []byte
+		if oav, had := sr.OldImage[name]; had {
+			old, _ = attributeCBOR(oav) // an unmappable old value differs from any new one
+		}
+		if err := crdt.ValidateFieldName(name); err != nil {
+			if old != nil && sameAttribute(old, av) {
+				continue // reported when it was written; untouched since
+			}
+			return fail(err)
+		}
+		v, err := attributeCBOR(av)
+		if err != nil {
+			return fail(fmt.Errorf("attribute %q: %w", name, err))
+		}
+		if old != nil && bytes.Equal(old, v) {
+			continue // unchanged: its field keeps its own stamp
+		}
+		w.set[name] = v
+	}
+	for name := range sr.OldImage {
+		if _, still := sr.NewImage[name]; still || name == attrPK || name == attrSK {
+			continue
+		}
+		if crdt.ValidateFieldName(name) != nil {
+			continue // it never became a field
+		}
+		w.unset = append(w.unset, name)
+	}
+	slices.Sort(w.unset)
+	// Check the change as it will be, with a stand-in stamp.
+	probe := w.change(crdt.Stamp{Wall: 1, Replica: "probe"})
+	if err := probe.Record.Validate(); err != nil {
+		return fail(err)
+	}
+	return w, true, nil
+}
+
+func sameAttribute(old []byte, av st.AttributeValue) bool {
+	v, err := attributeCBOR(av)
+	return err == nil && bytes.Equal(old, v)
 }
 
 // attributeCBOR maps a DynamoDB attribute value to a field value: one CBOR

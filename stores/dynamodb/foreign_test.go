@@ -107,43 +107,39 @@ func TestAttributeSetsDeterministic(t *testing.T) {
 	})
 }
 
-// TestStreamStampOrder checks that stamps derived from stream records of
-// one second order like their sequence numbers, and that a record always
-// derives the same stamp.
-func TestStreamStampOrder(t *testing.T) {
-	created := time.Unix(1_700_000_000, 0)
+// TestCaptureStampOrder checks that stamps of captures of one millisecond
+// order like their sequence numbers, that a later wall time wins whatever
+// the sequence numbers, and that malformed sequence numbers are refused.
+func TestCaptureStampOrder(t *testing.T) {
+	const wall = 1_700_000_000_000
 	rapid.Check(t, func(t *rapid.T) {
 		digits := rapid.StringMatching(`[1-9][0-9]{20,39}`)
 		a, b := digits.Draw(t, "a"), digits.Draw(t, "b")
-		sa, err := streamStamp(DefaultStreamReplica, created, a)
+		pa, err := padSeq(a)
 		if err != nil {
 			t.Fatal(err)
 		}
-		sb, err := streamStamp(DefaultStreamReplica, created, b)
+		pb, _ := padSeq(b)
+		sa, err := captureStamp(DefaultStreamReplica, wall, pa)
 		if err != nil {
 			t.Fatal(err)
 		}
-		again, _ := streamStamp(DefaultStreamReplica, created, a)
-		if again != sa {
-			t.Fatalf("one record derived %v and %v", sa, again)
-		}
+		sb, _ := captureStamp(DefaultStreamReplica, wall, pb)
 		na, _ := new(big.Int).SetString(a, 10)
 		nb, _ := new(big.Int).SetString(b, 10)
 		if got, want := sa.Compare(sb), na.Cmp(nb); got != want {
 			t.Fatalf("stamps of %s and %s compare %d, sequence numbers %d", a, b, got, want)
 		}
-		if err := sa.Validate(); err != nil {
-			t.Fatal(err)
-		}
 	})
-	// A later second wins whatever the sequence numbers.
-	early, _ := streamStamp(DefaultStreamReplica, created, "900000000000000000000")
-	late, _ := streamStamp(DefaultStreamReplica, created.Add(time.Second), "100000000000000000000")
+	p9, _ := padSeq("900000000000000000000")
+	p1, _ := padSeq("100000000000000000000")
+	early, _ := captureStamp(DefaultStreamReplica, wall, p9)
+	late, _ := captureStamp(DefaultStreamReplica, wall+1, p1)
 	if early.Compare(late) >= 0 {
-		t.Fatalf("stamp %v of an earlier second does not sort before %v", early, late)
+		t.Fatalf("stamp %v of an earlier millisecond does not sort before %v", early, late)
 	}
 	for _, bad := range []string{"", "12a", strings.Repeat("1", 41)} {
-		if _, err := streamStamp(DefaultStreamReplica, created, bad); err == nil {
+		if _, err := padSeq(bad); err == nil {
 			t.Errorf("sequence number %q: no error", bad)
 		}
 	}
@@ -172,14 +168,23 @@ func withKeys(keys map[string]st.AttributeValue, attrs map[string]st.AttributeVa
 	return out
 }
 
+// foreignChange is readForeign stamped with stamp, as the consumer does
+// once the ledger gave the wall time.
+func foreignChange(rec st.Record, stamp crdt.Stamp) (crdt.Change, bool, error) {
+	w, ok, err := readForeign(rec)
+	if !ok || err != nil || w.empty() {
+		return crdt.Change{}, false, err
+	}
+	return w.change(stamp), true, nil
+}
+
 func TestForeignChange(t *testing.T) {
 	const seq = "000000000000000000042"
-	stamp, err := streamStamp(DefaultStreamReplica, time.UnixMilli(1_700_000_000_000), seq)
-	if err != nil {
-		t.Fatal(err)
-	}
+	stamp := crdt.Stamp{Wall: 1_700_000_000_500, Replica: DefaultStreamReplica + "-0000000000000000000000000000000000000042"}
 	k := fkeys("todos#a#1", "0")
 	title := &st.AttributeValueMemberS{Value: "x"}
+	other := &st.AttributeValueMemberS{Value: "y"}
+	done := &st.AttributeValueMemberBOOL{Value: true}
 	for _, tc := range []struct {
 		name   string
 		rec    st.Record
@@ -197,27 +202,60 @@ func TestForeignChange(t *testing.T) {
 				withKeys(k, map[string]st.AttributeValue{"title": title}),
 				withKeys(k, map[string]st.AttributeValue{"title": title, "gone": title})),
 			want: crdt.Change{Collection: "todos", Record: crdt.Record{ID: "a#1", Fields: map[string]crdt.Field{
-				"title": {Stamp: stamp, Value: mustCBOR(t, title)},
-				"gone":  {Stamp: stamp},
+				"gone": {Stamp: stamp},
 			}}},
+		},
+		{
+			// D2: SET done = true leaves title to its own (maybe newer) stamp.
+			name: "modify sets only changed attributes",
+			rec: streamRecord(st.OperationTypeModify, seq, k,
+				withKeys(k, map[string]st.AttributeValue{"title": title, "done": done}),
+				withKeys(k, map[string]st.AttributeValue{"title": title})),
+			want: crdt.Change{Collection: "todos", Record: crdt.SetField("a#1", "done", mustCBOR(t, done), stamp)},
+		},
+		{
+			name: "modify of a changed value",
+			rec: streamRecord(st.OperationTypeModify, seq, k,
+				withKeys(k, map[string]st.AttributeValue{"title": other}),
+				withKeys(k, map[string]st.AttributeValue{"title": title})),
+			want: crdt.Change{Collection: "todos", Record: crdt.SetField("a#1", "title", mustCBOR(t, other), stamp)},
+		},
+		{
+			name: "sets compare as sets",
+			rec: streamRecord(st.OperationTypeModify, seq, k,
+				withKeys(k, map[string]st.AttributeValue{"tags": &st.AttributeValueMemberSS{Value: []string{"b", "a"}}}),
+				withKeys(k, map[string]st.AttributeValue{"tags": &st.AttributeValueMemberSS{Value: []string{"a", "b"}}})),
+			ignore: true,
+		},
+		{
+			name:   "modify that changed nothing",
+			rec:    streamRecord(st.OperationTypeModify, seq, k, withKeys(k, map[string]st.AttributeValue{"title": title}), withKeys(k, map[string]st.AttributeValue{"title": title})),
+			ignore: true,
 		},
 		{
 			name: "remove deletes",
 			rec:  streamRecord(st.OperationTypeRemove, seq, k, nil, withKeys(k, map[string]st.AttributeValue{"title": title})),
 			want: crdt.Change{Collection: "todos", Record: crdt.DeleteRecord("a#1", stamp)},
 		},
+		{
+			// D5: cvg marks Convergo's own items only by their '~' keys; on a
+			// foreign item it is a field like any other.
+			name: "an attribute named cvg is a field",
+			rec:  streamRecord(st.OperationTypeInsert, seq, k, withKeys(k, map[string]st.AttributeValue{attrCvg: &st.AttributeValueMemberN{Value: "1"}}), nil),
+			want: crdt.Change{Collection: "todos", Record: crdt.SetField("a#1", attrCvg, mustCBOR(t, &st.AttributeValueMemberN{Value: "1"}), stamp)},
+		},
 		{name: "own record item", ignore: true, rec: streamRecord(st.OperationTypeInsert, seq, fkeys(recordPK("todos", "1"), "0"), withKeys(fkeys(recordPK("todos", "1"), "0"), nil), nil)},
 		{name: "own head item", ignore: true, rec: streamRecord(st.OperationTypeModify, seq, fkeys(headPK("todos"), "0"), nil, nil)},
 		{name: "own log item", ignore: true, rec: streamRecord(st.OperationTypeInsert, seq, fkeys(logPK("todos"), "7"), nil, nil)},
+		{name: "own ledger item", ignore: true, rec: streamRecord(st.OperationTypeInsert, seq, fkeys(capturePK("todos", "1"), "0"), withKeys(fkeys(capturePK("todos", "1"), "0"), nil), nil)},
 		{name: "other sort key", ignore: true, rec: streamRecord(st.OperationTypeInsert, seq, fkeys("todos#1", "1"), withKeys(fkeys("todos#1", "1"), nil), nil)},
 		{name: "no separator", ignore: true, rec: streamRecord(st.OperationTypeInsert, seq, fkeys("todos", "0"), withKeys(fkeys("todos", "0"), nil), nil)},
 		{name: "invalid collection", ignore: true, rec: streamRecord(st.OperationTypeInsert, seq, fkeys("to dos#1", "0"), withKeys(fkeys("to dos#1", "0"), nil), nil)},
-		{name: "marked as Convergo's", ignore: true, rec: streamRecord(st.OperationTypeInsert, seq, k, withKeys(k, map[string]st.AttributeValue{attrCvg: &st.AttributeValueMemberN{Value: "1"}}), nil)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, ok, err := foreignChange(DefaultStreamReplica, tc.rec)
+			got, ok, err := foreignChange(tc.rec, stamp)
 			if err != nil {
-				t.Fatalf("foreignChange: %v", err)
+				t.Fatalf("readForeign: %v", err)
 			}
 			if ok == tc.ignore {
 				t.Fatalf("ok = %v, want %v", ok, !tc.ignore)
@@ -231,16 +269,30 @@ func TestForeignChange(t *testing.T) {
 
 func TestForeignChangeRefusesWhole(t *testing.T) {
 	k := fkeys("todos#1", "0")
+	stamp := crdt.Stamp{Wall: 1, Replica: "r"}
 	for name, img := range map[string]map[string]st.AttributeValue{
 		"control character in name": {"bad\nname": &st.AttributeValueMemberS{Value: "x"}, "ok": &st.AttributeValueMemberS{Value: "y"}},
 		"unmappable number":         {"n": &st.AttributeValueMemberN{Value: "1e999"}, "ok": &st.AttributeValueMemberS{Value: "y"}},
 	} {
 		t.Run(name, func(t *testing.T) {
-			_, ok, err := foreignChange(DefaultStreamReplica, streamRecord(st.OperationTypeInsert, "1", k, withKeys(k, img), nil))
+			_, ok, err := foreignChange(streamRecord(st.OperationTypeInsert, "1", k, withKeys(k, img), nil), stamp)
 			if err == nil || ok {
 				t.Fatalf("ok = %v, err = %v; want the record refused whole", ok, err)
 			}
 		})
+	}
+	// A MODIFY without its old image (a NEW_IMAGE stream) cannot tell what
+	// changed: refused rather than every attribute written.
+	rec := streamRecord(st.OperationTypeModify, "1", k, withKeys(k, map[string]st.AttributeValue{"a": &st.AttributeValueMemberS{Value: "x"}}), nil)
+	if _, ok, err := foreignChange(rec, stamp); err == nil || ok {
+		t.Fatalf("modify without old image: ok = %v, err = %v; want a refusal", ok, err)
+	}
+	// An invalid attribute the write did not touch does not block it.
+	old := withKeys(k, map[string]st.AttributeValue{"bad\nname": &st.AttributeValueMemberS{Value: "x"}})
+	nw := withKeys(k, map[string]st.AttributeValue{"bad\nname": &st.AttributeValueMemberS{Value: "x"}, "ok": &st.AttributeValueMemberS{Value: "y"}})
+	got, ok, err := foreignChange(streamRecord(st.OperationTypeModify, "1", k, nw, old), stamp)
+	if err != nil || !ok || len(got.Record.Fields) != 1 {
+		t.Fatalf("modify beside an untouched invalid attribute: %+v, %v, %v; want the ok field alone", got.Record, ok, err)
 	}
 }
 

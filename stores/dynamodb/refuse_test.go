@@ -54,7 +54,11 @@ func TestCaptureSkipsRefusedWrite(t *testing.T) {
 	if !e.Record.Equal(client) {
 		t.Fatalf("the refused write changed the record: %v", e.Record)
 	}
-	if n := st.captureRefused.Load(); n != 1 {
+	if n := st.CaptureStats().Refused; n != 1 {
 		t.Fatalf("%d refusals counted, want 1", n)
+	}
+	// The operator's list names the item and the reason.
+	if rej := st.RejectedCaptures(); len(rej) != 1 || rej[0].Key != "todos#1" || !strings.Contains(rej[0].Reason, "exceeds") || rej[0].StreamSeq == "" {
+		t.Fatalf("rejected captures %+v, want todos#1 with the reason", rej)
 	}
 }

@@ -59,6 +59,30 @@ func sinkStore() *Store {
 		replica: DefaultStreamReplica,
 		runCtx:  ctx,
 		cancel:  cancel,
+		ledger:  &mapLedger{m: map[string]string{}, walls: map[string]int64{}},
+		now:     func() time.Time { return time.UnixMilli(1_700_000_100_000) },
+	}
+}
+
+// mapLedger is the capture ledger in memory.
+type mapLedger struct {
+	mu    sync.Mutex
+	m     map[string]string // coll/id -> padded seq of the last claim
+	walls map[string]int64
+}
+
+func (l *mapLedger) claim(_ context.Context, coll, id, seq40 string, wall int64) (claim, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	k := coll + "/" + id
+	switch q, ok := l.m[k]; {
+	case !ok || q < seq40:
+		l.m[k], l.walls[k] = seq40, wall
+		return claim{wall: wall}, nil
+	case q == seq40:
+		return claim{wall: l.walls[k]}, nil
+	default:
+		return claim{stale: true}, nil
 	}
 }
 
@@ -121,7 +145,7 @@ func TestHandleCapture(t *testing.T) {
 		if want := []string{"todos/1", "todos/2", "notes/3"}; !slices.Equal(got, want) {
 			t.Fatalf("sink got %v, want %v", got, want)
 		}
-		if n := s.captureRefused.Load(); n != 1 {
+		if n := s.CaptureStats().Refused; n != 1 {
 			t.Fatalf("refused count %d, want 1", n)
 		}
 		if len(notes) != 1 || notes[0] != (stores.Notification{Collection: "todos", Seq: 7}) {
@@ -135,8 +159,8 @@ func TestHandleCapture(t *testing.T) {
 		if !errors.Is(err, stores.ErrUnavailable) {
 			t.Fatalf("handle: %v, want the sink's error", err)
 		}
-		if len(notes) != 0 || s.streamRecords.Load() != 0 {
-			t.Fatalf("a failed call notified %+v and counted %d records", notes, s.streamRecords.Load())
+		if len(notes) != 0 || s.CaptureStats().Records != 0 {
+			t.Fatalf("a failed call notified %+v and counted %d records", notes, s.CaptureStats().Records)
 		}
 	})
 	t.Run("wrong number of results", func(t *testing.T) {
@@ -152,8 +176,8 @@ func TestHandleCapture(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(notes) != 1 || notes[0].Seq != 7 || s.streamRecords.Load() != int64(len(records)) {
-			t.Fatalf("without a sink: notifications %+v, %d records; want the head and all records handled", notes, s.streamRecords.Load())
+		if len(notes) != 1 || notes[0].Seq != 7 || s.CaptureStats().Records != int64(len(records)) {
+			t.Fatalf("without a sink: notifications %+v, %d records; want the head and all records handled", notes, s.CaptureStats().Records)
 		}
 	})
 }
@@ -210,5 +234,53 @@ func TestCaptureStop(t *testing.T) {
 	}
 	if first != 0 || second != 2 {
 		t.Fatalf("replaced sink called %d times, new one %d; want 0 and 2", first, second)
+	}
+}
+
+// TestHandleLedger checks how the consumer stamps foreign writes through the
+// capture ledger: with the capturing clock (never before the stream's
+// time), one write per item in a sink batch, the same stamp when a record
+// is delivered again, and records older than the last captured one of
+// their item skipped.
+func TestHandleLedger(t *testing.T) {
+	s := sinkStore()
+	defer s.Close()
+	var calls [][]crdt.Change
+	defer s.Capture(func(_ context.Context, cs []crdt.Change) ([]stores.CaptureResult, error) {
+		calls = append(calls, slices.Clone(cs))
+		return make([]stores.CaptureResult, len(cs)), nil
+	})()
+	c := newConsumer(s, "arn")
+	recs := []st.Record{foreignRecord("todos#1", "101", "a"), foreignRecord("todos#2", "102", "b"), foreignRecord("todos#1", "103", "c")}
+	if err := c.handle(context.Background(), recs); err != nil {
+		t.Fatal(err)
+	}
+	if len(calls) != 2 || len(calls[0]) != 2 || len(calls[1]) != 1 {
+		t.Fatalf("sink batches %v; want [todos/1 todos/2] then [todos/1]", calls)
+	}
+	first := calls[0][0].Record.Fields["title"].Stamp
+	if want := s.now().UnixMilli(); first.Wall != want {
+		t.Fatalf("stamped at %d, want the capturing clock %d (the stream says %d)", first.Wall, want, recs[0].Dynamodb.ApproximateCreationDateTime.UnixMilli())
+	}
+	// A stream time after the clock wins: never earlier than the stream.
+	// The last record again, later: the same stamp. The first: skipped.
+	s.now = func() time.Time { return time.UnixMilli(1_700_000_200_000) }
+	ahead := foreignRecord("todos#3", "104", "d")
+	ahead.Dynamodb.ApproximateCreationDateTime = ptr(s.now().Add(time.Minute))
+	calls = nil
+	if err := c.handle(context.Background(), []st.Record{recs[0], recs[2], ahead}); err != nil {
+		t.Fatal(err)
+	}
+	if len(calls) != 1 || len(calls[0]) != 2 {
+		t.Fatalf("replay: sink got %v, want the last record of todos/1 and todos/3", calls)
+	}
+	if got := calls[0][0].Record.Fields["title"].Stamp; got.Wall != first.Wall {
+		t.Fatalf("a record delivered again was stamped %v, first %v", got, first)
+	}
+	if got := calls[0][1].Record.Fields["title"].Stamp.Wall; got != ahead.Dynamodb.ApproximateCreationDateTime.UnixMilli() {
+		t.Fatalf("stamped %d before the stream's time %d", got, ahead.Dynamodb.ApproximateCreationDateTime.UnixMilli())
+	}
+	if st := s.CaptureStats(); st.Replayed != 1 || st.Captured != 5 {
+		t.Fatalf("stats %+v; want 1 replayed, 5 captured", st)
 	}
 }

@@ -237,15 +237,45 @@ func (c *consumer) fellBehind(sh *shard, err error) {
 // handle hands the foreign writes among records, in order, to the capture
 // sink and notifies watchers of the heads the records show. Without a sink
 // foreign writes are passed over (a sink registered later reads them again).
-// A change the sink refuses is logged, counted and skipped; an error of the
-// sink fails the call, and the same records are read again.
+// Each foreign write is stamped through the capture ledger (ledger.go)
+// before it goes to the sink, and a batch holds at most one write per item,
+// so that the ledger never runs ahead of the sink by more than one record
+// of an item. A write that maps to no change, or whose change the sink
+// refuses, is logged, counted and listed (RejectedCaptures) and skipped;
+// an error of the sink or the ledger fails the call, and the same records
+// are read again.
 func (c *consumer) handle(ctx context.Context, records []st.Record) error {
 	reg, _ := c.st.acquireSink()
 	if reg != nil {
 		defer reg.calls.Done()
 	}
-	var changes []crdt.Change
+	var batch []crdt.Change
 	var items []capturedItem
+	inBatch := map[string]bool{}
+	flush := func() error {
+		defer func() { batch, items, inBatch = batch[:0], items[:0], map[string]bool{} }()
+		for len(batch) > 0 {
+			k := min(len(batch), stores.MaxBatch)
+			results, err := reg.sink(reg.ctx, batch[:k])
+			switch {
+			case err != nil && reg.ctx.Err() != nil && ctx.Err() == nil:
+				return errSinkGone
+			case err != nil:
+				return fmt.Errorf("capture sink: %w", err)
+			case len(results) != k:
+				return fmt.Errorf("capture sink: %d results for %d changes", len(results), k)
+			}
+			c.st.counters.add(func(s *CaptureStats) { s.Captured += int64(k) })
+			for i, r := range results {
+				if r.Err != nil {
+					c.reject(items[i], r.Err, true)
+				}
+			}
+			c.log.Debug("captured foreign writes", "changes", k)
+			batch, items = batch[k:], items[k:]
+		}
+		return nil
+	}
 	heads := map[string]uint64{}
 	resync := false
 	for _, rec := range records {
@@ -257,40 +287,54 @@ func (c *consumer) handle(ctx context.Context, records []st.Record) error {
 			heads[coll] = max(heads[coll], head)
 			continue
 		}
-		if reg == nil {
+		if reg == nil || rec.Dynamodb == nil {
 			continue
 		}
-		ch, ok, err := foreignChange(c.st.replica, rec)
+		if kind, pk := classify(rec.Dynamodb); kind == keyOther {
+			c.st.counters.add(func(s *CaptureStats) { s.Ignored++ })
+			c.log.Debug("passing over an item outside the key convention", "item", pk, "stream_seq", str(rec.Dynamodb.SequenceNumber))
+			continue
+		}
+		w, ok, err := readForeign(rec)
 		if err != nil {
-			c.log.Warn("skipping a foreign write that maps to no valid change", "err", err)
+			c.reject(itemOf(rec), err, false)
 			continue
 		}
-		if ok {
-			changes = append(changes, ch)
-			items = append(items, itemOf(rec))
+		if !ok {
+			continue
 		}
-	}
-	for len(changes) > 0 {
-		n := min(len(changes), stores.MaxBatch)
-		results, err := reg.sink(reg.ctx, changes[:n])
-		switch {
-		case err != nil && reg.ctx.Err() != nil && ctx.Err() == nil:
-			return errSinkGone
-		case err != nil:
-			return fmt.Errorf("capture sink: %w", err)
-		case len(results) != n:
-			return fmt.Errorf("capture sink: %d results for %d changes", len(results), n)
-		}
-		for i, r := range results {
-			if r.Err != nil {
-				c.st.captureRefused.Add(1)
-				c.log.Warn("captured change refused; skipping it", "item", items[i].key, "stream_seq", items[i].seq, "err", r.Err)
+		if inBatch[w.key] {
+			if err := flush(); err != nil {
+				return err
 			}
 		}
-		c.log.Debug("captured foreign writes", "changes", n)
-		changes, items = changes[n:], items[n:]
+		wall := max(c.st.now().UnixMilli(), w.created.UnixMilli())
+		cl, err := c.st.ledger.claim(ctx, w.coll, w.id, w.seq40, wall)
+		if err != nil {
+			return err
+		}
+		if cl.stale {
+			c.st.counters.add(func(s *CaptureStats) { s.Replayed++ })
+			continue
+		}
+		if w.empty() {
+			continue
+		}
+		stamp, err := captureStamp(c.st.replica, cl.wall, w.seq40)
+		if err != nil {
+			c.reject(itemOf(rec), err, false)
+			continue
+		}
+		batch = append(batch, w.change(stamp))
+		items = append(items, itemOf(rec))
+		inBatch[w.key] = true
 	}
-	c.st.streamRecords.Add(int64(len(records)))
+	if reg != nil {
+		if err := flush(); err != nil {
+			return err
+		}
+	}
+	c.st.counters.add(func(s *CaptureStats) { s.Records += int64(len(records)) })
 	for coll, head := range heads {
 		c.st.watchers.Notify(stores.Notification{Collection: coll, Seq: head})
 	}
@@ -298,6 +342,16 @@ func (c *consumer) handle(ctx context.Context, records []st.Record) error {
 		c.st.watchers.Notify(stores.Notification{Resync: true})
 	}
 	return nil
+}
+
+// reject logs, counts and lists a foreign write that was not captured.
+func (c *consumer) reject(it capturedItem, err error, refused bool) {
+	msg := "foreign write maps to no valid change; skipping it"
+	if refused {
+		msg = "captured change refused; skipping it"
+	}
+	c.log.Warn(msg, "item", it.key, "stream_seq", it.seq, "err", err)
+	c.st.counters.reject(RejectedCapture{Key: it.key, StreamSeq: it.seq, Reason: err.Error(), At: c.st.now()}, refused)
 }
 
 // capturedItem names the stream record a captured change came from, for

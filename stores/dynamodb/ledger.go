@@ -1,0 +1,176 @@
+package dynamodb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	awsdynamodb "github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+)
+
+// The capture ledger: one item per foreign item (pk "~c#COLL#ID", sk 0)
+// holding the sequence number of the last stream record of that item that
+// was captured (q, S, padded to seqDigits) and the wall time its change was
+// stamped with (w, N, milliseconds).
+//
+// A foreign write is stamped with the clock of the server that first sees
+// its stream record, which is fair to the clients (a write made after a
+// client's is stamped after it) but not derivable from the record alone; so
+// the first capture writes the stamp down, conditioned on being the first,
+// before it hands the change to the sink. Every later delivery of the record
+// (a duplicate, a replay from TRIM_HORIZON after a restart or a new sink,
+// the consumer of another server) finds the entry and either reuses its
+// stamp (the same record: applying it again is a no-op) or, for a record
+// older than the one entered, skips it: records of one item are handled in
+// stream order, so an entry for a later record means this one was handed to
+// the sink before.
+const (
+	attrLedgerSeq  = "q"
+	attrLedgerWall = "w"
+)
+
+func capturePK(coll, id string) string { return "~c#" + coll + "#" + id }
+
+// claim is the outcome of entering a stream record in the capture ledger.
+type claim struct {
+	wall  int64 // the stamp's wall time to use
+	stale bool  // a later record of the item was captured: skip this one
+}
+
+// ledger records the stamps of captured foreign writes. The store's is on
+// its table (tableLedger); tests of the consumer use a map.
+type ledger interface {
+	claim(ctx context.Context, coll, id, seq40 string, wall int64) (claim, error)
+}
+
+type tableLedger struct{ st *Store }
+
+// claim enters (coll, id, seq40) with wall unless an entry of seq40 or a
+// later record is there: one conditional UpdateItem, whose cancellation
+// returns the entry (ALL_OLD; a consistent GetItem where the service does
+// not return it).
+func (l tableLedger) claim(ctx context.Context, coll, id, seq40 string, wall int64) (claim, error) {
+	st := l.st
+	k := key(capturePK(coll, id), 0)
+	_, err := st.db.UpdateItem(ctx, &awsdynamodb.UpdateItemInput{
+		TableName:                           &st.table,
+		Key:                                 k,
+		UpdateExpression:                    ptr("SET #q = :q, #w = :w, #cvg = :cvg"),
+		ConditionExpression:                 ptr("attribute_not_exists(#q) OR #q < :q"),
+		ExpressionAttributeNames:            map[string]string{"#q": attrLedgerSeq, "#w": attrLedgerWall, "#cvg": attrCvg},
+		ExpressionAttributeValues:           map[string]types.AttributeValue{":q": s(seq40), ":w": n(uint64(wall)), ":cvg": n(1)},
+		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
+	}, st.dbOpt)
+	if err == nil {
+		return claim{wall: wall}, nil
+	}
+	var cond *types.ConditionalCheckFailedException
+	if !errors.As(err, &cond) {
+		return claim{}, translate(ctx, "capture ledger "+coll+"/"+id, err)
+	}
+	item := cond.Item
+	if item == nil {
+		out, err := st.db.GetItem(ctx, &awsdynamodb.GetItemInput{TableName: &st.table, Key: k, ConsistentRead: ptr(true)}, st.dbOpt)
+		if err != nil {
+			return claim{}, translate(ctx, "capture ledger "+coll+"/"+id, err)
+		}
+		item = out.Item
+	}
+	q, _ := item[attrLedgerSeq].(*types.AttributeValueMemberS)
+	if q == nil {
+		return claim{}, fmt.Errorf("capture ledger %s/%s: entry without a sequence number", coll, id)
+	}
+	if q.Value != seq40 {
+		return claim{stale: true}, nil
+	}
+	w, err := getN(item, attrLedgerWall)
+	if err != nil {
+		return claim{}, fmt.Errorf("capture ledger %s/%s: %w", coll, id, err)
+	}
+	return claim{wall: int64(w)}, nil
+}
+
+// CaptureStats counts what the stream consumer did since the store opened.
+// Every count but Records is about foreign items (package doc, "Capture of
+// foreign writes").
+type CaptureStats struct {
+	// Records is the number of stream records handled, of every item.
+	Records int64
+	// Captured is the number of foreign writes handed to the capture sink
+	// (replays of a record whose outcome was unknown included).
+	Captured int64
+	// Replayed is the number of stream records of foreign items passed
+	// over because they had been captured before (the ledger holds a later
+	// record of the item).
+	Replayed int64
+	// Refused is the number of captured changes the sink refused (a limit,
+	// the clock drift bound). Each is logged and listed by
+	// RejectedCaptures.
+	Refused int64
+	// Rejected is the number of stream records of foreign items that map to
+	// no valid change (an attribute name or value outside the value model, a
+	// MODIFY without its old image). Each is logged and listed.
+	Rejected int64
+	// Ignored is the number of stream records of items that are neither
+	// Convergo's nor foreign items by the key convention (pk "COLL#ID" with
+	// a valid collection name and id, sk 0): other data in the table.
+	Ignored int64
+}
+
+// RejectedCapture is a foreign write the store did not capture: the sink
+// refused its change, or it maps to no valid change.
+type RejectedCapture struct {
+	Key       string    // the item's partition key, "COLL#ID"
+	StreamSeq string    // the stream record's sequence number
+	Reason    string    // why, as logged
+	At        time.Time // when the consumer gave up on it
+}
+
+// maxRejected is how many rejected captures RejectedCaptures keeps.
+const maxRejected = 256
+
+type captureCounters struct {
+	mu       sync.Mutex
+	stats    CaptureStats
+	rejected []RejectedCapture // a ring of the latest, oldest first
+}
+
+func (c *captureCounters) add(f func(*CaptureStats)) {
+	c.mu.Lock()
+	f(&c.stats)
+	c.mu.Unlock()
+}
+
+func (c *captureCounters) reject(r RejectedCapture, refused bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if refused {
+		c.stats.Refused++
+	} else {
+		c.stats.Rejected++
+	}
+	if len(c.rejected) == maxRejected {
+		c.rejected = append(c.rejected[:0], c.rejected[1:]...)
+	}
+	c.rejected = append(c.rejected, r)
+}
+
+// CaptureStats returns the consumer's counts since the store opened.
+func (st *Store) CaptureStats() CaptureStats {
+	st.counters.mu.Lock()
+	defer st.counters.mu.Unlock()
+	return st.counters.stats
+}
+
+// RejectedCaptures lists the latest foreign writes (at most 256, oldest
+// first) that were not captured, with the reason: what an operator looks
+// at when CaptureStats shows Refused or Rejected growing. The list lives in
+// memory; every entry is also logged at warn with the same fields.
+func (st *Store) RejectedCaptures() []RejectedCapture {
+	st.counters.mu.Lock()
+	defer st.counters.mu.Unlock()
+	return append([]RejectedCapture(nil), st.counters.rejected...)
+}
