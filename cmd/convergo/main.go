@@ -4,6 +4,8 @@
 //	convergo token [flags]     print a signed access token
 //	convergo store mark-restored --store URL
 //	                           after restoring a backup: reset every reader
+//	convergo repair --store URL --collection C
+//	                           rebuild a damaged Redis collection's log and head
 //	convergo version           print the version
 //
 // Every flag can also be set with an environment variable: CONVERGO_ and the
@@ -50,6 +52,7 @@ commands:
   serve     serve the sync protocol, the demo app and the JS library
   token     print a signed access token
   store     operator commands on a store (mark-restored after a restore)
+  repair    rebuild a Redis collection's log and head from its records
   version   print the version
 
 Run "convergo <command> -h" for a command's flags.
@@ -69,6 +72,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return token(args[1:], stdout, stderr)
 	case "store":
 		return storeCommand(ctx, args[1:], stdout, stderr)
+	case "repair":
+		return repairCommand(ctx, args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "convergo", versionString())
 		return nil

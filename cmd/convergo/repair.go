@@ -1,0 +1,61 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/convergo/convergo/stores/redis"
+	"github.com/convergo/convergo/stores/storeurl"
+)
+
+// repairer is a store that can rebuild a collection's log and head from
+// its records (the Redis store).
+type repairer interface {
+	Repair(ctx context.Context, collection string) (redis.RepairReport, error)
+}
+
+// repairCommand runs convergo repair --store URL --collection C: it
+// rebuilds the collection's log and head from its records and starts a new
+// epoch of it, so readers pull again (docs/redis.md, "Damaged data").
+func repairCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var raw, coll string
+	fs := flag.NewFlagSet("convergo repair", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&raw, "store", "", "the store `URL`, as for serve (CONVERGO_STORE); required")
+	fs.StringVar(&coll, "collection", "", "the `collection` to rebuild; required")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if raw == "" || coll == "" {
+		fs.Usage()
+		return errors.New("--store and --collection are required")
+	}
+	spec, err := storeurl.Parse(raw)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	defer cancel()
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	st, err := spec.Open(ctx, storeurl.Options{Logger: log})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	r, ok := st.(repairer)
+	if !ok {
+		return fmt.Errorf("a %s store has nothing to repair: its writes are transactions that keep records, log and head together", spec.Kind)
+	}
+	rep, err := r.Repair(ctx, coll)
+	if err != nil {
+		return fmt.Errorf("repair %s: %w", coll, err)
+	}
+	_, err = fmt.Fprintf(stdout, "collection %s rebuilt: %d records, %d unreadable records dropped, head %d; readers start again (new epoch)\n", coll, rep.Records, rep.Lost, rep.Head)
+	return err
+}
+
