@@ -112,7 +112,7 @@ func TestResetMemoryRestart(t *testing.T) {
 
 func openBolt(t *testing.T, path string) *bolt.Store {
 	t.Helper()
-	st, err := bolt.Open(path, bolt.Options{})
+	st, err := bolt.Open(context.Background(), path, bolt.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

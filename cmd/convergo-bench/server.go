@@ -73,7 +73,7 @@ func openStoreWith(ctx context.Context, kind, prefix string) (stores.Store, func
 		if err != nil {
 			return nil, nil, err
 		}
-		s, err := bolt.Open(filepath.Join(dir, "bench.db"), bolt.Options{})
+		s, err := bolt.Open(ctx, filepath.Join(dir, "bench.db"), bolt.Options{})
 		if err != nil {
 			os.RemoveAll(dir)
 			return nil, nil, err

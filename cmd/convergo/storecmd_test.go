@@ -16,7 +16,7 @@ import (
 func TestStoreMarkRestored(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "convergo.db")
-	st, err := bolt.Open(path, bolt.Options{})
+	st, err := bolt.Open(context.Background(), path, bolt.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +31,7 @@ func TestStoreMarkRestored(t *testing.T) {
 	if !strings.Contains(out.String(), id) {
 		t.Fatalf("output %q does not name the store %s", out.String(), id)
 	}
-	st, err = bolt.Open(path, bolt.Options{})
+	st, err = bolt.Open(context.Background(), path, bolt.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

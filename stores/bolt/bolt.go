@@ -61,13 +61,20 @@ type Store struct {
 }
 
 // Open opens the store in the file at path, creating it if needed. Only one
-// process can have the file open; Open waits up to opts.Timeout for it.
-func Open(path string, opts Options) (*Store, error) {
+// process can have the file open; Open waits up to opts.Timeout for it, and
+// no longer than ctx allows. ctx bounds opening only, not the store's life.
+func Open(ctx context.Context, path string, opts Options) (*Store, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
 	if opts.Timeout < 0 {
 		return nil, fmt.Errorf("open %s: %w: negative Timeout %s", path, stores.ErrInvalid, opts.Timeout)
 	}
 	if opts.Timeout == 0 {
 		opts.Timeout = DefaultTimeout
+	}
+	if d, ok := ctx.Deadline(); ok {
+		opts.Timeout = max(min(opts.Timeout, time.Until(d)), time.Millisecond)
 	}
 	log := opts.Logger
 	if log == nil {

@@ -19,7 +19,7 @@ import (
 
 // newStore opens a store in a new file. Commits fsync, as in production.
 func newStore(t testing.TB) stores.Store {
-	s, err := bolt.Open(filepath.Join(t.TempDir(), "convergo.db"), bolt.Options{})
+	s, err := bolt.Open(context.Background(), filepath.Join(t.TempDir(), "convergo.db"), bolt.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +35,7 @@ func TestConformanceReopen(t *testing.T) {
 		if err := s.Close(); err != nil {
 			t.Fatal(err)
 		}
-		s, err := bolt.Open(path, bolt.Options{})
+		s, err := bolt.Open(context.Background(), path, bolt.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -48,7 +48,7 @@ func BenchmarkStore(b *testing.B) { storetest.Bench(b, newStore) }
 // BenchmarkNoSync shows what fsync costs; NoSync is unsafe outside tests.
 func BenchmarkNoSync(b *testing.B) {
 	storetest.Bench(b, func(t testing.TB) stores.Store {
-		s, err := bolt.Open(filepath.Join(t.TempDir(), "convergo.db"), bolt.Options{NoSync: true})
+		s, err := bolt.Open(context.Background(), filepath.Join(t.TempDir(), "convergo.db"), bolt.Options{NoSync: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -78,7 +78,7 @@ func mustApply(t *testing.T, s *bolt.Store, cs ...crdt.Change) []stores.Result {
 func TestReopen(t *testing.T) {
 	ctx := context.Background()
 	path := filepath.Join(t.TempDir(), "convergo.db")
-	s, err := bolt.Open(path, bolt.Options{})
+	s, err := bolt.Open(context.Background(), path, bolt.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +86,7 @@ func TestReopen(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	s, err = bolt.Open(path, bolt.Options{})
+	s, err = bolt.Open(context.Background(), path, bolt.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,17 +112,17 @@ func TestReopen(t *testing.T) {
 
 func TestOpenOptions(t *testing.T) {
 	dir := t.TempDir()
-	if _, err := bolt.Open(filepath.Join(dir, "x.db"), bolt.Options{Timeout: -time.Second}); !errors.Is(err, stores.ErrInvalid) {
+	if _, err := bolt.Open(context.Background(), filepath.Join(dir, "x.db"), bolt.Options{Timeout: -time.Second}); !errors.Is(err, stores.ErrInvalid) {
 		t.Fatalf("negative Timeout: got %v, want ErrInvalid", err)
 	}
 	path := filepath.Join(dir, "locked.db")
-	s, err := bolt.Open(path, bolt.Options{})
+	s, err := bolt.Open(context.Background(), path, bolt.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
 	start := time.Now()
-	if _, err := bolt.Open(path, bolt.Options{Timeout: 100 * time.Millisecond}); err == nil {
+	if _, err := bolt.Open(context.Background(), path, bolt.Options{Timeout: 100 * time.Millisecond}); err == nil {
 		t.Fatal("second Open of a locked file succeeded")
 	}
 	if d := time.Since(start); d > 5*time.Second {
@@ -138,7 +138,7 @@ func TestForeignFiles(t *testing.T) {
 	if err := os.WriteFile(junk, []byte("this is not a bbolt file, not even close; "+string(make([]byte, 8192))), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if s, err := bolt.Open(junk, bolt.Options{Timeout: time.Second}); err == nil {
+	if s, err := bolt.Open(context.Background(), junk, bolt.Options{Timeout: time.Second}); err == nil {
 		s.Close()
 		t.Fatal("Open of a junk file succeeded")
 	}
@@ -151,7 +151,7 @@ func TestForeignFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	db.Close()
-	if _, err := bolt.Open(other, bolt.Options{}); !errors.Is(err, bolt.ErrCorrupt) {
+	if _, err := bolt.Open(context.Background(), other, bolt.Options{}); !errors.Is(err, bolt.ErrCorrupt) {
 		t.Fatalf("Open of another program's bbolt file: got %v, want ErrCorrupt", err)
 	}
 }
@@ -182,7 +182,7 @@ func TestCorrupt(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
 			path := filepath.Join(t.TempDir(), "convergo.db")
-			s, err := bolt.Open(path, bolt.Options{})
+			s, err := bolt.Open(context.Background(), path, bolt.Options{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -200,7 +200,7 @@ func TestCorrupt(t *testing.T) {
 			}
 			db.Close()
 
-			s, err = bolt.Open(path, bolt.Options{})
+			s, err = bolt.Open(context.Background(), path, bolt.Options{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -252,7 +252,7 @@ func taggedValue(t *testing.T) []byte {
 // compare its ApplyParallel10 with BenchmarkStore's.
 func BenchmarkNoGroupCommit(b *testing.B) {
 	storetest.Bench(b, func(t testing.TB) stores.Store {
-		s, err := bolt.Open(filepath.Join(t.TempDir(), "convergo.db"), bolt.Options{})
+		s, err := bolt.Open(context.Background(), filepath.Join(t.TempDir(), "convergo.db"), bolt.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -1,6 +1,7 @@
 package bolt_test
 
 import (
+	"context"
 	"path/filepath"
 	"testing"
 
@@ -12,7 +13,7 @@ import (
 // TestConverge runs the engine convergence simulation on a bolt file.
 func TestConverge(t *testing.T) {
 	storetest.Converge(t, func(t testing.TB) stores.Store {
-		s, err := bolt.Open(filepath.Join(t.TempDir(), "convergo.db"), bolt.Options{NoSync: true})
+		s, err := bolt.Open(context.Background(), filepath.Join(t.TempDir(), "convergo.db"), bolt.Options{NoSync: true})
 		if err != nil {
 			t.Fatal(err)
 		}

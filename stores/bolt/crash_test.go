@@ -173,7 +173,7 @@ func checkCrashFile(t *testing.T, path string, acks []ack) int {
 	}
 
 	ctx := context.Background()
-	s, err := bolt.Open(path, bolt.Options{})
+	s, err := bolt.Open(context.Background(), path, bolt.Options{})
 	if err != nil {
 		t.Fatalf("reopen after kill: %v", err)
 	}
@@ -247,7 +247,7 @@ func TestCrashChild(t *testing.T) {
 	}
 	wall, _ := strconv.ParseInt(os.Getenv(crashWallEnv), 10, 64)
 	seed, _ := strconv.ParseUint(os.Getenv(crashSeedEnv), 10, 64)
-	s, err := bolt.Open(path, bolt.Options{})
+	s, err := bolt.Open(context.Background(), path, bolt.Options{})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "child:", err)
 		os.Exit(2)

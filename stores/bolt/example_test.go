@@ -19,7 +19,7 @@ func Example() {
 	}
 	defer os.RemoveAll(dir)
 
-	s, err := bolt.Open(filepath.Join(dir, "convergo.db"), bolt.Options{})
+	s, err := bolt.Open(context.Background(), filepath.Join(dir, "convergo.db"), bolt.Options{})
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -192,7 +192,7 @@ func (spec Spec) Open(ctx context.Context, opts Options) (stores.Store, error) {
 	case "memory":
 		return memory.New(), nil
 	case "bolt":
-		return bolt.Open(spec.Path, bolt.Options{Logger: log})
+		return bolt.Open(ctx, spec.Path, bolt.Options{Logger: log})
 	case "redis":
 		o := spec.Redis
 		o.Logger = log

@@ -34,7 +34,7 @@ func TestCrash(t *testing.T) {
 		t.Parallel()
 		path := filepath.Join(t.TempDir(), "convergo.db")
 		runCrash(t, bin, "bolt:"+path, nil, func(t *testing.T) stores.Store {
-			s, err := bolt.Open(path, bolt.Options{})
+			s, err := bolt.Open(context.Background(), path, bolt.Options{})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -55,7 +55,7 @@ func storeFactories() []storeFactory {
 // openEmbedded opens the embedded store on a new file.
 func openEmbedded(t *testing.T) stores.Store {
 	t.Helper()
-	s, err := bolt.Open(filepath.Join(t.TempDir(), "convergo.db"), bolt.Options{Logger: testLogger(t)})
+	s, err := bolt.Open(context.Background(), filepath.Join(t.TempDir(), "convergo.db"), bolt.Options{Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
