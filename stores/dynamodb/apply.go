@@ -17,13 +17,15 @@ import (
 	"github.com/convergo/convergo/stores"
 )
 
-// Apply implements stores.Store. Changes are grouped by collection; each
-// group of up to recordsPerTx records is read with one strongly consistent
-// BatchGetItem, merged in Go and written with one TransactWriteItems that
-// is conditioned on the collection's head and on every record's sequence
-// number as read. A transaction that loses a race is cancelled; Apply
-// refreshes what it read (from the cancellation's ALL_OLD items, or by
-// reading again) and tries again after a jittered backoff.
+// Apply implements stores.Store. Changes are grouped by collection and
+// handed to the collection's group committer (commit.go), which puts them,
+// with the pending changes of concurrent calls, into transactions of up to
+// recordsPerTx records: each reads its records with one strongly
+// consistent BatchGetItem, merges in Go and writes with one
+// TransactWriteItems conditioned on the collection's head and on every
+// record's sequence number as read. A transaction that loses a race is
+// cancelled; the committer refreshes what it read (from the cancellation's
+// ALL_OLD items, or by reading again) and tries again.
 func (st *Store) Apply(ctx context.Context, changes []crdt.Change) ([]stores.Result, error) {
 	if err := st.check(ctx); err != nil {
 		return nil, err
@@ -31,7 +33,6 @@ func (st *Store) Apply(ctx context.Context, changes []crdt.Change) ([]stores.Res
 	if err := stores.CheckApply(changes); err != nil {
 		return nil, err
 	}
-	results := make([]stores.Result, len(changes))
 	var order []string
 	groups := map[string][]int{}
 	for i, c := range changes {
@@ -40,30 +41,32 @@ func (st *Store) Apply(ctx context.Context, changes []crdt.Change) ([]stores.Res
 		}
 		groups[c.Collection] = append(groups[c.Collection], i)
 	}
-	heads := map[string]uint64{}
-	notify := func() {
-		for _, coll := range order {
-			if h, ok := heads[coll]; ok {
-				st.watchers.Notify(stores.Notification{Collection: coll, Seq: h})
-			}
-		}
-	}
-	for _, coll := range order {
+	reqs := make([]*request, len(order))
+	for k, coll := range order {
 		idxs := groups[coll]
-		for len(idxs) > 0 {
-			chunk := firstChunk(changes, idxs)
-			done, head, err := st.applyGroup(ctx, coll, changes, chunk, results)
-			if head > 0 {
-				heads[coll] = head
-			}
-			if err != nil {
-				notify()
-				return nil, err
-			}
-			idxs = idxs[done:]
+		r := &request{ctx: ctx, changes: make([]crdt.Change, len(idxs)), results: make([]stores.Result, len(idxs)), done: make(chan struct{})}
+		for j, i := range idxs {
+			r.changes[j] = changes[i]
+		}
+		if err := st.enqueue(coll, r); err != nil {
+			return nil, err
+		}
+		reqs[k] = r
+	}
+	results := make([]stores.Result, len(changes))
+	for k, r := range reqs {
+		select {
+		case <-r.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if r.err != nil {
+			return nil, r.err
+		}
+		for j, i := range groups[order[k]] {
+			results[i] = r.results[j]
 		}
 	}
-	notify()
 	return results, nil
 }
 
@@ -90,12 +93,16 @@ type groupState struct {
 	recs map[string]stores.Entry
 }
 
-// readState reads the head and the records ids of coll, strongly
-// consistent.
-func (st *Store) readState(ctx context.Context, coll string, ids []string) (groupState, error) {
-	state := groupState{recs: make(map[string]stores.Entry, len(ids))}
+// readState reads the records ids of coll and, unless the committer knows
+// it (q.headOK), the head, strongly consistent.
+func (st *Store) readState(ctx context.Context, q *collQueue, ids []string) (groupState, error) {
+	coll := q.coll
+	state := groupState{recs: make(map[string]stores.Entry, len(ids)), head: q.head}
 	byPK := make(map[string]string, len(ids))
-	keys := []map[string]types.AttributeValue{key(headPK(coll), 0)}
+	var keys []map[string]types.AttributeValue
+	if !q.headOK {
+		keys = append(keys, key(headPK(coll), 0))
+	}
 	for _, id := range ids {
 		pk := recordPK(coll, id)
 		byPK[pk] = id
@@ -118,6 +125,7 @@ func (st *Store) readState(ctx context.Context, coll string, ids []string) (grou
 					return groupState{}, fmt.Errorf("apply %s: head item: %w", coll, err)
 				}
 				state.head = h
+				q.head, q.headOK = h, true
 				continue
 			}
 			id, ok := byPK[pkv.Value]
@@ -131,6 +139,9 @@ func (st *Store) readState(ctx context.Context, coll string, ids []string) (grou
 			state.recs[id] = e
 		}
 		req = out.UnprocessedKeys
+		if !q.headOK && len(req) == 0 {
+			q.head, q.headOK = 0, true // no head item: a new collection
+		}
 		if len(req) > 0 {
 			if attempt >= st.maxAttempts {
 				return groupState{}, fmt.Errorf("apply %s: read: %w: keys still unprocessed after %d attempts", coll, stores.ErrUnavailable, attempt)
@@ -212,16 +223,16 @@ func (st *Store) makePlan(coll string, state groupState, changes []crdt.Change, 
 			continue
 		}
 		if len(next.Fields) > crdt.MaxFieldsPerRecord {
-			return plan{}, fmt.Errorf("apply %s/%s: %w: merged record would have %d fields, more than %d", coll, ch.ID, stores.ErrTooLarge, len(next.Fields), crdt.MaxFieldsPerRecord)
+			return plan{}, refuse(k, "apply %s/%s: %w: merged record would have %d fields, more than %d", coll, ch.ID, stores.ErrTooLarge, len(next.Fields), crdt.MaxFieldsPerRecord)
 		}
 		enc := crdt.AppendRecord(nil, next)
 		if len(enc) > crdt.MaxRecordBytes {
-			return plan{}, fmt.Errorf("apply %s/%s: %w: merged record of %d bytes exceeds %d", coll, ch.ID, stores.ErrTooLarge, len(enc), crdt.MaxRecordBytes)
+			return plan{}, refuse(k, "apply %s/%s: %w: merged record of %d bytes exceeds %d", coll, ch.ID, stores.ErrTooLarge, len(enc), crdt.MaxRecordBytes)
 		}
 		e := stores.Entry{Seq: p.head + 1, Record: next}
 		size := max(itemSize(recordItem(coll, e, enc)), itemSize(logItem(coll, e, enc)))
 		if size > maxItemBytes {
-			return plan{}, fmt.Errorf("apply %s/%s: %w: item of %d bytes exceeds DynamoDB's %d", coll, ch.ID, stores.ErrTooLarge, size, maxItemBytes)
+			return plan{}, refuse(k, "apply %s/%s: %w: item of %d bytes exceeds DynamoDB's %d", coll, ch.ID, stores.ErrTooLarge, size, maxItemBytes)
 		}
 		grown := total - 2*w.size + 2*size
 		if grown > txBudgetBytes && k > 0 {
@@ -318,11 +329,13 @@ func (st *Store) makePlan(coll string, state groupState, changes []crdt.Change, 
 	return p, nil
 }
 
-// applyGroup applies changes idxs of one collection with one transaction
+// applyGroup applies changes idxs of q's collection with one transaction
 // (retried on conflicts). It fills results for the changes it applied and
 // returns how many that is, and the collection's new head when something
-// changed (else 0).
-func (st *Store) applyGroup(ctx context.Context, coll string, changes []crdt.Change, idxs []int, results []stores.Result) (done int, head uint64, err error) {
+// changed (else 0). It keeps q's cached head current. A refusal of one
+// change is a *changeError naming its position in idxs.
+func (st *Store) applyGroup(ctx context.Context, q *collQueue, changes []crdt.Change, idxs []int, results []stores.Result) (done int, head uint64, err error) {
+	coll := q.coll
 	ids := make([]string, 0, len(idxs))
 	seen := map[string]bool{}
 	for _, i := range idxs {
@@ -331,7 +344,7 @@ func (st *Store) applyGroup(ctx context.Context, coll string, changes []crdt.Cha
 			ids = append(ids, id)
 		}
 	}
-	state, err := st.readState(ctx, coll, ids)
+	state, err := st.readState(ctx, q, ids)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -351,28 +364,41 @@ func (st *Store) applyGroup(ctx context.Context, coll string, changes []crdt.Cha
 			for k, r := range p.results {
 				results[idxs[k]] = r
 			}
+			q.head, q.headOK = p.head, true
+			st.txCommitted.Add(1)
 			return p.done, p.head, nil
 		}
 		var cancelled *types.TransactionCanceledException
 		if !errors.As(err, &cancelled) {
+			q.headOK = false // the outcome is unknown
 			return 0, 0, translate(ctx, "apply "+coll, err)
 		}
-		refreshed, err := refresh(&state, p, cancelled.CancellationReasons)
+		st.txCancelled.Add(1)
+		refreshed, contended, err := refresh(&state, p, cancelled.CancellationReasons)
 		if err != nil {
+			q.headOK = false
 			return 0, 0, fmt.Errorf("apply %s: %w", coll, err)
 		}
+		q.head = state.head
 		st.log.Debug("transaction cancelled; retrying", "collection", coll, "attempt", attempt, "reasons", reasonCodes(cancelled.CancellationReasons))
 		if attempt >= st.maxAttempts {
+			q.headOK = false
 			return 0, 0, fmt.Errorf("apply %s: %w: transaction still conflicting after %d attempts", coll, stores.ErrUnavailable, attempt)
 		}
-		if err := sleep(ctx, backoff(attempt)); err != nil {
-			return 0, 0, err
+		// A failed condition means another writer committed: the table did
+		// useful work, and its ALL_OLD item is what to retry against, at
+		// once. A transaction in progress on the same items, or
+		// throttling, is waited out with a jittered backoff.
+		if contended || !refreshed {
+			if err := sleep(ctx, backoff(attempt)); err != nil {
+				return 0, 0, err
+			}
 		}
-		// The ALL_OLD items of failed conditions are the winners' writes;
-		// every other attempt reads everything again anyway, in case a
-		// condition that passed this time was about to fail.
-		if !refreshed || attempt%2 == 0 {
-			if state, err = st.readState(ctx, coll, ids); err != nil {
+		// Every few attempts read everything again, in case a condition
+		// that passed this time was about to fail.
+		if !refreshed || attempt%3 == 0 {
+			q.headOK = false
+			if state, err = st.readState(ctx, q, ids); err != nil {
 				return 0, 0, err
 			}
 		}
@@ -398,8 +424,9 @@ func (st *Store) commit(ctx context.Context, coll string, p plan) error {
 
 // refresh updates state from the cancellation reasons of p's transaction.
 // It reports whether some condition failed (and its ALL_OLD item refreshed
-// state) and returns an error for reasons a retry cannot fix.
-func refresh(state *groupState, p plan, reasons []types.CancellationReason) (refreshed bool, err error) {
+// state), whether a transaction in progress or throttling was a reason,
+// and returns an error for reasons a retry cannot fix.
+func refresh(state *groupState, p plan, reasons []types.CancellationReason) (refreshed, contended bool, err error) {
 	for i, r := range reasons {
 		code := str(r.Code)
 		switch code {
@@ -416,7 +443,7 @@ func refresh(state *groupState, p plan, reasons []types.CancellationReason) (ref
 				if r.Item != nil {
 					h, err := getN(r.Item, attrHead)
 					if err != nil {
-						return false, fmt.Errorf("head item: %w", err)
+						return false, false, fmt.Errorf("head item: %w", err)
 					}
 					state.head = h
 				}
@@ -425,18 +452,18 @@ func refresh(state *groupState, p plan, reasons []types.CancellationReason) (ref
 				if r.Item != nil {
 					e, err := decodeEntry(r.Item, a.id, attrSeq)
 					if err != nil {
-						return false, fmt.Errorf("record item %s: %w", a.id, err)
+						return false, false, fmt.Errorf("record item %s: %w", a.id, err)
 					}
 					state.recs[a.id] = e
 				}
 			}
 		case "TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded", "RequestLimitExceeded":
-			// Retry after the backoff, reading again.
+			contended = true // retry after the backoff
 		default:
-			return false, fmt.Errorf("transaction cancelled: %s: %s", code, str(r.Message))
+			return false, false, fmt.Errorf("transaction cancelled: %s: %s", code, str(r.Message))
 		}
 	}
-	return refreshed, nil
+	return refreshed, contended, nil
 }
 
 // backoff returns a jittered ("full jitter") pause before attempt+1.
@@ -463,4 +490,9 @@ func reasonCodes(reasons []types.CancellationReason) []string {
 		out[i] = str(r.Code)
 	}
 	return out
+}
+
+// refuse is a refusal of the change at position k of a plan's idxs.
+func refuse(k int, format string, args ...any) error {
+	return &changeError{idx: k, err: fmt.Errorf(format, args...)}
 }

@@ -96,6 +96,9 @@ type Store struct {
 
 	watchers stores.Watchers
 	closed   atomic.Bool
+	commits  commitState // group commit per collection (commit.go)
+	// txCommitted and txCancelled count this instance's transactions.
+	txCommitted, txCancelled atomic.Int64
 	// counters are the consumer's CaptureStats and RejectedCaptures.
 	counters captureCounters
 	capture  captureState
@@ -377,6 +380,7 @@ func (st *Store) Watch(fn func(stores.Notification)) (stop func()) { return st.w
 func (st *Store) Close() error {
 	st.closeMu.Do(func() {
 		st.closed.Store(true)
+		st.stopCommits()
 		if st.cancel != nil {
 			st.cancel()
 		}
