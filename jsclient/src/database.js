@@ -9,6 +9,9 @@ import { Syncer } from './sync.js';
 import { validateCollection } from './record.js';
 import { Collection } from './collection.js';
 import { replicaPrefix, subjectOfToken } from './replica.js';
+import { decodeChanges, decodeValue } from './record.js';
+import { isZeroStamp } from './hlc.js';
+import { setOwn } from './cbor.js';
 import { TabChannel, TabMessage, fromWire, requestLeadership, toWire } from './tabs.js';
 
 /** @typedef {import('./db.js').StoredRecord} StoredRecord */
@@ -17,11 +20,33 @@ import { TabChannel, TabMessage, fromWire, requestLeadership, toWire } from './t
  * @typedef {object} Status
  * @property {boolean} online the leader reached the server recently
  * @property {boolean} syncing a push/pull round is running
- * @property {number} pending local changes not yet acknowledged
- * @property {number|null} lastSyncedAt ms since epoch of the last completed sync
+ * @property {number} pending local changes not yet acknowledged that this
+ *   client may push now
+ * @property {number} held local changes of another subject, held in the
+ *   outbox until it signs in again (not pending: whenSynced does not wait
+ *   for them)
+ * @property {number} rejected changes the server refused, kept until the
+ *   app retries or discards them (Database.rejected)
+ * @property {number|null} lastSyncedAt ms since epoch of the last completed
+ *   sync, also one before a reload
  * @property {ConvergoError|null} lastError
  * @property {boolean} leader this tab holds the connection
  * @property {boolean} paused pause() stopped syncing
+ */
+
+/**
+ * A pushed change the server refused (the 'refused' event): it was rolled
+ * back locally and kept among the rejected changes as entry rejectedId;
+ * dropped counts the oldest rejected changes dropped to make room.
+ * @typedef {{collection: string, id: string, code: string, message: string, requestId: string|null, rejectedId: number|null, dropped: number}} Refusal
+ */
+
+/**
+ * A rejected change as the app sees it (Database.rejected): the change's
+ * values (fields it set, names it unset, whether it deleted), the server's
+ * code and message, the request id of the push, when (ms since epoch) and
+ * the subject signed in (null: unknown).
+ * @typedef {{id: number, collection: string, recordId: string, change: {deleted: boolean, fields: Record<string, unknown>, unset: string[]}, code: string, message: string, requestId: string|null, when: number, subject: string|null}} RejectedChange
  */
 
 /**
@@ -61,7 +86,10 @@ export async function open(options) {
 /** How long open() waits for getToken to name the subject to write as (ms). */
 const FIRST_TOKEN_MS = 3_000;
 
-const EVENTS = new Set(['status', 'error', 'auth', 'refused', 'superseded', 'change', 'reset']);
+const EVENTS = new Set(['status', 'error', 'auth', 'refused', 'superseded', 'change', 'reset', 'serverReset']);
+
+/** How long the leader lets lastSyncedAt settle before storing it (ms). */
+const STORE_SYNCED_MS = 500;
 
 export class Database {
   /** @param {OpenOptions} o */
@@ -87,7 +115,13 @@ export class Database {
     /** @type {Map<string, Set<Function>>} */
     this.listeners = new Map();
     /** @type {Status} */
-    this._status = { online: false, syncing: false, pending: 0, lastSyncedAt: null, lastError: null, leader: false, paused: false };
+    this._status = { online: false, syncing: false, pending: 0, held: 0, rejected: 0, lastSyncedAt: null, lastError: null, leader: false, paused: false };
+    /** @type {number} lastSyncedAt as stored before this open: a sync since is newer */
+    this._storedSyncedAt = -Infinity;
+    /** @type {any} the timer that stores lastSyncedAt */
+    this._syncedTimer = null;
+    /** Changes refused since whenSynced last resolved. */
+    this._refusedSince = 0;
     this.leading = false;
     /** @type {Set<Subscription>} */
     this.subs = new Set();
@@ -126,7 +160,13 @@ export class Database {
     await this.store.init({ prefix, anonymous: await replicaPrefix('') });
     const offset = await this.store.getMeta('offset');
     if (Number.isSafeInteger(offset)) this.store.now = () => Date.now() + offset;
-    this._setStatus({ pending: await this.store.outboxCount() });
+    const synced = await this.store.getMeta('lastSyncedAt');
+    if (Number.isSafeInteger(synced)) this._storedSyncedAt = synced;
+    this._setStatus({
+      ...(await this.store.outboxCounts()),
+      rejected: await this.store.rejectedCount(),
+      lastSyncedAt: Number.isSafeInteger(synced) ? synced : null,
+    });
     // Whichever tab leads, now or later, syncs what any tab opened.
     await this.store.addCollections(this.collections);
     const BC = this.o.BroadcastChannel === undefined ? globalThis.BroadcastChannel : this.o.BroadcastChannel;
@@ -227,7 +267,14 @@ export class Database {
       fetch: f,
       WebSocket: o.WebSocket === undefined ? globalThis.WebSocket ?? null : o.WebSocket,
       onChanges: (c, ids) => this._changed(c, ids, 'remote'),
-      onRefused: (r) => this._emit('refused', r),
+      onRefused: (r) => {
+        this._post({ t: TabMessage.refused, r });
+        this._onRefused(r);
+      },
+      onServerReset: (r) => {
+        this._post({ t: TabMessage.serverReset, r });
+        this._emit('serverReset', r);
+      },
       onSuperseded: (r) => this._emit('superseded', r),
       onStatus: (s) => this._setStatus(s),
       onError: (e) => this._emit('error', e),
@@ -330,8 +377,11 @@ export class Database {
 
   /**
    * Listens to 'status' (Status), 'error' (ConvergoError), 'auth'
-   * (ConvergoError: the token was refused), 'refused' ({collection, id,
-   * code, message}: the server refused a local change, now dropped),
+   * (ConvergoError: the token was refused), 'refused' (Refusal: the
+   * server refused a local change; it was rolled back and kept among the
+   * rejected changes), 'serverReset' ({collection, reason, message}: the
+   * server's history is not the one the collection's cursor was of; the
+   * client pulls it again and gives back what it holds),
    * 'superseded' ({collection, id, lost, status}: fields of a local change
    * lost to newer writes on the server; the record converges when those
    * arrive),
@@ -373,8 +423,37 @@ export class Database {
       }
     }
     if (!changed) return;
+    if (!fromPeer && this._status.leader && s.lastSyncedAt) this._storeSynced();
     this._emit('status', this.status);
     if (!fromPeer && this._status.leader) this._announce();
+  }
+
+  /** The leader keeps lastSyncedAt for after a reload (at most every STORE_SYNCED_MS). */
+  _storeSynced() {
+    if (this._syncedTimer !== null) return;
+    this._syncedTimer = setTimeout(() => {
+      this._syncedTimer = null;
+      if (this.closed || this._status.lastSyncedAt === null) return;
+      this.store.setMeta('lastSyncedAt', this._status.lastSyncedAt).catch(() => {});
+    }, STORE_SYNCED_MS);
+  }
+
+  /**
+   * A pushed change was refused (by this tab's sync, or the leader's).
+   * @param {Refusal} r
+   */
+  _onRefused(r) {
+    this._refusedSince++;
+    this._emit('refused', r);
+    this._recountRejected();
+  }
+
+  /** Reads how many rejected changes are kept into the status. */
+  _recountRejected() {
+    this.store
+      .rejectedCount()
+      .then((n) => this._setStatus({ rejected: n }, !this._status.leader))
+      .catch(() => {});
   }
 
   /** The leader tells the other tabs its sync status. */
@@ -438,14 +517,23 @@ export class Database {
       case TabMessage.synced:
         this.peerSync?.get(m.n)?.(m.error);
         break;
+      case TabMessage.refused:
+        if (m.r && typeof m.r === 'object') this._onRefused(m.r);
+        break;
+      case TabMessage.serverReset:
+        if (m.r && typeof m.r === 'object') this._emit('serverReset', m.r);
+        break;
+      case TabMessage.rejected:
+        this._recountRejected();
+        break;
       case TabMessage.status:
         if (!this._status.leader && m.s && typeof m.s === 'object') {
-          const { pending, ...rest } = m.s;
+          const { pending, held, ...rest } = m.s;
           const lastError = rest.lastError ? fromWire(rest.lastError) : null;
           this._setStatus({ ...rest, lastError }, true);
           this.store
-            .outboxCount()
-            .then((n) => this._setStatus({ pending: n }, true))
+            .outboxCounts()
+            .then((n) => this._setStatus(n, true))
             .catch(() => {});
         }
         break;
@@ -560,19 +648,29 @@ export class Database {
   }
 
   /**
-   * Resolves once this database has synced with the server and has no
-   * pending changes (at once if that is already so). It waits through
-   * offline periods; race it with a timeout if you need to give up.
-   * @returns {Promise<void>}
+   * Resolves once this database has synced with the server (in this
+   * session) and has no pending changes (at once if that is already so),
+   * with how many local changes the server refused since whenSynced last
+   * resolved ({refused: n}; see rejected()). Changes of another subject
+   * held in the outbox until it signs in again are not pending and do not
+   * hold it up. It waits through offline periods; race it with a timeout
+   * if you need to give up.
+   * @returns {Promise<{refused: number}>}
    */
   whenSynced() {
-    const ok = () => this._status.lastSyncedAt !== null && this._status.pending === 0 && this._status.online;
-    if (ok()) return Promise.resolve();
+    const ok = () =>
+      this._status.lastSyncedAt !== null && this._status.lastSyncedAt > this._storedSyncedAt && this._status.pending === 0 && this._status.online;
+    const result = () => {
+      const refused = this._refusedSince;
+      this._refusedSince = 0;
+      return { refused };
+    };
+    if (ok()) return Promise.resolve(result());
     return new Promise((resolve, reject) => {
       const offStatus = this.on('status', () => {
         if (ok()) {
           stop();
-          resolve(undefined);
+          resolve(result());
         } else if (this.closed) {
           stop();
           reject(new ConvergoError('closed', 'database is closed'));
@@ -590,12 +688,87 @@ export class Database {
     });
   }
 
+  /**
+   * The changes the server refused that are kept (rolled back locally,
+   * neither retried nor discarded yet), oldest first. They survive
+   * reloads; at most DEFAULTS.maxRejected of them and
+   * DEFAULTS.maxRejectedBytes bytes are kept, the oldest dropped first.
+   * @returns {Promise<RejectedChange[]>}
+   */
+  async rejected() {
+    const entries = await this.store.rejected();
+    /** @type {RejectedChange[]} */
+    const out = [];
+    for (const e of entries) {
+      /** @type {RejectedChange['change']} */
+      const change = { deleted: false, fields: {}, unset: [] };
+      try {
+        const rec = decodeChanges(new Uint8Array([0x81, ...e.change]))[0].record;
+        change.deleted = !isZeroStamp(rec.deleted);
+        for (const [name, f] of rec.fields) {
+          if (f.value === null) change.unset.push(name);
+          else setOwn(change.fields, name, decodeValue(f.value));
+        }
+      } catch {
+        /* a corrupt entry: listed without its values */
+      }
+      out.push({
+        id: e.id,
+        collection: e.c,
+        recordId: e.rid,
+        change,
+        code: e.code,
+        message: e.message,
+        requestId: e.requestId ?? null,
+        when: e.when,
+        subject: e.subject ?? null,
+      });
+    }
+    return out;
+  }
+
+  /**
+   * Writes rejected change id again as a new local write: its fields (and
+   * its delete) get fresh stamps, so it can win over what the server has,
+   * and it is queued like any write; the entry leaves the rejected
+   * changes. Its values are the ones refused: a change refused for its
+   * content (too_large, invalid) is likely refused again. Rejects with
+   * not_found when there is no such entry.
+   * @param {number} id
+   */
+  async retry(id) {
+    if (this.closed) throw new ConvergoError('closed', 'database is closed');
+    const { c, id: rid } = await this.store.retryRejected(id);
+    this._post({ t: TabMessage.rejected });
+    this._recountRejected();
+    await this._wrote(c, rid);
+  }
+
+  /**
+   * Forgets rejected change id (the local record already is the server's
+   * version). Resolves to whether there was such an entry.
+   * @param {number} id
+   * @returns {Promise<boolean>}
+   */
+  async discard(id) {
+    if (this.closed) throw new ConvergoError('closed', 'database is closed');
+    const had = await this.store.discardRejected(id);
+    this._post({ t: TabMessage.rejected });
+    this._recountRejected();
+    return had;
+  }
+
   /** Stops syncing and closes the database. */
   async close() {
     if (this.closed) return;
     this.closed = true;
     for (const f of this.cleanups) f();
     await this.syncer?.stop();
+    clearTimeout(this._syncedTimer);
+    if (this._syncedTimer !== null && this._status.lastSyncedAt !== null) {
+      await this.store.setMeta('lastSyncedAt', this._status.lastSyncedAt).catch(() => {});
+    }
+    this._syncedTimer = null;
     this.releaseLock?.();
     this.channel?.close();
     this.subs.clear();
@@ -608,6 +781,6 @@ export class Database {
     this._changed(c, [id], 'local');
     if (this.syncer) this.syncer.kick();
     else this._post({ t: TabMessage.push });
-    this._setStatus({ pending: await this.store.outboxCount() });
+    this._setStatus(await this.store.outboxCounts());
   }
 }

@@ -14,7 +14,16 @@
 //            r the replica id that stamped it (absent in entries of
 //            protocol 1). Index "record" on [c, id]. Only the entries of
 //            the current replica id are pushed: those of another subject
-//            wait for it to sign in again.
+//            are held until it signs in again. Index "replica" on r.
+//   sealed   key [collection, id] -> {c, id, rec, seal}: each record as the
+//            server last sent it (rec, its encoding) with the seal that came
+//            with it: what the client gives back (POST /v2/restore) after a
+//            reset that lost history (docs/protocol.md, "Resets").
+//   rejected auto-increment key id -> RejectedEntry: changes the server
+//            refused, kept until the app retries or discards them, at most
+//            DEFAULTS.maxRejected entries and DEFAULTS.maxRejectedBytes
+//            bytes (the oldest dropped first, counted in meta
+//            "rejectedDropped").
 //   meta     key string -> value: "device" (the device part of the replica
 //            id, generated once; protocol 1's "replica" id becomes it),
 //            "prefix" (the replica prefix of the subject the client last
@@ -23,7 +32,12 @@
 //            cursor bytes, a Uint8Array, stored and sent back unchanged;
 //            absent means from the beginning), "offset" (server
 //            clock offset, ms), "collection:<collection>" (true: some tab
-//            opened the collection, so whichever tab leads syncs it).
+//            opened the collection, so whichever tab leads syncs it),
+//            "heal:<collection>" (true: the server reset the collection
+//            with history lost and has not been given back what this
+//            client holds yet), "rejectedDropped" (how many rejected
+//            changes were dropped to stay within the bounds),
+//            "lastSyncedAt" (ms since epoch of the last completed sync).
 //
 // A local write merges into the record and appends its change to the outbox
 // in ONE transaction, so a write is either pending or not there at all. The
@@ -33,8 +47,10 @@
 
 import { ConvergoError, fromIDBError } from './errors.js';
 import { Clock } from './hlc.js';
-import { decodeChanges, decodeValue, emptyRecord, encodeChange, maxStamp, mergeInto, validateCollection, visibleValues } from './record.js';
-import { setOwn } from './cbor.js';
+import { decodeChanges, decodeRecord, decodeValue, emptyRecord, encodeChange, encodeRecord, maxStamp, mergeInto, validateCollection, visibleValues } from './record.js';
+import { setOwn, utf8Length } from './cbor.js';
+import { compareStamps, isZeroStamp } from './hlc.js';
+import { DEFAULTS } from './constants.js';
 import { isDevice, isPrefix, newDevice, replicaId, replicaPrefix } from './replica.js';
 
 /** @typedef {import('./record.js').Record} Rec */
@@ -42,19 +58,39 @@ import { isDevice, isPrefix, newDevice, replicaId, replicaPrefix } from './repli
 /** @typedef {{deleted: Stamp, fields: Map<string, import('./record.js').Field>}} Base */
 /** @typedef {{c: string, id: string, deleted: Stamp, fields: Map<string, import('./record.js').Field>, doc: Record<string, unknown>|null, base?: Base}} StoredRecord */
 /** @typedef {{seq: number, c: string, id: string, change: Uint8Array, r?: string}} OutboxEntry */
+/**
+ * A change the server refused, as stored: c and rid name the record,
+ * change is the encoded change as it was pushed, when is ms since epoch,
+ * subject the subject the client was signed in as (null: unknown), size
+ * what it counts against DEFAULTS.maxRejectedBytes.
+ * @typedef {{id: number, c: string, rid: string, change: Uint8Array, code: string, message: string, requestId: string|null, when: number, subject: string|null, size: number}} RejectedEntry
+ */
+/** @typedef {{c: string, id: string, rec: Uint8Array, seal: Uint8Array}} SealedEntry */
+/**
+ * How a pushed outbox entry was settled: acknowledged, or refused with the
+ * server's code, message and the request id of the push.
+ * @typedef {{entry: OutboxEntry, refused: boolean, code?: string, message?: string, requestId?: string|null}} Settled
+ */
 
 /**
  * The database version. 3: cursors are the protocol's opaque byte strings
  * (version 2 of the protocol); the upgrade from 2 drops the numeric cursors
  * of version 1, so every collection pulls again from the beginning once,
- * which merging makes harmless (it is idempotent).
+ * which merging makes harmless (it is idempotent). 4: seals (sealed), the
+ * rejected changes (rejected) and the outbox's replica index; the upgrade
+ * from 3 drops the cursors once more, so that every record comes again
+ * with its seal.
  */
-export const DB_VERSION = 3;
+export const DB_VERSION = 4;
 const CURSOR_KEY = 'cursor:';
 const RECORDS = 'records';
 const OUTBOX = 'outbox';
 const META = 'meta';
 const COLLECTION_KEY = 'collection:';
+const SEALED = 'sealed';
+const REJECTED = 'rejected';
+const HEAL_KEY = 'heal:';
+const DROPPED_KEY = 'rejectedDropped';
 
 /**
  * @template T
@@ -253,10 +289,13 @@ export class Store {
         ? /** @type {IDBTransaction} */ (r.transaction).objectStore(OUTBOX)
         : db.createObjectStore(OUTBOX, { keyPath: 'seq', autoIncrement: true });
       if (!outbox.indexNames.contains('record')) outbox.createIndex('record', ['c', 'id']);
+      if (!outbox.indexNames.contains('replica')) outbox.createIndex('replica', 'r');
+      if (!db.objectStoreNames.contains(SEALED)) db.createObjectStore(SEALED, { keyPath: ['c', 'id'] });
+      if (!db.objectStoreNames.contains(REJECTED)) db.createObjectStore(REJECTED, { keyPath: 'id', autoIncrement: true });
       if (!db.objectStoreNames.contains(META)) db.createObjectStore(META);
-      else if (ev.oldVersion < 3) {
+      else if (ev.oldVersion < 4) {
         // Protocol 1's cursors were numbers the server of protocol 2 cannot
-        // read: forget them all.
+        // read, and version 3 kept no seals: pull everything once more.
         const meta = /** @type {IDBTransaction} */ (r.transaction).objectStore(META);
         meta.delete(this.keyRange.bound(CURSOR_KEY, CURSOR_KEY + '\uffff'));
       }
@@ -391,41 +430,53 @@ export class Store {
    * appends the change to the outbox.
    * @param {string} c collection
    * @param {string} id
-   * @param {(current: Rec, stamp: Stamp) => Rec} build returns the change
+   * @param {(current: Rec, stamp: Stamp, next: () => Stamp) => Rec} build
+   *   returns the change; next issues another stamp, after stamp
    * @returns {Promise<{record: StoredRecord, change: Rec}>}
    */
   write(c, id, build) {
+    return this.tx([RECORDS, OUTBOX, META], 'readwrite', `write ${c}/${id}`, (tx) => this.writeIn(tx, c, id, build));
+  }
+
+  /**
+   * The body of write, in transaction tx (which spans records, outbox and
+   * meta).
+   * @param {IDBTransaction} tx
+   * @param {string} c
+   * @param {string} id
+   * @param {(current: Rec, stamp: Stamp, next: () => Stamp) => Rec} build
+   * @returns {Promise<{record: StoredRecord, change: Rec}>}
+   */
+  async writeIn(tx, c, id, build) {
     const clock = /** @type {Clock} */ (this.clock);
-    return this.tx([RECORDS, OUTBOX, META], 'readwrite', `write ${c}/${id}`, async (tx) => {
-      const records = tx.objectStore(RECORDS);
-      const meta = tx.objectStore(META);
-      const [savedClock, stored, prefix] = await Promise.all([req(meta.get('clock')), req(records.get([c, id])), req(meta.get('prefix'))]);
-      if (savedClock && typeof savedClock.wall === 'number') clock.restore(savedClock);
-      // Another tab may have learnt a new subject: write as it does.
-      if (isPrefix(prefix)) this.usePrefix(prefix);
-      const current = fromStored(stored, id);
-      const now = this.now();
-      // Stamp after everything this record holds, so a write over a value
-      // the user saw wins over it even if our wall clock lags.
-      const top = maxStamp(current);
-      if (top.wall > 0) {
-        try {
-          clock.observe(top, now);
-        } catch {
-          /* a stamp too far ahead: the clock refuses it, as the server will */
-        }
+    const records = tx.objectStore(RECORDS);
+    const meta = tx.objectStore(META);
+    const [savedClock, stored, prefix] = await Promise.all([req(meta.get('clock')), req(records.get([c, id])), req(meta.get('prefix'))]);
+    if (savedClock && typeof savedClock.wall === 'number') clock.restore(savedClock);
+    // Another tab may have learnt a new subject: write as it does.
+    if (isPrefix(prefix)) this.usePrefix(prefix);
+    const current = fromStored(stored, id);
+    const now = this.now();
+    // Stamp after everything this record holds, so a write over a value
+    // the user saw wins over it even if our wall clock lags.
+    const top = maxStamp(current);
+    if (top.wall > 0) {
+      try {
+        clock.observe(top, now);
+      } catch {
+        /* a stamp too far ahead: the clock refuses it, as the server will */
       }
-      const stamp = clock.now(now);
-      const change = build(current, stamp);
-      // The first pending change keeps the server's state aside.
-      const base = stored?.base ?? { deleted: current.deleted, fields: new Map(current.fields) };
-      mergeInto(current, change);
-      const record = toStored(c, current, base);
-      records.put(record);
-      tx.objectStore(OUTBOX).add({ c, id, change: encodeChange({ collection: c, record: change }), r: this.replica });
-      meta.put(clock.last, 'clock');
-      return { record, change };
-    });
+    }
+    const stamp = clock.now(now);
+    const change = build(current, stamp, () => clock.now(this.now()));
+    // The first pending change keeps the server's state aside.
+    const base = stored?.base ?? { deleted: current.deleted, fields: new Map(current.fields) };
+    mergeInto(current, change);
+    const record = toStored(c, current, base);
+    records.put(record);
+    tx.objectStore(OUTBOX).add({ c, id, change: encodeChange({ collection: c, record: change }), r: this.replica });
+    meta.put(clock.last, 'clock');
+    return { record, change };
   }
 
   /**
@@ -434,12 +485,19 @@ export class Store {
    * @param {string} c
    * @param {Rec[]} records
    * @param {Uint8Array} cursor the cursor after these records
+   * @param {Uint8Array[]} [seals] seals[i] is the seal of records[i]: kept
+   *   with the record as the server sent it, for a restore
    * @returns {Promise<string[]>}
    */
-  applyRemote(c, records, cursor) {
+  applyRemote(c, records, cursor, seals = []) {
     const clock = /** @type {Clock} */ (this.clock);
-    return this.tx([RECORDS, META], 'readwrite', `apply ${c}`, async (tx) => {
+    return this.tx([RECORDS, META, SEALED], 'readwrite', `apply ${c}`, async (tx) => {
       const store = tx.objectStore(RECORDS);
+      const sealed = tx.objectStore(SEALED);
+      seals.forEach((seal, i) => {
+        const r = records[i];
+        if (r) sealed.put({ c, id: r.id, rec: encodeRecord(r), seal });
+      });
       const current = await Promise.all(records.map((r) => req(store.get([c, r.id]))));
       /** @type {Map<string, Rec>} */
       const merged = new Map();
@@ -538,6 +596,98 @@ export class Store {
   }
 
   /**
+   * The server reset collection c's cursor: forget it (the next pull starts
+   * from the beginning) and, when heal is set, note that the server is owed
+   * what this client holds (healPlan), in one transaction, so a reload
+   * still heals. Nothing local is dropped.
+   * @param {string} c
+   * @param {boolean} heal
+   */
+  resetCollection(c, heal) {
+    return this.tx([META], 'readwrite', `reset ${c}`, (tx) => {
+      const meta = tx.objectStore(META);
+      meta.delete(CURSOR_KEY + c);
+      if (heal) meta.put(true, HEAL_KEY + c);
+    });
+  }
+
+  /**
+   * The collections owed a heal (resetCollection with heal set).
+   * @returns {Promise<string[]>}
+   */
+  owedHeals() {
+    const range = this.keyRange.bound(HEAL_KEY, HEAL_KEY + '\uffff');
+    return this.tx([META], 'readonly', 'read heals', async (tx) => {
+      const keys = await req(tx.objectStore(META).getAllKeys(range));
+      return keys.filter((k) => typeof k === 'string').map((k) => /** @type {string} */ (k).slice(HEAL_KEY.length));
+    });
+  }
+
+  /**
+   * Collection c was given back what it was owed.
+   * @param {string} c
+   */
+  healed(c) {
+    return this.tx([META], 'readwrite', `healed ${c}`, (tx) => req(tx.objectStore(META).delete(HEAL_KEY + c)));
+  }
+
+  /**
+   * What to give the server back for collection c after it lost history:
+   * every record held as the server sealed it (restore: anyone's stamps),
+   * and the parts of the server's version of each record (its base) that
+   * the ids of prefix stamped and no seal covers: acknowledged writes of
+   * this subject the server may have lost, pushed again as ordinary
+   * changes (the replica binding allows them). The outbox needs nothing:
+   * it is pushed as always.
+   * @param {string} c
+   * @param {string} prefix the replica prefix of the subject signed in
+   * @returns {Promise<{sealed: {record: Rec, seal: Uint8Array}[], mine: Rec[]}>}
+   */
+  healPlan(c, prefix) {
+    const range = this.keyRange.bound([c], [c, []]);
+    const own = prefix + '_';
+    return this.tx([RECORDS, SEALED], 'readonly', `heal ${c}`, async (tx) => {
+      const [stored, seals] = await Promise.all([
+        req(tx.objectStore(RECORDS).getAll(range)),
+        /** @type {Promise<SealedEntry[]>} */ (req(tx.objectStore(SEALED).getAll(range))),
+      ]);
+      /** @type {Map<string, Rec>} */
+      const sealedOf = new Map();
+      /** @type {{record: Rec, seal: Uint8Array}[]} */
+      const sealed = [];
+      for (const e of seals) {
+        let rec;
+        try {
+          rec = decodeRecord(e.rec);
+        } catch {
+          continue; // a corrupt entry: nothing to give back
+        }
+        if (!(e.seal instanceof Uint8Array)) continue;
+        sealed.push({ record: rec, seal: e.seal });
+        sealedOf.set(rec.id, rec);
+      }
+      /** @type {Rec[]} */
+      const mine = [];
+      for (const s of /** @type {StoredRecord[]} */ (stored)) {
+        const base = s.base ? fromBase(s.base, s.id) : fromStored(s, s.id);
+        const seal = sealedOf.get(s.id);
+        const part = emptyRecord(s.id);
+        if (!isZeroStamp(base.deleted) && base.deleted.replica.startsWith(own) && !(seal && compareStamps(seal.deleted, base.deleted) === 0)) {
+          part.deleted = base.deleted;
+        }
+        for (const [name, f] of base.fields) {
+          if (!f.stamp.replica.startsWith(own)) continue;
+          const g = seal?.fields.get(name);
+          if (g && compareStamps(g.stamp, f.stamp) === 0) continue;
+          part.fields.set(name, f);
+        }
+        if (!isZeroStamp(part.deleted) || part.fields.size > 0) mine.push(part);
+      }
+      return { sealed, mine };
+    });
+  }
+
+  /**
    * @param {string} c
    * @param {string} id
    * @returns {Promise<StoredRecord|undefined>}
@@ -590,26 +740,50 @@ export class Store {
    * Settles pushed entries in one transaction: removes them from the
    * outbox; for an accepted change, folds it into the record's server
    * state; for a refused one, takes it back by rebuilding the record from
-   * the server state and the changes still pending. Returns the records
-   * (collection, ids) whose visible state changed.
-   * @param {{entry: OutboxEntry, refused: boolean}[]} settled
-   * @returns {Promise<Map<string, string[]>>}
+   * the server state and the changes still pending, and keeps it among the
+   * rejected changes (dropping the oldest past the bounds). Returns the
+   * records (collection, ids) whose visible state changed, the id of the
+   * rejected entry of each refused outbox entry (by its seq) and how many
+   * old rejected entries were dropped.
+   * @param {Settled[]} settled
+   * @param {{when: number, subject: string|null}} [info] for rejected entries
+   * @returns {Promise<{changed: Map<string, string[]>, rejected: Map<number, number>, dropped: number}>}
    */
-  settle(settled) {
-    if (settled.length === 0) return Promise.resolve(new Map());
-    return this.tx([RECORDS, OUTBOX], 'readwrite', 'settle outbox', async (tx) => {
+  settle(settled, info = { when: Date.now(), subject: null }) {
+    if (settled.length === 0) return Promise.resolve({ changed: new Map(), rejected: new Map(), dropped: 0 });
+    const anyRefused = settled.some((x) => x.refused);
+    const stores = anyRefused ? [RECORDS, OUTBOX, REJECTED, META] : [RECORDS, OUTBOX];
+    return this.tx(stores, 'readwrite', 'settle outbox', async (tx) => {
       const outbox = tx.objectStore(OUTBOX);
       const records = tx.objectStore(RECORDS);
       /** @type {Map<string, {c: string, id: string, accepted: Rec[], refused: boolean}>} */
       const touched = new Map();
-      for (const { entry, refused } of settled) {
+      /** @type {Map<number, number>} */
+      const rejected = new Map();
+      for (const x of settled) {
+        const { entry, refused } = x;
         outbox.delete(entry.seq);
         const key = JSON.stringify([entry.c, entry.id]);
         let t = touched.get(key);
         if (!t) touched.set(key, (t = { c: entry.c, id: entry.id, accepted: [], refused: false }));
-        if (refused) t.refused = true;
-        else t.accepted.push(decodeEntry(entry.change));
+        if (refused) {
+          t.refused = true;
+          const r = {
+            c: entry.c,
+            rid: entry.id,
+            change: entry.change,
+            code: x.code ?? 'invalid',
+            message: x.message ?? '',
+            requestId: x.requestId ?? null,
+            when: info.when,
+            subject: info.subject,
+            size: 0,
+          };
+          r.size = r.change.length + utf8Length(r.code) + utf8Length(r.message) + utf8Length(r.requestId ?? '') + utf8Length(r.subject ?? '');
+          rejected.set(entry.seq, /** @type {number} */ (await req(tx.objectStore(REJECTED).add(r))));
+        } else t.accepted.push(decodeEntry(entry.change));
       }
+      const dropped = anyRefused ? await this.boundRejected(tx) : 0;
       /** @type {Map<string, string[]>} */
       const changed = new Map();
       for (const t of touched.values()) {
@@ -639,13 +813,118 @@ export class Store {
         ids.push(t.id);
         changed.set(t.c, ids);
       }
-      return changed;
-    }, 'relaxed');
+      return { changed, rejected, dropped };
+    }, anyRefused ? 'strict' : 'relaxed');
   }
 
-  /** @returns {Promise<number>} */
-  outboxCount() {
-    return this.tx([OUTBOX], 'readonly', 'count outbox', (tx) => req(tx.objectStore(OUTBOX).count()));
+  /**
+   * Drops the oldest rejected changes past DEFAULTS.maxRejected entries or
+   * DEFAULTS.maxRejectedBytes bytes (an entry larger than the byte bound
+   * on its own is kept alone), in transaction tx, and counts them in meta
+   * "rejectedDropped". Returns how many it dropped.
+   * @param {IDBTransaction} tx spanning rejected and meta
+   */
+  async boundRejected(tx) {
+    const store = tx.objectStore(REJECTED);
+    const all = /** @type {RejectedEntry[]} */ (await req(store.getAll()));
+    let bytes = all.reduce((n, e) => n + (e.size ?? 0), 0);
+    let n = 0;
+    while (all.length - n > DEFAULTS.maxRejected || (bytes > DEFAULTS.maxRejectedBytes && all.length - n > 1)) {
+      bytes -= all[n].size ?? 0;
+      store.delete(all[n].id);
+      n++;
+    }
+    if (n > 0) {
+      const meta = tx.objectStore(META);
+      const before = await req(meta.get(DROPPED_KEY));
+      meta.put((Number.isSafeInteger(before) ? before : 0) + n, DROPPED_KEY);
+    }
+    return n;
+  }
+
+  /**
+   * The rejected changes, oldest first.
+   * @returns {Promise<RejectedEntry[]>}
+   */
+  rejected() {
+    return this.tx([REJECTED], 'readonly', 'read rejected changes', (tx) => req(tx.objectStore(REJECTED).getAll()));
+  }
+
+  /** @returns {Promise<number>} how many rejected changes are kept */
+  rejectedCount() {
+    return this.tx([REJECTED], 'readonly', 'count rejected changes', (tx) => req(tx.objectStore(REJECTED).count()));
+  }
+
+  /**
+   * Forgets rejected change id. Returns whether there was one.
+   * @param {number} id
+   * @returns {Promise<boolean>}
+   */
+  discardRejected(id) {
+    return this.tx([REJECTED], 'readwrite', `discard rejected change ${id}`, async (tx) => {
+      const store = tx.objectStore(REJECTED);
+      const e = await req(store.get(id));
+      if (!e) return false;
+      store.delete(id);
+      return true;
+    });
+  }
+
+  /**
+   * Writes rejected change id again as a new local write, in one
+   * transaction: its delete (if any) and its fields are stamped afresh, so
+   * they sort after everything this client has seen and can win again;
+   * the write is merged locally and queued in the outbox, and the entry
+   * leaves the rejected changes. The values are the ones refused: a change
+   * refused for its content is likely refused again (and comes back as a
+   * new entry). Throws not_found when there is no such entry.
+   * @param {number} id
+   * @returns {Promise<{c: string, id: string}>}
+   */
+  retryRejected(id) {
+    return this.tx([RECORDS, OUTBOX, META, REJECTED], 'readwrite', `retry rejected change ${id}`, async (tx) => {
+      const store = tx.objectStore(REJECTED);
+      const e = /** @type {RejectedEntry|undefined} */ (await req(store.get(id)));
+      if (!e) throw new ConvergoError('not_found', `no rejected change ${id}`);
+      const old = decodeEntry(e.change);
+      await this.writeIn(tx, e.c, e.rid, (_current, stamp, next) => {
+        const rec = emptyRecord(e.rid);
+        let s = stamp;
+        if (!isZeroStamp(old.deleted)) {
+          rec.deleted = s;
+          s = next(); // after the delete, so the delete does not hide them
+        }
+        for (const [name, f] of old.fields) rec.fields.set(name, { stamp: s, value: f.value });
+        return rec;
+      });
+      store.delete(id);
+      return { c: e.c, id: e.rid };
+    });
+  }
+
+  /**
+   * Counts the outbox: pending, the entries the current replica id may
+   * push (its own and protocol 1's); held, those of another subject,
+   * waiting for it to sign in again.
+   * @returns {Promise<{pending: number, held: number}>}
+   */
+  outboxCounts() {
+    return this.tx([OUTBOX], 'readonly', 'count outbox', async (tx) => {
+      const store = tx.objectStore(OUTBOX);
+      const idx = store.index('replica');
+      const [all, stamped, mine] = await Promise.all([
+        req(store.count()),
+        req(idx.count()),
+        this.replica === null ? Promise.resolve(0) : req(idx.count(this.replica)),
+      ]);
+      const held = stamped - mine;
+      return { pending: all - held, held };
+    });
+  }
+
+  /** @returns {Promise<number>} the entries the current replica id may push */
+  async outboxCount() {
+    return (await this.outboxCounts()).pending;
   }
 
   close() {

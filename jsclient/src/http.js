@@ -26,10 +26,22 @@ import { MAX_ANSWER_BYTES, codeOfStatus, isProtocolCode, parseErrorBody } from '
  * @param {HttpOptions} o
  * @param {string} path
  * @param {Uint8Array<ArrayBuffer>} body
- * @param {boolean} [retried]
  * @returns {Promise<Uint8Array>}
  */
-export async function post(o, path, body, retried = false) {
+export async function post(o, path, body) {
+  return (await postAnswer(o, path, body)).body;
+}
+
+/**
+ * As post, but returns the answer's body with the request id the server
+ * logged it under (null when it sent none).
+ * @param {HttpOptions} o
+ * @param {string} path
+ * @param {Uint8Array<ArrayBuffer>} body
+ * @param {boolean} [retried]
+ * @returns {Promise<{body: Uint8Array, requestId: string|null}>}
+ */
+export async function postAnswer(o, path, body, retried = false) {
   const token = await o.token(false);
   /** @type {Record<string, string>} */
   const headers = { 'Content-Type': CONTENT_TYPE, Accept: CONTENT_TYPE, [HEADERS.protocol]: String(VERSION) };
@@ -45,7 +57,7 @@ export async function post(o, path, body, retried = false) {
     throw new ConvergoError('too_large', `POST ${path}: answer of ${res.headers.get('Content-Length')} bytes`, { requestId });
   }
   const bytes = new Uint8Array(await res.arrayBuffer());
-  if (res.ok) return bytes;
+  if (res.ok) return { body: bytes, requestId: requestId ?? null };
   const parsed = parseErrorBody(bytes);
   const header = res.headers.get(HEADERS.error);
   const code = [parsed?.code, header].find(isProtocolCode) ?? codeOfStatus(res.status) ?? 'network';
@@ -59,7 +71,7 @@ export async function post(o, path, body, retried = false) {
   if (code === 'token_expired' && !retried) {
     // Refresh once and retry the same request.
     await o.token(true);
-    return post(o, path, body, true);
+    return postAnswer(o, path, body, true);
   }
   throw e;
 }

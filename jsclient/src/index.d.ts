@@ -75,9 +75,16 @@ export interface Status {
   online: boolean;
   /** A push/pull round is running. */
   syncing: boolean;
-  /** Local changes not yet acknowledged by the server (the outbox). */
+  /** Local changes not yet acknowledged by the server that this client may push now. */
   pending: number;
-  /** When the last sync completed (ms since epoch), or null. */
+  /**
+   * Local changes of another subject, held in the outbox until it signs in
+   * again. They are not pending: whenSynced() does not wait for them.
+   */
+  held: number;
+  /** Changes the server refused that are kept (see Database.rejected()). */
+  rejected: number;
+  /** When the last sync completed (ms since epoch; also one before a reload), or null. */
   lastSyncedAt: number | null;
   lastError: ConvergoError | null;
   /** This tab holds the server connection. */
@@ -95,10 +102,53 @@ export interface Query<T extends object = { [field: string]: Value }> {
   limit?: number;
 }
 
+/**
+ * A pushed change the server refused ('refused' event). It was rolled back
+ * (the record shows the server's version plus changes still pending) and
+ * kept among the rejected changes as entry rejectedId.
+ */
 export interface Refusal {
   collection: string;
   id: string;
   code: ErrorCode | string;
+  message: string;
+  /** The request id the server logged the push under, or null. */
+  requestId: string | null;
+  /** The entry in Database.rejected(), or null. */
+  rejectedId: number | null;
+  /** How many of the oldest rejected changes were dropped to make room (the bounds: 1000 entries, 4 MiB). */
+  dropped: number;
+}
+
+/** A change the server refused, kept until retried or discarded (Database.rejected()). */
+export interface RejectedChange {
+  id: number;
+  collection: string;
+  recordId: string;
+  /** What the change wrote: fields it set, field names it unset, whether it deleted the record. */
+  change: { deleted: boolean; fields: { [field: string]: Value }; unset: string[] };
+  /** The server's per-change code: too_large, invalid, forbidden, clock_drift, forged_replica, malformed, or a newer server's. */
+  code: ErrorCode | string;
+  message: string;
+  /** The request id the server logged the push under, or null. */
+  requestId: string | null;
+  /** When the refusal arrived, ms since epoch. */
+  when: number;
+  /** The subject the client was signed in as ("" anonymous), or null when unknown. */
+  subject: string | null;
+}
+
+/**
+ * The server reset a collection's cursor ('serverReset' event): its history
+ * is not the one the cursor was of (the store was wiped, restored from a
+ * backup, failed over, or its log rebuilt). The client pulls the
+ * collection again from the beginning and, unless reason is 'rebuilt',
+ * gives the server back what it holds; nothing local is dropped.
+ */
+export interface ServerReset {
+  collection: string;
+  /** history_lost, rebuilt, or a reason this client does not know (treated as history_lost). */
+  reason: string;
   message: string;
 }
 
@@ -162,7 +212,9 @@ export interface EventMap {
   refused: Refusal;
   superseded: Superseded;
   change: ChangeEvent;
+  /** The local IndexedDB database vanished and is being rebuilt from the server. */
   reset: undefined;
+  serverReset: ServerReset;
 }
 
 export class Collection<T extends object = { [field: string]: Value }> {
@@ -191,10 +243,22 @@ export class Database {
   on<E extends keyof EventMap>(event: E, fn: (arg: EventMap[E]) => void): () => void;
   /**
    * Resolves once the database has synced with the server and has no
-   * pending changes (at once if so already); rejects with 'closed' if it
-   * is closed first.
+   * pending changes (at once if so already), with how many local changes
+   * the server refused since whenSynced() last resolved; rejects with
+   * 'closed' if it is closed first. Changes held for another subject
+   * (status.held) do not hold it up.
    */
-  whenSynced(): Promise<void>;
+  whenSynced(): Promise<{ refused: number }>;
+  /** The changes the server refused, kept across reloads until retried or discarded; oldest first. */
+  rejected(): Promise<RejectedChange[]>;
+  /**
+   * Writes rejected change id again with fresh stamps (so it can win again)
+   * as a new local write, and removes the entry; rejects with not_found if
+   * there is none.
+   */
+  retry(id: number): Promise<void>;
+  /** Forgets rejected change id; resolves to whether it existed. */
+  discard(id: number): Promise<boolean>;
   /** Push local changes and pull remote ones now (through the leader tab if needed). */
   sync(): Promise<void>;
   /**

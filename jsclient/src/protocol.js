@@ -10,9 +10,9 @@
 // What they carry (records, stamps) is strict (record.js).
 
 import { Reader, Writer, encode } from './cbor.js';
-import { CODES, DEFAULTS, SERVER_MESSAGE_TYPES, STATUSES, VERSION } from './constants.js';
+import { CODES, DEFAULTS, RESET_REASONS, SERVER_MESSAGE_TYPES, STATUSES, VERSION } from './constants.js';
 import { ConvergoError } from './errors.js';
-import { readRecord, validateCollection } from './record.js';
+import { readRecord, validateCollection, writeRecord } from './record.js';
 
 /**
  * The largest server answer or live frame the client reads: a bound the
@@ -39,7 +39,29 @@ export const MAX_ANSWER_BYTES = 64 << 20;
  * @typedef {{status: number, code?: string, message?: string, lost?: string[]}} PushResult
  */
 
-/** @typedef {{records: Record[], next: Uint8Array, more: boolean}} Page */
+/**
+ * A page of records: from a pull or a live changes message. seals[i] is the
+ * seal of records[i] (empty when the server sent none); reset, when set,
+ * says the cursor was of another history (docs/protocol.md, "Resets"): the
+ * page has no records and next is the empty cursor.
+ * @typedef {{records: Record[], next: Uint8Array, more: boolean, seals: Uint8Array[], reset?: Reset}} Page
+ */
+
+/**
+ * Why the server reset a cursor: reason is one of RESET_REASONS, or a
+ * reason this client does not know, which it treats as history_lost.
+ * @typedef {{reason: string, message: string}} Reset
+ */
+
+/**
+ * The reason a client acts on: a reason it does not know counts as
+ * history_lost, the safe choice (docs/protocol.md, "Resets").
+ * @param {string} reason
+ * @returns {string}
+ */
+export function resetAction(reason) {
+  return RESET_REASONS.includes(reason) ? reason : 'history_lost';
+}
 
 /** What a client does about an error code (constants.js CODES). @typedef {'never'|'backoff'|'auth'|'upgrade'} RetryClass */
 
@@ -198,6 +220,35 @@ function texts(r) {
 }
 
 /**
+ * Reads a list of seals (byte strings, opaque to the client).
+ * @param {Reader} r
+ * @returns {Uint8Array[]}
+ */
+function seals(r) {
+  const n = r.arrayHead();
+  /** @type {Uint8Array[]} */
+  const out = [];
+  for (let i = 0; i < n; i++) {
+    const v = r.item();
+    if (!(v instanceof Uint8Array)) throw malformed('seal is not a byte string');
+    out.push(v);
+  }
+  return out;
+}
+
+/**
+ * The seals of a page, checked against its records: one per record, or
+ * none from a server that sends none.
+ * @param {Uint8Array[]|undefined} s
+ * @param {Record[]} recs
+ */
+function sealsOf(s, recs) {
+  if (s === undefined || s.length === 0) return [];
+  if (s.length !== recs.length) throw malformed(`${s.length} seals for ${recs.length} records`);
+  return s;
+}
+
+/**
  * A required key.
  * @template T
  * @param {T|undefined} v
@@ -318,11 +369,55 @@ export function encodePull(collection, cursor, limit) {
  */
 export function parsePullAnswer(body) {
   const m = envelope(body, 'pull answer');
+  const reset = field(m, 4, (r) => readEnvelope(r, 'reset'));
+  if (reset !== undefined) {
+    return {
+      records: [],
+      next: new Uint8Array(0),
+      more: false,
+      seals: [],
+      reset: { reason: need(field(reset, 1, text), 'reset reason'), message: field(reset, 2, text) ?? '' },
+    };
+  }
+  const recs = field(m, 1, records) ?? [];
   return {
-    records: field(m, 1, records) ?? [],
+    records: recs,
     next: need(field(m, 2, byteString), 'next cursor'),
     more: field(m, 3, bool) ?? false,
+    seals: sealsOf(field(m, 6, seals), recs),
   };
+}
+
+/**
+ * Encodes a restore body {1: collection, 2: [[record, seal], ...]}: records
+ * exactly as the server sent them, with their seals.
+ * @param {string} collection
+ * @param {{record: Record, seal: Uint8Array}[]} items
+ */
+export function encodeRestore(collection, items) {
+  const w = new Writer(256);
+  w.head(5, 2);
+  w.byte(0x01);
+  w.text(collection);
+  w.byte(0x02);
+  w.head(4, items.length);
+  for (const { record, seal } of items) {
+    w.head(4, 2);
+    writeRecord(w, record);
+    w.head(2, seal.length);
+    w.raw(seal);
+  }
+  return w.bytes();
+}
+
+/**
+ * Parses a restore answer {1: [result, ...]}: one result per record, as a
+ * push's.
+ * @param {Uint8Array} body
+ * @returns {PushResult[]}
+ */
+export function parseRestoreAnswer(body) {
+  return parsePushAnswer(body);
 }
 
 /**
@@ -376,7 +471,8 @@ export function encodePing(nonce) {
  * A server message over WebSocket. Types the client does not know come
  * back as 'unknown' and are ignored.
  * @typedef {{type: 'welcome', hello: Hello}
- *   | {type: 'changes', collection: string, records: Record[], next: Uint8Array, more: boolean}
+ *   | {type: 'changes', collection: string, records: Record[], next: Uint8Array, more: boolean, seals: Uint8Array[]}
+ *   | {type: 'reset', collection: string, reason: string, message: string}
  *   | {type: 'pong', nonce: number}
  *   | {type: 'error', code: string, message: string, collection?: string, requestId?: string}
  *   | {type: 'resync', collection: string}
@@ -401,13 +497,20 @@ export function parseServerMessage(bytes) {
     case 'changes': {
       const collection = need(field(m, 1, text), 'collection');
       validateCollection(collection);
+      const recs = field(m, 2, records) ?? [];
       return {
         type,
         collection,
-        records: field(m, 2, records) ?? [],
+        records: recs,
         next: need(field(m, 3, byteString), 'next cursor'),
         more: field(m, 4, bool) ?? false,
+        seals: sealsOf(field(m, 5, seals), recs),
       };
+    }
+    case 'reset': {
+      const collection = need(field(m, 1, text), 'collection');
+      validateCollection(collection);
+      return { type, collection, reason: need(field(m, 2, text), 'reset reason'), message: field(m, 3, text) ?? '' };
     }
     case 'pong':
       return { type, nonce: need(field(m, 1, uint), 'nonce') };

@@ -16,6 +16,16 @@
 // sync() or a reload (after the app is upgraded) instead of hammering the
 // server.
 //
+// A reset (a pull answer's key 4, or a live reset message) says the
+// server's history is not the one a collection's cursor was of: the store
+// was wiped, restored from a backup or failed over. The client forgets the
+// cursor and, unless the reason is rebuilt, heals the server: it restores
+// every record it holds as the server sealed it and pushes again its own
+// acknowledged writes no seal covers (heal), then pulls from the
+// beginning; the outbox goes out as always. Nothing local is dropped. A
+// heal that fails (network) is owed in IndexedDB and made at the next
+// round.
+//
 // Only the leader tab runs a Syncer. Everything it learns goes through the
 // Store (IndexedDB), so a reload resumes from the stored cursors and outbox.
 //
@@ -26,11 +36,12 @@
 
 import { backoff } from './backoff.js';
 import { ConvergoError } from './errors.js';
-import { post } from './http.js';
+import { post, postAnswer } from './http.js';
 import { LiveSession } from './live.js';
 import { isPrefix } from './replica.js';
 import { DEFAULTS, PATHS, STATUSES, VERSION } from './constants.js';
-import { encodeHello, encodePull, encodePush, parseHello, parsePullAnswer, parsePushAnswer, retryOf } from './protocol.js';
+import { encodeHello, encodePull, encodePush, encodeRestore, parseHello, parsePullAnswer, parsePushAnswer, parseRestoreAnswer, resetAction, retryOf } from './protocol.js';
+import { encodeChange, encodeRecord } from './record.js';
 
 /** @typedef {import('./protocol.js').Hello} Hello */
 /** @typedef {import('./db.js').Store} Store */
@@ -62,7 +73,13 @@ export const WRITE_RETRY_MS = 2_000;
  * @property {typeof fetch} fetch
  * @property {any} [WebSocket] a WebSocket constructor, or null to poll
  * @property {(c: string, ids: string[]) => void} onChanges records changed by the server
- * @property {(r: {collection: string, id: string, code: string, message: string}) => void} onRefused
+ * @property {(r: import('./database.js').Refusal) => void} onRefused a
+ *   pushed change was refused, rolled back and kept among the rejected
+ *   changes
+ * @property {(r: {collection: string, reason: string, message: string}) => void} onServerReset
+ *   the server reset a collection's cursor (docs/protocol.md, "Resets")
+ * @property {() => string|null} [subject] the subject signed in, for
+ *   rejected changes (null: unknown)
  * @property {(s: {collection: string, id: string, lost: string[], status: 'applied'|'superseded'}) => void} onSuperseded
  *   fields of a pushed change lost to newer writes (status superseded:
  *   the change altered nothing; applied: the rest of it applied)
@@ -267,6 +284,7 @@ export class Syncer {
     return this.serial(async () => {
       if (!this.hello) await this.doHello();
       await this.pushAll();
+      await this.healOwed();
       await this.pullAll();
       this.o.onStatus({ lastSyncedAt: Date.now(), lastError: null, online: true });
     });
@@ -431,6 +449,15 @@ export class Syncer {
     }
   }
 
+  /**
+   * POSTs a CBOR body, with the request id of the answer.
+   * @param {string} path
+   * @param {Uint8Array<ArrayBuffer>} body
+   */
+  postAnswer(path, body) {
+    return postAnswer(this.http, path, body);
+  }
+
   async doHello() {
     const t0 = Date.now();
     const body = await this.post(PATHS.hello, encodeHello(/** @type {string} */ (this.store.replica)));
@@ -492,9 +519,12 @@ export class Syncer {
       }
       const batch = entries.slice(0, n);
       let results;
+      /** @type {string|null} */
+      let requestId = null;
       try {
-        const body = await this.post(PATHS.push, encodePush(/** @type {string} */ (this.store.replica), batch.map((e) => e.change)));
-        results = parsePushAnswer(body);
+        const answer = await this.postAnswer(PATHS.push, encodePush(/** @type {string} */ (this.store.replica), batch.map((e) => e.change)));
+        requestId = answer.requestId;
+        results = parsePushAnswer(answer.body);
       } catch (e) {
         if (/** @type {any} */ (e).code === 'too_large') {
           if (batch.length > 1) {
@@ -503,6 +533,7 @@ export class Syncer {
           }
           // One change the server will never take: drop it, don't stall.
           results = [{ status: STATUSES.refused, code: 'too_large', message: /** @type {any} */ (e).message }];
+          requestId = /** @type {any} */ (e).requestId ?? null;
         } else {
           throw e;
         }
@@ -513,24 +544,144 @@ export class Syncer {
       // applied, duplicate and superseded acknowledge the change: it
       // leaves the outbox. A superseded change's fields come back from
       // the server with the newer values that beat them.
-      /** @type {{entry: import('./db.js').OutboxEntry, refused: boolean}[]} */
+      // A refused change is rolled back and kept among the rejected
+      // changes, in the same transaction.
+      /** @type {import('./db.js').Settled[]} */
       const settled = [];
       for (let i = 0; i < batch.length; i++) {
         const r = results[i];
-        settled.push({ entry: batch[i], refused: r.status === STATUSES.refused });
+        settled.push({ entry: batch[i], refused: r.status === STATUSES.refused, code: r.code ?? 'invalid', message: r.message ?? '', requestId });
       }
-      const rolledBack = await this.store.settle(settled);
+      const { changed: rolledBack, rejected, dropped } = await this.store.settle(settled, { when: Date.now(), subject: this.subject() });
+      let first = true;
       for (let i = 0; i < batch.length; i++) {
         const r = results[i];
         const { c: collection, id } = batch[i];
         if (r.status === STATUSES.refused) {
-          this.o.onRefused({ collection, id, code: r.code ?? 'invalid', message: r.message ?? '' });
+          const rid = rejected.get(batch[i].seq);
+          /** @type {import('./database.js').Refusal} */
+          const refusal = { collection, id, code: r.code ?? 'invalid', message: r.message ?? '', requestId, rejectedId: rid ?? null, dropped: first ? dropped : 0 };
+          first = false;
+          this.o.onRefused(refusal);
         } else if (r.status === STATUSES.superseded || (r.status === STATUSES.applied && r.lost && r.lost.length > 0)) {
           this.o.onSuperseded({ collection, id, lost: r.lost ?? [], status: r.status === STATUSES.applied ? 'applied' : 'superseded' });
         }
       }
       for (const [c, ids] of rolledBack) this.o.onChanges(c, ids);
-      this.o.onStatus({ pending: await this.store.outboxCount() });
+      this.o.onStatus(await this.store.outboxCounts());
+    }
+  }
+
+  /**
+   * The subject signed in, as the last hello named it (null before one).
+   * @returns {string|null}
+   */
+  subject() {
+    return this.o.subject?.() ?? this.hello?.subject ?? null;
+  }
+
+  /**
+   * The server reset collection c's cursor (a pull answer or a live
+   * message): forget the cursor, note the heal owed (unless the reason is
+   * rebuilt: nothing was lost), tell the app.
+   * @param {string} c
+   * @param {{reason: string, message: string}} reset
+   */
+  async onReset(c, reset) {
+    const heal = resetAction(reset.reason) !== 'rebuilt';
+    await this.store.resetCollection(c, heal);
+    this.o.onServerReset({ collection: c, reason: reset.reason, message: reset.message });
+  }
+
+  /** Heals every collection owed a heal (a reset whose heal did not finish). */
+  async healOwed() {
+    for (const c of await this.store.owedHeals()) {
+      try {
+        await this.heal(c);
+      } catch (e) {
+        // Restoring needs read access: a collection the token may no
+        // longer read cannot be healed by this client. Say so, and do not
+        // stall the others.
+        if (/** @type {any} */ (e)?.code !== 'forbidden') throw e;
+        await this.store.healed(c);
+        const { status, requestId } = /** @type {ConvergoError} */ (e);
+        this.o.onError(new ConvergoError('forbidden', `heal ${c}: ${/** @type {any} */ (e).message}`, { status, requestId }));
+      }
+    }
+  }
+
+  /**
+   * Gives the server back what it may have lost of collection c
+   * (Store.healPlan): the records held as it sealed them, restored in
+   * batches of at most its max-push records and max-body bytes, and this
+   * subject's acknowledged writes no seal covers, pushed again. Refusals
+   * are reported as errors and the records stay local (a bad_seal: the
+   * server's seal key changed). The outbox is pushed as always, by
+   * pushAll.
+   * @param {string} c
+   */
+  async heal(c) {
+    const { sealed, mine } = await this.store.healPlan(c, /** @type {string} */ (this.store.prefix));
+    const maxCount = this.hello?.maxPush ?? DEFAULTS.maxPushChanges;
+    const maxBody = (this.hello?.maxBody ?? DEFAULTS.maxBodyBytes) - 1024;
+    let refused = 0;
+    /** @type {string} */
+    let why = '';
+    const sized = sealed.map((x) => ({ item: x, size: encodeRecord(x.record).length + x.seal.length + 4 }));
+    await this.batches(sized, maxCount, maxBody, async (items) => {
+      const results = parseRestoreAnswer(await this.post(PATHS.restore, encodeRestore(c, items)));
+      for (const r of results) {
+        if (r.status === STATUSES.refused) {
+          refused++;
+          why = `${r.code}: ${r.message ?? ''}`;
+        }
+      }
+    });
+    const changes = mine.map((record) => encodeChange({ collection: c, record }));
+    await this.batches(changes.map((ch) => ({ item: ch, size: ch.length })), maxCount, maxBody, async (items) => {
+      const results = parsePushAnswer(await this.post(PATHS.push, encodePush(/** @type {string} */ (this.store.replica), items)));
+      for (const r of results) {
+        if (r.status === STATUSES.refused) {
+          refused++;
+          why = `${r.code}: ${r.message ?? ''}`;
+        }
+      }
+    });
+    await this.store.healed(c);
+    if (refused > 0) {
+      this.o.onError(new ConvergoError('invalid', `heal ${c}: the server refused ${refused} of the ${sealed.length + mine.length} records given back (last: ${why}); they stay local`));
+    }
+  }
+
+  /**
+   * Sends items in batches of at most maxCount items and maxBytes bytes (one
+   * larger item goes alone); a too_large answer halves the batch.
+   * @template T
+   * @param {{item: T, size: number}[]} all
+   * @param {number} maxCount
+   * @param {number} maxBytes
+   * @param {(items: T[]) => Promise<void>} send
+   */
+  async batches(all, maxCount, maxBytes, send) {
+    let limit = maxCount;
+    let i = 0;
+    while (i < all.length) {
+      let n = 0;
+      let size = 0;
+      while (i + n < all.length && n < limit && (n === 0 || size + all[i + n].size <= maxBytes)) {
+        size += all[i + n].size;
+        n++;
+      }
+      try {
+        await send(all.slice(i, i + n).map((x) => x.item));
+      } catch (e) {
+        if (/** @type {any} */ (e).code === 'too_large' && n > 1) {
+          limit = Math.max(1, Math.floor(n / 2));
+          continue;
+        }
+        throw e;
+      }
+      i += n;
     }
   }
 
@@ -540,6 +691,7 @@ export class Syncer {
    */
   async pullCollection(c) {
     let limit = this.hello?.maxPull ?? DEFAULTS.maxPullRecords;
+    let resets = 0;
     for (;;) {
       const cursor = await this.store.cursor(c);
       let page;
@@ -553,7 +705,14 @@ export class Syncer {
         }
         throw e;
       }
-      await this.applyPage(c, page.records, page.next);
+      if (page.reset) {
+        // A server that resets the empty cursor too is broken: stop.
+        if (++resets > 2) throw new ConvergoError('malformed', `pull ${c}: the server reset the cursor again after a reset`);
+        await this.onReset(c, page.reset);
+        await this.healOwed();
+        continue; // from the beginning
+      }
+      await this.applyPage(c, page.records, page.next, page.seals);
       if (!page.more) break;
     }
   }
@@ -566,9 +725,10 @@ export class Syncer {
    * @param {string} c
    * @param {import('./record.js').Record[]} records
    * @param {Uint8Array} next
+   * @param {Uint8Array[]} [seals] one per record, or none
    */
-  async applyPage(c, records, next) {
-    const ids = await this.store.applyRemote(c, records, next);
+  async applyPage(c, records, next, seals) {
+    const ids = await this.store.applyRemote(c, records, next, seals);
     if (ids.length > 0) this.o.onChanges(c, ids);
   }
 
@@ -616,6 +776,7 @@ export class Syncer {
         this.o.onStatus({ online: true, lastError: null });
         // Writes made while we connected, then everything after the cursors.
         await this.pushAll();
+        await this.healOwed();
         await this.pullAll();
         for (const c of this.o.collections()) session.subscribe(c, await this.store.cursor(c));
         this.o.onStatus({ lastSyncedAt: Date.now() });
@@ -625,8 +786,19 @@ export class Syncer {
       case 'changes': {
         // Pages of collections not (or no longer) subscribed are dropped.
         if (!session.subscribed.has(m.collection)) break;
-        await this.applyPage(m.collection, m.records, m.next);
+        await this.applyPage(m.collection, m.records, m.next, m.seals);
         this.o.onStatus({ lastSyncedAt: Date.now() });
+        break;
+      }
+      case 'reset': {
+        // The subscription has ended: heal, pull from the beginning,
+        // subscribe again.
+        if (!session.subscribed.has(m.collection)) break;
+        session.subscribed.delete(m.collection);
+        await this.onReset(m.collection, m);
+        await this.healOwed();
+        await this.pullCollection(m.collection);
+        session.subscribe(m.collection, await this.store.cursor(m.collection));
         break;
       }
       case 'resync': {

@@ -28,7 +28,10 @@ import { ConvergoError } from './errors.js';
  * | `collection` | every tab, as it opens, for each collection of its options; a tab without a sync loop, for a collection it opens later | `c` collection | leader: syncs c from now on (paused or not), if c is a valid name it did not sync yet |
  * | `sync`       | a tab without a sync loop, for its sync() | `n` a random number naming the call  | leader: syncs now and answers `synced`; while it starts, once it runs; while paused, at once with a network error |
  * | `synced`     | the leader, answering `sync`              | `n` as in the call, `error` {code, message, requestId?} or absent | the tab whose call n is: resolves that sync(), or rejects it with error |
- * | `status`     | the leader, when its status changes and on `ask` | `s` its Status without leader, paused; lastError as {code, message, requestId?} or null | followers: take it as theirs, counting pending in their own read of the outbox |
+ * | `status`     | the leader, when its status changes and on `ask` | `s` its Status without leader, paused; lastError as {code, message, requestId?} or null | followers: take it as theirs, counting pending and held in their own read of the outbox |
+ * | `refused`    | the leader, when the server refused a pushed change | `r` the Refusal             | emits 'refused', counts it for whenSynced, recounts the rejected changes |
+ * | `serverReset`| the leader, when the server reset a collection's cursor | `r` {collection, reason, message} | emits 'serverReset' |
+ * | `rejected`   | any tab that retried or discarded a rejected change | none                        | recounts the rejected changes (status.rejected)                     |
  */
 export const TabMessage = Object.freeze({
   changed: 'changed',
@@ -39,6 +42,9 @@ export const TabMessage = Object.freeze({
   sync: 'sync',
   synced: 'synced',
   status: 'status',
+  refused: 'refused',
+  serverReset: 'serverReset',
+  rejected: 'rejected',
 });
 
 /**
@@ -61,7 +67,10 @@ export const TabMessage = Object.freeze({
  *   | {t: typeof TabMessage.collection, c: string}
  *   | {t: typeof TabMessage.sync, n: number}
  *   | {t: typeof TabMessage.synced, n: number, error: WireError|undefined}
- *   | {t: typeof TabMessage.status, s: WireStatus}} TabMsg
+ *   | {t: typeof TabMessage.status, s: WireStatus}
+ *   | {t: typeof TabMessage.refused, r: import('./database.js').Refusal}
+ *   | {t: typeof TabMessage.serverReset, r: {collection: string, reason: string, message: string}}
+ *   | {t: typeof TabMessage.rejected}} TabMsg
  */
 
 /**

@@ -270,7 +270,7 @@ test('cursors are stored as the bytes the server sent; none means from the begin
 
 test('upgrading a database of protocol 1 drops its numeric cursors and keeps the rest', async () => {
   const { DB_VERSION } = await import('../src/db.js');
-  assert.equal(DB_VERSION, 3);
+  assert.equal(DB_VERSION, 4);
   const idb = freshIDB();
   // What the client of protocol 1 (database version 2) left behind.
   await new Promise((resolve, reject) => {

@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Writer, encode } from '../src/cbor.js';
 import { STATUSES, VERSION } from '../src/constants.js';
-import { codeOfStatus, encodePull, encodeSub, parseErrorBody, parseHello, parsePullAnswer, parsePushAnswer, parseServerMessage, retryOf } from '../src/protocol.js';
+import { codeOfStatus, encodePull, encodeSub, parseErrorBody, parseHello, parsePullAnswer, parsePushAnswer, parseServerMessage, resetAction, retryOf } from '../src/protocol.js';
 
 const malformed = (/** @type {any} */ e) => e.code === 'malformed';
 /** @param {[unknown, unknown][]} entries */
@@ -56,9 +56,23 @@ test('push answers: statuses, codes, messages and lost fields', () => {
 
 test('pull answers carry records and an opaque cursor', () => {
   const next = Uint8Array.of(1, 2, 3);
-  const page = parsePullAnswer(env([[1, []], [2, next], [3, true], [4, 'later']]));
-  assert.deepEqual(page, { records: [], next, more: true });
-  assert.deepEqual(parsePullAnswer(env([[2, new Uint8Array(0)]])), { records: [], next: new Uint8Array(0), more: false });
+  const page = parsePullAnswer(env([[1, []], [2, next], [3, true], [7, 'later']]));
+  assert.deepEqual(page, { records: [], next, more: true, seals: [] });
+  assert.deepEqual(parsePullAnswer(env([[2, new Uint8Array(0)]])), { records: [], next: new Uint8Array(0), more: false, seals: [] });
+  // Seals: one per record, kept as they came.
+  const rec = new Map(/** @type {[unknown, unknown][]} */ ([[1, 'r1']]));
+  const seal = Uint8Array.of(1, 2, 3, 4);
+  const sealed = parsePullAnswer(env([[1, [rec]], [2, next], [6, [seal]]]));
+  assert.deepEqual(sealed.seals, [seal]);
+  assert.equal(sealed.records[0].id, 'r1');
+  assert.throws(() => parsePullAnswer(env([[1, [rec]], [2, next], [6, [seal, seal]]])), malformed, 'two seals for one record');
+  assert.throws(() => parsePullAnswer(env([[1, [rec]], [2, next], [6, ['x']]])), malformed, 'a seal that is not bytes');
+  // A reset: no records, the empty cursor, the reason as it came.
+  const reset = parsePullAnswer(env([[1, []], [2, new Uint8Array(0)], [3, false], [4, new Map(/** @type {[unknown, unknown][]} */ ([[1, 'history_lost'], [2, 'wiped'], [3, 'later']]))]]));
+  assert.deepEqual(reset, { records: [], next: new Uint8Array(0), more: false, seals: [], reset: { reason: 'history_lost', message: 'wiped' } });
+  assert.equal(resetAction('history_lost'), 'history_lost');
+  assert.equal(resetAction('rebuilt'), 'rebuilt');
+  assert.equal(resetAction('moon_phase'), 'history_lost', 'an unknown reason counts as history_lost');
   assert.throws(() => parsePullAnswer(env([[1, []], [2, 7], [3, false]])), malformed, 'a numeric cursor');
   assert.throws(() => parsePullAnswer(env([[1, [[7, new Map()]]], [2, next]])), malformed, 'protocol 1 entries');
   // Requests carry the cursor as it came.
@@ -69,7 +83,9 @@ test('pull answers carry records and an opaque cursor', () => {
 
 test('live messages: known types parsed whatever else they hold, unknown types passed over', () => {
   const next = Uint8Array.of(9);
-  assert.deepEqual(parseServerMessage(env([[1, 'todos'], [0, 'changes'], [2, []], [3, next], [4, false], [5, 'x']])), { type: 'changes', collection: 'todos', records: [], next, more: false });
+  assert.deepEqual(parseServerMessage(env([[1, 'todos'], [0, 'changes'], [2, []], [3, next], [4, false], [7, 'x']])), { type: 'changes', collection: 'todos', records: [], next, more: false, seals: [] });
+  assert.deepEqual(parseServerMessage(env([[0, 'reset'], [1, 'todos'], [2, 'rebuilt'], [3, 'repaired'], [4, 'x']])), { type: 'reset', collection: 'todos', reason: 'rebuilt', message: 'repaired' });
+  assert.throws(() => parseServerMessage(env([[0, 'reset'], [1, 'todos']])), malformed, 'a reset without a reason');
   assert.deepEqual(parseServerMessage(env([[0, 'error'], [1, 'forbidden'], [2, 'no'], [3, 'todos'], [4, 'req-9']])), { type: 'error', code: 'forbidden', message: 'no', collection: 'todos', requestId: 'req-9' });
   assert.deepEqual(parseServerMessage(env([[0, 'resync'], [1, 'todos'], [2, 'x']])), { type: 'resync', collection: 'todos' });
   assert.deepEqual(parseServerMessage(env([[0, 'pong'], [1, 3]])), { type: 'pong', nonce: 3 });

@@ -70,7 +70,7 @@ test('writes made offline are pushed after a reload', async (t) => {
   assert.deepEqual(await again.collection('notes').get('n1'), { id: 'n1', text: 'written offline' });
 });
 
-test('refused changes are dropped and reported', async (t) => {
+test('refused changes are rolled back, reported and kept among the rejected changes', async (t) => {
   const server = await new FakeServer().start();
   t.after(() => server.stop());
   server.refuseIds.add('bad');
@@ -82,9 +82,34 @@ test('refused changes are dropped and reported', async (t) => {
   await a.collection('todos').put('bad', { x: 1 });
   await a.collection('todos').put('good', { x: 2 });
   await until(() => a.status.pending === 0, 'outbox to drain');
-  assert.deepEqual(refused, [{ collection: 'todos', id: 'bad', code: 'forbidden', message: 'refused by test' }]);
+  assert.equal(refused.length, 1);
+  const [r] = refused;
+  assert.deepEqual({ ...r, requestId: typeof r.requestId, rejectedId: typeof r.rejectedId }, {
+    collection: 'todos',
+    id: 'bad',
+    code: 'forbidden',
+    message: 'refused by test',
+    requestId: 'string',
+    rejectedId: 'number',
+    dropped: 0,
+  });
   assert.ok(server.coll('todos').byId.has('good'));
   assert.ok(!server.coll('todos').byId.has('bad'));
+  assert.equal(await a.collection('todos').get('bad'), null, 'rolled back to the server version (none)');
+  const rejected = await a.rejected();
+  assert.equal(rejected.length, 1);
+  assert.deepEqual({ ...rejected[0], when: typeof rejected[0].when }, {
+    id: r.rejectedId,
+    collection: 'todos',
+    recordId: 'bad',
+    change: { deleted: false, fields: { x: 1 }, unset: [] },
+    code: 'forbidden',
+    message: 'refused by test',
+    requestId: r.requestId,
+    when: 'number',
+    subject: '',
+  });
+  assert.equal(a.status.rejected, 1);
 });
 
 test('a vanished database is rebuilt from the server', async (t) => {
@@ -565,11 +590,13 @@ test("writes are stamped with the ids of the token's subject; another subject's 
   assert.ok(stampOf('b1').startsWith(bob + '_'));
   await new Promise((r) => setTimeout(r, 200));
   assert.equal(server.coll('todos').byId.has('a2'), false, "alice's change waits for alice");
-  assert.equal(a.status.pending, 1);
+  assert.equal(a.status.pending, 0, 'held, not pending');
+  assert.equal(a.status.held, 1);
+  assert.deepEqual(await a.whenSynced(), { refused: 0 }, "whenSynced does not wait for another subject's changes");
   tok = jwtOf('alice');
   a.setToken(tok);
   await until(() => server.coll('todos').byId.has('a2'), "alice's change pushed once she is back");
-  await until(() => a.status.pending === 0, 'nothing pending');
+  await until(() => a.status.pending === 0 && a.status.held === 0, 'nothing pending or held');
   assert.ok(stampOf('a2').startsWith(alice + '_'));
   assert.deepEqual(refused, [], 'nothing forged');
 });

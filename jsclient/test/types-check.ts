@@ -1,7 +1,7 @@
 // Compile-only check that the hand-written types (src/index.d.ts) describe
 // the API as apps use it: `npm run typecheck`. Not run by node --test.
 
-import { open, ConvergoError, Float, type Doc, type Status } from '../src/index.js';
+import { open, ConvergoError, Float, type Doc, type Status, type RejectedChange, type Value } from '../src/index.js';
 
 interface Todo {
   title: string;
@@ -27,7 +27,17 @@ export async function usage(): Promise<void> {
   db.on('error', (e) => (e instanceof ConvergoError ? e.code : e.message));
   db.on('auth', (e) => db.setToken(e.code));
   await db.sync();
-  await db.whenSynced();
+  const { refused }: { refused: number } = await db.whenSynced();
+  db.on('refused', (r) => (r.rejectedId ?? 0) + r.dropped + (r.requestId ?? ''));
+  db.on('serverReset', (r) => r.collection + r.reason + r.message);
+  const rejected: RejectedChange[] = await db.rejected();
+  for (const j of rejected) {
+    const v: Value | undefined = j.change.fields['title'];
+    void [v, j.change.unset, j.change.deleted, j.recordId, j.when, j.subject, j.requestId];
+    if (j.code === 'too_large') await db.retry(j.id);
+    else await db.discard(j.id);
+  }
+  void [refused, db.status.held + db.status.rejected];
   await db.pause();
   db.resume();
   const any = db.collection('misc');

@@ -3,15 +3,19 @@
 // generated constants, for tests that need a server without Go. Tests that
 // can run the real Go server do so in server-go.test.js.
 //
-// Its cursors are opaque to the client as the protocol says: a prefix and
-// the collection's sequence number in 8 bytes, which the client must store
-// and send back unchanged.
+// Its cursors are opaque to the client as the protocol says: a prefix, the
+// server's generation (wipe() starts a new one) and the collection's
+// sequence number in 8 bytes, which the client must store and send back
+// unchanged. A cursor of another generation gets a reset. Records it sends
+// carry seals (HMAC-SHA256 of the collection and the record, cut to 16
+// bytes), which POST /v2/restore checks.
 
 import http from 'node:http';
+import { createHmac } from 'node:crypto';
 import { WebSocketServer } from 'ws';
 import { encode, decode, Writer, Reader } from '../../src/cbor.js';
 import { CODES, CONTENT_TYPE, DEFAULTS, HEADERS, PATHS, REPLICA, STATUSES, VERSION } from '../../src/constants.js';
-import { mergeInto, emptyRecord, writeRecord, cloneRecord, maxStamp, readChange } from '../../src/record.js';
+import { mergeInto, emptyRecord, writeRecord, cloneRecord, maxStamp, readChange, readRecord, encodeRecord } from '../../src/record.js';
 import { compareStamps } from '../../src/hlc.js';
 import { replicaPrefix, subjectOfToken } from '../../src/replica.js';
 
@@ -28,23 +32,30 @@ import { replicaPrefix, subjectOfToken } from '../../src/replica.js';
 
 const CURSOR_TAG = [0x66, 0x6b]; // "fk"
 
-/** @param {number} seq */
-export function cursorOf(seq) {
+/**
+ * @param {number} seq
+ * @param {number} [gen] the server's generation
+ */
+export function cursorOf(seq, gen = 0) {
   if (seq === 0) return new Uint8Array(0);
-  const b = new Uint8Array(10);
+  const b = new Uint8Array(11);
   b.set(CURSOR_TAG);
-  new DataView(b.buffer).setBigUint64(2, BigInt(seq));
+  b[2] = gen;
+  new DataView(b.buffer).setBigUint64(3, BigInt(seq));
   return b;
 }
 
 /**
- * The sequence number behind a cursor; null when it is not one of ours.
+ * The sequence number behind a cursor (-1 when it is of another
+ * generation than gen); null when it is not one of ours.
  * @param {unknown} c
+ * @param {number} [gen]
  */
-export function seqOf(c) {
+export function seqOf(c, gen = 0) {
   if (c === undefined || (c instanceof Uint8Array && c.length === 0)) return 0;
-  if (!(c instanceof Uint8Array) || c.length !== 10 || c[0] !== CURSOR_TAG[0] || c[1] !== CURSOR_TAG[1]) return null;
-  return Number(new DataView(c.buffer, c.byteOffset).getBigUint64(2));
+  if (!(c instanceof Uint8Array) || c.length !== 11 || c[0] !== CURSOR_TAG[0] || c[1] !== CURSOR_TAG[1]) return null;
+  if (c[2] !== gen) return -1;
+  return Number(new DataView(c.buffer, c.byteOffset).getBigUint64(3));
 }
 
 const statusOf = new Map(CODES.map((c) => [c.code, c.http]));
@@ -89,6 +100,72 @@ export class FakeServer {
     /** @type {any[]} the live messages clients sent, decoded */
     this.received = [];
     this.nextRequestId = 0;
+    /** The generation of the server's history: wipe() starts a new one. */
+    this.gen = 0;
+    /** The seal key; a new one makes old seals bad_seal. */
+    this.sealKey = 'fake-seal-key';
+    /** The reason of the resets wipe() causes. */
+    this.resetReason = 'history_lost';
+    /** @type {number} records restored (POST /v2/restore) that changed the server */
+    this.restoredRecords = 0;
+    /** @type {number[]} how many records each restore request carried */
+    this.restores = [];
+  }
+
+  /**
+   * The seal of record rec in collection c.
+   * @param {string} c
+   * @param {import('../../src/record.js').Record} rec
+   */
+  seal(c, rec) {
+    return new Uint8Array(createHmac('sha256', this.sealKey).update('convergo/seal/v2\0' + c + '\0').update(encodeRecord(rec)).digest().subarray(0, 16));
+  }
+
+  /**
+   * Loses every record (a wiped store): a new generation, whose cursors
+   * differ from the old ones, so clients holding an old cursor are reset
+   * (pulls, and live subscribers at once) with resetReason.
+   */
+  wipe() {
+    this.colls.clear();
+    this.gen++;
+    for (const ws of this.sockets) {
+      for (const c of [...(ws.subs?.keys() ?? [])]) {
+        ws.subs.delete(c);
+        ws.send(encode(this.env([[0, 'reset'], [1, c], [2, this.resetReason], [3, 'the test wiped the store']])));
+      }
+    }
+  }
+
+  /**
+   * Merges records given back with their seals; results as a push's.
+   * @param {string} c
+   * @param {{record: import('../../src/record.js').Record, seal: Uint8Array}[]} items
+   */
+  restore(c, items) {
+    const results = [];
+    let touched = false;
+    for (const { record, seal } of items) {
+      const want = this.seal(c, record);
+      if (Buffer.compare(Buffer.from(want), Buffer.from(seal)) !== 0) {
+        results.push(this.result(STATUSES.refused, { code: 'bad_seal', message: 'not a seal of this server' }));
+        continue;
+      }
+      const x = this.coll(c);
+      const cur = x.byId.get(record.id);
+      const rec = cur ? cloneRecord(cur.record) : emptyRecord(record.id);
+      if (mergeInto(rec, record) || !cur) {
+        x.seq++;
+        x.byId.set(rec.id, { seq: x.seq, record: rec });
+        this.restoredRecords++;
+        touched = true;
+        results.push(this.result(STATUSES.applied));
+      } else {
+        results.push(this.result(STATUSES.duplicate));
+      }
+    }
+    if (touched) this.notify(c);
+    return results;
   }
 
   async start() {
@@ -248,7 +325,7 @@ export class FakeServer {
     const entries = [...x.byId.values()].filter((e) => e.seq > after).sort((a, b) => a.seq - b.seq);
     const page = entries.slice(0, limit);
     const next = page.length > 0 ? page[page.length - 1].seq : after;
-    return { page, next: cursorOf(next), seq: next, more: entries.length > limit };
+    return { page, next: cursorOf(next, this.gen), seq: next, more: entries.length > limit };
   }
 
   /**
@@ -257,9 +334,11 @@ export class FakeServer {
    * @param {number} key the records' key
    * @param {{seq: number, record: any}[]} page
    * @param {[number, unknown][]} after keys after the records
+   * @param {{c: string, key: number}} [sealed] adds the seals of the records under key
    */
-  pageBytes(before, key, page, after) {
+  pageBytes(before, key, page, after, sealed) {
     const extra = this.newer ? [...this.env([]).entries()] : [];
+    if (sealed && page.length > 0) after = [...after, [sealed.key, page.map((e) => this.seal(sealed.c, e.record))]];
     const w = new Writer();
     w.head(5, before.length + 1 + after.length + extra.length);
     for (const [k, v] of before) {
@@ -342,10 +421,34 @@ export class FakeServer {
           const limit = m.get(3) || maxPull;
           if (limit > maxPull) return fail('too_large');
           if (this.opts.pageTooLargeOver !== undefined && limit > this.opts.pageTooLargeOver) return fail('too_large');
-          const after = seqOf(m.get(2));
+          const after = seqOf(m.get(2), this.gen);
           if (after === null) return fail('invalid');
+          if (after < 0 || after > this.coll(c).seq) {
+            const reset = new Map([[1, this.resetReason], [2, 'the test wiped the store']]);
+            return ok(encode(this.env([[1, []], [2, new Uint8Array(0)], [3, false], [4, reset]])));
+          }
           const { page, next, more } = this.page(c, after, limit);
-          return ok(this.pageBytes([], 1, page, [[2, next], [3, more]]));
+          return ok(this.pageBytes([], 1, page, [[2, next], [3, more]], { c, key: 6 }));
+        }
+        case PATHS.restore: {
+          const r = new Reader(body, { canonical: false });
+          if (r.mapHead() !== 2 || r.uint() !== 1) throw new Error('bad restore');
+          const c = r.text();
+          if (r.uint() !== 2) throw new Error('bad restore');
+          const n = r.arrayHead();
+          if (n > (this.opts.maxPush ?? DEFAULTS.maxPushChanges)) return fail('too_large');
+          const items = [];
+          for (let i = 0; i < n; i++) {
+            if (r.arrayHead() !== 2) throw new Error('bad restore');
+            const record = readRecord(r);
+            const seal = r.item();
+            if (!(seal instanceof Uint8Array)) throw new Error('bad restore');
+            items.push({ record, seal });
+          }
+          r.end();
+          if (this.forbidden.has(c)) return fail('forbidden');
+          this.restores.push(n);
+          return ok(encode(this.env([[1, this.restore(c, items)]])));
         }
       }
       return fail('not_found');
@@ -400,9 +503,13 @@ export class FakeServer {
             error('forbidden', 'not yours', c);
             break;
           }
-          const after = seqOf(m.get(2));
+          const after = seqOf(m.get(2), this.gen);
           if (after === null) {
             error('invalid', 'unreadable cursor', c);
+            break;
+          }
+          if (after < 0 || after > this.coll(c).seq) {
+            send(encode(this.env([[0, 'reset'], [1, c], [2, this.resetReason], [3, 'the test wiped the store']])));
             break;
           }
           subs.set(c, after);
@@ -436,7 +543,7 @@ export class FakeServer {
       const { page, next, seq, more } = this.page(c, after, 100);
       if (page.length === 0 && !first) return;
       first = false;
-      ws.send(this.pageBytes([[0, 'changes'], [1, c]], 2, page, [[3, next], [4, more]]));
+      ws.send(this.pageBytes([[0, 'changes'], [1, c]], 2, page, [[3, next], [4, more]], { c, key: 5 }));
       subs.set(c, seq);
       if (!more) return;
     }

@@ -1,0 +1,197 @@
+// Resets and healing against the in-memory protocol server: a server that
+// lost its history (wipe) resets the clients' cursors, and the clients give
+// back what they hold — sealed records of anyone through POST /v2/restore,
+// their own acknowledged writes no seal covers through push — so that the
+// server ends up with every record any client held and all converge.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { FakeServer } from './helpers/server.js';
+import { freshIDB, openClient, until } from './helpers/util.js';
+import { PATHS } from '../src/constants.js';
+
+/**
+ * An unsigned JWT naming subject sub (the fake server does not check
+ * signatures; it derives the replica prefix from the subject).
+ * @param {string} sub
+ */
+function jwtOf(sub) {
+  const b64 = (/** @type {any} */ o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  return `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64({ sub, exp: Math.floor(Date.now() / 1000) + 3600 })}.sig`;
+}
+
+/**
+ * The server's records of collection c as {id: visible fields}.
+ * @param {FakeServer} server
+ * @param {string} c
+ */
+function serverDocs(server, c) {
+  /** @type {Record<string, Record<string, string>>} */
+  const out = {};
+  for (const [id, e] of server.coll(c).byId) {
+    /** @type {Record<string, string>} */
+    const doc = {};
+    for (const [name, f] of e.record.fields) if (f.value) doc[name] = Buffer.from(f.value).toString('hex');
+    out[id] = doc;
+  }
+  return out;
+}
+
+/**
+ * A client's records of collection c, as serverDocs has them.
+ * @param {any} db
+ * @param {string} c
+ */
+async function clientDocs(db, c) {
+  /** @type {Record<string, Record<string, string>>} */
+  const out = {};
+  for (const s of await db.store.list(c)) {
+    /** @type {Record<string, string>} */
+    const doc = {};
+    for (const [name, f] of s.fields) if (f.value) doc[name] = Buffer.from(f.value).toString('hex');
+    out[s.id] = doc;
+  }
+  return out;
+}
+
+test('a wiped server is healed by its live clients: sealed records of anyone, and all converge', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const a = await openClient({ url: server.url, name: 'a', token: jwtOf('alice'), collections: ['todos'] });
+  const b = await openClient({ url: server.url, name: 'b', token: jwtOf('bob'), collections: ['todos'] });
+  t.after(() => Promise.all([a.close(), b.close()]));
+  /** @type {any[]} */
+  const resets = [];
+  a.on('serverReset', (r) => resets.push(['a', r]));
+  b.on('serverReset', (r) => resets.push(['b', r]));
+  for (let i = 0; i < 5; i++) await a.collection('todos').put('a' + i, { by: 'alice', i });
+  for (let i = 0; i < 3; i++) await b.collection('todos').put('b' + i, { by: 'bob', i });
+  await until(async () => Object.keys(await clientDocs(a, 'todos')).length === 8 && Object.keys(await clientDocs(b, 'todos')).length === 8, 'both to hold all 8');
+  await a.whenSynced();
+  await b.whenSynced();
+  const before = serverDocs(server, 'todos');
+  // Alice goes away; the server loses everything.
+  await a.close();
+  server.wipe();
+  await until(() => resets.some(([who]) => who === 'b'), 'b to hear the reset');
+  assert.deepEqual(resets[0], ['b', { collection: 'todos', reason: 'history_lost', message: 'the test wiped the store' }]);
+  // Bob restored alice's records too, with her stamps (seals), not his.
+  await until(() => Object.keys(serverDocs(server, 'todos')).length === 8, 'the server to hold all 8 again');
+  assert.deepEqual(serverDocs(server, 'todos'), before);
+  assert.ok(server.requests.includes(PATHS.restore));
+  assert.ok(server.coll('todos').byId.get('a0').record.fields.get('by').stamp.replica.startsWith(a.store.prefix + '_'), "alice's stamp");
+  // Writes after the heal flow as before; a new client loads everything.
+  await b.collection('todos').update('a0', { done: true });
+  const c = await openClient({ url: server.url, name: 'c', token: jwtOf('carol'), collections: ['todos'] });
+  t.after(() => c.close());
+  await until(async () => (await c.collection('todos').get('a0'))?.done === true, 'a newcomer to see the healed data and the new write');
+  assert.deepEqual(await clientDocs(c, 'todos'), await clientDocs(b, 'todos'));
+});
+
+test('a reset in a pull answer heals too (polling); own acknowledged writes without seals are pushed back', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  // A server that sends no seals: only each client's own writes can come back.
+  const origPageBytes = server.pageBytes.bind(server);
+  server.pageBytes = (before, key, page, after) => origPageBytes(before, key, page, after);
+  const idb = freshIDB();
+  const a = await openClient({ url: server.url, name: 'a', token: jwtOf('alice'), collections: ['todos'], WebSocket: null, pollInterval: 50, indexedDB: idb });
+  const b = await openClient({ url: server.url, name: 'b', token: jwtOf('bob'), collections: ['todos'], WebSocket: null, pollInterval: 50 });
+  t.after(() => Promise.all([a.close(), b.close()]));
+  await a.collection('todos').put('a1', { by: 'alice' });
+  await b.collection('todos').put('b1', { by: 'bob' });
+  await until(async () => (await a.collection('todos').get('b1')) && (await b.collection('todos').get('a1')), 'both to hold both');
+  /** @type {any[]} */
+  const resets = [];
+  a.on('serverReset', (r) => resets.push(r));
+  server.wipe();
+  await until(() => server.coll('todos').byId.size === 2, 'both writes back on the server');
+  assert.equal(server.restores.length, 0, 'nothing sealed to restore');
+  assert.deepEqual(resets, [{ collection: 'todos', reason: 'history_lost', message: 'the test wiped the store' }]);
+  assert.equal(server.coll('todos').byId.get('a1').record.fields.get('by').stamp.replica, a.store.replica);
+  assert.equal(server.coll('todos').byId.get('b1').record.fields.get('by').stamp.replica, b.store.replica);
+  // Nothing local was dropped, and the heal is not owed any more.
+  assert.deepEqual(Object.keys(await clientDocs(a, 'todos')).sort(), ['a1', 'b1']);
+  assert.deepEqual(await a.store.owedHeals(), []);
+});
+
+test('reason rebuilt pulls again and gives nothing back; an unknown reason heals', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const a = await openClient({ url: server.url, name: 'a', token: jwtOf('alice'), collections: ['todos'] });
+  t.after(() => a.close());
+  await a.collection('todos').put('x', { n: 1 });
+  await a.whenSynced();
+  /** @type {any[]} */
+  const resets = [];
+  a.on('serverReset', (r) => resets.push(r.reason));
+  // A rebuilt log holds everything: the test keeps the records and only
+  // starts a new generation of cursors.
+  const kept = new Map(server.colls);
+  server.resetReason = 'rebuilt';
+  server.wipe();
+  for (const [k, v] of kept) server.colls.set(k, v);
+  await until(() => resets.length === 1, 'the reset');
+  await until(() => server.requests.filter((p) => p === PATHS.pull).length > 0 && a.status.online, 'pulled again');
+  await new Promise((r) => setTimeout(r, 100));
+  assert.equal(server.restores.length, 0, 'rebuilt: nothing to give back');
+  // An unknown reason is history_lost: restore.
+  server.resetReason = 'moon_phase';
+  server.wipe();
+  await until(() => server.coll('todos').byId.has('x'), 'x restored');
+  assert.deepEqual(resets, ['rebuilt', 'moon_phase']);
+  assert.ok(server.restores.length > 0);
+});
+
+test('restores go in batches of the hello max-push; a bad seal leaves the record local and says so', async (t) => {
+  const server = await new FakeServer({ maxPush: 3 }).start();
+  t.after(() => server.stop());
+  const w = await openClient({ url: server.url, name: 'w', token: jwtOf('walt'), collections: ['todos'] });
+  for (let i = 0; i < 7; i++) await w.collection('todos').put('r' + i, { i });
+  await w.whenSynced();
+  await w.close();
+  const r = await openClient({ url: server.url, name: 'r', token: jwtOf('rita'), collections: ['todos'] });
+  t.after(() => r.close());
+  await until(async () => (await r.collection('todos').list()).length === 7, 'the reader to hold 7');
+  server.wipe();
+  await until(() => server.coll('todos').byId.size === 7, 'all 7 restored');
+  assert.deepEqual(server.restores, [3, 3, 1]);
+  // The server's seal key changes (as when it is lost with the store): a
+  // reader cannot give back others' records; they stay local.
+  /** @type {any[]} */
+  const errors = [];
+  r.on('error', (e) => errors.push(e));
+  server.sealKey = 'another-key';
+  server.wipe();
+  await until(() => errors.some((e) => /heal todos/.test(e.message)), 'the refused heal reported');
+  assert.equal(server.coll('todos').byId.size, 0);
+  assert.equal((await r.collection('todos').list()).length, 7, 'nothing local dropped');
+});
+
+test('a heal cut short by an outage is owed across a reload and made then', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const idb = freshIDB();
+  const a = await openClient({ url: server.url, name: 'a', token: jwtOf('alice'), collections: ['todos'], indexedDB: idb });
+  await a.collection('todos').put('k', { v: 1 });
+  await a.whenSynced();
+  // Restores fail: the heal cannot finish.
+  const handle = server.handle.bind(server);
+  let restoreFails = true;
+  server.handle = async (req, res) => {
+    if (restoreFails && req.url === PATHS.restore) {
+      res.writeHead(503, { 'Content-Type': 'application/cbor' });
+      res.end();
+      return;
+    }
+    return handle(req, res);
+  };
+  server.wipe();
+  await until(async () => (await a.store.owedHeals()).length === 1 && server.requests.length > 0, 'a heal owed');
+  await a.close();
+  restoreFails = false;
+  const again = await openClient({ url: server.url, name: 'a', token: jwtOf('alice'), collections: ['todos'], indexedDB: idb });
+  t.after(() => again.close());
+  await until(() => server.coll('todos').byId.has('k'), 'healed after the reload');
+  await until(async () => (await again.store.owedHeals()).length === 0, 'nothing owed');
+});
