@@ -73,7 +73,8 @@ type Result struct {
 	// (stores.Result.Lost).
 	Lost []string
 	// Err says why a change was refused; it wraps crdt.ErrClockDrift,
-	// crdt.ErrInvalid, ErrInvalid (the store's word for it) or ErrTooLarge.
+	// ErrInvalid, ErrTooLarge (the same errors as crdt's and the stores')
+	// or ErrQuotaExceeded.
 	Err error
 }
 

@@ -261,8 +261,7 @@ func withCause(e *proto.Error, cause error) *proto.Error {
 // wrap what the model's validation says of a client's data.
 var internalPrefixes = []string{
 	crdt.ErrInvalid.Error() + ": ", crdt.ErrTooLarge.Error() + ": ", crdt.ErrMalformed.Error() + ": ",
-	crdt.ErrClockDrift.Error() + ": ", engine.ErrTooLarge.Error() + ": ", engine.ErrInvalid.Error() + ": ",
-	engine.ErrQuotaExceeded.Error() + ": ",
+	crdt.ErrClockDrift.Error() + ": ", engine.ErrQuotaExceeded.Error() + ": ",
 	"clock observe: ",
 }
 

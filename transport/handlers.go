@@ -140,7 +140,7 @@ func refusal(err error) proto.PushResult {
 	switch {
 	case errors.Is(err, crdt.ErrClockDrift):
 		code = proto.CodeClockDrift
-	case errors.Is(err, crdt.ErrTooLarge), errors.Is(err, engine.ErrTooLarge):
+	case errors.Is(err, crdt.ErrTooLarge): // engine.ErrTooLarge is the same error
 		code = proto.CodeTooLarge
 	case errors.Is(err, crdt.ErrMalformed):
 		code = proto.CodeMalformed

@@ -51,7 +51,12 @@ func newTestServer(t *testing.T, edit func(*Config)) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := httptest.NewServer(srv)
+	// As the binary does: the metrics beside the protocol, mounted by the
+	// program (the Server itself serves no /metrics).
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", srv.MetricsHandler())
+	mux.Handle("/", srv)
+	ts := httptest.NewServer(mux)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync"
 )
@@ -16,22 +15,10 @@ import (
 // where its metrics are served, if at all) and ShutdownServers (one call
 // that ends live sessions and drains HTTP together).
 
-// pathMetrics is where the server's own mux serves the metrics.
-const pathMetrics = "/metrics"
-
-// Handler returns the protocol's endpoints and /healthz and /readyz,
-// without /metrics, which an app serves only where it chooses
-// (MetricsHandler). Serving the Server itself, as the convergo binary does,
-// also answers /metrics.
-func (s *Server) Handler() http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == pathMetrics {
-			http.NotFound(w, r)
-			return
-		}
-		s.ServeHTTP(w, r)
-	})
-}
+// Handler returns the protocol's endpoints and /healthz and /readyz (the
+// Server itself): never /metrics, which an app serves only where it
+// chooses (MetricsHandler).
+func (s *Server) Handler() http.Handler { return s }
 
 // Mount serves Handler on mux under prefix ("/sync": the protocol at
 // /sync/v2/..., health at /sync/healthz). Clients take the prefixed URL as
@@ -53,11 +40,14 @@ func (s *Server) Mount(mux *http.ServeMux, prefix string) {
 // routes, counts and limits, so an app serves them only where operators
 // reach them: on an internal listener, or behind its own auth.
 func (s *Server) MetricsHandler() http.Handler {
-	h, pattern := s.mux.Handler(&http.Request{Method: http.MethodGet, URL: &url.URL{Path: pathMetrics}})
-	if pattern != pathMetrics {
-		return http.NotFoundHandler()
+	h := s.metricsHandler
+	if h == nil {
+		h = http.NotFoundHandler()
 	}
-	return h
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.setDeadlines(w) // the same deadlines as every route of the server
+		h.ServeHTTP(w, r)
+	})
 }
 
 // ShutdownServers stops gracefully in one call: it closes the server's

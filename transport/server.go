@@ -64,7 +64,8 @@ type Config struct {
 	Logger *slog.Logger
 	// Metrics is where the server registers its collectors. Nil means a
 	// registry of the server's own, with the Go and process collectors. The
-	// server serves /metrics when it is also a prometheus.Gatherer.
+	// server's MetricsHandler serves it when it is also a
+	// prometheus.Gatherer.
 	Metrics prometheus.Registerer
 	// Now reads the clock. Nil means time.Now.
 	Now func() time.Time
@@ -85,7 +86,8 @@ type Config struct {
 }
 
 // Server is the Convergo sync server: an http.Handler serving the protocol
-// of docs/protocol.md plus /healthz, /readyz and /metrics. Create it with
+// of docs/protocol.md plus /healthz and /readyz; its metrics are served
+// only where the program puts MetricsHandler (mount.go). Create it with
 // New; stop live sessions with Shutdown.
 type Server struct {
 	eng     *engine.Engine
@@ -98,15 +100,18 @@ type Server struct {
 	now     func() time.Time
 	timing  struct{ ping, idle, write, hello time.Duration }
 	metrics *metrics
-	mux     *http.ServeMux
-	ids     *requestIDs
-	sealer  *sealer
-	rate    *rateLimiter
-	conns   *connCounter // WebSockets per client address
-	bodies  *budget      // request bodies in flight
-	tcp     *connLimit   // connections of Listener
-	proxies []netip.Prefix
-	pages   *pageGroup
+	// metricsHandler serves the registry, where the embedding program puts
+	// it (MetricsHandler); nil without a gatherer.
+	metricsHandler http.Handler
+	mux            *http.ServeMux
+	ids            *requestIDs
+	sealer         *sealer
+	rate           *rateLimiter
+	conns          *connCounter // WebSockets per client address
+	bodies         *budget      // request bodies in flight
+	tcp            *connLimit   // connections of Listener
+	proxies        []netip.Prefix
+	pages          *pageGroup
 
 	mu      sync.Mutex
 	closing bool
@@ -200,7 +205,7 @@ func New(cfg Config) (*Server, error) {
 	s.mux.HandleFunc("/healthz", s.healthz)
 	s.mux.HandleFunc("/readyz", s.readyz)
 	if gatherer != nil {
-		s.mux.Handle("/metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelError)}))
+		s.metricsHandler = promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelError)})
 	}
 	// Every other path of this version or of version 1 answers in the
 	// protocol's error form, so clients read a code, not a text page.
@@ -233,10 +238,7 @@ func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, 
 // lifts the deadlines of a connection a WebSocket upgrade hijacks; the
 // session then has its own timeouts (hello, idle, write).
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	rc := http.NewResponseController(w)
-	deadline := time.Now().Add(s.limits.RequestTimeout) // socket deadlines: the real clock
-	_ = rc.SetReadDeadline(deadline)
-	_ = rc.SetWriteDeadline(deadline)
+	s.setDeadlines(w)
 	w.Header().Set(proto.HeaderRequestID, s.ids.of(r))
 	defer func() {
 		// A bug in a handler (or an Authorizer) is answered internal, with
@@ -249,6 +251,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 	s.mux.ServeHTTP(w, r)
+}
+
+// setDeadlines bounds the request's reading and answering by
+// Limits.RequestTimeout (socket deadlines: the real clock).
+func (s *Server) setDeadlines(w http.ResponseWriter) {
+	rc := http.NewResponseController(w)
+	deadline := time.Now().Add(s.limits.RequestTimeout)
+	_ = rc.SetReadDeadline(deadline)
+	_ = rc.SetWriteDeadline(deadline)
 }
 
 // Shutdown refuses new live sessions, closes the open ones with status 1001

@@ -417,6 +417,13 @@ func TestHealthAndMetrics(t *testing.T) {
 	if code, _ := ts.get(t, "/readyz"); code != 200 {
 		t.Fatalf("readyz: %d", code)
 	}
+	// The Server itself never serves its metrics: the program mounts
+	// MetricsHandler where operators reach it (here, as the binary does).
+	rec := httptest.NewRecorder()
+	ts.srv.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	if rec.Code != http.StatusNotFound {
+		t.Fatalf("the Server served /metrics itself: %d", rec.Code)
+	}
 	ts.push(t, "", change(t, DemoCollection, "a", "f", 1), change(t, DemoCollection, "b", "f", 1), change(t, "x", "b", "f", 1))
 	ts.pull(t, "", DemoCollection, 0)
 	c, _ := ts.open(t, "")

@@ -170,7 +170,16 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	}
 	// Both listeners count against the server's connection limits.
 	ln = srv.Listener(ln)
-	var handler http.Handler = srv
+	// Metrics are served where the operator says: on --metrics-addr with
+	// the probes, or else beside the protocol on --addr.
+	ops := http.NewServeMux()
+	ops.Handle("/metrics", srv.MetricsHandler())
+	ops.Handle("/healthz", srv)
+	ops.Handle("/readyz", srv)
+	withMetrics := http.NewServeMux()
+	withMetrics.Handle("/metrics", srv.MetricsHandler())
+	withMetrics.Handle("/", srv)
+	var handler http.Handler = withMetrics
 	servers := []*http.Server{}
 	if c.metricsAddr != "" {
 		mln, err := net.Listen("tcp", c.metricsAddr)
@@ -180,7 +189,7 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 		}
 		mln = srv.Listener(mln)
 		handler = srv.Handler() // no /metrics: it has its own listener
-		ms := &http.Server{Handler: opsOnly(srv), ReadHeaderTimeout: 10 * time.Second}
+		ms := &http.Server{Handler: ops, ReadHeaderTimeout: 10 * time.Second}
 		servers = append(servers, ms)
 		log.Info("serving metrics", "addr", mln.Addr().String())
 		go func() {
@@ -214,18 +223,6 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	}
 	log.Info("stopped")
 	return nil
-}
-
-// opsOnly serves only the operational endpoints.
-func opsOnly(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch r.URL.Path {
-		case "/metrics", "/healthz", "/readyz":
-			h.ServeHTTP(w, r)
-		default:
-			http.NotFound(w, r)
-		}
-	})
 }
 
 // parsePrefixes parses CIDRs; a bare address is a network of one.
