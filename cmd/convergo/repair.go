@@ -58,4 +58,3 @@ func repairCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 	_, err = fmt.Fprintf(stdout, "collection %s rebuilt: %d records, %d unreadable records dropped, head %d; readers start again (new epoch)\n", coll, rep.Records, rep.Lost, rep.Head)
 	return err
 }
-

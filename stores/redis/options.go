@@ -21,7 +21,8 @@ const (
 )
 
 // Options configures a Store. Open uses every field; New, which is handed a
-// client, uses only KeyPrefix, Logger, Heartbeat and DialTimeout.
+// client, uses only KeyPrefix, Logger, Heartbeat, DialTimeout and the
+// Capture settings.
 type Options struct {
 	// Addrs are the host:port addresses of one Redis server, or of some
 	// nodes of a Redis Cluster (the client discovers the rest). Empty means
@@ -75,6 +76,19 @@ type Options struct {
 	// store costs one small PUBLISH per Heartbeat. Zero means
 	// DefaultHeartbeat; negative turns the check off.
 	Heartbeat time.Duration
+	// Capture lists the plain hashes whose writes by other programs the
+	// store captures into collections, and which of them it mirrors
+	// merged records back into (doc.go, "# Capture"). Empty means no
+	// capture. Capture runs while a sink is registered (the engine
+	// registers one).
+	Capture []CaptureRule
+	// CaptureInterval is how often reconciliation scans the captured keys
+	// for writes that keyspace notifications missed, and the mirror's
+	// safety poll. Zero means DefaultCaptureInterval.
+	CaptureInterval time.Duration
+	// CaptureScanCount is the COUNT of each reconciliation SCAN step.
+	// Zero means DefaultCaptureScanCount.
+	CaptureScanCount int
 	// Logger receives the store's few log lines (the subscriber's
 	// reconnections and unreadable notifications). Nil means no logging.
 	Logger *slog.Logger
@@ -108,6 +122,12 @@ func (o Options) withDefaults() Options {
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
+	if o.CaptureInterval <= 0 {
+		o.CaptureInterval = DefaultCaptureInterval
+	}
+	if o.CaptureScanCount <= 0 {
+		o.CaptureScanCount = DefaultCaptureScanCount
+	}
 	return o
 }
 
@@ -117,6 +137,11 @@ func (o Options) cluster() bool { return o.Cluster || len(o.Addrs) > 1 }
 func (o Options) validate() error {
 	if strings.ContainsAny(o.KeyPrefix, "{}") {
 		return fmt.Errorf("%w: redis key prefix %q contains a brace", stores.ErrInvalid, o.KeyPrefix)
+	}
+	for _, r := range o.Capture {
+		if err := r.validate(o.KeyPrefix); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -69,6 +69,8 @@ type Store struct {
 	watchers   stores.Watchers
 	stats      counters
 	corruptLog corruptLog
+	// capture is nil without capture rules.
+	capture *capturer
 	// needCheck says a check of the servers' run (checkRun) is owed: at
 	// first, and after a check failed.
 	needCheck atomic.Bool
@@ -182,6 +184,9 @@ func New(client goredis.UniversalClient, opts Options) (*Store, error) {
 		heartbeatChannel: opts.KeyPrefix + "convergo:heartbeat:" + hex.EncodeToString(id[:]),
 	}
 	s.needCheck.Store(true)
+	if len(d.Capture) > 0 {
+		s.capture = newCapturer(s, d)
+	}
 	return s, nil
 }
 
@@ -479,11 +484,14 @@ func (s *Store) Head(ctx context.Context, collection string) (uint64, error) {
 	return uint64(head), nil
 }
 
-// Close implements stores.Store. It stops the subscriber and waits for it,
-// and closes the client if Open created it.
+// Close implements stores.Store. It stops capture and the subscriber and
+// waits for them, and closes the client if Open created it.
 func (s *Store) Close() error {
 	if s.closed.Swap(true) {
 		return nil
+	}
+	if s.capture != nil {
+		s.capture.close()
 	}
 	s.mu.Lock()
 	stop := s.stopSub

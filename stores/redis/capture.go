@@ -1,0 +1,751 @@
+package redis
+
+import (
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/stores"
+)
+
+var _ stores.Capturer = (*Store)(nil)
+
+// CaptureReplica is the replica id of the stamps of captured changes. It
+// is not a client-ownable id (those are 16 base32 characters, '_' and a
+// device), so no client can write with it.
+const CaptureReplica = "cap-redis"
+
+// Defaults of the capture settings.
+const (
+	// DefaultCaptureInterval is how often reconciliation scans the app's
+	// keys for writes that notifications missed.
+	DefaultCaptureInterval = 30 * time.Second
+	// DefaultCaptureScanCount is the COUNT of each SCAN step, and so
+	// about how many keys one step queues.
+	DefaultCaptureScanCount = 500
+)
+
+// CaptureRule makes the store capture writes that other programs make to
+// plain Redis hashes into a collection (see doc.go, "# Capture").
+type CaptureRule struct {
+	// Collection is the collection the hashes' records belong to.
+	Collection string
+	// KeyPattern is the keys' pattern with exactly one '*', which stands
+	// for the record id: "app:todo:*" captures app:todo:42 as record 42.
+	// The id must be a valid record id and the key must not be one of the
+	// store's own. Keys with a hash tag ("app:{todo}:*") keep their
+	// shadows in that slot.
+	KeyPattern string
+	// Mirror writes every merged record of Collection back into its hash
+	// (creating, updating and deleting fields and keys), so the app reads
+	// what clients write. False means capture only.
+	Mirror bool
+}
+
+func (r CaptureRule) validate(prefix string) error {
+	if err := crdt.ValidateCollection(r.Collection); err != nil {
+		return fmt.Errorf("capture rule %q: %w", r.KeyPattern, err)
+	}
+	if strings.Count(r.KeyPattern, "*") != 1 || strings.ContainsAny(r.KeyPattern, `?[]\`) {
+		return fmt.Errorf("%w: capture key pattern %q: want exactly one '*' and no other glob characters", stores.ErrInvalid, r.KeyPattern)
+	}
+	if strings.HasPrefix(r.KeyPattern, prefix+"{") || strings.HasPrefix(r.KeyPattern, prefix+"convergo:") || r.KeyPattern == "*" {
+		return fmt.Errorf("%w: capture key pattern %q would match the store's own keys", stores.ErrInvalid, r.KeyPattern)
+	}
+	return nil
+}
+
+// id returns the record id of key, or false when key does not match.
+func (r CaptureRule) id(key string) (string, bool) {
+	before, after, _ := strings.Cut(r.KeyPattern, "*")
+	if len(key) < len(before)+len(after) || !strings.HasPrefix(key, before) || !strings.HasSuffix(key, after) {
+		return "", false
+	}
+	return key[len(before) : len(key)-len(after)], true
+}
+
+func (r CaptureRule) key(id string) string { return strings.Replace(r.KeyPattern, "*", id, 1) }
+
+//go:embed capture.lua
+var captureSource string
+
+var captureScript = goredis.NewScript(captureSource)
+
+// hashTag returns what a key hashes by in a cluster: the text between its
+// first '{' and the next '}' when not empty, else the whole key; and false
+// for a key whose shadow cannot share its slot (no hash tag, and a '}').
+func hashTag(key string) (string, bool) {
+	if i := strings.IndexByte(key, '{'); i >= 0 {
+		if j := strings.IndexByte(key[i+1:], '}'); j > 0 {
+			return key[i+1 : i+1+j], true
+		}
+	}
+	if strings.IndexByte(key, '}') >= 0 {
+		return "", false
+	}
+	return key, true
+}
+
+// shadowKey is <prefix>{<tag>}:cs:<key>, in the key's slot.
+func (s *Store) shadowKey(key string) (string, bool) {
+	tag, ok := hashTag(key)
+	if !ok {
+		return "", false
+	}
+	return s.prefix + "{" + tag + "}:cs:" + key, true
+}
+
+// capturer is the capture machinery of a store with capture rules.
+type capturer struct {
+	s        *Store
+	rules    []CaptureRule
+	interval time.Duration
+	count    int
+
+	mu      sync.Mutex
+	reg     *sinkReg
+	queue   map[string]struct{}
+	wake    chan struct{} // a key was queued
+	scan    chan struct{} // a reconciliation pass is wanted
+	mirror  chan struct{} // a mirrored collection advanced
+	started bool
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	now     func() time.Time
+}
+
+// sinkReg is one registration of a sink.
+type sinkReg struct {
+	sink   stores.CaptureSink
+	ctx    context.Context
+	cancel context.CancelFunc
+	calls  sync.WaitGroup
+}
+
+func newCapturer(s *Store, o Options) *capturer {
+	return &capturer{
+		s: s, rules: o.Capture, interval: o.CaptureInterval, count: o.CaptureScanCount,
+		queue: map[string]struct{}{}, wake: make(chan struct{}, 1), scan: make(chan struct{}, 1),
+		mirror: make(chan struct{}, 1), now: time.Now,
+	}
+}
+
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+// Capture implements stores.Capturer. A store without capture rules
+// captures nothing. The first registration starts the capture machinery
+// (keyspace subscriptions on every master, reconciliation, the mirror);
+// every registration runs a reconciliation pass, so writes made while no
+// sink was registered are offered.
+func (s *Store) Capture(sink stores.CaptureSink) (stop func()) {
+	c := s.capture
+	if sink == nil || c == nil || s.closed.Load() {
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	reg := &sinkReg{sink: sink, ctx: ctx, cancel: cancel}
+	c.mu.Lock()
+	old := c.reg
+	c.reg = reg
+	if !c.started {
+		c.started = true
+		rctx, rcancel := context.WithCancel(context.Background())
+		c.cancel = rcancel
+		c.wg.Add(3)
+		go c.deliverLoop(rctx)
+		go c.scanLoop(rctx)
+		go c.mirrorLoop(rctx)
+	}
+	c.mu.Unlock()
+	if old != nil {
+		old.cancel()
+	}
+	signal(c.scan)
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			c.mu.Lock()
+			if c.reg == reg {
+				c.reg = nil
+			}
+			c.mu.Unlock()
+			reg.cancel()
+			reg.calls.Wait()
+		})
+	}
+}
+
+// close stops the machinery and waits for it.
+func (c *capturer) close() {
+	c.mu.Lock()
+	cancel := c.cancel
+	reg := c.reg
+	c.reg = nil
+	c.mu.Unlock()
+	if reg != nil {
+		reg.cancel()
+	}
+	if cancel != nil {
+		cancel()
+		c.wg.Wait()
+	}
+}
+
+// enqueue queues app keys for capture.
+func (c *capturer) enqueue(keys ...string) {
+	c.mu.Lock()
+	for _, k := range keys {
+		c.queue[k] = struct{}{}
+	}
+	c.mu.Unlock()
+	signal(c.wake)
+}
+
+func (c *capturer) queued() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.queue)
+}
+
+// take removes up to n keys from the queue.
+func (c *capturer) take(n int) []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]string, 0, min(n, len(c.queue)))
+	for k := range c.queue {
+		if len(out) == n {
+			break
+		}
+		out = append(out, k)
+		delete(c.queue, k)
+	}
+	return out
+}
+
+func (c *capturer) rule(key string) (CaptureRule, string, bool) {
+	for _, r := range c.rules {
+		if id, ok := r.id(key); ok {
+			return r, id, true
+		}
+	}
+	return CaptureRule{}, "", false
+}
+
+// pending is a captured change waiting for the sink: its key and the
+// stamp to acknowledge.
+type pending struct {
+	key, shadow, token string
+	change             crdt.Change
+}
+
+// captureKeys runs the capture script on keys (mode c) and returns the
+// changes pending for the sink.
+func (c *capturer) captureKeys(ctx context.Context, keys []string) ([]pending, error) {
+	s := c.s
+	now := c.now().UnixMilli()
+	type call struct {
+		key, shadow string
+		rule        CaptureRule
+		id          string
+		cmd         *goredis.Cmd
+	}
+	var calls []call
+	pipe := s.client.Pipeline()
+	for _, k := range keys {
+		r, id, ok := c.rule(k)
+		if !ok {
+			continue
+		}
+		sh, ok := s.shadowKey(k)
+		if !ok || crdt.ValidateID(id) != nil {
+			s.stats.captureSkips.Add(1)
+			s.log.Warn("capture: key skipped: its record id is invalid or its shadow cannot share its cluster slot", "key", k)
+			continue
+		}
+		cmd := captureScript.EvalSha(ctx, pipe, []string{k, sh}, now, r.Collection, CaptureReplica, "c")
+		calls = append(calls, call{k, sh, r, id, cmd})
+	}
+	if len(calls) == 0 {
+		return nil, nil
+	}
+	_, _ = pipe.Exec(ctx)
+	var out []pending
+	for _, cl := range calls {
+		res, err := cl.cmd.Slice()
+		if err != nil && goredis.HasErrorPrefix(err, "NOSCRIPT") {
+			res, err = captureScript.Run(ctx, s.client, []string{cl.key, cl.shadow}, now, cl.rule.Collection, CaptureReplica, "c").Slice()
+		}
+		if err != nil {
+			return nil, s.fail(ctx, "capture "+cl.key, err)
+		}
+		p, ok := c.pendingOf(cl.key, cl.shadow, cl.rule.Collection, cl.id, res)
+		if ok {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+// pendingOf reads the capture script's reply into a pending change.
+func (c *capturer) pendingOf(key, shadow, coll, id string, res []any) (pending, bool) {
+	s := c.s
+	if len(res) >= 2 && res[0] == "skip" {
+		s.stats.captureSkips.Add(1)
+		s.log.Warn("capture: key skipped: not a hash", "key", key, "type", res[1])
+		return pending{}, false
+	}
+	if len(res) < 3 {
+		return pending{}, false
+	}
+	token, _ := res[1].(string)
+	if token == "" {
+		return pending{}, false
+	}
+	del, _ := res[2].(string)
+	rec := crdt.Record{ID: id, Deleted: readStamp(del)}
+	for i := 3; i+2 < len(res); i += 3 {
+		name, _ := res[i].(string)
+		raw, _ := res[i+1].(string)
+		st := readStamp(raw)
+		if err := crdt.ValidateFieldName(name); err != nil {
+			s.stats.captureSkips.Add(1)
+			s.log.Warn("capture: field skipped: invalid name", "key", key, "field", name)
+			continue
+		}
+		f := crdt.Field{Stamp: st}
+		if v, ok := res[i+2].(string); ok {
+			var enc []byte
+			var err error
+			if utf8.ValidString(v) {
+				enc, err = crdt.EncodeValue(v)
+			} else {
+				enc, err = crdt.EncodeValue([]byte(v))
+			}
+			if err != nil {
+				continue
+			}
+			f.Value = enc
+		}
+		if rec.Fields == nil {
+			rec.Fields = map[string]crdt.Field{}
+		}
+		rec.Fields[name] = f
+	}
+	return pending{key: key, shadow: shadow, token: token, change: crdt.Change{Collection: coll, Record: rec}}, true
+}
+
+func readStamp(b string) crdt.Stamp {
+	r := blobReader{b: []byte(b)}
+	st := r.stamp()
+	if r.err != nil {
+		return crdt.Stamp{}
+	}
+	return st
+}
+
+// deliverLoop takes queued keys, captures them and hands the pending
+// changes to the sink; a key whose delivery failed is queued again.
+func (c *capturer) deliverLoop(ctx context.Context) {
+	defer c.wg.Done()
+	backoff := 100 * time.Millisecond
+	for {
+		if c.queued() == 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-c.wake:
+			}
+		}
+		c.mu.Lock()
+		reg := c.reg
+		if reg != nil {
+			reg.calls.Add(1)
+		}
+		c.mu.Unlock()
+		if reg == nil {
+			select { // no sink: wait for one (Capture signals scan, which queues)
+			case <-ctx.Done():
+				return
+			case <-c.wake:
+			}
+			continue
+		}
+		keys := c.take(stores.MaxBatch)
+		err := c.deliver(reg, keys)
+		reg.calls.Done()
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			c.s.log.Warn("capture: delivery failed; retrying", "keys", len(keys), "err", err)
+			c.enqueue(keys...)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 5*time.Second)
+			continue
+		}
+		backoff = 100 * time.Millisecond
+	}
+}
+
+// deliver captures keys and offers their changes to the sink of reg.
+func (c *capturer) deliver(reg *sinkReg, keys []string) error {
+	ctx := reg.ctx
+	ps, err := c.captureKeys(ctx, keys)
+	if err != nil || len(ps) == 0 {
+		return err
+	}
+	changes := make([]crdt.Change, len(ps))
+	for i, p := range ps {
+		changes[i] = p.change
+	}
+	res, err := reg.sink(ctx, changes)
+	if err != nil {
+		return err
+	}
+	if len(res) != len(ps) {
+		return fmt.Errorf("capture sink returned %d results for %d changes", len(res), len(ps))
+	}
+	pipe := c.s.client.Pipeline()
+	for i, p := range ps {
+		if res[i].Err != nil {
+			c.s.stats.captureRefused.Add(1)
+			c.s.log.Warn("capture: change refused; skipped", "key", p.key, "collection", p.change.Collection, "record", p.change.Record.ID, "err", res[i].Err)
+		} else {
+			c.s.stats.captured.Add(1)
+		}
+		captureScript.EvalSha(ctx, pipe, []string{p.key, p.shadow}, 0, "", "", "a", p.token)
+	}
+	cmds, _ := pipe.Exec(ctx)
+	for i, cmd := range cmds {
+		if err := cmd.Err(); err != nil {
+			if goredis.HasErrorPrefix(err, "NOSCRIPT") {
+				p := ps[i]
+				err = captureScript.Run(ctx, c.s.client, []string{p.key, p.shadow}, 0, "", "", "a", p.token).Err()
+			}
+			if err != nil {
+				return c.s.fail(ctx, "acknowledge capture", err) // offered again: a no-op
+			}
+		}
+	}
+	return nil
+}
+
+// masters calls fn on the server, or on every master of a cluster.
+func (s *Store) masters(ctx context.Context, fn func(ctx context.Context, c *goredis.Client) error) error {
+	switch c := s.client.(type) {
+	case *goredis.ClusterClient:
+		return c.ForEachMaster(ctx, fn)
+	case *goredis.Client:
+		return fn(ctx, c)
+	}
+	return errors.New("capture needs a *redis.Client or *redis.ClusterClient")
+}
+
+// scanLoop keeps a keyspace subscription on every master and runs a
+// reconciliation pass at start, every interval, after any subscription
+// (re)subscribed, and when Capture asks.
+func (c *capturer) scanLoop(ctx context.Context) {
+	defer c.wg.Done()
+	subs := map[string]context.CancelFunc{}
+	var subsMu sync.Mutex
+	var subWG sync.WaitGroup
+	defer func() {
+		for _, cancel := range subs {
+			cancel()
+		}
+		subWG.Wait()
+	}()
+	t := time.NewTicker(c.interval)
+	defer t.Stop()
+	for {
+		// Subscribe on masters not yet subscribed (a cluster may have
+		// gained some).
+		// (ForEachMaster calls fn concurrently.)
+		_ = c.s.masters(ctx, func(_ context.Context, node *goredis.Client) error {
+			addr := node.Options().Addr
+			subsMu.Lock()
+			defer subsMu.Unlock()
+			if _, ok := subs[addr]; ok {
+				return nil
+			}
+			c.enableNotifications(ctx, node)
+			sctx, cancel := context.WithCancel(ctx)
+			subs[addr] = cancel
+			subWG.Add(1)
+			go func() {
+				defer subWG.Done()
+				defer cancel()
+				c.keyspace(sctx, node)
+			}()
+			return nil
+		})
+		if err := c.reconcile(ctx); err != nil && ctx.Err() == nil {
+			c.s.log.Warn("capture: reconciliation failed; next pass at the interval", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-c.scan:
+		}
+	}
+}
+
+// keyspaceFlags are the notify-keyspace-events classes capture needs:
+// keyspace events (K) for generic commands (g: DEL, RENAME, ...), hashes
+// (h), expiry (x) and eviction (e).
+const keyspaceFlags = "Kghxe"
+
+// enableNotifications adds what capture needs to the node's
+// notify-keyspace-events. Where CONFIG is forbidden the operator sets it;
+// without it, reconciliation alone captures, at its interval.
+func (c *capturer) enableNotifications(ctx context.Context, node *goredis.Client) {
+	cur, err := node.ConfigGet(ctx, "notify-keyspace-events").Result()
+	if err != nil {
+		c.s.log.Warn("capture: cannot read notify-keyspace-events; set it to include "+keyspaceFlags+", or changes wait for reconciliation", "node", node.Options().Addr, "err", err)
+		return
+	}
+	flags := cur["notify-keyspace-events"]
+	want := flags
+	for _, f := range keyspaceFlags {
+		if f != 'K' && strings.ContainsRune(flags, 'A') {
+			continue
+		}
+		if !strings.ContainsRune(want, f) {
+			want += string(f)
+		}
+	}
+	if want == flags {
+		return
+	}
+	if err := node.ConfigSet(ctx, "notify-keyspace-events", want).Err(); err != nil {
+		c.s.log.Warn("capture: cannot set notify-keyspace-events; set it to include "+keyspaceFlags+", or changes wait for reconciliation", "node", node.Options().Addr, "err", err)
+		return
+	}
+	c.s.log.Info("capture: enabled keyspace notifications", "node", node.Options().Addr, "was", flags, "now", want)
+}
+
+// keyspace subscribes to the keyspace events of the rules' keys on one
+// node until ctx is done. Every (re)subscription asks for a
+// reconciliation pass: events are at-most-once.
+func (c *capturer) keyspace(ctx context.Context, node *goredis.Client) {
+	db := node.Options().DB
+	chPrefix := fmt.Sprintf("__keyspace@%d__:", db)
+	patterns := make([]string, len(c.rules))
+	for i, r := range c.rules {
+		patterns[i] = chPrefix + r.KeyPattern
+	}
+	ps := node.PSubscribe(ctx, patterns...)
+	defer ps.Close()
+	msgs := ps.ChannelWithSubscriptions(goredis.WithChannelSize(subscriberBuffer))
+	first := true
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case m, ok := <-msgs:
+			if !ok {
+				return
+			}
+			switch m := m.(type) {
+			case *goredis.Subscription:
+				if m.Kind == "psubscribe" && m.Count == len(patterns) {
+					if !first {
+						signal(c.scan)
+					}
+					first = false
+				}
+			case *goredis.Message:
+				if k, ok := strings.CutPrefix(m.Channel, chPrefix); ok {
+					c.enqueue(k)
+				}
+			}
+		}
+	}
+}
+
+// reconcile scans every master for the rules' keys and for shadows (whose
+// key may be gone) and queues them; it waits while the queue is long, so
+// one pass never holds more than a few thousand keys.
+func (c *capturer) reconcile(ctx context.Context) error {
+	shadowMatch := globEscape(c.s.prefix) + "{*}:cs:*"
+	return c.s.masters(ctx, func(ctx context.Context, node *goredis.Client) error {
+		for _, match := range append([]string{shadowMatch}, c.patterns()...) {
+			var cursor uint64
+			for {
+				keys, next, err := node.Scan(ctx, cursor, match, int64(c.count)).Result()
+				if err != nil {
+					return err
+				}
+				for i, k := range keys {
+					if match == shadowMatch {
+						_, app, _ := strings.Cut(k, "}:cs:")
+						keys[i] = app
+					}
+				}
+				c.enqueue(keys...)
+				for c.queued() > 4*stores.MaxBatch {
+					select {
+					case <-ctx.Done():
+						return ctx.Err()
+					case <-time.After(10 * time.Millisecond):
+					}
+				}
+				cursor = next
+				if cursor == 0 {
+					break
+				}
+			}
+		}
+		return nil
+	})
+}
+
+func (c *capturer) patterns() []string {
+	out := make([]string, len(c.rules))
+	for i, r := range c.rules {
+		out[i] = r.KeyPattern
+	}
+	return out
+}
+
+// mirrorLoop writes the merged records of mirrored collections back into
+// their hashes: it pulls each such collection from its cursor whenever the
+// store's watchers hear it advanced (and at start, from 0).
+func (c *capturer) mirrorLoop(ctx context.Context) {
+	defer c.wg.Done()
+	mirrored := map[string]CaptureRule{}
+	for _, r := range c.rules {
+		if r.Mirror {
+			mirrored[r.Collection] = r
+		}
+	}
+	if len(mirrored) == 0 {
+		return
+	}
+	stop := c.s.watchers.Add(func(n stores.Notification) {
+		if _, ok := mirrored[n.Collection]; ok || n.Resync {
+			signal(c.mirror)
+		}
+	})
+	defer stop()
+	cursors := map[string]uint64{}
+	tick := time.NewTicker(c.interval)
+	defer tick.Stop()
+	for {
+		for coll, r := range mirrored {
+			next, err := c.mirrorCollection(ctx, r, cursors[coll])
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				c.s.log.Warn("mirror: failed; retrying", "collection", coll, "err", err)
+				continue
+			}
+			cursors[coll] = next
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.mirror:
+		case <-tick.C:
+		}
+	}
+}
+
+// mirrorCollection mirrors the records of r's collection after cursor and
+// returns the new cursor.
+func (c *capturer) mirrorCollection(ctx context.Context, r CaptureRule, cursor uint64) (uint64, error) {
+	s := c.s
+	if head, err := s.Head(ctx, r.Collection); err != nil {
+		return cursor, err
+	} else if head < cursor {
+		cursor = 0 // the log went back: mirror everything again
+	}
+	for {
+		page, err := s.Pull(ctx, r.Collection, cursor, stores.PageLimit{Records: 256, Bytes: stores.DefaultPageBytes})
+		if err != nil {
+			return cursor, err
+		}
+		now := c.now().UnixMilli()
+		for _, e := range page.Entries {
+			key := r.key(e.Record.ID)
+			sh, ok := s.shadowKey(key)
+			if !ok {
+				continue
+			}
+			args := []any{now, r.Collection, CaptureReplica, "m", stampBytes(e.Record.Deleted)}
+			for name, f := range e.Record.Fields {
+				v := "0"
+				if f.Value != nil {
+					v = "1" + mirrorValue(f.Value)
+				}
+				args = append(args, name, stampBytes(f.Stamp), v)
+			}
+			res, err := captureScript.Run(ctx, s.client, []string{key, sh}, args...).Slice()
+			if err != nil {
+				return cursor, s.fail(ctx, "mirror "+key, err)
+			}
+			s.stats.mirrored.Add(1)
+			if len(res) >= 2 && res[1] != "" {
+				c.enqueue(key) // the app wrote meanwhile: captured, deliver it
+			}
+			cursor = e.Seq
+		}
+		if !page.More {
+			return cursor, nil
+		}
+	}
+}
+
+func stampBytes(st crdt.Stamp) string { return string(appendStamp(nil, st)) }
+
+// mirrorValue is the text a value is mirrored as: text and bytes as they
+// are, anything else (numbers, booleans, null, arrays, maps) as JSON.
+func mirrorValue(v []byte) string {
+	var x any
+	if err := crdt.DecodeValue(v, &x); err != nil {
+		return string(v)
+	}
+	switch x := x.(type) {
+	case string:
+		return x
+	case []byte:
+		return string(x)
+	}
+	b, err := json.Marshal(x)
+	if err != nil {
+		return string(v)
+	}
+	return string(b)
+}
+
+// globEscape escapes the glob characters of s for SCAN MATCH.
+func globEscape(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if strings.ContainsRune(`*?[]\`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
