@@ -4,13 +4,14 @@
 /**
  * Stable error codes: the protocol's (constants.js CODES, generated from
  * transport/proto; test/constants.test.js holds this list to it) plus the
- * client's own: quota_exceeded, network, closed, counter_overflow,
- * database.
+ * client's own: network, closed, counter_overflow, database. The
+ * protocol's quota_exceeded (a change refused by a collection's quota)
+ * is also what the client says when the browser's storage is full.
  * @typedef {'malformed'|'invalid'|'unsupported_version'|'unauthenticated'|'token_expired'|'forbidden'|'not_found'|'method_not_allowed'|'too_large'|'upgrade_required'|'rate_limited'|'clock_drift'|'forged_replica'|'bad_seal'|'unavailable'|'internal'|'quota_exceeded'|'network'|'closed'|'counter_overflow'|'database'} ErrorCode
  */
 
 /** The client's own codes, beside the protocol's. */
-export const CLIENT_CODES = Object.freeze(['quota_exceeded', 'network', 'closed', 'counter_overflow', 'database']);
+export const CLIENT_CODES = Object.freeze(['network', 'closed', 'counter_overflow', 'database']);
 
 /** An error with a stable code. */
 export class ConvergoError extends Error {

@@ -4,8 +4,9 @@
 /**
  * Stable error codes: the protocol's (docs/protocol.md, section 5; the
  * generated src/constants.js CODES, which test/constants.test.js holds this
- * list to) plus the client's own (quota_exceeded, network, closed,
- * counter_overflow, database).
+ * list to) plus the client's own (network, closed, counter_overflow,
+ * database). quota_exceeded is both a per-change refusal (a collection's
+ * quota) and what the client says when the browser's storage is full.
  */
 export type ErrorCode =
   | 'malformed'

@@ -1,5 +1,6 @@
 // Starting the real server, `convergo serve --store memory:`, for tests.
-// The binary is built once per test process from ./cmd/convergo.
+// The binary is built once per test process from ./cmd/convergo, unless
+// CONVERGO_BIN names one already built (as scripts/e2e.sh does).
 
 import { spawn, execFileSync } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
@@ -34,6 +35,7 @@ let built = null;
  * @returns {Promise<{url: string, stop: () => Promise<void>, logs: () => string}>}
  */
 export async function startGoServer(go, args = []) {
+  if (!built && process.env.CONVERGO_BIN) built = process.env.CONVERGO_BIN;
   if (!built) {
     const bin = join(mkdtempSync(join(tmpdir(), 'convergo-js-')), 'convergo');
     execFileSync(go, ['build', '-o', bin, './cmd/convergo'], { cwd: repo, stdio: 'inherit' });
