@@ -119,7 +119,6 @@ func cleanupPrefix(t testing.TB, tg target, prefix string) {
 	})
 }
 
-
 func testContext(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
