@@ -57,13 +57,20 @@
 // could commit before the one with N, and a reader between the two would
 // skip N for good.)
 //
-// The cost is throughput: commits to one collection are serial, optimistic
-// and retried on conflict, so one collection takes about one transaction per
-// round trip (a few hundred per second in one region), each carrying up to
-// 49 records; a transaction costs twice the write units of plain writes,
-// and every record is written twice (record and log entry). Collections are
-// independent. Under contention Apply backs off with full jitter and tries
-// again, up to Config.MaxAttempts, then fails with stores.ErrUnavailable.
+// The cost is throughput: commits to one collection are serial and
+// optimistic. Within one store instance they are grouped (commit.go): each
+// collection has one committer, which puts every pending change of every
+// concurrent Apply into one transaction, up to 49 new or 33 updated records,
+// and caches the collection's head so that a group reads only its records.
+// Across instances the transactions race on the head; the loser retries at
+// once against the winner's head (from the cancellation), so the table keeps
+// doing useful work, but the lost transaction is wasted. A transaction
+// costs twice the write units of plain writes, and every record is written
+// twice (record and log entry); the log's single partition key caps a
+// collection at about 500 inserts or 250 updates per second on AWS
+// (docs/design.md, "Cost model"). Collections are independent. Under
+// TransactionConflict or throttling Apply backs off with full jitter, up to
+// Config.MaxAttempts, then fails with stores.ErrUnavailable.
 //
 // A cancelled transaction says which condition failed; with
 // ReturnValuesOnConditionCheckFailure=ALL_OLD it also returns the winning

@@ -39,7 +39,10 @@ func testClients(t testing.TB) (*awsdynamodb.Client, *dynamodbstreams.Client, st
 	if err != nil {
 		t.Fatal(err)
 	}
-	db := awsdynamodb.NewFromConfig(cfg, func(o *awsdynamodb.Options) { o.BaseEndpoint = &endpoint })
+	db := awsdynamodb.NewFromConfig(cfg, func(o *awsdynamodb.Options) {
+		o.BaseEndpoint = &endpoint
+		o.DisableValidateResponseChecksum = true // see Open
+	})
 	streams := dynamodbstreams.NewFromConfig(cfg, func(o *dynamodbstreams.Options) { o.BaseEndpoint = &endpoint })
 	return db, streams, endpoint
 }

@@ -1,0 +1,320 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
+	awsddb "github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/stores/dynamodb"
+)
+
+// ddbstore measures the DynamoDB store's Apply (in process, no server)
+// against raw TransactWriteItems of the same shape on the same DynamoDB
+// Local, in the same run, with the same stream setting on both tables:
+//
+//	convergo-bench ddbstore [-pushers 1,8] [-collections 1,8] [-batches 1,10,100] [-dur 5s] [-stream]
+//
+// Run it against a private, freshly started emulator
+// (scripts/ddb-private.sh): DynamoDB Local's cost per streamed write grows
+// with its stream history. Pushers are spread over two store instances (two
+// servers on one table) when there are more than one; each push is one
+// Apply of -batch new records (a 36-byte title and a client stamp). The raw
+// side runs as many workers, each committing transactions of the store's
+// shape (a head put and, per change, a conditional record put and a log
+// put, min(batch, 49) changes per transaction) on a head of its own, so it
+// never conflicts: the emulator's ceiling for that shape. Items written
+// count the record and log items on both sides (not heads).
+func init() { commands["ddbstore"] = runDDBStore }
+
+func runDDBStore(args []string) error {
+	fs := flag.NewFlagSet("ddbstore", flag.ExitOnError)
+	pushers := fs.String("pushers", "1,8", "concurrent pushers")
+	colls := fs.String("collections", "1,8", "collections written")
+	batches := fs.String("batches", "1,10,100", "changes per push")
+	dur := fs.Duration("dur", 5*time.Second, "time per measurement")
+	stream := fs.Bool("stream", false, "tables with a stream (NEW_AND_OLD_IMAGES) on both sides")
+	runs := fs.Int("runs", 1, "runs per figure")
+	fs.Parse(args)
+	ep := os.Getenv("CONVERGO_DYNAMODB_ENDPOINT")
+	if ep == "" {
+		return errors.New("CONVERGO_DYNAMODB_ENDPOINT is not set (scripts/ddb-private.sh start)")
+	}
+	ctx := context.Background()
+	counts := &reqCounter{n: map[string]*atomic.Int64{}}
+	cfg, err := config.LoadDefaultConfig(ctx, config.WithRegion("us-east-1"))
+	if err != nil {
+		return err
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = 64
+	client := awsddb.NewFromConfig(cfg, func(o *awsddb.Options) {
+		o.BaseEndpoint = aws.String(ep)
+		o.HTTPClient = &http.Client{Transport: countingTransport{tr, counts}}
+		// DynamoDB Local's x-amz-crc32 does not match some responses; the
+		// SDK then logs and drops the connection, so every such request
+		// would pay a new TCP connection.
+		o.DisableValidateResponseChecksum = true
+	})
+	streamNote := "streams off"
+	if *stream {
+		streamNote = "streams on"
+	}
+	fmt.Fprintf(os.Stderr, "%-8s %-5s %-5s | %12s %12s %8s %8s | %12s | %6s | %s\n", "pushers", "colls", "batch", "store ch/s", "items/s", "tx ok", "tx lost", "raw items/s", "ratio", "requests per change (store)")
+	for run := 1; run <= *runs; run++ {
+		for _, p := range ints(*pushers) {
+			for _, nc := range ints(*colls) {
+				for _, b := range ints(*batches) {
+					counts.reset()
+					st, err := measureStore(ctx, client, p, nc, b, *dur, *stream)
+					if err != nil {
+						return err
+					}
+					perChange := counts.per(st.changes)
+					raw, err := measureRaw(ctx, client, p, b, *dur, *stream)
+					if err != nil {
+						return err
+					}
+					storeItems := 2 * st.rate
+					ratio := storeItems / raw
+					fmt.Fprintf(os.Stderr, "%-8d %-5d %-5d | %12.0f %12.0f %8d %8d | %12.0f | %6.2f | %s\n", p, nc, b, st.rate, storeItems, st.committed, st.cancelled, raw, ratio, perChange)
+					scen := fmt.Sprintf("DynamoDB store Apply, %d pushers, %d collections, batch %d, %s", p, nc, b, streamNote)
+					emit(sample{Scenario: scen, Metric: "items written/s", Unit: "/s", Better: "higher", Impl: "dynamodb store Apply", Ours: true, Run: run, Value: storeItems,
+						Note: fmt.Sprintf("%.0f changes/s; %d transactions committed, %d cancelled; requests per change: %s", st.rate, st.committed, st.cancelled, perChange)})
+					emit(sample{Scenario: scen, Metric: "items written/s", Unit: "/s", Better: "higher", Impl: "raw TransactWriteItems, same shape", Limit: true, Run: run, Value: raw})
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func ints(s string) []int {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		if n, err := strconv.Atoi(strings.TrimSpace(f)); err == nil && n > 0 {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// benchTable creates a table of the store's key schema, with or without a
+// stream, and returns a function that deletes it.
+func benchTable(ctx context.Context, c *awsddb.Client, stream bool) (string, func(), error) {
+	name := "bench-ddb-" + randomSuffix()
+	in := &awsddb.CreateTableInput{
+		TableName:   aws.String(name),
+		BillingMode: types.BillingModePayPerRequest,
+		AttributeDefinitions: []types.AttributeDefinition{
+			{AttributeName: aws.String("pk"), AttributeType: types.ScalarAttributeTypeS},
+			{AttributeName: aws.String("sk"), AttributeType: types.ScalarAttributeTypeN},
+		},
+		KeySchema: []types.KeySchemaElement{
+			{AttributeName: aws.String("pk"), KeyType: types.KeyTypeHash},
+			{AttributeName: aws.String("sk"), KeyType: types.KeyTypeRange},
+		},
+	}
+	if stream {
+		in.StreamSpecification = &types.StreamSpecification{StreamEnabled: aws.Bool(true), StreamViewType: types.StreamViewTypeNewAndOldImages}
+	}
+	if _, err := c.CreateTable(ctx, in); err != nil {
+		return "", nil, fmt.Errorf("create table: %w", err)
+	}
+	w := awsddb.NewTableExistsWaiter(c)
+	if err := w.Wait(ctx, &awsddb.DescribeTableInput{TableName: aws.String(name)}, time.Minute); err != nil {
+		return "", nil, err
+	}
+	return name, func() {
+		c.DeleteTable(context.Background(), &awsddb.DeleteTableInput{TableName: aws.String(name)})
+	}, nil
+}
+
+var ddbTitle, _ = crdt.EncodeValue("buy oat milk and a loaf of rye bread")
+
+type storeFigure struct {
+	rate                 float64 // changes/s
+	changes              int64
+	committed, cancelled int64
+}
+
+func measureStore(ctx context.Context, c *awsddb.Client, pushers, colls, batch int, dur time.Duration, stream bool) (storeFigure, error) {
+	table, drop, err := benchTable(ctx, c, stream)
+	if err != nil {
+		return storeFigure{}, err
+	}
+	defer drop()
+	ninst := min(pushers, 2)
+	inst := make([]*dynamodb.Store, ninst)
+	for i := range inst {
+		if inst[i], err = dynamodb.New(ctx, dynamodb.Config{Client: c, Table: table}); err != nil {
+			return storeFigure{}, err
+		}
+		defer inst[i].Close()
+	}
+	var changes atomic.Int64
+	var firstErr error
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	start := time.Now()
+	deadline := start.Add(dur)
+	for p := range pushers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w := newWriter(p)
+			s := inst[p%ninst]
+			for k := 0; time.Now().Before(deadline); k++ {
+				coll := "todos-" + strconv.Itoa((p+k)%colls)
+				cs := make([]crdt.Change, batch)
+				for i := range cs {
+					stamp, _ := w.clock.Now(time.Now().UnixMilli())
+					id := fmt.Sprintf("%s-%d-%d", randomSuffix()+randomSuffix(), k, i)
+					cs[i] = crdt.Change{Collection: coll, Record: crdt.SetField(id, "title", ddbTitle, stamp)}
+				}
+				if _, err := s.Apply(ctx, cs); err != nil {
+					mu.Lock()
+					firstErr = errors.Join(firstErr, err)
+					mu.Unlock()
+					return
+				}
+				changes.Add(int64(batch))
+			}
+		}()
+	}
+	wg.Wait()
+	el := time.Since(start).Seconds()
+	f := storeFigure{rate: float64(changes.Load()) / el, changes: changes.Load()}
+	for _, s := range inst {
+		a, b := s.TxStats()
+		f.committed += a
+		f.cancelled += b
+	}
+	return f, firstErr
+}
+
+// measureRaw commits transactions of the store's shape from workers, each
+// on a head of its own, and returns record and log items written per
+// second.
+func measureRaw(ctx context.Context, c *awsddb.Client, workers, batch int, dur time.Duration, stream bool) (float64, error) {
+	table, drop, err := benchTable(ctx, c, stream)
+	if err != nil {
+		return 0, err
+	}
+	defer drop()
+	per := min(batch, 49)
+	rec := crdt.AppendRecord(nil, crdt.SetField("abcdefgh12345678-0-0", "title", ddbTitle, crdt.Stamp{Wall: time.Now().UnixMilli(), Replica: "abcdefghijklmnop_bench-0"}))
+	var items atomic.Int64
+	var firstErr error
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	start := time.Now()
+	deadline := start.Add(dur)
+	for wk := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			coll := "todos-" + strconv.Itoa(wk)
+			seq := 0
+			for time.Now().Before(deadline) {
+				acts := []types.TransactWriteItem{{Put: &types.Put{TableName: aws.String(table), Item: map[string]types.AttributeValue{
+					"pk": &types.AttributeValueMemberS{Value: "~h#" + coll}, "sk": &types.AttributeValueMemberN{Value: "0"},
+					"head": &types.AttributeValueMemberN{Value: strconv.Itoa(seq + per)}, "cvg": &types.AttributeValueMemberN{Value: "1"},
+				}}}}
+				for range per {
+					seq++
+					id := randomSuffix() + randomSuffix() + "-" + strconv.Itoa(seq)
+					acts = append(acts,
+						types.TransactWriteItem{Put: &types.Put{TableName: aws.String(table),
+							Item: map[string]types.AttributeValue{
+								"pk": &types.AttributeValueMemberS{Value: "~r#" + coll + "#" + id}, "sk": &types.AttributeValueMemberN{Value: "0"},
+								"rec": &types.AttributeValueMemberB{Value: rec}, "seq": &types.AttributeValueMemberN{Value: strconv.Itoa(seq)},
+								"cvg": &types.AttributeValueMemberN{Value: "1"},
+							},
+							ConditionExpression:      aws.String("attribute_not_exists(#k)"),
+							ExpressionAttributeNames: map[string]string{"#k": "pk"},
+						}},
+						types.TransactWriteItem{Put: &types.Put{TableName: aws.String(table),
+							Item: map[string]types.AttributeValue{
+								"pk": &types.AttributeValueMemberS{Value: "~l#" + coll}, "sk": &types.AttributeValueMemberN{Value: strconv.Itoa(seq)},
+								"id": &types.AttributeValueMemberS{Value: id}, "rec": &types.AttributeValueMemberB{Value: rec},
+								"cvg": &types.AttributeValueMemberN{Value: "1"},
+							},
+							ConditionExpression:      aws.String("attribute_not_exists(#k)"),
+							ExpressionAttributeNames: map[string]string{"#k": "pk"},
+						}})
+				}
+				if _, err := c.TransactWriteItems(ctx, &awsddb.TransactWriteItemsInput{TransactItems: acts}); err != nil {
+					mu.Lock()
+					firstErr = errors.Join(firstErr, err)
+					mu.Unlock()
+					return
+				}
+				items.Add(int64(2 * per))
+			}
+		}()
+	}
+	wg.Wait()
+	return float64(items.Load()) / time.Since(start).Seconds(), firstErr
+}
+
+// reqCounter counts requests by DynamoDB operation (X-Amz-Target).
+type reqCounter struct {
+	mu sync.Mutex
+	n  map[string]*atomic.Int64
+}
+
+func (r *reqCounter) add(op string) {
+	r.mu.Lock()
+	c := r.n[op]
+	if c == nil {
+		c = new(atomic.Int64)
+		r.n[op] = c
+	}
+	r.mu.Unlock()
+	c.Add(1)
+}
+
+func (r *reqCounter) reset() {
+	r.mu.Lock()
+	r.n = map[string]*atomic.Int64{}
+	r.mu.Unlock()
+}
+
+// per snapshots the counts divided by changes, e.g. "BatchGetItem 0.10 TransactWriteItems 0.12".
+func (r *reqCounter) per(changes int64) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var parts []string
+	for _, op := range []string{"BatchGetItem", "TransactWriteItems", "GetItem", "Query", "DescribeTable"} {
+		if c := r.n[op]; c != nil && changes > 0 && op != "DescribeTable" {
+			parts = append(parts, fmt.Sprintf("%s %.3f", op, float64(c.Load())/float64(changes)))
+		}
+	}
+	return strings.Join(parts, " ")
+}
+
+type countingTransport struct {
+	next http.RoundTripper
+	c    *reqCounter
+}
+
+func (t countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if target := r.Header.Get("X-Amz-Target"); target != "" {
+		t.c.add(target[strings.LastIndexByte(target, '.')+1:])
+	}
+	return t.next.RoundTrip(r)
+}
