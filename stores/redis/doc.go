@@ -105,7 +105,8 @@
 //
 // # Notifications
 //
-// The merge script PUBLISHes "<collection> <head>" on the channel
+// Apply tells the store's own watchers directly. The merge script also
+// PUBLISHes "<collection> <head>" on the channel
 // <prefix>convergo:notify. Watch starts one subscriber per Store (one
 // pub/sub connection and one goroutine, whatever the number of watchers)
 // and returns once Redis confirmed the subscription.
@@ -125,7 +126,7 @@
 // sends no reset, and TCP gives up on the unanswered writes only after
 // many minutes (go-redis's own health-check pings do not help, because
 // their replies are never checked). So the subscriber also listens on a
-// heartbeat channel of its own: after Options.Heartbeat (15 s) without any
+// heartbeat channel of its own: after Options.Heartbeat (1 s) without any
 // message it publishes a heartbeat there, and when that does not come back
 // within another Heartbeat it replaces the subscription with a new one,
 // which again ends in a Resync. Tests cut the subscriber with CLIENT KILL
@@ -144,6 +145,28 @@
 // the bus to every node, which is fine for clusters of tens of nodes; a
 // deployment that outgrows it would move to per-collection shard channels
 // subscribed on demand.
+//
+// # Damaged data
+//
+// Every script checks the type of each key it touches before its first
+// write; a key of the wrong type, an unreadable record, a log entry
+// without its record are stores.ErrCorrupt naming what is damaged,
+// logged and counted (Store.Stats), never ErrUnavailable. A head that is
+// unreadable or below the highest seq in the log is set right from the
+// log by the merge script and Head, and the collection starts a new
+// epoch. The next write to a damaged record replaces it; Repair (convergo
+// repair) rebuilds a collection's log and head. docs/redis.md has the
+// table.
+//
+// # Capture
+//
+// With Options.Capture the store captures writes other programs make to
+// plain hashes (keyspace notifications on every master as the wake-up, a
+// shadow per key for field-level diffs, a periodic SCAN reconciliation)
+// and hands them to the stores.Capturer sink, stamped by replica
+// CaptureReplica; it can mirror merged records back. capture.go and
+// docs/redis.md give the semantics and the window in which a plain write
+// loses to a client write.
 //
 // # Settings
 //
@@ -164,7 +187,7 @@
 //     concurrent calls; a call beyond it waits up to the pool timeout.
 //   - ClientName names every connection, the subscriber's included, in
 //     CLIENT LIST, so operators can tell Convergo's connections apart.
-//   - Heartbeat (15 s) is how long the subscriber may hear nothing before
+//   - Heartbeat (1 s) is how long the subscriber may hear nothing before
 //     it checks that its connection is alive (see # Notifications).
 //
 // Errors are translated at the edge: a closed client is stores.ErrClosed;
