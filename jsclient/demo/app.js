@@ -60,6 +60,12 @@ function rowsOf(docs) {
   return rows;
 }
 
+/** Text cut to n characters, for titles that may be huge. */
+function short(text, n = 60) {
+  const s = String(text);
+  return s.length > n ? s.slice(0, n - 1) + '…' : s;
+}
+
 function errorText(err) {
   if (!err) return '';
   const code = err.code ? `${err.code}: ` : '';
@@ -101,6 +107,10 @@ class Pane {
     input.placeholder = `What does ${person.name} need to do?`;
 
     this.statusEl = $('[data-testid=status]', root);
+    this.rejectedEl = $('[data-testid=rejected]', root);
+    this.noticeEl = $('[data-testid=notice]', root);
+    this.noticeTimer = null;
+    this.rejectedShown = -1;
     this.list = $('[data-testid=todo-list]', root);
     this.toggle = $('[data-testid=offline-toggle]', root);
     this.toggle.setAttribute('aria-describedby', heading.id);
@@ -119,6 +129,13 @@ class Pane {
         this.run('tick', () => this.todos.update(li.dataset.id, { done: e.target.checked }));
       }
     });
+    this.rejectedEl.addEventListener('click', (e) => {
+      const li = e.target.closest('li[data-rejected-id]');
+      if (!li) return;
+      const id = Number(li.dataset.rejectedId);
+      if (e.target.matches('[data-testid=rejected-retry]')) this.run('retry', () => this.db.retry(id).then(() => this.renderRejected()));
+      else if (e.target.matches('[data-testid=rejected-discard]')) this.run('discard', () => this.db.discard(id).then(() => this.renderRejected()));
+    });
     this.list.addEventListener('click', (e) => {
       const li = e.target.closest('li[data-id]');
       if (!li) return;
@@ -132,12 +149,21 @@ class Pane {
     this.db = db;
     this.todos = db.collection(COLLECTION);
     db.on('status', (s) => this.renderStatus(s));
-    db.on('refused', (r) => this.showError(r, `save ${r.id}`));
+    // A refused change was taken back and kept: list it with retry and
+    // discard (it survives reloads, so the list is read at start too).
+    db.on('refused', () => this.renderRejected());
+    // An edit made offline lost to a newer one: say so, briefly.
+    db.on('superseded', (s) => {
+      const t = this.rows.find((r) => r.id === s.id);
+      this.notify(`Your edit of “${short(t?.title ?? s.id)}” (${s.lost.join(', ')}) lost to a newer one made elsewhere.`, 'superseded');
+    });
+    db.on('serverReset', (r) => this.notify(`The server lost history (${r.reason}); this list was given back to it.`, 'reset'));
     // Failures the status does not carry (a live query that could not
     // read, say): worth a look in the console, not a banner.
     db.on('error', (e) => console.warn(`${this.person.name}:`, e));
     this.renderStatus(db.status);
     this.todos.subscribe({ orderBy: 'created' }, (docs) => this.renderList(rowsOf(docs)));
+    await this.renderRejected();
     this.root.dataset.state = 'ready';
   }
 
@@ -280,8 +306,44 @@ class Pane {
     p.textContent = String(pending);
     p.setAttribute('aria-label', `${pending} change${pending === 1 ? '' : 's'} waiting to sync`);
     this.renderLastSynced();
+    // Another tab retried or discarded one, or its leader heard a refusal.
+    if ((s.rejected ?? 0) !== this.rejectedShown && this.db) this.renderRejected().catch(() => {});
     if (s.lastError) this.showError(s.lastError, 'sync');
     else if (this.errorFrom === 'sync') this.showError(null);
+  }
+
+  /** Shows a passing notice (a superseded edit, a server reset) for 20 s. */
+  notify(text, kind) {
+    const el = this.noticeEl;
+    el.textContent = text;
+    el.dataset.kind = kind;
+    el.hidden = false;
+    clearTimeout(this.noticeTimer);
+    this.noticeTimer = setTimeout(() => { el.hidden = true; }, 20_000);
+  }
+
+  /** Lists the rejected changes, with retry and discard. */
+  async renderRejected() {
+    const all = await this.db.rejected();
+    const list = $('[data-testid=rejected-list]', this.root);
+    list.replaceChildren();
+    for (const j of all) {
+      const li = $('#rejected-template').content.firstElementChild.cloneNode(true);
+      li.dataset.rejectedId = String(j.id);
+      li.dataset.code = j.code;
+      const t = this.rows.find((r) => r.id === j.recordId);
+      const title = typeof j.change.fields.title === 'string' ? j.change.fields.title : t?.title;
+      const what = j.change.deleted ? 'Delete' : j.change.unset.length && !Object.keys(j.change.fields).length ? 'Clear' : 'Edit';
+      $('[data-testid=rejected-what]', li).textContent = `${what} “${short(title ?? j.recordId)}”`;
+      $('[data-testid=rejected-why]', li).textContent = `${j.code}${j.message ? `: ${short(j.message, 120)}` : ''}`;
+      li.title = `Refused ${new Date(j.when).toLocaleString()}${j.requestId ? ` (request ${j.requestId})` : ''}`;
+      $('[data-testid=rejected-retry]', li).setAttribute('aria-label', `Retry: ${short(title ?? j.recordId)}`);
+      $('[data-testid=rejected-discard]', li).setAttribute('aria-label', `Discard: ${short(title ?? j.recordId)}`);
+      list.append(li);
+    }
+    this.rejectedEl.hidden = all.length === 0;
+    this.rejectedShown = all.length;
+    this.root.dataset.rejected = String(all.length);
   }
 
   renderLastSynced() {

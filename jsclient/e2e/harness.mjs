@@ -90,9 +90,12 @@ export async function waitFor(fn, { timeout = 15_000, interval = 100, message = 
  * the same data, as after a deploy or a crash.
  */
 export class Server {
-  constructor({ bin = env('CONVERGO_BIN'), redis = env('CONVERGO_REDIS_ADDR'), prefix = unique('e2e'), port, extraArgs = [] } = {}) {
+  constructor({ bin = env('CONVERGO_BIN'), redis, prefix = unique('e2e'), port, extraArgs = [], store } = {}) {
     this.bin = bin;
-    this.store = `redis://${redis}?prefix=${encodeURIComponent(prefix)}:`;
+    // A store URL of the test's own (bolt:PATH, a private Redis), or the
+    // shared Redis under a prefix of this server's.
+    this.ownStore = store !== undefined || redis !== undefined;
+    this.store = store ?? `redis://${redis ?? env('CONVERGO_REDIS_ADDR')}?prefix=${encodeURIComponent(prefix)}:`;
     this.prefix = prefix;
     this.port = port;
     this.extraArgs = extraArgs;
@@ -157,7 +160,7 @@ export class Server {
     await this.stop();
     mkdirSync(ARTIFACTS, { recursive: true });
     writeFileSync(path.join(ARTIFACTS, `${name}.server.log`), this.log.join(''));
-    await dropRedisPrefix(env('CONVERGO_REDIS_ADDR'), `${this.prefix}:`);
+    if (!this.ownStore) await dropRedisPrefix(env('CONVERGO_REDIS_ADDR'), `${this.prefix}:`);
   }
 
   /**
