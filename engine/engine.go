@@ -274,15 +274,16 @@ func (e *Engine) Apply(ctx context.Context, changes []crdt.Change) ([]Result, er
 }
 
 // applyStored applies admitted changes to the store and fills their results.
-// A store refuses a batch whole with stores.ErrTooLarge or stores.ErrInvalid
-// when any change in it breaks a limit or rule of the store; the batch is
+// A store refuses a batch whole with stores.ErrTooLarge, stores.ErrInvalid
+// or stores.ErrCorrupt (damaged data it cannot merge into) when any change
+// in it breaks a limit or rule of the store or meets damage; the batch is
 // then split in halves until the refusal lands on the change that caused it,
 // which is reported refused while the others apply. Splitting is safe
 // because Apply is idempotent and the halves go in order, so changes to one
 // record still merge in order.
 func (e *Engine) applyStored(ctx context.Context, changes []crdt.Change, index []int, results []Result) error {
 	stored, err := e.store.Apply(ctx, changes)
-	refusable := errors.Is(err, stores.ErrTooLarge) || errors.Is(err, stores.ErrInvalid)
+	refusable := errors.Is(err, stores.ErrTooLarge) || errors.Is(err, stores.ErrInvalid) || errors.Is(err, stores.ErrCorrupt)
 	e.noteCommit(ctx, err, refusable)
 	switch {
 	case err == nil:

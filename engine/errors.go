@@ -20,4 +20,9 @@ var (
 	ErrUnavailable = stores.ErrUnavailable
 	// ErrClosed: the store was closed.
 	ErrClosed = stores.ErrClosed
+	// ErrCorrupt: data the store read back is damaged (written behind its
+	// back, a damaged file). Retrying does not help until the data is
+	// repaired (the next write of the record, or `convergo repair`); it
+	// says nothing of the store's health, so readiness ignores it.
+	ErrCorrupt = stores.ErrCorrupt
 )

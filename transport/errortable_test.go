@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"os"
 	"regexp"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/engine"
+	"github.com/convergo/convergo/stores"
 	"github.com/convergo/convergo/transport/proto"
 )
 
@@ -51,6 +53,13 @@ func readErrorTable(t *testing.T) []errorRow {
 		rows = append(rows, r)
 	}
 	return rows
+}
+
+// corruptStore reads damaged data, as a store written behind its back.
+type corruptStore struct{ stores.Store }
+
+func (corruptStore) Pull(context.Context, string, uint64, stores.PageLimit) (stores.Page, error) {
+	return stores.Page{}, fmt.Errorf("%w: record r1 is not a record", stores.ErrCorrupt)
 }
 
 // panicking is an Authorizer with a bug.
@@ -134,6 +143,16 @@ func TestErrorTable(t *testing.T) {
 			t.Cleanup(func() { eng.Close() })
 			down.srv.eng = eng
 			return answered(down.post(t, proto.PathPull, "", proto.PullRequest{Collection: DemoCollection}))
+		},
+		proto.CodeCorrupt: func() (int, string) {
+			bad := newTestServer(t, func(c *Config) { c.Demo = true })
+			eng, err := engineOn(corruptStore{bad.store})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { eng.Close() })
+			bad.srv.eng = eng
+			return answered(bad.post(t, proto.PathPull, "", proto.PullRequest{Collection: DemoCollection}))
 		},
 		proto.CodeInternal: func() (int, string) {
 			buggy := newTestServer(t, func(c *Config) { c.Authorizer = panicking{} })

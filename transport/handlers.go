@@ -146,6 +146,8 @@ func refusal(err error) proto.PushResult {
 		code = proto.CodeMalformed
 	case errors.Is(err, engine.ErrQuotaExceeded):
 		code = proto.CodeQuotaExceeded
+	case errors.Is(err, engine.ErrCorrupt):
+		code = proto.CodeCorrupt
 	}
 	return proto.PushResult{Status: proto.StatusRefused, Code: code, Message: publicText(err)}
 }
@@ -247,6 +249,10 @@ func (s *Server) pullPage(ctx context.Context, coll string, cursor engine.Cursor
 	if err != nil {
 		if errors.Is(err, engine.ErrInvalid) {
 			return wirePage{}, proto.Errorf(proto.CodeInvalid, "pull: %s", publicText(err))
+		}
+		if errors.Is(err, engine.ErrCorrupt) {
+			s.log.Error("pull met damaged data", "collection", coll, "err", err)
+			return wirePage{}, proto.Errorf(proto.CodeCorrupt, "pull %s: the server's store holds damaged data here; an operator must repair it", coll)
 		}
 		return wirePage{}, fmt.Errorf("%w: %w", errStore, err)
 	}

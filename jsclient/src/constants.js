@@ -130,6 +130,12 @@ export const CODES = Object.freeze([
     "http": 500,
     "retry": "backoff",
     "perChange": false
+  },
+  {
+    "code": "corrupt",
+    "http": 500,
+    "retry": "never",
+    "perChange": true
   }
 ]);
 

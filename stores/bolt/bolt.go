@@ -22,7 +22,8 @@ var _ stores.Store = (*Store)(nil)
 
 // ErrCorrupt means data read from the file failed a check: it was not
 // written by this package, or the file was damaged.
-var ErrCorrupt = errors.New("bolt: corrupt data")
+// It wraps stores.ErrCorrupt, which callers above the store branch on.
+var ErrCorrupt = fmt.Errorf("bolt: %w", stores.ErrCorrupt)
 
 // DefaultTimeout is how long Open waits for the file lock by default.
 const DefaultTimeout = 5 * time.Second

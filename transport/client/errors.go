@@ -28,6 +28,7 @@ var (
 	ErrForgedReplica      = errors.New("convergo: stamp of a replica id the subject does not own")
 	ErrBadSeal            = errors.New("convergo: a restored record's seal is not the server's")
 	ErrQuotaExceeded      = errors.New("convergo: the collection is at its quota")
+	ErrCorrupt            = errors.New("convergo: the server's store holds damaged data")
 	ErrUnavailable        = errors.New("convergo: unavailable")
 	ErrInternal           = errors.New("convergo: internal server error")
 
@@ -57,6 +58,7 @@ var sentinels = map[string]error{
 	proto.CodeForgedReplica:      ErrForgedReplica,
 	proto.CodeBadSeal:            ErrBadSeal,
 	proto.CodeQuotaExceeded:      ErrQuotaExceeded,
+	proto.CodeCorrupt:            ErrCorrupt,
 	proto.CodeUnavailable:        ErrUnavailable,
 	proto.CodeInternal:           ErrInternal,
 }

@@ -66,6 +66,7 @@ const (
 	CodeForgedReplica      = "forged_replica"
 	CodeBadSeal            = "bad_seal"
 	CodeQuotaExceeded      = "quota_exceeded"
+	CodeCorrupt            = "corrupt"
 	CodeUnavailable        = "unavailable"
 	CodeInternal           = "internal"
 )
@@ -116,6 +117,7 @@ var Codes = []CodeInfo{
 	{CodeQuotaExceeded, 0, RetryNever, true},
 	{CodeUnavailable, http.StatusServiceUnavailable, RetryBackoff, false},
 	{CodeInternal, http.StatusInternalServerError, RetryBackoff, false},
+	{CodeCorrupt, http.StatusInternalServerError, RetryNever, true},
 }
 
 // Info returns what the protocol says about code, and false for a code it
