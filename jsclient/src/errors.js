@@ -7,7 +7,7 @@
  * client's own: network, closed, counter_overflow, database. The
  * protocol's quota_exceeded (a change refused by a collection's quota)
  * is also what the client says when the browser's storage is full.
- * @typedef {'malformed'|'invalid'|'unsupported_version'|'unauthenticated'|'token_expired'|'forbidden'|'not_found'|'method_not_allowed'|'too_large'|'upgrade_required'|'rate_limited'|'clock_drift'|'forged_replica'|'bad_seal'|'unavailable'|'internal'|'quota_exceeded'|'network'|'closed'|'counter_overflow'|'database'} ErrorCode
+ * @typedef {'malformed'|'invalid'|'unsupported_version'|'unauthenticated'|'token_expired'|'forbidden'|'not_found'|'method_not_allowed'|'too_large'|'upgrade_required'|'rate_limited'|'clock_drift'|'forged_replica'|'bad_seal'|'corrupt'|'unavailable'|'internal'|'quota_exceeded'|'network'|'closed'|'counter_overflow'|'database'} ErrorCode
  */
 
 /** The client's own codes, beside the protocol's. */

@@ -23,6 +23,7 @@ export type ErrorCode =
   | 'clock_drift'
   | 'forged_replica'
   | 'bad_seal'
+  | 'corrupt'
   | 'unavailable'
   | 'internal'
   | 'quota_exceeded'
