@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -46,8 +47,13 @@ func TestAttack(t *testing.T) {
 	}
 	redisAddr := storetest.Endpoint(t, "CONVERGO_REDIS_ADDR")
 	bin := buildConvergo(t)
-	t.Run("siege", func(t *testing.T) { runSiege(t, bin, redisAddr) })
-	t.Run("memory", func(t *testing.T) { runMemory(t, bin, redisAddr) })
+	onRedis := func(t *testing.T) string {
+		return "redis://" + redisAddr + "?prefix=attack-" + randomSuffix(t) + ":"
+	}
+	onBolt := func(t *testing.T) string { return "bolt:" + filepath.Join(t.TempDir(), "convergo.db") }
+	t.Run("siege/embedded", func(t *testing.T) { runSiege(t, bin, onBolt(t)) })
+	t.Run("siege/redis", func(t *testing.T) { runSiege(t, bin, onRedis(t)) })
+	t.Run("memory", func(t *testing.T) { runMemory(t, bin, onRedis(t)) })
 }
 
 // Limits of the besieged server.
@@ -59,12 +65,11 @@ const (
 	serverReplica   = "srv-attack"
 )
 
-// startAttacked runs convergo serve on a Redis prefix of its own with args
-// added, and returns its base URL.
-func startAttacked(t *testing.T, bin, redisAddr string, args ...string) (*process, string) {
+// startAttacked runs convergo serve on store with args added, and returns
+// its base URL.
+func startAttacked(t *testing.T, bin, store string, args ...string) (*process, string) {
 	t.Helper()
 	addr := freeAddr(t)
-	store := "redis://" + redisAddr + "?prefix=attack-" + randomSuffix(t) + ":"
 	all := append([]string{"serve", "--addr", addr, "--store", store, "--secret", string(secret),
 		"--demo=true", "--replica", serverReplica, "--log-level", "error"}, args...)
 	p := startProcess(t, "convergo serve", bin, all...)
@@ -179,8 +184,8 @@ func (h *honest) ackCount() int {
 	return len(h.acked)
 }
 
-func runSiege(t *testing.T, bin, redisAddr string) {
-	srv, url := startAttacked(t, bin, redisAddr,
+func runSiege(t *testing.T, bin, store string) {
+	srv, url := startAttacked(t, bin, store,
 		"--max-conns-total", strconv.Itoa(siegeConns), "--max-conns", strconv.Itoa(siegePerAddr),
 		"--request-timeout", siegeReqTimeout.String(), "--max-body", strconv.Itoa(1<<20),
 		"--max-page-bytes", strconv.Itoa(512<<10))
@@ -735,8 +740,8 @@ func formula(base int64) int64 {
 // memory per connection (live subscribers that do not read, pulls of large
 // pages, bodies held in flight) and checks that its peak RSS lies between
 // half and all of the formula.
-func runMemory(t *testing.T, bin, redisAddr string) {
-	srv, url := startAttacked(t, bin, redisAddr,
+func runMemory(t *testing.T, bin, store string) {
+	srv, url := startAttacked(t, bin, store,
 		"--max-conns-total", strconv.Itoa(memConns), "--max-conns", strconv.Itoa(memConns),
 		"--max-queue-bytes", strconv.Itoa(memQueueBytes), "--max-page-bytes", strconv.Itoa(memPageBytes),
 		"--max-body", strconv.Itoa(memBodyBytes), "--max-bodies-in-flight", strconv.Itoa(memBodiesFlight),

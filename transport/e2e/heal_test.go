@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -29,9 +30,25 @@ func TestHealAfterTheStoreIsLost(t *testing.T) {
 	t.Run("embedded", func(t *testing.T) {
 		t.Parallel()
 		path := filepath.Join(t.TempDir(), "convergo.db")
-		runHeal(t, bin, "bolt:"+path, func(t *testing.T) {
+		runHeal(t, bin, "bolt:"+path, nil, func(t *testing.T) {
 			if err := os.Remove(path); err != nil {
 				t.Fatal(err)
+			}
+		})
+	})
+	// The documented backup and restore: a copy of the file taken while the
+	// server ran, written past, then put back, and `convergo store
+	// mark-restored` run before the server starts again.
+	t.Run("embedded, a backup restored", func(t *testing.T) {
+		t.Parallel()
+		dir := t.TempDir()
+		path, backup := filepath.Join(dir, "convergo.db"), filepath.Join(dir, "backup.db")
+		runHeal(t, bin, "bolt:"+path, func(t *testing.T) {
+			copyFile(t, path, backup)
+		}, func(t *testing.T) {
+			copyFile(t, backup, path)
+			if out, err := exec.Command(bin, "store", "mark-restored", "--store", "bolt:"+path).CombinedOutput(); err != nil {
+				t.Fatalf("convergo store mark-restored: %v\n%s", err, out)
 			}
 		})
 	})
@@ -40,7 +57,7 @@ func TestHealAfterTheStoreIsLost(t *testing.T) {
 		redisBin := storetest.Endpoint(t, "CONVERGO_REDIS_SERVER_BIN")
 		dir, raddr := t.TempDir(), freeAddr(t)
 		startRedis(t, redisBin, raddr, dir)
-		runHeal(t, bin, "redis://"+raddr, func(t *testing.T) {
+		runHeal(t, bin, "redis://"+raddr, nil, func(t *testing.T) {
 			rc := goredis.NewClient(&goredis.Options{Addr: raddr})
 			defer rc.Close()
 			if err := rc.FlushAll(context.Background()).Err(); err != nil {
@@ -50,7 +67,10 @@ func TestHealAfterTheStoreIsLost(t *testing.T) {
 	})
 }
 
-func runHeal(t *testing.T, bin, store string, lose func(*testing.T)) {
+// runHeal writes through three clients, calls backup (if any) once the
+// server holds their first writes, writes more, stops the server, calls
+// lose, starts it again, and checks the heal.
+func runHeal(t *testing.T, bin, store string, backup, lose func(*testing.T)) {
 	ctx := t.Context()
 	const coll = "heal.notes"
 	addr := freeAddr(t)
@@ -77,6 +97,19 @@ func runHeal(t *testing.T, bin, store string, lose func(*testing.T)) {
 	}
 	srv := startConvergo(t, bin, addr, store)
 	alice, bob, reader := replica("alice", true), replica("bob", true), replica("reader", false)
+	if backup != nil {
+		for i := range 5 {
+			if err := bob.Set(coll, fmt.Sprint("early", i), "m", i); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, r := range []*client.Replica{bob, alice, reader} {
+			if err := r.Sync(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		backup(t)
+	}
 	for i := range 20 {
 		if err := alice.Set(coll, fmt.Sprint("a", i), "n", i); err != nil {
 			t.Fatal(err)
@@ -94,8 +127,8 @@ func runHeal(t *testing.T, bin, store string, lose func(*testing.T)) {
 		}
 	}
 	want := reader.Records(coll)
-	if len(want) != 20 {
-		t.Fatalf("before the loss the reader holds %d records, want 20", len(want))
+	if n := 20 + 5*btoi(backup != nil); len(want) != n {
+		t.Fatalf("before the loss the reader holds %d records, want %d", len(want), n)
 	}
 	// Bob goes away for good: what he wrote lives on only in the others.
 	srv.kill(t)
@@ -122,4 +155,22 @@ func runHeal(t *testing.T, bin, store string, lose func(*testing.T)) {
 		}
 	}
 	_ = crdt.Record{}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
 }
