@@ -47,8 +47,8 @@ func NormalizeValue(v []byte) ([]byte, error) {
 	return out, nil
 }
 
-// headAny reads a head in any length. Indefinite lengths and reserved
-// heads are refused.
+// headAny reads a head in any length (head also checks the shortest form).
+// Indefinite lengths and reserved heads are refused.
 func (c *cursor) headAny() (major, info byte, arg uint64, err error) {
 	if c.off >= len(c.b) {
 		return 0, 0, 0, c.errf("unexpected end")

@@ -148,47 +148,12 @@ func (c *cursor) errf(format string, args ...any) error {
 // head reads a head and checks it is in shortest form. It returns the major
 // type, the additional information and the argument.
 func (c *cursor) head() (major, info byte, arg uint64, err error) {
-	if c.off >= len(c.b) {
-		return 0, 0, 0, c.errf("unexpected end")
+	major, info, arg, err = c.headAny()
+	if err != nil || major == majorSimple || info < 24 {
+		return major, info, arg, err // floats and simple values: checked by the caller
 	}
-	ib := c.b[c.off]
-	c.off++
-	major, info = ib>>5, ib&0x1f
-	var size int
-	switch {
-	case info < 24:
-		return major, info, uint64(info), nil
-	case info == 24:
-		size = 1
-	case info == 25:
-		size = 2
-	case info == 26:
-		size = 4
-	case info == 27:
-		size = 8
-	default:
-		return 0, 0, 0, c.errf("indefinite length or reserved head 0x%02x", ib)
-	}
-	if len(c.b)-c.off < size {
-		return 0, 0, 0, c.errf("unexpected end")
-	}
-	p := c.b[c.off : c.off+size]
-	c.off += size
-	switch size {
-	case 1:
-		arg = uint64(p[0])
-	case 2:
-		arg = uint64(binary.BigEndian.Uint16(p))
-	case 4:
-		arg = uint64(binary.BigEndian.Uint32(p))
-	case 8:
-		arg = binary.BigEndian.Uint64(p)
-	}
-	if major == majorSimple {
-		return major, info, arg, nil // floats and simple values: checked by the caller
-	}
-	shortest := (size == 1 && arg >= 24) || (size == 2 && arg > math.MaxUint8) ||
-		(size == 4 && arg > math.MaxUint16) || (size == 8 && arg > math.MaxUint32)
+	shortest := (info == 24 && arg >= 24) || (info == 25 && arg > math.MaxUint8) ||
+		(info == 26 && arg > math.MaxUint16) || (info == 27 && arg > math.MaxUint32)
 	if !shortest {
 		return 0, 0, 0, errNonCanonical
 	}
