@@ -10,6 +10,9 @@ import { FakeServer } from './helpers/server.js';
 import { freshIDB, openClient, until } from './helpers/util.js';
 import { PATHS } from '../src/constants.js';
 
+/** Waits longer than until's default: these runs sync several clients through resets, and the full suite runs files in parallel. */
+const WAIT = 15_000;
+
 /**
  * An unsigned JWT naming subject sub (the fake server does not check
  * signatures; it derives the replica prefix from the subject).
@@ -66,17 +69,17 @@ test('a wiped server is healed by its live clients: sealed records of anyone, an
   b.on('serverReset', (r) => resets.push(['b', r]));
   for (let i = 0; i < 5; i++) await a.collection('todos').put('a' + i, { by: 'alice', i });
   for (let i = 0; i < 3; i++) await b.collection('todos').put('b' + i, { by: 'bob', i });
-  await until(async () => Object.keys(await clientDocs(a, 'todos')).length === 8 && Object.keys(await clientDocs(b, 'todos')).length === 8, 'both to hold all 8');
+  await until(async () => Object.keys(await clientDocs(a, 'todos', WAIT)).length === 8 && Object.keys(await clientDocs(b, 'todos')).length === 8, 'both to hold all 8');
   await a.whenSynced();
   await b.whenSynced();
   const before = serverDocs(server, 'todos');
   // Alice goes away; the server loses everything.
   await a.close();
   server.wipe();
-  await until(() => resets.some(([who]) => who === 'b'), 'b to hear the reset');
+  await until(() => resets.some(([who]) => who === 'b'), 'b to hear the reset', WAIT);
   assert.deepEqual(resets[0], ['b', { collection: 'todos', reason: 'history_lost', message: 'the test wiped the store' }]);
   // Bob restored alice's records too, with her stamps (seals), not his.
-  await until(() => Object.keys(serverDocs(server, 'todos')).length === 8, 'the server to hold all 8 again');
+  await until(() => Object.keys(serverDocs(server, 'todos', WAIT)).length === 8, 'the server to hold all 8 again');
   assert.deepEqual(serverDocs(server, 'todos'), before);
   assert.ok(server.requests.includes(PATHS.restore));
   assert.ok(server.coll('todos').byId.get('a0').record.fields.get('by').stamp.replica.startsWith(a.store.prefix + '_'), "alice's stamp");
@@ -84,7 +87,7 @@ test('a wiped server is healed by its live clients: sealed records of anyone, an
   await b.collection('todos').update('a0', { done: true });
   const c = await openClient({ url: server.url, name: 'c', token: jwtOf('carol'), collections: ['todos'] });
   t.after(() => c.close());
-  await until(async () => (await c.collection('todos').get('a0'))?.done === true, 'a newcomer to see the healed data and the new write');
+  await until(async () => (await c.collection('todos').get('a0'))?.done === true, 'a newcomer to see the healed data and the new write', WAIT);
   assert.deepEqual(await clientDocs(c, 'todos'), await clientDocs(b, 'todos'));
 });
 
@@ -100,12 +103,12 @@ test('a reset in a pull answer heals too (polling); own acknowledged writes with
   t.after(() => Promise.all([a.close(), b.close()]));
   await a.collection('todos').put('a1', { by: 'alice' });
   await b.collection('todos').put('b1', { by: 'bob' });
-  await until(async () => (await a.collection('todos').get('b1')) && (await b.collection('todos').get('a1')), 'both to hold both');
+  await until(async () => (await a.collection('todos').get('b1')) && (await b.collection('todos').get('a1')), 'both to hold both', WAIT);
   /** @type {any[]} */
   const resets = [];
   a.on('serverReset', (r) => resets.push(r));
   server.wipe();
-  await until(() => server.coll('todos').byId.size === 2, 'both writes back on the server');
+  await until(() => server.coll('todos').byId.size === 2, 'both writes back on the server', WAIT);
   assert.equal(server.restores.length, 0, 'nothing sealed to restore');
   assert.deepEqual(resets, [{ collection: 'todos', reason: 'history_lost', message: 'the test wiped the store' }]);
   assert.equal(server.coll('todos').byId.get('a1').record.fields.get('by').stamp.replica, a.store.replica);
@@ -131,14 +134,14 @@ test('reason rebuilt pulls again and gives nothing back; an unknown reason heals
   server.resetReason = 'rebuilt';
   server.wipe();
   for (const [k, v] of kept) server.colls.set(k, v);
-  await until(() => resets.length === 1, 'the reset');
-  await until(() => server.requests.filter((p) => p === PATHS.pull).length > 0 && a.status.online, 'pulled again');
+  await until(() => resets.length === 1, 'the reset', WAIT);
+  await until(() => server.requests.filter((p) => p === PATHS.pull).length > 0 && a.status.online, 'pulled again', WAIT);
   await new Promise((r) => setTimeout(r, 100));
   assert.equal(server.restores.length, 0, 'rebuilt: nothing to give back');
   // An unknown reason is history_lost: restore.
   server.resetReason = 'moon_phase';
   server.wipe();
-  await until(() => server.coll('todos').byId.has('x'), 'x restored');
+  await until(() => server.coll('todos').byId.has('x'), 'x restored', WAIT);
   assert.deepEqual(resets, ['rebuilt', 'moon_phase']);
   assert.ok(server.restores.length > 0);
 });
@@ -152,9 +155,9 @@ test('restores go in batches of the hello max-push; a bad seal leaves the record
   await w.close();
   const r = await openClient({ url: server.url, name: 'r', token: jwtOf('rita'), collections: ['todos'] });
   t.after(() => r.close());
-  await until(async () => (await r.collection('todos').list()).length === 7, 'the reader to hold 7');
+  await until(async () => (await r.collection('todos').list()).length === 7, 'the reader to hold 7', WAIT);
   server.wipe();
-  await until(() => server.coll('todos').byId.size === 7, 'all 7 restored');
+  await until(() => server.coll('todos').byId.size === 7, 'all 7 restored', WAIT);
   assert.deepEqual(server.restores, [3, 3, 1]);
   // The server's seal key changes (as when it is lost with the store): a
   // reader cannot give back others' records; they stay local.
@@ -163,7 +166,7 @@ test('restores go in batches of the hello max-push; a bad seal leaves the record
   r.on('error', (e) => errors.push(e));
   server.sealKey = 'another-key';
   server.wipe();
-  await until(() => errors.some((e) => /heal todos/.test(e.message)), 'the refused heal reported');
+  await until(() => errors.some((e) => /heal todos/.test(e.message)), 'the refused heal reported', WAIT);
   assert.equal(server.coll('todos').byId.size, 0);
   assert.equal((await r.collection('todos').list()).length, 7, 'nothing local dropped');
 });
@@ -187,11 +190,11 @@ test('a heal cut short by an outage is owed across a reload and made then', asyn
     return handle(req, res);
   };
   server.wipe();
-  await until(async () => (await a.store.owedHeals()).length === 1 && server.requests.length > 0, 'a heal owed');
+  await until(async () => (await a.store.owedHeals()).length === 1 && server.requests.length > 0, 'a heal owed', WAIT);
   await a.close();
   restoreFails = false;
   const again = await openClient({ url: server.url, name: 'a', token: jwtOf('alice'), collections: ['todos'], indexedDB: idb });
   t.after(() => again.close());
-  await until(() => server.coll('todos').byId.has('k'), 'healed after the reload');
-  await until(async () => (await again.store.owedHeals()).length === 0, 'nothing owed');
+  await until(() => server.coll('todos').byId.has('k'), 'healed after the reload', WAIT);
+  await until(async () => (await again.store.owedHeals()).length === 0, 'nothing owed', WAIT);
 });
