@@ -90,6 +90,7 @@ type Engine struct {
 	replica  string
 	maxDrift time.Duration
 	commits  commitHealth
+	served   servedHistories
 	quotas   []Quota
 	usager   stores.Usager
 	subsMu   sync.Mutex
@@ -501,6 +502,7 @@ func (e *Engine) Pull(ctx context.Context, collection string, cursor Cursor, lim
 	for i, en := range page.Entries {
 		out.Entries[i] = Entry{Seq: en.Seq, Record: en.Record}
 	}
+	e.served.note(collection, served{tag, meta.Epoch})
 	return out, nil
 }
 

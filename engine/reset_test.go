@@ -331,3 +331,44 @@ func TestHeadReadsOverlapping(t *testing.T) {
 		t.Fatalf("an overlapping older head read started a new epoch: %+v", m)
 	}
 }
+
+// A store that starts a new history with its head where it was (restored
+// from an older state and written past it again, or marked restored) wakes
+// every subscriber, so that it pulls and is reset.
+func TestNewEpochWakesSubscribers(t *testing.T) {
+	ctx := context.Background()
+	st := memory.New()
+	defer st.Close()
+	e, err := Open(Config{Store: st, Replica: "srv", PollInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	ch := crdt.Change{Collection: "c", Record: crdt.SetField("r", "f", []byte{0x01}, crdt.Stamp{Wall: 1, Replica: "w"})}
+	if _, err := e.Apply(ctx, []crdt.Change{ch}); err != nil {
+		t.Fatal(err)
+	}
+	sub, err := e.Subscribe("c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	page, err := e.Pull(ctx, "c", Cursor{}, PageLimit{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Heads are known to the subscriber before the epoch changes.
+	e.publish("c", 1)
+	<-sub.C()
+	if err := st.BumpEpochs(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-sub.C():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the new epoch did not wake the subscriber")
+	}
+	if _, err := e.Pull(ctx, "c", page.Next, PageLimit{}); !errors.Is(err, ErrReset) {
+		t.Fatalf("pull after the new epoch: %v, want a reset", err)
+	}
+}

@@ -143,6 +143,11 @@ func (e *Engine) watchLoop(ctx context.Context) {
 		for _, c := range colls {
 			hctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			h, err := e.readHead(hctx, c) // notes a head that went back
+			var tag [8]byte
+			var m stores.Meta
+			if err == nil {
+				tag, m, err = e.view(hctx, c, false)
+			}
 			cancel()
 			if err != nil {
 				if ctx.Err() == nil {
@@ -150,7 +155,53 @@ func (e *Engine) watchLoop(ctx context.Context) {
 				}
 				continue
 			}
+			if e.served.changed(c, served{tag, m.Epoch}) {
+				// Pages were served in another history (a store restored
+				// from an older state may have its head at or above where
+				// it was): every subscriber pulls, and is reset.
+				e.rewindSubscribers(c, h)
+				continue
+			}
 			e.publish(c, h)
 		}
 	}
+}
+
+// served is the history (store tag and epoch) pages of a collection were
+// served in.
+type served struct {
+	tag   [8]byte
+	epoch uint64
+}
+
+// servedHistories remembers, per collection, the history of the last page
+// Pull served, so that the watch loop can tell subscribers when the store's
+// history changed under them.
+type servedHistories struct {
+	mu sync.Mutex
+	m  map[string]served
+}
+
+func (s *servedHistories) note(collection string, h served) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.m == nil {
+		s.m = map[string]served{}
+	}
+	if len(s.m) >= maxHistory {
+		clear(s.m)
+	}
+	s.m[collection] = h
+}
+
+// changed reports whether pages of collection were served in another
+// history than now, and remembers now.
+func (s *servedHistories) changed(collection string, now served) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	was, ok := s.m[collection]
+	if s.m != nil {
+		s.m[collection] = now
+	}
+	return ok && was != now
 }
