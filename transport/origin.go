@@ -116,3 +116,20 @@ func isLoopback(host string) bool {
 	a, err := netip.ParseAddr(host)
 	return err == nil && a.Unmap().IsLoopback()
 }
+
+// CORS serves h (static files, such as the browser library at /convergo/)
+// to pages of the origins the server allows: an allowed foreign origin gets
+// Access-Control-Allow-Origin, so a page there can import the library as a
+// module; other origins get the files without it, which browsers refuse to
+// use across origins.
+func (s *Server) CORS(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if origin := r.Header.Get("Origin"); origin != "" {
+			if same, ok := s.originAllowed(origin); ok && !same {
+				w.Header().Set("Access-Control-Allow-Origin", origin)
+				w.Header().Add("Vary", "Origin")
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
+}

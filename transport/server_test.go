@@ -889,3 +889,24 @@ func TestReplicaBinding(t *testing.T) {
 		t.Fatalf("anonymous write with the shared prefix: %+v", res[0])
 	}
 }
+
+// Static files the server serves (the browser library) carry CORS headers
+// for allowed foreign origins, so pages there can import them as modules.
+func TestCORSOnStaticFiles(t *testing.T) {
+	ts := newTestServer(t, func(c *Config) { c.AllowedOrigins = []string{"app.example.com"} })
+	ts.srv.Handle("/convergo/", ts.srv.CORS(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "export {}")
+	})))
+	for origin, want := range map[string]string{"https://app.example.com": "https://app.example.com", "https://evil.example": ""} {
+		req, _ := http.NewRequest(http.MethodGet, ts.URL+"/convergo/index.js", nil)
+		req.Header.Set("Origin", origin)
+		resp, err := ts.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if got := resp.Header.Get("Access-Control-Allow-Origin"); got != want {
+			t.Errorf("origin %s: Access-Control-Allow-Origin %q, want %q", origin, got, want)
+		}
+	}
+}

@@ -159,7 +159,7 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	srv.Handle("/convergo/", http.StripPrefix("/convergo/", jsclient.Handler()))
+	srv.Handle("/convergo/", srv.CORS(http.StripPrefix("/convergo/", jsclient.Handler())))
 	if c.demo {
 		srv.Handle("/", jsclient.DemoHandler())
 	}
