@@ -391,6 +391,12 @@ func (c *liveConn) writer() {
 		ctx, cancel := context.WithTimeout(c.ctx, c.s.timing.write)
 		defer cancel()
 		if err := c.ws.Write(ctx, websocket.MessageBinary, data); err != nil {
+			if errors.Is(err, context.DeadlineExceeded) {
+				// The client stopped reading: no close frame can reach it, so
+				// the log says why.
+				c.s.log.Info("live client not reading: closing", "addr", c.addr, "request", c.id, "after", c.s.timing.write)
+				_ = c.ws.CloseNow()
+			}
 			c.cancel()
 			return false
 		}
