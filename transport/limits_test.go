@@ -22,7 +22,9 @@ func (s *Server) queuedBytes() int64 {
 	defer s.mu.Unlock()
 	var most int64
 	for c := range s.live {
-		most = max(most, c.queued.inUse())
+		c.qmu.Lock()
+		most = max(most, c.qbytes)
+		c.qmu.Unlock()
 	}
 	return most
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,30 +20,33 @@ import (
 	"github.com/convergo/convergo/transport/proto"
 )
 
-// A live session is four kinds of goroutine around one WebSocket:
+// A live session is one goroutine around one WebSocket, plus what it
+// borrows while it has work:
 //
 //   - the handler goroutine reads and handles client messages;
-//   - one writer owns every data frame written, from a bounded queue, and
-//     writes pending resyncs before anything else;
-//   - one pinger pings every PingInterval and closes the connection when
-//     the client was silent for IdleTimeout;
-//   - one goroutine per subscription pulls from the engine whenever the
-//     collection's head moves and queues changes pages.
+//   - its writes go through the server's pool of writers (writePool): a
+//     writer takes a connection with queued frames, writes what is queued
+//     (owed resyncs first) under one deadline, and moves on;
+//   - the server's one pinger (pinger) pings every connection each
+//     PingInterval, spread over the interval, and closes connections
+//     silent for IdleTimeout;
+//   - its subscriptions are entries of broadcast groups (broadcast.go),
+//     which read each collection's new changes once and queue the same
+//     bytes on every caught-up connection.
 //
+// An idle session therefore holds its reading goroutine and nothing else.
 // Nothing is buffered without bound: the queue holds at most
-// Limits.SendQueue messages and Limits.MaxQueueBytes bytes (the message
+// Limits.SendQueue messages and Limits.MaxQueueBytes bytes (the messages
 // being written included; one message is always let into an empty queue,
-// so a page larger than the bound still travels); a subscription holds at
-// most one page while it waits for room in the queue, and one that waits
-// longer than Limits.SlowConsumer stops and leaves a resync for the
-// writer. The subscriptions of a connection take turns to read and offer
-// their pages, so a connection holds at most one page outside its queue,
-// however many subscriptions it has. A client that stops reading
-// altogether is closed when a write takes longer than WriteTimeout.
+// so a page larger than the bound still travels), and at most one page
+// waits outside it, parked (broadcast.go); a subscription whose page stays
+// parked for Limits.SlowConsumer stops with resync. A client that stops
+// reading altogether is closed when a write takes longer than
+// WriteTimeout.
 
 type frame struct {
 	data  []byte
-	sub   *liveSub             // the subscription of a changes page, else nil
+	sub   *member              // the subscription of a changes page, else nil
 	recs  int                  // records in a changes page
 	close websocket.StatusCode // after data, close with this status (0: don't)
 	why   string
@@ -55,26 +59,31 @@ type liveConn struct {
 	id     string // the request id of the upgrade: the session's, in its logs and errors
 	ctx    context.Context
 	cancel context.CancelFunc
-	send   chan frame
-	queued *budget       // bytes of the frames in send and of the one being written
-	paging chan struct{} // held by the one subscription reading or offering a page
-	heard  atomic.Int64  // unix nanos of the last message or pong
-	wrote  chan struct{} // closed when the writer ends
+	heard  atomic.Int64 // unix nanos of the last message or pong
+	slot   int          // the pinger's slot (ping.go)
+	wrote  chan struct{}
+	wrote1 sync.Once
+
+	qmu     sync.Mutex // guards the send queue below
+	frames  []frame    // queued, oldest first
+	qbytes  int64      // bytes of frames and of those being written
+	writing bool       // a writer holds the connection (or it is dead)
+	dead    bool       // writes ended: nothing is queued any more
+	idle    chan struct{}
+	room    chan struct{} // closed and replaced whenever room frees
+	parked  *parkedFrame  // the one page waiting for room (broadcast.go)
+	waiting []*member     // members refused the parking place
+	owed    bool          // resyncs to write first
+	turn    bool          // a page is being read for one subscription of it alone
 
 	mu      sync.Mutex
-	subs    map[string]*liveSub
+	subs    map[string]*member
 	resyncs map[string]*proto.ResetInfo // collections owed a resync (nil) or a reset message
-	kick    chan struct{}               // wakes the writer for resyncs
-	wg      sync.WaitGroup              // writer, pinger, subscriptions
 }
 
-type liveSub struct {
-	cancel context.CancelFunc
-	done   chan struct{}
-	// stopped is set by unsub and resync: the writer drops the pages of a
-	// stopped subscription still in the queue, so none follows its unsub
-	// or resync.
-	stopped atomic.Bool
+type parkedFrame struct {
+	m *member
+	f frame
 }
 
 func (s *Server) serveLive(w http.ResponseWriter, r *http.Request) {
@@ -135,12 +144,9 @@ func (s *Server) serveLive(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &liveConn{
 		s: s, ws: ws, addr: addr, ctx: ctx, cancel: cancel, id: sw.Header().Get(proto.HeaderRequestID),
-		send:    make(chan frame, s.limits.SendQueue),
-		queued:  newBudget(s.limits.MaxQueueBytes),
-		paging:  make(chan struct{}, 1),
-		subs:    map[string]*liveSub{},
+		room:    make(chan struct{}),
+		subs:    map[string]*member{},
 		resyncs: map[string]*proto.ResetInfo{},
-		kick:    make(chan struct{}, 1),
 		wrote:   make(chan struct{}),
 	}
 	c.heard.Store(s.now().UnixNano())
@@ -148,6 +154,8 @@ func (s *Server) serveLive(w http.ResponseWriter, r *http.Request) {
 	s.live[c] = struct{}{}
 	closing := s.closing // Shutdown began during the upgrade and missed c
 	s.mu.Unlock()
+	s.pinger.add(c)
+	defer s.pinger.remove(c)
 	if closing {
 		c.goAway()
 	}
@@ -161,11 +169,9 @@ func (s *Server) serveLive(w http.ResponseWriter, r *http.Request) {
 	c.run()
 }
 
-// run serves the session until it ends, then stops every goroutine.
+// run serves the session until it ends, then ends its subscriptions and
+// waits for its writes.
 func (c *liveConn) run() {
-	c.wg.Add(2)
-	go c.writer()
-	go c.pinger()
 	err := c.readLoop()
 	if errors.Is(err, errFatal) {
 		// An error message is queued with the close after it: let the
@@ -179,12 +185,16 @@ func (c *liveConn) run() {
 	}
 	c.cancel()
 	c.mu.Lock()
-	for coll, sub := range c.subs {
-		sub.cancel()
+	subs := make([]*member, 0, len(c.subs))
+	for coll, m := range c.subs {
+		subs = append(subs, m)
 		delete(c.subs, coll)
 	}
 	c.mu.Unlock()
-	c.wg.Wait()
+	for _, m := range subs {
+		m.leave()
+	}
+	c.endWrites(false)
 	c.ws.CloseNow()
 	if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, errFatal) {
 		c.s.log.Debug("live session ended", "addr", c.addr, "err", err)
@@ -338,28 +348,169 @@ func (c *liveConn) queue(m proto.Message) {
 // put queues f, waiting at most wait for room in the queue: fewer than
 // Limits.SendQueue frames and f's bytes within Limits.MaxQueueBytes (or an
 // empty queue). It reports whether f was queued; false with done still
-// open means there was no room in time.
+// open means there was no room in time (or the connection's writes ended).
 func (c *liveConn) put(done <-chan struct{}, f frame, wait time.Duration) bool {
-	start := time.Now()
+	var t *time.Timer
+	for {
+		ok, room := c.tryPut(f)
+		if ok {
+			return true
+		}
+		if room == nil || wait <= 0 {
+			return false
+		}
+		if t == nil {
+			t = time.NewTimer(wait)
+			defer t.Stop()
+		}
+		select {
+		case <-room:
+		case <-done:
+			return false
+		case <-t.C:
+			return false
+		}
+	}
+}
+
+// tryPut queues f if there is room now. Otherwise it returns a channel
+// closed when room frees, or nil when the connection's writes ended.
+func (c *liveConn) tryPut(f frame) (bool, <-chan struct{}) {
+	c.qmu.Lock()
+	if c.dead {
+		c.qmu.Unlock()
+		return false, nil
+	}
+	if !c.fitsLocked(f) {
+		room := c.room
+		c.qmu.Unlock()
+		return false, room
+	}
+	c.pushLocked(f)
+	start := !c.writing
+	c.writing = true
+	c.qmu.Unlock()
+	if start {
+		c.s.writers.run(c)
+	}
+	return true, nil
+}
+
+func (c *liveConn) fitsLocked(f frame) bool {
 	n := int64(len(f.data))
-	if !c.queued.take(n, wait, done) {
+	return len(c.frames) < c.s.limits.SendQueue && (c.qbytes == 0 || c.qbytes+n <= c.s.limits.MaxQueueBytes)
+}
+
+func (c *liveConn) pushLocked(f frame) {
+	c.frames = append(c.frames, f)
+	c.qbytes += int64(len(f.data))
+}
+
+// The outcomes of offer.
+const (
+	offerQueued = iota // in the queue
+	offerParked        // in the parking place: the member waits for room
+	offerBusy          // neither: another subscription holds the parking place
+)
+
+// offer queues a changes page of m without waiting; a page that finds no
+// room is parked, if the parking place is free (broadcast.go). Called with
+// m's group locked.
+func (c *liveConn) offer(m *member, f frame) int {
+	c.qmu.Lock()
+	switch {
+	case c.dead:
+		c.qmu.Unlock()
+		return offerQueued // dropped: the session is ending and m with it
+	case c.parked == nil && c.fitsLocked(f):
+		c.pushLocked(f)
+		start := !c.writing
+		c.writing = true
+		c.qmu.Unlock()
+		if start {
+			c.s.writers.run(c)
+		}
+		return offerQueued
+	case c.parked == nil:
+		c.parked = &parkedFrame{m: m, f: f}
+		c.qmu.Unlock()
+		return offerParked
+	default:
+		c.waiting = append(c.waiting, m)
+		c.qmu.Unlock()
+		return offerBusy
+	}
+}
+
+// takeTurn takes the connection's read turn for a page read for one of
+// its subscriptions alone: a connection holds at most one such page in
+// flight, and none beside a parked page, so it holds at most one page
+// outside its queue (docs/operations.md, "Memory"). A member refused the
+// turn waits to be woken like one refused the parking place.
+func (c *liveConn) takeTurn(m *member) bool {
+	c.qmu.Lock()
+	defer c.qmu.Unlock()
+	if c.turn || c.parked != nil {
+		c.waiting = append(c.waiting, m)
 		return false
 	}
-	select {
-	case c.send <- f:
-		return true
-	default:
+	c.turn = true
+	return true
+}
+
+// endTurn gives the read turn back; waiting members are woken by the
+// writer.
+func (c *liveConn) endTurn() {
+	c.qmu.Lock()
+	c.turn = false
+	start := !c.writing && len(c.waiting) > 0
+	if start {
+		c.writing = true
 	}
-	t := time.NewTimer(wait - time.Since(start))
-	defer t.Stop()
-	select {
-	case c.send <- f:
-		return true
-	case <-done:
-	case <-t.C:
+	c.qmu.Unlock()
+	if start {
+		c.s.writers.run(c)
 	}
-	c.queued.release(n)
-	return false
+}
+
+// unpark empties the parking place if m's page is in it, and reports
+// whether it was. Called with m's group locked; the members waiting for
+// the place are woken by the writer.
+func (c *liveConn) unpark(m *member) bool {
+	c.qmu.Lock()
+	if c.parked == nil || c.parked.m != m {
+		c.qmu.Unlock()
+		return false
+	}
+	c.parked = nil
+	start := !c.writing && len(c.waiting) > 0
+	if start {
+		c.writing = true
+	}
+	c.qmu.Unlock()
+	if start {
+		c.s.writers.run(c)
+	}
+	return true
+}
+
+// owe ends m from its group's side and owes the client a resync for it,
+// or with reset a reset message: its cursor is of another history.
+func (c *liveConn) owe(m *member, reset *proto.ResetInfo) {
+	c.mu.Lock()
+	if c.subs[m.coll] == m {
+		delete(c.subs, m.coll)
+		c.resyncs[m.coll] = reset
+	}
+	c.mu.Unlock()
+	c.qmu.Lock()
+	c.owed = true
+	start := !c.writing
+	c.writing = true
+	c.qmu.Unlock()
+	if start {
+		c.s.writers.run(c)
+	}
 }
 
 // fatal sends an error message and closes the connection after it.
@@ -383,13 +534,81 @@ func (c *liveConn) fatal(status websocket.StatusCode, err error) {
 	}
 }
 
-// writer writes queued frames; resyncs go first.
-func (c *liveConn) writer() {
-	defer c.wg.Done()
-	defer close(c.wrote)
+// batchBytes is about how many bytes one writer batch holds: small frames
+// share one deadline, large pages get one each.
+const batchBytes = 64 << 10
+
+// flush is what a writer does with a connection it took: it writes owed
+// resyncs, then queued frames, a batch at a time under one deadline, until
+// nothing is queued; then it moves the parked page into the queue and wakes
+// the members waiting for room. The connection is held by one writer at a
+// time (writing).
+func (c *liveConn) flush() {
+	var batch []frame
+	for {
+		c.qmu.Lock()
+		if c.dead {
+			c.writing = false
+			c.signalIdleLocked()
+			c.qmu.Unlock()
+			return
+		}
+		owed := c.owed
+		c.owed = false
+		var size int
+		n := 0
+		for n < len(c.frames) && (n == 0 || size+len(c.frames[n].data) <= batchBytes) {
+			size += len(c.frames[n].data)
+			n++
+		}
+		batch = append(batch[:0], c.frames[:n]...)
+		c.frames = slices.Delete(c.frames, 0, n)
+		var wake []*member
+		var unparked *member
+		if n == 0 && !owed {
+			// Nothing to write: the parked page moves in, or its place
+			// goes to a waiting member.
+			if c.parked != nil && c.fitsLocked(c.parked.f) {
+				c.pushLocked(c.parked.f)
+				unparked = c.parked.m
+				c.parked = nil
+			}
+			if c.parked == nil {
+				wake, c.waiting = c.waiting, nil
+			}
+			if unparked == nil {
+				c.writing = false
+			}
+		}
+		c.qmu.Unlock()
+		if n == 0 && !owed {
+			if unparked != nil {
+				unparked.unparked(true)
+			}
+			for _, m := range wake {
+				m.unparked(false)
+			}
+			if unparked != nil {
+				continue
+			}
+			return
+		}
+		ok := c.writeBatch(owed, batch)
+		clear(batch)
+		if !ok {
+			c.endWrites(true)
+			return
+		}
+	}
+}
+
+// writeBatch writes owed resyncs and batch under one deadline, releasing
+// each frame's bytes once written. It reports false when the connection's
+// writes ended.
+func (c *liveConn) writeBatch(owed bool, batch []frame) bool {
+	ctx, cancel := context.WithTimeout(c.ctx, c.s.timing.write)
+	defer cancel()
 	write := func(data []byte) bool {
-		ctx, cancel := context.WithTimeout(c.ctx, c.s.timing.write)
-		defer cancel()
 		if err := c.ws.Write(ctx, websocket.MessageBinary, data); err != nil {
 			if errors.Is(err, context.DeadlineExceeded) {
 				// The client stopped reading: no close frame can reach it, so
@@ -402,34 +621,72 @@ func (c *liveConn) writer() {
 		}
 		return true
 	}
-	for {
-		select {
-		case <-c.ctx.Done():
-			return
-		case <-c.kick:
-			if !c.writeResyncs(write) {
-				return
-			}
-		case f := <-c.send:
-			if f.sub != nil {
-				if f.sub.stopped.Load() {
-					c.queued.release(int64(len(f.data)))
-					continue
+	ok := !owed || c.writeResyncs(write)
+	for _, f := range batch {
+		if ok {
+			switch {
+			case f.sub != nil && f.sub.stopped.Load():
+			default:
+				if f.sub != nil {
+					c.s.metrics.fanout.Inc()
+					c.s.metrics.fanoutRecs.Add(float64(f.recs))
 				}
-				c.s.metrics.fanout.Inc()
-				c.s.metrics.fanoutRecs.Add(float64(f.recs))
-			}
-			ok := write(f.data)
-			c.queued.release(int64(len(f.data)))
-			if !ok {
-				return
-			}
-			if f.close != 0 {
-				_ = c.ws.Close(f.close, f.why)
-				c.cancel()
-				return
+				ok = write(f.data)
+				if ok && f.close != 0 {
+					_ = c.ws.Close(f.close, f.why)
+					c.cancel()
+					ok = false
+				}
 			}
 		}
+		c.release(int64(len(f.data)))
+	}
+	return ok
+}
+
+// release gives back n queued bytes.
+func (c *liveConn) release(n int64) {
+	c.qmu.Lock()
+	c.qbytes -= n
+	close(c.room)
+	c.room = make(chan struct{})
+	c.qmu.Unlock()
+}
+
+// endWrites ends the connection's writes: what is queued is dropped, and
+// unless called by the writer itself, it waits for a writer holding the
+// connection to let go.
+func (c *liveConn) endWrites(writer bool) {
+	c.wrote1.Do(func() { close(c.wrote) })
+	c.qmu.Lock()
+	c.dead = true
+	c.frames = nil
+	c.qbytes = 0
+	c.parked = nil
+	c.waiting = nil
+	close(c.room)
+	c.room = make(chan struct{})
+	var idle chan struct{}
+	if writer {
+		c.writing = false
+		c.signalIdleLocked()
+	} else if c.writing {
+		if c.idle == nil {
+			c.idle = make(chan struct{})
+		}
+		idle = c.idle
+	}
+	c.qmu.Unlock()
+	c.cancel()
+	if idle != nil {
+		<-idle
+	}
+}
+
+func (c *liveConn) signalIdleLocked() {
+	if c.idle != nil {
+		close(c.idle)
+		c.idle = nil
 	}
 }
 
@@ -450,32 +707,6 @@ func (c *liveConn) writeResyncs(write func([]byte) bool) bool {
 		c.s.metrics.resyncs.Inc()
 	}
 	return true
-}
-
-// pinger pings the client and closes a connection silent for IdleTimeout.
-func (c *liveConn) pinger() {
-	defer c.wg.Done()
-	t := time.NewTicker(c.s.timing.ping)
-	defer t.Stop()
-	for {
-		select {
-		case <-c.ctx.Done():
-			return
-		case <-t.C:
-		}
-		ctx, cancel := context.WithTimeout(c.ctx, c.s.timing.ping)
-		err := c.ws.Ping(ctx)
-		cancel()
-		if err == nil {
-			c.heard.Store(c.s.now().UnixNano())
-		}
-		if silent := c.s.now().Sub(time.Unix(0, c.heard.Load())); silent >= c.s.timing.idle {
-			c.s.log.Info("live client silent: closing", "addr", c.addr, "silent", silent)
-			_ = c.ws.Close(websocket.StatusPolicyViolation, "no answer")
-			c.cancel()
-			return
-		}
-	}
 }
 
 func (c *liveConn) subscribe(p Principal, m proto.Sub) {
@@ -499,13 +730,27 @@ func (c *liveConn) subscribe(p Principal, m proto.Sub) {
 		c.queue(proto.ErrorMessage{Code: proto.CodeTooLarge, Message: fmt.Sprintf("more than %d subscriptions", c.s.limits.MaxSubscriptions), Collection: m.Collection, RequestID: c.id})
 		return
 	}
-	ctx, cancel := context.WithCancel(c.ctx)
-	sub := &liveSub{cancel: cancel, done: make(chan struct{})}
-	c.subs[m.Collection] = sub
 	delete(c.resyncs, m.Collection)
-	c.wg.Add(1)
 	c.mu.Unlock()
-	go c.stream(ctx, sub, m.Collection, cursor)
+	// Only this goroutine adds subscriptions, so the count holds.
+	sub, err := c.s.hub.join(c, m.Collection, cursor)
+	if err != nil { // the engine refused: the client pulls and subscribes again
+		c.mu.Lock()
+		c.resyncs[m.Collection] = nil
+		c.mu.Unlock()
+		c.qmu.Lock()
+		c.owed = true
+		start := !c.writing
+		c.writing = true
+		c.qmu.Unlock()
+		if start {
+			c.s.writers.run(c)
+		}
+		return
+	}
+	c.mu.Lock()
+	c.subs[m.Collection] = sub
+	c.mu.Unlock()
 }
 
 func (c *liveConn) unsubscribe(coll string) {
@@ -514,99 +759,13 @@ func (c *liveConn) unsubscribe(coll string) {
 	delete(c.subs, coll)
 	c.mu.Unlock()
 	if sub != nil {
-		sub.stopped.Store(true)
-		sub.cancel()
-		<-sub.done
-	}
-}
-
-// stream sends collection's changes after cursor, then whenever its head
-// moves. It subscribes before the first pull, so no change between the two
-// is missed. The first page is sent even when empty: it tells the client it
-// is caught up.
-func (c *liveConn) stream(ctx context.Context, sub *liveSub, coll string, cursor engine.Cursor) {
-	defer c.wg.Done()
-	defer close(sub.done)
-	es, err := c.s.eng.Subscribe(coll)
-	if err != nil {
-		c.stop(sub, coll)
-		return
-	}
-	defer es.Close()
-	first := true
-	// head is the newest head announced; a shared page must include it.
-	// The catch-up reads after the sub, whose head is unknown, are the
-	// subscriber's own; pages are shared once it has caught up.
-	var (
-		head   uint64
-		shared bool
-	)
-	for {
-		for {
-			var (
-				page wirePage
-				data []byte
-				err  error
-			)
-			select {
-			case c.paging <- struct{}{}:
-			case <-ctx.Done():
-				return
-			}
-			if !shared {
-				page, data, err = c.s.readPage(coll, cursor)
-			} else {
-				page, data, err = c.s.pages.do(ctx, pageKey{coll, cursor}, head, func() (wirePage, []byte, error) {
-					return c.s.readPage(coll, cursor)
-				})
-			}
-			if err != nil {
-				<-c.paging
-				if reset := resetOf(err); reset != nil {
-					c.stopWith(sub, coll, reset) // the cursor is of another history
-					return
-				}
-				if ctx.Err() == nil {
-					c.s.log.Warn("live pull failed: resync", "collection", coll, "err", err)
-					c.stop(sub, coll)
-				}
-				return
-			}
-			if len(page.Records) == 0 && !first {
-				<-c.paging
-				break
-			}
-			first = false
-			offered := c.offer(ctx, frame{data: data, sub: sub, recs: len(page.Records)})
-			<-c.paging
-			if !offered {
-				if ctx.Err() == nil {
-					c.stop(sub, coll)
-				}
-				return
-			}
-			cursor = page.Next
-			if !page.More {
-				break
-			}
-		}
-		shared = true
-		select {
-		case <-ctx.Done():
-			return
-		case h, ok := <-es.C():
-			if !ok { // the engine closed
-				c.stop(sub, coll)
-				return
-			}
-			head = h
-		}
+		sub.leave()
 	}
 }
 
 // readPage reads and encodes the changes page of coll after cursor for
 // live subscribers. It does not depend on any one subscriber's context:
-// others may be waiting for it (see pageGroup).
+// every subscriber at the cursor gets its bytes (broadcast.go).
 func (s *Server) readPage(coll string, cursor engine.Cursor) (wirePage, []byte, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), livePullTimeout)
 	defer cancel()
@@ -624,36 +783,3 @@ func (s *Server) readPage(coll string, cursor engine.Cursor) (wirePage, []byte, 
 
 // livePullTimeout bounds one store read for live subscribers.
 const livePullTimeout = 30 * time.Second
-
-// offer queues a changes page, waiting at most Limits.SlowConsumer for
-// room.
-func (c *liveConn) offer(ctx context.Context, f frame) bool {
-	if c.put(ctx.Done(), f, c.s.limits.SlowConsumer) {
-		return true
-	}
-	if ctx.Err() == nil {
-		c.s.log.Info("slow live consumer: resync", "addr", c.addr)
-	}
-	return false
-}
-
-// stop ends a subscription from its own goroutine and owes the client a
-// resync for it.
-func (c *liveConn) stop(sub *liveSub, coll string) { c.stopWith(sub, coll, nil) }
-
-// stopWith ends a subscription from its own goroutine and owes the client
-// a resync for it, or with reset a reset message: its cursor is of another
-// history.
-func (c *liveConn) stopWith(sub *liveSub, coll string, reset *proto.ResetInfo) {
-	sub.stopped.Store(true)
-	c.mu.Lock()
-	if c.subs[coll] == sub {
-		delete(c.subs, coll)
-		c.resyncs[coll] = reset
-	}
-	c.mu.Unlock()
-	select {
-	case c.kick <- struct{}{}:
-	default:
-	}
-}

@@ -111,7 +111,9 @@ type Server struct {
 	bodies         *budget      // request bodies in flight
 	tcp            *connLimit   // connections of Listener
 	proxies        []netip.Prefix
-	pages          *pageGroup
+	hub            *hub       // broadcast groups of live subscriptions
+	writers        *writePool // writers of live connections
+	pinger         *pinger    // pings live connections
 
 	mu      sync.Mutex
 	closing bool
@@ -188,8 +190,10 @@ func New(cfg Config) (*Server, error) {
 		tcp:     newConnLimit(limits),
 		live:    map[*liveConn]struct{}{},
 		proxies: cfg.TrustedProxies,
-		pages:   newPageGroup(),
+		writers: newWritePool(),
 	}
+	s.hub = newHub(s)
+	s.pinger = newPinger(s)
 	s.timing.ping = orDefault(cfg.PingInterval, DefaultPingInterval)
 	s.timing.idle = orDefault(cfg.IdleTimeout, DefaultIdleTimeout)
 	s.timing.write = orDefault(cfg.WriteTimeout, DefaultWriteTimeout)

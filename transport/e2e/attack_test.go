@@ -39,7 +39,7 @@ import (
 // idle connections, large-record pages and large pushes. Every attack must
 // get its documented answer, and every honest client must end with exactly
 // the merge of its tenant's acknowledged writes. A second server with small
-// limits checks that its peak RSS lies between half and all of the
+// limits checks that its peak RSS lies between a quarter and all of the
 // worst-case memory formula of docs/operations.md.
 func TestAttack(t *testing.T) {
 	if testing.Short() {
@@ -739,7 +739,7 @@ func formula(base int64) int64 {
 // runMemory attacks a server with small limits where it holds the most
 // memory per connection (live subscribers that do not read, pulls of large
 // pages, bodies held in flight) and checks that its peak RSS lies between
-// half and all of the formula.
+// a quarter and all of the formula.
 func runMemory(t *testing.T, bin, store string) {
 	srv, url := startAttacked(t, bin, store,
 		"--max-conns-total", strconv.Itoa(memConns), "--max-conns", strconv.Itoa(memConns),
@@ -753,10 +753,8 @@ func runMemory(t *testing.T, bin, store string) {
 	me := proto.ReplicaFor("mallory", "mem")
 	hc := from("127.0.2.1")
 	// Records of about 170 KiB, three to a page of 512 KiB.
-	const colls, perColl = 2, 24
-	for c := range colls {
-		coll := fmt.Sprintf("m.mem%d", c)
-		for i := 0; i < perColl; i += 3 {
+	fill := func(coll string, records int) {
+		for i := 0; i < records; i += 3 {
 			req := proto.PushRequest{Replica: me}
 			for j := i; j < i+3; j++ {
 				r := crdt.Record{ID: fmt.Sprintf("r%03d", j)}
@@ -771,6 +769,18 @@ func runMemory(t *testing.T, bin, store string) {
 				t.Fatalf("fill: %v %d %s", err, a.status, a.code)
 			}
 		}
+	}
+	const colls, perColl = 2, 24
+	for c := range colls {
+		fill(fmt.Sprintf("m.mem%d", c), perColl)
+	}
+	// Subscribers at one cursor share the pages they are sent (one read,
+	// one encoding: the broadcast), so each subscriber also subscribes to
+	// a collection of its own, whose pages only it holds: 9 records, more
+	// than its queue and the page beside it.
+	const subscribers = memConns - 12
+	for i := range subscribers {
+		fill(fmt.Sprintf("m.own%d", i), 9)
 	}
 	hc.CloseIdleConnections()
 	time.Sleep(500 * time.Millisecond)
@@ -795,7 +805,6 @@ func runMemory(t *testing.T, bin, store string) {
 	var wg sync.WaitGroup
 	// Live subscribers to every collection that never read: each
 	// connection's queue fills and one more page waits beside it.
-	const subscribers = memConns - 12
 	for i := range subscribers {
 		wg.Go(func() {
 			// A small receive window, so that pages wait in the server's
@@ -810,7 +819,11 @@ func runMemory(t *testing.T, bin, store string) {
 				return
 			}
 			defer conn.Close()
-			if err := rawLive(conn, token, me, colls); err != nil {
+			subs := []string{fmt.Sprintf("m.own%d", i)}
+			for c := range colls {
+				subs = append(subs, fmt.Sprintf("m.mem%d", c))
+			}
+			if err := rawLive(conn, token, me, subs); err != nil {
 				t.Errorf("subscriber %d: %v", i, err)
 				return
 			}
@@ -875,14 +888,19 @@ func runMemory(t *testing.T, bin, store string) {
 	_, hwm, _ := rss(pid)
 	top := max(peak.Load(), hwm)
 	t.Logf("RSS: idle %d MiB, peak %d MiB; formula %d MiB (%.0f%%); %d pulls", base>>20, top>>20, limit>>20, 100*float64(top)/float64(limit), pulls.Load())
-	if top > limit || top < limit/2 {
-		t.Errorf("peak RSS %d MiB, want between half and all of the formula's %d MiB", top>>20, limit>>20)
+	// The formula is the worst case; since live pages are broadcast (read
+	// and encoded once per cursor, their decoded records dropped once
+	// encoded), this attack reaches about a third of it, no longer half
+	// (docs/operations.md, "Memory"). A quarter still catches a formula
+	// that lost touch with the server.
+	if top > limit || top < limit/4 {
+		t.Errorf("peak RSS %d MiB, want between a quarter and all of the formula's %d MiB", top>>20, limit>>20)
 	}
 }
 
-// rawLive says hello on a WebSocket over conn and subscribes to colls
-// m.mem0..., then reads nothing more.
-func rawLive(conn net.Conn, token, replica string, colls int) error {
+// rawLive says hello on a WebSocket over conn and subscribes to colls,
+// then reads nothing more.
+func rawLive(conn net.Conn, token, replica string, colls []string) error {
 	key := base64.StdEncoding.EncodeToString([]byte("0123456789abcdef"))
 	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n", proto.PathLive, key)
 	br := bufio.NewReader(conn)
@@ -903,8 +921,8 @@ func rawLive(conn net.Conn, token, replica string, colls int) error {
 	if err := send(proto.Hello{Protocol: proto.Version, Replica: replica, Token: token}); err != nil {
 		return err
 	}
-	for c := range colls {
-		if err := send(proto.Sub{Collection: fmt.Sprintf("m.mem%d", c)}); err != nil {
+	for _, c := range colls {
+		if err := send(proto.Sub{Collection: c}); err != nil {
 			return err
 		}
 	}

@@ -1,0 +1,380 @@
+package transport
+
+import (
+	"cmp"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/convergo/convergo/engine"
+	"github.com/convergo/convergo/transport/proto"
+)
+
+// Live subscriptions are entries in a broadcast group, not goroutines. A
+// group serves every subscription of one collection (and, once scoped sync
+// exists, one scope: groupKey) on one server. It holds one engine
+// subscription and one goroutine, which runs while the group has members.
+//
+// # Rounds
+//
+// The group works in rounds. A round takes every member that needs a read
+// (it just joined, its last page said more, a head was announced since its
+// last read, or room came back in its connection's queue), puts the members
+// at the same cursor together, reads and encodes one page per cursor, and
+// hands the same bytes to every member at that cursor. Caught-up
+// subscribers all sit at the group's newest cursor, so a change costs one
+// store read and one encoding however many of them there are; a subscriber
+// behind catches up from the log with reads of its own cursor, one page
+// per round, and joins the caught-up cursor when its reads reach it. Heads
+// announced during a round wait in the engine subscription (which keeps
+// only the newest) and start the next round: pushes that land during a
+// fan-out coalesce into its next page.
+//
+// # No gaps
+//
+// The group subscribes to the engine before its first read. A member is
+// read for only in a round that began after the event that made it need a
+// read (its join, or a head announced while it was a member), so every
+// read it gets was started after the change it is owed committed, and
+// includes it (sequence numbers become visible in order: package stores).
+// A member's cursor moves only to the Next of a page it was handed, and
+// only the group's goroutine moves it.
+//
+// # Slow consumers
+//
+// Handing a page to a member queues it on the member's connection without
+// waiting. When the queue has no room (Limits.SendQueue messages,
+// Limits.MaxQueueBytes bytes), the page is parked on the connection, which
+// holds at most one parked page: the member sits out rounds until the
+// connection's writer moves the page into the queue, and a member parked
+// for Limits.SlowConsumer is stopped with resync. A member that finds the
+// connection's parking place taken by another subscription of it is not
+// moved at all: its cursor stays, and it is read for again when the place
+// frees. So a connection holds at most one page outside its queue.
+//
+// Resets (engine.ErrReset for a cursor) stop the members at that cursor
+// with a reset message, any other read failure with resync; the engine
+// closing stops every member with resync.
+
+// groupKey names a broadcast group. scope is the digest of the
+// subscription's scope (docs/design.md, "Cursor"); "" until scoped sync is
+// built, so today a group is a collection.
+type groupKey struct {
+	collection string
+	scope      string
+}
+
+// hub holds a server's broadcast groups.
+type hub struct {
+	s      *Server
+	mu     sync.Mutex
+	groups map[groupKey]*group
+}
+
+func newHub(s *Server) *hub { return &hub{s: s, groups: map[groupKey]*group{}} }
+
+// group is the broadcast group of one key.
+type group struct {
+	h    *hub
+	key  groupKey
+	es   *engine.Subscription
+	wake chan struct{} // 1-buffered: a member needs a read, or left
+
+	mu      sync.Mutex // guards the fields below and members' fields
+	members map[*member]struct{}
+	closed  bool // the goroutine has ended: join makes a new group
+}
+
+// member is one live subscription: an entry of a group.
+type member struct {
+	c    *liveConn
+	g    *group
+	coll string
+	// stopped is set by unsub, resync and reset: the connection's writer
+	// drops the pages of a stopped member still in the queue, so none
+	// follows its unsub, resync or reset.
+	stopped atomic.Bool
+
+	// guarded by g.mu
+	cursor  engine.Cursor
+	first   bool // the next page is sent even when empty: the client is caught up
+	dirty   bool // needs a read
+	parked  bool // its page waits in the connection's parking place
+	blocked bool // refused the parking place: waits for the connection to wake it
+	slow    *time.Timer
+	removed bool
+}
+
+// readParallel bounds a group's reads in flight in one round: the caught-up
+// cursor plus a few catching up.
+const readParallel = 4
+
+// join adds a subscription of coll from cursor on c. Its first page comes
+// in the group's next round.
+func (h *hub) join(c *liveConn, coll string, cursor engine.Cursor) (*member, error) {
+	key := groupKey{collection: coll}
+	h.mu.Lock()
+	g := h.groups[key]
+	if g == nil {
+		es, err := h.s.eng.Subscribe(coll)
+		if err != nil {
+			h.mu.Unlock()
+			return nil, err
+		}
+		g = &group{h: h, key: key, es: es, wake: make(chan struct{}, 1), members: map[*member]struct{}{}}
+		h.groups[key] = g
+		go g.run()
+	}
+	m := &member{c: c, g: g, coll: coll, cursor: cursor, first: true, dirty: true}
+	g.mu.Lock()
+	g.members[m] = struct{}{}
+	g.mu.Unlock()
+	h.mu.Unlock()
+	g.poke()
+	return m, nil
+}
+
+// leave removes m (unsub, or its connection ended). No page is handed to
+// it after leave returns.
+func (m *member) leave() {
+	m.stopped.Store(true)
+	g := m.g
+	g.mu.Lock()
+	g.removeLocked(m)
+	g.mu.Unlock()
+	g.poke() // an empty group ends
+}
+
+func (g *group) poke() {
+	select {
+	case g.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (g *group) removeLocked(m *member) {
+	if m.removed {
+		return
+	}
+	m.removed = true
+	delete(g.members, m)
+	if m.slow != nil {
+		m.slow.Stop()
+	}
+	if m.parked {
+		m.parked = false
+		m.c.unpark(m)
+	}
+}
+
+// endLocked stops m from the group's side: resync, or with reset a reset
+// message.
+func (g *group) endLocked(m *member, reset *proto.ResetInfo) {
+	m.stopped.Store(true)
+	g.removeLocked(m)
+	m.c.owe(m, reset)
+}
+
+// run is the group's goroutine: a round whenever a head is announced or a
+// member needs a read, until the group has no members.
+func (g *group) run() {
+	defer g.es.Close()
+	for {
+		select {
+		case _, ok := <-g.es.C():
+			if !ok { // the engine closed
+				g.mu.Lock()
+				for m := range g.members {
+					g.endLocked(m, nil)
+				}
+				g.mu.Unlock()
+				g.end()
+				return
+			}
+			g.mu.Lock()
+			for m := range g.members {
+				m.dirty = true
+			}
+			g.mu.Unlock()
+		case <-g.wake:
+		}
+		for g.round() {
+		}
+		if g.end() {
+			return
+		}
+	}
+}
+
+// end ends the group if it has no members, and reports whether it did.
+func (g *group) end() bool {
+	g.h.mu.Lock()
+	defer g.h.mu.Unlock()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if len(g.members) > 0 {
+		return false
+	}
+	g.closed = true
+	if g.h.groups[g.key] == g {
+		delete(g.h.groups, g.key)
+	}
+	return true
+}
+
+// cursorSet is the members of a group at one cursor.
+type cursorSet struct {
+	cursor  engine.Cursor
+	members []*member
+	turn    bool // its one member holds its connection's read turn
+}
+
+// round reads once per cursor of the members that need a read and hands
+// each page to the members at its cursor. It reports whether a member
+// still needs a read (a page said more).
+func (g *group) round() bool {
+	g.mu.Lock()
+	var sets []*cursorSet
+	at := map[engine.Cursor]*cursorSet{}
+	for m := range g.members {
+		if !m.dirty || m.parked || m.blocked {
+			continue
+		}
+		m.dirty = false
+		b := at[m.cursor]
+		if b == nil {
+			b = &cursorSet{cursor: m.cursor}
+			at[m.cursor] = b
+			sets = append(sets, b)
+		}
+		b.members = append(b.members, m)
+	}
+	// A page read for one member alone is that connection's: a connection
+	// has at most one such read in flight, and none while a page of it is
+	// parked (see liveConn.takeTurn).
+	kept := sets[:0]
+	for _, b := range sets {
+		if len(b.members) == 1 {
+			m := b.members[0]
+			if !m.c.takeTurn(m) {
+				m.dirty, m.blocked = true, true
+				continue
+			}
+			b.turn = true
+		}
+		kept = append(kept, b)
+	}
+	sets = kept
+	g.mu.Unlock()
+	if len(sets) == 0 {
+		return false
+	}
+	// The most populated cursor (the caught-up subscribers) first.
+	slices.SortFunc(sets, func(a, b *cursorSet) int { return cmp.Compare(len(b.members), len(a.members)) })
+	if len(sets) == 1 {
+		g.serve(sets[0])
+	} else {
+		sem := make(chan struct{}, readParallel)
+		var wg sync.WaitGroup
+		for _, b := range sets {
+			sem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				g.serve(b)
+			})
+		}
+		wg.Wait()
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for m := range g.members {
+		if m.dirty && !m.parked && !m.blocked {
+			return true
+		}
+	}
+	return false
+}
+
+// serve reads the page after b's cursor once and hands it to b's members.
+func (g *group) serve(b *cursorSet) {
+	s := g.h.s
+	page, data, err := s.readPage(g.key.collection, b.cursor)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if b.turn {
+		defer b.members[0].c.endTurn()
+	}
+	if err != nil {
+		reset := resetOf(err)
+		if reset == nil {
+			s.log.Warn("live pull failed: resync", "collection", g.key.collection, "err", err)
+		}
+		for _, m := range b.members {
+			if !m.removed {
+				g.endLocked(m, reset) // a reset: the cursor is of another history
+			}
+		}
+		return
+	}
+	for _, m := range b.members {
+		if m.removed || (len(page.Records) == 0 && !m.first) {
+			continue
+		}
+		f := frame{data: data, sub: m, recs: len(page.Records)}
+		switch m.c.offer(m, f) {
+		case offerQueued:
+		case offerParked:
+			m.parked = true
+			m.slow = time.AfterFunc(s.limits.SlowConsumer, func() { g.slowConsumer(m) })
+		case offerBusy: // not handed: read again when the connection wakes it
+			m.dirty = true
+			m.blocked = true
+			continue
+		}
+		m.first = false
+		m.cursor = page.Next
+		if page.More {
+			m.dirty = true
+		}
+	}
+}
+
+// slowConsumer stops m if its page is still parked: its client does not
+// read fast enough.
+func (g *group) slowConsumer(m *member) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if m.removed || !m.parked || !m.c.unpark(m) {
+		return // the page went into the queue meanwhile
+	}
+	m.parked = false
+	if m.c.ctx.Err() == nil {
+		g.h.s.log.Info("slow live consumer: resync", "addr", m.c.addr)
+	}
+	g.endLocked(m, nil)
+}
+
+// unparked is called by m's connection once m's parked page is in the
+// queue (or m may try again): m takes part in rounds again.
+func (m *member) unparked(wasParked bool) {
+	g := m.g
+	g.mu.Lock()
+	if m.removed {
+		g.mu.Unlock()
+		return
+	}
+	if wasParked {
+		m.parked = false
+		if m.slow != nil {
+			m.slow.Stop()
+		}
+	} else {
+		m.blocked = false
+	}
+	dirty := m.dirty
+	g.mu.Unlock()
+	if dirty {
+		g.poke()
+	}
+}

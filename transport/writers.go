@@ -1,0 +1,98 @@
+package transport
+
+import (
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// writePool is the server's writers of live connections. A connection
+// with frames to write is handed to an idle writer, or a new one while
+// there are fewer than size; beyond that it waits in a queue. Writers are
+// goroutines that live while there is work and end after writerLinger
+// without any, so an idle connection holds no goroutine for writing. A
+// write to a slow client blocks its writer (up to WriteTimeout): when the
+// queue has waited for more than writerStall without any writer finishing
+// a connection, an extra writer starts, which ends once the queue is
+// empty.
+type writePool struct {
+	size     int
+	mu       sync.Mutex
+	queue    []*liveConn
+	idle     []chan *liveConn // one per idle writer
+	workers  int
+	lastDone atomic.Int64 // unix nanos when a writer last finished a connection
+}
+
+const (
+	writerLinger = 5 * time.Second
+	writerStall  = 10 * time.Millisecond
+)
+
+func newWritePool() *writePool {
+	return &writePool{size: max(8, 4*runtime.GOMAXPROCS(0))}
+}
+
+// run has c's queued frames written. The caller holds c's writing flag.
+func (p *writePool) run(c *liveConn) {
+	p.mu.Lock()
+	if n := len(p.idle); n > 0 {
+		ch := p.idle[n-1]
+		p.idle = p.idle[:n-1]
+		p.mu.Unlock()
+		ch <- c // buffered: never blocks
+		return
+	}
+	stalled := len(p.queue) > 0 && time.Since(time.Unix(0, p.lastDone.Load())) > writerStall
+	if p.workers < p.size || stalled {
+		p.workers++
+		p.mu.Unlock()
+		go p.worker(c)
+		return
+	}
+	p.queue = append(p.queue, c)
+	p.mu.Unlock()
+}
+
+func (p *writePool) worker(c *liveConn) {
+	ch := make(chan *liveConn, 1)
+	t := time.NewTimer(writerLinger)
+	defer t.Stop()
+	for {
+		c.flush()
+		p.lastDone.Store(time.Now().UnixNano())
+		p.mu.Lock()
+		if len(p.queue) > 0 {
+			c = p.queue[0]
+			p.queue[0] = nil
+			p.queue = p.queue[1:]
+			p.mu.Unlock()
+			continue
+		}
+		if p.workers > p.size { // an extra writer
+			p.workers--
+			p.mu.Unlock()
+			return
+		}
+		p.idle = append(p.idle, ch)
+		p.mu.Unlock()
+		t.Reset(writerLinger)
+		select {
+		case c = <-ch:
+			continue
+		case <-t.C:
+		}
+		p.mu.Lock()
+		for i, w := range p.idle {
+			if w == ch { // still idle: end
+				p.idle = append(p.idle[:i], p.idle[i+1:]...)
+				p.workers--
+				p.mu.Unlock()
+				return
+			}
+		}
+		p.mu.Unlock()
+		c = <-ch // taken off the idle list by run: its connection follows
+	}
+}
