@@ -8,8 +8,10 @@
 // api.go is what every HTTP request goes through (method, version, auth,
 // rate, body, errors, request ids), origin.go the client address and
 // browser origins, handlers.go the hello, push and pull endpoints, live.go
-// the WebSocket sessions, share.go shared page reads, health.go the probes,
-// limits.go and auth.go the limits and tokens.
+// the WebSocket sessions, broadcast.go the groups that read each
+// collection's changes once for all its live subscribers, writers.go and
+// ping.go the writers and the pinger live sessions share, health.go the
+// probes, limits.go and auth.go the limits and tokens.
 //
 //	srv, err := transport.New(transport.Config{Engine: eng, Authorizer: jwtAuth})
 //	http.ListenAndServe(addr, srv)
@@ -37,16 +39,22 @@
 // # Live sessions
 //
 // A WebSocket session streams each subscribed collection from the client's
-// cursor: one goroutine per subscription pulls from the engine whenever the
-// collection's head moves (engine.Subscribe) and queues "changes" pages on
-// the connection's bounded send queue. Subscribers woken by the same change
-// at the same cursor share one read and one encoding of the page, but only
-// a read that includes the change that woke them (see pageGroup), so none
-// misses a change. A client that does not read its queue
-// fast enough is not buffered for: its subscription stops with "resync", and
-// the client catches up over HTTP from its cursor and subscribes again. The
-// first page after a sub is sent even when empty: it tells the client it is
-// caught up.
+// cursor. Its subscriptions are entries of a broadcast group, one per
+// collection (keyed by collection and scope digest, so that scoped
+// subscribers will share too), which holds the engine subscription
+// (engine.Subscribe): whenever the head moves, the group reads and encodes
+// the new page once per cursor among its subscribers and queues the same
+// bytes on every connection at that cursor. Caught-up subscribers share
+// one cursor, so a change costs one store read however many they are;
+// subscribers behind catch up from the log and join them; changes that
+// land during a fan-out coalesce into the next page. A subscriber is only
+// handed a page read after the change that woke it, so none misses a
+// change (broadcast.go, "No gaps"). A client that does not read its queue
+// fast enough is not buffered for: its subscription stops with "resync",
+// and the client catches up over HTTP from its cursor and subscribes
+// again. The first page after a sub is sent even when empty: it tells the
+// client it is caught up. An idle session holds one goroutine, its reader:
+// writes go through a shared pool of writers, pings through one pinger.
 //
 // # Untrusted input
 //

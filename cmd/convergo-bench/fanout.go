@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -23,6 +24,7 @@ import (
 
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/jsclient"
+	"github.com/convergo/convergo/stores"
 	"github.com/convergo/convergo/transport"
 	"github.com/convergo/convergo/transport/proto"
 )
@@ -98,10 +100,11 @@ func runServe(args []string) error {
 		})
 		closeAll = func() {}
 	} else {
-		st, cleanup, err := openStoreWith(ctx, *kind, *prefix)
+		inner, cleanup, err := openStoreWith(ctx, *kind, *prefix)
 		if err != nil {
 			return err
 		}
+		st := &readCounter{Store: inner}
 		srv, err := startServer(st, "bench-srv-"+randomSuffix())
 		if err != nil {
 			return err
@@ -117,6 +120,9 @@ func runServe(args []string) error {
 				io.WriteString(w, "<!doctype html><title>convergo bench</title><body>bench</body>")
 			}))
 		}
+		srv.ts.Handle("/bench/reads", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			fmt.Fprint(w, st.pulls.Load())
+		}))
 		handler = srv.srv.Handler
 		closeAll = func() { srv.Close(); cleanup() }
 	}
@@ -153,7 +159,7 @@ func startChild(args ...string) (*child, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(self, append([]string{"serve"}, args...)...)
+	cmd := pinned(self, append([]string{"serve"}, args...)...)
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -244,12 +250,22 @@ func runFanout(args []string) error {
 		}
 		title = strings.Replace(title, "1,000", groupThousands(strconv.Itoa(*subs)), 1)
 		for run := range *runs {
-			lat, missing, err := fanoutRun(ctx, *bin, kind, *subs, *writes, *interval)
+			lat, missing, cost, err := fanoutRun(ctx, *bin, kind, *subs, *writes, *interval)
 			if err != nil {
 				return fmt.Errorf("%s run %d: %w", kind, run, err)
 			}
 			slices.Sort(lat)
 			note := fmt.Sprintf("%d writes %s apart; %d deliveries", *writes, *interval, len(lat))
+			if len(lat) > 0 {
+				emit(sample{Scenario: title, Metric: "server CPU per delivery", Unit: "µs", Better: "lower", Impl: "Convergo server",
+					Ours: true, Run: run, Value: cost.serverCPU.Seconds() * 1e6 / float64(len(lat)), Note: note})
+				emit(sample{Scenario: title, Metric: "generator CPU per delivery", Unit: "µs", Better: "lower", Impl: "load generator (not the server)",
+					Run: run, Value: cost.genCPU.Seconds() * 1e6 / float64(len(lat)), Note: note})
+			}
+			if cost.reads >= 0 {
+				emit(sample{Scenario: title, Metric: "store reads per push", Unit: "reads", Better: "lower", Impl: "Convergo server",
+					Ours: true, Run: run, Value: float64(cost.reads) / float64(*writes), Note: note})
+			}
 			if missing > 0 {
 				note += fmt.Sprintf(", %d MISSING", missing)
 			}
@@ -266,7 +282,15 @@ func runFanout(args []string) error {
 	return nil
 }
 
-func fanoutRun(ctx context.Context, bin, kind string, subs, writes int, interval time.Duration) (lat []float64, missing int, err error) {
+// fanoutCost is what a fan-out run cost: server CPU (user and system, all
+// server processes), the generator's own CPU, and store reads (-1 when the
+// server cannot count them: the server command).
+type fanoutCost struct {
+	serverCPU, genCPU time.Duration
+	reads             int64
+}
+
+func fanoutRun(ctx context.Context, bin, kind string, subs, writes int, interval time.Duration) (lat []float64, missing int, cost fanoutCost, err error) {
 	var servers []*child
 	defer func() {
 		for _, s := range servers {
@@ -284,13 +308,13 @@ func fanoutRun(ctx context.Context, bin, kind string, subs, writes int, interval
 		}
 		url, clean, err := storeURL(store)
 		if err != nil {
-			return nil, 0, err
+			return nil, 0, cost, err
 		}
 		defer clean()
 		for range n {
 			s, err := startReal(bin, url)
 			if err != nil {
-				return nil, 0, err
+				return nil, 0, cost, err
 			}
 			servers = append(servers, s)
 		}
@@ -303,7 +327,7 @@ func fanoutRun(ctx context.Context, bin, kind string, subs, writes int, interval
 		for range n {
 			s, err := startChild("-store", kind, "-prefix", prefix)
 			if err != nil {
-				return nil, 0, err
+				return nil, 0, cost, err
 			}
 			servers = append(servers, s)
 		}
@@ -361,23 +385,25 @@ func fanoutRun(ctx context.Context, bin, kind string, subs, writes int, interval
 	}
 	for range subs {
 		if err := <-ready; err != nil {
-			return nil, 0, fmt.Errorf("subscriber: %w", err)
+			return nil, 0, cost, fmt.Errorf("subscriber: %w", err)
 		}
 	}
 	time.Sleep(500 * time.Millisecond) // let the subscriptions settle
+	cpu0, reads0 := serversCPU(servers), serversReads(servers)
+	gen0 := selfCPU()
 	w := newWriter(0)
 	client := &http.Client{Timeout: 30 * time.Second}
 	for k := range writes {
 		s, err := w.clock.Now(time.Now().UnixMilli())
 		if err != nil {
-			return nil, 0, err
+			return nil, 0, cost, err
 		}
 		ch := crdt.Change{Collection: transport.DemoCollection, Record: crdt.SetField("w"+strconv.Itoa(k), "title", benchValue, s)}
 		sentMu.Lock()
 		sent[k] = time.Now()
 		sentMu.Unlock()
 		if _, err := httpPush(ctx, client, servers[0].url, w.replica, []crdt.Change{ch}); err != nil {
-			return nil, 0, err
+			return nil, 0, cost, err
 		}
 		time.Sleep(interval)
 	}
@@ -391,9 +417,15 @@ func fanoutRun(ctx context.Context, bin, kind string, subs, writes int, interval
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	cost.serverCPU = serversCPU(servers) - cpu0
+	cost.genCPU = selfCPU() - gen0
+	cost.reads = -1
+	if r := serversReads(servers); r >= 0 && reads0 >= 0 {
+		cost.reads = r - reads0
+	}
 	cancel()
 	wg.Wait()
-	return lat, subs*writes - len(lat), nil
+	return lat, subs*writes - len(lat), cost, nil
 }
 
 // changeIDs returns the record ids of a "changes" message, nil for others.
@@ -411,4 +443,79 @@ func changeIDs(b []byte) ([]string, error) {
 		ids[i] = r.ID
 	}
 	return ids, nil
+}
+
+// readCounter counts the store reads (Pull calls) of the bench's own
+// server, for the store-reads-per-push figure.
+type readCounter struct {
+	stores.Store
+	pulls atomic.Int64
+}
+
+func (s *readCounter) Pull(ctx context.Context, coll string, after uint64, limit stores.PageLimit) (stores.Page, error) {
+	s.pulls.Add(1)
+	return s.Store.Pull(ctx, coll, after, limit)
+}
+
+// serversReads sums the store reads the servers counted, -1 if one cannot.
+func serversReads(servers []*child) int64 {
+	var n int64
+	for _, s := range servers {
+		resp, err := http.Get(s.url + "/bench/reads")
+		if err != nil {
+			return -1
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		v, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+		if resp.StatusCode != http.StatusOK || err != nil {
+			return -1
+		}
+		n += v
+	}
+	return n
+}
+
+// serversCPU sums the user and system CPU time of the server processes.
+func serversCPU(servers []*child) time.Duration {
+	var d time.Duration
+	for _, s := range servers {
+		d += procCPU(s.cmd.Process.Pid)
+	}
+	return d
+}
+
+// procCPU returns utime+stime of pid (/proc/pid/stat, clock ticks of 10 ms).
+func procCPU(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	if len(f) < 13 {
+		return 0
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(u+st) * 10 * time.Millisecond
+}
+
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// pinned makes a server command, under taskset -c $BENCH_SERVER_CPUS when
+// that is set, so that the server and the load generator (pinned by
+// scripts/bench.sh to other cores) do not share a core.
+func pinned(name string, args ...string) *exec.Cmd {
+	if cpus := os.Getenv("BENCH_SERVER_CPUS"); cpus != "" {
+		if ts, err := exec.LookPath("taskset"); err == nil {
+			return exec.Command(ts, append([]string{"-c", cpus, name}, args...)...)
+		}
+	}
+	return exec.Command(name, args...)
 }

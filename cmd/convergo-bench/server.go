@@ -13,7 +13,6 @@ import (
 	"net/http"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -357,7 +356,7 @@ func startReal(bin, url string) (*child, error) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	cmd := exec.Command(bin, "serve", "-addr", addr, "-store", url, "-rate", "-1", "-max-conns", "1000000",
+	cmd := pinned(bin, "serve", "-addr", addr, "-store", url, "-rate", "-1", "-max-conns", "1000000",
 		"-demo", "-log-level", "error")
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
