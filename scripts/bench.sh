@@ -5,7 +5,7 @@
 # Scenarios (docs/benchmarks.md explains each):
 #   1  crdt-benchmarks B3 map scenarios: Go core, JS client, Yjs, Automerge, TinyBase
 #   2  server apply throughput per store, beside the store's own ceiling
-#   3  WebSocket fan-out latency, 1,000 subscribers
+#   3  WebSocket fan-out latency, 1,000 and 10,000 subscribers, store reads and CPU per delivery
 #   4  initial sync of 100,000 records into Chromium's IndexedDB
 #   5  server memory per idle WebSocket, client heap for 100,000 records
 # A scenario whose prerequisites are missing (a service, Chromium) is
@@ -96,7 +96,14 @@ main() {
 
 	# Scenario 3: fan-out latency.
 	if want 3; then
-		run s3-fanout 240 "$BIN/convergo-bench" fanout "${SERVER[@]}" -runs "$(((RUNS + 1) / 2))"
+		# Server on core 0, load generator on core 1 (when taskset exists);
+		# the in-process server (no -server) also counts store reads.
+		ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+		local pin=()
+		command -v taskset >/dev/null && pin=(env BENCH_SERVER_CPUS=0 taskset -c 1)
+		run s3-fanout 240 "${pin[@]}" "$BIN/convergo-bench" fanout "${SERVER[@]}" -runs "$(((RUNS + 1) / 2))"
+		run s3-fanout-reads 240 "${pin[@]}" "$BIN/convergo-bench" fanout -stores memory -runs 5
+		run s3-fanout-10k 420 "${pin[@]}" "$BIN/convergo-bench" fanout -stores memory -subs 10000 -writes 25 -interval 200ms -runs 5
 	fi
 
 	# Scenario 4 and the client half of 5: Chromium.
