@@ -110,29 +110,36 @@ type member struct {
 // cursor plus a few catching up.
 const readParallel = 4
 
-// join adds a subscription of coll from cursor on c. Its first page comes
-// in the group's next round.
-func (h *hub) join(c *liveConn, coll string, cursor engine.Cursor) (*member, error) {
-	key := groupKey{collection: coll}
+// join adds m, a new subscription of m.c, to the group of its collection.
+// Its first page comes in the group's next round. m.c must hold m among
+// its subscriptions before, since the group may end it at once (owe).
+func (h *hub) join(m *member) error {
+	key := groupKey{collection: m.coll}
 	h.mu.Lock()
 	g := h.groups[key]
 	if g == nil {
-		es, err := h.s.eng.Subscribe(coll)
+		es, err := h.s.eng.Subscribe(m.coll)
 		if err != nil {
 			h.mu.Unlock()
-			return nil, err
+			return err
 		}
 		g = &group{h: h, key: key, es: es, wake: make(chan struct{}, 1), members: map[*member]struct{}{}}
 		h.groups[key] = g
 		go g.run()
 	}
-	m := &member{c: c, g: g, coll: coll, cursor: cursor, first: true, dirty: true}
+	m.g = g
 	g.mu.Lock()
 	g.members[m] = struct{}{}
 	g.mu.Unlock()
 	h.mu.Unlock()
 	g.poke()
-	return m, nil
+	return nil
+}
+
+// newMember makes a subscription of coll from cursor on c, not yet in a
+// group (hub.join).
+func newMember(c *liveConn, coll string, cursor engine.Cursor) *member {
+	return &member{c: c, coll: coll, cursor: cursor, first: true, dirty: true}
 }
 
 // leave removes m (unsub, or its connection ended). No page is handed to
@@ -140,6 +147,9 @@ func (h *hub) join(c *liveConn, coll string, cursor engine.Cursor) (*member, err
 func (m *member) leave() {
 	m.stopped.Store(true)
 	g := m.g
+	if g == nil {
+		return // never joined
+	}
 	g.mu.Lock()
 	g.removeLocked(m)
 	g.mu.Unlock()

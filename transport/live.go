@@ -731,26 +731,14 @@ func (c *liveConn) subscribe(p Principal, m proto.Sub) {
 		return
 	}
 	delete(c.resyncs, m.Collection)
-	c.mu.Unlock()
-	// Only this goroutine adds subscriptions, so the count holds.
-	sub, err := c.s.hub.join(c, m.Collection, cursor)
-	if err != nil { // the engine refused: the client pulls and subscribes again
-		c.mu.Lock()
-		c.resyncs[m.Collection] = nil
-		c.mu.Unlock()
-		c.qmu.Lock()
-		c.owed = true
-		start := !c.writing
-		c.writing = true
-		c.qmu.Unlock()
-		if start {
-			c.s.writers.run(c)
-		}
-		return
-	}
-	c.mu.Lock()
+	// In c.subs before it joins: its group may end it at once (a reset).
+	sub := newMember(c, m.Collection, cursor)
 	c.subs[m.Collection] = sub
 	c.mu.Unlock()
+	if err := c.s.hub.join(sub); err != nil { // the engine refused: the client pulls and subscribes again
+		sub.stopped.Store(true)
+		c.owe(sub, nil)
+	}
 }
 
 func (c *liveConn) unsubscribe(coll string) {
