@@ -125,7 +125,8 @@ func (h *hub) join(m *member) error {
 		}
 		g = &group{h: h, key: key, es: es, wake: make(chan struct{}, 1), members: map[*member]struct{}{}}
 		h.groups[key] = g
-		go g.run()
+		h.s.bg.Add(1)
+		go func() { defer h.s.bg.Done(); g.run() }()
 	}
 	m.g = g
 	g.mu.Lock()

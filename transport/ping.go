@@ -48,7 +48,8 @@ func (p *pinger) add(c *liveConn) {
 	if !p.running {
 		p.running = true
 		p.stop = make(chan struct{})
-		go p.run(p.stop)
+		p.s.bg.Add(1)
+		go func(stop chan struct{}) { defer p.s.bg.Done(); p.run(stop) }(p.stop)
 	}
 }
 
@@ -104,11 +105,13 @@ func (p *pinger) run(stop chan struct{}) {
 			slot = (slot + 1) % pingSlots
 		}
 		for _, c := range due {
-			go c.ping()
+			p.s.bg.Add(1)
+			go func() { defer p.s.bg.Done(); c.ping() }()
 		}
 		for _, c := range silent {
 			p.remove(c)
-			go c.closeSilent(now.Sub(time.Unix(0, c.heard.Load())))
+			p.s.bg.Add(1)
+			go func() { defer p.s.bg.Done(); c.closeSilent(now.Sub(time.Unix(0, c.heard.Load()))) }()
 		}
 		clear(due)
 		clear(silent)

@@ -119,6 +119,9 @@ type Server struct {
 	closing bool
 	live    map[*liveConn]struct{}
 	wg      sync.WaitGroup // live connection handlers
+	// bg counts the server's background goroutines: broadcast groups,
+	// writers, the pinger and its pings. Shutdown waits for them.
+	bg sync.WaitGroup
 }
 
 // New builds a server.
@@ -190,9 +193,9 @@ func New(cfg Config) (*Server, error) {
 		tcp:     newConnLimit(limits),
 		live:    map[*liveConn]struct{}{},
 		proxies: cfg.TrustedProxies,
-		writers: newWritePool(),
 	}
 	s.hub = newHub(s)
+	s.writers = newWritePool(&s.bg)
 	s.pinger = newPinger(s)
 	s.timing.ping = orDefault(cfg.PingInterval, DefaultPingInterval)
 	s.timing.idle = orDefault(cfg.IdleTimeout, DefaultIdleTimeout)
@@ -282,7 +285,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		c.goAway()
 	}
 	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
+	go func() {
+		s.wg.Wait()       // every live session has ended, so its groups and pings
+		s.writers.close() // idle writers end at once
+		s.bg.Wait()
+		close(done)
+	}()
 	select {
 	case <-done:
 		return nil

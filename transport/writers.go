@@ -18,6 +18,9 @@ import (
 // empty.
 type writePool struct {
 	size     int
+	bg       *sync.WaitGroup // the server's background goroutines
+	quit     chan struct{}   // closed by close: idle writers end
+	closed   sync.Once
 	mu       sync.Mutex
 	queue    []*liveConn
 	idle     []chan *liveConn // one per idle writer
@@ -30,9 +33,13 @@ const (
 	writerStall  = 10 * time.Millisecond
 )
 
-func newWritePool() *writePool {
-	return &writePool{size: max(8, 4*runtime.GOMAXPROCS(0))}
+func newWritePool(bg *sync.WaitGroup) *writePool {
+	return &writePool{size: max(8, 4*runtime.GOMAXPROCS(0)), bg: bg, quit: make(chan struct{})}
 }
+
+// close ends the idle writers and those that become idle; the server is
+// shutting down.
+func (p *writePool) close() { p.closed.Do(func() { close(p.quit) }) }
 
 // run has c's queued frames written. The caller holds c's writing flag.
 func (p *writePool) run(c *liveConn) {
@@ -48,6 +55,7 @@ func (p *writePool) run(c *liveConn) {
 	if p.workers < p.size || stalled {
 		p.workers++
 		p.mu.Unlock()
+		p.bg.Add(1)
 		go p.worker(c)
 		return
 	}
@@ -56,6 +64,7 @@ func (p *writePool) run(c *liveConn) {
 }
 
 func (p *writePool) worker(c *liveConn) {
+	defer p.bg.Done()
 	ch := make(chan *liveConn, 1)
 	t := time.NewTimer(writerLinger)
 	defer t.Stop()
@@ -82,6 +91,7 @@ func (p *writePool) worker(c *liveConn) {
 		case c = <-ch:
 			continue
 		case <-t.C:
+		case <-p.quit:
 		}
 		p.mu.Lock()
 		for i, w := range p.idle {
