@@ -48,7 +48,7 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "`host:port` to listen on (\":8080\" for every interface)")
 	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "`host:port` of a separate listener for /metrics, /healthz and /readyz; when set, /metrics is not served on --addr")
-	fs.StringVar(&c.store, "store", "bolt:convergo.db", "store `URL`: memory:, bolt:PATH, redis://[user:pass@]host:port[/db][?prefix=P], redis-cluster://host:port,host:port[?prefix=P], dynamodb://TABLE[?region=R&endpoint=URL&create=1&capture=0]")
+	fs.StringVar(&c.store, "store", "bolt:convergo.db", "store `URL`: memory:, bolt:PATH, redis://[user:pass@]host:port[/db][?prefix=P&capture=COLL=PATTERN[;mirror]...], redis-cluster://host:port,host:port[?prefix=P&capture=...], dynamodb://TABLE[?region=R&endpoint=URL&create=1&capture=0]")
 	fs.StringVar(&c.secret, "secret", "", "HS256 `secret` that signs access tokens (at least 16 bytes); empty in demo mode means a random one for this run")
 	fs.Var(&c.quotas, "quota", "collection `quota` PATTERN=RECORDS/BYTES (0: no bound), comma-separated or repeated: each collection the pattern matches that holds as many refuses writes that add data with quota_exceeded (\"tenant42.*=100000/1073741824\"); needs a store that keeps usage")
 	fs.Var(&c.publicOrigins, "public-origins", "the server's own `origins`, where browsers load the pages that call it, comma-separated scheme://host[:port] (\"https://sync.example.com\"); with --demo, loopback origins count too")

@@ -89,15 +89,17 @@ func firstChunk(changes []crdt.Change, idxs []int) []int {
 // groupState is what a group's transaction is conditioned on: the head and
 // the records (by id; absent ones have sequence number 0) as read.
 type groupState struct {
-	head uint64
-	recs map[string]stores.Entry
+	head  uint64
+	usage headUsage // as the head item holds it
+	recs  map[string]stores.Entry
+	sizes map[string]int // of the records' stored encodings, for usage
 }
 
 // readState reads the records ids of coll and, unless the committer knows
 // it (q.headOK), the head, strongly consistent.
 func (st *Store) readState(ctx context.Context, q *collQueue, ids []string) (groupState, error) {
 	coll := q.coll
-	state := groupState{recs: make(map[string]stores.Entry, len(ids)), head: q.head}
+	state := groupState{recs: make(map[string]stores.Entry, len(ids)), sizes: make(map[string]int, len(ids)), head: q.head, usage: q.usage}
 	byPK := make(map[string]string, len(ids))
 	var keys []map[string]types.AttributeValue
 	if !q.headOK {
@@ -124,8 +126,12 @@ func (st *Store) readState(ctx context.Context, q *collQueue, ids []string) (gro
 				if err != nil {
 					return groupState{}, fmt.Errorf("apply %s: head item: %w", coll, err)
 				}
-				state.head = h
-				q.head, q.headOK = h, true
+				u, err := readHeadUsage(item)
+				if err != nil {
+					return groupState{}, fmt.Errorf("apply %s: head item: %w", coll, err)
+				}
+				state.head, state.usage = h, u
+				q.head, q.headOK, q.usage = h, true, u
 				continue
 			}
 			id, ok := byPK[pkv.Value]
@@ -137,10 +143,13 @@ func (st *Store) readState(ctx context.Context, q *collQueue, ids []string) (gro
 				return groupState{}, fmt.Errorf("apply %s/%s: record item: %w", coll, id, err)
 			}
 			state.recs[id] = e
+			state.sizes[id] = recSize(item)
 		}
 		req = out.UnprocessedKeys
 		if !q.headOK && len(req) == 0 {
-			q.head, q.headOK = 0, true // no head item: a new collection
+			// No head item: a new collection, whose usage starts at zero.
+			q.head, q.headOK, q.usage = 0, true, headUsage{kept: true}
+			state.usage = q.usage
 		}
 		if len(req) > 0 {
 			if attempt >= st.maxAttempts {
@@ -174,6 +183,7 @@ type plan struct {
 	done    int
 	results []stores.Result
 	head    uint64
+	usage   headUsage // the head item's after it
 	items   []types.TransactWriteItem
 	acts    []action
 	token   string
@@ -262,19 +272,34 @@ func (st *Store) makePlan(coll string, state groupState, changes []crdt.Change, 
 		return p, nil
 	}
 
+	// Usage goes into the head item, in the same transaction.
+	p.usage = state.usage
+	if p.usage.kept {
+		for _, id := range ids {
+			w := works[id]
+			if w.oldSeq == 0 {
+				p.usage.u.Records++
+			} else {
+				p.usage.u.Bytes -= int64(state.sizes[id])
+			}
+			p.usage.u.Bytes += int64(len(w.enc))
+		}
+	}
 	allOld := types.ReturnValuesOnConditionCheckFailureAllOld
 	headItem := map[string]types.AttributeValue{
 		attrPK: s(headPK(coll)), attrSK: n(0), attrHead: n(p.head),
 		attrCvg: &types.AttributeValueMemberN{Value: layoutVersion},
+	}
+	if p.usage.kept {
+		headItem[attrUsageRecords] = n(uint64(p.usage.u.Records))
+		headItem[attrUsageBytes] = n(uint64(p.usage.u.Bytes))
 	}
 	put := &types.Put{TableName: &st.table, Item: headItem, ReturnValuesOnConditionCheckFailure: allOld}
 	if state.head == 0 {
 		put.ConditionExpression = ptr("attribute_not_exists(#k)")
 		put.ExpressionAttributeNames = map[string]string{"#k": attrPK}
 	} else {
-		put.ConditionExpression = ptr("#h = :old")
-		put.ExpressionAttributeNames = map[string]string{"#h": attrHead}
-		put.ExpressionAttributeValues = map[string]types.AttributeValue{":old": n(state.head)}
+		put.ConditionExpression, put.ExpressionAttributeNames, put.ExpressionAttributeValues = headCondition(state.head, state.usage)
 	}
 	p.items = append(p.items, types.TransactWriteItem{Put: put})
 	p.acts = append(p.acts, action{kind: actHead})
@@ -364,7 +389,7 @@ func (st *Store) applyGroup(ctx context.Context, q *collQueue, changes []crdt.Ch
 			for k, r := range p.results {
 				results[idxs[k]] = r
 			}
-			q.head, q.headOK = p.head, true
+			q.head, q.headOK, q.usage = p.head, true, p.usage
 			st.txCommitted.Add(1)
 			return p.done, p.head, nil
 		}
@@ -379,7 +404,7 @@ func (st *Store) applyGroup(ctx context.Context, q *collQueue, changes []crdt.Ch
 			q.headOK = false
 			return 0, 0, fmt.Errorf("apply %s: %w", coll, err)
 		}
-		q.head = state.head
+		q.head, q.usage = state.head, state.usage
 		st.log.Debug("transaction cancelled; retrying", "collection", coll, "attempt", attempt, "reasons", reasonCodes(cancelled.CancellationReasons))
 		if attempt >= st.maxAttempts {
 			q.headOK = false
@@ -439,13 +464,17 @@ func refresh(state *groupState, p plan, reasons []types.CancellationReason) (ref
 			refreshed = true
 			switch a := p.acts[i]; a.kind {
 			case actHead:
-				state.head = 0
+				state.head, state.usage = 0, headUsage{kept: true}
 				if r.Item != nil {
 					h, err := getN(r.Item, attrHead)
 					if err != nil {
 						return false, false, fmt.Errorf("head item: %w", err)
 					}
-					state.head = h
+					u, err := readHeadUsage(r.Item)
+					if err != nil {
+						return false, false, fmt.Errorf("head item: %w", err)
+					}
+					state.head, state.usage = h, u
 				}
 			case actRecord:
 				delete(state.recs, a.id)
@@ -455,6 +484,7 @@ func refresh(state *groupState, p plan, reasons []types.CancellationReason) (ref
 						return false, false, fmt.Errorf("record item %s: %w", a.id, err)
 					}
 					state.recs[a.id] = e
+					state.sizes[a.id] = recSize(r.Item)
 				}
 			}
 		case "TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded", "RequestLimitExceeded":

@@ -40,6 +40,8 @@ type collQueue struct {
 	// transaction.
 	head   uint64
 	headOK bool
+	// usage is what the head item holds, with head.
+	usage headUsage
 }
 
 // request is one Apply call's changes to one collection.

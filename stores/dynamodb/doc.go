@@ -22,7 +22,7 @@
 //
 //	item          pk              sk    attributes
 //	record        ~r#COLL#ID      0     rec (B: the merged crdt.Record, deterministic CBOR), seq (N)
-//	head          ~h#COLL         0     head (N: the collection's highest sequence number)
+//	head          ~h#COLL         0     head (N: the collection's highest sequence number), urecords, ubytes (N: its usage)
 //	log entry     ~l#COLL         SEQ   id (S: record id), rec (B: the record's state at SEQ)
 //	ledger entry  ~c#COLL#ID      0     q (S: last captured stream sequence number), w (N: its stamp's wall ms)
 //
@@ -41,8 +41,9 @@
 // merges in Go with crdt.Record.Merge, gives every change that alters its
 // record the next sequence number, and commits one TransactWriteItems:
 //
-//   - put the head item with the new head, on condition that head still
-//     equals the value read (or that the item does not exist);
+//   - put the head item with the new head and usage, on condition that
+//     head and usage still equal the values read (or that the item does
+//     not exist);
 //   - per record: put the record item on condition that its seq is still
 //     the one read (or that it does not exist); put the new log entry; and
 //     delete the record's previous log entry (compaction, in the same
@@ -86,6 +87,12 @@
 // Throttling, server and network errors are stores.ErrUnavailable. The
 // store uses no BatchWriteItem (25 items), since every write must be
 // conditioned; BatchGetItem reads at most 34 keys of its 100.
+//
+// Usage (stores.Usager) rides on the head item, so it changes in the same
+// transaction as the records: the plan adds new records and the change in
+// their stored sizes to the usage read (usage.go). A collection written
+// before usage existed is counted once, by a Query of its log, the first
+// time Usage reads it.
 //
 // # Notifications and the stream consumer
 //

@@ -12,12 +12,13 @@
 //
 // # Keys
 //
-// A collection is three keys that share the hash tag {collection}, so they
+// A collection is three keys (and its usage, see # Usage) that share the hash tag {collection}, so they
 // live in one cluster slot and one script may touch them all:
 //
 //	<prefix>{<collection>}:seq  string  the collection's head (last sequence number)
 //	<prefix>{<collection>}:log  zset    record id -> sequence number of its last change
 //	<prefix>{<collection>}:r    hash    record id -> record blob (merged state and its seq)
+//	<prefix>{<collection>}:usage hash   n records, b bytes (see # Usage)
 //
 // The log is the compacted change index the stores package describes: each
 // record appears in it once, scored by the sequence number of its latest
@@ -90,7 +91,18 @@
 // 1 byte longer each, 4 in all) and once for the id and the map heads, so
 // the encoding is at most len(blob) + len(id) + 4×fields + 5 bytes (a test
 // checks it, with equality in the worst case). The script computes the
-// exact encoded size only for records whose bound passes the limit.
+// exact encoded size of every record it writes (size.lua), for the limit
+// and for usage.
+//
+// # Usage
+//
+// The merge script keeps each collection's stores.Usage in the hash
+// <prefix>{<collection>}:usage (n records, b bytes of their CBOR
+// encodings) in the same step as the records, from each written record's
+// size before and after. A collection written before usage existed, or
+// whose usage is unsound or stale (a write replaced an unreadable record),
+// is counted once by usage.lua when Usage next reads it; Repair counts it
+// again (usage.go).
 //
 // # Reads
 //

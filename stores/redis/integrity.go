@@ -186,7 +186,7 @@ func (s *Store) Repair(ctx context.Context, coll string) (RepairReport, error) {
 	if err := stores.CheckCollection(coll); err != nil {
 		return RepairReport{}, err
 	}
-	keys := []string{s.seqKey(coll), s.logKey(coll), s.recKey(coll)}
+	keys := s.writeKeys(coll)
 	out, err := repairScript.Run(ctx, s.client, keys, uint64(MaxSeq)).Int64Slice()
 	if err != nil {
 		return RepairReport{}, s.fail(ctx, "repair "+coll, err)

@@ -6,6 +6,8 @@
 -- KEYS[1]  <prefix>{<collection>}:seq  string: the collection's head
 -- KEYS[2]  <prefix>{<collection>}:log  zset: member record id, score seq
 -- KEYS[3]  <prefix>{<collection>}:r    hash: record id -> record blob
+-- KEYS[4]  <prefix>{<collection>}:usage  hash: n records, b bytes of their
+--          CBOR encodings (stores.Usage)
 -- ARGV[1]  notification channel
 -- ARGV[2]  collection name (for the notification)
 -- ARGV[3]  largest CBOR-encoded record, in bytes
@@ -28,6 +30,17 @@
 -- everything first, and writes only at the end, so every error (malformed
 -- input, a record over the limits, a key of the wrong type) is raised
 -- before the first write: Lua scripts have no rollback.
+--
+-- Usage is kept in the same step: the script adds the records it creates
+-- and the change in their encoded sizes. It keeps usage only when the
+-- usage hash is sound, or when the collection has no records yet (it
+-- starts at zero). Otherwise it leaves the hash alone when there is none
+-- (a collection written before usage existed) or its fields are unsound,
+-- and marks it stale (n = 'stale') when this batch replaces a damaged
+-- record, whose size in usage is unknown; usage.lua counts the collection
+-- the next time it is read. Usage is derived data: unsound usage is never
+-- a reason to fail a write, but a usage key of another type is, like any
+-- key of the collection (Repair deletes it).
 
 -- size.lua comes before this body: it defines byte, sub, sunpack, ZERO,
 -- TWO32, malformed, hsize and cborsize.
@@ -217,10 +230,26 @@ if not (maxBytes and maxFields and maxSeq) or nchanges < 0 or nchanges ~= math.f
 end
 -- Every key must have its type or not exist: a key of another type
 -- (written by something else) would fail a write half-way.
-for i, want in ipairs({'string', 'zset', 'hash'}) do
+local types = {}
+for i, want in ipairs({'string', 'zset', 'hash', 'hash'}) do
   local t = redis.call('TYPE', KEYS[i]).ok
   if t ~= 'none' and t ~= want then
     error('convergo:corrupt key ' .. KEYS[i] .. ' is a ' .. t .. ', not a ' .. want)
+  end
+  types[i] = t
+end
+-- usageState: 'keep' (sound, or a new collection: add to it), 'none'
+-- (leave it: no hash while records exist, or unsound fields), 'stale'
+-- (mark it for a count).
+local usageState, usageRecords, usageBytes = 'keep', 0, 0
+if types[4] == 'none' then
+  if types[3] ~= 'none' then usageState = 'none' end
+else
+  local u = redis.call('HMGET', KEYS[4], 'n', 'b')
+  if u[1] and u[2] and string.match(u[1], '^%d+$') and string.match(u[2], '^%d+$') then
+    usageRecords, usageBytes = tonumber(u[1]), tonumber(u[2])
+  else
+    usageState = 'none'
   end
 end
 -- The head is at least the highest seq in the log: a head that is
@@ -256,10 +285,19 @@ for i = 1, nchanges do
       ok, r = pcall(parse, blob)
       -- An unreadable stored record is lost: the change replaces it, and
       -- the caller reports it.
-      if not ok then damaged[#damaged + 1] = id end
+      if not ok then
+        damaged[#damaged + 1] = id
+        if usageState == 'keep' then usageState = 'stale' end
+      end
     end
     if not ok then
       r = {seq = 0, del = ZERO, names = {}, listed = {}, fields = {}, nf = 0}
+    end
+    -- What usage counts the record at now (false for a new one).
+    r.size = false
+    if ok and usageState == 'keep' then
+      local sized, size = pcall(cborsize, id, blob)
+      if sized then r.size = size else usageState = 'stale' end
     end
     state[id] = r
   end
@@ -285,13 +323,15 @@ for _, id in ipairs(order) do
   end
   local blob = serialize(r)
   blobs[id] = blob
-  -- The CBOR encoding is at most this long (doc.go, "# The record blob"),
-  -- so the exact size is computed only for records near the limit.
-  if #blob + #id + 4 * r.nf + 5 > maxBytes then
-    local size = cborsize(id, blob)
-    if size > maxBytes then
-      error('convergo:too-large record ' .. id .. ' would be ' .. int(size) .. ' bytes, more than ' .. int(maxBytes))
-    end
+  local size = cborsize(id, blob)
+  if size > maxBytes then
+    error('convergo:too-large record ' .. id .. ' would be ' .. int(size) .. ' bytes, more than ' .. int(maxBytes))
+  end
+  if r.size then
+    usageBytes = usageBytes + size - r.size
+  else
+    usageRecords = usageRecords + 1
+    usageBytes = usageBytes + size
   end
 end
 
@@ -319,5 +359,10 @@ for first = 1, #order, chunk do
   redis.call('ZADD', KEYS[2], unpack(zargs))
 end
 redis.call('SET', KEYS[1], int(head))
+if usageState == 'keep' then
+  redis.call('HSET', KEYS[4], 'n', int(usageRecords), 'b', int(usageBytes))
+elseif usageState == 'stale' then
+  redis.call('HSET', KEYS[4], 'n', 'stale')
+end
 redis.call('PUBLISH', ARGV[1], ARGV[2] .. ' ' .. int(head))
 return out

@@ -382,7 +382,7 @@ func TestScriptRefusesMalformedInput(t *testing.T) {
 			{"empty", nil},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
-				keys := []string{s.seqKey(coll), s.logKey(coll), s.recKey(coll)}
+				keys := s.writeKeys(coll)
 				err := mergeScript.Run(ctx, s.client, keys, s.channel, coll, crdt.MaxRecordBytes, crdt.MaxFieldsPerRecord, uint64(MaxSeq),
 					"r1", good, "r2", tc.blob).Err()
 				if err == nil || !strings.Contains(err.Error(), "convergo:malformed") {

@@ -142,7 +142,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 // restart and failover; Script.Run then falls back to EVAL. A user whose ACL
 // forbids SCRIPT LOAD relies on that fallback from the start.
 func (s *Store) loadScripts(ctx context.Context) error {
-	for _, sc := range []*goredis.Script{mergeScript, readScript} {
+	for _, sc := range []*goredis.Script{mergeScript, readScript, usageScript} {
 		err := sc.Load(ctx, s.client).Err()
 		if goredis.HasErrorPrefix(err, "NOPERM") {
 			s.log.Debug("SCRIPT LOAD not permitted; scripts load on first use", "err", err)
@@ -227,6 +227,14 @@ func infoField(info, name string) string {
 func (s *Store) seqKey(coll string) string { return s.prefix + "{" + coll + "}:seq" }
 func (s *Store) logKey(coll string) string { return s.prefix + "{" + coll + "}:log" }
 func (s *Store) recKey(coll string) string { return s.prefix + "{" + coll + "}:r" }
+func (s *Store) usageKey(coll string) string {
+	return s.prefix + "{" + coll + "}:usage"
+}
+
+// writeKeys are the keys the merge and repair scripts take.
+func (s *Store) writeKeys(coll string) []string {
+	return []string{s.seqKey(coll), s.logKey(coll), s.recKey(coll), s.usageKey(coll)}
+}
 
 func (s *Store) begin(ctx context.Context) error {
 	if s.closed.Load() {
@@ -307,7 +315,7 @@ const (
 )
 
 func (s *Store) applyCollection(ctx context.Context, coll string, changes []crdt.Change, idx []int, results []stores.Result) error {
-	keys := []string{s.seqKey(coll), s.logKey(coll), s.recKey(coll)}
+	keys := s.writeKeys(coll)
 	for len(idx) > 0 {
 		n, size := 0, 0
 		for n < len(idx) && n < maxScriptChanges {

@@ -5,6 +5,8 @@
 -- KEYS[1]  <prefix>{<collection>}:seq  string: the collection's head
 -- KEYS[2]  <prefix>{<collection>}:log  zset: member record id, score seq
 -- KEYS[3]  <prefix>{<collection>}:r    hash: record id -> record blob
+-- KEYS[4]  <prefix>{<collection>}:usage  hash: n records, b bytes;
+--          counted again from the records kept
 -- ARGV[1]  largest sequence number (2^53)
 --
 -- Returns {records, lost, head}.
@@ -14,7 +16,7 @@
 local maxSeq = tonumber(ARGV[1])
 local lost = 0
 local types = {}
-for i, want in ipairs({'string', 'zset', 'hash'}) do
+for i, want in ipairs({'string', 'zset', 'hash', 'hash'}) do
   local t = redis.call('TYPE', KEYS[i]).ok
   types[i] = t
   if t ~= 'none' and t ~= want then
@@ -37,6 +39,7 @@ end
 
 -- Read every record; drop the unreadable ones.
 local recs = {}
+local bytes = 0
 local cursor = '0'
 repeat
   local res = redis.call('HSCAN', KEYS[3], cursor, 'COUNT', 1000)
@@ -44,7 +47,9 @@ repeat
   local kv = res[2]
   for i = 1, #kv, 2 do
     local id, blob = kv[i], kv[i + 1]
-    if pcall(cborsize, id, blob) then
+    local ok, size = pcall(cborsize, id, blob)
+    if ok then
+      bytes = bytes + size
       local hi, lo = sunpack('>I4I4', blob, 2)
       local seq = hi * TWO32 + lo
       if seq > base then base = seq end
@@ -89,4 +94,6 @@ for first = 1, #recs, chunk do
 end
 local head = base + #recs
 redis.call('SET', KEYS[1], string.format('%.0f', head))
+redis.call('DEL', KEYS[4])
+redis.call('HSET', KEYS[4], 'n', string.format('%.0f', #recs), 'b', string.format('%.0f', bytes))
 return {#recs, lost, head}

@@ -240,7 +240,7 @@ func TestRestrictedUser(t *testing.T) {
 	admin := goredis.NewClient(&goredis.Options{Addr: srv.addr()})
 	defer admin.Close()
 	err := admin.Do(ctx, "ACL", "SETUSER", "app", "on", ">secret", "resetkeys", "~app:*", "resetchannels", "&app:*",
-		"-@all", "+eval", "+evalsha", "+get", "+set", "+hget", "+hset", "+hmget", "+zadd", "+zrange", "+type", "+publish",
+		"-@all", "+eval", "+evalsha", "+get", "+set", "+hget", "+hset", "+hmget", "+zadd", "+zrange", "+type", "+hscan", "+publish",
 		"+subscribe", "+ping", "+info", "+client|setname", "+hello").Err()
 	if err != nil {
 		t.Fatal(err)
@@ -261,6 +261,9 @@ func TestRestrictedUser(t *testing.T) {
 		t.Fatalf("pull as the restricted user: got %+v, %v", page, err)
 	}
 	rec.waitFor(t, "the change", func(_ int, h map[string]uint64) bool { return h["c"] == 1 })
+	if u, err := s.Usage(ctx, "c"); err != nil || u.Records != 1 {
+		t.Fatalf("usage as the restricted user: got %+v, %v", u, err)
+	}
 	// Keys outside the prefix stay out of reach.
 	other, err := New(s.client, Options{KeyPrefix: "other:"})
 	if err != nil {

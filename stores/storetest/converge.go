@@ -49,9 +49,32 @@ const (
 // engine of its own, and closes the store at the end of the test.
 func Converge(t testing.TB, newStore Factory) {
 	t.Helper()
+	converge(t, newStore, 0)
+}
+
+// ConvergeN is Converge with at most checks random histories (fewer when
+// -rapid.checks asks for fewer), for stores whose every call is a network
+// round trip to an emulator. Once a history fails, rapid's shrinking runs
+// as many as it needs.
+func ConvergeN(t testing.TB, newStore Factory, checks int) {
+	t.Helper()
+	converge(t, newStore, checks)
+}
+
+func converge(t testing.TB, newStore Factory, checks int) {
+	t.Helper()
 	s := open(t, newStore)
 	n := 0
+	failed := false
 	crdttest.Check(t, func(rt *rapid.T) {
+		if checks > 0 && n >= checks && !failed {
+			return // rapid's checks past the budget pass at once
+		}
+		defer func() {
+			if rt.Failed() {
+				failed = true
+			}
+		}()
 		n++
 		sim := newConvergeSim(rt, s, fmt.Sprintf("conv%d", n))
 		defer sim.eng.Close()

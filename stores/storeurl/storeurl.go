@@ -4,9 +4,16 @@
 //
 //	memory:
 //	bolt:PATH
-//	redis://[user:pass@]host:port[/db][?prefix=P]
-//	redis-cluster://host:port[,host:port...][?prefix=P]
+//	redis://[user:pass@]host:port[/db][?prefix=P&capture=COLL=PATTERN[;mirror]...]
+//	redis-cluster://host:port[,host:port...][?prefix=P&capture=...]
 //	dynamodb://TABLE[?region=R&endpoint=URL&create=1&capture=0&poll=D]
+//
+// A Redis URL's capture parameter, repeatable, is one redis.CaptureRule:
+// capture=todos=app:todo:* captures writes other programs make to the
+// hashes app:todo:<id> into collection todos, and a trailing ;mirror also
+// writes merged records back into them (docs/redis.md, "Capture"). The
+// query is split at '&' only, so the ';' needs no escaping; a '&', '%' or
+// '#' in a pattern is written %26, %25, %23.
 //
 // It imports every store of this module; a program that uses one store
 // and wants no other dependency opens that store's package directly.
@@ -45,8 +52,8 @@ type Spec struct {
 //
 //	memory:
 //	bolt:PATH
-//	redis://[user:pass@]host:port[/db][?prefix=P]
-//	redis-cluster://host:port[,host:port...][?prefix=P]
+//	redis://[user:pass@]host:port[/db][?prefix=P&capture=COLL=PATTERN[;mirror]...]
+//	redis-cluster://host:port[,host:port...][?prefix=P&capture=...]
 //	dynamodb://TABLE[?region=R&endpoint=URL&create=1&capture=0&poll=D]
 func Parse(raw string) (Spec, error) {
 	scheme, rest, ok := strings.Cut(raw, ":")
@@ -79,7 +86,7 @@ func parseRedis(scheme, rest, raw string) (Spec, error) {
 	}
 	rest = rest[2:]
 	rest, query, _ := strings.Cut(rest, "?")
-	q, err := url.ParseQuery(query)
+	q, err := splitQuery(query)
 	if err != nil {
 		return Spec{}, fmt.Errorf("store %q: query: %w", Redact(raw), err)
 	}
@@ -118,15 +125,57 @@ func parseRedis(scheme, rest, raw string) (Spec, error) {
 		return Spec{}, fmt.Errorf("store %q: several hosts: use redis-cluster://", Redact(raw))
 	}
 	o.Cluster = scheme == "redis-cluster"
-	for k, v := range q {
-		switch k {
+	for _, p := range q {
+		switch p.key {
 		case "prefix":
-			o.KeyPrefix = v[0]
+			o.KeyPrefix = p.value
+		case "capture":
+			r, err := parseCaptureRule(p.value)
+			if err != nil {
+				return Spec{}, fmt.Errorf("store %q: capture=%s: %w", Redact(raw), p.value, err)
+			}
+			o.Capture = append(o.Capture, r)
 		default:
-			return Spec{}, fmt.Errorf("store %q: unknown parameter %q (known: prefix)", Redact(raw), k)
+			return Spec{}, fmt.Errorf("store %q: unknown parameter %q (known: prefix, capture)", Redact(raw), p.key)
 		}
 	}
 	return Spec{Kind: "redis", Redis: o}, nil
+}
+
+type param struct{ key, value string }
+
+// splitQuery splits a query at '&' only (url.ParseQuery refuses ';', which
+// capture rules use), unescaping keys and values, in order.
+func splitQuery(query string) ([]param, error) {
+	var out []param
+	for _, kv := range strings.Split(query, "&") {
+		if kv == "" {
+			continue
+		}
+		k, v, _ := strings.Cut(kv, "=")
+		k, err := url.QueryUnescape(k)
+		if err != nil {
+			return nil, err
+		}
+		if v, err = url.QueryUnescape(v); err != nil {
+			return nil, err
+		}
+		out = append(out, param{k, v})
+	}
+	return out, nil
+}
+
+// parseCaptureRule reads COLL=PATTERN[;mirror]. The store checks the rule
+// itself when it opens (redis.CaptureRule).
+func parseCaptureRule(v string) (redis.CaptureRule, error) {
+	var r redis.CaptureRule
+	v, r.Mirror = strings.CutSuffix(v, ";mirror")
+	coll, pattern, ok := strings.Cut(v, "=")
+	if !ok || coll == "" || pattern == "" {
+		return r, errors.New("want COLLECTION=KEYPATTERN or COLLECTION=KEYPATTERN;mirror")
+	}
+	r.Collection, r.KeyPattern = coll, pattern
+	return r, nil
 }
 
 // parseDynamo uses the dynamodb package's own URL form: capture is on

@@ -20,6 +20,9 @@ func TestParse(t *testing.T) {
 		{"redis://u:p%40ss@h:1/3?prefix=app", "redis [h:1] cluster=false db=3 prefix=app user=u pass=p@ss"},
 		{"redis://h", "redis [h:6379] cluster=false db=0 prefix= user= pass="},
 		{"redis-cluster://a:1,b:2,c:3?prefix=x", "redis [a:1 b:2 c:3] cluster=true db=0 prefix=x user= pass="},
+		{"redis://h:1?capture=todos=app:todo:*", "redis [h:1] cluster=false db=0 prefix= user= pass= capture=[{todos app:todo:* false}]"},
+		{"redis://h:1?prefix=p&capture=todos=app:{todo}:*;mirror&capture=notes=n%26m:*", "redis [h:1] cluster=false db=0 prefix=p user= pass= capture=[{todos app:{todo}:* true} {notes n&m:* false}]"},
+		{"redis-cluster://a:1?capture=t=x=y:*", "redis [a:1] cluster=true db=0 prefix= user= pass= capture=[{t x=y:* false}]"},
 		{"dynamodb://convergo?region=us-east-1&endpoint=http://127.0.0.1:8765&create=1&capture=1", "dynamodb convergo us-east-1 http://127.0.0.1:8765 true true"},
 		{"dynamodb://tbl", "dynamodb tbl   false true"},
 		{"dynamodb://tbl?capture=0", "dynamodb tbl   false false"},
@@ -29,6 +32,11 @@ func TestParse(t *testing.T) {
 		{"redis-cluster://a:1/2", ""},
 		{"redis://h:1/x", ""},
 		{"redis://h:1?db=2", ""},
+		{"redis://h:1?capture=todos", ""},
+		{"redis://h:1?capture==app:*", ""},
+		{"redis://h:1?capture=todos=", ""},
+		{"redis://h:1?capture=todos=;mirror", ""},
+		{"redis://h:1?capture=todos=a:%zz", ""},
 		{"dynamodb://", ""},
 		{"dynamodb://t?create=maybe", ""},
 		{"dynamodb://t?tabel=x", ""},
@@ -55,6 +63,9 @@ func TestParse(t *testing.T) {
 			case "redis":
 				o := s.Redis
 				got = fmt.Sprintf("redis %v cluster=%v db=%d prefix=%s user=%s pass=%s", o.Addrs, o.Cluster, o.DB, o.KeyPrefix, o.Username, o.Password)
+				if len(o.Capture) > 0 {
+					got += fmt.Sprintf(" capture=%v", o.Capture)
+				}
 			case "dynamodb":
 				o := s.DynamoDB
 				got = fmt.Sprintf("dynamodb %s %s %s %v %v", o.Table, o.Region, o.Endpoint, o.CreateTable, o.Capture)
