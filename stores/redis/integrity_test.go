@@ -13,7 +13,7 @@ import (
 )
 
 // Integrity against programs that write into the store's own keys
-// (issue 16, R1-R3): a damaged key is reported as stores.ErrCorrupt,
+// (R1-R3): a damaged key is reported as stores.ErrCorrupt,
 // nothing is written before the merge script knows it can finish, the
 // next write or Repair heals it, and a head set back is noticed.
 
