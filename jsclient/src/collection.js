@@ -4,7 +4,7 @@
 // other tabs and the sync loop.
 
 import { ConvergoError } from './errors.js';
-import { runQuery } from './query.js';
+import { compileQuery, position, runQuery } from './query.js';
 import { emptyRecord, validateId } from './record.js';
 import { checkSize, docOfStored, fieldsOf } from './values.js';
 
@@ -13,7 +13,12 @@ import { checkSize, docOfStored, fieldsOf } from './values.js';
 /** @typedef {import('./query.js').Query} Query */
 /** @typedef {import('./values.js').Doc} Doc */
 
-/** A live query or record subscription. */
+/**
+ * A live query or record subscription. A query keeps its result (every
+ * matching document, in order) and updates it from the records that
+ * changed: a change costs a binary search per changed record, not a pass
+ * over the collection.
+ */
 export class Subscription {
   /**
    * @param {Database} db
@@ -26,32 +31,118 @@ export class Subscription {
     this.db = db;
     this.collection = collection;
     this.id = id;
-    this.query = query;
+    this.q = compileQuery(query);
     this.cb = cb;
     this.active = true;
-    /** @type {Promise<void>} */
-    this.running = Promise.resolve();
+    /** @type {Doc[]|null} the matching documents in order; null until the first full run */
+    this.rows = null;
+    /** @type {Map<string, Doc>} the documents in rows by id */
+    this.byId = new Map();
   }
 
   /**
-   * Re-reads and calls back, after any earlier run of this subscription.
+   * Calls back, reporting a throwing callback as an error event.
+   * @param {unknown} result
+   */
+  emit(result) {
+    if (!this.active) return;
+    try {
+      this.cb(result);
+    } catch (e) {
+      this.db._emit('error', e);
+    }
+  }
+
+  /** Calls back with the current result. */
+  emitRows() {
+    const rows = /** @type {Doc[]} */ (this.rows);
+    this.emit(this.q.limit === undefined ? rows.slice() : rows.slice(0, this.q.limit));
+  }
+
+  /**
+   * The first run: the whole collection (a record subscription reads its
+   * record alone).
    * @param {(c: string) => Promise<StoredRecord[]>} listOf reads a collection
    */
-  run(listOf) {
-    this.running = this.running.then(async () => {
-      if (!this.active) return;
-      try {
-        const result =
-          this.id !== null
-            ? docOfStored(await this.db.store.get(this.collection, this.id))
-            : runQuery(await listOf(this.collection), this.query);
-        if (this.active) this.cb(result);
-      } catch (e) {
-        this.db._emit('error', e);
+  async full(listOf) {
+    if (!this.active) return;
+    if (this.id !== null) {
+      this.rows = [];
+      this.emit(docOfStored(await this.db.store.get(this.collection, this.id)));
+      return;
+    }
+    const { filter, compare } = this.q;
+    /** @type {Doc[]} */
+    const rows = [];
+    this.byId = new Map();
+    for (const s of await listOf(this.collection)) {
+      const d = s.doc ? filter(s, docOfStored(s)) : null;
+      if (d) {
+        rows.push(d);
+        this.byId.set(d.id, d);
       }
-    });
-    return this.running;
+    }
+    rows.sort(compare);
+    this.rows = rows;
+    this.emitRows();
   }
+
+  /**
+   * Records of the collection changed: update the result from them alone,
+   * and call back if what the subscriber sees changed.
+   * @param {Map<string, StoredRecord|null>} records the records as stored now (null: none)
+   * @param {Map<string, Doc|null>} docs their documents
+   */
+  apply(records, docs) {
+    if (!this.active || this.rows === null) return;
+    if (this.id !== null) {
+      if (docs.has(this.id)) this.emit(docs.get(this.id) ?? null);
+      return;
+    }
+    const { filter, compare, limit } = this.q;
+    const rows = this.rows;
+    // The first position whose document changed: a limited result need not
+    // be reported when every change is beyond its end.
+    let first = Infinity;
+    for (const [id, s] of records) {
+      const old = this.byId.get(id);
+      const d = s ? filter(s, docs.get(id) ?? null) : null;
+      if (!old && !d) continue;
+      if (old) {
+        let i = position(rows, old, compare);
+        if (rows[i] !== old) i = rows.indexOf(old);
+        rows.splice(i, 1);
+        this.byId.delete(id);
+        first = Math.min(first, i);
+      }
+      if (d) {
+        const i = position(rows, d, compare);
+        rows.splice(i, 0, d);
+        this.byId.set(id, d);
+        first = Math.min(first, i);
+      }
+    }
+    if (first === Infinity || (limit !== undefined && first >= limit)) return;
+    this.emitRows();
+  }
+}
+
+/**
+ * The change a put makes: the given fields set, every other field unset.
+ * @param {string} id
+ * @param {Map<string, Uint8Array|null>} fields
+ * @returns {(current: import('./record.js').Record, stamp: import('./hlc.js').Stamp) => import('./record.js').Record}
+ */
+function putChange(id, fields) {
+  return (current, stamp) => {
+    const change = emptyRecord(id);
+    for (const [k, v] of fields) change.fields.set(k, { stamp, value: v });
+    for (const [k, f] of current.fields) {
+      if (!fields.has(k) && f.value !== null) change.fields.set(k, { stamp, value: null });
+    }
+    checkSize({ ...current, fields: new Map([...current.fields, ...change.fields]) }, change);
+    return change;
+  };
 }
 
 /** One collection of documents. */
@@ -79,17 +170,34 @@ export class Collection {
     this._check();
     validateId(id);
     const fields = fieldsOf(id, doc, `put ${this.name}/${id}`);
-    const { record } = await this.db.store.write(this.name, id, (current, stamp) => {
-      const change = emptyRecord(id);
-      for (const [k, v] of fields) change.fields.set(k, { stamp, value: v });
-      for (const [k, f] of current.fields) {
-        if (!fields.has(k) && f.value !== null) change.fields.set(k, { stamp, value: null });
-      }
-      checkSize({ ...current, fields: new Map([...current.fields, ...change.fields]) }, change);
-      return change;
-    });
-    await this.db._wrote(this.name, id);
+    const { record } = await this.db.store.write(this.name, id, putChange(id, fields));
+    this.db._wrote(1);
     return /** @type {Doc} */ (docOfStored(record) ?? { id });
+  }
+
+  /**
+   * Replaces many documents in one IndexedDB transaction, with one
+   * notification of live queries and other tabs: each document's fields
+   * missing from it are unset, as put does. docs are documents with their
+   * id (a string); a later document with the same id wins. All are written
+   * or none.
+   * @param {Array<Record<string, unknown> & {id: string}>} docs
+   * @returns {Promise<Doc[]>}
+   */
+  async putMany(docs) {
+    this._check();
+    if (!Array.isArray(docs)) throw new ConvergoError('invalid', 'putMany: docs must be an array');
+    const items = docs.map((doc, i) => {
+      const id = doc?.id;
+      if (typeof id !== 'string') throw new ConvergoError('invalid', `putMany: docs[${i}] has no string id`);
+      validateId(id);
+      const fields = fieldsOf(id, doc, `put ${this.name}/${id}`);
+      return { id, build: putChange(id, fields) };
+    });
+    if (items.length === 0) return [];
+    const written = await this.db.store.writeMany(this.name, items);
+    this.db._wrote(items.length);
+    return written.map(({ record }) => /** @type {Doc} */ (docOfStored(record) ?? { id: record.id }));
   }
 
   /**
@@ -110,7 +218,7 @@ export class Collection {
       checkSize({ ...current, fields: new Map([...current.fields, ...change.fields]) }, change);
       return change;
     });
-    await this.db._wrote(this.name, id);
+    this.db._wrote(1);
     return docOfStored(record);
   }
 
@@ -122,7 +230,7 @@ export class Collection {
     this._check();
     validateId(id);
     await this.db.store.write(this.name, id, (_current, stamp) => ({ id, deleted: stamp, fields: new Map() }));
-    await this.db._wrote(this.name, id);
+    this.db._wrote(1);
   }
 
   /**
@@ -165,17 +273,15 @@ export class Collection {
       validateId(queryOrId);
       sub = new Subscription(this.db, this.name, queryOrId, {}, cb);
     } else {
-      const q = queryOrId ?? {};
-      runQuery([], q); // validates the query now rather than in the callback
-      sub = new Subscription(this.db, this.name, null, q, cb);
+      sub = new Subscription(this.db, this.name, null, queryOrId ?? {}, cb); // checks the query now rather than in the callback
     }
     this.db.subs.add(sub);
-    this.db.dirty.add(sub);
+    this.db.fresh.add(sub);
     this.db._flush();
     return () => {
       sub.active = false;
       this.db.subs.delete(sub);
-      this.db.dirty.delete(sub);
+      this.db.fresh.delete(sub);
     };
   }
 }

@@ -12,6 +12,7 @@ import { replicaPrefix, subjectOfToken } from './replica.js';
 import { decodeChanges, decodeValue } from './record.js';
 import { isZeroStamp } from './hlc.js';
 import { setOwn } from './cbor.js';
+import { docOfStored } from './values.js';
 import { TabChannel, TabMessage, fromWire, requestLeadership, toWire } from './tabs.js';
 
 /** @typedef {import('./db.js').StoredRecord} StoredRecord */
@@ -125,8 +126,10 @@ export class Database {
     this.leading = false;
     /** @type {Set<Subscription>} */
     this.subs = new Set();
-    /** @type {Set<Subscription>} */
-    this.dirty = new Set();
+    /** @type {Set<Subscription>} subscriptions waiting for their first run (or a rerun after a reset) */
+    this.fresh = new Set();
+    /** @type {Map<string, Map<string, StoredRecord|null|undefined>>} records changed since the last refresh, by collection (undefined: to be read) */
+    this.changes = new Map();
     this.flushing = false;
     this.closed = false;
     /** @type {string|null} */
@@ -141,6 +144,7 @@ export class Database {
       IDBKeyRange: o.IDBKeyRange,
       onReset: () => this._onReset(),
       onError: (e) => this._emit('error', e),
+      onChange: (c, records, origin) => this._changed(c, records, origin),
     });
     /** @type {(() => void)|null} */
     this.releaseLock = null;
@@ -266,7 +270,9 @@ export class Database {
       token: (force) => this._token(force),
       fetch: f,
       WebSocket: o.WebSocket === undefined ? globalThis.WebSocket ?? null : o.WebSocket,
-      onChanges: (c, ids) => this._changed(c, ids, 'remote'),
+      // The Store reports what pulls and rollbacks changed (onChange),
+      // in commit order.
+      onChanges: () => {},
       onRefused: (r) => {
         this._post({ t: TabMessage.refused, r });
         this._onRefused(r);
@@ -477,7 +483,7 @@ export class Database {
     if (!m || typeof m !== 'object' || this.closed) return;
     switch (m.t) {
       case TabMessage.changed:
-        if (typeof m.c === 'string' && Array.isArray(m.ids)) this._changed(m.c, m.ids, 'tab');
+        if (typeof m.c === 'string' && Array.isArray(m.ids)) this._changed(m.c, new Map(m.ids.filter((/** @type {unknown} */ id) => typeof id === 'string').map((/** @type {string} */ id) => [id, undefined])), 'tab');
         break;
       case TabMessage.push:
         this.syncer?.kick();
@@ -541,15 +547,22 @@ export class Database {
   }
 
   /**
-   * Records of collection c changed: refresh live queries.
+   * Records of collection c changed: tell the other tabs, refresh the live
+   * queries from these records alone. records holds them as stored now
+   * (null: none); undefined (another tab's change) means read them.
    * @param {string} c
-   * @param {string[]} ids
+   * @param {Map<string, StoredRecord|null|undefined>} records
    * @param {'local'|'remote'|'tab'} origin
    */
-  _changed(c, ids, origin) {
+  _changed(c, records, origin) {
+    if (this.closed) return;
+    const ids = [...records.keys()];
     if (origin !== 'tab') this._post({ t: TabMessage.changed, c, ids });
-    for (const s of this.subs) {
-      if (s.collection === c && (s.id === null || ids.includes(s.id))) this.dirty.add(s);
+    let pending = this.changes.get(c);
+    if (!pending) this.changes.set(c, (pending = new Map()));
+    for (const [id, s] of records) {
+      pending.delete(id); // keeps the latest last
+      pending.set(id, s);
     }
     this._emit('change', { collection: c, ids, origin });
     this._flush();
@@ -559,20 +572,47 @@ export class Database {
     // The wipe took the remembered collections too: put back ours.
     this.store.addCollections(this.collections).catch((e) => this._emit('error', e));
     this.syncer?.reset();
-    for (const s of this.subs) this.dirty.add(s);
+    for (const s of this.subs) this.fresh.add(s);
     this._emit('reset', undefined);
     this._flush();
   }
 
+  /**
+   * Refreshes live subscriptions, one round after another until nothing
+   * is left: new ones run over their collection (one read shared by the
+   * queries of a collection), the others take the changed records.
+   */
   _flush() {
     if (this.flushing) return;
     this.flushing = true;
     queueMicrotask(async () => {
       try {
-        while (this.dirty.size > 0 && !this.closed) {
-          const batch = [...this.dirty];
-          this.dirty.clear();
-          // Query subscriptions of one collection share one read.
+        while ((this.fresh.size > 0 || this.changes.size > 0) && !this.closed) {
+          const changes = this.changes;
+          this.changes = new Map();
+          const fresh = [...this.fresh];
+          this.fresh.clear();
+          for (const [c, records] of changes) {
+            const subs = [...this.subs].filter((s) => s.collection === c && s.rows !== null && !fresh.includes(s));
+            if (subs.length === 0) continue;
+            const unread = [...records].filter(([, s]) => s === undefined).map(([id]) => id);
+            if (unread.length > 0) {
+              try {
+                const got = await this.store.getMany(c, unread);
+                unread.forEach((id, i) => records.set(id, got[i] ?? null));
+              } catch (e) {
+                this._emit('error', e);
+                for (const s of subs) this.fresh.add(s); // read them whole next round
+                continue;
+              }
+            }
+            const stored = /** @type {Map<string, StoredRecord|null>} */ (records);
+            /** @type {Map<string, import('./values.js').Doc|null>} */
+            const docs = new Map();
+            for (const [id, s] of stored) docs.set(id, docOfStored(s ?? undefined));
+            for (const s of subs) s.apply(stored, docs);
+          }
+          if (fresh.length === 0) continue;
           /** @type {Map<string, Promise<StoredRecord[]>>} */
           const lists = new Map();
           const listOf = (/** @type {string} */ c) => {
@@ -580,7 +620,13 @@ export class Database {
             if (!p) lists.set(c, (p = this.store.list(c)));
             return p;
           };
-          await Promise.all(batch.map((s) => s.run(listOf)));
+          await Promise.all(
+            fresh.map((s) =>
+              s.full(listOf).catch((e) => {
+                if (!this.closed) this._emit('error', e);
+              }),
+            ),
+          );
         }
       } finally {
         this.flushing = false;
@@ -741,7 +787,7 @@ export class Database {
     const { c, id: rid } = await this.store.retryRejected(id);
     this._post({ t: TabMessage.rejected });
     this._recountRejected();
-    await this._wrote(c, rid);
+    this._wrote(1);
   }
 
   /**
@@ -776,11 +822,16 @@ export class Database {
     for (const f of [...this.closeWaiters]) f();
   }
 
-  /** A local write happened. */
-  async _wrote(/** @type {string} */ c, /** @type {string} */ id) {
-    this._changed(c, [id], 'local');
+  /**
+   * n local writes were queued (the Store told the live queries and other
+   * tabs as they committed): push them, and count them pending. No
+   * recount of the outbox here: counting an index walks it in IndexedDB,
+   * which a large outbox makes slow; the leader counts after each push.
+   * @param {number} n
+   */
+  _wrote(n) {
     if (this.syncer) this.syncer.kick();
     else this._post({ t: TabMessage.push });
-    this._setStatus(await this.store.outboxCounts());
+    this._setStatus({ pending: this._status.pending + n });
   }
 }

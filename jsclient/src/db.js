@@ -59,6 +59,11 @@ import { isDevice, isPrefix, newDevice, replicaId, replicaPrefix } from './repli
 /** @typedef {{c: string, id: string, deleted: Stamp, fields: Map<string, import('./record.js').Field>, doc: Record<string, unknown>|null, base?: Base}} StoredRecord */
 /** @typedef {{seq: number, c: string, id: string, change: Uint8Array, r?: string}} OutboxEntry */
 /**
+ * Builds a local change to a record from its current state and a fresh
+ * stamp; next issues another stamp, after stamp.
+ * @typedef {(current: Rec, stamp: Stamp, next: () => Stamp) => Rec} Build
+ */
+/**
  * A change the server refused, as stored: c and rid name the record,
  * change is the encoded change as it was pushed, when is ms since epoch,
  * subject the subject the client was signed in as (null: unknown), size
@@ -66,6 +71,15 @@ import { isDevice, isPrefix, newDevice, replicaId, replicaPrefix } from './repli
  * @typedef {{id: number, c: string, rid: string, change: Uint8Array, code: string, message: string, requestId: string|null, when: number, subject: string|null, size: number}} RejectedEntry
  */
 /** @typedef {{c: string, id: string, rec: Uint8Array, seal: Uint8Array}} SealedEntry */
+/**
+ * Hears the records of collection c a transaction changed, as they are
+ * stored now (null: none), once it commits, in commit order: local (a
+ * write of this tab) or remote (pulled, or a refused change taken back).
+ * @typedef {(c: string, records: Map<string, StoredRecord|null>, origin: 'local'|'remote') => void} OnChange
+ */
+
+/** @type {WeakMap<IDBTransaction, {origin: 'local'|'remote', changes: Map<string, Map<string, StoredRecord|null>>}>} what Store.notify noted in each transaction */
+const changedIn = new WeakMap();
 /**
  * How a pushed outbox entry was settled: acknowledged, or refused with the
  * server's code, message and the request id of the push.
@@ -186,9 +200,10 @@ function fromStored(s, id) {
  */
 export class Store {
   /**
-   * @param {{name: string, indexedDB: IDBFactory, IDBKeyRange?: typeof IDBKeyRange, onReset?: () => void, onError?: (e: Error) => void}} opts
+   * @param {{name: string, indexedDB: IDBFactory, IDBKeyRange?: typeof IDBKeyRange, onReset?: () => void, onError?: (e: Error) => void, onChange?: OnChange}} opts
    */
   constructor(opts) {
+    this.onChange = opts.onChange ?? (() => {});
     this.name = opts.name;
     this.idb = opts.indexedDB;
     this.keyRange = opts.IDBKeyRange ?? globalThis.IDBKeyRange;
@@ -395,6 +410,13 @@ export class Store {
         throw fromIDBError(e, what);
       }
     }
+    // Listeners run in the order they were added, and the page runs its
+    // microtasks after each: the changes are announced before the caller
+    // hears the transaction committed.
+    tx.addEventListener('complete', () => {
+      const noted = changedIn.get(tx);
+      if (noted) for (const [c, recs] of noted.changes) this.onChange(c, recs, noted.origin);
+    });
     const committed = done(tx);
     try {
       const out = await fn(tx);
@@ -425,80 +447,150 @@ export class Store {
   }
 
   /**
+   * Tells onChange about record s of collection c once tx commits (with
+   * the other records tx changed, after the transactions committed before
+   * it).
+   * @param {IDBTransaction} tx
+   * @param {string} c
+   * @param {string} id
+   * @param {StoredRecord|null} s
+   * @param {'local'|'remote'} origin
+   */
+  notify(tx, c, id, s, origin) {
+    let byC = changedIn.get(tx);
+    if (!byC) changedIn.set(tx, (byC = { origin, changes: new Map() }));
+    let recs = byC.changes.get(c);
+    if (!recs) byC.changes.set(c, (recs = new Map()));
+    recs.set(id, s);
+  }
+
+  /**
+   * The stored records of collection c with these ids (undefined: none).
+   * @param {string} c
+   * @param {string[]} ids
+   * @returns {Promise<(StoredRecord|undefined)[]>}
+   */
+  getMany(c, ids) {
+    return this.tx([RECORDS], 'readonly', `read ${c}`, (tx) => {
+      const store = tx.objectStore(RECORDS);
+      return Promise.all(ids.map((id) => req(store.get([c, id]))));
+    });
+  }
+
+  /**
    * Writes locally: in one transaction, reads the record and the clock,
    * builds a change with a fresh stamp, merges it, stores the record and
    * appends the change to the outbox.
    * @param {string} c collection
    * @param {string} id
-   * @param {(current: Rec, stamp: Stamp, next: () => Stamp) => Rec} build
-   *   returns the change; next issues another stamp, after stamp
+   * @param {Build} build returns the change
    * @returns {Promise<{record: StoredRecord, change: Rec}>}
    */
-  write(c, id, build) {
-    return this.tx([RECORDS, OUTBOX, META], 'readwrite', `write ${c}/${id}`, (tx) => this.writeIn(tx, c, id, build));
+  async write(c, id, build) {
+    return (await this.writeMany(c, [{ id, build }]))[0];
   }
 
   /**
-   * The body of write, in transaction tx (which spans records, outbox and
-   * meta).
+   * Writes many records locally in one transaction (all or none): write
+   * for each item in order. A later item with the id of an earlier one
+   * builds on its result.
+   * @param {string} c collection
+   * @param {{id: string, build: Build}[]} items
+   * @returns {Promise<{record: StoredRecord, change: Rec}[]>}
+   */
+  writeMany(c, items) {
+    const what = items.length === 1 ? `write ${c}/${items[0].id}` : `write ${items.length} records of ${c}`;
+    return this.tx([RECORDS, OUTBOX, META], 'readwrite', what, (tx) => this.writeIn(tx, c, items));
+  }
+
+  /**
+   * The body of writeMany, in transaction tx (which spans records, outbox
+   * and meta): one read of the clock and the prefix, the records read
+   * together.
    * @param {IDBTransaction} tx
    * @param {string} c
-   * @param {string} id
-   * @param {(current: Rec, stamp: Stamp, next: () => Stamp) => Rec} build
-   * @returns {Promise<{record: StoredRecord, change: Rec}>}
+   * @param {{id: string, build: Build}[]} items
+   * @returns {Promise<{record: StoredRecord, change: Rec}[]>}
    */
-  async writeIn(tx, c, id, build) {
+  async writeIn(tx, c, items) {
     const clock = /** @type {Clock} */ (this.clock);
     const records = tx.objectStore(RECORDS);
+    const outbox = tx.objectStore(OUTBOX);
     const meta = tx.objectStore(META);
-    const [savedClock, stored, prefix] = await Promise.all([req(meta.get('clock')), req(records.get([c, id])), req(meta.get('prefix'))]);
+    const [savedClock, prefix, ...stored] = await Promise.all([
+      req(meta.get('clock')),
+      req(meta.get('prefix')),
+      ...items.map((x) => /** @type {Promise<StoredRecord|undefined>} */ (req(records.get([c, x.id])))),
+    ]);
     if (savedClock && typeof savedClock.wall === 'number') clock.restore(savedClock);
     // Another tab may have learnt a new subject: write as it does.
     if (isPrefix(prefix)) this.usePrefix(prefix);
-    const current = fromStored(stored, id);
-    const now = this.now();
-    // Stamp after everything this record holds, so a write over a value
-    // the user saw wins over it even if our wall clock lags.
-    const top = maxStamp(current);
-    if (top.wall > 0) {
-      try {
-        clock.observe(top, now);
-      } catch {
-        /* a stamp too far ahead: the clock refuses it, as the server will */
+    /** @type {Map<string, StoredRecord>} records written earlier in this batch */
+    const written = new Map();
+    /** @type {{record: StoredRecord, change: Rec}[]} */
+    const out = [];
+    items.forEach(({ id, build }, i) => {
+      const before = written.get(id) ?? stored[i];
+      const current = fromStored(before, id);
+      const now = this.now();
+      // Stamp after everything this record holds, so a write over a value
+      // the user saw wins over it even if our wall clock lags.
+      const top = maxStamp(current);
+      if (top.wall > 0) {
+        try {
+          clock.observe(top, now);
+        } catch {
+          /* a stamp too far ahead: the clock refuses it, as the server will */
+        }
       }
-    }
-    const stamp = clock.now(now);
-    const change = build(current, stamp, () => clock.now(this.now()));
-    // The first pending change keeps the server's state aside.
-    const base = stored?.base ?? { deleted: current.deleted, fields: new Map(current.fields) };
-    mergeInto(current, change);
-    const record = toStored(c, current, base);
-    records.put(record);
-    tx.objectStore(OUTBOX).add({ c, id, change: encodeChange({ collection: c, record: change }), r: this.replica });
+      const stamp = clock.now(now);
+      const change = build(current, stamp, () => clock.now(this.now()));
+      // The first pending change keeps the server's state aside.
+      const base = before?.base ?? { deleted: current.deleted, fields: new Map(current.fields) };
+      mergeInto(current, change);
+      const record = toStored(c, current, base);
+      records.put(record);
+      outbox.add({ c, id, change: encodeChange({ collection: c, record: change }), r: this.replica });
+      written.set(id, record);
+      this.notify(tx, c, id, record, 'local');
+      out.push({ record, change });
+    });
     meta.put(clock.last, 'clock');
-    return { record, change };
+    return out;
   }
 
   /**
    * Merges pulled records into the stored ones and advances the cursor, in one
    * transaction. Returns the ids whose record changed.
+   *
+   * first: the collection held no records when this pull began (a first
+   * sync), so only records with local changes pending (an outbox entry:
+   * written since) need reading before the merge; the rest are stored as
+   * they come, without a read each.
    * @param {string} c
    * @param {Rec[]} records
    * @param {Uint8Array} cursor the cursor after these records
    * @param {Uint8Array[]} [seals] seals[i] is the seal of records[i]: kept
    *   with the record as the server sent it, for a restore
+   * @param {boolean} [first]
    * @returns {Promise<string[]>}
    */
-  applyRemote(c, records, cursor, seals = []) {
+  applyRemote(c, records, cursor, seals = [], first = false) {
     const clock = /** @type {Clock} */ (this.clock);
-    return this.tx([RECORDS, META, SEALED], 'readwrite', `apply ${c}`, async (tx) => {
+    return this.tx([RECORDS, META, SEALED, OUTBOX], 'readwrite', `apply ${c}`, async (tx) => {
       const store = tx.objectStore(RECORDS);
       const sealed = tx.objectStore(SEALED);
       seals.forEach((seal, i) => {
         const r = records[i];
         if (r) sealed.put({ c, id: r.id, rec: encodeRecord(r), seal });
       });
-      const current = await Promise.all(records.map((r) => req(store.get([c, r.id]))));
+      /** @type {Set<string>|null} ids to read first (null: all) */
+      let read = null;
+      if (first) {
+        const entries = /** @type {OutboxEntry[]} */ (await req(tx.objectStore(OUTBOX).index('record').getAll(this.keyRange.bound([c], [c, []]))));
+        read = new Set(entries.map((e) => e.id));
+      }
+      const current = await Promise.all(records.map((r) => (read === null || read.has(r.id) ? req(store.get([c, r.id])) : undefined)));
       /** @type {Map<string, Rec>} */
       const merged = new Map();
       /** @type {Map<string, Rec>} */
@@ -525,11 +617,22 @@ export class Store {
       });
       for (const id of changed) {
         const b = bases.get(id);
-        store.put(toStored(c, /** @type {Rec} */ (merged.get(id)), b && { deleted: b.deleted, fields: b.fields }));
+        const s = toStored(c, /** @type {Rec} */ (merged.get(id)), b && { deleted: b.deleted, fields: b.fields });
+        store.put(s);
+        this.notify(tx, c, id, s, 'remote');
       }
       tx.objectStore(META).put(cursor, CURSOR_KEY + c);
       return [...changed];
     }, 'relaxed');
+  }
+
+  /**
+   * Whether collection c holds no records (existing or deleted).
+   * @param {string} c
+   * @returns {Promise<boolean>}
+   */
+  isEmpty(c) {
+    return this.tx([RECORDS], 'readonly', `count ${c}`, async (tx) => (await req(tx.objectStore(RECORDS).count(this.keyRange.bound([c], [c, []])))) === 0);
   }
 
   /**
@@ -808,7 +911,9 @@ export class Store {
         // still pending, in order.
         const view = fromBase({ deleted: base.deleted, fields: base.fields }, t.id);
         for (const e of pending) mergeInto(view, decodeEntry(e.change));
-        records.put(toStored(t.c, view, pending.length > 0 ? { deleted: base.deleted, fields: base.fields } : undefined));
+        const back = toStored(t.c, view, pending.length > 0 ? { deleted: base.deleted, fields: base.fields } : undefined);
+        records.put(back);
+        this.notify(tx, t.c, t.id, back, 'remote');
         const ids = changed.get(t.c) ?? [];
         ids.push(t.id);
         changed.set(t.c, ids);
@@ -887,16 +992,21 @@ export class Store {
       const e = /** @type {RejectedEntry|undefined} */ (await req(store.get(id)));
       if (!e) throw new ConvergoError('not_found', `no rejected change ${id}`);
       const old = decodeEntry(e.change);
-      await this.writeIn(tx, e.c, e.rid, (_current, stamp, next) => {
-        const rec = emptyRecord(e.rid);
-        let s = stamp;
-        if (!isZeroStamp(old.deleted)) {
-          rec.deleted = s;
-          s = next(); // after the delete, so the delete does not hide them
-        }
-        for (const [name, f] of old.fields) rec.fields.set(name, { stamp: s, value: f.value });
-        return rec;
-      });
+      await this.writeIn(tx, e.c, [
+        {
+          id: e.rid,
+          build: (_current, stamp, next) => {
+            const rec = emptyRecord(e.rid);
+            let s = stamp;
+            if (!isZeroStamp(old.deleted)) {
+              rec.deleted = s;
+              s = next(); // after the delete, so the delete does not hide them
+            }
+            for (const [name, f] of old.fields) rec.fields.set(name, { stamp: s, value: f.value });
+            return rec;
+          },
+        },
+      ]);
       store.delete(id);
       return { c: e.c, id: e.rid };
     });

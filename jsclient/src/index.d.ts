@@ -223,6 +223,8 @@ export class Collection<T extends object = { [field: string]: Value }> {
   readonly name: string;
   /** Replaces the document: fields missing from doc are unset. */
   put(id: string, doc: T): Promise<Doc<T>>;
+  /** Replaces many documents (each with its id) in one transaction and one notification. */
+  putMany(docs: Array<T & { id: string }>): Promise<Doc<T>[]>;
   /** Sets the given fields (creating the document if missing); undefined unsets a field. */
   update(id: string, partial: Partial<T> | { [field: string]: Value | undefined }): Promise<Doc<T> | null>;
   /** Deletes the document; a later write re-creates it with only the newer fields. */

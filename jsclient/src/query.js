@@ -49,54 +49,90 @@ function scalar(x) {
 }
 
 /**
+ * A query made ready to run: filter(s, d) is the document d of stored
+ * record s when it matches (null otherwise; d is docOfStored(s), passed in
+ * so callers that test one record against several queries build it once),
+ * compare orders two documents as the query's result does, limit is the
+ * number of documents the result keeps (undefined: all).
+ * @typedef {{filter: (s: StoredRecord, d: Doc|null) => Doc|null, compare: (a: Doc, b: Doc) => number, limit: number|undefined}} Compiled
+ */
+
+/**
+ * Checks a query and compiles it (throws invalid for a bad one).
+ * @param {Query} q
+ * @returns {Compiled}
+ */
+export function compileQuery(q = {}) {
+  const where = q.where;
+  /** @type {[string, unknown, Uint8Array|null][]} */
+  let want = [];
+  if (where && typeof where === 'object') {
+    want = Object.keys(where).map((k) => {
+      const v = /** @type {any} */ (where)[k];
+      return [k, v, v === null || typeof v !== 'object' ? null : encode(v)];
+    });
+  } else if (where !== undefined && typeof where !== 'function') {
+    throw new ConvergoError('invalid', 'query: where must be an object or a function');
+  }
+  if (q.limit !== undefined && (!Number.isSafeInteger(q.limit) || q.limit < 0)) {
+    throw new ConvergoError('invalid', 'query: limit must be a non-negative integer');
+  }
+  const pred = typeof where === 'function' ? where : null;
+  /** @type {(s: StoredRecord, d: Doc|null) => Doc|null} */
+  const filter = (s, d) => {
+    if (!s.doc || !d) return null;
+    for (const [k, v, b] of want) {
+      if (k === 'id') {
+        if (v !== s.id) return null;
+      } else if (!Object.hasOwn(s.doc, k)) return null;
+      // Scalars compare as values, so 31 matches a 31.0 another client
+      // stored as a float, and 5n matches 5.
+      else if (b === null) {
+        if (scalar(s.doc[k]) !== scalar(v)) return null;
+      } else if (!equalBytes(s.fields.get(k)?.value, b)) return null;
+    }
+    return pred && !pred(d) ? null : d;
+  };
+  const sign = q.desc ? -1 : 1;
+  const k = q.orderBy;
+  const byId = (/** @type {Doc} */ a, /** @type {Doc} */ b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+  const compare =
+    k === undefined ? (/** @type {Doc} */ a, /** @type {Doc} */ b) => sign * byId(a, b) : (/** @type {Doc} */ a, /** @type {Doc} */ b) => sign * compareValues(a[k], b[k]) || byId(a, b);
+  return { filter, compare, limit: q.limit };
+}
+
+/**
  * Runs a query over stored records.
  * @param {StoredRecord[]} records
  * @param {Query} q
  * @returns {Doc[]}
  */
 export function runQuery(records, q = {}) {
-  const where = q.where;
-  /** @type {[string, Uint8Array][]} */
-  let want = [];
-  if (where && typeof where === 'object') {
-    want = Object.keys(where).map((k) => [k, encode(where[k])]);
-  } else if (where !== undefined && typeof where !== 'function') {
-    throw new ConvergoError('invalid', 'query: where must be an object or a function');
-  }
+  const { filter, compare, limit } = compileQuery(q);
   /** @type {Doc[]} */
-  let out = [];
+  const out = [];
   for (const s of records) {
-    if (!s.doc) continue;
-    if (want.length > 0) {
-      let ok = true;
-      for (const [k, b] of want) {
-        const v = /** @type {any} */ (where)[k];
-        if (k === 'id') ok = v === s.id;
-        else if (!Object.hasOwn(s.doc, k)) ok = false;
-        else if (v === null || typeof v !== 'object') {
-          // Scalars compare as values, so 31 matches a 31.0 another client
-          // stored as a float, and 5n matches 5.
-          ok = scalar(s.doc[k]) === scalar(v);
-        } else ok = equalBytes(s.fields.get(k)?.value, b);
-        if (!ok) break;
-      }
-      if (!ok) continue;
-    }
-    const d = /** @type {Doc} */ (docOfStored(s));
-    if (typeof where === 'function' && !where(d)) continue;
-    out.push(d);
+    const d = s.doc ? filter(s, docOfStored(s)) : null;
+    if (d) out.push(d);
   }
-  if (q.orderBy !== undefined) {
-    const k = q.orderBy;
-    const sign = q.desc ? -1 : 1;
-    out.sort((a, b) => sign * compareValues(a[k], b[k]) || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-  } else {
-    out.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-    if (q.desc) out.reverse();
+  out.sort(compare);
+  return limit === undefined ? out : out.slice(0, limit);
+}
+
+/**
+ * Where d goes in rows (sorted by compare): the first index whose document
+ * sorts after d or is d's place.
+ * @param {Doc[]} rows
+ * @param {Doc} d
+ * @param {(a: Doc, b: Doc) => number} compare
+ */
+export function position(rows, d, compare) {
+  let lo = 0;
+  let hi = rows.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (compare(rows[mid], d) < 0) lo = mid + 1;
+    else hi = mid;
   }
-  if (q.limit !== undefined) {
-    if (!Number.isSafeInteger(q.limit) || q.limit < 0) throw new ConvergoError('invalid', 'query: limit must be a non-negative integer');
-    out = out.slice(0, q.limit);
-  }
-  return out;
+  return lo;
 }

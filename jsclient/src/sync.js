@@ -687,17 +687,26 @@ export class Syncer {
 
   /**
    * Pulls one collection from its cursor until the server has no more.
+   * The next page is asked for (and decoded) while the current one is
+   * written to IndexedDB: a page's cursor comes with it, so the two
+   * overlap. A first sync (no cursor, no records held) stores records
+   * without reading them first.
    * @param {string} c
    */
   async pullCollection(c) {
     let limit = this.hello?.maxPull ?? DEFAULTS.maxPullRecords;
     let resets = 0;
+    const fetchPage = (/** @type {Uint8Array} */ cursor) => this.post(PATHS.pull, encodePull(c, cursor, limit)).then(parsePullAnswer);
+    let cursor = await this.store.cursor(c);
+    let first = cursor.length === 0 && (await this.store.isEmpty(c));
+    /** @type {Promise<import('./protocol.js').Page>|null} */
+    let next = null;
     for (;;) {
-      const cursor = await this.store.cursor(c);
       let page;
       try {
-        page = parsePullAnswer(await this.post(PATHS.pull, encodePull(c, cursor, limit)));
+        page = await (next ?? fetchPage(cursor));
       } catch (e) {
+        next = null;
         // A page of large records: ask for fewer at a time.
         if (/** @type {any} */ (e).code === 'too_large' && limit > 1) {
           limit = Math.max(1, Math.floor(limit / 4));
@@ -705,14 +714,24 @@ export class Syncer {
         }
         throw e;
       }
+      next = null;
       if (page.reset) {
         // A server that resets the empty cursor too is broken: stop.
         if (++resets > 2) throw new ConvergoError('malformed', `pull ${c}: the server reset the cursor again after a reset`);
         await this.onReset(c, page.reset);
         await this.healOwed();
+        cursor = new Uint8Array(0);
+        first = await this.store.isEmpty(c);
         continue; // from the beginning
       }
-      await this.applyPage(c, page.records, page.next, page.seals);
+      if (page.more) {
+        next = fetchPage(page.next);
+        next.catch(() => {}); // its error is handled when it is awaited
+      }
+      // If this fails, the page asked for is dropped: a later pull asks
+      // again from the cursor stored.
+      await this.applyPage(c, page.records, page.next, page.seals, first);
+      cursor = page.next;
       if (!page.more) break;
     }
   }
@@ -726,9 +745,10 @@ export class Syncer {
    * @param {import('./record.js').Record[]} records
    * @param {Uint8Array} next
    * @param {Uint8Array[]} [seals] one per record, or none
+   * @param {boolean} [first] a first sync (Store.applyRemote)
    */
-  async applyPage(c, records, next, seals) {
-    const ids = await this.store.applyRemote(c, records, next, seals);
+  async applyPage(c, records, next, seals, first = false) {
+    const ids = await this.store.applyRemote(c, records, next, seals, first);
     if (ids.length > 0) this.o.onChanges(c, ids);
   }
 

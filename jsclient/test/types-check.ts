@@ -15,6 +15,8 @@ export async function usage(): Promise<void> {
   const doc: Doc<Todo> = await todos.put('t1', { title: 'milk', done: false });
   const maybe: Doc<Todo> | null = await todos.get(doc.id);
   await todos.update('t1', { done: true });
+  const many: Doc<Todo>[] = await todos.putMany([{ id: 't2', title: 'eggs', done: false }]);
+  void many;
   await todos.delete('t1');
   const some: Doc<Todo>[] = await todos.query({ where: { done: false }, orderBy: 'title', desc: true, limit: 10 });
   const pred: Doc<Todo>[] = await todos.query({ where: (d) => d.title.startsWith('m') });

@@ -1,0 +1,110 @@
+// Incremental live queries and batch writes: after any sequence of writes
+// (put, update, delete, putMany), every live query's last result equals the
+// query run over the whole collection, and a batch is one transaction and
+// one notification.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { openClient, until } from './helpers/util.js';
+import { runQuery } from '../src/query.js';
+
+/** A small deterministic random generator. */
+function rng(seed) {
+  let x = seed >>> 0 || 1;
+  return () => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return (x >>> 0) / 2 ** 32;
+  };
+}
+
+const QUERIES = [
+  {},
+  { desc: true },
+  { orderBy: 'n' },
+  { orderBy: 'n', desc: true, limit: 5 },
+  { where: { done: false }, orderBy: 'title' },
+  { where: { tag: 't1' }, limit: 3 },
+  { where: (/** @type {any} */ d) => typeof d.n === 'number' && d.n % 2 === 0, orderBy: 'n' },
+  { orderBy: 'title', limit: 0 },
+  { orderBy: 'mixed' },
+];
+
+test('live queries stay equal to a full run after random writes', async () => {
+  const db = await openClient({ sync: false });
+  const c = db.collection('todos');
+  const r = rng(7);
+  /** @type {any[][]} */
+  const last = QUERIES.map(() => []);
+  QUERIES.forEach((q, i) => c.subscribe(q, (docs) => (last[i] = docs)));
+  const mixed = [1, 'a', true, null, [1], { x: 1 }, 2n ** 60n, 2.5];
+  const doc = () => ({
+    title: 'T' + Math.floor(r() * 20),
+    n: Math.floor(r() * 10),
+    done: r() < 0.5,
+    tag: 't' + Math.floor(r() * 3),
+    ...(r() < 0.8 ? { mixed: mixed[Math.floor(r() * mixed.length)] } : {}),
+  });
+  for (let step = 0; step < 200; step++) {
+    const id = 'r' + Math.floor(r() * 25);
+    const op = r();
+    if (op < 0.4) await c.put(id, doc());
+    else if (op < 0.6) await c.update(id, { n: Math.floor(r() * 10), title: r() < 0.2 ? undefined : 'U' + step });
+    else if (op < 0.75) await c.delete(id);
+    else await c.putMany(Array.from({ length: 1 + Math.floor(r() * 6) }, () => ({ id: 'r' + Math.floor(r() * 25), ...doc() })));
+    if (step % 20 === 19) {
+      await new Promise((res) => setTimeout(res, 0));
+      const all = await db.store.list('todos');
+      QUERIES.forEach((q, i) => assert.deepEqual(last[i], runQuery(all, q), `query ${i} after step ${step}`));
+    }
+  }
+  await db.close();
+});
+
+test('putMany writes every record and outbox entry in one transaction, with one notification', async () => {
+  const db = await openClient({ sync: false });
+  const c = db.collection('todos');
+  /** @type {any[]} */
+  const changes = [];
+  db.on('change', (e) => changes.push(e));
+  let calls = 0;
+  c.subscribe({ orderBy: 'n' }, () => calls++);
+  await until(() => calls === 1, 'the first result');
+  const docs = Array.from({ length: 500 }, (_, i) => ({ id: 'd' + i, n: i, title: 'x' }));
+  const written = await c.putMany(docs);
+  assert.equal(written.length, 500);
+  assert.deepEqual(written[7], { id: 'd7', n: 7, title: 'x' });
+  assert.equal(db.status.pending, 500);
+  await until(() => calls === 2, 'one callback for the batch');
+  assert.equal(changes.length, 1, 'one change event');
+  assert.equal(changes[0].ids.length, 500);
+  assert.equal((await db.store.peekOutbox(10_000)).length, 500);
+  // put semantics: fields missing are unset; a later duplicate id wins.
+  await c.putMany([{ id: 'd1', n: 100 }, { id: 'd2', title: 'a' }, { id: 'd2', title: 'b' }]);
+  assert.deepEqual(await c.get('d1'), { id: 'd1', n: 100 });
+  assert.deepEqual(await c.get('d2'), { id: 'd2', title: 'b' });
+  // All or nothing: one bad document fails the whole batch before writing.
+  await assert.rejects(c.putMany([{ id: 'ok', n: 1 }, { id: 'bad', when: new Date() }]), (e) => /** @type {any} */ (e).code === 'invalid');
+  await assert.rejects(c.putMany([{ id: 'ok', n: 1 }, /** @type {any} */ ({ n: 2 })]), (e) => /** @type {any} */ (e).code === 'invalid');
+  await assert.rejects(c.putMany([{ id: 'ok', n: 1 }, { id: 'big', blob: 'x'.repeat(200 << 10) }]), (e) => /** @type {any} */ (e).code === 'too_large');
+  assert.equal(await c.get('ok'), null);
+  assert.deepEqual(await c.putMany([]), []);
+  await db.close();
+});
+
+test('a limited query is not called back for changes beyond its end', async () => {
+  const db = await openClient({ sync: false });
+  const c = db.collection('todos');
+  await c.putMany(Array.from({ length: 20 }, (_, i) => ({ id: 'k' + String(i).padStart(2, '0'), n: i })));
+  /** @type {any[][]} */
+  const seen = [];
+  c.subscribe({ orderBy: 'n', limit: 3 }, (docs) => seen.push(docs.map((/** @type {any} */ d) => d.n)));
+  await until(() => seen.length === 1, 'first result');
+  await c.update('k15', { n: 16 });
+  await c.update('k01', { n: -1 });
+  await until(() => seen.length === 2, 'the change inside the limit');
+  await new Promise((res) => setTimeout(res, 20));
+  assert.deepEqual(seen, [[0, 1, 2], [-1, 0, 2]]);
+  await db.close();
+});
