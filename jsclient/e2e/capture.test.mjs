@@ -240,14 +240,11 @@ describe('capture: plain Redis hashes written by another program', () => {
     await expectMirrored('at the end');
   });
 
-  // TODO: fails today. After a restart Redis has forgotten the
-  // notify-keyspace-events that capture set with CONFIG SET, and capture
-  // sets it only when it first subscribes to a master (scanLoop in
-  // stores/redis/capture.go), not when its subscription comes back; so
-  // every later plain write waits for the reconciliation every 30 s.
-  it('after a Redis restart, plain writes are captured at once again', {
-    todo: 'stores/redis capture does not re-enable keyspace notifications after a Redis restart',
-  }, async () => {
+  // After a restart Redis has forgotten the notify-keyspace-events that
+  // capture set with CONFIG SET: capture sets it again when its
+  // subscription comes back, so plain writes are captured at once, not at
+  // the next reconciliation.
+  it('after a Redis restart, plain writes are captured at once again', async () => {
     const docs = await server.docs();
     const want = Object.fromEntries([...docs].map(([id, d]) => [id, d.title]));
     const runs = () => server.logs().split('\n').filter((l) => /recorded the Redis servers' run/.test(l)).length;

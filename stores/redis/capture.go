@@ -569,6 +569,10 @@ func (c *capturer) keyspace(ctx context.Context, node *goredis.Client) {
 			case *goredis.Subscription:
 				if m.Kind == "psubscribe" && m.Count == len(patterns) {
 					if !first {
+						// A re-subscription: the server may have restarted
+						// and forgotten notify-keyspace-events, and some
+						// writes went unnotified meanwhile.
+						c.enableNotifications(ctx, node)
 						signal(c.scan)
 					}
 					first = false
