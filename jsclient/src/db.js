@@ -1,23 +1,32 @@
 // The IndexedDB layer: merged records, the durable outbox and metadata.
 //
 // Object stores:
-//   records  key [collection, id] -> {c, id, deleted, fields, doc, base?}:
-//            the merged record (stamps and canonical value bytes) plus its
-//            visible values decoded (doc, null when the record does not
-//            exist) for querying. While the record has local changes the
-//            server has not confirmed, base holds the record as the server
-//            knows it ({deleted, fields}), so a change the server refuses
-//            can be taken back: the record becomes base merged with the
-//            changes still pending.
+//   records  key [collection, id] -> {c, id, r, doc, b?, s?, sr?}: the
+//            merged record encoded (r: stamps and canonical value bytes,
+//            the wire encoding) plus its visible values decoded (doc, null
+//            when the record does not exist) for querying. While the record
+//            has local changes the server has not confirmed, b holds the
+//            record as the server knows it (encoded), so a change the
+//            server refuses can be taken back: the record becomes b merged
+//            with the changes still pending. s is the seal the server sent
+//            with the record, sr the record as it sent it when that differs
+//            from r: what the client gives back (POST /v2/restore) after a
+//            reset that lost history. Bytes rather than objects: IndexedDB
+//            clones a few byte strings much faster than a map of stamps,
+//            which is most of a first sync's cost. Entries written before
+//            version 5 hold {c, id, deleted, fields, doc, base?} instead
+//            (base: {deleted, fields}) and their seal in "sealed"; both
+//            forms are read.
 //   outbox   auto-increment key -> {c, id, change}: local changes not yet
 //            acknowledged by the server; change is the encoded crdt change,
 //            r the replica id that stamped it (absent in entries of
 //            protocol 1). Index "record" on [c, id]. Only the entries of
 //            the current replica id are pushed: those of another subject
 //            are held until it signs in again. Index "replica" on r.
-//   sealed   key [collection, id] -> {c, id, rec, seal}: each record as the
-//            server last sent it (rec, its encoding) with the seal that came
-//            with it: what the client gives back (POST /v2/restore) after a
+//   sealed   key [collection, id] -> {c, id, rec, seal}: before version 5,
+//            each record as the server last sent it (rec, its encoding)
+//            with the seal that came with it (a seal in the record's entry
+//            wins): what the client gives back (POST /v2/restore) after a
 //            reset that lost history (docs/protocol.md, "Resets").
 //   rejected auto-increment key id -> RejectedEntry: changes the server
 //            refused, kept until the app retries or discards them, at most
@@ -47,8 +56,8 @@
 
 import { ConvergoError, fromIDBError } from './errors.js';
 import { Clock } from './hlc.js';
-import { decodeChanges, decodeRecord, decodeValue, emptyRecord, encodeChange, encodeRecord, maxStamp, mergeInto, validateCollection, visibleValues } from './record.js';
-import { setOwn, utf8Length } from './cbor.js';
+import { decodeChanges, decodeRecord, decodeValue, emptyRecord, encodeChange, encodeRecord, maxStamp, mergeInto, readRecord, validateCollection, visibleValues } from './record.js';
+import { Reader, equalBytes, setOwn, utf8Length } from './cbor.js';
 import { compareStamps, isZeroStamp } from './hlc.js';
 import { DEFAULTS } from './constants.js';
 import { isDevice, isPrefix, newDevice, replicaId, replicaPrefix } from './replica.js';
@@ -56,7 +65,30 @@ import { isDevice, isPrefix, newDevice, replicaId, replicaPrefix } from './repli
 /** @typedef {import('./record.js').Record} Rec */
 /** @typedef {import('./hlc.js').Stamp} Stamp */
 /** @typedef {{deleted: Stamp, fields: Map<string, import('./record.js').Field>}} Base */
-/** @typedef {{c: string, id: string, deleted: Stamp, fields: Map<string, import('./record.js').Field>, doc: Record<string, unknown>|null, base?: Base}} StoredRecord */
+/**
+ * A record as stored (see the records store above): r, b, s and sr in the
+ * current form; deleted, fields and base in entries written before
+ * version 5.
+ * @typedef {{c: string, id: string, doc: Record<string, unknown>|null, r?: Uint8Array, b?: Uint8Array, s?: Uint8Array, sr?: Uint8Array, deleted?: Stamp, fields?: Map<string, import('./record.js').Field>, base?: Base}} StoredRecord
+ */
+/**
+ * The seal to keep with a record: s, of the record as the server sent it
+ * (sr, encoded; null: the stored record itself).
+ * @typedef {{s: Uint8Array, sr: Uint8Array|null}} Seal
+ */
+/** A pulled page merged: the entries to put, the ids whose record changed. @typedef {{puts: Map<string, StoredRecord>, changed: Set<string>}} Prepared */
+
+/**
+ * Whether a and b hold the same stamps and values (field objects are
+ * shared by merging, so identity decides).
+ * @param {Rec} a
+ * @param {Rec} b
+ */
+function sameRecord(a, b) {
+  if (a.fields.size !== b.fields.size || compareStamps(a.deleted, b.deleted) !== 0) return false;
+  for (const [k, f] of b.fields) if (a.fields.get(k) !== f) return false;
+  return true;
+}
 /** @typedef {{seq: number, c: string, id: string, change: Uint8Array, r?: string}} OutboxEntry */
 /**
  * Builds a local change to a record from its current state and a fresh
@@ -93,9 +125,11 @@ const changedIn = new WeakMap();
  * which merging makes harmless (it is idempotent). 4: seals (sealed), the
  * rejected changes (rejected) and the outbox's replica index; the upgrade
  * from 3 drops the cursors once more, so that every record comes again
- * with its seal.
+ * with its seal. 5: records are written in their encoded form with their
+ * seal (older entries are still read); the version keeps tabs running an
+ * older client, which cannot read them, out.
  */
-export const DB_VERSION = 4;
+export const DB_VERSION = 5;
 const CURSOR_KEY = 'cursor:';
 const RECORDS = 'records';
 const OUTBOX = 'outbox';
@@ -134,14 +168,63 @@ function done(tx) {
  * Converts a record to its stored form.
  * @param {string} c
  * @param {Rec} r
- * @param {Base} [base] the server's state while local changes are pending
+ * @param {Rec|null} [base] the server's state while local changes are pending
+ * @param {Seal|null} [seal] the seal to keep
  * @returns {StoredRecord}
  */
-export function toStored(c, r, base) {
+export function toStored(c, r, base, seal) {
   /** @type {StoredRecord} */
-  const s = { c, id: r.id, deleted: r.deleted, fields: r.fields, doc: docOf(r) };
-  if (base) s.base = base;
+  const s = { c, id: r.id, r: encodeRecord(r), doc: docOf(r) };
+  if (base) s.b = encodeRecord(base);
+  if (seal) {
+    s.s = seal.s;
+    if (seal.sr !== null && !equalBytes(seal.sr, /** @type {Uint8Array} */ (s.r))) s.sr = seal.sr;
+  }
   return s;
+}
+
+/**
+ * The seal kept with stored record s (null: none in its entry).
+ * @param {StoredRecord|undefined} s
+ * @returns {Seal|null}
+ */
+function sealOf(s) {
+  if (!s || !(s.s instanceof Uint8Array)) return null;
+  const sr = s.sr ?? s.r;
+  return sr instanceof Uint8Array ? { s: s.s, sr } : null;
+}
+
+/**
+ * Decodes a record this client stored (no size limit: a merged record may
+ * hold more tombstones than one change).
+ * @param {Uint8Array} bytes
+ * @param {string} id the id it is stored under
+ * @returns {Rec}
+ */
+function decodeStored(bytes, id) {
+  let rec;
+  try {
+    const r = new Reader(bytes, { canonical: false });
+    rec = readRecord(r);
+    r.end();
+  } catch {
+    rec = null;
+  }
+  if (!rec || rec.id !== id) throw new ConvergoError('database', `stored record ${JSON.stringify(id)} is corrupt`);
+  return rec;
+}
+
+/**
+ * The server's state of stored record s while local changes are pending
+ * (null: nothing pending).
+ * @param {StoredRecord|undefined} s
+ * @param {string} id
+ * @returns {Rec|null}
+ */
+function baseOf(s, id) {
+  if (!s) return null;
+  if (s.b instanceof Uint8Array) return decodeStored(s.b, id);
+  return s.base ? fromBase(s.base, id) : null;
 }
 
 /**
@@ -180,12 +263,24 @@ export function docOf(r) {
 }
 
 /**
+ * The value bytes of field k of stored record s (null: unset; undefined:
+ * no such field).
+ * @param {StoredRecord} s
+ * @param {string} k
+ */
+export function fieldValue(s, k) {
+  return (s.fields ?? fromStored(s, s.id).fields).get(k)?.value;
+}
+
+/**
+ * The record a stored entry holds (empty when there is none).
  * @param {StoredRecord|undefined} s
  * @param {string} id
  * @returns {Rec}
  */
-function fromStored(s, id) {
+export function fromStored(s, id) {
   if (!s) return emptyRecord(id);
+  if (s.r instanceof Uint8Array) return decodeStored(s.r, id);
   // Stored data is input like any other: check the shape we rely on.
   if (!(s.fields instanceof Map) || !s.deleted || typeof s.deleted.wall !== 'number') {
     throw new ConvergoError('database', `stored record ${JSON.stringify(id)} is corrupt`);
@@ -546,9 +641,9 @@ export class Store {
       const stamp = clock.now(now);
       const change = build(current, stamp, () => clock.now(this.now()));
       // The first pending change keeps the server's state aside.
-      const base = before?.base ?? { deleted: current.deleted, fields: new Map(current.fields) };
+      const base = baseOf(before, id) ?? { id, deleted: current.deleted, fields: new Map(current.fields) };
       mergeInto(current, change);
-      const record = toStored(c, current, base);
+      const record = toStored(c, current, base, sealOf(before));
       records.put(record);
       outbox.add({ c, id, change: encodeChange({ collection: c, record: change }), r: this.replica });
       written.set(id, record);
@@ -573,57 +668,99 @@ export class Store {
    * @param {Uint8Array[]} [seals] seals[i] is the seal of records[i]: kept
    *   with the record as the server sent it, for a restore
    * @param {boolean} [first]
+   * @param {Prepared|null} [prepared] prepareRemote's work for a first
+   *   sync, done before the transaction (redone in it if some record has
+   *   local changes pending after all)
    * @returns {Promise<string[]>}
    */
-  applyRemote(c, records, cursor, seals = [], first = false) {
-    const clock = /** @type {Clock} */ (this.clock);
-    return this.tx([RECORDS, META, SEALED, OUTBOX], 'readwrite', `apply ${c}`, async (tx) => {
+  applyRemote(c, records, cursor, seals = [], first = false, prepared = null) {
+    return this.tx([RECORDS, META, OUTBOX], 'readwrite', `apply ${c}`, async (tx) => {
       const store = tx.objectStore(RECORDS);
-      const sealed = tx.objectStore(SEALED);
-      seals.forEach((seal, i) => {
-        const r = records[i];
-        if (r) sealed.put({ c, id: r.id, rec: encodeRecord(r), seal });
-      });
       /** @type {Set<string>|null} ids to read first (null: all) */
       let read = null;
       if (first) {
         const entries = /** @type {OutboxEntry[]} */ (await req(tx.objectStore(OUTBOX).index('record').getAll(this.keyRange.bound([c], [c, []]))));
         read = new Set(entries.map((e) => e.id));
       }
-      const current = await Promise.all(records.map((r) => (read === null || read.has(r.id) ? req(store.get([c, r.id])) : undefined)));
-      /** @type {Map<string, Rec>} */
-      const merged = new Map();
-      /** @type {Map<string, Rec>} */
-      const bases = new Map();
-      /** @type {Set<string>} */
-      const changed = new Set();
-      records.forEach((r, i) => {
-        const cur = merged.get(r.id) ?? fromStored(current[i], r.id);
-        if (mergeInto(cur, r)) changed.add(r.id);
-        merged.set(r.id, cur);
-        const b = bases.get(r.id) ?? (current[i]?.base ? fromBase(current[i]?.base, r.id) : null);
-        if (b) {
-          if (mergeInto(b, r)) changed.add(r.id);
-          bases.set(r.id, b);
-        }
-        const top = maxStamp(r);
-        if (top.wall > 0) {
-          try {
-            clock.observe(top, this.now());
-          } catch {
-            /* too far ahead: keep our clock sane */
-          }
-        }
-      });
-      for (const id of changed) {
-        const b = bases.get(id);
-        const s = toStored(c, /** @type {Rec} */ (merged.get(id)), b && { deleted: b.deleted, fields: b.fields });
-        store.put(s);
-        this.notify(tx, c, id, s, 'remote');
+      let page = prepared;
+      if (!page || !read || records.some((r) => read.has(r.id))) {
+        const current = await Promise.all(
+          records.map((r) => (read === null || read.has(r.id) ? /** @type {Promise<StoredRecord|undefined>} */ (req(store.get([c, r.id]))) : undefined)),
+        );
+        page = this.prepareRemote(c, records, seals, current);
+      }
+      for (const [id, e] of page.puts) {
+        store.put(e);
+        if (page.changed.has(id)) this.notify(tx, c, id, e, 'remote');
       }
       tx.objectStore(META).put(cursor, CURSOR_KEY + c);
-      return [...changed];
+      return [...page.changed];
     }, 'relaxed');
+  }
+
+  /**
+   * Merges a pulled page into the stored records given (current[i] is the
+   * entry of records[i]; none: a first sync's records, held nowhere yet):
+   * the entries to put, and the ids whose record changed. Pure work, so a
+   * first sync can do it for the next page while the current one commits.
+   * @param {string} c
+   * @param {Rec[]} records
+   * @param {Uint8Array[]} seals
+   * @param {(StoredRecord|undefined)[]} [current]
+   * @returns {Prepared}
+   */
+  prepareRemote(c, records, seals, current = []) {
+    const clock = /** @type {Clock} */ (this.clock);
+    /** @type {Map<string, {rec: Rec, base: Rec|null, prev: StoredRecord|undefined, changed: boolean, seal: Seal|null, sealed: Rec|null}>} */
+    const byId = new Map();
+    records.forEach((r, i) => {
+      let x = byId.get(r.id);
+      if (!x) {
+        const prev = current[i];
+        x = { rec: fromStored(prev, r.id), base: baseOf(prev, r.id), prev, changed: false, seal: sealOf(prev), sealed: null };
+        byId.set(r.id, x);
+      }
+      if (mergeInto(x.rec, r)) x.changed = true;
+      if (x.base && mergeInto(x.base, r)) x.changed = true;
+      // Kept with the record as the server sent it, for a restore.
+      if (seals[i]) {
+        x.seal = { s: seals[i], sr: null };
+        x.sealed = r;
+      }
+      const top = maxStamp(r);
+      if (top.wall > 0) {
+        try {
+          clock.observe(top, this.now());
+        } catch {
+          /* too far ahead: keep our clock sane */
+        }
+      }
+    });
+    /** @type {Map<string, StoredRecord>} */
+    const puts = new Map();
+    /** @type {Set<string>} */
+    const changed = new Set();
+    for (const [id, x] of byId) {
+      if (x.seal && x.sealed) {
+        // The record as the server sent it: the merged one itself when they
+        // hold the same stamps (a first sync), else its own encoding.
+        if (!sameRecord(x.rec, x.sealed)) x.seal.sr = encodeRecord(x.sealed);
+      }
+      if (!x.changed) {
+        // Only the seal is new: keep the rest of the entry as it is.
+        if (x.sealed && x.seal && x.prev) {
+          const { s: _s, sr: _sr, ...rest } = x.prev;
+          if (rest.r instanceof Uint8Array) {
+            const sr = x.seal.sr ?? encodeRecord(x.rec);
+            puts.set(id, { ...rest, s: x.seal.s, ...(equalBytes(sr, rest.r) ? {} : { sr }) });
+          } else puts.set(id, toStored(c, x.rec, x.base, x.seal));
+        }
+        continue;
+      }
+      puts.set(id, toStored(c, x.rec, x.base, x.seal));
+      changed.add(id);
+    }
+    return { puts, changed };
   }
 
   /**
@@ -751,13 +888,12 @@ export class Store {
     const own = prefix + '_';
     return this.tx([RECORDS, SEALED], 'readonly', `heal ${c}`, async (tx) => {
       const [stored, seals] = await Promise.all([
-        req(tx.objectStore(RECORDS).getAll(range)),
+        /** @type {Promise<StoredRecord[]>} */ (req(tx.objectStore(RECORDS).getAll(range))),
         /** @type {Promise<SealedEntry[]>} */ (req(tx.objectStore(SEALED).getAll(range))),
       ]);
-      /** @type {Map<string, Rec>} */
+      /** @type {Map<string, {record: Rec, seal: Uint8Array}>} */
       const sealedOf = new Map();
-      /** @type {{record: Rec, seal: Uint8Array}[]} */
-      const sealed = [];
+      // Seals of version 4 first: one in the record's entry is newer.
       for (const e of seals) {
         let rec;
         try {
@@ -766,14 +902,23 @@ export class Store {
           continue; // a corrupt entry: nothing to give back
         }
         if (!(e.seal instanceof Uint8Array)) continue;
-        sealed.push({ record: rec, seal: e.seal });
-        sealedOf.set(rec.id, rec);
+        sealedOf.set(rec.id, { record: rec, seal: e.seal });
       }
+      for (const s of stored) {
+        const seal = sealOf(s);
+        if (!seal) continue;
+        try {
+          sealedOf.set(s.id, { record: decodeStored(/** @type {Uint8Array} */ (seal.sr), s.id), seal: seal.s });
+        } catch {
+          /* a corrupt entry: nothing to give back */
+        }
+      }
+      const sealed = [...sealedOf.values()];
       /** @type {Rec[]} */
       const mine = [];
-      for (const s of /** @type {StoredRecord[]} */ (stored)) {
-        const base = s.base ? fromBase(s.base, s.id) : fromStored(s, s.id);
-        const seal = sealedOf.get(s.id);
+      for (const s of stored) {
+        const base = baseOf(s, s.id) ?? fromStored(s, s.id);
+        const seal = sealedOf.get(s.id)?.record;
         const part = emptyRecord(s.id);
         if (!isZeroStamp(base.deleted) && base.deleted.replica.startsWith(own) && !(seal && compareStamps(seal.deleted, base.deleted) === 0)) {
           part.deleted = base.deleted;
@@ -895,23 +1040,20 @@ export class Store {
           req(outbox.index('record').getAll([t.c, t.id])),
         ]);
         if (!stored) continue;
-        const base = fromBase(stored.base, t.id);
+        const base = baseOf(stored, t.id) ?? emptyRecord(t.id);
         for (const ch of t.accepted) mergeInto(base, ch);
-        if (pending.length > 0 && !t.refused) {
-          records.put({ ...stored, base: { deleted: base.deleted, fields: base.fields } });
-          continue;
-        }
+        const seal = sealOf(stored);
         if (!t.refused) {
-          // Nothing pending: the record is what the server has.
-          const { base: _drop, ...clean } = stored;
-          records.put(clean);
+          // Still pending: the server's state moves on; nothing pending:
+          // the record is what the server has.
+          records.put(toStored(t.c, fromStored(stored, t.id), pending.length > 0 ? base : null, seal));
           continue;
         }
         // Take the refused change back: the server state plus what is
         // still pending, in order.
-        const view = fromBase({ deleted: base.deleted, fields: base.fields }, t.id);
+        const view = { id: t.id, deleted: base.deleted, fields: new Map(base.fields) };
         for (const e of pending) mergeInto(view, decodeEntry(e.change));
-        const back = toStored(t.c, view, pending.length > 0 ? { deleted: base.deleted, fields: base.fields } : undefined);
+        const back = toStored(t.c, view, pending.length > 0 ? base : null, seal);
         records.put(back);
         this.notify(tx, t.c, t.id, back, 'remote');
         const ids = changed.get(t.c) ?? [];

@@ -5,6 +5,7 @@
 
 import { compareBytes, encode, equalBytes } from './cbor.js';
 import { ConvergoError } from './errors.js';
+import { fieldValue } from './db.js';
 import { docOfStored } from './values.js';
 
 /** @typedef {import('./db.js').StoredRecord} StoredRecord */
@@ -89,7 +90,7 @@ export function compileQuery(q = {}) {
       // stored as a float, and 5n matches 5.
       else if (b === null) {
         if (scalar(s.doc[k]) !== scalar(v)) return null;
-      } else if (!equalBytes(s.fields.get(k)?.value, b)) return null;
+      } else if (!equalBytes(fieldValue(s, k), b)) return null;
     }
     return pred && !pred(d) ? null : d;
   };

@@ -46,6 +46,9 @@ import { encodeChange, encodeRecord } from './record.js';
 /** @typedef {import('./protocol.js').Hello} Hello */
 /** @typedef {import('./db.js').Store} Store */
 
+/** The most records a first sync writes in one transaction. */
+const FIRST_SYNC_BATCH = 10_000;
+
 /** A live session at least this long resets the reconnect backoff. */
 const STABLE_SESSION_MS = 10_000;
 
@@ -699,8 +702,10 @@ export class Syncer {
     const fetchPage = (/** @type {Uint8Array} */ cursor) => this.post(PATHS.pull, encodePull(c, cursor, limit)).then(parsePullAnswer);
     let cursor = await this.store.cursor(c);
     let first = cursor.length === 0 && (await this.store.isEmpty(c));
-    /** @type {Promise<import('./protocol.js').Page>|null} */
+    /** @type {Promise<import('./protocol.js').Page>|null} the next page, asked for */
     let next = null;
+    /** @type {Promise<void>|null} a first sync's write of the page before */
+    let writing = null;
     for (;;) {
       let page;
       try {
@@ -712,10 +717,13 @@ export class Syncer {
           limit = Math.max(1, Math.floor(limit / 4));
           continue;
         }
+        await writing?.catch(() => {});
         throw e;
       }
       next = null;
       if (page.reset) {
+        await writing;
+        writing = null;
         // A server that resets the empty cursor too is broken: stop.
         if (++resets > 2) throw new ConvergoError('malformed', `pull ${c}: the server reset the cursor again after a reset`);
         await this.onReset(c, page.reset);
@@ -728,12 +736,45 @@ export class Syncer {
         next = fetchPage(page.next);
         next.catch(() => {}); // its error is handled when it is awaited
       }
-      // If this fails, the page asked for is dropped: a later pull asks
-      // again from the cursor stored.
-      await this.applyPage(c, page.records, page.next, page.seals, first);
+      if (first) {
+        // While the page before commits, take the pages that arrive into
+        // this one's transaction (up to FIRST_SYNC_BATCH records): fewer,
+        // larger transactions.
+        const records = page.records.slice();
+        /** @type {Uint8Array[]} seals[i] of records[i], if it came with one */
+        const seals = page.seals.slice();
+        seals.length = records.length;
+        const committed = writing?.then(() => null, () => null) ?? null;
+        while (committed && next && records.length < FIRST_SYNC_BATCH) {
+          const more = await Promise.race([next.then((p) => p, () => null), committed]);
+          if (!more || more.reset) break; // committed (next stays asked for), or a failure or reset for the loop to meet
+          next = null;
+          for (let i = 0; i < more.records.length; i++) {
+            records.push(more.records[i]);
+            seals.push(more.seals[i]);
+          }
+          page = more;
+          if (page.more) {
+            next = fetchPage(page.next);
+            next.catch(() => {});
+          }
+        }
+        // Merge them while the write before commits, then write them after
+        // it (a failed write stops here: no later cursor is stored past a
+        // page that was not).
+        const prepared = this.store.prepareRemote(c, records, seals);
+        await writing;
+        writing = this.applyPage(c, records, page.next, seals, true, prepared);
+        writing.catch(() => {}); // awaited before the next write or the end
+      } else {
+        // If this fails, the page asked for is dropped: a later pull asks
+        // again from the cursor stored.
+        await this.applyPage(c, page.records, page.next, page.seals);
+      }
       cursor = page.next;
       if (!page.more) break;
     }
+    await writing;
   }
 
   /**
@@ -746,9 +787,10 @@ export class Syncer {
    * @param {Uint8Array} next
    * @param {Uint8Array[]} [seals] one per record, or none
    * @param {boolean} [first] a first sync (Store.applyRemote)
+   * @param {import('./db.js').Prepared|null} [prepared] the page merged ahead (Store.prepareRemote)
    */
-  async applyPage(c, records, next, seals, first = false) {
-    const ids = await this.store.applyRemote(c, records, next, seals, first);
+  async applyPage(c, records, next, seals, first = false, prepared = null) {
+    const ids = await this.store.applyRemote(c, records, next, seals, first, prepared);
     if (ids.length > 0) this.o.onChanges(c, ids);
   }
 

@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { FakeServer } from './helpers/server.js';
 import { openClient, until } from './helpers/util.js';
 import { encodeRecord } from '../src/record.js';
+import { fromStored } from '../src/db.js';
 
 /** mulberry32 */
 function rng(seed) {
@@ -30,7 +31,7 @@ const hex = (/** @type {Uint8Array} */ b) => Buffer.from(b).toString('hex');
  */
 async function state(db, c) {
   const out = new Map();
-  for (const s of await db.store.list(c)) out.set(s.id, hex(encodeRecord({ id: s.id, deleted: s.deleted, fields: s.fields })));
+  for (const s of await db.store.list(c)) out.set(s.id, hex(encodeRecord(fromStored(s, s.id))));
   return out;
 }
 

@@ -270,7 +270,7 @@ test('cursors are stored as the bytes the server sent; none means from the begin
 
 test('upgrading a database of protocol 1 drops its numeric cursors and keeps the rest', async () => {
   const { DB_VERSION } = await import('../src/db.js');
-  assert.equal(DB_VERSION, 4);
+  assert.equal(DB_VERSION, 5);
   const idb = freshIDB();
   // What the client of protocol 1 (database version 2) left behind.
   await new Promise((resolve, reject) => {
@@ -300,5 +300,45 @@ test('upgrading a database of protocol 1 drops its numeric cursors and keeps the
   assert.equal((await db.store.cursor('todos')).length, 0, 'pulls again from the beginning');
   assert.deepEqual(await db.store.collections(), ['todos']);
   assert.equal(await db.store.getMeta('offset'), 1234);
+  await db.close();
+});
+
+test('records stored by version 4 (stamps as objects, seals apart) are read, written over and given back', async () => {
+  const { encodeRecord } = await import('../src/record.js');
+  const idb = freshIDB();
+  const stamp = { wall: 1_700_000_000_000, logical: 0, replica: 'AAAAAAAAAAAAAAAA_old' };
+  const zero = { wall: 0, logical: 0, replica: '' };
+  const fields = new Map([['title', { stamp, value: Uint8Array.of(0x61, 0x78) }]]); // "x"
+  const rec = { id: 'r1', deleted: zero, fields };
+  await new Promise((resolve, reject) => {
+    const r = idb.open('convergo-v4', 4);
+    r.onupgradeneeded = () => {
+      const db = r.result;
+      db.createObjectStore('records', { keyPath: ['c', 'id'] }).put({ c: 'todos', id: 'r1', deleted: zero, fields, doc: { title: 'x' } });
+      const ob = db.createObjectStore('outbox', { keyPath: 'seq', autoIncrement: true });
+      ob.createIndex('record', ['c', 'id']);
+      ob.createIndex('replica', 'r');
+      db.createObjectStore('sealed', { keyPath: ['c', 'id'] }).put({ c: 'todos', id: 'r1', rec: encodeRecord(rec), seal: new Uint8Array(16).fill(7) });
+      db.createObjectStore('rejected', { keyPath: 'id', autoIncrement: true });
+      db.createObjectStore('meta').put('olddevice1234567', 'device');
+    };
+    r.onsuccess = () => {
+      r.result.close();
+      resolve(undefined);
+    };
+    r.onerror = () => reject(r.error);
+  });
+  const db = await local({ indexedDB: idb, name: 'v4' });
+  const todos = db.collection('todos');
+  assert.deepEqual(await todos.get('r1'), { id: 'r1', title: 'x' });
+  assert.deepEqual(await todos.query({ where: { title: 'x' } }), [{ id: 'r1', title: 'x' }]);
+  let plan = await db.store.healPlan('todos', 'AAAAAAAAAAAAAAAA');
+  assert.equal(plan.sealed.length, 1, 'the seal of version 4 is given back');
+  assert.equal(plan.mine.length, 0, 'the seal covers what this prefix stamped');
+  await todos.update('r1', { done: true });
+  assert.deepEqual(await todos.get('r1'), { id: 'r1', title: 'x', done: true });
+  plan = await db.store.healPlan('todos', 'AAAAAAAAAAAAAAAA');
+  assert.equal(plan.sealed.length, 1);
+  assert.deepEqual(plan.sealed[0].record.fields.get('title')?.stamp, stamp, 'the seal still covers the server version');
   await db.close();
 });

@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { FakeServer } from './helpers/server.js';
 import { freshIDB, openClient, until } from './helpers/util.js';
 import { PATHS } from '../src/constants.js';
+import { fromStored } from '../src/db.js';
 
 /** Waits longer than until's default: these runs sync several clients through resets, and the full suite runs files in parallel. */
 const WAIT = 15_000;
@@ -51,7 +52,7 @@ async function clientDocs(db, c) {
   for (const s of await db.store.list(c)) {
     /** @type {Record<string, string>} */
     const doc = {};
-    for (const [name, f] of s.fields) if (f.value) doc[name] = Buffer.from(f.value).toString('hex');
+    for (const [name, f] of fromStored(s, s.id).fields) if (f.value) doc[name] = Buffer.from(f.value).toString('hex');
     out[s.id] = doc;
   }
   return out;
