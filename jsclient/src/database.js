@@ -9,9 +9,6 @@ import { Syncer } from './sync.js';
 import { validateCollection } from './record.js';
 import { Collection } from './collection.js';
 import { replicaPrefix, subjectOfToken } from './replica.js';
-import { decodeChanges, decodeValue } from './record.js';
-import { isZeroStamp } from './hlc.js';
-import { setOwn } from './cbor.js';
 import { docOfStored } from './values.js';
 import { TabChannel, TabMessage, fromWire, requestLeadership, toWire } from './tabs.js';
 
@@ -742,35 +739,7 @@ export class Database {
    * @returns {Promise<RejectedChange[]>}
    */
   async rejected() {
-    const entries = await this.store.rejected();
-    /** @type {RejectedChange[]} */
-    const out = [];
-    for (const e of entries) {
-      /** @type {RejectedChange['change']} */
-      const change = { deleted: false, fields: {}, unset: [] };
-      try {
-        const rec = decodeChanges(new Uint8Array([0x81, ...e.change]))[0].record;
-        change.deleted = !isZeroStamp(rec.deleted);
-        for (const [name, f] of rec.fields) {
-          if (f.value === null) change.unset.push(name);
-          else setOwn(change.fields, name, decodeValue(f.value));
-        }
-      } catch {
-        /* a corrupt entry: listed without its values */
-      }
-      out.push({
-        id: e.id,
-        collection: e.c,
-        recordId: e.rid,
-        change,
-        code: e.code,
-        message: e.message,
-        requestId: e.requestId ?? null,
-        when: e.when,
-        subject: e.subject ?? null,
-      });
-    }
-    return out;
+    return (await import('./rejected.js')).rejected(this.store);
   }
 
   /**
@@ -784,7 +753,7 @@ export class Database {
    */
   async retry(id) {
     if (this.closed) throw new ConvergoError('closed', 'database is closed');
-    const { c, id: rid } = await this.store.retryRejected(id);
+    await (await import('./rejected.js')).retry(this.store, id);
     this._post({ t: TabMessage.rejected });
     this._recountRejected();
     this._wrote(1);
@@ -798,7 +767,7 @@ export class Database {
    */
   async discard(id) {
     if (this.closed) throw new ConvergoError('closed', 'database is closed');
-    const had = await this.store.discardRejected(id);
+    const had = await (await import('./rejected.js')).discard(this.store, id);
     this._post({ t: TabMessage.rejected });
     this._recountRejected();
     return had;

@@ -131,12 +131,12 @@ const changedIn = new WeakMap();
  */
 export const DB_VERSION = 5;
 const CURSOR_KEY = 'cursor:';
-const RECORDS = 'records';
-const OUTBOX = 'outbox';
-const META = 'meta';
+export const RECORDS = 'records';
+export const OUTBOX = 'outbox';
+export const META = 'meta';
 const COLLECTION_KEY = 'collection:';
-const SEALED = 'sealed';
-const REJECTED = 'rejected';
+export const SEALED = 'sealed';
+export const REJECTED = 'rejected';
 const HEAL_KEY = 'heal:';
 const DROPPED_KEY = 'rejectedDropped';
 
@@ -188,7 +188,7 @@ export function toStored(c, r, base, seal) {
  * @param {StoredRecord|undefined} s
  * @returns {Seal|null}
  */
-function sealOf(s) {
+export function sealOf(s) {
   if (!s || !(s.s instanceof Uint8Array)) return null;
   const sr = s.sr ?? s.r;
   return sr instanceof Uint8Array ? { s: s.s, sr } : null;
@@ -201,7 +201,7 @@ function sealOf(s) {
  * @param {string} id the id it is stored under
  * @returns {Rec}
  */
-function decodeStored(bytes, id) {
+export function decodeStored(bytes, id) {
   let rec;
   try {
     const r = new Reader(bytes, { canonical: false });
@@ -221,7 +221,7 @@ function decodeStored(bytes, id) {
  * @param {string} id
  * @returns {Rec|null}
  */
-function baseOf(s, id) {
+export function baseOf(s, id) {
   if (!s) return null;
   if (s.b instanceof Uint8Array) return decodeStored(s.b, id);
   return s.base ? fromBase(s.base, id) : null;
@@ -242,7 +242,7 @@ function fromBase(b, id) {
  * The encoded change of an outbox entry, decoded.
  * @param {Uint8Array} bytes
  */
-function decodeEntry(bytes) {
+export function decodeEntry(bytes) {
   const head = new Uint8Array(bytes.length + 1);
   head[0] = 0x81; // a one-change batch
   head.set(bytes, 1);
@@ -872,70 +872,6 @@ export class Store {
   }
 
   /**
-   * What to give the server back for collection c after it lost history:
-   * every record held as the server sealed it (restore: anyone's stamps),
-   * and the parts of the server's version of each record (its base) that
-   * the ids of prefix stamped and no seal covers: acknowledged writes of
-   * this subject the server may have lost, pushed again as ordinary
-   * changes (the replica binding allows them). The outbox needs nothing:
-   * it is pushed as always.
-   * @param {string} c
-   * @param {string} prefix the replica prefix of the subject signed in
-   * @returns {Promise<{sealed: {record: Rec, seal: Uint8Array}[], mine: Rec[]}>}
-   */
-  healPlan(c, prefix) {
-    const range = this.keyRange.bound([c], [c, []]);
-    const own = prefix + '_';
-    return this.tx([RECORDS, SEALED], 'readonly', `heal ${c}`, async (tx) => {
-      const [stored, seals] = await Promise.all([
-        /** @type {Promise<StoredRecord[]>} */ (req(tx.objectStore(RECORDS).getAll(range))),
-        /** @type {Promise<SealedEntry[]>} */ (req(tx.objectStore(SEALED).getAll(range))),
-      ]);
-      /** @type {Map<string, {record: Rec, seal: Uint8Array}>} */
-      const sealedOf = new Map();
-      // Seals of version 4 first: one in the record's entry is newer.
-      for (const e of seals) {
-        let rec;
-        try {
-          rec = decodeRecord(e.rec);
-        } catch {
-          continue; // a corrupt entry: nothing to give back
-        }
-        if (!(e.seal instanceof Uint8Array)) continue;
-        sealedOf.set(rec.id, { record: rec, seal: e.seal });
-      }
-      for (const s of stored) {
-        const seal = sealOf(s);
-        if (!seal) continue;
-        try {
-          sealedOf.set(s.id, { record: decodeStored(/** @type {Uint8Array} */ (seal.sr), s.id), seal: seal.s });
-        } catch {
-          /* a corrupt entry: nothing to give back */
-        }
-      }
-      const sealed = [...sealedOf.values()];
-      /** @type {Rec[]} */
-      const mine = [];
-      for (const s of stored) {
-        const base = baseOf(s, s.id) ?? fromStored(s, s.id);
-        const seal = sealedOf.get(s.id)?.record;
-        const part = emptyRecord(s.id);
-        if (!isZeroStamp(base.deleted) && base.deleted.replica.startsWith(own) && !(seal && compareStamps(seal.deleted, base.deleted) === 0)) {
-          part.deleted = base.deleted;
-        }
-        for (const [name, f] of base.fields) {
-          if (!f.stamp.replica.startsWith(own)) continue;
-          const g = seal?.fields.get(name);
-          if (g && compareStamps(g.stamp, f.stamp) === 0) continue;
-          part.fields.set(name, f);
-        }
-        if (!isZeroStamp(part.deleted) || part.fields.size > 0) mine.push(part);
-      }
-      return { sealed, mine };
-    });
-  }
-
-  /**
    * @param {string} c
    * @param {string} id
    * @returns {Promise<StoredRecord|undefined>}
@@ -1089,69 +1025,9 @@ export class Store {
     return n;
   }
 
-  /**
-   * The rejected changes, oldest first.
-   * @returns {Promise<RejectedEntry[]>}
-   */
-  rejected() {
-    return this.tx([REJECTED], 'readonly', 'read rejected changes', (tx) => req(tx.objectStore(REJECTED).getAll()));
-  }
-
   /** @returns {Promise<number>} how many rejected changes are kept */
   rejectedCount() {
     return this.tx([REJECTED], 'readonly', 'count rejected changes', (tx) => req(tx.objectStore(REJECTED).count()));
-  }
-
-  /**
-   * Forgets rejected change id. Returns whether there was one.
-   * @param {number} id
-   * @returns {Promise<boolean>}
-   */
-  discardRejected(id) {
-    return this.tx([REJECTED], 'readwrite', `discard rejected change ${id}`, async (tx) => {
-      const store = tx.objectStore(REJECTED);
-      const e = await req(store.get(id));
-      if (!e) return false;
-      store.delete(id);
-      return true;
-    });
-  }
-
-  /**
-   * Writes rejected change id again as a new local write, in one
-   * transaction: its delete (if any) and its fields are stamped afresh, so
-   * they sort after everything this client has seen and can win again;
-   * the write is merged locally and queued in the outbox, and the entry
-   * leaves the rejected changes. The values are the ones refused: a change
-   * refused for its content is likely refused again (and comes back as a
-   * new entry). Throws not_found when there is no such entry.
-   * @param {number} id
-   * @returns {Promise<{c: string, id: string}>}
-   */
-  retryRejected(id) {
-    return this.tx([RECORDS, OUTBOX, META, REJECTED], 'readwrite', `retry rejected change ${id}`, async (tx) => {
-      const store = tx.objectStore(REJECTED);
-      const e = /** @type {RejectedEntry|undefined} */ (await req(store.get(id)));
-      if (!e) throw new ConvergoError('not_found', `no rejected change ${id}`);
-      const old = decodeEntry(e.change);
-      await this.writeIn(tx, e.c, [
-        {
-          id: e.rid,
-          build: (_current, stamp, next) => {
-            const rec = emptyRecord(e.rid);
-            let s = stamp;
-            if (!isZeroStamp(old.deleted)) {
-              rec.deleted = s;
-              s = next(); // after the delete, so the delete does not hide them
-            }
-            for (const [name, f] of old.fields) rec.fields.set(name, { stamp: s, value: f.value });
-            return rec;
-          },
-        },
-      ]);
-      store.delete(id);
-      return { c: e.c, id: e.rid };
-    });
   }
 
   /**

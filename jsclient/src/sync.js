@@ -40,8 +40,7 @@ import { post, postAnswer } from './http.js';
 import { LiveSession } from './live.js';
 import { isPrefix } from './replica.js';
 import { DEFAULTS, PATHS, STATUSES, VERSION } from './constants.js';
-import { encodeHello, encodePull, encodePush, encodeRestore, parseHello, parsePullAnswer, parsePushAnswer, parseRestoreAnswer, resetAction, retryOf } from './protocol.js';
-import { encodeChange, encodeRecord } from './record.js';
+import { encodeHello, encodePull, encodePush, parseHello, parsePullAnswer, parsePushAnswer, resetAction, retryOf } from './protocol.js';
 
 /** @typedef {import('./protocol.js').Hello} Hello */
 /** @typedef {import('./db.js').Store} Store */
@@ -600,7 +599,7 @@ export class Syncer {
   async healOwed() {
     for (const c of await this.store.owedHeals()) {
       try {
-        await this.heal(c);
+        await (await import('./heal.js')).heal(this, c);
       } catch (e) {
         // Restoring needs read access: a collection the token may no
         // longer read cannot be healed by this client. Say so, and do not
@@ -610,81 +609,6 @@ export class Syncer {
         const { status, requestId } = /** @type {ConvergoError} */ (e);
         this.o.onError(new ConvergoError('forbidden', `heal ${c}: ${/** @type {any} */ (e).message}`, { status, requestId }));
       }
-    }
-  }
-
-  /**
-   * Gives the server back what it may have lost of collection c
-   * (Store.healPlan): the records held as it sealed them, restored in
-   * batches of at most its max-push records and max-body bytes, and this
-   * subject's acknowledged writes no seal covers, pushed again. Refusals
-   * are reported as errors and the records stay local (a bad_seal: the
-   * server's seal key changed). The outbox is pushed as always, by
-   * pushAll.
-   * @param {string} c
-   */
-  async heal(c) {
-    const { sealed, mine } = await this.store.healPlan(c, /** @type {string} */ (this.store.prefix));
-    const maxCount = this.hello?.maxPush ?? DEFAULTS.maxPushChanges;
-    const maxBody = (this.hello?.maxBody ?? DEFAULTS.maxBodyBytes) - 1024;
-    let refused = 0;
-    /** @type {string} */
-    let why = '';
-    const sized = sealed.map((x) => ({ item: x, size: encodeRecord(x.record).length + x.seal.length + 4 }));
-    await this.batches(sized, maxCount, maxBody, async (items) => {
-      const results = parseRestoreAnswer(await this.post(PATHS.restore, encodeRestore(c, items)));
-      for (const r of results) {
-        if (r.status === STATUSES.refused) {
-          refused++;
-          why = `${r.code}: ${r.message ?? ''}`;
-        }
-      }
-    });
-    const changes = mine.map((record) => encodeChange({ collection: c, record }));
-    await this.batches(changes.map((ch) => ({ item: ch, size: ch.length })), maxCount, maxBody, async (items) => {
-      const results = parsePushAnswer(await this.post(PATHS.push, encodePush(/** @type {string} */ (this.store.replica), items)));
-      for (const r of results) {
-        if (r.status === STATUSES.refused) {
-          refused++;
-          why = `${r.code}: ${r.message ?? ''}`;
-        }
-      }
-    });
-    await this.store.healed(c);
-    if (refused > 0) {
-      this.o.onError(new ConvergoError('invalid', `heal ${c}: the server refused ${refused} of the ${sealed.length + mine.length} records given back (last: ${why}); they stay local`));
-    }
-  }
-
-  /**
-   * Sends items in batches of at most maxCount items and maxBytes bytes (one
-   * larger item goes alone); a too_large answer halves the batch.
-   * @template T
-   * @param {{item: T, size: number}[]} all
-   * @param {number} maxCount
-   * @param {number} maxBytes
-   * @param {(items: T[]) => Promise<void>} send
-   */
-  async batches(all, maxCount, maxBytes, send) {
-    let limit = maxCount;
-    let i = 0;
-    while (i < all.length) {
-      let n = 0;
-      let size = 0;
-      while (i + n < all.length && n < limit && (n === 0 || size + all[i + n].size <= maxBytes)) {
-        size += all[i + n].size;
-        n++;
-      }
-      try {
-        await send(all.slice(i, i + n).map((x) => x.item));
-      } catch (e) {
-        if (/** @type {any} */ (e).code === 'too_large' && n > 1) {
-          limit = Math.max(1, Math.floor(n / 2));
-          continue;
-        }
-        throw e;
-      }
-      i += n;
     }
   }
 

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { ConvergoError } from '../src/index.js';
 import { decodeChanges } from '../src/record.js';
 import { compareStamps } from '../src/hlc.js';
+import { healPlan } from '../src/heal.js';
 import { freshIDB, openClient, until } from './helpers/util.js';
 
 /** Opens a local-only client. */
@@ -332,12 +333,12 @@ test('records stored by version 4 (stamps as objects, seals apart) are read, wri
   const todos = db.collection('todos');
   assert.deepEqual(await todos.get('r1'), { id: 'r1', title: 'x' });
   assert.deepEqual(await todos.query({ where: { title: 'x' } }), [{ id: 'r1', title: 'x' }]);
-  let plan = await db.store.healPlan('todos', 'AAAAAAAAAAAAAAAA');
+  let plan = await healPlan(db.store, 'todos', 'AAAAAAAAAAAAAAAA');
   assert.equal(plan.sealed.length, 1, 'the seal of version 4 is given back');
   assert.equal(plan.mine.length, 0, 'the seal covers what this prefix stamped');
   await todos.update('r1', { done: true });
   assert.deepEqual(await todos.get('r1'), { id: 'r1', title: 'x', done: true });
-  plan = await db.store.healPlan('todos', 'AAAAAAAAAAAAAAAA');
+  plan = await healPlan(db.store, 'todos', 'AAAAAAAAAAAAAAAA');
   assert.equal(plan.sealed.length, 1);
   assert.deepEqual(plan.sealed[0].record.fields.get('title')?.stamp, stamp, 'the seal still covers the server version');
   await db.close();

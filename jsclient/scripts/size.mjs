@@ -1,0 +1,70 @@
+// Bundle size of the library as an app's bundler sees it: esbuild, ESM,
+// minified, code splitting on (modules loaded on demand, heal.js and
+// rejected.js, land in chunks of their own). For each entry point (the
+// package's exports) it prints the bytes an app that imports it loads up
+// front, minified and min+gzip (level 9): the entry and every chunk it
+// imports statically. Then the on-demand chunks, and the minified bytes
+// each source module contributes to the main entry.
+//
+//   npm run size            (cd jsclient)
+//   npm run size -- --json  one JSON line per figure
+
+import { build } from 'esbuild';
+import { gzipSync } from 'node:zlib';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { readFileSync } from 'node:fs';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const pkg = JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8'));
+const json = process.argv.includes('--json');
+const entries = Object.entries(pkg.exports).map(([sub, v]) => [sub, typeof v === 'string' ? v : v.default]);
+
+const r = await build({
+  entryPoints: Object.fromEntries(entries.map(([sub, file]) => [sub === '.' ? 'index' : sub.slice(2), path.join(root, file)])),
+  bundle: true,
+  splitting: true,
+  minify: true,
+  format: 'esm',
+  outdir: '/virtual',
+  write: false,
+  metafile: true,
+  external: ['react', 'react-dom'],
+  logLevel: 'error',
+});
+const files = new Map(r.outputFiles.map((f) => [path.relative('/virtual', f.path), f.contents]));
+const meta = new Map(Object.entries(r.metafile.outputs).map(([k, v]) => [path.basename(k), v]));
+const gz = (/** @type {Uint8Array} */ b) => gzipSync(b, { level: 9 }).length;
+
+/** The output files an entry loads up front: itself and its static imports. */
+function closure(name, seen = new Set()) {
+  if (seen.has(name)) return seen;
+  seen.add(name);
+  for (const i of meta.get(name)?.imports ?? []) if (i.kind === 'import-statement' && !i.external) closure(path.basename(i.path), seen);
+  return seen;
+}
+
+const out = [];
+for (const [sub] of entries) {
+  const name = (sub === '.' ? 'index' : sub.slice(2)) + '.js';
+  const parts = [...closure(name)];
+  const joined = Buffer.concat(parts.map((p) => Buffer.from(files.get(p))));
+  out.push({ entry: sub === '.' ? 'convergo' : 'convergo/' + sub.slice(2), min: joined.length, gzip: gz(joined), files: parts.length });
+}
+const upFront = closure('index.js');
+const exported = new Set(entries.map(([sub]) => (sub === '.' ? 'index' : sub.slice(2)) + '.js'));
+const lazy = [...meta.entries()].filter(([k, v]) => v.entryPoint && !exported.has(k) && !upFront.has(k));
+const modules = new Map();
+for (const p of closure('index.js')) for (const [k, v] of Object.entries(meta.get(p).inputs)) modules.set(path.relative(root, k), (modules.get(path.relative(root, k)) ?? 0) + v.bytesInOutput);
+if (json) {
+  for (const o of out) console.log(JSON.stringify(o));
+  for (const [k, v] of lazy) console.log(JSON.stringify({ lazy: Object.keys(v.inputs).map((x) => path.relative(root, x))[0], min: v.bytes, gzip: gz(files.get(k)) }));
+  for (const [k, v] of [...modules].sort((a, b) => b[1] - a[1])) console.log(JSON.stringify({ module: k, min: v }));
+} else {
+  console.log('entry point (what an app loads up front)      min   min+gzip');
+  for (const o of out) console.log(`${o.entry.padEnd(44)} ${String(o.min).padStart(7)} ${String(o.gzip).padStart(9)}`);
+  console.log('\nloaded on demand                               min   min+gzip');
+  for (const [k, v] of lazy) console.log(`${path.relative(root, Object.keys(v.inputs)[0]).padEnd(44)} ${String(v.bytes).padStart(7)} ${String(gz(files.get(k))).padStart(9)}`);
+  console.log('\nsource modules in the main entry (minified bytes each)');
+  for (const [k, v] of [...modules].sort((a, b) => b[1] - a[1])) console.log(`${k.padEnd(44)} ${String(v).padStart(7)}`);
+}

@@ -1,0 +1,103 @@
+// The rejected changes as the app handles them (Database.rejected, retry,
+// discard): listing them decoded, writing one again with fresh stamps,
+// forgetting one. Keeping them when the server refuses is the Store's
+// (settle); this part is loaded on demand, the first time the app asks.
+
+import { ConvergoError } from './errors.js';
+import { isZeroStamp } from './hlc.js';
+import { decodeChanges, decodeValue, emptyRecord } from './record.js';
+import { setOwn } from './cbor.js';
+import { META, OUTBOX, RECORDS, REJECTED, decodeEntry, req } from './db.js';
+
+/** @typedef {import('./db.js').Store} Store */
+/** @typedef {import('./db.js').RejectedEntry} RejectedEntry */
+/** @typedef {import('./database.js').RejectedChange} RejectedChange */
+
+/**
+ * The rejected changes, oldest first, decoded.
+ * @param {Store} store
+ * @returns {Promise<RejectedChange[]>}
+ */
+export async function rejected(store) {
+  /** @type {RejectedEntry[]} */
+  const entries = await store.tx([REJECTED], 'readonly', 'read rejected changes', (tx) => req(tx.objectStore(REJECTED).getAll()));
+  return entries.map((e) => {
+    /** @type {RejectedChange['change']} */
+    const change = { deleted: false, fields: {}, unset: [] };
+    try {
+      const rec = decodeChanges(new Uint8Array([0x81, ...e.change]))[0].record;
+      change.deleted = !isZeroStamp(rec.deleted);
+      for (const [name, f] of rec.fields) {
+        if (f.value === null) change.unset.push(name);
+        else setOwn(change.fields, name, decodeValue(f.value));
+      }
+    } catch {
+      /* a corrupt entry: listed without its values */
+    }
+    return {
+      id: e.id,
+      collection: e.c,
+      recordId: e.rid,
+      change,
+      code: e.code,
+      message: e.message,
+      requestId: e.requestId ?? null,
+      when: e.when,
+      subject: e.subject ?? null,
+    };
+  });
+}
+
+/**
+ * Forgets rejected change id. Returns whether there was one.
+ * @param {Store} store
+ * @param {number} id
+ * @returns {Promise<boolean>}
+ */
+export function discard(store, id) {
+  return store.tx([REJECTED], 'readwrite', `discard rejected change ${id}`, async (tx) => {
+    const os = tx.objectStore(REJECTED);
+    const e = await req(os.get(id));
+    if (!e) return false;
+    os.delete(id);
+    return true;
+  });
+}
+
+/**
+ * Writes rejected change id again as a new local write, in one
+ * transaction: its delete (if any) and its fields are stamped afresh, so
+ * they sort after everything this client has seen and can win again;
+ * the write is merged locally and queued in the outbox, and the entry
+ * leaves the rejected changes. The values are the ones refused: a change
+ * refused for its content is likely refused again (and comes back as a
+ * new entry). Throws not_found when there is no such entry.
+ * @param {Store} store
+ * @param {number} id
+ * @returns {Promise<{c: string, id: string}>}
+ */
+export function retry(store, id) {
+  return store.tx([RECORDS, OUTBOX, META, REJECTED], 'readwrite', `retry rejected change ${id}`, async (tx) => {
+    const os = tx.objectStore(REJECTED);
+    const e = /** @type {RejectedEntry|undefined} */ (await req(os.get(id)));
+    if (!e) throw new ConvergoError('not_found', `no rejected change ${id}`);
+    const old = decodeEntry(e.change);
+    await store.writeIn(tx, e.c, [
+      {
+        id: e.rid,
+        build: (_current, stamp, next) => {
+          const rec = emptyRecord(e.rid);
+          let s = stamp;
+          if (!isZeroStamp(old.deleted)) {
+            rec.deleted = s;
+            s = next(); // after the delete, so the delete does not hide them
+          }
+          for (const [name, f] of old.fields) rec.fields.set(name, { stamp: s, value: f.value });
+          return rec;
+        },
+      },
+    ]);
+    os.delete(id);
+    return { c: e.c, id: e.rid };
+  });
+}
