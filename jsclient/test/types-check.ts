@@ -47,3 +47,13 @@ export async function usage(): Promise<void> {
   void [maybe, some, pred, stop1, stop2, off, db.status.online];
   await db.close();
 }
+
+import { useDoc, useQuery, useStatus } from '../src/react.js';
+
+export function reactUsage(db: Awaited<ReturnType<typeof open>>): string {
+  const todos = db.collection<Todo>('demo.todos');
+  const rows: Doc<Todo>[] | undefined = useQuery(todos, { where: { done: false }, orderBy: 'title' });
+  const one: Doc<Todo> | null | undefined = useDoc(todos, 't1');
+  const status: Status | undefined = useStatus(db);
+  return `${rows?.length} ${one?.title} ${status?.pending}`;
+}

@@ -1,0 +1,111 @@
+// convergo/react: the hooks render nothing before the first result (and
+// on the server), then follow the live query; in Chromium through
+// react-dom/client, bundled with esbuild as an app would bundle it.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer } from 'node:http';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createElement } from 'react';
+import { renderToString } from 'react-dom/server';
+import { queryKey, useDoc, useQuery, useStatus } from '../src/react.js';
+import { openClient } from './helpers/util.js';
+
+const chromiumPath = process.env.CONVERGO_CHROMIUM || '/usr/bin/chromium';
+
+test('queryKey: equal queries share a key, predicates count by identity', () => {
+  assert.equal(queryKey({ where: { done: false, n: 1 }, orderBy: 'title' }), queryKey({ orderBy: 'title', where: { n: 1, done: false } }));
+  assert.notEqual(queryKey({ where: { n: 1 } }), queryKey({ where: { n: 2 } }));
+  const p = () => true;
+  assert.equal(queryKey({ where: p }), queryKey({ where: p }));
+  assert.notEqual(queryKey({ where: p }), queryKey({ where: () => true }));
+  assert.notEqual(queryKey('t1'), queryKey({ where: { id: 't1' } }));
+  assert.equal(queryKey({ where: { big: 2n ** 64n } }), queryKey({ where: { big: 2n ** 64n } }));
+});
+
+test('on the server the hooks render the not-yet-loaded state', async () => {
+  const db = await openClient({ sync: false });
+  const todos = db.collection('todos');
+  await todos.put('t1', { title: 'milk' });
+  function App() {
+    const rows = useQuery(todos, { orderBy: 'title' });
+    const one = useDoc(todos, 't1');
+    const status = useStatus(db);
+    return createElement('p', null, `${rows === undefined ? 'loading' : rows.length} ${one === undefined ? 'loading' : 'doc'} ${status ? 'status' : 'none'}`);
+  }
+  assert.equal(renderToString(createElement(App)), '<p>loading loading status</p>');
+  assert.equal(renderToString(createElement(() => createElement('p', null, String(useQuery(null))))), '<p>undefined</p>');
+  await db.close();
+});
+
+test('in Chromium a component follows its live query and stops listening when unmounted', { skip: existsSync(chromiumPath) ? false : `no Chromium at ${chromiumPath}` }, async () => {
+  const { build } = await import('esbuild');
+  const { chromium } = await import('playwright-core');
+  const app = `
+    import { createElement as h, useState } from 'react';
+    import { createRoot } from 'react-dom/client';
+    import { flushSync } from 'react-dom';
+    import { open } from './src/index.js';
+    import { useQuery, useDoc } from './src/react.js';
+    function List({ todos }) {
+      const [done, setDone] = useState(false);
+      const rows = useQuery(todos, { where: { done }, orderBy: 'title' });
+      const first = useDoc(todos, 't1');
+      window.setDone = setDone;
+      if (rows === undefined) return h('p', { id: 'state' }, 'loading');
+      return h('div', null,
+        h('p', { id: 'state' }, 'ready ' + (first ? first.title : 'none')),
+        h('ul', null, rows.map((r) => h('li', { key: r.id }, r.title))));
+    }
+    window.start = async () => {
+      const db = await open({ name: 'react', sync: false, locks: null, BroadcastChannel: null });
+      window.db = db;
+      window.todos = db.collection('todos');
+      window.root = createRoot(document.getElementById('root'));
+      window.root.render(h(List, { todos: window.todos }));
+    };
+    window.unmount = () => flushSync(() => window.root.unmount());
+  `;
+  const out = await build({ stdin: { contents: app, resolveDir: process.cwd(), loader: 'js' }, bundle: true, format: 'esm', write: false, define: { 'process.env.NODE_ENV': '"production"' }, logLevel: 'error' });
+  const js = out.outputFiles[0].text;
+  const http = createServer((req, res) => {
+    if (req.url === '/app.js') return res.writeHead(200, { 'content-type': 'text/javascript' }).end(js);
+    res.writeHead(200, { 'content-type': 'text/html' }).end('<!doctype html><div id="root"></div><script type="module" src="/app.js"></script>');
+  });
+  await new Promise((r) => http.listen(0, '127.0.0.1', () => r(undefined)));
+  const profile = mkdtempSync(join(tmpdir(), 'convergo-react-'));
+  const ctx = await chromium.launchPersistentContext(profile, { executablePath: chromiumPath, headless: true, args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-dev-shm-usage'] });
+  try {
+    const page = ctx.pages()[0] ?? (await ctx.newPage());
+    await page.goto(`http://127.0.0.1:${/** @type {any} */ (http.address()).port}/`);
+    await page.waitForFunction(() => typeof (/** @type {any} */ (window).start) === 'function');
+    await page.evaluate(() => /** @type {any} */ (window).start());
+    const items = () => page.locator('li').allTextContents();
+    await page.waitForFunction(() => document.getElementById('state')?.textContent === 'ready none');
+    await page.evaluate(() => /** @type {any} */ (window).todos.putMany([{ id: 't1', title: 'milk', done: false }, { id: 't2', title: 'eggs', done: false }, { id: 't3', title: 'jam', done: true }]));
+    await page.waitForFunction(() => document.querySelectorAll('li').length === 2);
+    assert.deepEqual(await items(), ['eggs', 'milk']);
+    assert.equal(await page.locator('#state').textContent(), 'ready milk');
+    await page.evaluate(() => /** @type {any} */ (window).todos.update('t1', { title: 'oat milk' }));
+    await page.waitForFunction(() => document.getElementById('state')?.textContent === 'ready oat milk');
+    assert.deepEqual(await items(), ['eggs', 'oat milk']);
+    // A new query (another filter) subscribes anew.
+    await page.evaluate(() => /** @type {any} */ (window).setDone(true));
+    await page.waitForFunction(() => document.querySelectorAll('li').length === 1);
+    assert.deepEqual(await items(), ['jam']);
+    // Unmounted: no subscription left.
+    const subs = await page.evaluate(() => {
+      const w = /** @type {any} */ (window);
+      const before = w.db.subs.size;
+      w.unmount();
+      return [before, w.db.subs.size];
+    });
+    assert.deepEqual(subs, [2, 0]);
+  } finally {
+    await ctx.close();
+    rmSync(profile, { recursive: true, force: true });
+    http.close();
+  }
+});
