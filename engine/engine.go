@@ -483,6 +483,9 @@ func (e *Engine) Pull(ctx context.Context, collection string, cursor Cursor, lim
 	if err != nil {
 		return Page{}, err
 	}
+	if k := stores.ShardsOf(meta); k > 1 {
+		return e.pullShards(ctx, collection, cursor, limit, tag, meta, k)
+	}
 	page, err := e.store.Pull(ctx, collection, cursor.seq, stores.PageLimit{Records: limit.Records, Bytes: limit.Bytes})
 	if err != nil {
 		return Page{}, fmt.Errorf("pull %s after %d: %w", collection, cursor.seq, err)
@@ -503,6 +506,75 @@ func (e *Engine) Pull(ctx context.Context, collection string, cursor Cursor, lim
 		out.Entries[i] = Entry{Seq: en.Seq, Record: en.Record}
 	}
 	e.served.note(collection, served{tag, meta.Epoch})
+	return out, nil
+}
+
+// pullShards is Pull of a collection whose log the store splits over k
+// shards. It reads the shards in turn, from the cursor's position in
+// each, starting at a shard that rotates with the cursor so that a busy
+// shard cannot starve the others, and merges what it reads into one page
+// within limit: each shard's read gets the records and bytes the page has
+// left, and a shard's first record that would break the page's byte
+// bound (a store lets a page's first record pass) waits for the next
+// page. The page stops at the first shard that had more; More is then
+// set, also for shards not read. Next holds every shard's position, so
+// the no-gap rule of each shard (stores.Sharder) holds at every cursor:
+// a position only moves past entries the page holds. Entries of one page
+// come from different shards, so their Seq values are not in one order;
+// each record appears once (a record lives in one shard).
+func (e *Engine) pullShards(ctx context.Context, collection string, cursor Cursor, limit PageLimit, tag [8]byte, meta stores.Meta, k int) (Page, error) {
+	sh, ok := e.store.(stores.Sharder)
+	if !ok {
+		return Page{}, fmt.Errorf("pull %s: the store says %d shards but cannot pull a shard", collection, k)
+	}
+	pos := cursor.Positions()
+	if cursor.IsStart() {
+		pos = make([]uint64, k)
+	}
+	out := Page{Entries: []Entry{}}
+	used := 0
+	first := int(cursor.Seq() % uint64(k))
+	for i := range k {
+		s := (first + i) % k
+		left := limit.Records - len(out.Entries)
+		if left == 0 || used >= limit.Bytes {
+			out.More = true
+			break
+		}
+		p, err := sh.PullShard(ctx, collection, s, pos[s], stores.PageLimit{Records: left, Bytes: limit.Bytes - used})
+		if err != nil {
+			return Page{}, fmt.Errorf("pull %s shard %d after %d: %w", collection, s, pos[s], err)
+		}
+		cut := p.More
+		for _, en := range p.Entries {
+			size := len(crdt.AppendRecord(nil, en.Record))
+			if len(out.Entries) > 0 && used+size > limit.Bytes {
+				cut = true // this and what follows wait for the next page
+				break
+			}
+			used += size
+			out.Entries = append(out.Entries, Entry{Seq: en.Seq, Record: en.Record})
+			pos[s] = en.Seq
+		}
+		if cut {
+			out.More = true
+			break
+		}
+	}
+	if len(out.Entries) == 0 && !cursor.IsStart() {
+		// Nothing after the cursor: is any position past its shard's head?
+		heads, err := sh.ShardHeads(ctx, collection)
+		if err != nil {
+			return Page{}, fmt.Errorf("pull %s: %w", collection, err)
+		}
+		for s, p := range pos {
+			if s < len(heads) && p > heads[s] {
+				return Page{}, &ResetError{Collection: collection, Reason: ResetHistoryLost,
+					Detail: fmt.Sprintf("the cursor is at %d in shard %d, past its head %d", p, s, heads[s])}
+			}
+		}
+	}
+	out.Next = cursorOf(tag, meta.Epoch, pos)
 	return out, nil
 }
 

@@ -73,6 +73,38 @@ type history struct {
 	metas  map[string]metaSeen
 	heads  map[string]headSeen
 	ticket atomic.Uint64 // counts completed head reads; see observeHead
+	// shardHeads holds, for each collection of K > 1 shards, the highest
+	// head seen of each shard (notifications and reads): its sum is the
+	// value subscribers get, which grows whenever any shard does, whatever
+	// order notifications from different shards and instances arrive in.
+	shardHeads map[string][]uint64
+}
+
+// noteShardHeads merges shard heads into collection's known heads (of k
+// shards; other counts start afresh) and returns their sum. reset replaces
+// them instead (after a rewind).
+func (h *history) noteShardHeads(collection string, k int, heads map[int]uint64, reset bool) uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.shardHeads == nil {
+		h.shardHeads = map[string][]uint64{}
+	}
+	v := h.shardHeads[collection]
+	if len(v) != k || reset {
+		if v == nil && len(h.shardHeads) >= maxHistory {
+			clear(h.shardHeads)
+		}
+		v = make([]uint64, k)
+		h.shardHeads[collection] = v
+	}
+	var sum uint64
+	for s := range v {
+		if x, ok := heads[s]; ok && x > v[s] {
+			v[s] = x
+		}
+		sum += v[s]
+	}
+	return sum
 }
 
 type metaSeen struct {
@@ -157,7 +189,7 @@ func (e *Engine) checkCursor(ctx context.Context, collection string, c Cursor) (
 	if err != nil || c.IsStart() {
 		return tag, m, err
 	}
-	if c.store != tag || c.epoch != m.Epoch {
+	if c.store != tag || c.epoch != m.Epoch || c.Shards() != stores.ShardsOf(m) {
 		if tag, m, err = e.view(ctx, collection, true); err != nil {
 			return tag, m, err
 		}
@@ -174,14 +206,43 @@ func (e *Engine) checkCursor(ctx context.Context, collection string, c Cursor) (
 		return reset(ResetHistoryLost, "history was lost after the cursor's epoch %d (now epoch %d)", c.epoch, m.Epoch)
 	case c.epoch < m.Epoch:
 		return reset(ResetRebuilt, "the log was rebuilt after the cursor's epoch %d (now epoch %d)", c.epoch, m.Epoch)
+	case c.Shards() != stores.ShardsOf(m):
+		// A change of the shard count starts an epoch, so this is a
+		// store that changed K without one, or a forged cursor: either
+		// way the positions describe other logs.
+		return reset(ResetRebuilt, "the cursor has %d shard positions, the log has %d shards", c.Shards(), stores.ShardsOf(m))
 	}
 	return tag, m, nil
 }
 
 // readHead reads collection's head from the store and notes it, so that a
-// head going backwards is noticed (observeHead).
+// head going backwards is noticed (observeHead). For a collection of K > 1
+// shards the head is the sum of the shards' heads, read with ShardHeads and
+// merged into the heads notifications brought (history.noteShardHeads).
 func (e *Engine) readHead(ctx context.Context, collection string) (uint64, error) {
 	start := e.hist.ticket.Load()
+	if sh, ok := e.store.(stores.Sharder); ok {
+		_, m, err := e.view(ctx, collection, false)
+		if err != nil {
+			return 0, err
+		}
+		if k := stores.ShardsOf(m); k > 1 {
+			heads, err := sh.ShardHeads(ctx, collection)
+			if err != nil {
+				return 0, err
+			}
+			read := make(map[int]uint64, len(heads))
+			var sum uint64
+			for s, h := range heads {
+				read[s] = h
+				sum += h
+			}
+			// A rewind is noticed on the sum: a shard that went back while
+			// another advanced further is not (left for per-shard epochs).
+			rewound := e.observeHead(ctx, collection, sum, start)
+			return e.hist.noteShardHeads(collection, len(heads), read, rewound), nil
+		}
+	}
 	h, err := e.store.Head(ctx, collection)
 	if err != nil {
 		return 0, err
@@ -197,14 +258,14 @@ func (e *Engine) readHead(ctx context.Context, collection string) (uint64, error
 // the collection, history lost, so that cursors between the two heads
 // reset even once the head has passed them again, and subscribers are
 // told the lower head, so that they pull and learn it.
-func (e *Engine) observeHead(ctx context.Context, collection string, h, start uint64) {
+func (e *Engine) observeHead(ctx context.Context, collection string, h, start uint64) (rewound bool) {
 	done := e.hist.ticket.Add(1)
 	e.hist.mu.Lock()
 	if e.hist.heads == nil {
 		e.hist.heads = map[string]headSeen{}
 	}
 	prev, ok := e.hist.heads[collection]
-	rewound := ok && h < prev.seq && prev.done <= start
+	rewound = ok && h < prev.seq && prev.done <= start
 	if !ok || h >= prev.seq || rewound {
 		if !ok && len(e.hist.heads) >= maxHistory {
 			clear(e.hist.heads)
@@ -216,7 +277,7 @@ func (e *Engine) observeHead(ctx context.Context, collection string, h, start ui
 	}
 	e.hist.mu.Unlock()
 	if !rewound {
-		return
+		return false
 	}
 	e.log.Warn("a collection's head went backwards: history was lost; starting a new epoch", "collection", collection, "was", prev.seq, "now", h)
 	if err := e.store.BumpEpoch(ctx, collection, stores.HistoryLost); err != nil {
@@ -230,6 +291,7 @@ func (e *Engine) observeHead(ctx context.Context, collection string, h, start ui
 	}
 	e.hist.forget()
 	e.rewindSubscribers(collection, h)
+	return true
 }
 
 // rewindSubscribers delivers head h, lower than what they were given, to
@@ -269,5 +331,24 @@ func (e *Engine) CursorAt(ctx context.Context, collection string, seq uint64) (C
 	if err != nil {
 		return Cursor{}, err
 	}
+	if k := stores.ShardsOf(m); k > 1 && seq != 0 {
+		return Cursor{}, fmt.Errorf("cursor of %s at %d: %w: the log has %d shards (CursorAtShards)", collection, seq, stores.ErrInvalid, k)
+	}
 	return Cursor{store: tag, epoch: m.Epoch, seq: seq}, nil
+}
+
+// CursorAtShards is CursorAt for a collection whose log has K shards: pos
+// holds the last sequence number read in each, K values.
+func (e *Engine) CursorAtShards(ctx context.Context, collection string, pos []uint64) (Cursor, error) {
+	if err := stores.CheckCollection(collection); err != nil {
+		return Cursor{}, err
+	}
+	tag, m, err := e.view(ctx, collection, false)
+	if err != nil {
+		return Cursor{}, err
+	}
+	if k := stores.ShardsOf(m); len(pos) != k {
+		return Cursor{}, fmt.Errorf("cursor of %s: %w: %d positions for %d shards", collection, stores.ErrInvalid, len(pos), k)
+	}
+	return cursorOf(tag, m.Epoch, pos), nil
 }

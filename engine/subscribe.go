@@ -101,6 +101,12 @@ func (e *Engine) notify(n stores.Notification) {
 		}
 		return
 	}
+	if n.Shards > 1 {
+		// A shard's head: subscribers get the sum of the highest head
+		// seen of every shard, which grows whenever one does.
+		e.publish(n.Collection, e.hist.noteShardHeads(n.Collection, n.Shards, map[int]uint64{n.Shard: n.Seq}, false))
+		return
+	}
 	e.publish(n.Collection, n.Seq)
 }
 

@@ -117,6 +117,12 @@ type Page struct {
 type Notification struct {
 	Collection string
 	Seq        uint64
+	// Shard is the log shard whose head Seq is, for a collection of
+	// Shards > 1 shards (Sharder); 0 otherwise.
+	Shard int
+	// Shards is the collection's shard count when the store notifies per
+	// shard; 0 (or 1) for a collection of one log, whose head Seq is.
+	Shards int
 	// Resync means notifications may have been lost (a pub/sub connection
 	// dropped, say): every collection may have advanced, and the store's
 	// identity or epochs may have changed (a store sends one after it
@@ -125,8 +131,8 @@ type Notification struct {
 }
 
 // Meta is what a store keeps about a collection besides its records and
-// its log. Later work adds the shard count, rules, schema version and
-// tombstone horizon here (docs/design.md, "Store contract v2").
+// its log. Later work adds rules, schema version and tombstone horizon
+// here (docs/design.md, "Store contract v2").
 type Meta struct {
 	// Epoch names the collection's current history. It changes whenever
 	// the log's history may have been lost or rewritten, and it only
@@ -141,6 +147,11 @@ type Meta struct {
 	// rebuilds alone, with every record kept (reset: rebuilt). Lost <=
 	// Epoch.
 	Lost uint64
+	// Shards is the number of shards the collection's log is split over
+	// (Sharder), durable per collection; 0 and 1 both mean one log, which
+	// is all that a store without Sharder keeps. A change of it starts a
+	// new epoch (Rebuilt).
+	Shards int
 }
 
 // EpochCause says why a new epoch begins.
