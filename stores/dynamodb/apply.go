@@ -33,22 +33,33 @@ func (st *Store) Apply(ctx context.Context, changes []crdt.Change) ([]stores.Res
 	if err := stores.CheckApply(changes); err != nil {
 		return nil, err
 	}
-	var order []string
-	groups := map[string][]int{}
+	// Changes go to the queue of their record's log: (collection, shard).
+	var order []logRef
+	groups := map[logRef][]int{}
+	shards := map[string]int{}
 	for i, c := range changes {
-		if _, ok := groups[c.Collection]; !ok {
-			order = append(order, c.Collection)
+		k, ok := shards[c.Collection]
+		if !ok {
+			var err error
+			if k, err = st.shardsOf(ctx, c.Collection); err != nil {
+				return nil, err
+			}
+			shards[c.Collection] = k
 		}
-		groups[c.Collection] = append(groups[c.Collection], i)
+		ref := logRef{coll: c.Collection, shard: stores.ShardOf(c.Record.ID, k), shards: k}
+		if _, ok := groups[ref]; !ok {
+			order = append(order, ref)
+		}
+		groups[ref] = append(groups[ref], i)
 	}
 	reqs := make([]*request, len(order))
-	for k, coll := range order {
-		idxs := groups[coll]
+	for k, ref := range order {
+		idxs := groups[ref]
 		r := &request{ctx: ctx, changes: make([]crdt.Change, len(idxs)), results: make([]stores.Result, len(idxs)), done: make(chan struct{})}
 		for j, i := range idxs {
 			r.changes[j] = changes[i]
 		}
-		if err := st.enqueue(coll, r); err != nil {
+		if err := st.enqueue(ref, r); err != nil {
 			return nil, err
 		}
 		reqs[k] = r
@@ -98,12 +109,12 @@ type groupState struct {
 // readState reads the records ids of coll and, unless the committer knows
 // it (q.headOK), the head, strongly consistent.
 func (st *Store) readState(ctx context.Context, q *collQueue, ids []string) (groupState, error) {
-	coll := q.coll
+	coll, hpk := q.ref.coll, q.ref.headPK()
 	state := groupState{recs: make(map[string]stores.Entry, len(ids)), sizes: make(map[string]int, len(ids)), head: q.head, usage: q.usage}
 	byPK := make(map[string]string, len(ids))
 	var keys []map[string]types.AttributeValue
 	if !q.headOK {
-		keys = append(keys, key(headPK(coll), 0))
+		keys = append(keys, key(hpk, 0))
 	}
 	for _, id := range ids {
 		pk := recordPK(coll, id)
@@ -121,10 +132,13 @@ func (st *Store) readState(ctx context.Context, q *collQueue, ids []string) (gro
 			if pkv == nil {
 				continue
 			}
-			if pkv.Value == headPK(coll) {
-				h, err := getN(item, attrHead)
+			if pkv.Value == hpk {
+				h, err := headValue(item, q.ref)
+				if errors.Is(err, errOtherShards) {
+					st.forgetShards(coll)
+				}
 				if err != nil {
-					return groupState{}, fmt.Errorf("apply %s: head item: %w", coll, err)
+					return groupState{}, fmt.Errorf("apply %s: head item: %w", q.ref, err)
 				}
 				u, err := readHeadUsage(item)
 				if err != nil {
@@ -192,7 +206,7 @@ type plan struct {
 // makePlan merges changes idxs (in order) into state and builds the
 // transaction that writes the result. It stops early, with done < len(idxs),
 // when the transaction would pass txBudgetBytes.
-func (st *Store) makePlan(coll string, state groupState, changes []crdt.Change, idxs []int, round int) (plan, error) {
+func (st *Store) makePlan(ref logRef, state groupState, changes []crdt.Change, idxs []int, round int) (plan, error) {
 	type work struct {
 		oldSeq uint64
 		cur    stores.Entry
@@ -208,6 +222,7 @@ func (st *Store) makePlan(coll string, state groupState, changes []crdt.Change, 
 	for _, e := range state.recs {
 		state.head = max(state.head, e.Seq)
 	}
+	coll := ref.coll
 	p := plan{results: make([]stores.Result, 0, len(idxs)), head: state.head}
 	works := map[string]*work{}
 	var ids []string // changed records, in order of their first change
@@ -240,7 +255,7 @@ func (st *Store) makePlan(coll string, state groupState, changes []crdt.Change, 
 			return plan{}, refuse(k, "apply %s/%s: %w: merged record of %d bytes exceeds %d", coll, ch.ID, stores.ErrTooLarge, len(enc), crdt.MaxRecordBytes)
 		}
 		e := stores.Entry{Seq: p.head + 1, Record: next}
-		size := max(itemSize(recordItem(coll, e, enc)), itemSize(logItem(coll, e, enc)))
+		size := max(itemSize(recordItem(coll, e, enc)), itemSize(logItem(ref, e, enc)))
 		if size > maxItemBytes {
 			return plan{}, refuse(k, "apply %s/%s: %w: item of %d bytes exceeds DynamoDB's %d", coll, ch.ID, stores.ErrTooLarge, size, maxItemBytes)
 		}
@@ -287,7 +302,7 @@ func (st *Store) makePlan(coll string, state groupState, changes []crdt.Change, 
 	}
 	allOld := types.ReturnValuesOnConditionCheckFailureAllOld
 	headItem := map[string]types.AttributeValue{
-		attrPK: s(headPK(coll)), attrSK: n(0), attrHead: n(p.head),
+		attrPK: s(ref.headPK()), attrSK: n(0), attrHead: n(p.head),
 		attrCvg: &types.AttributeValueMemberN{Value: layoutVersion},
 	}
 	if p.usage.kept {
@@ -295,18 +310,29 @@ func (st *Store) makePlan(coll string, state groupState, changes []crdt.Change, 
 		headItem[attrUsageBytes] = n(uint64(p.usage.u.Bytes))
 	}
 	put := &types.Put{TableName: &st.table, Item: headItem, ReturnValuesOnConditionCheckFailure: allOld}
-	if state.head == 0 {
+	switch {
+	case state.head == 0:
 		put.ConditionExpression = ptr("attribute_not_exists(#k)")
 		put.ExpressionAttributeNames = map[string]string{"#k": attrPK}
-	} else {
+	default:
 		put.ConditionExpression, put.ExpressionAttributeNames, put.ExpressionAttributeValues = headCondition(state.head, state.usage)
+		if ref.shards > 1 {
+			// A shard's head also names the shard count, so that a
+			// writer routing by another count never commits to it.
+			*put.ConditionExpression += " AND #n = :k"
+			put.ExpressionAttributeNames["#n"] = attrK
+			put.ExpressionAttributeValues[":k"] = n(uint64(ref.shards))
+		}
+	}
+	if ref.shards > 1 {
+		headItem[attrK] = n(uint64(ref.shards))
 	}
 	p.items = append(p.items, types.TransactWriteItem{Put: put})
 	p.acts = append(p.acts, action{kind: actHead})
 
 	h := sha256.New()
 	h.Write(st.nonce[:])
-	h.Write([]byte(coll))
+	h.Write([]byte(ref.headPK()))
 	h.Write(binary.BigEndian.AppendUint64(nil, state.head))
 	h.Write(binary.BigEndian.AppendUint64(nil, uint64(round)))
 	for _, id := range ids {
@@ -330,7 +356,7 @@ func (st *Store) makePlan(coll string, state groupState, changes []crdt.Change, 
 
 		p.items = append(p.items, types.TransactWriteItem{Put: &types.Put{
 			TableName:                &st.table,
-			Item:                     logItem(coll, w.cur, w.enc),
+			Item:                     logItem(ref, w.cur, w.enc),
 			ConditionExpression:      ptr("attribute_not_exists(#k)"),
 			ExpressionAttributeNames: map[string]string{"#k": attrPK},
 		}})
@@ -340,7 +366,7 @@ func (st *Store) makePlan(coll string, state groupState, changes []crdt.Change, 
 			// transaction, so the log holds each record once.
 			p.items = append(p.items, types.TransactWriteItem{Delete: &types.Delete{
 				TableName: &st.table,
-				Key:       key(logPK(coll), w.oldSeq),
+				Key:       key(ref.logPK(), w.oldSeq),
 			}})
 			p.acts = append(p.acts, action{kind: actUnlog, id: id})
 		}
@@ -360,7 +386,7 @@ func (st *Store) makePlan(coll string, state groupState, changes []crdt.Change, 
 // changed (else 0). It keeps q's cached head current. A refusal of one
 // change is a *changeError naming its position in idxs.
 func (st *Store) applyGroup(ctx context.Context, q *collQueue, changes []crdt.Change, idxs []int, results []stores.Result) (done int, head uint64, err error) {
-	coll := q.coll
+	coll := q.ref.String()
 	ids := make([]string, 0, len(idxs))
 	seen := map[string]bool{}
 	for _, i := range idxs {
@@ -374,7 +400,7 @@ func (st *Store) applyGroup(ctx context.Context, q *collQueue, changes []crdt.Ch
 		return 0, 0, err
 	}
 	for attempt := 1; ; attempt++ {
-		p, err := st.makePlan(coll, state, changes, idxs, attempt)
+		p, err := st.makePlan(q.ref, state, changes, idxs, attempt)
 		if err != nil {
 			return 0, 0, err
 		}
@@ -399,9 +425,12 @@ func (st *Store) applyGroup(ctx context.Context, q *collQueue, changes []crdt.Ch
 			return 0, 0, translate(ctx, "apply "+coll, err)
 		}
 		st.txCancelled.Add(1)
-		refreshed, contended, err := refresh(&state, p, cancelled.CancellationReasons)
+		refreshed, contended, err := refresh(&state, p, cancelled.CancellationReasons, q.ref)
 		if err != nil {
 			q.headOK = false
+			if errors.Is(err, errOtherShards) {
+				st.forgetShards(q.ref.coll)
+			}
 			return 0, 0, fmt.Errorf("apply %s: %w", coll, err)
 		}
 		q.head, q.usage = state.head, state.usage
@@ -451,7 +480,7 @@ func (st *Store) commit(ctx context.Context, coll string, p plan) error {
 // It reports whether some condition failed (and its ALL_OLD item refreshed
 // state), whether a transaction in progress or throttling was a reason,
 // and returns an error for reasons a retry cannot fix.
-func refresh(state *groupState, p plan, reasons []types.CancellationReason) (refreshed, contended bool, err error) {
+func refresh(state *groupState, p plan, reasons []types.CancellationReason, ref logRef) (refreshed, contended bool, err error) {
 	for i, r := range reasons {
 		code := str(r.Code)
 		switch code {
@@ -466,7 +495,7 @@ func refresh(state *groupState, p plan, reasons []types.CancellationReason) (ref
 			case actHead:
 				state.head, state.usage = 0, headUsage{kept: true}
 				if r.Item != nil {
-					h, err := getN(r.Item, attrHead)
+					h, err := headValue(r.Item, ref)
 					if err != nil {
 						return false, false, fmt.Errorf("head item: %w", err)
 					}

@@ -29,9 +29,11 @@ import (
 // at once: the table did useful work meanwhile. Only a TransactionConflict
 // or throttling backs off (with jitter).
 
-// collQueue is one collection's queue of pending Apply calls.
+// collQueue is the queue of pending Apply calls of one log: a collection,
+// or one shard of a sharded collection (shards commit independently, each
+// under its own head).
 type collQueue struct {
-	coll    string
+	ref     logRef
 	mu      sync.Mutex
 	pending []*request
 	running bool // a committer goroutine serves the queue
@@ -62,12 +64,12 @@ func (r *request) finish(err error) {
 // commitState is the store's set of collection queues.
 type commitState struct {
 	mu      sync.Mutex
-	queues  map[string]*collQueue
+	queues  map[logRef]*collQueue
 	closing bool
 }
 
-// enqueue adds r to coll's queue and makes sure a committer serves it.
-func (st *Store) enqueue(coll string, r *request) error {
+// enqueue adds r to the queue of ref and makes sure a committer serves it.
+func (st *Store) enqueue(ref logRef, r *request) error {
 	cs := &st.commits
 	cs.mu.Lock()
 	if cs.closing {
@@ -75,12 +77,12 @@ func (st *Store) enqueue(coll string, r *request) error {
 		return stores.ErrClosed
 	}
 	if cs.queues == nil {
-		cs.queues = map[string]*collQueue{}
+		cs.queues = map[logRef]*collQueue{}
 	}
-	q := cs.queues[coll]
+	q := cs.queues[ref]
 	if q == nil {
-		q = &collQueue{coll: coll}
-		cs.queues[coll] = q
+		q = &collQueue{ref: ref}
+		cs.queues[ref] = q
 	}
 	q.mu.Lock()
 	q.pending = append(q.pending, r)
@@ -178,7 +180,7 @@ func (st *Store) commitRound(q *collQueue, batch []*request) {
 		}
 		if err != nil {
 			if ctx.Err() != nil {
-				err = fmt.Errorf("apply %s: %w", q.coll, stores.ErrClosed)
+				err = fmt.Errorf("apply %s: %w", q.ref.coll, stores.ErrClosed)
 			}
 			for _, r := range batch {
 				r.finish(err)
@@ -197,7 +199,7 @@ func (st *Store) commitRound(q *collQueue, batch []*request) {
 			}
 		}
 		if head > 0 {
-			st.watchers.Notify(stores.Notification{Collection: q.coll, Seq: head})
+			st.watchers.Notify(headNotification(q.ref, head))
 		}
 		return
 	}

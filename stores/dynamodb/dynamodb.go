@@ -76,6 +76,15 @@ type Config struct {
 	// (conflicts with concurrent writers, throttling) before Apply fails with
 	// ErrUnavailable. Zero means DefaultMaxAttempts.
 	MaxAttempts int
+	// DefaultShards is the number of log shards (stores.Sharder) of a
+	// collection first written by this instance, 1 to stores.MaxShards.
+	// Zero means 1. A collection's count is durable from its first write
+	// on (see shards.go); every instance on a table should be configured
+	// alike.
+	DefaultShards int
+	// Shards sets the shard count of particular collections, overriding
+	// DefaultShards.
+	Shards map[string]int
 }
 
 // Store is a stores.Store on one DynamoDB table. Create it with New or Open
@@ -97,6 +106,12 @@ type Store struct {
 	watchers stores.Watchers
 	closed   atomic.Bool
 	commits  commitState // group commit per collection (commit.go)
+	// shards caches collections' shard counts (shards.go); shardConf and
+	// defaultShards are the configured ones.
+	shards        shardCache
+	shardConf     map[string]int
+	defaultShards int
+	shardWarned   sync.Map
 	// txCommitted and txCancelled count this instance's transactions.
 	txCommitted, txCancelled atomic.Int64
 	// counters are the consumer's CaptureStats and RejectedCaptures.
@@ -141,6 +156,20 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.MaxAttempts <= 0 {
 		cfg.MaxAttempts = DefaultMaxAttempts
 	}
+	if cfg.DefaultShards == 0 {
+		cfg.DefaultShards = 1
+	}
+	if err := stores.CheckShards(cfg.DefaultShards); err != nil {
+		return nil, fmt.Errorf("dynamodb: DefaultShards: %w", err)
+	}
+	for coll, k := range cfg.Shards {
+		if err := stores.CheckCollection(coll); err != nil {
+			return nil, fmt.Errorf("dynamodb: Shards: %w", err)
+		}
+		if err := stores.CheckShards(k); err != nil {
+			return nil, fmt.Errorf("dynamodb: Shards[%s]: %w", coll, err)
+		}
+	}
 	st := &Store{
 		db:          cfg.Client,
 		streams:     cfg.Streams,
@@ -151,6 +180,8 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		refresh:     cfg.ShardRefresh,
 		maxAttempts: cfg.MaxAttempts,
 		now:         time.Now,
+		shardConf:     cfg.Shards,
+		defaultShards: cfg.DefaultShards,
 	}
 	st.ledger = tableLedger{st}
 	st.dbOpt = func(o *awsdynamodb.Options) { o.HTTPClient = attemptTimeout{o.HTTPClient, cfg.AttemptTimeout} }
@@ -257,6 +288,19 @@ func (st *Store) Pull(ctx context.Context, collection string, after uint64, limi
 	if err := stores.CheckPull(collection, limit); err != nil {
 		return stores.Page{}, err
 	}
+	i, err := st.knownShards(ctx, collection)
+	if err != nil {
+		return stores.Page{}, err
+	}
+	if i.k > 1 {
+		return stores.Page{}, fmt.Errorf("pull %s: %w: the log has %d shards (PullShard)", collection, stores.ErrInvalid, i.k)
+	}
+	return st.pullLog(ctx, logRef{coll: collection, shards: 1}, after, limit)
+}
+
+// pullLog reads a page of one log (a collection's, or one shard's).
+func (st *Store) pullLog(ctx context.Context, ref logRef, after uint64, limit stores.PageLimit) (stores.Page, error) {
+	collection := ref.String()
 	page := stores.Page{Next: after}
 	var start map[string]types.AttributeValue
 	used := 0
@@ -267,7 +311,7 @@ func (st *Store) Pull(ctx context.Context, collection string, after uint64, limi
 			ConsistentRead:            ptr(true),
 			KeyConditionExpression:    ptr("#k = :pk AND #s > :after"),
 			ExpressionAttributeNames:  map[string]string{"#k": attrPK, "#s": attrSK},
-			ExpressionAttributeValues: map[string]types.AttributeValue{":pk": s(logPK(collection)), ":after": n(after)},
+			ExpressionAttributeValues: map[string]types.AttributeValue{":pk": s(ref.logPK()), ":after": n(after)},
 			Limit:                     &want,
 			ExclusiveStartKey:         start,
 		}, st.dbOpt)
@@ -352,6 +396,21 @@ func (st *Store) Head(ctx context.Context, collection string) (uint64, error) {
 	if err := crdt.ValidateCollection(collection); err != nil {
 		return 0, fmt.Errorf("head: %w", err) // crdt.ErrInvalid is stores.ErrInvalid
 	}
+	i, err := st.knownShards(ctx, collection)
+	if err != nil {
+		return 0, err
+	}
+	if i.k > 1 {
+		heads, err := st.ShardHeads(ctx, collection)
+		if err != nil {
+			return 0, err
+		}
+		var sum uint64
+		for _, h := range heads {
+			sum += h
+		}
+		return sum, nil
+	}
 	out, err := st.db.GetItem(ctx, &awsdynamodb.GetItemInput{
 		TableName:      &st.table,
 		Key:            key(headPK(collection), 0),
@@ -363,7 +422,10 @@ func (st *Store) Head(ctx context.Context, collection string) (uint64, error) {
 	if out.Item == nil {
 		return 0, nil
 	}
-	h, err := getN(out.Item, attrHead)
+	h, err := headValue(out.Item, logRef{coll: collection, shards: 1})
+	if errors.Is(err, errOtherShards) {
+		st.forgetShards(collection) // sharded since this instance looked
+	}
 	if err != nil {
 		return 0, fmt.Errorf("head %s: %w", collection, err)
 	}

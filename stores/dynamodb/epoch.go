@@ -83,6 +83,7 @@ func (st *Store) Meta(ctx context.Context, collection string) (stores.Meta, erro
 		return stores.Meta{}, fmt.Errorf("meta %s: %w: keys left unprocessed", collection, stores.ErrUnavailable)
 	}
 	var store, own, lost uint64
+	shards := shardInfo{k: 1}
 	num := func(item map[string]types.AttributeValue, name string) (uint64, error) {
 		if _, ok := item[name]; !ok {
 			return 0, nil
@@ -99,12 +100,20 @@ func (st *Store) Meta(ctx context.Context, collection string) (stores.Meta, erro
 			if own, err = num(item, attrN); err == nil {
 				lost, err = num(item, attrLost)
 			}
+			if err == nil {
+				shards, err = shardsInItem(item)
+			}
 		}
 		if err != nil {
 			return stores.Meta{}, fmt.Errorf("meta %s: %w", collection, err)
 		}
 	}
-	return stores.MetaOf(store, own, lost), nil
+	if shards.durable {
+		st.shards.put(collection, shards) // readers follow the table's count
+	}
+	m := stores.MetaOf(store, own, lost)
+	m.Shards = shards.k
+	return m, nil
 }
 
 // BumpEpoch implements stores.Store: ADD n 1, and for a loss a second

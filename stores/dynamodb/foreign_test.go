@@ -307,9 +307,19 @@ func mustCBOR(t *testing.T, av st.AttributeValue) []byte {
 
 func TestHeadOf(t *testing.T) {
 	img := withKeys(fkeys(headPK("todos"), "0"), map[string]st.AttributeValue{attrHead: &st.AttributeValueMemberN{Value: "17"}})
-	coll, head, ok := headOf(streamRecord(st.OperationTypeModify, "1", fkeys(headPK("todos"), "0"), img, nil))
-	if !ok || coll != "todos" || head != 17 {
-		t.Fatalf("headOf = %q, %d, %v; want todos, 17, true", coll, head, ok)
+	ref, head, ok := headOf(streamRecord(st.OperationTypeModify, "1", fkeys(headPK("todos"), "0"), img, nil))
+	if !ok || ref != (logRef{coll: "todos", shards: 1}) || head != 17 {
+		t.Fatalf("headOf = %v, %d, %v; want todos, 17, true", ref, head, ok)
+	}
+	// A shard's head names its shard count; the marker head (0) is none.
+	shard := logRef{coll: "todos", shard: 3, shards: 4}
+	img = withKeys(fkeys(shard.headPK(), "0"), map[string]st.AttributeValue{attrHead: &st.AttributeValueMemberN{Value: "5"}, attrK: &st.AttributeValueMemberN{Value: "4"}})
+	if ref, head, ok := headOf(streamRecord(st.OperationTypeModify, "2", fkeys(shard.headPK(), "0"), img, nil)); !ok || ref != shard || head != 5 {
+		t.Fatalf("headOf(shard head) = %v, %d, %v; want %v, 5, true", ref, head, ok, shard)
+	}
+	img = withKeys(fkeys(headPK("todos"), "0"), map[string]st.AttributeValue{attrHead: &st.AttributeValueMemberN{Value: "0"}, attrK: &st.AttributeValueMemberN{Value: "4"}})
+	if _, _, ok := headOf(streamRecord(st.OperationTypeInsert, "3", fkeys(headPK("todos"), "0"), img, nil)); ok {
+		t.Fatal("the marker head of a sharded collection read as a head")
 	}
 	if _, _, ok := headOf(streamRecord(st.OperationTypeInsert, "1", fkeys("todos#1", "0"), img, nil)); ok {
 		t.Fatal("a foreign item read as a head")
@@ -385,7 +395,7 @@ func TestPlanLimits(t *testing.T) {
 		changes = append(changes, crdt.Change{Collection: "c", Record: crdt.SetField(string(rune('a'+i)), "f", val(byte(i)), crdt.Stamp{Wall: 1, Replica: "r"})})
 		idxs = append(idxs, i)
 	}
-	p, err := s.makePlan("c", groupState{recs: map[string]stores.Entry{}}, changes, idxs, 1)
+	p, err := s.makePlan(logRef{coll: "c", shards: 1}, groupState{recs: map[string]stores.Entry{}}, changes, idxs, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -418,7 +428,7 @@ func TestPlanLimits(t *testing.T) {
 			changes = append(changes, crdt.Change{Collection: "c", Record: crdt.SetField(id, "g", []byte{0x01}, crdt.Stamp{Wall: 2, Replica: "r"})})
 			idxs = append(idxs, i)
 		}
-		p, err := s.makePlan("c", state, changes, idxs, 1)
+		p, err := s.makePlan(logRef{coll: "c", shards: 1}, state, changes, idxs, 1)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -439,7 +449,7 @@ func TestPlanLimits(t *testing.T) {
 	for i := range 3 {
 		r.Fields[string(rune('a'+i))] = crdt.Field{Stamp: crdt.Stamp{Wall: 1, Replica: "r"}, Value: val('z')}
 	}
-	_, err = s.makePlan("c", groupState{recs: map[string]stores.Entry{}}, []crdt.Change{{Collection: "c", Record: r}}, []int{0}, 1)
+	_, err = s.makePlan(logRef{coll: "c", shards: 1}, groupState{recs: map[string]stores.Entry{}}, []crdt.Change{{Collection: "c", Record: r}}, []int{0}, 1)
 	if !errors.Is(err, stores.ErrTooLarge) {
 		t.Fatalf("record past MaxRecordBytes: got %v, want ErrTooLarge", err)
 	}
@@ -461,7 +471,7 @@ func TestPlanToken(t *testing.T) {
 	changes := []crdt.Change{{Collection: "c", Record: crdt.SetField("a", "f", []byte{0x01}, crdt.Stamp{Wall: 1, Replica: "r"})}}
 	state := groupState{head: 7, recs: map[string]stores.Entry{}}
 	token := func(s *Store, round int) string {
-		p, err := s.makePlan("c", state, changes, []int{0}, round)
+		p, err := s.makePlan(logRef{coll: "c", shards: 1}, state, changes, []int{0}, round)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -495,7 +505,7 @@ func TestPlanTornRead(t *testing.T) {
 		{Collection: "c", Record: crdt.SetField("a", "f", []byte{0x02}, st)},
 		{Collection: "c", Record: crdt.SetField("b", "f", []byte{0x02}, st)},
 	}
-	p, err := s.makePlan("c", state, changes, []int{0, 1}, 1)
+	p, err := s.makePlan(logRef{coll: "c", shards: 1}, state, changes, []int{0, 1}, 1)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,6 +20,7 @@ const (
 	attrID   = "id"   // record id of a log item, S
 	attrHead = "head" // collection's head sequence number, N
 	attrCvg  = "cvg"  // marks an item written by Convergo, N (layout version)
+	attrK    = "k"    // a sharded collection's shard count, N (epoch and head items)
 )
 
 // layoutVersion is the value of attrCvg on every item Convergo writes.
@@ -34,6 +35,36 @@ const ownPrefix = "~"
 func recordPK(coll, id string) string { return "~r#" + coll + "#" + id }
 func headPK(coll string) string       { return "~h#" + coll }
 func logPK(coll string) string        { return "~l#" + coll }
+
+// logRef names one log of a collection: shard of shards. A collection of
+// one shard keeps the layout's original keys (~h#COLL, ~l#COLL); shard i
+// of K > 1 has ~h#COLL#i and ~l#COLL#i. ('#' is not allowed in a
+// collection name, so the two never meet.)
+type logRef struct {
+	coll          string
+	shard, shards int
+}
+
+func (r logRef) headPK() string {
+	if r.shards <= 1 {
+		return headPK(r.coll)
+	}
+	return headPK(r.coll) + "#" + strconv.Itoa(r.shard)
+}
+
+func (r logRef) logPK() string {
+	if r.shards <= 1 {
+		return logPK(r.coll)
+	}
+	return logPK(r.coll) + "#" + strconv.Itoa(r.shard)
+}
+
+func (r logRef) String() string {
+	if r.shards <= 1 {
+		return r.coll
+	}
+	return fmt.Sprintf("%s shard %d/%d", r.coll, r.shard, r.shards)
+}
 
 // DynamoDB limits the store respects.
 const (
@@ -97,9 +128,9 @@ func recordItem(coll string, e stores.Entry, enc []byte) map[string]types.Attrib
 
 // logItem is the change-log entry of a record at its sequence number. It
 // holds the record's state too, so that Pull is one Query.
-func logItem(coll string, e stores.Entry, enc []byte) map[string]types.AttributeValue {
+func logItem(ref logRef, e stores.Entry, enc []byte) map[string]types.AttributeValue {
 	return map[string]types.AttributeValue{
-		attrPK: s(logPK(coll)), attrSK: n(e.Seq),
+		attrPK: s(ref.logPK()), attrSK: n(e.Seq),
 		attrID: s(e.Record.ID), attrRec: b(enc), attrCvg: &types.AttributeValueMemberN{Value: layoutVersion},
 	}
 }

@@ -276,15 +276,15 @@ func (c *consumer) handle(ctx context.Context, records []st.Record) error {
 		}
 		return nil
 	}
-	heads := map[string]uint64{}
+	heads := map[logRef]uint64{}
 	resync := false
 	for _, rec := range records {
 		if isEpochRecord(rec) {
 			resync = true
 			continue
 		}
-		if coll, head, ok := headOf(rec); ok {
-			heads[coll] = max(heads[coll], head)
+		if ref, head, ok := headOf(rec); ok {
+			heads[ref] = max(heads[ref], head)
 			continue
 		}
 		if reg == nil || rec.Dynamodb == nil {
@@ -335,8 +335,8 @@ func (c *consumer) handle(ctx context.Context, records []st.Record) error {
 		}
 	}
 	c.st.counters.add(func(s *CaptureStats) { s.Records += int64(len(records)) })
-	for coll, head := range heads {
-		c.st.watchers.Notify(stores.Notification{Collection: coll, Seq: head})
+	for ref, head := range heads {
+		c.st.watchers.Notify(headNotification(ref, head))
 	}
 	if resync {
 		c.st.watchers.Notify(stores.Notification{Resync: true})
@@ -369,27 +369,41 @@ func itemOf(rec st.Record) capturedItem {
 	return it
 }
 
-// headOf reads a stream record of a collection's head item: the write of
-// some store instance (this one or another) that advanced the log.
-func headOf(rec st.Record) (coll string, head uint64, ok bool) {
+// headOf reads a stream record of a head item (a collection's, or a
+// shard's): the write of some store instance (this one or another) that
+// advanced the log. The marker head of a sharded collection (head 0) is
+// none.
+func headOf(rec st.Record) (ref logRef, head uint64, ok bool) {
 	sr := rec.Dynamodb
 	if sr == nil || rec.EventName == st.OperationTypeRemove {
-		return "", 0, false
+		return logRef{}, 0, false
 	}
 	pkv, _ := sr.Keys[attrPK].(*st.AttributeValueMemberS)
 	if pkv == nil || !strings.HasPrefix(pkv.Value, "~h#") {
-		return "", 0, false
+		return logRef{}, 0, false
 	}
-	coll = strings.TrimPrefix(pkv.Value, "~h#")
+	ref = logRef{coll: strings.TrimPrefix(pkv.Value, "~h#"), shards: 1}
+	if kv, _ := sr.NewImage[attrK].(*st.AttributeValueMemberN); kv != nil {
+		coll, suffix, found := strings.Cut(ref.coll, "#")
+		k, err := strconv.Atoi(kv.Value)
+		if !found || err != nil || k < 2 || k > stores.MaxShards {
+			return logRef{}, 0, false
+		}
+		shard, ok := shardSuffix(suffix)
+		if !ok || shard >= k {
+			return logRef{}, 0, false
+		}
+		ref = logRef{coll: coll, shard: shard, shards: k}
+	}
 	hv, _ := sr.NewImage[attrHead].(*st.AttributeValueMemberN)
-	if crdt.ValidateCollection(coll) != nil || hv == nil {
-		return "", 0, false
+	if crdt.ValidateCollection(ref.coll) != nil || hv == nil {
+		return logRef{}, 0, false
 	}
 	h, err := strconv.ParseUint(hv.Value, 10, 64)
-	if err != nil {
-		return "", 0, false
+	if err != nil || h == 0 {
+		return logRef{}, 0, false
 	}
-	return coll, h, true
+	return ref, h, true
 }
 
 func isCode(err error, code string) bool { return err != nil && apiCode(err) == code }
