@@ -39,3 +39,13 @@ func BenchmarkStore(b *testing.B) {
 		return openTest(t, db, nil, plainTable(t, db))
 	})
 }
+
+// TestConformanceShards runs the suite against shard 2 of collections of
+// four log shards (storetest.RunShard), and TestShardsMerge the engine's
+// merge of all four.
+func TestConformanceShards(t *testing.T) {
+	db, _, _ := testClients(t)
+	storetest.RunShard(t, func(t testing.TB) stores.Store {
+		return openShards(t, db, nil, plainTable(t, db), 4)
+	}, 4, 2)
+}

@@ -112,3 +112,21 @@ func val(t testing.TB, v any) []byte {
 func stamp(wall int64, replica string) crdt.Stamp {
 	return crdt.Stamp{Wall: wall, Replica: replica}
 }
+
+// openShards is openTest with every collection in k log shards.
+func openShards(t testing.TB, db *awsdynamodb.Client, streams *dynamodbstreams.Client, table string, k int) *Store {
+	t.Helper()
+	s, err := New(context.Background(), Config{
+		Client:        db,
+		Streams:       streams,
+		Table:         table,
+		PollInterval:  50 * time.Millisecond,
+		ShardRefresh:  time.Second,
+		DefaultShards: k,
+	})
+	if err != nil {
+		t.Fatalf("new store: %v", err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
