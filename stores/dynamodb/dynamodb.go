@@ -171,15 +171,15 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		}
 	}
 	st := &Store{
-		db:          cfg.Client,
-		streams:     cfg.Streams,
-		table:       cfg.Table,
-		log:         cfg.Logger.With("component", "store", "store", "dynamodb", "table", cfg.Table),
-		replica:     cfg.StreamReplica,
-		poll:        cfg.PollInterval,
-		refresh:     cfg.ShardRefresh,
-		maxAttempts: cfg.MaxAttempts,
-		now:         time.Now,
+		db:            cfg.Client,
+		streams:       cfg.Streams,
+		table:         cfg.Table,
+		log:           cfg.Logger.With("component", "store", "store", "dynamodb", "table", cfg.Table),
+		replica:       cfg.StreamReplica,
+		poll:          cfg.PollInterval,
+		refresh:       cfg.ShardRefresh,
+		maxAttempts:   cfg.MaxAttempts,
+		now:           time.Now,
 		shardConf:     cfg.Shards,
 		defaultShards: cfg.DefaultShards,
 	}

@@ -129,7 +129,6 @@ func (v *shardView) Apply(ctx context.Context, changes []crdt.Change) ([]stores.
 	return res, err
 }
 
-
 func (v *shardView) Pull(ctx context.Context, coll string, after uint64, limit stores.PageLimit) (stores.Page, error) {
 	sharded, err := v.sharded(ctx, coll)
 	if err != nil || !sharded {
