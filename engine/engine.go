@@ -487,6 +487,14 @@ func (e *Engine) Pull(ctx context.Context, collection string, cursor Cursor, lim
 		return e.pullShards(ctx, collection, cursor, limit, tag, meta, k)
 	}
 	page, err := e.store.Pull(ctx, collection, cursor.seq, stores.PageLimit{Records: limit.Records, Bytes: limit.Bytes})
+	if errors.Is(err, stores.ErrInvalid) {
+		// The arguments were checked: the collection may have become
+		// sharded since its Meta was cached (a store sets the shard count
+		// with a collection's first write).
+		if _, m, verr := e.view(ctx, collection, true); verr == nil && stores.ShardsOf(m) > 1 {
+			return e.Pull(ctx, collection, cursor, limit)
+		}
+	}
 	if err != nil {
 		return Page{}, fmt.Errorf("pull %s after %d: %w", collection, cursor.seq, err)
 	}

@@ -26,7 +26,7 @@ import (
 // against raw TransactWriteItems of the same shape on the same DynamoDB
 // Local, in the same run, with the same stream setting on both tables:
 //
-//	convergo-bench ddbstore [-pushers 1,8] [-collections 1,8] [-batches 1,10,100] [-dur 5s] [-stream]
+//	convergo-bench ddbstore [-pushers 1,8] [-collections 1,8] [-batches 1,10,100] [-shards 1,4] [-dur 5s] [-stream]
 //
 // Run it against a private, freshly started emulator
 // (scripts/ddb-private.sh): DynamoDB Local's cost per streamed write grows
@@ -37,7 +37,9 @@ import (
 // shape (a head put and, per change, a conditional record put and a log
 // put, min(batch, 49) changes per transaction) on a head of its own, so it
 // never conflicts: the emulator's ceiling for that shape. Items written
-// count the record and log items on both sides (not heads).
+// count the record and log items on both sides (not heads). -shards
+// gives each collection K log shards (dynamodb.Config.DefaultShards); the
+// raw side is the same whatever K.
 func init() { commands["ddbstore"] = runDDBStore }
 
 func runDDBStore(args []string) error {
@@ -48,6 +50,7 @@ func runDDBStore(args []string) error {
 	dur := fs.Duration("dur", 5*time.Second, "time per measurement")
 	stream := fs.Bool("stream", false, "tables with a stream (NEW_AND_OLD_IMAGES) on both sides")
 	runs := fs.Int("runs", 1, "runs per figure")
+	shardList := fs.String("shards", "1", "log shards per collection (K)")
 	fs.Parse(args)
 	ep := os.Getenv("CONVERGO_DYNAMODB_ENDPOINT")
 	if ep == "" {
@@ -73,28 +76,33 @@ func runDDBStore(args []string) error {
 	if *stream {
 		streamNote = "streams on"
 	}
-	fmt.Fprintf(os.Stderr, "%-8s %-5s %-5s | %12s %12s %8s %8s | %12s | %6s | %s\n", "pushers", "colls", "batch", "store ch/s", "items/s", "tx ok", "tx lost", "raw items/s", "ratio", "requests per change (store)")
+	fmt.Fprintf(os.Stderr, "%-3s %-8s %-5s %-5s | %12s %12s %8s %8s | %12s | %6s | %s\n", "K", "pushers", "colls", "batch", "store ch/s", "items/s", "tx ok", "tx lost", "raw items/s", "ratio", "requests per change (store)")
 	for run := 1; run <= *runs; run++ {
-		for _, p := range ints(*pushers) {
-			for _, nc := range ints(*colls) {
-				for _, b := range ints(*batches) {
-					counts.reset()
-					st, err := measureStore(ctx, client, p, nc, b, *dur, *stream)
-					if err != nil {
-						return err
+		for _, k := range ints(*shardList) {
+			for _, p := range ints(*pushers) {
+				for _, nc := range ints(*colls) {
+					for _, b := range ints(*batches) {
+						counts.reset()
+						st, err := measureStore(ctx, client, p, nc, b, k, *dur, *stream)
+						if err != nil {
+							return err
+						}
+						perChange := counts.per(st.changes)
+						raw, err := measureRaw(ctx, client, p, b, *dur, *stream)
+						if err != nil {
+							return err
+						}
+						storeItems := 2 * st.rate
+						ratio := storeItems / raw
+						fmt.Fprintf(os.Stderr, "%-3d %-8d %-5d %-5d | %12.0f %12.0f %8d %8d | %12.0f | %6.2f | %s\n", k, p, nc, b, st.rate, storeItems, st.committed, st.cancelled, raw, ratio, perChange)
+						scen := fmt.Sprintf("DynamoDB store Apply, %d pushers, %d collections, batch %d, %s", p, nc, b, streamNote)
+						if k > 1 {
+							scen = fmt.Sprintf("DynamoDB store Apply, K=%d shards, %d pushers, %d collections, batch %d, %s", k, p, nc, b, streamNote)
+						}
+						emit(sample{Scenario: scen, Metric: "items written/s", Unit: "/s", Better: "higher", Impl: "dynamodb store Apply", Ours: true, Run: run, Value: storeItems,
+							Note: fmt.Sprintf("%.0f changes/s; %d transactions committed, %d cancelled; requests per change: %s", st.rate, st.committed, st.cancelled, perChange)})
+						emit(sample{Scenario: scen, Metric: "items written/s", Unit: "/s", Better: "higher", Impl: "raw TransactWriteItems, same shape", Limit: true, Run: run, Value: raw})
 					}
-					perChange := counts.per(st.changes)
-					raw, err := measureRaw(ctx, client, p, b, *dur, *stream)
-					if err != nil {
-						return err
-					}
-					storeItems := 2 * st.rate
-					ratio := storeItems / raw
-					fmt.Fprintf(os.Stderr, "%-8d %-5d %-5d | %12.0f %12.0f %8d %8d | %12.0f | %6.2f | %s\n", p, nc, b, st.rate, storeItems, st.committed, st.cancelled, raw, ratio, perChange)
-					scen := fmt.Sprintf("DynamoDB store Apply, %d pushers, %d collections, batch %d, %s", p, nc, b, streamNote)
-					emit(sample{Scenario: scen, Metric: "items written/s", Unit: "/s", Better: "higher", Impl: "dynamodb store Apply", Ours: true, Run: run, Value: storeItems,
-						Note: fmt.Sprintf("%.0f changes/s; %d transactions committed, %d cancelled; requests per change: %s", st.rate, st.committed, st.cancelled, perChange)})
-					emit(sample{Scenario: scen, Metric: "items written/s", Unit: "/s", Better: "higher", Impl: "raw TransactWriteItems, same shape", Limit: true, Run: run, Value: raw})
 				}
 			}
 		}
@@ -151,7 +159,7 @@ type storeFigure struct {
 	committed, cancelled int64
 }
 
-func measureStore(ctx context.Context, c *awsddb.Client, pushers, colls, batch int, dur time.Duration, stream bool) (storeFigure, error) {
+func measureStore(ctx context.Context, c *awsddb.Client, pushers, colls, batch, shards int, dur time.Duration, stream bool) (storeFigure, error) {
 	table, drop, err := benchTable(ctx, c, stream)
 	if err != nil {
 		return storeFigure{}, err
@@ -160,7 +168,7 @@ func measureStore(ctx context.Context, c *awsddb.Client, pushers, colls, batch i
 	ninst := min(pushers, 2)
 	inst := make([]*dynamodb.Store, ninst)
 	for i := range inst {
-		if inst[i], err = dynamodb.New(ctx, dynamodb.Config{Client: c, Table: table}); err != nil {
+		if inst[i], err = dynamodb.New(ctx, dynamodb.Config{Client: c, Table: table, DefaultShards: shards}); err != nil {
 			return storeFigure{}, err
 		}
 		defer inst[i].Close()

@@ -532,7 +532,12 @@ func backoff(attempt int) time.Duration {
 	return d/4 + rand.N(d*3/4)
 }
 
-func sleep(ctx context.Context, d time.Duration) error {
+func sleep(ctx context.Context, d time.Duration) error { return pause(ctx, d) }
+
+// pause waits d or until ctx is done; the model test waits no time.
+var pause = realPause
+
+func realPause(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {

@@ -87,10 +87,21 @@ type Config struct {
 	Shards map[string]int
 }
 
+// dbAPI is the part of the DynamoDB client the store uses: the SDK's
+// client, or in tests a model of the table (model_test.go).
+type dbAPI interface {
+	BatchGetItem(context.Context, *awsdynamodb.BatchGetItemInput, ...func(*awsdynamodb.Options)) (*awsdynamodb.BatchGetItemOutput, error)
+	DescribeTable(context.Context, *awsdynamodb.DescribeTableInput, ...func(*awsdynamodb.Options)) (*awsdynamodb.DescribeTableOutput, error)
+	GetItem(context.Context, *awsdynamodb.GetItemInput, ...func(*awsdynamodb.Options)) (*awsdynamodb.GetItemOutput, error)
+	Query(context.Context, *awsdynamodb.QueryInput, ...func(*awsdynamodb.Options)) (*awsdynamodb.QueryOutput, error)
+	TransactWriteItems(context.Context, *awsdynamodb.TransactWriteItemsInput, ...func(*awsdynamodb.Options)) (*awsdynamodb.TransactWriteItemsOutput, error)
+	UpdateItem(context.Context, *awsdynamodb.UpdateItemInput, ...func(*awsdynamodb.Options)) (*awsdynamodb.UpdateItemOutput, error)
+}
+
 // Store is a stores.Store on one DynamoDB table. Create it with New or Open
 // and Close it when done.
 type Store struct {
-	db          *awsdynamodb.Client
+	db          dbAPI
 	streams     *dynamodbstreams.Client
 	table       string
 	log         *slog.Logger
@@ -132,6 +143,11 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.Client == nil {
 		return nil, errors.New("dynamodb: Config.Client is required")
 	}
+	return newStore(ctx, cfg, cfg.Client)
+}
+
+// newStore is New on db, the client or a model of the table.
+func newStore(ctx context.Context, cfg Config, db dbAPI) (*Store, error) {
 	if len(cfg.Table) < 3 || len(cfg.Table) > 255 {
 		return nil, fmt.Errorf("dynamodb: table name %q must be 3 to 255 characters", cfg.Table)
 	}
@@ -171,7 +187,7 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 		}
 	}
 	st := &Store{
-		db:            cfg.Client,
+		db:            db,
 		streams:       cfg.Streams,
 		table:         cfg.Table,
 		log:           cfg.Logger.With("component", "store", "store", "dynamodb", "table", cfg.Table),

@@ -179,6 +179,10 @@ func (st *Store) establishShards(ctx context.Context, coll string, want int) (sh
 		_, err := st.db.TransactWriteItems(ctx, in, st.dbOpt)
 		if err == nil {
 			st.log.Info("sharded log", "collection", coll, "shards", want)
+			// Readers that cached the collection's Meta (one log) read it
+			// again. Other instances hear of it from the stream (the epoch
+			// item changed), or when a Pull of one log is refused.
+			st.watchers.Notify(stores.Notification{Resync: true})
 			return shardInfo{k: want, durable: true}, nil
 		}
 		var cancelled *types.TransactionCanceledException
