@@ -33,9 +33,14 @@
 //
 // Pull returns a page of a collection's compacted change log after a cursor,
 // bounded by records and by bytes (PageLimit). A Cursor is opaque to
-// clients: the bytes say which store, epoch and position it is.
+// clients: the bytes say which store, epoch and position it is. For a
+// collection whose log the store splits over K shards (stores.Sharder) the
+// cursor holds K positions, and Pull merges the shards' pages into one page
+// within the limit, moving each shard's position only past what the page
+// holds; a cursor of another K resets (rebuilt).
 // Subscribe returns a Subscription whose channel carries the collection's
-// newest sequence number whenever it advances. The channel holds one value
+// newest sequence number whenever it advances (for K shards, the sum of
+// the shards' newest). The channel holds one value
 // and newer heads replace older ones, so a slow subscriber never blocks the
 // engine and never grows a buffer: it pulls from its own cursor and catches
 // up. Notifications from the store are hints; when a store reports it may

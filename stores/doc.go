@@ -26,6 +26,14 @@
 // DynamoDB transaction conditioned on the collection's counter); docs/design.md
 // explains each.
 //
+// # Sharded logs
+//
+// A store may split a collection's log over K shards (Sharder, with K in
+// Meta.Shards), each a log of its own with its own sequence numbers, heads
+// and no-gap rule; a record lives in one shard (ShardOf), so compaction
+// stays within it. Readers keep a position per shard. Only the DynamoDB
+// store shards; the others keep one log per collection (K = 1).
+//
 // # Notifications
 //
 // Watch tells the engine that a collection's log advanced. Notifications are

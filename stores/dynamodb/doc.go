@@ -24,6 +24,9 @@
 //	record        ~r#COLL#ID      0     rec (B: the merged crdt.Record, deterministic CBOR), seq (N)
 //	head          ~h#COLL         0     head (N: the collection's highest sequence number), urecords, ubytes (N: its usage)
 //	log entry     ~l#COLL         SEQ   id (S: record id), rec (B: the record's state at SEQ)
+//	shard head    ~h#COLL#I       0     head (N), k (N: the collection's shard count K)
+//	shard entry   ~l#COLL#I       SEQ   id (S), rec (B), as a log entry, in shard I
+//	epoch         ~e#COLL         0     n, lost (N: epoch counters), k (N: K, when K > 1)
 //	ledger entry  ~c#COLL#ID      0     q (S: last captured stream sequence number), w (N: its stamp's wall ms)
 //
 // The change log of a collection is one item collection (partition key
@@ -31,6 +34,21 @@
 // "sk > cursor", Limit page+1 to learn whether there is more. A log entry
 // holds the record's state, not just its id, so a page needs no second read;
 // the price is that a record is stored twice.
+//
+// # Sharded logs
+//
+// A collection may split its log over K shards (Config.DefaultShards,
+// Config.Shards; 1 to stores.MaxShards): shard I has its own head ~h#COLL#I
+// and log partition ~l#COLL#I, and record ID lives in shard
+// stores.ShardOf(ID, K). Everything below holds per shard: each shard's
+// head is the lock of its log, and each (instance, collection, shard) has
+// its own committer, so writers of records in different shards never
+// contend, and the collection's write ceiling is K log partitions. K is
+// fixed by the collection's first write (kept in the epoch item as k, with
+// a marker head ~h#COLL {head 0, k}); K = 1 keeps the keys above, so tables
+// from before read unchanged. The store implements stores.Sharder
+// (PullShard, ShardHeads); the engine keeps K positions in the cursor.
+// See shards.go.
 //
 // # Apply, and why it keeps the no-gap invariant
 //
@@ -68,8 +86,8 @@
 // doing useful work, but the lost transaction is wasted. A transaction
 // costs twice the write units of plain writes, and every record is written
 // twice (record and log entry); the log's single partition key caps a
-// collection at about 500 inserts or 250 updates per second on AWS
-// (docs/design.md, "Cost model"). Collections are independent. Under
+// collection at about 500 inserts or 250 updates per second on AWS per log
+// shard (docs/design.md, "Cost model"). Collections are independent. Under
 // TransactionConflict or throttling Apply backs off with full jitter, up to
 // Config.MaxAttempts, then fails with stores.ErrUnavailable.
 //

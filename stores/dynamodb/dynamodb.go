@@ -440,7 +440,11 @@ func (st *Store) Head(ctx context.Context, collection string) (uint64, error) {
 	}
 	h, err := headValue(out.Item, logRef{coll: collection, shards: 1})
 	if errors.Is(err, errOtherShards) {
-		st.forgetShards(collection) // sharded since this instance looked
+		// Sharded since this instance looked: read the table's K, once.
+		st.forgetShards(collection)
+		if i, kerr := st.knownShards(ctx, collection); kerr == nil && i.k > 1 {
+			return st.Head(ctx, collection)
+		}
 	}
 	if err != nil {
 		return 0, fmt.Errorf("head %s: %w", collection, err)

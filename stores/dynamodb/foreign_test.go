@@ -335,6 +335,10 @@ func TestParseURL(t *testing.T) {
 		{in: "dynamodb://convergo", want: Options{Table: "convergo", Capture: true}},
 		{in: "dynamodb://t1?region=eu-west-1&endpoint=http://127.0.0.1:8765&create=1&capture=0&poll=200ms",
 			want: Options{Table: "t1", Region: "eu-west-1", Endpoint: "http://127.0.0.1:8765", CreateTable: true, PollInterval: 200 * time.Millisecond}},
+		{in: "dynamodb://t?shards=4,todos:16,notes:1&capture=0", want: Options{Table: "t", DefaultShards: 4, Shards: map[string]int{"todos": 16, "notes": 1}}},
+		{in: "dynamodb://t?shards=17", err: true},
+		{in: "dynamodb://t?shards=0", err: true},
+		{in: "dynamodb://t?shards=~x:2", err: true},
 		{in: "redis://x", err: true},
 		{in: "dynamodb://", err: true},
 		{in: "dynamodb://t/extra", err: true},
@@ -347,7 +351,7 @@ func TestParseURL(t *testing.T) {
 			t.Errorf("ParseURL(%q): error %v, want error %v", tc.in, err, tc.err)
 			continue
 		}
-		if !tc.err && got != tc.want {
+		if !tc.err && !reflect.DeepEqual(got, tc.want) {
 			t.Errorf("ParseURL(%q) = %+v, want %+v", tc.in, got, tc.want)
 		}
 	}

@@ -50,7 +50,7 @@ type modelTable struct {
 	logged map[string][]uint64                        // every sk ever put under a ~l# key
 	// violation is the first breach of the no-gap rule a transaction made.
 	violation error
-	sched  *scheduler
+	sched     *scheduler
 }
 
 func newModelTable() *modelTable {

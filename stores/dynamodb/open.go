@@ -7,12 +7,15 @@ import (
 	"log/slog"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/config"
 	awsdynamodb "github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams"
+
+	"github.com/convergo/convergo/stores"
 )
 
 // Options configures Open, which builds the SDK clients itself. Credentials
@@ -39,6 +42,11 @@ type Options struct {
 	Capture bool
 	// PollInterval is Config.PollInterval.
 	PollInterval time.Duration
+	// DefaultShards is Config.DefaultShards: the log shards of a
+	// collection first written through this store; zero means 1.
+	DefaultShards int
+	// Shards is Config.Shards: the log shards of particular collections.
+	Shards map[string]int
 	// Logger receives the store's logs. Nil discards them.
 	Logger *slog.Logger
 }
@@ -80,20 +88,24 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		}
 	}
 	return New(ctx, Config{
-		Client:       client,
-		Streams:      streams,
-		Table:        opts.Table,
-		Logger:       opts.Logger,
-		PollInterval: opts.PollInterval,
+		Client:        client,
+		Streams:       streams,
+		Table:         opts.Table,
+		Logger:        opts.Logger,
+		PollInterval:  opts.PollInterval,
+		DefaultShards: opts.DefaultShards,
+		Shards:        opts.Shards,
 	})
 }
 
 // ParseURL parses a store URL of the form
 //
-//	dynamodb://TABLE?region=REGION&endpoint=URL&create=1&capture=0
+//	dynamodb://TABLE?region=REGION&endpoint=URL&create=1&capture=0&shards=4,todos:16
 //
 // into Options. Capture is on unless capture=0; create is off unless
-// create=1.
+// create=1. shards lists the log shards of collections first written
+// through the store: a number alone is the default (DefaultShards),
+// COLL:N sets one collection's (Shards).
 func ParseURL(raw string) (Options, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
@@ -120,9 +132,29 @@ func ParseURL(raw string) (Options, error) {
 		}
 		opts.PollInterval = d
 	}
+	if v := q.Get("shards"); v != "" {
+		for _, part := range strings.Split(v, ",") {
+			coll, num, named := strings.Cut(part, ":")
+			if !named {
+				num = coll
+			}
+			k, err := strconv.Atoi(num)
+			if err != nil || stores.CheckShards(k) != nil || (named && stores.CheckCollection(coll) != nil) {
+				return Options{}, fmt.Errorf("dynamodb: store URL: shards=%q: want N or COLL:N, N from 1 to %d", v, stores.MaxShards)
+			}
+			if !named {
+				opts.DefaultShards = k
+				continue
+			}
+			if opts.Shards == nil {
+				opts.Shards = map[string]int{}
+			}
+			opts.Shards[coll] = k
+		}
+	}
 	for name := range q {
 		switch name {
-		case "region", "endpoint", "create", "capture", "poll":
+		case "region", "endpoint", "create", "capture", "poll", "shards":
 		default:
 			return Options{}, fmt.Errorf("dynamodb: store URL: unknown parameter %q", name)
 		}
