@@ -95,13 +95,6 @@ func (c Cursor) Seq() uint64 {
 	return sum
 }
 
-// Covers reports whether the cursor, the Next of a page that was the last
-// one (More false), is known to include every change up to head, a value
-// of Engine.Head or a Subscription. It is exact for a log of one shard.
-// For K > 1 shards a sum of positions cannot prove that each shard was
-// read far enough, so it reports false: the caller reads for itself.
-func (c Cursor) Covers(head uint64) bool { return c.shards == "" && c.seq >= head }
-
 // Epoch returns the epoch of the collection's log the cursor was read in.
 func (c Cursor) Epoch() uint64 { return c.epoch }
 

@@ -583,6 +583,7 @@ func (e *Engine) pullShards(ctx context.Context, collection string, cursor Curso
 		}
 	}
 	out.Next = cursorOf(tag, meta.Epoch, pos)
+	e.served.note(collection, served{tag, meta.Epoch})
 	return out, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -320,6 +321,7 @@ func (st *Store) pullLog(ctx context.Context, ref logRef, after uint64, limit st
 	page := stores.Page{Next: after}
 	var start map[string]types.AttributeValue
 	used := 0
+	sizes := map[string]int{} // of the page's records, by id
 	for {
 		want := queryLimit(limit, len(page.Entries), used)
 		out, err := st.db.Query(ctx, &awsdynamodb.QueryInput{
@@ -349,11 +351,21 @@ func (st *Store) pullLog(ctx context.Context, ref logRef, after uint64, limit st
 				page.More = true
 				return page, nil
 			}
-			used += size
 			e, err := decodeEntry(item, id.Value, attrSK)
 			if err != nil {
 				return stores.Page{}, fmt.Errorf("pull %s: log item of %q: %w", collection, id.Value, err)
 			}
+			if was, dup := sizes[e.Record.ID]; dup {
+				// The page's Queries are not one snapshot: a commit
+				// between two moved the record from an entry the page
+				// already holds to this later one. The later state
+				// replaces it (dropping this one instead would move the
+				// cursor past the record's latest change).
+				page.Entries = slices.DeleteFunc(page.Entries, func(x stores.Entry) bool { return x.Record.ID == e.Record.ID })
+				used -= was
+			}
+			used += size
+			sizes[e.Record.ID] = size
 			page.Entries = append(page.Entries, e)
 			page.Next = e.Seq
 		}

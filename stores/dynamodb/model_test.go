@@ -50,7 +50,9 @@ type modelTable struct {
 	logged map[string][]uint64                        // every sk ever put under a ~l# key
 	// violation is the first breach of the no-gap rule a transaction made.
 	violation error
-	sched     *scheduler
+	// afterQuery, when set, runs after each Query (outside the lock).
+	afterQuery func()
+	sched      *scheduler
 }
 
 func newModelTable() *modelTable {
@@ -172,6 +174,9 @@ func (m *modelTable) BatchGetItem(ctx context.Context, in *awsdynamodb.BatchGetI
 func (m *modelTable) Query(ctx context.Context, in *awsdynamodb.QueryInput, _ ...func(*awsdynamodb.Options)) (*awsdynamodb.QueryOutput, error) {
 	if err := m.sched.step(ctx, "Query"); err != nil {
 		return nil, err
+	}
+	if m.afterQuery != nil {
+		defer m.afterQuery()
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -703,4 +708,55 @@ func runModel(seed uint64, k int) error {
 		}
 	}
 	return nil
+}
+
+// TestPullAcrossCommit: a page that takes two Queries while a commit moves
+// a record from an entry the first read to one the second reads holds the
+// record once, in its later state (the page's Queries are no snapshot).
+func TestPullAcrossCommit(t *testing.T) {
+	tab := newModelTable()
+	ctx := context.Background()
+	st, err := newStore(ctx, Config{Table: "model"}, tab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref := logRef{coll: "c", shards: 1}
+	put := func(id string, wall int64) {
+		t.Helper()
+		q := &collQueue{ref: ref}
+		ch := []crdt.Change{{Collection: "c", Record: crdt.SetField(id, "f", val(t, wall), stamp(wall, "w"))}}
+		if _, _, err := st.applyGroup(ctx, q, ch, []int{0}, make([]stores.Result, 1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ids := []string{"a", "b", "c", "d", "e", "f"}
+	for i, id := range ids {
+		put(id, int64(i+1))
+	}
+	limit := stores.PageLimit{Records: 10, Bytes: stores.DefaultPageBytes}
+	if first := queryLimit(limit, 0, 0); int(first) >= len(ids) {
+		t.Fatalf("the first Query reads %d items: the page would take one Query", first)
+	}
+	queries := 0
+	tab.afterQuery = func() {
+		if queries++; queries == 1 {
+			put("a", 100) // a moves from seq 1 to 7
+		}
+	}
+	p, err := st.pullLog(ctx, ref, 0, limit)
+	tab.afterQuery = nil
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, e := range p.Entries {
+		if seen[e.Record.ID] {
+			t.Fatalf("page holds %s twice: %v", e.Record.ID, p.Entries)
+		}
+		seen[e.Record.ID] = true
+	}
+	last := p.Entries[len(p.Entries)-1]
+	if queries < 2 || last.Record.ID != "a" || last.Seq != 7 || p.Next != 7 {
+		t.Fatalf("%d queries; page ends with %s at %d, Next %d; want a at 7", queries, last.Record.ID, last.Seq, p.Next)
+	}
 }

@@ -252,17 +252,41 @@ func (st *Store) PullShard(ctx context.Context, collection string, shard int, af
 // ShardHeads implements stores.Sharder: one strongly consistent
 // BatchGetItem of the K head items.
 func (st *Store) ShardHeads(ctx context.Context, collection string) ([]uint64, error) {
-	if err := st.check(ctx); err != nil {
-		return nil, err
-	}
-	if err := stores.CheckCollection(collection); err != nil {
-		return nil, err
-	}
-	i, err := st.knownShards(ctx, collection)
+	items, k, err := st.shardHeadItems(ctx, collection)
 	if err != nil {
 		return nil, err
 	}
-	heads := make([]uint64, i.k)
+	heads := make([]uint64, k)
+	for sh, item := range items {
+		if item == nil {
+			continue // no commit to the shard yet
+		}
+		h, err := headValue(item, logRef{coll: collection, shard: sh, shards: k})
+		if errors.Is(err, errOtherShards) {
+			st.forgetShards(collection)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("head %s: %w", collection, err)
+		}
+		heads[sh] = h
+	}
+	return heads, nil
+}
+
+// shardHeadItems reads the head items of collection's K shards (nil for a
+// shard never written), with one strongly consistent BatchGetItem.
+func (st *Store) shardHeadItems(ctx context.Context, collection string) ([]map[string]types.AttributeValue, int, error) {
+	if err := st.check(ctx); err != nil {
+		return nil, 0, err
+	}
+	if err := stores.CheckCollection(collection); err != nil {
+		return nil, 0, err
+	}
+	i, err := st.knownShards(ctx, collection)
+	if err != nil {
+		return nil, 0, err
+	}
+	items := make([]map[string]types.AttributeValue, i.k)
 	index := map[string]int{}
 	var keys []map[string]types.AttributeValue
 	for sh := range i.k {
@@ -274,37 +298,54 @@ func (st *Store) ShardHeads(ctx context.Context, collection string) ([]uint64, e
 	for attempt := 1; len(req) > 0; attempt++ {
 		out, err := st.db.BatchGetItem(ctx, &awsdynamodb.BatchGetItemInput{RequestItems: req}, st.dbOpt)
 		if err != nil {
-			return nil, translate(ctx, "head "+collection, err)
+			return nil, 0, translate(ctx, "head "+collection, err)
 		}
 		for _, item := range out.Responses[st.table] {
 			pkv, _ := item[attrPK].(*types.AttributeValueMemberS)
 			if pkv == nil {
 				continue
 			}
-			sh, ok := index[pkv.Value]
-			if !ok {
-				continue
+			if sh, ok := index[pkv.Value]; ok {
+				items[sh] = item
 			}
-			h, err := headValue(item, logRef{coll: collection, shard: sh, shards: i.k})
-			if errors.Is(err, errOtherShards) {
-				st.forgetShards(collection)
-			}
-			if err != nil {
-				return nil, fmt.Errorf("head %s: %w", collection, err)
-			}
-			heads[sh] = h
 		}
 		req = out.UnprocessedKeys
 		if len(req) > 0 {
 			if attempt >= st.maxAttempts {
-				return nil, fmt.Errorf("head %s: %w: keys still unprocessed after %d attempts", collection, stores.ErrUnavailable, attempt)
+				return nil, 0, fmt.Errorf("head %s: %w: keys still unprocessed after %d attempts", collection, stores.ErrUnavailable, attempt)
 			}
 			if err := sleep(ctx, backoff(attempt)); err != nil {
-				return nil, err
+				return nil, 0, err
 			}
 		}
 	}
-	return heads, nil
+	return items, i.k, nil
+}
+
+// shardUsage is Usage of a collection of K > 1 shards: the sum of what
+// the shards' head items hold (every shard head keeps usage from its
+// first commit on).
+func (st *Store) shardUsage(ctx context.Context, collection string) (stores.Usage, error) {
+	items, _, err := st.shardHeadItems(ctx, collection)
+	if err != nil {
+		return stores.Usage{}, fmt.Errorf("usage of %s: %w", collection, err)
+	}
+	var u stores.Usage
+	for sh, item := range items {
+		if item == nil {
+			continue
+		}
+		hu, err := readHeadUsage(item)
+		if err == nil && !hu.kept {
+			err = fmt.Errorf("%w: the head of shard %d keeps no usage", stores.ErrCorrupt, sh)
+		}
+		if err != nil {
+			return stores.Usage{}, fmt.Errorf("usage of %s: %w", collection, err)
+		}
+		u.Records += hu.u.Records
+		u.Bytes += hu.u.Bytes
+	}
+	return u, nil
 }
 
 // shardSuffix parses the "#i" of a shard's head key.

@@ -12,8 +12,8 @@ import (
 	"github.com/convergo/convergo/stores"
 )
 
-// Usage is kept on the collection's head item, attributes urecords and
-// ubytes: the records (tombstones included) and the sum of the lengths of
+// Usage is kept on the collection's head item (for K > 1 shards, on each
+// shard's head item, and summed), attributes urecords and ubytes: the records (tombstones included) and the sum of the lengths of
 // their stored encodings (crdt.EncodeRecord). Every transaction that moves
 // the head writes them, conditioned on the values it read (besides the
 // head), so usage changes in the same transaction as the records. A head
@@ -85,6 +85,11 @@ func (st *Store) Usage(ctx context.Context, collection string) (stores.Usage, er
 	if err := stores.CheckCollection(collection); err != nil {
 		return stores.Usage{}, err
 	}
+	if i, err := st.knownShards(ctx, collection); err != nil {
+		return stores.Usage{}, err
+	} else if i.k > 1 {
+		return st.shardUsage(ctx, collection)
+	}
 	for attempt := 1; ; attempt++ {
 		out, err := st.db.GetItem(ctx, &awsdynamodb.GetItemInput{
 			TableName: &st.table, Key: key(headPK(collection), 0), ConsistentRead: ptr(true),
@@ -95,7 +100,14 @@ func (st *Store) Usage(ctx context.Context, collection string) (stores.Usage, er
 		if out.Item == nil {
 			return stores.Usage{}, nil // never written
 		}
-		head, err := getN(out.Item, attrHead)
+		head, err := headValue(out.Item, logRef{coll: collection, shards: 1})
+		if errors.Is(err, errOtherShards) {
+			// Sharded since this instance looked: read the table's K, once.
+			st.forgetShards(collection)
+			if i, kerr := st.knownShards(ctx, collection); kerr == nil && i.k > 1 {
+				return st.shardUsage(ctx, collection)
+			}
+		}
 		if err != nil {
 			return stores.Usage{}, fmt.Errorf("usage of %s: head item: %w", collection, err)
 		}

@@ -32,7 +32,11 @@ func RunShard(t *testing.T, newStore Factory, k, shard int) {
 		if !ok {
 			t.Fatalf("%T does not shard (stores.Sharder)", s)
 		}
-		return &shardView{Store: s, sh: sh, k: k, shard: shard, to: map[string]string{}, from: map[string]string{}, written: map[string]bool{}}
+		v := &shardView{Store: s, sh: sh, k: k, shard: shard, to: map[string]string{}, from: map[string]string{}, written: map[string]bool{}}
+		if u, ok := s.(stores.Usager); ok {
+			return shardUsageView{v, u}
+		}
+		return v
 	})
 }
 
@@ -174,4 +178,15 @@ func (v *shardView) Watch(fn func(stores.Notification)) func() {
 		}
 		fn(n)
 	})
+}
+
+// shardUsageView is a shardView of a store that keeps usage: a
+// collection's usage is its own, whichever shards its records are in.
+type shardUsageView struct {
+	*shardView
+	u stores.Usager
+}
+
+func (v shardUsageView) Usage(ctx context.Context, coll string) (stores.Usage, error) {
+	return v.u.Usage(ctx, coll)
 }
