@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -133,15 +134,27 @@ func (v *shardView) Apply(ctx context.Context, changes []crdt.Change) ([]stores.
 	return res, err
 }
 
+// Pull and Head ask the store's Meta whether the collection is sharded
+// yet (its first write shards it) and read accordingly; a write between
+// the two makes the store refuse a single-log read or answer a sum, so
+// they look again.
 func (v *shardView) Pull(ctx context.Context, coll string, after uint64, limit stores.PageLimit) (stores.Page, error) {
-	sharded, err := v.sharded(ctx, coll)
-	if err != nil || !sharded {
-		if err == nil {
-			return v.Store.Pull(ctx, coll, after, limit)
+	var p stores.Page
+	var err error
+	for range 3 {
+		var sharded bool
+		if sharded, err = v.sharded(ctx, coll); err != nil {
+			return stores.Page{}, err
 		}
-		return stores.Page{}, err
+		if !sharded {
+			p, err = v.Store.Pull(ctx, coll, after, limit)
+		} else {
+			p, err = v.sh.PullShard(ctx, coll, v.shard, after, limit)
+		}
+		if !errors.Is(err, stores.ErrInvalid) {
+			break
+		}
 	}
-	p, err := v.sh.PullShard(ctx, coll, v.shard, after, limit)
 	for i := range p.Entries {
 		p.Entries[i].Record.ID = v.original(coll, p.Entries[i].Record.ID)
 	}
@@ -157,18 +170,26 @@ func (v *shardView) Get(ctx context.Context, coll, id string) (stores.Entry, err
 }
 
 func (v *shardView) Head(ctx context.Context, coll string) (uint64, error) {
-	sharded, err := v.sharded(ctx, coll)
-	if err != nil || !sharded {
-		if err == nil {
-			return v.Store.Head(ctx, coll)
+	for {
+		sharded, err := v.sharded(ctx, coll)
+		if err != nil {
+			return 0, err
 		}
-		return 0, err
+		if sharded {
+			heads, err := v.sh.ShardHeads(ctx, coll)
+			if err != nil {
+				return 0, err
+			}
+			return heads[v.shard], nil
+		}
+		h, err := v.Store.Head(ctx, coll)
+		if err != nil {
+			return 0, err
+		}
+		if again, err := v.sharded(ctx, coll); err != nil || !again {
+			return h, err
+		}
 	}
-	heads, err := v.sh.ShardHeads(ctx, coll)
-	if err != nil {
-		return 0, err
-	}
-	return heads[v.shard], nil
 }
 
 func (v *shardView) Watch(fn func(stores.Notification)) func() {
