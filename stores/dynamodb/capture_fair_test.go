@@ -174,7 +174,15 @@ func TestCaptureReservedName(t *testing.T) {
 	if want := map[string]any{"cvg": int64(7), "title": "has cvg"}; !reflect.DeepEqual(got, want) {
 		t.Fatalf("captured %#v, want %#v", got, want)
 	}
-	if st := s.CaptureStats(); st.Captured == 0 || st.Refused+st.Rejected != 0 {
+	// The consumer counts the capture once the sink has returned, just
+	// after the record became readable.
+	deadline := time.Now().Add(30 * time.Second)
+	st := s.CaptureStats()
+	for st.Captured == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+		st = s.CaptureStats()
+	}
+	if st.Captured == 0 || st.Refused+st.Rejected != 0 {
 		t.Fatalf("capture stats %+v", st)
 	}
 	_ = stores.ErrInvalid
