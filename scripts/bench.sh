@@ -6,7 +6,8 @@
 #   1  crdt-benchmarks B3 map scenarios: Go core, JS client, Yjs, Automerge, TinyBase
 #   2  server apply throughput per store, beside the store's own ceiling
 #   3  WebSocket fan-out latency, 1,000 and 10,000 subscribers, store reads and CPU per delivery
-#   4  initial sync of 100,000 records into Chromium's IndexedDB
+#   4  initial sync of 100,000 records into Chromium's IndexedDB; put with
+#      10 live queries and putMany beside raw IndexedDB (live.mjs)
 #   5  server memory per idle WebSocket, client heap for 100,000 records
 # A scenario whose prerequisites are missing (a service, Chromium) is
 # skipped with a line saying why; the others still run. The server under
@@ -110,6 +111,7 @@ main() {
 	if want 4 || want 5; then
 		if [[ -x ${CONVERGO_CHROMIUM:-/usr/bin/chromium} ]]; then
 			run s4-browser 560 node scripts/bench/js/browser.mjs "$BIN/convergo-bench" "${CONVERGO_CHROMIUM:-/usr/bin/chromium}" 3
+			run s4-live 240 node scripts/bench/js/live.mjs "${CONVERGO_CHROMIUM:-/usr/bin/chromium}" "$RUNS"
 		else
 			log "browser scenarios skipped: no Chromium (set CONVERGO_CHROMIUM)"
 		fi

@@ -181,7 +181,7 @@ export class Server {
    * wire protocol with an independent CBOR codec: a Map from id to
    * {deleted, fields: {name: {wall, logical, replica, value}}}.
    */
-  async records(collection = COLLECTION) {
+  async records(collection = COLLECTION, token = null) {
     const out = new Map();
     // The server's opaque cursor: sent back as it came; empty is the beginning.
     let cursor = new Uint8Array(0);
@@ -190,7 +190,7 @@ export class Server {
       const body = encoder.encode(new Map([[1, collection], [2, cursor], [3, 0]]));
       const res = await fetch(`${this.url}${PATHS.pull}`, {
         method: 'POST',
-        headers: { 'Content-Type': CONTENT_TYPE, [HEADERS.protocol]: String(VERSION) },
+        headers: { 'Content-Type': CONTENT_TYPE, [HEADERS.protocol]: String(VERSION), ...(token ? { Authorization: `Bearer ${token}` } : {}) },
         body,
       });
       const answer = decoder.decode(new Uint8Array(await res.arrayBuffer()));
@@ -233,10 +233,35 @@ export class Server {
     return answer.get(1).map((r) => r.get(1));
   }
 
+  /**
+   * push for many records at once: records is [{id, fields}], pushed in
+   * requests of at most 1,000 changes. Returns how many the server applied.
+   */
+  async pushMany(device, records, collection = COLLECTION) {
+    const replica = (await replicaPrefix('')) + REPLICA.separator + device;
+    let applied = 0;
+    for (let i = 0; i < records.length; i += 1000) {
+      const wall = BigInt(Date.now());
+      const changes = records.slice(i, i + 1000).map(({ id, fields }) => {
+        const names = Object.keys(fields).sort((a, b) => Buffer.byteLength(a) - Buffer.byteLength(b) || Buffer.compare(Buffer.from(a), Buffer.from(b)));
+        return new Map([[1, collection], [2, new Map([[1, id], [3, new Map(names.map((n) => [n, [wall, 0, replica, fields[n]]]))]])]]);
+      });
+      const res = await fetch(`${this.url}${PATHS.push}`, {
+        method: 'POST',
+        headers: { 'Content-Type': CONTENT_TYPE, [HEADERS.protocol]: String(VERSION) },
+        body: encoder.encode(new Map([[1, replica], [2, changes]])),
+      });
+      const answer = decoder.decode(new Uint8Array(await res.arrayBuffer()));
+      if (!res.ok) throw new Error(`POST ${PATHS.push}: ${res.status} ${JSON.stringify([...(answer instanceof Map ? answer : [])])}`);
+      applied += answer.get(1).filter((r) => r.get(1) === 0).length;
+    }
+    return applied;
+  }
+
   /** The visible documents of collection: a Map from id to {field: value}. */
-  async docs(collection = COLLECTION) {
+  async docs(collection = COLLECTION, token = null) {
     const docs = new Map();
-    for (const [id, r] of await this.records(collection)) {
+    for (const [id, r] of await this.records(collection, token)) {
       const d = visible(r);
       if (d) docs.set(id, d);
     }
