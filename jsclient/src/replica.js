@@ -7,6 +7,7 @@
 // length, separator) come from constants.js REPLICA.
 
 import { MODEL, REPLICA } from './constants.js';
+import { ConvergoError } from './errors.js';
 import { newReplicaId } from './hlc.js';
 
 const BASE32 = 'abcdefghijklmnopqrstuvwxyz234567';
@@ -30,7 +31,12 @@ export async function replicaPrefix(subject) {
   const input = new Uint8Array(domain.length + sub.length);
   input.set(domain);
   input.set(sub, domain.length);
-  const digest = new Uint8Array(await globalThis.crypto.subtle.digest('SHA-256', input));
+  const subtle = globalThis.crypto?.subtle;
+  if (!subtle) {
+    // Browsers give crypto.subtle to secure contexts only.
+    throw new ConvergoError('invalid', 'Convergo needs a secure context (an https or localhost page): crypto.subtle, which computes replica ids, is missing');
+  }
+  const digest = new Uint8Array(await subtle.digest('SHA-256', input));
   let out = '';
   let bits = 0;
   let acc = 0;
