@@ -66,6 +66,12 @@ export const CODES = Object.freeze([
     "perChange": true
   },
   {
+    "code": "revoked",
+    "http": 403,
+    "retry": "never",
+    "perChange": false
+  },
+  {
     "code": "not_found",
     "http": 404,
     "retry": "never",
@@ -115,6 +121,18 @@ export const CODES = Object.freeze([
   },
   {
     "code": "quota_exceeded",
+    "http": 0,
+    "retry": "never",
+    "perChange": true
+  },
+  {
+    "code": "out_of_scope",
+    "http": 0,
+    "retry": "never",
+    "perChange": true
+  },
+  {
+    "code": "schema",
     "http": 0,
     "retry": "never",
     "perChange": true
@@ -227,3 +245,37 @@ export const REPLICA = Object.freeze({
     "用户": "pglpqrsemvzmqrqv"
   }
 });
+
+/** Scopes: the reserved collection prefix no client may use, the deny list's collection, the token claim that imposes scopes, and leave entries (the first leaveBytes of SHA-256(leaveDomain + collection + 0x00 + id); each counts leaveEntryCost bytes toward a page's byte limit). */
+export const SCOPES = Object.freeze({
+  "reservedPrefix": "_convergo.",
+  "denyCollection": "_convergo.deny",
+  "claim": "cvg_scopes",
+  "leaveBytes": 16,
+  "leaveEntryCost": 20,
+  "leaveDomain": "convergo/leave/v2\u0000"
+});
+
+/** Leave entries of sample record ids, in hex. */
+export const LEAVE_VECTORS = Object.freeze([
+  {
+    "collection": "demo.todos",
+    "id": "t1",
+    "digest": "c88da4587739765628f61207109a4fc2"
+  },
+  {
+    "collection": "notes",
+    "id": "n1",
+    "digest": "a5442843dc917d205f4957c7503996bb"
+  },
+  {
+    "collection": "tenant42.notes",
+    "id": "用户/笔记",
+    "digest": "6635aa594e7a990ebc821a88ee8e7c26"
+  },
+  {
+    "collection": "a",
+    "id": "x y",
+    "digest": "96aff0267207b74677e9c1f3f43a9264"
+  }
+]);

@@ -1,6 +1,8 @@
 package proto
 
 import (
+	"encoding/hex"
+
 	"github.com/convergo/convergo/crdt"
 )
 
@@ -28,6 +30,26 @@ type Exported struct {
 		Domain    string            `json:"domain"`
 		Samples   map[string]string `json:"samples"`
 	} `json:"replica"`
+	// Scopes is what the protocol fixes about scopes: the reserved
+	// collection prefix, the token claim, the leave entry's form.
+	Scopes struct {
+		ReservedPrefix string `json:"reservedPrefix"`
+		DenyCollection string `json:"denyCollection"`
+		Claim          string `json:"claim"`
+		LeaveBytes     int    `json:"leaveBytes"`
+		LeaveCost      int    `json:"leaveEntryCost"`
+		LeaveDomain    string `json:"leaveDomain"`
+	} `json:"scopes"`
+	// LeaveVectors are leave entries (LeaveDigest) of sample ids, which
+	// the JS client's own digest is tested against.
+	LeaveVectors []LeaveVector `json:"leaveVectors"`
+}
+
+// LeaveVector is the leave entry of one record id, in hex.
+type LeaveVector struct {
+	Collection string `json:"collection"`
+	ID         string `json:"id"`
+	Digest     string `json:"digest"`
 }
 
 // Constants returns the protocol's constants for export.
@@ -97,6 +119,17 @@ func Constants() Exported {
 	e.Replica.Samples = map[string]string{}
 	for _, sub := range []string{"", "alice", "bob@example.com", "用户"} {
 		e.Replica.Samples[sub] = ReplicaPrefix(sub)
+	}
+	e.Scopes.ReservedPrefix = ReservedPrefix
+	e.Scopes.DenyCollection = DenyCollection
+	e.Scopes.Claim = ClaimScopes
+	e.Scopes.LeaveBytes = LeaveBytes
+	e.Scopes.LeaveCost = LeaveEntryCost
+	e.Scopes.LeaveDomain = leaveDomain
+	for _, v := range [][2]string{
+		{"demo.todos", "t1"}, {"notes", "n1"}, {"tenant42.notes", "用户/笔记"}, {"a", "x y"},
+	} {
+		e.LeaveVectors = append(e.LeaveVectors, LeaveVector{v[0], v[1], hex.EncodeToString(LeaveDigest(v[0], v[1]))})
 	}
 	return e
 }

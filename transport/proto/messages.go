@@ -91,22 +91,27 @@ type PushResponse struct {
 }
 
 // PullRequest is the body of POST /v2/pull: {1: collection, 2: cursor,
-// 3: limit}. An empty cursor is the beginning; a limit of 0 the server's
-// maximum.
+// 3: limit, 4: scope?}. An empty cursor is the beginning; a limit of 0 the
+// server's maximum. Scope is the client's own narrowing, a predicate in
+// its CBOR form (crdt/scope); absent narrows nothing.
 type PullRequest struct {
-	Collection string `cbor:"1,keyasint"`
-	Cursor     []byte `cbor:"2,keyasint"`
-	Limit      uint64 `cbor:"3,keyasint"`
+	Collection string          `cbor:"1,keyasint"`
+	Cursor     []byte          `cbor:"2,keyasint"`
+	Limit      uint64          `cbor:"3,keyasint"`
+	Scope      cbor.RawMessage `cbor:"4,keyasint,omitempty"`
 }
 
 // PullResponse answers a pull: {1: [record...], 2: next cursor, 3: more,
-// 4: reset?, 6: [seal...]?}. With Reset the cursor was of another history:
-// no records, Next is the beginning. Seals[i] is the seal of Records[i].
+// 4: reset?, 5: [leave...]?, 6: [seal...]?}. With Reset the cursor was of
+// another history: no records, Next is the beginning. Seals[i] is the seal
+// of Records[i]. Leaves are leave entries (LeaveDigest) of records the
+// reader must drop.
 type PullResponse struct {
 	Records []crdt.Record `cbor:"1,keyasint"`
 	Next    []byte        `cbor:"2,keyasint"`
 	More    bool          `cbor:"3,keyasint"`
 	Reset   *ResetInfo    `cbor:"4,keyasint,omitempty"`
+	Leaves  [][]byte      `cbor:"5,keyasint,omitempty"`
 	Seals   [][]byte      `cbor:"6,keyasint,omitempty"`
 }
 
@@ -171,11 +176,13 @@ type Hello struct {
 	Token    string `cbor:"3,keyasint"`
 }
 
-// Sub subscribes to a collection after a cursor.
+// Sub subscribes to a collection after a cursor: {0: "sub",
+// 1: collection, 2: cursor, 3: scope?}, Scope as PullRequest's.
 type Sub struct {
-	Type       string `cbor:"0,keyasint"`
-	Collection string `cbor:"1,keyasint"`
-	Cursor     []byte `cbor:"2,keyasint"`
+	Type       string          `cbor:"0,keyasint"`
+	Collection string          `cbor:"1,keyasint"`
+	Cursor     []byte          `cbor:"2,keyasint"`
+	Scope      cbor.RawMessage `cbor:"3,keyasint,omitempty"`
 }
 
 // Unsub ends a subscription.
@@ -197,7 +204,7 @@ type Welcome struct {
 }
 
 // Changes streams a page of a subscribed collection; Seals[i] is the seal
-// of Records[i].
+// of Records[i], Leaves are leave entries as in a PullResponse.
 type Changes struct {
 	Type       string        `cbor:"0,keyasint"`
 	Collection string        `cbor:"1,keyasint"`
@@ -205,6 +212,7 @@ type Changes struct {
 	Next       []byte        `cbor:"3,keyasint"`
 	More       bool          `cbor:"4,keyasint"`
 	Seals      [][]byte      `cbor:"5,keyasint,omitempty"`
+	Leaves     [][]byte      `cbor:"6,keyasint,omitempty"`
 }
 
 // Reset ends a subscription whose cursor is of another history: the

@@ -2,6 +2,7 @@ package proto
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"reflect"
@@ -38,7 +39,9 @@ func TestBodiesRoundTrip(t *testing.T) {
 		{"push request", &PushRequest{Replica: "c1", Changes: []crdt.Change{ch}}, &PushRequest{}},
 		{"push response", &PushResponse{Results: []PushResult{{Status: StatusApplied}, {Status: StatusDuplicate}, {Status: StatusSuperseded, Lost: []string{"a", "b"}}, {Status: StatusRefused, Code: CodeClockDrift, Message: "ahead"}}}, &PushResponse{}},
 		{"pull request", &PullRequest{Collection: "demo.todos", Cursor: []byte{1, 2}, Limit: 50}, &PullRequest{}},
+		{"scoped pull request", &PullRequest{Collection: "demo.todos", Scope: []byte{0x81, 0x63, 'a', 'l', 'l'}}, &PullRequest{}},
 		{"pull response", &PullResponse{Records: []crdt.Record{ch.Record}, Next: []byte{9}, More: true}, &PullResponse{}},
+		{"pull response with leaves", &PullResponse{Records: []crdt.Record{ch.Record}, Next: []byte{9}, Leaves: [][]byte{LeaveDigest("demo.todos", "r2")}}, &PullResponse{}},
 		{"error body", &ErrorBody{Code: CodeForbidden, Message: "no", RequestID: "r-1"}, &ErrorBody{}},
 	}
 	for _, tc := range cases {
@@ -94,12 +97,14 @@ func TestMessagesRoundTrip(t *testing.T) {
 	client := []Message{
 		Hello{Protocol: Version, Replica: "c1", Token: "tok"},
 		Sub{Collection: "demo.todos", Cursor: []byte{3}},
+		Sub{Collection: "demo.todos", Cursor: []byte{3}, Scope: []byte{0x81, 0x63, 'a', 'l', 'l'}},
 		Unsub{Collection: "demo.todos"},
 		Ping{Nonce: 11},
 	}
 	server := []Message{
 		Welcome{Hello: HelloResponse{Protocol: Version, ServerTime: 5, ServerReplica: "s"}},
 		Changes{Collection: "demo.todos", Records: []crdt.Record{ch.Record}, Next: []byte{1}, More: false},
+		Changes{Collection: "demo.todos", Records: []crdt.Record{}, Next: []byte{1}, Leaves: [][]byte{LeaveDigest("demo.todos", "r1")}},
 		Pong{Nonce: 11},
 		ErrorMessage{Code: CodeForbidden, Message: "no", Collection: "x.y", RequestID: "r"},
 		Resync{Collection: "demo.todos"},
@@ -277,4 +282,17 @@ func FuzzDecodeClientMessage(f *testing.F) {
 			t.Fatalf("not stable: %x then %x", b, b2)
 		}
 	})
+}
+
+// TestLeaveDigest pins the digest: clients compute it on their own
+// (protocol.json's leaveVectors carry more).
+func TestLeaveDigest(t *testing.T) {
+	got := LeaveDigest("notes", "n1")
+	sum := sha256.Sum256([]byte("convergo/leave/v2\x00notes\x00n1"))
+	if !bytes.Equal(got, sum[:16]) || len(got) != LeaveBytes {
+		t.Fatalf("got %x, want %x", got, sum[:16])
+	}
+	if !Reserved(DenyCollection) || Reserved("convergo.deny") || Reserved("_convergo") {
+		t.Fatal("reserved prefix")
+	}
 }

@@ -10,11 +10,14 @@ import (
 // array, never null; a nil cursor is the empty byte string.
 
 // MarshalCBOR encodes a pull answer {1: [record...], 2: next, 3: more,
-// 4: reset?, 6: seals?}.
+// 4: reset?, 5: leaves?, 6: seals?}.
 func (p PullResponse) MarshalCBOR() ([]byte, error) {
-	b := make([]byte, 0, PageSizeHint(p.Records)+len(p.Next)+18*len(p.Seals))
+	b := make([]byte, 0, PageSizeHint(p.Records)+len(p.Next)+18*len(p.Seals)+18*len(p.Leaves))
 	n := uint64(3)
 	if p.Reset != nil {
+		n++
+	}
+	if len(p.Leaves) > 0 {
 		n++
 	}
 	if len(p.Seals) > 0 {
@@ -34,21 +37,28 @@ func (p PullResponse) MarshalCBOR() ([]byte, error) {
 		}
 		b = append(append(b, 0x04), reset...)
 	}
+	if len(p.Leaves) > 0 {
+		b = appendByteStrings(append(b, 0x05), p.Leaves)
+	}
 	if len(p.Seals) > 0 {
-		b = appendSeals(append(b, 0x06), p.Seals)
+		b = appendByteStrings(append(b, 0x06), p.Seals)
 	}
 	return b, nil
 }
 
 // MarshalCBOR encodes a changes message {0: "changes", 1: collection,
-// 2: records, 3: next, 4: more}, whatever its Type field says.
+// 2: records, 3: next, 4: more, 5: seals?, 6: leaves?}, whatever its Type
+// field says.
 func (m Changes) MarshalCBOR() ([]byte, error) {
-	b := make([]byte, 0, PageSizeHint(m.Records)+len(m.Collection)+len(m.Next)+18*len(m.Seals)+16)
+	b := make([]byte, 0, PageSizeHint(m.Records)+len(m.Collection)+len(m.Next)+18*len(m.Seals)+18*len(m.Leaves)+16)
+	n := uint64(5)
 	if len(m.Seals) > 0 {
-		b = append(b, 0xa6, 0x00)
-	} else {
-		b = append(b, 0xa5, 0x00)
+		n++
 	}
+	if len(m.Leaves) > 0 {
+		n++
+	}
+	b = append(appendHead(b, 5, n), 0x00)
 	b = appendText(b, TypeChanges)
 	b = append(b, 0x01)
 	b = appendText(b, m.Collection)
@@ -59,14 +69,18 @@ func (m Changes) MarshalCBOR() ([]byte, error) {
 	b = append(b, 0x04)
 	b = appendBool(b, m.More)
 	if len(m.Seals) > 0 {
-		b = appendSeals(append(b, 0x05), m.Seals)
+		b = appendByteStrings(append(b, 0x05), m.Seals)
+	}
+	if len(m.Leaves) > 0 {
+		b = appendByteStrings(append(b, 0x06), m.Leaves)
 	}
 	return b, nil
 }
 
-func appendSeals(b []byte, seals [][]byte) []byte {
-	b = appendHead(b, 4, uint64(len(seals)))
-	for _, s := range seals {
+// appendByteStrings appends an array of byte strings (seals, leaves).
+func appendByteStrings(b []byte, list [][]byte) []byte {
+	b = appendHead(b, 4, uint64(len(list)))
+	for _, s := range list {
 		b = appendBytes(b, s)
 	}
 	return b

@@ -73,11 +73,15 @@ func TestPageEncodingMatchesReflection(t *testing.T) {
 				seals = append(seals, rapid.SliceOfN(rapid.Byte(), 16, 16).Draw(t, "seal"))
 			}
 		}
+		var leaves [][]byte
+		for i := range rapid.IntRange(0, 5).Draw(t, "leaves") {
+			leaves = append(leaves, LeaveDigest("demo.todos", fmt.Sprint("gone", i)))
+		}
 		var reset *ResetInfo
 		if rapid.Bool().Draw(t, "reset") {
 			reset = &ResetInfo{Reason: ResetHistoryLost, Message: rapid.String().Draw(t, "why")}
 		}
-		p := PullResponse{Records: es, Next: next, More: more, Reset: reset, Seals: seals}
+		p := PullResponse{Records: es, Next: next, More: more, Reset: reset, Seals: seals, Leaves: leaves}
 		fast, _ := p.MarshalCBOR()
 		ref, err := crdt.Marshal(plainPull(p))
 		if err != nil {
@@ -90,11 +94,11 @@ func TestPageEncodingMatchesReflection(t *testing.T) {
 		if err := Decode(fast, &back); err != nil {
 			t.Fatal(err)
 		}
-		if len(back.Records) != len(es) || !bytes.Equal(back.Next, next) || back.More != more {
+		if len(back.Records) != len(es) || !bytes.Equal(back.Next, next) || back.More != more || len(back.Leaves) != len(leaves) {
 			t.Fatalf("round trip: %+v", back)
 		}
 
-		c := Changes{Type: TypeChanges, Collection: "demo.todos", Records: es, Next: next, More: more, Seals: seals}
+		c := Changes{Type: TypeChanges, Collection: "demo.todos", Records: es, Next: next, More: more, Seals: seals, Leaves: leaves}
 		fast, _ = EncodeMessage(c)
 		ref, err = crdt.Marshal(plainChanges(c))
 		if err != nil {

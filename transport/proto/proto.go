@@ -67,6 +67,9 @@ const (
 	CodeBadSeal            = "bad_seal"
 	CodeQuotaExceeded      = "quota_exceeded"
 	CodeCorrupt            = "corrupt"
+	CodeOutOfScope         = "out_of_scope"
+	CodeSchema             = "schema"
+	CodeRevoked            = "revoked"
 	CodeUnavailable        = "unavailable"
 	CodeInternal           = "internal"
 )
@@ -106,6 +109,7 @@ var Codes = []CodeInfo{
 	{CodeUnauthenticated, http.StatusUnauthorized, RetryAuth, false},
 	{CodeTokenExpired, http.StatusUnauthorized, RetryAuth, false},
 	{CodeForbidden, http.StatusForbidden, RetryNever, true},
+	{CodeRevoked, http.StatusForbidden, RetryNever, false},
 	{CodeNotFound, http.StatusNotFound, RetryNever, false},
 	{CodeMethodNotAllowed, http.StatusMethodNotAllowed, RetryNever, false},
 	{CodeTooLarge, http.StatusRequestEntityTooLarge, RetryNever, true},
@@ -115,6 +119,8 @@ var Codes = []CodeInfo{
 	{CodeForgedReplica, 0, RetryNever, true},
 	{CodeBadSeal, 0, RetryNever, true},
 	{CodeQuotaExceeded, 0, RetryNever, true},
+	{CodeOutOfScope, 0, RetryNever, true},
+	{CodeSchema, 0, RetryNever, true},
 	{CodeUnavailable, http.StatusServiceUnavailable, RetryBackoff, false},
 	{CodeInternal, http.StatusInternalServerError, RetryBackoff, false},
 	{CodeCorrupt, http.StatusInternalServerError, RetryNever, true},
