@@ -6,19 +6,27 @@ import (
 	"fmt"
 
 	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/crdt/scope"
 	"github.com/convergo/convergo/stores"
-	"github.com/convergo/convergo/transport/proto"
 )
 
 // A Cursor is a reader's position in a collection's change log. Clients
 // hold it as opaque bytes (Bytes, ParseCursor) that only the server reads,
 // so that what a position needs to say can grow (store identity, epoch,
-// shard positions; docs/design.md, "Cursor") without changing a client.
+// shard positions, scope; docs/design.md, "Cursor") without changing a
+// client.
 //
 // A collection whose log the store splits over K shards (stores.Sharder)
 // has cursors of K positions, one per shard; a collection of one log has
 // cursors of one. The zero Cursor is the beginning of every log. Cursors
 // are comparable with ==.
+//
+// A cursor of a scoped read (PullScoped) also holds the canonical bytes of
+// the scope it was read under and, while a change of scope is being
+// caught up with, the transition: the previous scope and the positions
+// read under it (see the package doc, "Scopes and transitions"). An
+// encoded cursor is at most MaxCursorBytes long; one of an unscoped read
+// is at most proto.MaxCursorBytes (256).
 type Cursor struct {
 	store [8]byte // the first 8 bytes of SHA-256 of the store's identity
 	epoch uint64  // the epoch of the collection's log
@@ -27,10 +35,46 @@ type Cursor struct {
 	// each, 8 bytes big-endian per shard (a string keeps Cursor
 	// comparable); empty for one shard.
 	shards string
+	// scope is the canonical encoding of the scope the cursor was read
+	// under (scope.Pred.Encode); empty for an unscoped read.
+	scope string
+	// trans says whether a transition is under way, and of which kind;
+	// prev and prevPos are then the previous scope's encoding (empty:
+	// unscoped) and the positions read under it, 8 bytes big-endian per
+	// shard (K of them, K = 1 too).
+	trans   transition
+	prev    string
+	prevPos string
 }
 
-// cursorFormat is the first byte of an encoded cursor.
-const cursorFormat = 1
+// transition is the kind of a cursor's transition from one scope to
+// another.
+type transition uint8
+
+const (
+	// noTransition: the cursor was read under one scope throughout.
+	noTransition transition = 0
+	// exactPrev: the reader holds, at or before prevPos, exactly the
+	// records prev matches.
+	exactPrev transition = 1
+	// approxPrev: the reader holds, at or before prevPos, only records
+	// prev matches, but maybe not all of them (a scope changed again in
+	// the middle of a transition: prev is the or of the two earlier
+	// scopes).
+	approxPrev transition = 2
+)
+
+// MaxCursorBytes bounds an encoded cursor: two scopes of scope.MaxBytes
+// (the one read under and a transition's previous one) and up to
+// stores.MaxShards positions for each. ParseCursor refuses a longer one.
+const MaxCursorBytes = 2*scope.MaxBytes + 512
+
+// The first byte of an encoded cursor: format 1 for an unscoped read,
+// format 2 for a scoped one or one in transition.
+const (
+	cursorFormat       = 1
+	cursorFormatScoped = 2
+)
 
 // storeTag is the tag of a store identity.
 func storeTag(identity string) [8]byte {
@@ -56,11 +100,7 @@ func cursorOf(store [8]byte, epoch uint64, pos []uint64) Cursor {
 		}
 		return c
 	}
-	b := make([]byte, 0, 8*len(pos))
-	for _, p := range pos {
-		b = binary.BigEndian.AppendUint64(b, p)
-	}
-	c.shards = string(b)
+	c.shards = packPositions(pos)
 	return c
 }
 
@@ -73,11 +113,7 @@ func (c Cursor) Positions() []uint64 {
 	if c.shards == "" {
 		return []uint64{c.seq}
 	}
-	pos := make([]uint64, len(c.shards)/8)
-	for i := range pos {
-		pos[i] = binary.BigEndian.Uint64([]byte(c.shards[8*i : 8*i+8]))
-	}
-	return pos
+	return unpackPositions(c.shards)
 }
 
 // Seq returns the last sequence number the cursor has read; for a cursor
@@ -99,37 +135,95 @@ func (c Cursor) Seq() uint64 {
 func (c Cursor) Epoch() uint64 { return c.epoch }
 
 // IsStart reports whether c is the beginning of the log: every position
-// 0.
-func (c Cursor) IsStart() bool { return c.Seq() == 0 }
+// 0 and no transition under way.
+func (c Cursor) IsStart() bool { return c.Seq() == 0 && c.trans == noTransition }
+
+// Scoped reports whether c was read under a scope.
+func (c Cursor) Scoped() bool { return c.scope != "" }
+
+// InTransition reports whether c is in the middle of a transition from
+// one scope to another: the reads that follow rescan the log from the
+// start and go on until the head.
+func (c Cursor) InTransition() bool { return c.trans != noTransition }
+
+// prevPositions returns the positions of a transition's previous scope.
+func (c Cursor) prevPositions() []uint64 { return unpackPositions(c.prevPos) }
+
+func packPositions(pos []uint64) string {
+	b := make([]byte, 0, 8*len(pos))
+	for _, p := range pos {
+		b = binary.BigEndian.AppendUint64(b, p)
+	}
+	return string(b)
+}
+
+func unpackPositions(s string) []uint64 {
+	pos := make([]uint64, len(s)/8)
+	for i := range pos {
+		pos[i] = binary.BigEndian.Uint64([]byte(s[8*i : 8*i+8]))
+	}
+	return pos
+}
 
 // Bytes encodes c: format, store tag, epoch, the number of shards K and
-// the K positions. The beginning of the log is the empty byte string.
+// the K positions; then, in format 2 (a scoped cursor or one in
+// transition), the scope's length and bytes, the kind of transition and,
+// in a transition, the previous scope's length and bytes and its K
+// positions. The beginning of the log is the empty byte string.
 func (c Cursor) Bytes() []byte {
 	if c.IsStart() {
-		return []byte{} // the start is the same in every history
+		return []byte{} // the start is the same in every history and scope
 	}
 	pos := c.Positions()
-	b := make([]byte, 0, 1+8+(2+len(pos))*binary.MaxVarintLen64)
-	b = append(b, cursorFormat)
+	format := byte(cursorFormat)
+	if c.scope != "" || c.trans != noTransition {
+		format = cursorFormatScoped
+	}
+	b := make([]byte, 0, 1+8+(2+2*len(pos))*binary.MaxVarintLen64+len(c.scope)+len(c.prev)+8)
+	b = append(b, format)
 	b = append(b, c.store[:]...)
 	b = binary.AppendUvarint(b, c.epoch)
 	b = binary.AppendUvarint(b, uint64(len(pos)))
 	for _, p := range pos {
 		b = binary.AppendUvarint(b, p)
 	}
+	if format == cursorFormat {
+		return b
+	}
+	b = binary.AppendUvarint(b, uint64(len(c.scope)))
+	b = append(b, c.scope...)
+	b = append(b, byte(c.trans))
+	if c.trans == noTransition {
+		return b
+	}
+	b = binary.AppendUvarint(b, uint64(len(c.prev)))
+	b = append(b, c.prev...)
+	for _, p := range c.prevPositions() {
+		b = binary.AppendUvarint(b, p)
+	}
 	return b
 }
 
 func (c Cursor) String() string {
+	var s string
 	if c.shards != "" {
-		return fmt.Sprintf("cursor(store %x, epoch %d, shards %v)", c.store, c.epoch, c.Positions())
+		s = fmt.Sprintf("cursor(store %x, epoch %d, shards %v", c.store, c.epoch, c.Positions())
+	} else {
+		s = fmt.Sprintf("cursor(store %x, epoch %d, seq %d", c.store, c.epoch, c.seq)
 	}
-	return fmt.Sprintf("cursor(store %x, epoch %d, seq %d)", c.store, c.epoch, c.seq)
+	if c.scope != "" {
+		sum := sha256.Sum256([]byte(c.scope))
+		s += fmt.Sprintf(", scope %x", sum[:8])
+	}
+	if c.trans != noTransition {
+		s += fmt.Sprintf(", transition from %v", c.prevPositions())
+	}
+	return s + ")"
 }
 
 // ParseCursor decodes a cursor from Bytes. The empty byte string is the
-// beginning of the log. A cursor that is not one this engine wrote wraps
-// crdt.ErrInvalid.
+// beginning of the log. A cursor that is not one this engine wrote
+// (formats 1 and 2), or longer than MaxCursorBytes, wraps crdt.ErrInvalid.
 func ParseCursor(b []byte) (Cursor, error) {
 	if len(b) == 0 {
 		return CursorAt(0), nil
@@ -137,10 +231,10 @@ func ParseCursor(b []byte) (Cursor, error) {
 	bad := func(what string) (Cursor, error) {
 		return Cursor{}, fmt.Errorf("%w: cursor: %s", crdt.ErrInvalid, what)
 	}
-	if len(b) > proto.MaxCursorBytes {
+	if len(b) > MaxCursorBytes {
 		return bad("too long")
 	}
-	if b[0] != cursorFormat || len(b) < 9 {
+	if (b[0] != cursorFormat && b[0] != cursorFormatScoped) || len(b) < 9 {
 		return bad("unknown format")
 	}
 	var store [8]byte
@@ -156,17 +250,58 @@ func ParseCursor(b []byte) (Cursor, error) {
 		return bad("shard count")
 	}
 	rest = rest[n:]
-	pos := make([]uint64, shards)
-	for i := range pos {
-		if pos[i], n = binary.Uvarint(rest); n <= 0 {
-			return bad("position")
+	positions := func() ([]uint64, bool) {
+		pos := make([]uint64, shards)
+		for i := range pos {
+			if pos[i], n = binary.Uvarint(rest); n <= 0 {
+				return nil, false
+			}
+			rest = rest[n:]
 		}
-		rest = rest[n:]
+		return pos, true
+	}
+	scopeBytes := func() (string, bool) {
+		l, n := binary.Uvarint(rest)
+		if n <= 0 || l > scope.MaxBytes || l > uint64(len(rest)-n) {
+			return "", false
+		}
+		s := rest[n : n+int(l)]
+		rest = rest[n+int(l):]
+		if l == 0 {
+			return "", true
+		}
+		if _, err := scope.Decode(s); err != nil {
+			return "", false
+		}
+		return string(s), true
+	}
+	pos, ok := positions()
+	if !ok {
+		return bad("position")
+	}
+	c := cursorOf(store, epoch, pos)
+	if b[0] == cursorFormatScoped {
+		if c.scope, ok = scopeBytes(); !ok {
+			return bad("scope")
+		}
+		if len(rest) == 0 || rest[0] > byte(approxPrev) {
+			return bad("transition")
+		}
+		c.trans, rest = transition(rest[0]), rest[1:]
+		if c.trans != noTransition {
+			if c.prev, ok = scopeBytes(); !ok {
+				return bad("previous scope")
+			}
+			prev, ok := positions()
+			if !ok {
+				return bad("previous position")
+			}
+			c.prevPos = packPositions(prev)
+		}
 	}
 	if len(rest) != 0 {
 		return bad("trailing bytes")
 	}
-	c := cursorOf(store, epoch, pos)
 	if c.IsStart() {
 		return bad("an encoded start") // Bytes writes the start as empty
 	}

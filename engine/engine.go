@@ -42,6 +42,10 @@ type Config struct {
 	// They need a store that keeps usage (stores.Usager): Open fails
 	// otherwise.
 	Quotas []Quota
+	// Rules are the collection rules (Rule, ParseRules): read and write
+	// scopes for the layer that knows principals, schemas and validation
+	// functions that Apply enforces. Empty means none.
+	Rules []Rule
 }
 
 // Status is the outcome of one change of an Apply call, numbered as on the
@@ -73,8 +77,8 @@ type Result struct {
 	// (stores.Result.Lost).
 	Lost []string
 	// Err says why a change was refused; it wraps crdt.ErrClockDrift,
-	// ErrInvalid, ErrTooLarge (the same errors as crdt's and the stores')
-	// or ErrQuotaExceeded.
+	// ErrInvalid, ErrTooLarge (the same errors as crdt's and the stores'),
+	// ErrQuotaExceeded, ErrOutOfScope or ErrSchema.
 	Err error
 }
 
@@ -93,6 +97,7 @@ type Engine struct {
 	served   servedHistories
 	quotas   []Quota
 	usager   stores.Usager
+	rules    []Rule
 	subsMu   sync.Mutex
 	subs     map[string]map[*Subscription]struct{}
 	stopWat  func()
@@ -134,6 +139,9 @@ func Open(cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("engine: %w", err)
 	}
+	if err := validateRules(cfg.Rules); err != nil {
+		return nil, fmt.Errorf("engine: %w", err)
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -151,6 +159,7 @@ func Open(cfg Config) (*Engine, error) {
 		maxDrift: cfg.MaxDrift,
 		quotas:   cfg.Quotas,
 		usager:   usager,
+		rules:    cfg.Rules,
 		subs:     map[string]map[*Subscription]struct{}{},
 		resync:   make(chan struct{}, 1),
 		cancel:   cancel,
@@ -246,7 +255,17 @@ func (e *Engine) MaxDrift() time.Duration { return e.maxDrift }
 // whole (stores.ErrTooLarge, stores.ErrInvalid), splits it until the
 // refusal lands on the change that caused it. Transport and clients rely on
 // this and never split on a store's account.
-func (e *Engine) Apply(ctx context.Context, changes []crdt.Change) ([]Result, error) {
+//
+// Before a change reaches the store, the collection's rules are checked
+// against the record it would leave (checkRules): the write scope given
+// by WithWriteScope, the schemas and validation functions of Config.Rules.
+// A change they refuse is reported in its Result (ErrOutOfScope,
+// ErrSchema) while the rest apply.
+func (e *Engine) Apply(ctx context.Context, changes []crdt.Change, opts ...ApplyOption) ([]Result, error) {
+	var cfg applyConfig
+	for _, o := range opts {
+		o(&cfg)
+	}
 	results := make([]Result, len(changes))
 	accepted := make([]crdt.Change, 0, len(changes))
 	index := make([]int, 0, len(changes))
@@ -261,7 +280,11 @@ func (e *Engine) Apply(ctx context.Context, changes []crdt.Change) ([]Result, er
 		index = append(index, i)
 	}
 	e.mu.Unlock()
-	accepted, index, err := e.checkQuotas(ctx, accepted, index, results)
+	accepted, index, err := e.checkRules(ctx, accepted, index, results, cfg)
+	if err != nil {
+		return nil, err
+	}
+	accepted, index, err = e.checkQuotas(ctx, accepted, index, results)
 	if err != nil {
 		return nil, err
 	}
@@ -444,23 +467,44 @@ type Entry struct {
 type Page struct {
 	// Entries are in log order, each record at most once.
 	Entries []Entry
+	// Left lists, for a scoped read (PullScoped), the log entries after
+	// the cursor whose record the scope does not hold (deleted, or not
+	// matching): the reader drops the record if it holds it. In log
+	// order; nil for an unscoped read.
+	Left []Left
 	// Next is the cursor after this page (the one passed in when the page
-	// is empty).
+	// is empty and no change of scope began).
 	Next Cursor
 	// More reports that the log held more after Next when the page was
-	// read.
+	// read. A page may be empty and have More set: a change of scope
+	// (a transition) can pass over many entries the reader need not be
+	// told of.
 	More bool
 }
+
+// Left is a log entry of a scoped read whose record the scope does not
+// hold at the time of the read: the record was deleted, or it no longer
+// (or never) matched the scope.
+type Left struct {
+	Seq uint64
+	ID  string
+}
+
+// leftBytes is what a leave counts toward PageLimit.Bytes (on the wire,
+// a 16-byte digest and its framing).
+const leftBytes = 20
 
 // MaxPage is the most records a page may hold.
 const MaxPage = stores.MaxPage
 
 // PageLimit bounds a page of Pull.
 type PageLimit struct {
-	// Records is the most records: 1 to MaxPage; 0 means MaxPage.
+	// Records is the most records: 1 to MaxPage; 0 means MaxPage. A
+	// leave (Page.Left) counts as a record.
 	Records int
 	// Bytes bounds the encoded size of the page's records, except that a
-	// single larger record comes alone. 0 means proto.DefaultMaxPageBytes.
+	// single larger record comes alone; a leave counts 20 bytes. 0 means
+	// proto.DefaultMaxPageBytes.
 	Bytes int
 }
 
@@ -469,122 +513,9 @@ type PageLimit struct {
 // identity, an earlier epoch, a position past the head) gets an error
 // wrapping ErrReset, a *ResetError with the reason; the empty cursor never
 // does. Every page's Next carries the store's current identity and epoch.
+// Pull is PullScoped with no scope.
 func (e *Engine) Pull(ctx context.Context, collection string, cursor Cursor, limit PageLimit) (Page, error) {
-	if limit.Records <= 0 || limit.Records > MaxPage {
-		limit.Records = MaxPage
-	}
-	if limit.Bytes <= 0 {
-		limit.Bytes = proto.DefaultMaxPageBytes
-	}
-	// The epoch is read before the page: a page read after a new epoch
-	// began and labelled with the old one resets at the next pull, never
-	// the other way round.
-	tag, meta, err := e.checkCursor(ctx, collection, cursor)
-	if err != nil {
-		return Page{}, err
-	}
-	if k := stores.ShardsOf(meta); k > 1 {
-		return e.pullShards(ctx, collection, cursor, limit, tag, meta, k)
-	}
-	page, err := e.store.Pull(ctx, collection, cursor.seq, stores.PageLimit{Records: limit.Records, Bytes: limit.Bytes})
-	if errors.Is(err, stores.ErrInvalid) {
-		// The arguments were checked: the collection may have become
-		// sharded since its Meta was cached (a store sets the shard count
-		// with a collection's first write).
-		if _, m, verr := e.view(ctx, collection, true); verr == nil && stores.ShardsOf(m) > 1 {
-			return e.Pull(ctx, collection, cursor, limit)
-		}
-	}
-	if err != nil {
-		return Page{}, fmt.Errorf("pull %s after %d: %w", collection, cursor.seq, err)
-	}
-	if len(page.Entries) == 0 && !cursor.IsStart() {
-		// Nothing after the cursor: is it past the head?
-		h, err := e.readHead(ctx, collection)
-		if err != nil {
-			return Page{}, fmt.Errorf("pull %s after %d: %w", collection, cursor.seq, err)
-		}
-		if cursor.seq > h {
-			return Page{}, &ResetError{Collection: collection, Reason: ResetHistoryLost,
-				Detail: fmt.Sprintf("the cursor is at %d, past the head %d", cursor.seq, h)}
-		}
-	}
-	out := Page{Entries: make([]Entry, len(page.Entries)), Next: Cursor{store: tag, epoch: meta.Epoch, seq: page.Next}, More: page.More}
-	for i, en := range page.Entries {
-		out.Entries[i] = Entry{Seq: en.Seq, Record: en.Record}
-	}
-	e.served.note(collection, served{tag, meta.Epoch})
-	return out, nil
-}
-
-// pullShards is Pull of a collection whose log the store splits over k
-// shards. It reads the shards in turn, from the cursor's position in
-// each, starting at a shard that rotates with the cursor so that a busy
-// shard cannot starve the others, and merges what it reads into one page
-// within limit: each shard's read gets the records and bytes the page has
-// left, and a shard's first record that would break the page's byte
-// bound (a store lets a page's first record pass) waits for the next
-// page. The page stops at the first shard that had more; More is then
-// set, also for shards not read. Next holds every shard's position, so
-// the no-gap rule of each shard (stores.Sharder) holds at every cursor:
-// a position only moves past entries the page holds. Entries of one page
-// come from different shards, so their Seq values are not in one order;
-// each record appears once (a record lives in one shard).
-func (e *Engine) pullShards(ctx context.Context, collection string, cursor Cursor, limit PageLimit, tag [8]byte, meta stores.Meta, k int) (Page, error) {
-	sh, ok := e.store.(stores.Sharder)
-	if !ok {
-		return Page{}, fmt.Errorf("pull %s: the store says %d shards but cannot pull a shard", collection, k)
-	}
-	pos := cursor.Positions()
-	if cursor.IsStart() {
-		pos = make([]uint64, k)
-	}
-	out := Page{Entries: []Entry{}}
-	used := 0
-	first := int(cursor.Seq() % uint64(k))
-	for i := range k {
-		s := (first + i) % k
-		left := limit.Records - len(out.Entries)
-		if left == 0 || used >= limit.Bytes {
-			out.More = true
-			break
-		}
-		p, err := sh.PullShard(ctx, collection, s, pos[s], stores.PageLimit{Records: left, Bytes: limit.Bytes - used})
-		if err != nil {
-			return Page{}, fmt.Errorf("pull %s shard %d after %d: %w", collection, s, pos[s], err)
-		}
-		cut := p.More
-		for _, en := range p.Entries {
-			size := len(crdt.AppendRecord(nil, en.Record))
-			if len(out.Entries) > 0 && used+size > limit.Bytes {
-				cut = true // this and what follows wait for the next page
-				break
-			}
-			used += size
-			out.Entries = append(out.Entries, Entry{Seq: en.Seq, Record: en.Record})
-			pos[s] = en.Seq
-		}
-		if cut {
-			out.More = true
-			break
-		}
-	}
-	if len(out.Entries) == 0 && !cursor.IsStart() {
-		// Nothing after the cursor: is any position past its shard's head?
-		heads, err := sh.ShardHeads(ctx, collection)
-		if err != nil {
-			return Page{}, fmt.Errorf("pull %s: %w", collection, err)
-		}
-		for s, p := range pos {
-			if s < len(heads) && p > heads[s] {
-				return Page{}, &ResetError{Collection: collection, Reason: ResetHistoryLost,
-					Detail: fmt.Sprintf("the cursor is at %d in shard %d, past its head %d", p, s, heads[s])}
-			}
-		}
-	}
-	out.Next = cursorOf(tag, meta.Epoch, pos)
-	e.served.note(collection, served{tag, meta.Epoch})
-	return out, nil
+	return e.PullScoped(ctx, collection, cursor, limit, nil)
 }
 
 // Head returns the newest sequence number of collection. A head lower

@@ -1,6 +1,10 @@
 package engine
 
-import "github.com/convergo/convergo/stores"
+import (
+	"errors"
+
+	"github.com/convergo/convergo/stores"
+)
 
 // Errors the engine returns, for callers to branch on with errors.Is. They
 // are the store contract's sentinels (the same values), so a caller above
@@ -25,4 +29,16 @@ var (
 	// repaired (the next write of the record, or `convergo repair`); it
 	// says nothing of the store's health, so readiness ignores it.
 	ErrCorrupt = stores.ErrCorrupt
+)
+
+// Refusals of Apply's write rules (Rule, WithWriteScope), per change in
+// Result.Err; the message names the rule or field at fault.
+var (
+	// ErrOutOfScope: the change touches a record outside the writer's
+	// write scope, or would leave its record outside it (a create outside,
+	// a move out).
+	ErrOutOfScope = errors.New("engine: out of scope")
+	// ErrSchema: the record the change would leave breaks the
+	// collection's schema or its validation function.
+	ErrSchema = errors.New("engine: schema")
 )

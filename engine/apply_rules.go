@@ -1,0 +1,170 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/crdt/scope"
+)
+
+// An ApplyOption changes how one Apply call admits its changes.
+type ApplyOption func(*applyConfig)
+
+type applyConfig struct {
+	writeScope func(collection string) (*scope.Pred, error)
+}
+
+// WithWriteScope holds an Apply call's changes to a write scope: f
+// returns the bound effective write scope of a collection (nil: none),
+// and an error from it refuses that collection's changes. It is called
+// once per collection per call. A change is refused with ErrOutOfScope
+// when the stored record exists and the scope does not match it (a
+// record outside may not be changed), or when the record it would leave
+// exists and the scope does not match that (a create outside, a move
+// out); a delete of a record inside passes. The transport passes the
+// principal's scope here (docs/design.md, "Write rules").
+func WithWriteScope(f func(collection string) (*scope.Pred, error)) ApplyOption {
+	return func(c *applyConfig) { c.writeScope = f }
+}
+
+// maxRuleReads bounds the stored records checkRules reads at once.
+const maxRuleReads = 16
+
+// colRules is what checkRules holds a collection's changes to.
+type colRules struct {
+	write  *scope.Pred
+	err    error // the write scope could not be had: refuse
+	checks []Rule
+}
+
+func (r *colRules) active() bool { return r.write != nil || len(r.checks) > 0 }
+
+// checkRules refuses the admitted changes that the collection's rules
+// refuse (see Apply): it reads each record that a rule applies to once,
+// merges the call's changes to it in order into a copy, and checks the
+// write scope before and after each merge and the schema and validation
+// functions after. Changes no rule applies to cost nothing. Refused
+// changes do not count toward later ones of the same record.
+//
+// The check and the store's merge are two steps: a change another writer
+// makes in between is not seen (see the package doc, "Rules").
+func (e *Engine) checkRules(ctx context.Context, changes []crdt.Change, index []int, results []Result, cfg applyConfig) ([]crdt.Change, []int, error) {
+	if len(e.rules) == 0 && cfg.writeScope == nil {
+		return changes, index, nil
+	}
+	per := map[string]*colRules{}
+	type key struct{ coll, id string }
+	var need []key
+	seen := map[key]bool{}
+	refuse := false // a collection's write scope could not be had
+	for _, c := range changes {
+		cr, ok := per[c.Collection]
+		if !ok {
+			cr = &colRules{}
+			if cfg.writeScope != nil {
+				cr.write, cr.err = cfg.writeScope(c.Collection)
+			}
+			for _, r := range e.RulesFor(c.Collection) {
+				if r.Schema != nil || r.Validate != nil {
+					cr.checks = append(cr.checks, r)
+				}
+			}
+			per[c.Collection] = cr
+			refuse = refuse || cr.err != nil
+		}
+		k := key{c.Collection, c.Record.ID}
+		if cr.err == nil && cr.active() && !seen[k] {
+			seen[k] = true
+			need = append(need, k)
+		}
+	}
+	if len(need) == 0 && !refuse {
+		return changes, index, nil
+	}
+	// Read the records the rules need, a few at a time.
+	stored := make([]crdt.Record, len(need))
+	errs := make([]error, len(need))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, maxRuleReads)
+	for i, k := range need {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			stored[i], errs[i] = e.current(ctx, "check", k.coll, k.id)
+		}()
+	}
+	wg.Wait()
+	cur := make(map[key]crdt.Record, len(need))
+	for i, k := range need {
+		if errs[i] != nil {
+			return nil, nil, errs[i]
+		}
+		cur[k] = stored[i]
+	}
+	keep, keepIndex := changes[:0:0], index[:0:0]
+	for j, c := range changes {
+		cr := per[c.Collection]
+		var err error
+		switch {
+		case cr.err != nil:
+			err = cr.err
+		case cr.active():
+			k := key{c.Collection, c.Record.ID}
+			var merged crdt.Record
+			if merged, err = cr.check(ctx, c.Collection, cur[k], c.Record); err == nil {
+				cur[k] = merged
+			}
+		}
+		if err != nil {
+			results[index[j]] = Result{Status: StatusRefused, Err: fmt.Errorf("change %s/%s: %w", c.Collection, c.Record.ID, err)}
+			continue
+		}
+		keep, keepIndex = append(keep, c), append(keepIndex, index[j])
+	}
+	return keep, keepIndex, nil
+}
+
+// check holds one change to the rules, against the record as stored (or
+// as the call's earlier changes leave it), and returns the merged record.
+func (cr *colRules) check(ctx context.Context, collection string, before, change crdt.Record) (crdt.Record, error) {
+	if cr.write != nil && before.Exists() && !cr.write.Match(before) {
+		return crdt.Record{}, fmt.Errorf("%w: the record is outside the write scope %s", ErrOutOfScope, scopeText(cr.write))
+	}
+	merged, _ := crdt.Merge(before, change)
+	if !merged.Exists() {
+		return merged, nil // a delete, or an unset of every field
+	}
+	if cr.write != nil && !cr.write.Match(merged) {
+		return crdt.Record{}, fmt.Errorf("%w: the change would leave the record outside the write scope %s", ErrOutOfScope, scopeText(cr.write))
+	}
+	for _, r := range cr.checks {
+		if r.Schema != nil {
+			if err := r.Schema.Check(merged); err != nil {
+				return crdt.Record{}, fmt.Errorf("rule %s: %w", r.Pattern, err)
+			}
+		}
+		if r.Validate != nil {
+			if err := r.Validate(ctx, collection, merged); err != nil {
+				if !errors.Is(err, ErrSchema) {
+					err = fmt.Errorf("%w: %w", ErrSchema, err)
+				}
+				return crdt.Record{}, fmt.Errorf("rule %s: %w", r.Pattern, err)
+			}
+		}
+	}
+	return merged, nil
+}
+
+// scopeText is a scope's text form for a message, cut short.
+func scopeText(p *scope.Pred) string {
+	const max = 200
+	s := p.String()
+	if len(s) > max {
+		s = s[:max] + "..."
+	}
+	return s
+}

@@ -1,0 +1,347 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/crdt/scope"
+	"github.com/convergo/convergo/stores"
+	"github.com/convergo/convergo/transport/proto"
+)
+
+// maxScan bounds the log entries one pull passes over without putting
+// them in its page (a transition skips what the reader already holds):
+// past it the page ends, perhaps empty, with More set.
+const maxScan = 10 * MaxPage
+
+// PullScoped returns a page of collection's change log after cursor,
+// within limit, as a reader whose scope is s sees it. A nil s is an
+// unscoped read, which is Pull: every entry's record, tombstones
+// included. With a scope, each log entry after the cursor gives either
+// an Entry (the record exists and s matches it) or a Left (it does not:
+// deleted, or not matching), which counts as a record toward
+// limit.Records and as 20 bytes toward limit.Bytes.
+//
+// s must be bound (scope.Pred.Bind) and its encoding at most
+// scope.MaxBytes, else the error wraps ErrInvalid. A cursor read under
+// another scope than s (compared by canonical encoding; unscoped differs
+// from any scope) that is not at the start begins a transition: the log
+// is read again from its start, and at or before the cursor's positions
+// an entry is sent only when s matches it and the old scope did not, a
+// leave only when the old scope matched it and s does not (see the
+// package doc, "Scopes and transitions"). Resets are decided as by Pull,
+// before any transition.
+func (e *Engine) PullScoped(ctx context.Context, collection string, cursor Cursor, limit PageLimit, s *scope.Pred) (Page, error) {
+	var enc string
+	if s != nil {
+		if !s.Bound() {
+			return Page{}, fmt.Errorf("pull %s: %w: the scope has unbound parameters %v", collection, ErrInvalid, s.Params())
+		}
+		b := s.Encode()
+		if len(b) > scope.MaxBytes {
+			return Page{}, fmt.Errorf("pull %s: %w: the scope takes %d bytes, at most %d", collection, ErrInvalid, len(b), scope.MaxBytes)
+		}
+		enc = string(b)
+	}
+	if limit.Records <= 0 || limit.Records > MaxPage {
+		limit.Records = MaxPage
+	}
+	if limit.Bytes <= 0 {
+		limit.Bytes = proto.DefaultMaxPageBytes
+	}
+	// The epoch is read before the page: a page read after a new epoch
+	// began and labelled with the old one resets at the next pull, never
+	// the other way round.
+	tag, meta, err := e.checkCursor(ctx, collection, cursor)
+	if err != nil {
+		return Page{}, err
+	}
+	k := stores.ShardsOf(meta)
+	pos := cursor.Positions()
+	if cursor.IsStart() || len(pos) != k {
+		pos = make([]uint64, k)
+	}
+	sc := scan{s: s, trans: cursor.trans, prevEnc: cursor.prev}
+	if cursor.trans != noTransition {
+		sc.prevPos = cursor.prevPositions()
+	}
+	if cursor.scope != enc && !cursor.IsStart() {
+		// A change of scope: what the reader holds was read under the
+		// cursor's scope, up to its positions.
+		if err := e.checkPast(ctx, collection, k, pos); err != nil {
+			return Page{}, err
+		}
+		if err := sc.begin(cursor, pos); err != nil {
+			return Page{}, fmt.Errorf("pull %s: %w", collection, err)
+		}
+		pos = make([]uint64, k)
+	}
+	if sc.trans != noTransition {
+		if sc.prevEnc != "" {
+			if sc.prev, err = scope.Decode([]byte(sc.prevEnc)); err != nil {
+				return Page{}, fmt.Errorf("pull %s: %w: the cursor's previous scope: %v", collection, ErrInvalid, err)
+			}
+		}
+		if len(sc.prevPos) != k {
+			return Page{}, fmt.Errorf("pull %s: %w: the cursor's transition has %d positions for %d shards", collection, ErrInvalid, len(sc.prevPos), k)
+		}
+	}
+	out, scanned, err := e.scanLog(ctx, collection, k, pos, limit, &sc)
+	if errors.Is(err, stores.ErrInvalid) && k == 1 {
+		// The arguments were checked: the collection may have become
+		// sharded since its Meta was cached (a store sets the shard count
+		// with a collection's first write).
+		if _, m, verr := e.view(ctx, collection, true); verr == nil && stores.ShardsOf(m) > 1 {
+			return e.PullScoped(ctx, collection, cursor, limit, s)
+		}
+	}
+	if err != nil {
+		return Page{}, err
+	}
+	if len(out.Entries) == 0 && len(out.Left) == 0 && scanned == 0 && !cursor.IsStart() {
+		// Nothing after the cursor: is it past the head?
+		if err := e.checkPast(ctx, collection, k, pos); err != nil {
+			return Page{}, err
+		}
+	}
+	out.Next = cursorOf(tag, meta.Epoch, pos)
+	out.Next.scope = enc
+	if sc.trans != noTransition && out.More {
+		for i, p := range pos {
+			if p < sc.prevPos[i] { // the scan has not passed the old positions yet
+				out.Next.trans, out.Next.prev, out.Next.prevPos = sc.trans, sc.prevEnc, packPositions(sc.prevPos)
+				break
+			}
+		}
+	}
+	e.served.note(collection, served{tag, meta.Epoch})
+	return out, nil
+}
+
+// scan is what a pull reads under: its scope and the transition it is
+// in, if any.
+type scan struct {
+	s       *scope.Pred // nil: unscoped
+	trans   transition
+	prev    *scope.Pred // the previous scope; nil: unscoped
+	prevEnc string      // its encoding
+	prevPos []uint64    // the positions read under it, one per shard
+}
+
+// begin starts a transition from cursor's scope, at its positions pos.
+// A transition already under way keeps its positions, and its previous
+// scope becomes the or of its own and the cursor's: the reader holds, up
+// to those positions, records that one or the other matches, but not
+// necessarily all of them, so the scan sends every match there. A
+// previous scope whose encoding outgrows scope.MaxBytes is dropped: the
+// scan reads from the start as a reader that holds nothing (an entry or
+// a leave for every log entry).
+func (sc *scan) begin(cursor Cursor, pos []uint64) error {
+	if cursor.trans == noTransition {
+		sc.trans, sc.prevEnc, sc.prevPos = exactPrev, cursor.scope, slices.Clone(pos)
+		return nil
+	}
+	var prev, cur *scope.Pred
+	var err error
+	if cursor.prev != "" {
+		if prev, err = scope.Decode([]byte(cursor.prev)); err != nil {
+			return fmt.Errorf("%w: the cursor's previous scope: %v", ErrInvalid, err)
+		}
+	}
+	if cursor.scope != "" {
+		if cur, err = scope.Decode([]byte(cursor.scope)); err != nil {
+			return fmt.Errorf("%w: the cursor's scope: %v", ErrInvalid, err)
+		}
+	}
+	enc := scope.Or(prev, cur).Encode()
+	if len(enc) > scope.MaxBytes {
+		sc.trans, sc.prevEnc, sc.prevPos = noTransition, "", nil
+		return nil
+	}
+	sc.trans, sc.prevEnc = approxPrev, string(enc)
+	return nil
+}
+
+// verdict is what a scan does with a log entry.
+type verdict uint8
+
+const (
+	skip  verdict = iota // the reader already holds what it needs
+	send                 // an Entry
+	leave                // a Left
+)
+
+// judge decides what a reader under sc is told of the entry at seq in
+// shard of record r.
+func (sc *scan) judge(shard int, seq uint64, r crdt.Record) verdict {
+	if sc.trans != noTransition && seq <= sc.prevPos[shard] {
+		// Unchanged since the reader's last read under prev, so it holds r
+		// exactly (exactPrev) or at most (approxPrev) when prev matches.
+		now := sc.s == nil || sc.s.Match(r)
+		held := matches(sc.prev, r)
+		switch {
+		case now && (sc.trans == approxPrev || !held):
+			return send
+		case !now && held:
+			return leave
+		}
+		return skip
+	}
+	if sc.s == nil || sc.s.Match(r) {
+		return send
+	}
+	return leave
+}
+
+// matches reports whether scope p holds record r: nil (unscoped) holds
+// every record that exists.
+func matches(p *scope.Pred, r crdt.Record) bool {
+	if p == nil {
+		return r.Exists()
+	}
+	return p.Match(r)
+}
+
+// scanLog reads collection's log of k shards after positions pos (which
+// it moves) into a page within limit, as sc says, and returns how many
+// entries it passed over.
+//
+// It reads the shards in turn, from pos, starting at a shard that rotates
+// with the positions so that a busy shard cannot starve the others, and
+// merges what it reads into one page within limit: each shard's read gets
+// the records and bytes the page has left, and a shard's first record
+// that would break the page's byte bound (a store lets a page's first
+// record pass) waits for the next page. The page stops at the first shard
+// that had more; More is then set, also for shards not read. A position
+// only moves past entries the page holds or that the reader need not be
+// told of, so the no-gap rule of each shard (stores.Sharder) holds at
+// every cursor. Entries of one page come from different shards, so their
+// Seq values are not in one order; each record appears once (a record
+// lives in one shard).
+//
+// A scoped read counts a leave as 20 bytes where the store counted the
+// record, so it reads a shard again while the page has room.
+func (e *Engine) scanLog(ctx context.Context, collection string, k int, pos []uint64, limit PageLimit, sc *scan) (Page, int, error) {
+	plain := sc.s == nil && sc.trans == noTransition
+	var sh stores.Sharder
+	if k > 1 {
+		var ok bool
+		if sh, ok = e.store.(stores.Sharder); !ok {
+			return Page{}, 0, fmt.Errorf("pull %s: the store says %d shards but cannot pull a shard", collection, k)
+		}
+	}
+	out := Page{Entries: []Entry{}}
+	n, used, scanned := 0, 0, 0
+	var sum uint64
+	for _, p := range pos {
+		sum += p
+	}
+	first := int(sum % uint64(k))
+read:
+	for i := range k {
+		s := (first + i) % k
+		for {
+			left := limit.Records - n
+			if left == 0 || used >= limit.Bytes || scanned >= maxScan {
+				out.More = true
+				break read
+			}
+			lim := stores.PageLimit{Records: left, Bytes: limit.Bytes - used}
+			var p stores.Page
+			var err error
+			if k == 1 {
+				p, err = e.store.Pull(ctx, collection, pos[0], lim)
+			} else {
+				p, err = sh.PullShard(ctx, collection, s, pos[s], lim)
+			}
+			if err != nil && k == 1 {
+				return Page{}, 0, fmt.Errorf("pull %s after %d: %w", collection, pos[0], err)
+			}
+			if err != nil {
+				return Page{}, 0, fmt.Errorf("pull %s shard %d after %d: %w", collection, s, pos[s], err)
+			}
+			if plain && k == 1 {
+				// The store's page is the page: it kept to the limit.
+				out.Entries = make([]Entry, len(p.Entries))
+				for j, en := range p.Entries {
+					out.Entries[j] = Entry{Seq: en.Seq, Record: en.Record}
+				}
+				pos[0], out.More = p.Next, p.More
+				return out, len(p.Entries), nil
+			}
+			cut := false
+			for _, en := range p.Entries {
+				switch sc.judge(s, en.Seq, en.Record) {
+				case send:
+					size := len(crdt.AppendRecord(nil, en.Record))
+					if n > 0 && used+size > limit.Bytes {
+						cut = true // this and what follows wait for the next page
+						break
+					}
+					used += size
+					n++
+					out.Entries = append(out.Entries, Entry{Seq: en.Seq, Record: en.Record})
+				case leave:
+					if n > 0 && used+leftBytes > limit.Bytes {
+						cut = true
+						break
+					}
+					used += leftBytes
+					n++
+					out.Left = append(out.Left, Left{Seq: en.Seq, ID: en.Record.ID})
+				}
+				if cut {
+					break
+				}
+				scanned++
+				pos[s] = en.Seq
+			}
+			switch {
+			case cut:
+				out.More = true
+				break read
+			case !p.More:
+				continue read // this shard is read to its end
+			case plain:
+				// The store cut its page at the page's own bounds.
+				out.More = true
+				break read
+			}
+		}
+	}
+	return out, scanned, nil
+}
+
+// checkPast returns a *ResetError when a position is past the head of its
+// shard (a store that lost writes). It reads the head, and so notes it.
+func (e *Engine) checkPast(ctx context.Context, collection string, k int, pos []uint64) error {
+	if k == 1 {
+		h, err := e.readHead(ctx, collection)
+		if err != nil {
+			return fmt.Errorf("pull %s after %d: %w", collection, pos[0], err)
+		}
+		if pos[0] > h {
+			return &ResetError{Collection: collection, Reason: ResetHistoryLost,
+				Detail: fmt.Sprintf("the cursor is at %d, past the head %d", pos[0], h)}
+		}
+		return nil
+	}
+	sh, ok := e.store.(stores.Sharder)
+	if !ok {
+		return fmt.Errorf("pull %s: the store says %d shards but cannot pull a shard", collection, k)
+	}
+	heads, err := sh.ShardHeads(ctx, collection)
+	if err != nil {
+		return fmt.Errorf("pull %s: %w", collection, err)
+	}
+	for s, p := range pos {
+		if s < len(heads) && p > heads[s] {
+			return &ResetError{Collection: collection, Reason: ResetHistoryLost,
+				Detail: fmt.Sprintf("the cursor is at %d in shard %d, past its head %d", p, s, heads[s])}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,253 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/crdt/scope"
+	"github.com/convergo/convergo/stores"
+	"github.com/convergo/convergo/stores/memory"
+)
+
+const rulesJSON = `{
+  "todos.*": {
+    "scope": "owner == $sub",
+    "schema": {"fields": {"title": {"type": "string", "required": true, "maxBytes": 10},
+                          "owner": {"type": "string"}, "done": {"type": "bool"},
+                          "n": {"type": "int", "min": 0, "max": 10}, "tags": {"type": "array", "maxItems": 2}},
+               "additional": false}
+  },
+  "*": {"write": ["in", "owner", {"$": "claims.owners"}]}
+}`
+
+func TestParseRules(t *testing.T) {
+	rules, err := ParseRules([]byte(rulesJSON))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rules) != 2 || rules[0].Pattern != "todos.*" || rules[1].Pattern != "*" {
+		t.Fatalf("rules %+v", rules)
+	}
+	if rules[0].Read == nil || rules[0].Write != nil || rules[0].Schema == nil || !rules[0].Schema.Closed {
+		t.Errorf("rule 0: %+v", rules[0])
+	}
+	if rules[1].Read != nil || rules[1].Write == nil || rules[1].Schema != nil {
+		t.Errorf("rule 1: %+v", rules[1])
+	}
+	for _, bad := range []string{
+		`[]`,
+		`{"todos": {"scope": "owner =="}}`,
+		`{"todos": {"red": "owner == a"}}`,
+		`{"todos": {"schema": {"fields": {"t": {"type": "text"}}}}}`,
+		`{"todos": {"schema": {"fields": {"t": {"type": "string", "max_bytes": 3}}}}}`,
+		`{"to dos": {}}`,
+		`{"todos": {}} {}`,
+	} {
+		if _, err := ParseRules([]byte(bad)); !errors.Is(err, ErrInvalid) {
+			t.Errorf("ParseRules(%s): %v, want ErrInvalid", bad, err)
+		}
+	}
+}
+
+func TestRulesFor(t *testing.T) {
+	rules, err := ParseRules([]byte(rulesJSON))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := Open(Config{Store: memory.New(), PollInterval: -1, Rules: rules})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	if got := e.RulesFor("todos.alice"); len(got) != 2 {
+		t.Errorf("todos.alice: %d rules, want 2", len(got))
+	}
+	if got := e.RulesFor("notes"); len(got) != 1 || got[0].Pattern != "*" {
+		t.Errorf("notes: %+v", got)
+	}
+	params := scope.Params{"sub": "a", "claims": map[string]any{"owners": []any{"a", "b"}}}
+	ws, err := e.WriteScope("todos.alice", params)
+	if err != nil || ws == nil || !ws.Bound() {
+		t.Fatalf("write scope %v, %v", ws, err)
+	}
+	rec := func(owner string) crdt.Record {
+		return crdt.SetField("r", "owner", value(t, owner), crdt.Stamp{Wall: 1, Replica: "c"})
+	}
+	if !ws.Match(rec("a")) || ws.Match(rec("b")) {
+		t.Errorf("write scope %v: owner a and b", ws)
+	}
+	if _, err := e.ReadScope("todos.alice", scope.Params{}); !errors.Is(err, scope.ErrUnbound) {
+		t.Errorf("read scope without a subject: %v", err)
+	}
+}
+
+func TestWriteRules(t *testing.T) {
+	rules, err := ParseRules([]byte(rulesJSON))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules = append(rules, Rule{Pattern: "todos.*", Validate: func(_ context.Context, coll string, r crdt.Record) error {
+		if _, ok := r.Values()["forbidden"]; ok {
+			return fmt.Errorf("no field forbidden in %s", coll)
+		}
+		return nil
+	}})
+	rules[0].Schema.Fields["forbidden"] = FieldRule{}
+	st := memory.New()
+	e, err := Open(Config{Store: st, PollInterval: -1, Rules: rules})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	ctx := context.Background()
+	const coll = "todos.shared"
+	// Records stored beforehand, without rules: r-in is a's, r-out b's.
+	for _, r := range []struct{ id, owner string }{{"r-in", "a"}, {"r-out", "b"}, {"r-del", "a"}, {"r-del-out", "b"}} {
+		if err := e.Put(ctx, coll, r.id, Doc{"owner": r.owner, "title": "t"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ws, err := e.WriteScope(coll, scope.Params{"sub": "a", "claims": map[string]any{"owners": []any{"a"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := 0
+	as := WithWriteScope(func(c string) (*scope.Pred, error) {
+		calls++
+		if c != coll {
+			return nil, fmt.Errorf("%w: no grant", ErrInvalid)
+		}
+		return ws, nil
+	})
+	set := func(id string, fields Doc) crdt.Change {
+		s, err := e.Now(coll)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := crdt.Record{ID: id, Fields: map[string]crdt.Field{}}
+		for k, v := range fields {
+			r.Fields[k] = crdt.Field{Stamp: s, Value: value(t, v)}
+		}
+		return crdt.Change{Collection: coll, Record: r}
+	}
+	del := func(id string) crdt.Change {
+		s, err := e.Now(coll)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return crdt.Change{Collection: coll, Record: crdt.DeleteRecord(id, s)}
+	}
+	for _, tc := range []struct {
+		name   string
+		change crdt.Change
+		want   error // nil: applied
+	}{
+		{"create inside", set("new-in", Doc{"owner": "a", "title": "x"}), nil},
+		{"create outside", set("new-out", Doc{"owner": "b", "title": "x"}), ErrOutOfScope},
+		{"edit inside", set("r-in", Doc{"title": "y"}), nil},
+		{"move out", set("r-in", Doc{"owner": "b"}), ErrOutOfScope},
+		{"edit outside", set("r-out", Doc{"title": "z"}), ErrOutOfScope},
+		{"move in from outside", set("r-out", Doc{"owner": "a"}), ErrOutOfScope},
+		{"delete inside", del("r-del"), nil},
+		{"delete outside", del("r-del-out"), ErrOutOfScope},
+		{"delete what does not exist", del("never"), nil},
+		{"schema: required", set("s1", Doc{"owner": "a"}), ErrSchema},
+		{"schema: too long", set("s2", Doc{"owner": "a", "title": "0123456789x"}), ErrSchema},
+		{"schema: type", set("s3", Doc{"owner": "a", "title": "t", "done": "yes"}), ErrSchema},
+		{"schema: above max", set("s4", Doc{"owner": "a", "title": "t", "n": 11}), ErrSchema},
+		{"schema: float for int", set("s5", Doc{"owner": "a", "title": "t", "n": 1.5}), ErrSchema},
+		{"schema: too many items", set("s6", Doc{"owner": "a", "title": "t", "tags": []string{"1", "2", "3"}}), ErrSchema},
+		{"schema: additional", set("s7", Doc{"owner": "a", "title": "t", "color": "red"}), ErrSchema},
+		{"schema: unset a required field", set("r-in", Doc{"title": nil}), ErrSchema},
+		{"schema: within", set("s8", Doc{"owner": "a", "title": "t", "n": 10, "done": true, "tags": []string{"1"}}), nil},
+		{"validate", set("v1", Doc{"owner": "a", "title": "t", "forbidden": 1}), ErrSchema},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res, err := e.Apply(ctx, []crdt.Change{tc.change}, as)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := res[0]
+			switch {
+			case tc.want == nil && r.Status != StatusApplied:
+				t.Errorf("got %v (%v), want applied", r.Status, r.Err)
+			case tc.want != nil && (r.Status != StatusRefused || !errors.Is(r.Err, tc.want)):
+				t.Errorf("got %v (%v), want refused with %v", r.Status, r.Err, tc.want)
+			}
+		})
+	}
+	// Per change in a batch; changes to one record see the earlier ones.
+	res, err := e.Apply(ctx, []crdt.Change{
+		set("b1", Doc{"owner": "a", "title": "t"}),
+		set("b2", Doc{"owner": "b", "title": "t"}),
+		set("b1", Doc{"owner": "b"}),
+		set("b1", Doc{"title": "u"}),
+		set("x", Doc{"owner": "a", "title": "t"}),
+	}, as)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Status{StatusApplied, StatusRefused, StatusRefused, StatusApplied, StatusApplied}
+	for i, r := range res {
+		if r.Status != want[i] {
+			t.Errorf("batch change %d: %v (%v), want %v", i, r.Status, r.Err, want[i])
+		}
+	}
+	if !strings.Contains(fmt.Sprint(res[1].Err), "b2") {
+		t.Errorf("the refusal does not name its record: %v", res[1].Err)
+	}
+	// A collection without a write scope from the function is refused.
+	other := set("o", Doc{"title": "t"})
+	other.Collection = "notes"
+	res, err = e.Apply(ctx, []crdt.Change{other}, as)
+	if err != nil || res[0].Status != StatusRefused || !errors.Is(res[0].Err, ErrInvalid) {
+		t.Errorf("a refused grant: %+v, %v", res, err)
+	}
+	// Without a write scope, the schema still holds, for the engine's own
+	// writes too.
+	if err := e.Put(ctx, coll, "own", Doc{"owner": "z"}); !errors.Is(err, ErrSchema) {
+		t.Errorf("Put without a title: %v, want ErrSchema", err)
+	}
+}
+
+// countingStore counts Gets.
+type countingStore struct {
+	*memory.Store
+	gets int
+}
+
+func (s *countingStore) Get(ctx context.Context, coll, id string) (stores.Entry, error) {
+	s.gets++
+	return s.Store.Get(ctx, coll, id)
+}
+
+func TestNoReadsWithoutRules(t *testing.T) {
+	st := &countingStore{Store: memory.New()}
+	e, err := Open(Config{Store: st, PollInterval: -1, Rules: []Rule{{Pattern: "todos", Schema: &Schema{}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	ctx := context.Background()
+	if err := e.Update(ctx, "notes", "n1", Doc{"a": 1}); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := e.Now("notes")
+	none := WithWriteScope(func(string) (*scope.Pred, error) { return nil, nil })
+	if _, err := e.Apply(ctx, []crdt.Change{{Collection: "notes", Record: crdt.SetField("n2", "a", value(t, 1), s)}}, none); err != nil {
+		t.Fatal(err)
+	}
+	if st.gets != 0 {
+		t.Errorf("%d reads for changes no rule applies to", st.gets)
+	}
+	if err := e.Update(ctx, "todos", "t1", Doc{"a": 1}); err != nil {
+		t.Fatal(err)
+	}
+	if st.gets != 1 {
+		t.Errorf("%d reads for one change a schema applies to, want 1", st.gets)
+	}
+}

@@ -1,0 +1,325 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/crdt/scope"
+	"github.com/convergo/convergo/stores/memory"
+)
+
+// mustScope builds a scope from its array form.
+func mustScope(t testing.TB, v ...any) *scope.Pred {
+	t.Helper()
+	p, err := scope.FromValue(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// reader is a scoped client: what it holds and where it is.
+type reader struct {
+	held   map[string]crdt.Record
+	cursor Cursor
+}
+
+func newReader() *reader { return &reader{held: map[string]crdt.Record{}} }
+
+// pull reads one page under s, applies it and returns it.
+func (r *reader) pull(t *testing.T, e *Engine, coll string, s *scope.Pred, limit int) Page {
+	t.Helper()
+	p, err := e.PullScoped(context.Background(), coll, r.cursor, PageLimit{Records: limit}, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, en := range p.Entries {
+		m, _ := crdt.Merge(r.held[en.Record.ID], en.Record)
+		if m.Exists() {
+			r.held[en.Record.ID] = m
+		} else {
+			delete(r.held, en.Record.ID)
+		}
+	}
+	for _, l := range p.Left {
+		delete(r.held, l.ID)
+	}
+	c, err := ParseCursor(p.Next.Bytes())
+	if err != nil || c != p.Next {
+		t.Fatalf("cursor %v does not round-trip: %v, %v", p.Next, c, err)
+	}
+	r.cursor = c
+	return p
+}
+
+// pullAll pulls under s until the log has no more.
+func (r *reader) pullAll(t *testing.T, e *Engine, coll string, s *scope.Pred, limit int) {
+	t.Helper()
+	for range 1000 {
+		if !r.pull(t, e, coll, s, limit).More {
+			return
+		}
+	}
+	t.Fatal("no end of the log after 1000 pages")
+}
+
+func (r *reader) ids() []string {
+	var ids []string
+	for id := range r.held {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+func pageIDs(p Page) (entries, left []string) {
+	for _, en := range p.Entries {
+		entries = append(entries, en.Record.ID)
+	}
+	for _, l := range p.Left {
+		left = append(left, l.ID)
+	}
+	return entries, left
+}
+
+// seedScoped writes r1 (owner a, team x), r2 (b, y), r3 (c, x) and r4
+// (a, x, deleted).
+func seedScoped(t *testing.T, e *Engine, coll string) {
+	t.Helper()
+	ctx := context.Background()
+	for _, r := range []struct{ id, owner, team string }{{"r1", "a", "x"}, {"r2", "b", "y"}, {"r3", "c", "x"}, {"r4", "a", "x"}} {
+		if err := e.Put(ctx, coll, r.id, Doc{"owner": r.owner, "team": r.team}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.Delete(ctx, coll, "r4"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPullScopedReadsEntriesAndLeaves(t *testing.T) {
+	e := engineOn(t, memory.New())
+	seedScoped(t, e, "todos")
+	r := newReader()
+	p := r.pull(t, e, "todos", mustScope(t, "eq", "owner", "a"), 0)
+	entries, left := pageIDs(p)
+	if want := []string{"r1"}; !slices.Equal(entries, want) {
+		t.Errorf("entries %v, want %v", entries, want)
+	}
+	if want := []string{"r2", "r3", "r4"}; !slices.Equal(left, want) {
+		t.Errorf("left %v, want %v", left, want)
+	}
+	if !p.Next.Scoped() || p.Next.InTransition() || p.More {
+		t.Errorf("next %v, more %v: want a scoped cursor at the end", p.Next, p.More)
+	}
+	// Leaves count toward the record limit.
+	r = newReader()
+	p = r.pull(t, e, "todos", mustScope(t, "eq", "owner", "a"), 2)
+	if n := len(p.Entries) + len(p.Left); n != 2 || !p.More {
+		t.Errorf("a page of 2 holds %d, more %v", n, p.More)
+	}
+	// An unbound scope is refused.
+	_, err := e.PullScoped(context.Background(), "todos", Cursor{}, PageLimit{}, mustScope(t, "eq", "owner", map[string]any{"$": "sub"}))
+	if !errors.Is(err, ErrInvalid) {
+		t.Errorf("an unbound scope: got %v, want ErrInvalid", err)
+	}
+}
+
+func TestPullScopedLeavesCountBytes(t *testing.T) {
+	e := engineOn(t, memory.New())
+	for i := range 10 {
+		if err := e.Put(context.Background(), "big", fmt.Sprintf("r%d", i), Doc{"owner": "b", "pad": strings.Repeat("x", 1000)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := newReader()
+	p, err := e.PullScoped(context.Background(), "big", r.cursor, PageLimit{Bytes: 3 * leftBytes}, mustScope(t, "eq", "owner", "a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Left) != 3 || !p.More {
+		t.Errorf("a page of %d bytes holds %d leaves, more %v; want 3 and more", 3*leftBytes, len(p.Left), p.More)
+	}
+}
+
+func TestTransitions(t *testing.T) {
+	a := func(t *testing.T) *scope.Pred { return mustScope(t, "eq", "owner", "a") }
+	b := func(t *testing.T) *scope.Pred { return mustScope(t, "eq", "owner", "b") }
+	x := func(t *testing.T) *scope.Pred { return mustScope(t, "in", "team", []any{"x"}) }
+	none := func(*testing.T) *scope.Pred { return nil }
+	type step struct {
+		scope func(*testing.T) *scope.Pred
+		limit int // records; 0: read to the end
+	}
+	for _, tc := range []struct {
+		name  string
+		steps []step
+		// first is what the first page after the last change of scope
+		// holds, read whole.
+		entries, left []string
+		held          []string
+	}{
+		{"unscoped to scoped", []step{{none, 0}, {a, 0}}, nil, []string{"r2", "r3"}, []string{"r1"}},
+		{"scoped to unscoped", []step{{a, 0}, {none, 0}}, []string{"r2", "r3", "r4"}, nil, []string{"r1", "r2", "r3"}},
+		{"A to B", []step{{a, 0}, {x, 0}}, []string{"r3"}, nil, []string{"r1", "r3"}},
+		{"B to A", []step{{x, 0}, {a, 0}}, nil, []string{"r3"}, []string{"r1"}},
+		// A to B cut after one entry (r1 left), then to C: prev is A or
+		// B, an over-approximation, so r1 must be sent again.
+		{"A to B to C mid-scan", []step{{a, 0}, {b, 1}, {x, 0}}, []string{"r1", "r3"}, []string{"r2"}, []string{"r1", "r3"}},
+		{"same scope", []step{{a, 0}, {a, 0}}, nil, nil, []string{"r1"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := engineOn(t, memory.New())
+			seedScoped(t, e, "todos")
+			r := newReader()
+			var s *scope.Pred
+			for _, st := range tc.steps[:len(tc.steps)-1] {
+				s = st.scope(t)
+				if st.limit == 0 {
+					r.pullAll(t, e, "todos", s, 0)
+				} else {
+					r.pull(t, e, "todos", s, st.limit)
+				}
+			}
+			s = tc.steps[len(tc.steps)-1].scope(t)
+			p := r.pull(t, e, "todos", s, 0)
+			if p.More {
+				t.Fatal("more after a whole page")
+			}
+			entries, left := pageIDs(p)
+			if !slices.Equal(entries, tc.entries) || !slices.Equal(left, tc.left) {
+				t.Errorf("entries %v, left %v; want %v, %v", entries, left, tc.entries, tc.left)
+			}
+			if got := r.ids(); !slices.Equal(got, tc.held) {
+				t.Errorf("holds %v, want %v", got, tc.held)
+			}
+			if p.Next.InTransition() {
+				t.Errorf("the transition is kept after the head: %v", p.Next)
+			}
+			// A write after the transition reads as usual.
+			if err := e.Update(context.Background(), "todos", "r2", Doc{"owner": "a", "team": "x"}); err != nil {
+				t.Fatal(err)
+			}
+			r.pullAll(t, e, "todos", s, 0)
+			want := expected(t, e, "todos", s, "r1", "r2", "r3", "r4")
+			if got := r.ids(); !slices.Equal(got, want) {
+				t.Errorf("after a write, holds %v, want %v", got, want)
+			}
+		})
+	}
+}
+
+// expected returns the ids among ids whose record s holds.
+func expected(t *testing.T, e *Engine, coll string, s *scope.Pred, ids ...string) []string {
+	t.Helper()
+	var out []string
+	for _, id := range ids {
+		ent, err := e.GetRecord(context.Background(), coll, id)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if matches(s, ent.Record) {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+func TestTransitionMidScanKeepsState(t *testing.T) {
+	e := engineOn(t, memory.New())
+	seedScoped(t, e, "todos")
+	r := newReader()
+	a := mustScope(t, "eq", "owner", "a")
+	r.pullAll(t, e, "todos", a, 0)
+	x := mustScope(t, "in", "team", []any{"x"})
+	p := r.pull(t, e, "todos", x, 1)
+	if !p.More || !p.Next.InTransition() {
+		t.Fatalf("a page of one mid-transition: more %v, next %v", p.More, p.Next)
+	}
+	if len(p.Next.Bytes()) > MaxCursorBytes || p.Next.Bytes()[0] != cursorFormatScoped {
+		t.Errorf("transition cursor bytes %x", p.Next.Bytes())
+	}
+	r.pullAll(t, e, "todos", x, 1)
+	if got, want := r.ids(), []string{"r1", "r3"}; !slices.Equal(got, want) {
+		t.Errorf("holds %v, want %v", got, want)
+	}
+}
+
+func TestTransitionShards(t *testing.T) {
+	st := newSharded(3)
+	e := engineOn(t, st)
+	ctx := context.Background()
+	for i := range 30 {
+		if err := e.Put(ctx, "todos", fmt.Sprintf("r%d", i), Doc{"owner": []string{"a", "b", "c"}[i%3], "team": []string{"x", "y"}[i%2]}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ids := make([]string, 30)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("r%d", i)
+	}
+	r := newReader()
+	a := mustScope(t, "eq", "owner", "a")
+	r.pullAll(t, e, "todos", a, 4)
+	if got, want := r.ids(), sorted(expected(t, e, "todos", a, ids...)); !slices.Equal(got, want) {
+		t.Fatalf("holds %v, want %v", got, want)
+	}
+	if r.cursor.Shards() != 3 {
+		t.Fatalf("cursor of %d shards", r.cursor.Shards())
+	}
+	x := mustScope(t, "in", "team", []any{"x"})
+	r.pull(t, e, "todos", x, 3)
+	y := mustScope(t, "in", "team", []any{"y"})
+	r.pullAll(t, e, "todos", y, 4)
+	if got, want := r.ids(), sorted(expected(t, e, "todos", y, ids...)); !slices.Equal(got, want) {
+		t.Fatalf("holds %v, want %v", got, want)
+	}
+}
+
+func sorted(s []string) []string { slices.Sort(s); return s }
+
+func TestCursorFormats(t *testing.T) {
+	big := make([]any, 0, 300)
+	for i := range 300 {
+		big = append(big, fmt.Sprintf("team-%04d", i))
+	}
+	sb := string(mustScope(t, "in", "team", big).Encode())
+	for _, c := range []Cursor{
+		CursorAt(5),
+		cursorOf(noIdentity, 3, []uint64{1, 2, 3}),
+		{store: noIdentity, epoch: 1, seq: 9, scope: sb},
+		{store: noIdentity, epoch: 1, seq: 0, scope: sb, trans: exactPrev, prevPos: packPositions([]uint64{7})},
+		{store: noIdentity, epoch: 1, seq: 2, trans: approxPrev, prev: sb, prevPos: packPositions([]uint64{7})},
+		{store: noIdentity, epoch: 1, shards: packPositions(make([]uint64, 16)), scope: sb, trans: exactPrev, prev: sb, prevPos: packPositions(slices.Repeat([]uint64{1 << 62}, 16))},
+	} {
+		b := c.Bytes()
+		got, err := ParseCursor(b)
+		if err != nil || got != c {
+			t.Errorf("%v: parsed %v, %v", c, got, err)
+		}
+		if len(b) > MaxCursorBytes {
+			t.Errorf("%v: %d bytes, at most %d", c, len(b), MaxCursorBytes)
+		}
+		if c.scope == "" && c.trans == noTransition && (b[0] != cursorFormat || len(b) > 256) {
+			t.Errorf("%v: an unscoped cursor is not format 1 within 256 bytes: %x", c, b)
+		}
+	}
+	for _, b := range [][]byte{
+		append([]byte{2}, make([]byte, MaxCursorBytes)...),
+		{3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1},
+		{2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 3, 'a', 'b', 'c', 0}, // not a scope
+		{2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 3},                // no such transition
+	} {
+		if _, err := ParseCursor(b); !errors.Is(err, ErrInvalid) {
+			t.Errorf("ParseCursor(%x): %v, want ErrInvalid", b, err)
+		}
+	}
+}
