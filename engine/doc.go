@@ -32,7 +32,8 @@
 // # Pull and subscribe
 //
 // Pull returns a page of a collection's compacted change log after a cursor,
-// bounded by records and by bytes (PageLimit). A Cursor is opaque to
+// bounded by records and by bytes (PageLimit); PullScoped is Pull under a
+// scope (below). A Cursor is opaque to
 // clients: the bytes say which store, epoch and position it is. For a
 // collection whose log the store splits over K shards (stores.Sharder) the
 // cursor holds K positions, and Pull merges the shards' pages into one page
@@ -46,6 +47,72 @@
 // up. Notifications from the store are hints; when a store reports it may
 // have lost some (Resync), and every PollInterval as a safety net, the engine
 // reads the head of every subscribed collection itself.
+//
+// # Scopes and transitions
+//
+// PullScoped reads a collection as a reader whose scope (a crdt/scope
+// predicate, bound with the principal's parameters) limits what it sees.
+// Each log entry after the cursor gives the reader either the record
+// (it exists and the scope matches it) or a leave (Page.Left: it was
+// deleted, or does not match, or no longer does), and the reader drops a
+// record it holds when told it left. What a scoped reader learns of
+// records outside its scope is therefore never a value, a field name or
+// an id (the transport sends a leave as a 16-byte digest of collection
+// and id, not the id), only that some record outside changed, once per
+// change after its cursor; and, for an id it already knows or can guess,
+// whether that record changed (it can digest its guess). Sending leaves
+// only for records the reader held would need per-reader state or the
+// records' earlier versions, which a compacted log does not keep: the
+// engine stays stateless and the cursor opaque instead. Leaves count as
+// records toward a page's record limit and as 20 bytes toward its byte
+// limit.
+//
+// A scoped cursor holds the canonical bytes of the scope it was read
+// under (cursor format 2). When the reader comes back with another scope
+// (it changed its filter, its token's claims or the rules changed), the
+// read becomes a transition: the cursor keeps the old scope and
+// positions as prev, and a scan from the start of the log, under the new
+// scope, goes to the head. An entry at or before prev's position is
+// unchanged since the reader last read, so the reader holds it exactly
+// when prev matches it: the record is sent when only the new scope
+// matches, a leave when only prev matches, and nothing otherwise (a
+// transition's pages may thus be empty with More set). Entries after
+// prev's position are read as usual. When the scope changes again during
+// a transition, prev becomes the or of the two old scopes at the old
+// positions; the reader then holds, before those positions, some of the
+// records prev matches but perhaps not all (what the cut scan already
+// told it to drop), so there the scan sends every record the new scope
+// matches and a leave for the others prev matches: correct, at the cost
+// of records sent again. A prev whose encoding outgrows scope.MaxBytes is
+// dropped and the scan reads from the start as for a new reader (a
+// record or a leave for every entry). When the scan reaches the head, or
+// passes prev's positions in every shard, the cursor forgets prev. An
+// unscoped read is the same with no scope: every record, tombstones
+// included, and no leaves.
+//
+// # Rules
+//
+// Config.Rules (a rules file read by ParseRules) holds, per collection
+// pattern, a read scope, a write scope, a declarative Schema and, for
+// embedding programs, a validation function. The engine does not know
+// principals: the layer that does binds the scopes (ReadScope,
+// WriteScope) and passes them to PullScoped and to Apply
+// (WithWriteScope). Apply checks each change of a collection with a write
+// scope or a schema against the record it would change: the stored
+// record merged with the batch's earlier changes to it. A record that
+// exists outside the write scope may not be changed, a change whose
+// merged record exists outside it (a create outside, a move out) is
+// refused, and a delete of a record inside passes (ErrOutOfScope); a
+// merged record that exists must then keep to every matching rule's
+// schema and validation function (ErrSchema). Refusals are per change,
+// like every other. Changes of collections no rule covers cost no read.
+//
+// The check and the store's atomic merge are two steps: a change another
+// writer makes to the same record between them is not seen, so a rule
+// decides on the record as it was a moment before the write. A writer can
+// therefore move a record out of its scope while another writer's change
+// that was checked against the old state still lands on it; each write
+// was allowed on what its writer could see.
 //
 // # Ownership
 //

@@ -3,6 +3,8 @@ package engine
 import (
 	"context"
 	"fmt"
+
+	"github.com/convergo/convergo/crdt/scope"
 )
 
 // Follow reads collection's change log from cursor from and keeps
@@ -23,6 +25,12 @@ import (
 //
 // fn runs on Follow's goroutine; while it runs, newer changes wait.
 func (e *Engine) Follow(ctx context.Context, collection string, from Cursor, fn func(Page) error) error {
+	return e.FollowScoped(ctx, collection, from, nil, fn)
+}
+
+// FollowScoped is Follow of a reader whose scope is s (PullScoped): fn
+// gets every page that holds entries or leaves. A nil s is Follow.
+func (e *Engine) FollowScoped(ctx context.Context, collection string, from Cursor, s *scope.Pred, fn func(Page) error) error {
 	sub, err := e.Subscribe(collection)
 	if err != nil {
 		return fmt.Errorf("follow %s: %w", collection, err)
@@ -31,11 +39,11 @@ func (e *Engine) Follow(ctx context.Context, collection string, from Cursor, fn 
 	cur := from
 	for {
 		for more := true; more; {
-			page, err := e.Pull(ctx, collection, cur, PageLimit{})
+			page, err := e.PullScoped(ctx, collection, cur, PageLimit{}, s)
 			if err != nil {
 				return fmt.Errorf("follow %s: %w", collection, err)
 			}
-			if len(page.Entries) > 0 {
+			if len(page.Entries) > 0 || len(page.Left) > 0 {
 				if err := fn(page); err != nil {
 					return err
 				}

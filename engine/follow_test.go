@@ -71,3 +71,42 @@ func TestFollow(t *testing.T) {
 		t.Fatalf("got %v after Close, want ErrClosed", err)
 	}
 }
+
+func TestFollowScoped(t *testing.T) {
+	e := openEngine(t, "srv", &fakeClock{ms: 1_000_000})
+	ctx := context.Background()
+	fctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	seen := make(chan string, 100)
+	done := make(chan error, 1)
+	go func() {
+		done <- e.FollowScoped(fctx, "todos", Cursor{}, mustScope(t, "eq", "owner", "a"), func(p Page) error {
+			for _, en := range p.Entries {
+				seen <- "+" + en.Record.ID
+			}
+			for _, l := range p.Left {
+				seen <- "-" + l.ID
+			}
+			return nil
+		})
+	}()
+	for _, step := range []struct {
+		id, owner, want string
+	}{{"t1", "a", "+t1"}, {"t2", "b", "-t2"}, {"t1", "b", "-t1"}, {"t2", "a", "+t2"}} {
+		if err := e.Put(ctx, "todos", step.id, Doc{"owner": step.owner}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case got := <-seen:
+			if got != step.want {
+				t.Fatalf("got %s, want %s", got, step.want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("nothing after 5s, want %s", step.want)
+		}
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("FollowScoped returned %v, want context.Canceled", err)
+	}
+}
