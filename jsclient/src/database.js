@@ -30,6 +30,8 @@ import { TabChannel, TabMessage, fromWire, requestLeadership, toWire } from './t
  * @property {ConvergoError|null} lastError
  * @property {boolean} leader this tab holds the connection
  * @property {boolean} paused pause() stopped syncing
+ * @property {boolean} revoked the server revoked the subject: what it held
+ *   was purged and syncing waits for a new token (setToken)
  */
 
 /**
@@ -37,6 +39,14 @@ import { TabChannel, TabMessage, fromWire, requestLeadership, toWire } from './t
  * back locally and kept among the rejected changes as entry rejectedId;
  * dropped counts the oldest rejected changes dropped to make room.
  * @typedef {{collection: string, id: string, code: string, message: string, requestId: string|null, rejectedId: number|null, dropped: number}} Refusal
+ */
+
+/**
+ * The server revoked the subject (the 'revoked' event): every record held
+ * was purged, moved outbox changes became rejected changes with code
+ * revoked, dropped counts the oldest rejected changes dropped to make
+ * room.
+ * @typedef {{message: string, requestId: string|null, moved: number, dropped: number}} Revocation
  */
 
 /**
@@ -54,6 +64,10 @@ import { TabChannel, TabMessage, fromWire, requestLeadership, toWire } from './t
  * @property {() => Promise<string>|string} [getToken] called for a token at start and when it expires
  * @property {string} [name] database name (default "default"); one IndexedDB database per name
  * @property {string[]} [collections] collections to sync from the start
+ * @property {Record<string, Record<string, unknown>>} [scopes] per
+ *   collection, its named scopes ({name: predicate}); the collections named
+ *   are synced, each under the or of its scopes, and their scopes are
+ *   exactly these (setScope and removeScope change them later)
  * @property {typeof fetch} [fetch]
  * @property {any} [WebSocket] WebSocket constructor; null to poll over HTTP
  * @property {IDBFactory} [indexedDB]
@@ -84,7 +98,7 @@ export async function open(options) {
 /** How long open() waits for getToken to name the subject to write as (ms). */
 const FIRST_TOKEN_MS = 3_000;
 
-const EVENTS = new Set(['status', 'error', 'auth', 'refused', 'superseded', 'change', 'reset', 'serverReset']);
+const EVENTS = new Set(['status', 'error', 'auth', 'refused', 'superseded', 'change', 'reset', 'serverReset', 'revoked']);
 
 /** How long the leader lets lastSyncedAt settle before storing it (ms). */
 const STORE_SYNCED_MS = 500;
@@ -102,7 +116,7 @@ export class Database {
     this.o = o;
     /** @type {Set<string>} */
     this.collections = new Set();
-    for (const c of o.collections ?? []) {
+    for (const c of [...(o.collections ?? []), ...Object.keys(o.scopes ?? {})]) {
       validateCollection(c);
       this.collections.add(c);
     }
@@ -113,7 +127,7 @@ export class Database {
     /** @type {Map<string, Set<Function>>} */
     this.listeners = new Map();
     /** @type {Status} */
-    this._status = { online: false, syncing: false, pending: 0, held: 0, rejected: 0, lastSyncedAt: null, lastError: null, leader: false, paused: false };
+    this._status = { online: false, syncing: false, pending: 0, held: 0, rejected: 0, lastSyncedAt: null, lastError: null, leader: false, paused: false, revoked: false };
     /** @type {number} lastSyncedAt as stored before this open: a sync since is newer */
     this._storedSyncedAt = -Infinity;
     /** @type {any} the timer that stores lastSyncedAt */
@@ -151,6 +165,8 @@ export class Database {
     this.cleanups = [];
     /** @type {Set<() => void>} */
     this.closeWaiters = new Set();
+    /** @type {import('./scope.js').LeaveIndex|null} digests of held ids, once leaves came */
+    this.leaveIndex = null;
   }
 
   async _init() {
@@ -168,6 +184,10 @@ export class Database {
       rejected: await this.store.rejectedCount(),
       lastSyncedAt: Number.isSafeInteger(synced) ? synced : null,
     });
+    if (this.o.scopes) {
+      const { replaceScopes } = await import('./scope.js');
+      for (const [c, s] of Object.entries(this.o.scopes)) await replaceScopes(this.store, c, s);
+    }
     // Whichever tab leads, now or later, syncs what any tab opened.
     await this.store.addCollections(this.collections);
     const BC = this.o.BroadcastChannel === undefined ? globalThis.BroadcastChannel : this.o.BroadcastChannel;
@@ -285,6 +305,12 @@ export class Database {
         if (o.getToken) this.tok = null;
         this._emit('auth', e);
       },
+      leaves: async (c, leaves) => {
+        const { LeaveIndex } = await import('./scope.js');
+        this.leaveIndex ??= new LeaveIndex();
+        return this.leaveIndex.resolve(this.store, c, leaves);
+      },
+      onRevoked: (e) => this._onRevoked(e),
       pollInterval: o.pollInterval,
       backoff: o.backoff,
     });
@@ -364,6 +390,7 @@ export class Database {
    */
   setToken(token) {
     this.tok = token;
+    if (this.leading) this._setStatus({ revoked: false });
     this._writeAs(token)
       .catch((e) => this._emit('error', e))
       .finally(() => {
@@ -371,6 +398,59 @@ export class Database {
         // Changes the new subject wrote before may be waiting.
         this.syncer?.kick();
       });
+  }
+
+  /**
+   * Sets the scope called name of collection c to predicate pred (see
+   * OpenOptions.scopes), for every tab of the database; the collection is
+   * synced from now on. Changing the scopes of a collection reads it again
+   * from its cursor: the server sends the records newly in scope and leave
+   * entries for those out of it, which are removed locally.
+   * @param {string} c
+   * @param {string} name
+   * @param {unknown} pred
+   */
+  setScope(c, name, pred) {
+    return this._scope(c, name, pred);
+  }
+
+  /**
+   * Removes the scope called name of collection c (no scopes left: the
+   * collection is read unscoped).
+   * @param {string} c
+   * @param {string} name
+   */
+  removeScope(c, name) {
+    return this._scope(c, name, undefined);
+  }
+
+  /**
+   * @param {string} c
+   * @param {string} name
+   * @param {unknown} pred undefined: remove
+   */
+  async _scope(c, name, pred) {
+    if (this.closed) throw new ConvergoError('closed', 'database is closed');
+    validateCollection(c);
+    const changed = await (await import('./scope.js')).setScope(this.store, c, name, pred);
+    if (!this.collections.has(c)) this.collection(c); // syncs it under its scope
+    else if (changed && this.syncer) this.syncer.rescope(c);
+    else if (changed) this._post({ t: TabMessage.scope, c });
+  }
+
+  /**
+   * The server revoked the subject (the leader's Syncer): purge, tell the
+   * app and the other tabs.
+   * @param {ConvergoError} e
+   */
+  async _onRevoked(e) {
+    this.leaveIndex = null;
+    const { moved, dropped } = await (await import('./scope.js')).purge(this.store, e, this.syncer?.subject() ?? null);
+    /** @type {Revocation} */
+    const r = { message: e.message, requestId: e.requestId ?? null, moved, dropped };
+    this._setStatus({ revoked: true, online: false, ...(await this.store.outboxCounts()), rejected: await this.store.rejectedCount() });
+    this._post({ t: TabMessage.revoked, r });
+    this._emit('revoked', r);
   }
 
   /** The current sync status (a copy). */
@@ -388,8 +468,10 @@ export class Database {
    * 'superseded' ({collection, id, lost, status}: fields of a local change
    * lost to newer writes on the server; the record converges when those
    * arrive),
-   * 'change' ({collection, ids, origin}) or 'reset' (the local database
-   * vanished and is rebuilt from the server). Returns a function that stops
+   * 'change' ({collection, ids, origin}), 'reset' (the local database
+   * vanished and is rebuilt from the server) or 'revoked' (Revocation: the
+   * server revoked the subject; everything held was purged, the outbox
+   * moved to the rejected changes, and syncing waits for setToken). Returns a function that stops
    * listening.
    * @param {string} event
    * @param {(arg: any) => void} fn
@@ -529,6 +611,14 @@ export class Database {
       case TabMessage.rejected:
         this._recountRejected();
         break;
+      case TabMessage.scope:
+        // A tab changed the scopes of a collection (stored already).
+        if (this.leading && typeof m.c === 'string' && this.collections.has(m.c)) this.syncer?.rescope(m.c);
+        break;
+      case TabMessage.revoked:
+        if (m.r && typeof m.r === 'object') this._emit('revoked', m.r);
+        this._recountRejected();
+        break;
       case TabMessage.status:
         if (!this._status.leader && m.s && typeof m.s === 'object') {
           const { pending, held, ...rest } = m.s;
@@ -554,6 +644,7 @@ export class Database {
   _changed(c, records, origin) {
     if (this.closed) return;
     const ids = [...records.keys()];
+    this.leaveIndex?.note(c, ids);
     if (origin !== 'tab') this._post({ t: TabMessage.changed, c, ids });
     let pending = this.changes.get(c);
     if (!pending) this.changes.set(c, (pending = new Map()));
@@ -566,6 +657,7 @@ export class Database {
   }
 
   _onReset() {
+    this.leaveIndex = null;
     // The wipe took the remembered collections too: put back ours.
     this.store.addCollections(this.collections).catch((e) => this._emit('error', e));
     this.syncer?.reset();

@@ -46,7 +46,10 @@
 //            with history lost and has not been given back what this
 //            client holds yet), "rejectedDropped" (how many rejected
 //            changes were dropped to stay within the bounds),
-//            "lastSyncedAt" (ms since epoch of the last completed sync).
+//            "lastSyncedAt" (ms since epoch of the last completed sync),
+//            "scope:<collection>" ({name: encoded predicate}: the app's named
+//            scopes of the collection, whose or it reads under; absent or
+//            empty: unscoped).
 //
 // A local write merges into the record and appends its change to the outbox
 // in ONE transaction, so a write is either pending or not there at all. The
@@ -57,7 +60,7 @@
 import { ConvergoError, fromIDBError } from './errors.js';
 import { Clock } from './hlc.js';
 import { decodeChanges, decodeRecord, decodeValue, emptyRecord, encodeChange, encodeRecord, maxStamp, mergeInto, readRecord, validateCollection, visibleValues } from './record.js';
-import { Reader, equalBytes, setOwn, utf8Length } from './cbor.js';
+import { Reader, Writer, equalBytes, setOwn, utf8Length } from './cbor.js';
 import { compareStamps, isZeroStamp } from './hlc.js';
 import { DEFAULTS } from './constants.js';
 import { isDevice, isPrefix, newDevice, replicaId, replicaPrefix } from './replica.js';
@@ -130,14 +133,15 @@ const changedIn = new WeakMap();
  * older client, which cannot read them, out.
  */
 export const DB_VERSION = 5;
-const CURSOR_KEY = 'cursor:';
+export const CURSOR_KEY = 'cursor:';
 export const RECORDS = 'records';
 export const OUTBOX = 'outbox';
 export const META = 'meta';
 const COLLECTION_KEY = 'collection:';
 export const SEALED = 'sealed';
 export const REJECTED = 'rejected';
-const HEAL_KEY = 'heal:';
+export const HEAL_KEY = 'heal:';
+export const SCOPE_KEY = 'scope:';
 const DROPPED_KEY = 'rejectedDropped';
 
 /**
@@ -286,6 +290,21 @@ export function fromStored(s, id) {
     throw new ConvergoError('database', `stored record ${JSON.stringify(id)} is corrupt`);
   }
   return { id: s.id, deleted: s.deleted, fields: new Map(s.fields) };
+}
+
+/**
+ * The rejected entry (without its id) of outbox entry e, refused with
+ * code and message by request requestId.
+ * @param {OutboxEntry} e
+ * @param {string} code
+ * @param {string} message
+ * @param {string|null} requestId
+ * @param {{when: number, subject: string|null}} info
+ * @returns {Omit<RejectedEntry, 'id'>}
+ */
+export function rejectedEntry(e, code, message, requestId, info) {
+  const size = e.change.length + utf8Length(code) + utf8Length(message) + utf8Length(requestId ?? '') + utf8Length(info.subject ?? '');
+  return { c: e.c, rid: e.id, change: e.change, code, message, requestId, when: info.when, subject: info.subject, size };
 }
 
 /**
@@ -671,10 +690,13 @@ export class Store {
    * @param {Prepared|null} [prepared] prepareRemote's work for a first
    *   sync, done before the transaction (redone in it if some record has
    *   local changes pending after all)
+   * @param {string[]} [gone] ids of held records that left the reader's
+   *   scope (leave entries): removed locally, without a delete and without
+   *   touching the outbox
    * @returns {Promise<string[]>}
    */
-  applyRemote(c, records, cursor, seals = [], first = false, prepared = null) {
-    return this.tx([RECORDS, META, OUTBOX], 'readwrite', `apply ${c}`, async (tx) => {
+  applyRemote(c, records, cursor, seals = [], first = false, prepared = null, gone = []) {
+    return this.tx([RECORDS, META, OUTBOX, SEALED], 'readwrite', `apply ${c}`, async (tx) => {
       const store = tx.objectStore(RECORDS);
       /** @type {Set<string>|null} ids to read first (null: all) */
       let read = null;
@@ -692,6 +714,13 @@ export class Store {
       for (const [id, e] of page.puts) {
         store.put(e);
         if (page.changed.has(id)) this.notify(tx, c, id, e, 'remote');
+      }
+      for (const id of gone) {
+        if (page.puts.has(id) || !(await req(store.getKey([c, id])))) continue;
+        store.delete([c, id]);
+        tx.objectStore(SEALED).delete([c, id]);
+        this.notify(tx, c, id, null, 'remote');
+        page.changed.add(id);
       }
       tx.objectStore(META).put(cursor, CURSOR_KEY + c);
       return [...page.changed];
@@ -781,6 +810,47 @@ export class Store {
   async cursor(c) {
     const v = await this.getMeta(CURSOR_KEY + c);
     return v instanceof Uint8Array ? v : new Uint8Array(0);
+  }
+
+  /**
+   * The ids of the records held in collection c (existing or deleted).
+   * @param {string} c
+   * @returns {Promise<string[]>}
+   */
+  ids(c) {
+    const range = this.keyRange.bound([c], [c, []]);
+    return this.tx([RECORDS], 'readonly', `list ids of ${c}`, async (tx) => (await req(tx.objectStore(RECORDS).getAllKeys(range))).map((k) => /** @type {any} */ (k)[1]));
+  }
+
+  /**
+   * The named scopes of collection c ({name: encoded predicate}; empty:
+   * none), shared by the tabs of the database. Encoded, because IndexedDB
+   * would not keep a Float a Float.
+   * @param {string} c
+   * @returns {Promise<Record<string, Uint8Array>>}
+   */
+  async scopes(c) {
+    const v = await this.getMeta(SCOPE_KEY + c);
+    return v && typeof v === 'object' ? v : {};
+  }
+
+  /**
+   * The scope to read collection c under, encoded: the or of its named
+   * scopes in the order of their names, so that the same set always
+   * encodes alike (the server compares scopes by their bytes); one scope
+   * alone as it is; undefined when there is none (an unscoped read).
+   * @param {string} c
+   * @returns {Promise<Uint8Array|undefined>}
+   */
+  async scope(c) {
+    const s = await this.scopes(c);
+    const preds = Object.keys(s).sort().map((k) => s[k]).filter((p) => p instanceof Uint8Array);
+    if (preds.length < 2) return preds[0];
+    const w = new Writer();
+    w.head(4, preds.length + 1);
+    w.text('or');
+    for (const p of preds) w.raw(p);
+    return w.bytes();
   }
 
   /**
@@ -952,19 +1022,7 @@ export class Store {
         if (!t) touched.set(key, (t = { c: entry.c, id: entry.id, accepted: [], refused: false }));
         if (refused) {
           t.refused = true;
-          const r = {
-            c: entry.c,
-            rid: entry.id,
-            change: entry.change,
-            code: x.code ?? 'invalid',
-            message: x.message ?? '',
-            requestId: x.requestId ?? null,
-            when: info.when,
-            subject: info.subject,
-            size: 0,
-          };
-          r.size = r.change.length + utf8Length(r.code) + utf8Length(r.message) + utf8Length(r.requestId ?? '') + utf8Length(r.subject ?? '');
-          rejected.set(entry.seq, /** @type {number} */ (await req(tx.objectStore(REJECTED).add(r))));
+          rejected.set(entry.seq, /** @type {number} */ (await req(tx.objectStore(REJECTED).add(rejectedEntry(entry, x.code ?? 'invalid', x.message ?? '', x.requestId ?? null, info)))));
         } else t.accepted.push(decodeEntry(entry.change));
       }
       const dropped = anyRefused ? await this.boundRejected(tx) : 0;

@@ -23,6 +23,9 @@ export type ErrorCode =
   | 'clock_drift'
   | 'forged_replica'
   | 'bad_seal'
+  | 'out_of_scope'
+  | 'schema'
+  | 'revoked'
   | 'corrupt'
   | 'unavailable'
   | 'internal'
@@ -93,6 +96,41 @@ export interface Status {
   leader: boolean;
   /** pause() stopped syncing (until resume()). */
   paused: boolean;
+  /**
+   * The server revoked the subject: every record held was purged, the
+   * outbox moved to the rejected changes (code revoked), and syncing waits
+   * for a new token (setToken).
+   */
+  revoked: boolean;
+}
+
+/**
+ * A scope: a predicate over a record's top-level fields, evaluated by the
+ * server (docs/protocol.md, section 12). Where a value stands, a parameter
+ * the server binds from the token may stand instead: {$: 'sub'} or
+ * {$: 'claims.X'}. Equality is on canonical bytes (1 and new Float(1) differ).
+ */
+export type ScopeValue = Value | { $: string };
+export type Scope =
+  | ['all']
+  | ['eq', string, ScopeValue]
+  | ['in', string, ScopeValue[] | { $: string }]
+  | ['has', string, ScopeValue]
+  | ['and', ...Scope[]]
+  | ['or', ...Scope[]];
+
+/**
+ * The server revoked the subject ('revoked' event): every record held was
+ * purged and moved outbox changes became rejected changes with code
+ * revoked.
+ */
+export interface Revocation {
+  message: string;
+  requestId: string | null;
+  /** How many outbox changes became rejected changes. */
+  moved: number;
+  /** How many of the oldest rejected changes were dropped to make room. */
+  dropped: number;
 }
 
 export interface Query<T extends object = { [field: string]: Value }> {
@@ -129,7 +167,7 @@ export interface RejectedChange {
   recordId: string;
   /** What the change wrote: fields it set, field names it unset, whether it deleted the record. */
   change: { deleted: boolean; fields: { [field: string]: Value }; unset: string[] };
-  /** The server's per-change code: too_large, invalid, forbidden, clock_drift, forged_replica, malformed, or a newer server's. */
+  /** The server's per-change code: too_large, invalid, forbidden, clock_drift, forged_replica, malformed, out_of_scope, schema, quota_exceeded, revoked (the outbox of a revoked subject), or a newer server's. */
   code: ErrorCode | string;
   message: string;
   /** The request id the server logged the push under, or null. */
@@ -186,6 +224,13 @@ export interface OpenOptions {
   name?: string;
   /** Collections to sync from the start (db.collection(name) adds more). */
   collections?: string[];
+  /**
+   * Per collection, its named scopes: the collection is synced under their
+   * or and holds their union. The scopes of each collection named here
+   * become exactly these (for every tab of the database); setScope and
+   * removeScope change them later.
+   */
+  scopes?: { [collection: string]: { [name: string]: Scope } };
   fetch?: typeof fetch;
   /** WebSocket constructor; null to poll over HTTP instead. */
   WebSocket?: any;
@@ -217,6 +262,8 @@ export interface EventMap {
   /** The local IndexedDB database vanished and is being rebuilt from the server. */
   reset: undefined;
   serverReset: ServerReset;
+  /** The server revoked the subject; see Status.revoked. */
+  revoked: Revocation;
 }
 
 export class Collection<T extends object = { [field: string]: Value }> {
@@ -273,8 +320,19 @@ export class Database {
   pause(): Promise<void>;
   /** Starts syncing again after pause(); pending writes are pushed. */
   resume(): void;
-  /** Replaces the token and reconnects (after an 'auth' event). */
+  /** Replaces the token and reconnects (after an 'auth' event, or a 'revoked' one). */
   setToken(token: string): void;
+  /**
+   * Sets the scope called name of a collection (for every tab); the
+   * collection is synced from now on under the or of its scopes. A change
+   * reads the collection again from its cursor: the server sends the
+   * records newly in scope and leave entries for those out of it, which
+   * are removed locally (no delete, the outbox untouched). Rejects with
+   * invalid for a malformed predicate.
+   */
+  setScope(collection: string, name: string, scope: Scope): Promise<void>;
+  /** Removes the scope called name of a collection (none left: unscoped). */
+  removeScope(collection: string, name: string): Promise<void>;
   /** Stops syncing and closes IndexedDB. */
   close(): Promise<void>;
 }

@@ -80,10 +80,11 @@ export class LiveSession {
   /**
    * @param {string} c
    * @param {Uint8Array} cursor the stored cursor, as the server made it
+   * @param {Uint8Array} [scope] the predicate to read c under, encoded (none: unscoped)
    */
-  subscribe(c, cursor) {
+  subscribe(c, cursor, scope) {
     this.subscribed.add(c);
-    this.send(encodeSub(c, cursor));
+    this.send(encodeSub(c, cursor, scope));
   }
 
   /**

@@ -10,7 +10,7 @@
 // What they carry (records, stamps) is strict (record.js).
 
 import { Reader, Writer, encode } from './cbor.js';
-import { CODES, DEFAULTS, RESET_REASONS, SERVER_MESSAGE_TYPES, STATUSES, VERSION } from './constants.js';
+import { CODES, DEFAULTS, RESET_REASONS, SCOPES, SERVER_MESSAGE_TYPES, STATUSES, VERSION } from './constants.js';
 import { ConvergoError } from './errors.js';
 import { readRecord, validateCollection, writeRecord } from './record.js';
 
@@ -41,10 +41,12 @@ export const MAX_ANSWER_BYTES = 64 << 20;
 
 /**
  * A page of records: from a pull or a live changes message. seals[i] is the
- * seal of records[i] (empty when the server sent none); reset, when set,
- * says the cursor was of another history (docs/protocol.md, "Resets"): the
- * page has no records and next is the empty cursor.
- * @typedef {{records: Record[], next: Uint8Array, more: boolean, seals: Uint8Array[], reset?: Reset}} Page
+ * seal of records[i] (empty when the server sent none); leaves are the
+ * leave entries of a scoped read (16-byte digests of records that left the
+ * reader's scope: docs/protocol.md, section 12); reset, when set, says the
+ * cursor was of another history (docs/protocol.md, "Resets"): the page has
+ * no records and next is the empty cursor.
+ * @typedef {{records: Record[], next: Uint8Array, more: boolean, seals: Uint8Array[], leaves: Uint8Array[], reset?: Reset}} Page
  */
 
 /**
@@ -220,21 +222,26 @@ function texts(r) {
 }
 
 /**
- * Reads a list of seals (byte strings, opaque to the client).
+ * Reads a list of byte strings: seals (opaque to the client) or leave
+ * entries (len: each exactly that long).
  * @param {Reader} r
+ * @param {number} [len]
  * @returns {Uint8Array[]}
  */
-function seals(r) {
+function seals(r, len) {
   const n = r.arrayHead();
   /** @type {Uint8Array[]} */
   const out = [];
   for (let i = 0; i < n; i++) {
     const v = r.item();
-    if (!(v instanceof Uint8Array)) throw malformed('seal is not a byte string');
+    if (!(v instanceof Uint8Array) || (len && v.length !== len)) throw malformed(len ? `leave entry is not ${len} bytes` : 'seal is not a byte string');
     out.push(v);
   }
   return out;
 }
+
+/** @param {Reader} r */
+const leaves = (r) => seals(r, SCOPES.leaveBytes);
 
 /**
  * The seals of a page, checked against its records: one per record, or
@@ -354,12 +361,34 @@ export function parsePushAnswer(body) {
 }
 
 /**
+ * An envelope of entries (keys ascending) and, last, key k holding scope,
+ * unless there is none (an unscoped read sends no key at all).
+ * @param {[number, unknown][]} entries
+ * @param {number} k above the keys of entries
+ * @param {Uint8Array} [scope] the predicate, encoded (Store.scope)
+ */
+function scoped(entries, k, scope) {
+  const w = new Writer(64 + (scope?.length ?? 0));
+  w.head(5, entries.length + (scope ? 1 : 0));
+  for (const [key, v] of entries) {
+    w.head(0, key);
+    w.value(v);
+  }
+  if (scope) {
+    w.head(0, k);
+    w.raw(scope);
+  }
+  return w.bytes();
+}
+
+/**
  * @param {string} collection
  * @param {Uint8Array} cursor the stored cursor, as the server made it (empty: from the beginning)
  * @param {number} limit
+ * @param {Uint8Array} [scope] the client's own scope (key 4), an encoded predicate
  */
-export function encodePull(collection, cursor, limit) {
-  return encode(new Map(/** @type {[number, unknown][]} */ ([[1, collection], [2, cursor], [3, limit]])));
+export function encodePull(collection, cursor, limit, scope) {
+  return scoped([[1, collection], [2, cursor], [3, limit]], 4, scope);
 }
 
 /**
@@ -376,6 +405,7 @@ export function parsePullAnswer(body) {
       next: new Uint8Array(0),
       more: false,
       seals: [],
+      leaves: [],
       reset: { reason: need(field(reset, 1, text), 'reset reason'), message: field(reset, 2, text) ?? '' },
     };
   }
@@ -385,6 +415,7 @@ export function parsePullAnswer(body) {
     next: need(field(m, 2, byteString), 'next cursor'),
     more: field(m, 3, bool) ?? false,
     seals: sealsOf(field(m, 6, seals), recs),
+    leaves: field(m, 5, leaves) ?? [],
   };
 }
 
@@ -452,9 +483,10 @@ export function encodeLiveHello(replica, token) {
 /**
  * @param {string} collection
  * @param {Uint8Array} cursor
+ * @param {Uint8Array} [scope] the client's own scope (key 3), an encoded predicate
  */
-export function encodeSub(collection, cursor) {
-  return encode(new Map(/** @type {[number, unknown][]} */ ([[0, 'sub'], [1, collection], [2, cursor]])));
+export function encodeSub(collection, cursor, scope) {
+  return scoped([[0, 'sub'], [1, collection], [2, cursor]], 3, scope);
 }
 
 /** @param {string} collection */
@@ -471,7 +503,7 @@ export function encodePing(nonce) {
  * A server message over WebSocket. Types the client does not know come
  * back as 'unknown' and are ignored.
  * @typedef {{type: 'welcome', hello: Hello}
- *   | {type: 'changes', collection: string, records: Record[], next: Uint8Array, more: boolean, seals: Uint8Array[]}
+ *   | {type: 'changes', collection: string, records: Record[], next: Uint8Array, more: boolean, seals: Uint8Array[], leaves: Uint8Array[]}
  *   | {type: 'reset', collection: string, reason: string, message: string}
  *   | {type: 'pong', nonce: number}
  *   | {type: 'error', code: string, message: string, collection?: string, requestId?: string}
@@ -505,6 +537,7 @@ export function parseServerMessage(bytes) {
         next: need(field(m, 3, byteString), 'next cursor'),
         more: field(m, 4, bool) ?? false,
         seals: sealsOf(field(m, 5, seals), recs),
+        leaves: field(m, 6, leaves) ?? [],
       };
     }
     case 'reset': {

@@ -26,6 +26,16 @@
 // heal that fails (network) is owed in IndexedDB and made at the next
 // round.
 //
+// Scopes (docs/protocol.md, section 12): a collection with named scopes
+// is read under their or (Store.scope), sent with every pull (key 4) and
+// sub (key 3) beside the cursor as stored. A page's leave entries name
+// records that left the scope: the Database resolves them to held ids
+// (leaves) and they are removed in the page's transaction. A scope that
+// changes needs nothing but a new read from the same cursor (rescope): the
+// server answers the difference. A revoked subject (code revoked, over
+// HTTP or live) has its records purged and its outbox moved to the
+// rejected changes (onRevoked); the loop then waits for a new token.
+//
 // Only the leader tab runs a Syncer. Everything it learns goes through the
 // Store (IndexedDB), so a reload resumes from the stored cursors and outbox.
 //
@@ -40,7 +50,7 @@ import { post, postAnswer } from './http.js';
 import { LiveSession } from './live.js';
 import { isPrefix } from './replica.js';
 import { DEFAULTS, PATHS, STATUSES, VERSION } from './constants.js';
-import { encodeHello, encodePull, encodePush, parseHello, parsePullAnswer, parsePushAnswer, resetAction, retryOf } from './protocol.js';
+import { encodeHello, encodePull, encodePush, encodeUnsub, parseHello, parsePullAnswer, parsePushAnswer, resetAction, retryOf } from './protocol.js';
 
 /** @typedef {import('./protocol.js').Hello} Hello */
 /** @typedef {import('./db.js').Store} Store */
@@ -88,6 +98,12 @@ export const WRITE_RETRY_MS = 2_000;
  * @property {(s: Partial<import('./database.js').Status>) => void} onStatus
  * @property {(e: Error) => void} onError
  * @property {(e: ConvergoError) => void} onAuth the token was refused
+ * @property {(c: string, leaves: Uint8Array[]) => Promise<string[]>} [leaves]
+ *   the ids of the records held in collection c whose leave entries these
+ *   are (docs/protocol.md, section 12)
+ * @property {(e: ConvergoError) => Promise<void>} [onRevoked] the server
+ *   refused the subject (revoked): purge what it held; the loop then waits
+ *   for a new token (retryNow('token'))
  * @property {number} [pollInterval] ms between polls without WebSocket
  * @property {number} [pingInterval] ms of silence before a live ping
  * @property {number} [silenceTimeout] ms of silence that ends a live session
@@ -113,9 +129,10 @@ export class Syncer {
     this.wakeAt = null;
     /**
      * What the loop is waiting for, if it waits: the next reconnect
-     * attempt, the next poll, the browser to report a network, or sync()
-     * after the server refused the protocol version.
-     * @type {'backoff'|'poll'|'offline'|'halted'|null}
+     * attempt, the next poll, the browser to report a network, sync()
+     * after the server refused the protocol version, or a new token after
+     * it revoked the subject.
+     * @type {'backoff'|'poll'|'offline'|'halted'|'revoked'|null}
      */
     this.waiting = null;
     /** No request before this time (ms since epoch): the server's Retry-After. */
@@ -198,6 +215,7 @@ export class Syncer {
       return true;
     }
     if (this.waiting === 'halted') return false; // only sync() tries again
+    if (this.waiting === 'revoked' && why !== 'token') return false; // only a new token
     this.attempt = 0;
     if (this.waiting === null) {
       // Live, or a round is under way (if it fails, the backoff starts over).
@@ -224,14 +242,47 @@ export class Syncer {
   /** A new collection to sync. */
   addCollection(/** @type {string} */ c) {
     if (this.live && this.session && !this.session.subscribed.has(c)) {
-      this.serial(async () => {
-        await this.pullCollection(c);
-        this.session?.subscribe(c, await this.store.cursor(c));
-      }).catch((e) => this.o.onError(e));
+      const session = this.session;
+      this.serial(() => this.catchUp(session, c)).catch((e) => this.o.onError(e));
     } else if (this.waiting === 'poll') {
       this.wake?.();
     }
     // Otherwise the round under way or the next attempt includes it.
+  }
+
+  /**
+   * The scopes of collection c changed: read it again from its cursor under
+   * the new scope (the server answers the difference) and, while live,
+   * subscribe again with it.
+   * @param {string} c
+   */
+  rescope(c) {
+    const session = this.session;
+    if (this.live && session?.subscribed.has(c)) {
+      session.subscribed.delete(c);
+      session.send(encodeUnsub(c));
+      this.serial(() => this.catchUp(session, c)).catch((e) => this.o.onError(e));
+    } else this.addCollection(c);
+  }
+
+  /**
+   * Pulls collection c and subscribes to it on session (if it is still the
+   * live one), from the cursor stored, under its scope.
+   * @param {LiveSession} session
+   * @param {string} c
+   */
+  async catchUp(session, c) {
+    await this.pullCollection(c);
+    await this.subscribe(session, c);
+  }
+
+  /**
+   * @param {LiveSession} session
+   * @param {string} c
+   */
+  async subscribe(session, c) {
+    const [cursor, scope] = await Promise.all([this.store.cursor(c), this.store.scope(c)]);
+    if (this.session === session) session.subscribe(c, cursor, scope);
   }
 
   /**
@@ -254,6 +305,7 @@ export class Syncer {
         this.retryNow('sync');
       });
     }
+    if (this.waiting === 'revoked') return Promise.reject(this.lastError);
     if (this.waiting === 'halted') {
       // Try the server again once: it may have been rolled forward or back.
       return new Promise((resolve, reject) => {
@@ -303,9 +355,12 @@ export class Syncer {
       try {
         await this.pullCollection(c);
       } catch (e) {
-        if (/** @type {any} */ (e)?.code !== 'forbidden') throw e;
+        // A scope the server finds invalid (a parameter the token cannot
+        // bind) stops that collection alone too.
+        const code = /** @type {any} */ (e)?.code;
+        if (code !== 'forbidden' && (code !== 'invalid' || (await this.store.scope(c)) === undefined)) throw e;
         const { status, requestId } = /** @type {ConvergoError} */ (e);
-        this.o.onError(new ConvergoError('forbidden', `pull ${c}: ${/** @type {any} */ (e).message}`, { status, requestId }));
+        this.o.onError(new ConvergoError(code, `pull ${c}: ${/** @type {any} */ (e).message}`, { status, requestId }));
       }
     }
   }
@@ -372,6 +427,18 @@ export class Syncer {
         // auth failure too: its retry with a fresh token is a new round).
         this.settleRound(err);
         this.o.onStatus({ online: err.code !== 'network' && err.code !== 'unavailable' ? true : false, syncing: false, lastError: err });
+        if (err.code === 'revoked') {
+          // The subject is denied: purge, then wait for a new token.
+          this.o.onStatus({ online: false });
+          try {
+            await this.o.onRevoked?.(err);
+          } catch (e) {
+            this.o.onError(asConvergoError(e));
+          }
+          await this.wait(Infinity, 'revoked');
+          this.attempt = 0;
+          continue;
+        }
         const retry = retryOf(err.code);
         if (retry === 'auth') {
           if (!tokenRetried) {
@@ -398,7 +465,7 @@ export class Syncer {
   /**
    * Waits ms, or less if woken (wake) or the end moved earlier (wakeAt).
    * @param {number} ms Infinity: until woken
-   * @param {'backoff'|'poll'|'offline'|'halted'} why
+   * @param {'backoff'|'poll'|'offline'|'halted'|'revoked'} why
    */
   wait(ms, why) {
     if (this.stopped) return Promise.resolve();
@@ -623,7 +690,8 @@ export class Syncer {
   async pullCollection(c) {
     let limit = this.hello?.maxPull ?? DEFAULTS.maxPullRecords;
     let resets = 0;
-    const fetchPage = (/** @type {Uint8Array} */ cursor) => this.post(PATHS.pull, encodePull(c, cursor, limit)).then(parsePullAnswer);
+    const scope = await this.store.scope(c);
+    const fetchPage = (/** @type {Uint8Array} */ cursor) => this.post(PATHS.pull, encodePull(c, cursor, limit, scope)).then(parsePullAnswer);
     let cursor = await this.store.cursor(c);
     let first = cursor.length === 0 && (await this.store.isEmpty(c));
     /** @type {Promise<import('./protocol.js').Page>|null} the next page, asked for */
@@ -665,13 +733,17 @@ export class Syncer {
         // this one's transaction (up to FIRST_SYNC_BATCH records): fewer,
         // larger transactions.
         const records = page.records.slice();
+        const leaves = page.leaves;
         /** @type {Uint8Array[]} seals[i] of records[i], if it came with one */
         const seals = page.seals.slice();
         seals.length = records.length;
         const committed = writing?.then(() => null, () => null) ?? null;
         while (committed && next && records.length < FIRST_SYNC_BATCH) {
           const more = await Promise.race([next.then((p) => p, () => null), committed]);
-          if (!more || more.reset) break; // committed (next stays asked for), or a failure or reset for the loop to meet
+          // Committed (next stays asked for), a failure or reset for the
+          // loop to meet, or leaves, which may name records taken in
+          // before them: their page goes in a transaction of its own.
+          if (!more || more.reset || more.leaves.length > 0) break;
           next = null;
           for (let i = 0; i < more.records.length; i++) {
             records.push(more.records[i]);
@@ -688,12 +760,12 @@ export class Syncer {
         // page that was not).
         const prepared = this.store.prepareRemote(c, records, seals);
         await writing;
-        writing = this.applyPage(c, records, page.next, seals, true, prepared);
+        writing = this.applyPage(c, records, page.next, seals, true, prepared, leaves);
         writing.catch(() => {}); // awaited before the next write or the end
       } else {
         // If this fails, the page asked for is dropped: a later pull asks
         // again from the cursor stored.
-        await this.applyPage(c, page.records, page.next, page.seals);
+        await this.applyPage(c, page.records, page.next, page.seals, false, null, page.leaves);
       }
       cursor = page.next;
       if (!page.more) break;
@@ -712,9 +784,12 @@ export class Syncer {
    * @param {Uint8Array[]} [seals] one per record, or none
    * @param {boolean} [first] a first sync (Store.applyRemote)
    * @param {import('./db.js').Prepared|null} [prepared] the page merged ahead (Store.prepareRemote)
+   * @param {Uint8Array[]} [leaves] the page's leave entries: the records
+   *   held that they name are removed in the same transaction
    */
-  async applyPage(c, records, next, seals, first = false, prepared = null) {
-    const ids = await this.store.applyRemote(c, records, next, seals, first, prepared);
+  async applyPage(c, records, next, seals, first = false, prepared = null, leaves = []) {
+    const gone = leaves.length > 0 && this.o.leaves ? await this.o.leaves(c, leaves) : [];
+    const ids = await this.store.applyRemote(c, records, next, seals, first, prepared, gone);
     if (ids.length > 0) this.o.onChanges(c, ids);
   }
 
@@ -764,7 +839,7 @@ export class Syncer {
         await this.pushAll();
         await this.healOwed();
         await this.pullAll();
-        for (const c of this.o.collections()) session.subscribe(c, await this.store.cursor(c));
+        for (const c of this.o.collections()) await this.subscribe(session, c);
         this.o.onStatus({ lastSyncedAt: Date.now() });
         if (this.pushWanted) await this.pushAll();
         break;
@@ -772,7 +847,7 @@ export class Syncer {
       case 'changes': {
         // Pages of collections not (or no longer) subscribed are dropped.
         if (!session.subscribed.has(m.collection)) break;
-        await this.applyPage(m.collection, m.records, m.next, m.seals);
+        await this.applyPage(m.collection, m.records, m.next, m.seals, false, null, m.leaves);
         this.o.onStatus({ lastSyncedAt: Date.now() });
         break;
       }
@@ -783,14 +858,12 @@ export class Syncer {
         session.subscribed.delete(m.collection);
         await this.onReset(m.collection, m);
         await this.healOwed();
-        await this.pullCollection(m.collection);
-        session.subscribe(m.collection, await this.store.cursor(m.collection));
+        await this.catchUp(session, m.collection);
         break;
       }
       case 'resync': {
         session.subscribed.delete(m.collection);
-        await this.pullCollection(m.collection);
-        session.subscribe(m.collection, await this.store.cursor(m.collection));
+        await this.catchUp(session, m.collection);
         break;
       }
     }

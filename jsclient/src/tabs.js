@@ -32,6 +32,8 @@ import { ConvergoError } from './errors.js';
  * | `refused`    | the leader, when the server refused a pushed change | `r` the Refusal             | emits 'refused', counts it for whenSynced, recounts the rejected changes |
  * | `serverReset`| the leader, when the server reset a collection's cursor | `r` {collection, reason, message} | emits 'serverReset' |
  * | `rejected`   | any tab that retried or discarded a rejected change | none                        | recounts the rejected changes (status.rejected)                     |
+ * | `scope`      | a tab without a sync loop that changed the scopes of a collection (stored already) | `c` collection | leader: reads c again under its new scope (Syncer.rescope) |
+ * | `revoked`    | the leader, when the server revoked the subject and it purged | `r` the Revocation | emits 'revoked', recounts the rejected changes |
  */
 export const TabMessage = Object.freeze({
   changed: 'changed',
@@ -45,6 +47,8 @@ export const TabMessage = Object.freeze({
   refused: 'refused',
   serverReset: 'serverReset',
   rejected: 'rejected',
+  scope: 'scope',
+  revoked: 'revoked',
 });
 
 /**
@@ -70,7 +74,9 @@ export const TabMessage = Object.freeze({
  *   | {t: typeof TabMessage.status, s: WireStatus}
  *   | {t: typeof TabMessage.refused, r: import('./database.js').Refusal}
  *   | {t: typeof TabMessage.serverReset, r: {collection: string, reason: string, message: string}}
- *   | {t: typeof TabMessage.rejected}} TabMsg
+ *   | {t: typeof TabMessage.rejected}
+ *   | {t: typeof TabMessage.scope, c: string}
+ *   | {t: typeof TabMessage.revoked, r: import('./database.js').Revocation}} TabMsg
  */
 
 /**

@@ -3,7 +3,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Writer, encode } from '../src/cbor.js';
+import { Writer, decode, encode } from '../src/cbor.js';
 import { STATUSES, VERSION } from '../src/constants.js';
 import { codeOfStatus, encodePull, encodeSub, parseErrorBody, parseHello, parsePullAnswer, parsePushAnswer, parseServerMessage, resetAction, retryOf } from '../src/protocol.js';
 
@@ -57,8 +57,8 @@ test('push answers: statuses, codes, messages and lost fields', () => {
 test('pull answers carry records and an opaque cursor', () => {
   const next = Uint8Array.of(1, 2, 3);
   const page = parsePullAnswer(env([[1, []], [2, next], [3, true], [7, 'later']]));
-  assert.deepEqual(page, { records: [], next, more: true, seals: [] });
-  assert.deepEqual(parsePullAnswer(env([[2, new Uint8Array(0)]])), { records: [], next: new Uint8Array(0), more: false, seals: [] });
+  assert.deepEqual(page, { records: [], next, more: true, seals: [], leaves: [] });
+  assert.deepEqual(parsePullAnswer(env([[2, new Uint8Array(0)]])), { records: [], next: new Uint8Array(0), more: false, seals: [], leaves: [] });
   // Seals: one per record, kept as they came.
   const rec = new Map(/** @type {[unknown, unknown][]} */ ([[1, 'r1']]));
   const seal = Uint8Array.of(1, 2, 3, 4);
@@ -69,7 +69,7 @@ test('pull answers carry records and an opaque cursor', () => {
   assert.throws(() => parsePullAnswer(env([[1, [rec]], [2, next], [6, ['x']]])), malformed, 'a seal that is not bytes');
   // A reset: no records, the empty cursor, the reason as it came.
   const reset = parsePullAnswer(env([[1, []], [2, new Uint8Array(0)], [3, false], [4, new Map(/** @type {[unknown, unknown][]} */ ([[1, 'history_lost'], [2, 'wiped'], [3, 'later']]))]]));
-  assert.deepEqual(reset, { records: [], next: new Uint8Array(0), more: false, seals: [], reset: { reason: 'history_lost', message: 'wiped' } });
+  assert.deepEqual(reset, { records: [], next: new Uint8Array(0), more: false, seals: [], leaves: [], reset: { reason: 'history_lost', message: 'wiped' } });
   assert.equal(resetAction('history_lost'), 'history_lost');
   assert.equal(resetAction('rebuilt'), 'rebuilt');
   assert.equal(resetAction('moon_phase'), 'history_lost', 'an unknown reason counts as history_lost');
@@ -81,9 +81,24 @@ test('pull answers carry records and an opaque cursor', () => {
   assert.deepEqual([...encodeSub('todos', new Uint8Array(0))], [...env([[0, 'sub'], [1, 'todos'], [2, new Uint8Array(0)]])]);
 });
 
+test('scoped reads: the scope under pull key 4 and sub key 3, leave entries under pull key 5 and changes key 6', () => {
+  const next = Uint8Array.of(1, 2, 3);
+  const pred = ['or', ['eq', 'owner', { $: 'sub' }], ['in', 'team', { $: 'claims.teams' }]];
+  const scope = encode(pred);
+  assert.deepEqual(decode(encodePull('todos', next, 10, scope)), new Map(/** @type {[unknown, unknown][]} */ ([[1, 'todos'], [2, next], [3, 10], [4, pred]])));
+  assert.deepEqual([...encodePull('todos', next, 10, scope)], [...encode(new Map(/** @type {[unknown, unknown][]} */ ([[1, 'todos'], [2, next], [3, 10], [4, pred]])))], 'deterministic');
+  assert.deepEqual([...encodeSub('todos', next, scope)], [...encode(new Map(/** @type {[unknown, unknown][]} */ ([[0, 'sub'], [1, 'todos'], [2, next], [3, pred]])))]);
+  const leave = new Uint8Array(16).fill(7);
+  assert.deepEqual(parsePullAnswer(env([[1, []], [2, next], [5, [leave, leave]]])).leaves, [leave, leave]);
+  assert.throws(() => parsePullAnswer(env([[1, []], [2, next], [5, [leave.subarray(1)]]])), malformed, 'a leave entry of 15 bytes');
+  assert.throws(() => parsePullAnswer(env([[1, []], [2, next], [5, ['x']]])), malformed, 'a leave entry that is not bytes');
+  const m = parseServerMessage(env([[0, 'changes'], [1, 'todos'], [2, []], [3, next], [6, [leave]]]));
+  assert.deepEqual(m.type === 'changes' && m.leaves, [leave]);
+});
+
 test('live messages: known types parsed whatever else they hold, unknown types passed over', () => {
   const next = Uint8Array.of(9);
-  assert.deepEqual(parseServerMessage(env([[1, 'todos'], [0, 'changes'], [2, []], [3, next], [4, false], [7, 'x']])), { type: 'changes', collection: 'todos', records: [], next, more: false, seals: [] });
+  assert.deepEqual(parseServerMessage(env([[1, 'todos'], [0, 'changes'], [2, []], [3, next], [4, false], [7, 'x']])), { type: 'changes', collection: 'todos', records: [], next, more: false, seals: [], leaves: [] });
   assert.deepEqual(parseServerMessage(env([[0, 'reset'], [1, 'todos'], [2, 'rebuilt'], [3, 'repaired'], [4, 'x']])), { type: 'reset', collection: 'todos', reason: 'rebuilt', message: 'repaired' });
   assert.throws(() => parseServerMessage(env([[0, 'reset'], [1, 'todos']])), malformed, 'a reset without a reason');
   assert.deepEqual(parseServerMessage(env([[0, 'error'], [1, 'forbidden'], [2, 'no'], [3, 'todos'], [4, 'req-9']])), { type: 'error', code: 'forbidden', message: 'no', collection: 'todos', requestId: 'req-9' });

@@ -32,6 +32,10 @@ export async function usage(): Promise<void> {
   const { refused }: { refused: number } = await db.whenSynced();
   db.on('refused', (r) => (r.rejectedId ?? 0) + r.dropped + (r.requestId ?? ''));
   db.on('serverReset', (r) => r.collection + r.reason + r.message);
+  db.on('revoked', (r) => r.message + r.moved + r.dropped + (r.requestId ?? '') + String(db.status.revoked));
+  await db.setScope('demo.todos', 'mine', ['or', ['eq', 'owner', { $: 'sub' }], ['in', 'team', { $: 'claims.teams' }], ['has', 'tags', 'x'], ['and', ['all']]]);
+  await db.removeScope('demo.todos', 'mine');
+  await open({ url: 'https://example.com', scopes: { 'demo.todos': { team: ['in', 'team', ['red', 'blue']] } } });
   const rejected: RejectedChange[] = await db.rejected();
   for (const j of rejected) {
     const v: Value | undefined = j.change.fields['title'];

@@ -9,13 +9,20 @@
 // unchanged. A cursor of another generation gets a reset. Records it sends
 // carry seals (HMAC-SHA256 of the collection and the record, cut to 16
 // bytes), which POST /v2/restore checks.
+//
+// Scopes (docs/protocol.md, section 12): a pull's key 4 or a sub's key 3
+// narrows the read; each entry after the cursor is sent as the record when
+// it matches, else as a leave entry. A scoped cursor carries the scope's
+// bytes after the sequence number; a read under another scope is a
+// transition, answered with the difference as the real server does.
+// Parameters bind to the token's subject and claims (its JWT payload).
 
 import http from 'node:http';
-import { createHmac } from 'node:crypto';
+import { createHash, createHmac } from 'node:crypto';
 import { WebSocketServer } from 'ws';
 import { encode, decode, Writer, Reader } from '../../src/cbor.js';
 import { CODES, CONTENT_TYPE, DEFAULTS, HEADERS, PATHS, REPLICA, STATUSES, VERSION } from '../../src/constants.js';
-import { mergeInto, emptyRecord, writeRecord, cloneRecord, maxStamp, readChange, readRecord, encodeRecord } from '../../src/record.js';
+import { mergeInto, emptyRecord, writeRecord, cloneRecord, maxStamp, readChange, readRecord, encodeRecord, visibleValues } from '../../src/record.js';
 import { compareStamps } from '../../src/hlc.js';
 import { replicaPrefix, subjectOfToken } from '../../src/replica.js';
 
@@ -35,14 +42,80 @@ const CURSOR_TAG = [0x66, 0x6b]; // "fk"
 /**
  * @param {number} seq
  * @param {number} [gen] the server's generation
+ * @param {Uint8Array} [scope] the scope it was read under, encoded
  */
-export function cursorOf(seq, gen = 0) {
-  if (seq === 0) return new Uint8Array(0);
-  const b = new Uint8Array(11);
+export function cursorOf(seq, gen = 0, scope = undefined) {
+  if (seq === 0 && !scope) return new Uint8Array(0);
+  const b = new Uint8Array(11 + (scope?.length ?? 0));
   b.set(CURSOR_TAG);
   b[2] = gen;
   new DataView(b.buffer).setBigUint64(3, BigInt(seq));
+  if (scope) b.set(scope, 11);
   return b;
+}
+
+/**
+ * The scope a cursor was read under (undefined: unscoped).
+ * @param {unknown} c
+ */
+export function scopeOfCursor(c) {
+  return c instanceof Uint8Array && c.length > 11 ? c.subarray(11) : undefined;
+}
+
+/**
+ * The leave entry of record id of collection c, as node:crypto computes it.
+ * @param {string} c
+ * @param {string} id
+ */
+export function leaveOf(c, id) {
+  return new Uint8Array(createHash('sha256').update('convergo/leave/v2\0' + c + '\0' + id).digest().subarray(0, 16));
+}
+
+/**
+ * Whether record rec matches predicate p (docs/protocol.md, section 12),
+ * parameters bound by param; equality on canonical bytes.
+ * @param {any} p
+ * @param {import('../../src/record.js').Record} rec
+ * @param {(name: string) => unknown} param
+ * @returns {boolean}
+ */
+export function matches(p, rec, param) {
+  const vals = visibleValues(rec);
+  if (vals === null) return false;
+  const bind = (/** @type {any} */ v) => (v && typeof v === 'object' && !Array.isArray(v) && typeof v.$ === 'string' ? param(v.$) : v);
+  const same = (/** @type {Uint8Array|undefined} */ b, /** @type {unknown} */ v) => b !== undefined && v !== undefined && Buffer.compare(Buffer.from(b), Buffer.from(encode(v))) === 0;
+  switch (p[0]) {
+    case 'all':
+      return true;
+    case 'eq':
+      return same(vals.get(p[1]), bind(p[2]));
+    case 'in': {
+      const vs = bind(p[2]);
+      return Array.isArray(vs) && vs.some((v) => same(vals.get(p[1]), v));
+    }
+    case 'has': {
+      const b = vals.get(p[1]);
+      const arr = b === undefined ? null : decode(b, { canonical: false });
+      return Array.isArray(arr) && arr.some((x) => same(encode(x), bind(p[2])));
+    }
+    case 'and':
+      return p.slice(1).every((/** @type {any} */ q) => matches(q, rec, param));
+    case 'or':
+      return p.slice(1).some((/** @type {any} */ q) => matches(q, rec, param));
+  }
+  throw Object.assign(new Error('bad scope'), { code: 'invalid' });
+}
+
+/**
+ * The token's claims (its JWT payload; {} for none).
+ * @param {string} token
+ */
+function claimsOf(token) {
+  try {
+    return JSON.parse(Buffer.from(token.split('.')[1], 'base64url').toString('utf8')) ?? {};
+  } catch {
+    return {};
+  }
 }
 
 /**
@@ -53,7 +126,7 @@ export function cursorOf(seq, gen = 0) {
  */
 export function seqOf(c, gen = 0) {
   if (c === undefined || (c instanceof Uint8Array && c.length === 0)) return 0;
-  if (!(c instanceof Uint8Array) || c.length !== 11 || c[0] !== CURSOR_TAG[0] || c[1] !== CURSOR_TAG[1]) return null;
+  if (!(c instanceof Uint8Array) || c.length < 11 || c[0] !== CURSOR_TAG[0] || c[1] !== CURSOR_TAG[1]) return null;
   if (c[2] !== gen) return -1;
   return Number(new DataView(c.buffer, c.byteOffset).getBigUint64(3));
 }
@@ -74,7 +147,7 @@ export class FakeServer {
     this.dropPushAnswers = 0;
     /** Set to refuse changes to these ids. */
     this.refuseIds = new Set();
-    /** @type {(ch: import('../../src/record.js').Change) => boolean} refuses changes it returns true for */
+    /** @type {(ch: import('../../src/record.js').Change) => boolean|string} refuses changes it returns true for (forbidden) or a code for */
     this.refuse = () => false;
     /** @type {Set<any>} */
     this.sockets = new Set();
@@ -110,6 +183,24 @@ export class FakeServer {
     this.restoredRecords = 0;
     /** @type {number[]} how many records each restore request carried */
     this.restores = [];
+    /** Subjects whose requests are refused revoked (403), live sessions too. */
+    this.revoked = new Set();
+    /** @type {Map<string, any>[]} the pull requests, decoded */
+    this.pulls = [];
+  }
+
+  /**
+   * Denies subject: its requests are refused revoked from now on and its
+   * live sessions get error revoked and are closed.
+   * @param {string} subject
+   */
+  revoke(subject) {
+    this.revoked.add(subject);
+    for (const ws of this.sockets) {
+      if (ws.subject !== subject) continue;
+      ws.send(encode(this.env([[0, 'error'], [1, 'revoked'], [2, 'access revoked'], [4, 'fake-revoked']])));
+      ws.close(1008);
+    }
   }
 
   /**
@@ -276,8 +367,9 @@ export class FakeServer {
     /** @type {Set<string>} */
     const touched = new Set();
     for (const ch of changes) {
-      if (this.refuseIds.has(ch.record.id) || this.refuse(ch)) {
-        results.push(this.result(STATUSES.refused, { code: 'forbidden', message: 'refused by test' }));
+      const refusal = this.refuseIds.has(ch.record.id) || this.refuse(ch);
+      if (refusal) {
+        results.push(this.result(STATUSES.refused, { code: typeof refusal === 'string' ? refusal : 'forbidden', message: 'refused by test' }));
         continue;
       }
       const stamps = [ch.record.deleted, ...[...ch.record.fields.values()].map((f) => f.stamp)].filter((st) => st.wall > 0 || st.replica !== '');
@@ -315,17 +407,38 @@ export class FakeServer {
   }
 
   /**
-   * The records changed after seq after, at most limit of them.
+   * The records changed after seq after, at most limit of them. Under a
+   * scope (encoded), entries that do not match are leave entries; a
+   * cursor of another scope (prev) is a transition: entries up to after
+   * are sent only where the two scopes disagree.
    * @param {string} c
    * @param {number} after
    * @param {number} limit
+   * @param {{scope?: Uint8Array, prev?: Uint8Array, param?: (name: string) => unknown}} [s]
    */
-  page(c, after, limit) {
+  page(c, after, limit, s = {}) {
     const x = this.coll(c);
-    const entries = [...x.byId.values()].filter((e) => e.seq > after).sort((a, b) => a.seq - b.seq);
-    const page = entries.slice(0, limit);
-    const next = page.length > 0 ? page[page.length - 1].seq : after;
-    return { page, next: cursorOf(next, this.gen), seq: next, more: entries.length > limit };
+    const same = Buffer.compare(Buffer.from(s.scope ?? []), Buffer.from(s.prev ?? [])) === 0;
+    const pred = (/** @type {Uint8Array|undefined} */ b) => (b ? decode(b, { canonical: false }) : ['or', ['all'], ['and']]);
+    const inScope = (/** @type {Uint8Array|undefined} */ b, /** @type {any} */ rec) => (b ? matches(pred(b), rec, s.param ?? (() => undefined)) : true);
+    /** @type {{seq: number, record: any, leave?: Uint8Array}[]} */
+    const entries = [];
+    for (const e of [...x.byId.values()].sort((a, b) => a.seq - b.seq)) {
+      const now = inScope(s.scope, e.record);
+      if (e.seq <= after) {
+        if (same) continue;
+        const before = inScope(s.prev, e.record);
+        if (now && !before) entries.push(e);
+        else if (!now && before) entries.push({ ...e, leave: leaveOf(c, e.record.id) });
+      } else if (now || !s.scope) entries.push(e);
+      else entries.push({ ...e, leave: leaveOf(c, e.record.id) });
+    }
+    // A transition goes in one page (the real server's cursor remembers
+    // where its scan is; this one does not).
+    const page = same ? entries.slice(0, limit) : entries;
+    const more = entries.length > page.length;
+    const next = more ? page[page.length - 1].seq : Math.max(after, x.seq);
+    return { page: page.filter((e) => !e.leave), leaves: page.filter((e) => e.leave).map((e) => /** @type {Uint8Array} */ (e.leave)), next: cursorOf(next, this.gen, s.scope), seq: next, more };
   }
 
   /**
@@ -384,6 +497,7 @@ export class FakeServer {
     const token = (req.headers.authorization ?? '').replace(/^Bearer /, '');
     const refused = this.opts.auth?.(token);
     if (refused) return fail(refused);
+    if (this.revoked.has(subjectOfToken(token))) return fail('revoked');
     const prefix = await replicaPrefix(subjectOfToken(token));
     const ok = (/** @type {Uint8Array} */ b) => {
       head(200);
@@ -415,6 +529,7 @@ export class FakeServer {
         }
         case PATHS.pull: {
           const m = decode(body, { canonical: false });
+          this.pulls.push(m);
           const c = m.get(1);
           if (this.forbidden.has(c)) return fail('forbidden');
           const maxPull = this.opts.maxPull ?? DEFAULTS.maxPullRecords;
@@ -427,8 +542,9 @@ export class FakeServer {
             const reset = new Map([[1, this.resetReason], [2, 'the test wiped the store']]);
             return ok(encode(this.env([[1, []], [2, new Uint8Array(0)], [3, false], [4, reset]])));
           }
-          const { page, next, more } = this.page(c, after, limit);
-          return ok(this.pageBytes([], 1, page, [[2, next], [3, more]], { c, key: 6 }));
+          const scope = m.has(4) ? encode(m.get(4)) : undefined;
+          const { page, next, more, leaves } = this.page(c, after, limit, { scope, prev: scopeOfCursor(m.get(2)), param: this.params(token) });
+          return ok(this.pageBytes([], 1, page, [[2, next], [3, more], ...(leaves.length > 0 ? [[5, leaves]] : [])], { c, key: 6 }));
         }
         case PATHS.restore: {
           const r = new Reader(body, { canonical: false });
@@ -455,6 +571,16 @@ export class FakeServer {
     } catch (e) {
       return fail(/** @type {any} */ (e).code === 'invalid' ? 'invalid' : 'malformed');
     }
+  }
+
+  /**
+   * The parameters of a token's scopes: sub and its claims.
+   * @param {string} token
+   * @returns {(name: string) => unknown}
+   */
+  params(token) {
+    const claims = claimsOf(token);
+    return (name) => (name === 'sub' ? subjectOfToken(token) : name.startsWith('claims.') ? claims[name.slice(7)] : undefined);
   }
 
   /** @param {import('ws').WebSocket} ws */
@@ -484,12 +610,15 @@ export class FakeServer {
           error('unsupported_version', 'speak protocol ' + (this.opts.protocol ?? VERSION));
           return ws.close(1002);
         }
-        const refused = this.opts.auth?.(m.get(3));
+        const refused = this.opts.auth?.(m.get(3)) || (this.revoked.has(subjectOfToken(m.get(3))) ? 'revoked' : null);
         if (refused) {
           error(refused, 'refused');
           return ws.close(1008);
         }
         hello = true;
+        /** @type {any} */ (ws).subject = subjectOfToken(m.get(3));
+        /** @type {any} */ (ws).param = this.params(m.get(3));
+        /** @type {any} */ (ws).scopes = new Map();
         replicaPrefix(subjectOfToken(m.get(3))).then((prefix) => {
           send(encode(this.env([[0, 'welcome'], [1, this.helloAnswer(prefix)]])));
           if (this.newer) send(encode(this.env([[0, 'bulletin'], [1, 'a message type from the future']])));
@@ -513,6 +642,7 @@ export class FakeServer {
             break;
           }
           subs.set(c, after);
+          /** @type {any} */ (ws).scopes.set(c, { scope: m.has(3) ? encode(m.get(3)) : undefined, prev: scopeOfCursor(m.get(2)) });
           this.stream(ws, c, true);
           break;
         }
@@ -540,10 +670,12 @@ export class FakeServer {
     for (;;) {
       const after = subs.get(c);
       if (after === undefined) return;
-      const { page, next, seq, more } = this.page(c, after, 100);
-      if (page.length === 0 && !first) return;
+      const sc = ws.scopes.get(c) ?? {};
+      const { page, next, seq, more, leaves } = this.page(c, after, 100, { ...sc, param: ws.param });
+      sc.prev = sc.scope; // the transition, if any, is over
+      if (page.length === 0 && leaves.length === 0 && !first) return;
       first = false;
-      ws.send(this.pageBytes([[0, 'changes'], [1, c]], 2, page, [[3, next], [4, more]], { c, key: 5 }));
+      ws.send(this.pageBytes([[0, 'changes'], [1, c]], 2, page, [[3, next], [4, more], ...(leaves.length > 0 ? [[6, leaves]] : [])], { c, key: 5 }));
       subs.set(c, seq);
       if (!more) return;
     }
