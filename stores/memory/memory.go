@@ -22,6 +22,7 @@ import (
 var (
 	_ stores.Store  = (*Store)(nil)
 	_ stores.Usager = (*Store)(nil)
+	_ stores.Purger = (*Store)(nil)
 )
 
 type entry struct {
@@ -34,9 +35,9 @@ type collection struct {
 	bytes   int64 // encoded sizes of the records, for Usage
 	records map[string]*entry
 	// log lists (seq, id) in ascending sequence order. It is append-only;
-	// an entry whose record has since taken a newer sequence number is
-	// stale and skipped, and stale entries are dropped when they are half
-	// the log.
+	// an entry whose record has since taken a newer sequence number (or
+	// was purged) is stale and skipped, and stale entries are dropped when
+	// they are half the log.
 	log   []logEntry
 	stale int
 }
@@ -51,11 +52,21 @@ func (c *collection) appendLog(seq uint64, id string, oldSeq uint64) {
 	if oldSeq == 0 {
 		return
 	}
+	c.staled()
+}
+
+// staled counts one more stale log entry and compacts.
+func (c *collection) staled() {
 	c.stale++
+	c.compact()
+}
+
+// compact drops the stale entries of the log when they are half of it.
+func (c *collection) compact() {
 	if c.stale > 1024 && c.stale*2 > len(c.log) {
 		live := c.log[:0]
 		for _, le := range c.log {
-			if c.records[le.id].seq == le.seq {
+			if e := c.records[le.id]; e != nil && e.seq == le.seq {
 				live = append(live, le)
 			}
 		}
@@ -221,8 +232,8 @@ func (s *Store) Pull(ctx context.Context, collection string, after uint64, limit
 	for ; i < len(c.log); i++ {
 		le := c.log[i]
 		e := c.records[le.id]
-		if e.seq != le.seq {
-			continue // stale: the record moved to a later sequence number
+		if e == nil || e.seq != le.seq {
+			continue // stale: the record moved to a later sequence number, or was purged
 		}
 		buf = crdt.AppendRecord(buf[:0], e.record)
 		if !stores.PageFits(limit, len(page.Entries), used, len(buf)) {
@@ -376,4 +387,64 @@ func (s *Store) Usage(ctx context.Context, collection string) (stores.Usage, err
 		return stores.Usage{}, nil
 	}
 	return stores.Usage{Records: int64(len(c.records)), Bytes: c.bytes}, nil
+}
+
+// Purge implements stores.Purger. It holds the store's lock for the whole
+// call (at most scan.Limit live entries), so every record is checked and
+// purged atomically with respect to Apply.
+func (s *Store) Purge(ctx context.Context, collection string, h stores.Horizon, scan stores.PurgeScan) (stores.PurgeResult, error) {
+	if err := ctx.Err(); err != nil {
+		return stores.PurgeResult{}, err
+	}
+	after, limit, err := stores.CheckPurge(collection, h, scan, 1)
+	if err != nil {
+		return stores.PurgeResult{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return stores.PurgeResult{}, stores.ErrClosed
+	}
+	res := stores.PurgeResult{Next: after}
+	c := s.collections[collection]
+	if c == nil {
+		return res, nil
+	}
+	// Removing records makes their entries stale; collect the ids first,
+	// then compact once, so the walk's indexes stay valid.
+	i := sort.Search(len(c.log), func(i int) bool { return c.log[i].seq > after[0] })
+	for ; i < len(c.log) && c.log[i].seq <= h.Read[0]; i++ {
+		le := c.log[i]
+		e := c.records[le.id]
+		if e == nil || e.seq != le.seq {
+			continue
+		}
+		if res.Scanned == limit {
+			res.More = true
+			break
+		}
+		res.Scanned++
+		res.Next[0] = le.seq
+		out, deletes, fields := stores.PurgeRecord(e.record, h.Wall)
+		if deletes+fields == 0 {
+			continue
+		}
+		res.Deletes += deletes
+		res.Fields += fields
+		before := int64(len(crdt.AppendRecord(nil, e.record)))
+		if stores.Empty(out) {
+			delete(c.records, le.id)
+			c.bytes -= before
+			res.Bytes += before
+			res.Records++
+			c.stale++
+			continue
+		}
+		now := int64(len(crdt.AppendRecord(nil, out)))
+		c.bytes += now - before
+		res.Bytes += before - now
+		c.records[le.id] = &entry{seq: e.seq, record: out}
+	}
+	c.compact()
+	return res, nil
 }

@@ -41,6 +41,8 @@ var mutants = []struct {
 	{"lost-as-rebuilt", "Epochs", func(m *memory.Store) stores.Store { return lostAsRebuilt{m} }},
 	{"bump-spills", "Epochs", func(m *memory.Store) stores.Store { return bumpSpills{m} }},
 	{"bump-silent", "Epochs", func(m *memory.Store) stores.Store { return &bumpSilent{Store: m} }},
+	{"purges-past-read", "Purge", func(m *memory.Store) stores.Store { return purgesPast{m, 2, 0} }},
+	{"purges-at-wall", "Purge", func(m *memory.Store) stores.Store { return purgesPast{m, 0, 1} }},
 }
 
 // reopenMutants are durable-store mutants for RunReopen: the memory store
@@ -282,3 +284,25 @@ func (s *bumpSilent) Watch(fn func(stores.Notification)) func() {
 type forgetsEpochs struct{ *memory.Store }
 
 func (forgetsEpochs) Meta(context.Context, string) (stores.Meta, error) { return stores.Meta{}, nil }
+
+// purgesPast purges past the horizon it is given, by read entries of the
+// log and wall milliseconds, and reports Next within the horizon asked
+// for, so only what it dropped gives it away.
+type purgesPast struct {
+	*memory.Store
+	read uint64
+	wall int64
+}
+
+func (s purgesPast) Purge(ctx context.Context, coll string, h stores.Horizon, scan stores.PurgeScan) (stores.PurgeResult, error) {
+	asked := h.Read
+	if len(h.Read) == 1 {
+		h.Read = []uint64{h.Read[0] + s.read}
+	}
+	h.Wall += s.wall
+	res, err := s.Store.Purge(ctx, coll, h, scan)
+	for i := range res.Next {
+		res.Next[i] = min(res.Next[i], asked[i])
+	}
+	return res, err
+}

@@ -56,6 +56,9 @@ func Run(t *testing.T, newStore Factory) {
 		{"Identity", testIdentity},
 		{"Epochs", testEpochs},
 		{"Usage", testUsage},
+		{"Purge", testPurge},
+		{"PurgeResume", testPurgeResume},
+		{"PurgeConcurrent", testPurgeConcurrent},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, newStore) })
 	}

@@ -1,0 +1,173 @@
+package stores
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/convergo/convergo/crdt"
+)
+
+// Horizon says which tombstones of a collection may be dropped
+// (docs/design.md, "Tombstone horizons"). The engine computes it; the
+// store only applies it.
+type Horizon struct {
+	// Read is the read horizon: per shard of the collection's log, the
+	// lowest position that every live replica has acknowledged. Only
+	// records whose log entry is at or before it are touched. It has one
+	// position per shard: len(Read) == ShardsOf(Meta), so 1 for a
+	// collection of one log.
+	Read []uint64
+	// Wall is the write horizon, a wall time in milliseconds: a delete
+	// stamp or an unset field stamped before it (Stamp.Wall < Wall) may be
+	// dropped. Stamps at or after it are kept.
+	Wall int64
+}
+
+// PurgeScan bounds the work of one Purge call and says where it resumes.
+type PurgeScan struct {
+	// After is where the scan resumes: per shard, the log position after
+	// which it continues (PurgeResult.Next of the previous call). Nil
+	// starts at the beginning of every shard; otherwise it has one
+	// position per shard, like Horizon.Read.
+	After []uint64
+	// Limit is the most log entries the call scans (shards together):
+	// 1 to MaxPage, or 0 for MaxPage.
+	Limit int
+}
+
+// PurgeResult reports what one Purge call did.
+type PurgeResult struct {
+	// Scanned is the number of log entries the call looked at.
+	Scanned int
+	// Records is the number of records removed whole, with their log
+	// entries: records that the purge left with no delete stamp and no
+	// field.
+	Records int
+	// Deletes is the number of delete stamps cleared, of records removed
+	// and of records kept (which keep their live fields and their log
+	// entry).
+	Deletes int
+	// Fields is the number of unset fields removed.
+	Fields int
+	// Bytes is what the collection's Usage.Bytes went down by: the
+	// encoded sizes of the records removed and the bytes the kept ones
+	// lost.
+	Bytes int64
+	// Next is where the scan stopped, per shard: pass it as
+	// PurgeScan.After to continue.
+	Next []uint64
+	// More reports that log entries at or before the read horizon remain
+	// after Next: call again to continue.
+	More bool
+}
+
+// Purger is implemented by stores that can collect tombstones
+// (docs/design.md, "Tombstone horizons"). The engine calls it with a
+// horizon it derived from the acknowledged cursors and pending floors of
+// the collection's live replicas; the store checks nothing of that.
+type Purger interface {
+	// Purge drops the tombstones of collection that h allows. It walks
+	// the log in order from scan.After, per shard, looking at up to
+	// scan.Limit entries at or before h.Read, and for each record whose
+	// log entry is at or before h.Read (of its shard), atomically with
+	// respect to Apply:
+	//
+	//   - a delete stamp before h.Wall is cleared (the record keeps the
+	//     fields written after it);
+	//   - unset fields stamped before h.Wall are removed;
+	//   - a record left without a delete stamp and without any field is
+	//     removed, and its log entry with it.
+	//
+	// That is PurgeRecord, applied to the record's stored state. A record
+	// that Purge changes but keeps stays at its sequence number: a purge
+	// takes no sequence number, moves no head and notifies no one. Live
+	// fields, records whose entry is after h.Read and tombstones at or
+	// after h.Wall are kept as they are, byte for byte.
+	//
+	// The log entry of a removed record disappears: a reader whose cursor
+	// is before it will never see the delete, and would keep the record.
+	// This is why the engine purges only at or below the read horizon (what
+	// every live replica has acknowledged) and resets the cursors of
+	// replicas whose lease expired (lease_expired). Likewise a change
+	// stamped before h.Wall that arrives after the purge is no longer
+	// hidden by the tombstone it would have met: the engine refuses such
+	// changes (collected). The store enforces neither.
+	//
+	// A change that Apply commits to a record while Purge runs is never
+	// lost: the check of the record's entry against h.Read and the write
+	// happen in one atomic step per record (a record that took a new
+	// sequence number meanwhile is passed over). Usage (Usager) stays
+	// exact: it goes down in the same step.
+	//
+	// Purge is idempotent (a second call with the same horizon finds
+	// nothing to drop) and resumable: each call does bounded work and
+	// returns Next and More; a call that fails may have purged some
+	// records, and calling again from the same After finishes the job. It
+	// is safe to run concurrently with any method of any instance on the
+	// same data, including another Purge. len(h.Read), and len(scan.After)
+	// when not nil, must be the collection's shard count (ErrInvalid).
+	Purge(ctx context.Context, collection string, h Horizon, scan PurgeScan) (PurgeResult, error)
+}
+
+// PurgeRecord returns r without the tombstones that a write horizon of
+// wall (milliseconds) allows: its delete stamp, when stamped before wall,
+// is cleared, and its unset fields stamped before wall are removed. It
+// reports how many delete stamps (0 or 1) and fields it dropped; when both
+// are 0, out is r. out.Deleted is zero and out.Fields empty when nothing
+// is left of r: the record is to be removed. r is not modified. Every
+// store's Purge uses it (the Redis store too: it purges in Go and writes
+// with a compare-and-set script).
+func PurgeRecord(r crdt.Record, wall int64) (out crdt.Record, deletes, fields int) {
+	clearDelete := !r.Deleted.IsZero() && r.Deleted.Wall < wall
+	for _, f := range r.Fields {
+		if f.Value == nil && f.Stamp.Wall < wall {
+			fields++
+		}
+	}
+	if !clearDelete && fields == 0 {
+		return r, 0, 0
+	}
+	out = crdt.Record{ID: r.ID, Deleted: r.Deleted}
+	if clearDelete {
+		out.Deleted, deletes = crdt.Stamp{}, 1
+	}
+	if n := len(r.Fields) - fields; n > 0 {
+		out.Fields = make(map[string]crdt.Field, n)
+		for name, f := range r.Fields {
+			if f.Value != nil || f.Stamp.Wall >= wall {
+				out.Fields[name] = f
+			}
+		}
+	}
+	return out, deletes, fields
+}
+
+// Empty reports whether PurgeRecord left nothing of a record: no delete
+// stamp and no field. Such a record is removed with its log entry.
+func Empty(r crdt.Record) bool { return r.Deleted.IsZero() && len(r.Fields) == 0 }
+
+// CheckPurge validates the arguments of Purge for a collection of shards
+// log shards, as every store must, and returns the scan's start (a copy
+// of scan.After, or zeros) and its limit (MaxPage for 0).
+func CheckPurge(collection string, h Horizon, scan PurgeScan, shards int) (after []uint64, limit int, err error) {
+	if err := crdt.ValidateCollection(collection); err != nil {
+		return nil, 0, err
+	}
+	shards = max(shards, 1)
+	if len(h.Read) != shards {
+		return nil, 0, fmt.Errorf("%w: horizon of %d positions for a log of %d shards", ErrInvalid, len(h.Read), shards)
+	}
+	if scan.After != nil && len(scan.After) != shards {
+		return nil, 0, fmt.Errorf("%w: purge resumes from %d positions for a log of %d shards", ErrInvalid, len(scan.After), shards)
+	}
+	limit = scan.Limit
+	if limit == 0 {
+		limit = MaxPage
+	}
+	if limit < 1 || limit > MaxPage {
+		return nil, 0, fmt.Errorf("%w: purge limit of %d entries not in 0..%d", ErrInvalid, scan.Limit, MaxPage)
+	}
+	after = make([]uint64, shards)
+	copy(after, scan.After)
+	return after, limit, nil
+}
