@@ -17,7 +17,9 @@ type applyConfig struct {
 	writeScope func(collection string) (*scope.Pred, error)
 }
 
-// WithWriteScope holds an Apply call's changes to a write scope: f
+// WithWriteScope holds an Apply call's changes to a write scope (an
+// option of the call, not of the engine, because each principal's pushes
+// have their own): f
 // returns the bound effective write scope of a collection (nil: none),
 // and an error from it refuses that collection's changes. It is called
 // once per collection per call. A change is refused with ErrOutOfScope
@@ -87,17 +89,21 @@ func (e *Engine) checkRules(ctx context.Context, changes []crdt.Change, index []
 	// Read the records the rules need, a few at a time.
 	stored := make([]crdt.Record, len(need))
 	errs := make([]error, len(need))
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, maxRuleReads)
-	for i, k := range need {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			stored[i], errs[i] = e.current(ctx, "check", k.coll, k.id)
-		}()
+	if len(need) == 1 {
+		stored[0], errs[0] = e.current(ctx, "check", need[0].coll, need[0].id)
+	} else {
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, maxRuleReads)
+		for i, k := range need {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				stored[i], errs[i] = e.current(ctx, "check", k.coll, k.id)
+			}()
+		}
+		wg.Wait()
 	}
-	wg.Wait()
 	cur := make(map[key]crdt.Record, len(need))
 	for i, k := range need {
 		if errs[i] != nil {

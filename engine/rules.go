@@ -37,7 +37,8 @@ type Rule struct {
 	Schema *Schema
 	// Validate, when set, is called with every record a change leaves
 	// existing, merged with the stored record; an error refuses the
-	// change (it is wrapped with ErrSchema).
+	// change (it is wrapped with ErrSchema). It must be safe for
+	// concurrent use and should be quick: it runs inside Apply.
 	Validate func(ctx context.Context, collection string, r crdt.Record) error
 }
 
@@ -201,7 +202,8 @@ type Schema struct {
 // FieldRule is a Schema's rule for one field.
 type FieldRule struct {
 	// Type is one of "string", "int", "float" (any number), "bool",
-	// "bytes", "array", "map" or "any"; empty means "any".
+	// "bytes", "array", "map" or "any"; empty means "any". Values keep
+	// their CBOR type, so a whole-number float (1.0) is no "int".
 	Type string `json:"type"`
 	// Required refuses a record without the field.
 	Required bool `json:"required"`
