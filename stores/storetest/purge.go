@@ -108,7 +108,9 @@ func testPurge(t *testing.T, f Factory) {
 	set := func(id, field string, at int64, v []byte) crdt.Change {
 		return chg(coll, crdt.SetField(id, field, v, st(at, "w")))
 	}
-	unset := func(id, field string, at int64) crdt.Change { return chg(coll, crdt.UnsetField(id, field, st(at, "w"))) }
+	unset := func(id, field string, at int64) crdt.Change {
+		return chg(coll, crdt.UnsetField(id, field, st(at, "w")))
+	}
 	del := func(id string, at int64) crdt.Change { return chg(coll, crdt.DeleteRecord(id, st(at, "w"))) }
 
 	apply(t, s,
@@ -118,7 +120,7 @@ func testPurge(t *testing.T, f Factory) {
 		set("unset-only", "f", 10, v1), unset("unset-only", "f", 40), // removed
 		del("late-delete", 150),                           // a tombstone after the write horizon: kept
 		set("at-wall", "f", 10, v1), del("at-wall", wall), // a delete at the wall: kept
-		set("live", "f", 10, v1), // live: kept
+		set("live", "f", 10, v1),                                                    // live: kept
 		unset("mixed", "x", 60), unset("mixed", "y", 120), set("mixed", "z", 5, v2), // x removed; y, z kept
 		set("moved", "f", 10, v1), del("moved", 20), // moves past the read horizon below: kept
 	)
