@@ -142,7 +142,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 // restart and failover; Script.Run then falls back to EVAL. A user whose ACL
 // forbids SCRIPT LOAD relies on that fallback from the start.
 func (s *Store) loadScripts(ctx context.Context) error {
-	for _, sc := range []*goredis.Script{mergeScript, readScript, usageScript} {
+	for _, sc := range []*goredis.Script{mergeScript, readScript, usageScript, purgeScript} {
 		err := sc.Load(ctx, s.client).Err()
 		if goredis.HasErrorPrefix(err, "NOPERM") {
 			s.log.Debug("SCRIPT LOAD not permitted; scripts load on first use", "err", err)

@@ -1,0 +1,137 @@
+package redis
+
+import (
+	"context"
+	_ "embed"
+	"fmt"
+	"strconv"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/stores"
+)
+
+var _ stores.Purger = (*Store)(nil)
+
+//go:embed purge.lua
+var purgeSource string
+
+var purgeScript = goredis.NewScript(purgeSource)
+
+// Purge implements stores.Purger. Each call reads up to scan.Limit log
+// entries at or below the read horizon (ZRANGE BYSCORE) and their records
+// (HMGET), purges them in Go (stores.PurgeRecord, the one definition) and
+// writes the records it changed with purge.lua, a compare-and-set per
+// record: a record is written only if its blob is still the one read (and
+// its seq, which the blob holds, so still at or below the horizon). A
+// record that Apply changed in between is left as it is; it now sits
+// after the read horizon. The three keys share the collection's hash tag,
+// so on a cluster the script runs on the collection's slot. Calls hold
+// at most about 1 MiB of blobs each, so Redis is never blocked for long.
+func (s *Store) Purge(ctx context.Context, collection string, h stores.Horizon, scan stores.PurgeScan) (stores.PurgeResult, error) {
+	if err := s.begin(ctx); err != nil {
+		return stores.PurgeResult{}, err
+	}
+	after, limit, err := stores.CheckPurge(collection, h, scan, 1)
+	if err != nil {
+		return stores.PurgeResult{}, err
+	}
+	res := stores.PurgeResult{Next: after}
+	read := min(h.Read[0], MaxSeq)
+	if after[0] >= read {
+		return res, nil
+	}
+	op := "purge " + collection
+	log, err := s.client.ZRangeArgsWithScores(ctx, goredis.ZRangeArgs{
+		Key: s.logKey(collection), ByScore: true,
+		Start: "(" + strconv.FormatUint(after[0], 10), Stop: strconv.FormatUint(read, 10),
+		Count: int64(limit) + 1,
+	}).Result()
+	if err != nil {
+		return stores.PurgeResult{}, s.fail(ctx, op, err)
+	}
+	if len(log) > limit {
+		log, res.More = log[:limit], true
+	}
+	if len(log) == 0 {
+		return res, nil
+	}
+	ids := make([]string, len(log))
+	for i, z := range log {
+		ids[i], _ = z.Member.(string)
+	}
+	blobs, err := s.client.HMGet(ctx, s.recKey(collection), ids...).Result()
+	if err != nil {
+		return stores.PurgeResult{}, s.fail(ctx, op, err)
+	}
+	type purged struct{ deletes, fields int }
+	var args []any
+	var what []purged
+	size := 0
+	flush := func() error {
+		if len(what) == 0 {
+			return nil
+		}
+		keys := []string{s.recKey(collection), s.logKey(collection), s.usageKey(collection)}
+		out, err := purgeScript.Run(ctx, s.client, keys, append([]any{strconv.FormatUint(read, 10)}, args...)...).Int64Slice()
+		if err != nil {
+			return s.fail(ctx, op, err)
+		}
+		if len(out) != len(what) {
+			return fmt.Errorf("%s: purge script returned %d results for %d records", op, len(out), len(what))
+		}
+		for i, ok := range out {
+			if ok != 1 {
+				continue
+			}
+			a := args[5*i:]
+			if a[2].(string) == "" {
+				res.Records++
+			}
+			res.Bytes += int64(a[3].(int) - a[4].(int))
+			res.Deletes += what[i].deletes
+			res.Fields += what[i].fields
+		}
+		args, what, size = args[:0], what[:0], 0
+		return nil
+	}
+	for i, z := range log {
+		res.Scanned++
+		res.Next[0] = uint64(z.Score)
+		blob, ok := blobs[i].(string)
+		if !ok {
+			continue // purged meanwhile, by another purge
+		}
+		seq, rec, err := decodeBlob(ids[i], []byte(blob))
+		if err != nil {
+			// Purging is no repair: a damaged record is left to the next
+			// write or to Repair, and counted.
+			s.corrupt(collection, ids[i], err)
+			continue
+		}
+		if seq != uint64(z.Score) {
+			continue // written since the ZRANGE: after the horizon now
+		}
+		out, deletes, fields := stores.PurgeRecord(rec, h.Wall)
+		if deletes+fields == 0 {
+			continue
+		}
+		newBlob, newSize := "", 0
+		if !stores.Empty(out) {
+			newBlob, newSize = string(encodeBlob(seq, out)), len(crdt.AppendRecord(nil, out))
+		}
+		oldSize := len(crdt.AppendRecord(nil, rec))
+		args = append(args, ids[i], blob, newBlob, oldSize, newSize)
+		what = append(what, purged{deletes, fields})
+		if size += len(blob) + len(newBlob); size >= maxScriptBytes {
+			if err := flush(); err != nil {
+				return stores.PurgeResult{}, err
+			}
+		}
+	}
+	if err := flush(); err != nil {
+		return stores.PurgeResult{}, err
+	}
+	return res, nil
+}

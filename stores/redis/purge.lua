@@ -1,0 +1,54 @@
+#!lua
+-- Convergo's purge script: writes what stores.PurgeRecord made of records
+-- that Go read, each only if it is still as read (a compare-and-set per
+-- record), so a change that Apply committed in between is never lost.
+--
+-- KEYS[1]  <prefix>{<collection>}:r      hash: record id -> record blob
+-- KEYS[2]  <prefix>{<collection>}:log    zset: record id -> seq
+-- KEYS[3]  <prefix>{<collection>}:usage  hash: n records, b bytes
+-- ARGV[1]  the read horizon (a seq)
+-- ARGV[2..] per record, five arguments: id, the blob read, the purged
+--          blob ('' to remove the record and its log entry), the CBOR
+--          size of the record read and of the purged one
+--
+-- Returns, per record, 1 when it was written and 0 when it had changed
+-- (it is left to a later purge). A record read is at or below the read
+-- horizon, and its blob holds its seq: an equal blob is at the same seq.
+-- Usage follows when the usage hash is sound; an unsound or stale one is
+-- left for usage.lua to count.
+
+for i = 1, 3 do
+  local t = redis.call('TYPE', KEYS[i]).ok
+  local want = (i == 2) and 'zset' or 'hash'
+  if t ~= 'none' and t ~= want then
+    error('convergo:corrupt key ' .. KEYS[i] .. ' is a ' .. t .. ', not a ' .. want)
+  end
+end
+local read = tonumber(ARGV[1])
+local out = {}
+local records, bytes = 0, 0
+for i = 2, #ARGV, 5 do
+  local id, old, new = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local score = redis.call('ZSCORE', KEYS[2], id)
+  if redis.call('HGET', KEYS[1], id) == old and score and tonumber(score) <= read then
+    if new == '' then
+      redis.call('HDEL', KEYS[1], id)
+      redis.call('ZREM', KEYS[2], id)
+      records = records + 1
+    else
+      redis.call('HSET', KEYS[1], id, new)
+    end
+    bytes = bytes + tonumber(ARGV[i + 3]) - tonumber(ARGV[i + 4])
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+if records > 0 or bytes ~= 0 then
+  local u = redis.call('HMGET', KEYS[3], 'n', 'b')
+  if u[1] and u[2] and string.match(u[1], '^%d+$') and string.match(u[2], '^%d+$') then
+    redis.call('HSET', KEYS[3], 'n', string.format('%.0f', tonumber(u[1]) - records),
+      'b', string.format('%.0f', tonumber(u[2]) - bytes))
+  end
+end
+return out
