@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/crdt/scope"
 	"github.com/convergo/convergo/transport/proto"
 )
 
@@ -81,6 +82,11 @@ type Config struct {
 	// HandshakeTimeout bounds a WebSocket dial and its hello. Zero means
 	// DefaultHandshakeTimeout.
 	HandshakeTimeout time.Duration
+	// Scopes are the initial scopes of each collection, by name: pulls
+	// and subscriptions of a collection read only the records that match
+	// one of its scopes (see SetScope). Nil means none: reads are not
+	// narrowed.
+	Scopes map[string]map[string]*scope.Pred
 }
 
 // ServerInfo is what the server said in its hello answer.
@@ -135,7 +141,8 @@ type Result struct {
 	Lost []string
 	// Err is the reason of a refusal: an *Error with Status 0 and a
 	// per-change code (proto.CodeClockDrift, CodeInvalid, CodeMalformed,
-	// CodeForbidden or CodeTooLarge).
+	// CodeForbidden, CodeTooLarge, CodeOutOfScope, CodeSchema, ..., or a
+	// newer server's code).
 	Err error
 }
 
@@ -161,6 +168,13 @@ type Page struct {
 	// server's (a proto.Reset* reason): the page holds no records and Next
 	// is the beginning. See Replica for what a client then does.
 	Reset string
+	// Leaves are leave entries: for each record that changed after the
+	// cursor but is outside the reader's scope (it no longer matches, or
+	// was deleted), proto.LeaveDigest of its collection and id. A reader
+	// drops a record it holds whose id digests to one, without deleting
+	// it. Only a scoped read (the client's scopes or the server's) gets
+	// any.
+	Leaves [][]byte
 }
 
 // Client speaks the Convergo protocol to one server. It is safe for
@@ -179,6 +193,7 @@ type Client struct {
 	offset time.Duration
 	info   ServerInfo
 	hello  bool
+	scopes scopeState
 }
 
 // New returns a client for cfg. It does no I/O; call Hello to correct the
@@ -224,7 +239,7 @@ func New(cfg Config) (*Client, error) {
 	if cfg.HandshakeTimeout <= 0 {
 		cfg.HandshakeTimeout = DefaultHandshakeTimeout
 	}
-	return &Client{
+	c := &Client{
 		base:    strings.TrimSuffix(u.String(), "/"),
 		http:    cfg.HTTPClient,
 		log:     cfg.Logger.With("component", "client", "device", device),
@@ -234,7 +249,15 @@ func New(cfg Config) (*Client, error) {
 		bound:   cfg.Replica != "",
 		device:  device,
 		info:    ServerInfo{MaxPush: proto.DefaultMaxPushChanges, MaxBody: proto.DefaultMaxBodyBytes},
-	}, nil
+	}
+	for coll, named := range cfg.Scopes {
+		for name, p := range named {
+			if err := c.SetScope(coll, name, p); err != nil {
+				return nil, fmt.Errorf("client: Config.Scopes: %w", err)
+			}
+		}
+	}
+	return c, nil
 }
 
 // ErrUnbound is returned by Now before the client knows its replica id:
@@ -479,7 +502,8 @@ func checkPush(changes int, a *proto.PushResponse) error {
 // Pull returns a page of the records of collection that changed after
 // cursor (nil or empty: from the beginning): up to limit records (0 means
 // the server's maximum). The cursor is the Next of an earlier page of the
-// same collection, sent back unchanged. Pull retries like Push.
+// same collection, sent back unchanged. The pull carries the collection's
+// scopes (SetScope), if it has any. Pull retries like Push.
 func (c *Client) Pull(ctx context.Context, collection string, cursor []byte, limit int) (Page, error) {
 	if err := crdt.ValidateCollection(collection); err != nil {
 		return Page{}, fmt.Errorf("pull %s: %w", collection, err)
@@ -488,7 +512,7 @@ func (c *Client) Pull(ctx context.Context, collection string, cursor []byte, lim
 		return Page{}, fmt.Errorf("pull %s: limit %d is negative", collection, limit)
 	}
 	var a proto.PullResponse
-	if _, err := c.call(ctx, proto.PathPull, proto.PullRequest{Collection: collection, Cursor: cursor, Limit: uint64(limit)}, &a, nil); err != nil {
+	if _, err := c.call(ctx, proto.PathPull, proto.PullRequest{Collection: collection, Cursor: cursor, Limit: uint64(limit), Scope: c.scopeWire(collection)}, &a, nil); err != nil {
 		return Page{}, fmt.Errorf("pull %s: %w", collection, err)
 	}
 	if a.Next == nil {
@@ -501,7 +525,7 @@ func (c *Client) Pull(ctx context.Context, collection string, cursor []byte, lim
 		return Page{}, fmt.Errorf("pull %s: %w: %d seals for %d records", collection, ErrProtocol, len(a.Seals), len(a.Records))
 	}
 	c.observeRecords(a.Records)
-	return Page{Records: a.Records, Next: a.Next, More: a.More, Seals: a.Seals}, nil
+	return Page{Records: a.Records, Next: a.Next, More: a.More, Seals: a.Seals, Leaves: a.Leaves}, nil
 }
 
 // resetReason is the reason a client acts on: a reason it does not know

@@ -29,8 +29,16 @@ var (
 	ErrBadSeal            = errors.New("convergo: a restored record's seal is not the server's")
 	ErrQuotaExceeded      = errors.New("convergo: the collection is at its quota")
 	ErrCorrupt            = errors.New("convergo: the server's store holds damaged data")
+	ErrOutOfScope         = errors.New("convergo: the change is outside the principal's write scope")
+	ErrSchema             = errors.New("convergo: the change breaks the collection's schema")
 	ErrUnavailable        = errors.New("convergo: unavailable")
 	ErrInternal           = errors.New("convergo: internal server error")
+
+	// ErrRevoked means the server denies the principal: its subject or
+	// token is on the deny list (403 revoked). Retrying cannot help; a
+	// Replica told so purges every record it holds, moves its outbox to
+	// its rejected changes with code revoked and stops syncing.
+	ErrRevoked = errors.New("convergo: access revoked")
 
 	// ErrProtocol means the server answered something this client cannot
 	// read: a body that is not CBOR of the expected shape (a proxy's page,
@@ -59,6 +67,9 @@ var sentinels = map[string]error{
 	proto.CodeBadSeal:            ErrBadSeal,
 	proto.CodeQuotaExceeded:      ErrQuotaExceeded,
 	proto.CodeCorrupt:            ErrCorrupt,
+	proto.CodeOutOfScope:         ErrOutOfScope,
+	proto.CodeSchema:             ErrSchema,
+	proto.CodeRevoked:            ErrRevoked,
 	proto.CodeUnavailable:        ErrUnavailable,
 	proto.CodeInternal:           ErrInternal,
 }

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -40,7 +41,10 @@ type ChangesFunc func(collection string, page Page)
 // client fell behind), Live pulls it over HTTP from the cursor and
 // subscribes again; when it sends reset (the cursor is of another
 // history), Live hands onChanges the reset, pulls the collection from the
-// beginning and subscribes again. Messages of types this client does not
+// beginning and subscribes again. Every subscription carries its
+// collection's scopes (SetScope); when they change, Live subscribes to the
+// collection again from the cursor of its last delivery, and the server
+// answers with the difference. Messages of types this client does not
 // know are ignored.
 //
 // Live returns when ctx ends (with ctx's error) or when the server sends an
@@ -166,8 +170,18 @@ func (c *Client) liveSession(ctx context.Context, cursors map[string][]byte, onC
 	}
 	hcancel()
 
-	for coll, cur := range cursors {
-		if err := writeMsg(ctx, conn, proto.Sub{Collection: coll, Cursor: cur}); err != nil {
+	// sentScope is the scope each subscription was last sent with, so that a
+	// change of the client's scopes subscribes again the collections it
+	// changed, from the cursor they are at.
+	sentScope := make(map[string][]byte, len(cursors))
+	sub := func(coll string) error {
+		sc := c.scopeWire(coll)
+		sentScope[coll] = sc
+		return writeMsg(ctx, conn, proto.Sub{Collection: coll, Cursor: cursors[coll], Scope: sc})
+	}
+	changed := c.scopesChanged()
+	for coll := range cursors {
+		if err := sub(coll); err != nil {
 			return true, err
 		}
 	}
@@ -176,12 +190,49 @@ func (c *Client) liveSession(ctx context.Context, cursors map[string][]byte, onC
 	lastRead.Store(time.Now().UnixNano())
 	go c.pinger(ctx, cancel, conn, &lastRead)
 
-	for {
-		m, err := readMsg(ctx, conn)
-		if err != nil {
-			return true, err
+	type read struct {
+		m   proto.Message
+		err error
+	}
+	reads := make(chan read)
+	go func() {
+		for {
+			m, err := readMsg(ctx, conn)
+			if err == nil {
+				lastRead.Store(time.Now().UnixNano())
+			}
+			select {
+			case reads <- read{m, err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
 		}
-		lastRead.Store(time.Now().UnixNano())
+	}()
+
+	for {
+		var m proto.Message
+		select {
+		case <-ctx.Done():
+			return true, ctx.Err()
+		case <-changed:
+			changed = c.scopesChanged()
+			for coll := range cursors {
+				if !bytes.Equal(sentScope[coll], c.scopeWire(coll)) {
+					if err := sub(coll); err != nil {
+						return true, err
+					}
+				}
+			}
+			continue
+		case r := <-reads:
+			if r.err != nil {
+				return true, r.err
+			}
+			m = r.m
+		}
 		switch m := m.(type) {
 		case proto.Changes:
 			if _, ok := cursors[m.Collection]; !ok {
@@ -195,7 +246,7 @@ func (c *Client) liveSession(ctx context.Context, cursors map[string][]byte, onC
 				return true, fmt.Errorf("%w: %d seals for %d records", ErrProtocol, len(m.Seals), len(m.Records))
 			}
 			c.observeRecords(m.Records)
-			onChanges(m.Collection, Page{Records: m.Records, Next: next, More: m.More, Seals: m.Seals})
+			onChanges(m.Collection, Page{Records: m.Records, Next: next, More: m.More, Seals: m.Seals, Leaves: m.Leaves})
 			cursors[m.Collection] = next
 		case proto.Reset:
 			// The subscription has ended: start the collection again from
@@ -208,7 +259,7 @@ func (c *Client) liveSession(ctx context.Context, cursors map[string][]byte, onC
 			if err := c.catchUp(ctx, m.Collection, cursors, onChanges); err != nil {
 				return true, err
 			}
-			if err := writeMsg(ctx, conn, proto.Sub{Collection: m.Collection, Cursor: cursors[m.Collection]}); err != nil {
+			if err := sub(m.Collection); err != nil {
 				return true, err
 			}
 		case proto.Resync:
@@ -218,7 +269,7 @@ func (c *Client) liveSession(ctx context.Context, cursors map[string][]byte, onC
 			if err := c.catchUp(ctx, m.Collection, cursors, onChanges); err != nil {
 				return true, err
 			}
-			if err := writeMsg(ctx, conn, proto.Sub{Collection: m.Collection, Cursor: cursors[m.Collection]}); err != nil {
+			if err := sub(m.Collection); err != nil {
 				return true, err
 			}
 		case proto.ErrorMessage:

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -63,6 +64,7 @@ type Replica struct {
 	c          *Client
 	onResult   func(crdt.Change, Result)
 	onRejected func(Rejection)
+	onLeave    func(collection, id string)
 
 	syncMu sync.Mutex // one push at a time, so a change is in flight once
 
@@ -78,11 +80,20 @@ type Replica struct {
 	// sealed is each record as the server last sent it, with its seal:
 	// what the replica gives back (Client.Restore) after a reset that lost
 	// history.
-	sealed   map[string]map[string]proto.SealedRecord
-	owed     map[string]bool // collections reset with history lost, not healed yet
+	sealed map[string]map[string]proto.SealedRecord
+	owed   map[string]bool // collections reset with history lost, not healed yet
+	// leaves maps, per collection, the leave entry of each id in base
+	// (proto.LeaveDigest) to the id. A collection's index is built when
+	// its first leave entry arrives and kept from then on.
+	leaves   map[string]map[string]string
 	outbox   []pending
 	nextID   uint64
 	rejected rejectedStore
+	// revoked is the server's refusal that revoked access, nil while
+	// access holds. Once set, the replica holds no records and no outbox,
+	// and neither syncs nor takes writes.
+	revoked error
+	stopped chan struct{} // closed when revoked is set
 }
 
 type pending struct {
@@ -112,8 +123,18 @@ type ReplicaConfig struct {
 	// Both are called by the goroutine running Flush or Sync, with no lock
 	// of the Replica held except the one that serializes pushes: they may
 	// read the replica, write, Retry and Discard, but must not call Flush
-	// or Sync.
+	// or Sync. When access is revoked, OnRejected is called for each
+	// change of the outbox, by the goroutine that learnt it.
 	OnRejected func(Rejection)
+	// OnLeave, when set, is called for each record that left the replica
+	// without a delete: the server sent a leave entry for it (it no longer
+	// matches the reader's scope), or access was revoked and every record
+	// was purged. It is called after the record left, with no lock of the
+	// Replica held, by the goroutine applying the page (Sync, Pull, Live,
+	// Apply) or learning of the revocation. A record with local changes
+	// still in the outbox stays visible with them alone. Nil means no
+	// calls.
+	OnLeave func(collection, id string)
 }
 
 // NewReplica returns an empty replica syncing through c.
@@ -122,10 +143,12 @@ func NewReplica(c *Client, cfg ReplicaConfig) (*Replica, error) {
 		c:          c,
 		onResult:   cfg.OnResult,
 		onRejected: cfg.OnRejected,
+		onLeave:    cfg.OnLeave,
 		base:       map[string]map[string]crdt.Record{},
 		view:       map[string]map[string]crdt.Record{},
 		cursors:    map[string][]byte{},
 		sealed:     map[string]map[string]proto.SealedRecord{},
+		stopped:    make(chan struct{}),
 	}
 	for _, coll := range cfg.Collections {
 		if err := crdt.ValidateCollection(coll); err != nil {
@@ -179,6 +202,9 @@ func (r *Replica) write(collection, id string, change func(crdt.Stamp) crdt.Reco
 // queueLocked merges a local change into the view of its record and
 // appends it to the outbox.
 func (r *Replica) queueLocked(collection string, rec crdt.Record) error {
+	if r.revoked != nil {
+		return r.revoked
+	}
 	if err := rec.Validate(); err != nil {
 		return err
 	}
@@ -208,6 +234,54 @@ func mergeInto(m map[string]map[string]crdt.Record, collection string, rec crdt.
 	cur := m[collection][rec.ID]
 	cur.Merge(rec)
 	put(m, collection, cur)
+}
+
+// mergeBaseLocked merges rec into the base of its record, keeping the
+// collection's leave index (if it has one) in step.
+func (r *Replica) mergeBaseLocked(collection string, rec crdt.Record) {
+	if idx := r.leaves[collection]; idx != nil {
+		if _, ok := r.base[collection][rec.ID]; !ok {
+			idx[string(proto.LeaveDigest(collection, rec.ID))] = rec.ID
+		}
+	}
+	mergeInto(r.base, collection, rec)
+}
+
+// leaveLocked drops from collection's base (and its sealed copies) each
+// record whose id digests to one of leaves, and returns their ids. A
+// dropped record's changes still in the outbox stay, and its view becomes
+// them alone. Nothing is deleted and nothing queued: the record left the
+// reader's scope, it did not end.
+func (r *Replica) leaveLocked(collection string, leaves [][]byte) []string {
+	if len(leaves) == 0 || len(r.base[collection]) == 0 {
+		return nil
+	}
+	idx := r.leaves[collection]
+	if idx == nil {
+		idx = make(map[string]string, len(r.base[collection]))
+		for id := range r.base[collection] {
+			idx[string(proto.LeaveDigest(collection, id))] = id
+		}
+		if r.leaves == nil {
+			r.leaves = map[string]map[string]string{}
+		}
+		r.leaves[collection] = idx
+	}
+	var left []string
+	touched := map[recordKey]bool{}
+	for _, l := range leaves {
+		id, ok := idx[string(l)]
+		if !ok {
+			continue // a record the replica does not hold
+		}
+		delete(idx, string(l))
+		delete(r.base[collection], id)
+		delete(r.sealed[collection], id)
+		touched[recordKey{collection, id}] = true
+		left = append(left, id)
+	}
+	r.recomputeLocked(touched)
+	return left
 }
 
 // recomputeLocked derives again the view of the given records from their
@@ -303,8 +377,11 @@ func (r *Replica) Flush(ctx context.Context) error {
 	r.syncMu.Lock()
 	defer r.syncMu.Unlock()
 	r.mu.Lock()
-	batch := slices.Clone(r.outbox)
+	batch, revoked := slices.Clone(r.outbox), r.revoked
 	r.mu.Unlock()
+	if revoked != nil {
+		return fmt.Errorf("flush: %w", revoked)
+	}
 	if len(batch) == 0 {
 		return nil
 	}
@@ -313,6 +390,9 @@ func (r *Replica) Flush(ctx context.Context) error {
 		changes[i] = p.change
 	}
 	results, err := r.c.Push(ctx, changes)
+	if r.revokeOn(err) {
+		return fmt.Errorf("flush %d changes: %w", len(batch), err)
+	}
 	var when time.Time
 	var subject string
 	if slices.ContainsFunc(results, func(res Result) bool { return res.Status == StatusRefused }) {
@@ -324,6 +404,12 @@ func (r *Replica) Flush(ctx context.Context) error {
 	done := make(map[uint64]bool, len(results))
 	touched := make(map[recordKey]bool, len(results))
 	r.mu.Lock()
+	if r.revoked != nil {
+		// Revoked meanwhile: the outbox, batch included, is among the
+		// rejected changes already.
+		r.mu.Unlock()
+		return fmt.Errorf("flush: %w", r.revoked)
+	}
 	dropped := r.rejected.dropped
 	for i, res := range results {
 		p := batch[i]
@@ -335,7 +421,7 @@ func (r *Replica) Flush(ctx context.Context) error {
 		}
 		// The server holds the change, or newer writes that beat it: the
 		// change is below the server's record, so base stays below it too.
-		mergeInto(r.base, p.change.Collection, p.change.Record)
+		r.mergeBaseLocked(p.change.Collection, p.change.Record)
 	}
 	dropped = r.rejected.dropped - dropped
 	r.outbox = slices.DeleteFunc(r.outbox, func(p pending) bool { return done[p.id] })
@@ -360,9 +446,16 @@ func (r *Replica) Flush(ctx context.Context) error {
 
 // Pull pulls every kept collection from its cursor to the end of its log.
 func (r *Replica) Pull(ctx context.Context) error {
+	if err := r.Revoked(); err != nil {
+		return fmt.Errorf("pull: %w", err)
+	}
 	var errs []error
 	for _, coll := range r.Collections() {
-		if err := r.pullCollection(ctx, coll); err != nil {
+		err := r.pullCollection(ctx, coll)
+		if r.revokeOn(err) {
+			return err
+		}
+		if err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -384,6 +477,9 @@ func (r *Replica) pullCollection(ctx context.Context, coll string) error {
 			continue
 		}
 		r.apply(coll, p, from)
+		if err := r.Revoked(); err != nil {
+			return fmt.Errorf("pull %s: %w", coll, err) // revoked meanwhile
+		}
 		if !p.More {
 			return nil
 		}
@@ -409,9 +505,15 @@ func (r *Replica) Apply(collection string, page Page) {
 // equality is all a client may test).
 func (r *Replica) apply(collection string, page Page, from []byte) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	if r.revoked != nil {
+		r.mu.Unlock()
+		return
+	}
+	// A page holds each record once, as a record or a leave entry, so the
+	// order in which the two are applied does not matter.
+	left := r.leaveLocked(collection, page.Leaves)
 	for i, rec := range page.Records {
-		mergeInto(r.base, collection, rec)
+		r.mergeBaseLocked(collection, rec)
 		if v, ok := r.view[collection][rec.ID]; ok {
 			v.Merge(rec)
 			put(r.view, collection, v)
@@ -426,6 +528,12 @@ func (r *Replica) apply(collection string, page Page, from []byte) {
 	if from == nil || bytes.Equal(r.cursors[collection], from) {
 		r.cursors[collection] = bytes.Clone(page.Next)
 	}
+	r.mu.Unlock()
+	if r.onLeave != nil {
+		for _, id := range left {
+			r.onLeave(collection, id)
+		}
+	}
 }
 
 // reset starts collection again from the beginning after the server said
@@ -436,6 +544,9 @@ func (r *Replica) apply(collection string, page Page, from []byte) {
 func (r *Replica) reset(collection, reason string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.revoked != nil {
+		return
+	}
 	r.cursors[collection] = []byte{}
 	if reason == proto.ResetHistoryLost {
 		if r.owed == nil {
@@ -453,6 +564,9 @@ func (r *Replica) reset(collection, reason string) {
 // allows). The outbox needs nothing: Flush pushes it as always. Sync heals
 // by itself; call Heal after Live delivered a reset.
 func (r *Replica) Heal(ctx context.Context) error {
+	if err := r.Revoked(); err != nil {
+		return fmt.Errorf("heal: %w", err)
+	}
 	r.mu.Lock()
 	owed := make([]string, 0, len(r.owed))
 	for coll := range r.owed {
@@ -461,7 +575,11 @@ func (r *Replica) Heal(ctx context.Context) error {
 	r.mu.Unlock()
 	var errs []error
 	for _, coll := range owed {
-		errs = append(errs, r.heal(ctx, coll))
+		err := r.heal(ctx, coll)
+		if r.revokeOn(err) {
+			return err
+		}
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -527,17 +645,132 @@ func (r *Replica) heal(ctx context.Context, coll string) error {
 // until ctx ends; see Client.Live.
 func (r *Replica) Live(ctx context.Context) error {
 	r.mu.Lock()
+	if r.revoked != nil {
+		defer r.mu.Unlock()
+		return fmt.Errorf("live: %w", r.revoked)
+	}
 	subs := make(map[string][]byte, len(r.cursors))
 	for coll, cur := range r.cursors {
 		subs[coll] = bytes.Clone(cur)
 	}
 	r.mu.Unlock()
-	return r.c.Live(ctx, subs, func(coll string, p Page) {
+	// A revocation learnt elsewhere (a Flush, a heal) ends the session,
+	// and Live returns it.
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	go func() {
+		select {
+		case <-r.stopped:
+			cancel(r.Revoked())
+		case <-ctx.Done():
+		}
+	}()
+	err := r.c.Live(ctx, subs, func(coll string, p Page) {
 		r.Apply(coll, p)
 		if p.Reset == proto.ResetHistoryLost {
-			if err := r.heal(ctx, coll); err != nil {
+			err := r.heal(ctx, coll)
+			if r.revokeOn(err) {
+				return // stopped: the session ends
+			}
+			if err != nil {
 				r.c.log.Warn("heal after a live reset failed; Sync heals again", "collection", coll, "err", err)
 			}
 		}
 	})
+	if cause := context.Cause(ctx); cause != nil && errors.Is(cause, ErrRevoked) {
+		err = fmt.Errorf("live: %w", cause)
+	}
+	r.revokeOn(err)
+	return err
+}
+
+// Revoked returns the server's refusal that revoked this replica's access
+// (an error matching ErrRevoked), or nil while access holds.
+//
+// When the server answers any request of the replica with revoked (its
+// principal is on the server's deny list), the replica purges every record
+// it holds, of every collection (OnLeave is called for each), moves every
+// change of its outbox to the rejected changes with code revoked (OnRejected
+// is called for each) and stops: Sync, Flush, Pull, Heal and Live return
+// the revocation at once, and writes and Retry fail with it. Rejected and
+// Discard still work. A program that regains access (a new token, a
+// subject taken off the deny list) starts a new Replica.
+func (r *Replica) Revoked() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.revoked
+}
+
+// revokeOn revokes the replica if err says access was revoked, and reports
+// whether it did (or had).
+func (r *Replica) revokeOn(err error) bool {
+	if err == nil || !errors.Is(err, ErrRevoked) {
+		return false
+	}
+	var e *Error
+	if !errors.As(err, &e) {
+		e = &Error{Code: proto.CodeRevoked, Message: err.Error()}
+	}
+	r.revoke(e)
+	return true
+}
+
+// revoke purges every record, moves the outbox to the rejected changes
+// with e's code and message, and stops the replica.
+func (r *Replica) revoke(e *Error) {
+	when := r.c.cfg.Now()
+	info, _ := r.c.Info()
+	r.mu.Lock()
+	if r.revoked != nil {
+		r.mu.Unlock()
+		return
+	}
+	r.revoked = e
+	var left []recordKey
+	for _, m := range []map[string]map[string]crdt.Record{r.base, r.view} {
+		for coll, recs := range m {
+			for id := range recs {
+				left = append(left, recordKey{coll, id})
+			}
+		}
+	}
+	dropped := r.rejected.dropped
+	rejections := make([]Rejection, 0, len(r.outbox))
+	for _, p := range r.outbox {
+		rejections = append(rejections, r.rejected.add(newRejection(p.change, e, when, info.Subject)).clone())
+	}
+	dropped = r.rejected.dropped - dropped
+	r.outbox = nil
+	clear(r.base)
+	clear(r.view)
+	clear(r.sealed)
+	clear(r.leaves)
+	clear(r.owed)
+	for coll := range r.cursors {
+		r.cursors[coll] = []byte{}
+	}
+	close(r.stopped)
+	r.mu.Unlock()
+	r.c.log.Warn("access revoked: purged every record and moved the outbox to the rejected changes",
+		"outbox", len(rejections), "err", e)
+	if dropped > 0 {
+		r.c.log.Warn("dropped the oldest rejected changes", "dropped", dropped, "max", MaxRejected, "max_bytes", MaxRejectedBytes)
+	}
+	if r.onRejected != nil {
+		for _, j := range rejections {
+			r.onRejected(j)
+		}
+	}
+	if r.onLeave != nil {
+		slices.SortFunc(left, func(a, b recordKey) int {
+			if c := strings.Compare(a.collection, b.collection); c != 0 {
+				return c
+			}
+			return strings.Compare(a.id, b.id)
+		})
+		left = slices.Compact(left)
+		for _, k := range left {
+			r.onLeave(k.collection, k.id)
+		}
+	}
 }
