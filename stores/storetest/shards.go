@@ -35,6 +35,9 @@ func RunShard(t *testing.T, newStore Factory, k, shard int) {
 		}
 		v := &shardView{Store: s, sh: sh, k: k, shard: shard, to: map[string]string{}, from: map[string]string{}, written: map[string]bool{}}
 		if u, ok := s.(stores.Usager); ok {
+			if p, ok := s.(stores.Purger); ok {
+				return shardPurgeView{shardUsageView{v, u}, p}
+			}
 			return shardUsageView{v, u}
 		}
 		return v
@@ -210,4 +213,37 @@ type shardUsageView struct {
 
 func (v shardUsageView) Usage(ctx context.Context, coll string) (stores.Usage, error) {
 	return v.u.Usage(ctx, coll)
+}
+
+// shardPurgeView is a shardUsageView of a store that purges: the suite's
+// one-position horizon and resume point are the view's shard's, the
+// other shards' positions 0 (nothing there is touched).
+type shardPurgeView struct {
+	shardUsageView
+	p stores.Purger
+}
+
+func (v shardPurgeView) Purge(ctx context.Context, coll string, h stores.Horizon, scan stores.PurgeScan) (stores.PurgeResult, error) {
+	sharded, err := v.sharded(ctx, coll)
+	if err != nil {
+		return stores.PurgeResult{}, err
+	}
+	if !sharded || len(h.Read) != 1 || (scan.After != nil && len(scan.After) != 1) {
+		return v.p.Purge(ctx, coll, h, scan)
+	}
+	widen := func(pos []uint64) []uint64 {
+		if pos == nil {
+			return nil
+		}
+		w := make([]uint64, v.k)
+		w[v.shard] = pos[0]
+		return w
+	}
+	h.Read = widen(h.Read)
+	scan.After = widen(scan.After)
+	res, err := v.p.Purge(ctx, coll, h, scan)
+	if len(res.Next) == v.k {
+		res.Next = []uint64{res.Next[v.shard]}
+	}
+	return res, err
 }

@@ -1,0 +1,243 @@
+package dynamodb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+
+	awsdynamodb "github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/stores"
+)
+
+var _ stores.Purger = (*Store)(nil)
+
+// purgeRecordsPerTx is the most records one purge transaction writes: two
+// actions each (the record item and its log entry), and the head's usage.
+const purgeRecordsPerTx = (maxTxActions - 1) / 2
+
+// purgeWrite is what a purge does to one record: its log entry (which
+// holds the record's state at that seq, so nothing else is read), and
+// the purged state (nil enc: remove it).
+type purgeWrite struct {
+	e               stores.Entry
+	enc             []byte
+	oldSize         int
+	deletes, fields int
+}
+
+// Purge implements stores.Purger, shard by shard for a collection of K
+// shards. It reads the log with strongly consistent Queries (a log entry
+// holds its record's state, so the record items are not read) and
+// commits up to 49 purged records per TransactWriteItems: per record, a
+// put (or delete) of the record item on condition that its seq is still
+// the entry's — so a record that Apply moved on meanwhile fails its
+// condition and is left as it is — with the put (or delete) of its log
+// entry; and an ADD of the usage change to the head item of the record's
+// shard, on condition that the head keeps usage. The head's seq is not
+// touched, so no sequence number is taken; Apply transactions, which
+// condition their head put on the usage they read, retry against the new
+// usage. Before a collection of one log is purged for the first time,
+// Usage counts it if its head keeps no usage yet.
+func (st *Store) Purge(ctx context.Context, collection string, h stores.Horizon, scan stores.PurgeScan) (stores.PurgeResult, error) {
+	if err := st.check(ctx); err != nil {
+		return stores.PurgeResult{}, err
+	}
+	if err := stores.CheckCollection(collection); err != nil {
+		return stores.PurgeResult{}, err
+	}
+	info, err := st.knownShards(ctx, collection)
+	if err != nil {
+		return stores.PurgeResult{}, err
+	}
+	after, limit, err := stores.CheckPurge(collection, h, scan, info.k)
+	if err != nil {
+		return stores.PurgeResult{}, err
+	}
+	if info.k == 1 {
+		if _, err := st.Usage(ctx, collection); err != nil {
+			return stores.PurgeResult{}, fmt.Errorf("purge %s: %w", collection, err)
+		}
+	}
+	res := stores.PurgeResult{Next: after}
+	for sh := range info.k {
+		ref := logRef{coll: collection, shard: sh, shards: info.k}
+		if after[sh] >= h.Read[sh] {
+			continue
+		}
+		if res.Scanned == limit {
+			res.More = true
+			break
+		}
+		more, err := st.purgeShard(ctx, ref, h, limit, &res)
+		if err != nil {
+			return stores.PurgeResult{}, err
+		}
+		if more {
+			res.More = true
+			break
+		}
+	}
+	return res, nil
+}
+
+// purgeShard purges the entries of one log after res.Next and at or
+// before the read horizon, until res.Scanned reaches limit, and reports
+// whether entries remain.
+func (st *Store) purgeShard(ctx context.Context, ref logRef, h stores.Horizon, limit int, res *stores.PurgeResult) (more bool, err error) {
+	op := "purge " + ref.String()
+	var writes []purgeWrite
+	var start map[string]types.AttributeValue
+	for {
+		want := int32(min(limit-res.Scanned+1, 1000))
+		out, err := st.db.Query(ctx, &awsdynamodb.QueryInput{
+			TableName:                &st.table,
+			ConsistentRead:           ptr(true),
+			KeyConditionExpression:   ptr("#k = :pk AND #s BETWEEN :from AND :to"),
+			ExpressionAttributeNames: map[string]string{"#k": attrPK, "#s": attrSK},
+			ExpressionAttributeValues: map[string]types.AttributeValue{
+				":pk": s(ref.logPK()), ":from": n(res.Next[ref.shard] + 1), ":to": n(h.Read[ref.shard]),
+			},
+			Limit:             &want,
+			ExclusiveStartKey: start,
+		}, st.dbOpt)
+		if err != nil {
+			return false, translate(ctx, op, err)
+		}
+		for _, item := range out.Items {
+			if len(writes) > 0 && len(writes)%purgeRecordsPerTx == 0 {
+				if err := st.purgeCommit(ctx, ref, writes, res); err != nil {
+					return false, err
+				}
+				writes = writes[:0]
+			}
+			if res.Scanned == limit {
+				more = true
+				break
+			}
+			id, _ := item[attrID].(*types.AttributeValueMemberS)
+			if id == nil {
+				return false, fmt.Errorf("%s: %w: log item without a record id", op, stores.ErrCorrupt)
+			}
+			e, err := decodeEntry(item, id.Value, attrSK)
+			if err != nil {
+				return false, fmt.Errorf("%s: %w: log item of %q: %w", op, stores.ErrCorrupt, id.Value, err)
+			}
+			res.Scanned++
+			res.Next[ref.shard] = e.Seq
+			purged, deletes, fields := stores.PurgeRecord(e.Record, h.Wall)
+			if deletes+fields == 0 {
+				continue
+			}
+			w := purgeWrite{e: stores.Entry{Seq: e.Seq, Record: purged}, oldSize: recSize(item), deletes: deletes, fields: fields}
+			if !stores.Empty(purged) {
+				w.enc = crdt.AppendRecord(nil, purged)
+			}
+			writes = append(writes, w)
+		}
+		if more || out.LastEvaluatedKey == nil {
+			break
+		}
+		start = out.LastEvaluatedKey
+	}
+	if err := st.purgeCommit(ctx, ref, writes, res); err != nil {
+		return false, err
+	}
+	return more, nil
+}
+
+// purgeCommit writes purged records in one transaction. A record whose
+// condition fails (Apply moved it on) is dropped from the transaction,
+// which is tried again with the rest.
+func (st *Store) purgeCommit(ctx context.Context, ref logRef, writes []purgeWrite, res *stores.PurgeResult) error {
+	op := "purge " + ref.String()
+	coll := ref.coll
+	for attempt := 1; len(writes) > 0; attempt++ {
+		var items []types.TransactWriteItem
+		var records, freed int64
+		for _, w := range writes {
+			cond := ptr("#q = :q")
+			names := map[string]string{"#q": attrSeq}
+			values := map[string]types.AttributeValue{":q": n(w.e.Seq)}
+			logKey := key(ref.logPK(), w.e.Seq)
+			if w.enc == nil {
+				records++
+				freed += int64(w.oldSize)
+				items = append(items,
+					types.TransactWriteItem{Delete: &types.Delete{TableName: &st.table, Key: key(recordPK(coll, w.e.Record.ID), 0),
+						ConditionExpression: cond, ExpressionAttributeNames: names, ExpressionAttributeValues: values}},
+					types.TransactWriteItem{Delete: &types.Delete{TableName: &st.table, Key: logKey}})
+				continue
+			}
+			freed += int64(w.oldSize - len(w.enc))
+			items = append(items,
+				types.TransactWriteItem{Put: &types.Put{TableName: &st.table, Item: recordItem(coll, w.e, w.enc),
+					ConditionExpression: cond, ExpressionAttributeNames: names, ExpressionAttributeValues: values}},
+				types.TransactWriteItem{Put: &types.Put{TableName: &st.table, Item: logItem(ref, w.e, w.enc)}})
+		}
+		items = append(items, types.TransactWriteItem{Update: &types.Update{
+			TableName:                &st.table,
+			Key:                      key(ref.headPK(), 0),
+			UpdateExpression:         ptr("ADD #ur :r, #ub :b"),
+			ConditionExpression:      ptr("attribute_type(#ur, :num) AND attribute_type(#ub, :num)"),
+			ExpressionAttributeNames: map[string]string{"#ur": attrUsageRecords, "#ub": attrUsageBytes},
+			ExpressionAttributeValues: map[string]types.AttributeValue{
+				":r":   &types.AttributeValueMemberN{Value: strconv.FormatInt(-records, 10)},
+				":b":   &types.AttributeValueMemberN{Value: strconv.FormatInt(-freed, 10)},
+				":num": s("N"),
+			},
+		}})
+		_, err := st.db.TransactWriteItems(ctx, &awsdynamodb.TransactWriteItemsInput{TransactItems: items}, st.dbOpt)
+		if err == nil {
+			for _, w := range writes {
+				res.Deletes += w.deletes
+				res.Fields += w.fields
+			}
+			res.Records += int(records)
+			res.Bytes += freed
+			return nil
+		}
+		var cancelled *types.TransactionCanceledException
+		if !errors.As(err, &cancelled) {
+			return translate(ctx, op, err)
+		}
+		// A record whose condition failed was moved on by Apply (or
+		// purged by another purge): leave it. Try the rest again.
+		kept := writes[:0]
+		contended := false
+		for i, w := range writes {
+			code := ""
+			if 2*i < len(cancelled.CancellationReasons) {
+				code = str(cancelled.CancellationReasons[2*i].Code)
+			}
+			switch code {
+			case "ConditionalCheckFailed":
+				continue // moved on: no longer below the horizon
+			case "TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded", "RequestLimitExceeded":
+				contended = true
+			}
+			kept = append(kept, w)
+		}
+		if n := len(cancelled.CancellationReasons); n == len(items) {
+			switch str(cancelled.CancellationReasons[n-1].Code) {
+			case "ConditionalCheckFailed":
+				return fmt.Errorf("%s: %w: the head item keeps no usage", op, stores.ErrCorrupt)
+			case "TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded", "RequestLimitExceeded":
+				contended = true
+			}
+		}
+		writes = kept
+		if attempt >= st.maxAttempts {
+			return fmt.Errorf("%s: %w: transaction still conflicting after %d attempts", op, stores.ErrUnavailable, attempt)
+		}
+		if contended {
+			if err := sleep(ctx, backoff(attempt)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
