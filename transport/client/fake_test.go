@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/crdt/scope"
 	"github.com/convergo/convergo/engine"
 	"github.com/convergo/convergo/stores/memory"
 	"github.com/convergo/convergo/transport/proto"
@@ -36,6 +38,15 @@ type fakeServer struct {
 	pushes atomic.Int64
 	// maxPush is sent in hello answers.
 	maxPush int
+	// writeScope, when set, is every writer's write scope: a change
+	// outside it is refused out_of_scope.
+	writeScope atomic.Pointer[scope.Pred]
+	// revoked, when set, answers every request 403 revoked and every live
+	// hello with a revoked error.
+	revoked atomic.Bool
+
+	smu    sync.Mutex
+	scopes []string // the scope of each pull and sub received, in order ("" for none)
 
 	mu    sync.Mutex
 	conns map[*websocket.Conn]chan string // live connections and their control channels
@@ -100,6 +111,10 @@ func (f *fakeServer) serveHTTP(h func(ctx context.Context, body []byte) (any, er
 				return
 			}
 		}
+		if f.revoked.Load() {
+			writeError(w, http.StatusForbidden, proto.CodeRevoked, "access to this server was revoked")
+			return
+		}
 		if r.Header.Get(proto.HeaderProtocol) != fmt.Sprint(proto.Version) || r.Header.Get("Content-Type") != proto.ContentType {
 			writeError(w, 400, proto.CodeUnsupportedVersion, "headers")
 			return
@@ -146,6 +161,10 @@ func refusal(err error) proto.PushResult {
 		code = proto.CodeTooLarge
 	case errors.Is(err, crdt.ErrMalformed):
 		code = proto.CodeMalformed
+	case errors.Is(err, engine.ErrOutOfScope):
+		code = proto.CodeOutOfScope
+	case errors.Is(err, engine.ErrSchema):
+		code = proto.CodeSchema
 	}
 	return proto.PushResult{Status: proto.StatusRefused, Code: code, Message: err.Error()}
 }
@@ -156,7 +175,11 @@ func (f *fakeServer) push(ctx context.Context, body []byte) (any, error) {
 		return nil, err
 	}
 	f.pushes.Add(1)
-	res, err := f.eng.Apply(ctx, req.Changes)
+	var opts []engine.ApplyOption
+	if ws := f.writeScope.Load(); ws != nil {
+		opts = append(opts, engine.WithWriteScope(func(string) (*scope.Pred, error) { return ws, nil }))
+	}
+	res, err := f.eng.Apply(ctx, req.Changes, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -174,21 +197,53 @@ func (f *fakeServer) push(ctx context.Context, body []byte) (any, error) {
 	return a, nil
 }
 
-// page reads a page of coll after cursor, as the server sends it.
-func (f *fakeServer) page(ctx context.Context, coll string, cursor []byte, limit int) (records []crdt.Record, next []byte, more bool, err error) {
+// fakePage is a page of a collection as the server sends it.
+type fakePage struct {
+	records []crdt.Record
+	leaves  [][]byte
+	next    []byte
+	more    bool
+}
+
+// page reads a page of coll after cursor under the client's scope sc (its
+// wire form; none when empty), as the server sends it, and notes sc.
+func (f *fakeServer) page(ctx context.Context, coll string, cursor []byte, limit int, sc []byte) (fakePage, error) {
 	cur, err := engine.ParseCursor(cursor)
 	if err != nil {
-		return nil, nil, false, err
+		return fakePage{}, err
 	}
-	p, err := f.eng.Pull(ctx, coll, cur, engine.PageLimit{Records: limit})
+	var pred *scope.Pred
+	if len(sc) > 0 {
+		if pred, err = scope.Decode(sc); err != nil {
+			return fakePage{}, err
+		}
+	}
+	p, err := f.eng.PullScoped(ctx, coll, cur, engine.PageLimit{Records: limit}, pred)
 	if err != nil {
-		return nil, nil, false, err
+		return fakePage{}, err
 	}
-	records = []crdt.Record{}
+	out := fakePage{records: []crdt.Record{}, next: p.Next.Bytes(), more: p.More}
 	for _, e := range p.Entries {
-		records = append(records, e.Record)
+		out.records = append(out.records, e.Record)
 	}
-	return records, p.Next.Bytes(), p.More, nil
+	for _, l := range p.Left {
+		out.leaves = append(out.leaves, proto.LeaveDigest(coll, l.ID))
+	}
+	return out, nil
+}
+
+// noteScope records the scope of a pull or sub.
+func (f *fakeServer) noteScope(sc []byte) {
+	f.smu.Lock()
+	defer f.smu.Unlock()
+	f.scopes = append(f.scopes, string(sc))
+}
+
+// seenScopes returns the scopes of the pulls and subs received so far.
+func (f *fakeServer) seenScopes() []string {
+	f.smu.Lock()
+	defer f.smu.Unlock()
+	return slices.Clone(f.scopes)
 }
 
 func (f *fakeServer) pull(ctx context.Context, body []byte) (any, error) {
@@ -196,17 +251,19 @@ func (f *fakeServer) pull(ctx context.Context, body []byte) (any, error) {
 	if err := proto.Decode(body, &req); err != nil {
 		return nil, err
 	}
-	records, next, more, err := f.page(ctx, req.Collection, req.Cursor, int(req.Limit))
+	f.noteScope(req.Scope)
+	p, err := f.page(ctx, req.Collection, req.Cursor, int(req.Limit), req.Scope)
 	if err != nil {
 		return nil, err
 	}
-	return proto.PullResponse{Records: records, Next: next, More: more}, nil
+	return proto.PullResponse{Records: p.records, Leaves: p.leaves, Next: p.next, More: p.more}, nil
 }
 
 // live serves a WebSocket: hello, then subs streamed from the engine, each
 // starting with a page even when it is empty. The control channel of a
 // connection takes "drop" (close it abruptly), "resync:<coll>" (stop
 // streaming coll and send resync), "forbid" (send a fatal forbidden error),
+// "revoke" (send a revoked error and close),
 // "mute" (stop answering pings), "raw:<hex>" (send these bytes as a frame).
 func (f *fakeServer) live(w http.ResponseWriter, r *http.Request) {
 	conn, err := websocket.Accept(w, r, nil)
@@ -250,6 +307,10 @@ func (f *fakeServer) live(w http.ResponseWriter, r *http.Request) {
 		send(proto.ErrorMessage{Code: proto.CodeUnauthenticated, Message: "bad token"})
 		return
 	}
+	if f.revoked.Load() {
+		send(proto.ErrorMessage{Code: proto.CodeRevoked, Message: "access to this server was revoked"})
+		return
+	}
 	if err := send(proto.Welcome{Hello: f.helloAnswer()}); err != nil {
 		return
 	}
@@ -258,7 +319,7 @@ func (f *fakeServer) live(w http.ResponseWriter, r *http.Request) {
 		smu     sync.Mutex
 		streams = map[string]context.CancelFunc{}
 	)
-	stream := func(coll string, cursor []byte) {
+	stream := func(coll string, cursor, sc []byte) {
 		sctx, scancel := context.WithCancel(ctx)
 		smu.Lock()
 		if old := streams[coll]; old != nil {
@@ -273,17 +334,17 @@ func (f *fakeServer) live(w http.ResponseWriter, r *http.Request) {
 		go func() {
 			defer sub.Close()
 			for first := true; ; first = false {
-				records, next, more, err := f.page(sctx, coll, cursor, 1000)
+				p, err := f.page(sctx, coll, cursor, 1000, sc)
 				if err != nil {
 					return
 				}
-				if len(records) > 0 || first {
-					if send(proto.Changes{Collection: coll, Records: records, Next: next, More: more}) != nil {
+				if len(p.records) > 0 || len(p.leaves) > 0 || p.more || first {
+					if send(proto.Changes{Collection: coll, Records: p.records, Leaves: p.leaves, Next: p.next, More: p.more}) != nil {
 						return
 					}
-					cursor = next
+					cursor = p.next
 				}
-				if more {
+				if p.more {
 					continue
 				}
 				select {
@@ -310,6 +371,10 @@ func (f *fakeServer) live(w http.ResponseWriter, r *http.Request) {
 				case c == "forbid":
 					send(proto.ErrorMessage{Code: proto.CodeForbidden, Message: "no"})
 					conn.Close(websocket.StatusPolicyViolation, "forbidden")
+					return
+				case c == "revoke":
+					send(proto.ErrorMessage{Code: proto.CodeRevoked, Message: "access to this server was revoked"})
+					conn.Close(websocket.StatusPolicyViolation, "revoked")
 					return
 				case strings.HasPrefix(c, "resync:"):
 					coll := strings.TrimPrefix(c, "resync:")
@@ -342,7 +407,8 @@ func (f *fakeServer) live(w http.ResponseWriter, r *http.Request) {
 		}
 		switch m := m.(type) {
 		case proto.Sub:
-			stream(m.Collection, m.Cursor)
+			f.noteScope(m.Scope)
+			stream(m.Collection, m.Cursor, m.Scope)
 		case proto.Ping:
 			if !muted.Load() {
 				send(proto.Pong{Nonce: m.Nonce})
