@@ -79,6 +79,38 @@
 // (Client.Restore; anyone's stamps, and a reader's too) and pushes its own
 // acknowledged stamps again. Nothing local is dropped by a reset.
 //
+// # Scopes and leave entries
+//
+// A collection may be read through named scopes (Config.Scopes,
+// Client.SetScope, Client.RemoveScope): predicates of crdt/scope over a
+// record's top-level fields. Every pull and subscription of the collection
+// carries the "or" of its scopes; the server ands it with the scopes it
+// imposes (its rules, the token's cvg_scopes claim) and sends only the
+// records that match. For every other change after the cursor it sends a
+// leave entry, a digest of the collection and the record's id
+// (proto.LeaveDigest, Page.Leaves), and the Replica drops a record it
+// holds whose id digests to one: from its base, without a delete and
+// without touching the outbox (ReplicaConfig.OnLeave reports it). A local
+// change of a record that left stays queued; if the server's write scope
+// refuses it, it becomes a rejected change with code out_of_scope like any
+// other refusal.
+//
+// Changing the scopes keeps the cursor: the next pull, and at once a
+// running Live (which subscribes again on the same connection), sends the
+// new "or" with the old cursor, and the server answers with the difference
+// (records that entered the scope, leaves for those that left it) rather
+// than everything again. A collection without scopes is read as before.
+//
+// # Revoked access
+//
+// A server that puts the client's subject or token on its deny list
+// answers every request 403 revoked (ErrRevoked) and closes its live
+// sessions. A Replica told so purges every record it holds, of every
+// collection, moves every change of its outbox to the rejected changes with
+// code revoked, and stops: Sync, Flush, Pull, Heal and Live return the
+// revocation (Replica.Revoked), writes and Retry fail with it. A program
+// that regains access starts a new Replica.
+//
 // # The protocol
 //
 // The package has no protocol definitions of its own: versions, paths,

@@ -23,8 +23,9 @@ import (
 const stableSession = time.Second
 
 // ChangesFunc receives a page of records of collection that changed after
-// the client's cursor, with their seals and the cursor to resume from
-// after them (page.Next: opaque bytes, store them and pass them back
+// the client's cursor, with their seals, the leave entries of a scoped read
+// (page.Leaves: drop the records they digest to) and the cursor to resume
+// from after them (page.Next: opaque bytes, store them and pass them back
 // unchanged), or a page with Reset set when the cursor was of another
 // history. Live calls it from one goroutine, in order, for every page the
 // server sends, including the empty one that says a subscription is

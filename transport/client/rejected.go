@@ -38,8 +38,10 @@ type Rejection struct {
 	// Change is the change as it was pushed, with its original stamps.
 	Change crdt.Change
 	// Code is the per-change code of the refusal (proto.CodeTooLarge,
-	// CodeInvalid, CodeClockDrift, CodeForbidden, CodeForgedReplica, ...,
-	// or a newer server's code), Message the server's explanation.
+	// CodeInvalid, CodeClockDrift, CodeForbidden, CodeForgedReplica,
+	// CodeOutOfScope, CodeSchema, ..., or a newer server's code), or
+	// proto.CodeRevoked for a change the outbox held when access was
+	// revoked; Message is the server's explanation.
 	Code    string
 	Message string
 	// RequestID is the id under which the server logged the push, "" when
