@@ -157,6 +157,9 @@ func (s *Server) authenticate(ctx context.Context, token string) (Principal, err
 	p, err := s.auth.Authenticate(ctx, token)
 	switch {
 	case err == nil:
+		if err := s.checkDenied(ctx, p); err != nil {
+			return Principal{}, err
+		}
 		return p, nil
 	case errors.Is(err, ErrTokenExpired):
 		return Principal{}, withCause(proto.Errorf(proto.CodeTokenExpired, "the token has expired: refresh it"), err)

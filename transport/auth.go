@@ -6,12 +6,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/transport/proto"
 )
 
 // Authentication errors. An Authorizer wraps them; the server answers
@@ -45,13 +47,26 @@ type Principal struct {
 	// Expires is when the token stops being valid; zero for never. A live
 	// session ends with token_expired at that time.
 	Expires time.Time
+	// TokenID is the token's id (its jti claim), "" when it has none: the
+	// deny list may name it.
+	TokenID string
+	// Claims holds every claim of the token, as encoding/json decodes
+	// them, for the parameters of scopes ({"$": "claims.teams"}). Nil for
+	// the anonymous principal.
+	Claims map[string]any
 }
 
-// CanRead reports whether p may pull and subscribe to collection.
-func (p Principal) CanRead(collection string) bool { return matchAny(p.Read, collection) }
+// CanRead reports whether p may pull and subscribe to collection. No
+// pattern grants a reserved collection (proto.Reserved).
+func (p Principal) CanRead(collection string) bool {
+	return !proto.Reserved(collection) && matchAny(p.Read, collection)
+}
 
-// CanWrite reports whether p may push changes to collection.
-func (p Principal) CanWrite(collection string) bool { return matchAny(p.Write, collection) }
+// CanWrite reports whether p may push changes to collection. No pattern
+// grants a reserved collection (proto.Reserved).
+func (p Principal) CanWrite(collection string) bool {
+	return !proto.Reserved(collection) && matchAny(p.Write, collection)
+}
 
 func matchAny(patterns []string, collection string) bool {
 	for _, p := range patterns {
@@ -124,7 +139,8 @@ func (j *JWT) Authenticate(_ context.Context, token string) (Principal, error) {
 	case c.Subject == "":
 		return Principal{}, fmt.Errorf("%w: token without a subject", ErrUnauthenticated)
 	}
-	if err := numericTimes(token); err != nil {
+	all, err := numericTimes(token)
+	if err != nil {
 		return Principal{}, fmt.Errorf("%w: %v", ErrUnauthenticated, err)
 	}
 	for _, p := range append(append([]string(nil), c.Read...), c.Write...) {
@@ -132,57 +148,97 @@ func (j *JWT) Authenticate(_ context.Context, token string) (Principal, error) {
 			return Principal{}, fmt.Errorf("%w: %v", ErrUnauthenticated, err)
 		}
 	}
-	return Principal{Subject: c.Subject, Read: c.Read, Write: c.Write, Expires: c.ExpiresAt.Time}, nil
+	return Principal{Subject: c.Subject, Read: c.Read, Write: c.Write, Expires: c.ExpiresAt.Time,
+		TokenID: c.ID, Claims: all}, nil
 }
 
 // numericTimes checks that the time claims of a verified token are JSON
 // numbers, as RFC 7519 says: the JWT library also accepts a numeric string
-// ("exp": "9999999999"), which no issuer of ours writes.
-func numericTimes(token string) error {
+// ("exp": "9999999999"), which no issuer of ours writes. It returns every
+// claim of the token.
+func numericTimes(token string) (map[string]any, error) {
 	parts := strings.Split(token, ".")
 	if len(parts) != 3 {
-		return errors.New("token is not three parts")
+		return nil, errors.New("token is not three parts")
 	}
 	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
 	if err != nil {
-		return fmt.Errorf("token payload: %v", err)
+		return nil, fmt.Errorf("token payload: %v", err)
 	}
 	var raw map[string]json.RawMessage
 	if err := json.Unmarshal(payload, &raw); err != nil {
-		return fmt.Errorf("token payload: %v", err)
+		return nil, fmt.Errorf("token payload: %v", err)
 	}
 	for _, name := range []string{"exp", "nbf", "iat"} {
 		if v, ok := raw[name]; ok && (len(v) == 0 || v[0] == '"') {
-			return fmt.Errorf("claim %q is not a number", name)
+			return nil, fmt.Errorf("claim %q is not a number", name)
 		}
 	}
-	return nil
+	var all map[string]any
+	if err := json.Unmarshal(payload, &all); err != nil {
+		return nil, fmt.Errorf("token payload: %v", err)
+	}
+	return all, nil
 }
 
 // Issue signs a token for subject with the given patterns, valid for ttl.
 func (j *JWT) Issue(subject string, read, write []string, ttl time.Duration) (string, error) {
-	if subject == "" {
+	return j.IssueToken(TokenSpec{Subject: subject, Read: read, Write: write, TTL: ttl})
+}
+
+// TokenSpec is what IssueToken signs.
+type TokenSpec struct {
+	// Subject is the sub claim; required.
+	Subject string
+	// Read and Write are collection patterns (Principal).
+	Read, Write []string
+	// TTL is how long the token is valid; required.
+	TTL time.Duration
+	// ID is the jti claim, which the deny list may name; "" for none.
+	ID string
+	// Claims are further claims, for scope parameters ({"$":
+	// "claims.teams"}). They may not set the claims the fields above set,
+	// nor exp, iat, nbf or cvg_scopes.
+	Claims map[string]any
+}
+
+// registered are the claims IssueToken sets itself.
+var registered = []string{"sub", "exp", "iat", "nbf", "jti", "read", "write", proto.ClaimScopes}
+
+// IssueToken signs a token as spec says.
+func (j *JWT) IssueToken(spec TokenSpec) (string, error) {
+	if spec.Subject == "" {
 		return "", errors.New("jwt: empty subject")
 	}
-	if ttl <= 0 {
-		return "", fmt.Errorf("jwt: ttl %v must be positive", ttl)
+	if spec.TTL <= 0 {
+		return "", fmt.Errorf("jwt: ttl %v must be positive", spec.TTL)
 	}
-	for _, p := range append(append([]string(nil), read...), write...) {
+	for _, p := range append(append([]string(nil), spec.Read...), spec.Write...) {
 		if err := ValidatePattern(p); err != nil {
 			return "", fmt.Errorf("jwt: %w", err)
 		}
 	}
-	now := j.now()
-	c := claims{
-		RegisteredClaims: jwt.RegisteredClaims{
-			Subject:   subject,
-			IssuedAt:  jwt.NewNumericDate(now),
-			ExpiresAt: jwt.NewNumericDate(now.Add(ttl)),
-		},
-		Read:  read,
-		Write: write,
+	mc := jwt.MapClaims{}
+	for name, v := range spec.Claims {
+		if slices.Contains(registered, name) {
+			return "", fmt.Errorf("jwt: claim %q is set by the token's own fields", name)
+		}
+		mc[name] = v
 	}
-	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(j.secret)
+	now := j.now()
+	mc["sub"] = spec.Subject
+	mc["iat"] = jwt.NewNumericDate(now)
+	mc["exp"] = jwt.NewNumericDate(now.Add(spec.TTL))
+	if spec.ID != "" {
+		mc["jti"] = spec.ID
+	}
+	if len(spec.Read) > 0 {
+		mc["read"] = spec.Read
+	}
+	if len(spec.Write) > 0 {
+		mc["write"] = spec.Write
+	}
+	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, mc).SignedString(j.secret)
 	if err != nil {
 		return "", fmt.Errorf("jwt: sign: %w", err)
 	}

@@ -190,10 +190,17 @@ func TestErrorTable(t *testing.T) {
 				crdt.Stamp{Wall: now, Replica: proto.ReplicaFor("bob", "d")})})
 		},
 		// Scopes (docs/protocol.md section 12) land in steps: these rows get
-		// their triggers with the engine's write rules and the deny list.
+		// their triggers with the engine's write rules.
 		proto.CodeOutOfScope: func() (int, string) { return -1, "write rules not served yet" },
 		proto.CodeSchema:     func() (int, string) { return -1, "write rules not served yet" },
-		proto.CodeRevoked:    func() (int, string) { return -1, "deny list not served yet" },
+		proto.CodeRevoked: func() (int, string) {
+			if err := Deny(context.Background(), ts.eng, DenyEntry{ID: DenySubject + "mallory"}); err != nil {
+				t.Fatal(err)
+			}
+			mallory := ts.token(t, "mallory", []string{"notes"}, nil)
+			eventually(t, "revoked", func() bool { return ts.pullCode(t, mallory, "notes") == proto.CodeRevoked })
+			return answered(ts.post(t, proto.PathPull, mallory, pull))
+		},
 	}
 	for _, r := range rows {
 		t.Run(r.code, func(t *testing.T) {

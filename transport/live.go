@@ -76,6 +76,8 @@ type liveConn struct {
 	owed    bool          // resyncs to write first
 	turn    bool          // a page is being read for one subscription of it alone
 
+	who atomic.Pointer[Principal] // set by the hello
+
 	mu      sync.Mutex
 	subs    map[string]*member
 	resyncs map[string]*proto.ResetInfo // collections owed a resync (nil) or a reset message
@@ -325,8 +327,21 @@ func (c *liveConn) hello(h proto.Hello) (Principal, error) {
 	if err != nil {
 		return Principal{}, err
 	}
+	c.who.Store(&p)
+	if _, denied := c.s.deny.deniedAt(p, c.s.now().UnixMilli()); denied { // denied since authenticate
+		return Principal{}, proto.Errorf(proto.CodeRevoked, "access to this server was revoked")
+	}
 	c.queue(proto.Welcome{Hello: c.s.helloAnswer(p)})
 	return p, nil
+}
+
+// principal returns the session's principal, once its hello was accepted.
+func (c *liveConn) principal() (Principal, bool) {
+	p := c.who.Load()
+	if p == nil {
+		return Principal{}, false
+	}
+	return *p, true
 }
 
 // queue sends a control message (welcome, ack, pong), waiting for room in

@@ -114,6 +114,8 @@ type Server struct {
 	hub            *hub       // broadcast groups of live subscriptions
 	writers        *writePool // writers of live connections
 	pinger         *pinger    // pings live connections
+	deny           *denyList  // the store's deny list (deny.go)
+	stopBg         context.CancelFunc
 
 	mu      sync.Mutex
 	closing bool
@@ -195,6 +197,11 @@ func New(cfg Config) (*Server, error) {
 		proxies: cfg.TrustedProxies,
 	}
 	s.hub = newHub(s)
+	s.deny = newDenyList()
+	bgCtx, stopBg := context.WithCancel(context.Background())
+	s.stopBg = stopBg
+	s.bg.Add(1)
+	go func() { defer s.bg.Done(); s.followDenyList(bgCtx, cfg.Engine) }()
 	s.writers = newWritePool(&s.bg)
 	s.pinger = newPinger(s)
 	s.timing.ping = orDefault(cfg.PingInterval, DefaultPingInterval)
@@ -274,6 +281,7 @@ func (s *Server) setDeadlines(w http.ResponseWriter) {
 // drained by http.Server.Shutdown, which does not see WebSockets: call
 // both.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.stopBg()
 	s.mu.Lock()
 	s.closing = true
 	conns := make([]*liveConn, 0, len(s.live))

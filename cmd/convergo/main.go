@@ -6,6 +6,10 @@
 //	                           after restoring a backup: reset every reader
 //	convergo repair --store URL --collection C
 //	                           rebuild a damaged Redis collection's log and head
+//	convergo deny --store URL (--subject S | --token-id J) [--for D] [--reason T]
+//	convergo allow --store URL (--subject S | --token-id J)
+//	convergo deny --store URL --list
+//	                           edit or print the deny list every server follows
 //	convergo version           print the version
 //
 // Every flag can also be set with an environment variable: CONVERGO_ and the
@@ -53,6 +57,8 @@ commands:
   token     print a signed access token
   store     operator commands on a store (mark-restored after a restore)
   repair    rebuild a Redis collection's log and head from its records
+  deny      deny a subject or token id access (--list prints the deny list)
+  allow     remove a subject or token id from the deny list
   version   print the version
 
 Run "convergo <command> -h" for a command's flags.
@@ -74,6 +80,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return storeCommand(ctx, args[1:], stdout, stderr)
 	case "repair":
 		return repairCommand(ctx, args[1:], stdout, stderr)
+	case "deny", "allow":
+		return denyCommand(ctx, args[0], args[1:], stdout, stderr)
 	case "version", "--version", "-version":
 		fmt.Fprintln(stdout, "convergo", versionString())
 		return nil

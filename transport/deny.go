@@ -1,0 +1,329 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/engine"
+	"github.com/convergo/convergo/transport/proto"
+)
+
+// The deny list ends access before a token expires (docs/protocol.md,
+// section 12): the records of proto.DenyCollection in the store, one per
+// denied subject ("sub:<subject>") or token id ("jti:<token id>"), with
+// the fields until (ms since the Unix epoch; absent: for ever), reason
+// and by. The store is the one place it lives, so every server instance
+// on the store sees the same list: each follows the collection from the
+// beginning into memory (a subscribe-then-pull loop, read again from the
+// beginning after a reset), and authentication checks a verified
+// principal against it. A subject or token id that becomes denied has its
+// open live sessions ended with revoked.
+//
+// Until the list's first full read, authentication waits (DenyWait) and
+// then answers unavailable: a server that cannot read the list does not
+// serve as if it were empty.
+
+// DenyWait is how long a request waits for the deny list's first read
+// before it is answered unavailable.
+const DenyWait = 5 * time.Second
+
+// Deny record fields and id prefixes.
+const (
+	DenyFieldUntil  = "until"
+	DenyFieldReason = "reason"
+	DenyFieldBy     = "by"
+	DenySubject     = "sub:"
+	DenyTokenID     = "jti:"
+)
+
+// denyRetry is the pause before the follower reads again after a failure.
+const denyRetry = time.Second
+
+// denyList is a server's copy of the deny list.
+type denyList struct {
+	mu     sync.RWMutex
+	until  map[string]int64 // record id → until, ms; 0: for ever
+	loaded chan struct{}    // closed after the first full read
+	once   sync.Once
+}
+
+func newDenyList() *denyList {
+	return &denyList{until: map[string]int64{}, loaded: make(chan struct{})}
+}
+
+// deniedAt reports whether p is denied at now (ms), and by which record.
+func (d *denyList) deniedAt(p Principal, now int64) (string, bool) {
+	if p.Subject == "" && p.TokenID == "" {
+		return "", false // the anonymous demo principal
+	}
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	for _, id := range denyIDs(p) {
+		if u, ok := d.until[id]; ok && (u == 0 || now < u) {
+			return id, true
+		}
+	}
+	return "", false
+}
+
+// denyIDs returns the deny record ids that name p.
+func denyIDs(p Principal) []string {
+	var ids []string
+	if p.Subject != "" {
+		ids = append(ids, DenySubject+p.Subject)
+	}
+	if p.TokenID != "" {
+		ids = append(ids, DenyTokenID+p.TokenID)
+	}
+	return ids
+}
+
+// apply takes the records of a page of the deny list and reports whether
+// an entry was added or extended (live sessions are then checked).
+func (d *denyList) apply(entries []engine.Entry) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	added := false
+	for _, e := range entries {
+		r := e.Record
+		if !r.Exists() {
+			delete(d.until, r.ID)
+			continue
+		}
+		var until int64
+		if f, ok := r.Fields[DenyFieldUntil]; ok && f.Value != nil {
+			if err := crdt.DecodeValue(f.Value, &until); err != nil || until < 0 {
+				until = 0 // an unreadable until denies for ever: the list fails closed
+			}
+		}
+		if old, ok := d.until[r.ID]; !ok || old != until {
+			added = true
+		}
+		d.until[r.ID] = until
+	}
+	return added
+}
+
+func (d *denyList) reset() {
+	d.mu.Lock()
+	clear(d.until)
+	d.mu.Unlock()
+}
+
+func (d *denyList) markLoaded() { d.once.Do(func() { close(d.loaded) }) }
+
+// followDenyList keeps s.deny up to date with eng's deny collection until
+// ctx is done or the engine closes.
+func (s *Server) followDenyList(ctx context.Context, eng *engine.Engine) {
+	var cur engine.Cursor
+	for ctx.Err() == nil {
+		err := s.readDenyList(ctx, eng, &cur)
+		switch {
+		case ctx.Err() != nil, errors.Is(err, engine.ErrClosed):
+			return
+		case errors.Is(err, engine.ErrReset):
+			s.log.Info("deny list: the store's history changed; reading it again", "err", err)
+			s.deny.reset()
+			cur = engine.Cursor{}
+			continue
+		}
+		s.log.Warn("deny list: read failed; retrying", "err", err)
+		t := time.NewTimer(denyRetry)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// readDenyList subscribes, then pulls after *cur whenever the collection
+// advances, until an error.
+func (s *Server) readDenyList(ctx context.Context, eng *engine.Engine, cur *engine.Cursor) error {
+	sub, err := eng.Subscribe(proto.DenyCollection)
+	if err != nil {
+		return err
+	}
+	defer sub.Close()
+	select {
+	case _, ok := <-sub.C():
+		if !ok {
+			return engine.ErrClosed // the engine closed
+		}
+	default:
+	}
+	for {
+		for more := true; more; {
+			page, err := eng.Pull(ctx, proto.DenyCollection, *cur, engine.PageLimit{})
+			if err != nil {
+				return err
+			}
+			if s.deny.apply(page.Entries) {
+				s.revokeLive()
+			}
+			*cur, more = page.Next, page.More
+		}
+		s.deny.markLoaded()
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case _, ok := <-sub.C():
+			if !ok {
+				return engine.ErrClosed
+			}
+		}
+	}
+}
+
+// checkDenied answers revoked for a denied principal, and unavailable
+// while the deny list has not been read yet.
+func (s *Server) checkDenied(ctx context.Context, p Principal) error {
+	if p.Subject == "" && p.TokenID == "" {
+		return nil
+	}
+	select {
+	case <-s.deny.loaded:
+	default:
+		t := time.NewTimer(DenyWait)
+		defer t.Stop()
+		select {
+		case <-s.deny.loaded:
+		case <-ctx.Done():
+			return proto.Errorf(proto.CodeUnavailable, "request cancelled")
+		case <-t.C:
+			return &proto.Error{Status: http.StatusServiceUnavailable, Code: proto.CodeUnavailable,
+				Message: "the server cannot read its deny list yet; retry later", RetryAfter: time.Second}
+		}
+	}
+	if id, denied := s.deny.deniedAt(p, s.now().UnixMilli()); denied {
+		what := "this subject's"
+		if strings.HasPrefix(id, DenyTokenID) {
+			what = "this token's"
+		}
+		return proto.Errorf(proto.CodeRevoked, "%s access to this server was revoked", what)
+	}
+	return nil
+}
+
+// revokeLive ends the live sessions of principals that are now denied.
+func (s *Server) revokeLive() {
+	s.mu.Lock()
+	conns := make([]*liveConn, 0, len(s.live))
+	for c := range s.live {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	now := s.now().UnixMilli()
+	for _, c := range conns {
+		p, ok := c.principal()
+		if !ok {
+			continue
+		}
+		if _, denied := s.deny.deniedAt(p, now); denied {
+			s.log.Info("live session revoked", "addr", c.addr, "request", c.id, "subject", p.Subject)
+			c.fatal(websocket.StatusPolicyViolation, proto.Errorf(proto.CodeRevoked, "access to this server was revoked"))
+		}
+	}
+}
+
+// DenyEntry is one record of the deny list.
+type DenyEntry struct {
+	// ID is the record id: DenySubject or DenyTokenID and the name.
+	ID string
+	// Until is when the entry stops denying; zero for never.
+	Until time.Time
+	// Reason and By say why and who, for people.
+	Reason, By string
+}
+
+// Deny writes e to the deny list of eng's store: every server on the
+// store refuses the principal it names from then on (until e.Until).
+func Deny(ctx context.Context, eng *engine.Engine, e DenyEntry) error {
+	if !strings.HasPrefix(e.ID, DenySubject) && !strings.HasPrefix(e.ID, DenyTokenID) || len(e.ID) == len(DenySubject) {
+		return fmt.Errorf("deny %q: the id is %s<subject> or %s<token id>", e.ID, DenySubject, DenyTokenID)
+	}
+	st, err := eng.Now(proto.DenyCollection)
+	if err != nil {
+		return fmt.Errorf("deny %s: %w", e.ID, err)
+	}
+	values := map[string]any{DenyFieldReason: e.Reason, DenyFieldBy: e.By}
+	if !e.Until.IsZero() {
+		values[DenyFieldUntil] = e.Until.UnixMilli()
+	}
+	rec := crdt.Record{ID: e.ID, Fields: map[string]crdt.Field{}}
+	for name, v := range values {
+		b, err := crdt.EncodeValue(v)
+		if err != nil {
+			return fmt.Errorf("deny %s: %w", e.ID, err)
+		}
+		rec.Fields[name] = crdt.Field{Stamp: st, Value: b}
+	}
+	if e.Until.IsZero() { // a denial for ever replaces an earlier one with an end
+		rec.Fields[DenyFieldUntil] = crdt.Field{Stamp: st}
+	}
+	return applyOne(ctx, eng, crdt.Change{Collection: proto.DenyCollection, Record: rec})
+}
+
+// Allow deletes the deny list's record id (DenySubject or DenyTokenID and
+// the name).
+func Allow(ctx context.Context, eng *engine.Engine, id string) error {
+	st, err := eng.Now(proto.DenyCollection)
+	if err != nil {
+		return fmt.Errorf("allow %s: %w", id, err)
+	}
+	return applyOne(ctx, eng, crdt.Change{Collection: proto.DenyCollection, Record: crdt.DeleteRecord(id, st)})
+}
+
+func applyOne(ctx context.Context, eng *engine.Engine, c crdt.Change) error {
+	res, err := eng.Apply(ctx, []crdt.Change{c})
+	if err != nil {
+		return fmt.Errorf("deny list %s: %w", c.Record.ID, err)
+	}
+	if res[0].Err != nil {
+		return fmt.Errorf("deny list %s: %w", c.Record.ID, res[0].Err)
+	}
+	return nil
+}
+
+// DenyEntries reads the deny list of eng's store: every entry, expired
+// ones included.
+func DenyEntries(ctx context.Context, eng *engine.Engine) ([]DenyEntry, error) {
+	var out []DenyEntry
+	var cur engine.Cursor
+	for more := true; more; {
+		page, err := eng.Pull(ctx, proto.DenyCollection, cur, engine.PageLimit{})
+		if err != nil {
+			return nil, fmt.Errorf("read the deny list: %w", err)
+		}
+		for _, en := range page.Entries {
+			if !en.Record.Exists() {
+				continue
+			}
+			e := DenyEntry{ID: en.Record.ID}
+			var text string
+			if f := en.Record.Fields[DenyFieldReason]; f.Value != nil && crdt.DecodeValue(f.Value, &text) == nil {
+				e.Reason = text
+			}
+			text = ""
+			if f := en.Record.Fields[DenyFieldBy]; f.Value != nil && crdt.DecodeValue(f.Value, &text) == nil {
+				e.By = text
+			}
+			var ms int64
+			if f := en.Record.Fields[DenyFieldUntil]; f.Value != nil && crdt.DecodeValue(f.Value, &ms) == nil && ms > 0 {
+				e.Until = time.UnixMilli(ms)
+			}
+			out = append(out, e)
+		}
+		cur, more = page.Next, page.More
+	}
+	return out, nil
+}
