@@ -91,15 +91,16 @@ func (st *Store) purgeShard(ctx context.Context, ref logRef, h stores.Horizon, l
 	op := "purge " + ref.String()
 	var writes []purgeWrite
 	var start map[string]types.AttributeValue
+	from := res.Next[ref.shard] + 1 // fixed: the start key of later pages must match it
 	for {
-		want := int32(min(limit-res.Scanned+1, 1000))
+		want := int32(limit - res.Scanned + 1) // one more, to learn whether entries remain
 		out, err := st.db.Query(ctx, &awsdynamodb.QueryInput{
 			TableName:                &st.table,
 			ConsistentRead:           ptr(true),
 			KeyConditionExpression:   ptr("#k = :pk AND #s BETWEEN :from AND :to"),
 			ExpressionAttributeNames: map[string]string{"#k": attrPK, "#s": attrSK},
 			ExpressionAttributeValues: map[string]types.AttributeValue{
-				":pk": s(ref.logPK()), ":from": n(res.Next[ref.shard] + 1), ":to": n(h.Read[ref.shard]),
+				":pk": s(ref.logPK()), ":from": n(from), ":to": n(h.Read[ref.shard]),
 			},
 			Limit:             &want,
 			ExclusiveStartKey: start,

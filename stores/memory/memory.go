@@ -12,6 +12,8 @@ package memory
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"sync"
 
@@ -34,6 +36,10 @@ type collection struct {
 	head    uint64
 	bytes   int64 // encoded sizes of the records, for Usage
 	records map[string]*entry
+	// purged counts the records removed since records was last rebuilt:
+	// a Go map never shrinks, so Purge rebuilds it when they outnumber
+	// those left.
+	purged int
 	// log lists (seq, id) in ascending sequence order. It is append-only;
 	// an entry whose record has since taken a newer sequence number (or
 	// was purged) is stale and skipped, and stale entries are dropped when
@@ -71,6 +77,9 @@ func (c *collection) compact() {
 			}
 		}
 		clear(c.log[len(live):])
+		if len(live) < cap(live)/4 {
+			live = slices.Clone(live) // give back the room of a log that shrank
+		}
 		c.log, c.stale = live, 0
 	}
 }
@@ -444,6 +453,11 @@ func (s *Store) Purge(ctx context.Context, collection string, h stores.Horizon, 
 		c.bytes += now - before
 		res.Bytes += before - now
 		c.records[le.id] = &entry{seq: e.seq, record: out}
+	}
+	if c.purged += res.Records; c.purged > len(c.records) {
+		fresh := make(map[string]*entry, len(c.records)) // maps.Clone keeps the old size
+		maps.Copy(fresh, c.records)
+		c.records, c.purged = fresh, 0
 	}
 	c.compact()
 	return res, nil
