@@ -8,12 +8,13 @@
 //                       gets a unique key prefix; nothing is flushed)
 //   CONVERGO_CHROMIUM   Chromium's executable (default /usr/bin/chromium)
 
-import { spawn } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { execFile, spawn } from 'node:child_process';
+import { createHmac, randomBytes } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { Decoder, Encoder } from 'cbor-x';
@@ -214,10 +215,11 @@ export class Server {
    * Values are encoded by cbor-x: pass Maps, not plain objects, which it
    * writes with a non-canonical length the server refuses. Returns the
    * server's result statuses (STATUSES: 0 applied, 1 duplicate, 2
-   * superseded, 3 refused).
+   * superseded, 3 refused). With token, the push is that token's
+   * subject's, whose replica prefix the stamps must carry.
    */
-  async push(device, id, fields, collection = COLLECTION) {
-    const replica = (await replicaPrefix('')) + REPLICA.separator + device;
+  async push(device, id, fields, collection = COLLECTION, { token = null, subject = '' } = {}) {
+    const replica = (await replicaPrefix(subject)) + REPLICA.separator + device;
     const wall = Date.now(); // encoded as a BigInt: cbor-x writes large numbers as floats
     // Deterministic encoding: map keys shortest first, then bytewise.
     const names = Object.keys(fields).sort((a, b) => Buffer.byteLength(a) - Buffer.byteLength(b) || Buffer.compare(Buffer.from(a), Buffer.from(b)));
@@ -225,7 +227,7 @@ export class Server {
     const body = encoder.encode(new Map([[1, replica], [2, [new Map([[1, collection], [2, rec]])]]]));
     const res = await fetch(`${this.url}${PATHS.push}`, {
       method: 'POST',
-      headers: { 'Content-Type': CONTENT_TYPE, [HEADERS.protocol]: String(VERSION) },
+      headers: { 'Content-Type': CONTENT_TYPE, [HEADERS.protocol]: String(VERSION), ...(token ? { Authorization: `Bearer ${token}` } : {}) },
       body,
     });
     const answer = decoder.decode(new Uint8Array(await res.arrayBuffer()));
@@ -301,6 +303,49 @@ export function visible(r) {
     any = true;
   }
   return any ? doc : null;
+}
+
+/**
+ * An HS256 JWT signed with secret, as `convergo token` issues them: claims
+ * (sub, read, write, any others such as teams) plus iat and exp (ttl
+ * seconds from now).
+ */
+export function signToken(secret, claims, ttl = 3600) {
+  const now = Math.floor(Date.now() / 1000);
+  const b64 = (v) => Buffer.from(JSON.stringify(v)).toString('base64url');
+  const body = `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64({ ...claims, iat: now, exp: now + ttl })}`;
+  return `${body}.${createHmac('sha256', secret).update(body).digest('base64url')}`;
+}
+
+/**
+ * Runs the convergo binary with args (an operator's command: deny, allow,
+ * token, store ...) and returns its stdout; fails with its stderr.
+ */
+export async function convergo(args, { env: extra = {} } = {}) {
+  try {
+    const { stdout } = await promisify(execFile)(env('CONVERGO_BIN'), args, { env: { ...process.env, ...extra }, timeout: 30_000 });
+    return stdout;
+  } catch (err) {
+    throw new Error(`convergo ${args.join(' ')}: ${err.message}\n${err.stderr ?? ''}`);
+  }
+}
+
+/**
+ * Records what a page receives from the network: every WebSocket frame
+ * and every HTTP answer body, as Buffers in the returned array, so a test
+ * can show that some bytes never reached the browser at all.
+ */
+export function captureWire(page) {
+  const got = [];
+  page.on('websocket', (ws) => ws.on('framereceived', ({ payload }) => got.push(Buffer.from(payload))));
+  page.on('response', async (res) => {
+    try {
+      got.push(await res.body());
+    } catch {
+      // A redirect or an answer the page closed on: no body to keep.
+    }
+  });
+  return got;
 }
 
 /** Launches Chromium headless with a temporary profile. */
