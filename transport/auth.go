@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -13,6 +14,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/crdt/scope"
 	"github.com/convergo/convergo/transport/proto"
 )
 
@@ -54,6 +56,11 @@ type Principal struct {
 	// them, for the parameters of scopes ({"$": "claims.teams"}). Nil for
 	// the anonymous principal.
 	Claims map[string]any
+	// Scopes are the scopes the token imposes (its cvg_scopes claim):
+	// collection pattern → predicate, unbound. Every one whose pattern
+	// matches a collection narrows what p reads and writes there
+	// (scopes.go).
+	Scopes map[string]*scope.Pred
 }
 
 // CanRead reports whether p may pull and subscribe to collection. No
@@ -120,8 +127,41 @@ func NewJWT(secret []byte, now func() time.Time) (*JWT, error) {
 
 type claims struct {
 	jwt.RegisteredClaims
-	Read  []string `json:"read,omitempty"`
-	Write []string `json:"write,omitempty"`
+	Read   []string                   `json:"read,omitempty"`
+	Write  []string                   `json:"write,omitempty"`
+	Scopes map[string]json.RawMessage `json:"cvg_scopes,omitempty"`
+}
+
+// parseScopes reads a cvg_scopes claim: pattern → scope, each in the
+// JSON array form of a predicate or its text form (scope.Parse).
+func parseScopes(raw map[string]json.RawMessage) (map[string]*scope.Pred, error) {
+	if len(raw) == 0 {
+		return nil, nil
+	}
+	out := make(map[string]*scope.Pred, len(raw))
+	for pattern, v := range raw {
+		if err := ValidatePattern(pattern); err != nil {
+			return nil, fmt.Errorf("%s: %w", proto.ClaimScopes, err)
+		}
+		d := json.NewDecoder(bytes.NewReader(v))
+		d.UseNumber()
+		var val any
+		if err := d.Decode(&val); err != nil {
+			return nil, fmt.Errorf("%s %s: %w", proto.ClaimScopes, pattern, err)
+		}
+		var p *scope.Pred
+		var err error
+		if text, ok := val.(string); ok {
+			p, err = scope.Parse(text)
+		} else {
+			p, err = scope.FromValue(val)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s %s: %w", proto.ClaimScopes, pattern, err)
+		}
+		out[pattern] = p // nil ("all"): narrows nothing
+	}
+	return out, nil
 }
 
 // Authenticate verifies token and returns its principal.
@@ -148,8 +188,12 @@ func (j *JWT) Authenticate(_ context.Context, token string) (Principal, error) {
 			return Principal{}, fmt.Errorf("%w: %v", ErrUnauthenticated, err)
 		}
 	}
+	scopes, err := parseScopes(c.Scopes)
+	if err != nil {
+		return Principal{}, fmt.Errorf("%w: %v", ErrUnauthenticated, err)
+	}
 	return Principal{Subject: c.Subject, Read: c.Read, Write: c.Write, Expires: c.ExpiresAt.Time,
-		TokenID: c.ID, Claims: all}, nil
+		TokenID: c.ID, Claims: all, Scopes: scopes}, nil
 }
 
 // numericTimes checks that the time claims of a verified token are JSON
@@ -200,6 +244,9 @@ type TokenSpec struct {
 	// "claims.teams"}). They may not set the claims the fields above set,
 	// nor exp, iat, nbf or cvg_scopes.
 	Claims map[string]any
+	// Scopes is the cvg_scopes claim: collection pattern → scope, written
+	// in its text form.
+	Scopes map[string]*scope.Pred
 }
 
 // registered are the claims IssueToken sets itself.
@@ -237,6 +284,16 @@ func (j *JWT) IssueToken(spec TokenSpec) (string, error) {
 	}
 	if len(spec.Write) > 0 {
 		mc["write"] = spec.Write
+	}
+	if len(spec.Scopes) > 0 {
+		sc := map[string]string{}
+		for pattern, p := range spec.Scopes {
+			if err := ValidatePattern(pattern); err != nil {
+				return "", fmt.Errorf("jwt: %s: %w", proto.ClaimScopes, err)
+			}
+			sc[pattern] = p.String()
+		}
+		mc[proto.ClaimScopes] = sc
 	}
 	s, err := jwt.NewWithClaims(jwt.SigningMethodHS256, mc).SignedString(j.secret)
 	if err != nil {

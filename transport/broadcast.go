@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/convergo/convergo/crdt/scope"
 	"github.com/convergo/convergo/engine"
 	"github.com/convergo/convergo/transport/proto"
 )
@@ -57,9 +58,11 @@ import (
 // with a reset message, any other read failure with resync; the engine
 // closing stops every member with resync.
 
-// groupKey names a broadcast group. scope is the digest of the
-// subscription's scope (docs/design.md, "Cursor"); "" until scoped sync is
-// built, so today a group is a collection.
+// groupKey names a broadcast group: a collection and the digest of the
+// effective read scope of its members (scopes.go; "" for unscoped ones).
+// Members of one scope at one cursor share reads; members of different
+// scopes never do, so no member is handed a page read under another
+// scope.
 type groupKey struct {
 	collection string
 	scope      string
@@ -76,10 +79,11 @@ func newHub(s *Server) *hub { return &hub{s: s, groups: map[groupKey]*group{}} }
 
 // group is the broadcast group of one key.
 type group struct {
-	h    *hub
-	key  groupKey
-	es   *engine.Subscription
-	wake chan struct{} // 1-buffered: a member needs a read, or left
+	h     *hub
+	key   groupKey
+	scope *scope.Pred // the members' effective read scope; nil: unscoped
+	es    *engine.Subscription
+	wake  chan struct{} // 1-buffered: a member needs a read, or left
 
 	mu      sync.Mutex // guards the fields below and members' fields
 	members map[*member]struct{}
@@ -88,9 +92,10 @@ type group struct {
 
 // member is one live subscription: an entry of a group.
 type member struct {
-	c    *liveConn
-	g    *group
-	coll string
+	c     *liveConn
+	g     *group
+	coll  string
+	scope *scope.Pred // effective read scope
 	// stopped is set by unsub, resync and reset: the connection's writer
 	// drops the pages of a stopped member still in the queue, so none
 	// follows its unsub, resync or reset.
@@ -114,7 +119,7 @@ const readParallel = 4
 // Its first page comes in the group's next round. m.c must hold m among
 // its subscriptions before, since the group may end it at once (owe).
 func (h *hub) join(m *member) error {
-	key := groupKey{collection: m.coll}
+	key := groupKey{collection: m.coll, scope: m.scope.Digest()}
 	h.mu.Lock()
 	g := h.groups[key]
 	if g == nil {
@@ -123,7 +128,7 @@ func (h *hub) join(m *member) error {
 			h.mu.Unlock()
 			return err
 		}
-		g = &group{h: h, key: key, es: es, wake: make(chan struct{}, 1), members: map[*member]struct{}{}}
+		g = &group{h: h, key: key, scope: m.scope, es: es, wake: make(chan struct{}, 1), members: map[*member]struct{}{}}
 		h.groups[key] = g
 		h.s.bg.Add(1)
 		go func() { defer h.s.bg.Done(); g.run() }()
@@ -137,10 +142,10 @@ func (h *hub) join(m *member) error {
 	return nil
 }
 
-// newMember makes a subscription of coll from cursor on c, not yet in a
-// group (hub.join).
-func newMember(c *liveConn, coll string, cursor engine.Cursor) *member {
-	return &member{c: c, coll: coll, cursor: cursor, first: true, dirty: true}
+// newMember makes a subscription of coll from cursor under the effective
+// read scope sc on c, not yet in a group (hub.join).
+func newMember(c *liveConn, coll string, cursor engine.Cursor, sc *scope.Pred) *member {
+	return &member{c: c, coll: coll, scope: sc, cursor: cursor, first: true, dirty: true}
 }
 
 // leave removes m (unsub, or its connection ended). No page is handed to
@@ -310,7 +315,7 @@ func (g *group) round() bool {
 // serve reads the page after b's cursor once and hands it to b's members.
 func (g *group) serve(b *cursorSet) {
 	s := g.h.s
-	page, data, err := s.readPage(g.key.collection, b.cursor)
+	page, data, err := s.readPage(g.key.collection, b.cursor, g.scope)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if b.turn {
@@ -329,8 +334,21 @@ func (g *group) serve(b *cursorSet) {
 		return
 	}
 	for _, m := range b.members {
-		if m.removed || (len(page.Records) == 0 && !m.first) {
+		if m.removed {
 			continue
+		}
+		if len(page.Records) == 0 && len(page.Leaves) == 0 && !m.first {
+			// Nothing to tell. A scope change (a transition) may still have
+			// moved the cursor over entries the reader need not hear of:
+			// follow it, and tell the client the cursor when its reads end.
+			if page.Next == b.cursor {
+				continue
+			}
+			m.cursor = page.Next
+			if page.More {
+				m.dirty = true
+				continue
+			}
 		}
 		f := frame{data: data, sub: m, recs: len(page.Records)}
 		switch m.c.offer(m, f) {

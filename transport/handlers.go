@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/crdt/scope"
 	"github.com/convergo/convergo/engine"
 	"github.com/convergo/convergo/transport/proto"
 )
@@ -87,7 +88,13 @@ func (s *Server) apply(ctx context.Context, p Principal, changes []crdt.Change, 
 			index = append(index, i)
 		}
 	}
-	if err := s.applyChanges(ctx, accepted, index, results); err != nil {
+	// The write scope of each collection is the principal's (scopes.go);
+	// the engine checks every change against it before and after the
+	// merge (out_of_scope) and applies the collection's schema (schema).
+	write := engine.WithWriteScope(func(collection string) (*scope.Pred, error) {
+		return s.writeScope(p, collection), nil
+	})
+	if err := s.applyChanges(ctx, accepted, index, results, write); err != nil {
 		return nil, err
 	}
 	return results, nil
@@ -97,9 +104,9 @@ func (s *Server) apply(ctx context.Context, p Principal, changes []crdt.Change, 
 // their results at index; results of the others were filled by the caller.
 // It counts every result, returning once the store committed every applied
 // change.
-func (s *Server) applyChanges(ctx context.Context, changes []crdt.Change, index []int, results []proto.PushResult) error {
+func (s *Server) applyChanges(ctx context.Context, changes []crdt.Change, index []int, results []proto.PushResult, opts ...engine.ApplyOption) error {
 	if len(changes) > 0 {
-		res, err := s.eng.Apply(ctx, changes)
+		res, err := s.eng.Apply(ctx, changes, opts...)
 		if err != nil {
 			if ctx.Err() != nil {
 				return proto.Errorf(proto.CodeUnavailable, "request cancelled")
@@ -148,6 +155,10 @@ func refusal(err error) proto.PushResult {
 		code = proto.CodeQuotaExceeded
 	case errors.Is(err, engine.ErrCorrupt):
 		code = proto.CodeCorrupt
+	case errors.Is(err, engine.ErrOutOfScope):
+		code = proto.CodeOutOfScope
+	case errors.Is(err, engine.ErrSchema):
+		code = proto.CodeSchema
 	}
 	return proto.PushResult{Status: proto.StatusRefused, Code: code, Message: publicText(err)}
 }
@@ -170,7 +181,11 @@ func (s *Server) pull(ctx context.Context, p Principal, body []byte) (any, error
 	if err != nil {
 		return nil, proto.Errorf(proto.CodeInvalid, "pull: %s", publicText(err))
 	}
-	page, err := s.pullPage(ctx, req.Collection, cursor, int(req.Limit))
+	sc, err := s.readScope(p, req.Collection, req.Scope)
+	if err != nil {
+		return nil, err
+	}
+	page, err := s.pullPage(ctx, req.Collection, cursor, int(req.Limit), sc)
 	if reset := resetOf(err); reset != nil {
 		return proto.PullResponse{Next: []byte{}, Reset: reset}, nil
 	}
@@ -178,7 +193,7 @@ func (s *Server) pull(ctx context.Context, p Principal, body []byte) (any, error
 		return nil, err
 	}
 	return proto.PullResponse{Records: page.Records, Next: page.Next.Bytes(), More: page.More,
-		Seals: s.sealer.seals(req.Collection, page.Records)}, nil
+		Leaves: page.Leaves, Seals: s.sealer.seals(req.Collection, page.Records)}, nil
 }
 
 // resetOf returns what a client is told of a pull whose cursor is of
@@ -197,9 +212,11 @@ func resetOf(err error) *proto.ResetInfo {
 
 // restore merges records a client gives back after a reset, each as the
 // server sealed it. It needs read access only: a seal proves the server
-// held the record, so a reader can restore it but not make one up. Stamps
-// are not checked against the replica binding (they are other replicas'
-// by design); the engine admits them like any change.
+// held the record, so a reader can restore it but not make one up; and
+// only records its effective read scope matches, what it could have been
+// shown (out_of_scope for others). Stamps are not checked against the
+// replica binding (they are other replicas' by design); the engine admits
+// them like any change, with the collection's schema.
 func (s *Server) restore(ctx context.Context, p Principal, body []byte) (any, error) {
 	var req proto.RestoreRequest
 	if err := proto.Decode(body, &req); err != nil {
@@ -214,6 +231,10 @@ func (s *Server) restore(ctx context.Context, p Principal, body []byte) (any, er
 	if len(req.Records) > s.limits.MaxPushChanges {
 		return nil, proto.Errorf(proto.CodeTooLarge, "%d records in one restore, at most %d", len(req.Records), s.limits.MaxPushChanges)
 	}
+	sc, err := s.readScope(p, req.Collection, nil)
+	if err != nil {
+		return nil, err
+	}
 	results := make([]proto.PushResult, len(req.Records))
 	changes := make([]crdt.Change, 0, len(req.Records))
 	index := make([]int, 0, len(req.Records))
@@ -221,6 +242,11 @@ func (s *Server) restore(ctx context.Context, p Principal, body []byte) (any, er
 		if !s.sealer.valid(req.Collection, sr.Record, sr.Seal) {
 			results[i] = proto.PushResult{Status: proto.StatusRefused, Code: proto.CodeBadSeal,
 				Message: "the seal does not match: give back records exactly as the server sent them"}
+			continue
+		}
+		if sc != nil && !sc.Match(sr.Record) {
+			results[i] = proto.PushResult{Status: proto.StatusRefused, Code: proto.CodeOutOfScope,
+				Message: "the record is outside this principal's read scope"}
 			continue
 		}
 		changes = append(changes, crdt.Change{Collection: req.Collection, Record: sr.Record})
@@ -235,17 +261,18 @@ func (s *Server) restore(ctx context.Context, p Principal, body []byte) (any, er
 // wirePage is a page of records as the protocol sends it.
 type wirePage struct {
 	Records []crdt.Record
+	Leaves  [][]byte // leave entries (proto.LeaveDigest)
 	Next    engine.Cursor
 	More    bool
 }
 
-// pullPage reads a page of coll after cursor; limit 0 means the server's
-// maximum.
-func (s *Server) pullPage(ctx context.Context, coll string, cursor engine.Cursor, limit int) (wirePage, error) {
+// pullPage reads a page of coll after cursor under the effective read
+// scope sc (nil: unscoped); limit 0 means the server's maximum.
+func (s *Server) pullPage(ctx context.Context, coll string, cursor engine.Cursor, limit int, sc *scope.Pred) (wirePage, error) {
 	if limit <= 0 || limit > s.limits.MaxPullRecords {
 		limit = s.limits.MaxPullRecords
 	}
-	page, err := s.eng.Pull(ctx, coll, cursor, engine.PageLimit{Records: limit, Bytes: s.limits.MaxPageBytes})
+	page, err := s.eng.PullScoped(ctx, coll, cursor, engine.PageLimit{Records: limit, Bytes: s.limits.MaxPageBytes}, sc)
 	if err != nil {
 		if errors.Is(err, engine.ErrInvalid) {
 			return wirePage{}, proto.Errorf(proto.CodeInvalid, "pull: %s", publicText(err))
@@ -260,6 +287,13 @@ func (s *Server) pullPage(ctx context.Context, coll string, cursor engine.Cursor
 	for i, e := range page.Entries {
 		records[i] = e.Record
 	}
+	var leaves [][]byte
+	if len(page.Left) > 0 {
+		leaves = make([][]byte, len(page.Left))
+		for i, l := range page.Left {
+			leaves[i] = proto.LeaveDigest(coll, l.ID)
+		}
+	}
 	s.metrics.pullRecords.Add(float64(len(records)))
-	return wirePage{Records: records, Next: page.Next, More: page.More}, nil
+	return wirePage{Records: records, Leaves: leaves, Next: page.Next, More: page.More}, nil
 }

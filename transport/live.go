@@ -16,6 +16,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/crdt/scope"
 	"github.com/convergo/convergo/engine"
 	"github.com/convergo/convergo/transport/proto"
 )
@@ -738,6 +739,15 @@ func (c *liveConn) subscribe(p Principal, m proto.Sub) {
 		c.queue(proto.ErrorMessage{Code: proto.CodeInvalid, Message: publicText(err), Collection: m.Collection, RequestID: c.id})
 		return
 	}
+	sc, err := c.s.readScope(p, m.Collection, m.Scope)
+	if err != nil {
+		var e *proto.Error
+		if !errors.As(err, &e) {
+			e = proto.Errorf(proto.CodeInternal, "internal error")
+		}
+		c.queue(proto.ErrorMessage{Code: e.Code, Message: e.Message, Collection: m.Collection, RequestID: c.id})
+		return
+	}
 	c.unsubscribe(m.Collection) // a new sub replaces the old one, from its cursor
 	c.mu.Lock()
 	if len(c.subs) >= c.s.limits.MaxSubscriptions {
@@ -747,7 +757,7 @@ func (c *liveConn) subscribe(p Principal, m proto.Sub) {
 	}
 	delete(c.resyncs, m.Collection)
 	// In c.subs before it joins: its group may end it at once (a reset).
-	sub := newMember(c, m.Collection, cursor)
+	sub := newMember(c, m.Collection, cursor, sc)
 	c.subs[m.Collection] = sub
 	c.mu.Unlock()
 	if err := c.s.hub.join(sub); err != nil { // the engine refused: the client pulls and subscribes again
@@ -766,18 +776,19 @@ func (c *liveConn) unsubscribe(coll string) {
 	}
 }
 
-// readPage reads and encodes the changes page of coll after cursor for
-// live subscribers. It does not depend on any one subscriber's context:
-// every subscriber at the cursor gets its bytes (broadcast.go).
-func (s *Server) readPage(coll string, cursor engine.Cursor) (wirePage, []byte, error) {
+// readPage reads and encodes the changes page of coll after cursor under
+// the scope sc for live subscribers. It does not depend on any one
+// subscriber's context: every subscriber at the cursor, of the same
+// scope, gets its bytes (broadcast.go).
+func (s *Server) readPage(coll string, cursor engine.Cursor, sc *scope.Pred) (wirePage, []byte, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), livePullTimeout)
 	defer cancel()
-	page, err := s.pullPage(ctx, coll, cursor, 0)
+	page, err := s.pullPage(ctx, coll, cursor, 0, sc)
 	if err != nil {
 		return wirePage{}, nil, err
 	}
 	data, err := proto.EncodeMessage(proto.Changes{Collection: coll, Records: page.Records, Next: page.Next.Bytes(), More: page.More,
-		Seals: s.sealer.seals(coll, page.Records)})
+		Seals: s.sealer.seals(coll, page.Records), Leaves: page.Leaves})
 	if err != nil {
 		return wirePage{}, nil, fmt.Errorf("encode changes of %s: %w", coll, err)
 	}

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"time"
 
 	"github.com/convergo/convergo/crdt"
@@ -31,6 +32,7 @@ type serveConfig struct {
 	origins         listFlag
 	publicOrigins   listFlag
 	quotas          quotaFlag
+	rules           string
 	proxies         listFlag
 	demo            bool
 	replica         string
@@ -51,6 +53,7 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.StringVar(&c.store, "store", "bolt:convergo.db", "store `URL`: memory:, bolt:PATH, redis://[user:pass@]host:port[/db][?prefix=P&capture=COLL=PATTERN[;mirror]...], redis-cluster://host:port,host:port[?prefix=P&capture=...], dynamodb://TABLE[?region=R&endpoint=URL&create=1&capture=0]")
 	fs.StringVar(&c.secret, "secret", "", "HS256 `secret` that signs access tokens (at least 16 bytes); empty in demo mode means a random one for this run")
 	fs.Var(&c.quotas, "quota", "collection `quota` PATTERN=RECORDS/BYTES (0: no bound), comma-separated or repeated: each collection the pattern matches that holds as many refuses writes that add data with quota_exceeded (\"tenant42.*=100000/1073741824\"); needs a store that keeps usage")
+	fs.StringVar(&c.rules, "rules", "", "collection rules `file` (JSON): per collection pattern a read scope, a write scope and a schema (docs/operations.md, \"Rules\")")
 	fs.Var(&c.publicOrigins, "public-origins", "the server's own `origins`, where browsers load the pages that call it, comma-separated scheme://host[:port] (\"https://sync.example.com\"); with --demo, loopback origins count too")
 	fs.Var(&c.origins, "origins", "browser `origins` allowed besides the server's own, comma-separated host or scheme://host patterns (\"app.example.com,https://*.example.org\")")
 	fs.Var(&c.proxies, "trusted-proxies", "`networks` of the load balancers in front of the server (CIDRs or addresses, comma-separated): per-client limits then use X-Forwarded-For")
@@ -129,6 +132,18 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 		return fmt.Errorf("--secret: %w", err)
 	}
 
+	var rules []engine.Rule
+	if c.rules != "" {
+		data, err := os.ReadFile(c.rules)
+		if err != nil {
+			return fmt.Errorf("--rules: %w", err)
+		}
+		if rules, err = engine.ParseRules(data); err != nil {
+			return fmt.Errorf("--rules %s: %w", c.rules, err)
+		}
+		log.Info("collection rules", "file", c.rules, "rules", len(rules))
+	}
+
 	openCtx, cancel := context.WithTimeout(ctx, 2*time.Minute) // creating a DynamoDB table takes a while
 	store, err := spec.Open(openCtx, storeurl.Options{Logger: log, CreateTable: c.createTable})
 	cancel()
@@ -140,7 +155,7 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 			log.Error("close store", "err", err)
 		}
 	}()
-	eng, err := engine.Open(engine.Config{Store: store, Replica: c.replica, MaxDrift: c.maxDrift, Logger: log, Quotas: c.quotas})
+	eng, err := engine.Open(engine.Config{Store: store, Replica: c.replica, MaxDrift: c.maxDrift, Logger: log, Quotas: c.quotas, Rules: rules})
 	if err != nil {
 		return err
 	}
