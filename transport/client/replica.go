@@ -85,7 +85,12 @@ type Replica struct {
 	// leaves maps, per collection, the leave entry of each id in base
 	// (proto.LeaveDigest) to the id. A collection's index is built when
 	// its first leave entry arrives and kept from then on.
-	leaves   map[string]map[string]string
+	leaves map[string]map[string]string
+	// gone holds the records a leave entry dropped while they had changes
+	// in the outbox: acknowledging those changes does not put the record
+	// back into base. A record the server sends, or the end of its
+	// changes in the outbox, takes it out.
+	gone     map[recordKey]bool
 	outbox   []pending
 	nextID   uint64
 	rejected rejectedStore
@@ -208,6 +213,7 @@ func (r *Replica) queueLocked(collection string, rec crdt.Record) error {
 	if err := rec.Validate(); err != nil {
 		return err
 	}
+	r.noteIDLocked(collection, rec.ID)
 	v, ok := r.view[collection][rec.ID]
 	if !ok {
 		v = r.base[collection][rec.ID].Clone()
@@ -236,31 +242,49 @@ func mergeInto(m map[string]map[string]crdt.Record, collection string, rec crdt.
 	put(m, collection, cur)
 }
 
+// noteIDLocked adds id to collection's leave index, if it has one, when
+// the replica holds nothing of the record yet. Called before a record
+// enters base or view.
+func (r *Replica) noteIDLocked(collection, id string) {
+	idx := r.leaves[collection]
+	if idx == nil {
+		return
+	}
+	if _, ok := r.base[collection][id]; ok {
+		return
+	}
+	if _, ok := r.view[collection][id]; ok {
+		return
+	}
+	idx[string(proto.LeaveDigest(collection, id))] = id
+}
+
 // mergeBaseLocked merges rec into the base of its record, keeping the
 // collection's leave index (if it has one) in step.
 func (r *Replica) mergeBaseLocked(collection string, rec crdt.Record) {
-	if idx := r.leaves[collection]; idx != nil {
-		if _, ok := r.base[collection][rec.ID]; !ok {
-			idx[string(proto.LeaveDigest(collection, rec.ID))] = rec.ID
-		}
-	}
+	r.noteIDLocked(collection, rec.ID)
 	mergeInto(r.base, collection, rec)
 }
 
 // leaveLocked drops from collection's base (and its sealed copies) each
-// record whose id digests to one of leaves, and returns their ids. A
-// dropped record's changes still in the outbox stay, and its view becomes
-// them alone. Nothing is deleted and nothing queued: the record left the
+// record whose id digests to one of leaves, and returns the ids of those
+// it held. A dropped record's changes still in the outbox stay, and its
+// view becomes them alone; until they leave the outbox, acknowledging them
+// does not bring the record back into base (it is gone: the server holds
+// the change, but the reader may not see the record), a record the server
+// sends does. Nothing is deleted and nothing queued: the record left the
 // reader's scope, it did not end.
 func (r *Replica) leaveLocked(collection string, leaves [][]byte) []string {
-	if len(leaves) == 0 || len(r.base[collection]) == 0 {
+	if len(leaves) == 0 || len(r.base[collection])+len(r.view[collection]) == 0 {
 		return nil
 	}
 	idx := r.leaves[collection]
 	if idx == nil {
-		idx = make(map[string]string, len(r.base[collection]))
-		for id := range r.base[collection] {
-			idx[string(proto.LeaveDigest(collection, id))] = id
+		idx = make(map[string]string, len(r.base[collection])+len(r.view[collection]))
+		for _, m := range []map[string]crdt.Record{r.base[collection], r.view[collection]} {
+			for id := range m {
+				idx[string(proto.LeaveDigest(collection, id))] = id
+			}
 		}
 		if r.leaves == nil {
 			r.leaves = map[string]map[string]string{}
@@ -274,10 +298,23 @@ func (r *Replica) leaveLocked(collection string, leaves [][]byte) []string {
 		if !ok {
 			continue // a record the replica does not hold
 		}
-		delete(idx, string(l))
+		k := recordKey{collection, id}
+		_, inBase := r.base[collection][id]
+		_, inView := r.view[collection][id]
+		if inView {
+			if r.gone == nil {
+				r.gone = map[recordKey]bool{}
+			}
+			r.gone[k] = true
+		} else {
+			delete(idx, string(l))
+		}
+		if !inBase {
+			continue
+		}
 		delete(r.base[collection], id)
 		delete(r.sealed[collection], id)
-		touched[recordKey{collection, id}] = true
+		touched[k] = true
 		left = append(left, id)
 	}
 	r.recomputeLocked(touched)
@@ -420,12 +457,20 @@ func (r *Replica) Flush(ctx context.Context) error {
 			continue
 		}
 		// The server holds the change, or newer writes that beat it: the
-		// change is below the server's record, so base stays below it too.
-		r.mergeBaseLocked(p.change.Collection, p.change.Record)
+		// change is below the server's record, so base stays below it too
+		// (unless the record left the reader's scope meanwhile).
+		if !r.gone[recordKey{p.change.Collection, p.change.Record.ID}] {
+			r.mergeBaseLocked(p.change.Collection, p.change.Record)
+		}
 	}
 	dropped = r.rejected.dropped - dropped
 	r.outbox = slices.DeleteFunc(r.outbox, func(p pending) bool { return done[p.id] })
 	r.recomputeLocked(touched)
+	for k := range touched {
+		if _, ok := r.view[k.collection][k.id]; !ok {
+			delete(r.gone, k) // no changes left in the outbox
+		}
+	}
 	r.mu.Unlock()
 	if dropped > 0 {
 		r.c.log.Warn("dropped the oldest rejected changes", "dropped", dropped, "max", MaxRejected, "max_bytes", MaxRejectedBytes)
@@ -513,6 +558,7 @@ func (r *Replica) apply(collection string, page Page, from []byte) {
 	// order in which the two are applied does not matter.
 	left := r.leaveLocked(collection, page.Leaves)
 	for i, rec := range page.Records {
+		delete(r.gone, recordKey{collection, rec.ID})
 		r.mergeBaseLocked(collection, rec)
 		if v, ok := r.view[collection][rec.ID]; ok {
 			v.Merge(rec)
@@ -745,6 +791,7 @@ func (r *Replica) revoke(e *Error) {
 	clear(r.view)
 	clear(r.sealed)
 	clear(r.leaves)
+	clear(r.gone)
 	clear(r.owed)
 	for coll := range r.cursors {
 		r.cursors[coll] = []byte{}

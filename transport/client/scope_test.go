@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/convergo/convergo/crdt"
@@ -22,11 +23,15 @@ func mustScope(t *testing.T, text string) *scope.Pred {
 	return p
 }
 
+// seeds numbers the writers of seed.
+var seeds atomic.Int64
+
 // seed writes records id → list through a writer of its own and pushes
-// them.
+// them. Each writer's id sorts after the last one's, so a later seed wins
+// even when its stamps tie with an earlier one's in wall and logical time.
 func seed(t *testing.T, f *fakeServer, lists map[string]string) {
 	t.Helper()
-	w := newReplica(t, f, "writer", nil)
+	w := newReplica(t, f, fmt.Sprintf("writer%06d", seeds.Add(1)), nil)
 	for _, id := range slices.Sorted(maps.Keys(lists)) {
 		if err := w.Set("todos", id, "list", lists[id]); err != nil {
 			t.Fatal(err)
@@ -463,5 +468,44 @@ func TestLeaveIndexFollowsTheBase(t *testing.T) {
 	r.Apply("todos", Page{Leaves: [][]byte{proto.LeaveDigest("todos", "y"), proto.LeaveDigest("todos", "x")}, Next: []byte{}})
 	if got := ids(r, "todos"); len(got) != 0 {
 		t.Fatalf("held %v after both left", got)
+	}
+}
+
+// A leave that arrives while a change of its record is in flight (Live
+// delivers it before Flush reads the push's answer) wins over the
+// acknowledgement: the record does not come back as the change alone.
+func TestLeaveBeforeTheAcknowledgement(t *testing.T) {
+	f := newFakeServer(t)
+	ctx := t.Context()
+	seed(t, f, map[string]string{"t1": "a"})
+	r := newScoped(t, f, "r", map[string]*scope.Pred{"mine": mustScope(t, `list == "a"`)})
+	if err := r.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Set("todos", "t1", "title", "mine"); err != nil {
+		t.Fatal(err)
+	}
+	// A record only ever written here, outside the scope, and still queued.
+	if err := r.Set("todos", "own", "list", "b"); err != nil {
+		t.Fatal(err)
+	}
+	seed(t, f, map[string]string{"t1": "b"})
+	r.Apply("todos", Page{Leaves: [][]byte{proto.LeaveDigest("todos", "t1"), proto.LeaveDigest("todos", "own")}, Next: r.Cursor("todos")})
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"t1", "own"} {
+		if rec, ok := r.Get("todos", id); ok {
+			t.Fatalf("%s came back after it left: %+v", id, rec)
+		}
+	}
+	// Brought back into the scope, the record is sent whole and held again.
+	seed(t, f, map[string]string{"t1": "a"})
+	if err := r.Pull(ctx); err != nil {
+		t.Fatal(err)
+	}
+	v, ok := r.Get("todos", "t1")
+	if !ok || v.Values()["title"] == nil || v.Values()["list"] == nil {
+		t.Fatalf("t1 back in scope: %+v, want it whole", v)
 	}
 }
