@@ -32,7 +32,7 @@ type purgeWrite struct {
 // Purge implements stores.Purger, shard by shard for a collection of K
 // shards. It reads the log with strongly consistent Queries (a log entry
 // holds its record's state, so the record items are not read) and
-// commits up to 49 purged records per TransactWriteItems: per record, a
+// commits up to 49 purged records (and 3.75 MB) per TransactWriteItems: per record, a
 // put (or delete) of the record item on condition that its seq is still
 // the entry's — so a record that Apply moved on meanwhile fails its
 // condition and is left as it is — with the put (or delete) of its log
@@ -90,6 +90,7 @@ func (st *Store) Purge(ctx context.Context, collection string, h stores.Horizon,
 func (st *Store) purgeShard(ctx context.Context, ref logRef, h stores.Horizon, limit int, res *stores.PurgeResult) (more bool, err error) {
 	op := "purge " + ref.String()
 	var writes []purgeWrite
+	txBytes := 0
 	var start map[string]types.AttributeValue
 	from := res.Next[ref.shard] + 1 // fixed: the start key of later pages must match it
 	for {
@@ -109,11 +110,11 @@ func (st *Store) purgeShard(ctx context.Context, ref logRef, h stores.Horizon, l
 			return false, translate(ctx, op, err)
 		}
 		for _, item := range out.Items {
-			if len(writes) > 0 && len(writes)%purgeRecordsPerTx == 0 {
+			if len(writes) == purgeRecordsPerTx {
 				if err := st.purgeCommit(ctx, ref, writes, res); err != nil {
 					return false, err
 				}
-				writes = writes[:0]
+				writes, txBytes = writes[:0], 0
 			}
 			if res.Scanned == limit {
 				more = true
@@ -137,7 +138,17 @@ func (st *Store) purgeShard(ctx context.Context, ref logRef, h stores.Horizon, l
 			if !stores.Empty(purged) {
 				w.enc = crdt.AppendRecord(nil, purged)
 			}
+			// A kept record is written twice (record item, log entry):
+			// keep the transaction within DynamoDB's 4 MB.
+			size := 2*len(w.enc) + 512
+			if len(writes) > 0 && txBytes+size > txBudgetBytes {
+				if err := st.purgeCommit(ctx, ref, writes, res); err != nil {
+					return false, err
+				}
+				writes, txBytes = writes[:0], 0
+			}
 			writes = append(writes, w)
+			txBytes += size
 		}
 		if more || out.LastEvaluatedKey == nil {
 			break

@@ -44,6 +44,15 @@ for i = 2, #ARGV, 5 do
     out[#out + 1] = 0
   end
 end
+-- Deletes shrink a hash's or zset's table only once it is under 10% full,
+-- and the shrink is an incremental rehash that advances one step per
+-- lookup of the key: a collection that nobody reads after a large purge
+-- would keep both tables, the old one of its peak size, for good (Redis
+-- 7.0; a reload rebuilds them). So each removal pays for a few steps.
+for _ = 1, 4 * records do
+  redis.call('HEXISTS', KEYS[1], '')
+  redis.call('ZSCORE', KEYS[2], '')
+end
 if records > 0 or bytes ~= 0 then
   local u = redis.call('HMGET', KEYS[3], 'n', 'b')
   if u[1] and u[2] and string.match(u[1], '^%d+$') and string.match(u[2], '^%d+$') then

@@ -414,3 +414,38 @@ func testPurgeConcurrent(t *testing.T, f Factory) {
 	}
 	usageMatches(t, s, coll, "after a purge among writers")
 }
+
+// testPurgeLarge purges records near the size limits: deleted once and
+// written since with two of the largest values, so the purge keeps them
+// and writes them back whole (a few megabytes in all, more than one
+// backend call or transaction holds).
+func testPurgeLarge(t *testing.T, f Factory) {
+	s := open(t, f)
+	p := purger(t, s)
+	const coll, n = "purge-large", 12
+	big := blob(t, crdt.MaxValueBytes, 'v')
+	want := map[string]crdt.Record{}
+	for i := range n {
+		id := fmt.Sprintf("big%02d", i)
+		apply(t, s,
+			chg(coll, crdt.SetField(id, "old", val(t, i), st(10, "w"))),
+			chg(coll, crdt.DeleteRecord(id, st(20, "w"))),
+			chg(coll, crdt.SetField(id, "a", big, st(30, "w"))),
+			chg(coll, crdt.SetField(id, "b", big, st(30, "w"))),
+		)
+		want[id] = rec(id, crdt.Stamp{}, map[string]crdt.Field{"a": {Stamp: st(30, "w"), Value: big}, "b": {Stamp: st(30, "w"), Value: big}})
+	}
+	h := stores.Horizon{Read: []uint64{head(t, s, coll)}, Wall: 100}
+	total, _ := purgeAll(t, p, coll, h, 0)
+	if total.Deletes != n || total.Records != 0 {
+		t.Fatalf("purge of large records: %+v, want %d delete stamps cleared and no record removed", total, n)
+	}
+	left := pullAll(t, s, coll, 0, stores.MaxPage)
+	if len(left) != n {
+		t.Fatalf("%d records left, want %d", len(left), n)
+	}
+	for _, e := range left {
+		wantRecord(t, "large record "+e.Record.ID, e.Record, want[e.Record.ID])
+	}
+	usageMatches(t, s, coll, "after the purge of large records")
+}

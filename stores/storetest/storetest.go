@@ -59,6 +59,7 @@ func Run(t *testing.T, newStore Factory) {
 		{"Purge", testPurge},
 		{"PurgeResume", testPurgeResume},
 		{"PurgeConcurrent", testPurgeConcurrent},
+		{"PurgeLarge", testPurgeLarge},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, newStore) })
 	}
