@@ -219,7 +219,7 @@ export const TIMINGS = Object.freeze({
 export const MODEL = Object.freeze({
   "maxCollectionBytes": 128,
   "maxContainerItems": 16384,
-  "maxCursorBytes": 256,
+  "maxCursorBytes": 8704,
   "maxFieldNameBytes": 256,
   "maxFieldsPerRecord": 1024,
   "maxIdBytes": 512,
@@ -246,14 +246,18 @@ export const REPLICA = Object.freeze({
   }
 });
 
-/** Scopes: the reserved collection prefix no client may use, the deny list's collection, the token claim that imposes scopes, and leave entries (the first leaveBytes of SHA-256(leaveDomain + collection + 0x00 + id); each counts leaveEntryCost bytes toward a page's byte limit). */
+/** Scopes: the reserved collection prefix no client may use, the deny list's collection, the token claim that imposes scopes, and leave entries (the first leaveBytes of SHA-256(leaveDomain + collection + 0x00 + id); each counts leaveEntryCost bytes toward a page's byte limit); the limits of a scope (encoded bytes, nesting depth, predicates, values of one list). */
 export const SCOPES = Object.freeze({
   "reservedPrefix": "_convergo.",
   "denyCollection": "_convergo.deny",
   "claim": "cvg_scopes",
   "leaveBytes": 16,
   "leaveEntryCost": 20,
-  "leaveDomain": "convergo/leave/v2\u0000"
+  "leaveDomain": "convergo/leave/v2\u0000",
+  "maxBytes": 4096,
+  "maxDepth": 8,
+  "maxNodes": 256,
+  "maxList": 1024
 });
 
 /** Leave entries of sample record ids, in hex. */

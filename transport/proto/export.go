@@ -39,6 +39,10 @@ type Exported struct {
 		LeaveBytes     int    `json:"leaveBytes"`
 		LeaveCost      int    `json:"leaveEntryCost"`
 		LeaveDomain    string `json:"leaveDomain"`
+		MaxBytes       int    `json:"maxBytes"`
+		MaxDepth       int    `json:"maxDepth"`
+		MaxNodes       int    `json:"maxNodes"`
+		MaxList        int    `json:"maxList"`
 	} `json:"scopes"`
 	// LeaveVectors are leave entries (LeaveDigest) of sample ids, which
 	// the JS client's own digest is tested against.
@@ -126,6 +130,10 @@ func Constants() Exported {
 	e.Scopes.LeaveBytes = LeaveBytes
 	e.Scopes.LeaveCost = LeaveEntryCost
 	e.Scopes.LeaveDomain = leaveDomain
+	e.Scopes.MaxBytes = MaxScopeBytes
+	e.Scopes.MaxDepth = MaxScopeDepth
+	e.Scopes.MaxNodes = MaxScopeNodes
+	e.Scopes.MaxList = MaxScopeList
 	for _, v := range [][2]string{
 		{"demo.todos", "t1"}, {"notes", "n1"}, {"tenant42.notes", "用户/笔记"}, {"a", "x y"},
 	} {

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/crdt/scope"
 )
 
 // Default limits (docs/protocol.md, "Limits"). A server announces the limits
@@ -73,5 +74,17 @@ const (
 	MaxWall              = crdt.MaxWall
 	MaxLogical           = crdt.MaxLogical
 	MaxIssuedLogical     = crdt.MaxIssuedLogical
-	MaxCursorBytes       = 256
+	// MaxCursorBytes bounds a cursor: a scoped one carries the scope it
+	// was read under and, during a scope change, the previous one
+	// (engine.MaxCursorBytes, of the same value).
+	MaxCursorBytes = 2*scope.MaxBytes + 512
+)
+
+// Scope limits, declared by crdt/scope and repeated here only so that
+// Constants exports them: a scope beyond them is invalid.
+const (
+	MaxScopeBytes = scope.MaxBytes
+	MaxScopeDepth = scope.MaxDepth
+	MaxScopeNodes = scope.MaxNodes
+	MaxScopeList  = scope.MaxList
 )
