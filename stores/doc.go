@@ -34,6 +34,17 @@
 // stays within it. Readers keep a position per shard. Only the DynamoDB
 // store shards; the others keep one log per collection (K = 1).
 //
+// # Tombstone collection
+//
+// Deletes and unsets stay in records and the log as tombstones, so that
+// every reader learns of them. A store that implements Purger can drop
+// the ones the engine's horizon allows (PurgeRecord says what goes): for
+// records whose log entry every live reader has passed (the read
+// horizon), delete stamps and unsets older than every pending write (the
+// write horizon). A record left with nothing is removed with its log
+// entry. Purge checks and writes each record atomically with respect to
+// Apply, takes no sequence number and keeps Usage exact.
+//
 // # Notifications
 //
 // Watch tells the engine that a collection's log advanced. Notifications are

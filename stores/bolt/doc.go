@@ -40,6 +40,14 @@
 // stores.ErrTooLarge, or one that meets corrupt data, is left out of the
 // transaction while the others commit.
 //
+// # Tombstone collection
+//
+// Purge (stores.Purger) runs one write transaction per call, between the
+// commit loop's: it walks the log up to the read horizon, rewrites or
+// deletes the records it purges, deletes the log entries of those it
+// removes and updates the usage bucket, all in that transaction. Freed
+// pages go to bbolt's freelist and are reused; the file does not shrink.
+//
 // # Identity and epochs
 //
 // A new file gets a new identity (stores.NewIdentity) in the transaction

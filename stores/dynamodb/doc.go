@@ -112,6 +112,15 @@
 // before usage existed is counted once, by a Query of its log, the first
 // time Usage reads it.
 //
+// # Tombstone collection
+//
+// Purge (stores.Purger) reads each shard's log up to the read horizon
+// with strongly consistent Queries (a log entry holds its record) and
+// commits up to 49 purged records, 3.75 MB, per transaction: each
+// record's put or delete conditioned on its seq, with its log entry, and
+// an ADD of the usage change to the shard's head item, whose head it does
+// not touch. A record Apply moved on fails its condition and is left.
+//
 // # Notifications and the stream consumer
 //
 // Apply notifies this instance's watchers after each commit. With

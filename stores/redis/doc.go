@@ -104,6 +104,18 @@
 // is counted once by usage.lua when Usage next reads it; Repair counts it
 // again (usage.go).
 //
+// # Tombstone collection
+//
+// Purge (stores.Purger) reads a page of the log (ZRANGE BYSCORE up to the
+// read horizon) and its records (HMGET), purges them in Go with
+// stores.PurgeRecord and sends the changed ones to purge.lua, which writes
+// each only if its blob (which holds its seq) is still the one read: a
+// compare-and-set per record, so a change Apply commits in between is
+// never lost. The script keeps usage, removes purged records from the
+// hash and the log, and drives the shrinking rehash of both keys a few
+// steps per removal (Redis 7.0 shrinks a hash's table only as the key is
+// looked up). Its keys share the collection's hash tag.
+//
 // # Reads
 //
 // Pull runs read.lua, which takes one page of the log and the records it
