@@ -3,10 +3,14 @@ package client_test
 import (
 	"context"
 	"errors"
+	"maps"
 	"net/http/httptest"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/convergo/convergo/crdt/scope"
 	"github.com/convergo/convergo/engine"
 	"github.com/convergo/convergo/stores/memory"
 	"github.com/convergo/convergo/transport"
@@ -158,5 +162,197 @@ func TestRealServerLiveRevoked(t *testing.T) {
 	}
 	if got := r.Records("notes"); len(got) != 0 {
 		t.Fatalf("%d records held after revoked", len(got))
+	}
+}
+
+// replicaOf returns a replica of notes through a client of url with token
+// and scopes, bound by a hello.
+func replicaOf(t *testing.T, url, token, device string, scopes map[string]*scope.Pred, cfg client.ReplicaConfig) *client.Replica {
+	t.Helper()
+	ccfg := client.Config{URL: url, Token: token, Device: device}
+	if scopes != nil {
+		ccfg.Scopes = map[string]map[string]*scope.Pred{"notes": scopes}
+	}
+	c, err := client.New(ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Hello(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Collections = []string{"notes"}
+	r, err := client.NewReplica(c, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func parse(t *testing.T, text string) *scope.Pred {
+	t.Helper()
+	p, err := scope.Parse(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// put writes field name of each record through r and pushes it.
+func put(t *testing.T, r *client.Replica, name string, values map[string]string) {
+	t.Helper()
+	for _, id := range slices.Sorted(maps.Keys(values)) {
+		if err := r.Set("notes", id, name, values[id]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r.Flush(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func held(r *client.Replica) []string {
+	var out []string
+	for id, rec := range r.Records("notes") {
+		if rec.Exists() {
+			out = append(out, id)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestRealServerScopeChange narrows a reader of a real server and changes
+// its scopes, over HTTP and live: each change gets the difference.
+func TestRealServerScopeChange(t *testing.T) {
+	_, url, auth := realServer(t)
+	ctx := t.Context()
+	admin, err := auth.Issue("admin", []string{"notes"}, []string{"notes"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reader, err := auth.Issue("carol", []string{"notes"}, nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := replicaOf(t, url, admin, "desk", nil, client.ReplicaConfig{})
+	put(t, w, "list", map[string]string{"n1": "home", "n2": "work", "n3": "work"})
+
+	var mu sync.Mutex
+	var left []string
+	r := replicaOf(t, url, reader, "phone", map[string]*scope.Pred{"mine": parse(t, `list == "home"`)},
+		client.ReplicaConfig{OnLeave: func(_, id string) { mu.Lock(); left = append(left, id); mu.Unlock() }})
+	if err := r.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := held(r); !slices.Equal(got, []string{"n1"}) {
+		t.Fatalf("scoped to home: %v, want [n1]", got)
+	}
+	if err := r.Client().SetScope("notes", "mine", parse(t, `list == "work"`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := held(r); !slices.Equal(got, []string{"n2", "n3"}) {
+		t.Fatalf("scoped to work: %v, want [n2 n3]", got)
+	}
+	mu.Lock()
+	if !slices.Equal(left, []string{"n1"}) {
+		t.Fatalf("OnLeave saw %v, want [n1]", left)
+	}
+	mu.Unlock()
+
+	// Live: a scope added while subscribed, then a record moved out.
+	ctx, cancel := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	go func() { errc <- r.Live(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-errc; err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("live: %v", err)
+		}
+	}()
+	if err := r.Client().SetScope("notes", "home", parse(t, `list == "home"`)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "every note", func() bool { return slices.Equal(held(r), []string{"n1", "n2", "n3"}) })
+	put(t, w, "list", map[string]string{"n2": "archive"})
+	waitFor(t, "n2 to leave", func() bool { return slices.Equal(held(r), []string{"n1", "n3"}) })
+}
+
+// TestRealServerWriteScope gives a writer a token whose cvg_scopes claim
+// holds it to its own notes: an edit outside is rejected out_of_scope, and
+// a note moved out by someone else leaves the replica while the writer's
+// pending edit of it stays queued until the server refuses it.
+func TestRealServerWriteScope(t *testing.T) {
+	_, url, auth := realServer(t)
+	ctx := t.Context()
+	admin, err := auth.Issue("admin", []string{"notes"}, []string{"notes"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, err := auth.IssueToken(transport.TokenSpec{Subject: "dave", Read: []string{"notes"}, Write: []string{"notes"},
+		TTL: time.Hour, Scopes: map[string]*scope.Pred{"notes": parse(t, `owner == $sub`)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := replicaOf(t, url, admin, "desk", nil, client.ReplicaConfig{})
+	put(t, w, "owner", map[string]string{"d1": "dave", "d2": "dave", "e1": "erin"})
+
+	r := replicaOf(t, url, own, "laptop", nil, client.ReplicaConfig{})
+	if err := r.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := held(r); !slices.Equal(got, []string{"d1", "d2"}) {
+		t.Fatalf("dave holds %v, want [d1 d2]", got)
+	}
+	// A note outside the write scope: refused.
+	if err := r.Set("notes", "x1", "owner", "erin"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rej := r.Rejected()
+	if len(rej) != 1 || rej[0].RecordID != "x1" || !errors.Is(rej[0].Err(), client.ErrOutOfScope) {
+		t.Fatalf("rejected %+v, want x1 refused out_of_scope", rej)
+	}
+	// d1 is moved out while dave edits it offline.
+	if err := r.Set("notes", "d1", "title", "mine"); err != nil {
+		t.Fatal(err)
+	}
+	put(t, w, "owner", map[string]string{"d1": "erin"})
+	if err := r.Pull(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.Pending(); len(got) != 1 || got[0].Record.ID != "d1" {
+		t.Fatalf("outbox %+v, want dave's edit of d1", got)
+	}
+	if v, _ := r.Get("notes", "d1"); v.Values()["owner"] != nil {
+		t.Fatalf("d1 left but its server version stays: %+v", v)
+	}
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rej = r.Rejected()
+	if len(rej) != 2 || rej[1].RecordID != "d1" || rej[1].Code != proto.CodeOutOfScope {
+		t.Fatalf("rejected %+v, want d1's edit refused out_of_scope", rej)
+	}
+	if _, ok := r.Get("notes", "d1"); ok {
+		t.Fatal("d1 is still held after its edit was refused")
+	}
+	if got := held(r); !slices.Equal(got, []string{"d2"}) {
+		t.Fatalf("dave holds %v, want [d2]", got)
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
