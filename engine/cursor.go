@@ -8,6 +8,7 @@ import (
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/crdt/scope"
 	"github.com/convergo/convergo/stores"
+	"github.com/convergo/convergo/transport/proto"
 )
 
 // A Cursor is a reader's position in a collection's change log. Clients
@@ -26,7 +27,7 @@ import (
 // caught up with, the transition: the previous scope and the positions
 // read under it (see the package doc, "Scopes and transitions"). An
 // encoded cursor is at most MaxCursorBytes long; one of an unscoped read
-// is at most proto.MaxCursorBytes (256).
+// at most 1+8+(2+stores.MaxShards)×10 bytes.
 type Cursor struct {
 	store [8]byte // the first 8 bytes of SHA-256 of the store's identity
 	epoch uint64  // the epoch of the collection's log
@@ -67,7 +68,8 @@ const (
 // MaxCursorBytes bounds an encoded cursor: two scopes of scope.MaxBytes
 // (the one read under and a transition's previous one) and up to
 // stores.MaxShards positions for each. ParseCursor refuses a longer one.
-const MaxCursorBytes = 2*scope.MaxBytes + 512
+// The protocol declares it (proto.MaxCursorBytes).
+const MaxCursorBytes = proto.MaxCursorBytes
 
 // The first byte of an encoded cursor: format 1 for an unscoped read,
 // format 2 for a scoped one or one in transition.

@@ -75,8 +75,8 @@ const (
 	MaxLogical           = crdt.MaxLogical
 	MaxIssuedLogical     = crdt.MaxIssuedLogical
 	// MaxCursorBytes bounds a cursor: a scoped one carries the scope it
-	// was read under and, during a scope change, the previous one
-	// (engine.MaxCursorBytes, of the same value).
+	// was read under and, during a scope change, the previous one, each
+	// with up to 16 shard positions (engine.MaxCursorBytes is this).
 	MaxCursorBytes = 2*scope.MaxBytes + 512
 )
 
