@@ -18,11 +18,11 @@ import (
 	"github.com/convergo/convergo/transport/proto"
 )
 
-// realServer runs a transport.Server over a memory store and returns its
-// engine, its URL and a token issuer.
-func realServer(t *testing.T) (*engine.Engine, string, *transport.JWT) {
+// realServer runs a transport.Server over a memory store with the given
+// collection rules and returns its engine, its URL and a token issuer.
+func realServer(t *testing.T, rules ...engine.Rule) (*engine.Engine, string, *transport.JWT) {
 	t.Helper()
-	eng, err := engine.Open(engine.Config{Store: memory.New()})
+	eng, err := engine.Open(engine.Config{Store: memory.New(), Rules: rules})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -354,5 +354,36 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestRealServerSchema: a change the collection's schema refuses is a
+// rejected change with code schema, and the valid ones go through.
+func TestRealServerSchema(t *testing.T) {
+	rules, err := engine.ParseRules([]byte(`{"notes": {"schema": {"fields": {"title": {"type": "string"}}}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, url, auth := realServer(t, rules...)
+	token, err := auth.Issue("frank", []string{"notes"}, []string{"notes"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := replicaOf(t, url, token, "desk", nil, client.ReplicaConfig{})
+	if err := r.Set("notes", "ok", "title", "text"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Set("notes", "bad", "title", 42); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Sync(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	rej := r.Rejected()
+	if len(rej) != 1 || rej[0].RecordID != "bad" || rej[0].Code != proto.CodeSchema || !errors.Is(rej[0].Err(), client.ErrSchema) {
+		t.Fatalf("rejected %+v, want bad refused schema", rej)
+	}
+	if got := held(r); !slices.Equal(got, []string{"ok"}) {
+		t.Fatalf("held %v, want [ok]", got)
 	}
 }
