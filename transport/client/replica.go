@@ -82,9 +82,10 @@ type Replica struct {
 	// history.
 	sealed map[string]map[string]proto.SealedRecord
 	owed   map[string]bool // collections reset with history lost, not healed yet
-	// leaves maps, per collection, the leave entry of each id in base
-	// (proto.LeaveDigest) to the id. A collection's index is built when
-	// its first leave entry arrives and kept from then on.
+	// leaves maps, per collection, the leave entry (proto.LeaveDigest) of
+	// each id in base or view to the id; it may keep ids the replica no
+	// longer holds. A collection's index is built when its first leave
+	// entry arrives and kept from then on.
 	leaves map[string]map[string]string
 	// gone holds the records a leave entry dropped while they had changes
 	// in the outbox: acknowledging those changes does not put the record
