@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -31,8 +32,10 @@ import (
 
 // seedRecords writes n todo records (title, done, order) into the demo
 // collection through the engine, 1,000 per batch. The browser scenarios
-// build the same records for their IndexedDB baseline.
-func seedRecords(ctx context.Context, srv *benchServer, n int) error {
+// build the same records for their IndexedDB baseline. With teams > 0
+// each record also holds a field team, teamName(i mod teams), which the
+// scoped fan-out scenario subscribes by.
+func seedRecords(ctx context.Context, srv *benchServer, n, teams int) error {
 	clock, err := crdt.NewClock(crdt.ClockConfig{Replica: proto.ReplicaFor("", "seed")})
 	if err != nil {
 		return err
@@ -45,7 +48,11 @@ func seedRecords(ctx context.Context, srv *benchServer, n int) error {
 				return err
 			}
 			rec := crdt.Record{ID: "todo-" + strconv.Itoa(i), Fields: map[string]crdt.Field{}}
-			for name, v := range map[string]any{"title": "todo number " + strconv.Itoa(i), "done": i%3 == 0, "order": i} {
+			values := map[string]any{"title": "todo number " + strconv.Itoa(i), "done": i%3 == 0, "order": i}
+			if teams > 0 {
+				values["team"] = teamName(i % teams)
+			}
+			for name, v := range values {
 				b, err := crdt.EncodeValue(v)
 				if err != nil {
 					return err
@@ -78,6 +85,7 @@ func runServe(args []string) error {
 	kind := fs.String("store", "memory", "memory, redis or bare")
 	prefix := fs.String("prefix", "", "Redis key prefix (shared by the instances of one deployment)")
 	seed := fs.Int("seed", 0, "records to write into the demo collection before serving")
+	teams := fs.Int("teams", 0, "give the seeded records a field team spread over this many values (t00, t01, ...)")
 	lib := fs.Bool("lib", false, "also serve the JS client at /convergo/ and a blank page at /bench")
 	fs.Parse(args)
 	ctx := context.Background()
@@ -110,7 +118,7 @@ func runServe(args []string) error {
 			return err
 		}
 		srv.srv.Close() // startServer's listener is not used: serve below
-		if err := seedRecords(ctx, srv, *seed); err != nil {
+		if err := seedRecords(ctx, srv, *seed, *teams); err != nil {
 			return err
 		}
 		if *lib {
@@ -123,6 +131,7 @@ func runServe(args []string) error {
 		srv.ts.Handle("/bench/reads", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 			fmt.Fprint(w, st.pulls.Load())
 		}))
+		srv.ts.Handle("/bench/profile/", serveProfile())
 		handler = srv.srv.Handler
 		closeAll = func() { srv.Close(); cleanup() }
 	}
@@ -144,6 +153,46 @@ func runServe(args []string) error {
 	hs.Close()
 	closeAll()
 	return nil
+}
+
+// serveProfile answers /bench/profile/start?file=PATH, which starts a CPU
+// profile of the server process into PATH, and /bench/profile/stop, which
+// ends it: a harness profiles its measured phase alone.
+func serveProfile() http.Handler {
+	var mu sync.Mutex
+	var f *os.File
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch r.URL.Path {
+		case "/bench/profile/start":
+			if f != nil {
+				http.Error(w, "a profile is running", http.StatusConflict)
+				return
+			}
+			out, err := os.Create(r.URL.Query().Get("file"))
+			if err == nil {
+				if err = pprof.StartCPUProfile(out); err != nil {
+					out.Close()
+				}
+			}
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
+			}
+			f = out
+		case "/bench/profile/stop":
+			if f == nil {
+				http.Error(w, "no profile is running", http.StatusConflict)
+				return
+			}
+			pprof.StopCPUProfile()
+			f.Close()
+			f = nil
+		default:
+			http.NotFound(w, r)
+		}
+	})
 }
 
 // child is a server process started with runServe.

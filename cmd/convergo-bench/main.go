@@ -9,6 +9,7 @@
 //	convergo-bench b3 [-runs 7]                 crdt-benchmarks B3 on the Go core
 //	convergo-bench apply [flags]                server apply throughput
 //	convergo-bench fanout [flags]               WebSocket fan-out latency
+//	convergo-bench scoped [flags]               fan-out to scoped subscriptions beside unscoped
 //	convergo-bench conns [flags]                server memory per idle connection
 //	convergo-bench report -in DIR -out DIR      aggregate samples into the report
 package main
@@ -49,6 +50,7 @@ var commands = map[string]func(args []string) error{
 	"apply":  runApply,
 	"serve":  runServe,
 	"fanout": runFanout,
+	"scoped": runScoped,
 	"conns":  runConns,
 	"report": runReport,
 }
