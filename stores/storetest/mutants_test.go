@@ -5,9 +5,11 @@ import (
 	"math"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/stores"
@@ -43,6 +45,7 @@ var mutants = []struct {
 	{"bump-silent", "Epochs", func(m *memory.Store) stores.Store { return &bumpSilent{Store: m} }},
 	{"purges-past-read", "Purge", func(m *memory.Store) stores.Store { return purgesPast{m, 2, 0} }},
 	{"purges-at-wall", "Purge", func(m *memory.Store) stores.Store { return purgesPast{m, 0, 1} }},
+	{"purge-not-atomic", "PurgeConcurrent", func(*memory.Store) stores.Store { return racyPurge{newMapStore()} }},
 }
 
 // reopenMutants are durable-store mutants for RunReopen: the memory store
@@ -305,4 +308,58 @@ func (s purgesPast) Purge(ctx context.Context, coll string, h stores.Horizon, sc
 		res.Next[i] = min(res.Next[i], asked[i])
 	}
 	return res, err
+}
+
+// racyPurge is the kit's map store with a Purge that reads the records
+// and writes their purged state in two steps, without checking in the
+// second that they are still as read: a change committed in between is
+// lost. (The memory store purges under one lock; this shows the suite
+// notices a store that does not.)
+type racyPurge struct{ *mapStore }
+
+func (s racyPurge) Purge(ctx context.Context, coll string, h stores.Horizon, scan stores.PurgeScan) (stores.PurgeResult, error) {
+	after, limit, err := stores.CheckPurge(coll, h, scan, 1)
+	if err != nil {
+		return stores.PurgeResult{}, err
+	}
+	if err := s.use(ctx); err != nil {
+		return stores.PurgeResult{}, err
+	}
+	col := s.coll(coll)
+	var seqs []uint64
+	for seq, id := range col.log {
+		if seq > after[0] && seq <= h.Read[0] && col.records[id].Seq == seq {
+			seqs = append(seqs, seq)
+		}
+	}
+	slices.Sort(seqs)
+	res := stores.PurgeResult{Next: after}
+	if len(seqs) > limit {
+		seqs, res.More = seqs[:limit], true
+	}
+	read := map[string]stores.Entry{}
+	for _, seq := range seqs {
+		read[col.log[seq]] = col.records[col.log[seq]]
+		res.Scanned++
+		res.Next[0] = seq
+	}
+	s.mu.Unlock()
+	time.Sleep(time.Millisecond) // the window
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id, e := range read {
+		out, deletes, fields := stores.PurgeRecord(e.Record, h.Wall)
+		if deletes+fields == 0 {
+			continue
+		}
+		res.Deletes += deletes
+		res.Fields += fields
+		if stores.Empty(out) {
+			delete(col.records, id)
+			res.Records++
+			continue
+		}
+		col.records[id] = stores.Entry{Seq: e.Seq, Record: out}
+	}
+	return res, nil
 }
