@@ -111,11 +111,17 @@ func runScoped(args []string) error {
 	for run := range *runs {
 		for _, mode := range want {
 			scoped := mode == "scoped"
-			t0 := time.Now()
+			t0, cpu0 := time.Now(), serversCPU([]*child{srv})
+			sc.synced.pages.Store(0)
+			sc.synced.records.Store(0)
+			sc.synced.leaves.Store(0)
+			sc.synced.bytes.Store(0)
 			if err := sc.catchUp(ctx, scoped); err != nil {
 				return fmt.Errorf("%s run %d: first sync: %w", mode, run, err)
 			}
-			fmt.Fprintf(os.Stderr, "scoped: %s run %d: cursors at the head in %s\n", mode, run, time.Since(t0).Round(time.Millisecond))
+			fmt.Fprintf(os.Stderr, "scoped: %s run %d: cursors at the head in %s (server CPU %s): %d pulls, %d records, %d leave entries, %d bytes\n",
+				mode, run, time.Since(t0).Round(time.Millisecond), serversCPU([]*child{srv})-cpu0,
+				sc.synced.pages.Load(), sc.synced.records.Load(), sc.synced.leaves.Load(), sc.synced.bytes.Load())
 			res, err := sc.run(ctx, scoped)
 			if err != nil {
 				return fmt.Errorf("%s run %d: %w", mode, run, err)
@@ -183,7 +189,10 @@ type scopedBench struct {
 	teamValue [][]byte       // the team field's value of team t, encoded
 	cursors   map[int][]byte // head cursor per team; -1 is the unscoped one
 	client    *http.Client
-	profile   string // CPU profile of the server's write phase, when set
+	profile   string   // CPU profile of the server's write phase, when set
+	synced    struct { // what catchUp's pulls received
+		pages, records, leaves, bytes atomic.Int64
+	}
 }
 
 // catchUp pulls every scope (or the unscoped collection) from its last
@@ -254,6 +263,10 @@ func (sc *scopedBench) pullToHead(ctx context.Context, scopeBytes, cursor []byte
 		if pr.Reset != nil {
 			return nil, fmt.Errorf("pull: reset %s", pr.Reset.Reason)
 		}
+		sc.synced.pages.Add(1)
+		sc.synced.records.Add(int64(len(pr.Records)))
+		sc.synced.leaves.Add(int64(len(pr.Leaves)))
+		sc.synced.bytes.Add(int64(len(data)))
 		cursor = pr.Next
 		if !pr.More {
 			return cursor, nil
