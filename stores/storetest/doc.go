@@ -26,7 +26,12 @@
 // once in its current state; Get, Head and ErrNotFound; refusal of invalid
 // input and of records beyond the crdt size limits; the no-gap invariant
 // under many concurrent writers and a tailing reader; Watch notifications as
-// hints; cancelled contexts; use after Close and Close under load.
+// hints; cancelled contexts; use after Close and Close under load; and,
+// on stores that collect tombstones (stores.Purger), that a purge drops
+// exactly what its horizon allows and keeps everything else byte for
+// byte at its sequence number, resumes from Next, is idempotent, keeps
+// Usage exact, handles records near the size limits and loses no change
+// written while it runs (PurgeConcurrent, three rounds).
 //
 // # The suite is tested too
 //
@@ -36,7 +41,9 @@
 // only, a record larger than the budget held back, Lost never reported,
 // Changed on no-ops,
 // notifications for no-ops or none at all, ignored contexts, a Close that
-// closes nothing) and requires the suite to fail each in the right check.
+// closes nothing, a purge past its read or write horizon, a purge that
+// reads and writes a record in two steps) and requires the suite to fail
+// each in the right check.
 //
 // The concurrency check writes 2,000 changes; -short writes 400.
 //

@@ -20,6 +20,7 @@ func RunReopen(t *testing.T, newStore Factory, reopen Reopen) {
 	t.Helper()
 	t.Run("IdentitySurvivesReopen", func(t *testing.T) { testIdentityReopen(t, newStore, reopen) })
 	t.Run("EpochsSurviveReopen", func(t *testing.T) { testEpochsReopen(t, newStore, reopen) })
+	t.Run("PurgeSurvivesReopen", func(t *testing.T) { testPurgeReopen(t, newStore, reopen) })
 }
 
 func identity(t testing.TB, s stores.Store) string {

@@ -469,3 +469,35 @@ func testPurgeLarge(t *testing.T, f Factory) {
 	}
 	usageMatches(t, s, coll, "after the purge of large records")
 }
+
+// testPurgeReopen checks that what a purge dropped stays dropped, and
+// usage stays exact, once the store is opened again.
+func testPurgeReopen(t *testing.T, f Factory, reopen Reopen) {
+	s := f(t)
+	p, ok := s.(stores.Purger)
+	if !ok {
+		_ = s.Close()
+		t.Skip("the store does not collect tombstones (stores.Purger)")
+	}
+	const coll = "purge-reopen"
+	apply(t, s,
+		chg(coll, crdt.SetField("gone", "f", val(t, 1), st(10, "w"))), chg(coll, crdt.DeleteRecord("gone", st(20, "w"))),
+		chg(coll, crdt.SetField("kept", "f", val(t, 2), st(10, "w"))), chg(coll, crdt.UnsetField("kept", "u", st(15, "w"))),
+	)
+	h := stores.Horizon{Read: []uint64{head(t, s, coll)}, Wall: 100}
+	if total, _ := purgeAll(t, p, coll, h, 0); total.Records != 1 || total.Fields != 1 {
+		t.Fatalf("purge: %+v, want 1 record and 1 field dropped", total)
+	}
+	want := pullAll(t, s, coll, 0, stores.MaxPage)
+	s = reopen(t, s)
+	t.Cleanup(func() { _ = s.Close() })
+	got := pullAll(t, s, coll, 0, stores.MaxPage)
+	if len(got) != 1 || len(want) != 1 || got[0].Seq != want[0].Seq {
+		t.Fatalf("after reopening the log holds %d records, want the 1 kept at seq %d", len(got), want[0].Seq)
+	}
+	wantRecord(t, "after reopening", got[0].Record, want[0].Record)
+	if _, err := s.Get(context.Background(), coll, "gone"); !errors.Is(err, stores.ErrNotFound) {
+		t.Fatalf("after reopening, Get(gone) of a purged record: %v, want ErrNotFound", err)
+	}
+	usageMatches(t, s, coll, "after reopening")
+}
