@@ -17,6 +17,17 @@
 //   - Live: a client whose tokens expire every second or two redials with
 //     fresh ones; a client too slow for the server's send queue gets
 //     resync, pulls over HTTP and subscribes again; neither misses a change.
+//   - Heal: the store is lost or restored from a backup; the clients are
+//     reset and give back what they hold.
+//   - Scopes: two server instances on each store (bolt, Redis, Redis
+//     Cluster, DynamoDB Local) under a rules file; clients with different
+//     team claims hold exactly their scope and never receive anything
+//     outside it (every pull answer and live frame is decoded and
+//     checked), a moved record leaves one device and reaches another, write
+//     rules refuse out_of_scope, and a subject denied through the store is
+//     revoked on the other instance.
+//   - Attack: a siege of hostile clients while honest ones sync, and the
+//     server's peak memory against the documented worst case.
 //
 // Tests that need Redis get its address (CONVERGO_REDIS_ADDR) or its
 // binary (CONVERGO_REDIS_SERVER_BIN) through storetest.Endpoint and skip
