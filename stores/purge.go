@@ -114,7 +114,9 @@ type Purger interface {
 // is cleared, and its unset fields stamped before wall are removed. It
 // reports how many delete stamps (0 or 1) and fields it dropped; when both
 // are 0, out is r. out.Deleted is zero and out.Fields empty when nothing
-// is left of r: the record is to be removed. r is not modified. Every
+// is left of r: the record is to be removed. When anything was dropped,
+// out encodes shorter than r, so a store may tell a purged record from
+// the one it read by size. r is not modified. Every
 // store's Purge uses it (the Redis store too: it purges in Go and writes
 // with a compare-and-set script).
 func PurgeRecord(r crdt.Record, wall int64) (out crdt.Record, deletes, fields int) {

@@ -65,6 +65,11 @@ func TestPurgeRecordKeepsWhatLaterWritesSee(t *testing.T) {
 		if deletes != wantDeletes || fields != wantFields || len(p.Fields) != len(r.Fields)-fields {
 			t.Fatalf("dropped %d deletes, %d fields (%d left of %d), want %d, %d", deletes, fields, len(p.Fields), len(r.Fields), wantDeletes, wantFields)
 		}
+		// The DynamoDB store tells a purged record from the one it read
+		// by the size of its encoding.
+		if deletes+fields > 0 && len(crdt.AppendRecord(nil, p)) >= len(crdt.AppendRecord(nil, r)) {
+			t.Fatalf("a purge did not shrink the encoding: %d bytes, was %d", len(crdt.AppendRecord(nil, p)), len(crdt.AppendRecord(nil, r)))
+		}
 		if _, d, f := stores.PurgeRecord(p, wall); d+f != 0 {
 			t.Fatalf("a purged record has more to purge: %d, %d", d, f)
 		}

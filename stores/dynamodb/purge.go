@@ -32,10 +32,12 @@ type purgeWrite struct {
 // Purge implements stores.Purger, shard by shard for a collection of K
 // shards. It reads the log with strongly consistent Queries (a log entry
 // holds its record's state, so the record items are not read) and
-// commits up to 49 purged records (and 3.75 MB) per TransactWriteItems: per record, a
-// put (or delete) of the record item on condition that its seq is still
-// the entry's — so a record that Apply moved on meanwhile fails its
-// condition and is left as it is — with the put (or delete) of its log
+// commits up to 49 purged records (and 3.75 MB) per TransactWriteItems:
+// per record, a put (or delete) of the record item on condition that its
+// seq is still the entry's (and, for a put, that its encoding still has
+// the size read: a purge shrinks a record without moving it) — so a
+// record that Apply moved on, or another purge purged, meanwhile fails
+// its condition and is left as it is — with the put (or delete) of its log
 // entry; and an ADD of the usage change to the head item of the record's
 // shard, on condition that the head keeps usage. The head's seq is not
 // touched, so no sequence number is taken; Apply transactions, which
@@ -185,9 +187,16 @@ func (st *Store) purgeCommit(ctx context.Context, ref logRef, writes []purgeWrit
 				continue
 			}
 			freed += int64(w.oldSize - len(w.enc))
+			// The seq alone does not tell the record as read from the
+			// same record purged by another purge (which keeps the seq):
+			// its encoding's size does, since a purge always shrinks it.
 			items = append(items,
 				types.TransactWriteItem{Put: &types.Put{TableName: &st.table, Item: recordItem(coll, w.e, w.enc),
-					ConditionExpression: cond, ExpressionAttributeNames: names, ExpressionAttributeValues: values}},
+					ConditionExpression:      ptr("#q = :q AND size(#r) = :size"),
+					ExpressionAttributeNames: map[string]string{"#q": attrSeq, "#r": attrRec},
+					ExpressionAttributeValues: map[string]types.AttributeValue{
+						":q": n(w.e.Seq), ":size": n(uint64(w.oldSize)),
+					}}},
 				types.TransactWriteItem{Put: &types.Put{TableName: &st.table, Item: logItem(ref, w.e, w.enc)}})
 		}
 		items = append(items, types.TransactWriteItem{Update: &types.Update{

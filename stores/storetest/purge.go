@@ -501,3 +501,69 @@ func testPurgeReopen(t *testing.T, f Factory, reopen Reopen) {
 	}
 	usageMatches(t, s, coll, "after reopening")
 }
+
+// testPurgeTwice runs two purges of the same horizon at once, as two
+// server instances might: every tombstone is dropped once, reported by
+// the purge that dropped it, and usage stays exact.
+func testPurgeTwice(t *testing.T, f Factory) {
+	s := open(t, f)
+	p := purger(t, s)
+	ctx := context.Background()
+	const coll, n = "purge-twice", 60
+	var changes []crdt.Change
+	for i := range n {
+		id := fmt.Sprintf("t%02d", i)
+		changes = append(changes, chg(coll, crdt.SetField(id, "f", val(t, i), st(10, "w"))), chg(coll, crdt.DeleteRecord(id, st(20, "w"))))
+		if i%2 == 0 { // revived: kept, with its delete stamp cleared
+			changes = append(changes, chg(coll, crdt.SetField(id, "g", val(t, i), st(30, "w"))))
+		}
+	}
+	apply(t, s, changes...)
+	h := stores.Horizon{Read: []uint64{head(t, s, coll)}, Wall: 100}
+	var mu sync.Mutex
+	var total stores.PurgeResult
+	var wg sync.WaitGroup
+	errs := make(chan error, 2)
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var after []uint64
+			for range 1000 {
+				res, err := p.Purge(ctx, coll, h, stores.PurgeScan{After: after, Limit: 5})
+				if err != nil {
+					errs <- err
+					return
+				}
+				mu.Lock()
+				total.Records += res.Records
+				total.Deletes += res.Deletes
+				total.Bytes += res.Bytes
+				mu.Unlock()
+				after = res.Next
+				if !res.More {
+					return
+				}
+			}
+			errs <- errors.New("a purge did not end")
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if total.Records != n/2 || total.Deletes != n {
+		t.Fatalf("two purges at once reported %d records removed and %d delete stamps cleared, want %d and %d (each once)", total.Records, total.Deletes, n/2, n)
+	}
+	left := pullAll(t, s, coll, 0, stores.MaxPage)
+	if len(left) != n/2 {
+		t.Fatalf("%d records left, want %d", len(left), n/2)
+	}
+	for _, e := range left {
+		if !e.Record.Deleted.IsZero() || len(e.Record.Fields) != 1 {
+			t.Fatalf("record left as %s, want its field g alone", fmtRecord(e.Record))
+		}
+	}
+	usageMatches(t, s, coll, "after two purges at once")
+}

@@ -60,6 +60,7 @@ func Run(t *testing.T, newStore Factory) {
 		{"PurgeResume", testPurgeResume},
 		{"PurgeConcurrent", testPurgeConcurrent},
 		{"PurgeLarge", testPurgeLarge},
+		{"PurgeTwice", testPurgeTwice},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, newStore) })
 	}
