@@ -138,6 +138,12 @@ export const CODES = Object.freeze([
     "perChange": true
   },
   {
+    "code": "collected",
+    "http": 0,
+    "retry": "never",
+    "perChange": true
+  },
+  {
     "code": "unavailable",
     "http": 503,
     "retry": "backoff",
@@ -186,7 +192,8 @@ export const SERVER_MESSAGE_TYPES = Object.freeze([
 /** Why a cursor is reset; a client treats an unknown reason as history_lost. */
 export const RESET_REASONS = Object.freeze([
   "history_lost",
-  "rebuilt"
+  "rebuilt",
+  "lease_expired"
 ]);
 
 /** A server's default limits; a client follows what the server's hello announces. */

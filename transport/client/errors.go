@@ -31,6 +31,7 @@ var (
 	ErrCorrupt            = errors.New("convergo: the server's store holds damaged data")
 	ErrOutOfScope         = errors.New("convergo: the change is outside the principal's write scope")
 	ErrSchema             = errors.New("convergo: the change breaks the collection's schema")
+	ErrCollected          = errors.New("convergo: the change is older than the collection's write horizon")
 	ErrUnavailable        = errors.New("convergo: unavailable")
 	ErrInternal           = errors.New("convergo: internal server error")
 
@@ -69,6 +70,7 @@ var sentinels = map[string]error{
 	proto.CodeCorrupt:            ErrCorrupt,
 	proto.CodeOutOfScope:         ErrOutOfScope,
 	proto.CodeSchema:             ErrSchema,
+	proto.CodeCollected:          ErrCollected,
 	proto.CodeRevoked:            ErrRevoked,
 	proto.CodeUnavailable:        ErrUnavailable,
 	proto.CodeInternal:           ErrInternal,

@@ -91,14 +91,23 @@ type PushResponse struct {
 }
 
 // PullRequest is the body of POST /v2/pull: {1: collection, 2: cursor,
-// 3: limit, 4: scope?}. An empty cursor is the beginning; a limit of 0 the
-// server's maximum. Scope is the client's own narrowing, a predicate in
-// its CBOR form (crdt/scope); absent narrows nothing.
+// 3: limit, 4: scope?, 5: replica?, 6: pending floor?}. An empty cursor is
+// the beginning; a limit of 0 the server's maximum. Scope is the client's
+// own narrowing, a predicate in its CBOR form (crdt/scope); absent narrows
+// nothing. Replica and Pending make the pull the reader's lease
+// (docs/protocol.md, "Tombstone collection").
 type PullRequest struct {
 	Collection string          `cbor:"1,keyasint"`
 	Cursor     []byte          `cbor:"2,keyasint"`
 	Limit      uint64          `cbor:"3,keyasint"`
 	Scope      cbor.RawMessage `cbor:"4,keyasint,omitempty"`
+	// Replica is the reader's replica id, one the principal owns (else
+	// forbidden); "" holds no lease.
+	Replica string `cbor:"5,keyasint,omitempty"`
+	// Pending is the reader's pending floor: the wall time (ms) of the
+	// oldest change in its outbox for the collection; nil when none is
+	// pending.
+	Pending *uint64 `cbor:"6,keyasint,omitempty"`
 }
 
 // PullResponse answers a pull: {1: [record...], 2: next cursor, 3: more,
@@ -177,12 +186,15 @@ type Hello struct {
 }
 
 // Sub subscribes to a collection after a cursor: {0: "sub",
-// 1: collection, 2: cursor, 3: scope?}, Scope as PullRequest's.
+// 1: collection, 2: cursor, 3: scope?, 5: replica?, 6: pending floor?},
+// Scope, Replica and Pending as PullRequest's.
 type Sub struct {
 	Type       string          `cbor:"0,keyasint"`
 	Collection string          `cbor:"1,keyasint"`
 	Cursor     []byte          `cbor:"2,keyasint"`
 	Scope      cbor.RawMessage `cbor:"3,keyasint,omitempty"`
+	Replica    string          `cbor:"5,keyasint,omitempty"`
+	Pending    *uint64         `cbor:"6,keyasint,omitempty"`
 }
 
 // Unsub ends a subscription.

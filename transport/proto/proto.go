@@ -43,11 +43,16 @@ const (
 	// ResetRebuilt: the log was rebuilt with nothing lost: pull from the
 	// beginning.
 	ResetRebuilt = "rebuilt"
+	// ResetLeaseExpired: the reader's cursor is before the collection's
+	// collected floor (its lease expired and tombstones after its cursor
+	// were collected): pull from the beginning, then reconcile (drop held
+	// records the server acknowledged once and no longer serves).
+	ResetLeaseExpired = "lease_expired"
 )
 
 // ResetReasons lists the reasons a server of this version sends. A client
 // treats a reason it does not know as ResetHistoryLost, the safe choice.
-var ResetReasons = []string{ResetHistoryLost, ResetRebuilt}
+var ResetReasons = []string{ResetHistoryLost, ResetRebuilt, ResetLeaseExpired}
 
 // Error codes. They are stable: clients branch on them.
 const (
@@ -70,6 +75,7 @@ const (
 	CodeOutOfScope         = "out_of_scope"
 	CodeSchema             = "schema"
 	CodeRevoked            = "revoked"
+	CodeCollected          = "collected"
 	CodeUnavailable        = "unavailable"
 	CodeInternal           = "internal"
 )
@@ -121,6 +127,7 @@ var Codes = []CodeInfo{
 	{CodeQuotaExceeded, 0, RetryNever, true},
 	{CodeOutOfScope, 0, RetryNever, true},
 	{CodeSchema, 0, RetryNever, true},
+	{CodeCollected, 0, RetryNever, true},
 	{CodeUnavailable, http.StatusServiceUnavailable, RetryBackoff, false},
 	{CodeInternal, http.StatusInternalServerError, RetryBackoff, false},
 	{CodeCorrupt, http.StatusInternalServerError, RetryNever, true},

@@ -45,6 +45,18 @@ const ReservedPrefix = "_convergo."
 // follows it; a denied principal is refused CodeRevoked.
 const DenyCollection = ReservedPrefix + "deny"
 
+// LeaseCollection holds the readers' leases (docs/design.md, "Tombstone
+// horizons"): one record per (collection, replica), id
+// "<collection>/<replica>", with the fields "pos" (the shard positions of
+// the cursor the reader last presented), "floor" (its pending floor, ms;
+// absent: none pending) and "seen" (ms).
+const LeaseCollection = ReservedPrefix + "leases"
+
+// HorizonCollection holds the published tombstone horizons: one record
+// per collection, id the collection, which every server instance on the
+// store follows (docs/design.md, "Tombstone horizons").
+const HorizonCollection = ReservedPrefix + "horizons"
+
 // Reserved reports whether collection is one of the server's own.
 func Reserved(collection string) bool { return strings.HasPrefix(collection, ReservedPrefix) }
 
