@@ -98,7 +98,7 @@ export async function open(options) {
 /** How long open() waits for getToken to name the subject to write as (ms). */
 const FIRST_TOKEN_MS = 3_000;
 
-const EVENTS = new Set(['status', 'error', 'auth', 'refused', 'superseded', 'change', 'reset', 'serverReset', 'revoked']);
+const EVENTS = new Set(['status', 'error', 'auth', 'refused', 'superseded', 'change', 'reset', 'serverReset', 'reconciled', 'revoked']);
 
 /** How long the leader lets lastSyncedAt settle before storing it (ms). */
 const STORE_SYNCED_MS = 500;
@@ -298,6 +298,10 @@ export class Database {
         this._post({ t: TabMessage.serverReset, r });
         this._emit('serverReset', r);
       },
+      onReconciled: (r) => {
+        this._post({ t: TabMessage.reconciled, r });
+        this._emit('reconciled', r);
+      },
       onSuperseded: (r) => this._emit('superseded', r),
       onStatus: (s) => this._setStatus(s),
       onError: (e) => this._emit('error', e),
@@ -464,7 +468,11 @@ export class Database {
    * server refused a local change; it was rolled back and kept among the
    * rejected changes), 'serverReset' ({collection, reason, message}: the
    * server's history is not the one the collection's cursor was of; the
-   * client pulls it again and gives back what it holds),
+   * client pulls it again and gives back what it holds, or, for
+   * lease_expired, reconciles), 'reconciled' (Reconciliation: a
+   * collection reset lease_expired was reconciled and its outbox pushed:
+   * records dropped because the server collected them, their changes
+   * rejected with code collected, changes re-stamped and pushed again),
    * 'superseded' ({collection, id, lost, status}: fields of a local change
    * lost to newer writes on the server; the record converges when those
    * arrive),
@@ -607,6 +615,9 @@ export class Database {
         break;
       case TabMessage.serverReset:
         if (m.r && typeof m.r === 'object') this._emit('serverReset', m.r);
+        break;
+      case TabMessage.reconciled:
+        if (m.r && typeof m.r === 'object') this._emit('reconciled', m.r);
         break;
       case TabMessage.rejected:
         this._recountRejected();

@@ -44,7 +44,9 @@
 //            opened the collection, so whichever tab leads syncs it),
 //            "heal:<collection>" (true: the server reset the collection
 //            with history lost and has not been given back what this
-//            client holds yet), "rejectedDropped" (how many rejected
+//            client holds yet), "reconcile:<collection>" (true: the
+//            server reset the collection lease_expired and the client has
+//            not reconciled yet: its outbox for it waits), "rejectedDropped" (how many rejected
 //            changes were dropped to stay within the bounds),
 //            "lastSyncedAt" (ms since epoch of the last completed sync),
 //            "scope:<collection>" ({name: encoded predicate}: the app's named
@@ -141,6 +143,7 @@ const COLLECTION_KEY = 'collection:';
 export const SEALED = 'sealed';
 export const REJECTED = 'rejected';
 export const HEAL_KEY = 'heal:';
+export const RECONCILE_KEY = 'reconcile:';
 export const SCOPE_KEY = 'scope:';
 const DROPPED_KEY = 'rejectedDropped';
 
@@ -907,17 +910,59 @@ export class Store {
 
   /**
    * The server reset collection c's cursor: forget it (the next pull starts
-   * from the beginning) and, when heal is set, note that the server is owed
-   * what this client holds (healPlan), in one transaction, so a reload
-   * still heals. Nothing local is dropped.
+   * from the beginning) and note what is owed, in one transaction, so a
+   * reload still does it: heal, the server is owed what this client holds
+   * (healPlan); reconcile, the client must drop what the server collected
+   * before it pushes the collection's outbox (reconcile.js). Nothing local
+   * is dropped here.
    * @param {string} c
    * @param {boolean} heal
+   * @param {boolean} [reconcile]
    */
-  resetCollection(c, heal) {
+  resetCollection(c, heal, reconcile = false) {
     return this.tx([META], 'readwrite', `reset ${c}`, (tx) => {
       const meta = tx.objectStore(META);
       meta.delete(CURSOR_KEY + c);
       if (heal) meta.put(true, HEAL_KEY + c);
+      if (reconcile) meta.put(true, RECONCILE_KEY + c);
+    });
+  }
+
+  /**
+   * Whether collection c is owed a reconciliation (resetCollection with
+   * reconcile set).
+   * @param {string} c
+   * @returns {Promise<boolean>}
+   */
+  async owesReconcile(c) {
+    return (await this.getMeta(RECONCILE_KEY + c)) === true;
+  }
+
+  /**
+   * The pending floor of collection c: the wall time (ms) of the oldest
+   * stamp in its outbox entries (of any replica id: a held change may be
+   * pushed later too); null when nothing is pending. Sent with pulls and
+   * subs, it keeps the server from collecting tombstones those changes
+   * could still meet (docs/protocol.md, "Tombstone collection").
+   * @param {string} c
+   * @returns {Promise<number|null>}
+   */
+  pendingFloor(c) {
+    const range = this.keyRange.bound([c], [c, []]);
+    return this.tx([OUTBOX], 'readonly', `pending floor of ${c}`, async (tx) => {
+      const entries = /** @type {OutboxEntry[]} */ (await req(tx.objectStore(OUTBOX).index('record').getAll(range)));
+      let floor = Infinity;
+      for (const e of entries) {
+        let rec;
+        try {
+          rec = decodeEntry(e.change);
+        } catch {
+          continue; // refused when pushed, as any corrupt entry
+        }
+        if (!isZeroStamp(rec.deleted)) floor = Math.min(floor, rec.deleted.wall);
+        for (const f of rec.fields.values()) floor = Math.min(floor, f.stamp.wall);
+      }
+      return floor === Infinity ? null : floor;
     });
   }
 

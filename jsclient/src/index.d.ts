@@ -25,6 +25,7 @@ export type ErrorCode =
   | 'bad_seal'
   | 'out_of_scope'
   | 'schema'
+  | 'collected'
   | 'revoked'
   | 'corrupt'
   | 'unavailable'
@@ -167,7 +168,7 @@ export interface RejectedChange {
   recordId: string;
   /** What the change wrote: fields it set, field names it unset, whether it deleted the record. */
   change: { deleted: boolean; fields: { [field: string]: Value }; unset: string[] };
-  /** The server's per-change code: too_large, invalid, forbidden, clock_drift, forged_replica, malformed, out_of_scope, schema, quota_exceeded, revoked (the outbox of a revoked subject), or a newer server's. */
+  /** The server's per-change code: too_large, invalid, forbidden, clock_drift, forged_replica, malformed, out_of_scope, schema, quota_exceeded, collected (a change of a record deleted on the server while this device was away, or stamped before the server's write horizon), revoked (the outbox of a revoked subject), or a newer server's. */
   code: ErrorCode | string;
   message: string;
   /** The request id the server logged the push under, or null. */
@@ -187,9 +188,26 @@ export interface RejectedChange {
  */
 export interface ServerReset {
   collection: string;
-  /** history_lost, rebuilt, or a reason this client does not know (treated as history_lost). */
+  /** history_lost, rebuilt, lease_expired (the device was away longer than the collection's maximum offline period: the client reconciles, see Reconciliation), or a reason this client does not know (treated as history_lost). */
   reason: string;
   message: string;
+}
+
+/**
+ * A collection reset lease_expired was reconciled ('reconciled' event):
+ * pulled from the beginning, then the records the server deleted and
+ * collected while this device was away were dropped locally (dropped;
+ * not pushed, nothing deleted), their pending changes kept as rejected
+ * changes with code collected (rejected, each also a 'refused' event),
+ * and the outbox pushed; pending changes the server refused collected
+ * whose record it still has, or that were created on this device, were
+ * written again with fresh stamps and pushed (restamped).
+ */
+export interface Reconciliation {
+  collection: string;
+  dropped: number;
+  rejected: number;
+  restamped: number;
 }
 
 /**
@@ -262,6 +280,7 @@ export interface EventMap {
   /** The local IndexedDB database vanished and is being rebuilt from the server. */
   reset: undefined;
   serverReset: ServerReset;
+  reconciled: Reconciliation;
   /** The server revoked the subject; see Status.revoked. */
   revoked: Revocation;
 }

@@ -81,10 +81,11 @@ export class LiveSession {
    * @param {string} c
    * @param {Uint8Array} cursor the stored cursor, as the server made it
    * @param {Uint8Array} [scope] the predicate to read c under, encoded (none: unscoped)
+   * @param {import('./protocol.js').Lease} [lease] the reader's lease (keys 5 and 6)
    */
-  subscribe(c, cursor, scope) {
+  subscribe(c, cursor, scope, lease) {
     this.subscribed.add(c);
-    this.send(encodeSub(c, cursor, scope));
+    this.send(encodeSub(c, cursor, scope, lease));
   }
 
   /**

@@ -361,15 +361,19 @@ export function parsePushAnswer(body) {
 }
 
 /**
- * An envelope of entries (keys ascending) and, last, key k holding scope,
- * unless there is none (an unscoped read sends no key at all).
+ * An envelope of entries (keys ascending), then key k holding scope,
+ * unless there is none (an unscoped read sends no key at all), then the
+ * reader's lease: key 5 its replica id, key 6 its pending floor (absent
+ * when nothing is pending).
  * @param {[number, unknown][]} entries
- * @param {number} k above the keys of entries
+ * @param {number} k above the keys of entries, below 5
  * @param {Uint8Array} [scope] the predicate, encoded (Store.scope)
+ * @param {Lease} [lease]
  */
-function scoped(entries, k, scope) {
-  const w = new Writer(64 + (scope?.length ?? 0));
-  w.head(5, entries.length + (scope ? 1 : 0));
+function scoped(entries, k, scope, lease) {
+  const w = new Writer(96 + (scope?.length ?? 0));
+  const floor = lease?.floor ?? null;
+  w.head(5, entries.length + (scope ? 1 : 0) + (lease ? 1 : 0) + (lease && floor !== null ? 1 : 0));
   for (const [key, v] of entries) {
     w.head(0, key);
     w.value(v);
@@ -378,17 +382,35 @@ function scoped(entries, k, scope) {
     w.head(0, k);
     w.raw(scope);
   }
+  if (lease) {
+    w.head(0, 5);
+    w.text(lease.replica);
+    if (floor !== null) {
+      w.head(0, 6);
+      w.value(floor);
+    }
+  }
   return w.bytes();
 }
+
+/**
+ * A reader's lease on a collection, sent with every pull and sub
+ * (docs/protocol.md, "Tombstone collection"): the replica id it stamps
+ * with, and its pending floor, the wall time (ms) of the oldest stamp in
+ * its outbox for the collection (null: nothing pending). It holds the
+ * server's tombstone horizons back while the reader may still push.
+ * @typedef {{replica: string, floor: number|null}} Lease
+ */
 
 /**
  * @param {string} collection
  * @param {Uint8Array} cursor the stored cursor, as the server made it (empty: from the beginning)
  * @param {number} limit
  * @param {Uint8Array} [scope] the client's own scope (key 4), an encoded predicate
+ * @param {Lease} [lease] keys 5 and 6
  */
-export function encodePull(collection, cursor, limit, scope) {
-  return scoped([[1, collection], [2, cursor], [3, limit]], 4, scope);
+export function encodePull(collection, cursor, limit, scope, lease) {
+  return scoped([[1, collection], [2, cursor], [3, limit]], 4, scope, lease);
 }
 
 /**
@@ -484,9 +506,10 @@ export function encodeLiveHello(replica, token) {
  * @param {string} collection
  * @param {Uint8Array} cursor
  * @param {Uint8Array} [scope] the client's own scope (key 3), an encoded predicate
+ * @param {Lease} [lease] keys 5 and 6, as a pull's
  */
-export function encodeSub(collection, cursor, scope) {
-  return scoped([[0, 'sub'], [1, collection], [2, cursor]], 3, scope);
+export function encodeSub(collection, cursor, scope, lease) {
+  return scoped([[0, 'sub'], [1, collection], [2, cursor]], 3, scope, lease);
 }
 
 /** @param {string} collection */

@@ -26,6 +26,18 @@
 // heal that fails (network) is owed in IndexedDB and made at the next
 // round.
 //
+// Tombstone collection (docs/protocol.md, section 8): every pull and sub
+// carries the reader's lease (replica id, pending floor: Syncer.lease). A
+// reset lease_expired says the server may have collected tombstones this
+// replica never saw: the collection is reconciled before its outbox is
+// pushed (reconcile.js, loaded on demand): pulled from the beginning, the
+// records the server acknowledged once and no longer serves dropped with
+// their pending changes (rejected, code collected). Since the client
+// learns of the reset only by pulling, a collection not pulled lately
+// (fresh) is pulled before its outbox goes out (pushAll). A change
+// refused collected whose record the server still has, or that was
+// created here, is written again with fresh stamps, once.
+//
 // Scopes (docs/protocol.md, section 12): a collection with named scopes
 // is read under their or (Store.scope), sent with every pull (key 4) and
 // sub (key 3) beside the cursor as stored. A page's leave entries name
@@ -90,6 +102,8 @@ export const WRITE_RETRY_MS = 2_000;
  *   changes
  * @property {(r: {collection: string, reason: string, message: string}) => void} onServerReset
  *   the server reset a collection's cursor (docs/protocol.md, "Resets")
+ * @property {(r: Reconciliation) => void} [onReconciled] a collection
+ *   reset lease_expired was reconciled and its outbox pushed
  * @property {() => string|null} [subject] the subject signed in, for
  *   rejected changes (null: unknown)
  * @property {(s: {collection: string, id: string, lost: string[], status: 'applied'|'superseded'}) => void} onSuperseded
@@ -110,6 +124,25 @@ export const WRITE_RETRY_MS = 2_000;
  * @property {{base?: number, max?: number, random?: () => number}} [backoff]
  * @property {() => number} [random]
  */
+
+/**
+ * How a reconciliation after lease_expired went (the 'reconciled' event):
+ * dropped, the records held that the server had deleted and collected;
+ * rejected, their pending changes, moved to the rejected changes with code
+ * collected; restamped, pending changes the server refused collected that
+ * were written again with fresh stamps and pushed.
+ * @typedef {{collection: string, dropped: number, rejected: number, restamped: number}} Reconciliation
+ */
+
+/**
+ * How long a pull keeps a collection fresh (ms): its outbox is pushed
+ * without pulling first. After longer (a reload, an outage, a laptop that
+ * slept) the collection is pulled before its outbox goes out, so that a
+ * lease that expired meanwhile is reconciled before anything is pushed
+ * (docs/protocol.md, "Tombstone collection"). Far below any sensible
+ * maximum offline period; a live subscription keeps its collection fresh.
+ */
+const FRESH_MS = 60_000;
 
 export class Syncer {
   /** @param {SyncerOptions} o */
@@ -150,6 +183,20 @@ export class Syncer {
     this.loop = null;
     /** @type {ConvergoError|null} */
     this.lastError = null;
+    /** @type {Map<string, number>} when each collection was last pulled to the end (ms) */
+    this.pulledAt = new Map();
+    /** Whether pushAll is running (a reconciliation inside it leaves the push to it). */
+    this.pushing = false;
+    /**
+     * Per collection reconciled, the ids of the records the server still
+     * has or never acknowledged, and the last outbox entry then: a change
+     * up to it that the server refuses collected is written again with
+     * fresh stamps, once (reconcile.js).
+     * @type {Map<string, {ids: Set<string>, upTo: number}>}
+     */
+    this.restamp = new Map();
+    /** @type {Map<string, Reconciliation>} reconciliations whose outbox is not yet pushed */
+    this.reconciled = new Map();
     /** @type {import('./http.js').HttpOptions} */
     this.http = { base: this.base, fetch: (input, init) => this.o.fetch(input, init), token: (force) => this.token(force) };
   }
@@ -281,8 +328,30 @@ export class Syncer {
    * @param {string} c
    */
   async subscribe(session, c) {
-    const [cursor, scope] = await Promise.all([this.store.cursor(c), this.store.scope(c)]);
-    if (this.session === session) session.subscribe(c, cursor, scope);
+    const [cursor, scope, lease] = await Promise.all([this.store.cursor(c), this.store.scope(c), this.lease(c)]);
+    if (this.session === session) session.subscribe(c, cursor, scope, lease);
+  }
+
+  /**
+   * This reader's lease on collection c, sent with every pull and sub: the
+   * replica id it stamps with and its pending floor.
+   * @param {string} c
+   * @returns {Promise<import('./protocol.js').Lease>}
+   */
+  async lease(c) {
+    return { replica: /** @type {string} */ (this.store.replica), floor: await this.store.pendingFloor(c) };
+  }
+
+  /**
+   * Whether collection c's outbox may be pushed without pulling first:
+   * it was pulled to the end within FRESH_MS, or is subscribed live, or
+   * was never pulled (no cursor: no lease to have expired).
+   * @param {string} c
+   */
+  async fresh(c) {
+    if (Date.now() - (this.pulledAt.get(c) ?? -Infinity) < FRESH_MS) return true;
+    if (this.live && this.session?.subscribed.has(c)) return true;
+    return (await this.store.cursor(c)).length === 0 && !(await this.store.owesReconcile(c));
   }
 
   /**
@@ -351,17 +420,24 @@ export class Syncer {
    * must not stall the sync of the rest.
    */
   async pullAll() {
-    for (const c of this.o.collections()) {
-      try {
-        await this.pullCollection(c);
-      } catch (e) {
-        // A scope the server finds invalid (a parameter the token cannot
-        // bind) stops that collection alone too.
-        const code = /** @type {any} */ (e)?.code;
-        if (code !== 'forbidden' && (code !== 'invalid' || (await this.store.scope(c)) === undefined)) throw e;
-        const { status, requestId } = /** @type {ConvergoError} */ (e);
-        this.o.onError(new ConvergoError(code, `pull ${c}: ${/** @type {any} */ (e).message}`, { status, requestId }));
-      }
+    for (const c of this.o.collections()) await this.pullOne(c);
+  }
+
+  /**
+   * Pulls collection c; one the token may not read (or whose scope the
+   * server finds invalid) is reported and skipped.
+   * @param {string} c
+   */
+  async pullOne(c) {
+    try {
+      await this.pullCollection(c);
+    } catch (e) {
+      // A scope the server finds invalid (a parameter the token cannot
+      // bind) stops that collection alone too.
+      const code = /** @type {any} */ (e)?.code;
+      if (code !== 'forbidden' && (code !== 'invalid' || (await this.store.scope(c)) === undefined)) throw e;
+      const { status, requestId } = /** @type {ConvergoError} */ (e);
+      this.o.onError(new ConvergoError(code, `pull ${c}: ${/** @type {any} */ (e).message}`, { status, requestId }));
     }
   }
 
@@ -575,11 +651,41 @@ export class Syncer {
    */
   async pushAll() {
     this.pushWanted = false;
+    this.pushing = true;
+    try {
+      await this.pushOutbox();
+    } finally {
+      this.pushing = false;
+    }
+    // Every reconciliation's outbox went out: say how it went.
+    const done = [...this.reconciled.values()];
+    this.reconciled.clear();
+    this.restamp.clear();
+    for (const r of done) this.o.onReconciled?.(r);
+  }
+
+  /** The body of pushAll. */
+  async pushOutbox() {
     let limit = this.hello?.maxPush ?? DEFAULTS.maxPushChanges;
     const maxBody = (this.hello?.maxBody ?? DEFAULTS.maxBodyBytes) - 1024;
+    /** @type {Set<string>} collections pulled first by this push */
+    const pulled = new Set();
+    /** @type {{upTo: number|null}} changes written again after a collected refusal come after upTo: never again */
+    const restamping = { upTo: null };
+    let dropped = 0;
     for (;;) {
       const entries = await this.store.peekOutbox(limit);
       if (entries.length === 0) break;
+      // A collection not pulled lately is pulled first: a lease that
+      // expired meanwhile is reconciled before its changes go out.
+      let stale = false;
+      for (const c of new Set(entries.map((e) => e.c))) {
+        if (pulled.has(c) || (await this.fresh(c))) continue;
+        pulled.add(c);
+        stale = true;
+        await this.pullOne(c);
+      }
+      if (stale) continue; // the outbox may have changed
       let size = 0;
       let n = 0;
       while (n < entries.length && (n === 0 || size + entries[n].change.length <= maxBody)) {
@@ -610,6 +716,11 @@ export class Syncer {
       if (results.length !== batch.length) {
         throw new ConvergoError('malformed', `push answer has ${results.length} results for ${batch.length} changes`);
       }
+      // Changes refused collected that are to be written again with fresh
+      // stamps (reconcile.js), read before they are rolled back.
+      const again = results.some((r) => r.status === STATUSES.refused && r.code === 'collected')
+        ? await (await import('./reconcile.js')).restampable(this, batch, results, restamping)
+        : null;
       // applied, duplicate and superseded acknowledge the change: it
       // leaves the outbox. A superseded change's fields come back from
       // the server with the newer values that beat them.
@@ -621,16 +732,25 @@ export class Syncer {
         const r = results[i];
         settled.push({ entry: batch[i], refused: r.status === STATUSES.refused, code: r.code ?? 'invalid', message: r.message ?? '', requestId });
       }
-      const { changed: rolledBack, rejected, dropped } = await this.store.settle(settled, { when: Date.now(), subject: this.subject() });
-      let first = true;
+      const settledNow = await this.store.settle(settled, { when: Date.now(), subject: this.subject() });
+      const { changed: rolledBack, rejected } = settledNow;
+      dropped += settledNow.dropped;
       for (let i = 0; i < batch.length; i++) {
         const r = results[i];
         const { c: collection, id } = batch[i];
         if (r.status === STATUSES.refused) {
           const rid = rejected.get(batch[i].seq);
+          if (again?.has(i) && rid !== undefined) {
+            // The edit stays: written again with fresh stamps, pushed by
+            // this loop (and never again).
+            await (await import('./rejected.js')).retry(this.store, rid);
+            const rec = this.reconciled.get(collection);
+            if (rec) rec.restamped++;
+            continue;
+          }
           /** @type {import('./database.js').Refusal} */
-          const refusal = { collection, id, code: r.code ?? 'invalid', message: r.message ?? '', requestId, rejectedId: rid ?? null, dropped: first ? dropped : 0 };
-          first = false;
+          const refusal = { collection, id, code: r.code ?? 'invalid', message: r.message ?? '', requestId, rejectedId: rid ?? null, dropped };
+          dropped = 0;
           this.o.onRefused(refusal);
         } else if (r.status === STATUSES.superseded || (r.status === STATUSES.applied && r.lost && r.lost.length > 0)) {
           this.o.onSuperseded({ collection, id, lost: r.lost ?? [], status: r.status === STATUSES.applied ? 'applied' : 'superseded' });
@@ -651,15 +771,28 @@ export class Syncer {
 
   /**
    * The server reset collection c's cursor (a pull answer or a live
-   * message): forget the cursor, note the heal owed (unless the reason is
-   * rebuilt: nothing was lost), tell the app.
+   * message): forget the cursor, note the heal owed (history_lost, or a
+   * reason this client does not know) or the reconciliation owed
+   * (lease_expired), tell the app.
    * @param {string} c
    * @param {{reason: string, message: string}} reset
    */
   async onReset(c, reset) {
-    const heal = resetAction(reset.reason) !== 'rebuilt';
-    await this.store.resetCollection(c, heal);
+    const action = resetAction(reset.reason);
+    this.pulledAt.delete(c);
+    await this.store.resetCollection(c, action === 'history_lost', action === 'lease_expired');
     this.o.onServerReset({ collection: c, reason: reset.reason, message: reset.message });
+  }
+
+  /**
+   * Reconciles collection c after lease_expired (reconcile.js, loaded on
+   * demand): pull it from the beginning, drop what the server collected,
+   * then push its outbox (unless pushAll, which called this, goes on).
+   * @param {string} c
+   */
+  async reconcile(c) {
+    await (await import('./reconcile.js')).reconcile(this, c);
+    if (!this.pushing) await this.pushAll();
   }
 
   /** Heals every collection owed a heal (a reset whose heal did not finish). */
@@ -685,14 +818,26 @@ export class Syncer {
    * written to IndexedDB: a page's cursor comes with it, so the two
    * overlap. A first sync (no cursor, no records held) stores records
    * without reading them first.
+   *
+   * A collection owed a reconciliation (lease_expired) is reconciled
+   * instead, which pulls it from the beginning with seen: the ids of the
+   * records the pages deliver are added to it.
    * @param {string} c
+   * @param {Set<string>} [seen]
    */
-  async pullCollection(c) {
+  async pullCollection(c, seen) {
+    if (!seen && (await this.store.owesReconcile(c))) return this.reconcile(c);
     let limit = this.hello?.maxPull ?? DEFAULTS.maxPullRecords;
     let resets = 0;
-    const scope = await this.store.scope(c);
-    const fetchPage = (/** @type {Uint8Array} */ cursor) => this.post(PATHS.pull, encodePull(c, cursor, limit, scope)).then(parsePullAnswer);
-    let cursor = await this.store.cursor(c);
+    const [scope, lease] = await Promise.all([this.store.scope(c), this.lease(c)]);
+    const fetchPage = (/** @type {Uint8Array} */ cursor) =>
+      this.post(PATHS.pull, encodePull(c, cursor, limit, scope, lease))
+        .then(parsePullAnswer)
+        .then((p) => {
+          if (seen) for (const r of p.records) seen.add(r.id);
+          return p;
+        });
+    let cursor = seen ? new Uint8Array(0) : await this.store.cursor(c);
     let first = cursor.length === 0 && (await this.store.isEmpty(c));
     /** @type {Promise<import('./protocol.js').Page>|null} the next page, asked for */
     let next = null;
@@ -719,6 +864,8 @@ export class Syncer {
         // A server that resets the empty cursor too is broken: stop.
         if (++resets > 2) throw new ConvergoError('malformed', `pull ${c}: the server reset the cursor again after a reset`);
         await this.onReset(c, page.reset);
+        seen?.clear();
+        if (!seen && resetAction(page.reset.reason) === 'lease_expired') return this.reconcile(c);
         await this.healOwed();
         cursor = new Uint8Array(0);
         first = await this.store.isEmpty(c);
@@ -771,6 +918,7 @@ export class Syncer {
       if (!page.more) break;
     }
     await writing;
+    if (!seen) this.pulledAt.set(c, Date.now());
   }
 
   /**

@@ -72,6 +72,7 @@ test('pull answers carry records and an opaque cursor', () => {
   assert.deepEqual(reset, { records: [], next: new Uint8Array(0), more: false, seals: [], leaves: [], reset: { reason: 'history_lost', message: 'wiped' } });
   assert.equal(resetAction('history_lost'), 'history_lost');
   assert.equal(resetAction('rebuilt'), 'rebuilt');
+  assert.equal(resetAction('lease_expired'), 'lease_expired');
   assert.equal(resetAction('moon_phase'), 'history_lost', 'an unknown reason counts as history_lost');
   assert.throws(() => parsePullAnswer(env([[1, []], [2, 7], [3, false]])), malformed, 'a numeric cursor');
   assert.throws(() => parsePullAnswer(env([[1, [[7, new Map()]]], [2, next]])), malformed, 'protocol 1 entries');
@@ -79,6 +80,17 @@ test('pull answers carry records and an opaque cursor', () => {
   const req = encodePull('todos', next, 10);
   assert.deepEqual([...req], [...env([[1, 'todos'], [2, next], [3, 10]])]);
   assert.deepEqual([...encodeSub('todos', new Uint8Array(0))], [...env([[0, 'sub'], [1, 'todos'], [2, new Uint8Array(0)]])]);
+});
+
+test('the lease: replica id under pull and sub key 5, the pending floor under key 6 only when something is pending', () => {
+  const next = Uint8Array.of(1, 2, 3);
+  const scope = encode(['all']);
+  const m = (/** @type {[unknown, unknown][]} */ e) => [...encode(new Map(e))];
+  const floor = 1_760_000_000_123;
+  assert.deepEqual([...encodePull('todos', next, 10, undefined, { replica: 'p_d', floor: null })], m([[1, 'todos'], [2, next], [3, 10], [5, 'p_d']]));
+  assert.deepEqual([...encodePull('todos', next, 10, scope, { replica: 'p_d', floor })], m([[1, 'todos'], [2, next], [3, 10], [4, ['all']], [5, 'p_d'], [6, floor]]));
+  assert.deepEqual([...encodeSub('todos', next, undefined, { replica: 'p_d', floor })], m([[0, 'sub'], [1, 'todos'], [2, next], [5, 'p_d'], [6, floor]]));
+  assert.deepEqual([...encodeSub('todos', next, scope, { replica: 'p_d', floor: null })], m([[0, 'sub'], [1, 'todos'], [2, next], [3, ['all']], [5, 'p_d']]));
 });
 
 test('scoped reads: the scope under pull key 4 and sub key 3, leave entries under pull key 5 and changes key 6', () => {

@@ -32,6 +32,7 @@ export async function usage(): Promise<void> {
   const { refused }: { refused: number } = await db.whenSynced();
   db.on('refused', (r) => (r.rejectedId ?? 0) + r.dropped + (r.requestId ?? ''));
   db.on('serverReset', (r) => r.collection + r.reason + r.message);
+  db.on('reconciled', (r) => r.collection + (r.dropped + r.rejected + r.restamped));
   db.on('revoked', (r) => r.message + r.moved + r.dropped + (r.requestId ?? '') + String(db.status.revoked));
   await db.setScope('demo.todos', 'mine', ['or', ['eq', 'owner', { $: 'sub' }], ['in', 'team', { $: 'claims.teams' }], ['has', 'tags', 'x'], ['and', ['all']]]);
   await db.removeScope('demo.todos', 'mine');

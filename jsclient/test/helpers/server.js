@@ -16,6 +16,14 @@
 // bytes after the sequence number; a read under another scope is a
 // transition, answered with the difference as the real server does.
 // Parameters bind to the token's subject and claims (its JWT payload).
+//
+// Tombstone collection (docs/protocol.md, "Tombstone collection"), as far
+// as a client can tell it: collect() removes a record as a delete whose
+// tombstone was collected would, leaseExpire() resets the next read of a
+// non-empty cursor lease_expired (and live subscribers at once), and a
+// write horizon per collection refuses changes stamped before it
+// collected. The leases clients send (pull and sub keys 5 and 6) are kept
+// as they came (pulls, received).
 
 import http from 'node:http';
 import { createHash, createHmac } from 'node:crypto';
@@ -187,6 +195,51 @@ export class FakeServer {
     this.revoked = new Set();
     /** @type {Map<string, any>[]} the pull requests, decoded */
     this.pulls = [];
+    /** @type {Set<string>} collections whose next read of a non-empty cursor is reset lease_expired */
+    this.expired = new Set();
+    /** @type {Map<string, number>} per collection, the write horizon (ms): changes stamped before it are refused collected */
+    this.writeHorizon = new Map();
+    /** @type {{c: string, id: string, status: number, code?: string}[]} every pushed change, with how it was answered */
+    this.pushed = [];
+  }
+
+  /**
+   * Deletes record id of collection c and collects its tombstone at once:
+   * the record is gone, as if it had never been (clients that held it
+   * learn nothing from a pull).
+   * @param {string} c
+   * @param {string} id
+   */
+  collect(c, id) {
+    this.coll(c).byId.delete(id);
+  }
+
+  /**
+   * The readers of collection c stayed away too long: the next read of a
+   * non-empty cursor (a pull, or a sub) is reset lease_expired, and live
+   * subscribers of c are reset at once (which uses it up).
+   * @param {string} c
+   */
+  leaseExpire(c) {
+    this.expired.add(c);
+    for (const ws of this.sockets) {
+      if (!ws.subs?.has(c)) continue;
+      ws.subs.delete(c);
+      this.expired.delete(c);
+      ws.send(encode(this.env([[0, 'reset'], [1, c], [2, 'lease_expired'], [3, 'the test expired the lease']])));
+    }
+  }
+
+  /**
+   * Whether a read of collection c from cursor is reset lease_expired now
+   * (once per leaseExpire).
+   * @param {string} c
+   * @param {unknown} cursor
+   */
+  leaseExpired(c, cursor) {
+    if (!this.expired.has(c) || !(cursor instanceof Uint8Array) || cursor.length === 0) return false;
+    this.expired.delete(c);
+    return true;
   }
 
   /**
@@ -367,43 +420,62 @@ export class FakeServer {
     /** @type {Set<string>} */
     const touched = new Set();
     for (const ch of changes) {
-      const refusal = this.refuseIds.has(ch.record.id) || this.refuse(ch);
-      if (refusal) {
-        results.push(this.result(STATUSES.refused, { code: typeof refusal === 'string' ? refusal : 'forbidden', message: 'refused by test' }));
-        continue;
-      }
-      const stamps = [ch.record.deleted, ...[...ch.record.fields.values()].map((f) => f.stamp)].filter((st) => st.wall > 0 || st.replica !== '');
-      const forged = stamps.find((st) => !st.replica.startsWith(prefix + REPLICA.separator));
-      if (forged) {
-        results.push(this.result(STATUSES.refused, { code: 'forged_replica', message: `stamp of replica ${forged.replica}` }));
-        continue;
-      }
-      const top = maxStamp(ch.record);
-      if (top.wall - this.now() > (this.opts.maxDrift ?? DEFAULTS.maxDriftMs)) {
-        results.push(this.result(STATUSES.refused, { code: 'clock_drift', message: 'too far ahead' }));
-        continue;
-      }
-      const c = this.coll(ch.collection);
-      const cur = c.byId.get(ch.record.id);
-      const rec = cur ? cloneRecord(cur.record) : emptyRecord(ch.record.id);
-      const changed = mergeInto(rec, ch.record);
-      // The fields of the change the record does not hold as written.
-      const lost = [];
-      for (const [name, f] of ch.record.fields) {
-        const held = rec.fields.get(name);
-        if (!held || compareStamps(held.stamp, f.stamp) !== 0) lost.push(name);
-      }
-      if (changed || !cur) {
-        c.seq++;
-        c.byId.set(rec.id, { seq: c.seq, record: rec });
-        results.push(this.result(STATUSES.applied, { lost }));
-        touched.add(ch.collection);
-      } else {
-        results.push(this.result(lost.length > 0 ? STATUSES.superseded : STATUSES.duplicate, { lost }));
-      }
+      const n = results.length;
+      this.applyOne(ch, prefix, results, touched);
+      const r = results[n];
+      this.pushed.push({ c: ch.collection, id: ch.record.id, status: r.get(1), code: r.get(2) });
     }
     for (const c of touched) this.notify(c);
     return results;
+  }
+
+  /**
+   * Applies one pushed change (see apply), its result added to results.
+   * @param {import('../../src/record.js').Change} ch
+   * @param {string} prefix
+   * @param {Map<number, unknown>[]} results
+   * @param {Set<string>} touched
+   */
+  applyOne(ch, prefix, results, touched) {
+    const refusal = this.refuseIds.has(ch.record.id) || this.refuse(ch);
+    if (refusal) {
+      results.push(this.result(STATUSES.refused, { code: typeof refusal === 'string' ? refusal : 'forbidden', message: 'refused by test' }));
+      return;
+    }
+    const stamps = [ch.record.deleted, ...[...ch.record.fields.values()].map((f) => f.stamp)].filter((st) => st.wall > 0 || st.replica !== '');
+    const horizon = this.writeHorizon.get(ch.collection);
+    if (horizon !== undefined && stamps.some((st) => st.wall < horizon)) {
+      results.push(this.result(STATUSES.refused, { code: 'collected', message: 'stamped before the write horizon' }));
+      return;
+    }
+    const forged = stamps.find((st) => !st.replica.startsWith(prefix + REPLICA.separator));
+    if (forged) {
+      results.push(this.result(STATUSES.refused, { code: 'forged_replica', message: `stamp of replica ${forged.replica}` }));
+      return;
+    }
+    const top = maxStamp(ch.record);
+    if (top.wall - this.now() > (this.opts.maxDrift ?? DEFAULTS.maxDriftMs)) {
+      results.push(this.result(STATUSES.refused, { code: 'clock_drift', message: 'too far ahead' }));
+      return;
+    }
+    const c = this.coll(ch.collection);
+    const cur = c.byId.get(ch.record.id);
+    const rec = cur ? cloneRecord(cur.record) : emptyRecord(ch.record.id);
+    const changed = mergeInto(rec, ch.record);
+    // The fields of the change the record does not hold as written.
+    const lost = [];
+    for (const [name, f] of ch.record.fields) {
+      const held = rec.fields.get(name);
+      if (!held || compareStamps(held.stamp, f.stamp) !== 0) lost.push(name);
+    }
+    if (changed || !cur) {
+      c.seq++;
+      c.byId.set(rec.id, { seq: c.seq, record: rec });
+      results.push(this.result(STATUSES.applied, { lost }));
+      touched.add(ch.collection);
+    } else {
+      results.push(this.result(lost.length > 0 ? STATUSES.superseded : STATUSES.duplicate, { lost }));
+    }
   }
 
   /**
@@ -538,6 +610,10 @@ export class FakeServer {
           if (this.opts.pageTooLargeOver !== undefined && limit > this.opts.pageTooLargeOver) return fail('too_large');
           const after = seqOf(m.get(2), this.gen);
           if (after === null) return fail('invalid');
+          if (this.leaseExpired(c, m.get(2))) {
+            const reset = new Map([[1, 'lease_expired'], [2, 'the test expired the lease']]);
+            return ok(encode(this.env([[1, []], [2, new Uint8Array(0)], [3, false], [4, reset]])));
+          }
           if (after < 0 || after > this.coll(c).seq) {
             const reset = new Map([[1, this.resetReason], [2, 'the test wiped the store']]);
             return ok(encode(this.env([[1, []], [2, new Uint8Array(0)], [3, false], [4, reset]])));
@@ -635,6 +711,10 @@ export class FakeServer {
           const after = seqOf(m.get(2), this.gen);
           if (after === null) {
             error('invalid', 'unreadable cursor', c);
+            break;
+          }
+          if (this.leaseExpired(c, m.get(2))) {
+            send(encode(this.env([[0, 'reset'], [1, c], [2, 'lease_expired'], [3, 'the test expired the lease']])));
             break;
           }
           if (after < 0 || after > this.coll(c).seq) {

@@ -1,0 +1,226 @@
+// Tombstone collection seen from the client (docs/protocol.md, "Tombstone
+// collection"): every pull and sub carries the reader's lease (replica
+// id, pending floor); a reset lease_expired makes the client pull from the
+// beginning and reconcile before it pushes: a record the server deleted
+// and collected while it was away is dropped with its pending edits
+// (rejected, code collected, never pushed), and edits of records the
+// server still has, or records created here, are re-stamped once when
+// refused collected and land.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { FakeServer } from './helpers/server.js';
+import { openClient, until } from './helpers/util.js';
+import { PATHS, STATUSES } from '../src/constants.js';
+import { fromStored } from '../src/db.js';
+import { decode } from '../src/cbor.js';
+
+const WAIT = 15_000;
+const sleep = (/** @type {number} */ ms) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * The visible value of field f of record id of collection c on the server
+ * (undefined: no such record or field).
+ * @param {FakeServer} server
+ * @param {string} c
+ * @param {string} id
+ * @param {string} f
+ */
+function onServer(server, c, id, f) {
+  const v = server.coll(c).byId.get(id)?.record.fields.get(f)?.value;
+  return v ? decode(v) : undefined;
+}
+
+/**
+ * The lowest stamp wall of the fields of record id as the client holds it.
+ * @param {any} db
+ * @param {string} c
+ * @param {string} id
+ * @param {string} f
+ */
+async function stampOf(db, c, id, f) {
+  return fromStored(await db.store.get(c, id), id).fields.get(f)?.stamp;
+}
+
+/**
+ * Listens to the events of a reconciliation.
+ * @param {any} db
+ */
+function listen(db) {
+  /** @type {{serverReset: any[], reconciled: any[], refused: any[]}} */
+  const ev = { serverReset: [], reconciled: [], refused: [] };
+  db.on('serverReset', (/** @type {any} */ r) => ev.serverReset.push(r));
+  db.on('reconciled', (/** @type {any} */ r) => ev.reconciled.push(r));
+  db.on('refused', (/** @type {any} */ r) => ev.refused.push(r));
+  return ev;
+}
+
+test('pulls carry the lease: the replica id always, the pending floor (oldest stamp waiting) only while changes wait', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const a = await openClient({ url: server.url, name: 'a', collections: ['todos'], WebSocket: null, pollInterval: 50 });
+  t.after(() => a.close());
+  await a.collection('todos').put('t1', { n: 1 });
+  await a.whenSynced();
+  const n0 = server.pulls.length;
+  await a.sync();
+  const idle = server.pulls.slice(n0).filter((m) => m.get(1) === 'todos');
+  assert.ok(idle.length > 0);
+  for (const m of idle) {
+    assert.equal(m.get(5), a.store.replica, 'key 5: the replica id');
+    assert.equal(m.has(6), false, 'no key 6: nothing pending');
+  }
+  await a.pause();
+  await a.collection('todos').update('t1', { n: 2 });
+  await sleep(3);
+  await a.collection('todos').put('t2', { n: 3 });
+  const floor = (await stampOf(a, 'todos', 't1', 'n'))?.wall;
+  assert.ok(floor && floor < /** @type {number} */ ((await stampOf(a, 'todos', 't2', 'n'))?.wall));
+  const n1 = server.pulls.length;
+  const r1 = server.requests.length;
+  a.resume();
+  await a.whenSynced();
+  const first = server.pulls[n1];
+  assert.equal(first.get(5), a.store.replica);
+  assert.equal(first.get(6), floor, 'key 6: the wall time of the oldest change waiting');
+  // Back after a while: the collection is pulled before its outbox goes out.
+  const after = server.requests.slice(r1);
+  assert.ok(after.indexOf(PATHS.pull) >= 0 && after.indexOf(PATHS.pull) < after.indexOf(PATHS.push), `pull before push: ${after.join(' ')}`);
+  await a.sync();
+  const last = server.pulls[server.pulls.length - 1];
+  assert.equal(last.has(6), false, 'nothing pending after the push');
+});
+
+test('after lease_expired: a record collected while away is dropped and its edit rejected unpushed; offline edits and creations land, re-stamped', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const a = await openClient({ url: server.url, name: 'a', collections: ['todos'], WebSocket: null, pollInterval: 50 });
+  t.after(() => a.close());
+  const todos = a.collection('todos');
+  await todos.put('x', { n: 1 });
+  await todos.put('y', { n: 1 });
+  await todos.put('w', { n: 1 }); // collected, nothing pending: dropped quietly
+  await a.whenSynced();
+  const ev = listen(a);
+  // Away: edits of a record the server will collect and of one it keeps,
+  // and a record created here.
+  await a.pause();
+  await todos.update('x', { n: 2 });
+  await todos.update('y', { n: 2 });
+  await todos.put('z', { n: 1 });
+  await sleep(50);
+  server.collect('todos', 'x');
+  server.collect('todos', 'w');
+  server.writeHorizon.set('todos', Date.now());
+  server.leaseExpire('todos');
+  await sleep(50);
+  const mark = server.pushed.length;
+  a.resume();
+  assert.deepEqual(await a.whenSynced(), { refused: 1 }, 'the edit of the collected record counts as refused');
+  await until(() => ev.reconciled.length > 0, "the reconciled event", WAIT);
+  assert.deepEqual(ev.serverReset, [{ collection: 'todos', reason: 'lease_expired', message: 'the test expired the lease' }]);
+  assert.deepEqual(ev.reconciled, [{ collection: 'todos', dropped: 2, rejected: 1, restamped: 2 }]);
+  assert.equal(ev.refused.length, 1);
+  assert.equal(ev.refused[0].id, 'x');
+  assert.equal(ev.refused[0].code, 'collected');
+  // Dropped locally, never pushed.
+  assert.equal(await todos.get('x'), null);
+  assert.equal(await a.store.get('todos', 'x'), undefined, 'no tombstone either');
+  assert.equal(await a.store.get('todos', 'w'), undefined);
+  const pushed = server.pushed.slice(mark);
+  assert.deepEqual(pushed.filter((p) => p.id === 'x' || p.id === 'w'), [], 'nothing of x or w reached the server');
+  assert.equal(server.coll('todos').byId.has('x'), false);
+  // Its edit is listed as rejected.
+  const rejected = await a.rejected();
+  assert.equal(rejected.length, 1);
+  assert.equal(rejected[0].recordId, 'x');
+  assert.equal(rejected[0].code, 'collected');
+  assert.equal(rejected[0].message, 'deleted on the server while this device was away');
+  assert.deepEqual(rejected[0].change, { deleted: false, fields: { n: 2 }, unset: [] });
+  assert.equal(a.status.rejected, 1);
+  // The edit of y and the creation of z were refused collected once, re-stamped and landed.
+  for (const id of ['y', 'z']) {
+    assert.deepEqual(
+      pushed.filter((p) => p.id === id).map((p) => [p.status, p.code]),
+      [[STATUSES.refused, 'collected'], [STATUSES.applied, undefined]],
+      `${id}: refused collected, then re-stamped and applied`,
+    );
+  }
+  assert.equal(onServer(server, 'todos', 'y', 'n'), 2);
+  assert.equal(onServer(server, 'todos', 'z', 'n'), 1);
+  assert.deepEqual(await todos.get('y'), { id: 'y', n: 2 });
+  assert.deepEqual(await todos.get('z'), { id: 'z', n: 1 });
+  assert.equal(await a.store.owesReconcile('todos'), false);
+});
+
+test('a change refused collected outside a reconciliation stays rejected; a creation is re-stamped at most once', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const a = await openClient({ url: server.url, name: 'a', collections: ['todos'], WebSocket: null, pollInterval: 50 });
+  t.after(() => a.close());
+  const todos = a.collection('todos');
+  await todos.put('k', { n: 1 });
+  await a.whenSynced();
+  // A horizon ahead of every stamp, even fresh ones.
+  server.writeHorizon.set('todos', Date.now() + 3_600_000);
+  await todos.update('k', { n: 2 });
+  await todos.put('new', { n: 1 });
+  assert.deepEqual(await a.whenSynced(), { refused: 2 });
+  const pushed = server.pushed.filter((p) => p.id === 'k' || p.id === 'new').slice(1);
+  assert.deepEqual(pushed.filter((p) => p.id === 'k').length, 1, 'an acknowledged record is not re-stamped');
+  assert.deepEqual(pushed.filter((p) => p.id === 'new').length, 2, 'a creation is re-stamped once');
+  assert.deepEqual((await a.rejected()).map((r) => [r.recordId, r.code]).sort(), [['k', 'collected'], ['new', 'collected']]);
+  assert.deepEqual(await todos.get('k'), { id: 'k', n: 1 }, 'rolled back');
+});
+
+test('a live reset lease_expired reconciles too; subs carry the lease', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  let blockPush = false;
+  const a = await openClient({
+    url: server.url,
+    name: 'a',
+    collections: ['todos'],
+    fetch: (input, init) => (blockPush && String(input).endsWith(PATHS.push) ? Promise.reject(new TypeError('push blocked by the test')) : fetch(input, init)),
+  });
+  t.after(() => a.close());
+  a.on('error', () => {});
+  const todos = a.collection('todos');
+  await todos.put('x', { n: 1 });
+  await todos.put('y', { n: 1 });
+  await a.whenSynced();
+  await until(() => server.received.some((m) => m.get(0) === 'sub'), 'a sub', WAIT);
+  const sub0 = server.received.find((m) => m.get(0) === 'sub');
+  assert.equal(sub0.get(5), a.store.replica);
+  assert.equal(sub0.has(6), false, 'nothing pending');
+  const ev = listen(a);
+  // Edits that cannot be pushed yet, while the session stays live.
+  blockPush = true;
+  await todos.update('x', { n: 2 });
+  await todos.update('y', { n: 2 });
+  const floor = (await stampOf(a, 'todos', 'x', 'n'))?.wall;
+  const subs = server.received.filter((m) => m.get(0) === 'sub').length;
+  server.resync('todos');
+  await until(() => server.received.filter((m) => m.get(0) === 'sub').length > subs, 'a sub again', WAIT);
+  const sub1 = server.received.filter((m) => m.get(0) === 'sub')[subs];
+  assert.equal(sub1.get(5), a.store.replica);
+  assert.equal(sub1.get(6), floor, 'the pending floor');
+  await sleep(50);
+  server.collect('todos', 'x');
+  server.writeHorizon.set('todos', Date.now());
+  await sleep(50);
+  const mark = server.pushed.length;
+  blockPush = false;
+  server.leaseExpire('todos');
+  await until(() => ev.reconciled.length > 0, 'the reconciliation', WAIT);
+  assert.deepEqual(ev.serverReset, [{ collection: 'todos', reason: 'lease_expired', message: 'the test expired the lease' }]);
+  assert.deepEqual(ev.reconciled, [{ collection: 'todos', dropped: 1, rejected: 1, restamped: 1 }]);
+  assert.equal(await todos.get('x'), null);
+  assert.deepEqual(server.pushed.slice(mark).filter((p) => p.id === 'x'), []);
+  assert.equal(onServer(server, 'todos', 'y', 'n'), 2);
+  assert.deepEqual((await a.rejected()).map((r) => [r.recordId, r.code]), [['x', 'collected']]);
+  // Subscribed again, live goes on.
+  await until(() => server.sockets.size > 0 && [...server.sockets].some((ws) => ws.subs?.has('todos')), 'subscribed again', WAIT);
+  await todos.put('v', { n: 1 });
+  await until(() => onServer(server, 'todos', 'v', 'n') === 1, 'a later write to land', WAIT);
+});
