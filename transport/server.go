@@ -58,7 +58,11 @@ type Config struct {
 	// allowed to call the API: host patterns ("app.example.com",
 	// "*.example.com") or scheme://host patterns, matched with path.Match.
 	AllowedOrigins []string
-	// Demo lets clients without a token read and write DemoCollection.
+	// Demo lets clients without a token read and write DemoCollection
+	// and, when Authorizer is a *JWT, serves PathDemoToken, which issues
+	// the demo's per-person tokens for DemoNotesCollection
+	// (demo_token.go). The engine's rules should then include
+	// WithDemoRules, which scopes that collection.
 	Demo bool
 	// Logger receives the server's logs. Nil discards them.
 	Logger *slog.Logger
@@ -216,6 +220,9 @@ func New(cfg Config) (*Server, error) {
 	s.mux.Handle(proto.PathPull, s.api("pull", s.pull))
 	s.mux.Handle(proto.PathRestore, s.api("restore", s.restore))
 	s.mux.HandleFunc(proto.PathLive, s.serveLive)
+	if j, ok := cfg.Authorizer.(*JWT); ok && s.demo {
+		s.mux.Handle(PathDemoToken, s.demoToken(j)) // demo_token.go
+	}
 	s.mux.HandleFunc("/healthz", s.healthz)
 	s.mux.HandleFunc("/readyz", s.readyz)
 	if gatherer != nil {

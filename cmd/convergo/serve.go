@@ -143,6 +143,9 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 		}
 		log.Info("collection rules", "file", c.rules, "rules", len(rules))
 	}
+	if c.demo {
+		rules = transport.WithDemoRules(rules) // the demo's notes, unless the rules say otherwise
+	}
 
 	openCtx, cancel := context.WithTimeout(ctx, 2*time.Minute) // creating a DynamoDB table takes a while
 	store, err := spec.Open(openCtx, storeurl.Options{Logger: log, CreateTable: c.createTable})

@@ -9,11 +9,22 @@
 // A todo is one record of the collection demo.todos with the fields title,
 // done and created. Fields merge independently (last writer wins per
 // field), which is what makes "Alice renames, Bob ticks" keep both edits.
+//
+// Below the todos, each person has notes (collection demo.notes: title,
+// owner, shared, created) that the server scopes: a person syncs their own
+// notes and every shared one (the server's built-in demo rule, owner ==
+// $sub or shared == true). That needs an identity per person, so the notes
+// are a second database per person, signed in with a short-lived token the
+// demo server issues for subject demo:<slug> (POST /demo/token). Unsharing a
+// note makes the server send the others a leave entry: it leaves their copy.
 
 import { open } from '/convergo/index.js';
 import { PATHS } from '/convergo/constants.js';
 
 const COLLECTION = 'demo.todos';
+const NOTES = 'demo.notes';
+const DEMO_TOKEN = '/demo/token'; // transport.PathDemoToken
+const MAX_DEMO_NAME = 32; // transport's demo name limit
 const MAX_PEOPLE = 4;
 const MAX_TITLE = 200;
 const SHELL_CACHE = 'convergo-demo-v1'; // the name sw.js uses
@@ -142,6 +153,7 @@ class Pane {
       if (e.target.matches('[data-testid=todo-edit]')) this.startEdit(li);
       else if (e.target.matches('[data-testid=todo-delete]')) this.run('delete', () => this.todos.delete(li.dataset.id));
     });
+    this.notes = new Notes(person, $('[data-testid=notes]', root));
   }
 
   async start() {
@@ -190,8 +202,11 @@ class Pane {
    * keep landing in IndexedDB and its outbox; resume() pushes them.
    */
   async setPaused(paused) {
-    if (paused) await this.db.pause();
-    else this.db.resume();
+    if (paused) await Promise.all([this.db.pause(), this.notes.setPaused(true)]);
+    else {
+      this.db.resume();
+      await this.notes.setPaused(false);
+    }
     this.renderStatus(this.db.status);
   }
 
@@ -369,6 +384,153 @@ class Pane {
 }
 
 /**
+ * A person's notes: their own and everyone's shared ones, in a database of
+ * their own signed in as demo:<slug>. The server decides what it holds
+ * (its scope); the list shows whatever that is.
+ */
+class Notes {
+  constructor(person, root) {
+    this.person = person;
+    this.root = root;
+    this.name = person.slug.slice(0, MAX_DEMO_NAME);
+    this.subject = `demo:${this.name}`;
+    this.db = null;
+    this.notes = null;
+    this.items = new Map(); // id -> <li>
+    this.paused = false;
+    this.list = $('[data-testid=note-list]', root);
+    this.errorEl = $('[data-testid=notes-error]', root);
+    const heading = $('.notes-head', root);
+    heading.id = `notes-${person.slug}`;
+    root.setAttribute('aria-labelledby', heading.id);
+    const input = $('[data-testid=new-note-title]', root);
+    input.id = `new-note-${person.slug}`;
+    $('label', $('[data-testid=note-form]', root)).htmlFor = input.id;
+    input.placeholder = `A note of ${person.name}'s`;
+
+    $('[data-testid=note-form]', root).addEventListener('submit', (e) => {
+      e.preventDefault();
+      const title = input.value.trim().slice(0, MAX_TITLE);
+      if (!title) return;
+      input.value = '';
+      this.run('add a note', () => this.notes.put(crypto.randomUUID(), { title, owner: this.subject, shared: false, created: Date.now() }));
+    });
+    this.list.addEventListener('change', (e) => {
+      const li = e.target.closest('li[data-id]');
+      if (li && e.target.matches('[data-testid=note-share]')) {
+        this.run(e.target.checked ? 'share' : 'unshare', () => this.notes.update(li.dataset.id, { shared: e.target.checked }));
+      }
+    });
+    this.list.addEventListener('click', (e) => {
+      const li = e.target.closest('li[data-id]');
+      if (li && e.target.matches('[data-testid=note-delete]')) this.run('delete a note', () => this.notes.delete(li.dataset.id));
+    });
+  }
+
+  /** A token for this person from the demo server. */
+  async token() {
+    const res = await fetch(`${DEMO_TOKEN}?name=${encodeURIComponent(this.name)}`, { method: 'POST' });
+    if (!res.ok) throw new Error(`${DEMO_TOKEN}: HTTP ${res.status}`);
+    const { token } = await res.json();
+    return token;
+  }
+
+  async start() {
+    const db = await open({ url: location.origin, name: `demo-notes-${this.person.slug}`, collections: [NOTES], getToken: () => this.token() });
+    this.db = db;
+    this.notes = db.collection(NOTES);
+    db.on('status', (s) => this.renderStatus(s));
+    db.on('refused', (r) => this.showError(r, 'save a note'));
+    db.on('error', (e) => console.warn(`${this.person.name} (notes):`, e));
+    if (this.paused) await db.pause();
+    this.renderStatus(db.status);
+    this.notes.subscribe({ orderBy: 'created' }, (docs) => this.render(docs));
+    this.root.dataset.state = 'ready';
+  }
+
+  async setPaused(paused) {
+    this.paused = paused;
+    if (!this.db) return;
+    if (paused) await this.db.pause();
+    else this.db.resume();
+  }
+
+  async run(what, fn) {
+    if (!this.db) return;
+    try {
+      await fn();
+      this.showError(null);
+    } catch (err) {
+      console.error(`${this.person.name}: ${what}`, err);
+      this.showError(err, what);
+    }
+  }
+
+  renderStatus(s) {
+    this.root.dataset.online = String(!!s.online && !s.paused);
+    this.root.dataset.pending = String(s.pending ?? 0);
+    if (s.lastError) this.showError(s.lastError, 'sync notes');
+    else if (this.errorFrom === 'sync notes') this.showError(null);
+  }
+
+  showError(err, what) {
+    this.errorFrom = err ? what : null;
+    this.errorEl.hidden = !err;
+    this.errorEl.textContent = err ? `Could not ${what}: ${errorText(err)}` : '';
+  }
+
+  render(docs) {
+    const rows = (docs ?? []).filter((d) => d && typeof d.id === 'string').map((d) => ({
+      id: d.id,
+      title: typeof d.title === 'string' ? d.title : '(untitled)',
+      owner: typeof d.owner === 'string' ? d.owner : '',
+      shared: d.shared === true,
+      created: Number.isFinite(d.created) ? d.created : 0,
+    }));
+    rows.sort((a, b) => a.created - b.created || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    const seen = new Set();
+    let prev = null;
+    for (const n of rows) {
+      seen.add(n.id);
+      let li = this.items.get(n.id);
+      if (!li) {
+        li = $('#note-template').content.firstElementChild.cloneNode(true);
+        li.dataset.id = n.id;
+        this.items.set(n.id, li);
+      }
+      const mine = n.owner === this.subject;
+      li.dataset.owner = n.owner;
+      li.dataset.mine = String(mine);
+      li.dataset.shared = String(n.shared);
+      $('[data-testid=note-title]', li).textContent = n.title;
+      const slug = n.owner.startsWith('demo:') ? n.owner.slice(5) : n.owner;
+      const who = slug ? slug[0].toUpperCase() + slug.slice(1) : 'someone';
+      $('[data-testid=note-owner]', li).textContent = mine ? (n.shared ? 'yours, shared' : 'yours, private') : n.shared ? `shared by ${who}` : `${who}'s`;
+      const box = $('[data-testid=note-share]', li);
+      box.checked = n.shared;
+      // Only the owner may stop sharing: the server's scope refuses a
+      // change that would take the note out of the writer's own scope.
+      box.disabled = !mine;
+      box.setAttribute('aria-label', `Shared: ${n.title}`);
+      const del = $('[data-testid=note-delete]', li);
+      del.hidden = !mine;
+      del.setAttribute('aria-label', `Delete note “${n.title}”`);
+      const want = prev ? prev.nextElementSibling : this.list.firstElementChild;
+      if (want !== li) this.list.insertBefore(li, want);
+      prev = li;
+    }
+    for (const [id, li] of this.items) {
+      if (!seen.has(id)) {
+        li.remove();
+        this.items.delete(id);
+      }
+    }
+    $('[data-testid=notes-empty]', this.root).hidden = rows.length > 0;
+    this.root.dataset.count = String(rows.length);
+  }
+}
+
+/**
  * Registers the service worker that lets the page load without a server
  * (sw.js) and caches the files this page already loaded, which the worker
  * did not see. Best effort: without it the demo still works offline for as
@@ -380,7 +542,7 @@ async function cacheShell() {
     await navigator.serviceWorker.register(new URL('sw.js', import.meta.url), { type: 'classic' });
     const own = performance.getEntriesByType('resource')
       .map((e) => new URL(e.name))
-      .filter((u) => u.origin === location.origin && !u.pathname.startsWith(PATHS.prefix) && !u.pathname.startsWith(PATHS.legacyPrefix))
+      .filter((u) => u.origin === location.origin && !u.pathname.startsWith(PATHS.prefix) && !u.pathname.startsWith(PATHS.legacyPrefix) && u.pathname !== DEMO_TOKEN)
       .map((u) => u.href);
     const cache = await caches.open(SHELL_CACHE);
     await cache.addAll([...new Set([location.href, ...own])]);
@@ -402,6 +564,14 @@ async function main() {
   // For the end-to-end tests and the curious: window.convergoDemo.panes.alice.db
   window.convergoDemo = { panes: Object.fromEntries(panes.map((p) => [p.person.slug, p])) };
   setInterval(() => panes.forEach((p) => p.renderLastSynced()), 5000);
+  // The notes start beside the todos and do not hold the page up: without
+  // a server (a reload offline) their token waits, and the todos work.
+  for (const p of panes) {
+    p.notes.start().catch((err) => {
+      p.notes.root.dataset.state = 'error';
+      p.notes.showError(err, 'open the notes');
+    });
+  }
   const results = await Promise.allSettled(panes.map((p) => p.start()));
   const failed = results.find((r) => r.status === 'rejected');
   if (failed) {

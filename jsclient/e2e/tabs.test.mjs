@@ -1,7 +1,9 @@
-// Two tabs of one browser profile share one connection to the server (one
-// tab leads, the others follow through IndexedDB and BroadcastChannel), and
-// both update live when either writes. When the leading tab closes, the
-// other takes over.
+// Two tabs of one browser profile share one connection per database to the
+// server (one tab leads, the others follow through IndexedDB and
+// BroadcastChannel), and both update live when either writes. When the
+// leading tab closes, the other takes over. Each person of the demo has two
+// databases, the todos (anonymous) and the notes (signed in), so a profile
+// holds two connections: one for each.
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -24,18 +26,26 @@ describe('two tabs of one profile', () => {
   let p2;
   let leader;
   let bob;
-  // Every WebSocket any page of the context opens to the server.
+  // Every WebSocket any page of the context opens to the server, with what
+  // it sent: the notes database's subscribes name demo.notes.
   const sockets = [];
+  const isNotes = (s) => s.sent.some((b) => b.includes('demo.notes'));
   // A closed page's sockets are gone even if Playwright reports no close.
-  const open = () => sockets.filter((s) => !s.closed && !s.page.isClosed());
+  const live = () => sockets.filter((s) => !s.closed && !s.page.isClosed());
+  // The todos' connections.
+  const open = () => live().filter((s) => !isNotes(s));
+  const notes = () => live().filter(isNotes);
 
   before(async () => {
     server = await new Server().start();
     browser = await launchBrowser();
     ctx = await browser.newContext();
     ctx.on('page', (page) => page.on('websocket', (ws) => {
-      if (new URL(ws.url()).pathname === PATHS.live) sockets.push({ page, ws, closed: false });
-      ws.on('close', () => { sockets.find((s) => s.ws === ws).closed = true; });
+      if (new URL(ws.url()).pathname !== PATHS.live) return;
+      const s = { page, ws, closed: false, sent: [] };
+      sockets.push(s);
+      ws.on('framesent', ({ payload }) => s.sent.push(Buffer.from(payload)));
+      ws.on('close', () => { s.closed = true; });
     }));
     tab1 = await openDemo(ctx, server.url, 'Alice');
     p1 = pane(tab1, 'alice');
@@ -53,11 +63,12 @@ describe('two tabs of one profile', () => {
     await waitSynced(p2, { what: 'tab 2 (a follower)', timeout: 10_000 });
   });
 
-  it('hold exactly one WebSocket between them', async (t) => {
+  it('hold exactly one WebSocket per database between them', async (t) => {
     await sleep(1500); // time for a second connection to show up, if one would
-    assert.equal(open().length, 1, `open WebSockets from the two tabs: ${open().map((s) => s.ws.url()).join(', ')}`);
-    assert.equal(sockets.length, 1, 'no tab opened and dropped a second connection');
-    assert.equal(await server.metric(LIVE), 1, 'the server counts one live connection');
+    assert.equal(open().length, 1, `open todos WebSockets from the two tabs: ${open().map((s) => s.ws.url()).join(', ')}`);
+    assert.equal(notes().length, 1, `open notes WebSockets from the two tabs: ${notes().length}`);
+    assert.equal(sockets.length, 2, 'no tab opened and dropped another connection');
+    assert.equal(await server.metric(LIVE), 2, 'the server counts two live connections, todos and notes');
     leader = open()[0].page;
     t.diagnostic(`the connection belongs to tab ${leader === tab1 ? 1 : 2}`);
   });
@@ -92,8 +103,9 @@ describe('two tabs of one profile', () => {
         { title: 'Written by Bob elsewhere', done: false },
       ],
     );
-    assert.equal(await server.metric(LIVE), 2, 'this profile and Bob: two live connections');
-    assert.equal(open().length, 1, 'still one WebSocket from the two tabs');
+    assert.equal(await server.metric(LIVE), 4, 'this profile and Bob: two live connections each');
+    assert.equal(open().length, 1, 'still one todos WebSocket from the two tabs');
+    assert.equal(notes().length, 1, 'still one notes WebSocket from the two tabs');
     assert.deepEqual([...tab1.errors, ...tab2.errors], []);
   });
 
@@ -104,7 +116,9 @@ describe('two tabs of one profile', () => {
     await leader.close();
     await waitFor(() => open().length === 1 && open()[0].page === survivor,
       { timeout: 15_000, message: 'the surviving tab to open the connection' });
-    await waitFor(async () => (await server.metric(LIVE)) === 2, { message: 'the server to count the replacement' });
+    await waitFor(() => notes().length === 1 && notes()[0].page === survivor,
+      { timeout: 15_000, message: 'the surviving tab to open the notes connection' });
+    await waitFor(async () => (await server.metric(LIVE)) === 4, { message: 'the server to count the replacements' });
     const afterTakeover = await addTodo(bob, 'Written by Bob after the takeover');
     await todo(sp, afterTakeover).waitFor({ timeout: 15_000 });
     const fromSurvivor = await addTodo(sp, 'Written by the surviving tab');
