@@ -194,6 +194,9 @@ type Client struct {
 	info   ServerInfo
 	hello  bool
 	scopes scopeState
+	// floors are the pending floors of the outboxes that write through
+	// this client (each Replica adds its own): see pendingFloor.
+	floors []func(collection string) (int64, bool)
 }
 
 // New returns a client for cfg. It does no I/O; call Hello to correct the
@@ -503,7 +506,11 @@ func checkPush(changes int, a *proto.PushResponse) error {
 // cursor (nil or empty: from the beginning): up to limit records (0 means
 // the server's maximum). The cursor is the Next of an earlier page of the
 // same collection, sent back unchanged. The pull carries the collection's
-// scopes (SetScope), if it has any. Pull retries like Push.
+// scopes (SetScope), if it has any, and makes the pull the reader's lease
+// (docs/design.md, "Tombstone horizons"): it names the client's replica id
+// (none while unbound) and the collection's pending floor, the wall time
+// of the oldest change for it in the outbox of a Replica of this client
+// (none when nothing is pending). Pull retries like Push.
 func (c *Client) Pull(ctx context.Context, collection string, cursor []byte, limit int) (Page, error) {
 	if err := crdt.ValidateCollection(collection); err != nil {
 		return Page{}, fmt.Errorf("pull %s: %w", collection, err)
@@ -512,7 +519,9 @@ func (c *Client) Pull(ctx context.Context, collection string, cursor []byte, lim
 		return Page{}, fmt.Errorf("pull %s: limit %d is negative", collection, limit)
 	}
 	var a proto.PullResponse
-	if _, err := c.call(ctx, proto.PathPull, proto.PullRequest{Collection: collection, Cursor: cursor, Limit: uint64(limit), Scope: c.scopeWire(collection)}, &a, nil); err != nil {
+	req := proto.PullRequest{Collection: collection, Cursor: cursor, Limit: uint64(limit), Scope: c.scopeWire(collection),
+		Replica: c.Replica(), Pending: c.pendingFloor(collection)}
+	if _, err := c.call(ctx, proto.PathPull, req, &a, nil); err != nil {
 		return Page{}, fmt.Errorf("pull %s: %w", collection, err)
 	}
 	if a.Next == nil {
@@ -526,6 +535,36 @@ func (c *Client) Pull(ctx context.Context, collection string, cursor []byte, lim
 	}
 	c.observeRecords(a.Records)
 	return Page{Records: a.Records, Next: a.Next, More: a.More, Seals: a.Seals, Leaves: a.Leaves}, nil
+}
+
+// addFloor adds an outbox's pending floor to those pulls and
+// subscriptions report.
+func (c *Client) addFloor(f func(collection string) (int64, bool)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.floors = append(c.floors, f)
+}
+
+// pendingFloor is the pending floor of collection a pull or subscription
+// carries (key 6): the wall time in milliseconds of the oldest change for
+// it pending in an outbox of this client, nil when none is pending. The
+// server holds back the write horizon to it, so that no pending change
+// becomes older than the horizon while the replica's lease holds.
+func (c *Client) pendingFloor(collection string) *uint64 {
+	c.mu.Lock()
+	floors := slices.Clone(c.floors)
+	c.mu.Unlock()
+	// Called without c.mu: an outbox's lock is taken before the client's.
+	var out *uint64
+	for _, f := range floors {
+		if w, ok := f(collection); ok {
+			w := uint64(max(w, 0))
+			if out == nil || w < *out {
+				out = &w
+			}
+		}
+	}
+	return out
 }
 
 // resetReason is the reason a client acts on: a reason it does not know

@@ -77,7 +77,27 @@
 // collection from the beginning and, when history was lost, heals the
 // server: it restores every record it holds as the server sealed it
 // (Client.Restore; anyone's stamps, and a reader's too) and pushes its own
-// acknowledged stamps again. Nothing local is dropped by a reset.
+// acknowledged stamps again. Nothing local is dropped by a reset, except
+// after a lease expired (below).
+//
+// # Leases and tombstone collection
+//
+// Every pull and subscription names the client's replica id and the
+// collection's pending floor (the wall time of the oldest change for it in
+// a Replica's outbox, none when nothing is pending): the server keeps the
+// reader's lease with them, and collects a tombstone only once every
+// reader with a live lease has seen it and no pending change is older than
+// it. A reader away longer than its lease is reset with reason
+// lease_expired, and the server refuses changes stamped before the
+// collection's write horizon (code collected, ErrCollected). The Replica
+// then reconciles: it holds the collection's outbox, pulls it from the
+// beginning, drops each record the server had acknowledged and no longer
+// sends (deleted and collected: OnLeave reports it, nothing is deleted or
+// queued) and moves that record's pending changes to the rejected changes
+// with code collected, never pushed; then it pushes the outbox, and a
+// change refused collected whose record the server still has, or which it
+// created itself and never saw acknowledged, is re-stamped and pushed
+// again, once. Replica's doc, "Reconciliation", has the details.
 //
 // # Scopes and leave entries
 //

@@ -19,6 +19,7 @@ import (
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/crdt/scope"
 	"github.com/convergo/convergo/engine"
+	"github.com/convergo/convergo/stores"
 	"github.com/convergo/convergo/stores/memory"
 	"github.com/convergo/convergo/transport/proto"
 )
@@ -29,6 +30,7 @@ import (
 type fakeServer struct {
 	t   *testing.T
 	eng *engine.Engine
+	mem *memory.Store
 	srv *httptest.Server
 
 	// fail, when it returns a non-nil error body and status, answers an
@@ -44,9 +46,21 @@ type fakeServer struct {
 	// revoked, when set, answers every request 403 revoked and every live
 	// hello with a revoked error.
 	revoked atomic.Bool
+	// horizon, when not 0, is every collection's write horizon (wall ms):
+	// a change with a stamp before it is refused collected.
+	horizon atomic.Int64
 
 	smu    sync.Mutex
 	scopes []string // the scope of each pull and sub received, in order ("" for none)
+	// leases notes the replica and pending floor of each pull and sub.
+	leases []leaseNote
+	// expiredLeases holds, per collected collection, the replicas (named
+	// by pulls and subs) whose leases the collection ended: their next
+	// pull or sub from a cursor is reset lease_expired, until one from
+	// the beginning starts a new lease.
+	expiredLeases map[string]map[string]bool
+	// pushed counts the changes pushed per "collection/id".
+	pushed map[string]int
 
 	mu    sync.Mutex
 	conns map[*websocket.Conn]chan string // live connections and their control channels
@@ -54,11 +68,13 @@ type fakeServer struct {
 
 func newFakeServer(t *testing.T) *fakeServer {
 	t.Helper()
-	eng, err := engine.Open(engine.Config{Store: memory.New(), Replica: "srv", PollInterval: -1})
+	mem := memory.New()
+	eng, err := engine.Open(engine.Config{Store: mem, Replica: "srv", PollInterval: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fakeServer{t: t, eng: eng, maxPush: 1000, conns: map[*websocket.Conn]chan string{}}
+	f := &fakeServer{t: t, eng: eng, mem: mem, maxPush: 1000, conns: map[*websocket.Conn]chan string{},
+		expiredLeases: map[string]map[string]bool{}, pushed: map[string]int{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+proto.PathHello, f.serveHTTP(f.hello))
 	mux.HandleFunc("POST "+proto.PathPush, f.serveHTTP(f.push))
@@ -165,6 +181,8 @@ func refusal(err error) proto.PushResult {
 		code = proto.CodeOutOfScope
 	case errors.Is(err, engine.ErrSchema):
 		code = proto.CodeSchema
+	case errors.Is(err, errCollected):
+		code = proto.CodeCollected
 	}
 	return proto.PushResult{Status: proto.StatusRefused, Code: code, Message: err.Error()}
 }
@@ -175,13 +193,38 @@ func (f *fakeServer) push(ctx context.Context, body []byte) (any, error) {
 		return nil, err
 	}
 	f.pushes.Add(1)
+	f.smu.Lock()
+	for _, ch := range req.Changes {
+		f.pushed[ch.Collection+"/"+ch.Record.ID]++
+	}
+	f.smu.Unlock()
 	var opts []engine.ApplyOption
 	if ws := f.writeScope.Load(); ws != nil {
 		opts = append(opts, engine.WithWriteScope(func(string) (*scope.Pred, error) { return ws, nil }))
 	}
-	res, err := f.eng.Apply(ctx, req.Changes, opts...)
+	// A change stamped before the write horizon is refused collected; the
+	// engine applies the others.
+	horizon := f.horizon.Load()
+	collected := make([]bool, len(req.Changes))
+	var apply []crdt.Change
+	for i, ch := range req.Changes {
+		if horizon != 0 && slices.ContainsFunc(stampsOf(ch.Record), func(s crdt.Stamp) bool { return s.Wall < horizon }) {
+			collected[i] = true
+			continue
+		}
+		apply = append(apply, ch)
+	}
+	applied, err := f.eng.Apply(ctx, apply, opts...)
 	if err != nil {
 		return nil, err
+	}
+	res := make([]engine.Result, len(req.Changes))
+	for i := range res {
+		if collected[i] {
+			res[i] = engine.Result{Status: engine.StatusRefused, Err: fmt.Errorf("%w: a stamp of %s is before the write horizon", errCollected, req.Changes[i].Record.ID)}
+			continue
+		}
+		res[i], applied = applied[0], applied[1:]
 	}
 	var a proto.PushResponse
 	for i, r := range res {
@@ -246,12 +289,100 @@ func (f *fakeServer) seenScopes() []string {
 	return slices.Clone(f.scopes)
 }
 
+// errCollected is the fake's refusal of a change stamped before the write
+// horizon.
+var errCollected = errors.New("collected")
+
+// leaseNote is what a pull or sub said of its reader.
+type leaseNote struct {
+	collection, replica string
+	pending             *uint64
+	live                bool
+}
+
+// lease notes what a pull or sub said of its reader, and reports whether
+// the reader's lease expired: a reader named before its collection was
+// collected, reading from a cursor.
+func (f *fakeServer) lease(n leaseNote, cursor []byte) (expired bool) {
+	f.smu.Lock()
+	defer f.smu.Unlock()
+	f.leases = append(f.leases, n)
+	cur, err := engine.ParseCursor(cursor)
+	if err != nil {
+		return false
+	}
+	if cur.IsStart() {
+		delete(f.expiredLeases[n.collection], n.replica)
+		return false
+	}
+	return f.expiredLeases[n.collection][n.replica]
+}
+
+// seenLeases returns what the pulls and subs received so far said of
+// their readers.
+func (f *fakeServer) seenLeases() []leaseNote {
+	f.smu.Lock()
+	defer f.smu.Unlock()
+	return slices.Clone(f.leases)
+}
+
+// pushedOf returns how many times a change of coll/id was pushed.
+func (f *fakeServer) pushedOf(coll, id string) int {
+	f.smu.Lock()
+	defer f.smu.Unlock()
+	return f.pushed[coll+"/"+id]
+}
+
+// collect runs the horizon job on coll as if the lease of every reader
+// named so far had expired: the read horizon is the head of its log, the
+// write horizon wall (ms); from then on the server refuses changes stamped
+// before wall (collected) and resets those readers' cursors
+// (lease_expired).
+func (f *fakeServer) collect(coll string, wall int64) stores.PurgeResult {
+	f.t.Helper()
+	ctx := context.Background()
+	head, err := f.eng.Head(ctx, coll)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.horizon.Store(wall)
+	var total stores.PurgeResult
+	scan := stores.PurgeScan{}
+	for {
+		res, err := f.mem.Purge(ctx, coll, stores.Horizon{Read: []uint64{head}, Wall: wall}, scan)
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		total.Scanned += res.Scanned
+		total.Records += res.Records
+		total.Deletes += res.Deletes
+		total.Fields += res.Fields
+		if !res.More {
+			break
+		}
+		scan.After = res.Next
+	}
+	f.smu.Lock()
+	expired := map[string]bool{}
+	for _, n := range f.leases {
+		if n.collection == coll {
+			expired[n.replica] = true
+		}
+	}
+	f.expiredLeases[coll] = expired
+	f.smu.Unlock()
+	return total
+}
+
 func (f *fakeServer) pull(ctx context.Context, body []byte) (any, error) {
 	var req proto.PullRequest
 	if err := proto.Decode(body, &req); err != nil {
 		return nil, err
 	}
 	f.noteScope(req.Scope)
+	if f.lease(leaseNote{collection: req.Collection, replica: req.Replica, pending: req.Pending}, req.Cursor) {
+		return proto.PullResponse{Records: []crdt.Record{}, Next: []byte{}, Reset: &proto.ResetInfo{Reason: proto.ResetLeaseExpired, Message: "lease expired"}}, nil
+	}
 	p, err := f.page(ctx, req.Collection, req.Cursor, int(req.Limit), req.Scope)
 	if err != nil {
 		return nil, err
@@ -408,6 +539,10 @@ func (f *fakeServer) live(w http.ResponseWriter, r *http.Request) {
 		switch m := m.(type) {
 		case proto.Sub:
 			f.noteScope(m.Scope)
+			if f.lease(leaseNote{collection: m.Collection, replica: m.Replica, pending: m.Pending, live: true}, m.Cursor) {
+				send(proto.Reset{Collection: m.Collection, Reason: proto.ResetLeaseExpired, Message: "lease expired"})
+				continue
+			}
 			stream(m.Collection, m.Cursor, m.Scope)
 		case proto.Ping:
 			if !muted.Load() {

@@ -45,8 +45,10 @@ type ChangesFunc func(collection string, page Page)
 // beginning and subscribes again. Every subscription carries its
 // collection's scopes (SetScope); when they change, Live subscribes to the
 // collection again from the cursor of its last delivery, and the server
-// answers with the difference. Messages of types this client does not
-// know are ignored.
+// answers with the difference. Like a pull, every subscription names the
+// client's replica id and the collection's pending floor at the time it is
+// sent (see Pull). Messages of types this client does not know are
+// ignored.
 //
 // Live returns when ctx ends (with ctx's error) or when the server sends an
 // error retrying cannot fix: an *Error whose code's proto.Retry is
@@ -178,7 +180,8 @@ func (c *Client) liveSession(ctx context.Context, cursors map[string][]byte, onC
 	sub := func(coll string) error {
 		sc := c.scopeWire(coll)
 		sentScope[coll] = sc
-		return writeMsg(ctx, conn, proto.Sub{Collection: coll, Cursor: cursors[coll], Scope: sc})
+		return writeMsg(ctx, conn, proto.Sub{Collection: coll, Cursor: cursors[coll], Scope: sc,
+			Replica: c.Replica(), Pending: c.pendingFloor(coll)})
 	}
 	changed := c.scopesChanged()
 	for coll := range cursors {

@@ -131,19 +131,6 @@ func baseOf(r *Replica, coll, id string) crdt.Record {
 	return r.base[coll][id].Clone()
 }
 
-// stampsOf lists the stamps a change writes: its delete stamp and its
-// fields'.
-func stampsOf(rec crdt.Record) []crdt.Stamp {
-	var out []crdt.Stamp
-	if !rec.Deleted.IsZero() {
-		out = append(out, rec.Deleted)
-	}
-	for _, f := range rec.Fields {
-		out = append(out, f.Stamp)
-	}
-	return out
-}
-
 // holds reports whether a holds every write of b (or something newer).
 func holds(a, b crdt.Record) bool {
 	_, changed := crdt.Merge(a, b)

@@ -176,16 +176,32 @@ func (r *Replica) Discard(id uint64) error {
 func (r *Replica) Retry(id uint64) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	return r.retryLocked(id)
+}
+
+// retryLocked is Retry.
+func (r *Replica) retryLocked(id uint64) error {
 	i := slices.IndexFunc(r.rejected.entries, func(j Rejection) bool { return j.ID == id })
 	if i < 0 {
 		return fmt.Errorf("retry %d: %w", id, ErrNoRejection)
 	}
-	old := r.rejected.entries[i].Change
+	if err := r.restampLocked(r.rejected.entries[i].Change, false); err != nil {
+		return fmt.Errorf("retry %d: %w", id, err)
+	}
+	r.rejected.remove(id)
+	return nil
+}
+
+// restampLocked writes old again as a new local write: its fields (and its
+// delete, if it has one) stamped afresh, merged into the view and queued.
+// restamped marks the queued change as one a reconciliation re-stamped
+// after a refusal collected.
+func (r *Replica) restampLocked(old crdt.Change, restamped bool) error {
 	rec := crdt.Record{ID: old.Record.ID}
 	if !old.Record.Deleted.IsZero() {
 		s, err := r.c.Now()
 		if err != nil {
-			return fmt.Errorf("retry %d: %w", id, err)
+			return err
 		}
 		rec.Deleted = s
 	}
@@ -194,7 +210,7 @@ func (r *Replica) Retry(id uint64) error {
 		// them.
 		s, err := r.c.Now()
 		if err != nil {
-			return fmt.Errorf("retry %d: %w", id, err)
+			return err
 		}
 		rec.Fields = make(map[string]crdt.Field, len(old.Record.Fields))
 		for name, f := range old.Record.Fields {
@@ -202,8 +218,8 @@ func (r *Replica) Retry(id uint64) error {
 		}
 	}
 	if err := r.queueLocked(old.Collection, rec); err != nil {
-		return fmt.Errorf("retry %d: %w", id, err)
+		return err
 	}
-	r.rejected.remove(id)
+	r.outbox[len(r.outbox)-1].restamped = restamped
 	return nil
 }

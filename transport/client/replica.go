@@ -59,6 +59,37 @@ import (
 // write of the same values with fresh stamps, so it can win again) or to
 // Discard it.
 //
+// # Reconciliation
+//
+// A server collects tombstones once every reader has seen them
+// (docs/design.md, "Tombstone horizons"). A reader away longer than its
+// lease allows is told so by a reset with reason proto.ResetLeaseExpired,
+// and it alone knows which records the server acknowledged to it, so it
+// reconciles the collection: it holds the collection's outbox (Flush sends
+// none of its changes), pulls it from the beginning to the end, noting the
+// records the server sends, and then drops every record the server had
+// acknowledged (its base) and sent no more: it was deleted and its
+// tombstone collected. The record leaves the replica without a delete and
+// without a change queued (OnLeave is called for it), and its changes in
+// the outbox move to the rejected changes with code proto.CodeCollected
+// (ErrCollected) without ever being pushed: pushed with fresh stamps they
+// would bring a deleted record back. Then it pushes the outbox (Pull and
+// Live do so themselves; after Apply, the next Flush does). A change of
+// the outbox the server refuses collected (a field stamped before the
+// collection's write horizon) whose record the server still has, or which
+// the replica created and never saw acknowledged, is written again with
+// fresh stamps (as Retry does) and pushed again, once: refused collected
+// again, it stays among the rejected changes, as does any other change
+// refused collected.
+//
+// A Flush that learns of such a refusal before the reset (Sync pushes
+// before it pulls) keeps the refused changes of a kept collection in the
+// outbox and reconciles the collection first, without waiting for the
+// reset. Such a push reaches the server before the replica knows it was
+// away too long: a change stamped after the write horizon of a record
+// deleted and collected meanwhile would be applied. A program that was
+// offline for long should Pull before it pushes.
+//
 // A Replica is safe for concurrent use.
 type Replica struct {
 	c          *Client
@@ -91,10 +122,14 @@ type Replica struct {
 	// in the outbox: acknowledging those changes does not put the record
 	// back into base. A record the server sends, or the end of its
 	// changes in the outbox, takes it out.
-	gone     map[recordKey]bool
-	outbox   []pending
-	nextID   uint64
-	rejected rejectedStore
+	gone map[recordKey]bool
+	// reconciling holds the collections being reconciled after their
+	// reader's lease expired (see Reconciliation): their changes stay in
+	// the outbox, unsent, until it ends.
+	reconciling map[string]*reconciliation
+	outbox      []pending
+	nextID      uint64
+	rejected    rejectedStore
 	// revoked is the server's refusal that revoked access, nil while
 	// access holds. Once set, the replica holds no records and no outbox,
 	// and neither syncs nor takes writes.
@@ -105,6 +140,32 @@ type Replica struct {
 type pending struct {
 	id     uint64
 	change crdt.Change
+	// reconciled says the change was in the outbox when its collection's
+	// reconciliation ended: its record survives on the server, or the
+	// replica created it and never saw it acknowledged, so a refusal
+	// collected re-stamps it (Retry) and it is pushed again.
+	reconciled bool
+	// restamped says the change is such a re-stamped one: refused
+	// collected again, it stays among the rejected changes.
+	restamped bool
+}
+
+// reconciliation is a collection's pull from the beginning after its
+// reader's lease expired.
+type reconciliation struct {
+	// acked holds the ids of the records the server had acknowledged when
+	// it began: those in base, and those that left the reader's scope
+	// with changes pending.
+	acked map[string]bool
+	// delivered holds the ids of the records the server sent since.
+	delivered map[string]bool
+	// chain is the cursor the next page of the pull from the beginning is
+	// read from: a page read from it continues the pull, and the one that
+	// says no more ends it.
+	chain []byte
+	// live says the pull is a live session's (pages delivered by Apply
+	// after a reset it delivered), not Pull's.
+	live bool
 }
 
 type recordKey struct{ collection, id string }
@@ -137,9 +198,11 @@ type ReplicaConfig struct {
 	// matches the reader's scope), or access was revoked and every record
 	// was purged. It is called after the record left, with no lock of the
 	// Replica held, by the goroutine applying the page (Sync, Pull, Live,
-	// Apply) or learning of the revocation. A record with local changes
-	// still in the outbox stays visible with them alone. Nil means no
-	// calls.
+	// Apply) or learning of the revocation; a record a reconciliation
+	// drops (see Reconciliation) is reported the same way, also by Flush,
+	// which then holds the lock that serializes pushes: it must not call
+	// Flush or Sync. A record that left the scope with local changes still
+	// in the outbox stays visible with them alone. Nil means no calls.
 	OnLeave func(collection, id string)
 }
 
@@ -162,7 +225,40 @@ func NewReplica(c *Client, cfg ReplicaConfig) (*Replica, error) {
 		}
 		r.cursors[coll] = []byte{}
 	}
+	c.addFloor(r.pendingFloor)
 	return r, nil
+}
+
+// pendingFloor is the wall time of the oldest stamp of a change for
+// collection in the outbox, and whether there is one.
+func (r *Replica) pendingFloor(collection string) (int64, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	floor, ok := int64(0), false
+	for _, p := range r.outbox {
+		if p.change.Collection != collection {
+			continue
+		}
+		for _, s := range stampsOf(p.change.Record) {
+			if !ok || s.Wall < floor {
+				floor, ok = s.Wall, true
+			}
+		}
+	}
+	return floor, ok
+}
+
+// stampsOf lists the stamps a change writes: its delete stamp and its
+// fields'.
+func stampsOf(rec crdt.Record) []crdt.Stamp {
+	var out []crdt.Stamp
+	if !rec.Deleted.IsZero() {
+		out = append(out, rec.Deleted)
+	}
+	for _, f := range rec.Fields {
+		out = append(out, f.Stamp)
+	}
+	return out
 }
 
 // Client returns the replica's client.
@@ -411,17 +507,57 @@ func (r *Replica) Sync(ctx context.Context) error {
 // Flush pushes the outbox. Acknowledged changes leave it and join the
 // base; refused ones leave it, are rolled back and join the rejected
 // changes; on error the unacknowledged rest stays for the next Flush.
+// Changes of a collection being reconciled stay unsent (see
+// Reconciliation), and a refusal collected is handled as Reconciliation
+// says: OnResult and OnRejected are called for a change refused collected
+// only when it stays among the rejected changes.
 func (r *Replica) Flush(ctx context.Context) error {
 	r.syncMu.Lock()
 	defer r.syncMu.Unlock()
+	// Each round moves a change refused collected one step on (held,
+	// reconciled, re-stamped, rejected), so a few rounds finish; a server
+	// that keeps asking for more is left for the next Flush.
+	for range 4 {
+		reconcile, again, err := r.flushOnce(ctx)
+		if err != nil {
+			return err
+		}
+		for _, coll := range reconcile {
+			r.beginReconcile(coll)
+			// Held changes go in the next round once it ends.
+			if _, err := r.pullToEnd(ctx, coll); err != nil {
+				return fmt.Errorf("flush: reconcile %s: %w", coll, err)
+			}
+		}
+		if len(reconcile) == 0 && !again {
+			return nil
+		}
+	}
+	return nil
+}
+
+// flushOnce pushes the outbox once. It returns the kept collections with
+// changes refused collected that are not reconciled yet (they stay in the
+// outbox), and whether it queued changes again with fresh stamps.
+func (r *Replica) flushOnce(ctx context.Context) (reconcile []string, again bool, err error) {
+	held := map[string]bool{}
 	r.mu.Lock()
-	batch, revoked := slices.Clone(r.outbox), r.revoked
+	batch, revoked := make([]pending, 0, len(r.outbox)), r.revoked
+	for _, p := range r.outbox {
+		if r.reconciling[p.change.Collection] == nil {
+			batch = append(batch, p)
+		} else {
+			// Held by a reconciliation that has not ended (a pull that
+			// failed, say): go on with it.
+			held[p.change.Collection] = true
+		}
+	}
 	r.mu.Unlock()
 	if revoked != nil {
-		return fmt.Errorf("flush: %w", revoked)
+		return nil, false, fmt.Errorf("flush: %w", revoked)
 	}
 	if len(batch) == 0 {
-		return nil
+		return slices.Sorted(maps.Keys(held)), false, nil
 	}
 	changes := make([]crdt.Change, len(batch))
 	for i, p := range batch {
@@ -429,7 +565,7 @@ func (r *Replica) Flush(ctx context.Context) error {
 	}
 	results, err := r.c.Push(ctx, changes)
 	if r.revokeOn(err) {
-		return fmt.Errorf("flush %d changes: %w", len(batch), err)
+		return nil, false, fmt.Errorf("flush %d changes: %w", len(batch), err)
 	}
 	var when time.Time
 	var subject string
@@ -439,6 +575,9 @@ func (r *Replica) Flush(ctx context.Context) error {
 		subject = info.Subject
 	}
 	rejections := make([]Rejection, len(results))
+	// report says whether the result of a change is final, for OnResult
+	// and OnRejected.
+	report := make([]bool, len(results))
 	done := make(map[uint64]bool, len(results))
 	touched := make(map[recordKey]bool, len(results))
 	r.mu.Lock()
@@ -446,13 +585,34 @@ func (r *Replica) Flush(ctx context.Context) error {
 		// Revoked meanwhile: the outbox, batch included, is among the
 		// rejected changes already.
 		r.mu.Unlock()
-		return fmt.Errorf("flush: %w", r.revoked)
+		return nil, false, fmt.Errorf("flush: %w", r.revoked)
 	}
 	dropped := r.rejected.dropped
 	for i, res := range results {
 		p := batch[i]
-		done[p.id] = true
-		touched[recordKey{p.change.Collection, p.change.Record.ID}] = true
+		k := recordKey{p.change.Collection, p.change.Record.ID}
+		if res.Status == StatusRefused && errors.Is(res.Err, ErrCollected) && !p.restamped {
+			_, kept := r.cursors[k.collection]
+			switch {
+			case p.reconciled:
+				// Its record survives, or the replica created it: write
+				// it again with fresh stamps (as Retry does), once.
+				done[p.id], touched[k] = true, true
+				if err := r.restampLocked(p.change, true); err != nil {
+					r.c.log.Warn("could not re-stamp a change refused collected", "collection", k.collection, "record", k.id, "err", err)
+					rejections[i], report[i] = r.rejected.add(newRejection(p.change, res.Err, when, subject)).clone(), true
+					continue
+				}
+				again = true
+				continue
+			case kept:
+				// Stamped before the write horizon: the replica was away
+				// too long. Reconcile the collection before deciding.
+				held[k.collection] = true
+				continue
+			}
+		}
+		done[p.id], touched[k], report[i] = true, true, true
 		if res.Status == StatusRefused {
 			rejections[i] = r.rejected.add(newRejection(p.change, res.Err, when, subject)).clone()
 			continue
@@ -460,7 +620,7 @@ func (r *Replica) Flush(ctx context.Context) error {
 		// The server holds the change, or newer writes that beat it: the
 		// change is below the server's record, so base stays below it too
 		// (unless the record left the reader's scope meanwhile).
-		if !r.gone[recordKey{p.change.Collection, p.change.Record.ID}] {
+		if !r.gone[k] {
 			r.mergeBaseLocked(p.change.Collection, p.change.Record)
 		}
 	}
@@ -477,6 +637,9 @@ func (r *Replica) Flush(ctx context.Context) error {
 		r.c.log.Warn("dropped the oldest rejected changes", "dropped", dropped, "max", MaxRejected, "max_bytes", MaxRejectedBytes)
 	}
 	for i, res := range results {
+		if !report[i] {
+			continue
+		}
 		if r.onResult != nil {
 			r.onResult(batch[i].change, res)
 		}
@@ -485,9 +648,9 @@ func (r *Replica) Flush(ctx context.Context) error {
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("flush %d changes: %w", len(batch)-len(results), err)
+		return nil, again, fmt.Errorf("flush %d changes: %w", len(batch)-len(results), err)
 	}
-	return nil
+	return slices.Sorted(maps.Keys(held)), again, nil
 }
 
 // Pull pulls every kept collection from its cursor to the end of its log.
@@ -509,25 +672,48 @@ func (r *Replica) Pull(ctx context.Context) error {
 }
 
 func (r *Replica) pullCollection(ctx context.Context, coll string) error {
+	reconciled, err := r.pullToEnd(ctx, coll)
+	if err != nil {
+		return err
+	}
+	if reconciled {
+		// The outbox held back for the reconciliation goes now.
+		if err := r.Flush(ctx); err != nil {
+			return fmt.Errorf("pull %s: push after reconciling: %w", coll, err)
+		}
+	}
+	return nil
+}
+
+// pullToEnd pulls coll from its cursor to the end of its log, and reports
+// whether a reconciliation of the collection ended with it (the caller
+// pushes the outbox then).
+func (r *Replica) pullToEnd(ctx context.Context, coll string) (reconciled bool, err error) {
 	for {
 		from := r.Cursor(coll)
 		p, err := r.c.Pull(ctx, coll, from, 0)
 		if err != nil {
-			return err
+			return reconciled, err
 		}
 		if p.Reset != "" {
-			r.reset(coll, p.Reset)
-			if err := r.heal(ctx, coll); err != nil {
-				return err
+			r.reset(coll, p.Reset, false)
+			// After a lease expired, what the replica holds of records
+			// the server collected must not go back: it reconciles instead.
+			if p.Reset != proto.ResetLeaseExpired {
+				if err := r.heal(ctx, coll); err != nil {
+					return reconciled, err
+				}
 			}
 			continue
 		}
-		r.apply(coll, p, from)
+		if r.apply(coll, p, from, false) {
+			reconciled = true
+		}
 		if err := r.Revoked(); err != nil {
-			return fmt.Errorf("pull %s: %w", coll, err) // revoked meanwhile
+			return reconciled, fmt.Errorf("pull %s: %w", coll, err) // revoked meanwhile
 		}
 		if !p.More {
-			return nil
+			return reconciled, nil
 		}
 	}
 }
@@ -536,24 +722,35 @@ func (r *Replica) pullCollection(ctx context.Context, coll string) error {
 // records (and so into the local view) and sets collection's cursor to its
 // Next; a page with Reset starts the collection again from the beginning
 // (the records to give back are kept until Heal or the next Sync). It is
-// the ChangesFunc of Live.
+// the ChangesFunc of Live: after a reset with reason
+// proto.ResetLeaseExpired, the pages that follow it (Live's pull from the
+// beginning) reconcile the collection, and the next Flush pushes its
+// outbox (Replica.Live flushes by itself).
 func (r *Replica) Apply(collection string, page Page) {
+	r.applyLive(collection, page)
+}
+
+// applyLive is Apply; it reports whether the page ended a reconciliation.
+func (r *Replica) applyLive(collection string, page Page) bool {
 	if page.Reset != "" {
-		r.reset(collection, page.Reset)
-		return
+		r.reset(collection, page.Reset, true)
+		return false
 	}
-	r.apply(collection, page, nil)
+	return r.apply(collection, page, nil, true)
 }
 
 // apply merges a page's records and sets collection's cursor to its Next;
 // with from non-nil, only if the cursor is still from, so that a pull
 // racing a live delivery cannot move the cursor back (cursors are opaque:
-// equality is all a client may test).
-func (r *Replica) apply(collection string, page Page, from []byte) {
+// equality is all a client may test). It reports whether the page ended a
+// reconciliation of the collection: a page read from where the pull from
+// the beginning stands (from, or any page delivered live to a live
+// reconciliation) that says there is no more.
+func (r *Replica) apply(collection string, page Page, from []byte, live bool) bool {
 	r.mu.Lock()
 	if r.revoked != nil {
 		r.mu.Unlock()
-		return
+		return false
 	}
 	// A page holds each record once, as a record or a leave entry, so the
 	// order in which the two are applied does not matter.
@@ -575,32 +772,162 @@ func (r *Replica) apply(collection string, page Page, from []byte) {
 	if from == nil || bytes.Equal(r.cursors[collection], from) {
 		r.cursors[collection] = bytes.Clone(page.Next)
 	}
+	var ended bool
+	var rejections []Rejection
+	if rc := r.reconciling[collection]; rc != nil {
+		// Whatever page it came in, a record sent is one the server has.
+		for _, rec := range page.Records {
+			rc.delivered[rec.ID] = true
+		}
+		if (from != nil && bytes.Equal(from, rc.chain)) || (from == nil && live && rc.live) {
+			rc.chain = bytes.Clone(page.Next)
+			if !page.More {
+				var collected []string
+				collected, rejections = r.endReconcileLocked(collection)
+				left = append(left, collected...)
+				ended = true
+			}
+		}
+	}
 	r.mu.Unlock()
+	r.report(rejections, 0)
 	if r.onLeave != nil {
 		for _, id := range left {
 			r.onLeave(collection, id)
+		}
+	}
+	return ended
+}
+
+// report tells the application of rejections, and logs the drop of the
+// oldest rejected changes.
+func (r *Replica) report(rejections []Rejection, dropped uint64) {
+	if dropped > 0 {
+		r.c.log.Warn("dropped the oldest rejected changes", "dropped", dropped, "max", MaxRejected, "max_bytes", MaxRejectedBytes)
+	}
+	if r.onRejected != nil {
+		for _, j := range rejections {
+			r.onRejected(j)
 		}
 	}
 }
 
 // reset starts collection again from the beginning after the server said
 // its cursor is of another history; with proto.ResetHistoryLost the
-// collection is owed a heal (giving back what the server may lack).
-// Nothing local is dropped: merging what the server sends again is
-// idempotent.
-func (r *Replica) reset(collection, reason string) {
+// collection is owed a heal (giving back what the server may lack), with
+// proto.ResetLeaseExpired it is reconciled. Nothing local is dropped here:
+// merging what the server sends again is idempotent. live says the reset
+// came to Apply.
+func (r *Replica) reset(collection, reason string, live bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.revoked != nil {
 		return
 	}
 	r.cursors[collection] = []byte{}
-	if reason == proto.ResetHistoryLost {
+	switch reason {
+	case proto.ResetHistoryLost:
 		if r.owed == nil {
 			r.owed = map[string]bool{}
 		}
 		r.owed[collection] = true
+	case proto.ResetLeaseExpired:
+		r.beginReconcileLocked(collection, live)
 	}
+}
+
+// beginReconcile starts reconciling collection from the beginning of its
+// log, as a reset with proto.ResetLeaseExpired does, unless a
+// reconciliation of it is under way: that one goes on from where it
+// stands.
+func (r *Replica) beginReconcile(collection string) {
+	r.mu.Lock()
+	under := r.reconciling[collection] != nil
+	r.mu.Unlock()
+	if !under {
+		r.reset(collection, proto.ResetLeaseExpired, false)
+	}
+}
+
+// beginReconcileLocked notes what the server had acknowledged of
+// collection and holds its outbox until the pull from the beginning ends;
+// a reconciliation already under way goes on with what it noted, from
+// the beginning again.
+func (r *Replica) beginReconcileLocked(collection string, live bool) {
+	if rc := r.reconciling[collection]; rc != nil {
+		rc.chain, rc.live = []byte{}, live
+		return
+	}
+	rc := &reconciliation{acked: map[string]bool{}, delivered: map[string]bool{}, chain: []byte{}, live: live}
+	for id := range r.base[collection] {
+		rc.acked[id] = true
+	}
+	for k := range r.gone {
+		if k.collection == collection {
+			rc.acked[k.id] = true
+		}
+	}
+	if r.reconciling == nil {
+		r.reconciling = map[string]*reconciliation{}
+	}
+	r.reconciling[collection] = rc
+}
+
+// endReconcileLocked ends collection's reconciliation: every record the
+// server had acknowledged and did not send again was deleted and
+// collected, so it leaves the replica (base, view, seals) and its changes
+// in the outbox move to the rejected changes with code collected; the
+// changes left of the collection are marked reconciled, and the outbox is
+// no longer held. It returns the ids that left, sorted, and the
+// rejections.
+func (r *Replica) endReconcileLocked(collection string) ([]string, []Rejection) {
+	rc := r.reconciling[collection]
+	delete(r.reconciling, collection)
+	var collected []string
+	gone := map[recordKey]bool{}
+	for id := range rc.acked {
+		if rc.delivered[id] {
+			continue
+		}
+		k := recordKey{collection, id}
+		_, inBase := r.base[collection][id]
+		_, inView := r.view[collection][id]
+		if !inBase && !inView {
+			continue // it left meanwhile
+		}
+		delete(r.base[collection], id)
+		delete(r.view[collection], id)
+		delete(r.sealed[collection], id)
+		delete(r.gone, k)
+		gone[k] = true
+		collected = append(collected, id)
+	}
+	slices.Sort(collected)
+	var rejections []Rejection
+	if slices.ContainsFunc(r.outbox, func(p pending) bool { return gone[recordKey{p.change.Collection, p.change.Record.ID}] }) {
+		when := r.c.cfg.Now()
+		info, _ := r.c.Info()
+		e := &Error{Code: proto.CodeCollected, Message: "the record was deleted on the server and its tombstone collected while this replica was away"}
+		dropped := r.rejected.dropped
+		r.outbox = slices.DeleteFunc(r.outbox, func(p pending) bool {
+			if !gone[recordKey{p.change.Collection, p.change.Record.ID}] {
+				return false
+			}
+			rejections = append(rejections, r.rejected.add(newRejection(p.change, e, when, info.Subject)).clone())
+			return true
+		})
+		if n := r.rejected.dropped - dropped; n > 0 {
+			r.c.log.Warn("dropped the oldest rejected changes", "dropped", n, "max", MaxRejected, "max_bytes", MaxRejectedBytes)
+		}
+	}
+	for i := range r.outbox {
+		if r.outbox[i].change.Collection == collection {
+			r.outbox[i].reconciled = true
+		}
+	}
+	r.c.log.Info("reconciled after the lease expired", "collection", collection,
+		"acknowledged", len(rc.acked), "delivered", len(rc.delivered), "collected", len(collected), "rejected", len(rejections))
+	return collected, rejections
 }
 
 // Heal gives the server back what it may have lost of the collections it
@@ -713,7 +1040,7 @@ func (r *Replica) Live(ctx context.Context) error {
 		}
 	}()
 	err := r.c.Live(ctx, subs, func(coll string, p Page) {
-		r.Apply(coll, p)
+		reconciled := r.applyLive(coll, p)
 		if p.Reset == proto.ResetHistoryLost {
 			err := r.heal(ctx, coll)
 			if r.revokeOn(err) {
@@ -721,6 +1048,16 @@ func (r *Replica) Live(ctx context.Context) error {
 			}
 			if err != nil {
 				r.c.log.Warn("heal after a live reset failed; Sync heals again", "collection", coll, "err", err)
+			}
+		}
+		if reconciled {
+			// The outbox held back for the reconciliation goes now.
+			err := r.Flush(ctx)
+			if r.revokeOn(err) {
+				return
+			}
+			if err != nil {
+				r.c.log.Warn("push after a live reconciliation failed; the next Flush pushes", "collection", coll, "err", err)
 			}
 		}
 	})
@@ -794,6 +1131,7 @@ func (r *Replica) revoke(e *Error) {
 	clear(r.leaves)
 	clear(r.gone)
 	clear(r.owed)
+	clear(r.reconciling)
 	for coll := range r.cursors {
 		r.cursors[coll] = []byte{}
 	}

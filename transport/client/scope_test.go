@@ -67,11 +67,18 @@ type watched struct {
 // of todos.
 func newScoped(t *testing.T, f *fakeServer, id string, scopes map[string]*scope.Pred) *watched {
 	t.Helper()
-	c := f.client(t, id, func(cfg *Config) {
+	return newWatched(t, f, id, func(cfg *Config) {
 		if scopes != nil {
 			cfg.Scopes = map[string]map[string]*scope.Pred{"todos": scopes}
 		}
 	})
+}
+
+// newWatched returns a watched replica of todos whose client's config mod
+// changes (nil: none).
+func newWatched(t *testing.T, f *fakeServer, id string, mod func(*Config)) *watched {
+	t.Helper()
+	c := f.client(t, id, mod)
 	w := &watched{}
 	r, err := NewReplica(c, ReplicaConfig{
 		Collections: []string{"todos"},

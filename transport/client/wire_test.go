@@ -89,7 +89,7 @@ func TestRequestBodiesAreProtos(t *testing.T) {
 	}{
 		{proto.PathHello, proto.HelloRequest{Protocol: proto.Version, Replica: "a"}, &proto.HelloRequest{}},
 		{proto.PathPush, proto.PushRequest{Replica: "a", Changes: []crdt.Change{ch}}, &proto.PushRequest{}},
-		{proto.PathPull, proto.PullRequest{Collection: "notes", Cursor: []byte{9, 8}, Limit: 5}, &proto.PullRequest{}},
+		{proto.PathPull, proto.PullRequest{Collection: "notes", Cursor: []byte{9, 8}, Limit: 5, Replica: "a"}, &proto.PullRequest{}},
 	} {
 		t.Run(tc.path, func(t *testing.T) {
 			want, err := proto.Encode(tc.want)
@@ -149,7 +149,7 @@ func TestLiveMessagesAreProtos(t *testing.T) {
 	defer func() { cancel(); <-done }()
 	for _, want := range []proto.Message{
 		proto.Hello{Protocol: proto.Version, Replica: "a", Token: "tok"},
-		proto.Sub{Collection: "notes", Cursor: []byte{7}},
+		proto.Sub{Collection: "notes", Cursor: []byte{7}, Replica: "a"},
 	} {
 		b, err := proto.EncodeMessage(want)
 		if err != nil {

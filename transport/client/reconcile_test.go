@@ -1,0 +1,333 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/engine"
+	"github.com/convergo/convergo/transport/proto"
+)
+
+// TestPullsAndSubsNameTheReaderAndItsFloor checks keys 5 and 6 of pulls
+// and subs: the replica id always, the pending floor (the wall time of the
+// oldest change for the collection in the outbox) only while one is
+// pending.
+func TestPullsAndSubsNameTheReaderAndItsFloor(t *testing.T) {
+	f := newFakeServer(t)
+	ctx := t.Context()
+	var now atomic.Int64
+	now.Store(time.Now().UnixMilli())
+	r := newWatched(t, f, "a", func(cfg *Config) { cfg.Now = func() time.Time { return time.UnixMilli(now.Load()) } })
+	if err := r.Pull(ctx); err != nil {
+		t.Fatal(err)
+	}
+	first := now.Load()
+	if err := r.Set("todos", "t1", "title", "x"); err != nil {
+		t.Fatal(err)
+	}
+	now.Add(5000)
+	if err := r.Set("todos", "t2", "title", "y"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Set("other", "o1", "title", "z"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Pull(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ctx2, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- r.Live(ctx2) }()
+	eventually(t, "a live sub", func() bool { return slices.ContainsFunc(f.seenLeases(), func(n leaseNote) bool { return n.live }) })
+	cancel()
+	<-done
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Pull(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	got := f.seenLeases()
+	if len(got) != 4 {
+		t.Fatalf("%d pulls and subs, want 4: %+v", len(got), got)
+	}
+	for i, want := range []struct {
+		live    bool
+		pending int64 // 0: none
+	}{{false, 0}, {false, first}, {true, first}, {false, 0}} {
+		n := got[i]
+		if n.collection != "todos" || n.replica != "a" || n.live != want.live {
+			t.Fatalf("%d: got %+v, want todos by a (live %v)", i, n, want.live)
+		}
+		switch {
+		case want.pending == 0 && n.pending != nil:
+			t.Fatalf("%d: pending floor %d with nothing pending", i, *n.pending)
+		case want.pending != 0 && (n.pending == nil || *n.pending != uint64(want.pending)):
+			t.Fatalf("%d: pending floor %v, want %d", i, n.pending, want.pending)
+		}
+	}
+}
+
+// away is a watched replica of todos, and the scene of its absence: it
+// synced t1, t2 and t3, then went offline and edited t1 and t2 and created
+// t4, while another writer deleted t2 and the server collected its
+// tombstone, with a write horizon after the offline edits and the delete.
+type away struct {
+	*watched
+	horizon int64
+}
+
+// goAway sets the scene, with the write horizon gap after the last write;
+// when it is short, it waits until the horizon has passed, so that the
+// replica's new stamps are after it.
+func goAway(t *testing.T, f *fakeServer, gap time.Duration) *away {
+	t.Helper()
+	ctx := t.Context()
+	seed(t, f, map[string]string{"t1": "a", "t2": "a", "t3": "a"})
+	a := &away{watched: newWatched(t, f, "a", nil)}
+	if err := a.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(a.Replica, "todos"); !slices.Equal(got, []string{"t1", "t2", "t3"}) {
+		t.Fatalf("synced %v", got)
+	}
+	for _, w := range [][2]string{{"t1", "edited"}, {"t2", "lost"}, {"t4", "new"}} {
+		if err := a.Set("todos", w[0], "title", w[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := newReplica(t, f, "b", nil, "todos")
+	if err := b.Delete("todos", "t2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a.horizon = time.Now().UnixMilli() + 1 + gap.Milliseconds()
+	if res := f.collect("todos", a.horizon); res.Records != 1 {
+		t.Fatalf("collected %+v, want t2's record", res)
+	}
+	if gap < time.Second {
+		time.Sleep(time.Until(time.UnixMilli(a.horizon + 1)))
+	}
+	f.smu.Lock()
+	clear(f.pushed) // count the replica's pushes from here
+	f.pushes.Store(0)
+	f.smu.Unlock()
+	return a
+}
+
+// serverTitles returns the title of every record the server holds in
+// todos ("" for a record without one).
+func serverTitles(t *testing.T, f *fakeServer) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	cur := engine.Cursor{}
+	for {
+		p, err := f.eng.Pull(t.Context(), "todos", cur, engine.PageLimit{Records: 1000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range p.Entries {
+			if !e.Record.Exists() {
+				continue
+			}
+			out[e.Record.ID] = ""
+			if fl, ok := e.Record.Fields["title"]; ok {
+				var s string
+				if err := crdt.DecodeValue(fl.Value, &s); err != nil {
+					t.Fatal(err)
+				}
+				out[e.Record.ID] = s
+			}
+		}
+		if !p.More {
+			return out
+		}
+		cur = p.Next
+	}
+}
+
+// checkReconciled checks the end of the scene: t2 dropped locally (OnLeave,
+// no delete queued) with its edit rejected collected, the edit of t1 and
+// the creation of t4 on the server with fresh stamps, nothing pending.
+func (a *away) checkReconciled(t *testing.T, f *fakeServer) {
+	t.Helper()
+	if got := ids(a.Replica, "todos"); !slices.Equal(got, []string{"t1", "t3", "t4"}) {
+		t.Fatalf("replica holds %v, want t1 t3 t4", got)
+	}
+	if _, ok := a.Get("todos", "t2"); ok {
+		t.Fatal("the replica still holds t2")
+	}
+	if got := a.leftIDs(); !slices.Equal(got, []string{"todos/t2"}) {
+		t.Fatalf("OnLeave saw %v, want todos/t2", got)
+	}
+	if p := a.Pending(); len(p) != 0 {
+		t.Fatalf("outbox %+v, want empty", p)
+	}
+	rej := a.Rejected()
+	if len(rej) != 1 || rej[0].RecordID != "t2" || rej[0].Code != proto.CodeCollected || !errors.Is(rej[0].Err(), ErrCollected) {
+		t.Fatalf("rejected %+v, want t2's edit with code collected", rej)
+	}
+	if got := a.refusedAll(); len(got) != 1 || got[0].RecordID != "t2" {
+		t.Fatalf("OnRejected saw %+v, want t2's edit alone", got)
+	}
+	got := serverTitles(t, f)
+	want := map[string]string{"t1": "edited", "t3": "", "t4": "new"}
+	if len(got) != len(want) {
+		t.Fatalf("server holds %v, want %v", got, want)
+	}
+	for id, title := range want {
+		if g, ok := got[id]; !ok || g != title {
+			t.Fatalf("server holds %v, want %v", got, want)
+		}
+	}
+	for _, id := range []string{"t1", "t4"} {
+		rec, _ := a.Get("todos", id)
+		if s := rec.Fields["title"].Stamp; s.Wall < a.horizon {
+			t.Fatalf("%s's title stamped %v, before the horizon %d", id, s, a.horizon)
+		}
+	}
+}
+
+// TestLeaseExpiredPullReconciles: a pull told lease_expired holds the
+// outbox, pulls from the beginning, drops the record deleted and collected
+// while it was away (its offline edit rejected collected, never pushed),
+// and pushes the rest: the edit of a surviving record and a record created
+// offline, refused collected once, land re-stamped.
+func TestLeaseExpiredPullReconciles(t *testing.T) {
+	f := newFakeServer(t)
+	a := goAway(t, f, 0)
+	if err := a.Pull(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	a.checkReconciled(t, f)
+	if n := f.pushedOf("todos", "t2"); n != 0 {
+		t.Fatalf("t2's edit pushed %d times, want never", n)
+	}
+	for _, id := range []string{"t1", "t4"} {
+		if n := f.pushedOf("todos", id); n != 2 {
+			t.Fatalf("%s pushed %d times, want 2 (refused collected, then re-stamped)", id, n)
+		}
+	}
+	// Nothing left to do: another sync pushes and drops nothing.
+	if err := a.Sync(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	a.checkReconciled(t, f)
+}
+
+// TestCollectedFlushReconcilesFirst: Sync pushes before it pulls, so the
+// server refuses the offline edits collected before the replica hears of
+// the reset; the refused changes stay queued while the replica reconciles,
+// with the same end.
+func TestCollectedFlushReconcilesFirst(t *testing.T) {
+	f := newFakeServer(t)
+	a := goAway(t, f, 0)
+	if err := a.Sync(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	a.checkReconciled(t, f)
+	if n := f.pushedOf("todos", "t2"); n != 1 {
+		t.Fatalf("t2's edit pushed %d times, want once (refused collected)", n)
+	}
+}
+
+// TestCollectedTwiceStaysRejected: a re-stamped change the server refuses
+// collected again stays rejected, with that code: each change is re-stamped
+// at most once.
+func TestCollectedTwiceStaysRejected(t *testing.T) {
+	f := newFakeServer(t)
+	// The horizon is ahead of the replica's clock: new stamps are before
+	// it too.
+	a := goAway(t, f, time.Hour)
+	if err := a.Pull(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	rej := a.Rejected()
+	var got []string
+	for _, j := range rej {
+		if j.Code != proto.CodeCollected {
+			t.Fatalf("rejected %+v, want code collected", j)
+		}
+		got = append(got, j.RecordID)
+	}
+	slices.Sort(got)
+	if !slices.Equal(got, []string{"t1", "t2", "t4"}) {
+		t.Fatalf("rejected %v, want t1 t2 t4", got)
+	}
+	for id, want := range map[string]int{"t1": 2, "t2": 0, "t4": 2} {
+		if n := f.pushedOf("todos", id); n != want {
+			t.Fatalf("%s pushed %d times, want %d", id, n, want)
+		}
+	}
+	if p := a.Pending(); len(p) != 0 {
+		t.Fatalf("outbox %+v, want empty", p)
+	}
+	if got := ids(a.Replica, "todos"); !slices.Equal(got, []string{"t1", "t3"}) {
+		t.Fatalf("replica holds %v, want t1 t3 (rolled back)", got)
+	}
+}
+
+// TestLiveLeaseExpiredReconciles: a live subscription told lease_expired
+// reconciles the same way, and pushes the outbox by itself.
+func TestLiveLeaseExpiredReconciles(t *testing.T) {
+	f := newFakeServer(t)
+	a := goAway(t, f, 0)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- a.Live(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	eventually(t, "the reconciliation's push", func() bool {
+		return len(a.Pending()) == 0 && len(a.Rejected()) == 1 && len(serverTitles(t, f)) == 3
+	})
+	a.checkReconciled(t, f)
+	if n := f.pushedOf("todos", "t2"); n != 0 {
+		t.Fatalf("t2's edit pushed %d times, want never", n)
+	}
+}
+
+// TestReconciliationHoldsTheOutboxUntilItEnds: a reconciliation whose pull
+// from the beginning fails holds the collection's outbox (Flush sends none
+// of it) until a later pull or Flush ends it.
+func TestReconciliationHoldsTheOutboxUntilItEnds(t *testing.T) {
+	f := newFakeServer(t)
+	a := goAway(t, f, 0)
+	var pulls atomic.Int64
+	f.failWith(func(path string) (int, string) {
+		if path == proto.PathPull && pulls.Add(1) > 1 {
+			return 503, proto.CodeUnavailable // every pull after the reset's
+		}
+		return 0, ""
+	})
+	ctx := t.Context()
+	if err := a.Pull(ctx); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("pull: %v, want unavailable", err)
+	}
+	if err := a.Flush(ctx); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("flush: %v, want unavailable (the reconciliation's pull)", err)
+	}
+	if n := f.pushes.Load(); n != 0 {
+		t.Fatalf("%d pushes while reconciling, want none", n)
+	}
+	if p := a.Pending(); len(p) != 3 {
+		t.Fatalf("outbox %+v, want the 3 offline writes", p)
+	}
+	f.failWith(func(string) (int, string) { return 0, "" })
+	if err := a.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a.checkReconciled(t, f)
+	if n := f.pushedOf("todos", "t2"); n != 0 {
+		t.Fatalf("t2's edit pushed %d times, want never", n)
+	}
+}
