@@ -270,19 +270,23 @@ func TestLiveTokenExpiry(t *testing.T) {
 func TestLiveIdleTimeout(t *testing.T) {
 	ts := newTestServer(t, func(c *Config) {
 		c.Demo = true
-		c.PingInterval = 30 * time.Millisecond
-		c.IdleTimeout = 100 * time.Millisecond
+		// Pings every 100 ms and 1 s of silence allowed: a reading client
+		// answers within a ping or two even on a loaded machine (the old
+		// 30 ms / 100 ms left a reader 70 ms of scheduling delay).
+		c.PingInterval = 100 * time.Millisecond
+		c.IdleTimeout = time.Second
 	})
 	c, _ := ts.open(t, "")
 	// Not reading means not answering pings.
-	time.Sleep(400 * time.Millisecond)
+	time.Sleep(1500 * time.Millisecond)
 	_, err := c.recvErr(5 * time.Second)
 	if websocket.CloseStatus(err) != websocket.StatusPolicyViolation {
 		t.Fatalf("silent client: %v", err)
 	}
-	// A client that reads (and so answers pings) stays.
+	// A client that reads (and so answers pings) stays, for several idle
+	// timeouts.
 	d, _ := ts.open(t, "")
-	ctx, cancel := context.WithTimeout(context.Background(), 400*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 2500*time.Millisecond)
 	defer cancel()
 	if _, _, err := d.ws.Read(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("reading client: %v", err)
