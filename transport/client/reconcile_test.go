@@ -85,12 +85,18 @@ type away struct {
 
 // goAway sets the scene, with the write horizon gap after the last write;
 // when it is short, it waits until the horizon has passed, so that the
-// replica's new stamps are after it.
+// replica's new stamps are after it. The replica's ReplicaConfig.FreshFor
+// is an hour: Flush pushes without pulling first.
 func goAway(t *testing.T, f *fakeServer, gap time.Duration) *away {
+	return goAwayFresh(t, f, gap, time.Hour)
+}
+
+// goAwayFresh is goAway with the replica's FreshFor.
+func goAwayFresh(t *testing.T, f *fakeServer, gap, fresh time.Duration) *away {
 	t.Helper()
 	ctx := t.Context()
 	seed(t, f, map[string]string{"t1": "a", "t2": "a", "t3": "a"})
-	a := &away{watched: newWatched(t, f, "a", nil)}
+	a := &away{watched: newWatchedWith(t, f, "a", nil, ReplicaConfig{FreshFor: fresh})}
 	if err := a.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -223,10 +229,11 @@ func TestLeaseExpiredPullReconciles(t *testing.T) {
 	a.checkReconciled(t, f)
 }
 
-// TestCollectedFlushReconcilesFirst: Sync pushes before it pulls, so the
-// server refuses the offline edits collected before the replica hears of
-// the reset; the refused changes stay queued while the replica reconciles,
-// with the same end.
+// TestCollectedFlushReconcilesFirst: Sync pushes before it pulls, and with
+// the collection still fresh, Flush does not pull first: the server refuses
+// the offline edits collected before the replica hears of the reset; the
+// refused changes stay queued while the replica reconciles, with the same
+// end.
 func TestCollectedFlushReconcilesFirst(t *testing.T) {
 	f := newFakeServer(t)
 	a := goAway(t, f, 0)
@@ -324,6 +331,23 @@ func TestReconciliationHoldsTheOutboxUntilItEnds(t *testing.T) {
 	}
 	f.failWith(func(string) (int, string) { return 0, "" })
 	if err := a.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a.checkReconciled(t, f)
+	if n := f.pushedOf("todos", "t2"); n != 0 {
+		t.Fatalf("t2's edit pushed %d times, want never", n)
+	}
+}
+
+// TestStaleCollectionIsPulledBeforeItsOutbox: a collection not pulled
+// within FreshFor is pulled before its changes are pushed, so Sync, which
+// pushes first, hears of the reset first and never pushes the edit of the
+// record deleted and collected.
+func TestStaleCollectionIsPulledBeforeItsOutbox(t *testing.T) {
+	f := newFakeServer(t)
+	a := goAwayFresh(t, f, 0, time.Millisecond)
+	time.Sleep(2 * time.Millisecond)
+	if err := a.Sync(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	a.checkReconciled(t, f)

@@ -82,13 +82,14 @@ import (
 // again, it stays among the rejected changes, as does any other change
 // refused collected.
 //
-// A Flush that learns of such a refusal before the reset (Sync pushes
-// before it pulls) keeps the refused changes of a kept collection in the
-// outbox and reconciles the collection first, without waiting for the
-// reset. Such a push reaches the server before the replica knows it was
-// away too long: a change stamped after the write horizon of a record
-// deleted and collected meanwhile would be applied. A program that was
-// offline for long should Pull before it pushes.
+// So that the reset comes before anything is pushed, Flush pulls a kept
+// collection to the end before it pushes the collection's changes, unless
+// the collection was pulled to the end (or a live page of it arrived)
+// within ReplicaConfig.FreshFor, or was never pulled (it holds no lease
+// to have expired). A Flush that is refused collected all the same (a
+// clock set back, say) keeps the refused changes of a kept collection in
+// the outbox and reconciles the collection first, without waiting for a
+// reset.
 //
 // A Replica is safe for concurrent use.
 type Replica struct {
@@ -123,6 +124,10 @@ type Replica struct {
 	// back into base. A record the server sends, or the end of its
 	// changes in the outbox, takes it out.
 	gone map[recordKey]bool
+	// pulledAt is when each collection was last pulled to its end, or a
+	// live page of it with no more after it arrived (time.Now: monotonic).
+	pulledAt map[string]time.Time
+	freshFor time.Duration
 	// reconciling holds the collections being reconciled after their
 	// reader's lease expired (see Reconciliation): their changes stay in
 	// the outbox, unsent, until it ends.
@@ -204,7 +209,17 @@ type ReplicaConfig struct {
 	// Flush or Sync. A record that left the scope with local changes still
 	// in the outbox stays visible with them alone. Nil means no calls.
 	OnLeave func(collection, id string)
+	// FreshFor is how long after a pull of a collection to its end (or a
+	// live page of it) Flush pushes the collection's changes without
+	// pulling it first; after longer, the pull comes first, so that a
+	// lease that expired meanwhile is reconciled before anything is pushed
+	// (see Reconciliation). Zero means DefaultFreshFor; negative, always
+	// pull first. Far below any sensible maximum offline period.
+	FreshFor time.Duration
 }
+
+// DefaultFreshFor is ReplicaConfig.FreshFor's default.
+const DefaultFreshFor = time.Minute
 
 // NewReplica returns an empty replica syncing through c.
 func NewReplica(c *Client, cfg ReplicaConfig) (*Replica, error) {
@@ -217,7 +232,12 @@ func NewReplica(c *Client, cfg ReplicaConfig) (*Replica, error) {
 		view:       map[string]map[string]crdt.Record{},
 		cursors:    map[string][]byte{},
 		sealed:     map[string]map[string]proto.SealedRecord{},
+		pulledAt:   map[string]time.Time{},
+		freshFor:   cfg.FreshFor,
 		stopped:    make(chan struct{}),
+	}
+	if r.freshFor == 0 {
+		r.freshFor = DefaultFreshFor
 	}
 	for _, coll := range cfg.Collections {
 		if err := crdt.ValidateCollection(coll); err != nil {
@@ -514,6 +534,12 @@ func (r *Replica) Sync(ctx context.Context) error {
 func (r *Replica) Flush(ctx context.Context) error {
 	r.syncMu.Lock()
 	defer r.syncMu.Unlock()
+	for _, coll := range r.stale() {
+		if _, err := r.pullToEnd(ctx, coll); err != nil {
+			r.revokeOn(err)
+			return fmt.Errorf("flush: pull %s first: %w", coll, err)
+		}
+	}
 	// Each round moves a change refused collected one step on (held,
 	// reconciled, re-stamped, rejected), so a few rounds finish; a server
 	// that keeps asking for more is left for the next Flush.
@@ -526,6 +552,7 @@ func (r *Replica) Flush(ctx context.Context) error {
 			r.beginReconcile(coll)
 			// Held changes go in the next round once it ends.
 			if _, err := r.pullToEnd(ctx, coll); err != nil {
+				r.revokeOn(err)
 				return fmt.Errorf("flush: reconcile %s: %w", coll, err)
 			}
 		}
@@ -534,6 +561,26 @@ func (r *Replica) Flush(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// stale returns the kept collections with changes in the outbox that
+// Flush pulls first: pulled before, not within freshFor, and not being
+// reconciled (Flush goes on with a reconciliation by itself).
+func (r *Replica) stale() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, p := range r.outbox {
+		coll := p.change.Collection
+		cur, kept := r.cursors[coll]
+		if !kept || len(cur) == 0 || r.reconciling[coll] != nil || slices.Contains(out, coll) {
+			continue
+		}
+		if at, ok := r.pulledAt[coll]; !ok || time.Since(at) >= r.freshFor {
+			out = append(out, coll)
+		}
+	}
+	return out
 }
 
 // flushOnce pushes the outbox once. It returns the kept collections with
@@ -771,6 +818,9 @@ func (r *Replica) apply(collection string, page Page, from []byte, live bool) bo
 	}
 	if from == nil || bytes.Equal(r.cursors[collection], from) {
 		r.cursors[collection] = bytes.Clone(page.Next)
+		if !page.More {
+			r.pulledAt[collection] = time.Now()
+		}
 	}
 	var ended bool
 	var rejections []Rejection
@@ -1132,6 +1182,7 @@ func (r *Replica) revoke(e *Error) {
 	clear(r.gone)
 	clear(r.owed)
 	clear(r.reconciling)
+	clear(r.pulledAt)
 	for coll := range r.cursors {
 		r.cursors[coll] = []byte{}
 	}

@@ -78,9 +78,17 @@ func newScoped(t *testing.T, f *fakeServer, id string, scopes map[string]*scope.
 // changes (nil: none).
 func newWatched(t *testing.T, f *fakeServer, id string, mod func(*Config)) *watched {
 	t.Helper()
+	return newWatchedWith(t, f, id, mod, ReplicaConfig{})
+}
+
+// newWatchedWith is newWatched with the fields of rc that it does not set
+// (Collections, OnLeave, OnRejected).
+func newWatchedWith(t *testing.T, f *fakeServer, id string, mod func(*Config), rc ReplicaConfig) *watched {
+	t.Helper()
 	c := f.client(t, id, mod)
 	w := &watched{}
 	r, err := NewReplica(c, ReplicaConfig{
+		FreshFor:    rc.FreshFor,
 		Collections: []string{"todos"},
 		OnLeave: func(coll, id string) {
 			w.wmu.Lock()
