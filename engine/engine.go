@@ -46,6 +46,17 @@ type Config struct {
 	// scopes for the layer that knows principals, schemas and validation
 	// functions that Apply enforces. Empty means none.
 	Rules []Rule
+	// CollectEvery is how often the tombstone collection job runs
+	// (Collect) when a rule has a MaxOffline. Zero means
+	// DefaultCollectEvery; negative never runs it (Collect may still be
+	// called).
+	CollectEvery time.Duration
+	// CollectGrace is how long Collect waits between publishing a horizon
+	// and purging under it, so that every instance on the store enforces
+	// it first: each reads a published horizon again at least every
+	// DefaultPollInterval. Zero means twice DefaultPollInterval; negative
+	// means no wait (one instance alone, tests).
+	CollectGrace time.Duration
 }
 
 // Status is the outcome of one change of an Apply call, numbered as on the
@@ -78,7 +89,7 @@ type Result struct {
 	Lost []string
 	// Err says why a change was refused; it wraps crdt.ErrClockDrift,
 	// ErrInvalid, ErrTooLarge (the same errors as crdt's and the stores'),
-	// ErrQuotaExceeded, ErrOutOfScope or ErrSchema.
+	// ErrQuotaExceeded, ErrOutOfScope, ErrSchema or ErrCollected.
 	Err error
 }
 
@@ -108,6 +119,10 @@ type Engine struct {
 	// hist caches the store's identity and epochs and notes heads, to
 	// reset readers of another history (reset.go).
 	hist     history
+	// hz caches published horizons and written leases (horizon.go).
+	hz           horizons
+	grace        time.Duration
+	collectEvery time.Duration
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 	closeMu  sync.Once
@@ -148,6 +163,15 @@ func Open(cfg Config) (*Engine, error) {
 	if cfg.PollInterval == 0 {
 		cfg.PollInterval = DefaultPollInterval
 	}
+	switch {
+	case cfg.CollectGrace == 0:
+		cfg.CollectGrace = 2 * historyTTL
+	case cfg.CollectGrace < 0:
+		cfg.CollectGrace = 0
+	}
+	if cfg.CollectEvery == 0 {
+		cfg.CollectEvery = DefaultCollectEvery
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	e := &Engine{
 		store:    cfg.Store,
@@ -164,6 +188,9 @@ func Open(cfg Config) (*Engine, error) {
 		resync:   make(chan struct{}, 1),
 		cancel:   cancel,
 		closedCh: make(chan struct{}),
+
+		grace:        cfg.CollectGrace,
+		collectEvery: cfg.CollectEvery,
 	}
 	e.stopWat = cfg.Store.Watch(e.storeNotified)
 	if c, ok := cfg.Store.(stores.Capturer); ok {
@@ -171,6 +198,10 @@ func Open(cfg Config) (*Engine, error) {
 	}
 	e.wg.Add(1)
 	go e.watchLoop(ctx)
+	if e.collectEvery > 0 && e.collecting() {
+		e.wg.Add(1)
+		go e.collectLoop(ctx)
+	}
 	return e, nil
 }
 
@@ -269,10 +300,18 @@ func (e *Engine) Apply(ctx context.Context, changes []crdt.Change, opts ...Apply
 	results := make([]Result, len(changes))
 	accepted := make([]crdt.Change, 0, len(changes))
 	index := make([]int, 0, len(changes))
+	horizons, err := e.writeHorizons(ctx, changes)
+	if err != nil {
+		return nil, err
+	}
 	e.mu.Lock()
 	wall := e.wall()
 	for i, c := range changes {
-		if err := e.admit(&c, wall); err != nil {
+		err := checkCollected(c, horizons[c.Collection])
+		if err == nil {
+			err = e.admit(&c, wall)
+		}
+		if err != nil {
 			results[i] = Result{Status: StatusRefused, Err: fmt.Errorf("change %s/%s: %w", c.Collection, c.Record.ID, err)}
 			continue
 		}
@@ -280,7 +319,7 @@ func (e *Engine) Apply(ctx context.Context, changes []crdt.Change, opts ...Apply
 		index = append(index, i)
 	}
 	e.mu.Unlock()
-	accepted, index, err := e.checkRules(ctx, accepted, index, results, cfg)
+	accepted, index, err = e.checkRules(ctx, accepted, index, results, cfg)
 	if err != nil {
 		return nil, err
 	}

@@ -59,6 +59,9 @@ func (e *Engine) PullScoped(ctx context.Context, collection string, cursor Curso
 	if err != nil {
 		return Page{}, err
 	}
+	if err := e.checkLease(ctx, collection, cursor, meta); err != nil {
+		return Page{}, err
+	}
 	k := stores.ShardsOf(meta)
 	pos := cursor.Positions()
 	if cursor.IsStart() || len(pos) != k {

@@ -34,6 +34,10 @@ const (
 	// epoch (renumbered, resharded) with nothing lost. The reader pulls
 	// from the start; it has nothing to give back.
 	ResetRebuilt ResetReason = 2
+	// ResetLeaseExpired: the cursor is before the collection's published
+	// read horizon (horizon.go): tombstones it has not read may have been
+	// collected. The reader pulls from the start and reconciles.
+	ResetLeaseExpired ResetReason = 3
 )
 
 func (r ResetReason) String() string {
@@ -42,6 +46,8 @@ func (r ResetReason) String() string {
 		return "history_lost"
 	case ResetRebuilt:
 		return "rebuilt"
+	case ResetLeaseExpired:
+		return "lease_expired"
 	}
 	return fmt.Sprintf("reset_reason_%d", uint8(r))
 }

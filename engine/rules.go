@@ -9,6 +9,7 @@ import (
 	"math/big"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/crdt/scope"
@@ -40,6 +41,11 @@ type Rule struct {
 	// change (it is wrapped with ErrSchema). It must be safe for
 	// concurrent use and should be quick: it runs inside Apply.
 	Validate func(ctx context.Context, collection string, r crdt.Record) error
+	// MaxOffline, when positive, enables tombstone collection for the
+	// matching collections: a replica that stays away longer loses its
+	// lease (docs/design.md, "Tombstone horizons"; Engine.MaxOffline).
+	// Zero keeps tombstones for ever.
+	MaxOffline time.Duration
 }
 
 // RulesFor returns the rules whose pattern matches collection, in the
@@ -93,6 +99,9 @@ func validateRules(rules []Rule) error {
 		if err := crdt.ValidatePattern(r.Pattern); err != nil {
 			return fmt.Errorf("rule %d: %w", i, err)
 		}
+		if r.MaxOffline < 0 {
+			return fmt.Errorf("rule %s: negative MaxOffline", r.Pattern)
+		}
 		if r.Schema != nil {
 			if err := r.Schema.validate(); err != nil {
 				return fmt.Errorf("rule %s: %w", r.Pattern, err)
@@ -132,6 +141,8 @@ func ParseRules(data []byte) ([]Rule, error) {
 			Scope  json.RawMessage `json:"scope"`
 			Write  json.RawMessage `json:"write"`
 			Schema *Schema         `json:"schema"`
+			// MaxOffline is a Go duration ("720h").
+			MaxOffline string `json:"maxOffline"`
 		}
 		var body json.RawMessage
 		if err := d.Decode(&body); err != nil {
@@ -143,6 +154,11 @@ func ParseRules(data []byte) ([]Rule, error) {
 			return bad("%s: %v", pattern, err)
 		}
 		r := Rule{Pattern: pattern, Schema: raw.Schema}
+		if raw.MaxOffline != "" {
+			if r.MaxOffline, err = time.ParseDuration(raw.MaxOffline); err != nil || r.MaxOffline <= 0 {
+				return bad("%s: maxOffline: %q is not a positive duration", pattern, raw.MaxOffline)
+			}
+		}
 		if r.Read, err = parseScope(raw.Scope); err != nil {
 			return bad("%s: scope: %v", pattern, err)
 		}

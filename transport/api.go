@@ -265,7 +265,7 @@ func withCause(e *proto.Error, cause error) *proto.Error {
 var internalPrefixes = []string{
 	crdt.ErrInvalid.Error() + ": ", crdt.ErrTooLarge.Error() + ": ", crdt.ErrMalformed.Error() + ": ",
 	crdt.ErrClockDrift.Error() + ": ", engine.ErrQuotaExceeded.Error() + ": ",
-	engine.ErrOutOfScope.Error() + ": ", engine.ErrSchema.Error() + ": ",
+	engine.ErrOutOfScope.Error() + ": ", engine.ErrSchema.Error() + ": ", engine.ErrCollected.Error() + ": ",
 	"clock observe: ",
 }
 

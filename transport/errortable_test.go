@@ -203,7 +203,14 @@ func TestErrorTable(t *testing.T) {
 			return 0, ruled.push(t, rtok, set(t, "notes", "s1", map[string]any{"title": 5}))[0].Code
 		},
 		proto.CodeCollected: func() (int, string) {
-			return -1, "" // the engine's collected refusal lands with tombstone collection
+			clock := newFakeClock()
+			coll := newCollectingServer(t, clock)
+			ctok := coll.token(t, "alice", []string{"notes"}, []string{"notes"})
+			coll.push(t, ctok, set1("c0", clock.wall())) // the collection exists
+			if _, err := coll.eng.Collect(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			return 0, coll.push(t, ctok, set1("c1", clock.stamp(-2*time.Hour)))[0].Code
 		},
 		proto.CodeRevoked: func() (int, string) {
 			if err := Deny(context.Background(), ts.eng, DenyEntry{ID: DenySubject + "mallory"}); err != nil {
@@ -221,9 +228,6 @@ func TestErrorTable(t *testing.T) {
 				t.Fatalf("no trigger for code %s: add one to this test", r.code)
 			}
 			status, code := trigger()
-			if status < 0 {
-				t.Skip("not triggerable yet")
-			}
 			if status != r.status || code != r.code {
 				t.Fatalf("got %d %q, want %d %q", status, code, r.status, r.code)
 			}

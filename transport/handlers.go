@@ -159,6 +159,8 @@ func refusal(err error) proto.PushResult {
 		code = proto.CodeOutOfScope
 	case errors.Is(err, engine.ErrSchema):
 		code = proto.CodeSchema
+	case errors.Is(err, engine.ErrCollected):
+		code = proto.CodeCollected
 	}
 	return proto.PushResult{Status: proto.StatusRefused, Code: code, Message: publicText(err)}
 }
@@ -181,6 +183,9 @@ func (s *Server) pull(ctx context.Context, p Principal, body []byte) (any, error
 	if err != nil {
 		return nil, proto.Errorf(proto.CodeInvalid, "pull: %s", publicText(err))
 	}
+	if err := checkLeaseReplica(p, req.Replica); err != nil {
+		return nil, err
+	}
 	sc, err := s.readScope(p, req.Collection, req.Scope)
 	if err != nil {
 		return nil, err
@@ -192,6 +197,7 @@ func (s *Server) pull(ctx context.Context, p Principal, body []byte) (any, error
 	if err != nil {
 		return nil, err
 	}
+	s.noteLease(ctx, req.Collection, leaseOf(req.Replica, req.Pending, cursor))
 	return proto.PullResponse{Records: page.Records, Next: page.Next.Bytes(), More: page.More,
 		Leaves: page.Leaves, Seals: s.sealer.seals(req.Collection, page.Records)}, nil
 }
@@ -204,8 +210,11 @@ func resetOf(err error) *proto.ResetInfo {
 		return nil
 	}
 	msg := "the server's history changed since this cursor: pull from the beginning"
-	if re.Reason == engine.ResetHistoryLost {
+	switch re.Reason {
+	case engine.ResetHistoryLost:
 		msg += ", then give back what the server lacks"
+	case engine.ResetLeaseExpired:
+		msg = "this cursor is older than what the server has collected (the lease expired): pull from the beginning, then reconcile"
 	}
 	return &proto.ResetInfo{Reason: re.Reason.String(), Message: msg}
 }

@@ -739,6 +739,10 @@ func (c *liveConn) subscribe(p Principal, m proto.Sub) {
 		c.queue(proto.ErrorMessage{Code: proto.CodeInvalid, Message: publicText(err), Collection: m.Collection, RequestID: c.id})
 		return
 	}
+	if err := checkLeaseReplica(p, m.Replica); err != nil {
+		c.queue(proto.ErrorMessage{Code: proto.CodeForbidden, Message: err.(*proto.Error).Message, Collection: m.Collection, RequestID: c.id})
+		return
+	}
 	sc, err := c.s.readScope(p, m.Collection, m.Scope)
 	if err != nil {
 		var e *proto.Error
@@ -758,8 +762,10 @@ func (c *liveConn) subscribe(p Principal, m proto.Sub) {
 	delete(c.resyncs, m.Collection)
 	// In c.subs before it joins: its group may end it at once (a reset).
 	sub := newMember(c, m.Collection, cursor, sc)
+	sub.lease = leaseOf(m.Replica, m.Pending, cursor)
 	c.subs[m.Collection] = sub
 	c.mu.Unlock()
+	c.s.noteLease(c.ctx, m.Collection, sub.lease)
 	if err := c.s.hub.join(sub); err != nil { // the engine refused: the client pulls and subscribes again
 		sub.stopped.Store(true)
 		c.owe(sub, nil)

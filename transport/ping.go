@@ -124,6 +124,7 @@ func (c *liveConn) ping() {
 	defer cancel()
 	if c.ws.Ping(ctx) == nil {
 		c.heard.Store(c.s.now().UnixNano())
+		c.refreshLeases()
 	}
 }
 

@@ -1,0 +1,607 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/stores"
+	"github.com/convergo/convergo/transport/proto"
+)
+
+// Tombstone collection (docs/design.md, "Tombstone horizons").
+//
+// A collection whose rules give a MaxOffline has its tombstones collected.
+// Readers hold leases (NoteLease): records of proto.LeaseCollection, one
+// per (collection, replica), with the positions of the cursor the reader
+// presented, its pending floor and when it was seen. The collection job
+// (Collect) derives from the live leases a read horizon R (per shard, the
+// lowest live position; the heads without a live lease) and a write
+// horizon W (now − MaxOffline, or an earlier live pending floor), publishes
+// them in proto.HorizonCollection, waits Config.CollectGrace so that every
+// instance enforces them, and only then purges (stores.Purger).
+//
+// Enforcement, from the moment a horizon is published:
+//   - a Pull whose cursor (not the start) has a position before R is
+//     reset ResetLeaseExpired;
+//   - an Apply change with a stamp (a field's or the delete's) whose wall
+//     is before W is refused ErrCollected.
+//
+// Every instance reads a collection's published horizon again at least
+// every historyTTL, so a grace of twice that covers them all. Published
+// horizons only go up: a run publishes the larger of what it computed and
+// what it read, and purges only when its own publication is still the one
+// in the store after its grace; a concurrent run that published later
+// purges instead. The store, not any instance, is where leases and
+// horizons live, so any instance may run the job.
+
+// ErrCollected: a change carries a stamp before its collection's write
+// horizon (Result.Err, per change): the tombstones that could have hidden
+// it may be gone.
+var ErrCollected = errors.New("engine: collected")
+
+// Fields of lease and horizon records.
+const (
+	LeaseFieldPos   = "pos"   // the cursor's shard positions
+	LeaseFieldFloor = "floor" // the pending floor, ms; absent: none pending
+	LeaseFieldSeen  = "seen"  // ms
+	LeaseFieldEpoch = "epoch" // the epoch of the cursor's positions
+
+	HorizonFieldRead     = "read"     // R, one position per shard
+	HorizonFieldWall     = "wall"     // W, ms
+	HorizonFieldEpoch    = "epoch"    // the epoch R's positions are of
+	HorizonFieldPrevRead = "prevRead" // the horizon this one followed
+	HorizonFieldPrevWall = "prevWall"
+	HorizonFieldAt       = "at" // ms, when published
+)
+
+// DefaultCollectEvery is how often Collect runs when Config.CollectEvery
+// is zero and a rule has a MaxOffline.
+const DefaultCollectEvery = time.Hour
+
+// leaseRefreshDivisor: a lease is rewritten when its seen time is older
+// than MaxOffline/leaseRefreshDivisor, even if nothing else changed.
+const leaseRefreshDivisor = 20
+
+// Horizon is a published tombstone horizon of one collection.
+type Horizon struct {
+	Epoch    uint64
+	Read     []uint64 // per shard
+	Wall     int64    // ms
+	PrevRead []uint64
+	PrevWall int64
+	At       int64 // ms
+	stamp    crdt.Stamp
+}
+
+// MaxOffline returns how long a replica may stay away from collection
+// before its lease expires: the largest MaxOffline of the rules matching
+// it, 0 (tombstones kept for ever) when none has one. Reserved
+// collections are never collected.
+func (e *Engine) MaxOffline(collection string) time.Duration {
+	if proto.Reserved(collection) {
+		return 0
+	}
+	var d time.Duration
+	for _, r := range e.RulesFor(collection) {
+		d = max(d, r.MaxOffline)
+	}
+	return d
+}
+
+func (e *Engine) collecting() bool {
+	for _, r := range e.rules {
+		if r.MaxOffline > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// horizons caches the published horizons.
+type horizons struct {
+	mu     sync.Mutex
+	m      map[string]horizonSeen
+	leases map[string]leaseSeen // collection + "/" + replica
+	warned bool                 // the store cannot purge: said once
+}
+
+type horizonSeen struct {
+	h  Horizon
+	ok bool // a horizon is published
+	at time.Time
+}
+
+type leaseSeen struct {
+	epoch uint64
+	pos   []uint64
+	floor int64 // -1: none
+	seen  int64
+}
+
+// HorizonOf returns collection's published horizon, and false when none
+// is: from a cache at most historyTTL old unless fresh is set.
+func (e *Engine) HorizonOf(ctx context.Context, collection string, fresh bool) (Horizon, bool, error) {
+	now := time.Now()
+	e.hz.mu.Lock()
+	hs, cached := e.hz.m[collection]
+	e.hz.mu.Unlock()
+	if cached && !fresh && now.Sub(hs.at) < historyTTL {
+		return hs.h, hs.ok, nil
+	}
+	ent, err := e.store.Get(ctx, proto.HorizonCollection, collection)
+	switch {
+	case errors.Is(err, stores.ErrNotFound):
+		hs = horizonSeen{at: now}
+	case err != nil:
+		return Horizon{}, false, fmt.Errorf("read the horizon of %s: %w", collection, err)
+	default:
+		h, ok := decodeHorizon(ent.Record)
+		hs = horizonSeen{h: h, ok: ok, at: now}
+	}
+	e.hz.remember(collection, hs)
+	return hs.h, hs.ok, nil
+}
+
+func (hz *horizons) remember(collection string, hs horizonSeen) {
+	hz.mu.Lock()
+	defer hz.mu.Unlock()
+	if hz.m == nil || len(hz.m) >= maxHistory {
+		hz.m = map[string]horizonSeen{}
+	}
+	hz.m[collection] = hs
+}
+
+func decodeHorizon(r crdt.Record) (Horizon, bool) {
+	if !r.Exists() {
+		return Horizon{}, false
+	}
+	var h Horizon
+	f, ok := r.Fields[HorizonFieldRead]
+	if !ok || f.Value == nil || crdt.DecodeValue(f.Value, &h.Read) != nil {
+		return Horizon{}, false
+	}
+	h.stamp = f.Stamp
+	decodeInt(r, HorizonFieldWall, &h.Wall)
+	decodeInt(r, HorizonFieldEpoch, &h.Epoch)
+	decodeInt(r, HorizonFieldPrevWall, &h.PrevWall)
+	decodeInt(r, HorizonFieldAt, &h.At)
+	if f := r.Fields[HorizonFieldPrevRead]; f.Value != nil {
+		_ = crdt.DecodeValue(f.Value, &h.PrevRead)
+	}
+	return h, true
+}
+
+func decodeInt[T int64 | uint64](r crdt.Record, name string, out *T) bool {
+	f, ok := r.Fields[name]
+	return ok && f.Value != nil && crdt.DecodeValue(f.Value, out) == nil
+}
+
+// checkLease resets a cursor with a position before collection's
+// published read horizon (ResetLeaseExpired). The start never is.
+func (e *Engine) checkLease(ctx context.Context, collection string, cursor Cursor, m stores.Meta) error {
+	if cursor.IsStart() || e.MaxOffline(collection) == 0 {
+		return nil
+	}
+	h, ok, err := e.HorizonOf(ctx, collection, false)
+	if err != nil || !ok || h.Epoch != m.Epoch {
+		return err
+	}
+	pos := cursor.Positions()
+	if cursor.InTransition() {
+		pos = cursor.prevPositions()
+	}
+	if len(pos) != len(h.Read) {
+		return nil // another shard count: checkCursor resets it
+	}
+	for i, p := range pos {
+		if p < h.Read[i] {
+			return &ResetError{Collection: collection, Reason: ResetLeaseExpired,
+				Detail: fmt.Sprintf("the cursor is at %d in shard %d, before the read horizon %d", p, i, h.Read[i])}
+		}
+	}
+	return nil
+}
+
+// writeHorizons returns the write horizons of the collections of changes
+// that have one published.
+func (e *Engine) writeHorizons(ctx context.Context, changes []crdt.Change) (map[string]int64, error) {
+	var out map[string]int64
+	for _, c := range changes {
+		if _, seen := out[c.Collection]; seen || e.MaxOffline(c.Collection) == 0 {
+			continue
+		}
+		h, ok, err := e.HorizonOf(ctx, c.Collection, false)
+		if err != nil {
+			return nil, err
+		}
+		if out == nil {
+			out = map[string]int64{}
+		}
+		if ok {
+			out[c.Collection] = h.Wall
+		} else {
+			out[c.Collection] = 0
+		}
+	}
+	return out, nil
+}
+
+// checkCollected refuses a change with a stamp before w.
+func checkCollected(c crdt.Change, w int64) error {
+	if w <= 0 {
+		return nil
+	}
+	if d := c.Record.Deleted; !d.IsZero() && d.Wall < w {
+		return fmt.Errorf("%w: the delete is stamped at %d, before the write horizon %d", ErrCollected, d.Wall, w)
+	}
+	for name, f := range c.Record.Fields {
+		if f.Stamp.Wall < w {
+			return fmt.Errorf("%w: field %q is stamped at %d, before the write horizon %d", ErrCollected, name, f.Stamp.Wall, w)
+		}
+	}
+	return nil
+}
+
+// Lease is what a reader presents with a pull or a subscription.
+type Lease struct {
+	// Replica is the reader's replica id; "" holds no lease.
+	Replica string
+	// Cursor is the cursor it presented.
+	Cursor Cursor
+	// Pending is the wall time (ms) of the oldest change in its outbox
+	// for the collection; negative when none is pending.
+	Pending int64
+}
+
+// NoteLease records l as the reader's lease on collection, for a
+// collection with a MaxOffline (else it does nothing). It writes the
+// lease record only when it matters: the first time this instance sees
+// the lease, when a position went back, when a pending floor appeared or
+// went back, or when the lease was last written more than
+// MaxOffline/20 ago. A position or floor that moved forward is written
+// at the next of those: a lease that lags is safe, it only holds the
+// horizons back. The caller checks that the principal owns l.Replica.
+func (e *Engine) NoteLease(ctx context.Context, collection string, l Lease) error {
+	maxOff := e.MaxOffline(collection)
+	if maxOff == 0 || l.Replica == "" {
+		return nil
+	}
+	key := collection + "/" + l.Replica
+	if err := stores.CheckKey(proto.LeaseCollection, key); err != nil {
+		return fmt.Errorf("lease %s: %w", key, err)
+	}
+	now := e.wall()
+	pos := l.Cursor.Positions()
+	if l.Cursor.InTransition() {
+		pos = l.Cursor.prevPositions()
+	}
+	floor := max(l.Pending, -1)
+	epoch := l.Cursor.Epoch()
+	if l.Cursor.IsStart() {
+		_, m, err := e.view(ctx, collection, false)
+		if err != nil {
+			return err
+		}
+		epoch, pos = m.Epoch, make([]uint64, stores.ShardsOf(m))
+	}
+	e.hz.mu.Lock()
+	old, ok := e.hz.leases[key]
+	e.hz.mu.Unlock()
+	if ok && old.epoch == epoch && len(old.pos) == len(pos) && now-old.seen < (maxOff/leaseRefreshDivisor).Milliseconds() {
+		back := false
+		for i := range pos {
+			back = back || pos[i] < old.pos[i]
+		}
+		floorBack := floor >= 0 && (old.floor < 0 || floor < old.floor)
+		if !back && !floorBack {
+			return nil
+		}
+	}
+	st, err := e.Now(proto.LeaseCollection)
+	if err != nil {
+		return fmt.Errorf("lease %s: %w", key, err)
+	}
+	rec := crdt.Record{ID: key, Fields: map[string]crdt.Field{}}
+	set := func(name string, v any) {
+		b, _ := crdt.EncodeValue(v) // integers and arrays of them
+		rec.Fields[name] = crdt.Field{Stamp: st, Value: b}
+	}
+	set(LeaseFieldPos, pos)
+	set(LeaseFieldSeen, now)
+	set(LeaseFieldEpoch, epoch)
+	if floor >= 0 {
+		set(LeaseFieldFloor, floor)
+	} else {
+		rec.Fields[LeaseFieldFloor] = crdt.Field{Stamp: st}
+	}
+	if err := e.applyOne(ctx, "lease", crdt.Change{Collection: proto.LeaseCollection, Record: rec}); err != nil {
+		return err
+	}
+	e.hz.mu.Lock()
+	if e.hz.leases == nil || len(e.hz.leases) >= maxHistory {
+		e.hz.leases = map[string]leaseSeen{}
+	}
+	e.hz.leases[key] = leaseSeen{epoch: epoch, pos: pos, floor: floor, seen: now}
+	e.hz.mu.Unlock()
+	return nil
+}
+
+// CollectReport says what one Collect did to one collection.
+type CollectReport struct {
+	Collection string
+	Horizon    Horizon
+	// Skipped: another run published a later horizon during the grace;
+	// it purges.
+	Skipped bool
+	stores.PurgeResult
+}
+
+// lease is a lease record read back.
+type lease struct {
+	epoch uint64
+	pos   []uint64
+	floor int64 // -1: none
+	seen  int64
+}
+
+// readLeases reads every lease, by collection.
+func (e *Engine) readLeases(ctx context.Context) (map[string][]lease, error) {
+	out := map[string][]lease{}
+	var cur Cursor
+	for more := true; more; {
+		page, err := e.Pull(ctx, proto.LeaseCollection, cur, PageLimit{})
+		if errors.Is(err, ErrReset) {
+			cur = Cursor{}
+			clear(out)
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read the leases: %w", err)
+		}
+		for _, en := range page.Entries {
+			r := en.Record
+			i := strings.LastIndexByte(r.ID, '/')
+			if i <= 0 || !r.Exists() {
+				continue
+			}
+			l := lease{floor: -1}
+			if f := r.Fields[LeaseFieldPos]; f.Value == nil || crdt.DecodeValue(f.Value, &l.pos) != nil {
+				continue
+			}
+			decodeInt(r, LeaseFieldSeen, &l.seen)
+			decodeInt(r, LeaseFieldEpoch, &l.epoch)
+			decodeInt(r, LeaseFieldFloor, &l.floor)
+			out[r.ID[:i]] = append(out[r.ID[:i]], l)
+		}
+		cur, more = page.Next, page.More
+	}
+	return out, nil
+}
+
+// Collect runs the collection job once: for every collection with a
+// MaxOffline that has a lease, a published horizon or was written through
+// this engine, it computes and publishes the horizons, waits the grace
+// and purges. A store that cannot purge (no stores.Purger) makes it log
+// once and do nothing. Safe to run concurrently, on any instances.
+func (e *Engine) Collect(ctx context.Context) ([]CollectReport, error) {
+	purger, ok := e.store.(stores.Purger)
+	if !ok {
+		e.hz.mu.Lock()
+		warned := e.hz.warned
+		e.hz.warned = true
+		e.hz.mu.Unlock()
+		if !warned {
+			e.log.Warn("tombstone collection: the store cannot purge; tombstones are kept")
+		}
+		return nil, nil
+	}
+	leases, err := e.readLeases(ctx)
+	if err != nil {
+		return nil, err
+	}
+	colls := map[string]bool{}
+	for c := range leases {
+		colls[c] = true
+	}
+	e.mu.Lock()
+	for c := range e.clocks {
+		colls[c] = true
+	}
+	e.mu.Unlock()
+	if err := e.eachRecord(ctx, proto.HorizonCollection, func(r crdt.Record) { colls[r.ID] = true }); err != nil {
+		return nil, err
+	}
+	names := make([]string, 0, len(colls))
+	for c := range colls {
+		if e.MaxOffline(c) > 0 {
+			names = append(names, c)
+		}
+	}
+	slices.Sort(names)
+	type job struct {
+		coll string
+		h    Horizon
+	}
+	var jobs []job
+	for _, c := range names {
+		h, err := e.publishHorizon(ctx, c, leases[c])
+		if err != nil {
+			return nil, err
+		}
+		jobs = append(jobs, job{c, h})
+	}
+	if len(jobs) == 0 {
+		return nil, nil
+	}
+	if g := e.grace; g > 0 {
+		t := time.NewTimer(g)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-t.C:
+		}
+	}
+	var reports []CollectReport
+	for _, j := range jobs {
+		rep := CollectReport{Collection: j.coll, Horizon: j.h}
+		cur, ok, err := e.HorizonOf(ctx, j.coll, true)
+		if err != nil {
+			return reports, err
+		}
+		if !ok || cur.stamp != j.h.stamp {
+			rep.Skipped = true
+			reports = append(reports, rep)
+			continue
+		}
+		var after []uint64
+		for {
+			res, err := purger.Purge(ctx, j.coll, stores.Horizon{Read: j.h.Read, Wall: j.h.Wall}, stores.PurgeScan{After: after})
+			if err != nil {
+				return reports, fmt.Errorf("collect %s: %w", j.coll, err)
+			}
+			rep.Scanned += res.Scanned
+			rep.Records += res.Records
+			rep.Deletes += res.Deletes
+			rep.Fields += res.Fields
+			rep.Bytes += res.Bytes
+			rep.Next, after = res.Next, res.Next
+			if !res.More {
+				break
+			}
+		}
+		e.log.Info("tombstones collected", "collection", j.coll, "read", j.h.Read, "wall", j.h.Wall,
+			"records", rep.Records, "deletes", rep.Deletes, "fields", rep.Fields, "bytes", rep.Bytes)
+		reports = append(reports, rep)
+	}
+	return reports, nil
+}
+
+// eachRecord calls f with every record of collection.
+func (e *Engine) eachRecord(ctx context.Context, collection string, f func(crdt.Record)) error {
+	var cur Cursor
+	for more := true; more; {
+		page, err := e.Pull(ctx, collection, cur, PageLimit{})
+		if errors.Is(err, ErrReset) {
+			cur = Cursor{}
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("read %s: %w", collection, err)
+		}
+		for _, en := range page.Entries {
+			f(en.Record)
+		}
+		cur, more = page.Next, page.More
+	}
+	return nil
+}
+
+// publishHorizon computes collection's horizons from its leases, raises
+// them to the published ones (horizons never go down within an epoch) and
+// publishes the result.
+func (e *Engine) publishHorizon(ctx context.Context, collection string, leases []lease) (Horizon, error) {
+	now := e.wall()
+	maxOff := e.MaxOffline(collection).Milliseconds()
+	_, m, err := e.view(ctx, collection, true)
+	if err != nil {
+		return Horizon{}, err
+	}
+	heads, err := e.shardHeads(ctx, collection, stores.ShardsOf(m))
+	if err != nil {
+		return Horizon{}, err
+	}
+	h := Horizon{Epoch: m.Epoch, Read: heads, Wall: now - maxOff, At: now}
+	for _, l := range leases {
+		if l.seen < now-maxOff || l.epoch != m.Epoch || len(l.pos) != len(heads) {
+			continue // expired, or of another history: its reader is reset anyway
+		}
+		for i, p := range l.pos {
+			h.Read[i] = min(h.Read[i], p)
+		}
+		if l.floor >= 0 {
+			h.Wall = min(h.Wall, l.floor)
+		}
+	}
+	prev, ok, err := e.HorizonOf(ctx, collection, true)
+	if err != nil {
+		return Horizon{}, err
+	}
+	if ok && prev.Epoch == h.Epoch && len(prev.Read) == len(h.Read) {
+		for i := range h.Read {
+			h.Read[i] = max(h.Read[i], prev.Read[i])
+		}
+		h.Wall = max(h.Wall, prev.Wall)
+		h.PrevRead, h.PrevWall = prev.Read, prev.Wall
+	}
+	st, err := e.Now(proto.HorizonCollection)
+	if err != nil {
+		return Horizon{}, err
+	}
+	rec := crdt.Record{ID: collection, Fields: map[string]crdt.Field{}}
+	set := func(name string, v any) {
+		b, _ := crdt.EncodeValue(v)
+		rec.Fields[name] = crdt.Field{Stamp: st, Value: b}
+	}
+	set(HorizonFieldRead, h.Read)
+	set(HorizonFieldWall, h.Wall)
+	set(HorizonFieldEpoch, h.Epoch)
+	set(HorizonFieldAt, h.At)
+	if h.PrevRead != nil {
+		set(HorizonFieldPrevRead, h.PrevRead)
+	} else {
+		rec.Fields[HorizonFieldPrevRead] = crdt.Field{Stamp: st}
+	}
+	set(HorizonFieldPrevWall, h.PrevWall)
+	if err := e.applyOne(ctx, "publish horizon", crdt.Change{Collection: proto.HorizonCollection, Record: rec}); err != nil {
+		return Horizon{}, err
+	}
+	h.stamp = st
+	e.hz.remember(collection, horizonSeen{h: h, ok: true, at: time.Now()})
+	return h, nil
+}
+
+// shardHeads returns the head of each of collection's k shards.
+func (e *Engine) shardHeads(ctx context.Context, collection string, k int) ([]uint64, error) {
+	if k <= 1 {
+		h, err := e.store.Head(ctx, collection)
+		if err != nil {
+			return nil, fmt.Errorf("head %s: %w", collection, err)
+		}
+		return []uint64{h}, nil
+	}
+	sh, ok := e.store.(stores.Sharder)
+	if !ok {
+		return nil, fmt.Errorf("collect %s: the store says %d shards but cannot read a shard's head", collection, k)
+	}
+	heads, err := sh.ShardHeads(ctx, collection)
+	if err != nil {
+		return nil, fmt.Errorf("heads of %s: %w", collection, err)
+	}
+	out := make([]uint64, k)
+	copy(out, heads)
+	return out, nil
+}
+
+// collectLoop runs Collect every e.collectEvery until ctx is done.
+func (e *Engine) collectLoop(ctx context.Context) {
+	defer e.wg.Done()
+	t := time.NewTicker(e.collectEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if _, err := e.Collect(ctx); err != nil && ctx.Err() == nil {
+			e.log.Error("tombstone collection failed", "err", err)
+		}
+	}
+}

@@ -1,0 +1,70 @@
+package transport
+
+import (
+	"context"
+
+	"github.com/convergo/convergo/engine"
+	"github.com/convergo/convergo/transport/proto"
+)
+
+// Tombstone collection (docs/protocol.md, section 8, "Tombstone
+// collection"): a pull or sub that names a replica (key 5) is that
+// replica's lease on the collection, with its pending floor (key 6). The
+// engine keeps the leases and the horizons (engine/horizon.go); the
+// transport checks that the principal owns the replica, and keeps the
+// lease of a live subscription fresh from its cursor at every ping.
+
+// checkLeaseReplica refuses a lease of a replica id p does not own.
+func checkLeaseReplica(p Principal, replica string) error {
+	if replica != "" && !proto.OwnerOf(p.Subject).Owns(replica) {
+		return proto.Errorf(proto.CodeForbidden, "replica %q is not one of this subject's", replica)
+	}
+	return nil
+}
+
+// leaseOf is the lease a request presents.
+func leaseOf(replica string, pending *uint64, cursor engine.Cursor) engine.Lease {
+	l := engine.Lease{Replica: replica, Cursor: cursor, Pending: -1}
+	if pending != nil && *pending <= proto.MaxWall {
+		l.Pending = int64(*pending)
+	}
+	return l
+}
+
+// noteLease records a lease; a failure to write it is logged, not
+// answered: the pull itself succeeded, and a lease that lags only holds
+// the horizons back.
+func (s *Server) noteLease(ctx context.Context, coll string, l engine.Lease) {
+	if l.Replica == "" {
+		return
+	}
+	if err := s.eng.NoteLease(ctx, coll, l); err != nil && ctx.Err() == nil {
+		s.log.Warn("lease not written", "collection", coll, "replica", l.Replica, "err", err)
+	}
+}
+
+// refreshLeases renews the leases of c's subscriptions from their
+// cursors (the last page sent). NoteLease writes only at its cadence.
+func (c *liveConn) refreshLeases() {
+	c.mu.Lock()
+	subs := make([]*member, 0, len(c.subs))
+	for _, m := range c.subs {
+		if m.lease.Replica != "" {
+			subs = append(subs, m)
+		}
+	}
+	c.mu.Unlock()
+	for _, m := range subs {
+		c.s.hub.mu.Lock()
+		g := m.g // set by join under the hub's lock
+		c.s.hub.mu.Unlock()
+		if m.stopped.Load() || g == nil {
+			continue
+		}
+		g.mu.Lock()
+		l := m.lease
+		l.Cursor = m.cursor
+		g.mu.Unlock()
+		c.s.noteLease(c.ctx, m.coll, l)
+	}
+}

@@ -1,0 +1,210 @@
+package transport
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/engine"
+	"github.com/convergo/convergo/transport/proto"
+)
+
+// fakeClock is a wall clock tests move by hand.
+type fakeClock struct{ ms atomic.Int64 }
+
+func (c *fakeClock) now() time.Time              { return time.UnixMilli(c.ms.Load()) }
+func (c *fakeClock) advance(d time.Duration)     { c.ms.Add(d.Milliseconds()) }
+func (c *fakeClock) wall() int64                 { return c.ms.Load() }
+func newFakeClock() *fakeClock                   { c := &fakeClock{}; c.ms.Store(time.Now().UnixMilli()); return c }
+func (c *fakeClock) stamp(d time.Duration) int64 { return c.wall() + d.Milliseconds() }
+
+// collectingEngine opens an engine on ts's store whose rules collect
+// "notes" tombstones after an hour offline, on clock, with no grace (the
+// tests publish and read horizons themselves).
+func collectingEngine(t *testing.T, ts *testServer, clock *fakeClock, replica string) *engine.Engine {
+	t.Helper()
+	rs, err := engine.ParseRules([]byte(`{"notes": {"maxOffline": "1h"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := engine.Open(engine.Config{Store: ts.store, Replica: replica, PollInterval: -1, Rules: rs,
+		Now: clock.now, CollectGrace: -1, CollectEvery: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { eng.Close() })
+	return eng
+}
+
+func newCollectingServer(t *testing.T, clock *fakeClock) *testServer {
+	ts := newTestServer(t, nil)
+	eng := collectingEngine(t, ts, clock, "srv-1")
+	ts.srv.eng, ts.eng = eng, eng
+	return ts
+}
+
+// leasePull pulls as replica device of alice with a pending floor
+// (negative: none) and returns the answer.
+func (ts *testServer) leasePull(t *testing.T, tok, device string, cursor []byte, pending int64) proto.PullResponse {
+	t.Helper()
+	req := proto.PullRequest{Collection: "notes", Cursor: cursor, Replica: proto.ReplicaFor("alice", device)}
+	if pending >= 0 {
+		p := uint64(pending)
+		req.Pending = &p
+	}
+	a := ts.post(t, proto.PathPull, tok, req)
+	if a.status != http.StatusOK {
+		t.Fatalf("pull: status %d, code %s", a.status, a.errorCode(t))
+	}
+	var resp proto.PullResponse
+	if err := proto.Decode(a.body, &resp); err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
+
+func set1(id string, wall int64) crdt.Change {
+	v, _ := crdt.EncodeValue("x")
+	return crdt.Change{Collection: "notes", Record: crdt.SetField(id, "title", v, crdt.Stamp{Wall: wall, Replica: ownReplica})}
+}
+
+func del1(id string, wall int64) crdt.Change {
+	return crdt.Change{Collection: "notes", Record: crdt.DeleteRecord(id, crdt.Stamp{Wall: wall, Replica: ownReplica})}
+}
+
+func TestLeaseWrittenOnPull(t *testing.T) {
+	clock := newFakeClock()
+	ts := newCollectingServer(t, clock)
+	tok := ts.token(t, "alice", []string{"notes"}, []string{"notes"})
+	ts.push(t, tok, set1("r1", clock.wall()))
+	first := ts.leasePull(t, tok, "d1", nil, -1)
+	ts.leasePull(t, tok, "d1", first.Next, clock.wall())
+	ent, err := ts.eng.GetRecord(context.Background(), proto.LeaseCollection, "notes/"+proto.ReplicaFor("alice", "d1"))
+	if err != nil {
+		t.Fatalf("no lease: %v", err)
+	}
+	var floor int64
+	if f := ent.Record.Fields[engine.LeaseFieldFloor]; f.Value == nil || crdt.DecodeValue(f.Value, &floor) != nil || floor != clock.wall() {
+		t.Fatalf("lease floor %d, want %d (a floor that appeared is written at once)", floor, clock.wall())
+	}
+	// A replica id alice does not own is forbidden.
+	a := ts.post(t, proto.PathPull, tok, proto.PullRequest{Collection: "notes", Replica: proto.ReplicaFor("bob", "d1")})
+	if a.status != http.StatusForbidden || a.errorCode(t) != proto.CodeForbidden {
+		t.Fatalf("foreign replica: got %d %s, want 403 forbidden", a.status, a.errorCode(t))
+	}
+}
+
+// TestCollection: the job purges only what is below both horizons, a
+// returning replica is reset lease_expired, a change stamped before the
+// write horizon is refused collected, and a second instance agrees.
+func TestCollection(t *testing.T) {
+	clock := newFakeClock()
+	ts := newCollectingServer(t, clock)
+	tok := ts.token(t, "alice", []string{"notes"}, []string{"notes"})
+	ctx := context.Background()
+
+	ts.push(t, tok, set1("r1", clock.wall()), set1("r2", clock.wall()), set1("r3", clock.wall())) // seqs 1-3
+	// B reads up to 3 and goes away.
+	b := ts.leasePull(t, tok, "b", nil, -1)
+	clock.advance(4 * time.Minute)
+	ts.leasePull(t, tok, "b", b.Next, -1)
+
+	t1 := clock.stamp(0)
+	ts.push(t, tok, del1("r1", t1)) // seq 4
+	clock.advance(10 * time.Minute)
+	t2 := clock.stamp(0)
+	ts.push(t, tok, del1("r2", t2)) // seq 5
+	clock.advance(10 * time.Minute)
+	ts.push(t, tok, del1("r3", clock.wall())) // seq 6
+
+	// A reads to 5 with an edit pending since between the two deletes.
+	a := ts.leasePull(t, tok, "a", nil, -1)
+	for a.More {
+		a = ts.leasePull(t, tok, "a", a.Next, -1)
+	}
+	if len(a.Records) != 3 {
+		t.Fatalf("A read %d records, want 3", len(a.Records))
+	}
+	floor := t1 + 5*time.Minute.Milliseconds()
+	clock.advance(2 * time.Hour) // B's lease expires
+	aCur, err := ts.eng.CursorAt(ctx, "notes", 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.leasePull(t, tok, "a", aCur.Bytes(), floor)
+
+	reports, err := ts.eng.Collect(ctx)
+	if err != nil || len(reports) != 1 {
+		t.Fatalf("collect: %v %+v", err, reports)
+	}
+	rep := reports[0]
+	if got := rep.Horizon; len(got.Read) != 1 || got.Read[0] != 5 || got.Wall != floor {
+		t.Fatalf("horizon %+v, want read [5] (A's cursor) and wall %d (A's floor)", got, floor)
+	}
+	if rep.Records != 1 {
+		t.Fatalf("purged %d records, want 1 (r1: before both horizons; r2's delete is after the write horizon, r3's entry after the read one)", rep.Records)
+	}
+	for id, want := range map[string]bool{"r1": false, "r2": true, "r3": true} {
+		_, err := ts.eng.GetRecord(ctx, "notes", id)
+		if (err == nil) != want {
+			t.Errorf("%s held: %v, want %v", id, err == nil, want)
+		}
+	}
+
+	// B comes back with its cursor at 3: lease_expired.
+	bCur, _ := ts.eng.CursorAt(ctx, "notes", 3)
+	if r := ts.leasePull(t, tok, "b", bCur.Bytes(), -1); r.Reset == nil || r.Reset.Reason != proto.ResetLeaseExpired {
+		t.Fatalf("B's pull: reset %+v, want lease_expired", r.Reset)
+	}
+	// A change stamped before the write horizon is refused collected; a
+	// fresh one applies.
+	if res := ts.push(t, tok, set1("r2", floor-1)); res[0].Code != proto.CodeCollected {
+		t.Fatalf("old change: %+v, want collected", res[0])
+	}
+	if res := ts.push(t, tok, set1("r2", clock.wall())); res[0].Status != proto.StatusApplied {
+		t.Fatalf("fresh change: %+v, want applied", res[0])
+	}
+
+	// A second instance on the store enforces the same horizon.
+	eng2 := collectingEngine(t, ts, clock, "srv-2")
+	srv2, err := New(Config{Engine: eng2, Authorizer: ts.jwt})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv2)
+	t.Cleanup(func() { hs.Close(); _ = srv2.Shutdown(ctx) })
+	ts2 := &testServer{Server: hs, srv: srv2, eng: eng2, store: ts.store, jwt: ts.jwt}
+	if r := ts2.leasePull(t, tok, "b", bCur.Bytes(), -1); r.Reset == nil || r.Reset.Reason != proto.ResetLeaseExpired {
+		t.Fatalf("B's pull on the second instance: reset %+v, want lease_expired", r.Reset)
+	}
+	if res := ts2.push(t, tok, set1("r3", floor-1)); res[0].Code != proto.CodeCollected {
+		t.Fatalf("old change on the second instance: %+v, want collected", res[0])
+	}
+
+	// Both instances collect at once: they publish the same horizon, and
+	// nothing under it survives.
+	clock.advance(time.Minute)
+	var wg sync.WaitGroup
+	var got [2][]engine.CollectReport
+	var errs [2]error
+	for i, e := range []*engine.Engine{ts.eng, eng2} {
+		wg.Add(1)
+		go func() { defer wg.Done(); got[i], errs[i] = e.Collect(ctx) }()
+	}
+	wg.Wait()
+	for i := range got {
+		if errs[i] != nil || len(got[i]) != 1 {
+			t.Fatalf("instance %d: %v %+v", i, errs[i], got[i])
+		}
+	}
+	h1, _, _ := ts.eng.HorizonOf(ctx, "notes", true)
+	h2, _, _ := eng2.HorizonOf(ctx, "notes", true)
+	if h1.Wall != h2.Wall || h1.Read[0] != h2.Read[0] || h1.Wall != got[0][0].Horizon.Wall || h1.Read[0] != got[1][0].Horizon.Read[0] {
+		t.Fatalf("instances disagree: %+v %+v, runs %+v %+v", h1, h2, got[0][0].Horizon, got[1][0].Horizon)
+	}
+}
