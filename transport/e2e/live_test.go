@@ -120,8 +120,18 @@ func TestLiveResync(t *testing.T) {
 	}
 	lctx, stop := context.WithCancel(ctx)
 	liveErr := make(chan error, 1)
+	// The application stalls on its first page until every record is
+	// written, so the server has 12 MiB to send to a reader that does not
+	// read: more than the kernel's socket buffers take, so its queue fills
+	// and the slow-consumer rule must fire whatever the machine's speed.
+	// Then it stays slow.
+	written := make(chan struct{})
 	go func() {
 		liveErr <- rc.Live(lctx, map[string][]byte{coll: nil}, func(coll string, p client.Page) {
+			select {
+			case <-written:
+			case <-lctx.Done():
+			}
 			time.Sleep(3 * time.Millisecond) // a slow application
 			reader.Apply(coll, p)
 		})
@@ -147,6 +157,8 @@ func TestLiveResync(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	time.Sleep(200 * time.Millisecond) // the server tries to deliver, parks, gives up: resync
+	close(written)
 	deadline := time.Now().Add(30 * time.Second)
 	for cursorSeq(t, reader.Cursor(coll)) < head {
 		if time.Now().After(deadline) {
