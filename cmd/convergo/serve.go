@@ -37,6 +37,7 @@ type serveConfig struct {
 	demo            bool
 	replica         string
 	maxDrift        time.Duration
+	collectEvery    time.Duration
 	createTable     bool
 	logLevel        string
 	logFormat       string
@@ -60,6 +61,7 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.BoolVar(&c.demo, "demo", true, "serve the demo app and let clients without a token read and write "+transport.DemoCollection)
 	fs.StringVar(&c.replica, "replica", "", "replica `id` of this server instance (default random; instances sharing a store need distinct ids)")
 	fs.DurationVar(&c.maxDrift, "max-drift", crdt.DefaultMaxDrift, "how far ahead of the server's clock a client's stamp may be")
+	fs.DurationVar(&c.collectEvery, "collect-every", engine.DefaultCollectEvery, "how often the tombstone collection job runs for collections whose rules give a maxOffline (docs/operations.md, \"Tombstone collection\")")
 	fs.BoolVar(&c.createTable, "create-table", false, "create the DynamoDB table if it does not exist (same as create=1 in the store URL)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log `format`: text or json")
@@ -158,7 +160,8 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 			log.Error("close store", "err", err)
 		}
 	}()
-	eng, err := engine.Open(engine.Config{Store: store, Replica: c.replica, MaxDrift: c.maxDrift, Logger: log, Quotas: c.quotas, Rules: rules})
+	eng, err := engine.Open(engine.Config{Store: store, Replica: c.replica, MaxDrift: c.maxDrift, Logger: log, Quotas: c.quotas, Rules: rules,
+		CollectEvery: c.collectEvery})
 	if err != nil {
 		return err
 	}
