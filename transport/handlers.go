@@ -183,7 +183,7 @@ func (s *Server) pull(ctx context.Context, p Principal, body []byte) (any, error
 	if err != nil {
 		return nil, proto.Errorf(proto.CodeInvalid, "pull: %s", publicText(err))
 	}
-	if err := checkLeaseReplica(p, req.Replica); err != nil {
+	if err := s.checkLeaseReplica(p, req.Collection, req.Replica); err != nil {
 		return nil, err
 	}
 	sc, err := s.readScope(p, req.Collection, req.Scope)

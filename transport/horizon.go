@@ -14,9 +14,13 @@ import (
 // transport checks that the principal owns the replica, and keeps the
 // lease of a live subscription fresh from its cursor at every ping.
 
-// checkLeaseReplica refuses a lease of a replica id p does not own.
-func checkLeaseReplica(p Principal, replica string) error {
-	if replica != "" && !proto.OwnerOf(p.Subject).Owns(replica) {
+// checkLeaseReplica refuses a lease of a replica id p does not own, on a
+// collection that collects tombstones (engine.MaxOffline): only there is
+// the replica a lease. Elsewhere the key is ignored, so readers whose ids
+// are not bound (tools, older deployments) keep reading collections
+// that keep their tombstones for ever.
+func (s *Server) checkLeaseReplica(p Principal, coll, replica string) error {
+	if replica != "" && s.eng.MaxOffline(coll) > 0 && !proto.OwnerOf(p.Subject).Owns(replica) {
 		return proto.Errorf(proto.CodeForbidden, "replica %q is not one of this subject's", replica)
 	}
 	return nil
