@@ -46,7 +46,17 @@ type Cursor struct {
 	trans   transition
 	prev    string
 	prevPos string
+	// fresh marks a beginning read by a reader that holds no record of
+	// the collection (FreshStart); it is never encoded.
+	fresh bool
 }
+
+// FreshStart returns the beginning of the log for a reader that holds no
+// record of the collection (a new client, an emptied database): a scoped
+// read from it sends no leave entries until it reaches the head, since
+// the reader has nothing to drop. Its encoding is that of any beginning,
+// and for an unscoped read it is the beginning.
+func FreshStart() Cursor { return Cursor{fresh: true} }
 
 // transition is the kind of a cursor's transition from one scope to
 // another.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 
 	"github.com/convergo/convergo/crdt"
@@ -70,6 +71,17 @@ func (e *Engine) PullScoped(ctx context.Context, collection string, cursor Curso
 	sc := scan{s: s, trans: cursor.trans, prevEnc: cursor.prev}
 	if cursor.trans != noTransition {
 		sc.prevPos = cursor.prevPositions()
+	}
+	if cursor.fresh && s != nil {
+		// A reader that holds nothing: read as a transition from a scope
+		// that matched nothing, to the end of the log, so entries that do
+		// not match are skipped instead of becoming leaves.
+		none := scope.Or()
+		sc.trans, sc.prev, sc.prevEnc = exactPrev, none, string(none.Encode())
+		sc.prevPos = make([]uint64, k)
+		for i := range sc.prevPos {
+			sc.prevPos[i] = math.MaxUint64
+		}
 	}
 	if cursor.scope != enc && !cursor.IsStart() {
 		// A change of scope: what the reader holds was read under the

@@ -323,3 +323,58 @@ func TestCursorFormats(t *testing.T) {
 		}
 	}
 }
+
+// A reader that says it holds nothing (FreshStart) reads its first pass
+// of the log without leave entries, then as any scoped reader.
+func TestFreshReaderSkipsLeaves(t *testing.T) {
+	e := engineOn(t, memory.New())
+	ctx := context.Background()
+	for i := range 40 {
+		owner := "b"
+		if i%10 == 0 {
+			owner = "a"
+		}
+		if err := e.Put(ctx, "todos", fmt.Sprint("t", i), Doc{"owner": owner}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.Delete(ctx, "todos", "t10"); err != nil {
+		t.Fatal(err)
+	}
+	mine := mustScope(t, "eq", "owner", "a")
+	r := newReader()
+	r.cursor = FreshStart()
+	pages := 0
+	for {
+		p := r.pull(t, e, "todos", mine, 3)
+		pages++
+		if len(p.Left) > 0 {
+			t.Fatalf("page %d of a fresh reader has leave entries %v", pages, p.Left)
+		}
+		if !p.More {
+			break
+		}
+		if pages > 100 {
+			t.Fatal("no end of the log")
+		}
+	}
+	if got, want := r.ids(), expected(t, e, "todos", mine, r.ids()...); !slices.Equal(got, []string{"t0", "t20", "t30"}) || !slices.Equal(got, want) {
+		t.Fatalf("a fresh reader holds %v, want t0 t20 t30 (%v)", got, want)
+	}
+	if r.cursor.InTransition() {
+		t.Fatalf("at the end of the log the cursor %v is still in its first pass", r.cursor)
+	}
+	// After the first pass, a record that leaves the scope is a leave.
+	if err := e.Put(ctx, "todos", "t20", Doc{"owner": "b"}); err != nil {
+		t.Fatal(err)
+	}
+	p := r.pull(t, e, "todos", mine, 0)
+	if _, left := pageIDs(p); !slices.Equal(left, []string{"t20"}) {
+		t.Fatalf("after the first pass, a record moved out gave leaves %v, want t20", left)
+	}
+	// Unscoped, FreshStart is the beginning.
+	p, err := e.PullScoped(ctx, "todos", FreshStart(), PageLimit{}, nil)
+	if err != nil || len(p.Entries) != 40 || len(p.Left) != 0 {
+		t.Fatalf("unscoped from FreshStart: %d entries, %d leaves, %v", len(p.Entries), len(p.Left), err)
+	}
+}

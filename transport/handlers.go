@@ -183,6 +183,9 @@ func (s *Server) pull(ctx context.Context, p Principal, body []byte) (any, error
 	if err != nil {
 		return nil, proto.Errorf(proto.CodeInvalid, "pull: %s", publicText(err))
 	}
+	if req.Fresh && len(req.Cursor) == 0 {
+		cursor = engine.FreshStart()
+	}
 	if err := s.checkLeaseReplica(p, req.Collection, req.Replica); err != nil {
 		return nil, err
 	}

@@ -739,6 +739,9 @@ func (c *liveConn) subscribe(p Principal, m proto.Sub) {
 		c.queue(proto.ErrorMessage{Code: proto.CodeInvalid, Message: publicText(err), Collection: m.Collection, RequestID: c.id})
 		return
 	}
+	if m.Fresh && len(m.Cursor) == 0 {
+		cursor = engine.FreshStart()
+	}
 	if err := c.s.checkLeaseReplica(p, m.Collection, m.Replica); err != nil {
 		c.queue(proto.ErrorMessage{Code: proto.CodeForbidden, Message: err.(*proto.Error).Message, Collection: m.Collection, RequestID: c.id})
 		return

@@ -105,6 +105,38 @@ func sameLeaves(got, want [][]byte) bool {
 	return true
 }
 
+// A pull that says it holds nothing (key 7) gets its scope's records and
+// no leave entries on its first pass; without key 7, the same pull carries
+// a leave for every other record.
+func TestFreshScopedPull(t *testing.T) {
+	ts := newTestServer(t, nil)
+	tok := ts.token(t, "alice", []string{"notes"}, []string{"notes"})
+	ts.push(t, tok,
+		set(t, "notes", "n1", map[string]any{"list": "a"}),
+		set(t, "notes", "n2", map[string]any{"list": "b"}),
+		set(t, "notes", "n3", map[string]any{"list": "b"}),
+	)
+	listA := mustScope(t, `list == "a"`)
+	a := ts.post(t, proto.PathPull, tok, proto.PullRequest{Collection: "notes", Scope: listA.Encode(), Fresh: true})
+	var resp proto.PullResponse
+	if err := proto.Decode(a.body, &resp); err != nil || a.status != http.StatusOK {
+		t.Fatalf("fresh pull: %d %v", a.status, err)
+	}
+	if len(resp.Records) != 1 || resp.Records[0].ID != "n1" || len(resp.Leaves) != 0 || resp.More {
+		t.Fatalf("fresh pull: %d records, %d leaves, more %v", len(resp.Records), len(resp.Leaves), resp.More)
+	}
+	// From there on, leaves as usual.
+	ts.push(t, tok, set(t, "notes", "n1", map[string]any{"list": "b"}))
+	ids, leaves, _ := ts.pullAll(t, tok, "notes", resp.Next, listA)
+	if len(ids) != 0 || !sameLeaves(leaves, leavesOf("notes", "n1")) {
+		t.Fatalf("after the first pass: %v, %d leaves", ids, len(leaves))
+	}
+	_, leaves, _ = ts.pullAll(t, tok, "notes", nil, listA)
+	if !sameLeaves(leaves, leavesOf("notes", "n1", "n2", "n3")) {
+		t.Fatalf("without key 7: %d leaves, want 3", len(leaves))
+	}
+}
+
 // A client's scope narrows its pull: matching records come whole, the
 // others as leave entries; a record moved out later is a leave; a changed
 // scope from the same cursor gets the difference.

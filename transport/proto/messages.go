@@ -91,7 +91,7 @@ type PushResponse struct {
 }
 
 // PullRequest is the body of POST /v2/pull: {1: collection, 2: cursor,
-// 3: limit, 4: scope?, 5: replica?, 6: pending floor?}. An empty cursor is
+// 3: limit, 4: scope?, 5: replica?, 6: pending floor?, 7: fresh?}. An empty cursor is
 // the beginning; a limit of 0 the server's maximum. Scope is the client's
 // own narrowing, a predicate in its CBOR form (crdt/scope); absent narrows
 // nothing. Replica and Pending make the pull the reader's lease
@@ -108,6 +108,10 @@ type PullRequest struct {
 	// oldest change in its outbox for the collection; nil when none is
 	// pending.
 	Pending *uint64 `cbor:"6,keyasint,omitempty"`
+	// Fresh says, with an empty cursor, that the reader holds no record of
+	// the collection: a scoped read then sends no leave entries until it
+	// reaches the head (there is nothing to drop).
+	Fresh bool `cbor:"7,keyasint,omitempty"`
 }
 
 // PullResponse answers a pull: {1: [record...], 2: next cursor, 3: more,
@@ -195,6 +199,7 @@ type Sub struct {
 	Scope      cbor.RawMessage `cbor:"3,keyasint,omitempty"`
 	Replica    string          `cbor:"5,keyasint,omitempty"`
 	Pending    *uint64         `cbor:"6,keyasint,omitempty"`
+	Fresh      bool            `cbor:"7,keyasint,omitempty"` // as PullRequest.Fresh
 }
 
 // Unsub ends a subscription.
