@@ -118,15 +118,15 @@ type Engine struct {
 	resync      chan struct{}
 	// hist caches the store's identity and epochs and notes heads, to
 	// reset readers of another history (reset.go).
-	hist     history
+	hist history
 	// hz caches published horizons and written leases (horizon.go).
 	hz           horizons
 	grace        time.Duration
 	collectEvery time.Duration
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
-	closeMu  sync.Once
-	closedCh chan struct{}
+	cancel       context.CancelFunc
+	wg           sync.WaitGroup
+	closeMu      sync.Once
+	closedCh     chan struct{}
 }
 
 // Open starts an engine on cfg.Store.

@@ -95,7 +95,7 @@ type member struct {
 	c     *liveConn
 	g     *group
 	coll  string
-	scope *scope.Pred // effective read scope
+	scope *scope.Pred  // effective read scope
 	lease engine.Lease // the replica and pending floor of the sub; the cursor is cursor's
 	// stopped is set by unsub, resync and reset: the connection's writer
 	// drops the pages of a stopped member still in the queue, so none
