@@ -1,15 +1,20 @@
 package client_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"io"
 	"maps"
+	"net/http"
 	"net/http/httptest"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/crdt/scope"
 	"github.com/convergo/convergo/engine"
 	"github.com/convergo/convergo/stores/memory"
@@ -385,5 +390,359 @@ func TestRealServerSchema(t *testing.T) {
 	}
 	if got := held(r); !slices.Equal(got, []string{"ok"}) {
 		t.Fatalf("held %v, want [ok]", got)
+	}
+}
+
+// collectingServer runs a transport.Server whose engine collects the
+// tombstones of notes (MaxOffline an hour) when the test calls Collect,
+// on a clock the test moves (ms in now).
+func collectingServer(t *testing.T, now *atomic.Int64) (*engine.Engine, string, *transport.JWT) {
+	t.Helper()
+	eng, err := engine.Open(engine.Config{
+		Store:        memory.New(),
+		Rules:        []engine.Rule{{Pattern: "notes", MaxOffline: time.Hour}},
+		Now:          func() time.Time { return time.UnixMilli(now.Load()) },
+		CollectEvery: -1,
+		CollectGrace: -1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	auth, err := transport.NewJWT([]byte("client-test-secret-0123456789"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := transport.New(transport.Config{Engine: eng, Authorizer: auth})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv)
+	t.Cleanup(func() {
+		hs.CloseClientConnections()
+		hs.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		eng.Close()
+	})
+	return eng, hs.URL, auth
+}
+
+// awayScene is TestRealServerLeaseExpired's set: alice's laptop synced
+// n1, n2 and n3 of notes, went offline and edited n1 and n2 and created
+// n4; her phone deleted n2; two hours later (MaxOffline is one) the
+// server collected n2's tombstone.
+type awayScene struct {
+	eng    *engine.Engine
+	now    atomic.Int64
+	laptop *client.Replica
+	spy    *pushSpy // the laptop's pushes
+	left   []string
+	lmu    sync.Mutex
+}
+
+// pushSpy notes the ids of the records of the changes pushed through it.
+type pushSpy struct {
+	mu  sync.Mutex
+	ids map[string]int
+}
+
+func (p *pushSpy) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Path == proto.PathPush && req.Body != nil {
+		body, err := io.ReadAll(req.Body)
+		if err != nil {
+			return nil, err
+		}
+		req.Body = io.NopCloser(bytes.NewReader(body))
+		var push proto.PushRequest
+		if proto.Decode(body, &push) == nil {
+			p.mu.Lock()
+			for _, ch := range push.Changes {
+				p.ids[ch.Record.ID]++
+			}
+			p.mu.Unlock()
+		}
+	}
+	return http.DefaultTransport.RoundTrip(req)
+}
+
+func (p *pushSpy) pushed(id string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.ids[id]
+}
+
+// newAwayScene sets the scene; fresh is the laptop's
+// ReplicaConfig.FreshFor.
+func newAwayScene(t *testing.T, fresh time.Duration) *awayScene {
+	t.Helper()
+	ctx := t.Context()
+	s := &awayScene{spy: &pushSpy{ids: map[string]int{}}}
+	s.now.Store(time.Now().UnixMilli())
+	eng, url, auth := collectingServer(t, &s.now)
+	s.eng = eng
+	token, err := auth.Issue("alice", []string{"notes"}, []string{"notes"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	replica := func(device string, onLeave func(coll, id string)) *client.Replica {
+		cfg := client.Config{URL: url, Token: token, Device: device}
+		if onLeave != nil {
+			cfg.HTTPClient = &http.Client{Transport: s.spy}
+		}
+		c, err := client.New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Hello(ctx); err != nil {
+			t.Fatal(err)
+		}
+		r, err := client.NewReplica(c, client.ReplicaConfig{Collections: []string{"notes"}, OnLeave: onLeave, FreshFor: fresh})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	phone := replica("phone", nil)
+	s.laptop = replica("laptop", func(coll, id string) {
+		s.lmu.Lock()
+		defer s.lmu.Unlock()
+		s.left = append(s.left, coll+"/"+id)
+	})
+	for _, id := range []string{"n1", "n2", "n3"} {
+		if err := phone.Set("notes", id, "title", "first"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := phone.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.laptop.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := liveIDs(s.laptop); !slices.Equal(got, []string{"n1", "n2", "n3"}) {
+		t.Fatalf("laptop holds %v", got)
+	}
+	for _, w := range [][2]string{{"n1", "edited"}, {"n2", "lost"}, {"n4", "new"}} {
+		if err := s.laptop.Set("notes", w[0], "title", w[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := phone.Delete("notes", "n2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := phone.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Two hours on, the phone is still about (its lease renewed at the
+	// head), the laptop is not.
+	s.now.Add((2 * time.Hour).Milliseconds())
+	if _, err := phone.Client().Hello(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := phone.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	reports, err := eng.Collect(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(reports) != 1 || reports[0].Records != 1 {
+		t.Fatalf("collect: %+v, want n2 removed", reports)
+	}
+	s.spy.mu.Lock()
+	clear(s.spy.ids) // count from here
+	s.spy.mu.Unlock()
+	return s
+}
+
+// liveIDs returns the ids of the records of notes that exist in r's view.
+func liveIDs(r *client.Replica) []string {
+	var out []string
+	for id, rec := range r.Records("notes") {
+		if rec.Exists() {
+			out = append(out, id)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// reconciledPushes is how many times the laptop pushes each offline write
+// when it reconciles before it pushes: n2's edit never, n1's and n4 twice
+// (refused collected, then re-stamped).
+var reconciledPushes = map[string]int{"n1": 2, "n2": 0, "n4": 2}
+
+// check checks the end: n2 dropped from the laptop without a delete and
+// its edit rejected collected; n1's edit and n4 on the server; each
+// offline write pushed as often as pushes says.
+func (s *awayScene) check(t *testing.T, pushes map[string]int) {
+	t.Helper()
+	for id, want := range pushes {
+		if n := s.spy.pushed(id); n != want {
+			t.Fatalf("%s pushed %d times, want %d", id, n, want)
+		}
+	}
+	if got := liveIDs(s.laptop); !slices.Equal(got, []string{"n1", "n3", "n4"}) {
+		t.Fatalf("laptop holds %v, want n1 n3 n4", got)
+	}
+	if _, ok := s.laptop.Get("notes", "n2"); ok {
+		t.Fatal("the laptop still holds n2")
+	}
+	s.lmu.Lock()
+	left := slices.Clone(s.left)
+	s.lmu.Unlock()
+	if !slices.Equal(left, []string{"notes/n2"}) {
+		t.Fatalf("OnLeave saw %v, want notes/n2", left)
+	}
+	if p := s.laptop.Pending(); len(p) != 0 {
+		t.Fatalf("laptop outbox %+v, want empty", p)
+	}
+	rej := s.laptop.Rejected()
+	if len(rej) != 1 || rej[0].RecordID != "n2" || !errors.Is(rej[0].Err(), client.ErrCollected) {
+		t.Fatalf("rejected %+v, want n2's edit, collected", rej)
+	}
+	got := map[string]string{}
+	page, err := s.eng.Pull(t.Context(), "notes", engine.Cursor{}, engine.PageLimit{Records: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range page.Entries {
+		if !e.Record.Exists() {
+			continue
+		}
+		var title string
+		if err := crdt.DecodeValue(e.Record.Fields["title"].Value, &title); err != nil {
+			t.Fatal(err)
+		}
+		got[e.Record.ID] = title
+	}
+	want := map[string]string{"n1": "edited", "n3": "first", "n4": "new"}
+	if !maps.Equal(got, want) {
+		t.Fatalf("server holds %v, want %v", got, want)
+	}
+}
+
+// TestRealServerLeaseExpired: a replica away longer than the collection's
+// MaxOffline comes back to a real server that collected a tombstone
+// meanwhile. Its pull is reset lease_expired; it drops the collected
+// record, rejects its edit of it collected without pushing it, and its
+// edit of a surviving record and its new record, refused collected once,
+// land re-stamped.
+func TestRealServerLeaseExpired(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		fresh time.Duration
+		sync  func(context.Context, *client.Replica) error
+	}{
+		// Pull, then Sync.
+		{"pull", time.Hour, func(ctx context.Context, r *client.Replica) error {
+			return errors.Join(r.Pull(ctx), r.Sync(ctx))
+		}},
+		// Sync pushes first, but the collection is stale: Flush pulls it
+		// first.
+		{"sync stale", -1, func(ctx context.Context, r *client.Replica) error { return r.Sync(ctx) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newAwayScene(t, tc.fresh)
+			ctx := t.Context()
+			// The laptop comes back: its hello corrects its clock to the
+			// server's.
+			if _, err := s.laptop.Client().Hello(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := tc.sync(ctx, s.laptop); err != nil {
+				t.Fatal(err)
+			}
+			s.check(t, reconciledPushes)
+		})
+	}
+}
+
+// TestRealServerCollectedBeforeTheReset: with the collection fresh, Sync
+// pushes before it pulls; the server refuses the offline changes
+// collected, and the laptop reconciles before it decides: the same end,
+// except that the edit of the collected record went out once, refused.
+func TestRealServerCollectedBeforeTheReset(t *testing.T) {
+	s := newAwayScene(t, time.Hour)
+	ctx := t.Context()
+	if _, err := s.laptop.Client().Hello(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.laptop.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// n2's edit once, refused; n1's and n4 refused and held, refused
+	// again after the reconciliation, then re-stamped.
+	s.check(t, map[string]int{"n1": 3, "n2": 1, "n4": 3})
+}
+
+// TestRealServerLiveLeaseExpired: the same, learnt by a live subscription.
+func TestRealServerLiveLeaseExpired(t *testing.T) {
+	s := newAwayScene(t, time.Hour)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- s.laptop.Live(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for len(s.laptop.Pending()) != 0 || len(s.laptop.Rejected()) != 1 || !slices.Equal(liveIDs(s.laptop), []string{"n1", "n3", "n4"}) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the live reconciliation did not end: outbox %v, rejected %v", s.laptop.Pending(), s.laptop.Rejected())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	s.check(t, reconciledPushes)
+}
+
+// TestRealServerLease: a pull names the replica and its pending floor, and
+// the server keeps them as the replica's lease (engine.LeaseField*).
+func TestRealServerLease(t *testing.T) {
+	var now atomic.Int64
+	now.Store(time.Now().UnixMilli())
+	eng, url, auth := collectingServer(t, &now)
+	ctx := t.Context()
+	token, err := auth.Issue("carol", []string{"notes"}, []string{"notes"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(client.Config{URL: url, Token: token, Device: "desk"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Hello(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r, err := client.NewReplica(c, client.ReplicaConfig{Collections: []string{"notes"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Set("notes", "n1", "title", "pending"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Pull(ctx); err != nil {
+		t.Fatal(err)
+	}
+	page, err := eng.Pull(ctx, proto.LeaseCollection, engine.Cursor{}, engine.PageLimit{Records: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lease crdt.Record
+	for _, e := range page.Entries {
+		if e.Record.ID == "notes/"+c.Replica() {
+			lease = e.Record
+		}
+	}
+	if lease.ID == "" {
+		t.Fatalf("no lease of notes/%s among %d records", c.Replica(), len(page.Entries))
+	}
+	var floor int64
+	if err := crdt.DecodeValue(lease.Fields[engine.LeaseFieldFloor].Value, &floor); err != nil {
+		t.Fatalf("lease floor: %v", err)
+	}
+	if want := r.Pending()[0].Record.Fields["title"].Stamp.Wall; floor != want {
+		t.Fatalf("lease floor %d, want the pending change's wall %d", floor, want)
 	}
 }
