@@ -370,10 +370,10 @@ export function parsePushAnswer(body) {
  * @param {Uint8Array} [scope] the predicate, encoded (Store.scope)
  * @param {Lease} [lease]
  */
-function scoped(entries, k, scope, lease) {
+function scoped(entries, k, scope, lease, fresh = false) {
   const w = new Writer(96 + (scope?.length ?? 0));
   const floor = lease?.floor ?? null;
-  w.head(5, entries.length + (scope ? 1 : 0) + (lease ? 1 : 0) + (lease && floor !== null ? 1 : 0));
+  w.head(5, entries.length + (scope ? 1 : 0) + (lease ? 1 : 0) + (lease && floor !== null ? 1 : 0) + (fresh ? 1 : 0));
   for (const [key, v] of entries) {
     w.head(0, key);
     w.value(v);
@@ -389,6 +389,10 @@ function scoped(entries, k, scope, lease) {
       w.head(0, 6);
       w.value(floor);
     }
+  }
+  if (fresh) {
+    w.head(0, 7);
+    w.value(true);
   }
   return w.bytes();
 }
@@ -408,9 +412,11 @@ function scoped(entries, k, scope, lease) {
  * @param {number} limit
  * @param {Uint8Array} [scope] the client's own scope (key 4), an encoded predicate
  * @param {Lease} [lease] keys 5 and 6
+ * @param {boolean} [fresh] key 7, with an empty cursor: the client holds no
+ *   record of the collection, so a scoped read needs no leave entries
  */
-export function encodePull(collection, cursor, limit, scope, lease) {
-  return scoped([[1, collection], [2, cursor], [3, limit]], 4, scope, lease);
+export function encodePull(collection, cursor, limit, scope, lease, fresh = false) {
+  return scoped([[1, collection], [2, cursor], [3, limit]], 4, scope, lease, fresh && cursor.length === 0);
 }
 
 /**

@@ -831,7 +831,7 @@ export class Syncer {
     let resets = 0;
     const [scope, lease] = await Promise.all([this.store.scope(c), this.lease(c)]);
     const fetchPage = (/** @type {Uint8Array} */ cursor) =>
-      this.post(PATHS.pull, encodePull(c, cursor, limit, scope, lease))
+      this.post(PATHS.pull, encodePull(c, cursor, limit, scope, lease, first))
         .then(parsePullAnswer)
         .then((p) => {
           if (seen) for (const r of p.records) seen.add(r.id);

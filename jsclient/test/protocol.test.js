@@ -93,6 +93,15 @@ test('the lease: replica id under pull and sub key 5, the pending floor under ke
   assert.deepEqual([...encodeSub('todos', next, scope, { replica: 'p_d', floor: null })], m([[0, 'sub'], [1, 'todos'], [2, next], [3, ['all']], [5, 'p_d']]));
 });
 
+test('a first sync says it holds nothing (pull key 7), only from the beginning', () => {
+  const scope = encode(['all']);
+  const m = (/** @type {[unknown, unknown][]} */ e) => [...encode(new Map(e))];
+  const empty = new Uint8Array(0);
+  assert.deepEqual([...encodePull('todos', empty, 10, scope, { replica: 'p_d', floor: null }, true)], m([[1, 'todos'], [2, empty], [3, 10], [4, ['all']], [5, 'p_d'], [7, true]]));
+  assert.deepEqual([...encodePull('todos', Uint8Array.of(1), 10, scope, undefined, true)], m([[1, 'todos'], [2, Uint8Array.of(1)], [3, 10], [4, ['all']]]), 'not with a cursor');
+  assert.deepEqual([...encodePull('todos', empty, 10, scope)], m([[1, 'todos'], [2, empty], [3, 10], [4, ['all']]]), 'not unless asked');
+});
+
 test('scoped reads: the scope under pull key 4 and sub key 3, leave entries under pull key 5 and changes key 6', () => {
   const next = Uint8Array.of(1, 2, 3);
   const pred = ['or', ['eq', 'owner', { $: 'sub' }], ['in', 'team', { $: 'claims.teams' }]];
