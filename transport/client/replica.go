@@ -89,7 +89,8 @@ import (
 // to have expired). A Flush that is refused collected all the same (a
 // clock set back, say) keeps the refused changes of a kept collection in
 // the outbox and reconciles the collection first, without waiting for a
-// reset.
+// reset; the refused changes the reconciliation keeps are re-stamped at
+// once.
 //
 // A Replica is safe for concurrent use.
 type Replica struct {
@@ -153,6 +154,10 @@ type pending struct {
 	// restamped says the change is such a re-stamped one: refused
 	// collected again, it stays among the rejected changes.
 	restamped bool
+	// collected says the server refused the change collected before its
+	// collection was reconciled: if it stays, the reconciliation's end
+	// re-stamps it at once rather than push it to be refused again.
+	collected bool
 }
 
 // reconciliation is a collection's pull from the beginning after its
@@ -627,6 +632,7 @@ func (r *Replica) flushOnce(ctx context.Context) (reconcile []string, again bool
 	report := make([]bool, len(results))
 	done := make(map[uint64]bool, len(results))
 	touched := make(map[recordKey]bool, len(results))
+	collected := map[uint64]bool{}
 	r.mu.Lock()
 	if r.revoked != nil {
 		// Revoked meanwhile: the outbox, batch included, is among the
@@ -656,6 +662,7 @@ func (r *Replica) flushOnce(ctx context.Context) (reconcile []string, again bool
 				// Stamped before the write horizon: the replica was away
 				// too long. Reconcile the collection before deciding.
 				held[k.collection] = true
+				collected[p.id] = true
 				continue
 			}
 		}
@@ -673,6 +680,11 @@ func (r *Replica) flushOnce(ctx context.Context) (reconcile []string, again bool
 	}
 	dropped = r.rejected.dropped - dropped
 	r.outbox = slices.DeleteFunc(r.outbox, func(p pending) bool { return done[p.id] })
+	for i := range r.outbox {
+		if collected[r.outbox[i].id] {
+			r.outbox[i].collected = true
+		}
+	}
 	r.recomputeLocked(touched)
 	for k := range touched {
 		if _, ok := r.view[k.collection][k.id]; !ok {
@@ -970,11 +982,32 @@ func (r *Replica) endReconcileLocked(collection string) ([]string, []Rejection) 
 			r.c.log.Warn("dropped the oldest rejected changes", "dropped", n, "max", MaxRejected, "max_bytes", MaxRejectedBytes)
 		}
 	}
+	// What stays of the collection's outbox is reconciled; a change the
+	// server refused collected already is written again now (the horizon
+	// only goes up: pushed as it is, it would be refused again).
+	var again []crdt.Change
+	r.outbox = slices.DeleteFunc(r.outbox, func(p pending) bool {
+		if p.change.Collection != collection || !p.collected || p.restamped {
+			return false
+		}
+		again = append(again, p.change)
+		return true
+	})
 	for i := range r.outbox {
 		if r.outbox[i].change.Collection == collection {
 			r.outbox[i].reconciled = true
 		}
 	}
+	touched := map[recordKey]bool{}
+	for _, ch := range again {
+		touched[recordKey{ch.Collection, ch.Record.ID}] = true
+		if err := r.restampLocked(ch, true); err != nil {
+			e := &Error{Code: proto.CodeCollected, Message: fmt.Sprintf("refused collected, and not re-stamped: %v", err)}
+			info, _ := r.c.Info()
+			rejections = append(rejections, r.rejected.add(newRejection(ch, e, r.c.cfg.Now(), info.Subject)).clone())
+		}
+	}
+	r.recomputeLocked(touched)
 	r.c.log.Info("reconciled after the lease expired", "collection", collection,
 		"acknowledged", len(rc.acked), "delivered", len(rc.delivered), "collected", len(collected), "rejected", len(rejections))
 	return collected, rejections
