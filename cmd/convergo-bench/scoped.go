@@ -234,7 +234,9 @@ func (sc *scopedBench) catchUp(ctx context.Context, scoped bool) error {
 
 func (sc *scopedBench) pullToHead(ctx context.Context, scopeBytes, cursor []byte) ([]byte, error) {
 	for {
-		body, err := proto.Encode(proto.PullRequest{Collection: transport.DemoCollection, Cursor: cursor, Scope: scopeBytes})
+		// A client that holds nothing says so (key 7), as the clients do
+		// on a first sync.
+		body, err := proto.Encode(proto.PullRequest{Collection: transport.DemoCollection, Cursor: cursor, Scope: scopeBytes, Fresh: len(cursor) == 0})
 		if err != nil {
 			return nil, err
 		}
