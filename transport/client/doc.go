@@ -97,7 +97,9 @@
 // with code collected, never pushed; then it pushes the outbox, and a
 // change refused collected whose record the server still has, or which it
 // created itself and never saw acknowledged, is re-stamped and pushed
-// again, once. Replica's doc, "Reconciliation", has the details.
+// again, once. So that the reset comes before any push, Flush pulls a
+// collection first when it was not pulled within ReplicaConfig.FreshFor
+// (a minute). Replica's doc, "Reconciliation", has the details.
 //
 // # Scopes and leave entries
 //
