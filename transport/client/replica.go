@@ -80,7 +80,11 @@ import (
 // the replica created and never saw acknowledged, is written again with
 // fresh stamps (as Retry does) and pushed again, once: refused collected
 // again, it stays among the rejected changes, as does any other change
-// refused collected.
+// refused collected. A scoped read from the beginning does not send the
+// records that left the reader's scope meanwhile either: the replica
+// cannot tell them from collected ones, and drops them the same way (their
+// pending changes too), which is safe: pushed with fresh stamps, an edit
+// of a collected record would bring it back.
 //
 // So that the reset comes before anything is pushed, Flush pulls a kept
 // collection to the end before it pushes the collection's changes, unless
