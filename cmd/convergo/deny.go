@@ -6,12 +6,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"time"
 
 	"github.com/convergo/convergo/engine"
-	"github.com/convergo/convergo/stores/storeurl"
 	"github.com/convergo/convergo/transport"
 )
 
@@ -55,17 +53,9 @@ func denyCommand(ctx context.Context, name string, args []string, stdout, stderr
 	if dur < 0 {
 		return errors.New("--for must not be negative")
 	}
-	spec, err := storeurl.Parse(raw)
-	if err != nil {
-		return err
-	}
-	if spec.Kind == "memory" {
-		return errors.New("a memory: store lives and dies with its server; deny through a store the server shares")
-	}
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	st, err := spec.Open(ctx, storeurl.Options{Logger: log})
+	st, _, log, err := openForTool(ctx, raw, stderr, "deny through a store the server shares")
 	if err != nil {
 		return err
 	}

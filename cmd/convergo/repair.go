@@ -6,11 +6,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"time"
 
 	"github.com/convergo/convergo/stores/redis"
-	"github.com/convergo/convergo/stores/storeurl"
 )
 
 // repairer is a store that can rebuild a collection's log and head from
@@ -35,21 +33,16 @@ func repairCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fs.Usage()
 		return errors.New("--store and --collection are required")
 	}
-	spec, err := storeurl.Parse(raw)
-	if err != nil {
-		return err
-	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	st, err := spec.Open(ctx, storeurl.Options{Logger: log})
+	st, kind, _, err := openForTool(ctx, raw, stderr, "")
 	if err != nil {
 		return err
 	}
 	defer st.Close()
 	r, ok := st.(repairer)
 	if !ok {
-		return fmt.Errorf("a %s store has nothing to repair: its writes are transactions that keep records, log and head together", spec.Kind)
+		return fmt.Errorf("a %s store has nothing to repair: its writes are transactions that keep records, log and head together", kind)
 	}
 	rep, err := r.Repair(ctx, coll)
 	if err != nil {

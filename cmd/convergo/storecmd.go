@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/convergo/convergo/stores"
 	"github.com/convergo/convergo/stores/storeurl"
 )
 
@@ -46,17 +47,9 @@ func storeCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if raw == "" {
 		return errors.New("--store (or CONVERGO_STORE) is required")
 	}
-	spec, err := storeurl.Parse(raw)
-	if err != nil {
-		return err
-	}
-	if spec.Kind == "memory" {
-		return errors.New("a memory: store lives and dies with its server; there is nothing to mark")
-	}
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	st, err := spec.Open(ctx, storeurl.Options{Logger: log})
+	st, _, _, err := openForTool(ctx, raw, stderr, "there is nothing to mark")
 	if err != nil {
 		return err
 	}
@@ -76,4 +69,25 @@ func storeCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	_, err = fmt.Fprintln(stdout, id)
 	return err
+}
+
+// openForTool opens the store a command-line tool (store, deny, repair)
+// works on, from a URL as serve takes it, logging warnings to stderr. A
+// memory: store lives and dies with its server, so a tool that needs
+// the server's own data refuses one, saying why (memory); "" allows it.
+// It returns the store, its kind and the logger.
+func openForTool(ctx context.Context, raw string, stderr io.Writer, memory string) (stores.Store, string, *slog.Logger, error) {
+	spec, err := storeurl.Parse(raw)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	if spec.Kind == "memory" && memory != "" {
+		return nil, "", nil, errors.New("a memory: store lives and dies with its server; " + memory)
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	st, err := spec.Open(ctx, storeurl.Options{Logger: log})
+	if err != nil {
+		return nil, "", nil, err
+	}
+	return st, spec.Kind, log, nil
 }
