@@ -512,6 +512,13 @@ func checkPush(changes int, a *proto.PushResponse) error {
 // of the oldest change for it in the outbox of a Replica of this client
 // (none when nothing is pending). Pull retries like Push.
 func (c *Client) Pull(ctx context.Context, collection string, cursor []byte, limit int) (Page, error) {
+	return c.pull(ctx, collection, cursor, limit, false)
+}
+
+// pull is Pull; fresh, with an empty cursor, tells the server the reader
+// holds no record of the collection (pull key 7), so a scoped first pass
+// comes without leave entries.
+func (c *Client) pull(ctx context.Context, collection string, cursor []byte, limit int, fresh bool) (Page, error) {
 	if err := crdt.ValidateCollection(collection); err != nil {
 		return Page{}, fmt.Errorf("pull %s: %w", collection, err)
 	}
@@ -520,7 +527,7 @@ func (c *Client) Pull(ctx context.Context, collection string, cursor []byte, lim
 	}
 	var a proto.PullResponse
 	req := proto.PullRequest{Collection: collection, Cursor: cursor, Limit: uint64(limit), Scope: c.scopeWire(collection),
-		Replica: c.Replica(), Pending: c.pendingFloor(collection)}
+		Replica: c.Replica(), Pending: c.pendingFloor(collection), Fresh: fresh && len(cursor) == 0}
 	if _, err := c.call(ctx, proto.PathPull, req, &a, nil); err != nil {
 		return Page{}, fmt.Errorf("pull %s: %w", collection, err)
 	}

@@ -754,7 +754,7 @@ func (r *Replica) pullCollection(ctx context.Context, coll string) error {
 func (r *Replica) pullToEnd(ctx context.Context, coll string) (reconciled bool, err error) {
 	for {
 		from := r.Cursor(coll)
-		p, err := r.c.Pull(ctx, coll, from, 0)
+		p, err := r.c.pull(ctx, coll, from, 0, len(from) == 0 && r.holdsNothing(coll))
 		if err != nil {
 			return reconciled, err
 		}
@@ -779,6 +779,15 @@ func (r *Replica) pullToEnd(ctx context.Context, coll string) (reconciled bool, 
 			return reconciled, nil
 		}
 	}
+}
+
+// holdsNothing reports whether the replica holds no record of coll, from
+// the server or its own: a pull from the beginning then needs no leave
+// entries.
+func (r *Replica) holdsNothing(coll string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.base[coll]) == 0 && len(r.view[coll]) == 0
 }
 
 // Apply merges a page received from the server into the base of its

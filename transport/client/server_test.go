@@ -747,3 +747,87 @@ func TestRealServerLease(t *testing.T) {
 		t.Fatalf("lease floor %d, want the pending change's wall %d", floor, want)
 	}
 }
+
+// pullSpy counts, through it, the pull requests that said fresh (key 7)
+// and the leave entries of pull answers.
+type pullSpy struct {
+	fresh, leaves atomic.Int64
+}
+
+func (p *pullSpy) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Path != proto.PathPull || req.Body == nil {
+		return http.DefaultTransport.RoundTrip(req)
+	}
+	body, err := io.ReadAll(req.Body)
+	if err != nil {
+		return nil, err
+	}
+	req.Body = io.NopCloser(bytes.NewReader(body))
+	var pr proto.PullRequest
+	if proto.Decode(body, &pr) == nil && pr.Fresh {
+		p.fresh.Add(1)
+	}
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		return resp, err
+	}
+	answer, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(answer))
+	var pa proto.PullResponse
+	if proto.Decode(answer, &pa) == nil {
+		p.leaves.Add(int64(len(pa.Leaves)))
+	}
+	return resp, nil
+}
+
+// TestRealServerFreshScopedSync: a replica that holds nothing says so on
+// its first pull, and its scoped first sync brings its records and no
+// leave entries for the others; later pulls carry leaves as usual.
+func TestRealServerFreshScopedSync(t *testing.T) {
+	_, url, auth := realServer(t)
+	ctx := t.Context()
+	admin, err := auth.Issue("admin", []string{"notes"}, []string{"notes"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := replicaOf(t, url, admin, "desk", nil, client.ReplicaConfig{})
+	put(t, w, "list", map[string]string{"n1": "a", "n2": "b", "n3": "b", "n4": "b", "n5": "a"})
+
+	reader, err := auth.Issue("reader", []string{"notes"}, nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spy := &pullSpy{}
+	c, err := client.New(client.Config{URL: url, Token: reader, Device: "tablet", HTTPClient: &http.Client{Transport: spy},
+		Scopes: map[string]map[string]*scope.Pred{"notes": {"a": parse(t, `list == "a"`)}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Hello(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r, err := client.NewReplica(c, client.ReplicaConfig{Collections: []string{"notes"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Pull(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := held(r); !slices.Equal(got, []string{"n1", "n5"}) {
+		t.Fatalf("holds %v, want n1 n5", got)
+	}
+	if spy.fresh.Load() != 1 || spy.leaves.Load() != 0 {
+		t.Fatalf("first sync: %d fresh pulls, %d leave entries; want 1 and 0", spy.fresh.Load(), spy.leaves.Load())
+	}
+	put(t, w, "list", map[string]string{"n1": "b"})
+	if err := r.Pull(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := held(r); !slices.Equal(got, []string{"n5"}) || spy.leaves.Load() != 1 || spy.fresh.Load() != 1 {
+		t.Fatalf("after n1 moved out: holds %v, %d leaves, %d fresh pulls", got, spy.leaves.Load(), spy.fresh.Load())
+	}
+}
