@@ -368,10 +368,15 @@ func runScopes(t *testing.T, env *scopeEnv) {
 	if n := len(alice.rep.Records(scopeColl)); n != scopeTasks {
 		t.Fatalf("alice holds %d tasks, want %d", n, scopeTasks)
 	}
-	for _, u := range []*scopeUser{alice, bob, phone} {
+	for _, u := range []*scopeUser{alice, bob} {
 		if s := u.watch.stats(); s.records == 0 || s.leaves == 0 {
 			t.Fatalf("%s: the wire watch saw %d records and %d leave entries: it does not see the traffic", u.name, s.records, s.leaves)
 		}
+	}
+	// The phone's first sync started from nothing (pull key 7): its
+	// records, and no leave entry for the other teams' tasks.
+	if s := phone.watch.stats(); s.records == 0 || s.leaves != 0 {
+		t.Fatalf("alice's phone: the wire watch saw %d records and %d leave entries on a first sync; want some and none", s.records, s.leaves)
 	}
 	if s := alice.watch.stats(); s.liveRecords == 0 {
 		t.Fatalf("alice received no record in a live frame (%+v)", s)
