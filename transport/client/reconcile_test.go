@@ -109,6 +109,11 @@ func goAwayFresh(t *testing.T, f *fakeServer, gap, fresh time.Duration) *away {
 		}
 	}
 	b := newReplica(t, f, "b", nil, "todos")
+	// Pulled first, b's clock stamps the delete after the seed's fields
+	// (in the same millisecond, the seed's replica id would win the tie).
+	if err := b.Pull(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if err := b.Delete("todos", "t2"); err != nil {
 		t.Fatal(err)
 	}

@@ -185,7 +185,7 @@ func (r *Replica) retryLocked(id uint64) error {
 	if i < 0 {
 		return fmt.Errorf("retry %d: %w", id, ErrNoRejection)
 	}
-	if err := r.restampLocked(r.rejected.entries[i].Change, false); err != nil {
+	if err := r.restampLocked(r.rejected.entries[i].Change); err != nil {
 		return fmt.Errorf("retry %d: %w", id, err)
 	}
 	r.rejected.remove(id)
@@ -194,9 +194,7 @@ func (r *Replica) retryLocked(id uint64) error {
 
 // restampLocked writes old again as a new local write: its fields (and its
 // delete, if it has one) stamped afresh, merged into the view and queued.
-// restamped marks the queued change as one a reconciliation re-stamped
-// after a refusal collected.
-func (r *Replica) restampLocked(old crdt.Change, restamped bool) error {
+func (r *Replica) restampLocked(old crdt.Change) error {
 	rec := crdt.Record{ID: old.Record.ID}
 	if !old.Record.Deleted.IsZero() {
 		s, err := r.c.Now()
@@ -217,9 +215,81 @@ func (r *Replica) restampLocked(old crdt.Change, restamped bool) error {
 			rec.Fields[name] = crdt.Field{Stamp: s, Value: f.Value}
 		}
 	}
-	if err := r.queueLocked(old.Collection, rec); err != nil {
-		return err
+	return r.queueLocked(old.Collection, rec)
+}
+
+// restampKnownLocked writes old, refused collected, again with fresh
+// stamps (as restampLocked does, marked restamped), but only what known,
+// the record as the replica knows it without old (the server's record as
+// delivered or acknowledged, with the record's other pending changes),
+// neither hides nor beats: without the collection, those would have won
+// over old, and re-stamped it must not win instead. A field stamped at or
+// before known's delete, or older than known's stamp of the same field, is
+// left out; a delete of a record with a field written after it becomes
+// unsets of the fields it would have hidden. It reports false, queueing
+// nothing, when nothing is left.
+func (r *Replica) restampKnownLocked(old crdt.Change, known crdt.Record) (bool, error) {
+	rec := crdt.Record{ID: old.Record.ID}
+	if d := old.Record.Deleted; !d.IsZero() {
+		newer := false
+		for _, f := range known.Fields {
+			newer = newer || f.Value != nil && f.Stamp.Compare(d) > 0
+		}
+		s, err := r.c.Now()
+		if err != nil {
+			return false, err
+		}
+		if !newer {
+			rec.Deleted = s
+		} else {
+			for name, f := range known.Fields {
+				if f.Value != nil && f.Stamp.Compare(d) < 0 {
+					if rec.Fields == nil {
+						rec.Fields = map[string]crdt.Field{}
+					}
+					rec.Fields[name] = crdt.Field{Stamp: s}
+				}
+			}
+		}
 	}
-	r.outbox[len(r.outbox)-1].restamped = restamped
-	return nil
+	if len(old.Record.Fields) > 0 {
+		// Stamped after the delete, if any, so the delete does not hide
+		// them.
+		s, err := r.c.Now()
+		if err != nil {
+			return false, err
+		}
+		for name, f := range old.Record.Fields {
+			cur, held := known.Fields[name]
+			if f.Stamp.Compare(known.Deleted) <= 0 || held && cur.Stamp.Compare(f.Stamp) > 0 {
+				continue
+			}
+			if rec.Fields == nil {
+				rec.Fields = map[string]crdt.Field{}
+			}
+			rec.Fields[name] = crdt.Field{Stamp: s, Value: f.Value}
+		}
+	}
+	if rec.Deleted.IsZero() && len(rec.Fields) == 0 {
+		return false, nil
+	}
+	if err := r.queueLocked(old.Collection, rec); err != nil {
+		return false, err
+	}
+	r.outbox[len(r.outbox)-1].restamped = true
+	return true, nil
+}
+
+// knownLocked is the record collection/id as the replica knows it apart
+// from the change self of outbox: its base merged with the record's other
+// changes in outbox.
+func (r *Replica) knownLocked(collection, id string, outbox []pending, self uint64) crdt.Record {
+	k := r.base[collection][id].Clone()
+	k.ID = id
+	for _, p := range outbox {
+		if p.id != self && p.change.Collection == collection && p.change.Record.ID == id {
+			k.Merge(p.change.Record)
+		}
+	}
+	return k
 }

@@ -67,7 +67,11 @@ import (
 // and it alone knows which records the server acknowledged to it, so it
 // reconciles the collection: it holds the collection's outbox (Flush sends
 // none of its changes), pulls it from the beginning to the end, noting the
-// records the server sends, and then drops every record the server had
+// records the server sends (each replaces the replica's base of it rather
+// than merging into it: the server's whole record, whose collected
+// tombstones, unset fields or a delete stamp cleared when the record was
+// written again, could no longer hide the older fields the replica held),
+// and then drops every record the server had
 // acknowledged (its base) and sent no more: it was deleted and its
 // tombstone collected. The record leaves the replica without a delete and
 // without a change queued (OnLeave is called for it), and its changes in
@@ -78,9 +82,17 @@ import (
 // the outbox the server refuses collected (a field stamped before the
 // collection's write horizon) whose record the server still has, or which
 // the replica created and never saw acknowledged, is written again with
-// fresh stamps (as Retry does) and pushed again, once: refused collected
-// again, it stays among the rejected changes, as does any other change
-// refused collected. A scoped read from the beginning does not send the
+// fresh stamps and pushed again, once: refused collected again, it stays
+// among the rejected changes, as does any other change refused collected.
+// Unlike Retry, the re-stamp keeps only what the record as the replica
+// knows it (the server's record as delivered or acknowledged, with the
+// record's other pending changes) neither hides nor beats, since without
+// the collection those would have won: a field stamped at or before that
+// record's delete, or older than its value of the field, is left out (a
+// later delete, the replica's own or another's, or a newer value is not
+// undone), and a delete of a record with a field written after it becomes
+// unsets of the fields it would have hidden. A change left with nothing
+// leaves the outbox unpushed and is reported to OnResult as superseded. A scoped read from the beginning does not send the
 // records that left the reader's scope meanwhile either: the replica
 // cannot tell them from collected ones, and drops them the same way (their
 // pending changes too), which is safe: pushed with fresh stamps, an edit
@@ -173,6 +185,9 @@ type reconciliation struct {
 	acked map[string]bool
 	// delivered holds the ids of the records the server sent since.
 	delivered map[string]bool
+	// replaced holds the ids of the records the pull from the beginning
+	// sent: the first time, the server's record replaced the base.
+	replaced map[string]bool
 	// chain is the cursor the next page of the pull from the beginning is
 	// read from: a page read from it continues the pull, and the one that
 	// says no more ends it.
@@ -204,7 +219,9 @@ type ReplicaConfig struct {
 	// Both are called by the goroutine running Flush or Sync, with no lock
 	// of the Replica held except the one that serializes pushes: they may
 	// read the replica, write, Retry and Discard, but must not call Flush
-	// or Sync. When access is revoked, OnRejected is called for each
+	// or Sync. A change a reconciliation settles (see Reconciliation) is
+	// reported by the goroutine applying the page that ends it (Pull,
+	// Live, Apply, or Flush). When access is revoked, OnRejected is called for each
 	// change of the outbox, by the goroutine that learnt it.
 	OnRejected func(Rejection)
 	// OnLeave, when set, is called for each record that left the replica
@@ -645,33 +662,22 @@ func (r *Replica) flushOnce(ctx context.Context) (reconcile []string, again bool
 		return nil, false, fmt.Errorf("flush: %w", r.revoked)
 	}
 	dropped := r.rejected.dropped
+	// The changes refused collected are decided after the others, on
+	// the base with every acknowledged change of the push.
+	var later []int
+	refused := map[uint64]bool{}
 	for i, res := range results {
 		p := batch[i]
 		k := recordKey{p.change.Collection, p.change.Record.ID}
 		if res.Status == StatusRefused && errors.Is(res.Err, ErrCollected) && !p.restamped {
-			_, kept := r.cursors[k.collection]
-			switch {
-			case p.reconciled:
-				// Its record survives, or the replica created it: write
-				// it again with fresh stamps (as Retry does), once.
-				done[p.id], touched[k] = true, true
-				if err := r.restampLocked(p.change, true); err != nil {
-					r.c.log.Warn("could not re-stamp a change refused collected", "collection", k.collection, "record", k.id, "err", err)
-					rejections[i], report[i] = r.rejected.add(newRejection(p.change, res.Err, when, subject)).clone(), true
-					continue
-				}
-				again = true
-				continue
-			case kept:
-				// Stamped before the write horizon: the replica was away
-				// too long. Reconcile the collection before deciding.
-				held[k.collection] = true
-				collected[p.id] = true
+			if _, kept := r.cursors[k.collection]; p.reconciled || kept {
+				later = append(later, i)
 				continue
 			}
 		}
 		done[p.id], touched[k], report[i] = true, true, true
 		if res.Status == StatusRefused {
+			refused[p.id] = true
 			rejections[i] = r.rejected.add(newRejection(p.change, res.Err, when, subject)).clone()
 			continue
 		}
@@ -680,6 +686,35 @@ func (r *Replica) flushOnce(ctx context.Context) (reconcile []string, again bool
 		// (unless the record left the reader's scope meanwhile).
 		if !r.gone[k] {
 			r.mergeBaseLocked(p.change.Collection, p.change.Record)
+		}
+	}
+	// What the replica knows of a record: its base and the changes for it
+	// still pending, not those refused for good nor the re-stamps below.
+	known := slices.DeleteFunc(slices.Clone(r.outbox), func(p pending) bool { return refused[p.id] })
+	for _, i := range later {
+		p, res := batch[i], results[i]
+		k := recordKey{p.change.Collection, p.change.Record.ID}
+		if !p.reconciled {
+			// Stamped before the write horizon: the replica was away
+			// too long. Reconcile the collection before deciding.
+			held[k.collection] = true
+			collected[p.id] = true
+			continue
+		}
+		// Its record survives, or the replica created it: write it again
+		// with fresh stamps (as Retry does), once, as far as the record
+		// as the replica knows it neither hides nor beats it.
+		done[p.id], touched[k] = true, true
+		queued, err := r.restampKnownLocked(p.change, r.knownLocked(k.collection, k.id, known, p.id))
+		switch {
+		case err != nil:
+			r.c.log.Warn("could not re-stamp a change refused collected", "collection", k.collection, "record", k.id, "err", err)
+			rejections[i], report[i] = r.rejected.add(newRejection(p.change, res.Err, when, subject)).clone(), true
+		case !queued:
+			// Nothing of it would have won: settled, as if superseded.
+			results[i], report[i] = Result{Status: StatusSuperseded}, true
+		default:
+			again = true
 		}
 	}
 	dropped = r.rejected.dropped - dropped
@@ -827,10 +862,26 @@ func (r *Replica) apply(collection string, page Page, from []byte, live bool) bo
 	// A page holds each record once, as a record or a leave entry, so the
 	// order in which the two are applied does not matter.
 	left := r.leaveLocked(collection, page.Leaves)
+	// A page of a reconciliation's pull from the beginning.
+	rc := r.reconciling[collection]
+	chained := rc != nil && ((from != nil && bytes.Equal(from, rc.chain)) || (from == nil && live && rc.live))
+	replaced := map[recordKey]bool{}
 	for i, rec := range page.Records {
-		delete(r.gone, recordKey{collection, rec.ID})
-		r.mergeBaseLocked(collection, rec)
-		if v, ok := r.view[collection][rec.ID]; ok {
+		k := recordKey{collection, rec.ID}
+		delete(r.gone, k)
+		if chained && !rc.replaced[rec.ID] {
+			// The server's whole record replaces the one held: the
+			// tombstones that hid its older fields (unset fields, a
+			// delete stamp) may have been collected, and merged with
+			// the record without them those fields would stay.
+			rc.replaced[rec.ID] = true
+			r.noteIDLocked(collection, rec.ID)
+			put(r.base, collection, rec.Clone())
+			replaced[k] = true
+		} else {
+			r.mergeBaseLocked(collection, rec)
+		}
+		if v, ok := r.view[collection][rec.ID]; ok && !replaced[k] {
 			v.Merge(rec)
 			put(r.view, collection, v)
 		}
@@ -841,6 +892,7 @@ func (r *Replica) apply(collection string, page Page, from []byte, live bool) bo
 			r.sealed[collection][rec.ID] = proto.SealedRecord{Record: rec, Seal: page.Seals[i]}
 		}
 	}
+	r.recomputeLocked(replaced)
 	if from == nil || bytes.Equal(r.cursors[collection], from) {
 		r.cursors[collection] = bytes.Clone(page.Next)
 		if !page.More {
@@ -849,22 +901,28 @@ func (r *Replica) apply(collection string, page Page, from []byte, live bool) bo
 	}
 	var ended bool
 	var rejections []Rejection
-	if rc := r.reconciling[collection]; rc != nil {
+	var settled []crdt.Change
+	if rc != nil {
 		// Whatever page it came in, a record sent is one the server has.
 		for _, rec := range page.Records {
 			rc.delivered[rec.ID] = true
 		}
-		if (from != nil && bytes.Equal(from, rc.chain)) || (from == nil && live && rc.live) {
+		if chained {
 			rc.chain = bytes.Clone(page.Next)
 			if !page.More {
 				var collected []string
-				collected, rejections = r.endReconcileLocked(collection)
+				collected, rejections, settled = r.endReconcileLocked(collection)
 				left = append(left, collected...)
 				ended = true
 			}
 		}
 	}
 	r.mu.Unlock()
+	if r.onResult != nil {
+		for _, ch := range settled {
+			r.onResult(ch, Result{Status: StatusSuperseded})
+		}
+	}
 	r.report(rejections, 0)
 	if r.onLeave != nil {
 		for _, id := range left {
@@ -933,7 +991,7 @@ func (r *Replica) beginReconcileLocked(collection string, live bool) {
 		rc.chain, rc.live = []byte{}, live
 		return
 	}
-	rc := &reconciliation{acked: map[string]bool{}, delivered: map[string]bool{}, chain: []byte{}, live: live}
+	rc := &reconciliation{acked: map[string]bool{}, delivered: map[string]bool{}, replaced: map[string]bool{}, chain: []byte{}, live: live}
 	for id := range r.base[collection] {
 		rc.acked[id] = true
 	}
@@ -955,10 +1013,9 @@ func (r *Replica) beginReconcileLocked(collection string, live bool) {
 // changes left of the collection are marked reconciled, and the outbox is
 // no longer held. It returns the ids that left, sorted, and the
 // rejections.
-func (r *Replica) endReconcileLocked(collection string) ([]string, []Rejection) {
+func (r *Replica) endReconcileLocked(collection string) (collected []string, rejections []Rejection, settled []crdt.Change) {
 	rc := r.reconciling[collection]
 	delete(r.reconciling, collection)
-	var collected []string
 	gone := map[recordKey]bool{}
 	for id := range rc.acked {
 		if rc.delivered[id] {
@@ -978,7 +1035,6 @@ func (r *Replica) endReconcileLocked(collection string) ([]string, []Rejection) 
 		collected = append(collected, id)
 	}
 	slices.Sort(collected)
-	var rejections []Rejection
 	if slices.ContainsFunc(r.outbox, func(p pending) bool { return gone[recordKey{p.change.Collection, p.change.Record.ID}] }) {
 		when := r.c.cfg.Now()
 		info, _ := r.c.Info()
@@ -998,12 +1054,16 @@ func (r *Replica) endReconcileLocked(collection string) ([]string, []Rejection) 
 	// What stays of the collection's outbox is reconciled; a change the
 	// server refused collected already is written again now (the horizon
 	// only goes up: pushed as it is, it would be refused again).
-	var again []crdt.Change
+	// Each is re-stamped as far as the record as the replica knows it
+	// without it (the base, the server's record as delivered, with the
+	// record's other pending changes) neither hides nor beats it.
+	outbox := slices.Clone(r.outbox)
+	var again []pending
 	r.outbox = slices.DeleteFunc(r.outbox, func(p pending) bool {
 		if p.change.Collection != collection || !p.collected || p.restamped {
 			return false
 		}
-		again = append(again, p.change)
+		again = append(again, p)
 		return true
 	})
 	for i := range r.outbox {
@@ -1012,18 +1072,25 @@ func (r *Replica) endReconcileLocked(collection string) ([]string, []Rejection) 
 		}
 	}
 	touched := map[recordKey]bool{}
-	for _, ch := range again {
+	for _, p := range again {
+		ch := p.change
 		touched[recordKey{ch.Collection, ch.Record.ID}] = true
-		if err := r.restampLocked(ch, true); err != nil {
+		queued, err := r.restampKnownLocked(ch, r.knownLocked(ch.Collection, ch.Record.ID, outbox, p.id))
+		switch {
+		case err != nil:
 			e := &Error{Code: proto.CodeCollected, Message: fmt.Sprintf("refused collected, and not re-stamped: %v", err)}
 			info, _ := r.c.Info()
 			rejections = append(rejections, r.rejected.add(newRejection(ch, e, r.c.cfg.Now(), info.Subject)).clone())
+		case !queued:
+			// Nothing of it would have won: settled, as if superseded.
+			settled = append(settled, ch)
 		}
 	}
 	r.recomputeLocked(touched)
 	r.c.log.Info("reconciled after the lease expired", "collection", collection,
-		"acknowledged", len(rc.acked), "delivered", len(rc.delivered), "collected", len(collected), "rejected", len(rejections))
-	return collected, rejections
+		"acknowledged", len(rc.acked), "delivered", len(rc.delivered), "collected", len(collected),
+		"rejected", len(rejections), "settled", len(settled))
+	return collected, rejections, settled
 }
 
 // Heal gives the server back what it may have lost of the collections it

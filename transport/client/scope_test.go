@@ -61,6 +61,13 @@ type watched struct {
 	wmu     sync.Mutex
 	left    []string
 	refused []Rejection
+	results []resultNote
+}
+
+// resultNote is a call of OnResult.
+type resultNote struct {
+	change crdt.Change
+	result Result
 }
 
 // newScoped returns a watched replica whose client has the given scopes
@@ -100,6 +107,11 @@ func newWatchedWith(t *testing.T, f *fakeServer, id string, mod func(*Config), r
 			defer w.wmu.Unlock()
 			w.refused = append(w.refused, j)
 		},
+		OnResult: func(ch crdt.Change, res Result) {
+			w.wmu.Lock()
+			defer w.wmu.Unlock()
+			w.results = append(w.results, resultNote{ch, res})
+		},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -112,6 +124,12 @@ func (w *watched) refusedAll() []Rejection {
 	w.wmu.Lock()
 	defer w.wmu.Unlock()
 	return slices.Clone(w.refused)
+}
+
+func (w *watched) resultsAll() []resultNote {
+	w.wmu.Lock()
+	defer w.wmu.Unlock()
+	return slices.Clone(w.results)
 }
 
 func (w *watched) leftIDs() []string {
