@@ -61,7 +61,7 @@
 
 import { ConvergoError, fromIDBError } from './errors.js';
 import { Clock } from './hlc.js';
-import { decodeChanges, decodeRecord, decodeValue, emptyRecord, encodeChange, encodeRecord, maxStamp, mergeInto, readRecord, validateCollection, visibleValues } from './record.js';
+import { cloneRecord, decodeChanges, decodeRecord, decodeValue, emptyRecord, encodeChange, encodeRecord, maxStamp, mergeInto, readRecord, validateCollection, visibleValues } from './record.js';
 import { Reader, Writer, equalBytes, setOwn, utf8Length } from './cbor.js';
 import { compareStamps, isZeroStamp } from './hlc.js';
 import { DEFAULTS } from './constants.js';
@@ -92,6 +92,23 @@ import { isDevice, isPrefix, newDevice, replicaId, replicaPrefix } from './repli
 function sameRecord(a, b) {
   if (a.fields.size !== b.fields.size || compareStamps(a.deleted, b.deleted) !== 0) return false;
   for (const [k, f] of b.fields) if (a.fields.get(k) !== f) return false;
+  return true;
+}
+
+/**
+ * Whether a and b hold the same stamps and values, compared (null: no
+ * record).
+ * @param {Rec|null} a
+ * @param {Rec|null} b
+ */
+function sameContent(a, b) {
+  if (a === null || b === null) return a === b;
+  if (a.fields.size !== b.fields.size || compareStamps(a.deleted, b.deleted) !== 0) return false;
+  for (const [k, f] of b.fields) {
+    const g = a.fields.get(k);
+    if (!g || compareStamps(f.stamp, g.stamp) !== 0) return false;
+    if (f.value === null || g.value === null ? f.value !== g.value : !equalBytes(f.value, g.value)) return false;
+  }
   return true;
 }
 /** @typedef {{seq: number, c: string, id: string, change: Uint8Array, r?: string}} OutboxEntry */
@@ -696,14 +713,30 @@ export class Store {
    * @param {string[]} [gone] ids of held records that left the reader's
    *   scope (leave entries): removed locally, without a delete and without
    *   touching the outbox
+   * @param {Set<string>|null} [replace] the pull from the beginning of a
+   *   reconciliation (reconcile.js) is under way and has taken in these
+   *   ids: a record of the page not among them is the server's whole
+   *   current state, whose collected tombstones can no longer hide older
+   *   fields held here, so it replaces the server state held (the record
+   *   shown is then it with the changes pending), and its id joins them;
+   *   a record delivered again merges as usual
    * @returns {Promise<string[]>}
    */
-  applyRemote(c, records, cursor, seals = [], first = false, prepared = null, gone = []) {
+  applyRemote(c, records, cursor, seals = [], first = false, prepared = null, gone = [], replace = null) {
     return this.tx([RECORDS, META, OUTBOX, SEALED], 'readwrite', `apply ${c}`, async (tx) => {
       const store = tx.objectStore(RECORDS);
       /** @type {Set<string>|null} ids to read first (null: all) */
       let read = null;
-      if (first) {
+      /** @type {Map<string, Rec[]>|null} */
+      let taken = null;
+      if (replace) {
+        const fresh = [...new Set(records.map((r) => r.id))].filter((id) => !replace.has(id));
+        const index = tx.objectStore(OUTBOX).index('record');
+        const lists = await Promise.all(fresh.map((id) => /** @type {Promise<OutboxEntry[]>} */ (req(index.getAll([c, id])))));
+        taken = new Map(fresh.map((id, i) => [id, lists[i].sort((a, b) => a.seq - b.seq).map((e) => decodeEntry(e.change))]));
+        for (const id of fresh) replace.add(id);
+        prepared = null; // every record is read
+      } else if (first) {
         const entries = /** @type {OutboxEntry[]} */ (await req(tx.objectStore(OUTBOX).index('record').getAll(this.keyRange.bound([c], [c, []]))));
         read = new Set(entries.map((e) => e.id));
       }
@@ -712,7 +745,7 @@ export class Store {
         const current = await Promise.all(
           records.map((r) => (read === null || read.has(r.id) ? /** @type {Promise<StoredRecord|undefined>} */ (req(store.get([c, r.id]))) : undefined)),
         );
-        page = this.prepareRemote(c, records, seals, current);
+        page = this.prepareRemote(c, records, seals, current, taken);
       }
       for (const [id, e] of page.puts) {
         store.put(e);
@@ -739,15 +772,28 @@ export class Store {
    * @param {Rec[]} records
    * @param {Uint8Array[]} seals
    * @param {(StoredRecord|undefined)[]} [current]
+   * @param {Map<string, Rec[]>|null} [taken] ids whose record (its first
+   *   in the page) replaces the server state held, with their pending
+   *   changes in order (applyRemote's replace)
    * @returns {Prepared}
    */
-  prepareRemote(c, records, seals, current = []) {
+  prepareRemote(c, records, seals, current = [], taken = null) {
     const clock = /** @type {Clock} */ (this.clock);
     /** @type {Map<string, {rec: Rec, base: Rec|null, prev: StoredRecord|undefined, changed: boolean, seal: Seal|null, sealed: Rec|null}>} */
     const byId = new Map();
     records.forEach((r, i) => {
       let x = byId.get(r.id);
-      if (!x) {
+      const pending = x ? undefined : taken?.get(r.id);
+      if (pending) {
+        // The server's whole record: it with the changes pending.
+        const prev = current[i];
+        const rec = cloneRecord(r);
+        for (const ch of pending) mergeInto(rec, ch);
+        const base = pending.length > 0 ? cloneRecord(r) : null;
+        const changed = !prev || !sameContent(fromStored(prev, r.id), rec) || !sameContent(baseOf(prev, r.id), base);
+        x = { rec, base, prev, changed, seal: sealOf(prev), sealed: null };
+        byId.set(r.id, x);
+      } else if (!x) {
         const prev = current[i];
         x = { rec: fromStored(prev, r.id), base: baseOf(prev, r.id), prev, changed: false, seal: sealOf(prev), sealed: null };
         byId.set(r.id, x);

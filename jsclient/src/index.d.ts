@@ -213,7 +213,9 @@ export interface Reconciliation {
 /**
  * Fields of a local change that lost to newer writes on the server (push
  * status superseded: the change altered nothing; or applied: the rest of
- * it applied). The change has left the outbox: the newer values are on
+ * it applied). A change refused collected that is written again after a
+ * reconciliation is written without the fields the record as known here
+ * hides or beats (applied), or settled when nothing is left (superseded). The change has left the outbox: the newer values are on
  * their way, and the local record converges when they arrive.
  */
 export interface Superseded {

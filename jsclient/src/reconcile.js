@@ -9,7 +9,12 @@
 // become rejected changes with code collected; everything else stays and
 // is pushed, and a change the server refuses collected whose record it
 // still has, or that was created here, is written again with fresh
-// stamps (Syncer.pushAll, through the rejected changes' retry), once.
+// stamps (Syncer.pushAll, restampRefused), once: only what the record as
+// this client knows it neither hides nor beats (a change left empty is
+// settled like a superseded one). The pull from the beginning replaces
+// the server state held by each record it delivers (Store.applyRemote's
+// replace): merged, the fields hidden by tombstones the server collected
+// would stay here for ever.
 //
 // The collection's outbox waits meanwhile: the reset notes the
 // reconciliation owed in IndexedDB (meta "reconcile:<collection>", so a
@@ -18,14 +23,16 @@
 // Loaded on demand (sync.js imports it), like heal.js.
 
 import { STATUSES } from './constants.js';
-import { isZeroStamp } from './hlc.js';
-import { META, OUTBOX, RECONCILE_KEY, RECORDS, REJECTED, SEALED, baseOf, rejectedEntry, req } from './db.js';
+import { compareStamps, isZeroStamp } from './hlc.js';
+import { cloneRecord, emptyRecord, mergeInto } from './record.js';
+import { META, OUTBOX, RECONCILE_KEY, RECORDS, REJECTED, SEALED, baseOf, decodeEntry, fromStored, rejectedEntry, req } from './db.js';
 
 /** @typedef {import('./db.js').Store} Store */
 /** @typedef {import('./db.js').OutboxEntry} OutboxEntry */
 /** @typedef {import('./db.js').StoredRecord} StoredRecord */
 /** @typedef {import('./sync.js').Syncer} Syncer */
 /** @typedef {import('./protocol.js').PushResult} PushResult */
+/** @typedef {import('./record.js').Record} Rec */
 
 /** The message of the rejected changes of records the server collected. */
 export const COLLECTED_MESSAGE = 'deleted on the server while this device was away';
@@ -169,4 +176,152 @@ export async function restampable(syncer, batch, results, state) {
     if ((kept && kept.ids.has(e.id) && e.seq <= kept.upTo) || unacknowledged(held[i])) out.add(i);
   });
   return out;
+}
+
+/**
+ * What is left of change old, refused collected, to write again with
+ * fresh stamps, given known: the record as this client knows it without
+ * old (the server's state it holds, with its other pending changes, at
+ * their original stamps). Only what known neither hides nor beats: a
+ * field (or unset) stamped at or before known's delete, or older than
+ * known's stamp of that field, is left out (lost); a delete of a record
+ * with a field written after it becomes unsets of the fields it would
+ * have hidden. null when nothing is left.
+ * @param {Rec} old
+ * @param {Rec} known
+ * @returns {{deleted: boolean, unset: string[], fields: Map<string, Uint8Array|null>, lost: string[]}|null}
+ */
+export function restampWhat(old, known) {
+  let deleted = false;
+  /** @type {string[]} */
+  const unset = [];
+  if (!isZeroStamp(old.deleted)) {
+    let newer = false;
+    for (const f of known.fields.values()) newer ||= f.value !== null && compareStamps(f.stamp, old.deleted) > 0;
+    if (!newer) deleted = true;
+    else {
+      for (const [name, f] of known.fields) {
+        if (f.value !== null && compareStamps(f.stamp, old.deleted) < 0) unset.push(name);
+      }
+    }
+  }
+  /** @type {Map<string, Uint8Array|null>} */
+  const fields = new Map();
+  /** @type {string[]} */
+  const lost = [];
+  for (const [name, f] of old.fields) {
+    const cur = known.fields.get(name);
+    if (compareStamps(f.stamp, known.deleted) <= 0 || (cur && compareStamps(cur.stamp, f.stamp) > 0)) lost.push(name);
+    else fields.set(name, f.value);
+  }
+  if (!deleted && unset.length === 0 && fields.size === 0) return null;
+  return { deleted, unset, fields, lost };
+}
+
+/**
+ * Writes again with fresh stamps, in one transaction, the outbox entries
+ * of items (in push order), which the server refused collected and which
+ * were kept among the rejected changes as rid: only what the record as
+ * this client knows it (the server's state it holds, its other pending
+ * changes and the other changes of items, at their original stamps)
+ * neither hides nor beats (restampWhat). A change that keeps something is
+ * merged locally and queued as a new write (its delete first, then its
+ * unsets, then its fields, each after the one before); one left empty is
+ * settled, not pushed. Either way its rejected entry goes. Returns, per
+ * item, whether it was written again and the fields left out.
+ *
+ * originals maps the outbox entries written again by earlier calls (of
+ * one push) to the changes they were written from: the record as known
+ * holds those at their original stamps, not at the fresh ones; the
+ * entries this call writes join it.
+ * @param {Store} store
+ * @param {{entry: OutboxEntry, rid: number}[]} items
+ * @param {Map<number, Rec>} originals
+ * @returns {Promise<{written: boolean, lost: string[]}[]>}
+ */
+export function restampRefused(store, items, originals) {
+  return store.tx([RECORDS, OUTBOX, META, REJECTED], 'readwrite', 'write refused changes again', async (tx) => {
+    const records = tx.objectStore(RECORDS);
+    const index = tx.objectStore(OUTBOX).index('record');
+    const keys = [...new Map(items.map((x) => [JSON.stringify([x.entry.c, x.entry.id]), [x.entry.c, x.entry.id]])).values()];
+    const read = await Promise.all(
+      keys.map(async ([c, id]) => {
+        const [s, pending] = await Promise.all([
+          /** @type {Promise<StoredRecord|undefined>} */ (req(records.get([c, id]))),
+          /** @type {Promise<OutboxEntry[]>} */ (req(index.getAll([c, id]))),
+        ]);
+        const server = s ? (baseOf(s, id) ?? fromStored(s, id)) : emptyRecord(id);
+        for (const e of pending.sort((a, b) => a.seq - b.seq)) mergeInto(server, originals.get(e.seq) ?? decodeEntry(e.change));
+        return /** @type {[string, Rec]} */ ([JSON.stringify([c, id]), server]);
+      }),
+    );
+    const held = new Map(read);
+    const olds = items.map((x) => decodeEntry(x.entry.change));
+    /** @type {{written: boolean, lost: string[]}[]} */
+    const out = [];
+    /** @type {Map<string, {id: string, build: import('./db.js').Build, old: Rec}[]>} per collection */
+    const writes = new Map();
+    items.forEach((x, i) => {
+      const key = JSON.stringify([x.entry.c, x.entry.id]);
+      const known = cloneRecord(/** @type {Rec} */ (held.get(key)));
+      items.forEach((y, j) => {
+        if (j !== i && y.entry.c === x.entry.c && y.entry.id === x.entry.id) mergeInto(known, olds[j]);
+      });
+      const what = restampWhat(olds[i], known);
+      tx.objectStore(REJECTED).delete(x.rid);
+      if (!what) {
+        out.push({ written: false, lost: [...olds[i].fields.keys()] });
+        return;
+      }
+      out.push({ written: true, lost: what.lost });
+      const list = writes.get(x.entry.c) ?? [];
+      list.push({
+        id: x.entry.id,
+        old: olds[i],
+        build: (_current, stamp, next) => {
+          const rec = emptyRecord(x.entry.id);
+          let s = stamp;
+          if (what.deleted) {
+            rec.deleted = s;
+            s = next(); // after the delete, so the delete does not hide them
+          }
+          if (what.unset.length > 0) {
+            for (const name of what.unset) rec.fields.set(name, { stamp: s, value: null });
+            s = next(); // after the unsets, so a field set again wins
+          }
+          for (const [name, value] of what.fields) rec.fields.set(name, { stamp: s, value });
+          return rec;
+        },
+      });
+      writes.set(x.entry.c, list);
+    });
+    for (const [c, list] of writes) {
+      await store.writeIn(tx, c, list);
+      // The entries written are the last ones of the outbox, in order.
+      const seqs = await lastKeys(tx.objectStore(OUTBOX), list.length);
+      list.forEach((w, k) => originals.set(seqs[k], w.old));
+    }
+    return out;
+  });
+}
+
+/**
+ * The last n keys of object store os, in order.
+ * @param {IDBObjectStore} os
+ * @param {number} n
+ * @returns {Promise<number[]>}
+ */
+function lastKeys(os, n) {
+  /** @type {number[]} */
+  const out = [];
+  return new Promise((resolve, reject) => {
+    const r = os.openKeyCursor(null, 'prev');
+    r.onerror = () => reject(r.error);
+    r.onsuccess = () => {
+      const cur = r.result;
+      if (!cur || out.length >= n) return resolve(out.reverse());
+      out.push(/** @type {number} */ (cur.key));
+      cur.continue();
+    };
+  });
 }

@@ -672,6 +672,8 @@ export class Syncer {
     const pulled = new Set();
     /** @type {{upTo: number|null}} changes written again after a collected refusal come after upTo: never again */
     const restamping = { upTo: null };
+    /** @type {Map<number, import('./record.js').Record>} the outbox entries written again, to the changes they came from */
+    const originals = new Map();
     let dropped = 0;
     for (;;) {
       const entries = await this.store.peekOutbox(limit);
@@ -735,17 +737,31 @@ export class Syncer {
       const settledNow = await this.store.settle(settled, { when: Date.now(), subject: this.subject() });
       const { changed: rolledBack, rejected } = settledNow;
       dropped += settledNow.dropped;
+      // The edits that stay are written again with fresh stamps, pushed by
+      // this loop (and never again): what of them the record as known
+      // here neither hides nor beats; one left with nothing is settled
+      // like a superseded change.
+      /** @type {Map<number, {written: boolean, lost: string[]}>} */
+      const restamped = new Map();
+      if (again && again.size > 0) {
+        const items = [...again].filter((i) => rejected.has(batch[i].seq)).map((i) => ({ i, entry: batch[i], rid: /** @type {number} */ (rejected.get(batch[i].seq)) }));
+        const out = await (await import('./reconcile.js')).restampRefused(this.store, items, originals);
+        items.forEach((x, k) => restamped.set(x.i, out[k]));
+      }
       for (let i = 0; i < batch.length; i++) {
         const r = results[i];
         const { c: collection, id } = batch[i];
         if (r.status === STATUSES.refused) {
           const rid = rejected.get(batch[i].seq);
-          if (again?.has(i) && rid !== undefined) {
-            // The edit stays: written again with fresh stamps, pushed by
-            // this loop (and never again).
-            await (await import('./rejected.js')).retry(this.store, rid);
-            const rec = this.reconciled.get(collection);
-            if (rec) rec.restamped++;
+          const re = restamped.get(i);
+          if (re) {
+            if (re.written) {
+              const rec = this.reconciled.get(collection);
+              if (rec) rec.restamped++;
+            }
+            if (!re.written || re.lost.length > 0) {
+              this.o.onSuperseded({ collection, id, lost: re.lost, status: re.written ? 'applied' : 'superseded' });
+            }
             continue;
           }
           /** @type {import('./database.js').Refusal} */
@@ -821,7 +837,10 @@ export class Syncer {
    *
    * A collection owed a reconciliation (lease_expired) is reconciled
    * instead, which pulls it from the beginning with seen: the ids of the
-   * records the pages deliver are added to it.
+   * records the pages deliver are added to it, and the first record of
+   * each id delivered replaces the server state held (Store.applyRemote's
+   * replace): the tombstones the server collected can no longer hide the
+   * older fields held here.
    * @param {string} c
    * @param {Set<string>} [seen]
    */
@@ -837,6 +856,8 @@ export class Syncer {
           if (seen) for (const r of p.records) seen.add(r.id);
           return p;
         });
+    /** @type {Set<string>|null} the ids whose held record a reconciliation's pull replaced */
+    const replaced = seen ? new Set() : null;
     let cursor = seen ? new Uint8Array(0) : await this.store.cursor(c);
     let first = cursor.length === 0 && (await this.store.isEmpty(c));
     /** @type {Promise<import('./protocol.js').Page>|null} the next page, asked for */
@@ -865,6 +886,7 @@ export class Syncer {
         if (++resets > 2) throw new ConvergoError('malformed', `pull ${c}: the server reset the cursor again after a reset`);
         await this.onReset(c, page.reset);
         seen?.clear();
+        replaced?.clear();
         if (!seen && resetAction(page.reset.reason) === 'lease_expired') return this.reconcile(c);
         await this.healOwed();
         cursor = new Uint8Array(0);
@@ -907,12 +929,12 @@ export class Syncer {
         // page that was not).
         const prepared = this.store.prepareRemote(c, records, seals);
         await writing;
-        writing = this.applyPage(c, records, page.next, seals, true, prepared, leaves);
+        writing = this.applyPage(c, records, page.next, seals, true, prepared, leaves, replaced);
         writing.catch(() => {}); // awaited before the next write or the end
       } else {
         // If this fails, the page asked for is dropped: a later pull asks
         // again from the cursor stored.
-        await this.applyPage(c, page.records, page.next, page.seals, false, null, page.leaves);
+        await this.applyPage(c, page.records, page.next, page.seals, false, null, page.leaves, replaced);
       }
       cursor = page.next;
       if (!page.more) break;
@@ -934,10 +956,11 @@ export class Syncer {
    * @param {import('./db.js').Prepared|null} [prepared] the page merged ahead (Store.prepareRemote)
    * @param {Uint8Array[]} [leaves] the page's leave entries: the records
    *   held that they name are removed in the same transaction
+   * @param {Set<string>|null} [replace] a reconciliation's pull (Store.applyRemote)
    */
-  async applyPage(c, records, next, seals, first = false, prepared = null, leaves = []) {
+  async applyPage(c, records, next, seals, first = false, prepared = null, leaves = [], replace = null) {
     const gone = leaves.length > 0 && this.o.leaves ? await this.o.leaves(c, leaves) : [];
-    const ids = await this.store.applyRemote(c, records, next, seals, first, prepared, gone);
+    const ids = await this.store.applyRemote(c, records, next, seals, first, prepared, gone, replace);
     if (ids.length > 0) this.o.onChanges(c, ids);
   }
 

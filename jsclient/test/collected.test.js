@@ -5,7 +5,10 @@
 // and collected while it was away is dropped with its pending edits
 // (rejected, code collected, never pushed), and edits of records the
 // server still has, or records created here, are re-stamped once when
-// refused collected and land.
+// refused collected and land. The pull from the beginning replaces the
+// records held (the tombstones the server purged hide nothing any more),
+// and a re-stamp keeps only what the record as known here neither hides
+// nor beats (the rule engine/horizon_property_test.go's replicas follow).
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -47,8 +50,9 @@ async function stampOf(db, c, id, f) {
  * @param {any} db
  */
 function listen(db) {
-  /** @type {{serverReset: any[], reconciled: any[], refused: any[]}} */
-  const ev = { serverReset: [], reconciled: [], refused: [] };
+  /** @type {{serverReset: any[], reconciled: any[], refused: any[], superseded: any[]}} */
+  const ev = { serverReset: [], reconciled: [], refused: [], superseded: [] };
+  db.on('superseded', (/** @type {any} */ r) => ev.superseded.push(r));
   db.on('serverReset', (/** @type {any} */ r) => ev.serverReset.push(r));
   db.on('reconciled', (/** @type {any} */ r) => ev.reconciled.push(r));
   db.on('refused', (/** @type {any} */ r) => ev.refused.push(r));
@@ -223,4 +227,179 @@ test('a live reset lease_expired reconciles too; subs carry the lease', async (t
   await until(() => server.sockets.size > 0 && [...server.sockets].some((ws) => ws.subs?.has('todos')), 'subscribed again', WAIT);
   await todos.put('v', { n: 1 });
   await until(() => onServer(server, 'todos', 'v', 'n') === 1, 'a later write to land', WAIT);
+});
+
+/**
+ * Two clients of one fake server, polling: a (who goes away) and b.
+ * @param {import('node:test').TestContext} t
+ */
+async function pair(t) {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const open = async (/** @type {string} */ name) => {
+    const db = await openClient({ url: server.url, name, collections: ['todos'], WebSocket: null, pollInterval: 50 });
+    t.after(() => db.close());
+    return db;
+  };
+  return { server, a: await open('a'), b: await open('b') };
+}
+
+/**
+ * The record ids a pushed after mark, with how each push was answered.
+ * @param {FakeServer} server
+ * @param {number} mark
+ * @param {string} id
+ */
+function pushesOf(server, mark, id) {
+  return server.pushed.slice(mark).filter((p) => p.id === id).map((p) => [p.status, p.code]);
+}
+
+const REFUSED = [STATUSES.refused, 'collected'];
+const APPLIED = [STATUSES.applied, undefined];
+
+test('after lease_expired: a field whose unset the server collected is gone here too (the delivered record replaces the one held, pending edits stay)', async (t) => {
+  const { server, a, b } = await pair(t);
+  await b.collection('todos').put('x', { a: 1, b: 1 });
+  await b.whenSynced();
+  await a.sync();
+  assert.deepEqual(await a.collection('todos').get('x'), { id: 'x', a: 1, b: 1 });
+  const ev = listen(a);
+  await a.pause();
+  await a.collection('todos').update('x', { c: 1 }); // pending through the reconciliation
+  await b.collection('todos').update('x', { b: undefined });
+  await b.whenSynced();
+  server.purge('todos', 'x'); // the unset of b is collected: x is {a} on the server
+  assert.deepEqual([...server.coll('todos').byId.get('x')?.record.fields.keys()], ['a']);
+  server.leaseExpire('todos', a.store.replica);
+  a.resume();
+  await until(() => ev.reconciled.length > 0, 'the reconciliation', WAIT);
+  await a.whenSynced();
+  assert.deepEqual(await a.collection('todos').get('x'), { id: 'x', a: 1, c: 1 }, 'the server record and the pending edit, not the stale b');
+  assert.equal(onServer(server, 'todos', 'x', 'c'), 1);
+  await b.sync();
+  assert.deepEqual(await b.collection('todos').get('x'), await a.collection('todos').get('x'), 'converged');
+});
+
+test('after lease_expired: a record deleted and re-created whose delete stamp the server collected holds only its new fields here too', async (t) => {
+  const { server, a, b } = await pair(t);
+  await b.collection('todos').put('x', { a: 1, b: 1 });
+  await b.whenSynced();
+  await a.sync();
+  const ev = listen(a);
+  await a.pause();
+  await b.collection('todos').delete('x');
+  await sleep(3);
+  await b.collection('todos').update('x', { c: 1 });
+  await b.whenSynced();
+  server.purge('todos', 'x'); // the delete stamp is cleared: x is {c}
+  server.leaseExpire('todos', a.store.replica);
+  a.resume();
+  await until(() => ev.reconciled.length > 0, 'the reconciliation', WAIT);
+  assert.deepEqual(await a.collection('todos').get('x'), { id: 'x', c: 1 });
+  assert.deepEqual(ev.reconciled, [{ collection: 'todos', dropped: 0, rejected: 0, restamped: 0 }]);
+});
+
+test('refused collected: an offline edit of a record deleted later on the server is not re-stamped (it would bring the record back): settled as superseded', async (t) => {
+  const { server, a, b } = await pair(t);
+  await b.collection('todos').put('x', { a: 1 });
+  await b.whenSynced();
+  await a.sync();
+  const ev = listen(a);
+  await a.pause();
+  await a.collection('todos').update('x', { b: 1 });
+  await sleep(5);
+  await b.collection('todos').delete('x'); // later than a's edit: it hides it
+  await b.whenSynced();
+  await sleep(5);
+  server.writeHorizon.set('todos', Date.now());
+  server.leaseExpire('todos', a.store.replica);
+  const mark = server.pushed.length;
+  a.resume();
+  assert.deepEqual(await a.whenSynced(), { refused: 0 });
+  await until(() => ev.reconciled.length > 0, 'the reconciliation', WAIT);
+  assert.deepEqual(pushesOf(server, mark, 'x'), [REFUSED], 'refused once, not pushed again');
+  assert.equal(server.coll('todos').byId.get('x')?.record.fields.size, 0, 'x stays deleted on the server');
+  assert.equal(await a.collection('todos').get('x'), null);
+  assert.deepEqual(await a.rejected(), []);
+  assert.deepEqual(ev.refused, []);
+  assert.deepEqual(ev.superseded, [{ collection: 'todos', id: 'x', lost: ['b'], status: 'superseded' }]);
+  assert.deepEqual(ev.reconciled, [{ collection: 'todos', dropped: 0, rejected: 0, restamped: 0 }]);
+  assert.equal(await a.store.outboxCount(), 0);
+});
+
+test('refused collected: an offline edit followed by an offline delete of the record is not re-stamped; the delete is', async (t) => {
+  const { server, a, b } = await pair(t);
+  await b.collection('todos').put('x', { a: 1 });
+  await b.whenSynced();
+  await a.sync();
+  const ev = listen(a);
+  await a.pause();
+  await a.collection('todos').update('x', { b: 1 });
+  await sleep(3);
+  await a.collection('todos').delete('x');
+  await sleep(5);
+  server.writeHorizon.set('todos', Date.now());
+  server.leaseExpire('todos', a.store.replica);
+  const mark = server.pushed.length;
+  a.resume();
+  assert.deepEqual(await a.whenSynced(), { refused: 0 });
+  await until(() => ev.reconciled.length > 0, 'the reconciliation', WAIT);
+  assert.deepEqual(pushesOf(server, mark, 'x'), [REFUSED, REFUSED, APPLIED], 'the edit is settled, the delete re-stamped');
+  assert.equal(server.coll('todos').byId.get('x')?.record.fields.size, 0, 'x deleted on the server');
+  assert.equal(await a.collection('todos').get('x'), null);
+  assert.deepEqual(ev.superseded, [{ collection: 'todos', id: 'x', lost: ['b'], status: 'superseded' }]);
+  assert.deepEqual(ev.reconciled, [{ collection: 'todos', dropped: 0, rejected: 0, restamped: 1 }]);
+});
+
+test('refused collected: a field another replica wrote later is not overwritten by the re-stamp; the other fields of the edit are', async (t) => {
+  const { server, a, b } = await pair(t);
+  await b.collection('todos').put('x', { a: 1 });
+  await b.whenSynced();
+  await a.sync();
+  const ev = listen(a);
+  await a.pause();
+  await a.collection('todos').update('x', { a: 2, d: 1 });
+  await sleep(5);
+  await b.collection('todos').update('x', { a: 3 }); // newer than a's a
+  await b.whenSynced();
+  await sleep(5);
+  server.writeHorizon.set('todos', Date.now());
+  server.leaseExpire('todos', a.store.replica);
+  const mark = server.pushed.length;
+  a.resume();
+  assert.deepEqual(await a.whenSynced(), { refused: 0 });
+  await until(() => ev.reconciled.length > 0, 'the reconciliation', WAIT);
+  assert.deepEqual(pushesOf(server, mark, 'x'), [REFUSED, APPLIED]);
+  assert.equal(onServer(server, 'todos', 'x', 'a'), 3, 'the newer value stays');
+  assert.equal(onServer(server, 'todos', 'x', 'd'), 1, 'the rest of the edit lands');
+  assert.deepEqual(await a.collection('todos').get('x'), { id: 'x', a: 3, d: 1 });
+  assert.deepEqual(ev.superseded, [{ collection: 'todos', id: 'x', lost: ['a'], status: 'applied' }]);
+  assert.deepEqual(ev.reconciled, [{ collection: 'todos', dropped: 0, rejected: 0, restamped: 1 }]);
+});
+
+test('refused collected: an offline delete of a record another replica wrote to later becomes unsets of the fields it hid', async (t) => {
+  const { server, a, b } = await pair(t);
+  await b.collection('todos').put('x', { a: 1, b: 1 });
+  await b.whenSynced();
+  await a.sync();
+  const ev = listen(a);
+  await a.pause();
+  await a.collection('todos').delete('x');
+  await sleep(5);
+  await b.collection('todos').update('x', { c: 1 }); // after a's delete: it stays
+  await b.whenSynced();
+  await sleep(5);
+  server.writeHorizon.set('todos', Date.now());
+  server.leaseExpire('todos', a.store.replica);
+  const mark = server.pushed.length;
+  a.resume();
+  assert.deepEqual(await a.whenSynced(), { refused: 0 });
+  await until(() => ev.reconciled.length > 0, 'the reconciliation', WAIT);
+  assert.deepEqual(pushesOf(server, mark, 'x'), [REFUSED, APPLIED]);
+  assert.deepEqual(await a.collection('todos').get('x'), { id: 'x', c: 1 });
+  await b.sync();
+  assert.deepEqual(await b.collection('todos').get('x'), { id: 'x', c: 1 }, 'the newer field is not hidden');
+  assert.equal(onServer(server, 'todos', 'x', 'a'), undefined);
+  assert.equal(onServer(server, 'todos', 'x', 'b'), undefined);
+  assert.deepEqual(ev.reconciled, [{ collection: 'todos', dropped: 0, rejected: 0, restamped: 1 }]);
 });

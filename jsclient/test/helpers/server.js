@@ -19,10 +19,11 @@
 //
 // Tombstone collection (docs/protocol.md, "Tombstone collection"), as far
 // as a client can tell it: collect() removes a record as a delete whose
-// tombstone was collected would, leaseExpire() resets the next read of a
-// non-empty cursor lease_expired (and live subscribers at once), and a
-// write horizon per collection refuses changes stamped before it
-// collected. The leases clients send (pull and sub keys 5 and 6) are kept
+// tombstone was collected would, purge() drops the tombstones (unset
+// fields, the delete stamp) of one record and keeps its live fields,
+// leaseExpire() resets the next read of a non-empty cursor lease_expired
+// (and live subscribers at once), and a write horizon per collection
+// refuses changes stamped before it collected. The leases clients send (pull and sub keys 5 and 6) are kept
 // as they came (pulls, received).
 
 import http from 'node:http';
@@ -195,8 +196,8 @@ export class FakeServer {
     this.revoked = new Set();
     /** @type {Map<string, any>[]} the pull requests, decoded */
     this.pulls = [];
-    /** @type {Set<string>} collections whose next read of a non-empty cursor is reset lease_expired */
-    this.expired = new Set();
+    /** @type {Map<string, string|null>} collections whose next read of a non-empty cursor (by the replica named, null: by anyone) is reset lease_expired */
+    this.expired = new Map();
     /** @type {Map<string, number>} per collection, the write horizon (ms): changes stamped before it are refused collected */
     this.writeHorizon = new Map();
     /** @type {{c: string, id: string, status: number, code?: string}[]} every pushed change, with how it was answered */
@@ -215,15 +216,37 @@ export class FakeServer {
   }
 
   /**
+   * Collects the tombstones of record id of collection c, as the
+   * collection job does once they are older than the write horizon: its
+   * unset fields go, its delete stamp is cleared (the fields it hid are
+   * gone already), and a record left with nothing is removed. Like a
+   * purge, it takes no sequence number: no reader hears of it.
+   * @param {string} c
+   * @param {string} id
+   */
+  purge(c, id) {
+    const x = this.coll(c);
+    const e = x.byId.get(id);
+    if (!e) return;
+    const rec = cloneRecord(e.record);
+    rec.deleted = emptyRecord(id).deleted;
+    for (const [name, f] of rec.fields) if (f.value === null) rec.fields.delete(name);
+    if (rec.fields.size === 0) x.byId.delete(id);
+    else x.byId.set(id, { seq: e.seq, record: rec });
+  }
+
+  /**
    * The readers of collection c stayed away too long: the next read of a
    * non-empty cursor (a pull, or a sub) is reset lease_expired, and live
-   * subscribers of c are reset at once (which uses it up).
+   * subscribers of c are reset at once (which uses it up). With replica,
+   * only that replica's lease expired: the reads naming it.
    * @param {string} c
+   * @param {string|null} [replica]
    */
-  leaseExpire(c) {
-    this.expired.add(c);
+  leaseExpire(c, replica = null) {
+    this.expired.set(c, replica);
     for (const ws of this.sockets) {
-      if (!ws.subs?.has(c)) continue;
+      if (!ws.subs?.has(c) || (replica !== null && ws.leases?.get(c) !== replica)) continue;
       ws.subs.delete(c);
       this.expired.delete(c);
       ws.send(encode(this.env([[0, 'reset'], [1, c], [2, 'lease_expired'], [3, 'the test expired the lease']])));
@@ -235,9 +258,11 @@ export class FakeServer {
    * (once per leaseExpire).
    * @param {string} c
    * @param {unknown} cursor
+   * @param {unknown} replica the lease the read names (key 5)
    */
-  leaseExpired(c, cursor) {
-    if (!this.expired.has(c) || !(cursor instanceof Uint8Array) || cursor.length === 0) return false;
+  leaseExpired(c, cursor, replica) {
+    const who = this.expired.get(c);
+    if (who === undefined || (who !== null && who !== replica) || !(cursor instanceof Uint8Array) || cursor.length === 0) return false;
     this.expired.delete(c);
     return true;
   }
@@ -610,7 +635,7 @@ export class FakeServer {
           if (this.opts.pageTooLargeOver !== undefined && limit > this.opts.pageTooLargeOver) return fail('too_large');
           const after = seqOf(m.get(2), this.gen);
           if (after === null) return fail('invalid');
-          if (this.leaseExpired(c, m.get(2))) {
+          if (this.leaseExpired(c, m.get(2), m.get(5))) {
             const reset = new Map([[1, 'lease_expired'], [2, 'the test expired the lease']]);
             return ok(encode(this.env([[1, []], [2, new Uint8Array(0)], [3, false], [4, reset]])));
           }
@@ -665,6 +690,7 @@ export class FakeServer {
     /** @type {Map<string, number>} collection -> seq of its cursor */
     const subs = new Map();
     /** @type {any} */ (ws).subs = subs;
+    /** @type {any} */ (ws).leases = new Map(); // collection -> the replica its sub named
     let hello = false;
     let requestIds = 0;
     const send = (/** @type {Uint8Array} */ b) => ws.send(b);
@@ -713,7 +739,7 @@ export class FakeServer {
             error('invalid', 'unreadable cursor', c);
             break;
           }
-          if (this.leaseExpired(c, m.get(2))) {
+          if (this.leaseExpired(c, m.get(2), m.get(5))) {
             send(encode(this.env([[0, 'reset'], [1, c], [2, 'lease_expired'], [3, 'the test expired the lease']])));
             break;
           }
@@ -722,6 +748,7 @@ export class FakeServer {
             break;
           }
           subs.set(c, after);
+          /** @type {any} */ (ws).leases.set(c, m.get(5));
           /** @type {any} */ (ws).scopes.set(c, { scope: m.has(3) ? encode(m.get(3)) : undefined, prev: scopeOfCursor(m.get(2)) });
           this.stream(ws, c, true);
           break;
