@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"math"
 
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/crdt/scope"
@@ -27,7 +28,7 @@ import (
 // caught up with, the transition: the previous scope and the positions
 // read under it (see the package doc, "Scopes and transitions"). An
 // encoded cursor is at most MaxCursorBytes long; one of an unscoped read
-// at most 1+8+(2+stores.MaxShards)×10 bytes.
+// at most 1+8+(3+stores.MaxShards)×10 bytes.
 type Cursor struct {
 	store [8]byte // the first 8 bytes of SHA-256 of the store's identity
 	epoch uint64  // the epoch of the collection's log
@@ -49,6 +50,13 @@ type Cursor struct {
 	// fresh marks a beginning read by a reader that holds no record of
 	// the collection (FreshStart); it is never encoded.
 	fresh bool
+	// mark is the id of the tombstone horizon that was published when the
+	// reading that led to this cursor began from the start of the log
+	// (Horizon.ID); 0: none known (a cursor written before marks were,
+	// or read from the start when no horizon was published). A reader
+	// that began after a publication misses nothing its purge removes,
+	// so checkLease resets it only for a horizon raised after its mark.
+	mark uint64
 }
 
 // FreshStart returns the beginning of the log for a reader that holds no
@@ -147,7 +155,7 @@ func (c Cursor) Seq() uint64 {
 func (c Cursor) Epoch() uint64 { return c.epoch }
 
 // IsStart reports whether c is the beginning of the log: every position
-// 0 and no transition under way.
+// 0 and no transition under way (whatever its mark).
 func (c Cursor) IsStart() bool { return c.Seq() == 0 && c.trans == noTransition }
 
 // Scoped reports whether c was read under a scope.
@@ -160,6 +168,24 @@ func (c Cursor) InTransition() bool { return c.trans != noTransition }
 
 // prevPositions returns the positions of a transition's previous scope.
 func (c Cursor) prevPositions() []uint64 { return unpackPositions(c.prevPos) }
+
+// heldPositions returns the positions up to which the reader holds what
+// the log says, for its lease and the read horizon: those of a
+// transition's previous scope, except in the transition of a fresh read
+// (FreshStart, previous positions at the end of every log), where the
+// reader holds only what it read from the start: the positions.
+func (c Cursor) heldPositions() []uint64 {
+	if c.trans == noTransition {
+		return c.Positions()
+	}
+	prev := c.prevPositions()
+	for _, p := range prev {
+		if p != math.MaxUint64 {
+			return prev
+		}
+	}
+	return c.Positions()
+}
 
 func packPositions(pos []uint64) string {
 	b := make([]byte, 0, 8*len(pos))
@@ -181,7 +207,8 @@ func unpackPositions(s string) []uint64 {
 // the K positions; then, in format 2 (a scoped cursor or one in
 // transition), the scope's length and bytes, the kind of transition and,
 // in a transition, the previous scope's length and bytes and its K
-// positions. The beginning of the log is the empty byte string.
+// positions; last, in both formats, the mark when it is not 0. The
+// beginning of the log is the empty byte string.
 func (c Cursor) Bytes() []byte {
 	if c.IsStart() {
 		return []byte{} // the start is the same in every history and scope
@@ -199,19 +226,20 @@ func (c Cursor) Bytes() []byte {
 	for _, p := range pos {
 		b = binary.AppendUvarint(b, p)
 	}
-	if format == cursorFormat {
-		return b
+	if format == cursorFormatScoped {
+		b = binary.AppendUvarint(b, uint64(len(c.scope)))
+		b = append(b, c.scope...)
+		b = append(b, byte(c.trans))
+		if c.trans != noTransition {
+			b = binary.AppendUvarint(b, uint64(len(c.prev)))
+			b = append(b, c.prev...)
+			for _, p := range c.prevPositions() {
+				b = binary.AppendUvarint(b, p)
+			}
+		}
 	}
-	b = binary.AppendUvarint(b, uint64(len(c.scope)))
-	b = append(b, c.scope...)
-	b = append(b, byte(c.trans))
-	if c.trans == noTransition {
-		return b
-	}
-	b = binary.AppendUvarint(b, uint64(len(c.prev)))
-	b = append(b, c.prev...)
-	for _, p := range c.prevPositions() {
-		b = binary.AppendUvarint(b, p)
+	if c.mark != 0 {
+		b = binary.AppendUvarint(b, c.mark)
 	}
 	return b
 }
@@ -230,12 +258,17 @@ func (c Cursor) String() string {
 	if c.trans != noTransition {
 		s += fmt.Sprintf(", transition from %v", c.prevPositions())
 	}
+	if c.mark != 0 {
+		s += fmt.Sprintf(", read since horizon %x", c.mark)
+	}
 	return s + ")"
 }
 
 // ParseCursor decodes a cursor from Bytes. The empty byte string is the
 // beginning of the log. A cursor that is not one this engine wrote
 // (formats 1 and 2), or longer than MaxCursorBytes, wraps crdt.ErrInvalid.
+// The trailing mark is optional: a cursor written without one (by an
+// earlier version) parses with none.
 func ParseCursor(b []byte) (Cursor, error) {
 	if len(b) == 0 {
 		return CursorAt(0), nil
@@ -310,6 +343,13 @@ func ParseCursor(b []byte) (Cursor, error) {
 			}
 			c.prevPos = packPositions(prev)
 		}
+	}
+	if len(rest) != 0 {
+		mark, n := binary.Uvarint(rest)
+		if n <= 0 || mark == 0 {
+			return bad("mark")
+		}
+		c.mark, rest = mark, rest[n:]
 	}
 	if len(rest) != 0 {
 		return bad("trailing bytes")

@@ -16,6 +16,7 @@ func FuzzParseCursor(f *testing.F) {
 	}
 	for _, c := range []Cursor{
 		CursorAt(7),
+		{store: noIdentity, epoch: 1, seq: 9, mark: 1<<horizonNonceBits | 3},
 		cursorOf(noIdentity, 2, []uint64{1, 0, 300}),
 		{store: noIdentity, epoch: 1, seq: 9, scope: string(s.Encode())},
 		{store: noIdentity, epoch: 1, scope: string(s.Encode()), trans: exactPrev, prevPos: packPositions([]uint64{4})},

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"slices"
@@ -28,9 +29,24 @@ import (
 //
 // Enforcement, from the moment a horizon is published:
 //   - a Pull whose cursor (not the start) has a position before R is
-//     reset ResetLeaseExpired;
+//     reset ResetLeaseExpired, unless its reading began from the start
+//     after R reached that position there (the cursor's mark, below);
 //   - an Apply change with a stamp (a field's or the delete's) whose wall
 //     is before W is refused ErrCollected.
+//
+// Each publication has an id (Horizon.ID): a sequence number, one more
+// than the horizon it followed, over a digest of its stamp that tells
+// apart two runs that followed the same one. Per shard, the horizon
+// keeps the id of the publication that last raised R there
+// (Horizon.Raised). A pull from the start marks its cursor with the id of
+// the published horizon as of that pull, and every Next carries the mark
+// on. A reader whose reading began after a publication never held the
+// earlier state of a record whose entry that publication's purge removes
+// (the entry was already there when it began, so the record was not
+// anywhere before it in the log): it misses nothing. So a cursor before R
+// in a shard is reset only when R was raised there by a later
+// publication than its mark, or its mark is unknown (0: every cursor
+// written before marks existed).
 //
 // Every instance reads a collection's published horizon again at least
 // every historyTTL, so a grace of twice that covers them all. Published
@@ -57,8 +73,14 @@ const (
 	HorizonFieldEpoch    = "epoch"    // the epoch R's positions are of
 	HorizonFieldPrevRead = "prevRead" // the horizon this one followed
 	HorizonFieldPrevWall = "prevWall"
-	HorizonFieldAt       = "at" // ms, when published
+	HorizonFieldAt       = "at"     // ms, when published
+	HorizonFieldID       = "id"     // the publication's id (Horizon.ID)
+	HorizonFieldRaised   = "raised" // per shard, the id that last raised R
 )
+
+// horizonNonceBits is the low part of a publication id: a digest of its
+// stamp, below the sequence number.
+const horizonNonceBits = 24
 
 // DefaultCollectEvery is how often Collect runs when Config.CollectEvery
 // is zero and a rule has a MaxOffline.
@@ -76,7 +98,26 @@ type Horizon struct {
 	PrevRead []uint64
 	PrevWall int64
 	At       int64 // ms
-	stamp    crdt.Stamp
+	// ID identifies the publication: its sequence number (one more than
+	// that of the horizon it followed) above horizonNonceBits bits of a
+	// digest of its stamp. 0 for a horizon published before ids were.
+	ID uint64
+	// Raised holds, per shard, the ID of the publication that last raised
+	// Read there; nil when unknown.
+	Raised []uint64
+	stamp  crdt.Stamp
+}
+
+// readSince reports whether a reading that began from the start of the
+// log when the horizon with id mark was published began after Read[i]
+// was set by h's chain of publications: then a purge under h removes
+// nothing such a reader held an earlier state of. mark 0 is unknown.
+func (h Horizon) readSince(mark uint64, i int) bool {
+	if mark == 0 || len(h.Raised) != len(h.Read) {
+		return false
+	}
+	r := h.Raised[i]
+	return mark == r || mark>>horizonNonceBits > r>>horizonNonceBits
 }
 
 // MaxOffline returns how long a replica may stay away from collection
@@ -171,8 +212,14 @@ func decodeHorizon(r crdt.Record) (Horizon, bool) {
 	decodeInt(r, HorizonFieldEpoch, &h.Epoch)
 	decodeInt(r, HorizonFieldPrevWall, &h.PrevWall)
 	decodeInt(r, HorizonFieldAt, &h.At)
+	decodeInt(r, HorizonFieldID, &h.ID)
 	if f := r.Fields[HorizonFieldPrevRead]; f.Value != nil {
 		_ = crdt.DecodeValue(f.Value, &h.PrevRead)
+	}
+	if f := r.Fields[HorizonFieldRaised]; f.Value != nil {
+		if crdt.DecodeValue(f.Value, &h.Raised) != nil || len(h.Raised) != len(h.Read) {
+			h.Raised = nil
+		}
 	}
 	return h, true
 }
@@ -183,29 +230,39 @@ func decodeInt[T int64 | uint64](r crdt.Record, name string, out *T) bool {
 }
 
 // checkLease resets a cursor with a position before collection's
-// published read horizon (ResetLeaseExpired). The start never is.
-func (e *Engine) checkLease(ctx context.Context, collection string, cursor Cursor, m stores.Meta) error {
-	if cursor.IsStart() || e.MaxOffline(collection) == 0 {
-		return nil
+// published read horizon (ResetLeaseExpired), unless its mark says its
+// reading began from the start after R was raised there (Horizon.readSince).
+// The start never is. It returns the mark of the cursor that follows: the
+// cursor's own, or for the start the id of the horizon published now (0
+// when none is).
+func (e *Engine) checkLease(ctx context.Context, collection string, cursor Cursor, m stores.Meta) (uint64, error) {
+	if e.MaxOffline(collection) == 0 {
+		return cursor.mark, nil
 	}
 	h, ok, err := e.HorizonOf(ctx, collection, false)
-	if err != nil || !ok || h.Epoch != m.Epoch {
-		return err
+	if err != nil {
+		return 0, err
 	}
-	pos := cursor.Positions()
-	if cursor.InTransition() {
-		pos = cursor.prevPositions()
+	if cursor.IsStart() {
+		if !ok {
+			return 0, nil
+		}
+		return h.ID, nil
 	}
+	if !ok || h.Epoch != m.Epoch {
+		return cursor.mark, nil
+	}
+	pos := cursor.heldPositions()
 	if len(pos) != len(h.Read) {
-		return nil // another shard count: checkCursor resets it
+		return cursor.mark, nil // another shard count: checkCursor resets it
 	}
 	for i, p := range pos {
-		if p < h.Read[i] {
-			return &ResetError{Collection: collection, Reason: ResetLeaseExpired,
-				Detail: fmt.Sprintf("the cursor is at %d in shard %d, before the read horizon %d", p, i, h.Read[i])}
+		if p < h.Read[i] && !h.readSince(cursor.mark, i) {
+			return 0, &ResetError{Collection: collection, Reason: ResetLeaseExpired,
+				Detail: fmt.Sprintf("the cursor is at %d in shard %d, before the read horizon %d, and its reading began before that horizon was published", p, i, h.Read[i])}
 		}
 	}
-	return nil
+	return cursor.mark, nil
 }
 
 // writeHorizons returns the write horizons of the collections of changes
@@ -277,10 +334,7 @@ func (e *Engine) NoteLease(ctx context.Context, collection string, l Lease) erro
 		return fmt.Errorf("lease %s: %w", key, err)
 	}
 	now := e.wall()
-	pos := l.Cursor.Positions()
-	if l.Cursor.InTransition() {
-		pos = l.Cursor.prevPositions()
-	}
+	pos := l.Cursor.heldPositions()
 	floor := max(l.Pending, -1)
 	epoch := l.Cursor.Epoch()
 	if l.Cursor.IsStart() {
@@ -533,7 +587,8 @@ func (e *Engine) publishHorizon(ctx context.Context, collection string, leases [
 	if err != nil {
 		return Horizon{}, err
 	}
-	if ok && prev.Epoch == h.Epoch && len(prev.Read) == len(h.Read) {
+	same := ok && prev.Epoch == h.Epoch && len(prev.Read) == len(h.Read)
+	if same {
 		for i := range h.Read {
 			h.Read[i] = max(h.Read[i], prev.Read[i])
 		}
@@ -543,6 +598,21 @@ func (e *Engine) publishHorizon(ctx context.Context, collection string, leases [
 	st, err := e.Now(proto.HorizonCollection)
 	if err != nil {
 		return Horizon{}, err
+	}
+	// The id: the sequence number goes on across epochs (a mark of an
+	// earlier epoch is older than every publication of this one).
+	var seq uint64
+	if ok {
+		seq = prev.ID >> horizonNonceBits
+	}
+	sum := sha256.Sum256([]byte(st.String()))
+	h.ID = (seq+1)<<horizonNonceBits | uint64(sum[0])<<16 | uint64(sum[1])<<8 | uint64(sum[2])
+	h.Raised = make([]uint64, len(h.Read))
+	for i := range h.Raised {
+		h.Raised[i] = h.ID
+		if same && h.Read[i] == prev.Read[i] && prev.Raised != nil {
+			h.Raised[i] = prev.Raised[i] // not raised: readers marked since keep reading
+		}
 	}
 	rec := crdt.Record{ID: collection, Fields: map[string]crdt.Field{}}
 	set := func(name string, v any) {
@@ -559,6 +629,8 @@ func (e *Engine) publishHorizon(ctx context.Context, collection string, leases [
 		rec.Fields[HorizonFieldPrevRead] = crdt.Field{Stamp: st}
 	}
 	set(HorizonFieldPrevWall, h.PrevWall)
+	set(HorizonFieldID, h.ID)
+	set(HorizonFieldRaised, h.Raised)
 	if err := e.applyOne(ctx, "publish horizon", crdt.Change{Collection: proto.HorizonCollection, Record: rec}); err != nil {
 		return Horizon{}, err
 	}

@@ -42,9 +42,10 @@ import (
 // cleared delete stamp) can no longer hide the older fields it holds
 // (mergeAtReconcile); a re-stamp keeps only what the record as the
 // replica knows it (delivered, with its other pending changes) neither
-// hides nor beats (restampAll); and a replica pulls whole pages, since a
-// pull from the beginning whose first page ends before the read horizon
-// is reset lease_expired at its second page (pageRecords).
+// hides nor beats (restampAll). Replicas pull in small pages
+// (pageRecords), so that a pull from the beginning ends its first pages
+// before the read horizon: it began after the horizon was published, so
+// it must not be reset lease_expired (the cursor's mark).
 
 const hzColl = "notes"
 
@@ -139,7 +140,8 @@ type hzSim struct {
 	// beginning into what the replica holds (transport/client does); false
 	// replaces them.
 	mergeAtReconcile bool
-	// pageRecords is the page size of the replicas' pulls.
+	// pageRecords is the page size of the replicas' pulls: a few records,
+	// so that most pulls take several pages.
 	pageRecords int
 }
 
@@ -154,7 +156,7 @@ func newHzSim(t hzT, d hzDraw) *hzSim {
 		t.Fatalf("open: %v", err)
 	}
 	s := &hzSim{t: t, d: d, ctx: context.Background(), clk: clk, e: e, acked: map[string]crdt.Record{},
-		pageRecords: MaxPage}
+		pageRecords: 1 + d.intn("page records", 4)}
 	n := 2 + d.intn("replicas", 3)
 	for i := range n {
 		id := fmt.Sprintf("r%d", i+1)

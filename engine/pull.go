@@ -60,7 +60,8 @@ func (e *Engine) PullScoped(ctx context.Context, collection string, cursor Curso
 	if err != nil {
 		return Page{}, err
 	}
-	if err := e.checkLease(ctx, collection, cursor, meta); err != nil {
+	mark, err := e.checkLease(ctx, collection, cursor, meta)
+	if err != nil {
 		return Page{}, err
 	}
 	k := stores.ShardsOf(meta)
@@ -123,7 +124,7 @@ func (e *Engine) PullScoped(ctx context.Context, collection string, cursor Curso
 		}
 	}
 	out.Next = cursorOf(tag, meta.Epoch, pos)
-	out.Next.scope = enc
+	out.Next.scope, out.Next.mark = enc, mark
 	if sc.trans != noTransition && out.More {
 		for i, p := range pos {
 			if p < sc.prevPos[i] { // the scan has not passed the old positions yet

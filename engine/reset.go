@@ -35,8 +35,10 @@ const (
 	// from the start; it has nothing to give back.
 	ResetRebuilt ResetReason = 2
 	// ResetLeaseExpired: the cursor is before the collection's published
-	// read horizon (horizon.go): tombstones it has not read may have been
-	// collected. The reader pulls from the start and reconciles.
+	// read horizon (horizon.go), and its reading began from the start
+	// before that horizon was published there: tombstones it has not read
+	// may have been collected. The reader pulls from the start and
+	// reconciles.
 	ResetLeaseExpired ResetReason = 3
 )
 
