@@ -150,6 +150,7 @@ type horizons struct {
 	m      map[string]horizonSeen
 	leases map[string]leaseSeen // collection + "/" + replica
 	warned bool                 // the store cannot purge: said once
+	totals CollectTotals        // what Collect did (CollectTotals)
 }
 
 type horizonSeen struct {
@@ -396,6 +397,54 @@ type CollectReport struct {
 	stores.PurgeResult
 }
 
+// CollectTotals counts what Collect did on this engine since it opened,
+// by the background job and by direct calls alike. Like WriteHealth it
+// is read by the layer that reports it (the transport's metrics): the
+// engine keeps the counts, not the metrics. Every count only goes up.
+type CollectTotals struct {
+	// Purged counts the collections a run published a horizon for and
+	// purged under it (CollectReport, not Skipped).
+	Purged uint64
+	// Skipped counts the collections a run left to another run that
+	// published a later horizon during the grace (CollectReport.Skipped).
+	Skipped uint64
+	// Failed counts the runs that ended in an error, one each whatever
+	// the collection they were at; a run stopped by its context
+	// (the engine closing) is not counted.
+	Failed uint64
+	// Records, Deletes, Fields and Bytes add up what the purges removed
+	// (stores.PurgeResult), including the pages a failed purge completed.
+	Records, Deletes, Fields, Bytes uint64
+}
+
+// CollectTotals returns what Collect did since the engine opened.
+func (e *Engine) CollectTotals() CollectTotals {
+	e.hz.mu.Lock()
+	defer e.hz.mu.Unlock()
+	return e.hz.totals
+}
+
+// reclaimed adds what a purge removed to the totals.
+func (hz *horizons) reclaimed(r stores.PurgeResult) {
+	hz.mu.Lock()
+	defer hz.mu.Unlock()
+	hz.totals.Records += uint64(max(r.Records, 0))
+	hz.totals.Deletes += uint64(max(r.Deletes, 0))
+	hz.totals.Fields += uint64(max(r.Fields, 0))
+	hz.totals.Bytes += uint64(max(r.Bytes, 0))
+}
+
+// ran counts the outcome of one collection's run.
+func (hz *horizons) ran(skipped bool) {
+	hz.mu.Lock()
+	defer hz.mu.Unlock()
+	if skipped {
+		hz.totals.Skipped++
+	} else {
+		hz.totals.Purged++
+	}
+}
+
 // lease is a lease record read back.
 type lease struct {
 	epoch uint64
@@ -442,8 +491,16 @@ func (e *Engine) readLeases(ctx context.Context) (map[string][]lease, error) {
 // MaxOffline that has a lease, a published horizon or was written through
 // this engine, it computes and publishes the horizons, waits the grace
 // and purges. A store that cannot purge (no stores.Purger) makes it log
-// once and do nothing. Safe to run concurrently, on any instances.
-func (e *Engine) Collect(ctx context.Context) ([]CollectReport, error) {
+// once and do nothing. Safe to run concurrently, on any instances. What
+// it did is added to CollectTotals.
+func (e *Engine) Collect(ctx context.Context) (_ []CollectReport, err error) {
+	defer func() {
+		if err != nil && ctx.Err() == nil {
+			e.hz.mu.Lock()
+			e.hz.totals.Failed++
+			e.hz.mu.Unlock()
+		}
+	}()
 	purger, ok := e.store.(stores.Purger)
 	if !ok {
 		e.hz.mu.Lock()
@@ -511,6 +568,7 @@ func (e *Engine) Collect(ctx context.Context) ([]CollectReport, error) {
 		}
 		if !ok || cur.stamp != j.h.stamp {
 			rep.Skipped = true
+			e.hz.ran(true)
 			reports = append(reports, rep)
 			continue
 		}
@@ -520,6 +578,7 @@ func (e *Engine) Collect(ctx context.Context) ([]CollectReport, error) {
 			if err != nil {
 				return reports, fmt.Errorf("collect %s: %w", j.coll, err)
 			}
+			e.hz.reclaimed(res)
 			rep.Scanned += res.Scanned
 			rep.Records += res.Records
 			rep.Deletes += res.Deletes
@@ -532,6 +591,7 @@ func (e *Engine) Collect(ctx context.Context) ([]CollectReport, error) {
 		}
 		e.log.Info("tombstones collected", "collection", j.coll, "read", j.h.Read, "wall", j.h.Wall,
 			"records", rep.Records, "deletes", rep.Deletes, "fields", rep.Fields, "bytes", rep.Bytes)
+		e.hz.ran(false)
 		reports = append(reports, rep)
 	}
 	return reports, nil

@@ -4,6 +4,8 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -206,5 +208,91 @@ func TestCollection(t *testing.T) {
 	h2, _, _ := eng2.HorizonOf(ctx, "notes", true)
 	if h1.Wall != h2.Wall || h1.Read[0] != h2.Read[0] || h1.Wall != got[0][0].Horizon.Wall || h1.Read[0] != got[1][0].Horizon.Read[0] {
 		t.Fatalf("instances disagree: %+v %+v, runs %+v %+v", h1, h2, got[0][0].Horizon, got[1][0].Horizon)
+	}
+}
+
+// TestCollectionMetrics: what a run reclaims is counted in the server's
+// metrics, by the amounts its report gives, and every run is counted.
+func TestCollectionMetrics(t *testing.T) {
+	clock := newFakeClock()
+	ts := newCollectingServer(t, clock)
+	tok := ts.token(t, "alice", []string{"notes"}, []string{"notes"})
+	ctx := context.Background()
+
+	metric := func(name string) string {
+		t.Helper()
+		_, body := ts.get(t, "/metrics")
+		for _, line := range strings.Split(body, "\n") {
+			if v, ok := strings.CutPrefix(line, name+" "); ok {
+				return v
+			}
+		}
+		t.Fatalf("metrics lack %s", name)
+		return ""
+	}
+	const (
+		records = "convergo_tombstones_collected_records_total"
+		deletes = "convergo_tombstones_collected_deletes_total"
+		fields  = "convergo_tombstones_collected_fields_total"
+		bytes   = "convergo_tombstone_bytes_reclaimed_total"
+		purged  = `convergo_horizon_runs_total{result="purged"}`
+		skipped = `convergo_horizon_runs_total{result="skipped"}`
+		failed  = `convergo_horizon_runs_total{result="failed"}`
+	)
+	for _, name := range []string{records, deletes, fields, bytes, purged, skipped, failed} {
+		if v := metric(name); v != "0" {
+			t.Fatalf("%s = %s before any run, want 0", name, v)
+		}
+	}
+
+	// r1 and r2 deleted, r3 keeps title but loses body: no lease, so
+	// after two hours everything is below both horizons.
+	w := clock.wall()
+	v, _ := crdt.EncodeValue("x")
+	ts.push(t, tok, set1("r1", w), set1("r2", w), set1("r3", w),
+		crdt.Change{Collection: "notes", Record: crdt.SetField("r3", "body", v, crdt.Stamp{Wall: w, Replica: ownReplica})})
+	clock.advance(time.Minute)
+	w = clock.wall()
+	ts.push(t, tok, del1("r1", w), del1("r2", w),
+		crdt.Change{Collection: "notes", Record: crdt.UnsetField("r3", "body", crdt.Stamp{Wall: w, Replica: ownReplica})})
+	clock.advance(2 * time.Hour)
+
+	reports, err := ts.eng.Collect(ctx)
+	if err != nil || len(reports) != 1 || reports[0].Skipped {
+		t.Fatalf("collect: %v %+v", err, reports)
+	}
+	rep := reports[0]
+	if rep.Records != 2 || rep.Deletes != 2 || rep.Fields < 1 || rep.Bytes <= 0 {
+		t.Fatalf("report %+v, want 2 records, 2 deletes, the unset field and some bytes", rep.PurgeResult)
+	}
+	want := map[string]string{
+		records: "2",
+		deletes: "2",
+		fields:  strconv.Itoa(rep.Fields),
+		bytes:   strconv.FormatInt(rep.Bytes, 10),
+		purged:  "1",
+		skipped: "0",
+		failed:  "0",
+	}
+	for name, v := range want {
+		if got := metric(name); got != v {
+			t.Errorf("after the run %s = %s, want %s", name, got, v)
+		}
+	}
+
+	// A second run finds nothing more: the amounts stay, the run counts.
+	clock.advance(time.Minute)
+	if reports, err := ts.eng.Collect(ctx); err != nil || len(reports) != 1 || reports[0].Records != 0 {
+		t.Fatalf("second collect: %v %+v", err, reports)
+	}
+	want[purged] = "2"
+	for name, v := range want {
+		if got := metric(name); got != v {
+			t.Errorf("after the second run %s = %s, want %s", name, got, v)
+		}
+	}
+	// The counts are the engine's, as the engine reports them.
+	if tot := ts.eng.CollectTotals(); tot.Records != 2 || tot.Purged != 2 || tot.Bytes != uint64(rep.Bytes) {
+		t.Errorf("engine totals %+v", tot)
 	}
 }

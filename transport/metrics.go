@@ -3,6 +3,7 @@ package transport
 import (
 	"fmt"
 
+	"github.com/convergo/convergo/engine"
 	"github.com/convergo/convergo/transport/proto"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -25,7 +26,9 @@ type metrics struct {
 	bodyRefused  prometheus.Counter
 }
 
-func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+// newMetrics registers the server's collectors on reg. collected reads
+// the tombstone collection totals of the server's engine at each scrape.
+func newMetrics(reg prometheus.Registerer, collected func() engine.CollectTotals) (*metrics, error) {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "convergo", Name: "requests_total",
@@ -82,7 +85,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 	}
 	for _, c := range []prometheus.Collector{m.requests, m.duration, m.pushChanges, m.pullRecords, m.liveConns, m.liveMsgs, m.fanout, m.fanoutRecs, m.resyncs,
-		m.conns, m.connsRefused, m.bodyBytes, m.bodyRefused} {
+		m.conns, m.connsRefused, m.bodyBytes, m.bodyRefused, newCollectMetrics(collected)} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}
@@ -93,4 +96,50 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.pushChanges.WithLabelValues(s.String()) // export zeros from the start
 	}
 	return m, nil
+}
+
+// collectMetrics exports what the engine's tombstone collection job
+// reclaimed (engine.CollectTotals), read at each scrape: the job runs in
+// the engine, which keeps counts and knows nothing of Prometheus. No
+// collection label: collections can be many.
+type collectMetrics struct {
+	totals                          func() engine.CollectTotals
+	records, deletes, fields, bytes *prometheus.Desc
+	runs                            *prometheus.Desc // result: purged, skipped, failed
+}
+
+func newCollectMetrics(totals func() engine.CollectTotals) *collectMetrics {
+	desc := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc(prometheus.BuildFQName("convergo", "", name), help, labels, nil)
+	}
+	return &collectMetrics{
+		totals:  totals,
+		records: desc("tombstones_collected_records_total", "Records the tombstone collection removed whole, with their log entries."),
+		deletes: desc("tombstones_collected_deletes_total", "Delete stamps the tombstone collection cleared."),
+		fields:  desc("tombstones_collected_fields_total", "Unset fields the tombstone collection removed."),
+		bytes:   desc("tombstone_bytes_reclaimed_total", "Bytes the tombstone collection reclaimed (what the collections' usage went down by)."),
+		runs: desc("horizon_runs_total",
+			"Tombstone collection runs by outcome: per collection, purged or skipped (another run published a later horizon and purges); failed, runs that ended in an error.",
+			"result"),
+	}
+}
+
+func (c *collectMetrics) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.records, c.deletes, c.fields, c.bytes, c.runs} {
+		ch <- d
+	}
+}
+
+func (c *collectMetrics) Collect(ch chan<- prometheus.Metric) {
+	t := c.totals()
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	counter(c.records, t.Records)
+	counter(c.deletes, t.Deletes)
+	counter(c.fields, t.Fields)
+	counter(c.bytes, t.Bytes)
+	counter(c.runs, t.Purged, "purged")
+	counter(c.runs, t.Skipped, "skipped")
+	counter(c.runs, t.Failed, "failed")
 }

@@ -176,11 +176,13 @@ func New(cfg Config) (*Server, error) {
 	} else if g, ok := cfg.Metrics.(prometheus.Gatherer); ok {
 		gatherer = g
 	}
-	m, err := newMetrics(cfg.Metrics)
+	// The collection metrics read the server's engine at each scrape.
+	var s *Server
+	m, err := newMetrics(cfg.Metrics, func() engine.CollectTotals { return s.eng.CollectTotals() })
 	if err != nil {
 		return nil, fmt.Errorf("transport: %w", err)
 	}
-	s := &Server{
+	s = &Server{
 		eng:     cfg.Engine,
 		auth:    cfg.Authorizer,
 		limits:  limits,
