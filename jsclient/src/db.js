@@ -46,8 +46,12 @@
 //            with history lost and has not been given back what this
 //            client holds yet), "reconcile:<collection>" (true: the
 //            server reset the collection lease_expired and the client has
-//            not reconciled yet: its outbox for it waits), "rejectedDropped" (how many rejected
-//            changes were dropped to stay within the bounds),
+//            not reconciled yet: its outbox for it waits),
+//            "restamp:<collection>" (the keys of the outbox entries a
+//            reconciliation found may be written again with fresh stamps,
+//            once, if the server refuses them collected: reconcile.js;
+//            dropped once the outbox is pushed), "rejectedDropped" (how many
+//            rejected changes were dropped to stay within the bounds),
 //            "lastSyncedAt" (ms since epoch of the last completed sync),
 //            "scope:<collection>" ({name: encoded predicate}: the app's named
 //            scopes of the collection, whose or it reads under; absent or
@@ -161,6 +165,7 @@ export const SEALED = 'sealed';
 export const REJECTED = 'rejected';
 export const HEAL_KEY = 'heal:';
 export const RECONCILE_KEY = 'reconcile:';
+export const RESTAMP_KEY = 'restamp:';
 export const SCOPE_KEY = 'scope:';
 const DROPPED_KEY = 'rejectedDropped';
 
@@ -944,13 +949,13 @@ export class Store {
   }
 
   /**
-   * Forgets every cursor so the next pull starts from the beginning.
+   * Deletes every meta entry whose key starts with prefix: CURSOR_KEY
+   * forgets every cursor, so the next pull starts from the beginning.
+   * @param {string} prefix
    */
-  resetCursors() {
-    return this.tx([META], 'readwrite', 'reset cursors', async (tx) => {
-      const meta = tx.objectStore(META);
-      const keys = await req(meta.getAllKeys());
-      for (const k of keys) if (typeof k === 'string' && k.startsWith(CURSOR_KEY)) meta.delete(k);
+  dropMeta(prefix) {
+    return this.tx([META], 'readwrite', `drop ${prefix}`, (tx) => {
+      tx.objectStore(META).delete(this.keyRange.bound(prefix, prefix + '\uffff'));
     });
   }
 

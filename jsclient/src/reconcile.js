@@ -9,7 +9,10 @@
 // become rejected changes with code collected; everything else stays and
 // is pushed, and a change the server refuses collected whose record it
 // still has, or that was created here, is written again with fresh
-// stamps (Syncer.pushAll, restampRefused), once: only what the record as
+// stamps (Syncer.pushAll, restampRefused), once: which may be is noted in
+// IndexedDB in the reconciliation's transaction (meta
+// "restamp:<collection>", the keys of those outbox entries), so a reload
+// before the push changes nothing; only what the record as
 // this client knows it neither hides nor beats (a change left empty is
 // settled like a superseded one). The pull from the beginning replaces
 // the server state held by each record it delivers (Store.applyRemote's
@@ -25,7 +28,7 @@
 import { STATUSES } from './constants.js';
 import { compareStamps, isZeroStamp } from './hlc.js';
 import { cloneRecord, emptyRecord, mergeInto } from './record.js';
-import { META, OUTBOX, RECONCILE_KEY, RECORDS, REJECTED, SEALED, baseOf, decodeEntry, fromStored, rejectedEntry, req } from './db.js';
+import { META, OUTBOX, RECONCILE_KEY, RECORDS, RESTAMP_KEY, REJECTED, SEALED, baseOf, decodeEntry, fromStored, rejectedEntry, req } from './db.js';
 
 /** @typedef {import('./db.js').Store} Store */
 /** @typedef {import('./db.js').OutboxEntry} OutboxEntry */
@@ -50,7 +53,7 @@ export async function reconcile(syncer, c) {
   await syncer.pullCollection(c, seen);
   const out = await dropCollected(syncer.store, c, seen, { when: Date.now(), subject: syncer.subject() });
   syncer.pulledAt.set(c, Date.now());
-  syncer.restamp.set(c, { ids: out.keep, upTo: out.upTo });
+  syncer.restampsDropped = false;
   const before = syncer.reconciled.get(c);
   syncer.reconciled.set(c, {
     collection: c,
@@ -74,15 +77,16 @@ export async function reconcile(syncer, c) {
  * removed (live queries hear it go; no delete, nothing in the outbox),
  * and its pending changes move to the rejected changes with code
  * collected (the oldest rejected changes dropped past the bounds); the
- * reconciliation owed is settled. Returns the ids dropped, the changes
- * moved, how many old rejected changes were dropped, the ids whose
- * changes may be written again after a collected refusal (delivered, or
- * never acknowledged) and the newest outbox entry of c.
+ * reconciliation owed is settled; the keys of the outbox entries of c
+ * that may be written again after a collected refusal (their record was
+ * delivered, or never acknowledged) are noted in meta
+ * "restamp:<collection>" (restampable). Returns the ids dropped, the
+ * changes moved and how many old rejected changes were dropped.
  * @param {Store} store
  * @param {string} c
  * @param {Set<string>} seen
  * @param {{when: number, subject: string|null}} info
- * @returns {Promise<{dropped: string[], moved: {id: string, rejectedId: number}[], droppedRejected: number, keep: Set<string>, upTo: number}>}
+ * @returns {Promise<{dropped: string[], moved: {id: string, rejectedId: number}[], droppedRejected: number}>}
  */
 export function dropCollected(store, c, seen, info) {
   const range = store.keyRange.bound([c], [c, []]);
@@ -95,9 +99,7 @@ export function dropCollected(store, c, seen, info) {
     ]);
     /** @type {Map<string, OutboxEntry[]>} */
     const pending = new Map();
-    let upTo = 0;
     for (const e of entries) {
-      upTo = Math.max(upTo, e.seq);
       const list = pending.get(e.id);
       if (list) list.push(e);
       else pending.set(e.id, [e]);
@@ -124,8 +126,12 @@ export function dropCollected(store, c, seen, info) {
       }
     }
     const droppedRejected = moved.length > 0 ? await store.boundRejected(tx) : 0;
-    tx.objectStore(META).delete(RECONCILE_KEY + c);
-    return { dropped, moved, droppedRejected, keep, upTo };
+    const meta = tx.objectStore(META);
+    meta.delete(RECONCILE_KEY + c);
+    const noted = entries.filter((e) => keep.has(e.id)).map((e) => e.seq);
+    if (noted.length > 0) meta.put(noted, RESTAMP_KEY + c);
+    else meta.delete(RESTAMP_KEY + c);
+    return { dropped, moved, droppedRejected };
   });
 }
 
@@ -144,10 +150,12 @@ export function unacknowledged(s) {
  * The positions in a pushed batch of the changes refused collected that
  * are to be written again with fresh stamps (Syncer.pushAll): those whose
  * record the server still has (the full pull of a reconciliation
- * delivered it) or never acknowledged (created here). Only changes
- * queued before the first is written again (state.upTo, set then) qualify,
- * so none is written again twice. Anything else refused collected stays
- * rejected.
+ * delivered it: the reconciliation noted their outbox entries in meta
+ * "restamp:<collection>", which outlives a reload) or never acknowledged
+ * (created here). Only changes queued before the first is written again
+ * (state.upTo, set then) qualify, and entries written again are never
+ * among those noted, so none is written again twice. Anything else
+ * refused collected stays rejected.
  * @param {Syncer} syncer
  * @param {OutboxEntry[]} batch
  * @param {PushResult[]} results
@@ -163,17 +171,23 @@ export async function restampable(syncer, batch, results, state) {
     });
   }
   const upTo = state.upTo;
-  const held = await store.tx([RECORDS], 'readonly', 'read records', (tx) => {
+  const cs = [...new Set(batch.filter((_e, i) => results[i].code === 'collected').map((e) => e.c))];
+  const [held, kept] = await store.tx([RECORDS, META], 'readonly', 'read records', (tx) => {
     const records = tx.objectStore(RECORDS);
-    return Promise.all(batch.map((e, i) => (results[i].code === 'collected' ? /** @type {Promise<StoredRecord|undefined>} */ (req(records.get([e.c, e.id]))) : undefined)));
+    const meta = tx.objectStore(META);
+    return Promise.all([
+      Promise.all(batch.map((e, i) => (results[i].code === 'collected' ? /** @type {Promise<StoredRecord|undefined>} */ (req(records.get([e.c, e.id]))) : undefined))),
+      Promise.all(cs.map((c) => req(meta.get(RESTAMP_KEY + c)))),
+    ]);
   });
+  /** @type {Set<number>} the outbox entries reconciliations noted */
+  const noted = new Set(kept.flatMap((v) => (Array.isArray(v) ? v : [])));
   /** @type {Set<number>} */
   const out = new Set();
   batch.forEach((e, i) => {
     const r = results[i];
     if (r.status !== STATUSES.refused || r.code !== 'collected' || e.seq > upTo) return;
-    const kept = syncer.restamp.get(e.c);
-    if ((kept && kept.ids.has(e.id) && e.seq <= kept.upTo) || unacknowledged(held[i])) out.add(i);
+    if (noted.has(e.seq) || unacknowledged(held[i])) out.add(i);
   });
   return out;
 }
@@ -227,8 +241,9 @@ export function restampWhat(old, known) {
  * neither hides nor beats (restampWhat). A change that keeps something is
  * merged locally and queued as a new write (its delete first, then its
  * unsets, then its fields, each after the one before); one left empty is
- * settled, not pushed. Either way its rejected entry goes. Returns, per
- * item, whether it was written again and the fields left out.
+ * settled, not pushed. Either way its rejected entry goes, and so does
+ * its key from meta "restamp:<collection>". Returns, per item, whether it
+ * was written again and the fields left out.
  *
  * originals maps the outbox entries written again by earlier calls (of
  * one push) to the changes they were written from: the record as known
@@ -295,6 +310,14 @@ export function restampRefused(store, items, originals) {
       });
       writes.set(x.entry.c, list);
     });
+    const meta = tx.objectStore(META);
+    for (const c of new Set(items.map((x) => x.entry.c))) {
+      const noted = await req(meta.get(RESTAMP_KEY + c));
+      if (!Array.isArray(noted)) continue;
+      const left = noted.filter((seq) => !items.some((x) => x.entry.seq === seq));
+      if (left.length > 0) meta.put(left, RESTAMP_KEY + c);
+      else meta.delete(RESTAMP_KEY + c);
+    }
     for (const [c, list] of writes) {
       await store.writeIn(tx, c, list);
       // The entries written are the last ones of the outbox, in order.

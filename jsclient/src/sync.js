@@ -60,6 +60,7 @@ import { backoff } from './backoff.js';
 import { ConvergoError } from './errors.js';
 import { post, postAnswer } from './http.js';
 import { LiveSession } from './live.js';
+import { CURSOR_KEY, RESTAMP_KEY } from './db.js';
 import { isPrefix } from './replica.js';
 import { DEFAULTS, PATHS, STATUSES, VERSION } from './constants.js';
 import { encodeHello, encodePull, encodePush, encodeUnsub, parseHello, parsePullAnswer, parsePushAnswer, resetAction, retryOf } from './protocol.js';
@@ -187,14 +188,6 @@ export class Syncer {
     this.pulledAt = new Map();
     /** Whether pushAll is running (a reconciliation inside it leaves the push to it). */
     this.pushing = false;
-    /**
-     * Per collection reconciled, the ids of the records the server still
-     * has or never acknowledged, and the last outbox entry then: a change
-     * up to it that the server refuses collected is written again with
-     * fresh stamps, once (reconcile.js).
-     * @type {Map<string, {ids: Set<string>, upTo: number}>}
-     */
-    this.restamp = new Map();
     /** @type {Map<string, Reconciliation>} reconciliations whose outbox is not yet pushed */
     this.reconciled = new Map();
     /** @type {import('./http.js').HttpOptions} */
@@ -467,7 +460,7 @@ export class Syncer {
         }
         if (this.resetWanted) {
           this.resetWanted = false;
-          await this.store.resetCursors();
+          await this.store.dropMeta(CURSOR_KEY);
         }
         await this.store.verify();
         this.o.onStatus({ syncing: true });
@@ -660,7 +653,14 @@ export class Syncer {
     // Every reconciliation's outbox went out: say how it went.
     const done = [...this.reconciled.values()];
     this.reconciled.clear();
-    this.restamp.clear();
+    // The outbox entries reconciliations noted may be written again after
+    // a collected refusal (meta "restamp:<collection>", reconcile.js) had
+    // their chance: drop the notes. restampsDropped, unset at first (a
+    // reload keeps the notes), is unset again by each reconciliation.
+    if (!this.restampsDropped) {
+      this.restampsDropped = true;
+      await this.store.dropMeta(RESTAMP_KEY);
+    }
     for (const r of done) this.o.onReconciled?.(r);
   }
 

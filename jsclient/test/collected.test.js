@@ -13,7 +13,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FakeServer } from './helpers/server.js';
-import { openClient, until } from './helpers/util.js';
+import { freshIDB, openClient, until } from './helpers/util.js';
 import { PATHS, STATUSES } from '../src/constants.js';
 import { fromStored } from '../src/db.js';
 import { decode } from '../src/cbor.js';
@@ -257,6 +257,52 @@ function pushesOf(server, mark, id) {
 const REFUSED = [STATUSES.refused, 'collected'];
 const APPLIED = [STATUSES.applied, undefined];
 
+test('after lease_expired: which changes may be re-stamped survives a reload between the reconciliation and the push', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const idb = freshIDB();
+  let blockPush = false;
+  const fetchOf = (/** @type {boolean} */ blocking) => (/** @type {any} */ input, /** @type {any} */ init) =>
+    blocking && blockPush && String(input).endsWith(PATHS.push) ? Promise.reject(new TypeError('push blocked by the test')) : fetch(input, init);
+  const a = await openClient({ url: server.url, name: 'a', indexedDB: idb, collections: ['todos'], WebSocket: null, pollInterval: 50, fetch: fetchOf(true) });
+  a.on('error', () => {});
+  const todos = a.collection('todos');
+  await todos.put('x', { n: 1 });
+  await todos.put('y', { n: 1 });
+  await a.whenSynced();
+  // Away: an edit of a record the server will collect and of one it keeps.
+  await a.pause();
+  await todos.update('x', { n: 2 });
+  await todos.update('y', { n: 2 });
+  await sleep(50);
+  server.collect('todos', 'x');
+  server.writeHorizon.set('todos', Date.now());
+  server.leaseExpire('todos');
+  await sleep(50);
+  const mark = server.pushed.length;
+  // Back: the reconciliation runs, the push after it cannot go out.
+  blockPush = true;
+  a.resume();
+  await until(async () => (await a.rejected()).length === 1 && !(await a.store.owesReconcile('todos')), 'the reconciliation', WAIT);
+  assert.equal(await a.store.get('todos', 'x'), undefined, 'x dropped');
+  assert.equal(await a.store.outboxCount(), 1, 'the edit of y waits');
+  assert.equal((await a.store.getMeta('restamp:todos'))?.length, 1, 'noted in IndexedDB: the edit of y may be re-stamped once');
+  await a.close();
+  // Reloaded: the push goes out; the edit of y is re-stamped as it would have been.
+  const again = await openClient({ url: server.url, name: 'a', indexedDB: idb, collections: ['todos'], WebSocket: null, pollInterval: 50 });
+  t.after(() => again.close());
+  const ev = listen(again);
+  assert.deepEqual(await again.whenSynced(), { refused: 0 });
+  assert.deepEqual(pushesOf(server, mark, 'y'), [REFUSED, APPLIED], 'refused collected, then re-stamped and applied');
+  assert.deepEqual(pushesOf(server, mark, 'x'), [], 'nothing of x reached the server');
+  assert.deepEqual(ev.refused, []);
+  assert.equal(onServer(server, 'todos', 'y', 'n'), 2);
+  assert.deepEqual((await again.rejected()).map((r) => [r.recordId, r.code]), [['x', 'collected']], 'only the edit of the collected record is rejected');
+  assert.deepEqual(await again.collection('todos').get('y'), { id: 'y', n: 2 });
+  // Settled: nothing is left to re-stamp.
+  assert.deepEqual(await again.store.getMeta('restamp:todos'), undefined);
+});
+
 test('after lease_expired: a field whose unset the server collected is gone here too (the delivered record replaces the one held, pending edits stay)', async (t) => {
   const { server, a, b } = await pair(t);
   await b.collection('todos').put('x', { a: 1, b: 1 });
@@ -310,7 +356,7 @@ test('refused collected: an offline edit of a record deleted later on the server
   await sleep(5);
   await b.collection('todos').delete('x'); // later than a's edit: it hides it
   await b.whenSynced();
-  await sleep(5);
+  await sleep(50); // past every stamp of a, whatever its clock offset
   server.writeHorizon.set('todos', Date.now());
   server.leaseExpire('todos', a.store.replica);
   const mark = server.pushed.length;
@@ -337,7 +383,7 @@ test('refused collected: an offline edit followed by an offline delete of the re
   await a.collection('todos').update('x', { b: 1 });
   await sleep(3);
   await a.collection('todos').delete('x');
-  await sleep(5);
+  await sleep(50); // past every stamp of a, whatever its clock offset
   server.writeHorizon.set('todos', Date.now());
   server.leaseExpire('todos', a.store.replica);
   const mark = server.pushed.length;
@@ -362,7 +408,7 @@ test('refused collected: a field another replica wrote later is not overwritten 
   await sleep(5);
   await b.collection('todos').update('x', { a: 3 }); // newer than a's a
   await b.whenSynced();
-  await sleep(5);
+  await sleep(50); // past every stamp of a, whatever its clock offset
   server.writeHorizon.set('todos', Date.now());
   server.leaseExpire('todos', a.store.replica);
   const mark = server.pushed.length;
@@ -388,7 +434,7 @@ test('refused collected: an offline delete of a record another replica wrote to 
   await sleep(5);
   await b.collection('todos').update('x', { c: 1 }); // after a's delete: it stays
   await b.whenSynced();
-  await sleep(5);
+  await sleep(50); // past every stamp of a, whatever its clock offset
   server.writeHorizon.set('todos', Date.now());
   server.leaseExpire('todos', a.store.replica);
   const mark = server.pushed.length;

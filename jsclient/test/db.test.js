@@ -261,7 +261,7 @@ test('cursors are stored as the bytes the server sent; none means from the begin
   const back = await db.store.cursor('todos');
   assert.ok(back instanceof Uint8Array);
   assert.deepEqual([...back], [...next]);
-  await db.store.resetCursors();
+  await db.store.dropMeta('cursor:');
   assert.equal((await db.store.cursor('todos')).length, 0);
   // Anything else under the key (a corrupt or foreign value) is no cursor.
   await db.store.setMeta('cursor:todos', 'abc');
