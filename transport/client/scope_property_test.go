@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"maps"
 	"net/http"
 	"net/http/httptest"
@@ -207,12 +206,10 @@ func (w *spWatch) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil || req.URL.Path != proto.PathPull || resp.StatusCode != http.StatusOK {
 		return resp, err
 	}
-	b, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	b, err := peekBody(resp)
 	if err != nil {
 		return nil, err
 	}
-	resp.Body = io.NopCloser(bytes.NewReader(b))
 	var a proto.PullResponse
 	w.mu.Lock()
 	defer w.mu.Unlock()

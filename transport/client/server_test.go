@@ -28,6 +28,13 @@ import (
 func realServer(t *testing.T, rules ...engine.Rule) (*engine.Engine, string, *transport.JWT) {
 	t.Helper()
 	eng, err := engine.Open(engine.Config{Store: memory.New(), Rules: rules})
+	return serve(t, eng, err)
+}
+
+// serve runs a transport.Server over eng (opened with err) and returns
+// eng, its URL and a token issuer; the test's cleanup shuts both down.
+func serve(t *testing.T, eng *engine.Engine, err error) (*engine.Engine, string, *transport.JWT) {
+	t.Helper()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -405,27 +412,7 @@ func collectingServer(t *testing.T, now *atomic.Int64) (*engine.Engine, string, 
 		CollectEvery: -1,
 		CollectGrace: -1,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	auth, err := transport.NewJWT([]byte("client-test-secret-0123456789"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := transport.New(transport.Config{Engine: eng, Authorizer: auth})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(srv)
-	t.Cleanup(func() {
-		hs.CloseClientConnections()
-		hs.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-		eng.Close()
-	})
-	return eng, hs.URL, auth
+	return serve(t, eng, err)
 }
 
 // awayScene is TestRealServerLeaseExpired's set: alice's laptop synced
@@ -771,17 +758,27 @@ func (p *pullSpy) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err != nil || resp.StatusCode != http.StatusOK {
 		return resp, err
 	}
-	answer, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	answer, err := peekBody(resp)
 	if err != nil {
 		return nil, err
 	}
-	resp.Body = io.NopCloser(bytes.NewReader(answer))
 	var pa proto.PullResponse
 	if proto.Decode(answer, &pa) == nil {
 		p.leaves.Add(int64(len(pa.Leaves)))
 	}
 	return resp, nil
+}
+
+// peekBody reads resp's body and puts it back, for a RoundTripper that
+// looks at an answer before the client reads it.
+func peekBody(resp *http.Response) ([]byte, error) {
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(b))
+	return b, nil
 }
 
 // TestRealServerFreshScopedSync: a replica that holds nothing says so on
