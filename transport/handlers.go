@@ -186,7 +186,7 @@ func (s *Server) pull(ctx context.Context, p Principal, body []byte) (any, error
 	if req.Fresh && len(req.Cursor) == 0 {
 		cursor = engine.FreshStart()
 	}
-	if err := s.checkLeaseReplica(p, req.Collection, req.Replica); err != nil {
+	if err := s.checkLease(p, req.Collection, req.Replica, req.Pending); err != nil {
 		return nil, err
 	}
 	sc, err := s.readScope(p, req.Collection, req.Scope)

@@ -14,19 +14,24 @@ import (
 // transport checks that the principal owns the replica, and keeps the
 // lease of a live subscription fresh from its cursor at every ping.
 
-// checkLeaseReplica refuses a lease of a replica id p does not own, on a
+// checkLease refuses a lease of a replica id p does not own, on a
 // collection that collects tombstones (engine.MaxOffline): only there is
 // the replica a lease. Elsewhere the key is ignored, so readers whose ids
 // are not bound (tools, older deployments) keep reading collections
-// that keep their tombstones for ever.
-func (s *Server) checkLeaseReplica(p Principal, coll, replica string) error {
+// that keep their tombstones for ever. A pending floor past
+// proto.MaxWall is invalid: no stamp is that late, and ignoring it would
+// let the lease stop holding the horizons back without the client knowing.
+func (s *Server) checkLease(p Principal, coll, replica string, pending *uint64) error {
+	if pending != nil && *pending > proto.MaxWall {
+		return proto.Errorf(proto.CodeInvalid, "pending floor %d: past the latest wall time %d", *pending, uint64(proto.MaxWall))
+	}
 	if replica != "" && s.eng.MaxOffline(coll) > 0 && !proto.OwnerOf(p.Subject).Owns(replica) {
 		return proto.Errorf(proto.CodeForbidden, "replica %q is not one of this subject's", replica)
 	}
 	return nil
 }
 
-// leaseOf is the lease a request presents.
+// leaseOf is the lease a request presents (checked by checkLease).
 func leaseOf(replica string, pending *uint64, cursor engine.Cursor) engine.Lease {
 	l := engine.Lease{Replica: replica, Cursor: cursor, Pending: -1}
 	if pending != nil && *pending <= proto.MaxWall {

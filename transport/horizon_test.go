@@ -99,6 +99,12 @@ func TestLeaseWrittenOnPull(t *testing.T) {
 	if a.status != http.StatusForbidden || a.errorCode(t) != proto.CodeForbidden {
 		t.Fatalf("foreign replica: got %d %s, want 403 forbidden", a.status, a.errorCode(t))
 	}
+	// A pending floor no stamp can have is invalid, not ignored.
+	late := uint64(proto.MaxWall) + 1
+	a = ts.post(t, proto.PathPull, tok, proto.PullRequest{Collection: "notes", Replica: proto.ReplicaFor("alice", "d1"), Pending: &late})
+	if a.status != http.StatusBadRequest || a.errorCode(t) != proto.CodeInvalid {
+		t.Fatalf("pending floor past MaxWall: got %d %s, want 400 invalid", a.status, a.errorCode(t))
+	}
 }
 
 // TestCollection: the job purges only what is below both horizons, a

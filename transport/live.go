@@ -742,7 +742,7 @@ func (c *liveConn) subscribe(p Principal, m proto.Sub) {
 	if m.Fresh && len(m.Cursor) == 0 {
 		cursor = engine.FreshStart()
 	}
-	if err := c.s.checkLeaseReplica(p, m.Collection, m.Replica); err != nil {
+	if err := c.s.checkLease(p, m.Collection, m.Replica, m.Pending); err != nil {
 		c.queue(proto.ErrorMessage{Code: proto.CodeForbidden, Message: err.(*proto.Error).Message, Collection: m.Collection, RequestID: c.id})
 		return
 	}
