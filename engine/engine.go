@@ -529,9 +529,9 @@ type Left struct {
 	ID  string
 }
 
-// leftBytes is what a leave counts toward PageLimit.Bytes (on the wire,
-// a 16-byte digest and its framing).
-const leftBytes = 20
+// leftBytes is what a leave counts toward PageLimit.Bytes: what its leave
+// entry counts on the wire (proto.LeaveEntryCost).
+const leftBytes = proto.LeaveEntryCost
 
 // MaxPage is the most records a page may hold.
 const MaxPage = stores.MaxPage
@@ -542,8 +542,8 @@ type PageLimit struct {
 	// leave (Page.Left) counts as a record.
 	Records int
 	// Bytes bounds the encoded size of the page's records, except that a
-	// single larger record comes alone; a leave counts 20 bytes. 0 means
-	// proto.DefaultMaxPageBytes.
+	// single larger record comes alone; a leave counts
+	// proto.LeaveEntryCost bytes. 0 means proto.DefaultMaxPageBytes.
 	Bytes int
 }
 

@@ -24,7 +24,7 @@ const maxScan = 10 * MaxPage
 // included. With a scope, each log entry after the cursor gives either
 // an Entry (the record exists and s matches it) or a Left (it does not:
 // deleted, or not matching), which counts as a record toward
-// limit.Records and as 20 bytes toward limit.Bytes.
+// limit.Records and as proto.LeaveEntryCost bytes toward limit.Bytes.
 //
 // s must be bound (scope.Pred.Bind) and its encoding at most
 // scope.MaxBytes, else the error wraps ErrInvalid. A cursor read under
@@ -238,7 +238,7 @@ func matches(p *scope.Pred, r crdt.Record) bool {
 // Seq values are not in one order; each record appears once (a record
 // lives in one shard).
 //
-// A scoped read counts a leave as 20 bytes where the store counted the
+// A scoped read counts a leave as leftBytes where the store counted the
 // record, so it reads a shard again while the page has room.
 func (e *Engine) scanLog(ctx context.Context, collection string, k int, pos []uint64, limit PageLimit, sc *scan) (Page, int, error) {
 	plain := sc.s == nil && sc.trans == noTransition
