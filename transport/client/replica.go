@@ -731,9 +731,7 @@ func (r *Replica) flushOnce(ctx context.Context) (reconcile []string, again bool
 		}
 	}
 	r.mu.Unlock()
-	if dropped > 0 {
-		r.c.log.Warn("dropped the oldest rejected changes", "dropped", dropped, "max", MaxRejected, "max_bytes", MaxRejectedBytes)
-	}
+	r.report(nil, dropped)
 	for i, res := range results {
 		if !report[i] {
 			continue
@@ -900,6 +898,7 @@ func (r *Replica) apply(collection string, page Page, from []byte, live bool) bo
 		}
 	}
 	var ended bool
+	var dropped uint64
 	var rejections []Rejection
 	var settled []crdt.Change
 	if rc != nil {
@@ -911,7 +910,7 @@ func (r *Replica) apply(collection string, page Page, from []byte, live bool) bo
 			rc.chain = bytes.Clone(page.Next)
 			if !page.More {
 				var collected []string
-				collected, rejections, settled = r.endReconcileLocked(collection)
+				collected, rejections, settled, dropped = r.endReconcileLocked(collection)
 				left = append(left, collected...)
 				ended = true
 			}
@@ -923,7 +922,7 @@ func (r *Replica) apply(collection string, page Page, from []byte, live bool) bo
 			r.onResult(ch, Result{Status: StatusSuperseded})
 		}
 	}
-	r.report(rejections, 0)
+	r.report(rejections, dropped)
 	if r.onLeave != nil {
 		for _, id := range left {
 			r.onLeave(collection, id)
@@ -1011,9 +1010,11 @@ func (r *Replica) beginReconcileLocked(collection string, live bool) {
 // collected, so it leaves the replica (base, view, seals) and its changes
 // in the outbox move to the rejected changes with code collected; the
 // changes left of the collection are marked reconciled, and the outbox is
-// no longer held. It returns the ids that left, sorted, and the
-// rejections.
-func (r *Replica) endReconcileLocked(collection string) (collected []string, rejections []Rejection, settled []crdt.Change) {
+// no longer held. It returns the ids that left, sorted, the rejections,
+// the changes settled as superseded, and how many of the oldest rejected
+// changes the rejections pushed out.
+func (r *Replica) endReconcileLocked(collection string) (collected []string, rejections []Rejection, settled []crdt.Change, dropped uint64) {
+	dropped = r.rejected.dropped
 	rc := r.reconciling[collection]
 	delete(r.reconciling, collection)
 	gone := map[recordKey]bool{}
@@ -1039,7 +1040,6 @@ func (r *Replica) endReconcileLocked(collection string) (collected []string, rej
 		when := r.c.cfg.Now()
 		info, _ := r.c.Info()
 		e := &Error{Code: proto.CodeCollected, Message: "the record was deleted on the server and its tombstone collected while this replica was away"}
-		dropped := r.rejected.dropped
 		r.outbox = slices.DeleteFunc(r.outbox, func(p pending) bool {
 			if !gone[recordKey{p.change.Collection, p.change.Record.ID}] {
 				return false
@@ -1047,9 +1047,6 @@ func (r *Replica) endReconcileLocked(collection string) (collected []string, rej
 			rejections = append(rejections, r.rejected.add(newRejection(p.change, e, when, info.Subject)).clone())
 			return true
 		})
-		if n := r.rejected.dropped - dropped; n > 0 {
-			r.c.log.Warn("dropped the oldest rejected changes", "dropped", n, "max", MaxRejected, "max_bytes", MaxRejectedBytes)
-		}
 	}
 	// What stays of the collection's outbox is reconciled; a change the
 	// server refused collected already is written again now (the horizon
@@ -1090,7 +1087,7 @@ func (r *Replica) endReconcileLocked(collection string) (collected []string, rej
 	r.c.log.Info("reconciled after the lease expired", "collection", collection,
 		"acknowledged", len(rc.acked), "delivered", len(rc.delivered), "collected", len(collected),
 		"rejected", len(rejections), "settled", len(settled))
-	return collected, rejections, settled
+	return collected, rejections, settled, r.rejected.dropped - dropped
 }
 
 // Heal gives the server back what it may have lost of the collections it
@@ -1303,14 +1300,7 @@ func (r *Replica) revoke(e *Error) {
 	r.mu.Unlock()
 	r.c.log.Warn("access revoked: purged every record and moved the outbox to the rejected changes",
 		"outbox", len(rejections), "err", e)
-	if dropped > 0 {
-		r.c.log.Warn("dropped the oldest rejected changes", "dropped", dropped, "max", MaxRejected, "max_bytes", MaxRejectedBytes)
-	}
-	if r.onRejected != nil {
-		for _, j := range rejections {
-			r.onRejected(j)
-		}
-	}
+	r.report(rejections, dropped)
 	if r.onLeave != nil {
 		slices.SortFunc(left, func(a, b recordKey) int {
 			if c := strings.Compare(a.collection, b.collection); c != 0 {
