@@ -148,9 +148,9 @@ func (e *Engine) collecting() bool {
 type horizons struct {
 	mu     sync.Mutex
 	m      map[string]horizonSeen
-	leases map[string]leaseSeen // collection + "/" + replica
-	warned bool                 // the store cannot purge: said once
-	totals CollectTotals        // what Collect did (CollectTotals)
+	leases map[string]lease // collection + "/" + replica
+	warned bool             // the store cannot purge: said once
+	totals CollectTotals    // what Collect did (CollectTotals)
 }
 
 type horizonSeen struct {
@@ -159,7 +159,8 @@ type horizonSeen struct {
 	at time.Time
 }
 
-type leaseSeen struct {
+// lease is a lease as written (horizons.leases) or read back (readLeases).
+type lease struct {
 	epoch uint64
 	pos   []uint64
 	floor int64 // -1: none
@@ -380,9 +381,9 @@ func (e *Engine) NoteLease(ctx context.Context, collection string, l Lease) erro
 	}
 	e.hz.mu.Lock()
 	if e.hz.leases == nil || len(e.hz.leases) >= maxHistory {
-		e.hz.leases = map[string]leaseSeen{}
+		e.hz.leases = map[string]lease{}
 	}
-	e.hz.leases[key] = leaseSeen{epoch: epoch, pos: pos, floor: floor, seen: now}
+	e.hz.leases[key] = lease{epoch: epoch, pos: pos, floor: floor, seen: now}
 	e.hz.mu.Unlock()
 	return nil
 }
@@ -443,14 +444,6 @@ func (hz *horizons) ran(skipped bool) {
 	} else {
 		hz.totals.Purged++
 	}
-}
-
-// lease is a lease record read back.
-type lease struct {
-	epoch uint64
-	pos   []uint64
-	floor int64 // -1: none
-	seen  int64
 }
 
 // readLeases reads every lease, by collection.
