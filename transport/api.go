@@ -42,6 +42,12 @@ func (s *Server) api(route string, h handlerFunc) http.Handler {
 	})
 }
 
+// rateLimited is the answer to a request over its rate bucket, to be
+// retried after wait.
+func rateLimited(wait time.Duration) *proto.Error {
+	return &proto.Error{Status: http.StatusTooManyRequests, Code: proto.CodeRateLimited, Message: "too many requests", RetryAfter: wait}
+}
+
 func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, h handlerFunc) error {
 	rc := http.NewResponseController(w)
 	deadline := time.Now().Add(s.limits.RequestTimeout) // socket deadlines: the real clock
@@ -67,7 +73,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, h handlerFunc)
 		key = "sub:" + p.Subject
 	}
 	if wait := s.rate.take(key, s.now()); wait > 0 {
-		return &proto.Error{Status: http.StatusTooManyRequests, Code: proto.CodeRateLimited, Message: "too many requests", RetryAfter: wait}
+		return rateLimited(wait)
 	}
 	if authErr != nil {
 		return authErr

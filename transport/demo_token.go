@@ -97,7 +97,7 @@ func (s *Server) serveDemoToken(w http.ResponseWriter, r *http.Request, j *JWT) 
 		return proto.Errorf(proto.CodeMethodNotAllowed, "%s %s: use POST", r.Method, r.URL.Path)
 	}
 	if wait := s.rate.take("addr:"+s.clientAddr(r), s.now()); wait > 0 {
-		return &proto.Error{Status: http.StatusTooManyRequests, Code: proto.CodeRateLimited, Message: "too many requests", RetryAfter: wait}
+		return rateLimited(wait)
 	}
 	name := r.URL.Query().Get("name")
 	if !demoName.MatchString(name) {

@@ -115,7 +115,7 @@ func (s *Server) serveLive(w http.ResponseWriter, r *http.Request) {
 	// Upgrades have their own bucket, so that a client's messages do not
 	// keep another client at the same address from connecting.
 	if wait := s.rate.take("upgrade:"+addr, s.now()); wait > 0 {
-		s.writeError(sw, r, &proto.Error{Status: http.StatusTooManyRequests, Code: proto.CodeRateLimited, Message: "too many requests", RetryAfter: wait})
+		s.writeError(sw, r, rateLimited(wait))
 		return
 	}
 	if !s.conns.acquire(addr) {
