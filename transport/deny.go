@@ -98,18 +98,25 @@ func (d *denyList) apply(entries []engine.Entry) bool {
 			delete(d.until, r.ID)
 			continue
 		}
-		var until int64
-		if f, ok := r.Fields[DenyFieldUntil]; ok && f.Value != nil {
-			if err := crdt.DecodeValue(f.Value, &until); err != nil || until < 0 {
-				until = 0 // an unreadable until denies for ever: the list fails closed
-			}
-		}
+		until := denyUntil(r)
 		if old, ok := d.until[r.ID]; !ok || old != until {
 			added = true
 		}
 		d.until[r.ID] = until
 	}
 	return added
+}
+
+// denyUntil is the until of deny record r, ms; 0 for ever, which is also
+// what an unreadable or negative one means: the list fails closed.
+func denyUntil(r crdt.Record) int64 {
+	var until int64
+	if f := r.Fields[DenyFieldUntil]; f.Value != nil {
+		if err := crdt.DecodeValue(f.Value, &until); err != nil || until < 0 {
+			return 0
+		}
+	}
+	return until
 }
 
 func (d *denyList) reset() {
@@ -317,8 +324,7 @@ func DenyEntries(ctx context.Context, eng *engine.Engine) ([]DenyEntry, error) {
 			if f := en.Record.Fields[DenyFieldBy]; f.Value != nil && crdt.DecodeValue(f.Value, &text) == nil {
 				e.By = text
 			}
-			var ms int64
-			if f := en.Record.Fields[DenyFieldUntil]; f.Value != nil && crdt.DecodeValue(f.Value, &ms) == nil && ms > 0 {
+			if ms := denyUntil(en.Record); ms > 0 {
 				e.Until = time.UnixMilli(ms)
 			}
 			out = append(out, e)
