@@ -71,6 +71,32 @@ func purgeAll(t testing.TB, p stores.Purger, coll string, h stores.Horizon, limi
 	}
 }
 
+// purgeRun purges coll under h, limit entries per call, until the store
+// says it is done, and returns the totals, like purgeAll but without
+// checking each call and failing with an error, not the test, so that a
+// goroutine beside the test's may run it. More than calls calls is an
+// error.
+func purgeRun(ctx context.Context, p stores.Purger, coll string, h stores.Horizon, limit, calls int) (total stores.PurgeResult, err error) {
+	var after []uint64
+	for range calls {
+		res, err := p.Purge(ctx, coll, h, stores.PurgeScan{After: after, Limit: limit})
+		if err != nil {
+			return total, err
+		}
+		total.Scanned += res.Scanned
+		total.Records += res.Records
+		total.Deletes += res.Deletes
+		total.Fields += res.Fields
+		total.Bytes += res.Bytes
+		total.Next = res.Next
+		after = res.Next
+		if !res.More {
+			return total, nil
+		}
+	}
+	return total, fmt.Errorf("the purge of %s did not end after %d calls", coll, calls)
+}
+
 // usageMatches checks that the store's usage of coll (when it keeps one)
 // is what a full pull reads, and returns it.
 func usageMatches(t testing.TB, s stores.Store, coll, step string) stores.Usage {
@@ -378,20 +404,10 @@ func purgeAmongWriters(t *testing.T, s stores.Store, p stores.Purger, coll strin
 	var total stores.PurgeResult
 	go func() {
 		defer wg.Done()
-		var after []uint64
-		for range 10000 {
-			res, err := p.Purge(ctx, coll, h, stores.PurgeScan{After: after, Limit: 7})
-			if err != nil {
-				errs <- err
-				return
-			}
-			total.Records += res.Records
-			after = res.Next
-			if !res.More {
-				return
-			}
+		var err error
+		if total, err = purgeRun(ctx, p, coll, h, 7, 10000); err != nil {
+			errs <- err
 		}
-		errs <- errors.New("the purge did not end")
 	}()
 	wg.Wait()
 	close(errs)
@@ -528,24 +544,16 @@ func testPurgeTwice(t *testing.T, f Factory) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var after []uint64
-			for range 1000 {
-				res, err := p.Purge(ctx, coll, h, stores.PurgeScan{After: after, Limit: 5})
-				if err != nil {
-					errs <- err
-					return
-				}
-				mu.Lock()
-				total.Records += res.Records
-				total.Deletes += res.Deletes
-				total.Bytes += res.Bytes
-				mu.Unlock()
-				after = res.Next
-				if !res.More {
-					return
-				}
+			res, err := purgeRun(ctx, p, coll, h, 5, 1000)
+			if err != nil {
+				errs <- err
+				return
 			}
-			errs <- errors.New("a purge did not end")
+			mu.Lock()
+			total.Records += res.Records
+			total.Deletes += res.Deletes
+			total.Bytes += res.Bytes
+			mu.Unlock()
 		}()
 	}
 	wg.Wait()

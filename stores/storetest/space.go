@@ -74,20 +74,7 @@ func BenchSpace(b *testing.B, newStore Factory, live func(testing.TB, stores.Sto
 			b.Fatal(err)
 		}
 	}
-	var total stores.PurgeResult
-	var after []uint64
-	for {
-		res, err := p.Purge(ctx, coll, h, stores.PurgeScan{After: after})
-		if err != nil {
-			b.Fatal(err)
-		}
-		total.Records += res.Records
-		total.Bytes += res.Bytes
-		after = res.Next
-		if !res.More {
-			break
-		}
-	}
+	total, _ := purgeAll(b, p, coll, h, 0)
 	if total.Records != n {
 		b.Fatalf("the purge removed %d records, want %d", total.Records, n)
 	}
