@@ -93,6 +93,37 @@ function relativeTime(ms, now) {
 }
 
 /** One person's list: a replica, its status and its todos. */
+/**
+ * Reconciles a list's rows with `rows` (each with an id): reuses the <li>
+ * kept in `items` for an id (cloning `template` for a new one), lets
+ * `update` fill it in, keeps DOM order without moving nodes that are
+ * already in place (so an open editor keeps its focus), and removes the
+ * rows no longer there.
+ */
+function renderRows(list, items, rows, template, update) {
+  const seen = new Set();
+  let prev = null;
+  for (const row of rows) {
+    seen.add(row.id);
+    let li = items.get(row.id);
+    if (!li) {
+      li = $(template).content.firstElementChild.cloneNode(true);
+      li.dataset.id = row.id;
+      items.set(row.id, li);
+    }
+    update(li, row);
+    const want = prev ? prev.nextElementSibling : list.firstElementChild;
+    if (want !== li) list.insertBefore(li, want);
+    prev = li;
+  }
+  for (const [id, li] of items) {
+    if (!seen.has(id)) {
+      li.remove();
+      items.delete(id);
+    }
+  }
+}
+
 class Pane {
   constructor(person, root) {
     this.person = person;
@@ -211,17 +242,8 @@ class Pane {
   }
 
   renderList(rows) {
-    const seen = new Set();
-    let prev = null;
-    for (const t of rows) {
-      seen.add(t.id);
-      let li = this.items.get(t.id);
-      const old = li ? li.dataset.sig : null;
-      if (!li) {
-        li = $('#todo-template').content.firstElementChild.cloneNode(true);
-        li.dataset.id = t.id;
-        this.items.set(t.id, li);
-      }
+    renderRows(this.list, this.items, rows, '#todo-template', (li, t) => {
+      const old = li.dataset.sig ?? null;
       const sig = JSON.stringify([t.title, t.done]);
       if (old !== sig) {
         li.dataset.sig = sig;
@@ -239,18 +261,7 @@ class Pane {
           li.classList.add('flash');
         }
       }
-      // Keep DOM order without moving nodes that are already in place, so
-      // an open editor keeps its focus.
-      const want = prev ? prev.nextElementSibling : this.list.firstElementChild;
-      if (want !== li) this.list.insertBefore(li, want);
-      prev = li;
-    }
-    for (const [id, li] of this.items) {
-      if (!seen.has(id)) {
-        li.remove();
-        this.items.delete(id);
-      }
-    }
+    });
     this.rows = rows;
     const open = rows.filter((t) => !t.done).length;
     $('[data-testid=empty]', this.root).hidden = rows.length > 0;
@@ -488,16 +499,7 @@ class Notes {
       created: Number.isFinite(d.created) ? d.created : 0,
     }));
     rows.sort((a, b) => a.created - b.created || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-    const seen = new Set();
-    let prev = null;
-    for (const n of rows) {
-      seen.add(n.id);
-      let li = this.items.get(n.id);
-      if (!li) {
-        li = $('#note-template').content.firstElementChild.cloneNode(true);
-        li.dataset.id = n.id;
-        this.items.set(n.id, li);
-      }
+    renderRows(this.list, this.items, rows, '#note-template', (li, n) => {
       const mine = n.owner === this.subject;
       li.dataset.owner = n.owner;
       li.dataset.mine = String(mine);
@@ -515,16 +517,7 @@ class Notes {
       const del = $('[data-testid=note-delete]', li);
       del.hidden = !mine;
       del.setAttribute('aria-label', `Delete note “${n.title}”`);
-      const want = prev ? prev.nextElementSibling : this.list.firstElementChild;
-      if (want !== li) this.list.insertBefore(li, want);
-      prev = li;
-    }
-    for (const [id, li] of this.items) {
-      if (!seen.has(id)) {
-        li.remove();
-        this.items.delete(id);
-      }
-    }
+    });
     $('[data-testid=notes-empty]', this.root).hidden = rows.length > 0;
     this.root.dataset.count = String(rows.length);
   }
