@@ -257,6 +257,25 @@ function pushesOf(server, mark, id) {
 const REFUSED = [STATUSES.refused, 'collected'];
 const APPLIED = [STATUSES.applied, undefined];
 
+/**
+ * Brings a (paused) back after the server collected past all its stamps
+ * and expired its lease; waits for its push and the reconciliation.
+ * Returns the mark of server.pushed before a's push.
+ * @param {FakeServer} server
+ * @param {Awaited<ReturnType<typeof openClient>>} a
+ * @param {ReturnType<typeof listen>} ev
+ */
+async function comeBackCollected(server, a, ev) {
+  await sleep(50); // past every stamp of a, whatever its clock offset
+  server.writeHorizon.set('todos', Date.now());
+  server.leaseExpire('todos', a.store.replica);
+  const mark = server.pushed.length;
+  a.resume();
+  assert.deepEqual(await a.whenSynced(), { refused: 0 });
+  await until(() => ev.reconciled.length > 0, 'the reconciliation', WAIT);
+  return mark;
+}
+
 test('after lease_expired: which changes may be re-stamped survives a reload between the reconciliation and the push', async (t) => {
   const server = await new FakeServer().start();
   t.after(() => server.stop());
@@ -356,13 +375,7 @@ test('refused collected: an offline edit of a record deleted later on the server
   await sleep(5);
   await b.collection('todos').delete('x'); // later than a's edit: it hides it
   await b.whenSynced();
-  await sleep(50); // past every stamp of a, whatever its clock offset
-  server.writeHorizon.set('todos', Date.now());
-  server.leaseExpire('todos', a.store.replica);
-  const mark = server.pushed.length;
-  a.resume();
-  assert.deepEqual(await a.whenSynced(), { refused: 0 });
-  await until(() => ev.reconciled.length > 0, 'the reconciliation', WAIT);
+  const mark = await comeBackCollected(server, a, ev);
   assert.deepEqual(pushesOf(server, mark, 'x'), [REFUSED], 'refused once, not pushed again');
   assert.equal(server.coll('todos').byId.get('x')?.record.fields.size, 0, 'x stays deleted on the server');
   assert.equal(await a.collection('todos').get('x'), null);
@@ -383,13 +396,7 @@ test('refused collected: an offline edit followed by an offline delete of the re
   await a.collection('todos').update('x', { b: 1 });
   await sleep(3);
   await a.collection('todos').delete('x');
-  await sleep(50); // past every stamp of a, whatever its clock offset
-  server.writeHorizon.set('todos', Date.now());
-  server.leaseExpire('todos', a.store.replica);
-  const mark = server.pushed.length;
-  a.resume();
-  assert.deepEqual(await a.whenSynced(), { refused: 0 });
-  await until(() => ev.reconciled.length > 0, 'the reconciliation', WAIT);
+  const mark = await comeBackCollected(server, a, ev);
   assert.deepEqual(pushesOf(server, mark, 'x'), [REFUSED, REFUSED, APPLIED], 'the edit is settled, the delete re-stamped');
   assert.equal(server.coll('todos').byId.get('x')?.record.fields.size, 0, 'x deleted on the server');
   assert.equal(await a.collection('todos').get('x'), null);
@@ -408,13 +415,7 @@ test('refused collected: a field another replica wrote later is not overwritten 
   await sleep(5);
   await b.collection('todos').update('x', { a: 3 }); // newer than a's a
   await b.whenSynced();
-  await sleep(50); // past every stamp of a, whatever its clock offset
-  server.writeHorizon.set('todos', Date.now());
-  server.leaseExpire('todos', a.store.replica);
-  const mark = server.pushed.length;
-  a.resume();
-  assert.deepEqual(await a.whenSynced(), { refused: 0 });
-  await until(() => ev.reconciled.length > 0, 'the reconciliation', WAIT);
+  const mark = await comeBackCollected(server, a, ev);
   assert.deepEqual(pushesOf(server, mark, 'x'), [REFUSED, APPLIED]);
   assert.equal(onServer(server, 'todos', 'x', 'a'), 3, 'the newer value stays');
   assert.equal(onServer(server, 'todos', 'x', 'd'), 1, 'the rest of the edit lands');
@@ -434,13 +435,7 @@ test('refused collected: an offline delete of a record another replica wrote to 
   await sleep(5);
   await b.collection('todos').update('x', { c: 1 }); // after a's delete: it stays
   await b.whenSynced();
-  await sleep(50); // past every stamp of a, whatever its clock offset
-  server.writeHorizon.set('todos', Date.now());
-  server.leaseExpire('todos', a.store.replica);
-  const mark = server.pushed.length;
-  a.resume();
-  assert.deepEqual(await a.whenSynced(), { refused: 0 });
-  await until(() => ev.reconciled.length > 0, 'the reconciliation', WAIT);
+  const mark = await comeBackCollected(server, a, ev);
   assert.deepEqual(pushesOf(server, mark, 'x'), [REFUSED, APPLIED]);
   assert.deepEqual(await a.collection('todos').get('x'), { id: 'x', c: 1 });
   await b.sync();
