@@ -743,16 +743,12 @@ func (c *liveConn) subscribe(p Principal, m proto.Sub) {
 		cursor = engine.FreshStart()
 	}
 	if err := c.s.checkLease(p, m.Collection, m.Replica, m.Pending); err != nil {
-		c.queue(proto.ErrorMessage{Code: proto.CodeForbidden, Message: err.(*proto.Error).Message, Collection: m.Collection, RequestID: c.id})
+		c.refuseSub(m.Collection, err)
 		return
 	}
 	sc, err := c.s.readScope(p, m.Collection, m.Scope)
 	if err != nil {
-		var e *proto.Error
-		if !errors.As(err, &e) {
-			e = proto.Errorf(proto.CodeInternal, "internal error")
-		}
-		c.queue(proto.ErrorMessage{Code: e.Code, Message: e.Message, Collection: m.Collection, RequestID: c.id})
+		c.refuseSub(m.Collection, err)
 		return
 	}
 	c.unsubscribe(m.Collection) // a new sub replaces the old one, from its cursor
@@ -773,6 +769,16 @@ func (c *liveConn) subscribe(p Principal, m proto.Sub) {
 		sub.stopped.Store(true)
 		c.owe(sub, nil)
 	}
+}
+
+// refuseSub answers a sub of coll with err's code and message (internal
+// for an error that is not the protocol's).
+func (c *liveConn) refuseSub(coll string, err error) {
+	var e *proto.Error
+	if !errors.As(err, &e) {
+		e = proto.Errorf(proto.CodeInternal, "internal error")
+	}
+	c.queue(proto.ErrorMessage{Code: e.Code, Message: e.Message, Collection: coll, RequestID: c.id})
 }
 
 func (c *liveConn) unsubscribe(coll string) {

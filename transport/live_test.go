@@ -94,6 +94,11 @@ func TestLiveRefusals(t *testing.T) {
 	if e, ok := c.recv().(proto.ErrorMessage); !ok || e.Code != proto.CodeInvalid {
 		t.Fatalf("invalid sub: %+v", e)
 	}
+	late := uint64(proto.MaxWall) + 1
+	c.send(proto.Sub{Collection: "notes", Pending: &late})
+	if e, ok := c.recv().(proto.ErrorMessage); !ok || e.Code != proto.CodeInvalid || e.Collection != "notes" {
+		t.Fatalf("sub with a pending floor past MaxWall: %+v", e)
+	}
 	// Refusals of a sub are not fatal.
 	c.send(proto.Ping{Nonce: 1})
 	if _, ok := c.recv().(proto.Pong); !ok {
