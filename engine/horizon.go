@@ -129,8 +129,10 @@ func (e *Engine) MaxOffline(collection string) time.Duration {
 		return 0
 	}
 	var d time.Duration
-	for _, r := range e.RulesFor(collection) {
-		d = max(d, r.MaxOffline)
+	for _, r := range e.rules {
+		if r.MaxOffline > d && crdt.MatchPattern(r.Pattern, collection) {
+			d = r.MaxOffline
+		}
 	}
 	return d
 }
@@ -268,25 +270,26 @@ func (e *Engine) checkLease(ctx context.Context, collection string, cursor Curso
 }
 
 // writeHorizons returns the write horizons of the collections of changes
-// that have one published.
+// that have one published (0 for a collected collection with none). It
+// checks a collection once per run of changes to it, without allocating
+// when no rule collects.
 func (e *Engine) writeHorizons(ctx context.Context, changes []crdt.Change) (map[string]int64, error) {
 	var out map[string]int64
-	for _, c := range changes {
+	for i, c := range changes {
+		if i > 0 && c.Collection == changes[i-1].Collection {
+			continue
+		}
 		if _, seen := out[c.Collection]; seen || e.MaxOffline(c.Collection) == 0 {
 			continue
 		}
-		h, ok, err := e.HorizonOf(ctx, c.Collection, false)
+		h, _, err := e.HorizonOf(ctx, c.Collection, false)
 		if err != nil {
 			return nil, err
 		}
 		if out == nil {
 			out = map[string]int64{}
 		}
-		if ok {
-			out[c.Collection] = h.Wall
-		} else {
-			out[c.Collection] = 0
-		}
+		out[c.Collection] = h.Wall // zero when none is published
 	}
 	return out, nil
 }
