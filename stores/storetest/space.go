@@ -108,6 +108,14 @@ func BenchSpace(b *testing.B, newStore Factory, live func(testing.TB, stores.Sto
 	b.ReportMetric(float64(after1), "bytes-purged")
 	b.ReportMetric(float64(base), "bytes-survivors")
 	b.ReportMetric(float64(after1)/float64(base), "ratio")
-	b.Logf("%d deleted + %d survivors: %d bytes before the purge, %d after (%d records, %d record bytes reclaimed); survivors alone %d; ratio %.3f",
-		n, survivors, before, after1, total.Records, total.Bytes, base, float64(after1)/float64(base))
+	b.Logf("%d deleted + %d survivors: %d bytes before the purge, %d after (%d records, %d record bytes reclaimed, %d per tombstone); survivors alone %d; ratio %.3f",
+		n, survivors, before, after1, total.Records, total.Bytes, total.Bytes/int64(max(total.Records, 1)), base, float64(after1)/float64(base))
+	// The allowance of docs/benchmarks.md ("Tombstone collection: space").
+	if limit := spaceAllowance(base); after1 > limit {
+		b.Errorf("the purged store takes %d bytes, over the allowance of %d (1.10 × survivors alone + 1 MiB)", after1, limit)
+	}
 }
+
+// spaceAllowance is the most bytes a purged store may take when the
+// survivors alone take base: 1.10 × base + 1 MiB.
+func spaceAllowance(base int64) int64 { return base + base/10 + 1<<20 }
