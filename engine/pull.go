@@ -251,6 +251,7 @@ func (e *Engine) scanLog(ctx context.Context, collection string, k int, pos []ui
 	}
 	out := Page{Entries: []Entry{}}
 	n, used, scanned := 0, 0, 0
+	var enc []byte // a record's encoding, to count its size
 	var sum uint64
 	for _, p := range pos {
 		sum += p
@@ -292,7 +293,8 @@ read:
 			for _, en := range p.Entries {
 				switch sc.judge(s, en.Seq, en.Record) {
 				case send:
-					size := len(crdt.AppendRecord(nil, en.Record))
+					enc = crdt.AppendRecord(enc[:0], en.Record)
+					size := len(enc)
 					if n > 0 && used+size > limit.Bytes {
 						cut = true // this and what follows wait for the next page
 						break
