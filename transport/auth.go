@@ -209,18 +209,14 @@ func numericTimes(token string) (map[string]any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("token payload: %v", err)
 	}
-	var raw map[string]json.RawMessage
-	if err := json.Unmarshal(payload, &raw); err != nil {
-		return nil, fmt.Errorf("token payload: %v", err)
-	}
-	for _, name := range []string{"exp", "nbf", "iat"} {
-		if v, ok := raw[name]; ok && (len(v) == 0 || v[0] == '"') {
-			return nil, fmt.Errorf("claim %q is not a number", name)
-		}
-	}
 	var all map[string]any
 	if err := json.Unmarshal(payload, &all); err != nil {
 		return nil, fmt.Errorf("token payload: %v", err)
+	}
+	for _, name := range []string{"exp", "nbf", "iat"} {
+		if _, isString := all[name].(string); isString {
+			return nil, fmt.Errorf("claim %q is not a number", name)
+		}
 	}
 	return all, nil
 }
