@@ -13,8 +13,8 @@ import (
 )
 
 // Live subscriptions are entries in a broadcast group, not goroutines. A
-// group serves every subscription of one collection (and, once scoped sync
-// exists, one scope: groupKey) on one server. It holds one engine
+// group serves every subscription of one collection and one effective
+// read scope (groupKey) on one server. It holds one engine
 // subscription and one goroutine, which runs while the group has members.
 //
 // # Rounds
