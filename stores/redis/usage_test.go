@@ -1,6 +1,7 @@
 package redis
 
 import (
+	"context"
 	"errors"
 	"testing"
 
@@ -38,14 +39,21 @@ func checkUsage(t *testing.T, s *Store, coll, step string) {
 	}
 }
 
+// written opens a store on tg and writes ids to coll, each at 1.
+func written(t *testing.T, tg target, coll string, ids ...string) (context.Context, *Store) {
+	t.Helper()
+	s := openStore(t, tg, Options{})
+	for _, id := range ids {
+		put(t, s, coll, id, 1)
+	}
+	return testContext(t), s
+}
+
 func TestUsageHeals(t *testing.T) {
 	eachTarget(t, func(t *testing.T, tg target) {
 		t.Run("written before usage", func(t *testing.T) {
-			ctx := testContext(t)
-			s := openStore(t, tg, Options{})
 			const coll = "old"
-			put(t, s, coll, "r1", 1)
-			put(t, s, coll, "r2", 1)
+			ctx, s := written(t, tg, coll, "r1", "r2")
 			if err := s.client.Del(ctx, s.usageKey(coll)).Err(); err != nil {
 				t.Fatal(err)
 			}
@@ -60,10 +68,8 @@ func TestUsageHeals(t *testing.T) {
 			checkUsage(t, s, coll, "kept after the count")
 		})
 		t.Run("unsound usage hash", func(t *testing.T) {
-			ctx := testContext(t)
-			s := openStore(t, tg, Options{})
 			const coll = "du"
-			put(t, s, coll, "r1", 1)
+			ctx, s := written(t, tg, coll, "r1")
 			if err := s.client.HSet(ctx, s.usageKey(coll), "b", "lots").Err(); err != nil {
 				t.Fatal(err)
 			}
@@ -73,10 +79,8 @@ func TestUsageHeals(t *testing.T) {
 			checkUsage(t, s, coll, "kept after the count")
 		})
 		t.Run("usage key of another type", func(t *testing.T) {
-			ctx := testContext(t)
-			s := openStore(t, tg, Options{})
 			const coll = "ut"
-			put(t, s, coll, "r1", 1)
+			ctx, s := written(t, tg, coll, "r1")
 			if err := s.client.Set(ctx, s.usageKey(coll), "x", 0).Err(); err != nil {
 				t.Fatal(err)
 			}
@@ -94,11 +98,8 @@ func TestUsageHeals(t *testing.T) {
 			checkUsage(t, s, coll, "after repair and a write")
 		})
 		t.Run("damaged record replaced", func(t *testing.T) {
-			ctx := testContext(t)
-			s := openStore(t, tg, Options{})
 			const coll = "dr"
-			put(t, s, coll, "r1", 1)
-			put(t, s, coll, "r2", 1)
+			ctx, s := written(t, tg, coll, "r1", "r2")
 			if err := s.client.HSet(ctx, s.recKey(coll), "r1", "garbage").Err(); err != nil {
 				t.Fatal(err)
 			}
@@ -106,12 +107,8 @@ func TestUsageHeals(t *testing.T) {
 			checkUsage(t, s, coll, "after the replacing write")
 		})
 		t.Run("repair", func(t *testing.T) {
-			ctx := testContext(t)
-			s := openStore(t, tg, Options{})
 			const coll = "rp"
-			put(t, s, coll, "r1", 1)
-			put(t, s, coll, "r2", 1)
-			put(t, s, coll, "r3", 1)
+			ctx, s := written(t, tg, coll, "r1", "r2", "r3")
 			if err := s.client.HSet(ctx, s.recKey(coll), "r2", "garbage").Err(); err != nil {
 				t.Fatal(err)
 			}
