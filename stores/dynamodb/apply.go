@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	awsdynamodb "github.com/aws/aws-sdk-go-v2/service/dynamodb"
@@ -516,13 +517,21 @@ func refresh(state *groupState, p plan, reasons []types.CancellationReason, ref 
 					state.sizes[a.id] = recSize(r.Item)
 				}
 			}
-		case "TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded", "RequestLimitExceeded":
-			contended = true // retry after the backoff
 		default:
-			return false, false, fmt.Errorf("transaction cancelled: %s: %s", code, str(r.Message))
+			if !contendedCode(code) {
+				return false, false, fmt.Errorf("transaction cancelled: %s: %s", code, str(r.Message))
+			}
+			contended = true // retry after the backoff
 		}
 	}
 	return refreshed, contended, nil
+}
+
+// contendedCode reports whether code, a transaction's cancellation
+// reason, says that another writer or the table's throughput refused it:
+// the transaction is retried after a backoff.
+func contendedCode(code string) bool {
+	return slices.Contains([]string{"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded", "RequestLimitExceeded"}, code)
 }
 
 // backoff returns a jittered ("full jitter") pause before attempt+1.

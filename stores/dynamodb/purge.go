@@ -234,21 +234,18 @@ func (st *Store) purgeCommit(ctx context.Context, ref logRef, writes []purgeWrit
 			if 2*i < len(cancelled.CancellationReasons) {
 				code = str(cancelled.CancellationReasons[2*i].Code)
 			}
-			switch code {
-			case "ConditionalCheckFailed":
+			if code == "ConditionalCheckFailed" {
 				continue // moved on: no longer below the horizon
-			case "TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded", "RequestLimitExceeded":
-				contended = true
 			}
+			contended = contended || contendedCode(code)
 			kept = append(kept, w)
 		}
 		if n := len(cancelled.CancellationReasons); n == len(items) {
-			switch str(cancelled.CancellationReasons[n-1].Code) {
-			case "ConditionalCheckFailed":
+			code := str(cancelled.CancellationReasons[n-1].Code)
+			if code == "ConditionalCheckFailed" {
 				return fmt.Errorf("%s: %w: the head item keeps no usage", op, stores.ErrCorrupt)
-			case "TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded", "RequestLimitExceeded":
-				contended = true
 			}
+			contended = contended || contendedCode(code)
 		}
 		writes = kept
 		if attempt >= st.maxAttempts {
