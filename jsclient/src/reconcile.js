@@ -163,23 +163,19 @@ export function unacknowledged(s) {
  * @returns {Promise<Set<number>>}
  */
 export async function restampable(syncer, batch, results, state) {
-  const store = syncer.store;
-  if (state.upTo === null) {
-    state.upTo = await store.tx([OUTBOX], 'readonly', 'read outbox', async (tx) => {
-      const r = await req(tx.objectStore(OUTBOX).openKeyCursor(null, 'prev'));
-      return r ? /** @type {number} */ (r.key) : 0;
-    });
-  }
-  const upTo = state.upTo;
   const cs = [...new Set(batch.filter((_e, i) => results[i].code === 'collected').map((e) => e.c))];
-  const [held, kept] = await store.tx([RECORDS, META], 'readonly', 'read records', (tx) => {
+  // One transaction reads the last outbox entry (state.upTo, on the first
+  // call of a pushAll), the records and the notes.
+  const [top, held, kept] = await syncer.store.tx([OUTBOX, RECORDS, META], 'readonly', 'read records', (tx) => {
     const records = tx.objectStore(RECORDS);
     const meta = tx.objectStore(META);
     return Promise.all([
+      state.upTo ?? req(tx.objectStore(OUTBOX).openKeyCursor(null, 'prev')).then((r) => (r ? /** @type {number} */ (r.key) : 0)),
       Promise.all(batch.map((e, i) => (results[i].code === 'collected' ? /** @type {Promise<StoredRecord|undefined>} */ (req(records.get([e.c, e.id]))) : undefined))),
       Promise.all(cs.map((c) => req(meta.get(RESTAMP_KEY + c)))),
     ]);
   });
+  const upTo = (state.upTo ??= top);
   /** @type {Set<number>} the outbox entries reconciliations noted */
   const noted = new Set(kept.flatMap((v) => (Array.isArray(v) ? v : [])));
   /** @type {Set<number>} */
