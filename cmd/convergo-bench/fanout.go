@@ -322,9 +322,8 @@ func runFanout(args []string) error {
 				name string
 				p    float64
 			}{{"p50 push→receipt", 0.50}, {"p99 push→receipt", 0.99}, {"max push→receipt", 1}} {
-				i := min(len(lat)-1, int(q.p*float64(len(lat))))
 				emit(sample{Scenario: title, Metric: q.name, Unit: "ms", Better: "lower", Impl: "Convergo server",
-					Ours: true, Run: run, Value: lat[i], Note: note})
+					Ours: true, Run: run, Value: quantile(lat, q.p), Note: note})
 			}
 		}
 	}

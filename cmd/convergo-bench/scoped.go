@@ -513,6 +513,8 @@ func (sc *scopedBench) run(ctx context.Context, scoped bool) (*scopedResult, err
 	return res, nil
 }
 
+// quantile returns the q quantile (0 to 1, 1 the maximum) of sorted, or 0
+// when it is empty.
 func quantile(sorted []float64, q float64) float64 {
 	if len(sorted) == 0 {
 		return 0
