@@ -88,6 +88,24 @@ import { isDevice, isPrefix, newDevice, replicaId, replicaPrefix } from './repli
 /** A pulled page merged: the entries to put, the ids whose record changed. @typedef {{puts: Map<string, StoredRecord>, changed: Set<string>}} Prepared */
 
 /**
+ * Moves clock past the newest stamp record r holds; a stamp too far ahead
+ * is ignored (the clock refuses it, as the server will: keep ours sane).
+ * @param {Clock} clock
+ * @param {Rec} r
+ * @param {number} now
+ */
+function observeRecord(clock, r, now) {
+  const top = maxStamp(r);
+  if (top.wall > 0) {
+    try {
+      clock.observe(top, now);
+    } catch {
+      /* too far ahead */
+    }
+  }
+}
+
+/**
  * Whether a and b hold the same stamps and values (field objects are
  * shared by merging, so identity decides).
  * @param {Rec} a
@@ -674,14 +692,7 @@ export class Store {
       const now = this.now();
       // Stamp after everything this record holds, so a write over a value
       // the user saw wins over it even if our wall clock lags.
-      const top = maxStamp(current);
-      if (top.wall > 0) {
-        try {
-          clock.observe(top, now);
-        } catch {
-          /* a stamp too far ahead: the clock refuses it, as the server will */
-        }
-      }
+      observeRecord(clock, current, now);
       const stamp = clock.now(now);
       const change = build(current, stamp, () => clock.now(this.now()));
       // The first pending change keeps the server's state aside.
@@ -810,14 +821,7 @@ export class Store {
         x.seal = { s: seals[i], sr: null };
         x.sealed = r;
       }
-      const top = maxStamp(r);
-      if (top.wall > 0) {
-        try {
-          clock.observe(top, this.now());
-        } catch {
-          /* too far ahead: keep our clock sane */
-        }
-      }
+      observeRecord(clock, r, this.now());
     });
     /** @type {Map<string, StoredRecord>} */
     const puts = new Map();
