@@ -255,8 +255,8 @@ type DenyEntry struct {
 // Deny writes e to the deny list of eng's store: every server on the
 // store refuses the principal it names from then on (until e.Until).
 func Deny(ctx context.Context, eng *engine.Engine, e DenyEntry) error {
-	if !strings.HasPrefix(e.ID, DenySubject) && !strings.HasPrefix(e.ID, DenyTokenID) || len(e.ID) == len(DenySubject) {
-		return fmt.Errorf("deny %q: the id is %s<subject> or %s<token id>", e.ID, DenySubject, DenyTokenID)
+	if err := checkDenyID("deny", e.ID); err != nil {
+		return err
 	}
 	st, err := eng.Now(proto.DenyCollection)
 	if err != nil {
@@ -283,11 +283,24 @@ func Deny(ctx context.Context, eng *engine.Engine, e DenyEntry) error {
 // Allow deletes the deny list's record id (DenySubject or DenyTokenID and
 // the name).
 func Allow(ctx context.Context, eng *engine.Engine, id string) error {
+	if err := checkDenyID("allow", id); err != nil {
+		return err
+	}
 	st, err := eng.Now(proto.DenyCollection)
 	if err != nil {
 		return fmt.Errorf("allow %s: %w", id, err)
 	}
 	return applyOne(ctx, eng, crdt.Change{Collection: proto.DenyCollection, Record: crdt.DeleteRecord(id, st)})
+}
+
+// checkDenyID refuses an id that names no subject or token id.
+func checkDenyID(op, id string) error {
+	for _, prefix := range []string{DenySubject, DenyTokenID} {
+		if len(id) > len(prefix) && strings.HasPrefix(id, prefix) {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s %q: the id is %s<subject> or %s<token id>", op, id, DenySubject, DenyTokenID)
 }
 
 func applyOne(ctx context.Context, eng *engine.Engine, c crdt.Change) error {

@@ -172,3 +172,26 @@ func TestReservedCollections(t *testing.T) {
 		t.Fatalf("the push reached the deny list: %+v %v", list, err)
 	}
 }
+
+// TestDenyIDs: Deny and Allow take only ids that name a subject or a token
+// id.
+func TestDenyIDs(t *testing.T) {
+	ts := newTestServer(t, nil)
+	ctx := context.Background()
+	for _, id := range []string{"", "alice", DenySubject, DenyTokenID, "user:alice"} {
+		if err := Deny(ctx, ts.eng, DenyEntry{ID: id}); err == nil {
+			t.Errorf("Deny(%q) succeeded", id)
+		}
+		if err := Allow(ctx, ts.eng, id); err == nil {
+			t.Errorf("Allow(%q) succeeded", id)
+		}
+	}
+	for _, id := range []string{DenySubject + "alice", DenyTokenID + "t1"} {
+		if err := Deny(ctx, ts.eng, DenyEntry{ID: id}); err != nil {
+			t.Errorf("Deny(%q): %v", id, err)
+		}
+		if err := Allow(ctx, ts.eng, id); err != nil {
+			t.Errorf("Allow(%q): %v", id, err)
+		}
+	}
+}
