@@ -706,7 +706,7 @@ func (e *Engine) shardHeads(ctx context.Context, collection string, k int) ([]ui
 	}
 	sh, ok := e.store.(stores.Sharder)
 	if !ok {
-		return nil, fmt.Errorf("collect %s: the store says %d shards but cannot read a shard's head", collection, k)
+		return nil, fmt.Errorf("%s: the store says %d shards but cannot read a shard's head", collection, k)
 	}
 	heads, err := sh.ShardHeads(ctx, collection)
 	if err != nil {

@@ -347,16 +347,12 @@ func (e *Engine) checkPast(ctx context.Context, collection string, k int, pos []
 		}
 		return nil
 	}
-	sh, ok := e.store.(stores.Sharder)
-	if !ok {
-		return fmt.Errorf("pull %s: the store says %d shards but cannot pull a shard", collection, k)
-	}
-	heads, err := sh.ShardHeads(ctx, collection)
+	heads, err := e.shardHeads(ctx, collection, k)
 	if err != nil {
 		return fmt.Errorf("pull %s: %w", collection, err)
 	}
 	for s, p := range pos {
-		if s < len(heads) && p > heads[s] {
+		if p > heads[s] {
 			return &ResetError{Collection: collection, Reason: ResetHistoryLost,
 				Detail: fmt.Sprintf("the cursor is at %d in shard %d, past its head %d", p, s, heads[s])}
 		}
