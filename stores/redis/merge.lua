@@ -245,11 +245,9 @@ local usageState, usageRecords, usageBytes = 'keep', 0, 0
 if types[4] == 'none' then
   if types[3] ~= 'none' then usageState = 'none' end
 else
-  local u = redis.call('HMGET', KEYS[4], 'n', 'b')
-  if u[1] and u[2] and string.match(u[1], '^%d+$') and string.match(u[2], '^%d+$') then
-    usageRecords, usageBytes = tonumber(u[1]), tonumber(u[2])
-  else
-    usageState = 'none'
+  usageRecords, usageBytes = usagehash(KEYS[4])
+  if not usageRecords then
+    usageRecords, usageBytes, usageState = 0, 0, 'none'
   end
 end
 -- The head is at least the highest seq in the log: a head that is

@@ -17,7 +17,7 @@ var _ stores.Purger = (*Store)(nil)
 //go:embed purge.lua
 var purgeSource string
 
-var purgeScript = goredis.NewScript(purgeSource)
+var purgeScript = goredis.NewScript(withPrelude(purgeSource, sizeSource))
 
 // Purge implements stores.Purger. Each call reads up to scan.Limit log
 // entries at or below the read horizon (ZRANGE BYSCORE) and their records

@@ -16,6 +16,8 @@
 -- horizon, and its blob holds its seq: an equal blob is at the same seq.
 -- Usage follows when the usage hash is sound; an unsound or stale one is
 -- left for usage.lua to count.
+--
+-- size.lua comes before this body: it defines usagehash.
 
 for i = 1, 3 do
   local t = redis.call('TYPE', KEYS[i]).ok
@@ -54,10 +56,10 @@ for _ = 1, 4 * records do
   redis.call('ZSCORE', KEYS[2], '')
 end
 if records > 0 or bytes ~= 0 then
-  local u = redis.call('HMGET', KEYS[3], 'n', 'b')
-  if u[1] and u[2] and string.match(u[1], '^%d+$') and string.match(u[2], '^%d+$') then
-    redis.call('HSET', KEYS[3], 'n', string.format('%.0f', tonumber(u[1]) - records),
-      'b', string.format('%.0f', tonumber(u[2]) - bytes))
+  local n, b = usagehash(KEYS[3])
+  if n then
+    redis.call('HSET', KEYS[3], 'n', string.format('%.0f', n - records),
+      'b', string.format('%.0f', b - bytes))
   end
 end
 return out

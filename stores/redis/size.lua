@@ -1,7 +1,9 @@
--- Convergo's size prelude: shared by merge.lua and read.lua, which the
--- store builds as their first line (the shebang), then this file, then
--- their own body (scripts.go). It reads record blobs (encoding.go) and
--- computes the length of crdt.EncodeRecord of the record a blob holds.
+-- Convergo's size prelude: shared by merge.lua, read.lua, repair.lua,
+-- usage.lua and purge.lua, which the store builds as their first line
+-- (the shebang), then this file, then their own body (scripts.go). It
+-- reads record blobs (encoding.go) and computes the length of
+-- crdt.EncodeRecord of the record a blob holds; usagehash reads a usage
+-- hash, as the scripts that keep usage do.
 
 local byte, sub = string.byte, string.sub
 local sunpack = struct.unpack
@@ -66,4 +68,14 @@ local function cborsize(id, s)
   end
   if nf > 0 then size = size + 1 + hsize(nf) end
   return size
+end
+
+-- usagehash returns the records and bytes of the usage hash at key, or
+-- nil when it lacks either or either is not a whole number (unsound).
+local function usagehash(key)
+  local u = redis.call('HMGET', key, 'n', 'b')
+  if u[1] and u[2] and string.match(u[1], '^%d+$') and string.match(u[2], '^%d+$') then
+    return tonumber(u[1]), tonumber(u[2])
+  end
+  return nil
 end

@@ -26,10 +26,8 @@ for i = 1, 2 do
   types[i] = t
 end
 if types[2] == 'hash' then
-  local u = redis.call('HMGET', KEYS[2], 'n', 'b')
-  if u[1] and u[2] and string.match(u[1], '^%d+$') and string.match(u[2], '^%d+$') then
-    return {tonumber(u[1]), tonumber(u[2])}
-  end
+  local n, b = usagehash(KEYS[2])
+  if n then return {n, b} end
 end
 local n, bytes = 0, 0
 local cursor = '0'
