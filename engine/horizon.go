@@ -471,6 +471,8 @@ func (e *Engine) readLeases(ctx context.Context) (map[string][]lease, error) {
 			}
 			l := lease{floor: -1}
 			if f := r.Fields[LeaseFieldPos]; f.Value == nil || crdt.DecodeValue(f.Value, &l.pos) != nil {
+				// Not held to: its reader may be reset as if it had expired.
+				e.log.Warn("tombstone collection: a lease without readable positions is ignored", "lease", r.ID)
 				continue
 			}
 			decodeInt(r, LeaseFieldSeen, &l.seen)
