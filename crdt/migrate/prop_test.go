@@ -3,8 +3,8 @@ package migrate
 import (
 	"bytes"
 	"encoding/json"
-	"maps"
 	"fmt"
+	"maps"
 	"testing"
 
 	"github.com/convergo/convergo/crdt"
