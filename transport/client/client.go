@@ -195,8 +195,10 @@ type Client struct {
 	hello  bool
 	scopes scopeState
 	// floors are the pending floors of the outboxes that write through
-	// this client (each Replica adds its own): see pendingFloor.
-	floors []func(collection string) (int64, bool)
+	// this client (each Replica adds its own, Close removes it), by the
+	// handle addFloor gave: see pendingFloor.
+	floors    map[uint64]func(collection string) (int64, bool)
+	nextFloor uint64
 }
 
 // New returns a client for cfg. It does no I/O; call Hello to correct the
@@ -545,11 +547,24 @@ func (c *Client) pull(ctx context.Context, collection string, cursor []byte, lim
 }
 
 // addFloor adds an outbox's pending floor to those pulls and
-// subscriptions report.
-func (c *Client) addFloor(f func(collection string) (int64, bool)) {
+// subscriptions report, and returns the handle that removes it
+// (removeFloor).
+func (c *Client) addFloor(f func(collection string) (int64, bool)) uint64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.floors = append(c.floors, f)
+	if c.floors == nil {
+		c.floors = map[uint64]func(collection string) (int64, bool){}
+	}
+	c.nextFloor++
+	c.floors[c.nextFloor] = f
+	return c.nextFloor
+}
+
+// removeFloor removes the pending floor addFloor returned handle for.
+func (c *Client) removeFloor(handle uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.floors, handle)
 }
 
 // pendingFloor is the pending floor of collection a pull or subscription
@@ -559,7 +574,10 @@ func (c *Client) addFloor(f func(collection string) (int64, bool)) {
 // becomes older than the horizon while the replica's lease holds.
 func (c *Client) pendingFloor(collection string) *uint64 {
 	c.mu.Lock()
-	floors := slices.Clone(c.floors)
+	floors := make([]func(string) (int64, bool), 0, len(c.floors))
+	for _, f := range c.floors {
+		floors = append(floors, f)
+	}
 	c.mu.Unlock()
 	// Called without c.mu: an outbox's lock is taken before the client's.
 	var out *uint64

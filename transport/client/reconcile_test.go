@@ -364,3 +364,49 @@ func TestStaleCollectionIsPulledBeforeItsOutbox(t *testing.T) {
 		t.Fatalf("t2's edit pushed %d times, want never", n)
 	}
 }
+
+// TestClosedReplicaHoldsNoFloor: a client's pending floor is the oldest
+// change of any of its replicas' outboxes, and a replica closed while its
+// client lives on no longer holds it back.
+func TestClosedReplicaHoldsNoFloor(t *testing.T) {
+	f := newFakeServer(t)
+	var now atomic.Int64
+	now.Store(time.Now().UnixMilli())
+	c := f.client(t, "a", func(cfg *Config) { cfg.Now = func() time.Time { return time.UnixMilli(now.Load()) } })
+	old, err := NewReplica(c, ReplicaConfig{Collections: []string{"todos"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept, err := NewReplica(c, ReplicaConfig{Collections: []string{"todos"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := now.Load()
+	if err := old.Set("todos", "t1", "title", "x"); err != nil {
+		t.Fatal(err)
+	}
+	now.Add(5000)
+	if err := kept.Set("todos", "t2", "title", "y"); err != nil {
+		t.Fatal(err)
+	}
+	floor := func() int64 {
+		t.Helper()
+		p := c.pendingFloor("todos")
+		if p == nil {
+			t.Fatal("no pending floor with changes pending")
+		}
+		return int64(*p)
+	}
+	if got := floor(); got != first {
+		t.Fatalf("pending floor %d, want the older replica's %d", got, first)
+	}
+	old.Close()
+	old.Close() // twice is harmless
+	if got, want := floor(), first+5000; got != want {
+		t.Fatalf("pending floor %d after the older replica closed, want the kept one's %d", got, want)
+	}
+	kept.Close()
+	if p := c.pendingFloor("todos"); p != nil {
+		t.Fatalf("pending floor %d with every replica closed", *p)
+	}
+}

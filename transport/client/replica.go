@@ -157,6 +157,9 @@ type Replica struct {
 	// and neither syncs nor takes writes.
 	revoked error
 	stopped chan struct{} // closed when revoked is set
+	// floor is the handle of this replica's pending floor in its client
+	// (Client.addFloor), which Close removes.
+	floor uint64
 }
 
 type pending struct {
@@ -271,8 +274,19 @@ func NewReplica(c *Client, cfg ReplicaConfig) (*Replica, error) {
 		}
 		r.cursors[coll] = []byte{}
 	}
-	c.addFloor(r.pendingFloor)
+	r.floor = c.addFloor(r.pendingFloor)
 	return r, nil
+}
+
+// Close detaches the replica from its Client: the oldest change of its
+// outbox no longer holds back the collection of tombstones (the pending
+// floor the client's pulls and subscriptions report). Call it when the
+// replica is discarded while its Client lives on, after flushing what
+// must reach the server: changes still in its outbox are not sent. Close
+// does not stop a Live session (cancel its context). It is safe to call
+// more than once; the replica must not be used after it.
+func (r *Replica) Close() {
+	r.c.removeFloor(r.floor)
 }
 
 // pendingFloor is the wall time of the oldest stamp of a change for
@@ -569,7 +583,7 @@ func (r *Replica) Flush(ctx context.Context) error {
 	// Each round moves a change refused collected one step on (held,
 	// reconciled, re-stamped, rejected), so a few rounds finish; a server
 	// that keeps asking for more is left for the next Flush.
-	for range 4 {
+	for range flushRounds {
 		reconcile, again, err := r.flushOnce(ctx)
 		if err != nil {
 			return err
@@ -586,8 +600,22 @@ func (r *Replica) Flush(ctx context.Context) error {
 			return nil
 		}
 	}
+	if n := r.queued(); n > 0 {
+		r.c.log.Warn("flush stopped after its rounds with changes still queued; the next Flush sends them",
+			"rounds", flushRounds, "queued", n)
+	}
 	return nil
 }
+
+// queued is the number of changes in the outbox.
+func (r *Replica) queued() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.outbox)
+}
+
+// flushRounds is how many push rounds one Flush makes at most.
+const flushRounds = 4
 
 // stale returns the kept collections with changes in the outbox that
 // Flush pulls first: pulled before, not within freshFor, and not being
