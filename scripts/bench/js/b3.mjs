@@ -1,198 +1,92 @@
 // crdt-benchmarks' B3 map scenarios (dmonad/crdt-benchmarks, js-lib/b3.js)
-// for Convergo's JS client merge and its peers: Yjs (Y.Map), Automerge and
-// TinyBase (MergeableStore).
+// for Convergo's JS client and its peers: Yjs (Y.Map, V2 updates as
+// crdt-benchmarks uses), Automerge and TinyBase (MergeableStore).
 //
-// As in crdt-benchmarks, N = 6000 and 20·⌊√N⌋ = 1540 clients each make one
-// change to a map; every change is captured as the update the library would
-// send; the timed part applies all updates, in one transaction, to a
-// client's document. Unlike crdt-benchmarks (one cold run per process) each
-// figure here is RUNS warm runs on fresh documents after one warm-up, so the
-// median and spread mean something.
+// Every figure comes from fresh processes: each run of each implementation
+// on each scenario is one `node b3-run.mjs IMPL SCENARIO` (b3-run.mjs says
+// what it does: crdt-benchmarks' template, 1,540 fresh documents built
+// through each library's own write path, one cold timed application as
+// crdt-benchmarks publishes it, then warm ones). Runs are interleaved: run
+// r goes through every scenario and, within it, every implementation in an
+// order rotated by r, so that the machine's load falls on all alike.
+// b3-impls.mjs says what each implementation's document and update are.
 //
-// Scenarios (the update each client makes):
-//   B3.1  set key "v" to the number i
-//   B3.2  set key "v" to the object {name: String(i), address: "here"}
-//   B3.3  set key "v" to the string String(i).repeat(1540)
-//   B3.x  set key "k"+i to i (distinct keys: no conflicts; not in crdt-benchmarks)
+// Output: JSON samples, one per line (the sample type of cmd/convergo-bench,
+// whose report subcommand aggregates them): per run, the cold time, the
+// median of the run's warm times and the update bytes. On stderr, the
+// issue's targets against the medians: the JS client ≥ 2× TinyBase and
+// ≥ 5× Yjs (cold and warm), update bytes ≤ 1.2× Yjs V2's.
 //
-// Output: one JSON sample per line per run (the sample type of
-// cmd/convergo-bench, whose report subcommand aggregates them).
-//
-// Usage: node b3.mjs [runs] [impl,...]
+// Usage: node b3.mjs [runs] [warm runs per process] [impl,...] [scenario,...]
 
-import * as Y from 'yjs';
-import * as Automerge from '@automerge/automerge';
-import { createMergeableStore } from 'tinybase';
+import { execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { factories, scenarios } from './b3-impls.mjs';
 
-const N = 6000;
-const CLIENTS = Math.floor(Math.sqrt(N)) * 20; // 1540
-const RUNS = Number(process.argv[2] ?? 7);
-const ONLY = process.argv[3] ? new Set(process.argv[3].split(',')) : null;
+const RUNS = Number(process.argv[2] ?? 3);
+const WARM = Number(process.argv[3] ?? 5);
+const IMPLS = process.argv[4] ? process.argv[4].split(',') : Object.keys(factories);
+const SCENARIOS = process.argv[5] ? scenarios.filter((s) => process.argv[5].split(',').includes(s.id)) : scenarios;
+const RUNNER = fileURLToPath(new URL('./b3-run.mjs', import.meta.url));
 
-const scenarios = [
-  { id: 'B3.1', title: 'B3.1 1540 clients set one key to a number', key: () => 'v', value: (i) => i },
-  { id: 'B3.2', title: 'B3.2 1540 clients set one key to an object', key: () => 'v', value: (i) => ({ name: String(i), address: 'here' }) },
-  { id: 'B3.3', title: 'B3.3 1540 clients set one key to a long string', key: () => 'v', value: (i) => String(i).repeat(CLIENTS) },
-  { id: 'B3.x', title: 'B3.x 1540 clients set distinct keys', key: (i) => 'k' + i, value: (i) => i },
-];
+const COLD = 'apply all updates, cold (one timed run per fresh process, as crdt-benchmarks publishes)';
+const WARMED = `apply all updates, warm (median of ${WARM} runs after the cold one, per process)`;
+const BYTES = 'update bytes (all clients)';
 
-/**
- * Each implementation: makeUpdates(scenario) → {updates, target()} where
- * target() returns a fresh document holding client 1's own change, and
- * apply(doc, updates) applies all updates in one transaction; read(doc)
- * returns the map as a plain object for the convergence check.
- */
-const impls = {
-  yjs: {
-    name: 'Yjs 13 (Y.Map)',
-    setup(sc) {
-      const updates = [];
-      const own = [];
-      for (let i = 0; i < CLIENTS; i++) {
-        const doc = new Y.Doc();
-        doc.on('update', (u) => updates.push(u));
-        doc.getMap('map').set(sc.key(i), sc.value(i));
-        if (i === 1) own.push(Y.encodeStateAsUpdate(doc));
-      }
-      return {
-        updates,
-        target() {
-          const doc = new Y.Doc();
-          Y.applyUpdate(doc, own[0]);
-          return doc;
-        },
-        apply(doc, ups) {
-          doc.transact(() => {
-            for (const u of ups) Y.applyUpdate(doc, u);
-          });
-        },
-        read: (doc) => doc.getMap('map').toJSON(),
-      };
-    },
-  },
-  automerge: {
-    name: 'Automerge 2',
-    setup(sc) {
-      const updates = [];
-      let own;
-      for (let i = 0; i < CLIENTS; i++) {
-        let doc = Automerge.init();
-        doc = Automerge.change(doc, (d) => {
-          d[sc.key(i)] = sc.value(i);
-        });
-        updates.push(Automerge.getLastLocalChange(doc));
-        if (i === 1) own = Automerge.save(doc);
-      }
-      return {
-        updates,
-        target: () => Automerge.load(own),
-        apply(doc, ups) {
-          const [next] = Automerge.applyChanges(doc, ups);
-          return next;
-        },
-        read: (doc) => JSON.parse(JSON.stringify(doc)),
-      };
-    },
-  },
-  tinybase: {
-    name: 'TinyBase 10 (MergeableStore)',
-    setup(sc) {
-      const updates = [];
-      let own;
-      for (let i = 0; i < CLIENTS; i++) {
-        const store = createMergeableStore('c' + i);
-        store.addDidFinishTransactionListener(() => {
-          updates.push(new TextEncoder().encode(JSON.stringify(store.getTransactionMergeableChanges())));
-        });
-        const v = sc.value(i);
-        // TinyBase values are scalars: an object is stored as its JSON.
-        store.setValue(sc.key(i), typeof v === 'object' ? JSON.stringify(v) : v);
-        if (i === 1) own = store.getMergeableContent();
-      }
-      const dec = new TextDecoder();
-      return {
-        updates,
-        target() {
-          const store = createMergeableStore('target');
-          store.setMergeableContent(own);
-          return store;
-        },
-        apply(store, ups) {
-          store.transaction(() => {
-            for (const u of ups) store.applyMergeableChanges(JSON.parse(dec.decode(u)));
-          });
-        },
-        read: (store) => store.getValues(),
-      };
-    },
-  },
+/** @type {Map<string, number[]>} values by scenario id, metric and impl */
+const seen = new Map();
+function emit(sc, metric, unit, impl, run, value) {
+  const f = factories[impl];
+  process.stdout.write(JSON.stringify({ scenario: sc.title, metric, unit, better: 'lower', impl: f.name, ours: !!f.ours, run, value }) + '\n');
+  const k = `${sc.id}|${metric}|${impl}`;
+  seen.set(k, [...(seen.get(k) ?? []), value]);
+}
+
+const median = (/** @type {number[]} */ xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
 };
 
-// Convergo's JS client, once jsclient/src/record.js exists.
-try {
-  const rec = await import('../../../jsclient/src/record.js');
-  const { Clock } = await import('../../../jsclient/src/hlc.js');
-  const { encode } = await import('../../../jsclient/src/cbor.js');
-  const WALL = 1_764_000_000_000;
-  impls.convergo = {
-    name: 'Convergo JS client',
-    ours: true,
-    setup(sc) {
-      const updates = [];
-      let own;
-      for (let i = 0; i < CLIENTS; i++) {
-        const clock = new Clock({ replica: 'c' + i });
-        const r = rec.emptyRecord('doc');
-        // Every client writes in the same millisecond: stamps tie on time
-        // and the replica id decides, as with truly concurrent writers.
-        r.fields.set(sc.key(i), { stamp: clock.now(WALL), value: encode(sc.value(i)) });
-        updates.push(rec.encodeRecord(r));
-        if (i === 1) own = r;
+for (let run = 0; run < RUNS; run++) {
+  for (const sc of SCENARIOS) {
+    const order = IMPLS.map((_, i) => IMPLS[(i + run) % IMPLS.length]);
+    for (const impl of order) {
+      let out;
+      try {
+        out = JSON.parse(
+          execFileSync(process.execPath, ['--max-old-space-size=4096', RUNNER, impl, sc.id, String(WARM)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }),
+        );
+      } catch (e) {
+        console.error(`b3: ${impl} ${sc.id} run ${run} failed: ${e.message}`);
+        continue;
       }
-      return {
-        updates,
-        target: () => rec.cloneRecord(own),
-        apply(doc, ups) {
-          for (const u of ups) rec.mergeInto(doc, rec.decodeRecord(u));
-        },
-        read(doc) {
-          const out = {};
-          for (const [k, v] of rec.visibleValues(doc) ?? []) out[k] = rec.decodeValue(v);
-          return out;
-        },
-      };
-    },
-  };
-} catch (e) {
-  console.error(`b3: Convergo JS client not measured: ${e.message}`);
-}
-
-function emit(o) {
-  process.stdout.write(JSON.stringify(o) + '\n');
-}
-
-for (const sc of scenarios) {
-  for (const [key, impl] of Object.entries(impls)) {
-    if (ONLY && !ONLY.has(key)) continue;
-    const s = impl.setup(sc);
-    const bytes = s.updates.reduce((n, u) => n + u.length, 0);
-    // Convergence check: applying every update in two orders gives one map.
-    const applied = (ups) => {
-      const doc = s.target();
-      return s.apply(doc, ups) ?? doc;
-    };
-    const sorted = (o) => JSON.stringify(Object.fromEntries(Object.entries(o).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))));
-    const ja = sorted(s.read(applied(s.updates)));
-    const jb = sorted(s.read(applied([...s.updates].reverse())));
-    if (ja !== jb) throw new Error(`${impl.name} ${sc.id}: replicas diverge: ${ja.slice(0, 200)} vs ${jb.slice(0, 200)}`);
-    for (let run = -1; run < RUNS; run++) {
-      let doc = s.target();
-      const t0 = performance.now();
-      doc = s.apply(doc, s.updates) ?? doc;
-      const ms = performance.now() - t0;
-      if (run < 0) continue; // warm-up
-      emit({ scenario: sc.title, metric: 'apply all updates', unit: 'ms', better: 'lower', impl: impl.name, ours: !!impl.ours, run, value: ms });
+      emit(sc, COLD, 'ms', impl, run, out.cold);
+      emit(sc, WARMED, 'ms', impl, run, median(out.warm));
+      emit(sc, BYTES, 'bytes', impl, run, out.bytes);
+      console.error(`b3: run ${run} ${sc.id} ${impl}: cold ${out.cold.toFixed(1)} ms, warm ${median(out.warm).toFixed(1)} ms, ${out.bytes} bytes, setup ${(out.setupMs / 1000).toFixed(1)} s`);
     }
-    emit({ scenario: sc.title, metric: 'update bytes', unit: 'bytes', better: 'lower', impl: impl.name, ours: !!impl.ours, run: 0, value: bytes });
   }
+}
+
+// The targets, against the medians over runs.
+const med = (sc, metric, impl) => {
+  const v = seen.get(`${sc.id}|${metric}|${impl}`);
+  return v?.length ? median(v) : NaN;
+};
+for (const sc of SCENARIOS) {
+  for (const ours of IMPLS.filter((i) => factories[i].ours)) {
+    for (const [metric, label] of [
+      [COLD, 'cold'],
+      [WARMED, 'warm'],
+    ]) {
+      const t = med(sc, metric, ours);
+      const tb = med(sc, metric, 'tinybase') / t;
+      const y = med(sc, metric, 'yjs') / t;
+      console.error(
+        `b3 target ${sc.id} ${ours} ${label}: ${t.toFixed(1)} ms; ${tb.toFixed(2)}× TinyBase's speed (target ≥ 2: ${tb >= 2 ? 'met' : 'not met'}); ${y.toFixed(2)}× Yjs's (target ≥ 5: ${y >= 5 ? 'met' : 'not met'})`,
+      );
+    }
+  }
+  const b = med(sc, BYTES, 'convergo') / med(sc, BYTES, 'yjs');
+  console.error(`b3 target ${sc.id} update bytes: ${b.toFixed(2)}× Yjs V2's (target ≤ 1.2: ${b <= 1.2 ? 'met' : 'not met'})`);
 }

@@ -1,0 +1,202 @@
+// The documents crdt-benchmarks' B3 harness drives (dmonad/crdt-benchmarks,
+// js-lib/b3.js and js-lib/utils.js: a factory whose create(updateHandler)
+// makes a document that hands every update it produces to updateHandler;
+// the document offers setMap, transact, applyUpdate and getMap). Each
+// implementation here follows that shape; methods may return promises,
+// since the Convergo client writes through IndexedDB.
+//
+// Convergo's two rows use the client's own modules and nothing written for
+// the benchmark on the write side: each document is a fresh client database
+// (Database from jsclient/src/database.js on fake-indexeddb, sync off, with
+// the replica id the client makes for itself: the anonymous subject's
+// prefix, "_", 22 random characters), setMap is Collection.put, and the
+// update is the push body the Syncer would send for that write
+// (protocol.encodePush of the replica id and the outbox entries, as
+// sync.js does). They differ in how a document applies updates:
+//   convergo      the push bodies decoded (record.js readChange) and merged
+//                 into the document's record in memory (record.js
+//                 mergeInto): the client's merge, no storage
+//   convergo-idb  the same decoded changes handed, all in one call, to the
+//                 client's apply path for remote records (db.js
+//                 Store.applyRemote: one IndexedDB transaction reading the
+//                 record, merging, writing it and the cursor, notifying),
+//                 on fake-indexeddb in Node, not a browser's IndexedDB
+
+import * as Y from 'yjs';
+import * as Automerge from '@automerge/automerge';
+import { createMergeableStore } from 'tinybase';
+import { IDBFactory, IDBKeyRange } from 'fake-indexeddb';
+import { open } from '../../../jsclient/src/database.js';
+import { encodePush } from '../../../jsclient/src/protocol.js';
+import { Reader } from '../../../jsclient/src/cbor.js';
+import { decodeValue, emptyRecord, mergeInto, readChange, visibleValues } from '../../../jsclient/src/record.js';
+
+/** N and the client count of crdt-benchmarks (js-lib/utils.js, js-lib/b3.js). */
+export const N = 6000;
+export const CLIENTS = Math.floor(Math.sqrt(N)) * 20; // 1540
+
+/**
+ * The scenarios: B3.1–B3.3 as crdt-benchmarks defines them (each client i
+ * calls setMap with this key and value), and B3.x, ours, with distinct
+ * keys: 1,000 clients, so that the merged record stays within the 1,024
+ * fields a record may hold (1,540 fields are refused by every store).
+ */
+export const scenarios = [
+  { id: 'B3.1', title: 'B3.1 1540 clients set one key to a number', clients: CLIENTS, key: () => 'v', value: (i) => i },
+  { id: 'B3.2', title: 'B3.2 1540 clients set one key to an object', clients: CLIENTS, key: () => 'v', value: (i) => ({ name: i.toString(), address: 'here' }) },
+  { id: 'B3.3', title: 'B3.3 1540 clients set one key to a long string', clients: CLIENTS, key: () => 'v', value: (i) => i.toString().repeat(CLIENTS) },
+  { id: 'B3.x', title: 'B3.x 1000 clients set distinct keys (not in crdt-benchmarks)', clients: 1000, key: (i) => 'k' + i, value: (i) => i },
+];
+
+/** The implementations, by the name the driver passes. */
+export const factories = {
+  yjs: {
+    // As crdt-benchmarks' Yjs factory: V2 updates, applyUpdateV2.
+    name: 'Yjs 13 (Y.Map, V2 updates)',
+    create(onUpdate) {
+      const doc = new Y.Doc();
+      doc.on('updateV2', (u) => onUpdate(u));
+      doc.getArray('array');
+      doc.getText('text');
+      const map = doc.getMap('map');
+      return {
+        setMap: (k, v) => map.set(k, v),
+        transact: (f) => doc.transact(f),
+        applyUpdate: (u) => Y.applyUpdateV2(doc, u),
+        getMap: () => map.toJSON(),
+      };
+    },
+  },
+  automerge: {
+    name: 'Automerge 2',
+    create(onUpdate) {
+      let doc = Automerge.init();
+      /** @type {Uint8Array[]|null} changes held by transact */
+      let held = null;
+      return {
+        setMap(k, v) {
+          doc = Automerge.change(doc, (d) => {
+            d[k] = v;
+          });
+          onUpdate(Automerge.getLastLocalChange(doc));
+        },
+        transact(f) {
+          held = [];
+          f();
+          [doc] = Automerge.applyChanges(doc, held);
+          held = null;
+        },
+        applyUpdate(u) {
+          if (held) held.push(u);
+          else [doc] = Automerge.applyChanges(doc, [u]);
+        },
+        getMap: () => JSON.parse(JSON.stringify(doc)),
+      };
+    },
+  },
+  tinybase: {
+    // Values stored as they are: TinyBase 10 stores objects and arrays
+    // natively. The update is the JSON of a transaction's mergeable
+    // changes, what its synchronizers send.
+    name: 'TinyBase 10 (MergeableStore)',
+    create(onUpdate) {
+      const store = createMergeableStore();
+      const enc = new TextEncoder();
+      const dec = new TextDecoder();
+      store.addDidFinishTransactionListener(() => onUpdate(enc.encode(JSON.stringify(store.getTransactionMergeableChanges()))));
+      return {
+        setMap: (k, v) => store.setValue(k, v),
+        transact: (f) => store.transaction(f),
+        applyUpdate: (u) => store.applyMergeableChanges(JSON.parse(dec.decode(u))),
+        getMap: () => ({ ...store.getValues() }),
+      };
+    },
+  },
+  convergo: {
+    name: 'Convergo JS client: decode push body + merge in memory',
+    ours: true,
+    create: (onUpdate) => convergoDoc(onUpdate, false),
+  },
+  'convergo-idb': {
+    name: 'Convergo JS client: decode push body + apply to IndexedDB (fake-indexeddb)',
+    ours: true,
+    create: (onUpdate) => convergoDoc(onUpdate, true),
+  },
+};
+
+const COLLECTION = 'b3';
+const ID = 'doc';
+let dbs = 0;
+
+/**
+ * A fresh Convergo client database as one B3 document.
+ * @param {(u: Uint8Array) => void} onUpdate
+ * @param {boolean} idb apply through Store.applyRemote (else in memory)
+ */
+async function convergoDoc(onUpdate, idb) {
+  const db = await open({ name: `b3-${dbs++}`, sync: false, indexedDB: new IDBFactory(), IDBKeyRange, locks: null, BroadcastChannel: null });
+  const coll = db.collection(COLLECTION);
+  /** the document's record in memory (the in-memory row) */
+  let rec = emptyRecord(ID);
+  /** @type {import('../../../jsclient/src/record.js').Record[]|null} changes held by transact */
+  let held = null;
+  const cursor = new Uint8Array([1]);
+  return {
+    async setMap(k, v) {
+      // Collection.put of a fresh document sets exactly this field.
+      await coll.put(ID, { [k]: v });
+      const entries = await db.store.peekOutbox(1000);
+      const body = encodePush(/** @type {string} */ (db.store.replica), entries.map((e) => e.change));
+      // The document holds its own write from here on, as a client does.
+      for (const c of decodePush(body)) mergeInto(rec, c.record);
+      onUpdate(body);
+    },
+    async transact(f) {
+      held = [];
+      f();
+      const records = held;
+      held = null;
+      if (idb) await db.store.applyRemote(COLLECTION, records, cursor);
+    },
+    applyUpdate(u) {
+      for (const c of decodePush(u)) {
+        if (idb) /** @type {any[]} */ (held).push(c.record);
+        else mergeInto(rec, c.record);
+      }
+    },
+    async getMap() {
+      if (idb) {
+        const doc = /** @type {Record<string, unknown>} */ ({ ...(await coll.get(ID)) });
+        delete doc.id;
+        return doc;
+      }
+      const out = {};
+      for (const [k, v] of visibleValues(rec) ?? []) out[k] = decodeValue(v);
+      return out;
+    },
+  };
+}
+
+/**
+ * The changes of a push body {1: replica, 2: [change, ...]} (what
+ * protocol.encodePush writes), read with the client's own change reader.
+ * Any other key fails loudly, so a change of the push body's layout
+ * cannot pass unnoticed.
+ * @param {Uint8Array} body
+ */
+export function decodePush(body) {
+  const r = new Reader(body, { canonical: false });
+  const n = r.mapHead();
+  /** @type {import('../../../jsclient/src/record.js').Change[]} */
+  const out = [];
+  for (let i = 0; i < n; i++) {
+    const k = r.uint();
+    if (k === 1) r.text();
+    else if (k === 2) {
+      const m = r.arrayHead();
+      for (let j = 0; j < m; j++) out.push(readChange(r));
+    } else throw new Error(`push body key ${k}: not read by this benchmark`);
+  }
+  r.end();
+  return out;
+}
