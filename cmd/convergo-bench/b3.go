@@ -1,111 +1,211 @@
 package main
 
 import (
+	"bytes"
+	"crypto/rand"
 	"flag"
 	"fmt"
 	"math"
+	"os"
+	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/transport/proto"
 )
 
+// The B3 scenarios and metrics, named as scripts/bench/js/b3-impls.mjs and
+// b3.mjs name them, so the report puts the Go core's figures beside the JS
+// client's and the peers'.
+const (
+	b3Cold  = "apply all updates, cold (one timed run per fresh process, as crdt-benchmarks publishes)"
+	b3Warm  = "apply all updates, warm (median of %d runs after the cold one, per process)"
+	b3Bytes = "update bytes (all clients)"
+	b3Impl  = "Convergo Go core: decode push body + Record.Merge in memory"
+)
+
+type b3Scenario struct {
+	id, title string
+	clients   int
+	key       func(i int) string
+	value     func(i int) any
+}
+
+func b3Scenarios() []b3Scenario {
+	clients := int(math.Floor(math.Sqrt(6000))) * 20 // 1540
+	return []b3Scenario{
+		{"B3.1", "B3.1 1540 clients set one key to a number", clients, func(int) string { return "v" }, func(i int) any { return i }},
+		{"B3.2", "B3.2 1540 clients set one key to an object", clients, func(int) string { return "v" },
+			func(i int) any { return map[string]any{"name": strconv.Itoa(i), "address": "here"} }},
+		{"B3.3", "B3.3 1540 clients set one key to a long string", clients, func(int) string { return "v" },
+			func(i int) any { return strings.Repeat(strconv.Itoa(i), clients) }},
+		// Within the 1,024 fields a record may hold.
+		{"B3.x", "B3.x 1000 clients set distinct keys (not in crdt-benchmarks)", 1000,
+			func(i int) string { return "k" + strconv.Itoa(i) }, func(i int) any { return i }},
+	}
+}
+
 // runB3 runs crdt-benchmarks' B3 map scenarios (dmonad/crdt-benchmarks,
-// js-lib/b3.js) on the Go core: 20·⌊√6000⌋ = 1540 clients, each with its
-// own clock, make one change to one record; each change is encoded as the
-// record delta a client sends; the timed part decodes every update and
-// merges it into client 1's record (crdt.DecodeRecord + Record.Merge). The
-// JS driver (scripts/bench/js/b3.mjs) runs the same scenarios for the JS
-// client and the peers.
+// js-lib/b3.js) on the Go core, each run of each scenario in a fresh
+// process (this command again with -one), as scripts/bench/js/b3.mjs does
+// for the JS client and the peers.
+//
+// One run follows crdt-benchmarks' template: every client is a replica
+// with the id a JS client makes (the anonymous subject's prefix, the
+// separator, 22 random characters) and its own clock at the current time;
+// client i sets one field of record "doc" and its update is the push body a
+// client sends for that change (proto.PushRequest); client 0 applies every
+// update (untimed reference), then client 1, holding its own change,
+// applies them all, timed once (cold); then clients 2… apply them, timed
+// each (warm). Applying an update is what the server does with a push
+// body: proto.Decode, then Record.Merge of each change, in memory (no
+// store). Every result must equal client 0's, also in reverse order.
 func runB3(args []string) error {
 	fs := flag.NewFlagSet("b3", flag.ExitOnError)
-	runs := fs.Int("runs", 7, "measured runs per figure (after one warm-up)")
+	runs := fs.Int("runs", 4, "runs, each scenario in a fresh process")
+	warm := fs.Int("warm", 5, "warm runs per process, after the cold one")
+	one := fs.String("one", "", "run this scenario once in this process (used by -runs)")
+	run := fs.Int("run", 0, "the run number to report (with -one)")
 	fs.Parse(args)
 
-	clients := int(math.Floor(math.Sqrt(6000))) * 20
-	type scenario struct {
-		title string
-		key   func(i int) string
-		value func(i int) any
+	if *one != "" {
+		for _, sc := range b3Scenarios() {
+			if sc.id == *one {
+				return b3Once(sc, *run, *warm)
+			}
+		}
+		return fmt.Errorf("b3: no scenario %q", *one)
 	}
-	scenarios := []scenario{
-		{"B3.1 1540 clients set one key to a number", func(int) string { return "v" }, func(i int) any { return i }},
-		{"B3.2 1540 clients set one key to an object", func(int) string { return "v" },
-			func(i int) any { return map[string]any{"name": strconv.Itoa(i), "address": "here"} }},
-		{"B3.3 1540 clients set one key to a long string", func(int) string { return "v" },
-			func(i int) any { return strings.Repeat(strconv.Itoa(i), clients) }},
-		{"B3.x 1540 clients set distinct keys", func(i int) string { return "k" + strconv.Itoa(i) }, func(i int) any { return i }},
+	self, err := os.Executable()
+	if err != nil {
+		return err
 	}
-	const wall = 1_764_000_000_000
-	for _, sc := range scenarios {
-		updates := make([][]byte, clients)
-		var own crdt.Record
-		bytes := 0
-		for i := range clients {
-			clock, err := crdt.NewClock(crdt.ClockConfig{Replica: "c" + strconv.Itoa(i)})
-			if err != nil {
-				return err
-			}
-			s, err := clock.Now(wall) // one millisecond for all: the replica id decides
-			if err != nil {
-				return err
-			}
-			v, err := crdt.EncodeValue(sc.value(i))
-			if err != nil {
-				return err
-			}
-			r := crdt.SetField("doc", sc.key(i), v, s)
-			if updates[i], err = crdt.EncodeRecord(r); err != nil {
-				return err
-			}
-			bytes += len(updates[i])
-			if i == 1 {
-				own = r
+	for r := range *runs {
+		for _, sc := range b3Scenarios() {
+			cmd := exec.Command(self, "b3", "-one", sc.id, "-run", strconv.Itoa(r), "-warm", strconv.Itoa(*warm))
+			cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+			if err := cmd.Run(); err != nil {
+				return fmt.Errorf("b3 %s run %d: %w", sc.id, r, err)
 			}
 		}
-		apply := func(ups [][]byte) (crdt.Record, error) {
-			doc := own.Clone()
-			for _, u := range ups {
-				r, err := crdt.DecodeRecord(u)
-				if err != nil {
-					return crdt.Record{}, err
-				}
-				doc.Merge(r)
-			}
-			return doc, nil
-		}
-		// Convergence check: both orders give the same bytes.
-		rev := make([][]byte, len(updates))
-		for i, u := range updates {
-			rev[len(updates)-1-i] = u
-		}
-		a, err := apply(updates)
-		if err != nil {
-			return err
-		}
-		b, err := apply(rev)
-		if err != nil {
-			return err
-		}
-		ab, _ := crdt.EncodeRecord(a)
-		bb, _ := crdt.EncodeRecord(b)
-		if string(ab) != string(bb) {
-			return fmt.Errorf("%s: replicas diverge", sc.title)
-		}
-		for run := -1; run < *runs; run++ {
-			start := time.Now()
-			if _, err := apply(updates); err != nil {
-				return err
-			}
-			d := time.Since(start)
-			if run >= 0 {
-				emit(sample{Scenario: sc.title, Metric: "apply all updates", Unit: "ms", Better: "lower",
-					Impl: "Convergo Go core", Ours: true, Run: run, Value: float64(d.Nanoseconds()) / 1e6})
-			}
-		}
-		emit(sample{Scenario: sc.title, Metric: "update bytes", Unit: "bytes", Better: "lower",
-			Impl: "Convergo Go core", Ours: true, Value: float64(bytes)})
 	}
 	return nil
+}
+
+func b3Once(sc b3Scenario, run, warm int) error {
+	if sc.clients < warm+3 {
+		return fmt.Errorf("b3: %d clients for %d warm runs", sc.clients, warm)
+	}
+	prefix := proto.ReplicaPrefix("")
+	updates := make([][]byte, sc.clients)
+	docs := make([]crdt.Record, sc.clients)
+	size := 0
+	for i := range sc.clients {
+		replica := prefix + string(proto.ReplicaSeparator) + b3Device()
+		clock, err := crdt.NewClock(crdt.ClockConfig{Replica: replica})
+		if err != nil {
+			return err
+		}
+		s, err := clock.Now(time.Now().UnixMilli())
+		if err != nil {
+			return err
+		}
+		v, err := crdt.EncodeValue(sc.value(i))
+		if err != nil {
+			return err
+		}
+		docs[i] = crdt.SetField("doc", sc.key(i), v, s)
+		body, err := proto.Encode(proto.PushRequest{Replica: replica, Changes: []crdt.Change{{Collection: "b3", Record: docs[i]}}})
+		if err != nil {
+			return err
+		}
+		updates[i] = body
+		size += len(body)
+	}
+	apply := func(doc *crdt.Record, ups [][]byte) (time.Duration, error) {
+		start := time.Now()
+		for _, u := range ups {
+			var p proto.PushRequest
+			if err := proto.Decode(u, &p); err != nil {
+				return 0, err
+			}
+			if p.Refused != nil {
+				return 0, fmt.Errorf("b3: %v", p.Refused)
+			}
+			for _, c := range p.Changes {
+				doc.Merge(c.Record)
+			}
+		}
+		return time.Since(start), nil
+	}
+	if _, err := apply(&docs[0], updates); err != nil {
+		return err
+	}
+	ref, err := crdt.EncodeRecord(docs[0])
+	if err != nil {
+		return err
+	}
+	same := func(i int) error {
+		got, err := crdt.EncodeRecord(docs[i])
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(got, ref) {
+			return fmt.Errorf("b3 %s: client %d diverges from client 0", sc.id, i)
+		}
+		return nil
+	}
+	cold, err := apply(&docs[1], updates)
+	if err != nil {
+		return err
+	}
+	if err := same(1); err != nil {
+		return err
+	}
+	warms := make([]float64, warm)
+	for w := range warm {
+		d, err := apply(&docs[2+w], updates)
+		if err != nil {
+			return err
+		}
+		if err := same(2 + w); err != nil {
+			return err
+		}
+		warms[w] = float64(d.Nanoseconds()) / 1e6
+	}
+	rev := slices.Clone(updates)
+	slices.Reverse(rev)
+	if _, err := apply(&docs[2+warm], rev); err != nil {
+		return err
+	}
+	if err := same(2 + warm); err != nil {
+		return err
+	}
+	slices.Sort(warms)
+	med := warms[len(warms)/2]
+	if len(warms)%2 == 0 {
+		med = (warms[len(warms)/2-1] + warms[len(warms)/2]) / 2
+	}
+	out := func(metric, unit string, v float64) {
+		emit(sample{Scenario: sc.title, Metric: metric, Unit: unit, Better: "lower", Impl: b3Impl, Ours: true, Run: run, Value: v})
+	}
+	out(b3Cold, "ms", float64(cold.Nanoseconds())/1e6)
+	out(fmt.Sprintf(b3Warm, warm), "ms", med)
+	out(b3Bytes, "bytes", float64(size))
+	return nil
+}
+
+// b3Device is a device part as the JS client makes one (newReplicaId in
+// jsclient/src/hlc.js): 22 characters of [A-Za-z0-9_-].
+func b3Device() string {
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	b := make([]byte, 22)
+	rand.Read(b)
+	for i := range b {
+		b[i] = alphabet[b[i]&63]
+	}
+	return string(b)
 }

@@ -6,7 +6,7 @@
 //
 // Usage:
 //
-//	convergo-bench b3 [-runs 7]                 crdt-benchmarks B3 on the Go core
+//	convergo-bench b3 [-runs 4] [-warm 5]        crdt-benchmarks B3 on the Go core, fresh processes
 //	convergo-bench apply [flags]                server apply throughput
 //	convergo-bench fanout [flags]               WebSocket fan-out latency
 //	convergo-bench scoped [flags]               fan-out to scoped subscriptions beside unscoped
