@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/crdt/migrate"
 	"github.com/convergo/convergo/crdt/scope"
 )
 
@@ -15,6 +16,7 @@ type ApplyOption func(*applyConfig)
 
 type applyConfig struct {
 	writeScope func(collection string) (*scope.Pred, error)
+	versions   map[string]int
 }
 
 // WithWriteScope holds an Apply call's changes to a write scope (an
@@ -40,6 +42,7 @@ type colRules struct {
 	write  *scope.Pred
 	err    error // the write scope could not be had: refuse
 	checks []Rule
+	mig    *migrate.Definition // the records are read in its current version, with its defaults
 }
 
 func (r *colRules) active() bool { return r.write != nil || len(r.checks) > 0 }
@@ -74,6 +77,7 @@ func (e *Engine) checkRules(ctx context.Context, changes []crdt.Change, index []
 					cr.checks = append(cr.checks, r)
 				}
 			}
+			cr.mig = e.Migrations(c.Collection)
 			per[c.Collection] = cr
 			refuse = refuse || cr.err != nil
 		}
@@ -137,24 +141,25 @@ func (e *Engine) checkRules(ctx context.Context, changes []crdt.Change, index []
 // check holds one change to the rules, against the record as stored (or
 // as the call's earlier changes leave it), and returns the merged record.
 func (cr *colRules) check(ctx context.Context, collection string, before, change crdt.Record) (crdt.Record, error) {
-	if cr.write != nil && before.Exists() && !cr.write.Match(before) {
+	if cr.write != nil && before.Exists() && !cr.write.Match(withDefaults(cr.mig, before)) {
 		return crdt.Record{}, fmt.Errorf("%w: the record is outside the write scope %s", ErrOutOfScope, scopeText(cr.write))
 	}
 	merged, _ := crdt.Merge(before, change)
 	if !merged.Exists() {
 		return merged, nil // a delete, or an unset of every field
 	}
-	if cr.write != nil && !cr.write.Match(merged) {
+	seen := withDefaults(cr.mig, merged)
+	if cr.write != nil && !cr.write.Match(seen) {
 		return crdt.Record{}, fmt.Errorf("%w: the change would leave the record outside the write scope %s", ErrOutOfScope, scopeText(cr.write))
 	}
 	for _, r := range cr.checks {
 		if r.Schema != nil {
-			if err := r.Schema.Check(merged); err != nil {
+			if err := r.Schema.Check(seen); err != nil {
 				return crdt.Record{}, fmt.Errorf("rule %s: %w", r.Pattern, err)
 			}
 		}
 		if r.Validate != nil {
-			if err := r.Validate(ctx, collection, merged); err != nil {
+			if err := r.Validate(ctx, collection, seen); err != nil {
 				if !errors.Is(err, ErrSchema) {
 					err = fmt.Errorf("%w: %w", ErrSchema, err)
 				}

@@ -291,7 +291,9 @@ func (e *Engine) MaxDrift() time.Duration { return e.maxDrift }
 // against the record it would leave (checkRules): the write scope given
 // by WithWriteScope, the schemas and validation functions of Config.Rules.
 // A change they refuse is reported in its Result (ErrOutOfScope,
-// ErrSchema) while the rest apply.
+// ErrSchema) while the rest apply. Changes written under an older schema
+// version (WithVersions) are translated up to the current one first
+// (ErrUntranslatable when they cannot be).
 func (e *Engine) Apply(ctx context.Context, changes []crdt.Change, opts ...ApplyOption) ([]Result, error) {
 	var cfg applyConfig
 	for _, o := range opts {
@@ -300,13 +302,23 @@ func (e *Engine) Apply(ctx context.Context, changes []crdt.Change, opts ...Apply
 	results := make([]Result, len(changes))
 	accepted := make([]crdt.Change, 0, len(changes))
 	index := make([]int, 0, len(changes))
-	horizons, err := e.writeHorizons(ctx, changes)
+	// Changes written under an older schema version are translated up
+	// first: every check below sees the current shape (migrations.go).
+	translated, tindex, err := e.translateChanges(changes, cfg.versions, results)
+	if err != nil {
+		return nil, fmt.Errorf("apply: %w", err)
+	}
+	horizons, err := e.writeHorizons(ctx, translated)
 	if err != nil {
 		return nil, err
 	}
 	e.mu.Lock()
 	wall := e.wall()
-	for i, c := range changes {
+	for j, c := range translated {
+		i := j
+		if tindex != nil {
+			i = tindex[j]
+		}
 		err := checkCollected(c, horizons[c.Collection])
 		if err == nil {
 			err = e.admit(&c, wall)

@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 
+	"github.com/convergo/convergo/crdt/migrate"
 	"github.com/convergo/convergo/stores"
 )
 
@@ -41,4 +42,17 @@ var (
 	// ErrSchema: the record the change would leave breaks the
 	// collection's schema or its validation function.
 	ErrSchema = errors.New("engine: schema")
+)
+
+// Errors of schema versions (Rule.Migrations); the same values as package
+// migrate's.
+var (
+	// ErrUntranslatable, per change in Result.Err: the change was written
+	// under an older schema version and the migration cannot map it (a
+	// split of a value that is not a string, a merge missing a part, a
+	// change left without fields by drops).
+	ErrUntranslatable = migrate.ErrUntranslatable
+	// ErrSchemaAhead, for a call: it names a schema version above the
+	// collection's current one (the caller runs newer rules).
+	ErrSchemaAhead = migrate.ErrSchemaAhead
 )

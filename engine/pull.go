@@ -8,6 +8,7 @@ import (
 	"slices"
 
 	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/crdt/migrate"
 	"github.com/convergo/convergo/crdt/scope"
 	"github.com/convergo/convergo/stores"
 	"github.com/convergo/convergo/transport/proto"
@@ -35,7 +36,40 @@ const maxScan = 10 * MaxPage
 // leave only when the old scope matched it and s does not (see the
 // package doc, "Scopes and transitions"). Resets are decided as by Pull,
 // before any transition.
+//
+// Records are served in the collection's current schema version; PullAt
+// serves another.
 func (e *Engine) PullScoped(ctx context.Context, collection string, cursor Cursor, limit PageLimit, s *scope.Pred) (Page, error) {
+	return e.PullAt(ctx, collection, cursor, limit, s, 0)
+}
+
+// PullAt is PullScoped with the page's records translated to schema
+// version version of the collection (0: the current one; above it an
+// error wrapping ErrSchemaAhead). Stored records are resolved to the
+// current version first, and the scope is evaluated on them (with the
+// current version's defaults), so readers of every version see the same
+// records (docs/design.md, "Schema versions").
+func (e *Engine) PullAt(ctx context.Context, collection string, cursor Cursor, limit PageLimit, s *scope.Pred, version int) (Page, error) {
+	mig := e.Migrations(collection)
+	version, err := mig.Resolve(version)
+	if err != nil {
+		return Page{}, fmt.Errorf("pull %s: %w", collection, err)
+	}
+	page, err := e.pullScoped(ctx, collection, cursor, limit, s, mig)
+	if err != nil || version == mig.Current() {
+		return page, err
+	}
+	for i, en := range page.Entries {
+		r, _, err := mig.Record(en.Record, mig.Current(), version)
+		if err != nil {
+			return Page{}, fmt.Errorf("pull %s: %w", collection, err)
+		}
+		page.Entries[i].Record = r
+	}
+	return page, nil
+}
+
+func (e *Engine) pullScoped(ctx context.Context, collection string, cursor Cursor, limit PageLimit, s *scope.Pred, mig *migrate.Definition) (Page, error) {
 	var enc string
 	if s != nil {
 		if !s.Bound() {
@@ -70,6 +104,9 @@ func (e *Engine) PullScoped(ctx context.Context, collection string, cursor Curso
 		pos = make([]uint64, k)
 	}
 	sc := scan{s: s, trans: cursor.trans, prevEnc: cursor.prev}
+	if mig.Current() > 1 {
+		sc.mig = mig
+	}
 	if cursor.trans != noTransition {
 		sc.prevPos = cursor.prevPositions()
 	}
@@ -111,7 +148,7 @@ func (e *Engine) PullScoped(ctx context.Context, collection string, cursor Curso
 		// sharded since its Meta was cached (a store sets the shard count
 		// with a collection's first write).
 		if _, m, verr := e.view(ctx, collection, true); verr == nil && stores.ShardsOf(m) > 1 {
-			return e.PullScoped(ctx, collection, cursor, limit, s)
+			return e.pullScoped(ctx, collection, cursor, limit, s, mig)
 		}
 	}
 	if err != nil {
@@ -145,6 +182,9 @@ type scan struct {
 	prev    *scope.Pred // the previous scope; nil: unscoped
 	prevEnc string      // its encoding
 	prevPos []uint64    // the positions read under it, one per shard
+	// mig, when set, are the collection's migrations: records are
+	// resolved to the current version, and judged with its defaults.
+	mig *migrate.Definition
 }
 
 // begin starts a transition from cursor's scope, at its positions pos.
@@ -284,14 +324,15 @@ read:
 				// The store's page is the page: it kept to the limit.
 				out.Entries = make([]Entry, len(p.Entries))
 				for j, en := range p.Entries {
-					out.Entries[j] = Entry{Seq: en.Seq, Record: en.Record}
+					out.Entries[j] = Entry{Seq: en.Seq, Record: resolve(sc.mig, en.Record)}
 				}
 				pos[0], out.More = p.Next, p.More
 				return out, len(p.Entries), nil
 			}
 			cut := false
 			for _, en := range p.Entries {
-				switch sc.judge(s, en.Seq, en.Record) {
+				en.Record = resolve(sc.mig, en.Record)
+				switch sc.judge(s, en.Seq, withDefaults(sc.mig, en.Record)) {
 				case send:
 					enc = crdt.AppendRecord(enc[:0], en.Record)
 					size := len(enc)

@@ -64,9 +64,9 @@ func (e *Engine) Delete(ctx context.Context, collection, id string) error {
 	return e.applyOne(ctx, "delete", crdt.Change{Collection: collection, Record: crdt.DeleteRecord(id, s)})
 }
 
-// Get returns the visible fields of a record, or an error wrapping
-// ErrNotFound when it does not exist (never written, deleted, or all
-// its fields unset).
+// Get returns the visible fields of a record (in its collection's current
+// schema version), or an error wrapping ErrNotFound when it does not
+// exist (never written, deleted, or all its fields unset).
 func (e *Engine) Get(ctx context.Context, collection, id string) (Doc, error) {
 	rec, err := e.current(ctx, "get", collection, id)
 	if err != nil {
@@ -78,13 +78,14 @@ func (e *Engine) Get(ctx context.Context, collection, id string) (Doc, error) {
 	return decodeDoc(rec)
 }
 
-// GetRecord returns a record's full state, tombstones included.
+// GetRecord returns a record's full state, tombstones included, in its
+// collection's current schema version.
 func (e *Engine) GetRecord(ctx context.Context, collection, id string) (Entry, error) {
 	ent, err := e.store.Get(ctx, collection, id)
 	if err != nil {
 		return Entry{}, fmt.Errorf("get %s/%s: %w", collection, id, err)
 	}
-	return Entry{Seq: ent.Seq, Record: ent.Record}, nil
+	return Entry{Seq: ent.Seq, Record: resolve(e.Migrations(collection), ent.Record)}, nil
 }
 
 // DecodeDoc decodes the visible fields of a record into a Doc.
@@ -102,8 +103,9 @@ func decodeDoc(rec crdt.Record) (Doc, error) {
 	return doc, nil
 }
 
-// current reads a record for op (a call's name, for its errors): the empty
-// record when the store has none.
+// current reads a record for op (a call's name, for its errors), resolved
+// to its collection's current schema version: the empty record when the
+// store has none.
 func (e *Engine) current(ctx context.Context, op, collection, id string) (crdt.Record, error) {
 	if err := stores.CheckKey(collection, id); err != nil {
 		return crdt.Record{}, fmt.Errorf("%s %s/%s: %w", op, collection, id, err)
@@ -115,7 +117,7 @@ func (e *Engine) current(ctx context.Context, op, collection, id string) (crdt.R
 	if err != nil {
 		return crdt.Record{}, fmt.Errorf("%s %s/%s: read: %w", op, collection, id, err)
 	}
-	return ent.Record, nil
+	return resolve(e.Migrations(collection), ent.Record), nil
 }
 
 // write stamps fields (and what extra adds) with one new stamp and applies

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/crdt/migrate"
 	"github.com/convergo/convergo/crdt/scope"
 )
 
@@ -46,6 +47,13 @@ type Rule struct {
 	// lease (docs/design.md, "Tombstone horizons"; Engine.MaxOffline).
 	// Zero keeps tombstones for ever.
 	MaxOffline time.Duration
+	// Migrations, when set, are the collection's schema versions
+	// (docs/design.md, "Schema versions"): changes written under an older
+	// version are translated up, stored records are resolved to the
+	// current version and pages translated down to the reader's. Pattern
+	// must then be an exact collection name (no wildcard), and only one
+	// rule may give a collection migrations.
+	Migrations *migrate.Definition
 }
 
 // RulesFor returns the rules whose pattern matches collection, in the
@@ -107,6 +115,16 @@ func validateRules(rules []Rule) error {
 				return fmt.Errorf("rule %s: %w", r.Pattern, err)
 			}
 		}
+		if r.Migrations != nil {
+			if strings.Contains(r.Pattern, "*") {
+				return fmt.Errorf("rule %s: migrations need an exact collection name: versions belong to one collection", r.Pattern)
+			}
+			for _, o := range rules[:i] {
+				if o.Migrations != nil && o.Pattern == r.Pattern {
+					return fmt.Errorf("rule %s: a second rule with migrations for the collection", r.Pattern)
+				}
+			}
+		}
 	}
 	return nil
 }
@@ -118,8 +136,9 @@ func validateRules(rules []Rule) error {
 //	             "schema": {"fields": {"title": {"type": "string", "required": true}}}}}
 //
 // where "scope" (the read scope) and "write" hold a scope in its text
-// form (scope.Parse) or its array form (scope.FromValue), and "schema" a
-// Schema. Unknown keys are errors, so a misspelt rule is not silently
+// form (scope.Parse) or its array form (scope.FromValue), "schema" a
+// Schema and "migrations" the collection's schema versions
+// (migrate.Parse; only under an exact collection name). Unknown keys are errors, so a misspelt rule is not silently
 // ignored. Errors wrap ErrInvalid.
 func ParseRules(data []byte) ([]Rule, error) {
 	d := json.NewDecoder(bytes.NewReader(data))
@@ -141,6 +160,8 @@ func ParseRules(data []byte) ([]Rule, error) {
 			Scope  json.RawMessage `json:"scope"`
 			Write  json.RawMessage `json:"write"`
 			Schema *Schema         `json:"schema"`
+			// Migrations is a migrate.Definition.
+			Migrations *migrate.Definition `json:"migrations"`
 			// MaxOffline is a Go duration ("720h").
 			MaxOffline string `json:"maxOffline"`
 		}
@@ -153,7 +174,7 @@ func ParseRules(data []byte) ([]Rule, error) {
 		if err := strict.Decode(&raw); err != nil {
 			return bad("%s: %v", pattern, err)
 		}
-		r := Rule{Pattern: pattern, Schema: raw.Schema}
+		r := Rule{Pattern: pattern, Schema: raw.Schema, Migrations: raw.Migrations}
 		if raw.MaxOffline != "" {
 			if r.MaxOffline, err = time.ParseDuration(raw.MaxOffline); err != nil || r.MaxOffline <= 0 {
 				return bad("%s: maxOffline: %q is not a positive duration", pattern, raw.MaxOffline)

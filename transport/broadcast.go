@@ -58,14 +58,16 @@ import (
 // with a reset message, any other read failure with resync; the engine
 // closing stops every member with resync.
 
-// groupKey names a broadcast group: a collection and the digest of the
-// effective read scope of its members (scopes.go; "" for unscoped ones).
-// Members of one scope at one cursor share reads; members of different
-// scopes never do, so no member is handed a page read under another
-// scope.
+// groupKey names a broadcast group: a collection, the digest of the
+// effective read scope of its members (scopes.go; "" for unscoped ones)
+// and the schema version they read in. Members of one scope and version
+// at one cursor share reads; members of different scopes or versions
+// never do, so no member is handed a page read under another scope or
+// translated to another version.
 type groupKey struct {
 	collection string
 	scope      string
+	version    int
 }
 
 // hub holds a server's broadcast groups.
@@ -92,11 +94,12 @@ type group struct {
 
 // member is one live subscription: an entry of a group.
 type member struct {
-	c     *liveConn
-	g     *group
-	coll  string
-	scope *scope.Pred  // effective read scope
-	lease engine.Lease // the replica and pending floor of the sub; the cursor is cursor's
+	c       *liveConn
+	g       *group
+	coll    string
+	scope   *scope.Pred  // effective read scope
+	version int          // the schema version it reads in
+	lease   engine.Lease // the replica and pending floor of the sub; the cursor is cursor's
 	// stopped is set by unsub, resync and reset: the connection's writer
 	// drops the pages of a stopped member still in the queue, so none
 	// follows its unsub, resync or reset.
@@ -120,7 +123,7 @@ const readParallel = 4
 // Its first page comes in the group's next round. m.c must hold m among
 // its subscriptions before, since the group may end it at once (owe).
 func (h *hub) join(m *member) error {
-	key := groupKey{collection: m.coll, scope: m.scope.Digest()}
+	key := groupKey{collection: m.coll, scope: m.scope.Digest(), version: m.version}
 	h.mu.Lock()
 	g := h.groups[key]
 	if g == nil {
@@ -144,9 +147,10 @@ func (h *hub) join(m *member) error {
 }
 
 // newMember makes a subscription of coll from cursor under the effective
-// read scope sc on c, not yet in a group (hub.join).
-func newMember(c *liveConn, coll string, cursor engine.Cursor, sc *scope.Pred) *member {
-	return &member{c: c, coll: coll, scope: sc, cursor: cursor, first: true, dirty: true}
+// read scope sc in schema version version on c, not yet in a group
+// (hub.join).
+func newMember(c *liveConn, coll string, cursor engine.Cursor, sc *scope.Pred, version int) *member {
+	return &member{c: c, coll: coll, scope: sc, version: version, cursor: cursor, first: true, dirty: true}
 }
 
 // leave removes m (unsub, or its connection ended). No page is handed to
@@ -316,7 +320,7 @@ func (g *group) round() bool {
 // serve reads the page after b's cursor once and hands it to b's members.
 func (g *group) serve(b *cursorSet) {
 	s := g.h.s
-	page, data, err := s.readPage(g.key.collection, b.cursor, g.scope)
+	page, data, err := s.readPage(g.key.collection, b.cursor, g.scope, g.key.version)
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if b.turn {

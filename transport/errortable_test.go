@@ -202,6 +202,22 @@ func TestErrorTable(t *testing.T) {
 			rtok := ruled.token(t, "alice", []string{"notes"}, []string{"notes"})
 			return 0, ruled.push(t, rtok, set(t, "notes", "s1", map[string]any{"title": 5}))[0].Code
 		},
+		proto.CodeUntranslatable: func() (int, string) {
+			mig := newTestServer(t, nil)
+			mig.withRules(t, `{"notes": {"migrations": {"version": 2, "steps": [{"to": 2, "ops": [
+				{"op": "split", "from": "who", "to": ["first", "last"], "sep": " "}]}]}}}`)
+			mtok := mig.token(t, "alice", []string{"notes"}, []string{"notes"})
+			a := mig.post(t, proto.PathPush, mtok, proto.PushRequest{Replica: "c1", Versions: map[string]uint64{"notes": 1},
+				Changes: []crdt.Change{set(t, "notes", "u1", map[string]any{"who": 5})}})
+			var res proto.PushResponse
+			if err := proto.Decode(a.body, &res); err != nil || len(res.Results) != 1 {
+				t.Fatalf("push: %d %x %v", a.status, a.body, err)
+			}
+			return 0, res.Results[0].Code
+		},
+		proto.CodeSchemaAhead: func() (int, string) {
+			return answered(ts.post(t, proto.PathPull, tok, proto.PullRequest{Collection: "notes", Version: 2}))
+		},
 		proto.CodeCollected: func() (int, string) {
 			clock := newFakeClock()
 			coll := newCollectingServer(t, clock)

@@ -53,11 +53,39 @@ func (s *Server) push(ctx context.Context, p Principal, body []byte) (any, error
 	if err := crdt.ValidateReplica(req.Replica); err != nil {
 		return nil, proto.Errorf(proto.CodeInvalid, "push: %s", publicText(err))
 	}
-	results, err := s.apply(ctx, p, req.Changes, req.Refused)
+	var versions map[string]int
+	for coll, v := range req.Versions {
+		if v == 0 {
+			continue
+		}
+		if _, _, err := s.schemaVersion(coll, v); err != nil {
+			return nil, err
+		}
+		if versions == nil {
+			versions = map[string]int{}
+		}
+		versions[coll] = int(v)
+	}
+	results, err := s.apply(ctx, p, req.Changes, req.Refused, versions)
 	if err != nil {
 		return nil, err
 	}
 	return proto.PushResponse{Results: results}, nil
+}
+
+// schemaVersion checks the schema version a request names for coll and
+// returns the version it stands for and the current one: schema_ahead
+// for a version above the current one (the client runs newer rules than
+// this server).
+func (s *Server) schemaVersion(coll string, v uint64) (version, current int, err error) {
+	cur := s.eng.Migrations(coll).Current()
+	if v > uint64(cur) {
+		return 0, 0, proto.Errorf(proto.CodeSchemaAhead, "%s: schema version %d, this server's current version is %d: retry later", coll, v, cur)
+	}
+	if v == 0 {
+		return cur, cur, nil
+	}
+	return int(v), cur, nil
 }
 
 // apply applies the changes p may write and answers one result per change.
@@ -66,7 +94,7 @@ func (s *Server) push(ctx context.Context, p Principal, body []byte) (any, error
 // stamps against its clock; this layer decides who may write what: the
 // collection (p.CanWrite) and the replica ids of the stamps (replica
 // binding, proto.Owner), the one place either is checked.
-func (s *Server) apply(ctx context.Context, p Principal, changes []crdt.Change, refused []error) ([]proto.PushResult, error) {
+func (s *Server) apply(ctx context.Context, p Principal, changes []crdt.Change, refused []error, versions map[string]int) ([]proto.PushResult, error) {
 	if len(changes) > s.limits.MaxPushChanges {
 		return nil, proto.Errorf(proto.CodeTooLarge, "%d changes in one push, at most %d", len(changes), s.limits.MaxPushChanges)
 	}
@@ -94,7 +122,7 @@ func (s *Server) apply(ctx context.Context, p Principal, changes []crdt.Change, 
 	write := engine.WithWriteScope(func(collection string) (*scope.Pred, error) {
 		return s.writeScope(p, collection), nil
 	})
-	if err := s.applyChanges(ctx, accepted, index, results, write); err != nil {
+	if err := s.applyChanges(ctx, accepted, index, results, write, engine.WithVersions(versions)); err != nil {
 		return nil, err
 	}
 	return results, nil
@@ -110,6 +138,9 @@ func (s *Server) applyChanges(ctx context.Context, changes []crdt.Change, index 
 		if err != nil {
 			if ctx.Err() != nil {
 				return proto.Errorf(proto.CodeUnavailable, "request cancelled")
+			}
+			if errors.Is(err, engine.ErrSchemaAhead) {
+				return proto.Errorf(proto.CodeSchemaAhead, "%s: retry later", publicText(err))
 			}
 			return fmt.Errorf("%w: %w", errStore, err)
 		}
@@ -159,6 +190,8 @@ func refusal(err error) proto.PushResult {
 		code = proto.CodeOutOfScope
 	case errors.Is(err, engine.ErrSchema):
 		code = proto.CodeSchema
+	case errors.Is(err, engine.ErrUntranslatable):
+		code = proto.CodeUntranslatable
 	case errors.Is(err, engine.ErrCollected):
 		code = proto.CodeCollected
 	}
@@ -193,7 +226,7 @@ func (s *Server) pull(ctx context.Context, p Principal, body []byte) (any, error
 	if err != nil {
 		return nil, err
 	}
-	page, err := s.pullPage(ctx, req.Collection, cursor, int(req.Limit), sc)
+	page, err := s.pullPage(ctx, req.Collection, cursor, int(req.Limit), sc, req.Version)
 	if reset := resetOf(err); reset != nil {
 		return proto.PullResponse{Next: []byte{}, Reset: reset}, nil
 	}
@@ -202,7 +235,7 @@ func (s *Server) pull(ctx context.Context, p Principal, body []byte) (any, error
 	}
 	s.noteLease(ctx, req.Collection, leaseOf(req.Replica, req.Pending, cursor))
 	return proto.PullResponse{Records: page.Records, Next: page.Next.Bytes(), More: page.More,
-		Leaves: page.Leaves, Seals: s.sealer.seals(req.Collection, page.Records)}, nil
+		Leaves: page.Leaves, Seals: s.sealer.seals(req.Collection, page.Version, page.Current, page.Records)}, nil
 }
 
 // resetOf returns what a client is told of a pull whose cursor is of
@@ -247,16 +280,29 @@ func (s *Server) restore(ctx context.Context, p Principal, body []byte) (any, er
 	if err != nil {
 		return nil, err
 	}
+	version, current, err := s.schemaVersion(req.Collection, req.Version)
+	if err != nil {
+		return nil, err
+	}
+	mig := s.eng.Migrations(req.Collection)
 	results := make([]proto.PushResult, len(req.Records))
 	changes := make([]crdt.Change, 0, len(req.Records))
 	index := make([]int, 0, len(req.Records))
 	for i, sr := range req.Records {
-		if !s.sealer.valid(req.Collection, sr.Record, sr.Seal) {
+		if !s.sealer.valid(req.Collection, version, current, sr.Record, sr.Seal) {
 			results[i] = proto.PushResult{Status: proto.StatusRefused, Code: proto.CodeBadSeal,
-				Message: "the seal does not match: give back records exactly as the server sent them"}
+				Message: "the seal does not match: give back records exactly as the server sent them, with the schema version they were pulled in"}
 			continue
 		}
-		if sc != nil && !sc.Match(sr.Record) {
+		if version != current {
+			// A record translates whatever it holds (records rule): never untranslatable.
+			up, _, err := mig.Record(sr.Record, version, current)
+			if err != nil {
+				return nil, fmt.Errorf("restore %s: %w", req.Collection, err)
+			}
+			sr.Record = up
+		}
+		if sc != nil && !sc.Match(engine.WithDefaults(mig, sr.Record)) {
 			results[i] = proto.PushResult{Status: proto.StatusRefused, Code: proto.CodeOutOfScope,
 				Message: "the record is outside this principal's read scope"}
 			continue
@@ -276,15 +322,23 @@ type wirePage struct {
 	Leaves  [][]byte // leave entries (proto.LeaveDigest)
 	Next    engine.Cursor
 	More    bool
+	// Version is the schema version the records are in, Current the
+	// collection's current one (the seals depend on both).
+	Version, Current int
 }
 
 // pullPage reads a page of coll after cursor under the effective read
-// scope sc (nil: unscoped); limit 0 means the server's maximum.
-func (s *Server) pullPage(ctx context.Context, coll string, cursor engine.Cursor, limit int, sc *scope.Pred) (wirePage, error) {
+// scope sc (nil: unscoped), translated to schema version version (0: the
+// current one); limit 0 means the server's maximum.
+func (s *Server) pullPage(ctx context.Context, coll string, cursor engine.Cursor, limit int, sc *scope.Pred, version uint64) (wirePage, error) {
 	if limit <= 0 || limit > s.limits.MaxPullRecords {
 		limit = s.limits.MaxPullRecords
 	}
-	page, err := s.eng.PullScoped(ctx, coll, cursor, engine.PageLimit{Records: limit, Bytes: s.limits.MaxPageBytes}, sc)
+	v, cur, err := s.schemaVersion(coll, version)
+	if err != nil {
+		return wirePage{}, err
+	}
+	page, err := s.eng.PullAt(ctx, coll, cursor, engine.PageLimit{Records: limit, Bytes: s.limits.MaxPageBytes}, sc, v)
 	if err != nil {
 		if errors.Is(err, engine.ErrInvalid) {
 			return wirePage{}, proto.Errorf(proto.CodeInvalid, "pull: %s", publicText(err))
@@ -307,5 +361,5 @@ func (s *Server) pullPage(ctx context.Context, coll string, cursor engine.Cursor
 		}
 	}
 	s.metrics.pullRecords.Add(float64(len(records)))
-	return wirePage{Records: records, Leaves: leaves, Next: page.Next, More: page.More}, nil
+	return wirePage{Records: records, Leaves: leaves, Next: page.Next, More: page.More, Version: v, Current: cur}, nil
 }

@@ -751,6 +751,11 @@ func (c *liveConn) subscribe(p Principal, m proto.Sub) {
 		c.refuseSub(m.Collection, err)
 		return
 	}
+	version, _, err := c.s.schemaVersion(m.Collection, m.Version)
+	if err != nil {
+		c.refuseSub(m.Collection, err)
+		return
+	}
 	c.unsubscribe(m.Collection) // a new sub replaces the old one, from its cursor
 	c.mu.Lock()
 	if len(c.subs) >= c.s.limits.MaxSubscriptions {
@@ -760,7 +765,7 @@ func (c *liveConn) subscribe(p Principal, m proto.Sub) {
 	}
 	delete(c.resyncs, m.Collection)
 	// In c.subs before it joins: its group may end it at once (a reset).
-	sub := newMember(c, m.Collection, cursor, sc)
+	sub := newMember(c, m.Collection, cursor, sc, version)
 	sub.lease = leaseOf(m.Replica, m.Pending, cursor)
 	c.subs[m.Collection] = sub
 	c.mu.Unlock()
@@ -792,18 +797,18 @@ func (c *liveConn) unsubscribe(coll string) {
 }
 
 // readPage reads and encodes the changes page of coll after cursor under
-// the scope sc for live subscribers. It does not depend on any one
-// subscriber's context: every subscriber at the cursor, of the same
-// scope, gets its bytes (broadcast.go).
-func (s *Server) readPage(coll string, cursor engine.Cursor, sc *scope.Pred) (wirePage, []byte, error) {
+// the scope sc, in schema version version, for live subscribers. It does
+// not depend on any one subscriber's context: every subscriber at the
+// cursor, of the same scope and version, gets its bytes (broadcast.go).
+func (s *Server) readPage(coll string, cursor engine.Cursor, sc *scope.Pred, version int) (wirePage, []byte, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), livePullTimeout)
 	defer cancel()
-	page, err := s.pullPage(ctx, coll, cursor, 0, sc)
+	page, err := s.pullPage(ctx, coll, cursor, 0, sc, uint64(version))
 	if err != nil {
 		return wirePage{}, nil, err
 	}
 	data, err := proto.EncodeMessage(proto.Changes{Collection: coll, Records: page.Records, Next: page.Next.Bytes(), More: page.More,
-		Seals: s.sealer.seals(coll, page.Records), Leaves: page.Leaves})
+		Seals: s.sealer.seals(coll, page.Version, page.Current, page.Records), Leaves: page.Leaves})
 	if err != nil {
 		return wirePage{}, nil, fmt.Errorf("encode changes of %s: %w", coll, err)
 	}

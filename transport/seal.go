@@ -4,6 +4,7 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"fmt"
 
 	"github.com/convergo/convergo/crdt"
 )
@@ -40,27 +41,50 @@ func newSealer(key []byte) (*sealer, error) {
 
 // seal returns the seal of rec in collection.
 func (s *sealer) seal(collection string, rec crdt.Record) []byte {
+	return s.sealIn(sealDomain, collection, rec)
+}
+
+// sealAt returns the seal of rec served in schema version v of
+// collection, whose current version is cur: at the current version the
+// seal of rec; at an older one a seal of another domain that names the
+// version, so a record served in one version cannot be restored as one
+// of another (docs/design.md, "Schema versions").
+func (s *sealer) sealAt(collection string, v, cur int, rec crdt.Record) []byte {
+	if v == cur {
+		return s.seal(collection, rec)
+	}
+	return s.sealIn(fmt.Sprintf("convergo/seal/v2/schema-%d\x00", v), collection, rec)
+}
+
+func (s *sealer) sealIn(domain, collection string, rec crdt.Record) []byte {
 	m := hmac.New(sha256.New, s.key)
-	m.Write([]byte(sealDomain))
+	m.Write([]byte(domain))
 	m.Write([]byte(collection))
 	m.Write([]byte{0})
 	m.Write(crdt.AppendRecord(nil, rec))
 	return m.Sum(nil)[:sealBytes]
 }
 
-// seals returns the seals of records, in order.
-func (s *sealer) seals(collection string, records []crdt.Record) [][]byte {
+// seals returns the seals of records served in schema version v of
+// collection (current version cur), in order.
+func (s *sealer) seals(collection string, v, cur int, records []crdt.Record) [][]byte {
 	if len(records) == 0 {
 		return nil
 	}
 	out := make([][]byte, len(records))
 	for i, r := range records {
-		out[i] = s.seal(collection, r)
+		out[i] = s.sealAt(collection, v, cur, r)
 	}
 	return out
 }
 
-// valid reports whether seal is rec's.
-func (s *sealer) valid(collection string, rec crdt.Record, seal []byte) bool {
-	return hmac.Equal(s.seal(collection, rec), seal)
+// valid reports whether seal is rec's, served in schema version v of
+// collection (current version cur). A record restored at an older version
+// may also carry the plain seal: it was served when that version was the
+// current one (before the migration was installed).
+func (s *sealer) valid(collection string, v, cur int, rec crdt.Record, seal []byte) bool {
+	if hmac.Equal(s.seal(collection, rec), seal) {
+		return true
+	}
+	return v != cur && hmac.Equal(s.sealAt(collection, v, cur, rec), seal)
 }

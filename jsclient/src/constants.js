@@ -102,6 +102,12 @@ export const CODES = Object.freeze([
     "perChange": false
   },
   {
+    "code": "schema_ahead",
+    "http": 409,
+    "retry": "backoff",
+    "perChange": false
+  },
+  {
     "code": "clock_drift",
     "http": 0,
     "retry": "never",
@@ -133,6 +139,12 @@ export const CODES = Object.freeze([
   },
   {
     "code": "schema",
+    "http": 0,
+    "retry": "never",
+    "perChange": true
+  },
+  {
+    "code": "untranslatable",
     "http": 0,
     "retry": "never",
     "perChange": true

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/crdt/migrate"
 	"github.com/convergo/convergo/crdt/scope"
 	"github.com/convergo/convergo/transport/proto"
 )
@@ -87,6 +88,20 @@ type Config struct {
 	// one of its scopes (see SetScope). Nil means none: reads are not
 	// narrowed.
 	Scopes map[string]map[string]*scope.Pred
+	// Migrations are the schema versions of collections, by name: the
+	// "migrations" objects of the server's rules file (migrate.Parse).
+	// The client speaks each collection's current version: its pushes say
+	// the changes were written in it, its pulls, subscriptions and
+	// restores ask for records in it (docs/protocol.md, "Schema
+	// versions"). A collection absent (or nil) speaks the server's current
+	// version, whatever it is. The client keeps no durable store, so it
+	// has nothing to translate itself: give it the definition the program
+	// was written for. A server running older rules answers schema_ahead,
+	// which is retried with backoff like unavailable (ErrSchemaAhead once
+	// the retries run out; a Replica keeps its outbox and retries at its
+	// next sync); a change the server cannot translate is refused with
+	// ErrUntranslatable (a Replica moves it to its rejected changes).
+	Migrations map[string]*migrate.Definition
 }
 
 // ServerInfo is what the server said in its hello answer.
@@ -440,6 +455,30 @@ func (c *Client) Push(ctx context.Context, changes []crdt.Change) ([]Result, err
 	return results, nil
 }
 
+// version returns the schema version the client speaks for collection:
+// its definition's current one, 0 (the server's current one) without.
+func (c *Client) version(collection string) uint64 {
+	if d := c.cfg.Migrations[collection]; d != nil {
+		return uint64(d.Current())
+	}
+	return 0
+}
+
+// versions returns push key 3 for changes: the version of each of their
+// collections that has a definition; nil when none has.
+func (c *Client) versions(changes []crdt.Change) map[string]uint64 {
+	var out map[string]uint64
+	for _, ch := range changes {
+		if v := c.version(ch.Collection); v != 0 {
+			if out == nil {
+				out = map[string]uint64{}
+			}
+			out[ch.Collection] = v
+		}
+	}
+	return out
+}
+
 // batchLen is how many of changes fit in one push of at most maxN changes
 // and about maxBytes bytes; at least one.
 func batchLen(changes []crdt.Change, maxN, maxBytes int) int {
@@ -456,7 +495,7 @@ func batchLen(changes []crdt.Change, maxN, maxBytes int) int {
 
 func (c *Client) pushBatch(ctx context.Context, changes []crdt.Change) ([]Result, error) {
 	var a proto.PushResponse
-	ans, err := c.call(ctx, proto.PathPush, proto.PushRequest{Replica: c.helloReplica(), Changes: changes}, &a,
+	ans, err := c.call(ctx, proto.PathPush, proto.PushRequest{Replica: c.helloReplica(), Changes: changes, Versions: c.versions(changes)}, &a,
 		func() error { return checkPush(len(changes), &a) })
 	var e *Error
 	if errors.As(err, &e) && e.Code == proto.CodeTooLarge {
@@ -529,7 +568,7 @@ func (c *Client) pull(ctx context.Context, collection string, cursor []byte, lim
 	}
 	var a proto.PullResponse
 	req := proto.PullRequest{Collection: collection, Cursor: cursor, Limit: uint64(limit), Scope: c.scopeWire(collection),
-		Replica: c.Replica(), Pending: c.pendingFloor(collection), Fresh: fresh && len(cursor) == 0}
+		Replica: c.Replica(), Pending: c.pendingFloor(collection), Fresh: fresh && len(cursor) == 0, Version: c.version(collection)}
 	if _, err := c.call(ctx, proto.PathPull, req, &a, nil); err != nil {
 		return Page{}, fmt.Errorf("pull %s: %w", collection, err)
 	}
@@ -612,7 +651,7 @@ func (c *Client) Restore(ctx context.Context, collection string, records []proto
 		info, _ := c.Info()
 		n := min(len(records), max(info.MaxPush, 1))
 		var a proto.RestoreResponse
-		ans, err := c.call(ctx, proto.PathRestore, proto.RestoreRequest{Collection: collection, Records: records[:n]}, &a, nil)
+		ans, err := c.call(ctx, proto.PathRestore, proto.RestoreRequest{Collection: collection, Records: records[:n], Version: c.version(collection)}, &a, nil)
 		if err != nil {
 			return out, fmt.Errorf("restore %s: %w", collection, err)
 		}

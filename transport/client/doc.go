@@ -48,6 +48,19 @@
 // merges to the same state. Live messages of unknown types, and unknown
 // keys in any message, are ignored.
 //
+// # Schema versions
+//
+// Config.Migrations gives the client the schema versions of collections
+// (the server's rules file, "migrations"); the client speaks each one's
+// current version on every push, pull, subscription and restore, and the
+// server translates to and from it. The client has no durable local store,
+// so there is nothing of its own to migrate when a definition changes: a
+// program built for a new version starts with the new definition and
+// pulls. A change the server cannot translate is refused
+// ErrUntranslatable (a Replica lists it with its rejected changes); a
+// server running older rules answers ErrSchemaAhead, which is retried with
+// backoff (a Replica keeps its outbox for its next sync).
+//
 // # Replica ids
 //
 // The server accepts only stamps of replica ids the token's subject owns

@@ -32,8 +32,15 @@ var (
 	ErrOutOfScope         = errors.New("convergo: the change is outside the principal's write scope")
 	ErrSchema             = errors.New("convergo: the change breaks the collection's schema")
 	ErrCollected          = errors.New("convergo: the change is older than the collection's write horizon")
-	ErrUnavailable        = errors.New("convergo: unavailable")
-	ErrInternal           = errors.New("convergo: internal server error")
+	// ErrUntranslatable refuses a change written in an older schema
+	// version that the collection's migration cannot map.
+	ErrUntranslatable = errors.New("convergo: the change cannot be translated to the collection's current schema version")
+	// ErrSchemaAhead means the request named a schema version above the
+	// collection's current one: the server runs older rules than this
+	// client (Config.Migrations). Retried with backoff.
+	ErrSchemaAhead = errors.New("convergo: the client's schema version is ahead of the server's")
+	ErrUnavailable = errors.New("convergo: unavailable")
+	ErrInternal    = errors.New("convergo: internal server error")
 
 	// ErrRevoked means the server denies the principal: its subject or
 	// token is on the deny list (403 revoked). Retrying cannot help; a
@@ -71,6 +78,8 @@ var sentinels = map[string]error{
 	proto.CodeOutOfScope:         ErrOutOfScope,
 	proto.CodeSchema:             ErrSchema,
 	proto.CodeCollected:          ErrCollected,
+	proto.CodeUntranslatable:     ErrUntranslatable,
+	proto.CodeSchemaAhead:        ErrSchemaAhead,
 	proto.CodeRevoked:            ErrRevoked,
 	proto.CodeUnavailable:        ErrUnavailable,
 	proto.CodeInternal:           ErrInternal,

@@ -181,7 +181,7 @@ func (c *Client) liveSession(ctx context.Context, cursors map[string][]byte, onC
 		sc := c.scopeWire(coll)
 		sentScope[coll] = sc
 		return writeMsg(ctx, conn, proto.Sub{Collection: coll, Cursor: cursors[coll], Scope: sc,
-			Replica: c.Replica(), Pending: c.pendingFloor(coll)})
+			Replica: c.Replica(), Pending: c.pendingFloor(coll), Version: c.version(coll)})
 	}
 	changed := c.scopesChanged()
 	for coll := range cursors {

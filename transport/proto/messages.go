@@ -40,19 +40,25 @@ type HelloResponse struct {
 	ReplicaPrefix string `cbor:"11,keyasint"`
 }
 
-// PushRequest is the body of POST /v2/push: {1: replica, 2: [change...]}.
-// See the package doc for how it is decoded.
+// PushRequest is the body of POST /v2/push: {1: replica, 2: [change...],
+// 3: {collection: schema version}?}. See the package doc for how it is
+// decoded.
 type PushRequest struct {
 	Replica string        `cbor:"1,keyasint"`
 	Changes []crdt.Change `cbor:"2,keyasint"`
+	// Versions is the schema version the changes of each collection were
+	// written under; a collection absent or at 0 means the current one
+	// (docs/protocol.md, "Schema versions").
+	Versions map[string]uint64 `cbor:"3,keyasint,omitempty"`
 	// Refused is nil when every change decoded; else Refused[i] says why
 	// change i did not, and Changes[i] is zero.
 	Refused []error `cbor:"-"`
 }
 
 type pushRequestWire struct {
-	Replica string            `cbor:"1,keyasint"`
-	Changes []cbor.RawMessage `cbor:"2,keyasint"`
+	Replica  string            `cbor:"1,keyasint"`
+	Changes  []cbor.RawMessage `cbor:"2,keyasint"`
+	Versions map[string]uint64 `cbor:"3,keyasint,omitempty"`
 }
 
 // UnmarshalCBOR decodes a push request; see the package doc.
@@ -72,7 +78,7 @@ func (p *PushRequest) UnmarshalCBOR(data []byte) error {
 			refused[i] = fmt.Errorf("change %d: %w", i, err)
 		}
 	}
-	*p = PushRequest{Replica: w.Replica, Changes: changes, Refused: refused}
+	*p = PushRequest{Replica: w.Replica, Changes: changes, Versions: w.Versions, Refused: refused}
 	return nil
 }
 
@@ -112,6 +118,9 @@ type PullRequest struct {
 	// the collection: a scoped read then sends no leave entries until it
 	// reaches the head (there is nothing to drop).
 	Fresh bool `cbor:"7,keyasint,omitempty"`
+	// Version is the schema version the answer's records are translated
+	// to; 0 means the current one.
+	Version uint64 `cbor:"8,keyasint,omitempty"`
 }
 
 // PullResponse answers a pull: {1: [record...], 2: next cursor, 3: more,
@@ -148,6 +157,9 @@ type SealedRecord struct {
 type RestoreRequest struct {
 	Collection string         `cbor:"1,keyasint"`
 	Records    []SealedRecord `cbor:"2,keyasint"`
+	// Version is the schema version the records were served in (and
+	// sealed at); 0 means the current one.
+	Version uint64 `cbor:"3,keyasint,omitempty"`
 }
 
 // RestoreResponse answers a restore: {1: [result...]}, one per record, as
@@ -200,6 +212,7 @@ type Sub struct {
 	Replica    string          `cbor:"5,keyasint,omitempty"`
 	Pending    *uint64         `cbor:"6,keyasint,omitempty"`
 	Fresh      bool            `cbor:"7,keyasint,omitempty"` // as PullRequest.Fresh
+	Version    uint64          `cbor:"8,keyasint,omitempty"` // as PullRequest.Version
 }
 
 // Unsub ends a subscription.

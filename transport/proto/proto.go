@@ -74,6 +74,8 @@ const (
 	CodeCorrupt            = "corrupt"
 	CodeOutOfScope         = "out_of_scope"
 	CodeSchema             = "schema"
+	CodeUntranslatable     = "untranslatable"
+	CodeSchemaAhead        = "schema_ahead"
 	CodeRevoked            = "revoked"
 	CodeCollected          = "collected"
 	CodeUnavailable        = "unavailable"
@@ -121,12 +123,14 @@ var Codes = []CodeInfo{
 	{CodeTooLarge, http.StatusRequestEntityTooLarge, RetryNever, true},
 	{CodeUpgradeRequired, http.StatusUpgradeRequired, RetryNever, false},
 	{CodeRateLimited, http.StatusTooManyRequests, RetryBackoff, false},
+	{CodeSchemaAhead, http.StatusConflict, RetryBackoff, false},
 	{CodeClockDrift, 0, RetryNever, true},
 	{CodeForgedReplica, 0, RetryNever, true},
 	{CodeBadSeal, 0, RetryNever, true},
 	{CodeQuotaExceeded, 0, RetryNever, true},
 	{CodeOutOfScope, 0, RetryNever, true},
 	{CodeSchema, 0, RetryNever, true},
+	{CodeUntranslatable, 0, RetryNever, true},
 	{CodeCollected, 0, RetryNever, true},
 	{CodeUnavailable, http.StatusServiceUnavailable, RetryBackoff, false},
 	{CodeInternal, http.StatusInternalServerError, RetryBackoff, false},

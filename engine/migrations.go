@@ -1,0 +1,131 @@
+package engine
+
+import (
+	"fmt"
+
+	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/crdt/migrate"
+)
+
+// Schema versions (docs/design.md, "Schema versions"). A collection's
+// migrations (Rule.Migrations) say how its records change shape from one
+// version to the next. The store holds every record in whatever shape it
+// was written in (records written before a migration was installed keep
+// their old fields), so the engine translates at its doors: a change is
+// translated up to the current version before admission (WithVersions),
+// a stored record is resolved to the current version whenever the engine
+// reads it (rules, scopes, Get), and a page is translated down to the
+// reader's version after its scope was evaluated (PullAt).
+
+// Migrations returns collection's migrations: those of the rule named
+// exactly collection, or nil (a collection whose only version is 1).
+func (e *Engine) Migrations(collection string) *migrate.Definition {
+	for _, r := range e.rules {
+		if r.Migrations != nil && r.Pattern == collection {
+			return r.Migrations
+		}
+	}
+	return nil
+}
+
+// SchemaVersion checks a version a client names for collection and
+// returns the version it stands for: 0 is the current one; above the
+// current one is an error wrapping ErrSchemaAhead.
+func (e *Engine) SchemaVersion(collection string, v int) (int, error) {
+	out, err := e.Migrations(collection).Resolve(v)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", collection, err)
+	}
+	return out, nil
+}
+
+// WithVersions says under which schema version the changes of each
+// collection of an Apply call were written (absent or 0: the current
+// one). Apply translates them up to the current version before admission;
+// a change the migration cannot map is refused with ErrUntranslatable, and
+// a version above the current one fails the call with ErrSchemaAhead.
+func WithVersions(versions map[string]int) ApplyOption {
+	return func(c *applyConfig) { c.versions = versions }
+}
+
+// translateChanges translates changes up to their collections' current
+// versions, refusing (in results) the ones that cannot be; it returns the
+// others with their indexes (nil index: all of them, in order).
+func (e *Engine) translateChanges(changes []crdt.Change, versions map[string]int, results []Result) ([]crdt.Change, []int, error) {
+	if len(versions) == 0 {
+		return changes, nil, nil
+	}
+	cur := map[string]int{}
+	for coll, v := range versions {
+		if v == 0 {
+			continue
+		}
+		if _, err := e.SchemaVersion(coll, v); err != nil {
+			return nil, nil, err
+		}
+	}
+	out := make([]crdt.Change, 0, len(changes))
+	index := make([]int, 0, len(changes))
+	for i, c := range changes {
+		d := e.Migrations(c.Collection)
+		from := versions[c.Collection]
+		if d != nil && from != 0 && from != d.Current() {
+			n, ok := cur[c.Collection]
+			if !ok {
+				n = d.Current()
+				cur[c.Collection] = n
+			}
+			r, err := d.Change(c.Record, from, n)
+			if err != nil {
+				results[i] = Result{Status: StatusRefused, Err: fmt.Errorf("change %s/%s: %w", c.Collection, c.Record.ID, err)}
+				continue
+			}
+			c.Record = r
+		}
+		out = append(out, c)
+		index = append(index, i)
+	}
+	return out, index, nil
+}
+
+// resolve returns r in the current version of its collection's
+// migrations d (nil: r itself).
+func resolve(d *migrate.Definition, r crdt.Record) crdt.Record {
+	if d == nil || d.Current() == 1 {
+		return r
+	}
+	out, _, err := d.Record(r, 1, d.Current())
+	if err != nil {
+		return r // versions 1 and Current are always valid
+	}
+	return out
+}
+
+// WithDefaults returns r as rules and scopes read it, for the transport's
+// checks of restored records: see withDefaults.
+func WithDefaults(d *migrate.Definition, r crdt.Record) crdt.Record { return withDefaults(d, r) }
+
+// withDefaults returns r as rules and scopes read it: a record that
+// exists shows the current version's defaults for the fields it lacks
+// (stamped with its newest stamp, so they are visible; never stored).
+func withDefaults(d *migrate.Definition, r crdt.Record) crdt.Record {
+	defs := d.Defaults(d.Current())
+	if len(defs) == 0 || !r.Exists() {
+		return r
+	}
+	var out crdt.Record
+	stamp := r.MaxStamp()
+	for f, v := range defs {
+		if g, ok := r.Fields[f]; ok && g.Stamp.Compare(r.Deleted) > 0 {
+			continue
+		}
+		if out.Fields == nil {
+			out = r.Clone()
+		}
+		out.Fields[f] = crdt.Field{Stamp: stamp, Value: v}
+	}
+	if out.Fields == nil {
+		return r
+	}
+	return out
+}
