@@ -4,8 +4,8 @@
 #
 # Scenarios (docs/benchmarks.md explains each):
 #   1  crdt-benchmarks B3 map scenarios through its harness definitions: JS
-#      client (merge in memory; apply to IndexedDB), Go core, Yjs (V2),
-#      Automerge, TinyBase
+#      client (merge in memory; apply to IndexedDB, fake-indexeddb and
+#      Chromium), Go core, Yjs (V2), Automerge, TinyBase
 #   2  server apply throughput per store, beside the store's own ceiling
 #   3  WebSocket fan-out latency, 1,000 and 10,000 subscribers, store reads and CPU per delivery
 #   4  initial sync of 100,000 records into Chromium's IndexedDB; put with
@@ -84,7 +84,7 @@ main() {
 	if want 1; then
 		local b3runs=$(((RUNS + 1) / 2))
 		run s1-b3-go 120 "$BIN/convergo-bench" b3 -runs "$b3runs"
-		run s1-b3-js 900 node scripts/bench/js/b3.mjs "$b3runs" 5
+		run s1-b3-js 1200 env CONVERGO_CHROMIUM="${CONVERGO_CHROMIUM:-/usr/bin/chromium}" node scripts/bench/js/b3.mjs "$b3runs" 5
 	fi
 
 	# Scenario 2: apply throughput per store, beside the store's ceiling.

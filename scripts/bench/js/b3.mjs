@@ -3,7 +3,9 @@
 // crdt-benchmarks uses), Automerge and TinyBase (MergeableStore).
 //
 // Every figure comes from fresh processes: each run of each implementation
-// on each scenario is one `node b3-run.mjs IMPL SCENARIO` (b3-run.mjs says
+// on each scenario is one `node b3-run.mjs IMPL SCENARIO`, or for the
+// client's IndexedDB apply path in Chromium one `node b3-chromium.mjs
+// SCENARIO` with a fresh browser (b3-run.mjs says
 // what it does: crdt-benchmarks' template, 1,540 fresh documents built
 // through each library's own write path, one cold timed application as
 // crdt-benchmarks publishes it, then warm ones). Runs are interleaved: run
@@ -20,14 +22,22 @@
 // Usage: node b3.mjs [runs] [warm runs per process] [impl,...] [scenario,...]
 
 import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { factories, scenarios } from './b3-impls.mjs';
+import { factories as inNode, scenarios } from './b3-impls.mjs';
+
+// The implementations: those b3-run.mjs runs in Node, and the client's
+// IndexedDB apply path in Chromium (b3-chromium.mjs), when there is one.
+const CHROMIUM = process.env.CONVERGO_CHROMIUM ?? '/usr/bin/chromium';
+const factories = { ...inNode };
+const runner = (/** @type {string} */ impl) => fileURLToPath(new URL(impl === 'convergo-chromium' ? './b3-chromium.mjs' : './b3-run.mjs', import.meta.url));
+if (existsSync(CHROMIUM)) factories['convergo-chromium'] = { name: 'Convergo JS client: decode push body + apply to IndexedDB (Chromium)', ours: true };
+else console.error(`b3: no Chromium at ${CHROMIUM} (set CONVERGO_CHROMIUM): the IndexedDB apply row in Chromium is skipped`);
 
 const RUNS = Number(process.argv[2] ?? 3);
 const WARM = Number(process.argv[3] ?? 5);
 const IMPLS = process.argv[4] ? process.argv[4].split(',') : Object.keys(factories);
 const SCENARIOS = process.argv[5] ? scenarios.filter((s) => process.argv[5].split(',').includes(s.id)) : scenarios;
-const RUNNER = fileURLToPath(new URL('./b3-run.mjs', import.meta.url));
 
 const COLD = 'apply all updates, cold (one timed run per fresh process, as crdt-benchmarks publishes)';
 const WARMED = `apply all updates, warm (median of ${WARM} runs after the cold one, per process)`;
@@ -54,7 +64,7 @@ for (let run = 0; run < RUNS; run++) {
       let out;
       try {
         out = JSON.parse(
-          execFileSync(process.execPath, ['--max-old-space-size=4096', RUNNER, impl, sc.id, String(WARM)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }),
+          execFileSync(process.execPath, ['--max-old-space-size=4096', runner(impl), ...(impl === 'convergo-chromium' ? [] : [impl]), sc.id, String(WARM)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }),
         );
       } catch (e) {
         console.error(`b3: ${impl} ${sc.id} run ${run} failed: ${e.message}`);
@@ -87,6 +97,6 @@ for (const sc of SCENARIOS) {
       );
     }
   }
-  const b = med(sc, BYTES, 'convergo') / med(sc, BYTES, 'yjs');
+  const b = med(sc, BYTES, IMPLS.find((i) => factories[i].ours) ?? 'convergo') / med(sc, BYTES, 'yjs');
   console.error(`b3 target ${sc.id} update bytes: ${b.toFixed(2)}× Yjs V2's (target ≤ 1.2: ${b <= 1.2 ? 'met' : 'not met'})`);
 }

@@ -1,0 +1,160 @@
+// One B3 run of the Convergo JS client's IndexedDB apply path in Chromium,
+// in a fresh browser: crdt-benchmarks' template as b3-run.mjs runs it, with
+// the documents that apply updates in the browser.
+//
+// The documents that apply updates (client 0, the reference; client 1,
+// timed cold; clients 2… timed warm; the last, reverse order) are fresh
+// client databases in the page, on Chromium's IndexedDB, each holding its
+// own change written with Collection.put; their updates are the push
+// bodies the page's client builds for those writes (protocol.encodePush of
+// the outbox entries, as sync.js does). The other clients' updates are
+// built the same way in this process (b3-impls.mjs, the client on
+// fake-indexeddb): the same code, so the same bytes but for the random
+// replica ids. Applying is b3-impls.mjs's IndexedDB row: every push body
+// decoded (record.js readChange), the changes handed in one call to
+// Store.applyRemote, timed from the first decode until its transaction
+// committed.
+//
+// Output: one JSON line, as b3-run.mjs writes.
+//
+// Usage: node b3-chromium.mjs SCENARIO [WARM] [CHROMIUM]
+
+import { createServer } from 'node:http';
+import { readFile } from 'node:fs/promises';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+import { factories, scenarios } from './b3-impls.mjs';
+
+const [scenarioId, warmArg, chromiumPath = process.env.CONVERGO_CHROMIUM ?? '/usr/bin/chromium'] = process.argv.slice(2);
+const sc = scenarios.find((s) => s.id === scenarioId);
+if (!sc) {
+  console.error(`usage: node b3-chromium.mjs {${scenarios.map((s) => s.id).join('|')}} [warm] [chromium]`);
+  process.exit(2);
+}
+const WARM = Number(warmArg ?? 5);
+const TARGETS = WARM + 3;
+const SRC = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../jsclient/src');
+const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage'];
+
+const t0 = performance.now();
+// The clients that only write, here.
+/** @type {Uint8Array[]} */
+const others = [];
+for (let i = TARGETS; i < sc.clients; i++) {
+  const doc = await factories.convergo.create((u) => others.push(u));
+  await doc.setMap(sc.key(i), sc.value(i));
+}
+if (others.length !== sc.clients - TARGETS) throw new Error(`b3-chromium ${sc.id}: ${others.length} updates from ${sc.clients - TARGETS} clients`);
+
+/** Serves jsclient/src at /convergo/ and an empty page at /. */
+function serve() {
+  const server = createServer(async (req, res) => {
+    const url = new URL(req.url, 'http://x');
+    if (url.pathname.startsWith('/convergo/')) {
+      const file = path.join(SRC, path.normalize(url.pathname.slice('/convergo/'.length)));
+      if (!file.startsWith(SRC)) return res.writeHead(404).end();
+      try {
+        res.writeHead(200, { 'content-type': 'text/javascript' }).end(await readFile(file));
+      } catch {
+        res.writeHead(404).end();
+      }
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'text/html' }).end('<!doctype html><title>b3</title>');
+  });
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({ url: `http://127.0.0.1:${server.address().port}`, close: () => server.close() })));
+}
+
+const http = await serve();
+const profile = mkdtempSync(path.join(tmpdir(), 'convergo-b3-'));
+const ctx = await chromium.launchPersistentContext(profile, { executablePath: chromiumPath, args: ARGS, headless: true });
+let out;
+try {
+  const page = ctx.pages()[0] ?? (await ctx.newPage());
+  page.setDefaultTimeout(300_000);
+  await page.goto(http.url);
+  const own = [];
+  for (let i = 0; i < TARGETS; i++) own.push([sc.key(i), sc.value(i)]);
+  const setupMs = performance.now() - t0;
+  out = await page.evaluate(
+    async ({ own, others, warm }) => {
+      const { open } = await import('/convergo/database.js');
+      const { encodePush } = await import('/convergo/protocol.js');
+      const { Reader } = await import('/convergo/cbor.js');
+      const { readChange } = await import('/convergo/record.js');
+      const fromB64 = (s) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
+      // As b3-impls.mjs decodePush.
+      const decodePush = (body) => {
+        const r = new Reader(body, { canonical: false });
+        const n = r.mapHead();
+        const changes = [];
+        for (let i = 0; i < n; i++) {
+          const k = r.uint();
+          if (k === 1) r.text();
+          else if (k === 2) {
+            const m = r.arrayHead();
+            for (let j = 0; j < m; j++) changes.push(readChange(r));
+          } else throw new Error(`push body key ${k}: not read by this benchmark`);
+        }
+        r.end();
+        return changes;
+      };
+      const canon = (v) => {
+        if (Array.isArray(v)) return `[${v.map(canon).join(',')}]`;
+        if (v && typeof v === 'object') return `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${canon(v[k])}`).join(',')}}`;
+        return JSON.stringify(v);
+      };
+      const docs = [];
+      const updates = [];
+      for (let i = 0; i < own.length; i++) {
+        const db = await open({ name: `b3-${i}`, sync: false, locks: null, BroadcastChannel: null });
+        const [k, v] = own[i];
+        await db.collection('b3').put('doc', { [k]: v });
+        const entries = await db.store.peekOutbox(1000);
+        updates.push(encodePush(db.store.replica, entries.map((e) => e.change)));
+        docs.push(db);
+      }
+      for (const s of others) updates.push(fromB64(s));
+      const cursor = new Uint8Array([1]);
+      const applyAll = async (db, ups) => {
+        const start = performance.now();
+        const records = [];
+        for (const u of ups) for (const c of decodePush(u)) records.push(c.record);
+        await db.store.applyRemote('b3', records, cursor);
+        return performance.now() - start;
+      };
+      const mapOf = async (db) => {
+        const doc = { ...(await db.collection('b3').get('doc')) };
+        delete doc.id;
+        return canon(doc);
+      };
+      await applyAll(docs[0], updates);
+      const ref = await mapOf(docs[0]);
+      const check = async (i) => {
+        const got = await mapOf(docs[i]);
+        if (got !== ref) throw new Error(`client ${i} diverges from client 0: ${got.slice(0, 120)} vs ${ref.slice(0, 120)}`);
+      };
+      const cold = await applyAll(docs[1], updates);
+      await check(1);
+      const warms = [];
+      for (let w = 0; w < warm; w++) {
+        warms.push(await applyAll(docs[2 + w], updates));
+        await check(2 + w);
+      }
+      await applyAll(docs[2 + warm], [...updates].reverse());
+      await check(2 + warm);
+      return { cold, warm: warms, bytes: updates.reduce((n, u) => n + u.length, 0), updates: updates.length };
+    },
+    { own, others: others.map((u) => Buffer.from(u).toString('base64')), warm: WARM },
+  );
+  out = { impl: 'convergo-chromium', scenario: sc.id, ...out, setupMs };
+} finally {
+  await ctx.close();
+  http.close();
+  rmSync(profile, { recursive: true, force: true });
+}
+process.stdout.write(JSON.stringify(out) + '\n');
+process.exit(0);
