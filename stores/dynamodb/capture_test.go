@@ -41,12 +41,14 @@ func jsWriter(t *testing.T) string {
 }
 
 // putJS writes item (DynamoDB JSON) to table with the AWS SDK for
-// JavaScript v3.
+// JavaScript v3. The item goes through standard input: one argument holds
+// at most 128 KiB on Linux.
 func putJS(t *testing.T, node, endpoint, table, item string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, node, "put.mjs", table, item)
+	cmd := exec.CommandContext(ctx, node, "put.mjs", table, "-")
+	cmd.Stdin = strings.NewReader(item)
 	cmd.Dir = jsWriterDir
 	cmd.Env = append(os.Environ(), "CONVERGO_DYNAMODB_ENDPOINT="+endpoint)
 	var stderr strings.Builder

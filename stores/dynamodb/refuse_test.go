@@ -5,19 +5,18 @@ import (
 	"strings"
 	"testing"
 
-	awsdynamodb "github.com/aws/aws-sdk-go-v2/service/dynamodb"
-	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
-
 	"github.com/convergo/convergo/crdt"
 )
 
-// TestCaptureSkipsRefusedWrite has a foreign program write an item whose
+// TestCaptureSkipsRefusedWrite is D1: a foreign program (the AWS SDK for
+// JavaScript) writes an item whose
 // change is valid alone but would grow the record, which a Convergo client
 // made large, past crdt.MaxRecordBytes; then another item. The refused
 // write is skipped for good and the consumer moves on: the second item is
 // captured.
 func TestCaptureSkipsRefusedWrite(t *testing.T) {
-	db, streams, _ := testClients(t)
+	db, streams, endpoint := testClients(t)
+	node := jsWriter(t)
 	table := testTable(t, db)
 	st := openTest(t, db, streams, table)
 	captureWithStore(t, st)
@@ -31,18 +30,8 @@ func TestCaptureSkipsRefusedWrite(t *testing.T) {
 	if _, err := st.Apply(ctx, []crdt.Change{{Collection: "todos", Record: client}}); err != nil {
 		t.Fatal(err)
 	}
-	put := func(pk string, attrs map[string]string) {
-		t.Helper()
-		item := map[string]types.AttributeValue{attrPK: s(pk), attrSK: n(0)}
-		for k, v := range attrs {
-			item[k] = &types.AttributeValueMemberS{Value: v}
-		}
-		if _, err := db.PutItem(ctx, &awsdynamodb.PutItemInput{TableName: &table, Item: item}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	put("todos#1", map[string]string{"c": big, "d": big})
-	put("todos#2", map[string]string{"title": "after the refused one"})
+	putJS(t, node, endpoint, table, `{"pk":{"S":"todos#1"},"sk":{"N":"0"},"c":{"S":"`+big+`"},"d":{"S":"`+big+`"}}`)
+	putJS(t, node, endpoint, table, `{"pk":{"S":"todos#2"},"sk":{"N":"0"},"title":{"S":"after the refused one"}}`)
 	waitFor(t, "the write after the refused one to be captured", func() bool {
 		_, err := st.Get(ctx, "todos", "2")
 		return err == nil

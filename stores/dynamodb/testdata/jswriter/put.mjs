@@ -6,13 +6,16 @@
 //   node put.mjs TABLE 'ITEM'
 //
 // ITEM is the item in DynamoDB's JSON form, e.g.
-// '{"pk":{"S":"todos#42"},"sk":{"N":"0"},"title":{"S":"x"}}'.
+// '{"pk":{"S":"todos#42"},"sk":{"N":"0"},"title":{"S":"x"}}', or "-" to
+// read it from standard input (an item larger than one argument may be).
 // The endpoint comes from CONVERGO_DYNAMODB_ENDPOINT and the region and
 // credentials from the usual AWS_* variables. On success it prints the
 // item's key as JSON.
+import { readFileSync } from "node:fs";
 import { DynamoDBClient, PutItemCommand } from "@aws-sdk/client-dynamodb";
 
-const [table, itemJSON] = process.argv.slice(2);
+const [table, itemArg] = process.argv.slice(2);
+const itemJSON = itemArg === "-" ? readFileSync(0, "utf8") : itemArg;
 if (!table || !itemJSON) {
   console.error("usage: node put.mjs TABLE ITEM_JSON");
   process.exit(2);
