@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"os"
 	"strconv"
@@ -26,7 +27,7 @@ import (
 // against raw TransactWriteItems of the same shape on the same DynamoDB
 // Local, in the same run, with the same stream setting on both tables:
 //
-//	convergo-bench ddbstore [-pushers 1,8] [-collections 1,8] [-batches 1,10,100] [-shards 1,4] [-dur 5s] [-stream]
+//	convergo-bench ddbstore [-pushers 1,8] [-collections 1,8] [-batches 1,10,100] [-shards 1,4] [-dur 5s] [-stream] [-turn 200ms] [-debug]
 //
 // Run it against a private, freshly started emulator
 // (scripts/ddb-private.sh): DynamoDB Local's cost per streamed write grows
@@ -39,7 +40,9 @@ import (
 // never conflicts: the emulator's ceiling for that shape. Items written
 // count the record and log items on both sides (not heads). -shards
 // gives each collection K log shards (dynamodb.Config.DefaultShards); the
-// raw side is the same whatever K.
+// raw side is the same whatever K. -turn sets the instances' commit turns
+// (dynamodb.Config.CommitTurn; negative: none, the instances race on the
+// head), -debug logs every cancelled transaction's reasons.
 func init() { commands["ddbstore"] = runDDBStore }
 
 func runDDBStore(args []string) error {
@@ -51,7 +54,13 @@ func runDDBStore(args []string) error {
 	stream := fs.Bool("stream", false, "tables with a stream (NEW_AND_OLD_IMAGES) on both sides")
 	runs := fs.Int("runs", 1, "runs per figure")
 	shardList := fs.String("shards", "1", "log shards per collection (K)")
+	turnLen := fs.Duration("turn", 0, "dynamodb.Config.CommitTurn: 0 the store's default, negative no turns")
+	debug := fs.Bool("debug", false, "the store's debug log (each cancelled transaction's reasons) to stderr")
 	fs.Parse(args)
+	var logger *slog.Logger
+	if *debug {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
 	ep := os.Getenv("CONVERGO_DYNAMODB_ENDPOINT")
 	if ep == "" {
 		return errors.New("CONVERGO_DYNAMODB_ENDPOINT is not set (scripts/ddb-private.sh start)")
@@ -76,14 +85,14 @@ func runDDBStore(args []string) error {
 	if *stream {
 		streamNote = "streams on"
 	}
-	fmt.Fprintf(os.Stderr, "%-3s %-8s %-5s %-5s | %12s %12s %8s %8s | %12s | %6s | %s\n", "K", "pushers", "colls", "batch", "store ch/s", "items/s", "tx ok", "tx lost", "raw items/s", "ratio", "requests per change (store)")
+	fmt.Fprintf(os.Stderr, "%-3s %-8s %-5s %-5s | %12s %12s %8s %8s %11s | %12s | %6s | %s\n", "K", "pushers", "colls", "batch", "store ch/s", "items/s", "tx ok", "tx lost", "waits/yield", "raw items/s", "ratio", "requests per change (store)")
 	for run := 1; run <= *runs; run++ {
 		for _, k := range ints(*shardList) {
 			for _, p := range ints(*pushers) {
 				for _, nc := range ints(*colls) {
 					for _, b := range ints(*batches) {
 						counts.reset()
-						st, err := measureStore(ctx, client, p, nc, b, k, *dur, *stream)
+						st, err := measureStore(ctx, client, logger, *turnLen, p, nc, b, k, *dur, *stream)
 						if err != nil {
 							return err
 						}
@@ -94,13 +103,13 @@ func runDDBStore(args []string) error {
 						}
 						storeItems := 2 * st.rate
 						ratio := storeItems / raw
-						fmt.Fprintf(os.Stderr, "%-3d %-8d %-5d %-5d | %12.0f %12.0f %8d %8d | %12.0f | %6.2f | %s\n", k, p, nc, b, st.rate, storeItems, st.committed, st.cancelled, raw, ratio, perChange)
+						fmt.Fprintf(os.Stderr, "%-3d %-8d %-5d %-5d | %12.0f %12.0f %8d %8d %5d/%-5d | %12.0f | %6.2f | %s\n", k, p, nc, b, st.rate, storeItems, st.committed, st.cancelled, st.waits, st.yields, raw, ratio, perChange)
 						scen := fmt.Sprintf("DynamoDB store Apply, %d pushers, %d collections, batch %d, %s", p, nc, b, streamNote)
 						if k > 1 {
 							scen = fmt.Sprintf("DynamoDB store Apply, K=%d shards, %d pushers, %d collections, batch %d, %s", k, p, nc, b, streamNote)
 						}
 						emit(sample{Scenario: scen, Metric: "items written/s", Unit: "/s", Better: "higher", Impl: "dynamodb store Apply", Ours: true, Run: run, Value: storeItems,
-							Note: fmt.Sprintf("%.0f changes/s; %d transactions committed, %d cancelled; requests per change: %s", st.rate, st.committed, st.cancelled, perChange)})
+							Note: fmt.Sprintf("%.0f changes/s; %d transactions committed, %d cancelled; %d turn waits, %d yields; requests per change: %s", st.rate, st.committed, st.cancelled, st.waits, st.yields, perChange)})
 						emit(sample{Scenario: scen, Metric: "items written/s", Unit: "/s", Better: "higher", Impl: "raw TransactWriteItems, same shape", Limit: true, Run: run, Value: raw})
 					}
 				}
@@ -157,9 +166,10 @@ type storeFigure struct {
 	rate                 float64 // changes/s
 	changes              int64
 	committed, cancelled int64
+	waits, yields        int64 // commit turns (dynamodb.Store.TurnStats)
 }
 
-func measureStore(ctx context.Context, c *awsddb.Client, pushers, colls, batch, shards int, dur time.Duration, stream bool) (storeFigure, error) {
+func measureStore(ctx context.Context, c *awsddb.Client, logger *slog.Logger, turnLen time.Duration, pushers, colls, batch, shards int, dur time.Duration, stream bool) (storeFigure, error) {
 	table, drop, err := benchTable(ctx, c, stream)
 	if err != nil {
 		return storeFigure{}, err
@@ -168,7 +178,7 @@ func measureStore(ctx context.Context, c *awsddb.Client, pushers, colls, batch, 
 	ninst := min(pushers, 2)
 	inst := make([]*dynamodb.Store, ninst)
 	for i := range inst {
-		if inst[i], err = dynamodb.New(ctx, dynamodb.Config{Client: c, Table: table, DefaultShards: shards}); err != nil {
+		if inst[i], err = dynamodb.New(ctx, dynamodb.Config{Client: c, Table: table, DefaultShards: shards, Logger: logger, CommitTurn: turnLen}); err != nil {
 			return storeFigure{}, err
 		}
 		defer inst[i].Close()
@@ -210,6 +220,9 @@ func measureStore(ctx context.Context, c *awsddb.Client, pushers, colls, batch, 
 		a, b := s.TxStats()
 		f.committed += a
 		f.cancelled += b
+		w, y := s.TurnStats()
+		f.waits += w
+		f.yields += y
 	}
 	return f, firstErr
 }

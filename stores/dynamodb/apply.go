@@ -105,6 +105,10 @@ type groupState struct {
 	usage headUsage // as the head item holds it
 	recs  map[string]stores.Entry
 	sizes map[string]int // of the records' stored encodings, for usage
+	// next is the turn the transaction names (turn.go); seen, when
+	// seenOK, the turn a cancellation's ALL_OLD head item named.
+	next, seen turn
+	seenOK     bool
 }
 
 // readState reads the records ids of coll and, unless the committer knows
@@ -147,6 +151,7 @@ func (st *Store) readState(ctx context.Context, q *collQueue, ids []string) (gro
 				}
 				state.head, state.usage = h, u
 				q.head, q.headOK, q.usage = h, true, u
+				st.observe(q, readTurn(item))
 				continue
 			}
 			id, ok := byPK[pkv.Value]
@@ -165,6 +170,7 @@ func (st *Store) readState(ctx context.Context, q *collQueue, ids []string) (gro
 			// No head item: a new collection, whose usage starts at zero.
 			q.head, q.headOK, q.usage = 0, true, headUsage{kept: true}
 			state.usage = q.usage
+			st.observe(q, turn{})
 		}
 		if len(req) > 0 {
 			if attempt >= st.maxAttempts {
@@ -202,6 +208,7 @@ type plan struct {
 	items   []types.TransactWriteItem
 	acts    []action
 	token   string
+	turn    turn // the turn its head item names
 }
 
 // makePlan merges changes idxs (in order) into state and builds the
@@ -310,6 +317,8 @@ func (st *Store) makePlan(ref logRef, state groupState, changes []crdt.Change, i
 		headItem[attrUsageRecords] = n(uint64(p.usage.u.Records))
 		headItem[attrUsageBytes] = n(uint64(p.usage.u.Bytes))
 	}
+	turnAttrs(headItem, state.next)
+	p.turn = state.next
 	put := &types.Put{TableName: &st.table, Item: headItem, ReturnValuesOnConditionCheckFailure: allOld}
 	switch {
 	case state.head == 0:
@@ -396,11 +405,29 @@ func (st *Store) applyGroup(ctx context.Context, q *collQueue, changes []crdt.Ch
 			ids = append(ids, id)
 		}
 	}
-	state, err := st.readState(ctx, q, ids)
-	if err != nil {
-		return 0, 0, err
-	}
+	var state groupState
+	read := true // the state must be read (again) before the next attempt
 	for attempt := 1; ; attempt++ {
+		// Wait out another instance's turn, or yield after this one's;
+		// either way read the head (and the records) again after it, and
+		// look at the turn the head then names.
+		for {
+			paused, err := st.awaitTurn(ctx, q)
+			if err != nil {
+				return 0, 0, err
+			}
+			if !paused && !read {
+				break
+			}
+			began := st.now()
+			if state, err = st.readState(ctx, q, ids); err != nil {
+				return 0, 0, err
+			}
+			q.timeRound(st.now().Sub(began))
+			read = false
+		}
+		state.next = st.nextTurn(q)
+		began := st.now()
 		p, err := st.makePlan(q.ref, state, changes, idxs, attempt)
 		if err != nil {
 			return 0, 0, err
@@ -412,11 +439,13 @@ func (st *Store) applyGroup(ctx context.Context, q *collQueue, changes []crdt.Ch
 			return p.done, 0, nil
 		}
 		err = st.commit(ctx, coll, p)
+		q.timeRound(st.now().Sub(began))
 		if err == nil {
 			for k, r := range p.results {
 				results[idxs[k]] = r
 			}
 			q.head, q.headOK, q.usage = p.head, true, p.usage
+			st.committed(q, p.turn)
 			st.txCommitted.Add(1)
 			return p.done, p.head, nil
 		}
@@ -426,6 +455,7 @@ func (st *Store) applyGroup(ctx context.Context, q *collQueue, changes []crdt.Ch
 			return 0, 0, translate(ctx, "apply "+coll, err)
 		}
 		st.txCancelled.Add(1)
+		state.seenOK = false
 		refreshed, contended, err := refresh(&state, p, cancelled.CancellationReasons, q.ref)
 		if err != nil {
 			q.headOK = false
@@ -435,6 +465,9 @@ func (st *Store) applyGroup(ctx context.Context, q *collQueue, changes []crdt.Ch
 			return 0, 0, fmt.Errorf("apply %s: %w", coll, err)
 		}
 		q.head, q.usage = state.head, state.usage
+		if state.seenOK {
+			st.observe(q, state.seen)
+		}
 		st.log.Debug("transaction cancelled; retrying", "collection", coll, "attempt", attempt, "reasons", reasonCodes(cancelled.CancellationReasons))
 		if attempt >= st.maxAttempts {
 			q.headOK = false
@@ -442,8 +475,9 @@ func (st *Store) applyGroup(ctx context.Context, q *collQueue, changes []crdt.Ch
 		}
 		// A failed condition means another writer committed: the table did
 		// useful work, and its ALL_OLD item is what to retry against, at
-		// once. A transaction in progress on the same items, or
-		// throttling, is waited out with a jittered backoff.
+		// once (unless it names another instance's turn, which the next
+		// attempt waits out). A transaction in progress on the same items,
+		// or throttling, is waited out with a jittered backoff.
 		if contended || !refreshed {
 			if err := sleep(ctx, backoff(attempt)); err != nil {
 				return 0, 0, err
@@ -453,9 +487,7 @@ func (st *Store) applyGroup(ctx context.Context, q *collQueue, changes []crdt.Ch
 		// that passed this time was about to fail.
 		if !refreshed || attempt%3 == 0 {
 			q.headOK = false
-			if state, err = st.readState(ctx, q, ids); err != nil {
-				return 0, 0, err
-			}
+			read = true
 		}
 	}
 }
@@ -506,6 +538,7 @@ func refresh(state *groupState, p plan, reasons []types.CancellationReason, ref 
 					}
 					state.head, state.usage = h, u
 				}
+				state.seen, state.seenOK = readTurn(r.Item), true
 			case actRecord:
 				delete(state.recs, a.id)
 				if r.Item != nil {

@@ -44,6 +44,9 @@ type collQueue struct {
 	headOK bool
 	// usage is what the head item holds, with head.
 	usage headUsage
+	// turns is what this instance knows of the instances' turns on the
+	// log (turn.go).
+	turns turnState
 }
 
 // request is one Apply call's changes to one collection.

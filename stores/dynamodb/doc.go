@@ -22,11 +22,13 @@
 //
 //	item          pk              sk    attributes
 //	record        ~r#COLL#ID      0     rec (B: the merged crdt.Record, deterministic CBOR), seq (N)
-//	head          ~h#COLL         0     head (N: the collection's highest sequence number), urecords, ubytes (N: its usage)
+//	head          ~h#COLL         0     head (N: the collection's highest sequence number), urecords, ubytes (N: its usage),
+//	                                    towner (S), tuntil (N: the last writer's commit turn, turn.go)
 //	log entry     ~l#COLL         SEQ   id (S: record id), rec (B: the record's state at SEQ)
 //	shard head    ~h#COLL#I       0     head (N), k (N: the collection's shard count K)
 //	shard entry   ~l#COLL#I       SEQ   id (S), rec (B), as a log entry, in shard I
-//	epoch         ~e#COLL         0     n, lost (N: epoch counters), k (N: K, when K > 1)
+//	epoch         ~e#COLL         0     n, lost (N: epoch counters), k (N: K, when K > 1),
+//	                                    rs (N: while its log is rebuilt into rs shards, reshard.go; on heads too)
 //	ledger entry  ~c#COLL#ID      0     q (S: last captured stream sequence number), w (N: its stamp's wall ms)
 //
 // The change log of a collection is one item collection (partition key
@@ -48,7 +50,9 @@
 // a marker head ~h#COLL {head 0, k}); K = 1 keeps the keys above, so tables
 // from before read unchanged. The store implements stores.Sharder
 // (PullShard, ShardHeads); the engine keeps K positions in the cursor.
-// See shards.go.
+// See shards.go. Changing K rebuilds the log from the record items, behind
+// a fence that refuses writers, and starts a new epoch (Reshard,
+// reshard.go; convergo store reshard).
 //
 // # Apply, and why it keeps the no-gap invariant
 //
@@ -81,9 +85,14 @@
 // collection has one committer, which puts every pending change of every
 // concurrent Apply into one transaction, up to 49 new or 33 updated records,
 // and caches the collection's head so that a group reads only its records.
-// Across instances the transactions race on the head; the loser retries at
-// once against the winner's head (from the cancellation), so the table keeps
-// doing useful work, but the lost transaction is wasted. A transaction
+// Across instances they take turns (turn.go): each head put names its
+// instance and the end of its turn (Config.CommitTurn, 200 ms by
+// default), and another instance that sees a running turn waits for its
+// end instead of sending a transaction the head condition would cancel; an
+// instance alone on a log never waits. Turns are advisory: when two
+// instances still race (a turn ending while a transaction is in flight),
+// the loser retries at once against the winner's head (from the
+// cancellation). A transaction
 // costs twice the write units of plain writes, and every record is written
 // twice (record and log entry); the log's single partition key caps a
 // collection at about 500 inserts or 250 updates per second on AWS per log

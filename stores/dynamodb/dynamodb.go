@@ -86,6 +86,11 @@ type Config struct {
 	// Shards sets the shard count of particular collections, overriding
 	// DefaultShards.
 	Shards map[string]int
+	// CommitTurn is how long one instance commits to a log that other
+	// instances also write before it lets them (turn.go). Zero means
+	// DefaultCommitTurn; negative turns them off (every instance commits
+	// when it has changes, and they race on the head).
+	CommitTurn time.Duration
 }
 
 // dbAPI is the part of the DynamoDB client the store uses: the SDK's
@@ -97,6 +102,7 @@ type dbAPI interface {
 	Query(context.Context, *awsdynamodb.QueryInput, ...func(*awsdynamodb.Options)) (*awsdynamodb.QueryOutput, error)
 	TransactWriteItems(context.Context, *awsdynamodb.TransactWriteItemsInput, ...func(*awsdynamodb.Options)) (*awsdynamodb.TransactWriteItemsOutput, error)
 	UpdateItem(context.Context, *awsdynamodb.UpdateItemInput, ...func(*awsdynamodb.Options)) (*awsdynamodb.UpdateItemOutput, error)
+	Scan(context.Context, *awsdynamodb.ScanInput, ...func(*awsdynamodb.Options)) (*awsdynamodb.ScanOutput, error)
 }
 
 // Store is a stores.Store on one DynamoDB table. Create it with New or Open
@@ -126,6 +132,9 @@ type Store struct {
 	shardWarned   sync.Map
 	// txCommitted and txCancelled count this instance's transactions.
 	txCommitted, txCancelled atomic.Int64
+	// turn is Config.CommitTurn; turnWaits and turnYields count its pauses.
+	turn                  time.Duration
+	turnWaits, turnYields atomic.Int64
 	// counters are the consumer's CaptureStats and RejectedCaptures.
 	counters captureCounters
 	capture  captureState
@@ -170,6 +179,9 @@ func newStore(ctx context.Context, cfg Config, db dbAPI) (*Store, error) {
 	if cfg.AttemptTimeout <= 0 {
 		cfg.AttemptTimeout = DefaultAttemptTimeout
 	}
+	if cfg.CommitTurn == 0 {
+		cfg.CommitTurn = DefaultCommitTurn
+	}
 	if cfg.MaxAttempts <= 0 {
 		cfg.MaxAttempts = DefaultMaxAttempts
 	}
@@ -197,6 +209,7 @@ func newStore(ctx context.Context, cfg Config, db dbAPI) (*Store, error) {
 		refresh:       cfg.ShardRefresh,
 		maxAttempts:   cfg.MaxAttempts,
 		now:           time.Now,
+		turn:          cfg.CommitTurn,
 		shardConf:     cfg.Shards,
 		defaultShards: cfg.DefaultShards,
 	}

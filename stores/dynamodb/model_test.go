@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -53,6 +54,45 @@ type modelTable struct {
 	// afterQuery, when set, runs after each Query (outside the lock).
 	afterQuery func()
 	sched      *scheduler
+	// clock, when set, is the instances' clock: every request takes a
+	// millisecond of it (and every pause its length; see modelPause).
+	clock *fakeClock
+}
+
+// fakeClock is the model's time: commit turns (turn.go) run on it.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newFakeClock() *fakeClock { return &fakeClock{t: time.Unix(1_800_000_000, 0)} }
+
+func (c *fakeClock) Now() time.Time {
+	if c == nil {
+		return time.Now()
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) advance(d time.Duration) {
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// modelPause makes pause (backoffs, turn waits) take no real time but
+// clock's.
+func modelPause(t testing.TB, clock *fakeClock) {
+	pause = func(ctx context.Context, d time.Duration) error {
+		clock.advance(d)
+		return ctx.Err()
+	}
+	t.Cleanup(func() { pause = realPause })
 }
 
 func newModelTable() *modelTable {
@@ -138,6 +178,7 @@ func (m *modelTable) DescribeTable(context.Context, *awsdynamodb.DescribeTableIn
 }
 
 func (m *modelTable) GetItem(ctx context.Context, in *awsdynamodb.GetItemInput, _ ...func(*awsdynamodb.Options)) (*awsdynamodb.GetItemOutput, error) {
+	m.clock.advance(time.Millisecond)
 	if err := m.sched.step(ctx, "GetItem"); err != nil {
 		return nil, err
 	}
@@ -150,6 +191,7 @@ func (m *modelTable) GetItem(ctx context.Context, in *awsdynamodb.GetItemInput, 
 // first item and the rest, other workers may take a turn (not a
 // snapshot).
 func (m *modelTable) BatchGetItem(ctx context.Context, in *awsdynamodb.BatchGetItemInput, _ ...func(*awsdynamodb.Options)) (*awsdynamodb.BatchGetItemOutput, error) {
+	m.clock.advance(time.Millisecond)
 	if err := m.sched.step(ctx, "BatchGetItem"); err != nil {
 		return nil, err
 	}
@@ -204,6 +246,10 @@ func (m *modelTable) Query(ctx context.Context, in *awsdynamodb.QueryInput, _ ..
 	return out, nil
 }
 
+func (m *modelTable) Scan(context.Context, *awsdynamodb.ScanInput, ...func(*awsdynamodb.Options)) (*awsdynamodb.ScanOutput, error) {
+	return nil, errors.New("model: Scan is not modelled")
+}
+
 func (m *modelTable) UpdateItem(ctx context.Context, in *awsdynamodb.UpdateItemInput, _ ...func(*awsdynamodb.Options)) (*awsdynamodb.UpdateItemOutput, error) {
 	return nil, errors.New("model: UpdateItem is not modelled")
 }
@@ -213,6 +259,7 @@ func (m *modelTable) UpdateItem(ctx context.Context, in *awsdynamodb.UpdateItemI
 // token of a committed transaction makes a repeat a success that writes
 // nothing, as DynamoDB's idempotency window does.
 func (m *modelTable) TransactWriteItems(ctx context.Context, in *awsdynamodb.TransactWriteItemsInput, _ ...func(*awsdynamodb.Options)) (*awsdynamodb.TransactWriteItemsOutput, error) {
+	m.clock.advance(time.Millisecond)
 	fate := m.sched.fate(ctx)
 	if fate.err != nil && !fate.doThenFail {
 		return nil, fate.err
@@ -512,31 +559,51 @@ func (s *scheduler) done() {
 // batches of changes to records of its shard (the records of a shard are
 // shared by both instances' committers, so they race on heads and
 // records).
+//
+// The instances take commit turns (turn.go) on a clock of the model's
+// (a millisecond per request, pauses their length), with turns of 20 ms:
+// the runs must wait for other instances' turns and yield their own, and
+// still leave no gap, no duplicate and every change merged.
 func TestCommitModel(t *testing.T) {
-	pause = func(ctx context.Context, _ time.Duration) error { return ctx.Err() }
-	t.Cleanup(func() { pause = realPause })
+	clock := newFakeClock()
+	modelPause(t, clock)
 	seeds := 150
 	if testing.Short() {
 		seeds = 30
 	}
 	for _, k := range []int{1, 4} {
+		turnWaits.Store(0)
+		turnYields.Store(0)
 		for seed := range seeds {
-			if err := runModel(uint64(seed), k); err != nil {
+			if err := runModel(uint64(seed), k, clock); err != nil {
 				t.Fatalf("K=%d seed %d: %v (go test -run TestCommitModel reproduces it)", k, seed, err)
 			}
+		}
+		t.Logf("K=%d: %d waits for another instance's turn, %d yields", k, turnWaits.Load(), turnYields.Load())
+		if turnWaits.Load() == 0 || turnYields.Load() == 0 {
+			t.Errorf("K=%d: %d turn waits and %d yields over %d seeds: the runs never exercised turns", k, turnWaits.Load(), turnYields.Load(), seeds)
 		}
 	}
 }
 
-func runModel(seed uint64, k int) error {
+// turnWaits and turnYields count the model's instances' turn pauses
+// (turn.go) over a run of TestCommitModel.
+var turnWaits, turnYields atomic.Int64
+
+func runModel(seed uint64, k int, clock *fakeClock) error {
 	const coll = "m"
 	tab := newModelTable()
 	sched := newScheduler(seed, true)
 	tab.sched = sched
+	tab.clock = clock
 	rng := rand.New(rand.NewPCG(seed, 7))
 	ctx := context.Background()
 	newInstance := func() (*Store, error) {
-		return newStore(ctx, Config{Client: nil, Table: "model", DefaultShards: k, MaxAttempts: 1000}, tab)
+		st, err := newStore(ctx, Config{Client: nil, Table: "model", DefaultShards: k, MaxAttempts: 1000, CommitTurn: 20 * time.Millisecond}, tab)
+		if st != nil {
+			st.now = clock.Now
+		}
+		return st, err
 	}
 	// The collection's K is set before the race (its own transaction;
 	// TestShardsEstablished covers instances that disagree).
@@ -591,20 +658,25 @@ func runModel(seed uint64, k int) error {
 	for _, wk := range works {
 		go func() {
 			defer sched.done()
-			// An instance of its own per committer: a crash restarts it
-			// with nothing cached.
+			// An instance of its own per committer, keeping its cached
+			// head and turns from batch to batch: a failure or a crash
+			// restarts it with nothing cached.
+			var st *Store
+			var q *collQueue
 			for _, batch := range wk.batches {
 				for {
-					st, err := newInstance()
-					if err != nil {
-						errs <- err
-						return
+					if st == nil {
+						var err error
+						if st, err = newInstance(); err != nil {
+							errs <- err
+							return
+						}
+						q = &collQueue{ref: logRef{coll: coll, shard: wk.shard, shards: k}}
 					}
 					wctx, cancel := context.WithCancel(context.WithValue(ctx, workerKey{}, wk.w))
 					cmu.Lock()
 					cancels[wk.w] = cancel
 					cmu.Unlock()
-					q := &collQueue{ref: logRef{coll: coll, shard: wk.shard, shards: k}}
 					idxs := make([]int, len(batch))
 					for i := range idxs {
 						idxs[i] = i
@@ -612,13 +684,21 @@ func runModel(seed uint64, k int) error {
 					results := make([]stores.Result, len(batch))
 					done, _, err := st.applyGroup(wctx, q, batch, idxs, results)
 					cancel()
+					w, y := st.TurnStats()
+					turnWaits.Add(w)
+					turnYields.Add(y)
+					st.turnWaits.Store(0)
+					st.turnYields.Store(0)
 					if err == nil && done == len(batch) {
 						break
 					}
 					if err == nil {
 						batch = batch[done:] // the rest goes in the next transaction
+						continue
 					}
-					// Failed or crashed: the client pushes the batch again.
+					// Failed or crashed: the client pushes the batch again
+					// to a restarted instance.
+					st = nil
 				}
 			}
 		}()

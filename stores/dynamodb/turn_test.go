@@ -1,0 +1,144 @@
+package dynamodb
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/stores"
+)
+
+// TestCommitTurns walks two instances through the turn protocol on the
+// model table, one step at a time, on the model's clock (turn.go): the
+// second instance waits out the first one's turn instead of sending a
+// transaction bound to be cancelled; the first, whose cached head is
+// stale, learns the second's turn from its one cancellation and waits; an
+// instance whose turn ends on a contested log yields once and, nobody
+// taking the turn, commits on without pausing again; a waiting instance
+// whose owner starts a new turn without yielding commits anyway; and
+// every change is in the log once, in order.
+func TestCommitTurns(t *testing.T) {
+	clock := newFakeClock()
+	modelPause(t, clock)
+	tab := newModelTable()
+	tab.clock = clock
+	ctx := context.Background()
+	const turnLen = 100 * time.Millisecond
+	open := func() *Store {
+		st, err := newStore(ctx, Config{Table: "model", CommitTurn: turnLen}, tab)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st.now = clock.Now
+		return st
+	}
+	a, b := open(), open()
+	qa, qb := &collQueue{ref: logRef{coll: "c", shards: 1}}, &collQueue{ref: logRef{coll: "c", shards: 1}}
+	n := 0
+	apply := func(st *Store, q *collQueue) {
+		t.Helper()
+		n++
+		ch := []crdt.Change{{Collection: "c", Record: crdt.SetField(fmt.Sprint("r", n), "f", val(t, n), stamp(int64(n), "w"))}}
+		res := make([]stores.Result, 1)
+		if _, _, err := st.applyGroup(ctx, q, ch, []int{0}, res); err != nil {
+			t.Fatal(err)
+		}
+		if res[0].Seq != uint64(n) {
+			t.Fatalf("change %d got seq %d", n, res[0].Seq)
+		}
+	}
+	stats := func(st *Store) [4]int64 {
+		c, x := st.TxStats()
+		w, y := st.TurnStats()
+		return [4]int64{c, x, w, y}
+	}
+	want := func(what string, st *Store, w [4]int64) {
+		t.Helper()
+		if got := stats(st); got != w {
+			t.Fatalf("%s: committed, cancelled, waits, yields = %v, want %v", what, got, w)
+		}
+	}
+
+	apply(a, qa) // a's turn begins
+	want("a's first commit", a, [4]int64{1, 0, 0, 0})
+	began := clock.Now()
+	apply(b, qb) // b reads a's running turn and waits it out: no cancellation
+	want("b after a's turn", b, [4]int64{1, 0, 1, 0})
+	if waited := clock.Now().Sub(began); waited < turnLen-5*time.Millisecond {
+		t.Fatalf("b committed %v after a's turn began, want after its end (%v)", waited, turnLen)
+	}
+	apply(a, qa) // a's cached head is stale: one cancellation names b's turn, then a waits
+	want("a after b's turn", a, [4]int64{2, 1, 1, 0})
+
+	// a alone: at the end of its turn the log is contested (b wrote it),
+	// so a yields once; b takes nothing, so a never pauses again.
+	for clock.Now().Sub(began) < 10*turnLen {
+		apply(a, qa)
+		clock.advance(10 * time.Millisecond)
+	}
+	if _, _, w, y := unpack(stats(a)); w != 1 || y != 1 {
+		t.Fatalf("a alone for 10 turns: %d waits and %d yields, want 1 and 1", w, y)
+	}
+
+	// b, whose view of the head is old, waits for a's current turn; a
+	// then (not knowing b waits) starts a new turn without yielding: b
+	// barges in instead of waiting a second time.
+	qb.headOK = false
+	apply(b, qb)
+	_, xb, wb, _ := unpack(stats(b))
+	if wb != 2 {
+		t.Fatalf("b waited %d times, want 2", wb)
+	}
+	ta := qa.turns.seen
+	clock.advance(time.Duration(ta.until-clock.Now().UnixMilli()) * time.Millisecond)
+	qa.turns.contested = false // a has not seen b's commit yet: its next turn follows at once
+	qb.turns.seen, qb.turns.waited = ta, ta
+	apply(a, qa)
+	apply(a, qa) // a's new turn
+	if qa.turns.seen.until <= ta.until {
+		t.Fatalf("a's turn did not renew: %v then %v", ta, qa.turns.seen)
+	}
+	qb.headOK = false
+	apply(b, qb)
+	if _, x, w, _ := unpack(stats(b)); w != wb || x != xb {
+		t.Fatalf("b waited again (%d waits, %d cancelled), want a barge (%d, %d)", w, x, wb, xb)
+	}
+
+	page, err := a.pullLog(ctx, qa.ref, 0, stores.PageLimit{Records: 1000, Bytes: stores.DefaultPageBytes})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Entries) != n {
+		t.Fatalf("log holds %d entries, want %d", len(page.Entries), n)
+	}
+	for k, e := range page.Entries {
+		if e.Seq != uint64(k+1) {
+			t.Fatalf("entry %d at seq %d", k, e.Seq)
+		}
+	}
+}
+
+func unpack(s [4]int64) (int64, int64, int64, int64) { return s[0], s[1], s[2], s[3] }
+
+// TestCommitTurnsOff: with CommitTurn negative no head item names a turn
+// and nobody waits.
+func TestCommitTurnsOff(t *testing.T) {
+	clock := newFakeClock()
+	modelPause(t, clock)
+	tab := newModelTable()
+	ctx := context.Background()
+	st, err := newStore(ctx, Config{Table: "model", CommitTurn: -1}, tab)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := &collQueue{ref: logRef{coll: "c", shards: 1}}
+	ch := []crdt.Change{{Collection: "c", Record: crdt.SetField("r", "f", val(t, 1), stamp(1, "w"))}}
+	if _, _, err := st.applyGroup(ctx, q, ch, []int{0}, make([]stores.Result, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if h := tab.items[headPK("c")+"\x000"]; h[attrTurnOwner] != nil || h[attrTurnUntil] != nil {
+		t.Fatalf("head item %v names a turn", h)
+	}
+}
