@@ -4,6 +4,8 @@
 //	convergo token [flags]     print a signed access token
 //	convergo store mark-restored --store URL
 //	                           after restoring a backup: reset every reader
+//	convergo store reshard --store URL --collection C --shards K
+//	                           rebuild a DynamoDB collection's log into K shards
 //	convergo repair --store URL --collection C
 //	                           rebuild a damaged Redis collection's log and head
 //	convergo deny --store URL (--subject S | --token-id J) [--for D] [--reason T]
@@ -55,7 +57,7 @@ const usage = `usage: convergo <command> [flags]
 commands:
   serve     serve the sync protocol, the demo app and the JS library
   token     print a signed access token
-  store     operator commands on a store (mark-restored after a restore)
+  store     operator commands on a store (mark-restored after a restore, reshard)
   repair    rebuild a Redis collection's log and head from its records
   deny      deny a subject or token id access (--list prints the deny list)
   allow     remove a subject or token id from the deny list

@@ -19,6 +19,8 @@ commands:
   mark-restored   after restoring the store from a backup: start a new epoch
                   of every collection, so that every reader is reset
   identity        print the store's identity
+  reshard         --collection C --shards K: rebuild a collection's log into
+                  K log shards (DynamoDB); a new epoch, readers pull again
 
 See docs/operations.md, "Backup and restore".
 `
@@ -33,7 +35,7 @@ func storeCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return flag.ErrHelp
 	}
 	cmd := args[0]
-	if cmd != "mark-restored" && cmd != "identity" {
+	if cmd != "mark-restored" && cmd != "identity" && cmd != "reshard" {
 		fmt.Fprint(stderr, storeUsage)
 		return fmt.Errorf("unknown store command %q", cmd)
 	}
@@ -41,19 +43,45 @@ func storeCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	fs := flag.NewFlagSet("convergo store "+cmd, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&raw, "store", "", "the store `URL`, as for serve (CONVERGO_STORE); required")
+	var coll string
+	var shards int
+	if cmd == "reshard" {
+		fs.StringVar(&coll, "collection", "", "the `collection` whose log to rebuild; required")
+		fs.IntVar(&shards, "shards", 0, "its new number of log shards, `K`; required")
+	}
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
 	if raw == "" {
 		return errors.New("--store (or CONVERGO_STORE) is required")
 	}
-	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	if cmd == "reshard" && (coll == "" || shards == 0) {
+		return errors.New("reshard: --collection and --shards are required")
+	}
+	limit := time.Minute
+	if cmd == "reshard" {
+		limit = 24 * time.Hour // a rebuild writes about four items per record
+	}
+	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	st, _, _, err := openForTool(ctx, raw, stderr, "there is nothing to mark")
 	if err != nil {
 		return err
 	}
 	defer st.Close()
+	if cmd == "reshard" {
+		r, ok := st.(interface {
+			Reshard(ctx context.Context, coll string, k int) error
+		})
+		if !ok {
+			return fmt.Errorf("reshard: the store %s has no sharded logs (only DynamoDB's have)", storeurl.Redact(raw))
+		}
+		if err := r.Reshard(ctx, coll, shards); err != nil {
+			return fmt.Errorf("reshard %s of %s: %w", coll, storeurl.Redact(raw), err)
+		}
+		_, err = fmt.Fprintf(stdout, "collection %s: log rebuilt into %d shards; a new epoch: readers pull again from the start\n", coll, shards)
+		return err
+	}
 	if cmd == "mark-restored" {
 		if err := st.BumpEpochs(ctx); err != nil {
 			return fmt.Errorf("mark %s restored: %w", storeurl.Redact(raw), err)

@@ -203,8 +203,8 @@ func (st *Store) purgeCommit(ctx context.Context, ref logRef, writes []purgeWrit
 			TableName:                &st.table,
 			Key:                      key(ref.headPK(), 0),
 			UpdateExpression:         ptr("ADD #ur :r, #ub :b"),
-			ConditionExpression:      ptr("attribute_type(#ur, :num) AND attribute_type(#ub, :num)"),
-			ExpressionAttributeNames: map[string]string{"#ur": attrUsageRecords, "#ub": attrUsageBytes},
+			ConditionExpression:      ptr("attribute_type(#ur, :num) AND attribute_type(#ub, :num) AND attribute_not_exists(#rs)"),
+			ExpressionAttributeNames: map[string]string{"#ur": attrUsageRecords, "#ub": attrUsageBytes, "#rs": attrResharding},
 			ExpressionAttributeValues: map[string]types.AttributeValue{
 				":r":   &types.AttributeValueMemberN{Value: strconv.FormatInt(-records, 10)},
 				":b":   &types.AttributeValueMemberN{Value: strconv.FormatInt(-freed, 10)},

@@ -36,8 +36,9 @@ var _ stores.Sharder = (*Store)(nil)
 // call with ErrUnavailable; the retry routes by the table's K.
 //
 // Changing the K of a collection that has records means rebuilding its log
-// and a new epoch (stores.Rebuilt); the store does not do that online: a
-// configured K that differs from the table's is logged and ignored.
+// and a new epoch (stores.Rebuilt): Reshard (reshard.go, `convergo store
+// reshard`). A configured K that differs from the table's is logged and
+// ignored.
 
 // errOtherShards means a head item says the collection has another shard
 // count than the writer routed by.
@@ -110,6 +111,9 @@ func (st *Store) knownShards(ctx context.Context, coll string) (shardInfo, error
 
 // shardsInItem reads attribute k of an epoch or head item.
 func shardsInItem(item map[string]types.AttributeValue) (shardInfo, error) {
+	if _, ok := item[attrResharding]; ok {
+		return shardInfo{}, errResharding
+	}
 	if _, ok := item[attrK]; !ok {
 		return shardInfo{k: 1}, nil
 	}
@@ -143,7 +147,7 @@ func (st *Store) shardsOf(ctx context.Context, coll string) (int, error) {
 
 func (st *Store) warnShardsOnce(coll string, have, want int) {
 	if _, dup := st.shardWarned.LoadOrStore(coll, true); !dup {
-		st.log.Warn("the collection's log has another shard count than configured; keeping the table's (changing it rebuilds the log, which the store does not do online)",
+		st.log.Warn("the collection's log has another shard count than configured; keeping the table's (changing it rebuilds the log: convergo store reshard)",
 			"collection", coll, "shards", have, "configured", want)
 	}
 }

@@ -55,13 +55,13 @@ func readHeadUsage(item map[string]types.AttributeValue) (headUsage, error) {
 // item: the head as read and, so that usage is added to the values it was
 // read at, the usage attributes as read (or their absence).
 func headCondition(head uint64, u headUsage) (*string, map[string]string, map[string]types.AttributeValue) {
-	names := map[string]string{"#h": attrHead, "#ur": attrUsageRecords, "#ub": attrUsageBytes}
+	names := map[string]string{"#h": attrHead, "#ur": attrUsageRecords, "#ub": attrUsageBytes, "#rs": attrResharding}
 	if u.kept {
-		return ptr("#h = :old AND #ur = :ur AND #ub = :ub"), names, map[string]types.AttributeValue{
+		return ptr("#h = :old AND #ur = :ur AND #ub = :ub AND attribute_not_exists(#rs)"), names, map[string]types.AttributeValue{
 			":old": n(head), ":ur": n(uint64(u.u.Records)), ":ub": n(uint64(u.u.Bytes)),
 		}
 	}
-	return ptr("#h = :old AND NOT (attribute_type(#ur, :num) AND attribute_type(#ub, :num))"), names,
+	return ptr("#h = :old AND attribute_not_exists(#rs) AND NOT (attribute_type(#ur, :num) AND attribute_type(#ub, :num))"), names,
 		map[string]types.AttributeValue{":old": n(head), ":num": s("N")}
 }
 

@@ -1,0 +1,312 @@
+package dynamodb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	awsdynamodb "github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/stores"
+)
+
+// Resharding: changing a collection's K is rebuilding its log. Every record
+// goes into the log shard its id falls in under the new K, with new
+// sequence numbers (numbered anew per shard), so no cursor of the old logs
+// means anything in the new ones: the rebuild ends with a new epoch of
+// cause stores.Rebuilt, and readers pull again from the start (the engine
+// resets a cursor whose epoch or K differs).
+//
+// The source of truth is the record items (~r#COLL#ID), which do not
+// depend on K; the logs are derived from them. Reshard runs in steps, each
+// of which a crash may interrupt and a second run repeats:
+//
+//  1. Fence. The epoch item gets rs = K' (the target), and every head item
+//     of the collection (~h#COLL and ~h#COLL#I for every I < MaxShards,
+//     created when absent) gets rs too. Every transaction's head condition
+//     requires that rs be absent, and a head or epoch item carrying it
+//     reads as errResharding (stores.ErrUnavailable: retry later), so from
+//     here on no writer commits: one with a cached head is cancelled and
+//     sees the fence; one routing afresh reads it on the epoch item.
+//  2. Read every record item of the collection (a strongly consistent
+//     Scan: records have one partition each, and only a Scan finds them
+//     all; the rebuild is rare and the Scan reads the table once).
+//  3. Delete every log entry of every log partition of the collection (the
+//     old logs, and what an interrupted run wrote of the new ones).
+//  4. Number the records per new shard in id order, and write each its
+//     log entry and its new seq on the record item.
+//  5. Put the new heads (head, usage, k; for K' > 1 the marker ~h#COLL
+//     {head 0, k}). Head items beyond the new shards keep their fence, so
+//     a writer still routing by the old K is refused there too, forgets
+//     its K and reads the new one.
+//  6. On the epoch item, in one update conditioned on the fence: k = K'
+//     (removed for K' = 1), rs removed, n + 1 (the Rebuilt epoch).
+//
+// Writers are refused (ErrUnavailable) from step 1 to step 6; the rebuild
+// writes about four items per record. It is an operator's command
+// (convergo store reshard), run while the collection may be written: the
+// fence keeps writers out, and their clients retry.
+
+// attrResharding marks the epoch item and the head items of a collection
+// whose log is being rebuilt (N: the target K).
+const attrResharding = "rs"
+
+// errResharding means the collection's log is being rebuilt.
+// Writers treat it as errOtherShards: they forget the collection's K and
+// read it again on their retry.
+var errResharding = fmt.Errorf("%w (its log is being resharded)", errOtherShards)
+
+// Reshard rebuilds coll's log into k shards and starts a new epoch of
+// cause stores.Rebuilt (see above). A collection already of k shards is
+// left alone. Run again after an interruption, it finishes the rebuild;
+// asked for another k while a rebuild to some K' is unfinished, it
+// refuses.
+func (st *Store) Reshard(ctx context.Context, coll string, k int) error {
+	if err := st.check(ctx); err != nil {
+		return err
+	}
+	if err := stores.CheckCollection(coll); err != nil {
+		return err
+	}
+	if err := stores.CheckShards(k); err != nil {
+		return err
+	}
+	out, err := st.db.GetItem(ctx, &awsdynamodb.GetItemInput{TableName: &st.table, Key: key(epochPK(coll), 0), ConsistentRead: ptr(true)}, st.dbOpt)
+	if err != nil {
+		return translate(ctx, "reshard "+coll, err)
+	}
+	if rs, ok := out.Item[attrResharding]; ok {
+		if v, err := getN(out.Item, attrResharding); err != nil || v != uint64(k) {
+			return fmt.Errorf("reshard %s: %w: a rebuild to %v shards is unfinished; finish it first", coll, stores.ErrInvalid, rs)
+		}
+	} else {
+		cur, err := shardsInItem(out.Item)
+		if err != nil {
+			return fmt.Errorf("reshard %s: %w", coll, err)
+		}
+		if cur.k == k {
+			return nil
+		}
+	}
+	kv := n(uint64(k))
+
+	// 1. Fence.
+	if _, err := st.db.UpdateItem(ctx, &awsdynamodb.UpdateItemInput{
+		TableName: &st.table, Key: key(epochPK(coll), 0),
+		UpdateExpression:          ptr("SET #rs = :k, #cvg = :one"),
+		ConditionExpression:       ptr("attribute_not_exists(#rs) OR #rs = :k"),
+		ExpressionAttributeNames:  map[string]string{"#rs": attrResharding, "#cvg": attrCvg},
+		ExpressionAttributeValues: map[string]types.AttributeValue{":k": kv, ":one": n(1)},
+	}, st.dbOpt); err != nil {
+		return translate(ctx, "reshard "+coll+": fence", err)
+	}
+	heads := []string{headPK(coll)}
+	for i := range stores.MaxShards {
+		heads = append(heads, logRef{coll: coll, shard: i, shards: stores.MaxShards}.headPK())
+	}
+	for _, pk := range heads {
+		if _, err := st.db.UpdateItem(ctx, &awsdynamodb.UpdateItemInput{
+			TableName: &st.table, Key: key(pk, 0),
+			UpdateExpression:          ptr("SET #rs = :k, #cvg = :one"),
+			ExpressionAttributeNames:  map[string]string{"#rs": attrResharding, "#cvg": attrCvg},
+			ExpressionAttributeValues: map[string]types.AttributeValue{":k": kv, ":one": n(1)},
+		}, st.dbOpt); err != nil {
+			return translate(ctx, "reshard "+coll+": fence", err)
+		}
+	}
+	st.forgetShards(coll)
+
+	// 2. The records.
+	recs, err := st.scanRecords(ctx, coll)
+	if err != nil {
+		return fmt.Errorf("reshard %s: %w", coll, err)
+	}
+
+	// 3. Every log entry of every log partition goes.
+	logs := []string{logPK(coll)}
+	for i := range stores.MaxShards {
+		logs = append(logs, logRef{coll: coll, shard: i, shards: stores.MaxShards}.logPK())
+	}
+	var dels []types.TransactWriteItem
+	for _, pk := range logs {
+		var start map[string]types.AttributeValue
+		for {
+			out, err := st.db.Query(ctx, &awsdynamodb.QueryInput{
+				TableName: &st.table, ConsistentRead: ptr(true),
+				KeyConditionExpression:    ptr("#pk = :pk AND #sk > :after"),
+				ExpressionAttributeNames:  map[string]string{"#pk": attrPK, "#sk": attrSK},
+				ExpressionAttributeValues: map[string]types.AttributeValue{":pk": s(pk), ":after": n(0)},
+				ExclusiveStartKey:         start,
+			}, st.dbOpt)
+			if err != nil {
+				return translate(ctx, "reshard "+coll+": read the log", err)
+			}
+			for _, it := range out.Items {
+				dels = append(dels, types.TransactWriteItem{Delete: &types.Delete{TableName: &st.table, Key: map[string]types.AttributeValue{attrPK: it[attrPK], attrSK: it[attrSK]}}})
+			}
+			if start = out.LastEvaluatedKey; start == nil {
+				break
+			}
+		}
+	}
+	if err := st.writeAll(ctx, coll, dels, nil); err != nil {
+		return err
+	}
+
+	// 4. The new logs.
+	type shardState struct {
+		head  uint64
+		usage stores.Usage
+	}
+	shards := make([]shardState, k)
+	var writes []types.TransactWriteItem
+	var sizes []int
+	for _, r := range recs {
+		ref := logRef{coll: coll, shard: stores.ShardOf(r.id, k), shards: k}
+		sh := &shards[ref.shard]
+		sh.head++
+		sh.usage.Records++
+		sh.usage.Bytes += int64(len(r.enc))
+		e := stores.Entry{Seq: sh.head, Record: crdt.Record{ID: r.id}}
+		writes = append(writes,
+			types.TransactWriteItem{Update: &types.Update{
+				TableName: &st.table, Key: key(recordPK(coll, r.id), 0),
+				UpdateExpression:          ptr("SET #s = :s"),
+				ConditionExpression:       ptr("attribute_exists(#pk)"),
+				ExpressionAttributeNames:  map[string]string{"#s": attrSeq, "#pk": attrPK},
+				ExpressionAttributeValues: map[string]types.AttributeValue{":s": n(sh.head)},
+			}},
+			types.TransactWriteItem{Put: &types.Put{TableName: &st.table, Item: logItem(ref, e, r.enc)}})
+		sizes = append(sizes, 64, itemSize(logItem(ref, e, r.enc)))
+	}
+	if err := st.writeAll(ctx, coll, writes, sizes); err != nil {
+		return err
+	}
+
+	// 5. The new heads.
+	var puts []types.TransactWriteItem
+	headItem := func(pk string, head uint64, u stores.Usage, withK bool) types.TransactWriteItem {
+		item := map[string]types.AttributeValue{
+			attrPK: s(pk), attrSK: n(0), attrHead: n(head),
+			attrUsageRecords: n(uint64(u.Records)), attrUsageBytes: n(uint64(u.Bytes)),
+			attrCvg: &types.AttributeValueMemberN{Value: layoutVersion},
+		}
+		if withK {
+			item[attrK] = kv
+		}
+		return types.TransactWriteItem{Put: &types.Put{TableName: &st.table, Item: item}}
+	}
+	if k == 1 {
+		puts = append(puts, headItem(headPK(coll), shards[0].head, shards[0].usage, false))
+	} else {
+		marker := map[string]types.AttributeValue{
+			attrPK: s(headPK(coll)), attrSK: n(0), attrHead: n(0), attrK: kv,
+			attrCvg: &types.AttributeValueMemberN{Value: layoutVersion},
+		}
+		puts = append(puts, types.TransactWriteItem{Put: &types.Put{TableName: &st.table, Item: marker}})
+		for i, sh := range shards {
+			puts = append(puts, headItem(logRef{coll: coll, shard: i, shards: k}.headPK(), sh.head, sh.usage, true))
+		}
+	}
+	if err := st.writeAll(ctx, coll, puts, nil); err != nil {
+		return err
+	}
+
+	// 6. The new K and epoch.
+	update := "SET #k = :k ADD #n :one REMOVE #rs"
+	if k == 1 {
+		update = "ADD #n :one REMOVE #rs, #k"
+	}
+	in := &awsdynamodb.UpdateItemInput{
+		TableName: &st.table, Key: key(epochPK(coll), 0),
+		UpdateExpression:          ptr(update),
+		ConditionExpression:       ptr("#rs = :k"),
+		ExpressionAttributeNames:  map[string]string{"#rs": attrResharding, "#k": attrK, "#n": attrN},
+		ExpressionAttributeValues: map[string]types.AttributeValue{":k": kv, ":one": n(1)},
+	}
+	if _, err := st.db.UpdateItem(ctx, in, st.dbOpt); err != nil {
+		return translate(ctx, "reshard "+coll+": new epoch", err)
+	}
+	st.forgetShards(coll)
+	st.shards.put(coll, shardInfo{k: k, durable: k > 1})
+	st.log.Warn("log resharded: new epoch", "collection", coll, "shards", k, "records", len(recs), "cause", stores.Rebuilt.String())
+	st.watchers.Notify(stores.Notification{Resync: true})
+	return nil
+}
+
+type storedRecord struct {
+	id  string
+	enc []byte
+}
+
+// scanRecords returns coll's record items, by id, with a strongly
+// consistent Scan of the table.
+func (st *Store) scanRecords(ctx context.Context, coll string) ([]storedRecord, error) {
+	prefix := recordPK(coll, "")
+	var recs []storedRecord
+	var start map[string]types.AttributeValue
+	for {
+		out, err := st.db.Scan(ctx, &awsdynamodb.ScanInput{
+			TableName: &st.table, ConsistentRead: ptr(true), ExclusiveStartKey: start,
+			FilterExpression:          ptr("begins_with(#pk, :p)"),
+			ExpressionAttributeNames:  map[string]string{"#pk": attrPK},
+			ExpressionAttributeValues: map[string]types.AttributeValue{":p": s(prefix)},
+		}, st.dbOpt)
+		if err != nil {
+			return nil, translate(ctx, "read the records", err)
+		}
+		for _, it := range out.Items {
+			pk, _ := it[attrPK].(*types.AttributeValueMemberS)
+			rec, _ := it[attrRec].(*types.AttributeValueMemberB)
+			if pk == nil || rec == nil || !strings.HasPrefix(pk.Value, prefix) {
+				continue
+			}
+			recs = append(recs, storedRecord{id: strings.TrimPrefix(pk.Value, prefix), enc: rec.Value})
+		}
+		if start = out.LastEvaluatedKey; start == nil {
+			break
+		}
+	}
+	slices.SortFunc(recs, func(a, b storedRecord) int { return strings.Compare(a.id, b.id) })
+	return recs, nil
+}
+
+// writeAll commits acts in transactions of at most maxTxActions actions
+// and (when sizes gives each action's item size) txBudgetBytes. The
+// rebuild is fenced, so nothing races it; a transaction whose answer was
+// lost is repeated with its token.
+func (st *Store) writeAll(ctx context.Context, coll string, acts []types.TransactWriteItem, sizes []int) error {
+	for len(acts) > 0 {
+		end, total := 0, 0
+		for end < len(acts) && end < maxTxActions {
+			if sizes != nil {
+				if total+sizes[end] > txBudgetBytes && end > 0 {
+					break
+				}
+				total += sizes[end]
+			}
+			end++
+		}
+		// Record updates and their log puts go in pairs: never split one.
+		if sizes != nil && end%2 == 1 && end < len(acts) {
+			end--
+		}
+		p := plan{items: acts[:end], token: stores.NewIdentity()}
+		if err := st.commit(ctx, coll, p); err != nil {
+			var cancelled *types.TransactionCanceledException
+			if errors.As(err, &cancelled) {
+				return fmt.Errorf("reshard %s: %w: transaction cancelled: %v", coll, stores.ErrUnavailable, reasonCodes(cancelled.CancellationReasons))
+			}
+			return translate(ctx, "reshard "+coll, err)
+		}
+		acts = acts[end:]
+		if sizes != nil {
+			sizes = sizes[end:]
+		}
+	}
+	return nil
+}
