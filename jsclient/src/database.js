@@ -75,6 +75,8 @@ import { TabChannel, TabMessage, fromWire, requestLeadership, toWire } from './t
  * @property {{request: Function}|null} [locks] Web Locks (navigator.locks); null for a single tab
  * @property {any} [BroadcastChannel] BroadcastChannel constructor; null to disable
  * @property {boolean} [sync] false to stay local (no network)
+ * @property {'strict'|'relaxed'} [durability] when a local write counts as
+ *   committed (index.d.ts OpenOptions.durability); default strict
  * @property {number} [pollInterval] ms between polls without WebSocket (default 10000)
  * @property {{base?: number, max?: number, random?: () => number}} [backoff] reconnect
  *   backoff bounds in ms (default TIMINGS.backoffInitialMs ..
@@ -109,6 +111,9 @@ export class Database {
     if (!o || typeof o !== 'object') throw new ConvergoError('invalid', 'open: options required');
     if (o.sync !== false && (typeof o.url !== 'string' || !/^https?:\/\//.test(o.url))) {
       throw new ConvergoError('invalid', 'open: url must be an http(s) URL');
+    }
+    if (o.durability !== undefined && o.durability !== 'strict' && o.durability !== 'relaxed') {
+      throw new ConvergoError('invalid', `open: durability must be "strict" or "relaxed", not ${JSON.stringify(o.durability)}`);
     }
     const idb = o.indexedDB ?? globalThis.indexedDB;
     if (!idb) throw new ConvergoError('database', 'open: IndexedDB is not available');
@@ -156,6 +161,7 @@ export class Database {
       onReset: () => this._onReset(),
       onError: (e) => this._emit('error', e),
       onChange: (c, records, origin) => this._changed(c, records, origin),
+      durability: o.durability,
     });
     /** @type {(() => void)|null} */
     this.releaseLock = null;

@@ -262,6 +262,23 @@ export interface OpenOptions {
   BroadcastChannel?: any;
   /** false: local only, never contact a server. */
   sync?: boolean;
+  /**
+   * When a local write (put, putMany, update, delete) counts as committed:
+   * its promise resolves when IndexedDB's transaction completes, and this
+   * is the durability hint that transaction carries. "strict" (the
+   * default): Chromium asks the operating system to flush the write to
+   * disk before it completes, so it survives a crash of the tab, the
+   * browser or the operating system. "relaxed": it completes once the
+   * write is in the operating system's buffers, which the system flushes
+   * within seconds (Chromium's own default since version 121; other
+   * browsers treat the hint as they see fit). A write is then cheaper
+   * (docs/benchmarks.md) and still survives a crash of the tab or the
+   * browser, but the writes of the last seconds before an operating-system
+   * crash or a power loss may be lost, outbox entries and all, and so never
+   * reach the server. Pulled pages are always written relaxed: the server
+   * sends them again.
+   */
+  durability?: 'strict' | 'relaxed';
   /** ms between polls when there is no WebSocket (default 10000). */
   pollInterval?: number;
   /**

@@ -150,6 +150,136 @@ test('the clock survives a reload and is shared by tabs of one database', async 
   await reloaded.close();
 });
 
+/**
+ * Counts, from now on, the writes db makes on a guess (without reading
+ * first) and those it makes after reading (the first try of a record it
+ * does not know, or the second of a guess found stale).
+ * @param {any} db
+ */
+function countWrites(db) {
+  const n = { guessed: 0, read: 0 };
+  const store = db.store;
+  const guessed = store.writeGuessed.bind(store);
+  const read = store.writeIn.bind(store);
+  store.writeGuessed = (/** @type {any[]} */ ...a) => (n.guessed++, guessed(...a));
+  store.writeIn = (/** @type {any[]} */ ...a) => (n.read++, read(...a));
+  return n;
+}
+
+test('a write builds on the record as the tab last saw it, checked in its own transaction', async () => {
+  const idb = freshIDB();
+  const tab1 = await local({ indexedDB: idb, name: 'shared' });
+  const tab2 = await local({ indexedDB: idb, name: 'shared' });
+  tab1.store.now = tab2.store.now = () => 1_700_000_000_000;
+  const a1 = tab1.collection('c');
+  const a2 = tab2.collection('c');
+  const n = countWrites(tab1);
+  await a1.put('a', { x: 1 });
+  assert.deepEqual(n, { guessed: 0, read: 1 }, 'a record not seen is read first');
+  await a1.update('a', { x: 2 });
+  assert.deepEqual(n, { guessed: 1, read: 1 }, 'a record seen is written on a guess');
+  // Another tab writes the record (and moves the shared clock): this tab's
+  // guess is stale, so its next write reads and builds on what is stored.
+  await a2.update('a', { y: 1 });
+  await a1.update('a', { z: 1 });
+  assert.deepEqual(n, { guessed: 2, read: 2 }, 'the stale guess was aborted and written again after reading');
+  assert.deepEqual(await a1.get('a'), { id: 'a', x: 2, y: 1, z: 1 }, "the other tab's field is kept");
+  assert.deepEqual(await a2.get('a'), { id: 'a', x: 2, y: 1, z: 1 });
+  await a1.update('a', { z: 2 });
+  assert.deepEqual(n, { guessed: 3, read: 2 }, 'the guess holds again');
+  // Only the clock moved (another record): still no stamp issued twice.
+  await a2.put('b', { w: 1 });
+  await a1.update('a', { z: 3 });
+  assert.deepEqual(n, { guessed: 4, read: 3 }, 'a clock saved by another tab after ours sends the write back to reading');
+  assert.deepEqual(await a2.get('a'), { id: 'a', x: 2, y: 1, z: 3 });
+  // Only the record moved: the other tab writes it, this one catches up
+  // with the clock on another record, then writes the record it saw.
+  await a2.update('a', { y: 2 });
+  await a1.put('c', { v: 1 });
+  assert.deepEqual(n, { guessed: 4, read: 4 });
+  await a1.update('a', { z: 4 });
+  assert.deepEqual(n, { guessed: 5, read: 5 }, 'a record written by another tab sends the write back to reading');
+  assert.deepEqual(await a2.get('a'), { id: 'a', x: 2, y: 2, z: 4 }, "the other tab's field is kept");
+  const stamps = (await outbox(tab1)).flatMap((e) => [...e.change.record.fields.values()].map((f) => f.stamp));
+  const keys = stamps.map((s) => `${s.wall}.${s.logical}.${s.replica}`);
+  assert.equal(new Set(keys).size, stamps.length, 'every stamp issued once');
+  const perEntry = (await outbox(tab1)).map((e) => [...e.change.record.fields.values()][0].stamp);
+  for (let i = 1; i < perEntry.length; i++) assert.equal(compareStamps(perEntry[i - 1], perEntry[i]), -1, `entry ${i} stamped after ${i - 1}`);
+  await tab1.close();
+  await tab2.close();
+});
+
+test('a guessed write follows a prefix another tab adopted', async () => {
+  const idb = freshIDB();
+  const tab1 = await local({ indexedDB: idb, name: 'shared' });
+  const tab2 = await local({ indexedDB: idb, name: 'shared' });
+  const a1 = tab1.collection('c');
+  await a1.put('a', { x: 1 });
+  const { replicaPrefix } = await import('../src/replica.js');
+  await tab2.store.setPrefix(await replicaPrefix('alice'));
+  const n = countWrites(tab1);
+  await a1.put('a', { x: 2 });
+  assert.deepEqual(n, { guessed: 1, read: 1 }, 'the guess (the old prefix) was refused');
+  const last = (await db1Outbox(tab1)).at(-1);
+  assert.equal(last?.r, tab2.store.replica, 'written as the subject the other tab adopted');
+  await tab1.close();
+  await tab2.close();
+});
+
+/** @param {any} db */
+async function db1Outbox(db) {
+  const idbdb = await db.store.conn();
+  return new Promise((res) => {
+    const r = idbdb.transaction(['outbox'], 'readonly').objectStore('outbox').getAll();
+    r.onsuccess = () => res(r.result);
+  });
+}
+
+test('in a collection listed whole, a new id is written without reading first, and checked', async () => {
+  const idb = freshIDB();
+  const tab1 = await local({ indexedDB: idb, name: 'shared' });
+  const tab2 = await local({ indexedDB: idb, name: 'shared' });
+  const a1 = tab1.collection('c');
+  await a1.putMany([{ id: 'a', x: 1 }, { id: 'b', x: 2 }]);
+  const n = countWrites(tab1);
+  await a1.put('new1', { x: 3 });
+  assert.deepEqual(n, { guessed: 0, read: 1 }, 'not listed yet: an id not seen is read first');
+  assert.equal((await a1.list()).length, 3);
+  await a1.put('new2', { x: 4 });
+  await a1.putMany([{ id: 'new3', x: 5 }, { id: 'a', x: 6 }]);
+  assert.deepEqual(n, { guessed: 2, read: 1 }, 'listed whole: an id not seen holds nothing');
+  // Another tab creates an id this one takes for empty: the check catches it.
+  await tab2.collection('c').put('new4', { y: 1 });
+  await a1.update('a', { x: 7 }); // catches up with the clock
+  assert.deepEqual(n, { guessed: 3, read: 2 });
+  await a1.update('new4', { z: 1 });
+  assert.deepEqual(n, { guessed: 4, read: 3 });
+  assert.deepEqual(await a1.get('new4'), { id: 'new4', y: 1, z: 1 });
+  await tab1.close();
+  await tab2.close();
+});
+
+test('local writes are committed strict unless the app asks for relaxed', async () => {
+  for (const durability of [undefined, 'strict', 'relaxed']) {
+    const db = await local(durability ? { durability } : {});
+    const idbdb = await db.store.conn();
+    const real = idbdb.transaction.bind(idbdb);
+    /** @type {string[]} */
+    const seen = [];
+    idbdb.transaction = (/** @type {any} */ stores, /** @type {any} */ mode, /** @type {any} */ o) => {
+      if (mode === 'readwrite' && stores.includes('outbox')) seen.push(o?.durability);
+      return real(stores, mode, o);
+    };
+    const c = db.collection('c');
+    await c.put('a', { x: 1 }); // read first
+    await c.put('a', { x: 2 }); // on a guess
+    await c.putMany([{ id: 'b', x: 3 }]);
+    assert.deepEqual(seen, Array(3).fill(durability ?? 'strict'), String(durability));
+    await db.close();
+  }
+  await assert.rejects(local({ durability: 'lazy' }), (e) => e instanceof ConvergoError && e.code === 'invalid');
+});
+
 test('queries: where, predicate, order, limit', async (t) => {
   const db = await local();
   t.after(() => db.close());

@@ -5,7 +5,11 @@
 //   A. 10,000 records in a collection, 10 live queries on it (filters,
 //      orders, limits, a predicate); then `put`s of existing and new
 //      records: the time of each awaited put, and from the call until all
-//      10 queries were called back.
+//      10 queries were called back; the same put with relaxed durability;
+//      interleaved with them, raw IndexedDB transactions writing the same
+//      record, outbox row and clock into a copy of the database: the same
+//      requests as a put (strict and relaxed), the writes alone, and reads
+//      awaited before the writes.
 //   B. putMany of 1,000 new records (one transaction, one notification),
 //      beside one raw IndexedDB transaction writing the same stored
 //      records and outbox rows (read back from the client's database) into
@@ -161,34 +165,48 @@ try {
   const a = await page.evaluate(async () => {
     const { db, todos, doc } = globalThis;
     const N = 10_000;
-    const putMs = [];
-    const seenMs = [];
-    const rawMs = [];
-    const rawPut = (k) =>
+    /** @type {Record<string, number[]>} */
+    const ms = { ours: [], oursRelaxed: [], seen: [], rawSame: [], rawSameRelaxed: [], rawWrites: [], rawRead: [] };
+    // Raw transactions on the copy: the record, its outbox row and the
+    // clock. shape 'same': the requests a put makes (the clock, the prefix
+    // and the record read, the three writes issued at once behind them);
+    // 'writes': the three writes alone; 'read': the reads awaited, then
+    // the writes (the shape of a put that reads first).
+    const rawPut = (k, shape, durability) =>
       new Promise((res) => {
         const { raw, rawRows } = globalThis;
         const rec = rawRows.records[(k * 7919) % rawRows.records.length];
         const row = rawRows.outbox[k % rawRows.outbox.length];
-        const tx = raw.transaction(['records', 'outbox', 'meta'], 'readwrite', { durability: 'strict' });
+        const tx = raw.transaction(['records', 'outbox', 'meta'], 'readwrite', { durability });
         const meta = tx.objectStore('meta');
-        let n = 0;
-        const next = () => {
-          if (++n < 3) return;
+        const write = () => {
           tx.objectStore('records').put(rec);
           tx.objectStore('outbox').add(row);
           meta.put(rawRows.clock, 'clock');
         };
+        tx.oncomplete = res;
+        if (shape === 'writes') return write();
+        let n = 0;
+        const next = () => {
+          if (++n === 3 && shape === 'read') write();
+        };
         meta.get('clock').onsuccess = next;
         meta.get('prefix').onsuccess = next;
         tx.objectStore('records').get([rec.c, rec.id]).onsuccess = next;
-        tx.oncomplete = res;
+        if (shape === 'same') write();
       });
+    const time = async (xs, f) => {
+      const t0 = performance.now();
+      await f();
+      xs.push(performance.now() - t0);
+    };
     for (let k = 0; k < 300; k++) {
       // Mostly updates of existing records (moving them in the orders),
       // one in four a new record.
       const i = k % 4 === 3 ? N + k : (k * 7919) % N;
       const d = { ...doc(i), title: 'edited ' + k + ' ' + i, done: k % 2 === 0, tag: 't' + (k % 10) };
       const before = globalThis.calls;
+      db.store.durability = 'strict'; // open()'s default
       const t0 = performance.now();
       await todos.put(d.id, d);
       const t1 = performance.now();
@@ -197,26 +215,38 @@ try {
       while (db.flushing) await new Promise((r) => setTimeout(r, 0));
       const t2 = performance.now();
       if (globalThis.calls === before) throw new Error('no query was called back');
-      putMs.push(t1 - t0);
-      const t3 = performance.now();
-      await rawPut(k);
-      rawMs.push(performance.now() - t3);
-      seenMs.push(t2 - t0);
+      ms.ours.push(t1 - t0);
+      ms.seen.push(t2 - t0);
+      // The same put as open({durability: 'relaxed'}) makes it (another
+      // record of the same kind).
+      const j = k % 4 === 3 ? 2 * N + k : (k * 7919 + 5003) % N;
+      db.store.durability = 'relaxed';
+      await time(ms.oursRelaxed, () => todos.put(doc(j).id, { ...doc(j), title: 'relaxed ' + k }));
+      while (db.flushing) await new Promise((r) => setTimeout(r, 0));
+      await time(ms.rawSame, () => rawPut(k, 'same', 'strict'));
+      await time(ms.rawSameRelaxed, () => rawPut(k, 'same', 'relaxed'));
+      await time(ms.rawWrites, () => rawPut(k, 'writes', 'strict'));
+      await time(ms.rawRead, () => rawPut(k, 'read', 'strict'));
     }
     await db.close();
-    const med = (xs) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
-    const p99 = (xs) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length * 0.99)];
-    return { putP50: med(putMs), putP99: p99(putMs), seenP50: med(seenMs), seenP99: p99(seenMs), rawP50: med(rawMs), rawP99: p99(rawMs) };
+    const q = (xs, p) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length * p)];
+    return Object.fromEntries(Object.entries(ms).map(([k, xs]) => [k, { p50: q(xs, 0.5), p99: q(xs, 0.99) }]));
   });
   if (cdp) printProfile((await cdp.send('Profiler.stop')).profile);
   const sa = 'put with 10 live queries over a 10,000-record collection (Chromium)';
-  emit({ scenario: sa, metric: 'put p50', unit: 'ms', better: 'lower', impl: 'Convergo JS client, awaited put', ours: true, run: 0, value: a.putP50 });
-  emit({ scenario: sa, metric: 'put p99', unit: 'ms', better: 'lower', impl: 'Convergo JS client, awaited put', ours: true, run: 0, value: a.putP99 });
-  emit({ scenario: sa, metric: 'put to queries called back p50', unit: 'ms', better: 'lower', impl: 'Convergo JS client', ours: true, run: 0, value: a.seenP50 });
-  emit({ scenario: sa, metric: 'put to queries called back p99', unit: 'ms', better: 'lower', impl: 'Convergo JS client', ours: true, run: 0, value: a.seenP99 });
-  emit({ scenario: sa, metric: 'put p50', unit: 'ms', better: 'lower', impl: 'raw IndexedDB transaction of the same shape (3 reads, 3 writes)', limit: true, run: 0, value: a.rawP50 });
-  console.error(`live: raw transaction of the same shape p50 ${a.rawP50.toFixed(2)} ms (p99 ${a.rawP99.toFixed(2)})`);
-  console.error(`live: put p50 ${a.putP50.toFixed(2)} ms (p99 ${a.putP99.toFixed(2)}), to callbacks p50 ${a.seenP50.toFixed(2)} ms (p99 ${a.seenP99.toFixed(2)})`);
+  const rows = [
+    ['ours', 'put', 'Convergo JS client, awaited put (durability strict, the default)', { ours: true }],
+    ['seen', 'put to queries called back', 'Convergo JS client (durability strict)', { ours: true }],
+    ['oursRelaxed', 'put', 'Convergo JS client, awaited put, open({durability: "relaxed"})', { ours: true }],
+    ['rawSame', 'put', 'raw IndexedDB transaction of the same requests (3 reads, 3 writes issued at once), strict', { limit: true }],
+    ['rawSameRelaxed', 'put', 'raw IndexedDB transaction of the same requests, relaxed', { limit: true }],
+    ['rawWrites', 'put', 'raw IndexedDB transaction of the 3 writes alone, strict', { limit: true }],
+    ['rawRead', 'put', 'raw IndexedDB transaction reading first (3 reads awaited, then 3 writes), strict', { limit: true }],
+  ];
+  for (const [key, metric, impl, extra] of rows) {
+    for (const p of ['p50', 'p99']) emit({ scenario: sa, metric: `${metric} ${p}`, unit: 'ms', better: 'lower', impl, ...extra, run: 0, value: a[key][p] });
+    console.error(`live: ${impl}: p50 ${a[key].p50.toFixed(2)} ms (p99 ${a[key].p99.toFixed(2)})`);
+  }
 
   // B. putMany of 1,000 against one raw transaction of the same rows.
   for (let run = 0; run < RUNS; run++) {
