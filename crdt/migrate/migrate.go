@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/big"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/convergo/convergo/crdt"
@@ -270,9 +272,11 @@ func parseOp(data []byte) (Op, error) {
 	return op, err
 }
 
-// jsonValue encodes a JSON value as a canonical field value: a number
-// that is integral and within ±2^53 is an integer (as JavaScript reads
-// it), any other number a float.
+// jsonValue encodes a JSON value as a canonical field value, with the
+// view of numbers crdt/scope takes for the rules file (FromValue) and the
+// browser client has: a number written without fraction or exponent is
+// an integer; another is a float, unless it is whole, not -0 and within
+// ±(2^53−1), where it is an integer.
 func jsonValue(raw json.RawMessage) ([]byte, error) {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
@@ -288,20 +292,38 @@ func jsonValue(raw json.RawMessage) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("default: value: %v", err)
 	}
+	if b, err = crdt.NormalizeValue(b); err != nil {
+		return nil, fmt.Errorf("default: value: %v", err)
+	}
 	if err := crdt.CanonicalValue(b); err != nil {
 		return nil, fmt.Errorf("default: value: %v", err)
 	}
 	return b, nil
 }
 
+const maxSafe = 1<<53 - 1
+
+var (
+	cborMaxUint = new(big.Int).SetUint64(math.MaxUint64)
+	cborMinInt  = new(big.Int).Neg(new(big.Int).Add(cborMaxUint, big.NewInt(1)))
+)
+
 func plainNumbers(v any) (any, error) {
 	switch x := v.(type) {
 	case json.Number:
-		f, err := x.Float64()
-		if err != nil {
-			return nil, fmt.Errorf("number %s out of range", x)
+		s := x.String()
+		if !strings.ContainsAny(s, ".eE") {
+			n, ok := new(big.Int).SetString(s, 10)
+			if !ok || n.Cmp(cborMaxUint) > 0 || n.Cmp(cborMinInt) < 0 {
+				return nil, fmt.Errorf("integer %s out of range", s)
+			}
+			return n, nil
 		}
-		if f == math.Trunc(f) && math.Abs(f) <= 1<<53 {
+		f, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			return nil, fmt.Errorf("number %s out of range", s)
+		}
+		if f == math.Trunc(f) && math.Abs(f) <= maxSafe && !(f == 0 && math.Signbit(f)) {
 			return int64(f), nil
 		}
 		return f, nil

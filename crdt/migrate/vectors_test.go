@@ -401,3 +401,19 @@ func TestVectors(t *testing.T) {
 		}
 	}
 }
+
+func TestDefaultNumbers(t *testing.T) {
+	for _, tc := range []struct{ json, hex string }{
+		{`0`, "00"}, {`-1`, "20"}, {`1.0`, "01"}, {`1.5`, "f93e00"}, {`-0.0`, "f98000"},
+		{`18446744073709551615`, "1bffffffffffffffff"}, {`1e300`, "fb7e37e43c8800759c"}, {`"s"`, "6173"}, {`null`, "f6"},
+		{`{"b": [1, 2.5]}`, "a1616282" + "01f94100"},
+	} {
+		b, err := jsonValue([]byte(tc.json))
+		if err != nil || hex.EncodeToString(b) != tc.hex {
+			t.Errorf("%s: got %x %v, want %s", tc.json, b, err, tc.hex)
+		}
+	}
+	if _, err := jsonValue([]byte(`18446744073709551616`)); err == nil {
+		t.Error("2^64: no error")
+	}
+}
