@@ -114,6 +114,23 @@
 // that was checked against the old state still lands on it; each write
 // was allowed on what its writer could see.
 //
+// # Schema versions
+//
+// A rule of an exact collection name may carry Migrations (package
+// crdt/migrate): the collection's schema versions. Installing them
+// rewrites nothing: the store keeps every record in the shape it was
+// written in. Instead the engine translates at its doors, since it is the
+// only one: Apply translates changes written under an older version
+// (WithVersions) up to the current one before any check, and stores them
+// so; every read of a stored record (rules, Get, pulls) resolves it to
+// the current version, which translation's resolving rule makes safe for
+// records that hold fields of several versions; rules and scopes see the
+// current version's defaults; PullAt translates a page down to the
+// reader's version after the scope was judged, so readers of all versions
+// see the same records. A change that cannot be mapped is refused
+// (ErrUntranslatable); a version above the current one fails the call
+// (ErrSchemaAhead).
+//
 // # Ownership
 //
 // The engine does not own its store: the caller opens the store, hands it to

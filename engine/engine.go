@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/convergo/convergo/crdt"
@@ -105,13 +106,16 @@ type Engine struct {
 	replica  string
 	maxDrift time.Duration
 	commits  commitHealth
-	served   servedHistories
-	quotas   []Quota
-	usager   stores.Usager
-	rules    []Rule
-	subsMu   sync.Mutex
-	subs     map[string]map[*Subscription]struct{}
-	stopWat  func()
+	// migrationDrops counts fields translations of stored records left
+	// out (MigrationDrops).
+	migrationDrops atomic.Uint64
+	served         servedHistories
+	quotas         []Quota
+	usager         stores.Usager
+	rules          []Rule
+	subsMu         sync.Mutex
+	subs           map[string]map[*Subscription]struct{}
+	stopWat        func()
 	// stopCapture ends the store's capture of other programs' writes, which
 	// the engine admits like any push (applyCaptured); nil without one.
 	stopCapture func()

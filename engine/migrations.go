@@ -90,16 +90,32 @@ func (e *Engine) translateChanges(changes []crdt.Change, versions map[string]int
 
 // resolve returns r in the current version of its collection's
 // migrations d (nil: r itself).
-func resolve(d *migrate.Definition, r crdt.Record) crdt.Record {
+func (e *Engine) resolve(d *migrate.Definition, r crdt.Record) crdt.Record {
 	if d == nil || d.Current() == 1 {
 		return r
 	}
-	out, _, err := d.Record(r, 1, d.Current())
+	out, dropped, err := d.Record(r, 1, d.Current())
 	if err != nil {
 		return r // versions 1 and Current are always valid
 	}
+	e.noteDropped(dropped)
 	return out
 }
+
+// noteDropped counts source fields a translation of a stored record left
+// out (a split or merge of a value that is not a string).
+func (e *Engine) noteDropped(n int) {
+	if n > 0 {
+		e.migrationDrops.Add(uint64(n))
+	}
+}
+
+// MigrationDrops returns how many fields translations of stored records
+// have left out since Open, because a migration could not map them (a
+// split or merge of a value that is not a string: docs/design.md, "Schema
+// versions"). The record is served without the field; a count that grows
+// says a collection holds data its migration does not fit.
+func (e *Engine) MigrationDrops() uint64 { return e.migrationDrops.Load() }
 
 // WithDefaults returns r as rules and scopes read it, for the transport's
 // checks of restored records: see withDefaults.

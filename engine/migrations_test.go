@@ -132,7 +132,10 @@ func TestMigrationsApplyAndPull(t *testing.T) {
 	st := memory.New()
 	t.Cleanup(func() { st.Close() })
 	before := openOn(t, st, nil)
-	if _, err := before.Apply(ctx, []crdt.Change{{Collection: "notes", Record: rec(t, "old", 999_000, map[string]any{"title": "written at v1", "legacy": 1})}}); err != nil {
+	if _, err := before.Apply(ctx, []crdt.Change{
+		{Collection: "notes", Record: rec(t, "old", 999_000, map[string]any{"title": "written at v1", "legacy": 1})},
+		{Collection: "notes", Record: rec(t, "bad", 999_000, map[string]any{"who": 7})},
+	}); err != nil {
 		t.Fatal(err)
 	}
 	before.Close()
@@ -163,6 +166,9 @@ func TestMigrationsApplyAndPull(t *testing.T) {
 	}
 	if got := str(t, v2["old"], "name"); got != "written at v1" || str(t, v2["old"], "legacy") != "<absent>" {
 		t.Errorf("old at v2: %v", v2["old"])
+	}
+	if f := v2["bad"].Fields; len(f) != 0 || e.MigrationDrops() == 0 {
+		t.Errorf("bad at v2: %v, %d fields dropped; want none left and a count", v2["bad"], e.MigrationDrops())
 	}
 	v1 := pullVersion(t, e, "notes", nil, 1)
 	if str(t, v1["d"], "title") != "from a v2 client" || str(t, v1["a"], "who") != "Ada Lovelace" || str(t, v1["old"], "title") != "written at v1" {

@@ -60,10 +60,11 @@ func (e *Engine) PullAt(ctx context.Context, collection string, cursor Cursor, l
 		return page, err
 	}
 	for i, en := range page.Entries {
-		r, _, err := mig.Record(en.Record, mig.Current(), version)
+		r, dropped, err := mig.Record(en.Record, mig.Current(), version)
 		if err != nil {
 			return Page{}, fmt.Errorf("pull %s: %w", collection, err)
 		}
+		e.noteDropped(dropped)
 		page.Entries[i].Record = r
 	}
 	return page, nil
@@ -324,14 +325,14 @@ read:
 				// The store's page is the page: it kept to the limit.
 				out.Entries = make([]Entry, len(p.Entries))
 				for j, en := range p.Entries {
-					out.Entries[j] = Entry{Seq: en.Seq, Record: resolve(sc.mig, en.Record)}
+					out.Entries[j] = Entry{Seq: en.Seq, Record: e.resolve(sc.mig, en.Record)}
 				}
 				pos[0], out.More = p.Next, p.More
 				return out, len(p.Entries), nil
 			}
 			cut := false
 			for _, en := range p.Entries {
-				en.Record = resolve(sc.mig, en.Record)
+				en.Record = e.resolve(sc.mig, en.Record)
 				switch sc.judge(s, en.Seq, withDefaults(sc.mig, en.Record)) {
 				case send:
 					enc = crdt.AppendRecord(enc[:0], en.Record)

@@ -85,7 +85,7 @@ func (e *Engine) GetRecord(ctx context.Context, collection, id string) (Entry, e
 	if err != nil {
 		return Entry{}, fmt.Errorf("get %s/%s: %w", collection, id, err)
 	}
-	return Entry{Seq: ent.Seq, Record: resolve(e.Migrations(collection), ent.Record)}, nil
+	return Entry{Seq: ent.Seq, Record: e.resolve(e.Migrations(collection), ent.Record)}, nil
 }
 
 // DecodeDoc decodes the visible fields of a record into a Doc.
@@ -117,7 +117,7 @@ func (e *Engine) current(ctx context.Context, op, collection, id string) (crdt.R
 	if err != nil {
 		return crdt.Record{}, fmt.Errorf("%s %s/%s: read: %w", op, collection, id, err)
 	}
-	return resolve(e.Migrations(collection), ent.Record), nil
+	return e.resolve(e.Migrations(collection), ent.Record), nil
 }
 
 // write stamps fields (and what extra adds) with one new stamp and applies

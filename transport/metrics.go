@@ -28,7 +28,7 @@ type metrics struct {
 
 // newMetrics registers the server's collectors on reg. collected reads
 // the tombstone collection totals of the server's engine at each scrape.
-func newMetrics(reg prometheus.Registerer, collected func() engine.CollectTotals) (*metrics, error) {
+func newMetrics(reg prometheus.Registerer, collected func() engine.CollectTotals, migrationDrops func() uint64) (*metrics, error) {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "convergo", Name: "requests_total",
@@ -85,7 +85,11 @@ func newMetrics(reg prometheus.Registerer, collected func() engine.CollectTotals
 		}),
 	}
 	for _, c := range []prometheus.Collector{m.requests, m.duration, m.pushChanges, m.pullRecords, m.liveConns, m.liveMsgs, m.fanout, m.fanoutRecs, m.resyncs,
-		m.conns, m.connsRefused, m.bodyBytes, m.bodyRefused, newCollectMetrics(collected)} {
+		m.conns, m.connsRefused, m.bodyBytes, m.bodyRefused, newCollectMetrics(collected),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: "convergo", Name: "migration_dropped_fields_total",
+			Help: "Fields of stored records that a schema migration could not translate (a split or merge of a value that is not a string) and left out of what it served.",
+		}, func() float64 { return float64(migrationDrops()) })} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}

@@ -178,7 +178,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	// The collection metrics read the server's engine at each scrape.
 	var s *Server
-	m, err := newMetrics(cfg.Metrics, func() engine.CollectTotals { return s.eng.CollectTotals() })
+	m, err := newMetrics(cfg.Metrics, func() engine.CollectTotals { return s.eng.CollectTotals() }, func() uint64 { return s.eng.MigrationDrops() })
 	if err != nil {
 		return nil, fmt.Errorf("transport: %w", err)
 	}

@@ -26,6 +26,12 @@
 //     checked), a moved record leaves one device and reaches another, write
 //     rules refuse out_of_scope, and a subject denied through the store is
 //     revoked on the other instance.
+//   - Schema versions: a collection on the embedded store goes through a
+//     server restart that installs its migration; clients of versions 1
+//     and 2 write and read the same records, each in its own shape, over
+//     pulls and live subscriptions; an untranslatable change is refused
+//     alone, a client ahead of the server gets schema_ahead, and a record
+//     sealed at version 1 restores at version 1 only.
 //   - Attack: a siege of hostile clients while honest ones sync, and the
 //     server's peak memory against the documented worst case.
 //
