@@ -32,6 +32,10 @@ import { TabChannel, TabMessage, fromWire, requestLeadership, toWire } from './t
  * @property {boolean} paused pause() stopped syncing
  * @property {boolean} revoked the server revoked the subject: what it held
  *   was purged and syncing waits for a new token (setToken)
+ * @property {boolean} schemaAhead the server runs older rules than this
+ *   code: it refused a request (schema_ahead) naming a schema version it
+ *   does not have yet. The outbox and records stay as they are and sync
+ *   retries with backoff until the server is upgraded.
  */
 
 /**
@@ -64,6 +68,13 @@ import { TabChannel, TabMessage, fromWire, requestLeadership, toWire } from './t
  * @property {() => Promise<string>|string} [getToken] called for a token at start and when it expires
  * @property {string} [name] database name (default "default"); one IndexedDB database per name
  * @property {string[]} [collections] collections to sync from the start
+ * @property {Record<string, import('./migrate.js').MigrationDefinition>} [migrations]
+ *   per collection, its schema versions: the "migrations" object of its
+ *   rule in the server's rules file. The collection's local data is
+ *   upgraded to the definition's version when it is older (changes the
+ *   migration cannot map become rejected changes, code untranslatable),
+ *   reads show its defaults, and sync speaks that version: the server
+ *   translates. A definition older than the local data refuses to open.
  * @property {Record<string, Record<string, unknown>>} [scopes] per
  *   collection, its named scopes ({name: predicate}); the collections named
  *   are synced, each under the or of its scopes, and their scopes are
@@ -100,7 +111,7 @@ export async function open(options) {
 /** How long open() waits for getToken to name the subject to write as (ms). */
 const FIRST_TOKEN_MS = 3_000;
 
-const EVENTS = new Set(['status', 'error', 'auth', 'refused', 'superseded', 'change', 'reset', 'serverReset', 'reconciled', 'revoked']);
+const EVENTS = new Set(['status', 'error', 'auth', 'refused', 'superseded', 'change', 'reset', 'serverReset', 'reconciled', 'revoked', 'schemaAhead']);
 
 /** How long the leader lets lastSyncedAt settle before storing it (ms). */
 const STORE_SYNCED_MS = 500;
@@ -132,7 +143,7 @@ export class Database {
     /** @type {Map<string, Set<Function>>} */
     this.listeners = new Map();
     /** @type {Status} */
-    this._status = { online: false, syncing: false, pending: 0, held: 0, rejected: 0, lastSyncedAt: null, lastError: null, leader: false, paused: false, revoked: false };
+    this._status = { online: false, syncing: false, pending: 0, held: 0, rejected: 0, lastSyncedAt: null, lastError: null, leader: false, paused: false, revoked: false, schemaAhead: false };
     /** @type {number} lastSyncedAt as stored before this open: a sync since is newer */
     this._storedSyncedAt = -Infinity;
     /** @type {any} the timer that stores lastSyncedAt */
@@ -181,6 +192,20 @@ export class Database {
     if (this.tok === null && this.o.getToken && this.o.sync !== false) await this._firstToken();
     const prefix = this.tok ? await replicaPrefix(subjectOfToken(this.tok)) : null;
     await this.store.init({ prefix, anonymous: await replicaPrefix('') });
+    if (this.o.migrations !== undefined) {
+      // Schema versions (schema.js, loaded only by apps that use them):
+      // upgrades the local data written under an older definition, or
+      // refuses a definition older than the data.
+      try {
+        const { openSchemas } = await import('./schema.js');
+        const ups = await openSchemas(this.store, this.o.migrations, { when: Date.now(), subject: this.tok ? subjectOfToken(this.tok) : null });
+        if (ups.some((u) => u.rejected.length > 0)) this._post({ t: TabMessage.rejected });
+      } catch (e) {
+        this.closed = true;
+        this.store.close();
+        throw e;
+      }
+    }
     const offset = await this.store.getMeta('offset');
     if (Number.isSafeInteger(offset)) this.store.now = () => Date.now() + offset;
     const synced = await this.store.getMeta('lastSyncedAt');
@@ -321,6 +346,10 @@ export class Database {
         return this.leaveIndex.resolve(this.store, c, leaves);
       },
       onRevoked: (e) => this._onRevoked(e),
+      onSchemaAhead: (e) => {
+        this._setStatus({ schemaAhead: true });
+        this._emit('schemaAhead', e);
+      },
       pollInterval: o.pollInterval,
       backoff: o.backoff,
     });

@@ -55,7 +55,12 @@
 //            "lastSyncedAt" (ms since epoch of the last completed sync),
 //            "scope:<collection>" ({name: encoded predicate}: the app's named
 //            scopes of the collection, whose or it reads under; absent or
-//            empty: unscoped).
+//            empty: unscoped), "schema:<collection>" (the schema version
+//            the collection's records and outbox are in; absent: 1, or
+//            none for an app without migrations: schema.js),
+//            "replace:<collection>" (true: an upgrade translated the
+//            records held, so the next pull, from the beginning, replaces
+//            the server state of every record it delivers).
 //
 // A local write merges into the record and appends its change to the outbox
 // in ONE transaction, so a write is either pending or not there at all. The
@@ -210,6 +215,8 @@ export const HEAL_KEY = 'heal:';
 export const RECONCILE_KEY = 'reconcile:';
 export const RESTAMP_KEY = 'restamp:';
 export const SCOPE_KEY = 'scope:';
+export const SCHEMA_KEY = 'schema:';
+export const REPLACE_KEY = 'replace:';
 const DROPPED_KEY = 'rejectedDropped';
 
 /**
@@ -242,11 +249,13 @@ function done(tx) {
  * @param {Rec} r
  * @param {Rec|null} [base] the server's state while local changes are pending
  * @param {Seal|null} [seal] the seal to keep
+ * @param {Map<string, unknown>} [defaults] what absent fields read as
+ *   (the collection's schema defaults: Store.defaults)
  * @returns {StoredRecord}
  */
-export function toStored(c, r, base, seal) {
+export function toStored(c, r, base, seal, defaults) {
   /** @type {StoredRecord} */
-  const s = { c, id: r.id, r: encodeRecord(r), doc: docOf(r) };
+  const s = { c, id: r.id, r: encodeRecord(r), doc: docOf(r, defaults) };
   if (base) s.b = encodeRecord(base);
   if (seal) {
     s.s = seal.s;
@@ -322,15 +331,24 @@ export function decodeEntry(bytes) {
 }
 
 /**
- * The visible values of r decoded, or null when r does not exist.
+ * The visible values of r decoded, or null when r does not exist; a field
+ * r lacks (absent, or hidden by its delete: an unset field stays unset)
+ * reads as its default, if defaults has one.
  * @param {Rec} r
+ * @param {Map<string, unknown>} [defaults]
  */
-export function docOf(r) {
+export function docOf(r, defaults) {
   const vals = visibleValues(r);
   if (vals === null) return null;
   /** @type {Record<string, unknown>} */
   const doc = {};
   for (const [k, v] of vals) setOwn(doc, k, decodeValue(v));
+  if (defaults) {
+    for (const [k, v] of defaults) {
+      const f = r.fields.get(k);
+      if (f === undefined || compareStamps(f.stamp, r.deleted) <= 0) setOwn(doc, k, structuredClone(v));
+    }
+  }
   return doc;
 }
 
@@ -419,6 +437,10 @@ export class Store {
     this.seen = new Map();
     /** @type {Set<string>} collections whose every stored entry is in seen (listed whole since, none forgotten): an id not in seen holds no record */
     this.whole = new Set();
+    /** @type {Map<string, number>} per collection, the schema version this code writes in (open's migrations; none: no migrations) */
+    this.versions = new Map();
+    /** @type {Map<string, Map<string, unknown>>} per collection, what absent fields read as at that version */
+    this.defaults = new Map();
   }
 
   /**
@@ -461,6 +483,51 @@ export class Store {
     let kept = keptIn.get(tx);
     if (!kept) keptIn.set(tx, (kept = []));
     kept.push([c, id, e]);
+  }
+
+  /**
+   * The schema version collection c's local data is in, to send with its
+   * pulls, subs, pushes and restores: the stored one (an upgrade, of this
+   * tab or another, set it), else this code's (1 with migrations of no
+   * steps), else 0: no version (the server serves and hears the current
+   * one).
+   * @param {string} c
+   * @returns {Promise<number>}
+   */
+  async schemaVersion(c) {
+    const v = await this.getMeta(SCHEMA_KEY + c);
+    return Number.isSafeInteger(v) && v > 0 ? v : this.versions.get(c) ?? 0;
+  }
+
+  /**
+   * Whether collection c's next pull is to replace the server state of the
+   * records it delivers (meta "replace:<collection>": an upgrade
+   * translated them here).
+   * @param {string} c
+   */
+  async owesReplace(c) {
+    return (await this.getMeta(REPLACE_KEY + c)) === true;
+  }
+
+  /**
+   * Collection c's pull from the beginning replaced every record it
+   * brought: the replacement an upgrade owed is done.
+   * @param {string} c
+   */
+  replaced(c) {
+    return this.tx([META], 'readwrite', `replaced ${c}`, (tx) => req(tx.objectStore(META).delete(REPLACE_KEY + c)));
+  }
+
+  /**
+   * Stores record r of collection c (see toStored), with the collection's
+   * defaults.
+   * @param {string} c
+   * @param {Rec} r
+   * @param {Rec|null} [base]
+   * @param {Seal|null} [seal]
+   */
+  stored(c, r, base, seal) {
+    return toStored(c, r, base, seal, this.defaults.get(c));
   }
 
   /**
@@ -810,7 +877,7 @@ export class Store {
     const before = /** @type {Clock} */ (this.clock).last;
     const prefix = this.prefix;
     const checked = new Promise((resolve, reject) => {
-      let left = 2 + guess.size;
+      let left = 3 + guess.size;
       let stale = false;
       /**
        * @param {IDBRequest} r
@@ -835,6 +902,8 @@ export class Store {
       };
       check(meta.get('clock'), (v) => v != null && typeof v.wall === 'number' && compareTime(v, before) > 0);
       check(meta.get('prefix'), (v) => isPrefix(v) && v !== prefix);
+      // A newer schema version than this code's: writeIn says so.
+      check(meta.get(SCHEMA_KEY + c), (v) => Number.isSafeInteger(v) && v > (this.versions.get(c) ?? 1));
       for (const [id, g] of guess) check(records.get([c, id]), (v) => !sameEntry(v, g));
     });
     checked.catch(() => {});
@@ -856,11 +925,17 @@ export class Store {
     const clock = /** @type {Clock} */ (this.clock);
     const records = tx.objectStore(RECORDS);
     const meta = tx.objectStore(META);
-    const [savedClock, prefix, ...stored] = await Promise.all([
+    const [savedClock, prefix, schema, ...stored] = await Promise.all([
       req(meta.get('clock')),
       req(meta.get('prefix')),
+      req(meta.get(SCHEMA_KEY + c)),
       ...items.map((x) => /** @type {Promise<StoredRecord|undefined>} */ (req(records.get([c, x.id])))),
     ]);
+    // Another tab, running newer code, upgraded the collection: writes of
+    // this one would be in a shape its data has left.
+    if (Number.isSafeInteger(schema) && schema > (this.versions.get(c) ?? 1)) {
+      throw new ConvergoError('database', `write ${c}: its local data is at schema version ${schema}, newer than this code's (${this.versions.get(c) ?? 1}): reload the app`);
+    }
     if (savedClock && typeof savedClock.wall === 'number') clock.restore(savedClock);
     // Another tab may have learnt a new subject: write as it does.
     if (isPrefix(prefix)) this.usePrefix(prefix);
@@ -902,7 +977,7 @@ export class Store {
       // The first pending change keeps the server's state aside.
       const base = baseOf(before, id) ?? { id, deleted: current.deleted, fields: new Map(current.fields) };
       mergeInto(current, change);
-      const record = toStored(c, current, base, sealOf(before));
+      const record = this.stored(c, current, base, sealOf(before));
       records.put(record);
       outbox.add({ c, id, change: encodeChange({ collection: c, record: change }), r: this.replica });
       written.set(id, record);
@@ -1045,11 +1120,11 @@ export class Store {
           if (rest.r instanceof Uint8Array) {
             const sr = x.seal.sr ?? encodeRecord(x.rec);
             puts.set(id, { ...rest, s: x.seal.s, ...(equalBytes(sr, rest.r) ? {} : { sr }) });
-          } else puts.set(id, toStored(c, x.rec, x.base, x.seal));
+          } else puts.set(id, this.stored(c, x.rec, x.base, x.seal));
         }
         continue;
       }
-      puts.set(id, toStored(c, x.rec, x.base, x.seal));
+      puts.set(id, this.stored(c, x.rec, x.base, x.seal));
       changed.add(id);
     }
     return { puts, changed };
@@ -1355,7 +1430,7 @@ export class Store {
         if (!t.refused) {
           // Still pending: the server's state moves on; nothing pending:
           // the record is what the server has.
-          const settled = toStored(t.c, fromStored(stored, t.id), pending.length > 0 ? base : null, seal);
+          const settled = this.stored(t.c, fromStored(stored, t.id), pending.length > 0 ? base : null, seal);
           records.put(settled);
           this.keep(tx, t.c, t.id, settled);
           continue;
@@ -1364,7 +1439,7 @@ export class Store {
         // still pending, in order.
         const view = { id: t.id, deleted: base.deleted, fields: new Map(base.fields) };
         for (const e of pending) mergeInto(view, decodeEntry(e.change));
-        const back = toStored(t.c, view, pending.length > 0 ? base : null, seal);
+        const back = this.stored(t.c, view, pending.length > 0 ? base : null, seal);
         records.put(back);
         this.notify(tx, t.c, t.id, back, 'remote');
         const ids = changed.get(t.c) ?? [];

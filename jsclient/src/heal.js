@@ -96,6 +96,9 @@ export function healPlan(store, c, prefix) {
  */
 export async function heal(syncer, c) {
   const { sealed, mine } = await healPlan(syncer.store, c, /** @type {string} */ (syncer.store.prefix));
+  // What is held is in the collection's schema version (its seals too: an
+  // upgrade drops the older ones).
+  const version = await syncer.store.schemaVersion(c);
   const maxCount = syncer.hello?.maxPush ?? DEFAULTS.maxPushChanges;
   const maxBody = (syncer.hello?.maxBody ?? DEFAULTS.maxBodyBytes) - 1024;
   let refused = 0;
@@ -103,7 +106,7 @@ export async function heal(syncer, c) {
   let why = '';
   const sized = sealed.map((x) => ({ item: x, size: encodeRecord(x.record).length + x.seal.length + 4 }));
   await batches(sized, maxCount, maxBody, async (items) => {
-    const results = parseRestoreAnswer(await syncer.post(PATHS.restore, encodeRestore(c, items)));
+    const results = parseRestoreAnswer(await syncer.post(PATHS.restore, encodeRestore(c, items, version)));
     for (const r of results) {
       if (r.status === STATUSES.refused) {
         refused++;
@@ -113,7 +116,7 @@ export async function heal(syncer, c) {
   });
   const changes = mine.map((record) => encodeChange({ collection: c, record }));
   await batches(changes.map((ch) => ({ item: ch, size: ch.length })), maxCount, maxBody, async (items) => {
-    const results = parsePushAnswer(await syncer.post(PATHS.push, encodePush(/** @type {string} */ (syncer.store.replica), items)));
+    const results = parsePushAnswer(await syncer.post(PATHS.push, encodePush(/** @type {string} */ (syncer.store.replica), items, new Map([[c, version]]))));
     for (const r of results) {
       if (r.status === STATUSES.refused) {
         refused++;

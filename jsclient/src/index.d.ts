@@ -1,6 +1,9 @@
 // Types for Convergo's browser client (src/index.js). Hand-written; kept in
 // step with the JSDoc in database.js, collection.js and query.js.
 
+import type { MigrationDefinition } from './migrate.js';
+export type { MigrationDefinition, MigrationOp } from './migrate.js';
+
 /**
  * Stable error codes: the protocol's (docs/protocol.md, section 5; the
  * generated src/constants.js CODES, which test/constants.test.js holds this
@@ -103,6 +106,13 @@ export interface Status {
    * for a new token (setToken).
    */
   revoked: boolean;
+  /**
+   * The server runs older rules than this code: it refused a request
+   * naming a schema version it does not have yet (schema_ahead). The
+   * outbox and records stay as they are and sync retries with backoff;
+   * false again after the next round that succeeds.
+   */
+  schemaAhead: boolean;
 }
 
 /**
@@ -251,6 +261,18 @@ export interface OpenOptions {
    * removeScope change them later.
    */
   scopes?: { [collection: string]: { [name: string]: Scope } };
+  /**
+   * Per collection, its schema versions: the "migrations" object of the
+   * collection's rule in the server's rules file (the same JSON). The
+   * collection's local data is upgraded to the definition's version on
+   * open when it is older, in one IndexedDB transaction (outbox changes
+   * the migration cannot map become rejected changes, code
+   * 'untranslatable'); reads show its defaults; sync speaks its version
+   * and the server translates. A definition older than the local data
+   * refuses to open (code 'database'). A collection named in none is
+   * served in the server's current version.
+   */
+  migrations?: { [collection: string]: MigrationDefinition };
   fetch?: typeof fetch;
   /** WebSocket constructor; null to poll over HTTP instead. */
   WebSocket?: any;
@@ -302,6 +324,8 @@ export interface EventMap {
   reconciled: Reconciliation;
   /** The server revoked the subject; see Status.revoked. */
   revoked: Revocation;
+  /** The server refused a schema version it does not have yet; see Status.schemaAhead. */
+  schemaAhead: ConvergoError;
 }
 
 export class Collection<T extends object = { [field: string]: Value }> {

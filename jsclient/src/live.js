@@ -82,10 +82,11 @@ export class LiveSession {
    * @param {Uint8Array} cursor the stored cursor, as the server made it
    * @param {Uint8Array} [scope] the predicate to read c under, encoded (none: unscoped)
    * @param {import('./protocol.js').Lease} [lease] the reader's lease (keys 5 and 6)
+   * @param {number} [version] the schema version to read in (key 8; 0: none)
    */
-  subscribe(c, cursor, scope, lease) {
+  subscribe(c, cursor, scope, lease, version = 0) {
     this.subscribed.add(c);
-    this.send(encodeSub(c, cursor, scope, lease));
+    this.send(encodeSub(c, cursor, scope, lease, version));
   }
 
   /**

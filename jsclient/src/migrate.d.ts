@@ -2,8 +2,6 @@
 // and the translation of records and changes between versions. Hand-written;
 // kept in step with the JSDoc in migrate.js.
 
-import type { ConvergoError } from './index.js';
-
 /** One op of a step. */
 export type MigrationOp =
   | { op: 'rename'; from: string; to: string }
@@ -58,5 +56,3 @@ export function defaults(def: Definition, v: number): Map<string, unknown>;
 export function translate(def: Definition, r: MigrationRecord, from: number, to: number, kind: 'record' | 'change'): MigrationRecord;
 export function up(def: Definition, r: MigrationRecord, from: number, to: number, kind: 'record' | 'change'): MigrationRecord;
 export function down(def: Definition, r: MigrationRecord, from: number, to: number, kind: 'record' | 'change'): MigrationRecord;
-
-export type { ConvergoError };

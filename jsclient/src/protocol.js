@@ -306,19 +306,31 @@ function helloOf(m) {
 }
 
 /**
- * Encodes a push body {1: replica, 2: [change, ...]} from already encoded
- * changes.
+ * Encodes a push body {1: replica, 2: [change, ...], 3?: {collection:
+ * version}} from already encoded changes; key 3 names the schema version
+ * the changes of each collection were written under (none: no collection
+ * has one).
  * @param {string} replica
  * @param {Uint8Array[]} changes encoded changes
+ * @param {Map<string, number>} [versions] per collection, its schema version (0: none)
  */
-export function encodePush(replica, changes) {
+export function encodePush(replica, changes, versions) {
+  const named = [...(versions ?? [])].filter(([, v]) => v > 0).sort(([a], [b]) => (a.length !== b.length ? a.length - b.length : a < b ? -1 : a > b ? 1 : 0));
   const w = new Writer(64 + changes.reduce((n, c) => n + c.length, 0));
-  w.head(5, 2);
+  w.head(5, named.length > 0 ? 3 : 2);
   w.byte(0x01);
   w.text(replica);
   w.byte(0x02);
   w.head(4, changes.length);
   for (const c of changes) w.raw(c);
+  if (named.length > 0) {
+    w.byte(0x03);
+    w.head(5, named.length);
+    for (const [c, v] of named) {
+      w.text(c);
+      w.head(0, v);
+    }
+  }
   return w.bytes();
 }
 
@@ -364,16 +376,19 @@ export function parsePushAnswer(body) {
  * An envelope of entries (keys ascending), then key k holding scope,
  * unless there is none (an unscoped read sends no key at all), then the
  * reader's lease: key 5 its replica id, key 6 its pending floor (absent
- * when nothing is pending).
+ * when nothing is pending); key 7 fresh, when set; key 8 the schema
+ * version to read in (absent when 0: the current one).
  * @param {[number, unknown][]} entries
  * @param {number} k above the keys of entries, below 5
  * @param {Uint8Array} [scope] the predicate, encoded (Store.scope)
  * @param {Lease} [lease]
+ * @param {boolean} [fresh]
+ * @param {number} [version]
  */
-function scoped(entries, k, scope, lease, fresh = false) {
+function scoped(entries, k, scope, lease, fresh = false, version = 0) {
   const w = new Writer(96 + (scope?.length ?? 0));
   const floor = lease?.floor ?? null;
-  w.head(5, entries.length + (scope ? 1 : 0) + (lease ? 1 : 0) + (lease && floor !== null ? 1 : 0) + (fresh ? 1 : 0));
+  w.head(5, entries.length + (scope ? 1 : 0) + (lease ? 1 : 0) + (lease && floor !== null ? 1 : 0) + (fresh ? 1 : 0) + (version > 0 ? 1 : 0));
   for (const [key, v] of entries) {
     w.head(0, key);
     w.value(v);
@@ -393,6 +408,10 @@ function scoped(entries, k, scope, lease, fresh = false) {
   if (fresh) {
     w.head(0, 7);
     w.value(true);
+  }
+  if (version > 0) {
+    w.head(0, 8);
+    w.head(0, version);
   }
   return w.bytes();
 }
@@ -414,9 +433,11 @@ function scoped(entries, k, scope, lease, fresh = false) {
  * @param {Lease} [lease] keys 5 and 6
  * @param {boolean} [fresh] key 7, with an empty cursor: the client holds no
  *   record of the collection, so a scoped read needs no leave entries
+ * @param {number} [version] key 8, the schema version to read the records
+ *   in (0: none, the current one)
  */
-export function encodePull(collection, cursor, limit, scope, lease, fresh = false) {
-  return scoped([[1, collection], [2, cursor], [3, limit]], 4, scope, lease, fresh && cursor.length === 0);
+export function encodePull(collection, cursor, limit, scope, lease, fresh = false, version = 0) {
+  return scoped([[1, collection], [2, cursor], [3, limit]], 4, scope, lease, fresh && cursor.length === 0, version);
 }
 
 /**
@@ -448,14 +469,16 @@ export function parsePullAnswer(body) {
 }
 
 /**
- * Encodes a restore body {1: collection, 2: [[record, seal], ...]}: records
- * exactly as the server sent them, with their seals.
+ * Encodes a restore body {1: collection, 2: [[record, seal], ...], 3?:
+ * version}: records exactly as the server sent them, with their seals, and
+ * the schema version they were sent in (0: none).
  * @param {string} collection
  * @param {{record: Record, seal: Uint8Array}[]} items
+ * @param {number} [version]
  */
-export function encodeRestore(collection, items) {
+export function encodeRestore(collection, items, version = 0) {
   const w = new Writer(256);
-  w.head(5, 2);
+  w.head(5, version > 0 ? 3 : 2);
   w.byte(0x01);
   w.text(collection);
   w.byte(0x02);
@@ -465,6 +488,10 @@ export function encodeRestore(collection, items) {
     writeRecord(w, record);
     w.head(2, seal.length);
     w.raw(seal);
+  }
+  if (version > 0) {
+    w.byte(0x03);
+    w.head(0, version);
   }
   return w.bytes();
 }
@@ -513,9 +540,10 @@ export function encodeLiveHello(replica, token) {
  * @param {Uint8Array} cursor
  * @param {Uint8Array} [scope] the client's own scope (key 3), an encoded predicate
  * @param {Lease} [lease] keys 5 and 6, as a pull's
+ * @param {number} [version] key 8, as a pull's
  */
-export function encodeSub(collection, cursor, scope, lease) {
-  return scoped([[0, 'sub'], [1, collection], [2, cursor]], 3, scope, lease);
+export function encodeSub(collection, cursor, scope, lease, version = 0) {
+  return scoped([[0, 'sub'], [1, collection], [2, cursor]], 3, scope, lease, false, version);
 }
 
 /** @param {string} collection */

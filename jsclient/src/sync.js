@@ -48,6 +48,17 @@
 // HTTP or live) has its records purged and its outbox moved to the
 // rejected changes (onRevoked); the loop then waits for a new token.
 //
+// Schema versions (docs/protocol.md, section 13): every pull and sub
+// (key 8), push (key 3, per collection) and restore (key 3) carries the
+// schema version the collection's local data is in (Store.schemaVersion;
+// none for an app without migrations), and the server translates. After
+// an upgrade (schema.js) the collection's first pull, from the
+// beginning, replaces the server state of each record it brings, as a
+// reconciliation's does. A server running older rules refuses a version
+// above its own (schema_ahead, request level): the outbox and records
+// stay, the app hears it (onSchemaAhead), and the loop backs off and
+// tries again until the server is upgraded.
+//
 // Only the leader tab runs a Syncer. Everything it learns goes through the
 // Store (IndexedDB), so a reload resumes from the stored cursors and outbox.
 //
@@ -119,6 +130,9 @@ export const WRITE_RETRY_MS = 2_000;
  * @property {(e: ConvergoError) => Promise<void>} [onRevoked] the server
  *   refused the subject (revoked): purge what it held; the loop then waits
  *   for a new token (retryNow('token'))
+ * @property {(e: ConvergoError) => void} [onSchemaAhead] the server refused
+ *   a schema version it does not have yet (schema_ahead); the loop retries
+ *   with backoff
  * @property {number} [pollInterval] ms between polls without WebSocket
  * @property {number} [pingInterval] ms of silence before a live ping
  * @property {number} [silenceTimeout] ms of silence that ends a live session
@@ -321,8 +335,8 @@ export class Syncer {
    * @param {string} c
    */
   async subscribe(session, c) {
-    const [cursor, scope, lease] = await Promise.all([this.store.cursor(c), this.store.scope(c), this.lease(c)]);
-    if (this.session === session) session.subscribe(c, cursor, scope, lease);
+    const [cursor, scope, lease, version] = await Promise.all([this.store.cursor(c), this.store.scope(c), this.lease(c), this.store.schemaVersion(c)]);
+    if (this.session === session) session.subscribe(c, cursor, scope, lease, version);
   }
 
   /**
@@ -402,7 +416,7 @@ export class Syncer {
       await this.pushAll();
       await this.healOwed();
       await this.pullAll();
-      this.o.onStatus({ lastSyncedAt: Date.now(), lastError: null, online: true });
+      this.o.onStatus({ lastSyncedAt: Date.now(), lastError: null, online: true, schemaAhead: false });
     });
   }
 
@@ -496,6 +510,7 @@ export class Syncer {
         // auth failure too: its retry with a fresh token is a new round).
         this.settleRound(err);
         this.o.onStatus({ online: err.code !== 'network' && err.code !== 'unavailable' ? true : false, syncing: false, lastError: err });
+        if (err.code === /** @type {any} */ ('schema_ahead')) this.o.onSchemaAhead?.(err);
         if (err.code === 'revoked') {
           // The subject is denied: purge, then wait for a new token.
           this.o.onStatus({ online: false });
@@ -699,7 +714,10 @@ export class Syncer {
       /** @type {string|null} */
       let requestId = null;
       try {
-        const answer = await this.postAnswer(PATHS.push, encodePush(/** @type {string} */ (this.store.replica), batch.map((e) => e.change)));
+        /** @type {Map<string, number>} the schema version of each collection of the batch */
+        const versions = new Map();
+        for (const c of new Set(batch.map((e) => e.c))) versions.set(c, await this.store.schemaVersion(c));
+        const answer = await this.postAnswer(PATHS.push, encodePush(/** @type {string} */ (this.store.replica), batch.map((e) => e.change), versions));
         requestId = answer.requestId;
         results = parsePushAnswer(answer.body);
       } catch (e) {
@@ -848,17 +866,17 @@ export class Syncer {
     if (!seen && (await this.store.owesReconcile(c))) return this.reconcile(c);
     let limit = this.hello?.maxPull ?? DEFAULTS.maxPullRecords;
     let resets = 0;
-    const [scope, lease] = await Promise.all([this.store.scope(c), this.lease(c)]);
+    const [scope, lease, version, replacing] = await Promise.all([this.store.scope(c), this.lease(c), this.store.schemaVersion(c), seen ? false : this.store.owesReplace(c)]);
     const fetchPage = (/** @type {Uint8Array} */ cursor) =>
-      this.post(PATHS.pull, encodePull(c, cursor, limit, scope, lease, first))
+      this.post(PATHS.pull, encodePull(c, cursor, limit, scope, lease, first, version))
         .then(parsePullAnswer)
         .then((p) => {
           if (seen) for (const r of p.records) seen.add(r.id);
           return p;
         });
-    /** @type {Set<string>|null} the ids whose held record a reconciliation's pull replaced */
-    const replaced = seen ? new Set() : null;
-    let cursor = seen ? new Uint8Array(0) : await this.store.cursor(c);
+    /** @type {Set<string>|null} the ids whose held record a reconciliation's (or an upgrade's) pull replaced */
+    const replaced = seen || replacing ? new Set() : null;
+    let cursor = seen || replacing ? new Uint8Array(0) : await this.store.cursor(c);
     let first = cursor.length === 0 && (await this.store.isEmpty(c));
     /** @type {Promise<import('./protocol.js').Page>|null} the next page, asked for */
     let next = null;
@@ -940,6 +958,9 @@ export class Syncer {
       if (!page.more) break;
     }
     await writing;
+    // Every record the server holds replaced the one held: an upgrade's
+    // replacement, if one was owed, is done too.
+    if (replaced) await this.store.replaced(c);
     if (!seen) this.pulledAt.set(c, Date.now());
   }
 
@@ -980,7 +1001,15 @@ export class Syncer {
       serial: (fn) => this.serial(fn),
       onMessage: (m, s) => this.onLive(m, s),
       pull: (c) => this.pullCollection(c),
-      onError: (e) => this.o.onError(e),
+      onError: (e) => {
+        this.o.onError(e);
+        if (e.code === /** @type {any} */ ('schema_ahead')) {
+          // The server went back to older rules under this session: a new
+          // round finds out (and backs off) over HTTP.
+          this.o.onSchemaAhead?.(e);
+          session.close();
+        }
+      },
       onClose: () => this.o.onStatus({ online: false }),
       pingInterval: this.o.pingInterval,
       silenceTimeout: this.o.silenceTimeout,

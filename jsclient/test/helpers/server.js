@@ -25,6 +25,15 @@
 // (and live subscribers at once), and a write horizon per collection
 // refuses changes stamped before it collected. The leases clients send (pull and sub keys 5 and 6) are kept
 // as they came (pulls, received).
+//
+// Schema versions (docs/protocol.md, section 13): setMigrations(c, def)
+// installs a collection's migrations (src/migrate.js). Pushed changes are
+// translated up from the version the push names (key 3) and stored in the
+// current shape (untranslatable: refused); pulls (key 8) and subs (key 8)
+// read each record resolved to the current version and translated down to
+// theirs, sealed over the version; restores (key 3) are checked at their
+// version and translated up. A version above the current one is
+// schema_ahead (409, a sub's error).
 
 import http from 'node:http';
 import { createHash, createHmac } from 'node:crypto';
@@ -34,6 +43,7 @@ import { CODES, CONTENT_TYPE, DEFAULTS, HEADERS, PATHS, REPLICA, STATUSES, VERSI
 import { mergeInto, emptyRecord, writeRecord, cloneRecord, maxStamp, readChange, readRecord, encodeRecord, visibleValues } from '../../src/record.js';
 import { compareStamps } from '../../src/hlc.js';
 import { replicaPrefix, subjectOfToken } from '../../src/replica.js';
+import { parseDefinition, translate } from '../../src/migrate.js';
 
 /**
  * @typedef {object} FakeServerOptions
@@ -202,6 +212,56 @@ export class FakeServer {
     this.writeHorizon = new Map();
     /** @type {{c: string, id: string, status: number, code?: string}[]} every pushed change, with how it was answered */
     this.pushed = [];
+    /** @type {Map<string, import('../../src/migrate.js').Definition>} per collection, its migrations */
+    this.migrations = new Map();
+    /** @type {Map<string, number>[]} the versions (key 3) of every push */
+    this.pushVersions = [];
+  }
+
+  /**
+   * Installs the migrations of collection c (the rules file's "migrations"
+   * of its rule), as a restart with new rules would; null removes them.
+   * @param {string} c
+   * @param {unknown} def
+   */
+  setMigrations(c, def) {
+    if (def === null) this.migrations.delete(c);
+    else this.migrations.set(c, parseDefinition(def));
+  }
+
+  /**
+   * The current schema version of collection c (1 without migrations).
+   * @param {string} c
+   */
+  current(c) {
+    return this.migrations.get(c)?.version ?? 1;
+  }
+
+  /**
+   * A version as a request names it: 0 (none) is the current one; above
+   * the current one is schema_ahead.
+   * @param {string} c
+   * @param {unknown} v
+   */
+  versionOf(c, v) {
+    if (v === undefined || v === 0) return this.current(c);
+    if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) throw Object.assign(new Error('bad version'), { code: 'invalid' });
+    if (v > this.current(c)) throw Object.assign(new Error(`schema version ${v}, current ${this.current(c)}`), { code: 'schema_ahead' });
+    return v;
+  }
+
+  /**
+   * Record rec of collection c as a reader of version v sees it: resolved
+   * to the current version (a record stored before the migrations were
+   * installed holds older fields), then translated down.
+   * @param {string} c
+   * @param {import('../../src/record.js').Record} rec
+   * @param {number} v
+   */
+  served(c, rec, v) {
+    const def = this.migrations.get(c);
+    if (!def) return rec;
+    return translate(def, translate(def, rec, 1, def.version, 'record'), def.version, v, 'record');
   }
 
   /**
@@ -286,8 +346,9 @@ export class FakeServer {
    * @param {string} c
    * @param {import('../../src/record.js').Record} rec
    */
-  seal(c, rec) {
-    return new Uint8Array(createHmac('sha256', this.sealKey).update('convergo/seal/v2\0' + c + '\0').update(encodeRecord(rec)).digest().subarray(0, 16));
+  seal(c, rec, v = this.current(c)) {
+    const domain = v < this.current(c) ? `convergo/seal/v2/schema${v}\0` : 'convergo/seal/v2\0';
+    return new Uint8Array(createHmac('sha256', this.sealKey).update(domain + c + '\0').update(encodeRecord(rec)).digest().subarray(0, 16));
   }
 
   /**
@@ -310,16 +371,19 @@ export class FakeServer {
    * Merges records given back with their seals; results as a push's.
    * @param {string} c
    * @param {{record: import('../../src/record.js').Record, seal: Uint8Array}[]} items
+   * @param {number} [v] the schema version they were served in
    */
-  restore(c, items) {
+  restore(c, items, v = this.current(c)) {
     const results = [];
     let touched = false;
-    for (const { record, seal } of items) {
-      const want = this.seal(c, record);
-      if (Buffer.compare(Buffer.from(want), Buffer.from(seal)) !== 0) {
+    for (const item of items) {
+      const want = this.seal(c, item.record, v);
+      if (Buffer.compare(Buffer.from(want), Buffer.from(item.seal)) !== 0) {
         results.push(this.result(STATUSES.refused, { code: 'bad_seal', message: 'not a seal of this server' }));
         continue;
       }
+      const def = this.migrations.get(c);
+      const record = def ? translate(def, item.record, v, def.version, 'record') : item.record;
       const x = this.coll(c);
       const cur = x.byId.get(record.id);
       const rec = cur ? cloneRecord(cur.record) : emptyRecord(record.id);
@@ -439,13 +503,25 @@ export class FakeServer {
    * @param {import('../../src/record.js').Change[]} changes
    * @param {string} prefix the replica prefix of the pusher's subject: a
    *   stamp of another id is forged_replica
+   * @param {Map<string, number>} [versions] per collection, the schema
+   *   version the changes were written under (none: the current one)
    */
-  apply(changes, prefix) {
+  apply(changes, prefix, versions = new Map()) {
     const results = [];
     /** @type {Set<string>} */
     const touched = new Set();
-    for (const ch of changes) {
+    for (let ch of changes) {
       const n = results.length;
+      const def = this.migrations.get(ch.collection);
+      if (def) {
+        try {
+          ch = { collection: ch.collection, record: translate(def, ch.record, this.versionOf(ch.collection, versions.get(ch.collection)), def.version, 'change') };
+        } catch (e) {
+          results.push(this.result(STATUSES.refused, { code: /** @type {any} */ (e).code ?? 'invalid', message: /** @type {any} */ (e).message }));
+          this.pushed.push({ c: ch.collection, id: ch.record.id, status: STATUSES.refused, code: /** @type {any} */ (e).code });
+          continue;
+        }
+      }
       this.applyOne(ch, prefix, results, touched);
       const r = results[n];
       this.pushed.push({ c: ch.collection, id: ch.record.id, status: r.get(1), code: r.get(2) });
@@ -544,11 +620,15 @@ export class FakeServer {
    * @param {number} key the records' key
    * @param {{seq: number, record: any}[]} page
    * @param {[number, unknown][]} after keys after the records
-   * @param {{c: string, key: number}} [sealed] adds the seals of the records under key
+   * @param {{c: string, key: number, version?: number}} [sealed] adds the seals of the records under key; version: serves them in that schema version
    */
   pageBytes(before, key, page, after, sealed) {
     const extra = this.newer ? [...this.env([]).entries()] : [];
-    if (sealed && page.length > 0) after = [...after, [sealed.key, page.map((e) => this.seal(sealed.c, e.record))]];
+    if (sealed) {
+      const v = sealed.version ?? this.current(sealed.c);
+      page = page.map((e) => ({ ...e, record: this.served(sealed.c, e.record, v) }));
+      if (page.length > 0) after = [...after, [sealed.key, page.map((e) => this.seal(sealed.c, e.record, v))]];
+    }
     const w = new Writer();
     w.head(5, before.length + 1 + after.length + extra.length);
     for (const [k, v] of before) {
@@ -581,7 +661,7 @@ export class FakeServer {
     /** @param {number} status @param {Record<string, string>} [headers] */
     const head = (status, headers = {}) => res.writeHead(status, { 'Content-Type': CONTENT_TYPE, [HEADERS.requestId]: requestId, ...headers });
     const fail = (/** @type {string} */ code, /** @type {Record<string, string>} */ headers = {}) => {
-      head(/** @type {number} */ (statusOf.get(code)), { [HEADERS.error]: code, ...headers });
+      head(statusOf.get(code) ?? (code === 'schema_ahead' ? 409 : 500), { [HEADERS.error]: code, ...headers });
       res.end(encode(this.env([[1, code], [2, 'test server says ' + code], [3, requestId]])));
     };
     if (Date.now() < this.limitedUntil) {
@@ -607,16 +687,26 @@ export class FakeServer {
           return ok(encode(this.helloAnswer(prefix)));
         case PATHS.push: {
           const r = new Reader(body, { canonical: false });
-          if (r.mapHead() !== 2 || r.uint() !== 1) throw new Error('bad push');
+          const keys = r.mapHead();
+          if ((keys !== 2 && keys !== 3) || r.uint() !== 1) throw new Error('bad push');
           r.text();
           if (r.uint() !== 2) throw new Error('bad push');
           const n = r.arrayHead();
           if (n > (this.opts.maxPush ?? DEFAULTS.maxPushChanges)) return fail('too_large');
           const changes = [];
           for (let i = 0; i < n; i++) changes.push(readChange(r));
+          /** @type {Map<string, number>} */
+          let versions = new Map();
+          if (keys === 3) {
+            if (r.uint() !== 3) throw new Error('bad push');
+            const v = r.item();
+            versions = v instanceof Map ? v : new Map(Object.entries(/** @type {object} */ (v)));
+          }
           r.end();
+          this.pushVersions.push(versions);
+          for (const [c, v] of versions) this.versionOf(c, v);
           this.pushes++;
-          const results = this.apply(changes, prefix);
+          const results = this.apply(changes, prefix, versions);
           this.pushStatuses.push(results.map((m) => /** @type {number} */ (m.get(1))));
           if (this.dropPushAnswers > 0) {
             this.dropPushAnswers--;
@@ -629,6 +719,7 @@ export class FakeServer {
           this.pulls.push(m);
           const c = m.get(1);
           if (this.forbidden.has(c)) return fail('forbidden');
+          this.versionOf(c, m.get(8));
           const maxPull = this.opts.maxPull ?? DEFAULTS.maxPullRecords;
           const limit = m.get(3) || maxPull;
           if (limit > maxPull) return fail('too_large');
@@ -644,12 +735,14 @@ export class FakeServer {
             return ok(encode(this.env([[1, []], [2, new Uint8Array(0)], [3, false], [4, reset]])));
           }
           const scope = m.has(4) ? encode(m.get(4)) : undefined;
+          const version = this.versionOf(c, m.get(8));
           const { page, next, more, leaves } = this.page(c, after, limit, { scope, prev: scopeOfCursor(m.get(2)), param: this.params(token) });
-          return ok(this.pageBytes([], 1, page, [[2, next], [3, more], ...(leaves.length > 0 ? [[5, leaves]] : [])], { c, key: 6 }));
+          return ok(this.pageBytes([], 1, page, [[2, next], [3, more], ...(leaves.length > 0 ? [[5, leaves]] : [])], { c, key: 6, version }));
         }
         case PATHS.restore: {
           const r = new Reader(body, { canonical: false });
-          if (r.mapHead() !== 2 || r.uint() !== 1) throw new Error('bad restore');
+          const keys = r.mapHead();
+          if ((keys !== 2 && keys !== 3) || r.uint() !== 1) throw new Error('bad restore');
           const c = r.text();
           if (r.uint() !== 2) throw new Error('bad restore');
           const n = r.arrayHead();
@@ -662,15 +755,22 @@ export class FakeServer {
             if (!(seal instanceof Uint8Array)) throw new Error('bad restore');
             items.push({ record, seal });
           }
+          let version = 0;
+          if (keys === 3) {
+            if (r.uint() !== 3) throw new Error('bad restore');
+            version = r.uint();
+          }
           r.end();
           if (this.forbidden.has(c)) return fail('forbidden');
+          const v = this.versionOf(c, version);
           this.restores.push(n);
-          return ok(encode(this.env([[1, this.restore(c, items)]])));
+          return ok(encode(this.env([[1, this.restore(c, items, v)]])));
         }
       }
       return fail('not_found');
     } catch (e) {
-      return fail(/** @type {any} */ (e).code === 'invalid' ? 'invalid' : 'malformed');
+      const code = /** @type {any} */ (e).code;
+      return fail(code === 'invalid' || code === 'schema_ahead' ? code : 'malformed');
     }
   }
 
@@ -691,6 +791,7 @@ export class FakeServer {
     const subs = new Map();
     /** @type {any} */ (ws).subs = subs;
     /** @type {any} */ (ws).leases = new Map(); // collection -> the replica its sub named
+    /** @type {any} */ (ws).versions = new Map(); // collection -> the schema version its sub named
     let hello = false;
     let requestIds = 0;
     const send = (/** @type {Uint8Array} */ b) => ws.send(b);
@@ -747,6 +848,14 @@ export class FakeServer {
             send(encode(this.env([[0, 'reset'], [1, c], [2, this.resetReason], [3, 'the test wiped the store']])));
             break;
           }
+          let version;
+          try {
+            version = this.versionOf(c, m.get(8));
+          } catch (e) {
+            error(/** @type {any} */ (e).code, /** @type {any} */ (e).message, c);
+            break;
+          }
+          /** @type {any} */ (ws).versions.set(c, version);
           subs.set(c, after);
           /** @type {any} */ (ws).leases.set(c, m.get(5));
           /** @type {any} */ (ws).scopes.set(c, { scope: m.has(3) ? encode(m.get(3)) : undefined, prev: scopeOfCursor(m.get(2)) });
@@ -782,7 +891,7 @@ export class FakeServer {
       sc.prev = sc.scope; // the transition, if any, is over
       if (page.length === 0 && leaves.length === 0 && !first) return;
       first = false;
-      ws.send(this.pageBytes([[0, 'changes'], [1, c]], 2, page, [[3, next], [4, more], ...(leaves.length > 0 ? [[6, leaves]] : [])], { c, key: 5 }));
+      ws.send(this.pageBytes([[0, 'changes'], [1, c]], 2, page, [[3, next], [4, more], ...(leaves.length > 0 ? [[6, leaves]] : [])], { c, key: 5, version: ws.versions.get(c) }));
       subs.set(c, seq);
       if (!more) return;
     }
