@@ -7,8 +7,9 @@
  * client's own: network, closed, counter_overflow, database. The
  * protocol's quota_exceeded (a change refused by a collection's quota)
  * is also what the client says when the browser's storage is full;
- * out_of_scope and schema refuse single changes, revoked a subject.
- * @typedef {'malformed'|'invalid'|'unsupported_version'|'unauthenticated'|'token_expired'|'forbidden'|'not_found'|'method_not_allowed'|'too_large'|'upgrade_required'|'rate_limited'|'clock_drift'|'forged_replica'|'bad_seal'|'out_of_scope'|'schema'|'collected'|'revoked'|'corrupt'|'unavailable'|'internal'|'quota_exceeded'|'network'|'closed'|'counter_overflow'|'database'} ErrorCode
+ * out_of_scope, schema and untranslatable refuse single changes, revoked a
+ * subject; schema_ahead says the server runs older rules than the client.
+ * @typedef {'malformed'|'invalid'|'unsupported_version'|'unauthenticated'|'token_expired'|'forbidden'|'not_found'|'method_not_allowed'|'too_large'|'upgrade_required'|'rate_limited'|'clock_drift'|'forged_replica'|'bad_seal'|'out_of_scope'|'schema'|'untranslatable'|'schema_ahead'|'collected'|'revoked'|'corrupt'|'unavailable'|'internal'|'quota_exceeded'|'network'|'closed'|'counter_overflow'|'database'} ErrorCode
  */
 
 /** The client's own codes, beside the protocol's. */

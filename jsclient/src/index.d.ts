@@ -28,6 +28,8 @@ export type ErrorCode =
   | 'bad_seal'
   | 'out_of_scope'
   | 'schema'
+  | 'untranslatable'
+  | 'schema_ahead'
   | 'collected'
   | 'revoked'
   | 'corrupt'
@@ -178,7 +180,7 @@ export interface RejectedChange {
   recordId: string;
   /** What the change wrote: fields it set, field names it unset, whether it deleted the record. */
   change: { deleted: boolean; fields: { [field: string]: Value }; unset: string[] };
-  /** The server's per-change code: too_large, invalid, forbidden, clock_drift, forged_replica, malformed, out_of_scope, schema, quota_exceeded, collected (a change of a record deleted on the server while this device was away, or stamped before the server's write horizon), revoked (the outbox of a revoked subject), or a newer server's. */
+  /** The server's per-change code: too_large, invalid, forbidden, clock_drift, forged_replica, malformed, out_of_scope, schema, untranslatable (a change the collection's migration cannot map, found when the client upgraded its data or the server translated a push), quota_exceeded, collected (a change of a record deleted on the server while this device was away, or stamped before the server's write horizon), revoked (the outbox of a revoked subject), or a newer server's. */
   code: ErrorCode | string;
   message: string;
   /** The request id the server logged the push under, or null. */

@@ -298,7 +298,7 @@ function splitN(s, sep, n) {
  * @param {string} msg
  */
 function untranslatable(msg) {
-  return new ConvergoError(/** @type {any} */ ('untranslatable'), msg);
+  return new ConvergoError('untranslatable', msg);
 }
 
 /**
@@ -444,7 +444,7 @@ function applyStep(def, i, fields, up, kind) {
 export function translate(def, r, from, to, kind) {
   for (const v of [from, to]) {
     if (!Number.isSafeInteger(v) || v < 1) throw invalid(`schema version ${v}`);
-    if (v > def.version) throw new ConvergoError(/** @type {any} */ ('schema_ahead'), `schema version ${v}, current ${def.version}`);
+    if (v > def.version) throw new ConvergoError('schema_ahead', `schema version ${v}, current ${def.version}`);
   }
   const fields = new Map(r.fields);
   const out = { id: r.id, deleted: r.deleted, fields };

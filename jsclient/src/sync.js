@@ -510,7 +510,7 @@ export class Syncer {
         // auth failure too: its retry with a fresh token is a new round).
         this.settleRound(err);
         this.o.onStatus({ online: err.code !== 'network' && err.code !== 'unavailable' ? true : false, syncing: false, lastError: err });
-        if (err.code === /** @type {any} */ ('schema_ahead')) this.o.onSchemaAhead?.(err);
+        if (err.code === 'schema_ahead') this.o.onSchemaAhead?.(err);
         if (err.code === 'revoked') {
           // The subject is denied: purge, then wait for a new token.
           this.o.onStatus({ online: false });
@@ -1003,7 +1003,7 @@ export class Syncer {
       pull: (c) => this.pullCollection(c),
       onError: (e) => {
         this.o.onError(e);
-        if (e.code === /** @type {any} */ ('schema_ahead')) {
+        if (e.code === 'schema_ahead') {
           // The server went back to older rules under this session: a new
           // round finds out (and backs off) over HTTP.
           this.o.onSchemaAhead?.(e);

@@ -10,7 +10,6 @@ import assert from 'node:assert/strict';
 import { FakeServer } from './helpers/server.js';
 import { freshIDB, openClient, until } from './helpers/util.js';
 import { decodeValue } from '../src/record.js';
-import { CODES } from '../src/constants.js';
 
 const WAIT = 8000;
 const C = 'notes';
@@ -141,11 +140,7 @@ test('a v1 client keeps syncing beside v2 ones: it reads v2 writes down-translat
   }
 });
 
-// Until transport/proto declares schema_ahead (and constants.js is
-// regenerated), the client cannot tell its 409 from a network failure.
-const AHEAD = CODES.some((c) => c.code === 'schema_ahead') || 'waits for transport/proto to declare schema_ahead (constants.js)';
-
-test('a server on older rules (schema_ahead) holds the outbox, says so, and syncs once it catches up', { skip: AHEAD === true ? false : AHEAD }, async () => {
+test('a server on older rules (schema_ahead) holds the outbox, says so, and syncs once it catches up', async () => {
   const server = await new FakeServer().start();
   const db = await openClient({ url: server.url, migrations: { [C]: V2 } });
   try {

@@ -661,7 +661,7 @@ export class FakeServer {
     /** @param {number} status @param {Record<string, string>} [headers] */
     const head = (status, headers = {}) => res.writeHead(status, { 'Content-Type': CONTENT_TYPE, [HEADERS.requestId]: requestId, ...headers });
     const fail = (/** @type {string} */ code, /** @type {Record<string, string>} */ headers = {}) => {
-      head(statusOf.get(code) ?? (code === 'schema_ahead' ? 409 : 500), { [HEADERS.error]: code, ...headers });
+      head(/** @type {number} */ (statusOf.get(code)), { [HEADERS.error]: code, ...headers });
       res.end(encode(this.env([[1, code], [2, 'test server says ' + code], [3, requestId]])));
     };
     if (Date.now() < this.limitedUntil) {
