@@ -1,7 +1,8 @@
 // Compile-only check that the hand-written types (src/index.d.ts) describe
 // the API as apps use it: `npm run typecheck`. Not run by node --test.
 
-import { open, ConvergoError, Float, type Doc, type Status, type RejectedChange, type Value } from '../src/index.js';
+import { open, ConvergoError, Float, type Doc, type Status, type RejectedChange, type Value, type MigrationDefinition } from '../src/index.js';
+import { defaults, parseDefinition, type Definition } from '../src/migrate.js';
 
 interface Todo {
   title: string;
@@ -37,6 +38,12 @@ export async function usage(): Promise<void> {
   await db.setScope('demo.todos', 'mine', ['or', ['eq', 'owner', { $: 'sub' }], ['in', 'team', { $: 'claims.teams' }], ['has', 'tags', 'x'], ['and', ['all']]]);
   await db.removeScope('demo.todos', 'mine');
   await open({ url: 'https://example.com', scopes: { 'demo.todos': { team: ['in', 'team', ['red', 'blue']] } } });
+  const notes: MigrationDefinition = { version: 2, steps: [{ to: 2, ops: [{ op: 'rename', from: 'title', to: 'name' }, { op: 'split', from: 'who', to: ['first', 'last'], sep: ' ' }, { op: 'default', field: 'priority', value: 0 }] }] };
+  const migrated = await open({ url: 'https://example.com', migrations: { 'demo.notes': notes } });
+  migrated.on('schemaAhead', (e) => e.code === 'schema_ahead' && migrated.status.schemaAhead);
+  const checked: Definition = parseDefinition(notes);
+  const fresh: Map<string, unknown> = defaults(checked, checked.version);
+  void fresh;
   const rejected: RejectedChange[] = await db.rejected();
   for (const j of rejected) {
     const v: Value | undefined = j.change.fields['title'];
