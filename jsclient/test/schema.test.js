@@ -192,3 +192,47 @@ async function localStamps(idb) {
   store.close();
   return out;
 }
+
+test('a tab still running older code cannot write once another tab upgraded the collection', async () => {
+  const idb = freshIDB();
+  const old = await openClient({ sync: false, indexedDB: idb, migrations: { [C]: V1 } });
+  try {
+    await old.collection(C).put('a', { title: 't' });
+    const cur = await openClient({ sync: false, indexedDB: idb, migrations: { [C]: V2 } });
+    assert.deepEqual(await cur.collection(C).get('a'), { id: 'a', name: 't', priority: 0 });
+    await assert.rejects(old.collection(C).update('a', { title: 'u' }), (e) => {
+      assert.equal(/** @type {any} */ (e).code, 'database');
+      assert.match(/** @type {Error} */ (e).message, /schema version 2, newer than this code's \(1\): reload/);
+      return true;
+    });
+    await cur.collection(C).update('a', { name: 'u' });
+    assert.equal((await cur.collection(C).get('a'))?.name, 'u');
+    await cur.close();
+  } finally {
+    await old.close();
+  }
+});
+
+test('subs name the version, and a v1 client heals a wiped v2 server with records sealed in v1', async () => {
+  const server = await new FakeServer().start();
+  server.setMigrations(C, V2);
+  const old = await openClient({ url: server.url, name: 'old', migrations: { [C]: V1 } });
+  try {
+    /** @type {Error[]} */
+    const errors = [];
+    old.on('error', (e) => errors.push(e));
+    await old.collection(C).put('a', { title: 'tea', who: 'Alan Turing' });
+    await old.whenSynced();
+    await until(() => server.received.some((m) => m.get(0) === 'sub' && m.get(1) === C), 'a live sub', WAIT);
+    assert.deepEqual(server.received.filter((m) => m.get(0) === 'sub' && m.get(1) === C).map((m) => m.get(8)), [1], 'the sub names version 1');
+    const before = onServer(server, 'a');
+    server.wipe();
+    await until(() => onServer(server, 'a') !== null, 'the record restored', WAIT);
+    assert.deepEqual(onServer(server, 'a'), before, 'restored in v2, stamps kept');
+    assert.ok(server.restoredRecords > 0, 'restored through its v1 seal');
+    assert.deepEqual(errors.filter((e) => /heal/.test(e.message)), [], 'no refusal while healing');
+  } finally {
+    await old.close();
+    await server.stop();
+  }
+});
