@@ -5,6 +5,8 @@ import (
 	"errors"
 	"maps"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/convergo/convergo/crdt"
@@ -314,4 +316,67 @@ func mustText(t *rapid.T, s string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// BenchmarkPullAt measures a full unscoped pull, per record, of 20,000
+// records written in version 1's shape (title, who, owner, done) before a
+// migration to version 2 (rename, split, default, drop) was installed:
+// without migrations (the baseline), resolved to version 2, and resolved
+// then served back at version 1.
+func BenchmarkPullAt(b *testing.B) {
+	ctx := context.Background()
+	st := memory.New()
+	defer st.Close()
+	const records = 20_000
+	const coll = "notes"
+	plain := openPlain(b, st, nil)
+	stamp, err := plain.Now(coll)
+	if err != nil {
+		b.Fatal(err)
+	}
+	batch := make([]crdt.Change, 0, stores.MaxBatch)
+	for i := range records {
+		r := crdt.Record{ID: "01HZX" + strings.Repeat("0", 10) + strconv.Itoa(100000+i), Fields: map[string]crdt.Field{}}
+		for k, v := range map[string]any{"title": "task number " + strconv.Itoa(i), "who": "Ada Lovelace", "owner": "user-001", "done": i%2 == 0} {
+			enc, err := crdt.EncodeValue(v)
+			if err != nil {
+				b.Fatal(err)
+			}
+			r.Fields[k] = crdt.Field{Stamp: stamp, Value: enc}
+		}
+		batch = append(batch, crdt.Change{Collection: coll, Record: r})
+		if len(batch) == cap(batch) {
+			if _, err := plain.Apply(ctx, batch); err != nil {
+				b.Fatal(err)
+			}
+			batch = batch[:0]
+		}
+	}
+	migrated := openPlain(b, st, migrationRules(b, ""))
+	defer plain.Close()
+	defer migrated.Close()
+	run := func(b *testing.B, e *Engine, version int) {
+		scanned := 0
+		for b.Loop() {
+			var cur Cursor
+			for {
+				p, err := e.PullAt(ctx, coll, cur, PageLimit{}, nil, version)
+				if err != nil {
+					b.Fatal(err)
+				}
+				scanned += len(p.Entries)
+				cur = p.Next
+				if !p.More {
+					break
+				}
+			}
+		}
+		if scanned%records != 0 {
+			b.Fatalf("scanned %d, not a multiple of %d", scanned, records)
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(scanned), "ns/record")
+	}
+	b.Run("no migrations", func(b *testing.B) { run(b, plain, 0) })
+	b.Run("resolved to v2", func(b *testing.B) { run(b, migrated, 2) })
+	b.Run("served at v1", func(b *testing.B) { run(b, migrated, 1) })
 }

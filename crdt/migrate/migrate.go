@@ -73,6 +73,9 @@ type Definition struct {
 	// Steps[i] goes from version i+1 to i+2.
 	Steps []Step
 	src   json.RawMessage
+	// upSrc and downSrc are the fields some op of some step reads going
+	// up and going down: a record with none of them translates to itself.
+	upSrc, downSrc map[string]bool
 }
 
 // Parse parses and checks a definition (the JSON of docs/design.md,
@@ -169,6 +172,22 @@ func (d *Definition) UnmarshalJSON(data []byte) error {
 	}
 	if out.Version != len(out.Steps)+1 {
 		return bad("version is %d, the steps end at %d", out.Version, len(out.Steps)+1)
+	}
+	out.upSrc, out.downSrc = map[string]bool{}, map[string]bool{}
+	for _, st := range out.Steps {
+		for _, op := range st.Ops {
+			switch op.Kind {
+			case Rename, Split, Merge:
+				for _, f := range op.From {
+					out.upSrc[f] = true
+				}
+				for _, f := range op.To {
+					out.downSrc[f] = true
+				}
+			case Drop:
+				out.upSrc[op.Field] = true
+			}
+		}
 	}
 	*d = out
 	return nil
@@ -446,11 +465,12 @@ func (d *Definition) Values(r crdt.Record, v int) map[string][]byte {
 }
 
 // Record translates a stored record from version from to version to
-// (either direction; equal versions return r itself). A source field
-// that cannot be mapped (a split or merged value that is not a string) is
-// left out; dropped counts them. The result shares values with r but not
-// its field map. Versions must be 1..Current() (else ErrSchemaAhead or
-// ErrInvalid).
+// (either direction). A source field that cannot be mapped (a split or
+// merged value that is not a string) is left out; dropped counts them.
+// The result is r itself when the versions are equal or no op of any
+// step reads a field of r, else a record that shares values with r but
+// not its field map: callers must not modify either. Versions must be
+// 1..Current() (else ErrSchemaAhead or ErrInvalid).
 func (d *Definition) Record(r crdt.Record, from, to int) (out crdt.Record, dropped int, err error) {
 	out, dropped, err = d.translate(r, from, to, false)
 	return out, dropped, err
@@ -475,6 +495,22 @@ func (d *Definition) translate(r crdt.Record, from, to int, change bool) (crdt.R
 	}
 	if from == to {
 		return r, 0, nil
+	}
+	if !change {
+		src := d.upSrc
+		if from > to {
+			src = d.downSrc
+		}
+		touched := false
+		for name := range r.Fields {
+			if src[name] {
+				touched = true
+				break
+			}
+		}
+		if !touched {
+			return r, 0, nil // no op reads a field of r: the common case once data is in the current shape
+		}
 	}
 	t := tr{rec: r.Clone(), change: change}
 	if t.rec.Fields == nil {
@@ -590,7 +626,7 @@ func (t *tr) split(a string, parts []string, sep string) error {
 		if i < len(ss) {
 			p = ss[i]
 		}
-		t.set(b, crdt.Field{Stamp: f.Stamp, Value: mustText(p)})
+		t.set(b, crdt.Field{Stamp: f.Stamp, Value: textValue(p)})
 	}
 	return nil
 }
@@ -646,28 +682,43 @@ func (t *tr) merge(parts []string, b, sep string, strict bool) error {
 	}
 	nf := crdt.Field{Stamp: stamp}
 	if len(vals) > 0 {
-		nf.Value = mustText(strings.Join(vals, sep))
+		nf.Value = textValue(strings.Join(vals, sep))
 	}
 	t.set(b, nf)
 	return nil
 }
 
-// text returns the string a CBOR value holds, if it is a text string.
+// text returns the string a field value holds, if it is a text string.
+// Field values are canonical CBOR (crdt.CanonicalValue): a definite
+// length and valid UTF-8, so the head alone says where the text is.
 func text(v []byte) (string, bool) {
 	if len(v) == 0 || v[0]>>5 != 3 {
 		return "", false
 	}
-	var s string
-	if err := crdt.DecodeValue(v, &s); err != nil {
+	info, off := v[0]&0x1f, 1
+	var n uint64
+	switch {
+	case info < 24:
+		n = uint64(info)
+	case info <= 27:
+		w := 1 << (info - 24)
+		if len(v) < 1+w {
+			return "", false
+		}
+		for _, c := range v[1 : 1+w] {
+			n = n<<8 | uint64(c)
+		}
+		off += w
+	default:
+		return "", false // indefinite length: not canonical
+	}
+	if uint64(len(v)-off) != n {
 		return "", false
 	}
-	return s, true
+	return string(v[off:]), true
 }
 
-func mustText(s string) []byte {
-	b, err := crdt.EncodeValue(s)
-	if err != nil {
-		panic(err) // a string always encodes
-	}
-	return b
+// textValue encodes s as a canonical field value.
+func textValue(s string) []byte {
+	return append(crdt.AppendHead(make([]byte, 0, len(s)+9), 3, uint64(len(s))), s...)
 }

@@ -102,9 +102,9 @@ func genField(t *rapid.T, label string, lossless bool) crdt.Field {
 	f := crdt.Field{Stamp: crdt.Stamp{Wall: rapid.Int64Range(1, 20).Draw(t, label+" wall"), Replica: rapid.SampledFrom([]string{"r1", "r2"}).Draw(t, label+" replica")}}
 	switch k := rapid.IntRange(0, 4).Draw(t, label+" kind"); {
 	case lossless:
-		f.Value = mustText(rapid.StringMatching(`[xy]{1,4}`).Draw(t, label+" value"))
+		f.Value = textValue(rapid.StringMatching(`[xy]{1,4}`).Draw(t, label+" value"))
 	case k <= 2:
-		f.Value = mustText(rapid.StringMatching(`[xy|]{0,4}`).Draw(t, label+" value"))
+		f.Value = textValue(rapid.StringMatching(`[xy|]{0,4}`).Draw(t, label+" value"))
 	case k == 3:
 		f.Value = []byte{0x05}
 	}

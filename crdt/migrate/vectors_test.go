@@ -417,3 +417,24 @@ func TestDefaultNumbers(t *testing.T) {
 		t.Error("2^64: no error")
 	}
 }
+
+func TestTextValues(t *testing.T) {
+	for _, n := range []int{0, 1, 23, 24, 255, 256, 65535, 65536, 70000} {
+		s := strings.Repeat("é", n/2) + strings.Repeat("x", n%2)
+		want, err := crdt.EncodeValue(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := textValue(s); !bytes.Equal(got, want) {
+			t.Errorf("textValue of %d bytes: got %x..., want %x...", len(s), got[:min(len(got), 8)], want[:min(len(want), 8)])
+		}
+		if got, ok := text(want); !ok || got != s {
+			t.Errorf("text of %d bytes: got %d bytes, %v", len(s), len(got), ok)
+		}
+	}
+	for _, v := range [][]byte{{}, {0x01}, {0x7f}, {0x78}, {0x78, 0x05, 'a'}, {0x62, 'a'}, {0x40}} {
+		if _, ok := text(v); ok {
+			t.Errorf("text of %x: ok, want not a text", v)
+		}
+	}
+}
