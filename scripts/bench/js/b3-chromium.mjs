@@ -11,7 +11,7 @@
 // built the same way in this process (b3-impls.mjs, the client on
 // fake-indexeddb): the same code, so the same bytes but for the random
 // replica ids. Applying is b3-impls.mjs's IndexedDB row: every push body
-// decoded (record.js readChange), the changes handed in one call to
+// decoded (b3-push.mjs, with the page's client modules), the changes handed in one call to
 // Store.applyRemote, timed from the first decode until its transaction
 // committed.
 //
@@ -36,7 +36,8 @@ if (!sc) {
 }
 const WARM = Number(warmArg ?? 5);
 const TARGETS = WARM + 3;
-const SRC = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../jsclient/src');
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const SRC = path.resolve(HERE, '../../../jsclient/src');
 const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage'];
 
 const t0 = performance.now();
@@ -49,13 +50,17 @@ for (let i = TARGETS; i < sc.clients; i++) {
 }
 if (others.length !== sc.clients - TARGETS) throw new Error(`b3-chromium ${sc.id}: ${others.length} updates from ${sc.clients - TARGETS} clients`);
 
-/** Serves jsclient/src at /convergo/ and an empty page at /. */
+/** Serves jsclient/src at /convergo/, b3-push.mjs at /bench/ and an empty page at /. */
 function serve() {
   const server = createServer(async (req, res) => {
     const url = new URL(req.url, 'http://x');
-    if (url.pathname.startsWith('/convergo/')) {
-      const file = path.join(SRC, path.normalize(url.pathname.slice('/convergo/'.length)));
-      if (!file.startsWith(SRC)) return res.writeHead(404).end();
+    const file = url.pathname.startsWith('/convergo/')
+      ? path.join(SRC, path.normalize(url.pathname.slice('/convergo/'.length)))
+      : url.pathname === '/bench/b3-push.mjs'
+        ? path.join(HERE, 'b3-push.mjs')
+        : null;
+    if (file) {
+      if (!file.startsWith(SRC) && !file.startsWith(HERE)) return res.writeHead(404).end();
       try {
         res.writeHead(200, { 'content-type': 'text/javascript' }).end(await readFile(file));
       } catch {
@@ -83,25 +88,9 @@ try {
     async ({ own, others, warm }) => {
       const { open } = await import('/convergo/database.js');
       const { encodePush } = await import('/convergo/protocol.js');
-      const { Reader } = await import('/convergo/cbor.js');
-      const { readChange } = await import('/convergo/record.js');
+      const { pushDecoder } = await import('/bench/b3-push.mjs');
+      const decodePush = pushDecoder(await import('/convergo/cbor.js'), await import('/convergo/record.js'));
       const fromB64 = (s) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
-      // As b3-impls.mjs decodePush.
-      const decodePush = (body) => {
-        const r = new Reader(body, { canonical: false });
-        const n = r.mapHead();
-        const changes = [];
-        for (let i = 0; i < n; i++) {
-          const k = r.uint();
-          if (k === 1) r.text();
-          else if (k === 2) {
-            const m = r.arrayHead();
-            for (let j = 0; j < m; j++) changes.push(readChange(r));
-          } else throw new Error(`push body key ${k}: not read by this benchmark`);
-        }
-        r.end();
-        return changes;
-      };
       const canon = (v) => {
         if (Array.isArray(v)) return `[${v.map(canon).join(',')}]`;
         if (v && typeof v === 'object') return `{${Object.keys(v).sort().map((k) => `${JSON.stringify(k)}:${canon(v[k])}`).join(',')}}`;

@@ -13,7 +13,8 @@
 // update is the push body the Syncer would send for that write
 // (protocol.encodePush of the replica id and the outbox entries, as
 // sync.js does). They differ in how a document applies updates:
-//   convergo      the push bodies decoded (record.js readChange) and merged
+//   convergo      the push bodies decoded (b3-push.mjs: record.js
+//                 readChange in the body's compact-stamp context) and merged
 //                 into the document's record in memory (record.js
 //                 mergeInto): the client's merge, no storage
 //   convergo-idb  the same decoded changes handed, all in one call, to the
@@ -28,8 +29,10 @@ import { createMergeableStore } from 'tinybase';
 import { IDBFactory, IDBKeyRange } from 'fake-indexeddb';
 import { open } from '../../../jsclient/src/database.js';
 import { encodePush } from '../../../jsclient/src/protocol.js';
-import { Reader } from '../../../jsclient/src/cbor.js';
-import { decodeValue, emptyRecord, mergeInto, readChange, visibleValues } from '../../../jsclient/src/record.js';
+import * as cbor from '../../../jsclient/src/cbor.js';
+import * as record from '../../../jsclient/src/record.js';
+import { decodeValue, emptyRecord, mergeInto, visibleValues } from '../../../jsclient/src/record.js';
+import { pushDecoder } from './b3-push.mjs';
 
 /** N and the client count of crdt-benchmarks (js-lib/utils.js, js-lib/b3.js). */
 export const N = 6000;
@@ -177,26 +180,5 @@ async function convergoDoc(onUpdate, idb) {
   };
 }
 
-/**
- * The changes of a push body {1: replica, 2: [change, ...]} (what
- * protocol.encodePush writes), read with the client's own change reader.
- * Any other key fails loudly, so a change of the push body's layout
- * cannot pass unnoticed.
- * @param {Uint8Array} body
- */
-export function decodePush(body) {
-  const r = new Reader(body, { canonical: false });
-  const n = r.mapHead();
-  /** @type {import('../../../jsclient/src/record.js').Change[]} */
-  const out = [];
-  for (let i = 0; i < n; i++) {
-    const k = r.uint();
-    if (k === 1) r.text();
-    else if (k === 2) {
-      const m = r.arrayHead();
-      for (let j = 0; j < m; j++) out.push(readChange(r));
-    } else throw new Error(`push body key ${k}: not read by this benchmark`);
-  }
-  r.end();
-  return out;
-}
+/** The changes of a push body, read with the client's own modules (b3-push.mjs). */
+export const decodePush = pushDecoder(cbor, record);
