@@ -103,7 +103,7 @@ try {
         const [k, v] = own[i];
         await db.collection('b3').put('doc', { [k]: v });
         const entries = await db.store.peekOutbox(1000);
-        updates.push(encodePush(db.store.replica, entries.map((e) => e.change)));
+        updates.push(encodePush(db.store.replica, entries.map((e) => e.change), new Map([['b3', await db.store.schemaVersion('b3')]])));
         docs.push(db);
       }
       for (const s of others) updates.push(fromB64(s));

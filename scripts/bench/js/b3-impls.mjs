@@ -148,8 +148,10 @@ async function convergoDoc(onUpdate, idb) {
     async setMap(k, v) {
       // Collection.put of a fresh document sets exactly this field.
       await coll.put(ID, { [k]: v });
+      // As sync.js pushes: the outbox entries, the collection's schema version.
       const entries = await db.store.peekOutbox(1000);
-      const body = encodePush(/** @type {string} */ (db.store.replica), entries.map((e) => e.change));
+      const versions = new Map([[COLLECTION, await db.store.schemaVersion(COLLECTION)]]);
+      const body = encodePush(/** @type {string} */ (db.store.replica), entries.map((e) => e.change), versions);
       // The document holds its own write from here on, as a client does.
       for (const c of decodePush(body)) mergeInto(rec, c.record);
       onUpdate(body);

@@ -2,11 +2,12 @@
 // the Chromium page, which pass the client's own modules in: this file
 // imports nothing, so a page can load it as it is).
 //
-// A push body is {1: replica, 2: [change, ...]} and, with compact stamps
-// (docs/protocol.md, "Compact stamps"), 7: the replica table after the
-// push's own replica, 8: the base wall. The changes come before the keys
-// they are read against, so the body's keys are located first, then the
-// changes read with the client's readChange in the context its
+// A push body is {1: replica, 2: [change, ...]}, with 3: the schema
+// version of each collection (skipped: B3 declares no migrations) and, with
+// compact stamps (docs/protocol.md, "Compact stamps"), 7: the replica table
+// after the push's own replica, 8: the base wall. The changes come before
+// the keys they are read against, so the body's keys are located first,
+// then the changes read with the client's readChange in the context its
 // compactContext makes (when the client has one: before compact stamps it
 // has none and the body has neither key). Any other key fails loudly, so a
 // change of the push body cannot pass unnoticed.
@@ -24,7 +25,7 @@ export function pushDecoder(cbor, record) {
     const at = new Map();
     for (let i = 0, n = r.mapHead(); i < n; i++) {
       const k = r.uint();
-      if (k !== 1 && k !== 2 && k !== 7 && k !== 8) throw new Error(`push body key ${k}: not read by this benchmark`);
+      if (k !== 1 && k !== 2 && k !== 3 && k !== 7 && k !== 8) throw new Error(`push body key ${k}: not read by this benchmark`);
       at.set(k, r.off);
       r.skip();
     }
