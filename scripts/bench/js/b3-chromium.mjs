@@ -17,7 +17,7 @@
 //
 // Output: one JSON line, as b3-run.mjs writes.
 //
-// Usage: node b3-chromium.mjs SCENARIO [WARM] [CHROMIUM]
+// Usage: [B3_PROFILE=1] node b3-chromium.mjs SCENARIO [WARM] [CHROMIUM]
 
 import { createServer } from 'node:http';
 import { readFile } from 'node:fs/promises';
@@ -73,6 +73,23 @@ function serve() {
   return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({ url: `http://127.0.0.1:${server.address().port}`, close: () => server.close() })));
 }
 
+/** Prints the 20 functions with the most self time in a CDP CPU profile. */
+function printProfile(profile) {
+  const dt = (profile.endTime - profile.startTime) / 1000 / Math.max(1, profile.samples.length);
+  const self = new Map();
+  let total = 0;
+  for (const node of profile.nodes) {
+    const f = node.callFrame;
+    const key = `${f.functionName || '(anonymous)'} ${f.url ? f.url.split('/').pop() + ':' + (f.lineNumber + 1) : ''}`.trim();
+    self.set(key, (self.get(key) ?? 0) + (node.hitCount ?? 0));
+    total += node.hitCount ?? 0;
+  }
+  console.error(`b3-chromium: CPU profile of the page, ${Math.round(total * dt)} ms sampled; top self time:`);
+  for (const [k, v] of [...self].sort((a, b) => b[1] - a[1]).slice(0, 20)) {
+    console.error(`  ${((100 * v) / total).toFixed(1).padStart(5)}%  ${Math.round(v * dt).toString().padStart(6)} ms  ${k}`);
+  }
+}
+
 const http = await serve();
 const profile = mkdtempSync(path.join(tmpdir(), 'convergo-b3-'));
 const ctx = await chromium.launchPersistentContext(profile, { executablePath: chromiumPath, args: ARGS, headless: true });
@@ -84,6 +101,14 @@ try {
   const own = [];
   for (let i = 0; i < TARGETS; i++) own.push([sc.key(i), sc.value(i)]);
   const setupMs = performance.now() - t0;
+  // B3_PROFILE=1: a CPU profile of the page's work (its 8 databases, the
+  // applications), the functions with the most self time on stderr.
+  const cdp = process.env.B3_PROFILE ? await ctx.newCDPSession(page) : null;
+  if (cdp) {
+    await cdp.send('Profiler.enable');
+    await cdp.send('Profiler.setSamplingInterval', { interval: 200 });
+    await cdp.send('Profiler.start');
+  }
   out = await page.evaluate(
     async ({ own, others, warm }) => {
       const { open } = await import('/convergo/database.js');
@@ -139,6 +164,7 @@ try {
     },
     { own, others: others.map((u) => Buffer.from(u).toString('base64')), warm: WARM },
   );
+  if (cdp) printProfile((await cdp.send('Profiler.stop')).profile);
   out = { impl: 'convergo-chromium', scenario: sc.id, ...out, setupMs };
 } finally {
   await ctx.close();
