@@ -115,7 +115,7 @@ test('after lease_expired: a record collected while away is dropped and its edit
   await sleep(50);
   server.collect('todos', 'x');
   server.collect('todos', 'w');
-  server.writeHorizon.set('todos', Date.now());
+  server.writeHorizon.set('todos', await horizonPast(a));
   server.leaseExpire('todos');
   await sleep(50);
   const mark = server.pushed.length;
@@ -211,7 +211,7 @@ test('a live reset lease_expired reconciles too; subs carry the lease', async (t
   assert.equal(sub1.get(6), floor, 'the pending floor');
   await sleep(50);
   server.collect('todos', 'x');
-  server.writeHorizon.set('todos', Date.now());
+  server.writeHorizon.set('todos', await horizonPast(a));
   await sleep(50);
   const mark = server.pushed.length;
   blockPush = false;
@@ -265,9 +265,33 @@ const APPLIED = [STATUSES.applied, undefined];
  * @param {Awaited<ReturnType<typeof openClient>>} a
  * @param {ReturnType<typeof listen>} ev
  */
+/**
+ * Waits until a stamp `later` takes is past every stamp `earlier` has
+ * taken: each client corrects its clock by an offset measured over a round
+ * trip, so two clients of one process may disagree by a few milliseconds
+ * (more on a loaded machine), and a fixed sleep does not order their writes.
+ * @param {any} later
+ * @param {any} earlier
+ */
+async function clockPast(later, earlier) {
+  const wall = earlier.store.now();
+  await until(() => later.store.now() > wall, 'the later clock past the earlier one', WAIT);
+}
+
+/**
+ * A write horizon past every stamp a has taken so far (by its own clock,
+ * whatever its offset), and a's clock past the horizon, so that what a
+ * stamps from now on is after it.
+ * @param {any} a
+ */
+async function horizonPast(a) {
+  const horizon = Math.max(Date.now(), a.store.now()) + 1;
+  await until(() => a.store.now() > horizon, "a's clock past the horizon", WAIT);
+  return horizon;
+}
+
 async function comeBackCollected(server, a, ev) {
-  await sleep(50); // past every stamp of a, whatever its clock offset
-  server.writeHorizon.set('todos', Date.now());
+  server.writeHorizon.set('todos', await horizonPast(a));
   server.leaseExpire('todos', a.store.replica);
   const mark = server.pushed.length;
   a.resume();
@@ -295,7 +319,7 @@ test('after lease_expired: which changes may be re-stamped survives a reload bet
   await todos.update('y', { n: 2 });
   await sleep(50);
   server.collect('todos', 'x');
-  server.writeHorizon.set('todos', Date.now());
+  server.writeHorizon.set('todos', await horizonPast(a));
   server.leaseExpire('todos');
   await sleep(50);
   const mark = server.pushed.length;
@@ -372,7 +396,7 @@ test('refused collected: an offline edit of a record deleted later on the server
   const ev = listen(a);
   await a.pause();
   await a.collection('todos').update('x', { b: 1 });
-  await sleep(5);
+  await clockPast(b, a);
   await b.collection('todos').delete('x'); // later than a's edit: it hides it
   await b.whenSynced();
   const mark = await comeBackCollected(server, a, ev);
@@ -412,7 +436,7 @@ test('refused collected: a field another replica wrote later is not overwritten 
   const ev = listen(a);
   await a.pause();
   await a.collection('todos').update('x', { a: 2, d: 1 });
-  await sleep(5);
+  await clockPast(b, a);
   await b.collection('todos').update('x', { a: 3 }); // newer than a's a
   await b.whenSynced();
   const mark = await comeBackCollected(server, a, ev);
@@ -432,7 +456,7 @@ test('refused collected: an offline delete of a record another replica wrote to 
   const ev = listen(a);
   await a.pause();
   await a.collection('todos').delete('x');
-  await sleep(5);
+  await clockPast(b, a);
   await b.collection('todos').update('x', { c: 1 }); // after a's delete: it stays
   await b.whenSynced();
   const mark = await comeBackCollected(server, a, ev);
