@@ -84,7 +84,7 @@ main() {
 	if want 1; then
 		local b3runs=$(((RUNS + 1) / 2))
 		run s1-b3-go 120 "$BIN/convergo-bench" b3 -runs "$b3runs"
-		run s1-b3-js 1200 env CONVERGO_CHROMIUM="${CONVERGO_CHROMIUM:-/usr/bin/chromium}" node scripts/bench/js/b3.mjs "$b3runs" 5
+		run s1-b3-js 900 env CONVERGO_CHROMIUM="${CONVERGO_CHROMIUM:-/usr/bin/chromium}" node scripts/bench/js/b3.mjs "$b3runs" 5
 	fi
 
 	# Scenario 2: apply throughput per store, beside the store's ceiling.
