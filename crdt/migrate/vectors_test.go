@@ -438,3 +438,27 @@ func TestTextValues(t *testing.T) {
 		}
 	}
 }
+
+func TestValues(t *testing.T) {
+	d := parsedDefs(t)["notes"]
+	r := mk(t, 0, fv{"name", 5, "n"})
+	if v := d.Values(r, 2); !bytes.Equal(v["priority"], []byte{0x00}) || len(v) != 2 {
+		t.Errorf("v2: %x, want name and priority 0", v)
+	}
+	if v := d.Values(r, 1); len(v) != 1 {
+		t.Errorf("v1: %x, want name alone", v)
+	}
+	if v := d.Values(mk(t, 0, fv{"name", 5, "n"}, fv{"priority", 6, unset}), 2); len(v) != 1 {
+		t.Errorf("an unset field read %x, want it unset", v)
+	}
+	if v := d.Values(mk(t, 9, fv{"name", 5, "n"}), 2); v != nil {
+		t.Errorf("a deleted record read %x, want nothing", v)
+	}
+	if v := d.Values(mk(t, 5, fv{"name", 7, "n"}, fv{"priority", 4, 3}), 2); !bytes.Equal(v["priority"], []byte{0x00}) {
+		t.Errorf("a field hidden by the delete read %x, want the default", v)
+	}
+	var none *Definition
+	if v := none.Values(r, 1); len(v) != 1 || none.Current() != 1 || none.Defaults(1) != nil {
+		t.Errorf("nil definition: %x", v)
+	}
+}
