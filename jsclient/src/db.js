@@ -465,9 +465,19 @@ export class Store {
     if (e.sr) slim.sr = e.sr;
     this.seen.set(k, slim);
     if (this.seen.size > SEEN_MAX) {
-      const [old] = this.seen.keys();
-      this.seen.delete(old);
-      this.whole.delete(old.slice(0, old.indexOf('/')));
+      // Forget the oldest quarter at once, into a new map: deleting from
+      // the front of a Map one at a time leaves holes that every later
+      // walk from the front steps over.
+      /** @type {Map<string, StoredRecord>} */
+      const kept = new Map();
+      let drop = this.seen.size - (SEEN_MAX * 3) / 4;
+      for (const [key, v] of this.seen) {
+        if (drop > 0) {
+          drop--;
+          this.whole.delete(key.slice(0, key.indexOf('/')));
+        } else kept.set(key, v);
+      }
+      this.seen = kept;
     }
   }
 
