@@ -416,7 +416,16 @@ func (st *Store) applyGroup(ctx context.Context, q *collQueue, changes []crdt.Ch
 			if err != nil {
 				return 0, 0, err
 			}
-			if !paused && !read {
+			if paused {
+				// The head alone: the turn it names says whether to wait
+				// again; the records are read once the waiting is over.
+				if _, err := st.readState(ctx, q, nil); err != nil {
+					return 0, 0, err
+				}
+				read = true
+				continue
+			}
+			if !read {
 				break
 			}
 			began := st.now()

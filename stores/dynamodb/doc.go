@@ -23,7 +23,7 @@
 //	item          pk              sk    attributes
 //	record        ~r#COLL#ID      0     rec (B: the merged crdt.Record, deterministic CBOR), seq (N)
 //	head          ~h#COLL         0     head (N: the collection's highest sequence number), urecords, ubytes (N: its usage),
-//	                                    towner (S), tuntil (N: the last writer's commit turn, turn.go)
+//	                                    towner (S), tbegan, tuntil (N: the last writer's commit turn, turn.go)
 //	log entry     ~l#COLL         SEQ   id (S: record id), rec (B: the record's state at SEQ)
 //	shard head    ~h#COLL#I       0     head (N), k (N: the collection's shard count K)
 //	shard entry   ~l#COLL#I       SEQ   id (S), rec (B), as a log entry, in shard I
@@ -86,10 +86,11 @@
 // concurrent Apply into one transaction, up to 49 new or 33 updated records,
 // and caches the collection's head so that a group reads only its records.
 // Across instances they take turns (turn.go): each head put names its
-// instance and the end of its turn (Config.CommitTurn, 200 ms by
-// default), and another instance that sees a running turn waits for its
-// end instead of sending a transaction the head condition would cancel; an
-// instance alone on a log never waits. Turns are advisory: when two
+// instance and until when it holds the turn (about two commit rounds past
+// the commit, within a turn of Config.CommitTurn, 200 ms by default), and
+// another instance that sees the turn held waits instead of sending a
+// transaction the head condition would cancel; an instance alone on a log
+// never waits. Turns are advisory: when two
 // instances still race (a turn ending while a transaction is in flight),
 // the loser retries at once against the winner's head (from the
 // cancellation). A transaction

@@ -561,7 +561,7 @@ func (s *scheduler) done() {
 // records).
 //
 // The instances take commit turns (turn.go) on a clock of the model's
-// (a millisecond per request, pauses their length), with turns of 20 ms:
+// (a millisecond per request, pauses their length), with turns of 8 ms:
 // the runs must wait for other instances' turns and yield their own, and
 // still leave no gap, no duplicate and every change merged.
 func TestCommitModel(t *testing.T) {
@@ -599,7 +599,7 @@ func runModel(seed uint64, k int, clock *fakeClock) error {
 	rng := rand.New(rand.NewPCG(seed, 7))
 	ctx := context.Background()
 	newInstance := func() (*Store, error) {
-		st, err := newStore(ctx, Config{Client: nil, Table: "model", DefaultShards: k, MaxAttempts: 1000, CommitTurn: 20 * time.Millisecond}, tab)
+		st, err := newStore(ctx, Config{Client: nil, Table: "model", DefaultShards: k, MaxAttempts: 1000, CommitTurn: 8 * time.Millisecond}, tab)
 		if st != nil {
 			st.now = clock.Now
 		}

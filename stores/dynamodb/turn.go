@@ -20,19 +20,24 @@ import (
 // and 8 pushers over two instances measured 0.22–0.25× the rate of one.
 //
 // So the instances take turns. Every transaction's head put also names
-// its instance (attrTurnOwner) and when its turn ends (attrTurnUntil, its
-// clock, in Unix milliseconds): an instance's turn begins with its first
-// commit and lasts Config.CommitTurn. An instance that sees, on the head
-// it reads or in a cancellation's ALL_OLD item, another instance's turn
-// running does not send its transaction: it waits until that turn ends,
-// reads the head again and commits, its queue having grown meanwhile (the
-// waiting pushers' changes go into fuller transactions). An instance
-// whose turn is over and that has seen another instance on this head
-// since (contested) yields: it pauses for about two of its commit rounds,
-// long enough for a waiting instance to read and commit, then reads the
-// head; if the other instance took a turn it waits for its end, and if
-// nobody did the log is no longer contested and the instance commits on
-// without pauses. An instance alone on a log therefore never waits.
+// its instance (attrTurnOwner), when its turn began (attrTurnBegan) and
+// until when it holds it (attrTurnUntil; the owner's clock, Unix ms). A
+// turn begins with an instance's first commit and lasts at most
+// Config.CommitTurn; each commit holds it for about two more of the
+// owner's commit rounds (a running mean), so a turn lapses soon after its
+// owner stops committing: an owner with nothing more to write keeps no one
+// waiting long. An instance that sees, on the head it reads or in a
+// cancellation's ALL_OLD item, another instance's turn held does not send
+// its transaction: it waits until then and reads the head alone again
+// (one item), waiting again while the owner goes on; then it reads its
+// records and commits, its queue having grown meanwhile (the waiting
+// pushers' changes go into fuller transactions). An instance that held
+// its turn to its end (CommitTurn) and has seen another instance on this
+// head since it began (contested) yields: it pauses for about two of its commit
+// rounds, long enough for a waiting instance to read and commit, then
+// reads the head; if the other instance took a turn it waits for its end,
+// and if nobody did the log is no longer contested and the instance
+// commits on without pauses. An instance alone on a log never waits.
 //
 // Turns are advisory. Correctness stays with the head's condition: two
 // instances that both believe they hold a turn (clocks apart, a turn
@@ -42,12 +47,13 @@ import (
 // and one that waited for a turn and finds the same owner in a new turn
 // without having yielded commits anyway (barges): its commit shows the
 // owner that the log is contested, so the owner yields at the end of that
-// turn. A crashed owner's turn ends by itself.
+// turn. A crashed owner's turn lapses by itself.
 
 // Attributes of a head item naming the turn of its last writer.
 const (
 	attrTurnOwner = "towner" // S: the instance (turnID)
-	attrTurnUntil = "tuntil" // N: end of its turn, Unix ms, the owner's clock
+	attrTurnBegan = "tbegan" // N: start of its turn, Unix ms, the owner's clock
+	attrTurnUntil = "tuntil" // N: until when it holds the turn, likewise
 )
 
 // DefaultCommitTurn is the length of one instance's turn on a contested
@@ -57,14 +63,17 @@ const DefaultCommitTurn = 200 * time.Millisecond
 
 // turn is what a head item says of its last writer's turn.
 type turn struct {
-	owner string
-	until int64 // Unix ms
+	owner        string
+	began, until int64 // Unix ms
 }
 
 func readTurn(item map[string]types.AttributeValue) turn {
 	var t turn
 	if o, ok := item[attrTurnOwner].(*types.AttributeValueMemberS); ok {
 		t.owner = o.Value
+	}
+	if b, ok := item[attrTurnBegan].(*types.AttributeValueMemberN); ok {
+		t.began, _ = strconv.ParseInt(b.Value, 10, 64)
 	}
 	if u, ok := item[attrTurnUntil].(*types.AttributeValueMemberN); ok {
 		t.until, _ = strconv.ParseInt(u.Value, 10, 64)
@@ -106,10 +115,24 @@ func (st *Store) nextTurn(q *collQueue) turn {
 	}
 	ts := &q.turns
 	now := st.now()
-	if ts.mine.IsZero() || (!ts.contested && now.Sub(ts.mine) >= st.turn) {
-		ts.mine = now
+	if ts.mine.IsZero() || !st.holding(q, now) || (!ts.contested && now.Sub(ts.mine) >= st.turn) {
+		ts.mine = now // a new turn: none, a lapsed one, or one alone
 	}
-	return turn{owner: st.turnID(), until: ts.mine.Add(st.turn).UnixMilli()}
+	until := min(ts.mine.Add(st.turn).UnixMilli(), now.Add(q.grace(st.turn)).UnixMilli())
+	return turn{owner: st.turnID(), began: ts.mine.UnixMilli(), until: until}
+}
+
+// holding reports whether this instance holds the turn on q's log at now
+// (its last commit's hold has not lapsed).
+func (st *Store) holding(q *collQueue, now time.Time) bool {
+	return q.turns.seen.owner == st.turnID() && now.UnixMilli() <= q.turns.seen.until
+}
+
+// grace is how long a commit holds the turn, and a yield pauses: about
+// two commit rounds (the running mean folds reads and transactions, about
+// half a round each), at most the turn.
+func (q *collQueue) grace(turnLen time.Duration) time.Duration {
+	return min(4*q.turns.round+2*time.Millisecond, turnLen)
 }
 
 // committed notes that this instance's transaction naming t committed.
@@ -124,10 +147,11 @@ func turnAttrs(item map[string]types.AttributeValue, t turn) {
 		return
 	}
 	item[attrTurnOwner] = s(t.owner)
+	item[attrTurnBegan] = n(uint64(t.began))
 	item[attrTurnUntil] = n(uint64(t.until))
 }
 
-// awaitTurn pauses q's committer while another instance's turn runs, or
+// awaitTurn pauses q's committer while another instance holds the turn, or
 // after its own turn on a contested log. It reports whether it paused: the
 // head must then be read again (q.headOK is cleared).
 func (st *Store) awaitTurn(ctx context.Context, q *collQueue) (bool, error) {
@@ -141,7 +165,7 @@ func (st *Store) awaitTurn(ctx context.Context, q *collQueue) (bool, error) {
 		if left <= 0 || left > 2*st.turn {
 			return false, nil // over, or an owner's clock gone astray
 		}
-		if ts.waited.owner == o.owner && ts.waited.until < o.until {
+		if ts.waited.owner == o.owner && ts.waited.began < o.began {
 			return false, nil // a new turn of the owner we waited for: barge
 		}
 		ts.waited = o
@@ -152,10 +176,12 @@ func (st *Store) awaitTurn(ctx context.Context, q *collQueue) (bool, error) {
 		q.headOK = false
 		return true, nil
 	}
-	if ts.contested && !ts.mine.IsZero() && now.Sub(ts.mine) >= st.turn {
+	if end := ts.mine.Add(st.turn); ts.contested && !ts.mine.IsZero() && !now.Before(end) &&
+		ts.seen.owner == st.turnID() && ts.seen.until >= end.UnixMilli() {
+		// This instance held its turn to the end.
 		ts.mine, ts.yielded = time.Time{}, true
 		st.turnYields.Add(1)
-		if err := sleep(ctx, min(2*ts.round+time.Millisecond, st.turn)); err != nil {
+		if err := sleep(ctx, q.grace(st.turn)); err != nil {
 			return false, err
 		}
 		q.headOK = false

@@ -11,9 +11,10 @@ import (
 )
 
 // TestCommitTurns walks two instances through the turn protocol on the
-// model table, one step at a time, on the model's clock (turn.go): the
-// second instance waits out the first one's turn instead of sending a
-// transaction bound to be cancelled; the first, whose cached head is
+// model table, one step at a time, on the model's clock (turn.go): a
+// commit holds the turn for a grace shorter than the turn, and the second
+// instance waits that out instead of sending a transaction bound to be
+// cancelled; the first, whose cached head is
 // stale, learns the second's turn from its one cancellation and waits; an
 // instance whose turn ends on a contested log yields once and, nobody
 // taking the turn, commits on without pausing again; a waiting instance
@@ -64,10 +65,14 @@ func TestCommitTurns(t *testing.T) {
 	apply(a, qa) // a's turn begins
 	want("a's first commit", a, [4]int64{1, 0, 0, 0})
 	began := clock.Now()
-	apply(b, qb) // b reads a's running turn and waits it out: no cancellation
+	held := qa.turns.seen
+	if held.owner != a.turnID() || held.until <= began.UnixMilli() || held.until >= began.Add(turnLen).UnixMilli() {
+		t.Fatalf("a's commit at %d holds the turn %+v: want a, for a grace shorter than the turn", began.UnixMilli(), held)
+	}
+	apply(b, qb) // b reads a's turn held and waits it out: no cancellation
 	want("b after a's turn", b, [4]int64{1, 0, 1, 0})
-	if waited := clock.Now().Sub(began); waited < turnLen-5*time.Millisecond {
-		t.Fatalf("b committed %v after a's turn began, want after its end (%v)", waited, turnLen)
+	if now := clock.Now().UnixMilli(); now < held.until {
+		t.Fatalf("b committed at %d, before a's hold ended (%d)", now, held.until)
 	}
 	apply(a, qa) // a's cached head is stale: one cancellation names b's turn, then a waits
 	want("a after b's turn", a, [4]int64{2, 1, 1, 0})
@@ -76,30 +81,31 @@ func TestCommitTurns(t *testing.T) {
 	// so a yields once; b takes nothing, so a never pauses again.
 	for clock.Now().Sub(began) < 10*turnLen {
 		apply(a, qa)
-		clock.advance(10 * time.Millisecond)
+		clock.advance(time.Millisecond) // a keeps the turn held
 	}
 	if _, _, w, y := unpack(stats(a)); w != 1 || y != 1 {
 		t.Fatalf("a alone for 10 turns: %d waits and %d yields, want 1 and 1", w, y)
 	}
 
-	// b, whose view of the head is old, waits for a's current turn; a
-	// then (not knowing b waits) starts a new turn without yielding: b
-	// barges in instead of waiting a second time.
+	// b, whose view of the head is old, waits while a holds the turn.
+	apply(a, qa)
 	qb.headOK = false
 	apply(b, qb)
 	_, xb, wb, _ := unpack(stats(b))
 	if wb != 2 {
 		t.Fatalf("b waited %d times, want 2", wb)
 	}
-	ta := qa.turns.seen
-	clock.advance(time.Duration(ta.until-clock.Now().UnixMilli()) * time.Millisecond)
-	qa.turns.contested = false // a has not seen b's commit yet: its next turn follows at once
-	qb.turns.seen, qb.turns.waited = ta, ta
+	// b waited for a's turn x; a (not having seen b's commit) starts a new
+	// turn without yielding, and holds it: b barges in instead of waiting
+	// a second time.
+	x := qa.turns.seen
+	clock.advance(turnLen)
+	qa.turns.contested = false
 	apply(a, qa)
-	apply(a, qa) // a's new turn
-	if qa.turns.seen.until <= ta.until {
-		t.Fatalf("a's turn did not renew: %v then %v", ta, qa.turns.seen)
+	if y := qa.turns.seen; y.began <= x.began || y.until <= clock.Now().UnixMilli() {
+		t.Fatalf("a's turn %+v after %+v: want a new one, held", y, x)
 	}
+	qb.turns.seen, qb.turns.waited = x, x
 	qb.headOK = false
 	apply(b, qb)
 	if _, x, w, _ := unpack(stats(b)); w != wb || x != xb {
