@@ -170,6 +170,7 @@ func (st *Store) awaitTurn(ctx context.Context, q *collQueue) (bool, error) {
 		}
 		ts.waited = o
 		st.turnWaits.Add(1)
+		st.log.Debug("waiting for another instance's turn", "log", q.ref.String(), "for", left, "owner", o.owner)
 		if err := sleep(ctx, left); err != nil {
 			return false, err
 		}
@@ -181,6 +182,7 @@ func (st *Store) awaitTurn(ctx context.Context, q *collQueue) (bool, error) {
 		// This instance held its turn to the end.
 		ts.mine, ts.yielded = time.Time{}, true
 		st.turnYields.Add(1)
+		st.log.Debug("yielding the turn", "log", q.ref.String(), "for", q.grace(st.turn))
 		if err := sleep(ctx, q.grace(st.turn)); err != nil {
 			return false, err
 		}
