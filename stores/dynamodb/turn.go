@@ -33,9 +33,9 @@ import (
 // records and commits, its queue having grown meanwhile (the waiting
 // pushers' changes go into fuller transactions). An instance that held
 // its turn to its end (CommitTurn) and has seen another instance on this
-// head since it began (contested) yields: it pauses for about two of its commit
-// rounds, long enough for a waiting instance to read and commit, then
-// reads the head; if the other instance took a turn it waits for its end,
+// head since it began (contested) yields: it pauses for about three of
+// its commit rounds, long enough for a waiting instance to read the head
+// and its records and commit, then reads the head; if the other instance took a turn it waits for its end,
 // and if nobody did the log is no longer contested and the instance
 // commits on without pauses. An instance alone on a log never waits.
 //
@@ -182,8 +182,12 @@ func (st *Store) awaitTurn(ctx context.Context, q *collQueue) (bool, error) {
 		// This instance held its turn to the end.
 		ts.mine, ts.yielded = time.Time{}, true
 		st.turnYields.Add(1)
-		st.log.Debug("yielding the turn", "log", q.ref.String(), "for", q.grace(st.turn))
-		if err := sleep(ctx, q.grace(st.turn)); err != nil {
+		// A waiting instance needs about three round trips to commit (the
+		// head, its records, its transaction): pause that long, so that
+		// reading the head afterwards finds its turn, not a race.
+		d := min(q.grace(st.turn)*3/2, st.turn)
+		st.log.Debug("yielding the turn", "log", q.ref.String(), "for", d)
+		if err := sleep(ctx, d); err != nil {
 			return false, err
 		}
 		q.headOK = false
