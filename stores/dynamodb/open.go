@@ -47,6 +47,8 @@ type Options struct {
 	DefaultShards int
 	// Shards is Config.Shards: the log shards of particular collections.
 	Shards map[string]int
+	// CommitTurn is Config.CommitTurn (negative: no commit turns).
+	CommitTurn time.Duration
 	// Logger receives the store's logs. Nil discards them.
 	Logger *slog.Logger
 }
@@ -94,18 +96,20 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		Logger:        opts.Logger,
 		PollInterval:  opts.PollInterval,
 		DefaultShards: opts.DefaultShards,
+		CommitTurn:    opts.CommitTurn,
 		Shards:        opts.Shards,
 	})
 }
 
 // ParseURL parses a store URL of the form
 //
-//	dynamodb://TABLE?region=REGION&endpoint=URL&create=1&capture=0&shards=4,todos:16
+//	dynamodb://TABLE?region=REGION&endpoint=URL&create=1&capture=0&shards=4,todos:16&turn=200ms
 //
 // into Options. Capture is on unless capture=0; create is off unless
 // create=1. shards lists the log shards of collections first written
 // through the store: a number alone is the default (DefaultShards),
-// COLL:N sets one collection's (Shards).
+// COLL:N sets one collection's (Shards). turn is CommitTurn: a duration,
+// or off for none.
 func ParseURL(raw string) (Options, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
@@ -132,6 +136,17 @@ func ParseURL(raw string) (Options, error) {
 		}
 		opts.PollInterval = d
 	}
+	if v := q.Get("turn"); v != "" {
+		d, err := time.ParseDuration(v)
+		switch {
+		case v == "off":
+			opts.CommitTurn = -1
+		case err != nil || d <= 0:
+			return Options{}, fmt.Errorf("dynamodb: store URL: turn=%q is neither a positive duration nor off", v)
+		default:
+			opts.CommitTurn = d
+		}
+	}
 	if v := q.Get("shards"); v != "" {
 		for _, part := range strings.Split(v, ",") {
 			coll, num, named := strings.Cut(part, ":")
@@ -154,7 +169,7 @@ func ParseURL(raw string) (Options, error) {
 	}
 	for name := range q {
 		switch name {
-		case "region", "endpoint", "create", "capture", "poll", "shards":
+		case "region", "endpoint", "create", "capture", "poll", "shards", "turn":
 		default:
 			return Options{}, fmt.Errorf("dynamodb: store URL: unknown parameter %q", name)
 		}
