@@ -100,6 +100,10 @@ type fastDecoder struct {
 	nfields  int
 	replicas internTable // replica ids
 	colls    internTable // collection names
+	// cmp is the message's compact form (nil: plain stamps); extra is how
+	// many bytes the record being read grows by in the plain form.
+	cmp   *Compact
+	extra int
 }
 
 // internTable remembers the first strings made from the input so that
@@ -262,9 +266,10 @@ func (d *fastDecoder) record(s int) (Record, int, error) {
 	if end < 0 {
 		end = skipItem(d.b, s)
 	}
-	// The size is checked before anything else is.
-	if end-s > MaxRecordBytes {
-		return Record{}, end, fmt.Errorf("%w: record of %d bytes exceeds %d", ErrTooLarge, end-s, MaxRecordBytes)
+	// The size is checked before anything else is; a compact record's is
+	// its plain size, as it will be stored.
+	if size := end - s + d.extra; size > MaxRecordBytes {
+		return Record{}, end, fmt.Errorf("%w: record of %d bytes exceeds %d", ErrTooLarge, size, MaxRecordBytes)
 	}
 	return r, end, err
 }
@@ -280,7 +285,7 @@ func (d *fastDecoder) recordBody(s int) (Record, int, error) {
 		hasDel    bool
 		hasFields bool // key 3 held a map (not null)
 	)
-	d.nfields, d.more = 0, d.more[:0]
+	d.nfields, d.more, d.extra = 0, d.more[:0], 0
 	major, _, n, off := readHead(b, s)
 	switch {
 	case b[s] == 0xf6:
@@ -515,6 +520,15 @@ func (d *fastDecoder) field(s int) (fieldDesc, int, error) {
 		return fieldDesc{}, -1, fmt.Errorf("%w: field must be an array of 3 or 4 items", ErrMalformed)
 	}
 	major, _, wall, err := c.head()
+	if err == nil && major == majorUint && d.cmp != nil && d.cmp.hasBase {
+		d.extra -= headLen(wall)
+		if wall > MaxWall {
+			wall = MaxWall + 1 // out of range, whatever the base
+		} else {
+			wall += uint64(d.cmp.base)
+		}
+		d.extra += headLen(wall)
+	}
 	switch {
 	case err != nil:
 		return fieldDesc{}, -1, err
@@ -533,21 +547,29 @@ func (d *fastDecoder) field(s int) (fieldDesc, int, error) {
 		return fieldDesc{}, -1, fmt.Errorf("%w: logical counter is not a 32-bit unsigned integer", ErrMalformed)
 	}
 	major, _, rlen, err := c.head()
+	var replica string
 	switch {
 	case err != nil:
 		return fieldDesc{}, -1, err
+	case major == majorUint && d.cmp != nil:
+		if replica, err = d.cmp.replica(rlen); err != nil {
+			return fieldDesc{}, -1, err
+		}
+		d.extra += headLen(uint64(len(replica))) + len(replica) - headLen(rlen)
 	case major != majorText:
 		return fieldDesc{}, -1, fmt.Errorf("%w: replica id is not a text string", ErrMalformed)
+	default:
+		rep := d.b[c.off : c.off+int(rlen)]
+		c.off += int(rlen)
+		if wall == 0 && logical == 0 && len(rep) == 0 {
+			return fieldDesc{}, -1, fmt.Errorf("%w: field has a zero stamp", ErrInvalid)
+		}
+		if !validReplicaBytes(rep) {
+			return fieldDesc{}, -1, ValidateReplica(string(rep))
+		}
+		replica = d.intern(&d.replicas, rep)
 	}
-	rep := d.b[c.off : c.off+int(rlen)]
-	c.off += int(rlen)
-	if wall == 0 && logical == 0 && len(rep) == 0 {
-		return fieldDesc{}, -1, fmt.Errorf("%w: field has a zero stamp", ErrInvalid)
-	}
-	if !validReplicaBytes(rep) {
-		return fieldDesc{}, -1, ValidateReplica(string(rep))
-	}
-	fd := fieldDesc{wall: int64(wall), logical: uint32(logical), replica: d.intern(&d.replicas, rep)}
+	fd := fieldDesc{wall: int64(wall), logical: uint32(logical), replica: replica}
 	if n == 4 {
 		// CanonicalValue, with its size check first; a value in another
 		// encoding is normalized (NormalizeValue) into bytes of its own.
@@ -595,7 +617,20 @@ func (d *fastDecoder) envelopeStamp(off int) (Stamp, int, error) {
 		}
 	}
 	// wall: int64
-	if b[p] != 0xf6 {
+	if d.cmp != nil && d.cmp.hasBase {
+		// The difference to the base: a uint (a plain stamp's leniencies
+		// are for the reflection decoder's sake; no compact message has one).
+		m, _, arg, _ := readHead(b, p)
+		switch {
+		case m != majorUint:
+			fail("wall time is not a uint difference to the base")
+		case arg > MaxWall:
+			s.Wall = MaxWall + 1 // out of range, whatever the base
+		default:
+			s.Wall = d.cmp.base + int64(arg)
+		}
+		d.extra += headLen(uint64(s.Wall)) - headLen(arg)
+	} else if b[p] != 0xf6 {
 		m, _, arg, _ := readHead(b, p)
 		switch {
 		case m == majorUint && arg <= math.MaxInt64:
@@ -618,12 +653,19 @@ func (d *fastDecoder) envelopeStamp(off int) (Stamp, int, error) {
 		}
 	}
 	p = skipItem(b, p)
-	// replica: string
+	// replica: string, or in a compact message an index into its table
 	if b[p] != 0xf6 {
 		m, _, arg, q := readHead(b, p)
 		switch {
 		case m == majorText && utf8.Valid(b[q:q+int(arg)]):
 			s.Replica = d.intern(&d.replicas, b[q:q+int(arg)])
+		case m == majorUint && d.cmp != nil:
+			rep, err := d.cmp.replica(arg)
+			if err != nil && first == nil {
+				first = err
+			}
+			s.Replica = rep
+			d.extra += headLen(uint64(len(rep))) + len(rep) - headLen(arg)
 		default:
 			fail("replica id is not a text string")
 		}

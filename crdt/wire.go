@@ -93,7 +93,10 @@ func bytesCompareString(a, b string) int {
 }
 
 // AppendRecord appends the deterministic encoding of r to b.
-func AppendRecord(b []byte, r Record) []byte {
+func AppendRecord(b []byte, r Record) []byte { return appendRecord(b, r, nil) }
+
+// appendRecord appends r with its stamps as c writes them (nil: plain).
+func appendRecord(b []byte, r Record, c *Compact) []byte {
 	n := uint64(1)
 	if !r.Deleted.IsZero() {
 		n++
@@ -106,7 +109,7 @@ func AppendRecord(b []byte, r Record) []byte {
 	b = appendText(b, r.ID)
 	if !r.Deleted.IsZero() {
 		b = append(b, 0x02)
-		b = appendStamp(b, r.Deleted, nil, false)
+		b = c.appendStamp(b, r.Deleted, nil, false)
 	}
 	if len(r.Fields) > 0 {
 		b = append(b, 0x03)
@@ -120,7 +123,7 @@ func AppendRecord(b []byte, r Record) []byte {
 		for _, name := range names {
 			f := r.Fields[name]
 			b = appendText(b, name)
-			b = appendStamp(b, f.Stamp, f.Value, f.Value != nil)
+			b = c.appendStamp(b, f.Stamp, f.Value, f.Value != nil)
 		}
 	}
 	return b

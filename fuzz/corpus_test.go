@@ -112,6 +112,7 @@ func seedCorpus(t *testing.T) map[string]map[string][][]byte {
 		"FuzzDecodeValue":    {},
 		"FuzzCanonicalValue": {},
 		"FuzzMergeLaws":      {},
+		"FuzzDecodeCompact":  {},
 	}
 	add := func(target, name string, args ...[]byte) { c[target][slug(name)] = args }
 	addValue := func(name string, b []byte) {
@@ -152,6 +153,33 @@ func seedCorpus(t *testing.T) map[string]map[string][][]byte {
 		case "value":
 			addValue("invalid "+x.Name, b)
 		}
+	}
+
+	// Messages with compact stamps, in both forms, and the ones refused.
+	raw, err = os.ReadFile(filepath.Join("..", "crdt", "testdata", "compact.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cv struct {
+		Messages []struct {
+			Name       string `json:"name"`
+			PlainHex   string `json:"plain_hex"`
+			CompactHex string `json:"compact_hex"`
+		} `json:"messages"`
+		Invalid []struct {
+			Name string `json:"name"`
+			Hex  string `json:"hex"`
+		} `json:"invalid"`
+	}
+	if err := json.Unmarshal(raw, &cv); err != nil {
+		t.Fatal(err)
+	}
+	for _, x := range cv.Messages {
+		add("FuzzDecodeCompact", "plain "+x.Name, unhex(t, x.PlainHex))
+		add("FuzzDecodeCompact", "compact "+x.Name, unhex(t, x.CompactHex))
+	}
+	for _, x := range cv.Invalid {
+		add("FuzzDecodeCompact", "invalid "+x.Name, unhex(t, x.Hex))
 	}
 
 	// Hand-made hostile inputs.

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/transport/proto"
 )
 
 // Run one target for a minute with, for example,
@@ -257,4 +258,87 @@ func FuzzMergeLaws(f *testing.F) {
 			t.Fatalf("not associative:\n(a∨b)∨c %x\na∨(b∨c) %x", x, y)
 		}
 	})
+}
+
+// FuzzDecodeCompact: a message that carries records (a pull answer, a
+// changes message, a push body) in either stamp form (docs/protocol.md,
+// "Compact stamps") decodes without panicking or fails with a typed error;
+// what decodes is valid, within the record limit in its plain (stored)
+// form, and survives the compact encoding both ways.
+func FuzzDecodeCompact(f *testing.F) {
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var p proto.PullResponse
+		if err := proto.Decode(data, &p); err != nil {
+			typedDecodeError(t, "decode pull answer", err)
+		} else {
+			checkCompactRecords(t, p.Records)
+			enc, _ := p.MarshalCBOR()
+			var back proto.PullResponse
+			if err := proto.Decode(enc, &back); err != nil {
+				t.Fatalf("re-encoded answer does not decode: %v\ninput %x\nencoded %x", err, data, enc)
+			}
+			sameRecords(t, back.Records, p.Records)
+		}
+		if m, err := proto.DecodeServerMessage(data); err == nil {
+			if ch, ok := m.(proto.Changes); ok {
+				checkCompactRecords(t, ch.Records)
+			}
+		} else if !errors.Is(err, proto.ErrUnknownType) {
+			typedDecodeError(t, "decode server message", err)
+		}
+		var push proto.PushRequest
+		if err := proto.Decode(data, &push); err != nil {
+			typedDecodeError(t, "decode push", err)
+			return
+		}
+		var ok []crdt.Change
+		for i, c := range push.Changes {
+			if push.Refused != nil && push.Refused[i] != nil {
+				typedDecodeError(t, "decode pushed change", push.Refused[i])
+				continue
+			}
+			checkCompactRecords(t, []crdt.Record{c.Record})
+			ok = append(ok, c)
+		}
+		if crdt.ValidateReplica(push.Replica) != nil {
+			return
+		}
+		enc, err := proto.Encode(proto.PushRequest{Replica: push.Replica, Changes: ok})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var back proto.PushRequest
+		if err := proto.Decode(enc, &back); err != nil || back.Refused != nil || len(back.Changes) != len(ok) {
+			t.Fatalf("re-encoded push does not decode (%v, %v)\ninput %x\nencoded %x", err, back.Refused, data, enc)
+		}
+		for i := range ok {
+			if back.Changes[i].Collection != ok[i].Collection || !back.Changes[i].Record.Equal(ok[i].Record) {
+				t.Fatalf("push round trip changed change %d:\n got %+v\nwant %+v", i, back.Changes[i], ok[i])
+			}
+		}
+	})
+}
+
+func checkCompactRecords(t *testing.T, rs []crdt.Record) {
+	t.Helper()
+	for _, r := range rs {
+		if err := r.Validate(); err != nil {
+			t.Fatalf("decoded record fails Validate: %v", err)
+		}
+		if n := len(crdt.AppendRecord(nil, r)); n > crdt.MaxRecordBytes {
+			t.Fatalf("decoded record of %d bytes in plain form, over %d", n, crdt.MaxRecordBytes)
+		}
+	}
+}
+
+func sameRecords(t *testing.T, got, want []crdt.Record) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("round trip: %d records, want %d", len(got), len(want))
+	}
+	for i := range got {
+		if !got[i].Equal(want[i]) {
+			t.Fatalf("round trip changed record %d:\n got %+v\nwant %+v", i, got[i], want[i])
+		}
+	}
 }

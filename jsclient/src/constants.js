@@ -279,6 +279,12 @@ export const SCOPES = Object.freeze({
   "maxList": 1024
 });
 
+/** Compact stamps: the envelope keys of a message's replica table and base wall (pull answer, changes message, push body). */
+export const COMPACT = Object.freeze({
+  "tableKey": 7,
+  "baseKey": 8
+});
+
 /** Leave entries of sample record ids, in hex. */
 export const LEAVE_VECTORS = Object.freeze([
   {

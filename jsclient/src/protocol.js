@@ -10,9 +10,9 @@
 // What they carry (records, stamps) is strict (record.js).
 
 import { Reader, Writer, encode } from './cbor.js';
-import { CODES, DEFAULTS, RESET_REASONS, SCOPES, SERVER_MESSAGE_TYPES, STATUSES, VERSION } from './constants.js';
+import { CODES, COMPACT, DEFAULTS, RESET_REASONS, SCOPES, SERVER_MESSAGE_TYPES, STATUSES, VERSION } from './constants.js';
 import { ConvergoError } from './errors.js';
-import { readRecord, validateCollection, writeRecord } from './record.js';
+import { compactContext, planCompact, readChange, readRecord, validateCollection, writeChange, writeRecord } from './record.js';
 
 /**
  * The largest server answer or live frame the client reads: a bound the
@@ -196,16 +196,24 @@ function byteString(r) {
 }
 
 /**
- * Reads a list of records.
- * @param {Reader} r
+ * The records of a message (key k), read against its compact stamps (its
+ * keys COMPACT.tableKey and COMPACT.baseKey: docs/protocol.md, "Compact
+ * stamps").
+ * @param {Map<number, Uint8Array>} m
+ * @param {number} k
  * @returns {Record[]}
  */
-function records(r) {
-  const n = r.arrayHead();
-  /** @type {Record[]} */
-  const out = [];
-  for (let i = 0; i < n; i++) out.push(readRecord(r));
-  return out;
+function records(m, k) {
+  const cx = compactContext(field(m, COMPACT.tableKey, texts) ?? [], field(m, COMPACT.baseKey, uint));
+  return (
+    field(m, k, (r) => {
+      const n = r.arrayHead();
+      /** @type {Record[]} */
+      const out = [];
+      for (let i = 0; i < n; i++) out.push(readRecord(r, cx));
+      return out;
+    }) ?? []
+  );
 }
 
 /**
@@ -307,22 +315,38 @@ function helloOf(m) {
 
 /**
  * Encodes a push body {1: replica, 2: [change, ...], 3?: {collection:
- * version}} from already encoded changes; key 3 names the schema version
- * the changes of each collection were written under (none: no collection
- * has one).
+ * version}, 7: table?, 8: base?} from encoded changes (as the outbox holds
+ * them), its stamps compact (docs/protocol.md, "Compact stamps": index 0
+ * is the replica); key 3 names the schema version the changes of each
+ * collection were written under (none: no collection has one).
  * @param {string} replica
  * @param {Uint8Array[]} changes encoded changes
  * @param {Map<string, number>} [versions] per collection, its schema version (0: none)
  */
 export function encodePush(replica, changes, versions) {
   const named = [...(versions ?? [])].filter(([, v]) => v > 0).sort(([a], [b]) => (a.length !== b.length ? a.length - b.length : a < b ? -1 : a > b ? 1 : 0));
+  /** @type {import('./record.js').Change[]|null} */
+  let cs = null;
+  try {
+    cs = changes.map((c) => {
+      const r = new Reader(c, { canonical: false });
+      const ch = readChange(r);
+      r.end();
+      return ch;
+    });
+  } catch {
+    // A change this client cannot read goes as it is, for the server to
+    // refuse it alone: the push is then plain.
+  }
+  const plan = planCompact(replica, cs ? cs.map((c) => c.record) : []);
   const w = new Writer(64 + changes.reduce((n, c) => n + c.length, 0));
-  w.head(5, named.length > 0 ? 3 : 2);
+  w.head(5, 2 + (named.length > 0 ? 1 : 0) + (plan.table.length ? 1 : 0) + (plan.base === null ? 0 : 1));
   w.byte(0x01);
   w.text(replica);
   w.byte(0x02);
   w.head(4, changes.length);
-  for (const c of changes) w.raw(c);
+  if (cs) for (const c of cs) writeChange(w, c, plan);
+  else for (const c of changes) w.raw(c);
   if (named.length > 0) {
     w.byte(0x03);
     w.head(5, named.length);
@@ -330,6 +354,15 @@ export function encodePush(replica, changes, versions) {
       w.text(c);
       w.head(0, v);
     }
+  }
+  if (plan.table.length) {
+    w.head(0, COMPACT.tableKey);
+    w.head(4, plan.table.length);
+    for (const id of plan.table) w.text(id);
+  }
+  if (plan.base !== null) {
+    w.head(0, COMPACT.baseKey);
+    w.head(0, plan.base);
   }
   return w.bytes();
 }
@@ -458,7 +491,7 @@ export function parsePullAnswer(body) {
       reset: { reason: need(field(reset, 1, text), 'reset reason'), message: field(reset, 2, text) ?? '' },
     };
   }
-  const recs = field(m, 1, records) ?? [];
+  const recs = records(m, 1);
   return {
     records: recs,
     next: need(field(m, 2, byteString), 'next cursor'),
@@ -586,7 +619,7 @@ export function parseServerMessage(bytes) {
     case 'changes': {
       const collection = need(field(m, 1, text), 'collection');
       validateCollection(collection);
-      const recs = field(m, 2, records) ?? [];
+      const recs = records(m, 2);
       return {
         type,
         collection,

@@ -206,15 +206,67 @@ function validateStamp(s) {
 // ---------------------------------------------------------------- encoding
 
 /**
+ * How a message writes its stamps (docs/protocol.md, "Compact stamps"):
+ * index maps replica ids to their places in the message's table, table is
+ * what the message carries under key 7 (a push's own replica, index 0, is
+ * carried as key 1), base is the base wall (key 8) or null.
+ * @typedef {{index: Map<string, number>, table: string[], base: number|null}} CompactPlan
+ */
+
+/**
+ * The length of a CBOR head with argument n.
+ * @param {number} n
+ */
+const headLen = (n) => (n < 24 ? 1 : n < 0x100 ? 2 : n < 0x10000 ? 3 : n < 0x100000000 ? 5 : 9);
+
+/**
+ * Plans the compact stamps of a message, as every encoder does (Go's
+ * crdt.PlanCompact): the table holds pinned (a push's replica) at index 0,
+ * then every other id of two or more stamps in encoded order (shorter
+ * first, then bytewise: ids are ASCII); the base is the smallest wall, when
+ * it saves bytes.
+ * @param {string} pinned
+ * @param {Record[]} records
+ * @returns {CompactPlan}
+ */
+export function planCompact(pinned, records) {
+  /** @type {Stamp[]} */
+  const stamps = [];
+  for (const r of records) {
+    if (!isZeroStamp(r.deleted)) stamps.push(r.deleted);
+    for (const f of r.fields.values()) stamps.push(f.stamp);
+  }
+  /** @type {Map<string, number>} */
+  const count = new Map();
+  let min = Infinity;
+  let plain = 0;
+  for (const s of stamps) {
+    count.set(s.replica, (count.get(s.replica) ?? 0) + 1);
+    if (s.wall < min) min = s.wall;
+    plain += headLen(s.wall);
+  }
+  const table = [...count.keys()].filter((id) => id !== pinned && /** @type {number} */ (count.get(id)) > 1);
+  table.sort((a, b) => a.length - b.length || (a < b ? -1 : 1));
+  const index = new Map(table.map((id, i) => [id, i + (pinned ? 1 : 0)]));
+  if (pinned) index.set(pinned, 0);
+  let delta = 1 + headLen(min);
+  for (const s of stamps) delta += headLen(s.wall - min);
+  return { index, table, base: stamps.length && delta < plain ? min : null };
+}
+
+/**
  * @param {Writer} w
  * @param {Stamp} s
  * @param {Uint8Array|null} value
+ * @param {CompactPlan} [plan]
  */
-function writeStamp(w, s, value) {
+function writeStamp(w, s, value, plan) {
   w.head(4, value === null ? 3 : 4);
-  w.head(0, s.wall);
+  w.head(0, s.wall - (plan?.base ?? 0));
   w.head(0, s.logical);
-  w.text(s.replica);
+  const i = plan?.index.get(s.replica);
+  if (i === undefined) w.text(s.replica);
+  else w.head(0, i);
   if (value !== null) w.raw(value);
 }
 
@@ -230,18 +282,20 @@ function byEncodedName(a, b) {
 }
 
 /**
- * Appends the deterministic encoding of r: {1: id, 2: deleted?, 3: fields?}.
+ * Appends the deterministic encoding of r: {1: id, 2: deleted?, 3: fields?},
+ * its stamps as plan writes them (none: plain).
  * @param {Writer} w
  * @param {Record} r
+ * @param {CompactPlan} [plan]
  */
-export function writeRecord(w, r) {
+export function writeRecord(w, r, plan) {
   const del = !isZeroStamp(r.deleted);
   w.head(5, 1 + (del ? 1 : 0) + (r.fields.size > 0 ? 1 : 0));
   w.byte(0x01);
   w.text(r.id);
   if (del) {
     w.byte(0x02);
-    writeStamp(w, r.deleted, null);
+    writeStamp(w, r.deleted, null, plan);
   }
   if (r.fields.size > 0) {
     w.byte(0x03);
@@ -254,7 +308,7 @@ export function writeRecord(w, r) {
       const f = /** @type {Field} */ (r.fields.get(name));
       w.head(3, enc.length);
       w.raw(enc);
-      writeStamp(w, f.stamp, f.value);
+      writeStamp(w, f.stamp, f.value, plan);
     }
   }
 }
@@ -285,13 +339,14 @@ export function encodeRecord(r) {
  * Appends {1: collection, 2: record}.
  * @param {Writer} w
  * @param {Change} c
+ * @param {CompactPlan} [plan]
  */
-export function writeChange(w, c) {
+export function writeChange(w, c, plan) {
   w.byte(0xa2);
   w.byte(0x01);
   w.text(c.collection);
   w.byte(0x02);
-  writeRecord(w, c.record);
+  writeRecord(w, c.record, plan);
 }
 
 /**
@@ -318,36 +373,79 @@ export function encodeChanges(cs) {
 // ---------------------------------------------------------------- decoding
 
 /**
+ * What a message's compact stamps are read against (docs/protocol.md,
+ * "Compact stamps"): its whole table (a push's replica first), its base
+ * wall or null; extra counts how many bytes the record being read grows by
+ * in plain form.
+ * @typedef {{table: string[], base: number|null, extra: number}} CompactContext
+ */
+
+/**
  * Reads a stamp array's three items (after the array head).
  * @param {Reader} r
+ * @param {CompactContext} [cx]
  * @returns {Stamp}
  */
-function readStampItems(r) {
+function readStampItems(r, cx) {
   const wh = r.head();
   if (wh.major === 1) throw new ConvergoError('invalid', 'negative wall time');
   if (wh.major !== 0) throw new ConvergoError('malformed', 'wall time is not an integer');
-  if (typeof wh.arg === 'bigint' || wh.arg > MAX_WALL) throw new ConvergoError('invalid', `stamp wall time ${wh.arg} out of range`);
+  let wall = wh.arg;
+  if (cx && cx.base !== null && typeof wall === 'number') {
+    cx.extra -= headLen(wall);
+    wall += cx.base;
+    cx.extra += headLen(wall);
+  }
+  if (typeof wall === 'bigint' || wall > MAX_WALL) throw new ConvergoError('invalid', `stamp wall time ${wall} out of range`);
   const lh = r.head();
   if (lh.major !== 0 || typeof lh.arg === 'bigint' || lh.arg > MAX_LOGICAL) {
     throw new ConvergoError('malformed', 'logical counter is not a 32-bit unsigned integer');
   }
   const rh = r.head();
-  if (rh.major !== 3) throw new ConvergoError('malformed', 'replica id is not a text string');
-  const replica = r.textBody(rh.arg);
-  const s = { wall: wh.arg, logical: lh.arg, replica };
+  let replica;
+  if (rh.major === 0 && cx) {
+    replica = cx.table[Number(rh.arg)];
+    if (replica === undefined) throw new ConvergoError('malformed', `replica index ${rh.arg} outside the message's table`);
+    cx.extra += headLen(replica.length) + replica.length - headLen(Number(rh.arg));
+  } else {
+    if (rh.major !== 3) throw new ConvergoError('malformed', 'replica id is not a text string');
+    replica = r.textBody(rh.arg);
+  }
+  const s = { wall, logical: lh.arg, replica };
   validateStamp(s);
   return s;
 }
 
 /**
+ * The context of a message's compact stamps: its table (key 7, after a
+ * push's own replica) and base wall (key 8). Both are checked: a bad one
+ * makes the message malformed.
+ * @param {string[]} table
+ * @param {number|undefined} base
+ * @returns {CompactContext}
+ */
+export function compactContext(table, base) {
+  for (const id of table) {
+    try {
+      validateReplica(id);
+    } catch {
+      throw new ConvergoError('malformed', `replica table holds an invalid replica id ${JSON.stringify(id)}`);
+    }
+  }
+  if (base !== undefined && base > MAX_WALL) throw new ConvergoError('malformed', `base wall ${base} out of range`);
+  return { table, base: base ?? null, extra: 0 };
+}
+
+/**
  * Reads a field: [wall, logical, replica] or [wall, logical, replica, value].
  * @param {Reader} r
+ * @param {CompactContext} [cx]
  * @returns {Field}
  */
-function readField(r) {
+function readField(r, cx) {
   const h = r.head();
   if (h.major !== 4 || (h.arg !== 3 && h.arg !== 4)) throw new ConvergoError('malformed', 'field must be an array of 3 or 4 items');
-  const stamp = readStampItems(r);
+  const stamp = readStampItems(r, cx);
   if (isZeroStamp(stamp)) throw new ConvergoError('invalid', 'field has a zero stamp');
   /** @type {Uint8Array|null} */
   let value = null;
@@ -370,12 +468,15 @@ function readField(r) {
 /**
  * Reads and validates a record, as crdt's Record.UnmarshalCBOR: its field
  * values come out in deterministic encoding whatever encoding they came in
- * (normalizeValue); envelopes, names and stamps are strict.
+ * (normalizeValue); envelopes, names and stamps are strict. cx, in a
+ * message with compact stamps, is what they are read against.
  * @param {Reader} r
+ * @param {CompactContext} [cx]
  * @returns {Record}
  */
-export function readRecord(r) {
+export function readRecord(r, cx) {
   const start = r.off;
+  if (cx) cx.extra = 0;
   const n = r.mapHead();
   /** @type {string|undefined} */
   let id;
@@ -396,20 +497,21 @@ export function readRecord(r) {
     } else if (k.arg === 2) {
       const h = r.head();
       if (h.major !== 4 || h.arg !== 3) throw new ConvergoError('malformed', 'delete stamp must be an array of 3 items');
-      deleted = readStampItems(r);
+      deleted = readStampItems(r, cx);
       if (isZeroStamp(deleted)) throw new ConvergoError('invalid', 'record has an explicit zero delete stamp');
     } else if (k.arg === 3) {
       const nf = r.mapHead();
       for (let j = 0; j < nf; j++) {
         const name = r.text();
         if (fields.has(name)) throw new ConvergoError('malformed', 'duplicate field name');
-        fields.set(name, readField(r));
+        fields.set(name, readField(r, cx));
       }
     } else {
       throw new ConvergoError('malformed', `unknown record key ${k.arg}`);
     }
   }
-  if (r.off - start > MAX_RECORD_BYTES) throw new ConvergoError('too_large', `record of ${r.off - start} bytes exceeds ${MAX_RECORD_BYTES}`);
+  const size = r.off - start + (cx ? cx.extra : 0); // as stored: plain
+  if (size > MAX_RECORD_BYTES) throw new ConvergoError('too_large', `record of ${size} bytes exceeds ${MAX_RECORD_BYTES}`);
   if (id === undefined) id = '';
   validateId(id);
   if (fields.size > MAX_FIELDS) throw new ConvergoError('too_large', `record ${JSON.stringify(id)} has ${fields.size} fields, more than ${MAX_FIELDS}`);
@@ -433,9 +535,10 @@ export function decodeRecord(bytes) {
 /**
  * Reads a change {1: collection, 2: record}.
  * @param {Reader} r
+ * @param {CompactContext} [cx]
  * @returns {Change}
  */
-export function readChange(r) {
+export function readChange(r, cx) {
   const n = r.mapHead();
   /** @type {string|undefined} */
   let collection;
@@ -448,7 +551,7 @@ export function readChange(r) {
     if (seen.has(k.arg)) throw new ConvergoError('malformed', 'duplicate map key in change');
     seen.add(k.arg);
     if (k.arg === 1) collection = r.text();
-    else if (k.arg === 2) record = readRecord(r);
+    else if (k.arg === 2) record = readRecord(r, cx);
     else throw new ConvergoError('malformed', `unknown change key ${k.arg}`);
   }
   validateCollection(collection ?? '');

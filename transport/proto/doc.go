@@ -24,4 +24,13 @@
 // range, an oversized record, a map of the wrong shape) is left out of
 // Changes and its error recorded at its index in Refused, so the server
 // refuses that change alone. Only a body whose framing is broken fails.
+//
+// # Compact stamps
+//
+// Pull answers, changes messages and push bodies are written with compact
+// stamps (crdt.Compact: a replica table and a base wall in keys 7 and 8,
+// docs/protocol.md "Compact stamps") by their MarshalCBOR methods, and
+// read in either form by their UnmarshalCBOR methods, which read the
+// envelope first and then its records against it. Everything else about a
+// record (its seal, its size limit, what is stored) is of its plain form.
 package proto

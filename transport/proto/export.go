@@ -44,6 +44,12 @@ type Exported struct {
 		MaxNodes       int    `json:"maxNodes"`
 		MaxList        int    `json:"maxList"`
 	} `json:"scopes"`
+	// Compact is the envelope keys of compact stamps (docs/protocol.md,
+	// "Compact stamps") in every message that carries records.
+	Compact struct {
+		TableKey int `json:"tableKey"`
+		BaseKey  int `json:"baseKey"`
+	} `json:"compact"`
 	// LeaveVectors are leave entries (LeaveDigest) of sample ids, which
 	// the JS client's own digest is tested against.
 	LeaveVectors []LeaveVector `json:"leaveVectors"`
@@ -134,6 +140,8 @@ func Constants() Exported {
 	e.Scopes.MaxDepth = MaxScopeDepth
 	e.Scopes.MaxNodes = MaxScopeNodes
 	e.Scopes.MaxList = MaxScopeList
+	e.Compact.TableKey = KeyReplicaTable
+	e.Compact.BaseKey = KeyBaseWall
 	for _, v := range [][2]string{
 		{"demo.todos", "t1"}, {"notes", "n1"}, {"tenant42.notes", "用户/笔记"}, {"a", "x y"},
 	} {

@@ -40,9 +40,21 @@ type HelloResponse struct {
 	ReplicaPrefix string `cbor:"11,keyasint"`
 }
 
+// Keys of compact stamps (docs/protocol.md, "Compact stamps"), the same in
+// a pull answer, a changes message and a push body.
+const (
+	// KeyReplicaTable holds the message's replica table: an array of
+	// replica ids that its stamps may name by index.
+	KeyReplicaTable = 7
+	// KeyBaseWall holds the message's base wall: its stamps' walls are
+	// their differences to it.
+	KeyBaseWall = 8
+)
+
 // PushRequest is the body of POST /v2/push: {1: replica, 2: [change...],
-// 3: {collection: schema version}?}. See the package doc for how it is
-// decoded.
+// 3: {collection: schema version}?, 7: replica table?, 8: base wall?}, its
+// stamps compact (docs/protocol.md, "Compact stamps"; index 0 is the
+// replica of key 1). See the package doc for how it is decoded.
 type PushRequest struct {
 	Replica string        `cbor:"1,keyasint"`
 	Changes []crdt.Change `cbor:"2,keyasint"`
@@ -59,6 +71,27 @@ type pushRequestWire struct {
 	Replica  string            `cbor:"1,keyasint"`
 	Changes  []cbor.RawMessage `cbor:"2,keyasint"`
 	Versions map[string]uint64 `cbor:"3,keyasint,omitempty"`
+	Table    []string          `cbor:"7,keyasint,omitempty"`
+	Base     *uint64           `cbor:"8,keyasint,omitempty"`
+}
+
+// MarshalCBOR encodes a push request with compact stamps.
+func (p PushRequest) MarshalCBOR() ([]byte, error) {
+	c := crdt.PlanCompact(p.Replica, func(yield func(crdt.Record) bool) {
+		for _, ch := range p.Changes {
+			if !yield(ch.Record) {
+				return
+			}
+		}
+	})
+	w := pushRequestWire{Replica: p.Replica, Changes: make([]cbor.RawMessage, len(p.Changes)), Versions: p.Versions, Table: c.Table()}
+	if base, ok := c.Base(); ok {
+		w.Base = &base
+	}
+	for i, ch := range p.Changes {
+		w.Changes[i] = crdt.AppendChangeCompact(nil, ch, c)
+	}
+	return crdt.Marshal(w)
 }
 
 // UnmarshalCBOR decodes a push request; see the package doc.
@@ -67,10 +100,19 @@ func (p *PushRequest) UnmarshalCBOR(data []byte) error {
 	if err := crdt.UnmarshalEnvelope(data, &w); err != nil {
 		return err
 	}
+	pinned := w.Replica
+	if crdt.ValidateReplica(pinned) != nil {
+		pinned = "" // the push is refused for its replica
+	}
+	c, err := crdt.NewCompact(pinned, w.Table, w.Base)
+	if err != nil {
+		return err
+	}
 	changes := make([]crdt.Change, len(w.Changes))
 	var refused []error
 	for i, raw := range w.Changes {
-		if err := crdt.Unmarshal(raw, &changes[i]); err != nil {
+		var err error
+		if changes[i], err = c.DecodeChange(raw); err != nil {
 			changes[i] = crdt.Change{}
 			if refused == nil {
 				refused = make([]error, len(w.Changes))
@@ -135,6 +177,44 @@ type PullResponse struct {
 	Reset   *ResetInfo    `cbor:"4,keyasint,omitempty"`
 	Leaves  [][]byte      `cbor:"5,keyasint,omitempty"`
 	Seals   [][]byte      `cbor:"6,keyasint,omitempty"`
+}
+
+type pullResponseWire struct {
+	Records cbor.RawMessage `cbor:"1,keyasint"`
+	Next    []byte          `cbor:"2,keyasint"`
+	More    bool            `cbor:"3,keyasint"`
+	Reset   *ResetInfo      `cbor:"4,keyasint,omitempty"`
+	Leaves  [][]byte        `cbor:"5,keyasint,omitempty"`
+	Seals   [][]byte        `cbor:"6,keyasint,omitempty"`
+	Table   []string        `cbor:"7,keyasint,omitempty"`
+	Base    *uint64         `cbor:"8,keyasint,omitempty"`
+}
+
+// UnmarshalCBOR decodes a pull answer, plain or compact.
+func (p *PullResponse) UnmarshalCBOR(data []byte) error {
+	var w pullResponseWire
+	if err := crdt.UnmarshalEnvelope(data, &w); err != nil {
+		return err
+	}
+	rs, err := decodeRecords(w.Records, w.Table, w.Base)
+	if err != nil {
+		return err
+	}
+	*p = PullResponse{Records: rs, Next: w.Next, More: w.More, Reset: w.Reset, Leaves: w.Leaves, Seals: w.Seals}
+	return nil
+}
+
+// decodeRecords decodes the records of a message with its replica table
+// and base wall.
+func decodeRecords(raw []byte, table []string, base *uint64) ([]crdt.Record, error) {
+	if len(raw) == 0 {
+		return nil, nil
+	}
+	c, err := crdt.NewCompact("", table, base)
+	if err != nil {
+		return nil, err
+	}
+	return c.DecodeRecords(raw)
 }
 
 // ResetInfo says why a cursor was reset: {1: reason, 2: message}.
@@ -243,6 +323,32 @@ type Changes struct {
 	More       bool          `cbor:"4,keyasint"`
 	Seals      [][]byte      `cbor:"5,keyasint,omitempty"`
 	Leaves     [][]byte      `cbor:"6,keyasint,omitempty"`
+}
+
+type changesWire struct {
+	Type       string          `cbor:"0,keyasint"`
+	Collection string          `cbor:"1,keyasint"`
+	Records    cbor.RawMessage `cbor:"2,keyasint"`
+	Next       []byte          `cbor:"3,keyasint"`
+	More       bool            `cbor:"4,keyasint"`
+	Seals      [][]byte        `cbor:"5,keyasint,omitempty"`
+	Leaves     [][]byte        `cbor:"6,keyasint,omitempty"`
+	Table      []string        `cbor:"7,keyasint,omitempty"`
+	Base       *uint64         `cbor:"8,keyasint,omitempty"`
+}
+
+// UnmarshalCBOR decodes a changes message, plain or compact.
+func (m *Changes) UnmarshalCBOR(data []byte) error {
+	var w changesWire
+	if err := crdt.UnmarshalEnvelope(data, &w); err != nil {
+		return err
+	}
+	rs, err := decodeRecords(w.Records, w.Table, w.Base)
+	if err != nil {
+		return err
+	}
+	*m = Changes{Type: w.Type, Collection: w.Collection, Records: rs, Next: w.Next, More: w.More, Seals: w.Seals, Leaves: w.Leaves}
+	return nil
 }
 
 // Reset ends a subscription whose cursor is of another history: the

@@ -1,6 +1,8 @@
 package proto
 
 import (
+	"slices"
+
 	"github.com/convergo/convergo/crdt"
 )
 
@@ -10,10 +12,12 @@ import (
 // array, never null; a nil cursor is the empty byte string.
 
 // MarshalCBOR encodes a pull answer {1: [record...], 2: next, 3: more,
-// 4: reset?, 5: leaves?, 6: seals?}.
+// 4: reset?, 5: leaves?, 6: seals?, 7: replica table?, 8: base wall?}, its
+// stamps compact (docs/protocol.md, "Compact stamps").
 func (p PullResponse) MarshalCBOR() ([]byte, error) {
 	b := make([]byte, 0, PageSizeHint(p.Records)+len(p.Next)+18*len(p.Seals)+18*len(p.Leaves))
-	n := uint64(3)
+	c := crdt.PlanCompact("", slices.Values(p.Records))
+	n := uint64(3) + compactKeys(c)
 	if p.Reset != nil {
 		n++
 	}
@@ -25,7 +29,7 @@ func (p PullResponse) MarshalCBOR() ([]byte, error) {
 	}
 	b = appendHead(b, 5, n)
 	b = append(b, 0x01)
-	b = appendRecords(b, p.Records)
+	b = appendRecords(b, p.Records, c)
 	b = append(b, 0x02)
 	b = appendBytes(b, p.Next)
 	b = append(b, 0x03)
@@ -43,15 +47,16 @@ func (p PullResponse) MarshalCBOR() ([]byte, error) {
 	if len(p.Seals) > 0 {
 		b = appendByteStrings(append(b, 0x06), p.Seals)
 	}
-	return b, nil
+	return appendCompact(b, c), nil
 }
 
 // MarshalCBOR encodes a changes message {0: "changes", 1: collection,
-// 2: records, 3: next, 4: more, 5: seals?, 6: leaves?}, whatever its Type
-// field says.
+// 2: records, 3: next, 4: more, 5: seals?, 6: leaves?, 7: replica table?,
+// 8: base wall?}, its stamps compact, whatever its Type field says.
 func (m Changes) MarshalCBOR() ([]byte, error) {
 	b := make([]byte, 0, PageSizeHint(m.Records)+len(m.Collection)+len(m.Next)+18*len(m.Seals)+18*len(m.Leaves)+16)
-	n := uint64(5)
+	c := crdt.PlanCompact("", slices.Values(m.Records))
+	n := uint64(5) + compactKeys(c)
 	if len(m.Seals) > 0 {
 		n++
 	}
@@ -63,7 +68,7 @@ func (m Changes) MarshalCBOR() ([]byte, error) {
 	b = append(b, 0x01)
 	b = appendText(b, m.Collection)
 	b = append(b, 0x02)
-	b = appendRecords(b, m.Records)
+	b = appendRecords(b, m.Records, c)
 	b = append(b, 0x03)
 	b = appendBytes(b, m.Next)
 	b = append(b, 0x04)
@@ -74,7 +79,35 @@ func (m Changes) MarshalCBOR() ([]byte, error) {
 	if len(m.Leaves) > 0 {
 		b = appendByteStrings(append(b, 0x06), m.Leaves)
 	}
-	return b, nil
+	return appendCompact(b, c), nil
+}
+
+// compactKeys counts the envelope keys c adds: 7 (the replica table) and
+// 8 (the base wall), each when it has one.
+func compactKeys(c *crdt.Compact) uint64 {
+	n := uint64(0)
+	if len(c.Table()) > 0 {
+		n++
+	}
+	if _, ok := c.Base(); ok {
+		n++
+	}
+	return n
+}
+
+// appendCompact appends keys 7 and 8 of c, the last of every envelope
+// that carries records.
+func appendCompact(b []byte, c *crdt.Compact) []byte {
+	if t := c.Table(); len(t) > 0 {
+		b = appendHead(append(b, KeyReplicaTable), 4, uint64(len(t)))
+		for _, id := range t {
+			b = appendText(b, id)
+		}
+	}
+	if base, ok := c.Base(); ok {
+		b = appendHead(append(b, KeyBaseWall), 0, base)
+	}
+	return b
 }
 
 // appendByteStrings appends an array of byte strings (seals, leaves).
@@ -99,10 +132,10 @@ func PageSizeHint(rs []crdt.Record) int {
 	return n
 }
 
-func appendRecords(b []byte, rs []crdt.Record) []byte {
+func appendRecords(b []byte, rs []crdt.Record, c *crdt.Compact) []byte {
 	b = appendHead(b, 4, uint64(len(rs)))
 	for _, r := range rs {
-		b = crdt.AppendRecord(b, r)
+		b = crdt.AppendRecordCompact(b, r, c)
 	}
 	return b
 }

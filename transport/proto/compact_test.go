@@ -1,0 +1,375 @@
+package proto
+
+import (
+	"bytes"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/convergo/convergo/crdt"
+)
+
+// The compact vectors (crdt/testdata/compact.json) pin compact stamps
+// (docs/protocol.md, "Compact stamps") for every implementation: each
+// message in its plain and its compact form, the records it carries in
+// their plain (stored) form, and messages every decoder refuses. The JS
+// client's test/compact.test.js reads the same file. Regenerate with
+//
+//	go test ./transport/proto -run TestCompactVectors -update
+
+const compactVectorsPath = "../../crdt/testdata/compact.json"
+
+type compactFile struct {
+	Comment  string           `json:"comment"`
+	Messages []compactMessage `json:"messages"`
+	Invalid  []compactInvalid `json:"invalid"`
+}
+
+type compactMessage struct {
+	Name string `json:"name"`
+	// Kind is "pull" (a pull answer), "changes" (a live changes message)
+	// or "push" (a push body).
+	Kind       string `json:"kind"`
+	Replica    string `json:"replica,omitempty"`    // push: key 1
+	Collection string `json:"collection,omitempty"` // changes: key 1
+	Next       string `json:"next,omitempty"`       // pull, changes: the cursor, hex
+	More       bool   `json:"more,omitempty"`
+	// Records are the message's records (pull, changes) in plain form,
+	// hex; Changes a push's changes in plain form, hex.
+	Records    []string `json:"records,omitempty"`
+	Changes    []string `json:"changes,omitempty"`
+	PlainHex   string   `json:"plain_hex"`
+	CompactHex string   `json:"compact_hex"`
+}
+
+type compactInvalid struct {
+	Name  string `json:"name"`
+	Kind  string `json:"kind"`  // "pull", "changes" or "push"
+	Hex   string `json:"hex"`   // the whole message
+	Error string `json:"error"` // the code: malformed, invalid
+	// Change is, for a push, the index of the change refused alone (the
+	// rest of the push decodes).
+	Change *int `json:"change,omitempty"`
+}
+
+// Replica ids as clients make them: the subject's 16-character prefix,
+// the separator and a 22-character random device part; and a short one.
+const (
+	repA = "abcdefghij234567_V1StGXR8_Z5jdHi6B-myT0"
+	repB = "bcdefghij234567a_3f9Kq0Lw2xYz8pQrT5vNcA"
+	repC = "zz"
+)
+
+func stampAt(wall int64, logical uint32, replica string) crdt.Stamp {
+	return crdt.Stamp{Wall: wall, Logical: logical, Replica: replica}
+}
+
+func val(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := crdt.EncodeValue(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func compactCases(t *testing.T) []compactMessage {
+	const w = int64(1_764_720_000_000) // 2025-12-03
+	todo := func(id string, s crdt.Stamp, title string) crdt.Record {
+		return crdt.Record{ID: id, Fields: map[string]crdt.Field{
+			"title": {Stamp: s, Value: val(t, title)},
+			"done":  {Stamp: s, Value: val(t, false)},
+			"order": {Stamp: s, Value: val(t, 42)},
+		}}
+	}
+	page := func(name string, next []byte, more bool, rs ...crdt.Record) compactMessage {
+		return compactMessage{Name: name, Kind: "pull", Next: hex.EncodeToString(next), More: more, Records: recordsHex(rs)}
+	}
+	var out []compactMessage
+	out = append(out,
+		page("empty page", nil, false),
+		page("one replica, close walls: table and base", []byte{1, 2, 3}, true,
+			todo("t1", stampAt(w, 0, repA), "milk"),
+			todo("t2", stampAt(w+1, 0, repA), "eggs"),
+			todo("t3", stampAt(w+300, 2, repA), "bread")),
+		page("every id once, walls far apart: plain", []byte{9}, false,
+			crdt.Record{ID: "a", Fields: map[string]crdt.Field{"v": {Stamp: stampAt(1, 0, repA), Value: val(t, 1)}}},
+			crdt.Record{ID: "b", Fields: map[string]crdt.Field{"v": {Stamp: stampAt(w, 0, repB), Value: val(t, 2)}}}),
+		page("delete stamps, unset fields, three replicas in encoded order", []byte{4}, false,
+			crdt.Record{ID: "x", Deleted: stampAt(w+5, 0, repB), Fields: map[string]crdt.Field{
+				"title": {Stamp: stampAt(w+5, 0, repB)},
+				"done":  {Stamp: stampAt(w+2, 1, repC), Value: val(t, true)},
+			}},
+			crdt.Record{ID: "y", Deleted: stampAt(w+70_000, 0, repC), Fields: map[string]crdt.Field{
+				"a": {Stamp: stampAt(w, 0, repA), Value: val(t, "one")},
+				"b": {Stamp: stampAt(w, 1, repA), Value: val(t, map[string]any{"k": []any{1, "two"}})},
+			}}),
+		page("one wall, many replicas: base but no table", nil, false,
+			crdt.Record{ID: "p", Fields: map[string]crdt.Field{
+				"a": {Stamp: stampAt(w, 0, repA), Value: val(t, 1)},
+				"b": {Stamp: stampAt(w, 0, repB), Value: val(t, 2)},
+				"c": {Stamp: stampAt(w, 0, repC), Value: val(t, 3)},
+			}}),
+	)
+	// A live changes message as the fan-out sends one write.
+	out = append(out, compactMessage{Name: "changes of one write", Kind: "changes", Collection: "demo.todos",
+		Next: "0a0b", More: false, Records: recordsHex([]crdt.Record{todo("t9", stampAt(w+9, 0, repB), "call")})})
+	// Pushes: index 0 is the pusher (key 1).
+	change := func(coll string, r crdt.Record) string {
+		return hex.EncodeToString(crdt.AppendChange(nil, crdt.Change{Collection: coll, Record: r}))
+	}
+	out = append(out,
+		compactMessage{Name: "B3.1 push: one change of one field", Kind: "push", Replica: repA, Changes: []string{
+			change("b3", crdt.Record{ID: "doc", Fields: map[string]crdt.Field{"v": {Stamp: stampAt(w, 0, repA), Value: val(t, 7)}}}),
+		}},
+		compactMessage{Name: "push of one change of three fields", Kind: "push", Replica: repA, Changes: []string{
+			change("demo.todos", todo("t1", stampAt(w, 3, repA), "milk")),
+		}},
+		compactMessage{Name: "push of several changes, another replica twice", Kind: "push", Replica: repA, Changes: []string{
+			change("demo.todos", todo("t1", stampAt(w, 0, repA), "milk")),
+			change("demo.todos", crdt.Record{ID: "t2", Deleted: stampAt(w+1, 0, repB), Fields: map[string]crdt.Field{
+				"title": {Stamp: stampAt(w+1, 0, repB)},
+			}}),
+			change("notes", crdt.Record{ID: "n1", Fields: map[string]crdt.Field{"body": {Stamp: stampAt(w+4_000_000_000, 0, repC), Value: val(t, "far")}}}),
+		}},
+		compactMessage{Name: "push of a pusher that wrote nothing of its own", Kind: "push", Replica: repC, Changes: []string{
+			change("demo.todos", crdt.Record{ID: "t3", Fields: map[string]crdt.Field{"done": {Stamp: stampAt(w, 0, repB), Value: val(t, true)}}}),
+		}},
+	)
+	for i := range out {
+		encodeCompactMessage(t, &out[i])
+	}
+	return out
+}
+
+func recordsHex(rs []crdt.Record) []string {
+	out := []string{}
+	for _, r := range rs {
+		out = append(out, hex.EncodeToString(crdt.AppendRecord(nil, r)))
+	}
+	return out
+}
+
+func decodeHexList(t *testing.T, list []string, decode func([]byte) error) {
+	t.Helper()
+	for _, h := range list {
+		b, err := hex.DecodeString(h)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := decode(b); err != nil {
+			t.Fatalf("%s: %v", h, err)
+		}
+	}
+}
+
+// messageOf builds the message m describes, in Go.
+func messageOf(t *testing.T, m compactMessage) (any, []crdt.Record, []crdt.Change) {
+	t.Helper()
+	var rs []crdt.Record
+	var cs []crdt.Change
+	decodeHexList(t, m.Records, func(b []byte) error {
+		r, err := crdt.DecodeRecord(b)
+		rs = append(rs, r)
+		return err
+	})
+	decodeHexList(t, m.Changes, func(b []byte) error {
+		var c crdt.Change
+		err := crdt.Unmarshal(b, &c)
+		cs = append(cs, c)
+		return err
+	})
+	next, err := hex.DecodeString(m.Next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rs == nil {
+		rs = []crdt.Record{}
+	}
+	switch m.Kind {
+	case "pull":
+		return PullResponse{Records: rs, Next: next, More: m.More}, rs, nil
+	case "changes":
+		return Changes{Type: TypeChanges, Collection: m.Collection, Records: rs, Next: next, More: m.More}, rs, nil
+	case "push":
+		return PushRequest{Replica: m.Replica, Changes: cs}, nil, cs
+	}
+	t.Fatalf("kind %q", m.Kind)
+	return nil, nil, nil
+}
+
+// encodeCompactMessage fills m's plain and compact encodings.
+func encodeCompactMessage(t *testing.T, m *compactMessage) {
+	t.Helper()
+	msg, _, _ := messageOf(t, *m)
+	var plain, compact []byte
+	var err error
+	switch v := msg.(type) {
+	case PullResponse:
+		compact, _ = v.MarshalCBOR()
+		plain, err = crdt.Marshal(plainPull(v))
+	case Changes:
+		compact, _ = EncodeMessage(v)
+		plain, err = crdt.Marshal(plainChanges(v))
+	case PushRequest:
+		compact, _ = Encode(v)
+		plain, err = crdt.Marshal(plainPush{Replica: v.Replica, Changes: v.Changes})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.PlainHex, m.CompactHex = hex.EncodeToString(plain), hex.EncodeToString(compact)
+}
+
+// plainPush is a push body with plain stamps, as a client that does not
+// write compact ones sends it.
+type plainPush struct {
+	Replica string        `cbor:"1,keyasint"`
+	Changes []crdt.Change `cbor:"2,keyasint"`
+}
+
+func compactInvalidCases(t *testing.T) []compactInvalid {
+	const w = 1_764_720_000_000
+	rec := func(stamp string) string { // one record with one field stamped stamp (hex)
+		return "a20162696403a16176" + "84" + stamp + "01"
+	}
+	text := func(s string) string {
+		return hex.EncodeToString(crdt.AppendHead(nil, 3, uint64(len(s)))) + hex.EncodeToString([]byte(s))
+	}
+	uintHex := func(n uint64) string { return hex.EncodeToString(crdt.AppendHead(nil, 0, n)) }
+	pull := func(rec, extra string, n int) string {
+		return fmt.Sprintf("%x01%s%s0240%s", 0xa2+n, "81"+rec, "", extra)
+	}
+	one := 1
+	return []compactInvalid{
+		{Name: "replica index without a table", Kind: "pull", Hex: pull(rec(uintHex(w)+"0000"), "", 0), Error: CodeMalformed},
+		{Name: "replica index outside the table", Kind: "pull", Hex: pull(rec(uintHex(w)+"0001"), "0781"+text(repA), 1), Error: CodeMalformed},
+		{Name: "table with an invalid replica id", Kind: "pull", Hex: pull(rec(uintHex(w)+"00"+text(repA)), "0781"+text("a.b"), 1), Error: CodeMalformed},
+		{Name: "table that is not an array of text", Kind: "pull", Hex: pull(rec(uintHex(w)+"00"+text(repA)), "0701", 1), Error: CodeMalformed},
+		{Name: "base plus difference past the largest wall", Kind: "pull", Hex: pull(rec(uintHex(2)+"00"+text(repA)), "08"+uintHex(crdt.MaxWall-1), 1), Error: CodeInvalid},
+		{Name: "base past the largest wall", Kind: "pull", Hex: pull(rec("0000"+text(repA)), "08"+uintHex(crdt.MaxWall+1), 1), Error: CodeMalformed},
+		{Name: "negative difference to the base", Kind: "pull", Hex: pull(rec("2000"+text(repA)), "08"+uintHex(w), 1), Error: CodeInvalid},
+		{Name: "changes: replica index outside the table", Kind: "changes",
+			Hex: "a400" + text(TypeChanges) + "01" + text("demo.todos") + "0281" + rec(uintHex(w)+"0000") + "0340", Error: CodeMalformed},
+		{Name: "push: index past the pusher alone refuses that change", Kind: "push",
+			Hex: "a201" + text(repA) + "0282" +
+				"a2016162" + "02" + rec(uintHex(w)+"0000") +
+				"a2016162" + "02" + rec(uintHex(w)+"0001"),
+			Error: CodeMalformed, Change: &one},
+	}
+}
+
+func TestCompactVectors(t *testing.T) {
+	f := compactFile{
+		Comment: "Generated by `go test ./transport/proto -run TestCompactVectors -update`; do not edit by hand. " +
+			"Compact stamps (docs/protocol.md): each message in plain and compact form, with its records or changes in plain form (hex); " +
+			"encoders write compact_hex byte for byte, decoders read plain_hex and compact_hex to the same records; invalid messages are refused with the code named.",
+		Messages: compactCases(t),
+		Invalid:  compactInvalidCases(t),
+	}
+	want, err := json.MarshalIndent(f, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = append(want, '\n')
+	if *update {
+		if err := os.WriteFile(compactVectorsPath, want, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	} else if got, err := os.ReadFile(compactVectorsPath); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("%s is missing or stale: run go test ./transport/proto -run TestCompactVectors -update (%v)", compactVectorsPath, err)
+	}
+	for _, m := range f.Messages {
+		t.Run(m.Name, func(t *testing.T) {
+			msg, rs, cs := messageOf(t, m)
+			plain, _ := hex.DecodeString(m.PlainHex)
+			compact, _ := hex.DecodeString(m.CompactHex)
+			if len(compact) > len(plain) {
+				t.Errorf("compact form %d bytes, plain %d", len(compact), len(plain))
+			}
+			for _, b := range [][]byte{plain, compact} {
+				switch msg.(type) {
+				case PullResponse:
+					var back PullResponse
+					if err := Decode(b, &back); err != nil {
+						t.Fatal(err)
+					}
+					if !sameRecords(back.Records, rs) {
+						t.Fatalf("decoded %x:\n got %+v\nwant %+v", b, back.Records, rs)
+					}
+				case Changes:
+					back, err := DecodeServerMessage(b)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if !sameRecords(back.(Changes).Records, rs) {
+						t.Fatalf("decoded %x: %+v", b, back)
+					}
+				case PushRequest:
+					var back PushRequest
+					if err := Decode(b, &back); err != nil || back.Refused != nil {
+						t.Fatalf("decode %x: %v %v", b, err, back.Refused)
+					}
+					if back.Replica != m.Replica || len(back.Changes) != len(cs) {
+						t.Fatalf("decoded %x: %+v", b, back)
+					}
+					for i := range cs {
+						if back.Changes[i].Collection != cs[i].Collection || !back.Changes[i].Record.Equal(cs[i].Record) {
+							t.Fatalf("change %d: got %+v, want %+v", i, back.Changes[i], cs[i])
+						}
+					}
+				}
+			}
+		})
+	}
+	for _, v := range f.Invalid {
+		t.Run(v.Name, func(t *testing.T) {
+			b, err := hex.DecodeString(v.Hex)
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch v.Kind {
+			case "pull":
+				var p PullResponse
+				err = Decode(b, &p)
+			case "changes":
+				_, err = DecodeServerMessage(b)
+			case "push":
+				var p PushRequest
+				if err = Decode(b, &p); err != nil {
+					t.Fatalf("push does not decode: %v", err)
+				}
+				if p.Refused == nil || p.Refused[*v.Change] == nil {
+					t.Fatalf("change %d not refused: %+v", *v.Change, p)
+				}
+				for i, e := range p.Refused {
+					if i != *v.Change && e != nil {
+						t.Fatalf("change %d refused too: %v", i, e)
+					}
+				}
+				err = p.Refused[*v.Change]
+			}
+			if code := decodeCode(err); code != v.Error {
+				t.Fatalf("got %v (%s), want %s", err, code, v.Error)
+			}
+		})
+	}
+}
+
+func decodeCode(err error) string {
+	switch {
+	case err == nil:
+		return "none"
+	case errors.Is(err, crdt.ErrMalformed):
+		return CodeMalformed
+	case errors.Is(err, crdt.ErrInvalid):
+		return CodeInvalid
+	case errors.Is(err, crdt.ErrTooLarge):
+		return CodeTooLarge
+	}
+	return strings.TrimSpace(err.Error())
+}
