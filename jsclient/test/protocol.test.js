@@ -56,7 +56,7 @@ test('push answers: statuses, codes, messages and lost fields', () => {
 
 test('pull answers carry records and an opaque cursor', () => {
   const next = Uint8Array.of(1, 2, 3);
-  const page = parsePullAnswer(env([[1, []], [2, next], [3, true], [7, 'later']]));
+  const page = parsePullAnswer(env([[1, []], [2, next], [3, true], [9, 'later']]));
   assert.deepEqual(page, { records: [], next, more: true, seals: [], leaves: [] });
   assert.deepEqual(parsePullAnswer(env([[2, new Uint8Array(0)]])), { records: [], next: new Uint8Array(0), more: false, seals: [], leaves: [] });
   // Seals: one per record, kept as they came.
@@ -119,7 +119,7 @@ test('scoped reads: the scope under pull key 4 and sub key 3, leave entries unde
 
 test('live messages: known types parsed whatever else they hold, unknown types passed over', () => {
   const next = Uint8Array.of(9);
-  assert.deepEqual(parseServerMessage(env([[1, 'todos'], [0, 'changes'], [2, []], [3, next], [4, false], [7, 'x']])), { type: 'changes', collection: 'todos', records: [], next, more: false, seals: [], leaves: [] });
+  assert.deepEqual(parseServerMessage(env([[1, 'todos'], [0, 'changes'], [2, []], [3, next], [4, false], [9, 'x']])), { type: 'changes', collection: 'todos', records: [], next, more: false, seals: [], leaves: [] });
   assert.deepEqual(parseServerMessage(env([[0, 'reset'], [1, 'todos'], [2, 'rebuilt'], [3, 'repaired'], [4, 'x']])), { type: 'reset', collection: 'todos', reason: 'rebuilt', message: 'repaired' });
   assert.throws(() => parseServerMessage(env([[0, 'reset'], [1, 'todos']])), malformed, 'a reset without a reason');
   assert.deepEqual(parseServerMessage(env([[0, 'error'], [1, 'forbidden'], [2, 'no'], [3, 'todos'], [4, 'req-9']])), { type: 'error', code: 'forbidden', message: 'no', collection: 'todos', requestId: 'req-9' });

@@ -373,3 +373,117 @@ func decodeCode(err error) string {
 	}
 	return strings.TrimSpace(err.Error())
 }
+
+// BenchmarkCompactBytes reports the bytes of messages in plain and compact
+// form (docs/benchmarks.md, "Compact stamps"): the push bodies of
+// crdt-benchmarks' B3 (1,540 clients, one change each) and pull pages of
+// 1,000 todo records with their seals. It measures sizes, not time:
+//
+//	go test ./transport/proto -run '^$' -bench CompactBytes -benchtime 1x
+func BenchmarkCompactBytes(b *testing.B) {
+	const (
+		clients = 1540
+		w0      = int64(1_764_720_000_000)
+	)
+	// Replica ids as the JS client makes them: 22 random characters of
+	// [A-Za-z0-9_-] (a device part), under a 16-character prefix and "_"
+	// when the server binds replicas to subjects.
+	alphabet := "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
+	seed := uint64(1)
+	device := func() string {
+		var s [22]byte
+		for i := range s {
+			seed = seed*6364136223846793005 + 1442695040888963407
+			s[i] = alphabet[seed>>58]
+		}
+		return string(s[:])
+	}
+	report := func(b *testing.B, plain, compact int) {
+		b.ReportMetric(float64(plain), "plain-bytes")
+		b.ReportMetric(float64(compact), "compact-bytes")
+		b.ReportMetric(float64(compact)/float64(plain), "ratio")
+	}
+	mustVal := func(v any) []byte {
+		e, err := crdt.EncodeValue(v)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return e
+	}
+	b3 := map[string]func(i int) []byte{
+		"B3.1": func(i int) []byte { return mustVal(i) },
+		"B3.2": func(i int) []byte { return mustVal(map[string]any{"name": fmt.Sprint(i), "address": "here"}) },
+		"B3.3": func(i int) []byte { return mustVal(strings.Repeat(fmt.Sprint(i), clients)) },
+	}
+	for _, sc := range []string{"B3.1", "B3.2", "B3.3"} {
+		for _, prefix := range []string{"", "abcdefghij234567_"} {
+			name := fmt.Sprintf("push/%s/replica-%d", sc, len(prefix)+22)
+			b.Run(name, func(b *testing.B) {
+				plain, compact := 0, 0
+				for range b.N {
+					plain, compact = 0, 0
+					for i := range clients {
+						rep := prefix + device()
+						ch := crdt.Change{Collection: "b3", Record: crdt.Record{ID: "doc", Fields: map[string]crdt.Field{
+							"v": {Stamp: crdt.Stamp{Wall: w0, Replica: rep}, Value: b3[sc](i)},
+						}}}
+						pb, err := crdt.Marshal(plainPush{Replica: rep, Changes: []crdt.Change{ch}})
+						if err != nil {
+							b.Fatal(err)
+						}
+						cb, err := Encode(PushRequest{Replica: rep, Changes: []crdt.Change{ch}})
+						if err != nil {
+							b.Fatal(err)
+						}
+						plain += len(pb)
+						compact += len(cb)
+					}
+				}
+				report(b, plain, compact)
+			})
+		}
+	}
+	// Pull pages of 1,000 todos {title, done, order}, sealed (16 bytes per
+	// record), with 39-character replica ids: written by one replica in
+	// 10 seconds (an import), by 20 replicas over a day, and by 1,000
+	// replicas over a year (every id once).
+	pages := []struct {
+		name     string
+		replicas int
+		span     int64 // ms
+	}{
+		{"one-replica-10s", 1, 10_000},
+		{"20-replicas-1day", 20, 86_400_000},
+		{"1000-replicas-1year", 1000, 365 * 86_400_000},
+	}
+	for _, pg := range pages {
+		b.Run("page/"+pg.name, func(b *testing.B) {
+			reps := make([]string, pg.replicas)
+			for i := range reps {
+				reps[i] = "abcdefghij234567_" + device()
+			}
+			rs := make([]crdt.Record, 1000)
+			seals := make([][]byte, len(rs))
+			for i := range rs {
+				s := crdt.Stamp{Wall: w0 + int64(i)*pg.span/1000, Replica: reps[i%len(reps)]}
+				rs[i] = crdt.Record{ID: fmt.Sprintf("todo-%06d", i), Fields: map[string]crdt.Field{
+					"title": {Stamp: s, Value: mustVal(fmt.Sprintf("todo number %d", i))},
+					"done":  {Stamp: s, Value: mustVal(i%3 == 0)},
+					"order": {Stamp: s, Value: mustVal(i)},
+				}}
+				seals[i] = make([]byte, 16)
+			}
+			p := PullResponse{Records: rs, Next: make([]byte, 24), More: true, Seals: seals}
+			plain, compact := 0, 0
+			for range b.N {
+				pb, err := crdt.Marshal(plainPull(p))
+				if err != nil {
+					b.Fatal(err)
+				}
+				cb, _ := p.MarshalCBOR()
+				plain, compact = len(pb), len(cb)
+			}
+			report(b, plain, compact)
+		})
+	}
+}

@@ -40,7 +40,7 @@ import { createHash, createHmac } from 'node:crypto';
 import { WebSocketServer } from 'ws';
 import { encode, decode, Writer, Reader } from '../../src/cbor.js';
 import { CODES, CONTENT_TYPE, DEFAULTS, HEADERS, PATHS, REPLICA, STATUSES, VERSION } from '../../src/constants.js';
-import { mergeInto, emptyRecord, writeRecord, cloneRecord, maxStamp, readChange, readRecord, encodeRecord, visibleValues } from '../../src/record.js';
+import { mergeInto, emptyRecord, writeRecord, cloneRecord, maxStamp, readChange, readRecord, encodeRecord, visibleValues, compactContext } from '../../src/record.js';
 import { compareStamps } from '../../src/hlc.js';
 import { replicaPrefix, subjectOfToken } from '../../src/replica.js';
 import { parseDefinition, translate } from '../../src/migrate.js';
@@ -686,23 +686,44 @@ export class FakeServer {
           decode(body, { canonical: false });
           return ok(encode(this.helloAnswer(prefix)));
         case PATHS.push: {
+          // {1: replica, 2: [change...], 7: table?, 8: base?}: compact
+          // stamps (docs/protocol.md) are read against keys 1, 7 and 8.
           const r = new Reader(body, { canonical: false });
           const keys = r.mapHead();
-          if ((keys !== 2 && keys !== 3) || r.uint() !== 1) throw new Error('bad push');
-          r.text();
-          if (r.uint() !== 2) throw new Error('bad push');
-          const n = r.arrayHead();
-          if (n > (this.opts.maxPush ?? DEFAULTS.maxPushChanges)) return fail('too_large');
-          const changes = [];
-          for (let i = 0; i < n; i++) changes.push(readChange(r));
-          /** @type {Map<string, number>} */
-          let versions = new Map();
-          if (keys === 3) {
-            if (r.uint() !== 3) throw new Error('bad push');
-            const v = r.item();
-            versions = v instanceof Map ? v : new Map(Object.entries(/** @type {object} */ (v)));
+          /** @type {Map<number, number>} */
+          const at = new Map();
+          for (let i = 0; i < keys; i++) {
+            const k = r.uint();
+            at.set(k, r.off);
+            r.skip();
           }
           r.end();
+          const item = (/** @type {number} */ k) => {
+            const off = at.get(k);
+            if (off === undefined) return undefined;
+            const ir = new Reader(body, { canonical: false });
+            ir.off = off;
+            return ir;
+          };
+          const rr = item(1);
+          const ar = item(2);
+          if (!rr || !ar) throw new Error('bad push');
+          const replica = rr.text();
+          const tr = item(7);
+          const table = [];
+          if (tr) for (let i = 0, n = tr.arrayHead(); i < n; i++) table.push(tr.text());
+          const cx = compactContext([replica, ...table], item(8)?.uint());
+          const n = ar.arrayHead();
+          if (n > (this.opts.maxPush ?? DEFAULTS.maxPushChanges)) return fail('too_large');
+          const changes = [];
+          for (let i = 0; i < n; i++) changes.push(readChange(ar, cx));
+          /** @type {Map<string, number>} */
+          let versions = new Map();
+          const vr = item(3);
+          if (vr) {
+            const v = vr.item();
+            versions = v instanceof Map ? v : new Map(Object.entries(/** @type {object} */ (v)));
+          }
           this.pushVersions.push(versions);
           for (const [c, v] of versions) this.versionOf(c, v);
           this.pushes++;
