@@ -196,8 +196,11 @@ export class Server {
       });
       const answer = decoder.decode(new Uint8Array(await res.arrayBuffer()));
       if (!res.ok) throw new Error(`POST ${PATHS.pull}: ${res.status} ${JSON.stringify([...(answer instanceof Map ? answer : [])])}`);
+      // Compact stamps (docs/protocol.md): key 7 the replica table, key 8
+      // the base wall.
+      const cx = { table: answer.get(7) ?? [], base: Number(answer.get(8) ?? 0) };
       for (const rec of answer.get(1)) {
-        const r = wireRecord(rec);
+        const r = wireRecord(rec, cx);
         out.set(r.id, r);
       }
       cursor = answer.get(2);
@@ -274,15 +277,17 @@ export class Server {
 const encoder = new Encoder({ mapsAsObjects: false, useRecords: false, tagUint8Array: false });
 const decoder = new Decoder({ mapsAsObjects: false, useRecords: false });
 
-function wireStamp(a) {
+function wireStamp(a, cx) {
   if (!Array.isArray(a) || a.length < 3) throw new Error(`bad stamp ${JSON.stringify(a)}`);
-  return { wall: Number(a[0]), logical: Number(a[1]), replica: a[2], ...(a.length > 3 ? { value: a[3] } : {}) };
+  const replica = typeof a[2] === 'string' ? a[2] : cx.table[Number(a[2])];
+  if (typeof replica !== 'string') throw new Error(`bad replica index ${a[2]} for table ${JSON.stringify(cx.table)}`);
+  return { wall: cx.base + Number(a[0]), logical: Number(a[1]), replica, ...(a.length > 3 ? { value: a[3] } : {}) };
 }
 
-function wireRecord(m) {
+function wireRecord(m, cx) {
   const fields = {};
-  for (const [name, f] of m.get(3) ?? []) fields[name] = wireStamp(f);
-  return { id: m.get(1), deleted: m.has(2) ? wireStamp(m.get(2)) : null, fields };
+  for (const [name, f] of m.get(3) ?? []) fields[name] = wireStamp(f, cx);
+  return { id: m.get(1), deleted: m.has(2) ? wireStamp(m.get(2), cx) : null, fields };
 }
 
 function later(a, b) {
