@@ -37,7 +37,10 @@ import (
 // its commit rounds, long enough for a waiting instance to read the head
 // and its records and commit, then reads the head; if the other instance took a turn it waits for its end,
 // and if nobody did the log is no longer contested and the instance
-// commits on without pauses. An instance alone on a log never waits.
+// commits on without pauses. An instance whose hold lapsed on a contested
+// log (one of its rounds took longer than the grace) reads the head before
+// it starts a new turn, since a waiting instance may be committing. An
+// instance alone on a log never waits.
 //
 // Turns are advisory. Correctness stays with the head's condition: two
 // instances that both believe they hold a turn (clocks apart, a turn
@@ -91,6 +94,7 @@ type turnState struct {
 	contested bool      // another instance wrote the head since this one's turn began
 	yielded   bool      // this instance paused for others; the next head read says if one came
 	waited    turn      // the other instance's turn this committer last waited for
+	lapseRead bool      // the head was read after this instance's own hold lapsed
 	round     time.Duration
 }
 
@@ -138,7 +142,7 @@ func (q *collQueue) grace(turnLen time.Duration) time.Duration {
 // committed notes that this instance's transaction naming t committed.
 func (st *Store) committed(q *collQueue, t turn) {
 	st.observe(q, t)
-	q.turns.waited = turn{}
+	q.turns.waited, q.turns.lapseRead = turn{}, false
 }
 
 // turnAttrs adds t to a head item (nothing for the zero turn).
@@ -190,6 +194,14 @@ func (st *Store) awaitTurn(ctx context.Context, q *collQueue) (bool, error) {
 		if err := sleep(ctx, d); err != nil {
 			return false, err
 		}
+		q.headOK = false
+		return true, nil
+	}
+	if ts.contested && ts.seen.owner == st.turnID() && now.UnixMilli() > ts.seen.until && !ts.lapseRead {
+		// This instance's hold lapsed on a contested log (a round took
+		// longer than the grace): a waiting instance may be committing
+		// now. Read the head before starting a new turn, once.
+		ts.lapseRead = true
 		q.headOK = false
 		return true, nil
 	}
