@@ -55,22 +55,18 @@ func (e *Engine) PullAt(ctx context.Context, collection string, cursor Cursor, l
 	if err != nil {
 		return Page{}, fmt.Errorf("pull %s: %w", collection, err)
 	}
-	page, err := e.pullScoped(ctx, collection, cursor, limit, s, mig)
-	if err != nil || version == mig.Current() {
-		return page, err
-	}
-	for i, en := range page.Entries {
-		r, dropped, err := mig.Record(en.Record, mig.Current(), version)
-		if err != nil {
-			return Page{}, fmt.Errorf("pull %s: %w", collection, err)
-		}
-		e.noteDropped(dropped)
-		page.Entries[i].Record = r
+	page, err := e.pullScoped(ctx, collection, cursor, limit, s, mig, version)
+	if err != nil {
+		return Page{}, err
 	}
 	return page, nil
 }
 
-func (e *Engine) pullScoped(ctx context.Context, collection string, cursor Cursor, limit PageLimit, s *scope.Pred, mig *migrate.Definition) (Page, error) {
+// pullScoped is PullAt with migrations mig and the version resolved. The
+// page is translated to version as it is built, so that its byte bound
+// holds on the records served: a translation down can grow a record (a
+// longer name, a merge's separator).
+func (e *Engine) pullScoped(ctx context.Context, collection string, cursor Cursor, limit PageLimit, s *scope.Pred, mig *migrate.Definition, version int) (Page, error) {
 	var enc string
 	if s != nil {
 		if !s.Bound() {
@@ -107,6 +103,9 @@ func (e *Engine) pullScoped(ctx context.Context, collection string, cursor Curso
 	sc := scan{s: s, trans: cursor.trans, prevEnc: cursor.prev}
 	if mig.Current() > 1 {
 		sc.mig = mig
+		if version != mig.Current() {
+			sc.version = version
+		}
 	}
 	if cursor.trans != noTransition {
 		sc.prevPos = cursor.prevPositions()
@@ -149,7 +148,7 @@ func (e *Engine) pullScoped(ctx context.Context, collection string, cursor Curso
 		// sharded since its Meta was cached (a store sets the shard count
 		// with a collection's first write).
 		if _, m, verr := e.view(ctx, collection, true); verr == nil && stores.ShardsOf(m) > 1 {
-			return e.pullScoped(ctx, collection, cursor, limit, s, mig)
+			return e.pullScoped(ctx, collection, cursor, limit, s, mig, version)
 		}
 	}
 	if err != nil {
@@ -186,6 +185,9 @@ type scan struct {
 	// mig, when set, are the collection's migrations: records are
 	// resolved to the current version, and judged with its defaults.
 	mig *migrate.Definition
+	// version, when not 0, is the older version records are served in:
+	// they are translated down before they are measured.
+	version int
 }
 
 // begin starts a transition from cursor's scope, at its positions pos.
@@ -280,9 +282,15 @@ func matches(p *scope.Pred, r crdt.Record) bool {
 // lives in one shard).
 //
 // A scoped read counts a leave as leftBytes where the store counted the
-// record, so it reads a shard again while the page has room.
+// record, and a collection with migrations serves records in another
+// shape than the store measured (resolved to the current version, then
+// translated to sc.version): both measure each record as served, and
+// read a shard again while the page has room.
 func (e *Engine) scanLog(ctx context.Context, collection string, k int, pos []uint64, limit PageLimit, sc *scan) (Page, int, error) {
 	plain := sc.s == nil && sc.trans == noTransition
+	// exact: the store's sizes are the sizes served, so its page bound
+	// is the page's.
+	exact := plain && sc.mig == nil
 	var sh stores.Sharder
 	if k > 1 {
 		var ok bool
@@ -321,11 +329,11 @@ read:
 			if err != nil {
 				return Page{}, 0, fmt.Errorf("pull %s shard %d after %d: %w", collection, s, pos[s], err)
 			}
-			if plain && k == 1 {
+			if exact && k == 1 {
 				// The store's page is the page: it kept to the limit.
 				out.Entries = make([]Entry, len(p.Entries))
 				for j, en := range p.Entries {
-					out.Entries[j] = Entry{Seq: en.Seq, Record: e.resolve(sc.mig, en.Record)}
+					out.Entries[j] = Entry{Seq: en.Seq, Record: en.Record}
 				}
 				pos[0], out.More = p.Next, p.More
 				return out, len(p.Entries), nil
@@ -335,6 +343,14 @@ read:
 				en.Record = e.resolve(sc.mig, en.Record)
 				switch sc.judge(s, en.Seq, withDefaults(sc.mig, en.Record)) {
 				case send:
+					if sc.version != 0 {
+						r, dropped, err := sc.mig.Record(en.Record, sc.mig.Current(), sc.version)
+						if err != nil {
+							return Page{}, 0, fmt.Errorf("pull %s: %w", collection, err)
+						}
+						e.noteDropped(dropped)
+						en.Record = r
+					}
 					enc = crdt.AppendRecord(enc[:0], en.Record)
 					size := len(enc)
 					if n > 0 && used+size > limit.Bytes {
@@ -365,7 +381,7 @@ read:
 				break read
 			case !p.More:
 				continue read // this shard is read to its end
-			case plain:
+			case exact:
 				// The store cut its page at the page's own bounds.
 				out.More = true
 				break read

@@ -2,6 +2,8 @@ package transport
 
 import (
 	"net/http"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/convergo/convergo/crdt"
@@ -164,4 +166,89 @@ func TestRestoreAtVersion(t *testing.T) {
 	if err != nil || fieldText(t, got.Record, "name") != "kept" || fieldText(t, got.Record, "title") != "<absent>" {
 		t.Errorf("restored %v %v", got.Record, err)
 	}
+}
+
+// notesGrowing renames a long v1 field name to a short v2 one: records
+// served at version 1 are larger than the store holds them.
+var notesGrowing = `{"notes": {"migrations": {"version": 2, "steps": [{"to": 2, "ops": [
+	{"op": "rename", "from": "` + strings.Repeat("t", 200) + `", "to": "n"}]}]}}}`
+
+// Pull pages and live frames served at an old version keep to
+// MaxPageBytes on the records sent, and hold every record once.
+func TestSchemaVersionPageBytes(t *testing.T) {
+	const limit = 1000
+	ts := newTestServer(t, func(c *Config) { c.Limits.MaxPageBytes = limit })
+	ts.withRules(t, notesGrowing)
+	tok := ts.token(t, "alice", []string{"notes"}, []string{"notes"})
+	const n = 30
+	var changes []crdt.Change
+	for i := range n {
+		changes = append(changes, change(t, "notes", "r"+strconv.Itoa(100+i), "n", "value "+strconv.Itoa(i)))
+	}
+	changes[5] = change(t, "notes", "r105", "n", strings.Repeat("big", 500)) // alone over the limit
+	if a := ts.post(t, proto.PathPush, tok, proto.PushRequest{Replica: "c1", Changes: changes}); a.status != http.StatusOK {
+		t.Fatalf("push: %d %s", a.status, a.errorCode(t))
+	}
+	check := func(how string, records []crdt.Record, seen map[string]int) {
+		t.Helper()
+		size := 0
+		for _, r := range records {
+			size += len(crdt.AppendRecord(nil, r))
+			seen[r.ID]++
+			if _, ok := r.Fields[strings.Repeat("t", 200)]; !ok {
+				t.Fatalf("%s: %s not served at version 1: %v", how, r.ID, r)
+			}
+		}
+		if len(records) > 1 && size > limit {
+			t.Fatalf("%s: %d records of %d bytes, limit %d", how, len(records), size, limit)
+		}
+	}
+	exactlyOnce := func(how string, seen map[string]int) {
+		t.Helper()
+		if len(seen) != n {
+			t.Fatalf("%s: %d records, want %d", how, len(seen), n)
+		}
+		for id, c := range seen {
+			if c != 1 {
+				t.Errorf("%s: %s served %d times", how, id, c)
+			}
+		}
+	}
+
+	seen := map[string]int{}
+	var cursor []byte
+	for pages := 0; ; pages++ {
+		if pages > n {
+			t.Fatal("no end of pull pages")
+		}
+		a := ts.post(t, proto.PathPull, tok, proto.PullRequest{Collection: "notes", Cursor: cursor, Version: 1})
+		var p proto.PullResponse
+		if err := proto.Decode(a.body, &p); err != nil || a.status != http.StatusOK {
+			t.Fatalf("pull: %d %v", a.status, err)
+		}
+		check("pull", p.Records, seen)
+		cursor = p.Next
+		if !p.More {
+			break
+		}
+	}
+	exactlyOnce("pull", seen)
+
+	c, _ := ts.open(t, tok)
+	c.send(proto.Sub{Collection: "notes", Version: 1})
+	seen = map[string]int{}
+	for frames := 0; ; frames++ {
+		if frames > n {
+			t.Fatal("no end of live frames")
+		}
+		m, ok := c.recv().(proto.Changes)
+		if !ok {
+			t.Fatalf("live: %+v", m)
+		}
+		check("live", m.Records, seen)
+		if !m.More {
+			break
+		}
+	}
+	exactlyOnce("live", seen)
 }
