@@ -5,13 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math"
-	"math/big"
 	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/convergo/convergo/crdt"
+	"github.com/fxamacker/cbor/v2"
 )
 
 // Limits of a definition.
@@ -291,11 +290,13 @@ func parseOp(data []byte) (Op, error) {
 	return op, err
 }
 
-// jsonValue encodes a JSON value as a canonical field value, with the
-// view of numbers crdt/scope takes for the rules file (FromValue) and the
-// browser client has: a number written without fraction or exponent is
-// an integer; another is a float, unless it is whole, not -0 and within
-// ±(2^53−1), where it is an integer.
+// jsonValue encodes a JSON value as a canonical field value, reading its
+// numbers by crdt's rule for JSON documents (crdt.AppendJSONNumber), the
+// one scopes in the rules file follow. The browser client reads the same
+// definition through JavaScript, which sees a number only as its float64:
+// a number whose text reads otherwise by that rule than its float64 (an
+// integer written beyond ±(2^53−1), or -0 written as an integer) would
+// give the two sides different defaults, and is refused.
 func jsonValue(raw json.RawMessage) ([]byte, error) {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
@@ -320,32 +321,20 @@ func jsonValue(raw json.RawMessage) ([]byte, error) {
 	return b, nil
 }
 
-const maxSafe = 1<<53 - 1
-
-var (
-	cborMaxUint = new(big.Int).SetUint64(math.MaxUint64)
-	cborMinInt  = new(big.Int).Neg(new(big.Int).Add(cborMaxUint, big.NewInt(1)))
-)
-
+// plainNumbers replaces the json.Numbers in v by their encodings.
 func plainNumbers(v any) (any, error) {
 	switch x := v.(type) {
 	case json.Number:
 		s := x.String()
-		if !strings.ContainsAny(s, ".eE") {
-			n, ok := new(big.Int).SetString(s, 10)
-			if !ok || n.Cmp(cborMaxUint) > 0 || n.Cmp(cborMinInt) < 0 {
-				return nil, fmt.Errorf("integer %s out of range", s)
-			}
-			return n, nil
+		b, err := crdt.AppendJSONNumber(nil, s)
+		if err != nil {
+			return nil, err
 		}
 		f, err := strconv.ParseFloat(s, 64)
-		if err != nil {
-			return nil, fmt.Errorf("number %s out of range", s)
+		if err != nil || !bytes.Equal(b, crdt.AppendJSONFloat(nil, f)) {
+			return nil, fmt.Errorf("number %s: JavaScript reads it as %v; write a float (with a fraction or exponent) or an integer within ±(2^53−1)", s, f)
 		}
-		if f == math.Trunc(f) && math.Abs(f) <= maxSafe && !(f == 0 && math.Signbit(f)) {
-			return int64(f), nil
-		}
-		return f, nil
+		return cbor.RawMessage(b), nil
 	case []any:
 		for i := range x {
 			var err error

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/crdt/scope"
 )
 
 var update = flag.Bool("update", false, "rewrite ../testdata/migrations.json from the cases in vectors_test.go")
@@ -78,6 +79,19 @@ var definitions = map[string]string{
 			{"op": "drop", "field": "obsolete"}]}]}`,
 	"date": `{"version": 2, "steps": [{"to": 2, "ops": [
 		{"op": "split", "from": "date", "to": ["y", "m", "d"], "sep": "-"}]}]}`,
+	// The number rule of defaults (crdt.AppendJSONNumber), which the
+	// browser client must follow from the float64s JavaScript reads.
+	"numbers": `{"version": 2, "steps": [{"to": 2, "ops": [
+		{"op": "default", "field": "one", "value": 1.0},
+		{"op": "default", "field": "thousand", "value": 1e3},
+		{"op": "default", "field": "negzero", "value": -0.0},
+		{"op": "default", "field": "two53", "value": 9007199254740992.0},
+		{"op": "default", "field": "maxsafe", "value": 9007199254740991},
+		{"op": "default", "field": "minsafe", "value": -9007199254740991},
+		{"op": "default", "field": "half", "value": 0.5},
+		{"op": "default", "field": "third", "value": 0.3333333333333333},
+		{"op": "default", "field": "huge", "value": 1e300},
+		{"op": "default", "field": "nested", "value": [1.0, -2.5e0, {"z": -0.0, "a": 2e0}]}]}]}`,
 }
 
 var invalidDefinitions = []struct{ name, def string }{
@@ -402,19 +416,46 @@ func TestVectors(t *testing.T) {
 	}
 }
 
+// Default numbers are read by crdt's rule for JSON documents, and only
+// those the browser client, which sees a float64, reads the same way are
+// accepted.
 func TestDefaultNumbers(t *testing.T) {
 	for _, tc := range []struct{ json, hex string }{
-		{`0`, "00"}, {`-1`, "20"}, {`1.0`, "01"}, {`1.5`, "f93e00"}, {`-0.0`, "f98000"},
-		{`18446744073709551615`, "1bffffffffffffffff"}, {`1e300`, "fb7e37e43c8800759c"}, {`"s"`, "6173"}, {`null`, "f6"},
+		{`0`, "00"}, {`-1`, "20"}, {`1.0`, "01"}, {`1e3`, "1903e8"}, {`1.5`, "f93e00"}, {`-0.0`, "f98000"},
+		{`9007199254740991`, "1b001fffffffffffff"}, {`-9007199254740991`, "3b001ffffffffffffe"},
+		{`9007199254740992.0`, "fa5a000000"}, {`9.007199254740993e15`, "fa5a000000"},
+		{`1e300`, "fb7e37e43c8800759c"}, {`"s"`, "6173"}, {`null`, "f6"},
 		{`{"b": [1, 2.5]}`, "a1616282" + "01f94100"},
 	} {
 		b, err := jsonValue([]byte(tc.json))
 		if err != nil || hex.EncodeToString(b) != tc.hex {
 			t.Errorf("%s: got %x %v, want %s", tc.json, b, err, tc.hex)
 		}
+		// The scope package reads a number in the rules file the same way.
+		var n any
+		dec := json.NewDecoder(strings.NewReader(tc.json))
+		dec.UseNumber()
+		if err := dec.Decode(&n); err != nil {
+			t.Fatal(err)
+		}
+		if num, ok := n.(json.Number); ok {
+			p, err := scope.FromValue([]any{"eq", "f", num})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := crdt.Record{ID: "r", Fields: map[string]crdt.Field{"f": {Stamp: crdt.Stamp{Wall: 1, Replica: "a"}, Value: b}}}
+			if !p.Match(r) {
+				t.Errorf("%s: the scope %s does not hold a record whose f is the default", tc.json, p)
+			}
+		}
 	}
-	if _, err := jsonValue([]byte(`18446744073709551616`)); err == nil {
-		t.Error("2^64: no error")
+	// Integers JavaScript cannot hold exactly, and -0 written as an
+	// integer (JavaScript reads the float -0), would give the browser
+	// client another default than the server: refused.
+	for _, bad := range []string{`-0`, `9007199254740992`, `-9007199254740992`, `18446744073709551615`, `[1, {"x": 9007199254740993}]`, `18446744073709551616`, `1e400`} {
+		if _, err := jsonValue([]byte(bad)); err == nil {
+			t.Errorf("%s: no error", bad)
+		}
 	}
 }
 

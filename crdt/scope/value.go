@@ -1,13 +1,10 @@
 package scope
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"math"
 	"math/big"
 	"reflect"
-	"strconv"
 	"strings"
 
 	"github.com/convergo/convergo/crdt"
@@ -70,13 +67,13 @@ func appendGo(b []byte, v any, depth int) ([]byte, error) {
 	case rawValue:
 		return append(b, x...), nil
 	case json.Number:
-		return appendNumber(b, string(x))
+		return crdt.AppendJSONNumber(b, string(x))
 	case float64:
-		return appendFloat(b, x), nil
+		return crdt.AppendJSONFloat(b, x), nil
 	case float32:
-		return appendFloat(b, float64(x)), nil
+		return crdt.AppendJSONFloat(b, float64(x)), nil
 	case *big.Int:
-		return appendBig(b, x)
+		return crdt.AppendBigInt(b, x)
 	case []any:
 		b = crdt.AppendHead(b, 4, uint64(len(x)))
 		for _, e := range x {
@@ -100,11 +97,11 @@ func appendGo(b []byte, v any, depth int) ([]byte, error) {
 	rv := reflect.ValueOf(v)
 	switch rv.Kind() {
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
-		return appendBig(b, big.NewInt(rv.Int()))
+		return crdt.AppendBigInt(b, big.NewInt(rv.Int()))
 	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
 		return crdt.AppendHead(b, 0, rv.Uint()), nil
 	case reflect.Float32, reflect.Float64:
-		return appendFloat(b, rv.Float()), nil
+		return crdt.AppendJSONFloat(b, rv.Float()), nil
 	case reflect.String:
 		return appendText(b, rv.String()), nil
 	case reflect.Slice, reflect.Array:
@@ -136,56 +133,6 @@ func appendGo(b []byte, v any, depth int) ([]byte, error) {
 		return nil, err
 	}
 	return append(b, enc...), nil
-}
-
-// maxSafe is the largest integer a float64 holds with all below it: the
-// bound of JavaScript's safe integers.
-const maxSafe = 1<<53 - 1
-
-// appendFloat appends f as JSON sees it: a whole number in the safe
-// integer range as an integer, anything else as a float.
-func appendFloat(b []byte, f float64) []byte {
-	if f == math.Trunc(f) && math.Abs(f) <= maxSafe && !(f == 0 && math.Signbit(f)) {
-		if f < 0 {
-			return crdt.AppendHead(b, 1, uint64(-f)-1)
-		}
-		return crdt.AppendHead(b, 0, uint64(f))
-	}
-	return binary.BigEndian.AppendUint64(append(b, 0xfb), math.Float64bits(f))
-}
-
-var (
-	cborMaxUint = new(big.Int).SetUint64(math.MaxUint64)
-	cborMinInt  = new(big.Int).Neg(new(big.Int).Add(cborMaxUint, big.NewInt(1)))
-)
-
-// appendBig appends an integer CBOR holds without a tag: -2^64 to 2^64-1.
-func appendBig(b []byte, n *big.Int) ([]byte, error) {
-	if n.Cmp(cborMaxUint) > 0 || n.Cmp(cborMinInt) < 0 {
-		return nil, fmt.Errorf("%w: integer %s out of CBOR's range", crdt.ErrInvalid, n)
-	}
-	if n.Sign() >= 0 {
-		return crdt.AppendHead(b, 0, n.Uint64()), nil
-	}
-	m := new(big.Int).Neg(n)
-	return crdt.AppendHead(b, 1, m.Sub(m, big.NewInt(1)).Uint64()), nil
-}
-
-// appendNumber appends a JSON number: an integer when written without
-// fraction or exponent, else as appendFloat.
-func appendNumber(b []byte, s string) ([]byte, error) {
-	if !strings.ContainsAny(s, ".eE") {
-		n, ok := new(big.Int).SetString(s, 10)
-		if !ok {
-			return nil, fmt.Errorf("%w: bad number %q", crdt.ErrInvalid, s)
-		}
-		return appendBig(b, n)
-	}
-	f, err := strconv.ParseFloat(s, 64)
-	if err != nil {
-		return nil, fmt.Errorf("%w: bad number %q", crdt.ErrInvalid, s)
-	}
-	return appendFloat(b, f), nil
 }
 
 // Params are the values parameters bind to: "sub" to the principal's
