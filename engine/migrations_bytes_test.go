@@ -114,3 +114,70 @@ func TestPullAtBytesTranslated(t *testing.T) {
 		})
 	}
 }
+
+// Records stored before a migration was installed are resolved to the
+// current version when read; when that grows them (a rename to a longer
+// name), the page keeps to its byte bound on the records served too.
+func TestPullBytesResolvedUp(t *testing.T) {
+	ctx := context.Background()
+	long := strings.Repeat("n", 150)
+	d, err := migrate.Parse([]byte(`{"version": 2, "steps": [{"to": 2, "ops": [{"op": "rename", "from": "t", "to": "` + long + `"}]}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := memory.New()
+	t.Cleanup(func() { st.Close() })
+	before := openPlain(t, st, nil)
+	const n = 20
+	var changes []crdt.Change
+	for i := range n {
+		changes = append(changes, crdt.Change{Collection: "g", Record: rec(t, "r"+strconv.Itoa(i+10), 999_000, map[string]any{"t": "v"})})
+	}
+	if _, err := before.Apply(ctx, changes); err != nil {
+		t.Fatal(err)
+	}
+	before.Close()
+	e := openOn(t, st, []Rule{{Pattern: "g", Migrations: d}})
+	one, _, err := d.Record(changes[0].Record, 1, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	limit := 3 * len(crdt.AppendRecord(nil, one))
+	seen := map[string]int{}
+	var cur Cursor
+	for pages := 0; ; pages++ {
+		if pages > n {
+			t.Fatal("no end of pages")
+		}
+		p, err := e.Pull(ctx, "g", cur, PageLimit{Bytes: limit})
+		if err != nil {
+			t.Fatal(err)
+		}
+		size := 0
+		for _, en := range p.Entries {
+			size += len(crdt.AppendRecord(nil, en.Record))
+			seen[en.Record.ID]++
+			if _, ok := en.Record.Fields[long]; !ok {
+				t.Fatalf("record %s not resolved: %v", en.Record.ID, en.Record)
+			}
+		}
+		if len(p.Entries) > 1 && size > limit {
+			t.Fatalf("page of %d records and %d bytes served, limit %d", len(p.Entries), size, limit)
+		}
+		if p.More && len(p.Entries) != 3 {
+			t.Errorf("a page of %d records, want 3 (the limit holds 3 exactly)", len(p.Entries))
+		}
+		cur = p.Next
+		if !p.More {
+			break
+		}
+	}
+	if len(seen) != n {
+		t.Fatalf("read %d records, want %d", len(seen), n)
+	}
+	for id, c := range seen {
+		if c != 1 {
+			t.Errorf("record %s read %d times", id, c)
+		}
+	}
+}

@@ -251,4 +251,25 @@ func TestSchemaVersionPageBytes(t *testing.T) {
 		}
 	}
 	exactlyOnce("live", seen)
+
+	// Written while subscribed: the broadcast frames too.
+	changes = changes[:0]
+	for i := range n {
+		changes = append(changes, change(t, "notes", "r"+strconv.Itoa(100+i), "n", "again "+strconv.Itoa(i)))
+	}
+	if a := ts.post(t, proto.PathPush, tok, proto.PushRequest{Replica: "c1", Changes: changes}); a.status != http.StatusOK {
+		t.Fatalf("push: %d %s", a.status, a.errorCode(t))
+	}
+	seen = map[string]int{}
+	for frames := 0; len(seen) < n; frames++ {
+		if frames > n {
+			t.Fatalf("no end of broadcast frames: %d records", len(seen))
+		}
+		m, ok := c.recv().(proto.Changes)
+		if !ok {
+			t.Fatalf("broadcast: %+v", m)
+		}
+		check("broadcast", m.Records, seen)
+	}
+	exactlyOnce("broadcast", seen)
 }
