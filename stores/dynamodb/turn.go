@@ -3,6 +3,7 @@ package dynamodb
 import (
 	"context"
 	"encoding/hex"
+	"slices"
 	"strconv"
 	"time"
 
@@ -24,7 +25,8 @@ import (
 // until when it holds it (attrTurnUntil; the owner's clock, Unix ms). A
 // turn begins with an instance's first commit and lasts at most
 // Config.CommitTurn; each commit holds it for about two more of the
-// owner's commit rounds (a running mean), so a turn lapses soon after its
+// owner's commit rounds (at the 90th percentile of its last ten, since
+// rounds under load vary by more than 2x), so a turn lapses soon after its
 // owner stops committing: an owner with nothing more to write keeps no one
 // waiting long. An instance that sees, on the head it reads or in a
 // cancellation's ALL_OLD item, another instance's turn held does not send
@@ -89,14 +91,23 @@ func (st *Store) turnID() string { return hex.EncodeToString(st.nonce[:8]) }
 
 // turnState is a committer's view of the turns on its log.
 type turnState struct {
-	seen      turn      // as the head last read or returned says
-	mine      time.Time // when this instance's current turn began; zero: none
-	contested bool      // another instance wrote the head since this one's turn began
-	yielded   bool      // this instance paused for others; the next head read says if one came
-	waited    turn      // the other instance's turn this committer last waited for
-	lapseRead bool      // the head was read after this instance's own hold lapsed
-	round     time.Duration
+	seen      turn                       // as the head last read or returned says
+	mine      time.Time                  // when this instance's current turn began; zero: none
+	contested bool                       // another instance wrote the head since this one's turn began
+	yielded   bool                       // this instance paused for others; the next head read says if one came
+	waited    turn                       // the other instance's turn this committer last waited for
+	lapseRead bool                       // the head was read after this instance's own hold lapsed
+	round     time.Duration              // running mean of half-rounds (a read or a transaction)
+	recent    [roundWindow]time.Duration // the last half-rounds, a ring
+	nrecent   int                        // how many half-rounds were timed
 }
+
+// roundWindow is how many recent half-rounds a hold is sized from: a
+// commit holds the turn for about two rounds at the window's 90th
+// percentile, not its mean. Under load one round often takes more than
+// twice the mean; a hold sized from the mean then lapsed mid-turn, the
+// waiting instance committed, and the two raced (a cancellation).
+const roundWindow = 10
 
 // observe notes the turn of a head item just read (or returned by a
 // cancellation).
@@ -132,11 +143,29 @@ func (st *Store) holding(q *collQueue, now time.Time) bool {
 	return q.turns.seen.owner == st.turnID() && now.UnixMilli() <= q.turns.seen.until
 }
 
-// grace is how long a commit holds the turn, and a yield pauses: about
-// two commit rounds (the running mean folds reads and transactions, about
-// half a round each), at most the turn.
+// grace is how long a commit holds the turn: about two commit rounds at
+// the 90th percentile of the recent half-rounds (reads and transactions,
+// about half a round each), at most the turn.
 func (q *collQueue) grace(turnLen time.Duration) time.Duration {
+	return min(4*q.turns.p90()+2*time.Millisecond, turnLen)
+}
+
+// pause is how long a yield pauses: about two commit rounds at the running
+// mean, at most the turn (a waiting instance's rounds, not a slow one's).
+func (q *collQueue) pause(turnLen time.Duration) time.Duration {
 	return min(4*q.turns.round+2*time.Millisecond, turnLen)
+}
+
+// p90 is the 90th percentile (nearest rank) of the recent half-rounds.
+func (ts *turnState) p90() time.Duration {
+	n := min(ts.nrecent, roundWindow)
+	if n == 0 {
+		return 0
+	}
+	w := make([]time.Duration, n)
+	copy(w, ts.recent[:n])
+	slices.Sort(w)
+	return w[(9*n+9)/10-1]
 }
 
 // committed notes that this instance's transaction naming t committed.
@@ -189,7 +218,7 @@ func (st *Store) awaitTurn(ctx context.Context, q *collQueue) (bool, error) {
 		// A waiting instance needs about three round trips to commit (the
 		// head, its records, its transaction): pause that long, so that
 		// reading the head afterwards finds its turn, not a race.
-		d := min(q.grace(st.turn)*3/2, st.turn)
+		d := min(q.pause(st.turn)*3/2, st.turn)
 		st.log.Debug("yielding the turn", "log", q.ref.String(), "for", d)
 		if err := sleep(ctx, d); err != nil {
 			return false, err
@@ -208,9 +237,12 @@ func (st *Store) awaitTurn(ctx context.Context, q *collQueue) (bool, error) {
 	return false, nil
 }
 
-// timeRound folds the duration of one commit round (read and transaction)
-// into q's running mean, the measure of a yield's pause.
+// timeRound notes the duration of one half-round (a read or a
+// transaction): into the window a hold is sized from, and into the running
+// mean a yield's pause is.
 func (q *collQueue) timeRound(d time.Duration) {
+	q.turns.recent[q.turns.nrecent%roundWindow] = d
+	q.turns.nrecent++
 	if q.turns.round == 0 {
 		q.turns.round = d
 		return

@@ -148,3 +148,42 @@ func TestCommitTurnsOff(t *testing.T) {
 		t.Fatalf("head item %v names a turn", h)
 	}
 }
+
+// TestTurnHoldQuantile: a commit's hold is sized from the 90th percentile
+// of the last ten half-rounds, not their mean, so one round twice as slow
+// as usual (common under load) does not outlast the hold; a yield's pause
+// stays on the mean; old rounds leave the window; the hold never passes
+// the turn.
+func TestTurnHoldQuantile(t *testing.T) {
+	const turnLen = 200 * time.Millisecond
+	q := &collQueue{}
+	if g := q.grace(turnLen); g != 2*time.Millisecond {
+		t.Fatalf("hold with no rounds timed: %v", g)
+	}
+	ms := time.Millisecond
+	// Eight fast half-rounds and two slow ones (reads and transactions
+	// alternate): a slow round takes 2*12 ms, more than the mean-sized hold.
+	for _, d := range []time.Duration{4, 4, 12, 4, 4, 4, 12, 4, 4, 4} {
+		q.timeRound(d * ms)
+	}
+	slowRound := 24 * ms
+	if g := q.grace(turnLen); g < 2*slowRound {
+		t.Fatalf("hold %v: want at least two slow rounds (%v)", g, 2*slowRound)
+	}
+	if p := q.pause(turnLen); p >= 2*slowRound {
+		t.Fatalf("yield pause %v: want it sized from the mean, under %v", p, 2*slowRound)
+	}
+	// Ten fast half-rounds push the slow ones out of the window.
+	for range roundWindow {
+		q.timeRound(4 * ms)
+	}
+	if g, want := q.grace(turnLen), 4*4*ms+2*ms; g != want {
+		t.Fatalf("hold after fast rounds: %v, want %v", g, want)
+	}
+	for range roundWindow {
+		q.timeRound(time.Second)
+	}
+	if g := q.grace(turnLen); g != turnLen {
+		t.Fatalf("hold with slow rounds: %v, want the turn %v", g, turnLen)
+	}
+}
