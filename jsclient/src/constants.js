@@ -6,7 +6,7 @@
 export const VERSION = 2;
 
 /** Paths of the protocol's endpoints. */
-export const PATHS = Object.freeze({
+export const PATHS = /* @__PURE__ */ Object.freeze({
   "hello": "/v2/hello",
   "legacyPrefix": "/v1/",
   "live": "/v2/live",
@@ -17,7 +17,7 @@ export const PATHS = Object.freeze({
 });
 
 /** Header names. */
-export const HEADERS = Object.freeze({
+export const HEADERS = /* @__PURE__ */ Object.freeze({
   "error": "Convergo-Error",
   "protocol": "Convergo-Protocol",
   "requestId": "Convergo-Request-Id",
@@ -28,7 +28,7 @@ export const HEADERS = Object.freeze({
 export const CONTENT_TYPE = "application/cbor";
 
 /** Every error code: its HTTP status (0: per change only), what a client does about it (retry), and whether a push may refuse one change with it. */
-export const CODES = Object.freeze([
+export const CODES = /* @__PURE__ */ Object.freeze([
   {
     "code": "malformed",
     "http": 400,
@@ -176,7 +176,7 @@ export const CODES = Object.freeze([
 ]);
 
 /** Push statuses, numbered as on the wire. */
-export const STATUSES = Object.freeze({
+export const STATUSES = /* @__PURE__ */ Object.freeze({
   "applied": 0,
   "duplicate": 1,
   "refused": 3,
@@ -184,7 +184,7 @@ export const STATUSES = Object.freeze({
 });
 
 /** Live message types a client sends. */
-export const CLIENT_MESSAGE_TYPES = Object.freeze([
+export const CLIENT_MESSAGE_TYPES = /* @__PURE__ */ Object.freeze([
   "hello",
   "sub",
   "unsub",
@@ -192,7 +192,7 @@ export const CLIENT_MESSAGE_TYPES = Object.freeze([
 ]);
 
 /** Live message types a server sends. */
-export const SERVER_MESSAGE_TYPES = Object.freeze([
+export const SERVER_MESSAGE_TYPES = /* @__PURE__ */ Object.freeze([
   "welcome",
   "changes",
   "pong",
@@ -202,14 +202,14 @@ export const SERVER_MESSAGE_TYPES = Object.freeze([
 ]);
 
 /** Why a cursor is reset; a client treats an unknown reason as history_lost. */
-export const RESET_REASONS = Object.freeze([
+export const RESET_REASONS = /* @__PURE__ */ Object.freeze([
   "history_lost",
   "rebuilt",
   "lease_expired"
 ]);
 
 /** A server's default limits; a client follows what the server's hello announces. */
-export const DEFAULTS = Object.freeze({
+export const DEFAULTS = /* @__PURE__ */ Object.freeze({
   "burst": 400,
   "maxBodyBytes": 4194304,
   "maxConnsPerAddr": 64,
@@ -226,7 +226,7 @@ export const DEFAULTS = Object.freeze({
 });
 
 /** Timings both sides keep, in milliseconds. */
-export const TIMINGS = Object.freeze({
+export const TIMINGS = /* @__PURE__ */ Object.freeze({
   "backoffInitialMs": 200,
   "backoffMaxMs": 30000,
   "clientSilenceTimeoutMs": 40000,
@@ -235,7 +235,7 @@ export const TIMINGS = Object.freeze({
 });
 
 /** Limits of the data model, the same everywhere. */
-export const MODEL = Object.freeze({
+export const MODEL = /* @__PURE__ */ Object.freeze({
   "maxCollectionBytes": 128,
   "maxContainerItems": 16384,
   "maxCursorBytes": 8704,
@@ -253,7 +253,7 @@ export const MODEL = Object.freeze({
 });
 
 /** The replica binding rule: an owned id is the subject's prefix (the first 10 bytes of SHA-256(domain + subject) in lower-case base32), the separator and a device part; samples of prefixes. */
-export const REPLICA = Object.freeze({
+export const REPLICA = /* @__PURE__ */ Object.freeze({
   "prefixLen": 16,
   "separator": "_",
   "domain": "convergo/replica/v2\u0000",
@@ -266,7 +266,7 @@ export const REPLICA = Object.freeze({
 });
 
 /** Scopes: the reserved collection prefix no client may use, the deny list's collection, the token claim that imposes scopes, and leave entries (the first leaveBytes of SHA-256(leaveDomain + collection + 0x00 + id); each counts leaveEntryCost bytes toward a page's byte limit); the limits of a scope (encoded bytes, nesting depth, predicates, values of one list). */
-export const SCOPES = Object.freeze({
+export const SCOPES = /* @__PURE__ */ Object.freeze({
   "reservedPrefix": "_convergo.",
   "denyCollection": "_convergo.deny",
   "claim": "cvg_scopes",
@@ -280,13 +280,13 @@ export const SCOPES = Object.freeze({
 });
 
 /** Compact stamps: the envelope keys of a message's replica table and base wall (pull answer, changes message, push body). */
-export const COMPACT = Object.freeze({
+export const COMPACT = /* @__PURE__ */ Object.freeze({
   "tableKey": 7,
   "baseKey": 8
 });
 
 /** Leave entries of sample record ids, in hex. */
-export const LEAVE_VECTORS = Object.freeze([
+export const LEAVE_VECTORS = /* @__PURE__ */ Object.freeze([
   {
     "collection": "demo.todos",
     "id": "t1",

@@ -70,7 +70,7 @@ func exportJS() ([]byte, error) {
 		}
 		fmt.Fprintf(&b, "\n/** %s */\n", p.doc)
 		if raw[0] == '{' || raw[0] == '[' {
-			fmt.Fprintf(&b, "export const %s = Object.freeze(%s);\n", p.name, pretty.String())
+			fmt.Fprintf(&b, "export const %s = /* @__PURE__ */ Object.freeze(%s);\n", p.name, pretty.String())
 		} else {
 			fmt.Fprintf(&b, "export const %s = %s;\n", p.name, pretty.String())
 		}
