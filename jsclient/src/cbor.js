@@ -401,11 +401,15 @@ export class Reader {
   /**
    * Checks one canonical data item without building its value, as
    * crdt.CanonicalValue does: the hot path when records arrive by the
-   * thousand.
+   * thousand. With full false it only steps over the item, checking its
+   * structure (heads, lengths, nesting, no tags, allowed simple values);
+   * the caller then checks the bytes it spans (see readField, which runs
+   * checkValue on them).
    * @param {number} [depth]
+   * @param {boolean} [full] also UTF-8, map key order and float forms
    * @returns {void}
    */
-  check(depth = 1) {
+  check(depth = 1, full = true) {
     if (depth > MAX_DEPTH) throw err('malformed', `nested deeper than ${MAX_DEPTH} levels`);
     const { major, info, arg } = this.head();
     switch (major) {
@@ -415,14 +419,14 @@ export class Reader {
       case 2:
       case 3: {
         const n = this.len(arg, 1);
-        if (major === 3 && !textOK(this.b, this.off, this.off + n)) throw err('malformed', 'invalid UTF-8 in text string');
+        if (full && major === 3 && !textOK(this.b, this.off, this.off + n)) throw err('malformed', 'invalid UTF-8 in text string');
         this.off += n;
         return;
       }
       case 4: {
         if (arg > MAX_ITEMS) throw err('malformed', `array of ${arg} items exceeds ${MAX_ITEMS}`);
         const n = this.len(arg, 1);
-        for (let i = 0; i < n; i++) this.check(depth + 1);
+        for (let i = 0; i < n; i++) this.check(depth + 1, full);
         return;
       }
       case 5: {
@@ -432,16 +436,16 @@ export class Reader {
         let p1 = -1;
         for (let i = 0; i < n; i++) {
           const k0 = this.off;
-          this.check(depth + 1);
+          this.check(depth + 1, full);
           const k1 = this.off;
-          if (p0 >= 0) {
+          if (full && p0 >= 0) {
             const c = compareRanges(this.b, p0, p1, k0, k1);
             if (c === 0) throw err('malformed', 'duplicate map key');
             if (c > 0) throw err('invalid', 'map keys are not in deterministic order');
           }
           p0 = k0;
           p1 = k1;
-          this.check(depth + 1);
+          this.check(depth + 1, full);
         }
         return;
       }
@@ -450,51 +454,22 @@ export class Reader {
     }
     if (info === 20 || info === 21 || info === 22) return;
     if (info === 25 || info === 26 || info === 27) {
+      if (!full) return;
       // Reuse item's float checks: step back over the head and read it.
       this.off -= info === 25 ? 3 : info === 26 ? 5 : 9;
       this.item(depth);
       return;
     }
-    this.off -= info === 24 ? 2 : 1;
     throw err('malformed', `simple value ${info === 24 ? arg : info} is not allowed`);
   }
 
   /**
-   * Steps over one data item, checking only its structure (heads, lengths,
-   * nesting, no tags, allowed simple values); the caller checks the bytes
-   * it spans (see readField, which runs checkValue on them).
+   * Steps over one data item, checking only its structure: check without
+   * its byte-level checks.
    * @param {number} [depth]
-   * @returns {void}
    */
   skip(depth = 1) {
-    if (depth > MAX_DEPTH) throw err('malformed', `nested deeper than ${MAX_DEPTH} levels`);
-    const { major, info, arg } = this.head();
-    switch (major) {
-      case 0:
-      case 1:
-        return;
-      case 2:
-      case 3:
-        this.off += this.len(arg, 1);
-        return;
-      case 4: {
-        if (arg > MAX_ITEMS) throw err('malformed', `array of ${arg} items exceeds ${MAX_ITEMS}`);
-        const n = this.len(arg, 1);
-        for (let i = 0; i < n; i++) this.skip(depth + 1);
-        return;
-      }
-      case 5: {
-        if (arg > MAX_ITEMS) throw err('malformed', `map of ${arg} pairs exceeds ${MAX_ITEMS}`);
-        const n = this.len(arg, 2);
-        for (let i = 0; i < 2 * n; i++) this.skip(depth + 1);
-        return;
-      }
-      case 6:
-        throw err('malformed', 'tags are not allowed');
-    }
-    if (info >= 20 && info <= 22) return;
-    if (info >= 25 && info <= 27) return;
-    throw err('malformed', `simple value ${info === 24 ? arg : info} is not allowed`);
+    this.check(depth, false);
   }
 
   /** @returns {boolean} */
