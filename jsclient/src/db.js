@@ -1047,9 +1047,11 @@ export class Store {
       }
       let page = prepared;
       if (!page || !read || records.some((r) => read.has(r.id))) {
-        const current = await Promise.all(
-          records.map((r) => (read === null || read.has(r.id) ? /** @type {Promise<StoredRecord|undefined>} */ (req(store.get([c, r.id]))) : undefined)),
-        );
+        // One read per id, however often the page holds it.
+        const ids = [...new Set(records.map((r) => r.id))].filter((id) => read === null || read.has(id));
+        const got = await Promise.all(ids.map((id) => /** @type {Promise<StoredRecord|undefined>} */ (req(store.get([c, id])))));
+        const held = new Map(ids.map((id, i) => [id, got[i]]));
+        const current = records.map((r) => held.get(r.id));
         page = this.prepareRemote(c, records, seals, current, taken);
       }
       for (const [id, e] of page.puts) {
