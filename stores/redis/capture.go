@@ -570,12 +570,15 @@ func (c *capturer) keyspace(ctx context.Context, node *goredis.Client) {
 				if m.Kind == "psubscribe" && m.Count == len(patterns) {
 					if !first {
 						// A re-subscription: the server may have restarted
-						// and forgotten notify-keyspace-events, and some
-						// writes went unnotified meanwhile.
+						// and forgotten notify-keyspace-events.
 						c.enableNotifications(ctx, node)
-						signal(c.scan)
 					}
 					first = false
+					// Writes went unnotified until now: before a
+					// re-subscription, and on the first one between the
+					// pass that may have run before it was confirmed and
+					// its confirmation.
+					signal(c.scan)
 				}
 			case *goredis.Message:
 				if k, ok := strings.CutPrefix(m.Channel, chPrefix); ok {
