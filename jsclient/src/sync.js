@@ -187,6 +187,8 @@ export class Syncer {
     this.retryAt = 0;
     /** When a write last started an early attempt. */
     this.lastWriteRetry = -Infinity;
+    /** A reason to retry at once came while a round was under way. */
+    this.retryWanted = false;
     /** @type {{resolve: () => void, reject: (e: Error) => void}[]} sync() calls waiting for the loop's next round */
     this.roundWaiters = [];
     this.pushWanted = false;
@@ -272,8 +274,12 @@ export class Syncer {
     if (this.waiting === 'revoked' && why !== 'token') return false; // only a new token
     this.attempt = 0;
     if (this.waiting === null) {
-      // Live, or a round is under way (if it fails, the backoff starts over).
-      if (this.live && (why === 'online' || why === 'visible')) this.session?.probeLive?.();
+      // Live, or a round is under way: if it fails (it may have started
+      // before the server or the network came back), the next attempt goes
+      // at once instead of after the backoff.
+      if (this.live) {
+        if (why === 'online' || why === 'visible') this.session?.probeLive?.();
+      } else this.retryWanted = true;
       return false;
     }
     this.wakeAt?.(Math.max(now, this.retryAt));
@@ -483,6 +489,7 @@ export class Syncer {
         tokenRetried = false;
         this.lastError = null;
         this.retryAt = 0;
+        this.retryWanted = false;
         this.settleRound(null);
         if (this.stopped) break;
         if (!this.o.WebSocket) {
@@ -540,7 +547,11 @@ export class Syncer {
           continue;
         }
       }
-      const delay = backoff(this.attempt++, { random: this.o.random, ...this.o.backoff, floor: this.retryAt - Date.now() });
+      // Something said the server may be back while the round was failing:
+      // try again at once (never before the server's Retry-After).
+      const soon = this.retryWanted;
+      this.retryWanted = false;
+      const delay = soon ? Math.max(0, this.retryAt - Date.now()) : backoff(this.attempt++, { random: this.o.random, ...this.o.backoff, floor: this.retryAt - Date.now() });
       await this.wait(delay, 'backoff');
     }
     this.settleRound(new ConvergoError('network', 'sync stopped'));

@@ -113,6 +113,37 @@ test("the browser's online event reconnects at once", async (t) => {
   assert.ok(back - since < BASE / 2, `reconnected ${back - since} ms after the outage, the backoff alone waits at least ${BASE / 2}`);
 });
 
+test('an online event while an attempt is failing is not lost: the next attempt goes at once', async (t) => {
+  // Refusals are held back while `hold` is set, so that the test can act
+  // while an attempt is under way (waiting for its answer).
+  /** @type {((v?: any) => void)|null} */
+  let holding = null;
+  let hold = false;
+  const rec = recordingFetch();
+  /** @type {typeof fetch} */
+  const slow = async (url, init) => {
+    try {
+      return await rec.fetch(url, init);
+    } catch (e) {
+      if (hold) await new Promise((resolve) => (holding = resolve));
+      throw e;
+    }
+  };
+  const { server, db } = await outage(t, { fetch: slow });
+  hold = true;
+  win.dispatchEvent(new Event('online'));
+  await until(() => holding !== null, 'an attempt under way against the dead server');
+  // The server is back and the network says so while the attempt is still
+  // failing: without the event the next attempt waits the whole backoff.
+  await server.up();
+  hold = false;
+  const triggered = Date.now();
+  win.dispatchEvent(new Event('online'));
+  /** @type {any} */ (holding)();
+  const back = await reconnected(server, db);
+  assert.ok(back - triggered < FAST, `reconnected ${back - triggered} ms after the online event, the backoff alone waits ${BASE}`);
+});
+
 test('the page becoming visible reconnects at once', async (t) => {
   const { server, db, rec, since } = await outage(t);
   setVisibility('hidden');
@@ -174,10 +205,10 @@ test('a write reconnects at once, at most once per interval', async (t) => {
   assert.equal(rec.calls.filter((c) => c.at > early).length, 0, 'no request at all');
   // The writes within the interval moved the next attempt to its end.
   const back = await reconnected(server, db);
-  // early is when the dead server's stand-in saw the attempt, which on a
-  // loaded machine is some time after the client made it: the reconnect
-  // comes WRITE_RETRY_MS after the client's attempt, so at least half of it
-  // after early (an immediate one would come within a few milliseconds).
+  // early is when the attempt's request left, which on a loaded machine is
+  // some time after the client decided to make it, and the interval counts
+  // from the decision: the reconnect comes at least half of it after early
+  // (an immediate one would come within a few milliseconds).
   assert.ok(back - early >= WRITE_RETRY_MS / 2 && back - early < WRITE_RETRY_MS + FAST, `reconnected ${back - early} ms after the early attempt`);
   assert.ok(back - since < BASE / 2, `reconnected ${back - since} ms after the outage`);
   await until(() => db.status.pending === 0, 'the writes pushed');
