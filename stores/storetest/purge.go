@@ -58,17 +58,22 @@ func purgeAll(t testing.TB, p stores.Purger, coll string, h stores.Horizon, limi
 		if res.More && res.Scanned == 0 {
 			t.Fatalf("Purge after %v scanned nothing but says More", after)
 		}
-		total.Scanned += res.Scanned
-		total.Records += res.Records
-		total.Deletes += res.Deletes
-		total.Fields += res.Fields
-		total.Bytes += res.Bytes
-		total.Next = res.Next
+		addPurge(&total, res)
 		after = res.Next
 		if !res.More {
 			return total, calls
 		}
 	}
+}
+
+// addPurge adds one Purge call's counts to total and takes its Next.
+func addPurge(total *stores.PurgeResult, res stores.PurgeResult) {
+	total.Scanned += res.Scanned
+	total.Records += res.Records
+	total.Deletes += res.Deletes
+	total.Fields += res.Fields
+	total.Bytes += res.Bytes
+	total.Next = res.Next
 }
 
 // purgeRun purges coll under h, limit entries per call, until the store
@@ -83,12 +88,7 @@ func purgeRun(ctx context.Context, p stores.Purger, coll string, h stores.Horizo
 		if err != nil {
 			return total, err
 		}
-		total.Scanned += res.Scanned
-		total.Records += res.Records
-		total.Deletes += res.Deletes
-		total.Fields += res.Fields
-		total.Bytes += res.Bytes
-		total.Next = res.Next
+		addPurge(&total, res)
 		after = res.Next
 		if !res.More {
 			return total, nil
