@@ -9,9 +9,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -210,6 +212,13 @@ func startChild(args ...string) (*child, error) {
 	}
 	cmd := pinned(self, append([]string{"serve"}, args...)...)
 	cmd.Stderr = os.Stderr
+	// The parent's whole-process profile is the parent's: a child would
+	// write over the same file (its own profile is -cpuprofile's).
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "CONVERGO_BENCH_CPUPROFILE=") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, err
@@ -281,10 +290,23 @@ func runFanout(args []string) error {
 	interval := fs.Duration("interval", 100*time.Millisecond, "time between writes")
 	kinds := fs.String("stores", "memory,redis", "deployments to measure")
 	bin := fs.String("server", "", "the server command (cmd/convergo) to measure; empty runs this program's serve")
+	profDir := fs.String("cpuprofile", "", "write a CPU profile of each server process over each run's write phase into this directory (not with -server)")
+	receiver := fs.String("receiver", "epoll", "how the generator reads its subscribers: epoll (one goroutine for all) or goroutines (one each)")
 	fs.Parse(args)
+	if *profDir != "" {
+		if *bin != "" {
+			return errors.New("-cpuprofile needs the bench's own server (no -server)")
+		}
+		if err := os.MkdirAll(*profDir, 0o755); err != nil {
+			return err
+		}
+	}
 	raiseFileLimit()
 	ctx := context.Background()
 
+	// The p99 of the single server in this invocation: the 2-servers-on-
+	// Redis target is twice it.
+	var singleP99 []float64
 	for _, kind := range strings.Split(*kinds, ",") {
 		title := "Fan-out to 1,000 WebSocket subscribers, in-memory store, one server"
 		if *bin != "" {
@@ -298,8 +320,12 @@ func runFanout(args []string) error {
 			title = "Fan-out to 1,000 WebSocket subscribers, Redis store, two servers"
 		}
 		title = strings.Replace(title, "1,000", groupThousands(strconv.Itoa(*subs)), 1)
+		rate := float64(time.Second) / float64(*interval)
+		title += ", " + strconv.FormatFloat(rate, 'g', 3, 64) + " pushes/s"
+		var p99s []float64
 		for run := range *runs {
-			lat, missing, cost, err := fanoutRun(ctx, *bin, kind, *subs, *writes, *interval)
+			name := fmt.Sprintf("%s-%dsubs-run%d", kind, *subs, run)
+			lat, missing, cost, err := fanoutRun(ctx, *bin, kind, *subs, *writes, *interval, *profDir, name, *receiver)
 			if err != nil {
 				return fmt.Errorf("%s run %d: %w", kind, run, err)
 			}
@@ -314,6 +340,8 @@ func runFanout(args []string) error {
 			if cost.reads >= 0 {
 				emit(sample{Scenario: title, Metric: "store reads per push", Unit: "reads", Better: "lower", Impl: "Convergo server",
 					Ours: true, Run: run, Value: float64(cost.reads) / float64(*writes), Note: note})
+				emit(sample{Scenario: title, Metric: "store reads per push", Unit: "reads", Better: "lower", Impl: targetImpl,
+					Limit: true, Run: run, Value: 1})
 			}
 			if missing > 0 {
 				note += fmt.Sprintf(", %d MISSING", missing)
@@ -322,12 +350,51 @@ func runFanout(args []string) error {
 				name string
 				p    float64
 			}{{"p50 push→receipt", 0.50}, {"p99 push→receipt", 0.99}, {"max push→receipt", 1}} {
+				v := quantile(lat, q.p)
 				emit(sample{Scenario: title, Metric: q.name, Unit: "ms", Better: "lower", Impl: "Convergo server",
-					Ours: true, Run: run, Value: quantile(lat, q.p), Note: note})
+					Ours: true, Run: run, Value: v, Note: note})
+				if q.p == 0.99 {
+					p99s = append(p99s, v)
+					if t := fanoutTarget(kind, *subs, *interval, singleP99); t > 0 {
+						emit(sample{Scenario: title, Metric: q.name, Unit: "ms", Better: "lower", Impl: targetImpl,
+							Limit: true, Run: run, Value: t})
+					}
+				}
 			}
+			if *profDir != "" {
+				fmt.Fprintf(os.Stderr, "fanout: %s: server CPU profiles in %s/%s-srv*.pprof\n", name, *profDir, name)
+			}
+		}
+		if kind != "redis" && len(p99s) > 0 {
+			slices.Sort(p99s)
+			singleP99 = p99s
 		}
 	}
 	return nil
+}
+
+// targetImpl names the issue's targets in the report, where they stand as
+// the limit each figure is compared with.
+const targetImpl = "target (issue 17)"
+
+// fanoutTarget is the p99 push→receipt target of a fan-out: 20 ms for
+// 1,000 subscribers at 10 pushes/s, 100 ms for 10,000 at 5 pushes/s on one
+// server, and for two servers on Redis twice the single server's median
+// p99 measured in the same invocation (single, sorted; none: no target).
+func fanoutTarget(kind string, subs int, interval time.Duration, single []float64) float64 {
+	if kind == "redis" {
+		if len(single) == 0 {
+			return 0
+		}
+		return 2 * median(single)
+	}
+	switch {
+	case subs == 1000 && interval == 100*time.Millisecond:
+		return 20
+	case subs == 10000 && interval == 200*time.Millisecond:
+		return 100
+	}
+	return 0
 }
 
 // fanoutCost is what a fan-out run cost: server CPU (user and system, all
@@ -338,7 +405,11 @@ type fanoutCost struct {
 	reads             int64
 }
 
-func fanoutRun(ctx context.Context, bin, kind string, subs, writes int, interval time.Duration) (lat []float64, missing int, cost fanoutCost, err error) {
+// fanoutRun runs one measured run. With profileDir set, every server
+// process writes a CPU profile of the write phase (from the first push
+// until the last delivery or the wait's end) to
+// profileDir/profileName-srvI.pprof.
+func fanoutRun(ctx context.Context, bin, kind string, subs, writes int, interval time.Duration, profileDir, profileName, receiver string) (lat []float64, missing int, cost fanoutCost, err error) {
 	var servers []*child
 	defer func() {
 		for _, s := range servers {
@@ -381,13 +452,23 @@ func fanoutRun(ctx context.Context, bin, kind string, subs, writes int, interval
 		}
 	}
 
-	sent := make([]time.Time, writes)
-	var sentMu sync.RWMutex
-	var mu sync.Mutex
-	got := make([]int, subs)
-	ready := make(chan error, subs)
-	runCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	// sent[k] is when write k was pushed, in nanoseconds of the monotonic
+	// clock since base; each subscriber keeps its own latencies, so the
+	// receiving side takes no lock.
+	base := time.Now()
+	sent := make([]atomic.Int64, writes)
+	perSub := make([][]float64, subs)
+	var delivered atomic.Int64
+	conns := make([]*rawSub, subs)
+	closeAll := func() {
+		for _, c := range conns {
+			if c != nil {
+				c.Close()
+			}
+		}
+	}
+	defer closeAll()
+	errs := make(chan error, subs)
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 50) // dial 50 at a time
 	for i := range subs {
@@ -395,48 +476,54 @@ func fanoutRun(ctx context.Context, bin, kind string, subs, writes int, interval
 		go func() {
 			defer wg.Done()
 			sem <- struct{}{}
-			c, err := dialLive(runCtx, servers[i%len(servers)].url, fmt.Sprintf("sub-%d", i))
+			defer func() { <-sem }()
+			dctx, dcancel := context.WithTimeout(ctx, 30*time.Second)
+			defer dcancel()
+			c, err := dialRaw(dctx, servers[i%len(servers)].url, fmt.Sprintf("sub-%d", i))
 			if err == nil {
-				err = c.send(runCtx, proto.Sub{Collection: transport.DemoCollection})
+				conns[i] = c
+				err = c.send(proto.Sub{Collection: transport.DemoCollection})
 			}
-			<-sem
-			ready <- err
 			if err != nil {
-				return
-			}
-			defer c.c.CloseNow()
-			for {
-				_, b, err := c.c.Read(runCtx)
-				if err != nil {
-					return
-				}
-				now := time.Now()
-				ids, err := changeIDs(b)
-				if err != nil {
-					continue
-				}
-				for _, id := range ids {
-					k, err := strconv.Atoi(strings.TrimPrefix(id, "w"))
-					if err != nil || k < 0 || k >= writes {
-						continue
-					}
-					sentMu.RLock()
-					t0 := sent[k]
-					sentMu.RUnlock()
-					mu.Lock()
-					lat = append(lat, float64(now.Sub(t0).Microseconds())/1000)
-					got[i]++
-					mu.Unlock()
-				}
+				errs <- err
 			}
 		}()
 	}
-	for range subs {
-		if err := <-ready; err != nil {
-			return nil, 0, cost, fmt.Errorf("subscriber: %w", err)
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return nil, 0, cost, fmt.Errorf("subscriber: %w", err)
+	}
+	for i := range perSub {
+		perSub[i] = make([]float64, 0, writes)
+	}
+	receive := receiveEpoll
+	if receiver == "goroutines" {
+		receive = receiveEach
+	}
+	stopSubs, err := receive(conns, base, func(i int, msg []byte, now int64) {
+		// now is the receipt of the complete message that holds the change.
+		recordIDs(msg, func(id []byte) {
+			k, ok := writeIndex(id)
+			if !ok || k >= writes {
+				return
+			}
+			if t0 := sent[k].Load(); t0 > 0 {
+				perSub[i] = append(perSub[i], float64(now-t0)/1e6)
+				delivered.Add(1)
+			}
+		})
+	})
+	if err != nil {
+		return nil, 0, cost, err
+	}
+	defer stopSubs()                   // before closeAll: the receiver reads their descriptors
+	time.Sleep(500 * time.Millisecond) // let the subscriptions settle
+	if profileDir != "" {
+		if err := profileServers(servers, "start", profileDir, profileName); err != nil {
+			return nil, 0, cost, err
 		}
 	}
-	time.Sleep(500 * time.Millisecond) // let the subscriptions settle
 	cpu0, reads0 := serversCPU(servers), serversReads(servers)
 	gen0 := selfCPU()
 	w := newWriter(0)
@@ -447,23 +534,15 @@ func fanoutRun(ctx context.Context, bin, kind string, subs, writes int, interval
 			return nil, 0, cost, err
 		}
 		ch := crdt.Change{Collection: transport.DemoCollection, Record: crdt.SetField("w"+strconv.Itoa(k), "title", benchValue, s)}
-		sentMu.Lock()
-		sent[k] = time.Now()
-		sentMu.Unlock()
+		sent[k].Store(time.Since(base).Nanoseconds())
 		if _, err := httpPush(ctx, client, servers[0].url, w.replica, []crdt.Change{ch}); err != nil {
 			return nil, 0, cost, err
 		}
 		time.Sleep(interval)
 	}
 	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		mu.Lock()
-		n := len(lat)
-		mu.Unlock()
-		if n >= subs*writes {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
+	for time.Now().Before(deadline) && delivered.Load() < int64(subs*writes) {
+		time.Sleep(20 * time.Millisecond)
 	}
 	cost.serverCPU = serversCPU(servers) - cpu0
 	cost.genCPU = selfCPU() - gen0
@@ -471,26 +550,57 @@ func fanoutRun(ctx context.Context, bin, kind string, subs, writes int, interval
 	if r := serversReads(servers); r >= 0 && reads0 >= 0 {
 		cost.reads = r - reads0
 	}
-	cancel()
-	wg.Wait()
+	if profileDir != "" {
+		if err := profileServers(servers, "stop", "", ""); err != nil {
+			return nil, 0, cost, err
+		}
+	}
+	stopSubs() // perSub is the receiver's until it has stopped
+	for _, l := range perSub {
+		lat = append(lat, l...)
+	}
 	return lat, subs*writes - len(lat), cost, nil
 }
 
-// changeIDs returns the record ids of a "changes" message, nil for others.
-func changeIDs(b []byte) ([]string, error) {
-	m, err := proto.DecodeServerMessage(b)
-	if err != nil {
-		return nil, err
+// writeIndex parses a record id "w<k>" of the fan-out writer.
+func writeIndex(id []byte) (int, bool) {
+	if len(id) < 2 || id[0] != 'w' {
+		return 0, false
 	}
-	ch, ok := m.(proto.Changes)
-	if !ok {
-		return nil, nil
+	k := 0
+	for _, c := range id[1:] {
+		if c < '0' || c > '9' || k > 1<<30 {
+			return 0, false
+		}
+		k = k*10 + int(c-'0')
 	}
-	ids := make([]string, len(ch.Records))
-	for i, r := range ch.Records {
-		ids[i] = r.ID
+	return k, true
+}
+
+// profileServers starts ("start") or stops ("stop") a CPU profile in every
+// server process through serveProfile; started profiles go to
+// dir/name-srvI.pprof.
+func profileServers(servers []*child, op, dir, name string) error {
+	for i, s := range servers {
+		u := s.url + "/bench/profile/" + op
+		if op == "start" {
+			path, err := filepath.Abs(filepath.Join(dir, fmt.Sprintf("%s-srv%d.pprof", name, i)))
+			if err != nil {
+				return err
+			}
+			u += "?file=" + url.QueryEscape(path)
+		}
+		resp, err := http.Get(u)
+		if err != nil {
+			return fmt.Errorf("profile %s: %w", op, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("profile %s: %s: %s", op, resp.Status, strings.TrimSpace(string(b)))
+		}
 	}
-	return ids, nil
+	return nil
 }
 
 // readCounter counts the store reads (Pull calls) of the bench's own

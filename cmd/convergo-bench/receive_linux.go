@@ -1,0 +1,114 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// receiveEpoll reads the messages of every subscriber in subs until the
+// returned stop (idempotent) is called: one goroutine waits on one epoll set for all of
+// them and reads each ready connection once, so a delivery costs the
+// generator one read system call and its share of an epoll_wait (a
+// goroutine per connection costs a second read that finds nothing, a
+// park and a wake-up). on is called with subs[i]'s complete message and
+// the time (monotonic nanoseconds since base) at which the read that
+// completed it returned; msg is valid during the call only. on is called
+// from one goroutine.
+func receiveEpoll(subs []*rawSub, base time.Time, on func(i int, msg []byte, now int64)) (stop func(), err error) {
+	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("epoll: %w", err)
+	}
+	reads := make([]func([]byte) (int, error), len(subs))
+	fds := make([]int, len(subs))
+	for i, s := range subs {
+		sc, ok := s.conn.(syscall.Conn)
+		if !ok {
+			syscall.Close(epfd)
+			return nil, errors.New("receive: not a system connection")
+		}
+		rc, err := sc.SyscallConn()
+		if err != nil {
+			syscall.Close(epfd)
+			return nil, err
+		}
+		rc.Control(func(fd uintptr) { fds[i] = int(fd) })
+		fd := fds[i]
+		// The descriptor stays non-blocking (the runtime set it so): a read
+		// that finds nothing says EAGAIN and is tried again when ready.
+		reads[i] = func(p []byte) (int, error) {
+			for {
+				n, err := syscall.Read(fd, p)
+				if err == syscall.EINTR {
+					continue
+				}
+				if n == 0 && err == nil {
+					return 0, errClosed
+				}
+				return n, err
+			}
+		}
+		ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP, Fd: int32(i)}
+		if err := syscall.EpollCtl(epfd, syscall.EPOLL_CTL_ADD, fd, &ev); err != nil {
+			syscall.Close(epfd)
+			return nil, fmt.Errorf("epoll add: %w", err)
+		}
+	}
+	quit := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		drain := func(i int, now int64) bool {
+			s := subs[i]
+			for {
+				m, ok, err := s.parse()
+				if err != nil {
+					return false
+				}
+				if !ok {
+					return true
+				}
+				on(i, m, now)
+			}
+		}
+		// Frames read with the handshake are already here.
+		now := time.Since(base).Nanoseconds()
+		for i := range subs {
+			drain(i, now)
+		}
+		events := make([]syscall.EpollEvent, 512)
+		for {
+			select {
+			case <-quit:
+				return
+			default:
+			}
+			n, err := syscall.EpollWait(epfd, events, 50)
+			if err != nil {
+				if err == syscall.EINTR {
+					continue
+				}
+				return
+			}
+			for _, ev := range events[:n] {
+				i := int(ev.Fd)
+				err := subs[i].fill(reads[i])
+				if errors.Is(err, syscall.EAGAIN) {
+					continue
+				}
+				now := time.Since(base).Nanoseconds()
+				if err != nil || !drain(i, now) {
+					syscall.EpollCtl(epfd, syscall.EPOLL_CTL_DEL, fds[i], nil)
+				}
+			}
+		}
+	}()
+	return sync.OnceFunc(func() {
+		close(quit)
+		<-done
+		syscall.Close(epfd)
+	}), nil
+}
