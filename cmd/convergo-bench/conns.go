@@ -29,7 +29,7 @@ func runConns(args []string) error {
 	title := "Server memory per idle WebSocket (" + groupThousands(strconv.Itoa(*n)) + " connections)"
 	for run := range *runs {
 		for _, kind := range []string{"memory", "bare"} {
-			per, err := connsRun(ctx, *bin, kind, *n)
+			per, mem, err := connsRun(ctx, *bin, kind, *n)
 			if err != nil {
 				return fmt.Errorf("%s: %w", kind, err)
 			}
@@ -39,12 +39,36 @@ func runConns(args []string) error {
 				s.Impl, s.Ours, s.Limit, s.Note = "bare coder/websocket accept+read", false, true, "same process shape, no protocol"
 			}
 			emit(s)
+			if kind != "bare" {
+				t := s
+				t.Impl, t.Ours, t.Limit, t.Value, t.Note = targetImpl, false, true, 10, ""
+				emit(t)
+			}
+			if mem != nil { // the bench's own server: the split
+				for _, m := range []struct {
+					metric, unit string
+					v            float64
+				}{
+					{"live heap per connection", "KiB", mem.heap / 1024},
+					{"goroutine stacks per connection", "KiB", mem.stacks / 1024},
+					{"goroutines per connection", "goroutines", mem.goroutines},
+				} {
+					t := s
+					t.Metric, t.Unit, t.Value = m.metric, m.unit, m.v
+					emit(t)
+				}
+			}
 		}
 	}
 	return nil
 }
 
-func connsRun(ctx context.Context, bin, kind string, n int) (float64, error) {
+// connsSplit is the growth of a server's memStats per connection.
+type connsSplit struct{ heap, stacks, goroutines float64 }
+
+// connsRun returns the RSS growth per connection and, for the bench's own
+// server, how the growth splits (nil for the server command).
+func connsRun(ctx context.Context, bin, kind string, n int) (float64, *connsSplit, error) {
 	var srv *child
 	var err error
 	if bin != "" && kind == "memory" {
@@ -53,18 +77,27 @@ func connsRun(ctx context.Context, bin, kind string, n int) (float64, error) {
 		srv, err = startChild("-store", kind)
 	}
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	defer srv.stop()
 	// One connection first, so the code paths and pools are warm.
 	warm, err := dialSession(ctx, kind, srv.url, "warm")
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	time.Sleep(500 * time.Millisecond)
 	before, err := rss(srv.cmd.Process.Pid)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
+	}
+	// The split comes after each RSS reading: its collection would
+	// otherwise move the RSS figure away from what it has always been.
+	own := bin == "" || kind == "bare" // a server that answers /bench/mem
+	var mem0 memStats
+	if own {
+		if mem0, err = childMem(srv); err != nil {
+			return 0, nil, err
+		}
 	}
 	conns := make([]func(), 0, n)
 	var mu sync.Mutex
@@ -96,14 +129,24 @@ func connsRun(ctx context.Context, bin, kind string, n int) (float64, error) {
 		warm()
 	}()
 	if err := <-errs; err != nil {
-		return 0, fmt.Errorf("%d of %d connections failed, first: %w", n-len(conns), n, err)
+		return 0, nil, fmt.Errorf("%d of %d connections failed, first: %w", n-len(conns), n, err)
 	}
 	time.Sleep(2 * time.Second) // idle: let the goroutines park and buffers settle
 	after, err := rss(srv.cmd.Process.Pid)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
-	return float64(after-before) / float64(n), nil
+	per := float64(after-before) / float64(n)
+	if !own {
+		return per, nil, nil
+	}
+	mem1, err := childMem(srv)
+	if err != nil {
+		return 0, nil, err
+	}
+	d := func(a, b uint64) float64 { return (float64(b) - float64(a)) / float64(n) }
+	return per, &connsSplit{heap: d(mem0.HeapObjects, mem1.HeapObjects), stacks: d(mem0.Stacks, mem1.Stacks),
+		goroutines: d(mem0.Goroutines, mem1.Goroutines)}, nil
 }
 
 // dialSession opens an idle session: for the sync server a live session

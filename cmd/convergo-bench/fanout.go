@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,6 +15,8 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
+	"runtime/metrics"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -109,6 +112,10 @@ func runServe(args []string) error {
 			}
 		})
 		closeAll = func() {}
+		mux := http.NewServeMux()
+		mux.Handle("/bench/mem", serveMem())
+		mux.Handle("/", handler)
+		handler = mux
 	} else {
 		inner, cleanup, err := openStoreWith(ctx, *kind, *prefix)
 		if err != nil {
@@ -134,6 +141,7 @@ func runServe(args []string) error {
 			fmt.Fprint(w, st.pulls.Load())
 		}))
 		srv.ts.Handle("/bench/profile/", serveProfile())
+		srv.ts.Handle("/bench/mem", serveMem())
 		handler = srv.srv.Handler
 		closeAll = func() { srv.Close(); cleanup() }
 	}
@@ -195,6 +203,50 @@ func serveProfile() http.Handler {
 			http.NotFound(w, r)
 		}
 	})
+}
+
+// memStats is how the server process's memory splits, from runtime/metrics
+// after a collection: live heap objects, goroutine stacks and goroutines.
+type memStats struct {
+	HeapObjects uint64 `json:"heap_objects"` // /memory/classes/heap/objects:bytes
+	Stacks      uint64 `json:"stacks"`       // /memory/classes/heap/stacks:bytes + /memory/classes/os-stacks:bytes
+	Goroutines  uint64 `json:"goroutines"`   // /sched/goroutines:goroutines
+}
+
+// serveMem answers /bench/mem with the process's memStats (JSON), after a
+// garbage collection so that the heap figure is what is live.
+func serveMem() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		runtime.GC()
+		ms := []metrics.Sample{
+			{Name: "/memory/classes/heap/objects:bytes"},
+			{Name: "/memory/classes/heap/stacks:bytes"},
+			{Name: "/memory/classes/os-stacks:bytes"},
+			{Name: "/sched/goroutines:goroutines"},
+		}
+		metrics.Read(ms)
+		v := func(i int) uint64 {
+			if ms[i].Value.Kind() != metrics.KindUint64 {
+				return 0
+			}
+			return ms[i].Value.Uint64()
+		}
+		json.NewEncoder(w).Encode(memStats{HeapObjects: v(0), Stacks: v(1) + v(2), Goroutines: v(3)})
+	})
+}
+
+// childMem reads the memStats of a server started with runServe.
+func childMem(c *child) (memStats, error) {
+	var m memStats
+	resp, err := http.Get(c.url + "/bench/mem")
+	if err != nil {
+		return m, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return m, fmt.Errorf("/bench/mem: %s", resp.Status)
+	}
+	return m, json.NewDecoder(resp.Body).Decode(&m)
 }
 
 // child is a server process started with runServe.
