@@ -8,6 +8,7 @@
 #      Chromium), Go core, Yjs (V2), Automerge, TinyBase
 #   2  server apply throughput per store, beside the store's own ceiling
 #   3  WebSocket fan-out latency, 1,000 and 10,000 subscribers, store reads and CPU per delivery
+#      (server and generator), each row beside the target
 #   4  initial sync of 100,000 records into Chromium's IndexedDB; put with
 #      10 live queries and putMany beside raw IndexedDB (live.mjs)
 #   5  server memory per idle WebSocket, client heap for 100,000 records
@@ -36,7 +37,7 @@ main() {
 	start=$(date +%s)
 
 	mkdir -p "$RAW" "$BIN"
-	rm -f "$RAW"/*.jsonl "$RAW"/*.log
+	rm -f "$RAW"/*.jsonl "$RAW"/*.log "$RAW"/profiles/*.pprof
 
 	log() { printf '[bench %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 	want() { [[ $ONLY == *" $1 "* ]]; }
@@ -110,8 +111,10 @@ main() {
 		local pin=()
 		command -v taskset >/dev/null && pin=(env BENCH_SERVER_CPUS=0 taskset -c 1)
 		run s3-fanout 240 "${pin[@]}" "$BIN/convergo-bench" fanout "${SERVER[@]}" -runs "$(((RUNS + 1) / 2))"
-		run s3-fanout-reads 240 "${pin[@]}" "$BIN/convergo-bench" fanout -stores memory -runs 5
-		run s3-fanout-10k 420 "${pin[@]}" "$BIN/convergo-bench" fanout -stores memory -subs 10000 -writes 25 -interval 200ms -runs 5
+		# The bench's own server also writes a CPU profile per run
+		# (results/raw/profiles; go tool pprof -top bin/convergo-bench FILE).
+		run s3-fanout-reads 240 "${pin[@]}" "$BIN/convergo-bench" fanout -stores memory -runs 5 -cpuprofile "$RAW/profiles"
+		run s3-fanout-10k 420 "${pin[@]}" "$BIN/convergo-bench" fanout -stores memory -subs 10000 -writes 25 -interval 200ms -runs 5 -cpuprofile "$RAW/profiles"
 	fi
 
 	# Scenario 4 and the client half of 5: Chromium.
