@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
@@ -401,6 +402,9 @@ func runFanout(args []string) error {
 			if missing > 0 {
 				note += fmt.Sprintf(", %d MISSING", missing)
 			}
+			for _, t := range slices.Sorted(maps.Keys(cost.others)) {
+				note += fmt.Sprintf(", %d %s messages", cost.others[t], t)
+			}
 			for _, q := range []struct {
 				name string
 				p    float64
@@ -458,6 +462,7 @@ func fanoutTarget(kind string, subs int, interval time.Duration, single []float6
 type fanoutCost struct {
 	serverCPU, genCPU time.Duration
 	reads             int64
+	others            map[string]int // messages other than changes, by type
 }
 
 // fanoutRun runs one measured run. With profileDir set, every server
@@ -549,13 +554,15 @@ func fanoutRun(ctx context.Context, bin, kind string, subs, writes int, interval
 	for i := range perSub {
 		perSub[i] = make([]float64, 0, writes)
 	}
+	var othersMu sync.Mutex
+	others := map[string]int{} // messages other than changes, by type
 	receive := receiveEpoll
 	if receiver == "goroutines" {
 		receive = receiveEach
 	}
 	stopSubs, err := receive(conns, base, func(i int, msg []byte, now int64) {
 		// now is the receipt of the complete message that holds the change.
-		recordIDs(msg, func(id []byte) {
+		changes, _ := recordIDs(msg, func(id []byte) {
 			k, ok := writeIndex(id)
 			if !ok || k >= writes {
 				return
@@ -565,6 +572,15 @@ func fanoutRun(ctx context.Context, bin, kind string, subs, writes int, interval
 				delivered.Add(1)
 			}
 		})
+		if !changes { // resync, reset, error: counted for the report
+			t, err := proto.PeekType(msg)
+			if err != nil {
+				t = "undecodable"
+			}
+			othersMu.Lock()
+			others[t]++
+			othersMu.Unlock()
+		}
 	})
 	if err != nil {
 		return nil, 0, cost, err
@@ -611,6 +627,7 @@ func fanoutRun(ctx context.Context, bin, kind string, subs, writes int, interval
 	for _, l := range perSub {
 		lat = append(lat, l...)
 	}
+	cost.others = others
 	return lat, subs*writes - len(lat), cost, nil
 }
 

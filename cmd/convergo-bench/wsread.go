@@ -230,87 +230,87 @@ func (s *rawSub) Close() { s.conn.Close() }
 
 // recordIDs calls f with the id of each record of b if b is a "changes"
 // message ({0: "changes", 1: collection, 2: [record, ...], ...}, each
-// record {1: id, ...}; docs/protocol.md), and does nothing for other
-// messages. It walks the CBOR without decoding values or allocating; the
+// record {1: id, ...}; docs/protocol.md) and says whether it was one; it
+// does nothing for other messages. It walks the CBOR without decoding values or allocating; the
 // id passed to f is only valid during the call. The server's messages are
 // trusted to be well-formed: a malformed one is an error.
-func recordIDs(b []byte, f func(id []byte)) error {
+func recordIDs(b []byte, f func(id []byte)) (changes bool, err error) {
+	isChanges := false
 	major, n, off, err := cborHead(b, 0)
 	if err != nil {
-		return err
+		return false, err
 	}
 	if major != 5 {
-		return errors.New("cbor: message is not a map")
+		return false, errors.New("cbor: message is not a map")
 	}
-	isChanges := false
 	for range n {
 		kmaj, key, o, err := cborHead(b, off)
 		if err != nil {
-			return err
+			return isChanges, err
 		}
 		if kmaj != 0 {
-			return errors.New("cbor: message key is not an integer")
+			return isChanges, errors.New("cbor: message key is not an integer")
 		}
 		off = o
 		switch {
 		case key == 0:
 			s, o, err := cborText(b, off)
 			if err != nil {
-				return err
+				return isChanges, err
 			}
 			if string(s) != proto.TypeChanges {
-				return nil
+				return false, nil
 			}
 			isChanges, off = true, o
 		case key == 2 && isChanges:
 			amaj, count, o, err := cborHead(b, off)
 			if err != nil {
-				return err
+				return isChanges, err
 			}
 			if amaj == 7 { // null: no records
 				off = o
 				continue
 			}
 			if amaj != 4 {
-				return errors.New("cbor: records are not an array")
+				return isChanges, errors.New("cbor: records are not an array")
 			}
 			off = o
 			for range count {
 				rmaj, fields, o, err := cborHead(b, off)
 				if err != nil {
-					return err
+					return isChanges, err
 				}
 				if rmaj != 5 {
-					return errors.New("cbor: record is not a map")
+					return isChanges, errors.New("cbor: record is not a map")
 				}
 				off = o
 				for range fields {
 					_, rk, o, err := cborHead(b, off)
 					if err != nil {
-						return err
+						return isChanges, err
 					}
 					off = o
 					if rk == 1 {
 						id, o, err := cborText(b, off)
 						if err != nil {
-							return err
+							return isChanges, err
 						}
 						f(id)
 						off = o
 						continue
 					}
 					if off, err = cborSkip(b, off); err != nil {
-						return err
+						return isChanges, err
 					}
 				}
 			}
 		default:
 			if off, err = cborSkip(b, off); err != nil {
-				return err
+				return isChanges, err
 			}
 		}
 	}
-	return nil
+	return isChanges, nil
 }
 
 var errCBOR = errors.New("cbor: truncated or unsupported item")

@@ -38,8 +38,8 @@ func TestRecordIDs(t *testing.T) {
 		want = append(want, r.ID)
 	}
 	var got []string
-	if err := recordIDs(b, func(id []byte) { got = append(got, string(id)) }); err != nil {
-		t.Fatal(err)
+	if ok, err := recordIDs(b, func(id []byte) { got = append(got, string(id)) }); err != nil || !ok {
+		t.Fatalf("recordIDs = %v, %v; want a changes message", ok, err)
 	}
 	if !slices.Equal(got, want) || len(got) != 3 {
 		t.Errorf("recordIDs = %q, want %q", got, want)
@@ -58,10 +58,10 @@ func TestRecordIDs(t *testing.T) {
 		t.Fatal(err)
 	}
 	got = nil
-	if err := recordIDs(pong, func(id []byte) { got = append(got, string(id)) }); err != nil || got != nil {
-		t.Errorf("recordIDs(pong) = %q, %v; want nothing", got, err)
+	if ok, err := recordIDs(pong, func(id []byte) { got = append(got, string(id)) }); err != nil || ok || got != nil {
+		t.Errorf("recordIDs(pong) = %q, %v, %v; want nothing", got, ok, err)
 	}
-	if err := recordIDs(b[:len(b)/2], func([]byte) {}); err == nil {
+	if _, err := recordIDs(b[:len(b)/2], func([]byte) {}); err == nil {
 		t.Error("recordIDs accepted a truncated message")
 	}
 }
