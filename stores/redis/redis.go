@@ -10,7 +10,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -69,6 +68,9 @@ type Store struct {
 	watchers   stores.Watchers
 	stats      counters
 	corruptLog corruptLog
+	// commits gathers concurrent Apply calls into pipelined round trips
+	// (apply.go).
+	commits committer
 	// capture is nil without capture rules.
 	capture *capturer
 	// needCheck says a check of the servers' run (checkRun) is owed: at
@@ -184,6 +186,7 @@ func New(client goredis.UniversalClient, opts Options) (*Store, error) {
 		heartbeatChannel: opts.KeyPrefix + "convergo:heartbeat:" + hex.EncodeToString(id[:]),
 	}
 	s.needCheck.Store(true)
+	_, s.commits.slotted = client.(*goredis.ClusterClient)
 	if len(d.Capture) > 0 {
 		s.capture = newCapturer(s, d)
 	}
@@ -241,151 +244,6 @@ func (s *Store) begin(ctx context.Context) error {
 		return stores.ErrClosed
 	}
 	return ctx.Err()
-}
-
-// Apply implements stores.Store. The changes of each collection go to Redis
-// in one merge script call, which is atomic, or in several, one after the
-// other, when they pass maxScriptChanges or maxScriptBytes; collections are
-// applied concurrently. An error can leave some changes applied and others
-// not, which the contract allows (a retry of the batch completes it).
-func (s *Store) Apply(ctx context.Context, changes []crdt.Change) ([]stores.Result, error) {
-	if err := s.begin(ctx); err != nil {
-		return nil, err
-	}
-	if err := stores.CheckApply(changes); err != nil {
-		return nil, err
-	}
-	var order []string
-	groups := map[string][]int{}
-	for i, c := range changes {
-		if err := checkRecord(c.Record); err != nil {
-			return nil, fmt.Errorf("apply change %d (%s/%s): %w", i, c.Collection, c.Record.ID, err)
-		}
-		if _, ok := groups[c.Collection]; !ok {
-			order = append(order, c.Collection)
-		}
-		groups[c.Collection] = append(groups[c.Collection], i)
-	}
-	results := make([]stores.Result, len(changes))
-	if len(order) == 1 {
-		if err := s.applyCollection(ctx, order[0], changes, groups[order[0]], results); err != nil {
-			return nil, err
-		}
-		return results, nil
-	}
-	// Collections are independent (on a cluster, often on different
-	// shards): apply them concurrently, a few at a time. Each writes its
-	// own elements of results.
-	var (
-		wg    sync.WaitGroup
-		sem   = make(chan struct{}, maxConcurrentCollections)
-		errMu sync.Mutex
-		first error
-	)
-	for _, coll := range order {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			if err := s.applyCollection(ctx, coll, changes, groups[coll], results); err != nil {
-				errMu.Lock()
-				if first == nil {
-					first = err
-				}
-				errMu.Unlock()
-			}
-		})
-	}
-	wg.Wait()
-	if first != nil {
-		return nil, first
-	}
-	return results, nil
-}
-
-// maxConcurrentCollections bounds the script calls one Apply runs at once.
-const maxConcurrentCollections = 4
-
-// Limits of one merge script call. Redis runs nothing else while a script
-// runs, so a call is kept to milliseconds of work even for the largest
-// records; the changes of a collection beyond these limits go in several
-// calls, one after the other.
-const (
-	maxScriptChanges = 256
-	maxScriptBytes   = 1 << 20
-)
-
-func (s *Store) applyCollection(ctx context.Context, coll string, changes []crdt.Change, idx []int, results []stores.Result) error {
-	keys := s.writeKeys(coll)
-	for len(idx) > 0 {
-		n, size := 0, 0
-		for n < len(idx) && n < maxScriptChanges {
-			b := blobSize(changes[idx[n]].Record)
-			if n > 0 && size+b > maxScriptBytes {
-				break
-			}
-			size += b
-			n++
-		}
-		args := make([]any, 0, 5+2*n)
-		args = append(args, s.channel, coll, s.maxRecordBytes, crdt.MaxFieldsPerRecord, uint64(MaxSeq))
-		for _, i := range idx[:n] {
-			r := changes[i].Record
-			args = append(args, r.ID, encodeBlob(0, r))
-		}
-		out, err := mergeScript.Run(ctx, s.client, keys, args...).Slice()
-		if err != nil {
-			return s.fail(ctx, "apply to "+coll, err)
-		}
-		if len(out) != 3*n+3 {
-			return fmt.Errorf("apply to %s: merge script returned %d items for %d changes", coll, len(out), n)
-		}
-		var head uint64
-		for j, i := range idx[:n] {
-			r, err := mergeResult(out[3*j : 3*j+3])
-			if err != nil {
-				return fmt.Errorf("apply to %s: change %s: %w", coll, changes[i].Record.ID, err)
-			}
-			results[i] = r
-			if r.Changed {
-				head = max(head, r.Seq)
-			}
-		}
-		state, _ := out[3*n].(int64)
-		raw, _ := out[3*n+1].(string)
-		s.checkHead(ctx, coll, state, raw, head)
-		if damaged, _ := out[3*n+2].([]any); len(damaged) > 0 {
-			s.replacedDamaged(ctx, coll, damaged)
-		}
-		if head > 0 {
-			// The script also publishes, for every instance; local watchers
-			// are told directly, so a stalled subscription does not delay
-			// them.
-			s.watchers.Notify(stores.Notification{Collection: coll, Seq: head})
-		}
-		idx = idx[n:]
-	}
-	return nil
-}
-
-// mergeResult reads the merge script's result of one change: changed (0 or
-// 1), the seq, and the names of the lost fields, which it sorts.
-func mergeResult(item []any) (stores.Result, error) {
-	changed, ok1 := item[0].(int64)
-	seq, ok2 := item[1].(int64)
-	names, ok3 := item[2].([]any)
-	if !ok1 || !ok2 || !ok3 || seq < 0 {
-		return stores.Result{}, fmt.Errorf("merge script returned %v", item)
-	}
-	r := stores.Result{Changed: changed == 1, Seq: uint64(seq)}
-	for _, n := range names {
-		name, ok := n.(string)
-		if !ok {
-			return stores.Result{}, fmt.Errorf("merge script returned lost field %v", n)
-		}
-		r.Lost = append(r.Lost, name)
-	}
-	slices.Sort(r.Lost)
-	return r, nil
 }
 
 // Pull implements stores.Store. The read script takes the page of the log
@@ -501,6 +359,7 @@ func (s *Store) Close() error {
 	if s.capture != nil {
 		s.capture.close()
 	}
+	s.commits.close()
 	s.mu.Lock()
 	stop := s.stopSub
 	s.mu.Unlock()

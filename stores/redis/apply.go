@@ -1,0 +1,355 @@
+package redis
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/stores"
+)
+
+// Limits of one merge script call. Redis runs nothing else while a script
+// runs, so a call is kept to milliseconds of work even for the largest
+// records; the changes of a collection beyond these limits go in several
+// calls.
+const (
+	maxScriptChanges = 256
+	maxScriptBytes   = 1 << 20
+)
+
+// Limits of one round trip: how many script calls, and how many bytes of
+// their arguments, a pipeline takes from its queue.
+const (
+	maxGroupCalls = 64
+	maxGroupBytes = 8 << 20
+)
+
+// Apply implements stores.Store. The changes of each collection go to Redis
+// in one merge script call, which is atomic, or in several when they pass
+// maxScriptChanges or maxScriptBytes. The calls join their hash slot's
+// queue (one queue for a single server), and the queue's round trips send
+// every call gathered while the previous one was in flight as one pipeline
+// (group commit, see doc.go). An error can leave some changes applied and
+// others not, which the contract allows (a retry of the batch completes
+// it). If ctx ends first Apply returns its error, and the changes may or
+// may not commit.
+func (s *Store) Apply(ctx context.Context, changes []crdt.Change) ([]stores.Result, error) {
+	if err := s.begin(ctx); err != nil {
+		return nil, err
+	}
+	if err := stores.CheckApply(changes); err != nil {
+		return nil, err
+	}
+	var order []string
+	groups := map[string][]int{}
+	for i, c := range changes {
+		if err := checkRecord(c.Record); err != nil {
+			return nil, fmt.Errorf("apply change %d (%s/%s): %w", i, c.Collection, c.Record.ID, err)
+		}
+		if _, ok := groups[c.Collection]; !ok {
+			order = append(order, c.Collection)
+		}
+		groups[c.Collection] = append(groups[c.Collection], i)
+	}
+	req := &applyRequest{ctx: ctx, results: make([]stores.Result, len(changes)), done: make(chan struct{})}
+	if len(changes) == 0 {
+		return req.results, nil
+	}
+	var calls []*scriptCall
+	for _, coll := range order {
+		calls = s.scriptCalls(calls, req, coll, changes, groups[coll])
+	}
+	req.left.Store(int32(len(calls)))
+	if err := s.commits.submit(s, calls); err != nil {
+		return nil, err
+	}
+	select {
+	case <-req.done:
+		if req.err != nil {
+			return nil, req.err
+		}
+		return req.results, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("apply: %w", ctx.Err())
+	}
+}
+
+// scriptCalls cuts the changes idx of collection coll into script calls and
+// appends them to calls.
+func (s *Store) scriptCalls(calls []*scriptCall, req *applyRequest, coll string, changes []crdt.Change, idx []int) []*scriptCall {
+	slot := -1
+	if s.commits.slotted {
+		slot = keySlot(coll)
+	}
+	for len(idx) > 0 {
+		n, size := 0, 0
+		for n < len(idx) && n < maxScriptChanges {
+			b := blobSize(changes[idx[n]].Record)
+			if n > 0 && size+b > maxScriptBytes {
+				break
+			}
+			size += b
+			n++
+		}
+		args := make([]any, 0, 5+2*n)
+		args = append(args, s.channel, coll, s.maxRecordBytes, crdt.MaxFieldsPerRecord, uint64(MaxSeq))
+		for _, i := range idx[:n] {
+			r := changes[i].Record
+			args = append(args, r.ID, encodeBlob(0, r))
+		}
+		calls = append(calls, &scriptCall{req: req, coll: coll, slot: slot, idx: idx[:n], args: args, bytes: size})
+		idx = idx[n:]
+	}
+	return calls
+}
+
+// applyRequest is one Apply call waiting for its script calls.
+type applyRequest struct {
+	ctx     context.Context
+	results []stores.Result
+	left    atomic.Int32  // script calls not finished
+	done    chan struct{} // closed when the last one finishes
+	mu      sync.Mutex
+	err     error // the first call's error
+}
+
+func (r *applyRequest) finish(err error) {
+	if err != nil {
+		r.mu.Lock()
+		if r.err == nil {
+			r.err = err
+		}
+		r.mu.Unlock()
+	}
+	if r.left.Add(-1) == 0 {
+		close(r.done)
+	}
+}
+
+// scriptCall is one merge script call: changes idx of its request, all of
+// collection coll, whose keys are in hash slot slot (-1 on a single
+// server).
+type scriptCall struct {
+	req   *applyRequest
+	coll  string
+	slot  int
+	idx   []int
+	args  []any // the script's ARGV
+	bytes int   // the size of the change blobs in args
+	cmd   *goredis.Cmd
+}
+
+// committer gathers the script calls of concurrent Apply calls. Each hash
+// slot (one queue on a single server) has a queue, and while a queue has
+// calls one goroutine sends them: it takes what is queued (up to
+// maxGroupCalls and maxGroupBytes), sends it as one pipeline, answers each
+// call from its own reply, and goes on with what queued meanwhile.
+type committer struct {
+	slotted bool // a cluster client: one queue per hash slot
+
+	mu      sync.Mutex
+	closed  bool
+	queues  map[int]*commitQueue
+	running sync.WaitGroup
+
+	// roundTrips counts the pipelines sent; beforeExec, when set (tests),
+	// runs before each is sent with the number of script calls in it.
+	roundTrips atomic.Uint64
+	beforeExec func(calls int)
+}
+
+type commitQueue struct {
+	pending []*scriptCall
+	busy    bool // a goroutine is sending this queue's calls
+}
+
+// submit queues calls and starts a sender for each queue that has none.
+func (c *committer) submit(s *Store, calls []*scriptCall) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return stores.ErrClosed
+	}
+	if c.queues == nil {
+		c.queues = map[int]*commitQueue{}
+	}
+	for _, sc := range calls {
+		q := c.queues[sc.slot]
+		if q == nil {
+			q = &commitQueue{}
+			c.queues[sc.slot] = q
+		}
+		q.pending = append(q.pending, sc)
+		if !q.busy {
+			q.busy = true
+			c.running.Add(1)
+			go c.send(s, q)
+		}
+	}
+	return nil
+}
+
+// close refuses new calls and waits until the queued ones are answered.
+func (c *committer) close() {
+	c.mu.Lock()
+	c.closed = true
+	c.mu.Unlock()
+	c.running.Wait()
+}
+
+// send sends q's calls, a round trip at a time, until q is empty.
+func (c *committer) send(s *Store, q *commitQueue) {
+	defer c.running.Done()
+	for {
+		c.mu.Lock()
+		n, size := 0, 0
+		for n < len(q.pending) && n < maxGroupCalls {
+			if n > 0 && size+q.pending[n].bytes > maxGroupBytes {
+				break
+			}
+			size += q.pending[n].bytes
+			n++
+		}
+		if n == 0 {
+			q.busy, q.pending = false, nil
+			c.mu.Unlock()
+			return
+		}
+		group := slices.Clone(q.pending[:n])
+		clear(q.pending[:n])
+		q.pending = q.pending[n:]
+		c.mu.Unlock()
+		s.roundTrip(group)
+	}
+}
+
+// roundTrip sends group as one pipeline of merge script calls and answers
+// each call from its own reply: one call's error does not touch the
+// others'. A call whose caller has gone is left out. The pipeline is
+// bounded by the latest of the callers' deadlines (and by the client's
+// socket timeouts), so no caller's cancellation fails the others.
+func (s *Store) roundTrip(group []*scriptCall) {
+	live := group[:0]
+	var deadline time.Time
+	bounded := true
+	for _, sc := range group {
+		if err := sc.req.ctx.Err(); err != nil {
+			sc.req.finish(fmt.Errorf("apply to %s: %w", sc.coll, err))
+			continue
+		}
+		if d, ok := sc.req.ctx.Deadline(); !ok {
+			bounded = false
+		} else if d.After(deadline) {
+			deadline = d
+		}
+		live = append(live, sc)
+	}
+	if len(live) == 0 {
+		return
+	}
+	ctx := context.Background()
+	if bounded {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, deadline)
+		defer cancel()
+	}
+	if h := s.commits.beforeExec; h != nil {
+		h(len(live))
+	}
+	s.commits.roundTrips.Add(1)
+	pipe := s.client.Pipeline()
+	for _, sc := range live {
+		sc.cmd = pipe.EvalSha(ctx, mergeScript.Hash(), s.writeKeys(sc.coll), sc.args...)
+	}
+	_, _ = pipe.Exec(ctx) // each call's error is in its own command
+	for _, sc := range live {
+		out, err := sc.cmd.Slice()
+		if err != nil && goredis.HasErrorPrefix(err, "NOSCRIPT") {
+			// The server lost the script (a restart, a failover): Run
+			// sends it with EVAL, which caches it again.
+			out, err = mergeScript.Run(ctx, s.client, s.writeKeys(sc.coll), sc.args...).Slice()
+		}
+		if err != nil {
+			sc.req.finish(s.fail(ctx, "apply to "+sc.coll, err))
+			continue
+		}
+		sc.req.finish(s.mergeReply(ctx, sc, out))
+	}
+}
+
+// mergeReply reads the merge script's reply to call sc into its request's
+// results, reports what the script repaired, and tells local watchers.
+func (s *Store) mergeReply(ctx context.Context, sc *scriptCall, out []any) error {
+	n := len(sc.idx)
+	if len(out) != 3*n+3 {
+		return fmt.Errorf("apply to %s: merge script returned %d items for %d changes", sc.coll, len(out), n)
+	}
+	var head uint64
+	for j, i := range sc.idx {
+		r, err := mergeResult(out[3*j : 3*j+3])
+		if err != nil {
+			return fmt.Errorf("apply to %s: change %v: %w", sc.coll, sc.args[5+2*j], err)
+		}
+		sc.req.results[i] = r
+		if r.Changed {
+			head = max(head, r.Seq)
+		}
+	}
+	state, _ := out[3*n].(int64)
+	raw, _ := out[3*n+1].(string)
+	s.checkHead(ctx, sc.coll, state, raw, head)
+	if damaged, _ := out[3*n+2].([]any); len(damaged) > 0 {
+		s.replacedDamaged(ctx, sc.coll, damaged)
+	}
+	if head > 0 {
+		// The script also publishes, for every instance; local watchers
+		// are told directly, so a stalled subscription does not delay
+		// them.
+		s.watchers.Notify(stores.Notification{Collection: sc.coll, Seq: head})
+	}
+	return nil
+}
+
+// mergeResult reads the merge script's result of one change: changed (0 or
+// 1), the seq, and the names of the lost fields, which it sorts.
+func mergeResult(item []any) (stores.Result, error) {
+	changed, ok1 := item[0].(int64)
+	seq, ok2 := item[1].(int64)
+	names, ok3 := item[2].([]any)
+	if !ok1 || !ok2 || !ok3 || seq < 0 {
+		return stores.Result{}, fmt.Errorf("merge script returned %v", item)
+	}
+	r := stores.Result{Changed: changed == 1, Seq: uint64(seq)}
+	for _, n := range names {
+		name, ok := n.(string)
+		if !ok {
+			return stores.Result{}, fmt.Errorf("merge script returned lost field %v", n)
+		}
+		r.Lost = append(r.Lost, name)
+	}
+	slices.Sort(r.Lost)
+	return r, nil
+}
+
+// keySlot is the Redis Cluster hash slot of keys whose hash tag is tag:
+// CRC16 (XMODEM) modulo 16384.
+func keySlot(tag string) int {
+	var crc uint16
+	for i := 0; i < len(tag); i++ {
+		crc ^= uint16(tag[i]) << 8
+		for range 8 {
+			if crc&0x8000 != 0 {
+				crc = crc<<1 ^ 0x1021
+			} else {
+				crc <<= 1
+			}
+		}
+	}
+	return int(crc & 16383)
+}

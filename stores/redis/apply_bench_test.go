@@ -1,0 +1,167 @@
+package redis
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/convergo/convergo/crdt"
+)
+
+// BenchmarkApplyScript measures Store.Apply on a single Redis the way the
+// server's apply benchmark loads it (8 writers, batches of 100 changes, each
+// setting one field of a record picked among 100,000 that all exist), and
+// reports the changes per second and Redis's own CPU per change (INFO cpu,
+// main thread). Run it with a private Redis, -benchtime=1x:
+//
+//	CONVERGO_REDIS_ADDR=127.0.0.1:6390 go test ./stores/redis -run '^$' -bench ApplyScript -benchtime 1x
+func BenchmarkApplyScript(b *testing.B) {
+	tg := singleTarget(b)
+	const writers, batch, records = 8, 100, 100_000
+	ctx := context.Background()
+	s := openStore(b, tg, Options{PoolSize: 64})
+	value, _ := crdt.EncodeValue("buy oat milk and a loaf of rye bread")
+	stamp := func(w, i int) crdt.Stamp {
+		return crdt.Stamp{Wall: time.Now().UnixMilli(), Logical: uint32(i), Replica: "bench-writer-" + strconv.Itoa(w)}
+	}
+	// Every record exists first, as after a while of the server benchmark.
+	for start := 0; start < records; start += 1000 {
+		changes := make([]crdt.Change, 1000)
+		for i := range changes {
+			changes[i] = crdt.Change{Collection: "todos", Record: crdt.SetField("todo-"+strconv.Itoa(start+i), "title", value, stamp(0, i))}
+		}
+		for c := 0; c < len(changes); c += batch {
+			if _, err := s.Apply(ctx, changes[c:c+batch]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	for b.Loop() {
+		cpu0 := redisCPU(b, s.client)
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		total := 0
+		start := time.Now()
+		for w := range writers {
+			wg.Go(func() {
+				rng := rand.New(rand.NewPCG(uint64(w), 1))
+				n := 0
+				for time.Since(start) < 3*time.Second {
+					changes := make([]crdt.Change, batch)
+					for i := range changes {
+						changes[i] = crdt.Change{Collection: "todos", Record: crdt.SetField("todo-"+strconv.Itoa(rng.IntN(records)), "title", value, stamp(w+1, n))}
+						n++
+					}
+					if _, err := s.Apply(ctx, changes); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+				mu.Lock()
+				total += n
+				mu.Unlock()
+			})
+		}
+		wg.Wait()
+		el := time.Since(start)
+		cpu := redisCPU(b, s.client) - cpu0
+		b.ReportMetric(float64(total)/el.Seconds(), "changes/s")
+		b.ReportMetric(cpu.Seconds()*1e6/float64(total), "redis-µs/change")
+	}
+}
+
+// redisCPU is the Redis main thread's CPU time so far.
+func redisCPU(b *testing.B, c goredis.UniversalClient) time.Duration {
+	info, err := c.Info(context.Background(), "cpu").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var total float64
+	for _, f := range []string{"used_cpu_user_main_thread", "used_cpu_sys_main_thread"} {
+		v, err := strconv.ParseFloat(strings.TrimSpace(infoField(info, f)), 64)
+		if err != nil {
+			b.Fatal(fmt.Errorf("INFO cpu %s: %w", f, err))
+		}
+		total += v
+	}
+	return time.Duration(total * float64(time.Second))
+}
+
+// shapeScript is the ceiling the apply benchmarks compare the merge script
+// against: the same shape of work (read each record from the hash, write
+// them back, append them to the log scored by a new head) without any
+// merging.
+var shapeScript = goredis.NewScript(`
+local head = tonumber(redis.call('GET', KEYS[1]) or '0')
+local hargs, zargs = {}, {}
+for i = 1, #ARGV, 2 do
+  local old = redis.call('HGET', KEYS[3], ARGV[i])
+  head = head + 1
+  hargs[#hargs + 1] = ARGV[i]
+  hargs[#hargs + 1] = ARGV[i + 1]
+  zargs[#zargs + 1] = head
+  zargs[#zargs + 1] = ARGV[i]
+end
+redis.call('HSET', KEYS[3], unpack(hargs))
+redis.call('ZADD', KEYS[2], unpack(zargs))
+redis.call('SET', KEYS[1], head)
+return head
+`)
+
+func BenchmarkShapeScript(b *testing.B) {
+	tg := singleTarget(b)
+	const writers, batch, records = 8, 100, 100_000
+	ctx := context.Background()
+	s := openStore(b, tg, Options{PoolSize: 64})
+	keys := s.writeKeys("todos")
+	value, _ := crdt.EncodeValue("buy oat milk and a loaf of rye bread")
+	blob := encodeBlob(0, crdt.SetField("todo-1", "title", value, crdt.Stamp{Wall: time.Now().UnixMilli(), Replica: "bench-writer-1"}))
+	for start := 0; start < records; start += batch {
+		args := []any{}
+		for i := range batch {
+			args = append(args, "todo-"+strconv.Itoa(start+i), blob)
+		}
+		if err := shapeScript.Run(ctx, s.client, keys, args...).Err(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for b.Loop() {
+		cpu0 := redisCPU(b, s.client)
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		total := 0
+		start := time.Now()
+		for w := range writers {
+			wg.Go(func() {
+				rng := rand.New(rand.NewPCG(uint64(w), 1))
+				n := 0
+				for time.Since(start) < 3*time.Second {
+					args := []any{}
+					for range batch {
+						args = append(args, "todo-"+strconv.Itoa(rng.IntN(records)), blob)
+						n++
+					}
+					if err := shapeScript.Run(ctx, s.client, keys, args...).Err(); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+				mu.Lock()
+				total += n
+				mu.Unlock()
+			})
+		}
+		wg.Wait()
+		el := time.Since(start)
+		cpu := redisCPU(b, s.client) - cpu0
+		b.ReportMetric(float64(total)/el.Seconds(), "changes/s")
+		b.ReportMetric(cpu.Seconds()*1e6/float64(total), "redis-µs/change")
+	}
+}
