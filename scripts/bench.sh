@@ -7,6 +7,9 @@
 #      client (merge in memory; apply to IndexedDB, fake-indexeddb and
 #      Chromium), Go core, Yjs (V2), Automerge, TinyBase
 #   2  server apply throughput per store, beside the store's own ceiling
+#      (Redis: EVALSHA of a script of the merge script's shape and SET,
+#      both redis-benchmark -P 16, in the same run; server and Redis CPU
+#      per field change)
 #   3  WebSocket fan-out latency, 1,000 and 10,000 subscribers, store reads and CPU per delivery
 #      (server and generator), each row beside the target
 #   4  initial sync of 100,000 records into Chromium's IndexedDB; put with
@@ -92,7 +95,11 @@ main() {
 	if want 2; then
 		run s2-apply-$embedded 150 "$BIN/convergo-bench" apply "${SERVER[@]}" -runs "$RUNS" -stores $embedded
 		if [[ -n ${CONVERGO_REDIS_ADDR:-} ]]; then
-			run s2-apply-redis 150 "$BIN/convergo-bench" apply "${SERVER[@]}" -runs "$RUNS" -stores redis
+			# Server (and redis-benchmark, in its place) on core 0, load
+			# generator on core 1 (when taskset exists).
+			local pin2=()
+			command -v taskset >/dev/null && pin2=(env BENCH_SERVER_CPUS=0 taskset -c 1)
+			run s2-apply-redis 180 "${pin2[@]}" "$BIN/convergo-bench" apply "${SERVER[@]}" -runs "$RUNS" -stores redis
 		else
 			log "apply on Redis skipped: CONVERGO_REDIS_ADDR is not set"
 		fi

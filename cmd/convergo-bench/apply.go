@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
-	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
@@ -18,6 +17,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsddb "github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/stores"
@@ -28,13 +28,17 @@ import (
 // runApply measures scenario 2: how many field changes per second the sync
 // server applies, pushed over HTTP (the protocol's only push) by concurrent
 // clients, on each store, beside the store's own ceiling measured in the
-// same run: redis-benchmark's pipelined SET on the same Redis, a raw
-// BatchWriteItem loop on the same DynamoDB Local, and for the in-memory
-// store its Apply called directly.
+// same run: on the same Redis, redis-benchmark -P 16 running EVALSHA of a
+// script of the merge script's shape (shapeScript, as many records per
+// call as changes per push) and pipelined SET; a raw BatchWriteItem loop on
+// the same DynamoDB Local; and for the in-memory store its Apply called
+// directly. With the server command (-server) it also reports the server
+// process's CPU per field change, and on Redis the Redis server's CPU per
+// field change (INFO cpu) on both sides.
 //
 // Each change sets one field of a record picked at random among 100,000, so
-// one field change is one record write, comparable with one SET or one
-// item.
+// one field change is one record write, comparable with one SET, one
+// record of the script or one item.
 func runApply(args []string) error {
 	fs := flag.NewFlagSet("apply", flag.ExitOnError)
 	runs := fs.Int("runs", 5, "measured runs per figure")
@@ -47,7 +51,7 @@ func runApply(args []string) error {
 	ctx := context.Background()
 
 	for _, kind := range strings.Split(*kinds, ",") {
-		base, stopServer, err := applyServer(ctx, *bin, kind)
+		base, stopServer, serverCPU, err := applyServer(ctx, *bin, kind)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "apply: %s skipped: %v\n", kind, err)
 			continue
@@ -70,16 +74,36 @@ func runApply(args []string) error {
 		if kind == "dynamodb" {
 			nruns = min(nruns, 3) // a run there takes tens of seconds: keep make bench within its budget
 		}
+		redisAddr := os.Getenv("CONVERGO_REDIS_ADDR")
 		for run := range nruns {
+			var cpu0, rcpu0 time.Duration
+			if serverCPU != nil {
+				cpu0 = serverCPU()
+			}
+			if kind == "redis" {
+				rcpu0, _ = redisCPU(ctx, redisAddr)
+			}
+			start := time.Now()
 			rate, err := l.http(ctx)
 			if err != nil {
 				// Keep what was measured and still measure the ceiling.
 				fmt.Fprintf(os.Stderr, "apply: %s http run %d: %v\n", kind, run, err)
 				break
 			}
+			n := rate * time.Since(start).Seconds()
 			emit(sample{Scenario: title, Metric: "field changes/s", Unit: "/s", Better: "higher",
 				Impl: "Convergo server, HTTP push", Ours: true, Run: run, Value: rate,
 				Note: fmt.Sprintf("%d clients, %d changes per push", l.conc, l.batch)})
+			if serverCPU != nil && n > 0 {
+				emit(sample{Scenario: title, Metric: "server CPU per field change", Unit: "µs", Better: "lower",
+					Impl: "Convergo server process", Ours: true, Run: run, Value: float64(serverCPU()-cpu0) / float64(time.Microsecond) / n})
+			}
+			if kind == "redis" && n > 0 {
+				if rcpu, err := redisCPU(ctx, redisAddr); err == nil {
+					emit(sample{Scenario: title, Metric: "Redis CPU per field change", Unit: "µs", Better: "lower",
+						Impl: "Convergo's merge script", Ours: true, Run: run, Value: float64(rcpu-rcpu0) / float64(time.Microsecond) / n})
+				}
+			}
 		}
 		stopServer()
 		for run := range nruns {
@@ -90,8 +114,28 @@ func runApply(args []string) error {
 				impl, note = kind+" store Apply, no server", "same batches, called in process"
 				rate, err = storeAloneFresh(ctx, kind, l.conc, l.batch, *dur)
 			case "redis":
-				impl, note = "redis-benchmark SET -P 16", "same Redis, 50 clients"
-				rate, err = redisCeiling(os.Getenv("CONVERGO_REDIS_ADDR"))
+				// Two ceilings, one after the other in each run: the
+				// script of the same shape, then SET.
+				for _, c := range []struct {
+					impl, note string
+					measure    func() (float64, float64, error)
+				}{
+					{"redis-benchmark EVALSHA -P 16, same-shape script", fmt.Sprintf("same Redis, 50 clients, %d records per call", l.batch),
+						func() (float64, float64, error) { return redisScriptCeiling(ctx, redisAddr, l.batch) }},
+					{"redis-benchmark SET -P 16", "same Redis, 50 clients",
+						func() (float64, float64, error) { return redisCeiling(ctx, redisAddr) }},
+				} {
+					rate, cpuPer, err := c.measure()
+					if err != nil {
+						fmt.Fprintf(os.Stderr, "apply: redis ceiling %s: %v\n", c.impl, err)
+						continue
+					}
+					emit(sample{Scenario: title, Metric: "field changes/s", Unit: "/s", Better: "higher",
+						Impl: c.impl, Limit: true, Run: run, Value: rate, Note: c.note})
+					emit(sample{Scenario: title, Metric: "Redis CPU per field change", Unit: "µs", Better: "lower",
+						Impl: c.impl, Limit: true, Run: run, Value: cpuPer})
+				}
+				continue
 			case "dynamodb":
 				impl, note = "raw BatchWriteItem loop", fmt.Sprintf("same DynamoDB Local, %d workers, 25 items per call", l.conc)
 				rate, err = dynamoCeiling(ctx, os.Getenv("CONVERGO_DYNAMODB_ENDPOINT"), l.conc, *dur)
@@ -109,31 +153,33 @@ func runApply(args []string) error {
 
 // applyServer starts the server under test on a fresh store of kind: the
 // server command when bin is set, else its engine and transport in this
-// process. It returns the base URL and a func that stops the server and
-// deletes the store.
-func applyServer(ctx context.Context, bin, kind string) (string, func(), error) {
+// process. It returns the base URL, a func that stops the server and
+// deletes the store, and for the server command a func that reads its CPU
+// time (nil in process, where the load generator shares the process).
+func applyServer(ctx context.Context, bin, kind string) (string, func(), func() time.Duration, error) {
 	if bin != "" {
 		url, clean, err := storeURL(kind)
 		if err != nil {
-			return "", nil, err
+			return "", nil, nil, err
 		}
 		c, err := startReal(bin, url)
 		if err != nil {
 			clean()
-			return "", nil, err
+			return "", nil, nil, err
 		}
-		return c.url, func() { c.stop(); clean() }, nil
+		pid := c.cmd.Process.Pid
+		return c.url, func() { c.stop(); clean() }, func() time.Duration { return procCPU(pid) }, nil
 	}
 	st, cleanup, err := openStore(ctx, kind)
 	if err != nil {
-		return "", nil, err
+		return "", nil, nil, err
 	}
 	srv, err := startServer(st, "bench-srv")
 	if err != nil {
 		cleanup()
-		return "", nil, err
+		return "", nil, nil, err
 	}
-	return srv.url, func() { srv.Close(); cleanup() }, nil
+	return srv.url, func() { srv.Close(); cleanup() }, nil, nil
 }
 
 // storeAloneFresh measures storeAlone on a fresh store of kind.
@@ -240,25 +286,116 @@ func storeAlone(ctx context.Context, st stores.Store, conc, batch int, dur time.
 	})
 }
 
-var rpsRE = regexp.MustCompile(`SET: ([0-9.]+) requests per second`)
+var rpsRE = regexp.MustCompile(`([0-9.]+) requests per second`)
 
-// redisCeiling runs redis-benchmark's pipelined SET against addr.
-func redisCeiling(addr string) (float64, error) {
+// redisBenchmark runs redis-benchmark -q with args against addr (pinned
+// like the server under test: the load generator's place) and returns the
+// requests per second it reports and the Redis server's CPU time per
+// request (INFO cpu, main thread, around the run).
+func redisBenchmark(ctx context.Context, addr string, requests int, args ...string) (float64, time.Duration, error) {
 	host, port, ok := strings.Cut(addr, ":")
 	if !ok {
-		return 0, fmt.Errorf("redis address %q has no port", addr)
+		return 0, 0, fmt.Errorf("redis address %q has no port", addr)
 	}
-	out, err := exec.Command("redis-benchmark", "-h", host, "-p", port, "-P", "16", "-t", "set",
-		"-n", "500000", "-r", "100000", "-q").CombinedOutput()
+	cpu0, err := redisCPU(ctx, addr)
 	if err != nil {
-		return 0, fmt.Errorf("redis-benchmark: %v: %s", err, out)
+		return 0, 0, err
 	}
-	// redis-benchmark -q redraws its progress with \r; the last SET line holds the result.
+	all := append([]string{"-h", host, "-p", port, "-q", "-n", strconv.Itoa(requests)}, args...)
+	out, err := pinned("redis-benchmark", all...).CombinedOutput()
+	if err != nil {
+		return 0, 0, fmt.Errorf("redis-benchmark: %v: %s", err, out)
+	}
+	cpu1, err := redisCPU(ctx, addr)
+	if err != nil {
+		return 0, 0, err
+	}
+	// redis-benchmark -q redraws its progress with \r; the last line holds the result.
 	m := rpsRE.FindAllStringSubmatch(string(out), -1)
 	if m == nil {
-		return 0, fmt.Errorf("redis-benchmark output not understood: %q", out)
+		return 0, 0, fmt.Errorf("redis-benchmark output not understood: %q", out)
 	}
-	return strconv.ParseFloat(m[len(m)-1][1], 64)
+	rps, err := strconv.ParseFloat(m[len(m)-1][1], 64)
+	return rps, (cpu1 - cpu0) / time.Duration(requests), err
+}
+
+// redisCeiling runs redis-benchmark's pipelined SET against addr and
+// returns SETs per second and Redis's CPU per SET in µs.
+func redisCeiling(ctx context.Context, addr string) (float64, float64, error) {
+	const requests = 500_000
+	rps, cpu, err := redisBenchmark(ctx, addr, requests, "-P", "16", "-t", "set", "-r", "100000")
+	return rps, float64(cpu) / float64(time.Microsecond), err
+}
+
+// shapeScript has the shape of the store's merge script (stores/redis
+// merge.lua) without its merging: it reads the head, reads each record from
+// the hash, writes them all back with one HSET, appends them to the log
+// with one ZADD scored by new sequence numbers, sets the head and
+// publishes once. Its ARGV are pairs of record id and record bytes.
+const shapeScript = `
+local head = tonumber(redis.call('GET', KEYS[1]) or '0')
+local hargs, zargs = {}, {}
+for i = 1, #ARGV, 2 do
+  local old = redis.call('HGET', KEYS[3], ARGV[i])
+  head = head + 1
+  hargs[#hargs + 1] = ARGV[i]
+  hargs[#hargs + 1] = ARGV[i + 1]
+  zargs[#zargs + 1] = head
+  zargs[#zargs + 1] = ARGV[i]
+end
+redis.call('HSET', KEYS[3], unpack(hargs))
+redis.call('ZADD', KEYS[2], unpack(zargs))
+redis.call('SET', KEYS[1], head)
+redis.call('PUBLISH', KEYS[1], head)
+return head
+`
+
+// shapeRecord stands for a record: as long as the store's record blob of
+// one benchmark change (a "title" field with benchValue, stamped by a
+// bench replica), in printable bytes (redis-benchmark takes its arguments
+// from the command line).
+var shapeRecord = strings.Repeat("r", 110)
+
+// redisScriptCeiling runs redis-benchmark -P 16 of EVALSHA of shapeScript
+// with batch records per call, ids among 100,000, under a fresh key
+// prefix, and returns records per second and Redis's CPU per record in µs.
+func redisScriptCeiling(ctx context.Context, addr string, batch int) (float64, float64, error) {
+	c := goredis.NewClient(&goredis.Options{Addr: addr})
+	defer c.Close()
+	sha, err := c.ScriptLoad(ctx, shapeScript).Result()
+	if err != nil {
+		return 0, 0, fmt.Errorf("load the script: %w", err)
+	}
+	prefix := "bench-ceil-" + randomSuffix() + ":"
+	defer dropRedisPrefix(addr, prefix)
+	args := []string{"-P", "16", "-r", "100000", "EVALSHA", sha, "3", prefix + "{todos}:seq", prefix + "{todos}:log", prefix + "{todos}:r"}
+	for range batch {
+		args = append(args, "todo-__rand_int__", shapeRecord)
+	}
+	calls := max(300_000/batch, 100)
+	rps, cpu, err := redisBenchmark(ctx, addr, calls, args...)
+	return rps * float64(batch), float64(cpu) / float64(time.Microsecond) / float64(batch), err
+}
+
+// redisCPU is the Redis main thread's CPU time so far (INFO cpu).
+func redisCPU(ctx context.Context, addr string) (time.Duration, error) {
+	c := goredis.NewClient(&goredis.Options{Addr: addr})
+	defer c.Close()
+	info, err := c.Info(ctx, "cpu").Result()
+	if err != nil {
+		return 0, err
+	}
+	var total float64
+	for _, f := range []string{"used_cpu_user_main_thread", "used_cpu_sys_main_thread"} {
+		re := regexp.MustCompile(f + `:([0-9.]+)`)
+		m := re.FindStringSubmatch(info)
+		if m == nil {
+			return 0, fmt.Errorf("INFO cpu has no %s", f)
+		}
+		v, _ := strconv.ParseFloat(m[1], 64)
+		total += v
+	}
+	return time.Duration(total * float64(time.Second)), nil
 }
 
 // dynamoCeiling writes items of about our records' size with BatchWriteItem

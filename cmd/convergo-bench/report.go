@@ -233,20 +233,36 @@ func writeSummary(w io.Writer, figs []figure) {
 	fmt.Fprintln(w, "| --- | --- | --- | --- | --- |")
 	for _, f := range figs {
 		other, hasOther := f.best(func(s stat) bool { return !s.ours })
+		// Ours against the best peer; against each ceiling when a figure
+		// has only ceilings (a store measured against several, e.g. Redis
+		// against EVALSHA of a script of the same shape and against SET).
+		var against []stat
+		for _, s := range f.stats {
+			if !s.ours {
+				if !s.limit {
+					against = nil
+					break
+				}
+				against = append(against, s)
+			}
+		}
+		if len(against) < 2 && hasOther {
+			against = []stat{other}
+		}
 		for _, s := range f.stats {
 			if !s.ours {
 				continue
 			}
-			peer, r := "–", "–"
-			if hasOther {
-				label := other.impl
-				if other.limit {
+			if len(against) == 0 {
+				fmt.Fprintf(w, "| %s | %s | %s: %s | – | – |\n", f.scenario, f.metric, s.impl, fmtStat(s))
+			}
+			for _, o := range against {
+				label := o.impl
+				if o.limit {
 					label += " (limit)"
 				}
-				peer = label + ": " + fmtStat(other)
-				r = ratio(s, other)
+				fmt.Fprintf(w, "| %s | %s | %s: %s | %s | %s |\n", f.scenario, f.metric, s.impl, fmtStat(s), label+": "+fmtStat(o), ratio(s, o))
 			}
-			fmt.Fprintf(w, "| %s | %s | %s: %s | %s | %s |\n", f.scenario, f.metric, s.impl, fmtStat(s), peer, r)
 		}
 		if _, ok := f.best(func(s stat) bool { return s.ours }); !ok {
 			fmt.Fprintf(w, "| %s | %s | – (not measured) | %s: %s | – |\n", f.scenario, f.metric, other.impl, fmtStat(other))
