@@ -93,4 +93,3 @@ func redisCPU(b *testing.B, c goredis.UniversalClient) time.Duration {
 	}
 	return time.Duration(total * float64(time.Second))
 }
-
