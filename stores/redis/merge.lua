@@ -74,13 +74,14 @@ local function bcmp(a, b)
 end
 
 -- A stamp is 8 bytes of wall time and 4 of logical counter, big-endian,
--- then a length byte and the replica id. scmp compares two stamps as
--- crdt.Stamp.Compare does: wall time (as two 32-bit halves), logical
--- counter, then the replica ids bytewise.
-local function scmp(a, b)
-  if a == b then return 0 end
-  local a1, a2, a3 = sunpack('>I4I4I4', a)
-  local b1, b2, b3 = sunpack('>I4I4I4', b)
+-- then a length byte and the replica id. scmp compares the stamp at
+-- position pa of a with the one at pb of b as crdt.Stamp.Compare does:
+-- wall time (as two 32-bit halves), logical counter, then the replica ids
+-- bytewise. Stamps are compared where they lie, inside a field's bytes,
+-- without cutting them out.
+local function scmp(a, pa, b, pb)
+  local a1, a2, a3 = sunpack('>I4I4I4', a, pa)
+  local b1, b2, b3 = sunpack('>I4I4I4', b, pb)
   if a1 ~= b1 then
     if a1 < b1 then return -1 end
     return 1
@@ -93,22 +94,32 @@ local function scmp(a, b)
     if a3 < b3 then return -1 end
     return 1
   end
-  return bcmp(sub(a, 14), sub(b, 14))
+  return bcmp(sub(a, pa + 13, pa + 12 + byte(a, pa + 12)), sub(b, pb + 13, pb + 12 + byte(b, pb + 12)))
+end
+
+-- A field is kept as its bytes in the blob, from its name length to the
+-- end of its value: name length (2 bytes), name, stamp, flag (0 unset, 1
+-- value), and for a value its length (4 bytes) and bytes. serialize copies
+-- those bytes unchanged; soff gives the position of the stamp in them.
+local function soff(raw)
+  return 3 + byte(raw, 1) * 256 + byte(raw, 2)
 end
 
 -- parse reads a record blob: a version byte (1), the sequence number (8
--- bytes), the delete stamp, then fields: name length (2 bytes), name,
--- stamp, flag (0 unset, 1 value), and for a value its length (4 bytes) and
--- bytes. A field is {stamp, value length or false for an unset, the
--- field's bytes in the blob}: serialize copies those bytes unchanged, and
--- the value is cut out of them only when a tie needs it.
+-- bytes), the delete stamp, then fields. A record is a table {seq, del (the
+-- delete stamp's bytes), f, n, nf, size, dirty} where f[1..n] are the
+-- names of the record's fields in its order and f[name] their bytes, or
+-- false for a field a delete removed (its name keeps its place), and nf
+-- is the number of fields that are not false. Tables are few on purpose:
+-- allocating them is most of a small script's time.
 local function parse(s)
   local n = #s
   if n < 22 or byte(s, 1) ~= 1 then malformed('record header') end
   local hi, lo = sunpack('>I4I4', s, 2)
   local p = 23 + byte(s, 22)
   if p - 1 > n then malformed('stamp') end
-  local r = {seq = hi * TWO32 + lo, del = sub(s, 10, p - 1), names = {}, listed = {}, fields = {}, nf = 0}
+  local del = sub(s, 10, p - 1)
+  local f, k = {}, 0
   while p <= n do
     local p0 = p
     if p + 1 > n then malformed('field name') end
@@ -116,74 +127,76 @@ local function parse(s)
     if q + 12 > n then malformed('field stamp') end
     local e = q + 13 + byte(s, q + 12) -- the flag
     if e > n then malformed('field flag') end
-    local name = sub(s, p + 2, q - 1)
-    local flag, vlen = byte(s, e), false
+    local flag = byte(s, e)
     if flag == 1 then
       if e + 4 > n then malformed('value length') end
       local b1, b2, b3, b4 = byte(s, e + 1, e + 4)
-      vlen = ((b1 * 256 + b2) * 256 + b3) * 256 + b4
-      p = e + 5 + vlen
+      p = e + 5 + ((b1 * 256 + b2) * 256 + b3) * 256 + b4
       if p - 1 > n then malformed('value') end
     elseif flag == 0 then
       p = e + 1
     else
       malformed('field flag')
     end
-    if r.listed[name] then malformed('duplicate field') end
-    r.listed[name] = true
-    r.names[#r.names + 1] = name
-    r.fields[name] = {sub(s, q, e - 1), vlen, sub(s, p0, p - 1)}
-    r.nf = r.nf + 1
+    local name = sub(s, p0 + 2, q - 1)
+    if f[name] then malformed('duplicate field') end
+    k = k + 1
+    f[k] = name
+    f[name] = sub(s, p0, p - 1)
   end
-  return r
+  return {seq = hi * TWO32 + lo, del = del, f = f, n = k, nf = k, size = false, dirty = false}
 end
 
--- value returns the value bytes of a field that holds a value.
-local function value(f)
-  local raw = f[3]
-  return sub(raw, #raw - f[2] + 1)
-end
-
--- beats is crdt.Field.beats: the larger stamp wins; at equal stamps an
--- unset beats a value, and otherwise the larger value bytes win.
-local function beats(f, g)
-  local c = scmp(f[1], g[1])
+-- beats is crdt.Field.beats for field bytes f (its stamp at fo) and g: the
+-- larger stamp wins; at equal stamps an unset beats a value, and
+-- otherwise the larger value bytes win.
+local function beats(f, fo, g)
+  local go = soff(g)
+  local c = scmp(f, fo, g, go)
   if c ~= 0 then return c > 0 end
-  if not f[2] then return g[2] ~= false end
-  if not g[2] then return false end
-  return bcmp(value(f), value(g)) > 0
+  local fe, ge = fo + 13 + byte(f, fo + 12), go + 13 + byte(g, go + 12) -- the flags
+  local fv, gv = byte(f, fe) == 1, byte(g, ge) == 1
+  if not fv then return gv end
+  if not gv then return false end
+  return bcmp(sub(f, fe + 5), sub(g, ge + 5)) > 0
 end
 
 -- merge is crdt.Record.Merge: it merges change d into record r and reports
 -- whether r changed.
 local function merge(r, d)
   local changed = false
-  if scmp(d.del, r.del) > 0 then
+  local rf, df = r.f, d.f
+  -- The zero stamp beats nothing.
+  if d.del ~= ZERO and scmp(d.del, 1, r.del, 1) > 0 then
     r.del = d.del
     changed = true
-    for name, f in pairs(r.fields) do
-      if scmp(f[1], r.del) <= 0 then
-        r.fields[name] = nil
+    for i = 1, r.n do
+      local raw = rf[rf[i]]
+      if raw and scmp(raw, soff(raw), r.del, 1) <= 0 then
+        rf[rf[i]] = false
         r.nf = r.nf - 1
       end
     end
   end
-  -- Without a delete every stamp but the zero one is visible: the common
-  -- case needs no comparison.
+  -- Without a delete every field of a change is visible: Store.Apply
+  -- sends no field with the zero stamp (checkRecord refuses them), so
+  -- the common case needs no comparison.
   local nodel = r.del == ZERO
-  for _, name in ipairs(d.names) do
-    local f = d.fields[name]
-    if (nodel and f[1] ~= ZERO) or scmp(f[1], r.del) > 0 then
-      local cur = r.fields[name]
-      if not cur or beats(f, cur) then
+  for i = 1, d.n do
+    local name = df[i]
+    local raw = df[name]
+    local so = soff(raw)
+    if nodel or scmp(raw, so, r.del, 1) > 0 then
+      local cur = rf[name]
+      if not cur or beats(raw, so, cur) then
         if not cur then
           r.nf = r.nf + 1
-          if not r.listed[name] then
-            r.listed[name] = true
-            r.names[#r.names + 1] = name
+          if cur == nil then
+            r.n = r.n + 1
+            rf[r.n] = name
           end
         end
-        r.fields[name] = f
+        rf[name] = raw
         changed = true
       end
     end
@@ -191,15 +204,20 @@ local function merge(r, d)
   return changed
 end
 
+-- NONE is the empty list of lost fields, shared.
+local NONE = {}
+
 -- lost lists the fields of change d that record r, into which d was just
 -- merged, does not hold as d wrote them: a newer or tie-winning field, or
 -- none at all (a delete dropped it). A field's bytes hold its name, stamp
 -- and value, so equal bytes mean the same field.
 local function lost(r, d)
-  local out = {}
-  for _, name in ipairs(d.names) do
-    local cur = r.fields[name]
-    if not cur or cur[3] ~= d.fields[name][3] then
+  local out = NONE
+  local rf, df = r.f, d.f
+  for i = 1, d.n do
+    local name = df[i]
+    if rf[name] ~= df[name] then
+      if out == NONE then out = {} end
       out[#out + 1] = name
     end
   end
@@ -209,10 +227,15 @@ end
 -- serialize writes the record blob: the header and delete stamp, then the
 -- fields' bytes as they arrived, in the record's field order.
 local function serialize(r)
-  local out = {'\1', spack('>I4I4', math.floor(r.seq / TWO32), r.seq % TWO32), r.del}
-  for _, name in ipairs(r.names) do
-    local f = r.fields[name]
-    if f then out[#out + 1] = f[3] end
+  local head = '\1' .. spack('>I4I4', math.floor(r.seq / TWO32), r.seq % TWO32) .. r.del
+  local rf = r.f
+  if r.n == 1 then
+    return head .. (rf[rf[1]] or '')
+  end
+  local out = {head}
+  for i = 1, r.n do
+    local raw = rf[rf[i]]
+    if raw then out[#out + 1] = raw end
   end
   return concat(out)
 end
@@ -289,10 +312,9 @@ for i = 1, nchanges do
       end
     end
     if not ok then
-      r = {seq = 0, del = ZERO, names = {}, listed = {}, fields = {}, nf = 0}
+      r = {seq = 0, del = ZERO, f = {}, n = 0, nf = 0, size = false, dirty = false}
     end
-    -- What usage counts the record at now (false for a new one).
-    r.size = false
+    -- r.size: what usage counts the record at now (false for a new one).
     if ok and usageState == 'keep' then
       local sized, size = pcall(cborsize, id, blob)
       if sized then r.size = size else usageState = 'stale' end
