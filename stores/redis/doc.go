@@ -32,9 +32,10 @@
 //
 // Open loads the scripts (SCRIPT LOAD, on every master of a cluster).
 // Apply sends the changes of one collection to merge.lua in one EVALSHA
-// (go-redis's Script.Run, which falls back to EVAL when the server lost the
-// script, after a restart or a failover; large batches take several calls,
-// see # Caveats). Redis runs a script atomically, and the script
+// (falling back to EVAL when the server lost the script, after a restart
+// or a failover; large batches take several calls, see # Caveats), in a
+// pipeline shared with other callers' calls (see # Group commit). Redis
+// runs a script atomically, and the script
 //
 //  1. reads the records the changes name and merges each change into its
 //     record exactly as crdt.Record.Merge does: the larger stamp wins
@@ -52,7 +53,10 @@
 //
 // Lua scripts have no rollback, so everything that can fail (malformed
 // input, a record over the limits, a key of the wrong type) fails in steps
-// 1 to 3, before the first write. Sequence numbers are therefore allocated
+// 1 to 3, before the first write. The script does not check again what
+// Apply's checkRecord proved in Go for every change it sends (stamps in
+// range, no field with the zero stamp, names and values within their
+// limits); it still refuses blobs it cannot read, whoever sent them. Sequence numbers are therefore allocated
 // in the same atomic step that makes a change visible, which is the no-gap
 // invariant of the stores package: a reader can never pull past a sequence
 // number whose change commits later.
@@ -70,6 +74,30 @@
 // crdt.Merge side by side and compare results, records, their CBOR bytes,
 // the log and the head; another checks the script's size computation
 // against crdt.EncodeRecord at the exact limit.
+//
+// # Group commit
+//
+// Each hash slot has a queue of script calls (a single server has one
+// queue for all), and while it holds calls one goroutine sends them: it
+// takes every call queued (up to 64 calls and 8 MiB of changes), sends
+// them as one pipeline, one EVALSHA per call, and answers each call from
+// its own reply; then it takes what queued while that round trip was in
+// flight. So concurrent Apply calls share round trips (and Redis reads
+// one socket instead of many), while a lone caller waits for no timer.
+// Every call keeps its own script run: one call's error (a record over
+// the limits, a collection out of sequence numbers, malformed input)
+// fails that call's Apply alone, and Redis runs the calls after it in the
+// pipeline as usual. A call whose caller's context ended before it was
+// sent is left out; the pipeline itself is bounded by the latest deadline
+// among its callers and by the socket timeouts, so no caller's
+// cancellation fails the others. A NOSCRIPT reply is sent again with EVAL.
+// Close waits for the queued calls to be answered.
+//
+// Merging several callers' changes into one script call would save the
+// script's fixed work (key types, head, usage) but make one caller's
+// refusal everybody's: a script fails whole. The tests hold a round trip
+// in flight, queue concurrent callers behind it, and check that they go
+// in one pipeline, each with its own results or error.
 //
 // # The record blob
 //
@@ -209,6 +237,8 @@
 //     did commit reports its changes as not Changed.
 //   - PoolSize (go-redis's default, 10 per GOMAXPROCS, per node) bounds
 //     concurrent calls; a call beyond it waits up to the pool timeout.
+//     Apply's merge calls take one connection per hash slot with calls in
+//     flight (# Group commit).
 //   - ClientName names every connection, the subscriber's included, in
 //     CLIENT LIST, so operators can tell Convergo's connections apart.
 //   - Heartbeat (1 s) is how long the subscriber may hear nothing before
@@ -248,7 +278,8 @@
 // # Caveats
 //
 // A batch is one script call per collection, and a collection's changes
-// are split into calls of at most 256 changes and 1 MiB: Redis runs nothing
+// are split into calls of at most 256 changes and 1 MiB (sent in the same
+// pipeline, in order): Redis runs nothing
 // else while a script runs, and this keeps every call to milliseconds even
 // for the largest records. A batch is therefore atomic per call, not as a
 // whole (the stores contract asks for atomicity per record only). A
