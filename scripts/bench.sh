@@ -99,7 +99,7 @@ main() {
 			# generator on core 1 (when taskset exists).
 			local pin2=()
 			command -v taskset >/dev/null && pin2=(env BENCH_SERVER_CPUS=0 taskset -c 1)
-			run s2-apply-redis 180 "${pin2[@]}" "$BIN/convergo-bench" apply "${SERVER[@]}" -runs "$RUNS" -stores redis
+			run s2-apply-redis 300 "${pin2[@]}" "$BIN/convergo-bench" apply "${SERVER[@]}" -runs "$RUNS" -stores redis
 		else
 			log "apply on Redis skipped: CONVERGO_REDIS_ADDR is not set"
 		fi

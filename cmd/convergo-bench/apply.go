@@ -322,7 +322,7 @@ func redisBenchmark(ctx context.Context, addr string, requests int, args ...stri
 // redisCeiling runs redis-benchmark's pipelined SET against addr and
 // returns SETs per second and Redis's CPU per SET in µs.
 func redisCeiling(ctx context.Context, addr string) (float64, float64, error) {
-	const requests = 500_000
+	const requests = 200_000
 	rps, cpu, err := redisBenchmark(ctx, addr, requests, "-P", "16", "-t", "set", "-r", "100000")
 	return rps, float64(cpu) / float64(time.Microsecond), err
 }
@@ -372,7 +372,7 @@ func redisScriptCeiling(ctx context.Context, addr string, batch int) (float64, f
 	for range batch {
 		args = append(args, "todo-__rand_int__", shapeRecord)
 	}
-	calls := max(300_000/batch, 100)
+	calls := max(200_000/batch, 100)
 	rps, cpu, err := redisBenchmark(ctx, addr, calls, args...)
 	return rps * float64(batch), float64(cpu) / float64(time.Microsecond) / float64(batch), err
 }

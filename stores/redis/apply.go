@@ -268,6 +268,7 @@ func (s *Store) roundTrip(group []*scriptCall) {
 		sc.cmd = pipe.EvalSha(ctx, mergeScript.Hash(), s.writeKeys(sc.coll), sc.args...)
 	}
 	_, _ = pipe.Exec(ctx) // each call's error is in its own command
+	heads := map[string]uint64{}
 	for _, sc := range live {
 		out, err := sc.cmd.Slice()
 		if err != nil && goredis.HasErrorPrefix(err, "NOSCRIPT") {
@@ -279,22 +280,33 @@ func (s *Store) roundTrip(group []*scriptCall) {
 			sc.req.finish(s.fail(ctx, "apply to "+sc.coll, err))
 			continue
 		}
-		sc.req.finish(s.mergeReply(ctx, sc, out))
+		head, err := s.mergeReply(ctx, sc, out)
+		heads[sc.coll] = max(heads[sc.coll], head)
+		sc.req.finish(err)
+	}
+	// The script also publishes, for every instance; local watchers are
+	// told directly, so a stalled subscription does not delay them. They
+	// are told once the callers are answered, as bolt does.
+	for coll, head := range heads {
+		if head > 0 {
+			s.watchers.Notify(stores.Notification{Collection: coll, Seq: head})
+		}
 	}
 }
 
 // mergeReply reads the merge script's reply to call sc into its request's
-// results, reports what the script repaired, and tells local watchers.
-func (s *Store) mergeReply(ctx context.Context, sc *scriptCall, out []any) error {
+// results and reports what the script repaired. It returns the highest
+// seq the call gave a change (0 if none).
+func (s *Store) mergeReply(ctx context.Context, sc *scriptCall, out []any) (uint64, error) {
 	n := len(sc.idx)
 	if len(out) != 3*n+3 {
-		return fmt.Errorf("apply to %s: merge script returned %d items for %d changes", sc.coll, len(out), n)
+		return 0, fmt.Errorf("apply to %s: merge script returned %d items for %d changes", sc.coll, len(out), n)
 	}
 	var head uint64
 	for j, i := range sc.idx {
 		r, err := mergeResult(out[3*j : 3*j+3])
 		if err != nil {
-			return fmt.Errorf("apply to %s: change %v: %w", sc.coll, sc.args[5+2*j], err)
+			return head, fmt.Errorf("apply to %s: change %v: %w", sc.coll, sc.args[5+2*j], err)
 		}
 		sc.req.results[i] = r
 		if r.Changed {
@@ -307,13 +319,7 @@ func (s *Store) mergeReply(ctx context.Context, sc *scriptCall, out []any) error
 	if damaged, _ := out[3*n+2].([]any); len(damaged) > 0 {
 		s.replacedDamaged(ctx, sc.coll, damaged)
 	}
-	if head > 0 {
-		// The script also publishes, for every instance; local watchers
-		// are told directly, so a stalled subscription does not delay
-		// them.
-		s.watchers.Notify(stores.Notification{Collection: sc.coll, Seq: head})
-	}
-	return nil
+	return head, nil
 }
 
 // mergeResult reads the merge script's result of one change: changed (0 or
