@@ -352,9 +352,9 @@ return head
 
 // shapeRecord stands for a record: as long as the store's record blob of
 // one benchmark change (a "title" field with benchValue, stamped by a
-// bench replica), in printable bytes (redis-benchmark takes its arguments
-// from the command line).
-var shapeRecord = strings.Repeat("r", 110)
+// bench replica id of 33 bytes: 118 bytes), in printable bytes
+// (redis-benchmark takes its arguments from the command line).
+var shapeRecord = strings.Repeat("r", 118)
 
 // redisScriptCeiling runs redis-benchmark -P 16 of EVALSHA of shapeScript
 // with batch records per call, ids among 100,000, under a fresh key
