@@ -43,10 +43,10 @@ start() {
 	(cd "$EMU" && exec java -Djava.library.path=DynamoDBLocal_lib -jar DynamoDBLocal.jar \
 		-inMemory -port "$port" >"$dir/dynamodb.log" 2>&1) &
 	local pid=$!
-	local deadline=$((SECONDS + 60))
+	local deadline=$((SECONDS + 180))
 	until curl -s -o /dev/null "http://127.0.0.1:$port"; do
 		kill -0 "$pid" 2>/dev/null || die "DynamoDB Local exited; see $dir/dynamodb.log"
-		[ $SECONDS -lt $deadline ] || { kill "$pid"; die "DynamoDB Local did not answer on $port within 60s"; }
+		[ $SECONDS -lt $deadline ] || { kill "$pid"; die "DynamoDB Local did not answer on $port within 180s"; }
 		sleep 0.3
 	done
 	log "DynamoDB Local on $port (pid $pid, log $dir/dynamodb.log)"

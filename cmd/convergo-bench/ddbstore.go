@@ -85,7 +85,7 @@ func runDDBStore(args []string) error {
 	if *stream {
 		streamNote = "streams on"
 	}
-	fmt.Fprintf(os.Stderr, "%-5s %-3s %-8s %-5s %-5s | %12s %12s %8s %8s %11s | %12s | %6s | %s\n", "turn", "K", "pushers", "colls", "batch", "store ch/s", "items/s", "tx ok", "tx lost", "waits/yield", "raw items/s", "ratio", "requests per change (store)")
+	fmt.Fprintf(os.Stderr, "%-5s %-3s %-8s %-5s %-5s | %12s %12s %8s %8s %11s %9s %8s %9s | %12s %8s | %6s | %s\n", "turn", "K", "pushers", "colls", "batch", "store ch/s", "items/s", "tx ok", "tx lost", "waits/yield", "busy/2+", "items/cpu", "cpu emu/go", "raw items/s", "/cpu", "ratio", "requests per change (store)")
 	var turns []time.Duration
 	for _, f := range strings.Split(*turnList, ",") {
 		d, err := time.ParseDuration(strings.TrimSpace(f))
@@ -104,14 +104,13 @@ func runDDBStore(args []string) error {
 							// the more stream records it keeps: the side measured
 							// second pays for the first's. Odd runs measure the
 							// store first, even runs the raw ceiling.
-							var raw float64
+							var raw rawFigure
 							if run%2 == 0 {
 								if raw, err = measureRaw(ctx, client, p, b, *dur, *stream); err != nil {
 									return err
 								}
 							}
-							counts.reset()
-							st, err := measureStore(ctx, client, logger, turnLen, p, nc, b, k, *dur, *stream)
+							st, err := measureStore(ctx, client, counts, logger, turnLen, p, nc, b, k, *dur, *stream)
 							if err != nil {
 								return err
 							}
@@ -122,8 +121,8 @@ func runDDBStore(args []string) error {
 								}
 							}
 							storeItems := 2 * st.rate
-							ratio := storeItems / raw
-							fmt.Fprintf(os.Stderr, "%-5s %-3d %-8d %-5d %-5d | %12.0f %12.0f %8d %8d %5d/%-5d | %12.0f | %6.2f | %s\n", turnName(turnLen), k, p, nc, b, st.rate, storeItems, st.committed, st.cancelled, st.waits, st.yields, raw, ratio, perChange)
+							ratio := storeItems / raw.rate
+							fmt.Fprintf(os.Stderr, "%-5s %-3d %-8d %-5d %-5d | %12.0f %12.0f %8d %8d %5d/%-5d %4.2f/%-4.2f %8.0f %4.2f/%-4.2f | %12.0f %8.0f | %6.2f | %s\n", turnName(turnLen), k, p, nc, b, st.rate, storeItems, st.committed, st.cancelled, st.waits, st.yields, st.busy, st.overlap, 2*st.perCPU, st.emuShare, st.selfShare, raw.rate, raw.perCPU, ratio, perChange)
 							scen := fmt.Sprintf("DynamoDB store Apply, %d pushers, %d collections, batch %d, %s", p, nc, b, streamNote)
 							if k > 1 {
 								scen = fmt.Sprintf("DynamoDB store Apply, K=%d shards, %d pushers, %d collections, batch %d, %s", k, p, nc, b, streamNote)
@@ -133,7 +132,7 @@ func runDDBStore(args []string) error {
 							}
 							emit(sample{Scenario: scen, Metric: "items written/s", Unit: "/s", Better: "higher", Impl: "dynamodb store Apply", Ours: true, Run: run, Value: storeItems,
 								Note: fmt.Sprintf("%.0f changes/s; %d transactions committed, %d cancelled; %d turn waits, %d yields; requests per change: %s", st.rate, st.committed, st.cancelled, st.waits, st.yields, perChange)})
-							emit(sample{Scenario: scen, Metric: "items written/s", Unit: "/s", Better: "higher", Impl: "raw TransactWriteItems, same shape", Limit: true, Run: run, Value: raw})
+							emit(sample{Scenario: scen, Metric: "items written/s", Unit: "/s", Better: "higher", Impl: "raw TransactWriteItems, same shape", Limit: true, Run: run, Value: raw.rate})
 						}
 					}
 				}
@@ -200,10 +199,13 @@ type storeFigure struct {
 	rate                 float64 // changes/s
 	changes              int64
 	committed, cancelled int64
-	waits, yields        int64 // commit turns (dynamodb.Store.TurnStats)
+	waits, yields        int64   // commit turns (dynamodb.Store.TurnStats)
+	busy, overlap        float64 // share of the time with a request in flight, with two or more
+	perCPU               float64 // changes per second of the emulator's CPU time (0: not known)
+	emuShare, selfShare  float64 // CPU seconds per second: the emulator's, this process's
 }
 
-func measureStore(ctx context.Context, c *awsddb.Client, logger *slog.Logger, turnLen time.Duration, pushers, colls, batch, shards int, dur time.Duration, stream bool) (storeFigure, error) {
+func measureStore(ctx context.Context, c *awsddb.Client, counts *reqCounter, logger *slog.Logger, turnLen time.Duration, pushers, colls, batch, shards int, dur time.Duration, stream bool) (storeFigure, error) {
 	table, drop, err := benchTable(ctx, c, stream)
 	if err != nil {
 		return storeFigure{}, err
@@ -212,7 +214,16 @@ func measureStore(ctx context.Context, c *awsddb.Client, logger *slog.Logger, tu
 	ninst := min(pushers, 2)
 	inst := make([]*dynamodb.Store, ninst)
 	for i := range inst {
-		if inst[i], err = dynamodb.New(ctx, dynamodb.Config{Client: c, Table: table, DefaultShards: shards, Logger: logger, CommitTurn: turnLen}); err != nil {
+		lg, ic := logger, c
+		if lg != nil {
+			// -debug: each instance's requests are logged with their
+			// times, beside the store's own debug lines.
+			lg = lg.With("instance", i)
+			opts := c.Options()
+			opts.HTTPClient = &http.Client{Transport: tracingTransport{opts.HTTPClient.(*http.Client).Transport, lg}}
+			ic = awsddb.New(opts)
+		}
+		if inst[i], err = dynamodb.New(ctx, dynamodb.Config{Client: ic, Table: table, DefaultShards: shards, Logger: lg, CommitTurn: turnLen}); err != nil {
 			return storeFigure{}, err
 		}
 		defer inst[i].Close()
@@ -221,6 +232,9 @@ func measureStore(ctx context.Context, c *awsddb.Client, logger *slog.Logger, tu
 	var firstErr error
 	var mu sync.Mutex
 	var wg sync.WaitGroup
+	counts.reset()
+	cpu0, cpuOK := emulatorCPU()
+	self0 := selfCPU()
 	start := time.Now()
 	deadline := start.Add(dur)
 	for p := range pushers {
@@ -249,7 +263,13 @@ func measureStore(ctx context.Context, c *awsddb.Client, logger *slog.Logger, tu
 	}
 	wg.Wait()
 	el := time.Since(start).Seconds()
-	f := storeFigure{rate: float64(changes.Load()) / el, changes: changes.Load()}
+	busy, overlap := counts.busyTime()
+	f := storeFigure{rate: float64(changes.Load()) / el, changes: changes.Load(), busy: busy.Seconds() / el, overlap: overlap.Seconds() / el}
+	if cpu1, ok := emulatorCPU(); ok && cpuOK && cpu1 > cpu0 {
+		f.perCPU = float64(changes.Load()) / (cpu1 - cpu0).Seconds()
+		f.emuShare = (cpu1 - cpu0).Seconds() / el
+	}
+	f.selfShare = (selfCPU() - self0).Seconds() / el
 	for _, s := range inst {
 		a, b := s.TxStats()
 		f.committed += a
@@ -264,10 +284,10 @@ func measureStore(ctx context.Context, c *awsddb.Client, logger *slog.Logger, tu
 // measureRaw commits transactions of the store's shape from workers, each
 // on a head of its own, and returns record and log items written per
 // second.
-func measureRaw(ctx context.Context, c *awsddb.Client, workers, batch int, dur time.Duration, stream bool) (float64, error) {
+func measureRaw(ctx context.Context, c *awsddb.Client, workers, batch int, dur time.Duration, stream bool) (rawFigure, error) {
 	table, drop, err := benchTable(ctx, c, stream)
 	if err != nil {
-		return 0, err
+		return rawFigure{}, err
 	}
 	defer drop()
 	per := min(batch, 49)
@@ -276,6 +296,7 @@ func measureRaw(ctx context.Context, c *awsddb.Client, workers, batch int, dur t
 	var firstErr error
 	var mu sync.Mutex
 	var wg sync.WaitGroup
+	cpu0, cpuOK := emulatorCPU()
 	start := time.Now()
 	deadline := start.Add(dur)
 	for wk := range workers {
@@ -323,13 +344,71 @@ func measureRaw(ctx context.Context, c *awsddb.Client, workers, batch int, dur t
 		}()
 	}
 	wg.Wait()
-	return float64(items.Load()) / time.Since(start).Seconds(), firstErr
+	f := rawFigure{rate: float64(items.Load()) / time.Since(start).Seconds()}
+	if cpu1, ok := emulatorCPU(); ok && cpuOK && cpu1 > cpu0 {
+		f.perCPU = float64(items.Load()) / (cpu1 - cpu0).Seconds()
+	}
+	return f, firstErr
 }
 
-// reqCounter counts requests by DynamoDB operation (X-Amz-Target).
+// rawFigure is the raw ceiling: items written per second, and per second
+// of the emulator's CPU time (0: not known).
+type rawFigure struct{ rate, perCPU float64 }
+
+// reqCounter counts requests by DynamoDB operation (X-Amz-Target), and the
+// time at least one request was in flight: DynamoDB Local serialises
+// requests, so that is the time the emulator worked for the store, and the
+// rest is time the store left it idle (waits, pauses, work in Go).
 type reqCounter struct {
 	mu sync.Mutex
 	n  map[string]*atomic.Int64
+
+	bmu      sync.Mutex
+	inflight int
+	since    time.Time     // when inflight last went from 0 to 1
+	busy     time.Duration // total time with inflight > 0
+	since2   time.Time     // when inflight last went from 1 to 2
+	overlap  time.Duration // total time with inflight > 1
+}
+
+// begin and end bracket one request.
+func (r *reqCounter) begin() {
+	r.bmu.Lock()
+	if r.inflight == 0 {
+		r.since = time.Now()
+	}
+	if r.inflight == 1 {
+		r.since2 = time.Now()
+	}
+	r.inflight++
+	r.bmu.Unlock()
+}
+
+func (r *reqCounter) end() {
+	r.bmu.Lock()
+	r.inflight--
+	if r.inflight == 0 {
+		r.busy += time.Since(r.since)
+	}
+	if r.inflight == 1 {
+		r.overlap += time.Since(r.since2)
+	}
+	r.bmu.Unlock()
+}
+
+// busyTime returns the time with a request in flight since the last
+// reset, and the time with more than one.
+func (r *reqCounter) busyTime() (busy, overlap time.Duration) {
+	r.bmu.Lock()
+	defer r.bmu.Unlock()
+	busy, overlap = r.busy, r.overlap
+	if r.inflight > 0 {
+		busy += time.Since(r.since)
+	}
+	if r.inflight > 1 {
+		overlap += time.Since(r.since2)
+	}
+	return busy, overlap
 }
 
 func (r *reqCounter) add(op string) {
@@ -347,6 +426,9 @@ func (r *reqCounter) reset() {
 	r.mu.Lock()
 	r.n = map[string]*atomic.Int64{}
 	r.mu.Unlock()
+	r.bmu.Lock()
+	r.busy, r.overlap, r.since, r.since2 = 0, 0, time.Now(), time.Now()
+	r.bmu.Unlock()
 }
 
 // per snapshots the counts divided by changes, e.g. "BatchGetItem 0.10 TransactWriteItems 0.12".
@@ -371,5 +453,36 @@ func (t countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	if target := r.Header.Get("X-Amz-Target"); target != "" {
 		t.c.add(target[strings.LastIndexByte(target, '.')+1:])
 	}
+	t.c.begin()
+	defer t.c.end()
 	return t.next.RoundTrip(r)
+}
+
+// emulatorCPU returns the CPU time the private emulator
+// (CONVERGO_DDB_PRIVATE_PID, scripts/ddb-private.sh) has used; false when
+// there is none to read. On a machine shared with other work a rate moves
+// with the load, while the emulator's CPU time per change written mostly
+// does not: it tells a store that makes the emulator work more per change
+// from one that met a busier machine.
+func emulatorCPU() (time.Duration, bool) {
+	pid, err := strconv.Atoi(os.Getenv("CONVERGO_DDB_PRIVATE_PID"))
+	if err != nil {
+		return 0, false
+	}
+	d := procCPU(pid)
+	return d, d > 0
+}
+
+// tracingTransport logs each request's operation and duration (-debug).
+type tracingTransport struct {
+	next http.RoundTripper
+	log  *slog.Logger
+}
+
+func (t tracingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	target := r.Header.Get("X-Amz-Target")
+	began := time.Now()
+	resp, err := t.next.RoundTrip(r)
+	t.log.Debug("request", "op", target[strings.LastIndexByte(target, '.')+1:], "began", began.Format("15:04:05.000"), "took", time.Since(began).Round(100*time.Microsecond))
+	return resp, err
 }
