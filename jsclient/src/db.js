@@ -1072,6 +1072,76 @@ export class Store {
   }
 
   /**
+   * A first sync's write of records merged ahead (prepareRemote, nothing
+   * held), issued without waiting for anything: the transaction is created
+   * at once, so it may be created while the one before (an earlier page of
+   * the same sync) still commits, and its puts go out behind two reads
+   * that check what it builds on. IndexedDB runs read-write transactions
+   * over the same stores in the order they were created, so those reads
+   * see what every write issued before it left:
+   * - the stored cursor must be `after` (the cursor the write before
+   *   stored; empty: none stored). If the write before failed, or another
+   *   tab pulled meanwhile, it differs: this transaction aborts before any
+   *   of its writes commit, and no cursor is ever stored past a page whose
+   *   records were not;
+   * - no outbox entry may name a record of the page (a local write made
+   *   since the sync began, in this tab or another): then it aborts too.
+   * Both checks abort in the read's own success event, before the
+   * transaction can commit. Resolves to the ids changed, or to null when
+   * a check failed: the caller writes the page again through applyRemote
+   * (which reads what it must) once the writes before it have settled.
+   * @param {string} c
+   * @param {Prepared} prepared
+   * @param {Uint8Array} after the cursor the write before this one stores
+   * @param {Uint8Array} cursor the cursor after these records
+   * @returns {Promise<string[]|null>}
+   */
+  async applyFirst(c, prepared, after, cursor) {
+    try {
+      return await this.tx([RECORDS, META, OUTBOX, SEALED], 'readwrite', `apply ${c}`, async (tx) => {
+        const store = tx.objectStore(RECORDS);
+        const checked = new Promise((resolve, reject) => {
+          let left = 2;
+          let stale = false;
+          /**
+           * @param {IDBRequest} r
+           * @param {(v: any) => boolean} differs
+           */
+          const check = (r, differs) => {
+            r.onerror = () => reject(r.error);
+            r.onsuccess = () => {
+              if (stale) return;
+              if (differs(r.result)) {
+                stale = true;
+                try {
+                  tx.abort();
+                } catch {
+                  /* already finished */
+                }
+                reject(STALE);
+              } else if (--left === 0) resolve(undefined);
+            };
+          };
+          check(tx.objectStore(META).get(CURSOR_KEY + c), (v) => !equalBytes(v instanceof Uint8Array ? v : new Uint8Array(0), after));
+          check(tx.objectStore(OUTBOX).index('record').getAll(this.keyRange.bound([c], [c, []])), (entries) => entries.some((/** @type {OutboxEntry} */ e) => prepared.puts.has(e.id)));
+        });
+        checked.catch(() => {});
+        for (const [id, e] of prepared.puts) {
+          store.put(e);
+          if (prepared.changed.has(id)) this.notify(tx, c, id, e, 'remote');
+          else this.keep(tx, c, id, e);
+        }
+        tx.objectStore(META).put(cursor, CURSOR_KEY + c);
+        await checked;
+        return [...prepared.changed];
+      }, 'relaxed');
+    } catch (e) {
+      if (/** @type {any} */ (e)?.cause === STALE) return null;
+      throw e;
+    }
+  }
+
+  /**
    * Merges a pulled page into the stored records given (current[i] is the
    * entry of records[i]; none: a first sync's records, held nowhere yet):
    * the entries to put, and the ids whose record changed. Pure work, so a

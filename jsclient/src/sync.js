@@ -82,6 +82,15 @@ import { encodeHello, encodePull, encodePush, encodeUnsub, parseHello, parsePull
 /** The most records a first sync writes in one transaction. */
 const FIRST_SYNC_BATCH = 10_000;
 
+/**
+ * The most transactions a first sync has issued and not yet seen commit:
+ * one committing, the next queued behind it.
+ */
+const FIRST_SYNC_INFLIGHT = 2;
+
+/** A page asked for that failed (its error is met when it is awaited). */
+const FAILED = /** @type {import('./protocol.js').Page} */ ({ records: [], next: new Uint8Array(0), more: false, seals: [], leaves: [] });
+
 /** A live session at least this long resets the reconnect backoff. */
 const STABLE_SESSION_MS = 10_000;
 
@@ -891,8 +900,20 @@ export class Syncer {
     let first = cursor.length === 0 && (await this.store.isEmpty(c));
     /** @type {Promise<import('./protocol.js').Page>|null} the next page, asked for */
     let next = null;
-    /** @type {Promise<void>|null} a first sync's write of the page before */
-    let writing = null;
+    /**
+     * A first sync's writes issued and not yet awaited, oldest first (at
+     * most FIRST_SYNC_INFLIGHT): each is a transaction created behind the
+     * one before, which checks that one's cursor before anything it
+     * writes can commit (Store.applyFirst).
+     * @type {{p: Promise<void>, settled: boolean}[]}
+     */
+    const writes = [];
+    /** The cursor the last write issued stores. */
+    let written = cursor;
+    /** Waits for every write issued; the first failure is thrown. */
+    const drain = async () => {
+      while (writes.length > 0) await /** @type {{p: Promise<void>}} */ (writes.shift()).p;
+    };
     for (;;) {
       let page;
       try {
@@ -904,13 +925,12 @@ export class Syncer {
           limit = Math.max(1, Math.floor(limit / 4));
           continue;
         }
-        await writing?.catch(() => {});
+        await drain().catch(() => {});
         throw e;
       }
       next = null;
       if (page.reset) {
-        await writing;
-        writing = null;
+        await drain();
         // A server that resets the empty cursor too is broken: stop.
         if (++resets > 2) throw new ConvergoError('malformed', `pull ${c}: the server reset the cursor again after a reset`);
         await this.onReset(c, page.reset);
@@ -919,6 +939,7 @@ export class Syncer {
         if (!seen && resetAction(page.reset.reason) === 'lease_expired') return this.reconcile(c);
         await this.healOwed();
         cursor = new Uint8Array(0);
+        written = await this.store.cursor(c);
         first = await this.store.isEmpty(c);
         continue; // from the beginning
       }
@@ -926,22 +947,23 @@ export class Syncer {
         next = fetchPage(page.next);
         next.catch(() => {}); // its error is handled when it is awaited
       }
-      if (first) {
-        // While the page before commits, take the pages that arrive into
-        // this one's transaction (up to FIRST_SYNC_BATCH records): fewer,
-        // larger transactions.
+      if (first && !replaced && page.leaves.length === 0) {
+        // Take the pages that arrive into this one's transaction (up to
+        // FIRST_SYNC_BATCH records) while the writes issued before keep
+        // IndexedDB busy: fewer, larger transactions, and the next one
+        // queued before the one before commits.
         const records = page.records.slice();
-        const leaves = page.leaves;
         /** @type {Uint8Array[]} seals[i] of records[i], if it came with one */
         const seals = page.seals.slice();
         seals.length = records.length;
-        const committed = writing?.then(() => null, () => null) ?? null;
-        while (committed && next && records.length < FIRST_SYNC_BATCH) {
-          const more = await Promise.race([next.then((p) => p, () => null), committed]);
-          // Committed (next stays asked for), a failure or reset for the
-          // loop to meet, or leaves, which may name records taken in
-          // before them: their page goes in a transaction of its own.
-          if (!more || more.reset || more.leaves.length > 0) break;
+        while (next && records.length < FIRST_SYNC_BATCH && writes.some((w) => !w.settled)) {
+          const busy = Promise.race(writes.filter((w) => !w.settled).map((w) => w.p)).then(() => null, () => null);
+          const more = await Promise.race([next.then((p) => p, () => FAILED), busy]);
+          // A write settled (next stays asked for; go on while another is
+          // still busy), or a failure, reset or leaves for the loop to meet
+          // with a page of its own.
+          if (!more) continue;
+          if (more === FAILED || more.reset || more.leaves.length > 0) break;
           next = null;
           for (let i = 0; i < more.records.length; i++) {
             records.push(more.records[i]);
@@ -953,26 +975,56 @@ export class Syncer {
             next.catch(() => {});
           }
         }
-        // Merge them while the write before commits, then write them after
-        // it (a failed write stops here: no later cursor is stored past a
-        // page that was not).
         const prepared = this.store.prepareRemote(c, records, seals);
-        await writing;
-        writing = this.applyPage(c, records, page.next, seals, true, prepared, leaves, replaced);
-        writing.catch(() => {}); // awaited before the next write or the end
+        while (writes.length >= FIRST_SYNC_INFLIGHT) await /** @type {{p: Promise<void>}} */ (writes.shift()).p;
+        const before = writes.length > 0 ? writes[writes.length - 1].p : null;
+        const p = this.applyFirst(c, records, seals, prepared, written, page.next, before);
+        /** @type {{p: Promise<void>, settled: boolean}} */
+        const w = { p, settled: false };
+        p.then(
+          () => (w.settled = true),
+          () => (w.settled = true),
+        );
+        writes.push(w);
+        written = page.next;
       } else {
+        await drain();
         // If this fails, the page asked for is dropped: a later pull asks
         // again from the cursor stored.
         await this.applyPage(c, page.records, page.next, page.seals, false, null, page.leaves, replaced);
+        written = page.next;
       }
       cursor = page.next;
       if (!page.more) break;
     }
-    await writing;
+    await drain();
     // Every record the server holds replaced the one held: an upgrade's
     // replacement, if one was owed, is done too.
     if (replaced) await this.store.replaced(c);
     if (!seen) this.pulledAt.set(c, Date.now());
+  }
+
+  /**
+   * A first sync's write of a batch of pages merged ahead, issued at once
+   * behind the write before (Store.applyFirst). If its checks fail (that
+   * write failed, or a record of the batch was written locally, or another
+   * tab pulled meanwhile), the batch is written again with reads once the
+   * write before has settled: its failure is this one's.
+   * @param {string} c
+   * @param {import('./record.js').Record[]} records
+   * @param {Uint8Array[]} seals
+   * @param {import('./db.js').Prepared} prepared
+   * @param {Uint8Array} after the cursor the write before stores
+   * @param {Uint8Array} next the cursor after these records
+   * @param {Promise<void>|null} before the write before, if not yet awaited
+   */
+  async applyFirst(c, records, seals, prepared, after, next, before) {
+    let ids = await this.store.applyFirst(c, prepared, after, next);
+    if (ids === null) {
+      await before;
+      ids = await this.store.applyRemote(c, records, next, seals);
+    }
+    if (ids.length > 0) this.o.onChanges(c, ids);
   }
 
   /**

@@ -180,18 +180,22 @@ for (let run = 0; run < RUNS; run++) {
   console.error(`browser: run ${run}: seed ${r.seedMs} ms, sync ${Math.round(r.syncMs)} ms, raw ${Math.round(r.rawMs)} ms`);
 }
 
-// 1,000,000 records, once, when 100,000 suggest it fits in 5 minutes.
+// 1,000,000 records, once, when 100,000 suggest it fits in 5 minutes (make
+// bench's budget), or when asked for (BENCH_MILLION=1) with a budget of its
+// own: BENCH_MILLION_MS, 15 minutes unless set.
 const M = 1_000_000;
+const millionMs = process.env.BENCH_MILLION === '1' ? Number(process.env.BENCH_MILLION_MS ?? 900_000) : 300_000;
 if (process.env.BENCH_MILLION === '0') {
   console.error('browser: 1,000,000 records skipped (BENCH_MILLION=0)');
 } else if (process.env.BENCH_MILLION === '1' || slowest * 10 < 240_000) {
   try {
-    const r = await runOnce(M, 300_000);
+    const r = await runOnce(M, millionMs);
+    console.error(`browser: 1,000,000 records: sync ${Math.round(r.syncMs)} ms (${Math.round(M / (r.syncMs / 1000))} records/s), raw ${Math.round(r.rawMs)} ms (${Math.round(M / (r.rawMs / 1000))} records/s), ratio of rates ${(r.rawMs / r.syncMs).toFixed(2)}`);
     const sc = 'Initial sync of 1,000,000 records into Chromium';
     emit({ scenario: sc, metric: 'time to synced', unit: 'ms', better: 'lower', impl: 'Convergo JS client (pull + IndexedDB)', ours: true, run: 0, value: r.syncMs });
     emit({ scenario: sc, metric: 'time to synced', unit: 'ms', better: 'lower', impl: 'plain IndexedDB put ×1,000,000, one transaction', limit: true, run: 0, value: r.rawMs });
   } catch (e) {
-    console.error(`browser: 1,000,000 records did not complete within 5 minutes: ${e.message}`);
+    console.error(`browser: 1,000,000 records did not complete within ${Math.round(millionMs / 60_000)} minutes: ${e.message}`);
   }
 } else {
   console.error(`browser: 1,000,000 records skipped: 100,000 took ${Math.round(slowest)} ms, so a million would pass 5 minutes`);
