@@ -46,8 +46,10 @@ func (s *Server) hello(_ context.Context, p Principal, body []byte) (any, error)
 }
 
 func (s *Server) push(ctx context.Context, p Principal, body []byte) (any, error) {
-	var req proto.PushRequest
-	if err := proto.Decode(body, &req); err != nil {
+	// A push may name its replica by its device part under the principal's
+	// prefix (docs/protocol.md, "Push"): the token vouches for the rest.
+	req, err := proto.DecodePush(body, proto.ReplicaPrefix(p.Subject))
+	if err != nil {
 		return nil, decodeError("push", err)
 	}
 	if err := crdt.ValidateReplica(req.Replica); err != nil {

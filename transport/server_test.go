@@ -3,6 +3,7 @@ package transport
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -887,6 +888,65 @@ func TestReplicaBinding(t *testing.T) {
 	anon := crdt.Change{Collection: DemoCollection, Record: crdt.SetField("r", "x", mustValue(t, 1), crdt.Stamp{Wall: now, Replica: proto.ReplicaFor("", "tab9")})}
 	if res := ts.push(t, "", anon); res[0].Status != proto.StatusApplied {
 		t.Fatalf("anonymous write with the shared prefix: %+v", res[0])
+	}
+}
+
+// A push may name its replica by its device part (key 9): the server puts
+// the token subject's prefix in front, so the stamps of index 0 are that
+// subject's, whichever prefix the body was made for. Key 1 and key 9 both,
+// or a device part that is not one, refuse the push whole.
+func TestPushByDevicePart(t *testing.T) {
+	ts := newTestServer(t, nil)
+	alice := ts.token(t, "alice", []string{"*"}, []string{"*"})
+	now := time.Now().UnixMilli()
+	push := func(token, subject string, id string) []byte {
+		replica := proto.ReplicaFor(subject, "laptop")
+		body, err := proto.Encode(proto.PushRequest{Replica: replica, Prefix: proto.ReplicaPrefix(subject), Changes: []crdt.Change{
+			{Collection: "notes", Record: crdt.SetField(id, "x", mustValue(t, 1), crdt.Stamp{Wall: now, Replica: replica})},
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(body, []byte(proto.ReplicaPrefix(subject))) {
+			t.Fatalf("body %x carries the prefix", body)
+		}
+		a := ts.post(t, proto.PathPush, token, body)
+		if a.status != http.StatusOK {
+			t.Fatalf("push: status %d, code %s", a.status, a.errorCode(t))
+		}
+		var resp proto.PushResponse
+		if err := proto.Decode(a.body, &resp); err != nil || len(resp.Results) != 1 || resp.Results[0].Status != proto.StatusApplied {
+			t.Fatalf("push: %+v (%v)", resp, err)
+		}
+		return body
+	}
+	push(alice, "alice", "r1")
+	// Made for bob's prefix, sent with alice's token: alice's device.
+	push(alice, "bob", "r2")
+	page := ts.pull(t, alice, "notes", 0)
+	want := proto.ReplicaFor("alice", "laptop")
+	if len(page.Records) != 2 {
+		t.Fatalf("pulled %d records", len(page.Records))
+	}
+	for _, r := range page.Records {
+		if got := r.Fields["x"].Stamp.Replica; got != want {
+			t.Errorf("record %s stamped by %q, want %q", r.ID, got, want)
+		}
+	}
+	for name, tc := range map[string]struct {
+		hex, code string
+	}{
+		"both keys":       {"a301" + "6161" + "0280" + "09" + "6161", proto.CodeMalformed},
+		"bad device part": {"a20280" + "09" + "63612e62", proto.CodeInvalid},
+		"empty device":    {"a20280" + "09" + "60", proto.CodeInvalid},
+		"device not text": {"a20280" + "09" + "01", proto.CodeMalformed},
+		"neither of them": {"a10280", proto.CodeInvalid},
+	} {
+		body, _ := hex.DecodeString(tc.hex)
+		a := ts.post(t, proto.PathPush, alice, body)
+		if a.status != http.StatusBadRequest || a.errorCode(t) != tc.code {
+			t.Errorf("%s: status %d, code %s, want 400 %s", name, a.status, a.errorCode(t), tc.code)
+		}
 	}
 }
 

@@ -61,8 +61,8 @@ func b3Scenarios() []b3Scenario {
 // update (untimed reference), then client 1, holding its own change,
 // applies them all, timed once (cold); then clients 2… apply them, timed
 // each (warm). Applying an update is what the server does with a push
-// body: proto.Decode, then Record.Merge of each change, in memory (no
-// store). Every result must equal client 0's, also in reverse order.
+// body: proto.DecodePush with the principal's prefix, then Record.Merge of
+// each change, in memory (no store). Every result must equal client 0's, also in reverse order.
 func runB3(args []string) error {
 	fs := flag.NewFlagSet("b3", flag.ExitOnError)
 	runs := fs.Int("runs", 4, "runs, each scenario in a fresh process")
@@ -118,7 +118,9 @@ func b3Once(sc b3Scenario, run, warm int) error {
 			return err
 		}
 		docs[i] = crdt.SetField("doc", sc.key(i), v, s)
-		body, err := proto.Encode(proto.PushRequest{Replica: replica, Changes: []crdt.Change{{Collection: "b3", Record: docs[i]}}})
+		// Sent with the anonymous principal's token: the body names the
+		// replica by its device part, as both clients send it.
+		body, err := proto.Encode(proto.PushRequest{Replica: replica, Prefix: prefix, Changes: []crdt.Change{{Collection: "b3", Record: docs[i]}}})
 		if err != nil {
 			return err
 		}
@@ -128,8 +130,8 @@ func b3Once(sc b3Scenario, run, warm int) error {
 	apply := func(doc *crdt.Record, ups [][]byte) (time.Duration, error) {
 		start := time.Now()
 		for _, u := range ups {
-			var p proto.PushRequest
-			if err := proto.Decode(u, &p); err != nil {
+			p, err := proto.DecodePush(u, prefix)
+			if err != nil {
 				return 0, err
 			}
 			if p.Refused != nil {

@@ -279,10 +279,11 @@ export const SCOPES = /* @__PURE__ */ Object.freeze({
   "maxList": 1024
 });
 
-/** Compact stamps: the envelope keys of a message's replica table and base wall (pull answer, changes message, push body). */
+/** Compact stamps: the envelope keys of a message's replica table and base wall (pull answer, changes message, push body), and the push body's key naming its replica by its device part. */
 export const COMPACT = /* @__PURE__ */ Object.freeze({
   "tableKey": 7,
-  "baseKey": 8
+  "baseKey": 8,
+  "deviceKey": 9
 });
 
 /** Leave entries of sample record ids, in hex. */

@@ -20,12 +20,19 @@ import { MAX_ANSWER_BYTES, codeOfStatus, isProtocolCode, parseErrorBody } from '
  */
 
 /**
+ * A request body, or a function that makes it for the token it goes with
+ * (called again when an expired token is refreshed): a push names its
+ * replica by its device part only under its own token's subject.
+ * @typedef {Uint8Array<ArrayBuffer> | ((token: string) => Uint8Array<ArrayBuffer> | Promise<Uint8Array<ArrayBuffer>>)} Body
+ */
+
+/**
  * POSTs a CBOR body; returns the answer's bytes or throws a ConvergoError
  * with the server's code. An error answer the client cannot read as the
  * protocol's (a proxy's page) is a network failure: retried with backoff.
  * @param {HttpOptions} o
  * @param {string} path
- * @param {Uint8Array<ArrayBuffer>} body
+ * @param {Body} body
  * @returns {Promise<Uint8Array>}
  */
 export async function post(o, path, body) {
@@ -37,18 +44,19 @@ export async function post(o, path, body) {
  * logged it under (null when it sent none).
  * @param {HttpOptions} o
  * @param {string} path
- * @param {Uint8Array<ArrayBuffer>} body
+ * @param {Body} body
  * @param {boolean} [retried]
  * @returns {Promise<{body: Uint8Array, requestId: string|null}>}
  */
 export async function postAnswer(o, path, body, retried = false) {
   const token = await o.token(false);
+  const bytes = typeof body === 'function' ? await body(token) : body;
   /** @type {Record<string, string>} */
   const headers = { 'Content-Type': CONTENT_TYPE, Accept: CONTENT_TYPE, [HEADERS.protocol]: String(VERSION) };
   if (token) headers.Authorization = 'Bearer ' + token;
   let res;
   try {
-    res = await o.fetch(o.base + path, { method: 'POST', headers, body, credentials: 'omit', cache: 'no-store' });
+    res = await o.fetch(o.base + path, { method: 'POST', headers, body: bytes, credentials: 'omit', cache: 'no-store' });
   } catch (e) {
     throw new ConvergoError('network', `POST ${path}: ${/** @type {any} */ (e)?.message ?? e}`, { cause: e });
   }
@@ -56,9 +64,9 @@ export async function postAnswer(o, path, body, retried = false) {
   if (Number(res.headers.get('Content-Length')) > MAX_ANSWER_BYTES) {
     throw new ConvergoError('too_large', `POST ${path}: answer of ${res.headers.get('Content-Length')} bytes`, { requestId });
   }
-  const bytes = new Uint8Array(await res.arrayBuffer());
-  if (res.ok) return { body: bytes, requestId: requestId ?? null };
-  const parsed = parseErrorBody(bytes);
+  const answer = new Uint8Array(await res.arrayBuffer());
+  if (res.ok) return { body: answer, requestId: requestId ?? null };
+  const parsed = parseErrorBody(answer);
   const header = res.headers.get(HEADERS.error);
   const code = [parsed?.code, header].find(isProtocolCode) ?? codeOfStatus(res.status) ?? 'network';
   const retryAfter = Number(res.headers.get(HEADERS.retryAfter)) || undefined;

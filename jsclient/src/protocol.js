@@ -10,7 +10,7 @@
 // What they carry (records, stamps) is strict (record.js).
 
 import { Reader, Writer, encode } from './cbor.js';
-import { CODES, COMPACT, DEFAULTS, RESET_REASONS, SCOPES, SERVER_MESSAGE_TYPES, STATUSES, VERSION } from './constants.js';
+import { CODES, COMPACT, DEFAULTS, REPLICA, RESET_REASONS, SCOPES, SERVER_MESSAGE_TYPES, STATUSES, VERSION } from './constants.js';
 import { ConvergoError } from './errors.js';
 import { compactContext, planCompact, readChange, readRecord, validateCollection, writeChange, writeRecord } from './record.js';
 
@@ -318,12 +318,17 @@ function helloOf(m) {
  * version}, 7: table?, 8: base?} from encoded changes (as the outbox holds
  * them), its stamps compact (docs/protocol.md, "Compact stamps": index 0
  * is the replica); key 3 names the schema version the changes of each
- * collection were written under (none: no collection has one).
+ * collection were written under (none: no collection has one). With
+ * prefix, the replica prefix of the subject of the token the body goes
+ * with, a replica of that prefix is named by its device part (key 9, in
+ * place of key 1: docs/protocol.md, "Push"); the token vouches for the
+ * rest. The body must then go with that token.
  * @param {string} replica
  * @param {Uint8Array[]} changes encoded changes
  * @param {Map<string, number>} [versions] per collection, its schema version (0: none)
+ * @param {string|null} [prefix]
  */
-export function encodePush(replica, changes, versions) {
+export function encodePush(replica, changes, versions, prefix) {
   const named = [...(versions ?? [])].filter(([, v]) => v > 0).sort(([a], [b]) => (a.length !== b.length ? a.length - b.length : a < b ? -1 : a > b ? 1 : 0));
   /** @type {import('./record.js').Change[]|null} */
   let cs = null;
@@ -340,9 +345,12 @@ export function encodePush(replica, changes, versions) {
   }
   const plan = planCompact(replica, cs ? cs.map((c) => c.record) : []);
   const w = new Writer(64 + changes.reduce((n, c) => n + c.length, 0));
+  const device = prefix && replica.length > prefix.length + 1 && replica.startsWith(prefix + REPLICA.separator) ? replica.slice(prefix.length + 1) : null;
   w.head(5, 2 + (named.length > 0 ? 1 : 0) + (plan.table.length ? 1 : 0) + (plan.base === null ? 0 : 1));
-  w.byte(0x01);
-  w.text(replica);
+  if (device === null) {
+    w.byte(0x01);
+    w.text(replica);
+  }
   w.byte(0x02);
   w.head(4, changes.length);
   if (cs) for (const c of cs) writeChange(w, c, plan);
@@ -363,6 +371,10 @@ export function encodePush(replica, changes, versions) {
   if (plan.base !== null) {
     w.head(0, COMPACT.baseKey);
     w.head(0, plan.base);
+  }
+  if (device !== null) {
+    w.head(0, COMPACT.deviceKey);
+    w.text(device);
   }
   return w.bytes();
 }

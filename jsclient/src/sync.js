@@ -72,7 +72,7 @@ import { ConvergoError } from './errors.js';
 import { post, postAnswer } from './http.js';
 import { LiveSession } from './live.js';
 import { CURSOR_KEY, RESTAMP_KEY } from './db.js';
-import { isPrefix } from './replica.js';
+import { isPrefix, replicaPrefix, subjectOfToken } from './replica.js';
 import { DEFAULTS, PATHS, STATUSES, VERSION } from './constants.js';
 import { encodeHello, encodePull, encodePush, encodeUnsub, parseHello, parsePullAnswer, parsePushAnswer, resetAction, retryOf } from './protocol.js';
 
@@ -202,6 +202,8 @@ export class Syncer {
     this.roundWaiters = [];
     this.pushWanted = false;
     this.pushQueued = false;
+    /** @type {{subject: string, prefix: string}|null} the last token subject's replica prefix (pushPrefix) */
+    this.lastPrefix = null;
     /** @type {Promise<void>} serializes push/pull work */
     this.chain = Promise.resolve();
     this.resetWanted = false;
@@ -625,10 +627,25 @@ export class Syncer {
   /**
    * POSTs a CBOR body, with the request id of the answer.
    * @param {string} path
-   * @param {Uint8Array<ArrayBuffer>} body
+   * @param {import('./http.js').Body} body
    */
   postAnswer(path, body) {
     return postAnswer(this.http, path, body);
+  }
+
+  /**
+   * The replica prefix of the subject of token, which a push sent with it
+   * may leave to the server: null when the token names no subject this
+   * client can read (the server may read one, so the push names its
+   * replica whole). The last answer is kept: the token rarely changes.
+   * @param {string} token
+   * @returns {Promise<string|null>}
+   */
+  async pushPrefix(token) {
+    const subject = subjectOfToken(token);
+    if (token && subject === '') return null;
+    if (this.lastPrefix?.subject !== subject) this.lastPrefix = { subject, prefix: await replicaPrefix(subject) };
+    return this.lastPrefix.prefix;
   }
 
   async doHello() {
@@ -737,7 +754,11 @@ export class Syncer {
         /** @type {Map<string, number>} the schema version of each collection of the batch */
         const versions = new Map();
         for (const c of new Set(batch.map((e) => e.c))) versions.set(c, await this.store.schemaVersion(c));
-        const answer = await this.postAnswer(PATHS.push, encodePush(/** @type {string} */ (this.store.replica), batch.map((e) => e.change), versions));
+        const replica = /** @type {string} */ (this.store.replica);
+        const changes = batch.map((e) => e.change);
+        // Made for the token it goes with: under that token's subject the
+        // replica is named by its device part (docs/protocol.md, "Push").
+        const answer = await this.postAnswer(PATHS.push, async (token) => encodePush(replica, changes, versions, await this.pushPrefix(token)));
         requestId = answer.requestId;
         results = parsePushAnswer(answer.body);
       } catch (e) {

@@ -35,7 +35,7 @@ function parse(v, bytes) {
 for (const v of vectors.messages) {
   test(`compact: ${v.kind}: ${v.name}`, () => {
     if (v.kind === 'push') {
-      assert.equal(hex(encodePush(v.replica, v.changes.map(unhex))), v.compact_hex, 'push encoding');
+      assert.equal(hex(encodePush(v.replica, v.changes.map(unhex), undefined, v.prefix)), v.compact_hex, 'push encoding');
       return;
     }
     for (const form of [v.plain_hex, v.compact_hex]) {

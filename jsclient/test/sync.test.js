@@ -600,3 +600,50 @@ test("writes are stamped with the ids of the token's subject; another subject's 
   assert.ok(stampOf('a2').startsWith(alice + '_'));
   assert.deepEqual(refused, [], 'nothing forged');
 });
+
+test("a push names its replica by its device part under its own token's subject, whole under a token it cannot read", async (t) => {
+  const { replicaPrefix } = await import('../src/replica.js');
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  for (const [token, device] of /** @type {[string, boolean][]} */ ([
+    [jwtOf('carol'), true],
+    ['', true], // anonymous: the shared prefix
+    ['opaque', false], // no subject the client can read: the server may read one
+  ])) {
+    const a = await openClient({ url: server.url, name: `dev-${device}-${token.length}`, token, collections: ['todos'], WebSocket: null });
+    t.after(() => a.close());
+    await a.collection('todos').put(`d${token.length}`, { n: 1 });
+    await until(() => a.status.pending === 0, 'pushed');
+    const last = server.pushReplicas.at(-1);
+    assert.equal(last?.replica, a.store.replica);
+    assert.equal(last?.device ?? false, device, `token ${token || '(none)'}`);
+    if (device) assert.ok(last?.replica.startsWith(await replicaPrefix(token ? 'carol' : '')));
+  }
+});
+
+test('a request body made for its token is made again for a refreshed one', async () => {
+  const { postAnswer } = await import('../src/http.js');
+  const tokens = ['old', 'new'];
+  let i = 0;
+  /** @type {string[]} */
+  const made = [];
+  /** @type {string[]} */
+  const sent = [];
+  const o = {
+    base: 'http://convergo.test',
+    token: async (/** @type {boolean} */ force) => tokens[force ? ++i : i],
+    fetch: /** @type {any} */ (
+      async (/** @type {string} */ _url, /** @type {any} */ init) => {
+        sent.push(`${init.headers.Authorization} ${new TextDecoder().decode(init.body)}`);
+        if (sent.length === 1) return new Response(new Uint8Array(0), { status: 401, headers: { 'Convergo-Error': 'token_expired' } });
+        return new Response(new Uint8Array([0xa0]), { status: 200 });
+      }
+    ),
+  };
+  await postAnswer(o, PATHS.push, async (tok) => {
+    made.push(tok);
+    return new TextEncoder().encode(`body for ${tok}`);
+  });
+  assert.deepEqual(made, ['old', 'new']);
+  assert.deepEqual(sent, ['Bearer old body for old', 'Bearer new body for new']);
+});

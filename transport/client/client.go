@@ -479,6 +479,21 @@ func (c *Client) versions(changes []crdt.Change) map[string]uint64 {
 	return out
 }
 
+// pushPrefix is the replica prefix a push may leave to the server, which
+// reads it from the token (docs/protocol.md, "Push": key 9 names the
+// replica by its device part): the prefix of the subject a hello named,
+// when the token is fixed (Config.Token), so that subject is the token's.
+// With a TokenFunc the token, and with it the subject, may change between
+// the hello and the push, so "" (the replica whole).
+func (c *Client) pushPrefix() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cfg.TokenFunc != nil || !c.hello {
+		return ""
+	}
+	return proto.ReplicaPrefix(c.info.Subject)
+}
+
 // batchLen is how many of changes fit in one push of at most maxN changes
 // and about maxBytes bytes; at least one.
 func batchLen(changes []crdt.Change, maxN, maxBytes int) int {
@@ -495,7 +510,7 @@ func batchLen(changes []crdt.Change, maxN, maxBytes int) int {
 
 func (c *Client) pushBatch(ctx context.Context, changes []crdt.Change) ([]Result, error) {
 	var a proto.PushResponse
-	ans, err := c.call(ctx, proto.PathPush, proto.PushRequest{Replica: c.helloReplica(), Changes: changes, Versions: c.versions(changes)}, &a,
+	ans, err := c.call(ctx, proto.PathPush, proto.PushRequest{Replica: c.helloReplica(), Changes: changes, Versions: c.versions(changes), Prefix: c.pushPrefix()}, &a,
 		func() error { return checkPush(len(changes), &a) })
 	var e *Error
 	if errors.As(err, &e) && e.Code == proto.CodeTooLarge {

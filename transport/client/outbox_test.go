@@ -78,7 +78,9 @@ func refusingServer(t *testing.T, f *fakeServer) *refuser {
 		body, err := io.ReadAll(r.Body)
 		var req proto.PushRequest
 		if err == nil {
-			err = proto.Decode(body, &req)
+			// Refusals go by change, not replica: any prefix reads a push
+			// that names its replica by its device part.
+			req, err = proto.DecodePush(body, proto.ReplicaPrefix(""))
 		}
 		if err != nil {
 			writeError(w, http.StatusBadRequest, proto.CodeMalformed, err.Error())

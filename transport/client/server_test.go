@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"maps"
 	"net/http"
@@ -441,8 +442,9 @@ func (p *pushSpy) RoundTrip(req *http.Request) (*http.Response, error) {
 			return nil, err
 		}
 		req.Body = io.NopCloser(bytes.NewReader(body))
-		var push proto.PushRequest
-		if proto.Decode(body, &push) == nil {
+		// The spy counts changes, not replicas: any prefix reads a push
+		// that names its replica by its device part.
+		if push, err := proto.DecodePush(body, proto.ReplicaPrefix("")); err == nil {
 			p.mu.Lock()
 			for _, ch := range push.Changes {
 				p.ids[ch.Record.ID]++
@@ -826,5 +828,73 @@ func TestRealServerFreshScopedSync(t *testing.T) {
 	}
 	if got := held(r); !slices.Equal(got, []string{"n5"}) || spy.leaves.Load() != 1 || spy.fresh.Load() != 1 {
 		t.Fatalf("after n1 moved out: holds %v, %d leaves, %d fresh pulls", got, spy.leaves.Load(), spy.fresh.Load())
+	}
+}
+
+// bodySpy keeps the push bodies a client sends.
+type bodySpy struct {
+	mu     sync.Mutex
+	bodies [][]byte
+}
+
+func (s *bodySpy) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Path == proto.PathPush && req.Body != nil {
+		body, err := io.ReadAll(req.Body)
+		if err != nil {
+			return nil, err
+		}
+		req.Body = io.NopCloser(bytes.NewReader(body))
+		s.mu.Lock()
+		s.bodies = append(s.bodies, body)
+		s.mu.Unlock()
+	}
+	return http.DefaultTransport.RoundTrip(req)
+}
+
+// A client with a fixed token names its replica by its device part once a
+// hello named the token's subject (docs/protocol.md, "Push": the server
+// reads the prefix from the token); with a TokenFunc, whose subject may
+// change between the hello and a push, it names the replica whole. Both
+// pushes apply as the subject's own writes.
+func TestRealServerPushByDevicePart(t *testing.T) {
+	_, url, auth := realServer(t)
+	ctx := t.Context()
+	token, err := auth.Issue("alice", []string{"notes"}, []string{"notes"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fixed := range []bool{true, false} {
+		spy := &bodySpy{}
+		cfg := client.Config{URL: url, Device: "laptop", HTTPClient: &http.Client{Transport: spy}}
+		if fixed {
+			cfg.Token = token
+		} else {
+			cfg.TokenFunc = func(context.Context) (string, error) { return token, nil }
+		}
+		c, err := client.New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Hello(ctx); err != nil {
+			t.Fatal(err)
+		}
+		s, err := c.Now()
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := c.Push(ctx, []crdt.Change{{Collection: "notes", Record: crdt.SetField(fmt.Sprint(fixed), "x", []byte{1}, s)}})
+		if err != nil || len(res) != 1 || res[0].Status != client.StatusApplied {
+			t.Fatalf("fixed %v: push %+v (%v)", fixed, res, err)
+		}
+		if len(spy.bodies) != 1 {
+			t.Fatalf("fixed %v: %d push bodies", fixed, len(spy.bodies))
+		}
+		hasPrefix := bytes.Contains(spy.bodies[0], []byte(proto.ReplicaPrefix("alice")))
+		if back, err := proto.DecodePush(spy.bodies[0], proto.ReplicaPrefix("alice")); err != nil || back.Replica != proto.ReplicaFor("alice", "laptop") {
+			t.Fatalf("fixed %v: body %x reads as %q (%v)", fixed, spy.bodies[0], back.Replica, err)
+		}
+		if hasPrefix == fixed {
+			t.Errorf("fixed token %v: body %x carries the prefix: %v", fixed, spy.bodies[0], hasPrefix)
+		}
 	}
 }

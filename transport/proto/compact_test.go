@@ -33,8 +33,12 @@ type compactMessage struct {
 	Name string `json:"name"`
 	// Kind is "pull" (a pull answer), "changes" (a live changes message)
 	// or "push" (a push body).
-	Kind       string `json:"kind"`
-	Replica    string `json:"replica,omitempty"`    // push: key 1
+	Kind    string `json:"kind"`
+	Replica string `json:"replica,omitempty"` // push: the pushing replica
+	// Prefix is, for a push, the replica prefix of the token it goes with
+	// (PushRequest.Prefix): when the replica is one of its ids, the body
+	// names it by its device part (key 9) and is read back with it.
+	Prefix     string `json:"prefix,omitempty"`
 	Collection string `json:"collection,omitempty"` // changes: key 1
 	Next       string `json:"next,omitempty"`       // pull, changes: the cursor, hex
 	More       bool   `json:"more,omitempty"`
@@ -47,12 +51,15 @@ type compactMessage struct {
 }
 
 type compactInvalid struct {
-	Name  string `json:"name"`
-	Kind  string `json:"kind"`  // "pull", "changes" or "push"
-	Hex   string `json:"hex"`   // the whole message
-	Error string `json:"error"` // the code: malformed, invalid
+	Name string `json:"name"`
+	Kind string `json:"kind"` // "pull", "changes" or "push"
+	Hex  string `json:"hex"`  // the whole message
+	// Prefix is, for a push, the principal's replica prefix it is read
+	// with.
+	Prefix string `json:"prefix,omitempty"`
+	Error  string `json:"error"` // the code: malformed, invalid
 	// Change is, for a push, the index of the change refused alone (the
-	// rest of the push decodes).
+	// rest of the push decodes); absent, the push is refused whole.
 	Change *int `json:"change,omitempty"`
 }
 
@@ -62,6 +69,9 @@ const (
 	repA = "abcdefghij234567_V1StGXR8_Z5jdHi6B-myT0"
 	repB = "bcdefghij234567a_3f9Kq0Lw2xYz8pQrT5vNcA"
 	repC = "zz"
+	// prefixA and prefixB are the prefixes of repA and repB.
+	prefixA = "abcdefghij234567"
+	prefixB = "bcdefghij234567a"
 )
 
 func stampAt(wall int64, logical uint32, replica string) crdt.Stamp {
@@ -140,6 +150,22 @@ func compactCases(t *testing.T) []compactMessage {
 			change("demo.todos", crdt.Record{ID: "t3", Fields: map[string]crdt.Field{"done": {Stamp: stampAt(w, 0, repB), Value: val(t, true)}}}),
 		}},
 	)
+	// Pushes sent with a token whose subject's prefix is the pusher's:
+	// key 9 names the pusher by its device part.
+	out = append(out,
+		compactMessage{Name: "B3.1 push by device part", Kind: "push", Replica: repA, Prefix: prefixA, Changes: []string{
+			change("b3", crdt.Record{ID: "doc", Fields: map[string]crdt.Field{"v": {Stamp: stampAt(w, 0, repA), Value: val(t, 7)}}}),
+		}},
+		compactMessage{Name: "push by device part, several changes, another replica twice", Kind: "push", Replica: repA, Prefix: prefixA, Changes: []string{
+			change("demo.todos", todo("t1", stampAt(w, 0, repA), "milk")),
+			change("demo.todos", crdt.Record{ID: "t2", Deleted: stampAt(w+1, 0, repB), Fields: map[string]crdt.Field{
+				"title": {Stamp: stampAt(w+1, 0, repB)},
+			}}),
+		}},
+		compactMessage{Name: "push with another subject's prefix: the replica whole", Kind: "push", Replica: repA, Prefix: prefixB, Changes: []string{
+			change("b3", crdt.Record{ID: "doc", Fields: map[string]crdt.Field{"v": {Stamp: stampAt(w, 0, repA), Value: val(t, 7)}}}),
+		}},
+	)
 	for i := range out {
 		encodeCompactMessage(t, &out[i])
 	}
@@ -196,7 +222,7 @@ func messageOf(t *testing.T, m compactMessage) (any, []crdt.Record, []crdt.Chang
 	case "changes":
 		return Changes{Type: TypeChanges, Collection: m.Collection, Records: rs, Next: next, More: m.More}, rs, nil
 	case "push":
-		return PushRequest{Replica: m.Replica, Changes: cs}, nil, cs
+		return PushRequest{Replica: m.Replica, Changes: cs, Prefix: m.Prefix}, nil, cs
 	}
 	t.Fatalf("kind %q", m.Kind)
 	return nil, nil, nil
@@ -260,6 +286,21 @@ func compactInvalidCases(t *testing.T) []compactInvalid {
 				"a2016162" + "02" + rec(uintHex(w)+"0000") +
 				"a2016162" + "02" + rec(uintHex(w)+"0001"),
 			Error: CodeMalformed, Change: &one},
+		{Name: "push: replica and device part both", Kind: "push", Prefix: prefixA,
+			Hex:   "a301" + text(repA) + "0281" + "a2016162" + "02" + rec(uintHex(w)+"0000") + "09" + text("V1StGXR8_Z5jdHi6B-myT0"),
+			Error: CodeMalformed},
+		{Name: "push: device part that is not one", Kind: "push", Prefix: prefixA,
+			Hex:   "a20281" + "a2016162" + "02" + rec(uintHex(w)+"0000") + "09" + text("a.b"),
+			Error: CodeInvalid},
+		{Name: "push: empty device part", Kind: "push", Prefix: prefixA,
+			Hex:   "a20281" + "a2016162" + "02" + rec(uintHex(w)+"0000") + "09" + text(""),
+			Error: CodeInvalid},
+		{Name: "push: device part that is not text", Kind: "push", Prefix: prefixA,
+			Hex:   "a20281" + "a2016162" + "02" + rec(uintHex(w)+"0000") + "0901",
+			Error: CodeMalformed},
+		{Name: "push: device part too long for a replica id", Kind: "push", Prefix: prefixA,
+			Hex:   "a20281" + "a2016162" + "02" + rec(uintHex(w)+"0000") + "09" + text(strings.Repeat("d", MaxDeviceBytes+1)),
+			Error: CodeInvalid},
 	}
 }
 
@@ -310,8 +351,8 @@ func TestCompactVectors(t *testing.T) {
 						t.Fatalf("decoded %x: %+v", b, back)
 					}
 				case PushRequest:
-					var back PushRequest
-					if err := Decode(b, &back); err != nil || back.Refused != nil {
+					back, err := DecodePush(b, m.Prefix)
+					if err != nil || back.Refused != nil {
 						t.Fatalf("decode %x: %v %v", b, err, back.Refused)
 					}
 					if back.Replica != m.Replica || len(back.Changes) != len(cs) {
@@ -340,7 +381,10 @@ func TestCompactVectors(t *testing.T) {
 				_, err = DecodeServerMessage(b)
 			case "push":
 				var p PushRequest
-				if err = Decode(b, &p); err != nil {
+				if p, err = DecodePush(b, v.Prefix); v.Change == nil {
+					break
+				}
+				if err != nil {
 					t.Fatalf("push does not decode: %v", err)
 				}
 				if p.Refused == nil || p.Refused[*v.Change] == nil {
@@ -416,8 +460,17 @@ func BenchmarkCompactBytes(b *testing.B) {
 		"B3.3": func(i int) []byte { return mustVal(strings.Repeat(fmt.Sprint(i), clients)) },
 	}
 	for _, sc := range []string{"B3.1", "B3.2", "B3.3"} {
-		for _, prefix := range []string{"", "abcdefghij234567_"} {
+		for _, v := range []struct {
+			prefix   string
+			byDevice bool // sent with the token of the prefix's subject: key 9
+		}{{"", false}, {"abcdefghij234567_", false}, {"abcdefghij234567_", true}} {
+			prefix := v.prefix
 			name := fmt.Sprintf("push/%s/replica-%d", sc, len(prefix)+22)
+			var tokenPrefix string
+			if v.byDevice {
+				name += "/by-device"
+				tokenPrefix = strings.TrimSuffix(prefix, "_")
+			}
 			b.Run(name, func(b *testing.B) {
 				plain, compact := 0, 0
 				for range b.N {
@@ -431,7 +484,7 @@ func BenchmarkCompactBytes(b *testing.B) {
 						if err != nil {
 							b.Fatal(err)
 						}
-						cb, err := Encode(PushRequest{Replica: rep, Changes: []crdt.Change{ch}})
+						cb, err := Encode(PushRequest{Replica: rep, Changes: []crdt.Change{ch}, Prefix: tokenPrefix})
 						if err != nil {
 							b.Fatal(err)
 						}

@@ -45,10 +45,12 @@ type Exported struct {
 		MaxList        int    `json:"maxList"`
 	} `json:"scopes"`
 	// Compact is the envelope keys of compact stamps (docs/protocol.md,
-	// "Compact stamps") in every message that carries records.
+	// "Compact stamps") in every message that carries records, and the
+	// push body's key naming its replica by its device part.
 	Compact struct {
-		TableKey int `json:"tableKey"`
-		BaseKey  int `json:"baseKey"`
+		TableKey  int `json:"tableKey"`
+		BaseKey   int `json:"baseKey"`
+		DeviceKey int `json:"deviceKey"`
 	} `json:"compact"`
 	// LeaveVectors are leave entries (LeaveDigest) of sample ids, which
 	// the JS client's own digest is tested against.
@@ -142,6 +144,7 @@ func Constants() Exported {
 	e.Scopes.MaxList = MaxScopeList
 	e.Compact.TableKey = KeyReplicaTable
 	e.Compact.BaseKey = KeyBaseWall
+	e.Compact.DeviceKey = KeyPushDevice
 	for _, v := range [][2]string{
 		{"demo.todos", "t1"}, {"notes", "n1"}, {"tenant42.notes", "用户/笔记"}, {"a", "x y"},
 	} {

@@ -49,12 +49,17 @@ const (
 	// KeyBaseWall holds the message's base wall: its stamps' walls are
 	// their differences to it.
 	KeyBaseWall = 8
+	// KeyPushDevice, in a push body and in place of key 1, names the
+	// pushing replica by its device part alone: the replica is the
+	// principal's replica prefix, the separator and the device part.
+	KeyPushDevice = 9
 )
 
 // PushRequest is the body of POST /v2/push: {1: replica, 2: [change...],
-// 3: {collection: schema version}?, 7: replica table?, 8: base wall?}, its
-// stamps compact (docs/protocol.md, "Compact stamps"; index 0 is the
-// replica of key 1). See the package doc for how it is decoded.
+// 3: {collection: schema version}?, 7: replica table?, 8: base wall?}, or
+// with 9: device part in place of 1; its stamps compact (docs/protocol.md,
+// "Compact stamps"; index 0 is the pushing replica). See the package doc
+// for how it is decoded.
 type PushRequest struct {
 	Replica string        `cbor:"1,keyasint"`
 	Changes []crdt.Change `cbor:"2,keyasint"`
@@ -62,20 +67,40 @@ type PushRequest struct {
 	// written under; a collection absent or at 0 means the current one
 	// (docs/protocol.md, "Schema versions").
 	Versions map[string]uint64 `cbor:"3,keyasint,omitempty"`
+	// Prefix, when encoding, is the replica prefix of the subject of the
+	// token the body goes with: when Replica is one of that prefix's ids,
+	// the body names it by its device part (key 9), which is how the
+	// server, knowing the subject, reads it back. The token and the body
+	// must be chosen together (a body sent with another subject's token
+	// would name another replica), so "" (key 1) unless the sender knows
+	// them to match. When decoding (DecodePush) it is the principal's
+	// prefix; Replica is the whole id in either form.
+	Prefix string `cbor:"-"`
 	// Refused is nil when every change decoded; else Refused[i] says why
 	// change i did not, and Changes[i] is zero.
 	Refused []error `cbor:"-"`
 }
 
 type pushRequestWire struct {
-	Replica  string            `cbor:"1,keyasint"`
+	Replica  *string           `cbor:"1,keyasint,omitempty"`
 	Changes  []cbor.RawMessage `cbor:"2,keyasint"`
 	Versions map[string]uint64 `cbor:"3,keyasint,omitempty"`
 	Table    []string          `cbor:"7,keyasint,omitempty"`
 	Base     *uint64           `cbor:"8,keyasint,omitempty"`
+	Device   *string           `cbor:"9,keyasint,omitempty"`
 }
 
-// MarshalCBOR encodes a push request with compact stamps.
+// DeviceOf returns the device part of replica when replica is one of
+// prefix's ids (the prefix, the separator, a device part), else "".
+func DeviceOf(replica, prefix string) string {
+	if prefix == "" || len(replica) <= len(prefix)+1 || replica[:len(prefix)] != prefix || replica[len(prefix)] != ReplicaSeparator {
+		return ""
+	}
+	return replica[len(prefix)+1:]
+}
+
+// MarshalCBOR encodes a push request with compact stamps, naming the
+// replica by its device part when p.Prefix is its prefix.
 func (p PushRequest) MarshalCBOR() ([]byte, error) {
 	c := crdt.PlanCompact(p.Replica, func(yield func(crdt.Record) bool) {
 		for _, ch := range p.Changes {
@@ -84,7 +109,12 @@ func (p PushRequest) MarshalCBOR() ([]byte, error) {
 			}
 		}
 	})
-	w := pushRequestWire{Replica: p.Replica, Changes: make([]cbor.RawMessage, len(p.Changes)), Versions: p.Versions, Table: c.Table()}
+	w := pushRequestWire{Changes: make([]cbor.RawMessage, len(p.Changes)), Versions: p.Versions, Table: c.Table()}
+	if d := DeviceOf(p.Replica, p.Prefix); d != "" {
+		w.Device = &d
+	} else {
+		w.Replica = &p.Replica
+	}
 	if base, ok := c.Base(); ok {
 		w.Base = &base
 	}
@@ -94,19 +124,50 @@ func (p PushRequest) MarshalCBOR() ([]byte, error) {
 	return crdt.Marshal(w)
 }
 
-// UnmarshalCBOR decodes a push request; see the package doc.
+// UnmarshalCBOR decodes a push request that names its replica whole (key
+// 1); one that names it by its device part (key 9) needs the principal's
+// prefix, DecodePush, and is malformed here.
 func (p *PushRequest) UnmarshalCBOR(data []byte) error {
-	var w pushRequestWire
-	if err := crdt.UnmarshalEnvelope(data, &w); err != nil {
+	r, err := DecodePush(data, "")
+	if err != nil {
 		return err
 	}
-	pinned := w.Replica
+	*p = r
+	return nil
+}
+
+// DecodePush decodes a push body sent by a principal whose replica prefix
+// is prefix: key 1 names the pushing replica, or key 9 its device part
+// under prefix (exactly one of them). A device part that is not one
+// (1 to MaxDeviceBytes of [A-Za-z0-9_-]) is invalid; see the package doc
+// for the rest.
+func DecodePush(data []byte, prefix string) (PushRequest, error) {
+	var w pushRequestWire
+	if err := crdt.UnmarshalEnvelope(data, &w); err != nil {
+		return PushRequest{}, err
+	}
+	var replica string
+	switch {
+	case w.Replica != nil && w.Device != nil:
+		return PushRequest{}, fmt.Errorf("%w: a push names its replica by key 1 or by key 9, not both", crdt.ErrMalformed)
+	case w.Device != nil && prefix == "":
+		return PushRequest{}, fmt.Errorf("%w: a push naming its replica by its device part (key 9) is read with the principal's prefix", crdt.ErrMalformed)
+	case w.Device != nil:
+		d := *w.Device
+		if d == "" || len(d) > MaxDeviceBytes || crdt.ValidateReplica(d) != nil {
+			return PushRequest{}, fmt.Errorf("%w: device part %q: 1 to %d bytes of [A-Za-z0-9_-]", crdt.ErrInvalid, d, MaxDeviceBytes)
+		}
+		replica = prefix + string(ReplicaSeparator) + d
+	case w.Replica != nil:
+		replica = *w.Replica
+	}
+	pinned := replica
 	if crdt.ValidateReplica(pinned) != nil {
 		pinned = "" // the push is refused for its replica
 	}
 	c, err := crdt.NewCompact(pinned, w.Table, w.Base)
 	if err != nil {
-		return err
+		return PushRequest{}, err
 	}
 	changes := make([]crdt.Change, len(w.Changes))
 	var refused []error
@@ -120,8 +181,11 @@ func (p *PushRequest) UnmarshalCBOR(data []byte) error {
 			refused[i] = fmt.Errorf("change %d: %w", i, err)
 		}
 	}
-	*p = PushRequest{Replica: w.Replica, Changes: changes, Versions: w.Versions, Refused: refused}
-	return nil
+	out := PushRequest{Replica: replica, Changes: changes, Versions: w.Versions, Refused: refused}
+	if w.Device != nil {
+		out.Prefix = prefix
+	}
+	return out, nil
 }
 
 // PushResult is the outcome of one pushed change: {1: status, 2: code?,

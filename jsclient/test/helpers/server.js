@@ -216,6 +216,8 @@ export class FakeServer {
     this.migrations = new Map();
     /** @type {Map<string, number>[]} the versions (key 3) of every push */
     this.pushVersions = [];
+    /** @type {{replica: string, device?: boolean}[]} the pushing replica of every push, and whether key 9 named it */
+    this.pushReplicas = [];
   }
 
   /**
@@ -686,8 +688,10 @@ export class FakeServer {
           decode(body, { canonical: false });
           return ok(encode(this.helloAnswer(prefix)));
         case PATHS.push: {
-          // {1: replica, 2: [change...], 7: table?, 8: base?}: compact
-          // stamps (docs/protocol.md) are read against keys 1, 7 and 8.
+          // {1: replica, 2: [change...], 7: table?, 8: base?}, or with
+          // 9: the device part under the token subject's prefix in place
+          // of 1: compact stamps (docs/protocol.md) are read against the
+          // pushing replica and keys 7 and 8.
           const r = new Reader(body, { canonical: false });
           const keys = r.mapHead();
           /** @type {Map<number, number>} */
@@ -706,9 +710,11 @@ export class FakeServer {
             return ir;
           };
           const rr = item(1);
+          const dr = item(9);
           const ar = item(2);
-          if (!rr || !ar) throw new Error('bad push');
-          const replica = rr.text();
+          if (!(rr || dr) || (rr && dr) || !ar) throw new Error('bad push');
+          const replica = rr ? rr.text() : prefix + REPLICA.separator + /** @type {Reader} */ (dr).text();
+          this.pushReplicas.push(rr ? { replica } : { replica, device: true });
           const tr = item(7);
           const table = [];
           if (tr) for (let i = 0, n = tr.arrayHead(); i < n; i++) table.push(tr.text());

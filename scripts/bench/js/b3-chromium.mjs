@@ -7,7 +7,7 @@
 // client databases in the page, on Chromium's IndexedDB, each holding its
 // own change written with Collection.put; their updates are the push
 // bodies the page's client builds for those writes (protocol.encodePush of
-// the outbox entries, as sync.js does). The other clients' updates are
+// the outbox entries with the anonymous token's prefix, as sync.js does). The other clients' updates are
 // built the same way in this process (b3-impls.mjs, the client on
 // fake-indexeddb): the same code, so the same bytes but for the random
 // replica ids. Applying is b3-impls.mjs's IndexedDB row: every push body
@@ -114,7 +114,9 @@ try {
       const { open } = await import('/convergo/database.js');
       const { encodePush } = await import('/convergo/protocol.js');
       const { pushDecoder } = await import('/bench/b3-push.mjs');
-      const decodePush = pushDecoder(await import('/convergo/cbor.js'), await import('/convergo/record.js'));
+      // The documents' token is anonymous: its subject's prefix (b3-impls.mjs).
+      const prefix = await (await import('/convergo/replica.js')).replicaPrefix('');
+      const decodePush = pushDecoder(await import('/convergo/cbor.js'), await import('/convergo/record.js'), prefix);
       const fromB64 = (s) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
       const canon = (v) => {
         if (Array.isArray(v)) return `[${v.map(canon).join(',')}]`;
@@ -128,7 +130,7 @@ try {
         const [k, v] = own[i];
         await db.collection('b3').put('doc', { [k]: v });
         const entries = await db.store.peekOutbox(1000);
-        updates.push(encodePush(db.store.replica, entries.map((e) => e.change), new Map([['b3', await db.store.schemaVersion('b3')]])));
+        updates.push(encodePush(db.store.replica, entries.map((e) => e.change), new Map([['b3', await db.store.schemaVersion('b3')]]), prefix));
         docs.push(db);
       }
       for (const s of others) updates.push(fromB64(s));

@@ -11,8 +11,8 @@
 // the replica id the client makes for itself: the anonymous subject's
 // prefix, "_", 22 random characters), setMap is Collection.put, and the
 // update is the push body the Syncer would send for that write
-// (protocol.encodePush of the replica id and the outbox entries, as
-// sync.js does). They differ in how a document applies updates:
+// (protocol.encodePush of the replica id and the outbox entries, with the
+// replica prefix of the anonymous token it goes with, as sync.js does). They differ in how a document applies updates:
 //   convergo      the push bodies decoded (b3-push.mjs: record.js
 //                 readChange in the body's compact-stamp context) and merged
 //                 into the document's record in memory (record.js
@@ -32,7 +32,11 @@ import { encodePush } from '../../../jsclient/src/protocol.js';
 import * as cbor from '../../../jsclient/src/cbor.js';
 import * as record from '../../../jsclient/src/record.js';
 import { decodeValue, emptyRecord, mergeInto, visibleValues } from '../../../jsclient/src/record.js';
+import { replicaPrefix } from '../../../jsclient/src/replica.js';
 import { pushDecoder } from './b3-push.mjs';
+
+/** The anonymous subject's replica prefix: the documents' token has no subject. */
+const PREFIX = await replicaPrefix('');
 
 /** N and the client count of crdt-benchmarks (js-lib/utils.js, js-lib/b3.js). */
 export const N = 6000;
@@ -151,7 +155,7 @@ async function convergoDoc(onUpdate, idb) {
       // As sync.js pushes: the outbox entries, the collection's schema version.
       const entries = await db.store.peekOutbox(1000);
       const versions = new Map([[COLLECTION, await db.store.schemaVersion(COLLECTION)]]);
-      const body = encodePush(/** @type {string} */ (db.store.replica), entries.map((e) => e.change), versions);
+      const body = encodePush(/** @type {string} */ (db.store.replica), entries.map((e) => e.change), versions, PREFIX);
       // The document holds its own write from here on, as a client does.
       for (const c of decodePush(body)) mergeInto(rec, c.record);
       onUpdate(body);
@@ -183,4 +187,4 @@ async function convergoDoc(onUpdate, idb) {
 }
 
 /** The changes of a push body, read with the client's own modules (b3-push.mjs). */
-export const decodePush = pushDecoder(cbor, record);
+export const decodePush = pushDecoder(cbor, record, PREFIX);

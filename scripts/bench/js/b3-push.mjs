@@ -9,15 +9,19 @@
 // the keys they are read against, so the body's keys are located first,
 // then the changes read with the client's readChange in the context its
 // compactContext makes (when the client has one: before compact stamps it
-// has none and the body has neither key). Any other key fails loudly, so a
+// has none and the body has neither key). A body sent with the token of
+// the pushing replica's subject names the replica by its device part (key
+// 9, in place of 1): the reader puts the prefix of that subject in front,
+// as the server does with the token's. Any other key fails loudly, so a
 // change of the push body cannot pass unnoticed.
 
 /**
  * @param {{Reader: any}} cbor jsclient/src/cbor.js
  * @param {{readChange: Function, compactContext?: Function}} record jsclient/src/record.js
+ * @param {string} [prefix] the replica prefix of the subject whose token the bodies went with (key 9)
  * @returns {(body: Uint8Array) => {collection: string, record: any}[]}
  */
-export function pushDecoder(cbor, record) {
+export function pushDecoder(cbor, record, prefix) {
   const { Reader } = cbor;
   return (body) => {
     const r = new Reader(body, { canonical: false });
@@ -25,7 +29,7 @@ export function pushDecoder(cbor, record) {
     const at = new Map();
     for (let i = 0, n = r.mapHead(); i < n; i++) {
       const k = r.uint();
-      if (k !== 1 && k !== 2 && k !== 3 && k !== 7 && k !== 8) throw new Error(`push body key ${k}: not read by this benchmark`);
+      if (k !== 1 && k !== 2 && k !== 3 && k !== 7 && k !== 8 && k !== 9) throw new Error(`push body key ${k}: not read by this benchmark`);
       at.set(k, r.off);
       r.skip();
     }
@@ -35,8 +39,9 @@ export function pushDecoder(cbor, record) {
       ir.off = at.get(k);
       return ir;
     };
-    if (!at.has(1) || !at.has(2)) throw new Error('push body without its replica or changes');
-    const replica = item(1).text();
+    if (at.has(1) === at.has(9) || !at.has(2)) throw new Error('push body without its replica (or with key 1 and key 9) or changes');
+    if (at.has(9) && !prefix) throw new Error('push body naming its replica by its device part, read without a prefix');
+    const replica = at.has(1) ? item(1).text() : `${prefix}_${item(9).text()}`;
     let cx;
     if (record.compactContext) {
       const table = [];
