@@ -33,4 +33,8 @@
 // read in either form by their UnmarshalCBOR methods, which read the
 // envelope first and then its records against it. Everything else about a
 // record (its seal, its size limit, what is stored) is of its plain form.
+// A push body may name its replica by its device part (key 9), which only
+// the principal's prefix completes: the server reads pushes with
+// DecodePush, and an encoder writes key 9 only when PushRequest.Prefix
+// says the token it goes with vouches for the rest.
 package proto
