@@ -640,10 +640,11 @@ func TestEnvelopesAreTolerantChangesAreNot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// {1: "c", 2: [1, <good change>], 9: "later"}
+	// {1: "c", 2: [1, <good change>], 10: "later"} (key 9 names the
+	// replica by its device part; 10 is unknown)
 	body := []byte{0xa3, 0x01, 0x61, 'c', 0x02, 0x82, 0x01}
 	body = append(body, good[1:]...)
-	body = append(body, 0x09, 0x65, 'l', 'a', 't', 'e', 'r')
+	body = append(body, 0x0a, 0x65, 'l', 'a', 't', 'e', 'r')
 	a := ts.post(t, proto.PathPush, tok, body)
 	var resp proto.PushResponse
 	if err := proto.Decode(a.body, &resp); err != nil || a.status != http.StatusOK || len(resp.Results) != 2 {
