@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/coder/websocket"
+	"github.com/gobwas/ws"
 
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/engine"
@@ -237,7 +237,7 @@ func (s *Server) revokeLive() {
 		}
 		if _, denied := s.deny.deniedAt(p, now); denied {
 			s.log.Info("live session revoked", "addr", c.addr, "request", c.id, "subject", p.Subject)
-			c.fatal(websocket.StatusPolicyViolation, proto.Errorf(proto.CodeRevoked, "access to this server was revoked"))
+			c.fatal(ws.StatusPolicyViolation, proto.Errorf(proto.CodeRevoked, "access to this server was revoked"))
 		}
 	}
 }

@@ -53,8 +53,12 @@
 // fast enough is not buffered for: its subscription stops with "resync",
 // and the client catches up over HTTP from its cursor and subscribes
 // again. The first page after a sub is sent even when empty: it tells the
-// client it is caught up. An idle session holds one goroutine, its reader:
-// writes go through a shared pool of writers, pings through one pinger.
+// client it is caught up. An idle session holds no goroutine: on Linux its
+// socket waits in the server's one epoll loop, and a pool of readers reads
+// what arrives (a connection whose socket cannot be had, such as TLS, and
+// every connection on other systems, is read by a goroutine of its own);
+// writes go through a shared pool of writers, which write the frame bytes
+// a broadcast encoded once; pings go through one pinger.
 //
 // # Untrusted input
 //

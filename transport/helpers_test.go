@@ -22,6 +22,11 @@ import (
 
 var testSecret = []byte("0123456789abcdef0123456789abcdef")
 
+// liveNoPoll makes newTestServer's servers read live connections with a
+// goroutine each, the path of connections that cannot be polled
+// (TestLiveFallback).
+var liveNoPoll bool
+
 type testServer struct {
 	*httptest.Server
 	srv   *Server
@@ -43,7 +48,7 @@ func newTestServer(t *testing.T, edit func(*Config)) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := Config{Engine: eng, Authorizer: j}
+	cfg := Config{Engine: eng, Authorizer: j, noPoll: liveNoPoll}
 	if edit != nil {
 		edit(&cfg)
 	}

@@ -113,6 +113,10 @@ type limitConn struct {
 	release func()
 }
 
+// netConn returns the connection it wraps, whose socket a live session
+// may poll (poll_linux.go); closing stays limitConn's.
+func (c *limitConn) netConn() net.Conn { return c.Conn }
+
 func (c *limitConn) Close() error {
 	err := c.Conn.Close()
 	if c.closed.CompareAndSwap(false, true) {

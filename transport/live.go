@@ -1,10 +1,13 @@
 package transport
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"net/http"
 	"slices"
 	"strconv"
@@ -13,7 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/coder/websocket"
+	"github.com/gobwas/ws"
 
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/crdt/scope"
@@ -21,21 +24,28 @@ import (
 	"github.com/convergo/convergo/transport/proto"
 )
 
-// A live session is one goroutine around one WebSocket, plus what it
-// borrows while it has work:
+// A live session is one WebSocket (wsconn.go) and what it borrows while it
+// has work; an idle session holds no goroutine:
 //
-//   - the handler goroutine reads and handles client messages;
-//   - its writes go through the server's pool of writers (writePool): a
-//     writer takes a connection with queued frames, writes what is queued
-//     (owed resyncs first) under one deadline, and moves on;
-//   - the server's one pinger (pinger) pings every connection each
-//     PingInterval, spread over the interval, and closes connections
-//     silent for IdleTimeout;
+//   - reading: on Linux the connection's socket is registered with the
+//     server's one epoll loop (poll_linux.go), and when it is readable a
+//     reader of the server's pool (readers) reads and handles what
+//     arrived, then re-arms it. A connection whose socket cannot be had
+//     (TLS, a listener that wraps connections in a type of its own), or
+//     any connection on other systems or with Config's noPoll, is read by
+//     a goroutine of its own instead: the same code, only the loop
+//     around it differs;
+//   - writing: the server's pool of writers (writers.go): a writer takes a
+//     connection with queued frames, writes what is queued (owed resyncs
+//     and control frames first) under one deadline with one writev, and
+//     moves on;
+//   - the server's one pinger (ping.go) has a ping written to every
+//     connection each PingInterval, spread over the interval, and closes
+//     connections silent for IdleTimeout;
 //   - its subscriptions are entries of broadcast groups (broadcast.go),
 //     which read each collection's new changes once and queue the same
-//     bytes on every caught-up connection.
+//     frame bytes on every caught-up connection.
 //
-// An idle session therefore holds its reading goroutine and nothing else.
 // Nothing is buffered without bound: the queue holds at most
 // Limits.SendQueue messages and Limits.MaxQueueBytes bytes (the messages
 // being written included; one message is always let into an empty queue,
@@ -43,27 +53,48 @@ import (
 // waits outside it, parked (broadcast.go); a subscription whose page stays
 // parked for Limits.SlowConsumer stops with resync. A client that stops
 // reading altogether is closed when a write takes longer than
-// WriteTimeout.
+// WriteTimeout, and one that begins a message and does not finish it
+// within WriteTimeout is closed too (1008, reasonReadTimeout).
 
 type frame struct {
-	data  []byte
-	sub   *member              // the subscription of a changes page, else nil
-	recs  int                  // records in a changes page
-	close websocket.StatusCode // after data, close with this status (0: don't)
+	data  []byte        // a whole WebSocket frame, header and payload (wsconn.go)
+	sub   *member       // the subscription of a changes page, else nil
+	recs  int           // records in a changes page
+	close ws.StatusCode // after data, close with this status (0: don't)
 	why   string
 }
 
 type liveConn struct {
 	s      *Server
-	ws     *websocket.Conn
+	nc     net.Conn // the hijacked connection; finish closes it
+	raw    net.Conn // nc without the Listener's wrapper: reads, writes, deadlines
 	addr   string
 	id     string // the request id of the upgrade: the session's, in its logs and errors
 	ctx    context.Context
 	cancel context.CancelFunc
 	heard  atomic.Int64 // unix nanos of the last message or pong
 	slot   int          // the pinger's slot (ping.go)
-	wrote  chan struct{}
-	wrote1 sync.Once
+	poll   pollState    // the epoll registration (poll_linux.go)
+
+	// The reading side: touched by one reader at a time. On the netpoll
+	// path readers take rmu, uncontended: it orders their reads for the
+	// race detector, which does not see the hand-off through epoll.
+	rmu     sync.Mutex
+	pending []byte // sent by the client before its upgrade was answered, not read yet
+	prin    Principal
+	rateKey string
+
+	started   atomic.Bool // the hello was accepted
+	pinged    atomic.Bool // a ping is out: its pong refreshes the leases
+	closeSent atomic.Bool // our close frame is written (or being written)
+	draining  atomic.Bool // read only for the client's close: the session is ending
+	ended     sync.Once   // finish
+	wmu       sync.Mutex  // one write on the socket at a time: a writer's batch, a close
+
+	tmu      sync.Mutex // guards the timers
+	noHello  *time.Timer
+	expiry   *time.Timer
+	backstop *time.Timer // ends the session when the close handshake stalls
 
 	qmu     sync.Mutex // guards the send queue below
 	frames  []frame    // queued, oldest first
@@ -76,6 +107,9 @@ type liveConn struct {
 	waiting []*member     // members refused the parking place
 	owed    bool          // resyncs to write first
 	turn    bool          // a page is being read for one subscription of it alone
+	ping    bool          // a ping to write
+	pong    []byte        // the payload of a pong to write, when wantPong
+	wantP   bool
 
 	who atomic.Pointer[Principal] // set by the hello
 
@@ -89,11 +123,16 @@ type parkedFrame struct {
 	f frame
 }
 
+// netConner is a connection wrapping another (the Listener's): the socket
+// is the inner one's.
+type netConner interface{ netConn() net.Conn }
+
 func (s *Server) serveLive(w http.ResponseWriter, r *http.Request) {
 	start := s.now()
 	sw := &statusWriter{ResponseWriter: w}
+	upgraded := false
 	defer func() {
-		if sw.status != http.StatusSwitchingProtocols {
+		if !upgraded {
 			s.metrics.requests.WithLabelValues("live", strconv.Itoa(sw.code())).Inc()
 			s.metrics.duration.WithLabelValues("live").Observe(s.now().Sub(start).Seconds())
 		}
@@ -123,198 +162,284 @@ func (s *Server) serveLive(w http.ResponseWriter, r *http.Request) {
 			Message: fmt.Sprintf("more than %d live connections from %s", s.limits.MaxConnsPerAddr, addr), RetryAfter: 5 * time.Second})
 		return
 	}
-	defer s.conns.release(addr)
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
+		s.conns.release(addr)
 		s.writeError(sw, r, proto.Errorf(proto.CodeUnavailable, "the server is shutting down"))
 		return
 	}
-	s.wg.Add(1)
+	s.wg.Add(1) // until the session's finish
 	s.mu.Unlock()
-	defer s.wg.Done()
 
-	// checkOrigin above decided; the library's own check would accept a
-	// page whose Origin matches the request's Host (DNS rebinding).
-	ws, err := websocket.Accept(sw, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
+	// checkOrigin above decided. The upgrade answers with the headers set
+	// so far (the request id).
+	nc, rw, _, err := ws.HTTPUpgrader{Header: sw.Header()}.Upgrade(r, sw)
 	if err != nil {
 		s.log.Debug("websocket upgrade failed", "addr", addr, "err", err)
-		return // Accept has answered
+		if nc != nil {
+			_ = nc.Close()
+		}
+		s.conns.release(addr)
+		s.wg.Done()
+		return // the upgrader has answered
 	}
+	upgraded = true
 	s.metrics.requests.WithLabelValues("live", "101").Inc()
 	s.metrics.duration.WithLabelValues("live").Observe(s.now().Sub(start).Seconds())
-	ws.SetReadLimit(s.limits.MaxMessageBytes)
+	// net/http's buffers go with the request; what the client sent after
+	// its upgrade request and net/http read ahead is kept for the reader.
+	var pending []byte
+	if n := rw.Reader.Buffered(); n > 0 {
+		p, _ := rw.Reader.Peek(n)
+		pending = bytes.Clone(p)
+	}
+	raw := nc
+	if u, ok := nc.(netConner); ok {
+		raw = u.netConn()
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &liveConn{
-		s: s, ws: ws, addr: addr, ctx: ctx, cancel: cancel, id: sw.Header().Get(proto.HeaderRequestID),
+		s: s, nc: nc, raw: raw, addr: addr, ctx: ctx, cancel: cancel, id: sw.Header().Get(proto.HeaderRequestID),
+		pending: pending,
+		rateKey: "addr:" + addr,
 		room:    make(chan struct{}),
 		subs:    map[string]*member{},
 		resyncs: map[string]*proto.ResetInfo{},
-		wrote:   make(chan struct{}),
 	}
 	c.heard.Store(s.now().UnixNano())
 	s.mu.Lock()
 	s.live[c] = struct{}{}
 	closing := s.closing // Shutdown began during the upgrade and missed c
 	s.mu.Unlock()
+	s.metrics.liveConns.Inc()
 	s.pinger.add(c)
-	defer s.pinger.remove(c)
+	// A socket that never says hello would hold its connection slot.
+	c.tmu.Lock()
+	c.noHello = time.AfterFunc(s.timing.hello, func() {
+		if !c.started.Load() {
+			c.fatal(ws.StatusPolicyViolation, proto.Errorf(proto.CodeUnauthenticated, "no hello within %v", s.timing.hello))
+		}
+	})
+	c.tmu.Unlock()
 	if closing {
 		c.goAway()
 	}
-	s.metrics.liveConns.Inc()
-	defer func() {
-		s.mu.Lock()
-		delete(s.live, c)
-		s.mu.Unlock()
-		s.metrics.liveConns.Dec()
-	}()
-	c.run()
+	if !s.noPoll && s.poller.add(c, len(pending) == 0) {
+		if len(pending) > 0 {
+			s.readers.run(c) // the bytes are here already: read them, then arm
+		}
+		return // the handler's goroutine ends: the poller wakes a reader
+	}
+	c.readLoop()
 }
 
-// run serves the session until it ends, then ends its subscriptions and
-// waits for its writes.
-func (c *liveConn) run() {
-	err := c.readLoop()
-	if errors.Is(err, errFatal) {
-		// An error message is queued with the close after it: let the
-		// writer send both.
-		t := time.NewTimer(c.s.timing.write)
-		select {
-		case <-c.wrote:
-		case <-t.C:
+// readLoop is the reading of a connection that is not polled: a goroutine
+// reads and handles client messages until the session ends.
+func (c *liveConn) readLoop() {
+	br := bufio.NewReaderSize(connSource{c}, readBufSize)
+	for {
+		if err := c.readNext(br, false); err != nil {
+			c.finish(err)
+			return
 		}
-		t.Stop()
 	}
+}
+
+// readReady is what a reader of the pool does with a polled connection
+// that is readable: it reads and handles the messages that arrived, then
+// re-arms the connection. Its buffer goes back to the pool at a message
+// boundary, so an idle connection holds none.
+func (c *liveConn) readReady() {
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	br := readerPool.Get().(*bufio.Reader)
+	br.Reset(connSource{c})
+	var err error
+	for {
+		if err = c.readNext(br, true); err != nil || (br.Buffered() == 0 && len(c.pending) == 0) {
+			break
+		}
+	}
+	br.Reset(nil)
+	readerPool.Put(br)
+	if err != nil && !errors.Is(err, errNoData) {
+		c.finish(err)
+		return
+	}
+	c.s.poller.rearm(c)
+}
+
+// finish ends the session, once: its subscriptions, its writes (waiting
+// for a writer that holds it), its timers, its socket, and its place in the
+// server.
+func (c *liveConn) finish(err error) {
+	c.ended.Do(func() {
+		c.cancel()
+		c.tmu.Lock()
+		for _, t := range []*time.Timer{c.noHello, c.expiry, c.backstop} {
+			if t != nil {
+				t.Stop()
+			}
+		}
+		c.tmu.Unlock()
+		c.mu.Lock()
+		subs := make([]*member, 0, len(c.subs))
+		for coll, m := range c.subs {
+			subs = append(subs, m)
+			delete(c.subs, coll)
+		}
+		c.mu.Unlock()
+		for _, m := range subs {
+			m.leave()
+		}
+		c.endWrites(false)
+		c.s.poller.remove(c)
+		_ = c.nc.Close()
+		c.s.pinger.remove(c)
+		c.s.mu.Lock()
+		delete(c.s.live, c)
+		c.s.mu.Unlock()
+		c.s.metrics.liveConns.Dec()
+		c.s.conns.release(c.addr)
+		if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, errClientClosed) {
+			c.s.log.Debug("live session ended", "addr", c.addr, "err", err)
+		}
+		c.s.wg.Done()
+	})
+}
+
+// abort ends the session from a goroutine of its own: the caller may be
+// its writer, which finish waits for.
+func (c *liveConn) abort(err error) {
 	c.cancel()
-	c.mu.Lock()
-	subs := make([]*member, 0, len(c.subs))
-	for coll, m := range c.subs {
-		subs = append(subs, m)
-		delete(c.subs, coll)
+	c.s.bg.Add(1)
+	go func() { defer c.s.bg.Done(); c.finish(err) }()
+}
+
+// armBackstop ends the session after d, if it has not ended by then.
+func (c *liveConn) armBackstop(d time.Duration) {
+	c.tmu.Lock()
+	defer c.tmu.Unlock()
+	if c.backstop == nil {
+		c.backstop = time.AfterFunc(d, func() { c.finish(errCloseTimeout) })
 	}
-	c.mu.Unlock()
-	for _, m := range subs {
-		m.leave()
+}
+
+// closeWith writes a close frame with status and reason, unless one was
+// written, and lets the session end: at the client's close, or after
+// closeLinger.
+func (c *liveConn) closeWith(status ws.StatusCode, reason string) {
+	if !c.closeSent.CompareAndSwap(false, true) {
+		return
 	}
-	c.endWrites(false)
-	c.ws.CloseNow()
-	if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, errFatal) {
-		c.s.log.Debug("live session ended", "addr", c.addr, "err", err)
+	c.wmu.Lock()
+	_ = c.raw.SetWriteDeadline(time.Now().Add(c.s.timing.write))
+	_, err := c.raw.Write(closeFrame(status, reason))
+	c.wmu.Unlock()
+	c.afterClose(err)
+}
+
+// afterClose is what follows our close frame: nothing is handled any more,
+// and the session ends at the client's close or after closeLinger.
+func (c *liveConn) afterClose(err error) {
+	c.draining.Store(true)
+	c.cancel()
+	if err != nil {
+		c.abort(err)
+		return
 	}
+	c.armBackstop(closeLinger)
 }
 
 // goAway closes the session for a server shutdown.
 func (c *liveConn) goAway() {
-	go func() {
-		_ = c.ws.Close(websocket.StatusGoingAway, "server shutting down")
-		c.cancel()
-	}()
+	c.s.bg.Add(1)
+	go func() { defer c.s.bg.Done(); c.closeWith(ws.StatusGoingAway, "server shutting down") }()
 }
 
-func (c *liveConn) closeNow() {
-	c.cancel()
-	c.ws.CloseNow()
-}
+// closeNow ends the session without a close frame.
+func (c *liveConn) closeNow() { c.abort(errClosedByUs) }
 
-// errFatal ends the read loop after a fatal error was queued.
+// errFatal ends the handling of messages after a fatal error was queued.
 var errFatal = errors.New("fatal protocol error")
 
-// readLoop reads and handles client messages until the connection ends.
-func (c *liveConn) readLoop() error {
-	var (
-		p       Principal
-		key     = "addr:" + c.addr
-		started atomic.Bool
-		expiry  *time.Timer
-	)
-	// A socket that never says hello would hold its connection slot.
-	noHello := time.AfterFunc(c.s.timing.hello, func() {
-		if !started.Load() {
-			c.fatal(websocket.StatusPolicyViolation, proto.Errorf(proto.CodeUnauthenticated, "no hello within %v", c.s.timing.hello))
-		}
-	})
-	defer func() {
-		noHello.Stop()
-		if expiry != nil {
-			expiry.Stop()
-		}
-	}()
+// handle handles one client message.
+func (c *liveConn) handle(op ws.OpCode, data []byte) error {
+	if op != ws.OpBinary {
+		c.fatal(ws.StatusUnsupportedData, proto.Errorf(proto.CodeMalformed, "messages are binary CBOR frames"))
+		return errFatal
+	}
+	// A client over its rate is slowed down, not refused: the reader
+	// waits before handling the message (and reads nothing meanwhile, so
+	// TCP pushes back). Dropping a push or a sub would leave the client
+	// waiting for an answer that never comes.
 	for {
-		typ, data, err := c.ws.Read(c.ctx)
-		if err != nil {
-			return err
+		wait := c.s.rate.take(c.rateKey, c.s.now())
+		if wait == 0 {
+			break
 		}
-		c.heard.Store(c.s.now().UnixNano())
-		if typ != websocket.MessageBinary {
-			c.fatal(websocket.StatusUnsupportedData, proto.Errorf(proto.CodeMalformed, "messages are binary CBOR frames"))
-			return errFatal
-		}
-		// A client over its rate is slowed down, not refused: the reader
-		// waits before handling the message (and reads nothing meanwhile, so
-		// TCP pushes back). Dropping a push or a sub would leave the client
-		// waiting for an answer that never comes.
-		for {
-			wait := c.s.rate.take(key, c.s.now())
-			if wait == 0 {
-				break
-			}
-			t := time.NewTimer(wait)
-			select {
-			case <-t.C:
-			case <-c.ctx.Done():
-				t.Stop()
-				return c.ctx.Err()
-			}
-		}
-		m, err := proto.DecodeClientMessage(data)
-		if errors.Is(err, proto.ErrUnknownType) && started.Load() {
-			// A message of a later revision: say so, keep the session.
-			c.queue(proto.ErrorMessage{Code: proto.CodeMalformed, Message: "unknown message type", RequestID: c.id})
-			continue
-		}
-		if err != nil {
-			c.fatal(websocket.StatusPolicyViolation, decodeError("message", err))
-			return errFatal
-		}
-		c.s.metrics.liveMsgs.WithLabelValues(m.MessageType()).Inc()
-		if !started.Load() {
-			h, ok := m.(proto.Hello)
-			if !ok {
-				c.fatal(websocket.StatusPolicyViolation, proto.Errorf(proto.CodeMalformed, "the first message must be hello, got %s", m.MessageType()))
-				return errFatal
-			}
-			if p, err = c.hello(h); err != nil {
-				status := websocket.StatusPolicyViolation
-				if e := (*proto.Error)(nil); errors.As(err, &e) && e.Code == proto.CodeUnsupportedVersion {
-					status = proto.CloseProtocolVersion
-				}
-				c.fatal(status, err)
-				return errFatal
-			}
-			started.Store(true)
-			if p.Subject != "" {
-				key = "sub:" + p.Subject
-			}
-			if !p.Expires.IsZero() {
-				expiry = time.AfterFunc(p.Expires.Sub(c.s.now()), func() {
-					c.fatal(websocket.StatusPolicyViolation, proto.Errorf(proto.CodeTokenExpired, "the token has expired: reconnect with a fresh one"))
-				})
-			}
-			continue
-		}
-		switch m := m.(type) {
-		case proto.Hello:
-			c.fatal(websocket.StatusPolicyViolation, proto.Errorf(proto.CodeMalformed, "hello twice"))
-			return errFatal
-		case proto.Sub:
-			c.subscribe(p, m)
-		case proto.Unsub:
-			c.unsubscribe(m.Collection)
-		case proto.Ping:
-			c.queue(proto.Pong{Nonce: m.Nonce})
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-c.ctx.Done():
+			t.Stop()
+			return c.ctx.Err()
 		}
 	}
+	started := c.started.Load()
+	m, err := proto.DecodeClientMessage(data)
+	if errors.Is(err, proto.ErrUnknownType) && started {
+		// A message of a later revision: say so, keep the session.
+		c.queue(proto.ErrorMessage{Code: proto.CodeMalformed, Message: "unknown message type", RequestID: c.id})
+		return nil
+	}
+	if err != nil {
+		c.fatal(ws.StatusPolicyViolation, decodeError("message", err))
+		return errFatal
+	}
+	c.s.metrics.liveMsgs.WithLabelValues(m.MessageType()).Inc()
+	if !started {
+		h, ok := m.(proto.Hello)
+		if !ok {
+			c.fatal(ws.StatusPolicyViolation, proto.Errorf(proto.CodeMalformed, "the first message must be hello, got %s", m.MessageType()))
+			return errFatal
+		}
+		p, err := c.hello(h)
+		if err != nil {
+			status := ws.StatusPolicyViolation
+			if e := (*proto.Error)(nil); errors.As(err, &e) && e.Code == proto.CodeUnsupportedVersion {
+				status = ws.StatusCode(proto.CloseProtocolVersion)
+			}
+			c.fatal(status, err)
+			return errFatal
+		}
+		c.prin = p
+		c.started.Store(true)
+		if p.Subject != "" {
+			c.rateKey = "sub:" + p.Subject
+		}
+		if !p.Expires.IsZero() {
+			c.tmu.Lock()
+			c.expiry = time.AfterFunc(p.Expires.Sub(c.s.now()), func() {
+				c.fatal(ws.StatusPolicyViolation, proto.Errorf(proto.CodeTokenExpired, "the token has expired: reconnect with a fresh one"))
+			})
+			c.tmu.Unlock()
+		}
+		return nil
+	}
+	switch m := m.(type) {
+	case proto.Hello:
+		c.fatal(ws.StatusPolicyViolation, proto.Errorf(proto.CodeMalformed, "hello twice"))
+		return errFatal
+	case proto.Sub:
+		c.subscribe(c.prin, m)
+	case proto.Unsub:
+		c.unsubscribe(m.Collection)
+	case proto.Ping:
+		c.queue(proto.Pong{Nonce: m.Nonce})
+	}
+	return nil
 }
 
 func (c *liveConn) hello(h proto.Hello) (Principal, error) {
@@ -355,7 +480,7 @@ func (c *liveConn) queue(m proto.Message) {
 		c.closeNow()
 		return
 	}
-	if !c.put(c.ctx.Done(), frame{data: data}, c.s.timing.write) && c.ctx.Err() == nil {
+	if !c.put(c.ctx.Done(), frame{data: encodeFrame(ws.OpBinary, data)}, c.s.timing.write) && c.ctx.Err() == nil {
 		c.s.log.Info("live client not reading: closing", "addr", c.addr)
 		c.closeNow()
 	}
@@ -530,7 +655,7 @@ func (c *liveConn) owe(m *member, reset *proto.ResetInfo) {
 }
 
 // fatal sends an error message and closes the connection after it.
-func (c *liveConn) fatal(status websocket.StatusCode, err error) {
+func (c *liveConn) fatal(status ws.StatusCode, err error) {
 	var e *proto.Error
 	if !errors.As(err, &e) {
 		c.s.log.Error("internal error in live session", "err", err)
@@ -543,22 +668,55 @@ func (c *liveConn) fatal(status websocket.StatusCode, err error) {
 	if c.ctx.Err() != nil {
 		return
 	}
-	if !c.put(c.ctx.Done(), frame{data: data, close: status, why: e.Code}, 0) && c.ctx.Err() == nil {
+	if !c.put(c.ctx.Done(), frame{data: encodeFrame(ws.OpBinary, data), close: status, why: e.Code}, 0) && c.ctx.Err() == nil {
 		// queue full: close without the message
-		_ = c.ws.Close(status, e.Code)
-		c.cancel()
+		c.closeWith(status, e.Code)
+	}
+}
+
+// wantPing has a ping written to the client (ping.go).
+func (c *liveConn) wantPing() {
+	c.qmu.Lock()
+	if c.dead {
+		c.qmu.Unlock()
+		return
+	}
+	c.ping = true
+	c.pinged.Store(true)
+	start := !c.writing
+	c.writing = true
+	c.qmu.Unlock()
+	if start {
+		c.s.writers.run(c)
+	}
+}
+
+// wantPong has a pong with payload written: the answer to the client's
+// ping (the latest one, if several wait).
+func (c *liveConn) wantPong(payload []byte) {
+	c.qmu.Lock()
+	if c.dead {
+		c.qmu.Unlock()
+		return
+	}
+	c.pong, c.wantP = payload, true
+	start := !c.writing
+	c.writing = true
+	c.qmu.Unlock()
+	if start {
+		c.s.writers.run(c)
 	}
 }
 
 // batchBytes is about how many bytes one writer batch holds: small frames
-// share one deadline, large pages get one each.
+// share one deadline and one writev, large pages get one each.
 const batchBytes = 64 << 10
 
 // flush is what a writer does with a connection it took: it writes owed
-// resyncs, then queued frames, a batch at a time under one deadline, until
-// nothing is queued; then it moves the parked page into the queue and wakes
-// the members waiting for room. The connection is held by one writer at a
-// time (writing).
+// resyncs and control frames, then queued frames, a batch at a time under
+// one deadline, until nothing is queued; then it moves the parked page
+// into the queue and wakes the members waiting for room. The connection is
+// held by one writer at a time (writing).
 func (c *liveConn) flush() {
 	var batch []frame
 	for {
@@ -571,6 +729,15 @@ func (c *liveConn) flush() {
 		}
 		owed := c.owed
 		c.owed = false
+		var ctl [][]byte
+		if c.wantP {
+			ctl = append(ctl, encodeFrame(ws.OpPong, c.pong))
+			c.pong, c.wantP = nil, false
+		}
+		if c.ping {
+			ctl = append(ctl, pingFrame)
+			c.ping = false
+		}
 		var size int
 		n := 0
 		for n < len(c.frames) && (n == 0 || size+len(c.frames[n].data) <= batchBytes) {
@@ -579,9 +746,10 @@ func (c *liveConn) flush() {
 		}
 		batch = append(batch[:0], c.frames[:n]...)
 		c.frames = slices.Delete(c.frames, 0, n)
+		nothing := n == 0 && !owed && len(ctl) == 0
 		var wake []*member
 		var unparked *member
-		if n == 0 && !owed {
+		if nothing {
 			// Nothing to write: the parked page moves in, or its place
 			// goes to a waiting member.
 			if c.parked != nil && c.fitsLocked(c.parked.f) {
@@ -597,7 +765,7 @@ func (c *liveConn) flush() {
 			}
 		}
 		c.qmu.Unlock()
-		if n == 0 && !owed {
+		if nothing {
 			if unparked != nil {
 				unparked.unparked(true)
 			}
@@ -609,7 +777,7 @@ func (c *liveConn) flush() {
 			}
 			return
 		}
-		ok := c.writeBatch(owed, batch)
+		ok := c.writeBatch(owed, ctl, batch)
 		clear(batch)
 		if !ok {
 			c.endWrites(true)
@@ -618,46 +786,60 @@ func (c *liveConn) flush() {
 	}
 }
 
-// writeBatch writes owed resyncs and batch under one deadline, releasing
-// each frame's bytes once written. It reports false when the connection's
-// writes ended.
-func (c *liveConn) writeBatch(owed bool, batch []frame) bool {
-	ctx, cancel := context.WithTimeout(c.ctx, c.s.timing.write)
-	defer cancel()
-	write := func(data []byte) bool {
-		if err := c.ws.Write(ctx, websocket.MessageBinary, data); err != nil {
-			if errors.Is(err, context.DeadlineExceeded) {
-				// The client stopped reading: no close frame can reach it, so
-				// the log says why.
-				c.s.log.Info("live client not reading: closing", "addr", c.addr, "request", c.id, "after", c.s.timing.write)
-				_ = c.ws.CloseNow()
-			}
-			c.cancel()
-			return false
-		}
-		return true
+// writeBatch writes owed resyncs, the control frames ctl and batch with
+// one writev under one deadline, then releases the frames' bytes. It
+// reports false when the connection's writes ended.
+func (c *liveConn) writeBatch(owed bool, ctl [][]byte, batch []frame) bool {
+	bufs := make(net.Buffers, 0, len(ctl)+len(batch)+1)
+	if owed {
+		bufs = c.appendResyncs(bufs)
 	}
-	ok := !owed || c.writeResyncs(write)
+	bufs = append(bufs, ctl...)
+	var size int64
+	closing := false
 	for _, f := range batch {
-		if ok {
-			switch {
-			case f.sub != nil && f.sub.stopped.Load():
-			default:
-				if f.sub != nil {
-					c.s.metrics.fanout.Inc()
-					c.s.metrics.fanoutRecs.Add(float64(f.recs))
-				}
-				ok = write(f.data)
-				if ok && f.close != 0 {
-					_ = c.ws.Close(f.close, f.why)
-					c.cancel()
-					ok = false
-				}
-			}
+		size += int64(len(f.data))
+		if closing || (f.sub != nil && f.sub.stopped.Load()) {
+			continue
 		}
-		c.release(int64(len(f.data)))
+		if f.sub != nil {
+			c.s.metrics.fanout.Inc()
+			c.s.metrics.fanoutRecs.Add(float64(f.recs))
+		}
+		bufs = append(bufs, f.data)
+		if f.close != 0 && c.closeSent.CompareAndSwap(false, true) {
+			bufs = append(bufs, closeFrame(f.close, f.why))
+			closing = true
+		}
 	}
-	return ok
+	var err error
+	if len(bufs) > 0 {
+		c.wmu.Lock()
+		if c.closeSent.Load() && !closing {
+			// Our close frame went: no frame follows it, and the session
+			// ends at the client's close.
+		} else {
+			_ = c.raw.SetWriteDeadline(time.Now().Add(c.s.timing.write))
+			_, err = bufs.WriteTo(c.raw)
+		}
+		c.wmu.Unlock()
+	}
+	c.release(size)
+	switch {
+	case closing:
+		c.afterClose(err)
+		return false
+	case err != nil:
+		if isTimeout(err) {
+			// The client stopped reading: no close frame can reach it, so
+			// the log says why.
+			c.s.log.Info("live client not reading: closing", "addr", c.addr, "request", c.id, "after", c.s.timing.write)
+			err = errWriteTimeout
+		}
+		c.abort(err)
+		return false
+	}
+	return true
 }
 
 // release gives back n queued bytes.
@@ -673,7 +855,6 @@ func (c *liveConn) release(n int64) {
 // unless called by the writer itself, it waits for a writer holding the
 // connection to let go.
 func (c *liveConn) endWrites(writer bool) {
-	c.wrote1.Do(func() { close(c.wrote) })
 	c.qmu.Lock()
 	c.dead = true
 	c.frames = nil
@@ -706,7 +887,8 @@ func (c *liveConn) signalIdleLocked() {
 	}
 }
 
-func (c *liveConn) writeResyncs(write func([]byte) bool) bool {
+// appendResyncs appends the frames of the resyncs and resets owed.
+func (c *liveConn) appendResyncs(bufs net.Buffers) net.Buffers {
 	c.mu.Lock()
 	owed := maps.Clone(c.resyncs)
 	clear(c.resyncs)
@@ -717,12 +899,10 @@ func (c *liveConn) writeResyncs(write func([]byte) bool) bool {
 			m = proto.Reset{Collection: coll, Reason: reset.Reason, Message: reset.Message}
 		}
 		data, _ := proto.EncodeMessage(m)
-		if !write(data) {
-			return false
-		}
+		bufs = append(bufs, encodeFrame(ws.OpBinary, data))
 		c.s.metrics.resyncs.Inc()
 	}
-	return true
+	return bufs
 }
 
 func (c *liveConn) subscribe(p Principal, m proto.Sub) {
@@ -797,7 +977,8 @@ func (c *liveConn) unsubscribe(coll string) {
 }
 
 // readPage reads and encodes the changes page of coll after cursor under
-// the scope sc, in schema version version, for live subscribers. It does
+// the scope sc, in schema version version, for live subscribers: the bytes
+// are a whole WebSocket frame. It does
 // not depend on any one subscriber's context: every subscriber at the
 // cursor, of the same scope and version, gets its bytes (broadcast.go).
 func (s *Server) readPage(coll string, cursor engine.Cursor, sc *scope.Pred, version int) (wirePage, []byte, error) {
@@ -812,7 +993,7 @@ func (s *Server) readPage(coll string, cursor engine.Cursor, sc *scope.Pred, ver
 	if err != nil {
 		return wirePage{}, nil, fmt.Errorf("encode changes of %s: %w", coll, err)
 	}
-	return page, data, nil
+	return page, encodeFrame(ws.OpBinary, data), nil
 }
 
 // livePullTimeout bounds one store read for live subscribers.

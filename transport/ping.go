@@ -1,11 +1,10 @@
 package transport
 
 import (
-	"context"
 	"sync"
 	"time"
 
-	"github.com/coder/websocket"
+	"github.com/gobwas/ws"
 )
 
 // pingSlots is how many parts a ping interval is cut into: the pinger
@@ -15,10 +14,12 @@ import (
 const pingSlots = 16
 
 // pinger is the server's one pinger of live connections: a timer wheel of
-// pingSlots slots over PingInterval. Each tick it pings the connections of
-// the next slot (a ping in flight borrows a goroutine until its pong) and
-// closes every connection silent for IdleTimeout. It runs while there are
-// live connections, so an idle connection holds no goroutine for pings.
+// pingSlots slots over PingInterval. Each tick it has a ping written to the
+// connections of the next slot (by the writers: a ping is a flag on the
+// connection, and its pong, read like any frame, counts as hearing from the
+// client) and closes every connection silent for IdleTimeout. It runs while
+// there are live connections, so an idle connection holds no goroutine for
+// pings.
 type pinger struct {
 	s       *Server
 	mu      sync.Mutex
@@ -105,8 +106,7 @@ func (p *pinger) run(stop chan struct{}) {
 			slot = (slot + 1) % pingSlots
 		}
 		for _, c := range due {
-			p.s.bg.Add(1)
-			go func() { defer p.s.bg.Done(); c.ping() }()
+			c.wantPing()
 		}
 		for _, c := range silent {
 			p.remove(c)
@@ -118,20 +118,9 @@ func (p *pinger) run(stop chan struct{}) {
 	}
 }
 
-// ping pings the client; its pong counts as hearing from it.
-func (c *liveConn) ping() {
-	ctx, cancel := context.WithTimeout(c.ctx, c.s.timing.ping)
-	defer cancel()
-	if c.ws.Ping(ctx) == nil {
-		c.heard.Store(c.s.now().UnixNano())
-		c.refreshLeases()
-	}
-}
-
 // closeSilent closes a connection the client has been silent on for
 // IdleTimeout.
 func (c *liveConn) closeSilent(silent time.Duration) {
 	c.s.log.Info("live client silent: closing", "addr", c.addr, "silent", silent)
-	_ = c.ws.Close(websocket.StatusPolicyViolation, "no answer")
-	c.cancel()
+	c.closeWith(ws.StatusPolicyViolation, "no answer")
 }

@@ -87,6 +87,10 @@ type Config struct {
 	// HelloTimeout is how long a new WebSocket may take to say hello.
 	// Zero means DefaultHelloTimeout.
 	HelloTimeout time.Duration
+
+	// noPoll reads every live connection with a goroutine of its own, as
+	// on systems without the epoll loop (tests of that path).
+	noPoll bool
 }
 
 // Server is the Convergo sync server: an http.Handler serving the protocol
@@ -115,10 +119,13 @@ type Server struct {
 	bodies         *budget      // request bodies in flight
 	tcp            *connLimit   // connections of Listener
 	proxies        []netip.Prefix
-	hub            *hub       // broadcast groups of live subscriptions
-	writers        *writePool // writers of live connections
-	pinger         *pinger    // pings live connections
-	deny           *denyList  // the store's deny list (deny.go)
+	hub            *hub      // broadcast groups of live subscriptions
+	writers        *connPool // writers of live connections
+	readers        *connPool // readers of polled live connections
+	poller         *poller   // the epoll loop of live connections (poll_linux.go)
+	noPoll         bool      // Config.noPoll
+	pinger         *pinger   // pings live connections
+	deny           *denyList // the store's deny list (deny.go)
 	stopBg         context.CancelFunc
 
 	mu      sync.Mutex
@@ -208,7 +215,10 @@ func New(cfg Config) (*Server, error) {
 	s.stopBg = stopBg
 	s.bg.Add(1)
 	go func() { defer s.bg.Done(); s.followDenyList(bgCtx, cfg.Engine) }()
-	s.writers = newWritePool(&s.bg)
+	s.writers = newConnPool(&s.bg, (*liveConn).flush)
+	s.readers = newConnPool(&s.bg, (*liveConn).readReady)
+	s.poller = newPoller(s)
+	s.noPoll = cfg.noPoll
 	s.pinger = newPinger(s)
 	s.timing.ping = orDefault(cfg.PingInterval, DefaultPingInterval)
 	s.timing.idle = orDefault(cfg.IdleTimeout, DefaultIdleTimeout)
@@ -305,7 +315,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	go func() {
 		s.wg.Wait()       // every live session has ended, so its groups and pings
 		s.writers.close() // idle writers end at once
+		s.readers.close()
 		s.bg.Wait()
+		s.poller.close()
 		close(done)
 	}()
 	select {

@@ -7,16 +7,19 @@ import (
 	"time"
 )
 
-// writePool is the server's writers of live connections. A connection
-// with frames to write is handed to an idle writer, or a new one while
-// there are fewer than size; beyond that it waits in a queue. Writers are
-// goroutines that live while there is work and end after writerLinger
-// without any, so an idle connection holds no goroutine for writing. A
-// write to a slow client blocks its writer (up to WriteTimeout): when the
-// queue has waited for more than writerStall without any writer finishing
-// a connection, an extra writer starts, which ends once the queue is
-// empty.
-type writePool struct {
+// connPool is a pool of workers of live connections: the server's writers
+// (work is liveConn.flush) and its readers of polled connections (work is
+// liveConn.readReady). A connection with work is handed to an idle worker,
+// or a new one while there are fewer than size; beyond that it waits in a
+// queue. Workers are goroutines that live while there is work and end
+// after writerLinger without any, so an idle connection holds no goroutine
+// for writing or reading. A write to a slow client blocks its writer (up to
+// WriteTimeout), a reader may wait for a client's rate or for room in its
+// queue: when the queue has waited for more than writerStall without any
+// worker finishing a connection, an extra worker starts, which ends once
+// the queue is empty.
+type connPool struct {
+	work     func(*liveConn)
 	size     int
 	bg       *sync.WaitGroup // the server's background goroutines
 	quit     chan struct{}   // closed by close: idle writers end
@@ -33,16 +36,17 @@ const (
 	writerStall  = 10 * time.Millisecond
 )
 
-func newWritePool(bg *sync.WaitGroup) *writePool {
-	return &writePool{size: max(8, 4*runtime.GOMAXPROCS(0)), bg: bg, quit: make(chan struct{})}
+func newConnPool(bg *sync.WaitGroup, work func(*liveConn)) *connPool {
+	return &connPool{work: work, size: max(8, 4*runtime.GOMAXPROCS(0)), bg: bg, quit: make(chan struct{})}
 }
 
 // close ends the idle writers and those that become idle; the server is
 // shutting down.
-func (p *writePool) close() { p.closed.Do(func() { close(p.quit) }) }
+func (p *connPool) close() { p.closed.Do(func() { close(p.quit) }) }
 
-// run has c's queued frames written. The caller holds c's writing flag.
-func (p *writePool) run(c *liveConn) {
+// run has the pool's work done on c. For writers, the caller holds c's
+// writing flag; for readers, c's readiness was taken off the poller.
+func (p *connPool) run(c *liveConn) {
 	p.mu.Lock()
 	if n := len(p.idle); n > 0 {
 		ch := p.idle[n-1]
@@ -63,13 +67,13 @@ func (p *writePool) run(c *liveConn) {
 	p.mu.Unlock()
 }
 
-func (p *writePool) worker(c *liveConn) {
+func (p *connPool) worker(c *liveConn) {
 	defer p.bg.Done()
 	ch := make(chan *liveConn, 1)
 	t := time.NewTimer(writerLinger)
 	defer t.Stop()
 	for {
-		c.flush()
+		p.work(c)
 		p.lastDone.Store(time.Now().UnixNano())
 		p.mu.Lock()
 		if len(p.queue) > 0 {
