@@ -82,7 +82,9 @@ type Config struct {
 	// PingInterval, IdleTimeout and WriteTimeout time live sessions: a ping
 	// every PingInterval, closed after IdleTimeout without hearing from the
 	// client, a write that takes longer than WriteTimeout closes the
-	// connection. Zero means the Default* constants.
+	// connection, and so does a message the client begins and does not
+	// finish within WriteTimeout (close 1008). Zero means the Default*
+	// constants.
 	PingInterval, IdleTimeout, WriteTimeout time.Duration
 	// HelloTimeout is how long a new WebSocket may take to say hello.
 	// Zero means DefaultHelloTimeout.
