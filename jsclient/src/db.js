@@ -165,6 +165,46 @@ const changedIn = new WeakMap();
 const keptIn = new WeakMap();
 /** The cause of the error a guessed write fails with when its guess was wrong (Store.writeGuessed). */
 const STALE = Object.freeze({ name: 'Stale', message: 'the records a guessed write built on changed' });
+
+/**
+ * Reads that guard the writes issued behind them in the same transaction:
+ * place calls check(request, differs) for each read. The promise resolves
+ * once every read found what the writes assumed; when one did not, it
+ * aborts tx in that read's own success event, before any write of the
+ * transaction can have committed, and rejects with STALE. The promise is
+ * marked handled, so a transaction that fails first leaves no unhandled
+ * rejection; await it before the transaction's body returns.
+ * @param {IDBTransaction} tx
+ * @param {(check: (r: IDBRequest, differs: (v: any) => boolean) => void) => void} place
+ * @returns {Promise<void>}
+ */
+function guarded(tx, place) {
+  const checked = new Promise((resolve, reject) => {
+    let left = 0;
+    let placed = false;
+    let stale = false;
+    place((r, differs) => {
+      left++;
+      r.onerror = () => reject(r.error);
+      r.onsuccess = () => {
+        if (stale) return;
+        if (differs(r.result)) {
+          stale = true;
+          try {
+            tx.abort();
+          } catch {
+            /* already finished */
+          }
+          reject(STALE);
+        } else if (--left === 0 && placed) resolve(undefined);
+      };
+    });
+    placed = true;
+    if (left === 0) resolve(undefined);
+  });
+  checked.catch(() => {});
+  return /** @type {Promise<void>} */ (checked);
+}
 /**
  * How many stored entries a Store remembers (Store.seen): a write to a
  * record among them is one round trip to IndexedDB instead of two. About
@@ -886,37 +926,13 @@ export class Store {
     // clock, none of them was issued by another tab.
     const before = /** @type {Clock} */ (this.clock).last;
     const prefix = this.prefix;
-    const checked = new Promise((resolve, reject) => {
-      let left = 3 + guess.size;
-      let stale = false;
-      /**
-       * @param {IDBRequest} r
-       * @param {(v: any) => boolean} differs
-       */
-      const check = (r, differs) => {
-        r.onerror = () => reject(r.error);
-        r.onsuccess = () => {
-          if (stale) return;
-          if (differs(r.result)) {
-            // Abort here, in the request's own event, before any write
-            // of the transaction can have committed.
-            stale = true;
-            try {
-              tx.abort();
-            } catch {
-              /* already finished */
-            }
-            reject(STALE);
-          } else if (--left === 0) resolve(undefined);
-        };
-      };
+    const checked = guarded(tx, (check) => {
       check(meta.get('clock'), (v) => v != null && typeof v.wall === 'number' && compareTime(v, before) > 0);
       check(meta.get('prefix'), (v) => isPrefix(v) && v !== prefix);
       // A newer schema version than this code's: writeIn says so.
       check(meta.get(SCHEMA_KEY + c), (v) => Number.isSafeInteger(v) && v > (this.versions.get(c) ?? 1));
       for (const [id, g] of guess) check(records.get([c, id]), (v) => !sameEntry(v, g));
     });
-    checked.catch(() => {});
     const out = this.stampIn(tx, c, items, (id) => guess.get(id));
     await checked;
     return out;
@@ -1100,32 +1116,10 @@ export class Store {
     try {
       return await this.tx([RECORDS, META, OUTBOX, SEALED], 'readwrite', `apply ${c}`, async (tx) => {
         const store = tx.objectStore(RECORDS);
-        const checked = new Promise((resolve, reject) => {
-          let left = 2;
-          let stale = false;
-          /**
-           * @param {IDBRequest} r
-           * @param {(v: any) => boolean} differs
-           */
-          const check = (r, differs) => {
-            r.onerror = () => reject(r.error);
-            r.onsuccess = () => {
-              if (stale) return;
-              if (differs(r.result)) {
-                stale = true;
-                try {
-                  tx.abort();
-                } catch {
-                  /* already finished */
-                }
-                reject(STALE);
-              } else if (--left === 0) resolve(undefined);
-            };
-          };
+        const checked = guarded(tx, (check) => {
           check(tx.objectStore(META).get(CURSOR_KEY + c), (v) => !equalBytes(v instanceof Uint8Array ? v : new Uint8Array(0), after));
           check(tx.objectStore(OUTBOX).index('record').getAll(this.keyRange.bound([c], [c, []])), (entries) => entries.some((/** @type {OutboxEntry} */ e) => prepared.puts.has(e.id)));
         });
-        checked.catch(() => {});
         for (const [id, e] of prepared.puts) {
           store.put(e);
           if (prepared.changed.has(id)) this.notify(tx, c, id, e, 'remote');
