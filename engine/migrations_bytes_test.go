@@ -74,43 +74,13 @@ func TestPullAtBytesTranslated(t *testing.T) {
 			if limit < 5*stored {
 				t.Fatalf("the test's records do not grow enough: %d served, %d stored", served, stored)
 			}
-			seen := map[string]int{}
-			var cur Cursor
-			for pages := 0; ; pages++ {
-				if pages > 3*n {
-					t.Fatal("no end of pages")
+			pullEach(t, n, limit, func(cur Cursor) (Page, error) {
+				return e.PullAt(ctx, "g", cur, PageLimit{Bytes: limit}, tc.scope, 1)
+			}, func(r crdt.Record) {
+				if _, ok := r.Fields["who"]; !ok {
+					t.Fatalf("record %s not served at v1: %v", r.ID, r)
 				}
-				p, err := e.PullAt(ctx, "g", cur, PageLimit{Bytes: limit}, tc.scope, 1)
-				if err != nil {
-					t.Fatal(err)
-				}
-				size := 0
-				for _, en := range p.Entries {
-					size += len(crdt.AppendRecord(nil, en.Record))
-					seen[en.Record.ID]++
-					if _, ok := en.Record.Fields["who"]; !ok {
-						t.Fatalf("record %s not served at v1: %v", en.Record.ID, en.Record)
-					}
-				}
-				if len(p.Left) > 0 {
-					t.Fatalf("leaves %v", p.Left)
-				}
-				if len(p.Entries) > 1 && size > limit {
-					t.Fatalf("page of %d records and %d bytes served, limit %d", len(p.Entries), size, limit)
-				}
-				cur = p.Next
-				if !p.More {
-					break
-				}
-			}
-			if len(seen) != n {
-				t.Fatalf("read %d records, want %d", len(seen), n)
-			}
-			for id, c := range seen {
-				if c != 1 {
-					t.Errorf("record %s read %d times", id, c)
-				}
-			}
+			})
 		})
 	}
 }
@@ -143,13 +113,35 @@ func TestPullBytesResolvedUp(t *testing.T) {
 		t.Fatal(err)
 	}
 	limit := 3 * len(crdt.AppendRecord(nil, one))
+	sizes := pullEach(t, n, limit, func(cur Cursor) (Page, error) {
+		return e.Pull(ctx, "g", cur, PageLimit{Bytes: limit})
+	}, func(r crdt.Record) {
+		if _, ok := r.Fields[long]; !ok {
+			t.Fatalf("record %s not resolved: %v", r.ID, r)
+		}
+	})
+	for i, k := range sizes[:len(sizes)-1] {
+		if k != 3 {
+			t.Errorf("page %d of %d records, want 3 (the limit holds 3 exactly)", i, k)
+		}
+	}
+}
+
+// pullEach reads every page that pull serves from the start, calling each
+// on every record, and checks what both tests above require: no page
+// leaves records, a page of more than one record keeps to limit bytes as
+// served, and the pages together hold n records, each once. It returns
+// the number of records of each page.
+func pullEach(t *testing.T, n, limit int, pull func(Cursor) (Page, error), each func(crdt.Record)) []int {
+	t.Helper()
 	seen := map[string]int{}
+	var sizes []int
 	var cur Cursor
 	for pages := 0; ; pages++ {
-		if pages > n {
+		if pages > 3*n {
 			t.Fatal("no end of pages")
 		}
-		p, err := e.Pull(ctx, "g", cur, PageLimit{Bytes: limit})
+		p, err := pull(cur)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -157,16 +149,15 @@ func TestPullBytesResolvedUp(t *testing.T) {
 		for _, en := range p.Entries {
 			size += len(crdt.AppendRecord(nil, en.Record))
 			seen[en.Record.ID]++
-			if _, ok := en.Record.Fields[long]; !ok {
-				t.Fatalf("record %s not resolved: %v", en.Record.ID, en.Record)
-			}
+			each(en.Record)
+		}
+		if len(p.Left) > 0 {
+			t.Fatalf("leaves %v", p.Left)
 		}
 		if len(p.Entries) > 1 && size > limit {
 			t.Fatalf("page of %d records and %d bytes served, limit %d", len(p.Entries), size, limit)
 		}
-		if p.More && len(p.Entries) != 3 {
-			t.Errorf("a page of %d records, want 3 (the limit holds 3 exactly)", len(p.Entries))
-		}
+		sizes = append(sizes, len(p.Entries))
 		cur = p.Next
 		if !p.More {
 			break
@@ -180,4 +171,5 @@ func TestPullBytesResolvedUp(t *testing.T) {
 			t.Errorf("record %s read %d times", id, c)
 		}
 	}
+	return sizes
 }
