@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -45,6 +46,7 @@ func TestLiveFallback(t *testing.T) {
 		{"Versioning", TestLiveVersioning},
 		{"Trickle", TestLiveTrickleClosed},
 		{"UpgradeBytes", TestLiveUpgradeBytesKept},
+		{"FragmentLengthOverflow", TestLiveFragmentLengthOverflow},
 	} {
 		t.Run(tc.name, tc.f)
 	}
@@ -136,6 +138,30 @@ func TestLiveTrickleClosed(t *testing.T) {
 	d.send(proto.Hello{Protocol: proto.Version, Replica: "c1"})
 	if _, ok := d.recv().(proto.Welcome); !ok {
 		t.Fatal("no welcome")
+	}
+}
+
+// A continuation frame whose length, added to the fragments before it,
+// would overflow is over the size limit like any other (close 1009), not
+// a panic of the reader.
+func TestLiveFragmentLengthOverflow(t *testing.T) {
+	ts := newTestServer(t, func(c *Config) { c.Demo = true })
+	c := rawDial(t, ts.URL)
+	first := ws.Header{OpCode: ws.OpBinary, Masked: true, Mask: ws.NewMask(), Length: 10}
+	if err := ws.WriteHeader(c.conn, first); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.conn.Write(make([]byte, 10)); err != nil {
+		t.Fatal(err)
+	}
+	next := ws.Header{Fin: true, OpCode: ws.OpContinuation, Masked: true, Mask: ws.NewMask(), Length: math.MaxInt64 - 5}
+	if err := ws.WriteHeader(c.conn, next); err != nil {
+		t.Fatal(err)
+	}
+	_, err := c.recvErr()
+	var closed wsutil.ClosedError
+	if !errors.As(err, &closed) || closed.Code != ws.StatusMessageTooBig {
+		t.Fatalf("got %v, want close 1009", err)
 	}
 }
 

@@ -156,7 +156,7 @@ func (c *liveConn) readNext(br *bufio.Reader, polled bool) error {
 				return c.readFailed(err)
 			}
 		} else {
-			if int64(len(msg))+h.Length > c.s.limits.MaxMessageBytes {
+			if h.Length > c.s.limits.MaxMessageBytes-int64(len(msg)) { // no overflow: a length is < 2^63
 				c.closeWith(ws.StatusMessageTooBig, fmt.Sprintf("read limited at %d bytes", c.s.limits.MaxMessageBytes))
 				// Read what was sent of it, so that the close frame is not
 				// lost to a reset, then wait for the client's close.
