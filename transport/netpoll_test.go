@@ -47,6 +47,7 @@ func TestLiveFallback(t *testing.T) {
 		{"Trickle", TestLiveTrickleClosed},
 		{"UpgradeBytes", TestLiveUpgradeBytesKept},
 		{"FragmentLengthOverflow", TestLiveFragmentLengthOverflow},
+		{"BadFrameLength", TestLiveBadFrameLength},
 	} {
 		t.Run(tc.name, tc.f)
 	}
@@ -162,6 +163,22 @@ func TestLiveFragmentLengthOverflow(t *testing.T) {
 	var closed wsutil.ClosedError
 	if !errors.As(err, &closed) || closed.Code != ws.StatusMessageTooBig {
 		t.Fatalf("got %v, want close 1009", err)
+	}
+}
+
+// A frame header with a length RFC 6455 forbids (the most significant
+// bit of a 64-bit length set) is told to the client: close 1002.
+func TestLiveBadFrameLength(t *testing.T) {
+	ts := newTestServer(t, func(c *Config) { c.Demo = true })
+	c := rawDial(t, ts.URL)
+	hdr := []byte{0x82, 0x80 | 127, 0x80, 0, 0, 0, 0, 0, 0, 1, 1, 2, 3, 4}
+	if _, err := c.conn.Write(hdr); err != nil {
+		t.Fatal(err)
+	}
+	_, err := c.recvErr()
+	var closed wsutil.ClosedError
+	if !errors.As(err, &closed) || closed.Code != ws.StatusProtocolError {
+		t.Fatalf("got %v, want close 1002", err)
 	}
 }
 

@@ -213,8 +213,12 @@ func (c *liveConn) control(op ws.OpCode, p []byte) error {
 }
 
 // readFailed closes a session whose client began a message and did not
-// finish it in time; other read errors (the socket closed) pass.
+// finish it in time, or sent a frame header RFC 6455 forbids; other read
+// errors (the socket closed) pass.
 func (c *liveConn) readFailed(err error) error {
+	if errors.Is(err, ws.ErrHeaderLengthMSB) || errors.Is(err, ws.ErrHeaderLengthUnexpected) {
+		return c.protocolError("bad frame length")
+	}
 	if isTimeout(err) {
 		c.s.log.Info("live client did not finish a message: closing", "addr", c.addr, "request", c.id, "after", c.s.timing.write)
 		c.closeWith(ws.StatusPolicyViolation, reasonReadTimeout)
