@@ -8,7 +8,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/stores"
@@ -53,17 +52,6 @@ func (s *Store) queued(coll string) int {
 	return 0
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 // TestApplyGroupsConcurrentCalls holds one round trip in flight while 20
 // callers apply batches to the same collection, then checks that all 20
 // went in the next round trip together, and that every caller got the
@@ -97,7 +85,10 @@ func TestApplyGroupsConcurrentCalls(t *testing.T) {
 				results[c], errs[c] = s.Apply(ctx, changes)
 			})
 		}
-		waitFor(t, "20 queued script calls", func() bool { return s.queued(coll) == callers })
+		eventually(t, "20 queued script calls", func() (bool, string) {
+			n := s.queued(coll)
+			return n == callers, fmt.Sprintf("%d queued", n)
+		})
 		release()
 		wg.Wait()
 		if err := <-firstErr; err != nil {
@@ -191,7 +182,10 @@ func TestApplyGroupErrorsStayWithTheirCaller(t *testing.T) {
 		for i, b := range batches {
 			wg.Go(func() { results[i], errs[i] = s.Apply(ctx, b) })
 		}
-		waitFor(t, "4 queued script calls", func() bool { return s.queued(lim) == len(batches) })
+		eventually(t, "4 queued script calls", func() (bool, string) {
+			n := s.queued(lim)
+			return n == len(batches), fmt.Sprintf("%d queued", n)
+		})
 		release()
 		wg.Wait()
 		if err := <-firstErr; err != nil {
