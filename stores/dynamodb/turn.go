@@ -162,9 +162,8 @@ func (ts *turnState) p90() time.Duration {
 	if n == 0 {
 		return 0
 	}
-	w := make([]time.Duration, n)
-	copy(w, ts.recent[:n])
-	slices.Sort(w)
+	w := ts.recent // a copy: the ring keeps its order
+	slices.Sort(w[:n])
 	return w[(9*n+9)/10-1]
 }
 
