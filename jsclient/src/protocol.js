@@ -10,8 +10,9 @@
 // What they carry (records, stamps) is strict (record.js).
 
 import { Reader, Writer, encode } from './cbor.js';
-import { CODES, COMPACT, DEFAULTS, REPLICA, RESET_REASONS, SCOPES, SERVER_MESSAGE_TYPES, STATUSES, VERSION } from './constants.js';
+import { CODES, COMPACT, DEFAULTS, RESET_REASONS, SCOPES, SERVER_MESSAGE_TYPES, STATUSES, VERSION } from './constants.js';
 import { ConvergoError } from './errors.js';
+import { deviceOf } from './replica.js';
 import { compactContext, planCompact, readChange, readRecord, validateCollection, writeChange, writeRecord } from './record.js';
 
 /**
@@ -345,7 +346,7 @@ export function encodePush(replica, changes, versions, prefix) {
   }
   const plan = planCompact(replica, cs ? cs.map((c) => c.record) : []);
   const w = new Writer(64 + changes.reduce((n, c) => n + c.length, 0));
-  const device = prefix && replica.length > prefix.length + 1 && replica.startsWith(prefix + REPLICA.separator) ? replica.slice(prefix.length + 1) : null;
+  const device = deviceOf(replica, prefix);
   w.head(5, 2 + (named.length > 0 ? 1 : 0) + (plan.table.length ? 1 : 0) + (plan.base === null ? 0 : 1));
   if (device === null) {
     w.byte(0x01);
