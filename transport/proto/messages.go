@@ -93,10 +93,10 @@ type pushRequestWire struct {
 // DeviceOf returns the device part of replica when replica is one of
 // prefix's ids (the prefix, the separator, a device part), else "".
 func DeviceOf(replica, prefix string) string {
-	if prefix == "" || len(replica) <= len(prefix)+1 || replica[:len(prefix)] != prefix || replica[len(prefix)] != ReplicaSeparator {
+	if len(prefix) != ReplicaPrefixLen || !(Owner{prefix: prefix}).Owns(replica) {
 		return ""
 	}
-	return replica[len(prefix)+1:]
+	return replica[ReplicaPrefixLen+1:]
 }
 
 // MarshalCBOR encodes a push request with compact stamps, naming the
