@@ -676,30 +676,24 @@ func (c *liveConn) fatal(status ws.StatusCode, err error) {
 
 // wantPing has a ping written to the client (ping.go).
 func (c *liveConn) wantPing() {
-	c.qmu.Lock()
-	if c.dead {
-		c.qmu.Unlock()
-		return
-	}
-	c.ping = true
-	c.pinged.Store(true)
-	start := !c.writing
-	c.writing = true
-	c.qmu.Unlock()
-	if start {
-		c.s.writers.run(c)
-	}
+	c.wantControl(func() { c.ping = true; c.pinged.Store(true) })
 }
 
 // wantPong has a pong with payload written: the answer to the client's
 // ping (the latest one, if several wait).
 func (c *liveConn) wantPong(payload []byte) {
+	c.wantControl(func() { c.pong, c.wantP = payload, true })
+}
+
+// wantControl records a control frame to write (set, under qmu) and hands
+// the connection to a writer unless one holds it.
+func (c *liveConn) wantControl(set func()) {
 	c.qmu.Lock()
 	if c.dead {
 		c.qmu.Unlock()
 		return
 	}
-	c.pong, c.wantP = payload, true
+	set()
 	start := !c.writing
 	c.writing = true
 	c.qmu.Unlock()
