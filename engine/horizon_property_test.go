@@ -95,10 +95,10 @@ type hzReplica struct {
 
 // hzStats counts what a run exercised.
 type hzStats struct {
-	collects, purgedRecords, purgedDeletes, purgedFields int
-	resets, droppedAtReconcile, rejectedAtReconcile      int
-	refusedCollected, restamped, restampDropped          int
-	rejectedAfterRestamp                                 int
+	collects, purgedRecords, purgedDeletes, purgedFields       int
+	resets, fromStart, droppedAtReconcile, rejectedAtReconcile int
+	refusedCollected, restamped, restampDropped                int
+	rejectedAfterRestamp                                       int
 }
 
 func (s *hzStats) add(o hzStats) {
@@ -107,6 +107,7 @@ func (s *hzStats) add(o hzStats) {
 	s.purgedDeletes += o.purgedDeletes
 	s.purgedFields += o.purgedFields
 	s.resets += o.resets
+	s.fromStart += o.fromStart
 	s.droppedAtReconcile += o.droppedAtReconcile
 	s.rejectedAtReconcile += o.rejectedAtReconcile
 	s.refusedCollected += o.refusedCollected
@@ -117,9 +118,9 @@ func (s *hzStats) add(o hzStats) {
 
 func (s hzStats) String() string {
 	return fmt.Sprintf("collects %d, purged records %d, delete stamps %d, unset fields %d; lease_expired resets %d, "+
-		"records dropped at reconciliation %d, changes rejected there %d; refused collected %d, re-stamped %d, "+
-		"dropped instead (hidden on the server) %d, rejected after a re-stamp %d",
-		s.collects, s.purgedRecords, s.purgedDeletes, s.purgedFields, s.resets, s.droppedAtReconcile,
+		"reconciliations from the beginning %d, records dropped at reconciliation %d, changes rejected there %d; "+
+		"refused collected %d, re-stamped %d, dropped instead (hidden on the server) %d, rejected after a re-stamp %d",
+		s.collects, s.purgedRecords, s.purgedDeletes, s.purgedFields, s.resets, s.fromStart, s.droppedAtReconcile,
 		s.rejectedAtReconcile, s.refusedCollected, s.restamped, s.restampDropped, s.rejectedAfterRestamp)
 }
 
@@ -281,13 +282,25 @@ func hzLeaseExpired(err error) bool {
 }
 
 // pull pulls r's collection to the end of its log; on lease_expired it
-// reconciles (and then pushes, as the client does).
+// reconciles (and then pushes, as the client does). A pull from the
+// beginning (the encoded cursor is empty) by a replica that holds records
+// the server acknowledged reconciles too, as the clients do: no lease
+// protected records it pushed before it ever pulled (or while its log was
+// empty), and one deleted and collected meanwhile is just absent. No push
+// follows that one, so it marks no change reconciled: by the time one is
+// refused collected, what the replica knows of its record may be old, and
+// the refusal reconciles again first.
 func (s *hzSim) pull(r *hzReplica) {
+	if r.cursor.IsStart() && len(r.base) > 0 {
+		s.stats.fromStart++
+		s.reconcile(r, false)
+		return
+	}
 	for range 100 {
 		p, err := s.pullPage(r, r.cursor)
 		if hzLeaseExpired(err) {
 			s.stats.resets++
-			s.reconcile(r)
+			s.reconcile(r, true)
 			s.push(r)
 			return
 		}
@@ -306,9 +319,9 @@ func (s *hzSim) pull(r *hzReplica) {
 // refusal collected): it pulls from the beginning to the end, noting the
 // records delivered; a record it held (the server acknowledged it) that
 // was not delivered was deleted and collected, so it is dropped and its
-// pending changes are rejected, never pushed; the changes left are
-// marked reconciled.
-func (s *hzSim) reconcile(r *hzReplica) {
+// pending changes are rejected, never pushed; with mark, the changes left
+// are marked reconciled.
+func (s *hzSim) reconcile(r *hzReplica, mark bool) {
 	acked := map[string]bool{}
 	for id := range r.base {
 		acked[id] = true
@@ -360,7 +373,7 @@ func (s *hzSim) reconcile(r *hzReplica) {
 		s.stats.rejectedAtReconcile += n - len(r.outbox)
 	}
 	for i := range r.outbox {
-		r.outbox[i].reconciled = true
+		r.outbox[i].reconciled = r.outbox[i].reconciled || mark
 	}
 }
 
@@ -532,7 +545,7 @@ func (s *hzSim) push(r *hzReplica) {
 		}
 		r.outbox = keep
 		if hold {
-			s.reconcile(r)
+			s.reconcile(r, true)
 		}
 	}
 }
@@ -690,6 +703,7 @@ func TestHorizonPropertyCoverage(t *testing.T) {
 	for name, n := range map[string]int{
 		"records purged": total.purgedRecords, "delete stamps purged": total.purgedDeletes,
 		"unset fields purged": total.purgedFields, "lease_expired resets": total.resets,
+		"reconciliations from the beginning": total.fromStart,
 		"records dropped at reconciliation":  total.droppedAtReconcile,
 		"changes rejected at reconciliation": total.rejectedAtReconcile,
 		"refusals collected":                 total.refusedCollected, "re-stamped changes": total.restamped,

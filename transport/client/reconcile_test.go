@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"maps"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -408,5 +409,96 @@ func TestClosedReplicaHoldsNoFloor(t *testing.T) {
 	kept.Close()
 	if p := c.pendingFloor("todos"); p != nil {
 		t.Fatalf("pending floor %d with every replica closed", *p)
+	}
+}
+
+// TestFirstPullOfPushedRecordsReconciles: a replica that pushed records
+// before it ever pulled the collection holds no lease, so the server's
+// collection does not wait for it; a record it pushed, deleted by another
+// replica and collected meanwhile, is simply absent from its first pull
+// (from the beginning: no reset is owed). That pull reconciles, as after
+// lease_expired: the record leaves the replica and its pending edit is
+// rejected collected, never pushed; the other record and the replica's
+// edit of it stay, and the next Flush pushes the edit. By Pull, and by a
+// live session's subscription.
+func TestFirstPullOfPushedRecordsReconciles(t *testing.T) {
+	for name, pull := range map[string]func(ctx context.Context, t *testing.T, a *watched) error{
+		"pull": func(ctx context.Context, _ *testing.T, a *watched) error { return a.Pull(ctx) },
+		"live": func(ctx context.Context, t *testing.T, a *watched) error {
+			ctx, cancel := context.WithCancel(ctx)
+			done := make(chan error, 1)
+			go func() { done <- a.Live(ctx) }()
+			eventually(t, "the reconciliation", func() bool { return len(a.leftIDs()) > 0 && len(a.Rejected()) > 0 })
+			cancel()
+			<-done
+			return nil
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := newFakeServer(t)
+			ctx := t.Context()
+			a := newWatchedWith(t, f, "a", nil, ReplicaConfig{})
+			for _, id := range []string{"x", "y"} {
+				if err := a.Set("todos", id, "title", "first"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := a.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if len(a.Cursor("todos")) != 0 {
+				t.Fatal("the flush pulled: the scene needs a replica that never pulled")
+			}
+			b := newReplica(t, f, "b", nil, "todos")
+			if err := b.Pull(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.Delete("todos", "x"); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			// Offline edits of both records, stamped before the horizon.
+			for _, id := range []string{"x", "y"} {
+				if err := a.Set("todos", id, "title", "edited"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			tick()
+			horizon := time.Now().UnixMilli()
+			if res := f.collect("todos", horizon); res.Records != 1 {
+				t.Fatalf("collected %+v, want x's record", res)
+			}
+			time.Sleep(time.Until(time.UnixMilli(horizon + 1)))
+			f.smu.Lock()
+			clear(f.pushed)
+			f.smu.Unlock()
+			if err := pull(ctx, t, a); err != nil {
+				t.Fatal(err)
+			}
+			if got := ids(a.Replica, "todos"); !slices.Equal(got, []string{"y"}) {
+				t.Fatalf("replica holds %v, want y alone (x was deleted and collected)", got)
+			}
+			if got := a.leftIDs(); !slices.Equal(got, []string{"todos/x"}) {
+				t.Fatalf("OnLeave saw %v, want todos/x", got)
+			}
+			rej := a.Rejected()
+			if len(rej) != 1 || rej[0].RecordID != "x" || rej[0].Code != proto.CodeCollected {
+				t.Fatalf("rejected %+v, want x's edit with code collected", rej)
+			}
+			if err := a.Flush(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if n := f.pushedOf("todos", "x"); n != 0 {
+				t.Fatalf("x's edit pushed %d times, want never", n)
+			}
+			if p := a.Pending(); len(p) != 0 {
+				t.Fatalf("outbox %+v, want empty", p)
+			}
+			if got, want := serverTitles(t, f), map[string]string{"y": "edited"}; !maps.Equal(got, want) {
+				t.Fatalf("server holds %v, want %v", got, want)
+			}
+		})
 	}
 }

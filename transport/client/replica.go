@@ -98,6 +98,17 @@ import (
 // pending changes too), which is safe: pushed with fresh stamps, an edit
 // of a collected record would bring it back.
 //
+// A reading from the beginning reconciles the same way, without a reset,
+// when the replica holds records the server acknowledged: records it
+// pushed before it ever pulled the collection, or while its cursor was
+// the beginning (the cursor of an empty log). No lease protected them (a
+// lease is noted by pulls and subscriptions), so one another replica
+// deleted and the server collected is just absent from that pull. Its
+// outbox is held while the pull runs, but was not held back before it, so
+// Pull and Live leave it to the next Flush. A collection owed a heal is
+// not reconciled: its history was lost, and what the server lacks is
+// given back instead.
+//
 // So that the reset comes before anything is pushed, Flush pulls a kept
 // collection to the end before it pushes the collection's changes, unless
 // the collection was pulled to the end (or a live page of it arrived)
@@ -198,6 +209,11 @@ type reconciliation struct {
 	// live says the pull is a live session's (pages delivered by Apply
 	// after a reset it delivered), not Pull's.
 	live bool
+	// fromStart says no reset asked for it: the collection's reading
+	// started from the beginning with records held (reconcileFromStart).
+	// Its outbox was not held back by an earlier Flush, so its end does
+	// not push it: the next Flush does.
+	fromStart bool
 }
 
 type recordKey struct{ collection, id string }
@@ -813,6 +829,9 @@ func (r *Replica) pullCollection(ctx context.Context, coll string) error {
 // whether a reconciliation of the collection ended with it (the caller
 // pushes the outbox then).
 func (r *Replica) pullToEnd(ctx context.Context, coll string) (reconciled bool, err error) {
+	r.mu.Lock()
+	r.reconcileFromStartLocked(coll, false)
+	r.mu.Unlock()
 	for {
 		from := r.Cursor(coll)
 		p, err := r.c.pull(ctx, coll, from, 0, len(from) == 0 && r.holdsNothing(coll))
@@ -876,9 +895,10 @@ func (r *Replica) applyLive(collection string, page Page) bool {
 // with from non-nil, only if the cursor is still from, so that a pull
 // racing a live delivery cannot move the cursor back (cursors are opaque:
 // equality is all a client may test). It reports whether the page ended a
-// reconciliation of the collection: a page read from where the pull from
-// the beginning stands (from, or any page delivered live to a live
-// reconciliation) that says there is no more.
+// reconciliation of the collection that a reset asked for (the outbox it
+// held goes then): a page read from where the pull from the beginning
+// stands (from, or any page delivered live to a live reconciliation) that
+// says there is no more.
 func (r *Replica) apply(collection string, page Page, from []byte, live bool) bool {
 	r.mu.Lock()
 	if r.revoked != nil {
@@ -940,7 +960,7 @@ func (r *Replica) apply(collection string, page Page, from []byte, live bool) bo
 				var collected []string
 				collected, rejections, settled, dropped = r.endReconcileLocked(collection)
 				left = append(left, collected...)
-				ended = true
+				ended = !rc.fromStart
 			}
 		}
 	}
@@ -1007,6 +1027,24 @@ func (r *Replica) beginReconcile(collection string) {
 	if !under {
 		r.reset(collection, proto.ResetLeaseExpired, false)
 	}
+}
+
+// reconcileFromStartLocked begins a reconciliation of collection when
+// its reading starts from the beginning while the replica holds records
+// of it the server acknowledged (see Reconciliation): pushed before the
+// collection was ever pulled, or pulled while its log was empty (the
+// beginning is the cursor of an empty log). No lease protected them, so
+// one deleted and collected meanwhile is simply absent from the pull, and
+// only a reconciliation drops it. A collection owed a heal (its history
+// was lost: what the server lacks is given back, not dropped) or already
+// being reconciled is left as it is. live says the pages will come to a
+// live session.
+func (r *Replica) reconcileFromStartLocked(collection string, live bool) {
+	if len(r.cursors[collection]) != 0 || len(r.base[collection]) == 0 || r.owed[collection] || r.reconciling[collection] != nil {
+		return
+	}
+	r.beginReconcileLocked(collection, live)
+	r.reconciling[collection].fromStart = true
 }
 
 // beginReconcileLocked notes what the server had acknowledged of
@@ -1214,6 +1252,7 @@ func (r *Replica) Live(ctx context.Context) error {
 	subs := make(map[string][]byte, len(r.cursors))
 	for coll, cur := range r.cursors {
 		subs[coll] = bytes.Clone(cur)
+		r.reconcileFromStartLocked(coll, true)
 	}
 	r.mu.Unlock()
 	// A revocation learnt elsewhere (a Flush, a heal) ends the session,
