@@ -10,6 +10,7 @@ import (
 	"slices"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gobwas/ws"
 )
@@ -64,10 +65,20 @@ func encodeFrame(op ws.OpCode, payload []byte) []byte {
 	return buf.Bytes()
 }
 
-// closeFrame returns a close frame with status and reason.
+// maxCloseReason is the longest close reason a close frame holds: a
+// control frame's payload less the 2-byte status.
+const maxCloseReason = ws.MaxControlFramePayloadSize - 2
+
+// closeFrame returns a close frame with status and reason, the reason cut
+// to fit at a character boundary (RFC 6455 §5.5.1: it must be UTF-8, and
+// a client fails the connection on a broken one).
 func closeFrame(status ws.StatusCode, reason string) []byte {
-	if len(reason) > 123 {
-		reason = reason[:123]
+	if len(reason) > maxCloseReason {
+		n := maxCloseReason
+		for n > 0 && !utf8.RuneStart(reason[n]) {
+			n--
+		}
+		reason = reason[:n]
 	}
 	return encodeFrame(ws.OpClose, ws.NewCloseFrameBody(status, reason))
 }
@@ -127,10 +138,10 @@ func (c *liveConn) readNext(br *bufio.Reader, polled bool) error {
 		case h.Rsv != 0:
 			return c.protocolError("reserved bits set")
 		case h.OpCode.IsControl():
-			if !h.Fin || h.Length > 125 {
+			if !h.Fin || h.Length > ws.MaxControlFramePayloadSize {
 				return c.protocolError("fragmented or long control frame")
 			}
-			var pbuf [125]byte
+			var pbuf [ws.MaxControlFramePayloadSize]byte
 			p := pbuf[:h.Length]
 			if _, err := io.ReadFull(br, p); err != nil {
 				return c.readFailed(err)
