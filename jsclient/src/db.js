@@ -39,7 +39,7 @@
 //            wrote as: docs/protocol.md, "Replica ids"), "clock"
 //            ({wall, logical}), "cursor:<collection>" (the server's opaque
 //            cursor bytes, a Uint8Array, stored and sent back unchanged;
-//            absent means from the beginning), "offset" (server
+//            absent or empty means from the beginning), "offset" (server
 //            clock offset, ms), "collection:<collection>" (true: some tab
 //            opened the collection, so whichever tab leads syncs it),
 //            "heal:<collection>" (true: the server reset the collection
@@ -47,6 +47,11 @@
 //            client holds yet), "reconcile:<collection>" (true: the
 //            server reset the collection lease_expired and the client has
 //            not reconciled yet: its outbox for it waits),
+//            "reread:<collection>" (true: the server reset the collection
+//            for another reason, history_lost or rebuilt, and no pull has
+//            stored a position past the beginning since: its pull from the
+//            beginning is not a reconciliation, since a reset drops
+//            nothing local; see firstPullReconciles),
 //            "restamp:<collection>" (the keys of the outbox entries a
 //            reconciliation found may be written again with fresh stamps,
 //            once, if the server refuses them collected: reconcile.js;
@@ -253,6 +258,7 @@ export const SEALED = 'sealed';
 export const REJECTED = 'rejected';
 export const HEAL_KEY = 'heal:';
 export const RECONCILE_KEY = 'reconcile:';
+export const REREAD_KEY = 'reread:';
 export const RESTAMP_KEY = 'restamp:';
 export const SCOPE_KEY = 'scope:';
 export const SCHEMA_KEY = 'schema:';
@@ -346,6 +352,18 @@ export function baseOf(s, id) {
   if (!s) return null;
   if (s.b instanceof Uint8Array) return decodeStored(s.b, id);
   return s.base ? fromBase(s.base, id) : null;
+}
+
+/**
+ * Whether the server acknowledged stored record s once: its server state
+ * (the record as the server knows it while changes are pending, else the
+ * record itself) is not empty. A record created here and never
+ * acknowledged has changes pending over an empty server state.
+ * @param {StoredRecord} s
+ */
+export function acknowledged(s) {
+  const server = baseOf(s, s.id) ?? fromStored(s, s.id);
+  return !isZeroStamp(server.deleted) || server.fields.size > 0;
 }
 
 /**
@@ -1082,7 +1100,7 @@ export class Store {
         this.notify(tx, c, id, null, 'remote');
         page.changed.add(id);
       }
-      tx.objectStore(META).put(cursor, CURSOR_KEY + c);
+      this.putCursor(tx, c, cursor);
       return [...page.changed];
     }, 'relaxed');
   }
@@ -1125,7 +1143,7 @@ export class Store {
           if (prepared.changed.has(id)) this.notify(tx, c, id, e, 'remote');
           else this.keep(tx, c, id, e);
         }
-        tx.objectStore(META).put(cursor, CURSOR_KEY + c);
+        this.putCursor(tx, c, cursor);
         await checked;
         return [...prepared.changed];
       }, 'relaxed');
@@ -1227,6 +1245,60 @@ export class Store {
   }
 
   /**
+   * Stores the cursor of collection c in tx (spanning meta). A position
+   * past the beginning ends the pull from the beginning a reset asked for
+   * (meta "reread:<collection>").
+   * @param {IDBTransaction} tx
+   * @param {string} c
+   * @param {Uint8Array} cursor
+   */
+  putCursor(tx, c, cursor) {
+    const meta = tx.objectStore(META);
+    meta.put(cursor, CURSOR_KEY + c);
+    if (cursor.length > 0) meta.delete(REREAD_KEY + c);
+  }
+
+  /**
+   * Whether collection c's next pull is a reconciliation although no reset
+   * asked for one (docs/protocol.md, "Tombstone collection"): its cursor
+   * is empty (never pulled, or forgotten by an upgrade), no heal is owed,
+   * no reset other than lease_expired is being read again (meta
+   * "reread:<collection>"), and it holds a record the server acknowledged.
+   * A replica that pushed but never pulled holds no lease, so the server
+   * may have collected a record it pushed, deleted since, without waiting
+   * for it; and a read from the beginning misses nothing, so the server
+   * does not reset it lease_expired. Only the client knows what it held.
+   * The scan stops at the first record acknowledged: it reads every
+   * record only when all were created here, and only while the cursor is
+   * empty.
+   * @param {string} c
+   * @returns {Promise<boolean>}
+   */
+  firstPullReconciles(c) {
+    return this.tx([META, RECORDS], 'readonly', `first pull of ${c}`, async (tx) => {
+      const meta = tx.objectStore(META);
+      const [cursor, heal, reread] = await Promise.all([req(meta.get(CURSOR_KEY + c)), req(meta.get(HEAL_KEY + c)), req(meta.get(REREAD_KEY + c))]);
+      if ((cursor instanceof Uint8Array && cursor.length > 0) || heal === true || reread === true) return false;
+      return new Promise((resolve, reject) => {
+        const r = tx.objectStore(RECORDS).openCursor(this.keyRange.bound([c], [c, []]));
+        r.onerror = () => reject(r.error);
+        r.onsuccess = () => {
+          const cur = r.result;
+          if (!cur) return resolve(false);
+          let hit = false;
+          try {
+            hit = acknowledged(cur.value);
+          } catch {
+            // A corrupt entry says nothing either way.
+          }
+          if (hit) resolve(true);
+          else cur.continue();
+        };
+      });
+    });
+  }
+
+  /**
    * The ids of the records held in collection c (existing or deleted).
    * @param {string} c
    * @returns {Promise<string[]>}
@@ -1324,8 +1396,10 @@ export class Store {
    * from the beginning) and note what is owed, in one transaction, so a
    * reload still does it: heal, the server is owed what this client holds
    * (healPlan); reconcile, the client must drop what the server collected
-   * before it pushes the collection's outbox (reconcile.js). Nothing local
-   * is dropped here.
+   * before it pushes the collection's outbox (reconcile.js). Any other
+   * reset is noted as a reread (meta "reread:<collection>", until a pull
+   * stores a position past the beginning): its pull from the beginning
+   * drops nothing (firstPullReconciles). Nothing local is dropped here.
    * @param {string} c
    * @param {boolean} heal
    * @param {boolean} [reconcile]
@@ -1336,6 +1410,7 @@ export class Store {
       meta.delete(CURSOR_KEY + c);
       if (heal) meta.put(true, HEAL_KEY + c);
       if (reconcile) meta.put(true, RECONCILE_KEY + c);
+      else meta.put(true, REREAD_KEY + c);
     });
   }
 

@@ -23,12 +23,27 @@
 // reconciliation owed in IndexedDB (meta "reconcile:<collection>", so a
 // reload still owes it), and the Syncer pulls (so reconciles) a
 // collection it has not pulled lately before it pushes its changes.
+//
+// A replica's first pull of a collection it pushed to reconciles the same
+// way without any reset (Store.firstPullReconciles): it held no lease
+// until then, so the server may have collected what it pushed and was
+// deleted since, and a read from the beginning is never reset
+// lease_expired. Its steps are the first two (docs/protocol.md, "A pull
+// from the beginning reconciles too"): the records delivered replace the
+// ones held, and what the server collected is dropped with its pending
+// changes. Its outbox went out before (the collection had no cursor:
+// Syncer.fresh), so nothing is noted for a re-stamp: a change of a
+// collected record refused collected then stays rejected. Such a
+// reconciliation is reported (the 'reconciled' event) only when it
+// dropped or rejected something: it follows every first sync after
+// offline writes.
+//
 // Loaded on demand (sync.js imports it), like heal.js.
 
 import { STATUSES } from './constants.js';
 import { compareStamps, isZeroStamp } from './hlc.js';
 import { cloneRecord, emptyRecord, mergeInto } from './record.js';
-import { META, OUTBOX, RECONCILE_KEY, RECORDS, RESTAMP_KEY, REJECTED, SEALED, baseOf, decodeEntry, fromStored, rejectedEntry, req } from './db.js';
+import { META, OUTBOX, RECONCILE_KEY, RECORDS, RESTAMP_KEY, REJECTED, SEALED, acknowledged, baseOf, decodeEntry, fromStored, rejectedEntry, req } from './db.js';
 
 /** @typedef {import('./db.js').Store} Store */
 /** @typedef {import('./db.js').OutboxEntry} OutboxEntry */
@@ -44,23 +59,29 @@ export const COLLECTED_MESSAGE = 'deleted on the server while this device was aw
  * Pulls collection c from the beginning, drops what the server collected
  * (dropCollected) and notes, for the push that follows, which changes may
  * be written again after a collected refusal. The push is the caller's.
+ * A first pull's reconciliation (first: no reset asked for it) notes no
+ * change for a re-stamp, and is noted for the 'reconciled' event only
+ * when it dropped or rejected something.
  * @param {Syncer} syncer
  * @param {string} c
+ * @param {boolean} [first]
  */
-export async function reconcile(syncer, c) {
+export async function reconcile(syncer, c, first = false) {
   /** @type {Set<string>} */
   const seen = new Set();
   await syncer.pullCollection(c, seen);
-  const out = await dropCollected(syncer.store, c, seen, { when: Date.now(), subject: syncer.subject() });
+  const out = await dropCollected(syncer.store, c, seen, { when: Date.now(), subject: syncer.subject() }, !first);
   syncer.pulledAt.set(c, Date.now());
   syncer.restampsDropped = false;
-  const before = syncer.reconciled.get(c);
-  syncer.reconciled.set(c, {
-    collection: c,
-    dropped: (before?.dropped ?? 0) + out.dropped.length,
-    rejected: (before?.rejected ?? 0) + out.moved.length,
-    restamped: before?.restamped ?? 0,
-  });
+  if (!first || out.dropped.length > 0 || out.moved.length > 0) {
+    const before = syncer.reconciled.get(c);
+    syncer.reconciled.set(c, {
+      collection: c,
+      dropped: (before?.dropped ?? 0) + out.dropped.length,
+      rejected: (before?.rejected ?? 0) + out.moved.length,
+      restamped: before?.restamped ?? 0,
+    });
+  }
   if (out.dropped.length > 0) syncer.o.onChanges(c, out.dropped);
   let dropped = out.droppedRejected;
   for (const m of out.moved) {
@@ -77,18 +98,20 @@ export async function reconcile(syncer, c) {
  * removed (live queries hear it go; no delete, nothing in the outbox),
  * and its pending changes move to the rejected changes with code
  * collected (the oldest rejected changes dropped past the bounds); the
- * reconciliation owed is settled; the keys of the outbox entries of c
- * that may be written again after a collected refusal (their record was
- * delivered, or never acknowledged) are noted in meta
+ * reconciliation owed is settled; with restamp, the keys of the outbox
+ * entries of c that may be written again after a collected refusal
+ * (their record was delivered, or never acknowledged) are noted in meta
  * "restamp:<collection>" (restampable). Returns the ids dropped, the
  * changes moved and how many old rejected changes were dropped.
  * @param {Store} store
  * @param {string} c
  * @param {Set<string>} seen
  * @param {{when: number, subject: string|null}} info
+ * @param {boolean} [restamp] note what may be re-stamped (after a reset
+ *   lease_expired; a first pull's reconciliation notes nothing)
  * @returns {Promise<{dropped: string[], moved: {id: string, rejectedId: number}[], droppedRejected: number}>}
  */
-export function dropCollected(store, c, seen, info) {
+export function dropCollected(store, c, seen, info, restamp = true) {
   const range = store.keyRange.bound([c], [c, []]);
   return store.tx([RECORDS, OUTBOX, REJECTED, META, SEALED], 'readwrite', `reconcile ${c}`, async (tx) => {
     const records = tx.objectStore(RECORDS);
@@ -128,22 +151,23 @@ export function dropCollected(store, c, seen, info) {
     const droppedRejected = moved.length > 0 ? await store.boundRejected(tx) : 0;
     const meta = tx.objectStore(META);
     meta.delete(RECONCILE_KEY + c);
-    const noted = entries.filter((e) => keep.has(e.id)).map((e) => e.seq);
-    if (noted.length > 0) meta.put(noted, RESTAMP_KEY + c);
-    else meta.delete(RESTAMP_KEY + c);
+    if (restamp) {
+      const noted = entries.filter((e) => keep.has(e.id)).map((e) => e.seq);
+      if (noted.length > 0) meta.put(noted, RESTAMP_KEY + c);
+      else meta.delete(RESTAMP_KEY + c);
+    }
     return { dropped, moved, droppedRejected };
   });
 }
 
 /**
- * Whether stored record s has changes pending over an empty server state:
- * the server never acknowledged it (created here, neither a push of it
- * acknowledged nor a page brought it).
+ * Whether stored record s is held and its server state is empty: the
+ * server never acknowledged it (created here, neither a push of it
+ * acknowledged nor a page brought it; Store's acknowledged).
  * @param {StoredRecord|undefined} s
  */
 export function unacknowledged(s) {
-  const base = s ? baseOf(s, s.id) : null;
-  return base !== null && isZeroStamp(base.deleted) && base.fields.size === 0;
+  return s !== undefined && !acknowledged(s);
 }
 
 /**

@@ -36,7 +36,12 @@
 // learns of the reset only by pulling, a collection not pulled lately
 // (fresh) is pulled before its outbox goes out (pushAll). A change
 // refused collected whose record the server still has, or that was
-// created here, is written again with fresh stamps, once.
+// created here, is written again with fresh stamps, once. A replica that
+// pushed to a collection it never pulled held no lease there, and a read
+// from the beginning is never reset: its first pull, if it holds a record
+// the server acknowledged, is a reconciliation too
+// (Store.firstPullReconciles), made after its outbox went out, of the
+// first two steps only (replace, drop: nothing is noted for a re-stamp).
 //
 // Scopes (docs/protocol.md, section 12): a collection with named scopes
 // is read under their or (Store.scope), sent with every pull (key 4) and
@@ -54,10 +59,12 @@
 // none for an app without migrations), and the server translates. After
 // an upgrade (schema.js) the collection's first pull, from the
 // beginning, replaces the server state of each record it brings, as a
-// reconciliation's does. A server running older rules refuses a version
-// above its own (schema_ahead, request level): the outbox and records
-// stay, the app hears it (onSchemaAhead), and the loop backs off and
-// tries again until the server is upgraded.
+// reconciliation's does (and, from the empty cursor with records the
+// server acknowledged held, is one: Store.firstPullReconciles). A server
+// running older rules refuses a version above its own (schema_ahead,
+// request level): the outbox and records stay, the app hears it
+// (onSchemaAhead), and the loop backs off and tries again until the
+// server is upgraded.
 //
 // Only the leader tab runs a Syncer. Everything it learns goes through the
 // Store (IndexedDB), so a reload resumes from the stored cursors and outbox.
@@ -124,7 +131,9 @@ export const WRITE_RETRY_MS = 2_000;
  * @property {(r: {collection: string, reason: string, message: string}) => void} onServerReset
  *   the server reset a collection's cursor (docs/protocol.md, "Resets")
  * @property {(r: Reconciliation) => void} [onReconciled] a collection
- *   reset lease_expired was reconciled and its outbox pushed
+ *   was reconciled and its outbox pushed: after a reset lease_expired
+ *   always; at the first pull of a collection this replica pushed to and
+ *   never pulled, only when something was dropped or rejected
  * @property {() => string|null} [subject] the subject signed in, for
  *   rejected changes (null: unknown)
  * @property {(s: {collection: string, id: string, lost: string[], status: 'applied'|'superseded'}) => void} onSuperseded
@@ -150,7 +159,9 @@ export const WRITE_RETRY_MS = 2_000;
  */
 
 /**
- * How a reconciliation after lease_expired went (the 'reconciled' event):
+ * How a reconciliation went (the 'reconciled' event; after a reset
+ * lease_expired, or at the first pull of a collection this replica pushed
+ * to and never pulled when it dropped or rejected something):
  * dropped, the records held that the server had deleted and collected;
  * rejected, their pending changes, moved to the rejected changes with code
  * collected; restamped, pending changes the server refused collected that
@@ -369,7 +380,10 @@ export class Syncer {
   /**
    * Whether collection c's outbox may be pushed without pulling first:
    * it was pulled to the end within FRESH_MS, or is subscribed live, or
-   * was never pulled (no cursor: no lease to have expired).
+   * was never pulled (no cursor: no lease to have expired). The pull that
+   * follows the push reconciles a never-pulled collection that holds
+   * records the server acknowledged (pullCollection); its changes the
+   * server refused collected meanwhile stay rejected.
    * @param {string} c
    */
   async fresh(c) {
@@ -860,13 +874,15 @@ export class Syncer {
   }
 
   /**
-   * Reconciles collection c after lease_expired (reconcile.js, loaded on
-   * demand): pull it from the beginning, drop what the server collected,
-   * then push its outbox (unless pushAll, which called this, goes on).
+   * Reconciles collection c after lease_expired, or at its first pull
+   * (first: Store.firstPullReconciles) (reconcile.js, loaded on demand):
+   * pull it from the beginning, drop what the server collected, then push
+   * its outbox (unless pushAll, which called this, goes on).
    * @param {string} c
+   * @param {boolean} [first]
    */
-  async reconcile(c) {
-    await (await import('./reconcile.js')).reconcile(this, c);
+  async reconcile(c, first = false) {
+    await (await import('./reconcile.js')).reconcile(this, c, first);
     if (!this.pushing) await this.pushAll();
   }
 
@@ -899,12 +915,20 @@ export class Syncer {
    * records the pages deliver are added to it, and the first record of
    * each id delivered replaces the server state held (Store.applyRemote's
    * replace): the tombstones the server collected can no longer hide the
-   * older fields held here.
+   * older fields held here. So is a pull from the beginning of a
+   * collection that holds a record the server acknowledged, unless a heal
+   * or a reset's pull from the beginning is under way
+   * (Store.firstPullReconciles): a replica that pushed and never pulled
+   * held no lease, and the server does not reset an empty cursor.
+   * Every pull comes here, the live ones before their sub too.
    * @param {string} c
    * @param {Set<string>} [seen]
    */
   async pullCollection(c, seen) {
-    if (!seen && (await this.store.owesReconcile(c))) return this.reconcile(c);
+    if (!seen) {
+      if (await this.store.owesReconcile(c)) return this.reconcile(c);
+      if (await this.store.firstPullReconciles(c)) return this.reconcile(c, true);
+    }
     let limit = this.hello?.maxPull ?? DEFAULTS.maxPullRecords;
     let resets = 0;
     const [scope, lease, version, replacing] = await Promise.all([this.store.scope(c), this.lease(c), this.store.schemaVersion(c), seen ? false : this.store.owesReplace(c)]);

@@ -468,3 +468,194 @@ test('refused collected: an offline delete of a record another replica wrote to 
   assert.equal(onServer(server, 'todos', 'x', 'b'), undefined);
   assert.deepEqual(ev.reconciled, [{ collection: 'todos', dropped: 0, rejected: 0, restamped: 1 }]);
 });
+
+/**
+ * A client of server whose pulls fail (a network error) while
+ * blocked.pull is true: it pushes, and never pulls; its pushes fail while
+ * blocked.push is.
+ * @param {import('node:test').TestContext} t
+ * @param {FakeServer} server
+ * @param {{pull: boolean, push?: boolean}} blocked
+ * @param {(input: any) => Promise<void>} [beforePull] runs before each pull let through
+ */
+async function pushOnly(t, server, blocked, beforePull = async () => {}) {
+  const a = await openClient({
+    url: server.url,
+    name: 'a',
+    collections: ['todos'],
+    WebSocket: null,
+    pollInterval: 50,
+    fetch: async (input, init) => {
+      if (String(input).endsWith(PATHS.pull)) {
+        if (blocked.pull) throw new TypeError('pull blocked by the test');
+        await beforePull(input);
+      }
+      if (blocked.push && String(input).endsWith(PATHS.push)) throw new TypeError('push blocked by the test');
+      return fetch(input, init);
+    },
+  });
+  t.after(() => a.close());
+  a.on('error', () => {});
+  return a;
+}
+
+test('a first pull of a collection pushed to and never pulled reconciles: a record deleted and collected meanwhile is dropped, an edit of it made meanwhile rejected unpushed', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  /** @type {{pull: boolean, push?: boolean}} */
+  const blocked = { pull: true };
+  /** @type {(() => Promise<void>)|null} local writes made as the first pull goes out */
+  let during = null;
+  const a = await pushOnly(t, server, blocked, async () => {
+    const w = during;
+    during = null;
+    await w?.();
+  });
+  const todos = a.collection('todos');
+  await todos.put('x', { n: 1 });
+  await todos.put('y', { n: 1 });
+  // Pushed and acknowledged; never pulled: a holds no lease.
+  await until(async () => server.coll('todos').byId.has('x') && server.coll('todos').byId.has('y') && (await a.store.outboxCount()) === 0, 'x and y pushed', WAIT);
+  assert.equal(server.pulls.filter((m) => m.get(5) === a.store.replica).length, 0, 'a never pulled');
+  assert.ok((await a.store.get('todos', 'x'))?.b === undefined, "x holds the server's state");
+  await a.pause();
+  // b deletes x; the server collects it past a, which has no lease.
+  const b = await openClient({ url: server.url, name: 'b', collections: ['todos'], WebSocket: null, pollInterval: 50 });
+  t.after(() => b.close());
+  await b.sync();
+  await b.collection('todos').delete('x');
+  await b.whenSynced();
+  server.purge('todos', 'x');
+  assert.equal(server.coll('todos').byId.has('x'), false, 'x and its tombstone are gone');
+  const ev = listen(a);
+  const mark = server.pushed.length;
+  // Edits of x and y made while the first pull is under way; the push
+  // after it waits.
+  during = async () => {
+    blocked.push = true;
+    await todos.update('x', { n: 2 });
+    await todos.update('y', { n: 2 });
+  };
+  blocked.pull = false;
+  a.resume();
+  await until(async () => (await a.store.get('todos', 'x')) === undefined, 'x dropped', WAIT);
+  assert.equal(during, null, 'the edits were made during the pull');
+  assert.equal(await a.store.outboxCount(), 1, 'the edit of y waits');
+  assert.equal(await a.store.getMeta('restamp:todos'), undefined, 'steps 1 and 2 only: nothing noted for a re-stamp');
+  blocked.push = false;
+  assert.deepEqual(await a.whenSynced(), { refused: 1 }, 'the edit of the collected record counts as refused');
+  assert.equal(await todos.get('x'), null, 'x is gone here too');
+  await until(() => ev.reconciled.length > 0, 'the reconciled event', WAIT);
+  assert.deepEqual(ev.serverReset, [], 'no reset: a read from the beginning misses nothing');
+  assert.deepEqual(ev.reconciled, [{ collection: 'todos', dropped: 1, rejected: 1, restamped: 0 }]);
+  assert.deepEqual(await todos.get('y'), { id: 'y', n: 2 }, 'y stays, and its edit lands');
+  assert.equal(onServer(server, 'todos', 'y', 'n'), 2);
+  assert.deepEqual(ev.refused.map((r) => [r.id, r.code]), [['x', 'collected']]);
+  assert.deepEqual((await a.rejected()).map((r) => [r.recordId, r.code, r.change]), [['x', 'collected', { deleted: false, fields: { n: 2 }, unset: [] }]]);
+  assert.deepEqual(pushesOf(server, mark, 'x'), [], 'the edit never reached the server');
+  assert.equal(server.coll('todos').byId.has('x'), false);
+  // Settled: later pulls are ordinary ones.
+  await a.sync();
+  assert.equal(ev.reconciled.length, 1);
+  assert.deepEqual(await b.collection('todos').get('x'), null);
+});
+
+test('a never-pulled collection pushes before its first pull; an offline edit of a record collected meanwhile is refused collected, and the pull drops the record', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const blocked = { pull: true };
+  const a = await pushOnly(t, server, blocked);
+  const todos = a.collection('todos');
+  await todos.put('x', { n: 1 });
+  await until(async () => server.coll('todos').byId.has('x') && (await a.store.outboxCount()) === 0, 'x pushed', WAIT);
+  await a.pause();
+  await todos.update('x', { n: 2 }); // before the delete
+  const b = await openClient({ url: server.url, name: 'b', collections: ['todos'], WebSocket: null, pollInterval: 50 });
+  t.after(() => b.close());
+  await b.sync();
+  await clockPast(b, a);
+  await b.collection('todos').delete('x');
+  await b.whenSynced();
+  server.purge('todos', 'x');
+  server.writeHorizon.set('todos', await horizonPast(a));
+  const ev = listen(a);
+  const mark = server.pushed.length;
+  const requests = server.requests.length;
+  blocked.pull = false;
+  a.resume();
+  assert.deepEqual(await a.whenSynced(), { refused: 1 });
+  const after = server.requests.slice(requests);
+  assert.ok(after.indexOf(PATHS.push) >= 0 && after.indexOf(PATHS.push) < after.indexOf(PATHS.pull), `push before pull: ${after.join(' ')}`);
+  assert.deepEqual(pushesOf(server, mark, 'x'), [REFUSED], 'refused collected once, not re-stamped');
+  assert.equal(await todos.get('x'), null, 'x is gone here too');
+  assert.equal(await a.store.get('todos', 'x'), undefined);
+  await until(() => ev.reconciled.length > 0, 'the reconciled event', WAIT);
+  assert.deepEqual(ev.reconciled, [{ collection: 'todos', dropped: 1, rejected: 0, restamped: 0 }]);
+  assert.deepEqual((await a.rejected()).map((r) => [r.recordId, r.code]), [['x', 'collected']]);
+  assert.equal(server.coll('todos').byId.has('x'), false);
+});
+
+test('a first sync after offline writes reconciles quietly: nothing dropped, no reconciled event', async (t) => {
+  const { server, a, b } = await pair(t);
+  await b.collection('todos').put('s', { n: 1 });
+  await b.whenSynced();
+  await a.pause();
+  const ev = listen(a);
+  await a.collection('todos').put('l1', { n: 1 });
+  await a.collection('todos').put('l2', { n: 2 });
+  // Only records created here, never acknowledged: a first pull is an
+  // ordinary one.
+  assert.equal(await a.store.firstPullReconciles('todos'), false);
+  /** @type {boolean[]} */
+  const asked = [];
+  const firstPull = a.store.firstPullReconciles.bind(a.store);
+  a.store.firstPullReconciles = async (/** @type {string} */ c) => {
+    const v = await firstPull(c);
+    asked.push(v);
+    return v;
+  };
+  const pulls = server.pulls.length;
+  a.resume();
+  assert.deepEqual(await a.whenSynced(), { refused: 0 });
+  await a.sync();
+  assert.ok(server.pulls.length > pulls);
+  assert.equal(asked[0], true, 'pushed first, then pulled: the first pull was a reconciliation');
+  assert.ok(asked.slice(1).every((v) => !v), 'and the only one');
+  assert.deepEqual(ev.reconciled, []);
+  assert.deepEqual(ev.refused, []);
+  assert.deepEqual(ev.serverReset, []);
+  assert.deepEqual((await a.collection('todos').list()).map((r) => r.id).sort(), ['l1', 'l2', 's']);
+  assert.deepEqual([...server.coll('todos').byId.keys()].sort(), ['l1', 'l2', 's']);
+  assert.equal(await a.store.firstPullReconciles('todos'), false, 'pulled: a cursor is held');
+});
+
+test("a reset's pull from the beginning is not a reconciliation: records the server lost and would not take back (bad_seal) stay", async (t) => {
+  const { server, a, b } = await pair(t);
+  for (const id of ['r1', 'r2', 'r3']) await b.collection('todos').put(id, { n: 1 });
+  await b.whenSynced();
+  await a.sync();
+  assert.equal((await a.collection('todos').list()).length, 3);
+  await b.close();
+  const ev = listen(a);
+  /** @type {any[]} */
+  const errors = [];
+  a.on('error', (e) => errors.push(e));
+  // The store is lost with its seal key: the heal is refused.
+  server.sealKey = 'another-key';
+  server.wipe();
+  await a.sync();
+  assert.ok(errors.some((e) => /heal todos/.test(e.message)), 'the refused heal reported');
+  assert.deepEqual(ev.serverReset.map((r) => r.reason), ['history_lost']);
+  assert.equal(await a.store.cursor('todos').then((c) => c.length), 0, 'the server is empty: the cursor is still the beginning');
+  assert.equal(await a.store.firstPullReconciles('todos'), false, 'the reset is read again');
+  await a.sync();
+  assert.deepEqual(ev.reconciled, []);
+  assert.deepEqual((await a.collection('todos').list()).map((r) => r.id).sort(), ['r1', 'r2', 'r3'], 'nothing local dropped');
+  // A write lands; the pull after it stores a position: reading again is over.
+  await a.collection('todos').put('r4', { n: 1 });
+  await a.whenSynced();
+  await a.sync();
+  assert.ok((await a.store.cursor('todos')).length > 0);
+  assert.equal(await a.store.getMeta('reread:todos'), undefined);
+  assert.deepEqual((await a.collection('todos').list()).map((r) => r.id).sort(), ['r1', 'r2', 'r3', 'r4']);
+});
