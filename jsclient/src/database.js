@@ -505,9 +505,11 @@ export class Database {
    * server's history is not the one the collection's cursor was of; the
    * client pulls it again and gives back what it holds, or, for
    * lease_expired, reconciles), 'reconciled' (Reconciliation: a
-   * collection reset lease_expired was reconciled and its outbox pushed:
-   * records dropped because the server collected them, their changes
-   * rejected with code collected, changes re-stamped and pushed again),
+   * collection was reconciled and its outbox pushed: records dropped
+   * because the server collected them, their changes rejected with code
+   * collected, changes re-stamped and pushed again; after every reset
+   * lease_expired, and at the first pull of a collection this device
+   * pushed to and never pulled when something was dropped or rejected),
    * 'superseded' ({collection, id, lost, status}: fields of a local change
    * lost to newer writes on the server; the record converges when those
    * arrive),

@@ -206,14 +206,17 @@ export interface ServerReset {
 }
 
 /**
- * A collection reset lease_expired was reconciled ('reconciled' event):
- * pulled from the beginning, then the records the server deleted and
- * collected while this device was away were dropped locally (dropped;
- * not pushed, nothing deleted), their pending changes kept as rejected
- * changes with code collected (rejected, each also a 'refused' event),
- * and the outbox pushed; pending changes the server refused collected
- * whose record it still has, or that were created on this device, were
- * written again with fresh stamps and pushed (restamped).
+ * A collection was reconciled ('reconciled' event): after every reset
+ * lease_expired, and at the first pull of a collection this device pushed
+ * to and never pulled (it held no lease there) when that dropped or
+ * rejected something. Pulled from the beginning, then the records the
+ * server deleted and collected while this device was away (or held no
+ * lease) were dropped locally (dropped; not pushed, nothing deleted),
+ * their pending changes kept as rejected changes with code collected
+ * (rejected, each also a 'refused' event), and the outbox pushed; pending
+ * changes the server refused collected whose record it still has, or
+ * that were created on this device, were written again with fresh stamps
+ * and pushed (restamped).
  */
 export interface Reconciliation {
   collection: string;

@@ -31,7 +31,7 @@ import { ConvergoError } from './errors.js';
  * | `status`     | the leader, when its status changes and on `ask` | `s` its Status without leader, paused; lastError as {code, message, requestId?} or null | followers: take it as theirs, counting pending and held in their own read of the outbox |
  * | `refused`    | the leader, when the server refused a pushed change | `r` the Refusal             | emits 'refused', counts it for whenSynced, recounts the rejected changes |
  * | `serverReset`| the leader, when the server reset a collection's cursor | `r` {collection, reason, message} | emits 'serverReset' |
- * | `reconciled` | the leader, when it reconciled a collection after lease_expired and pushed its outbox | `r` the Reconciliation | emits 'reconciled' |
+ * | `reconciled` | the leader, when it reconciled a collection and pushed its outbox: after lease_expired, or at the first pull of a collection it pushed to and never pulled if that dropped or rejected something | `r` the Reconciliation | emits 'reconciled' |
  * | `rejected`   | any tab that retried or discarded a rejected change | none                        | recounts the rejected changes (status.rejected)                     |
  * | `scope`      | a tab without a sync loop that changed the scopes of a collection (stored already) | `c` collection | leader: reads c again under its new scope (Syncer.rescope) |
  * | `revoked`    | the leader, when the server revoked the subject and it purged | `r` the Revocation | emits 'revoked', recounts the rejected changes |
