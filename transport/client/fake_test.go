@@ -384,6 +384,10 @@ func (f *fakeServer) pull(ctx context.Context, body []byte) (any, error) {
 		return proto.PullResponse{Records: []crdt.Record{}, Next: []byte{}, Reset: &proto.ResetInfo{Reason: proto.ResetLeaseExpired, Message: "lease expired"}}, nil
 	}
 	p, err := f.page(ctx, req.Collection, req.Cursor, int(req.Limit), req.Scope)
+	var re *engine.ResetError
+	if errors.As(err, &re) {
+		return proto.PullResponse{Records: []crdt.Record{}, Next: []byte{}, Reset: &proto.ResetInfo{Reason: re.Reason.String(), Message: "reset"}}, nil
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/engine"
+	"github.com/convergo/convergo/stores"
 	"github.com/convergo/convergo/transport/proto"
 )
 
@@ -500,5 +501,58 @@ func TestFirstPullOfPushedRecordsReconciles(t *testing.T) {
 				t.Fatalf("server holds %v, want %v", got, want)
 			}
 		})
+	}
+}
+
+// TestResetPullDropsNothing: a reset other than lease_expired drops
+// nothing the replica holds, also when the pull from the beginning that
+// follows it leaves the cursor empty (the store lost every record, and
+// none could be given back): the next reading from the beginning is not
+// a reconciliation either, until a pull stores a cursor again.
+func TestResetPullDropsNothing(t *testing.T) {
+	f := newFakeServer(t)
+	ctx := t.Context()
+	seed(t, f, map[string]string{"t1": "a", "t2": "a"})
+	a := newWatchedWith(t, f, "a", nil, ReplicaConfig{})
+	if err := a.Pull(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The store loses both records: deleted, collected, and a new epoch
+	// with history lost (a restore from an empty backup, say).
+	b := newReplica(t, f, "b", nil, "todos")
+	if err := b.Pull(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"t1", "t2"} {
+		if err := b.Delete("todos", id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tick()
+	if res := f.collect("todos", time.Now().UnixMilli()); res.Records != 2 {
+		t.Fatalf("collected %+v, want both records", res)
+	}
+	f.smu.Lock()
+	clear(f.expiredLeases) // the reset a reads is history_lost
+	f.smu.Unlock()
+	if err := f.mem.BumpEpoch(ctx, "todos", stores.HistoryLost); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		if err := a.Pull(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := ids(a.Replica, "todos"); !slices.Equal(got, []string{"t1", "t2"}) {
+			t.Fatalf("pull %d after the reset: replica holds %v, want t1 t2 (a reset drops nothing)", i+1, got)
+		}
+		if len(a.Cursor("todos")) != 0 {
+			t.Fatal("the cursor moved: the scene needs an empty log")
+		}
+	}
+	if got := a.leftIDs(); len(got) != 0 {
+		t.Fatalf("OnLeave saw %v, want nothing", got)
 	}
 }

@@ -105,9 +105,11 @@ import (
 // lease is noted by pulls and subscriptions), so one another replica
 // deleted and the server collected is just absent from that pull. Its
 // outbox is held while the pull runs, but was not held back before it, so
-// Pull and Live leave it to the next Flush. A collection owed a heal is
-// not reconciled: its history was lost, and what the server lacks is
-// given back instead.
+// Pull and Live leave it to the next Flush. After a reset for another
+// reason (history lost, log rebuilt), the readings from the beginning
+// are no reconciliation until a pull stores a cursor again: a reset drops
+// nothing, and what the server lacks is given back, or stays local when
+// the server refuses it.
 //
 // So that the reset comes before anything is pushed, Flush pulls a kept
 // collection to the end before it pushes the collection's changes, unless
@@ -142,6 +144,11 @@ type Replica struct {
 	// history.
 	sealed map[string]map[string]proto.SealedRecord
 	owed   map[string]bool // collections reset with history lost, not healed yet
+	// reread holds the collections reset for another reason than
+	// proto.ResetLeaseExpired whose pull from the beginning has not yet
+	// stored a cursor: a reset drops nothing held, so their reading from
+	// the beginning is no reconciliation (reconcileFromStartLocked).
+	reread map[string]bool
 	// leaves maps, per collection, the leave entry (proto.LeaveDigest) of
 	// each id in base or view to the id; it may keep ids the replica no
 	// longer holds. A collection's index is built when its first leave
@@ -941,6 +948,9 @@ func (r *Replica) apply(collection string, page Page, from []byte, live bool) bo
 	r.recomputeLocked(replaced)
 	if from == nil || bytes.Equal(r.cursors[collection], from) {
 		r.cursors[collection] = bytes.Clone(page.Next)
+		if len(page.Next) != 0 {
+			delete(r.reread, collection)
+		}
 		if !page.More {
 			r.pulledAt[collection] = time.Now()
 		}
@@ -1005,6 +1015,12 @@ func (r *Replica) reset(collection, reason string, live bool) {
 		return
 	}
 	r.cursors[collection] = []byte{}
+	if reason != proto.ResetLeaseExpired {
+		if r.reread == nil {
+			r.reread = map[string]bool{}
+		}
+		r.reread[collection] = true
+	}
 	switch reason {
 	case proto.ResetHistoryLost:
 		if r.owed == nil {
@@ -1035,12 +1051,13 @@ func (r *Replica) beginReconcile(collection string) {
 // collection was ever pulled, or pulled while its log was empty (the
 // beginning is the cursor of an empty log). No lease protected them, so
 // one deleted and collected meanwhile is simply absent from the pull, and
-// only a reconciliation drops it. A collection owed a heal (its history
-// was lost: what the server lacks is given back, not dropped) or already
-// being reconciled is left as it is. live says the pages will come to a
-// live session.
+// only a reconciliation drops it. A collection reset for another reason
+// whose pull has not stored a cursor since (a reset drops nothing: what
+// the server lacks after losing history is given back, or stays local
+// when it cannot be), or already being reconciled, is left as it is. live
+// says the pages will come to a live session.
 func (r *Replica) reconcileFromStartLocked(collection string, live bool) {
-	if len(r.cursors[collection]) != 0 || len(r.base[collection]) == 0 || r.owed[collection] || r.reconciling[collection] != nil {
+	if len(r.cursors[collection]) != 0 || len(r.base[collection]) == 0 || r.reread[collection] || r.reconciling[collection] != nil {
 		return
 	}
 	r.beginReconcileLocked(collection, live)
