@@ -6,6 +6,8 @@ import assert from 'node:assert/strict';
 import { FakeServer } from './helpers/server.js';
 import { freshIDB, openClient, until } from './helpers/util.js';
 import { PATHS, STATUSES, TIMINGS } from '../src/constants.js';
+import { fromStored } from '../src/db.js';
+import { maxStamp } from '../src/record.js';
 
 test('two clients converge through the server, live', async (t) => {
   const server = await new FakeServer().start();
@@ -395,6 +397,23 @@ test("a newer server's unknown keys and message types are ignored", async (t) =>
   assert.equal(a.status.lastError, null);
 });
 
+/**
+ * Waits until client c's clock reads past every stamp that client w's
+ * record coll/id holds, so that c's next write to it is stamped later than
+ * all of them. Written later is not stamped later by itself: each client's
+ * clock is corrected by the server offset it measured, and a measurement
+ * is off by up to half a round trip, which a busy machine makes longer
+ * than any fixed pause.
+ * @param {import('../src/database.js').Database} c
+ * @param {import('../src/database.js').Database} w
+ * @param {string} coll
+ * @param {string} id
+ */
+async function clockPast(c, w, coll, id) {
+  const top = maxStamp(fromStored(await w.store.get(coll, id), id));
+  await until(() => c.store.now() > top.wall, `the clock to pass ${coll}/${id}'s newest stamp (${top.wall})`);
+}
+
 test('a change that lost to newer writes is acknowledged, reported as superseded, and the record converges', async (t) => {
   const server = await new FakeServer().start();
   t.after(() => server.stop());
@@ -412,7 +431,7 @@ test('a change that lost to newer writes is acknowledged, reported as superseded
   // a writes first (older stamps), b later; a pushes after b.
   await a.collection('todos').put('r', { title: 'from a', x: 1 });
   await a.collection('todos').update('r', { title: 'from a again' });
-  await new Promise((r) => setTimeout(r, 50));
+  await clockPast(b, a, 'todos', 'r');
   await b.collection('todos').put('r', { title: 'from b', x: 2 });
   await until(() => b.status.pending === 0, 'b pushed');
   a.resume();
@@ -434,7 +453,7 @@ test('a change that lost to newer writes is acknowledged, reported as superseded
   // A change partly newer: applied, naming the field that lost.
   await a.pause();
   await a.collection('todos').update('r', { x: 3 });
-  await new Promise((r) => setTimeout(r, 50));
+  await clockPast(b, a, 'todos', 'r');
   await b.collection('todos').update('r', { x: 4 });
   await until(() => b.status.pending === 0, 'b pushed');
   await a.collection('todos').update('r', { done: true });
