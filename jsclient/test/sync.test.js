@@ -607,6 +607,9 @@ test("writes are stamped with the ids of the token's subject; another subject's 
   a.resume();
   await until(() => server.coll('todos').byId.has('b1'), "bob's write pushed");
   assert.ok(stampOf('b1').startsWith(bob + '_'));
+  // The server holding b1 is not the end of the round: the client still
+  // reads the answer, settles b1 and counts the outbox.
+  await until(() => a.status.pending === 0 && a.status.held === 1, 'the push of b1 settled');
   await new Promise((r) => setTimeout(r, 200));
   assert.equal(server.coll('todos').byId.has('a2'), false, "alice's change waits for alice");
   assert.equal(a.status.pending, 0, 'held, not pending');
