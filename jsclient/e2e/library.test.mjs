@@ -194,6 +194,8 @@ ${html.replaceAll('http://127.0.0.1:8080', own.url)}`;
       window.start = async (url) => {
         const db = await open({ url, name: 'react-e2e', collections: [${JSON.stringify(COLLECTION)}] });
         window.db = db;
+        window.synced = false;
+        db.whenSynced().then(() => (window.synced = true));
         createRoot(document.getElementById('root')).render(h(App, { db }));
       };`;
     const out = await build({ stdin: { contents: entry, resolveDir: path.join(ROOT, 'jsclient'), loader: 'js' }, bundle: true, format: 'esm', write: false, define: { 'process.env.NODE_ENV': '"production"' }, logLevel: 'error' });
@@ -206,6 +208,10 @@ ${html.replaceAll('http://127.0.0.1:8080', own.url)}`;
       await page.addScriptTag({ type: 'module', content: out.outputFiles[0].text });
       await page.waitForFunction(() => typeof window.start === 'function');
       await page.evaluate((url) => window.start(url), server.url);
+      // The page's first sync takes the whole collection, which the first
+      // test filled with FIRST_SYNC records: it is given the time bob's
+      // first sync is given there. The waits after it are for live updates.
+      await page.waitForFunction(() => window.synced, null, { timeout: 120_000, polling: 200 });
       await page.waitForFunction(() => document.getElementById('status')?.textContent === 'online', null, { timeout: 20_000 });
       // Another client writes through the server: the component renders it.
       await server.push('reactpush', 'react-1', { title: 'from the server', tag: 'react' });
