@@ -148,10 +148,13 @@ test('a remembered collection the token may not read does not stop the others', 
 test('sync() called before the lock is granted is answered by this tab once it leads', async (t) => {
   const server = await new FakeServer().start();
   t.after(() => server.stop());
-  // Web Locks grant asynchronously; here, 100 ms after the request.
+  // Web Locks grant asynchronously; here, once the test says so.
+  /** @type {() => void} */
+  let grant = () => {};
+  const granted = new Promise((/** @type {(v?: unknown) => void} */ r) => (grant = r));
   const slowLocks = {
     request(/** @type {string} */ _name, /** @type {() => Promise<unknown>} */ cb) {
-      return new Promise((r) => setTimeout(r, 100)).then(cb);
+      return granted.then(cb);
     },
   };
   const a = await openClient({ url: server.url, name: 'early', locks: slowLocks, BroadcastChannel: globalThis.BroadcastChannel, collections: ['todos'] });
@@ -159,8 +162,12 @@ test('sync() called before the lock is granted is answered by this tab once it l
   await a.collection('todos').put('t', { n: 1 });
   assert.equal(a.status.leader, false);
   const t0 = Date.now();
-  await a.sync();
-  assert.ok(Date.now() - t0 < 5000, 'answered by this tab, not by the 30 s timeout');
+  const synced = a.sync();
+  grant();
+  // Without a leader to answer, sync() rejects after 30 s ("the leader tab
+  // did not answer"): it resolves only if this tab answers it.
+  await synced;
+  assert.ok(Date.now() - t0 < 30_000, 'answered by this tab, not by the 30 s timeout');
   assert.equal(a.status.leader, true);
   assert.ok(server.coll('todos').byId.has('t'));
 });
