@@ -749,6 +749,10 @@ const (
 	// gcFactor is the Go runtime's heap goal over the live heap
 	// (GOGC=100).
 	gcFactor = 2
+	// slowConsumerLog is what the server logs (at level info) when it
+	// stops a subscription whose page stayed parked beside a full queue
+	// (transport/broadcast.go).
+	slowConsumerLog = "slow live consumer: resync"
 )
 
 // formula is the worst-case RSS of docs/operations.md for base (B, the
@@ -777,7 +781,8 @@ func runMemory(t *testing.T, bin, store string) {
 		"--max-conns-total", strconv.Itoa(memConns), "--max-conns", strconv.Itoa(memConns),
 		"--max-queue-bytes", strconv.Itoa(memQueueBytes), "--max-page-bytes", strconv.Itoa(memPageBytes),
 		"--max-body", strconv.Itoa(memBodyBytes), "--max-bodies-in-flight", strconv.Itoa(memBodiesFlight),
-		"--max-message", strconv.Itoa(memMessageBytes), "--rate", "-1", "--request-timeout", "20s")
+		"--max-message", strconv.Itoa(memMessageBytes), "--rate", "-1", "--request-timeout", "20s",
+		"--log-level", "info") // it logs each slow consumer it stops: see below
 	addr := strings.TrimPrefix(url, "http://")
 	pid := srv.cmd.Process.Pid
 	jwt, _ := transport.NewJWT(secret, nil)
@@ -870,7 +875,8 @@ func runMemory(t *testing.T, bin, store string) {
 	}
 	// Live subscribers that never read, together with the pulls: each
 	// connection's queue fills and one more page waits beside it, for 2 s
-	// (Limits.SlowConsumer) before its subscription is stopped.
+	// (Limits.SlowConsumer) before its subscription is stopped, which the
+	// server logs.
 	for i := range subscribers {
 		wg.Go(func() {
 			// A small receive window, so that pages wait in the server's
@@ -914,13 +920,27 @@ func runMemory(t *testing.T, bin, store string) {
 			}
 		})
 	}
-	time.Sleep(3 * time.Second)
+	// The pulls go on until every subscriber has had its page parked
+	// beside its full queue: then the server has held the most this attack
+	// makes it hold. That takes about 3 s on a quiet machine; a busy one
+	// reads and queues the pages more slowly, and a fixed wait would
+	// measure a server still on its way there.
+	parked := func() int { return strings.Count(srv.out.String(), slowConsumerLog) }
+	attacked := time.Now()
+	for deadline := time.Now().Add(time.Minute); parked() < subscribers; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Errorf("%d of %d subscribers had a page parked after a minute, want all", parked(), subscribers)
+			break
+		}
+	}
+	took := time.Since(attacked)
 	cancel()
 	wg.Wait()
 	sampler.Wait()
 	_, hwm, _ := rss(pid)
 	top := max(peak.Load(), hwm)
-	t.Logf("RSS: idle %d MiB, peak %d MiB; formula %d MiB (%.0f%%); %d pulls", base>>20, top>>20, limit>>20, 100*float64(top)/float64(limit), pulls.Load())
+	t.Logf("RSS: idle %d MiB, peak %d MiB; formula %d MiB (%.0f%%); %d pulls; every subscriber parked in %v",
+		base>>20, top>>20, limit>>20, 100*float64(top)/float64(limit), pulls.Load(), took.Round(time.Millisecond))
 	// The formula is the worst case: a peak above it breaks the bound, and
 	// one below half says the formula counts what the server does not hold.
 	if top > limit || top < limit/2 {
