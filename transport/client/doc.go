@@ -112,7 +112,10 @@
 // created itself and never saw acknowledged, is re-stamped and pushed
 // again, once. So that the reset comes before any push, Flush pulls a
 // collection first when it was not pulled within ReplicaConfig.FreshFor
-// (a minute). Replica's doc, "Reconciliation", has the details.
+// (a minute). A reading from the beginning of a collection whose records
+// the server acknowledged to the Replica before it ever pulled (no lease
+// protected them) reconciles the same way, without a reset. Replica's
+// doc, "Reconciliation", has the details.
 //
 // # Scopes and leave entries
 //
