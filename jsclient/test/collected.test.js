@@ -578,6 +578,8 @@ test('a never-pulled collection pushes before its first pull; an offline edit of
   await b.whenSynced();
   server.purge('todos', 'x');
   server.writeHorizon.set('todos', await horizonPast(a));
+  // b's polls would mix with a's requests, whose order is checked below.
+  await b.close();
   const ev = listen(a);
   const mark = server.pushed.length;
   const requests = server.requests.length;
