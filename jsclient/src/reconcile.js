@@ -53,7 +53,7 @@ import { META, OUTBOX, RECONCILE_KEY, RECORDS, RESTAMP_KEY, REJECTED, SEALED, ac
 /** @typedef {import('./record.js').Record} Rec */
 
 /** The message of the rejected changes of records the server collected. */
-export const COLLECTED_MESSAGE = 'deleted on the server while this device was away';
+export const COLLECTED_MESSAGE = 'deleted on the server and collected before this device learnt of the delete';
 
 /**
  * Pulls collection c from the beginning, drops what the server collected

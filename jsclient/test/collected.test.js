@@ -17,6 +17,7 @@ import { freshIDB, openClient, until } from './helpers/util.js';
 import { PATHS, STATUSES } from '../src/constants.js';
 import { fromStored } from '../src/db.js';
 import { decode } from '../src/cbor.js';
+import { COLLECTED_MESSAGE } from '../src/reconcile.js';
 
 const WAIT = 15_000;
 const sleep = (/** @type {number} */ ms) => new Promise((r) => setTimeout(r, ms));
@@ -139,7 +140,7 @@ test('after lease_expired: a record collected while away is dropped and its edit
   assert.equal(rejected.length, 1);
   assert.equal(rejected[0].recordId, 'x');
   assert.equal(rejected[0].code, 'collected');
-  assert.equal(rejected[0].message, 'deleted on the server while this device was away');
+  assert.equal(rejected[0].message, COLLECTED_MESSAGE);
   assert.deepEqual(rejected[0].change, { deleted: false, fields: { n: 2 }, unset: [] });
   assert.equal(a.status.rejected, 1);
   // The edit of y and the creation of z were refused collected once, re-stamped and landed.

@@ -1122,7 +1122,7 @@ func (r *Replica) endReconcileLocked(collection string) (collected []string, rej
 	if slices.ContainsFunc(r.outbox, func(p pending) bool { return gone[recordKey{p.change.Collection, p.change.Record.ID}] }) {
 		when := r.c.cfg.Now()
 		info, _ := r.c.Info()
-		e := &Error{Code: proto.CodeCollected, Message: "the record was deleted on the server and its tombstone collected while this replica was away"}
+		e := &Error{Code: proto.CodeCollected, Message: "the record was deleted on the server and its tombstone collected before this replica learnt of the delete"}
 		r.outbox = slices.DeleteFunc(r.outbox, func(p pending) bool {
 			if !gone[recordKey{p.change.Collection, p.change.Record.ID}] {
 				return false
