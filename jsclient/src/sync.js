@@ -970,7 +970,9 @@ export class Syncer {
           limit = Math.max(1, Math.floor(limit / 4));
           continue;
         }
-        await drain().catch(() => {});
+        // The page failed; a write of the pages before it that failed too
+        // is told to the app, not dropped behind the page's error.
+        await drain().catch((w) => this.o.onError(asConvergoError(w)));
         throw e;
       }
       next = null;
