@@ -165,9 +165,11 @@ test('sync() called before the lock is granted is answered by this tab once it l
   const synced = a.sync();
   grant();
   // Without a leader to answer, sync() rejects after 30 s ("the leader tab
-  // did not answer"): it resolves only if this tab answers it.
+  // did not answer"), so resolving says this tab answered; how soon says
+  // it took the lead at once (about 1 s at load 28), not at the end of a
+  // wait.
   await synced;
-  assert.ok(Date.now() - t0 < 30_000, 'answered by this tab, not by the 30 s timeout');
+  assert.ok(Date.now() - t0 < 15_000, 'answered by this tab as soon as it led');
   assert.equal(a.status.leader, true);
   assert.ok(server.coll('todos').byId.has('t'));
 });
