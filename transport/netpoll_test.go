@@ -182,6 +182,47 @@ func TestLiveBadFrameLength(t *testing.T) {
 	}
 }
 
+// TestLiveBadControlFrames: a frame RFC 6455 forbids from a client fails
+// the session with 1002 (a reserved opcode, a close frame whose body is
+// one byte, a status that may not go on the wire or a reason that is not
+// UTF-8), and its close status is not echoed; a well-formed close is.
+func TestLiveBadControlFrames(t *testing.T) {
+	// frame is a final, masked frame of op with payload (mask key 0:
+	// the payload as it is).
+	frame := func(op byte, payload []byte) []byte {
+		return append([]byte{0x80 | op, 0x80 | byte(len(payload)), 0, 0, 0, 0}, payload...)
+	}
+	closeBody := func(code uint16, reason string) []byte {
+		return append([]byte{byte(code >> 8), byte(code)}, reason...)
+	}
+	for name, tc := range map[string]struct {
+		frame []byte
+		want  ws.StatusCode
+	}{
+		"reserved control opcode": {frame(0xB, nil), ws.StatusProtocolError},
+		"reserved data opcode":    {frame(0x3, []byte("x")), ws.StatusProtocolError},
+		"close of one byte":       {frame(0x8, []byte{3}), ws.StatusProtocolError},
+		"close status 1005":       {frame(0x8, closeBody(1005, "")), ws.StatusProtocolError},
+		"close status 999":        {frame(0x8, closeBody(999, "")), ws.StatusProtocolError},
+		"close reason not UTF-8":  {frame(0x8, closeBody(1000, "\xff")), ws.StatusProtocolError},
+		"close 4000, echoed":      {frame(0x8, closeBody(4000, "bye")), 4000},
+		"close without a body":    {frame(0x8, nil), ws.StatusNormalClosure},
+	} {
+		t.Run(name, func(t *testing.T) {
+			ts := newTestServer(t, func(c *Config) { c.Demo = true })
+			c := rawDial(t, ts.URL)
+			if _, err := c.conn.Write(tc.frame); err != nil {
+				t.Fatal(err)
+			}
+			_, err := c.recvErr()
+			var closed wsutil.ClosedError
+			if !errors.As(err, &closed) || closed.Code != tc.want {
+				t.Fatalf("got %v, want close %d", err, tc.want)
+			}
+		})
+	}
+}
+
 // Bytes a client sends right behind its upgrade request, before the
 // answer, are read: net/http may hold them in its buffer at the hijack.
 func TestLiveUpgradeBytesKept(t *testing.T) {

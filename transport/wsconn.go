@@ -137,6 +137,8 @@ func (c *liveConn) readNext(br *bufio.Reader, polled bool) error {
 			return c.protocolError("unmasked client frame")
 		case h.Rsv != 0:
 			return c.protocolError("reserved bits set")
+		case h.OpCode.IsReserved():
+			return c.protocolError("reserved opcode")
 		case h.OpCode.IsControl():
 			if !h.Fin || h.Length > ws.MaxControlFramePayloadSize {
 				return c.protocolError("fragmented or long control frame")
@@ -154,9 +156,7 @@ func (c *liveConn) readNext(br *bufio.Reader, polled bool) error {
 				continue // control frames may come between fragments
 			}
 			return nil
-		case h.OpCode == ws.OpContinuation && !inMsg,
-			h.OpCode != ws.OpContinuation && inMsg,
-			h.OpCode != ws.OpContinuation && !h.OpCode.IsData():
+		case h.OpCode == ws.OpContinuation && !inMsg, h.OpCode != ws.OpContinuation && inMsg:
 			return c.protocolError("unexpected frame")
 		}
 		if !inMsg {
@@ -213,10 +213,17 @@ func (c *liveConn) control(op ws.OpCode, p []byte) error {
 			c.refreshLeases()
 		}
 	case ws.OpClose:
-		code, _ := ws.ParseCloseFrameData(p)
-		if code.Empty() {
+		// RFC 6455 §5.5.1, §7.4: no body, or a status that may go on the
+		// wire and a UTF-8 reason; anything else fails the session, and
+		// is not echoed.
+		code, reason := ws.ParseCloseFrameData(p)
+		switch {
+		case len(p) == 0:
 			code = ws.StatusNormalClosure
+		case len(p) == 1 || ws.CheckCloseFrameData(code, reason) != nil:
+			return c.protocolError("bad close frame")
 		}
+		c.s.log.Debug("live client closed", "addr", c.addr, "request", c.id, "code", int(code), "reason", reason)
 		c.closeWith(code, "") // the answer, unless ours went first
 		return errClientClosed
 	}
