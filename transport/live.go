@@ -654,12 +654,14 @@ func (c *liveConn) owe(m *member, reset *proto.ResetInfo) {
 	}
 }
 
-// fatal sends an error message and closes the connection after it.
+// fatal sends an error message and closes the connection after it, with
+// status, or 1011 when err is not a protocol error (an internal one).
 func (c *liveConn) fatal(status ws.StatusCode, err error) {
 	var e *proto.Error
 	if !errors.As(err, &e) {
 		c.s.log.Error("internal error in live session", "err", err)
 		e = proto.Errorf(proto.CodeInternal, "internal error")
+		status = ws.StatusInternalServerError
 	}
 	if e.Cause != nil {
 		c.s.log.Debug("live session refused", "request", c.id, "code", e.Code, "err", e.Cause)
