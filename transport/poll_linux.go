@@ -66,9 +66,17 @@ func (p *poller) add(c *liveConn, arm bool) bool {
 	if rc.Control(func(f uintptr) { fd = int(f) }) != nil || fd < 0 {
 		return false
 	}
+	// Under c's poll lock, so that a session that ended first (remove saw
+	// no id) is not registered for ever.
+	c.poll.mu.Lock()
+	if c.poll.done {
+		c.poll.mu.Unlock()
+		return true // ended: nothing to read
+	}
 	p.mu.Lock()
 	if err := p.openLocked(); err != nil {
 		p.mu.Unlock()
+		c.poll.mu.Unlock()
 		return false
 	}
 	p.next++
@@ -80,7 +88,6 @@ func (p *poller) add(c *liveConn, arm bool) bool {
 		go func() { defer p.s.bg.Done(); p.run() }()
 	}
 	p.mu.Unlock()
-	c.poll.mu.Lock()
 	c.poll.id, c.poll.fd = id, fd
 	c.poll.mu.Unlock()
 	if arm {
@@ -176,9 +183,10 @@ func (p *poller) run() {
 			if errors.Is(err, unix.EINTR) {
 				continue
 			}
-			p.s.log.Error("epoll_wait", "err", err)
+			p.s.log.Error("epoll_wait: live connections will be read by goroutines", "err", err)
 			p.mu.Lock()
 			p.running = false
+			p.failed = fmt.Errorf("epoll_wait: %w", err) // later sessions are not polled
 			conns := make([]*liveConn, 0, len(p.conns))
 			for _, c := range p.conns {
 				conns = append(conns, c)
