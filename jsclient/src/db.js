@@ -1034,21 +1034,14 @@ export class Store {
 
   /**
    * Merges pulled records into the stored ones and advances the cursor, in one
-   * transaction. Returns the ids whose record changed.
-   *
-   * first: the collection held no records when this pull began (a first
-   * sync), so only records with local changes pending (an outbox entry:
-   * written since) need reading before the merge; the rest are stored as
-   * they come, without a read each.
+   * transaction, reading each record of the page first (a first sync's
+   * pages, merged ahead with nothing held, go through applyFirst).
+   * Returns the ids whose record changed.
    * @param {string} c
    * @param {Rec[]} records
    * @param {Uint8Array} cursor the cursor after these records
    * @param {Uint8Array[]} [seals] seals[i] is the seal of records[i]: kept
    *   with the record as the server sent it, for a restore
-   * @param {boolean} [first]
-   * @param {Prepared|null} [prepared] prepareRemote's work for a first
-   *   sync, done before the transaction (redone in it if some record has
-   *   local changes pending after all)
    * @param {string[]} [gone] ids of held records that left the reader's
    *   scope (leave entries): removed locally, without a delete and without
    *   touching the outbox
@@ -1061,11 +1054,9 @@ export class Store {
    *   a record delivered again merges as usual
    * @returns {Promise<string[]>}
    */
-  applyRemote(c, records, cursor, seals = [], first = false, prepared = null, gone = [], replace = null) {
+  applyRemote(c, records, cursor, seals = [], gone = [], replace = null) {
     return this.tx([RECORDS, META, OUTBOX, SEALED], 'readwrite', `apply ${c}`, async (tx) => {
       const store = tx.objectStore(RECORDS);
-      /** @type {Set<string>|null} ids to read first (null: all) */
-      let read = null;
       /** @type {Map<string, Rec[]>|null} */
       let taken = null;
       if (replace) {
@@ -1074,25 +1065,13 @@ export class Store {
         const lists = await Promise.all(fresh.map((id) => /** @type {Promise<OutboxEntry[]>} */ (req(index.getAll([c, id])))));
         taken = new Map(fresh.map((id, i) => [id, lists[i].sort((a, b) => a.seq - b.seq).map((e) => decodeEntry(e.change))]));
         for (const id of fresh) replace.add(id);
-        prepared = null; // every record is read
-      } else if (first) {
-        const entries = /** @type {OutboxEntry[]} */ (await req(tx.objectStore(OUTBOX).index('record').getAll(this.keyRange.bound([c], [c, []]))));
-        read = new Set(entries.map((e) => e.id));
       }
-      let page = prepared;
-      if (!page || !read || records.some((r) => read.has(r.id))) {
-        // One read per id, however often the page holds it.
-        const ids = [...new Set(records.map((r) => r.id))].filter((id) => read === null || read.has(id));
-        const got = await Promise.all(ids.map((id) => /** @type {Promise<StoredRecord|undefined>} */ (req(store.get([c, id])))));
-        const held = new Map(ids.map((id, i) => [id, got[i]]));
-        const current = records.map((r) => held.get(r.id));
-        page = this.prepareRemote(c, records, seals, current, taken);
-      }
-      for (const [id, e] of page.puts) {
-        store.put(e);
-        if (page.changed.has(id)) this.notify(tx, c, id, e, 'remote');
-        else this.keep(tx, c, id, e);
-      }
+      // One read per id, however often the page holds it.
+      const ids = [...new Set(records.map((r) => r.id))];
+      const got = await Promise.all(ids.map((id) => /** @type {Promise<StoredRecord|undefined>} */ (req(store.get([c, id])))));
+      const held = new Map(ids.map((id, i) => [id, got[i]]));
+      const page = this.prepareRemote(c, records, seals, records.map((r) => held.get(r.id)), taken);
+      this.putPage(tx, c, page);
       for (const id of gone) {
         if (page.puts.has(id) || !(await req(store.getKey([c, id])))) continue;
         store.delete([c, id]);
@@ -1103,6 +1082,22 @@ export class Store {
       this.putCursor(tx, c, cursor);
       return [...page.changed];
     }, 'relaxed');
+  }
+
+  /**
+   * Puts a page's merged entries (prepareRemote) in tx, telling live
+   * queries of the records that changed.
+   * @param {IDBTransaction} tx
+   * @param {string} c
+   * @param {Prepared} page
+   */
+  putPage(tx, c, page) {
+    const store = tx.objectStore(RECORDS);
+    for (const [id, e] of page.puts) {
+      store.put(e);
+      if (page.changed.has(id)) this.notify(tx, c, id, e, 'remote');
+      else this.keep(tx, c, id, e);
+    }
   }
 
   /**
@@ -1133,16 +1128,11 @@ export class Store {
   async applyFirst(c, prepared, after, cursor) {
     try {
       return await this.tx([RECORDS, META, OUTBOX, SEALED], 'readwrite', `apply ${c}`, async (tx) => {
-        const store = tx.objectStore(RECORDS);
         const checked = guarded(tx, (check) => {
           check(tx.objectStore(META).get(CURSOR_KEY + c), (v) => !equalBytes(v instanceof Uint8Array ? v : new Uint8Array(0), after));
           check(tx.objectStore(OUTBOX).index('record').getAll(this.keyRange.bound([c], [c, []])), (entries) => entries.some((/** @type {OutboxEntry} */ e) => prepared.puts.has(e.id)));
         });
-        for (const [id, e] of prepared.puts) {
-          store.put(e);
-          if (prepared.changed.has(id)) this.notify(tx, c, id, e, 'remote');
-          else this.keep(tx, c, id, e);
-        }
+        this.putPage(tx, c, prepared);
         this.putCursor(tx, c, cursor);
         await checked;
         return [...prepared.changed];

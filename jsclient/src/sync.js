@@ -1038,7 +1038,7 @@ export class Syncer {
         await drain();
         // If this fails, the page asked for is dropped: a later pull asks
         // again from the cursor stored.
-        await this.applyPage(c, page.records, page.next, page.seals, false, null, page.leaves, replaced);
+        await this.applyPage(c, page.records, page.next, page.seals, page.leaves, replaced);
         written = page.next;
       }
       cursor = page.next;
@@ -1083,15 +1083,13 @@ export class Syncer {
    * @param {import('./record.js').Record[]} records
    * @param {Uint8Array} next
    * @param {Uint8Array[]} [seals] one per record, or none
-   * @param {boolean} [first] a first sync (Store.applyRemote)
-   * @param {import('./db.js').Prepared|null} [prepared] the page merged ahead (Store.prepareRemote)
    * @param {Uint8Array[]} [leaves] the page's leave entries: the records
    *   held that they name are removed in the same transaction
    * @param {Set<string>|null} [replace] a reconciliation's pull (Store.applyRemote)
    */
-  async applyPage(c, records, next, seals, first = false, prepared = null, leaves = [], replace = null) {
+  async applyPage(c, records, next, seals, leaves = [], replace = null) {
     const gone = leaves.length > 0 && this.o.leaves ? await this.o.leaves(c, leaves) : [];
-    const ids = await this.store.applyRemote(c, records, next, seals, first, prepared, gone, replace);
+    const ids = await this.store.applyRemote(c, records, next, seals, gone, replace);
     if (ids.length > 0) this.o.onChanges(c, ids);
   }
 
@@ -1157,7 +1155,7 @@ export class Syncer {
       case 'changes': {
         // Pages of collections not (or no longer) subscribed are dropped.
         if (!session.subscribed.has(m.collection)) break;
-        await this.applyPage(m.collection, m.records, m.next, m.seals, false, null, m.leaves);
+        await this.applyPage(m.collection, m.records, m.next, m.seals, m.leaves);
         this.o.onStatus({ lastSyncedAt: Date.now() });
         break;
       }

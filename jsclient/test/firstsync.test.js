@@ -27,7 +27,11 @@ test('a first sync merges records written locally meanwhile and stores the rest 
   const prepared = store.prepareRemote('todos', page, seals);
   // ...then a local write to b lands before the page's transaction.
   await store.write('todos', 'b', (_cur, s) => ({ id: 'b', deleted: zero, fields: new Map([['done', { stamp: s, value: encode(true) }]]) }));
-  const changed = await store.applyRemote('todos', page, Uint8Array.of(1), seals, true, prepared);
+  // The write merged ahead sees it and aborts; the page is then applied
+  // reading what it must, as the client does.
+  assert.equal(await store.applyFirst('todos', prepared, new Uint8Array(0), Uint8Array.of(1)), null);
+  assert.equal((await store.cursor('todos')).length, 0, 'nothing of the aborted write stored');
+  const changed = await store.applyRemote('todos', page, Uint8Array.of(1), seals);
   assert.deepEqual(changed.sort(), ['a', 'b', 'c']);
   const b = await store.get('todos', 'b');
   assert.deepEqual(b?.doc, { title: 'server b', done: true }, 'the local field kept, the server field merged');
