@@ -75,7 +75,7 @@
 
 import { ConvergoError, fromIDBError } from './errors.js';
 import { Clock } from './hlc.js';
-import { cloneRecord, decodeChanges, decodeRecord, decodeValue, emptyRecord, encodeChange, encodeRecord, maxStamp, mergeInto, readRecord, validateCollection, visibleValues } from './record.js';
+import { cloneRecord, decodeChanges, decodeRecord, decodeValue, emptyRecord, encodeChange, encodeRecord, hasStamps, maxStamp, mergeInto, readRecord, validateCollection, visibleValues } from './record.js';
 import { Reader, Writer, equalBytes, setOwn, utf8Length } from './cbor.js';
 import { compareStamps, compareTime, isZeroStamp } from './hlc.js';
 import { DEFAULTS } from './constants.js';
@@ -355,6 +355,16 @@ export function baseOf(s, id) {
 }
 
 /**
+ * A stored cursor (meta "cursor:<collection>"): the bytes, or the empty
+ * cursor (the beginning) when none is stored.
+ * @param {unknown} v
+ * @returns {Uint8Array}
+ */
+function storedCursor(v) {
+  return v instanceof Uint8Array ? v : new Uint8Array(0);
+}
+
+/**
  * Whether the server acknowledged stored record s once: its server state
  * (the record as the server knows it while changes are pending, else the
  * record itself) is not empty. A record created here and never
@@ -363,7 +373,7 @@ export function baseOf(s, id) {
  */
 export function acknowledged(s) {
   const server = baseOf(s, s.id) ?? fromStored(s, s.id);
-  return !isZeroStamp(server.deleted) || server.fields.size > 0;
+  return hasStamps(server);
 }
 
 /**
@@ -1129,7 +1139,7 @@ export class Store {
     try {
       return await this.tx([RECORDS, META, OUTBOX, SEALED], 'readwrite', `apply ${c}`, async (tx) => {
         const checked = guarded(tx, (check) => {
-          check(tx.objectStore(META).get(CURSOR_KEY + c), (v) => !equalBytes(v instanceof Uint8Array ? v : new Uint8Array(0), after));
+          check(tx.objectStore(META).get(CURSOR_KEY + c), (v) => !equalBytes(storedCursor(v), after));
           check(tx.objectStore(OUTBOX).index('record').getAll(this.keyRange.bound([c], [c, []])), (entries) => entries.some((/** @type {OutboxEntry} */ e) => prepared.puts.has(e.id)));
         });
         this.putPage(tx, c, prepared);
@@ -1231,7 +1241,7 @@ export class Store {
    */
   async cursor(c) {
     const v = await this.getMeta(CURSOR_KEY + c);
-    return v instanceof Uint8Array ? v : new Uint8Array(0);
+    return storedCursor(v);
   }
 
   /**
@@ -1268,7 +1278,7 @@ export class Store {
     return this.tx([META, RECORDS], 'readonly', `first pull of ${c}`, async (tx) => {
       const meta = tx.objectStore(META);
       const [cursor, heal, reread] = await Promise.all([req(meta.get(CURSOR_KEY + c)), req(meta.get(HEAL_KEY + c)), req(meta.get(REREAD_KEY + c))]);
-      if ((cursor instanceof Uint8Array && cursor.length > 0) || heal === true || reread === true) return false;
+      if (storedCursor(cursor).length > 0 || heal === true || reread === true) return false;
       return new Promise((resolve, reject) => {
         const r = tx.objectStore(RECORDS).openCursor(this.keyRange.bound([c], [c, []]));
         r.onerror = () => reject(r.error);

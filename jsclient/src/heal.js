@@ -7,7 +7,7 @@
 import { ConvergoError } from './errors.js';
 import { compareStamps, isZeroStamp } from './hlc.js';
 import { DEFAULTS, PATHS, STATUSES } from './constants.js';
-import { decodeRecord, emptyRecord, encodeChange, encodeRecord } from './record.js';
+import { decodeRecord, emptyRecord, encodeChange, encodeRecord, hasStamps } from './record.js';
 import { encodePush, encodeRestore, parsePushAnswer, parseRestoreAnswer } from './protocol.js';
 import { RECORDS, SEALED, baseOf, decodeStored, fromStored, req, sealOf } from './db.js';
 
@@ -76,7 +76,7 @@ export function healPlan(store, c, prefix) {
         if (g && compareStamps(g.stamp, f.stamp) === 0) continue;
         part.fields.set(name, f);
       }
-      if (!isZeroStamp(part.deleted) || part.fields.size > 0) mine.push(part);
+      if (hasStamps(part)) mine.push(part);
     }
     return { sealed, mine };
   });

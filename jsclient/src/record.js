@@ -94,6 +94,15 @@ export function cloneRecord(r) {
 }
 
 /**
+ * Whether r holds any stamp: a delete or a field (set or unset). An empty
+ * record is a write of nothing, or a server state never acknowledged.
+ * @param {Record} r
+ */
+export function hasStamps(r) {
+  return !isZeroStamp(r.deleted) || r.fields.size > 0;
+}
+
+/**
  * Whether r has at least one visible field with a value.
  * @param {Record} r
  */
