@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -90,7 +89,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, h handlerFunc)
 		if errors.As(err, &tooBig) {
 			return proto.Errorf(proto.CodeTooLarge, "request body over %d bytes", s.limits.MaxBodyBytes)
 		}
-		if errors.Is(err, os.ErrDeadlineExceeded) {
+		if isTimeout(err) {
 			return proto.Errorf(proto.CodeMalformed, "request body not received within %v", s.limits.RequestTimeout)
 		}
 		return proto.Errorf(proto.CodeMalformed, "reading the body: %v", err)
