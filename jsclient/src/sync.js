@@ -985,8 +985,9 @@ export class Syncer {
         replaced?.clear();
         if (!seen && resetAction(page.reset.reason) === 'lease_expired') return this.reconcile(c);
         await this.healOwed();
+        // onReset forgot the stored cursor: the next write builds on none.
         cursor = new Uint8Array(0);
-        written = await this.store.cursor(c);
+        written = cursor;
         first = await this.store.isEmpty(c);
         continue; // from the beginning
       }
