@@ -528,12 +528,7 @@ func (c *liveConn) tryPut(f frame) (bool, <-chan struct{}) {
 		return false, room
 	}
 	c.pushLocked(f)
-	start := !c.writing
-	c.writing = true
-	c.qmu.Unlock()
-	if start {
-		c.s.writers.run(c)
-	}
+	c.unlockWake(true)
 	return true, nil
 }
 
@@ -565,12 +560,7 @@ func (c *liveConn) offer(m *member, f frame) int {
 		return offerQueued // dropped: the session is ending and m with it
 	case c.parked == nil && c.fitsLocked(f):
 		c.pushLocked(f)
-		start := !c.writing
-		c.writing = true
-		c.qmu.Unlock()
-		if start {
-			c.s.writers.run(c)
-		}
+		c.unlockWake(true)
 		return offerQueued
 	case c.parked == nil:
 		c.parked = &parkedFrame{m: m, f: f}
@@ -599,12 +589,10 @@ func (c *liveConn) takeTurn(m *member) bool {
 	return true
 }
 
-// endTurn gives the read turn back; waiting members are woken by the
-// writer.
-func (c *liveConn) endTurn() {
-	c.qmu.Lock()
-	c.turn = false
-	start := !c.writing && len(c.waiting) > 0
+// unlockWake unlocks qmu, held by the caller, and with work for the
+// writer (wake) has one write the connection's queue unless one does.
+func (c *liveConn) unlockWake(wake bool) {
+	start := wake && !c.writing
 	if start {
 		c.writing = true
 	}
@@ -612,6 +600,14 @@ func (c *liveConn) endTurn() {
 	if start {
 		c.s.writers.run(c)
 	}
+}
+
+// endTurn gives the read turn back; waiting members are woken by the
+// writer.
+func (c *liveConn) endTurn() {
+	c.qmu.Lock()
+	c.turn = false
+	c.unlockWake(len(c.waiting) > 0)
 }
 
 // unpark empties the parking place if m's page is in it, and reports
@@ -624,14 +620,7 @@ func (c *liveConn) unpark(m *member) bool {
 		return false
 	}
 	c.parked = nil
-	start := !c.writing && len(c.waiting) > 0
-	if start {
-		c.writing = true
-	}
-	c.qmu.Unlock()
-	if start {
-		c.s.writers.run(c)
-	}
+	c.unlockWake(len(c.waiting) > 0)
 	return true
 }
 
@@ -646,12 +635,7 @@ func (c *liveConn) owe(m *member, reset *proto.ResetInfo) {
 	c.mu.Unlock()
 	c.qmu.Lock()
 	c.owed = true
-	start := !c.writing
-	c.writing = true
-	c.qmu.Unlock()
-	if start {
-		c.s.writers.run(c)
-	}
+	c.unlockWake(true)
 }
 
 // fatal sends an error message and closes the connection after it, with
@@ -696,12 +680,7 @@ func (c *liveConn) wantControl(set func()) {
 		return
 	}
 	set()
-	start := !c.writing
-	c.writing = true
-	c.qmu.Unlock()
-	if start {
-		c.s.writers.run(c)
-	}
+	c.unlockWake(true)
 }
 
 // batchBytes is about how many bytes one writer batch holds: small frames
