@@ -15,6 +15,11 @@
 #   4  initial sync of 100,000 records into Chromium's IndexedDB; put with
 #      10 live queries and putMany beside raw IndexedDB (live.mjs)
 #   5  server memory per idle WebSocket, client heap for 100,000 records
+#   6  the DynamoDB store at scale: 8 pushers over 2 store instances against
+#      1 pusher, the store against raw TransactWriteItems of the same shape,
+#      streams off and on; with streams on every side of every row on an
+#      emulator started fresh for it (scripts/ddb-private.sh), since DynamoDB
+#      Local's cost per streamed write grows with its stream history
 # A scenario whose prerequisites are missing (a service, Chromium) is
 # skipped with a line saying why; the others still run. The server under
 # test is the server command (cmd/convergo serve -rate -1 -max-conns
@@ -34,7 +39,7 @@ main() {
 	cd "$(dirname "$0")/.."
 	ROOT=$PWD
 	RUNS=${BENCH_RUNS:-7}
-	ONLY=" ${BENCH_ONLY:-1 2 3 4 5} "
+	ONLY=" ${BENCH_ONLY:-1 2 3 4 5 6} "
 	RAW=results/raw
 	BIN=$ROOT/bin
 	start=$(date +%s)
@@ -138,6 +143,37 @@ main() {
 	if want 5; then
 		ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 		run s5-conns 200 "$BIN/convergo-bench" conns "${SERVER[@]}" -runs 2
+	fi
+
+	# Scenario 6: the DynamoDB store at scale, on private emulators (never the
+	# shared one, whose stream history grows with every test run). Streams
+	# off: one fresh emulator for all rows. Streams on: a fresh emulator per
+	# side of every row, each warmed up on a table without a stream.
+	if want 6; then
+		if [[ -f scripts/ddb-private.sh ]] && command -v java >/dev/null; then
+			local r6=${BENCH_DDB_RUNS:-3} ddb=("$BIN/convergo-bench" ddbstore -collections 1 -dur 3s -warmup 2s)
+			fresh() { # fresh NAME BUDGET CMD...: run on an emulator started for it
+				(
+					eval "$(bash scripts/ddb-private.sh start 2>>"$RAW/ddb-private.log")" || { log "$1: no private DynamoDB Local (see $RAW/ddb-private.log)"; exit; }
+					run "$@"
+					bash scripts/ddb-private.sh stop 2>>"$RAW/ddb-private.log"
+				)
+			}
+			fresh s6-ddb-off 300 "${ddb[@]}" -pushers 1,8 -batches 1,10,100 -runs "$r6"
+			fresh s6-ddb-off-8c 120 "$BIN/convergo-bench" ddbstore -pushers 8 -collections 8 -batches 1,10,100 -dur 3s -warmup 2s
+			local r b p side
+			for ((r = 1; r <= r6; r++)); do
+				for b in 1 10 100; do
+					for p in 1 8; do
+						for side in store raw; do
+							fresh "s6-ddb-on-$r-$b-$p-$side" 60 "${ddb[@]}" -stream -pushers "$p" -batches "$b" -side "$side"
+						done
+					done
+				done
+			done
+		else
+			log "DynamoDB at scale skipped: java or scripts/ddb-private.sh missing"
+		fi
 	fi
 
 	wall=$(($(date +%s) - start))

@@ -27,11 +27,17 @@ import (
 // against raw TransactWriteItems of the same shape on the same DynamoDB
 // Local, in the same run, with the same stream setting on both tables:
 //
-//	convergo-bench ddbstore [-pushers 1,8] [-collections 1,8] [-batches 1,10,100] [-shards 1,4] [-dur 5s] [-stream] [-turn 200ms] [-debug]
+//	convergo-bench ddbstore [-pushers 1,8] [-collections 1,8] [-batches 1,10,100] [-shards 1,4] [-dur 5s] [-stream] [-turn 200ms] [-side both|store|raw] [-warmup 2s] [-debug]
 //
 // Run it against a private, freshly started emulator
 // (scripts/ddb-private.sh): DynamoDB Local's cost per streamed write grows
-// with its stream history. Pushers are spread over two store instances (two
+// with its stream history, so with -stream the side measured second, and
+// every later row, pays for what was written before it. -side measures
+// one side only, so that a driver (scripts/bench.sh, scenario 6) can give
+// each side of each row an emulator of its own; -warmup first runs the
+// measured side's shape for that long on a table without a stream and
+// throws the figure away (the emulator's first seconds are its JIT's, and
+// a table without a stream adds no stream history). Pushers are spread over two store instances (two
 // servers on one table) when there are more than one; each push is one
 // Apply of -batch new records (a 36-byte title and a client stamp). The raw
 // side runs as many workers, each committing transactions of the store's
@@ -59,11 +65,17 @@ func runDDBStore(args []string) error {
 	runs := fs.Int("runs", 1, "runs per figure")
 	shardList := fs.String("shards", "1", "log shards per collection (K)")
 	turnList := fs.String("turn", "0", "dynamodb.Config.CommitTurn, a list (e.g. 0,-1): 0 the store's default, negative no turns")
+	side := fs.String("side", "both", "what to measure: both, store (the store's Apply only) or raw (the raw ceiling only)")
+	warmup := fs.Duration("warmup", 0, "before the first row, run the measured side(s) this long on a table without a stream, unrecorded")
 	debug := fs.Bool("debug", false, "the store's debug log (each cancelled transaction's reasons) to stderr")
 	fs.Parse(args)
 	var logger *slog.Logger
 	if *debug {
 		logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	doStore, doRaw := *side == "both" || *side == "store", *side == "both" || *side == "raw"
+	if !doStore && !doRaw {
+		return fmt.Errorf("-side %q: want both, store or raw", *side)
 	}
 	ep := os.Getenv("CONVERGO_DYNAMODB_ENDPOINT")
 	if ep == "" {
@@ -98,6 +110,7 @@ func runDDBStore(args []string) error {
 		}
 		turns = append(turns, d)
 	}
+	warm := *warmup > 0
 	for run := 1; run <= *runs; run++ {
 		for _, turnLen := range turns {
 			for _, k := range ints(*shardList) {
@@ -108,18 +121,33 @@ func runDDBStore(args []string) error {
 							// the more stream records it keeps: the side measured
 							// second pays for the first's. Odd runs measure the
 							// store first, even runs the raw ceiling.
+							if warm {
+								warm = false
+								if doStore {
+									if _, err := measureStore(ctx, client, counts, nil, turnLen, p, nc, b, k, *warmup, false); err != nil {
+										return fmt.Errorf("warm-up: %w", err)
+									}
+								}
+								if doRaw {
+									if _, err := measureRaw(ctx, client, p, b, *warmup, false); err != nil {
+										return fmt.Errorf("warm-up: %w", err)
+									}
+								}
+							}
 							var raw rawFigure
-							if run%2 == 0 {
+							var st storeFigure
+							if doRaw && run%2 == 0 {
 								if raw, err = measureRaw(ctx, client, p, b, *dur, *stream); err != nil {
 									return err
 								}
 							}
-							st, err := measureStore(ctx, client, counts, logger, turnLen, p, nc, b, k, *dur, *stream)
-							if err != nil {
-								return err
+							if doStore {
+								if st, err = measureStore(ctx, client, counts, logger, turnLen, p, nc, b, k, *dur, *stream); err != nil {
+									return err
+								}
 							}
 							perChange := counts.per(st.changes)
-							if run%2 == 1 {
+							if doRaw && run%2 == 1 {
 								if raw, err = measureRaw(ctx, client, p, b, *dur, *stream); err != nil {
 									return err
 								}
@@ -134,9 +162,14 @@ func runDDBStore(args []string) error {
 							if turnLen < 0 {
 								scen += ", no commit turns"
 							}
-							emit(sample{Scenario: scen, Metric: "items written/s", Unit: "/s", Better: "higher", Impl: "dynamodb store Apply", Ours: true, Run: run, Value: storeItems,
-								Note: fmt.Sprintf("%.0f changes/s; %d transactions committed, %d cancelled; %d turn waits, %d yields; requests per change: %s", st.rate, st.committed, st.cancelled, st.waits, st.yields, perChange)})
-							emit(sample{Scenario: scen, Metric: "items written/s", Unit: "/s", Better: "higher", Impl: "raw TransactWriteItems, same shape", Limit: true, Run: run, Value: raw.rate})
+							if doStore {
+								emit(sample{Scenario: scen, Metric: "items written/s", Unit: "/s", Better: "higher", Impl: "dynamodb store Apply", Ours: true, Run: run, Value: storeItems,
+									Note: fmt.Sprintf("%.0f changes/s; %d transactions committed, %d cancelled; %d turn waits, %d yields; requests per change: %s", st.rate, st.committed, st.cancelled, st.waits, st.yields, perChange)})
+								emit(scaleSample(p, nc, b, k, turnLen, streamNote, run, st.rate))
+							}
+							if doRaw {
+								emit(sample{Scenario: scen, Metric: "items written/s", Unit: "/s", Better: "higher", Impl: "raw TransactWriteItems, same shape", Limit: true, Run: run, Value: raw.rate})
+							}
 						}
 					}
 				}
@@ -144,6 +177,24 @@ func runDDBStore(args []string) error {
 		}
 	}
 	return nil
+}
+
+// scaleSample is the store's rate beside the same row with one pusher:
+// the "8 pushers over 2 instances reach ≥ 0.9× one pusher". One
+// pusher is the reference (Limit); any other count is ours, so the report
+// prints their ratio when both were measured, in one invocation or in
+// several (scripts/bench.sh gives each its own emulator).
+func scaleSample(pushers, colls, batch, shards int, turnLen time.Duration, streamNote string, run int, rate float64) sample {
+	scen := fmt.Sprintf("DynamoDB store Apply, pushers over 2 instances against 1 pusher, %d collections, batch %d, K=%d, %s", colls, batch, shards, streamNote)
+	if turnLen < 0 {
+		scen += ", no commit turns"
+	}
+	s := sample{Scenario: scen, Metric: "changes/s", Unit: "/s", Better: "higher", Run: run, Value: rate, Ours: true,
+		Impl: fmt.Sprintf("%d pushers over %d instances", pushers, min(pushers, 2))}
+	if pushers == 1 {
+		s.Impl, s.Ours, s.Limit = "1 pusher, 1 instance", false, true
+	}
+	return s
 }
 
 func turnName(d time.Duration) string {
