@@ -378,11 +378,12 @@ func runFanout(args []string) error {
 		var p99s []float64
 		for run := range *runs {
 			name := fmt.Sprintf("%s-%dsubs-run%d", kind, *subs, run)
-			lat, missing, cost, err := fanoutRun(ctx, *bin, kind, *subs, *writes, *interval, *profDir, name, *receiver)
+			lat, host, missing, cost, err := fanoutRun(ctx, *bin, kind, *subs, *writes, *interval, *profDir, name, *receiver)
 			if err != nil {
 				return fmt.Errorf("%s run %d: %w", kind, run, err)
 			}
 			slices.Sort(lat)
+			slices.Sort(host)
 			note := fmt.Sprintf("%d writes %s apart; %d deliveries", *writes, *interval, len(lat))
 			if len(lat) > 0 {
 				// The generator's row is "ours" so that the table prints it:
@@ -405,15 +406,27 @@ func runFanout(args []string) error {
 			for _, t := range slices.Sorted(maps.Keys(cost.others)) {
 				note += fmt.Sprintf(", %d %s messages", cost.others[t], t)
 			}
+			// Two clocks for one delivery: "receipt" is the generator's read,
+			// "arrival" the kernel's receive timestamp (fanoutRun). Each is
+			// printed beside the target.
 			for _, q := range []struct {
 				name string
+				lat  []float64
 				p    float64
-			}{{"p50 push→receipt", 0.50}, {"p99 push→receipt", 0.99}, {"max push→receipt", 1}} {
-				v := quantile(lat, q.p)
+			}{
+				{"p50 push→receipt", lat, 0.50}, {"p99 push→receipt", lat, 0.99}, {"max push→receipt", lat, 1},
+				{"p50 push→arrival", host, 0.50}, {"p99 push→arrival", host, 0.99}, {"max push→arrival", host, 1},
+			} {
+				if len(q.lat) == 0 {
+					continue
+				}
+				v := quantile(q.lat, q.p)
 				emit(sample{Scenario: title, Metric: q.name, Unit: "ms", Better: "lower", Impl: "Convergo server",
 					Ours: true, Run: run, Value: v, Note: note})
 				if q.p == 0.99 {
-					p99s = append(p99s, v)
+					if q.name == "p99 push→receipt" {
+						p99s = append(p99s, v)
+					}
 					if t := fanoutTarget(kind, *subs, *interval, singleP99); t > 0 {
 						emit(sample{Scenario: title, Metric: q.name, Unit: "ms", Better: "lower", Impl: targetImpl,
 							Limit: true, Run: run, Value: t})
@@ -469,7 +482,13 @@ type fanoutCost struct {
 // process writes a CPU profile of the write phase (from the first push
 // until the last delivery or the wait's end) to
 // profileDir/profileName-srvI.pprof.
-func fanoutRun(ctx context.Context, bin, kind string, subs, writes int, interval time.Duration, profileDir, profileName, receiver string) (lat []float64, missing int, cost fanoutCost, err error) {
+//
+// lat holds each delivery's latency from its push to the generator's read
+// that completed it, host the same to its arrival at the host (the
+// kernel's receive timestamp; empty where the receiver has none): the
+// first includes the generator's own backlog, one core reading every
+// subscriber, which a fleet of real clients does not share.
+func fanoutRun(ctx context.Context, bin, kind string, subs, writes int, interval time.Duration, profileDir, profileName, receiver string) (lat, host []float64, missing int, cost fanoutCost, err error) {
 	var servers []*child
 	defer func() {
 		for _, s := range servers {
@@ -484,13 +503,13 @@ func fanoutRun(ctx context.Context, bin, kind string, subs, writes int, interval
 		}
 		url, clean, err := storeURL(store)
 		if err != nil {
-			return nil, 0, cost, err
+			return nil, nil, 0, cost, err
 		}
 		defer clean()
 		for range n {
 			s, err := startReal(bin, url)
 			if err != nil {
-				return nil, 0, cost, err
+				return nil, nil, 0, cost, err
 			}
 			servers = append(servers, s)
 		}
@@ -503,7 +522,7 @@ func fanoutRun(ctx context.Context, bin, kind string, subs, writes int, interval
 		for range n {
 			s, err := startChild("-store", kind, "-prefix", prefix)
 			if err != nil {
-				return nil, 0, cost, err
+				return nil, nil, 0, cost, err
 			}
 			servers = append(servers, s)
 		}
@@ -549,10 +568,12 @@ func fanoutRun(ctx context.Context, bin, kind string, subs, writes int, interval
 	wg.Wait()
 	close(errs)
 	if err := <-errs; err != nil {
-		return nil, 0, cost, fmt.Errorf("subscriber: %w", err)
+		return nil, nil, 0, cost, fmt.Errorf("subscriber: %w", err)
 	}
+	hostSub := make([][]float64, subs) // the same, at the kernel's receive timestamps
 	for i := range perSub {
 		perSub[i] = make([]float64, 0, writes)
+		hostSub[i] = make([]float64, 0, writes)
 	}
 	var othersMu sync.Mutex
 	others := map[string]int{} // messages other than changes, by type
@@ -560,15 +581,18 @@ func fanoutRun(ctx context.Context, bin, kind string, subs, writes int, interval
 	if receiver == "goroutines" {
 		receive = receiveEach
 	}
-	stopSubs, err := receive(conns, base, func(i int, msg []byte, now int64) {
-		// now is the receipt of the complete message that holds the change.
+	stopSubs, err := receive(conns, base, func(i int, msg []byte, at arrival) {
+		// at is the arrival of the complete message that holds the change.
 		changes, _ := recordIDs(msg, func(id []byte) {
 			k, ok := writeIndex(id)
 			if !ok || k >= writes {
 				return
 			}
 			if t0 := sent[k].Load(); t0 > 0 {
-				perSub[i] = append(perSub[i], float64(now-t0)/1e6)
+				perSub[i] = append(perSub[i], float64(at.read-t0)/1e6)
+				if at.host >= 0 {
+					hostSub[i] = append(hostSub[i], float64(at.host-t0)/1e6)
+				}
 				delivered.Add(1)
 			}
 		})
@@ -583,13 +607,13 @@ func fanoutRun(ctx context.Context, bin, kind string, subs, writes int, interval
 		}
 	})
 	if err != nil {
-		return nil, 0, cost, err
+		return nil, nil, 0, cost, err
 	}
 	defer stopSubs()                   // before closeAll: the receiver reads their descriptors
 	time.Sleep(500 * time.Millisecond) // let the subscriptions settle
 	if profileDir != "" {
 		if err := profileServers(servers, "start", profileDir, profileName); err != nil {
-			return nil, 0, cost, err
+			return nil, nil, 0, cost, err
 		}
 	}
 	cpu0, reads0 := serversCPU(servers), serversReads(servers)
@@ -599,12 +623,12 @@ func fanoutRun(ctx context.Context, bin, kind string, subs, writes int, interval
 	for k := range writes {
 		s, err := w.clock.Now(time.Now().UnixMilli())
 		if err != nil {
-			return nil, 0, cost, err
+			return nil, nil, 0, cost, err
 		}
 		ch := crdt.Change{Collection: transport.DemoCollection, Record: crdt.SetField("w"+strconv.Itoa(k), "title", benchValue, s)}
 		sent[k].Store(time.Since(base).Nanoseconds())
 		if _, err := httpPush(ctx, client, servers[0].url, w.replica, []crdt.Change{ch}); err != nil {
-			return nil, 0, cost, err
+			return nil, nil, 0, cost, err
 		}
 		time.Sleep(interval)
 	}
@@ -620,15 +644,16 @@ func fanoutRun(ctx context.Context, bin, kind string, subs, writes int, interval
 	}
 	if profileDir != "" {
 		if err := profileServers(servers, "stop", "", ""); err != nil {
-			return nil, 0, cost, err
+			return nil, nil, 0, cost, err
 		}
 	}
 	stopSubs() // perSub is the receiver's until it has stopped
-	for _, l := range perSub {
+	for i, l := range perSub {
 		lat = append(lat, l...)
+		host = append(host, hostSub[i]...)
 	}
 	cost.others = others
-	return lat, subs*writes - len(lat), cost, nil
+	return lat, host, subs*writes - len(lat), cost, nil
 }
 
 // fanoutServers is how many server processes a fan-out on kind runs: two

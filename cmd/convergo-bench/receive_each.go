@@ -8,10 +8,10 @@ import (
 // receiveEach reads the messages of every subscriber in subs until the
 // returned stop (idempotent) is called, with a goroutine per subscriber
 // (receiveEpoll waits on one epoll set instead). on is called with subs[i]'s complete
-// message and the time (monotonic nanoseconds since base) it was read;
-// msg is valid during the call only. on is called from the goroutine of
+// message and when it was read (arrival.host is not known: -1); msg is
+// valid during the call only. on is called from the goroutine of
 // subscriber i.
-func receiveEach(subs []*rawSub, base time.Time, on func(i int, msg []byte, now int64)) (stop func(), err error) {
+func receiveEach(subs []*rawSub, base time.Time, on func(i int, msg []byte, at arrival)) (stop func(), err error) {
 	var wg sync.WaitGroup
 	for i, s := range subs {
 		wg.Add(1)
@@ -22,7 +22,7 @@ func receiveEach(subs []*rawSub, base time.Time, on func(i int, msg []byte, now 
 				if err != nil {
 					return
 				}
-				on(i, m, time.Since(base).Nanoseconds())
+				on(i, m, arrival{read: time.Since(base).Nanoseconds(), host: -1})
 			}
 		}()
 	}
@@ -33,3 +33,12 @@ func receiveEach(subs []*rawSub, base time.Time, on func(i int, msg []byte, now 
 		wg.Wait()
 	}), nil
 }
+
+// arrival is when a subscriber's message arrived, in nanoseconds since the
+// receiver's base time: read, when the read that completed it returned in
+// the load generator; host, when the last segment of that read reached
+// the host's network stack (the kernel's receive timestamp; -1: not
+// known). On loopback host is the moment the server's write handed the
+// segment over, so host - push is the server's latency whatever the
+// generator's own backlog, and read - host is the generator's.
+type arrival struct{ read, host int64 }
