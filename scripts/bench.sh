@@ -11,7 +11,8 @@
 #      both redis-benchmark -P 16, in the same run; server and Redis CPU
 #      per field change)
 #   3  WebSocket fan-out latency, 1,000 and 10,000 subscribers, store reads and CPU per delivery
-#      (server and generator), each row beside the target
+#      (server and generator), each row beside the target; the
+#      floor of the same fan-outs (one write(2) per subscriber, no server)
 #   4  initial sync of 100,000 records into Chromium's IndexedDB; put with
 #      10 live queries and putMany beside raw IndexedDB (live.mjs)
 #   5  server memory per idle WebSocket, client heap for 100,000 records
@@ -127,6 +128,12 @@ main() {
 		# (results/raw/profiles; go tool pprof -top bin/convergo-bench FILE).
 		run s3-fanout-reads 240 "${pin[@]}" "$BIN/convergo-bench" fanout -stores memory -runs 5 -cpuprofile "$RAW/profiles"
 		run s3-fanout-10k 420 "${pin[@]}" "$BIN/convergo-bench" fanout -stores memory -subs 10000 -writes 25 -interval 200ms -runs 5 -cpuprofile "$RAW/profiles"
+		# The floor of the same fan-outs on this machine: one write(2) per
+		# subscriber from the server's core, no server. Both ends of every
+		# connection are in one process, so the 10,000 row has 9,990 under
+		# a 20,000-descriptor limit.
+		run s3-fanfloor 90 "${pin[@]}" "$BIN/convergo-bench" fanfloor -runs 5 -writes 30
+		run s3-fanfloor-10k 120 "${pin[@]}" "$BIN/convergo-bench" fanfloor -subs 9990 -writes 25 -interval 200ms -runs 5
 	fi
 
 	# Scenario 4 and the client half of 5: Chromium.
