@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/gobwas/ws"
@@ -35,10 +36,13 @@ import (
 //     any connection on other systems or with Config's noPoll, is read by
 //     a goroutine of its own instead: the same code, only the loop
 //     around it differs;
-//   - writing: the server's pool of writers (writers.go): a writer takes a
-//     connection with queued frames, writes what is queued (owed resyncs
-//     and control frames first) under one deadline with one writev, and
-//     moves on;
+//   - writing: a broadcast page offered to a connection with nothing
+//     queued and no writer is written at once by the group's goroutine,
+//     with one write that does not wait (writeDirect); otherwise, and for
+//     what such a write leaves, the server's pool of writers (writers.go):
+//     a writer takes a connection with queued frames, writes what is
+//     queued (owed resyncs and control frames first) under one deadline
+//     with one writev, and moves on;
 //   - the server's one pinger (ping.go) has a ping written to every
 //     connection each PingInterval, spread over the interval, and closes
 //     connections silent for IdleTimeout;
@@ -89,7 +93,20 @@ type liveConn struct {
 	closeSent atomic.Bool // our close frame is written (or being written)
 	draining  atomic.Bool // read only for the client's close: the session is ending
 	ended     sync.Once   // finish
-	wmu       sync.Mutex  // one write on the socket at a time: a writer's batch, a close
+	// wmu orders the writes on the socket, one at a time: a writer's
+	// batch, a close, a direct write. A direct write that leaves part of
+	// its frame keeps wmu locked for the writer that writes the rest
+	// (rest), so that no other frame comes into the middle of it.
+	wmu sync.Mutex
+
+	// sock is the socket, nil when it cannot be had (TLS, a listener's
+	// own connection type, other systems): the poller registers it, and
+	// broadcast pages are written on it directly (writeDirect) with dbuf,
+	// dn and dsend (c.sendNow, bound once), under wmu.
+	sock  syscall.RawConn
+	dbuf  []byte
+	dn    int
+	dsend func(fd uintptr)
 
 	tmu      sync.Mutex // guards the timers
 	noHello  *time.Timer
@@ -99,10 +116,12 @@ type liveConn struct {
 	qmu     sync.Mutex // guards the send queue below
 	frames  []frame    // queued, oldest first
 	qbytes  int64      // bytes of frames and of those being written
-	writing bool       // a writer holds the connection (or it is dead)
+	rest    []byte     // the end of a frame writeDirect began: first out, under the wmu it keeps
+	writing bool       // a writer (or a direct write) holds the connection (or it is dead)
 	dead    bool       // writes ended: nothing is queued any more
 	idle    chan struct{}
-	room    chan struct{} // closed and replaced whenever room frees
+	room    chan struct{} // closed and replaced when room frees, if awaited
+	awaited bool          // room is awaited: a put waits on it
 	parked  *parkedFrame  // the one page waiting for room (broadcast.go)
 	waiting []*member     // members refused the parking place
 	owed    bool          // resyncs to write first
@@ -201,11 +220,15 @@ func (s *Server) serveLive(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &liveConn{
 		s: s, nc: nc, raw: raw, addr: addr, ctx: ctx, cancel: cancel, id: sw.Header().Get(proto.HeaderRequestID),
+		sock:    socketOf(raw),
 		pending: pending,
 		rateKey: "addr:" + addr,
 		room:    make(chan struct{}),
 		subs:    map[string]*member{},
 		resyncs: map[string]*proto.ResetInfo{},
+	}
+	if c.sock != nil {
+		c.dsend = c.sendNow
 	}
 	c.heard.Store(s.now().UnixNano())
 	s.mu.Lock()
@@ -524,6 +547,7 @@ func (c *liveConn) tryPut(f frame) (bool, <-chan struct{}) {
 	}
 	if !c.fitsLocked(f) {
 		room := c.room
+		c.awaited = true
 		c.qmu.Unlock()
 		return false, room
 	}
@@ -550,8 +574,9 @@ const (
 )
 
 // offer queues a changes page of m without waiting; a page that finds no
-// room is parked, if the parking place is free (broadcast.go). Called with
-// m's group locked.
+// room is parked, if the parking place is free (broadcast.go). A page
+// that finds the connection with nothing to write and no writer is
+// written at once instead (writeDirect). Called with m's group locked.
 func (c *liveConn) offer(m *member, f frame) int {
 	c.qmu.Lock()
 	switch {
@@ -559,6 +584,16 @@ func (c *liveConn) offer(m *member, f frame) int {
 		c.qmu.Unlock()
 		return offerQueued // dropped: the session is ending and m with it
 	case c.parked == nil && c.fitsLocked(f):
+		// The direct path: nothing queued or owed, no writer, no close
+		// sent, and wmu free at once (a close being written holds it: the
+		// page is queued rather than have the group wait).
+		if c.dsend != nil && !c.writing && !c.workLocked() && !m.stopped.Load() && !c.closeSent.Load() && c.wmu.TryLock() {
+			c.writing = true
+			c.qbytes += int64(len(f.data))
+			c.qmu.Unlock()
+			c.writeDirect(f)
+			return offerQueued
+		}
 		c.pushLocked(f)
 		c.unlockWake(true)
 		return offerQueued
@@ -571,6 +606,62 @@ func (c *liveConn) offer(m *member, f frame) int {
 		c.qmu.Unlock()
 		return offerBusy
 	}
+}
+
+// workLocked reports whether the connection has work for a writer: queued
+// frames, owed resyncs, control frames, a parked page or members to wake.
+func (c *liveConn) workLocked() bool {
+	return len(c.frames) > 0 || c.owed || c.ping || c.wantP || c.parked != nil || len(c.waiting) > 0
+}
+
+// writeDirect is the broadcast's fast path: the caller, a group's
+// goroutine, holds the connection's writing flag and wmu (offer), and
+// writes f with one write on the socket that does not wait, with no
+// deadline: a socket with room takes it whole. What the socket does not
+// take (all of it, when the socket is full) is left in rest for the pool's
+// writers, with wmu still locked, so that the rest goes out before any
+// other frame and under the deadline of the writers' path, which handles
+// a slow or stalled client as for any queued frame. The page is counted
+// here, once.
+func (c *liveConn) writeDirect(f frame) {
+	n := len(f.data) // a page after our close frame is dropped, as writeBatch drops it
+	if !c.closeSent.Load() {
+		c.countPage(f)
+		c.dbuf, c.dn = f.data, 0
+		if c.sock.Control(c.dsend) != nil {
+			c.dn = 0 // the socket is closing: the writer's write says why
+		}
+		n = c.dn
+		c.dbuf = nil
+		if n == len(f.data) {
+			c.s.metrics.directWhole.Inc()
+		} else {
+			c.s.metrics.directPartial.Inc()
+		}
+	}
+	rest := f.data[n:]
+	if len(rest) == 0 {
+		c.wmu.Unlock()
+	}
+	c.qmu.Lock()
+	if c.dead { // endWrites dropped the queue and its bytes
+		if len(rest) > 0 {
+			c.wmu.Unlock()
+		}
+		c.writing = false
+		c.signalIdleLocked()
+		c.qmu.Unlock()
+		return
+	}
+	c.qbytes -= int64(n)
+	c.freedLocked()
+	if len(rest) > 0 {
+		c.rest = rest
+		c.qmu.Unlock()
+		c.s.writers.run(c)
+		return
+	}
+	c.unlockHandOff()
 }
 
 // takeTurn takes the connection's read turn for a page read for one of
@@ -587,6 +678,20 @@ func (c *liveConn) takeTurn(m *member) bool {
 	}
 	c.turn = true
 	return true
+}
+
+// unlockHandOff unlocks qmu, held by the caller with the writing flag,
+// and hands the connection to a writer if there is work for one (queued
+// while the caller wrote), or lets go of it.
+func (c *liveConn) unlockHandOff() {
+	work := c.workLocked()
+	if !work {
+		c.writing = false
+	}
+	c.qmu.Unlock()
+	if work {
+		c.s.writers.run(c)
+	}
 }
 
 // unlockWake unlocks qmu, held by the caller, and with work for the
@@ -702,6 +807,15 @@ func (c *liveConn) flush() {
 			c.qmu.Unlock()
 			return
 		}
+		if rest := c.rest; rest != nil {
+			c.rest = nil
+			c.qmu.Unlock()
+			if !c.writeRest(rest) {
+				c.endWrites(true)
+				return
+			}
+			continue
+		}
 		owed := c.owed
 		c.owed = false
 		var ctl [][]byte
@@ -777,10 +891,7 @@ func (c *liveConn) writeBatch(owed bool, ctl [][]byte, batch []frame) bool {
 		if closing || (f.sub != nil && f.sub.stopped.Load()) {
 			continue
 		}
-		if f.sub != nil {
-			c.s.metrics.fanout.Inc()
-			c.s.metrics.fanoutRecs.Add(float64(f.recs))
-		}
+		c.countPage(f)
 		bufs = append(bufs, f.data)
 		if f.close != 0 && c.closeSent.CompareAndSwap(false, true) {
 			bufs = append(bufs, closeFrame(f.close, f.why))
@@ -805,25 +916,64 @@ func (c *liveConn) writeBatch(owed bool, ctl [][]byte, batch []frame) bool {
 		c.afterClose(err)
 		return false
 	case err != nil:
-		if isTimeout(err) {
-			// The client stopped reading: no close frame can reach it, so
-			// the log says why.
-			c.s.log.Info("live client not reading: closing", "addr", c.addr, "request", c.id, "after", c.s.timing.write)
-			err = errWriteTimeout
-		}
-		c.abort(err)
+		c.writeFailed(err)
 		return false
 	}
 	return true
+}
+
+// writeRest writes the end of a frame writeDirect began, under the wmu it
+// kept locked, and the writers' deadline; then it unlocks wmu and gives
+// back the bytes. It reports false when the connection's writes ended.
+func (c *liveConn) writeRest(rest []byte) bool {
+	_ = c.raw.SetWriteDeadline(time.Now().Add(c.s.timing.write))
+	_, err := c.raw.Write(rest)
+	c.wmu.Unlock()
+	c.release(int64(len(rest)))
+	if err != nil {
+		c.writeFailed(err)
+		return false
+	}
+	return true
+}
+
+// writeFailed ends the session after a failed write.
+func (c *liveConn) writeFailed(err error) {
+	if isTimeout(err) {
+		// The client stopped reading: no close frame can reach it, so
+		// the log says why.
+		c.s.log.Info("live client not reading: closing", "addr", c.addr, "request", c.id, "after", c.s.timing.write)
+		err = errWriteTimeout
+	}
+	c.abort(err)
+}
+
+// countPage counts a changes page going out, once: the end of a page
+// that writeDirect began is not a page of its own.
+func (c *liveConn) countPage(f frame) {
+	if f.sub != nil {
+		c.s.metrics.fanout.Inc()
+		c.s.metrics.fanoutRecs.Add(float64(f.recs))
+	}
 }
 
 // release gives back n queued bytes.
 func (c *liveConn) release(n int64) {
 	c.qmu.Lock()
 	c.qbytes -= n
-	close(c.room)
-	c.room = make(chan struct{})
+	c.freedLocked()
 	c.qmu.Unlock()
+}
+
+// freedLocked tells the puts waiting for room that bytes were given back.
+// The channel is replaced only when one waits on it: most releases find
+// none, and make no channel.
+func (c *liveConn) freedLocked() {
+	if c.awaited {
+		close(c.room)
+		c.room = make(chan struct{})
+		c.awaited = false
+	}
 }
 
 // endWrites ends the connection's writes: what is queued is dropped, and
@@ -836,8 +986,11 @@ func (c *liveConn) endWrites(writer bool) {
 	c.qbytes = 0
 	c.parked = nil
 	c.waiting = nil
-	close(c.room)
-	c.room = make(chan struct{})
+	if c.rest != nil { // a writer has not taken it: no one will finish it
+		c.rest = nil
+		c.wmu.Unlock()
+	}
+	c.freedLocked()
 	var idle chan struct{}
 	if writer {
 		c.writing = false

@@ -24,6 +24,12 @@ type metrics struct {
 	connsRefused *prometheus.CounterVec // reason: addr, total
 	bodyBytes    prometheus.Gauge
 	bodyRefused  prometheus.Counter
+
+	// directWrites counts the changes messages a broadcast group wrote
+	// itself (liveConn.writeDirect), by outcome; directWhole and
+	// directPartial are its two children.
+	directWrites               *prometheus.CounterVec
+	directWhole, directPartial prometheus.Counter
 }
 
 // newMetrics registers the server's collectors on reg. collected reads
@@ -63,6 +69,10 @@ func newMetrics(reg prometheus.Registerer, collected func() engine.CollectTotals
 			Namespace: "convergo", Name: "fanout_records_total",
 			Help: "Records sent to live subscribers.",
 		}),
+		directWrites: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "convergo", Name: "fanout_direct_writes_total",
+			Help: "Changes messages written at once by the broadcast, without a writer: whole, or partial (a writer wrote the rest). Part of fanout_messages_total.",
+		}, []string{"outcome"}),
 		resyncs: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "convergo", Name: "live_resyncs_total",
 			Help: "Subscriptions stopped with resync (slow consumers, store errors).",
@@ -84,7 +94,7 @@ func newMetrics(reg prometheus.Registerer, collected func() engine.CollectTotals
 			Help: "Requests answered 503 because the bodies in flight left no room for theirs.",
 		}),
 	}
-	for _, c := range []prometheus.Collector{m.requests, m.duration, m.pushChanges, m.pullRecords, m.liveConns, m.liveMsgs, m.fanout, m.fanoutRecs, m.resyncs,
+	for _, c := range []prometheus.Collector{m.requests, m.duration, m.pushChanges, m.pullRecords, m.liveConns, m.liveMsgs, m.fanout, m.fanoutRecs, m.directWrites, m.resyncs,
 		m.conns, m.connsRefused, m.bodyBytes, m.bodyRefused, newCollectMetrics(collected),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Namespace: "convergo", Name: "migration_dropped_fields_total",
@@ -94,6 +104,8 @@ func newMetrics(reg prometheus.Registerer, collected func() engine.CollectTotals
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}
 	}
+	m.directWhole = m.directWrites.WithLabelValues("whole")
+	m.directPartial = m.directWrites.WithLabelValues("partial")
 	m.connsRefused.WithLabelValues("addr")
 	m.connsRefused.WithLabelValues("total")
 	for _, s := range proto.Statuses {

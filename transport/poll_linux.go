@@ -5,6 +5,7 @@ package transport
 import (
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"syscall"
 
@@ -54,16 +55,11 @@ func newPoller(s *Server) *poller {
 // It reports false when c cannot be polled: its socket cannot be had, or
 // epoll failed; c's reading is then a goroutine's.
 func (p *poller) add(c *liveConn, arm bool) bool {
-	sc, ok := c.raw.(syscall.Conn)
-	if !ok {
-		return false
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
+	if c.sock == nil {
 		return false
 	}
 	fd := -1
-	if rc.Control(func(f uintptr) { fd = int(f) }) != nil || fd < 0 {
+	if c.sock.Control(func(f uintptr) { fd = int(f) }) != nil || fd < 0 {
 		return false
 	}
 	// Under c's poll lock, so that a session that ended first (remove saw
@@ -219,6 +215,34 @@ func (p *poller) run() {
 			}
 		}
 	}
+}
+
+// socketOf returns the socket of nc, or nil when it cannot be had.
+func socketOf(nc net.Conn) syscall.RawConn {
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return rc
+}
+
+// sendNow writes c.dbuf on the socket fd, which is non-blocking, and sets
+// c.dn to the bytes written: all of them when the socket has room, fewer
+// or none (EAGAIN, or an error the writers' write will meet again) when
+// it does not. It never waits: the broadcast's direct writes
+// (liveConn.writeDirect), under wmu. It goes through RawConn.Control
+// rather than Write, which would fail at once on a write deadline that a
+// past write left behind.
+func (c *liveConn) sendNow(fd uintptr) {
+	n, err := syscall.Write(int(fd), c.dbuf)
+	if err != nil || n < 0 {
+		n = 0
+	}
+	c.dn = n
 }
 
 // close releases the descriptors; every session has ended.
