@@ -45,7 +45,9 @@ import (
 // # Slow consumers
 //
 // Handing a page to a member queues it on the member's connection without
-// waiting. When the queue has no room (Limits.SendQueue messages,
+// waiting (or, when the connection has nothing else to write, writes it
+// with one write that does not wait: liveConn.writeDirect). When the
+// queue has no room (Limits.SendQueue messages,
 // Limits.MaxQueueBytes bytes), the page is parked on the connection, which
 // holds at most one parked page: the member sits out rounds until the
 // connection's writer moves the page into the queue, and a member parked

@@ -57,8 +57,10 @@
 // socket waits in the server's one epoll loop, and a pool of readers reads
 // what arrives (a connection whose socket cannot be had, such as TLS, and
 // every connection on other systems, is read by a goroutine of its own);
-// writes go through a shared pool of writers, which write the frame bytes
-// a broadcast encoded once; pings go through one pinger.
+// a broadcast encodes a page's frame once and writes it itself to each
+// connection with nothing else to write, with one write that does not
+// wait; other writes, and what such a write leaves, go through a shared
+// pool of writers; pings go through one pinger.
 //
 // # Untrusted input
 //

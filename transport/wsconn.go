@@ -20,8 +20,9 @@ import (
 // writes frames on the bare net.Conn itself. Frames the server sends are
 // encoded once, header and payload in one slice (server frames are not
 // masked), so the same bytes go to every connection a broadcast page is
-// for; the writer writes a batch of them with one writev under one
-// deadline (liveConn.writeBatch).
+// for; the broadcast writes them itself to a connection with nothing else
+// to write (liveConn.writeDirect), a writer writes a batch of them with
+// one writev under one deadline (liveConn.writeBatch).
 //
 // Reading holds no buffer between messages: a reader takes a pooled
 // bufio.Reader while it reads and gives it back once nothing it read is
