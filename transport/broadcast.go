@@ -323,6 +323,14 @@ func (g *group) round() bool {
 func (g *group) serve(b *cursorSet) {
 	s := g.h.s
 	page, data, err := s.readPage(g.key.collection, b.cursor, g.scope, g.key.version)
+	// Pages offered for a direct write are written once the group is
+	// unlocked (offerDirect), in the order offered.
+	var direct []frame
+	defer func() {
+		for _, f := range direct {
+			f.sub.c.writeDirect(f)
+		}
+	}()
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if b.turn {
@@ -359,6 +367,8 @@ func (g *group) serve(b *cursorSet) {
 		}
 		f := frame{data: data, sub: m, recs: len(page.Records)}
 		switch m.c.offer(m, f) {
+		case offerDirect:
+			direct = append(direct, f)
 		case offerQueued:
 		case offerParked:
 			m.parked = true

@@ -569,14 +569,18 @@ func (c *liveConn) pushLocked(f frame) {
 // The outcomes of offer.
 const (
 	offerQueued = iota // in the queue
+	offerDirect        // to be written at once: the caller holds the writing flag and wmu, and calls writeDirect once the group is unlocked
 	offerParked        // in the parking place: the member waits for room
 	offerBusy          // neither: another subscription holds the parking place
 )
 
 // offer queues a changes page of m without waiting; a page that finds no
 // room is parked, if the parking place is free (broadcast.go). A page
-// that finds the connection with nothing to write and no writer is
-// written at once instead (writeDirect). Called with m's group locked.
+// that finds the connection with nothing to write and no writer is to be
+// written at once instead (offerDirect): the connection is the caller's
+// until it calls writeDirect, after unlocking the group, so that a fan-out
+// to many connections does not hold the group (and the joins that wait
+// for it) for the length of its writes. Called with m's group locked.
 func (c *liveConn) offer(m *member, f frame) int {
 	c.qmu.Lock()
 	switch {
@@ -591,8 +595,7 @@ func (c *liveConn) offer(m *member, f frame) int {
 			c.writing = true
 			c.qbytes += int64(len(f.data))
 			c.qmu.Unlock()
-			c.writeDirect(f)
-			return offerQueued
+			return offerDirect
 		}
 		c.pushLocked(f)
 		c.unlockWake(true)
@@ -624,8 +627,10 @@ func (c *liveConn) workLocked() bool {
 // a slow or stalled client as for any queued frame. The page is counted
 // here, once.
 func (c *liveConn) writeDirect(f frame) {
-	n := len(f.data) // a page after our close frame is dropped, as writeBatch drops it
-	if !c.closeSent.Load() {
+	// A page after our close frame is dropped, as writeBatch drops it, and
+	// so is a page of a subscription that ended since offer.
+	n := len(f.data)
+	if !c.closeSent.Load() && (f.sub == nil || !f.sub.stopped.Load()) {
 		c.countPage(f)
 		c.dbuf, c.dn = f.data, 0
 		if c.sock.Control(c.dsend) != nil {
