@@ -299,48 +299,47 @@ func (s *Store) roundTrip(group []*scriptCall) {
 // seq the call gave a change (0 if none).
 func (s *Store) mergeReply(ctx context.Context, sc *scriptCall, out []any) (uint64, error) {
 	n := len(sc.idx)
-	if len(out) != 3*n+3 {
+	if len(out) != n+4 {
 		return 0, fmt.Errorf("apply to %s: merge script returned %d items for %d changes", sc.coll, len(out), n)
 	}
 	var head uint64
 	for j, i := range sc.idx {
-		r, err := mergeResult(out[3*j : 3*j+3])
-		if err != nil {
-			return head, fmt.Errorf("apply to %s: change %v: %w", sc.coll, sc.args[5+2*j], err)
+		v, ok := out[j].(int64)
+		if !ok {
+			return head, fmt.Errorf("apply to %s: change %v: merge script returned %v", sc.coll, sc.args[5+2*j], out[j])
 		}
-		sc.req.results[i] = r
+		// A change that altered its record has its new seq (at least 1);
+		// one that did not, minus its record's seq.
+		r := stores.Result{Changed: v > 0, Seq: uint64(max(v, -v))}
 		if r.Changed {
 			head = max(head, r.Seq)
 		}
+		sc.req.results[i] = r
 	}
-	state, _ := out[3*n].(int64)
-	raw, _ := out[3*n+1].(string)
+	lost, ok := out[n+3].([]any)
+	if !ok || len(lost)%2 != 0 {
+		return head, fmt.Errorf("apply to %s: merge script returned lost fields %v", sc.coll, out[n+3])
+	}
+	// The script lists a change's lost fields together, in its own order.
+	for k := 0; k < len(lost); k += 2 {
+		j, ok1 := lost[k].(int64)
+		name, ok2 := lost[k+1].(string)
+		if !ok1 || !ok2 || j < 1 || j > int64(n) {
+			return head, fmt.Errorf("apply to %s: merge script returned lost field %v of change %v", sc.coll, lost[k+1], lost[k])
+		}
+		r := &sc.req.results[sc.idx[j-1]]
+		r.Lost = append(r.Lost, name)
+		if k+2 == len(lost) || lost[k+2] != lost[k] {
+			slices.Sort(r.Lost)
+		}
+	}
+	state, _ := out[n].(int64)
+	raw, _ := out[n+1].(string)
 	s.checkHead(ctx, sc.coll, state, raw, head)
-	if damaged, _ := out[3*n+2].([]any); len(damaged) > 0 {
+	if damaged, _ := out[n+2].([]any); len(damaged) > 0 {
 		s.replacedDamaged(ctx, sc.coll, damaged)
 	}
 	return head, nil
-}
-
-// mergeResult reads the merge script's result of one change: changed (0 or
-// 1), the seq, and the names of the lost fields, which it sorts.
-func mergeResult(item []any) (stores.Result, error) {
-	changed, ok1 := item[0].(int64)
-	seq, ok2 := item[1].(int64)
-	names, ok3 := item[2].([]any)
-	if !ok1 || !ok2 || !ok3 || seq < 0 {
-		return stores.Result{}, fmt.Errorf("merge script returned %v", item)
-	}
-	r := stores.Result{Changed: changed == 1, Seq: uint64(seq)}
-	for _, n := range names {
-		name, ok := n.(string)
-		if !ok {
-			return stores.Result{}, fmt.Errorf("merge script returned lost field %v", n)
-		}
-		r.Lost = append(r.Lost, name)
-	}
-	slices.Sort(r.Lost)
-	return r, nil
 }
 
 // keySlot is the Redis Cluster hash slot of keys whose hash tag is tag:

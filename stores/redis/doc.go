@@ -37,17 +37,19 @@
 // pipeline shared with other callers' calls (see # Group commit). Redis
 // runs a script atomically, and the script
 //
-//  1. reads the records the changes name and merges each change into its
-//     record exactly as crdt.Record.Merge does: the larger stamp wins
-//     field by field (wall time, then logical counter, then replica id,
-//     compared bytewise), an unset beats a value at an equal stamp and the
-//     larger value bytes beat the smaller, a delete hides every field
-//     stamped at or before it;
+//  1. reads the records the changes name (one HMGET) and merges each change
+//     into its record exactly as crdt.Record.Merge does: the larger stamp
+//     wins field by field (wall time, then logical counter, then replica
+//     id, compared bytewise), an unset beats a value at an equal stamp and
+//     the larger value bytes beat the smaller, a delete hides every field
+//     stamped at or before it (a change without a delete to a record that
+//     does not exist is the record as it is, with no merge);
 //  2. gives every change that altered its record the collection's next
 //     sequence number (several changes to one record in a batch are merged
 //     in order, and the record ends up at the last of them);
 //  3. checks the merged records against crdt's limits (field count and
-//     encoded CBOR size, computed in Lua without encoding);
+//     encoded CBOR size, computed in Lua without encoding, and kept up to
+//     date field by field as the merge replaces fields);
 //  4. and only then writes: HSET of the changed records, ZADD of their
 //     sequence numbers to the log, SET of the head, and one PUBLISH.
 //

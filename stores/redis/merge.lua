@@ -15,16 +15,18 @@
 -- ARGV[5]  largest sequence number (2^53: ZSET scores are doubles)
 -- ARGV[6], ARGV[7], ...  pairs of record id and change blob
 --
--- Returns {changed_1, seq_1, lost_1, changed_2, seq_2, lost_2, ...,
--- head_state, head_raw, damaged}: changed being 1 or 0 and lost the array of
--- the names of the change's fields that the record does not hold as the
--- change wrote them right after its merge (crdt.LostFields; unsorted: Lua's
--- string order depends on the server's locale, so the caller sorts); then
--- what the script found damaged and repaired: head_state 0 when the head
--- was sound, 1 when it was unreadable, 2 when it was below the highest seq
--- in the log (set back), with head_raw the value it had; damaged the ids
--- of stored records that were unreadable and that this batch's changes
--- replaced.
+-- Returns {result_1, result_2, ..., head_state, head_raw, damaged, lost}:
+-- one integer per change, its new seq when it changed its record (at
+-- least 1) and minus the record's seq when it did not (0 for a record
+-- that does not exist); then what the script found damaged and repaired:
+-- head_state 0 when the head was sound, 1 when it was unreadable, 2 when
+-- it was below the highest seq in the log (set back), with head_raw the
+-- value it had; damaged the ids of stored records that were unreadable
+-- and that this batch's changes replaced; and lost, pairs of a change's
+-- index (from 1) and the name of one of its fields that the record does
+-- not hold as the change wrote it right after its merge (crdt.LostFields;
+-- unsorted: Lua's string order depends on the server's locale, so the
+-- caller sorts).
 --
 -- The script checks every key's type and the head, reads and merges
 -- everything first, and writes only at the end, so every error (malformed
@@ -43,7 +45,7 @@
 -- key of the collection (Repair deletes it).
 
 -- size.lua comes before this body: it defines byte, sub, sunpack, ZERO,
--- TWO32, malformed, hsize and cborsize.
+-- TWO32, malformed, hsize, fsize, rsize and cborsize.
 
 local fmt, concat = string.format, table.concat
 local spack = struct.pack
@@ -107,11 +109,14 @@ end
 
 -- parse reads a record blob: a version byte (1), the sequence number (8
 -- bytes), the delete stamp, then fields. A record is a table {seq, del (the
--- delete stamp's bytes), f, n, nf, size, dirty} where f[1..n] are the
--- names of the record's fields in its order and f[name] their bytes, or
--- false for a field a delete removed (its name keeps its place), and nf
--- is the number of fields that are not false. Tables are few on purpose:
--- allocating them is most of a small script's time.
+-- delete stamp's bytes), f, n, nf, fs, size, dirty, src} where f[1..n] are
+-- the names of the record's fields in its order and f[name] their bytes,
+-- or false for a field a delete removed (its name keeps its place), nf is
+-- the number of fields that are not false and fs the sum of their fsize
+-- (so the record's encoded size is known without walking it again); src
+-- is blob s while the record is exactly what s holds (cleared by a merge
+-- into it). Tables are few on purpose: allocating them is most of a small
+-- script's time.
 local function parse(s)
   local n = #s
   if n < 22 or byte(s, 1) ~= 1 then malformed('record header') end
@@ -119,19 +124,22 @@ local function parse(s)
   local p = 23 + byte(s, 22)
   if p - 1 > n then malformed('stamp') end
   local del = sub(s, 10, p - 1)
-  local f, k = {}, 0
+  local f, k, fs = false, 0, 0
   while p <= n do
     local p0 = p
     if p + 1 > n then malformed('field name') end
-    local q = p + 2 + byte(s, p) * 256 + byte(s, p + 1) -- the stamp
+    local nl = byte(s, p) * 256 + byte(s, p + 1)
+    local q = p + 2 + nl -- the stamp
     if q + 12 > n then malformed('field stamp') end
     local e = q + 13 + byte(s, q + 12) -- the flag
     if e > n then malformed('field flag') end
     local flag = byte(s, e)
+    local vlen = 0
     if flag == 1 then
       if e + 4 > n then malformed('value length') end
       local b1, b2, b3, b4 = byte(s, e + 1, e + 4)
-      p = e + 5 + ((b1 * 256 + b2) * 256 + b3) * 256 + b4
+      vlen = ((b1 * 256 + b2) * 256 + b3) * 256 + b4
+      p = e + 5 + vlen
       if p - 1 > n then malformed('value') end
     elseif flag == 0 then
       p = e + 1
@@ -139,12 +147,28 @@ local function parse(s)
       malformed('field flag')
     end
     local name = sub(s, p0 + 2, q - 1)
-    if f[name] then malformed('duplicate field') end
+    if k == 0 then
+      -- The table made with its first field, sized for it.
+      f = {name, [name] = sub(s, p0, p - 1)}
+    else
+      if f[name] then malformed('duplicate field') end
+      f[k + 1] = name
+      f[name] = sub(s, p0, p - 1)
+    end
     k = k + 1
-    f[k] = name
-    f[name] = sub(s, p0, p - 1)
+    fs = fs + fsize(s, q, nl, vlen)
   end
-  return {seq = hi * TWO32 + lo, del = del, f = f, n = k, nf = k, size = false, dirty = false}
+  return {seq = hi * TWO32 + lo, del = del, f = f or {}, n = k, nf = k, fs = fs, src = s}
+end
+
+-- rawsize is the fsize of field bytes raw (as parse keeps them).
+local function rawsize(raw)
+  local nl = byte(raw, 1) * 256 + byte(raw, 2)
+  local q = 3 + nl
+  local e = q + 13 + byte(raw, q + 12) -- the flag
+  local vlen = 0
+  if byte(raw, e) == 1 then vlen = #raw - e - 4 end
+  return fsize(raw, q, nl, vlen)
 end
 
 -- beats is crdt.Field.beats for field bytes f (its stamp at fo) and g: the
@@ -166,6 +190,7 @@ end
 local function merge(r, d)
   local changed = false
   local rf, df = r.f, d.f
+  r.src = false
   -- The zero stamp beats nothing.
   if d.del ~= ZERO and scmp(d.del, 1, r.del, 1) > 0 then
     r.del = d.del
@@ -175,6 +200,7 @@ local function merge(r, d)
       if raw and scmp(raw, soff(raw), r.del, 1) <= 0 then
         rf[rf[i]] = false
         r.nf = r.nf - 1
+        r.fs = r.fs - rawsize(raw)
       end
     end
   end
@@ -189,7 +215,9 @@ local function merge(r, d)
     if nodel or scmp(raw, so, r.del, 1) > 0 then
       local cur = rf[name]
       if not cur or beats(raw, so, cur) then
-        if not cur then
+        if cur then
+          r.fs = r.fs - rawsize(cur)
+        else
           r.nf = r.nf + 1
           if cur == nil then
             r.n = r.n + 1
@@ -197,6 +225,7 @@ local function merge(r, d)
           end
         end
         rf[name] = raw
+        r.fs = r.fs + rawsize(raw)
         changed = true
       end
     end
@@ -204,30 +233,32 @@ local function merge(r, d)
   return changed
 end
 
--- NONE is the empty list of lost fields, shared.
-local NONE = {}
-
--- lost lists the fields of change d that record r, into which d was just
--- merged, does not hold as d wrote them: a newer or tie-winning field, or
--- none at all (a delete dropped it). A field's bytes hold its name, stamp
--- and value, so equal bytes mean the same field.
-local function lost(r, d)
-  local out = NONE
+-- lost appends to list out, as pairs of i and name, the fields of change
+-- i, d, that record r, into which d was just merged, does not hold as d
+-- wrote them: a newer or tie-winning field, or none at all (a delete
+-- dropped it). A field's bytes hold its name, stamp and value, so equal
+-- bytes mean the same field.
+local function lost(out, i, r, d)
   local rf, df = r.f, d.f
-  for i = 1, d.n do
-    local name = df[i]
+  for j = 1, d.n do
+    local name = df[j]
     if rf[name] ~= df[name] then
-      if out == NONE then out = {} end
+      out[#out + 1] = i
       out[#out + 1] = name
     end
   end
-  return out
 end
 
 -- serialize writes the record blob: the header and delete stamp, then the
--- fields' bytes as they arrived, in the record's field order.
+-- fields' bytes as they arrived, in the record's field order. A record
+-- that is still exactly a blob (src: a new record's first change) is that
+-- blob with its sequence number.
 local function serialize(r)
-  local head = '\1' .. spack('>I4I4', math.floor(r.seq / TWO32), r.seq % TWO32) .. r.del
+  local seq = spack('>I4I4', math.floor(r.seq / TWO32), r.seq % TWO32)
+  if r.src then
+    return '\1' .. seq .. sub(r.src, 10)
+  end
+  local head = '\1' .. seq .. r.del
   local rf = r.f
   if r.n == 1 then
     return head .. (rf[rf[1]] or '')
@@ -295,44 +326,76 @@ if head < 0 or head > maxSeq or nchanges > maxSeq - head then
   error('convergo:seq-exhausted head ' .. int(head) .. ' cannot grow by ' .. int(nchanges) .. ' past ' .. int(maxSeq))
 end
 
-local state, order, out, damaged = {}, {}, {}, {}
+-- One HMGET reads every record the batch names.
+local ids, at = {}, {}
+for i = 1, nchanges do
+  local id = ARGV[4 + 2 * i]
+  if not at[id] then
+    ids[#ids + 1] = id
+    at[id] = #ids
+  end
+end
+local stored = {}
+if #ids > 0 then stored = redis.call('HMGET', KEYS[3], unpack(ids)) end
+
+local state, order, out, damaged, lostf = {}, {}, {}, {}, {}
 for i = 1, nchanges do
   local id, d = ARGV[4 + 2 * i], parse(ARGV[5 + 2 * i])
   local r = state[id]
-  if not r then
-    local blob = redis.call('HGET', KEYS[3], id)
-    local ok = false
+  if r == nil then
+    local blob = stored[at[id]]
     if blob then
+      local ok
       ok, r = pcall(parse, blob)
       -- An unreadable stored record is lost: the change replaces it, and
       -- the caller reports it.
-      if not ok then
+      if ok then
+        -- r.size: what usage counts the record at now (false for a new one).
+        if usageState == 'keep' then r.size = rsize(id, r.del, r.nf, r.fs) end
+      else
+        r = false
         damaged[#damaged + 1] = id
         if usageState == 'keep' then usageState = 'stale' end
       end
+    else
+      r = false
     end
-    if not ok then
-      r = {seq = 0, del = ZERO, f = {}, n = 0, nf = 0, size = false, dirty = false}
-    end
-    -- r.size: what usage counts the record at now (false for a new one).
-    if ok and usageState == 'keep' then
-      local sized, size = pcall(cborsize, id, blob)
-      if sized then r.size = size else usageState = 'stale' end
-    end
-    state[id] = r
   end
-  if merge(r, d) then
-    head = head + 1
-    r.seq = head
-    if not r.dirty then
+  if not r and d.del == ZERO then
+    -- A record that does not exist yet (or was unreadable), and a change
+    -- without a delete: merging the change into the empty record gives the
+    -- change itself, field for field and in its order, so the change is
+    -- the record (and its blob, with the seq, the record's blob).
+    r = d
+    state[id] = r
+    if d.n > 0 then
+      head = head + 1
+      r.seq = head
       r.dirty = true
       order[#order + 1] = id
+      out[i] = head
+    else
+      r.seq = 0
+      out[i] = 0
     end
-    out[3 * i - 2], out[3 * i - 1] = 1, head
   else
-    out[3 * i - 2], out[3 * i - 1] = 0, r.seq
+    if not r then
+      r = {seq = 0, del = ZERO, f = {}, n = 0, nf = 0, fs = 0, size = false, dirty = false, src = false}
+    end
+    state[id] = r
+    if merge(r, d) then
+      head = head + 1
+      r.seq = head
+      if not r.dirty then
+        r.dirty = true
+        order[#order + 1] = id
+      end
+      out[i] = head
+    else
+      out[i] = -r.seq
+    end
+    lost(lostf, i, r, d)
   end
-  out[3 * i] = lost(r, d)
 end
 
 local blobs = {}
@@ -341,12 +404,11 @@ for _, id in ipairs(order) do
   if r.nf > maxFields then
     error('convergo:too-large record ' .. id .. ' would have ' .. int(r.nf) .. ' fields, more than ' .. int(maxFields))
   end
-  local blob = serialize(r)
-  blobs[id] = blob
-  local size = cborsize(id, blob)
+  local size = rsize(id, r.del, r.nf, r.fs)
   if size > maxBytes then
     error('convergo:too-large record ' .. id .. ' would be ' .. int(size) .. ' bytes, more than ' .. int(maxBytes))
   end
+  blobs[id] = serialize(r)
   if r.size then
     usageBytes = usageBytes + size - r.size
   else
@@ -357,9 +419,10 @@ end
 
 -- Write: nothing above has written, so an error above left no trace.
 
-out[3 * nchanges + 1] = headState
-out[3 * nchanges + 2] = rawHead or ''
-out[3 * nchanges + 3] = damaged
+out[nchanges + 1] = headState
+out[nchanges + 2] = rawHead or ''
+out[nchanges + 3] = damaged
+out[nchanges + 4] = lostf
 if #order == 0 then
   if headState ~= 0 then redis.call('SET', KEYS[1], int(head)) end
   return out
@@ -372,7 +435,7 @@ for first = 1, #order, chunk do
     local r = state[id]
     hargs[#hargs + 1] = id
     hargs[#hargs + 1] = blobs[id]
-    zargs[#zargs + 1] = int(r.seq)
+    zargs[#zargs + 1] = r.seq -- a score: Redis converts it exactly
     zargs[#zargs + 1] = id
   end
   redis.call('HSET', KEYS[3], unpack(hargs))

@@ -516,3 +516,107 @@ func TestPullRefusesInconsistentState(t *testing.T) {
 		}
 	})
 }
+
+// TestNewRecordPaths holds the script's path for a record that does not
+// exist yet (or whose stored blob is unreadable), where a change without a
+// delete becomes the record without a merge, to the Go model: results,
+// records, their blobs, the log, the head, the damaged records reported
+// and usage. Each case applies one batch after an optional first one and
+// an optional damage.
+func TestNewRecordPaths(t *testing.T) {
+	v := func(s string) []byte { b, _ := crdt.EncodeValue(s); return b }
+	st := func(wall int64, replica string) crdt.Stamp { return crdt.Stamp{Wall: wall, Replica: replica} }
+	set := func(id, name, value string, wall int64) crdt.Record {
+		return crdt.SetField(id, name, v(value), st(wall, "a"))
+	}
+	two := func(id string, wall int64) crdt.Record {
+		r := set(id, "f", "x", wall)
+		r.Fields["g"] = crdt.Field{Stamp: st(wall, "b")} // an unset
+		return r
+	}
+	deleted := func(id string, del, wall int64) crdt.Record {
+		r := set(id, "f", "y", wall)
+		r.Deleted = st(del, "a")
+		return r
+	}
+	empty := func(id string) crdt.Record { return crdt.Record{ID: id} }
+	for _, tc := range []struct {
+		name    string
+		first   []crdt.Record // applied before, so these records exist
+		damage  []string      // ids whose stored blob is then garbage
+		batch   []crdt.Record
+		damaged []string // what the batch reports replaced
+	}{
+		{name: "new record", batch: []crdt.Record{two("r1", 5)}},
+		{name: "new records and an existing one", first: []crdt.Record{set("r2", "f", "old", 1)},
+			batch: []crdt.Record{set("r1", "f", "a", 2), set("r2", "f", "new", 3), two("r3", 4)}},
+		{name: "new record then merged into", batch: []crdt.Record{two("r1", 5), set("r1", "f", "later", 6), set("r1", "g", "older", 4)}},
+		{name: "new record then a change it beats", batch: []crdt.Record{two("r1", 5), set("r1", "f", "earlier", 4)}},
+		{name: "new record twice", batch: []crdt.Record{two("r1", 5), two("r1", 5)}},
+		{name: "empty change to a new record", batch: []crdt.Record{empty("r1"), set("r1", "f", "a", 1), empty("r2")}},
+		{name: "new record with a delete", batch: []crdt.Record{deleted("r1", 3, 2), deleted("r2", 3, 4)}},
+		{name: "damaged record replaced", first: []crdt.Record{set("r1", "f", "a", 9), set("r2", "f", "b", 1)}, damage: []string{"r1"},
+			batch: []crdt.Record{set("r1", "f", "c", 1), set("r2", "f", "d", 2)}, damaged: []string{"r1"}},
+		{name: "damaged record replaced then merged into", first: []crdt.Record{set("r1", "f", "a", 9)}, damage: []string{"r1"},
+			batch: []crdt.Record{two("r1", 1), set("r1", "g", "e", 2)}, damaged: []string{"r1"}},
+		{name: "damaged record and a delete", first: []crdt.Record{set("r1", "f", "a", 9)}, damage: []string{"r1"},
+			batch: []crdt.Record{deleted("r1", 3, 4)}, damaged: []string{"r1"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			eachTarget(t, func(t *testing.T, tg target) {
+				ctx := testContext(t)
+				s := openStore(t, tg, Options{})
+				const coll = "new"
+				changes := func(rs []crdt.Record) []crdt.Change {
+					out := make([]crdt.Change, len(rs))
+					for i, r := range rs {
+						out[i] = crdt.Change{Collection: coll, Record: r}
+					}
+					return out
+				}
+				m := newModel()
+				if len(tc.first) > 0 {
+					m.apply(changes(tc.first))
+					if _, err := s.Apply(ctx, changes(tc.first)); err != nil {
+						t.Fatal(err)
+					}
+				}
+				for _, id := range tc.damage {
+					if err := s.client.HSet(ctx, s.recKey(coll), id, "garbage").Err(); err != nil {
+						t.Fatal(err)
+					}
+					// The model forgets it: the change replaces what was lost.
+					delete(m.records[coll], id)
+				}
+				corrupt := s.Stats().Corrupt
+				want := m.apply(changes(tc.batch))
+				got, err := s.Apply(ctx, changes(tc.batch))
+				if err != nil {
+					t.Fatalf("apply: %v", err)
+				}
+				if !slices.EqualFunc(got, want, sameResult) {
+					t.Fatalf("results: got %+v, want %+v", got, want)
+				}
+				if n := s.Stats().Corrupt - corrupt; n != uint64(len(tc.damaged)) {
+					t.Errorf("damaged records reported: %d, want %d", n, len(tc.damaged))
+				}
+				checkAgainstModel(t, s, m, []string{coll})
+				// A new record's blob is the change's, with its seq.
+				for i, r := range tc.batch {
+					if !got[i].Changed || m.records[coll][r.ID].Seq != got[i].Seq {
+						continue
+					}
+					blob, err := s.client.HGet(ctx, s.recKey(coll), r.ID).Bytes()
+					if err != nil {
+						t.Fatal(err)
+					}
+					seq, rec, err := decodeBlob(r.ID, blob)
+					if err != nil || seq != got[i].Seq || !rec.Equal(m.records[coll][r.ID].Record) {
+						t.Fatalf("blob of %s: seq %d %+v, %v; want seq %d %+v", r.ID, seq, rec, err, got[i].Seq, m.records[coll][r.ID].Record)
+					}
+				}
+				checkUsage(t, s, coll, tc.name)
+			})
+		})
+	}
+}

@@ -2,8 +2,9 @@
 -- usage.lua and purge.lua, which the store builds as their first line
 -- (the shebang), then this file, then their own body (scripts.go). It
 -- reads record blobs (encoding.go) and computes the length of
--- crdt.EncodeRecord of the record a blob holds; usagehash reads a usage
--- hash, as the scripts that keep usage do.
+-- crdt.EncodeRecord of the record a blob holds (cborsize; fsize and rsize
+-- give it from a record's parts, as merge.lua keeps them); usagehash reads
+-- a usage hash, as the scripts that keep usage do.
 
 local byte, sub = string.byte, string.sub
 local sunpack = struct.unpack
@@ -32,17 +33,32 @@ local function ssize(s, p)
   return 1 + hsize(w1 * TWO32 + w2) + hsize(l) + hsize(rl) + rl
 end
 
+-- fsize is the size of one field in the record's CBOR map: its name of nl
+-- bytes as the key, then the array of the stamp at position q of s and the
+-- value's vlen bytes (0 for an unset).
+local function fsize(s, q, nl, vlen)
+  return hsize(nl) + nl + ssize(s, q) + vlen
+end
+
+-- rsize is the length of crdt.EncodeRecord of the record id whose delete
+-- stamp is del (its bytes) and which has nf fields whose fsize add up to
+-- fs: the map {1: id, 2: delete stamp unless zero, 3: {name: field}
+-- unless empty}.
+local function rsize(id, del, nf, fs)
+  local size = 1 + 1 + hsize(#id) + #id
+  if del ~= ZERO then size = size + 1 + ssize(del, 1) end
+  if nf > 0 then size = size + 1 + hsize(nf) + fs end
+  return size
+end
+
 -- cborsize is the length of crdt.EncodeRecord of the record in blob s of
--- record id: the map {1: id, 2: delete stamp unless zero, 3: {name: field}
--- unless empty}. It walks the blob once without copying it.
+-- record id. It walks the blob once without copying its fields.
 local function cborsize(id, s)
   local n = #s
   if n < 22 or byte(s, 1) ~= 1 then malformed('record header') end
-  local size = 1 + 1 + hsize(#id) + #id
   local p = 23 + byte(s, 22)
   if p - 1 > n then malformed('stamp') end
-  if p ~= 23 or sub(s, 10, 22) ~= ZERO then size = size + 1 + ssize(s, 10) end
-  local nf = 0
+  local nf, fs = 0, 0
   while p <= n do
     if p + 1 > n then malformed('field name') end
     local nl = byte(s, p) * 256 + byte(s, p + 1)
@@ -50,13 +66,12 @@ local function cborsize(id, s)
     if q + 12 > n then malformed('field stamp') end
     local e = q + 13 + byte(s, q + 12) -- the flag
     if e > n then malformed('field flag') end
-    size = size + hsize(nl) + nl + ssize(s, q)
     local flag = byte(s, e)
+    local vlen = 0
     if flag == 1 then
       if e + 4 > n then malformed('value length') end
       local b1, b2, b3, b4 = byte(s, e + 1, e + 4)
-      local vlen = ((b1 * 256 + b2) * 256 + b3) * 256 + b4
-      size = size + vlen
+      vlen = ((b1 * 256 + b2) * 256 + b3) * 256 + b4
       p = e + 5 + vlen
       if p - 1 > n then malformed('value') end
     elseif flag == 0 then
@@ -64,10 +79,10 @@ local function cborsize(id, s)
     else
       malformed('field flag')
     end
+    fs = fs + fsize(s, q, nl, vlen)
     nf = nf + 1
   end
-  if nf > 0 then size = size + 1 + hsize(nf) end
-  return size
+  return rsize(id, sub(s, 10, 22 + byte(s, 22)), nf, fs)
 end
 
 -- usagehash returns the records and bytes of the usage hash at key, or
