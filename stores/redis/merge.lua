@@ -108,15 +108,16 @@ local function soff(raw)
 end
 
 -- parse reads a record blob: a version byte (1), the sequence number (8
--- bytes), the delete stamp, then fields. A record is a table {seq, del (the
--- delete stamp's bytes), f, n, nf, fs, size, dirty, src} where f[1..n] are
--- the names of the record's fields in its order and f[name] their bytes,
--- or false for a field a delete removed (its name keeps its place), nf is
--- the number of fields that are not false and fs the sum of their fsize
--- (so the record's encoded size is known without walking it again); src
--- is blob s while the record is exactly what s holds (cleared by a merge
--- into it). Tables are few on purpose: allocating them is most of a small
--- script's time.
+-- bytes), the delete stamp, then fields. A record is a table {seq, del
+-- (the delete stamp's bytes), f, n, nf, fs, size, dirty, src, blob} where
+-- f[1..n] are the names of the record's fields in its order and f[name]
+-- their bytes, or false for a field a delete removed (its name keeps its
+-- place), nf is the number of fields that are not false and fs the sum of
+-- their fsize (so the record's encoded size is known without walking it
+-- again); src is blob s while the record is exactly what s holds (cleared
+-- by a merge into it); blob is what the script writes. Tables are few on purpose,
+-- and made with every key they get (adding one grows the table): making
+-- them is most of a small script's time.
 local function parse(s)
   local n = #s
   if n < 22 or byte(s, 1) ~= 1 then malformed('record header') end
@@ -158,7 +159,7 @@ local function parse(s)
     k = k + 1
     fs = fs + fsize(s, q, nl, vlen)
   end
-  return {seq = hi * TWO32 + lo, del = del, f = f or {}, n = k, nf = k, fs = fs, src = s}
+  return {seq = hi * TWO32 + lo, del = del, f = f or {}, n = k, nf = k, fs = fs, size = false, dirty = false, src = s, blob = false}
 end
 
 -- rawsize is the fsize of field bytes raw (as parse keeps them).
@@ -380,7 +381,7 @@ for i = 1, nchanges do
     end
   else
     if not r then
-      r = {seq = 0, del = ZERO, f = {}, n = 0, nf = 0, fs = 0, size = false, dirty = false, src = false}
+      r = {seq = 0, del = ZERO, f = {}, n = 0, nf = 0, fs = 0, size = false, dirty = false, src = false, blob = false}
     end
     state[id] = r
     if merge(r, d) then
@@ -398,7 +399,6 @@ for i = 1, nchanges do
   end
 end
 
-local blobs = {}
 for _, id in ipairs(order) do
   local r = state[id]
   if r.nf > maxFields then
@@ -408,7 +408,7 @@ for _, id in ipairs(order) do
   if size > maxBytes then
     error('convergo:too-large record ' .. id .. ' would be ' .. int(size) .. ' bytes, more than ' .. int(maxBytes))
   end
-  blobs[id] = serialize(r)
+  r.blob = serialize(r)
   if r.size then
     usageBytes = usageBytes + size - r.size
   else
@@ -434,7 +434,7 @@ for first = 1, #order, chunk do
     local id = order[j]
     local r = state[id]
     hargs[#hargs + 1] = id
-    hargs[#hargs + 1] = blobs[id]
+    hargs[#hargs + 1] = r.blob
     zargs[#zargs + 1] = r.seq -- a score: Redis converts it exactly
     zargs[#zargs + 1] = id
   end
