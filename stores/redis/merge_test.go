@@ -33,6 +33,8 @@ var genReplica = rapid.SampledFrom([]string{"a", "b", "B", "a-", "ab", "Z_9"})
 // Boundaries of CBOR head sizes, so the script's size arithmetic is probed
 // where it changes.
 var (
+	genWideReplica = rapid.SampledFrom([]string{"a", "b", "B", "a-", "ab", "Z_9",
+		strings.Repeat("r", 23), strings.Repeat("r", 24), strings.Repeat("r", crdt.MaxReplicaBytes)})
 	genWall    = rapid.SampledFrom([]int64{0, 1, 23, 24, 255, 256, 65535, 65536, math.MaxUint32, math.MaxUint32 + 1, crdt.MaxWall})
 	genLogical = rapid.SampledFrom([]uint32{0, 1, 23, 24, 255, 256, 65535, 65536, math.MaxUint32})
 	genName    = rapid.SampledFrom([]string{
@@ -46,7 +48,7 @@ var (
 func genStamp() *rapid.Generator[crdt.Stamp] {
 	return rapid.Custom(func(t *rapid.T) crdt.Stamp {
 		if rapid.IntRange(0, 3).Draw(t, "wide") == 0 {
-			return crdt.Stamp{Wall: genWall.Draw(t, "wall"), Logical: genLogical.Draw(t, "logical"), Replica: genReplica.Draw(t, "replica")}
+			return crdt.Stamp{Wall: genWall.Draw(t, "wall"), Logical: genLogical.Draw(t, "logical"), Replica: genWideReplica.Draw(t, "replica")}
 		}
 		return crdt.Stamp{
 			Wall:    rapid.Int64Range(1, 2).Draw(t, "wall"),
