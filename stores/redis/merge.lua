@@ -129,16 +129,16 @@ local function parse(s)
   while p <= n do
     local p0 = p
     if p + 1 > n then malformed('field name') end
-    local nl = byte(s, p) * 256 + byte(s, p + 1)
+    local n1, n2 = byte(s, p, p + 1)
+    local nl = n1 * 256 + n2
     local q = p + 2 + nl -- the stamp
     if q + 12 > n then malformed('field stamp') end
     local e = q + 13 + byte(s, q + 12) -- the flag
     if e > n then malformed('field flag') end
-    local flag = byte(s, e)
+    local flag, b1, b2, b3, b4 = byte(s, e, e + 4) -- and the value's length
     local vlen = 0
     if flag == 1 then
       if e + 4 > n then malformed('value length') end
-      local b1, b2, b3, b4 = byte(s, e + 1, e + 4)
       vlen = ((b1 * 256 + b2) * 256 + b3) * 256 + b4
       p = e + 5 + vlen
       if p - 1 > n then malformed('value') end
