@@ -347,7 +347,9 @@ func storeURL(kind string) (string, func(), error) {
 
 // startReal starts the server command (cmd/convergo) on a free loopback
 // port with the store at url, its per-address rate and connection limits
-// lifted (every load generator here is one address), and waits until it
+// lifted (every load generator here is one address) and its limit on all
+// connections too (10,000 subscribers plus the bench's own requests are
+// over the default), and waits until it
 // answers /healthz.
 func startReal(bin, url string) (*child, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -356,7 +358,7 @@ func startReal(bin, url string) (*child, error) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	cmd := pinned(bin, "serve", "-addr", addr, "-store", url, "-rate", "-1", "-max-conns", "1000000",
+	cmd := pinned(bin, "serve", "-addr", addr, "-store", url, "-rate", "-1", "-max-conns", "1000000", "-max-conns-total", "1000000",
 		"-demo", "-log-level", "error")
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
