@@ -421,7 +421,14 @@ end
 
 out[nchanges + 1] = headState
 out[nchanges + 2] = rawHead or ''
-out[nchanges + 3] = damaged
+-- Only a damaged record this batch writes is replaced; a change that
+-- wrote nothing to it (no field, no delete) leaves it as it was, and it is
+-- not reported.
+local replaced = {}
+for _, id in ipairs(damaged) do
+  if state[id].dirty then replaced[#replaced + 1] = id end
+end
+out[nchanges + 3] = replaced
 out[nchanges + 4] = lostf
 if #order == 0 then
   if headState ~= 0 then redis.call('SET', KEYS[1], int(head)) end

@@ -622,3 +622,43 @@ func TestNewRecordPaths(t *testing.T) {
 		})
 	}
 }
+
+// TestEmptyChangeLeavesDamage: a change that writes nothing (no field, no
+// delete) to an unreadable record replaces nothing, so nothing is
+// reported replaced and the collection keeps its epoch; the next write
+// that does replace it reports it.
+func TestEmptyChangeLeavesDamage(t *testing.T) {
+	eachTarget(t, func(t *testing.T, tg target) {
+		ctx := testContext(t)
+		s := openStore(t, tg, Options{})
+		const coll = "damaged"
+		stamp := crdt.Stamp{Wall: 9, Replica: "a"}
+		value, err := crdt.EncodeValue("x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Apply(ctx, []crdt.Change{{Collection: coll, Record: crdt.SetField("r1", "f", value, stamp)}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.client.HSet(ctx, s.recKey(coll), "r1", "garbage").Err(); err != nil {
+			t.Fatal(err)
+		}
+		before := s.Stats().RecordsReplaced
+		if _, err := s.Apply(ctx, []crdt.Change{{Collection: coll, Record: crdt.Record{ID: "r1"}}}); err != nil {
+			t.Fatal(err)
+		}
+		if n := s.Stats().RecordsReplaced - before; n != 0 {
+			t.Errorf("an empty change reported %d damaged records replaced, want 0", n)
+		}
+		if b, err := s.client.HGet(ctx, s.recKey(coll), "r1").Result(); err != nil || b != "garbage" {
+			t.Fatalf("stored blob after an empty change: %q, %v; want it untouched", b, err)
+		}
+		stamp.Wall++
+		if _, err := s.Apply(ctx, []crdt.Change{{Collection: coll, Record: crdt.SetField("r1", "f", value, stamp)}}); err != nil {
+			t.Fatal(err)
+		}
+		if n := s.Stats().RecordsReplaced - before; n != 1 {
+			t.Errorf("a write over the damaged record reported %d replaced, want 1", n)
+		}
+	})
+}
