@@ -305,7 +305,7 @@ func (s *Store) mergeReply(ctx context.Context, sc *scriptCall, out []any) (uint
 	var head uint64
 	for j, i := range sc.idx {
 		v, ok := out[j].(int64)
-		if !ok {
+		if !ok || v > MaxSeq || v < -MaxSeq {
 			return head, fmt.Errorf("apply to %s: change %v: merge script returned %v", sc.coll, sc.args[5+2*j], out[j])
 		}
 		// A change that altered its record has its new seq (at least 1);
