@@ -83,6 +83,72 @@ func TestLiveDirectWrites(t *testing.T) {
 	}
 }
 
+// partialDirect is a session whose broadcast group wrote part of a page
+// of bigRecords records of big and left the rest to the server's writers,
+// which are held until release closes; pages is the count of changes
+// messages before that page.
+type partialDirect struct {
+	ts      *testServer
+	c       *rawClient
+	sc      *liveConn
+	release chan struct{}
+	pages   float64
+}
+
+const bigRecords = 6 // of 120 KB: one page far larger than the socket buffers
+
+var big = strings.Repeat("x", 120<<10)
+
+func startPartialDirect(t *testing.T) partialDirect {
+	t.Helper()
+	ts := newTestServer(t, func(c *Config) {
+		c.Demo = true
+		c.PingInterval, c.IdleTimeout = time.Hour, 2*time.Hour
+		c.WriteTimeout = time.Minute // the writer of the rest waits for the client to read
+		c.Limits.Rate = -1
+	})
+	// The server's writers, held while hold is set until release
+	// closes (no session runs yet: nothing reads the field).
+	var hold atomic.Bool
+	release := make(chan struct{})
+	ts.srv.writers = newConnPool(&ts.srv.bg, func(c *liveConn) {
+		if hold.Load() {
+			<-release
+		}
+		c.flush()
+	})
+	c := rawDial(t, ts.URL)
+	c.send(proto.Hello{Protocol: proto.Version, Replica: "reader"})
+	if _, ok := c.recv().(proto.Welcome); !ok {
+		t.Fatal("no welcome")
+	}
+	c.send(proto.Sub{Collection: DemoCollection})
+	if _, ok := c.recv().(proto.Changes); !ok {
+		t.Fatal("no first page")
+	}
+	ts.srv.mu.Lock()
+	var sc *liveConn
+	for lc := range ts.srv.live {
+		sc = lc
+	}
+	ts.srv.mu.Unlock()
+	if err := sc.raw.(*net.TCPConn).SetWriteBuffer(4 << 10); err != nil {
+		t.Fatal(err)
+	}
+	partial, pages := ts.metric(t, metricDirectPartial), ts.metric(t, metricFanout)
+
+	// The client does not read: the group writes what the socket
+	// takes of the page and hands the rest to a writer, held.
+	hold.Store(true)
+	var cs []crdt.Change
+	for i := range bigRecords {
+		cs = append(cs, change(t, DemoCollection, fmt.Sprint("big", i), "f", big))
+	}
+	ts.push(t, "", cs...)
+	waitFor(t, "partial direct write", func() bool { return ts.metric(t, metricDirectPartial) == partial+1 })
+	return partialDirect{ts: ts, c: c, sc: sc, release: release, pages: pages}
+}
+
 // A page the socket takes only part of is finished by a writer before any
 // other frame: control frames, messages queued meanwhile and a close
 // frame all wait for its end, and the bytes on the wire are whole
@@ -92,60 +158,13 @@ func TestLiveDirectWritePartial(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("direct writes are Linux's")
 	}
-	// One page of six records of 120 KB, far larger than the socket
-	// buffers below.
-	const bigRecords = 6
-	big := strings.Repeat("x", 120<<10)
 	for _, tc := range []struct {
 		name  string
 		close bool
 	}{{"control frames and messages wait", false}, {"a close frame waits", true}} {
 		t.Run(tc.name, func(t *testing.T) {
-			ts := newTestServer(t, func(c *Config) {
-				c.Demo = true
-				c.PingInterval, c.IdleTimeout = time.Hour, 2*time.Hour
-				c.WriteTimeout = time.Minute // the writer of the rest waits for the client to read
-				c.Limits.Rate = -1
-			})
-			// The server's writers, held while hold is set until release
-			// closes (no session runs yet: nothing reads the field).
-			var hold atomic.Bool
-			release := make(chan struct{})
-			ts.srv.writers = newConnPool(&ts.srv.bg, func(c *liveConn) {
-				if hold.Load() {
-					<-release
-				}
-				c.flush()
-			})
-			c := rawDial(t, ts.URL)
-			c.send(proto.Hello{Protocol: proto.Version, Replica: "reader"})
-			if _, ok := c.recv().(proto.Welcome); !ok {
-				t.Fatal("no welcome")
-			}
-			c.send(proto.Sub{Collection: DemoCollection})
-			if _, ok := c.recv().(proto.Changes); !ok {
-				t.Fatal("no first page")
-			}
-			ts.srv.mu.Lock()
-			var sc *liveConn
-			for lc := range ts.srv.live {
-				sc = lc
-			}
-			ts.srv.mu.Unlock()
-			if err := sc.raw.(*net.TCPConn).SetWriteBuffer(4 << 10); err != nil {
-				t.Fatal(err)
-			}
-			partial, pages := ts.metric(t, metricDirectPartial), ts.metric(t, metricFanout)
-
-			// The client does not read: the group writes what the socket
-			// takes of the page and hands the rest to a writer, held.
-			hold.Store(true)
-			var cs []crdt.Change
-			for i := range bigRecords {
-				cs = append(cs, change(t, DemoCollection, fmt.Sprint("big", i), "f", big))
-			}
-			ts.push(t, "", cs...)
-			waitFor(t, "partial direct write", func() bool { return ts.metric(t, metricDirectPartial) == partial+1 })
+			pd := startPartialDirect(t)
+			ts, c, sc, release, pages := pd.ts, pd.c, pd.sc, pd.release, pd.pages
 			var want []string
 			if tc.close {
 				// A reserved opcode: the reader closes with 1002 at once
@@ -246,5 +265,49 @@ func TestLiveDirectWritePartial(t *testing.T) {
 				t.Errorf("%v changes messages counted, want %v", got, wantPages)
 			}
 		})
+	}
+}
+
+// A session that ends while a writer has yet to take the end of a page
+// the group began leaves that page unfinished, and then writes nothing:
+// the close frame waiting meanwhile does not go into the middle of the
+// page, where the client would read it as the page's bytes.
+func TestLiveDirectWriteUnfinished(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("direct writes are Linux's")
+	}
+	pd := startPartialDirect(t)
+	c, sc := pd.c, pd.sc
+	// A reserved opcode: the reader closes with 1002, and waits for the
+	// page's end to write its close frame.
+	if _, err := c.conn.Write([]byte{0x80 | 0xB, 0x80, 0, 0, 0, 0}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "close", sc.closeSent.Load)
+	// The session ends before the writer takes the page's end.
+	ended := make(chan struct{})
+	go func() { defer close(ended); sc.finish(errClosedByUs) }()
+
+	// The client reads all it is sent, to the socket's end.
+	_ = c.conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	got := make(chan []byte, 1)
+	go func() { b, _ := io.ReadAll(c.rw); got <- b }()
+	waitFor(t, "the close's end", sc.draining.Load)
+	close(pd.release)
+	<-ended
+	stream := <-got
+
+	h, err := ws.ReadHeader(bytes.NewReader(stream))
+	if err != nil {
+		t.Fatalf("frame header: %v", err)
+	}
+	if h.OpCode != ws.OpBinary || h.Length < int64(bigRecords*len(big)) {
+		t.Fatalf("first frame is not the big page: %+v", h)
+	}
+	if ws.HeaderSize(h) > len(stream) || len(stream)-ws.HeaderSize(h) >= int(h.Length) {
+		t.Fatalf("the page was finished (%d bytes of %d): a writer wrote its end", len(stream)-ws.HeaderSize(h), h.Length)
+	}
+	if cf := closeFrame(ws.StatusProtocolError, "reserved opcode"); bytes.Contains(stream, cf) {
+		t.Errorf("the close frame came into the middle of the page: the stream's last bytes are %q", stream[len(stream)-len(cf):])
 	}
 }

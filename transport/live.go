@@ -98,6 +98,11 @@ type liveConn struct {
 	// its frame keeps wmu locked for the writer that writes the rest
 	// (rest), so that no other frame comes into the middle of it.
 	wmu sync.Mutex
+	// torn, under wmu: a frame on the socket may be unfinished (a direct
+	// write's rest was dropped, or a write failed), so nothing more is
+	// written on it, not even a close frame: the client would read its
+	// bytes as the unfinished frame's.
+	torn bool
 
 	// sock is the socket, nil when it cannot be had (TLS, a listener's
 	// own connection type, other systems): the poller registers it, and
@@ -357,8 +362,12 @@ func (c *liveConn) closeWith(status ws.StatusCode, reason string) {
 		return
 	}
 	c.wmu.Lock()
-	_ = c.raw.SetWriteDeadline(time.Now().Add(c.s.timing.write))
-	_, err := c.raw.Write(closeFrame(status, reason))
+	var err error
+	if !c.torn { // else the session ends without our close frame
+		_ = c.raw.SetWriteDeadline(time.Now().Add(c.s.timing.write))
+		_, err = c.raw.Write(closeFrame(status, reason))
+		c.torn = err != nil
+	}
 	c.wmu.Unlock()
 	c.afterClose(err)
 }
@@ -651,6 +660,7 @@ func (c *liveConn) writeDirect(f frame) {
 	c.qmu.Lock()
 	if c.dead { // endWrites dropped the queue and its bytes
 		if len(rest) > 0 {
+			c.torn = true
 			c.wmu.Unlock()
 		}
 		c.writing = false
@@ -906,12 +916,13 @@ func (c *liveConn) writeBatch(owed bool, ctl [][]byte, batch []frame) bool {
 	var err error
 	if len(bufs) > 0 {
 		c.wmu.Lock()
-		if c.closeSent.Load() && !closing {
+		if c.torn || (c.closeSent.Load() && !closing) {
 			// Our close frame went: no frame follows it, and the session
-			// ends at the client's close.
+			// ends at the client's close. Or a frame was left unfinished.
 		} else {
 			_ = c.raw.SetWriteDeadline(time.Now().Add(c.s.timing.write))
 			_, err = bufs.WriteTo(c.raw)
+			c.torn = err != nil // it was not: see above
 		}
 		c.wmu.Unlock()
 	}
@@ -933,6 +944,7 @@ func (c *liveConn) writeBatch(owed bool, ctl [][]byte, batch []frame) bool {
 func (c *liveConn) writeRest(rest []byte) bool {
 	_ = c.raw.SetWriteDeadline(time.Now().Add(c.s.timing.write))
 	_, err := c.raw.Write(rest)
+	c.torn = err != nil // it was not: wmu was kept since writeDirect
 	c.wmu.Unlock()
 	c.release(int64(len(rest)))
 	if err != nil {
@@ -993,6 +1005,7 @@ func (c *liveConn) endWrites(writer bool) {
 	c.waiting = nil
 	if c.rest != nil { // a writer has not taken it: no one will finish it
 		c.rest = nil
+		c.torn = true
 		c.wmu.Unlock()
 	}
 	c.freedLocked()
