@@ -71,7 +71,7 @@ func newMetrics(reg prometheus.Registerer, collected func() engine.CollectTotals
 		}),
 		directWrites: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "convergo", Name: "fanout_direct_writes_total",
-			Help: "Changes messages written at once by the broadcast, without a writer: whole, or partial (a writer wrote the rest). Part of fanout_messages_total.",
+			Help: "Changes messages written at once by the broadcast, without a writer: whole, or partial (part or none of it went, and a writer wrote the rest unless the session ended). Part of fanout_messages_total.",
 		}, []string{"outcome"}),
 		resyncs: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "convergo", Name: "live_resyncs_total",

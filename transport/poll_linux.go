@@ -217,10 +217,20 @@ func (p *poller) run() {
 	}
 }
 
-// socketOf returns the socket of nc, or nil when it cannot be had.
+// socketOf returns the socket of nc, or nil when it cannot be had. Only
+// the runtime's own TCP and Unix connections give theirs: the poller reads
+// and the broadcast writes (sendNow) the descriptor itself, which is right
+// only where the bytes on it are the connection's bytes. Another type that
+// has a SyscallConn (one that embeds a *net.TCPConn and changes what it
+// reads or writes, say) is read and written through its own methods.
 func socketOf(nc net.Conn) syscall.RawConn {
-	sc, ok := nc.(syscall.Conn)
-	if !ok {
+	var sc syscall.Conn
+	switch c := nc.(type) {
+	case *net.TCPConn:
+		sc = c
+	case *net.UnixConn:
+		sc = c
+	default:
 		return nil
 	}
 	rc, err := sc.SyscallConn()
