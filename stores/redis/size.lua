@@ -27,23 +27,10 @@ end
 -- ssize is the size of the CBOR array [wall, logical, replica] of the stamp
 -- at position p of s (a field's array adds its value's bytes; the array
 -- head is one byte either way).
--- It reads the heads' sizes off the big-endian bytes (the same as hsize
--- of the numbers they hold), in one call: this runs for every field the
--- merge script reads or writes.
 local function ssize(s, p)
-  local w1, w2, w3, w4, w5, w6, w7, w8, l1, l2, l3, l4, rl = byte(s, p, p + 12)
-  local size = 1 + 1 + rl -- the array head, the replica's head (if short) and bytes
-  if w1 + w2 + w3 + w4 > 0 then size = size + 9
-  elseif w5 + w6 > 0 then size = size + 5
-  elseif w7 > 0 then size = size + 3
-  elseif w8 >= 24 then size = size + 2
-  else size = size + 1 end
-  if l1 + l2 > 0 then size = size + 5
-  elseif l3 > 0 then size = size + 3
-  elseif l4 >= 24 then size = size + 2
-  else size = size + 1 end
-  if rl >= 24 then size = size + 1 end
-  return size
+  local w1, w2, l = sunpack('>I4I4I4', s, p)
+  local rl = byte(s, p + 12)
+  return 1 + hsize(w1 * TWO32 + w2) + hsize(l) + hsize(rl) + rl
 end
 
 -- fsize is the size of one field in the record's CBOR map: its name of nl
