@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -55,9 +56,9 @@ func runFanFloor(args []string) error {
 			return fmt.Errorf("run %d: %w", run, err)
 		}
 		slices.Sort(lat)
-		note := fmt.Sprintf("%d pushes %s apart; %d deliveries", *writes, *interval, len(lat))
+		note := fmt.Sprintf("%d pushes %s apart; %d deliveries", *writes, *interval, *subs**writes)
 		if missing := *subs**writes - len(lat); missing > 0 {
-			note += fmt.Sprintf(", %d without a receive timestamp", missing)
+			note += fmt.Sprintf(", %d of them without a receive timestamp", missing)
 		}
 		emit(sample{Scenario: title, Metric: "writer CPU per delivery", Unit: "µs", Better: "lower", Impl: "bare write(2) per subscriber",
 			Ours: true, Run: run, Value: cpu.Seconds() * 1e6 / float64(*subs**writes), Note: note})
@@ -77,6 +78,7 @@ func runFanFloor(args []string) error {
 
 // fanFloorRun is one run of runFanFloor: the latencies (ms) of the
 // deliveries that carried a receive timestamp, and the writer's CPU time.
+// A run whose reader did not receive every frame is an error.
 func fanFloorRun(subs, writes int, interval time.Duration, frame int) ([]float64, time.Duration, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -126,11 +128,10 @@ func fanFloorRun(subs, writes int, interval time.Duration, frame int) ([]float64
 			return nil, 0, err
 		}
 	}
-	sent := make([]int64, writes) // Unix nanoseconds at each push's start
+	sent := make([]atomic.Int64, writes) // Unix nanoseconds at each push's start
 	var lat []float64
-	done := make(chan struct{})
+	done := make(chan error, 1)
 	go func() { // the reader: what the generator does, minus the WebSocket parse
-		defer close(done)
 		buf := make([]byte, 64<<10)
 		oob := make([]byte, syscall.CmsgSpace(16))
 		part := make([]int, subs) // bytes of a frame already read, per connection
@@ -139,16 +140,18 @@ func fanFloorRun(subs, writes int, interval time.Duration, frame int) ([]float64
 		for got < want {
 			n, err := syscall.EpollWait(epfd, events, 1000)
 			if err != nil && err != syscall.EINTR {
+				done <- fmt.Errorf("epoll_wait: %w", err)
 				return
 			}
-			if n <= 0 {
-				continue
-			}
-			for _, ev := range events[:n] {
+			for _, ev := range events[:max(n, 0)] {
 				i := int(ev.Fd)
 				m, oobn, _, _, err := syscall.Recvmsg(rfd[i], buf, oob, 0)
-				if err != nil || m <= 0 {
+				if err == syscall.EAGAIN || err == syscall.EINTR {
 					continue
+				}
+				if err != nil || m == 0 {
+					done <- fmt.Errorf("read of connection %d: %v (end of stream: %t)", i, err, m == 0)
+					return
 				}
 				got += m
 				at, ok := rxTimestamp(oob[:oobn])
@@ -156,13 +159,14 @@ func fanFloorRun(subs, writes int, interval time.Duration, frame int) ([]float64
 				// index in its first bytes.
 				for off := (frame - part[i]) % frame; off+4 <= m; off += frame {
 					k := int(binary.BigEndian.Uint32(buf[off:]))
-					if ok && k < writes && sent[k] > 0 {
-						lat = append(lat, float64(at-sent[k])/1e6)
+					if t0 := sent[min(k, writes-1)].Load(); ok && k < writes && t0 > 0 {
+						lat = append(lat, float64(at-t0)/1e6)
 					}
 				}
 				part[i] = (part[i] + m) % frame
 			}
 		}
+		done <- nil
 	}()
 	time.Sleep(300 * time.Millisecond) // receive timestamps are turned on a little after they are asked for
 
@@ -178,7 +182,7 @@ func fanFloorRun(subs, writes int, interval time.Duration, frame int) ([]float64
 		msg := make([]byte, frame)
 		for k := range writes {
 			binary.BigEndian.PutUint32(msg, uint32(k))
-			sent[k] = time.Now().UnixNano()
+			sent[k].Store(time.Now().UnixNano())
 			for _, fd := range wfd {
 				for {
 					if _, err := syscall.Write(fd, msg); err != syscall.EINTR {
@@ -195,7 +199,10 @@ func fanFloorRun(subs, writes int, interval time.Duration, frame int) ([]float64
 	}()
 	used := <-cpu
 	select {
-	case <-done:
+	case err := <-done:
+		if err != nil {
+			return nil, 0, fmt.Errorf("reader: %w", err)
+		}
 	case <-time.After(30 * time.Second):
 		return nil, 0, errors.New("the reader did not receive every frame within 30 s")
 	}
