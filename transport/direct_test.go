@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -26,24 +25,6 @@ const (
 	metricDirectPartial = `convergo_fanout_direct_writes_total{outcome="partial"}`
 	metricFanout        = `convergo_fanout_messages_total`
 )
-
-// metric returns the value of the sample name (with its labels) on the
-// server's /metrics.
-func (ts *testServer) metric(t *testing.T, name string) float64 {
-	t.Helper()
-	_, body := ts.get(t, "/metrics")
-	for _, line := range strings.Split(body, "\n") {
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				t.Fatalf("%s: %v", name, err)
-			}
-			return f
-		}
-	}
-	t.Fatalf("metrics lack %s", name)
-	return 0
-}
 
 // A page offered to a connection with nothing else to write is written by
 // the broadcast group itself, whole: no writer of the pool takes part, and

@@ -317,3 +317,21 @@ func (c *liveClient) recv() proto.Message {
 func engineOn(s stores.Store) (*engine.Engine, error) {
 	return engine.Open(engine.Config{Store: s, Replica: "srv-test", PollInterval: -1})
 }
+
+// metric returns the value of the sample name (with its labels) on the
+// server's /metrics.
+func (ts *testServer) metric(t *testing.T, name string) float64 {
+	t.Helper()
+	_, body := ts.get(t, "/metrics")
+	for _, line := range strings.Split(body, "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("metrics lack %s", name)
+	return 0
+}

@@ -4,8 +4,6 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -225,17 +223,6 @@ func TestCollectionMetrics(t *testing.T) {
 	tok := ts.token(t, "alice", []string{"notes"}, []string{"notes"})
 	ctx := context.Background()
 
-	metric := func(name string) string {
-		t.Helper()
-		_, body := ts.get(t, "/metrics")
-		for _, line := range strings.Split(body, "\n") {
-			if v, ok := strings.CutPrefix(line, name+" "); ok {
-				return v
-			}
-		}
-		t.Fatalf("metrics lack %s", name)
-		return ""
-	}
 	const (
 		records = "convergo_tombstones_collected_records_total"
 		deletes = "convergo_tombstones_collected_deletes_total"
@@ -246,8 +233,8 @@ func TestCollectionMetrics(t *testing.T) {
 		failed  = `convergo_horizon_runs_total{result="failed"}`
 	)
 	for _, name := range []string{records, deletes, fields, bytes, purged, skipped, failed} {
-		if v := metric(name); v != "0" {
-			t.Fatalf("%s = %s before any run, want 0", name, v)
+		if v := ts.metric(t, name); v != 0 {
+			t.Fatalf("%s = %v before any run, want 0", name, v)
 		}
 	}
 
@@ -271,18 +258,18 @@ func TestCollectionMetrics(t *testing.T) {
 	if rep.Records != 2 || rep.Deletes != 2 || rep.Fields < 1 || rep.Bytes <= 0 {
 		t.Fatalf("report %+v, want 2 records, 2 deletes, the unset field and some bytes", rep.PurgeResult)
 	}
-	want := map[string]string{
-		records: "2",
-		deletes: "2",
-		fields:  strconv.Itoa(rep.Fields),
-		bytes:   strconv.FormatInt(rep.Bytes, 10),
-		purged:  "1",
-		skipped: "0",
-		failed:  "0",
+	want := map[string]float64{
+		records: 2,
+		deletes: 2,
+		fields:  float64(rep.Fields),
+		bytes:   float64(rep.Bytes),
+		purged:  1,
+		skipped: 0,
+		failed:  0,
 	}
 	for name, v := range want {
-		if got := metric(name); got != v {
-			t.Errorf("after the run %s = %s, want %s", name, got, v)
+		if got := ts.metric(t, name); got != v {
+			t.Errorf("after the run %s = %v, want %v", name, got, v)
 		}
 	}
 
@@ -291,10 +278,10 @@ func TestCollectionMetrics(t *testing.T) {
 	if reports, err := ts.eng.Collect(ctx); err != nil || len(reports) != 1 || reports[0].Records != 0 {
 		t.Fatalf("second collect: %v %+v", err, reports)
 	}
-	want[purged] = "2"
+	want[purged] = 2
 	for name, v := range want {
-		if got := metric(name); got != v {
-			t.Errorf("after the second run %s = %s, want %s", name, got, v)
+		if got := ts.metric(t, name); got != v {
+			t.Errorf("after the second run %s = %v, want %v", name, got, v)
 		}
 	}
 	// The counts are the engine's, as the engine reports them.
