@@ -24,28 +24,38 @@ func TestDevicesConverge(t *testing.T) {
 }
 
 // The generators reach what they promise: equal stamps, deletes, unsets.
+// Two stamps drawn apart are equal a few times in a hundred, so the draws
+// go on, up to ten rounds of checks, until each case was seen.
 func TestGeneratorsCover(t *testing.T) {
 	var ties, deletes, unsets, sets int
-	crdttest.Check(t, func(t *rapid.T) {
-		a := crdttest.Stamp().Draw(t, "a")
-		if a == crdttest.Stamp().Draw(t, "b") {
-			ties++
-		}
-		r := crdttest.Record().Draw(t, "r")
-		if !r.Deleted.IsZero() {
-			deletes++
-		}
-		for _, f := range r.Fields {
-			if f.IsUnset() {
-				unsets++
-			} else {
-				sets++
-			}
-		}
-	})
+	for round := 0; round < 10 && (ties == 0 || deletes == 0 || unsets == 0 || sets == 0); round++ {
+		draw(t, &ties, &deletes, &unsets, &sets)
+	}
 	if ties == 0 || deletes == 0 || unsets == 0 || sets == 0 {
 		t.Fatalf("ties %d, deletes %d, unsets %d, sets %d: want each above 0", ties, deletes, unsets, sets)
 	}
+}
+
+// draw counts, over one round of checks, the stamp pairs drawn equal and
+// the deletes, unsets and sets in drawn records.
+func draw(t *testing.T, ties, deletes, unsets, sets *int) {
+	crdttest.Check(t, func(t *rapid.T) {
+		a := crdttest.Stamp().Draw(t, "a")
+		if a == crdttest.Stamp().Draw(t, "b") {
+			*ties++
+		}
+		r := crdttest.Record().Draw(t, "r")
+		if !r.Deleted.IsZero() {
+			*deletes++
+		}
+		for _, f := range r.Fields {
+			if f.IsUnset() {
+				*unsets++
+			} else {
+				*sets++
+			}
+		}
+	})
 }
 
 // A replica that loses a field on merge fails Converged with a message
