@@ -50,6 +50,9 @@ type Cursor struct {
 	// fresh marks a beginning read by a reader that holds no record of
 	// the collection (FreshStart); it is never encoded.
 	fresh bool
+	// unverified marks a cursor whose scope and transition the reader
+	// may have written itself (Unverified); it is never encoded.
+	unverified bool
 	// mark is the id of the tombstone horizon that was published when the
 	// reading that led to this cursor began from the start of the log
 	// (Horizon.ID); 0: none known (a cursor written before marks were,
@@ -65,6 +68,22 @@ type Cursor struct {
 // the reader has nothing to drop. Its encoding is that of any beginning,
 // and for an unscoped read it is the beginning.
 func FreshStart() Cursor { return Cursor{fresh: true} }
+
+// Unverified returns c as a cursor the server cannot tell it made: its
+// positions are the reader's own business (a false one costs only the
+// reader), but the scope it claims to have been read under and its
+// transition decide which leave entries a scoped read sends, so a reader
+// that wrote them could learn which records outside its scope match a
+// predicate of its choosing. An unverified cursor is in no transition,
+// and a scoped read from it under another scope than the one it names
+// reads again from the start as a reader that holds nothing known: a
+// record or a leave for every entry (see the package doc, "Scopes and
+// transitions"). The transport verifies the cursors it made with a tag.
+func (c Cursor) Unverified() Cursor {
+	c.trans, c.prev, c.prevPos = noTransition, "", ""
+	c.unverified = true
+	return c
+}
 
 // transition is the kind of a cursor's transition from one scope to
 // another.
@@ -85,7 +104,9 @@ const (
 
 // MaxCursorBytes bounds an encoded cursor: two scopes of scope.MaxBytes
 // (the one read under and a transition's previous one) and up to
-// stores.MaxShards positions for each. ParseCursor refuses a longer one.
+// stores.MaxShards positions for each, with room for the 16-byte tag the
+// transport appends (docs/design.md, "Cursor"). ParseCursor refuses a
+// longer one.
 // The protocol declares it (proto.MaxCursorBytes).
 const MaxCursorBytes = proto.MaxCursorBytes
 

@@ -86,7 +86,11 @@
 // of records sent again. A prev whose encoding outgrows scope.MaxBytes is
 // dropped and the scan reads from the start as for a new reader (a
 // record or a leave for every entry). When the scan reaches the head, or
-// passes prev's positions in every shard, the cursor forgets prev. An
+// passes prev's positions in every shard, the cursor forgets prev. A
+// cursor the caller cannot vouch for (Cursor.Unverified: a client may
+// have written its scope) is in no transition, and read under another
+// scope than its own it starts again from the beginning with no prev: a
+// written scope must not choose which leaves a reader is sent. An
 // unscoped read is the same with no scope: every record, tombstones
 // included, and no leaves.
 //

@@ -127,7 +127,11 @@ func (e *Engine) pullScoped(ctx context.Context, collection string, cursor Curso
 		if err := e.checkPast(ctx, collection, k, pos); err != nil {
 			return Page{}, err
 		}
-		if err := sc.begin(cursor, pos); err != nil {
+		if cursor.unverified {
+			// What the reader holds is not known (Unverified): it is told
+			// of every entry from the start.
+			sc.trans, sc.prevEnc, sc.prevPos = noTransition, "", nil
+		} else if err := sc.begin(cursor, pos); err != nil {
 			return Page{}, fmt.Errorf("pull %s: %w", collection, err)
 		}
 		pos = make([]uint64, k)

@@ -214,7 +214,7 @@ func (s *Server) pull(ctx context.Context, p Principal, body []byte) (any, error
 	if req.Limit > uint64(s.limits.MaxPullRecords) {
 		return nil, proto.Errorf(proto.CodeTooLarge, "pull limit %d: at most %d", req.Limit, s.limits.MaxPullRecords)
 	}
-	cursor, err := engine.ParseCursor(req.Cursor)
+	cursor, err := s.sealer.readCursor(req.Collection, req.Cursor)
 	if err != nil {
 		return nil, proto.Errorf(proto.CodeInvalid, "pull: %s", publicText(err))
 	}
@@ -236,7 +236,7 @@ func (s *Server) pull(ctx context.Context, p Principal, body []byte) (any, error
 		return nil, err
 	}
 	s.noteLease(ctx, req.Collection, leaseOf(req.Replica, req.Pending, cursor))
-	return proto.PullResponse{Records: page.Records, Next: page.Next.Bytes(), More: page.More,
+	return proto.PullResponse{Records: page.Records, Next: s.sealer.cursorBytes(req.Collection, page.Next), More: page.More,
 		Leaves: page.Leaves, Seals: s.sealer.seals(req.Collection, page.Version, page.Current, page.Records)}, nil
 }
 

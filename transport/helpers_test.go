@@ -226,7 +226,7 @@ func (ts *testServer) cur(t *testing.T, coll string, seq uint64) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return c.Bytes()
+	return ts.srv.sealer.cursorBytes(coll, c)
 }
 
 func mustValue(t *testing.T, v any) []byte {

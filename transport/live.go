@@ -1060,7 +1060,7 @@ func (c *liveConn) subscribe(p Principal, m proto.Sub) {
 		c.queue(proto.ErrorMessage{Code: proto.CodeForbidden, Message: "no read access to " + m.Collection, Collection: m.Collection, RequestID: c.id})
 		return
 	}
-	cursor, err := engine.ParseCursor(m.Cursor)
+	cursor, err := c.s.sealer.readCursor(m.Collection, m.Cursor)
 	if err != nil {
 		c.queue(proto.ErrorMessage{Code: proto.CodeInvalid, Message: publicText(err), Collection: m.Collection, RequestID: c.id})
 		return
@@ -1134,7 +1134,7 @@ func (s *Server) readPage(coll string, cursor engine.Cursor, sc *scope.Pred, ver
 	if err != nil {
 		return wirePage{}, nil, err
 	}
-	data, err := proto.EncodeMessage(proto.Changes{Collection: coll, Records: page.Records, Next: page.Next.Bytes(), More: page.More,
+	data, err := proto.EncodeMessage(proto.Changes{Collection: coll, Records: page.Records, Next: s.sealer.cursorBytes(coll, page.Next), More: page.More,
 		Seals: s.sealer.seals(coll, page.Version, page.Current, page.Records), Leaves: page.Leaves})
 	if err != nil {
 		return wirePage{}, nil, fmt.Errorf("encode changes of %s: %w", coll, err)

@@ -384,3 +384,69 @@ func signRaw(t *testing.T, claims map[string]any) string {
 	}
 	return s
 }
+
+// A cursor is the client's to hold, not to write: the scope a client puts
+// into one must not decide which leave entries it is sent. A reader held
+// to team "red" that forges cursors carrying a scope of its choosing
+// (salary == 100, salary == 200) would otherwise learn, from whether a
+// blue record comes back as a leave, whether that record matches: an
+// oracle on values outside its scope. Whatever scope its cursor claims,
+// it is told of the same records outside its scope, over pull and sub.
+func TestForgedCursorScopeLearnsNothing(t *testing.T) {
+	ts := newTestServer(t, nil)
+	admin := ts.token(t, "admin", []string{"docs"}, []string{"docs"})
+	ts.push(t, admin,
+		set(t, "docs", "d1", map[string]any{"team": "red"}),
+		set(t, "docs", "d2", map[string]any{"team": "blue", "salary": 100}),
+		set(t, "docs", "d3", map[string]any{"team": "blue", "salary": 200}),
+	)
+	red := ts.issue(t, TokenSpec{Subject: "red", Read: []string{"docs"},
+		Scopes: map[string]*scope.Pred{"docs": mustScope(t, `team == "red"`)}})
+	// A cursor at the head whose scope is the attacker's guess: what a
+	// client can write byte by byte, made here by the engine.
+	forge := func(guess string) []byte {
+		t.Helper()
+		page, err := ts.eng.PullScoped(t.Context(), "docs", engine.Cursor{}, engine.PageLimit{}, mustScope(t, guess))
+		if err != nil || page.More {
+			t.Fatalf("forging a cursor under %s: %v", guess, err)
+		}
+		return page.Next.Bytes()
+	}
+	leavesFor := func(guess string) [][]byte {
+		t.Helper()
+		ids, leaves, _ := ts.pullAll(t, red, "docs", forge(guess), nil)
+		if slices.Contains(ids, "d2") || slices.Contains(ids, "d3") {
+			t.Fatalf("a record outside the scope was sent: %v", ids)
+		}
+		return leaves
+	}
+	byPull := map[string][][]byte{}
+	for _, guess := range []string{`salary == 100`, `salary == 200`} {
+		byPull[guess] = leavesFor(guess)
+	}
+	if !sameLeaves(byPull[`salary == 100`], byPull[`salary == 200`]) {
+		t.Fatalf("pull: the leave entries depend on the scope the cursor claims: %d for salary 100, %d for salary 200",
+			len(byPull[`salary == 100`]), len(byPull[`salary == 200`]))
+	}
+
+	// The same over a live subscription.
+	bySub := map[string][][]byte{}
+	for _, guess := range []string{`salary == 100`, `salary == 200`} {
+		c, _ := ts.open(t, red)
+		c.send(proto.Sub{Collection: "docs", Cursor: forge(guess)})
+		for {
+			m, ok := c.recv().(proto.Changes)
+			if !ok {
+				t.Fatalf("sub: %#v", m)
+			}
+			bySub[guess] = append(bySub[guess], m.Leaves...)
+			if !m.More {
+				break
+			}
+		}
+	}
+	if !sameLeaves(bySub[`salary == 100`], bySub[`salary == 200`]) {
+		t.Fatalf("sub: the leave entries depend on the scope the cursor claims: %d for salary 100, %d for salary 200",
+			len(bySub[`salary == 100`]), len(bySub[`salary == 200`]))
+	}
+}
