@@ -145,6 +145,11 @@ func (cr *colRules) check(ctx context.Context, collection string, before, change
 		return crdt.Record{}, fmt.Errorf("%w: the record is outside the write scope %s", ErrOutOfScope, scopeText(cr.write))
 	}
 	merged, _ := crdt.Merge(before, change)
+	// Judged as readers will see it: a change in the current version may
+	// still carry a field of an older version's shape, which resolving
+	// moves where it belongs (a title stamped after the name becomes the
+	// name), so the merge alone is not what is read.
+	merged, _ = resolved(cr.mig, merged)
 	if !merged.Exists() {
 		return merged, nil // a delete, or an unset of every field
 	}

@@ -91,15 +91,22 @@ func (e *Engine) translateChanges(changes []crdt.Change, versions map[string]int
 // resolve returns r in the current version of its collection's
 // migrations d (nil: r itself).
 func (e *Engine) resolve(d *migrate.Definition, r crdt.Record) crdt.Record {
+	out, dropped := resolved(d, r)
+	e.noteDropped(dropped)
+	return out
+}
+
+// resolved returns r in the current version of d (nil: r itself) and
+// how many of its fields the translation left out.
+func resolved(d *migrate.Definition, r crdt.Record) (crdt.Record, int) {
 	if d == nil || d.Current() == 1 {
-		return r
+		return r, 0
 	}
 	out, dropped, err := d.Record(r, 1, d.Current())
 	if err != nil {
-		return r // versions 1 and Current are always valid
+		return r, 0 // versions 1 and Current are always valid
 	}
-	e.noteDropped(dropped)
-	return out
+	return out, dropped
 }
 
 // noteDropped counts source fields a translation of a stored record left

@@ -380,3 +380,57 @@ func BenchmarkPullAt(b *testing.B) {
 	b.Run("resolved to v2", func(b *testing.B) { run(b, migrated, 2) })
 	b.Run("served at v1", func(b *testing.B) { run(b, migrated, 1) })
 }
+
+// The rules judge a change on the record as readers will see it. A change
+// in the current version may still carry a field of an older version's
+// shape (title, renamed to name at version 2), and resolving the stored
+// record moves it where it belongs: a title stamped after the change's
+// name becomes the name. Judged on the merge alone, a writer held to
+// name == "alice" could create a record that every reader sees as bob's,
+// move one of its own to bob, and get past a schema's bound on name.
+func TestMigrationsRulesJudgeTheResolvedRecord(t *testing.T) {
+	ctx := context.Background()
+	e := openOn(t, memory.New(), migrationRules(t, `"schema": {"fields": {"name": {"type": "string", "maxBytes": 8}}},`))
+	alice, err := scope.Parse(`name == "alice"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := WithWriteScope(func(string) (*scope.Pred, error) { return alice, nil })
+	text := func(s string) []byte {
+		b, err := crdt.EncodeValue(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	// name as the scope wants it, and a later title that resolves over it.
+	sneak := func(id, title string) crdt.Change {
+		return crdt.Change{Collection: "notes", Record: crdt.Record{ID: id, Fields: map[string]crdt.Field{
+			"name":  {Stamp: st1(999_010), Value: text("alice")},
+			"title": {Stamp: st1(999_020), Value: text(title)},
+		}}}
+	}
+	own := crdt.Change{Collection: "notes", Record: rec(t, "mine", 999_000, map[string]any{"name": "alice"})}
+	if res, err := e.Apply(ctx, []crdt.Change{own}, write); err != nil || res[0].Status != StatusApplied {
+		t.Fatalf("alice's own record: %+v %v", res, err)
+	}
+	res, err := e.Apply(ctx, []crdt.Change{
+		sneak("created", "bob"), // a create outside
+		sneak("mine", "bob"),    // a move out
+	}, write)
+	if err != nil {
+		t.Fatal(err)
+	}
+	long, err := e.Apply(ctx, []crdt.Change{sneak("long", "far too long a name")}) // past maxBytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	res = append(res, long...)
+	got := pullVersion(t, e, "notes", nil, 0)
+	for i, want := range []error{ErrOutOfScope, ErrOutOfScope, ErrSchema} {
+		if !errors.Is(res[i].Err, want) {
+			id := []string{"created", "mine", "long"}[i]
+			t.Errorf("change %d: %+v, want %v; readers see %s's name as %q", i, res[i], want, id, str(t, got[id], "name"))
+		}
+	}
+}
