@@ -335,17 +335,21 @@ func (e *Engine) Apply(ctx context.Context, changes []crdt.Change, opts ...Apply
 		index = append(index, i)
 	}
 	e.mu.Unlock()
-	accepted, index, err = e.checkRules(ctx, accepted, index, results, cfg)
-	if err != nil {
-		return nil, err
-	}
+	// Quotas first: the rules judge each change on the record the call's
+	// earlier changes leave (checkRules), so a change refused after them
+	// would leave a later one judged on a record that never was.
 	accepted, index, err = e.checkQuotas(ctx, accepted, index, results)
 	if err != nil {
 		return nil, err
 	}
+	accepted, index, err = e.checkRules(ctx, accepted, index, results, cfg)
+	if err != nil {
+		return nil, err
+	}
+	run := &applyRun{cfg: cfg}
 	for start := 0; start < len(accepted); start += stores.MaxBatch {
 		end := min(start+stores.MaxBatch, len(accepted))
-		if err := e.applyStored(ctx, accepted[start:end], index[start:end], results); err != nil {
+		if err := e.applyStored(ctx, run, accepted[start:end], index[start:end], results); err != nil {
 			return nil, err
 		}
 	}
@@ -360,7 +364,39 @@ func (e *Engine) Apply(ctx context.Context, changes []crdt.Change, opts ...Apply
 // which is reported refused while the others apply. Splitting is safe
 // because Apply is idempotent and the halves go in order, so changes to one
 // record still merge in order.
-func (e *Engine) applyStored(ctx context.Context, changes []crdt.Change, index []int, results []Result) error {
+//
+// The rules judged each change on the record the call's earlier changes
+// leave, so a later change of a record one of whose changes the store
+// refuses was judged on a record that never was: it is judged again
+// (checkRules) on the record as stored, before it is applied.
+func (e *Engine) applyStored(ctx context.Context, run *applyRun, changes []crdt.Change, index []int, results []Result) error {
+	if len(run.refused) > 0 {
+		var again, keep []crdt.Change
+		var againIndex, keepIndex []int
+		for j, c := range changes {
+			if run.refused[recordKey{c.Collection, c.Record.ID}] {
+				again, againIndex = append(again, c), append(againIndex, index[j])
+			} else {
+				keep, keepIndex = append(keep, c), append(keepIndex, index[j])
+			}
+		}
+		if len(again) > 0 {
+			if err := e.applyStored(ctx, run, keep, keepIndex, results); err != nil {
+				return err
+			}
+			for _, c := range again {
+				delete(run.refused, recordKey{c.Collection, c.Record.ID})
+			}
+			again, againIndex, err := e.checkRules(ctx, again, againIndex, results, run.cfg)
+			if err != nil {
+				return err
+			}
+			return e.applyStored(ctx, run, again, againIndex, results)
+		}
+	}
+	if len(changes) == 0 {
+		return nil
+	}
 	stored, err := e.store.Apply(ctx, changes)
 	refusable := errors.Is(err, stores.ErrTooLarge) || errors.Is(err, stores.ErrInvalid) || errors.Is(err, stores.ErrCorrupt)
 	e.noteCommit(ctx, err, refusable)
@@ -369,13 +405,17 @@ func (e *Engine) applyStored(ctx context.Context, changes []crdt.Change, index [
 	case refusable && len(changes) == 1:
 		c := changes[0]
 		results[index[0]] = Result{Status: StatusRefused, Err: fmt.Errorf("change %s/%s: %w", c.Collection, c.Record.ID, err)}
+		if run.refused == nil {
+			run.refused = map[recordKey]bool{}
+		}
+		run.refused[recordKey{c.Collection, c.Record.ID}] = true
 		return nil
 	case refusable:
 		half := len(changes) / 2
-		if err := e.applyStored(ctx, changes[:half], index[:half], results); err != nil {
+		if err := e.applyStored(ctx, run, changes[:half], index[:half], results); err != nil {
 			return err
 		}
-		return e.applyStored(ctx, changes[half:], index[half:], results)
+		return e.applyStored(ctx, run, changes[half:], index[half:], results)
 	default:
 		return fmt.Errorf("apply %d changes: %w", len(changes), err)
 	}
@@ -392,6 +432,17 @@ func (e *Engine) applyStored(ctx context.Context, changes []crdt.Change, index [
 	}
 	return nil
 }
+
+// applyRun is what the store's part of one Apply call keeps.
+type applyRun struct {
+	cfg applyConfig
+	// refused holds the records a change of which the store refused:
+	// the call's later changes of them are judged again (applyStored).
+	refused map[recordKey]bool
+}
+
+// recordKey names a record of a collection.
+type recordKey struct{ collection, id string }
 
 // applyCaptured is the engine's stores.CaptureSink: writes other programs
 // made directly in the backend come through the same admission as pushes

@@ -251,3 +251,86 @@ func TestNoReadsWithoutRules(t *testing.T) {
 		t.Errorf("%d reads for one change a schema applies to, want 1", st.gets)
 	}
 }
+
+// The rules judge each change of a call on the record as the call's
+// earlier changes leave it, but an earlier change the store or the quota
+// then refuses (a record grown past the size limit) leaves nothing: a
+// later change judged after it must not be applied on the strength of it. Here a
+// writer held to owner == "alice" sends a change that keeps its record
+// hers (a newer owner, and a value that makes the record too large),
+// then an older owner "bob": judged after the first, the second changes
+// nothing; applied without it, it moves the record to bob.
+func TestRulesRefusedChangeLeavesNothing(t *testing.T) {
+	ctx := context.Background()
+	e := openEngine(t, "srv", &fakeClock{ms: 1_000_000})
+	alice := mustScope(t, "eq", "owner", "alice")
+	write := WithWriteScope(func(string) (*scope.Pred, error) { return alice, nil })
+	text := func(s string) []byte {
+		b, err := crdt.EncodeValue(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	at := func(ms int64) crdt.Stamp { return crdt.Stamp{Wall: 999_000 + ms, Replica: "c1"} }
+	big := strings.Repeat("x", 120<<10)
+	mine := crdt.Record{ID: "r", Fields: map[string]crdt.Field{
+		"owner": {Stamp: at(1), Value: text("alice")},
+		"pad1":  {Stamp: at(1), Value: text(big)},
+		"pad2":  {Stamp: at(1), Value: text(big)},
+	}}
+	if res, err := e.Apply(ctx, []crdt.Change{{Collection: "notes", Record: mine}}, write); err != nil || res[0].Status != StatusApplied {
+		t.Fatalf("alice's record: %+v %v", res, err)
+	}
+	grow := crdt.Record{ID: "r", Fields: map[string]crdt.Field{
+		"owner": {Stamp: at(3), Value: text("alice")},
+		"pad3":  {Stamp: at(3), Value: text(big)},
+	}}
+	move := crdt.Record{ID: "r", Fields: map[string]crdt.Field{"owner": {Stamp: at(2), Value: text("bob")}}}
+	res, err := e.Apply(ctx, []crdt.Change{{Collection: "notes", Record: grow}, {Collection: "notes", Record: move}}, write)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(res[0].Err, ErrTooLarge) {
+		t.Fatalf("the growing change: %+v, want too large", res[0])
+	}
+	got, err := e.GetRecord(ctx, "notes", "r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !alice.Match(got.Record) {
+		t.Fatalf("the move: %+v; the record left alice's write scope: owner %x", res[1], got.Record.Fields["owner"].Value)
+	}
+
+	// The same with a change the quota refuses: at its quota a collection
+	// takes unsets, and an older unset of owner, judged after a newer
+	// owner that never lands, would leave the record outside the scope.
+	q, err := Open(Config{Store: memory.New(), Replica: "srv", PollInterval: -1, Now: (&fakeClock{ms: 1_000_000}).now,
+		Quotas: []Quota{{Pattern: "notes", MaxRecords: 1}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	kept := crdt.Record{ID: "r", Fields: map[string]crdt.Field{
+		"owner": {Stamp: at(1), Value: text("alice")},
+		"title": {Stamp: at(1), Value: text("mine")},
+	}}
+	if res, err := q.Apply(ctx, []crdt.Change{{Collection: "notes", Record: kept}}, write); err != nil || res[0].Status != StatusApplied {
+		t.Fatalf("alice's record: %+v %v", res, err)
+	}
+	newer := crdt.Record{ID: "r", Fields: map[string]crdt.Field{"owner": {Stamp: at(3), Value: text("alice")}}}
+	unset := crdt.Record{ID: "r", Fields: map[string]crdt.Field{"owner": {Stamp: at(2)}}}
+	res, err = q.Apply(ctx, []crdt.Change{{Collection: "notes", Record: newer}, {Collection: "notes", Record: unset}}, write)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(res[0].Err, ErrQuotaExceeded) {
+		t.Fatalf("the newer owner: %+v, want quota exceeded", res[0])
+	}
+	if got, err = q.GetRecord(ctx, "notes", "r"); err != nil {
+		t.Fatal(err)
+	}
+	if !alice.Match(got.Record) {
+		t.Fatalf("the unset: %+v; the record left alice's write scope: %+v", res[1], got.Record)
+	}
+}
