@@ -17,6 +17,17 @@ type ApplyOption func(*applyConfig)
 type applyConfig struct {
 	writeScope func(collection string) (*scope.Pred, error)
 	versions   map[string]int
+	held       bool
+}
+
+// WithHeld says an Apply call's changes are records the server held and
+// gives back (a restore, whose seals prove it): their stamps are admitted
+// as stored records' are, with logical counters up to crdt.MaxLogical,
+// where a pushed stamp's stop at crdt.MaxIssuedLogical (docs/protocol.md,
+// section 3). The clock observes them like any (it carries a counter past
+// crdt.MaxIssuedLogical into its wall part).
+func WithHeld() ApplyOption {
+	return func(c *applyConfig) { c.held = true }
 }
 
 // WithWriteScope holds an Apply call's changes to a write scope (an

@@ -325,7 +325,7 @@ func (e *Engine) Apply(ctx context.Context, changes []crdt.Change, opts ...Apply
 		}
 		err := checkCollected(c, horizons[c.Collection])
 		if err == nil {
-			err = e.admit(&c, wall)
+			err = e.admit(&c, wall, cfg.held)
 		}
 		if err != nil {
 			results[i] = Result{Status: StatusRefused, Err: fmt.Errorf("change %s/%s: %w", c.Collection, c.Record.ID, err)}
@@ -505,8 +505,14 @@ func (e *Engine) WriteHealth() error {
 }
 
 // admit validates a change and observes its stamps. The clock only moves
-// when every stamp of the change is acceptable. Called with e.mu held.
-func (e *Engine) admit(c *crdt.Change, wall int64) error {
+// when every stamp of the change is acceptable. A held change (WithHeld)
+// may carry logical counters up to crdt.MaxLogical, a pushed one up to
+// crdt.MaxIssuedLogical. Called with e.mu held.
+func (e *Engine) admit(c *crdt.Change, wall int64, held bool) error {
+	maxLogical := uint32(crdt.MaxIssuedLogical)
+	if held {
+		maxLogical = crdt.MaxLogical
+	}
 	if err := crdt.ValidateCollection(c.Collection); err != nil {
 		return err
 	}
@@ -531,8 +537,8 @@ func (e *Engine) admit(c *crdt.Change, wall int64) error {
 		if f.Stamp.IsZero() {
 			return fmt.Errorf("%w: field %q has a zero stamp", crdt.ErrInvalid, name)
 		}
-		if f.Stamp.Logical > crdt.MaxIssuedLogical {
-			return fmt.Errorf("%w: field %q: logical counter %d above %d, which no honest clock issues", crdt.ErrInvalid, name, f.Stamp.Logical, crdt.MaxIssuedLogical)
+		if f.Stamp.Logical > maxLogical {
+			return fmt.Errorf("%w: field %q: logical counter %d above %d, which no honest clock issues", crdt.ErrInvalid, name, f.Stamp.Logical, maxLogical)
 		}
 		if f.Stamp.Compare(max) > 0 {
 			max = f.Stamp
@@ -554,8 +560,8 @@ func (e *Engine) admit(c *crdt.Change, wall int64) error {
 	if max.IsZero() {
 		return nil // an empty change: nothing to observe, a no-op
 	}
-	if c.Record.Deleted.Logical > crdt.MaxIssuedLogical {
-		return fmt.Errorf("%w: delete stamp: logical counter %d above %d", crdt.ErrInvalid, c.Record.Deleted.Logical, crdt.MaxIssuedLogical)
+	if c.Record.Deleted.Logical > maxLogical {
+		return fmt.Errorf("%w: delete stamp: logical counter %d above %d", crdt.ErrInvalid, c.Record.Deleted.Logical, maxLogical)
 	}
 	// Observing the largest stamp covers the others: the drift check is on
 	// the largest, and the clock ends above all of them.

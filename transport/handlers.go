@@ -262,8 +262,10 @@ func resetOf(err error) *proto.ResetInfo {
 // held the record, so a reader can restore it but not make one up; and
 // only records its effective read scope matches, what it could have been
 // shown (out_of_scope for others). Stamps are not checked against the
-// replica binding (they are other replicas' by design); the engine admits
-// them like any change, with the collection's schema.
+// replica binding (they are other replicas' by design), and their logical
+// counters are those a stored record may carry (engine.WithHeld); the
+// engine admits them like any change otherwise, with the collection's
+// schema.
 func (s *Server) restore(ctx context.Context, p Principal, body []byte) (any, error) {
 	var req proto.RestoreRequest
 	if err := proto.Decode(body, &req); err != nil {
@@ -312,7 +314,7 @@ func (s *Server) restore(ctx context.Context, p Principal, body []byte) (any, er
 		changes = append(changes, crdt.Change{Collection: req.Collection, Record: sr.Record})
 		index = append(index, i)
 	}
-	if err := s.applyChanges(ctx, changes, index, results); err != nil {
+	if err := s.applyChanges(ctx, changes, index, results, engine.WithHeld()); err != nil {
 		return nil, err
 	}
 	return proto.RestoreResponse{Results: results}, nil

@@ -2,6 +2,7 @@ package transport
 
 import (
 	"testing"
+	"time"
 
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/transport/proto"
@@ -88,5 +89,39 @@ func TestLiveReset(t *testing.T) {
 	c.send(proto.Sub{Collection: DemoCollection})
 	if ch, ok := c.recv().(proto.Changes); !ok || len(ch.Records) != 0 || ch.More {
 		t.Fatalf("after the reset: %+v", ch)
+	}
+}
+
+// A record the server holds may carry a logical counter above the one a
+// push may (docs/protocol.md, section 3: up to 2^32-1, written before
+// pushes were bounded). Its seal proves the server held it, so after the
+// store is lost it is given back like any other, not refused invalid.
+func TestRestoreHeldLogicalCounter(t *testing.T) {
+	key := []byte("a seal key of 32 bytes, for tests")
+	old := newTestServer(t, func(c *Config) { c.SealKey = key })
+	alice := old.token(t, "alice", []string{"notes"}, []string{"notes"})
+	held := crdt.SetField("r1", "title", mustValue(t, "kept"),
+		crdt.Stamp{Wall: time.Now().Add(-time.Hour).UnixMilli(), Logical: crdt.MaxIssuedLogical + 10, Replica: "c1"})
+	if _, err := old.store.Apply(t.Context(), []crdt.Change{{Collection: "notes", Record: held}}); err != nil {
+		t.Fatal(err)
+	}
+	page := old.pull(t, alice, "notes", 0)
+	if len(page.Records) != 1 || len(page.Seals) != 1 {
+		t.Fatalf("pull: %d records, %d seals", len(page.Records), len(page.Seals))
+	}
+	fresh := newTestServer(t, func(c *Config) { c.SealKey = key })
+	a := fresh.post(t, proto.PathRestore, fresh.token(t, "reader", []string{"notes"}, nil),
+		proto.RestoreRequest{Collection: "notes", Records: []proto.SealedRecord{{Record: page.Records[0], Seal: page.Seals[0]}}})
+	var res proto.RestoreResponse
+	if err := proto.Decode(a.body, &res); err != nil || len(res.Results) != 1 {
+		t.Fatalf("restore: %d %v", a.status, err)
+	}
+	if res.Results[0].Status != proto.StatusApplied {
+		t.Fatalf("restore of a held record: %+v", res.Results[0])
+	}
+	// A push of the same stamp is still refused.
+	if r := fresh.push(t, alice, crdt.Change{Collection: "notes", Record: crdt.SetField("r2", "title", mustValue(t, "x"),
+		crdt.Stamp{Wall: time.Now().UnixMilli(), Logical: crdt.MaxIssuedLogical + 1, Replica: ownReplica})}); r[0].Code != proto.CodeInvalid {
+		t.Fatalf("push of a logical counter above %d: %+v", crdt.MaxIssuedLogical, r[0])
 	}
 }
