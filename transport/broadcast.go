@@ -60,12 +60,13 @@ import (
 // with a reset message, any other read failure with resync; the engine
 // closing stops every member with resync.
 
-// groupKey names a broadcast group: a collection, the digest of the
-// effective read scope of its members (scopes.go; "" for unscoped ones)
-// and the schema version they read in. Members of one scope and version
-// at one cursor share reads; members of different scopes or versions
-// never do, so no member is handed a page read under another scope or
-// translated to another version.
+// groupKey names a broadcast group: a collection, the canonical encoding
+// of the effective read scope of its members (scopes.go; "" for unscoped
+// ones) and the schema version they read in. Members of one scope and
+// version at one cursor share reads; members of different scopes or
+// versions never do, so no member is handed a page read under another
+// scope or translated to another version. The key is the whole encoding,
+// not a digest of it: scopes whose digests collided would share pages.
 type groupKey struct {
 	collection string
 	scope      string
@@ -125,7 +126,7 @@ const readParallel = 4
 // Its first page comes in the group's next round. m.c must hold m among
 // its subscriptions before, since the group may end it at once (owe).
 func (h *hub) join(m *member) error {
-	key := groupKey{collection: m.coll, scope: m.scope.Digest(), version: m.version}
+	key := groupKey{collection: m.coll, scope: m.scope.Key(), version: m.version}
 	h.mu.Lock()
 	g := h.groups[key]
 	if g == nil {

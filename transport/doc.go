@@ -40,7 +40,7 @@
 //
 // A WebSocket session streams each subscribed collection from the client's
 // cursor. Its subscriptions are entries of a broadcast group, one per
-// collection (keyed by collection and scope digest, so that scoped
+// collection (keyed by collection and scope encoding, so that scoped
 // subscribers will share too), which holds the engine subscription
 // (engine.Subscribe): whenever the head moves, the group reads and encodes
 // the new page once per cursor among its subscribers and queues the same

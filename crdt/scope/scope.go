@@ -2,8 +2,6 @@ package scope
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -45,7 +43,7 @@ type Pred struct {
 	enc    []byte   // canonical wire form
 	params []string // sorted, unique
 	fields []string // sorted, unique
-	digest string
+	key    string   // enc as a string (Key)
 }
 
 type opKind uint8
@@ -152,7 +150,7 @@ func paramEnc(name string) string {
 // flattened, operands sorted by wire form without duplicates, "all" and
 // "none" folded away where they decide nothing, an "and" or "or" of one
 // operand replaced by it, and "in" lists sorted without duplicates. Equal
-// predicates in this sense have equal wire forms, hence equal digests.
+// predicates in this sense have equal wire forms, hence equal keys.
 func normalize(n *node) *node {
 	switch n.op {
 	case opIn:
@@ -251,11 +249,10 @@ func finish(root *node, check bool) (*Pred, error) {
 	p := &Pred{
 		root:   root,
 		enc:    []byte(root.enc),
+		key:    root.enc,
 		params: sortedKeys(s.params),
 		fields: sortedKeys(s.fields),
 	}
-	sum := sha256.Sum256(p.enc)
-	p.digest = hex.EncodeToString(sum[:8])
 	if len(p.params) == 0 {
 		root = prepare(root)
 		p.root = root
@@ -316,14 +313,15 @@ func (p *Pred) Encode() []byte {
 	return bytes.Clone(p.enc)
 }
 
-// Digest returns a short stable digest of Encode: the first 16 hex digits
-// of its SHA-256, or "" for a nil p. Servers key subscriptions and caches
-// by it.
-func (p *Pred) Digest() string {
+// Key returns Encode as a string, for map keys: equal predicates give
+// equal keys and different ones different keys, or "" for a nil p.
+// Servers key what readers of one scope share by it (the whole encoding,
+// not a digest of it, so that no two scopes can ever share a key).
+func (p *Pred) Key() string {
 	if p == nil {
 		return ""
 	}
-	return p.digest
+	return p.key
 }
 
 // Params returns the names of the parameters p uses, sorted.

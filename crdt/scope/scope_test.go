@@ -100,8 +100,8 @@ func TestParseString(t *testing.T) {
 			if err != nil || !dec.Equal(p) {
 				t.Fatalf("Decode(Encode()) = %v, %v; want %s", dec, err, p)
 			}
-			if dec.Digest() != p.Digest() || len(p.Digest()) != 16 {
-				t.Fatalf("Digest = %q, want %q of 16 hex digits", dec.Digest(), p.Digest())
+			if dec.Key() != p.Key() || dec.Key() != string(p.Encode()) {
+				t.Fatalf("Key = %x, want %x, the encoding", dec.Key(), p.Key())
 			}
 		})
 	}
@@ -492,7 +492,7 @@ func TestAccessors(t *testing.T) {
 		t.Errorf("Params = %s", got)
 	}
 	var nilPred *scope.Pred
-	if nilPred.String() != "all" || nilPred.Encode() != nil || nilPred.Digest() != "" || !nilPred.Bound() || nilPred.Params() != nil || nilPred.Fields() != nil {
+	if nilPred.String() != "all" || nilPred.Encode() != nil || nilPred.Key() != "" || !nilPred.Bound() || nilPred.Params() != nil || nilPred.Fields() != nil {
 		t.Error("nil accessors")
 	}
 	// Encode returns a copy: changing it does not change p.
