@@ -67,7 +67,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, h handlerFunc)
 		return proto.Errorf(proto.CodeUnsupportedVersion, "protocol version %q: this server speaks %d (header %s)", v, proto.Version, proto.HeaderProtocol)
 	}
 	p, authErr := s.authenticate(r.Context(), bearer(r))
-	key := "addr:" + s.clientAddr(r)
+	key := "addr:" + limitKey(s.clientAddr(r))
 	if authErr == nil && p.Subject != "" {
 		key = "sub:" + p.Subject
 	}

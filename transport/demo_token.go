@@ -96,7 +96,7 @@ func (s *Server) serveDemoToken(w http.ResponseWriter, r *http.Request, j *JWT) 
 		w.Header().Set("Allow", "POST, OPTIONS")
 		return proto.Errorf(proto.CodeMethodNotAllowed, "%s %s: use POST", r.Method, r.URL.Path)
 	}
-	if wait := s.rate.take("addr:"+s.clientAddr(r), s.now()); wait > 0 {
+	if wait := s.rate.take("addr:"+limitKey(s.clientAddr(r)), s.now()); wait > 0 {
 		return rateLimited(wait)
 	}
 	name := r.URL.Query().Get("name")

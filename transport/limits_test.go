@@ -234,3 +234,48 @@ func TestListenerLimits(t *testing.T) {
 		}
 	}
 }
+
+// A host on IPv6 commonly holds a whole /64, so the per-address limits
+// (rate buckets, connection counts) count an IPv6 client by its /64: from
+// one /64 a client gets one bucket and one connection allowance, however
+// many addresses it uses. IPv4 addresses count one by one.
+func TestLimitsCountIPv6ByPrefix(t *testing.T) {
+	ts := newTestServer(t, func(c *Config) {
+		c.Demo = true
+		c.Limits.Rate, c.Limits.Burst = 0.001, 1
+		c.TrustedProxies = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+	})
+	from := func(addr string) int {
+		return ts.post(t, proto.PathPull, "", proto.PullRequest{Collection: DemoCollection},
+			func(r *http.Request) { r.Header.Set("X-Forwarded-For", addr) }).status
+	}
+	for i, step := range []struct {
+		addr string
+		want int
+	}{
+		{"2001:db8:1:2::1", http.StatusOK},
+		{"2001:db8:1:2:ffff:ffff:ffff:fffe", http.StatusTooManyRequests}, // the same /64
+		{"2001:db8:1:3::1", http.StatusOK},                              // the next /64
+		{"192.0.2.1", http.StatusOK},
+		{"192.0.2.2", http.StatusOK}, // IPv4: one address each
+		{"::ffff:192.0.2.3", http.StatusOK},
+		{"192.0.2.3", http.StatusTooManyRequests}, // the same address, mapped or not
+	} {
+		if got := from(step.addr); got != step.want {
+			t.Errorf("step %d from %s: status %d, want %d", i, step.addr, got, step.want)
+		}
+	}
+
+	// The listener counts connections the same way.
+	a, _ := ts.srv.peer(&net.TCPAddr{IP: net.ParseIP("2001:db8::1")})
+	b, _ := ts.srv.peer(&net.TCPAddr{IP: net.ParseIP("2001:db8::ffff:1")})
+	c, _ := ts.srv.peer(&net.TCPAddr{IP: net.ParseIP("2001:db8:0:1::1")})
+	if a != b || a == c {
+		t.Errorf("listener keys: %q and %q (one /64) should match, %q (another) differ", a, b, c)
+	}
+	v4a, _ := ts.srv.peer(&net.TCPAddr{IP: net.ParseIP("192.0.2.1")})
+	v4b, _ := ts.srv.peer(&net.TCPAddr{IP: net.ParseIP("192.0.2.2")})
+	if v4a == v4b {
+		t.Errorf("listener keys of two IPv4 addresses match: %q", v4a)
+	}
+}

@@ -51,8 +51,8 @@ func (l *limitListener) Accept() (net.Conn, error) {
 	}
 }
 
-// peer returns the address a connection is counted under, and whether it
-// is a trusted proxy.
+// peer returns the key a connection is counted under (limitKey), and
+// whether it is a trusted proxy.
 func (s *Server) peer(a net.Addr) (addr string, exempt bool) {
 	var ip netip.Addr
 	if ta, ok := a.(*net.TCPAddr); ok {
@@ -66,7 +66,7 @@ func (s *Server) peer(a net.Addr) (addr string, exempt bool) {
 			return ip.String(), true
 		}
 	}
-	return ip.String(), false
+	return limitKeyOf(ip), false
 }
 
 // connLimit counts the connections the server's listeners hold, in total

@@ -174,7 +174,7 @@ func (s *Server) serveLive(w http.ResponseWriter, r *http.Request) {
 		s.writeError(sw, r, proto.Errorf(proto.CodeUpgradeRequired, "%s is a WebSocket endpoint", r.URL.Path))
 		return
 	}
-	addr := s.clientAddr(r)
+	addr := limitKey(s.clientAddr(r))
 	// Upgrades have their own bucket, so that a client's messages do not
 	// keep another client at the same address from connecting.
 	if wait := s.rate.take("upgrade:"+addr, s.now()); wait > 0 {

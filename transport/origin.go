@@ -44,6 +44,35 @@ func (s *Server) clientAddr(r *http.Request) string {
 	return addr.String()
 }
 
+// v6LimitBits is the prefix an IPv6 client is counted under by the
+// per-address limits: a host is commonly given a whole /64, whose
+// addresses it can use at will, so counting each address alone would give
+// one client 2^64 allowances.
+const v6LimitBits = 64
+
+// limitKey is the key a client address is counted under by the
+// per-address limits (rate buckets, connections): an IPv4 address itself,
+// an IPv6 address's /64. An address that does not parse is its own key.
+func limitKey(addr string) string {
+	a, err := netip.ParseAddr(addr)
+	if err != nil {
+		return addr
+	}
+	return limitKeyOf(a)
+}
+
+func limitKeyOf(a netip.Addr) string {
+	a = a.Unmap()
+	if !a.Is6() {
+		return a.String()
+	}
+	p, err := a.WithZone("").Prefix(v6LimitBits)
+	if err != nil {
+		return a.String()
+	}
+	return p.String()
+}
+
 func (s *Server) trusted(a netip.Addr) bool {
 	for _, p := range s.proxies {
 		if p.Contains(a) {
