@@ -255,7 +255,7 @@ func TestLimitsCountIPv6ByPrefix(t *testing.T) {
 	}{
 		{"2001:db8:1:2::1", http.StatusOK},
 		{"2001:db8:1:2:ffff:ffff:ffff:fffe", http.StatusTooManyRequests}, // the same /64
-		{"2001:db8:1:3::1", http.StatusOK},                              // the next /64
+		{"2001:db8:1:3::1", http.StatusOK},                               // the next /64
 		{"192.0.2.1", http.StatusOK},
 		{"192.0.2.2", http.StatusOK}, // IPv4: one address each
 		{"::ffff:192.0.2.3", http.StatusOK},
