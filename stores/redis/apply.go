@@ -97,13 +97,15 @@ func (s *Store) scriptCalls(calls []*scriptCall, req *applyRequest, coll string,
 			size += b
 			n++
 		}
-		args := make([]any, 0, 5+2*n)
-		args = append(args, s.channel, coll, s.maxRecordBytes, crdt.MaxFieldsPerRecord, uint64(MaxSeq))
-		for _, i := range idx[:n] {
+		args := make([]any, 0, 6+2*n)
+		args = append(args, s.channel, coll, s.maxRecordBytes, crdt.MaxFieldsPerRecord, uint64(MaxSeq), n)
+		recs := make([]crdt.Record, n)
+		for k, i := range idx[:n] {
 			r := changes[i].Record
+			recs[k] = r
 			args = append(args, r.ID, encodeBlob(0, r))
 		}
-		calls = append(calls, &scriptCall{req: req, coll: coll, slot: slot, idx: idx[:n], args: args, bytes: size})
+		calls = append(calls, &scriptCall{req: req, coll: coll, slot: slot, idx: idx[:n], recs: recs, args: args, bytes: size})
 		idx = idx[n:]
 	}
 	return calls
@@ -140,9 +142,14 @@ type scriptCall struct {
 	coll  string
 	slot  int
 	idx   []int
-	args  []any // the script's ARGV
-	bytes int   // the size of the change blobs in args
-	cmd   *goredis.Cmd
+	recs  []crdt.Record // the changes' records, in the order of idx
+	args  []any         // the script's ARGV: the changes, then the plan's
+	bytes int           // the size of the change blobs in args
+	// plan is the call's merge in Go (cas.go), nil when the script merges
+	// every change itself.
+	plan *casPlan
+	read *goredis.SliceCmd
+	cmd  *goredis.Cmd
 }
 
 // committer gathers the script calls of concurrent Apply calls. Each hash
@@ -158,10 +165,14 @@ type committer struct {
 	queues  map[int]*commitQueue
 	running sync.WaitGroup
 
-	// roundTrips counts the pipelines sent; beforeExec, when set (tests),
-	// runs before each is sent with the number of script calls in it.
+	// roundTrips counts the pipelines of script calls sent; beforeExec,
+	// when set (tests), runs before each is sent (after the reads of its
+	// records) with the number of script calls in it.
 	roundTrips atomic.Uint64
 	beforeExec func(calls int)
+	// fellBack counts the records that the merge script merged itself
+	// because they had changed since Go read them (cas.go).
+	fellBack atomic.Uint64
 }
 
 type commitQueue struct {
@@ -229,9 +240,10 @@ func (c *committer) send(s *Store, q *commitQueue) {
 	}
 }
 
-// roundTrip sends group as one pipeline of merge script calls and answers
-// each call from its own reply: one call's error does not touch the
-// others'. A call whose caller has gone is left out. The pipeline is
+// roundTrip reads the stored records of group's calls in one pipeline and
+// merges them in Go (readStored), then sends group as one pipeline of
+// merge script calls and answers each call from its own reply: one call's
+// error does not touch the others'. A call whose caller has gone is left out. The pipeline is
 // bounded by the latest of the callers' deadlines (and by the client's
 // socket timeouts), so no caller's cancellation fails the others.
 func (s *Store) roundTrip(group []*scriptCall) {
@@ -259,6 +271,7 @@ func (s *Store) roundTrip(group []*scriptCall) {
 		ctx, cancel = context.WithDeadline(ctx, deadline)
 		defer cancel()
 	}
+	s.readStored(ctx, live)
 	if h := s.commits.beforeExec; h != nil {
 		h(len(live))
 	}
@@ -299,14 +312,18 @@ func (s *Store) roundTrip(group []*scriptCall) {
 // seq the call gave a change (0 if none).
 func (s *Store) mergeReply(ctx context.Context, sc *scriptCall, out []any) (uint64, error) {
 	n := len(sc.idx)
-	if len(out) != n+4 {
+	items := n + 4
+	if sc.plan != nil {
+		items++ // the records that the script merged itself
+	}
+	if len(out) != items {
 		return 0, fmt.Errorf("apply to %s: merge script returned %d items for %d changes", sc.coll, len(out), n)
 	}
 	var head uint64
 	for j, i := range sc.idx {
 		v, ok := out[j].(int64)
 		if !ok || v > MaxSeq || v < -MaxSeq {
-			return head, fmt.Errorf("apply to %s: change %v: merge script returned %v", sc.coll, sc.args[5+2*j], out[j])
+			return head, fmt.Errorf("apply to %s: change %s: merge script returned %v", sc.coll, sc.recs[j].ID, out[j])
 		}
 		// A change that altered its record has its new seq (at least 1);
 		// one that did not, minus its record's seq.
@@ -316,6 +333,29 @@ func (s *Store) mergeReply(ctx context.Context, sc *scriptCall, out []any) (uint
 		}
 		sc.req.results[i] = r
 	}
+	// With a plan, Go's lost fields stand for the records the script took
+	// as Go merged them; the script's, for those it merged itself.
+	var fell []bool
+	if p := sc.plan; p != nil {
+		list, ok := out[n+4].([]any)
+		if !ok {
+			return head, fmt.Errorf("apply to %s: merge script returned merged records %v", sc.coll, out[n+4])
+		}
+		fell = make([]bool, len(p.ids))
+		for _, v := range list {
+			k, ok := v.(int64)
+			if !ok || k < 1 || k > int64(len(p.ids)) {
+				return head, fmt.Errorf("apply to %s: merge script returned merged record %v", sc.coll, v)
+			}
+			fell[k-1] = true
+		}
+		s.commits.fellBack.Add(uint64(len(list)))
+		for j, i := range sc.idx {
+			if !fell[p.at[j]] {
+				sc.req.results[i].Lost = p.lost[j]
+			}
+		}
+	}
 	lost, ok := out[n+3].([]any)
 	if !ok || len(lost)%2 != 0 {
 		return head, fmt.Errorf("apply to %s: merge script returned lost fields %v", sc.coll, out[n+3])
@@ -324,7 +364,7 @@ func (s *Store) mergeReply(ctx context.Context, sc *scriptCall, out []any) (uint
 	for k := 0; k < len(lost); k += 2 {
 		j, ok1 := lost[k].(int64)
 		name, ok2 := lost[k+1].(string)
-		if !ok1 || !ok2 || j < 1 || j > int64(n) {
+		if !ok1 || !ok2 || j < 1 || j > int64(n) || (fell != nil && !fell[sc.plan.at[j-1]]) {
 			return head, fmt.Errorf("apply to %s: merge script returned lost field %v of change %v", sc.coll, lost[k+1], lost[k])
 		}
 		r := &sc.req.results[sc.idx[j-1]]

@@ -13,7 +13,30 @@
 -- ARGV[3]  largest CBOR-encoded record, in bytes
 -- ARGV[4]  most fields in one record
 -- ARGV[5]  largest sequence number (2^53: ZSET scores are doubles)
--- ARGV[6], ARGV[7], ...  pairs of record id and change blob
+-- ARGV[6]  the number of changes, n
+-- ARGV[7] .. ARGV[6+2n]  pairs of record id and change blob
+--
+-- Then, when the caller merged the changes in Go (doc.go, "# Merging in
+-- Go"), the compare-and-set section, about the batch's records in the
+-- order in which the changes first name them (r of them):
+--
+-- ARGV[7+2n]  the head Go foresaw ('' when none)
+-- ARGV[8+2n]  the verdicts: one byte per change, 1 when it altered its
+--             record as Go merged it, 0 when not
+-- ARGV[9+2n]  per record 5 bytes: how Go read it (0 absent, 1 a readable
+--             blob, 2 an unreadable one, which the merge replaces) and the
+--             change of its CBOR size, a big-endian int32
+-- then per record two arguments: the blob Go read ('' when absent) and
+--             the merged blob ('' when no change altered it), with the
+--             seq it gets when the head is the one foreseen and every
+--             record is as read (the script writes it as it is; else it
+--             puts the right seq into it)
+--
+-- A record still stored exactly as Go read it is written as Go merged it:
+-- its changes take their seqs in batch order as the verdicts say, and Go
+-- has checked its limits and worked out its lost fields. A record that
+-- changed since (another instance wrote it) is merged here from the
+-- changes, as without the section.
 --
 -- Returns {result_1, result_2, ..., head_state, head_raw, damaged, lost}:
 -- one integer per change, its new seq when it changed its record (at
@@ -26,7 +49,9 @@
 -- index (from 1) and the name of one of its fields that the record does
 -- not hold as the change wrote it right after its merge (crdt.LostFields;
 -- unsorted: Lua's string order depends on the server's locale, so the
--- caller sorts).
+-- caller sorts). With the compare-and-set section one more item
+-- follows: the records (their indexes, from 1) that the script merged
+-- itself, whose changes alone lost lists.
 --
 -- The script checks every key's type and the head, reads and merges
 -- everything first, and writes only at the end, so every error (malformed
@@ -109,15 +134,15 @@ end
 
 -- parse reads a record blob: a version byte (1), the sequence number (8
 -- bytes), the delete stamp, then fields. A record is a table {seq, del
--- (the delete stamp's bytes), f, n, nf, fs, size, dirty, src, blob} where
+-- (the delete stamp's bytes), f, n, nf, fs, size, dirty, src} where
 -- f[1..n] are the names of the record's fields in its order and f[name]
 -- their bytes, or false for a field a delete removed (its name keeps its
 -- place), nf is the number of fields that are not false and fs the sum of
 -- their fsize (so the record's encoded size is known without walking it
 -- again); src is blob s while the record is exactly what s holds (cleared
--- by a merge into it); blob is what the script writes. Tables are few on purpose,
--- and made with every key they get (adding one grows the table): making
--- them is most of a small script's time.
+-- by a merge into it). Tables are few on purpose, and made with every key
+-- they get (adding one grows the table): making them is most of a small
+-- script's time.
 local function parse(s)
   local n = #s
   if n < 22 or byte(s, 1) ~= 1 then malformed('record header') end
@@ -159,7 +184,7 @@ local function parse(s)
     k = k + 1
     fs = fs + fsize(s, q, nl, vlen)
   end
-  return {seq = hi * TWO32 + lo, del = del, f = f or {}, n = k, nf = k, fs = fs, size = false, dirty = false, src = s, blob = false}
+  return {seq = hi * TWO32 + lo, del = del, f = f or {}, n = k, nf = k, fs = fs, size = false, dirty = false, src = s}
 end
 
 -- rawsize is the fsize of field bytes raw (as parse keeps them).
@@ -279,8 +304,9 @@ end
 -- Read and merge.
 
 local maxBytes, maxFields, maxSeq = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local nchanges = (#ARGV - 5) / 2
-if not (maxBytes and maxFields and maxSeq) or nchanges < 0 or nchanges ~= math.floor(nchanges) then
+local nchanges = tonumber(ARGV[6])
+if not (maxBytes and maxFields and maxSeq and nchanges) or nchanges < 0 or nchanges ~= math.floor(nchanges)
+    or #ARGV < 6 + 2 * nchanges then
   malformed('arguments')
 end
 -- Every key must have its type or not exist: a key of another type
@@ -330,7 +356,7 @@ end
 -- One HMGET reads every record the batch names.
 local ids, at = {}, {}
 for i = 1, nchanges do
-  local id = ARGV[4 + 2 * i]
+  local id = ARGV[5 + 2 * i]
   if not at[id] then
     ids[#ids + 1] = id
     at[id] = #ids
@@ -340,80 +366,153 @@ local stored = {}
 if #ids > 0 then stored = redis.call('HMGET', KEYS[3], unpack(ids)) end
 
 local state, order, out, damaged, lostf = {}, {}, {}, {}, {}
-for i = 1, nchanges do
-  local id, d = ARGV[4 + 2 * i], parse(ARGV[5 + 2 * i])
-  local r = state[id]
-  if r == nil then
-    local blob = stored[at[id]]
-    if blob then
-      local ok
-      ok, r = pcall(parse, blob)
-      -- An unreadable stored record is lost: the change replaces it, and
-      -- the caller reports it.
-      if ok then
-        -- r.size: what usage counts the record at now (false for a new one).
-        if usageState == 'keep' then r.size = rsize(id, r.del, r.nf, r.fs) end
-      else
-        r = false
-        damaged[#damaged + 1] = id
+
+-- The compare-and-set section (doc.go, "# Merging in Go"), when the
+-- caller merged the changes in Go against the blobs it read. A record (j
+-- in the order of ids) still stored exactly as read is taken as Go merged
+-- it: cseq[j] is its seq (a readable blob's own, else 0, then each new
+-- one), cdirty[j] whether a change altered it. The others are merged
+-- here, as without the section, and listed in fell. No table per record:
+-- making them is a large share of a small script's time.
+local cseq, cdirty, fell = {}, {}, false
+local verdicts, info, cbase, foreseen
+if #ARGV > 6 + 2 * nchanges then
+  cbase = 6 + 2 * nchanges
+  verdicts, info = ARGV[cbase + 2], ARGV[cbase + 3]
+  if #ARGV ~= cbase + 3 + 2 * #ids or #verdicts ~= nchanges or #info ~= 5 * #ids then
+    malformed('compare-and-set arguments')
+  end
+  -- The merged blobs hold the seqs they get when the head is as foreseen.
+  foreseen = tonumber(ARGV[cbase + 1]) == head
+  fell = {}
+  for j = 1, #ids do
+    local kind, exp, cur = byte(info, 5 * j - 4), ARGV[cbase + 2 + 2 * j], stored[j]
+    local same
+    if kind == 0 then same = not cur else same = cur == exp end
+    if same then
+      local seq = 0
+      if kind == 1 then
+        local hi, lo = sunpack('>I4I4', exp, 2)
+        seq = hi * TWO32 + lo
+      elseif kind == 2 then
+        -- Unreadable as Go read it: the merge replaces it.
+        damaged[#damaged + 1] = ids[j]
         if usageState == 'keep' then usageState = 'stale' end
       end
+      cseq[j] = seq
     else
-      r = false
+      fell[#fell + 1] = j
     end
   end
-  if not r and d.del == ZERO then
-    -- A record that does not exist yet (or was unreadable), and a change
-    -- without a delete: merging the change into the empty record gives the
-    -- change itself, field for field and in its order, so the change is
-    -- the record (and its blob, with the seq, the record's blob).
-    r = d
-    state[id] = r
-    if d.n > 0 then
+end
+
+for i = 1, nchanges do
+  local id = ARGV[5 + 2 * i]
+  local j = at[id]
+  if cseq[j] then
+    if byte(verdicts, i) == 1 then
       head = head + 1
-      r.seq = head
-      r.dirty = true
-      order[#order + 1] = id
-      out[i] = head
-    else
-      r.seq = 0
-      out[i] = 0
-    end
-  else
-    if not r then
-      r = {seq = 0, del = ZERO, f = {}, n = 0, nf = 0, fs = 0, size = false, dirty = false, src = false, blob = false}
-    end
-    state[id] = r
-    if merge(r, d) then
-      head = head + 1
-      r.seq = head
-      if not r.dirty then
-        r.dirty = true
+      cseq[j] = head
+      if not cdirty[j] then
+        cdirty[j] = true
         order[#order + 1] = id
       end
       out[i] = head
     else
-      out[i] = -r.seq
+      out[i] = -cseq[j]
     end
-    lost(lostf, i, r, d)
+  else
+    local d = parse(ARGV[6 + 2 * i])
+    local r = state[id]
+    if r == nil then
+      local blob = stored[at[id]]
+      if blob then
+        local ok
+        ok, r = pcall(parse, blob)
+        -- An unreadable stored record is lost: the change replaces it, and
+        -- the caller reports it.
+        if ok then
+          -- r.size: what usage counts the record at now (false for a new one).
+          if usageState == 'keep' then r.size = rsize(id, r.del, r.nf, r.fs) end
+        else
+          r = false
+          damaged[#damaged + 1] = id
+          if usageState == 'keep' then usageState = 'stale' end
+        end
+      else
+        r = false
+      end
+    end
+    if not r and d.del == ZERO then
+      -- A record that does not exist yet (or was unreadable), and a change
+      -- without a delete: merging the change into the empty record gives the
+      -- change itself, field for field and in its order, so the change is
+      -- the record (and its blob, with the seq, the record's blob).
+      r = d
+      state[id] = r
+      if d.n > 0 then
+        head = head + 1
+        r.seq = head
+        r.dirty = true
+        order[#order + 1] = id
+        out[i] = head
+      else
+        r.seq = 0
+        out[i] = 0
+      end
+    else
+      if not r then
+        r = {seq = 0, del = ZERO, f = {}, n = 0, nf = 0, fs = 0, size = false, dirty = false, src = false}
+      end
+      state[id] = r
+      if merge(r, d) then
+        head = head + 1
+        r.seq = head
+        if not r.dirty then
+          r.dirty = true
+          order[#order + 1] = id
+        end
+        out[i] = head
+      else
+        out[i] = -r.seq
+      end
+      lost(lostf, i, r, d)
+    end
   end
 end
 
-for _, id in ipairs(order) do
-  local r = state[id]
-  if r.nf > maxFields then
-    error('convergo:too-large record ' .. id .. ' would have ' .. int(r.nf) .. ' fields, more than ' .. int(maxFields))
-  end
-  local size = rsize(id, r.del, r.nf, r.fs)
-  if size > maxBytes then
-    error('convergo:too-large record ' .. id .. ' would be ' .. int(size) .. ' bytes, more than ' .. int(maxBytes))
-  end
-  r.blob = serialize(r)
-  if r.size then
-    usageBytes = usageBytes + size - r.size
+local blobs = {}
+for k, id in ipairs(order) do
+  local j = at[id]
+  if cseq[j] then
+    -- Go checked the limits and sized the record; the blob gets its seq.
+    local merged = ARGV[cbase + 3 + 2 * j]
+    if foreseen and #fell == 0 then
+      blobs[k] = merged
+    else
+      local seq = cseq[j]
+      blobs[k] = '\1' .. spack('>I4I4', math.floor(seq / TWO32), seq % TWO32) .. sub(merged, 10)
+    end
+    if usageState == 'keep' then
+      usageBytes = usageBytes + sunpack('>i4', info, 5 * j - 3)
+      if byte(info, 5 * j - 4) ~= 1 then usageRecords = usageRecords + 1 end
+    end
   else
-    usageRecords = usageRecords + 1
-    usageBytes = usageBytes + size
+    local r = state[id]
+    if r.nf > maxFields then
+      error('convergo:too-large record ' .. id .. ' would have ' .. int(r.nf) .. ' fields, more than ' .. int(maxFields))
+    end
+    local size = rsize(id, r.del, r.nf, r.fs)
+    if size > maxBytes then
+      error('convergo:too-large record ' .. id .. ' would be ' .. int(size) .. ' bytes, more than ' .. int(maxBytes))
+    end
+    blobs[k] = serialize(r)
+    if r.size then
+      usageBytes = usageBytes + size - r.size
+    else
+      usageRecords = usageRecords + 1
+      usageBytes = usageBytes + size
+    end
   end
 end
 
@@ -426,10 +525,12 @@ out[nchanges + 2] = rawHead or ''
 -- not reported.
 local replaced = {}
 for _, id in ipairs(damaged) do
-  if state[id].dirty then replaced[#replaced + 1] = id end
+  local j = at[id]
+  if (cseq[j] and cdirty[j]) or (not cseq[j] and state[id].dirty) then replaced[#replaced + 1] = id end
 end
 out[nchanges + 3] = replaced
 out[nchanges + 4] = lostf
+if fell then out[nchanges + 5] = fell end
 if #order == 0 then
   if headState ~= 0 then redis.call('SET', KEYS[1], int(head)) end
   return out
@@ -437,12 +538,12 @@ end
 local chunk = 256
 for first = 1, #order, chunk do
   local hargs, zargs = {}, {}
-  for j = first, math.min(first + chunk - 1, #order) do
-    local id = order[j]
-    local r = state[id]
+  for k = first, math.min(first + chunk - 1, #order) do
+    local id = order[k]
+    local seq = cseq[at[id]] or state[id].seq
     hargs[#hargs + 1] = id
-    hargs[#hargs + 1] = r.blob
-    zargs[#zargs + 1] = r.seq -- a score: Redis converts it exactly
+    hargs[#hargs + 1] = blobs[k]
+    zargs[#zargs + 1] = seq -- a score: Redis converts it exactly
     zargs[#zargs + 1] = id
   end
   redis.call('HSET', KEYS[3], unpack(hargs))

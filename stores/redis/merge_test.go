@@ -227,9 +227,25 @@ func checkAgainstModel(t fataler, s *Store, m *model, colls []string) {
 // deletes, equal replica ids, several changes to one record in a batch,
 // two collections in a batch) to Redis and to the Go model, and requires
 // equal results, records, encodings, logs and heads.
+//
+// It runs twice: with the changes merged in Go and sent to the script to
+// compare and set (the store's way), and merged by the script itself (its
+// fallback for records another writer changed meanwhile), so both stay
+// held to Go.
 func TestMergeMatchesGo(t *testing.T) {
+	for _, inScript := range []bool{false, true} {
+		name := "merged in Go"
+		if inScript {
+			name = "merged in the script"
+		}
+		t.Run(name, func(t *testing.T) { testMergeMatchesGo(t, inScript) })
+	}
+}
+
+func testMergeMatchesGo(t *testing.T, inScript bool) {
 	eachTarget(t, func(t *testing.T, tg target) {
 		s := openStore(t, tg, Options{})
+		s.mergeInScript = inScript
 		n := 0
 		rapid.Check(t, func(t *rapid.T) {
 			n++
@@ -385,7 +401,7 @@ func TestScriptRefusesMalformedInput(t *testing.T) {
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				keys := s.writeKeys(coll)
-				err := mergeScript.Run(ctx, s.client, keys, s.channel, coll, crdt.MaxRecordBytes, crdt.MaxFieldsPerRecord, uint64(MaxSeq),
+				err := mergeScript.Run(ctx, s.client, keys, s.channel, coll, crdt.MaxRecordBytes, crdt.MaxFieldsPerRecord, uint64(MaxSeq), 2,
 					"r1", good, "r2", tc.blob).Err()
 				if err == nil || !strings.Contains(err.Error(), "convergo:malformed") {
 					t.Fatalf("got %v, want a convergo:malformed error", err)

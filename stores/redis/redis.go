@@ -63,6 +63,9 @@ type Store struct {
 	// maxRecordBytes is crdt.MaxRecordBytes; tests lower it to probe the
 	// script's size computation.
 	maxRecordBytes int
+	// mergeInScript (tests) sends every change to the merge script to
+	// merge, as before Go merged them (cas.go).
+	mergeInScript bool
 
 	closed     atomic.Bool
 	watchers   stores.Watchers

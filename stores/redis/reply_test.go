@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/stores"
 )
 
@@ -14,7 +15,14 @@ func TestMergeReplyRefuses(t *testing.T) {
 	s := &Store{} // mergeReply touches no field before it has checked the reply
 	call := func() *scriptCall {
 		return &scriptCall{req: &applyRequest{results: make([]stores.Result, 2)}, coll: "c", idx: []int{0, 1},
-			args: []any{"ch", "c", 1, 2, 3, "a", "blob-a", "b", "blob-b"}}
+			recs: []crdt.Record{{ID: "a"}, {ID: "b"}}, args: []any{"ch", "c", 1, 2, 3, 2, "a", "blob-a", "b", "blob-b"}}
+	}
+	// A call merged in Go: two records, and the reply's extra item lists
+	// those the script merged itself.
+	planned := func() *scriptCall {
+		c := call()
+		c.plan = &casPlan{ids: []string{"a", "b"}, at: []int{0, 1}, lost: [][]string{{"g"}, nil}}
+		return c
 	}
 	tail := func(lost any) []any { return []any{int64(0), "", []any{}, lost} }
 	for _, tc := range []struct {
@@ -38,6 +46,22 @@ func TestMergeReplyRefuses(t *testing.T) {
 			}
 		})
 	}
+	for _, tc := range []struct {
+		name string
+		out  []any
+	}{
+		{"without the merged records", append([]any{int64(1), int64(2)}, tail([]any{})...)},
+		{"merged records not a list", append(append([]any{int64(1), int64(2)}, tail([]any{})...), "x")},
+		{"merged record 0", append(append([]any{int64(1), int64(2)}, tail([]any{})...), []any{int64(0)})},
+		{"merged record 3", append(append([]any{int64(1), int64(2)}, tail([]any{})...), []any{int64(3)})},
+		{"lost of a record Go merged", append(append([]any{int64(1), int64(2)}, tail([]any{int64(1), "f"})...), []any{int64(2)})},
+	} {
+		t.Run("planned/"+tc.name, func(t *testing.T) {
+			if _, err := s.mergeReply(context.Background(), planned(), tc.out); err == nil {
+				t.Fatalf("reply %v accepted", tc.out)
+			}
+		})
+	}
 	// The shape it does answer: change 1 altered its record (seq 7) and
 	// lost field f, change 2 did not (its record at seq 3).
 	c := call()
@@ -48,5 +72,16 @@ func TestMergeReplyRefuses(t *testing.T) {
 	r := c.req.results
 	if !r[0].Changed || r[0].Seq != 7 || len(r[0].Lost) != 1 || r[0].Lost[0] != "f" || r[1].Changed || r[1].Seq != 3 {
 		t.Fatalf("results %+v", r)
+	}
+	// Planned: record a as Go merged it (its lost field g is Go's), record
+	// b merged by the script (its lost field h is the script's).
+	c = planned()
+	head, err = s.mergeReply(context.Background(), c, append(append([]any{int64(7), int64(-3)}, tail([]any{int64(2), "h"})...), []any{int64(2)}))
+	if err != nil || head != 7 {
+		t.Fatalf("planned: head %d, %v; want 7", head, err)
+	}
+	r = c.req.results
+	if !r[0].Changed || r[0].Seq != 7 || len(r[0].Lost) != 1 || r[0].Lost[0] != "g" || r[1].Changed || r[1].Seq != 3 || len(r[1].Lost) != 1 || r[1].Lost[0] != "h" {
+		t.Fatalf("planned: results %+v", r)
 	}
 }
