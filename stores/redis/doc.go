@@ -34,8 +34,12 @@
 // Apply sends the changes of one collection to merge.lua in one EVALSHA
 // (falling back to EVAL when the server lost the script, after a restart
 // or a failover; large batches take several calls, see # Caveats), in a
-// pipeline shared with other callers' calls (see # Group commit). Redis
-// runs a script atomically, and the script
+// pipeline shared with other callers' calls (see # Group commit). Before
+// that, Go has read the records and merged the changes itself, and the
+// script only checks that each record is still as Go read it (see #
+// Merging in Go); what follows is what the script does for a record that
+// is not, and for every record of a call that Go left to it. Redis runs a
+// script atomically, and the script
 //
 //  1. reads the records the changes name (one HMGET) and merges each change
 //     into its record exactly as crdt.Record.Merge does: the larger stamp
@@ -73,16 +77,79 @@
 // Tests hold the script to Go: rapid properties apply random batches (equal
 // stamps, unsets, deletes, prefix replica ids, values that differ inside and
 // across the script's 64-byte comparison chunks) to Redis and to
-// crdt.Merge side by side and compare results, records, their CBOR bytes,
-// the log and the head; another checks the script's size computation
-// against crdt.EncodeRecord at the exact limit.
+// crdt.Merge side by side, merged in Go and merged by the script, and
+// compare results, records, their CBOR bytes, the log and the head;
+// another checks the script's size computation against crdt.EncodeRecord
+// at the exact limit.
+//
+// # Merging in Go
+//
+// Merging in Lua costs Redis several times the CPU of writing the records:
+// parsing the change and the stored record into tables, merging,
+// serialising and sizing them, per change (docs/benchmarks.md measures it
+// at about three times the CPU of a script that only reads and writes as
+// many records). Redis runs one script at a time on one core, so that
+// work bounds every server instance sharing it; Go's work spreads over the
+// instances and their cores. So Go merges, and the script compares and
+// sets (cas.go):
+//
+//  1. Each round trip of group commit is preceded by one pipeline that
+//     reads, for every call in it, the stored blobs of the call's records
+//     (one HMGET per call) and the head of each collection (GET).
+//  2. Go decodes the blobs and merges each change in order with
+//     crdt.Record.Merge, as every store does, noting per change whether it
+//     altered its record and its lost fields (crdt.LostFields); it checks
+//     each merged record against the limits (crdt.MaxFieldsPerRecord and
+//     the encoded size, from crdt.AppendRecord, which also gives the
+//     change in the record's size for usage).
+//  3. The script call carries, besides the changes, per change that
+//     verdict, and per record how Go read it (absent, a readable blob, an
+//     unreadable one), the exact blob read, the merged blob and the size
+//     delta. For each record the script compares the blob stored now with
+//     the one read, as strings. A record still as read is taken as Go
+//     merged it: its changes take their seqs in batch order as the
+//     verdicts say, and the script writes the merged blob, the log, the
+//     head, usage and the notification exactly as for its own merge. A
+//     record that another writer changed in between (another instance, a
+//     purge, a repair) is merged by the script from the changes, in the
+//     same run, so there is no retry: the reply lists those records, and
+//     their lost fields are the script's.
+//
+// The merged blobs carry the seqs Go foresees: the head it read plus the
+// changes of the calls before in the pipeline. When the script finds the
+// head as foreseen and every record as read it writes them unchanged;
+// otherwise it puts the right seq into each. Results always come from the
+// script, so a foresight that misses costs a string copy, never a wrong
+// seq.
+//
+// What the script still does alone: an unreadable stored record is
+// reported and replaced whichever side merges it (Go reads it as absent
+// and says so); usage follows the same rules; a call in which Go finds a
+// merged record over the limits goes to the script with no
+// compare-and-set section, and the script refuses it against the record
+// as it is then, with the error every store gives. The head checks, the
+// key types and seq exhaustion stay in the script. A call whose read
+// failed goes the same way (its script call then reports the failure, if
+// it lasts). A go-redis retry of a call whose first run committed finds
+// the records changed, merges them in the script, and changes nothing.
+//
+// The price is the read: one more round trip before each round of script
+// calls, and Redis sends each record to Go and receives it back (the blob
+// read and the merged one, beside the change). docs/benchmarks.md has the
+// measurements. Two calls in one round that write the same record: the
+// second compares against the blob read before the first wrote, so it
+// falls back to the script's merge; so does every write that races
+// another instance's to the same record. A test interleaves a second
+// store's write between a store's read and its script, and checks the
+// results and the records against the Go model applied in order.
 //
 // # Group commit
 //
 // Each hash slot has a queue of script calls (a single server has one
 // queue for all), and while it holds calls one goroutine sends them: it
 // takes every call queued (up to 64 calls and 8 MiB of changes), sends
-// them as one pipeline, one EVALSHA per call, and answers each call from
+// them as one pipeline, one EVALSHA per call (after one pipeline that
+// reads their records, see # Merging in Go), and answers each call from
 // its own reply; then it takes what queued while that round trip was in
 // flight. So concurrent Apply calls share round trips (and Redis reads
 // one socket instead of many), while a lone caller waits for no timer.
