@@ -59,8 +59,10 @@ type fakeServer struct {
 	// pull or sub from a cursor is reset lease_expired, until one from
 	// the beginning starts a new lease.
 	expiredLeases map[string]map[string]bool
-	// pushed counts the changes pushed per "collection/id".
-	pushed map[string]int
+	// pushed counts the changes pushed per "collection/id", and
+	// pushedRecords holds their records.
+	pushed        map[string]int
+	pushedRecords map[string][]crdt.Record
 
 	mu    sync.Mutex
 	conns map[*websocket.Conn]chan string // live connections and their control channels
@@ -74,7 +76,7 @@ func newFakeServer(t *testing.T) *fakeServer {
 		t.Fatal(err)
 	}
 	f := &fakeServer{t: t, eng: eng, mem: mem, maxPush: 1000, conns: map[*websocket.Conn]chan string{},
-		expiredLeases: map[string]map[string]bool{}, pushed: map[string]int{}}
+		expiredLeases: map[string]map[string]bool{}, pushed: map[string]int{}, pushedRecords: map[string][]crdt.Record{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+proto.PathHello, f.serveHTTP(f.hello))
 	mux.HandleFunc("POST "+proto.PathPush, f.serveHTTP(f.push))
@@ -196,6 +198,7 @@ func (f *fakeServer) push(ctx context.Context, body []byte) (any, error) {
 	f.smu.Lock()
 	for _, ch := range req.Changes {
 		f.pushed[ch.Collection+"/"+ch.Record.ID]++
+		f.pushedRecords[ch.Collection+"/"+ch.Record.ID] = append(f.pushedRecords[ch.Collection+"/"+ch.Record.ID], ch.Record.Clone())
 	}
 	f.smu.Unlock()
 	var opts []engine.ApplyOption
@@ -331,6 +334,25 @@ func (f *fakeServer) pushedOf(coll, id string) int {
 	f.smu.Lock()
 	defer f.smu.Unlock()
 	return f.pushed[coll+"/"+id]
+}
+
+// pushedValues returns the title of each change of coll/id pushed, in
+// order ("" for a change that sets none).
+func (f *fakeServer) pushedValues(t *testing.T, coll, id string) []string {
+	t.Helper()
+	f.smu.Lock()
+	defer f.smu.Unlock()
+	var out []string
+	for _, rec := range f.pushedRecords[coll+"/"+id] {
+		var v string
+		if fl, ok := rec.Fields["title"]; ok && fl.Value != nil {
+			if err := crdt.DecodeValue(fl.Value, &v); err != nil {
+				t.Fatal(err)
+			}
+		}
+		out = append(out, v)
+	}
+	return out
 }
 
 // collect runs the horizon job on coll as if the lease of every reader

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"maps"
+	"net/http"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -474,6 +475,7 @@ func TestFirstPullOfPushedRecordsReconciles(t *testing.T) {
 			time.Sleep(time.Until(time.UnixMilli(horizon + 1)))
 			f.smu.Lock()
 			clear(f.pushed)
+			clear(f.pushedRecords)
 			f.smu.Unlock()
 			if err := pull(ctx, t, a); err != nil {
 				t.Fatal(err)
@@ -491,8 +493,11 @@ func TestFirstPullOfPushedRecordsReconciles(t *testing.T) {
 			if err := a.Flush(ctx); err != nil {
 				t.Fatal(err)
 			}
-			if n := f.pushedOf("todos", "x"); n != 0 {
-				t.Fatalf("x's edit pushed %d times, want never", n)
+			// Before it dropped x, the reconciliation gave back the stamp
+			// the server had acknowledged (refused collected: it is
+			// before the write horizon); the pending edit never went.
+			if got := f.pushedValues(t, "todos", "x"); !slices.Equal(got, []string{"first"}) {
+				t.Fatalf("x pushed with titles %q, want its acknowledged first alone, once", got)
 			}
 			if p := a.Pending(); len(p) != 0 {
 				t.Fatalf("outbox %+v, want empty", p)
@@ -554,5 +559,72 @@ func TestResetPullDropsNothing(t *testing.T) {
 	}
 	if got := a.leftIDs(); len(got) != 0 {
 		t.Fatalf("OnLeave saw %v, want nothing", got)
+	}
+}
+
+// TestFirstPullGiveBackFailureDropsNothing: the push that gives back a
+// record before a reconciliation from the beginning drops it fails (the
+// network): nothing is dropped and nothing rejected; the next pull gives
+// back again, the server refuses it collected, and only then does the
+// record leave the replica.
+func TestFirstPullGiveBackFailureDropsNothing(t *testing.T) {
+	f := newFakeServer(t)
+	ctx := t.Context()
+	a := newWatchedWith(t, f, "a", func(cfg *Config) { cfg.Backoff.MaxAttempts = 1 }, ReplicaConfig{})
+	for _, id := range []string{"x", "y"} {
+		if err := a.Set("todos", id, "title", "first"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b := newReplica(t, f, "b", nil, "todos")
+	if err := b.Pull(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Delete("todos", "x"); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Set("todos", "x", "title", "edited"); err != nil {
+		t.Fatal(err)
+	}
+	tick()
+	horizon := time.Now().UnixMilli()
+	if res := f.collect("todos", horizon); res.Records != 1 {
+		t.Fatalf("collected %+v, want x's record", res)
+	}
+	time.Sleep(time.Until(time.UnixMilli(horizon + 1)))
+	f.failWith(func(path string) (int, string) {
+		if path == proto.PathPush {
+			return http.StatusServiceUnavailable, proto.CodeUnavailable
+		}
+		return 0, ""
+	})
+	if err := a.Pull(ctx); err == nil {
+		t.Fatal("the pull succeeded with every push failing")
+	}
+	if got := ids(a.Replica, "todos"); !slices.Equal(got, []string{"x", "y"}) {
+		t.Fatalf("after the failed give-back the replica holds %v, want x y (nothing dropped)", got)
+	}
+	if rej := a.Rejected(); len(rej) != 0 || len(a.leftIDs()) != 0 {
+		t.Fatalf("rejected %+v, left %v after the failed give-back, want nothing", rej, a.leftIDs())
+	}
+	f.failWith(func(string) (int, string) { return 0, "" })
+	if err := a.Pull(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := ids(a.Replica, "todos"); !slices.Equal(got, []string{"y"}) {
+		t.Fatalf("replica holds %v, want y alone (x was deleted and collected)", got)
+	}
+	rej := a.Rejected()
+	if len(rej) != 1 || rej[0].RecordID != "x" || rej[0].Code != proto.CodeCollected {
+		t.Fatalf("rejected %+v, want x's edit with code collected", rej)
+	}
+	if got := f.pushedValues(t, "todos", "x"); slices.Contains(got, "edited") {
+		t.Fatalf("x pushed with titles %q: the pending edit went", got)
 	}
 }

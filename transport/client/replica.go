@@ -73,7 +73,18 @@ import (
 // written again, could no longer hide the older fields the replica held),
 // and then drops every record the server had
 // acknowledged (its base) and sent no more: it was deleted and its
-// tombstone collected. The record leaves the replica without a delete and
+// tombstone collected, or the server lost it. So before it drops any, it
+// gives back, with an ordinary push, the stamps of this replica each such
+// record holds in its base (one change per stamp): a collected record's
+// stamps are all before the write horizon, so the server refuses them
+// collected; a record the server lost (its store went back in time) is
+// taken back, and stays, as does one refused for another reason (logged).
+// A record with no stamp of this replica (one only pages brought, after a
+// reset) has nothing to give back; its writers give it back. When that
+// push fails nothing is dropped: the reconciliation stays open, its
+// outbox held, and the next pull gives back again (after Apply, the next
+// Pull, Flush or Sync). A record dropped
+// leaves the replica without a delete and
 // without a change queued (OnLeave is called for it), and its changes in
 // the outbox move to the rejected changes with code proto.CodeCollected
 // (ErrCollected) without ever being pushed: pushed with fresh stamps they
@@ -103,7 +114,10 @@ import (
 // pushed before it ever pulled the collection, or while its cursor was
 // the beginning (the cursor of an empty log). No lease protected them (a
 // lease is noted by pulls and subscriptions), so one another replica
-// deleted and the server collected is just absent from that pull. Its
+// deleted and the server collected is just absent from that pull. Nor
+// does an empty cursor carry the store's identity, so a store that went
+// back in time does not reset it: a record the server lost is absent too,
+// and the give-back above is what tells the two apart. Its
 // outbox is held while the pull runs, but was not held back before it, so
 // Pull and Live leave it to the next Flush. After a reset for another
 // reason (history lost, log rebuilt), the readings from the beginning
@@ -209,6 +223,14 @@ type reconciliation struct {
 	// replaced holds the ids of the records the pull from the beginning
 	// sent: the first time, the server's record replaced the base.
 	replaced map[string]bool
+	// kept holds the ids of acknowledged records the pull did not send
+	// whose stamps of this replica the server took back when they were
+	// given back (giveBack): it had lost them, so they stay.
+	kept map[string]bool
+	// atEnd says the pull from the beginning reached its end (a page
+	// read from chain said no more) and the reconciliation waits for
+	// giveBack to end it.
+	atEnd bool
 	// chain is the cursor the next page of the pull from the beginning is
 	// read from: a page read from it continues the pull, and the one that
 	// says no more ends it.
@@ -856,7 +878,13 @@ func (r *Replica) pullToEnd(ctx context.Context, coll string) (reconciled bool, 
 			}
 			continue
 		}
-		if r.apply(coll, p, from, false) {
+		ended, owed := r.apply(coll, p, from, false)
+		if owed {
+			if ended, err = r.giveBack(ctx, coll); err != nil {
+				return reconciled, fmt.Errorf("pull %s: %w", coll, err)
+			}
+		}
+		if ended {
 			reconciled = true
 		}
 		if err := r.Revoked(); err != nil {
@@ -889,11 +917,11 @@ func (r *Replica) Apply(collection string, page Page) {
 	r.applyLive(collection, page)
 }
 
-// applyLive is Apply; it reports whether the page ended a reconciliation.
-func (r *Replica) applyLive(collection string, page Page) bool {
+// applyLive is Apply; it reports what apply does.
+func (r *Replica) applyLive(collection string, page Page) (ended, owed bool) {
 	if page.Reset != "" {
 		r.reset(collection, page.Reset, true)
-		return false
+		return false, false
 	}
 	return r.apply(collection, page, nil, true)
 }
@@ -905,12 +933,14 @@ func (r *Replica) applyLive(collection string, page Page) bool {
 // reconciliation of the collection that a reset asked for (the outbox it
 // held goes then): a page read from where the pull from the beginning
 // stands (from, or any page delivered live to a live reconciliation) that
-// says there is no more.
-func (r *Replica) apply(collection string, page Page, from []byte, live bool) bool {
+// says there is no more. owed says such a page came but the
+// reconciliation cannot end before its records are given back (giveBack,
+// the caller's: it needs the network).
+func (r *Replica) apply(collection string, page Page, from []byte, live bool) (ended, owed bool) {
 	r.mu.Lock()
 	if r.revoked != nil {
 		r.mu.Unlock()
-		return false
+		return false, false
 	}
 	// A page holds each record once, as a record or a leave entry, so the
 	// order in which the two are applied does not matter.
@@ -955,10 +985,7 @@ func (r *Replica) apply(collection string, page Page, from []byte, live bool) bo
 			r.pulledAt[collection] = time.Now()
 		}
 	}
-	var ended bool
-	var dropped uint64
-	var rejections []Rejection
-	var settled []crdt.Change
+	var end reconcileEnd
 	if rc != nil {
 		// Whatever page it came in, a record sent is one the server has.
 		for _, rec := range page.Records {
@@ -966,27 +993,168 @@ func (r *Replica) apply(collection string, page Page, from []byte, live bool) bo
 		}
 		if chained {
 			rc.chain = bytes.Clone(page.Next)
-			if !page.More {
-				var collected []string
-				collected, rejections, settled, dropped = r.endReconcileLocked(collection)
-				left = append(left, collected...)
+			rc.atEnd = !page.More
+			switch {
+			case page.More:
+			case len(r.giveBackLocked(collection, rc)) > 0:
+				owed = true
+			default:
+				end = r.endReconcileLocked(collection)
 				ended = !rc.fromStart
 			}
 		}
 	}
 	r.mu.Unlock()
+	end.left = append(left, end.left...)
+	r.reportEnd(collection, end)
+	return ended, owed
+}
+
+// reconcileEnd is what the end of a reconciliation (and a page) reports
+// once the replica's lock is released: the records that left, the
+// rejections, the changes settled as superseded, and how many of the
+// oldest rejected changes the rejections pushed out.
+type reconcileEnd struct {
+	left       []string
+	rejections []Rejection
+	settled    []crdt.Change
+	dropped    uint64
+}
+
+// reportEnd tells the application what end says, with no lock held.
+func (r *Replica) reportEnd(collection string, end reconcileEnd) {
 	if r.onResult != nil {
-		for _, ch := range settled {
+		for _, ch := range end.settled {
 			r.onResult(ch, Result{Status: StatusSuperseded})
 		}
 	}
-	r.report(rejections, dropped)
+	r.report(end.rejections, end.dropped)
 	if r.onLeave != nil {
-		for _, id := range left {
+		for _, id := range end.left {
 			r.onLeave(collection, id)
 		}
 	}
-	return ended
+}
+
+// giveBackLocked returns what a reconciliation of collection that reached
+// its end gives back before it drops anything (see Reconciliation): for
+// each record the server had acknowledged, did not send, and the replica
+// still holds, the stamps of this replica in its base, one change per
+// stamp (so that a stamp the server refuses collected does not take a
+// later one with it). A record with none (written by others alone, which
+// only a page can have brought) has nothing to give back.
+func (r *Replica) giveBackLocked(collection string, rc *reconciliation) []crdt.Change {
+	own := r.c.Replica()
+	if own == "" {
+		return nil
+	}
+	var out []crdt.Change
+	for _, id := range slices.Sorted(maps.Keys(rc.acked)) {
+		if rc.delivered[id] || rc.kept[id] {
+			continue
+		}
+		rec, ok := r.base[collection][id]
+		if !ok {
+			continue
+		}
+		for _, part := range byStamp(ownPart(rec, own)) {
+			out = append(out, crdt.Change{Collection: collection, Record: part})
+		}
+	}
+	return out
+}
+
+// ownPart returns the stamps of rec that carry replica id own (its delete
+// and its fields), as a record: what the replica wrote of it.
+func ownPart(rec crdt.Record, own string) crdt.Record {
+	part := crdt.Record{ID: rec.ID}
+	if rec.Deleted.Replica == own {
+		part.Deleted = rec.Deleted
+	}
+	for name, f := range rec.Fields {
+		if f.Stamp.Replica == own {
+			if part.Fields == nil {
+				part.Fields = map[string]crdt.Field{}
+			}
+			part.Fields[name] = f
+		}
+	}
+	return part
+}
+
+// byStamp splits rec into one record per stamp: its delete alone, and
+// its fields grouped by stamp (the fields one change wrote), in stamp
+// order.
+func byStamp(rec crdt.Record) []crdt.Record {
+	var out []crdt.Record
+	if !rec.Deleted.IsZero() {
+		out = append(out, crdt.Record{ID: rec.ID, Deleted: rec.Deleted})
+	}
+	groups := map[crdt.Stamp]map[string]crdt.Field{}
+	for name, f := range rec.Fields {
+		if groups[f.Stamp] == nil {
+			groups[f.Stamp] = map[string]crdt.Field{}
+		}
+		groups[f.Stamp][name] = f
+	}
+	stamps := slices.SortedFunc(maps.Keys(groups), func(a, b crdt.Stamp) int { return a.Compare(b) })
+	for _, st := range stamps {
+		out = append(out, crdt.Record{ID: rec.ID, Fields: groups[st]})
+	}
+	return out
+}
+
+// giveBack ends collection's reconciliation once its pull reached the
+// end (see Reconciliation): it pushes the stamps giveBackLocked returns,
+// an ordinary push; a record the server took back (a stamp acknowledged:
+// it had lost it, a store that went back in time) or refused for another
+// reason than collected stays, and only the records whose every stamp it
+// refused collected are dropped with the others it did not send. When the
+// push fails, nothing is dropped: the reconciliation stays at its end,
+// its outbox held, and the next pull of the collection (Pull, Flush,
+// Sync) gives back again. It reports whether it ended a reconciliation a
+// reset asked for (the caller pushes the outbox then).
+func (r *Replica) giveBack(ctx context.Context, collection string) (ended bool, err error) {
+	r.mu.Lock()
+	rc := r.reconciling[collection]
+	if rc == nil || !rc.atEnd || r.revoked != nil {
+		r.mu.Unlock()
+		return false, nil
+	}
+	changes := r.giveBackLocked(collection, rc)
+	r.mu.Unlock()
+	var results []Result
+	if len(changes) > 0 {
+		if results, err = r.c.Push(ctx, changes); err != nil {
+			return false, fmt.Errorf("reconcile %s: give back %d stamps: %w", collection, len(changes), err)
+		}
+	}
+	r.mu.Lock()
+	if r.reconciling[collection] != rc || !rc.atEnd || r.revoked != nil {
+		// Begun again, or ended, meanwhile: that one decides.
+		r.mu.Unlock()
+		return false, nil
+	}
+	taken := 0
+	for i, x := range results {
+		id := changes[i].Record.ID
+		switch {
+		case x.Status != StatusRefused:
+			rc.kept[id] = true
+			taken++
+		case errors.Is(x.Err, ErrCollected):
+		default:
+			r.c.log.Warn("reconcile: the server refused a record given back; it stays local", "collection", collection, "record", id, "err", x.Err)
+			rc.kept[id] = true
+		}
+	}
+	if taken > 0 {
+		r.c.log.Warn("reconcile: the server took back acknowledged writes it had lost", "collection", collection, "stamps", taken)
+	}
+	end := r.endReconcileLocked(collection)
+	r.mu.Unlock()
+	r.reportEnd(collection, end)
+	return !rc.fromStart, nil
 }
 
 // report tells the application of rejections, and logs the drop of the
@@ -1070,10 +1238,10 @@ func (r *Replica) reconcileFromStartLocked(collection string, live bool) {
 // the beginning again.
 func (r *Replica) beginReconcileLocked(collection string, live bool) {
 	if rc := r.reconciling[collection]; rc != nil {
-		rc.chain, rc.live = []byte{}, live
+		rc.chain, rc.live, rc.atEnd = []byte{}, live, false
 		return
 	}
-	rc := &reconciliation{acked: map[string]bool{}, delivered: map[string]bool{}, replaced: map[string]bool{}, chain: []byte{}, live: live}
+	rc := &reconciliation{acked: map[string]bool{}, delivered: map[string]bool{}, replaced: map[string]bool{}, kept: map[string]bool{}, chain: []byte{}, live: live}
 	for id := range r.base[collection] {
 		rc.acked[id] = true
 	}
@@ -1096,13 +1264,16 @@ func (r *Replica) beginReconcileLocked(collection string, live bool) {
 // no longer held. It returns the ids that left, sorted, the rejections,
 // the changes settled as superseded, and how many of the oldest rejected
 // changes the rejections pushed out.
-func (r *Replica) endReconcileLocked(collection string) (collected []string, rejections []Rejection, settled []crdt.Change, dropped uint64) {
-	dropped = r.rejected.dropped
+func (r *Replica) endReconcileLocked(collection string) reconcileEnd {
+	var collected []string
+	var rejections []Rejection
+	var settled []crdt.Change
+	dropped := r.rejected.dropped
 	rc := r.reconciling[collection]
 	delete(r.reconciling, collection)
 	gone := map[recordKey]bool{}
 	for id := range rc.acked {
-		if rc.delivered[id] {
+		if rc.delivered[id] || rc.kept[id] {
 			continue
 		}
 		k := recordKey{collection, id}
@@ -1169,8 +1340,8 @@ func (r *Replica) endReconcileLocked(collection string) (collected []string, rej
 	r.recomputeLocked(touched)
 	r.c.log.Info("reconciled after the lease expired", "collection", collection,
 		"acknowledged", len(rc.acked), "delivered", len(rc.delivered), "collected", len(collected),
-		"rejected", len(rejections), "settled", len(settled))
-	return collected, rejections, settled, r.rejected.dropped - dropped
+		"kept", len(rc.kept), "rejected", len(rejections), "settled", len(settled))
+	return reconcileEnd{left: collected, rejections: rejections, settled: settled, dropped: r.rejected.dropped - dropped}
 }
 
 // Heal gives the server back what it may have lost of the collections it
@@ -1209,22 +1380,11 @@ func (r *Replica) heal(ctx context.Context, coll string) error {
 		sealed = append(sealed, sr)
 	}
 	var mine []crdt.Change
-	for id, rec := range r.base[coll] {
+	for _, rec := range r.base[coll] {
 		if own == "" {
 			break
 		}
-		part := crdt.Record{ID: id}
-		if rec.Deleted.Replica == own {
-			part.Deleted = rec.Deleted
-		}
-		for name, f := range rec.Fields {
-			if f.Stamp.Replica == own {
-				if part.Fields == nil {
-					part.Fields = map[string]crdt.Field{}
-				}
-				part.Fields[name] = f
-			}
-		}
+		part := ownPart(rec, own)
 		if !part.Deleted.IsZero() || len(part.Fields) > 0 {
 			mine = append(mine, crdt.Change{Collection: coll, Record: part})
 		}
@@ -1284,7 +1444,17 @@ func (r *Replica) Live(ctx context.Context) error {
 		}
 	}()
 	err := r.c.Live(ctx, subs, func(coll string, p Page) {
-		reconciled := r.applyLive(coll, p)
+		reconciled, owed := r.applyLive(coll, p)
+		if owed {
+			ended, err := r.giveBack(ctx, coll)
+			if r.revokeOn(err) {
+				return
+			}
+			if err != nil {
+				r.c.log.Warn("giving back before a live reconciliation drops failed; the next pull gives back again", "collection", coll, "err", err)
+			}
+			reconciled = ended
+		}
 		if p.Reset == proto.ResetHistoryLost {
 			err := r.heal(ctx, coll)
 			if r.revokeOn(err) {
