@@ -156,3 +156,50 @@ func mustEncode(t *testing.T, v any) []byte {
 	}
 	return b
 }
+
+// TestFirstPullGivesBackFieldsTheStoreLost: the store goes back to a
+// backup that holds x as the replica first wrote it, without the field
+// it wrote next (both pushed while its cursor was the empty one). The
+// reading from the beginning delivers x, whose record replaces the one
+// held; the field the server lacks is given back first, so it stays in
+// the replica and is on the server again.
+func TestFirstPullGivesBackFieldsTheStoreLost(t *testing.T) {
+	ctx := t.Context()
+	s := newSwapServer(t)
+	eng1 := s.swap(t, memory.New())
+	token, err := s.auth.Issue("alice", []string{"notes"}, []string{"notes"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := replicaOf(t, s.url, token, "laptop", nil, client.ReplicaConfig{})
+	put(t, a, "title", map[string]string{"x": "one"})
+	backup, err := eng1.GetRecord(ctx, "notes", "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	put(t, a, "note", map[string]string{"x": "two"})
+	if len(a.Cursor("notes")) != 0 {
+		t.Fatal("the flush pulled: the scene needs a replica that never pulled")
+	}
+	eng := s.swap(t, memory.New())
+	if _, err := eng.Apply(ctx, []crdt.Change{{Collection: "notes", Record: backup.Record}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Pull(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][]byte{"title": mustEncode(t, "one"), "note": mustEncode(t, "two")}
+	same := func(got map[string][]byte) bool {
+		return len(got) == len(want) && slices.Equal(got["title"], want["title"]) && slices.Equal(got["note"], want["note"])
+	}
+	if got := a.Records("notes")["x"].Values(); !same(got) {
+		t.Fatalf("the replica holds x as %q, want title one and note two", got)
+	}
+	ent, err := eng.GetRecord(ctx, "notes", "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ent.Record.Values(); !same(got) {
+		t.Fatalf("the server holds x as %q, want title one and note two", got)
+	}
+}

@@ -70,7 +70,10 @@ import (
 // records the server sends (each replaces the replica's base of it rather
 // than merging into it: the server's whole record, whose collected
 // tombstones, unset fields or a delete stamp cleared when the record was
-// written again, could no longer hide the older fields the replica held),
+// written again, could no longer hide the older fields the replica held;
+// the stamps of this replica the record held that the server's neither
+// holds nor hides are given back, below, and join it again unless
+// refused collected),
 // and then drops every record the server had
 // acknowledged (its base) and sent no more: it was deleted and its
 // tombstone collected, or the server lost it. So before it drops any, it
@@ -227,6 +230,11 @@ type reconciliation struct {
 	// whose stamps of this replica the server took back when they were
 	// given back (giveBack): it had lost them, so they stay.
 	kept map[string]bool
+	// owedBack holds, per record the pull sent, the stamps of this
+	// replica its base held that the server's record, which replaced it,
+	// neither holds nor hides: given back too (giveBack), they join the
+	// base again unless refused collected.
+	owedBack map[string]crdt.Record
 	// atEnd says the pull from the beginning reached its end (a page
 	// read from chain said no more) and the reconciliation waits for
 	// giveBack to end it.
@@ -958,6 +966,16 @@ func (r *Replica) apply(collection string, page Page, from []byte, live bool) (e
 			// delete stamp) may have been collected, and merged with
 			// the record without them those fields would stay.
 			rc.replaced[rec.ID] = true
+			if old, ok := r.base[collection][rec.ID]; ok {
+				if unc := uncovered(ownPart(old, r.c.Replica()), rec); hasStamps(unc) {
+					if rc.owedBack == nil {
+						rc.owedBack = map[string]crdt.Record{}
+					}
+					o := rc.owedBack[rec.ID]
+					o.Merge(unc)
+					rc.owedBack[rec.ID] = o
+				}
+			}
 			r.noteIDLocked(collection, rec.ID)
 			put(r.base, collection, rec.Clone())
 			replaced[k] = true
@@ -1039,10 +1057,12 @@ func (r *Replica) reportEnd(collection string, end reconcileEnd) {
 // giveBackLocked returns what a reconciliation of collection that reached
 // its end gives back before it drops anything (see Reconciliation): for
 // each record the server had acknowledged, did not send, and the replica
-// still holds, the stamps of this replica in its base, one change per
-// stamp (so that a stamp the server refuses collected does not take a
-// later one with it). A record with none (written by others alone, which
-// only a page can have brought) has nothing to give back.
+// still holds, the stamps of this replica in its base, and for each
+// record it sent, those its record replaced without holding or hiding
+// them (owedBack); one change per stamp (so that a stamp the server
+// refuses collected does not take a later one with it). A record with
+// none (written by others alone, which only a page can have brought) has
+// nothing to give back.
 func (r *Replica) giveBackLocked(collection string, rc *reconciliation) []crdt.Change {
 	own := r.c.Replica()
 	if own == "" {
@@ -1061,8 +1081,39 @@ func (r *Replica) giveBackLocked(collection string, rc *reconciliation) []crdt.C
 			out = append(out, crdt.Change{Collection: collection, Record: part})
 		}
 	}
+	for _, id := range slices.Sorted(maps.Keys(rc.owedBack)) {
+		for _, part := range byStamp(rc.owedBack[id]) {
+			out = append(out, crdt.Change{Collection: collection, Record: part})
+		}
+	}
 	return out
 }
+
+// uncovered returns the stamps of part that rec neither holds nor hides:
+// a field rec holds at the same stamp or a newer one, or stamped at or
+// before rec's delete, is covered, and so is a delete at or before rec's.
+func uncovered(part, rec crdt.Record) crdt.Record {
+	out := crdt.Record{ID: part.ID}
+	if part.Deleted.Compare(rec.Deleted) > 0 {
+		out.Deleted = part.Deleted
+	}
+	for name, f := range part.Fields {
+		if f.Stamp.Compare(rec.Deleted) <= 0 {
+			continue
+		}
+		if g, ok := rec.Fields[name]; ok && g.Stamp.Compare(f.Stamp) >= 0 {
+			continue
+		}
+		if out.Fields == nil {
+			out.Fields = map[string]crdt.Field{}
+		}
+		out.Fields[name] = f
+	}
+	return out
+}
+
+// hasStamps reports whether rec holds a delete or a field.
+func hasStamps(rec crdt.Record) bool { return !rec.Deleted.IsZero() || len(rec.Fields) > 0 }
 
 // ownPart returns the stamps of rec that carry replica id own (its delete
 // and its fields), as a record: what the replica wrote of it.
@@ -1136,18 +1187,31 @@ func (r *Replica) giveBack(ctx context.Context, collection string) (ended bool, 
 		return false, nil
 	}
 	taken := 0
+	touched := map[recordKey]bool{}
 	for i, x := range results {
-		id := changes[i].Record.ID
+		ch := changes[i]
+		id := ch.Record.ID
+		collected := x.Status == StatusRefused && errors.Is(x.Err, ErrCollected)
 		switch {
 		case x.Status != StatusRefused:
-			rc.kept[id] = true
 			taken++
-		case errors.Is(x.Err, ErrCollected):
-		default:
-			r.c.log.Warn("reconcile: the server refused a record given back; it stays local", "collection", collection, "record", id, "err", x.Err)
+		case !collected:
+			r.c.log.Warn("reconcile: the server refused a write given back; it stays local", "collection", collection, "record", id, "err", x.Err)
+		}
+		if collected {
+			continue
+		}
+		if !rc.delivered[id] {
 			rc.kept[id] = true
+		} else if _, held := r.base[collection][id]; held {
+			// The record the server sent replaced these stamps: they
+			// join it again.
+			r.mergeBaseLocked(collection, ch.Record)
+			touched[recordKey{collection, id}] = true
 		}
 	}
+	rc.owedBack = nil
+	r.recomputeLocked(touched)
 	if taken > 0 {
 		r.c.log.Warn("reconcile: the server took back acknowledged writes it had lost", "collection", collection, "stamps", taken)
 	}
@@ -1385,7 +1449,7 @@ func (r *Replica) heal(ctx context.Context, coll string) error {
 			break
 		}
 		part := ownPart(rec, own)
-		if !part.Deleted.IsZero() || len(part.Fields) > 0 {
+		if hasStamps(part) {
 			mine = append(mine, crdt.Change{Collection: coll, Record: part})
 		}
 	}
