@@ -65,7 +65,10 @@
 //            none for an app without migrations: schema.js),
 //            "replace:<collection>" (true: an upgrade translated the
 //            records held, so the next pull, from the beginning, replaces
-//            the server state of every record it delivers).
+//            the server state of every record it delivers),
+//            "giveback:<collection>" (encoded records: the stamps of this
+//            subject a reconciliation's replace dropped, which its
+//            give-back pushes; heal.js's giveBack, reconcile.js).
 //
 // A local write merges into the record and appends its change to the outbox
 // in ONE transaction, so a write is either pending or not there at all. The
@@ -75,7 +78,7 @@
 
 import { ConvergoError, fromIDBError } from './errors.js';
 import { Clock } from './hlc.js';
-import { cloneRecord, decodeChanges, decodeRecord, decodeValue, emptyRecord, encodeChange, encodeRecord, hasStamps, maxStamp, mergeInto, readRecord, validateCollection, visibleValues } from './record.js';
+import { cloneRecord, decodeChanges, decodeRecord, decodeValue, emptyRecord, encodeChange, encodeRecord, hasStamps, maxStamp, mergeInto, ownPart, readRecord, uncovered, validateCollection, visibleValues } from './record.js';
 import { Reader, Writer, equalBytes, setOwn, utf8Length } from './cbor.js';
 import { compareStamps, compareTime, isZeroStamp } from './hlc.js';
 import { DEFAULTS } from './constants.js';
@@ -263,6 +266,7 @@ export const RESTAMP_KEY = 'restamp:';
 export const SCOPE_KEY = 'scope:';
 export const SCHEMA_KEY = 'schema:';
 export const REPLACE_KEY = 'replace:';
+export const GIVEBACK_KEY = 'giveback:';
 const DROPPED_KEY = 'rejectedDropped';
 
 /**
@@ -1062,9 +1066,13 @@ export class Store {
    *   fields held here, so it replaces the server state held (the record
    *   shown is then it with the changes pending), and its id joins them;
    *   a record delivered again merges as usual
+   * @param {boolean} [giveBack] replace is a reconciliation's: the stamps
+   *   of this subject in a replaced server state that the record replacing
+   *   it neither holds nor hides are noted (meta "giveback:<collection>")
+   *   for the reconciliation to give back (heal.js's giveBack)
    * @returns {Promise<string[]>}
    */
-  applyRemote(c, records, cursor, seals = [], gone = [], replace = null) {
+  applyRemote(c, records, cursor, seals = [], gone = [], replace = null, giveBack = false) {
     return this.tx([RECORDS, META, OUTBOX, SEALED], 'readwrite', `apply ${c}`, async (tx) => {
       const store = tx.objectStore(RECORDS);
       /** @type {Map<string, Rec[]>|null} */
@@ -1080,6 +1088,23 @@ export class Store {
       const ids = [...new Set(records.map((r) => r.id))];
       const got = await Promise.all(ids.map((id) => /** @type {Promise<StoredRecord|undefined>} */ (req(store.get([c, id])))));
       const held = new Map(ids.map((id, i) => [id, got[i]]));
+      if (taken && giveBack && this.prefix) {
+        const own = this.prefix + '_';
+        /** @type {Uint8Array[]} */
+        const owed = [];
+        for (const id of taken.keys()) {
+          const prev = held.get(id);
+          const r = records.find((x) => x.id === id);
+          if (!prev || !r) continue;
+          const unc = uncovered(ownPart(baseOf(prev, id) ?? fromStored(prev, id), own), r);
+          if (hasStamps(unc)) owed.push(encodeRecord(unc));
+        }
+        if (owed.length > 0) {
+          const meta = tx.objectStore(META);
+          const before = await req(meta.get(GIVEBACK_KEY + c));
+          meta.put([...(Array.isArray(before) ? before : []), ...owed], GIVEBACK_KEY + c);
+        }
+      }
       const page = this.prepareRemote(c, records, seals, records.map((r) => held.get(r.id)), taken);
       this.putPage(tx, c, page);
       for (const id of gone) {

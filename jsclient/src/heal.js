@@ -2,14 +2,15 @@
 // to give back (every record as the server sealed it, and this subject's
 // acknowledged writes no seal covers) and the requests that give it. Loaded
 // only when a reset asks for it (sync.js imports it on demand), so apps
-// that never meet one do not carry it.
+// that never meet one do not carry it. A reconciliation gives back the
+// same way, with an ordinary push of this subject's stamps, before it
+// drops a record (giveBack, reconcile.js).
 
 import { ConvergoError } from './errors.js';
-import { compareStamps, isZeroStamp } from './hlc.js';
 import { DEFAULTS, PATHS, STATUSES } from './constants.js';
-import { decodeRecord, emptyRecord, encodeChange, encodeRecord, hasStamps } from './record.js';
+import { byStamp, decodeRecord, encodeChange, encodeRecord, hasStamps, ownPart } from './record.js';
 import { encodePush, encodeRestore, parsePushAnswer, parseRestoreAnswer } from './protocol.js';
-import { RECORDS, SEALED, baseOf, decodeStored, fromStored, req, sealOf } from './db.js';
+import { GIVEBACK_KEY, META, RECORDS, SEALED, acknowledged, baseOf, decodeStored, fromStored, req, sealOf } from './db.js';
 
 /** @typedef {import('./record.js').Record} Rec */
 /** @typedef {import('./db.js').Store} Store */
@@ -64,22 +65,94 @@ export function healPlan(store, c, prefix) {
     /** @type {Rec[]} */
     const mine = [];
     for (const s of stored) {
-      const base = baseOf(s, s.id) ?? fromStored(s, s.id);
-      const seal = sealedOf.get(s.id)?.record;
-      const part = emptyRecord(s.id);
-      if (!isZeroStamp(base.deleted) && base.deleted.replica.startsWith(own) && !(seal && compareStamps(seal.deleted, base.deleted) === 0)) {
-        part.deleted = base.deleted;
-      }
-      for (const [name, f] of base.fields) {
-        if (!f.stamp.replica.startsWith(own)) continue;
-        const g = seal?.fields.get(name);
-        if (g && compareStamps(g.stamp, f.stamp) === 0) continue;
-        part.fields.set(name, f);
-      }
+      const part = ownPart(baseOf(s, s.id) ?? fromStored(s, s.id), own, sealedOf.get(s.id)?.record);
       if (hasStamps(part)) mine.push(part);
     }
     return { sealed, mine };
   });
+}
+
+/**
+ * Before a reconciliation of collection c drops the records the server
+ * acknowledged once and its pull from the beginning did not deliver
+ * (docs/protocol.md, "Tombstone collection", step 2), gives back this
+ * subject's stamps of each (its server state's, ownPart), and those the
+ * pull's replace of a delivered record dropped (meta
+ * "giveback:<collection>", Store.applyRemote), one change per stamp
+ * (byStamp), with an ordinary push: the server refuses collected those
+ * of a record it collected (they are before its write horizon), and
+ * takes back those it lost (a store that went back in time, which an
+ * empty cursor cannot be reset for). Returns the ids of the records not
+ * delivered that stay (a stamp of theirs acknowledged, or refused for
+ * another reason than collected: told to the app as an error, the record
+ * stays local, as after a heal), and the stamps of delivered records
+ * that join them again on the same terms (dropCollected). A failed push
+ * throws: nothing may be dropped then.
+ * @param {Syncer} syncer
+ * @param {string} c
+ * @param {Set<string>} seen the ids the pull delivered
+ * @returns {Promise<{kept: Set<string>, restore: Rec[]}>}
+ */
+export async function giveBack(syncer, c, seen) {
+  const own = syncer.store.prefix ? syncer.store.prefix + '_' : null;
+  /** @type {Set<string>} */
+  const kept = new Set();
+  /** @type {Rec[]} */
+  const restore = [];
+  if (!own) return { kept, restore };
+  const range = syncer.store.keyRange.bound([c], [c, []]);
+  /** @type {{record: Rec, back: boolean}[]} */
+  const parts = await syncer.store.tx([RECORDS, META], 'readonly', `give back ${c}`, async (tx) => {
+    const [held, owed] = await Promise.all([
+      /** @type {Promise<StoredRecord[]>} */ (req(tx.objectStore(RECORDS).getAll(range))),
+      req(tx.objectStore(META).get(GIVEBACK_KEY + c)),
+    ]);
+    /** @type {{record: Rec, back: boolean}[]} */
+    const out = [];
+    for (const s of held) {
+      if (seen.has(s.id)) continue;
+      try {
+        if (!acknowledged(s)) continue;
+        for (const record of byStamp(ownPart(baseOf(s, s.id) ?? fromStored(s, s.id), own))) out.push({ record, back: false });
+      } catch {
+        // A corrupt entry: nothing to give back.
+      }
+    }
+    for (const b of Array.isArray(owed) ? owed : []) {
+      try {
+        for (const record of byStamp(decodeRecord(b))) out.push({ record, back: true });
+      } catch {
+        // A corrupt entry: nothing to give back.
+      }
+    }
+    return out;
+  });
+  if (parts.length === 0) return { kept, restore };
+  const version = await syncer.store.schemaVersion(c);
+  const maxCount = syncer.hello?.maxPush ?? DEFAULTS.maxPushChanges;
+  const maxBody = (syncer.hello?.maxBody ?? DEFAULTS.maxBodyBytes) - 1024;
+  const items = parts.map((p) => ({ item: { ...p, change: encodeChange({ collection: c, record: p.record }) }, size: 0 }));
+  for (const x of items) x.size = x.item.change.length;
+  let refused = 0;
+  let why = '';
+  await batches(items, maxCount, maxBody, async (batch) => {
+    const results = parsePushAnswer(
+      await syncer.post(PATHS.push, encodePush(/** @type {string} */ (syncer.store.replica), batch.map((b) => b.change), new Map([[c, version]]))),
+    );
+    results.forEach((r, i) => {
+      if (r.status === STATUSES.refused && r.code === 'collected') return;
+      if (r.status === STATUSES.refused) {
+        refused++;
+        why = `${r.code}: ${r.message ?? ''}`;
+      }
+      if (batch[i].back) restore.push(batch[i].record);
+      else kept.add(batch[i].record.id);
+    });
+  });
+  if (refused > 0) {
+    syncer.o.onError(new ConvergoError('invalid', `reconcile ${c}: the server refused ${refused} of the ${parts.length} writes given back (last: ${why}); they stay local`));
+  }
+  return { kept, restore };
 }
 
 

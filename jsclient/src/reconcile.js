@@ -4,8 +4,12 @@
 // have collected the tombstones of records deleted meanwhile. Only the
 // client knows which records the server once acknowledged, so it decides:
 // after a full pull from the beginning, a record it holds that the server
-// acknowledged once and no longer serves was deleted and collected. It is
-// dropped locally (no delete, nothing pushed) and its pending changes
+// acknowledged once and no longer serves was deleted and collected, or
+// the server lost it: so this subject's stamps of it (and those the
+// pull's replace of a delivered record dropped) are given back first, an
+// ordinary push (heal.js's giveBack), and only a record whose stamps all
+// come back refused collected is dropped locally (no delete, nothing else
+// pushed) and its pending changes
 // become rejected changes with code collected; everything else stays and
 // is pushed, and a change the server refuses collected whose record it
 // still has, or that was created here, is written again with fresh
@@ -31,7 +35,11 @@
 // lease_expired. Its steps are the first two (docs/protocol.md, "A pull
 // from the beginning reconciles too"): the records delivered replace the
 // ones held, and what the server collected is dropped with its pending
-// changes. Its outbox went out before (the collection had no cursor:
+// changes, after the give-back: an empty cursor carries no store
+// identity, so a store that went back in time resets it not, and the
+// records it lost are absent too; given back, they stay. A give-back that
+// fails drops nothing and notes the reconciliation owed (meta
+// "reconcile:<collection>"): the next pull makes it again. Its outbox went out before (the collection had no cursor:
 // Syncer.fresh), so nothing is noted for a re-stamp: a change of a
 // collected record refused collected then stays rejected. Such a
 // reconciliation is reported (the 'reconciled' event) only when it
@@ -43,7 +51,8 @@
 import { STATUSES } from './constants.js';
 import { compareStamps, isZeroStamp } from './hlc.js';
 import { cloneRecord, emptyRecord, mergeInto } from './record.js';
-import { META, OUTBOX, RECONCILE_KEY, RECORDS, RESTAMP_KEY, REJECTED, SEALED, acknowledged, baseOf, decodeEntry, fromStored, rejectedEntry, req } from './db.js';
+import { giveBack } from './heal.js';
+import { GIVEBACK_KEY, META, OUTBOX, RECONCILE_KEY, RECORDS, RESTAMP_KEY, REJECTED, SEALED, acknowledged, baseOf, decodeEntry, fromStored, rejectedEntry, req } from './db.js';
 
 /** @typedef {import('./db.js').Store} Store */
 /** @typedef {import('./db.js').OutboxEntry} OutboxEntry */
@@ -70,7 +79,19 @@ export async function reconcile(syncer, c, first = false) {
   /** @type {Set<string>} */
   const seen = new Set();
   await syncer.pullCollection(c, seen);
-  const out = await dropCollected(syncer.store, c, seen, { when: Date.now(), subject: syncer.subject() }, !first);
+  /** @type {Awaited<ReturnType<typeof giveBack>>} */
+  let back;
+  try {
+    back = await giveBack(syncer, c, seen);
+  } catch (e) {
+    // Nothing is dropped; the reconciliation is owed (a reset's is
+    // already), so the next pull reconciles and gives back again.
+    if (first) await syncer.store.setMeta(RECONCILE_KEY + c, true);
+    throw e;
+  }
+  for (const id of back.kept) seen.add(id);
+  const out = await dropCollected(syncer.store, c, seen, { when: Date.now(), subject: syncer.subject() }, !first, back.restore);
+  if (out.restored.length > 0) syncer.o.onChanges(c, out.restored);
   syncer.pulledAt.set(c, Date.now());
   syncer.restampsDropped = false;
   if (!first || out.dropped.length > 0 || out.moved.length > 0) {
@@ -109,9 +130,12 @@ export async function reconcile(syncer, c, first = false) {
  * @param {{when: number, subject: string|null}} info
  * @param {boolean} [restamp] note what may be re-stamped (after a reset
  *   lease_expired; a first pull's reconciliation notes nothing)
- * @returns {Promise<{dropped: string[], moved: {id: string, rejectedId: number}[], droppedRejected: number}>}
+ * @param {Rec[]} [restore] stamps given back (giveBack) of records the
+ *   pull delivered, which its replace had dropped: merged into the server
+ *   state of those held, as if the server had sent them
+ * @returns {Promise<{dropped: string[], moved: {id: string, rejectedId: number}[], droppedRejected: number, restored: string[]}>}
  */
-export function dropCollected(store, c, seen, info, restamp = true) {
+export function dropCollected(store, c, seen, info, restamp = true, restore = []) {
   const range = store.keyRange.bound([c], [c, []]);
   return store.tx([RECORDS, OUTBOX, REJECTED, META, SEALED], 'readwrite', `reconcile ${c}`, async (tx) => {
     const records = tx.objectStore(RECORDS);
@@ -149,14 +173,20 @@ export function dropCollected(store, c, seen, info, restamp = true) {
       }
     }
     const droppedRejected = moved.length > 0 ? await store.boundRejected(tx) : 0;
+    // The stamps given back that join their delivered record again.
+    const heldOf = new Map(held.map((s) => [s.id, s]));
+    const back = restore.filter((r) => seen.has(r.id) && heldOf.has(r.id));
+    const page = store.prepareRemote(c, back, [], back.map((r) => heldOf.get(r.id)));
+    store.putPage(tx, c, page);
     const meta = tx.objectStore(META);
     meta.delete(RECONCILE_KEY + c);
+    meta.delete(GIVEBACK_KEY + c);
     if (restamp) {
       const noted = entries.filter((e) => keep.has(e.id)).map((e) => e.seq);
       if (noted.length > 0) meta.put(noted, RESTAMP_KEY + c);
       else meta.delete(RESTAMP_KEY + c);
     }
-    return { dropped, moved, droppedRejected };
+    return { dropped, moved, droppedRejected, restored: [...page.changed] };
   });
 }
 

@@ -31,8 +31,10 @@
 // reset lease_expired says the server may have collected tombstones this
 // replica never saw: the collection is reconciled before its outbox is
 // pushed (reconcile.js, loaded on demand): pulled from the beginning, the
-// records the server acknowledged once and no longer serves dropped with
-// their pending changes (rejected, code collected). Since the client
+// records the server acknowledged once and no longer serves given back
+// (this subject's stamps, an ordinary push: a record the server lost is
+// taken back and stays) and those refused collected dropped with their
+// pending changes (rejected, code collected). Since the client
 // learns of the reset only by pulling, a collection not pulled lately
 // (fresh) is pulled before its outbox goes out (pushAll). A change
 // refused collected whose record the server still has, or that was
@@ -1039,7 +1041,7 @@ export class Syncer {
         await drain();
         // If this fails, the page asked for is dropped: a later pull asks
         // again from the cursor stored.
-        await this.applyPage(c, page.records, page.next, page.seals, page.leaves, replaced);
+        await this.applyPage(c, page.records, page.next, page.seals, page.leaves, replaced, !!seen);
         written = page.next;
       }
       cursor = page.next;
@@ -1087,10 +1089,11 @@ export class Syncer {
    * @param {Uint8Array[]} [leaves] the page's leave entries: the records
    *   held that they name are removed in the same transaction
    * @param {Set<string>|null} [replace] a reconciliation's pull (Store.applyRemote)
+   * @param {boolean} [giveBack] replace is a reconciliation's (Store.applyRemote)
    */
-  async applyPage(c, records, next, seals, leaves = [], replace = null) {
+  async applyPage(c, records, next, seals, leaves = [], replace = null, giveBack = false) {
     const gone = leaves.length > 0 && this.o.leaves ? await this.o.leaves(c, leaves) : [];
-    const ids = await this.store.applyRemote(c, records, next, seals, gone, replace);
+    const ids = await this.store.applyRemote(c, records, next, seals, gone, replace, giveBack);
     if (ids.length > 0) this.o.onChanges(c, ids);
   }
 

@@ -17,6 +17,7 @@ import { freshIDB, openClient, until } from './helpers/util.js';
 import { PATHS, STATUSES } from '../src/constants.js';
 import { fromStored } from '../src/db.js';
 import { decode } from '../src/cbor.js';
+import { cloneRecord, maxStamp } from '../src/record.js';
 import { COLLECTED_MESSAGE } from '../src/reconcile.js';
 
 const WAIT = 15_000;
@@ -128,12 +129,13 @@ test('after lease_expired: a record collected while away is dropped and its edit
   assert.equal(ev.refused.length, 1);
   assert.equal(ev.refused[0].id, 'x');
   assert.equal(ev.refused[0].code, 'collected');
-  // Dropped locally, never pushed.
+  // Dropped locally once the writes the server acknowledged came back
+  // refused collected when given back; the edit never pushed.
   assert.equal(await todos.get('x'), null);
   assert.equal(await a.store.get('todos', 'x'), undefined, 'no tombstone either');
   assert.equal(await a.store.get('todos', 'w'), undefined);
   const pushed = server.pushed.slice(mark);
-  assert.deepEqual(pushed.filter((p) => p.id === 'x' || p.id === 'w'), [], 'nothing of x or w reached the server');
+  for (const id of ['x', 'w']) assert.deepEqual(pushedNs(server, mark, id), [[...REFUSED, 1]], `${id}: its acknowledged write given back, refused collected; nothing else`);
   assert.equal(server.coll('todos').byId.has('x'), false);
   // Its edit is listed as rejected.
   const rejected = await a.rejected();
@@ -221,7 +223,7 @@ test('a live reset lease_expired reconciles too; subs carry the lease', async (t
   assert.deepEqual(ev.serverReset, [{ collection: 'todos', reason: 'lease_expired', message: 'the test expired the lease' }]);
   assert.deepEqual(ev.reconciled, [{ collection: 'todos', dropped: 1, rejected: 1, restamped: 1 }]);
   assert.equal(await todos.get('x'), null);
-  assert.deepEqual(server.pushed.slice(mark).filter((p) => p.id === 'x'), []);
+  assert.deepEqual(pushedNs(server, mark, 'x'), [[...REFUSED, 1]], 'the acknowledged write given back, refused collected; the edit never');
   assert.equal(onServer(server, 'todos', 'y', 'n'), 2);
   assert.deepEqual((await a.rejected()).map((r) => [r.recordId, r.code]), [['x', 'collected']]);
   // Subscribed again, live goes on.
@@ -253,6 +255,22 @@ async function pair(t) {
  */
 function pushesOf(server, mark, id) {
   return server.pushed.slice(mark).filter((p) => p.id === id).map((p) => [p.status, p.code]);
+}
+
+/**
+ * pushesOf with the value of field n each push carried (undefined: none).
+ * @param {FakeServer} server
+ * @param {number} mark
+ * @param {string} id
+ */
+function pushedNs(server, mark, id) {
+  return server.pushed
+    .slice(mark)
+    .filter((p) => p.id === id)
+    .map((p) => {
+      const v = p.record?.fields.get('n')?.value;
+      return [p.status, p.code, v ? decode(v) : undefined];
+    });
 }
 
 const REFUSED = [STATUSES.refused, 'collected'];
@@ -305,10 +323,7 @@ test('after lease_expired: which changes may be re-stamped survives a reload bet
   const server = await new FakeServer().start();
   t.after(() => server.stop());
   const idb = freshIDB();
-  let blockPush = false;
-  const fetchOf = (/** @type {boolean} */ blocking) => (/** @type {any} */ input, /** @type {any} */ init) =>
-    blocking && blockPush && String(input).endsWith(PATHS.push) ? Promise.reject(new TypeError('push blocked by the test')) : fetch(input, init);
-  const a = await openClient({ url: server.url, name: 'a', indexedDB: idb, collections: ['todos'], WebSocket: null, pollInterval: 50, fetch: fetchOf(true) });
+  const a = await openClient({ url: server.url, name: 'a', indexedDB: idb, collections: ['todos'], WebSocket: null, pollInterval: 50 });
   a.on('error', () => {});
   const todos = a.collection('todos');
   await todos.put('x', { n: 1 });
@@ -324,21 +339,23 @@ test('after lease_expired: which changes may be re-stamped survives a reload bet
   server.leaseExpire('todos');
   await sleep(50);
   const mark = server.pushed.length;
-  // Back: the reconciliation runs, the push after it cannot go out.
-  blockPush = true;
+  // Back: the reconciliation runs (its give-back of x goes), the push
+  // after it cannot go out.
+  server.failPush = (chs) => chs.some((ch) => ch.record.id === 'y');
   a.resume();
   await until(async () => (await a.rejected()).length === 1 && !(await a.store.owesReconcile('todos')), 'the reconciliation', WAIT);
   assert.equal(await a.store.get('todos', 'x'), undefined, 'x dropped');
   assert.equal(await a.store.outboxCount(), 1, 'the edit of y waits');
   assert.equal((await a.store.getMeta('restamp:todos'))?.length, 1, 'noted in IndexedDB: the edit of y may be re-stamped once');
   await a.close();
+  server.failPush = () => false;
   // Reloaded: the push goes out; the edit of y is re-stamped as it would have been.
   const again = await openClient({ url: server.url, name: 'a', indexedDB: idb, collections: ['todos'], WebSocket: null, pollInterval: 50 });
   t.after(() => again.close());
   const ev = listen(again);
   assert.deepEqual(await again.whenSynced(), { refused: 0 });
   assert.deepEqual(pushesOf(server, mark, 'y'), [REFUSED, APPLIED], 'refused collected, then re-stamped and applied');
-  assert.deepEqual(pushesOf(server, mark, 'x'), [], 'nothing of x reached the server');
+  assert.deepEqual(pushedNs(server, mark, 'x'), [[...REFUSED, 1]], 'of x, only its acknowledged write, given back and refused collected');
   assert.deepEqual(ev.refused, []);
   assert.equal(onServer(server, 'todos', 'y', 'n'), 2);
   assert.deepEqual((await again.rejected()).map((r) => [r.recordId, r.code]), [['x', 'collected']], 'only the edit of the collected record is rejected');
@@ -360,6 +377,8 @@ test('after lease_expired: a field whose unset the server collected is gone here
   await b.whenSynced();
   server.purge('todos', 'x'); // the unset of b is collected: x is {a} on the server
   assert.deepEqual([...server.coll('todos').byId.get('x')?.record.fields.keys()], ['a']);
+  // Collected under a write horizon past the unset (b given back is refused).
+  server.writeHorizon.set('todos', await horizonPast(a));
   server.leaseExpire('todos', a.store.replica);
   a.resume();
   await until(() => ev.reconciled.length > 0, 'the reconciliation', WAIT);
@@ -382,6 +401,8 @@ test('after lease_expired: a record deleted and re-created whose delete stamp th
   await b.collection('todos').update('x', { c: 1 });
   await b.whenSynced();
   server.purge('todos', 'x'); // the delete stamp is cleared: x is {c}
+  // Collected under a write horizon past the delete (a and b given back are refused).
+  server.writeHorizon.set('todos', await horizonPast(a));
   server.leaseExpire('todos', a.store.replica);
   a.resume();
   await until(() => ev.reconciled.length > 0, 'the reconciliation', WAIT);
@@ -528,12 +549,19 @@ test('a first pull of a collection pushed to and never pulled reconciles: a reco
   await b.whenSynced();
   server.purge('todos', 'x');
   assert.equal(server.coll('todos').byId.has('x'), false, 'x and its tombstone are gone');
+  // Collected under a write horizon past the stamp a wrote x with; the
+  // edits below are well after it (a hello may move a's clock by its
+  // offset to the server's).
+  const horizon = /** @type {any} */ (await stampOf(a, 'todos', 'x', 'n')).wall + 1;
+  server.writeHorizon.set('todos', horizon);
+  await until(() => a.store.now() > horizon + 100, "a's clock well past the horizon", WAIT);
   const ev = listen(a);
   const mark = server.pushed.length;
   // Edits of x and y made while the first pull is under way; the push
-  // after it waits.
+  // after it waits (the give-back of what the server acknowledged,
+  // stamped before the horizon, goes).
   during = async () => {
-    blocked.push = true;
+    server.failPush = (chs) => chs.some((ch) => maxStamp(ch.record).wall >= horizon);
     await todos.update('x', { n: 2 });
     await todos.update('y', { n: 2 });
   };
@@ -543,7 +571,7 @@ test('a first pull of a collection pushed to and never pulled reconciles: a reco
   assert.equal(during, null, 'the edits were made during the pull');
   assert.equal(await a.store.outboxCount(), 1, 'the edit of y waits');
   assert.equal(await a.store.getMeta('restamp:todos'), undefined, 'steps 1 and 2 only: nothing noted for a re-stamp');
-  blocked.push = false;
+  server.failPush = () => false;
   assert.deepEqual(await a.whenSynced(), { refused: 1 }, 'the edit of the collected record counts as refused');
   assert.equal(await todos.get('x'), null, 'x is gone here too');
   await until(() => ev.reconciled.length > 0, 'the reconciled event', WAIT);
@@ -553,7 +581,9 @@ test('a first pull of a collection pushed to and never pulled reconciles: a reco
   assert.equal(onServer(server, 'todos', 'y', 'n'), 2);
   assert.deepEqual(ev.refused.map((r) => [r.id, r.code]), [['x', 'collected']]);
   assert.deepEqual((await a.rejected()).map((r) => [r.recordId, r.code, r.change]), [['x', 'collected', { deleted: false, fields: { n: 2 }, unset: [] }]]);
-  assert.deepEqual(pushesOf(server, mark, 'x'), [], 'the edit never reached the server');
+  // Before x was dropped, its acknowledged stamp was given back (refused
+  // collected); the edit never reached the server.
+  assert.deepEqual(pushedNs(server, mark, 'x'), [[...REFUSED, 1]], 'the acknowledged write given back alone, refused collected');
   assert.equal(server.coll('todos').byId.has('x'), false);
   // Settled: later pulls are ordinary ones.
   await a.sync();
@@ -589,13 +619,113 @@ test('a never-pulled collection pushes before its first pull; an offline edit of
   assert.deepEqual(await a.whenSynced(), { refused: 1 });
   const after = server.requests.slice(requests);
   assert.ok(after.indexOf(PATHS.push) >= 0 && after.indexOf(PATHS.push) < after.indexOf(PATHS.pull), `push before pull: ${after.join(' ')}`);
-  assert.deepEqual(pushesOf(server, mark, 'x'), [REFUSED], 'refused collected once, not re-stamped');
+  assert.deepEqual(pushedNs(server, mark, 'x'), [[...REFUSED, 2], [...REFUSED, 1]], 'the edit refused collected once, not re-stamped; then the acknowledged write given back, refused collected');
   assert.equal(await todos.get('x'), null, 'x is gone here too');
   assert.equal(await a.store.get('todos', 'x'), undefined);
   await until(() => ev.reconciled.length > 0, 'the reconciled event', WAIT);
   assert.deepEqual(ev.reconciled, [{ collection: 'todos', dropped: 1, rejected: 0, restamped: 0 }]);
   assert.deepEqual((await a.rejected()).map((r) => [r.recordId, r.code]), [['x', 'collected']]);
   assert.equal(server.coll('todos').byId.has('x'), false);
+});
+
+for (const restored of [false, true]) {
+  test(`a first pull of a collection pushed to and never pulled gives back what the store lost (${restored ? 'restored from a backup' : 'wiped'}): no reset comes for the empty cursor, and the record stays and is on the server again`, async (t) => {
+    const server = await new FakeServer().start();
+    t.after(() => server.stop());
+    const blocked = { pull: true };
+    const a = await pushOnly(t, server, blocked);
+    const todos = a.collection('todos');
+    await todos.put('x', { n: 1 });
+    await until(async () => server.coll('todos').byId.has('x') && (await a.store.outboxCount()) === 0, 'x pushed', WAIT);
+    assert.equal((await a.store.cursor('todos')).length, 0, 'never pulled: the cursor is the beginning');
+    await a.pause();
+    // The store goes back to before x: an empty cursor is of every
+    // history, so nothing resets a's.
+    server.wipe();
+    if (restored) {
+      const b = await openClient({ url: server.url, name: 'b', collections: ['todos'], WebSocket: null, pollInterval: 50 });
+      t.after(() => b.close());
+      await b.collection('todos').put('y', { n: 2 });
+      await b.whenSynced();
+      await b.close();
+    }
+    const ev = listen(a);
+    const mark = server.pushed.length;
+    blocked.pull = false;
+    a.resume();
+    await a.sync();
+    assert.deepEqual(await todos.get('x'), { id: 'x', n: 1 }, 'x stays here');
+    assert.equal(onServer(server, 'todos', 'x', 'n'), 1, 'x is on the server again');
+    assert.deepEqual(pushedNs(server, mark, 'x'), [[STATUSES.applied, undefined, 1]], 'given back once');
+    assert.deepEqual(await a.rejected(), []);
+    assert.deepEqual(ev.serverReset, []);
+    assert.ok(ev.reconciled.every((r) => r.dropped === 0 && r.rejected === 0), `nothing dropped: ${JSON.stringify(ev.reconciled)}`);
+    await a.sync();
+    assert.deepEqual((await todos.list()).map((r) => r.id).sort(), restored ? ['x', 'y'] : ['x']);
+    assert.deepEqual([...server.coll('todos').byId.keys()].sort(), restored ? ['x', 'y'] : ['x']);
+  });
+}
+
+test('a first pull gives back the fields a store restored from a backup lacks: the delivered record replaces the one held, and the field written after the backup joins it again, here and on the server', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const blocked = { pull: true };
+  const a = await pushOnly(t, server, blocked);
+  const todos = a.collection('todos');
+  await todos.put('x', { n: 1 });
+  await until(async () => server.coll('todos').byId.has('x') && (await a.store.outboxCount()) === 0, 'x pushed', WAIT);
+  const backup = cloneRecord(/** @type {any} */ (server.coll('todos').byId.get('x')).record);
+  await todos.update('x', { m: 2 });
+  await until(async () => onServer(server, 'todos', 'x', 'm') === 2 && (await a.store.outboxCount()) === 0, 'the edit pushed', WAIT);
+  await a.pause();
+  // The store goes back to the backup: x without m.
+  server.wipe();
+  server.apply([{ collection: 'todos', record: backup }], /** @type {string} */ (a.store.prefix));
+  assert.equal(onServer(server, 'todos', 'x', 'm'), undefined);
+  const mark = server.pushed.length;
+  blocked.pull = false;
+  a.resume();
+  await a.sync();
+  assert.deepEqual(await todos.get('x'), { id: 'x', n: 1, m: 2 }, 'm stays here');
+  assert.equal(onServer(server, 'todos', 'x', 'm'), 2, 'm is on the server again');
+  assert.deepEqual(pushedNs(server, mark, 'x'), [[STATUSES.applied, undefined, undefined]], 'm given back alone');
+  assert.equal(await a.store.getMeta('giveback:todos'), undefined, 'nothing left to give back');
+  await a.sync();
+  assert.deepEqual(await todos.get('x'), { id: 'x', n: 1, m: 2 });
+});
+
+test('a first pull whose give-back fails drops nothing; the next pull gives back again, and the collected record is dropped then', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const blocked = { pull: true };
+  const a = await pushOnly(t, server, blocked);
+  const todos = a.collection('todos');
+  await todos.put('x', { n: 1 });
+  await todos.put('y', { n: 1 });
+  await until(async () => server.coll('todos').byId.has('y') && (await a.store.outboxCount()) === 0, 'x and y pushed', WAIT);
+  await a.pause();
+  const b = await openClient({ url: server.url, name: 'b', collections: ['todos'], WebSocket: null, pollInterval: 50 });
+  t.after(() => b.close());
+  await b.sync();
+  await b.collection('todos').delete('x');
+  await b.whenSynced();
+  await b.close();
+  server.purge('todos', 'x');
+  server.writeHorizon.set('todos', await horizonPast(a));
+  const mark = server.pushed.length;
+  const requests = server.requests.length;
+  server.failPush = () => true;
+  blocked.pull = false;
+  a.resume();
+  await until(async () => server.requests.slice(requests).includes(PATHS.push) && (await a.store.getMeta('reconcile:todos')) === true, 'a failed give-back, the reconciliation owed', WAIT);
+  assert.deepEqual((await todos.list()).map((r) => r.id).sort(), ['x', 'y'], 'nothing dropped while the give-back fails');
+  assert.deepEqual(await a.rejected(), []);
+  assert.deepEqual(pushedNs(server, mark, 'x'), []);
+  server.failPush = () => false;
+  await until(async () => (await a.store.get('todos', 'x')) === undefined, 'x dropped', WAIT);
+  assert.deepEqual(pushedNs(server, mark, 'x'), [[...REFUSED, 1]], 'given back, refused collected');
+  assert.deepEqual((await todos.list()).map((r) => r.id), ['y']);
+  assert.equal(await a.store.getMeta('reconcile:todos'), undefined);
 });
 
 test('a first sync after offline writes reconciles quietly: nothing dropped, no reconciled event', async (t) => {

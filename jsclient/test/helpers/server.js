@@ -164,6 +164,8 @@ export class FakeServer {
     this.requestHeaders = [];
     /** Set to a number to make the next N push answers fail after applying. */
     this.dropPushAnswers = 0;
+    /** @type {(changes: import('../../src/record.js').Change[]) => boolean} a push it returns true for fails unavailable, nothing applied */
+    this.failPush = () => false;
     /** Set to refuse changes to these ids. */
     this.refuseIds = new Set();
     /** @type {(ch: import('../../src/record.js').Change) => boolean|string} refuses changes it returns true for (forbidden) or a code for */
@@ -210,7 +212,7 @@ export class FakeServer {
     this.expired = new Map();
     /** @type {Map<string, number>} per collection, the write horizon (ms): changes stamped before it are refused collected */
     this.writeHorizon = new Map();
-    /** @type {{c: string, id: string, status: number, code?: string}[]} every pushed change, with how it was answered */
+    /** @type {{c: string, id: string, status: number, code?: string, record?: import('../../src/record.js').Record}[]} every pushed change (its record as pushed), with how it was answered */
     this.pushed = [];
     /** @type {Map<string, import('../../src/migrate.js').Definition>} per collection, its migrations */
     this.migrations = new Map();
@@ -526,7 +528,7 @@ export class FakeServer {
       }
       this.applyOne(ch, prefix, results, touched);
       const r = results[n];
-      this.pushed.push({ c: ch.collection, id: ch.record.id, status: r.get(1), code: r.get(2) });
+      this.pushed.push({ c: ch.collection, id: ch.record.id, status: r.get(1), code: r.get(2), record: cloneRecord(ch.record) });
     }
     for (const c of touched) this.notify(c);
     return results;
@@ -730,6 +732,7 @@ export class FakeServer {
             const v = vr.item();
             versions = v instanceof Map ? v : new Map(Object.entries(/** @type {object} */ (v)));
           }
+          if (this.failPush(changes)) return fail('unavailable');
           this.pushVersions.push(versions);
           for (const [c, v] of versions) this.versionOf(c, v);
           this.pushes++;
