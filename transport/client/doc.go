@@ -104,18 +104,22 @@
 // lease_expired, and the server refuses changes stamped before the
 // collection's write horizon (code collected, ErrCollected). The Replica
 // then reconciles: it holds the collection's outbox, pulls it from the
-// beginning, drops each record the server had acknowledged and no longer
-// sends (deleted and collected: OnLeave reports it, nothing is deleted or
-// queued) and moves that record's pending changes to the rejected changes
-// with code collected, never pushed; then it pushes the outbox, and a
+// beginning, gives back its own stamps of each record the server had
+// acknowledged and no longer sends (an ordinary push: taken back, the
+// record was lost by a store that went back in time, and stays), drops
+// each whose stamps come back refused collected (deleted and collected:
+// OnLeave reports it, nothing is deleted or queued) and moves that
+// record's pending changes to the rejected changes with code collected,
+// never pushed; then it pushes the outbox, and a
 // change refused collected whose record the server still has, or which it
 // created itself and never saw acknowledged, is re-stamped and pushed
 // again, once. So that the reset comes before any push, Flush pulls a
 // collection first when it was not pulled within ReplicaConfig.FreshFor
 // (a minute). A reading from the beginning of a collection whose records
 // the server acknowledged to the Replica before it ever pulled (no lease
-// protected them) reconciles the same way, without a reset. Replica's
-// doc, "Reconciliation", has the details.
+// protected them, and the empty cursor carries no store identity, so a
+// store that went back in time resets it not) reconciles the same way,
+// without a reset. Replica's doc, "Reconciliation", has the details.
 //
 // # Scopes and leave entries
 //
