@@ -15,6 +15,7 @@ import (
 	"github.com/convergo/convergo/stores/memory"
 	"github.com/convergo/convergo/transport"
 	"github.com/convergo/convergo/transport/client"
+	"github.com/convergo/convergo/transport/proto"
 )
 
 // swapServer serves the protocol behind one URL from one engine at a
@@ -43,10 +44,11 @@ func newSwapServer(t *testing.T) *swapServer {
 	return s
 }
 
-// swap serves from a new engine on st from now on, and returns it.
-func (s *swapServer) swap(t *testing.T, st stores.Store) *engine.Engine {
+// swap serves from a new engine on st, with rules, from now on, and
+// returns it.
+func (s *swapServer) swap(t *testing.T, st stores.Store, rules ...engine.Rule) *engine.Engine {
 	t.Helper()
-	eng, err := engine.Open(engine.Config{Store: st})
+	eng, err := engine.Open(engine.Config{Store: st, Rules: rules})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,5 +203,54 @@ func TestFirstPullGivesBackFieldsTheStoreLost(t *testing.T) {
 	}
 	if got := ent.Record.Values(); !same(got) {
 		t.Fatalf("the server holds x as %q, want title one and note two", got)
+	}
+}
+
+// TestFirstPullKeepsWhatTheStoreTookBack: the store went back to before x,
+// and the collection's write horizon has passed x's first field since:
+// given back, that field comes back refused collected and the later one
+// is taken back. x stays with the later field alone, in the replica as on
+// the server (the refused field is not shown as if the server had it).
+func TestFirstPullKeepsWhatTheStoreTookBack(t *testing.T) {
+	ctx := t.Context()
+	s := newSwapServer(t)
+	s.swap(t, memory.New())
+	token, err := s.auth.Issue("alice", []string{"notes"}, []string{"notes"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := replicaOf(t, s.url, token, "laptop", nil, client.ReplicaConfig{})
+	put(t, a, "title", map[string]string{"x": "old"})
+	horizon := time.Now().UnixMilli() + 1
+	time.Sleep(time.Until(time.UnixMilli(horizon + 1)))
+	put(t, a, "note", map[string]string{"x": "new"})
+
+	// The store restored holds no x, and a horizon published at W.
+	st := memory.New()
+	stamp := crdt.Stamp{Wall: horizon, Replica: "srv"}
+	rec := crdt.Record{ID: "notes", Fields: map[string]crdt.Field{
+		engine.HorizonFieldRead: {Stamp: stamp, Value: mustEncode(t, []uint64{0})},
+		engine.HorizonFieldWall: {Stamp: stamp, Value: mustEncode(t, horizon)},
+	}}
+	if _, err := st.Apply(ctx, []crdt.Change{{Collection: proto.HorizonCollection, Record: rec}}); err != nil {
+		t.Fatal(err)
+	}
+	eng := s.swap(t, st, engine.Rule{Pattern: "notes", MaxOffline: time.Hour})
+	if err := a.Pull(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][]byte{"note": mustEncode(t, "new")}
+	same := func(got map[string][]byte) bool {
+		return len(got) == len(want) && slices.Equal(got["note"], want["note"])
+	}
+	if got := a.Records("notes")["x"].Values(); !same(got) {
+		t.Fatalf("the replica holds x as %q, want note new alone", got)
+	}
+	ent, err := eng.GetRecord(ctx, "notes", "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ent.Record.Values(); !same(got) {
+		t.Fatalf("the server holds x as %q, want note new alone", got)
 	}
 }

@@ -81,7 +81,9 @@ import (
 // record holds in its base (one change per stamp): a collected record's
 // stamps are all before the write horizon, so the server refuses them
 // collected; a record the server lost (its store went back in time) is
-// taken back, and stays, as does one refused for another reason (logged).
+// taken back, and stays, as does one refused for another reason (logged),
+// its base from then on the stamps that went back (not those refused
+// collected: a lost write the write horizon has passed is lost for good).
 // A record with no stamp of this replica (one only pages brought, after a
 // reset) has nothing to give back; its writers give it back. When that
 // push fails nothing is dropped: the reconciliation stays open, its
@@ -1188,6 +1190,10 @@ func (r *Replica) giveBack(ctx context.Context, collection string) (ended bool, 
 	}
 	taken := 0
 	touched := map[recordKey]bool{}
+	// kept: of each record not sent that stays, the stamps the server
+	// took back (or refused for another reason): its base from now on,
+	// without those refused collected.
+	kept := map[string]crdt.Record{}
 	for i, x := range results {
 		ch := changes[i]
 		id := ch.Record.ID
@@ -1203,10 +1209,19 @@ func (r *Replica) giveBack(ctx context.Context, collection string) (ended bool, 
 		}
 		if !rc.delivered[id] {
 			rc.kept[id] = true
+			k := kept[id]
+			k.Merge(ch.Record)
+			kept[id] = k
 		} else if _, held := r.base[collection][id]; held {
 			// The record the server sent replaced these stamps: they
 			// join it again.
 			r.mergeBaseLocked(collection, ch.Record)
+			touched[recordKey{collection, id}] = true
+		}
+	}
+	for id, rec := range kept {
+		if _, held := r.base[collection][id]; held {
+			put(r.base, collection, rec)
 			touched[recordKey{collection, id}] = true
 		}
 	}
