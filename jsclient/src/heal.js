@@ -8,7 +8,7 @@
 
 import { ConvergoError } from './errors.js';
 import { DEFAULTS, PATHS, STATUSES } from './constants.js';
-import { byStamp, decodeRecord, encodeChange, encodeRecord, hasStamps, ownPart } from './record.js';
+import { byStamp, decodeRecord, emptyRecord, encodeChange, encodeRecord, hasStamps, merge, ownPart } from './record.js';
 import { encodePush, encodeRestore, parsePushAnswer, parseRestoreAnswer } from './protocol.js';
 import { GIVEBACK_KEY, META, RECORDS, SEALED, acknowledged, baseOf, decodeStored, fromStored, req, sealOf } from './db.js';
 
@@ -82,21 +82,22 @@ export function healPlan(store, c, prefix) {
  * (byStamp), with an ordinary push: the server refuses collected those
  * of a record it collected (they are before its write horizon), and
  * takes back those it lost (a store that went back in time, which an
- * empty cursor cannot be reset for). Returns the ids of the records not
- * delivered that stay (a stamp of theirs acknowledged, or refused for
- * another reason than collected: told to the app as an error, the record
- * stays local, as after a heal), and the stamps of delivered records
+ * empty cursor cannot be reset for). Returns, of each record not
+ * delivered that stays (a stamp of its acknowledged, or refused for
+ * another reason than collected: told to the app as an error, it stays
+ * local, as after a heal), those stamps: its server state from now on,
+ * without those refused collected; and the stamps of delivered records
  * that join them again on the same terms (dropCollected). A failed push
  * throws: nothing may be dropped then.
  * @param {Syncer} syncer
  * @param {string} c
  * @param {Set<string>} seen the ids the pull delivered
- * @returns {Promise<{kept: Set<string>, restore: Rec[]}>}
+ * @returns {Promise<{kept: Map<string, Rec>, restore: Rec[]}>}
  */
 export async function giveBack(syncer, c, seen) {
   const own = syncer.store.prefix ? syncer.store.prefix + '_' : null;
-  /** @type {Set<string>} */
-  const kept = new Set();
+  /** @type {Map<string, Rec>} */
+  const kept = new Map();
   /** @type {Rec[]} */
   const restore = [];
   if (!own) return { kept, restore };
@@ -145,8 +146,9 @@ export async function giveBack(syncer, c, seen) {
         refused++;
         why = `${r.code}: ${r.message ?? ''}`;
       }
-      if (batch[i].back) restore.push(batch[i].record);
-      else kept.add(batch[i].record.id);
+      const rec = batch[i].record;
+      if (batch[i].back) restore.push(rec);
+      else kept.set(rec.id, merge(kept.get(rec.id) ?? emptyRecord(rec.id), rec)[0]);
     });
   });
   if (refused > 0) {

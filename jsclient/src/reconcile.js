@@ -89,8 +89,8 @@ export async function reconcile(syncer, c, first = false) {
     if (first) await syncer.store.setMeta(RECONCILE_KEY + c, true);
     throw e;
   }
-  for (const id of back.kept) seen.add(id);
-  const out = await dropCollected(syncer.store, c, seen, { when: Date.now(), subject: syncer.subject() }, !first, back.restore);
+  for (const id of back.kept.keys()) seen.add(id);
+  const out = await dropCollected(syncer.store, c, seen, { when: Date.now(), subject: syncer.subject() }, !first, back.restore, back.kept);
   if (out.restored.length > 0) syncer.o.onChanges(c, out.restored);
   syncer.pulledAt.set(c, Date.now());
   syncer.restampsDropped = false;
@@ -133,9 +133,12 @@ export async function reconcile(syncer, c, first = false) {
  * @param {Rec[]} [restore] stamps given back (giveBack) of records the
  *   pull delivered, which its replace had dropped: merged into the server
  *   state of those held, as if the server had sent them
+ * @param {Map<string, Rec>} [kept] of records the pull did not deliver
+ *   that stay, the stamps given back that the server took: their server
+ *   state from now on (their pending changes stay over it)
  * @returns {Promise<{dropped: string[], moved: {id: string, rejectedId: number}[], droppedRejected: number, restored: string[]}>}
  */
-export function dropCollected(store, c, seen, info, restamp = true, restore = []) {
+export function dropCollected(store, c, seen, info, restamp = true, restore = [], kept = new Map()) {
   const range = store.keyRange.bound([c], [c, []]);
   return store.tx([RECORDS, OUTBOX, REJECTED, META, SEALED], 'readwrite', `reconcile ${c}`, async (tx) => {
     const records = tx.objectStore(RECORDS);
@@ -173,10 +176,14 @@ export function dropCollected(store, c, seen, info, restamp = true, restore = []
       }
     }
     const droppedRejected = moved.length > 0 ? await store.boundRejected(tx) : 0;
-    // The stamps given back that join their delivered record again.
+    // The stamps given back that join their delivered record again, and
+    // those that are all the server holds of a record it had lost.
     const heldOf = new Map(held.map((s) => [s.id, s]));
-    const back = restore.filter((r) => seen.has(r.id) && heldOf.has(r.id));
-    const page = store.prepareRemote(c, back, [], back.map((r) => heldOf.get(r.id)));
+    const back = [...restore, ...kept.values()].filter((r) => seen.has(r.id) && heldOf.has(r.id));
+    /** @type {Map<string, Rec[]>} */
+    const taken = new Map();
+    for (const id of kept.keys()) taken.set(id, (pending.get(id) ?? []).sort((a, b) => a.seq - b.seq).map((e) => decodeEntry(e.change)));
+    const page = store.prepareRemote(c, back, [], back.map((r) => heldOf.get(r.id)), taken);
     store.putPage(tx, c, page);
     const meta = tx.objectStore(META);
     meta.delete(RECONCILE_KEY + c);

@@ -694,6 +694,34 @@ test('a first pull gives back the fields a store restored from a backup lacks: t
   assert.deepEqual(await todos.get('x'), { id: 'x', n: 1, m: 2 });
 });
 
+test('a first pull keeps of a record the store lost what the server takes back: a field older than the write horizon comes back refused collected and is gone here too', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const blocked = { pull: true };
+  const a = await pushOnly(t, server, blocked);
+  const todos = a.collection('todos');
+  await todos.put('x', { n: 1 });
+  await until(async () => server.coll('todos').byId.has('x') && (await a.store.outboxCount()) === 0, 'x pushed', WAIT);
+  const horizon = await horizonPast(a);
+  await todos.update('x', { m: 2 });
+  await until(async () => onServer(server, 'todos', 'x', 'm') === 2 && (await a.store.outboxCount()) === 0, 'the edit pushed', WAIT);
+  await a.pause();
+  // The store goes back to before x, and its write horizon is past n.
+  server.wipe();
+  server.writeHorizon.set('todos', horizon);
+  const mark = server.pushed.length;
+  blocked.pull = false;
+  a.resume();
+  await a.sync();
+  assert.deepEqual(pushedNs(server, mark, 'x'), [[...REFUSED, 1], [STATUSES.applied, undefined, undefined]], 'n refused collected, m taken back');
+  assert.deepEqual(await todos.get('x'), { id: 'x', m: 2 }, 'x stays with what the server took back');
+  assert.equal(onServer(server, 'todos', 'x', 'm'), 2);
+  assert.equal(onServer(server, 'todos', 'x', 'n'), undefined);
+  assert.deepEqual(await a.rejected(), []);
+  await a.sync();
+  assert.deepEqual(await todos.get('x'), { id: 'x', m: 2 });
+});
+
 test('a first pull whose give-back fails drops nothing; the next pull gives back again, and the collected record is dropped then', async (t) => {
   const server = await new FakeServer().start();
   t.after(() => server.stop());
