@@ -14,7 +14,9 @@ import (
 	"pgregory.net/rapid"
 
 	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/stores"
 	"github.com/convergo/convergo/stores/memory"
+	"github.com/convergo/convergo/transport/proto"
 )
 
 // The tombstone collection property (docs/design.md, "Tombstone
@@ -33,7 +35,14 @@ import (
 //     resurrects no deleted record and overwrites no newer field;
 //   - at the end, with every replica online and synced until quiet, every
 //     replica shows what the server shows (a replica that missed a purged
-//     delete dropped the record when it reconciled).
+//     delete dropped the record when it reconciled);
+//   - at the end, the server shows the merge of every change it ever
+//     acknowledged, also those the store lost when it went back in time
+//     (rewind: while every replica's cursor is the empty one, which no
+//     reset can reach), less only the stamps a replica gave back before it
+//     dropped them and the server refused collected: no acknowledged write
+//     is lost unless collected (or, once lost, older than the write
+//     horizon by the time its replica gives it back).
 //
 // The replicas reconcile as docs/protocol.md §8 says, made precise where
 // the simulation found the plain reading wrong (hzSim's knobs restore
@@ -42,7 +51,11 @@ import (
 // cleared delete stamp) can no longer hide the older fields it holds
 // (mergeAtReconcile); a re-stamp keeps only what the record as the
 // replica knows it (delivered, with its other pending changes) neither
-// hides nor beats (restampAll). Replicas pull in small pages
+// hides nor beats (restampAll). Before a reconciliation drops a record
+// the server acknowledged and did not deliver, or replaces the stamps of
+// its own a delivered record neither holds nor hides, the replica gives
+// them back with a push, one change per stamp, and drops only what comes
+// back refused collected (giveBack). Replicas pull in small pages
 // (pageRecords), so that a pull from the beginning ends its first pages
 // before the read horizon: it began after the horizon was published, so
 // it must not be reset lease_expired (the cursor's mark).
@@ -99,6 +112,7 @@ type hzStats struct {
 	resets, fromStart, droppedAtReconcile, rejectedAtReconcile int
 	refusedCollected, restamped, restampDropped                int
 	rejectedAfterRestamp                                       int
+	backups, rewinds, givenBack, givenBackCollected            int
 }
 
 func (s *hzStats) add(o hzStats) {
@@ -114,14 +128,20 @@ func (s *hzStats) add(o hzStats) {
 	s.restamped += o.restamped
 	s.restampDropped += o.restampDropped
 	s.rejectedAfterRestamp += o.rejectedAfterRestamp
+	s.backups += o.backups
+	s.rewinds += o.rewinds
+	s.givenBack += o.givenBack
+	s.givenBackCollected += o.givenBackCollected
 }
 
 func (s hzStats) String() string {
 	return fmt.Sprintf("collects %d, purged records %d, delete stamps %d, unset fields %d; lease_expired resets %d, "+
 		"reconciliations from the beginning %d, records dropped at reconciliation %d, changes rejected there %d; "+
-		"refused collected %d, re-stamped %d, dropped instead (hidden on the server) %d, rejected after a re-stamp %d",
+		"refused collected %d, re-stamped %d, dropped instead (hidden on the server) %d, rejected after a re-stamp %d; "+
+		"backups %d, rewinds %d, stamps given back and taken %d, given back and refused collected %d",
 		s.collects, s.purgedRecords, s.purgedDeletes, s.purgedFields, s.resets, s.fromStart, s.droppedAtReconcile,
-		s.rejectedAtReconcile, s.refusedCollected, s.restamped, s.restampDropped, s.rejectedAfterRestamp)
+		s.rejectedAtReconcile, s.refusedCollected, s.restamped, s.restampDropped, s.rejectedAfterRestamp,
+		s.backups, s.rewinds, s.givenBack, s.givenBackCollected)
 }
 
 type hzSim struct {
@@ -130,9 +150,20 @@ type hzSim struct {
 	ctx   context.Context
 	clk   *fakeClock
 	e     *Engine
+	st    *memory.Store // e's store
 	reps  []*hzReplica
-	acked map[string]crdt.Record // the merge of every acknowledged change
-	stats hzStats
+	acked map[string]crdt.Record // the merge of every acknowledged change the store holds
+	// ackLog is every change the server acknowledged, in order, also
+	// those the store lost when it went back in time.
+	ackLog []crdt.Change
+	// refusedBack holds the stamps given back (giveBack) and refused
+	// collected that the store had lost (acked neither holds nor hides
+	// them).
+	refusedBack map[hzStampOf]bool
+	// backup is the store as it was at some earlier step, which rewind
+	// goes back to.
+	backup *hzBackup
+	stats  hzStats
 	// restampAll re-stamps a change refused collected whatever the
 	// delivered record says (transport/client's rule); false re-stamps
 	// only what the delivered record does not hide or beat.
@@ -144,20 +175,42 @@ type hzSim struct {
 	// pageRecords is the page size of the replicas' pulls: a few records,
 	// so that most pulls take several pages.
 	pageRecords int
+	// noGiveBack drops what a reconciliation does not receive without
+	// giving it back first (the clients' rule before the give-back).
+	noGiveBack bool
+}
+
+// hzStampOf names a stamp of a record: its id and the stamp.
+type hzStampOf struct {
+	id    string
+	stamp crdt.Stamp
+}
+
+// hzBackup is a copy of the store's records (the collection's, its
+// leases' and its published horizon's) and of what it acknowledged.
+type hzBackup struct {
+	records []crdt.Change
+	acked   map[string]crdt.Record
 }
 
 const hzMaxOffline = time.Hour
 
-func newHzSim(t hzT, d hzDraw) *hzSim {
-	clk := &fakeClock{ms: 1_700_000_000_000}
-	e, err := Open(Config{Store: memory.New(), Replica: "srv", Now: clk.now, PollInterval: -1,
+// openHz opens the simulation's engine on st.
+func openHz(t hzT, clk *fakeClock, st *memory.Store) *Engine {
+	e, err := Open(Config{Store: st, Replica: "srv", Now: clk.now, PollInterval: -1,
 		Rules:        []Rule{{Pattern: hzColl, MaxOffline: hzMaxOffline}},
 		CollectGrace: -1, CollectEvery: -1})
 	if err != nil {
 		t.Fatalf("open: %v", err)
 	}
-	s := &hzSim{t: t, d: d, ctx: context.Background(), clk: clk, e: e, acked: map[string]crdt.Record{},
-		pageRecords: 1 + d.intn("page records", 4)}
+	return e
+}
+
+func newHzSim(t hzT, d hzDraw) *hzSim {
+	clk := &fakeClock{ms: 1_700_000_000_000}
+	st := memory.New()
+	s := &hzSim{t: t, d: d, ctx: context.Background(), clk: clk, e: openHz(t, clk, st), st: st, acked: map[string]crdt.Record{},
+		refusedBack: map[hzStampOf]bool{}, pageRecords: 1 + d.intn("page records", 4)}
 	n := 2 + d.intn("replicas", 3)
 	for i := range n {
 		id := fmt.Sprintf("r%d", i+1)
@@ -327,6 +380,9 @@ func (s *hzSim) reconcile(r *hzReplica, mark bool) {
 		acked[id] = true
 	}
 	delivered := map[string]bool{}
+	// owed: the stamps of r's own that a replace dropped (the delivered
+	// record neither holds nor hides them), given back below.
+	owed := map[string]crdt.Record{}
 	cur, restarts := Cursor{}, 0
 	for pages := 0; ; pages++ {
 		if pages > 100 {
@@ -352,6 +408,13 @@ func (s *hzSim) reconcile(r *hzReplica, mark bool) {
 				// (a delete stamp, unset fields) may be gone, and
 				// merged with the record without them those fields
 				// would stay.
+				if old, ok := r.base[en.Record.ID]; ok {
+					if unc := hzUncovered(hzOwnPart(old, r.id), en.Record); !unc.Deleted.IsZero() || len(unc.Fields) > 0 {
+						o := owed[en.Record.ID]
+						o.Merge(unc)
+						owed[en.Record.ID] = o
+					}
+				}
 				r.base[en.Record.ID] = en.Record.Clone()
 			}
 			delivered[en.Record.ID] = true
@@ -362,8 +425,9 @@ func (s *hzSim) reconcile(r *hzReplica, mark bool) {
 		}
 	}
 	r.cursor = cur
+	kept := s.giveBack(r, acked, delivered, owed)
 	for id := range acked {
-		if delivered[id] {
+		if delivered[id] || kept[id] {
 			continue
 		}
 		delete(r.base, id)
@@ -375,6 +439,231 @@ func (s *hzSim) reconcile(r *hzReplica, mark bool) {
 	for i := range r.outbox {
 		r.outbox[i].reconciled = r.outbox[i].reconciled || mark
 	}
+}
+
+// giveBack pushes, before a reconciliation drops anything, r's own stamps
+// of each record it acknowledged that the pull did not deliver, and those
+// a replace dropped (owed), one change per stamp. It returns the ids of
+// the records not delivered that stay: a stamp of theirs taken back (the
+// store lost it). Stamps of delivered records taken back join r's base
+// again; those refused collected are noted in refusedBack.
+func (s *hzSim) giveBack(r *hzReplica, acked, delivered map[string]bool, owed map[string]crdt.Record) map[string]bool {
+	var changes []crdt.Change
+	for _, id := range slices.Sorted(maps.Keys(acked)) {
+		if delivered[id] {
+			continue
+		}
+		for _, part := range hzByStamp(hzOwnPart(r.base[id], r.id)) {
+			changes = append(changes, crdt.Change{Collection: hzColl, Record: part})
+		}
+	}
+	for _, id := range slices.Sorted(maps.Keys(owed)) {
+		for _, part := range hzByStamp(owed[id]) {
+			changes = append(changes, crdt.Change{Collection: hzColl, Record: part})
+		}
+	}
+	kept := map[string]bool{}
+	if len(changes) == 0 || s.noGiveBack {
+		return kept
+	}
+	// Of a record not delivered that stays, the base is what the server
+	// took back of it.
+	keptBase := map[string]crdt.Record{}
+	res, err := s.e.Apply(s.ctx, changes)
+	if err != nil {
+		s.t.Fatalf("%s: give back: %v", r.id, err)
+	}
+	for i, c := range changes {
+		id := c.Record.ID
+		switch res[i].Status {
+		case StatusApplied, StatusDuplicate, StatusSuperseded:
+			s.ack(c)
+			s.stats.givenBack++
+			if delivered[id] {
+				rec := r.base[id]
+				rec.Merge(c.Record.Clone())
+				r.base[id] = rec
+			} else {
+				kept[id] = true
+				b := keptBase[id]
+				b.Merge(c.Record.Clone())
+				keptBase[id] = b
+			}
+		default:
+			if !errors.Is(res[i].Err, ErrCollected) {
+				s.t.Fatalf("%s: a stamp given back of %s refused: %v", r.id, id, res[i].Err)
+			}
+			s.stats.givenBackCollected++
+			s.noteRefusedBack(c.Record)
+		}
+	}
+	maps.Copy(r.base, keptBase)
+	return kept
+}
+
+// noteRefusedBack notes part, given back and refused collected: what of it
+// the store still holds or hides (acked) was collected; the rest it lost
+// when it went back in time, and is lost for good, with the writes it had
+// beaten or hidden that the store lost too (the replica held them no
+// more, so nobody gives them back: they were overwritten or deleted).
+func (s *hzSim) noteRefusedBack(part crdt.Record) {
+	id, cur := part.ID, s.acked[part.ID]
+	lost := func(name string, st crdt.Stamp) bool {
+		if name == "" {
+			return cur.Deleted.Compare(st) < 0
+		}
+		g, ok := cur.Fields[name]
+		return st.Compare(cur.Deleted) > 0 && (!ok || g.Stamp.Compare(st) < 0)
+	}
+	beaten := func(name string, st crdt.Stamp) bool {
+		if part.Deleted.Compare(st) >= 0 {
+			return true
+		}
+		g, ok := part.Fields[name]
+		return name != "" && ok && g.Stamp.Compare(st) >= 0
+	}
+	for _, c := range s.ackLog {
+		if c.Record.ID != id {
+			continue
+		}
+		if d := c.Record.Deleted; !d.IsZero() && lost("", d) && beaten("", d) {
+			s.refusedBack[hzStampOf{id, d}] = true
+		}
+		for name, f := range c.Record.Fields {
+			if lost(name, f.Stamp) && beaten(name, f.Stamp) {
+				s.refusedBack[hzStampOf{id, f.Stamp}] = true
+			}
+		}
+	}
+}
+
+// ack notes a change the server acknowledged.
+func (s *hzSim) ack(c crdt.Change) {
+	a := s.acked[c.Record.ID]
+	a.Merge(c.Record.Clone())
+	s.acked[c.Record.ID] = a
+	s.ackLog = append(s.ackLog, crdt.Change{Collection: c.Collection, Record: c.Record.Clone()})
+}
+
+// hzOwnPart is the stamps of rec that carry replica id own.
+func hzOwnPart(rec crdt.Record, own string) crdt.Record {
+	part := crdt.Record{ID: rec.ID}
+	if rec.Deleted.Replica == own {
+		part.Deleted = rec.Deleted
+	}
+	for name, f := range rec.Fields {
+		if f.Stamp.Replica == own {
+			if part.Fields == nil {
+				part.Fields = map[string]crdt.Field{}
+			}
+			part.Fields[name] = f
+		}
+	}
+	return part
+}
+
+// hzUncovered is the stamps of part that rec neither holds (at that stamp
+// or a newer one) nor hides (at or before its delete).
+func hzUncovered(part, rec crdt.Record) crdt.Record {
+	out := crdt.Record{ID: part.ID}
+	if part.Deleted.Compare(rec.Deleted) > 0 {
+		out.Deleted = part.Deleted
+	}
+	for name, f := range part.Fields {
+		if g, ok := rec.Fields[name]; f.Stamp.Compare(rec.Deleted) <= 0 || ok && g.Stamp.Compare(f.Stamp) >= 0 {
+			continue
+		}
+		if out.Fields == nil {
+			out.Fields = map[string]crdt.Field{}
+		}
+		out.Fields[name] = f
+	}
+	return out
+}
+
+// hzByStamp splits rec into one record per stamp, in stamp order.
+func hzByStamp(rec crdt.Record) []crdt.Record {
+	var out []crdt.Record
+	if !rec.Deleted.IsZero() {
+		out = append(out, crdt.Record{ID: rec.ID, Deleted: rec.Deleted})
+	}
+	groups := map[crdt.Stamp]map[string]crdt.Field{}
+	for name, f := range rec.Fields {
+		if groups[f.Stamp] == nil {
+			groups[f.Stamp] = map[string]crdt.Field{}
+		}
+		groups[f.Stamp][name] = f
+	}
+	for _, st := range slices.SortedFunc(maps.Keys(groups), func(a, b crdt.Stamp) int { return a.Compare(b) }) {
+		out = append(out, crdt.Record{ID: rec.ID, Fields: groups[st]})
+	}
+	return out
+}
+
+// hzStamps is every stamp of rec.
+func hzStamps(rec crdt.Record) []crdt.Stamp {
+	var out []crdt.Stamp
+	if !rec.Deleted.IsZero() {
+		out = append(out, rec.Deleted)
+	}
+	for _, f := range rec.Fields {
+		out = append(out, f.Stamp)
+	}
+	return out
+}
+
+// takeBackup copies the store: the collection's records, its leases and
+// its published horizon, as a backup holds them.
+func (s *hzSim) takeBackup() {
+	b := &hzBackup{acked: map[string]crdt.Record{}}
+	for id, rec := range s.acked {
+		b.acked[id] = rec.Clone()
+	}
+	for _, coll := range []string{hzColl, proto.LeaseCollection, proto.HorizonCollection} {
+		var after uint64
+		for {
+			p, err := s.st.Pull(s.ctx, coll, after, stores.PageLimit{Records: stores.MaxPage, Bytes: proto.DefaultMaxPageBytes})
+			if err != nil {
+				s.t.Fatalf("backup %s: %v", coll, err)
+			}
+			for _, en := range p.Entries {
+				b.records = append(b.records, crdt.Change{Collection: coll, Record: en.Record.Clone()})
+			}
+			after = p.Next
+			if !p.More {
+				break
+			}
+		}
+	}
+	s.backup = b
+	s.stats.backups++
+}
+
+// rewind puts the server on a store restored from the backup: what was
+// acknowledged since is lost. Only while every replica's cursor is the
+// empty one, which carries no store identity: no reset tells them, and
+// only their reconciliations from the beginning can give back what was
+// lost. (A cursor of the store before would be reset history_lost, and
+// healed: the clients' tests cover that.)
+func (s *hzSim) rewind() {
+	for _, r := range s.reps {
+		if !r.cursor.IsStart() {
+			return
+		}
+	}
+	st := memory.New()
+	for i := 0; i < len(s.backup.records); i += stores.MaxBatch {
+		if _, err := st.Apply(s.ctx, s.backup.records[i:min(i+stores.MaxBatch, len(s.backup.records))]); err != nil {
+			s.t.Fatalf("restore the backup: %v", err)
+		}
+	}
+	s.e.Close()
+	s.e, s.st = openHz(s.t, s.clk, st), st
+	s.acked = map[string]crdt.Record{}
+	for id, rec := range s.backup.acked {
+		s.acked[id] = rec.Clone()
+	}
+	s.stats.rewinds++
 }
 
 // known is what r knows of record id apart from the change at skip of
@@ -504,9 +793,7 @@ func (s *hzSim) push(r *hzReplica) {
 				rec := r.base[id]
 				rec.Merge(p.change.Record.Clone())
 				r.base[id] = rec
-				a := s.acked[id]
-				a.Merge(p.change.Record.Clone())
-				s.acked[id] = a
+				s.ack(p.change)
 				continue
 			}
 			if !errors.Is(res[i].Err, ErrCollected) {
@@ -608,7 +895,7 @@ func (s *hzSim) checkServer(step int) {
 
 func (s *hzSim) step(i int) {
 	r := s.reps[s.d.intn("replica", len(s.reps))]
-	switch op := s.d.intn("step", 16); {
+	switch op := s.d.intn("step", 18); {
 	case op < 5:
 		s.write(r)
 	case op < 7:
@@ -627,8 +914,14 @@ func (s *hzSim) step(i int) {
 		} else {
 			s.clk.ms += time.Duration(s.d.intn("minutes", 600)).Milliseconds() * 1000
 		}
-	default:
+	case op < 16:
 		s.collect()
+	case op < 17:
+		s.takeBackup()
+	default:
+		if s.backup != nil {
+			s.rewind()
+		}
 	}
 	s.checkServer(i)
 }
@@ -657,6 +950,7 @@ func (s *hzSim) settle() {
 		s.pull(r)
 	}
 	s.checkServer(-1)
+	s.checkNothingLost()
 	want := hzVisible(s.server())
 	for _, r := range s.reps {
 		if len(r.outbox) != 0 {
@@ -665,6 +959,33 @@ func (s *hzSim) settle() {
 		if got := hzVisible(r.view()); !hzSameVisible(got, want) {
 			s.t.Fatalf("%s shows %v, the server %v", r.id, got, want)
 		}
+	}
+}
+
+// checkNothingLost: the server shows the merge of every change it ever
+// acknowledged, the store's losses included, less the stamps given back
+// and refused collected.
+func (s *hzSim) checkNothingLost() {
+	want := map[string]crdt.Record{}
+	for _, c := range s.ackLog {
+		rec := crdt.Record{ID: c.Record.ID}
+		if d := c.Record.Deleted; !d.IsZero() && !s.refusedBack[hzStampOf{rec.ID, d}] {
+			rec.Deleted = d
+		}
+		for name, f := range c.Record.Fields {
+			if !s.refusedBack[hzStampOf{rec.ID, f.Stamp}] {
+				if rec.Fields == nil {
+					rec.Fields = map[string]crdt.Field{}
+				}
+				rec.Fields[name] = f
+			}
+		}
+		w := want[rec.ID]
+		w.Merge(rec)
+		want[rec.ID] = w
+	}
+	if got, want := hzVisible(s.server()), hzVisible(want); !hzSameVisible(got, want) {
+		s.t.Fatalf("the server shows %v, the merge of every change it ever acknowledged %v (less the stamps given back and refused collected): an acknowledged write was lost", got, want)
 	}
 }
 
@@ -687,6 +1008,42 @@ func TestHorizonProperty(t *testing.T) {
 	t.Logf("exercised: %v", total)
 }
 
+// hzFailed is what hzCatch's Fatalf panics with.
+type hzFailed struct{ msg string }
+
+// hzCatch is an hzT whose Fatalf panics, for runs expected to fail.
+type hzCatch struct{}
+
+func (hzCatch) Fatalf(format string, args ...any) { panic(hzFailed{fmt.Sprintf(format, args...)}) }
+func (hzCatch) Logf(string, ...any)               {}
+
+// TestHorizonPropertyFindsDropsWithoutGiveBack: with the clients' rule
+// before the give-back (a reconciliation drops what it did not receive,
+// and a replace drops the own stamps the delivered record lacks, without
+// asking the server), the simulation finds an acknowledged write lost
+// when the store goes back in time, from the coverage test's seeds.
+func TestHorizonPropertyFindsDropsWithoutGiveBack(t *testing.T) {
+	for seed := range int64(40) {
+		failed := func() (msg string) {
+			defer func() {
+				if f, ok := recover().(hzFailed); ok {
+					msg = f.msg
+				}
+			}()
+			s := newHzSim(hzCatch{}, hzRandDraw{rand.New(rand.NewSource(seed))})
+			defer s.close()
+			s.noGiveBack = true
+			s.run(150)
+			return ""
+		}()
+		if failed != "" {
+			t.Logf("seed %d: %s", seed, failed)
+			return
+		}
+	}
+	t.Fatal("no seed found a write lost without the give-back: the rewind does not reach it")
+}
+
 // TestHorizonPropertyCoverage runs the simulation from fixed seeds and
 // checks that it exercises what the property is about: purges of records,
 // delete stamps and unset fields, lease_expired resets that drop records,
@@ -707,6 +1064,8 @@ func TestHorizonPropertyCoverage(t *testing.T) {
 		"records dropped at reconciliation":  total.droppedAtReconcile,
 		"changes rejected at reconciliation": total.rejectedAtReconcile,
 		"refusals collected":                 total.refusedCollected, "re-stamped changes": total.restamped,
+		"rewinds": total.rewinds, "stamps given back and taken back": total.givenBack,
+		"stamps given back and refused collected": total.givenBackCollected,
 	} {
 		if n == 0 {
 			t.Errorf("no %s: the simulation misses a path of the property", name)
