@@ -58,6 +58,12 @@ type Config struct {
 	// DefaultPollInterval. Zero means twice DefaultPollInterval; negative
 	// means no wait (one instance alone, tests).
 	CollectGrace time.Duration
+	// MaxLeasesPerSubject bounds the live leases one subject (the owner
+	// of the replicas, proto.PrefixOf) holds on one collection: a
+	// collection run keeps its most recently seen ones and removes the
+	// others. Zero means proto.DefaultMaxLeasesPerSubject; it must not be
+	// negative.
+	MaxLeasesPerSubject int
 }
 
 // Status is the outcome of one change of an Apply call, numbered as on the
@@ -127,6 +133,7 @@ type Engine struct {
 	hz           horizons
 	grace        time.Duration
 	collectEvery time.Duration
+	maxLeases    int // Config.MaxLeasesPerSubject
 	cancel       context.CancelFunc
 	wg           sync.WaitGroup
 	closeMu      sync.Once
@@ -176,6 +183,12 @@ func Open(cfg Config) (*Engine, error) {
 	if cfg.CollectEvery == 0 {
 		cfg.CollectEvery = DefaultCollectEvery
 	}
+	switch {
+	case cfg.MaxLeasesPerSubject == 0:
+		cfg.MaxLeasesPerSubject = proto.DefaultMaxLeasesPerSubject
+	case cfg.MaxLeasesPerSubject < 0:
+		return nil, fmt.Errorf("engine: MaxLeasesPerSubject %d: negative", cfg.MaxLeasesPerSubject)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	e := &Engine{
 		store:    cfg.Store,
@@ -195,6 +208,7 @@ func Open(cfg Config) (*Engine, error) {
 
 		grace:        cfg.CollectGrace,
 		collectEvery: cfg.CollectEvery,
+		maxLeases:    cfg.MaxLeasesPerSubject,
 	}
 	e.stopWat = cfg.Store.Watch(e.storeNotified)
 	if c, ok := cfg.Store.(stores.Capturer); ok {

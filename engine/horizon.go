@@ -25,7 +25,10 @@ import (
 // lowest live position; the heads without a live lease) and a write
 // horizon W (now − MaxOffline, or an earlier live pending floor), publishes
 // them in proto.HorizonCollection, waits Config.CollectGrace so that every
-// instance enforces them, and only then purges (stores.Purger).
+// instance enforces them, and only then purges (stores.Purger). Before
+// that it removes the lease records that expired, and those of a subject
+// beyond Config.MaxLeasesPerSubject live leases on a collection (its least
+// recently seen), and purges the lease log of them (leaseScan).
 //
 // Enforcement, from the moment a horizon is published:
 //   - a Pull whose cursor (not the start) has a position before R is
@@ -161,12 +164,13 @@ type horizonSeen struct {
 	at time.Time
 }
 
-// lease is a lease as written (horizons.leases) or read back (readLeases).
+// lease is a lease as written (horizons.leases) or read back (leaseScan).
 type lease struct {
 	epoch uint64
 	pos   []uint64
 	floor int64 // -1: none
 	seen  int64
+	rec   crdt.Record // as read back: what removing it deletes
 }
 
 // HorizonOf returns collection's published horizon, and false when none
@@ -449,40 +453,191 @@ func (hz *horizons) ran(skipped bool) {
 	}
 }
 
-// readLeases reads every lease, by collection.
-func (e *Engine) readLeases(ctx context.Context) (map[string][]lease, error) {
-	out := map[string][]lease{}
+// leaseScan is what one collection run keeps of the lease records: per
+// collection and subject (leaseSubject), at most maxLeases live leases,
+// the most recently seen. The records of expired leases and of leases
+// beyond the bound are deleted as the scan meets them (stores.DeleteAsRead)
+// in batches, so memory holds at most maxLeases leases per subject and
+// collection, never the whole lease log.
+type leaseScan struct {
+	e       *Engine
+	now     int64 // ms, when the scan began
+	max     int
+	kept    map[string]map[string]map[string]lease // collection → subject → id → lease
+	drop    []crdt.Change
+	removed int // records deleted: expired or beyond the bound
+	evicted int // of which beyond the bound
+}
+
+// leaseSubject is whom the bound on leases counts a replica against: its
+// replica prefix (the subject that owns it, proto.PrefixOf), or the id
+// itself for an id of another shape (a server's, a tool's), which the
+// transport never accepts as a lease on a collected collection.
+func leaseSubject(replica string) string {
+	if p, ok := proto.PrefixOf(replica); ok {
+		return p
+	}
+	return replica
+}
+
+// add takes one lease record as read.
+func (s *leaseScan) add(ctx context.Context, r crdt.Record) error {
+	i := strings.LastIndexByte(r.ID, '/')
+	if i <= 0 || !r.Exists() {
+		return nil
+	}
+	coll, replica := r.ID[:i], r.ID[i+1:]
+	maxOff := s.e.MaxOffline(coll).Milliseconds()
+	if maxOff == 0 {
+		return nil // not collected (here): no lease of it expires
+	}
+	l := lease{floor: -1}
+	if f := r.Fields[LeaseFieldPos]; f.Value == nil || crdt.DecodeValue(f.Value, &l.pos) != nil {
+		// Not held to: its reader may be reset as if it had expired.
+		s.e.log.Warn("tombstone collection: a lease without readable positions is ignored", "lease", r.ID)
+		return nil
+	}
+	decodeInt(r, LeaseFieldSeen, &l.seen)
+	decodeInt(r, LeaseFieldEpoch, &l.epoch)
+	decodeInt(r, LeaseFieldFloor, &l.floor)
+	l.rec = r
+	subs := s.kept[coll]
+	if subs == nil {
+		subs = map[string]map[string]lease{}
+		s.kept[coll] = subs
+	}
+	sub := leaseSubject(replica)
+	held := subs[sub]
+	delete(held, r.ID) // read again (rewritten during the scan): this state is the later
+	if l.seen < s.now-maxOff {
+		return s.remove(ctx, r, false) // expired: it holds nothing back
+	}
+	if held == nil {
+		held = map[string]lease{}
+		subs[sub] = held
+	}
+	held[r.ID] = l
+	if len(held) <= s.max {
+		return nil
+	}
+	// Beyond the bound: the subject's least recently seen lease goes.
+	var ev lease
+	oldest := ""
+	for id, h := range held {
+		if oldest == "" || h.seen < ev.seen || h.seen == ev.seen && id < oldest {
+			oldest, ev = id, h
+		}
+	}
+	delete(held, oldest)
+	return s.remove(ctx, ev.rec, true)
+}
+
+// remove deletes the lease record r as read.
+func (s *leaseScan) remove(ctx context.Context, r crdt.Record, evicted bool) error {
+	c, ok := stores.DeleteAsRead(proto.LeaseCollection, r)
+	if !ok {
+		return nil
+	}
+	s.drop = append(s.drop, c)
+	s.removed++
+	if evicted {
+		s.evicted++
+	}
+	if len(s.drop) >= stores.MaxBatch {
+		return s.flush(ctx)
+	}
+	return nil
+}
+
+// flush applies the deletes gathered so far.
+func (s *leaseScan) flush(ctx context.Context) error {
+	if len(s.drop) == 0 {
+		return nil
+	}
+	res, err := s.e.Apply(ctx, s.drop)
+	if err != nil {
+		return fmt.Errorf("remove leases: %w", err)
+	}
+	for i, r := range res {
+		if r.Err != nil {
+			return fmt.Errorf("remove lease %s: %w", s.drop[i].Record.ID, r.Err)
+		}
+	}
+	s.drop = s.drop[:0]
+	return nil
+}
+
+// leases returns the live leases kept of collection.
+func (s *leaseScan) leases(collection string) []lease {
+	var out []lease
+	for _, held := range s.kept[collection] {
+		for _, l := range held {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// scanLeases reads the lease log page by page: it keeps the live leases
+// within the bound (leaseScan), removes the records of the others, and
+// then purges the lease log of the tombstones left (purgeLeases).
+func (e *Engine) scanLeases(ctx context.Context, purger stores.Purger) (*leaseScan, error) {
+	s := &leaseScan{e: e, now: e.wall(), max: e.maxLeases, kept: map[string]map[string]map[string]lease{}}
 	var cur Cursor
 	for more := true; more; {
 		page, err := e.Pull(ctx, proto.LeaseCollection, cur, PageLimit{})
 		if errors.Is(err, ErrReset) {
 			cur = Cursor{}
-			clear(out)
+			clear(s.kept)
 			continue
 		}
 		if err != nil {
 			return nil, fmt.Errorf("read the leases: %w", err)
 		}
 		for _, en := range page.Entries {
-			r := en.Record
-			i := strings.LastIndexByte(r.ID, '/')
-			if i <= 0 || !r.Exists() {
-				continue
+			if err := s.add(ctx, en.Record); err != nil {
+				return nil, err
 			}
-			l := lease{floor: -1}
-			if f := r.Fields[LeaseFieldPos]; f.Value == nil || crdt.DecodeValue(f.Value, &l.pos) != nil {
-				// Not held to: its reader may be reset as if it had expired.
-				e.log.Warn("tombstone collection: a lease without readable positions is ignored", "lease", r.ID)
-				continue
-			}
-			decodeInt(r, LeaseFieldSeen, &l.seen)
-			decodeInt(r, LeaseFieldEpoch, &l.epoch)
-			decodeInt(r, LeaseFieldFloor, &l.floor)
-			out[r.ID[:i]] = append(out[r.ID[:i]], l)
 		}
 		cur, more = page.Next, page.More
 	}
-	return out, nil
+	if err := s.flush(ctx); err != nil {
+		return nil, err
+	}
+	if s.evicted > 0 {
+		e.log.Info("tombstone collection: leases beyond the bound per subject removed", "leases", s.evicted, "bound", s.max)
+	}
+	if err := e.purgeLeases(ctx, purger, s.now); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// purgeLeases removes from the lease log the records this run and earlier
+// ones deleted, whole, with their log entries: it purges the whole log
+// (the read horizon at its heads: the only reader of the log is this
+// scan, which starts from the beginning every run) under a write horizon
+// of now. A live lease loses only an unset floor field, which reads as
+// none pending either way.
+func (e *Engine) purgeLeases(ctx context.Context, purger stores.Purger, now int64) error {
+	_, m, err := e.view(ctx, proto.LeaseCollection, true)
+	if err != nil {
+		return err
+	}
+	heads, err := e.shardHeads(ctx, proto.LeaseCollection, stores.ShardsOf(m))
+	if err != nil {
+		return err
+	}
+	var after []uint64
+	for {
+		res, err := purger.Purge(ctx, proto.LeaseCollection, stores.Horizon{Read: heads, Wall: now}, stores.PurgeScan{After: after})
+		if err != nil {
+			return fmt.Errorf("purge the leases: %w", err)
+		}
+		if after = res.Next; !res.More {
+			return nil
+		}
+	}
 }
 
 // Collect runs the collection job once: for every collection with a
@@ -510,12 +665,12 @@ func (e *Engine) Collect(ctx context.Context) (_ []CollectReport, err error) {
 		}
 		return nil, nil
 	}
-	leases, err := e.readLeases(ctx)
+	leases, err := e.scanLeases(ctx, purger)
 	if err != nil {
 		return nil, err
 	}
 	colls := map[string]bool{}
-	for c := range leases {
+	for c := range leases.kept {
 		colls[c] = true
 	}
 	e.mu.Lock()
@@ -539,7 +694,7 @@ func (e *Engine) Collect(ctx context.Context) (_ []CollectReport, err error) {
 	}
 	var jobs []job
 	for _, c := range names {
-		h, err := e.publishHorizon(ctx, c, leases[c])
+		h, err := e.publishHorizon(ctx, c, leases.leases(c))
 		if err != nil {
 			return nil, err
 		}

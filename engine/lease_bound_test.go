@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -81,3 +82,90 @@ func TestCollectRemovesExpiredLeases(t *testing.T) {
 	}
 }
 
+// TestCollectBoundsLeasesPerSubject: a subject that presents more live
+// leases on a collection than the bound keeps only its most recently
+// seen ones after a run; the others no longer hold the horizon back.
+// Another subject's lease is untouched.
+func TestCollectBoundsLeasesPerSubject(t *testing.T) {
+	const bound = proto.DefaultMaxLeasesPerSubject
+	st := memory.New()
+	t.Cleanup(func() { st.Close() })
+	e, clk := openCollecting(t, st)
+	writeNotes(t, e, "a", "b")
+	// The oldest lease of the greedy subject sits at the start of the log.
+	noteLease(t, e, proto.ReplicaFor("greedy", "dev0"), Cursor{})
+	other := proto.ReplicaFor("other", "dev")
+	noteLease(t, e, other, Cursor{})
+	_, cur, err := pullNotes(t, e, Cursor{}, 10, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= bound+10; i++ {
+		clk.ms++
+		noteLease(t, e, proto.ReplicaFor("greedy", fmt.Sprintf("dev%d", i)), cur)
+	}
+
+	h := collectOnce(t, e)
+	live, _ := leaseIDs(t, st)
+	var greedy []string
+	for _, id := range live {
+		if strings.Contains(id, proto.ReplicaPrefix("greedy")) {
+			greedy = append(greedy, id)
+		}
+	}
+	var want []string
+	for i := 11; i <= bound+10; i++ {
+		want = append(want, "notes/"+proto.ReplicaFor("greedy", fmt.Sprintf("dev%d", i)))
+	}
+	slices.Sort(want)
+	if !slices.Equal(greedy, want) {
+		t.Fatalf("the subject keeps %d leases %v; want its %d newest %v", len(greedy), greedy, bound, want)
+	}
+	if !slices.Contains(live, "notes/"+other) {
+		t.Fatalf("another subject's lease is gone: %v", live)
+	}
+	// The other subject's lease at the start still holds R at 0.
+	if !slices.Equal(h.Read, []uint64{0}) {
+		t.Fatalf("read horizon %v; want [0] (held by the other subject)", h.Read)
+	}
+
+	// With the other subject's lease expired, the evicted lease at the
+	// start holds nothing back either.
+	clk.ms += time.Hour.Milliseconds() - int64(bound)
+	for i := 11; i <= bound+10; i++ {
+		e.hz.leases = nil // write again: this instance's cache would skip it
+		noteLease(t, e, proto.ReplicaFor("greedy", fmt.Sprintf("dev%d", i)), cur)
+	}
+	head, _ := st.Head(context.Background(), "notes")
+	if h := collectOnce(t, e); !slices.Equal(h.Read, []uint64{head}) {
+		t.Fatalf("read horizon %v; want the head %d", h.Read, head)
+	}
+}
+
+// TestCollectBoundConfigured: Config.MaxLeasesPerSubject sets the bound.
+func TestCollectBoundConfigured(t *testing.T) {
+	st := memory.New()
+	t.Cleanup(func() { st.Close() })
+	clk := &fakeClock{ms: 1_700_000_000_000}
+	e, err := Open(Config{Store: st, Replica: "srv", Now: clk.now, PollInterval: -1,
+		Rules:        []Rule{{Pattern: "notes", MaxOffline: time.Hour}},
+		CollectGrace: -1, CollectEvery: -1, MaxLeasesPerSubject: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	for i := range 5 {
+		clk.ms++
+		noteLease(t, e, proto.ReplicaFor("s", fmt.Sprintf("d%d", i)), Cursor{})
+	}
+	collectOnce(t, e)
+	live, entries := leaseIDs(t, st)
+	want := []string{"notes/" + proto.ReplicaFor("s", "d3"), "notes/" + proto.ReplicaFor("s", "d4")}
+	slices.Sort(want)
+	if !slices.Equal(live, want) || entries != 2 {
+		t.Fatalf("leases %v in %d entries; want %v in 2", live, entries, want)
+	}
+	if _, err := Open(Config{Store: st, MaxLeasesPerSubject: -1}); err == nil {
+		t.Fatal("Open with a negative MaxLeasesPerSubject: no error")
+	}
+}

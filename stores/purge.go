@@ -173,3 +173,24 @@ func CheckPurge(collection string, h Horizon, scan PurgeScan, shards int) (after
 	copy(after, scan.After)
 	return after, limit, nil
 }
+
+// DeleteAsRead returns the change that deletes record r of collection as
+// it was read: a delete stamped with the latest stamp of r's fields.
+// Merged, it hides every field r holds and nothing written
+// after it, so a concurrent write that renewed the record survives it.
+// Purge then removes the record whole once the write horizon is past that
+// stamp. The engine removes expired and evicted leases this way
+// (docs/design.md, "Tombstone horizons"). ok is false when r holds no
+// field: there is nothing to delete.
+func DeleteAsRead(collection string, r crdt.Record) (c crdt.Change, ok bool) {
+	var last crdt.Stamp
+	for _, f := range r.Fields {
+		if f.Stamp.Compare(last) > 0 {
+			last = f.Stamp
+		}
+	}
+	if last.IsZero() {
+		return crdt.Change{}, false
+	}
+	return crdt.Change{Collection: collection, Record: crdt.Record{ID: r.ID, Deleted: last}}, true
+}

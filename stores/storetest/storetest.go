@@ -61,6 +61,7 @@ func Run(t *testing.T, newStore Factory) {
 		{"PurgeConcurrent", testPurgeConcurrent},
 		{"PurgeLarge", testPurgeLarge},
 		{"PurgeTwice", testPurgeTwice},
+		{"DeleteAsRead", testDeleteAsRead},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, newStore) })
 	}

@@ -20,6 +20,11 @@ const (
 	DefaultBurst            = 400
 	DefaultMaxConnsPerAddr  = 64
 	DefaultMaxSubscriptions = 1024
+	// DefaultMaxLeasesPerSubject bounds the live leases one subject holds
+	// on one collection that collects tombstones (docs/protocol.md,
+	// "Tombstone collection"): a collection run keeps the subject's most
+	// recently seen ones and removes the others.
+	DefaultMaxLeasesPerSubject = 64
 	// MaxRequestIDBytes bounds a client's Convergo-Request-Id.
 	MaxRequestIDBytes = 64
 	// MaxRejected and MaxRejectedBytes bound what a client keeps of the

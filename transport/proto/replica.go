@@ -3,7 +3,6 @@ package proto
 import (
 	"crypto/sha256"
 	"encoding/base32"
-	"strings"
 )
 
 // Replica binding (docs/protocol.md, "Replica ids"): a principal may only
@@ -62,6 +61,16 @@ func (o Owner) Prefix() string { return o.prefix }
 // separator and a device part. Server ids ("srv-…") and the ids of
 // captured changes never have this shape, so no client owns them.
 func (o Owner) Owns(replica string) bool {
-	return len(replica) > ReplicaPrefixLen+1 && replica[ReplicaPrefixLen] == ReplicaSeparator &&
-		strings.HasPrefix(replica, o.prefix)
+	p, ok := PrefixOf(replica)
+	return ok && p == o.prefix
+}
+
+// PrefixOf returns the replica prefix of an id of the owned shape (a
+// prefix, the separator and a device part), and false for any other id.
+// It does not check that the prefix is a digest of any subject.
+func PrefixOf(replica string) (string, bool) {
+	if len(replica) > ReplicaPrefixLen+1 && replica[ReplicaPrefixLen] == ReplicaSeparator {
+		return replica[:ReplicaPrefixLen], true
+	}
+	return "", false
 }
