@@ -299,6 +299,16 @@ func TestEnvFlags(t *testing.T) {
 	if c.maxDrift != 90*time.Second || strings.Join(c.origins, " ") != "a.example b.example" || !c.demo {
 		t.Fatalf("got drift %v origins %v demo %v", c.maxDrift, c.origins, c.demo)
 	}
+	if c.maxLeases != proto.DefaultMaxLeasesPerSubject {
+		t.Fatalf("--max-leases defaults to %d; want %d", c.maxLeases, proto.DefaultMaxLeasesPerSubject)
+	}
+	t.Setenv("CONVERGO_MAX_LEASES", "5")
+	if fs, c = serveFlags(io.Discard); parseFlags(fs, nil) != nil || c.maxLeases != 5 {
+		t.Fatalf("CONVERGO_MAX_LEASES=5: --max-leases %d", c.maxLeases)
+	}
+	if err := run(context.Background(), []string{"serve", "--store", "memory:", "--max-leases", "0"}, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), "--max-leases") {
+		t.Fatalf("--max-leases 0: %v", err)
+	}
 	t.Setenv("CONVERGO_RATE", "fast")
 	fs, _ = serveFlags(io.Discard)
 	if err := parseFlags(fs, nil); err == nil || !strings.Contains(err.Error(), "CONVERGO_RATE") {

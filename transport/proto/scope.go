@@ -49,7 +49,9 @@ const DenyCollection = ReservedPrefix + "deny"
 // horizons"): one record per (collection, replica), id
 // "<collection>/<replica>", with the fields "pos" (the shard positions of
 // the cursor the reader last presented), "floor" (its pending floor, ms;
-// absent: none pending) and "seen" (ms).
+// absent: none pending) and "seen" (ms). Collection runs remove the
+// expired ones and those of a subject beyond DefaultMaxLeasesPerSubject
+// (as configured) on a collection.
 const LeaseCollection = ReservedPrefix + "leases"
 
 // HorizonCollection holds the published tombstone horizons: one record
