@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/engine"
+	"github.com/convergo/convergo/stores"
 	"github.com/convergo/convergo/transport/proto"
 )
 
@@ -287,5 +289,65 @@ func TestCollectionMetrics(t *testing.T) {
 	// The counts are the engine's, as the engine reports them.
 	if tot := ts.eng.CollectTotals(); tot.Records != 2 || tot.Purged != 2 || tot.Bytes != uint64(rep.Bytes) {
 		t.Errorf("engine totals %+v", tot)
+	}
+}
+
+// leaseRecords counts the records and log entries of the lease collection.
+func (ts *testServer) leaseRecords(t *testing.T) (records, entries int) {
+	t.Helper()
+	var after uint64
+	for {
+		p, err := ts.store.Pull(context.Background(), proto.LeaseCollection, after, stores.PageLimit{Records: stores.MaxPage, Bytes: stores.DefaultPageBytes})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, en := range p.Entries {
+			entries++
+			if en.Record.Exists() {
+				records++
+			}
+		}
+		if after = p.Next; !p.More {
+			return records, entries
+		}
+	}
+}
+
+// TestLeasesBounded: a read-only principal that names a new device on
+// every pull leaves at most proto.DefaultMaxLeasesPerSubject lease
+// records after a collection run, and none once they expired, while
+// another subject's lease stays.
+func TestLeasesBounded(t *testing.T) {
+	clock := newFakeClock()
+	ts := newCollectingServer(t, clock)
+	reader := ts.token(t, "alice", []string{"notes"}, nil)
+	const pulls = 350
+	for i := range pulls {
+		clock.ms.Add(1)
+		ts.leasePull(t, reader, fmt.Sprintf("d%d", i), nil, -1)
+	}
+	if n, _ := ts.leaseRecords(t); n != pulls {
+		t.Fatalf("%d lease records after %d pulls", n, pulls)
+	}
+	bob := ts.token(t, "bob", []string{"notes"}, nil)
+	if a := ts.post(t, proto.PathPull, bob, proto.PullRequest{Collection: "notes", Replica: proto.ReplicaFor("bob", "phone")}); a.status != http.StatusOK {
+		t.Fatalf("bob's pull: %d", a.status)
+	}
+	if _, err := ts.eng.Collect(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n, entries := ts.leaseRecords(t); n != proto.DefaultMaxLeasesPerSubject+1 || entries != n {
+		t.Fatalf("after a run: %d lease records in %d log entries; want alice's %d and bob's",
+			n, entries, proto.DefaultMaxLeasesPerSubject)
+	}
+	if _, err := ts.eng.GetRecord(context.Background(), proto.LeaseCollection, "notes/"+proto.ReplicaFor("bob", "phone")); err != nil {
+		t.Fatalf("bob's lease: %v", err)
+	}
+	clock.advance(time.Hour + time.Second)
+	if _, err := ts.eng.Collect(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n, entries := ts.leaseRecords(t); n != 0 || entries != 0 {
+		t.Fatalf("after they expired: %d lease records in %d log entries", n, entries)
 	}
 }
