@@ -61,8 +61,9 @@ type Config struct {
 	// MaxLeasesPerSubject bounds the live leases one subject (the owner
 	// of the replicas, proto.PrefixOf) holds on one collection: a
 	// collection run keeps its most recently seen ones and removes the
-	// others. Zero means proto.DefaultMaxLeasesPerSubject; it must not be
-	// negative.
+	// others, and between runs the engine writes at most as many new
+	// leases of it per collection and CollectEvery (NoteLease). Zero
+	// means proto.DefaultMaxLeasesPerSubject; it must not be negative.
 	MaxLeasesPerSubject int
 }
 

@@ -154,8 +154,12 @@ type horizons struct {
 	mu     sync.Mutex
 	m      map[string]horizonSeen
 	leases map[string]lease // collection + "/" + replica
-	warned bool             // the store cannot purge: said once
-	totals CollectTotals    // what Collect did (CollectTotals)
+	// fresh counts, per collection and subject, the leases written here
+	// that were not in leases, since freshAt (ms): admitLease.
+	fresh   map[string]int
+	freshAt int64
+	warned  bool          // the store cannot purge: said once
+	totals  CollectTotals // what Collect did (CollectTotals)
 }
 
 type horizonSeen struct {
@@ -332,7 +336,12 @@ type Lease struct {
 // went back, or when the lease was last written more than
 // MaxOffline/20 ago. A position or floor that moved forward is written
 // at the next of those: a lease that lags is safe, it only holds the
-// horizons back. The caller checks that the principal owns l.Replica.
+// horizons back. A lease this instance has not written before is
+// written only while the subject has made fewer than
+// Config.MaxLeasesPerSubject such leases on collection in the current
+// window (admitLease); past that NoteLease writes nothing and returns
+// nil: the reader holds no lease. The caller checks that the principal
+// owns l.Replica.
 func (e *Engine) NoteLease(ctx context.Context, collection string, l Lease) error {
 	maxOff := e.MaxOffline(collection)
 	if maxOff == 0 || l.Replica == "" {
@@ -355,6 +364,12 @@ func (e *Engine) NoteLease(ctx context.Context, collection string, l Lease) erro
 	}
 	e.hz.mu.Lock()
 	old, ok := e.hz.leases[key]
+	if !ok && !e.hz.admitLease(collection, l.Replica, now, e.leaseWindow(), e.maxLeases) {
+		e.hz.mu.Unlock()
+		e.log.Debug("lease not written: the subject made as many new leases on the collection in this window as the bound",
+			"collection", collection, "replica", l.Replica, "bound", e.maxLeases)
+		return nil
+	}
 	e.hz.mu.Unlock()
 	if ok && old.epoch == epoch && len(old.pos) == len(pos) && now-old.seen < (maxOff/leaseRefreshDivisor).Milliseconds() {
 		back := false
@@ -393,6 +408,38 @@ func (e *Engine) NoteLease(ctx context.Context, collection string, l Lease) erro
 	e.hz.leases[key] = lease{epoch: epoch, pos: pos, floor: floor, seen: now}
 	e.hz.mu.Unlock()
 	return nil
+}
+
+// leaseWindow is how long admitLease counts new leases for: the
+// interval of the collection job, whose runs bring each subject back
+// within the bound.
+func (e *Engine) leaseWindow() int64 {
+	if e.collectEvery > 0 {
+		return e.collectEvery.Milliseconds()
+	}
+	return DefaultCollectEvery.Milliseconds()
+}
+
+// admitLease says whether this instance may write a lease it has not
+// written before (not in hz.leases) for replica on collection: it counts
+// such leases per collection and subject (leaseSubject) over windows of
+// window ms, and admits at most max in one window. So between two runs of
+// the job, which keep each subject's leases within the bound, one
+// instance adds at most about the bound again per subject and collection
+// (a window not aligned with the runs: up to twice that). A lease not
+// admitted is not written: its reader holds none, as if a run had evicted
+// it. The counts are forgotten, like the lease cache, past maxHistory
+// keys. hz.mu must be held.
+func (hz *horizons) admitLease(collection, replica string, now, window int64, max int) bool {
+	if hz.fresh == nil || now-hz.freshAt >= window || now < hz.freshAt || len(hz.fresh) >= maxHistory {
+		hz.fresh, hz.freshAt = map[string]int{}, now
+	}
+	k := collection + "\x00" + leaseSubject(replica)
+	if hz.fresh[k] >= max {
+		return false
+	}
+	hz.fresh[k]++
+	return true
 }
 
 // CollectReport says what one Collect did to one collection.

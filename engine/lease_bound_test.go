@@ -82,15 +82,30 @@ func TestCollectRemovesExpiredLeases(t *testing.T) {
 	}
 }
 
-// TestCollectBoundsLeasesPerSubject: a subject that presents more live
-// leases on a collection than the bound keeps only its most recently
-// seen ones after a run; the others no longer hold the horizon back.
-// Another subject's lease is untouched.
+// openInstance opens another engine on st, on clk, with rules like
+// openCollecting's and bound max (0: the default).
+func openInstance(t *testing.T, st stores.Store, clk *fakeClock, replica string, max int) *Engine {
+	t.Helper()
+	e, err := Open(Config{Store: st, Replica: replica, Now: clk.now, PollInterval: -1,
+		Rules:        []Rule{{Pattern: "notes", MaxOffline: time.Hour}},
+		CollectGrace: -1, CollectEvery: -1, MaxLeasesPerSubject: max})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	return e
+}
+
+// TestCollectBoundsLeasesPerSubject: a subject that holds more live
+// leases on a collection than the bound (written through two instances)
+// keeps only its most recently seen ones after a run; the others no
+// longer hold the horizon back. Another subject's lease is untouched.
 func TestCollectBoundsLeasesPerSubject(t *testing.T) {
 	const bound = proto.DefaultMaxLeasesPerSubject
 	st := memory.New()
 	t.Cleanup(func() { st.Close() })
 	e, clk := openCollecting(t, st)
+	e2 := openInstance(t, st, clk, "srv2", 0)
 	writeNotes(t, e, "a", "b")
 	// The oldest lease of the greedy subject sits at the start of the log.
 	noteLease(t, e, proto.ReplicaFor("greedy", "dev0"), Cursor{})
@@ -102,7 +117,14 @@ func TestCollectBoundsLeasesPerSubject(t *testing.T) {
 	}
 	for i := 1; i <= bound+10; i++ {
 		clk.ms++
-		noteLease(t, e, proto.ReplicaFor("greedy", fmt.Sprintf("dev%d", i)), cur)
+		via := e
+		if i >= bound {
+			via = e2 // e has written as many new leases of greedy as the bound
+		}
+		noteLease(t, via, proto.ReplicaFor("greedy", fmt.Sprintf("dev%d", i)), cur)
+	}
+	if live, _ := leaseIDs(t, st); len(live) != bound+12 {
+		t.Fatalf("%d leases before the run; want %d", len(live), bound+12)
 	}
 
 	h := collectOnce(t, e)
@@ -142,25 +164,61 @@ func TestCollectBoundsLeasesPerSubject(t *testing.T) {
 	}
 }
 
+// TestNoteLeaseBound: one instance writes at most the bound of new
+// leases per subject and collection in a window of the job's interval;
+// the leases it wrote are still renewed, other subjects are not counted
+// against it, and the next window admits new ones again.
+func TestNoteLeaseBound(t *testing.T) {
+	const bound = 3
+	st := memory.New()
+	t.Cleanup(func() { st.Close() })
+	clk := &fakeClock{ms: 1_700_000_000_000}
+	e := openInstance(t, st, clk, "srv", bound)
+	for i := range bound + 2 {
+		noteLease(t, e, proto.ReplicaFor("s", fmt.Sprintf("d%d", i)), Cursor{})
+	}
+	noteLease(t, e, proto.ReplicaFor("t", "d"), Cursor{})
+	live, _ := leaseIDs(t, st)
+	want := []string{"notes/" + proto.ReplicaFor("t", "d")}
+	for i := range bound {
+		want = append(want, "notes/"+proto.ReplicaFor("s", fmt.Sprintf("d%d", i)))
+	}
+	slices.Sort(want)
+	if !slices.Equal(live, want) {
+		t.Fatalf("leases %v; want %v", live, want)
+	}
+	// A written lease is renewed in the same window.
+	clk.ms += (time.Hour / leaseRefreshDivisor).Milliseconds()
+	renewed := proto.ReplicaFor("s", "d0")
+	noteLease(t, e, renewed, Cursor{})
+	ent, err := st.Get(context.Background(), proto.LeaseCollection, "notes/"+renewed)
+	var seen int64
+	if err != nil || !decodeInt(ent.Record, LeaseFieldSeen, &seen) || seen != clk.ms {
+		t.Fatalf("lease %s: seen %d, %v; want renewed at %d", renewed, seen, err, clk.ms)
+	}
+	// The next window admits new leases.
+	clk.ms += DefaultCollectEvery.Milliseconds()
+	late := proto.ReplicaFor("s", "late")
+	noteLease(t, e, late, Cursor{})
+	if _, err := st.Get(context.Background(), proto.LeaseCollection, "notes/"+late); err != nil {
+		t.Fatalf("a new lease in the next window: %v", err)
+	}
+}
+
 // TestCollectBoundConfigured: Config.MaxLeasesPerSubject sets the bound.
 func TestCollectBoundConfigured(t *testing.T) {
 	st := memory.New()
 	t.Cleanup(func() { st.Close() })
 	clk := &fakeClock{ms: 1_700_000_000_000}
-	e, err := Open(Config{Store: st, Replica: "srv", Now: clk.now, PollInterval: -1,
-		Rules:        []Rule{{Pattern: "notes", MaxOffline: time.Hour}},
-		CollectGrace: -1, CollectEvery: -1, MaxLeasesPerSubject: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.Close() })
-	for i := range 5 {
+	e := openInstance(t, st, clk, "srv", 2)
+	e2 := openInstance(t, st, clk, "srv2", 2)
+	for i, via := range []*Engine{e, e, e2, e2} {
 		clk.ms++
-		noteLease(t, e, proto.ReplicaFor("s", fmt.Sprintf("d%d", i)), Cursor{})
+		noteLease(t, via, proto.ReplicaFor("s", fmt.Sprintf("d%d", i)), Cursor{})
 	}
 	collectOnce(t, e)
 	live, entries := leaseIDs(t, st)
-	want := []string{"notes/" + proto.ReplicaFor("s", "d3"), "notes/" + proto.ReplicaFor("s", "d4")}
+	want := []string{"notes/" + proto.ReplicaFor("s", "d2"), "notes/" + proto.ReplicaFor("s", "d3")}
 	slices.Sort(want)
 	if !slices.Equal(live, want) || entries != 2 {
 		t.Fatalf("leases %v in %d entries; want %v in 2", live, entries, want)

@@ -314,9 +314,9 @@ func (ts *testServer) leaseRecords(t *testing.T) (records, entries int) {
 }
 
 // TestLeasesBounded: a read-only principal that names a new device on
-// every pull leaves at most proto.DefaultMaxLeasesPerSubject lease
-// records after a collection run, and none once they expired, while
-// another subject's lease stays.
+// every pull makes at most proto.DefaultMaxLeasesPerSubject lease records
+// (every pull still answered), and none are left once they expired and a
+// collection run passed, while another subject's lease stays.
 func TestLeasesBounded(t *testing.T) {
 	clock := newFakeClock()
 	ts := newCollectingServer(t, clock)
@@ -326,8 +326,8 @@ func TestLeasesBounded(t *testing.T) {
 		clock.ms.Add(1)
 		ts.leasePull(t, reader, fmt.Sprintf("d%d", i), nil, -1)
 	}
-	if n, _ := ts.leaseRecords(t); n != pulls {
-		t.Fatalf("%d lease records after %d pulls", n, pulls)
+	if n, _ := ts.leaseRecords(t); n != proto.DefaultMaxLeasesPerSubject {
+		t.Fatalf("%d lease records after %d pulls; want %d", n, pulls, proto.DefaultMaxLeasesPerSubject)
 	}
 	bob := ts.token(t, "bob", []string{"notes"}, nil)
 	if a := ts.post(t, proto.PathPull, bob, proto.PullRequest{Collection: "notes", Replica: proto.ReplicaFor("bob", "phone")}); a.status != http.StatusOK {

@@ -63,7 +63,7 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.StringVar(&c.replica, "replica", "", "replica `id` of this server instance (default random; instances sharing a store need distinct ids)")
 	fs.DurationVar(&c.maxDrift, "max-drift", crdt.DefaultMaxDrift, "how far ahead of the server's clock a client's stamp may be")
 	fs.DurationVar(&c.collectEvery, "collect-every", engine.DefaultCollectEvery, "how often the tombstone collection job runs for collections whose rules give a maxOffline (docs/operations.md, \"Tombstone collection\")")
-	fs.IntVar(&c.maxLeases, "max-leases", proto.DefaultMaxLeasesPerSubject, "most live leases one subject holds on one collection that collects tombstones (at least 1): each collection run removes the subject's least recently seen beyond it (docs/operations.md, \"Tombstone collection\")")
+	fs.IntVar(&c.maxLeases, "max-leases", proto.DefaultMaxLeasesPerSubject, "most live leases one subject holds on one collection that collects tombstones (at least 1): each collection run removes the subject's least recently seen beyond it, and an instance takes at most as many new ones per --collect-every (docs/operations.md, \"Tombstone collection\")")
 	fs.BoolVar(&c.createTable, "create-table", false, "create the DynamoDB table if it does not exist (same as create=1 in the store URL)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log `format`: text or json")

@@ -23,7 +23,8 @@ const (
 	// DefaultMaxLeasesPerSubject bounds the live leases one subject holds
 	// on one collection that collects tombstones (docs/protocol.md,
 	// "Tombstone collection"): a collection run keeps the subject's most
-	// recently seen ones and removes the others.
+	// recently seen ones and removes the others, and between runs an
+	// instance takes at most as many new ones.
 	DefaultMaxLeasesPerSubject = 64
 	// MaxRequestIDBytes bounds a client's Convergo-Request-Id.
 	MaxRequestIDBytes = 64
