@@ -222,6 +222,15 @@ function guarded(tx, place) {
 const SEEN_MAX = 20_000;
 
 /**
+ * The fewest distinct ids a write reading first lists the keys held for
+ * (Store.readHeld) instead of reading each id: the listing costs a second
+ * round trip for the ids held and saves a read for each id not held.
+ */
+const PROBE_MIN = 16;
+/** How many keys per id of the batch Store.readHeld lists at most. */
+const PROBE_KEYS = 2;
+
+/**
  * Whether stored entry a (as read) holds what remembered entry b holds:
  * the encoded record, the server state and the seal (undefined: none).
  * An entry written before version 5 is never taken for a remembered one.
@@ -869,10 +878,12 @@ export class Store {
    */
   getMany(c, ids) {
     return this.tx([RECORDS], 'readonly', `read ${c}`, async (tx) => {
-      const store = tx.objectStore(RECORDS);
-      const got = await Promise.all(ids.map((id) => /** @type {Promise<StoredRecord|undefined>} */ (req(store.get([c, id])))));
-      ids.forEach((id, i) => this.remember(c, id, got[i]));
-      return got;
+      // The records of other tabs' changes: held, so read without listing.
+      const held = await this.readHeld(tx.objectStore(RECORDS), c, ids, false);
+      return ids.map((id) => {
+        this.remember(c, id, held.get(id));
+        return held.get(id);
+      });
     });
   }
 
@@ -983,11 +994,11 @@ export class Store {
     const clock = /** @type {Clock} */ (this.clock);
     const records = tx.objectStore(RECORDS);
     const meta = tx.objectStore(META);
-    const [savedClock, prefix, schema, ...stored] = await Promise.all([
+    const [savedClock, prefix, schema, byId] = await Promise.all([
       req(meta.get('clock')),
       req(meta.get('prefix')),
       req(meta.get(SCHEMA_KEY + c)),
-      ...items.map((x) => /** @type {Promise<StoredRecord|undefined>} */ (req(records.get([c, x.id])))),
+      this.readHeld(records, c, items.map((x) => x.id)),
     ]);
     // Another tab, running newer code, upgraded the collection: writes of
     // this one would be in a shape its data has left.
@@ -997,12 +1008,33 @@ export class Store {
     if (savedClock && typeof savedClock.wall === 'number') clock.restore(savedClock);
     // Another tab may have learnt a new subject: write as it does.
     if (isPrefix(prefix)) this.usePrefix(prefix);
-    /** @type {Map<string, StoredRecord|undefined>} */
-    const byId = new Map();
-    items.forEach((x, i) => {
-      if (!byId.has(x.id)) byId.set(x.id, stored[i]);
-    });
     return this.stampIn(tx, c, items, (id) => byId.get(id));
+  }
+
+  /**
+   * The stored entries of ids in collection c (undefined: none), read in
+   * records' transaction. A batch of PROBE_MIN ids or more first lists the
+   * keys held between its smallest and its largest id (at most PROBE_KEYS
+   * per id) and reads only the ids listed, and those past the listing's
+   * end when it stopped short: a batch of new records reads none, for one
+   * more round trip.
+   * @param {IDBObjectStore} records
+   * @param {string} c
+   * @param {string[]} ids
+   * @param {boolean} [probe] false: read every id (they are expected held)
+   * @returns {Promise<Map<string, StoredRecord|undefined>>}
+   */
+  async readHeld(records, c, ids, probe = true) {
+    // Sorted as IndexedDB orders strings: by their UTF-16 code units.
+    ids = [...new Set(ids)].sort();
+    const most = PROBE_KEYS * ids.length;
+    if (probe && ids.length >= PROBE_MIN) {
+      const keys = /** @type {[string, string][]} */ (await req(records.getAllKeys(this.keyRange.bound([c, ids[0]], [c, ids[ids.length - 1]]), most)));
+      const found = new Set(keys.map((k) => k[1]));
+      ids = ids.filter((id) => found.has(id) || (keys.length === most && id > keys[most - 1][1]));
+    }
+    const got = await Promise.all(ids.map((id) => /** @type {Promise<StoredRecord|undefined>} */ (req(records.get([c, id])))));
+    return new Map(ids.map((id, i) => [id, got[i]]));
   }
 
   /**
@@ -1084,10 +1116,8 @@ export class Store {
         taken = new Map(fresh.map((id, i) => [id, lists[i].sort((a, b) => a.seq - b.seq).map((e) => decodeEntry(e.change))]));
         for (const id of fresh) replace.add(id);
       }
-      // One read per id, however often the page holds it.
-      const ids = [...new Set(records.map((r) => r.id))];
-      const got = await Promise.all(ids.map((id) => /** @type {Promise<StoredRecord|undefined>} */ (req(store.get([c, id])))));
-      const held = new Map(ids.map((id, i) => [id, got[i]]));
+      // One read per id held, however often the page holds it.
+      const held = await this.readHeld(store, c, records.map((r) => r.id));
       if (taken && giveBack && this.prefix) {
         const own = this.prefix + '_';
         /** @type {Uint8Array[]} */

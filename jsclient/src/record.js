@@ -6,7 +6,7 @@
 // {stamp, value}; value holds the canonical CBOR bytes of the field's value,
 // or null when the field was unset.
 
-import { Reader, Writer, compareBytes, decode, equalBytes, normalizeValue, utf8Length } from './cbor.js';
+import { Reader, Writer, compareBytes, decode, encodeWith, equalBytes, normalizeValue, utf8Length } from './cbor.js';
 import { MODEL } from './constants.js';
 import { ConvergoError } from './errors.js';
 import { MAX_LOGICAL, MAX_WALL, ZERO_STAMP, compareStamps, isZeroStamp, validateReplica } from './hlc.js';
@@ -392,27 +392,13 @@ export function writeRecord(w, r, plan) {
   }
 }
 
-const SCRATCH_BYTES = 1024;
-/** A scratch buffer grown past this by a large record is let go. */
-const SCRATCH_KEEP = 64 << 10;
-let scratch = new Writer(SCRATCH_BYTES);
-
 /**
  * @param {Record} r
  * @returns {Uint8Array}
  */
 export function encodeRecord(r) {
-  // One buffer for every call (the bytes are copied out): a first sync
-  // encodes a record per record pulled, and a buffer each was a tenth of
-  // its encoding time, and garbage.
-  const w = scratch;
-  w.len = 0;
-  writeRecord(w, r);
-  const out = w.bytes();
-  if (w.buf.length > SCRATCH_KEEP) scratch = new Writer(SCRATCH_BYTES);
-  return out;
+  return encodeWith((w) => writeRecord(w, r));
 }
-
 
 /**
  * Appends {1: collection, 2: record}.
@@ -433,9 +419,7 @@ export function writeChange(w, c, plan) {
  * @returns {Uint8Array}
  */
 export function encodeChange(c) {
-  const w = new Writer();
-  writeChange(w, c);
-  return w.bytes();
+  return encodeWith((w) => writeChange(w, c));
 }
 
 /**

@@ -259,6 +259,36 @@ test('in a collection listed whole, a new id is written without reading first, a
   await tab2.close();
 });
 
+test('a large batch reads the records it finds held, however many keys lie between its ids', async () => {
+  const idb = freshIDB();
+  const writer = await local({ indexedDB: idb, name: 'shared' });
+  const tab = await local({ indexedDB: idb, name: 'shared' });
+  const pad = (/** @type {number} */ i) => 'k' + String(i).padStart(3, '0');
+  // Written by the other tab: this one has seen none of them.
+  await writer.collection('c').putMany(Array.from({ length: 100 }, (_, i) => ({ id: pad(i), old: i, n: i })));
+  const n = countWrites(tab);
+  // 10 held ids spread over the 100 held keys, and 10 new ones between
+  // them: more held keys lie between its ids (99) than the listing takes
+  // (2 per id: 40), so the last six held are past its end.
+  const held = Array.from({ length: 10 }, (_, i) => pad(i * 10 + 9));
+  const fresh = Array.from({ length: 10 }, (_, i) => pad(i * 9) + 'x');
+  // A small range, listed whole: 5 held ids among 20.
+  const near = Array.from({ length: 20 }, (_, i) => (i < 5 ? pad(i) : pad(i) + 'y'));
+  for (const batch of [[...held, ...fresh], near]) {
+    await tab.collection('c').putMany(batch.map((id, i) => ({ id, n: -i })));
+  }
+  assert.deepEqual(n, { guessed: 0, read: 2 });
+  const changes = new Map((await outbox(tab)).slice(100).map((e) => [e.change.record.id, e.change.record]));
+  for (const id of [...held, ...near.slice(0, 5)]) {
+    assert.equal(changes.get(id)?.fields.get('old')?.value, null, `${id}: the put unsets the field held`);
+    assert.deepEqual(Object.keys(await tab.collection('c').get(id) ?? {}), ['id', 'n'], id);
+  }
+  for (const id of [...fresh, ...near.slice(5)]) assert.equal(changes.get(id)?.fields.has('old'), false, id);
+  assert.equal(changes.size, held.length + fresh.length + near.length);
+  await writer.close();
+  await tab.close();
+});
+
 test('local writes are committed strict unless the app asks for relaxed', async () => {
   for (const durability of [undefined, 'strict', 'relaxed']) {
     const db = await local(durability ? { durability } : {});
