@@ -983,8 +983,8 @@ export class Store {
 
   /**
    * The body of writeMany, in transaction tx (which spans records, outbox
-   * and meta): one read of the clock and the prefix, the records read
-   * together.
+   * and meta): one read of the clock and the prefix, the records held read
+   * together (readHeld).
    * @param {IDBTransaction} tx
    * @param {string} c
    * @param {{id: string, build: Build}[]} items
@@ -1080,7 +1080,7 @@ export class Store {
 
   /**
    * Merges pulled records into the stored ones and advances the cursor, in one
-   * transaction, reading each record of the page first (a first sync's
+   * transaction, reading the records of the page held first (readHeld; a first sync's
    * pages, merged ahead with nothing held, go through applyFirst).
    * Returns the ids whose record changed.
    * @param {string} c
