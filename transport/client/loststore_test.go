@@ -220,10 +220,17 @@ func TestFirstPullKeepsWhatTheStoreTookBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := replicaOf(t, s.url, token, "laptop", nil, client.ReplicaConfig{})
+	// The horizon falls between the two fields' stamps, read off the
+	// replica: its clock follows the server's, so its stamps can be ahead
+	// of this process's clock.
 	put(t, a, "title", map[string]string{"x": "old"})
-	horizon := time.Now().UnixMilli() + 1
-	time.Sleep(time.Until(time.UnixMilli(horizon + 1)))
+	time.Sleep(5 * time.Millisecond)
 	put(t, a, "note", map[string]string{"x": "new"})
+	held := a.Records("notes")["x"].Fields
+	horizon := held["title"].Stamp.Wall + 1
+	if held["note"].Stamp.Wall <= horizon {
+		t.Fatalf("note stamped at %d, title at %d: no horizon falls between them", held["note"].Stamp.Wall, held["title"].Stamp.Wall)
+	}
 
 	// The store restored holds no x, and a horizon published at W.
 	st := memory.New()
