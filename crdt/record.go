@@ -218,3 +218,69 @@ func UnsetField(id, name string, s Stamp) Record {
 func DeleteRecord(id string, s Stamp) Record {
 	return Record{ID: id, Deleted: s}
 }
+
+// WrittenBy returns the stamps of r that carry replica id replica (its
+// delete and its fields), as a record: what that replica wrote of r that
+// r still holds. A client gives these back to a server that may have lost
+// them; pushing them is always safe, since merge is idempotent.
+func (r Record) WrittenBy(replica string) Record {
+	part := Record{ID: r.ID}
+	if r.Deleted.Replica == replica {
+		part.Deleted = r.Deleted
+	}
+	for name, f := range r.Fields {
+		if f.Stamp.Replica == replica {
+			if part.Fields == nil {
+				part.Fields = map[string]Field{}
+			}
+			part.Fields[name] = f
+		}
+	}
+	return part
+}
+
+// NotIn returns the stamps of r that s neither holds nor hides: a field s
+// holds at the same stamp or a newer one, or stamped at or before s's
+// delete, is covered, and so is a delete at or before s's. Merging the
+// result into s gives what merging r into s gives.
+func (r Record) NotIn(s Record) Record {
+	out := Record{ID: r.ID}
+	if r.Deleted.Compare(s.Deleted) > 0 {
+		out.Deleted = r.Deleted
+	}
+	for name, f := range r.Fields {
+		if f.Stamp.Compare(s.Deleted) <= 0 {
+			continue
+		}
+		if g, ok := s.Fields[name]; ok && g.Stamp.Compare(f.Stamp) >= 0 {
+			continue
+		}
+		if out.Fields == nil {
+			out.Fields = map[string]Field{}
+		}
+		out.Fields[name] = f
+	}
+	return out
+}
+
+// ByStamp splits r into one record per stamp, in stamp order: its delete
+// alone, and its fields grouped by stamp (the fields one change wrote).
+// Pushed one by one, a part refused (an old stamp below a server's write
+// horizon) does not take the others down with it.
+func (r Record) ByStamp() []Record {
+	var out []Record
+	if !r.Deleted.IsZero() {
+		out = append(out, Record{ID: r.ID, Deleted: r.Deleted})
+	}
+	groups := map[Stamp]map[string]Field{}
+	for name, f := range r.Fields {
+		if groups[f.Stamp] == nil {
+			groups[f.Stamp] = map[string]Field{}
+		}
+		groups[f.Stamp][name] = f
+	}
+	for _, st := range slices.SortedFunc(maps.Keys(groups), Stamp.Compare) {
+		out = append(out, Record{ID: r.ID, Fields: groups[st]})
+	}
+	return out
+}

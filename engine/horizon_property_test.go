@@ -409,7 +409,7 @@ func (s *hzSim) reconcile(r *hzReplica, mark bool) {
 				// merged with the record without them those fields
 				// would stay.
 				if old, ok := r.base[en.Record.ID]; ok {
-					if unc := hzUncovered(hzOwnPart(old, r.id), en.Record); !unc.Deleted.IsZero() || len(unc.Fields) > 0 {
+					if unc := old.WrittenBy(r.id).NotIn(en.Record); !unc.Deleted.IsZero() || len(unc.Fields) > 0 {
 						o := owed[en.Record.ID]
 						o.Merge(unc)
 						owed[en.Record.ID] = o
@@ -453,12 +453,12 @@ func (s *hzSim) giveBack(r *hzReplica, acked, delivered map[string]bool, owed ma
 		if delivered[id] {
 			continue
 		}
-		for _, part := range hzByStamp(hzOwnPart(r.base[id], r.id)) {
+		for _, part := range r.base[id].WrittenBy(r.id).ByStamp() {
 			changes = append(changes, crdt.Change{Collection: hzColl, Record: part})
 		}
 	}
 	for _, id := range slices.Sorted(maps.Keys(owed)) {
-		for _, part := range hzByStamp(owed[id]) {
+		for _, part := range owed[id].ByStamp() {
 			changes = append(changes, crdt.Change{Collection: hzColl, Record: part})
 		}
 	}
@@ -543,61 +543,6 @@ func (s *hzSim) ack(c crdt.Change) {
 	a.Merge(c.Record.Clone())
 	s.acked[c.Record.ID] = a
 	s.ackLog = append(s.ackLog, crdt.Change{Collection: c.Collection, Record: c.Record.Clone()})
-}
-
-// hzOwnPart is the stamps of rec that carry replica id own.
-func hzOwnPart(rec crdt.Record, own string) crdt.Record {
-	part := crdt.Record{ID: rec.ID}
-	if rec.Deleted.Replica == own {
-		part.Deleted = rec.Deleted
-	}
-	for name, f := range rec.Fields {
-		if f.Stamp.Replica == own {
-			if part.Fields == nil {
-				part.Fields = map[string]crdt.Field{}
-			}
-			part.Fields[name] = f
-		}
-	}
-	return part
-}
-
-// hzUncovered is the stamps of part that rec neither holds (at that stamp
-// or a newer one) nor hides (at or before its delete).
-func hzUncovered(part, rec crdt.Record) crdt.Record {
-	out := crdt.Record{ID: part.ID}
-	if part.Deleted.Compare(rec.Deleted) > 0 {
-		out.Deleted = part.Deleted
-	}
-	for name, f := range part.Fields {
-		if g, ok := rec.Fields[name]; f.Stamp.Compare(rec.Deleted) <= 0 || ok && g.Stamp.Compare(f.Stamp) >= 0 {
-			continue
-		}
-		if out.Fields == nil {
-			out.Fields = map[string]crdt.Field{}
-		}
-		out.Fields[name] = f
-	}
-	return out
-}
-
-// hzByStamp splits rec into one record per stamp, in stamp order.
-func hzByStamp(rec crdt.Record) []crdt.Record {
-	var out []crdt.Record
-	if !rec.Deleted.IsZero() {
-		out = append(out, crdt.Record{ID: rec.ID, Deleted: rec.Deleted})
-	}
-	groups := map[crdt.Stamp]map[string]crdt.Field{}
-	for name, f := range rec.Fields {
-		if groups[f.Stamp] == nil {
-			groups[f.Stamp] = map[string]crdt.Field{}
-		}
-		groups[f.Stamp][name] = f
-	}
-	for _, st := range slices.SortedFunc(maps.Keys(groups), func(a, b crdt.Stamp) int { return a.Compare(b) }) {
-		out = append(out, crdt.Record{ID: rec.ID, Fields: groups[st]})
-	}
-	return out
 }
 
 // hzStamps is every stamp of rec.

@@ -969,7 +969,7 @@ func (r *Replica) apply(collection string, page Page, from []byte, live bool) (e
 			// the record without them those fields would stay.
 			rc.replaced[rec.ID] = true
 			if old, ok := r.base[collection][rec.ID]; ok {
-				if unc := uncovered(ownPart(old, r.c.Replica()), rec); hasStamps(unc) {
+				if unc := old.WrittenBy(r.c.Replica()).NotIn(rec); hasStamps(unc) {
 					if rc.owedBack == nil {
 						rc.owedBack = map[string]crdt.Record{}
 					}
@@ -1079,83 +1079,20 @@ func (r *Replica) giveBackLocked(collection string, rc *reconciliation) []crdt.C
 		if !ok {
 			continue
 		}
-		for _, part := range byStamp(ownPart(rec, own)) {
+		for _, part := range rec.WrittenBy(own).ByStamp() {
 			out = append(out, crdt.Change{Collection: collection, Record: part})
 		}
 	}
 	for _, id := range slices.Sorted(maps.Keys(rc.owedBack)) {
-		for _, part := range byStamp(rc.owedBack[id]) {
+		for _, part := range rc.owedBack[id].ByStamp() {
 			out = append(out, crdt.Change{Collection: collection, Record: part})
 		}
-	}
-	return out
-}
-
-// uncovered returns the stamps of part that rec neither holds nor hides:
-// a field rec holds at the same stamp or a newer one, or stamped at or
-// before rec's delete, is covered, and so is a delete at or before rec's.
-func uncovered(part, rec crdt.Record) crdt.Record {
-	out := crdt.Record{ID: part.ID}
-	if part.Deleted.Compare(rec.Deleted) > 0 {
-		out.Deleted = part.Deleted
-	}
-	for name, f := range part.Fields {
-		if f.Stamp.Compare(rec.Deleted) <= 0 {
-			continue
-		}
-		if g, ok := rec.Fields[name]; ok && g.Stamp.Compare(f.Stamp) >= 0 {
-			continue
-		}
-		if out.Fields == nil {
-			out.Fields = map[string]crdt.Field{}
-		}
-		out.Fields[name] = f
 	}
 	return out
 }
 
 // hasStamps reports whether rec holds a delete or a field.
 func hasStamps(rec crdt.Record) bool { return !rec.Deleted.IsZero() || len(rec.Fields) > 0 }
-
-// ownPart returns the stamps of rec that carry replica id own (its delete
-// and its fields), as a record: what the replica wrote of it.
-func ownPart(rec crdt.Record, own string) crdt.Record {
-	part := crdt.Record{ID: rec.ID}
-	if rec.Deleted.Replica == own {
-		part.Deleted = rec.Deleted
-	}
-	for name, f := range rec.Fields {
-		if f.Stamp.Replica == own {
-			if part.Fields == nil {
-				part.Fields = map[string]crdt.Field{}
-			}
-			part.Fields[name] = f
-		}
-	}
-	return part
-}
-
-// byStamp splits rec into one record per stamp: its delete alone, and
-// its fields grouped by stamp (the fields one change wrote), in stamp
-// order.
-func byStamp(rec crdt.Record) []crdt.Record {
-	var out []crdt.Record
-	if !rec.Deleted.IsZero() {
-		out = append(out, crdt.Record{ID: rec.ID, Deleted: rec.Deleted})
-	}
-	groups := map[crdt.Stamp]map[string]crdt.Field{}
-	for name, f := range rec.Fields {
-		if groups[f.Stamp] == nil {
-			groups[f.Stamp] = map[string]crdt.Field{}
-		}
-		groups[f.Stamp][name] = f
-	}
-	stamps := slices.SortedFunc(maps.Keys(groups), func(a, b crdt.Stamp) int { return a.Compare(b) })
-	for _, st := range stamps {
-		out = append(out, crdt.Record{ID: rec.ID, Fields: groups[st]})
-	}
-	return out
-}
 
 // giveBack ends collection's reconciliation once its pull reached the
 // end (see Reconciliation): it pushes the stamps giveBackLocked returns,
@@ -1463,7 +1400,7 @@ func (r *Replica) heal(ctx context.Context, coll string) error {
 		if own == "" {
 			break
 		}
-		part := ownPart(rec, own)
+		part := rec.WrittenBy(own)
 		if hasStamps(part) {
 			mine = append(mine, crdt.Change{Collection: coll, Record: part})
 		}
