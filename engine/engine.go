@@ -236,13 +236,17 @@ func (e *Engine) Close() error {
 		e.cancel()
 		e.wg.Wait()
 		e.subsMu.Lock()
+		var subs []*Subscription
 		for _, set := range e.subs {
 			for s := range set {
-				s.closeLocked()
+				subs = append(subs, s)
 			}
 		}
 		e.subs = map[string]map[*Subscription]struct{}{}
 		e.subsMu.Unlock()
+		for _, s := range subs {
+			s.end(true) // a callback is called without subsMu
+		}
 	})
 	return nil
 }

@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -192,6 +194,65 @@ func TestSubscribeCoalescesAndCatchesUp(t *testing.T) {
 	e.Close()
 	if _, ok := <-other.C(); ok {
 		t.Fatal("channel still open after engine Close")
+	}
+}
+
+// A SubscribeFunc callback is told every new head, nothing after Close,
+// and once that the engine closed; on a closed engine before SubscribeFunc
+// returns.
+func TestSubscribeFunc(t *testing.T) {
+	clk := &fakeClock{ms: 5_000}
+	e := openEngine(t, "srv", clk)
+	ctx := context.Background()
+	type call struct {
+		head uint64
+		ok   bool
+	}
+	var mu sync.Mutex
+	var calls, closedCalls []call
+	sub, err := e.SubscribeFunc("todos", func(head uint64, ok bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		calls = append(calls, call{head, ok})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sub.C() != nil {
+		t.Fatal("a callback subscription has a channel")
+	}
+	closed, _ := e.SubscribeFunc("todos", func(head uint64, ok bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		closedCalls = append(closedCalls, call{head, ok})
+	})
+	for i := range 3 {
+		clk.ms++
+		if err := e.Update(ctx, "todos", "a", Doc{"n": i}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	closed.Close()
+	if _, err := e.SubscribeFunc("Bad Name", func(uint64, bool) {}); err == nil {
+		t.Fatal("an invalid collection was subscribed")
+	}
+	e.Close()
+	mu.Lock()
+	// The memory store notifies synchronously: every head, in order.
+	want := []call{{1, true}, {2, true}, {3, true}, {0, false}}
+	if !slices.Equal(calls, want) {
+		t.Fatalf("calls %v, want %v", calls, want)
+	}
+	if !slices.Equal(closedCalls, want[:3]) {
+		t.Fatalf("closed subscription: calls %v, want %v", closedCalls, want[:3])
+	}
+	mu.Unlock()
+	var late []call
+	if _, err := e.SubscribeFunc("todos", func(head uint64, ok bool) { late = append(late, call{head, ok}) }); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(late, []call{{0, false}}) {
+		t.Fatalf("on a closed engine: calls %v, want the close", late)
 	}
 }
 

@@ -312,16 +312,7 @@ func (e *Engine) rewindSubscribers(collection string, h uint64) {
 	}
 	e.subsMu.Unlock()
 	for _, s := range subs {
-		s.mu.Lock()
-		if !s.closed {
-			s.last = h
-			select {
-			case <-s.c:
-			default:
-			}
-			s.c <- h
-		}
-		s.mu.Unlock()
+		s.offer(h, true)
 	}
 }
 

@@ -10,13 +10,15 @@ import (
 )
 
 // Subscription delivers a collection's newest sequence number whenever it
-// advances. Its channel holds one value; a newer head replaces one not yet
-// received, so receiving never lags by more than one value and the engine
-// never blocks on a slow subscriber.
+// advances, on a channel (Subscribe) or to a callback (SubscribeFunc). Its
+// channel holds one value; a newer head replaces one not yet received, so
+// receiving never lags by more than one value and the engine never blocks
+// on a slow subscriber.
 type Subscription struct {
 	e          *Engine
 	collection string
-	c          chan uint64
+	c          chan uint64                // Subscribe's; nil for SubscribeFunc
+	fn         func(head uint64, ok bool) // SubscribeFunc's
 	mu         sync.Mutex
 	last       uint64
 	closed     bool
@@ -25,30 +27,48 @@ type Subscription struct {
 // Subscribe subscribes to collection. The subscription starts with no value;
 // callers pull from their cursor first, then on every value received.
 func (e *Engine) Subscribe(collection string) (*Subscription, error) {
-	if err := crdt.ValidateCollection(collection); err != nil {
+	return e.subscribe(&Subscription{e: e, collection: collection, c: make(chan uint64, 1)})
+}
+
+// SubscribeFunc subscribes to collection with a callback instead of a
+// channel, so that a subscriber holds no goroutine while nothing happens:
+// fn(head, true) is called whenever the collection's head advances (or goes
+// back after a reset, as on Subscribe's channel), and fn(0, false) once when
+// the engine closes (before SubscribeFunc returns if it is closed already),
+// but not when the subscription is closed with Close.
+//
+// fn is called outside the subscription's lock, from the engine's
+// goroutines or a pusher's, possibly from several at once: it must not
+// block, and the head it is told may be older than one it was told before.
+// A call that began before Close returned may still be under way after it.
+func (e *Engine) SubscribeFunc(collection string, fn func(head uint64, ok bool)) (*Subscription, error) {
+	return e.subscribe(&Subscription{e: e, collection: collection, fn: fn})
+}
+
+func (e *Engine) subscribe(s *Subscription) (*Subscription, error) {
+	if err := crdt.ValidateCollection(s.collection); err != nil {
 		return nil, err
 	}
-	s := &Subscription{e: e, collection: collection, c: make(chan uint64, 1)}
 	e.subsMu.Lock()
-	defer e.subsMu.Unlock()
 	select {
 	case <-e.closedCh:
-		s.closed = true
-		close(s.c)
+		e.subsMu.Unlock()
+		s.end(true)
 		return s, nil
 	default:
 	}
-	set := e.subs[collection]
+	set := e.subs[s.collection]
 	if set == nil {
 		set = map[*Subscription]struct{}{}
-		e.subs[collection] = set
+		e.subs[s.collection] = set
 	}
 	set[s] = struct{}{}
+	e.subsMu.Unlock()
 	return s, nil
 }
 
 // C returns the channel of new heads. It is closed when the subscription or
-// the engine closes.
+// the engine closes. It is nil for a subscription made with SubscribeFunc.
 func (s *Subscription) C() <-chan uint64 { return s.c }
 
 // Collection returns the subscribed collection.
@@ -57,39 +77,56 @@ func (s *Subscription) Collection() string { return s.collection }
 // Close ends the subscription.
 func (s *Subscription) Close() {
 	s.e.subsMu.Lock()
-	defer s.e.subsMu.Unlock()
 	if set := s.e.subs[s.collection]; set != nil {
 		delete(set, s)
 		if len(set) == 0 {
 			delete(s.e.subs, s.collection)
 		}
 	}
-	s.closeLocked()
+	s.e.subsMu.Unlock()
+	s.end(false)
 }
 
-func (s *Subscription) closeLocked() {
+// end closes the subscription, once; byEngine tells a SubscribeFunc
+// callback that the engine closed. It is called without the engine's
+// subsMu, since the callback is.
+func (s *Subscription) end(byEngine bool) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.closed {
-		s.closed = true
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.closed = true
+	if s.c != nil {
 		close(s.c)
+	}
+	s.mu.Unlock()
+	if byEngine && s.fn != nil {
+		s.fn(0, false)
 	}
 }
 
 // offer delivers seq if it is newer than what the subscriber last got,
-// replacing an undelivered older value.
-func (s *Subscription) offer(seq uint64) {
+// replacing an undelivered older value; with rewind it delivers seq even
+// if it is not (rewindSubscribers).
+func (s *Subscription) offer(seq uint64, rewind bool) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed || seq <= s.last {
+	if s.closed || (seq <= s.last && !rewind) {
+		s.mu.Unlock()
 		return
 	}
 	s.last = seq
+	if s.fn != nil {
+		s.mu.Unlock()
+		s.fn(seq, true)
+		return
+	}
 	select {
 	case <-s.c: // drop the older undelivered head
 	default:
 	}
 	s.c <- seq
+	s.mu.Unlock()
 }
 
 // notify is the store's Watch callback; it must not block.
@@ -119,7 +156,7 @@ func (e *Engine) publish(collection string, seq uint64) {
 	}
 	e.subsMu.Unlock()
 	for _, s := range subs {
-		s.offer(seq)
+		s.offer(seq, false)
 	}
 }
 
