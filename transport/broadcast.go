@@ -14,8 +14,23 @@ import (
 
 // Live subscriptions are entries in a broadcast group, not goroutines. A
 // group serves every subscription of one collection and one effective
-// read scope (groupKey) on one server. It holds one engine
-// subscription and one goroutine, which runs while the group has members.
+// read scope (groupKey) on one server. It holds one engine subscription
+// (a callback: engine.SubscribeFunc) and, only while it has work, one
+// goroutine.
+//
+// # Goroutines on demand
+//
+// A wake (a head announced while the group has members, a member that
+// needs a read, a member ended from the group's side, the engine closing)
+// starts the group's goroutine if none runs, and otherwise tells the
+// running one to look again (again). The goroutine does rounds until no
+// member needs a read, then decides under the group's lock, where every
+// wake is taken, to exit: a wake before that decision makes it look again,
+// one after it starts a new goroutine, so none is lost. An idle group, like
+// an idle connection, holds no goroutine. A group left without members
+// ends: removed from the hub (under the hub's lock, then the group's, so
+// that join never finds an ended group) and its engine subscription
+// closed, by the member's leave or by the goroutine.
 //
 // # Rounds
 //
@@ -28,9 +43,9 @@ import (
 // store read and one encoding however many of them there are; a subscriber
 // behind catches up from the log with reads of its own cursor, one page
 // per round, and joins the caught-up cursor when its reads reach it. Heads
-// announced during a round wait in the engine subscription (which keeps
-// only the newest) and start the next round: pushes that land during a
-// fan-out coalesce into its next page.
+// announced during a round mark the members as needing a read, however
+// many heads, and start the next round: pushes that land during a fan-out
+// coalesce into its next page.
 //
 // # No gaps
 //
@@ -40,7 +55,7 @@ import (
 // read it gets was started after the change it is owed committed, and
 // includes it (sequence numbers become visible in order: package stores).
 // A member's cursor moves only to the Next of a page it was handed, and
-// only the group's goroutine moves it.
+// only the group's goroutine moves it; a group has at most one goroutine.
 //
 // # Slow consumers
 //
@@ -78,6 +93,9 @@ type hub struct {
 	s      *Server
 	mu     sync.Mutex
 	groups map[groupKey]*group
+	// afterRounds, when set (by tests, before the first join), is called
+	// by a group's goroutine between its rounds and its decision to exit.
+	afterRounds func(*group)
 }
 
 func newHub(s *Server) *hub { return &hub{s: s, groups: map[groupKey]*group{}} }
@@ -86,13 +104,15 @@ func newHub(s *Server) *hub { return &hub{s: s, groups: map[groupKey]*group{}} }
 type group struct {
 	h     *hub
 	key   groupKey
-	scope *scope.Pred // the members' effective read scope; nil: unscoped
-	es    *engine.Subscription
-	wake  chan struct{} // 1-buffered: a member needs a read, or left
+	scope *scope.Pred          // the members' effective read scope; nil: unscoped
+	es    *engine.Subscription // set by join under the hub's lock
 
-	mu      sync.Mutex // guards the fields below and members' fields
-	members map[*member]struct{}
-	closed  bool // the goroutine has ended: join makes a new group
+	mu          sync.Mutex // guards the fields below and members' fields
+	members     map[*member]struct{}
+	running     bool // the group's goroutine runs
+	again       bool // a wake came while it ran: it looks again before it exits
+	engineEnded bool // the engine closed: every member is stopped
+	closed      bool // the group ended: out of the hub, no goroutine starts
 }
 
 // member is one live subscription: an entry of a group.
@@ -128,25 +148,61 @@ const readParallel = 4
 func (h *hub) join(m *member) error {
 	key := groupKey{collection: m.coll, scope: m.scope.Key(), version: m.version}
 	h.mu.Lock()
-	g := h.groups[key]
+	defer h.mu.Unlock()
+	g := h.groups[key] // a group in the hub has not ended (end)
 	if g == nil {
-		es, err := h.s.eng.Subscribe(m.coll)
+		g = &group{h: h, key: key, scope: m.scope, members: map[*member]struct{}{}}
+		// Subscribed before the first read (no gaps).
+		es, err := h.s.eng.SubscribeFunc(m.coll, g.announced)
 		if err != nil {
-			h.mu.Unlock()
 			return err
 		}
-		g = &group{h: h, key: key, scope: m.scope, es: es, wake: make(chan struct{}, 1), members: map[*member]struct{}{}}
+		g.es = es
 		h.groups[key] = g
-		h.s.bg.Add(1)
-		go func() { defer h.s.bg.Done(); g.run() }()
 	}
 	m.g = g
 	g.mu.Lock()
 	g.members[m] = struct{}{}
+	g.wakeLocked()
 	g.mu.Unlock()
-	h.mu.Unlock()
-	g.poke()
 	return nil
+}
+
+// announced is the group's engine subscription callback: a new head (or
+// one that went back) makes every member need a read; the engine closing
+// stops them all. It does not block.
+func (g *group) announced(_ uint64, ok bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return // a call under way when the group ended
+	}
+	if !ok {
+		g.engineEnded = true
+	}
+	if len(g.members) == 0 {
+		return // whoever removed the last member ends the group
+	}
+	for m := range g.members {
+		m.dirty = true
+	}
+	g.wakeLocked()
+}
+
+// wakeLocked makes the group's goroutine run: it starts one if none runs,
+// or makes the running one look again before it exits. An ended group
+// starts none, so none starts after the server's last session ended and
+// its groups with it (Shutdown waits for s.bg after them).
+func (g *group) wakeLocked() {
+	switch {
+	case g.closed:
+	case g.running:
+		g.again = true
+	default:
+		g.running = true
+		g.h.s.bg.Add(1)
+		go g.run()
+	}
 }
 
 // newMember makes a subscription of coll from cursor under the effective
@@ -166,14 +222,10 @@ func (m *member) leave() {
 	}
 	g.mu.Lock()
 	g.removeLocked(m)
+	empty := len(g.members) == 0
 	g.mu.Unlock()
-	g.poke() // an empty group ends
-}
-
-func (g *group) poke() {
-	select {
-	case g.wake <- struct{}{}:
-	default:
+	if empty {
+		g.end() // here, not in a goroutine: a session's end starts none
 	}
 }
 
@@ -193,57 +245,76 @@ func (g *group) removeLocked(m *member) {
 }
 
 // endLocked stops m from the group's side: resync, or with reset a reset
-// message.
+// message. The caller is the group's goroutine or wakes it: a group left
+// empty ends.
 func (g *group) endLocked(m *member, reset *proto.ResetInfo) {
 	m.stopped.Store(true)
 	g.removeLocked(m)
 	m.c.owe(m, reset)
 }
 
-// run is the group's goroutine: a round whenever a head is announced or a
-// member needs a read, until the group has no members.
+// run is the group's goroutine (wakeLocked): rounds until no member needs
+// a read and no wake came meanwhile; then it exits, ending the group if it
+// has no members.
 func (g *group) run() {
-	defer g.es.Close()
+	defer g.h.s.bg.Done()
 	for {
-		select {
-		case _, ok := <-g.es.C():
-			if !ok { // the engine closed
-				g.mu.Lock()
-				for m := range g.members {
-					g.endLocked(m, nil)
-				}
-				g.mu.Unlock()
-				g.end()
-				return
-			}
-			g.mu.Lock()
+		g.mu.Lock()
+		g.again = false
+		if g.engineEnded {
 			for m := range g.members {
-				m.dirty = true
+				g.endLocked(m, nil)
 			}
-			g.mu.Unlock()
-		case <-g.wake:
 		}
+		g.mu.Unlock()
 		for g.round() {
 		}
+		if g.h.afterRounds != nil {
+			g.h.afterRounds(g)
+		}
+		g.mu.Lock()
+		switch {
+		case g.again: // a wake during the rounds
+			g.mu.Unlock()
+			continue
+		case g.closed || len(g.members) > 0:
+			// Idle, or ended by a leave. A wake from now on starts a
+			// new goroutine.
+			g.running = false
+			g.mu.Unlock()
+			return
+		}
+		g.mu.Unlock()
 		if g.end() {
 			return
 		}
+		// A member joined meanwhile (and found the goroutine running).
 	}
 }
 
-// end ends the group if it has no members, and reports whether it did.
+// end ends the group if it has no members, and reports whether the group
+// has ended (by this call or before).
 func (g *group) end() bool {
 	g.h.mu.Lock()
-	defer g.h.mu.Unlock()
 	g.mu.Lock()
-	defer g.mu.Unlock()
+	if g.closed {
+		g.mu.Unlock()
+		g.h.mu.Unlock()
+		return true
+	}
 	if len(g.members) > 0 {
+		g.mu.Unlock()
+		g.h.mu.Unlock()
 		return false
 	}
 	g.closed = true
+	g.running = false
 	if g.h.groups[g.key] == g {
 		delete(g.h.groups, g.key)
 	}
+	g.mu.Unlock()
+	g.h.mu.Unlock()
+	g.es.Close() // not under g.mu: announced takes it
 	return true
 }
 
@@ -400,6 +471,9 @@ func (g *group) slowConsumer(m *member) {
 		g.h.s.log.Info("slow live consumer: resync", "addr", m.c.addr)
 	}
 	g.endLocked(m, nil)
+	if len(g.members) == 0 {
+		g.wakeLocked() // to end the group
+	}
 }
 
 // unparked is called by m's connection once m's parked page is in the
@@ -419,9 +493,8 @@ func (m *member) unparked(wasParked bool) {
 	} else {
 		m.blocked = false
 	}
-	dirty := m.dirty
-	g.mu.Unlock()
-	if dirty {
-		g.poke()
+	if m.dirty {
+		g.wakeLocked()
 	}
+	g.mu.Unlock()
 }

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/crdt/scope"
+	"github.com/convergo/convergo/engine"
 	"github.com/convergo/convergo/stores"
 	"github.com/convergo/convergo/transport/proto"
 )
@@ -130,6 +132,107 @@ func TestLiveOneReadPerChange(t *testing.T) {
 		}
 		if got := cs.pulls.Load() - before; got != 1 {
 			t.Errorf("change %d: %d store reads for %d caught-up subscribers, want 1", i, got, subscribers)
+		}
+	}
+}
+
+// groupsIdle reports whether every broadcast group of ts has no goroutine.
+func (ts *testServer) groupsIdle() bool {
+	h := ts.srv.hub
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, g := range h.groups {
+		g.mu.Lock()
+		running := g.running
+		g.mu.Unlock()
+		if running {
+			return false
+		}
+	}
+	return true
+}
+
+// Subscriptions alone in their groups get every change pushed after their
+// groups went idle (no goroutine), and every change pushed while their
+// groups' goroutines are deciding to exit: no wake-up is lost.
+func TestLiveIdleGroupsWake(t *testing.T) {
+	const subscribers, rounds = 16, 8
+	ts := newTestServer(t, func(c *Config) { c.Demo = true; c.Limits.MaxConnsPerAddr = 2 * subscribers; c.Limits.Rate = -1 })
+	// Once armed, a change for the first subscriber lands when its group's
+	// goroutine has done its rounds and is about to decide whether to exit.
+	var armed atomic.Bool
+	late := make(chan error, 1)
+	ts.srv.hub.afterRounds = func(g *group) {
+		if g.key.scope == mustScope(t, `owner == "c0"`).Key() && armed.CompareAndSwap(true, false) {
+			late <- ts.eng.Update(context.Background(), DemoCollection, "c0-late", engine.Doc{"owner": "c0"})
+		}
+	}
+	clients := make([]*liveClient, subscribers)
+	scopes := make([]*scope.Pred, subscribers)
+	for i := range clients {
+		clients[i], _ = ts.open(t, "")
+		scopes[i] = mustScope(t, fmt.Sprintf(`owner == "c%d"`, i))
+		clients[i].send(proto.Sub{Collection: DemoCollection, Scope: scopes[i].Encode()})
+		if m, ok := clients[i].recv().(proto.Changes); !ok || len(m.Records) != 0 {
+			t.Fatalf("first page: %#v", m)
+		}
+	}
+	for r := range rounds {
+		if r%2 == 0 {
+			// Every group idle: the push must start their goroutines.
+			deadline := time.Now().Add(10 * time.Second)
+			for !ts.groupsIdle() {
+				if time.Now().After(deadline) {
+					t.Fatal("broadcast groups still run a goroutine while idle")
+				}
+				time.Sleep(time.Millisecond)
+			}
+		} // else at once: the goroutines of the last round may be exiting
+		changes := make([]crdt.Change, subscribers)
+		for i := range changes {
+			changes[i] = set(t, DemoCollection, fmt.Sprintf("c%d-%d", i, r), map[string]any{"owner": fmt.Sprintf("c%d", i)})
+		}
+		last := r == rounds-1
+		armed.Store(last)
+		ts.push(t, "", changes...)
+		if last {
+			if err := <-late; err != nil {
+				t.Fatal(err)
+			}
+		}
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var missing []string
+		for i, c := range clients {
+			wg.Go(func() {
+				want := map[string]bool{fmt.Sprintf("c%d-%d", i, r): true}
+				if last && i == 0 {
+					want["c0-late"] = true
+				}
+				for len(want) > 0 {
+					m, err := c.recvErr(20 * time.Second)
+					ch, ok := m.(proto.Changes)
+					if err != nil || !ok {
+						mu.Lock()
+						missing = append(missing, fmt.Sprintf("%v (%v %v)", want, m, err))
+						mu.Unlock()
+						return
+					}
+					for _, rec := range ch.Records {
+						if !scopes[i].Match(rec) || !want[rec.ID] {
+							mu.Lock()
+							missing = append(missing, fmt.Sprintf("%v: got %s", want, rec.ID))
+							mu.Unlock()
+							return
+						}
+						delete(want, rec.ID)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		if len(missing) > 0 {
+			t.Fatalf("round %d: %s", r, strings.Join(missing, ", "))
 		}
 	}
 }

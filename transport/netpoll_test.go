@@ -276,17 +276,20 @@ func TestLiveUpgradeBytesKept(t *testing.T) {
 }
 
 // An idle subscribed session holds no goroutine on the netpoll path, also
-// behind the server's Listener; on the fallback path it holds its reader,
-// which shows that the count sees sessions.
+// behind the server's Listener, and also when its subscription is alone in
+// its broadcast group (its own scope): an idle group holds none either. On
+// the fallback path a session holds its reader, which shows that the count
+// sees sessions.
 func TestLiveIdleHoldsNoGoroutine(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("the epoll loop is Linux's")
 	}
 	const n = 200
 	for _, tc := range []struct {
-		name   string
-		noPoll bool
-	}{{"polled", false}, {"fallback", true}} {
+		name      string
+		noPoll    bool
+		ownGroups bool // every subscription in a group of its own
+	}{{"polled", false, false}, {"fallback", true, false}, {"polled, a group each", false, true}} {
 		t.Run(tc.name, func(t *testing.T) {
 			ts := newTestServer(t, func(c *Config) {
 				c.Demo = true
@@ -305,7 +308,11 @@ func TestLiveIdleHoldsNoGoroutine(t *testing.T) {
 				if _, ok := c.recv().(proto.Welcome); !ok {
 					t.Fatal("no welcome")
 				}
-				c.send(proto.Sub{Collection: DemoCollection})
+				sub := proto.Sub{Collection: DemoCollection}
+				if tc.ownGroups {
+					sub.Scope = mustScope(t, fmt.Sprintf(`owner == %q`, replica)).Encode()
+				}
+				c.send(sub)
 				if _, ok := c.recv().(proto.Changes); !ok {
 					t.Fatal("no first page")
 				}
@@ -326,6 +333,14 @@ func TestLiveIdleHoldsNoGoroutine(t *testing.T) {
 				t.Fatalf("%d idle sessions hold %d goroutines, want far fewer", n, grew)
 			case tc.noPoll && grew < n:
 				t.Fatalf("%d idle sessions read by goroutines hold only %d goroutines: the count misses them", n, grew)
+			}
+			if tc.ownGroups {
+				ts.srv.hub.mu.Lock()
+				groups := len(ts.srv.hub.groups)
+				ts.srv.hub.mu.Unlock()
+				if groups != n+1 {
+					t.Fatalf("%d broadcast groups, want %d", groups, n+1)
+				}
 			}
 			// They are still served.
 			last := clients[n-1]
