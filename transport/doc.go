@@ -42,9 +42,9 @@
 // cursor. Its subscriptions are entries of a broadcast group, one per
 // collection (keyed by collection and scope encoding, so that scoped
 // subscribers will share too), which holds the engine subscription
-// (engine.Subscribe): whenever the head moves, the group reads and encodes
-// the new page once per cursor among its subscribers and queues the same
-// bytes on every connection at that cursor. Caught-up subscribers share
+// (engine.SubscribeFunc): whenever the head moves, the group reads and
+// encodes the new page once per cursor among its subscribers and queues
+// the same bytes on every connection at that cursor. Caught-up subscribers share
 // one cursor, so a change costs one store read however many they are;
 // subscribers behind catch up from the log and join them; changes that
 // land during a fan-out coalesce into the next page. A subscriber is only
@@ -60,7 +60,10 @@
 // a broadcast encodes a page's frame once and writes it itself to each
 // connection with nothing else to write, with one write that does not
 // wait; other writes, and what such a write leaves, go through a shared
-// pool of writers; pings go through one pinger.
+// pool of writers; pings go through one pinger; a broadcast group runs a
+// goroutine only while it has pages to read and hand out, so an idle
+// subscription holds none, even alone in its group (broadcast.go,
+// "Goroutines on demand").
 //
 // # Untrusted input
 //
