@@ -12,7 +12,9 @@
 #      per field change)
 #   3  WebSocket fan-out latency, 1,000 and 10,000 subscribers, store reads and CPU per delivery
 #      (server and generator), each row beside the issue's target; the
-#      floor of the same fan-outs (one write(2) per subscriber, no server)
+#      floor of the same fan-outs (one write(2) per subscriber, no server);
+#      as root, the same rows again with loopback receives steered to the
+#      generator's core
 #   4  initial sync of 100,000 records into Chromium's IndexedDB; put with
 #      10 live queries and putMany beside raw IndexedDB (live.mjs)
 #   5  server memory per idle WebSocket, client heap for 100,000 records
@@ -134,6 +136,27 @@ main() {
 		# a 20,000-descriptor limit.
 		run s3-fanfloor 90 "${pin[@]}" "$BIN/convergo-bench" fanfloor -runs 5 -writes 30
 		run s3-fanfloor-10k 120 "${pin[@]}" "$BIN/convergo-bench" fanfloor -subs 9990 -writes 25 -interval 200ms -runs 5
+		# The same rows again with loopback receives processed on the
+		# generator's core (receive packet steering): by default the kernel
+		# runs a loopback receiver's TCP work in the sender's context, so the
+		# server's core also pays its subscribers' receive processing, which
+		# remote clients' machines would. Their titles say so; both sets
+		# are reported. Needs root (the sysfs file), restored afterwards.
+		local rps=/sys/class/net/lo/queues/rx-0/rps_cpus
+		if ((${#pin[@]})) && [[ -w $rps ]]; then
+			local rps_was
+			rps_was=$(<"$rps")
+			trap "echo '$rps_was' >'$rps'" EXIT
+			echo 2 >"$rps"
+			run s3-rps-fanout 240 "${pin[@]}" "$BIN/convergo-bench" fanout "${SERVER[@]}" -runs "$(((RUNS + 1) / 2))"
+			run s3-rps-fanout-10k 420 "${pin[@]}" "$BIN/convergo-bench" fanout -stores memory -subs 10000 -writes 25 -interval 200ms -runs 5
+			run s3-rps-fanfloor 90 "${pin[@]}" "$BIN/convergo-bench" fanfloor -runs 5 -writes 30
+			run s3-rps-fanfloor-10k 120 "${pin[@]}" "$BIN/convergo-bench" fanfloor -subs 9990 -writes 25 -interval 200ms -runs 5
+			echo "$rps_was" >"$rps"
+			trap - EXIT
+		else
+			log "fan-out with steered loopback receives skipped: needs taskset and a writable $rps"
+		fi
 	fi
 
 	# Scenario 4 and the client half of 5: Chromium.

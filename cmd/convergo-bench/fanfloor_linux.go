@@ -49,7 +49,7 @@ func runFanFloor(args []string) error {
 	}
 	raiseFileLimit()
 	title := fmt.Sprintf("Fan-out floor: one write(2) of %d bytes per subscriber, no server, %s subscribers, %s pushes/s",
-		*frame, groupThousands(strconv.Itoa(*subs)), strconv.FormatFloat(float64(time.Second)/float64(*interval), 'g', 3, 64))
+		*frame, groupThousands(strconv.Itoa(*subs)), strconv.FormatFloat(float64(time.Second)/float64(*interval), 'g', 3, 64)) + loopbackNote()
 	for run := range *runs {
 		lat, cpu, err := fanFloorRun(*subs, *writes, *interval, *frame)
 		if err != nil {

@@ -374,7 +374,7 @@ func runFanout(args []string) error {
 		}
 		title = strings.Replace(title, "1,000", groupThousands(strconv.Itoa(*subs)), 1)
 		rate := float64(time.Second) / float64(*interval)
-		title += ", " + strconv.FormatFloat(rate, 'g', 3, 64) + " pushes/s"
+		title += ", " + strconv.FormatFloat(rate, 'g', 3, 64) + " pushes/s" + loopbackNote()
 		var p99s []float64
 		for run := range *runs {
 			name := fmt.Sprintf("%s-%dsubs-run%d", kind, *subs, run)
