@@ -40,8 +40,9 @@
 //
 // A WebSocket session streams each subscribed collection from the client's
 // cursor. Its subscriptions are entries of a broadcast group, one per
-// collection (keyed by collection and scope encoding, so that scoped
-// subscribers will share too), which holds the engine subscription
+// collection, effective read scope and schema version (subscribers of one
+// scope and version share pages; others never do), which holds the engine
+// subscription
 // (engine.SubscribeFunc): whenever the head moves, the group reads and
 // encodes the new page once per cursor among its subscribers and queues
 // the same bytes on every connection at that cursor. Caught-up subscribers share
