@@ -28,6 +28,7 @@ type Compact struct {
 	pinned  int
 	base    int64
 	hasBase bool
+	implied bool              // the base is the session's: the message does not carry it
 	index   map[string]uint64 // encoding only
 }
 
@@ -60,12 +61,57 @@ func NewCompact(pinned string, table []string, base *uint64) (*Compact, error) {
 // records and whose pinned id is pinned ("" for none): the table and the
 // base the encoders of every implementation choose for it.
 func PlanCompact(pinned string, records iter.Seq[Record]) *Compact {
+	c, each, minWall := planTable(pinned, records)
+	if minWall >= 0 {
+		plain, delta := 0, 1+headLen(uint64(minWall)) // key 8 and the base
+		each(func(s Stamp) {
+			plain += headLen(uint64(s.Wall))
+			delta += headLen(uint64(s.Wall - minWall))
+		})
+		if delta < plain {
+			c.base, c.hasBase = minWall, true
+		}
+	}
+	return c
+}
+
+// PlanCompactFrom plans the compact form of a message whose walls are
+// always written as differences, from a base both ends already share
+// (session: a live push's session base, the server time of its session's
+// welcome) unless the message carries one of its own (key 8): the table as
+// PlanCompact's, and the base by this rule, the same in every
+// implementation. Let B be the smallest wall of the records' stamps: when
+// every wall is at or after session and the differences from session take
+// no more bytes than key 8, B and the differences from B, the walls are
+// written from session and the message carries no base (Base reports
+// none); otherwise its base is B. A session base outside 0..MaxWall is
+// never used. Records without stamps carry no base.
+func PlanCompactFrom(pinned string, records iter.Seq[Record], session int64) *Compact {
+	c, each, minWall := planTable(pinned, records)
+	usable := session >= 0 && session <= MaxWall
+	c.base, c.hasBase, c.implied = session, true, true
+	if minWall < 0 {
+		c.hasBase = usable
+		return c
+	}
+	fromSession, fromMin := 0, 1+headLen(uint64(minWall)) // key 8 and the base
+	each(func(s Stamp) {
+		fromSession += headLen(uint64(s.Wall - session))
+		fromMin += headLen(uint64(s.Wall - minWall))
+	})
+	if !usable || minWall < session || fromSession > fromMin {
+		c.base, c.implied = minWall, false
+	}
+	return c
+}
+
+// planTable plans the replica table of a message (PlanCompact) and returns
+// it with a walk over the records' stamps and their smallest wall (-1 for
+// none).
+func planTable(pinned string, records iter.Seq[Record]) (c *Compact, each func(func(Stamp)), minWall int64) {
 	count := map[string]int{}
-	var (
-		minWall int64 = -1
-		plain   int
-	)
-	each := func(yield func(Stamp)) {
+	minWall = -1
+	each = func(yield func(Stamp)) {
 		for r := range records {
 			if !r.Deleted.IsZero() {
 				yield(r.Deleted)
@@ -80,9 +126,8 @@ func PlanCompact(pinned string, records iter.Seq[Record]) *Compact {
 		if minWall < 0 || s.Wall < minWall {
 			minWall = s.Wall
 		}
-		plain += headLen(uint64(s.Wall))
 	})
-	c := &Compact{index: map[string]uint64{}}
+	c = &Compact{index: map[string]uint64{}}
 	if pinned != "" {
 		c.table, c.pinned, c.index[pinned] = []string{pinned}, 1, 0
 	}
@@ -97,14 +142,7 @@ func PlanCompact(pinned string, records iter.Seq[Record]) *Compact {
 		c.index[id] = uint64(len(c.table))
 		c.table = append(c.table, id)
 	}
-	if minWall >= 0 {
-		delta := 1 + headLen(uint64(minWall)) // key 8 and the base
-		each(func(s Stamp) { delta += headLen(uint64(s.Wall - minWall)) })
-		if delta < plain {
-			c.base, c.hasBase = minWall, true
-		}
-	}
-	return c
+	return c, each, minWall
 }
 
 // Table returns the ids the message carries in its replica table (key 7),
@@ -118,7 +156,7 @@ func (c *Compact) Table() []string {
 
 // Base returns the message's base wall (key 8) and whether it has one.
 func (c *Compact) Base() (uint64, bool) {
-	if c == nil || !c.hasBase {
+	if c == nil || !c.hasBase || c.implied {
 		return 0, false
 	}
 	return uint64(c.base), true

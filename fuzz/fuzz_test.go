@@ -270,7 +270,11 @@ func FuzzDecodeCompact(f *testing.F) {
 	// compact vectors' first replica, so their pushes by device part are
 	// seeds that decode.
 	const fuzzPrefix = "abcdefghij234567"
+	// The session a live push is read in: the vectors' first replica, and
+	// the base of most of their live pushes.
+	session := proto.Session{Replica: fuzzPrefix + "_V1StGXR8_Z5jdHi6B-myT0", Base: 1_764_720_000_000}
 	f.Fuzz(func(t *testing.T, data []byte) {
+		fuzzLivePush(t, data, session)
 		var p proto.PullResponse
 		if err := proto.Decode(data, &p); err != nil {
 			typedDecodeError(t, "decode pull answer", err)
@@ -323,6 +327,38 @@ func FuzzDecodeCompact(f *testing.F) {
 			}
 		}
 	})
+}
+
+// fuzzLivePush reads data as the server reads a push over the live
+// session s: what decodes is valid and survives the encoding both ways.
+func fuzzLivePush(t *testing.T, data []byte, s proto.Session) {
+	push, err := proto.DecodePushLive(data, s)
+	if err != nil {
+		typedDecodeError(t, "decode live push", err)
+		return
+	}
+	var ok []crdt.Change
+	for i, c := range push.Changes {
+		if push.Refused != nil && push.Refused[i] != nil {
+			typedDecodeError(t, "decode live pushed change", push.Refused[i])
+			continue
+		}
+		checkCompactRecords(t, []crdt.Record{c.Record})
+		ok = append(ok, c)
+	}
+	enc, err := proto.EncodeMessage(proto.PushLive{Changes: ok, Versions: push.Versions, Session: s})
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := proto.DecodePushLive(enc, s)
+	if err != nil || back.Refused != nil || len(back.Changes) != len(ok) {
+		t.Fatalf("re-encoded live push does not decode (%v, %v)\ninput %x\nencoded %x", err, back.Refused, data, enc)
+	}
+	for i := range ok {
+		if back.Changes[i].Collection != ok[i].Collection || !back.Changes[i].Record.Equal(ok[i].Record) {
+			t.Fatalf("live push round trip changed change %d:\n got %+v\nwant %+v", i, back.Changes[i], ok[i])
+		}
+	}
 }
 
 func checkCompactRecords(t *testing.T, rs []crdt.Record) {

@@ -86,6 +86,7 @@ type liveConn struct {
 	rmu     sync.Mutex
 	pending []byte // sent by the client before its upgrade was answered, not read yet
 	prin    Principal
+	sess    proto.Session // set by the hello: what a push is read in
 	rateKey string
 
 	started   atomic.Bool // the hello was accepted
@@ -420,7 +421,7 @@ func (c *liveConn) handle(op ws.OpCode, data []byte) error {
 		}
 	}
 	started := c.started.Load()
-	m, err := proto.DecodeClientMessage(data)
+	m, err := proto.DecodeClientMessage(data, c.sess)
 	if errors.Is(err, proto.ErrUnknownType) && started {
 		// A message of a later revision: say so, keep the session.
 		c.queue(proto.ErrorMessage{Code: proto.CodeMalformed, Message: "unknown message type", RequestID: c.id})
@@ -470,6 +471,8 @@ func (c *liveConn) handle(op ws.OpCode, data []byte) error {
 		c.unsubscribe(m.Collection)
 	case proto.Ping:
 		c.queue(proto.Pong{Nonce: m.Nonce})
+	case proto.PushLive:
+		c.queue(proto.ErrorMessage{Code: proto.CodeMalformed, Message: "unknown message type", RequestID: c.id})
 	}
 	return nil
 }

@@ -188,7 +188,8 @@ export const CLIENT_MESSAGE_TYPES = /* @__PURE__ */ Object.freeze([
   "hello",
   "sub",
   "unsub",
-  "ping"
+  "ping",
+  "push"
 ]);
 
 /** Live message types a server sends. */
@@ -198,7 +199,8 @@ export const SERVER_MESSAGE_TYPES = /* @__PURE__ */ Object.freeze([
   "pong",
   "error",
   "resync",
-  "reset"
+  "reset",
+  "pushed"
 ]);
 
 /** Why a cursor is reset; a client treats an unknown reason as history_lost. */

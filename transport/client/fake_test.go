@@ -450,7 +450,7 @@ func (f *fakeServer) live(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return
 	}
-	m, err := proto.DecodeClientMessage(b)
+	m, err := proto.DecodeClientMessage(b, proto.Session{})
 	h, ok := m.(proto.Hello)
 	if err != nil || !ok {
 		send(proto.ErrorMessage{Code: proto.CodeMalformed, Message: "hello first"})
@@ -558,7 +558,7 @@ func (f *fakeServer) live(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return
 		}
-		m, err := proto.DecodeClientMessage(b)
+		m, err := proto.DecodeClientMessage(b, proto.Session{})
 		if err != nil {
 			return
 		}

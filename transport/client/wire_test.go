@@ -124,7 +124,7 @@ func TestLiveMessagesAreProtos(t *testing.T) {
 				return
 			}
 			frames <- b
-			m, err := proto.DecodeClientMessage(b)
+			m, err := proto.DecodeClientMessage(b, proto.Session{})
 			if err != nil {
 				t.Errorf("the server's decoder: %v", err)
 				return

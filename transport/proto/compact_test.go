@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -31,10 +32,16 @@ type compactFile struct {
 
 type compactMessage struct {
 	Name string `json:"name"`
-	// Kind is "pull" (a pull answer), "changes" (a live changes message)
-	// or "push" (a push body).
+	// Kind is "pull" (a pull answer), "changes" (a live changes message),
+	// "push" (a push body) or "live push" (a push message over a live
+	// session).
 	Kind    string `json:"kind"`
-	Replica string `json:"replica,omitempty"` // push: the pushing replica
+	Replica string `json:"replica,omitempty"` // push: the pushing replica; live push: the session's
+	// Base is, for a live push, the session base: the server time of the
+	// session's welcome (Session.Base).
+	Base *int64 `json:"base,omitempty"`
+	// Versions is, for a push or live push, its key 3.
+	Versions map[string]uint64 `json:"versions,omitempty"`
 	// Prefix is, for a push, the replica prefix of the token it goes with
 	// (PushRequest.Prefix): when the replica is one of its ids, the body
 	// names it by its device part (key 9) and is read back with it.
@@ -44,20 +51,25 @@ type compactMessage struct {
 	More       bool   `json:"more,omitempty"`
 	// Records are the message's records (pull, changes) in plain form,
 	// hex; Changes a push's changes in plain form, hex.
-	Records    []string `json:"records,omitempty"`
-	Changes    []string `json:"changes,omitempty"`
-	PlainHex   string   `json:"plain_hex"`
-	CompactHex string   `json:"compact_hex"`
+	Records []string `json:"records,omitempty"`
+	Changes []string `json:"changes,omitempty"`
+	// PlainHex is the message with plain stamps; a live push has no plain
+	// form (its walls are always differences) and none.
+	PlainHex   string `json:"plain_hex,omitempty"`
+	CompactHex string `json:"compact_hex"`
 }
 
 type compactInvalid struct {
 	Name string `json:"name"`
-	Kind string `json:"kind"` // "pull", "changes" or "push"
+	Kind string `json:"kind"` // "pull", "changes", "push" or "live push"
 	Hex  string `json:"hex"`  // the whole message
 	// Prefix is, for a push, the principal's replica prefix it is read
 	// with.
 	Prefix string `json:"prefix,omitempty"`
-	Error  string `json:"error"` // the code: malformed, invalid
+	// Replica and Base are, for a live push, the session it is read in.
+	Replica string `json:"replica,omitempty"`
+	Base    *int64 `json:"base,omitempty"`
+	Error   string `json:"error"` // the code: malformed, invalid
 	// Change is, for a push, the index of the change refused alone (the
 	// rest of the push decodes); absent, the push is refused whole.
 	Change *int `json:"change,omitempty"`
@@ -166,10 +178,49 @@ func compactCases(t *testing.T) []compactMessage {
 			change("b3", crdt.Record{ID: "doc", Fields: map[string]crdt.Field{"v": {Stamp: stampAt(w, 0, repA), Value: val(t, 7)}}}),
 		}},
 	)
+	out = append(out, liveCompactCases(t, w, todo, change)...)
 	for i := range out {
 		encodeCompactMessage(t, &out[i])
 	}
 	return out
+}
+
+// liveCompactCases are live pushes: the session's replica is index 0, the
+// walls differences from the session base unless key 8 beats it by the
+// encoder's rule (crdt.PlanCompactFrom).
+func liveCompactCases(t *testing.T, w int64, todo func(string, crdt.Stamp, string) crdt.Record, change func(string, crdt.Record) string) []compactMessage {
+	live := func(name string, base int64, replica string, changes ...string) compactMessage {
+		return compactMessage{Name: "live push: " + name, Kind: "live push", Replica: replica, Base: &base, Changes: changes}
+	}
+	one := func(wall int64) string {
+		return change("b3", crdt.Record{ID: "doc", Fields: map[string]crdt.Field{"v": {Stamp: stampAt(wall, 0, repA), Value: val(t, 7)}}})
+	}
+	const hour = 3_600_000
+	several := make([]string, 4)
+	for i := range several {
+		several[i] = change("demo.todos", todo(fmt.Sprintf("t%d", i), stampAt(w+int64(i), 0, repA), "item"))
+	}
+	versioned := live("schema versions (key 3)", w-1000, repA, one(w))
+	versioned.Versions = map[string]uint64{"b3": 2, "demo.todos": 1}
+	return []compactMessage{
+		live("B3.1, a session opened a second before: from the session base", w-1000, repA, one(w)),
+		live("B3.1, a session opened hours before: from the session base", w-3*hour, repA, one(w)),
+		live("a wall at the session base", w, repA, one(w)),
+		live("three fields within a minute of the session base", w-30_000, repA, change("demo.todos", todo("t1", stampAt(w, 3, repA), "milk"))),
+		live("a wall before the session base: key 8", w, repA, one(w-5_000)),
+		live("many close stamps hours after the session base: key 8", w-10*hour, repA, several...),
+		live("another replica twice: in the table", w, repA,
+			change("demo.todos", todo("t1", stampAt(w, 0, repA), "milk")),
+			change("demo.todos", crdt.Record{ID: "t2", Deleted: stampAt(w+1, 0, repB), Fields: map[string]crdt.Field{
+				"title": {Stamp: stampAt(w+1, 0, repB)},
+			}}),
+			change("notes", crdt.Record{ID: "n1", Fields: map[string]crdt.Field{"body": {Stamp: stampAt(w+2, 0, repC), Value: val(t, "once")}}})),
+		live("a session replica that wrote nothing of its own", w-1000, repC,
+			change("demo.todos", crdt.Record{ID: "t3", Fields: map[string]crdt.Field{"done": {Stamp: stampAt(w, 0, repB), Value: val(t, true)}}})),
+		live("a change without stamps", w, repA, change("demo.todos", crdt.Record{ID: "t4"})),
+		live("no changes", w, repA),
+		versioned,
+	}
 }
 
 func recordsHex(rs []crdt.Record) []string {
@@ -222,7 +273,12 @@ func messageOf(t *testing.T, m compactMessage) (any, []crdt.Record, []crdt.Chang
 	case "changes":
 		return Changes{Type: TypeChanges, Collection: m.Collection, Records: rs, Next: next, More: m.More}, rs, nil
 	case "push":
-		return PushRequest{Replica: m.Replica, Changes: cs, Prefix: m.Prefix}, nil, cs
+		return PushRequest{Replica: m.Replica, Changes: cs, Prefix: m.Prefix, Versions: m.Versions}, nil, cs
+	case "live push":
+		if cs == nil {
+			cs = []crdt.Change{}
+		}
+		return PushLive{Changes: cs, Versions: m.Versions, Session: Session{Replica: m.Replica, Base: *m.Base}}, nil, cs
 	}
 	t.Fatalf("kind %q", m.Kind)
 	return nil, nil, nil
@@ -244,6 +300,8 @@ func encodeCompactMessage(t *testing.T, m *compactMessage) {
 	case PushRequest:
 		compact, _ = Encode(v)
 		plain, err = crdt.Marshal(plainPush{Replica: v.Replica, Changes: v.Changes})
+	case PushLive:
+		compact, err = EncodeMessage(v)
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -267,10 +325,15 @@ func compactInvalidCases(t *testing.T) []compactInvalid {
 		return hex.EncodeToString(crdt.AppendHead(nil, 3, uint64(len(s)))) + hex.EncodeToString([]byte(s))
 	}
 	uintHex := func(n uint64) string { return hex.EncodeToString(crdt.AppendHead(nil, 0, n)) }
+	change := func(stamp string) string { return "a2016162" + "02" + rec(stamp) } // {1: "b", 2: record}
+	s, late := int64(w), int64(crdt.MaxWall-1)
+	livePush := func(n int, extra string, changes ...string) string { // {0: "push", 2: changes, extra...}
+		return fmt.Sprintf("%x00%s02%x%s%s", 0xa2+n, text(TypePush), 0x80+len(changes), strings.Join(changes, ""), extra)
+	}
 	pull := func(rec, extra string, n int) string {
 		return fmt.Sprintf("%x01%s%s0240%s", 0xa2+n, "81"+rec, "", extra)
 	}
-	one := 1
+	zero, one := 0, 1
 	return []compactInvalid{
 		{Name: "replica index without a table", Kind: "pull", Hex: pull(rec(uintHex(w)+"0000"), "", 0), Error: CodeMalformed},
 		{Name: "replica index outside the table", Kind: "pull", Hex: pull(rec(uintHex(w)+"0001"), "0781"+text(repA), 1), Error: CodeMalformed},
@@ -301,6 +364,22 @@ func compactInvalidCases(t *testing.T) []compactInvalid {
 		{Name: "push: device part too long for a replica id", Kind: "push", Prefix: prefixA,
 			Hex:   "a20281" + "a2016162" + "02" + rec(uintHex(w)+"0000") + "09" + text(strings.Repeat("d", MaxDeviceBytes+1)),
 			Error: CodeInvalid},
+		{Name: "live push: replica named (key 1)", Kind: "live push", Replica: repA, Base: &s,
+			Hex: "a3006470757368" + "01" + text(repA) + "0281" + change("0000"+"00"), Error: CodeMalformed},
+		{Name: "live push: device part named (key 9)", Kind: "live push", Replica: repA, Base: &s,
+			Hex: livePush(1, "09"+text("V1StGXR8_Z5jdHi6B-myT0"), change("0000"+"00")), Error: CodeMalformed},
+		{Name: "live push: index past the session's replica refuses that change", Kind: "live push", Replica: repA, Base: &s,
+			Hex: livePush(0, "", change("0000"+"00"), change("0000"+"01")), Error: CodeMalformed, Change: &one},
+		{Name: "live push: index past the table refuses that change", Kind: "live push", Replica: repA, Base: &s,
+			Hex: livePush(1, "0781"+text(repB), change("0000"+"02")), Error: CodeMalformed, Change: &zero},
+		{Name: "live push: session base plus difference past the largest wall", Kind: "live push", Replica: repA, Base: &late,
+			Hex: livePush(0, "", change("0000"+"00"), change("0200"+"00")), Error: CodeInvalid, Change: &one},
+		{Name: "live push: base (key 8) plus difference past the largest wall", Kind: "live push", Replica: repA, Base: &s,
+			Hex: livePush(1, "08"+uintHex(crdt.MaxWall-1), change("0200"+"00")), Error: CodeInvalid, Change: &zero},
+		{Name: "live push: a wall that is not a difference", Kind: "live push", Replica: repA, Base: &s,
+			Hex: livePush(0, "", change("2000"+"00")), Error: CodeInvalid, Change: &zero},
+		{Name: "live push: base (key 8) past the largest wall", Kind: "live push", Replica: repA, Base: &s,
+			Hex: livePush(1, "08"+uintHex(crdt.MaxWall+1), change("0000"+"00")), Error: CodeMalformed},
 	}
 }
 
@@ -329,10 +408,13 @@ func TestCompactVectors(t *testing.T) {
 			msg, rs, cs := messageOf(t, m)
 			plain, _ := hex.DecodeString(m.PlainHex)
 			compact, _ := hex.DecodeString(m.CompactHex)
-			if len(compact) > len(plain) {
+			forms := [][]byte{plain, compact}
+			if m.Kind == "live push" {
+				forms = forms[1:]
+			} else if len(compact) > len(plain) {
 				t.Errorf("compact form %d bytes, plain %d", len(compact), len(plain))
 			}
-			for _, b := range [][]byte{plain, compact} {
+			for _, b := range forms {
 				switch msg.(type) {
 				case PullResponse:
 					var back PullResponse
@@ -363,6 +445,20 @@ func TestCompactVectors(t *testing.T) {
 							t.Fatalf("change %d: got %+v, want %+v", i, back.Changes[i], cs[i])
 						}
 					}
+				case PushLive:
+					back, err := DecodeClientMessage(b, Session{Replica: m.Replica, Base: *m.Base})
+					if err != nil {
+						t.Fatalf("decode %x: %v", b, err)
+					}
+					p := back.(PushLive)
+					if p.Refused != nil || len(p.Changes) != len(cs) || !reflect.DeepEqual(p.Versions, m.Versions) {
+						t.Fatalf("decoded %x: %+v", b, p)
+					}
+					for i := range cs {
+						if p.Changes[i].Collection != cs[i].Collection || !p.Changes[i].Record.Equal(cs[i].Record) {
+							t.Fatalf("change %d: got %+v, want %+v", i, p.Changes[i], cs[i])
+						}
+					}
 				}
 			}
 		})
@@ -387,6 +483,25 @@ func TestCompactVectors(t *testing.T) {
 				if err != nil {
 					t.Fatalf("push does not decode: %v", err)
 				}
+				if p.Refused == nil || p.Refused[*v.Change] == nil {
+					t.Fatalf("change %d not refused: %+v", *v.Change, p)
+				}
+				for i, e := range p.Refused {
+					if i != *v.Change && e != nil {
+						t.Fatalf("change %d refused too: %v", i, e)
+					}
+				}
+				err = p.Refused[*v.Change]
+			case "live push":
+				var m Message
+				m, err = DecodeClientMessage(b, Session{Replica: v.Replica, Base: *v.Base})
+				if v.Change == nil {
+					break
+				}
+				if err != nil {
+					t.Fatalf("push does not decode: %v", err)
+				}
+				p := m.(PushLive)
 				if p.Refused == nil || p.Refused[*v.Change] == nil {
 					t.Fatalf("change %d not refused: %+v", *v.Change, p)
 				}

@@ -318,12 +318,14 @@ const (
 	TypeSub     = "sub"
 	TypeUnsub   = "unsub"
 	TypePing    = "ping"
+	TypePush    = "push"
 	TypeWelcome = "welcome"
 	TypeChanges = "changes"
 	TypePong    = "pong"
 	TypeError   = "error"
 	TypeResync  = "resync"
 	TypeReset   = "reset"
+	TypePushed  = "pushed"
 )
 
 // Close codes of live sessions beyond RFC 6455's usual ones.
@@ -458,11 +460,13 @@ func (Pong) MessageType() string         { return TypePong }
 func (ErrorMessage) MessageType() string { return TypeError }
 func (Resync) MessageType() string       { return TypeResync }
 func (Reset) MessageType() string        { return TypeReset }
+func (PushLive) MessageType() string     { return TypePush }
+func (Pushed) MessageType() string       { return TypePushed }
 
 // clientTypes and serverTypes are the message types each side sends.
 var (
-	clientTypes = []string{TypeHello, TypeSub, TypeUnsub, TypePing}
-	serverTypes = []string{TypeWelcome, TypeChanges, TypePong, TypeError, TypeResync, TypeReset}
+	clientTypes = []string{TypeHello, TypeSub, TypeUnsub, TypePing, TypePush}
+	serverTypes = []string{TypeWelcome, TypeChanges, TypePong, TypeError, TypeResync, TypeReset, TypePushed}
 )
 
 // Encode encodes a request or answer body (not a live message; see
@@ -511,6 +515,10 @@ func EncodeMessage(m Message) ([]byte, error) {
 	case Reset:
 		v.Type = TypeReset
 		return crdt.Marshal(v)
+	case PushLive:
+		return v.MarshalCBOR()
+	case Pushed:
+		return v.MarshalCBOR()
 	}
 	return nil, fmt.Errorf("encode message: unsupported type %T", m)
 }
@@ -534,9 +542,11 @@ func PeekType(data []byte) (string, error) {
 	return *m.Type, nil
 }
 
-// DecodeClientMessage decodes a message a client sends: Hello, Sub, Unsub
-// or Ping (values, not pointers). An unknown type wraps ErrUnknownType.
-func DecodeClientMessage(data []byte) (Message, error) {
+// DecodeClientMessage decodes a message a client sends: Hello, Sub, Unsub,
+// Ping or PushLive (values, not pointers). A push is read in the session s
+// (DecodePushLive); before the welcome, s is the zero Session. An unknown
+// type wraps ErrUnknownType.
+func DecodeClientMessage(data []byte, s Session) (Message, error) {
 	t, err := PeekType(data)
 	if err != nil {
 		return nil, err
@@ -550,12 +560,14 @@ func DecodeClientMessage(data []byte) (Message, error) {
 		return decodeAs[Unsub](data)
 	case TypePing:
 		return decodeAs[Ping](data)
+	case TypePush:
+		return DecodePushLive(data, s)
 	}
 	return nil, fmt.Errorf("%w %q", ErrUnknownType, t)
 }
 
 // DecodeServerMessage decodes a message a server sends: Welcome, Changes,
-// Pong, ErrorMessage or Resync (values, not pointers). An unknown type
+// Pong, ErrorMessage, Resync, Reset or Pushed (values, not pointers). An unknown type
 // wraps ErrUnknownType.
 func DecodeServerMessage(data []byte) (Message, error) {
 	t, err := PeekType(data)
@@ -575,6 +587,8 @@ func DecodeServerMessage(data []byte) (Message, error) {
 		return decodeAs[Resync](data)
 	case TypeReset:
 		return decodeAs[Reset](data)
+	case TypePushed:
+		return decodeAs[Pushed](data)
 	}
 	return nil, fmt.Errorf("%w %q", ErrUnknownType, t)
 }
