@@ -200,20 +200,7 @@ var errStore = errors.New("store failure")
 // logged with the request id the answer carries.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	id := w.Header().Get(proto.HeaderRequestID)
-	var e *proto.Error
-	switch {
-	case errors.As(err, &e):
-		if e.Cause != nil {
-			s.log.Debug("refused", "path", r.URL.Path, "request", id, "code", e.Code, "err", e.Cause)
-		}
-	case errors.Is(err, errStore):
-		s.log.Warn("store unavailable", "path", r.URL.Path, "request", id, "err", err)
-		e = &proto.Error{Status: http.StatusServiceUnavailable, Code: proto.CodeUnavailable,
-			Message: "the store is unavailable; retry later", RetryAfter: time.Second}
-	default:
-		s.log.Error("internal error", "path", r.URL.Path, "request", id, "err", err)
-		e = proto.Errorf(proto.CodeInternal, "internal error")
-	}
+	e := s.errorOf(err, r.URL.Path, id)
 	body, _ := proto.Encode(proto.ErrorBody{Code: e.Code, Message: e.Message, RequestID: id})
 	h := w.Header()
 	h.Set("Content-Type", proto.ContentType)
@@ -224,6 +211,27 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	}
 	w.WriteHeader(e.Status)
 	_, _ = w.Write(body)
+}
+
+// errorOf maps err to what the client is told of it, logging the detail
+// with where it happened and the request id: a *proto.Error as it is, a
+// store failure unavailable, anything else internal.
+func (s *Server) errorOf(err error, where, id string) *proto.Error {
+	var e *proto.Error
+	switch {
+	case errors.As(err, &e):
+		if e.Cause != nil {
+			s.log.Debug("refused", "path", where, "request", id, "code", e.Code, "err", e.Cause)
+		}
+	case errors.Is(err, errStore):
+		s.log.Warn("store unavailable", "path", where, "request", id, "err", err)
+		e = &proto.Error{Status: http.StatusServiceUnavailable, Code: proto.CodeUnavailable,
+			Message: "the store is unavailable; retry later", RetryAfter: time.Second}
+	default:
+		s.log.Error("internal error", "path", where, "request", id, "err", err)
+		e = proto.Errorf(proto.CodeInternal, "internal error")
+	}
+	return e
 }
 
 // requestIDs hands out the ids of requests: a random prefix per server and

@@ -55,8 +55,21 @@ func (s *Server) push(ctx context.Context, p Principal, body []byte) (any, error
 	if err := crdt.ValidateReplica(req.Replica); err != nil {
 		return nil, proto.Errorf(proto.CodeInvalid, "push: %s", publicText(err))
 	}
+	results, err := s.pushChanges(ctx, p, req.Changes, req.Refused, req.Versions)
+	if err != nil {
+		return nil, err
+	}
+	return proto.PushResponse{Results: results}, nil
+}
+
+// pushChanges applies a decoded push by p, over HTTP or a live session
+// (live.go): the changes, why those that did not decode were refused, and
+// the schema versions they were written under. It returns one result per
+// change once the store committed every applied change, or the error that
+// refuses the push whole.
+func (s *Server) pushChanges(ctx context.Context, p Principal, changes []crdt.Change, refused []error, versionsOf map[string]uint64) ([]proto.PushResult, error) {
 	var versions map[string]int
-	for coll, v := range req.Versions {
+	for coll, v := range versionsOf {
 		if v == 0 {
 			continue
 		}
@@ -68,11 +81,7 @@ func (s *Server) push(ctx context.Context, p Principal, body []byte) (any, error
 		}
 		versions[coll] = int(v)
 	}
-	results, err := s.apply(ctx, p, req.Changes, req.Refused, versions)
-	if err != nil {
-		return nil, err
-	}
-	return proto.PushResponse{Results: results}, nil
+	return s.apply(ctx, p, changes, refused, versions)
 }
 
 // schemaVersion checks the schema version a request names for coll and

@@ -43,6 +43,10 @@ import (
 //     a writer takes a connection with queued frames, writes what is
 //     queued (owed resyncs and control frames first) under one deadline
 //     with one writev, and moves on;
+//   - pushing: a push message is applied on a goroutine of its own, which
+//     ends with its pushed answer queued; a session has at most one push
+//     in flight (the client waits for the answer), so that the read loop
+//     never waits for the store;
 //   - the server's one pinger (ping.go) has a ping written to every
 //     connection each PingInterval, spread over the interval, and closes
 //     connections silent for IdleTimeout;
@@ -90,6 +94,8 @@ type liveConn struct {
 	rateKey string
 
 	started   atomic.Bool // the hello was accepted
+	pushing   atomic.Bool // a push is in flight: applied, its pushed not queued yet
+	pushMu    sync.Mutex  // held while a push's answer is queued: answers go in order
 	pinged    atomic.Bool // a ping is out: its pong refreshes the leases
 	closeSent atomic.Bool // our close frame is written (or being written)
 	draining  atomic.Bool // read only for the client's close: the session is ending
@@ -427,6 +433,15 @@ func (c *liveConn) handle(op ws.OpCode, data []byte) error {
 		c.queue(proto.ErrorMessage{Code: proto.CodeMalformed, Message: "unknown message type", RequestID: c.id})
 		return nil
 	}
+	if err != nil && started {
+		if t, perr := proto.PeekType(data); perr == nil && t == proto.TypePush {
+			// A push that does not decode is refused whole, as its HTTP
+			// body would be, and the session goes on.
+			c.s.metrics.liveMsgs.WithLabelValues(proto.TypePush).Inc()
+			refused := c.s.errorOf(decodeError("push", err), "live push", c.id)
+			return c.startPush(func() proto.Pushed { return proto.Pushed{Code: refused.Code, Message: refused.Message} })
+		}
+	}
 	if err != nil {
 		c.fatal(ws.StatusPolicyViolation, decodeError("message", err))
 		return errFatal
@@ -472,7 +487,7 @@ func (c *liveConn) handle(op ws.OpCode, data []byte) error {
 	case proto.Ping:
 		c.queue(proto.Pong{Nonce: m.Nonce})
 	case proto.PushLive:
-		c.queue(proto.ErrorMessage{Code: proto.CodeMalformed, Message: "unknown message type", RequestID: c.id})
+		return c.push(m, len(data))
 	}
 	return nil
 }
@@ -492,8 +507,64 @@ func (c *liveConn) hello(h proto.Hello) (Principal, error) {
 	if _, denied := c.s.deny.deniedAt(p, c.s.now().UnixMilli()); denied { // denied since authenticate
 		return Principal{}, proto.Errorf(proto.CodeRevoked, "access to this server was revoked")
 	}
-	c.queue(proto.Welcome{Hello: c.s.helloAnswer(p)})
+	welcome := c.s.helloAnswer(p)
+	c.sess = proto.Session{Replica: h.Replica, Base: welcome.ServerTime}
+	c.queue(proto.Welcome{Hello: welcome})
 	return p, nil
+}
+
+// push applies a push of the session (size bytes), as an HTTP push of the
+// same changes by the session's principal, off the read loop: the store
+// is not waited for here.
+func (c *liveConn) push(m proto.PushLive, size int) error {
+	p := c.prin
+	if !p.Expires.IsZero() && !c.s.now().Before(p.Expires) { // the expiry timer may be late
+		c.fatal(ws.StatusPolicyViolation, proto.Errorf(proto.CodeTokenExpired, "the token has expired: reconnect with a fresh one"))
+		return errFatal
+	}
+	return c.startPush(func() proto.Pushed {
+		// The push runs to its end if the session ends meanwhile, as a
+		// request would: its changes may be committed, and the client
+		// pushes them again (duplicate). Its decoded changes are counted
+		// with the HTTP bodies in flight.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(c.ctx), c.s.limits.RequestTimeout)
+		defer cancel()
+		if !c.s.bodies.take(int64(size), BodyWait, ctx.Done()) {
+			c.s.metrics.bodyRefused.Inc()
+			return proto.Pushed{Code: proto.CodeUnavailable, Message: "the server is busy reading other requests; retry later"}
+		}
+		defer c.s.bodies.release(int64(size))
+		results, err := c.s.pushChanges(ctx, p, m.Changes, m.Refused, m.Versions)
+		if err != nil {
+			e := c.s.errorOf(err, "live push", c.id)
+			return proto.Pushed{Code: e.Code, Message: e.Message}
+		}
+		return proto.Pushed{Results: results}
+	})
+}
+
+// startPush runs a push of the session with run, on a goroutine of its
+// own, and queues its answer, unless a push is in flight already: a
+// client sends its next push only once the one before is answered, and a
+// second one is a protocol error that ends the session.
+func (c *liveConn) startPush(run func() proto.Pushed) error {
+	if !c.pushing.CompareAndSwap(false, true) {
+		c.fatal(ws.StatusPolicyViolation, proto.Errorf(proto.CodeMalformed, "a push before the pushed answering the one before: one push at a time"))
+		return errFatal
+	}
+	c.s.bg.Add(1)
+	go func() {
+		defer c.s.bg.Done()
+		answer := run()
+		// In flight ends before the answer is queued, since the client
+		// may push again as soon as it reads it; pushMu keeps the answer
+		// of a push that a client sent too early behind this one.
+		c.pushMu.Lock()
+		defer c.pushMu.Unlock()
+		c.pushing.Store(false)
+		c.queue(answer)
+	}()
+	return nil
 }
 
 // principal returns the session's principal, once its hello was accepted.
