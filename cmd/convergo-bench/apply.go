@@ -26,7 +26,7 @@ import (
 )
 
 // runApply measures scenario 2: how many field changes per second the sync
-// server applies, pushed over HTTP (the protocol's only push) by concurrent
+// server applies, pushed over HTTP by concurrent
 // clients, on each store, beside the store's own ceiling measured in the
 // same run: on the same Redis, redis-benchmark -P 16 running EVALSHA of a
 // script of the merge script's shape (shapeScript, as many records per

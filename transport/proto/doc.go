@@ -37,4 +37,9 @@
 // the principal's prefix completes: the server reads pushes with
 // DecodePush, and an encoder writes key 9 only when PushRequest.Prefix
 // says the token it goes with vouches for the rest.
+//
+// A push over a live session (PushLive) names no replica and writes its
+// walls from the session base unless it carries a base of its own: both
+// ends read and write it against the Session (DecodePushLive,
+// EncodeMessage), and the server answers it with Pushed.
 package proto
