@@ -214,6 +214,9 @@ type Client struct {
 	// handle addFloor gave: see pendingFloor.
 	floors    map[uint64]func(collection string) (int64, bool)
 	nextFloor uint64
+	// live is the live session pushes go over (livepush.go), nil while
+	// none is open.
+	live *liveLink
 }
 
 // New returns a client for cfg. It does no I/O; call Hello to correct the
@@ -435,6 +438,13 @@ func (c *Client) Hello(ctx context.Context) (ServerInfo, error) {
 // until the change that does not fit stands alone and is reported refused,
 // so one oversized change cannot stall the rest.
 //
+// While Live holds a session open (its welcome received), each batch goes
+// over it as a push message, one at a time (docs/protocol.md, "Pushing
+// over a live session"); otherwise, for a batch over the session's message
+// limit, and for a batch whose session ends before answering it, over
+// HTTP. A batch refused for now over the session (unavailable, say) is
+// retried over HTTP after a backoff.
+//
 // On error, the results returned are those of the changes acknowledged
 // before the failure: a prefix of changes. The others may or may not have
 // been applied; push them again.
@@ -509,9 +519,7 @@ func batchLen(changes []crdt.Change, maxN, maxBytes int) int {
 }
 
 func (c *Client) pushBatch(ctx context.Context, changes []crdt.Change) ([]Result, error) {
-	var a proto.PushResponse
-	ans, err := c.call(ctx, proto.PathPush, proto.PushRequest{Replica: c.helloReplica(), Changes: changes, Versions: c.versions(changes), Prefix: c.pushPrefix()}, &a,
-		func() error { return checkPush(len(changes), &a) })
+	results, requestID, err := c.sendPush(ctx, changes)
 	var e *Error
 	if errors.As(err, &e) && e.Code == proto.CodeTooLarge {
 		if len(changes) == 1 {
@@ -528,9 +536,9 @@ func (c *Client) pushBatch(ctx context.Context, changes []crdt.Change) ([]Result
 	if err != nil {
 		return nil, err
 	}
-	out := make([]Result, len(a.Results))
-	for i, r := range a.Results {
-		out[i] = resultOf(r, ans.requestID)
+	out := make([]Result, len(results))
+	for i, r := range results {
+		out[i] = resultOf(r, requestID)
 	}
 	return out, nil
 }

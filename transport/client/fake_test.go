@@ -1,6 +1,7 @@
 package client
 
 import (
+	"cmp"
 	"context"
 	"encoding/hex"
 	"errors"
@@ -36,8 +37,14 @@ type fakeServer struct {
 	// fail, when it returns a non-nil error body and status, answers an
 	// HTTP request with it instead of serving it.
 	fail atomic.Pointer[func(path string) (int, string)]
-	// pushes counts push requests served.
-	pushes atomic.Int64
+	// pushes counts push requests served, livePushes the pushes over live
+	// sessions among them.
+	pushes, livePushes atomic.Int64
+	// holdLive, when set, applies the live pushes and does not answer
+	// them (an answer lost with its session).
+	holdLive atomic.Bool
+	// maxMessage, when not 0, is the hello's max live message bytes.
+	maxMessage atomic.Int64
 	// maxPush is sent in hello answers.
 	maxPush int
 	// writeScope, when set, is every writer's write scope: a change
@@ -159,7 +166,7 @@ func (f *fakeServer) serveHTTP(h func(ctx context.Context, body []byte) (any, er
 func (f *fakeServer) helloAnswer() proto.HelloResponse {
 	return proto.HelloResponse{Protocol: proto.Version, ServerTime: f.eng.ServerTime(), ServerReplica: "srv",
 		MaxPush: uint64(f.maxPush), MaxPull: proto.DefaultMaxPullRecords, MaxBodyBytes: proto.DefaultMaxBodyBytes,
-		MaxDrift: f.eng.MaxDrift().Milliseconds(), MaxPageBytes: proto.DefaultMaxPageBytes, MaxMessageBytes: proto.DefaultMaxMessageBytes}
+		MaxDrift: f.eng.MaxDrift().Milliseconds(), MaxPageBytes: proto.DefaultMaxPageBytes, MaxMessageBytes: uint64(cmp.Or(f.maxMessage.Load(), proto.DefaultMaxMessageBytes))}
 }
 
 func (f *fakeServer) hello(_ context.Context, body []byte) (any, error) {
@@ -194,6 +201,11 @@ func (f *fakeServer) push(ctx context.Context, body []byte) (any, error) {
 	if err := proto.Decode(body, &req); err != nil {
 		return nil, err
 	}
+	return f.apply(ctx, req)
+}
+
+// apply serves a push, over HTTP or a live session.
+func (f *fakeServer) apply(ctx context.Context, req proto.PushRequest) (proto.PushResponse, error) {
 	f.pushes.Add(1)
 	f.smu.Lock()
 	for _, ch := range req.Changes {
@@ -219,7 +231,7 @@ func (f *fakeServer) push(ctx context.Context, body []byte) (any, error) {
 	}
 	applied, err := f.eng.Apply(ctx, apply, opts...)
 	if err != nil {
-		return nil, err
+		return proto.PushResponse{}, err
 	}
 	res := make([]engine.Result, len(req.Changes))
 	for i := range res {
@@ -468,9 +480,11 @@ func (f *fakeServer) live(w http.ResponseWriter, r *http.Request) {
 		send(proto.ErrorMessage{Code: proto.CodeRevoked, Message: "access to this server was revoked"})
 		return
 	}
-	if err := send(proto.Welcome{Hello: f.helloAnswer()}); err != nil {
+	welcome := f.helloAnswer()
+	if err := send(proto.Welcome{Hello: welcome}); err != nil {
 		return
 	}
+	session := proto.Session{Replica: h.Replica, Base: welcome.ServerTime}
 	var muted atomic.Bool
 	var (
 		smu     sync.Mutex
@@ -558,11 +572,33 @@ func (f *fakeServer) live(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return
 		}
-		m, err := proto.DecodeClientMessage(b, proto.Session{})
+		m, err := proto.DecodeClientMessage(b, session)
 		if err != nil {
 			return
 		}
 		switch m := m.(type) {
+		case proto.PushLive:
+			f.livePushes.Add(1)
+			if fp := f.fail.Load(); fp != nil {
+				if status, code := (*fp)(proto.PathPush); status != 0 {
+					send(proto.Pushed{Code: code, Message: "injected"})
+					continue
+				}
+			}
+			if f.revoked.Load() {
+				send(proto.ErrorMessage{Code: proto.CodeRevoked, Message: "access to this server was revoked"})
+				conn.Close(websocket.StatusPolicyViolation, "revoked")
+				return
+			}
+			a, err := f.apply(ctx, proto.PushRequest{Replica: m.Session.Replica, Changes: m.Changes, Versions: m.Versions, Refused: m.Refused})
+			if err != nil {
+				send(proto.Pushed{Code: proto.CodeMalformed, Message: err.Error()})
+				continue
+			}
+			if f.holdLive.Load() {
+				continue
+			}
+			send(proto.Pushed{Results: a.Results})
 		case proto.Sub:
 			f.noteScope(m.Scope)
 			if f.lease(leaseNote{collection: m.Collection, replica: m.Replica, pending: m.Pending, live: true}, m.Cursor) {

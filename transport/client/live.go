@@ -48,7 +48,8 @@ type ChangesFunc func(collection string, page Page)
 // answers with the difference. Like a pull, every subscription names the
 // client's replica id and the collection's pending floor at the time it is
 // sent (see Pull). Messages of types this client does not know are
-// ignored.
+// ignored. While the session is open, the client's pushes go over it
+// (Push).
 //
 // Live returns when ctx ends (with ctx's error) or when the server sends an
 // error retrying cannot fix: an *Error whose code's proto.Retry is
@@ -152,10 +153,12 @@ func (c *Client) liveSession(ctx context.Context, cursors map[string][]byte, onC
 	conn.SetReadLimit(c.cfg.MaxResponseBytes)
 
 	sent := c.cfg.Now()
-	if err := writeMsg(hctx, conn, proto.Hello{Protocol: proto.Version, Replica: c.helloReplica(), Token: tok}); err != nil {
+	replica := c.helloReplica()
+	if err := writeMsg(hctx, conn, proto.Hello{Protocol: proto.Version, Replica: replica, Token: tok}); err != nil {
 		return false, err
 	}
-	for open := false; !open; {
+	var link *liveLink
+	for link == nil {
 		m, err := readMsg(hctx, conn)
 		if err != nil {
 			return false, err
@@ -164,7 +167,12 @@ func (c *Client) liveSession(ctx context.Context, cursors map[string][]byte, onC
 		case nil: // a type this client does not know
 		case proto.Welcome:
 			c.setInfo(m.Hello, sent, c.cfg.Now())
-			open = true
+			var id string
+			if resp != nil {
+				id = resp.Header.Get(proto.HeaderRequestID)
+			}
+			link = newLiveLink(conn, proto.Session{Replica: replica, Base: m.Hello.ServerTime}, id,
+				int64(min(m.Hello.MaxMessageBytes, 1<<62)), ctx.Done())
 		case proto.ErrorMessage:
 			return false, errorFromMessage(m)
 		default:
@@ -172,6 +180,9 @@ func (c *Client) liveSession(ctx context.Context, cursors map[string][]byte, onC
 		}
 	}
 	hcancel()
+	// Pushes go over the session from now on (Push), until it ends.
+	c.setLink(link)
+	defer c.unsetLink(link)
 
 	// sentScope is the scope each subscription was last sent with, so that a
 	// change of the client's scopes subscribes again the collections it
@@ -194,27 +205,8 @@ func (c *Client) liveSession(ctx context.Context, cursors map[string][]byte, onC
 	lastRead.Store(time.Now().UnixNano())
 	go c.pinger(ctx, cancel, conn, &lastRead)
 
-	type read struct {
-		m   proto.Message
-		err error
-	}
-	reads := make(chan read)
-	go func() {
-		for {
-			m, err := readMsg(ctx, conn)
-			if err == nil {
-				lastRead.Store(time.Now().UnixNano())
-			}
-			select {
-			case reads <- read{m, err}:
-			case <-ctx.Done():
-				return
-			}
-			if err != nil {
-				return
-			}
-		}
-	}()
+	in := newInbox()
+	go readInto(ctx, conn, in, link, func() { lastRead.Store(time.Now().UnixNano()) })
 
 	for {
 		var m proto.Message
@@ -231,7 +223,11 @@ func (c *Client) liveSession(ctx context.Context, cursors map[string][]byte, onC
 				}
 			}
 			continue
-		case r := <-reads:
+		case <-in.ready:
+			r, ok := in.pop()
+			if !ok {
+				continue
+			}
 			if r.err != nil {
 				return true, r.err
 			}

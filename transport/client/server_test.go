@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gobwas/ws"
+
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/crdt/scope"
 	"github.com/convergo/convergo/engine"
@@ -452,7 +454,48 @@ func (p *pushSpy) RoundTrip(req *http.Request) (*http.Response, error) {
 			p.mu.Unlock()
 		}
 	}
-	return http.DefaultTransport.RoundTrip(req)
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err == nil && req.URL.Path == proto.PathLive && resp.StatusCode == http.StatusSwitchingProtocols {
+		if rwc, ok := resp.Body.(io.ReadWriteCloser); ok {
+			resp.Body = &liveSpy{ReadWriteCloser: rwc, p: p}
+		}
+	}
+	return resp, err
+}
+
+// liveSpy reads the frames a client writes on its live session and counts
+// the changes of its pushes, as pushSpy counts those of HTTP pushes.
+type liveSpy struct {
+	io.ReadWriteCloser
+	p   *pushSpy
+	buf []byte
+}
+
+func (l *liveSpy) Write(b []byte) (int, error) {
+	l.buf = append(l.buf, b...)
+	for {
+		r := bytes.NewReader(l.buf)
+		h, err := ws.ReadHeader(r)
+		if err != nil || int64(r.Len()) < h.Length {
+			break // the rest of the frame is still to come
+		}
+		start := len(l.buf) - r.Len()
+		payload := bytes.Clone(l.buf[start : start+int(h.Length)])
+		l.buf = l.buf[start+int(h.Length):]
+		ws.Cipher(payload, h.Mask, 0)
+		if t, err := proto.PeekType(payload); h.OpCode != ws.OpBinary || err != nil || t != proto.TypePush {
+			continue
+		}
+		// Any session reads the record ids.
+		if push, err := proto.DecodePushLive(payload, proto.Session{Replica: "spy"}); err == nil {
+			l.p.mu.Lock()
+			for _, ch := range push.Changes {
+				l.p.ids[ch.Record.ID]++
+			}
+			l.p.mu.Unlock()
+		}
+	}
+	return l.ReadWriteCloser.Write(b)
 }
 
 func (p *pushSpy) pushed(id string) int {

@@ -1,0 +1,278 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/coder/websocket"
+	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/transport/proto"
+)
+
+// Live push (docs/protocol.md, "Pushing over a live session"): while Live
+// holds a session open (its welcome received), Push sends each batch over
+// it as a push message and waits for its pushed answer, one at a time;
+// without a session, for a batch too large for a live message, and for a
+// batch whose session ends before it is answered, Push goes over HTTP.
+
+// errSessionGone says a live session ended (or was never there) before a
+// push over it was answered: the batch goes over HTTP, as it would have
+// without a session. Pushes are idempotent, so what the server applied of
+// it comes back duplicate.
+var errSessionGone = errors.New("live session ended before the push was answered")
+
+// errNoFit says a batch's push message is over the session's message
+// limit: it goes over HTTP.
+var errNoFit = errors.New("push message over the live message limit")
+
+// liveLink is an open live session, as pushes see it.
+type liveLink struct {
+	conn      *websocket.Conn
+	session   proto.Session // the replica of the hello and the time of the welcome
+	requestID string        // the session's, quoted in its refusals
+	maxBytes  int64         // the largest message the server accepts
+	done      <-chan struct{}
+	// slot is held while a push is in flight, from before its message is
+	// written until its answer is taken: one at a time.
+	slot chan struct{}
+	// answer is where the session's reader hands the pushed of the push
+	// in flight.
+	answer chan proto.Pushed
+	// sent wakes the session's reader when a push is written, so that it
+	// reads on to the answer (inbox).
+	sent chan struct{}
+}
+
+func newLiveLink(conn *websocket.Conn, s proto.Session, requestID string, maxBytes int64, done <-chan struct{}) *liveLink {
+	if maxBytes <= 0 {
+		maxBytes = proto.DefaultMaxMessageBytes
+	}
+	return &liveLink{conn: conn, session: s, requestID: requestID, maxBytes: maxBytes, done: done,
+		slot: make(chan struct{}, 1), answer: make(chan proto.Pushed, 1), sent: make(chan struct{}, 1)}
+}
+
+// awaiting reports whether a push is in flight.
+func (l *liveLink) awaiting() bool { return len(l.slot) > 0 }
+
+// deliver hands the reader's pushed to the push in flight; false for a
+// pushed that answers none.
+func (l *liveLink) deliver(p proto.Pushed) bool {
+	if !l.awaiting() {
+		return false
+	}
+	select {
+	case l.answer <- p:
+		return true
+	default:
+		return false // a second answer to one push
+	}
+}
+
+// push sends changes as one push message and returns the results, in
+// order. A push refused whole returns an *Error with its code; a session
+// that ends first, errSessionGone; a message over the limit, errNoFit.
+func (l *liveLink) push(ctx context.Context, changes []crdt.Change, versions map[string]uint64) ([]proto.PushResult, error) {
+	msg, err := proto.EncodeMessage(proto.PushLive{Changes: changes, Versions: versions, Session: l.session})
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(msg)) > l.maxBytes {
+		return nil, errNoFit
+	}
+	select {
+	case l.slot <- struct{}{}:
+	case <-l.done:
+		return nil, errSessionGone
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if err := l.conn.Write(ctx, websocket.MessageBinary, msg); err != nil {
+		<-l.slot
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("%w: %v", errSessionGone, err)
+	}
+	select {
+	case l.sent <- struct{}{}:
+	default:
+	}
+	var p proto.Pushed
+	select {
+	case p = <-l.answer:
+		<-l.slot
+	case <-l.done:
+		return nil, errSessionGone
+	case <-ctx.Done():
+		// The answer still comes: it frees the slot for the next push.
+		go func() {
+			select {
+			case <-l.answer:
+				<-l.slot
+			case <-l.done:
+			}
+		}()
+		return nil, ctx.Err()
+	}
+	if p.Code != "" {
+		return nil, &Error{Code: p.Code, Message: p.Message, RequestID: l.requestID}
+	}
+	a := proto.PushResponse{Results: p.Results}
+	if err := checkPush(len(changes), &a); err != nil {
+		return nil, err
+	}
+	return p.Results, nil
+}
+
+// link returns the open live session pushes may go over, nil for none.
+func (c *Client) link() *liveLink {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.live
+}
+
+// setLink makes l the session pushes go over; unsetLink removes it, if it
+// is still the one.
+func (c *Client) setLink(l *liveLink) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.live = l
+}
+
+func (c *Client) unsetLink(l *liveLink) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.live == l {
+		c.live = nil
+	}
+}
+
+// sendPush sends one batch, over the open live session when there is one
+// and the batch fits in a message, else over HTTP (with the retries of
+// call), and returns its results in order and the request id to quote.
+func (c *Client) sendPush(ctx context.Context, changes []crdt.Change) ([]proto.PushResult, string, error) {
+	versions := c.versions(changes)
+	if l := c.link(); l != nil {
+		rs, err := l.push(ctx, changes, versions)
+		var e *Error
+		switch {
+		case err == nil:
+			return rs, l.requestID, nil
+		case ctx.Err() != nil:
+			return nil, "", fmt.Errorf("push: %w", ctx.Err())
+		case errors.Is(err, errNoFit):
+		case errors.Is(err, errSessionGone), errors.Is(err, ErrProtocol):
+			c.log.Debug("live push not answered; pushing over HTTP", "err", err)
+		case errors.As(err, &e) && e.Retryable():
+			// Again over HTTP, after a backoff, with call's retries.
+			d := c.backoff.delay(0, 0)
+			c.log.Debug("live push refused for now; retrying over HTTP", "delay", d, "err", err)
+			if err := sleep(ctx, d); err != nil {
+				return nil, "", fmt.Errorf("push: %w", err)
+			}
+		default:
+			return nil, l.requestID, err
+		}
+	}
+	var a proto.PushResponse
+	ans, err := c.call(ctx, proto.PathPush, proto.PushRequest{Replica: c.helloReplica(), Changes: changes, Versions: versions, Prefix: c.pushPrefix()}, &a,
+		func() error { return checkPush(len(changes), &a) })
+	if err != nil {
+		return nil, ans.requestID, err
+	}
+	return a.Results, ans.requestID, nil
+}
+
+// inbox is what a session's reader hands its loop. At most one message
+// waits, so that a loop busy with a page holds the reader back and the
+// server sees it (a slow consumer gets resync), except while a push is in
+// flight: then the reader reads on, so that the push's answer (taken by
+// the reader itself) is not stuck behind pages the loop has not taken,
+// which a loop waiting for that push (its callback pushing, or waiting
+// for a lock a pusher holds) would never take.
+type inbox struct {
+	mu    sync.Mutex
+	msgs  []read
+	ready chan struct{} // messages wait
+	room  chan struct{} // the loop took one
+}
+
+type read struct {
+	m   proto.Message
+	err error
+}
+
+func newInbox() *inbox {
+	return &inbox{ready: make(chan struct{}, 1), room: make(chan struct{}, 1)}
+}
+
+func signal(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+func (b *inbox) put(r read) {
+	b.mu.Lock()
+	b.msgs = append(b.msgs, r)
+	b.mu.Unlock()
+	signal(b.ready)
+}
+
+// pop takes the oldest message; ok is false when none waits.
+func (b *inbox) pop() (r read, ok bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.msgs) == 0 {
+		return read{}, false
+	}
+	r = b.msgs[0]
+	b.msgs[0] = read{}
+	b.msgs = b.msgs[1:]
+	if len(b.msgs) > 0 {
+		signal(b.ready)
+	}
+	signal(b.room)
+	return r, true
+}
+
+func (b *inbox) waiting() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.msgs)
+}
+
+// readInto reads the session's messages into b until a read fails (the
+// failure is the last message) or ctx ends: one waiting message at a
+// time, or on while l has a push in flight; the answers of pushes go to
+// l.
+func readInto(ctx context.Context, conn *websocket.Conn, b *inbox, l *liveLink, heard func()) {
+	for {
+		for b.waiting() > 0 && !l.awaiting() {
+			select {
+			case <-b.room:
+			case <-l.sent:
+			case <-ctx.Done():
+				return
+			}
+		}
+		m, err := readMsg(ctx, conn)
+		if err == nil {
+			heard()
+		}
+		if p, ok := m.(proto.Pushed); ok {
+			if !l.deliver(p) {
+				b.put(read{err: fmt.Errorf("%w: pushed without a push in flight", ErrProtocol)})
+				return
+			}
+			continue
+		}
+		b.put(read{m, err})
+		if err != nil {
+			return
+		}
+	}
+}

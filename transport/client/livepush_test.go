@@ -1,0 +1,220 @@
+package client
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/transport/proto"
+)
+
+// liveOpen waits until r's client has a live session to push over.
+func liveOpen(t *testing.T, r *Replica) {
+	t.Helper()
+	eventually(t, "a live session open for pushes", func() bool { return r.Client().link() != nil })
+}
+
+// While Live holds a session open, the outbox goes over it; without one,
+// over HTTP.
+func TestLivePushGoesOverTheSession(t *testing.T) {
+	f := newFakeServer(t)
+	ctx := t.Context()
+	a := newReplica(t, f, "a", nil, "c")
+	if err := a.Set("c", "before", "f", 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if f.pushes.Load() != 1 || f.livePushes.Load() != 0 {
+		t.Fatalf("without a session: %d pushes, %d live", f.pushes.Load(), f.livePushes.Load())
+	}
+	runLive(t, a)
+	liveOpen(t, a)
+	for i := range 3 {
+		if err := a.Set("c", "r", "f", i); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if f.pushes.Load() != 4 || f.livePushes.Load() != 3 {
+		t.Fatalf("with a session: %d pushes, %d live; want 4, 3", f.pushes.Load(), f.livePushes.Load())
+	}
+	if p := a.Pending(); len(p) != 0 {
+		t.Fatalf("outbox %+v", p)
+	}
+	rec, err := f.eng.Get(ctx, "c", "r")
+	if err != nil || rec["f"] == nil {
+		t.Fatalf("server record %+v, %v", rec, err)
+	}
+}
+
+// A session lost with a push in flight: the push goes again, over HTTP,
+// and the server, which applied it, answers duplicate.
+func TestLivePushLostSession(t *testing.T) {
+	f := newFakeServer(t)
+	ctx := t.Context()
+	a := newReplica(t, f, "a", nil, "c")
+	runLive(t, a)
+	liveOpen(t, a)
+	f.holdLive.Store(true)
+	if err := a.Set("c", "r", "f", 1); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.Flush(ctx) }()
+	eventually(t, "the live push held", func() bool { return f.livePushes.Load() == 1 })
+	f.holdLive.Store(false)
+	if f.control("drop") != 1 {
+		t.Fatal("no session to drop")
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if p := a.Pending(); len(p) != 0 {
+		t.Fatalf("outbox %+v after the push went again", p)
+	}
+	if n := f.pushedOf("c", "r"); n != 2 {
+		t.Fatalf("pushed %d times, want 2 (over the lost session, then over HTTP)", n)
+	}
+	if f.pushes.Load() != 2 || f.livePushes.Load() != 1 {
+		t.Fatalf("%d pushes, %d live; want 2, 1", f.pushes.Load(), f.livePushes.Load())
+	}
+}
+
+// A batch refused whole for now over the session (unavailable) goes again
+// over HTTP; one refused for good is the push's error.
+func TestLivePushRefusedWhole(t *testing.T) {
+	f := newFakeServer(t)
+	ctx := t.Context()
+	c := f.client(t, "a", nil)
+	live, cancel := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	go func() { errc <- c.Live(live, map[string][]byte{"c": nil}, func(string, Page) {}) }()
+	defer func() { cancel(); <-errc }()
+	eventually(t, "a live session", func() bool { return c.link() != nil })
+	stamp := func() crdt.Stamp {
+		s, err := c.Now()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	ch := crdt.Change{Collection: "c", Record: crdt.SetField("r", "f", mustValue(t, 1), stamp())}
+
+	fails := 1
+	f.failWith(func(path string) (int, string) {
+		if path == proto.PathPush && fails > 0 {
+			fails--
+			return http.StatusServiceUnavailable, proto.CodeUnavailable
+		}
+		return 0, ""
+	})
+	rs, err := c.Push(ctx, []crdt.Change{ch})
+	if err != nil || len(rs) != 1 || rs[0].Status != StatusApplied {
+		t.Fatalf("push: %+v, %v", rs, err)
+	}
+	if f.livePushes.Load() != 1 || f.pushes.Load() != 1 {
+		t.Fatalf("%d live pushes (refused), %d served; want 1, 1 (over HTTP)", f.livePushes.Load(), f.pushes.Load())
+	}
+
+	f.failWith(func(path string) (int, string) { return http.StatusForbidden, proto.CodeForbidden })
+	_, err = c.Push(ctx, []crdt.Change{{Collection: "c", Record: crdt.SetField("r2", "f", mustValue(t, 1), stamp())}})
+	if e, ok := err.(*Error); !ok || e.Code != proto.CodeForbidden {
+		t.Fatalf("push refused forbidden: %v", err)
+	}
+	if f.livePushes.Load() != 2 || f.pushes.Load() != 1 {
+		t.Fatalf("%d live pushes, %d served; want 2, 1 (not again over HTTP)", f.livePushes.Load(), f.pushes.Load())
+	}
+}
+
+// A batch over the session's message limit goes over HTTP.
+func TestLivePushTooLargeForTheSession(t *testing.T) {
+	f := newFakeServer(t)
+	f.maxMessage.Store(1 << 10)
+	ctx := t.Context()
+	a := newReplica(t, f, "a", nil, "c")
+	runLive(t, a)
+	liveOpen(t, a)
+	if err := a.Set("c", "big", "f", strings.Repeat("x", 2<<10)); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Set("c", "small", "f", 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if f.pushes.Load() != 1 || f.livePushes.Load() != 0 {
+		t.Fatalf("%d pushes, %d live; want the batch over HTTP", f.pushes.Load(), f.livePushes.Load())
+	}
+	if err := a.Set("c", "small", "f", 2); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if f.livePushes.Load() != 1 {
+		t.Fatalf("%d live pushes; want the small batch over the session", f.livePushes.Load())
+	}
+}
+
+// A ChangesFunc that pushes over the session while pages keep coming: the
+// push's answer is read past the pages the callback has not taken yet.
+func TestLivePushFromTheCallback(t *testing.T) {
+	f := newFakeServer(t)
+	ctx := t.Context()
+	writer := f.client(t, "w", nil)
+	c := f.client(t, "a", nil)
+	stamp := func(c *Client) crdt.Stamp {
+		s, err := c.Now()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	const rounds = 5
+	answered := make(chan error, rounds)
+	pages := 0
+	live, cancel := context.WithCancel(ctx)
+	errc := make(chan error, 1)
+	go func() {
+		errc <- c.Live(live, map[string][]byte{"c": nil}, func(coll string, p Page) {
+			if pages++; pages > rounds {
+				return
+			}
+			// Another page is on its way before this push is answered.
+			if _, err := writer.Push(ctx, []crdt.Change{{Collection: "c", Record: crdt.SetField("w", "f", mustValue(t, pages), stamp(writer))}}); err != nil {
+				answered <- err
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+			pctx, pcancel := context.WithTimeout(ctx, 5*time.Second)
+			defer pcancel()
+			_, err := c.Push(pctx, []crdt.Change{{Collection: "d", Record: crdt.SetField("x", "f", mustValue(t, pages), stamp(c))}})
+			answered <- err
+		})
+	}()
+	defer func() { cancel(); <-errc }()
+	if _, err := writer.Hello(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for range rounds {
+		select {
+		case err := <-answered:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("a push from the callback was not answered")
+		}
+	}
+	if n := f.livePushes.Load(); n == 0 {
+		t.Fatal("no push went over the session")
+	}
+}
