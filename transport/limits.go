@@ -62,8 +62,8 @@ type Limits struct {
 	// when answered. A request that finds no room within BodyWait is
 	// answered 503 unavailable with Retry-After. One request is always let
 	// in when nothing else is in flight. A push over a live session
-	// reserves its message's bytes the same way while it is applied (a
-	// pushed with unavailable when there is no room).
+	// reserves its message's bytes the same way until it is answered,
+	// without waiting: a pushed with unavailable when there is no room.
 	MaxBodyBytesInFlight int64
 	// RequestTimeout bounds reading an HTTP request's body and writing its
 	// answer, so a client trickling bytes cannot hold a request open.

@@ -46,7 +46,8 @@ import (
 //   - pushing: a push message is applied on a goroutine of its own, which
 //     ends with its pushed answer queued; a session has at most one push
 //     in flight (the client waits for the answer), so that the read loop
-//     never waits for the store;
+//     never waits for the store, and its message counts with the HTTP
+//     bodies in flight (Limits.MaxBodyBytesInFlight) until it is answered;
 //   - the server's one pinger (ping.go) has a ping written to every
 //     connection each PingInterval, spread over the interval, and closes
 //     connections silent for IdleTimeout;
@@ -439,7 +440,11 @@ func (c *liveConn) handle(op ws.OpCode, data []byte) error {
 			// body would be, and the session goes on.
 			c.s.metrics.liveMsgs.WithLabelValues(proto.TypePush).Inc()
 			refused := c.s.errorOf(decodeError("push", err), "live push", c.id)
-			return c.startPush(func() proto.Pushed { return proto.Pushed{Code: refused.Code, Message: refused.Message} })
+			if !c.claimPush() {
+				return errFatal
+			}
+			c.answerPush(func() proto.Pushed { return proto.Pushed{Code: refused.Code, Message: refused.Message} })
+			return nil
 		}
 	}
 	if err != nil {
@@ -522,18 +527,29 @@ func (c *liveConn) push(m proto.PushLive, size int) error {
 		c.fatal(ws.StatusPolicyViolation, proto.Errorf(proto.CodeTokenExpired, "the token has expired: reconnect with a fresh one"))
 		return errFatal
 	}
-	return c.startPush(func() proto.Pushed {
+	if !c.claimPush() {
+		return errFatal
+	}
+	// The message's bytes count with the HTTP bodies in flight until the
+	// push is answered; the reader does not wait for room.
+	if ok, _ := c.s.bodies.tryTake(int64(size)); !ok {
+		c.s.metrics.bodyRefused.Inc()
+		c.answerPush(func() proto.Pushed {
+			return proto.Pushed{Code: proto.CodeUnavailable, Message: "the server is busy with other pushes; retry later"}
+		})
+		return nil
+	}
+	c.s.metrics.bodyBytes.Add(float64(size))
+	c.answerPush(func() proto.Pushed {
+		defer func() {
+			c.s.bodies.release(int64(size))
+			c.s.metrics.bodyBytes.Sub(float64(size))
+		}()
 		// The push runs to its end if the session ends meanwhile, as a
 		// request would: its changes may be committed, and the client
-		// pushes them again (duplicate). Its decoded changes are counted
-		// with the HTTP bodies in flight.
+		// pushes them again (duplicate).
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(c.ctx), c.s.limits.RequestTimeout)
 		defer cancel()
-		if !c.s.bodies.take(int64(size), BodyWait, ctx.Done()) {
-			c.s.metrics.bodyRefused.Inc()
-			return proto.Pushed{Code: proto.CodeUnavailable, Message: "the server is busy reading other requests; retry later"}
-		}
-		defer c.s.bodies.release(int64(size))
 		results, err := c.s.pushChanges(ctx, p, m.Changes, m.Refused, m.Versions)
 		if err != nil {
 			e := c.s.errorOf(err, "live push", c.id)
@@ -541,17 +557,23 @@ func (c *liveConn) push(m proto.PushLive, size int) error {
 		}
 		return proto.Pushed{Results: results}
 	})
+	return nil
 }
 
-// startPush runs a push of the session with run, on a goroutine of its
-// own, and queues its answer, unless a push is in flight already: a
+// claimPush marks a push of the session in flight, unless one is: a
 // client sends its next push only once the one before is answered, and a
-// second one is a protocol error that ends the session.
-func (c *liveConn) startPush(run func() proto.Pushed) error {
+// second one is a protocol error that ends the session (false).
+func (c *liveConn) claimPush() bool {
 	if !c.pushing.CompareAndSwap(false, true) {
 		c.fatal(ws.StatusPolicyViolation, proto.Errorf(proto.CodeMalformed, "a push before the pushed answering the one before: one push at a time"))
-		return errFatal
+		return false
 	}
+	return true
+}
+
+// answerPush runs the push in flight with run, on a goroutine of its own,
+// and queues its answer.
+func (c *liveConn) answerPush(run func() proto.Pushed) {
 	c.s.bg.Add(1)
 	go func() {
 		defer c.s.bg.Done()
@@ -564,10 +586,8 @@ func (c *liveConn) startPush(run func() proto.Pushed) error {
 		c.pushing.Store(false)
 		c.queue(answer)
 	}()
-	return nil
 }
 
-// principal returns the session's principal, once its hello was accepted.
 func (c *liveConn) principal() (Principal, bool) {
 	p := c.who.Load()
 	if p == nil {

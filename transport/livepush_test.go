@@ -456,3 +456,31 @@ func TestLivePushSessions(t *testing.T) {
 		t.Fatalf("%d records, want 40", len(got.Records))
 	}
 }
+
+// A live push counts with the bodies in flight until it is answered: with
+// no room, another push is answered unavailable at once, and goes through
+// once the first is answered.
+func TestLivePushBodyBudget(t *testing.T) {
+	ts, gate := newGatedServer(t, func(c *Config) { c.Limits.MaxBodyBytesInFlight = 1 })
+	tok := ts.token(t, "alice", []string{"notes"}, []string{"notes"})
+	a, sa := ts.openPusher(t, tok)
+	b, sb := ts.openPusher(t, tok)
+	gate.close()
+	ts.pushLive(t, a, sa, tok, change(t, "notes", "a", "f", 1))
+	gate.waitEntered(t)
+	ts.pushLive(t, b, sb, tok, change(t, "notes", "b", "f", 2))
+	if p := recvPushed(t, b); p.Code != proto.CodeUnavailable {
+		t.Fatalf("push beyond the budget: %+v, want unavailable", p)
+	}
+	gate.open()
+	if p := recvPushed(t, a); len(p.Results) != 1 || p.Results[0].Status != proto.StatusApplied {
+		t.Fatalf("held push: %+v", p)
+	}
+	ts.pushLive(t, b, sb, tok, change(t, "notes", "b", "f", 2))
+	if p := recvPushed(t, b); len(p.Results) != 1 || p.Results[0].Status != proto.StatusApplied {
+		t.Fatalf("push again: %+v", p)
+	}
+	if got := ts.metric(t, "convergo_body_bytes_in_flight"); got != 0 {
+		t.Fatalf("%v bytes still in flight", got)
+	}
+}

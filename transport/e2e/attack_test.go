@@ -764,17 +764,16 @@ const (
 // formula is the worst-case RSS of docs/operations.md for base (B, the
 // RSS of the idle server) and the limits above:
 //
-//	B + N·c + 2·max(N·L, (N − ⌈F/M⌉)·L + (1+d)·F),  L = max(Q, P) + 2·P + W
+//	B + N·c + 2·(N·L + (1+d)·F),  L = max(Q, P) + 2·P + W
 //
 // L is what a live session holds (its queue, one page read or parked
 // beside it, the message it is reading), more than a pull (2·P). Request
-// bodies are held by their connections, one request at a time each, so
-// bodies of F bytes take at least ⌈F/M⌉ connections off the live sessions.
+// bodies and the messages of live pushes being applied come on top, F
+// bytes in all: a live session can hold a push beside its own L.
 func formula(base int64) int64 {
 	page := int64(max(memPageBytes, crdt.MaxRecordBytes))
 	live := int64(max(memQueueBytes, page)) + 2*page + memMessageBytes
-	bodyConns := int64((memBodiesFlight + memBodyBytes - 1) / memBodyBytes)
-	held := max(memConns*live, (memConns-bodyConns)*live+(1+decodeFactor)*memBodiesFlight)
+	held := memConns*live + (1+decodeFactor)*memBodiesFlight
 	return base + memConns*connCost + gcFactor*held
 }
 
