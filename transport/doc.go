@@ -20,10 +20,12 @@
 //
 // # Acknowledgement
 //
-// A push is answered only after engine.Apply returned, that is after the
-// store committed every applied change. A client that loses the answer pushes
-// again and gets duplicates: the merge is idempotent. A store failure is a 503
-// unavailable for the whole push, never a partial answer.
+// A push, over HTTP or a live session (a push message, answered by a
+// pushed message: the same path after decoding), is answered only after
+// engine.Apply returned, that is after the store committed every applied
+// change. A client that loses the answer pushes again and gets duplicates:
+// the merge is idempotent. A store failure is unavailable for the whole
+// push (503 over HTTP), never a partial answer.
 //
 // # Refusals
 //

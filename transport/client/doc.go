@@ -1,6 +1,7 @@
 // Package client is the Go client of the Convergo sync protocol
 // (docs/protocol.md): HTTP hello, push and pull, and live sync over a
-// WebSocket, plus Replica, a small in-memory local copy with an outbox for
+// WebSocket (over which Push goes while Live holds a session open), plus
+// Replica, a small in-memory local copy with an outbox for
 // Go programs and tests that write offline and sync later.
 //
 // # Clocks
