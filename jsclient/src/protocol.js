@@ -330,6 +330,37 @@ function helloOf(m) {
  * @param {string|null} [prefix]
  */
 export function encodePush(replica, changes, versions, prefix) {
+  return /** @type {Uint8Array<ArrayBuffer>} */ (pushBytes(replica, changes, versions, deviceOf(replica, prefix), null));
+}
+
+/**
+ * Encodes a live push {0: "push", 2: [change, ...], 3?: {collection:
+ * version}, 7: table?, 8: base?} (docs/protocol.md, "Live push"): the
+ * replica is the session's (the hello's), index 0 of the table, and every
+ * wall is a difference from session, the session base (the welcome's
+ * server time), or from the smallest wall, written as key 8, when one is
+ * below session or that is shorter. Null when a change cannot be read
+ * here (it goes over HTTP, for the server to refuse it alone).
+ * @param {string} replica the session's replica
+ * @param {Uint8Array[]} changes encoded changes
+ * @param {Map<string, number>|undefined} versions per collection, its schema version (0: none)
+ * @param {number} session the session base
+ * @returns {Uint8Array<ArrayBuffer>|null}
+ */
+export function encodeLivePush(replica, changes, versions, session) {
+  return pushBytes(replica, changes, versions, null, session);
+}
+
+/**
+ * A push: over HTTP (session null: key 1, or key 9 when device is the
+ * replica's device part), or live (from session).
+ * @param {string} replica
+ * @param {Uint8Array[]} changes
+ * @param {Map<string, number>|undefined} versions
+ * @param {string|null} device
+ * @param {number|null} session
+ */
+function pushBytes(replica, changes, versions, device, session) {
   const named = [...(versions ?? [])].filter(([, v]) => v > 0).sort(([a], [b]) => (a.length !== b.length ? a.length - b.length : a < b ? -1 : a > b ? 1 : 0));
   /** @type {import('./record.js').Change[]|null} */
   let cs = null;
@@ -342,13 +373,18 @@ export function encodePush(replica, changes, versions, prefix) {
     });
   } catch {
     // A change this client cannot read goes as it is, for the server to
-    // refuse it alone: the push is then plain.
+    // refuse it alone: the push is then plain (over HTTP only).
+    if (session !== null) return null;
   }
-  const plan = planCompact(replica, cs ? cs.map((c) => c.record) : []);
+  const plan = planCompact(replica, cs ? cs.map((c) => c.record) : [], session);
+  const live = session !== null;
+  const base = plan.base !== session;
   const w = new Writer(64 + changes.reduce((n, c) => n + c.length, 0));
-  const device = deviceOf(replica, prefix);
-  w.head(5, 2 + (named.length > 0 ? 1 : 0) + (plan.table.length ? 1 : 0) + (plan.base === null ? 0 : 1));
-  if (device === null) {
+  w.head(5, 2 + (named.length > 0 ? 1 : 0) + (plan.table.length ? 1 : 0) + (base ? 1 : 0));
+  if (live) {
+    w.byte(0x00);
+    w.text('push');
+  } else if (device === null) {
     w.byte(0x01);
     w.text(replica);
   }
@@ -369,9 +405,9 @@ export function encodePush(replica, changes, versions, prefix) {
     w.head(4, plan.table.length);
     for (const id of plan.table) w.text(id);
   }
-  if (plan.base !== null) {
+  if (base) {
     w.head(0, COMPACT.baseKey);
-    w.head(0, plan.base);
+    w.head(0, /** @type {number} */ (plan.base));
   }
   if (device !== null) {
     w.head(0, COMPACT.deviceKey);
@@ -405,17 +441,20 @@ function result(r) {
  * @returns {PushResult[]}
  */
 export function parsePushAnswer(body) {
-  const m = envelope(body, 'push answer');
-  return need(
-    field(m, 1, (r) => {
-      const n = r.arrayHead();
-      /** @type {PushResult[]} */
-      const out = [];
-      for (let i = 0; i < n; i++) out.push(result(r));
-      return out;
-    }),
-    'push results',
-  );
+  return need(field(envelope(body, 'push answer'), 1, results), 'push results');
+}
+
+/**
+ * Reads a list of push results.
+ * @param {Reader} r
+ * @returns {PushResult[]}
+ */
+function results(r) {
+  const n = r.arrayHead();
+  /** @type {PushResult[]} */
+  const out = [];
+  for (let i = 0; i < n; i++) out.push(result(r));
+  return out;
 }
 
 /**
@@ -611,6 +650,7 @@ export function encodePing(nonce) {
  *   | {type: 'pong', nonce: number}
  *   | {type: 'error', code: string, message: string, collection?: string, requestId?: string}
  *   | {type: 'resync', collection: string}
+ *   | {type: 'pushed', results?: PushResult[], code?: string, message?: string}
  *   | {type: 'unknown', name: string}} ServerMessage
  */
 
@@ -661,6 +701,12 @@ export function parseServerMessage(bytes) {
     }
     case 'resync':
       return { type, collection: need(field(m, 1, text), 'collection') };
+    case 'pushed': {
+      // The answer to a live push: its results, or a code refusing it
+      // whole (docs/protocol.md, "Live push").
+      const rs = field(m, 1, results);
+      return rs ? { type, results: rs } : { type, code: need(field(m, 2, text), 'code'), message: field(m, 3, text) ?? '' };
+    }
   }
   return { type: 'unknown', name: type };
 }

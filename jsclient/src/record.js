@@ -288,7 +288,8 @@ function validateStamp(s) {
  * How a message writes its stamps (docs/protocol.md, "Compact stamps"):
  * index maps replica ids to their places in the message's table, table is
  * what the message carries under key 7 (a push's own replica, index 0, is
- * carried as key 1), base is the base wall (key 8) or null.
+ * carried as key 1), base is the wall stamps are written from: key 8, or
+ * null (plain), or a live push's session base (not written).
  * @typedef {{index: Map<string, number>, table: string[], base: number|null}} CompactPlan
  */
 
@@ -303,12 +304,16 @@ const headLen = (n) => (n < 24 ? 1 : n < 0x100 ? 2 : n < 0x10000 ? 3 : n < 0x100
  * crdt.PlanCompact): the table holds pinned (a push's replica) at index 0,
  * then every other id of two or more stamps in encoded order (shorter
  * first, then bytewise: ids are ASCII); the base is the smallest wall, when
- * it saves bytes.
+ * it saves bytes. With session, a live push's session base (docs/protocol.md,
+ * "Live push"): walls are always differences, from session unless one is
+ * below it or the smallest wall, written as key 8, makes them shorter; the
+ * plan's base is then session.
  * @param {string} pinned
  * @param {Record[]} records
+ * @param {number|null} [session]
  * @returns {CompactPlan}
  */
-export function planCompact(pinned, records) {
+export function planCompact(pinned, records, session = null) {
   /** @type {Stamp[]} */
   const stamps = [];
   for (const r of records) {
@@ -317,12 +322,13 @@ export function planCompact(pinned, records) {
   }
   /** @type {Map<string, number>} */
   const count = new Map();
+  const from = session ?? 0;
   let min = Infinity;
   let plain = 0;
   for (const s of stamps) {
     count.set(s.replica, (count.get(s.replica) ?? 0) + 1);
     if (s.wall < min) min = s.wall;
-    plain += headLen(s.wall);
+    plain += headLen(s.wall - from);
   }
   const table = [...count.keys()].filter((id) => id !== pinned && /** @type {number} */ (count.get(id)) > 1);
   table.sort((a, b) => a.length - b.length || (a < b ? -1 : 1));
@@ -330,7 +336,7 @@ export function planCompact(pinned, records) {
   if (pinned) index.set(pinned, 0);
   let delta = 1 + headLen(min);
   for (const s of stamps) delta += headLen(s.wall - min);
-  return { index, table, base: stamps.length && delta < plain ? min : null };
+  return { index, table, base: stamps.length && (min < from || delta < plain) ? min : session };
 }
 
 /**

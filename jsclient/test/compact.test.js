@@ -6,9 +6,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { encodePush, parsePullAnswer, parseServerMessage } from '../src/protocol.js';
-import { encodeRecord } from '../src/record.js';
-import { Writer } from '../src/cbor.js';
+import { encodeLivePush, encodePush, parsePullAnswer, parseServerMessage } from '../src/protocol.js';
+import { compactContext, emptyRecord, encodeChange, encodeRecord, readChange } from '../src/record.js';
+import { Reader, Writer, decode, encode } from '../src/cbor.js';
 
 const vectors = JSON.parse(readFileSync(new URL('../../crdt/testdata/compact.json', import.meta.url), 'utf8'));
 
@@ -96,4 +96,80 @@ test('compact: a record is as large as its plain form', () => {
   const bytes = body.bytes();
   assert.ok(bytes.length < 300 * 1024, `compact message of ${bytes.length} bytes`);
   assert.throws(() => parsePullAnswer(bytes), (/** @type {any} */ e) => e.code === 'too_large');
+});
+
+// Live push (docs/protocol.md, "Live push"): walls from the session base S
+// (the welcome's server time) unless one is below it or key 8, the
+// smallest wall, makes the message shorter.
+const S = 1_764_720_000_000;
+const me = 'abcdefghijklmnop_dev1';
+
+/**
+ * A change of collection c: record id with one field per wall.
+ * @param {string} id
+ * @param {number[]} walls
+ * @param {string} [replica]
+ */
+function changeAt(id, walls, replica = me) {
+  const rec = emptyRecord(id);
+  walls.forEach((wall, i) => rec.fields.set('f' + i, { stamp: { wall, logical: i, replica }, value: encode(i) }));
+  return encodeChange({ collection: 'notes', record: rec });
+}
+
+/**
+ * The live push read back as its receiver does: keys, and its changes.
+ * @param {Uint8Array} bytes
+ * @param {number} session
+ */
+function readLive(bytes, session) {
+  const m = decode(bytes, { canonical: true });
+  const cx = compactContext([me, ...(m.get(7) ?? [])], m.get(8) ?? session);
+  const r = new Reader(encode(m.get(2)), { canonical: false });
+  const n = r.arrayHead();
+  const changes = [];
+  for (let i = 0; i < n; i++) changes.push(hex(encodeChange(readChange(r, cx))));
+  return { keys: [...m.keys()], type: m.get(0), base: m.get(8), table: m.get(7), changes };
+}
+
+test('live push: walls after S are written from S, without key 8', () => {
+  const cs = [changeAt('a', [S + 1000, S + 60_000]), changeAt('b', [S + 5])];
+  const bytes = /** @type {Uint8Array} */ (encodeLivePush(me, cs, undefined, S));
+  const got = readLive(bytes, S);
+  assert.deepEqual(got.keys, [0, 2]);
+  assert.equal(got.type, 'push');
+  assert.deepEqual(got.changes, cs.map(hex), 'the changes as written');
+  // 3-byte differences: a wall 60 s after S is 0x19 + 2 bytes.
+  assert.ok(hex(bytes).includes('19ea60'), 'a difference of 60,000 in 3 bytes');
+});
+
+test('live push: a wall below S, or many close walls long after it, write key 8 (the smallest wall)', () => {
+  const below = [changeAt('a', [S - 1, S + 10])];
+  const got = readLive(/** @type {Uint8Array} */ (encodeLivePush(me, below, undefined, S)), S);
+  assert.deepEqual(got.keys, [0, 2, 8]);
+  assert.equal(got.base, S - 1);
+  assert.deepEqual(got.changes, below.map(hex));
+  const later = S + 5 * 3600_000;
+  const close = [changeAt('a', [later, later + 1, later + 2, later + 3])];
+  const far = readLive(/** @type {Uint8Array} */ (encodeLivePush(me, close, undefined, S)), S);
+  assert.equal(far.base, later, '1 + 9 + 4 bytes beat 4 × 5 bytes');
+  assert.deepEqual(far.changes, close.map(hex));
+  const one = [changeAt('a', [later])];
+  assert.deepEqual(readLive(/** @type {Uint8Array} */ (encodeLivePush(me, one, undefined, S)), S).keys, [0, 2], 'one wall: 5 bytes from S beat 1 + 9 + 1');
+});
+
+test('live push: the table holds the session replica at 0 and other ids of two stamps; versions as key 3', () => {
+  const other = 'abcdefghijklmnop_dev2';
+  const cs = [changeAt('a', [S + 1, S + 2], other), changeAt('b', [S + 3])];
+  const bytes = /** @type {Uint8Array} */ (encodeLivePush(me, cs, new Map([['notes', 2], ['x', 0]]), S));
+  const got = readLive(bytes, S);
+  assert.deepEqual(got.keys, [0, 2, 3, 7]);
+  assert.deepEqual(got.table, [other]);
+  assert.deepEqual({ ...decode(bytes).get(3) }, { notes: 2 });
+  assert.deepEqual(got.changes, cs.map(hex));
+});
+
+test('live push: no stamps, no key 8; an unreadable change is not pushed live', () => {
+  const none = encodeChange({ collection: 'notes', record: emptyRecord('z') });
+  assert.deepEqual(readLive(/** @type {Uint8Array} */ (encodeLivePush(me, [none], undefined, S)), S).keys, [0, 2]);
+  assert.equal(encodeLivePush(me, [Uint8Array.of(0xa0)], undefined, S), null);
 });
