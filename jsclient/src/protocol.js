@@ -705,7 +705,9 @@ export function parseServerMessage(bytes) {
       // The answer to a live push: its results, or a code refusing it
       // whole (docs/protocol.md, "Live push").
       const rs = field(m, 1, results);
-      return rs ? { type, results: rs } : { type, code: need(field(m, 2, text), 'code'), message: field(m, 3, text) ?? '' };
+      const code = field(m, 2, text);
+      if (!rs === !code) throw malformed('pushed holds results or a code');
+      return rs ? { type, results: rs } : { type, code, message: field(m, 3, text) ?? '' };
     }
   }
   return { type: 'unknown', name: type };

@@ -9,6 +9,7 @@ import { readFileSync } from 'node:fs';
 import { encodeLivePush, encodePush, parsePullAnswer, parseServerMessage } from '../src/protocol.js';
 import { compactContext, emptyRecord, encodeChange, encodeRecord, readChange } from '../src/record.js';
 import { Reader, Writer, decode, encode } from '../src/cbor.js';
+import { ConvergoError } from '../src/errors.js';
 
 const vectors = JSON.parse(readFileSync(new URL('../../crdt/testdata/compact.json', import.meta.url), 'utf8'));
 
@@ -32,10 +33,49 @@ function parse(v, bytes) {
   return m;
 }
 
+/**
+ * A live push read as the server reads it (docs/protocol.md, "Live push"):
+ * the changes against the table [replica, ...key 7] and the walls from key
+ * 8 or the session base; each change, or the error refusing it alone. A
+ * message refused whole throws.
+ * @param {Uint8Array} bytes
+ * @param {string} replica
+ * @param {number} session
+ */
+function readLivePush(bytes, replica, session) {
+  const m = decode(bytes, { canonical: false });
+  if (m.get(0) !== 'push') throw new Error('not a push');
+  if (m.has(1) || m.has(9)) throw new ConvergoError('malformed', 'a live push names no replica');
+  const base = m.get(8);
+  if (base !== undefined && typeof base !== 'number') throw new ConvergoError('malformed', 'base wall out of range');
+  const cx = compactContext([replica, ...(m.get(7) ?? [])], base ?? session);
+  const r = new Reader(encode(m.get(2)), { canonical: false });
+  /** @type {(string|ConvergoError)[]} */
+  const out = [];
+  for (let i = 0, n = r.arrayHead(); i < n; i++) {
+    const start = r.off;
+    try {
+      out.push(hex(encodeChange(readChange(r, cx))));
+    } catch (e) {
+      out.push(/** @type {ConvergoError} */ (e));
+      r.off = start;
+      r.skip();
+    }
+  }
+  return out;
+}
+
 for (const v of vectors.messages) {
   test(`compact: ${v.kind}: ${v.name}`, () => {
     if (v.kind === 'push') {
       assert.equal(hex(encodePush(v.replica, v.changes.map(unhex), undefined, v.prefix)), v.compact_hex, 'push encoding');
+      return;
+    }
+    if (v.kind === 'live push') {
+      const changes = (v.changes ?? []).map(unhex);
+      const versions = v.versions ? new Map(Object.entries(v.versions)) : undefined;
+      assert.equal(hex(/** @type {Uint8Array} */ (encodeLivePush(v.replica, changes, versions, v.base))), v.compact_hex, 'live push encoding');
+      assert.deepEqual(readLivePush(unhex(v.compact_hex), v.replica, v.base), v.changes ?? [], 'read back');
       return;
     }
     for (const form of [v.plain_hex, v.compact_hex]) {
@@ -50,6 +90,20 @@ for (const v of vectors.messages) {
 
 for (const v of vectors.invalid) {
   if (v.kind === 'push') continue; // the server's side: Go's test
+  if (v.kind === 'live push') {
+    // The server's side too; read here as the test server reads them.
+    test(`compact: refuses ${v.kind}: ${v.name}`, () => {
+      const code = (/** @type {any} */ e) => e.code === v.error;
+      if (v.change === undefined) {
+        assert.throws(() => readLivePush(unhex(v.hex), v.replica, v.base), code);
+        return;
+      }
+      const out = readLivePush(unhex(v.hex), v.replica, v.base);
+      out.forEach((c, i) => assert.equal(typeof c === 'string', i !== v.change, `change ${i}`));
+      assert.ok(code(out[v.change]), `change ${v.change}: ${/** @type {any} */ (out[v.change])?.code}`);
+    });
+    continue;
+  }
   test(`compact: refuses ${v.kind}: ${v.name}`, () => {
     assert.throws(() => parse(v, unhex(v.hex)), (/** @type {any} */ e) => e.code === v.error);
   });

@@ -164,3 +164,22 @@ test('replica prefixes follow the samples of protocol.json; subjects come from t
   assert.equal(subjectOfToken(`${b64({ alg: 'HS256' })}.${b64({ sub: '用户' })}.sig`), '用户');
   for (const bad of ['', 'opaque', 'a.b.c', `x.${b64({ sub: 5 })}.y`]) assert.equal(subjectOfToken(bad), '', bad);
 });
+
+test('pushed: the results of a live push, or a code refusing it whole', () => {
+  assert.deepEqual(parseServerMessage(env([[0, 'pushed'], [1, [new Map([[1, STATUSES.applied]]), new Map(/** @type {[number, unknown][]} */ ([[1, STATUSES.refused], [2, 'forbidden'], [3, 'no']]))]], [9, 'later']])), {
+    type: 'pushed',
+    results: [{ status: 0 }, { status: 3, code: 'forbidden', message: 'no' }],
+  });
+  assert.deepEqual(parseServerMessage(env([[0, 'pushed'], [1, []]])), { type: 'pushed', results: [] });
+  assert.deepEqual(parseServerMessage(env([[0, 'pushed'], [2, 'too_large'], [3, '1001 changes']])), { type: 'pushed', code: 'too_large', message: '1001 changes' });
+  assert.deepEqual(parseServerMessage(env([[0, 'pushed'], [2, 'unavailable']])), { type: 'pushed', code: 'unavailable', message: '' });
+  for (const [what, entries] of /** @type {[string, [unknown, unknown][]][]} */ ([
+    ['neither', [[0, 'pushed']]],
+    ['both', [[0, 'pushed'], [1, []], [2, 'unavailable'], [3, '']]],
+    ['an empty code', [[0, 'pushed'], [2, ''], [3, '']]],
+    ['null results', [[0, 'pushed'], [1, null]]],
+    ['an unknown status', [[0, 'pushed'], [1, [new Map([[1, 9]])]]]],
+  ])) {
+    assert.throws(() => parseServerMessage(env(entries)), malformed, what);
+  }
+});
