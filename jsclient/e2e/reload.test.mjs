@@ -39,15 +39,35 @@ describe('reload during sync', () => {
   it('reloads right after writes, amid writes and pushes, and before a push answer lose nothing', async (t) => {
     const ctx = await browser.newContext();
     t.after(() => ctx.close());
+    // Count what reaches the server over each transport, to show the
+    // reload really interrupted a sync: pushes go over the live session
+    // while it is open (push messages), over HTTP otherwise. The live
+    // socket goes through this route, which can hold back the answers to
+    // live pushes (pushed messages) as the HTTP route below does.
+    let pushes = 0;
+    let hold = false;
+    let held = 0;
+    // Deterministic CBOR: a message's key 0, its type, comes first.
+    const typed = (m, type) => typeof m !== 'string' && m.length > 2 && m[1] === 0x00 && m[2] === 0x60 + type.length && m.subarray(3, 3 + type.length).toString() === type;
+    await ctx.routeWebSocket((url) => url.pathname === PATHS.live, (ws) => {
+      const toServer = ws.connectToServer();
+      ws.onMessage((m) => {
+        if (typed(m, 'push')) pushes++;
+        toServer.send(m);
+      });
+      toServer.onMessage((m) => {
+        if (hold && typed(m, 'pushed')) {
+          held++;
+          return; // never answered: the reload ends the session
+        }
+        ws.send(m);
+      });
+      ws.onClose((code, reason) => toServer.close({ code, reason }));
+      toServer.onClose((code, reason) => ws.close({ code, reason }));
+    });
     const page = await openDemo(ctx, server.url, 'Alice');
     const alice = pane(page, 'alice');
     await waitSynced(alice);
-
-    // Count what reaches the server over each transport, to show the
-    // reload really interrupted a sync.
-    // Pushes go over HTTP only (the live socket carries what the server
-    // sends), so the push requests are the whole of it.
-    let pushes = 0;
     page.on('request', (r) => { if (new URL(r.url()).pathname === PATHS.push) pushes++; });
 
     const first = await writeMany(page, 'first', BATCH);
@@ -79,8 +99,6 @@ describe('reload during sync', () => {
     // Third round: the server applies a push but its answer never reaches
     // the page, which reloads. The reloaded page must push those changes
     // again (the server answers duplicate) and not lose or double them.
-    let hold = false;
-    let held = 0;
     await page.route('**' + PATHS.push, async (route) => {
       const res = await route.fetch().catch(() => null); // the server applies it
       if (hold) {

@@ -4,8 +4,11 @@
 // TIMINGS.clientSilenceTimeoutMs for dead (docs/protocol.md, section 9),
 // checks on demand that its peer still answers, and hands the server's
 // messages to the Syncer in order. A session ends when its socket closes;
-// the Syncer's loop starts the next. The socket only carries what the
-// server sends (and hello, sub, ping): pushes go over HTTP.
+// the Syncer's loop starts the next. Once welcomed it carries the Syncer's
+// pushes too (push): one in flight, answered by a pushed message, which
+// goes to the push waiting for it at once (not behind the sync work the
+// push belongs to). A push in flight when the socket closes fails
+// (network): the Syncer pushes its changes again.
 //
 // The session knows the socket and the frames; what the server's welcome,
 // changes and resync mean for the local data is the Syncer's (sync.js).
@@ -13,6 +16,9 @@
 import { PATHS, TIMINGS } from './constants.js';
 import { ConvergoError } from './errors.js';
 import { MAX_ANSWER_BYTES, encodeLiveHello, encodePing, encodeSub, parseServerMessage } from './protocol.js';
+
+/** @typedef {import('./protocol.js').Hello} Hello */
+/** @typedef {{results?: import('./protocol.js').PushResult[], code?: string, message?: string}} Pushed */
 
 /** @typedef {import('./protocol.js').ServerMessage} ServerMessage */
 
@@ -60,6 +66,12 @@ export class LiveSession {
     this.probeLive = null;
     /** @type {((m: ServerMessage) => void)|null} the session's own handling of a message */
     this.onMessage = null;
+    /** The replica the hello named: the pushing replica of the session's pushes. */
+    this.replica = '';
+    /** @type {Hello|null} the welcome's hello answer: its server time is the session base of pushes */
+    this.welcome = null;
+    /** @type {{resolve: (m: Pushed) => void, reject: (e: ConvergoError) => void}|null} the push in flight */
+    this.pending = null;
   }
 
   /** Whether sync work may use the session: welcomed, accepted, not closed. */
@@ -87,6 +99,21 @@ export class LiveSession {
   subscribe(c, cursor, scope, lease, version = 0) {
     this.subscribed.add(c);
     this.send(encodeSub(c, cursor, scope, lease, version));
+  }
+
+  /**
+   * Sends a live push (encodeLivePush, from this session's base) and
+   * resolves with the server's pushed answer. Rejects (network) when the
+   * socket closes first; one push at a time.
+   * @param {Uint8Array<ArrayBuffer>} frame
+   * @returns {Promise<Pushed>}
+   */
+  push(frame) {
+    return new Promise((resolve, reject) => {
+      if (!this.live || this.pending) return reject(new ConvergoError('network', 'live push: no session to push over'));
+      this.pending = { resolve, reject };
+      this.send(frame);
+    });
   }
 
   /**
@@ -165,7 +192,8 @@ export class LiveSession {
           return;
         }
         try {
-          ws.send(encodeLiveHello(this.o.replica(), await this.o.token(false)));
+          this.replica = this.o.replica();
+          ws.send(encodeLiveHello(this.replica, await this.o.token(false)));
         } catch (e) {
           fail(/** @type {ConvergoError} */ (e));
         }
@@ -187,7 +215,22 @@ export class LiveSession {
             .catch((e) => fail(e));
           return;
         }
-        this.o.serial(() => this.handle(bytes, ws)).catch((e) => fail(e));
+        /** @type {ServerMessage|ConvergoError} */
+        let m;
+        try {
+          m = parseServerMessage(bytes);
+        } catch (e) {
+          m = /** @type {ConvergoError} */ (e);
+        }
+        if (!(m instanceof Error) && m.type === 'pushed') {
+          // The push waiting for it is sync work itself: answer it now.
+          const p = this.pending;
+          this.pending = null;
+          if (p) p.resolve(m);
+          else fail(new ConvergoError('malformed', 'live: pushed without a push'));
+          return;
+        }
+        this.o.serial(() => this.handle(m, ws)).catch((e) => fail(e));
       };
       ws.onerror = () => {
         failure ??= new ConvergoError('network', `WebSocket ${url} failed`);
@@ -200,6 +243,8 @@ export class LiveSession {
           this.probeLive = null;
         }
         this.accepted = false;
+        this.pending?.reject(new ConvergoError('network', 'live push: the session closed before its answer'));
+        this.pending = null;
         this.o.onClose();
         if (failure && !this.o.stopped()) reject(failure);
         else resolve(undefined);
@@ -207,6 +252,7 @@ export class LiveSession {
       /** @param {ServerMessage} m */
       this.onMessage = (m) => {
         if (m.type === 'welcome') {
+          this.welcome = m.hello;
           clearTimeout(pinger);
           pinger = setTimeout(watch, pingInterval);
           this.probeLive = () => {
@@ -230,14 +276,14 @@ export class LiveSession {
 
   /**
    * Handles one frame, in order with other sync work.
-   * @param {Uint8Array} bytes
+   * @param {ServerMessage|ConvergoError} m the frame, parsed (or why it could not be)
    * @param {WebSocket} ws the socket it came on
    */
-  async handle(bytes, ws) {
+  async handle(m, ws) {
     // Frames of a socket that has closed since they arrived are dropped:
     // the next session catches up from the cursors.
     if (this.ws !== ws) return;
-    const m = parseServerMessage(bytes);
+    if (m instanceof Error) throw m;
     this.onMessage?.(m);
     await this.o.onMessage(m, this);
   }

@@ -1,6 +1,7 @@
 // The sync loop: hello (clock offset), push the outbox, pull every
 // collection from its cursor, then stay live over WebSocket (or poll when
-// there is none), reconnecting with exponential backoff and jitter.
+// there is none), reconnecting with exponential backoff and jitter. While
+// live, the outbox is pushed over the session (pushOutbox).
 //
 // Backoff protects a struggling server from a fleet of clients, but a
 // client that only follows it can sit out half a minute after a short
@@ -83,7 +84,7 @@ import { LiveSession } from './live.js';
 import { CURSOR_KEY, RESTAMP_KEY } from './db.js';
 import { isPrefix, replicaPrefix, subjectOfToken } from './replica.js';
 import { DEFAULTS, PATHS, STATUSES, VERSION } from './constants.js';
-import { encodeHello, encodePull, encodePush, encodeUnsub, parseHello, parsePullAnswer, parsePushAnswer, resetAction, retryOf } from './protocol.js';
+import { encodeHello, encodeLivePush, encodePull, encodePush, encodeUnsub, parseHello, parsePullAnswer, parsePushAnswer, resetAction, retryOf } from './protocol.js';
 
 /** @typedef {import('./protocol.js').Hello} Hello */
 /** @typedef {import('./db.js').Store} Store */
@@ -772,11 +773,34 @@ export class Syncer {
         for (const c of new Set(batch.map((e) => e.c))) versions.set(c, await this.store.schemaVersion(c));
         const replica = /** @type {string} */ (this.store.replica);
         const changes = batch.map((e) => e.change);
-        // Made for the token it goes with: under that token's subject the
-        // replica is named by its device part (docs/protocol.md, "Push").
-        const answer = await this.postAnswer(PATHS.push, async (token) => encodePush(replica, changes, versions, await this.pushPrefix(token)));
-        requestId = answer.requestId;
-        results = parsePushAnswer(answer.body);
+        // Over the live session when there is one (docs/protocol.md, "Live
+        // push"), unless the message is over its limit or the session is
+        // another replica's (its hello came before a new token's subject);
+        // else over HTTP, with the current token.
+        const session = this.live && this.session?.replica === replica ? this.session : null;
+        const welcome = session?.welcome;
+        const frame = welcome ? encodeLivePush(replica, changes, versions, welcome.serverTime) : null;
+        if (session && frame && frame.length <= /** @type {Hello} */ (welcome).maxMessageBytes) {
+          let m;
+          try {
+            m = await session.push(frame);
+          } catch (e) {
+            // The session closed with the push in flight: its changes stay
+            // in the outbox and go again (over HTTP now, or the next
+            // session); any the server applied come back duplicate.
+            if (session.live) throw e;
+            continue;
+          }
+          if (!m.results) throw new ConvergoError(/** @type {any} */ (m.code), `live push: ${m.code}${m.message ? ': ' + m.message : ''}`);
+          results = m.results;
+        } else {
+          // Made for the token it goes with: under that token's subject
+          // the replica is named by its device part (docs/protocol.md,
+          // "Push").
+          const answer = await this.postAnswer(PATHS.push, async (token) => encodePush(replica, changes, versions, await this.pushPrefix(token)));
+          requestId = answer.requestId;
+          results = parsePushAnswer(answer.body);
+        }
       } catch (e) {
         if (/** @type {any} */ (e).code === 'too_large') {
           if (batch.length > 1) {

@@ -203,6 +203,7 @@ test('a live reset lease_expired reconciles too; subs carry the lease', async (t
   const ev = listen(a);
   // Edits that cannot be pushed yet, while the session stays live.
   blockPush = true;
+  server.failPush = () => blockPush;
   await todos.update('x', { n: 2 });
   await todos.update('y', { n: 2 });
   const floor = (await stampOf(a, 'todos', 'x', 'n'))?.wall;

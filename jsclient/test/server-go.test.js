@@ -274,3 +274,74 @@ test('real server: a server that lost its store (a memory: server restarted) is 
   assert.deepEqual(await c.collection(coll).list(), await b.collection(coll).list());
   assert.deepEqual(await c.collection(coll).get('a3'), { id: 'a3', by: 'alice', i: 3, f: 3.5 });
 });
+
+test('real server: writes go over the live session, from its base; a refused one is rolled back, and a lost session pushes again', { skip }, async (t) => {
+  const url = /** @type {any} */ (server).url;
+  const { WebSocket } = await import('./helpers/util.js');
+  const { decode } = await import('../src/cbor.js');
+  const { PATHS } = await import('../src/constants.js');
+  const coll = 'lp' + Math.random().toString(36).slice(2, 8);
+  const token = jwt({ sub: 'u5', read: [coll], write: [coll], exp: inAnHour() });
+  /** @type {string[]} */
+  const paths = [];
+  /** @type {any[]} the live messages the client sent, decoded */
+  const sent = [];
+  /** @type {any[]} */
+  const sockets = [];
+  class Recording extends WebSocket {
+    /** @param {any[]} args */
+    constructor(...args) {
+      super(.../** @type {[any]} */ (args));
+      sockets.push(this);
+    }
+    /** @param {any} data */
+    send(data) {
+      sent.push(decode(new Uint8Array(data), { canonical: false }));
+      super.send(data);
+    }
+  }
+  const a = await openClient({
+    url,
+    name: 'lp-a',
+    token,
+    collections: [coll],
+    WebSocket: Recording,
+    fetch: (input, init) => {
+      paths.push(new URL(String(input)).pathname);
+      return fetch(input, init);
+    },
+  });
+  const b = await openClient({ url, name: 'lp-b', token, collections: [coll] });
+  t.after(() => Promise.all([a.close(), b.close()]));
+  /** @type {any[]} */
+  const refused = [];
+  a.on('refused', (r) => refused.push(r));
+  a.on('error', () => {});
+  await until(() => /** @type {any} */ (a).syncer?.live && /** @type {any} */ (b).syncer?.live, 'both live');
+  const mark = paths.length;
+  await a.collection(coll).putMany([0, 1, 2].map((i) => ({ id: 'r' + i, i, f: i + 0.5 })));
+  await a.collection('elsewhere').put('x', { no: true });
+  await until(() => a.status.pending === 0 && refused.length === 1, 'pushed, one refused');
+  assert.deepEqual(paths.slice(mark).filter((p) => p === PATHS.push), [], 'nothing over HTTP');
+  const pushes = sent.filter((m) => m.get(0) === 'push');
+  assert.ok(pushes.length >= 2, `${pushes.length} live pushes`);
+  for (const m of pushes) assert.equal(m.has(1) || m.has(9), false);
+  assert.deepEqual(
+    refused.map((r) => [r.collection, r.id, r.code, r.requestId]),
+    [['elsewhere', 'x', 'forbidden', null]],
+  );
+  assert.equal(await a.collection('elsewhere').get('x'), null, 'rolled back');
+  await until(async () => (await b.collection(coll).list()).length === 3, 'b to see the three');
+  assert.deepEqual(await b.collection(coll).get('r2'), { id: 'r2', i: 2, f: 2.5 });
+  // The socket dies with a push in flight: the write goes again (over
+  // HTTP or the next session) and lands once.
+  const live = sockets.at(-1);
+  const write = a.collection(coll).put('lost', { n: 1 });
+  live.terminate();
+  await write;
+  await until(() => a.status.pending === 0, 'the write pushed again', 10_000);
+  await until(async () => (await b.collection(coll).get('lost'))?.n === 1, 'b to see it', 10_000);
+  await until(() => /** @type {any} */ (a).syncer?.live, 'live again', 10_000);
+  await a.collection(coll).update('lost', { n: 2 });
+  await until(async () => (await b.collection(coll).get('lost'))?.n === 2, 'a later write, live again', 10_000);
+});

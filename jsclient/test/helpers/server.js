@@ -50,6 +50,7 @@ import { parseDefinition, translate } from '../../src/migrate.js';
  * @property {(token: string) => string|null} [auth] returns an error code to refuse the token, or null
  * @property {number} [maxPush]
  * @property {number} [maxPull]
+ * @property {number} [maxMessageBytes] the live message limit its hello announces
  * @property {number} [timeOffset] added to the server clock (ms)
  * @property {number} [maxDrift]
  * @property {number} [protocol] the version the server speaks (default VERSION)
@@ -152,6 +153,32 @@ export function seqOf(c, gen = 0) {
 
 const statusOf = new Map(CODES.map((c) => [c.code, c.http]));
 
+/**
+ * The items of a CBOR envelope with integer keys: a reader at each key's
+ * value, for the caller to read.
+ * @param {Uint8Array} body
+ * @returns {(k: number) => Reader|undefined}
+ */
+function items(body) {
+  const r = new Reader(body, { canonical: false });
+  const keys = r.mapHead();
+  /** @type {Map<number, number>} */
+  const at = new Map();
+  for (let i = 0; i < keys; i++) {
+    const k = r.uint();
+    at.set(k, r.off);
+    r.skip();
+  }
+  r.end();
+  return (k) => {
+    const off = at.get(k);
+    if (off === undefined) return undefined;
+    const ir = new Reader(body, { canonical: false });
+    ir.off = off;
+    return ir;
+  };
+}
+
 export class FakeServer {
   /** @param {FakeServerOptions} [opts] */
   constructor(opts = {}) {
@@ -162,7 +189,7 @@ export class FakeServer {
     this.requests = [];
     /** @type {{path: string, headers: http.IncomingHttpHeaders}[]} */
     this.requestHeaders = [];
-    /** Set to a number to make the next N push answers fail after applying. */
+    /** Set to a number to make the next N push answers fail after applying (HTTP: 503; live: the session is lost before the answer). */
     this.dropPushAnswers = 0;
     /** @type {(changes: import('../../src/record.js').Change[]) => boolean} a push it returns true for fails unavailable, nothing applied */
     this.failPush = () => false;
@@ -218,8 +245,12 @@ export class FakeServer {
     this.migrations = new Map();
     /** @type {Map<string, number>[]} the versions (key 3) of every push */
     this.pushVersions = [];
-    /** @type {{replica: string, device?: boolean}[]} the pushing replica of every push, and whether key 9 named it */
+    /** @type {{replica: string, device?: boolean, live?: boolean}[]} the pushing replica of every push, and whether key 9 named it or it came over a live session */
     this.pushReplicas = [];
+    /** @type {Uint8Array[]} every live push message, as it came */
+    this.livePushes = [];
+    /** @type {(changes: number) => string|null} a code it returns refuses a live push of that many changes whole (pushed {2: code}), nothing applied */
+    this.refuseLivePush = () => null;
   }
 
   /**
@@ -475,7 +506,7 @@ export class FakeServer {
       [7, this.opts.maxDrift ?? DEFAULTS.maxDriftMs],
       [8, ''],
       [9, DEFAULTS.maxPageBytes],
-      [10, DEFAULTS.maxMessageBytes],
+      [10, this.opts.maxMessageBytes ?? DEFAULTS.maxMessageBytes],
       [11, prefix],
     ]);
   }
@@ -694,55 +725,19 @@ export class FakeServer {
           // 9: the device part under the token subject's prefix in place
           // of 1: compact stamps (docs/protocol.md) are read against the
           // pushing replica and keys 7 and 8.
-          const r = new Reader(body, { canonical: false });
-          const keys = r.mapHead();
-          /** @type {Map<number, number>} */
-          const at = new Map();
-          for (let i = 0; i < keys; i++) {
-            const k = r.uint();
-            at.set(k, r.off);
-            r.skip();
-          }
-          r.end();
-          const item = (/** @type {number} */ k) => {
-            const off = at.get(k);
-            if (off === undefined) return undefined;
-            const ir = new Reader(body, { canonical: false });
-            ir.off = off;
-            return ir;
-          };
+          const item = items(body);
           const rr = item(1);
           const dr = item(9);
-          const ar = item(2);
-          if (!(rr || dr) || (rr && dr) || !ar) throw new Error('bad push');
+          if (!(rr || dr) || (rr && dr)) throw new Error('bad push');
           const replica = rr ? rr.text() : prefix + REPLICA.separator + /** @type {Reader} */ (dr).text();
           this.pushReplicas.push(rr ? { replica } : { replica, device: true });
-          const tr = item(7);
-          const table = [];
-          if (tr) for (let i = 0, n = tr.arrayHead(); i < n; i++) table.push(tr.text());
-          const cx = compactContext([replica, ...table], item(8)?.uint());
-          const n = ar.arrayHead();
-          if (n > (this.opts.maxPush ?? DEFAULTS.maxPushChanges)) return fail('too_large');
-          const changes = [];
-          for (let i = 0; i < n; i++) changes.push(readChange(ar, cx));
-          /** @type {Map<string, number>} */
-          let versions = new Map();
-          const vr = item(3);
-          if (vr) {
-            const v = vr.item();
-            versions = v instanceof Map ? v : new Map(Object.entries(/** @type {object} */ (v)));
-          }
-          if (this.failPush(changes)) return fail('unavailable');
-          this.pushVersions.push(versions);
-          for (const [c, v] of versions) this.versionOf(c, v);
-          this.pushes++;
-          const results = this.apply(changes, prefix, versions);
-          this.pushStatuses.push(results.map((m) => /** @type {number} */ (m.get(1))));
+          const out = this.push(item, replica, prefix, undefined);
+          if (typeof out === 'string') return fail(out);
           if (this.dropPushAnswers > 0) {
             this.dropPushAnswers--;
             return fail('unavailable');
           }
-          return ok(encode(this.env([[1, results]])));
+          return ok(encode(this.env([[1, out]])));
         }
         case PATHS.pull: {
           const m = decode(body, { canonical: false });
@@ -805,6 +800,73 @@ export class FakeServer {
   }
 
   /**
+   * Applies a push (HTTP or live) from its envelope's items: its results,
+   * or the code refusing it whole.
+   * @param {(k: number) => Reader|undefined} item
+   * @param {string} replica the pushing replica, index 0 of the table
+   * @param {string} prefix the replica prefix of the pusher's subject
+   * @param {number|undefined} session a live push's session base
+   * @returns {Map<number, unknown>[]|string}
+   */
+  push(item, replica, prefix, session) {
+    const ar = item(2);
+    if (!ar) throw new Error('bad push');
+    const tr = item(7);
+    const table = [];
+    if (tr) for (let i = 0, n = tr.arrayHead(); i < n; i++) table.push(tr.text());
+    const cx = compactContext([replica, ...table], item(8)?.uint() ?? session);
+    const n = ar.arrayHead();
+    if (n > (this.opts.maxPush ?? DEFAULTS.maxPushChanges)) return 'too_large';
+    const refused = session !== undefined && this.refuseLivePush(n);
+    if (refused) return refused;
+    const changes = [];
+    for (let i = 0; i < n; i++) changes.push(readChange(ar, cx));
+    /** @type {Map<string, number>} */
+    let versions = new Map();
+    const vr = item(3);
+    if (vr) {
+      const v = vr.item();
+      versions = v instanceof Map ? v : new Map(Object.entries(/** @type {object} */ (v)));
+    }
+    if (this.failPush(changes)) return 'unavailable';
+    this.pushVersions.push(versions);
+    for (const [c, v] of versions) this.versionOf(c, v);
+    this.pushes++;
+    const results = this.apply(changes, prefix, versions);
+    this.pushStatuses.push(results.map((m) => /** @type {number} */ (m.get(1))));
+    return results;
+  }
+
+  /**
+   * A live push (docs/protocol.md, "Live push"): applied as an HTTP push
+   * by the session's replica, its walls from key 8 or the session base;
+   * answered pushed, with its results or the code refusing it whole.
+   * @param {any} ws
+   * @param {Uint8Array} body
+   */
+  livePush(ws, body) {
+    this.livePushes.push(body);
+    const refuse = (/** @type {string} */ code) => ws.send(encode(this.env([[0, 'pushed'], [2, code], [3, 'test server says ' + code]])));
+    let out;
+    try {
+      const item = items(body);
+      if (item(1) || item(9)) throw new Error('a live push names no replica');
+      this.pushReplicas.push({ replica: ws.replica, live: true });
+      out = this.push(item, ws.replica, ws.prefix, ws.base);
+    } catch (e) {
+      const code = /** @type {any} */ (e).code;
+      return refuse(code === 'invalid' || code === 'schema_ahead' ? code : 'malformed');
+    }
+    if (typeof out === 'string') return refuse(out);
+    if (this.dropPushAnswers > 0) {
+      // Applied, and the session lost before its answer.
+      this.dropPushAnswers--;
+      return ws.terminate();
+    }
+    ws.send(encode(this.env([[0, 'pushed'], [1, out]])));
+  }
+
+  /**
    * The parameters of a token's scopes: sub and its claims.
    * @param {string} token
    * @returns {(name: string) => unknown}
@@ -852,8 +914,12 @@ export class FakeServer {
         /** @type {any} */ (ws).subject = subjectOfToken(m.get(3));
         /** @type {any} */ (ws).param = this.params(m.get(3));
         /** @type {any} */ (ws).scopes = new Map();
+        /** @type {any} */ (ws).replica = m.get(2);
         replicaPrefix(subjectOfToken(m.get(3))).then((prefix) => {
-          send(encode(this.env([[0, 'welcome'], [1, this.helloAnswer(prefix)]])));
+          const welcome = this.helloAnswer(prefix);
+          /** @type {any} */ (ws).prefix = prefix;
+          /** @type {any} */ (ws).base = welcome.get(2);
+          send(encode(this.env([[0, 'welcome'], [1, welcome]])));
           if (this.newer) send(encode(this.env([[0, 'bulletin'], [1, 'a message type from the future']])));
         });
         return;
@@ -894,6 +960,9 @@ export class FakeServer {
         }
         case 'unsub':
           subs.delete(m.get(1));
+          break;
+        case 'push':
+          this.livePush(ws, new Uint8Array(/** @type {Buffer} */ (data)));
           break;
         case 'ping':
           if (this.ignorePings) break;

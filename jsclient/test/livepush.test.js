@@ -1,0 +1,127 @@
+// Live push (docs/protocol.md, "Live push"): while the live session is
+// open, the outbox goes over it, one push in flight, its answers handled
+// as HTTP push answers are; over HTTP otherwise, and for a message over the
+// hello's max live message bytes. A session lost with a push in flight
+// leaves the changes in the outbox, pushed again and answered duplicate.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { FakeServer } from './helpers/server.js';
+import { openClient, until } from './helpers/util.js';
+import { PATHS, STATUSES } from '../src/constants.js';
+import { decode } from '../src/cbor.js';
+
+const WAIT = 10_000;
+
+/** @param {FakeServer} server */
+const httpPushes = (server) => server.requests.filter((p) => p === PATHS.push).length;
+
+test('live: writes go over the open session, from its base, and are settled as HTTP answers are', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const a = await openClient({ url: server.url, name: 'a', collections: ['todos'] });
+  t.after(() => a.close());
+  /** @type {any[]} */
+  const refused = [];
+  a.on('refused', (r) => refused.push(r));
+  await until(() => a.status.online && server.sockets.size === 1, 'live', WAIT);
+  await a.collection('todos').put('t1', { title: 'milk' });
+  await until(() => a.status.pending === 0, 'pushed', WAIT);
+  server.refuseIds.add('t2');
+  await a.collection('todos').put('t2', { title: 'refused' });
+  await a.collection('todos').put('t3', { title: 'fine' });
+  await until(() => a.status.pending === 0 && refused.length === 1, 'pushed and refused', WAIT);
+  assert.equal(httpPushes(server), 0, 'nothing over HTTP');
+  assert.ok(server.livePushes.length >= 2, `${server.livePushes.length} live pushes`);
+  for (const frame of server.livePushes) {
+    const m = decode(frame, { canonical: true });
+    assert.equal(m.get(0), 'push');
+    assert.equal(m.has(1) || m.has(9), false, 'the session names the replica');
+  }
+  assert.ok(server.pushReplicas.every((r) => r.live && r.replica === a.store.replica));
+  // The walls were read against the session base: the server holds the
+  // stamps the client wrote.
+  const held = server.coll('todos').byId.get('t1').record.fields.get('title').stamp;
+  assert.equal(held.replica, a.store.replica);
+  assert.ok(Math.abs(held.wall - Date.now()) < 60_000, `wall ${held.wall}`);
+  assert.deepEqual(await a.collection('todos').get('t3'), { id: 't3', title: 'fine' });
+  assert.equal(await a.collection('todos').get('t2'), null, 'the refused creation rolled back');
+  assert.deepEqual(
+    refused.map((r) => [r.id, r.code, r.requestId]),
+    [['t2', 'forbidden', null]],
+  );
+  assert.equal(a.status.rejected, 1);
+});
+
+test('live: a session lost with a push in flight leaves the changes in the outbox; pushed again, they come back duplicate', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const a = await openClient({ url: server.url, name: 'a', collections: ['todos'] });
+  t.after(() => a.close());
+  a.on('error', () => {});
+  await until(() => a.status.online && server.sockets.size === 1, 'live', WAIT);
+  server.dropPushAnswers = 1; // applied, then the session is lost before the answer
+  await a.collection('todos').putMany([0, 1, 2].map((i) => ({ id: 't' + i, i })));
+  await until(() => a.status.pending === 0, 'the outbox drained', WAIT);
+  assert.equal(server.livePushes.length >= 1, true);
+  assert.deepEqual(server.pushStatuses[0], [STATUSES.applied, STATUSES.applied, STATUSES.applied], 'the lost push was applied');
+  assert.ok(server.pushReplicas[0].live, 'the lost push went live');
+  assert.deepEqual(server.pushStatuses.slice(1).flat(), [STATUSES.duplicate, STATUSES.duplicate, STATUSES.duplicate], 'pushed again: duplicate');
+  assert.equal(server.coll('todos').seq, 3, 'applied once');
+  assert.equal(a.status.rejected, 0);
+  await until(() => a.status.online && server.sockets.size === 1, 'live again', WAIT);
+  await a.collection('todos').put('t9', { i: 9 });
+  await until(() => a.status.pending === 0, 'a later write pushed', WAIT);
+  assert.ok(server.pushReplicas.at(-1)?.live, 'over the next session');
+});
+
+test('live: a message over the max live message bytes goes over HTTP', async (t) => {
+  const server = await new FakeServer({ maxMessageBytes: 4096 }).start();
+  t.after(() => server.stop());
+  const a = await openClient({ url: server.url, name: 'a', collections: ['todos'] });
+  t.after(() => a.close());
+  await until(() => a.status.online && server.sockets.size === 1, 'live', WAIT);
+  await a.collection('todos').put('small', { v: 'x' });
+  await until(() => a.status.pending === 0, 'pushed', WAIT);
+  assert.equal(httpPushes(server), 0);
+  const live = server.livePushes.length;
+  await a.collection('todos').put('big', { v: 'x'.repeat(5000) });
+  await until(() => a.status.pending === 0, 'pushed', WAIT);
+  assert.equal(httpPushes(server), 1, 'the big one over HTTP');
+  assert.equal(server.livePushes.length, live, 'not live');
+  assert.equal(server.coll('todos').byId.get('big').record.fields.size, 1);
+  assert.ok(a.status.online && server.sockets.size === 1, 'the session goes on');
+});
+
+test('live: a push refused whole is handled as the same code over HTTP: too_large halves the batch, unavailable keeps the outbox', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const a = await openClient({ url: server.url, name: 'a', collections: ['todos'] });
+  t.after(() => a.close());
+  /** @type {any[]} */
+  const errors = [];
+  a.on('error', (e) => errors.push(e));
+  /** @type {any[]} */
+  const refused = [];
+  a.on('refused', (r) => refused.push(r));
+  await until(() => a.status.online && server.sockets.size === 1, 'live', WAIT);
+  server.refuseLivePush = (n) => (n > 1 ? 'too_large' : null);
+  await a.collection('todos').putMany([0, 1, 2, 3].map((i) => ({ id: 't' + i, i })));
+  await until(() => a.status.pending === 0, 'pushed one by one', WAIT);
+  assert.deepEqual(
+    server.pushStatuses.map((s) => s.length),
+    [1, 1, 1, 1],
+  );
+  assert.equal(server.coll('todos').byId.size, 4);
+  assert.deepEqual(refused, []);
+  assert.equal(httpPushes(server), 0);
+  server.refuseLivePush = () => 'unavailable';
+  await a.collection('todos').put('u', { n: 1 });
+  await until(() => errors.some((e) => e.code === 'unavailable'), 'unavailable heard', WAIT);
+  await until(() => a.status.pending === 1, 'kept in the outbox', WAIT);
+  assert.equal(server.coll('todos').byId.has('u'), false);
+  server.refuseLivePush = () => null;
+  await a.sync();
+  assert.equal(a.status.pending, 0);
+  assert.deepEqual(refused, []);
+});
