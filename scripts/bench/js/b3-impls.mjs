@@ -12,7 +12,15 @@
 // prefix, "_", 22 random characters), setMap is Collection.put, and the
 // update is the push body the Syncer would send for that write
 // (protocol.encodePush of the replica id and the outbox entries, with the
-// replica prefix of the anonymous token it goes with, as sync.js does). They differ in how a document applies updates:
+// replica prefix of the anonymous token it goes with, as sync.js does over
+// HTTP). What a client sends for that write over an open live session is
+// counted beside it (liveBytes): protocol.encodeLivePush of the same
+// replica, entries and versions, as sync.js does, from a session base S,
+// the server time of the session's welcome, taken as the write's wall less
+// 1 s (a session opened just before the writes: 3-byte differences) and
+// less 3 h (a session opened hours before: 5-byte ones). The update handed
+// to the harness, which the documents decode and apply, stays the HTTP
+// body: the same changes. They differ in how a document applies updates:
 //   convergo      the push bodies decoded (b3-push.mjs: record.js
 //                 readChange in the body's compact-stamp context) and merged
 //                 into the document's record in memory (record.js
@@ -28,10 +36,10 @@ import * as Automerge from '@automerge/automerge';
 import { createMergeableStore } from 'tinybase';
 import { IDBFactory, IDBKeyRange } from 'fake-indexeddb';
 import { open } from '../../../jsclient/src/database.js';
-import { encodePush } from '../../../jsclient/src/protocol.js';
+import { encodeLivePush, encodePush } from '../../../jsclient/src/protocol.js';
 import * as cbor from '../../../jsclient/src/cbor.js';
 import * as record from '../../../jsclient/src/record.js';
-import { decodeValue, emptyRecord, mergeInto, visibleValues } from '../../../jsclient/src/record.js';
+import { decodeValue, emptyRecord, maxStamp, mergeInto, visibleValues } from '../../../jsclient/src/record.js';
 import { replicaPrefix } from '../../../jsclient/src/replica.js';
 import { pushDecoder } from './b3-push.mjs';
 
@@ -131,6 +139,16 @@ export const factories = {
   },
 };
 
+/**
+ * The bytes of the live pushes the Convergo documents' writes make
+ * (encodeLivePush), summed: from a session opened 1 s before the write
+ * (recent) and 3 h before (hours).
+ */
+export const liveBytes = { recent: 0, hours: 0 };
+
+/** How long before a write its session opened, for each figure of liveBytes (ms). */
+export const SESSION_AGE = { recent: 1_000, hours: 3 * 3_600_000 };
+
 const COLLECTION = 'b3';
 const ID = 'doc';
 let dbs = 0;
@@ -155,9 +173,17 @@ async function convergoDoc(onUpdate, idb) {
       // As sync.js pushes: the outbox entries, the collection's schema version.
       const entries = await db.store.peekOutbox(1000);
       const versions = new Map([[COLLECTION, await db.store.schemaVersion(COLLECTION)]]);
-      const body = encodePush(/** @type {string} */ (db.store.replica), entries.map((e) => e.change), versions, PREFIX);
+      const replica = /** @type {string} */ (db.store.replica);
+      const changes = entries.map((e) => e.change);
+      const body = encodePush(replica, changes, versions, PREFIX);
       // The document holds its own write from here on, as a client does.
-      for (const c of decodePush(body)) mergeInto(rec, c.record);
+      let wall = 0;
+      for (const c of decodePush(body)) {
+        mergeInto(rec, c.record);
+        wall = Math.max(wall, maxStamp(c.record).wall);
+      }
+      // The same write over an open live session, as sync.js sends it.
+      for (const k of /** @type {const} */ (['recent', 'hours'])) liveBytes[k] += encodeLivePush(replica, changes, versions, wall - SESSION_AGE[k]).length;
       onUpdate(body);
     },
     async transact(f) {

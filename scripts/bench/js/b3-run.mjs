@@ -14,11 +14,14 @@
 // Last, one more client applies them in reverse order, untimed, and must
 // reach the same map.
 //
-// Output: one JSON line {impl, scenario, cold, warm, bytes, updates, setupMs}.
+// Output: one JSON line {impl, scenario, cold, warm, bytes, live, updates,
+// setupMs}: bytes, of the updates handed to the harness; live, for the
+// Convergo client, of its live pushes for the same writes ({recent,
+// hours}: b3-impls.mjs liveBytes).
 //
 // Usage: node b3-run.mjs IMPL SCENARIO [WARM]   e.g. node b3-run.mjs yjs B3.1 5
 
-import { factories, scenarios } from './b3-impls.mjs';
+import { factories, liveBytes, scenarios } from './b3-impls.mjs';
 
 const [implName, scenarioId, warmArg] = process.argv.slice(2);
 const impl = factories[implName];
@@ -45,6 +48,9 @@ if (updates.length < sc.clients) throw new Error(`${impl.name} ${sc.id}: ${updat
 const setupMs = performance.now() - t0;
 const count = updates.length;
 const bytes = updates.reduce((n, u) => n + u.length, 0);
+// The JS client's writes over an open live session (b3-impls.mjs), summed
+// once setup is done.
+const live = impl.ours ? { ...liveBytes } : undefined;
 
 /** Applies ups to doc in one transaction; returns the time taken in ms. */
 async function applyAll(doc, ups) {
@@ -88,5 +94,5 @@ await applyAll(docs[2 + WARM], [...updates].reverse());
 await check(docs[2 + WARM], 'the reverse order');
 
 if (updates.length !== count) throw new Error(`${impl.name} ${sc.id}: updates were collected while applying`);
-process.stdout.write(JSON.stringify({ impl: implName, scenario: sc.id, cold, warm, bytes, updates: count, setupMs }) + '\n');
+process.stdout.write(JSON.stringify({ impl: implName, scenario: sc.id, cold, warm, bytes, live, updates: count, setupMs }) + '\n');
 process.exit(0);

@@ -15,7 +15,9 @@
 //
 // Output: JSON samples, one per line (the sample type of cmd/convergo-bench,
 // whose report subcommand aggregates them): per run, the cold time, the
-// median of the run's warm times and the update bytes. On stderr, the
+// median of the run's warm times and the update bytes (for the JS client
+// three rows: a live push from a session opened 1 s before the writes,
+// one opened 3 h before, and the HTTP push body). On stderr, the
 // issue's targets against the medians: the JS client ≥ 2× TinyBase and
 // ≥ 5× Yjs (cold and warm), update bytes ≤ 1.2× Yjs V2's.
 //
@@ -42,6 +44,11 @@ const SCENARIOS = process.argv[5] ? scenarios.filter((s) => process.argv[5].spli
 const COLD = 'apply all updates, cold (one timed run per fresh process, as crdt-benchmarks publishes)';
 const WARMED = `apply all updates, warm (median of ${WARM} runs after the cold one, per process)`;
 const BYTES = 'update bytes (all clients)';
+// The JS client's bytes in three rows (b3-impls.mjs): what it sends over an
+// open live session, whose welcome came 1 s before the write (BYTES, the
+// row the target is checked on) or 3 h before, and the HTTP push body.
+const BYTES_HOURS = 'update bytes (all clients), JS client: live push, session opened 3 h before the writes';
+const BYTES_HTTP = 'update bytes (all clients), JS client: HTTP push body';
 
 /** @type {Map<string, number[]>} values by scenario id, metric and impl */
 const seen = new Map();
@@ -72,8 +79,12 @@ for (let run = 0; run < RUNS; run++) {
       }
       emit(sc, COLD, 'ms', impl, run, out.cold);
       emit(sc, WARMED, 'ms', impl, run, median(out.warm));
-      emit(sc, BYTES, 'bytes', impl, run, out.bytes);
-      console.error(`b3: run ${run} ${sc.id} ${impl}: cold ${out.cold.toFixed(1)} ms, warm ${median(out.warm).toFixed(1)} ms, ${out.bytes} bytes, setup ${(out.setupMs / 1000).toFixed(1)} s`);
+      if (out.live) {
+        emit(sc, BYTES, 'bytes', impl, run, out.live.recent);
+        emit(sc, BYTES_HOURS, 'bytes', impl, run, out.live.hours);
+        emit(sc, BYTES_HTTP, 'bytes', impl, run, out.bytes);
+      } else emit(sc, factories[impl].ours ? BYTES_HTTP : BYTES, 'bytes', impl, run, out.bytes);
+      console.error(`b3: run ${run} ${sc.id} ${impl}: cold ${out.cold.toFixed(1)} ms, warm ${median(out.warm).toFixed(1)} ms, ${out.live ? `${out.live.recent} bytes live (${out.live.hours} from a session 3 h old, ${out.bytes} over HTTP)` : `${out.bytes} bytes`}, setup ${(out.setupMs / 1000).toFixed(1)} s`);
     }
   }
 }
@@ -97,6 +108,13 @@ for (const sc of SCENARIOS) {
       );
     }
   }
-  const b = med(sc, BYTES, IMPLS.find((i) => factories[i].ours) ?? 'convergo') / med(sc, BYTES, 'yjs');
-  console.error(`b3 target ${sc.id} update bytes: ${b.toFixed(2)}× Yjs V2's (target ≤ 1.2: ${b <= 1.2 ? 'met' : 'not met'})`);
+  const ours = IMPLS.find((i) => factories[i].ours && i !== 'convergo-chromium') ?? 'convergo';
+  for (const [metric, label] of [
+    [BYTES, 'live push, session opened 1 s before'],
+    [BYTES_HOURS, 'live push, session opened 3 h before'],
+    [BYTES_HTTP, 'HTTP push body'],
+  ]) {
+    const b = med(sc, metric, ours) / med(sc, BYTES, 'yjs');
+    console.error(`b3 target ${sc.id} update bytes, ${label}: ${b.toFixed(2)}× Yjs V2's (target ≤ 1.2: ${b <= 1.2 ? 'met' : 'not met'})`);
+  }
 }
