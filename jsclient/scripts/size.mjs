@@ -58,13 +58,13 @@ const modules = new Map();
 for (const p of closure('index.js')) for (const [k, v] of Object.entries(meta.get(p).inputs)) modules.set(path.relative(root, k), (modules.get(path.relative(root, k)) ?? 0) + v.bytesInOutput);
 if (json) {
   for (const o of out) console.log(JSON.stringify(o));
-  for (const [k, v] of lazy) console.log(JSON.stringify({ lazy: Object.keys(v.inputs).map((x) => path.relative(root, x))[0], min: v.bytes, gzip: gz(files.get(k)) }));
+  for (const [k, v] of lazy) console.log(JSON.stringify({ lazy: path.relative(root, path.resolve(v.entryPoint)), min: v.bytes, gzip: gz(files.get(k)) }));
   for (const [k, v] of [...modules].sort((a, b) => b[1] - a[1])) console.log(JSON.stringify({ module: k, min: v }));
 } else {
   console.log('entry point (what an app loads up front)      min   min+gzip');
   for (const o of out) console.log(`${o.entry.padEnd(44)} ${String(o.min).padStart(7)} ${String(o.gzip).padStart(9)}`);
   console.log('\nloaded on demand                               min   min+gzip');
-  for (const [k, v] of lazy) console.log(`${path.relative(root, Object.keys(v.inputs)[0]).padEnd(44)} ${String(v.bytes).padStart(7)} ${String(gz(files.get(k))).padStart(9)}`);
+  for (const [k, v] of lazy) console.log(`${path.relative(root, path.resolve(v.entryPoint)).padEnd(44)} ${String(v.bytes).padStart(7)} ${String(gz(files.get(k))).padStart(9)}`);
   console.log('\nsource modules in the main entry (minified bytes each)');
   for (const [k, v] of [...modules].sort((a, b) => b[1] - a[1])) console.log(`${k.padEnd(44)} ${String(v).padStart(7)}`);
 }
