@@ -110,7 +110,7 @@ export class LiveSession {
    */
   push(frame) {
     return new Promise((resolve, reject) => {
-      if (!this.live || this.pending) return reject(new ConvergoError('network', 'live push: no session to push over'));
+      if (!this.live || this.pending) return reject(new ConvergoError('network', 'live push: no session'));
       this.pending = { resolve, reject };
       this.send(frame);
     });
@@ -222,11 +222,11 @@ export class LiveSession {
         } catch (e) {
           m = /** @type {ConvergoError} */ (e);
         }
-        if (!(m instanceof Error) && m.type === 'pushed') {
+        if (/** @type {any} */ (m).type === 'pushed') {
           // The push waiting for it is sync work itself: answer it now.
           const p = this.pending;
           this.pending = null;
-          if (p) p.resolve(m);
+          if (p) p.resolve(/** @type {Pushed} */ (m));
           else fail(new ConvergoError('malformed', 'live: pushed without a push'));
           return;
         }
@@ -243,7 +243,7 @@ export class LiveSession {
           this.probeLive = null;
         }
         this.accepted = false;
-        this.pending?.reject(new ConvergoError('network', 'live push: the session closed before its answer'));
+        this.pending?.reject(new ConvergoError('network', 'live push: the session closed'));
         this.pending = null;
         this.o.onClose();
         if (failure && !this.o.stopped()) reject(failure);

@@ -24,7 +24,7 @@ test('live: writes go over the open session, from its base, and are settled as H
   /** @type {any[]} */
   const refused = [];
   a.on('refused', (r) => refused.push(r));
-  await until(() => a.status.online && server.sockets.size === 1, 'live', WAIT);
+  await until(() => /** @type {any} */ (a).syncer?.live, 'live', WAIT);
   await a.collection('todos').put('t1', { title: 'milk' });
   await until(() => a.status.pending === 0, 'pushed', WAIT);
   server.refuseIds.add('t2');
@@ -59,7 +59,7 @@ test('live: a session lost with a push in flight leaves the changes in the outbo
   const a = await openClient({ url: server.url, name: 'a', collections: ['todos'] });
   t.after(() => a.close());
   a.on('error', () => {});
-  await until(() => a.status.online && server.sockets.size === 1, 'live', WAIT);
+  await until(() => /** @type {any} */ (a).syncer?.live, 'live', WAIT);
   server.dropPushAnswers = 1; // applied, then the session is lost before the answer
   await a.collection('todos').putMany([0, 1, 2].map((i) => ({ id: 't' + i, i })));
   await until(() => a.status.pending === 0, 'the outbox drained', WAIT);
@@ -69,7 +69,7 @@ test('live: a session lost with a push in flight leaves the changes in the outbo
   assert.deepEqual(server.pushStatuses.slice(1).flat(), [STATUSES.duplicate, STATUSES.duplicate, STATUSES.duplicate], 'pushed again: duplicate');
   assert.equal(server.coll('todos').seq, 3, 'applied once');
   assert.equal(a.status.rejected, 0);
-  await until(() => a.status.online && server.sockets.size === 1, 'live again', WAIT);
+  await until(() => /** @type {any} */ (a).syncer?.live, 'live again', WAIT);
   await a.collection('todos').put('t9', { i: 9 });
   await until(() => a.status.pending === 0, 'a later write pushed', WAIT);
   assert.ok(server.pushReplicas.at(-1)?.live, 'over the next session');
@@ -80,7 +80,7 @@ test('live: a message over the max live message bytes goes over HTTP', async (t)
   t.after(() => server.stop());
   const a = await openClient({ url: server.url, name: 'a', collections: ['todos'] });
   t.after(() => a.close());
-  await until(() => a.status.online && server.sockets.size === 1, 'live', WAIT);
+  await until(() => /** @type {any} */ (a).syncer?.live, 'live', WAIT);
   await a.collection('todos').put('small', { v: 'x' });
   await until(() => a.status.pending === 0, 'pushed', WAIT);
   assert.equal(httpPushes(server), 0);
@@ -104,7 +104,7 @@ test('live: a push refused whole is handled as the same code over HTTP: too_larg
   /** @type {any[]} */
   const refused = [];
   a.on('refused', (r) => refused.push(r));
-  await until(() => a.status.online && server.sockets.size === 1, 'live', WAIT);
+  await until(() => /** @type {any} */ (a).syncer?.live, 'live', WAIT);
   server.refuseLivePush = (n) => (n > 1 ? 'too_large' : null);
   await a.collection('todos').putMany([0, 1, 2, 3].map((i) => ({ id: 't' + i, i })));
   await until(() => a.status.pending === 0, 'pushed one by one', WAIT);
