@@ -791,9 +791,17 @@ export class Syncer {
             if (session.live) throw e;
             continue;
           }
-          if (!m.results) throw new ConvergoError(/** @type {any} */ (m.code), `live push: ${m.code}${m.message ? ': ' + m.message : ''}`);
           results = m.results;
-        } else {
+          if (!results) {
+            const e = new ConvergoError(/** @type {any} */ (m.code), `live push: ${m.code}${m.message ? ': ' + m.message : ''}`);
+            if (retryOf(e.code) !== 'backoff') throw e;
+            // The server cannot take it now (unavailable: it holds too
+            // many pushes): the same batch again after one backoff delay,
+            // over HTTP (docs/protocol.md, "Pushing over a live session").
+            await new Promise((r) => setTimeout(r, backoff(0, { random: this.o.random, ...this.o.backoff })));
+          }
+        }
+        if (!results) {
           // Made for the token it goes with: under that token's subject
           // the replica is named by its device part (docs/protocol.md,
           // "Push").

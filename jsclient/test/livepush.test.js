@@ -93,7 +93,7 @@ test('live: a message over the max live message bytes goes over HTTP', async (t)
   assert.ok(a.status.online && server.sockets.size === 1, 'the session goes on');
 });
 
-test('live: a push refused whole is handled as the same code over HTTP: too_large halves the batch, unavailable keeps the outbox', async (t) => {
+test('live: a push refused whole is handled as the same code over HTTP: too_large halves the batch; unavailable goes again over HTTP after a backoff delay, and stays in the outbox if that fails too', async (t) => {
   const server = await new FakeServer().start();
   t.after(() => server.stop());
   const a = await openClient({ url: server.url, name: 'a', collections: ['todos'] });
@@ -115,12 +115,21 @@ test('live: a push refused whole is handled as the same code over HTTP: too_larg
   assert.equal(server.coll('todos').byId.size, 4);
   assert.deepEqual(refused, []);
   assert.equal(httpPushes(server), 0);
+  // The server holds too many pushes: the batch goes over HTTP after one
+  // backoff delay, without another write to start it.
   server.refuseLivePush = () => 'unavailable';
   await a.collection('todos').put('u', { n: 1 });
+  await until(() => server.coll('todos').byId.has('u') && a.status.pending === 0, 'pushed over HTTP', WAIT);
+  assert.equal(httpPushes(server), 1);
+  assert.deepEqual(errors, []);
+  // HTTP fails too: the error is the app's, the change stays.
+  server.failPush = () => true;
+  await a.collection('todos').put('w', { n: 1 });
   await until(() => errors.some((e) => e.code === 'unavailable'), 'unavailable heard', WAIT);
   await until(() => a.status.pending === 1, 'kept in the outbox', WAIT);
-  assert.equal(server.coll('todos').byId.has('u'), false);
+  assert.equal(server.coll('todos').byId.has('w'), false);
   server.refuseLivePush = () => null;
+  server.failPush = () => false;
   await a.sync();
   assert.equal(a.status.pending, 0);
   assert.deepEqual(refused, []);
