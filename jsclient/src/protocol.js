@@ -335,7 +335,7 @@ export function encodePush(replica, changes, versions, prefix) {
 
 /**
  * Encodes a live push {0: "push", 2: [change, ...], 3?: {collection:
- * version}, 7: table?, 8: base?} (docs/protocol.md, "Live push"): the
+ * version}, 7: table?, 8: base?} (docs/protocol.md, "Pushing over a live session"): the
  * replica is the session's (the hello's), index 0 of the table, and every
  * wall is a difference from session, the session base (the welcome's
  * server time), or from the smallest wall, written as key 8, when one is
@@ -703,7 +703,7 @@ export function parseServerMessage(bytes) {
       return { type, collection: need(field(m, 1, text), 'collection') };
     case 'pushed': {
       // The answer to a live push: its results, or a code refusing it
-      // whole (docs/protocol.md, "Live push").
+      // whole (docs/protocol.md, "Pushing over a live session").
       const rs = field(m, 1, results);
       const code = field(m, 2, text);
       if (!rs === !code) throw malformed('pushed holds results or a code');

@@ -304,10 +304,10 @@ const headLen = (n) => (n < 24 ? 1 : n < 0x100 ? 2 : n < 0x10000 ? 3 : n < 0x100
  * crdt.PlanCompact): the table holds pinned (a push's replica) at index 0,
  * then every other id of two or more stamps in encoded order (shorter
  * first, then bytewise: ids are ASCII); the base is the smallest wall, when
- * it saves bytes. With session, a live push's session base (docs/protocol.md,
- * "Live push"): walls are always differences, from session unless one is
- * below it or the smallest wall, written as key 8, makes them shorter; the
- * plan's base is then session.
+ * it saves bytes. With session, a live push's session base
+ * (docs/protocol.md, "Pushing over a live session"): walls are always
+ * differences, from session unless one is below it or the smallest wall,
+ * written as key 8, makes them shorter; the plan's base is then session.
  * @param {string} pinned
  * @param {Record[]} records
  * @param {number|null} [session]

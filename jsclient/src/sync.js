@@ -773,10 +773,10 @@ export class Syncer {
         for (const c of new Set(batch.map((e) => e.c))) versions.set(c, await this.store.schemaVersion(c));
         const replica = /** @type {string} */ (this.store.replica);
         const changes = batch.map((e) => e.change);
-        // Over the live session when there is one (docs/protocol.md, "Live
-        // push"), unless the message is over its limit or the session is
-        // another replica's (its hello came before a new token's subject);
-        // else over HTTP, with the current token.
+        // Over the live session when there is one (docs/protocol.md,
+        // "Pushing over a live session"), unless the message is over its
+        // limit or the session is another replica's (its hello came before
+        // a new token's subject); else over HTTP, with the current token.
         const session = this.live && this.session?.replica === replica ? this.session : null;
         const welcome = session?.welcome;
         const frame = welcome ? encodeLivePush(replica, changes, versions, welcome.serverTime) : null;

@@ -34,7 +34,7 @@ function parse(v, bytes) {
 }
 
 /**
- * A live push read as the server reads it (docs/protocol.md, "Live push"):
+ * A live push read as the server reads it (docs/protocol.md, "Pushing over a live session"):
  * the changes against the table [replica, ...key 7] and the walls from key
  * 8 or the session base; each change, or the error refusing it alone. A
  * message refused whole throws.
@@ -152,7 +152,7 @@ test('compact: a record is as large as its plain form', () => {
   assert.throws(() => parsePullAnswer(bytes), (/** @type {any} */ e) => e.code === 'too_large');
 });
 
-// Live push (docs/protocol.md, "Live push"): walls from the session base S
+// Live push (docs/protocol.md, "Pushing over a live session"): walls from the session base S
 // (the welcome's server time) unless one is below it or key 8, the
 // smallest wall, makes the message shorter.
 const S = 1_764_720_000_000;

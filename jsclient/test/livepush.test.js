@@ -1,4 +1,4 @@
-// Live push (docs/protocol.md, "Live push"): while the live session is
+// Live push (docs/protocol.md, "Pushing over a live session"): while the live session is
 // open, the outbox goes over it, one push in flight, its answers handled
 // as HTTP push answers are; over HTTP otherwise, and for a message over the
 // hello's max live message bytes. A session lost with a push in flight

@@ -838,7 +838,7 @@ export class FakeServer {
   }
 
   /**
-   * A live push (docs/protocol.md, "Live push"): applied as an HTTP push
+   * A live push (docs/protocol.md, "Pushing over a live session"): applied as an HTTP push
    * by the session's replica, its walls from key 8 or the session base;
    * answered pushed, with its results or the code refusing it whole.
    * @param {any} ws
