@@ -8,6 +8,7 @@ import (
 	"net"
 	"sync"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -240,19 +241,31 @@ func socketOf(nc net.Conn) syscall.RawConn {
 	return rc
 }
 
-// sendNow writes c.dbuf on the socket fd, which is non-blocking, and sets
-// c.dn to the bytes written: all of them when the socket has room, fewer
-// or none (EAGAIN, or an error the writers' write will meet again) when
-// it does not. It never waits: the broadcast's direct writes
-// (liveConn.writeDirect), under wmu. It goes through RawConn.Control
-// rather than Write, which would fail at once on a write deadline that a
-// past write left behind.
+// sendNow writes c.dbuf on the socket fd and sets c.dn to the bytes
+// written: all of them when the socket has room, fewer or none (EAGAIN,
+// or an error the writers' write will meet again) when it does not. It
+// never waits: the broadcast's direct writes (liveConn.writeDirect), under
+// wmu. It goes through RawConn.Control rather than Write, which would fail
+// at once on a write deadline that a past write left behind.
+//
+// The call is one send(2) with MSG_DONTWAIT (the runtime made the socket
+// non-blocking too) and MSG_NOSIGNAL (a closed peer is an error, not a
+// signal), made as a raw system call. A call that cannot block needs none
+// of the runtime's bookkeeping for one that may: with it, the runtime's
+// monitor takes the processor from a write that outlasts its 20 µs tick
+// and wakes another thread to run it, which on a server given one core
+// costs a context switch or two on that core per such write, and keeps
+// the monitor itself waking every 20 µs. send(2) rather than write(2)
+// also skips the file layer (vfs_write) a socket does not need. Measured
+// in docs/benchmarks.md ("Scenario 3: what the server's write costs above
+// the floor's").
 func (c *liveConn) sendNow(fd uintptr) {
-	n, err := syscall.Write(int(fd), c.dbuf)
-	if err != nil || n < 0 {
+	n, _, errno := syscall.RawSyscall6(syscall.SYS_SENDTO, fd, uintptr(unsafe.Pointer(unsafe.SliceData(c.dbuf))), uintptr(len(c.dbuf)),
+		syscall.MSG_DONTWAIT|syscall.MSG_NOSIGNAL, 0, 0)
+	if errno != 0 {
 		n = 0
 	}
-	c.dn = n
+	c.dn = int(n)
 }
 
 // close releases the descriptors; every session has ended.
