@@ -12,7 +12,7 @@
 #      per field change)
 #   3  WebSocket fan-out latency, 1,000 and 10,000 subscribers, store reads and CPU per delivery
 #      (server and generator), each row beside the target; the
-#      floor of the same fan-outs (one write(2) per subscriber, no server);
+#      floor of the same fan-outs (one send(2) per subscriber, no server);
 #      as root, the same rows again with loopback receives steered to the
 #      generator's core
 #   4  initial sync of 100,000 records into Chromium's IndexedDB; put with
@@ -130,7 +130,7 @@ main() {
 		# (results/raw/profiles; go tool pprof -top bin/convergo-bench FILE).
 		run s3-fanout-reads 240 "${pin[@]}" "$BIN/convergo-bench" fanout -stores memory -runs 5 -cpuprofile "$RAW/profiles"
 		run s3-fanout-10k 420 "${pin[@]}" "$BIN/convergo-bench" fanout -stores memory -subs 10000 -writes 25 -interval 200ms -runs 5 -cpuprofile "$RAW/profiles"
-		# The floor of the same fan-outs on this machine: one write(2) per
+		# The floor of the same fan-outs on this machine: one send(2) per
 		# subscriber from the server's core, no server. Both ends of every
 		# connection are in one process, so the 10,000 row has 9,990 under
 		# a 20,000-descriptor limit.
