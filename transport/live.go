@@ -523,8 +523,15 @@ func (c *liveConn) hello(h proto.Hello) (Principal, error) {
 // is not waited for here.
 func (c *liveConn) push(m proto.PushLive, size int) error {
 	p := c.prin
-	if !p.Expires.IsZero() && !c.s.now().Before(p.Expires) { // the expiry timer may be late
+	now := c.s.now()
+	if !p.Expires.IsZero() && !now.Before(p.Expires) { // the expiry timer may be late
 		c.fatal(ws.StatusPolicyViolation, proto.Errorf(proto.CodeTokenExpired, "the token has expired: reconnect with a fresh one"))
+		return errFatal
+	}
+	// As every HTTP request: the session's close by revokeLive may not
+	// have come yet.
+	if _, denied := c.s.deny.deniedAt(p, now.UnixMilli()); denied {
+		c.fatal(ws.StatusPolicyViolation, proto.Errorf(proto.CodeRevoked, "access to this server was revoked"))
 		return errFatal
 	}
 	if !c.claimPush() {
@@ -855,6 +862,11 @@ func (c *liveConn) owe(m *member, reset *proto.ResetInfo) {
 // fatal sends an error message and closes the connection after it, with
 // status, or 1011 when err is not a protocol error (an internal one).
 func (c *liveConn) fatal(status ws.StatusCode, err error) {
+	// No client message is handled after a fatal error, from whichever
+	// goroutine (the expiry timer, revokeLive): the reader reads on only
+	// for the client's close (readNext), while the error and the close
+	// wait in the queue.
+	c.draining.Store(true)
 	var e *proto.Error
 	if !errors.As(err, &e) {
 		c.s.log.Error("internal error in live session", "err", err)

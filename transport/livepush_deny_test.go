@@ -1,0 +1,34 @@
+package transport
+
+import (
+	"context"
+	"net/http"
+	"testing"
+
+	"github.com/coder/websocket"
+
+	"github.com/convergo/convergo/transport/proto"
+)
+
+// The moment the server's deny list names alice (after apply, before
+// revokeLive has closed her sessions, or while the close frame waits
+// behind her queue), an HTTP push by her is refused revoked; a live push
+// over her open session is too: error revoked, the session closes with
+// 1008, and nothing of the push is applied.
+func TestLivePushAfterDeny(t *testing.T) {
+	ts := newTestServer(t, nil)
+	tok := ts.token(t, "alice", []string{"notes"}, []string{"notes"})
+	c, s := ts.openPusher(t, tok)
+	ts.srv.deny.mu.Lock()
+	ts.srv.deny.until[DenySubject+"alice"] = 0
+	ts.srv.deny.mu.Unlock()
+	a := ts.post(t, proto.PathPush, tok, proto.PushRequest{Replica: "c1", Changes: nil})
+	if a.status != http.StatusForbidden || a.errorCode(t) != proto.CodeRevoked {
+		t.Fatalf("HTTP push after deny: %d %s, want 403 revoked", a.status, a.errorCode(t))
+	}
+	ts.pushLive(t, c, s, tok, change(t, "notes", "n1", "title", "denied"))
+	recvClosed(t, c, proto.CodeRevoked, websocket.StatusPolicyViolation)
+	if rec, err := ts.eng.Get(context.Background(), "notes", "n1"); err == nil && rec != nil {
+		t.Fatalf("a denied principal's live push was applied: %+v", rec)
+	}
+}
