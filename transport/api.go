@@ -252,6 +252,12 @@ func (g *requestIDs) of(r *http.Request) string {
 	if v := r.Header.Get(proto.HeaderRequestID); v != "" && crdt.ValidateReplica(v) == nil {
 		return v // the replica id rules are the request id rules: 1-64 of [A-Za-z0-9_-]
 	}
+	return g.next()
+}
+
+// next returns a new id: of a request that sent none, or of a push over a
+// live session (pushed key 4).
+func (g *requestIDs) next() string {
 	return g.prefix + "-" + strconv.FormatUint(g.n.Add(1), 36)
 }
 

@@ -439,11 +439,14 @@ func (c *liveConn) handle(op ws.OpCode, data []byte) error {
 			// A push that does not decode is refused whole, as its HTTP
 			// body would be, and the session goes on.
 			c.s.metrics.liveMsgs.WithLabelValues(proto.TypePush).Inc()
-			refused := c.s.errorOf(decodeError("push", err), "live push", c.id)
 			if !c.claimPush() {
 				return errFatal
 			}
-			c.answerPush(func() proto.Pushed { return proto.Pushed{Code: refused.Code, Message: refused.Message} })
+			id := c.s.ids.next()
+			refused := c.s.errorOf(decodeError("push", err), "live push", id)
+			c.answerPush(func() proto.Pushed {
+				return proto.Pushed{Code: refused.Code, Message: refused.Message, RequestID: id}
+			})
 			return nil
 		}
 	}
@@ -537,12 +540,15 @@ func (c *liveConn) push(m proto.PushLive, size int) error {
 	if !c.claimPush() {
 		return errFatal
 	}
+	// Each push has a request id of its own, as an HTTP request has: its
+	// answer carries it (pushed key 4) and its refusals are logged under it.
+	id := c.s.ids.next()
 	// The message's bytes count with the HTTP bodies in flight until the
 	// push is answered; the reader does not wait for room.
 	if ok, _ := c.s.bodies.tryTake(int64(size)); !ok {
 		c.s.metrics.bodyRefused.Inc()
 		c.answerPush(func() proto.Pushed {
-			return proto.Pushed{Code: proto.CodeUnavailable, Message: "the server is busy with other pushes; retry later"}
+			return proto.Pushed{Code: proto.CodeUnavailable, Message: "the server is busy with other pushes; retry later", RequestID: id}
 		})
 		return nil
 	}
@@ -559,10 +565,10 @@ func (c *liveConn) push(m proto.PushLive, size int) error {
 		defer cancel()
 		results, err := c.s.pushChanges(ctx, p, m.Changes, m.Refused, m.Versions)
 		if err != nil {
-			e := c.s.errorOf(err, "live push", c.id)
-			return proto.Pushed{Code: e.Code, Message: e.Message}
+			e := c.s.errorOf(err, "live push", id)
+			return proto.Pushed{Code: e.Code, Message: e.Message, RequestID: id}
 		}
-		return proto.Pushed{Results: results}
+		return proto.Pushed{Results: results, RequestID: id}
 	})
 	return nil
 }

@@ -1,8 +1,10 @@
 package transport
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -292,6 +294,74 @@ func TestLivePushStoreFailure(t *testing.T) {
 	if p := recvPushed(t, c); p.Code != proto.CodeUnavailable {
 		t.Fatalf("pushed %+v, want unavailable", p)
 	}
+}
+
+// Each live push has a request id of its own (pushed key 4), made as an
+// HTTP request's is, and its failures are logged under it.
+func TestLivePushRequestID(t *testing.T) {
+	var logs syncBuffer
+	ts, gate := newGatedServer(t, func(c *Config) {
+		c.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	})
+	tok := ts.token(t, "alice", []string{"notes"}, []string{"notes"})
+	c, s := ts.openPusher(t, tok)
+	seen := map[string]bool{}
+	check := func(p proto.Pushed) string {
+		t.Helper()
+		if p.RequestID == "" || crdt.ValidateReplica(p.RequestID) != nil || seen[p.RequestID] {
+			t.Fatalf("pushed %+v: want a fresh request id", p)
+		}
+		seen[p.RequestID] = true
+		return p.RequestID
+	}
+	ts.pushLive(t, c, s, tok, change(t, "notes", "ok", "title", "fine"), change(t, "secrets", "s1", "title", "no"))
+	if p := recvPushed(t, c); len(p.Results) != 2 || p.Results[1].Code != proto.CodeForbidden {
+		t.Fatalf("pushed %+v", p)
+	} else {
+		check(p)
+	}
+	// Refused whole: unreadable, then a store failure, logged with its id.
+	if err := c.ws.Write(context.Background(), websocket.MessageBinary, []byte("\xa2\x00\x64push\x02\x01")); err != nil {
+		t.Fatal(err)
+	}
+	if p := recvPushed(t, c); p.Code != proto.CodeMalformed {
+		t.Fatalf("pushed %+v, want malformed", p)
+	} else {
+		check(p)
+	}
+	gate.failing.Store(true)
+	ts.pushLive(t, c, s, tok, change(t, "notes", "a", "f", 1))
+	p := recvPushed(t, c)
+	if p.Code != proto.CodeUnavailable {
+		t.Fatalf("pushed %+v, want unavailable", p)
+	}
+	id := check(p)
+	if !strings.Contains(logs.String(), "request="+id+" ") {
+		t.Fatalf("no log line with request=%s in:\n%s", id, logs.String())
+	}
+	// Made as HTTP's: the same server prefix.
+	a := ts.post(t, proto.PathPull, tok, proto.PullRequest{Collection: "notes"})
+	if h := a.header.Get(proto.HeaderRequestID); h == "" || !strings.HasPrefix(id, h[:strings.LastIndexByte(h, '-')+1]) {
+		t.Fatalf("live push id %q, HTTP request id %q: want the same prefix", id, h)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger and a test at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
 
 // One push at a time: a second before the first is answered ends the

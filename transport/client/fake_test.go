@@ -113,6 +113,9 @@ func (f *fakeServer) client(t *testing.T, replica string, mod func(*Config)) *Cl
 
 func (f *fakeServer) failWith(fn func(path string) (int, string)) { f.fail.Store(&fn) }
 
+// livePushID is the request id the fake gives its n-th live push.
+func livePushID(n int64) string { return fmt.Sprint("live-push-", n) }
+
 // fakeRequestID is the request id of every error answer of the fake.
 const fakeRequestID = "req-1"
 
@@ -578,10 +581,10 @@ func (f *fakeServer) live(w http.ResponseWriter, r *http.Request) {
 		}
 		switch m := m.(type) {
 		case proto.PushLive:
-			f.livePushes.Add(1)
+			id := livePushID(f.livePushes.Add(1))
 			if fp := f.fail.Load(); fp != nil {
 				if status, code := (*fp)(proto.PathPush); status != 0 {
-					send(proto.Pushed{Code: code, Message: "injected"})
+					send(proto.Pushed{Code: code, Message: "injected", RequestID: id})
 					continue
 				}
 			}
@@ -592,13 +595,13 @@ func (f *fakeServer) live(w http.ResponseWriter, r *http.Request) {
 			}
 			a, err := f.apply(ctx, proto.PushRequest{Replica: m.Session.Replica, Changes: m.Changes, Versions: m.Versions, Refused: m.Refused})
 			if err != nil {
-				send(proto.Pushed{Code: proto.CodeMalformed, Message: err.Error()})
+				send(proto.Pushed{Code: proto.CodeMalformed, Message: err.Error(), RequestID: id})
 				continue
 			}
 			if f.holdLive.Load() {
 				continue
 			}
-			send(proto.Pushed{Results: a.Results})
+			send(proto.Pushed{Results: a.Results, RequestID: id})
 		case proto.Sub:
 			f.noteScope(m.Scope)
 			if f.lease(leaseNote{collection: m.Collection, replica: m.Replica, pending: m.Pending, live: true}, m.Cursor) {

@@ -167,11 +167,7 @@ func (c *Client) liveSession(ctx context.Context, cursors map[string][]byte, onC
 		case nil: // a type this client does not know
 		case proto.Welcome:
 			c.setInfo(m.Hello, sent, c.cfg.Now())
-			var id string
-			if resp != nil {
-				id = resp.Header.Get(proto.HeaderRequestID)
-			}
-			link = newLiveLink(conn, proto.Session{Replica: replica, Base: m.Hello.ServerTime}, id,
+			link = newLiveLink(conn, proto.Session{Replica: replica, Base: m.Hello.ServerTime},
 				int64(min(m.Hello.MaxMessageBytes, 1<<62)), ctx.Done())
 		case proto.ErrorMessage:
 			return false, errorFromMessage(m)

@@ -29,11 +29,10 @@ var errNoFit = errors.New("push message over the live message limit")
 
 // liveLink is an open live session, as pushes see it.
 type liveLink struct {
-	conn      *websocket.Conn
-	session   proto.Session // the replica of the hello and the time of the welcome
-	requestID string        // the session's, quoted in its refusals
-	maxBytes  int64         // the largest message the server accepts
-	done      <-chan struct{}
+	conn     *websocket.Conn
+	session  proto.Session // the replica of the hello and the time of the welcome
+	maxBytes int64         // the largest message the server accepts
+	done     <-chan struct{}
 	// slot is held while a push is in flight, from before its message is
 	// written until its answer is taken: one at a time.
 	slot chan struct{}
@@ -45,11 +44,11 @@ type liveLink struct {
 	sent chan struct{}
 }
 
-func newLiveLink(conn *websocket.Conn, s proto.Session, requestID string, maxBytes int64, done <-chan struct{}) *liveLink {
+func newLiveLink(conn *websocket.Conn, s proto.Session, maxBytes int64, done <-chan struct{}) *liveLink {
 	if maxBytes <= 0 {
 		maxBytes = proto.DefaultMaxMessageBytes
 	}
-	return &liveLink{conn: conn, session: s, requestID: requestID, maxBytes: maxBytes, done: done,
+	return &liveLink{conn: conn, session: s, maxBytes: maxBytes, done: done,
 		slot: make(chan struct{}, 1), answer: make(chan proto.Pushed, 1), sent: make(chan struct{}, 1)}
 }
 
@@ -71,29 +70,30 @@ func (l *liveLink) deliver(p proto.Pushed) bool {
 }
 
 // push sends changes as one push message and returns the results, in
-// order. A push refused whole returns an *Error with its code; a session
-// that ends first, errSessionGone; a message over the limit, errNoFit.
-func (l *liveLink) push(ctx context.Context, changes []crdt.Change, versions map[string]uint64) ([]proto.PushResult, error) {
+// order, and the push's request id (pushed key 4). A push refused whole
+// returns an *Error with its code and request id; a session that ends
+// first, errSessionGone; a message over the limit, errNoFit.
+func (l *liveLink) push(ctx context.Context, changes []crdt.Change, versions map[string]uint64) ([]proto.PushResult, string, error) {
 	msg, err := proto.EncodeMessage(proto.PushLive{Changes: changes, Versions: versions, Session: l.session})
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if int64(len(msg)) > l.maxBytes {
-		return nil, errNoFit
+		return nil, "", errNoFit
 	}
 	select {
 	case l.slot <- struct{}{}:
 	case <-l.done:
-		return nil, errSessionGone
+		return nil, "", errSessionGone
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return nil, "", ctx.Err()
 	}
 	if err := l.conn.Write(ctx, websocket.MessageBinary, msg); err != nil {
 		<-l.slot
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return nil, "", ctx.Err()
 		}
-		return nil, fmt.Errorf("%w: %v", errSessionGone, err)
+		return nil, "", fmt.Errorf("%w: %v", errSessionGone, err)
 	}
 	select {
 	case l.sent <- struct{}{}:
@@ -104,7 +104,7 @@ func (l *liveLink) push(ctx context.Context, changes []crdt.Change, versions map
 	case p = <-l.answer:
 		<-l.slot
 	case <-l.done:
-		return nil, errSessionGone
+		return nil, "", errSessionGone
 	case <-ctx.Done():
 		// The answer still comes: it frees the slot for the next push.
 		go func() {
@@ -114,16 +114,16 @@ func (l *liveLink) push(ctx context.Context, changes []crdt.Change, versions map
 			case <-l.done:
 			}
 		}()
-		return nil, ctx.Err()
+		return nil, "", ctx.Err()
 	}
 	if p.Code != "" {
-		return nil, &Error{Code: p.Code, Message: p.Message, RequestID: l.requestID}
+		return nil, p.RequestID, &Error{Code: p.Code, Message: p.Message, RequestID: p.RequestID}
 	}
 	a := proto.PushResponse{Results: p.Results}
 	if err := checkPush(len(changes), &a); err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	return p.Results, nil
+	return p.Results, p.RequestID, nil
 }
 
 // link returns the open live session pushes may go over, nil for none.
@@ -155,11 +155,11 @@ func (c *Client) unsetLink(l *liveLink) {
 func (c *Client) sendPush(ctx context.Context, changes []crdt.Change) ([]proto.PushResult, string, error) {
 	versions := c.versions(changes)
 	if l := c.link(); l != nil {
-		rs, err := l.push(ctx, changes, versions)
+		rs, id, err := l.push(ctx, changes, versions)
 		var e *Error
 		switch {
 		case err == nil:
-			return rs, l.requestID, nil
+			return rs, id, nil
 		case ctx.Err() != nil:
 			return nil, "", fmt.Errorf("push: %w", ctx.Err())
 		case errors.Is(err, errNoFit):
@@ -173,7 +173,7 @@ func (c *Client) sendPush(ctx context.Context, changes []crdt.Change) ([]proto.P
 				return nil, "", fmt.Errorf("push: %w", err)
 			}
 		default:
-			return nil, l.requestID, err
+			return nil, id, err
 		}
 	}
 	var a proto.PushResponse

@@ -125,11 +125,45 @@ func TestLivePushRefusedWhole(t *testing.T) {
 
 	f.failWith(func(path string) (int, string) { return http.StatusForbidden, proto.CodeForbidden })
 	_, err = c.Push(ctx, []crdt.Change{{Collection: "c", Record: crdt.SetField("r2", "f", mustValue(t, 1), stamp())}})
-	if e, ok := err.(*Error); !ok || e.Code != proto.CodeForbidden {
-		t.Fatalf("push refused forbidden: %v", err)
+	if e, ok := err.(*Error); !ok || e.Code != proto.CodeForbidden || e.RequestID != livePushID(2) {
+		t.Fatalf("push refused forbidden: %v; want request id %s", err, livePushID(2))
 	}
 	if f.livePushes.Load() != 2 || f.pushes.Load() != 1 {
 		t.Fatalf("%d live pushes, %d served; want 2, 1 (not again over HTTP)", f.livePushes.Load(), f.pushes.Load())
+	}
+}
+
+// A change refused in a live push carries the push's request id (pushed
+// key 4), as one refused over HTTP carries the request's, and the rejected
+// change keeps it.
+func TestLivePushRefusalRequestID(t *testing.T) {
+	f := newFakeServer(t)
+	ctx := t.Context()
+	a := newReplica(t, f, "a", nil, "c")
+	runLive(t, a)
+	liveOpen(t, a)
+	if err := a.Set("c", "ok", "f", 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Every stamp from now on is before the write horizon: refused collected.
+	f.horizon.Store(time.Now().Add(time.Hour).UnixMilli())
+	if err := a.Set("c", "late", "f", 1); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if f.livePushes.Load() < 2 || f.pushes.Load() != f.livePushes.Load() {
+		t.Fatalf("%d pushes, %d live: want all live", f.pushes.Load(), f.livePushes.Load())
+	}
+	// The last live push refused it (a change refused collected is
+	// written again with fresh stamps, and refused again).
+	rej := a.Rejected()
+	if want := livePushID(f.livePushes.Load()); len(rej) != 1 || rej[0].RequestID != want {
+		t.Fatalf("rejected %+v: want the request id %s of the live push", rej, want)
 	}
 }
 

@@ -127,25 +127,29 @@ func DecodePushLive(data []byte, s Session) (PushLive, error) {
 // 1: [result...]} with one result per change in order, as PushResponse;
 // or {0: "pushed", 2: code, 3: message} when the push was refused whole
 // (with the code and retry class an HTTP push would have been answered
-// with: too_large, unavailable, schema_ahead, malformed, ...).
+// with: too_large, unavailable, schema_ahead, malformed, ...). Key 4 is
+// the request id of the push, as HeaderRequestID is of an HTTP request:
+// the server logs the push's refusals and failures under it.
 type Pushed struct {
-	Type    string
-	Results []PushResult // nil when refused whole
-	Code    string       // the code of a push refused whole, else ""
-	Message string
+	Type      string
+	Results   []PushResult // nil when refused whole
+	Code      string       // the code of a push refused whole, else ""
+	Message   string
+	RequestID string // the push's request id; "" when the server sent none
 }
 
 type pushedWire struct {
-	Type    string        `cbor:"0,keyasint"`
-	Results *[]PushResult `cbor:"1,keyasint,omitempty"`
-	Code    *string       `cbor:"2,keyasint,omitempty"`
-	Message *string       `cbor:"3,keyasint,omitempty"`
+	Type      string        `cbor:"0,keyasint"`
+	Results   *[]PushResult `cbor:"1,keyasint,omitempty"`
+	Code      *string       `cbor:"2,keyasint,omitempty"`
+	Message   *string       `cbor:"3,keyasint,omitempty"`
+	RequestID string        `cbor:"4,keyasint,omitempty"`
 }
 
 // MarshalCBOR encodes a pushed message, whatever its Type field says: the
 // refusal form when m.Code is set, else the results form.
 func (m Pushed) MarshalCBOR() ([]byte, error) {
-	w := pushedWire{Type: TypePushed}
+	w := pushedWire{Type: TypePushed, RequestID: m.RequestID}
 	if m.Code != "" {
 		w.Code, w.Message = &m.Code, &m.Message
 	} else {
@@ -165,7 +169,7 @@ func (m *Pushed) UnmarshalCBOR(data []byte) error {
 	if err := crdt.UnmarshalEnvelope(data, &w); err != nil {
 		return err
 	}
-	out := Pushed{Type: w.Type}
+	out := Pushed{Type: w.Type, RequestID: w.RequestID}
 	switch {
 	case w.Results != nil && w.Code != nil:
 		return fmt.Errorf("%w: a pushed message has results (key 1) or a code (key 2), not both", crdt.ErrMalformed)

@@ -211,6 +211,9 @@ func TestPushedRefuses(t *testing.T) {
 		{Pushed{Results: []PushResult{{Status: StatusDuplicate}}}, "a20066707573686564" + "0181a10101"},
 		{Pushed{}, "a20066707573686564" + "0180"},
 		{Pushed{Code: CodeTooLarge, Message: "m"}, "a30066707573686564" + "0269746f6f5f6c61726765" + "03616d"},
+		// Key 4, the push's request id.
+		{Pushed{Results: []PushResult{}, RequestID: "r-1"}, "a30066707573686564" + "0180" + "0463722d31"},
+		{Pushed{Code: CodeTooLarge, Message: "m", RequestID: "r-1"}, "a40066707573686564" + "0269746f6f5f6c61726765" + "03616d" + "0463722d31"},
 	} {
 		b, err := EncodeMessage(tc.m)
 		if err != nil {
@@ -218,6 +221,10 @@ func TestPushedRefuses(t *testing.T) {
 		}
 		if got := hexOf(b); got != tc.want {
 			t.Errorf("%+v: got %s, want %s", tc.m, got, tc.want)
+		}
+		m, err := DecodeServerMessage(b)
+		if p, ok := m.(Pushed); err != nil || !ok || p.RequestID != tc.m.RequestID || p.Code != tc.m.Code {
+			t.Errorf("%s decodes to %#v (%v), want request id %q", tc.want, m, err, tc.m.RequestID)
 		}
 	}
 }

@@ -114,6 +114,8 @@ func TestMessagesRoundTrip(t *testing.T) {
 		Pushed{Results: []PushResult{}},
 		Pushed{Code: CodeTooLarge, Message: "too many"},
 		Pushed{Code: CodeUnavailable},
+		Pushed{Results: []PushResult{{Status: StatusRefused, Code: CodeForbidden}}, RequestID: "srv-7"},
+		Pushed{Code: CodeUnavailable, Message: "busy", RequestID: "srv-8"},
 	}
 	check := func(t *testing.T, msgs []Message, decode func([]byte) (Message, error)) {
 		for _, m := range msgs {
