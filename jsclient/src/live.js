@@ -18,7 +18,7 @@ import { ConvergoError } from './errors.js';
 import { MAX_ANSWER_BYTES, encodeLiveHello, encodePing, encodeSub, parseServerMessage } from './protocol.js';
 
 /** @typedef {import('./protocol.js').Hello} Hello */
-/** @typedef {{results?: import('./protocol.js').PushResult[], code?: string, message?: string}} Pushed */
+/** @typedef {{results?: import('./protocol.js').PushResult[], code?: string, message?: string, requestId?: string}} Pushed */
 
 /** @typedef {import('./protocol.js').ServerMessage} ServerMessage */
 

@@ -650,7 +650,7 @@ export function encodePing(nonce) {
  *   | {type: 'pong', nonce: number}
  *   | {type: 'error', code: string, message: string, collection?: string, requestId?: string}
  *   | {type: 'resync', collection: string}
- *   | {type: 'pushed', results?: PushResult[], code?: string, message?: string}
+ *   | {type: 'pushed', results?: PushResult[], code?: string, message?: string, requestId?: string}
  *   | {type: 'unknown', name: string}} ServerMessage
  */
 
@@ -707,7 +707,11 @@ export function parseServerMessage(bytes) {
       const rs = field(m, 1, results);
       const code = field(m, 2, text);
       if (!rs === !code) throw malformed('pushed holds results or a code');
-      return rs ? { type, results: rs } : { type, code, message: field(m, 3, text) ?? '' };
+      /** @type {ServerMessage} */
+      const p = rs ? { type, results: rs } : { type, code, message: field(m, 3, text) ?? '' };
+      const id = field(m, 4, text); // the push's request id
+      if (id) p.requestId = id;
+      return p;
     }
   }
   return { type: 'unknown', name: type };

@@ -792,8 +792,9 @@ export class Syncer {
             continue;
           }
           results = m.results;
+          requestId = m.requestId ?? null;
           if (!results) {
-            const e = new ConvergoError(/** @type {any} */ (m.code), `live push: ${m.code}${m.message ? ': ' + m.message : ''}`);
+            const e = new ConvergoError(/** @type {any} */ (m.code), `live push: ${m.code}${m.message ? ': ' + m.message : ''}`, { requestId: m.requestId });
             if (retryOf(e.code) !== 'backoff') throw e;
             // The server cannot take it now (unavailable: it holds too
             // many pushes): the same batch again after one backoff delay,

@@ -173,6 +173,9 @@ test('pushed: the results of a live push, or a code refusing it whole', () => {
   assert.deepEqual(parseServerMessage(env([[0, 'pushed'], [1, []]])), { type: 'pushed', results: [] });
   assert.deepEqual(parseServerMessage(env([[0, 'pushed'], [2, 'too_large'], [3, '1001 changes']])), { type: 'pushed', code: 'too_large', message: '1001 changes' });
   assert.deepEqual(parseServerMessage(env([[0, 'pushed'], [2, 'unavailable']])), { type: 'pushed', code: 'unavailable', message: '' });
+  // Key 4: the push's request id.
+  assert.deepEqual(parseServerMessage(env([[0, 'pushed'], [1, []], [4, 'req-7']])), { type: 'pushed', results: [], requestId: 'req-7' });
+  assert.deepEqual(parseServerMessage(env([[0, 'pushed'], [2, 'unavailable'], [3, ''], [4, 'req-8']])), { type: 'pushed', code: 'unavailable', message: '', requestId: 'req-8' });
   for (const [what, entries] of /** @type {[string, [unknown, unknown][]][]} */ ([
     ['neither', [[0, 'pushed']]],
     ['both', [[0, 'pushed'], [1, []], [2, 'unavailable'], [3, '']]],

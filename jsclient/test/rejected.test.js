@@ -9,56 +9,61 @@ import { FakeServer } from './helpers/server.js';
 import { freshIDB, openClient, until } from './helpers/util.js';
 import { DEFAULTS, MODEL } from '../src/constants.js';
 
-test('a refused change is rolled back, kept across a reload, retried with fresh stamps, or discarded', async (t) => {
-  const server = await new FakeServer().start();
-  t.after(() => server.stop());
-  const idb = freshIDB();
-  // Over HTTP, whose push answers carry a request id (a live pushed has none).
-  const a = await openClient({ url: server.url, name: 'a', indexedDB: idb, collections: ['todos'], WebSocket: null });
-  await a.collection('todos').put('t1', { title: 'first', n: 1 });
-  assert.deepEqual(await a.whenSynced(), { refused: 0 });
-  server.refuseIds.add('t1');
-  await a.collection('todos').update('t1', { title: 'refused edit', n: undefined });
-  await a.collection('todos').put('t2', { title: 'fine' });
-  assert.deepEqual(await a.whenSynced(), { refused: 1 }, 'whenSynced says a write was refused');
-  assert.deepEqual(await a.whenSynced(), { refused: 0 }, 'counted since the last call');
-  assert.deepEqual(await a.collection('todos').get('t1'), { id: 't1', title: 'first', n: 1 }, "rolled back to the server's version");
-  assert.equal(a.status.rejected, 1);
-  await a.close();
+for (const live of [false, true]) {
+  test(`a refused change is rolled back, kept across a reload, retried with fresh stamps, or discarded (pushed over ${live ? 'the live session' : 'HTTP'})`, async (t) => {
+    const server = await new FakeServer().start();
+    t.after(() => server.stop());
+    const idb = freshIDB();
+    // Over HTTP, or over the live session, whose pushed answers carry a request id too.
+    const ws = live ? {} : { WebSocket: null };
+    const a = await openClient({ url: server.url, name: 'a', indexedDB: idb, collections: ['todos'], ...ws });
+    if (live) await until(() => /** @type {any} */ (a).syncer?.live, 'a live session');
+    await a.collection('todos').put('t1', { title: 'first', n: 1 });
+    assert.deepEqual(await a.whenSynced(), { refused: 0 });
+    server.refuseIds.add('t1');
+    await a.collection('todos').update('t1', { title: 'refused edit', n: undefined });
+    await a.collection('todos').put('t2', { title: 'fine' });
+    assert.deepEqual(await a.whenSynced(), { refused: 1 }, 'whenSynced says a write was refused');
+    assert.deepEqual(await a.whenSynced(), { refused: 0 }, 'counted since the last call');
+    assert.deepEqual(await a.collection('todos').get('t1'), { id: 't1', title: 'first', n: 1 }, "rolled back to the server's version");
+    assert.equal(a.status.rejected, 1);
+    await a.close();
 
-  // After a reload the rejected change is still there.
-  const b = await openClient({ url: server.url, name: 'a', indexedDB: idb, collections: ['todos'], WebSocket: null });
-  t.after(() => b.close());
-  assert.equal(b.status.rejected, 1);
-  const [j] = await b.rejected();
-  assert.equal(j.collection, 'todos');
-  assert.equal(j.recordId, 't1');
-  assert.deepEqual(j.change, { deleted: false, fields: { title: 'refused edit' }, unset: ['n'] });
-  assert.equal(j.code, 'forbidden');
-  assert.ok(j.requestId, 'the request id of the push');
-  // Retry: fresh stamps, a new write that now wins.
-  const oldStamp = server.coll('todos').byId.get('t1').record.fields.get('title').stamp;
-  server.refuseIds.delete('t1');
-  await b.retry(j.id);
-  assert.deepEqual(await b.collection('todos').get('t1'), { id: 't1', title: 'refused edit' }, 'written locally at once');
-  assert.deepEqual(await b.whenSynced(), { refused: 0 });
-  const rec = server.coll('todos').byId.get('t1').record;
-  assert.ok(rec.fields.get('title').stamp.wall >= oldStamp.wall);
-  assert.equal(rec.fields.get('n').value, null, 'the unset went out too');
-  assert.deepEqual(await b.rejected(), []);
-  assert.equal(b.status.rejected, 0);
-  await assert.rejects(b.retry(j.id), (e) => /** @type {any} */ (e).code === 'not_found');
+    // After a reload the rejected change is still there.
+    const b = await openClient({ url: server.url, name: 'a', indexedDB: idb, collections: ['todos'], ...ws });
+    t.after(() => b.close());
+    assert.equal(b.status.rejected, 1);
+    const [j] = await b.rejected();
+    assert.equal(j.collection, 'todos');
+    assert.equal(j.recordId, 't1');
+    assert.deepEqual(j.change, { deleted: false, fields: { title: 'refused edit' }, unset: ['n'] });
+    assert.equal(j.code, 'forbidden');
+    assert.ok(j.requestId, 'the request id of the push');
+    assert.equal(server.livePushes.length > 0, live, live ? 'pushed over the live session' : 'pushed over HTTP');
+    // Retry: fresh stamps, a new write that now wins.
+    const oldStamp = server.coll('todos').byId.get('t1').record.fields.get('title').stamp;
+    server.refuseIds.delete('t1');
+    await b.retry(j.id);
+    assert.deepEqual(await b.collection('todos').get('t1'), { id: 't1', title: 'refused edit' }, 'written locally at once');
+    assert.deepEqual(await b.whenSynced(), { refused: 0 });
+    const rec = server.coll('todos').byId.get('t1').record;
+    assert.ok(rec.fields.get('title').stamp.wall >= oldStamp.wall);
+    assert.equal(rec.fields.get('n').value, null, 'the unset went out too');
+    assert.deepEqual(await b.rejected(), []);
+    assert.equal(b.status.rejected, 0);
+    await assert.rejects(b.retry(j.id), (e) => /** @type {any} */ (e).code === 'not_found');
 
-  // Discard: the entry goes, the record stays the server's.
-  server.refuseIds.add('t2');
-  await b.collection('todos').update('t2', { title: 'nope' });
-  assert.deepEqual(await b.whenSynced(), { refused: 1 });
-  const [k] = await b.rejected();
-  assert.equal(await b.discard(k.id), true);
-  assert.equal(await b.discard(k.id), false);
-  assert.deepEqual(await b.rejected(), []);
-  assert.deepEqual(await b.collection('todos').get('t2'), { id: 't2', title: 'fine' });
-});
+    // Discard: the entry goes, the record stays the server's.
+    server.refuseIds.add('t2');
+    await b.collection('todos').update('t2', { title: 'nope' });
+    assert.deepEqual(await b.whenSynced(), { refused: 1 });
+    const [k] = await b.rejected();
+    assert.equal(await b.discard(k.id), true);
+    assert.equal(await b.discard(k.id), false);
+    assert.deepEqual(await b.rejected(), []);
+    assert.deepEqual(await b.collection('todos').get('t2'), { id: 't2', title: 'fine' });
+  });
+}
 
 test('a refused delete is retried as a delete after which nothing older survives', async (t) => {
   const server = await new FakeServer().start();

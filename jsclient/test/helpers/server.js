@@ -846,7 +846,9 @@ export class FakeServer {
    */
   livePush(ws, body) {
     this.livePushes.push(body);
-    const refuse = (/** @type {string} */ code) => ws.send(encode(this.env([[0, 'pushed'], [2, code], [3, 'test server says ' + code]])));
+    // Each push has a request id of its own (key 4), as an HTTP request has.
+    const requestId = `fake-${++this.nextRequestId}`;
+    const refuse = (/** @type {string} */ code) => ws.send(encode(this.env([[0, 'pushed'], [2, code], [3, 'test server says ' + code], [4, requestId]])));
     let out;
     try {
       const item = items(body);
@@ -863,7 +865,7 @@ export class FakeServer {
       this.dropPushAnswers--;
       return ws.terminate();
     }
-    ws.send(encode(this.env([[0, 'pushed'], [1, out]])));
+    ws.send(encode(this.env([[0, 'pushed'], [1, out], [4, requestId]])));
   }
 
   /**
