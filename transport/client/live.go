@@ -166,9 +166,10 @@ func (c *Client) liveSession(ctx context.Context, cursors map[string][]byte, onC
 		switch m := m.(type) {
 		case nil: // a type this client does not know
 		case proto.Welcome:
-			c.setInfo(m.Hello, sent, c.cfg.Now())
+			info := c.setInfo(m.Hello, sent, c.cfg.Now())
 			link = newLiveLink(conn, proto.Session{Replica: replica, Base: m.Hello.ServerTime},
 				int64(min(m.Hello.MaxMessageBytes, 1<<62)), ctx.Done())
+			link.replica, link.subject = c.Replica(), info.Subject
 		case proto.ErrorMessage:
 			return false, errorFromMessage(m)
 		default:

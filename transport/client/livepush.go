@@ -29,10 +29,13 @@ var errNoFit = errors.New("push message over the live message limit")
 
 // liveLink is an open live session, as pushes see it.
 type liveLink struct {
-	conn     *websocket.Conn
-	session  proto.Session // the replica of the hello and the time of the welcome
-	maxBytes int64         // the largest message the server accepts
-	done     <-chan struct{}
+	conn    *websocket.Conn
+	session proto.Session // the replica of the hello and the time of the welcome
+	// replica and subject are the client's once the welcome was taken:
+	// the session pushes only for them (link).
+	replica, subject string
+	maxBytes         int64 // the largest message the server accepts
+	done             <-chan struct{}
 	// slot is held while a push is in flight, from before its message is
 	// written until its answer is taken: one at a time.
 	slot chan struct{}
@@ -127,10 +130,17 @@ func (l *liveLink) push(ctx context.Context, changes []crdt.Change, versions map
 }
 
 // link returns the open live session pushes may go over, nil for none.
+// A session pushes as the principal and replica of its hello: after a
+// hello under another subject (a TokenFunc's new token) has bound the
+// client to another replica, its pushes go over HTTP, with the new token,
+// until a session of the new subject opens.
 func (c *Client) link() *liveLink {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.live
+	if l := c.live; l != nil && l.replica == c.replicaLocked() && l.subject == c.info.Subject {
+		return l
+	}
+	return nil
 }
 
 // setLink makes l the session pushes go over; unsetLink removes it, if it

@@ -1,0 +1,55 @@
+package client_test
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/convergo/convergo/transport/client"
+)
+
+// A write made after the token's subject changed, while a live session
+// opened under the old subject is still open, must be applied as it is
+// over HTTP (the new subject's replica), not refused.
+func TestLivePushAfterSubjectChange(t *testing.T) {
+	eng, url, auth := realServer(t)
+	ctx := t.Context()
+	alice, _ := auth.Issue("alice", []string{"notes"}, []string{"notes"}, time.Hour)
+	bob, _ := auth.Issue("bob", []string{"notes"}, []string{"notes"}, time.Hour)
+	var tok atomic.Value
+	tok.Store(alice)
+	c, err := client.New(client.Config{URL: url, Device: "phone", TokenFunc: func(context.Context) (string, error) { return tok.Load().(string), nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Hello(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r, err := client.NewReplica(c, client.ReplicaConfig{Collections: []string{"notes"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	put(t, r, "title", map[string]string{"a1": "alice's"})
+	go func() { _ = r.Live(ctx) }()
+	waitFor(t, "live delivered a1", func() bool { return len(r.Cursor("notes")) > 0 })
+	time.Sleep(200 * time.Millisecond)
+	tok.Store(bob) // the user switches; the app greets again
+	if _, err := c.Hello(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("replica now %s", c.Replica())
+	if err := r.Set("notes", "b1", "title", "bob's"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Flush(ctx); err != nil {
+		t.Logf("flush: %v", err)
+	}
+	for _, j := range r.Rejected() {
+		t.Errorf("rejected: %+v", j)
+	}
+	rec, err := eng.Get(ctx, "notes", "b1")
+	if err != nil || rec == nil {
+		t.Errorf("bob's write not on the server: %v %v", rec, err)
+	}
+}
