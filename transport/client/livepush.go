@@ -36,6 +36,9 @@ type liveLink struct {
 	replica, subject string
 	maxBytes         int64 // the largest message the server accepts
 	done             <-chan struct{}
+	// end ends the session (nil: nothing to end): its reader does, when
+	// it has read readAhead messages ahead of its loop.
+	end func()
 	// slot is held while a push is in flight, from before its message is
 	// written until its answer is taken: one at a time.
 	slot chan struct{}
@@ -255,10 +258,22 @@ func (b *inbox) waiting() int {
 	return len(b.msgs)
 }
 
+// readAhead is how many messages a session's reader holds for its loop
+// while a push is in flight (each within Config.MaxResponseBytes, in
+// practice a page of the server's): with that many waiting, the reader
+// ends the session rather than read more. The client connects again and
+// resumes from its cursors; the push in flight goes again, over HTTP
+// (its changes come back duplicate).
+const readAhead = 8
+
+// errReadAhead ends a session whose loop fell readAhead messages behind
+// its reader while a push was in flight.
+var errReadAhead = fmt.Errorf("live session: %d messages read ahead of the loop while a push waits its answer", readAhead)
+
 // readInto reads the session's messages into b until a read fails (the
 // failure is the last message) or ctx ends: one waiting message at a
-// time, or on while l has a push in flight; the answers of pushes go to
-// l.
+// time, or on while l has a push in flight, to readAhead of them; the
+// answers of pushes go to l.
 func readInto(ctx context.Context, conn *websocket.Conn, b *inbox, l *liveLink, heard func()) {
 	for {
 		for b.waiting() > 0 && !l.awaiting() {
@@ -268,6 +283,15 @@ func readInto(ctx context.Context, conn *websocket.Conn, b *inbox, l *liveLink, 
 			case <-ctx.Done():
 				return
 			}
+		}
+		if b.waiting() >= readAhead {
+			// The loop takes none of them (busy, or waiting for the push
+			// itself): end the session, which ends the push's wait too.
+			b.put(read{err: errReadAhead})
+			if l.end != nil {
+				l.end()
+			}
+			return
 		}
 		m, err := readMsg(ctx, conn)
 		if err == nil {
