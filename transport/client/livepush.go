@@ -178,6 +178,12 @@ func (c *Client) sendPush(ctx context.Context, changes []crdt.Change) ([]proto.P
 		case errors.Is(err, errNoFit):
 		case errors.Is(err, errSessionGone), errors.Is(err, ErrProtocol):
 			c.log.Debug("live push not answered; pushing over HTTP", "err", err)
+		case errors.As(err, &e) && (e.Code == proto.CodeMalformed || e.Code == proto.CodeInvalid):
+			// The server could not read the push message: the same batch
+			// once over HTTP, which answers change by change or refuses it
+			// as it would any HTTP push (a disagreement on the live
+			// encoding must not hold the outbox while a session is open).
+			c.log.Warn("live push refused whole; pushing over HTTP", "err", err)
 		case errors.As(err, &e) && e.Retryable():
 			// Again over HTTP, after a backoff, with call's retries.
 			d := c.backoff.delay(0, 0)

@@ -252,3 +252,53 @@ func TestLivePushFromTheCallback(t *testing.T) {
 		t.Fatal("no push went over the session")
 	}
 }
+
+// A live push the server refuses whole as unreadable (malformed, invalid:
+// the two ends disagree on the live encoding) goes once over HTTP, which
+// answers it change by change; refused there too, the push fails as an
+// HTTP push does.
+func TestLivePushUnreadableGoesOverHTTP(t *testing.T) {
+	for _, code := range []string{proto.CodeMalformed, proto.CodeInvalid} {
+		t.Run(code, func(t *testing.T) {
+			f := newFakeServer(t)
+			ctx := t.Context()
+			c := f.client(t, "a", nil)
+			live, cancel := context.WithCancel(ctx)
+			errc := make(chan error, 1)
+			go func() { errc <- c.Live(live, map[string][]byte{"c": nil}, func(string, Page) {}) }()
+			defer func() { cancel(); <-errc }()
+			eventually(t, "a live session", func() bool { return c.link() != nil })
+			change := func(id string) crdt.Change {
+				s, err := c.Now()
+				if err != nil {
+					t.Fatal(err)
+				}
+				return crdt.Change{Collection: "c", Record: crdt.SetField(id, "f", mustValue(t, 1), s)}
+			}
+			fails := 1
+			f.failWith(func(path string) (int, string) {
+				if path == proto.PathPush && fails > 0 {
+					fails--
+					return http.StatusBadRequest, code
+				}
+				return 0, ""
+			})
+			rs, err := c.Push(ctx, []crdt.Change{change("r1")})
+			if err != nil || len(rs) != 1 || rs[0].Status != StatusApplied {
+				t.Fatalf("push: %+v, %v", rs, err)
+			}
+			if f.livePushes.Load() != 1 || f.pushes.Load() != 1 {
+				t.Fatalf("%d live pushes (refused), %d served; want 1, 1 (over HTTP)", f.livePushes.Load(), f.pushes.Load())
+			}
+
+			f.failWith(func(path string) (int, string) { return http.StatusBadRequest, code })
+			_, err = c.Push(ctx, []crdt.Change{change("r2")})
+			if e, ok := err.(*Error); !ok || e.Code != code {
+				t.Fatalf("push refused %s over both: %v", code, err)
+			}
+			if f.livePushes.Load() != 2 {
+				t.Fatalf("%d live pushes, want 2 (the second not again over the session)", f.livePushes.Load())
+			}
+		})
+	}
+}
