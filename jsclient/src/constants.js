@@ -231,6 +231,7 @@ export const DEFAULTS = /* @__PURE__ */ Object.freeze({
 export const TIMINGS = /* @__PURE__ */ Object.freeze({
   "backoffInitialMs": 200,
   "backoffMaxMs": 30000,
+  "clientPushTimeoutMs": 60000,
   "clientSilenceTimeoutMs": 40000,
   "idleTimeoutMs": 60000,
   "pingIntervalMs": 20000

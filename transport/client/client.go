@@ -83,6 +83,10 @@ type Config struct {
 	// HandshakeTimeout bounds a WebSocket dial and its hello. Zero means
 	// DefaultHandshakeTimeout.
 	HandshakeTimeout time.Duration
+	// PushTimeout is how long a push over a live session may wait for its
+	// answer: past it the session is dropped (Live dials again) and the
+	// batch goes over HTTP. Zero means proto.ClientPushTimeout.
+	PushTimeout time.Duration
 	// Scopes are the initial scopes of each collection, by name: pulls
 	// and subscriptions of a collection read only the records that match
 	// one of its scopes (see SetScope). Nil means none: reads are not
@@ -261,6 +265,9 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.HandshakeTimeout <= 0 {
 		cfg.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if cfg.PushTimeout <= 0 {
+		cfg.PushTimeout = proto.ClientPushTimeout
 	}
 	c := &Client{
 		base:    strings.TrimSuffix(u.String(), "/"),

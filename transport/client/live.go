@@ -168,7 +168,7 @@ func (c *Client) liveSession(ctx context.Context, cursors map[string][]byte, onC
 		case proto.Welcome:
 			info := c.setInfo(m.Hello, sent, c.cfg.Now())
 			link = newLiveLink(conn, proto.Session{Replica: replica, Base: m.Hello.ServerTime},
-				int64(min(m.Hello.MaxMessageBytes, 1<<62)), ctx.Done())
+				int64(min(m.Hello.MaxMessageBytes, 1<<62)), ctx.Done(), c.cfg.PushTimeout)
 			link.replica, link.subject, link.end = c.Replica(), info.Subject, cancel
 		case proto.ErrorMessage:
 			return false, errorFromMessage(m)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/coder/websocket"
 	"github.com/convergo/convergo/crdt"
@@ -15,13 +16,20 @@ import (
 // holds a session open (its welcome received), Push sends each batch over
 // it as a push message and waits for its pushed answer, one at a time;
 // without a session, for a batch too large for a live message, and for a
-// batch whose session ends before it is answered, Push goes over HTTP.
+// batch whose session ends before it is answered, Push goes over HTTP. A
+// push with no answer within Config.PushTimeout ends its session as dead
+// (Live dials again) and goes over HTTP.
 
 // errSessionGone says a live session ended (or was never there) before a
 // push over it was answered: the batch goes over HTTP, as it would have
 // without a session. Pushes are idempotent, so what the server applied of
 // it comes back duplicate.
 var errSessionGone = errors.New("live session ended before the push was answered")
+
+// errUnanswered says a push over a live session had no answer within
+// Config.PushTimeout: the session is dropped as dead and the batch goes
+// over HTTP.
+var errUnanswered = errors.New("live push not answered in time; session dropped")
 
 // errNoFit says a batch's push message is over the session's message
 // limit: it goes over HTTP.
@@ -39,6 +47,9 @@ type liveLink struct {
 	// end ends the session (nil: nothing to end): its reader does, when
 	// it has read readAhead messages ahead of its loop.
 	end func()
+	// timeout bounds the wait for a push's answer: past it the push ends
+	// the session (end) as dead.
+	timeout time.Duration
 	// slot is held while a push is in flight, from before its message is
 	// written until its answer is taken: one at a time.
 	slot chan struct{}
@@ -50,11 +61,11 @@ type liveLink struct {
 	sent chan struct{}
 }
 
-func newLiveLink(conn *websocket.Conn, s proto.Session, maxBytes int64, done <-chan struct{}) *liveLink {
+func newLiveLink(conn *websocket.Conn, s proto.Session, maxBytes int64, done <-chan struct{}, timeout time.Duration) *liveLink {
 	if maxBytes <= 0 {
 		maxBytes = proto.DefaultMaxMessageBytes
 	}
-	return &liveLink{conn: conn, session: s, maxBytes: maxBytes, done: done,
+	return &liveLink{conn: conn, session: s, maxBytes: maxBytes, done: done, timeout: timeout,
 		slot: make(chan struct{}, 1), answer: make(chan proto.Pushed, 1), sent: make(chan struct{}, 1)}
 }
 
@@ -106,11 +117,21 @@ func (l *liveLink) push(ctx context.Context, changes []crdt.Change, versions map
 	default:
 	}
 	var p proto.Pushed
+	deadline := time.NewTimer(l.timeout)
+	defer deadline.Stop()
 	select {
 	case p = <-l.answer:
 		<-l.slot
 	case <-l.done:
 		return nil, "", errSessionGone
+	case <-deadline.C:
+		// A server that keeps the session alive but never answers: the
+		// session is dead to pushes. The slot stays taken: no push goes
+		// over it again.
+		if l.end != nil {
+			l.end()
+		}
+		return nil, "", fmt.Errorf("%w: no pushed within %v", errUnanswered, l.timeout)
 	case <-ctx.Done():
 		// The answer still comes: it frees the slot for the next push.
 		go func() {
@@ -176,7 +197,7 @@ func (c *Client) sendPush(ctx context.Context, changes []crdt.Change) ([]proto.P
 		case ctx.Err() != nil:
 			return nil, "", fmt.Errorf("push: %w", ctx.Err())
 		case errors.Is(err, errNoFit):
-		case errors.Is(err, errSessionGone), errors.Is(err, ErrProtocol):
+		case errors.Is(err, errSessionGone), errors.Is(err, errUnanswered), errors.Is(err, ErrProtocol):
 			c.log.Debug("live push not answered; pushing over HTTP", "err", err)
 		case errors.As(err, &e) && (e.Code == proto.CodeMalformed || e.Code == proto.CodeInvalid):
 			// The server could not read the push message: the same batch

@@ -41,7 +41,7 @@ func TestLivePushReadAheadBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.CloseNow()
-	l := newLiveLink(conn, proto.Session{}, 0, ctx.Done())
+	l := newLiveLink(conn, proto.Session{}, 0, ctx.Done(), proto.ClientPushTimeout)
 	var ended atomic.Bool
 	l.end = func() { ended.Store(true) }
 	l.slot <- struct{}{} // a push in flight, its answer slow (a held store)

@@ -133,6 +133,50 @@ func TestLivePushRefusedWhole(t *testing.T) {
 	}
 }
 
+// A push the server never answers, on a session it keeps alive (pongs),
+// ends the session after PushTimeout: the batch goes over HTTP (answered
+// duplicate, the server having applied it) and Live dials again.
+func TestLivePushUnanswered(t *testing.T) {
+	f := newFakeServer(t)
+	ctx := t.Context()
+	c := f.client(t, "a", func(cfg *Config) {
+		cfg.PushTimeout = 300 * time.Millisecond
+		cfg.PingInterval = 50 * time.Millisecond // the session stays heard
+	})
+	r, err := NewReplica(c, ReplicaConfig{Collections: []string{"c"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runLive(t, r)
+	liveOpen(t, r)
+	first := c.link()
+	f.holdLive.Store(true)
+	if err := r.Set("c", "r", "f", 1); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := r.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took < 300*time.Millisecond {
+		t.Fatalf("flushed after %v, before the push timeout", took)
+	}
+	if p := r.Pending(); len(p) != 0 {
+		t.Fatalf("outbox %+v", p)
+	}
+	if f.livePushes.Load() != 1 || f.pushes.Load() != 2 {
+		t.Fatalf("%d pushes, %d live; want 2 (the live one, then HTTP), 1", f.pushes.Load(), f.livePushes.Load())
+	}
+	f.smu.Lock()
+	n := f.pushed["c/r"]
+	f.smu.Unlock()
+	if n != 2 {
+		t.Fatalf("the change reached the server %d times, want 2", n)
+	}
+	f.holdLive.Store(false)
+	eventually(t, "a new session", func() bool { l := c.link(); return l != nil && l != first })
+}
+
 // A change refused in a live push carries the push's request id (pushed
 // key 4), as one refused over HTTP carries the request's, and the rejected
 // change keeps it.

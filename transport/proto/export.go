@@ -105,6 +105,7 @@ func Constants() Exported {
 			"pingIntervalMs":         PingInterval.Milliseconds(),
 			"idleTimeoutMs":          IdleTimeout.Milliseconds(),
 			"clientSilenceTimeoutMs": ClientSilenceTimeout.Milliseconds(),
+			"clientPushTimeoutMs":    ClientPushTimeout.Milliseconds(),
 			"backoffInitialMs":       BackoffInitial.Milliseconds(),
 			"backoffMaxMs":           BackoffMax.Milliseconds(),
 		},

@@ -47,6 +47,11 @@ const (
 	// ClientSilenceTimeout: a client drops a live session it has heard
 	// nothing from for this long (two pings unanswered).
 	ClientSilenceTimeout = 2 * PingInterval
+	// ClientPushTimeout: a client ends a live session (as dead: it dials
+	// again) whose push has had no pushed answer for this long, and pushes
+	// the batch again (over HTTP or the next session). Twice the server's
+	// default bound on applying a push (transport.DefaultRequestTimeout).
+	ClientPushTimeout = 60 * time.Second
 	// BackoffInitial and BackoffMax shape every retry and reconnect: before
 	// retry n (0 first), wait uniformly in [0, min(BackoffMax,
 	// BackoffInitial·2^n)], never less than the server's Retry-After.
