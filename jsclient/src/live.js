@@ -50,6 +50,8 @@ const PROBE_TIMEOUT_MS = 5_000;
  *   pings (default TIMINGS.pingIntervalMs)
  * @property {number} [silenceTimeout] ms of silence after which the
  *   session is dead (default TIMINGS.clientSilenceTimeoutMs)
+ * @property {number} [pushTimeout] ms a push may wait for its pushed
+ *   answer before the session is dead (default TIMINGS.clientPushTimeoutMs)
  */
 
 export class LiveSession {
@@ -72,6 +74,8 @@ export class LiveSession {
     this.welcome = null;
     /** @type {{resolve: (m: Pushed) => void, reject: (e: ConvergoError) => void}|null} the push in flight */
     this.pending = null;
+    /** @type {((e: ConvergoError) => void)|null} ends the running socket as failed */
+    this.fail = null;
   }
 
   /** Whether sync work may use the session: welcomed, accepted, not closed. */
@@ -104,14 +108,29 @@ export class LiveSession {
   /**
    * Sends a live push (encodeLivePush, from this session's base) and
    * resolves with the server's pushed answer. Rejects (network) when the
-   * socket closes first; one push at a time.
+   * socket closes first, or when no answer comes within the push timeout:
+   * the session is then dead (the socket is closed, and the loop dials
+   * again); one push at a time.
    * @param {Uint8Array<ArrayBuffer>} frame
    * @returns {Promise<Pushed>}
    */
   push(frame) {
     return new Promise((resolve, reject) => {
       if (!this.live || this.pending) return reject(new ConvergoError('network', 'live push: no session'));
-      this.pending = { resolve, reject };
+      const ms = this.o.pushTimeout ?? TIMINGS.clientPushTimeoutMs;
+      const timer = setTimeout(() => {
+        if (this.pending !== p) return;
+        const e = new ConvergoError('network', `live push: no pushed answer within ${ms} ms`);
+        this.accepted = false; // no sync work uses the session from now on
+        this.pending = null;
+        reject(e);
+        this.fail?.(e);
+      }, ms);
+      const p = {
+        resolve: (/** @type {Pushed} */ m) => (clearTimeout(timer), resolve(m)),
+        reject: (/** @type {ConvergoError} */ e) => (clearTimeout(timer), reject(e)),
+      };
+      this.pending = p;
       this.send(frame);
     });
   }
@@ -186,6 +205,7 @@ export class LiveSession {
           /* closing already */
         }
       };
+      this.fail = fail;
       ws.onopen = async () => {
         if (this.o.stopped()) {
           ws.close();

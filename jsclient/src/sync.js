@@ -157,6 +157,7 @@ export const WRITE_RETRY_MS = 2_000;
  * @property {number} [pollInterval] ms between polls without WebSocket
  * @property {number} [pingInterval] ms of silence before a live ping
  * @property {number} [silenceTimeout] ms of silence that ends a live session
+ * @property {number} [pushTimeout] ms a live push may wait for its answer before the session is dead
  * @property {{base?: number, max?: number, random?: () => number}} [backoff]
  * @property {() => number} [random]
  */
@@ -785,9 +786,11 @@ export class Syncer {
           try {
             m = await session.push(frame);
           } catch (e) {
-            // The session closed with the push in flight: its changes stay
-            // in the outbox and go again (over HTTP now, or the next
-            // session); any the server applied come back duplicate.
+            // The session closed with the push in flight, or left it
+            // unanswered past the push timeout (the session is then dead):
+            // its changes stay in the outbox and go again (over HTTP now,
+            // or the next session); any the server applied come back
+            // duplicate.
             if (session.live) throw e;
             continue;
           }
@@ -1158,6 +1161,7 @@ export class Syncer {
       onClose: () => this.o.onStatus({ online: false }),
       pingInterval: this.o.pingInterval,
       silenceTimeout: this.o.silenceTimeout,
+      pushTimeout: this.o.pushTimeout,
     });
     this.session = session;
     try {

@@ -8,13 +8,14 @@ import assert from 'node:assert/strict';
 import { FakeServer } from './helpers/server.js';
 import { WebSocket, until } from './helpers/util.js';
 import { LiveSession } from '../src/live.js';
+import { encodeLivePush } from '../src/protocol.js';
 import { TIMINGS } from '../src/constants.js';
 
 /**
  * A session with short timings; resolves to the session, its messages and
  * how its run ended.
  * @param {FakeServer} server
- * @param {{pingInterval?: number, silenceTimeout?: number}} timings
+ * @param {{pingInterval?: number, silenceTimeout?: number, pushTimeout?: number}} timings
  */
 function session(server, timings) {
   /** @type {any[]} */
@@ -50,6 +51,24 @@ const pings = (/** @type {FakeServer} */ server) => server.received.filter((m) =
 test('the default timings are the protocol’s', () => {
   assert.equal(TIMINGS.pingIntervalMs, 20_000);
   assert.equal(TIMINGS.clientSilenceTimeoutMs, 40_000);
+  assert.equal(TIMINGS.clientPushTimeoutMs, 60_000);
+});
+
+test('a push left unanswered on a session that answers pings ends the session after the push timeout', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const x = session(server, { pingInterval: 50, silenceTimeout: 5_000, pushTimeout: 400 });
+  t.after(() => x.s.close());
+  await until(() => x.s.live, 'welcomed');
+  server.holdPushAnswers = 1;
+  const sent = Date.now();
+  const push = x.s.push(encodeLivePush('live-test', [], new Map(), /** @type {any} */ (x.s.welcome).serverTime));
+  await assert.rejects(push, (e) => /** @type {any} */ (e).code === 'network');
+  assert.ok(Date.now() - sent >= 400, `rejected after ${Date.now() - sent} ms`);
+  assert.equal(x.s.live, false, 'the session is no longer used');
+  await x.run;
+  assert.equal(/** @type {any} */ (x.ended())?.error?.code, 'network', 'ended as a dead session (the loop dials again)');
+  assert.ok(pings(server) >= 1, 'the server answered pings meanwhile');
 });
 
 test('a quiet session that answers pings stays open; a ping goes out only after silence', async (t) => {

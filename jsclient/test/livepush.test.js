@@ -77,6 +77,29 @@ test('live: a session lost with a push in flight leaves the changes in the outbo
   assert.ok(server.pushReplicas.at(-1)?.live, 'over the next session');
 });
 
+test('live: a push never answered on a session kept alive goes again after the push timeout; the session is dialled again', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const a = await openClient({ url: server.url, name: 'a', collections: ['todos'] });
+  t.after(() => a.close());
+  a.on('error', () => {});
+  const syncer = /** @type {any} */ (a).syncer;
+  await until(() => syncer.live, 'live', WAIT);
+  // A short push timeout, from the next session on.
+  syncer.o.pushTimeout = 300;
+  const first = syncer.session;
+  for (const ws of server.sockets) ws.terminate();
+  await until(() => syncer.live && syncer.session !== first, 'live again', WAIT);
+  const second = syncer.session;
+  server.holdPushAnswers = 1; // applied, never answered; pings still answered
+  await a.collection('todos').put('t1', { i: 1 });
+  await until(() => a.status.pending === 0, 'the outbox drained', WAIT);
+  assert.deepEqual(server.pushStatuses.flat(), [STATUSES.applied, STATUSES.duplicate], 'pushed again: duplicate');
+  assert.ok(server.pushReplicas[0].live, 'the unanswered push went live');
+  assert.equal(server.coll('todos').seq, 1, 'applied once');
+  await until(() => syncer.live && syncer.session !== second, 'a new session', WAIT);
+});
+
 test('live: a message over the max live message bytes goes over HTTP', async (t) => {
   const server = await new FakeServer({ maxMessageBytes: 4096 }).start();
   t.after(() => server.stop());

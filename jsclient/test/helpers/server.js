@@ -191,6 +191,8 @@ export class FakeServer {
     this.requestHeaders = [];
     /** Set to a number to make the next N push answers fail after applying (HTTP: 503; live: the session is lost before the answer). */
     this.dropPushAnswers = 0;
+    /** Set to a number to leave the next N live pushes unanswered after applying them, the session kept (pings answered). */
+    this.holdPushAnswers = 0;
     /** @type {(changes: import('../../src/record.js').Change[]) => boolean} a push it returns true for fails unavailable, nothing applied */
     this.failPush = () => false;
     /** Set to refuse changes to these ids. */
@@ -864,6 +866,11 @@ export class FakeServer {
       // Applied, and the session lost before its answer.
       this.dropPushAnswers--;
       return ws.terminate();
+    }
+    if (this.holdPushAnswers > 0) {
+      // Applied, and never answered: the session goes on.
+      this.holdPushAnswers--;
+      return;
     }
     ws.send(encode(this.env([[0, 'pushed'], [1, out], [4, requestId]])));
   }
