@@ -3,8 +3,11 @@
 // rejected.js, land in chunks of their own). For each entry point (the
 // package's exports) it prints the bytes an app that imports it loads up
 // front, minified and min+gzip (level 9): the entry and every chunk it
-// imports statically. Then the on-demand chunks, and the minified bytes
-// each source module contributes to the main entry.
+// imports statically. Then the on-demand modules, each with what loading
+// it adds to the main entry: its chunk and the chunks it imports
+// statically that the main entry does not (a chunk esbuild shares between
+// two on-demand modules counts in both). Then the minified bytes each
+// source module contributes to the main entry.
 //
 //   npm run size            (cd jsclient)
 //   npm run size -- --json  one JSON line per figure
@@ -53,18 +56,22 @@ for (const [sub] of entries) {
 }
 const upFront = closure('index.js');
 const exported = new Set(entries.map(([sub]) => (sub === '.' ? 'index' : sub.slice(2)) + '.js'));
-const lazy = [...meta.entries()].filter(([k, v]) => v.entryPoint && !exported.has(k) && !upFront.has(k));
+/** What loading on-demand chunk k adds to the main entry's files, joined. */
+const added = (/** @type {string} */ k) => Buffer.concat([...closure(k)].filter((p) => !upFront.has(p)).map((p) => Buffer.from(files.get(p))));
+const lazy = [...meta.entries()]
+  .filter(([k, v]) => v.entryPoint && !exported.has(k) && !upFront.has(k))
+  .map(([k, v]) => [path.relative(root, path.resolve(v.entryPoint)), added(k)]);
 const modules = new Map();
 for (const p of closure('index.js')) for (const [k, v] of Object.entries(meta.get(p).inputs)) modules.set(path.relative(root, k), (modules.get(path.relative(root, k)) ?? 0) + v.bytesInOutput);
 if (json) {
   for (const o of out) console.log(JSON.stringify(o));
-  for (const [k, v] of lazy) console.log(JSON.stringify({ lazy: path.relative(root, path.resolve(v.entryPoint)), min: v.bytes, gzip: gz(files.get(k)) }));
+  for (const [k, b] of lazy) console.log(JSON.stringify({ lazy: k, min: b.length, gzip: gz(b) }));
   for (const [k, v] of [...modules].sort((a, b) => b[1] - a[1])) console.log(JSON.stringify({ module: k, min: v }));
 } else {
   console.log('entry point (what an app loads up front)      min   min+gzip');
   for (const o of out) console.log(`${o.entry.padEnd(44)} ${String(o.min).padStart(7)} ${String(o.gzip).padStart(9)}`);
   console.log('\nloaded on demand                               min   min+gzip');
-  for (const [k, v] of lazy) console.log(`${path.relative(root, path.resolve(v.entryPoint)).padEnd(44)} ${String(v.bytes).padStart(7)} ${String(gz(files.get(k))).padStart(9)}`);
+  for (const [k, b] of lazy) console.log(`${k.padEnd(44)} ${String(b.length).padStart(7)} ${String(gz(b)).padStart(9)}`);
   console.log('\nsource modules in the main entry (minified bytes each)');
   for (const [k, v] of [...modules].sort((a, b) => b[1] - a[1])) console.log(`${k.padEnd(44)} ${String(v).padStart(7)}`);
 }
