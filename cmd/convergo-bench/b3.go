@@ -21,11 +21,49 @@ import (
 // b3.mjs name them, so the report puts the Go core's figures beside the JS
 // client's and the peers'.
 const (
-	b3Cold  = "apply all updates, cold (one timed run per fresh process, as crdt-benchmarks publishes)"
-	b3Warm  = "apply all updates, warm (median of %d runs after the cold one, per process)"
-	b3Bytes = "update bytes (all clients)"
-	b3Impl  = "Convergo Go core: decode push body + Record.Merge in memory"
+	b3Cold = "apply all updates, cold (one timed run per fresh process, as crdt-benchmarks publishes)"
+	b3Warm = "apply all updates, warm (median of %d runs after the cold one, per process)"
+	// The update bytes of Convergo's clients, in three rows: the live push
+	// message a client sends over an open session whose welcome came 1 s
+	// before the write (the row of the target, and of the peers' bytes)
+	// or 3 h before, and the HTTP push body.
+	b3Bytes      = "update bytes (all clients)"
+	b3BytesHours = "update bytes (all clients), Convergo client: live push, session opened 3 h before the writes"
+	b3BytesHTTP  = "update bytes (all clients), Convergo client: HTTP push body"
+	b3Impl       = "Convergo Go core: decode push body + Record.Merge in memory"
 )
+
+// b3SessionAge is how long before a write the session it is pushed over
+// opened, for the live push rows (as scripts/bench/js/b3-impls.mjs
+// SESSION_AGE).
+var b3SessionAge = struct{ recent, hours int64 }{1_000, 3 * 3_600_000}
+
+// b3Sizes are the bytes of one client's update in each form.
+type b3Sizes struct{ recent, hours, http int }
+
+// b3Encode returns the HTTP push body of a client's change (replica named
+// by its device part, as sent with the anonymous principal's token) and
+// the sizes of that body and of the live push message the Go client sends
+// for the same change over an open session (proto.PushLive, from a
+// session base b3SessionAge before the change's wall).
+func b3Encode(replica, prefix string, ch crdt.Change, wall int64) ([]byte, b3Sizes, error) {
+	body, err := proto.Encode(proto.PushRequest{Replica: replica, Prefix: prefix, Changes: []crdt.Change{ch}})
+	if err != nil {
+		return nil, b3Sizes{}, err
+	}
+	live := func(age int64) (int, error) {
+		m, err := proto.EncodeMessage(proto.PushLive{Changes: []crdt.Change{ch}, Session: proto.Session{Replica: replica, Base: wall - age}})
+		return len(m), err
+	}
+	out := b3Sizes{http: len(body)}
+	if out.recent, err = live(b3SessionAge.recent); err != nil {
+		return nil, b3Sizes{}, err
+	}
+	if out.hours, err = live(b3SessionAge.hours); err != nil {
+		return nil, b3Sizes{}, err
+	}
+	return body, out, nil
+}
 
 type b3Scenario struct {
 	id, title string
@@ -95,37 +133,47 @@ func runB3(args []string) error {
 	return nil
 }
 
+// b3Updates makes the scenario's clients, each with the replica id a JS
+// client makes and its own clock, and their writes: the documents holding
+// each client's own change, the HTTP push bodies (the updates applied),
+// and the bytes of all updates in each form.
+func b3Updates(sc b3Scenario) (updates [][]byte, docs []crdt.Record, size b3Sizes, err error) {
+	prefix := proto.ReplicaPrefix("")
+	updates = make([][]byte, sc.clients)
+	docs = make([]crdt.Record, sc.clients)
+	for i := range sc.clients {
+		replica := prefix + string(proto.ReplicaSeparator) + b3Device()
+		clock, err := crdt.NewClock(crdt.ClockConfig{Replica: replica})
+		if err != nil {
+			return nil, nil, b3Sizes{}, err
+		}
+		s, err := clock.Now(time.Now().UnixMilli())
+		if err != nil {
+			return nil, nil, b3Sizes{}, err
+		}
+		v, err := crdt.EncodeValue(sc.value(i))
+		if err != nil {
+			return nil, nil, b3Sizes{}, err
+		}
+		docs[i] = crdt.SetField("doc", sc.key(i), v, s)
+		body, n, err := b3Encode(replica, prefix, crdt.Change{Collection: "b3", Record: docs[i]}, s.Wall)
+		if err != nil {
+			return nil, nil, b3Sizes{}, err
+		}
+		updates[i] = body
+		size.recent, size.hours, size.http = size.recent+n.recent, size.hours+n.hours, size.http+n.http
+	}
+	return updates, docs, size, nil
+}
+
 func b3Once(sc b3Scenario, run, warm int) error {
 	if sc.clients < warm+3 {
 		return fmt.Errorf("b3: %d clients for %d warm runs", sc.clients, warm)
 	}
 	prefix := proto.ReplicaPrefix("")
-	updates := make([][]byte, sc.clients)
-	docs := make([]crdt.Record, sc.clients)
-	size := 0
-	for i := range sc.clients {
-		replica := prefix + string(proto.ReplicaSeparator) + b3Device()
-		clock, err := crdt.NewClock(crdt.ClockConfig{Replica: replica})
-		if err != nil {
-			return err
-		}
-		s, err := clock.Now(time.Now().UnixMilli())
-		if err != nil {
-			return err
-		}
-		v, err := crdt.EncodeValue(sc.value(i))
-		if err != nil {
-			return err
-		}
-		docs[i] = crdt.SetField("doc", sc.key(i), v, s)
-		// Sent with the anonymous principal's token: the body names the
-		// replica by its device part, as both clients send it.
-		body, err := proto.Encode(proto.PushRequest{Replica: replica, Prefix: prefix, Changes: []crdt.Change{{Collection: "b3", Record: docs[i]}}})
-		if err != nil {
-			return err
-		}
-		updates[i] = body
-		size += len(body)
+	updates, docs, size, err := b3Updates(sc)
+	if err != nil {
+		return err
 	}
 	apply := func(doc *crdt.Record, ups [][]byte) (time.Duration, error) {
 		start := time.Now()
@@ -196,7 +244,9 @@ func b3Once(sc b3Scenario, run, warm int) error {
 	}
 	out(b3Cold, "ms", float64(cold.Nanoseconds())/1e6)
 	out(fmt.Sprintf(b3Warm, warm), "ms", med)
-	out(b3Bytes, "bytes", float64(size))
+	out(b3Bytes, "bytes", float64(size.recent))
+	out(b3BytesHours, "bytes", float64(size.hours))
+	out(b3BytesHTTP, "bytes", float64(size.http))
 	return nil
 }
 

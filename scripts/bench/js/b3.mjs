@@ -44,11 +44,12 @@ const SCENARIOS = process.argv[5] ? scenarios.filter((s) => process.argv[5].spli
 const COLD = 'apply all updates, cold (one timed run per fresh process, as crdt-benchmarks publishes)';
 const WARMED = `apply all updates, warm (median of ${WARM} runs after the cold one, per process)`;
 const BYTES = 'update bytes (all clients)';
-// The JS client's bytes in three rows (b3-impls.mjs): what it sends over an
+// The Convergo clients' bytes in three rows (b3-impls.mjs; the Go core's from
+// convergo-bench b3 in the same rows): what a client sends over an
 // open live session, whose welcome came 1 s before the write (BYTES, the
 // row the target is checked on) or 3 h before, and the HTTP push body.
-const BYTES_HOURS = 'update bytes (all clients), JS client: live push, session opened 3 h before the writes';
-const BYTES_HTTP = 'update bytes (all clients), JS client: HTTP push body';
+const BYTES_HOURS = 'update bytes (all clients), Convergo client: live push, session opened 3 h before the writes';
+const BYTES_HTTP = 'update bytes (all clients), Convergo client: HTTP push body';
 
 /** @type {Map<string, number[]>} values by scenario id, metric and impl */
 const seen = new Map();
