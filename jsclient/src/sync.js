@@ -798,11 +798,15 @@ export class Syncer {
           requestId = m.requestId ?? null;
           if (!results) {
             const e = new ConvergoError(/** @type {any} */ (m.code), `live push: ${m.code}${m.message ? ': ' + m.message : ''}`, { requestId: m.requestId });
-            if (retryOf(e.code) !== 'backoff') throw e;
+            // Unreadable to the server (the two ends disagree on the live
+            // encoding): the same batch once over HTTP, which answers it
+            // change by change or refuses it as any HTTP push.
+            const unreadable = e.code === 'malformed' || e.code === 'invalid';
+            if (!unreadable && retryOf(e.code) !== 'backoff') throw e;
             // The server cannot take it now (unavailable: it holds too
             // many pushes): the same batch again after one backoff delay,
             // over HTTP (docs/protocol.md, "Pushing over a live session").
-            await new Promise((r) => setTimeout(r, backoff(0, { random: this.o.random, ...this.o.backoff })));
+            if (!unreadable) await new Promise((r) => setTimeout(r, backoff(0, { random: this.o.random, ...this.o.backoff })));
           }
         }
         if (!results) {

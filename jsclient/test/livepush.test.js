@@ -159,3 +159,28 @@ test('live: a push refused whole is handled as the same code over HTTP: too_larg
   assert.equal(a.status.pending, 0);
   assert.deepEqual(refused, []);
 });
+
+test('live: a push refused whole as malformed or invalid goes once over HTTP, which answers it change by change', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const a = await openClient({ url: server.url, name: 'a', collections: ['todos'] });
+  t.after(() => a.close());
+  /** @type {any[]} */
+  const errors = [];
+  a.on('error', (e) => errors.push(e));
+  /** @type {any[]} */
+  const refused = [];
+  a.on('refused', (r) => refused.push(r));
+  await until(() => /** @type {any} */ (a).syncer?.live, 'live', WAIT);
+  let http = 0;
+  for (const code of ['malformed', 'invalid']) {
+    const live = server.livePushes.length;
+    server.refuseLivePush = () => code;
+    await a.collection('todos').put(code, { n: 1 });
+    await until(() => server.coll('todos').byId.has(code) && a.status.pending === 0, `${code}: pushed over HTTP`, WAIT);
+    assert.equal(httpPushes(server), ++http, code);
+    assert.equal(server.livePushes.length, live + 1, code);
+  }
+  assert.deepEqual(errors, []);
+  assert.deepEqual(refused, []);
+});
