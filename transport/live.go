@@ -428,27 +428,16 @@ func (c *liveConn) handle(op ws.OpCode, data []byte) error {
 		}
 	}
 	started := c.started.Load()
+	if started {
+		if t, err := proto.PeekType(data); err == nil && t == proto.TypePush {
+			return c.push(data)
+		}
+	}
 	m, err := proto.DecodeClientMessage(data, c.sess)
 	if errors.Is(err, proto.ErrUnknownType) && started {
 		// A message of a later revision: say so, keep the session.
 		c.queue(proto.ErrorMessage{Code: proto.CodeMalformed, Message: "unknown message type", RequestID: c.id})
 		return nil
-	}
-	if err != nil && started {
-		if t, perr := proto.PeekType(data); perr == nil && t == proto.TypePush {
-			// A push that does not decode is refused whole, as its HTTP
-			// body would be, and the session goes on.
-			c.s.metrics.liveMsgs.WithLabelValues(proto.TypePush).Inc()
-			if !c.claimPush() {
-				return errFatal
-			}
-			id := c.s.ids.next()
-			refused := c.s.errorOf(decodeError("push", err), "live push", id)
-			c.answerPush(func() proto.Pushed {
-				return proto.Pushed{Code: refused.Code, Message: refused.Message, RequestID: id}
-			})
-			return nil
-		}
 	}
 	if err != nil {
 		c.fatal(ws.StatusPolicyViolation, decodeError("message", err))
@@ -494,8 +483,6 @@ func (c *liveConn) handle(op ws.OpCode, data []byte) error {
 		c.unsubscribe(m.Collection)
 	case proto.Ping:
 		c.queue(proto.Pong{Nonce: m.Nonce})
-	case proto.PushLive:
-		return c.push(m, len(data))
 	}
 	return nil
 }
@@ -521,10 +508,13 @@ func (c *liveConn) hello(h proto.Hello) (Principal, error) {
 	return p, nil
 }
 
-// push applies a push of the session (size bytes), as an HTTP push of the
+// push applies a push message of the session, as an HTTP push of the
 // same changes by the session's principal, off the read loop: the store
-// is not waited for here.
-func (c *liveConn) push(m proto.PushLive, size int) error {
+// is not waited for here. What costs nothing comes before the message is
+// decoded: the principal's checks, one push in flight, the size an HTTP
+// body may have, room among the bodies in flight.
+func (c *liveConn) push(data []byte) error {
+	c.s.metrics.liveMsgs.WithLabelValues(proto.TypePush).Inc()
 	p := c.prin
 	now := c.s.now()
 	if !p.Expires.IsZero() && !now.Before(p.Expires) { // the expiry timer may be late
@@ -543,21 +533,37 @@ func (c *liveConn) push(m proto.PushLive, size int) error {
 	// Each push has a request id of its own, as an HTTP request has: its
 	// answer carries it (pushed key 4) and its refusals are logged under it.
 	id := c.s.ids.next()
+	refuse := func(err error) {
+		e := c.s.errorOf(err, "live push", id)
+		c.answerPush(func() proto.Pushed { return proto.Pushed{Code: e.Code, Message: e.Message, RequestID: id} })
+	}
+	// No more than an HTTP push may carry, whatever MaxMessageBytes.
+	size := int64(len(data))
+	if size > c.s.limits.MaxBodyBytes {
+		refuse(proto.Errorf(proto.CodeTooLarge, "push message over %d bytes", c.s.limits.MaxBodyBytes))
+		return nil
+	}
 	// The message's bytes count with the HTTP bodies in flight until the
 	// push is answered; the reader does not wait for room.
-	if ok, _ := c.s.bodies.tryTake(int64(size)); !ok {
+	if ok, _ := c.s.bodies.tryTake(size); !ok {
 		c.s.metrics.bodyRefused.Inc()
-		c.answerPush(func() proto.Pushed {
-			return proto.Pushed{Code: proto.CodeUnavailable, Message: "the server is busy with other pushes; retry later", RequestID: id}
-		})
+		refuse(proto.Errorf(proto.CodeUnavailable, "the server is busy with other pushes; retry later"))
 		return nil
 	}
 	c.s.metrics.bodyBytes.Add(float64(size))
+	release := func() {
+		c.s.bodies.release(size)
+		c.s.metrics.bodyBytes.Sub(float64(size))
+	}
+	m, err := proto.DecodePushLive(data, c.sess)
+	if err != nil {
+		// Refused whole, as its HTTP body would be; the session goes on.
+		release()
+		refuse(decodeError("push", err))
+		return nil
+	}
 	c.answerPush(func() proto.Pushed {
-		defer func() {
-			c.s.bodies.release(int64(size))
-			c.s.metrics.bodyBytes.Sub(float64(size))
-		}()
+		defer release()
 		// The push runs to its end if the session ends meanwhile, as a
 		// request would: its changes may be committed, and the client
 		// pushes them again (duplicate).
