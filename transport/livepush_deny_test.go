@@ -4,8 +4,10 @@ import (
 	"context"
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/coder/websocket"
+	"github.com/gobwas/ws"
 
 	"github.com/convergo/convergo/transport/proto"
 )
@@ -30,5 +32,29 @@ func TestLivePushAfterDeny(t *testing.T) {
 	recvClosed(t, c, proto.CodeRevoked, websocket.StatusPolicyViolation)
 	if rec, err := ts.eng.Get(context.Background(), "notes", "n1"); err == nil && rec != nil {
 		t.Fatalf("a denied principal's live push was applied: %+v", rec)
+	}
+}
+
+// After a fatal error raised off the read loop (revokeLive's, the expiry
+// timer's) the session handles no client message, though its close frame
+// has not been written yet: a push that arrives meanwhile is not applied.
+func TestLivePushAfterFatal(t *testing.T) {
+	ts := newTestServer(t, nil)
+	tok := ts.token(t, "alice", []string{"notes"}, []string{"notes"})
+	c, s := ts.openPusher(t, tok)
+	ts.srv.mu.Lock()
+	var conn *liveConn
+	for lc := range ts.srv.live {
+		conn = lc
+	}
+	ts.srv.mu.Unlock()
+	conn.wmu.Lock() // the error and the close frame wait to be written
+	conn.fatal(ws.StatusPolicyViolation, proto.Errorf(proto.CodeRevoked, "access to this server was revoked"))
+	ts.pushLive(t, c, s, tok, change(t, "notes", "n1", "title", "after"))
+	time.Sleep(300 * time.Millisecond) // time to handle it, were it handled
+	conn.wmu.Unlock()
+	recvClosed(t, c, proto.CodeRevoked, websocket.StatusPolicyViolation)
+	if rec, err := ts.eng.Get(context.Background(), "notes", "n1"); err == nil && rec != nil {
+		t.Fatalf("a push after a fatal error was applied: %+v", rec)
 	}
 }
