@@ -448,9 +448,11 @@ func (c *Client) Hello(ctx context.Context) (ServerInfo, error) {
 // While Live holds a session open (its welcome received), each batch goes
 // over it as a push message, one at a time (docs/protocol.md, "Pushing
 // over a live session"); otherwise, for a batch over the session's message
-// limit, and for a batch whose session ends before answering it, over
-// HTTP. A batch refused for now over the session (unavailable, say) is
-// retried over HTTP after a backoff.
+// limit, for a batch whose session ends before answering it, and while the
+// session is of another subject than the client's last hello named (a
+// TokenFunc's new token), over HTTP. A batch refused for now over the
+// session (unavailable, say) is retried over HTTP after a backoff; one the
+// server could not read (malformed, invalid), over HTTP at once.
 //
 // On error, the results returned are those of the changes acknowledged
 // before the failure: a prefix of changes. The others may or may not have
