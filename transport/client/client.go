@@ -43,7 +43,10 @@ type Config struct {
 	// TokenFunc, when set, is called before every request and WebSocket
 	// connection for the token to send, and again after the server says
 	// token_expired; it should cache its token and refresh it when it
-	// nears expiry. It takes precedence over Token.
+	// nears expiry. It takes precedence over Token. When it starts
+	// returning another subject's token, call Hello: the client binds
+	// itself to that subject and ends a live session opened under the
+	// old one (Live dials again with the new token).
 	TokenFunc func(ctx context.Context) (string, error)
 	// Replica is this client's replica id: the tie-break of every stamp it
 	// issues. The server accepts only stamps of ids the token's subject
@@ -397,6 +400,7 @@ func (c *Client) setInfo(a proto.HelloResponse, sent, received time.Time) Server
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.info, c.offset, c.hello = info, info.Offset, true
+	c.endStaleLocked(a.Subject)
 	if c.cfg.Replica == "" {
 		c.bindLocked(a.Subject)
 	}
@@ -421,7 +425,9 @@ func (c *Client) bindLocked(subject string) {
 }
 
 // Hello greets the server: it learns the server's limits and measures the
-// clock skew, which corrects the wall time of every later stamp.
+// clock skew, which corrects the wall time of every later stamp. A hello
+// that names another subject than the open live session's ends that
+// session (see Live).
 func (c *Client) Hello(ctx context.Context) (ServerInfo, error) {
 	var a proto.HelloResponse
 	ans, err := c.call(ctx, proto.PathHello, proto.HelloRequest{Protocol: proto.Version, Replica: c.helloReplica()}, &a, nil)
@@ -448,9 +454,10 @@ func (c *Client) Hello(ctx context.Context) (ServerInfo, error) {
 // While Live holds a session open (its welcome received), each batch goes
 // over it as a push message, one at a time (docs/protocol.md, "Pushing
 // over a live session"); otherwise, for a batch over the session's message
-// limit, for a batch whose session ends before answering it, and while the
-// session is of another subject than the client's last hello named (a
-// TokenFunc's new token), over HTTP. A batch refused for now over the
+// limit, for a batch whose session ends before answering it, and until a
+// session of the subject the client's last hello named opens (a
+// TokenFunc's new token: that hello ends the old subject's session), over
+// HTTP. A batch refused for now over the
 // session (unavailable, say) is retried over HTTP after a backoff; one the
 // server could not read (malformed, invalid), over HTTP at once.
 //

@@ -67,7 +67,12 @@
 // The server accepts only stamps of replica ids the token's subject owns
 // (proto.ReplicaFor(subject, device)). A Client with no Config.Replica binds
 // itself on its first hello to the id of the subject the server names and
-// Config.Device; until then Now fails with ErrUnbound.
+// Config.Device; until then Now fails with ErrUnbound. A later hello that
+// names another subject (a Config.TokenFunc that now returns its token)
+// binds it to that subject's id and ends a live session opened under the
+// old subject, whose pages were read under the old subject's rights: Live
+// dials again with the new token and resumes from its cursors. A
+// refreshed token of the same subject keeps the session.
 //
 // # Replica: the server's version and the local view
 //

@@ -51,6 +51,13 @@ type ChangesFunc func(collection string, page Page)
 // ignored. While the session is open, the client's pushes go over it
 // (Push).
 //
+// A session reads as the principal of its hello's token. When a Hello
+// names another subject than the open session's (a TokenFunc that now
+// returns another subject's token), Hello ends the session and Live dials
+// again at once with the new token, resuming every collection from its
+// cursor under the new subject's rights; a refreshed token of the same
+// subject keeps the session.
+//
 // Live returns when ctx ends (with ctx's error) or when the server sends an
 // error retrying cannot fix: an *Error whose code's proto.Retry is
 // RetryNever, RetryUpgrade (ErrUnsupportedVersion) or RetryAuth, except
@@ -80,6 +87,12 @@ func (c *Client) Live(ctx context.Context, subs map[string][]byte, onChanges Cha
 		if fatalLive(err) {
 			return fmt.Errorf("live: %w", err)
 		}
+		if errors.Is(err, errSubjectChanged) {
+			// Not a failure: dial again at once, with the new token.
+			c.log.Info("live session ended: the token's subject changed; redialling")
+			attempt = 0
+			continue
+		}
 		// A session that opened and lasted resets the backoff; one the
 		// server closes right after its welcome does not, so a server that
 		// keeps refusing is not hammered.
@@ -99,6 +112,12 @@ func (c *Client) Live(ctx context.Context, subs map[string][]byte, onChanges Cha
 		}
 	}
 }
+
+// errSubjectChanged ends a live session whose hello was of another
+// subject than the client's last hello names (a TokenFunc's new token):
+// its pages are read under the old subject's rights, so Live dials again
+// at once with the new token and resumes from the cursors.
+var errSubjectChanged = errors.New("live session: the token's subject changed")
 
 // fatalLive reports whether a session error ends Live: a server error that
 // the code says retrying cannot fix (proto.Info), except token_expired,
@@ -127,8 +146,14 @@ func (c *Client) liveURL() string {
 // liveSession runs one WebSocket connection until it fails. welcomed
 // reports whether the server opened the session.
 func (c *Client) liveSession(ctx context.Context, cursors map[string][]byte, onChanges ChangesFunc) (welcomed bool, err error) {
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancelCause := context.WithCancelCause(ctx)
+	cancel := func() { cancelCause(nil) }
 	defer cancel()
+	defer func() {
+		if errors.Is(context.Cause(ctx), errSubjectChanged) {
+			err = errSubjectChanged
+		}
+	}()
 	tok, err := c.token(ctx)
 	if err != nil {
 		return false, err
@@ -170,6 +195,7 @@ func (c *Client) liveSession(ctx context.Context, cursors map[string][]byte, onC
 			link = newLiveLink(conn, proto.Session{Replica: replica, Base: m.Hello.ServerTime},
 				int64(min(m.Hello.MaxMessageBytes, 1<<62)), ctx.Done(), c.cfg.PushTimeout)
 			link.replica, link.subject, link.end = c.Replica(), info.Subject, cancel
+			link.resubject = func() { cancelCause(errSubjectChanged) }
 		case proto.ErrorMessage:
 			return false, errorFromMessage(m)
 		default:

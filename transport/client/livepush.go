@@ -47,6 +47,9 @@ type liveLink struct {
 	// end ends the session (nil: nothing to end): its reader does, when
 	// it has read readAhead messages ahead of its loop.
 	end func()
+	// resubject ends the session because the client's subject is no
+	// longer its hello's (endStale); nil: nothing to end.
+	resubject func()
 	// timeout bounds the wait for a push's answer: past it the push ends
 	// the session (end) as dead.
 	timeout time.Duration
@@ -157,7 +160,8 @@ func (l *liveLink) push(ctx context.Context, changes []crdt.Change, versions map
 // A session pushes as the principal and replica of its hello: after a
 // hello under another subject (a TokenFunc's new token) has bound the
 // client to another replica, its pushes go over HTTP, with the new token,
-// until a session of the new subject opens.
+// until a session of the new subject opens (that hello ends the old
+// session: endStaleLocked).
 func (c *Client) link() *liveLink {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -165,6 +169,18 @@ func (c *Client) link() *liveLink {
 		return l
 	}
 	return nil
+}
+
+// endStaleLocked ends the open live session when its hello was of
+// another subject than subject, the one the client's last hello named:
+// its pages would keep coming under the old subject's rights. Live dials
+// again at once. A new token of the same subject keeps the session.
+// Called with c.mu held.
+func (c *Client) endStaleLocked(subject string) {
+	if l := c.live; l != nil && l.subject != subject && l.resubject != nil {
+		c.live = nil // pushes go over HTTP from now on
+		l.resubject()
+	}
 }
 
 // setLink makes l the session pushes go over; unsetLink removes it, if it
