@@ -415,16 +415,21 @@ export class Database {
   }
 
   /**
-   * New writes use the replica ids of the subject token names.
+   * New writes use the replica ids of the subject token names; a live
+   * session of another subject ends (Syncer.retoken).
    * @param {string} token
    */
   async _writeAs(token) {
+    this.syncer?.retoken(token);
     const prefix = await replicaPrefix(subjectOfToken(token));
     if (prefix !== this.store.prefix) await this.store.setPrefix(prefix);
   }
 
   /**
-   * Replaces the token (after an 'auth' event, for example) and reconnects.
+   * Replaces the token (after an 'auth' event, for example) and
+   * reconnects: a live session opened with another subject's token ends,
+   * and the next one, with this token, resumes from the cursors under its
+   * subject's rights; a token of the same subject keeps the session.
    * @param {string} token
    */
   setToken(token) {

@@ -387,7 +387,13 @@ export class Database {
   pause(): Promise<void>;
   /** Starts syncing again after pause(); pending writes are pushed. */
   resume(): void;
-  /** Replaces the token and reconnects (after an 'auth' event, or a 'revoked' one). */
+  /**
+   * Replaces the token and reconnects (after an 'auth' event, or a 'revoked'
+   * one). A live session opened with a token of another subject (its `sub`)
+   * ends, and the next one, with this token, resumes every collection from
+   * its cursor under the new subject's rights; a refreshed token of the
+   * same subject keeps the session. Nothing in the outbox is lost.
+   */
   setToken(token: string): void;
   /**
    * Sets the scope called name of a collection (for every tab); the

@@ -70,6 +70,8 @@ export class LiveSession {
     this.onMessage = null;
     /** The replica the hello named: the pushing replica of the session's pushes. */
     this.replica = '';
+    /** @type {string|null} the token the hello carried (null: none yet): the session reads as its subject */
+    this.token = null;
     /** @type {Hello|null} the welcome's hello answer: its server time is the session base of pushes */
     this.welcome = null;
     /** @type {{resolve: (m: Pushed) => void, reject: (e: ConvergoError) => void}|null} the push in flight */
@@ -88,9 +90,13 @@ export class LiveSession {
     this.accepted = true;
   }
 
-  /** Closes the socket; run() then settles. */
+  /**
+   * Closes the socket; run() then settles. Frames that arrive meanwhile
+   * are dropped (handle), and no sync work uses the session.
+   */
   close() {
     this.ws?.close();
+    this.ws = null;
   }
 
   /**
@@ -213,7 +219,8 @@ export class LiveSession {
         }
         try {
           this.replica = this.o.replica();
-          ws.send(encodeLiveHello(this.replica, await this.o.token(false)));
+          this.token = await this.o.token(false);
+          ws.send(encodeLiveHello(this.replica, this.token));
         } catch (e) {
           fail(/** @type {ConvergoError} */ (e));
         }

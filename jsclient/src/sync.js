@@ -312,6 +312,21 @@ export class Syncer {
     return true;
   }
 
+  /**
+   * The token is now token: a session whose hello carried another
+   * subject's ends (its pages are read under that subject's rights), and
+   * the loop dials again at once with the new one, resuming from the
+   * cursors. A token of the same subject keeps the session.
+   * @param {string} token
+   */
+  retoken(token) {
+    const s = this.session;
+    if (s?.token != null && subjectOfToken(s.token) !== subjectOfToken(token)) {
+      this.retryWanted = true;
+      s.close();
+    }
+  }
+
   /** The network went away: drop the socket; the loop waits for online(). */
   offline() {
     this.session?.close();
