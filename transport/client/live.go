@@ -247,6 +247,11 @@ func (c *Client) liveSession(ctx context.Context, cursors map[string][]byte, onC
 			}
 			continue
 		case <-in.ready:
+			if ctx.Err() != nil {
+				// Ended (a hello of another subject, say): what the
+				// session read meanwhile is not delivered.
+				return true, ctx.Err()
+			}
 			r, ok := in.pop()
 			if !ok {
 				continue
