@@ -183,12 +183,14 @@ func (c *Client) endStaleLocked(subject string) {
 	}
 }
 
-// setLink makes l the session pushes go over; unsetLink removes it, if it
-// is still the one.
+// setLink makes l the session pushes go over (ending it at once if a
+// hello of another subject came after its welcome); unsetLink removes
+// it, if it is still the one.
 func (c *Client) setLink(l *liveLink) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.live = l
+	c.endStaleLocked(c.info.Subject)
 }
 
 func (c *Client) unsetLink(l *liveLink) {
