@@ -457,9 +457,9 @@ func (c *Client) Hello(ctx context.Context) (ServerInfo, error) {
 // limit, for a batch whose session ends before answering it, and until a
 // session of the subject the client's last hello named opens (a
 // TokenFunc's new token: that hello ends the old subject's session), over
-// HTTP. A batch refused for now over the
-// session (unavailable, say) is retried over HTTP after a backoff; one the
-// server could not read (malformed, invalid), over HTTP at once.
+// HTTP. A batch refused for now over the session (unavailable, say) is
+// retried over HTTP after a backoff; one the server could not read
+// (malformed, invalid), over HTTP at once.
 //
 // On error, the results returned are those of the changes acknowledged
 // before the failure: a prefix of changes. The others may or may not have

@@ -48,7 +48,7 @@ type liveLink struct {
 	// it has read readAhead messages ahead of its loop.
 	end func()
 	// resubject ends the session because the client's subject is no
-	// longer its hello's (endStale); nil: nothing to end.
+	// longer its hello's (endStaleLocked); nil: nothing to end.
 	resubject func()
 	// timeout bounds the wait for a push's answer: past it the push ends
 	// the session (end) as dead.
