@@ -428,10 +428,8 @@ func (c *liveConn) handle(op ws.OpCode, data []byte) error {
 		}
 	}
 	started := c.started.Load()
-	if started {
-		if t, err := proto.PeekType(data); err == nil && t == proto.TypePush {
-			return c.push(data)
-		}
+	if started && proto.IsPush(data) {
+		return c.push(data)
 	}
 	m, err := proto.DecodeClientMessage(data, c.sess)
 	if errors.Is(err, proto.ErrUnknownType) && started {

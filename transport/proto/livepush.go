@@ -1,6 +1,7 @@
 package proto
 
 import (
+	"bytes"
 	"fmt"
 
 	"github.com/fxamacker/cbor/v2"
@@ -121,6 +122,34 @@ func DecodePushLive(data []byte, s Session) (PushLive, error) {
 		}
 	}
 	return out, nil
+}
+
+// pushHead is how a push message begins after its map's head, key 0 first
+// as every encoder writes it (deterministic order): 0, "push".
+var pushHead = []byte("\x00\x64push")
+
+// IsPush reports whether the live message data is a push, its key 0
+// "push". A definite-length map whose first key is 0 with the value "push"
+// is one without reading further: what follows is read by DecodePushLive,
+// after the receiver's cheap checks, and a push that does not decode as a
+// whole is refused as a push (a pushed message with a code), not as an
+// unreadable message. Any other message is read whole for its type
+// (PeekType).
+func IsPush(data []byte) bool {
+	if len(data) > 0 && data[0]>>5 == 5 { // a map
+		off := 1
+		switch info := data[0] & 0x1f; {
+		case info >= 24 && info <= 27: // the count in 1, 2, 4 or 8 bytes
+			off += 1 << (info - 24)
+		case info >= 24: // indefinite (forbidden) or reserved
+			off = 0
+		}
+		if off > 0 && off <= len(data) && bytes.HasPrefix(data[off:], pushHead) {
+			return true
+		}
+	}
+	t, err := PeekType(data)
+	return err == nil && t == TypePush
 }
 
 // Pushed answers a PushLive, in the order of the pushes: {0: "pushed",

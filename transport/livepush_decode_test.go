@@ -1,0 +1,60 @@
+package transport
+
+import (
+	"bytes"
+	"context"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/transport/proto"
+)
+
+// A push message that begins {0: "push", ... but breaks the encoding
+// rules further in (a tag, an indefinite length, undefined, nesting or a
+// container over the decoder's limits inside a change) is a push that does
+// not decode as a whole: it is answered pushed malformed, as its HTTP body
+// would be, and the session goes on (docs/protocol.md, "Pushing over a
+// live session").
+func TestLivePushUnreadableInside(t *testing.T) {
+	ts := newTestServer(t, nil)
+	tok := ts.token(t, "alice", []string{"notes"}, []string{"notes"})
+	c, s := ts.openPusher(t, tok)
+	good, err := proto.EncodeMessage(proto.PushLive{Changes: ts.bind(t, tok, []crdt.Change{change(t, "notes", "a", "f", 1)}), Session: s})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// good is {0: "push", 2: [change]} and ends with the change's value,
+	// the integer 1: each case puts another item in its place.
+	if !bytes.HasPrefix(good, []byte("\xa2\x00\x64push\x02")) || !bytes.HasSuffix(good, []byte{0x01}) {
+		t.Fatalf("push %x: not {0: \"push\", 2: [...]} ending with the value 1", good)
+	}
+	with := func(value []byte) []byte { return append(bytes.Clone(good[:len(good)-1]), value...) }
+	many := append([]byte{0x99, 0xff, 0xff}, bytes.Repeat([]byte{0x01}, 0xffff)...)
+	for name, value := range map[string][]byte{
+		"tag":               {0xc1, 0x05},
+		"indefinite length": {0x9f, 0x01, 0xff},
+		"undefined":         {0xf7},
+		"nesting":           append(bytes.Repeat([]byte{0x81}, crdt.MaxNestedLevels), 0x01),
+		"too many items":    many,
+	} {
+		if err := c.ws.Write(context.Background(), websocket.MessageBinary, with(value)); err != nil {
+			t.Fatal(err)
+		}
+		m, err := c.recvErr(5 * time.Second)
+		if p, ok := m.(proto.Pushed); err != nil || !ok || p.Code != proto.CodeMalformed {
+			t.Fatalf("%s: got %+v (%v), want pushed malformed", name, m, err)
+		}
+		// The same body over HTTP, the replica named by its device part.
+		a := ts.post(t, proto.PathPush, tok, append([]byte("\xa2\x09\x62c1"), with(value)[len("\xa2\x00\x64push"):]...))
+		if a.status != 400 || a.errorCode(t) != proto.CodeMalformed {
+			t.Fatalf("%s over HTTP: %d, want 400 malformed", name, a.status)
+		}
+	}
+	ts.pushLive(t, c, s, tok, change(t, "notes", "a", "f", 1))
+	if p := recvPushed(t, c); len(p.Results) != 1 || p.Results[0].Status != proto.StatusApplied {
+		t.Fatalf("push after the refusals: %+v", p)
+	}
+}
