@@ -58,3 +58,41 @@ func TestLivePushUnreadableInside(t *testing.T) {
 		t.Fatalf("push after the refusals: %+v", p)
 	}
 }
+
+// A push without a change list (key 2 absent or null) is not readable as
+// a whole: malformed, over HTTP and over a live session (docs/protocol.md,
+// "Push"); an empty list is a push of no changes.
+func TestPushWithoutChangeList(t *testing.T) {
+	ts := newTestServer(t, nil)
+	tok := ts.token(t, "alice", []string{"notes"}, []string{"notes"})
+	c, _ := ts.openPusher(t, tok)
+	for name, body := range map[string]string{
+		"absent": "\xa1\x09\x62c1",
+		"null":   "\xa2\x02\xf6\x09\x62c1",
+		"empty":  "\xa2\x02\x80\x09\x62c1",
+	} {
+		want := proto.CodeMalformed
+		if name == "empty" {
+			want = ""
+		}
+		a := ts.post(t, proto.PathPush, tok, []byte(body))
+		got := ""
+		if a.status != 200 {
+			got = a.errorCode(t)
+		}
+		if got != want {
+			t.Errorf("HTTP push, change list %s: %d %q, want %q", name, a.status, got, want)
+		}
+		live := "\xa2\x00\x64push" + body[1:len(body)-4]
+		if name == "absent" {
+			live = "\xa1\x00\x64push"
+		}
+		if err := c.ws.Write(context.Background(), websocket.MessageBinary, []byte(live)); err != nil {
+			t.Fatal(err)
+		}
+		p := recvPushed(t, c)
+		if p.Code != want || (want == "" && (p.Results == nil || len(p.Results) != 0)) {
+			t.Errorf("live push, change list %s: %+v, want %q", name, p, want)
+		}
+	}
+}

@@ -91,6 +91,9 @@ func DecodePushLive(data []byte, s Session) (PushLive, error) {
 	if w.Type != TypePush {
 		return PushLive{}, fmt.Errorf("%w: a %q message is not a push", crdt.ErrMalformed, w.Type)
 	}
+	if w.Changes == nil { // absent or null; an empty list decodes non-nil
+		return PushLive{}, fmt.Errorf("%w: a push without a change list (key 2)", crdt.ErrMalformed)
+	}
 	if len(w.Replica) > 0 || len(w.Device) > 0 {
 		return PushLive{}, fmt.Errorf("%w: a push over a live session is its session's replica's: it has no key 1 or 9", crdt.ErrMalformed)
 	}

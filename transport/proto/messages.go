@@ -146,6 +146,9 @@ func DecodePush(data []byte, prefix string) (PushRequest, error) {
 	if err := crdt.UnmarshalEnvelope(data, &w); err != nil {
 		return PushRequest{}, err
 	}
+	if w.Changes == nil { // absent or null; an empty list decodes non-nil
+		return PushRequest{}, fmt.Errorf("%w: a push without a change list (key 2)", crdt.ErrMalformed)
+	}
 	var replica string
 	switch {
 	case w.Replica != nil && w.Device != nil:
