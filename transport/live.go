@@ -428,8 +428,16 @@ func (c *liveConn) handle(op ws.OpCode, data []byte) error {
 		}
 	}
 	started := c.started.Load()
-	if started && proto.IsPush(data) {
-		return c.push(data)
+	if started {
+		// As every HTTP request: the expiry timer may be late, and the
+		// session's close by revokeLive may not have come yet.
+		if err := c.s.stillValid(c.prin); err != nil {
+			c.fatal(ws.StatusPolicyViolation, err)
+			return errFatal
+		}
+		if proto.IsPush(data) {
+			return c.push(data)
+		}
 	}
 	m, err := proto.DecodeClientMessage(data, c.sess)
 	if errors.Is(err, proto.ErrUnknownType) && started {
@@ -465,7 +473,7 @@ func (c *liveConn) handle(op ws.OpCode, data []byte) error {
 		if !p.Expires.IsZero() {
 			c.tmu.Lock()
 			c.expiry = time.AfterFunc(p.Expires.Sub(c.s.now()), func() {
-				c.fatal(ws.StatusPolicyViolation, proto.Errorf(proto.CodeTokenExpired, "the token has expired: reconnect with a fresh one"))
+				c.fatal(ws.StatusPolicyViolation, errSessionExpired())
 			})
 			c.tmu.Unlock()
 		}
@@ -506,25 +514,35 @@ func (c *liveConn) hello(h proto.Hello) (Principal, error) {
 	return p, nil
 }
 
+// errSessionExpired is the error of a session whose token has expired.
+func errSessionExpired() error {
+	return proto.Errorf(proto.CodeTokenExpired, "the token has expired: reconnect with a fresh one")
+}
+
+// stillValid reports why the principal of an open session may no longer
+// be served: its token has expired (token_expired) or the deny list names
+// it (revoked); nil if it may. Every message of the session is checked,
+// as every HTTP request is.
+func (s *Server) stillValid(p Principal) error {
+	now := s.now()
+	if !p.Expires.IsZero() && !now.Before(p.Expires) {
+		return errSessionExpired()
+	}
+	if _, denied := s.deny.deniedAt(p, now.UnixMilli()); denied {
+		return proto.Errorf(proto.CodeRevoked, "access to this server was revoked")
+	}
+	return nil
+}
+
 // push applies a push message of the session, as an HTTP push of the
 // same changes by the session's principal, off the read loop: the store
 // is not waited for here. What costs nothing comes before the message is
-// decoded: the principal's checks, one push in flight, the size an HTTP
-// body may have, room among the bodies in flight.
+// decoded (the principal's checks came first, in handle): one push in
+// flight, the size an HTTP body may have, room among the bodies in
+// flight.
 func (c *liveConn) push(data []byte) error {
 	c.s.metrics.liveMsgs.WithLabelValues(proto.TypePush).Inc()
 	p := c.prin
-	now := c.s.now()
-	if !p.Expires.IsZero() && !now.Before(p.Expires) { // the expiry timer may be late
-		c.fatal(ws.StatusPolicyViolation, proto.Errorf(proto.CodeTokenExpired, "the token has expired: reconnect with a fresh one"))
-		return errFatal
-	}
-	// As every HTTP request: the session's close by revokeLive may not
-	// have come yet.
-	if _, denied := c.s.deny.deniedAt(p, now.UnixMilli()); denied {
-		c.fatal(ws.StatusPolicyViolation, proto.Errorf(proto.CodeRevoked, "access to this server was revoked"))
-		return errFatal
-	}
 	if !c.claimPush() {
 		return errFatal
 	}
