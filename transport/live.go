@@ -145,6 +145,11 @@ type liveConn struct {
 
 	who atomic.Pointer[Principal] // set by the hello
 
+	// subMu is held by a sub while it joins its group, and by finish
+	// while it takes the subscriptions to end: a sub handled as the
+	// session ends (finish may run on another goroutine) either joins
+	// before finish takes it or sees the session over and joins nothing.
+	subMu   sync.Mutex
 	mu      sync.Mutex
 	subs    map[string]*member
 	resyncs map[string]*proto.ResetInfo // collections owed a resync (nil) or a reset message
@@ -319,6 +324,7 @@ func (c *liveConn) finish(err error) {
 			}
 		}
 		c.tmu.Unlock()
+		c.subMu.Lock()
 		c.mu.Lock()
 		subs := make([]*member, 0, len(c.subs))
 		for coll, m := range c.subs {
@@ -326,6 +332,7 @@ func (c *liveConn) finish(err error) {
 			delete(c.subs, coll)
 		}
 		c.mu.Unlock()
+		c.subMu.Unlock()
 		for _, m := range subs {
 			m.leave()
 		}
@@ -1215,6 +1222,11 @@ func (c *liveConn) subscribe(p Principal, m proto.Sub) {
 	if err != nil {
 		c.refuseSub(m.Collection, err)
 		return
+	}
+	c.subMu.Lock()
+	defer c.subMu.Unlock()
+	if c.ctx.Err() != nil {
+		return // the session has ended (finish took its subscriptions) or is ending
 	}
 	c.unsubscribe(m.Collection) // a new sub replaces the old one, from its cursor
 	c.mu.Lock()
