@@ -416,13 +416,26 @@ export class Database {
 
   /**
    * New writes use the replica ids of the subject token names; a live
-   * session of another subject ends (Syncer.retoken).
+   * session of another subject ends (Syncer.retoken). Writes made before
+   * the prefix is switched wait for it (Store.switching).
    * @param {string} token
+   * @returns {Promise<void>}
    */
-  async _writeAs(token) {
+  _writeAs(token) {
     this.syncer?.retoken(token);
-    const prefix = await replicaPrefix(subjectOfToken(token));
-    if (prefix !== this.store.prefix) await this.store.setPrefix(prefix);
+    const done = (async () => {
+      const prefix = await replicaPrefix(subjectOfToken(token));
+      // A later token may have come meanwhile: its prefix wins.
+      if (prefix !== this.store.prefix && this.tok === token) await this.store.setPrefix(prefix);
+    })();
+    // Writes made meanwhile wait: they are the new subject's.
+    const switching = Promise.all([this.store.switching, done])
+      .catch(() => {})
+      .then(() => {
+        if (this.store.switching === switching) this.store.switching = null;
+      });
+    this.store.switching = switching;
+    return done;
   }
 
   /**

@@ -504,6 +504,8 @@ export class Store {
     this.device = null;
     /** @type {string|null} the replica prefix of the subject the client writes as */
     this.prefix = null;
+    /** @type {Promise<unknown>|null} a switch to a new token's prefix under way: writes wait for it */
+    this.switching = null;
     /** @type {Clock|null} */
     this.clock = null;
     /** Current wall time in ms, corrected by the server offset. */
@@ -919,6 +921,9 @@ export class Store {
    * @returns {Promise<{record: StoredRecord, change: Rec}[]>}
    */
   async writeMany(c, items) {
+    // Without a switch under way, the transaction is issued at once, in
+    // the order of the calls.
+    if (this.switching) await this.switching;
     const what = items.length === 1 ? `write ${c}/${items[0].id}` : `write ${items.length} records of ${c}`;
     const guess = this.guess(c, items);
     if (guess) {

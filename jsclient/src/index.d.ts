@@ -392,7 +392,8 @@ export class Database {
    * one). A live session opened with a token of another subject (its `sub`)
    * ends, and the next one, with this token, resumes every collection from
    * its cursor under the new subject's rights; a refreshed token of the
-   * same subject keeps the session. Nothing in the outbox is lost.
+   * same subject keeps the session. Writes made after the call are the
+   * new subject's. Nothing in the outbox is lost.
    */
   setToken(token: string): void;
   /**

@@ -84,3 +84,15 @@ test('live: setToken with a refreshed token of the same subject keeps the sessio
     await stop();
   }
 });
+
+test('a write made right after setToken is the new subject’s: it goes out under the new token', async () => {
+  const { server, db, todos, stop } = await setup();
+  try {
+    db.setToken(tokenOf('bob'));
+    await todos.put('n0', { owner: 'bob' });
+    await until(() => server.coll('todos').byId.has('n0'), 'n0 pushed', WAIT);
+    assert.equal(db.status.held, 0, 'not held for alice');
+  } finally {
+    await stop();
+  }
+});
