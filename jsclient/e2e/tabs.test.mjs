@@ -3,7 +3,8 @@
 // BroadcastChannel), and both update live when either writes. When the
 // leading tab closes, the other takes over. Each person of the demo has two
 // databases, the todos (anonymous) and the notes (signed in), so a profile
-// holds two connections: one for each.
+// holds two connections: one for each. A sign-in in either tab is the
+// database's: it reaches the connection whichever tab holds it.
 
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
@@ -106,6 +107,31 @@ describe('two tabs of one profile', () => {
     assert.equal(await server.metric(LIVE), 4, 'this profile and Bob: two live connections each');
     assert.equal(open().length, 1, 'still one todos WebSocket from the two tabs');
     assert.equal(notes().length, 1, 'still one notes WebSocket from the two tabs');
+    assert.deepEqual([...tab1.errors, ...tab2.errors], []);
+  });
+
+  it("a sign-in in the following tab reaches the leading tab's connection", async () => {
+    assert.equal(notes().length, 1, 'the earlier tests set the scene');
+    const before = notes()[0];
+    const notesLeader = before.page;
+    const follower = notesLeader === tab1 ? tab2 : tab1;
+    // Carol signs in to the notes database in the tab that does not hold
+    // its connection, and writes a private note there.
+    const token = (await (await fetch(`${server.url}/demo/token?name=carol`, { method: 'POST' })).json()).token;
+    const id = await follower.evaluate(async (tok) => {
+      const n = window.convergoDemo.panes.alice.notes;
+      n.db.setToken(tok);
+      const noteId = crypto.randomUUID();
+      await n.notes.put(noteId, { title: 'Carol, from the following tab', owner: 'demo:carol', shared: false, created: Date.now() });
+      return noteId;
+    }, token);
+    // The leader's connection ends Alice's session and signs in as Carol,
+    // who pushes the note: the server shows it to Carol (it is private).
+    await waitFor(async () => (await server.docs('demo.notes', token)).has(id), { timeout: 15_000, message: "Carol's note to reach the server" });
+    await waitFor(() => before.closed && notes().length === 1, { message: "Alice's notes session to end and Carol's to be the one" });
+    assert.equal(notes()[0].page, notesLeader, 'the leading tab holds it');
+    const status = await follower.evaluate(() => window.convergoDemo.panes.alice.notes.db.status);
+    assert.deepEqual([status.rejected, status.held], [0, 0], 'nothing refused (forged_replica) or held');
     assert.deepEqual([...tab1.errors, ...tab2.errors], []);
   });
 

@@ -64,8 +64,9 @@ import { TabChannel, TabMessage, fromWire, requestLeadership, toWire } from './t
 /**
  * @typedef {object} OpenOptions
  * @property {string} url server base URL, e.g. "https://sync.example.com"
- * @property {string} [token] a bearer token (JWT)
+ * @property {string} [token] a bearer token (JWT), every tab's (setToken)
  * @property {() => Promise<string>|string} [getToken] called for a token at start and when it expires
+ *   (then by the leader; its answer is every tab's token)
  * @property {string} [name] database name (default "default"); one IndexedDB database per name
  * @property {string[]} [collections] collections to sync from the start
  * @property {Record<string, import('./migrate.js').MigrationDefinition>} [migrations]
@@ -159,8 +160,10 @@ export class Database {
     this.changes = new Map();
     this.flushing = false;
     this.closed = false;
-    /** @type {string|null} */
+    /** @type {string|null} the token, the same in every tab (TabMessage.token); never stored */
     this.tok = o.token ?? null;
+    /** When tok was set (ms): a token another tab set later replaces it. */
+    this.tokAt = -Infinity;
     /** @type {Syncer|null} */
     this.syncer = null;
     /** @type {Map<string, Collection>} */
@@ -190,6 +193,7 @@ export class Database {
     // Stamp with the ids of the subject the token names, when one is known
     // (docs/protocol.md, "Replica ids").
     if (this.tok === null && this.o.getToken && this.o.sync !== false) await this._firstToken();
+    if (this.tok !== null) this.tokAt = Date.now();
     const prefix = this.tok ? await replicaPrefix(subjectOfToken(this.tok)) : null;
     await this.store.init({ prefix, anonymous: await replicaPrefix('') });
     if (this.o.migrations !== undefined) {
@@ -224,8 +228,10 @@ export class Database {
     const BC = this.o.BroadcastChannel === undefined ? globalThis.BroadcastChannel : this.o.BroadcastChannel;
     if (BC) {
       this.channel = new TabChannel(BC, this.name, (m) => this._onPeer(m));
-      // Learn the leader's status now rather than at its next change.
+      // Learn the leader's status (and token) now rather than at its next
+      // change; a token this tab opened with is the database's from now.
       this._post({ t: TabMessage.ask });
+      this._postToken();
       for (const c of this.collections) this._post({ t: TabMessage.collection, c });
     }
     if (this.o.sync === false) return;
@@ -386,7 +392,7 @@ export class Database {
     if (this.o.getToken && (force || this.tok === null)) {
       const t = await this.o.getToken();
       if (typeof t !== 'string') throw new ConvergoError('unauthenticated', 'getToken did not return a string');
-      this.tok = t;
+      this._ownToken(t);
       await this._writeAs(t);
     }
     return this.tok ?? '';
@@ -439,14 +445,40 @@ export class Database {
   }
 
   /**
-   * Replaces the token (after an 'auth' event, for example) and
-   * reconnects: a live session opened with another subject's token ends,
-   * and the next one, with this token, resumes from the cursors under its
-   * subject's rights; a token of the same subject keeps the session.
+   * This tab set the token: it is the database's, the other tabs take it
+   * too (TabMessage.token), later than any this tab held.
+   * @param {string} token
+   */
+  _ownToken(token) {
+    this.tok = token;
+    this.tokAt = Math.max(Date.now(), this.tokAt + 1);
+    this._postToken();
+  }
+
+  /** Tells the other tabs the token, if there is one (TabMessage.token). */
+  _postToken() {
+    if (this.tok !== null) this._post({ t: TabMessage.token, token: this.tok, at: this.tokAt });
+  }
+
+  /**
+   * Replaces the token (after an 'auth' event, for example) in every tab
+   * of the database and reconnects: a live session opened with another
+   * subject's token ends, and the next one, with this token, resumes from
+   * the cursors under its subject's rights; a token of the same subject
+   * keeps the session.
    * @param {string} token
    */
   setToken(token) {
-    this.tok = token;
+    this._ownToken(token);
+    this._retoken(token);
+  }
+
+  /**
+   * The token is now token (this tab's setToken or another tab's): new
+   * writes use its subject's ids, the leader reconnects with it.
+   * @param {string} token
+   */
+  _retoken(token) {
     if (this.leading) this._setStatus({ revoked: false });
     this._writeAs(token)
       .catch((e) => this._emit('error', e))
@@ -635,8 +667,20 @@ export class Database {
         this.syncer?.retryNow('visible');
         break;
       case TabMessage.ask:
-        // A tab opened and wants the sync status: the leader answers.
-        if (this._status.leader) this._announce();
+        // A tab opened and wants the sync status (and the token): the
+        // leader answers.
+        if (!this._status.leader) break;
+        this._announce();
+        this._postToken();
+        break;
+      case TabMessage.token:
+        // Another tab set the token: the later one is every tab's (a tie
+        // goes to the greater token, the same choice in every tab).
+        if (typeof m.token !== 'string' || typeof m.at !== 'number' || !(m.at > this.tokAt || (m.at === this.tokAt && m.token > (this.tok ?? '')))) break;
+        this.tokAt = m.at;
+        if (m.token === this.tok) break;
+        this.tok = m.token;
+        this._retoken(m.token);
         break;
       case TabMessage.collection:
         // A tab opened a collection (it also stored the name for leaders

@@ -251,9 +251,15 @@ export interface ChangeEvent {
 export interface OpenOptions {
   /** Server base URL, e.g. location.origin. */
   url: string;
-  /** A bearer token (JWT). */
+  /**
+   * A bearer token (JWT). Like setToken, it becomes the token of every tab
+   * of the database; a tab opened without one takes the leader's.
+   */
   token?: string;
-  /** Called for a token at start and whenever the server says it expired. */
+  /**
+   * Called for a token at start and whenever the server says it expired
+   * (then by the leader tab; the token it answers is every tab's).
+   */
   getToken?: () => Promise<string> | string;
   /** Database name; one IndexedDB database ("convergo-" + name) per name. Default "default". */
   name?: string;
@@ -389,11 +395,16 @@ export class Database {
   resume(): void;
   /**
    * Replaces the token and reconnects (after an 'auth' event, or a 'revoked'
-   * one). A live session opened with a token of another subject (its `sub`)
-   * ends, and the next one, with this token, resumes every collection from
-   * its cursor under the new subject's rights; a refreshed token of the
-   * same subject keeps the session. Writes made after the call are the
-   * new subject's. Nothing in the outbox is lost.
+   * one). The token is the database's: called in any tab, it replaces the
+   * token of every tab (BroadcastChannel; never stored), so the leader's
+   * connection uses it, every tab's new writes are stamped as its subject,
+   * and a tab that leads later keeps it. Of two calls in different tabs
+   * the later wins everywhere. A live session opened with a token of
+   * another subject (its `sub`) ends, and the next one, with this token,
+   * resumes every collection from its cursor under the new subject's
+   * rights; a refreshed token of the same subject keeps the session.
+   * Writes made after the call are the new subject's. Nothing in the
+   * outbox is lost.
    */
   setToken(token: string): void;
   /**

@@ -35,6 +35,7 @@ import { ConvergoError } from './errors.js';
  * | `rejected`   | any tab that retried or discarded a rejected change | none                        | recounts the rejected changes (status.rejected)                     |
  * | `scope`      | a tab without a sync loop that changed the scopes of a collection (stored already) | `c` collection | leader: reads c again under its new scope (Syncer.rescope) |
  * | `revoked`    | the leader, when the server revoked the subject and it purged | `r` the Revocation | emits 'revoked', recounts the rejected changes |
+ * | `token`      | a tab whose token changed (setToken, getToken's answer), or that opened with one; the leader, on `ask` | `token` the token, `at` when it was set (ms; later than any token the tab held before) | takes it if it is later than its own (at; a tie goes to the greater token), as setToken does: one token for the whole database, never stored |
  */
 export const TabMessage = Object.freeze({
   changed: 'changed',
@@ -51,6 +52,7 @@ export const TabMessage = Object.freeze({
   rejected: 'rejected',
   scope: 'scope',
   revoked: 'revoked',
+  token: 'token',
 });
 
 /**
@@ -79,7 +81,8 @@ export const TabMessage = Object.freeze({
  *   | {t: typeof TabMessage.reconciled, r: import('./sync.js').Reconciliation}
  *   | {t: typeof TabMessage.rejected}
  *   | {t: typeof TabMessage.scope, c: string}
- *   | {t: typeof TabMessage.revoked, r: import('./database.js').Revocation}} TabMsg
+ *   | {t: typeof TabMessage.revoked, r: import('./database.js').Revocation}
+ *   | {t: typeof TabMessage.token, token: string, at: number}} TabMsg
  */
 
 /**

@@ -6,6 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FakeServer } from './helpers/server.js';
 import { freshIDB, openClient, until } from './helpers/util.js';
+import { subjectOfToken } from '../src/replica.js';
 
 /** An in-process stand-in for navigator.locks: exclusive, FIFO per name. */
 function fakeLocks() {
@@ -172,4 +173,112 @@ test('sync() called before the lock is granted is answered by this tab once it l
   assert.ok(Date.now() - t0 < 15_000, 'answered by this tab as soon as it led');
   assert.equal(a.status.leader, true);
   assert.ok(server.coll('todos').byId.has('t'));
+});
+
+/** A JWT (unsigned: the fake server reads its payload) for subject sub. */
+function tokenOf(/** @type {string} */ sub) {
+  const b64 = (/** @type {object} */ o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  return `${b64({ alg: 'none' })}.${b64({ sub })}.x`;
+}
+
+/**
+ * A server and tabs of database "tok" opened with opts (one each), the
+ * first of them leading and live.
+ * @param {import('node:test').TestContext} t
+ * @param {object[]} opts
+ * @param {object} [serverOpts]
+ */
+async function tokenTabs(t, opts, serverOpts) {
+  const server = await new FakeServer(serverOpts).start();
+  t.after(() => server.stop());
+  const idb = freshIDB();
+  const locks = fakeLocks();
+  const tabs = [];
+  for (const o of opts) {
+    tabs.push(await openClient({ url: server.url, name: 'tok', indexedDB: idb, locks, BroadcastChannel: globalThis.BroadcastChannel, collections: ['todos'], ...o }));
+    if (tabs.length === 1) await until(() => tabs[0].status.leader && /** @type {any} */ (tabs[0]).syncer?.live, 'the first tab leads, live');
+  }
+  t.after(() => Promise.all(tabs.map((tab) => tab.close())));
+  /** The subjects of the live hellos, in order. */
+  const hellos = () => server.received.filter((m) => m.get(0) === 'hello').map((m) => subjectOfToken(m.get(3)));
+  /** @type {string[]} */
+  const refused = [];
+  for (const tab of tabs) tab.on('refused', (/** @type {any} */ r) => refused.push(`${r.id}: ${r.code}`));
+  return { server, tabs, hellos, refused };
+}
+
+test("setToken in a follower reaches the leader's connection: the new subject's writes go out under its token", async (t) => {
+  const { server, tabs, hellos, refused } = await tokenTabs(t, [{ token: tokenOf('alice') }, { token: tokenOf('alice') }]);
+  const [leader, follower] = tabs;
+  assert.equal(follower.status.leader, false);
+  follower.setToken(tokenOf('bob'));
+  await follower.collection('todos').put('f1', { title: 'bob wrote it in the follower' });
+  await until(() => hellos().at(-1) === 'bob', "the leader's connection signs in as bob");
+  await until(() => server.coll('todos').byId.has('f1'), "the follower's write reaches the server");
+  await until(() => leader.status.pending === 0 && leader.status.held === 0, 'outbox drained');
+  assert.deepEqual(refused, []);
+  assert.equal(hellos().includes('alice'), true);
+  assert.equal(hellos().slice(hellos().indexOf('bob')).every((s) => s === 'bob'), true, 'no session of alice after bob signed in');
+});
+
+test('setToken in the leader reaches the followers: the one that leads next uses it', async (t) => {
+  const { server, tabs, hellos, refused } = await tokenTabs(t, [{ token: tokenOf('alice') }, { token: tokenOf('alice') }]);
+  const [leader, follower] = tabs;
+  leader.setToken(tokenOf('bob'));
+  await until(() => hellos().at(-1) === 'bob', 'the leader signs in as bob');
+  await follower.collection('todos').put('f1', { title: 'bob' });
+  await until(() => server.coll('todos').byId.has('f1'), "the follower's write reaches the server");
+  const before = hellos().length;
+  await leader.close();
+  await until(() => follower.status.leader && /** @type {any} */ (follower).syncer?.live && hellos().length > before, 'the follower leads, live');
+  await follower.collection('todos').put('f2', { title: 'bob again' });
+  await until(() => server.coll('todos').byId.has('f2'), 'the new leader pushes');
+  assert.deepEqual(hellos().slice(before), hellos().slice(before).map(() => 'bob'), 'the new leader signs in as bob');
+  assert.deepEqual(refused, []);
+});
+
+test('a tab opened without a token learns the current one; setToken nearly together in two tabs settles on one token everywhere', async (t) => {
+  const { tabs, hellos, refused } = await tokenTabs(t, [{ token: tokenOf('alice') }, {}, {}]);
+  const [leader, a, b] = tabs;
+  const tok = (/** @type {any} */ tab) => tab.tok;
+  await until(() => tok(a) === tokenOf('alice') && tok(b) === tokenOf('alice'), 'the tabs opened without a token learn alice’s');
+  // Within the same moment, either may win, but the same one in every tab.
+  a.setToken(tokenOf('carol'));
+  b.setToken(tokenOf('dave'));
+  await until(() => tok(leader) === tok(a) && tok(a) === tok(b) && [tokenOf('carol'), tokenOf('dave')].includes(tok(leader)), 'one of the two tokens in every tab');
+  const won = subjectOfToken(tok(leader));
+  await until(() => hellos().at(-1) === won, `the leader signs in as ${won}`);
+  // A later call wins.
+  const later = Date.now() + 2;
+  await until(() => Date.now() > later, 'a later moment');
+  b.setToken(tokenOf('erin'));
+  await until(() => tabs.every((tab) => tok(tab) === tokenOf('erin')), 'erin’s token in every tab');
+  await until(() => hellos().at(-1) === 'erin', 'the leader signs in as erin');
+  // The tab that leads next uses it.
+  await leader.close();
+  await until(() => (a.status.leader || b.status.leader) && hellos().filter((s) => s === 'erin').length >= 2, 'the next leader signs in as erin');
+  assert.equal(hellos().at(-1), 'erin');
+  assert.deepEqual(refused, []);
+});
+
+test("the token the leader's getToken refreshes is every tab's: the tab that leads next need not ask again", async (t) => {
+  let valid = tokenOf('alice') + '1';
+  /** @type {number[]} each tab's getToken calls */
+  const calls = [0, 0];
+  const getToken = (/** @type {number} */ i) => () => {
+    calls[i]++;
+    return valid;
+  };
+  const { server, tabs, refused } = await tokenTabs(t, [{ getToken: getToken(0) }, { getToken: getToken(1) }], { auth: (/** @type {string} */ tok) => (tok === valid ? null : 'token_expired') });
+  const [leader, follower] = tabs;
+  assert.deepEqual(calls, [1, 1], 'each asked once, at open');
+  valid = tokenOf('alice') + '2';
+  server.expireLive();
+  await until(() => calls[0] === 2 && /** @type {any} */ (leader).syncer?.live, 'the leader refreshed its token and is live again');
+  await leader.close();
+  await until(() => follower.status.leader && /** @type {any} */ (follower).syncer?.live, 'the follower leads, live');
+  await follower.collection('todos').put('f1', { n: 1 });
+  await until(() => server.coll('todos').byId.has('f1'), 'the new leader pushes');
+  assert.equal(calls[1], 1, 'the new leader used the token the old one got');
+  assert.deepEqual(refused, []);
 });
