@@ -96,8 +96,10 @@
 // collection from the beginning and, when history was lost, heals the
 // server: it restores every record it holds as the server sealed it
 // (Client.Restore; anyone's stamps, and a reader's too) and pushes its own
-// acknowledged stamps again. Nothing local is dropped by a reset, except
-// after a lease expired (below).
+// acknowledged stamps again; a heal that fails is made again by the next
+// Sync, or by Replica.Live itself, with backoff, while its session runs.
+// Nothing local is dropped by a reset, except after a lease expired
+// (below).
 //
 // # Leases and tombstone collection
 //

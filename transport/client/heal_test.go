@@ -629,3 +629,46 @@ func TestHealOlderCopyLive(t *testing.T) {
 		})
 	}
 }
+
+// failRT fails the first n requests to a path ending in suffix once armed.
+type failRT struct {
+	suffix string
+	armed  *atomic.Bool
+	n      *atomic.Int64
+}
+
+func (f failRT) RoundTrip(req *http.Request) (*http.Response, error) {
+	if f.armed.Load() && strings.HasSuffix(req.URL.Path, f.suffix) && f.n.Add(-1) >= 0 {
+		return nil, fmt.Errorf("the network failed the %s", f.suffix)
+	}
+	return http.DefaultTransport.RoundTrip(req)
+}
+
+// TestHealLiveRetriesAFailedHeal: a live replica whose heal after a reset
+// fails (the network, for longer than its retries) heals later by itself,
+// while only Live runs: what it alone holds reaches the server.
+func TestHealLiveRetriesAFailedHeal(t *testing.T) {
+	s := newLossServer(t, false)
+	var armed atomic.Bool
+	var fails atomic.Int64
+	fails.Store(2) // as many as the client tries a request
+	reader := s.replica("reader", false, client.ReplicaConfig{}, func(c *client.Config) {
+		c.Backoff.MaxAttempts = 2
+		c.HTTPClient = &http.Client{Transport: failRT{suffix: "/restore", armed: &armed, n: &fails}}
+	})
+	bob := s.replica("bob", true, client.ReplicaConfig{}, nil)
+	for i := range 5 {
+		set(t, bob, fmt.Sprint("b", i), "n", i)
+	}
+	syncAll(t, bob, reader)
+	want := reader.Records("notes")
+	if len(want) != 5 {
+		t.Fatalf("the reader holds %d records, want 5", len(want))
+	}
+	runLive(t, reader)
+	waitLong(t, "a live session", func() bool { return s.lives.Load() > 0 })
+	armed.Store(true)
+	s.restart(nil)
+	waitLong(t, "the heal to fail", func() bool { return fails.Load() <= 0 })
+	s.eventuallyConverged(t, want, map[string]*client.Replica{"reader": reader}, nil)
+}

@@ -1366,7 +1366,9 @@ func (r *Replica) endReconcileLocked(collection string) reconcileEnd {
 // client's own stamps in its base that no seal covers (changes the server
 // acknowledged, then lost: pushed again, which the replica binding
 // allows). The outbox needs nothing: Flush pushes it as always. Sync heals
-// by itself; call Heal after Live delivered a reset.
+// by itself, and so does Live (again and again, with backoff, while a
+// heal fails); call Heal after Apply took a reset from a Client.Live of
+// the program's own.
 func (r *Replica) Heal(ctx context.Context) error {
 	if err := r.Revoked(); err != nil {
 		return fmt.Errorf("heal: %w", err)
@@ -1459,6 +1461,19 @@ func (r *Replica) Live(ctx context.Context) error {
 		case <-ctx.Done():
 		}
 	}()
+	// A heal that failed is made again, with backoff, while the session
+	// runs: a replica that only runs Live still gives back what the
+	// server lost.
+	healFailed := make(chan struct{}, 1)
+	healed := make(chan struct{})
+	go func() {
+		defer close(healed)
+		r.healAgain(ctx, healFailed)
+	}()
+	defer func() {
+		cancel(nil)
+		<-healed
+	}()
 	err := r.c.Live(ctx, subs, func(coll string, p Page) {
 		reconciled, owed := r.applyLive(coll, p)
 		if owed {
@@ -1477,7 +1492,11 @@ func (r *Replica) Live(ctx context.Context) error {
 				return // stopped: the session ends
 			}
 			if err != nil {
-				r.c.log.Warn("heal after a live reset failed; Sync heals again", "collection", coll, "err", err)
+				r.c.log.Warn("heal after a live reset failed; Live heals again after a backoff", "collection", coll, "err", err)
+				select {
+				case healFailed <- struct{}{}:
+				default:
+				}
 			}
 		}
 		if reconciled {
@@ -1496,6 +1515,29 @@ func (r *Replica) Live(ctx context.Context) error {
 	}
 	r.revokeOn(err)
 	return err
+}
+
+// healAgain heals, with the client's backoff between attempts, after
+// each signal on failed (a heal of a live reset failed) until a heal of
+// every collection owed one succeeds, ctx ends, or access is revoked.
+func (r *Replica) healAgain(ctx context.Context, failed <-chan struct{}) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-failed:
+		}
+		for attempt := 0; ; attempt++ {
+			if sleep(ctx, r.c.backoff.delay(attempt, 0)) != nil {
+				return
+			}
+			err := r.Heal(ctx)
+			if err == nil || r.revokeOn(err) || ctx.Err() != nil {
+				break
+			}
+			r.c.log.Warn("heal after a live reset failed again; Live heals again after a backoff", "attempt", attempt+1, "err", err)
+		}
+	}
 }
 
 // Revoked returns the server's refusal that revoked this replica's access
