@@ -54,6 +54,13 @@ var (
 	// as a network failure: requests are retried and live sessions redialled
 	// with backoff.
 	ErrProtocol = errors.New("convergo: unreadable answer from the server")
+
+	// ErrNotHealed means a Replica gave up healing a collection: after
+	// the store lost history, the server acknowledged records the replica
+	// gave back and then did not serve them, heal after heal (a store that
+	// keeps going back in time). Those records stay local only; Pull and
+	// Sync return it once.
+	ErrNotHealed = errors.New("convergo: the server does not keep what it acknowledged when healed")
 )
 
 // sentinels maps proto's codes to the sentinels above; a test checks that

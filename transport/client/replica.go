@@ -163,6 +163,10 @@ type Replica struct {
 	// history.
 	sealed map[string]map[string]proto.SealedRecord
 	owed   map[string]bool // collections reset with history lost, not healed yet
+	// healed holds, per collection healed while its cursor was the empty
+	// one, what the heal gave back and the server acknowledged, until the
+	// reading from the beginning that follows delivers it (see heal).
+	healed map[string]*healCheck
 	// reread holds the collections reset for another reason than
 	// proto.ResetLeaseExpired whose pull from the beginning has not yet
 	// stored a cursor: a reset drops nothing held, so their reading from
@@ -198,6 +202,28 @@ type Replica struct {
 	// (Client.addFloor), which Close removes.
 	floor uint64
 }
+
+// healCheck is what a heal of a collection gave back and the server
+// acknowledged, not yet delivered by the reading of the collection from
+// the beginning that follows the heal. That reading's cursors carry the
+// store's identity only once its log is not empty, so a store that went
+// back in time again between the heal and the end of that reading resets
+// no cursor: a record acknowledged by the heal and missing from it is how
+// the replica learns of it.
+type healCheck struct {
+	ids map[string]bool
+	// reading says a reading from the beginning began after the heal.
+	reading bool
+	// again counts the heals made again because such a reading missed
+	// records, since the collection last healed for good.
+	again int
+}
+
+// maxHealAgain bounds the heals a replica makes again, one after the
+// other, because the reading after a heal missed records the server had
+// acknowledged: past it the server is taken to acknowledge what it does
+// not keep, and the replica says so (an error) rather than heal for ever.
+const maxHealAgain = 3
 
 type pending struct {
 	id     uint64
@@ -888,7 +914,7 @@ func (r *Replica) pullToEnd(ctx context.Context, coll string) (reconciled bool, 
 			}
 			continue
 		}
-		ended, owed := r.apply(coll, p, from, false)
+		ended, owed, again := r.apply(coll, p, from, false)
 		if owed {
 			if ended, err = r.giveBack(ctx, coll); err != nil {
 				return reconciled, fmt.Errorf("pull %s: %w", coll, err)
@@ -899,6 +925,17 @@ func (r *Replica) pullToEnd(ctx context.Context, coll string) (reconciled bool, 
 		}
 		if err := r.Revoked(); err != nil {
 			return reconciled, fmt.Errorf("pull %s: %w", coll, err) // revoked meanwhile
+		}
+		switch again {
+		case healAgain:
+			// The store went back again while it was healed: heal it
+			// again, and read it again from the beginning.
+			if err := r.heal(ctx, coll); err != nil {
+				return reconciled, err
+			}
+			continue
+		case healUnconfirmed:
+			return reconciled, fmt.Errorf("pull %s: %w", coll, ErrNotHealed)
 		}
 		if !p.More {
 			return reconciled, nil
@@ -928,13 +965,23 @@ func (r *Replica) Apply(collection string, page Page) {
 }
 
 // applyLive is Apply; it reports what apply does.
-func (r *Replica) applyLive(collection string, page Page) (ended, owed bool) {
+func (r *Replica) applyLive(collection string, page Page) (ended, owed bool, again healVerdict) {
 	if page.Reset != "" {
 		r.reset(collection, page.Reset, true)
-		return false, false
+		return false, false, healDone
 	}
 	return r.apply(collection, page, nil, true)
 }
+
+// healVerdict is what a page says of the collection's last heal (see
+// healCheck).
+type healVerdict uint8
+
+const (
+	healDone        healVerdict = iota // nothing to do
+	healAgain                          // heal again: the store went back again
+	healUnconfirmed                    // maxHealAgain reached: said, and given up
+)
 
 // apply merges a page's records and sets collection's cursor to its Next;
 // with from non-nil, only if the cursor is still from, so that a pull
@@ -945,12 +992,14 @@ func (r *Replica) applyLive(collection string, page Page) (ended, owed bool) {
 // stands (from, or any page delivered live to a live reconciliation) that
 // says there is no more. owed says such a page came but the
 // reconciliation cannot end before its records are given back (giveBack,
-// the caller's: it needs the network).
-func (r *Replica) apply(collection string, page Page, from []byte, live bool) (ended, owed bool) {
+// the caller's: it needs the network). again says the page ended a reading
+// from the beginning after a heal that misses what the heal gave back: the
+// collection is owed a heal again (see healCheck).
+func (r *Replica) apply(collection string, page Page, from []byte, live bool) (ended, owed bool, again healVerdict) {
 	r.mu.Lock()
 	if r.revoked != nil {
 		r.mu.Unlock()
-		return false, false
+		return false, false, healDone
 	}
 	// A page holds each record once, as a record or a leave entry, so the
 	// order in which the two are applied does not matter.
@@ -997,6 +1046,7 @@ func (r *Replica) apply(collection string, page Page, from []byte, live bool) (e
 	}
 	r.recomputeLocked(replaced)
 	if from == nil || bytes.Equal(r.cursors[collection], from) {
+		again = r.checkHealLocked(collection, page, len(r.cursors[collection]) == 0)
 		r.cursors[collection] = bytes.Clone(page.Next)
 		if len(page.Next) != 0 {
 			delete(r.reread, collection)
@@ -1024,10 +1074,72 @@ func (r *Replica) apply(collection string, page Page, from []byte, live bool) (e
 			}
 		}
 	}
+	if again == healAgain && from != nil {
+		// The pull reads the collection from the beginning again, as
+		// after a reset: nothing held is dropped.
+		r.cursors[collection] = []byte{}
+		if r.reread == nil {
+			r.reread = map[string]bool{}
+		}
+		r.reread[collection] = true
+	}
 	r.mu.Unlock()
 	end.left = append(left, end.left...)
 	r.reportEnd(collection, end)
-	return ended, owed
+	return ended, owed, again
+}
+
+// checkHealLocked notes what page delivers of collection's last heal's
+// records (see healCheck), fromStart saying the page continues the
+// cursor of an empty log, and returns the verdict when the page ends a
+// reading from the beginning that began after the heal. With healAgain
+// the collection is owed a heal again.
+func (r *Replica) checkHealLocked(collection string, page Page, fromStart bool) healVerdict {
+	hc := r.healed[collection]
+	if hc == nil {
+		return healDone
+	}
+	if fromStart {
+		hc.reading = true
+	}
+	for _, rec := range page.Records {
+		delete(hc.ids, rec.ID)
+	}
+	if len(page.Leaves) > 0 && len(hc.ids) > 0 {
+		// A leave entry says the server holds the record, out of the
+		// reader's scope.
+		leaves := make(map[string]bool, len(page.Leaves))
+		for _, l := range page.Leaves {
+			leaves[string(l)] = true
+		}
+		for id := range hc.ids {
+			if leaves[string(proto.LeaveDigest(collection, id))] {
+				delete(hc.ids, id)
+			}
+		}
+	}
+	if !hc.reading || page.More {
+		return healDone
+	}
+	if len(hc.ids) == 0 {
+		delete(r.healed, collection)
+		return healDone
+	}
+	hc.reading = false
+	hc.again++
+	if hc.again > maxHealAgain {
+		r.c.log.Error("the server acknowledged records this replica gave back after it lost history, and does not serve them: they stay local only",
+			"collection", collection, "records", len(hc.ids), "heals", hc.again)
+		delete(r.healed, collection)
+		return healUnconfirmed
+	}
+	r.c.log.Warn("the store went back in time again while this replica healed it: healing it again",
+		"collection", collection, "missing", len(hc.ids), "again", hc.again)
+	if r.owed == nil {
+		r.owed = map[string]bool{}
+	}
+	r.owed[collection] = true
+	return healAgain
 }
 
 // reconcileEnd is what the end of a reconciliation (and a page) reports
@@ -1408,6 +1520,7 @@ func (r *Replica) heal(ctx context.Context, coll string) error {
 		}
 	}
 	r.mu.Unlock()
+	acked := map[string]bool{}
 	if len(sealed) > 0 {
 		res, err := r.c.Restore(ctx, coll, sealed)
 		if err != nil {
@@ -1416,6 +1529,8 @@ func (r *Replica) heal(ctx context.Context, coll string) error {
 		for i, x := range res {
 			if x.Status == StatusRefused {
 				r.c.log.Warn("heal: the server refused a sealed record; it stays local", "collection", coll, "record", sealed[i].Record.ID, "err", x.Err)
+			} else {
+				acked[sealed[i].Record.ID] = true
 			}
 		}
 	}
@@ -1427,11 +1542,27 @@ func (r *Replica) heal(ctx context.Context, coll string) error {
 		for i, x := range res {
 			if x.Status == StatusRefused {
 				r.c.log.Warn("heal: the server refused an own write it had acknowledged", "collection", coll, "record", mine[i].Record.ID, "err", x.Err)
+			} else {
+				acked[mine[i].Record.ID] = true
 			}
 		}
 	}
 	r.mu.Lock()
 	delete(r.owed, coll)
+	// The reading from the beginning that follows must deliver what the
+	// server took back (see healCheck); once the cursor moved on, a later
+	// loss resets it.
+	switch hc := r.healed[coll]; {
+	case len(r.cursors[coll]) != 0 || len(acked) == 0:
+		delete(r.healed, coll)
+	case hc == nil:
+		if r.healed == nil {
+			r.healed = map[string]*healCheck{}
+		}
+		r.healed[coll] = &healCheck{ids: acked}
+	default:
+		hc.ids, hc.reading = acked, false
+	}
 	r.mu.Unlock()
 	return nil
 }
@@ -1475,7 +1606,7 @@ func (r *Replica) Live(ctx context.Context) error {
 		<-healed
 	}()
 	err := r.c.Live(ctx, subs, func(coll string, p Page) {
-		reconciled, owed := r.applyLive(coll, p)
+		reconciled, owed, again := r.applyLive(coll, p)
 		if owed {
 			ended, err := r.giveBack(ctx, coll)
 			if r.revokeOn(err) {
@@ -1486,7 +1617,10 @@ func (r *Replica) Live(ctx context.Context) error {
 			}
 			reconciled = ended
 		}
-		if p.Reset == proto.ResetHistoryLost {
+		if again == healUnconfirmed {
+			r.c.log.Error("live: gave up healing", "collection", coll, "err", ErrNotHealed)
+		}
+		if p.Reset == proto.ResetHistoryLost || again == healAgain {
 			err := r.heal(ctx, coll)
 			if r.revokeOn(err) {
 				return // stopped: the session ends
@@ -1603,6 +1737,7 @@ func (r *Replica) revoke(e *Error) {
 	clear(r.leaves)
 	clear(r.gone)
 	clear(r.owed)
+	clear(r.healed)
 	clear(r.reconciling)
 	clear(r.pulledAt)
 	for coll := range r.cursors {

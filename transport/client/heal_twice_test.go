@@ -1,0 +1,139 @@
+package client_test
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/convergo/convergo/transport/client"
+)
+
+// hookRT calls before ahead of each request it sends.
+type hookRT struct {
+	before func(*http.Request)
+}
+
+func (h hookRT) RoundTrip(req *http.Request) (*http.Response, error) {
+	h.before(req)
+	return http.DefaultTransport.RoundTrip(req)
+}
+
+// TestHealWhenTheStoreGoesBackTwice: the store is lost, and lost again
+// while a replica heals it: after its heal gave back (restore and push)
+// to the second store, and before its next pull, the server restarts on
+// a third, empty store. The replica must notice (or say that it cannot)
+// and the server must end up with what was acknowledged.
+func TestHealWhenTheStoreGoesBackTwice(t *testing.T) {
+	for _, tc := range []struct {
+		when string
+		live bool
+	}{
+		{"before the pull after the heal", false},
+		{"between restore and push", false},
+		// Live heals as the reset comes, then pulls from the beginning
+		// over HTTP; its push goes over the session.
+		{"before the pull after the heal", true},
+	} {
+		when := tc.when
+		t.Run(fmt.Sprintf("%s, live %v", when, tc.live), func(t *testing.T) {
+			s := newLossServer(t, false)
+			var armed, fired atomic.Bool
+			var gaveBack atomic.Bool
+			alice := s.replica("alice", true, client.ReplicaConfig{}, func(c *client.Config) {
+				c.HTTPClient = &http.Client{Transport: hookRT{before: func(req *http.Request) {
+					if !armed.Load() || fired.Load() {
+						return
+					}
+					p := req.URL.Path
+					switch when {
+					case "before the pull after the heal":
+						if strings.HasSuffix(p, "/restore") || strings.HasSuffix(p, "/push") {
+							gaveBack.Store(true)
+						} else if strings.HasSuffix(p, "/pull") && gaveBack.Load() {
+							fired.Store(true)
+							s.restart(nil)
+						}
+					case "between restore and push":
+						if strings.HasSuffix(p, "/restore") {
+							gaveBack.Store(true)
+						} else if strings.HasSuffix(p, "/push") && gaveBack.Load() {
+							fired.Store(true)
+							s.restart(nil)
+						}
+					}
+				}}}
+			})
+			bob := s.replica("bob", true, client.ReplicaConfig{}, nil)
+			for i := range 5 {
+				set(t, alice, fmt.Sprint("a", i), "n", i)
+				set(t, bob, fmt.Sprint("b", i), "n", i)
+			}
+			syncAll(t, alice, bob, alice)
+			want := alice.Records("notes")
+			if len(want) != 10 {
+				t.Fatalf("alice holds %d records, want 10", len(want))
+			}
+			// Bob goes away for good; alice alone holds what the store had.
+			if tc.live {
+				runLive(t, alice)
+				waitLong(t, "a live session", func() bool { return s.lives.Load() > 0 })
+			}
+			s.restart(nil)
+			armed.Store(true)
+			if tc.live {
+				waitLong(t, "the second loss", fired.Load)
+			} else {
+				// One Sync heals, however often the store went back.
+				syncAll(t, alice)
+				if !fired.Load() {
+					t.Fatal("the second loss did not happen during the heal")
+				}
+			}
+			s.eventuallyConverged(t, want, map[string]*client.Replica{"alice": alice}, nil)
+		})
+	}
+}
+
+// TestHealGivesUpLoudly: a store that goes back in time after every heal
+// (it acknowledges what is given back, then loses it before the next
+// pull) is healed a bounded number of times, and then Sync says so with
+// ErrNotHealed, the records still held locally.
+func TestHealGivesUpLoudly(t *testing.T) {
+	s := newLossServer(t, false)
+	var armed, gaveBack atomic.Bool
+	var losses atomic.Int64
+	alice := s.replica("alice", true, client.ReplicaConfig{}, func(c *client.Config) {
+		c.HTTPClient = &http.Client{Transport: hookRT{before: func(req *http.Request) {
+			if !armed.Load() {
+				return
+			}
+			switch p := req.URL.Path; {
+			case strings.HasSuffix(p, "/restore") || strings.HasSuffix(p, "/push"):
+				gaveBack.Store(true)
+			case strings.HasSuffix(p, "/pull") && gaveBack.Swap(false):
+				losses.Add(1)
+				s.restart(nil)
+			}
+		}}}
+	})
+	for i := range 5 {
+		set(t, alice, fmt.Sprint("a", i), "n", i)
+	}
+	syncAll(t, alice, alice)
+	want := alice.Records("notes")
+	s.restart(nil)
+	armed.Store(true)
+	err := alice.Sync(t.Context())
+	if !errors.Is(err, client.ErrNotHealed) {
+		t.Fatalf("sync against a store that keeps going back: %v, want ErrNotHealed", err)
+	}
+	if n := losses.Load(); n < 2 || n > 10 {
+		t.Errorf("%d heals lost before giving up", n)
+	}
+	if d := sameRecords(alice.Records("notes"), want); d != "" {
+		t.Errorf("alice dropped records:\n%s", d)
+	}
+}
