@@ -96,3 +96,36 @@ func TestPushWithoutChangeList(t *testing.T) {
 		}
 	}
 }
+
+// A live push's request id is the server's (docs/protocol.md, "Pushing
+// over a live session"): a key 4 in the client's push, of whatever type
+// or size, is an unknown envelope key, ignored; the answer carries an id
+// the server made.
+func TestLivePushClientRequestIDIgnored(t *testing.T) {
+	ts := newTestServer(t, nil)
+	tok := ts.token(t, "alice", []string{"notes"}, []string{"notes"})
+	c, s := ts.openPusher(t, tok)
+	good, err := proto.EncodeMessage(proto.PushLive{Changes: ts.bind(t, tok, []crdt.Change{change(t, "notes", "a", "f", 1)}), Session: s})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if good[0] != 0xa2 {
+		t.Fatalf("push %x: not a 2-key map", good)
+	}
+	for name, key4 := range map[string][]byte{
+		"text":     []byte("\x66mine-1"),
+		"negative": {0x24},
+		"huge":     {0x1b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff},
+		"float":    {0xf9, 0x3c, 0x00},
+		"map":      {0xa1, 0x01, 0x02},
+	} {
+		msg := append(append([]byte{0xa3}, good[1:]...), append([]byte{0x04}, key4...)...)
+		if err := c.ws.Write(context.Background(), websocket.MessageBinary, msg); err != nil {
+			t.Fatal(err)
+		}
+		p := recvPushed(t, c)
+		if len(p.Results) != 1 || p.RequestID == "" || p.RequestID == "mine-1" || crdt.ValidateReplica(p.RequestID) != nil {
+			t.Fatalf("key 4 %s: %+v, want the push applied under an id of the server's", name, p)
+		}
+	}
+}
