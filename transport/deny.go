@@ -119,10 +119,22 @@ func denyUntil(r crdt.Record) int64 {
 	return until
 }
 
-func (d *denyList) reset() {
+// replace makes entries, the whole list read again from its beginning,
+// the list, at once, and reports whether an entry was added or extended
+// (live sessions are then checked).
+func (d *denyList) replace(entries []engine.Entry) bool {
+	fresh := &denyList{until: map[string]int64{}}
+	fresh.apply(entries)
 	d.mu.Lock()
-	clear(d.until)
-	d.mu.Unlock()
+	defer d.mu.Unlock()
+	added := false
+	for id, until := range fresh.until {
+		if old, ok := d.until[id]; !ok || old != until {
+			added = true
+		}
+	}
+	d.until = fresh.until
+	return added
 }
 
 func (d *denyList) markLoaded() { d.once.Do(func() { close(d.loaded) }) }
@@ -131,15 +143,17 @@ func (d *denyList) markLoaded() { d.once.Do(func() { close(d.loaded) }) }
 // ctx is done or the engine closes.
 func (s *Server) followDenyList(ctx context.Context, eng *engine.Engine) {
 	var cur engine.Cursor
+	again := false // the list is read again from its beginning
 	for ctx.Err() == nil {
-		err := s.readDenyList(ctx, eng, &cur)
+		err := s.readDenyList(ctx, eng, &cur, &again)
 		switch {
 		case ctx.Err() != nil, errors.Is(err, engine.ErrClosed):
 			return
 		case errors.Is(err, engine.ErrReset):
+			// The list held stands until the new reading is whole: an
+			// emptied list would let in whom it denies (it fails closed).
 			s.log.Info("deny list: the store's history changed; reading it again", "err", err)
-			s.deny.reset()
-			cur = engine.Cursor{}
+			cur, again = engine.Cursor{}, true
 			continue
 		}
 		s.log.Warn("deny list: read failed; retrying", "err", err)
@@ -154,8 +168,11 @@ func (s *Server) followDenyList(ctx context.Context, eng *engine.Engine) {
 }
 
 // readDenyList subscribes, then pulls after *cur whenever the collection
-// advances, until an error.
-func (s *Server) readDenyList(ctx context.Context, eng *engine.Engine, cur *engine.Cursor) error {
+// advances, until an error. With *again, the first reading, from the
+// beginning, replaces the list once whole (an error before then leaves
+// *cur and *again as they were: the next call reads from the beginning
+// again); then *again is false.
+func (s *Server) readDenyList(ctx context.Context, eng *engine.Engine, cur *engine.Cursor, again *bool) error {
 	sub, err := eng.Subscribe(proto.DenyCollection)
 	if err != nil {
 		return err
@@ -169,15 +186,28 @@ func (s *Server) readDenyList(ctx context.Context, eng *engine.Engine, cur *engi
 	default:
 	}
 	for {
+		next := *cur
+		var whole []engine.Entry // read again: the list, once whole
 		for more := true; more; {
-			page, err := eng.Pull(ctx, proto.DenyCollection, *cur, engine.PageLimit{})
+			page, err := eng.Pull(ctx, proto.DenyCollection, next, engine.PageLimit{})
 			if err != nil {
 				return err
 			}
-			if s.deny.apply(page.Entries) {
+			if *again {
+				whole = append(whole, page.Entries...)
+			} else {
+				if s.deny.apply(page.Entries) {
+					s.revokeLive()
+				}
+				*cur = page.Next
+			}
+			next, more = page.Next, page.More
+		}
+		if *again {
+			if s.deny.replace(whole) {
 				s.revokeLive()
 			}
-			*cur, more = page.Next, page.More
+			*cur, *again = next, false
 		}
 		s.deny.markLoaded()
 		select {
