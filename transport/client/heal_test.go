@@ -42,6 +42,9 @@ type lossServer struct {
 	swap  sync.Mutex // one restart at a time
 	// wrap, when set, wraps the store of the next start, once.
 	wrap func(stores.Store) stores.Store
+	// open, when set, opens the store of every start instead of a memory
+	// store or the bolt file.
+	open func() stores.Store
 }
 
 type lossInstance struct {
@@ -52,11 +55,16 @@ type lossInstance struct {
 
 func newLossServer(t *testing.T, onBolt bool) *lossServer {
 	t.Helper()
+	return newLossServerOn(t, onBolt, nil)
+}
+
+func newLossServerOn(t *testing.T, onBolt bool, open func() stores.Store) *lossServer {
+	t.Helper()
 	auth, err := transport.NewJWT([]byte("client-test-secret-0123456789"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &lossServer{t: t, auth: auth, key: []byte("a seal key of 32 bytes, for tests")}
+	s := &lossServer{t: t, auth: auth, key: []byte("a seal key of 32 bytes, for tests"), open: open}
 	if onBolt {
 		s.path = filepath.Join(t.TempDir(), "convergo.db")
 	}
@@ -85,7 +93,9 @@ func newLossServer(t *testing.T, onBolt bool) *lossServer {
 func (s *lossServer) start() *lossInstance {
 	s.t.Helper()
 	var st stores.Store = memory.New()
-	if s.path != "" {
+	if s.open != nil {
+		st = s.open()
+	} else if s.path != "" {
 		b, err := bolt.Open(context.Background(), s.path, bolt.Options{NoSync: true})
 		if err != nil {
 			s.t.Fatal(err)
