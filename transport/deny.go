@@ -267,7 +267,7 @@ func (s *Server) revokeLive() {
 		}
 		if _, denied := s.deny.deniedAt(p, now); denied {
 			s.log.Info("live session revoked", "addr", c.addr, "request", c.id, "subject", p.Subject)
-			c.fatal(ws.StatusPolicyViolation, proto.Errorf(proto.CodeRevoked, "access to this server was revoked"))
+			c.fatal(ws.StatusPolicyViolation, errSessionRevoked())
 		}
 	}
 }

@@ -513,7 +513,7 @@ func (c *liveConn) hello(h proto.Hello) (Principal, error) {
 	}
 	c.who.Store(&p)
 	if _, denied := c.s.deny.deniedAt(p, c.s.now().UnixMilli()); denied { // denied since authenticate
-		return Principal{}, proto.Errorf(proto.CodeRevoked, "access to this server was revoked")
+		return Principal{}, errSessionRevoked()
 	}
 	welcome := c.s.helloAnswer(p)
 	c.sess = proto.Session{Replica: h.Replica, Base: welcome.ServerTime}
@@ -526,6 +526,12 @@ func errSessionExpired() error {
 	return proto.Errorf(proto.CodeTokenExpired, "the token has expired: reconnect with a fresh one")
 }
 
+// errSessionRevoked is the error of a session whose principal the deny
+// list names.
+func errSessionRevoked() error {
+	return proto.Errorf(proto.CodeRevoked, "access to this server was revoked")
+}
+
 // stillValid reports why the principal of an open session may no longer
 // be served: its token has expired (token_expired) or the deny list names
 // it (revoked); nil if it may. Every message of the session is checked,
@@ -536,7 +542,7 @@ func (s *Server) stillValid(p Principal) error {
 		return errSessionExpired()
 	}
 	if _, denied := s.deny.deniedAt(p, now.UnixMilli()); denied {
-		return proto.Errorf(proto.CodeRevoked, "access to this server was revoked")
+		return errSessionRevoked()
 	}
 	return nil
 }
