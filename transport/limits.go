@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/engine"
 	"github.com/convergo/convergo/transport/proto"
 )
@@ -15,7 +16,8 @@ import (
 type Limits struct {
 	// MaxBodyBytes bounds an HTTP request body (413 too_large beyond).
 	MaxBodyBytes int64
-	// MaxPushChanges bounds the changes of one push (413 too_large beyond).
+	// MaxPushChanges bounds the changes of one push (413 too_large beyond),
+	// at most crdt.MaxContainerItems.
 	MaxPushChanges int
 	// MaxPullRecords bounds a pull page or live frame; a pull asking for 0
 	// gets this many at most, one asking for more gets too_large.
@@ -139,8 +141,10 @@ func (l Limits) Validate() error {
 	switch {
 	case l.MaxBodyBytes < 1:
 		return fmt.Errorf("limits: MaxBodyBytes %d", l.MaxBodyBytes)
-	case l.MaxPushChanges < 1:
-		return fmt.Errorf("limits: MaxPushChanges %d", l.MaxPushChanges)
+	case l.MaxPushChanges < 1 || l.MaxPushChanges > crdt.MaxContainerItems:
+		// A push's change list (a restore's records) is one array: the
+		// decoder reads none longer.
+		return fmt.Errorf("limits: MaxPushChanges %d, must be 1 to %d", l.MaxPushChanges, crdt.MaxContainerItems)
 	case l.MaxPullRecords < 1 || l.MaxPullRecords > engine.MaxPage:
 		return fmt.Errorf("limits: MaxPullRecords %d, must be 1 to %d", l.MaxPullRecords, engine.MaxPage)
 	case l.MaxMessageBytes < 1:
