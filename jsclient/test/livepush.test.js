@@ -16,15 +16,29 @@ const WAIT = 10_000;
 /** @param {FakeServer} server */
 const httpPushes = (server) => server.requests.filter((p) => p === PATHS.push).length;
 
-test('live: writes go over the open session, from its base, and are settled as HTTP answers are', async (t) => {
-  const server = await new FakeServer().start();
+/**
+ * A fake server and a client 'a' of 'todos' whose live session is open,
+ * with the errors and refusals the client reports.
+ * @param {import('node:test').TestContext} t
+ * @param {ConstructorParameters<typeof FakeServer>[0]} [serverOpts]
+ */
+async function openLive(t, serverOpts) {
+  const server = await new FakeServer(serverOpts).start();
   t.after(() => server.stop());
   const a = await openClient({ url: server.url, name: 'a', collections: ['todos'] });
   t.after(() => a.close());
   /** @type {any[]} */
+  const errors = [];
+  a.on('error', (e) => errors.push(e));
+  /** @type {any[]} */
   const refused = [];
   a.on('refused', (r) => refused.push(r));
   await until(() => /** @type {any} */ (a).syncer?.live, 'live', WAIT);
+  return { server, a, errors, refused };
+}
+
+test('live: writes go over the open session, from its base, and are settled as HTTP answers are', async (t) => {
+  const { server, a, refused } = await openLive(t);
   await a.collection('todos').put('t1', { title: 'milk' });
   await until(() => a.status.pending === 0, 'pushed', WAIT);
   server.refuseIds.add('t2');
@@ -56,12 +70,7 @@ test('live: writes go over the open session, from its base, and are settled as H
 });
 
 test('live: a session lost with a push in flight leaves the changes in the outbox; pushed again, they come back duplicate', async (t) => {
-  const server = await new FakeServer().start();
-  t.after(() => server.stop());
-  const a = await openClient({ url: server.url, name: 'a', collections: ['todos'] });
-  t.after(() => a.close());
-  a.on('error', () => {});
-  await until(() => /** @type {any} */ (a).syncer?.live, 'live', WAIT);
+  const { server, a } = await openLive(t);
   server.dropPushAnswers = 1; // applied, then the session is lost before the answer
   await a.collection('todos').putMany([0, 1, 2].map((i) => ({ id: 't' + i, i })));
   await until(() => a.status.pending === 0, 'the outbox drained', WAIT);
@@ -78,13 +87,8 @@ test('live: a session lost with a push in flight leaves the changes in the outbo
 });
 
 test('live: a push never answered on a session kept alive goes again after the push timeout; the session is dialled again', async (t) => {
-  const server = await new FakeServer().start();
-  t.after(() => server.stop());
-  const a = await openClient({ url: server.url, name: 'a', collections: ['todos'] });
-  t.after(() => a.close());
-  a.on('error', () => {});
+  const { server, a } = await openLive(t);
   const syncer = /** @type {any} */ (a).syncer;
-  await until(() => syncer.live, 'live', WAIT);
   // A short push timeout, from the next session on.
   syncer.o.pushTimeout = 300;
   const first = syncer.session;
@@ -101,11 +105,7 @@ test('live: a push never answered on a session kept alive goes again after the p
 });
 
 test('live: a message over the max live message bytes goes over HTTP', async (t) => {
-  const server = await new FakeServer({ maxMessageBytes: 4096 }).start();
-  t.after(() => server.stop());
-  const a = await openClient({ url: server.url, name: 'a', collections: ['todos'] });
-  t.after(() => a.close());
-  await until(() => /** @type {any} */ (a).syncer?.live, 'live', WAIT);
+  const { server, a } = await openLive(t, { maxMessageBytes: 4096 });
   await a.collection('todos').put('small', { v: 'x' });
   await until(() => a.status.pending === 0, 'pushed', WAIT);
   assert.equal(httpPushes(server), 0);
@@ -119,17 +119,7 @@ test('live: a message over the max live message bytes goes over HTTP', async (t)
 });
 
 test('live: a push refused whole is handled as the same code over HTTP: too_large halves the batch; unavailable goes again over HTTP after a backoff delay, and stays in the outbox if that fails too', async (t) => {
-  const server = await new FakeServer().start();
-  t.after(() => server.stop());
-  const a = await openClient({ url: server.url, name: 'a', collections: ['todos'] });
-  t.after(() => a.close());
-  /** @type {any[]} */
-  const errors = [];
-  a.on('error', (e) => errors.push(e));
-  /** @type {any[]} */
-  const refused = [];
-  a.on('refused', (r) => refused.push(r));
-  await until(() => /** @type {any} */ (a).syncer?.live, 'live', WAIT);
+  const { server, a, errors, refused } = await openLive(t);
   server.refuseLivePush = (n) => (n > 1 ? 'too_large' : null);
   await a.collection('todos').putMany([0, 1, 2, 3].map((i) => ({ id: 't' + i, i })));
   await until(() => a.status.pending === 0, 'pushed one by one', WAIT);
@@ -161,17 +151,7 @@ test('live: a push refused whole is handled as the same code over HTTP: too_larg
 });
 
 test('live: a push refused whole as malformed or invalid goes once over HTTP, which answers it change by change', async (t) => {
-  const server = await new FakeServer().start();
-  t.after(() => server.stop());
-  const a = await openClient({ url: server.url, name: 'a', collections: ['todos'] });
-  t.after(() => a.close());
-  /** @type {any[]} */
-  const errors = [];
-  a.on('error', (e) => errors.push(e));
-  /** @type {any[]} */
-  const refused = [];
-  a.on('refused', (r) => refused.push(r));
-  await until(() => /** @type {any} */ (a).syncer?.live, 'live', WAIT);
+  const { server, a, errors, refused } = await openLive(t);
   let http = 0;
   for (const code of ['malformed', 'invalid']) {
     const live = server.livePushes.length;
