@@ -19,17 +19,8 @@ func TestLivePushAfterSubjectChange(t *testing.T) {
 	bob, _ := auth.Issue("bob", []string{"notes"}, []string{"notes"}, time.Hour)
 	var tok atomic.Value
 	tok.Store(alice)
-	c, err := client.New(client.Config{URL: url, Device: "phone", TokenFunc: func(context.Context) (string, error) { return tok.Load().(string), nil }})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Hello(ctx); err != nil {
-		t.Fatal(err)
-	}
-	r, err := client.NewReplica(c, client.ReplicaConfig{Collections: []string{"notes"}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := helloReplica(t, client.Config{URL: url, Device: "phone", TokenFunc: func(context.Context) (string, error) { return tok.Load().(string), nil }}, client.ReplicaConfig{})
+	c := r.Client()
 	put(t, r, "title", map[string]string{"a1": "alice's"})
 	go func() { _ = r.Live(ctx) }()
 	waitFor(t, "live delivered a1", func() bool { return len(r.Cursor("notes")) > 0 })

@@ -71,17 +71,7 @@ func TestRealServerRevoked(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := client.New(client.Config{URL: url, Token: token, Device: "laptop"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Hello(ctx); err != nil {
-		t.Fatal(err)
-	}
-	r, err := client.NewReplica(c, client.ReplicaConfig{Collections: []string{"notes"}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := helloReplica(t, client.Config{URL: url, Token: token, Device: "laptop"}, client.ReplicaConfig{})
 	if err := r.Set("notes", "n1", "title", "kept"); err != nil {
 		t.Fatal(err)
 	}
@@ -138,17 +128,7 @@ func TestRealServerLiveRevoked(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := client.New(client.Config{URL: url, Token: token, Device: "phone"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Hello(ctx); err != nil {
-		t.Fatal(err)
-	}
-	r, err := client.NewReplica(c, client.ReplicaConfig{Collections: []string{"notes"}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := helloReplica(t, client.Config{URL: url, Token: token, Device: "phone"}, client.ReplicaConfig{})
 	if err := r.Set("notes", "n1", "title", "synced"); err != nil {
 		t.Fatal(err)
 	}
@@ -188,6 +168,13 @@ func replicaOf(t *testing.T, url, token, device string, scopes map[string]*scope
 	if scopes != nil {
 		ccfg.Scopes = map[string]map[string]*scope.Pred{"notes": scopes}
 	}
+	return helloReplica(t, ccfg, cfg)
+}
+
+// helloReplica returns a replica of notes with cfg through a client with
+// ccfg, bound by a hello.
+func helloReplica(t *testing.T, ccfg client.Config, cfg client.ReplicaConfig) *client.Replica {
+	t.Helper()
 	c, err := client.New(ccfg)
 	if err != nil {
 		t.Fatal(err)
@@ -741,17 +728,8 @@ func TestRealServerLease(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := client.New(client.Config{URL: url, Token: token, Device: "desk"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Hello(ctx); err != nil {
-		t.Fatal(err)
-	}
-	r, err := client.NewReplica(c, client.ReplicaConfig{Collections: []string{"notes"}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := helloReplica(t, client.Config{URL: url, Token: token, Device: "desk"}, client.ReplicaConfig{})
+	c := r.Client()
 	if err := r.Set("notes", "n1", "title", "pending"); err != nil {
 		t.Fatal(err)
 	}
@@ -844,18 +822,8 @@ func TestRealServerFreshScopedSync(t *testing.T) {
 		t.Fatal(err)
 	}
 	spy := &pullSpy{}
-	c, err := client.New(client.Config{URL: url, Token: reader, Device: "tablet", HTTPClient: &http.Client{Transport: spy},
-		Scopes: map[string]map[string]*scope.Pred{"notes": {"a": parse(t, `list == "a"`)}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Hello(ctx); err != nil {
-		t.Fatal(err)
-	}
-	r, err := client.NewReplica(c, client.ReplicaConfig{Collections: []string{"notes"}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := helloReplica(t, client.Config{URL: url, Token: reader, Device: "tablet", HTTPClient: &http.Client{Transport: spy},
+		Scopes: map[string]map[string]*scope.Pred{"notes": {"a": parse(t, `list == "a"`)}}}, client.ReplicaConfig{})
 	if err := r.Pull(ctx); err != nil {
 		t.Fatal(err)
 	}
