@@ -17,30 +17,43 @@ func liveOpen(t *testing.T, r *Replica) {
 	eventually(t, "a live session open for pushes", func() bool { return r.Client().link() != nil })
 }
 
+// liveSession runs c.Live on collection c, ignoring its pages, until the
+// test ends, and waits until the session is open for pushes.
+func liveSession(t *testing.T, c *Client) {
+	t.Helper()
+	live, cancel := context.WithCancel(t.Context())
+	errc := make(chan error, 1)
+	go func() { errc <- c.Live(live, map[string][]byte{"c": nil}, func(string, Page) {}) }()
+	t.Cleanup(func() { cancel(); <-errc })
+	eventually(t, "a live session", func() bool { return c.link() != nil })
+}
+
+// setFlush sets field f of record id in collection c to v and flushes the
+// outbox.
+func setFlush(t *testing.T, r *Replica, id string, v any) {
+	t.Helper()
+	if err := r.Set("c", id, "f", v); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Flush(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // While Live holds a session open, the outbox goes over it; without one,
 // over HTTP.
 func TestLivePushGoesOverTheSession(t *testing.T) {
 	f := newFakeServer(t)
 	ctx := t.Context()
 	a := newReplica(t, f, "a", nil, "c")
-	if err := a.Set("c", "before", "f", 1); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
+	setFlush(t, a, "before", 1)
 	if f.pushes.Load() != 1 || f.livePushes.Load() != 0 {
 		t.Fatalf("without a session: %d pushes, %d live", f.pushes.Load(), f.livePushes.Load())
 	}
 	runLive(t, a)
 	liveOpen(t, a)
 	for i := range 3 {
-		if err := a.Set("c", "r", "f", i); err != nil {
-			t.Fatal(err)
-		}
-		if err := a.Flush(ctx); err != nil {
-			t.Fatal(err)
-		}
+		setFlush(t, a, "r", i)
 	}
 	if f.pushes.Load() != 4 || f.livePushes.Load() != 3 {
 		t.Fatalf("with a session: %d pushes, %d live; want 4, 3", f.pushes.Load(), f.livePushes.Load())
@@ -93,19 +106,8 @@ func TestLivePushRefusedWhole(t *testing.T) {
 	f := newFakeServer(t)
 	ctx := t.Context()
 	c := f.client(t, "a", nil)
-	live, cancel := context.WithCancel(ctx)
-	errc := make(chan error, 1)
-	go func() { errc <- c.Live(live, map[string][]byte{"c": nil}, func(string, Page) {}) }()
-	defer func() { cancel(); <-errc }()
-	eventually(t, "a live session", func() bool { return c.link() != nil })
-	stamp := func() crdt.Stamp {
-		s, err := c.Now()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
-	ch := crdt.Change{Collection: "c", Record: crdt.SetField("r", "f", mustValue(t, 1), stamp())}
+	liveSession(t, c)
+	ch := setChange(t, c, "c", "r", "f", 1)
 
 	fails := 1
 	f.failWith(func(path string) (int, string) {
@@ -124,7 +126,7 @@ func TestLivePushRefusedWhole(t *testing.T) {
 	}
 
 	f.failWith(func(path string) (int, string) { return http.StatusForbidden, proto.CodeForbidden })
-	_, err = c.Push(ctx, []crdt.Change{{Collection: "c", Record: crdt.SetField("r2", "f", mustValue(t, 1), stamp())}})
+	_, err = c.Push(ctx, []crdt.Change{setChange(t, c, "c", "r2", "f", 1)})
 	if e, ok := err.(*Error); !ok || e.Code != proto.CodeForbidden || e.RequestID != livePushID(2) {
 		t.Fatalf("push refused forbidden: %v; want request id %s", err, livePushID(2))
 	}
@@ -182,24 +184,13 @@ func TestLivePushUnanswered(t *testing.T) {
 // change keeps it.
 func TestLivePushRefusalRequestID(t *testing.T) {
 	f := newFakeServer(t)
-	ctx := t.Context()
 	a := newReplica(t, f, "a", nil, "c")
 	runLive(t, a)
 	liveOpen(t, a)
-	if err := a.Set("c", "ok", "f", 1); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
+	setFlush(t, a, "ok", 1)
 	// Every stamp from now on is before the write horizon: refused collected.
 	f.horizon.Store(time.Now().Add(time.Hour).UnixMilli())
-	if err := a.Set("c", "late", "f", 1); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
+	setFlush(t, a, "late", 1)
 	if f.livePushes.Load() < 2 || f.pushes.Load() != f.livePushes.Load() {
 		t.Fatalf("%d pushes, %d live: want all live", f.pushes.Load(), f.livePushes.Load())
 	}
@@ -231,12 +222,7 @@ func TestLivePushTooLargeForTheSession(t *testing.T) {
 	if f.pushes.Load() != 1 || f.livePushes.Load() != 0 {
 		t.Fatalf("%d pushes, %d live; want the batch over HTTP", f.pushes.Load(), f.livePushes.Load())
 	}
-	if err := a.Set("c", "small", "f", 2); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Flush(ctx); err != nil {
-		t.Fatal(err)
-	}
+	setFlush(t, a, "small", 2)
 	if f.livePushes.Load() != 1 {
 		t.Fatalf("%d live pushes; want the small batch over the session", f.livePushes.Load())
 	}
@@ -307,18 +293,7 @@ func TestLivePushUnreadableGoesOverHTTP(t *testing.T) {
 			f := newFakeServer(t)
 			ctx := t.Context()
 			c := f.client(t, "a", nil)
-			live, cancel := context.WithCancel(ctx)
-			errc := make(chan error, 1)
-			go func() { errc <- c.Live(live, map[string][]byte{"c": nil}, func(string, Page) {}) }()
-			defer func() { cancel(); <-errc }()
-			eventually(t, "a live session", func() bool { return c.link() != nil })
-			change := func(id string) crdt.Change {
-				s, err := c.Now()
-				if err != nil {
-					t.Fatal(err)
-				}
-				return crdt.Change{Collection: "c", Record: crdt.SetField(id, "f", mustValue(t, 1), s)}
-			}
+			liveSession(t, c)
 			fails := 1
 			f.failWith(func(path string) (int, string) {
 				if path == proto.PathPush && fails > 0 {
@@ -327,7 +302,7 @@ func TestLivePushUnreadableGoesOverHTTP(t *testing.T) {
 				}
 				return 0, ""
 			})
-			rs, err := c.Push(ctx, []crdt.Change{change("r1")})
+			rs, err := c.Push(ctx, []crdt.Change{setChange(t, c, "c", "r1", "f", 1)})
 			if err != nil || len(rs) != 1 || rs[0].Status != StatusApplied {
 				t.Fatalf("push: %+v, %v", rs, err)
 			}
@@ -336,7 +311,7 @@ func TestLivePushUnreadableGoesOverHTTP(t *testing.T) {
 			}
 
 			f.failWith(func(path string) (int, string) { return http.StatusBadRequest, code })
-			_, err = c.Push(ctx, []crdt.Change{change("r2")})
+			_, err = c.Push(ctx, []crdt.Change{setChange(t, c, "c", "r2", "f", 1)})
 			if e, ok := err.(*Error); !ok || e.Code != code {
 				t.Fatalf("push refused %s over both: %v", code, err)
 			}
