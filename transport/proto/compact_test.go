@@ -480,37 +480,18 @@ func TestCompactVectors(t *testing.T) {
 				if p, err = DecodePush(b, v.Prefix); v.Change == nil {
 					break
 				}
-				if err != nil {
-					t.Fatalf("push does not decode: %v", err)
-				}
-				if p.Refused == nil || p.Refused[*v.Change] == nil {
-					t.Fatalf("change %d not refused: %+v", *v.Change, p)
-				}
-				for i, e := range p.Refused {
-					if i != *v.Change && e != nil {
-						t.Fatalf("change %d refused too: %v", i, e)
-					}
-				}
-				err = p.Refused[*v.Change]
+				err = refusedAlone(t, p, p.Refused, err, *v.Change)
 			case "live push":
 				var m Message
 				m, err = DecodeClientMessage(b, Session{Replica: v.Replica, Base: *v.Base})
 				if v.Change == nil {
 					break
 				}
-				if err != nil {
-					t.Fatalf("push does not decode: %v", err)
+				var p PushLive
+				if err == nil {
+					p = m.(PushLive)
 				}
-				p := m.(PushLive)
-				if p.Refused == nil || p.Refused[*v.Change] == nil {
-					t.Fatalf("change %d not refused: %+v", *v.Change, p)
-				}
-				for i, e := range p.Refused {
-					if i != *v.Change && e != nil {
-						t.Fatalf("change %d refused too: %v", i, e)
-					}
-				}
-				err = p.Refused[*v.Change]
+				err = refusedAlone(t, p, p.Refused, err, *v.Change)
 			}
 			if code := decodeCode(err); code != v.Error {
 				t.Fatalf("got %v (%s), want %s", err, code, v.Error)
@@ -654,4 +635,22 @@ func BenchmarkCompactBytes(b *testing.B) {
 			report(b, plain, compact)
 		})
 	}
+}
+
+// refusedAlone fails t unless push p decoded (err is its decode error)
+// with change want refused and no other, and returns why want was refused.
+func refusedAlone(t *testing.T, p any, refused []error, err error, want int) error {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("push does not decode: %v", err)
+	}
+	if refused == nil || refused[want] == nil {
+		t.Fatalf("change %d not refused: %+v", want, p)
+	}
+	for i, e := range refused {
+		if i != want && e != nil {
+			t.Fatalf("change %d refused too: %v", i, e)
+		}
+	}
+	return refused[want]
 }
