@@ -301,15 +301,7 @@ func FuzzDecodeCompact(f *testing.F) {
 			typedDecodeError(t, "decode push", err)
 			return
 		}
-		var ok []crdt.Change
-		for i, c := range push.Changes {
-			if push.Refused != nil && push.Refused[i] != nil {
-				typedDecodeError(t, "decode pushed change", push.Refused[i])
-				continue
-			}
-			checkCompactRecords(t, []crdt.Record{c.Record})
-			ok = append(ok, c)
-		}
+		ok := decodedChanges(t, "decode pushed change", push.Changes, push.Refused)
 		if crdt.ValidateReplica(push.Replica) != nil {
 			return
 		}
@@ -321,11 +313,7 @@ func FuzzDecodeCompact(f *testing.F) {
 		if err != nil || back.Refused != nil || len(back.Changes) != len(ok) || back.Replica != push.Replica {
 			t.Fatalf("re-encoded push does not decode (%v, %v)\ninput %x\nencoded %x", err, back.Refused, data, enc)
 		}
-		for i := range ok {
-			if back.Changes[i].Collection != ok[i].Collection || !back.Changes[i].Record.Equal(ok[i].Record) {
-				t.Fatalf("push round trip changed change %d:\n got %+v\nwant %+v", i, back.Changes[i], ok[i])
-			}
-		}
+		sameChanges(t, "push", back.Changes, ok)
 	})
 }
 
@@ -337,15 +325,7 @@ func fuzzLivePush(t *testing.T, data []byte, s proto.Session) {
 		typedDecodeError(t, "decode live push", err)
 		return
 	}
-	var ok []crdt.Change
-	for i, c := range push.Changes {
-		if push.Refused != nil && push.Refused[i] != nil {
-			typedDecodeError(t, "decode live pushed change", push.Refused[i])
-			continue
-		}
-		checkCompactRecords(t, []crdt.Record{c.Record})
-		ok = append(ok, c)
-	}
+	ok := decodedChanges(t, "decode live pushed change", push.Changes, push.Refused)
 	enc, err := proto.EncodeMessage(proto.PushLive{Changes: ok, Versions: push.Versions, Session: s})
 	if err != nil {
 		t.Fatal(err)
@@ -354,9 +334,32 @@ func fuzzLivePush(t *testing.T, data []byte, s proto.Session) {
 	if err != nil || back.Refused != nil || len(back.Changes) != len(ok) {
 		t.Fatalf("re-encoded live push does not decode (%v, %v)\ninput %x\nencoded %x", err, back.Refused, data, enc)
 	}
-	for i := range ok {
-		if back.Changes[i].Collection != ok[i].Collection || !back.Changes[i].Record.Equal(ok[i].Record) {
-			t.Fatalf("live push round trip changed change %d:\n got %+v\nwant %+v", i, back.Changes[i], ok[i])
+	sameChanges(t, "live push", back.Changes, ok)
+}
+
+// decodedChanges returns the pushed changes that decoded (refused says
+// why the others did not, as a typed decode error), each checked valid.
+func decodedChanges(t *testing.T, what string, changes []crdt.Change, refused []error) []crdt.Change {
+	t.Helper()
+	var ok []crdt.Change
+	for i, c := range changes {
+		if refused != nil && refused[i] != nil {
+			typedDecodeError(t, what, refused[i])
+			continue
+		}
+		checkCompactRecords(t, []crdt.Record{c.Record})
+		ok = append(ok, c)
+	}
+	return ok
+}
+
+// sameChanges fails t unless a round trip of the pushed changes want gave
+// them back (got holds at least as many).
+func sameChanges(t *testing.T, what string, got, want []crdt.Change) {
+	t.Helper()
+	for i := range want {
+		if got[i].Collection != want[i].Collection || !got[i].Record.Equal(want[i].Record) {
+			t.Fatalf("%s round trip changed change %d:\n got %+v\nwant %+v", what, i, got[i], want[i])
 		}
 	}
 }
