@@ -22,6 +22,30 @@ func CheckApply(changes []crdt.Change) error {
 	return nil
 }
 
+// CheckRecordLimits refuses a merged record beyond the crdt limits (more
+// than crdt.MaxFieldsPerRecord fields, or an encoding over
+// crdt.MaxRecordBytes) with ErrTooLarge: decoding would refuse it, so no
+// store could hand it back. Stores call it on each record a change altered,
+// before anything is written; the Redis scripts check the same limits, with
+// the numbers passed from crdt.
+func CheckRecordLimits(r crdt.Record) error {
+	if len(r.Fields) > crdt.MaxFieldsPerRecord {
+		return fmt.Errorf("%w: record would have %d fields, more than %d", ErrTooLarge, len(r.Fields), crdt.MaxFieldsPerRecord)
+	}
+	// Encode only when a cheap upper bound of the size is over the limit.
+	bound := 128 + len(r.ID) // map, keys, id head, delete stamp, field map head
+	for name, f := range r.Fields {
+		bound += len(name) + len(f.Value) + len(f.Stamp.Replica) + 32
+	}
+	if bound <= crdt.MaxRecordBytes {
+		return nil
+	}
+	if n := len(crdt.AppendRecord(nil, r)); n > crdt.MaxRecordBytes {
+		return fmt.Errorf("%w: record would encode to %d bytes, more than %d", ErrTooLarge, n, crdt.MaxRecordBytes)
+	}
+	return nil
+}
+
 // CheckPull validates the arguments of Pull as every store must.
 func CheckPull(collection string, limit PageLimit) error {
 	if err := crdt.ValidateCollection(collection); err != nil {

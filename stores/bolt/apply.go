@@ -189,7 +189,7 @@ func (w *writer) apply(changes []crdt.Change) ([]stores.Result, error) {
 			results[i] = stores.Result{Seq: st.seq, Lost: lost}
 			continue
 		}
-		if err := checkLimits(st.rec); err != nil {
+		if err := stores.CheckRecordLimits(st.rec); err != nil {
 			return nil, fmt.Errorf("%s/%s: %w", k.coll, k.id, err)
 		}
 		h, ok := heads[k.coll]

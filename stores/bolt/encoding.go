@@ -59,24 +59,3 @@ func decodeEntry(raw []byte, id string) (stores.Entry, error) {
 	}
 	return stores.Entry{Seq: seq, Record: r}, nil
 }
-
-// checkLimits refuses a merged record beyond the crdt limits: decoding would
-// refuse it, so no store could hand it back. (stores/memory has the same
-// check.)
-func checkLimits(r crdt.Record) error {
-	if len(r.Fields) > crdt.MaxFieldsPerRecord {
-		return fmt.Errorf("%w: record would have %d fields, more than %d", stores.ErrTooLarge, len(r.Fields), crdt.MaxFieldsPerRecord)
-	}
-	// Encode only when a cheap upper bound of the size is over the limit.
-	bound := 128 + len(r.ID) // map, keys, id head, delete stamp, field map head
-	for name, f := range r.Fields {
-		bound += len(name) + len(f.Value) + len(f.Stamp.Replica) + 32
-	}
-	if bound <= crdt.MaxRecordBytes {
-		return nil
-	}
-	if n := len(crdt.AppendRecord(nil, r)); n > crdt.MaxRecordBytes {
-		return fmt.Errorf("%w: record would encode to %d bytes, more than %d", stores.ErrTooLarge, n, crdt.MaxRecordBytes)
-	}
-	return nil
-}

@@ -149,7 +149,7 @@ func (s *Store) Apply(ctx context.Context, changes []crdt.Change) ([]stores.Resu
 		changed[i] = e.record.Merge(ch.Record)
 		lost[i] = crdt.LostFields(ch.Record, e.record)
 		if changed[i] {
-			if err := checkLimits(e.record); err != nil {
+			if err := stores.CheckRecordLimits(e.record); err != nil {
 				s.mu.Unlock()
 				return nil, fmt.Errorf("apply %s/%s: %w", ch.Collection, ch.Record.ID, err)
 			}
@@ -195,26 +195,6 @@ func (s *Store) Apply(ctx context.Context, changes []crdt.Change) ([]stores.Resu
 		s.watchers.Notify(stores.Notification{Collection: name, Seq: head})
 	}
 	return results, nil
-}
-
-// checkLimits refuses a merged record beyond the crdt limits: no store could
-// hand it back, since decoding refuses it.
-func checkLimits(r crdt.Record) error {
-	if len(r.Fields) > crdt.MaxFieldsPerRecord {
-		return fmt.Errorf("%w: record would have %d fields, more than %d", stores.ErrTooLarge, len(r.Fields), crdt.MaxFieldsPerRecord)
-	}
-	// Encode only when a cheap upper bound of the size is over the limit.
-	bound := 128 + len(r.ID) // map, keys, id head, delete stamp, field map head
-	for name, f := range r.Fields {
-		bound += len(name) + len(f.Value) + len(f.Stamp.Replica) + 32
-	}
-	if bound <= crdt.MaxRecordBytes {
-		return nil
-	}
-	if n := len(crdt.AppendRecord(nil, r)); n > crdt.MaxRecordBytes {
-		return fmt.Errorf("%w: record would encode to %d bytes, more than %d", stores.ErrTooLarge, n, crdt.MaxRecordBytes)
-	}
-	return nil
 }
 
 // Pull implements stores.Store.
