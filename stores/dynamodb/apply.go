@@ -255,13 +255,10 @@ func (st *Store) makePlan(ref logRef, state groupState, changes []crdt.Change, i
 			p.done = k + 1
 			continue
 		}
-		if len(next.Fields) > crdt.MaxFieldsPerRecord {
-			return plan{}, refuse(k, "apply %s/%s: %w: merged record would have %d fields, more than %d", coll, ch.ID, stores.ErrTooLarge, len(next.Fields), crdt.MaxFieldsPerRecord)
+		if err := stores.CheckRecordLimits(next); err != nil {
+			return plan{}, refuse(k, "apply %s/%s: %w", coll, ch.ID, err)
 		}
 		enc := crdt.AppendRecord(nil, next)
-		if len(enc) > crdt.MaxRecordBytes {
-			return plan{}, refuse(k, "apply %s/%s: %w: merged record of %d bytes exceeds %d", coll, ch.ID, stores.ErrTooLarge, len(enc), crdt.MaxRecordBytes)
-		}
 		e := stores.Entry{Seq: p.head + 1, Record: next}
 		size := max(itemSize(recordItem(coll, e, enc)), itemSize(logItem(ref, e, enc)))
 		if size > maxItemBytes {
