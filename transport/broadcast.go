@@ -90,15 +90,15 @@ type groupKey struct {
 
 // hub holds a server's broadcast groups.
 type hub struct {
-	s      *Server
-	mu     sync.Mutex
-	groups map[groupKey]*group
-	// afterRounds, when set (by tests, before the first join), is called
-	// by a group's goroutine between its rounds and its decision to exit.
-	afterRounds func(*group)
+	s           *Server
+	mu          sync.Mutex
+	groups      map[groupKey]*group
+	afterRounds func(*group) // Config.afterRounds
 }
 
-func newHub(s *Server) *hub { return &hub{s: s, groups: map[groupKey]*group{}} }
+func newHub(s *Server, afterRounds func(*group)) *hub {
+	return &hub{s: s, groups: map[groupKey]*group{}, afterRounds: afterRounds}
+}
 
 // group is the broadcast group of one key.
 type group struct {

@@ -157,16 +157,21 @@ func (ts *testServer) groupsIdle() bool {
 // groups' goroutines are deciding to exit: no wake-up is lost.
 func TestLiveIdleGroupsWake(t *testing.T) {
 	const subscribers, rounds = 16, 8
-	ts := newTestServer(t, func(c *Config) { c.Demo = true; c.Limits.MaxConnsPerAddr = 2 * subscribers; c.Limits.Rate = -1 })
 	// Once armed, a change for the first subscriber lands when its group's
 	// goroutine has done its rounds and is about to decide whether to exit.
 	var armed atomic.Bool
 	late := make(chan error, 1)
-	ts.srv.hub.afterRounds = func(g *group) {
-		if g.key.scope == mustScope(t, `owner == "c0"`).Key() && armed.CompareAndSwap(true, false) {
-			late <- ts.eng.Update(context.Background(), DemoCollection, "c0-late", engine.Doc{"owner": "c0"})
+	c0 := mustScope(t, `owner == "c0"`).Key()
+	ts := newTestServer(t, func(c *Config) {
+		c.Demo = true
+		c.Limits.MaxConnsPerAddr = 2 * subscribers
+		c.Limits.Rate = -1
+		c.afterRounds = func(g *group) {
+			if g.key.scope == c0 && armed.CompareAndSwap(true, false) {
+				late <- g.h.s.eng.Update(context.Background(), DemoCollection, "c0-late", engine.Doc{"owner": "c0"})
+			}
 		}
-	}
+	})
 	clients := make([]*liveClient, subscribers)
 	scopes := make([]*scope.Pred, subscribers)
 	for i := range clients {

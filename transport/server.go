@@ -93,6 +93,10 @@ type Config struct {
 	// noPoll reads every live connection with a goroutine of its own, as
 	// on systems without the epoll loop (tests of that path).
 	noPoll bool
+	// afterRounds, when set, is called by each broadcast group's goroutine
+	// between its rounds and its decision to exit (tests of wake-ups that
+	// land there).
+	afterRounds func(*group)
 }
 
 // Server is the Convergo sync server: an http.Handler serving the protocol
@@ -211,7 +215,7 @@ func New(cfg Config) (*Server, error) {
 		live:    map[*liveConn]struct{}{},
 		proxies: cfg.TrustedProxies,
 	}
-	s.hub = newHub(s)
+	s.hub = newHub(s, cfg.afterRounds)
 	s.deny = newDenyList()
 	bgCtx, stopBg := context.WithCancel(context.Background())
 	s.stopBg = stopBg
