@@ -77,7 +77,7 @@ const (
 	DefaultSendQueue            = 64
 	DefaultMaxQueueBytes        = 2 << 20
 	DefaultSlowConsumer         = 2 * time.Second
-	DefaultRequestTimeout       = 30 * time.Second
+	DefaultRequestTimeout       = proto.DefaultRequestTimeout
 	DefaultMaxBodyBytesInFlight = 64 << 20
 	DefaultMaxConns             = 10000
 )

@@ -47,11 +47,15 @@ const (
 	// ClientSilenceTimeout: a client drops a live session it has heard
 	// nothing from for this long (two pings unanswered).
 	ClientSilenceTimeout = 2 * PingInterval
+	// DefaultRequestTimeout: a server's default time to receive a
+	// request's body, and again to send its answer; it also bounds
+	// applying a live push (transport.Limits.RequestTimeout).
+	DefaultRequestTimeout = 30 * time.Second
 	// ClientPushTimeout: a client ends a live session (as dead: it dials
 	// again) whose push has had no pushed answer for this long, and pushes
 	// the batch again (over HTTP or the next session). Twice the server's
-	// default bound on applying a push (transport.DefaultRequestTimeout).
-	ClientPushTimeout = 60 * time.Second
+	// default bound on applying a push.
+	ClientPushTimeout = 2 * DefaultRequestTimeout
 	// BackoffInitial and BackoffMax shape every retry and reconnect: before
 	// retry n (0 first), wait uniformly in [0, min(BackoffMax,
 	// BackoffInitial·2^n)], never less than the server's Retry-After.
