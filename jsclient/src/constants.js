@@ -255,6 +255,9 @@ export const MODEL = /* @__PURE__ */ Object.freeze({
   "maxWall": 9007199254740991
 });
 
+/** What a client leaves of the request body for a push's envelope when it splits its outbox into batches. */
+export const PUSH_ENVELOPE_BYTES = 1024;
+
 /** The replica binding rule: an owned id is the subject's prefix (the first 10 bytes of SHA-256(domain + subject) in lower-case base32), the separator and a device part; samples of prefixes. */
 export const REPLICA = /* @__PURE__ */ Object.freeze({
   "prefixLen": 16,

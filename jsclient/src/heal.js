@@ -7,9 +7,9 @@
 // drops a record (giveBack, reconcile.js).
 
 import { ConvergoError } from './errors.js';
-import { DEFAULTS, PATHS, STATUSES } from './constants.js';
+import { PATHS, STATUSES } from './constants.js';
 import { byStamp, decodeRecord, emptyRecord, encodeChange, encodeRecord, hasStamps, merge, ownPart } from './record.js';
-import { encodePush, encodeRestore, parsePushAnswer, parseRestoreAnswer } from './protocol.js';
+import { encodePush, encodeRestore, parsePushAnswer, parseRestoreAnswer, pushBudget } from './protocol.js';
 import { GIVEBACK_KEY, META, RECORDS, SEALED, acknowledged, baseOf, decodeStored, fromStored, req, sealOf } from './db.js';
 
 /** @typedef {import('./record.js').Record} Rec */
@@ -130,8 +130,7 @@ export async function giveBack(syncer, c, seen) {
   });
   if (parts.length === 0) return { kept, restore };
   const version = await syncer.store.schemaVersion(c);
-  const maxCount = syncer.hello?.maxPush ?? DEFAULTS.maxPushChanges;
-  const maxBody = (syncer.hello?.maxBody ?? DEFAULTS.maxBodyBytes) - 1024;
+  const [maxCount, maxBody] = pushBudget(syncer.hello);
   const items = parts.map((p) => ({ item: { ...p, change: encodeChange({ collection: c, record: p.record }) }, size: 0 }));
   for (const x of items) x.size = x.item.change.length;
   let refused = 0;
@@ -174,8 +173,7 @@ export async function heal(syncer, c) {
   // What is held is in the collection's schema version (its seals too: an
   // upgrade drops the older ones).
   const version = await syncer.store.schemaVersion(c);
-  const maxCount = syncer.hello?.maxPush ?? DEFAULTS.maxPushChanges;
-  const maxBody = (syncer.hello?.maxBody ?? DEFAULTS.maxBodyBytes) - 1024;
+  const [maxCount, maxBody] = pushBudget(syncer.hello);
   let refused = 0;
   /** @type {string} */
   let why = '';

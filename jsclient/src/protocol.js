@@ -10,7 +10,7 @@
 // What they carry (records, stamps) is strict (record.js).
 
 import { Reader, Writer, encode } from './cbor.js';
-import { CODES, COMPACT, DEFAULTS, RESET_REASONS, SCOPES, SERVER_MESSAGE_TYPES, STATUSES, VERSION } from './constants.js';
+import { CODES, COMPACT, DEFAULTS, PUSH_ENVELOPE_BYTES, RESET_REASONS, SCOPES, SERVER_MESSAGE_TYPES, STATUSES, VERSION } from './constants.js';
 import { ConvergoError } from './errors.js';
 import { deviceOf } from './replica.js';
 import { compactContext, planCompact, readChange, readRecord, validateCollection, writeChange, writeRecord } from './record.js';
@@ -305,13 +305,24 @@ function helloOf(m) {
     serverReplica: field(m, 3, text) ?? '',
     maxPush: Math.max(1, field(m, 4, uint) ?? DEFAULTS.maxPushChanges),
     maxPull: Math.max(1, field(m, 5, uint) ?? DEFAULTS.maxPullRecords),
-    maxBody: Math.max(1024, field(m, 6, uint) ?? DEFAULTS.maxBodyBytes),
+    maxBody: Math.max(PUSH_ENVELOPE_BYTES, field(m, 6, uint) ?? DEFAULTS.maxBodyBytes), // pushBudget's room stays >= 0
     maxDrift: field(m, 7, uint) ?? 0,
     subject: field(m, 8, text) ?? '',
     maxPageBytes: field(m, 9, uint) ?? DEFAULTS.maxPageBytes,
     maxMessageBytes: field(m, 10, uint) ?? DEFAULTS.maxMessageBytes,
     replicaPrefix: field(m, 11, text) ?? '',
   };
+}
+
+/**
+ * How pushes are split under the server's hello (its defaults before one):
+ * batches of at most maxCount changes whose encoded changes take at most
+ * maxBody bytes, the rest of the body left to the envelope.
+ * @param {{maxPush: number, maxBody: number}|null|undefined} hello
+ * @returns {[maxCount: number, maxBody: number]}
+ */
+export function pushBudget(hello) {
+  return [hello?.maxPush ?? DEFAULTS.maxPushChanges, (hello?.maxBody ?? DEFAULTS.maxBodyBytes) - PUSH_ENVELOPE_BYTES];
 }
 
 /**

@@ -84,7 +84,7 @@ import { LiveSession } from './live.js';
 import { CURSOR_KEY, RESTAMP_KEY } from './db.js';
 import { isPrefix, replicaPrefix, subjectOfToken } from './replica.js';
 import { DEFAULTS, PATHS, STATUSES, VERSION } from './constants.js';
-import { encodeHello, encodeLivePush, encodePull, encodePush, encodeUnsub, parseHello, parsePullAnswer, parsePushAnswer, resetAction, retryOf } from './protocol.js';
+import { encodeHello, encodeLivePush, encodePull, encodePush, encodeUnsub, parseHello, parsePullAnswer, parsePushAnswer, pushBudget, resetAction, retryOf } from './protocol.js';
 
 /** @typedef {import('./protocol.js').Hello} Hello */
 /** @typedef {import('./db.js').Store} Store */
@@ -751,8 +751,7 @@ export class Syncer {
 
   /** The body of pushAll. */
   async pushOutbox() {
-    let limit = this.hello?.maxPush ?? DEFAULTS.maxPushChanges;
-    const maxBody = (this.hello?.maxBody ?? DEFAULTS.maxBodyBytes) - 1024;
+    let [limit, maxBody] = pushBudget(this.hello);
     /** @type {Set<string>} collections pulled first by this push */
     const pulled = new Set();
     /** @type {{upTo: number|null}} changes written again after a collected refusal come after upTo: never again */

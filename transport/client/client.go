@@ -470,7 +470,7 @@ func (c *Client) Push(ctx context.Context, changes []crdt.Change) ([]Result, err
 	c.mu.Unlock()
 	results := make([]Result, 0, len(changes))
 	for len(changes) > 0 {
-		n := batchLen(changes, maxPush, maxBody-1024)
+		n := batchLen(changes, maxPush, maxBody-proto.PushEnvelopeBytes)
 		rs, err := c.pushBatch(ctx, changes[:n])
 		results = append(results, rs...)
 		if err != nil {

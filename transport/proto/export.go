@@ -22,6 +22,8 @@ type Exported struct {
 	Defaults    map[string]int64  `json:"defaults"`
 	Timings     map[string]int64  `json:"timings"`
 	Model       map[string]int64  `json:"model"`
+	// PushEnvelopeBytes is PushEnvelopeBytes.
+	PushEnvelopeBytes int `json:"pushEnvelopeBytes"`
 	// Replica is the replica binding rule and sample prefixes, which the
 	// JS client's own derivation is tested against.
 	Replica struct {
@@ -126,6 +128,7 @@ func Constants() Exported {
 			"maxCursorBytes":       MaxCursorBytes,
 		},
 	}
+	e.PushEnvelopeBytes = PushEnvelopeBytes
 	e.Replica.PrefixLen = ReplicaPrefixLen
 	e.Replica.Separator = string(ReplicaSeparator)
 	e.Replica.Domain = replicaDomain

@@ -34,6 +34,11 @@ const (
 	// reported.
 	MaxRejected      = 1000
 	MaxRejectedBytes = 4 << 20
+	// PushEnvelopeBytes is what a client leaves of the announced request
+	// body for a push's envelope (replica, versions, replica table) when it
+	// splits its outbox into batches: the encoded changes of one batch take
+	// at most the rest.
+	PushEnvelopeBytes = 1024
 )
 
 // Timings both sides keep (docs/protocol.md, "Live sync" and "Retrying").
