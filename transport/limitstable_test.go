@@ -141,7 +141,8 @@ func TestDocumentedFigures(t *testing.T) {
 		fmt.Sprintf("%d a message over the size limit, %d internal error.", ws.StatusMessageTooBig, ws.StatusInternalServerError),
 		// Section 10.
 		"between 0 and min(" + secs(proto.BackoffMax) + ", " + ms(proto.BackoffInitial) + " · 2^n)",
-		// Section 11, "Deadlines" (request headers: cmd/convergo).
+		// Section 11, "Deadlines".
+		"Request headers must arrive within " + secs(ReadHeaderTimeout) + ";",
 		"a request's body within " + secs(DefaultRequestTimeout) + " and its answer leaves within another " + secs(DefaultRequestTimeout),
 		"a WebSocket must say hello within " + secs(DefaultHelloTimeout) + ";",
 		"a live frame that cannot be written within " + secs(DefaultWriteTimeout) + " closes its connection",

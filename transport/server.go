@@ -28,6 +28,10 @@ const (
 	DefaultIdleTimeout  = proto.IdleTimeout
 	DefaultWriteTimeout = 10 * time.Second
 	DefaultHelloTimeout = 10 * time.Second
+	// ReadHeaderTimeout is the http.Server ReadHeaderTimeout to serve the
+	// server with (docs/protocol.md, "Deadlines": request headers must
+	// arrive within it).
+	ReadHeaderTimeout = 10 * time.Second
 )
 
 // Config configures a Server.

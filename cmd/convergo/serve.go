@@ -215,7 +215,7 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 		}
 		mln = srv.Listener(mln)
 		handler = srv.Handler() // no /metrics: it has its own listener
-		ms := &http.Server{Handler: ops, ReadHeaderTimeout: 10 * time.Second}
+		ms := &http.Server{Handler: ops, ReadHeaderTimeout: transport.ReadHeaderTimeout}
 		servers = append(servers, ms)
 		log.Info("serving metrics", "addr", mln.Addr().String())
 		go func() {
@@ -226,7 +226,7 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	}
 	hs := &http.Server{
 		Handler:           handler,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: transport.ReadHeaderTimeout,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
