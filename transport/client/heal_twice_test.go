@@ -3,7 +3,9 @@ package client_test
 import (
 	"errors"
 	"fmt"
+	"github.com/convergo/convergo/crdt/scope"
 	"net/http"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -136,4 +138,51 @@ func TestHealGivesUpLoudly(t *testing.T) {
 	if d := sameRecords(alice.Records("notes"), want); d != "" {
 		t.Errorf("alice dropped records:\n%s", d)
 	}
+}
+
+// TestHealCheckScopedSuperseded: a scoped replica gives back a record the
+// server already holds in a newer state outside its scope (another holder
+// healed it first): the heal is acknowledged (superseded), the reading
+// that follows brings the record's leave entry instead of the record, and
+// that is enough: no heal again (one restore), and the record stays out
+// of the scoped replica.
+func TestHealCheckScopedSuperseded(t *testing.T) {
+	s := newLossServer(t, false)
+	var restores atomic.Int64
+	admin := s.replica("admin", true, client.ReplicaConfig{}, nil)
+	sam := s.replica("sam", false, client.ReplicaConfig{}, func(c *client.Config) {
+		p, err := scope.Parse(`list == "home"`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Scopes = map[string]map[string]*scope.Pred{"notes": {"home": p}}
+		c.HTTPClient = &http.Client{Transport: hookRT{before: func(req *http.Request) {
+			if strings.HasSuffix(req.URL.Path, "/restore") {
+				restores.Add(1)
+			}
+		}}}
+	})
+	for i := range 4 {
+		set(t, admin, fmt.Sprint("n", i), "list", "home")
+	}
+	syncAll(t, admin, sam)
+	// Lost with the store, and known to the admin alone: n2 moves out.
+	set(t, admin, "n2", "list", "work")
+	if err := admin.Flush(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	s.restart(nil)
+	syncAll(t, admin) // heals first, n2 as "work"
+	for range 2 {
+		if err := sam.Sync(t.Context()); err != nil {
+			t.Fatalf("the scoped replica's sync after the heal: %v", err)
+		}
+	}
+	if n := restores.Load(); n != 1 {
+		t.Errorf("the scoped replica restored %d times, want once", n)
+	}
+	if got := held(sam); !slices.Equal(got, []string{"n0", "n1", "n3"}) {
+		t.Errorf("sam holds %v, want [n0 n1 n3]", got)
+	}
+	s.eventuallyConverged(t, union(admin), map[string]*client.Replica{"admin": admin}, nil)
 }
