@@ -216,6 +216,7 @@ export const DEFAULTS = /* @__PURE__ */ Object.freeze({
   "maxBodyBytes": 4194304,
   "maxConnsPerAddr": 64,
   "maxDriftMs": 300000,
+  "maxHealAgain": 3,
   "maxMessageBytes": 4194304,
   "maxPageBytes": 1048576,
   "maxPullRecords": 1000,

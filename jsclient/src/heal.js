@@ -7,7 +7,7 @@
 // drops a record (giveBack, reconcile.js).
 
 import { ConvergoError } from './errors.js';
-import { PATHS, STATUSES } from './constants.js';
+import { DEFAULTS, PATHS, STATUSES } from './constants.js';
 import { byStamp, decodeRecord, emptyRecord, encodeChange, encodeRecord, hasStamps, merge, ownPart } from './record.js';
 import { encodePush, encodeRestore, parsePushAnswer, parseRestoreAnswer, pushBudget } from './protocol.js';
 import { GIVEBACK_KEY, META, RECORDS, SEALED, acknowledged, baseOf, decodeStored, fromStored, req, sealOf } from './db.js';
@@ -177,30 +177,83 @@ export async function heal(syncer, c) {
   let refused = 0;
   /** @type {string} */
   let why = '';
+  /** @type {Set<string>} the ids of the records the server took back */
+  const acked = new Set();
   const sized = sealed.map((x) => ({ item: x, size: encodeRecord(x.record).length + x.seal.length + 4 }));
   await batches(sized, maxCount, maxBody, async (items) => {
     const results = parseRestoreAnswer(await syncer.post(PATHS.restore, encodeRestore(c, items, version)));
-    for (const r of results) {
+    results.forEach((r, i) => {
       if (r.status === STATUSES.refused) {
         refused++;
         why = `${r.code}: ${r.message ?? ''}`;
-      }
-    }
+      } else if (items[i]) acked.add(items[i].record.id);
+    });
   });
-  const changes = mine.map((record) => encodeChange({ collection: c, record }));
-  await batches(changes.map((ch) => ({ item: ch, size: ch.length })), maxCount, maxBody, async (items) => {
-    const results = parsePushAnswer(await syncer.post(PATHS.push, encodePush(/** @type {string} */ (syncer.store.replica), items, new Map([[c, version]]))));
-    for (const r of results) {
+  const changes = mine.map((record) => ({ ch: encodeChange({ collection: c, record }), id: record.id }));
+  await batches(changes.map((x) => ({ item: x, size: x.ch.length })), maxCount, maxBody, async (items) => {
+    const results = parsePushAnswer(await syncer.post(PATHS.push, encodePush(/** @type {string} */ (syncer.store.replica), items.map((x) => x.ch), new Map([[c, version]]))));
+    results.forEach((r, i) => {
       if (r.status === STATUSES.refused) {
         refused++;
         why = `${r.code}: ${r.message ?? ''}`;
-      }
-    }
+      } else if (items[i]) acked.add(items[i].id);
+    });
   });
   await syncer.store.healed(c);
+  // The reading from the beginning that follows must deliver what the
+  // server took back (checkHeal); once the cursor moved on, a later loss
+  // resets it.
+  const again = syncer.healChecks.get(c)?.again ?? 0;
+  if (acked.size > 0 && (await syncer.store.cursor(c)).length === 0) syncer.healChecks.set(c, { ids: acked, reading: false, again });
+  else syncer.healChecks.delete(c);
   if (refused > 0) {
     syncer.o.onError(new ConvergoError('invalid', `heal ${c}: the server refused ${refused} of the ${sealed.length + mine.length} records given back (last: ${why}); they stay local`));
   }
+}
+
+/**
+ * What a heal of a collection gave back that the server acknowledged and
+ * the reading from the beginning after it has not yet delivered: that
+ * reading starts from the empty cursor, which carries no history, so a
+ * store that went back in time again meanwhile resets nothing (docs/design.md,
+ * "A store that goes back again during a heal").
+ * @typedef {{ids: Set<string>, reading: boolean, again: number}} HealCheck
+ */
+
+/**
+ * Notes what pull page p of collection c delivers of its last heal (a
+ * record, or a leave entry of a scoped read: the server holds it), from
+ * the empty cursor when fromStart. Returns true when p ends a reading from
+ * the beginning begun after the heal without all of it: the store went
+ * back again, and c is to be healed and read again (at most
+ * DEFAULTS.maxHealAgain times in a row; then an error says so and the records
+ * stay local).
+ * @param {Syncer} syncer
+ * @param {string} c
+ * @param {import('./protocol.js').Page} p
+ * @param {boolean} fromStart
+ */
+export async function checkHeal(syncer, c, p, fromStart) {
+  const hc = syncer.healChecks.get(c);
+  if (!hc) return false;
+  if (fromStart) hc.reading = true;
+  for (const r of p.records) hc.ids.delete(r.id);
+  if (p.leaves.length > 0 && hc.ids.size > 0) {
+    const key = (/** @type {Uint8Array} */ b) => String.fromCharCode(...b);
+    const leaves = new Set(p.leaves.map(key));
+    const { leaveDigest } = await import('./scope.js');
+    for (const id of [...hc.ids]) if (leaves.has(key(await leaveDigest(c, id)))) hc.ids.delete(id);
+  }
+  if (!hc.reading || p.more) return false;
+  syncer.healChecks.delete(c);
+  if (hc.ids.size === 0) return false;
+  if (++hc.again > DEFAULTS.maxHealAgain) {
+    syncer.o.onError(new ConvergoError('internal', `heal ${c}: the server acknowledged ${hc.ids.size} records given back after it lost history and does not serve them; they stay local`));
+    return false;
+  }
+  // heal keeps the count of heals made again.
+  syncer.healChecks.set(c, { ids: new Set(), reading: false, again: hc.again });
+  return true;
 }
 
 /**

@@ -228,6 +228,8 @@ export class Syncer {
     this.lastError = null;
     /** @type {Map<string, number>} when each collection was last pulled to the end (ms) */
     this.pulledAt = new Map();
+    /** @type {Map<string, import('./heal.js').HealCheck>} per collection, what its last heal gave back that the reading after it has not yet delivered (heal.js's checkHeal) */
+    this.healChecks = new Map();
     /** Whether pushAll is running (a reconciliation inside it leaves the push to it). */
     this.pushing = false;
     /** @type {Map<string, Reconciliation>} reconciliations whose outbox is not yet pushed */
@@ -991,8 +993,11 @@ export class Syncer {
     const fetchPage = (/** @type {Uint8Array} */ cursor) =>
       this.post(PATHS.pull, encodePull(c, cursor, limit, scope, lease, first, version))
         .then(parsePullAnswer)
-        .then((p) => {
+        .then(async (p) => {
           if (seen) for (const r of p.records) seen.add(r.id);
+          // After a heal, the reading from the beginning must bring what
+          // it gave back (heal.js's checkHeal).
+          if (this.healChecks.has(c) && !p.reset) return { ...p, healAgain: await (await import('./heal.js')).checkHeal(this, c, p, cursor.length === 0) };
           return p;
         });
     /** @type {Set<string>|null} the ids whose held record a reconciliation's (or an upgrade's) pull replaced */
@@ -1099,6 +1104,17 @@ export class Syncer {
         written = page.next;
       }
       cursor = page.next;
+      if (!page.more && /** @type {{healAgain?: boolean}} */ (page).healAgain) {
+        // The store went back in time again during the heal: heal again,
+        // and pull again from the beginning.
+        await drain();
+        await this.onReset(c, { reason: 'history_lost', message: `the store went back in time again while this client healed ${c}` });
+        await this.healOwed();
+        cursor = new Uint8Array(0);
+        written = cursor;
+        first = await this.store.isEmpty(c);
+        continue;
+      }
       if (!page.more) break;
     }
     await drain();

@@ -219,12 +219,6 @@ type healCheck struct {
 	again int
 }
 
-// maxHealAgain bounds the heals a replica makes again, one after the
-// other, because the reading after a heal missed records the server had
-// acknowledged: past it the server is taken to acknowledge what it does
-// not keep, and the replica says so (an error) rather than heal for ever.
-const maxHealAgain = 3
-
 type pending struct {
 	id     uint64
 	change crdt.Change
@@ -980,7 +974,7 @@ type healVerdict uint8
 const (
 	healDone        healVerdict = iota // nothing to do
 	healAgain                          // heal again: the store went back again
-	healUnconfirmed                    // maxHealAgain reached: said, and given up
+	healUnconfirmed                    // proto.MaxHealAgain reached: said, and given up
 )
 
 // apply merges a page's records and sets collection's cursor to its Next;
@@ -1127,7 +1121,7 @@ func (r *Replica) checkHealLocked(collection string, page Page, fromStart bool) 
 	}
 	hc.reading = false
 	hc.again++
-	if hc.again > maxHealAgain {
+	if hc.again > proto.MaxHealAgain {
 		r.c.log.Error("the server acknowledged records this replica gave back after it lost history, and does not serve them: they stay local only",
 			"collection", collection, "records", len(hc.ids), "heals", hc.again)
 		delete(r.healed, collection)

@@ -101,6 +101,7 @@ func Constants() Exported {
 			"maxDriftMs":        crdt.DefaultMaxDrift.Milliseconds(),
 			"maxRequestIdBytes": MaxRequestIDBytes,
 			"maxRejected":       MaxRejected,
+			"maxHealAgain":      MaxHealAgain,
 			"maxRejectedBytes":  MaxRejectedBytes,
 		},
 		Timings: map[string]int64{

@@ -34,6 +34,12 @@ const (
 	// reported.
 	MaxRejected      = 1000
 	MaxRejectedBytes = 4 << 20
+	// MaxHealAgain bounds the heals a client makes again, one after the
+	// other, when the pull from the beginning after a heal misses what the
+	// heal gave back (the store went back in time again meanwhile,
+	// docs/protocol.md "Resets"); past it the client says that the server
+	// does not keep what it acknowledged.
+	MaxHealAgain = 3
 	// PushEnvelopeBytes is what a client leaves of the announced request
 	// body for a push's envelope (replica, versions, replica table) when it
 	// splits its outbox into batches: the encoded changes of one batch take
