@@ -111,7 +111,7 @@ func TestHealLiveRedisRestartedEmpty(t *testing.T) {
 	}
 	runLive(t, alice)
 	runLive(t, reader)
-	waitLong(t, "two live sessions", func() bool { return s.lives.Load() >= 2 })
+	waitLong(t, "two live sessions", func() bool { return s.liveConns(t) == 2 })
 	// Bob goes away for good: the reader alone holds his records.
 	dials := s.lives.Load()
 	rs.kill()

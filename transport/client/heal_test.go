@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -271,6 +272,27 @@ func (s *lossServer) eventuallyConverged(t *testing.T, want map[string]crdt.Reco
 	}
 }
 
+// liveConns is how many live sessions the running server holds, as its
+// metrics say.
+func (s *lossServer) liveConns(t *testing.T) int {
+	t.Helper()
+	s.mu.Lock()
+	in := s.cur
+	s.mu.Unlock()
+	rec := httptest.NewRecorder()
+	in.srv.MetricsHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	for line := range strings.Lines(rec.Body.String()) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "convergo_live_connections "); ok {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				t.Fatalf("convergo_live_connections %q: %v", v, err)
+			}
+			return n
+		}
+	}
+	return 0
+}
+
 // waitLong waits for cond, generously: the machine may be loaded.
 func waitLong(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -346,6 +368,7 @@ func TestHealLiveAcrossAnEmptyStore(t *testing.T) {
 			s.eventuallyConverged(t, want, map[string]*client.Replica{"alice": alice, "reader": reader}, nil)
 			// The sessions opened after the restart stay: a write goes
 			// live from alice to the reader with no dial.
+			waitLong(t, "both sessions open again", func() bool { return s.liveConns(t) == 2 })
 			dials := s.lives.Load()
 			set(t, alice, "after", "n", 1)
 			if err := alice.Flush(t.Context()); err != nil {
@@ -538,7 +561,7 @@ func TestHealLivePushInFlight(t *testing.T) {
 	}
 	syncAll(t, alice)
 	runLive(t, alice)
-	waitLong(t, "a live session", func() bool { return s.lives.Load() > 0 })
+	waitLong(t, "a live session", func() bool { return s.liveConns(t) == 1 })
 	g.armed.Store(true)
 	set(t, alice, "inflight", "n", "pushed live")
 	flushed := make(chan error, 1)
@@ -676,7 +699,7 @@ func TestHealLiveRetriesAFailedHeal(t *testing.T) {
 		t.Fatalf("the reader holds %d records, want 5", len(want))
 	}
 	runLive(t, reader)
-	waitLong(t, "a live session", func() bool { return s.lives.Load() > 0 })
+	waitLong(t, "a live session", func() bool { return s.liveConns(t) == 1 })
 	armed.Store(true)
 	s.restart(nil)
 	waitLong(t, "the heal to fail", func() bool { return fails.Load() <= 0 })

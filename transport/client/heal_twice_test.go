@@ -81,7 +81,7 @@ func TestHealWhenTheStoreGoesBackTwice(t *testing.T) {
 			// Bob goes away for good; alice alone holds what the store had.
 			if tc.live {
 				runLive(t, alice)
-				waitLong(t, "a live session", func() bool { return s.lives.Load() > 0 })
+				waitLong(t, "a live session", func() bool { return s.liveConns(t) == 1 })
 			}
 			s.restart(nil)
 			armed.Store(true)
