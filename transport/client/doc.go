@@ -96,13 +96,16 @@
 // collection from the beginning and, when history was lost, heals the
 // server: it restores every record it holds as the server sealed it
 // (Client.Restore; anyone's stamps, and a reader's too) and pushes its own
-// acknowledged stamps again; a heal that fails is made again by the next
-// Sync, or by Replica.Live itself, with backoff, while its session runs.
-// The reading from the beginning that follows a heal must deliver what the
-// heal gave back and the server acknowledged: one that does not (the store
-// went back in time again meanwhile, which no cursor can tell, as the
-// empty one carries no store identity) makes the Replica heal again, up to
-// three times in a row, and then Pull and Sync return ErrNotHealed.
+// acknowledged stamps again. A record the server refuses to take back (a
+// seal it cannot verify: its seal key changed) stays local only, and the
+// Replica logs a warning naming it. A heal that fails is made again by the
+// next Sync, or by Replica.Live itself, with backoff, while its session
+// runs. The reading from the beginning that follows a heal must deliver
+// what the heal gave back and the server acknowledged: one that does not
+// (the store went back in time again meanwhile, which no cursor can tell,
+// as the empty one carries no store identity) makes the Replica heal
+// again, up to proto.MaxHealAgain times in a row, and then Pull and Sync
+// return ErrNotHealed.
 // Nothing local is dropped by a reset, except after a lease expired
 // (below).
 //

@@ -57,9 +57,9 @@ var (
 
 	// ErrNotHealed means a Replica gave up healing a collection: after
 	// the store lost history, the server acknowledged records the replica
-	// gave back and then did not serve them, heal after heal (a store that
-	// keeps going back in time). Those records stay local only; Pull and
-	// Sync return it once.
+	// gave back and then did not serve them, heal after heal
+	// (proto.MaxHealAgain heals again: a store that keeps going back in
+	// time). Those records stay local only; Pull and Sync return it once.
 	ErrNotHealed = errors.New("convergo: the server does not keep what it acknowledged when healed")
 )
 

@@ -3,6 +3,7 @@ package client_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"maps"
 	"net/http"
 	"net/http/httptest"
@@ -704,4 +705,54 @@ func TestHealLiveRetriesAFailedHeal(t *testing.T) {
 	s.restart(nil)
 	waitLong(t, "the heal to fail", func() bool { return fails.Load() <= 0 })
 	s.eventuallyConverged(t, want, map[string]*client.Replica{"reader": reader}, nil)
+}
+
+// syncLog is a slog handler's output, safe to read while clients log.
+type syncLog struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (l *syncLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *syncLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// TestHealRefusedSaysSo: the server comes back on an empty store with
+// another seal key (a demo server without --secret restarted): a reader
+// cannot give back the records others wrote, which stay local, and it
+// says so in its log, record by record; a writer still gives back its own
+// writes.
+func TestHealRefusedSaysSo(t *testing.T) {
+	s := newLossServer(t, false)
+	var logs syncLog
+	reader := s.replica("reader", false, client.ReplicaConfig{}, func(c *client.Config) {
+		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	})
+	alice := s.replica("alice", true, client.ReplicaConfig{}, nil)
+	bob := s.replica("bob", true, client.ReplicaConfig{}, nil)
+	set(t, alice, "a", "n", 1)
+	set(t, bob, "b", "n", 2)
+	syncAll(t, alice, bob, reader)
+	held := reader.Records("notes")
+	s.key = []byte("another seal key of 32 bytes, for tests")
+	// Bob goes away for good.
+	s.restart(nil)
+	syncAll(t, reader, alice, reader)
+	if d := sameRecords(reader.Records("notes"), held); d != "" {
+		t.Errorf("the reader dropped what the server refused:\n%s", d)
+	}
+	s.eventuallyConverged(t, union(alice), map[string]*client.Replica{"alice": alice}, nil)
+	for _, id := range []string{"a", "b"} {
+		if !strings.Contains(logs.String(), "refused a sealed record") || !strings.Contains(logs.String(), "record="+id) {
+			t.Errorf("the reader's log does not say that %s was refused:\n%s", id, logs.String())
+		}
+	}
 }
