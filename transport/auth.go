@@ -179,6 +179,9 @@ func (j *JWT) Authenticate(_ context.Context, token string) (Principal, error) {
 	case c.Subject == "":
 		return Principal{}, fmt.Errorf("%w: token without a subject", ErrUnauthenticated)
 	}
+	if err := nameable(c.Subject, c.ID); err != nil {
+		return Principal{}, fmt.Errorf("%w: %v", ErrUnauthenticated, err)
+	}
 	all, err := numericTimes(token)
 	if err != nil {
 		return Principal{}, fmt.Errorf("%w: %v", ErrUnauthenticated, err)
@@ -194,6 +197,25 @@ func (j *JWT) Authenticate(_ context.Context, token string) (Principal, error) {
 	}
 	return Principal{Subject: c.Subject, Read: c.Read, Write: c.Write, Expires: c.ExpiresAt.Time,
 		TokenID: c.ID, Claims: all, Scopes: scopes}, nil
+}
+
+// nameable checks that the deny list can name a token's subject and its
+// token id (when it has one): a deny record's id is DenySubject or
+// DenyTokenID and the name, and must be a record id (crdt.ValidateID: 1 to
+// crdt.MaxIDBytes bytes of UTF-8, no control characters). A principal
+// the deny list cannot name could never be revoked, so such a token is
+// not admitted (docs/protocol.md, section 4).
+func nameable(subject, tokenID string) error {
+	if err := crdt.ValidateID(DenySubject + subject); err != nil {
+		return fmt.Errorf("the deny list cannot name the subject: %w", err)
+	}
+	if tokenID == "" {
+		return nil
+	}
+	if err := crdt.ValidateID(DenyTokenID + tokenID); err != nil {
+		return fmt.Errorf("the deny list cannot name the token id: %w", err)
+	}
+	return nil
 }
 
 // numericTimes checks that the time claims of a verified token are JSON
@@ -252,6 +274,9 @@ var registered = []string{"sub", "exp", "iat", "nbf", "jti", "read", "write", pr
 func (j *JWT) IssueToken(spec TokenSpec) (string, error) {
 	if spec.Subject == "" {
 		return "", errors.New("jwt: empty subject")
+	}
+	if err := nameable(spec.Subject, spec.ID); err != nil {
+		return "", fmt.Errorf("jwt: %w", err)
 	}
 	if spec.TTL <= 0 {
 		return "", fmt.Errorf("jwt: ttl %v must be positive", spec.TTL)

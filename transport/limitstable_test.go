@@ -147,6 +147,9 @@ func TestDocumentedFigures(t *testing.T) {
 		"a WebSocket must say hello within " + secs(DefaultHelloTimeout) + ";",
 		"a live frame that cannot be written within " + secs(DefaultWriteTimeout) + " closes its connection",
 		"a live connection the server hears nothing from for " + secs(proto.IdleTimeout) + " is closed",
+		// Section 4: a subject or token id the deny list can name.
+		"a string of at most " + thousands(int64(proto.MaxIDBytes-len(DenySubject))) + " bytes without control characters, so that the deny list can name it",
+		"so, as `sub`, at most " + thousands(int64(proto.MaxIDBytes-len(DenyTokenID))) + " bytes without control characters",
 		// Section 11, scope and model limits.
 		"a scope's canonical encoding at most " + thousands(proto.MaxScopeBytes) + " bytes, nested at most " + thousands(proto.MaxScopeDepth) + " levels, at most " + thousands(proto.MaxScopeNodes) + " predicates, at most " + thousands(proto.MaxScopeList) + " values in one `in` list",
 		"A cursor is at most " + thousands(proto.MaxCursorBytes) + " bytes",
