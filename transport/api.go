@@ -66,7 +66,12 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, h handlerFunc)
 	if v := r.Header.Get(proto.HeaderProtocol); v != strconv.Itoa(proto.Version) {
 		return proto.Errorf(proto.CodeUnsupportedVersion, "protocol version %q: this server speaks %d (header %s)", v, proto.Version, proto.HeaderProtocol)
 	}
-	p, authErr := s.authenticate(r.Context(), bearer(r))
+	token, ok := bearer(r)
+	var p Principal
+	authErr := error(proto.Errorf(proto.CodeUnauthenticated, "the Authorization header is not one Bearer <token>"))
+	if ok {
+		p, authErr = s.authenticate(r.Context(), token)
+	}
 	key := "addr:" + limitKey(s.clientAddr(r))
 	if authErr == nil && p.Subject != "" {
 		key = "sub:" + p.Subject
@@ -179,13 +184,23 @@ func (s *Server) authenticate(ctx context.Context, token string) (Principal, err
 		Message: "authentication is unavailable; retry later", RetryAfter: time.Second}, err)
 }
 
-func bearer(r *http.Request) string {
-	h := r.Header.Get("Authorization")
-	const prefix = "bearer "
-	if len(h) > len(prefix) && strings.EqualFold(h[:len(prefix)], prefix) {
-		return strings.TrimSpace(h[len(prefix):])
+// bearer returns the token of r's Authorization header, "" when it has
+// none. ok is false when r sends credentials that are not one bearer
+// token (another scheme, an empty token, several headers): such a request
+// is unauthenticated, never the demo's anonymous principal.
+func bearer(r *http.Request) (token string, ok bool) {
+	hs := r.Header.Values("Authorization")
+	if len(hs) == 0 {
+		return "", true
 	}
-	return ""
+	const prefix = "bearer "
+	h := hs[0]
+	if len(hs) == 1 && len(h) > len(prefix) && strings.EqualFold(h[:len(prefix)], prefix) {
+		if token = strings.TrimSpace(h[len(prefix):]); token != "" {
+			return token, true
+		}
+	}
+	return "", false
 }
 
 // errStore marks a store failure. It is answered 503 unavailable with a

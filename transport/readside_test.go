@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -53,5 +54,29 @@ func TestEveryAdmittedPrincipalCanBeDenied(t *testing.T) {
 			}
 			eventually(t, "revoked", func() bool { return ts.pullCode(t, tok, "notes") == proto.CodeRevoked })
 		})
+	}
+}
+
+// In demo mode a request without a token is the anonymous principal; a
+// request that sends credentials the server cannot read (an Authorization
+// header that is not "Bearer <token>") is not silently served as
+// anonymous: it is unauthenticated, as a bad token is.
+func TestDemoNoDowngradeFromOtherCredentials(t *testing.T) {
+	ts := newTestServer(t, func(c *Config) { c.Demo = true })
+	for _, h := range []string{"Basic YWxpY2U6c2VjcmV0", "Bearer", "Bearer    ", "Token abc", "Bearerabc", "abc"} {
+		a := ts.post(t, proto.PathPull, "", proto.PullRequest{Collection: DemoCollection}, func(r *http.Request) {
+			r.Header.Set("Authorization", h)
+		})
+		if a.status == http.StatusOK {
+			t.Errorf("Authorization %q: served as the anonymous principal", h)
+			continue
+		}
+		if got := a.errorCode(t); got != proto.CodeUnauthenticated {
+			t.Errorf("Authorization %q: %s, want unauthenticated", h, got)
+		}
+	}
+	// Without the header, the demo's anonymous principal.
+	if a := ts.post(t, proto.PathPull, "", proto.PullRequest{Collection: DemoCollection}); a.status != http.StatusOK {
+		t.Fatalf("anonymous pull: status %d", a.status)
 	}
 }
