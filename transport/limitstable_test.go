@@ -75,6 +75,7 @@ func TestLimitsTable(t *testing.T) {
 	// Each row by the start of its limit column: its default column (or how
 	// it starts), and what else it says.
 	want := []struct{ limit, starts, says string }{
+		{"request headers", inUnit(t, MaxHeaderBytes, "KiB") + " (", ""},
 		{"request body", inUnit(t, proto.DefaultMaxBodyBytes, "MiB"), ""},
 		{"changes per push", thousands(proto.DefaultMaxPushChanges), ""},
 		{"records per pull page or live frame", thousands(proto.DefaultMaxPullRecords), ""},

@@ -34,6 +34,12 @@ const (
 	ReadHeaderTimeout = 10 * time.Second
 )
 
+// MaxHeaderBytes is the http.Server MaxHeaderBytes to serve the server
+// with: a request's headers, its token included, take at most this many
+// bytes (docs/protocol.md, section 11); net/http answers a larger one 431
+// itself.
+const MaxHeaderBytes = 64 << 10
+
 // Config configures a Server.
 type Config struct {
 	// Engine serves the changes. Required; the server does not close it.

@@ -150,7 +150,7 @@ func runServe(args []string) error {
 	if err != nil {
 		return err
 	}
-	hs := &http.Server{Handler: handler, ReadHeaderTimeout: transport.ReadHeaderTimeout}
+	hs := &http.Server{Handler: handler, ReadHeaderTimeout: transport.ReadHeaderTimeout, MaxHeaderBytes: transport.MaxHeaderBytes}
 	go hs.Serve(ln)
 	fmt.Printf("LISTEN http://%s\n", ln.Addr())
 	sig := make(chan os.Signal, 1)

@@ -182,7 +182,7 @@ func startServer(store stores.Store, replica string) (*benchServer, error) {
 		e.Close()
 		return nil, err
 	}
-	srv := &http.Server{Handler: ts, ReadHeaderTimeout: transport.ReadHeaderTimeout}
+	srv := &http.Server{Handler: ts, ReadHeaderTimeout: transport.ReadHeaderTimeout, MaxHeaderBytes: transport.MaxHeaderBytes}
 	go srv.Serve(ln)
 	return &benchServer{url: "http://" + ln.Addr().String(), ts: ts, store: store, engine: e, srv: srv,
 		cleanup: []func(){func() {

@@ -215,7 +215,7 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 		}
 		mln = srv.Listener(mln)
 		handler = srv.Handler() // no /metrics: it has its own listener
-		ms := &http.Server{Handler: ops, ReadHeaderTimeout: transport.ReadHeaderTimeout}
+		ms := &http.Server{Handler: ops, ReadHeaderTimeout: transport.ReadHeaderTimeout, MaxHeaderBytes: transport.MaxHeaderBytes}
 		servers = append(servers, ms)
 		log.Info("serving metrics", "addr", mln.Addr().String())
 		go func() {
@@ -228,7 +228,7 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 		Handler:           handler,
 		ReadHeaderTimeout: transport.ReadHeaderTimeout,
 		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
+		MaxHeaderBytes:    transport.MaxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	log.Info("listening", "addr", ln.Addr().String(), "store", storeurl.Redact(c.store), "replica", eng.Replica(),
