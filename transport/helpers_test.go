@@ -252,9 +252,15 @@ type liveClient struct {
 
 func (ts *testServer) dial(t *testing.T, header http.Header) (*liveClient, *http.Response, error) {
 	t.Helper()
+	return ts.dialURL(t, "", header)
+}
+
+// dialURL dials the live path with query (empty, or starting with "?").
+func (ts *testServer) dialURL(t *testing.T, query string, header http.Header) (*liveClient, *http.Response, error) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	url := "ws" + strings.TrimPrefix(ts.URL, "http") + proto.PathLive
+	url := "ws" + strings.TrimPrefix(ts.URL, "http") + proto.PathLive + query
 	ws, resp, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPHeader: header, HTTPClient: ts.Client()})
 	if err != nil {
 		return nil, resp, err

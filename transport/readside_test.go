@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -78,5 +79,90 @@ func TestDemoNoDowngradeFromOtherCredentials(t *testing.T) {
 	// Without the header, the demo's anonymous principal.
 	if a := ts.post(t, proto.PathPull, "", proto.PullRequest{Collection: DemoCollection}); a.status != http.StatusOK {
 		t.Fatalf("anonymous pull: status %d", a.status)
+	}
+}
+
+// An imposed scope (a token's cvg_scopes) that breaks the scope limits
+// once its parameters are bound (a claim of more than 1,024 values for
+// an in list, a value that makes it over 4,096 bytes) never widens a
+// read: the principal sees nothing of the collection, or is refused;
+// never a record outside what the scope would allow.
+func TestImposedScopeOverLimitsWhenBound(t *testing.T) {
+	ts := newTestServer(t, nil)
+	admin := ts.token(t, "admin", []string{"docs"}, []string{"docs"})
+	ts.push(t, admin,
+		set(t, "docs", "d1", map[string]any{"team": "red"}),
+		set(t, "docs", "d2", map[string]any{"team": "blue"}),
+	)
+	many := make([]string, 2000)
+	for i := range many {
+		many[i] = fmt.Sprintf("t%d", i)
+	}
+	many[0] = "red"
+	cases := map[string]map[string]any{
+		"in list over 1,024": {"sub": "eve", "exp": time.Now().Add(time.Hour).Unix(), "read": []string{"docs"}, "teams": many,
+			proto.ClaimScopes: map[string]any{"docs": []any{"in", "team", map[string]any{"$": "claims.teams"}}}},
+		"bound value over 4,096 bytes": {"sub": "eve", "exp": time.Now().Add(time.Hour).Unix(), "read": []string{"docs"}, "team": strings.Repeat("x", 5000),
+			proto.ClaimScopes: map[string]any{"docs": []any{"or", []any{"eq", "team", "red"}, []any{"eq", "team", map[string]any{"$": "claims.team"}}}}},
+	}
+	for name, claims := range cases {
+		t.Run(name, func(t *testing.T) {
+			tok := signRaw(t, claims)
+			a := ts.post(t, proto.PathPull, tok, proto.PullRequest{Collection: "docs"})
+			if a.status != http.StatusOK {
+				if code := a.errorCode(t); code == proto.CodeInternal {
+					t.Fatalf("pull: %s", code)
+				}
+				return
+			}
+			var page proto.PullResponse
+			if err := proto.Decode(a.body, &page); err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range page.Records {
+				if r.ID == "d2" {
+					t.Fatalf("read d2, outside the imposed scope: %+v", page.Records)
+				}
+			}
+		})
+	}
+}
+
+// The live session's token is its hello's: one in the URL's query string
+// or in an Authorization header of the upgrade is not read.
+func TestLiveTokenOnlyInHello(t *testing.T) {
+	ts := newTestServer(t, nil)
+	tok := ts.token(t, "alice", []string{"notes"}, []string{"notes"})
+	for name, dial := range map[string]func() (*liveClient, error){
+		"query": func() (*liveClient, error) {
+			c, _, err := ts.dialURL(t, "?token="+tok+"&access_token="+tok, nil)
+			return c, err
+		},
+		"header": func() (*liveClient, error) {
+			c, _, err := ts.dial(t, http.Header{"Authorization": {"Bearer " + tok}})
+			return c, err
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			c, err := dial()
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.send(proto.Hello{Protocol: proto.Version, Replica: "c1"})
+			m, ok := c.recv().(proto.ErrorMessage)
+			if !ok || m.Code != proto.CodeUnauthenticated {
+				t.Fatalf("hello without a token: %#v, want error unauthenticated", m)
+			}
+		})
+	}
+}
+
+// A token that is not yet valid (nbf in the future) is unauthenticated.
+func TestTokenNotYetValid(t *testing.T) {
+	ts := newTestServer(t, nil)
+	tok := signRaw(t, map[string]any{"sub": "alice", "exp": time.Now().Add(2 * time.Hour).Unix(),
+		"nbf": time.Now().Add(time.Hour).Unix(), "read": []string{"notes"}})
+	if code := ts.pullCode(t, tok, "notes"); code != proto.CodeUnauthenticated {
+		t.Fatalf("nbf an hour ahead: %q, want unauthenticated", code)
 	}
 }
