@@ -117,6 +117,13 @@ const EVENTS = new Set(['status', 'error', 'auth', 'refused', 'superseded', 'cha
 /** How long the leader lets lastSyncedAt settle before storing it (ms). */
 const STORE_SYNCED_MS = 500;
 
+/**
+ * How long a tab that does not lead waits for the refused message of a
+ * refused change its count of the outbox met before it takes the count
+ * (ms; Database._recount).
+ */
+const DOUBT_MS = 2_000;
+
 export class Database {
   /** @param {OpenOptions} o */
   constructor(o) {
@@ -151,6 +158,10 @@ export class Database {
     this._syncedTimer = null;
     /** Changes refused since whenSynced last resolved. */
     this._refusedSince = 0;
+    /** The newest rejected change this tab was told of (_recount). */
+    this._heard = 0;
+    /** @type {any} the timer of a count dropped for a refusal not told of yet (_recount) */
+    this._doubt = null;
     this.leading = false;
     /** @type {Set<Subscription>} */
     this.subs = new Set();
@@ -214,8 +225,10 @@ export class Database {
     if (Number.isSafeInteger(offset)) this.store.now = () => Date.now() + offset;
     const synced = await this.store.getMeta('lastSyncedAt');
     if (Number.isSafeInteger(synced)) this._storedSyncedAt = synced;
+    const { counts, newest } = await this.store.outboxView();
+    this._heard = newest;
     this._setStatus({
-      ...(await this.store.outboxCounts()),
+      ...counts,
       rejected: await this.store.rejectedCount(),
       lastSyncedAt: Number.isSafeInteger(synced) ? synced : null,
     });
@@ -624,8 +637,40 @@ export class Database {
    */
   _onRefused(r) {
     this._refusedSince++;
+    if (typeof r.rejectedId === 'number' && r.rejectedId > this._heard) this._heard = r.rejectedId;
     this._emit('refused', r);
     this._recountRejected();
+    this._recount();
+  }
+
+  /**
+   * A tab that does not lead reads the outbox counts into its status (the
+   * leader's sync sets its own). A change the server refused leaves the
+   * outbox in the transaction that keeps it among the rejected changes,
+   * so a count can see it gone before the leader's refused message comes:
+   * such a count (it meets a rejected change newer than any told of) is
+   * dropped, so that whenSynced does not resolve without the refusal, and
+   * the message, when it comes, counts again; if none comes (its leader
+   * went away, the change was written again) the count is taken after
+   * DOUBT_MS. trust: other tabs made rejected changes that no refused
+   * message tells of.
+   * @param {boolean} [trust]
+   */
+  _recount(trust = false) {
+    if (this._status.leader) return;
+    this.store.outboxView().then(({ counts, newest }) => {
+      if (this.closed) return;
+      if (!trust && newest > this._heard) {
+        if (this._doubt === null)
+          this._doubt = setTimeout(() => {
+            this._doubt = null;
+            this._recount(true);
+          }, DOUBT_MS);
+        return;
+      }
+      this._heard = Math.max(this._heard, newest);
+      this._setStatus(counts, true);
+    }, () => {});
   }
 
   /** Reads how many rejected changes are kept into the status. */
@@ -720,6 +765,7 @@ export class Database {
         break;
       case TabMessage.rejected:
         this._recountRejected();
+        this._recount(true);
         break;
       case TabMessage.scope:
         // A tab changed the scopes of a collection (stored already).
@@ -728,16 +774,14 @@ export class Database {
       case TabMessage.revoked:
         if (m.r && typeof m.r === 'object') this._emit('revoked', m.r);
         this._recountRejected();
+        this._recount(true);
         break;
       case TabMessage.status:
         if (!this._status.leader && m.s && typeof m.s === 'object') {
           const { pending, held, ...rest } = m.s;
           const lastError = rest.lastError ? fromWire(rest.lastError) : null;
           this._setStatus({ ...rest, lastError }, true);
-          this.store
-            .outboxCounts()
-            .then((n) => this._setStatus(n, true))
-            .catch(() => {});
+          this._recount();
         }
         break;
     }
@@ -982,6 +1026,7 @@ export class Database {
     for (const f of this.cleanups) f();
     await this.syncer?.stop();
     clearTimeout(this._syncedTimer);
+    clearTimeout(this._doubt);
     if (this._syncedTimer !== null && this._status.lastSyncedAt !== null) {
       await this.store.setMeta('lastSyncedAt', this._status.lastSyncedAt).catch(() => {});
     }

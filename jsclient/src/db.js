@@ -1698,16 +1698,36 @@ export class Store {
    * @returns {Promise<{pending: number, held: number}>}
    */
   outboxCounts() {
-    return this.tx([OUTBOX], 'readonly', 'count outbox', async (tx) => {
-      const store = tx.objectStore(OUTBOX);
-      const idx = store.index('replica');
-      const [all, stamped, mine] = await Promise.all([
-        req(store.count()),
-        req(idx.count()),
-        this.replica === null ? Promise.resolve(0) : req(idx.count(this.replica)),
-      ]);
-      const held = stamped - mine;
-      return { pending: all - held, held };
+    return this.tx([OUTBOX], 'readonly', 'count outbox', (tx) => this.countIn(tx));
+  }
+
+  /**
+   * outboxCounts in transaction tx (spanning the outbox).
+   * @param {IDBTransaction} tx
+   * @returns {Promise<{pending: number, held: number}>}
+   */
+  async countIn(tx) {
+    const store = tx.objectStore(OUTBOX);
+    const idx = store.index('replica');
+    const [all, stamped, mine] = await Promise.all([
+      req(store.count()),
+      req(idx.count()),
+      this.replica === null ? Promise.resolve(0) : req(idx.count(this.replica)),
+    ]);
+    const held = stamped - mine;
+    return { pending: all - held, held };
+  }
+
+  /**
+   * outboxCounts, with the id of the newest rejected change (0: none),
+   * read together: a change the server refused leaves the outbox in the
+   * transaction that makes it the newest rejected change.
+   * @returns {Promise<{counts: {pending: number, held: number}, newest: number}>}
+   */
+  outboxView() {
+    return this.tx([OUTBOX, REJECTED], 'readonly', 'count outbox', async (tx) => {
+      const [counts, last] = await Promise.all([this.countIn(tx), req(tx.objectStore(REJECTED).openKeyCursor(null, 'prev'))]);
+      return { counts, newest: last ? Number(last.key) : 0 };
     });
   }
 

@@ -291,3 +291,52 @@ for (const code of ['unavailable', 'internal', 'rate_limited']) {
     assert.equal(a.status.rejected, 0);
   });
 }
+
+test("a follower whose tab messages come late still counts the refusal of its write in whenSynced", async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  server.refuse = (ch) => sets(ch, 'title', 'bad');
+  const idb = freshIDB();
+  /** @type {Map<string, Promise<unknown>>} */
+  const tails = new Map();
+  const locks = {
+    request(/** @type {string} */ name, /** @type {() => Promise<unknown>} */ cb) {
+      const p = (tails.get(name) ?? Promise.resolve()).then(() => cb());
+      tails.set(name, p.catch(() => {}));
+      return p;
+    },
+  };
+  // The follower's tab is busy: what other tabs post reaches it late (in
+  // order), while its IndexedDB reads see the database as it is.
+  let slow = false;
+  class SlowChannel {
+    /** @param {string} name */
+    constructor(name) {
+      this.bc = new BroadcastChannel(name);
+      /** @type {((ev: any) => void)|null} */
+      this.onmessage = null;
+      let tail = Promise.resolve();
+      this.bc.onmessage = (ev) => {
+        const late = slow;
+        tail = tail.then(() => new Promise((r) => setTimeout(r, late ? 200 : 0))).then(() => this.onmessage?.(ev));
+      };
+    }
+    /** @param {unknown} m */
+    postMessage(m) {
+      this.bc.postMessage(m);
+    }
+    close() {
+      this.bc.close();
+    }
+  }
+  const opts = { url: server.url, name: 'tabs', indexedDB: idb, locks, collections: ['todos'], WebSocket: null };
+  const leader = await openClient({ ...opts, BroadcastChannel: globalThis.BroadcastChannel });
+  const follower = await openClient({ ...opts, BroadcastChannel: SlowChannel });
+  t.after(() => Promise.all([leader.close(), follower.close()]));
+  await until(() => leader.status.leader && leader.status.online, 'the first tab leads');
+  await follower.collection('todos').put('x', { title: 'good' });
+  assert.deepEqual(await follower.whenSynced(), { refused: 0 });
+  slow = true;
+  await follower.collection('todos').update('x', { title: 'bad' });
+  assert.deepEqual(await follower.whenSynced(), { refused: 1 }, 'whenSynced in the writer tab does not hide the refusal');
+});
