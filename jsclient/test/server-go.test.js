@@ -5,6 +5,9 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { findGo, startGoServer } from './helpers/goserver.js';
 import { openClient, until } from './helpers/util.js';
 
@@ -101,6 +104,45 @@ test('real server: a write the token does not allow is refused and dropped', { s
   assert.deepEqual(await a.collection(allowed).get('y'), { id: 'y', v: 2 });
 });
 
+
+test('real server: a push the schema refuses in part rolls back only the refused changes, and every record is the server merge', { skip }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'convergo-rules-'));
+  const rules = join(dir, 'rules.json');
+  writeFileSync(rules, JSON.stringify({ 'strict.*': { schema: { fields: { title: { type: 'string', maxBytes: 8 }, done: { type: 'bool' } } } } }));
+  const s = await startGoServer(/** @type {string} */ (go), ['--secret', secret, '--rules', rules]);
+  t.after(() => s.stop());
+  const coll = 'strict.' + Math.random().toString(36).slice(2, 8);
+  const token = jwt({ sub: 'u5', read: [coll], write: [coll], exp: inAnHour() });
+  const a = await openClient({ url: s.url, name: 'schema-a', token, collections: [coll], WebSocket: null });
+  t.after(() => a.close());
+  /** @type {any[]} */
+  const refused = [];
+  a.on('refused', (r) => refused.push([r.id, r.code]));
+  const c = a.collection(coll);
+  await c.put('k', { title: 'short' });
+  assert.deepEqual(await a.whenSynced(), { refused: 0 });
+  await a.pause();
+  await c.update('k', { title: 'far too long' }); // refused
+  await c.update('k', { done: true }); // applied: judged without the refused one
+  await c.put('n', { title: 'far too long' }); // refused
+  await c.put('m', { title: 'fine', done: false });
+  a.resume();
+  assert.deepEqual(await a.whenSynced(), { refused: 2 });
+  assert.deepEqual(refused.sort(), [
+    ['k', 'schema'],
+    ['n', 'schema'],
+  ]);
+  const b = await openClient({ url: s.url, name: 'schema-b', token, collections: [coll], WebSocket: null });
+  t.after(() => b.close());
+  await b.whenSynced();
+  for (const id of ['k', 'm', 'n']) assert.deepEqual(await c.get(id), await b.collection(coll).get(id), `${id} is the server's`);
+  assert.deepEqual(await c.get('k'), { id: 'k', title: 'short', done: true });
+  assert.equal(await c.get('n'), null);
+  assert.deepEqual((await a.rejected()).map((r) => [r.recordId, r.code]), [
+    ['k', 'schema'],
+    ['n', 'schema'],
+  ]);
+});
 
 test('real server: a change that lost to a newer write is reported superseded and the record converges', { skip }, async (t) => {
   const url = /** @type {any} */ (server).url;
