@@ -440,5 +440,36 @@ func TestQuotas(t *testing.T) {
 	}
 }
 
+// A push is idempotent at a collection's quota too: a change the record
+// holds already (a retry of a push whose answer was lost, after that push
+// filled the quota) comes back duplicate, not refused; one that adds data,
+// even to that record, is refused.
+func TestQuotaRetryIsDuplicate(t *testing.T) {
+	ctx := context.Background()
+	e, err := Open(Config{Store: memory.New(), Replica: "srv", PollInterval: -1,
+		Quotas: []Quota{{Pattern: "q.*", MaxRecords: 1}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	ch := crdt.Change{Collection: "q.a", Record: crdt.SetField("r0", "f", value(t, "v"), crdt.Stamp{Wall: 1, Replica: "c1"})}
+	if res, err := e.Apply(ctx, []crdt.Change{ch}); err != nil || res[0].Status != StatusApplied {
+		t.Fatalf("the write that fills the quota: %+v %v", res, err)
+	}
+	res, err := e.Apply(ctx, []crdt.Change{
+		ch, // the same change again
+		{Collection: "q.a", Record: crdt.SetField("r0", "f", value(t, "w"), crdt.Stamp{Wall: 2, Replica: "c1"})},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res[0].Status != StatusDuplicate {
+		t.Errorf("the change again: %v (%v), want duplicate", res[0].Status, res[0].Err)
+	}
+	if res[1].Status != StatusRefused || !errors.Is(res[1].Err, ErrQuotaExceeded) {
+		t.Errorf("a newer value: %v (%v), want refused with ErrQuotaExceeded", res[1].Status, res[1].Err)
+	}
+}
+
 // noUsage hides a store's usage.
 type noUsage struct{ stores.Store }

@@ -11,7 +11,8 @@ import (
 
 // ErrQuotaExceeded refuses a change that would add data to a collection
 // at or over its quota (Config.Quotas). Deletes and unsets are still
-// accepted, so a tenant can always make room.
+// accepted, so a tenant can always make room, and so is a change that
+// alters nothing (a retry of one applied): pushes stay idempotent.
 var ErrQuotaExceeded = errors.New("engine: collection quota exceeded")
 
 // Quota bounds what the collections a pattern matches may hold, each on its
@@ -39,6 +40,9 @@ func (e *Engine) quotaOf(collection string) (Quota, bool) {
 // collection at or over its quota. Usage is read once per collection per
 // call, before the batch: concurrent writers can overshoot a quota by what
 // they apply at once (at most stores.MaxBatch changes each), never more.
+// A change that sets a value in a full collection is refused unless its
+// record holds it already (or newer writes beat it): a retry of a push
+// whose answer was lost comes back duplicate, as at any other time.
 func (e *Engine) checkQuotas(ctx context.Context, changes []crdt.Change, index []int, results []Result) ([]crdt.Change, []int, error) {
 	if len(e.quotas) == 0 {
 		return changes, index, nil
@@ -63,8 +67,14 @@ func (e *Engine) checkQuotas(ctx context.Context, changes []crdt.Change, index [
 			full[c.Collection] = err
 		}
 		if err != nil && addsData(c.Record) {
-			results[index[j]] = Result{Status: StatusRefused, Err: fmt.Errorf("change %s/%s: %w", c.Collection, c.Record.ID, err)}
-			continue
+			cur, rerr := e.current(ctx, "quota", c.Collection, c.Record.ID)
+			if rerr != nil {
+				return nil, nil, rerr
+			}
+			if _, changed := crdt.Merge(cur, c.Record); changed {
+				results[index[j]] = Result{Status: StatusRefused, Err: fmt.Errorf("change %s/%s: %w", c.Collection, c.Record.ID, err)}
+				continue
+			}
 		}
 		keep, keepIndex = append(keep, c), append(keepIndex, index[j])
 	}
