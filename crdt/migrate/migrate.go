@@ -149,6 +149,7 @@ func (d *Definition) UnmarshalJSON(data []byte) error {
 		return bad("%d steps, at most %d", len(raw.Steps), MaxSteps)
 	}
 	out := Definition{Version: *raw.Version, src: bytes.Clone(data)}
+	read := map[string]bool{} // the fields ops of the steps before read
 	for i, rs := range raw.Steps {
 		if rs.To != i+2 {
 			return bad("step %d goes to %d, want %d", i, rs.To, i+2)
@@ -165,6 +166,9 @@ func (d *Definition) UnmarshalJSON(data []byte) error {
 			st.Ops = append(st.Ops, op)
 		}
 		if err := checkStep(st); err != nil {
+			return bad("step to %d: %v", rs.To, err)
+		}
+		if err := checkRetired(st, read); err != nil {
 			return bad("step to %d: %v", rs.To, err)
 		}
 		out.Steps = append(out.Steps, st)
@@ -385,6 +389,40 @@ func checkStep(st Step) error {
 	for t := range targets {
 		if sources[t] {
 			return fmt.Errorf("field %q is both a source and a target", t)
+		}
+	}
+	return nil
+}
+
+// checkRetired refuses a step whose op writes a field an op of an earlier
+// step reads (read; a rename's, split's or merge's source, a dropped
+// field), and then adds the fields st reads to read. A stored record is
+// resolved from version 1 whatever version wrote it, so such a field,
+// written in a later version, would be taken for the earlier one: moved,
+// split, merged or dropped away from where its writer put it.
+func checkRetired(st Step, read map[string]bool) error {
+	for _, op := range st.Ops {
+		var targets []string
+		switch op.Kind {
+		case Rename, Split, Merge:
+			targets = op.To
+		case Default:
+			targets = []string{op.Field}
+		}
+		for _, t := range targets {
+			if read[t] {
+				return fmt.Errorf("field %q was retired by an earlier version: its name cannot be used again", t)
+			}
+		}
+	}
+	for _, op := range st.Ops {
+		switch op.Kind {
+		case Rename, Split, Merge:
+			for _, f := range op.From {
+				read[f] = true
+			}
+		case Drop:
+			read[op.Field] = true
 		}
 	}
 	return nil

@@ -110,6 +110,8 @@ var invalidDefinitions = []struct{ name, def string }{
 	{"empty sep", `{"version": 2, "steps": [{"to": 2, "ops": [{"op": "split", "from": "a", "to": ["b", "c"], "sep": ""}]}]}`},
 	{"empty field name", `{"version": 2, "steps": [{"to": 2, "ops": [{"op": "drop", "field": ""}]}]}`},
 	{"field name with a control character", `{"version": 2, "steps": [{"to": 2, "ops": [{"op": "rename", "from": "a\u0001", "to": "b"}]}]}`},
+	{"a retired name used again", `{"version": 3, "steps": [{"to": 2, "ops": [{"op": "rename", "from": "a", "to": "b"}]}, {"to": 3, "ops": [{"op": "rename", "from": "c", "to": "a"}]}]}`},
+	{"a dropped field given a default again", `{"version": 3, "steps": [{"to": 2, "ops": [{"op": "drop", "field": "a"}]}, {"to": 3, "ops": [{"op": "default", "field": "a", "value": 1}]}]}`},
 	{"rename to a list", `{"version": 2, "steps": [{"to": 2, "ops": [{"op": "rename", "from": "a", "to": ["b", "c"]}]}]}`},
 	{"too many steps", func() string {
 		var steps []string

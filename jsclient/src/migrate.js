@@ -129,6 +129,8 @@ export function parseDefinition(def) {
   if (steps.length > MAX_STEPS) throw invalid(`${steps.length} steps, more than ${MAX_STEPS}`);
   /** @type {Definition['steps']} */
   const out = [];
+  /** @type {Set<string>} the fields ops of earlier steps read: a record resolves from version 1, so a later op may not write them */
+  const retired = new Set();
   steps.forEach((s, i) => {
     const at = `steps[${i}]`;
     if (!isObject(s)) throw invalid(`${at} must be an object {to, ops}`);
@@ -143,6 +145,7 @@ export function parseDefinition(def) {
     const target = (/** @type {string} */ name, /** @type {string} */ where) => {
       if (targets.has(name)) throw invalid(`${where}: field ${JSON.stringify(name)} is a target twice in step ${i}`);
       if (sources.has(name)) throw invalid(`${where}: field ${JSON.stringify(name)} is both a source and a target in step ${i}`);
+      if (retired.has(name)) throw invalid(`${where}: field ${JSON.stringify(name)} was retired by an earlier version: its name cannot be used again`);
       targets.add(name);
     };
     const source = (/** @type {string} */ name, /** @type {string} */ where) => {
@@ -199,6 +202,7 @@ export function parseDefinition(def) {
         }
       }),
     });
+    for (const f of sources) retired.add(f);
   });
   const want = out.length + 1;
   if (def.version !== want) throw invalid(`version must be the last step's to (${want}), got ${JSON.stringify(def.version)}`);
