@@ -340,3 +340,88 @@ test("a follower whose tab messages come late still counts the refusal of its wr
   await follower.collection('todos').update('x', { title: 'bad' });
   assert.deepEqual(await follower.whenSynced(), { refused: 1 }, 'whenSynced in the writer tab does not hide the refusal');
 });
+
+test('a refusal moves records in and out of filtered, limited live queries', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  server.refuse = (ch) => sets(ch, 'state', 'done');
+  const a = await openClient({ url: server.url, name: 'a', collections: ['todos'] });
+  t.after(() => a.close());
+  const todos = a.collection('todos');
+  await todos.putMany([
+    { id: 't1', state: 'open' },
+    { id: 't2', state: 'open' },
+    { id: 't3', state: 'open' },
+  ]);
+  await a.whenSynced();
+  /** @type {string[][]} */
+  const open = [];
+  /** @type {string[][]} */
+  const done = [];
+  const s1 = todos.subscribe({ where: { state: 'open' }, limit: 2 }, (ds) => open.push(ds.map((d) => d.id)));
+  const s2 = todos.subscribe({ where: (d) => d.state === 'done' }, (ds) => done.push(ds.map((d) => d.id)));
+  await until(() => open.length > 0 && done.length > 0, 'first results');
+  await todos.update('t1', { state: 'done' });
+  await until(() => done.at(-1)?.includes('t1') && JSON.stringify(open.at(-1)) === '["t2","t3"]', 'the local write shown');
+  assert.deepEqual(await a.whenSynced(), { refused: 1 });
+  await until(() => JSON.stringify(open.at(-1)) === '["t1","t2"]' && done.at(-1)?.length === 0, 'the rollback shown');
+  s1();
+  s2();
+});
+
+test('a refused edit followed by a pending delete: the record stays deleted everywhere', async (t) => {
+  const server = await new FakeServer({ maxPush: 1 }).start();
+  t.after(() => server.stop());
+  server.refuse = (ch) => sets(ch, 'title', 'bad');
+  const a = await openClient({ url: server.url, name: 'a', collections: ['todos'] });
+  t.after(() => a.close());
+  const todos = a.collection('todos');
+  await todos.put('r', { title: 'v1' });
+  await a.whenSynced();
+  await a.pause();
+  await todos.update('r', { title: 'bad' });
+  await todos.delete('r');
+  a.resume();
+  assert.deepEqual(await a.whenSynced(), { refused: 1 });
+  assert.equal(await todos.get('r'), null);
+  assert.equal(await serverView(server, 'todos', 'r'), null);
+});
+
+test("the leader closes between a push of a follower's write and its answer: the next leader pushes it again and the writer hears the refusal", async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  server.refuse = (ch) => sets(ch, 'title', 'bad');
+  const idb = freshIDB();
+  /** @type {Map<string, Promise<unknown>>} */
+  const tails = new Map();
+  const locks = {
+    request(/** @type {string} */ name, /** @type {() => Promise<unknown>} */ cb) {
+      const p = (tails.get(name) ?? Promise.resolve()).then(() => cb());
+      tails.set(name, p.catch(() => {}));
+      return p;
+    },
+  };
+  const opts = { url: server.url, name: 'tabs', indexedDB: idb, locks, BroadcastChannel: globalThis.BroadcastChannel, collections: ['todos'], WebSocket: null };
+  const leader = await openClient(opts);
+  const writer = await openClient(opts);
+  t.after(() => writer.close());
+  await until(() => leader.status.leader && leader.status.online, 'the first tab leads');
+  /** @type {any[]} */
+  const told = [];
+  writer.on('refused', (r) => told.push(r.id));
+  await writer.collection('todos').put('ok', { title: 'good' });
+  assert.deepEqual(await writer.whenSynced(), { refused: 0 });
+  server.dropPushAnswers = Infinity;
+  await writer.collection('todos').put('no', { title: 'bad' });
+  await writer.collection('todos').update('ok', { title: 'better' });
+  await until(() => server.pushed.some((p) => p.id === 'no'), 'the push to reach the server');
+  await leader.close();
+  assert.deepEqual(told, []);
+  server.dropPushAnswers = 0;
+  await until(() => writer.status.leader, 'the writer leads');
+  assert.deepEqual(await writer.whenSynced(), { refused: 1 });
+  assert.deepEqual(told, ['no']);
+  assert.equal(await writer.collection('todos').get('no'), null);
+  assert.deepEqual(await writer.collection('todos').get('ok'), { id: 'ok', title: 'better' });
+  assert.deepEqual(await serverView(server, 'todos', 'ok'), { id: 'ok', title: 'better' });
+});
