@@ -201,6 +201,7 @@ export class Database {
   }
 
   async _init() {
+    let rejected = false;
     // Stamp with the ids of the subject the token names, when one is known
     // (docs/protocol.md, "Replica ids").
     if (this.tok === null && this.o.getToken && this.o.sync !== false) await this._firstToken();
@@ -214,7 +215,7 @@ export class Database {
       try {
         const { openSchemas } = await import('./schema.js');
         const ups = await openSchemas(this.store, this.o.migrations, { when: Date.now(), subject: this.tok ? subjectOfToken(this.tok) : null });
-        if (ups.some((u) => u.rejected.length > 0)) this._post({ t: TabMessage.rejected });
+        rejected = ups.some((u) => u.rejected.length > 0);
       } catch (e) {
         this.closed = true;
         this.store.close();
@@ -246,6 +247,8 @@ export class Database {
       this._post({ t: TabMessage.ask });
       this._postToken();
       for (const c of this.collections) this._post({ t: TabMessage.collection, c });
+      // The upgrade made rejected changes: the tabs open already count them.
+      if (rejected) this._post({ t: TabMessage.rejected });
     }
     if (this.o.sync === false) return;
     this._watchVisibility();

@@ -236,3 +236,22 @@ test('subs name the version, and a v1 client heals a wiped v2 server with record
     await server.stop();
   }
 });
+
+test('a tab whose upgrade makes a change untranslatable tells the tabs open already', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  server.setMigrations(C, V1);
+  const idb = freshIDB();
+  const BC = globalThis.BroadcastChannel;
+  const old = await openClient({ url: server.url, name: 'up', indexedDB: idb, BroadcastChannel: BC, migrations: { [C]: V1 } });
+  t.after(() => old.close());
+  await old.whenSynced();
+  await old.pause();
+  await old.collection(C).update('n3', { legacy: true });
+  assert.equal(old.status.rejected, 0);
+  // A tab of newer code opens beside it, offline: its upgrade rejects n3.
+  const fresh = await openClient({ url: server.url, name: 'up', indexedDB: idb, BroadcastChannel: BC, migrations: { [C]: V2 }, sync: false });
+  t.after(() => fresh.close());
+  assert.equal(fresh.status.rejected, 1);
+  await until(() => old.status.rejected === 1, 'the tab open already to count the rejected change', WAIT);
+});
