@@ -2,10 +2,12 @@ package dynamodb
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/stores"
 )
 
 // TestCaptureSkipsRefusedWrite is D1: a foreign program (the AWS SDK for
@@ -46,8 +48,9 @@ func TestCaptureSkipsRefusedWrite(t *testing.T) {
 	if n := st.CaptureStats().Refused; n != 1 {
 		t.Fatalf("%d refusals counted, want 1", n)
 	}
-	// The operator's list names the item and the reason.
-	if rej := st.RejectedCaptures(); len(rej) != 1 || rej[0].Key != "todos#1" || !strings.Contains(rej[0].Reason, "exceeds") || rej[0].StreamSeq == "" {
+	// The operator's list names the item and the reason: too large, and
+	// the limit it is over.
+	if rej := st.RejectedCaptures(); len(rej) != 1 || rej[0].Key != "todos#1" || !strings.Contains(rej[0].Reason, stores.ErrTooLarge.Error()) || !strings.Contains(rej[0].Reason, strconv.Itoa(crdt.MaxRecordBytes)) || rej[0].StreamSeq == "" {
 		t.Fatalf("rejected captures %+v, want todos#1 with the reason", rej)
 	}
 }
