@@ -1,15 +1,9 @@
 package redis
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -18,77 +12,21 @@ import (
 
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/stores"
-	"github.com/convergo/convergo/stores/storetest"
+	"github.com/convergo/convergo/stores/redis/redistest"
 )
 
-const envServerBin = "CONVERGO_REDIS_SERVER_BIN" // redis-server, to start private servers
-
-// server is a private redis-server the test may kill and restart.
-type server struct {
-	t    testing.TB
-	bin  string
-	dir  string
-	port int
-	cmd  *exec.Cmd
-	// fsync is the appendfsync policy: "always" unless set.
-	fsync string
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// startServer starts redis-server on a free port with an append-only file
+// startServer starts a private redis-server with an append-only file
 // fsynced before every reply (appendfsync always).
-func startServer(t testing.TB) *server {
+func startServer(t testing.TB) *redistest.Server {
 	t.Helper()
-	s := &server{t: t, bin: storetest.Endpoint(t, envServerBin), dir: t.TempDir(), port: freePort(t)}
-	s.start()
-	t.Cleanup(s.kill)
-	return s
+	return startServerFsync(t, "always")
 }
 
-func (s *server) addr() string { return "127.0.0.1:" + strconv.Itoa(s.port) }
-
-func (s *server) start() {
-	s.t.Helper()
-	s.cmd = exec.Command(s.bin,
-		"--port", strconv.Itoa(s.port), "--bind", "127.0.0.1", "--dir", s.dir,
-		"--save", "", "--appendonly", "yes", "--appendfsync", cmp.Or(s.fsync, "always"),
-		"--enable-debug-command", "local",
-		"--logfile", filepath.Join(s.dir, "redis.log"))
-	if err := s.cmd.Start(); err != nil {
-		s.t.Fatalf("start %s: %v", s.bin, err)
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", s.addr(), 200*time.Millisecond)
-		if err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(filepath.Join(s.dir, "redis.log"))
-			s.t.Fatalf("redis-server on %s did not start: %v\n%s", s.addr(), err, log)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// kill stops the server with SIGKILL, as a crash would.
-func (s *server) kill() {
-	if s.cmd == nil || s.cmd.Process == nil {
-		return
-	}
-	_ = s.cmd.Process.Kill()
-	_ = s.cmd.Wait()
-	s.cmd = nil
+// startServerFsync starts a private redis-server with an append-only file
+// and the appendfsync policy fsync.
+func startServerFsync(t testing.TB, fsync string) *redistest.Server {
+	t.Helper()
+	return redistest.Start(t, "--save", "", "--appendonly", "yes", "--appendfsync", fsync, "--enable-debug-command", "local")
 }
 
 // TestServerCrashAndRestart kills Redis with SIGKILL under a store and
@@ -102,7 +40,7 @@ func TestServerCrashAndRestart(t *testing.T) {
 	srv := startServer(t)
 	ctx := testContext(t)
 	s, err := Open(ctx, Options{
-		Addrs: []string{srv.addr()}, KeyPrefix: "crash:",
+		Addrs: []string{srv.Addr()}, KeyPrefix: "crash:",
 		DialTimeout: 500 * time.Millisecond, ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond,
 		MaxRetries: 1,
 	})
@@ -124,7 +62,7 @@ func TestServerCrashAndRestart(t *testing.T) {
 		}
 	}
 
-	srv.kill()
+	srv.Kill()
 	start := time.Now()
 	_, err = put(ctx, acked)
 	if !errors.Is(err, stores.ErrUnavailable) {
@@ -144,7 +82,7 @@ func TestServerCrashAndRestart(t *testing.T) {
 		t.Fatal("apply with Redis down and a 50ms deadline succeeded")
 	}
 
-	srv.start()
+	srv.Start()
 	var head uint64
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -181,7 +119,7 @@ func TestServerCrashAndRestart(t *testing.T) {
 func TestContextBoundsCalls(t *testing.T) {
 	srv := startServer(t)
 	ctx := testContext(t)
-	s, err := Open(ctx, Options{Addrs: []string{srv.addr()}, ReadTimeout: 10 * time.Second})
+	s, err := Open(ctx, Options{Addrs: []string{srv.Addr()}, ReadTimeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -237,7 +175,7 @@ func TestOpenChecksMode(t *testing.T) {
 func TestRestrictedUser(t *testing.T) {
 	srv := startServer(t)
 	ctx := testContext(t)
-	admin := goredis.NewClient(&goredis.Options{Addr: srv.addr()})
+	admin := goredis.NewClient(&goredis.Options{Addr: srv.Addr()})
 	defer admin.Close()
 	err := admin.Do(ctx, "ACL", "SETUSER", "app", "on", ">secret", "resetkeys", "~app:*", "resetchannels", "&app:*",
 		"-@all", "+eval", "+evalsha", "+get", "+set", "+hget", "+hset", "+hmget", "+zadd", "+zrange", "+type", "+hscan", "+publish",
@@ -245,7 +183,7 @@ func TestRestrictedUser(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := Open(ctx, Options{Addrs: []string{srv.addr()}, Username: "app", Password: "secret", KeyPrefix: "app:"})
+	s, err := Open(ctx, Options{Addrs: []string{srv.Addr()}, Username: "app", Password: "secret", KeyPrefix: "app:"})
 	if err != nil {
 		t.Fatalf("open as the restricted user: %v", err)
 	}

@@ -12,16 +12,16 @@ import (
 
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/engine"
-	"github.com/convergo/convergo/stores/storetest"
+	"github.com/convergo/convergo/stores/redis/redistest"
 )
 
 // The scenarios of a Redis that went back in time, seen through the
 // engine: a cursor read before gets engine.ErrReset, history lost.
 
-func openOn(t *testing.T, srv *server) (*Store, *engine.Engine) {
+func openOn(t *testing.T, srv *redistest.Server) (*Store, *engine.Engine) {
 	t.Helper()
 	s, err := Open(testContext(t), Options{
-		Addrs: []string{srv.addr()}, KeyPrefix: "rw:",
+		Addrs: []string{srv.Addr()}, KeyPrefix: "rw:",
 		DialTimeout: 500 * time.Millisecond, ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: 1,
 	})
 	if err != nil {
@@ -86,29 +86,27 @@ func awaitReset(t *testing.T, e *engine.Engine, c engine.Cursor) {
 // leaves): the changed run id starts a new epoch, so a cursor from before
 // is reset even once the head has passed it again.
 func TestRestartEverysecResets(t *testing.T) {
-	srv := &server{t: t, bin: storetest.Endpoint(t, envServerBin), dir: t.TempDir(), port: freePort(t), fsync: "everysec"}
-	srv.start()
-	t.Cleanup(srv.kill)
+	srv := startServerFsync(t, "everysec")
 	_, e := openOn(t, srv)
 	writeN(t, e, 0, 3)
 	time.Sleep(1500 * time.Millisecond) // everysec: on disk
-	srv.kill()
+	srv.Kill()
 	older := filepath.Join(t.TempDir(), "aof")
-	if out, err := exec.Command("cp", "-a", filepath.Join(srv.dir, "appendonlydir"), older).CombinedOutput(); err != nil {
+	if out, err := exec.Command("cp", "-a", filepath.Join(srv.Dir, "appendonlydir"), older).CombinedOutput(); err != nil {
 		t.Fatalf("copy the append-only file: %v %s", err, out)
 	}
-	srv.start()
+	srv.Start()
 	writeN(t, e, 3, 5) // the go-redis pool reconnects
 	c := cursorAfterAll(t, e)
 	time.Sleep(1500 * time.Millisecond)
-	srv.kill()
-	if err := os.RemoveAll(filepath.Join(srv.dir, "appendonlydir")); err != nil {
+	srv.Kill()
+	if err := os.RemoveAll(filepath.Join(srv.Dir, "appendonlydir")); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command("cp", "-a", older, filepath.Join(srv.dir, "appendonlydir")).CombinedOutput(); err != nil {
+	if out, err := exec.Command("cp", "-a", older, filepath.Join(srv.Dir, "appendonlydir")).CombinedOutput(); err != nil {
 		t.Fatalf("restore the older append-only file: %v %s", err, out)
 	}
-	srv.start()
+	srv.Start()
 	writeN(t, e, 100, 10) // head 13: past the cursor at 8
 	awaitReset(t, e, c)
 }
@@ -120,8 +118,8 @@ func TestRestartAlwaysKeepsCursors(t *testing.T) {
 	_, e := openOn(t, srv)
 	writeN(t, e, 0, 3)
 	c := cursorAfterAll(t, e)
-	srv.kill()
-	srv.start()
+	srv.Kill()
+	srv.Start()
 	writeN(t, e, 3, 2)
 	time.Sleep(time.Second) // the subscription comes back and checks the run
 	p, err := e.Pull(context.Background(), "c", c, engine.PageLimit{})
