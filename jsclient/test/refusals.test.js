@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FakeServer } from './helpers/server.js';
-import { freshIDB, openClient, until } from './helpers/util.js';
+import { fakeLocks, freshIDB, openClient, until } from './helpers/util.js';
 
 /**
  * Whether change ch sets field name to value.
@@ -180,15 +180,7 @@ test("a refusal of a follower tab's write is told in that tab, and its queries r
   t.after(() => server.stop());
   server.refuse = (ch) => sets(ch, 'title', 'bad');
   const idb = freshIDB();
-  /** @type {Map<string, Promise<unknown>>} */
-  const tails = new Map();
-  const locks = {
-    request(/** @type {string} */ name, /** @type {() => Promise<unknown>} */ cb) {
-      const p = (tails.get(name) ?? Promise.resolve()).then(() => cb());
-      tails.set(name, p.catch(() => {}));
-      return p;
-    },
-  };
+  const locks = fakeLocks();
   const opts = { url: server.url, name: 'tabs', indexedDB: idb, locks, BroadcastChannel: globalThis.BroadcastChannel, collections: ['todos'] };
   const leader = await openClient(opts);
   const follower = await openClient(opts);
@@ -297,15 +289,7 @@ test("a follower whose tab messages come late still counts the refusal of its wr
   t.after(() => server.stop());
   server.refuse = (ch) => sets(ch, 'title', 'bad');
   const idb = freshIDB();
-  /** @type {Map<string, Promise<unknown>>} */
-  const tails = new Map();
-  const locks = {
-    request(/** @type {string} */ name, /** @type {() => Promise<unknown>} */ cb) {
-      const p = (tails.get(name) ?? Promise.resolve()).then(() => cb());
-      tails.set(name, p.catch(() => {}));
-      return p;
-    },
-  };
+  const locks = fakeLocks();
   // The follower's tab is busy: what other tabs post reaches it late (in
   // order), while its IndexedDB reads see the database as it is.
   let slow = false;
@@ -392,15 +376,7 @@ test("the leader closes between a push of a follower's write and its answer: the
   t.after(() => server.stop());
   server.refuse = (ch) => sets(ch, 'title', 'bad');
   const idb = freshIDB();
-  /** @type {Map<string, Promise<unknown>>} */
-  const tails = new Map();
-  const locks = {
-    request(/** @type {string} */ name, /** @type {() => Promise<unknown>} */ cb) {
-      const p = (tails.get(name) ?? Promise.resolve()).then(() => cb());
-      tails.set(name, p.catch(() => {}));
-      return p;
-    },
-  };
+  const locks = fakeLocks();
   const opts = { url: server.url, name: 'tabs', indexedDB: idb, locks, BroadcastChannel: globalThis.BroadcastChannel, collections: ['todos'], WebSocket: null };
   const leader = await openClient(opts);
   const writer = await openClient(opts);

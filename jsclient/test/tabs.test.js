@@ -5,29 +5,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FakeServer } from './helpers/server.js';
-import { freshIDB, openClient, until } from './helpers/util.js';
+import { fakeLocks, freshIDB, openClient, until } from './helpers/util.js';
 import { subjectOfToken } from '../src/replica.js';
-
-/** An in-process stand-in for navigator.locks: exclusive, FIFO per name. */
-function fakeLocks() {
-  /** @type {Map<string, Promise<unknown>>} */
-  const tails = new Map();
-  return {
-    /**
-     * @param {string} name
-     * @param {() => Promise<unknown>} cb
-     */
-    request(name, cb) {
-      const prev = tails.get(name) ?? Promise.resolve();
-      const p = prev.then(() => cb());
-      tails.set(
-        name,
-        p.catch(() => {}),
-      );
-      return p;
-    },
-  };
-}
 
 test('one tab leads; followers write, read and see changes', async (t) => {
   const server = await new FakeServer().start();

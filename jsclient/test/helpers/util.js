@@ -51,4 +51,25 @@ export function openClient(opts) {
   });
 }
 
+/** An in-process stand-in for navigator.locks: exclusive, FIFO per name. */
+export function fakeLocks() {
+  /** @type {Map<string, Promise<unknown>>} */
+  const tails = new Map();
+  return {
+    /**
+     * @param {string} name
+     * @param {() => Promise<unknown>} cb
+     */
+    request(name, cb) {
+      const prev = tails.get(name) ?? Promise.resolve();
+      const p = prev.then(() => cb());
+      tails.set(
+        name,
+        p.catch(() => {}),
+      );
+      return p;
+    },
+  };
+}
+
 export { IDBKeyRange, WebSocket };
