@@ -2,7 +2,6 @@ package client_test
 
 import (
 	"context"
-	"fmt"
 	"testing"
 	"time"
 
@@ -29,22 +28,8 @@ func TestHealLiveRedisRestartedEmpty(t *testing.T) {
 		}
 		return st
 	})
-	alice := s.replica("alice", true, client.ReplicaConfig{}, nil)
-	reader := s.replica("reader", false, client.ReplicaConfig{}, nil)
-	bob := s.replica("bob", true, client.ReplicaConfig{}, nil)
-	for i := range 10 {
-		set(t, alice, fmt.Sprint("a", i), "n", i)
-		set(t, bob, fmt.Sprint("b", i), "n", i)
-	}
-	syncAll(t, alice, bob, reader, alice)
-	want := reader.Records("notes")
-	if len(want) != 20 {
-		t.Fatalf("the reader holds %d records, want 20", len(want))
-	}
-	runLive(t, alice)
-	runLive(t, reader)
+	alice, reader, want := s.liveWriterAndReader(t)
 	waitLong(t, "two live sessions", func() bool { return s.liveConns(t) == 2 })
-	// Bob goes away for good: the reader alone holds his records.
 	dials := s.lives.Load()
 	rs.Kill()
 	rs.Start()

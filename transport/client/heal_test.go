@@ -344,21 +344,7 @@ func TestHealLiveAcrossAnEmptyStore(t *testing.T) {
 	for _, onBolt := range []bool{false, true} {
 		t.Run(map[bool]string{false: "memory", true: "bolt"}[onBolt], func(t *testing.T) {
 			s := newLossServer(t, onBolt)
-			alice := s.replica("alice", true, client.ReplicaConfig{}, nil)
-			reader := s.replica("reader", false, client.ReplicaConfig{}, nil)
-			bob := s.replica("bob", true, client.ReplicaConfig{}, nil)
-			for i := range 10 {
-				set(t, alice, fmt.Sprint("a", i), "n", i)
-				set(t, bob, fmt.Sprint("b", i), "n", i)
-			}
-			syncAll(t, alice, bob, reader, alice)
-			want := reader.Records("notes")
-			if len(want) != 20 {
-				t.Fatalf("the reader holds %d records, want 20", len(want))
-			}
-			runLive(t, alice)
-			runLive(t, reader)
-			// Bob goes away for good: the reader alone holds his records.
+			alice, reader, want := s.liveWriterAndReader(t)
 			s.restart(func() {
 				if onBolt {
 					if err := os.Remove(s.path); err != nil {
@@ -381,6 +367,29 @@ func TestHealLiveAcrossAnEmptyStore(t *testing.T) {
 			}
 		})
 	}
+}
+
+// liveWriterAndReader sets up the live heal scenarios: alice and bob write
+// 10 records each, the reader reads all 20, then alice and the reader run
+// live sessions while bob goes away for good, so the reader alone holds
+// his records. It returns alice, the reader and the 20 records.
+func (s *lossServer) liveWriterAndReader(t *testing.T) (alice, reader *client.Replica, want map[string]crdt.Record) {
+	t.Helper()
+	alice = s.replica("alice", true, client.ReplicaConfig{}, nil)
+	reader = s.replica("reader", false, client.ReplicaConfig{}, nil)
+	bob := s.replica("bob", true, client.ReplicaConfig{}, nil)
+	for i := range 10 {
+		set(t, alice, fmt.Sprint("a", i), "n", i)
+		set(t, bob, fmt.Sprint("b", i), "n", i)
+	}
+	syncAll(t, alice, bob, reader, alice)
+	want = reader.Records("notes")
+	if len(want) != 20 {
+		t.Fatalf("the reader holds %d records, want 20", len(want))
+	}
+	runLive(t, alice)
+	runLive(t, reader)
+	return alice, reader, want
 }
 
 // union merges the local views of rs: what the server must end up with
