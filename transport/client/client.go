@@ -224,6 +224,12 @@ type Client struct {
 	// live is the live session pushes go over (livepush.go), nil while
 	// none is open.
 	live *liveLink
+
+	// hellos counts the hellos (HTTP and live) begun, each numbered before
+	// it reads its token; applied is the number of the last whose answer
+	// was taken (setInfo): an older one's answer, sent with a token since
+	// replaced perhaps, is not.
+	hellos, applied uint64
 }
 
 // New returns a client for cfg. It does no I/O; call Hello to correct the
@@ -373,9 +379,22 @@ func (c *Client) observeRecords(records []crdt.Record) {
 	}
 }
 
-// setInfo records a hello answer. sent and received bracket the request;
-// the server's time is taken to be read half way through.
-func (c *Client) setInfo(a proto.HelloResponse, sent, received time.Time) ServerInfo {
+// beginHello numbers a hello, before it reads its token (setInfo).
+func (c *Client) beginHello() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.hellos++
+	return c.hellos
+}
+
+// setInfo records the answer of hello n (beginHello) and returns what the
+// client now holds. sent and received bracket the request; the server's
+// time is taken to be read half way through. The answer of a hello begun
+// before the last one taken is dropped: it may have been sent with a token
+// the TokenFunc has replaced since by another subject's, and must not bind
+// the client back to the old subject (whose ids the new token does not
+// own) nor end a session of the new one.
+func (c *Client) setInfo(n uint64, a proto.HelloResponse, sent, received time.Time) ServerInfo {
 	rtt := received.Sub(sent)
 	serverAtReceive := time.UnixMilli(a.ServerTime).Add(rtt / 2)
 	info := ServerInfo{
@@ -399,6 +418,11 @@ func (c *Client) setInfo(a proto.HelloResponse, sent, received time.Time) Server
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if n < c.applied {
+		c.log.Debug("dropping the answer of a hello overtaken by a later one", "subject", a.Subject)
+		return c.info
+	}
+	c.applied = n
 	c.info, c.offset, c.hello = info, info.Offset, true
 	c.endStaleLocked(a.Subject)
 	if c.cfg.Replica == "" {
@@ -427,14 +451,17 @@ func (c *Client) bindLocked(subject string) {
 // Hello greets the server: it learns the server's limits and measures the
 // clock skew, which corrects the wall time of every later stamp. A hello
 // that names another subject than the open live session's ends that
-// session (see Live).
+// session (see Live). A hello answered after a later hello's answer (a
+// TokenFunc's new token, say) changes nothing and returns what the later
+// one said.
 func (c *Client) Hello(ctx context.Context) (ServerInfo, error) {
+	n := c.beginHello()
 	var a proto.HelloResponse
 	ans, err := c.call(ctx, proto.PathHello, proto.HelloRequest{Protocol: proto.Version, Replica: c.helloReplica()}, &a, nil)
 	if err != nil {
 		return ServerInfo{}, err
 	}
-	return c.setInfo(a, ans.sent, c.cfg.Now()), nil
+	return c.setInfo(n, a, ans.sent, c.cfg.Now()), nil
 }
 
 // Push sends changes and returns one result per change, in order. Changes

@@ -72,7 +72,10 @@
 // binds it to that subject's id and ends a live session opened under the
 // old subject, whose pages were read under the old subject's rights: Live
 // dials again with the new token and resumes from its cursors. A
-// refreshed token of the same subject keeps the session.
+// refreshed token of the same subject keeps the session. The answer of a
+// hello (or a live session's welcome) begun before the last one the client
+// took is dropped: sent perhaps with the old subject's token, it does not
+// bind the client back to the old subject, and such a session is ended.
 //
 // # Replica: the server's version and the local view
 //

@@ -154,6 +154,7 @@ func (c *Client) liveSession(ctx context.Context, cursors map[string][]byte, onC
 			err = errSubjectChanged
 		}
 	}()
+	n := c.beginHello()
 	tok, err := c.token(ctx)
 	if err != nil {
 		return false, err
@@ -191,10 +192,12 @@ func (c *Client) liveSession(ctx context.Context, cursors map[string][]byte, onC
 		switch m := m.(type) {
 		case nil: // a type this client does not know
 		case proto.Welcome:
-			info := c.setInfo(m.Hello, sent, c.cfg.Now())
+			c.setInfo(n, m.Hello, sent, c.cfg.Now())
 			link = newLiveLink(conn, proto.Session{Replica: replica, Base: m.Hello.ServerTime},
 				int64(min(m.Hello.MaxMessageBytes, 1<<62)), ctx.Done(), c.cfg.PushTimeout)
-			link.replica, link.subject, link.end = c.Replica(), info.Subject, cancel
+			// The session is its welcome's subject's: when a later hello
+			// named another (its welcome was dropped), setLink ends it.
+			link.replica, link.subject, link.end = c.Replica(), m.Hello.Subject, cancel
 			link.resubject = func() { cancelCause(errSubjectChanged) }
 		case proto.ErrorMessage:
 			return false, errorFromMessage(m)
