@@ -191,6 +191,8 @@ export class Syncer {
     this.store = o.store;
     /** @type {Hello|null} */
     this.hello = null;
+    /** How many times the token changed (retoken): a hello answer sent before the last is not taken (doHello). */
+    this.tokens = 0;
     this.stopped = false;
     this.attempt = 0;
     /** @type {LiveSession|null} the live session, while there is one */
@@ -322,6 +324,7 @@ export class Syncer {
    * @param {string} token
    */
   retoken(token) {
+    this.tokens++;
     const s = this.session;
     if (s?.token != null && subjectOfToken(s.token) !== subjectOfToken(token)) {
       this.retryWanted = true;
@@ -638,7 +641,7 @@ export class Syncer {
   /**
    * POSTs a CBOR body (see http.js).
    * @param {string} path
-   * @param {Uint8Array<ArrayBuffer>} body
+   * @param {import('./http.js').Body} body
    * @returns {Promise<Uint8Array>}
    */
   post(path, body) {
@@ -683,11 +686,21 @@ export class Syncer {
     return this.lastPrefix.prefix;
   }
 
+  /**
+   * Greets the server over HTTP: its limits, the clock offset, the replica
+   * prefix of the token's subject. An answer to a hello sent with a token
+   * replaced since is dropped and the hello made again.
+   * @returns {Promise<void>}
+   */
   async doHello() {
+    let tokens = -1;
     const t0 = Date.now();
-    const body = await this.post(PATHS.hello, encodeHello(/** @type {string} */ (this.store.replica)));
+    const body = await this.post(PATHS.hello, () => ((tokens = this.tokens), encodeHello(/** @type {string} */ (this.store.replica))));
     const t1 = Date.now();
     const hello = parseHello(body);
+    // Sent with a token replaced since (retoken), perhaps another
+    // subject's: its prefix must not win over the new token's. Again.
+    if (tokens !== this.tokens) return this.doHello();
     this.applyHello(hello, t0, t1);
     await this.writeAs(hello);
   }

@@ -7,8 +7,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FakeServer } from './helpers/server.js';
-import { openClient, until } from './helpers/util.js';
-import { subjectOfToken } from '../src/replica.js';
+import { WebSocket, openClient, until } from './helpers/util.js';
+import { replicaPrefix, subjectOfToken } from '../src/replica.js';
 
 const WAIT = 8000;
 
@@ -94,5 +94,103 @@ test('a write made right after setToken is the new subject’s: it goes out unde
     assert.equal(db.status.held, 0, 'not held for alice');
   } finally {
     await stop();
+  }
+});
+
+test('an HTTP hello answered under the old token after setToken does not set the old subject’s prefix back', async () => {
+  const server = await new FakeServer().start();
+  /** @type {() => void} */
+  let release = () => {};
+  const released = new Promise((r) => (release = () => r(undefined)));
+  /** @type {(v?: unknown) => void} */
+  let onHeld = () => {};
+  const held = new Promise((r) => (onHeld = r));
+  let holding = true;
+  /** A fetch that holds the answer of the first hello sent with alice's token until released. */
+  const fetchHeld = async (/** @type {any} */ input, /** @type {any} */ init) => {
+    const res = await fetch(input, init);
+    const token = String(init?.headers?.Authorization ?? '').replace(/^Bearer /, '');
+    if (holding && String(input).endsWith('/hello') && subjectOfToken(token) === 'alice') {
+      holding = false;
+      onHeld();
+      await released;
+    }
+    return res;
+  };
+  const db = await openClient({ url: server.url, token: tokenOf('alice'), WebSocket: null, pollInterval: 50, fetch: fetchHeld });
+  try {
+    const store = /** @type {any} */ (db).store;
+    await held; // alice's hello is answered, not yet read
+    db.setToken(tokenOf('bob'));
+    const bob = await replicaPrefix('bob');
+    await until(() => store.prefix === bob, 'bob’s prefix', WAIT);
+    release();
+    await db.whenSynced();
+    assert.equal(store.prefix, bob, 'the late answer of alice’s hello set her prefix back');
+    const todos = db.collection('todos');
+    await todos.put('n1', { owner: 'bob' });
+    await db.whenSynced();
+    assert.ok(server.coll('todos').byId.has('n1'), 'n1 is on the server');
+    assert.equal(db.status.held, 0);
+  } finally {
+    release();
+    await db.close();
+    await server.stop();
+  }
+});
+
+test('live: a welcome answered under the old token after setToken does not set the old subject’s prefix back', async () => {
+  const server = await new FakeServer().start();
+  /** @type {() => void} */
+  let release = () => {};
+  const released = new Promise((r) => (release = () => r(undefined)));
+  /** @type {(v?: unknown) => void} */
+  let onHeld = () => {};
+  const held = new Promise((r) => (onHeld = r));
+  let holding = true;
+  /** A WebSocket whose first socket's first message (alice's welcome) is handed over only once released. */
+  class HeldWebSocket extends WebSocket {
+    /** @param {any} fn */
+    set onmessage(fn) {
+      const hold = holding;
+      holding = false;
+      let first = hold;
+      super.onmessage = (/** @type {any} */ ev) => {
+        if (!first) return fn(ev);
+        first = false;
+        onHeld();
+        released.then(() => fn(ev));
+      };
+    }
+    get onmessage() {
+      return super.onmessage;
+    }
+  }
+  const db = await openClient({ url: server.url, token: tokenOf('alice'), WebSocket: HeldWebSocket });
+  try {
+    const store = /** @type {any} */ (db).store;
+    const hellos = () => server.received.filter((m) => m.get(0) === 'hello').map((m) => subjectOfToken(m.get(3)));
+    await held; // alice's welcome came, not yet read
+    db.setToken(tokenOf('bob'));
+    const bob = await replicaPrefix('bob');
+    await until(() => store.prefix === bob, 'bob’s prefix', WAIT);
+    /** The prefixes the store takes from now on. */
+    const taken = /** @type {string[]} */ ([]);
+    const use = store.usePrefix.bind(store);
+    store.usePrefix = (/** @type {string} */ p) => (taken.push(p), use(p));
+    release();
+    await until(() => hellos().length === 2 && /** @type {any} */ (db).syncer?.live, 'a live session as bob', WAIT);
+    assert.deepEqual(hellos(), ['alice', 'bob']);
+    assert.equal(store.prefix, bob);
+    assert.deepEqual(taken.filter((p) => p !== bob), [], 'the late welcome of alice’s session set her prefix back');
+    const todos = db.collection('todos');
+    await todos.put('n1', { owner: 'bob' });
+    await db.whenSynced();
+    assert.ok(server.coll('todos').byId.has('n1'), 'n1 is on the server');
+    assert.equal(store.prefix, bob);
+  } finally {
+    release();
+    await db.close();
+    await server.stop();
   }
 });
