@@ -23,7 +23,8 @@ import (
 // presented, its pending floor and when it was seen. The collection job
 // (Collect) derives from the live leases a read horizon R (per shard, the
 // lowest live position; the heads without a live lease) and a write
-// horizon W (now − MaxOffline, or an earlier live pending floor), publishes
+// horizon W (now − MaxOffline, or an earlier live pending floor, though
+// never before now − pendingFloorReach × MaxOffline), publishes
 // them in proto.HorizonCollection, waits Config.CollectGrace so that every
 // instance enforces them, and only then purges (stores.Purger). Before
 // that it removes the lease records that expired, and those of a subject
@@ -92,6 +93,19 @@ const DefaultCollectEvery = time.Hour
 // leaseRefreshDivisor: a lease is rewritten when its seen time is older
 // than MaxOffline/leaseRefreshDivisor, even if nothing else changed.
 const leaseRefreshDivisor = 20
+
+// pendingFloorReach bounds how far back a live lease's pending floor holds
+// the write horizon: to no earlier than now − pendingFloorReach ×
+// MaxOffline, whatever the floor announced. A replica away for up to
+// MaxOffline (longer, its lease expired) comes back with edits stamped
+// after it left, at or after now − MaxOffline; the second MaxOffline is
+// for it to push them. An older floor is an edit left pending longer than
+// that (or a reader holding collection back): once the horizon passes it,
+// the edit is refused collected like any other stamp before W, and its
+// client reports it (or re-stamps it, docs/protocol.md section 8), so one
+// reader delays the collection of everyone's tombstones by at most one
+// MaxOffline more, never for ever.
+const pendingFloorReach = 2
 
 // Horizon is a published tombstone horizon of one collection.
 type Horizon struct {
@@ -832,6 +846,7 @@ func (e *Engine) publishHorizon(ctx context.Context, collection string, leases [
 		return Horizon{}, err
 	}
 	h := Horizon{Epoch: m.Epoch, Read: heads, Wall: now - maxOff, At: now}
+	reach := now - pendingFloorReach*maxOff // no floor holds W further back
 	for _, l := range leases {
 		if l.seen < now-maxOff || l.epoch != m.Epoch || len(l.pos) != len(heads) {
 			continue // expired, or of another history: its reader is reset anyway
@@ -840,7 +855,7 @@ func (e *Engine) publishHorizon(ctx context.Context, collection string, leases [
 			h.Read[i] = min(h.Read[i], p)
 		}
 		if l.floor >= 0 {
-			h.Wall = min(h.Wall, l.floor)
+			h.Wall = min(h.Wall, max(l.floor, reach))
 		}
 	}
 	prev, ok, err := e.HorizonOf(ctx, collection, true)
