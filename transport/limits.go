@@ -40,6 +40,11 @@ type Limits struct {
 	// WebSockets of one client address (behind a trusted proxy, its
 	// X-Forwarded-For address) at the upgrade, answered 429 rate_limited.
 	MaxConnsPerAddr int
+	// MaxSessionsPerSubject bounds the live sessions of one subject at
+	// once, from any addresses: a hello beyond it is answered
+	// rate_limited and its session closed (1008). Anonymous sessions have
+	// no subject and count by address only (MaxConnsPerAddr).
+	MaxSessionsPerSubject int
 	// MaxConns bounds the TCP connections the server's listener
 	// (Server.Listener) holds at once; further ones are closed at once.
 	MaxConns int
@@ -112,6 +117,9 @@ func (l Limits) WithDefaults() Limits {
 	if l.MaxConnsPerAddr == 0 {
 		l.MaxConnsPerAddr = proto.DefaultMaxConnsPerAddr
 	}
+	if l.MaxSessionsPerSubject == 0 {
+		l.MaxSessionsPerSubject = proto.DefaultMaxSessionsPerSubject
+	}
 	if l.MaxSubscriptions == 0 {
 		l.MaxSubscriptions = proto.DefaultMaxSubscriptions
 	}
@@ -153,6 +161,8 @@ func (l Limits) Validate() error {
 		return fmt.Errorf("limits: Burst %d", l.Burst)
 	case l.MaxConnsPerAddr < 1:
 		return fmt.Errorf("limits: MaxConnsPerAddr %d", l.MaxConnsPerAddr)
+	case l.MaxSessionsPerSubject < 1:
+		return fmt.Errorf("limits: MaxSessionsPerSubject %d", l.MaxSessionsPerSubject)
 	case l.MaxSubscriptions < 1:
 		return fmt.Errorf("limits: MaxSubscriptions %d", l.MaxSubscriptions)
 	case l.SendQueue < 1:
@@ -301,8 +311,9 @@ func (b *budget) inUse() int64 {
 	return b.used
 }
 
-// connCounter counts connections per client address (the listener's TCP
-// connections per peer, the WebSockets per client), up to max each.
+// connCounter counts connections per key, up to max each: the listener's
+// TCP connections per peer, the WebSockets per client address, the live
+// sessions per subject.
 type connCounter struct {
 	max int
 	mu  sync.Mutex

@@ -83,6 +83,7 @@ func TestLimitsTable(t *testing.T) {
 		{"live message from a client", inUnit(t, proto.DefaultMaxMessageBytes, "MiB"), ""},
 		{"requests or live messages per second per client", thousands(proto.DefaultRate) + ", burst " + thousands(proto.DefaultBurst), ""},
 		{"connections per client address", thousands(proto.DefaultMaxConnsPerAddr) + ":", ""},
+		{"live sessions per subject", thousands(proto.DefaultMaxSessionsPerSubject) + ":", ""},
 		{"subscriptions per WebSocket connection", thousands(proto.DefaultMaxSubscriptions) + " (", ""},
 		{"live leases per subject", leases + ":", "keeps the subject's " + leases + " most recently seen and removes the others; between runs each server instance takes at most " + leases + " new ones"},
 		{"max drift of a stamp", fmt.Sprintf("%d minutes", crdt.DefaultMaxDrift/time.Minute), ""},

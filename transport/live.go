@@ -144,6 +144,9 @@ type liveConn struct {
 	wantP   bool
 
 	who atomic.Pointer[Principal] // set by the hello
+	// held is the subject whose count of sessions (Server.sessions) the
+	// session holds, "" if none; under mu. finish releases it.
+	held string
 
 	// subMu is held by a sub while it joins its group, and by finish
 	// while it takes the subscriptions to end: a sub handled as the
@@ -331,7 +334,12 @@ func (c *liveConn) finish(err error) {
 			subs = append(subs, m)
 			delete(c.subs, coll)
 		}
+		held := c.held
+		c.held = ""
 		c.mu.Unlock()
+		if held != "" {
+			c.s.sessions.release(held)
+		}
 		c.subMu.Unlock()
 		for _, m := range subs {
 			m.leave()
@@ -515,10 +523,37 @@ func (c *liveConn) hello(h proto.Hello) (Principal, error) {
 	if _, denied := c.s.deny.deniedAt(p, c.s.now().UnixMilli()); denied { // denied since authenticate
 		return Principal{}, errSessionRevoked()
 	}
+	if err := c.holdSubject(p.Subject); err != nil {
+		return Principal{}, err
+	}
 	welcome := c.s.helloAnswer(p)
 	c.sess = proto.Session{Replica: h.Replica, Base: welcome.ServerTime}
 	c.queue(proto.Welcome{Hello: welcome})
 	return p, nil
+}
+
+// holdSubject counts the session among its subject's (Server.sessions),
+// refusing it rate_limited beyond Limits.MaxSessionsPerSubject: one
+// subject cannot take every connection of the server by spreading its
+// sessions over addresses. An anonymous session (no subject) is counted
+// by its address only.
+func (c *liveConn) holdSubject(subject string) error {
+	if subject == "" {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.ctx.Err() != nil {
+		// finish has begun, and may have looked at held already: hold
+		// nothing it would not release.
+		return c.ctx.Err()
+	}
+	if !c.s.sessions.acquire(subject) {
+		return &proto.Error{Status: http.StatusTooManyRequests, Code: proto.CodeRateLimited,
+			Message: fmt.Sprintf("more than %d live sessions of this subject", c.s.limits.MaxSessionsPerSubject), RetryAfter: 5 * time.Second}
+	}
+	c.held = subject
+	return nil
 }
 
 // errSessionExpired is the error of a session whose token has expired.

@@ -20,6 +20,11 @@ const (
 	DefaultBurst            = 400
 	DefaultMaxConnsPerAddr  = 64
 	DefaultMaxSubscriptions = 1024
+	// DefaultMaxSessionsPerSubject bounds the live sessions of one
+	// subject (a token's, not the anonymous one) at once, whatever the
+	// addresses they come from: a session beyond it is refused at its
+	// hello with rate_limited.
+	DefaultMaxSessionsPerSubject = 64
 	// DefaultMaxLeasesPerSubject bounds the live leases one subject holds
 	// on one collection that collects tombstones (docs/protocol.md,
 	// "Tombstone collection"): a collection run keeps the subject's most
