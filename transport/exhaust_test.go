@@ -4,11 +4,14 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
 
+	"github.com/convergo/convergo/crdt/scope"
 	"github.com/convergo/convergo/transport/proto"
 )
 
@@ -72,5 +75,112 @@ func TestLiveSessionsPerSubject(t *testing.T) {
 	waitFor(t, "alice's first session ended", func() bool { return ts.liveCount() == limit+1 })
 	if _, m := ts.openFrom(t, "10.0.0.3", alice); m.MessageType() != proto.TypeWelcome {
 		t.Fatalf("alice after one of hers ended: %#v, want welcome", m)
+	}
+}
+
+// heapAfterGC returns the live heap after a full collection.
+func heapAfterGC() uint64 {
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}
+
+func (ts *testServer) groupCount() int {
+	ts.srv.hub.mu.Lock()
+	defer ts.srv.hub.mu.Unlock()
+	return len(ts.srv.hub.groups)
+}
+
+// bigScope is a scope near the size limit (scope.MaxBytes), distinct for
+// each i: its group key and predicate are as large as a client can make
+// them.
+func bigScope(t *testing.T, i int) []byte {
+	t.Helper()
+	vals := make([]string, 0, 200)
+	for j := range 200 {
+		vals = append(vals, fmt.Sprintf(`"v%015d"`, i*1000+j))
+	}
+	sc, err := scope.Parse(`f in [` + strings.Join(vals, ", ") + `]`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(sc.Encode()); n > scope.MaxBytes || n < scope.MaxBytes/8 {
+		t.Fatalf("scope of %d bytes", n)
+	}
+	return sc.Encode()
+}
+
+// What one session may make the server hold through its subscriptions is
+// bounded by Limits.MaxSubscriptions, however it subscribes: the
+// subscription beyond it is refused; subscribing again to one collection
+// replaces its subscription (one group); subscriptions ended by unsub or
+// by the session's end leave no broadcast group, no engine subscription
+// and no goroutine behind. The heap each costs is logged: with a scope at
+// the size limit, each in a group of its own, it is what
+// docs/operations.md ("Memory") gives for a subscription at most.
+func TestLiveSubscriptionsBounded(t *testing.T) {
+	const limit = 256
+	ts := newTestServer(t, func(c *Config) { c.Limits.MaxSubscriptions = limit; c.Limits.Rate = -1 })
+	tok := ts.token(t, "alice", []string{"*"}, nil)
+	goroutines := runtime.NumGoroutine()
+	c, _ := ts.open(t, tok)
+	waitFor(t, "groups idle", ts.groupsIdle)
+	before := heapAfterGC()
+	for i := range limit {
+		c.send(proto.Sub{Collection: fmt.Sprintf("c%d", i), Scope: bigScope(t, i)})
+		if m, ok := c.recv().(proto.Changes); !ok {
+			t.Fatalf("sub %d: %#v", i, m)
+		}
+	}
+	c.send(proto.Sub{Collection: "over", Scope: bigScope(t, limit)})
+	if e, ok := c.recv().(proto.ErrorMessage); !ok || e.Code != proto.CodeTooLarge {
+		t.Fatalf("sub %d: %#v, want too_large", limit+1, e)
+	}
+	waitFor(t, "groups idle", ts.groupsIdle)
+	if n := ts.groupCount(); n != limit {
+		t.Fatalf("%d groups for %d subscriptions of distinct scopes", n, limit)
+	}
+	per := (int64(heapAfterGC()) - int64(before)) / limit
+	t.Logf("one idle subscription with a scope near the limit, alone in its group: %d bytes of heap", per)
+	if per > 64<<10 {
+		t.Errorf("an idle subscription holds %d bytes of heap, over the 64 KiB docs/operations.md allows", per)
+	}
+
+	// Subscribing again to one collection, many times, replaces it.
+	for i := range 3 * limit {
+		c.send(proto.Sub{Collection: "c0", Scope: bigScope(t, i%7)})
+		if m, ok := c.recv().(proto.Changes); !ok {
+			t.Fatalf("re-sub %d: %#v", i, m)
+		}
+	}
+	// Churn: unsub and sub again, each time under another scope.
+	for i := range limit {
+		coll := fmt.Sprintf("c%d", i)
+		c.send(proto.Unsub{Collection: coll})
+		c.send(proto.Sub{Collection: coll, Scope: bigScope(t, limit+i)})
+		if m, ok := c.recv().(proto.Changes); !ok || m.Collection != coll {
+			t.Fatalf("churn %d: %#v", i, m)
+		}
+	}
+	waitFor(t, "groups idle", ts.groupsIdle)
+	if n := ts.groupCount(); n != limit {
+		t.Fatalf("%d groups after churn, want %d", n, limit)
+	}
+	for i := range limit {
+		c.send(proto.Unsub{Collection: fmt.Sprintf("c%d", i)})
+	}
+	c.send(proto.Ping{Nonce: 1}) // after every unsub
+	for m := c.recv(); m.MessageType() != proto.TypePong; m = c.recv() {
+	}
+	waitFor(t, "no group left after every unsub", func() bool { return ts.groupCount() == 0 })
+	_ = c.ws.Close(websocket.StatusNormalClosure, "")
+	waitFor(t, "the session ended", func() bool { return ts.liveCount() == 0 })
+	// The pools' idle readers and writers end after writerLinger.
+	for end := time.Now().Add(4 * writerLinger); runtime.NumGoroutine() > goroutines+2; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatalf("%d goroutines after the session ended, %d before it began", runtime.NumGoroutine(), goroutines)
+		}
 	}
 }

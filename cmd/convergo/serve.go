@@ -77,6 +77,7 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.IntVar(&c.limits.Burst, "burst", proto.DefaultBurst, "requests a client may make at once above the rate")
 	fs.DurationVar(&c.limits.RequestTimeout, "request-timeout", transport.DefaultRequestTimeout, "time to receive an HTTP request's body, and again to send its answer")
 	fs.IntVar(&c.limits.MaxConnsPerAddr, "max-conns", proto.DefaultMaxConnsPerAddr, "most connections per client address (TCP per peer, trusted proxies exempt; WebSockets per client)")
+	fs.IntVar(&c.limits.MaxSubscriptions, "max-subscriptions", proto.DefaultMaxSubscriptions, "most subscriptions of one WebSocket (too_large for the sub beyond)")
 	fs.IntVar(&c.limits.MaxSessionsPerSubject, "max-sessions", proto.DefaultMaxSessionsPerSubject, "most live sessions (WebSockets) of one subject at once, from any addresses (rate_limited at the hello beyond)")
 	fs.IntVar(&c.limits.MaxConns, "max-conns-total", transport.DefaultMaxConns, "most TCP connections held at once, all listeners together")
 	fs.Int64Var(&c.limits.MaxQueueBytes, "max-queue-bytes", transport.DefaultMaxQueueBytes, "most `bytes` waiting to be written to one WebSocket (one page always fits an empty queue)")
