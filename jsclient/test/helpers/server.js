@@ -49,6 +49,7 @@ import { parseDefinition, translate } from '../../src/migrate.js';
  * @typedef {object} FakeServerOptions
  * @property {(token: string) => string|null} [auth] returns an error code to refuse the token, or null
  * @property {number} [maxPush]
+ * @property {number} [maxBody] the request body limit its hello announces and HTTP pushes are held to (too_large)
  * @property {number} [maxPull]
  * @property {number} [maxMessageBytes] the live message limit its hello announces
  * @property {number} [timeOffset] added to the server clock (ms)
@@ -253,6 +254,8 @@ export class FakeServer {
     this.livePushes = [];
     /** @type {(changes: number) => string|null} a code it returns refuses a live push of that many changes whole (pushed {2: code}), nothing applied */
     this.refuseLivePush = () => null;
+    /** @type {(changes: import('../../src/record.js').Change[]) => string|null} a code it returns refuses a push (HTTP or live) of these changes whole, nothing applied */
+    this.refusePush = () => null;
   }
 
   /**
@@ -504,7 +507,7 @@ export class FakeServer {
       [3, 'fake-server'],
       [4, this.opts.maxPush ?? DEFAULTS.maxPushChanges],
       [5, this.opts.maxPull ?? DEFAULTS.maxPullRecords],
-      [6, DEFAULTS.maxBodyBytes],
+      [6, this.opts.maxBody ?? DEFAULTS.maxBodyBytes],
       [7, this.opts.maxDrift ?? DEFAULTS.maxDriftMs],
       [8, ''],
       [9, DEFAULTS.maxPageBytes],
@@ -723,6 +726,7 @@ export class FakeServer {
           decode(body, { canonical: false });
           return ok(encode(this.helloAnswer(prefix)));
         case PATHS.push: {
+          if (body.length > (this.opts.maxBody ?? DEFAULTS.maxBodyBytes)) return fail('too_large');
           // {1: replica, 2: [change...], 7: table?, 8: base?}, or with
           // 9: the device part under the token subject's prefix in place
           // of 1: compact stamps (docs/protocol.md) are read against the
@@ -823,6 +827,8 @@ export class FakeServer {
     if (refused) return refused;
     const changes = [];
     for (let i = 0; i < n; i++) changes.push(readChange(ar, cx));
+    const whole = this.refusePush(changes);
+    if (whole) return whole;
     /** @type {Map<string, number>} */
     let versions = new Map();
     const vr = item(3);
@@ -851,6 +857,7 @@ export class FakeServer {
     // Each push has a request id of its own (key 4), as an HTTP request has.
     const requestId = `fake-${++this.nextRequestId}`;
     const refuse = (/** @type {string} */ code) => ws.send(encode(this.env([[0, 'pushed'], [2, code], [3, 'test server says ' + code], [4, requestId]])));
+    if (body.length > (this.opts.maxBody ?? DEFAULTS.maxBodyBytes)) return refuse('too_large');
     let out;
     try {
       const item = items(body);
