@@ -739,8 +739,12 @@ export class Syncer {
   /**
    * Pushes the whole outbox in batches of at most the server's max-push
    * changes and max-body bytes (as its hello announced). This is the one
-   * place that splits a batch: a too_large answer halves it, and a single
-   * change the server will never take is settled as refused.
+   * place that splits a batch: a push the server refuses whole as
+   * too_large or malformed is the fault of its changes, so it is halved
+   * down to the change at fault, which is settled as refused with that
+   * code (docs/protocol.md, "Push"); the rest of the outbox goes on.
+   * Other whole refusals (forbidden, unauthenticated...) are not the
+   * changes' fault: they stay, and the error goes to the loop.
    */
   async pushAll() {
     this.pushWanted = false;
@@ -767,6 +771,9 @@ export class Syncer {
   /** The body of pushAll. */
   async pushOutbox() {
     let [limit, maxBody] = pushBudget(this.hello);
+    // too_large lowers the batch size for the rest of the push; malformed
+    // lowers it only until the change at fault is found.
+    let fits = limit;
     /** @type {Set<string>} collections pulled first by this push */
     const pulled = new Set();
     /** @type {{upTo: number|null}} changes written again after a collected refusal come after upTo: never again */
@@ -797,6 +804,8 @@ export class Syncer {
       let results;
       /** @type {string|null} */
       let requestId = null;
+      /** @type {ConvergoError|null} a live push refused whole */
+      let refusal = null;
       try {
         /** @type {Map<string, number>} the schema version of each collection of the batch */
         const versions = new Map();
@@ -831,6 +840,7 @@ export class Syncer {
             // encoding): the same batch once over HTTP, which answers it
             // change by change or refuses it as any HTTP push.
             const unreadable = e.code === 'malformed' || e.code === 'invalid';
+            refusal = e;
             if (!unreadable && retryOf(e.code) !== 'backoff') throw e;
             // The server cannot take it now (unavailable: it holds too
             // many pushes): the same batch again after one backoff delay,
@@ -847,17 +857,21 @@ export class Syncer {
           results = parsePushAnswer(answer.body);
         }
       } catch (e) {
-        if (/** @type {any} */ (e).code === 'too_large') {
-          if (batch.length > 1) {
-            limit = Math.max(1, Math.floor(batch.length / 2));
-            continue;
-          }
-          // One change the server will never take: drop it, don't stall.
-          results = [{ status: STATUSES.refused, code: 'too_large', message: /** @type {any} */ (e).message }];
-          requestId = /** @type {any} */ (e).requestId ?? null;
-        } else {
-          throw e;
+        const err = /** @type {ConvergoError} */ (e);
+        // Refused whole by the server (an HTTP error answer, or a live
+        // pushed with a code), not an answer this client could not read.
+        const whole = err.status !== undefined || err === refusal;
+        if (!whole || (err.code !== 'too_large' && err.code !== 'malformed')) throw e;
+        if (batch.length > 1) {
+          limit = Math.max(1, Math.floor(batch.length / 2));
+          if (err.code === 'too_large') fits = limit;
+          continue;
         }
+        // One change the server will never take (too large alone, or
+        // unreadable to it): refused, loudly, so the rest does not stall.
+        results = [{ status: STATUSES.refused, code: err.code, message: err.message }];
+        requestId = err.requestId ?? null;
+        limit = fits;
       }
       if (results.length !== batch.length) {
         throw new ConvergoError('malformed', `push answer has ${results.length} results for ${batch.length} changes`);
