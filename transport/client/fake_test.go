@@ -43,6 +43,10 @@ type fakeServer struct {
 	// holdLive, when set, applies the live pushes and does not answer
 	// them (an answer lost with its session).
 	holdLive atomic.Bool
+	// refuseWhole, when set and returning a code for a push's changes,
+	// refuses that push (HTTP or live) whole with the code, nothing
+	// applied.
+	refuseWhole atomic.Pointer[func([]crdt.Change) string]
 	// maxMessage, when not 0, is the hello's max live message bytes.
 	maxMessage atomic.Int64
 	// maxPush is sent in hello answers.
@@ -152,6 +156,10 @@ func (f *fakeServer) serveHTTP(h func(ctx context.Context, body []byte) (any, er
 			return
 		}
 		answer, err := h(r.Context(), body)
+		if e := (*Error)(nil); errors.As(err, &e) {
+			writeError(w, proto.StatusOf(e.Code), e.Code, e.Message)
+			return
+		}
 		if err != nil {
 			writeError(w, 400, proto.CodeMalformed, err.Error())
 			return
@@ -204,7 +212,18 @@ func (f *fakeServer) push(ctx context.Context, body []byte) (any, error) {
 	if err := proto.Decode(body, &req); err != nil {
 		return nil, err
 	}
+	if code := f.refusedWhole(req.Changes); code != "" {
+		return nil, &Error{Code: code, Message: "refused whole by the test"}
+	}
 	return f.apply(ctx, req)
+}
+
+// refusedWhole is the code refuseWhole gives changes, "" for none.
+func (f *fakeServer) refusedWhole(changes []crdt.Change) string {
+	if fn := f.refuseWhole.Load(); fn != nil {
+		return (*fn)(changes)
+	}
+	return ""
 }
 
 // apply serves a push, over HTTP or a live session.
@@ -592,6 +611,10 @@ func (f *fakeServer) live(w http.ResponseWriter, r *http.Request) {
 				send(proto.ErrorMessage{Code: proto.CodeRevoked, Message: "access to this server was revoked"})
 				conn.Close(websocket.StatusPolicyViolation, "revoked")
 				return
+			}
+			if code := f.refusedWhole(m.Changes); code != "" {
+				send(proto.Pushed{Code: code, Message: "refused whole by the test", RequestID: id})
+				continue
 			}
 			a, err := f.apply(ctx, proto.PushRequest{Replica: m.Session.Replica, Changes: m.Changes, Versions: m.Versions, Refused: m.Refused})
 			if err != nil {
