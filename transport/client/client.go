@@ -471,12 +471,16 @@ func (c *Client) Hello(ctx context.Context) (ServerInfo, error) {
 // duplicate).
 //
 // The server judges each change on its own and refuses a bad one alone
-// (StatusRefused), so Push never splits on a change's content. Fitting the
-// batches to the server's size limits is Push's job: it sizes them from the
-// hello's limits (the protocol's defaults before a hello), and when the
-// server still refuses a batch whole as too_large, it splits it in halves
-// until the change that does not fit stands alone and is reported refused,
-// so one oversized change cannot stall the rest.
+// (StatusRefused). Fitting the batches to the server's size limits is
+// Push's job: it sizes them from the hello's limits (the protocol's
+// defaults before a hello), and when the server still refuses a batch
+// whole as too_large, it splits it in halves until the change that does
+// not fit stands alone and is reported refused with that code, so one
+// oversized change cannot stall the rest. A batch refused whole as
+// malformed (a change the server cannot read at all) is split the same
+// way, down to the change at fault. Any other refusal of a whole batch
+// (forbidden, unauthenticated...) is not its changes' fault: Push returns
+// it.
 //
 // While Live holds a session open (its welcome received), each batch goes
 // over it as a push message, one at a time (docs/protocol.md, "Pushing
@@ -561,13 +565,22 @@ func batchLen(changes []crdt.Change, maxN, maxBytes int) int {
 	return min(len(changes), max(maxN, 1))
 }
 
+// pushBatch pushes changes as one batch. A batch the server refuses whole
+// as too_large or malformed is the fault of its changes (too many, too
+// big, or one it cannot read): it is halved down to the change at fault,
+// which alone is refused with that code, so the others go on
+// (docs/protocol.md, "Push"). Other refusals of the whole batch
+// (forbidden, unauthenticated...) are not the changes' fault: they are
+// returned, and the changes stay the caller's.
 func (c *Client) pushBatch(ctx context.Context, changes []crdt.Change) ([]Result, error) {
 	results, requestID, err := c.sendPush(ctx, changes)
 	var e *Error
-	if errors.As(err, &e) && e.Code == proto.CodeTooLarge {
+	if errors.As(err, &e) && (e.Code == proto.CodeTooLarge || e.Code == proto.CodeMalformed) {
 		if len(changes) == 1 {
+			c.log.Warn("a change refused alone as a whole push; rejecting it", "collection", changes[0].Collection, "record", changes[0].Record.ID, "err", err)
 			return []Result{{Status: StatusRefused, Err: e}}, nil
 		}
+		c.log.Debug("push refused whole; splitting it", "changes", len(changes), "err", err)
 		half := len(changes) / 2
 		first, err := c.pushBatch(ctx, changes[:half])
 		if err != nil {

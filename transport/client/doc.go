@@ -29,8 +29,12 @@
 // The server judges each pushed change alone and refuses a bad one without
 // the rest. Fitting pushes to the server's size limits is the client's job:
 // Push batches within the hello's limits and splits a batch the server
-// still refuses whole as too_large until the change that does not fit
-// stands alone, so one bad change cannot stall an outbox.
+// still refuses whole as too_large or malformed until the change at fault
+// (one that does not fit, or that the server cannot read) stands alone and
+// is refused with that code, so one bad change cannot stall an outbox. A
+// batch refused whole for any other reason (forbidden, unauthenticated)
+// is not its changes' fault: they stay in the outbox, and Flush returns
+// the error every time until the server takes them.
 //
 // # Cursors
 //
