@@ -2,9 +2,11 @@
 // over HTTP and over a live session: too_large and malformed are the
 // changes' fault, so the batch is split down to the change at fault,
 // which alone is refused (rolled back, kept among the rejected changes,
-// a 'refused' event) while the rest of the outbox flows; forbidden and
-// unauthenticated are not the changes' fault, so they stay in the outbox
-// and the client keeps saying so (status and 'error' events).
+// a 'refused' event) while the rest of the outbox flows, unless the server
+// refuses a push of no changes too (the fault is then not a change's);
+// forbidden and unauthenticated are not the changes' fault, so they stay
+// in the outbox and the client keeps saying so (status and 'error'
+// events).
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -81,6 +83,22 @@ for (const live of [false, true]) {
     const good = ['a', 'b', 'c', 'd', 'e', 'f', 'g'];
     await writeBatch(ctx.a, ['a', 'b', 'c', 'bad', 'd', 'e', 'f', 'g']);
     await onlyBadRefused(ctx, 'malformed', good);
+  });
+
+  test(`a server that refuses every push as malformed (${how}), an empty one too: the fault is not a change's, nothing is rejected, the changes stay and the client keeps saying so`, async (t) => {
+    const ctx = await setup(t, live);
+    ctx.server.refusePush = () => 'malformed';
+    await writeBatch(ctx.a, ['a', 'b', 'c']);
+    await until(() => ctx.errors.filter((e) => e.code === 'malformed').length >= 2, 'malformed reported again and again', WAIT);
+    assert.equal(ctx.a.status.lastError?.code, 'malformed');
+    assert.equal(ctx.a.status.pending, 3, 'kept in the outbox');
+    assert.equal(ctx.a.status.rejected, 0);
+    assert.deepEqual(ctx.refused, []);
+    assert.deepEqual((await ctx.a.collection('todos').list()).map((d) => d.id), ['a', 'b', 'c'], 'kept locally');
+    ctx.server.refusePush = () => null;
+    await until(() => ctx.a.status.pending === 0, 'the outbox drained once the server reads it', WAIT);
+    assert.equal(ctx.server.coll('todos').byId.size, 3);
+    assert.deepEqual(ctx.refused, []);
   });
 
   test(`a single change over the server's max body is refused too_large alone (${how}); the rest flows`, async (t) => {
