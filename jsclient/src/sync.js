@@ -774,6 +774,8 @@ export class Syncer {
     // too_large lowers the batch size for the rest of the push; malformed
     // lowers it only until the change at fault is found.
     let fits = limit;
+    /** whether the server read a push of no changes during this push (readsPushes) */
+    let readable = false;
     /** @type {Set<string>} collections pulled first by this push */
     const pulled = new Set();
     /** @type {{upTo: number|null}} changes written again after a collected refusal come after upTo: never again */
@@ -868,7 +870,11 @@ export class Syncer {
           continue;
         }
         // One change the server will never take (too large alone, or
-        // unreadable to it): refused, loudly, so the rest does not stall.
+        // unreadable to it): refused, loudly, so the rest does not stall;
+        // unless the server reads no push of this client at all (a push
+        // of no changes is refused malformed too): then the fault is not
+        // the change's, and it stays.
+        if (err.code === 'malformed' && !readable && !(readable = await this.readsPushes())) throw e;
         results = [{ status: STATUSES.refused, code: err.code, message: err.message }];
         requestId = err.requestId ?? null;
         limit = fits;
@@ -932,6 +938,24 @@ export class Syncer {
       }
       for (const [c, ids] of rolledBack) this.o.onChanges(c, ids);
       this.o.onStatus(await this.store.outboxCounts());
+    }
+  }
+
+  /**
+   * Whether the server reads a push of this client at all: a push of no
+   * changes, over HTTP. A change refused whole as malformed alone is its
+   * own fault only when it does (docs/protocol.md, section 5).
+   * @returns {Promise<boolean>}
+   */
+  async readsPushes() {
+    const replica = /** @type {string} */ (this.store.replica);
+    try {
+      await this.postAnswer(PATHS.push, async (token) => encodePush(replica, [], undefined, await this.pushPrefix(token)));
+      return true;
+    } catch (e) {
+      const err = /** @type {ConvergoError} */ (e);
+      if (err.code === 'malformed' && err.status !== undefined) return false;
+      throw e;
     }
   }
 
