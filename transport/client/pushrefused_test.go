@@ -123,3 +123,37 @@ func TestFlushKeepsChangesRefusedWholeForAccess(t *testing.T) {
 		}
 	}
 }
+
+// A server that refuses every push as malformed, one of no changes too:
+// the fault is not a change's, so none is rejected; Flush fails with the
+// code and the changes stay until the server reads them.
+func TestFlushKeepsChangesWhenEveryPushIsMalformed(t *testing.T) {
+	for _, live := range []bool{false, true} {
+		t.Run(fmt.Sprint("live=", live), func(t *testing.T) {
+			f := newFakeServer(t)
+			ctx := t.Context()
+			r := newReplica(t, f, "a", nil, "c")
+			if live {
+				runLive(t, r)
+				liveOpen(t, r)
+			}
+			refuseWholeWith(f, proto.CodeMalformed, true)
+			for _, id := range []string{"a", "b", "c"} {
+				if err := r.Set("c", id, "f", 1); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var e *Error
+			if err := r.Flush(ctx); !errors.As(err, &e) || e.Code != proto.CodeMalformed {
+				t.Fatalf("flush: got %v, want malformed", err)
+			}
+			if p, rej := r.Pending(), r.Rejected(); len(p) != 3 || len(rej) != 0 {
+				t.Fatalf("outbox %d changes, rejected %+v; want 3 kept, none rejected", len(p), rej)
+			}
+			f.refuseWhole.Store(nil)
+			if err := r.Flush(ctx); err != nil || len(r.Pending()) != 0 {
+				t.Fatalf("flush once the server reads them: %v, outbox %+v", err, r.Pending())
+			}
+		})
+	}
+}
