@@ -478,7 +478,9 @@ func (c *Client) Hello(ctx context.Context) (ServerInfo, error) {
 // not fit stands alone and is reported refused with that code, so one
 // oversized change cannot stall the rest. A batch refused whole as
 // malformed (a change the server cannot read at all) is split the same
-// way, down to the change at fault. Any other refusal of a whole batch
+// way, down to the change at fault, refused only if the server reads a
+// push of no changes (else the fault is not the change's, and Push
+// returns the error). Any other refusal of a whole batch
 // (forbidden, unauthenticated...) is not its changes' fault: Push returns
 // it.
 //
@@ -577,6 +579,15 @@ func (c *Client) pushBatch(ctx context.Context, changes []crdt.Change) ([]Result
 	var e *Error
 	if errors.As(err, &e) && (e.Code == proto.CodeTooLarge || e.Code == proto.CodeMalformed) {
 		if len(changes) == 1 {
+			// Unless the server reads no push of this client at all: then
+			// the fault is not the change's, and it stays.
+			if e.Code == proto.CodeMalformed {
+				if readable, perr := c.readsPushes(ctx); perr != nil {
+					return nil, perr
+				} else if !readable {
+					return nil, err
+				}
+			}
 			c.log.Warn("a change refused alone as a whole push; rejecting it", "collection", changes[0].Collection, "record", changes[0].Record.ID, "err", err)
 			return []Result{{Status: StatusRefused, Err: e}}, nil
 		}
@@ -597,6 +608,24 @@ func (c *Client) pushBatch(ctx context.Context, changes []crdt.Change) ([]Result
 		out[i] = resultOf(r, requestID)
 	}
 	return out, nil
+}
+
+// readsPushes reports whether the server reads a push of this client at
+// all: a push of no changes, over HTTP. A change refused whole as
+// malformed alone is its own fault only when it does (docs/protocol.md,
+// section 5).
+func (c *Client) readsPushes(ctx context.Context) (bool, error) {
+	var a proto.PushResponse
+	_, err := c.call(ctx, proto.PathPush, proto.PushRequest{Replica: c.helloReplica(), Prefix: c.pushPrefix()}, &a,
+		func() error { return checkPush(0, &a) })
+	var e *Error
+	if errors.As(err, &e) && e.Code == proto.CodeMalformed {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("push of no changes: %w", err)
+	}
+	return true, nil
 }
 
 // resultOf turns a result of the wire into the client's.

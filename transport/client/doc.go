@@ -31,7 +31,9 @@
 // Push batches within the hello's limits and splits a batch the server
 // still refuses whole as too_large or malformed until the change at fault
 // (one that does not fit, or that the server cannot read) stands alone and
-// is refused with that code, so one bad change cannot stall an outbox. A
+// is refused with that code, so one bad change cannot stall an outbox
+// (malformed only if the server reads a push of no changes: else the
+// fault is not the change's, and it stays). A
 // batch refused whole for any other reason (forbidden, unauthenticated)
 // is not its changes' fault: they stay in the outbox, and Flush returns
 // the error every time until the server takes them.
