@@ -330,6 +330,18 @@ func TestMalformedBodies(t *testing.T) {
 	}
 }
 
+// A push of no changes is read and answered with no results: clients
+// send one to tell a change the server cannot read from a push it cannot
+// read at all (docs/protocol.md, section 5, "A push refused whole").
+func TestEmptyPush(t *testing.T) {
+	ts := newTestServer(t, nil)
+	tok := ts.token(t, "alice", []string{"*"}, []string{"*"})
+	a := ts.post(t, proto.PathPush, tok, []byte{0xa2, 0x01, 0x61, 'c', 0x02, 0x80})  // {1: "c", 2: []}
+	if a.status != http.StatusOK || !bytes.Equal(a.body, []byte{0xa1, 0x01, 0x80}) { // {1: []}
+		t.Fatalf("got %d %x, want 200 a10180", a.status, a.body)
+	}
+}
+
 // failingStore fails every call, as a store whose backend is down.
 type failingStore struct{ stores.Store }
 
