@@ -755,6 +755,17 @@ func (e *Engine) Collect(ctx context.Context) (_ []CollectReport, err error) {
 	}
 	var jobs []job
 	for _, c := range names {
+		// A collection never written has nothing to collect: no horizon
+		// is published for it, so that leases of names nobody wrote (a
+		// reader may name any collection its rights match) leave no
+		// horizon record behind, which no run would ever remove.
+		head, err := e.readHead(ctx, c)
+		if err != nil {
+			return nil, fmt.Errorf("collect %s: %w", c, err)
+		}
+		if head == 0 {
+			continue
+		}
 		h, err := e.publishHorizon(ctx, c, leases.leases(c))
 		if err != nil {
 			return nil, err

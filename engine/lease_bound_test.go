@@ -212,6 +212,7 @@ func TestCollectBoundConfigured(t *testing.T) {
 	clk := &fakeClock{ms: 1_700_000_000_000}
 	e := openInstance(t, st, clk, "srv", 2)
 	e2 := openInstance(t, st, clk, "srv2", 2)
+	writeNotes(t, e, "a") // a run publishes no horizon for a collection never written
 	for i, via := range []*Engine{e, e, e2, e2} {
 		clk.ms++
 		noteLease(t, via, proto.ReplicaFor("s", fmt.Sprintf("d%d", i)), Cursor{})
