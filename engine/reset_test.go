@@ -372,3 +372,30 @@ func TestNewEpochWakesSubscribers(t *testing.T) {
 		t.Fatalf("pull after the new epoch: %v, want a reset", err)
 	}
 }
+
+// The heads the engine remembers to see a rewind are bounded (maxHistory)
+// and forgotten all at once past the bound; head reads of collections
+// nobody wrote, which any reader can make by naming new collections its
+// rights match, must not push out the heads of written ones: a rewind of
+// another tenant's collection after them is still seen.
+func TestHeadWentBackAfterUnwrittenReads(t *testing.T) {
+	ctx := context.Background()
+	st := &rewindable{Store: memory.New()}
+	e := engineOn(t, st)
+	write(t, e, "todos", 0, 8)
+	c := pullTo(t, e, "todos", nil)
+	if h, err := e.Head(ctx, "todos"); err != nil || h != 8 {
+		t.Fatalf("Head = %d, %v; want 8", h, err)
+	}
+	for i := range maxHistory {
+		if _, err := e.Head(ctx, fmt.Sprintf("u%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st.rewind(3)
+	if h, err := e.Head(ctx, "todos"); err != nil || h != 3 {
+		t.Fatalf("Head after the rewind = %d, %v; want 3", h, err)
+	}
+	st.rewind(0)
+	wantReset(t, e, "todos", c, ResetHistoryLost)
+}
