@@ -274,7 +274,12 @@ func (e *Engine) observeHead(ctx context.Context, collection string, h, start ui
 	}
 	prev, ok := e.hist.heads[collection]
 	rewound = ok && h < prev.seq && prev.done <= start
-	if !ok || h >= prev.seq || rewound {
+	switch {
+	case !ok && h == 0:
+		// A collection never written (or not known written): a head of 0
+		// can show no rewind, and remembering it would let reads of names
+		// nobody wrote push the written collections' heads out.
+	case !ok || h >= prev.seq || rewound:
 		if !ok && len(e.hist.heads) >= maxHistory {
 			clear(e.hist.heads)
 		}
