@@ -399,3 +399,46 @@ func TestHeadWentBackAfterUnwrittenReads(t *testing.T) {
 	st.rewind(0)
 	wantReset(t, e, "todos", c, ResetHistoryLost)
 }
+
+// The histories pages were served in (servedHistories) are bounded too:
+// pulls of collections nobody wrote, which serve no history (the empty
+// cursor), must not push out those of written ones, so that a store that
+// starts a new history after them still wakes the written collections'
+// subscribers.
+func TestNewEpochWakesSubscribersAfterUnwrittenPulls(t *testing.T) {
+	ctx := context.Background()
+	st := memory.New()
+	defer st.Close()
+	e, err := Open(Config{Store: st, Replica: "srv", PollInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	ch := crdt.Change{Collection: "c", Record: crdt.SetField("r", "f", []byte{0x01}, crdt.Stamp{Wall: 1, Replica: "w"})}
+	if _, err := e.Apply(ctx, []crdt.Change{ch}); err != nil {
+		t.Fatal(err)
+	}
+	sub, err := e.Subscribe("c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	if _, err := e.Pull(ctx, "c", Cursor{}, PageLimit{}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range maxHistory {
+		if _, err := e.Pull(ctx, fmt.Sprintf("u%d", i), Cursor{}, PageLimit{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.publish("c", 1)
+	<-sub.C()
+	if err := st.BumpEpochs(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-sub.C():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the new epoch did not wake the subscriber")
+	}
+}
