@@ -174,7 +174,12 @@ func (e *Engine) pullScoped(ctx context.Context, collection string, cursor Curso
 			}
 		}
 	}
-	e.served.note(collection, served{tag, meta.Epoch})
+	if !out.Next.IsStart() {
+		// A page at the start of the log (an empty one) serves no history
+		// to reset, and remembering it would let pulls of names nobody
+		// wrote push the written collections' histories out.
+		e.served.note(collection, served{tag, meta.Epoch})
+	}
 	return out, nil
 }
 
