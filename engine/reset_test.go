@@ -336,14 +336,26 @@ func TestHeadReadsOverlapping(t *testing.T) {
 // from an older state and written past it again, or marked restored) wakes
 // every subscriber, so that it pulls and is reset.
 func TestNewEpochWakesSubscribers(t *testing.T) {
+	e, next := newEpochWakes(t, nil)
+	if _, err := e.Pull(context.Background(), "c", next, PageLimit{}); !errors.Is(err, ErrReset) {
+		t.Fatalf("pull after the new epoch: %v, want a reset", err)
+	}
+}
+
+// newEpochWakes runs the new-epoch scenario: collection "c" is written and
+// subscribed to, and read from the beginning; between runs then (nil: nothing);
+// the store starts a new history, which must wake the subscriber. It
+// returns the engine and the cursor the read ended at.
+func newEpochWakes(t *testing.T, between func(e *Engine)) (*Engine, Cursor) {
+	t.Helper()
 	ctx := context.Background()
 	st := memory.New()
-	defer st.Close()
+	t.Cleanup(func() { st.Close() })
 	e, err := Open(Config{Store: st, Replica: "srv", PollInterval: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer e.Close()
+	t.Cleanup(func() { e.Close() })
 	ch := crdt.Change{Collection: "c", Record: crdt.SetField("r", "f", []byte{0x01}, crdt.Stamp{Wall: 1, Replica: "w"})}
 	if _, err := e.Apply(ctx, []crdt.Change{ch}); err != nil {
 		t.Fatal(err)
@@ -352,10 +364,13 @@ func TestNewEpochWakesSubscribers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer sub.Close()
+	t.Cleanup(sub.Close)
 	page, err := e.Pull(ctx, "c", Cursor{}, PageLimit{})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if between != nil {
+		between(e)
 	}
 	// Heads are known to the subscriber before the epoch changes.
 	e.publish("c", 1)
@@ -368,9 +383,7 @@ func TestNewEpochWakesSubscribers(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the new epoch did not wake the subscriber")
 	}
-	if _, err := e.Pull(ctx, "c", page.Next, PageLimit{}); !errors.Is(err, ErrReset) {
-		t.Fatalf("pull after the new epoch: %v, want a reset", err)
-	}
+	return e, page.Next
 }
 
 // The heads the engine remembers to see a rewind are bounded (maxHistory)
@@ -406,39 +419,11 @@ func TestHeadWentBackAfterUnwrittenReads(t *testing.T) {
 // starts a new history after them still wakes the written collections'
 // subscribers.
 func TestNewEpochWakesSubscribersAfterUnwrittenPulls(t *testing.T) {
-	ctx := context.Background()
-	st := memory.New()
-	defer st.Close()
-	e, err := Open(Config{Store: st, Replica: "srv", PollInterval: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
-	ch := crdt.Change{Collection: "c", Record: crdt.SetField("r", "f", []byte{0x01}, crdt.Stamp{Wall: 1, Replica: "w"})}
-	if _, err := e.Apply(ctx, []crdt.Change{ch}); err != nil {
-		t.Fatal(err)
-	}
-	sub, err := e.Subscribe("c")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
-	if _, err := e.Pull(ctx, "c", Cursor{}, PageLimit{}); err != nil {
-		t.Fatal(err)
-	}
-	for i := range maxHistory {
-		if _, err := e.Pull(ctx, fmt.Sprintf("u%d", i), Cursor{}, PageLimit{}); err != nil {
-			t.Fatal(err)
+	newEpochWakes(t, func(e *Engine) {
+		for i := range maxHistory {
+			if _, err := e.Pull(context.Background(), fmt.Sprintf("u%d", i), Cursor{}, PageLimit{}); err != nil {
+				t.Fatal(err)
+			}
 		}
-	}
-	e.publish("c", 1)
-	<-sub.C()
-	if err := st.BumpEpochs(ctx); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-sub.C():
-	case <-time.After(5 * time.Second):
-		t.Fatal("the new epoch did not wake the subscriber")
-	}
+	})
 }
