@@ -97,14 +97,23 @@ test('a write made right after setToken is the new subject’s: it goes out unde
   }
 });
 
-test('an HTTP hello answered under the old token after setToken does not set the old subject’s prefix back', async () => {
-  const server = await new FakeServer().start();
+/**
+ * A gate for an answer held back: held resolves once onHeld is called (the
+ * answer is being held), released once release is.
+ */
+function gate() {
   /** @type {() => void} */
   let release = () => {};
   const released = new Promise((r) => (release = () => r(undefined)));
   /** @type {(v?: unknown) => void} */
   let onHeld = () => {};
   const held = new Promise((r) => (onHeld = r));
+  return { release, released, onHeld, held };
+}
+
+test('an HTTP hello answered under the old token after setToken does not set the old subject’s prefix back', async () => {
+  const server = await new FakeServer().start();
+  const { release, released, onHeld, held } = gate();
   let holding = true;
   /** A fetch that holds the answer of the first hello sent with alice's token until released. */
   const fetchHeld = async (/** @type {any} */ input, /** @type {any} */ init) => {
@@ -141,12 +150,7 @@ test('an HTTP hello answered under the old token after setToken does not set the
 
 test('live: a welcome answered under the old token after setToken does not set the old subject’s prefix back', async () => {
   const server = await new FakeServer().start();
-  /** @type {() => void} */
-  let release = () => {};
-  const released = new Promise((r) => (release = () => r(undefined)));
-  /** @type {(v?: unknown) => void} */
-  let onHeld = () => {};
-  const held = new Promise((r) => (onHeld = r));
+  const { release, released, onHeld, held } = gate();
   let holding = true;
   /** A WebSocket whose first socket's first message (alice's welcome) is handed over only once released. */
   class HeldWebSocket extends WebSocket {
