@@ -104,6 +104,9 @@ type hzReplica struct {
 	cursor  Cursor
 	online  bool
 	created int
+	// leasedAt and leasedFloor are the time and the pending floor of the
+	// lease r last noted (leasedAt 0: none yet).
+	leasedAt, leasedFloor int64
 }
 
 // hzStats counts what a run exercised.
@@ -113,6 +116,7 @@ type hzStats struct {
 	refusedCollected, restamped, restampDropped                int
 	rejectedAfterRestamp                                       int
 	backups, rewinds, givenBack, givenBackCollected            int
+	floorsClamped                                              int
 }
 
 func (s *hzStats) add(o hzStats) {
@@ -132,16 +136,17 @@ func (s *hzStats) add(o hzStats) {
 	s.rewinds += o.rewinds
 	s.givenBack += o.givenBack
 	s.givenBackCollected += o.givenBackCollected
+	s.floorsClamped += o.floorsClamped
 }
 
 func (s hzStats) String() string {
 	return fmt.Sprintf("collects %d, purged records %d, delete stamps %d, unset fields %d; lease_expired resets %d, "+
 		"reconciliations from the beginning %d, records dropped at reconciliation %d, changes rejected there %d; "+
 		"refused collected %d, re-stamped %d, dropped instead (hidden on the server) %d, rejected after a re-stamp %d; "+
-		"backups %d, rewinds %d, stamps given back and taken %d, given back and refused collected %d",
+		"backups %d, rewinds %d, stamps given back and taken %d, given back and refused collected %d; pending floors clamped %d",
 		s.collects, s.purgedRecords, s.purgedDeletes, s.purgedFields, s.resets, s.fromStart, s.droppedAtReconcile,
 		s.rejectedAtReconcile, s.refusedCollected, s.restamped, s.restampDropped, s.rejectedAfterRestamp,
-		s.backups, s.rewinds, s.givenBack, s.givenBackCollected)
+		s.backups, s.rewinds, s.givenBack, s.givenBackCollected, s.floorsClamped)
 }
 
 type hzSim struct {
@@ -318,6 +323,7 @@ func (s *hzSim) pullPage(r *hzReplica, cur Cursor) (Page, error) {
 	if err := s.e.NoteLease(s.ctx, hzColl, Lease{Replica: r.id, Cursor: cur, Pending: r.floor()}); err != nil {
 		s.t.Fatalf("%s: lease: %v", r.id, err)
 	}
+	r.leasedAt, r.leasedFloor = s.clk.ms, r.floor()
 	for _, en := range p.Entries {
 		rec := r.base[en.Record.ID]
 		rec.Merge(en.Record.Clone())
@@ -789,6 +795,15 @@ func (s *hzSim) collect() {
 		s.t.Fatalf("collect: %v", err)
 	}
 	s.stats.collects++
+	// A live lease whose pending floor is further back than the job lets
+	// a floor hold the write horizon: this run clamped it.
+	maxOff := hzMaxOffline.Milliseconds()
+	for _, r := range s.reps {
+		if r.leasedAt > 0 && r.leasedAt >= s.clk.ms-maxOff && r.leasedFloor >= 0 && r.leasedFloor < s.clk.ms-pendingFloorReach*maxOff {
+			s.stats.floorsClamped++
+			break
+		}
+	}
 	for _, rep := range reps {
 		s.stats.purgedRecords += rep.Records
 		s.stats.purgedDeletes += rep.Deletes
@@ -1011,6 +1026,7 @@ func TestHorizonPropertyCoverage(t *testing.T) {
 		"refusals collected":                 total.refusedCollected, "re-stamped changes": total.restamped,
 		"rewinds": total.rewinds, "stamps given back and taken back": total.givenBack,
 		"stamps given back and refused collected": total.givenBackCollected,
+		"pending floors clamped":                  total.floorsClamped,
 	} {
 		if n == 0 {
 			t.Errorf("no %s: the simulation misses a path of the property", name)
