@@ -184,3 +184,106 @@ func TestLiveSubscriptionsBounded(t *testing.T) {
 		}
 	}
 }
+
+// subOK subscribes c to coll and waits for its first page.
+func (c *liveClient) subOK(what, coll string) {
+	c.t.Helper()
+	c.send(proto.Sub{Collection: coll})
+	if m, ok := c.recv().(proto.Changes); !ok || m.Collection != coll {
+		c.t.Fatalf("%s: sub %s: %#v, want its changes", what, coll, m)
+	}
+}
+
+// subRefused subscribes c to coll and wants it refused too_large, as a
+// sub beyond Limits.MaxSubscriptions is.
+func (c *liveClient) subRefused(what, coll string) {
+	c.t.Helper()
+	c.send(proto.Sub{Collection: coll})
+	if e, ok := c.recv().(proto.ErrorMessage); !ok || e.Code != proto.CodeTooLarge || e.Collection != coll {
+		c.t.Fatalf("%s: sub %s: %#v, want error %s for it", what, coll, e, proto.CodeTooLarge)
+	}
+}
+
+// unsubDone unsubscribes c from coll and waits until the server has
+// handled it (a ping after it is answered).
+func (c *liveClient) unsubDone(coll string) {
+	c.t.Helper()
+	c.send(proto.Unsub{Collection: coll})
+	c.send(proto.Ping{Nonce: 7})
+	for m := c.recv(); m.MessageType() != proto.TypePong; m = c.recv() {
+	}
+}
+
+// One subject's subscriptions are bounded across its sessions
+// (Limits.MaxSubscriptionsPerSubject), or a subject could hold
+// MaxSessionsPerSubject times MaxSubscriptions of them, each up to about
+// 30 KiB of heap with a large scope. The sub beyond the bound is refused
+// too_large, as one beyond a session's bound is, and the session stays
+// open; a subscription ended by unsub or by its session's end makes room
+// again; subscribing again to a collection replaces its subscription and
+// takes no more room; another subject is not affected. Anonymous
+// sessions count by client address.
+func TestLiveSubscriptionsPerSubject(t *testing.T) {
+	const limit = 3
+	ts := newTestServer(t, func(c *Config) {
+		trustLoopback(c)
+		c.Demo = true
+		c.Limits.Rate = -1
+		c.Limits.MaxSubscriptionsPerSubject = limit
+	})
+	alice := ts.token(t, "alice", []string{"*"}, nil)
+	a, m := ts.openFrom(t, "10.0.0.1", alice)
+	if _, ok := m.(proto.Welcome); !ok {
+		t.Fatalf("alice's first session: %#v", m)
+	}
+	b, m := ts.openFrom(t, "10.0.0.2", alice)
+	if _, ok := m.(proto.Welcome); !ok {
+		t.Fatalf("alice's second session: %#v", m)
+	}
+	a.subOK("alice a", "c0")
+	a.subOK("alice a", "c1")
+	b.subOK("alice b", "c2")
+	b.subOK("alice b, again", "c2") // replaces its subscription
+	b.subRefused("alice b, beyond the bound", "c3")
+	a.subRefused("alice a, beyond the bound", "c3")
+	// The sessions stay open: a re-sub within the bound is served.
+	a.subOK("alice a, again", "c0")
+
+	// Another subject is not affected.
+	bob := ts.token(t, "bob", []string{"*"}, nil)
+	o, m := ts.openFrom(t, "10.0.0.1", bob)
+	if _, ok := m.(proto.Welcome); !ok {
+		t.Fatalf("bob: %#v", m)
+	}
+	for i := range limit {
+		o.subOK("bob", fmt.Sprintf("c%d", i))
+	}
+
+	// An unsub makes room, once.
+	a.unsubDone("c0")
+	b.subOK("alice b, after an unsub in a", "c3")
+	b.subRefused("alice b, at the bound again", "c4")
+
+	// So does the end of a session, for each of its subscriptions.
+	_ = a.ws.Close(websocket.StatusNormalClosure, "")
+	waitFor(t, "alice's session a ended", func() bool { return ts.liveCount() == 2 })
+	b.subOK("alice b, after session a ended", "c4")
+	b.subRefused("alice b, at the bound again", "c5")
+
+	// Anonymous sessions (no subject) count by their client address.
+	var anon []*liveClient
+	for i := range limit {
+		c, m := ts.openFrom(t, "10.0.0.9", "")
+		if _, ok := m.(proto.Welcome); !ok {
+			t.Fatalf("anonymous session %d: %#v", i, m)
+		}
+		c.subOK("anonymous from 10.0.0.9", DemoCollection)
+		anon = append(anon, c)
+	}
+	c, _ := ts.openFrom(t, "10.0.0.9", "")
+	c.subRefused("anonymous from 10.0.0.9, beyond the bound", DemoCollection)
+	d, _ := ts.openFrom(t, "10.0.0.10", "")
+	d.subOK("anonymous from 10.0.0.10", DemoCollection)
+	anon[0].unsubDone(DemoCollection)
+	c.subOK("anonymous from 10.0.0.9, after an unsub", DemoCollection)
+}

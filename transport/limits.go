@@ -51,6 +51,11 @@ type Limits struct {
 	// MaxSubscriptions bounds the subscriptions of one WebSocket
 	// connection.
 	MaxSubscriptions int
+	// MaxSubscriptionsPerSubject bounds the subscriptions of one subject
+	// across all its sessions: a sub beyond it is refused too_large, as
+	// one beyond MaxSubscriptions is, and its session stays open.
+	// Anonymous sessions have no subject and count by client address.
+	MaxSubscriptionsPerSubject int
 	// SendQueue is the number of messages waiting to be written to one
 	// WebSocket connection.
 	SendQueue int
@@ -123,6 +128,9 @@ func (l Limits) WithDefaults() Limits {
 	if l.MaxSubscriptions == 0 {
 		l.MaxSubscriptions = proto.DefaultMaxSubscriptions
 	}
+	if l.MaxSubscriptionsPerSubject == 0 {
+		l.MaxSubscriptionsPerSubject = proto.DefaultMaxSubscriptionsPerSubject
+	}
 	if l.SendQueue == 0 {
 		l.SendQueue = DefaultSendQueue
 	}
@@ -165,6 +173,8 @@ func (l Limits) Validate() error {
 		return fmt.Errorf("limits: MaxSessionsPerSubject %d", l.MaxSessionsPerSubject)
 	case l.MaxSubscriptions < 1:
 		return fmt.Errorf("limits: MaxSubscriptions %d", l.MaxSubscriptions)
+	case l.MaxSubscriptionsPerSubject < 1:
+		return fmt.Errorf("limits: MaxSubscriptionsPerSubject %d", l.MaxSubscriptionsPerSubject)
 	case l.SendQueue < 1:
 		return fmt.Errorf("limits: SendQueue %d", l.SendQueue)
 	case l.MaxQueueBytes < 1:

@@ -25,6 +25,16 @@ const (
 	// addresses they come from: a session beyond it is refused at its
 	// hello with rate_limited.
 	DefaultMaxSessionsPerSubject = 64
+	// DefaultMaxSubscriptionsPerSubject bounds the subscriptions of one
+	// subject across all its sessions (anonymous ones count by client
+	// address): a sub beyond it is refused too_large. Without it a
+	// subject could hold DefaultMaxSessionsPerSubject times
+	// DefaultMaxSubscriptions subscriptions, at about 30 KiB of server
+	// heap each under a large scope (docs/operations.md, "Memory"): near
+	// 2 GiB for one tenant. 4,096 is four sessions' full share, or 64
+	// sessions (devices, tabs) of 64 collections each: far more than a
+	// person's apps use, and about 120 MiB at most for one subject.
+	DefaultMaxSubscriptionsPerSubject = 4096
 	// DefaultMaxLeasesPerSubject bounds the live leases one subject holds
 	// on one collection that collects tombstones (docs/protocol.md,
 	// "Tombstone collection"): a collection run keeps the subject's most
