@@ -123,6 +123,7 @@ type member struct {
 	scope   *scope.Pred  // effective read scope
 	version int          // the schema version it reads in
 	lease   engine.Lease // the replica and pending floor of the sub; the cursor is cursor's
+	held    string       // its key in Server.subscriptions, released when it leaves c.subs
 	// stopped is set by unsub, resync and reset: the connection's writer
 	// drops the pages of a stopped member still in the queue, so none
 	// follows its unsub, resync or reset.

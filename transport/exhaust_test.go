@@ -286,4 +286,13 @@ func TestLiveSubscriptionsPerSubject(t *testing.T) {
 	d.subOK("anonymous from 10.0.0.10", DemoCollection)
 	anon[0].unsubDone(DemoCollection)
 	c.subOK("anonymous from 10.0.0.9, after an unsub", DemoCollection)
+
+	// Every session's end releases every subscription it held.
+	for _, c := range append(anon, b, o, c, d) {
+		_ = c.ws.Close(websocket.StatusNormalClosure, "")
+	}
+	waitFor(t, "every session ended", func() bool { return ts.liveCount() == 0 })
+	if n := ts.heldSubscriptions(); n != 0 {
+		t.Fatalf("%d subscriptions still counted after every session ended, want 0", n)
+	}
 }

@@ -323,7 +323,8 @@ func (b *budget) inUse() int64 {
 
 // connCounter counts connections per key, up to max each: the listener's
 // TCP connections per peer, the WebSockets per client address, the live
-// sessions per subject.
+// sessions per subject, the live subscriptions per subject (per address
+// for anonymous sessions).
 type connCounter struct {
 	max int
 	mu  sync.Mutex

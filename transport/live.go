@@ -333,6 +333,7 @@ func (c *liveConn) finish(err error) {
 		for coll, m := range c.subs {
 			subs = append(subs, m)
 			delete(c.subs, coll)
+			c.s.subscriptions.release(m.held)
 		}
 		held := c.held
 		c.held = ""
@@ -927,6 +928,7 @@ func (c *liveConn) owe(m *member, reset *proto.ResetInfo) {
 	c.mu.Lock()
 	if c.subs[m.coll] == m {
 		delete(c.subs, m.coll)
+		c.s.subscriptions.release(m.held)
 		c.resyncs[m.coll] = reset
 	}
 	c.mu.Unlock()
@@ -1276,10 +1278,24 @@ func (c *liveConn) subscribe(p Principal, m proto.Sub) {
 		c.queue(proto.ErrorMessage{Code: proto.CodeTooLarge, Message: fmt.Sprintf("more than %d subscriptions", c.s.limits.MaxSubscriptions), Collection: m.Collection, RequestID: c.id})
 		return
 	}
+	// Counted among its subject's (an anonymous session's: its address's)
+	// while in c.subs: every removal from c.subs releases it, and finish
+	// (which takes subMu) removes them all, so the count stays exact
+	// however a sub and the session's end race.
+	held, whose := "sub:"+p.Subject, "subject"
+	if p.Subject == "" {
+		held, whose = "addr:"+c.addr, "address"
+	}
+	if !c.s.subscriptions.acquire(held) {
+		c.mu.Unlock()
+		c.queue(proto.ErrorMessage{Code: proto.CodeTooLarge, Message: fmt.Sprintf("more than %d subscriptions of this %s", c.s.limits.MaxSubscriptionsPerSubject, whose), Collection: m.Collection, RequestID: c.id})
+		return
+	}
 	delete(c.resyncs, m.Collection)
 	// In c.subs before it joins: its group may end it at once (a reset).
 	sub := newMember(c, m.Collection, cursor, sc, version)
 	sub.lease = leaseOf(m.Replica, m.Pending, cursor)
+	sub.held = held
 	c.subs[m.Collection] = sub
 	c.mu.Unlock()
 	c.s.noteLease(c.ctx, m.Collection, sub.lease)
@@ -1302,7 +1318,10 @@ func (c *liveConn) refuseSub(coll string, err error) {
 func (c *liveConn) unsubscribe(coll string) {
 	c.mu.Lock()
 	sub := c.subs[coll]
-	delete(c.subs, coll)
+	if sub != nil {
+		delete(c.subs, coll)
+		c.s.subscriptions.release(sub.held)
+	}
 	c.mu.Unlock()
 	if sub != nil {
 		sub.leave()

@@ -36,6 +36,9 @@ func TestLiveSubAsSessionEnds(t *testing.T) {
 		waitFor(t, "the session ended", func() bool { return ts.liveCount() == 0 })
 		_ = c.ws.CloseNow()
 	}
+	if n := ts.heldSubscriptions(); n != 0 {
+		t.Errorf("%d subscriptions still counted for the subject after every session ended, want 0", n)
+	}
 	ts.srv.hub.mu.Lock()
 	defer ts.srv.hub.mu.Unlock()
 	if n := len(ts.srv.hub.groups); n != 0 {
@@ -66,4 +69,17 @@ func (ts *testServer) liveCount() int {
 	ts.srv.mu.Lock()
 	defer ts.srv.mu.Unlock()
 	return len(ts.srv.live)
+}
+
+// heldSubscriptions returns the subscriptions counted against their
+// subjects (Limits.MaxSubscriptionsPerSubject), all subjects together.
+func (ts *testServer) heldSubscriptions() int {
+	c := ts.srv.subscriptions
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, k := range c.n {
+		n += k
+	}
+	return n
 }

@@ -133,6 +133,7 @@ type Server struct {
 	rate           *rateLimiter
 	conns          *connCounter // WebSockets per client address
 	sessions       *connCounter // live sessions per subject
+	subscriptions  *connCounter // live subscriptions per subject (anonymous: per address)
 	bodies         *budget      // request bodies in flight
 	tcp            *connLimit   // connections of Listener
 	proxies        []netip.Prefix
@@ -207,25 +208,26 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("transport: %w", err)
 	}
 	s = &Server{
-		eng:      cfg.Engine,
-		auth:     cfg.Authorizer,
-		limits:   limits,
-		origins:  cfg.AllowedOrigins,
-		public:   public,
-		demo:     cfg.Demo,
-		log:      cfg.Logger.With("component", "transport"),
-		now:      cfg.Now,
-		metrics:  m,
-		mux:      http.NewServeMux(),
-		ids:      newRequestIDs(),
-		sealer:   seal,
-		rate:     newRateLimiter(limits.Rate, limits.Burst),
-		conns:    &connCounter{max: limits.MaxConnsPerAddr, n: map[string]int{}},
-		sessions: &connCounter{max: limits.MaxSessionsPerSubject, n: map[string]int{}},
-		bodies:   newBudget(limits.MaxBodyBytesInFlight),
-		tcp:      newConnLimit(limits),
-		live:     map[*liveConn]struct{}{},
-		proxies:  cfg.TrustedProxies,
+		eng:           cfg.Engine,
+		auth:          cfg.Authorizer,
+		limits:        limits,
+		origins:       cfg.AllowedOrigins,
+		public:        public,
+		demo:          cfg.Demo,
+		log:           cfg.Logger.With("component", "transport"),
+		now:           cfg.Now,
+		metrics:       m,
+		mux:           http.NewServeMux(),
+		ids:           newRequestIDs(),
+		sealer:        seal,
+		rate:          newRateLimiter(limits.Rate, limits.Burst),
+		conns:         &connCounter{max: limits.MaxConnsPerAddr, n: map[string]int{}},
+		sessions:      &connCounter{max: limits.MaxSessionsPerSubject, n: map[string]int{}},
+		subscriptions: &connCounter{max: limits.MaxSubscriptionsPerSubject, n: map[string]int{}},
+		bodies:        newBudget(limits.MaxBodyBytesInFlight),
+		tcp:           newConnLimit(limits),
+		live:          map[*liveConn]struct{}{},
+		proxies:       cfg.TrustedProxies,
 	}
 	s.hub = newHub(s, cfg.afterRounds)
 	s.deny = newDenyList()
