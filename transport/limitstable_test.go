@@ -85,6 +85,7 @@ func TestLimitsTable(t *testing.T) {
 		{"connections per client address", thousands(proto.DefaultMaxConnsPerAddr) + ":", ""},
 		{"live sessions per subject", thousands(proto.DefaultMaxSessionsPerSubject) + ":", ""},
 		{"subscriptions per WebSocket connection", thousands(proto.DefaultMaxSubscriptions) + " (", ""},
+		{"subscriptions per subject", thousands(proto.DefaultMaxSubscriptionsPerSubject) + " (", ""},
 		{"live leases per subject", leases + ":", "keeps the subject's " + leases + " most recently seen and removes the others; between runs each server instance takes at most " + leases + " new ones"},
 		{"max drift of a stamp", fmt.Sprintf("%d minutes", crdt.DefaultMaxDrift/time.Minute), ""},
 	}

@@ -165,13 +165,15 @@ func startServer(store stores.Store, replica string) (*benchServer, error) {
 		Engine: e,
 		Demo:   true,
 		// Only the per-address and per-subject limits are raised: every
-		// load generator here is one address (and may be one subject).
+		// load generator here is one address (and may be one subject, or
+		// anonymous: its subscriptions count by that one address).
 		// The rest keep their defaults, so the figures (memory per
 		// connection above all) are the product's.
 		Limits: transport.Limits{
-			Rate:                  -1,
-			MaxConnsPerAddr:       1 << 20,
-			MaxSessionsPerSubject: 1 << 20,
+			Rate:                       -1,
+			MaxConnsPerAddr:            1 << 20,
+			MaxSessionsPerSubject:      1 << 20,
+			MaxSubscriptionsPerSubject: 1 << 30,
 		},
 		Logger: slog.New(slog.DiscardHandler),
 	})
@@ -360,7 +362,7 @@ func startReal(bin, url string) (*child, error) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	cmd := pinned(bin, "serve", "-addr", addr, "-store", url, "-rate", "-1", "-max-conns", "1000000", "-max-sessions", "1000000", "-max-conns-total", "1000000",
+	cmd := pinned(bin, "serve", "-addr", addr, "-store", url, "-rate", "-1", "-max-conns", "1000000", "-max-sessions", "1000000", "-max-subscriptions-per-subject", "1000000000", "-max-conns-total", "1000000",
 		"-demo", "-log-level", "error")
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()

@@ -79,6 +79,7 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.IntVar(&c.limits.MaxConnsPerAddr, "max-conns", proto.DefaultMaxConnsPerAddr, "most connections per client address (TCP per peer, trusted proxies exempt; WebSockets per client)")
 	fs.IntVar(&c.limits.MaxSubscriptions, "max-subscriptions", proto.DefaultMaxSubscriptions, "most subscriptions of one WebSocket (too_large for the sub beyond)")
 	fs.IntVar(&c.limits.MaxSessionsPerSubject, "max-sessions", proto.DefaultMaxSessionsPerSubject, "most live sessions (WebSockets) of one subject at once, from any addresses (rate_limited at the hello beyond)")
+	fs.IntVar(&c.limits.MaxSubscriptionsPerSubject, "max-subscriptions-per-subject", proto.DefaultMaxSubscriptionsPerSubject, "most subscriptions of one subject across all its WebSockets (anonymous ones: per client address; too_large for the sub beyond)")
 	fs.IntVar(&c.limits.MaxConns, "max-conns-total", transport.DefaultMaxConns, "most TCP connections held at once, all listeners together")
 	fs.Int64Var(&c.limits.MaxQueueBytes, "max-queue-bytes", transport.DefaultMaxQueueBytes, "most `bytes` waiting to be written to one WebSocket (one page always fits an empty queue)")
 	fs.Int64Var(&c.limits.MaxBodyBytesInFlight, "max-bodies-in-flight", transport.DefaultMaxBodyBytesInFlight, "most `bytes` of HTTP request bodies held at once, all requests together (503 unavailable beyond)")
