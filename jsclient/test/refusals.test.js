@@ -23,6 +23,31 @@ function sets(ch, name, value) {
 }
 
 /**
+ * A fake server, stopped after test t, that refuses the changes refuse
+ * picks.
+ * @param {import('node:test').TestContext} t
+ * @param {(ch: any) => boolean} refuse
+ * @param {ConstructorParameters<typeof FakeServer>[0]} [opts]
+ */
+async function refusingServer(t, refuse, opts) {
+  const server = await new FakeServer(opts).start();
+  t.after(() => server.stop());
+  server.refuse = refuse;
+  return server;
+}
+
+/**
+ * Client "a" of server, syncing todos, closed after test t.
+ * @param {import('node:test').TestContext} t
+ * @param {FakeServer} server
+ */
+async function clientA(t, server) {
+  const a = await openClient({ url: server.url, name: 'a', collections: ['todos'] });
+  t.after(() => a.close());
+  return a;
+}
+
+/**
  * The record as the server holds it, read by a fresh client.
  * @param {FakeServer} server
  * @param {string} c
@@ -40,9 +65,7 @@ async function serverView(server, c, id) {
 
 for (const live of [true, false]) {
   test(`a push answered in part (${live ? 'live' : 'over HTTP'}): the refused changes roll back, the applied ones settle, every record is the server merge`, async (t) => {
-    const server = await new FakeServer().start();
-    t.after(() => server.stop());
-    server.refuse = (ch) => sets(ch, 'title', 'bad');
+    const server = await refusingServer(t, (ch) => sets(ch, 'title', 'bad'));
     const a = await openClient({ url: server.url, name: 'a', collections: ['todos'], ...(live ? {} : { WebSocket: null }) });
     t.after(() => a.close());
     const todos = a.collection('todos');
@@ -77,9 +100,7 @@ for (const live of [true, false]) {
 }
 
 test('a refused edit of a record another client changed meanwhile: the record is the server merge', async (t) => {
-  const server = await new FakeServer().start();
-  t.after(() => server.stop());
-  server.refuse = (ch) => sets(ch, 'title', 'bad');
+  const server = await refusingServer(t, (ch) => sets(ch, 'title', 'bad'));
   const a = await openClient({ url: server.url, name: 'a', collections: ['todos'] });
   const b = await openClient({ url: server.url, name: 'b', collections: ['todos'] });
   t.after(() => Promise.all([a.close(), b.close()]));
@@ -104,11 +125,8 @@ test('a refused edit of a record another client changed meanwhile: the record is
 for (const field of ['title', 'n']) {
   test(`a refused edit with a later edit (of ${field === 'title' ? 'the same field' : 'another field'}) pending in the next push: the later one stays and the record converges`, async (t) => {
     // One change per push: the refusal settles while the later edit waits.
-    const server = await new FakeServer({ maxPush: 1 }).start();
-    t.after(() => server.stop());
-    server.refuse = (ch) => sets(ch, 'title', 'bad');
-    const a = await openClient({ url: server.url, name: 'a', collections: ['todos'] });
-    t.after(() => a.close());
+    const server = await refusingServer(t, (ch) => sets(ch, 'title', 'bad'), { maxPush: 1 });
+    const a = await clientA(t, server);
     const todos = a.collection('todos');
     await todos.put('r', { title: 'v1', n: 1 });
     await a.whenSynced();
@@ -127,11 +145,8 @@ for (const field of ['title', 'n']) {
 }
 
 test('a refused delete brings the record back, also while an edit after it is pending', async (t) => {
-  const server = await new FakeServer({ maxPush: 1 }).start();
-  t.after(() => server.stop());
-  server.refuse = (ch) => ch.record.deleted.wall > 0;
-  const a = await openClient({ url: server.url, name: 'a', collections: ['todos'] });
-  t.after(() => a.close());
+  const server = await refusingServer(t, (ch) => ch.record.deleted.wall > 0, { maxPush: 1 });
+  const a = await clientA(t, server);
   const todos = a.collection('todos');
   await todos.put('d', { title: 'v1', n: 1 });
   await a.whenSynced();
@@ -151,11 +166,8 @@ test('a refused delete brings the record back, also while an edit after it is pe
 });
 
 test('a refusal is seen by the live queries and live documents open', async (t) => {
-  const server = await new FakeServer().start();
-  t.after(() => server.stop());
-  server.refuse = (ch) => sets(ch, 'title', 'bad');
-  const a = await openClient({ url: server.url, name: 'a', collections: ['todos'] });
-  t.after(() => a.close());
+  const server = await refusingServer(t, (ch) => sets(ch, 'title', 'bad'));
+  const a = await clientA(t, server);
   const todos = a.collection('todos');
   await todos.put('q', { title: 'good' });
   await a.whenSynced();
@@ -176,9 +188,7 @@ test('a refusal is seen by the live queries and live documents open', async (t) 
 });
 
 test("a refusal of a follower tab's write is told in that tab, and its queries roll back", async (t) => {
-  const server = await new FakeServer().start();
-  t.after(() => server.stop());
-  server.refuse = (ch) => sets(ch, 'title', 'bad');
+  const server = await refusingServer(t, (ch) => sets(ch, 'title', 'bad'));
   const idb = freshIDB();
   const locks = fakeLocks();
   const opts = { url: server.url, name: 'tabs', indexedDB: idb, locks, BroadcastChannel: globalThis.BroadcastChannel, collections: ['todos'] };
@@ -206,9 +216,7 @@ test("a refusal of a follower tab's write is told in that tab, and its queries r
 });
 
 test('a reload between the push and its answer: pushed again, refused again and shown after the reload', async (t) => {
-  const server = await new FakeServer().start();
-  t.after(() => server.stop());
-  server.refuse = (ch) => sets(ch, 'title', 'bad');
+  const server = await refusingServer(t, (ch) => sets(ch, 'title', 'bad'));
   const idb = freshIDB();
   const a = await openClient({ url: server.url, name: 'a', indexedDB: idb, collections: ['todos'], WebSocket: null });
   await a.collection('todos').put('ok', { title: 'v1' });
@@ -237,11 +245,8 @@ test('a reload between the push and its answer: pushed again, refused again and 
 });
 
 test('putMany of which the server refuses a part: those records roll back, the rest settle', async (t) => {
-  const server = await new FakeServer().start();
-  t.after(() => server.stop());
-  server.refuse = (ch) => sets(ch, 'title', 'bad');
-  const a = await openClient({ url: server.url, name: 'a', collections: ['todos'] });
-  t.after(() => a.close());
+  const server = await refusingServer(t, (ch) => sets(ch, 'title', 'bad'));
+  const a = await clientA(t, server);
   const todos = a.collection('todos');
   await todos.put('m2', { title: 'old' });
   await a.whenSynced();
@@ -285,9 +290,7 @@ for (const code of ['unavailable', 'internal', 'rate_limited']) {
 }
 
 test("a follower whose tab messages come late still counts the refusal of its write in whenSynced", async (t) => {
-  const server = await new FakeServer().start();
-  t.after(() => server.stop());
-  server.refuse = (ch) => sets(ch, 'title', 'bad');
+  const server = await refusingServer(t, (ch) => sets(ch, 'title', 'bad'));
   const idb = freshIDB();
   const locks = fakeLocks();
   // The follower's tab is busy: what other tabs post reaches it late (in
@@ -326,11 +329,8 @@ test("a follower whose tab messages come late still counts the refusal of its wr
 });
 
 test('a refusal moves records in and out of filtered, limited live queries', async (t) => {
-  const server = await new FakeServer().start();
-  t.after(() => server.stop());
-  server.refuse = (ch) => sets(ch, 'state', 'done');
-  const a = await openClient({ url: server.url, name: 'a', collections: ['todos'] });
-  t.after(() => a.close());
+  const server = await refusingServer(t, (ch) => sets(ch, 'state', 'done'));
+  const a = await clientA(t, server);
   const todos = a.collection('todos');
   await todos.putMany([
     { id: 't1', state: 'open' },
@@ -354,11 +354,8 @@ test('a refusal moves records in and out of filtered, limited live queries', asy
 });
 
 test('a refused edit followed by a pending delete: the record stays deleted everywhere', async (t) => {
-  const server = await new FakeServer({ maxPush: 1 }).start();
-  t.after(() => server.stop());
-  server.refuse = (ch) => sets(ch, 'title', 'bad');
-  const a = await openClient({ url: server.url, name: 'a', collections: ['todos'] });
-  t.after(() => a.close());
+  const server = await refusingServer(t, (ch) => sets(ch, 'title', 'bad'), { maxPush: 1 });
+  const a = await clientA(t, server);
   const todos = a.collection('todos');
   await todos.put('r', { title: 'v1' });
   await a.whenSynced();
@@ -372,9 +369,7 @@ test('a refused edit followed by a pending delete: the record stays deleted ever
 });
 
 test("the leader closes between a push of a follower's write and its answer: the next leader pushes it again and the writer hears the refusal", async (t) => {
-  const server = await new FakeServer().start();
-  t.after(() => server.stop());
-  server.refuse = (ch) => sets(ch, 'title', 'bad');
+  const server = await refusingServer(t, (ch) => sets(ch, 'title', 'bad'));
   const idb = freshIDB();
   const locks = fakeLocks();
   const opts = { url: server.url, name: 'tabs', indexedDB: idb, locks, BroadcastChannel: globalThis.BroadcastChannel, collections: ['todos'], WebSocket: null };
