@@ -128,7 +128,15 @@ func (s *Server) reserveBody(r *http.Request) (release func(), err error) {
 	case n < 0:
 		n = s.limits.MaxBodyBytes
 	}
-	if !s.bodies.take(n, BodyWait, r.Context().Done()) {
+	return s.reserveBytes(n, BodyWait, r.Context().Done())
+}
+
+// reserveBytes reserves n bytes in Limits.MaxBodyBytesInFlight until the
+// returned release is called, waiting for room until wait passes or stop
+// is closed (wait <= 0: not at all): an HTTP request's body, a live push
+// message. Without room it is answered unavailable with Retry-After.
+func (s *Server) reserveBytes(n int64, wait time.Duration, stop <-chan struct{}) (release func(), err error) {
+	if !s.bodies.take(n, wait, stop) {
 		s.metrics.bodyRefused.Inc()
 		return nil, &proto.Error{Status: http.StatusServiceUnavailable, Code: proto.CodeUnavailable,
 			Message: "the server is busy reading other requests; retry later", RetryAfter: time.Second}

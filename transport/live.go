@@ -610,15 +610,10 @@ func (c *liveConn) push(data []byte) error {
 	}
 	// The message's bytes count with the HTTP bodies in flight until the
 	// push is answered; the reader does not wait for room.
-	if ok, _ := c.s.bodies.tryTake(size); !ok {
-		c.s.metrics.bodyRefused.Inc()
-		refuse(proto.Errorf(proto.CodeUnavailable, "the server is busy with other pushes; retry later"))
+	release, err := c.s.reserveBytes(size, 0, nil)
+	if err != nil {
+		refuse(err)
 		return nil
-	}
-	c.s.metrics.bodyBytes.Add(float64(size))
-	release := func() {
-		c.s.bodies.release(size)
-		c.s.metrics.bodyBytes.Sub(float64(size))
 	}
 	m, err := proto.DecodePushLive(data, c.sess)
 	if err != nil {
