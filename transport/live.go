@@ -1277,9 +1277,11 @@ func (c *liveConn) subscribe(p Principal, m proto.Sub) {
 	// while in c.subs: every removal from c.subs releases it, and finish
 	// (which takes subMu) removes them all, so the count stays exact
 	// however a sub and the session's end race.
-	held, whose := "sub:"+p.Subject, "subject"
+	// Its key is the session's rate key: "sub:" and the subject, or
+	// "addr:" and the client's address.
+	held, whose := c.rateKey, "subject"
 	if p.Subject == "" {
-		held, whose = "addr:"+c.addr, "address"
+		whose = "address"
 	}
 	if !c.s.subscriptions.acquire(held) {
 		c.mu.Unlock()
