@@ -598,10 +598,11 @@ func (c *liveConn) push(data []byte) error {
 	// Each push has a request id of its own, as an HTTP request has: its
 	// answer carries it (pushed key 4) and its refusals are logged under it.
 	id := c.s.ids.next()
-	refuse := func(err error) {
+	failed := func(err error) proto.Pushed {
 		e := c.s.errorOf(err, "live push", id)
-		c.answerPush(func() proto.Pushed { return proto.Pushed{Code: e.Code, Message: e.Message, RequestID: id} })
+		return proto.Pushed{Code: e.Code, Message: e.Message, RequestID: id}
 	}
+	refuse := func(err error) { c.answerPush(func() proto.Pushed { return failed(err) }) }
 	// No more than an HTTP push may carry, whatever MaxMessageBytes.
 	size := int64(len(data))
 	if size > c.s.limits.MaxBodyBytes {
@@ -631,8 +632,7 @@ func (c *liveConn) push(data []byte) error {
 		defer cancel()
 		results, err := c.s.pushChanges(ctx, p, m.Changes, m.Refused, m.Versions)
 		if err != nil {
-			e := c.s.errorOf(err, "live push", id)
-			return proto.Pushed{Code: e.Code, Message: e.Message, RequestID: id}
+			return failed(err)
 		}
 		return proto.Pushed{Results: results, RequestID: id}
 	})
