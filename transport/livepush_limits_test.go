@@ -41,13 +41,7 @@ func TestLivePushOverMaxBody(t *testing.T) {
 // (nothing of it is decoded), and once decoded and refused its room is
 // given back.
 func TestLivePushBudgetBeforeDecode(t *testing.T) {
-	ts, gate := newGatedServer(t, func(c *Config) { c.Limits.MaxBodyBytesInFlight = 1 })
-	tok := ts.token(t, "alice", []string{"notes"}, []string{"notes"})
-	a, sa := ts.openPusher(t, tok)
-	b, _ := ts.openPusher(t, tok)
-	gate.close()
-	ts.pushLive(t, a, sa, tok, change(t, "notes", "a", "f", 1))
-	gate.waitEntered(t)
+	ts, gate, _, a, b, _ := newFullBudget(t)
 	unreadable := []byte("\xa2\x00\x64push\x02\x01") // changes not an array
 	if err := b.ws.Write(context.Background(), websocket.MessageBinary, unreadable); err != nil {
 		t.Fatal(err)

@@ -98,6 +98,22 @@ func newGatedServer(t *testing.T, edit func(*Config)) (*testServer, *gateStore) 
 	return ts, g
 }
 
+// newFullBudget opens a gated server whose bodies in flight have room for
+// one push and two pushing sessions of alice on it, a and b (sb is b's
+// session), and has a push a sent of notes/a held in the store: the
+// budget is full until the gate opens, and a's pushed answers it then.
+func newFullBudget(t *testing.T) (ts *testServer, gate *gateStore, tok string, a, b *liveClient, sb proto.Session) {
+	t.Helper()
+	ts, gate = newGatedServer(t, func(c *Config) { c.Limits.MaxBodyBytesInFlight = 1 })
+	tok = ts.token(t, "alice", []string{"notes"}, []string{"notes"})
+	a, sa := ts.openPusher(t, tok)
+	b, sb = ts.openPusher(t, tok)
+	gate.close()
+	ts.pushLive(t, a, sa, tok, change(t, "notes", "a", "f", 1))
+	gate.waitEntered(t)
+	return ts, gate, tok, a, b, sb
+}
+
 // openPusher opens a session whose replica is the one the token's
 // subject owns for the test changes (ownReplica), as a client pushes over.
 func (ts *testServer) openPusher(t *testing.T, token string) (*liveClient, proto.Session) {
@@ -531,13 +547,7 @@ func TestLivePushSessions(t *testing.T) {
 // no room, another push is answered unavailable at once, and goes through
 // once the first is answered.
 func TestLivePushBodyBudget(t *testing.T) {
-	ts, gate := newGatedServer(t, func(c *Config) { c.Limits.MaxBodyBytesInFlight = 1 })
-	tok := ts.token(t, "alice", []string{"notes"}, []string{"notes"})
-	a, sa := ts.openPusher(t, tok)
-	b, sb := ts.openPusher(t, tok)
-	gate.close()
-	ts.pushLive(t, a, sa, tok, change(t, "notes", "a", "f", 1))
-	gate.waitEntered(t)
+	ts, gate, tok, a, b, sb := newFullBudget(t)
 	ts.pushLive(t, b, sb, tok, change(t, "notes", "b", "f", 2))
 	if p := recvPushed(t, b); p.Code != proto.CodeUnavailable {
 		t.Fatalf("push beyond the budget: %+v, want unavailable", p)
