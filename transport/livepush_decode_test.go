@@ -22,10 +22,7 @@ func TestLivePushUnreadableInside(t *testing.T) {
 	ts := newTestServer(t, nil)
 	tok := ts.token(t, "alice", []string{"notes"}, []string{"notes"})
 	c, s := ts.openPusher(t, tok)
-	good, err := proto.EncodeMessage(proto.PushLive{Changes: ts.bind(t, tok, []crdt.Change{change(t, "notes", "a", "f", 1)}), Session: s})
-	if err != nil {
-		t.Fatal(err)
-	}
+	good := ts.encodePush(t, s, tok, change(t, "notes", "a", "f", 1))
 	// good is {0: "push", 2: [change]} and ends with the change's value,
 	// the integer 1: each case puts another item in its place.
 	if !bytes.HasPrefix(good, []byte("\xa2\x00\x64push\x02")) || !bytes.HasSuffix(good, []byte{0x01}) {
@@ -105,10 +102,7 @@ func TestLivePushClientRequestIDIgnored(t *testing.T) {
 	ts := newTestServer(t, nil)
 	tok := ts.token(t, "alice", []string{"notes"}, []string{"notes"})
 	c, s := ts.openPusher(t, tok)
-	good, err := proto.EncodeMessage(proto.PushLive{Changes: ts.bind(t, tok, []crdt.Change{change(t, "notes", "a", "f", 1)}), Session: s})
-	if err != nil {
-		t.Fatal(err)
-	}
+	good := ts.encodePush(t, s, tok, change(t, "notes", "a", "f", 1))
 	if good[0] != 0xa2 {
 		t.Fatalf("push %x: not a 2-key map", good)
 	}

@@ -141,6 +141,17 @@ func (ts *testServer) pushLive(t *testing.T, c *liveClient, s proto.Session, tok
 	c.send(proto.PushLive{Changes: ts.bind(t, token, changes), Session: s})
 }
 
+// encodePush returns the push message pushLive would send, for tests
+// that alter its bytes.
+func (ts *testServer) encodePush(t *testing.T, s proto.Session, token string, changes ...crdt.Change) []byte {
+	t.Helper()
+	data, err := proto.EncodeMessage(proto.PushLive{Changes: ts.bind(t, token, changes), Session: s})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return data
+}
+
 // recvPushed reads the next message, which must be a pushed.
 func recvPushed(t *testing.T, c *liveClient) proto.Pushed {
 	t.Helper()
@@ -276,10 +287,7 @@ func TestLivePushRefusedWhole(t *testing.T) {
 	if p := recvPushed(t, c); p.Code != proto.CodeSchemaAhead {
 		t.Fatalf("schema version ahead: %+v", p)
 	}
-	good, err := proto.EncodeMessage(proto.PushLive{Changes: ts.bind(t, tok, []crdt.Change{change(t, "notes", "a", "f", 1)}), Session: s})
-	if err != nil {
-		t.Fatal(err)
-	}
+	good := ts.encodePush(t, s, tok, change(t, "notes", "a", "f", 1))
 	// good is {0: "push", 2: [...]}: the same with one more entry.
 	with := func(entry string) []byte { return append(append([]byte{0xa3}, good[1:]...), entry...) }
 	for name, data := range map[string][]byte{
