@@ -473,6 +473,11 @@ func (c *liveConn) handle(op ws.OpCode, data []byte) error {
 			return errFatal
 		}
 		p, err := c.hello(h)
+		if err != nil && c.ctx.Err() != nil {
+			// The session has begun to end meanwhile (holdSubject): there
+			// is no one to tell, and nothing failed.
+			return errFatal
+		}
 		if err != nil {
 			status := ws.StatusPolicyViolation
 			if e := (*proto.Error)(nil); errors.As(err, &e) && e.Code == proto.CodeUnsupportedVersion {
