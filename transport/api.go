@@ -66,11 +66,12 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, h handlerFunc)
 	if v := r.Header.Get(proto.HeaderProtocol); v != strconv.Itoa(proto.Version) {
 		return proto.Errorf(proto.CodeUnsupportedVersion, "protocol version %q: this server speaks %d (header %s)", v, proto.Version, proto.HeaderProtocol)
 	}
-	token, ok := bearer(r)
 	var p Principal
-	authErr := error(proto.Errorf(proto.CodeUnauthenticated, "the Authorization header is not one Bearer <token>"))
-	if ok {
+	var authErr error
+	if token, ok := bearer(r); ok {
 		p, authErr = s.authenticate(r.Context(), token)
+	} else {
+		authErr = proto.Errorf(proto.CodeUnauthenticated, "the Authorization header is not one Bearer <token>")
 	}
 	key := "addr:" + limitKey(s.clientAddr(r))
 	if authErr == nil && p.Subject != "" {
