@@ -179,25 +179,28 @@ export async function heal(syncer, c) {
   let why = '';
   /** @type {Set<string>} the ids of the records the server took back */
   const acked = new Set();
+  /**
+   * Counts the refusals among a batch's results (the last one's reason in
+   * why); the ids of the records the server took go to acked.
+   * @param {{status: number, code?: string, message?: string}[]} results
+   * @param {string[]} ids the batch's record ids, in order
+   */
+  const tally = (results, ids) =>
+    results.forEach((r, i) => {
+      if (r.status !== STATUSES.refused) {
+        if (i < ids.length) acked.add(ids[i]);
+        return;
+      }
+      refused++;
+      why = `${r.code}: ${r.message ?? ''}`;
+    });
   const sized = sealed.map((x) => ({ item: x, size: encodeRecord(x.record).length + x.seal.length + 4 }));
   await batches(sized, maxCount, maxBody, async (items) => {
-    const results = parseRestoreAnswer(await syncer.post(PATHS.restore, encodeRestore(c, items, version)));
-    results.forEach((r, i) => {
-      if (r.status === STATUSES.refused) {
-        refused++;
-        why = `${r.code}: ${r.message ?? ''}`;
-      } else if (items[i]) acked.add(items[i].record.id);
-    });
+    tally(parseRestoreAnswer(await syncer.post(PATHS.restore, encodeRestore(c, items, version))), items.map((x) => x.record.id));
   });
   const changes = mine.map((record) => ({ ch: encodeChange({ collection: c, record }), id: record.id }));
   await batches(changes.map((x) => ({ item: x, size: x.ch.length })), maxCount, maxBody, async (items) => {
-    const results = parsePushAnswer(await syncer.post(PATHS.push, encodePush(/** @type {string} */ (syncer.store.replica), items.map((x) => x.ch), new Map([[c, version]]))));
-    results.forEach((r, i) => {
-      if (r.status === STATUSES.refused) {
-        refused++;
-        why = `${r.code}: ${r.message ?? ''}`;
-      } else if (items[i]) acked.add(items[i].id);
-    });
+    tally(parsePushAnswer(await syncer.post(PATHS.push, encodePush(/** @type {string} */ (syncer.store.replica), items.map((x) => x.ch), new Map([[c, version]])))), items.map((x) => x.id));
   });
   await syncer.store.healed(c);
   // The reading from the beginning that follows must deliver what the
@@ -238,12 +241,7 @@ export async function checkHeal(syncer, c, p, fromStart) {
   if (!hc) return false;
   if (fromStart) hc.reading = true;
   for (const r of p.records) hc.ids.delete(r.id);
-  if (p.leaves.length > 0 && hc.ids.size > 0) {
-    const key = (/** @type {Uint8Array} */ b) => String.fromCharCode(...b);
-    const leaves = new Set(p.leaves.map(key));
-    const { leaveDigest } = await import('./scope.js');
-    for (const id of [...hc.ids]) if (leaves.has(key(await leaveDigest(c, id)))) hc.ids.delete(id);
-  }
+  if (p.leaves.length > 0 && hc.ids.size > 0) for (const id of await (await import('./scope.js')).named(c, [...hc.ids], p.leaves)) hc.ids.delete(id);
   if (!hc.reading || p.more) return false;
   syncer.healChecks.delete(c);
   if (hc.ids.size === 0) return false;

@@ -74,6 +74,19 @@ export async function leaveDigest(c, id) {
 const key = (b) => String.fromCharCode(...b);
 
 /**
+ * Which of ids (records of collection c) the leave entries leaves name.
+ * @param {string} c
+ * @param {string[]} ids
+ * @param {Uint8Array[]} leaves
+ * @returns {Promise<string[]>}
+ */
+export async function named(c, ids, leaves) {
+  const want = new Set(leaves.map(key));
+  const digests = await Promise.all(ids.map((id) => leaveDigest(c, id)));
+  return ids.filter((_, i) => want.has(key(digests[i])));
+}
+
+/**
  * The digests of the ids held, per collection, to find the records leave
  * entries name. A collection's ids are listed once, at its first leave;
  * after that the ids the Database hears of (note: local writes, pulled
