@@ -1,0 +1,51 @@
+// A tab that does not lead drops a count of the outbox that meets a
+// rejected change no refused message told it of, for DOUBT_MS (2 s), so
+// that whenSynced does not resolve without the refusal (Database._recount).
+// Driven on a stand-in for the tab's state, with the timers mocked.
+import { test, mock } from 'node:test';
+import assert from 'node:assert/strict';
+import { Database } from '../src/database.js';
+
+test('a refusal not told of yet gets its whole wait, even just after an earlier one was told of', async () => {
+  mock.timers.enable({ apis: ['setTimeout'] });
+  try {
+    /** @type {{counts: {pending: number, held: number}, newest: number}} */
+    let view = { counts: { pending: 1, held: 0 }, newest: 0 };
+    /** @type {number[]} the pending counts taken into the status */
+    const taken = [];
+    const tab = {
+      _status: { leader: false },
+      _heard: 0,
+      _doubt: null,
+      closed: false,
+      store: { outboxView: async () => view },
+      _setStatus: (/** @type {{pending: number}} */ s) => taken.push(s.pending),
+      _recount: Database.prototype._recount,
+    };
+    const settle = () => new Promise((r) => setImmediate(r));
+    // Change 1 refused: the count sees it gone before the message.
+    view = { counts: { pending: 1, held: 0 }, newest: 1 };
+    tab._recount();
+    await settle();
+    assert.deepEqual(taken, [], 'a count meeting a refusal not told of is dropped');
+    // The refused message of change 1 comes: the count is taken.
+    tab._heard = 1;
+    tab._recount();
+    await settle();
+    assert.deepEqual(taken, [1]);
+    // Change 2 is refused 1.9 s after the first doubt; its message is late.
+    mock.timers.tick(1_900);
+    view = { counts: { pending: 0, held: 0 }, newest: 2 };
+    tab._recount();
+    await settle();
+    assert.deepEqual(taken, [1], 'a count meeting refusal 2, not told of, is dropped');
+    mock.timers.tick(100);
+    await settle();
+    assert.deepEqual(taken, [1], "refusal 2 waits its own 2 s, not what was left of refusal 1's");
+    mock.timers.tick(1_900);
+    await settle();
+    assert.deepEqual(taken, [1, 0], 'without a message, the count is taken after 2 s');
+  } finally {
+    mock.timers.reset();
+  }
+});
