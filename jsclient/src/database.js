@@ -671,6 +671,9 @@ export class Database {
           }, DOUBT_MS);
         return;
       }
+      // A doubt this count ends: a later one waits its whole DOUBT_MS.
+      clearTimeout(this._doubt);
+      this._doubt = null;
       this._heard = Math.max(this._heard, newest);
       this._setStatus(counts, true);
     }, () => {});
