@@ -1611,9 +1611,8 @@ func (r *Replica) Live(ctx context.Context) error {
 			}
 			reconciled = ended
 		}
-		if again == healUnconfirmed {
-			r.c.log.Error("live: gave up healing", "collection", coll, "err", ErrNotHealed)
-		}
+		// again == healUnconfirmed: checkHealLocked logged it (there is
+		// no caller to return ErrNotHealed to); the session goes on.
 		if p.Reset == proto.ResetHistoryLost || again == healAgain {
 			err := r.heal(ctx, coll)
 			if r.revokeOn(err) {
