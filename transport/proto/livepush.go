@@ -92,7 +92,7 @@ func DecodePushLive(data []byte, s Session) (PushLive, error) {
 		return PushLive{}, fmt.Errorf("%w: a %q message is not a push", crdt.ErrMalformed, w.Type)
 	}
 	if w.Changes == nil { // absent or null; an empty list decodes non-nil
-		return PushLive{}, fmt.Errorf("%w: a push without a change list (key 2)", crdt.ErrMalformed)
+		return PushLive{}, errNoChangeList
 	}
 	if len(w.Replica) > 0 || len(w.Device) > 0 {
 		return PushLive{}, fmt.Errorf("%w: a push over a live session is its session's replica's: it has no key 1 or 9", crdt.ErrMalformed)
@@ -113,18 +113,8 @@ func DecodePushLive(data []byte, s Session) (PushLive, error) {
 	if err != nil {
 		return PushLive{}, err
 	}
-	out := PushLive{Type: TypePush, Changes: make([]crdt.Change, len(w.Changes)), Versions: w.Versions, Session: s}
-	for i, raw := range w.Changes {
-		var err error
-		if out.Changes[i], err = c.DecodeChange(raw); err != nil {
-			out.Changes[i] = crdt.Change{}
-			if out.Refused == nil {
-				out.Refused = make([]error, len(w.Changes))
-			}
-			out.Refused[i] = fmt.Errorf("change %d: %w", i, err)
-		}
-	}
-	return out, nil
+	changes, refused := decodeChanges(c, w.Changes)
+	return PushLive{Type: TypePush, Changes: changes, Refused: refused, Versions: w.Versions, Session: s}, nil
 }
 
 // pushHead is how a push message begins after its map's head, key 0 first

@@ -136,6 +136,28 @@ func (p *PushRequest) UnmarshalCBOR(data []byte) error {
 	return nil
 }
 
+// errNoChangeList refuses a push, over HTTP or live, whose change list
+// (key 2) is absent or null: it is not readable as a whole.
+var errNoChangeList = fmt.Errorf("%w: a push without a change list (key 2)", crdt.ErrMalformed)
+
+// decodeChanges decodes a push's change list with c, over HTTP or live. A
+// change that does not decode is refused alone: refused[i] says why
+// (refused is nil when every change decodes) and changes[i] is zero.
+func decodeChanges(c *crdt.Compact, raw []cbor.RawMessage) (changes []crdt.Change, refused []error) {
+	changes = make([]crdt.Change, len(raw))
+	for i, b := range raw {
+		var err error
+		if changes[i], err = c.DecodeChange(b); err != nil {
+			changes[i] = crdt.Change{}
+			if refused == nil {
+				refused = make([]error, len(raw))
+			}
+			refused[i] = fmt.Errorf("change %d: %w", i, err)
+		}
+	}
+	return changes, refused
+}
+
 // DecodePush decodes a push body sent by a principal whose replica prefix
 // is prefix: key 1 names the pushing replica, or key 9 its device part
 // under prefix (exactly one of them). A device part that is not one
@@ -147,7 +169,7 @@ func DecodePush(data []byte, prefix string) (PushRequest, error) {
 		return PushRequest{}, err
 	}
 	if w.Changes == nil { // absent or null; an empty list decodes non-nil
-		return PushRequest{}, fmt.Errorf("%w: a push without a change list (key 2)", crdt.ErrMalformed)
+		return PushRequest{}, errNoChangeList
 	}
 	var replica string
 	switch {
@@ -172,18 +194,7 @@ func DecodePush(data []byte, prefix string) (PushRequest, error) {
 	if err != nil {
 		return PushRequest{}, err
 	}
-	changes := make([]crdt.Change, len(w.Changes))
-	var refused []error
-	for i, raw := range w.Changes {
-		var err error
-		if changes[i], err = c.DecodeChange(raw); err != nil {
-			changes[i] = crdt.Change{}
-			if refused == nil {
-				refused = make([]error, len(w.Changes))
-			}
-			refused[i] = fmt.Errorf("change %d: %w", i, err)
-		}
-	}
+	changes, refused := decodeChanges(c, w.Changes)
 	out := PushRequest{Replica: replica, Changes: changes, Versions: w.Versions, Refused: refused}
 	if w.Device != nil {
 		out.Prefix = prefix
