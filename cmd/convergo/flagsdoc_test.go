@@ -1,0 +1,63 @@
+package main
+
+import (
+	"flag"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestServeFlagsDocumented holds the flags table of docs/operations.md to
+// serveFlags: every flag of convergo serve has a row, and the row's
+// default is the flag's own ((none) for an empty one), so the docs hold no
+// default of their own (a duration may be written shorter: 1h).
+func TestServeFlagsDocumented(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join("..", "..", "docs", "operations.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := map[string]string{} // flag name → its default cell
+	for _, line := range strings.Split(string(raw), "\n") {
+		if !strings.HasPrefix(line, "| `--") {
+			continue
+		}
+		cells := strings.Split(strings.Trim(line, "| "), " | ")
+		if len(cells) < 3 {
+			t.Fatalf("docs/operations.md: flag row of %d cells: %s", len(cells), line)
+		}
+		rows[strings.Trim(cells[0], "`-")] = cells[1]
+	}
+	fs, _ := serveFlags(io.Discard)
+	// Defaults the docs describe rather than print: one drawn at random.
+	described := map[string]string{"replica": "random `srv-…`"}
+	n := 0
+	fs.VisitAll(func(f *flag.Flag) {
+		n++
+		got, ok := rows[f.Name]
+		if !ok {
+			t.Errorf("docs/operations.md has no row for --%s", f.Name)
+			return
+		}
+		want := "`" + f.DefValue + "`"
+		if d, ok := described[f.Name]; ok {
+			want = d
+		} else if f.DefValue == "" || f.DefValue == "[]" {
+			want = "(none)"
+		}
+		// A duration may be written shorter (1h for 1h0m0s).
+		if d, err := time.ParseDuration(f.DefValue); err == nil && strings.Trim(got, "`") != got {
+			if g, err := time.ParseDuration(strings.Trim(got, "`")); err == nil && g == d {
+				return
+			}
+		}
+		if got != want {
+			t.Errorf("docs/operations.md gives --%s the default %s; the flag's is %s", f.Name, got, want)
+		}
+	})
+	if n == 0 {
+		t.Fatal("serveFlags defines no flags")
+	}
+}
