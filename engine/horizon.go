@@ -755,22 +755,13 @@ func (e *Engine) Collect(ctx context.Context) (_ []CollectReport, err error) {
 	}
 	var jobs []job
 	for _, c := range names {
-		// A collection never written has nothing to collect: no horizon
-		// is published for it, so that leases of names nobody wrote (a
-		// reader may name any collection its rights match) leave no
-		// horizon record behind, which no run would ever remove.
-		head, err := e.readHead(ctx, c)
-		if err != nil {
-			return nil, fmt.Errorf("collect %s: %w", c, err)
-		}
-		if head == 0 {
-			continue
-		}
-		h, err := e.publishHorizon(ctx, c, leases.leases(c))
+		h, written, err := e.publishHorizon(ctx, c, leases.leases(c))
 		if err != nil {
 			return nil, err
 		}
-		jobs = append(jobs, job{c, h})
+		if written {
+			jobs = append(jobs, job{c, h})
+		}
 	}
 	if len(jobs) == 0 {
 		return nil, nil
@@ -844,17 +835,24 @@ func (e *Engine) eachRecord(ctx context.Context, collection string, f func(crdt.
 
 // publishHorizon computes collection's horizons from its leases, raises
 // them to the published ones (horizons never go down within an epoch) and
-// publishes the result.
-func (e *Engine) publishHorizon(ctx context.Context, collection string, leases []lease) (Horizon, error) {
+// publishes the result. A collection never written (every head 0) has
+// nothing to collect: nothing is published for it (written false), so
+// that leases of names nobody wrote (a reader may name any collection its
+// rights match) leave no horizon record behind, which no run would ever
+// remove.
+func (e *Engine) publishHorizon(ctx context.Context, collection string, leases []lease) (_ Horizon, written bool, _ error) {
 	now := e.wall()
 	maxOff := e.MaxOffline(collection).Milliseconds()
 	_, m, err := e.view(ctx, collection, true)
 	if err != nil {
-		return Horizon{}, err
+		return Horizon{}, false, err
 	}
 	heads, err := e.shardHeads(ctx, collection, stores.ShardsOf(m))
 	if err != nil {
-		return Horizon{}, err
+		return Horizon{}, false, err
+	}
+	if !slices.ContainsFunc(heads, func(h uint64) bool { return h > 0 }) {
+		return Horizon{}, false, nil
 	}
 	h := Horizon{Epoch: m.Epoch, Read: heads, Wall: now - maxOff, At: now}
 	reach := now - pendingFloorReach*maxOff // no floor holds W further back
@@ -871,7 +869,7 @@ func (e *Engine) publishHorizon(ctx context.Context, collection string, leases [
 	}
 	prev, ok, err := e.HorizonOf(ctx, collection, true)
 	if err != nil {
-		return Horizon{}, err
+		return Horizon{}, false, err
 	}
 	same := ok && prev.Epoch == h.Epoch && len(prev.Read) == len(h.Read)
 	if same {
@@ -883,7 +881,7 @@ func (e *Engine) publishHorizon(ctx context.Context, collection string, leases [
 	}
 	st, err := e.Now(proto.HorizonCollection)
 	if err != nil {
-		return Horizon{}, err
+		return Horizon{}, false, err
 	}
 	// The id: the sequence number goes on across epochs (a mark of an
 	// earlier epoch is older than every publication of this one).
@@ -918,11 +916,11 @@ func (e *Engine) publishHorizon(ctx context.Context, collection string, leases [
 	set(HorizonFieldID, h.ID)
 	set(HorizonFieldRaised, h.Raised)
 	if err := e.applyOne(ctx, "publish horizon", crdt.Change{Collection: proto.HorizonCollection, Record: rec}); err != nil {
-		return Horizon{}, err
+		return Horizon{}, false, err
 	}
 	h.stamp = st
 	e.hz.remember(collection, horizonSeen{h: h, ok: true, at: time.Now()})
-	return h, nil
+	return h, true, nil
 }
 
 // shardHeads returns the head of each of collection's k shards.
