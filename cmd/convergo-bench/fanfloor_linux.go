@@ -184,6 +184,7 @@ func fanFloorRun(subs, writes int, interval time.Duration, frame int) ([]float64
 	time.Sleep(300 * time.Millisecond) // receive timestamps are turned on a little after they are asked for
 
 	cpu := make(chan time.Duration, 1)
+	var short error // the first send a socket did not take whole
 	go func() {
 		runtime.LockOSThread() // this thread ends with the goroutine: its affinity goes with it
 		if err := pinThread(os.Getenv("BENCH_SERVER_CPUS")); err != nil {
@@ -196,8 +197,10 @@ func fanFloorRun(subs, writes int, interval time.Duration, frame int) ([]float64
 		for k := range writes {
 			binary.BigEndian.PutUint32(msg, uint32(k))
 			sent[k].Store(time.Now().UnixNano())
-			for _, fd := range wfd {
-				sendFrame(fd, msg)
+			for i, fd := range wfd {
+				if err := sendFrame(fd, msg); err != nil && short == nil {
+					short = fmt.Errorf("push %d to connection %d: %w", k, i, err)
+				}
 			}
 			unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &t1)
 			busy += time.Duration(t1.Nano() - t0.Nano())
@@ -207,6 +210,9 @@ func fanFloorRun(subs, writes int, interval time.Duration, frame int) ([]float64
 		cpu <- busy
 	}()
 	used := <-cpu
+	if short != nil {
+		return nil, 0, fmt.Errorf("writer: %w (the reader would wait for it in vain)", short)
+	}
 	select {
 	case err := <-done:
 		if err != nil {
@@ -238,13 +244,19 @@ func pinThread(cpus string) error {
 // sendFrame sends msg on the non-blocking socket fd with the call the
 // server's direct writes make (transport's liveConn.sendNow): one send(2)
 // that does not wait, as a raw system call. What a full socket does not
-// take is lost, and the run fails for want of it.
-func sendFrame(fd int, msg []byte) {
+// take is lost: the error says so, and the run fails on it.
+func sendFrame(fd int, msg []byte) error {
 	for {
-		_, _, errno := syscall.RawSyscall6(syscall.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(msg))), uintptr(len(msg)),
+		n, _, errno := syscall.RawSyscall6(syscall.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(msg))), uintptr(len(msg)),
 			syscall.MSG_DONTWAIT|syscall.MSG_NOSIGNAL, 0, 0)
-		if errno != syscall.EINTR {
-			return
+		switch {
+		case errno == syscall.EINTR:
+			continue
+		case errno != 0:
+			return fmt.Errorf("send: %w", errno)
+		case int(n) < len(msg):
+			return fmt.Errorf("send: the socket took %d of %d bytes", n, len(msg))
 		}
+		return nil
 	}
 }
