@@ -64,6 +64,8 @@ type Config struct {
 	// others, and between runs the engine writes at most as many new
 	// leases of it per collection and CollectEvery (NoteLease). Zero
 	// means proto.DefaultMaxLeasesPerSubject; it must not be negative.
+	// Leases of collections never written are also held, across them, to
+	// proto.MaxUnwrittenLeasesPerSubject, which is not configurable.
 	MaxLeasesPerSubject int
 }
 

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -27,9 +28,12 @@ import (
 // never before now − pendingFloorReach × MaxOffline), publishes
 // them in proto.HorizonCollection, waits Config.CollectGrace so that every
 // instance enforces them, and only then purges (stores.Purger). Before
-// that it removes the lease records that expired, and those of a subject
+// that it removes the lease records that expired, those of a subject
 // beyond Config.MaxLeasesPerSubject live leases on a collection (its least
-// recently seen), and purges the lease log of them (leaseScan).
+// recently seen), and, of collections never written, those without a
+// pending floor and those of a subject beyond
+// proto.MaxUnwrittenLeasesPerSubject across them; then it purges the
+// lease log of them (leaseScan).
 //
 // Enforcement, from the moment a horizon is published:
 //   - a Pull whose cursor (not the start) has a position before R is
@@ -356,6 +360,18 @@ type Lease struct {
 // window (admitLease); past that NoteLease writes nothing and returns
 // nil: the reader holds no lease. The caller checks that the principal
 // owns l.Replica.
+//
+// A reader may name any collection its rights match, written or not. A
+// lease from the start of a collection never written (every head 0)
+// holds nothing unless it announces a pending floor: the reader's cursor
+// is the start, which is never reset, and no horizon is published for
+// the collection (publishHorizon). So without a floor NoteLease writes
+// none, and with one it counts the lease, beyond the bound on the
+// collection, against proto.MaxUnwrittenLeasesPerSubject for the
+// subject across every collection never written (admitLease again; the
+// collection runs hold the same bound, leaseScan.boundUnwritten). A
+// reader past it holds no lease: its pending changes are held back for
+// MaxOffline only, like anyone's.
 func (e *Engine) NoteLease(ctx context.Context, collection string, l Lease) error {
 	maxOff := e.MaxOffline(collection)
 	if maxOff == 0 || l.Replica == "" {
@@ -378,12 +394,6 @@ func (e *Engine) NoteLease(ctx context.Context, collection string, l Lease) erro
 	}
 	e.hz.mu.Lock()
 	old, ok := e.hz.leases[key]
-	if !ok && !e.hz.admitLease(collection, l.Replica, now, e.leaseWindow(), e.maxLeases) {
-		e.hz.mu.Unlock()
-		e.log.Debug("lease not written: the subject made as many new leases on the collection in this window as the bound",
-			"collection", collection, "replica", l.Replica, "bound", e.maxLeases)
-		return nil
-	}
 	e.hz.mu.Unlock()
 	if ok && old.epoch == epoch && len(old.pos) == len(pos) && now-old.seen < (maxOff/leaseRefreshDivisor).Milliseconds() {
 		back := false
@@ -392,6 +402,30 @@ func (e *Engine) NoteLease(ctx context.Context, collection string, l Lease) erro
 		}
 		floorBack := floor >= 0 && (old.floor < 0 || floor < old.floor)
 		if !back && !floorBack {
+			return nil
+		}
+	}
+	// A cursor off the start was read from a written log (its epoch
+	// checked by the pull it came from); from the start, the heads tell.
+	// They are read after the pull that presented l: a head it saw above
+	// 0 is still above 0.
+	unwritten := false
+	if l.Cursor.IsStart() {
+		var err error
+		if unwritten, err = e.unwritten(ctx, collection); err != nil {
+			return fmt.Errorf("lease %s: %w", key, err)
+		}
+		if unwritten && floor < 0 {
+			return nil
+		}
+	}
+	if !ok {
+		e.hz.mu.Lock()
+		admitted := e.hz.admitLease(collection, l.Replica, unwritten, now, e.leaseWindow(), e.maxLeases)
+		e.hz.mu.Unlock()
+		if !admitted {
+			e.log.Debug("lease not written: the subject made as many new leases on the collection (or on collections never written) in this window as the bound",
+				"collection", collection, "replica", l.Replica, "bound", e.maxLeases, "unwritten", unwritten)
 			return nil
 		}
 	}
@@ -440,20 +474,42 @@ func (e *Engine) leaseWindow() int64 {
 // window ms, and admits at most max in one window. So between two runs of
 // the job, which keep each subject's leases within the bound, one
 // instance adds at most about the bound again per subject and collection
-// (a window not aligned with the runs: up to twice that). A lease not
-// admitted is not written: its reader holds none, as if a run had evicted
-// it. The counts are forgotten, like the lease cache, past maxHistory
-// keys. hz.mu must be held.
-func (hz *horizons) admitLease(collection, replica string, now, window int64, max int) bool {
+// (a window not aligned with the runs: up to twice that). A lease of a
+// collection never written (unwritten) is also counted per subject across
+// all such collections, and admitted only while that count is below
+// proto.MaxUnwrittenLeasesPerSubject. A lease not admitted is not
+// written: its reader holds none, as if a run had evicted it. The counts
+// are forgotten, like the lease cache, past maxHistory keys. hz.mu must
+// be held.
+func (hz *horizons) admitLease(collection, replica string, unwritten bool, now, window int64, max int) bool {
 	if hz.fresh == nil || now-hz.freshAt >= window || now < hz.freshAt || len(hz.fresh) >= maxHistory {
 		hz.fresh, hz.freshAt = map[string]int{}, now
 	}
-	k := collection + "\x00" + leaseSubject(replica)
+	sub := leaseSubject(replica)
+	k := collection + "\x00" + sub
 	if hz.fresh[k] >= max {
 		return false
 	}
+	if unwritten {
+		ku := "\x00" + sub // no collection name is empty
+		if hz.fresh[ku] >= proto.MaxUnwrittenLeasesPerSubject {
+			return false
+		}
+		hz.fresh[ku]++
+	}
 	hz.fresh[k]++
 	return true
+}
+
+// unwritten reports whether collection was never written (in its current
+// epoch): its head is 0, which for a sharded collection means every
+// shard's (stores.Store.Head). One read of the store.
+func (e *Engine) unwritten(ctx context.Context, collection string) (bool, error) {
+	h, err := e.store.Head(ctx, collection)
+	if err != nil {
+		return false, fmt.Errorf("head %s: %w", collection, err)
+	}
+	return h == 0, nil
 }
 
 // CollectReport says what one Collect did to one collection.
@@ -519,15 +575,21 @@ func (hz *horizons) ran(skipped bool) {
 // the most recently seen. The records of expired leases and of leases
 // beyond the bound are deleted as the scan meets them (stores.DeleteAsRead)
 // in batches, so memory holds at most maxLeases leases per subject and
-// collection, never the whole lease log.
+// collection, never the whole lease log. Once the log is read, the leases
+// of collections never written are held to their own bounds
+// (boundUnwritten).
 type leaseScan struct {
 	e       *Engine
 	now     int64 // ms, when the scan began
 	max     int
 	kept    map[string]map[string]map[string]lease // collection → subject → id → lease
 	drop    []crdt.Change
-	removed int // records deleted: expired or beyond the bound
-	evicted int // of which beyond the bound
+	removed int // records deleted: expired or beyond a bound
+	evicted int // of which beyond the bound per collection
+	// unwritten holds the collections of kept leases found never written
+	// (boundUnwritten); evictedUnwritten counts the leases of them removed.
+	unwritten        map[string]bool
+	evictedUnwritten int
 }
 
 // leaseSubject is whom the bound on leases counts a replica against: its
@@ -593,6 +655,79 @@ func (s *leaseScan) add(ctx context.Context, r crdt.Record) error {
 	return s.remove(ctx, ev.rec, true)
 }
 
+// boundUnwritten holds the leases kept of collections never written to
+// what NoteLease takes of them: it removes those without a pending floor
+// (they hold nothing: their cursors are the start, and no horizon is
+// published for such a collection), and of one subject's leases with a
+// floor across all such collections keeps the
+// proto.MaxUnwrittenLeasesPerSubject most recently seen. It reads the
+// heads of each collection whose kept leases all sit at the start (a
+// lease off the start was read from a written log), after the whole
+// lease log was read: a lease written once its collection was written
+// is seen written here.
+func (s *leaseScan) boundUnwritten(ctx context.Context) error {
+	var colls []string
+	for c, subs := range s.kept {
+		atStart, any := true, false
+		for _, held := range subs {
+			for _, l := range held {
+				any = true
+				atStart = atStart && !slices.ContainsFunc(l.pos, func(p uint64) bool { return p > 0 })
+			}
+		}
+		if any && atStart {
+			colls = append(colls, c)
+		}
+	}
+	slices.Sort(colls)
+	type held struct {
+		coll, id string
+		l        lease
+	}
+	bySubject := map[string][]held{}
+	for _, c := range colls {
+		unwritten, err := s.e.unwritten(ctx, c)
+		if err != nil {
+			return fmt.Errorf("read the leases: %w", err)
+		}
+		if !unwritten {
+			continue
+		}
+		s.unwritten[c] = true
+		for sub, ls := range s.kept[c] {
+			for id, l := range ls {
+				if l.floor >= 0 {
+					bySubject[sub] = append(bySubject[sub], held{c, id, l})
+					continue
+				}
+				delete(ls, id)
+				if err := s.remove(ctx, l.rec, false); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	for sub, hs := range bySubject {
+		if len(hs) <= proto.MaxUnwrittenLeasesPerSubject {
+			continue
+		}
+		slices.SortFunc(hs, func(a, b held) int {
+			if c := cmp.Compare(b.l.seen, a.l.seen); c != 0 {
+				return c // the most recently seen first
+			}
+			return strings.Compare(a.id, b.id)
+		})
+		for _, h := range hs[proto.MaxUnwrittenLeasesPerSubject:] {
+			delete(s.kept[h.coll][sub], h.id)
+			s.evictedUnwritten++
+			if err := s.remove(ctx, h.l.rec, false); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // remove deletes the lease record r as read.
 func (s *leaseScan) remove(ctx context.Context, r crdt.Record, evicted bool) error {
 	c, ok := stores.DeleteAsRead(proto.LeaseCollection, r)
@@ -643,7 +778,7 @@ func (s *leaseScan) leases(collection string) []lease {
 // within the bound (leaseScan), removes the records of the others, and
 // then purges the lease log of the tombstones left (purgeLeases).
 func (e *Engine) scanLeases(ctx context.Context, purger stores.Purger) (*leaseScan, error) {
-	s := &leaseScan{e: e, now: e.wall(), max: e.maxLeases, kept: map[string]map[string]map[string]lease{}}
+	s := &leaseScan{e: e, now: e.wall(), max: e.maxLeases, kept: map[string]map[string]map[string]lease{}, unwritten: map[string]bool{}}
 	var cur Cursor
 	for more := true; more; {
 		page, err := e.Pull(ctx, proto.LeaseCollection, cur, PageLimit{})
@@ -662,11 +797,18 @@ func (e *Engine) scanLeases(ctx context.Context, purger stores.Purger) (*leaseSc
 		}
 		cur, more = page.Next, page.More
 	}
+	if err := s.boundUnwritten(ctx); err != nil {
+		return nil, err
+	}
 	if err := s.flush(ctx); err != nil {
 		return nil, err
 	}
 	if s.evicted > 0 {
 		e.log.Info("tombstone collection: leases beyond the bound per subject removed", "leases", s.evicted, "bound", s.max)
+	}
+	if s.evictedUnwritten > 0 {
+		e.log.Info("tombstone collection: leases of collections never written beyond the bound per subject removed",
+			"leases", s.evictedUnwritten, "bound", proto.MaxUnwrittenLeasesPerSubject)
 	}
 	if err := e.purgeLeases(ctx, purger, s.now); err != nil {
 		return nil, err
@@ -744,7 +886,10 @@ func (e *Engine) Collect(ctx context.Context) (_ []CollectReport, err error) {
 	}
 	names := make([]string, 0, len(colls))
 	for c := range colls {
-		if e.MaxOffline(c) > 0 {
+		// A collection the scan found never written has nothing to
+		// collect (publishHorizon); written since, it is collected at
+		// the next run.
+		if e.MaxOffline(c) > 0 && !leases.unwritten[c] {
 			names = append(names, c)
 		}
 	}

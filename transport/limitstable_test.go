@@ -72,6 +72,7 @@ func TestLimitsTable(t *testing.T) {
 		t.Fatal("docs/protocol.md has no limits table")
 	}
 	leases := thousands(proto.DefaultMaxLeasesPerSubject)
+	unwritten := thousands(proto.MaxUnwrittenLeasesPerSubject)
 	// Each row by the start of its limit column: its default column (or how
 	// it starts), and what else it says.
 	want := []struct{ limit, starts, says string }{
@@ -87,6 +88,7 @@ func TestLimitsTable(t *testing.T) {
 		{"subscriptions per WebSocket connection", thousands(proto.DefaultMaxSubscriptions) + " (", ""},
 		{"subscriptions per subject", thousands(proto.DefaultMaxSubscriptionsPerSubject) + " (", ""},
 		{"live leases per subject", leases + ":", "keeps the subject's " + leases + " most recently seen and removes the others; between runs each server instance takes at most " + leases + " new ones"},
+		{"leases per subject across the collections never written", unwritten + ":", "keeps the subject's " + unwritten + " most recently seen and removes the others; between runs each server instance takes at most " + unwritten + " new ones"},
 		{"max drift of a stamp", fmt.Sprintf("%d minutes", crdt.DefaultMaxDrift/time.Minute), ""},
 	}
 	seen := map[string]bool{}

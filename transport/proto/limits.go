@@ -41,6 +41,19 @@ const (
 	// recently seen ones and removes the others, and between runs an
 	// instance takes at most as many new ones.
 	DefaultMaxLeasesPerSubject = 64
+	// MaxUnwrittenLeasesPerSubject bounds the live leases one subject
+	// holds across all the collections never written (docs/protocol.md,
+	// "Tombstone collection"). A reader may name any collection its rights
+	// match, so without it one subject could make a lease record of every
+	// name it cares to invent. A read of such a collection that announces
+	// no pending floor takes no lease at all (its cursor is the start, and
+	// there is nothing to collect); one with a floor does, up to this
+	// bound: a collection run keeps the subject's most recently seen and
+	// removes the others, and between runs an instance takes at most as
+	// many new ones. 16 is a few devices' worth of collections created
+	// offline and not pushed yet; past it a reader's pending changes are
+	// only held back for the usual maximum offline period.
+	MaxUnwrittenLeasesPerSubject = 16
 	// MaxRequestIDBytes bounds a client's Convergo-Request-Id.
 	MaxRequestIDBytes = 64
 	// MaxRejected and MaxRejectedBytes bound what a client keeps of the

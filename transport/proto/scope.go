@@ -50,8 +50,9 @@ const DenyCollection = ReservedPrefix + "deny"
 // "<collection>/<replica>", with the fields "pos" (the shard positions of
 // the cursor the reader last presented), "floor" (its pending floor, ms;
 // absent: none pending) and "seen" (ms). Collection runs remove the
-// expired ones and those of a subject beyond DefaultMaxLeasesPerSubject
-// (as configured) on a collection.
+// expired ones, those of a subject beyond DefaultMaxLeasesPerSubject
+// (as configured) on a collection, and those of a subject beyond
+// MaxUnwrittenLeasesPerSubject across the collections never written.
 const LeaseCollection = ReservedPrefix + "leases"
 
 // HorizonCollection holds the published tombstone horizons: one record
