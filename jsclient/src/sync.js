@@ -204,9 +204,10 @@ export class Syncer {
     /**
      * What the loop is waiting for, if it waits: the next reconnect
      * attempt, the next poll, the browser to report a network, sync()
-     * after the server refused the protocol version, or a new token after
-     * it revoked the subject.
-     * @type {'backoff'|'poll'|'offline'|'halted'|'revoked'|null}
+     * after the server refused the protocol version, a new token after
+     * it revoked the subject, or (push) the delay before a live push
+     * refused for now goes over HTTP (pushOutbox).
+     * @type {'backoff'|'poll'|'offline'|'halted'|'revoked'|'push'|null}
      */
     this.waiting = null;
     /** No request before this time (ms since epoch): the server's Retry-After. */
@@ -268,7 +269,7 @@ export class Syncer {
     this.serial(() => {
       this.pushQueued = false;
       return this.pushAll();
-    }).catch((e) => this.o.onError(e));
+    }).catch((e) => this.stopped || this.o.onError(e));
   }
 
   /** The network came back: retry now. */
@@ -303,7 +304,8 @@ export class Syncer {
     if (this.waiting === 'halted') return false; // only sync() tries again
     if (this.waiting === 'revoked' && why !== 'token') return false; // only a new token
     this.attempt = 0;
-    if (this.waiting === null) {
+    // A push's delay is not cut short: the server asked for less.
+    if (this.waiting === null || this.waiting === 'push') {
       // Live, or a round is under way: if it fails (it may have started
       // before the server or the network came back), the next attempt goes
       // at once instead of after the backoff.
@@ -608,8 +610,11 @@ export class Syncer {
 
   /**
    * Waits ms, or less if woken (wake) or the end moved earlier (wakeAt).
+   * A push's delay may be under way when the loop starts to wait (its
+   * session closed meanwhile): the loop's wait takes wake and wakeAt over,
+   * and the delay, when it ends, leaves them be.
    * @param {number} ms Infinity: until woken
-   * @param {'backoff'|'poll'|'offline'|'halted'|'revoked'} why
+   * @param {'backoff'|'poll'|'offline'|'halted'|'revoked'|'push'} why
    */
   wait(ms, why) {
     if (this.stopped) return Promise.resolve();
@@ -619,9 +624,11 @@ export class Syncer {
       let end = Date.now() + ms;
       const finish = () => {
         clearTimeout(t);
-        this.wake = null;
-        this.wakeAt = null;
-        this.waiting = null;
+        if (this.wake === finish) {
+          this.wake = null;
+          this.wakeAt = null;
+          this.waiting = null;
+        }
         resolve(undefined);
       };
       this.waiting = why;
@@ -846,11 +853,15 @@ export class Syncer {
             if (!unreadable && retryOf(e.code) !== 'backoff') throw e;
             // The server cannot take it now (unavailable: it holds too
             // many pushes): the same batch again after one backoff delay,
-            // over HTTP (docs/protocol.md, "Pushing over a live session").
-            if (!unreadable) await new Promise((r) => setTimeout(r, backoff(0, { random: this.o.random, ...this.o.backoff })));
+            // over HTTP (docs/protocol.md, "Pushing over a live session"),
+            // a wait that stop() ends.
+            if (!unreadable) await this.wait(backoff(0, { random: this.o.random, ...this.o.backoff }), 'push');
           }
         }
         if (!results) {
+          // Stopped meanwhile (in that delay, or with a live push in
+          // flight): the batch stays in the outbox.
+          if (this.stopped) throw new ConvergoError('network', 'sync stopped');
           // Made for the token it goes with: under that token's subject
           // the replica is named by its device part (docs/protocol.md,
           // "Push").

@@ -164,3 +164,32 @@ test('live: a push refused whole as malformed or invalid goes once over HTTP, wh
   assert.deepEqual(errors, []);
   assert.deepEqual(refused, []);
 });
+
+test('live: stop() ends the backoff delay after a push refused unavailable; the batch does not go over HTTP after it', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  // One backoff delay of a full second.
+  const a = await openClient({ url: server.url, name: 'a', collections: ['todos'], backoff: { base: 1000, max: 1000, random: () => 1 } });
+  t.after(() => a.close());
+  await until(() => /** @type {any} */ (a).syncer?.live, 'live', WAIT);
+  server.refuseLivePush = () => 'unavailable';
+  await a.collection('todos').put('u', { n: 1 });
+  await until(() => server.livePushes.length === 1, 'the live push refused', WAIT);
+  await new Promise((r) => setTimeout(r, 100)); // the client takes the refusal and waits
+  await a.pause();
+  await new Promise((r) => setTimeout(r, 1500)); // past the delay
+  assert.equal(httpPushes(server), 0, 'nothing pushed after stop()');
+  assert.equal(server.coll('todos').byId.has('u'), false);
+  assert.equal(a.status.pending, 1, 'the change stays in the outbox');
+});
+
+test('live: a push in flight when stop() closes the session does not go again over HTTP', async (t) => {
+  const { server, a } = await openLive(t);
+  server.holdPushAnswers = 1; // applied, never answered
+  await a.collection('todos').put('h', { n: 1 });
+  await until(() => server.livePushes.length === 1, 'the live push sent', WAIT);
+  await a.pause();
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(httpPushes(server), 0, 'nothing pushed after stop()');
+  assert.equal(a.status.pending, 1, 'the change stays in the outbox');
+});
