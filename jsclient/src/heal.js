@@ -135,10 +135,7 @@ export async function giveBack(syncer, c, seen) {
   for (const x of items) x.size = x.item.change.length;
   let refused = 0;
   let why = '';
-  await batches(items, maxCount, maxBody, async (batch) => {
-    const results = parsePushAnswer(
-      await syncer.post(PATHS.push, encodePush(/** @type {string} */ (syncer.store.replica), batch.map((b) => b.change), new Map([[c, version]]))),
-    );
+  await batches(items, maxCount, maxBody, pushOf(syncer, c, version), (batch, results) =>
     results.forEach((r, i) => {
       if (r.status === STATUSES.refused && r.code === 'collected') return;
       if (r.status === STATUSES.refused) {
@@ -148,14 +145,25 @@ export async function giveBack(syncer, c, seen) {
       const rec = batch[i].record;
       if (batch[i].back) restore.push(rec);
       else kept.set(rec.id, merge(kept.get(rec.id) ?? emptyRecord(rec.id), rec)[0]);
-    });
-  });
+    }),
+  );
   if (refused > 0) {
     syncer.o.onError(new ConvergoError('invalid', `reconcile ${c}: the server refused ${refused} of the ${parts.length} writes given back (last: ${why}); they stay local`));
   }
   return { kept, restore };
 }
 
+
+/**
+ * A batches sender of changes to collection c (schema version version),
+ * pushed over HTTP.
+ * @param {Syncer} syncer
+ * @param {string} c
+ * @param {number} version
+ * @returns {(items: {change: Uint8Array}[]) => Promise<import('./protocol.js').PushResult[]>}
+ */
+const pushOf = (syncer, c, version) => async (items) =>
+  parsePushAnswer(await syncer.post(PATHS.push, encodePush(/** @type {string} */ (syncer.store.replica), items.map((x) => x.change), new Map([[c, version]]))));
 
 /**
  * Gives the server back what it may have lost of collection c
@@ -195,13 +203,21 @@ export async function heal(syncer, c) {
       why = `${r.code}: ${r.message ?? ''}`;
     });
   const sized = sealed.map((x) => ({ item: x, size: encodeRecord(x.record).length + x.seal.length + 4 }));
-  await batches(sized, maxCount, maxBody, async (items) => {
-    tally(parseRestoreAnswer(await syncer.post(PATHS.restore, encodeRestore(c, items, version))), items.map((x) => x.record.id));
-  });
-  const changes = mine.map((record) => ({ ch: encodeChange({ collection: c, record }), id: record.id }));
-  await batches(changes.map((x) => ({ item: x, size: x.ch.length })), maxCount, maxBody, async (items) => {
-    tally(parsePushAnswer(await syncer.post(PATHS.push, encodePush(/** @type {string} */ (syncer.store.replica), items.map((x) => x.ch), new Map([[c, version]])))), items.map((x) => x.id));
-  });
+  await batches(
+    sized,
+    maxCount,
+    maxBody,
+    async (items) => parseRestoreAnswer(await syncer.post(PATHS.restore, encodeRestore(c, items, version))),
+    (items, results) => tally(results, items.map((x) => x.record.id)),
+  );
+  const changes = mine.map((record) => ({ change: encodeChange({ collection: c, record }), id: record.id }));
+  await batches(
+    changes.map((x) => ({ item: x, size: x.change.length })),
+    maxCount,
+    maxBody,
+    pushOf(syncer, c, version),
+    (items, results) => tally(results, items.map((x) => x.id)),
+  );
   await syncer.store.healed(c);
   // The reading from the beginning that follows must deliver what the
   // server took back (checkHeal); once the cursor moved on, a later loss
@@ -256,15 +272,30 @@ export async function checkHeal(syncer, c, p, fromStart) {
 
 /**
  * Sends items in batches of at most maxCount items and maxBytes bytes (one
- * larger item goes alone); a too_large answer halves the batch.
+ * larger item goes alone) and hands each batch's results to take. The one
+ * place that splits a heal's or a give-back's requests: as pushAll does a
+ * push's (docs/protocol.md, section 5), a batch the server refuses whole
+ * as too_large or malformed is halved down to the item at fault, which
+ * alone is taken as refused with that code (it stays local, and the
+ * caller reports it), so the rest goes on; too_large lowers the batch
+ * size for the rest, malformed only until the item at fault is found.
+ * Before it takes an item refused alone as malformed, it sends no items:
+ * when that is refused malformed too, the server reads none of these
+ * requests from this client, the fault is not the item's, and the error
+ * is thrown (the heal stays owed). An answer too large to read halves the
+ * batch too. Other errors are thrown.
  * @template T
  * @param {{item: T, size: number}[]} all
  * @param {number} maxCount
  * @param {number} maxBytes
- * @param {(items: T[]) => Promise<void>} send
+ * @param {(items: T[]) => Promise<import('./protocol.js').PushResult[]>} send
+ *   the results of the items, in order
+ * @param {(items: T[], results: import('./protocol.js').PushResult[]) => void} take
  */
-export async function batches(all, maxCount, maxBytes, send) {
+export async function batches(all, maxCount, maxBytes, send, take) {
   let limit = maxCount;
+  let fits = limit;
+  let readable = false;
   let i = 0;
   while (i < all.length) {
     let n = 0;
@@ -273,16 +304,35 @@ export async function batches(all, maxCount, maxBytes, send) {
       size += all[i + n].size;
       n++;
     }
+    const items = all.slice(i, i + n).map((x) => x.item);
+    let results;
     try {
-      await send(all.slice(i, i + n).map((x) => x.item));
+      results = await send(items);
     } catch (e) {
-      if (/** @type {any} */ (e).code === 'too_large' && n > 1) {
+      const { code, status, message } = /** @type {ConvergoError} */ (e);
+      // Refused whole by the server (an HTTP error answer), not an answer
+      // this client could not read; too_large halves either.
+      if (code !== 'too_large' && (code !== 'malformed' || status === undefined)) throw e;
+      if (n > 1) {
         limit = Math.max(1, Math.floor(n / 2));
+        if (code === 'too_large') fits = limit;
         continue;
       }
-      throw e;
+      if (status === undefined) throw e;
+      if (code === 'malformed' && !readable) {
+        readable = await send([]).then(
+          () => true,
+          (x) => {
+            if (x.code === 'malformed' && x.status !== undefined) return false;
+            throw x;
+          },
+        );
+        if (!readable) throw e;
+      }
+      results = [{ status: STATUSES.refused, code, message }];
+      limit = fits;
     }
+    take(items, results);
     i += n;
   }
 }
-

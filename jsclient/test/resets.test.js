@@ -202,3 +202,82 @@ test('a heal cut short by an outage is owed across a reload and made then', asyn
   await until(() => server.coll('todos').byId.has('k'), 'healed after the reload', WAIT);
   await until(async () => (await again.store.owedHeals()).length === 0, 'nothing owed', WAIT);
 });
+
+/**
+ * A reader 'r' of 'todos' holding records r0..r6 that a writer made, and
+ * the errors it reports.
+ * @param {import('node:test').TestContext} t
+ * @param {FakeServer} server
+ */
+async function readerOfSeven(t, server) {
+  const w = await openClient({ url: server.url, name: 'w', token: jwtOf('walt'), collections: ['todos'] });
+  for (let i = 0; i < 7; i++) await w.collection('todos').put('r' + i, { i });
+  await w.whenSynced();
+  await w.close();
+  const r = await openClient({ url: server.url, name: 'r', token: jwtOf('rita'), collections: ['todos'] });
+  t.after(() => r.close());
+  /** @type {any[]} */
+  const errors = [];
+  r.on('error', (e) => errors.push(e));
+  await until(async () => (await r.collection('todos').list()).length === 7, 'the reader to hold 7', WAIT);
+  return { r, errors };
+}
+
+for (const code of ['malformed', 'too_large']) {
+  test(`a restore refused whole as ${code} is halved down to the record at fault, which stays local and is reported; the rest is restored`, async (t) => {
+    const server = await new FakeServer({ maxPush: 3 }).start();
+    t.after(() => server.stop());
+    const { r, errors } = await readerOfSeven(t, server);
+    // The server cannot read (or take) a restore that carries r3.
+    server.refuseRestore = (items) => (items.some((x) => x.record.id === 'r3') ? code : null);
+    server.wipe();
+    await until(() => errors.some((e) => /heal todos/.test(e.message)), 'the refused record reported', WAIT);
+    await until(() => server.coll('todos').byId.size === 6, 'the other 6 restored', WAIT);
+    assert.deepEqual([...server.coll('todos').byId.keys()].sort(), ['r0', 'r1', 'r2', 'r4', 'r5', 'r6']);
+    const heal = errors.find((e) => /heal todos/.test(e.message));
+    assert.match(heal.message, new RegExp(`refused 1 of the 7 .*${code}`));
+    assert.equal((await r.collection('todos').list()).length, 7, 'nothing local dropped');
+    assert.deepEqual(await r.store.owedHeals(), [], 'the heal is done');
+  });
+}
+
+test('a server that reads no restore of this client (a restore of no records refused malformed too) leaves the heal owed, no record at fault', async (t) => {
+  const server = await new FakeServer({ maxPush: 3 }).start();
+  t.after(() => server.stop());
+  const { r, errors } = await readerOfSeven(t, server);
+  server.refuseRestore = () => 'malformed';
+  server.wipe();
+  await until(() => errors.filter((e) => e.code === 'malformed').length >= 2, 'the heal tried again', WAIT);
+  assert.equal(
+    errors.some((e) => /heal todos/.test(e.message)),
+    false,
+    'no record reported refused',
+  );
+  assert.equal(server.coll('todos').byId.size, 0);
+  assert.deepEqual(await r.store.owedHeals(), ['todos'], 'the heal is still owed');
+  assert.equal((await r.collection('todos').list()).length, 7, 'nothing local dropped');
+});
+
+test("a heal's push of own writes refused whole as malformed is halved down to the write at fault, which stays local and is reported; the rest is pushed", async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  // A server that sends no seals: the heal pushes the client's own writes.
+  const origPageBytes = server.pageBytes.bind(server);
+  server.pageBytes = (before, key, page, after) => origPageBytes(before, key, page, after);
+  const a = await openClient({ url: server.url, name: 'a', token: jwtOf('alice'), collections: ['todos'], WebSocket: null, pollInterval: 50 });
+  t.after(() => a.close());
+  /** @type {any[]} */
+  const errors = [];
+  a.on('error', (e) => errors.push(e));
+  await a.collection('todos').putMany([0, 1, 2, 3].map((i) => ({ id: 'a' + i, i })));
+  await a.whenSynced();
+  server.refusePush = (changes) => (changes.some((ch) => ch.record.id === 'a2') ? 'malformed' : null);
+  server.wipe();
+  await until(() => errors.some((e) => /heal todos/.test(e.message)), 'the refused write reported', WAIT);
+  await until(() => server.coll('todos').byId.size === 3, 'the other 3 pushed back', WAIT);
+  assert.deepEqual([...server.coll('todos').byId.keys()].sort(), ['a0', 'a1', 'a3']);
+  assert.match(errors.find((e) => /heal todos/.test(e.message)).message, /refused 1 of the 4 .*malformed/);
+  assert.equal(server.restores.length, 0, 'nothing sealed to restore');
+  assert.deepEqual(Object.keys(await clientDocs(a, 'todos')).sort(), ['a0', 'a1', 'a2', 'a3'], 'nothing local dropped');
+  assert.deepEqual(await a.store.owedHeals(), []);
+});

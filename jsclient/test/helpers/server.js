@@ -256,6 +256,8 @@ export class FakeServer {
     this.refuseLivePush = () => null;
     /** @type {(changes: import('../../src/record.js').Change[]) => string|null} a code it returns refuses a push (HTTP or live) of these changes whole, nothing applied */
     this.refusePush = () => null;
+    /** @type {(items: {record: import('../../src/record.js').Record, seal: Uint8Array}[]) => string|null} a code it returns refuses a restore of these records whole, nothing applied */
+    this.refuseRestore = () => null;
   }
 
   /**
@@ -794,6 +796,8 @@ export class FakeServer {
           r.end();
           if (this.forbidden.has(c)) return fail('forbidden');
           const v = this.versionOf(c, version);
+          const whole = this.refuseRestore(items);
+          if (whole) return fail(whole);
           this.restores.push(n);
           return ok(encode(this.env([[1, this.restore(c, items, v)]])));
         }
