@@ -9,7 +9,10 @@
 import { test } from 'node:test';
 import { FakeServer } from './helpers/server.js';
 import { openClient, until } from './helpers/util.js';
+import assert from 'node:assert/strict';
 import { PATHS } from '../src/constants.js';
+import { encode } from '../src/cbor.js';
+import { cloneRecord } from '../src/record.js';
 
 const WAIT = 15_000;
 
@@ -77,4 +80,55 @@ test('a store that goes back after every heal is healed a few times, then an err
   await until(() => errors.some((e) => /does not serve them/.test(e.message)), 'an error that the heal does not hold', WAIT);
   if (wipes < 2 || wipes > 10) throw new Error(`${wipes} heals lost before giving up`);
   for (let i = 0; i < 3; i++) if (!(await a.collection('todos').get('a' + i))) throw new Error(`a${i} dropped locally`);
+});
+
+test('a record the heal gave back that the scoped pull after it brings as a leave entry counts as served: no heal again', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const a = await openClient({
+    url: server.url,
+    name: 'a',
+    token: jwtOf('alice'),
+    collections: ['todos'],
+    scopes: { todos: { mine: ['eq', 'owner', { $: 'sub' }] } },
+    WebSocket: null,
+    pollInterval: 50,
+  });
+  t.after(() => a.close());
+  /** @type {any[]} */
+  const errors = [];
+  a.on('error', (e) => errors.push(e));
+  /** @type {any[]} */
+  const resets = [];
+  a.on('serverReset', (r) => resets.push(r));
+  await a.collection('todos').put('k', { owner: 'alice' });
+  await a.collection('todos').put('j', { owner: 'alice' });
+  await a.whenSynced();
+  const handle = server.handle.bind(server);
+  let gaveBack = false;
+  let moved = false;
+  server.handle = async (req, res) => {
+    if (!moved) {
+      if (req.url === PATHS.restore) gaveBack = true;
+      else if (req.url === PATHS.pull && gaveBack) {
+        // Between the heal and the pull after it, k is given to bob: the
+        // server holds it, and alice's scoped read from the beginning
+        // brings it as a leave entry, not as a record.
+        moved = true;
+        const k = cloneRecord(server.coll('todos').byId.get('k').record);
+        k.fields.set('owner', { value: encode('bob'), stamp: { wall: Date.now() + 1000, logical: 0, replica: 'bob_dev' } });
+        server.apply([{ collection: 'todos', record: k }], 'bob');
+      }
+    }
+    return handle(req, res);
+  };
+  server.wipe();
+  await until(() => moved, 'k moved out of the scope during the heal', WAIT);
+  await until(async () => (await a.collection('todos').get('k')) === null, 'k left the scope here too', WAIT);
+  await a.sync();
+  await a.sync();
+  assert.equal(resets.length, 1, `healed once (resets: ${resets.map((r) => r.message).join('; ')})`);
+  assert.deepEqual(errors, []);
+  assert.deepEqual([...server.coll('todos').byId.keys()].sort(), ['j', 'k']);
+  assert.deepEqual(await a.collection('todos').get('j'), { id: 'j', owner: 'alice' });
 });
