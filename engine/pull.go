@@ -124,7 +124,7 @@ func (e *Engine) pullScoped(ctx context.Context, collection string, cursor Curso
 	if cursor.scope != enc && !cursor.IsStart() {
 		// A change of scope: what the reader holds was read under the
 		// cursor's scope, up to its positions.
-		if err := e.checkPast(ctx, collection, k, pos); err != nil {
+		if err := e.checkPast(ctx, collection, cursor, k, pos); err != nil {
 			return Page{}, err
 		}
 		if cursor.unverified {
@@ -160,7 +160,7 @@ func (e *Engine) pullScoped(ctx context.Context, collection string, cursor Curso
 	}
 	if len(out.Entries) == 0 && len(out.Left) == 0 && scanned == 0 && !cursor.IsStart() {
 		// Nothing after the cursor: is it past the head?
-		if err := e.checkPast(ctx, collection, k, pos); err != nil {
+		if err := e.checkPast(ctx, collection, cursor, k, pos); err != nil {
 			return Page{}, err
 		}
 	}
@@ -400,29 +400,37 @@ read:
 	return out, scanned, nil
 }
 
-// checkPast returns a *ResetError when a position is past the head of its
-// shard (a store that lost writes). It reads the head, and so notes it.
-func (e *Engine) checkPast(ctx context.Context, collection string, k int, pos []uint64) error {
+// checkPast returns a *ResetError when a position of cursor (pos, one per
+// shard) is past the head of its shard: the store lost writes. It reads
+// the head, and so notes it. When the server made cursor (it is not
+// Unverified), that is proof the store went back, and witnessRewind
+// starts a new epoch of every collection.
+func (e *Engine) checkPast(ctx context.Context, collection string, cursor Cursor, k int, pos []uint64) error {
+	var heads []uint64
 	if k == 1 {
 		h, err := e.readHead(ctx, collection)
 		if err != nil {
 			return fmt.Errorf("pull %s after %d: %w", collection, pos[0], err)
 		}
-		if pos[0] > h {
-			return &ResetError{Collection: collection, Reason: ResetHistoryLost,
-				Detail: fmt.Sprintf("the cursor is at %d, past the head %d", pos[0], h)}
+		heads = []uint64{h}
+	} else {
+		var err error
+		if heads, err = e.shardHeads(ctx, collection, k); err != nil {
+			return fmt.Errorf("pull %s: %w", collection, err)
 		}
-		return nil
-	}
-	heads, err := e.shardHeads(ctx, collection, k)
-	if err != nil {
-		return fmt.Errorf("pull %s: %w", collection, err)
 	}
 	for s, p := range pos {
-		if p > heads[s] {
-			return &ResetError{Collection: collection, Reason: ResetHistoryLost,
-				Detail: fmt.Sprintf("the cursor is at %d in shard %d, past its head %d", p, s, heads[s])}
+		if p <= heads[s] {
+			continue
 		}
+		detail := fmt.Sprintf("the cursor is at %d, past the head %d", p, heads[s])
+		if k > 1 {
+			detail = fmt.Sprintf("the cursor is at %d in shard %d, past its head %d", p, s, heads[s])
+		}
+		if !cursor.unverified {
+			e.witnessRewind(ctx, collection, cursor.epoch, detail)
+		}
+		return &ResetError{Collection: collection, Reason: ResetHistoryLost, Detail: detail}
 	}
 	return nil
 }

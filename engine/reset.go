@@ -27,8 +27,9 @@ const (
 	// (a new or wiped store), the collection's epoch began with history
 	// lost after the cursor's (a restore, a Redis restart that may have
 	// lost writes, a failover, a head that went back), or the cursor is
-	// past the collection's head. The reader pulls from the start and
-	// gives back what the store lacks.
+	// past the collection's head (which, for a cursor the server made,
+	// starts a new epoch of every collection: witnessRewind). The reader
+	// pulls from the start and gives back what the store lacks.
 	ResetHistoryLost ResetReason = 1
 	// ResetRebuilt: the collection's log was rebuilt since the cursor's
 	// epoch (renumbered, resharded) with nothing lost. The reader pulls
@@ -305,6 +306,40 @@ func (e *Engine) observeHead(ctx context.Context, collection string, h, start ui
 	e.hist.forget()
 	e.rewindSubscribers(collection, h)
 	return true
+}
+
+// witnessRewind acts on a cursor this server made, of epoch, that is
+// past collection's head (detail says where): the store went back in
+// time, a copy of it put back without `convergo store mark-restored` or a
+// failover that lost writes. The head will pass that position again as
+// writers write, and then nothing would tell the cursors between the two
+// heads, of this collection or of any other, from those of the new
+// history: their readers would skip what is written there, and never
+// give back what they hold. The causes known put a whole store back, not
+// one collection, and which other collections went back cannot be seen,
+// so every collection starts a new epoch, history lost, as the operator's
+// procedure does (BumpEpochs): every reader pulls again from the start
+// and gives back what it holds, once. A new epoch begun meanwhile (by the
+// procedure, or by another reader's proof, here or on another instance)
+// is enough, and no other is started.
+func (e *Engine) witnessRewind(ctx context.Context, collection string, epoch uint64, detail string) {
+	e.witnessMu.Lock()
+	defer e.witnessMu.Unlock()
+	m, err := e.store.Meta(ctx, collection)
+	if err != nil {
+		e.log.Error("read the epoch after a cursor past the head", "collection", collection, "err", err)
+		return
+	}
+	if m.Epoch != epoch {
+		return
+	}
+	e.log.Error("the store went back in time: a cursor this server made is past the head; starting a new epoch of every collection, history lost, so that every reader gives back what it holds",
+		"collection", collection, "detail", detail)
+	if err := e.store.BumpEpochs(ctx); err != nil {
+		e.log.Error("start a new epoch of every collection after the store went back", "collection", collection, "err", err)
+		return
+	}
+	e.hist.forget()
 }
 
 // rewindSubscribers delivers head h, lower than what they were given, to

@@ -183,9 +183,8 @@ func TestResetBoltBackupRestored(t *testing.T) {
 
 	st = openBolt(t, path)
 	e = engineOn(t, st)
-	wantReset(t, e, "todos", c, ResetHistoryLost) // past the head
-	write(t, e, "todos", 100, 10)                 // head 13: seqs 4..8 handed out again
-	noReset(t, e, "todos", c)                     // what the procedure is for
+	write(t, e, "todos", 100, 10) // head 13: seqs 4..8 handed out again
+	noReset(t, e, "todos", c)     // no reader came back first: what the procedure is for
 	e.Close()
 	st.Close()
 
@@ -201,6 +200,70 @@ func TestResetBoltBackupRestored(t *testing.T) {
 	wantReset(t, e, "todos", c, ResetHistoryLost)
 	c2 := pullTo(t, e, "todos", nil)
 	noReset(t, e, "todos", c2) // new cursors carry the new epoch
+}
+
+// TestResetWitnessPastTheHead: an older copy of the store is put back
+// without the procedure. The first reader to come back with a cursor this
+// server made past the head is proof that the store went back: every
+// collection starts a new epoch, history lost, so that the readers of
+// other collections, and the readers of this one whose cursors the head
+// passes again before they come back, are reset too and give back what
+// they hold.
+func TestResetWitnessPastTheHead(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	path, backup := filepath.Join(dir, "convergo.db"), filepath.Join(dir, "backup.db")
+	st := openBolt(t, path)
+	e := engineOn(t, st)
+	write(t, e, "todos", 0, 3)
+	write(t, e, "notes", 0, 2)
+	e.Close()
+	st.Close()
+	copyFile(t, path, backup)
+
+	st = openBolt(t, path)
+	e = engineOn(t, st)
+	write(t, e, "todos", 3, 5)
+	write(t, e, "notes", 2, 4)
+	ahead := pullTo(t, e, "todos", nil) // at 8
+	mid, err := e.CursorAt(ctx, "todos", 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	notes := pullTo(t, e, "notes", nil) // at 6
+	e.Close()
+	st.Close()
+	copyFile(t, backup, path) // put back without the procedure: heads 3 and 2
+
+	st = openBolt(t, path)
+	e = engineOn(t, st)
+	wantReset(t, e, "todos", ahead, ResetHistoryLost) // the witness
+	write(t, e, "todos", 100, 10)                     // head 13: seqs 4..8 handed out again
+	write(t, e, "notes", 100, 10)                     // head 12: seqs 3..6 too
+	wantReset(t, e, "todos", mid.Bytes(), ResetHistoryLost)
+	wantReset(t, e, "notes", notes, ResetHistoryLost)
+	noReset(t, e, "todos", pullTo(t, e, "todos", nil)) // new cursors carry the new epoch
+}
+
+// TestResetUnverifiedPastTheHead: a cursor the server cannot tell it made
+// (Unverified: a client may have written its positions) past the head
+// resets its reader only. It is no proof that the store went back, so a
+// client cannot reset every reader of the store by writing one.
+func TestResetUnverifiedPastTheHead(t *testing.T) {
+	ctx := context.Background()
+	e := engineOn(t, memory.New())
+	write(t, e, "todos", 0, 3)
+	c := pullTo(t, e, "todos", nil)
+	forged, err := e.CursorAt(ctx, "todos", 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.Pull(ctx, "todos", forged.Unverified(), PageLimit{})
+	var re *ResetError
+	if !errors.As(err, &re) || re.Reason != ResetHistoryLost {
+		t.Fatalf("pull from an unverified cursor past the head: %v, want a history_lost reset", err)
+	}
+	noReset(t, e, "todos", c)
 }
 
 // TestResetRebuilt: an epoch started with the log rebuilt resets with

@@ -259,7 +259,8 @@ func TestPullShardsBytes(t *testing.T) {
 }
 
 // TestPullShardsReset checks that a cursor of another shard count resets
-// (rebuilt), and one past a shard's head resets with history lost.
+// (rebuilt), and one past a shard's head resets with history lost and
+// starts a new epoch.
 func TestPullShardsReset(t *testing.T) {
 	st := newSharded(4)
 	e := engineOn(t, st)
@@ -278,6 +279,15 @@ func TestPullShardsReset(t *testing.T) {
 	var re *ResetError
 	if _, err := e.Pull(ctx, "c", ahead, PageLimit{}); !errors.As(err, &re) || re.Reason != ResetHistoryLost {
 		t.Fatalf("cursor past a shard's head: %v, want a reset (history lost)", err)
+	}
+	// The server made that cursor: proof that the store went back, so the
+	// collection is in a new epoch, history lost, and so is a cursor below
+	// the heads.
+	if _, err := e.Pull(ctx, "c", p.Next, PageLimit{}); !errors.As(err, &re) || re.Reason != ResetHistoryLost {
+		t.Fatalf("cursor below the heads after a cursor past one: %v, want a reset (history lost)", err)
+	}
+	if p, err = e.Pull(ctx, "c", Cursor{}, PageLimit{}); err != nil {
+		t.Fatal(err)
 	}
 	one, err := e.CursorAtShards(ctx, "c", []uint64{3})
 	if err == nil {

@@ -673,6 +673,55 @@ func TestHealOlderCopyLive(t *testing.T) {
 	}
 }
 
+// TestHealOlderCopyNotMarkedWitness: an older copy of the bolt file is
+// put back without `convergo store mark-restored`, and a writer writes
+// past the copy's head before the replicas come back. The first replica
+// back whose cursor is still past the head proves that the store went
+// back: the server starts a new epoch, so a replica whose cursor the head
+// has passed again, back later, is reset too. It reads the writes made in
+// the new history at the positions it had read in the old one, and gives
+// back what it alone holds of the old one.
+func TestHealOlderCopyNotMarkedWitness(t *testing.T) {
+	s := newLossServer(t, true)
+	alice := s.replica("alice", true, client.ReplicaConfig{}, nil)
+	reader := s.replica("reader", false, client.ReplicaConfig{}, nil)
+	witness := s.replica("witness", false, client.ReplicaConfig{}, nil)
+	for i := range 5 {
+		set(t, alice, fmt.Sprint("a", i), "n", i)
+	}
+	syncAll(t, alice, reader, witness)
+	restore := s.backup(false)
+	bob := s.replica("bob", true, client.ReplicaConfig{}, nil)
+	for i := range 5 {
+		set(t, bob, fmt.Sprint("b", i), "n", i)
+	}
+	syncAll(t, bob, reader) // the reader at 10
+	for i := 5; i < 10; i++ {
+		set(t, bob, fmt.Sprint("b", i), "n", i)
+	}
+	syncAll(t, bob, witness) // the witness at 15
+	want := union(witness)
+	bob.Close()        // bob's device is gone: what he wrote lives in the replicas only
+	s.restart(restore) // the head is 5 again
+
+	carol := s.replica("carol", true, client.ReplicaConfig{}, nil)
+	for i := range 5 {
+		set(t, carol, fmt.Sprint("c", i), "n", i)
+	}
+	syncAll(t, carol)   // the head at 10: seqs 6..10 handed out again
+	syncAll(t, witness) // past the head: the proof
+	for i := 5; i < 10; i++ {
+		set(t, carol, fmt.Sprint("c", i), "n", i)
+	}
+	syncAll(t, carol)
+	maps.Copy(want, union(carol))
+	if len(want) != 25 {
+		t.Fatalf("the replicas hold %d records, want 25", len(want))
+	}
+	all := func() { syncAll(t, reader, witness, carol) }
+	s.eventuallyConverged(t, want, map[string]*client.Replica{"reader": reader, "witness": witness, "carol": carol}, all)
+}
+
 // failRT fails the first n requests to a path ending in suffix once armed.
 type failRT struct {
 	suffix string
