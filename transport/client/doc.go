@@ -113,8 +113,10 @@
 // what the heal gave back and the server acknowledged: one that does not
 // (the store went back in time again meanwhile, which no cursor can tell,
 // as the empty one carries no store identity) makes the Replica heal
-// again, up to proto.MaxHealAgain times in a row, and then Pull and Sync
-// return ErrNotHealed.
+// again and read again from the beginning (Live too, over HTTP), up to
+// proto.MaxHealAgain times in a row, and then Pull and Sync return
+// ErrNotHealed; Live and Apply, which no call of the application's
+// returns it from, give it to ReplicaConfig.OnError.
 // Nothing local is dropped by a reset, except after a lease expired
 // (below).
 //

@@ -59,7 +59,8 @@ var (
 	// the store lost history, the server acknowledged records the replica
 	// gave back and then did not serve them, heal after heal
 	// (proto.MaxHealAgain heals again: a store that keeps going back in
-	// time). Those records stay local only; Pull and Sync return it once.
+	// time). Those records stay local only; Pull and Sync return it once,
+	// Live and Apply give it to ReplicaConfig.OnError.
 	ErrNotHealed = errors.New("convergo: the server does not keep what it acknowledged when healed")
 )
 

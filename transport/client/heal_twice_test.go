@@ -1,15 +1,19 @@
 package client_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
-	"github.com/convergo/convergo/crdt/scope"
 	"net/http"
 	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/crdt/scope"
+	"github.com/convergo/convergo/stores"
 	"github.com/convergo/convergo/transport/client"
 	"github.com/convergo/convergo/transport/proto"
 )
@@ -140,6 +144,58 @@ func TestHealGivesUpLoudly(t *testing.T) {
 	if d := sameRecords(alice.Records("notes"), want); d != "" {
 		t.Errorf("alice dropped records:\n%s", d)
 	}
+}
+
+// TestHealGivesUpLoudlyLive: while a replica runs Live alone, the store
+// is lost, and the one the server comes back on acknowledges what the heal
+// gives back without keeping it: no call of the app's returns
+// ErrNotHealed, so the replica tells it through OnError once it gave up,
+// the records still held locally.
+func TestHealGivesUpLoudlyLive(t *testing.T) {
+	s := newLossServer(t, false)
+	errs := make(chan error, 16)
+	alice := s.replica("alice", true, client.ReplicaConfig{OnError: func(err error) {
+		select {
+		case errs <- err:
+		default:
+		}
+	}}, nil)
+	for i := range 5 {
+		set(t, alice, fmt.Sprint("a", i), "n", i)
+	}
+	syncAll(t, alice)
+	want := alice.Records("notes")
+	runLive(t, alice)
+	waitLong(t, "a live session", func() bool { return s.liveConns(t) == 1 })
+	f := &forgetfulStore{}
+	s.wrap = func(st stores.Store) stores.Store { f.Store = st; return f }
+	s.restart(nil)
+	select {
+	case err := <-errs:
+		if !errors.Is(err, client.ErrNotHealed) {
+			t.Fatalf("OnError(%v), want ErrNotHealed", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("OnError not called after %d heals forgotten", f.forgot.Load())
+	}
+	if d := sameRecords(alice.Records("notes"), want); d != "" {
+		t.Errorf("alice dropped records:\n%s", d)
+	}
+}
+
+// forgetfulStore acknowledges every write to notes and keeps none: a
+// store that goes back in time right after each write.
+type forgetfulStore struct {
+	stores.Store
+	forgot atomic.Int64
+}
+
+func (f *forgetfulStore) Apply(ctx context.Context, changes []crdt.Change) ([]stores.Result, error) {
+	if len(changes) == 0 || changes[0].Collection != "notes" {
+		return f.Store.Apply(ctx, changes)
+	}
+	f.forgot.Add(1)
+	return make([]stores.Result, len(changes)), nil
 }
 
 // TestHealCheckScopedSuperseded: a scoped replica gives back a record the

@@ -146,6 +146,7 @@ type Replica struct {
 	onResult   func(crdt.Change, Result)
 	onRejected func(Rejection)
 	onLeave    func(collection, id string)
+	onError    func(error)
 
 	syncMu sync.Mutex // one push at a time, so a change is in flight once
 
@@ -313,6 +314,15 @@ type ReplicaConfig struct {
 	// Flush or Sync. A record that left the scope with local changes still
 	// in the outbox stays visible with them alone. Nil means no calls.
 	OnLeave func(collection, id string)
+	// OnError, when set, is called with each error the application must
+	// know of that no call of its returns: today ErrNotHealed (wrapped,
+	// naming the collection) when a heal made by Live, or a page given to
+	// Apply, gave up (see the package doc, "Resets and healing"); Pull and
+	// Sync return it instead. It is called with no lock of the Replica
+	// held, by the goroutine running Live or Apply, which waits for it:
+	// it may call the replica's methods, and should return promptly. Nil
+	// means the error is only logged.
+	OnError func(error)
 	// FreshFor is how long after a pull of a collection to its end (or a
 	// live page of it) Flush pushes the collection's changes without
 	// pulling it first; after longer, the pull comes first, so that a
@@ -332,6 +342,7 @@ func NewReplica(c *Client, cfg ReplicaConfig) (*Replica, error) {
 		onResult:   cfg.OnResult,
 		onRejected: cfg.OnRejected,
 		onLeave:    cfg.OnLeave,
+		onError:    cfg.OnError,
 		base:       map[string]map[string]crdt.Record{},
 		view:       map[string]map[string]crdt.Record{},
 		cursors:    map[string][]byte{},
@@ -964,7 +975,20 @@ func (r *Replica) applyLive(collection string, page Page) (ended, owed bool, aga
 		r.reset(collection, page.Reset, true)
 		return false, false, healDone
 	}
-	return r.apply(collection, page, nil, true)
+	ended, owed, again = r.apply(collection, page, nil, true)
+	if again == healUnconfirmed {
+		// No caller to return ErrNotHealed to.
+		r.tell(fmt.Errorf("live %s: %w", collection, ErrNotHealed))
+	}
+	return ended, owed, again
+}
+
+// tell tells the application of err through ReplicaConfig.OnError,
+// when set (checkHealLocked, say, has logged it already).
+func (r *Replica) tell(err error) {
+	if r.onError != nil {
+		r.onError(err)
+	}
 }
 
 // healVerdict is what a page says of the collection's last heal (see
@@ -1068,9 +1092,10 @@ func (r *Replica) apply(collection string, page Page, from []byte, live bool) (e
 			}
 		}
 	}
-	if again == healAgain && from != nil {
-		// The pull reads the collection from the beginning again, as
-		// after a reset: nothing held is dropped.
+	if again == healAgain {
+		// The collection is read from the beginning again, as after a
+		// reset (the pull goes on from there; Live and the next Pull
+		// start there): nothing held is dropped.
 		r.cursors[collection] = []byte{}
 		if r.reread == nil {
 			r.reread = map[string]bool{}
@@ -1611,8 +1636,8 @@ func (r *Replica) Live(ctx context.Context) error {
 			}
 			reconciled = ended
 		}
-		// again == healUnconfirmed: checkHealLocked logged it (there is
-		// no caller to return ErrNotHealed to); the session goes on.
+		// again == healUnconfirmed: applyLive reported it; the session
+		// goes on.
 		if p.Reset == proto.ResetHistoryLost || again == healAgain {
 			err := r.heal(ctx, coll)
 			if r.revokeOn(err) {
@@ -1623,6 +1648,21 @@ func (r *Replica) Live(ctx context.Context) error {
 				select {
 				case healFailed <- struct{}{}:
 				default:
+				}
+			} else if again == healAgain {
+				// The store went back again while it was healed: read
+				// it again from the beginning (apply moved the cursor
+				// there), as Pull does, healing again up to
+				// proto.MaxHealAgain times.
+				err := r.pullCollection(ctx, coll)
+				if r.revokeOn(err) {
+					return
+				}
+				switch {
+				case errors.Is(err, ErrNotHealed):
+					r.tell(fmt.Errorf("live: %w", err))
+				case err != nil:
+					r.c.log.Warn("reading again after a heal made again failed; the next pull reads again", "collection", coll, "err", err)
 				}
 			}
 		}
