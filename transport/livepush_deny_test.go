@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -39,7 +40,15 @@ func TestLivePushAfterDeny(t *testing.T) {
 // timer's) the session handles no client message, though its close frame
 // has not been written yet: a push that arrives meanwhile is not applied.
 func TestLivePushAfterFatal(t *testing.T) {
-	ts := newTestServer(t, nil)
+	var armed atomic.Bool
+	read := make(chan bool, 1)
+	ts := newTestServer(t, func(c *Config) {
+		c.afterMessage = func(handled bool) {
+			if armed.Load() {
+				read <- handled
+			}
+		}
+	})
 	tok := ts.token(t, "alice", []string{"notes"}, []string{"notes"})
 	c, s := ts.openPusher(t, tok)
 	ts.srv.mu.Lock()
@@ -50,8 +59,16 @@ func TestLivePushAfterFatal(t *testing.T) {
 	ts.srv.mu.Unlock()
 	conn.wmu.Lock() // the error and the close frame wait to be written
 	conn.fatal(ws.StatusPolicyViolation, proto.Errorf(proto.CodeRevoked, "access to this server was revoked"))
+	armed.Store(true)
 	ts.pushLive(t, c, s, tok, change(t, "notes", "n1", "title", "after"))
-	time.Sleep(300 * time.Millisecond) // time to handle it, were it handled
+	select {
+	case handled := <-read:
+		if handled {
+			t.Error("the session handled a push after its fatal error")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the session did not read the push")
+	}
 	conn.wmu.Unlock()
 	recvClosed(t, c, proto.CodeRevoked, websocket.StatusPolicyViolation)
 	if rec, err := ts.eng.Get(context.Background(), "notes", "n1"); err == nil && rec != nil {

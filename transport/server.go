@@ -107,6 +107,11 @@ type Config struct {
 	// between its rounds and its decision to exit (tests of wake-ups that
 	// land there).
 	afterRounds func(*group)
+	// afterMessage, when set, is called by a live session's reader after
+	// each client message it read whole: handled says whether it was
+	// handled, false when it was dropped because the session is ending
+	// (tests of what a session does after a fatal error).
+	afterMessage func(handled bool)
 }
 
 // Server is the Convergo sync server: an http.Handler serving the protocol
@@ -145,6 +150,7 @@ type Server struct {
 	pinger         *pinger   // pings live connections
 	deny           *denyList // the store's deny list (deny.go)
 	stopBg         context.CancelFunc
+	afterMessage   func(handled bool) // Config.afterMessage
 
 	mu      sync.Mutex
 	closing bool
@@ -239,6 +245,7 @@ func New(cfg Config) (*Server, error) {
 	s.readers = newConnPool(&s.bg, (*liveConn).readReady)
 	s.poller = newPoller(s)
 	s.noPoll = cfg.noPoll
+	s.afterMessage = cfg.afterMessage
 	s.pinger = newPinger(s)
 	s.timing.ping = orDefault(cfg.PingInterval, DefaultPingInterval)
 	s.timing.idle = orDefault(cfg.IdleTimeout, DefaultIdleTimeout)
@@ -355,4 +362,11 @@ type refuseAll struct{}
 
 func (refuseAll) Authenticate(context.Context, string) (Principal, error) {
 	return Principal{}, fmt.Errorf("%w: the server accepts no tokens", ErrUnauthenticated)
+}
+
+// noteMessage calls Config.afterMessage, when set.
+func (s *Server) noteMessage(handled bool) {
+	if s.afterMessage != nil {
+		s.afterMessage(handled)
+	}
 }

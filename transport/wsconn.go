@@ -190,9 +190,11 @@ func (c *liveConn) readNext(br *bufio.Reader, polled bool) error {
 	}
 	c.heard.Store(c.s.now().UnixNano())
 	if c.draining.Load() {
+		c.s.noteMessage(false)
 		return nil // after a fatal error or our close: read only for the client's close
 	}
 	err := c.handle(op, msg)
+	c.s.noteMessage(true)
 	if errors.Is(err, errFatal) {
 		// The error message and the close are queued: read on for the
 		// client's close, for as long as the writer may take.
