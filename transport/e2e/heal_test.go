@@ -11,7 +11,6 @@ import (
 
 	goredis "github.com/redis/go-redis/v9"
 
-	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/stores/storetest"
 	"github.com/convergo/convergo/transport"
 	"github.com/convergo/convergo/transport/client"
@@ -154,7 +153,6 @@ func runHeal(t *testing.T, bin, store string, backup, lose func(*testing.T)) {
 			t.Errorf("%s after the heal differs from what was held before the loss:\n%s", name, d)
 		}
 	}
-	_ = crdt.Record{}
 }
 
 func btoi(b bool) int {
