@@ -120,21 +120,21 @@ func denyUntil(r crdt.Record) int64 {
 }
 
 // replace makes entries, the whole list read again from its beginning,
-// the list, at once, and reports whether an entry was added or extended
-// (live sessions are then checked).
+// the list, at once, and reports whether an entry was added or its until
+// changed, extended or shortened (live sessions are then checked).
 func (d *denyList) replace(entries []engine.Entry) bool {
 	fresh := &denyList{until: map[string]int64{}}
 	fresh.apply(entries)
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	added := false
+	changed := false
 	for id, until := range fresh.until {
 		if old, ok := d.until[id]; !ok || old != until {
-			added = true
+			changed = true
 		}
 	}
 	d.until = fresh.until
-	return added
+	return changed
 }
 
 func (d *denyList) markLoaded() { d.once.Do(func() { close(d.loaded) }) }
