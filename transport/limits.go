@@ -321,32 +321,32 @@ func (b *budget) inUse() int64 {
 	return b.used
 }
 
-// connCounter counts connections per key, up to max each: the listener's
+// keyCounter counts what is held per key, up to max each: the listener's
 // TCP connections per peer, the WebSockets per client address, the live
 // sessions per subject, the live subscriptions per subject (per address
 // for anonymous sessions).
-type connCounter struct {
+type keyCounter struct {
 	max int
 	mu  sync.Mutex
 	n   map[string]int
 }
 
-func (c *connCounter) acquire(addr string) bool {
+func (c *keyCounter) acquire(key string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.n[addr] >= c.max {
+	if c.n[key] >= c.max {
 		return false
 	}
-	c.n[addr]++
+	c.n[key]++
 	return true
 }
 
-func (c *connCounter) release(addr string) {
+func (c *keyCounter) release(key string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.n[addr] <= 1 {
-		delete(c.n, addr)
+	if c.n[key] <= 1 {
+		delete(c.n, key)
 		return
 	}
-	c.n[addr]--
+	c.n[key]--
 }

@@ -75,11 +75,11 @@ type connLimit struct {
 	max   int
 	mu    sync.Mutex
 	n     int
-	peers *connCounter
+	peers *keyCounter
 }
 
 func newConnLimit(l Limits) *connLimit {
-	return &connLimit{max: l.MaxConns, peers: &connCounter{max: l.MaxConnsPerAddr, n: map[string]int{}}}
+	return &connLimit{max: l.MaxConns, peers: &keyCounter{max: l.MaxConnsPerAddr, n: map[string]int{}}}
 }
 
 // admit takes a slot for a connection from addr, or says which bound

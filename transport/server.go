@@ -136,11 +136,11 @@ type Server struct {
 	ids            *requestIDs
 	sealer         *sealer
 	rate           *rateLimiter
-	conns          *connCounter // WebSockets per client address
-	sessions       *connCounter // live sessions per subject
-	subscriptions  *connCounter // live subscriptions per subject (anonymous: per address)
-	bodies         *budget      // request bodies in flight
-	tcp            *connLimit   // connections of Listener
+	conns          *keyCounter // WebSockets per client address
+	sessions       *keyCounter // live sessions per subject
+	subscriptions  *keyCounter // live subscriptions per subject (anonymous: per address)
+	bodies         *budget     // request bodies in flight
+	tcp            *connLimit  // connections of Listener
 	proxies        []netip.Prefix
 	hub            *hub      // broadcast groups of live subscriptions
 	writers        *connPool // writers of live connections
@@ -227,9 +227,9 @@ func New(cfg Config) (*Server, error) {
 		ids:           newRequestIDs(),
 		sealer:        seal,
 		rate:          newRateLimiter(limits.Rate, limits.Burst),
-		conns:         &connCounter{max: limits.MaxConnsPerAddr, n: map[string]int{}},
-		sessions:      &connCounter{max: limits.MaxSessionsPerSubject, n: map[string]int{}},
-		subscriptions: &connCounter{max: limits.MaxSubscriptionsPerSubject, n: map[string]int{}},
+		conns:         &keyCounter{max: limits.MaxConnsPerAddr, n: map[string]int{}},
+		sessions:      &keyCounter{max: limits.MaxSessionsPerSubject, n: map[string]int{}},
+		subscriptions: &keyCounter{max: limits.MaxSubscriptionsPerSubject, n: map[string]int{}},
 		bodies:        newBudget(limits.MaxBodyBytesInFlight),
 		tcp:           newConnLimit(limits),
 		live:          map[*liveConn]struct{}{},
