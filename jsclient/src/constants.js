@@ -259,6 +259,34 @@ export const MODEL = /* @__PURE__ */ Object.freeze({
 /** What a client leaves of the request body for a push's envelope when it splits its outbox into batches. */
 export const PUSH_ENVELOPE_BYTES = 1024;
 
+/** What the encoded changes of one push batch may take under sample max-body values (room: max-body less PUSH_ENVELOPE_BYTES, 0 when smaller; one change always goes); pushBudget is tested against them. */
+export const PUSH_ROOMS = /* @__PURE__ */ Object.freeze([
+  {
+    "maxBody": 0,
+    "room": 0
+  },
+  {
+    "maxBody": 1,
+    "room": 0
+  },
+  {
+    "maxBody": 1023,
+    "room": 0
+  },
+  {
+    "maxBody": 1024,
+    "room": 0
+  },
+  {
+    "maxBody": 1025,
+    "room": 1
+  },
+  {
+    "maxBody": 4194304,
+    "room": 4193280
+  }
+]);
+
 /** The replica binding rule: an owned id is the subject's prefix (the first 10 bytes of SHA-256(domain + subject) in lower-case base32), the separator and a device part; samples of prefixes. */
 export const REPLICA = /* @__PURE__ */ Object.freeze({
   "prefixLen": 16,

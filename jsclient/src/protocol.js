@@ -305,7 +305,7 @@ function helloOf(m) {
     serverReplica: field(m, 3, text) ?? '',
     maxPush: Math.max(1, field(m, 4, uint) ?? DEFAULTS.maxPushChanges),
     maxPull: Math.max(1, field(m, 5, uint) ?? DEFAULTS.maxPullRecords),
-    maxBody: Math.max(PUSH_ENVELOPE_BYTES, field(m, 6, uint) ?? DEFAULTS.maxBodyBytes), // pushBudget's room stays >= 0
+    maxBody: field(m, 6, uint) || DEFAULTS.maxBodyBytes, // 0 is none, as in the Go client
     maxDrift: field(m, 7, uint) ?? 0,
     subject: field(m, 8, text) ?? '',
     maxPageBytes: field(m, 9, uint) ?? DEFAULTS.maxPageBytes,
@@ -317,12 +317,15 @@ function helloOf(m) {
 /**
  * How pushes are split under the server's hello (its defaults before one):
  * batches of at most maxCount changes whose encoded changes take at most
- * maxBody bytes, the rest of the body left to the envelope.
+ * maxBody bytes, what PUSH_ENVELOPE_BYTES leaves of the announced body,
+ * 0 when it is smaller (one change always goes, alone when larger). The
+ * rule is transport/proto's PushRoom, which the Go client splits by;
+ * test/protocol.test.js holds this to its vectors (PUSH_ROOMS).
  * @param {{maxPush: number, maxBody: number}|null|undefined} hello
  * @returns {[maxCount: number, maxBody: number]}
  */
 export function pushBudget(hello) {
-  return [hello?.maxPush ?? DEFAULTS.maxPushChanges, (hello?.maxBody ?? DEFAULTS.maxBodyBytes) - PUSH_ENVELOPE_BYTES];
+  return [hello?.maxPush ?? DEFAULTS.maxPushChanges, Math.max(0, (hello?.maxBody ?? DEFAULTS.maxBodyBytes) - PUSH_ENVELOPE_BYTES)];
 }
 
 /**

@@ -4,8 +4,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Writer, decode, encode } from '../src/cbor.js';
-import { STATUSES, VERSION } from '../src/constants.js';
-import { codeOfStatus, encodePull, encodeSub, parseErrorBody, parseHello, parsePullAnswer, parsePushAnswer, parseServerMessage, resetAction, retryOf } from '../src/protocol.js';
+import { DEFAULTS, PUSH_ROOMS, STATUSES, VERSION } from '../src/constants.js';
+import { codeOfStatus, encodePull, encodeSub, parseErrorBody, parseHello, parsePullAnswer, parsePushAnswer, parseServerMessage, pushBudget, resetAction, retryOf } from '../src/protocol.js';
 
 const malformed = (/** @type {any} */ e) => e.code === 'malformed';
 /** @param {[unknown, unknown][]} entries */
@@ -18,6 +18,18 @@ test('hello answers: every key of section 6, defaults for the limits left out, u
   assert.deepEqual([d.maxPush, d.maxPull, d.maxBody, d.maxPageBytes, d.maxMessageBytes], [1000, 1000, 4 << 20, 1 << 20, 4 << 20]);
   assert.throws(() => parseHello(env([[2, 5]])), malformed, 'no protocol');
   assert.throws(() => parseHello(env([[1, VERSION], [2, 'soon']])), malformed, 'a known key of the wrong type');
+});
+
+test('push budget: the room of a batch is proto.PushRoom of the announced max-body, as the Go client splits', () => {
+  for (const { maxBody, room } of PUSH_ROOMS) {
+    assert.deepEqual(pushBudget({ maxPush: 7, maxBody }), [7, room], `max-body ${maxBody}`);
+    if (maxBody === 0) continue; // announced 0 is none: below
+    const h = parseHello(env([[1, VERSION], [2, 5], [4, 7], [6, maxBody]]));
+    assert.equal(h.maxBody, maxBody, 'hello.maxBody is what the server announced');
+    assert.deepEqual(pushBudget(h), [7, room], `max-body ${maxBody} through hello`);
+  }
+  // As the Go client (ServerInfo.MaxBody): a max-body of 0 is none, the default.
+  assert.equal(parseHello(env([[1, VERSION], [2, 5], [6, 0]])).maxBody, DEFAULTS.maxBodyBytes);
 });
 
 test('push answers: statuses, codes, messages and lost fields', () => {

@@ -499,11 +499,11 @@ func (c *Client) Hello(ctx context.Context) (ServerInfo, error) {
 // been applied; push them again.
 func (c *Client) Push(ctx context.Context, changes []crdt.Change) ([]Result, error) {
 	c.mu.Lock()
-	maxPush, maxBody := c.info.MaxPush, int(c.info.MaxBody)
+	maxPush, room := c.info.MaxPush, int(proto.PushRoom(c.info.MaxBody))
 	c.mu.Unlock()
 	results := make([]Result, 0, len(changes))
 	for len(changes) > 0 {
-		n := batchLen(changes, maxPush, maxBody-proto.PushEnvelopeBytes)
+		n := batchLen(changes, maxPush, room)
 		rs, err := c.pushBatch(ctx, changes[:n])
 		results = append(results, rs...)
 		if err != nil {
@@ -554,7 +554,8 @@ func (c *Client) pushPrefix() string {
 }
 
 // batchLen is how many of changes fit in one push of at most maxN changes
-// and about maxBytes bytes; at least one.
+// whose encoded changes take at most maxBytes (proto.PushRoom); at least
+// one.
 func batchLen(changes []crdt.Change, maxN, maxBytes int) int {
 	size, buf := 0, make([]byte, 0, 256)
 	for i, ch := range changes {

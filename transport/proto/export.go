@@ -24,6 +24,9 @@ type Exported struct {
 	Model       map[string]int64  `json:"model"`
 	// PushEnvelopeBytes is PushEnvelopeBytes.
 	PushEnvelopeBytes int `json:"pushEnvelopeBytes"`
+	// PushRooms are PushRoom of sample max-body values, which the JS
+	// client's pushBudget is tested against.
+	PushRooms []PushRoomVector `json:"pushRooms"`
 	// Replica is the replica binding rule and sample prefixes, which the
 	// JS client's own derivation is tested against.
 	Replica struct {
@@ -64,6 +67,12 @@ type LeaveVector struct {
 	Collection string `json:"collection"`
 	ID         string `json:"id"`
 	Digest     string `json:"digest"`
+}
+
+// PushRoomVector is PushRoom of one max-body.
+type PushRoomVector struct {
+	MaxBody int64 `json:"maxBody"`
+	Room    int64 `json:"room"`
 }
 
 // Constants returns the protocol's constants for export.
@@ -130,6 +139,9 @@ func Constants() Exported {
 		},
 	}
 	e.PushEnvelopeBytes = PushEnvelopeBytes
+	for _, b := range []int64{0, 1, PushEnvelopeBytes - 1, PushEnvelopeBytes, PushEnvelopeBytes + 1, DefaultMaxBodyBytes} {
+		e.PushRooms = append(e.PushRooms, PushRoomVector{MaxBody: b, Room: PushRoom(b)})
+	}
 	e.Replica.PrefixLen = ReplicaPrefixLen
 	e.Replica.Separator = string(ReplicaSeparator)
 	e.Replica.Domain = replicaDomain

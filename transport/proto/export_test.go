@@ -51,6 +51,7 @@ func exportJS() ([]byte, error) {
 		{"TIMINGS", "timings", "Timings both sides keep, in milliseconds."},
 		{"MODEL", "model", "Limits of the data model, the same everywhere."},
 		{"PUSH_ENVELOPE_BYTES", "pushEnvelopeBytes", "What a client leaves of the request body for a push's envelope when it splits its outbox into batches."},
+		{"PUSH_ROOMS", "pushRooms", "What the encoded changes of one push batch may take under sample max-body values (room: max-body less PUSH_ENVELOPE_BYTES, 0 when smaller; one change always goes); pushBudget is tested against them."},
 		{"REPLICA", "replica", "The replica binding rule: an owned id is the subject's prefix (the first 10 bytes of SHA-256(domain + subject) in lower-case base32), the separator and a device part; samples of prefixes."},
 		{"SCOPES", "scopes", "Scopes: the reserved collection prefix no client may use, the deny list's collection, the token claim that imposes scopes, and leave entries (the first leaveBytes of SHA-256(leaveDomain + collection + 0x00 + id); each counts leaveEntryCost bytes toward a page's byte limit); the limits of a scope (encoded bytes, nesting depth, predicates, values of one list)."},
 		{"COMPACT", "compact", "Compact stamps: the envelope keys of a message's replica table and base wall (pull answer, changes message, push body), and the push body's key naming its replica by its device part."},

@@ -71,9 +71,19 @@ const (
 	// PushEnvelopeBytes is what a client leaves of the announced request
 	// body for a push's envelope (replica, versions, replica table) when it
 	// splits its outbox into batches: the encoded changes of one batch take
-	// at most the rest.
+	// at most the rest (PushRoom).
 	PushEnvelopeBytes = 1024
 )
+
+// PushRoom is the rule both clients split their pushes by: under a
+// server's announced max-body (hello key 6), the encoded changes of one
+// batch take at most what PushEnvelopeBytes leaves of it, none when the
+// body is smaller, and one change always goes, alone when it is larger.
+// So a max-body under PushEnvelopeBytes makes batches of one change. The
+// JS client's pushBudget is held to it by the vectors of Exported.
+func PushRoom(maxBody int64) int64 {
+	return max(maxBody-PushEnvelopeBytes, 0)
+}
 
 // Timings both sides keep (docs/protocol.md, "Live sync" and "Retrying").
 const (
