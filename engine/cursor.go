@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/crdt/scope"
@@ -28,7 +29,13 @@ import (
 // caught up with, the transition: the previous scope and the positions
 // read under it (see the package doc, "Scopes and transitions"). An
 // encoded cursor is at most MaxCursorBytes long; one of an unscoped read
-// at most 1+8+(3+stores.MaxShards)×10 bytes.
+// at most 1+8+(3+stores.MaxShards)×10+4×stores.MaxShards bytes.
+//
+// A cursor also holds, for each shard, the slot mark of the log entry at
+// its position (slotMark): which record that sequence number was given
+// to in the history the reader read. A pull checks it against the entry
+// there now, to see a store that went back in time and was written past
+// the reader's position since (reset.go, witnessRewind).
 type Cursor struct {
 	store [8]byte // the first 8 bytes of SHA-256 of the store's identity
 	epoch uint64  // the epoch of the collection's log
@@ -47,6 +54,10 @@ type Cursor struct {
 	trans   transition
 	prev    string
 	prevPos string
+	// slots holds the slot marks of the entries at the positions, 4 bytes
+	// big-endian per shard, K of them, 0 where none is known; empty when
+	// none is known at all.
+	slots string
 	// fresh marks a beginning read by a reader that holds no record of
 	// the collection (FreshStart); it is never encoded.
 	fresh bool
@@ -111,11 +122,17 @@ const (
 const MaxCursorBytes = proto.MaxCursorBytes
 
 // The first byte of an encoded cursor: format 1 for an unscoped read,
-// format 2 for a scoped one or one in transition.
+// format 2 for a scoped one or one in transition; formats 3 and 4 are 1
+// and 2 with the slot marks after the positions.
 const (
 	cursorFormat       = 1
 	cursorFormatScoped = 2
+	// cursorSlots is added to a format whose cursor carries slot marks.
+	cursorSlots = 2
 )
+
+// slotBytes is the length of a slot mark.
+const slotBytes = 4
 
 // storeTag is the tag of a store identity.
 func storeTag(identity string) [8]byte {
@@ -187,6 +204,31 @@ func (c Cursor) Scoped() bool { return c.scope != "" }
 // start and go on until the head.
 func (c Cursor) InTransition() bool { return c.trans != noTransition }
 
+// slotMarks returns the slot marks of the entries at the positions, one
+// per shard (0: not known), or nil when none is known.
+func (c Cursor) slotMarks() []uint32 {
+	if c.slots == "" {
+		return nil
+	}
+	m := make([]uint32, len(c.slots)/slotBytes)
+	for i := range m {
+		m[i] = binary.BigEndian.Uint32([]byte(c.slots[slotBytes*i:]))
+	}
+	return m
+}
+
+// packSlots encodes slot marks for Cursor.slots: empty when none is known.
+func packSlots(m []uint32) string {
+	if !slices.ContainsFunc(m, func(x uint32) bool { return x != 0 }) {
+		return ""
+	}
+	b := make([]byte, 0, slotBytes*len(m))
+	for _, x := range m {
+		b = binary.BigEndian.AppendUint32(b, x)
+	}
+	return string(b)
+}
+
 // prevPositions returns the positions of a transition's previous scope.
 func (c Cursor) prevPositions() []uint64 { return unpackPositions(c.prevPos) }
 
@@ -225,7 +267,8 @@ func unpackPositions(s string) []uint64 {
 }
 
 // Bytes encodes c: format, store tag, epoch, the number of shards K and
-// the K positions; then, in format 2 (a scoped cursor or one in
+// the K positions, and in formats 3 and 4 their K slot marks of 4 bytes;
+// then, in format 2 (and 4) (a scoped cursor or one in
 // transition), the scope's length and bytes, the kind of transition and,
 // in a transition, the previous scope's length and bytes and its K
 // positions; last, in both formats, the mark when it is not 0. The
@@ -239,13 +282,21 @@ func (c Cursor) Bytes() []byte {
 	if c.scope != "" || c.trans != noTransition {
 		format = cursorFormatScoped
 	}
-	b := make([]byte, 0, 1+8+(2+2*len(pos))*binary.MaxVarintLen64+len(c.scope)+len(c.prev)+8)
-	b = append(b, format)
+	slots := c.slots != "" && len(c.slots) == slotBytes*len(pos)
+	b := make([]byte, 0, 1+8+(2+2*len(pos))*binary.MaxVarintLen64+slotBytes*len(pos)+len(c.scope)+len(c.prev)+8)
+	if slots {
+		b = append(b, format+cursorSlots)
+	} else {
+		b = append(b, format)
+	}
 	b = append(b, c.store[:]...)
 	b = binary.AppendUvarint(b, c.epoch)
 	b = binary.AppendUvarint(b, uint64(len(pos)))
 	for _, p := range pos {
 		b = binary.AppendUvarint(b, p)
+	}
+	if slots {
+		b = append(b, c.slots...)
 	}
 	if format == cursorFormatScoped {
 		b = binary.AppendUvarint(b, uint64(len(c.scope)))
@@ -282,12 +333,15 @@ func (c Cursor) String() string {
 	if c.mark != 0 {
 		s += fmt.Sprintf(", read since horizon %x", c.mark)
 	}
+	if c.slots != "" {
+		s += fmt.Sprintf(", slots %x", c.slots)
+	}
 	return s + ")"
 }
 
 // ParseCursor decodes a cursor from Bytes. The empty byte string is the
 // beginning of the log. A cursor that is not one this engine wrote
-// (formats 1 and 2), or longer than MaxCursorBytes, wraps crdt.ErrInvalid.
+// (formats 1 to 4), or longer than MaxCursorBytes, wraps crdt.ErrInvalid.
 // The trailing mark is optional: a cursor written without one (by an
 // earlier version) parses with none.
 func ParseCursor(b []byte) (Cursor, error) {
@@ -300,8 +354,12 @@ func ParseCursor(b []byte) (Cursor, error) {
 	if len(b) > MaxCursorBytes {
 		return bad("too long")
 	}
-	if (b[0] != cursorFormat && b[0] != cursorFormatScoped) || len(b) < 9 {
+	if b[0] < cursorFormat || b[0] > cursorFormatScoped+cursorSlots || len(b) < 9 {
 		return bad("unknown format")
+	}
+	format, slots := b[0], false
+	if format > cursorFormatScoped {
+		format, slots = format-cursorSlots, true
 	}
 	var store [8]byte
 	copy(store[:], b[1:9])
@@ -346,7 +404,16 @@ func ParseCursor(b []byte) (Cursor, error) {
 		return bad("position")
 	}
 	c := cursorOf(store, epoch, pos)
-	if b[0] == cursorFormatScoped {
+	if slots {
+		n := slotBytes * len(pos)
+		if len(rest) < n {
+			return bad("slot marks")
+		}
+		if c.slots, rest = string(rest[:n]), rest[n:]; packSlots(c.slotMarks()) == "" {
+			return bad("slot marks, all unknown") // Bytes writes those as format 1 or 2
+		}
+	}
+	if format == cursorFormatScoped {
 		if c.scope, ok = scopeBytes(); !ok {
 			return bad("scope")
 		}

@@ -100,6 +100,7 @@ func (e *Engine) pullScoped(ctx context.Context, collection string, cursor Curso
 	if cursor.IsStart() || len(pos) != k {
 		pos = make([]uint64, k)
 	}
+	slots := newSlotScan(e.slotKeyFor(tag), cursor, k)
 	sc := scan{s: s, trans: cursor.trans, prevEnc: cursor.prev}
 	if mig.Current() > 1 {
 		sc.mig = mig
@@ -135,6 +136,7 @@ func (e *Engine) pullScoped(ctx context.Context, collection string, cursor Curso
 			return Page{}, fmt.Errorf("pull %s: %w", collection, err)
 		}
 		pos = make([]uint64, k)
+		slots = newSlotScan(slots.key, Cursor{}, k)
 	}
 	if sc.trans != noTransition {
 		if sc.prevEnc != "" {
@@ -146,7 +148,7 @@ func (e *Engine) pullScoped(ctx context.Context, collection string, cursor Curso
 			return Page{}, fmt.Errorf("pull %s: %w: the cursor's transition has %d positions for %d shards", collection, ErrInvalid, len(sc.prevPos), k)
 		}
 	}
-	out, scanned, err := e.scanLog(ctx, collection, k, pos, limit, &sc)
+	out, scanned, err := e.scanLog(ctx, collection, k, pos, slots, limit, &sc)
 	if errors.Is(err, stores.ErrInvalid) && k == 1 {
 		// The arguments were checked: the collection may have become
 		// sharded since its Meta was cached (a store sets the shard count
@@ -154,6 +156,14 @@ func (e *Engine) pullScoped(ctx context.Context, collection string, cursor Curso
 		if _, m, verr := e.view(ctx, collection, true); verr == nil && stores.ShardsOf(m) > 1 {
 			return e.pullScoped(ctx, collection, cursor, limit, s, mig, version)
 		}
+	}
+	var moved *slotMoved
+	if errors.As(err, &moved) {
+		detail := fmt.Sprintf("the log entry at the cursor's position %d in shard %d is of another record than the one the cursor read there", moved.seq, moved.shard)
+		if !cursor.unverified {
+			e.witnessRewind(ctx, collection, cursor.epoch, detail)
+		}
+		return Page{}, &ResetError{Collection: collection, Reason: ResetHistoryLost, Detail: detail}
 	}
 	if err != nil {
 		return Page{}, err
@@ -166,6 +176,7 @@ func (e *Engine) pullScoped(ctx context.Context, collection string, cursor Curso
 	}
 	out.Next = cursorOf(tag, meta.Epoch, pos)
 	out.Next.scope, out.Next.mark = enc, mark
+	out.Next.slots = slots.next(collection)
 	if sc.trans != noTransition && out.More {
 		for i, p := range pos {
 			if p < sc.prevPos[i] { // the scan has not passed the old positions yet
@@ -295,7 +306,7 @@ func matches(p *scope.Pred, r crdt.Record) bool {
 // shape than the store measured (resolved to the current version, then
 // translated to sc.version): both measure each record as served, and
 // read a shard again while the page has room.
-func (e *Engine) scanLog(ctx context.Context, collection string, k int, pos []uint64, limit PageLimit, sc *scan) (Page, int, error) {
+func (e *Engine) scanLog(ctx context.Context, collection string, k int, pos []uint64, slots *slotScan, limit PageLimit, sc *scan) (Page, int, error) {
 	plain := sc.s == nil && sc.trans == noTransition
 	// exact: the store's sizes are the sizes served, so its page bound
 	// is the page's.
@@ -325,18 +336,32 @@ read:
 				break read
 			}
 			lim := stores.PageLimit{Records: left, Bytes: limit.Bytes - used}
+			after, check := pos[s], slots.checks(s, pos[s])
+			if check {
+				// One entry earlier: the one at the position, to check.
+				after--
+				lim.Records = min(lim.Records+1, MaxPage)
+			}
 			var p stores.Page
 			var err error
 			if k == 1 {
-				p, err = e.store.Pull(ctx, collection, pos[0], lim)
+				p, err = e.store.Pull(ctx, collection, after, lim)
 			} else {
-				p, err = sh.PullShard(ctx, collection, s, pos[s], lim)
+				p, err = sh.PullShard(ctx, collection, s, after, lim)
 			}
 			if err != nil && k == 1 {
 				return Page{}, 0, fmt.Errorf("pull %s after %d: %w", collection, pos[0], err)
 			}
 			if err != nil {
 				return Page{}, 0, fmt.Errorf("pull %s shard %d after %d: %w", collection, s, pos[s], err)
+			}
+			if check {
+				if p, err = slots.check(collection, s, pos[s], p, left); err != nil {
+					return Page{}, 0, err
+				}
+				if len(p.Entries) == 0 && p.More {
+					continue // the entry checked alone filled the store's page
+				}
 			}
 			if exact && k == 1 {
 				// The store's page is the page: it kept to the limit.
@@ -345,6 +370,9 @@ read:
 					out.Entries[j] = Entry{Seq: en.Seq, Record: en.Record}
 				}
 				pos[0], out.More = p.Next, p.More
+				if len(p.Entries) > 0 {
+					slots.at(0, p.Entries[len(p.Entries)-1].Record.ID)
+				}
 				return out, len(p.Entries), nil
 			}
 			cut := false
@@ -383,6 +411,7 @@ read:
 				}
 				scanned++
 				pos[s] = en.Seq
+				slots.at(s, en.Record.ID)
 			}
 			switch {
 			case cut:
@@ -398,6 +427,95 @@ read:
 		}
 	}
 	return out, scanned, nil
+}
+
+// slotScan checks a cursor's slot marks as a pull reads each shard from
+// its position, and notes the record at each position the pull moves to,
+// for the next cursor's marks. A nil *slotScan (a store without an
+// identity) checks and notes nothing.
+type slotScan struct {
+	key  []byte
+	want []uint32 // the cursor's marks still to check; 0: none
+	// marks are the marks at the positions as they move: the cursor's
+	// until a shard's position moves, then unknown until ids[s] is set.
+	marks []uint32
+	ids   []string // the record at a moved position; "" while not moved
+}
+
+// newSlotScan returns the slotScan of a pull from cursor, of k shards,
+// with key (nil: none).
+func newSlotScan(key []byte, cursor Cursor, k int) *slotScan {
+	if key == nil {
+		return nil
+	}
+	sl := &slotScan{key: key, marks: make([]uint32, k), ids: make([]string, k)}
+	if m := cursor.slotMarks(); len(m) == k && !cursor.IsStart() {
+		sl.want = m
+		copy(sl.marks, m)
+	}
+	return sl
+}
+
+// checks reports whether shard s's mark is still to be checked, at
+// position pos.
+func (sl *slotScan) checks(s int, pos uint64) bool {
+	return sl != nil && sl.want != nil && sl.want[s] != 0 && pos > 0
+}
+
+// check checks page p of shard s, read from one before pos, within left
+// records: the entry at pos, when there, must be of the record the
+// cursor's mark names. It returns the page without that entry, cut to
+// left records. The entry may be gone (its record changed and moved on,
+// or was collected): that is no evidence either way.
+func (sl *slotScan) check(collection string, s int, pos uint64, p stores.Page, left int) (stores.Page, error) {
+	want := sl.want[s]
+	sl.want[s] = 0
+	if len(p.Entries) > 0 && p.Entries[0].Seq == pos {
+		if slotMark(sl.key, collection, p.Entries[0].Record.ID) != want {
+			return p, &slotMoved{shard: s, seq: pos}
+		}
+		p.Entries = p.Entries[1:]
+	}
+	if len(p.Entries) > left {
+		p.Entries, p.More = p.Entries[:left], true
+	}
+	p.Next = pos
+	if len(p.Entries) > 0 {
+		p.Next = p.Entries[len(p.Entries)-1].Seq
+	}
+	return p, nil
+}
+
+// at notes that shard s's position moved to an entry of record id.
+func (sl *slotScan) at(s int, id string) {
+	if sl != nil {
+		sl.ids[s], sl.marks[s] = id, 0
+	}
+}
+
+// next returns the slot marks of the next cursor, packed.
+func (sl *slotScan) next(collection string) string {
+	if sl == nil {
+		return ""
+	}
+	for s, id := range sl.ids {
+		if id != "" {
+			sl.marks[s] = slotMark(sl.key, collection, id)
+		}
+	}
+	return packSlots(sl.marks)
+}
+
+// slotMoved is scanLog's error when the entry at a cursor's position is
+// of another record than its mark says: the sequence number was given
+// out again, so the store went back in time.
+type slotMoved struct {
+	shard int
+	seq   uint64
+}
+
+func (m *slotMoved) Error() string {
+	return fmt.Sprintf("the entry at %d in shard %d is of another record", m.seq, m.shard)
 }
 
 // checkPast returns a *ResetError when a position of cursor (pos, one per

@@ -2,6 +2,9 @@ package engine
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
@@ -76,12 +79,15 @@ func (e *ResetError) Unwrap() error { return ErrReset }
 // historyTTL and dropped at every Resync of the store; and the highest
 // head it read of each collection, to notice a head going backwards.
 type history struct {
-	mu     sync.Mutex
-	tag    [8]byte
-	tagAt  time.Time // zero: not read
-	metas  map[string]metaSeen
-	heads  map[string]headSeen
-	ticket atomic.Uint64 // counts completed head reads; see observeHead
+	mu    sync.Mutex
+	tag   [8]byte
+	tagAt time.Time // zero: not read
+	// slotKey is the key of the slot marks in cursors of the store whose
+	// tag is tag (slotKeyOf); nil for a store without an identity.
+	slotKey []byte
+	metas   map[string]metaSeen
+	heads   map[string]headSeen
+	ticket  atomic.Uint64 // counts completed head reads; see observeHead
 	// shardHeads holds, for each collection of K > 1 shards, the highest
 	// head seen of each shard (notifications and reads): its sum is the
 	// value subscribers get, which grows whenever any shard does, whatever
@@ -177,6 +183,9 @@ func (e *Engine) view(ctx context.Context, collection string, fresh bool) ([8]by
 	}
 	tag = storeTag(id)
 	h.mu.Lock()
+	if tag != h.tag || h.slotKey == nil {
+		h.slotKey = slotKeyOf(id)
+	}
 	h.tag, h.tagAt = tag, now
 	if h.metas == nil {
 		h.metas = map[string]metaSeen{}
@@ -187,6 +196,47 @@ func (e *Engine) view(ctx context.Context, collection string, fresh bool) ([8]by
 	h.metas[collection] = metaSeen{m, now}
 	h.mu.Unlock()
 	return tag, m, nil
+}
+
+// slotKeyOf derives the key of slot marks from a store's identity, which
+// no client sees (a cursor holds only a digest of it): a mark then says
+// nothing a client could test a guessed record id against. A store
+// without an identity has no key, and its cursors no marks.
+func slotKeyOf(identity string) []byte {
+	if identity == "" {
+		return nil
+	}
+	k := sha256.Sum256([]byte("convergo/slot-key/v1\x00" + identity))
+	return k[:]
+}
+
+// slotMark is the mark of a log entry of record id of collection, under
+// key: 4 bytes of an HMAC, never 0 (which a cursor holds for "not
+// known"). A sequence number is given to one record only in a history,
+// and the entry stays at it until that record changes again (and moves
+// to a later number) or is collected; so the record at a reader's
+// position is, while it is still there, the one the reader read there,
+// unless the store went back and gave the number out again.
+func slotMark(key []byte, collection, id string) uint32 {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(collection))
+	m.Write([]byte{0})
+	m.Write([]byte(id))
+	if v := binary.BigEndian.Uint32(m.Sum(nil)); v != 0 {
+		return v
+	}
+	return 1
+}
+
+// slotKeyFor returns the key of the slot marks of cursors of the store
+// whose tag is tag, or nil when it is not the store's (or has none).
+func (e *Engine) slotKeyFor(tag [8]byte) []byte {
+	e.hist.mu.Lock()
+	defer e.hist.mu.Unlock()
+	if e.hist.tag != tag {
+		return nil
+	}
+	return e.hist.slotKey
 }
 
 // checkCursor returns the tag and Meta new cursors of collection carry, or

@@ -159,10 +159,12 @@ func copyFile(t *testing.T, from, to string) {
 	}
 }
 
-// TestResetBoltBackupRestored: a backup copy is restored. Until the head
-// passes them, cursors beyond it are reset by position alone; after that
-// only the documented procedure (BumpEpochs, run by `convergo store
-// mark-restored`) tells them apart, and it does.
+// TestResetBoltBackupRestored: a backup copy is restored, and written past
+// every cursor before a reader comes back. A cursor whose position holds
+// another record now is reset (TestResetSlotGivenOutAgain); one whose
+// entry has moved on since (its record changed again) cannot be told
+// apart: only the documented procedure (BumpEpochs, run by `convergo
+// store mark-restored`) tells it, and it does.
 func TestResetBoltBackupRestored(t *testing.T) {
 	dir := t.TempDir()
 	path, backup := filepath.Join(dir, "convergo.db"), filepath.Join(dir, "backup.db")
@@ -184,7 +186,10 @@ func TestResetBoltBackupRestored(t *testing.T) {
 	st = openBolt(t, path)
 	e = engineOn(t, st)
 	write(t, e, "todos", 100, 10) // head 13: seqs 4..8 handed out again
-	noReset(t, e, "todos", c)     // no reader came back first: what the procedure is for
+	if err := e.Put(context.Background(), "todos", "r104", Doc{"n": "again"}); err != nil {
+		t.Fatal(err) // r104 leaves seq 8 for 14: nothing is at c's position
+	}
+	noReset(t, e, "todos", c) // what the procedure is for
 	e.Close()
 	st.Close()
 
@@ -243,6 +248,83 @@ func TestResetWitnessPastTheHead(t *testing.T) {
 	wantReset(t, e, "todos", mid.Bytes(), ResetHistoryLost)
 	wantReset(t, e, "notes", notes, ResetHistoryLost)
 	noReset(t, e, "todos", pullTo(t, e, "todos", nil)) // new cursors carry the new epoch
+}
+
+// TestResetSlotGivenOutAgain: an older copy of the store is put back
+// without the procedure and written past every cursor before any reader
+// comes back, so no cursor is past a head. The entry at a reader's
+// position is now of another record than the one it read there: the
+// sequence number was given out again. That reader is reset, and as for a
+// cursor past the head, every collection starts a new epoch.
+func TestResetSlotGivenOutAgain(t *testing.T) {
+	dir := t.TempDir()
+	path, backup := filepath.Join(dir, "convergo.db"), filepath.Join(dir, "backup.db")
+	st := openBolt(t, path)
+	e := engineOn(t, st)
+	write(t, e, "todos", 0, 3)
+	write(t, e, "notes", 0, 2)
+	e.Close()
+	st.Close()
+	copyFile(t, path, backup)
+
+	st = openBolt(t, path)
+	e = engineOn(t, st)
+	write(t, e, "todos", 3, 5)
+	write(t, e, "notes", 2, 4)
+	todos := pullTo(t, e, "todos", nil) // at 8
+	notes := pullTo(t, e, "notes", nil) // at 6
+	e.Close()
+	st.Close()
+	copyFile(t, backup, path) // put back without the procedure: heads 3 and 2
+
+	st = openBolt(t, path)
+	e = engineOn(t, st)
+	write(t, e, "todos", 100, 10) // head 13: seqs 4..8 handed out again
+	write(t, e, "notes", 100, 10) // head 12: seqs 3..6 too
+	wantReset(t, e, "todos", todos, ResetHistoryLost)
+	wantReset(t, e, "notes", notes, ResetHistoryLost)
+	noReset(t, e, "todos", pullTo(t, e, "todos", nil))
+}
+
+// TestSlotMarkKept: the slot marks a pull notes follow the reader through
+// pages, shards and a record that moves on, and never reset a reader of
+// the one history.
+func TestSlotMarkKept(t *testing.T) {
+	for _, k := range []int{1, 3} {
+		t.Run(fmt.Sprint("K=", k), func(t *testing.T) {
+			ctx := context.Background()
+			var st stores.Store = memory.New()
+			if k > 1 {
+				st = newSharded(k)
+			}
+			e := engineOn(t, st)
+			write(t, e, "todos", 0, 20)
+			var cur Cursor
+			for i := 0; ; i++ {
+				p, err := e.Pull(ctx, "todos", cur, PageLimit{Records: 3})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !p.Next.IsStart() && packSlots(p.Next.slotMarks()) == "" {
+					t.Fatalf("page %d: %v has no slot marks", i, p.Next)
+				}
+				// The record at the position changes and moves on: no
+				// evidence either way.
+				if i%2 == 0 && len(p.Entries) > 0 {
+					last := p.Entries[len(p.Entries)-1].Record.ID
+					if err := e.Put(ctx, "todos", last, Doc{"n": fmt.Sprint("again ", i)}); err != nil {
+						t.Fatal(err)
+					}
+				}
+				cur = p.Next
+				if !p.More {
+					break
+				}
+			}
+			write(t, e, "todos", 100, 2)
+			noReset(t, e, "todos", cur.Bytes())
+		})
+	}
 }
 
 // TestResetUnverifiedPastTheHead: a cursor the server cannot tell it made

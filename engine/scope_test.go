@@ -10,6 +10,7 @@ import (
 
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/crdt/scope"
+	"github.com/convergo/convergo/stores"
 	"github.com/convergo/convergo/stores/memory"
 )
 
@@ -244,7 +245,7 @@ func TestTransitionMidScanKeepsState(t *testing.T) {
 	if !p.More || !p.Next.InTransition() {
 		t.Fatalf("a page of one mid-transition: more %v, next %v", p.More, p.Next)
 	}
-	if len(p.Next.Bytes()) > MaxCursorBytes || p.Next.Bytes()[0] != cursorFormatScoped {
+	if len(p.Next.Bytes()) > MaxCursorBytes || p.Next.Bytes()[0] != cursorFormatScoped+cursorSlots {
 		t.Errorf("transition cursor bytes %x", p.Next.Bytes())
 	}
 	r.pullAll(t, e, "todos", x, 1)
@@ -299,6 +300,9 @@ func TestCursorFormats(t *testing.T) {
 		{store: noIdentity, epoch: 1, seq: 0, scope: sb, trans: exactPrev, prevPos: packPositions([]uint64{7})},
 		{store: noIdentity, epoch: 1, seq: 2, trans: approxPrev, prev: sb, prevPos: packPositions([]uint64{7})},
 		{store: noIdentity, epoch: 1, shards: packPositions(make([]uint64, 16)), scope: sb, trans: exactPrev, prev: sb, prevPos: packPositions(slices.Repeat([]uint64{1 << 62}, 16))},
+		{store: noIdentity, epoch: 1, seq: 4, slots: packSlots([]uint32{7})},
+		{store: noIdentity, epoch: 1, shards: packPositions(slices.Repeat([]uint64{1 << 59}, 16)), slots: packSlots(slices.Repeat([]uint32{1<<32 - 1}, 16)), mark: 1 << 40},
+		{store: noIdentity, epoch: 1, shards: packPositions(slices.Repeat([]uint64{1 << 59}, 16)), slots: packSlots(append(make([]uint32, 15), 1)), scope: sb, trans: exactPrev, prev: sb, prevPos: packPositions(slices.Repeat([]uint64{1 << 62}, 16))},
 	} {
 		b := c.Bytes()
 		got, err := ParseCursor(b)
@@ -308,13 +312,18 @@ func TestCursorFormats(t *testing.T) {
 		if len(b) > MaxCursorBytes {
 			t.Errorf("%v: %d bytes, at most %d", c, len(b), MaxCursorBytes)
 		}
-		if c.scope == "" && c.trans == noTransition && (b[0] != cursorFormat || len(b) > 256) {
+		if c.scope == "" && c.trans == noTransition && c.slots == "" && (b[0] != cursorFormat || len(b) > 256) {
 			t.Errorf("%v: an unscoped cursor is not format 1 within 256 bytes: %x", c, b)
+		}
+		if c.scope == "" && c.trans == noTransition && c.slots != "" && (b[0] != cursorFormat+cursorSlots || len(b) > 256+slotBytes*stores.MaxShards) {
+			t.Errorf("%v: an unscoped cursor with slot marks is not format 3 within %d bytes: %x", c, 256+slotBytes*stores.MaxShards, b)
 		}
 	}
 	for _, b := range [][]byte{
 		append([]byte{2}, make([]byte, MaxCursorBytes)...),
-		{3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1},
+		{3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1},                      // no slot marks
+		{3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0},          // marks all unknown: format 1 says that
+		{5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1},                      // no such format
 		{2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 3, 'a', 'b', 'c', 0}, // not a scope
 		{2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 3},                // no such transition
 	} {

@@ -3,6 +3,7 @@ package transport
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -227,6 +228,26 @@ func (ts *testServer) cur(t *testing.T, coll string, seq uint64) []byte {
 		t.Fatal(err)
 	}
 	return ts.srv.sealer.cursorBytes(coll, c)
+}
+
+// isCur reports whether b is a cursor this server made (its tag verifies)
+// of coll's current history at seq: what ts.cur returns, but for the slot
+// marks a pull notes (engine.Cursor), which CursorAt does not know.
+func (ts *testServer) isCur(t *testing.T, coll string, b []byte, seq uint64) bool {
+	t.Helper()
+	n := len(b) - cursorTagBytes
+	if n <= 0 || !hmac.Equal(b[n:], ts.srv.sealer.cursorTag(coll, b[:n])) {
+		return false
+	}
+	got, err := engine.ParseCursor(b[:n])
+	if err != nil {
+		return false
+	}
+	want, err := ts.eng.CursorAt(context.Background(), coll, seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bytes.Equal(got.Bytes()[1:9], want.Bytes()[1:9]) && got.Epoch() == want.Epoch() && got.Seq() == seq && !got.Scoped()
 }
 
 func mustValue(t *testing.T, v any) []byte {

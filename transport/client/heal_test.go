@@ -722,6 +722,43 @@ func TestHealOlderCopyNotMarkedWitness(t *testing.T) {
 	s.eventuallyConverged(t, want, map[string]*client.Replica{"reader": reader, "witness": witness, "carol": carol}, all)
 }
 
+// TestHealOlderCopyNotMarkedWrittenPast: an older copy of the bolt file is
+// put back without `convergo store mark-restored`, and a writer writes
+// past every cursor before any reader comes back, so no cursor is past
+// the head. The entry at the reader's position is of another record now:
+// the reader is reset, reads what the new history wrote where it had
+// read, and gives back what it alone holds.
+func TestHealOlderCopyNotMarkedWrittenPast(t *testing.T) {
+	s := newLossServer(t, true)
+	alice := s.replica("alice", true, client.ReplicaConfig{}, nil)
+	reader := s.replica("reader", false, client.ReplicaConfig{}, nil)
+	for i := range 5 {
+		set(t, alice, fmt.Sprint("a", i), "n", i)
+	}
+	syncAll(t, alice, reader)
+	restore := s.backup(false)
+	bob := s.replica("bob", true, client.ReplicaConfig{}, nil)
+	for i := range 5 {
+		set(t, bob, fmt.Sprint("b", i), "n", i)
+	}
+	syncAll(t, bob, reader) // the reader at 10
+	want := union(reader)
+	bob.Close()        // bob's device is gone: what he wrote lives in the reader only
+	s.restart(restore) // the head is 5 again
+
+	carol := s.replica("carol", true, client.ReplicaConfig{}, nil)
+	for i := range 8 {
+		set(t, carol, fmt.Sprint("c", i), "n", i)
+	}
+	syncAll(t, carol) // the head at 13: seqs 6..10 handed out again
+	maps.Copy(want, union(carol))
+	if len(want) != 18 {
+		t.Fatalf("the replicas hold %d records, want 18", len(want))
+	}
+	all := func() { syncAll(t, reader, carol) }
+	s.eventuallyConverged(t, want, map[string]*client.Replica{"reader": reader, "carol": carol}, all)
+}
+
 // failRT fails the first n requests to a path ending in suffix once armed.
 type failRT struct {
 	suffix string
