@@ -35,7 +35,7 @@ import (
 // its position (slotMark): which record that sequence number was given
 // to in the history the reader read. A pull checks it against the entry
 // there now, to see a store that went back in time and was written past
-// the reader's position since (reset.go, witnessRewind).
+// the reader's position since (reset.go, wentBack).
 type Cursor struct {
 	store [8]byte // the first 8 bytes of SHA-256 of the store's identity
 	epoch uint64  // the epoch of the collection's log

@@ -132,7 +132,7 @@ type Engine struct {
 	// hist caches the store's identity and epochs and notes heads, to
 	// reset readers of another history (reset.go).
 	hist history
-	// witnessMu makes the proofs that the store went back (witnessRewind)
+	// witnessMu makes the proofs that the store went back (wentBack)
 	// take turns, so that readers coming back at once start one new
 	// epoch, not one each.
 	witnessMu sync.Mutex

@@ -159,11 +159,7 @@ func (e *Engine) pullScoped(ctx context.Context, collection string, cursor Curso
 	}
 	var moved *slotMoved
 	if errors.As(err, &moved) {
-		detail := fmt.Sprintf("the log entry at the cursor's position %d in shard %d is of another record than the one the cursor read there", moved.seq, moved.shard)
-		if !cursor.unverified {
-			e.witnessRewind(ctx, collection, cursor.epoch, detail)
-		}
-		return Page{}, &ResetError{Collection: collection, Reason: ResetHistoryLost, Detail: detail}
+		return Page{}, e.wentBack(ctx, collection, cursor, fmt.Sprintf("the log entry at the cursor's position %d in shard %d is of another record than the one the cursor read there", moved.seq, moved.shard))
 	}
 	if err != nil {
 		return Page{}, err
@@ -521,8 +517,8 @@ func (m *slotMoved) Error() string {
 // checkPast returns a *ResetError when a position of cursor (pos, one per
 // shard) is past the head of its shard: the store lost writes. It reads
 // the head, and so notes it. When the server made cursor (it is not
-// Unverified), that is proof the store went back, and witnessRewind
-// starts a new epoch of every collection.
+// Unverified), that is proof the store went back, and wentBack starts a
+// new epoch of every collection.
 func (e *Engine) checkPast(ctx context.Context, collection string, cursor Cursor, k int, pos []uint64) error {
 	var heads []uint64
 	if k == 1 {
@@ -545,10 +541,7 @@ func (e *Engine) checkPast(ctx context.Context, collection string, cursor Cursor
 		if k > 1 {
 			detail = fmt.Sprintf("the cursor is at %d in shard %d, past its head %d", p, s, heads[s])
 		}
-		if !cursor.unverified {
-			e.witnessRewind(ctx, collection, cursor.epoch, detail)
-		}
-		return &ResetError{Collection: collection, Reason: ResetHistoryLost, Detail: detail}
+		return e.wentBack(ctx, collection, cursor, detail)
 	}
 	return nil
 }

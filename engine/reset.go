@@ -31,7 +31,7 @@ const (
 	// lost after the cursor's (a restore, a Redis restart that may have
 	// lost writes, a failover, a head that went back), or the cursor is
 	// past the collection's head (which, for a cursor the server made,
-	// starts a new epoch of every collection: witnessRewind). The reader
+	// starts a new epoch of every collection: wentBack). The reader
 	// pulls from the start and gives back what the store lacks.
 	ResetHistoryLost ResetReason = 1
 	// ResetRebuilt: the collection's log was rebuilt since the cursor's
@@ -358,38 +358,51 @@ func (e *Engine) observeHead(ctx context.Context, collection string, h, start ui
 	return true
 }
 
-// witnessRewind acts on a cursor this server made, of epoch, that is
-// past collection's head (detail says where): the store went back in
-// time, a copy of it put back without `convergo store mark-restored` or a
-// failover that lost writes. The head will pass that position again as
-// writers write, and then nothing would tell the cursors between the two
-// heads, of this collection or of any other, from those of the new
-// history: their readers would skip what is written there, and never
-// give back what they hold. The causes known put a whole store back, not
-// one collection, and which other collections went back cannot be seen,
-// so every collection starts a new epoch, history lost, as the operator's
-// procedure does (BumpEpochs): every reader pulls again from the start
-// and gives back what it holds, once. A new epoch begun meanwhile (by the
-// procedure, or by another reader's proof, here or on another instance)
-// is enough, and no other is started.
-func (e *Engine) witnessRewind(ctx context.Context, collection string, epoch uint64, detail string) {
-	e.witnessMu.Lock()
+// wentBack returns the reset of a reader whose cursor c is past
+// collection's head or finds another record's entry at its position
+// (detail says which), and acts on it. When the collection's epoch is no
+// longer the cursor's, the cursor was read in an epoch since ended (a
+// rebuild this instance has not heard of yet, say), and the reset is the
+// one that epoch change gives. Otherwise, for a cursor this server made,
+// the store went back in time: a copy of it put back without `convergo
+// store mark-restored`, or a failover that lost writes. The head will
+// pass that position again as writers write (or already has), and then
+// nothing would tell the cursors between the two heads, of this
+// collection or of any other, from those of the new history: their
+// readers would skip what is written there, and never give back what they
+// hold. The causes known put a whole store back, not one collection, and
+// which other collections went back cannot be seen, so every collection
+// starts a new epoch, history lost, as the operator's procedure does
+// (BumpEpochs): every reader pulls again from the start and gives back
+// what it holds, once. A cursor the server cannot tell it made resets
+// its reader only: a client could have written it.
+func (e *Engine) wentBack(ctx context.Context, collection string, c Cursor, detail string) error {
+	lost := &ResetError{Collection: collection, Reason: ResetHistoryLost, Detail: detail}
+	e.witnessMu.Lock() // readers coming back at once start one epoch, not one each
 	defer e.witnessMu.Unlock()
 	m, err := e.store.Meta(ctx, collection)
 	if err != nil {
-		e.log.Error("read the epoch after a cursor past the head", "collection", collection, "err", err)
-		return
+		e.log.Error("read the epoch after the store went back", "collection", collection, "err", err)
+		return lost
 	}
-	if m.Epoch != epoch {
-		return
+	if m.Epoch != c.epoch {
+		e.hist.forget()
+		if _, _, err := e.checkCursor(ctx, collection, c); err != nil {
+			return err
+		}
+		return lost
 	}
-	e.log.Error("the store went back in time: a cursor this server made is past the head; starting a new epoch of every collection, history lost, so that every reader gives back what it holds",
+	if c.unverified {
+		return lost
+	}
+	e.log.Error("the store went back in time: starting a new epoch of every collection, history lost, so that every reader gives back what it holds",
 		"collection", collection, "detail", detail)
 	if err := e.store.BumpEpochs(ctx); err != nil {
 		e.log.Error("start a new epoch of every collection after the store went back", "collection", collection, "err", err)
-		return
+		return lost
 	}
 	e.hist.forget()
+	return lost
 }
 
 // rewindSubscribers delivers head h, lower than what they were given, to

@@ -327,6 +327,39 @@ func TestSlotMarkKept(t *testing.T) {
 	}
 }
 
+// deafStore is a rewindable store whose Resync notifications the engine
+// does not hear: another instance started an epoch, and its message was
+// lost.
+type deafStore struct{ *rewindable }
+
+func (d deafStore) Watch(fn func(stores.Notification)) func() {
+	return d.rewindable.Watch(func(n stores.Notification) {
+		if !n.Resync {
+			fn(n)
+		}
+	})
+}
+
+// TestResetPastTheHeadOfANewEpoch: a cursor past the head of a collection
+// whose epoch has changed without this instance hearing of it (its cache
+// says the cursor's epoch) gets the reset of that epoch change, not
+// history_lost, and starts no new epoch of the store's collections.
+func TestResetPastTheHeadOfANewEpoch(t *testing.T) {
+	ctx := context.Background()
+	r := deafStore{&rewindable{Store: memory.New()}}
+	e := engineOn(t, r)
+	write(t, e, "todos", 0, 8)
+	write(t, e, "notes", 0, 2)
+	c := pullTo(t, e, "todos", nil)
+	notes := pullTo(t, e, "notes", nil)
+	if err := r.BumpEpoch(ctx, "todos", stores.Rebuilt); err != nil {
+		t.Fatal(err)
+	}
+	r.rewind(3) // the rebuilt log, shorter (as a renumbered one may be)
+	wantReset(t, e, "todos", c, ResetRebuilt)
+	noReset(t, e, "notes", notes)
+}
+
 // TestResetUnverifiedPastTheHead: a cursor the server cannot tell it made
 // (Unverified: a client may have written its positions) past the head
 // resets its reader only. It is no proof that the store went back, so a
