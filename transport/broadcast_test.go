@@ -17,16 +17,38 @@ import (
 )
 
 // countingStore counts Pull calls, each taking a few milliseconds as over
-// a network.
+// a network, and all its reads (Pull, Get, Head, Meta, Identity).
 type countingStore struct {
 	stores.Store
 	pulls atomic.Int64
+	reads atomic.Int64
 }
 
 func (s *countingStore) Pull(ctx context.Context, coll string, after uint64, limit stores.PageLimit) (stores.Page, error) {
 	s.pulls.Add(1)
+	s.reads.Add(1)
 	time.Sleep(5 * time.Millisecond)
 	return s.Store.Pull(ctx, coll, after, limit)
+}
+
+func (s *countingStore) Get(ctx context.Context, coll, id string) (stores.Entry, error) {
+	s.reads.Add(1)
+	return s.Store.Get(ctx, coll, id)
+}
+
+func (s *countingStore) Head(ctx context.Context, coll string) (uint64, error) {
+	s.reads.Add(1)
+	return s.Store.Head(ctx, coll)
+}
+
+func (s *countingStore) Meta(ctx context.Context, coll string) (stores.Meta, error) {
+	s.reads.Add(1)
+	return s.Store.Meta(ctx, coll)
+}
+
+func (s *countingStore) Identity(ctx context.Context) (string, error) {
+	s.reads.Add(1)
+	return s.Store.Identity(ctx)
 }
 
 // Many subscribers of one collection all get every change, however their

@@ -12,7 +12,8 @@ import (
 // replica's lease on the collection, with its pending floor (key 6). The
 // engine keeps the leases and the horizons (engine/horizon.go); the
 // transport checks that the principal owns the replica, and keeps the
-// lease of a live subscription fresh from its cursor at every ping.
+// lease of a live subscription fresh from its cursor at every ping (one
+// off the start, or with a pending floor: refreshLeases).
 
 // checkLease refuses a lease of a replica id p does not own, on a
 // collection that collects tombstones (engine.MaxOffline): only there is
@@ -54,6 +55,12 @@ func (s *Server) noteLease(ctx context.Context, coll string, l engine.Lease) {
 
 // refreshLeases renews the leases of c's subscriptions from their
 // cursors (the last page sent). NoteLease writes only at its cadence.
+// A subscription whose cursor is still the start and that announces no
+// pending floor is not renewed: such a reader holds nothing and cannot be
+// reset, and on a collection never written, where NoteLease neither takes
+// nor caches its lease, each renewal would read the store's heads. The
+// subscription's first page or change moves its cursor off the start,
+// and the next ping renews (or first takes) its lease.
 func (c *liveConn) refreshLeases() {
 	c.mu.Lock()
 	subs := make([]*member, 0, len(c.subs))
@@ -74,6 +81,9 @@ func (c *liveConn) refreshLeases() {
 		l := m.lease
 		l.Cursor = m.cursor
 		g.mu.Unlock()
+		if l.Cursor.IsStart() && l.Pending < 0 {
+			continue
+		}
 		c.s.noteLease(c.ctx, m.coll, l)
 	}
 }

@@ -30,11 +30,17 @@ func (c *fakeClock) stamp(d time.Duration) int64 { return c.wall() + d.Milliseco
 // tests publish and read horizons themselves).
 func collectingEngine(t *testing.T, ts *testServer, clock *fakeClock, replica string) *engine.Engine {
 	t.Helper()
+	return collectingEngineOn(t, ts.store, clock, replica)
+}
+
+// collectingEngineOn is collectingEngine on store.
+func collectingEngineOn(t *testing.T, store stores.Store, clock *fakeClock, replica string) *engine.Engine {
+	t.Helper()
 	rs, err := engine.ParseRules([]byte(`{"notes": {"maxOffline": "1h"}}`))
 	if err != nil {
 		t.Fatal(err)
 	}
-	eng, err := engine.Open(engine.Config{Store: ts.store, Replica: replica, PollInterval: -1, Rules: rs,
+	eng, err := engine.Open(engine.Config{Store: store, Replica: replica, PollInterval: -1, Rules: rs,
 		Now: clock.now, CollectGrace: -1, CollectEvery: -1})
 	if err != nil {
 		t.Fatal(err)
@@ -104,6 +110,48 @@ func TestLeaseWrittenOnPull(t *testing.T) {
 	a = ts.post(t, proto.PathPull, tok, proto.PullRequest{Collection: "notes", Replica: proto.ReplicaFor("alice", "d1"), Pending: &late})
 	if a.status != http.StatusBadRequest || a.errorCode(t) != proto.CodeInvalid {
 		t.Fatalf("pending floor past MaxWall: got %d %s, want 400 invalid", a.status, a.errorCode(t))
+	}
+}
+
+// TestLiveRenewalFromTheStart: the renewal of a live subscription's lease
+// (at every ping) whose cursor is still the start and that announces no
+// pending floor reads nothing from the store: such a reader holds nothing
+// and cannot be reset (engine.NoteLease), and it is the case of every
+// subscription to a collection never written, for which no lease is
+// cached. Once the collection is written and the subscription gets the
+// first change, its cursor is off the start and its renewal takes the
+// lease.
+func TestLiveRenewalFromTheStart(t *testing.T) {
+	clock := newFakeClock()
+	ts := newTestServer(t, nil)
+	cs := &countingStore{Store: ts.store}
+	eng := collectingEngineOn(t, cs, clock, "srv-1")
+	ts.srv.eng, ts.eng = eng, eng
+	tok := ts.token(t, "alice", []string{"notes"}, []string{"notes"})
+	replica := proto.ReplicaFor("alice", "phone")
+	c, _ := ts.open(t, tok)
+	c.send(proto.Sub{Collection: "notes", Replica: replica})
+	if m, ok := c.recv().(proto.Changes); !ok || len(m.Records) != 0 {
+		t.Fatalf("first page: %#v", m)
+	}
+	conn := ts.onlyConn(t)
+	const renewals = 3
+	before := cs.reads.Load()
+	for range renewals {
+		clock.advance(20 * time.Second)
+		conn.refreshLeases()
+	}
+	if n := cs.reads.Load() - before; n != 0 {
+		t.Errorf("%d store reads for %d renewals of a subscription from the start without a floor, want 0", n, renewals)
+	}
+	ts.push(t, tok, set1("r1", clock.wall()))
+	if m, ok := c.recv().(proto.Changes); !ok || len(m.Records) != 1 {
+		t.Fatalf("the first change: %#v", m)
+	}
+	clock.advance(20 * time.Second)
+	conn.refreshLeases()
+	if _, err := ts.eng.GetRecord(context.Background(), proto.LeaseCollection, "notes/"+replica); err != nil {
+		t.Fatalf("no lease after a renewal past the first change: %v", err)
 	}
 }
 
