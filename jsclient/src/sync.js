@@ -493,6 +493,8 @@ export class Syncer {
    * @param {string} c
    */
   async pullOne(c) {
+    // Stopped meanwhile (a push loop still running): no pull starts.
+    this.checkStopped();
     try {
       await this.pullCollection(c);
     } catch (e) {
@@ -503,6 +505,15 @@ export class Syncer {
       const { status, requestId } = /** @type {ConvergoError} */ (e);
       this.o.onError(new ConvergoError(code, `pull ${c}: ${/** @type {any} */ (e).message}`, { status, requestId }));
     }
+  }
+
+  /**
+   * Throws network 'sync stopped' once stop() was called: a push or pull
+   * that a loop still running would start goes no further (the outbox
+   * keeps its changes).
+   */
+  checkStopped() {
+    if (this.stopped) throw new ConvergoError('network', 'sync stopped');
   }
 
   /**
@@ -861,7 +872,7 @@ export class Syncer {
         if (!results) {
           // Stopped meanwhile (in that delay, or with a live push in
           // flight): the batch stays in the outbox.
-          if (this.stopped) throw new ConvergoError('network', 'sync stopped');
+          this.checkStopped();
           // Made for the token it goes with: under that token's subject
           // the replica is named by its device part (docs/protocol.md,
           // "Push").

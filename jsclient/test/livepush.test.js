@@ -193,3 +193,23 @@ test('live: a push in flight when stop() closes the session does not go again ov
   assert.equal(httpPushes(server), 0, 'nothing pushed after stop()');
   assert.equal(a.status.pending, 1, 'the change stays in the outbox');
 });
+
+test('live: a push in flight when stop() closes the session pulls nothing over HTTP, its collection no longer fresh', async (t) => {
+  const { server, a } = await openLive(t);
+  await a.collection('todos').put('t0', { n: 0 });
+  await until(() => a.status.pending === 0, 'pushed', WAIT);
+  const syncer = /** @type {any} */ (a).syncer;
+  await until(async () => (await syncer.store.cursor('todos')).length > 0, 'a cursor of todos', WAIT);
+  server.holdPushAnswers = 1; // applied, never answered
+  await a.collection('todos').put('h', { n: 1 });
+  await until(() => server.livePushes.length === 2, 'the live push sent', WAIT);
+  // Pulled longer ago than the push keeps a collection fresh: with the
+  // session closed, not subscribed either.
+  syncer.pulledAt.clear();
+  const pulls = server.requests.filter((p) => p === PATHS.pull).length;
+  await a.pause();
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(server.requests.filter((p) => p === PATHS.pull).length, pulls, 'nothing pulled after stop()');
+  assert.equal(httpPushes(server), 0, 'nothing pushed after stop()');
+  assert.equal(a.status.pending, 1, 'the change stays in the outbox');
+});
