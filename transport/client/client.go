@@ -502,8 +502,9 @@ func (c *Client) Push(ctx context.Context, changes []crdt.Change) ([]Result, err
 	maxPush, room := c.info.MaxPush, int(proto.PushRoom(c.info.MaxBody))
 	c.mu.Unlock()
 	results := make([]Result, 0, len(changes))
+	size := changeSizer()
 	for len(changes) > 0 {
-		n := batchLen(changes, maxPush, room)
+		n := batchLen(changes, maxPush, room, size)
 		rs, err := c.pushBatch(ctx, changes[:n])
 		results = append(results, rs...)
 		if err != nil {
@@ -553,62 +554,106 @@ func (c *Client) pushPrefix() string {
 	return proto.ReplicaPrefix(c.info.Subject)
 }
 
-// batchLen is how many of changes fit in one push of at most maxN changes
-// whose encoded changes take at most maxBytes (proto.PushRoom); at least
-// one.
-func batchLen(changes []crdt.Change, maxN, maxBytes int) int {
-	size, buf := 0, make([]byte, 0, 256)
-	for i, ch := range changes {
-		buf = crdt.AppendChange(buf[:0], ch)
-		size += len(buf)
-		if i > 0 && (i >= maxN || size > maxBytes) {
+// batchLen is how many of items fit in one request of at most maxN items
+// whose encodings, as size gives them, take at most maxBytes
+// (proto.PushRoom); at least one.
+func batchLen[T any](items []T, maxN, maxBytes int, size func(T) int) int {
+	total := 0
+	for i, it := range items {
+		total += size(it)
+		if i > 0 && (i >= maxN || total > maxBytes) {
 			return i
 		}
 	}
-	return min(len(changes), max(maxN, 1))
+	return min(len(items), max(maxN, 1))
 }
 
-// pushBatch pushes changes as one batch. A batch the server refuses whole
-// as too_large or malformed is the fault of its changes (too many, too
-// big, or one it cannot read): it is halved down to the change at fault,
-// which alone is refused with that code, so the others go on
-// (docs/protocol.md, "Push"). Other refusals of the whole batch
-// (forbidden, unauthenticated...) are not the changes' fault: they are
-// returned, and the changes stay the caller's.
+// changeSizer returns the size of a change's encoding in a push's change
+// list (plain stamps: at least what the compact ones take).
+func changeSizer() func(crdt.Change) int {
+	buf := make([]byte, 0, 256)
+	return func(ch crdt.Change) int {
+		buf = crdt.AppendChange(buf[:0], ch)
+		return len(buf)
+	}
+}
+
+// sealedSizer returns the size of a sealed record's encoding in a
+// restore's record list, [record, seal]: its record, its seal, and 4
+// bytes of heads (the pair's, and the seal's up to 64 KiB), as the JS
+// client counts it.
+func sealedSizer() func(proto.SealedRecord) int {
+	buf := make([]byte, 0, 256)
+	return func(sr proto.SealedRecord) int {
+		buf = crdt.AppendRecord(buf[:0], sr.Record)
+		return len(buf) + len(sr.Seal) + 4
+	}
+}
+
+// pushBatch pushes changes as one batch, split as splitRefused says: a
+// change at fault is refused alone, and other refusals of the whole batch
+// (forbidden, unauthenticated...) are returned, the changes staying the
+// caller's.
 func (c *Client) pushBatch(ctx context.Context, changes []crdt.Change) ([]Result, error) {
-	results, requestID, err := c.sendPush(ctx, changes)
-	var e *Error
-	if errors.As(err, &e) && (e.Code == proto.CodeTooLarge || e.Code == proto.CodeMalformed) {
-		if len(changes) == 1 {
-			// Unless the server reads no push of this client at all: then
-			// the fault is not the change's, and it stays.
-			if e.Code == proto.CodeMalformed {
-				if readable, perr := c.readsPushes(ctx); perr != nil {
-					return nil, perr
-				} else if !readable {
-					return nil, err
-				}
+	return splitRefused(ctx, c, "push", changes,
+		func(changes []crdt.Change) ([]Result, error) {
+			results, requestID, err := c.sendPush(ctx, changes)
+			if err != nil {
+				return nil, err
 			}
-			c.log.Warn("a change refused alone as a whole push; rejecting it", "collection", changes[0].Collection, "record", changes[0].Record.ID, "err", err)
-			return []Result{{Status: StatusRefused, Err: e}}, nil
-		}
-		c.log.Debug("push refused whole; splitting it", "changes", len(changes), "err", err)
-		half := len(changes) / 2
-		first, err := c.pushBatch(ctx, changes[:half])
-		if err != nil {
-			return first, err
-		}
-		second, err := c.pushBatch(ctx, changes[half:])
-		return append(first, second...), err
+			out := make([]Result, len(results))
+			for i, r := range results {
+				out[i] = resultOf(r, requestID)
+			}
+			return out, nil
+		},
+		c.readsPushes,
+		func(ch crdt.Change) []any { return []any{"collection", ch.Collection, "record", ch.Record.ID} })
+}
+
+// splitRefused sends items as one request (a push's changes, a restore's
+// records) with send, which returns one result per item. A request the
+// server refuses whole as too_large or malformed is the fault of its
+// items (too many, too big, or one it cannot read): it is halved, again
+// and again, down to the item at fault, which alone is refused with that
+// code (logged as a warning, naming it by attrs), so the others go on
+// (docs/protocol.md, sections 5 and 8). An item refused alone as
+// malformed is its own fault only when the server reads a request of no
+// items (reads): when it does not, the fault is not the item's, and the
+// error is returned. Other refusals of a whole request (forbidden,
+// unauthenticated...) are not the items' fault: they are returned. On
+// error, the results are those of a prefix of items. It is the one place
+// where the Go client splits a request the server refused whole: Push and
+// Restore (and the Replica's flushes and heals through them) rely on it.
+func splitRefused[T any](ctx context.Context, c *Client, what string, items []T,
+	send func([]T) ([]Result, error), reads func(context.Context) (bool, error), attrs func(T) []any,
+) ([]Result, error) {
+	results, err := send(items)
+	var e *Error
+	if !errors.As(err, &e) || (e.Code != proto.CodeTooLarge && e.Code != proto.CodeMalformed) {
+		return results, err
 	}
+	if len(items) == 1 {
+		// Unless the server reads no request of this client at all: then
+		// the fault is not the item's, and it stays.
+		if e.Code == proto.CodeMalformed {
+			if readable, rerr := reads(ctx); rerr != nil {
+				return nil, rerr
+			} else if !readable {
+				return nil, err
+			}
+		}
+		c.log.Warn("an item refused alone as a whole "+what+"; taking it as refused", append(attrs(items[0]), "err", err)...)
+		return []Result{{Status: StatusRefused, Err: e}}, nil
+	}
+	c.log.Debug(what+" refused whole; splitting it", "items", len(items), "err", err)
+	half := len(items) / 2
+	first, err := splitRefused(ctx, c, what, items[:half], send, reads, attrs)
 	if err != nil {
-		return nil, err
+		return first, err
 	}
-	out := make([]Result, len(results))
-	for i, r := range results {
-		out[i] = resultOf(r, requestID)
-	}
-	return out, nil
+	second, err := splitRefused(ctx, c, what, items[half:], send, reads, attrs)
+	return append(first, second...), err
 }
 
 // readsPushes reports whether the server reads a push of this client at
@@ -754,21 +799,58 @@ func resetReason(reason string) string {
 // result per record, as Push does: duplicate or superseded when the server
 // has them already, refused with proto.CodeBadSeal when a seal does not
 // match (the server's seal key changed). It needs read access only.
+//
+// Restore cuts the records into requests as Push cuts changes
+// (proto.PushRoom: at most the hello's max-push records, whose encodings
+// take at most what the envelope leaves of its max-body; one record always
+// goes), and splits a request the server refuses whole as too_large or
+// malformed down to the record at fault, which alone is refused with that
+// code, when the server reads a restore of no records (else the fault is
+// not the record's, and Restore returns the error). Other refusals of a
+// whole request are returned. On error, the results returned are those
+// of a prefix of records.
 func (c *Client) Restore(ctx context.Context, collection string, records []proto.SealedRecord) ([]Result, error) {
-	out := make([]Result, 0, len(records))
-	for len(records) > 0 {
-		info, _ := c.Info()
-		n := min(len(records), max(info.MaxPush, 1))
+	info, _ := c.Info()
+	maxPush, room := info.MaxPush, int(proto.PushRoom(info.MaxBody))
+	version := c.version(collection)
+	send := func(records []proto.SealedRecord) ([]Result, error) {
 		var a proto.RestoreResponse
-		ans, err := c.call(ctx, proto.PathRestore, proto.RestoreRequest{Collection: collection, Records: records[:n], Version: c.version(collection)}, &a, nil)
+		ans, err := c.call(ctx, proto.PathRestore, proto.RestoreRequest{Collection: collection, Records: records, Version: version}, &a,
+			func() error {
+				if len(a.Results) != len(records) {
+					return fmt.Errorf("%w: %d results for %d records", ErrProtocol, len(a.Results), len(records))
+				}
+				return nil
+			})
+		if err != nil {
+			return nil, err
+		}
+		out := make([]Result, len(a.Results))
+		for i, r := range a.Results {
+			out[i] = resultOf(r, ans.requestID)
+		}
+		return out, nil
+	}
+	reads := func(ctx context.Context) (bool, error) {
+		_, err := send([]proto.SealedRecord{})
+		var e *Error
+		if errors.As(err, &e) && e.Code == proto.CodeMalformed {
+			return false, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("restore of no records: %w", err)
+		}
+		return true, nil
+	}
+	attrs := func(sr proto.SealedRecord) []any { return []any{"collection", collection, "record", sr.Record.ID} }
+	out := make([]Result, 0, len(records))
+	size := sealedSizer()
+	for len(records) > 0 {
+		n := batchLen(records, maxPush, room, size)
+		rs, err := splitRefused(ctx, c, "restore", records[:n], send, reads, attrs)
+		out = append(out, rs...)
 		if err != nil {
 			return out, fmt.Errorf("restore %s: %w", collection, err)
-		}
-		if len(a.Results) != n {
-			return out, fmt.Errorf("restore %s: %w: %d results for %d records", collection, ErrProtocol, len(a.Results), n)
-		}
-		for _, r := range a.Results {
-			out = append(out, resultOf(r, ans.requestID))
 		}
 		records = records[n:]
 	}

@@ -600,7 +600,7 @@ func TestBatchLen(t *testing.T) {
 		{"one always goes", 100, 10, 1},
 		{"zero count means one", 0, 1 << 20, 1},
 	} {
-		if got := batchLen(changes, tc.maxN, tc.maxSize); got != tc.want {
+		if got := batchLen(changes, tc.maxN, tc.maxSize, changeSizer()); got != tc.want {
 			t.Errorf("%s: batchLen = %d, want %d", tc.name, got, tc.want)
 		}
 	}

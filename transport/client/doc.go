@@ -36,7 +36,10 @@
 // fault is not the change's, and it stays). A
 // batch refused whole for any other reason (forbidden, unauthenticated)
 // is not its changes' fault: they stay in the outbox, and Flush returns
-// the error every time until the server takes them.
+// the error every time until the server takes them. Restore cuts and
+// splits the records it gives back by the same rule (proto.PushRoom; a
+// record at fault refused alone, when the server reads a restore of no
+// records).
 //
 // # Cursors
 //
@@ -106,8 +109,12 @@
 // server: it restores every record it holds as the server sealed it
 // (Client.Restore; anyone's stamps, and a reader's too) and pushes its own
 // acknowledged stamps again. A record the server refuses to take back (a
-// seal it cannot verify: its seal key changed) stays local only, and the
-// Replica logs a warning naming it. A heal that fails is made again by the
+// seal it cannot verify: its seal key changed; or, refused alone as a
+// whole restore, too large or unreadable for it) stays local only: the
+// Replica logs a warning naming it, and once the heal is done gives
+// ReplicaConfig.OnError an error naming the collection that counts them
+// and wraps the last refusal (errors.Is matches its code's sentinel), and
+// the rest of the heal goes on. A heal that fails is made again by the
 // next Sync, or by Replica.Live itself, with backoff, while its session
 // runs. The reading from the beginning that follows a heal must deliver
 // what the heal gave back and the server acknowledged: one that does not

@@ -1,8 +1,10 @@
 package client_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"net/http"
@@ -25,6 +27,7 @@ import (
 	"github.com/convergo/convergo/stores/memory"
 	"github.com/convergo/convergo/transport"
 	"github.com/convergo/convergo/transport/client"
+	"github.com/convergo/convergo/transport/proto"
 )
 
 // lossServer is a server at a fixed URL whose store can go back in time:
@@ -47,6 +50,11 @@ type lossServer struct {
 	// open, when set, opens the store of every start instead of a memory
 	// store or the bolt file.
 	open func() stores.Store
+	// limits are the limits of every start (zero fields: the defaults).
+	limits transport.Limits
+	// refuse, when set and returning an error for a request's path and
+	// body, has the server refuse the request whole with it.
+	refuse atomic.Pointer[func(path string, body []byte) *proto.Error]
 }
 
 type lossInstance struct {
@@ -74,6 +82,22 @@ func newLossServerOn(t *testing.T, onBolt bool, open func() stores.Store) *lossS
 	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasSuffix(r.URL.Path, "/live") {
 			s.lives.Add(1)
+		}
+		if refuse := s.refuse.Load(); refuse != nil && r.Method == http.MethodPost {
+			body, err := io.ReadAll(r.Body)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			if e := (*refuse)(r.URL.Path, body); e != nil {
+				b, _ := proto.Encode(proto.ErrorBody{Code: e.Code, Message: e.Message, RequestID: "refused-by-test"})
+				w.Header().Set("Content-Type", proto.ContentType)
+				w.Header().Set(proto.HeaderError, e.Code)
+				w.WriteHeader(e.Status)
+				_, _ = w.Write(b)
+				return
+			}
+			r.Body = io.NopCloser(bytes.NewReader(body))
 		}
 		s.mu.Lock()
 		in := s.cur
@@ -111,7 +135,7 @@ func (s *lossServer) start() *lossInstance {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	srv, err := transport.New(transport.Config{Engine: eng, Authorizer: s.auth, SealKey: s.key})
+	srv, err := transport.New(transport.Config{Engine: eng, Authorizer: s.auth, SealKey: s.key, Limits: s.limits})
 	if err != nil {
 		s.t.Fatal(err)
 	}

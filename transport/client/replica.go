@@ -315,13 +315,18 @@ type ReplicaConfig struct {
 	// in the outbox stays visible with them alone. Nil means no calls.
 	OnLeave func(collection, id string)
 	// OnError, when set, is called with each error the application must
-	// know of that no call of its returns: today ErrNotHealed (wrapped,
-	// naming the collection) when a heal made by Live, or a page given to
-	// Apply, gave up (see the package doc, "Resets and healing"); Pull and
-	// Sync return it instead. It is called with no lock of the Replica
-	// held, by the goroutine running Live or Apply, which waits for it:
-	// it may call the replica's methods, and should return promptly. Nil
-	// means the error is only logged.
+	// know of that no call of its returns: ErrNotHealed (wrapped, naming
+	// the collection) when a heal made by Live, or a page given to Apply,
+	// gave up (see the package doc, "Resets and healing"), which Pull and
+	// Sync return instead; and, after a heal that gave back records the
+	// server refused (they stay local), an error naming the collection
+	// that counts them and wraps the last refusal (*Error). It is called
+	// with no lock of the Replica held, by the goroutine running Live or
+	// Apply, or the heal (Sync, Pull, Flush, Heal, Live), which waits for
+	// it: it may call the replica's methods, and should return promptly.
+	// Told of a heal's refusals, it must not call Flush or Sync: a Flush
+	// that pulled first may be running the heal, holding the lock that
+	// serializes pushes. Nil means the error is only logged.
 	OnError func(error)
 	// FreshFor is how long after a pull of a collection to its end (or a
 	// live page of it) Flush pushes the collection's changes without
@@ -1540,6 +1545,9 @@ func (r *Replica) heal(ctx context.Context, coll string) error {
 	}
 	r.mu.Unlock()
 	acked := map[string]bool{}
+	// refused counts the records the server refused to take back (they
+	// stay local), last the reason of the last one.
+	refused, last := 0, error(nil)
 	if len(sealed) > 0 {
 		res, err := r.c.Restore(ctx, coll, sealed)
 		if err != nil {
@@ -1547,6 +1555,7 @@ func (r *Replica) heal(ctx context.Context, coll string) error {
 		}
 		for i, x := range res {
 			if x.Status == StatusRefused {
+				refused, last = refused+1, x.Err
 				r.c.log.Warn("heal: the server refused a sealed record; it stays local", "collection", coll, "record", sealed[i].Record.ID, "err", x.Err)
 			} else {
 				acked[sealed[i].Record.ID] = true
@@ -1560,6 +1569,7 @@ func (r *Replica) heal(ctx context.Context, coll string) error {
 		}
 		for i, x := range res {
 			if x.Status == StatusRefused {
+				refused, last = refused+1, x.Err
 				r.c.log.Warn("heal: the server refused an own write it had acknowledged", "collection", coll, "record", mine[i].Record.ID, "err", x.Err)
 			} else {
 				acked[mine[i].Record.ID] = true
@@ -1583,6 +1593,11 @@ func (r *Replica) heal(ctx context.Context, coll string) error {
 		hc.ids, hc.reading = acked, false
 	}
 	r.mu.Unlock()
+	if refused > 0 {
+		// The heal is done: no call returns what it could not give back.
+		r.tell(fmt.Errorf("heal %s: the server refused %d of the %d records given back; they stay local (last: %w)",
+			coll, refused, len(sealed)+len(mine), last))
+	}
 	return nil
 }
 

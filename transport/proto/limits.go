@@ -69,18 +69,22 @@ const (
 	// does not keep what it acknowledged.
 	MaxHealAgain = 3
 	// PushEnvelopeBytes is what a client leaves of the announced request
-	// body for a push's envelope (replica, versions, replica table) when it
-	// splits its outbox into batches: the encoded changes of one batch take
-	// at most the rest (PushRoom).
+	// body for a push's envelope (replica, versions, replica table), or a
+	// restore's (collection, version), when it splits its outbox or what it
+	// gives back into requests: the encoded changes, or sealed records, of
+	// one request take at most the rest (PushRoom).
 	PushEnvelopeBytes = 1024
 )
 
-// PushRoom is the rule both clients split their pushes by: under a
-// server's announced max-body (hello key 6), the encoded changes of one
-// batch take at most what PushEnvelopeBytes leaves of it, none when the
-// body is smaller, and one change always goes, alone when it is larger.
-// So a max-body under PushEnvelopeBytes makes batches of one change. The
-// JS client's pushBudget is held to it by the vectors of Exported.
+// PushRoom is the rule both clients split their pushes and their restores
+// by: under a server's announced max-body (hello key 6), the encoded
+// changes of one push, or the encoded [record, seal] pairs of one restore
+// (RestoreRequest, whose envelope is smaller than a push's), take at most
+// what PushEnvelopeBytes leaves of it, none when the body is smaller, and
+// one item always goes, alone when it is larger. So a max-body under
+// PushEnvelopeBytes makes requests of one item. The JS client's
+// pushBudget, which its heal's restores use too, is held to it by the
+// vectors of Exported.
 func PushRoom(maxBody int64) int64 {
 	return max(maxBody-PushEnvelopeBytes, 0)
 }
