@@ -219,3 +219,38 @@ func TestHealRestoresWithinMaxBody(t *testing.T) {
 		t.Errorf("the server after the heal:\n%s", d)
 	}
 }
+
+// TestSyncHealsAgainAfterAFailedHeal: a heal that failed (the server
+// refused every restore whole, forbidden) stays owed, and the next Sync
+// makes it again: what the reader alone holds reaches the server once the
+// server takes restores. Before, only Live and Heal made it again, and a
+// Sync pulled from the beginning without giving anything back.
+func TestSyncHealsAgainAfterAFailedHeal(t *testing.T) {
+	s := newLossServer(t, false)
+	reader := s.replica("reader", false, client.ReplicaConfig{}, nil)
+	bob := s.replica("bob", true, client.ReplicaConfig{}, nil)
+	for i := range 4 {
+		set(t, bob, fmt.Sprint("b", i), "n", i)
+	}
+	syncAll(t, bob, reader)
+	held := reader.Records("notes")
+	bob.Close()
+	refuse := func(path string, body []byte) *proto.Error {
+		if restoreOf(path, body) != nil {
+			return proto.Errorf(proto.CodeForbidden, "no restores today")
+		}
+		return nil
+	}
+	s.refuse.Store(&refuse)
+	s.restart(nil)
+	if err := reader.Sync(t.Context()); !errors.Is(err, client.ErrForbidden) {
+		t.Fatalf("the sync that heals: got %v, want forbidden", err)
+	}
+	s.refuse.Store(nil)
+	if err := reader.Sync(t.Context()); err != nil {
+		t.Fatalf("the next sync: %v", err)
+	}
+	if d := sameRecords(s.served(t), held); d != "" {
+		t.Errorf("the server after the next sync:\n%s", d)
+	}
+}

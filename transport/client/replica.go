@@ -887,6 +887,17 @@ func (r *Replica) Pull(ctx context.Context) error {
 }
 
 func (r *Replica) pullCollection(ctx context.Context, coll string) error {
+	// A heal that failed is made again first (the package doc, "Resets
+	// and healing"); the pull that follows checks what it gave back when
+	// it reads from the beginning, where the reset left the cursor.
+	r.mu.Lock()
+	owed := r.owed[coll]
+	r.mu.Unlock()
+	if owed {
+		if err := r.heal(ctx, coll); err != nil {
+			return err
+		}
+	}
 	reconciled, err := r.pullToEnd(ctx, coll)
 	if err != nil {
 		return err
