@@ -58,6 +58,34 @@ type colRules struct {
 
 func (r *colRules) active() bool { return r.write != nil || len(r.checks) > 0 }
 
+// readCurrent reads the records of keys as current does (for op, a
+// call's name), maxRuleReads at a time.
+func (e *Engine) readCurrent(ctx context.Context, op string, keys []recordKey) ([]crdt.Record, error) {
+	stored := make([]crdt.Record, len(keys))
+	errs := make([]error, len(keys))
+	if len(keys) == 1 {
+		stored[0], errs[0] = e.current(ctx, op, keys[0].collection, keys[0].id)
+	} else {
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, maxRuleReads)
+		for i, k := range keys {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				stored[i], errs[i] = e.current(ctx, op, k.collection, k.id)
+			}()
+		}
+		wg.Wait()
+	}
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+	return stored, nil
+}
+
 // checkRules refuses the admitted changes that the collection's rules
 // refuse (see Apply): it reads each record that a rule applies to once,
 // merges the call's changes to it in order into a copy, and checks the
@@ -72,7 +100,7 @@ func (e *Engine) checkRules(ctx context.Context, changes []crdt.Change, index []
 		return changes, index, nil
 	}
 	per := map[string]*colRules{}
-	type key struct{ coll, id string }
+	type key = recordKey
 	var need []key
 	seen := map[key]bool{}
 	refuse := false // a collection's write scope could not be had
@@ -101,29 +129,12 @@ func (e *Engine) checkRules(ctx context.Context, changes []crdt.Change, index []
 	if len(need) == 0 && !refuse {
 		return changes, index, nil
 	}
-	// Read the records the rules need, a few at a time.
-	stored := make([]crdt.Record, len(need))
-	errs := make([]error, len(need))
-	if len(need) == 1 {
-		stored[0], errs[0] = e.current(ctx, "check", need[0].coll, need[0].id)
-	} else {
-		var wg sync.WaitGroup
-		sem := make(chan struct{}, maxRuleReads)
-		for i, k := range need {
-			wg.Add(1)
-			sem <- struct{}{}
-			go func() {
-				defer func() { <-sem; wg.Done() }()
-				stored[i], errs[i] = e.current(ctx, "check", k.coll, k.id)
-			}()
-		}
-		wg.Wait()
+	stored, err := e.readCurrent(ctx, "check", need)
+	if err != nil {
+		return nil, nil, err
 	}
 	cur := make(map[key]crdt.Record, len(need))
 	for i, k := range need {
-		if errs[i] != nil {
-			return nil, nil, errs[i]
-		}
 		cur[k] = stored[i]
 	}
 	keep, keepIndex := changes[:0:0], index[:0:0]

@@ -341,6 +341,13 @@ func (e *Engine) Apply(ctx context.Context, changes []crdt.Change, opts ...Apply
 	if err != nil {
 		return nil, err
 	}
+	// late are the changes with a stamp before their collection's write
+	// horizon, judged on the records as stored (heldLive) after the rest.
+	type lateChange struct {
+		j, i int
+		err  error
+	}
+	var late []lateChange
 	e.mu.Lock()
 	wall := e.wall()
 	for j, c := range translated {
@@ -349,10 +356,11 @@ func (e *Engine) Apply(ctx context.Context, changes []crdt.Change, opts ...Apply
 			i = tindex[j]
 		}
 		err := checkCollected(c, horizons[c.Collection])
-		if err == nil {
-			err = e.admit(&c, wall, cfg.held)
-		}
 		if err != nil {
+			late = append(late, lateChange{j, i, err})
+			continue
+		}
+		if err = e.admit(&c, wall, cfg.held); err != nil {
 			results[i] = Result{Status: StatusRefused, Err: fmt.Errorf("change %s/%s: %w", c.Collection, c.Record.ID, err)}
 			continue
 		}
@@ -360,6 +368,32 @@ func (e *Engine) Apply(ctx context.Context, changes []crdt.Change, opts ...Apply
 		index = append(index, i)
 	}
 	e.mu.Unlock()
+	if len(late) > 0 {
+		keys := make([]recordKey, len(late))
+		for k, l := range late {
+			keys[k] = recordKey{translated[l.j].Collection, translated[l.j].Record.ID}
+		}
+		stored, err := e.readCurrent(ctx, "apply", keys)
+		if err != nil {
+			return nil, err
+		}
+		for k, l := range late {
+			c := translated[l.j]
+			err := l.err
+			if heldLive(stored[k], c.Record, horizons[c.Collection]) {
+				e.mu.Lock()
+				err = e.admit(&c, e.wall(), cfg.held)
+				e.mu.Unlock()
+			}
+			if err != nil {
+				results[l.i] = Result{Status: StatusRefused, Err: fmt.Errorf("change %s/%s: %w", c.Collection, c.Record.ID, err)}
+				continue
+			}
+			accepted = append(accepted, c)
+			index = append(index, l.i)
+		}
+		accepted, index = inOrder(accepted, index)
+	}
 	// Quotas first: the rules judge each change on the record the call's
 	// earlier changes leave (checkRules), so a change refused after them
 	// would leave a later one judged on a record that never was.

@@ -320,6 +320,47 @@ func (e *Engine) writeHorizons(ctx context.Context, changes []crdt.Change) (map[
 	return out, nil
 }
 
+// heldLive reports whether every stamp of change before the write
+// horizon w changes nothing in stored, the record as the store holds it,
+// whatever is collected: each such field is held with a value (not an
+// unset, not hidden by a delete) stamped at or after it, and such a
+// delete is at or before stored's own. A held value is never collected,
+// and it only grows, so the field loses now and at any later merge; a
+// tombstone covering it might be collected before the change is applied,
+// and the field would then come back. An older delete can bring nothing
+// back. So a record given back after a loss, or pushed again, whose old
+// fields the server still holds is not refused for them.
+func heldLive(stored, change crdt.Record, w int64) bool {
+	if d := change.Deleted; !d.IsZero() && d.Wall < w && d.Compare(stored.Deleted) > 0 {
+		return false
+	}
+	for name, f := range change.Fields {
+		if f.Stamp.Wall >= w {
+			continue
+		}
+		g, ok := stored.Fields[name]
+		if !ok || g.IsUnset() || g.Stamp.Compare(stored.Deleted) <= 0 || g.Stamp.Compare(f.Stamp) < 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// inOrder sorts changes and their indices in the call by index, so that
+// changes of one record apply in the order they came in.
+func inOrder(changes []crdt.Change, index []int) ([]crdt.Change, []int) {
+	order := make([]int, len(index))
+	for k := range order {
+		order[k] = k
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(index[a], index[b]) })
+	cs, is := make([]crdt.Change, len(order)), make([]int, len(order))
+	for k, o := range order {
+		cs[k], is[k] = changes[o], index[o]
+	}
+	return cs, is
+}
+
 // checkCollected refuses a change with a stamp before w.
 func checkCollected(c crdt.Change, w int64) error {
 	if w <= 0 {

@@ -90,17 +90,18 @@ func TestFloorOfReturningReplicaHolds(t *testing.T) {
 		}
 	}
 	v, _ := crdt.EncodeValue("b")
-	set := func() error {
-		res, err := e.Apply(ctx, []crdt.Change{{Collection: "notes", Record: crdt.SetField("n", "owner", v, crdt.Stamp{Wall: edit, Replica: back})}})
+	set := func(field string) error {
+		res, err := e.Apply(ctx, []crdt.Change{{Collection: "notes", Record: crdt.SetField("n", field, v, crdt.Stamp{Wall: edit, Replica: back})}})
 		if err != nil {
 			return err
 		}
 		return res[0].Err
 	}
-	if err := set(); err != nil {
+	if err := set("owner"); err != nil {
 		t.Fatalf("the edit pushed within MaxOffline of its return: %v; want it taken", err)
 	}
-	// Left pending beyond the reach, an edit is refused collected.
+	// Left pending beyond the reach, an edit (of a field the server does
+	// not hold at that stamp: it took the first) is refused collected.
 	clk.ms += pendingFloorReach * maxOff
 	if err := e.NoteLease(ctx, "notes", Lease{Replica: back, Cursor: cur, Pending: edit}); err != nil {
 		t.Fatal(err)
@@ -108,7 +109,7 @@ func TestFloorOfReturningReplicaHolds(t *testing.T) {
 	if h := collectOnce(t, e); h.Wall <= edit {
 		t.Fatalf("write horizon %d, still at or before the edit at %d left pending %d ms", h.Wall, edit, clk.ms-edit)
 	}
-	if err := set(); !errors.Is(err, ErrCollected) {
+	if err := set("title"); !errors.Is(err, ErrCollected) {
 		t.Fatalf("the edit after the write horizon passed it: %v; want ErrCollected", err)
 	}
 }
