@@ -136,7 +136,9 @@ func (e *Engine) pullScoped(ctx context.Context, collection string, cursor Curso
 			return Page{}, fmt.Errorf("pull %s: %w", collection, err)
 		}
 		pos = make([]uint64, k)
-		slots = newSlotScan(slots.key, Cursor{}, k)
+		if slots != nil { // nil: a store without an identity, no marks
+			slots = newSlotScan(slots.key, Cursor{}, k)
+		}
 	}
 	if sc.trans != noTransition {
 		if sc.prevEnc != "" {

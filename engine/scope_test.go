@@ -387,3 +387,27 @@ func TestFreshReaderSkipsLeaves(t *testing.T) {
 		t.Fatalf("unscoped from FreshStart: %d entries, %d leaves, %v", len(p.Entries), len(p.Left), err)
 	}
 }
+
+// noIdentityStore is a store without an identity: its cursors carry no
+// slot marks (slotKeyOf).
+type noIdentityStore struct{ stores.Store }
+
+func (noIdentityStore) Identity(context.Context) (string, error) { return "", nil }
+
+// TestScopeChangeWithoutSlotMarks: a change of scope on a store without an
+// identity (no slot marks) reads again from the start, as on any store.
+func TestScopeChangeWithoutSlotMarks(t *testing.T) {
+	ctx := context.Background()
+	e := engineOn(t, noIdentityStore{memory.New()})
+	write(t, e, "todos", 0, 3)
+	p, err := e.Pull(ctx, "todos", Cursor{}, PageLimit{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Next.IsStart() || p.Next.slots != "" {
+		t.Fatalf("next %v: want a cursor past the start, without slot marks", p.Next)
+	}
+	if _, err := e.PullScoped(ctx, "todos", p.Next, PageLimit{}, mustScope(t, "eq", "n", 1)); err != nil {
+		t.Fatalf("a change of scope: %v", err)
+	}
+}
