@@ -122,11 +122,27 @@ func (e *Engine) pullScoped(ctx context.Context, collection string, cursor Curso
 			sc.prevPos[i] = math.MaxUint64
 		}
 	}
+	pastChecked := false
+	if cursor.unverified && k > 1 && !cursor.IsStart() {
+		// A client may have written these positions, and a page can end
+		// before it reads a shard, or read nothing from one: that shard's
+		// position would go on into the next cursor, which the server
+		// makes, and a position past the head there is taken for proof
+		// that the store went back (wentBack). So they are held to the
+		// heads first. (One log is read from its position on every pull,
+		// and a page that moves nothing is checked below.)
+		if err := e.checkPast(ctx, collection, cursor, k, pos); err != nil {
+			return Page{}, err
+		}
+		pastChecked = true
+	}
 	if cursor.scope != enc && !cursor.IsStart() {
 		// A change of scope: what the reader holds was read under the
 		// cursor's scope, up to its positions.
-		if err := e.checkPast(ctx, collection, cursor, k, pos); err != nil {
-			return Page{}, err
+		if !pastChecked {
+			if err := e.checkPast(ctx, collection, cursor, k, pos); err != nil {
+				return Page{}, err
+			}
 		}
 		if cursor.unverified {
 			// What the reader holds is not known (Unverified): it is told
@@ -435,7 +451,8 @@ type slotScan struct {
 	key  []byte
 	want []uint32 // the cursor's marks still to check; 0: none
 	// marks are the marks at the positions as they move: the cursor's
-	// until a shard's position moves, then unknown until ids[s] is set.
+	// (none for an unverified cursor) until a shard's position moves,
+	// then unknown until ids[s] is set.
 	marks []uint32
 	ids   []string // the record at a moved position; "" while not moved
 }
@@ -449,7 +466,14 @@ func newSlotScan(key []byte, cursor Cursor, k int) *slotScan {
 	sl := &slotScan{key: key, marks: make([]uint32, k), ids: make([]string, k)}
 	if m := cursor.slotMarks(); len(m) == k && !cursor.IsStart() {
 		sl.want = m
-		copy(sl.marks, m)
+		if !cursor.unverified {
+			// The marks of an unverified cursor are checked where the
+			// pull reads, but never go on into a cursor the server
+			// makes: a client may have written them, and a mark of
+			// another record there is taken for proof that the store
+			// went back (wentBack).
+			copy(sl.marks, m)
+		}
 	}
 	return sl
 }

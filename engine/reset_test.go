@@ -381,6 +381,79 @@ func TestResetUnverifiedPastTheHead(t *testing.T) {
 	noReset(t, e, "todos", c)
 }
 
+// TestResetUnverifiedNotLaundered: a client writes a cursor of a sharded
+// collection (Unverified) with a position past a shard's head, or a slot
+// mark that names another record than the one at a shard's position, and
+// reads a page that ends before that shard. The page's next cursor is one
+// the server made (the transport tags it, and a live subscription keeps it
+// as it is): it must not carry what the client wrote, or its next pull
+// would be taken for proof that the store went back, and one client could
+// start a new epoch of every collection of the store at will.
+func TestResetUnverifiedNotLaundered(t *testing.T) {
+	ctx := context.Background()
+	for _, forge := range []string{"position", "mark"} {
+		t.Run(forge, func(t *testing.T) {
+			st := newSharded(2)
+			e := engineOn(t, st)
+			write(t, e, "c", 0, 20)
+			write(t, e, "other", 0, 3)
+			other := pullTo(t, e, "other", nil)
+			legit, err := ParseCursor(pullTo(t, e, "c", nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var forged Cursor
+			switch forge {
+			case "position":
+				// Shard 1 at 0, read first (the rotation starts at the
+				// positions' sum modulo K), and shard 0 past its head.
+				heads, err := st.ShardHeads(ctx, "c")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if heads[0] == 0 || heads[1] == 0 {
+					t.Fatalf("shard heads %v: both shards need entries", heads)
+				}
+				past := heads[0] + 5
+				if past%2 == 0 {
+					past++
+				}
+				if forged, err = e.CursorAtShards(ctx, "c", []uint64{past, 0}); err != nil {
+					t.Fatal(err)
+				}
+			case "mark":
+				// The shard read second names another record.
+				write(t, e, "c", 100, 20)
+				pos, marks := legit.Positions(), legit.slotMarks()
+				if len(marks) != 2 || marks[0] == 0 || marks[1] == 0 {
+					t.Fatalf("%v: want a slot mark for both shards", legit)
+				}
+				second := int(pos[0]+pos[1]+1) % 2
+				marks[second] ^= 1
+				forged = legit
+				forged.slots = packSlots(marks)
+			}
+			cur := forged.Unverified()
+			limit := PageLimit{Records: 1}
+			for caughtUp := 0; caughtUp < 2; {
+				p, err := e.Pull(ctx, "c", cur, limit)
+				if errors.Is(err, ErrReset) {
+					break // this reader is reset: its own business
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !p.More {
+					caughtUp++ // and pulls once more, as a reader that comes back
+				}
+				cur, limit = p.Next, PageLimit{} // the cursor the server made
+			}
+			noReset(t, e, "other", other)
+			noReset(t, e, "c", legit.Bytes())
+		})
+	}
+}
+
 // TestResetRebuilt: an epoch started with the log rebuilt resets with
 // ResetRebuilt; a later loss outranks it.
 func TestResetRebuilt(t *testing.T) {
