@@ -360,10 +360,12 @@ func (e *Engine) observeHead(ctx context.Context, collection string, h, start ui
 
 // wentBack returns the reset of a reader whose cursor c is past
 // collection's head or finds another record's entry at its position
-// (detail says which), and acts on it. When the collection's epoch is no
-// longer the cursor's, the cursor was read in an epoch since ended (a
-// rebuild this instance has not heard of yet, say), and the reset is the
-// one that epoch change gives. Otherwise, for a cursor this server made,
+// (detail says which), and acts on it. When the store's identity or the
+// collection's epoch, read afresh, is no longer the cursor's, the cursor
+// was read in a history since ended (a rebuild this instance has not
+// heard of yet, say, or a store made anew), and the reset is the one that
+// change gives; when they cannot be read, the error is returned, and the
+// reader tries again. Otherwise, for a cursor this server made,
 // the store went back in time: a copy of it put back without `convergo
 // store mark-restored`, or a failover that lost writes. The head will
 // pass that position again as writers write (or already has), and then
@@ -380,12 +382,15 @@ func (e *Engine) wentBack(ctx context.Context, collection string, c Cursor, deta
 	lost := &ResetError{Collection: collection, Reason: ResetHistoryLost, Detail: detail}
 	e.witnessMu.Lock() // readers coming back at once start one epoch, not one each
 	defer e.witnessMu.Unlock()
-	m, err := e.store.Meta(ctx, collection)
+	// The store's identity and the epoch, read afresh: the cursor may be
+	// of a store since made anew, or of an epoch since ended, and what
+	// cannot be read is no proof yet (the reader tries again).
+	tag, m, err := e.view(ctx, collection, true)
 	if err != nil {
-		e.log.Error("read the epoch after the store went back", "collection", collection, "err", err)
-		return lost
+		e.log.Warn("a cursor past the head or a slot given out again, and the epoch could not be read", "collection", collection, "detail", detail, "err", err)
+		return fmt.Errorf("pull %s: judge the cursor: %w", collection, err)
 	}
-	if m.Epoch != c.epoch {
+	if tag != c.store || m.Epoch != c.epoch {
 		e.hist.forget()
 		if _, _, err := e.checkCursor(ctx, collection, c); err != nil {
 			return err

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -358,6 +359,79 @@ func TestResetPastTheHeadOfANewEpoch(t *testing.T) {
 	r.rewind(3) // the rebuilt log, shorter (as a renumbered one may be)
 	wantReset(t, e, "todos", c, ResetRebuilt)
 	noReset(t, e, "notes", notes)
+}
+
+// metaFlaky is a rewindable store whose Meta fails while fail is set (a
+// DynamoDB collection fenced by a reshard, a backend that times out).
+type metaFlaky struct {
+	*rewindable
+	fail atomic.Bool
+	id   atomic.Pointer[string] // when set, the identity (a store made anew)
+}
+
+func (m *metaFlaky) Meta(ctx context.Context, coll string) (stores.Meta, error) {
+	if m.fail.Load() {
+		return stores.Meta{}, fmt.Errorf("meta %s: %w", coll, stores.ErrUnavailable)
+	}
+	return m.rewindable.Meta(ctx, coll)
+}
+
+func (m *metaFlaky) Identity(ctx context.Context) (string, error) {
+	if id := m.id.Load(); id != nil {
+		return *id, nil
+	}
+	return m.rewindable.Identity(ctx)
+}
+
+// TestWentBackUnreadEpoch: a cursor past the head whose collection's epoch
+// cannot be read then is no proof of anything yet (the epoch may have
+// changed: a rebuild, whose reset is another): the pull fails, to be
+// tried again, and resets nobody.
+func TestWentBackUnreadEpoch(t *testing.T) {
+	ctx := context.Background()
+	st := &metaFlaky{rewindable: &rewindable{Store: memory.New()}}
+	e := engineOn(t, st)
+	write(t, e, "todos", 0, 8)
+	c := pullTo(t, e, "todos", nil)
+	cur, err := ParseCursor(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.rewind(3)
+	st.fail.Store(true)
+	_, err = e.Pull(ctx, "todos", cur, PageLimit{})
+	if err == nil || errors.Is(err, ErrReset) || !errors.Is(err, stores.ErrUnavailable) {
+		t.Fatalf("pull past the head while the epoch cannot be read: %v, want the store's error, not a reset", err)
+	}
+	st.fail.Store(false)
+	wantReset(t, e, "todos", c, ResetHistoryLost)
+}
+
+// TestWentBackOtherStore: a cursor past the head of a store that is not
+// the cursor's any more (wiped and made anew, and this instance has not
+// heard yet) is reset as of another store, and starts no new epoch of the
+// new store's collections: its readers have nothing to give back.
+func TestWentBackOtherStore(t *testing.T) {
+	ctx := context.Background()
+	st := &metaFlaky{rewindable: &rewindable{Store: memory.New()}}
+	e := engineOn(t, st)
+	write(t, e, "todos", 0, 8)
+	c := pullTo(t, e, "todos", nil)
+	before, err := st.Meta(ctx, "notes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := "made anew"
+	st.id.Store(&id)
+	st.rewind(3)
+	wantReset(t, e, "todos", c, ResetHistoryLost)
+	after, err := st.Meta(ctx, "notes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Epoch != before.Epoch {
+		t.Fatalf("the new store's epoch went from %d to %d: a cursor of the old store started a new epoch of the new one", before.Epoch, after.Epoch)
+	}
 }
 
 // TestResetUnverifiedPastTheHead: a cursor the server cannot tell it made
