@@ -216,7 +216,30 @@ func TestResetBoltBackupRestored(t *testing.T) {
 // passes again before they come back, are reset too and give back what
 // they hold.
 func TestResetWitnessPastTheHead(t *testing.T) {
-	ctx := context.Background()
+	var ahead, notes []byte
+	var mid Cursor
+	e := olderCopyScene(t, func(e *Engine) {
+		ahead = pullTo(t, e, "todos", nil) // at 8
+		var err error
+		if mid, err = e.CursorAt(context.Background(), "todos", 5); err != nil {
+			t.Fatal(err)
+		}
+		notes = pullTo(t, e, "notes", nil) // at 6
+	})
+	wantReset(t, e, "todos", ahead, ResetHistoryLost) // the witness
+	write(t, e, "todos", 100, 10)                     // head 13: seqs 4..8 handed out again
+	write(t, e, "notes", 100, 10)                     // head 12: seqs 3..6 too
+	wantReset(t, e, "todos", mid.Bytes(), ResetHistoryLost)
+	wantReset(t, e, "notes", notes, ResetHistoryLost)
+	noReset(t, e, "todos", pullTo(t, e, "todos", nil)) // new cursors carry the new epoch
+}
+
+// olderCopyScene writes todos r0..r2 and notes r0..r1 on a bolt store,
+// copies its file, writes todos r3..r7 and notes r2..r5, calls read (for
+// the cursors a test keeps), puts the copy back without the procedure
+// (heads 3 and 2) and returns an engine on it.
+func olderCopyScene(t *testing.T, read func(e *Engine)) *Engine {
+	t.Helper()
 	dir := t.TempDir()
 	path, backup := filepath.Join(dir, "convergo.db"), filepath.Join(dir, "backup.db")
 	st := openBolt(t, path)
@@ -231,24 +254,13 @@ func TestResetWitnessPastTheHead(t *testing.T) {
 	e = engineOn(t, st)
 	write(t, e, "todos", 3, 5)
 	write(t, e, "notes", 2, 4)
-	ahead := pullTo(t, e, "todos", nil) // at 8
-	mid, err := e.CursorAt(ctx, "todos", 5)
-	if err != nil {
-		t.Fatal(err)
-	}
-	notes := pullTo(t, e, "notes", nil) // at 6
+	read(e)
 	e.Close()
 	st.Close()
-	copyFile(t, backup, path) // put back without the procedure: heads 3 and 2
-
+	copyFile(t, backup, path)
 	st = openBolt(t, path)
-	e = engineOn(t, st)
-	wantReset(t, e, "todos", ahead, ResetHistoryLost) // the witness
-	write(t, e, "todos", 100, 10)                     // head 13: seqs 4..8 handed out again
-	write(t, e, "notes", 100, 10)                     // head 12: seqs 3..6 too
-	wantReset(t, e, "todos", mid.Bytes(), ResetHistoryLost)
-	wantReset(t, e, "notes", notes, ResetHistoryLost)
-	noReset(t, e, "todos", pullTo(t, e, "todos", nil)) // new cursors carry the new epoch
+	t.Cleanup(func() { st.Close() })
+	return engineOn(t, st)
 }
 
 // TestResetSlotGivenOutAgain: an older copy of the store is put back
@@ -258,28 +270,11 @@ func TestResetWitnessPastTheHead(t *testing.T) {
 // sequence number was given out again. That reader is reset, and as for a
 // cursor past the head, every collection starts a new epoch.
 func TestResetSlotGivenOutAgain(t *testing.T) {
-	dir := t.TempDir()
-	path, backup := filepath.Join(dir, "convergo.db"), filepath.Join(dir, "backup.db")
-	st := openBolt(t, path)
-	e := engineOn(t, st)
-	write(t, e, "todos", 0, 3)
-	write(t, e, "notes", 0, 2)
-	e.Close()
-	st.Close()
-	copyFile(t, path, backup)
-
-	st = openBolt(t, path)
-	e = engineOn(t, st)
-	write(t, e, "todos", 3, 5)
-	write(t, e, "notes", 2, 4)
-	todos := pullTo(t, e, "todos", nil) // at 8
-	notes := pullTo(t, e, "notes", nil) // at 6
-	e.Close()
-	st.Close()
-	copyFile(t, backup, path) // put back without the procedure: heads 3 and 2
-
-	st = openBolt(t, path)
-	e = engineOn(t, st)
+	var todos, notes []byte
+	e := olderCopyScene(t, func(e *Engine) {
+		todos = pullTo(t, e, "todos", nil) // at 8
+		notes = pullTo(t, e, "notes", nil) // at 6
+	})
 	write(t, e, "todos", 100, 10) // head 13: seqs 4..8 handed out again
 	write(t, e, "notes", 100, 10) // head 12: seqs 3..6 too
 	wantReset(t, e, "todos", todos, ResetHistoryLost)
