@@ -363,6 +363,13 @@ read:
 			} else {
 				p, err = sh.PullShard(ctx, collection, s, after, lim)
 			}
+			if check && errors.Is(err, stores.ErrCorrupt) {
+				// The entry damaged may be the one at the position, which
+				// the reader has read and needs nothing of: the check says
+				// nothing, and the shard is read again from the position.
+				slots.drop(s)
+				continue
+			}
 			if err != nil && k == 1 {
 				return Page{}, 0, fmt.Errorf("pull %s after %d: %w", collection, pos[0], err)
 			}
@@ -507,6 +514,9 @@ func (sl *slotScan) check(collection string, s int, pos uint64, p stores.Page, l
 	}
 	return p, nil
 }
+
+// drop gives up the check of shard s's mark.
+func (sl *slotScan) drop(s int) { sl.want[s] = 0 }
 
 // at notes that shard s's position moved to an entry of record id.
 func (sl *slotScan) at(s int, id string) {

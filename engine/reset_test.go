@@ -747,3 +747,47 @@ func TestNewEpochWakesSubscribersAfterUnwrittenPulls(t *testing.T) {
 		}
 	})
 }
+
+// damagedAt is a memory store whose log entry at seq bad is damaged, as a
+// store reads one (stores.ErrCorrupt): a page ends before it, and fails
+// when it is the first.
+type damagedAt struct {
+	*memory.Store
+	bad uint64
+}
+
+func (d *damagedAt) Pull(ctx context.Context, coll string, after uint64, limit stores.PageLimit) (stores.Page, error) {
+	p, err := d.Store.Pull(ctx, coll, after, limit)
+	if err != nil {
+		return p, err
+	}
+	for i, en := range p.Entries {
+		if en.Seq != d.bad {
+			continue
+		}
+		if i == 0 {
+			return stores.Page{}, fmt.Errorf("pull %s: %w: the entry at %d", coll, stores.ErrCorrupt, d.bad)
+		}
+		p.Entries, p.Next, p.More = p.Entries[:i], p.Entries[i-1].Seq, true
+		break
+	}
+	return p, nil
+}
+
+// TestSlotCheckPastDamage: an entry damaged after a reader read it, at
+// the reader's position, does not stop the reader: the check of its slot
+// mark reads it, but the reader needs nothing of it.
+func TestSlotCheckPastDamage(t *testing.T) {
+	ctx := context.Background()
+	st := &damagedAt{Store: memory.New()}
+	e := engineOn(t, st)
+	write(t, e, "todos", 0, 5)
+	p, err := e.Pull(ctx, "todos", Cursor{}, PageLimit{Records: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.bad = p.Next.Seq() // damaged once read
+	if p, err = e.Pull(ctx, "todos", p.Next, PageLimit{}); err != nil || len(p.Entries) != 2 {
+		t.Fatalf("pull after a damaged entry already read: %d entries, %v; want the 2 after it", len(p.Entries), err)
+	}
+}
