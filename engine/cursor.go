@@ -89,7 +89,11 @@ func FreshStart() Cursor { return Cursor{fresh: true} }
 // and a scoped read from it under another scope than the one it names
 // reads again from the start as a reader that holds nothing known: a
 // record or a leave for every entry (see the package doc, "Scopes and
-// transitions"). The transport verifies the cursors it made with a tag.
+// transitions"). Nor is an unverified cursor past the head, or one whose
+// slot mark names another record, proof that the store went back: it
+// resets its reader only (wentBack), and what it claims of shards a page
+// does not read never goes on into the page's next cursor. The transport
+// verifies the cursors it made with a tag.
 func (c Cursor) Unverified() Cursor {
 	c.trans, c.prev, c.prevPos = noTransition, "", ""
 	c.unverified = true
@@ -344,6 +348,12 @@ func (c Cursor) String() string {
 // (formats 1 to 4), or longer than MaxCursorBytes, wraps crdt.ErrInvalid.
 // The trailing mark is optional: a cursor written without one (by an
 // earlier version) parses with none.
+//
+// The cursor is taken as one this server made: a pull from it that finds
+// it past the head, or another record at its position, starts a new epoch
+// of every collection of the store (reset.go, wentBack). Bytes a client
+// could have written are read with Unverified, as the transport reads
+// every cursor whose tag does not verify.
 func ParseCursor(b []byte) (Cursor, error) {
 	if len(b) == 0 {
 		return CursorAt(0), nil

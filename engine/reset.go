@@ -429,7 +429,10 @@ func (e *Engine) rewindSubscribers(collection string, h uint64) {
 // epoch), for a reader that knows its position by number: tests, and a
 // server that resumes a position it kept itself. The package-level
 // CursorAt makes a cursor of no store, which any store with an identity
-// resets.
+// resets. Like a parsed one (ParseCursor), the cursor is taken as one
+// this server made: past the head, it starts a new epoch of every
+// collection of the store (wentBack). A position a client gave is made
+// into a cursor with Unverified.
 func (e *Engine) CursorAt(ctx context.Context, collection string, seq uint64) (Cursor, error) {
 	if err := stores.CheckCollection(collection); err != nil {
 		return Cursor{}, err
