@@ -3,7 +3,6 @@ package transport
 import (
 	"context"
 	"net/http"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -40,17 +39,16 @@ func TestLivePushAfterDeny(t *testing.T) {
 // timer's) the session handles no client message, though its close frame
 // has not been written yet: a push that arrives meanwhile is not applied.
 func TestLivePushAfterFatal(t *testing.T) {
-	var armed atomic.Bool
-	read := make(chan bool, 1)
+	read := make(chan bool, 4)
 	ts := newTestServer(t, func(c *Config) {
-		c.afterMessage = func(handled bool) {
-			if armed.Load() {
-				read <- handled
-			}
-		}
+		c.afterMessage = func(handled bool) { read <- handled }
 	})
 	tok := ts.token(t, "alice", []string{"notes"}, []string{"notes"})
 	c, s := ts.openPusher(t, tok)
+	// The hello: its welcome is written before the reader is done with it.
+	if handled := <-read; !handled {
+		t.Fatal("the session did not handle its hello")
+	}
 	ts.srv.mu.Lock()
 	var conn *liveConn
 	for lc := range ts.srv.live {
@@ -59,7 +57,6 @@ func TestLivePushAfterFatal(t *testing.T) {
 	ts.srv.mu.Unlock()
 	conn.wmu.Lock() // the error and the close frame wait to be written
 	conn.fatal(ws.StatusPolicyViolation, proto.Errorf(proto.CodeRevoked, "access to this server was revoked"))
-	armed.Store(true)
 	ts.pushLive(t, c, s, tok, change(t, "notes", "n1", "title", "after"))
 	select {
 	case handled := <-read:
