@@ -31,7 +31,7 @@ func benchServer(b *testing.B) *Server {
 	return srv
 }
 
-func serveBench(b *testing.B, srv *Server, path string, body []byte) {
+func serveBench(b *testing.B, srv *Server, path string, body []byte) []byte {
 	r := httptest.NewRequest(http.MethodPost, path, bytes.NewReader(body))
 	r.Header.Set(proto.HeaderProtocol, strconv.Itoa(proto.Version))
 	w := httptest.NewRecorder()
@@ -39,6 +39,7 @@ func serveBench(b *testing.B, srv *Server, path string, body []byte) {
 	if w.Code != http.StatusOK {
 		b.Fatalf("%s: %d %s", path, w.Code, w.Header().Get(proto.HeaderError))
 	}
+	return w.Body.Bytes()
 }
 
 func benchChanges(n, round int) []crdt.Change {
@@ -80,4 +81,26 @@ func BenchmarkPull(b *testing.B) {
 		serveBench(b, srv, proto.PathPull, pull)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*1000), "ns/record")
+}
+
+// BenchmarkPullCaughtUp is a reader's poll at the head of 1,000 records:
+// an empty page, as most polls of a reader that keeps up are.
+func BenchmarkPullCaughtUp(b *testing.B) {
+	srv := benchServer(b)
+	body, _ := proto.Encode(proto.PushRequest{Replica: "bench", Changes: benchChanges(1000, 1)})
+	serveBench(b, srv, proto.PathPush, body)
+	var next []byte
+	for more := true; more; {
+		req, _ := proto.Encode(proto.PullRequest{Collection: DemoCollection, Cursor: next})
+		var p proto.PullResponse
+		if err := proto.Decode(serveBench(b, srv, proto.PathPull, req), &p); err != nil {
+			b.Fatal(err)
+		}
+		next, more = p.Next, p.More
+	}
+	pull, _ := proto.Encode(proto.PullRequest{Collection: DemoCollection, Cursor: next})
+	b.ReportAllocs()
+	for b.Loop() {
+		serveBench(b, srv, proto.PathPull, pull)
+	}
 }
