@@ -58,13 +58,13 @@ type colRules struct {
 
 func (r *colRules) active() bool { return r.write != nil || len(r.checks) > 0 }
 
-// readCurrent reads the records of keys as current does (for op, a
-// call's name), maxRuleReads at a time.
-func (e *Engine) readCurrent(ctx context.Context, op string, keys []recordKey) ([]crdt.Record, error) {
+// readRecords reads the records of keys with read, maxRuleReads at a
+// time.
+func readRecords(ctx context.Context, keys []recordKey, read func(context.Context, recordKey) (crdt.Record, error)) ([]crdt.Record, error) {
 	stored := make([]crdt.Record, len(keys))
 	errs := make([]error, len(keys))
 	if len(keys) == 1 {
-		stored[0], errs[0] = e.current(ctx, op, keys[0].collection, keys[0].id)
+		stored[0], errs[0] = read(ctx, keys[0])
 	} else {
 		var wg sync.WaitGroup
 		sem := make(chan struct{}, maxRuleReads)
@@ -73,7 +73,7 @@ func (e *Engine) readCurrent(ctx context.Context, op string, keys []recordKey) (
 			sem <- struct{}{}
 			go func() {
 				defer func() { <-sem; wg.Done() }()
-				stored[i], errs[i] = e.current(ctx, op, k.collection, k.id)
+				stored[i], errs[i] = read(ctx, k)
 			}()
 		}
 		wg.Wait()
@@ -129,7 +129,9 @@ func (e *Engine) checkRules(ctx context.Context, changes []crdt.Change, index []
 	if len(need) == 0 && !refuse {
 		return changes, index, nil
 	}
-	stored, err := e.readCurrent(ctx, "check", need)
+	stored, err := readRecords(ctx, need, func(ctx context.Context, k recordKey) (crdt.Record, error) {
+		return e.current(ctx, "check", k.collection, k.id)
+	})
 	if err != nil {
 		return nil, nil, err
 	}

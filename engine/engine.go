@@ -346,6 +346,7 @@ func (e *Engine) Apply(ctx context.Context, changes []crdt.Change, opts ...Apply
 	type lateChange struct {
 		j, i int
 		err  error
+		read int // its record in the reads below; -1: not read
 	}
 	var late []lateChange
 	e.mu.Lock()
@@ -357,7 +358,7 @@ func (e *Engine) Apply(ctx context.Context, changes []crdt.Change, opts ...Apply
 		}
 		err := checkCollected(c, horizons[c.Collection])
 		if err != nil {
-			late = append(late, lateChange{j, i, err})
+			late = append(late, lateChange{j, i, err, -1})
 			continue
 		}
 		if err = e.admit(&c, wall, cfg.held); err != nil {
@@ -369,18 +370,25 @@ func (e *Engine) Apply(ctx context.Context, changes []crdt.Change, opts ...Apply
 	}
 	e.mu.Unlock()
 	if len(late) > 0 {
-		keys := make([]recordKey, len(late))
+		// Each is judged on its record as the store holds it; one whose
+		// key no store takes holds nothing and stays refused.
+		keys := make([]recordKey, 0, len(late))
 		for k, l := range late {
-			keys[k] = recordKey{translated[l.j].Collection, translated[l.j].Record.ID}
+			if c := translated[l.j]; stores.CheckKey(c.Collection, c.Record.ID) == nil {
+				late[k].read = len(keys)
+				keys = append(keys, recordKey{c.Collection, c.Record.ID})
+			}
 		}
-		stored, err := e.readCurrent(ctx, "apply", keys)
+		stored, err := readRecords(ctx, keys, func(ctx context.Context, k recordKey) (crdt.Record, error) {
+			return e.held(ctx, "apply", k.collection, k.id)
+		})
 		if err != nil {
 			return nil, err
 		}
-		for k, l := range late {
+		for _, l := range late {
 			c := translated[l.j]
 			err := l.err
-			if heldLive(stored[k], c.Record, horizons[c.Collection]) {
+			if l.read >= 0 && heldLive(stored[l.read], c.Record, horizons[c.Collection]) {
 				e.mu.Lock()
 				err = e.admit(&c, e.wall(), cfg.held)
 				e.mu.Unlock()

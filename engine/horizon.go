@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/sha256"
@@ -321,15 +322,23 @@ func (e *Engine) writeHorizons(ctx context.Context, changes []crdt.Change) (map[
 }
 
 // heldLive reports whether every stamp of change before the write
-// horizon w changes nothing in stored, the record as the store holds it,
-// whatever is collected: each such field is held with a value (not an
-// unset, not hidden by a delete) stamped at or after it, and such a
-// delete is at or before stored's own. A held value is never collected,
-// and it only grows, so the field loses now and at any later merge; a
-// tombstone covering it might be collected before the change is applied,
-// and the field would then come back. An older delete can bring nothing
-// back. So a record given back after a loss, or pushed again, whose old
-// fields the server still holds is not refused for them.
+// horizon w changes nothing in stored, the record as the store holds it
+// (raw: in the shapes it was written in), whatever is collected: each
+// such field is held with a value (not an unset, not hidden by a delete)
+// that its merge leaves in place (stamped after it, or at it and winning
+// the tie), and such a delete is at or before stored's own. A held value
+// is never collected, and it only grows, so the field loses now and at
+// any later merge; a tombstone covering it might be collected before the
+// change is applied, and the field would then come back. An older delete
+// can bring nothing back. So a record given back after a loss, or pushed
+// again, whose old fields the server still holds is not refused for them.
+//
+// The record is judged raw, not resolved to the current version: a
+// resolved field may take its stamp from a tombstone (a merge stamps its
+// target with the newest part, an unset one too), and once that is
+// collected it falls back to an older stamp that a change taken meanwhile
+// would beat. Merged into the raw record, a change heldLive accepts
+// takes nothing, so no later purge can make it count.
 func heldLive(stored, change crdt.Record, w int64) bool {
 	if d := change.Deleted; !d.IsZero() && d.Wall < w && d.Compare(stored.Deleted) > 0 {
 		return false
@@ -339,7 +348,15 @@ func heldLive(stored, change crdt.Record, w int64) bool {
 			continue
 		}
 		g, ok := stored.Fields[name]
-		if !ok || g.IsUnset() || g.Stamp.Compare(stored.Deleted) <= 0 || g.Stamp.Compare(f.Stamp) < 0 {
+		if !ok || g.IsUnset() || g.Stamp.Compare(stored.Deleted) <= 0 {
+			return false
+		}
+		// Field order (crdt.Field): at equal stamps an unset, or the
+		// larger value, wins.
+		switch c := g.Stamp.Compare(f.Stamp); {
+		case c < 0:
+			return false
+		case c == 0 && (f.IsUnset() || bytes.Compare(f.Value, g.Value) > 0):
 			return false
 		}
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/stores/memory"
+	"github.com/convergo/convergo/transport/proto"
 )
 
 // TestOldStampsTheServerHolds: a change with a stamp before the write
@@ -78,5 +79,148 @@ func TestOldStampsTheServerHolds(t *testing.T) {
 	}
 	if f := got.Record.Fields["title"]; f.Stamp != now || f.Value == nil {
 		t.Errorf("the edit given back is %v, want it held at %v", f, now)
+	}
+}
+
+// TestOldStampsJudgedOnTheRecordAsStored: a stamp before the write
+// horizon is let through only when the store, as it holds the record,
+// takes nothing of it, so that no purge can ever make it count. A record
+// resolved to the current version may show a value whose stamp a
+// tombstone lends it: a merge of a street and a city unset since stamps
+// the address with the unset. Once the unset is collected the address
+// falls back to the street's stamp, and an older write of the address
+// the store took in the meantime would win over what every replica
+// holds.
+func TestOldStampsJudgedOnTheRecordAsStored(t *testing.T) {
+	ctx := context.Background()
+	st := memory.New()
+	t.Cleanup(func() { st.Close() })
+	clk := &fakeClock{ms: 1_700_000_000_000}
+	rules, err := ParseRules([]byte(`{"notes": {"maxOffline": "1h", "migrations": {"version": 2, "steps": [{"to": 2, "ops": [
+		{"op": "merge", "from": ["street", "city"], "to": "address", "sep": ", "}]}]}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := Open(Config{Store: st, Replica: "srv", Now: clk.now, PollInterval: -1, Rules: rules, CollectGrace: -1, CollectEvery: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	// A reader has read the record before: it holds the read horizon
+	// there, so the city's unset stays while the write horizon passes it.
+	writeNotes(t, e, "m")
+	_, cur, err := pullNotes(t, e, Cursor{}, 10, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reader := proto.ReplicaFor("alice", "dev")
+	if err := e.NoteLease(ctx, "notes", Lease{Replica: reader, Cursor: cur, Pending: -1}); err != nil {
+		t.Fatal(err)
+	}
+	street := crdt.Stamp{Wall: clk.ms, Replica: "old"}
+	city := crdt.Stamp{Wall: clk.ms + 10, Replica: "old"}
+	// Written before the migration, as version 1 shaped it.
+	if _, err := st.Apply(ctx, []crdt.Change{{Collection: "notes", Record: crdt.Record{ID: "n", Fields: map[string]crdt.Field{
+		"street": {Stamp: street, Value: value(t, "Main")},
+		"city":   {Stamp: city},
+	}}}}); err != nil {
+		t.Fatal(err)
+	}
+	for range 4 { // renewed while the hours go by
+		clk.ms += 30 * time.Minute.Milliseconds()
+		if err := e.NoteLease(ctx, "notes", Lease{Replica: reader, Cursor: cur, Pending: -1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if h := collectOnce(t, e); h.Wall <= city.Wall {
+		t.Fatalf("write horizon %d, want it past the unset at %d", h.Wall, city.Wall)
+	}
+	before, err := e.GetRecord(ctx, "notes", "n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	older := crdt.SetField("n", "address", value(t, "Elm"), crdt.Stamp{Wall: street.Wall + 5, Replica: "late"})
+	res, err := e.Apply(ctx, []crdt.Change{{Collection: "notes", Record: older}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res[0].Status == StatusApplied {
+		t.Errorf("an address older than the one resolved, which the store does not hold: applied; want it refused collected")
+	}
+	// The reader catches up; the unset is collected.
+	if _, cur, err = pullNotes(t, e, cur, 10, nil); err != nil {
+		t.Fatal(err)
+	}
+	clk.ms += 10 * time.Minute.Milliseconds() // past MaxOffline/20: the lease is written again
+	if err := e.NoteLease(ctx, "notes", Lease{Replica: reader, Cursor: cur, Pending: -1}); err != nil {
+		t.Fatal(err)
+	}
+	collectOnce(t, e)
+	after, err := e.GetRecord(ctx, "notes", "n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, a := before.Record.Values()["address"], after.Record.Values()["address"]; string(a) != string(b) {
+		t.Errorf("the address after the unset was collected is %x, before it %x: an old write came back", a, b)
+	}
+}
+
+// TestOldStampOfAnInvalidRecord: a change with a stamp before the write
+// horizon and an id no store takes is refused alone; the call goes on.
+func TestOldStampOfAnInvalidRecord(t *testing.T) {
+	ctx := context.Background()
+	st := memory.New()
+	t.Cleanup(func() { st.Close() })
+	e, clk := openCollecting(t, st)
+	writeNotes(t, e, "n")
+	old := crdt.Stamp{Wall: clk.ms, Replica: "c1"}
+	clk.ms += 2 * time.Hour.Milliseconds()
+	collectOnce(t, e)
+	now, err := e.Now("notes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.Apply(ctx, []crdt.Change{
+		{Collection: "notes", Record: crdt.SetField("bad\x01id", "owner", value(t, "b"), old)},
+		{Collection: "notes", Record: crdt.SetField("n", "title", value(t, "t"), now)},
+	})
+	if err != nil {
+		t.Fatalf("Apply: %v; want the invalid change refused alone", err)
+	}
+	if res[0].Status != StatusRefused || res[1].Status != StatusApplied {
+		t.Errorf("results %+v; want refused, applied", res)
+	}
+}
+
+// TestOldUnsetAtTheStampOfAValueHeld: at equal stamps an unset wins over
+// a value (crdt.Field), so an unset before the write horizon at the stamp
+// of the value held is not outweighed by it: it is refused collected and
+// the value stays.
+func TestOldUnsetAtTheStampOfAValueHeld(t *testing.T) {
+	ctx := context.Background()
+	st := memory.New()
+	t.Cleanup(func() { st.Close() })
+	e, clk := openCollecting(t, st)
+	writeNotes(t, e, "n")
+	held, err := e.GetRecord(ctx, "notes", "n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := held.Record.Fields["owner"].Stamp
+	clk.ms += 2 * time.Hour.Milliseconds()
+	collectOnce(t, e)
+	res, err := e.Apply(ctx, []crdt.Change{{Collection: "notes", Record: crdt.UnsetField("n", "owner", s)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(res[0].Err, ErrCollected) {
+		t.Errorf("an unset at the stamp of the value held: %v (%v); want ErrCollected", res[0].Status, res[0].Err)
+	}
+	got, err := e.GetRecord(ctx, "notes", "n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Record.Values()["owner"] == nil {
+		t.Errorf("the value held was unset at its own stamp, before the write horizon")
 	}
 }

@@ -120,6 +120,21 @@ func (e *Engine) current(ctx context.Context, op, collection, id string) (crdt.R
 	return e.resolve(e.Migrations(collection), ent.Record), nil
 }
 
+// held reads the record collection/id as the store holds it, in the
+// shapes it was written in (no migration resolves it): what a change
+// merges into and a purge collects from. A record the store does not
+// hold is returned empty.
+func (e *Engine) held(ctx context.Context, op, collection, id string) (crdt.Record, error) {
+	ent, err := e.store.Get(ctx, collection, id)
+	if errors.Is(err, stores.ErrNotFound) {
+		return crdt.Record{ID: id}, nil
+	}
+	if err != nil {
+		return crdt.Record{}, fmt.Errorf("%s %s/%s: read: %w", op, collection, id, err)
+	}
+	return ent.Record, nil
+}
+
 // write stamps fields (and what extra adds) with one new stamp and applies
 // them as one change; op names the call in errors.
 func (e *Engine) write(ctx context.Context, op, collection, id string, fields Doc, extra func(*crdt.Record, crdt.Stamp)) error {
