@@ -116,7 +116,9 @@
 // and wraps the last refusal (errors.Is matches its code's sentinel), and
 // the rest of the heal goes on. A heal that fails is made again by the
 // next Sync, or by Replica.Live itself, with backoff, while its session
-// runs. The reading from the beginning that follows a heal must deliver
+// runs; one refused forbidden (the token no longer grants reading the
+// collection, or writing the replica's own stamps back) is given up and
+// told to ReplicaConfig.OnError, and the collection is pulled on. The reading from the beginning that follows a heal must deliver
 // what the heal gave back and the server acknowledged: one that does not
 // (the store went back in time again meanwhile, which no cursor can tell,
 // as the empty one carries no store identity) makes the Replica heal

@@ -221,7 +221,7 @@ func TestHealRestoresWithinMaxBody(t *testing.T) {
 }
 
 // TestSyncHealsAgainAfterAFailedHeal: a heal that failed (the server
-// refused every restore whole, forbidden) stays owed, and the next Sync
+// refused every restore whole, unavailable) stays owed, and the next Sync
 // makes it again: what the reader alone holds reaches the server once the
 // server takes restores. Before, only Live and Heal made it again, and a
 // Sync pulled from the beginning without giving anything back.
@@ -237,14 +237,14 @@ func TestSyncHealsAgainAfterAFailedHeal(t *testing.T) {
 	bob.Close()
 	refuse := func(path string, body []byte) *proto.Error {
 		if restoreOf(path, body) != nil {
-			return proto.Errorf(proto.CodeForbidden, "no restores today")
+			return proto.Errorf(proto.CodeUnavailable, "no restores today")
 		}
 		return nil
 	}
 	s.refuse.Store(&refuse)
 	s.restart(nil)
-	if err := reader.Sync(t.Context()); !errors.Is(err, client.ErrForbidden) {
-		t.Fatalf("the sync that heals: got %v, want forbidden", err)
+	if err := reader.Sync(t.Context()); !errors.Is(err, client.ErrUnavailable) {
+		t.Fatalf("the sync that heals: got %v, want unavailable", err)
 	}
 	s.refuse.Store(nil)
 	if err := reader.Sync(t.Context()); err != nil {
@@ -252,5 +252,48 @@ func TestSyncHealsAgainAfterAFailedHeal(t *testing.T) {
 	}
 	if d := sameRecords(s.served(t), held); d != "" {
 		t.Errorf("the server after the next sync:\n%s", d)
+	}
+}
+
+// TestHealForbiddenDoesNotStopPulls: a heal the server refuses forbidden
+// (here the push of the replica's own writes: its token no longer grants
+// writing) cannot be made by this client. It is given up and told to
+// ReplicaConfig.OnError, as the browser client does, and the collection
+// is pulled on: a Sync that made it again first, every time, would never
+// pull the collection again.
+func TestHealForbiddenDoesNotStopPulls(t *testing.T) {
+	s := newLossServer(t, false)
+	var told errorsTold
+	alice := s.replica("alice", true, client.ReplicaConfig{OnError: told.add}, nil)
+	bob := s.replica("bob", true, client.ReplicaConfig{}, nil)
+	set(t, alice, "a", "n", 1)
+	syncAll(t, alice, bob)
+	s.restart(nil)
+	set(t, bob, "b", "n", 2) // written after the loss
+	syncAll(t, bob)
+	refuse := func(path string, body []byte) *proto.Error {
+		if strings.HasSuffix(path, proto.PathPush) {
+			return proto.Errorf(proto.CodeForbidden, "no writes for you")
+		}
+		return nil
+	}
+	s.refuse.Store(&refuse)
+	for range 2 {
+		_ = alice.Sync(t.Context())
+	}
+	if _, ok := alice.Records("notes")["b"]; !ok {
+		t.Errorf("alice's syncs never pulled the record written after the loss")
+	}
+	if err := alice.Sync(t.Context()); err != nil {
+		t.Errorf("a sync after the heal was given up: %v", err)
+	}
+	n := 0
+	for _, err := range told.all() {
+		if errors.Is(err, client.ErrForbidden) {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("OnError told %d forbidden errors (%v), want 1 (the heal given up)", n, told.all())
 	}
 }

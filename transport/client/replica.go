@@ -320,11 +320,13 @@ type ReplicaConfig struct {
 	// gave up (see the package doc, "Resets and healing"), which Pull and
 	// Sync return instead; and, after a heal that gave back records the
 	// server refused (they stay local), an error naming the collection
-	// that counts them and wraps the last refusal (*Error). It is called
-	// with no lock of the Replica held, by the goroutine running Live or
-	// Apply, or the heal (Sync, Pull, Flush, Heal, Live), which waits for
-	// it: it may call the replica's methods, and should return promptly.
-	// Told of a heal's refusals, it must not call Flush or Sync: a Flush
+	// that counts them and wraps the last refusal (*Error); and a heal
+	// given up because the server refused it forbidden (ErrForbidden,
+	// wrapped, naming the collection). It is called with no lock of the
+	// Replica held, by the goroutine running Live or Apply, or the heal
+	// (Sync, Pull, Flush, Heal, Live), which waits for it: it may call the
+	// replica's methods, and should return promptly. Told of a heal's
+	// refusals, or of one given up, it must not call Flush or Sync: a Flush
 	// that pulled first may be running the heal, holding the lock that
 	// serializes pushes. Nil means the error is only logged.
 	OnError func(error)
@@ -1537,6 +1539,26 @@ func (r *Replica) Heal(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// healFailed is what a heal of coll that failed with err returns. A heal
+// refused forbidden (the token may no longer read the collection, or
+// write its own stamps back) cannot be made by this client: it is given
+// up, not owed any more, and told to ReplicaConfig.OnError, as the browser
+// client does, so that the collection is pulled on. Any other error is
+// returned: the heal stays owed.
+func (r *Replica) healFailed(coll string, err error) error {
+	err = fmt.Errorf("heal %s: %w", coll, err)
+	if !errors.Is(err, ErrForbidden) {
+		return err
+	}
+	r.c.log.Warn("heal: refused forbidden; given up, what the replica holds stays local", "collection", coll, "err", err)
+	r.mu.Lock()
+	delete(r.owed, coll)
+	delete(r.healed, coll)
+	r.mu.Unlock()
+	r.tell(err)
+	return nil
+}
+
 func (r *Replica) heal(ctx context.Context, coll string) error {
 	own := r.c.Replica()
 	r.mu.Lock()
@@ -1562,7 +1584,7 @@ func (r *Replica) heal(ctx context.Context, coll string) error {
 	if len(sealed) > 0 {
 		res, err := r.c.Restore(ctx, coll, sealed)
 		if err != nil {
-			return fmt.Errorf("heal %s: %w", coll, err)
+			return r.healFailed(coll, err)
 		}
 		for i, x := range res {
 			if x.Status == StatusRefused {
@@ -1576,7 +1598,7 @@ func (r *Replica) heal(ctx context.Context, coll string) error {
 	if len(mine) > 0 {
 		res, err := r.c.Push(ctx, mine)
 		if err != nil {
-			return fmt.Errorf("heal %s: %w", coll, err)
+			return r.healFailed(coll, err)
 		}
 		for i, x := range res {
 			if x.Status == StatusRefused {
