@@ -269,7 +269,7 @@ export class Syncer {
     this.serial(() => {
       this.pushQueued = false;
       return this.pushAll();
-    }).catch((e) => this.stopped || this.o.onError(e));
+    }).catch((e) => this.report(e));
   }
 
   /** The network came back: retry now. */
@@ -351,7 +351,7 @@ export class Syncer {
   addCollection(/** @type {string} */ c) {
     if (this.live && this.session && !this.session.subscribed.has(c)) {
       const session = this.session;
-      this.serial(() => this.catchUp(session, c)).catch((e) => this.o.onError(e));
+      this.serial(() => this.catchUp(session, c)).catch((e) => this.report(e));
     } else if (this.waiting === 'poll') {
       this.wake?.();
     }
@@ -369,7 +369,7 @@ export class Syncer {
     if (this.live && session?.subscribed.has(c)) {
       session.subscribed.delete(c);
       session.send(encodeUnsub(c));
-      this.serial(() => this.catchUp(session, c)).catch((e) => this.o.onError(e));
+      this.serial(() => this.catchUp(session, c)).catch((e) => this.report(e));
     } else this.addCollection(c);
   }
 
@@ -493,8 +493,6 @@ export class Syncer {
    * @param {string} c
    */
   async pullOne(c) {
-    // Stopped meanwhile (a push loop still running): no pull starts.
-    this.checkStopped();
     try {
       await this.pullCollection(c);
     } catch (e) {
@@ -508,12 +506,13 @@ export class Syncer {
   }
 
   /**
-   * Throws network 'sync stopped' once stop() was called: a push or pull
-   * that a loop still running would start goes no further (the outbox
-   * keeps its changes).
+   * Reports an error of sync work started outside the loop (a push, a
+   * catch-up) to the app, unless stop() was called since: that work ends
+   * with 'sync stopped' (post).
+   * @param {Error} e
    */
-  checkStopped() {
-    if (this.stopped) throw new ConvergoError('network', 'sync stopped');
+  report(e) {
+    if (!this.stopped) this.o.onError(e);
   }
 
   /**
@@ -657,13 +656,24 @@ export class Syncer {
   // ------------------------------------------------------------- HTTP
 
   /**
-   * POSTs a CBOR body (see http.js).
+   * POSTs a CBOR body (see http.js). Once stop() was called, rejects with
+   * network 'sync stopped' and sends nothing: this is where every request
+   * of the Syncer goes (postAnswer too), so work still running when it
+   * stopped (a push loop, a pull of many pages, a heal's restores, a
+   * reconciliation) goes no further; what it had not done stays owed (the
+   * outbox, the cursor, the heal).
    * @param {string} path
    * @param {import('./http.js').Body} body
    * @returns {Promise<Uint8Array>}
    */
-  post(path, body) {
+  async post(path, body) {
+    this.checkStopped();
     return post(this.http, path, body);
+  }
+
+  /** Throws network 'sync stopped' once stop() was called (post). */
+  checkStopped() {
+    if (this.stopped) throw new ConvergoError('network', 'sync stopped');
   }
 
   /**
@@ -681,11 +691,13 @@ export class Syncer {
   }
 
   /**
-   * POSTs a CBOR body, with the request id of the answer.
+   * POSTs a CBOR body, with the request id of the answer; nothing once
+   * stopped (post).
    * @param {string} path
    * @param {import('./http.js').Body} body
    */
-  postAnswer(path, body) {
+  async postAnswer(path, body) {
+    this.checkStopped();
     return postAnswer(this.http, path, body);
   }
 
@@ -871,8 +883,8 @@ export class Syncer {
         }
         if (!results) {
           // Stopped meanwhile (in that delay, or with a live push in
-          // flight): the batch stays in the outbox.
-          this.checkStopped();
+          // flight), postAnswer sends nothing: the batch stays in the
+          // outbox.
           // Made for the token it goes with: under that token's subject
           // the replica is named by its device part (docs/protocol.md,
           // "Push").

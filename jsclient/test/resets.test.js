@@ -281,3 +281,26 @@ test("a heal's push of own writes refused whole as malformed is halved down to t
   assert.deepEqual(Object.keys(await clientDocs(a, 'todos')).sort(), ['a0', 'a1', 'a2', 'a3'], 'nothing local dropped');
   assert.deepEqual(await a.store.owedHeals(), []);
 });
+
+test('stop() in the middle of a heal sends no restore more; the heal stays owed', async (t) => {
+  const server = await new FakeServer({ maxPush: 1 }).start();
+  t.after(() => server.stop());
+  const { r } = await readerOfSeven(t, server);
+  // Every restore takes 100 ms to be answered: seven of them, one at a time.
+  let restores = 0;
+  const handle = server.handle.bind(server);
+  server.handle = async (/** @type {any} */ req, /** @type {any} */ res) => {
+    if (req.url === PATHS.restore) {
+      restores++;
+      await new Promise((res) => setTimeout(res, 100));
+    }
+    return handle(req, res);
+  };
+  server.wipe();
+  await until(() => restores === 1, 'the first restore sent', WAIT);
+  await r.pause();
+  await new Promise((res) => setTimeout(res, 400));
+  assert.equal(restores, 1, 'no restore sent after stop()');
+  assert.deepEqual(await r.store.owedHeals(), ['todos'], 'the heal is still owed');
+  assert.equal((await r.collection('todos').list()).length, 7, 'nothing local dropped');
+});

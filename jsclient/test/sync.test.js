@@ -669,3 +669,32 @@ test('a request body made for its token is made again for a refreshed one', asyn
   assert.deepEqual(made, ['old', 'new']);
   assert.deepEqual(sent, ['Bearer old body for old', 'Bearer new body for new']);
 });
+
+test('stop() in the middle of a pull of many pages asks for no page more, and pause() does not wait for the rest', async (t) => {
+  const server = await new FakeServer({ maxPull: 1 }).start();
+  t.after(() => server.stop());
+  const w = await openClient({ url: server.url, name: 'w', collections: ['todos'], WebSocket: null });
+  for (let i = 0; i < 6; i++) await w.collection('todos').put('p' + i, { i });
+  await w.whenSynced();
+  await w.close();
+  // Every page takes 100 ms to come: six of them, one at a time.
+  let pulls = 0;
+  const handle = server.handle.bind(server);
+  server.handle = async (/** @type {any} */ req, /** @type {any} */ res) => {
+    if (req.url === PATHS.pull) {
+      pulls++;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    return handle(req, res);
+  };
+  const r = await openClient({ url: server.url, name: 'r', collections: ['todos'], WebSocket: null });
+  t.after(() => r.close());
+  await until(() => pulls === 1, 'the first page asked for');
+  const before = Date.now();
+  await r.pause();
+  const took = Date.now() - before;
+  await new Promise((res) => setTimeout(res, 400));
+  assert.equal(pulls, 1, 'no page asked for after stop()');
+  assert.ok(took < 300, `pause() took ${took} ms`);
+  assert.ok((await r.collection('todos').list()).length < 6, 'the pull did not go on');
+});
