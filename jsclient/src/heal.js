@@ -283,7 +283,8 @@ export async function checkHeal(syncer, c, p, fromStart) {
  * when that is refused malformed too, the server reads none of these
  * requests from this client, the fault is not the item's, and the error
  * is thrown (the heal stays owed). An answer too large to read halves the
- * batch too. Other errors are thrown.
+ * batch too. An answer without one result per item is thrown malformed,
+ * as a push's is (pushAll). Other errors are thrown.
  * @template T
  * @param {{item: T, size: number}[]} all
  * @param {number} maxCount
@@ -332,6 +333,9 @@ export async function batches(all, maxCount, maxBytes, send, take) {
       results = [{ status: STATUSES.refused, code, message }];
       limit = fits;
     }
+    // One result per item, or none is known: nothing is taken (a
+    // give-back would drop the records it has no result for).
+    if (results.length !== n) throw new ConvergoError('malformed', `answer has ${results.length} results for ${n} records`);
     take(items, results);
     i += n;
   }

@@ -824,3 +824,38 @@ test("a reset's pull from the beginning is not a reconciliation: records the ser
   assert.equal(await a.store.getMeta('reread:todos'), undefined);
   assert.deepEqual((await a.collection('todos').list()).map((r) => r.id).sort(), ['r1', 'r2', 'r3', 'r4']);
 });
+
+test('after lease_expired: a give-back answered with fewer results than changes drops nothing; the reconciliation stays owed', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const a = await openClient({ url: server.url, name: 'a', collections: ['todos'], WebSocket: null, pollInterval: 50 });
+  t.after(() => a.close());
+  /** @type {any[]} */
+  const errors = [];
+  a.on('error', (e) => errors.push(e));
+  const todos = a.collection('todos');
+  await todos.put('x', { n: 1 });
+  await todos.put('y', { n: 1 });
+  await a.whenSynced();
+  await a.pause();
+  // The server lost x (no write horizon: it would take it back), and
+  // answers a push of x with no results at all, taking nothing.
+  server.collect('todos', 'x');
+  server.leaseExpire('todos', a.store.replica);
+  const push = server.push.bind(server);
+  let short = 0;
+  server.push = (/** @type {any[]} */ ...args) => {
+    const out = push(...args);
+    if (!Array.isArray(out) || !server.pushed.slice(-out.length).some((p) => p.id === 'x')) return out;
+    short++;
+    server.collect('todos', 'x');
+    return [];
+  };
+  a.resume();
+  await until(() => short >= 1, 'the give-back answered short', WAIT);
+  await a.sync().catch(() => {});
+  await a.sync().catch(() => {});
+  assert.deepEqual((await todos.list()).map((r) => r.id).sort(), ['x', 'y'], 'x is not dropped');
+  assert.ok(errors.some((e) => e.code === 'malformed'), `a malformed answer reported (${errors.map((e) => e.message).join('; ')})`);
+  assert.equal(await a.store.getMeta('reconcile:todos'), true, 'the reconciliation is still owed');
+});
