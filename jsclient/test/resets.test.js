@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FakeServer } from './helpers/server.js';
-import { freshIDB, openClient, until } from './helpers/util.js';
+import { freshIDB, openClient, slowAnswers, until } from './helpers/util.js';
 import { PATHS } from '../src/constants.js';
 import { fromStored } from '../src/db.js';
 
@@ -150,13 +150,7 @@ test('reason rebuilt pulls again and gives nothing back; an unknown reason heals
 test('restores go in batches of the hello max-push; a bad seal leaves the record local and says so', async (t) => {
   const server = await new FakeServer({ maxPush: 3 }).start();
   t.after(() => server.stop());
-  const w = await openClient({ url: server.url, name: 'w', token: jwtOf('walt'), collections: ['todos'] });
-  for (let i = 0; i < 7; i++) await w.collection('todos').put('r' + i, { i });
-  await w.whenSynced();
-  await w.close();
-  const r = await openClient({ url: server.url, name: 'r', token: jwtOf('rita'), collections: ['todos'] });
-  t.after(() => r.close());
-  await until(async () => (await r.collection('todos').list()).length === 7, 'the reader to hold 7', WAIT);
+  const { r, errors } = await readerOfSeven(t, server);
   server.wipe();
   await until(() => server.coll('todos').byId.size === 7, 'all 7 restored', WAIT);
   assert.deepEqual(server.restores, [3, 3, 1]);
@@ -165,9 +159,7 @@ test('restores go in batches of the hello max-push; a bad seal leaves the record
   await until(() => [...server.sockets].some((ws) => ws.subs?.has('todos')), 'the reader subscribed again', WAIT);
   // The server's seal key changes (as when it is lost with the store): a
   // reader cannot give back others' records; they stay local.
-  /** @type {any[]} */
-  const errors = [];
-  r.on('error', (e) => errors.push(e));
+  assert.deepEqual(errors, []);
   server.sealKey = 'another-key';
   server.wipe();
   await until(() => errors.some((e) => /heal todos/.test(e.message)), 'the refused heal reported', WAIT);
@@ -287,20 +279,12 @@ test('stop() in the middle of a heal sends no restore more; the heal stays owed'
   t.after(() => server.stop());
   const { r } = await readerOfSeven(t, server);
   // Every restore takes 100 ms to be answered: seven of them, one at a time.
-  let restores = 0;
-  const handle = server.handle.bind(server);
-  server.handle = async (/** @type {any} */ req, /** @type {any} */ res) => {
-    if (req.url === PATHS.restore) {
-      restores++;
-      await new Promise((res) => setTimeout(res, 100));
-    }
-    return handle(req, res);
-  };
+  const restores = slowAnswers(server, PATHS.restore, 100);
   server.wipe();
-  await until(() => restores === 1, 'the first restore sent', WAIT);
+  await until(() => restores() === 1, 'the first restore sent', WAIT);
   await r.pause();
   await new Promise((res) => setTimeout(res, 400));
-  assert.equal(restores, 1, 'no restore sent after stop()');
+  assert.equal(restores(), 1, 'no restore sent after stop()');
   assert.deepEqual(await r.store.owedHeals(), ['todos'], 'the heal is still owed');
   assert.equal((await r.collection('todos').list()).length, 7, 'nothing local dropped');
 });

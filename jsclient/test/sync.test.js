@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FakeServer } from './helpers/server.js';
-import { freshIDB, openClient, until } from './helpers/util.js';
+import { freshIDB, openClient, slowAnswers, until } from './helpers/util.js';
 import { PATHS, STATUSES, TIMINGS } from '../src/constants.js';
 import { fromStored } from '../src/db.js';
 import { maxStamp } from '../src/record.js';
@@ -678,23 +678,15 @@ test('stop() in the middle of a pull of many pages asks for no page more, and pa
   await w.whenSynced();
   await w.close();
   // Every page takes 100 ms to come: six of them, one at a time.
-  let pulls = 0;
-  const handle = server.handle.bind(server);
-  server.handle = async (/** @type {any} */ req, /** @type {any} */ res) => {
-    if (req.url === PATHS.pull) {
-      pulls++;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    return handle(req, res);
-  };
+  const pulls = slowAnswers(server, PATHS.pull, 100);
   const r = await openClient({ url: server.url, name: 'r', collections: ['todos'], WebSocket: null });
   t.after(() => r.close());
-  await until(() => pulls === 1, 'the first page asked for');
+  await until(() => pulls() === 1, 'the first page asked for');
   const before = Date.now();
   await r.pause();
   const took = Date.now() - before;
   await new Promise((res) => setTimeout(res, 400));
-  assert.equal(pulls, 1, 'no page asked for after stop()');
+  assert.equal(pulls(), 1, 'no page asked for after stop()');
   assert.ok(took < 300, `pause() took ${took} ms`);
   assert.ok((await r.collection('todos').list()).length < 6, 'the pull did not go on');
 });

@@ -51,6 +51,27 @@ export function openClient(opts) {
   });
 }
 
+/**
+ * Holds every answer of server to a request of path for ms before it
+ * handles it.
+ * @param {import('./server.js').FakeServer} server
+ * @param {string} path
+ * @param {number} ms
+ * @returns {() => number} how many such requests came since
+ */
+export function slowAnswers(server, path, ms) {
+  let n = 0;
+  const handle = server.handle.bind(server);
+  server.handle = async (/** @type {any} */ req, /** @type {any} */ res) => {
+    if (req.url === path) {
+      n++;
+      await new Promise((r) => setTimeout(r, ms));
+    }
+    return handle(req, res);
+  };
+  return () => n;
+}
+
 /** An in-process stand-in for navigator.locks: exclusive, FIFO per name. */
 export function fakeLocks() {
   /** @type {Map<string, Promise<unknown>>} */
