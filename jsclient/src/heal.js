@@ -277,8 +277,9 @@ export async function checkHeal(syncer, c, p, fromStart) {
  * push's (docs/protocol.md, section 5), a batch the server refuses whole
  * as too_large or malformed is halved down to the item at fault, which
  * alone is taken as refused with that code (it stays local, and the
- * caller reports it), so the rest goes on; too_large lowers the batch
- * size for the rest, malformed only until the item at fault is found.
+ * caller reports it), so the rest goes on, in full batches again (until
+ * then the size a batch went at stays: a server that takes fewer than its
+ * hello said), as pushAll's and the Go client's do.
  * Before it takes an item refused alone as malformed, it sends no items:
  * when that is refused malformed too, the server reads none of these
  * requests from this client, the fault is not the item's, and the error
@@ -295,7 +296,6 @@ export async function checkHeal(syncer, c, p, fromStart) {
  */
 export async function batches(all, maxCount, maxBytes, send, take) {
   let limit = maxCount;
-  let fits = limit;
   let readable = false;
   let i = 0;
   while (i < all.length) {
@@ -316,7 +316,6 @@ export async function batches(all, maxCount, maxBytes, send, take) {
       if (code !== 'too_large' && (code !== 'malformed' || status === undefined)) throw e;
       if (n > 1) {
         limit = Math.max(1, Math.floor(n / 2));
-        if (code === 'too_large') fits = limit;
         continue;
       }
       if (status === undefined) throw e;
@@ -331,7 +330,7 @@ export async function batches(all, maxCount, maxBytes, send, take) {
         if (!readable) throw e;
       }
       results = [{ status: STATUSES.refused, code, message }];
-      limit = fits;
+      limit = maxCount;
     }
     // One result per item, or none is known: nothing is taken (a
     // give-back would drop the records it has no result for).

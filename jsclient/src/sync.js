@@ -800,10 +800,12 @@ export class Syncer {
 
   /** The body of pushAll. */
   async pushOutbox() {
-    let [limit, maxBody] = pushBudget(this.hello);
-    // too_large lowers the batch size for the rest of the push; malformed
-    // lowers it only until the change at fault is found.
-    let fits = limit;
+    const [maxCount, maxBody] = pushBudget(this.hello);
+    // A whole refusal halves the batch size, and the size a batch went at
+    // stays for the rest of the push (a server that takes fewer changes
+    // than its hello said); once the change at fault is found alone, the
+    // batches are full again, as the Go client's are (Client.Push).
+    let limit = maxCount;
     /** whether the server read a push of no changes during this push (readsPushes) */
     let readable = false;
     /** @type {Set<string>} collections pulled first by this push */
@@ -900,7 +902,6 @@ export class Syncer {
         if (!whole || (err.code !== 'too_large' && err.code !== 'malformed')) throw e;
         if (batch.length > 1) {
           limit = Math.max(1, Math.floor(batch.length / 2));
-          if (err.code === 'too_large') fits = limit;
           continue;
         }
         // One change the server will never take (too large alone, or
@@ -911,7 +912,7 @@ export class Syncer {
         if (err.code === 'malformed' && !readable && !(readable = await this.readsPushes())) throw e;
         results = [{ status: STATUSES.refused, code: err.code, message: err.message }];
         requestId = err.requestId ?? null;
-        limit = fits;
+        limit = maxCount;
       }
       if (results.length !== batch.length) {
         throw new ConvergoError('malformed', `push answer has ${results.length} results for ${batch.length} changes`);

@@ -107,6 +107,16 @@ for (const live of [false, true]) {
     await onlyBadRefused(ctx, 'too_large', ['a', 'b', 'c']);
   });
 
+  test(`after the change at fault is refused too_large alone (${how}), the rest of the outbox goes in batches of max-push again, not one by one`, async (t) => {
+    const ctx = await setup(t, live, { maxPush: 8 });
+    ctx.server.refusePush = (changes) => (changes.some((ch) => ch.record.id === 'bad') ? 'too_large' : null);
+    const good = Array.from({ length: 19 }, (_, i) => 'g' + String(i).padStart(2, '0'));
+    await writeBatch(ctx.a, [good[0], 'bad', ...good.slice(1)]);
+    await onlyBadRefused(ctx, 'too_large', good);
+    // g00 alone (the halves before bad), then the 18 after it by 8.
+    assert.deepEqual(ctx.server.pushStatuses.slice(0, 4).map((s) => s.length), [1, 8, 8, 2]);
+  });
+
   test(`a server that takes fewer changes per push than its hello said (${how}): too_large splits the batch, nothing is refused`, async (t) => {
     const ctx = await setup(t, live);
     ctx.server.opts.maxPush = 2; // restarted with a lower limit

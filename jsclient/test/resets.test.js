@@ -150,7 +150,7 @@ test('reason rebuilt pulls again and gives nothing back; an unknown reason heals
 test('restores go in batches of the hello max-push; a bad seal leaves the record local and says so', async (t) => {
   const server = await new FakeServer({ maxPush: 3 }).start();
   t.after(() => server.stop());
-  const { r, errors } = await readerOfSeven(t, server);
+  const { r, errors } = await readerOf(t, server);
   server.wipe();
   await until(() => server.coll('todos').byId.size === 7, 'all 7 restored', WAIT);
   assert.deepEqual(server.restores, [3, 3, 1]);
@@ -196,14 +196,15 @@ test('a heal cut short by an outage is owed across a reload and made then', asyn
 });
 
 /**
- * A reader 'r' of 'todos' holding records r0..r6 that a writer made, and
- * the errors it reports.
+ * A reader 'r' of 'todos' holding records r0..r<n-1> that a writer made,
+ * and the errors it reports.
  * @param {import('node:test').TestContext} t
  * @param {FakeServer} server
+ * @param {number} [n]
  */
-async function readerOfSeven(t, server) {
+async function readerOf(t, server, n = 7) {
   const w = await openClient({ url: server.url, name: 'w', token: jwtOf('walt'), collections: ['todos'] });
-  for (let i = 0; i < 7; i++) await w.collection('todos').put('r' + i, { i });
+  for (let i = 0; i < n; i++) await w.collection('todos').put('r' + i, { i });
   await w.whenSynced();
   await w.close();
   const r = await openClient({ url: server.url, name: 'r', token: jwtOf('rita'), collections: ['todos'] });
@@ -211,7 +212,7 @@ async function readerOfSeven(t, server) {
   /** @type {any[]} */
   const errors = [];
   r.on('error', (e) => errors.push(e));
-  await until(async () => (await r.collection('todos').list()).length === 7, 'the reader to hold 7', WAIT);
+  await until(async () => (await r.collection('todos').list()).length === n, `the reader to hold ${n}`, WAIT);
   return { r, errors };
 }
 
@@ -219,7 +220,7 @@ for (const code of ['malformed', 'too_large']) {
   test(`a restore refused whole as ${code} is halved down to the record at fault, which stays local and is reported; the rest is restored`, async (t) => {
     const server = await new FakeServer({ maxPush: 3 }).start();
     t.after(() => server.stop());
-    const { r, errors } = await readerOfSeven(t, server);
+    const { r, errors } = await readerOf(t, server);
     // The server cannot read (or take) a restore that carries r3.
     server.refuseRestore = (items) => (items.some((x) => x.record.id === 'r3') ? code : null);
     server.wipe();
@@ -233,10 +234,22 @@ for (const code of ['malformed', 'too_large']) {
   });
 }
 
+test('after the record at fault is refused too_large alone, the rest of the heal goes in restores of max-push again, not one by one', async (t) => {
+  const server = await new FakeServer({ maxPush: 8 }).start();
+  t.after(() => server.stop());
+  const { errors } = await readerOf(t, server, 20);
+  server.refuseRestore = (items) => (items.some((x) => x.record.id === 'r1') ? 'too_large' : null);
+  server.wipe();
+  await until(() => errors.some((e) => /heal todos/.test(e.message)), 'the refused record reported', WAIT);
+  assert.equal(server.coll('todos').byId.size, 19);
+  // r0 alone (the halves before r1), then the 18 after it by 8.
+  assert.deepEqual(server.restores, [1, 8, 8, 2]);
+});
+
 test('a server that reads no restore of this client (a restore of no records refused malformed too) leaves the heal owed, no record at fault', async (t) => {
   const server = await new FakeServer({ maxPush: 3 }).start();
   t.after(() => server.stop());
-  const { r, errors } = await readerOfSeven(t, server);
+  const { r, errors } = await readerOf(t, server);
   server.refuseRestore = () => 'malformed';
   server.wipe();
   await until(() => errors.filter((e) => e.code === 'malformed').length >= 2, 'the heal tried again', WAIT);
@@ -277,7 +290,7 @@ test("a heal's push of own writes refused whole as malformed is halved down to t
 test('stop() in the middle of a heal sends no restore more; the heal stays owed', async (t) => {
   const server = await new FakeServer({ maxPush: 1 }).start();
   t.after(() => server.stop());
-  const { r } = await readerOfSeven(t, server);
+  const { r } = await readerOf(t, server);
   // Every restore takes 100 ms to be answered: seven of them, one at a time.
   const restores = slowAnswers(server, PATHS.restore, 100);
   server.wipe();
