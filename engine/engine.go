@@ -118,13 +118,15 @@ type Engine struct {
 	// migrationDrops counts fields translations of stored records left
 	// out (MigrationDrops).
 	migrationDrops atomic.Uint64
-	served         servedHistories
-	quotas         []Quota
-	usager         stores.Usager
-	rules          []Rule
-	subsMu         sync.Mutex
-	subs           map[string]map[*Subscription]struct{}
-	stopWat        func()
+	// wentBackCount counts the new epochs wentBack started (StoreWentBack).
+	wentBackCount atomic.Uint64
+	served        servedHistories
+	quotas        []Quota
+	usager        stores.Usager
+	rules         []Rule
+	subsMu        sync.Mutex
+	subs          map[string]map[*Subscription]struct{}
+	stopWat       func()
 	// stopCapture ends the store's capture of other programs' writes, which
 	// the engine admits like any push (applyCaptured); nil without one.
 	stopCapture func()

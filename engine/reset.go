@@ -46,6 +46,9 @@ const (
 	ResetLeaseExpired ResetReason = 3
 )
 
+// ResetReasons lists every reason, in order.
+var ResetReasons = []ResetReason{ResetHistoryLost, ResetRebuilt, ResetLeaseExpired}
+
 func (r ResetReason) String() string {
 	switch r {
 	case ResetHistoryLost:
@@ -358,6 +361,13 @@ func (e *Engine) observeHead(ctx context.Context, collection string, h, start ui
 	return true
 }
 
+// StoreWentBack returns how many times since Open this engine found that
+// the store went back in time unnoticed (wentBack) and started a new
+// epoch of every collection. Any count is worth an operator's look: a
+// backup put back without `convergo store mark-restored`, or a failover
+// that lost writes.
+func (e *Engine) StoreWentBack() uint64 { return e.wentBackCount.Load() }
+
 // wentBack returns the reset of a reader whose cursor c is past
 // collection's head or finds another record's entry at its position
 // (detail says which), and acts on it. When the store's identity or the
@@ -406,6 +416,7 @@ func (e *Engine) wentBack(ctx context.Context, collection string, c Cursor, deta
 		e.log.Error("start a new epoch of every collection after the store went back", "collection", collection, "err", err)
 		return lost
 	}
+	e.wentBackCount.Add(1)
 	e.hist.forget()
 	return lost
 }

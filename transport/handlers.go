@@ -239,6 +239,7 @@ func (s *Server) pull(ctx context.Context, p Principal, body []byte) (any, error
 	}
 	page, err := s.pullPage(ctx, req.Collection, cursor, int(req.Limit), sc, req.Version)
 	if reset := resetOf(err); reset != nil {
+		s.metrics.resets.WithLabelValues(reset.Reason).Inc()
 		return proto.PullResponse{Next: []byte{}, Reset: reset}, nil
 	}
 	if err != nil {

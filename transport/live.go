@@ -1227,10 +1227,12 @@ func (c *liveConn) appendResyncs(bufs net.Buffers) net.Buffers {
 		var m proto.Message = proto.Resync{Collection: coll}
 		if reset != nil {
 			m = proto.Reset{Collection: coll, Reason: reset.Reason, Message: reset.Message}
+			c.s.metrics.resets.WithLabelValues(reset.Reason).Inc()
+		} else {
+			c.s.metrics.resyncs.Inc()
 		}
 		data, _ := proto.EncodeMessage(m)
 		bufs = append(bufs, encodeFrame(ws.OpBinary, data))
-		c.s.metrics.resyncs.Inc()
 	}
 	return bufs
 }

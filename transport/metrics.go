@@ -24,6 +24,7 @@ type metrics struct {
 	connsRefused *prometheus.CounterVec // reason: addr, total
 	bodyBytes    prometheus.Gauge
 	bodyRefused  prometheus.Counter
+	resets       *prometheus.CounterVec // reason
 
 	// directWrites counts the changes messages a broadcast group wrote
 	// itself (liveConn.writeDirect), by outcome; directWhole and
@@ -32,9 +33,17 @@ type metrics struct {
 	directWhole, directPartial prometheus.Counter
 }
 
-// newMetrics registers the server's collectors on reg. collected reads
-// the tombstone collection totals of the server's engine at each scrape.
-func newMetrics(reg prometheus.Registerer, collected func() engine.CollectTotals, migrationDrops func() uint64) (*metrics, error) {
+// engineCounts is what the metrics read of the server's engine at each
+// scrape: the engine keeps counts and knows nothing of Prometheus.
+type engineCounts interface {
+	CollectTotals() engine.CollectTotals
+	MigrationDrops() uint64
+	StoreWentBack() uint64
+}
+
+// newMetrics registers the server's collectors on reg; the counts of the
+// engine eng returns are read at each scrape.
+func newMetrics(reg prometheus.Registerer, eng func() engineCounts) (*metrics, error) {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "convergo", Name: "requests_total",
@@ -89,17 +98,25 @@ func newMetrics(reg prometheus.Registerer, collected func() engine.CollectTotals
 			Namespace: "convergo", Name: "body_bytes_in_flight",
 			Help: "Bytes of request bodies reserved by requests in flight.",
 		}),
+		resets: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "convergo", Name: "resets_total",
+			Help: "Readers told to pull again from the start (pull answers and live reset messages), by reason.",
+		}, []string{"reason"}),
 		bodyRefused: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "convergo", Name: "body_budget_refused_total",
 			Help: "Requests answered 503 because the bodies in flight left no room for theirs.",
 		}),
 	}
 	for _, c := range []prometheus.Collector{m.requests, m.duration, m.pushChanges, m.pullRecords, m.liveConns, m.liveMsgs, m.fanout, m.fanoutRecs, m.directWrites, m.resyncs,
-		m.conns, m.connsRefused, m.bodyBytes, m.bodyRefused, newCollectMetrics(collected),
+		m.conns, m.connsRefused, m.bodyBytes, m.bodyRefused, m.resets, newCollectMetrics(func() engine.CollectTotals { return eng().CollectTotals() }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Namespace: "convergo", Name: "migration_dropped_fields_total",
 			Help: "Fields of stored records that a schema migration could not translate (a split or merge of a value that is not a string) and left out of what it served.",
-		}, func() float64 { return float64(migrationDrops()) })} {
+		}, func() float64 { return float64(eng().MigrationDrops()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: "convergo", Name: "store_went_back_total",
+			Help: "Times this server found that the store went back in time unnoticed (a cursor it made past a head, or a position given to another record) and started a new epoch of every collection.",
+		}, func() float64 { return float64(eng().StoreWentBack()) })} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}
@@ -110,6 +127,9 @@ func newMetrics(reg prometheus.Registerer, collected func() engine.CollectTotals
 	m.connsRefused.WithLabelValues("total")
 	for _, s := range proto.Statuses {
 		m.pushChanges.WithLabelValues(s.String()) // export zeros from the start
+	}
+	for _, r := range engine.ResetReasons {
+		m.resets.WithLabelValues(r.String())
 	}
 	return m, nil
 }

@@ -207,9 +207,9 @@ func New(cfg Config) (*Server, error) {
 	} else if g, ok := cfg.Metrics.(prometheus.Gatherer); ok {
 		gatherer = g
 	}
-	// The collection metrics read the server's engine at each scrape.
+	// The engine's counts are read at each scrape, of the server's engine.
 	var s *Server
-	m, err := newMetrics(cfg.Metrics, func() engine.CollectTotals { return s.eng.CollectTotals() }, func() uint64 { return s.eng.MigrationDrops() })
+	m, err := newMetrics(cfg.Metrics, func() engineCounts { return s.eng })
 	if err != nil {
 		return nil, fmt.Errorf("transport: %w", err)
 	}

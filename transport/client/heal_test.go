@@ -301,16 +301,23 @@ func (s *lossServer) eventuallyConverged(t *testing.T, want map[string]crdt.Reco
 // metrics say.
 func (s *lossServer) liveConns(t *testing.T) int {
 	t.Helper()
+	return s.metric(t, "convergo_live_connections")
+}
+
+// metric is the value of the running server's metric series (its name
+// and labels as exported), 0 when it exports none.
+func (s *lossServer) metric(t *testing.T, series string) int {
+	t.Helper()
 	s.mu.Lock()
 	in := s.cur
 	s.mu.Unlock()
 	rec := httptest.NewRecorder()
 	in.srv.MetricsHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
 	for line := range strings.Lines(rec.Body.String()) {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "convergo_live_connections "); ok {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), series+" "); ok {
 			n, err := strconv.Atoi(v)
 			if err != nil {
-				t.Fatalf("convergo_live_connections %q: %v", v, err)
+				t.Fatalf("%s %q: %v", series, v, err)
 			}
 			return n
 		}
@@ -734,6 +741,12 @@ func TestHealOlderCopyNotMarkedWitness(t *testing.T) {
 	}
 	syncAll(t, carol)   // the head at 10: seqs 6..10 handed out again
 	syncAll(t, witness) // past the head: the proof
+	if n := s.metric(t, "convergo_store_went_back_total"); n != 1 {
+		t.Errorf("convergo_store_went_back_total %d after the proof, want 1", n)
+	}
+	if n := s.metric(t, `convergo_resets_total{reason="history_lost"}`); n < 1 {
+		t.Errorf(`convergo_resets_total{reason="history_lost"} %d after the witness was reset, want at least 1`, n)
+	}
 	for i := 5; i < 10; i++ {
 		set(t, carol, fmt.Sprint("c", i), "n", i)
 	}
