@@ -991,9 +991,18 @@ func (e *Engine) Collect(ctx context.Context) (_ []CollectReport, err error) {
 			reports = append(reports, rep)
 			continue
 		}
+		// A record holding a field the collection's migrations read keeps
+		// its unsets (stores.Horizon.Sources).
+		var sources map[string]bool
+		for _, f := range e.Migrations(j.coll).Sources() {
+			if sources == nil {
+				sources = map[string]bool{}
+			}
+			sources[f] = true
+		}
 		var after []uint64
 		for {
-			res, err := purger.Purge(ctx, j.coll, stores.Horizon{Read: j.h.Read, Wall: j.h.Wall}, stores.PurgeScan{After: after})
+			res, err := purger.Purge(ctx, j.coll, stores.Horizon{Read: j.h.Read, Wall: j.h.Wall, Sources: sources}, stores.PurgeScan{After: after})
 			if err != nil {
 				return reports, fmt.Errorf("collect %s: %w", j.coll, err)
 			}

@@ -21,6 +21,13 @@ type Horizon struct {
 	// stamp or an unset field stamped before it (Stamp.Wall < Wall) may be
 	// dropped. Stamps at or after it are kept.
 	Wall int64
+	// Sources are the fields the collection's migrations read into
+	// others (crdt/migrate, Definition.Sources): a record that holds one
+	// keeps its unset fields, whatever their stamps. Read, the record
+	// resolves such a field into another unless a newer one is there; an
+	// unset there is such a field, and dropped, it would let the old
+	// value come back. Nil: none.
+	Sources map[string]bool
 }
 
 // PurgeScan bounds the work of one Purge call and says where it resumes.
@@ -74,7 +81,8 @@ type Purger interface {
 	//
 	//   - a delete stamp before h.Wall is cleared (the record keeps the
 	//     fields written after it);
-	//   - unset fields stamped before h.Wall are removed;
+	//   - unset fields stamped before h.Wall are removed, unless the
+	//     record holds a field of h.Sources;
 	//   - a record left without a delete stamp and without any field is
 	//     removed, and its log entry with it.
 	//
@@ -109,21 +117,32 @@ type Purger interface {
 	Purge(ctx context.Context, collection string, h Horizon, scan PurgeScan) (PurgeResult, error)
 }
 
-// PurgeRecord returns r without the tombstones that a write horizon of
-// wall (milliseconds) allows: its delete stamp, when stamped before wall,
-// is cleared, and its unset fields stamped before wall are removed. It
-// reports how many delete stamps (0 or 1) and fields it dropped; when both
-// are 0, out is r. out.Deleted is zero and out.Fields empty when nothing
-// is left of r: the record is to be removed. When anything was dropped,
-// out encodes shorter than r, so a store may tell a purged record from
-// the one it read by size. r is not modified. Every
+// PurgeRecord returns r without the tombstones that h allows: its delete
+// stamp, when stamped before h.Wall (milliseconds), is cleared, and its
+// unset fields stamped before h.Wall are removed, unless r holds a field
+// of h.Sources (then its unsets are kept). It reports how many delete
+// stamps (0 or 1) and fields it dropped; when both are 0, out is r.
+// out.Deleted is zero and out.Fields empty when nothing is left of r: the
+// record is to be removed. When anything was dropped, out encodes
+// shorter than r, so a store may tell a purged record from the one it
+// read by size. r is not modified; h.Read is not looked at. Every
 // store's Purge uses it (the Redis store too: it purges in Go and writes
 // with a compare-and-set script).
-func PurgeRecord(r crdt.Record, wall int64) (out crdt.Record, deletes, fields int) {
+func PurgeRecord(r crdt.Record, h Horizon) (out crdt.Record, deletes, fields int) {
+	wall := h.Wall
 	clearDelete := !r.Deleted.IsZero() && r.Deleted.Wall < wall
-	for _, f := range r.Fields {
-		if f.Value == nil && f.Stamp.Wall < wall {
-			fields++
+	keepUnsets := false
+	for name := range r.Fields {
+		if h.Sources[name] {
+			keepUnsets = true
+			break
+		}
+	}
+	if !keepUnsets {
+		for _, f := range r.Fields {
+			if f.Value == nil && f.Stamp.Wall < wall {
+				fields++
+			}
 		}
 	}
 	if !clearDelete && fields == 0 {
@@ -136,7 +155,7 @@ func PurgeRecord(r crdt.Record, wall int64) (out crdt.Record, deletes, fields in
 	if n := len(r.Fields) - fields; n > 0 {
 		out.Fields = make(map[string]crdt.Field, n)
 		for name, f := range r.Fields {
-			if f.Value != nil || f.Stamp.Wall >= wall {
+			if keepUnsets || f.Value != nil || f.Stamp.Wall >= wall {
 				out.Fields[name] = f
 			}
 		}

@@ -44,8 +44,18 @@ func TestPurgeRecordKeepsWhatLaterWritesSee(t *testing.T) {
 		for i := range rapid.IntRange(1, 5).Draw(t, "history") {
 			r.Merge(genChange(t, fmt.Sprint("h", i), 1, 100))
 		}
+		// A field a migration reads keeps the unsets of a record that
+		// holds it.
+		h := stores.Horizon{Wall: wall}
+		if rapid.Bool().Draw(t, "sources") {
+			h.Sources = map[string]bool{rapid.SampledFrom([]string{"x", "y", "z"}).Draw(t, "source"): true}
+		}
+		keepUnsets := false
+		for name := range r.Fields {
+			keepUnsets = keepUnsets || h.Sources[name]
+		}
 		before := r.Clone()
-		p, deletes, fields := stores.PurgeRecord(r, wall)
+		p, deletes, fields := stores.PurgeRecord(r, h)
 		if !r.Equal(before) {
 			t.Fatalf("PurgeRecord modified its argument")
 		}
@@ -58,7 +68,7 @@ func TestPurgeRecordKeepsWhatLaterWritesSee(t *testing.T) {
 		}
 		wantFields := 0
 		for _, f := range r.Fields {
-			if f.Value == nil && f.Stamp.Wall < wall {
+			if f.Value == nil && f.Stamp.Wall < wall && !keepUnsets {
 				wantFields++
 			}
 		}
@@ -70,7 +80,7 @@ func TestPurgeRecordKeepsWhatLaterWritesSee(t *testing.T) {
 		if deletes+fields > 0 && len(crdt.AppendRecord(nil, p)) >= len(crdt.AppendRecord(nil, r)) {
 			t.Fatalf("a purge did not shrink the encoding: %d bytes, was %d", len(crdt.AppendRecord(nil, p)), len(crdt.AppendRecord(nil, r)))
 		}
-		if _, d, f := stores.PurgeRecord(p, wall); d+f != 0 {
+		if _, d, f := stores.PurgeRecord(p, h); d+f != 0 {
 			t.Fatalf("a purged record has more to purge: %d, %d", d, f)
 		}
 		for i := range rapid.IntRange(0, 4).Draw(t, "later") {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -93,6 +94,17 @@ func (d *Definition) Current() int {
 		return 1
 	}
 	return d.Version
+}
+
+// Sources returns, sorted, the fields that translating up reads (the
+// sources of renames, splits and merges, and dropped fields): a stored
+// record that holds one may resolve it into another field. Nil for a nil
+// definition.
+func (d *Definition) Sources() []string {
+	if d == nil || len(d.upSrc) == 0 {
+		return nil
+	}
+	return slices.Sorted(maps.Keys(d.upSrc))
 }
 
 // Resolve checks a version a client names and returns the version it

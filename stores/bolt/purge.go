@@ -90,7 +90,7 @@ func purge(ctx context.Context, tx *bbolt.Tx, collection string, h stores.Horizo
 		if e.Seq != seq {
 			return fmt.Errorf("%w: log entry %d names record %q, which has sequence number %d", ErrCorrupt, seq, v, e.Seq)
 		}
-		out, deletes, fields := stores.PurgeRecord(e.Record, h.Wall)
+		out, deletes, fields := stores.PurgeRecord(e.Record, h)
 		if deletes+fields == 0 {
 			continue
 		}

@@ -132,7 +132,7 @@ func (st *Store) purgeShard(ctx context.Context, ref logRef, h stores.Horizon, l
 			}
 			res.Scanned++
 			res.Next[ref.shard] = e.Seq
-			purged, deletes, fields := stores.PurgeRecord(e.Record, h.Wall)
+			purged, deletes, fields := stores.PurgeRecord(e.Record, h)
 			if deletes+fields == 0 {
 				continue
 			}

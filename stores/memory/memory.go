@@ -414,7 +414,7 @@ func (s *Store) Purge(ctx context.Context, collection string, h stores.Horizon, 
 		}
 		res.Scanned++
 		res.Next[0] = le.seq
-		out, deletes, fields := stores.PurgeRecord(e.record, h.Wall)
+		out, deletes, fields := stores.PurgeRecord(e.record, h)
 		if deletes+fields == 0 {
 			continue
 		}

@@ -113,7 +113,7 @@ func (s *Store) Purge(ctx context.Context, collection string, h stores.Horizon, 
 		if seq != uint64(z.Score) {
 			continue // written since the ZRANGE: after the horizon now
 		}
-		out, deletes, fields := stores.PurgeRecord(rec, h.Wall)
+		out, deletes, fields := stores.PurgeRecord(rec, h)
 		if deletes+fields == 0 {
 			continue
 		}

@@ -348,7 +348,7 @@ func (s racyPurge) Purge(ctx context.Context, coll string, h stores.Horizon, sca
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for id, e := range read {
-		out, deletes, fields := stores.PurgeRecord(e.Record, h.Wall)
+		out, deletes, fields := stores.PurgeRecord(e.Record, h)
 		if deletes+fields == 0 {
 			continue
 		}
