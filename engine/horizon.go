@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/crdt/migrate"
 	"github.com/convergo/convergo/stores"
 	"github.com/convergo/convergo/transport/proto"
 )
@@ -376,6 +377,27 @@ func inOrder(changes []crdt.Change, index []int) ([]crdt.Change, []int) {
 		cs[k], is[k] = changes[o], index[o]
 	}
 	return cs, is
+}
+
+// migratedFields returns what a purge of a collection with migrations d
+// keeps unsets for (stores.Horizon): the fields d reads into others, and
+// those it gives a default at any version. Nil maps without migrations.
+func migratedFields(d *migrate.Definition) (sources, defaulted map[string]bool) {
+	for _, f := range d.Sources() {
+		if sources == nil {
+			sources = map[string]bool{}
+		}
+		sources[f] = true
+	}
+	for v := 1; v <= d.Current(); v++ {
+		for f := range d.Defaults(v) {
+			if defaulted == nil {
+				defaulted = map[string]bool{}
+			}
+			defaulted[f] = true
+		}
+	}
+	return sources, defaulted
 }
 
 // checkCollected refuses a change with a stamp before w.
@@ -991,18 +1013,11 @@ func (e *Engine) Collect(ctx context.Context) (_ []CollectReport, err error) {
 			reports = append(reports, rep)
 			continue
 		}
-		// A record holding a field the collection's migrations read keeps
-		// its unsets (stores.Horizon.Sources).
-		var sources map[string]bool
-		for _, f := range e.Migrations(j.coll).Sources() {
-			if sources == nil {
-				sources = map[string]bool{}
-			}
-			sources[f] = true
-		}
+		sources, defaulted := migratedFields(e.Migrations(j.coll))
 		var after []uint64
 		for {
-			res, err := purger.Purge(ctx, j.coll, stores.Horizon{Read: j.h.Read, Wall: j.h.Wall, Sources: sources}, stores.PurgeScan{After: after})
+			res, err := purger.Purge(ctx, j.coll, stores.Horizon{Read: j.h.Read, Wall: j.h.Wall, Sources: sources, Defaulted: defaulted},
+				stores.PurgeScan{After: after})
 			if err != nil {
 				return reports, fmt.Errorf("collect %s: %w", j.coll, err)
 			}

@@ -21,7 +21,7 @@ func (s purgingSharded) Purge(ctx context.Context, coll string, h stores.Horizon
 	for i, l := range s.logs {
 		var after []uint64
 		for {
-			r, err := l.Purge(ctx, coll, stores.Horizon{Read: []uint64{h.Read[i]}, Wall: h.Wall, Sources: h.Sources}, stores.PurgeScan{After: after})
+			r, err := l.Purge(ctx, coll, stores.Horizon{Read: []uint64{h.Read[i]}, Wall: h.Wall, Sources: h.Sources, Defaulted: h.Defaulted}, stores.PurgeScan{After: after})
 			if err != nil {
 				return out, err
 			}

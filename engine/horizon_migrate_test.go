@@ -71,3 +71,46 @@ func TestCollectedUnsetOfAMigratedField(t *testing.T) {
 		t.Errorf("last is %x, want it kept", got)
 	}
 }
+
+// TestCollectedUnsetOfADefaultedField: a field a migration gives a
+// default reads as unset when it was unset, and as its default when the
+// record lacks it. Collected, its unset would turn into the default for
+// every reader from then on (and for the scopes and rules that judge the
+// record), where the replicas that hold the unset read it unset: the
+// unset of such a field is kept (stores.Horizon.Defaulted).
+func TestCollectedUnsetOfADefaultedField(t *testing.T) {
+	ctx := context.Background()
+	st := memory.New()
+	t.Cleanup(func() { st.Close() })
+	clk := &fakeClock{ms: 1_700_000_000_000}
+	rules, err := ParseRules([]byte(`{"notes": {"maxOffline": "1h", "migrations": {"version": 2, "steps": [{"to": 2, "ops": [
+		{"op": "default", "field": "priority", "value": 0}]}]}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := rules[0].Migrations
+	e, err := Open(Config{Store: st, Replica: "srv", Now: clk.now, PollInterval: -1, Rules: rules, CollectGrace: -1, CollectEvery: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	s, err := e.Now("notes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	written := crdt.Record{ID: "n", Fields: map[string]crdt.Field{"body": {Stamp: s, Value: value(t, "b")}, "priority": {Stamp: s}}}
+	if _, err := e.Apply(ctx, []crdt.Change{{Collection: "notes", Record: written}}); err != nil {
+		t.Fatal(err)
+	}
+	clk.ms += 2 * time.Hour.Milliseconds()
+	if h := collectOnce(t, e); h.Wall <= s.Wall {
+		t.Fatalf("write horizon %d, want it past the unset at %d", h.Wall, s.Wall)
+	}
+	after, err := e.GetRecord(ctx, "notes", "n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := d.Values(after.Record, d.Current())["priority"]; ok {
+		t.Errorf("priority, unset, reads %x (its default) once its unset was collected", v)
+	}
+}

@@ -28,6 +28,11 @@ type Horizon struct {
 	// unset there is such a field, and dropped, it would let the old
 	// value come back. Nil: none.
 	Sources map[string]bool
+	// Defaulted are the fields the collection's migrations give a
+	// default (crdt/migrate, Definition.Defaults): an unset of one is
+	// kept, whatever its stamp. Read, a field unset reads as unset and
+	// one the record lacks as its default. Nil: none.
+	Defaulted map[string]bool
 }
 
 // PurgeScan bounds the work of one Purge call and says where it resumes.
@@ -82,7 +87,8 @@ type Purger interface {
 	//   - a delete stamp before h.Wall is cleared (the record keeps the
 	//     fields written after it);
 	//   - unset fields stamped before h.Wall are removed, unless the
-	//     record holds a field of h.Sources;
+	//     record holds a field of h.Sources or the field is of
+	//     h.Defaulted;
 	//   - a record left without a delete stamp and without any field is
 	//     removed, and its log entry with it.
 	//
@@ -120,7 +126,7 @@ type Purger interface {
 // PurgeRecord returns r without the tombstones that h allows: its delete
 // stamp, when stamped before h.Wall (milliseconds), is cleared, and its
 // unset fields stamped before h.Wall are removed, unless r holds a field
-// of h.Sources (then its unsets are kept). It reports how many delete
+// of h.Sources (then its unsets are kept) or the field is of h.Defaulted. It reports how many delete
 // stamps (0 or 1) and fields it dropped; when both are 0, out is r.
 // out.Deleted is zero and out.Fields empty when nothing is left of r: the
 // record is to be removed. When anything was dropped, out encodes
@@ -138,11 +144,12 @@ func PurgeRecord(r crdt.Record, h Horizon) (out crdt.Record, deletes, fields int
 			break
 		}
 	}
-	if !keepUnsets {
-		for _, f := range r.Fields {
-			if f.Value == nil && f.Stamp.Wall < wall {
-				fields++
-			}
+	drop := func(name string, f crdt.Field) bool {
+		return !keepUnsets && f.Value == nil && f.Stamp.Wall < wall && !h.Defaulted[name]
+	}
+	for name, f := range r.Fields {
+		if drop(name, f) {
+			fields++
 		}
 	}
 	if !clearDelete && fields == 0 {
@@ -155,7 +162,7 @@ func PurgeRecord(r crdt.Record, h Horizon) (out crdt.Record, deletes, fields int
 	if n := len(r.Fields) - fields; n > 0 {
 		out.Fields = make(map[string]crdt.Field, n)
 		for name, f := range r.Fields {
-			if keepUnsets || f.Value != nil || f.Stamp.Wall >= wall {
+			if !drop(name, f) {
 				out.Fields[name] = f
 			}
 		}

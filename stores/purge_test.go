@@ -50,6 +50,9 @@ func TestPurgeRecordKeepsWhatLaterWritesSee(t *testing.T) {
 		if rapid.Bool().Draw(t, "sources") {
 			h.Sources = map[string]bool{rapid.SampledFrom([]string{"x", "y", "z"}).Draw(t, "source"): true}
 		}
+		if rapid.Bool().Draw(t, "defaulted") {
+			h.Defaulted = map[string]bool{rapid.SampledFrom([]string{"x", "y", "z"}).Draw(t, "default"): true}
+		}
 		keepUnsets := false
 		for name := range r.Fields {
 			keepUnsets = keepUnsets || h.Sources[name]
@@ -67,8 +70,8 @@ func TestPurgeRecordKeepsWhatLaterWritesSee(t *testing.T) {
 			wantDeletes = 1
 		}
 		wantFields := 0
-		for _, f := range r.Fields {
-			if f.Value == nil && f.Stamp.Wall < wall && !keepUnsets {
+		for name, f := range r.Fields {
+			if f.Value == nil && f.Stamp.Wall < wall && !keepUnsets && !h.Defaulted[name] {
 				wantFields++
 			}
 		}
