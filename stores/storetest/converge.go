@@ -220,6 +220,15 @@ func (sim *convergeSim) pullPage(c *convergeClient, limit int, lost bool) (more 
 		return false, fmt.Errorf("the engine cannot read its own cursor %x: %w", c.cursor, err)
 	}
 	page, err := sim.eng.Pull(context.Background(), sim.coll, from, engine.PageLimit{Records: limit})
+	if errors.Is(err, engine.ErrReset) {
+		// The store never goes back here: the engine saw its log break a
+		// rule (a sequence number at another record, a position past the
+		// head). Name the rule when the log shows which.
+		if _, lerr := sim.walkLog(nil); lerr != nil {
+			return false, lerr
+		}
+		return false, fmt.Errorf("%s: a reader of a store that never went back was reset: %w", RuleLogOrder, err)
+	}
 	if err != nil {
 		return false, fmt.Errorf("pull: %w", err)
 	}
@@ -255,6 +264,46 @@ func (sim *convergeSim) drain(rt *rapid.T) {
 	}
 }
 
+// walkLog pulls the store's log from the start and returns what it
+// holds, or the error naming the rule it breaks: its order, and, when
+// seqs is not nil, that each record is at the sequence number seqs gives
+// (Get's).
+func (sim *convergeSim) walkLog(seqs map[string]uint64) (crdttest.State, error) {
+	ctx := context.Background()
+	head, err := sim.store.Head(ctx, sim.coll)
+	if err != nil {
+		return nil, fmt.Errorf("Head: %w", err)
+	}
+	log := crdttest.State{}
+	var last uint64
+	for after, more := uint64(0), true; more; {
+		p, err := sim.store.Pull(ctx, sim.coll, after, lim(2))
+		if err != nil {
+			return nil, fmt.Errorf("Pull: %w", err)
+		}
+		for _, e := range p.Entries {
+			k := crdttest.Key{Collection: sim.coll, ID: e.Record.ID}
+			switch _, twice := log[k]; {
+			case e.Seq <= last:
+				return nil, fmt.Errorf("%s: %s at seq %d after seq %d", RuleLogOrder, k, e.Seq, last)
+			case e.Seq > head:
+				return nil, fmt.Errorf("%s: %s at seq %d above the head %d", RuleLogOrder, k, e.Seq, head)
+			case twice:
+				return nil, fmt.Errorf("%s: %s twice in the log", RuleLogOrder, k)
+			case seqs != nil && seqs[e.Record.ID] != e.Seq:
+				return nil, fmt.Errorf("%s: %s at seq %d in the log, Get says %d", RuleLogComplete, k, e.Seq, seqs[e.Record.ID])
+			}
+			last = e.Seq
+			log[k] = e.Record
+		}
+		if len(p.Entries) == 0 && p.More {
+			return nil, fmt.Errorf("%s: an empty page with More", RuleLogOrder)
+		}
+		after, more = p.Next, p.More
+	}
+	return log, nil
+}
+
 // check compares the store with the reference, its log with its records,
 // and every client with the store.
 func (sim *convergeSim) check() error {
@@ -275,36 +324,9 @@ func (sim *convergeSim) check() error {
 	if err := crdttest.Diff(RuleMerge, "the store", held, want); err != nil {
 		return err
 	}
-	head, err := sim.store.Head(ctx, sim.coll)
+	log, err := sim.walkLog(seqs)
 	if err != nil {
-		return fmt.Errorf("Head: %w", err)
-	}
-	log := crdttest.State{}
-	var last uint64
-	for after, more := uint64(0), true; more; {
-		p, err := sim.store.Pull(ctx, sim.coll, after, lim(2))
-		if err != nil {
-			return fmt.Errorf("Pull: %w", err)
-		}
-		for _, e := range p.Entries {
-			k := crdttest.Key{Collection: sim.coll, ID: e.Record.ID}
-			switch _, twice := log[k]; {
-			case e.Seq <= last:
-				return fmt.Errorf("%s: %s at seq %d after seq %d", RuleLogOrder, k, e.Seq, last)
-			case e.Seq > head:
-				return fmt.Errorf("%s: %s at seq %d above the head %d", RuleLogOrder, k, e.Seq, head)
-			case twice:
-				return fmt.Errorf("%s: %s twice in the log", RuleLogOrder, k)
-			case seqs[e.Record.ID] != e.Seq:
-				return fmt.Errorf("%s: %s at seq %d in the log, Get says %d", RuleLogComplete, k, e.Seq, seqs[e.Record.ID])
-			}
-			last = e.Seq
-			log[k] = e.Record
-		}
-		if len(p.Entries) == 0 && p.More {
-			return fmt.Errorf("%s: an empty page with More", RuleLogOrder)
-		}
-		after, more = p.Next, p.More
+		return err
 	}
 	if err := crdttest.Diff(RuleLogComplete, "the log", log, held); err != nil {
 		return err
