@@ -607,7 +607,7 @@ func (c *Client) pushBatch(ctx context.Context, changes []crdt.Change) ([]Result
 			}
 			return out, nil
 		},
-		c.readsPushes,
+		c.pushNothing,
 		func(ch crdt.Change) []any { return []any{"collection", ch.Collection, "record", ch.Record.ID} })
 }
 
@@ -619,14 +619,14 @@ func (c *Client) pushBatch(ctx context.Context, changes []crdt.Change) ([]Result
 // code (logged as a warning, naming it by attrs), so the others go on
 // (docs/protocol.md, sections 5 and 8). An item refused alone as
 // malformed is its own fault only when the server reads a request of no
-// items (reads): when it does not, the fault is not the item's, and the
-// error is returned. Other refusals of a whole request (forbidden,
+// items (empty sends one): when it refuses that malformed too, the fault
+// is not the item's, and the error is returned. Other refusals of a whole request (forbidden,
 // unauthenticated...) are not the items' fault: they are returned. On
 // error, the results are those of a prefix of items. It is the one place
 // where the Go client splits a request the server refused whole: Push and
 // Restore (and the Replica's flushes and heals through them) rely on it.
 func splitRefused[T any](ctx context.Context, c *Client, what string, items []T,
-	send func([]T) ([]Result, error), reads func(context.Context) (bool, error), attrs func(T) []any,
+	send func([]T) ([]Result, error), empty func(context.Context) error, attrs func(T) []any,
 ) ([]Result, error) {
 	results, err := send(items)
 	var e *Error
@@ -637,10 +637,12 @@ func splitRefused[T any](ctx context.Context, c *Client, what string, items []T,
 		// Unless the server reads no request of this client at all: then
 		// the fault is not the item's, and it stays.
 		if e.Code == proto.CodeMalformed {
-			if readable, rerr := reads(ctx); rerr != nil {
-				return nil, rerr
-			} else if !readable {
+			var ee *Error
+			switch eerr := empty(ctx); {
+			case errors.As(eerr, &ee) && ee.Code == proto.CodeMalformed:
 				return nil, err
+			case eerr != nil:
+				return nil, fmt.Errorf("%s of nothing: %w", what, eerr)
 			}
 		}
 		c.log.Warn("an item refused alone as a whole "+what+"; taking it as refused", append(attrs(items[0]), "err", err)...)
@@ -648,30 +650,21 @@ func splitRefused[T any](ctx context.Context, c *Client, what string, items []T,
 	}
 	c.log.Debug(what+" refused whole; splitting it", "items", len(items), "err", err)
 	half := len(items) / 2
-	first, err := splitRefused(ctx, c, what, items[:half], send, reads, attrs)
+	first, err := splitRefused(ctx, c, what, items[:half], send, empty, attrs)
 	if err != nil {
 		return first, err
 	}
-	second, err := splitRefused(ctx, c, what, items[half:], send, reads, attrs)
+	second, err := splitRefused(ctx, c, what, items[half:], send, empty, attrs)
 	return append(first, second...), err
 }
 
-// readsPushes reports whether the server reads a push of this client at
-// all: a push of no changes, over HTTP. A change refused whole as
-// malformed alone is its own fault only when it does (docs/protocol.md,
-// section 5).
-func (c *Client) readsPushes(ctx context.Context) (bool, error) {
+// pushNothing pushes no changes, over HTTP: whether the server reads a
+// push of this client at all (splitRefused).
+func (c *Client) pushNothing(ctx context.Context) error {
 	var a proto.PushResponse
 	_, err := c.call(ctx, proto.PathPush, proto.PushRequest{Replica: c.helloReplica(), Prefix: c.pushPrefix()}, &a,
 		func() error { return checkPush(0, &a) })
-	var e *Error
-	if errors.As(err, &e) && e.Code == proto.CodeMalformed {
-		return false, nil
-	}
-	if err != nil {
-		return false, fmt.Errorf("push of no changes: %w", err)
-	}
-	return true, nil
+	return err
 }
 
 // resultOf turns a result of the wire into the client's.
@@ -831,23 +824,16 @@ func (c *Client) Restore(ctx context.Context, collection string, records []proto
 		}
 		return out, nil
 	}
-	reads := func(ctx context.Context) (bool, error) {
+	empty := func(context.Context) error {
 		_, err := send([]proto.SealedRecord{})
-		var e *Error
-		if errors.As(err, &e) && e.Code == proto.CodeMalformed {
-			return false, nil
-		}
-		if err != nil {
-			return false, fmt.Errorf("restore of no records: %w", err)
-		}
-		return true, nil
+		return err
 	}
 	attrs := func(sr proto.SealedRecord) []any { return []any{"collection", collection, "record", sr.Record.ID} }
 	out := make([]Result, 0, len(records))
 	size := sealedSizer()
 	for len(records) > 0 {
 		n := batchLen(records, maxPush, room, size)
-		rs, err := splitRefused(ctx, c, "restore", records[:n], send, reads, attrs)
+		rs, err := splitRefused(ctx, c, "restore", records[:n], send, empty, attrs)
 		out = append(out, rs...)
 		if err != nil {
 			return out, fmt.Errorf("restore %s: %w", collection, err)
