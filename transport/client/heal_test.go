@@ -358,6 +358,15 @@ func set(t *testing.T, r *client.Replica, id, name string, v any) {
 	}
 }
 
+// setEach sets field name of records prefix+i to i, for i from from to
+// below to.
+func setEach(t *testing.T, r *client.Replica, prefix, name string, from, to int) {
+	t.Helper()
+	for i := from; i < to; i++ {
+		set(t, r, fmt.Sprint(prefix, i), name, i)
+	}
+}
+
 func syncAll(t *testing.T, rs ...*client.Replica) {
 	t.Helper()
 	for _, r := range rs {
@@ -448,9 +457,7 @@ func TestHealTwoHoldersConverge(t *testing.T) {
 	s := newLossServer(t, true)
 	alice := s.replica("alice", true, client.ReplicaConfig{}, nil)
 	carol := s.replica("carol", true, client.ReplicaConfig{}, nil)
-	for i := range 8 {
-		set(t, alice, fmt.Sprint("r", i), "a", i)
-	}
+	setEach(t, alice, "r", "a", 0, 8)
 	syncAll(t, alice, carol)
 	for i := range 4 {
 		set(t, carol, fmt.Sprint("r", i), "a", 100+i)
@@ -505,9 +512,7 @@ func TestHealOfflineWriterComesBack(t *testing.T) {
 				restore = s.backup(true)
 			}
 			// Written after the backup, acknowledged, then lost.
-			for i := 5; i < 10; i++ {
-				set(t, dave, fmt.Sprint("d", i), "n", i)
-			}
+			setEach(t, dave, "d", "n", 5, 10)
 			set(t, dave, "a1", "d", "dave's")
 			syncAll(t, dave)
 			// Dave goes offline with more pending.
@@ -542,9 +547,7 @@ func TestHealKeepsDeletes(t *testing.T) {
 			s := newLossServer(t, true)
 			alice := s.replica("alice", true, client.ReplicaConfig{}, nil)
 			reader := s.replica("reader", false, client.ReplicaConfig{}, nil)
-			for i := range 4 {
-				set(t, alice, fmt.Sprint("r", i), "n", i)
-			}
+			setEach(t, alice, "r", "n", 0, 4)
 			syncAll(t, alice, reader)
 			restore := s.backup(true)
 			if err := alice.Delete("notes", "r1"); err != nil {
@@ -597,9 +600,7 @@ func TestHealLivePushInFlight(t *testing.T) {
 	s.wrap = func(st stores.Store) stores.Store { g.Store = st; return g }
 	s.restart(nil)
 	alice := s.replica("alice", true, client.ReplicaConfig{}, nil)
-	for i := range 5 {
-		set(t, alice, fmt.Sprint("a", i), "n", i)
-	}
+	setEach(t, alice, "a", "n", 0, 5)
 	syncAll(t, alice)
 	runLive(t, alice)
 	waitLong(t, "a live session", func() bool { return s.liveConns(t) == 1 })
@@ -682,9 +683,7 @@ func TestHealOlderCopyLive(t *testing.T) {
 			alice := s.replica("alice", true, client.ReplicaConfig{}, nil)
 			reader := s.replica("reader", false, client.ReplicaConfig{}, nil)
 			bob := s.replica("bob", true, client.ReplicaConfig{}, nil)
-			for i := range 5 {
-				set(t, alice, fmt.Sprint("a", i), "n", i)
-			}
+			setEach(t, alice, "a", "n", 0, 5)
 			syncAll(t, alice, reader)
 			restore := s.backup(marked)
 			for i := range 5 {
@@ -717,28 +716,20 @@ func TestHealOlderCopyNotMarkedWitness(t *testing.T) {
 	alice := s.replica("alice", true, client.ReplicaConfig{}, nil)
 	reader := s.replica("reader", false, client.ReplicaConfig{}, nil)
 	witness := s.replica("witness", false, client.ReplicaConfig{}, nil)
-	for i := range 5 {
-		set(t, alice, fmt.Sprint("a", i), "n", i)
-	}
+	setEach(t, alice, "a", "n", 0, 5)
 	syncAll(t, alice, reader, witness)
 	restore := s.backup(false)
 	bob := s.replica("bob", true, client.ReplicaConfig{}, nil)
-	for i := range 5 {
-		set(t, bob, fmt.Sprint("b", i), "n", i)
-	}
+	setEach(t, bob, "b", "n", 0, 5)
 	syncAll(t, bob, reader) // the reader at 10
-	for i := 5; i < 10; i++ {
-		set(t, bob, fmt.Sprint("b", i), "n", i)
-	}
+	setEach(t, bob, "b", "n", 5, 10)
 	syncAll(t, bob, witness) // the witness at 15
 	want := union(witness)
 	bob.Close()        // bob's device is gone: what he wrote lives in the replicas only
 	s.restart(restore) // the head is 5 again
 
 	carol := s.replica("carol", true, client.ReplicaConfig{}, nil)
-	for i := range 5 {
-		set(t, carol, fmt.Sprint("c", i), "n", i)
-	}
+	setEach(t, carol, "c", "n", 0, 5)
 	syncAll(t, carol)   // the head at 10: seqs 6..10 handed out again
 	syncAll(t, witness) // past the head: the proof
 	if n := s.metric(t, "convergo_store_went_back_total"); n != 1 {
@@ -747,9 +738,7 @@ func TestHealOlderCopyNotMarkedWitness(t *testing.T) {
 	if n := s.metric(t, `convergo_resets_total{reason="history_lost"}`); n < 1 {
 		t.Errorf(`convergo_resets_total{reason="history_lost"} %d after the witness was reset, want at least 1`, n)
 	}
-	for i := 5; i < 10; i++ {
-		set(t, carol, fmt.Sprint("c", i), "n", i)
-	}
+	setEach(t, carol, "c", "n", 5, 10)
 	syncAll(t, carol)
 	maps.Copy(want, union(carol))
 	if len(want) != 25 {
@@ -769,24 +758,18 @@ func TestHealOlderCopyNotMarkedWrittenPast(t *testing.T) {
 	s := newLossServer(t, true)
 	alice := s.replica("alice", true, client.ReplicaConfig{}, nil)
 	reader := s.replica("reader", false, client.ReplicaConfig{}, nil)
-	for i := range 5 {
-		set(t, alice, fmt.Sprint("a", i), "n", i)
-	}
+	setEach(t, alice, "a", "n", 0, 5)
 	syncAll(t, alice, reader)
 	restore := s.backup(false)
 	bob := s.replica("bob", true, client.ReplicaConfig{}, nil)
-	for i := range 5 {
-		set(t, bob, fmt.Sprint("b", i), "n", i)
-	}
+	setEach(t, bob, "b", "n", 0, 5)
 	syncAll(t, bob, reader) // the reader at 10
 	want := union(reader)
 	bob.Close()        // bob's device is gone: what he wrote lives in the reader only
 	s.restart(restore) // the head is 5 again
 
 	carol := s.replica("carol", true, client.ReplicaConfig{}, nil)
-	for i := range 8 {
-		set(t, carol, fmt.Sprint("c", i), "n", i)
-	}
+	setEach(t, carol, "c", "n", 0, 8)
 	syncAll(t, carol) // the head at 13: seqs 6..10 handed out again
 	maps.Copy(want, union(carol))
 	if len(want) != 18 {
@@ -823,9 +806,7 @@ func TestHealLiveRetriesAFailedHeal(t *testing.T) {
 		c.HTTPClient = &http.Client{Transport: failRT{suffix: "/restore", armed: &armed, n: &fails}}
 	})
 	bob := s.replica("bob", true, client.ReplicaConfig{}, nil)
-	for i := range 5 {
-		set(t, bob, fmt.Sprint("b", i), "n", i)
-	}
+	setEach(t, bob, "b", "n", 0, 5)
 	syncAll(t, bob, reader)
 	want := reader.Records("notes")
 	if len(want) != 5 {
