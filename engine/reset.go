@@ -410,14 +410,25 @@ func (e *Engine) wentBack(ctx context.Context, collection string, c Cursor, deta
 	if c.unverified {
 		return lost
 	}
-	e.log.Error("the store went back in time: starting a new epoch of every collection, history lost, so that every reader gives back what it holds",
-		"collection", collection, "detail", detail)
-	if err := e.store.BumpEpochs(ctx); err != nil {
+	// Only from the epochs read: another instance that had the same
+	// proof may have started one a moment ago (a store that cannot say
+	// starts one all the same; the readers are then reset twice).
+	bumped := true
+	if bf, ok := e.store.(stores.EpochsBumperFrom); ok {
+		bumped, err = bf.BumpEpochsFrom(ctx, stores.StoreEpochOf(m))
+	} else {
+		err = e.store.BumpEpochs(ctx)
+	}
+	if err != nil {
 		e.log.Error("start a new epoch of every collection after the store went back", "collection", collection, "err", err)
 		return lost
 	}
-	e.wentBackCount.Add(1)
 	e.hist.forget()
+	if bumped {
+		e.log.Error("the store went back in time: started a new epoch of every collection, history lost, so that every reader gives back what it holds",
+			"collection", collection, "detail", detail)
+		e.wentBackCount.Add(1)
+	}
 	return lost
 }
 

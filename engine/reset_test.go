@@ -791,3 +791,48 @@ func TestSlotCheckPastDamage(t *testing.T) {
 		t.Fatalf("pull after a damaged entry already read: %d entries, %v; want the 2 after it", len(p.Entries), err)
 	}
 }
+
+// beatenStore is a rewindable store on which another instance starts a
+// new epoch of every collection just before this one's conditional bump.
+type beatenStore struct{ *rewindable }
+
+func (b beatenStore) BumpEpochs(ctx context.Context) error {
+	if err := b.rewindable.BumpEpochs(ctx); err != nil { // the other instance's
+		return err
+	}
+	return b.rewindable.BumpEpochs(ctx)
+}
+
+func (b beatenStore) BumpEpochsFrom(ctx context.Context, from uint64) (bool, error) {
+	if err := b.rewindable.BumpEpochs(ctx); err != nil { // the other instance's
+		return false, err
+	}
+	return b.rewindable.BumpEpochsFrom(ctx, from)
+}
+
+// TestWentBackOnceAcrossInstances: two instances given proof at once that
+// the store went back start one new epoch between them, not one each, so
+// that every reader is reset once.
+func TestWentBackOnceAcrossInstances(t *testing.T) {
+	ctx := context.Background()
+	st := beatenStore{&rewindable{Store: memory.New()}}
+	e := engineOn(t, st)
+	write(t, e, "todos", 0, 8)
+	c := pullTo(t, e, "todos", nil)
+	before, err := st.Meta(ctx, "todos")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.rewind(3)
+	wantReset(t, e, "todos", c, ResetHistoryLost)
+	after, err := st.Meta(ctx, "todos")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := stores.StoreEpochOf(after) - stores.StoreEpochOf(before); got != 1 {
+		t.Fatalf("the store-wide epoch went up by %d, want 1 (the other instance's bump alone)", got)
+	}
+	if n := e.StoreWentBack(); n != 0 {
+		t.Fatalf("StoreWentBack = %d, want 0: the other instance started the epoch", n)
+	}
+}

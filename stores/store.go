@@ -190,6 +190,22 @@ func MetaOf(store, local, localLost uint64) Meta {
 	return Meta{Epoch: hi | local&0xffffffff, Lost: hi | localLost&0xffffffff}
 }
 
+// StoreEpochOf returns the store-wide counter of a Meta built by MetaOf.
+func StoreEpochOf(m Meta) uint64 { return m.Epoch >> 32 }
+
+// EpochsBumperFrom is a Store that can start a new epoch of every
+// collection only while its store-wide counter is still the one a caller
+// read (StoreEpochOf of a Meta): readers that prove at once, on several
+// instances, that the store went back start one new epoch, not one each
+// (engine, "A cursor past the head is proof"). Every store of this module
+// implements it.
+type EpochsBumperFrom interface {
+	// BumpEpochsFrom is BumpEpochs when the store-wide counter is from
+	// (modulo 2^32, as MetaOf keeps it), and reports whether it bumped;
+	// otherwise it changes nothing and reports false.
+	BumpEpochsFrom(ctx context.Context, from uint64) (bool, error)
+}
+
 // Store is the contract between the engine and a database. All methods are
 // safe for concurrent use. Every method that does I/O takes a context and
 // returns promptly with its error once the context is done; after Close,

@@ -18,7 +18,10 @@ import (
 	"github.com/convergo/convergo/stores"
 )
 
-var _ stores.Store = (*Store)(nil)
+var (
+	_ stores.Store            = (*Store)(nil)
+	_ stores.EpochsBumperFrom = (*Store)(nil)
+)
 
 // ErrCorrupt means data read from the file failed a check: it was not
 // written by this package, or the file was damaged.

@@ -166,20 +166,35 @@ func (s *Store) BumpEpoch(ctx context.Context, collection string, cause stores.E
 // BumpEpochs implements stores.Store: it raises the store-wide epoch, which
 // is part of every collection's.
 func (s *Store) BumpEpochs(ctx context.Context) error {
+	_, err := s.bumpEpochs(ctx, func(uint64) bool { return true })
+	return err
+}
+
+// BumpEpochsFrom implements stores.EpochsBumperFrom.
+func (s *Store) BumpEpochsFrom(ctx context.Context, from uint64) (bool, error) {
+	return s.bumpEpochs(ctx, func(e uint64) bool { return e&0xffffffff == from })
+}
+
+// bumpEpochs raises the store-wide epoch when ok says so of its value.
+func (s *Store) bumpEpochs(ctx context.Context, ok func(uint64) bool) (bool, error) {
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("bump epochs: %w", err)
+		return false, fmt.Errorf("bump epochs: %w", err)
 	}
+	bumped := false
 	err := s.update(func(tx *bbolt.Tx) error {
 		e, err := readStoreEpoch(tx)
-		if err != nil {
+		if err != nil || !ok(e) {
 			return err
 		}
+		bumped = true
 		return tx.Bucket(metaBucket).Put(epochKey, seqKey(e+1))
 	})
 	if err != nil {
-		return fmt.Errorf("bump epochs: %w", err)
+		return false, fmt.Errorf("bump epochs: %w", err)
 	}
-	s.log.Warn("new epoch of every collection", "cause", stores.HistoryLost.String())
-	s.watchers.Notify(stores.Notification{Resync: true})
-	return nil
+	if bumped {
+		s.log.Warn("new epoch of every collection", "cause", stores.HistoryLost.String())
+		s.watchers.Notify(stores.Notification{Resync: true})
+	}
+	return bumped, nil
 }

@@ -19,7 +19,10 @@ import (
 	"github.com/convergo/convergo/stores"
 )
 
-var _ stores.Store = (*Store)(nil)
+var (
+	_ stores.Store            = (*Store)(nil)
+	_ stores.EpochsBumperFrom = (*Store)(nil)
+)
 
 // Defaults for the zero values of Config.
 const (

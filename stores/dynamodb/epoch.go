@@ -183,6 +183,37 @@ func (st *Store) BumpEpochs(ctx context.Context) error {
 	return nil
 }
 
+// BumpEpochsFrom implements stores.EpochsBumperFrom: the update is
+// conditioned on the store item's epoch as read (absent: 0). A counter
+// past 2^32, which no store reaches, is compared whole.
+func (st *Store) BumpEpochsFrom(ctx context.Context, from uint64) (bool, error) {
+	if err := st.check(ctx); err != nil {
+		return false, err
+	}
+	cond := "#e = :from"
+	if from == 0 {
+		cond = "attribute_not_exists(#e) OR #e = :from"
+	}
+	_, err := st.db.UpdateItem(ctx, &awsdynamodb.UpdateItemInput{
+		TableName:                 &st.table,
+		Key:                       key(storePK, 0),
+		UpdateExpression:          ptr("ADD #e :one SET #cvg = :one"),
+		ConditionExpression:       ptr(cond),
+		ExpressionAttributeNames:  map[string]string{"#e": attrEpoch, "#cvg": attrCvg},
+		ExpressionAttributeValues: map[string]types.AttributeValue{":one": n(1), ":from": n(from)},
+	}, st.dbOpt)
+	var failed *types.ConditionalCheckFailedException
+	if errors.As(err, &failed) {
+		return false, nil
+	}
+	if err != nil {
+		return false, translate(ctx, "bump epochs", err)
+	}
+	st.log.Warn("new epoch of every collection", "cause", stores.HistoryLost.String())
+	st.watchers.Notify(stores.Notification{Resync: true})
+	return true, nil
+}
+
 // isEpochRecord reports whether a stream record changed the store item or
 // an epoch item: watchers then resync, so engines re-read epochs.
 func isEpochRecord(rec st.Record) bool {

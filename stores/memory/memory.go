@@ -22,9 +22,10 @@ import (
 )
 
 var (
-	_ stores.Store  = (*Store)(nil)
-	_ stores.Usager = (*Store)(nil)
-	_ stores.Purger = (*Store)(nil)
+	_ stores.Store            = (*Store)(nil)
+	_ stores.Usager           = (*Store)(nil)
+	_ stores.Purger           = (*Store)(nil)
+	_ stores.EpochsBumperFrom = (*Store)(nil)
 )
 
 type entry struct {
@@ -344,18 +345,33 @@ func (s *Store) BumpEpoch(ctx context.Context, collection string, cause stores.E
 
 // BumpEpochs implements stores.Store.
 func (s *Store) BumpEpochs(ctx context.Context) error {
+	_, err := s.bumpEpochs(ctx, func(uint64) bool { return true })
+	return err
+}
+
+// BumpEpochsFrom implements stores.EpochsBumperFrom.
+func (s *Store) BumpEpochsFrom(ctx context.Context, from uint64) (bool, error) {
+	return s.bumpEpochs(ctx, func(e uint64) bool { return e&0xffffffff == from })
+}
+
+// bumpEpochs raises the store-wide epoch when ok says so of its value.
+func (s *Store) bumpEpochs(ctx context.Context, ok func(uint64) bool) (bool, error) {
 	if err := ctx.Err(); err != nil {
-		return err
+		return false, err
 	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return stores.ErrClosed
+		return false, stores.ErrClosed
+	}
+	if !ok(s.epoch) {
+		s.mu.Unlock()
+		return false, nil
 	}
 	s.epoch++
 	s.mu.Unlock()
 	s.watchers.Notify(stores.Notification{Resync: true})
-	return nil
+	return true, nil
 }
 
 // Usage implements stores.Usager.

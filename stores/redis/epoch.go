@@ -137,6 +137,31 @@ func (s *Store) BumpEpochs(ctx context.Context) error {
 	return nil
 }
 
+// bumpFromScript raises the store-wide epoch (KEYS[1]) when it is ARGV[1]
+// modulo 2^32 (a missing key is 0); it returns 1 when it did, else 0.
+var bumpFromScript = goredis.NewScript(`
+local e = tonumber(redis.call('GET', KEYS[1]) or '0')
+if e % 4294967296 ~= tonumber(ARGV[1]) then return 0 end
+redis.call('INCR', KEYS[1])
+return 1`)
+
+// BumpEpochsFrom implements stores.EpochsBumperFrom.
+func (s *Store) BumpEpochsFrom(ctx context.Context, from uint64) (bool, error) {
+	if err := s.begin(ctx); err != nil {
+		return false, err
+	}
+	n, err := bumpFromScript.Run(ctx, s.client, []string{s.storeEpochKey()}, from&0xffffffff).Int()
+	if err != nil {
+		return false, s.fail(ctx, "bump epochs", err)
+	}
+	if n == 0 {
+		return false, nil
+	}
+	s.log.Warn("new epoch of every collection", "cause", stores.HistoryLost.String())
+	s.announceBump(ctx)
+	return true, nil
+}
+
 // announceBump tells local watchers and, through the notification
 // channel, every other instance on the prefix.
 func (s *Store) announceBump(ctx context.Context) {

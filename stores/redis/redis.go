@@ -23,7 +23,10 @@ import (
 	"github.com/convergo/convergo/stores"
 )
 
-var _ stores.Store = (*Store)(nil)
+var (
+	_ stores.Store            = (*Store)(nil)
+	_ stores.EpochsBumperFrom = (*Store)(nil)
+)
 
 // MaxSeq is the largest sequence number the store hands out: 2^53, the
 // largest integer a ZSET score (a float64) holds exactly. The merge script

@@ -121,6 +121,32 @@ func testEpochs(t *testing.T, f Factory) {
 	for _, c := range []string{"b", "never"} {
 		lostSince("BumpEpochs", c, before[c], meta(t, s, c))
 	}
+	if bf, ok := s.(stores.EpochsBumperFrom); ok {
+		// Only from the store-wide counter as it is: two callers that
+		// read the same one bump once.
+		m := meta(t, s, "b")
+		from := stores.StoreEpochOf(m)
+		if bumped, err := bf.BumpEpochsFrom(ctx, from+1); err != nil || bumped {
+			t.Fatalf("BumpEpochsFrom(%d) with the counter at %d: %v, %v; want false, nil", from+1, from, bumped, err)
+		}
+		if got := meta(t, s, "b"); got != m {
+			t.Fatalf("BumpEpochsFrom of another counter changed Meta(b) from %+v to %+v", m, got)
+		}
+		mark = w.mark()
+		if bumped, err := bf.BumpEpochsFrom(ctx, from); err != nil || !bumped {
+			t.Fatalf("BumpEpochsFrom(%d) with the counter at %d: %v, %v; want true, nil", from, from, bumped, err)
+		}
+		w.awaitResync(t, mark, "BumpEpochsFrom")
+		b2 := meta(t, s, "b")
+		lostSince("BumpEpochsFrom", "b", m, b2)
+		lostSince("BumpEpochsFrom", "never", before["never"], meta(t, s, "never"))
+		if bumped, err := bf.BumpEpochsFrom(ctx, from); err != nil || bumped {
+			t.Fatalf("BumpEpochsFrom(%d) again: %v, %v; want false, nil (the counter moved on)", from, bumped, err)
+		}
+		if got := meta(t, s, "b"); got != b2 {
+			t.Fatalf("a second BumpEpochsFrom(%d) changed Meta(b) from %+v to %+v", from, b2, got)
+		}
+	}
 	if h := head(t, s, "a"); h != 3 {
 		t.Fatalf("after the bumps Head(a) = %d, want 3: a bump must not touch data", h)
 	}
