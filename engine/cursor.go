@@ -29,7 +29,7 @@ import (
 // caught up with, the transition: the previous scope and the positions
 // read under it (see the package doc, "Scopes and transitions"). An
 // encoded cursor is at most MaxCursorBytes long; one of an unscoped read
-// at most 1+8+(3+stores.MaxShards)×10+4×stores.MaxShards bytes.
+// at most 1+8+(3+stores.MaxShards)×10+8×stores.MaxShards bytes.
 //
 // A cursor also holds, for each shard, the slot mark of the log entry at
 // its position (slotMark): which record that sequence number was given
@@ -54,9 +54,13 @@ type Cursor struct {
 	trans   transition
 	prev    string
 	prevPos string
-	// slots holds the slot marks of the entries at the positions, 4 bytes
-	// big-endian per shard, K of them, 0 where none is known; empty when
-	// none is known at all.
+	// slots holds, per shard (K of them), 8 bytes: the slot mark of the
+	// entry at the position and the mark of a record still to be met
+	// (below), each 4 bytes big-endian, 0 where there is none; empty when
+	// every one is 0. A record still to be met is the one the reader read
+	// at its position, whose entry a later pull found gone from there: in
+	// one history it moved on, to a later position, which the reader
+	// reads before it reaches the head.
 	slots string
 	// fresh marks a beginning read by a reader that holds no record of
 	// the collection (FreshStart); it is never encoded.
@@ -135,7 +139,7 @@ const (
 	cursorSlots = 2
 )
 
-// slotBytes is the length of a slot mark.
+// slotBytes is the length of a slot mark; a cursor holds two per shard.
 const slotBytes = 4
 
 // storeTag is the tag of a store identity.
@@ -208,27 +212,37 @@ func (c Cursor) Scoped() bool { return c.scope != "" }
 // start and go on until the head.
 func (c Cursor) InTransition() bool { return c.trans != noTransition }
 
-// slotMarks returns the slot marks of the entries at the positions, one
-// per shard (0: not known), or nil when none is known.
-func (c Cursor) slotMarks() []uint32 {
+// slotMarks returns the slot marks of the entries at the positions and
+// the marks of the records still to be met, one of each per shard (0:
+// none), or nils when there is none at all.
+func (c Cursor) slotMarks() (marks, pending []uint32) {
 	if c.slots == "" {
-		return nil
+		return nil, nil
 	}
-	m := make([]uint32, len(c.slots)/slotBytes)
-	for i := range m {
-		m[i] = binary.BigEndian.Uint32([]byte(c.slots[slotBytes*i:]))
+	k := len(c.slots) / (2 * slotBytes)
+	marks, pending = make([]uint32, k), make([]uint32, k)
+	for i := range k {
+		marks[i] = binary.BigEndian.Uint32([]byte(c.slots[2*slotBytes*i:]))
+		pending[i] = binary.BigEndian.Uint32([]byte(c.slots[2*slotBytes*i+slotBytes:]))
 	}
-	return m
+	return marks, pending
 }
 
-// packSlots encodes slot marks for Cursor.slots: empty when none is known.
-func packSlots(m []uint32) string {
-	if !slices.ContainsFunc(m, func(x uint32) bool { return x != 0 }) {
+// packSlots encodes slot marks and the marks of records still to be met
+// (nil: none) for Cursor.slots: empty when every one is 0.
+func packSlots(marks, pending []uint32) string {
+	zero := func(x uint32) bool { return x != 0 }
+	if !slices.ContainsFunc(marks, zero) && !slices.ContainsFunc(pending, zero) {
 		return ""
 	}
-	b := make([]byte, 0, slotBytes*len(m))
-	for _, x := range m {
+	b := make([]byte, 0, 2*slotBytes*len(marks))
+	for i, x := range marks {
 		b = binary.BigEndian.AppendUint32(b, x)
+		var p uint32
+		if pending != nil {
+			p = pending[i]
+		}
+		b = binary.BigEndian.AppendUint32(b, p)
 	}
 	return string(b)
 }
@@ -271,7 +285,7 @@ func unpackPositions(s string) []uint64 {
 }
 
 // Bytes encodes c: format, store tag, epoch, the number of shards K and
-// the K positions, and in formats 3 and 4 their K slot marks of 4 bytes;
+// the K positions, and in formats 3 and 4 K pairs of 4-byte marks (slotMarks);
 // then, in format 2 (and 4) (a scoped cursor or one in
 // transition), the scope's length and bytes, the kind of transition and,
 // in a transition, the previous scope's length and bytes and its K
@@ -286,8 +300,8 @@ func (c Cursor) Bytes() []byte {
 	if c.scope != "" || c.trans != noTransition {
 		format = cursorFormatScoped
 	}
-	slots := c.slots != "" && len(c.slots) == slotBytes*len(pos)
-	b := make([]byte, 0, 1+8+(2+2*len(pos))*binary.MaxVarintLen64+slotBytes*len(pos)+len(c.scope)+len(c.prev)+8)
+	slots := c.slots != "" && len(c.slots) == 2*slotBytes*len(pos)
+	b := make([]byte, 0, 1+8+(2+2*len(pos))*binary.MaxVarintLen64+2*slotBytes*len(pos)+len(c.scope)+len(c.prev)+8)
 	if slots {
 		b = append(b, format+cursorSlots)
 	} else {
@@ -415,7 +429,7 @@ func ParseCursor(b []byte) (Cursor, error) {
 	}
 	c := cursorOf(store, epoch, pos)
 	if slots {
-		n := slotBytes * len(pos)
+		n := 2 * slotBytes * len(pos)
 		if len(rest) < n {
 			return bad("slot marks")
 		}

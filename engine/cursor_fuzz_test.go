@@ -21,8 +21,8 @@ func FuzzParseCursor(f *testing.F) {
 		{store: noIdentity, epoch: 1, seq: 9, scope: string(s.Encode())},
 		{store: noIdentity, epoch: 1, scope: string(s.Encode()), trans: exactPrev, prevPos: packPositions([]uint64{4})},
 		{store: noIdentity, epoch: 1, seq: 3, trans: approxPrev, prev: string(s.Encode()), prevPos: packPositions([]uint64{4})},
-		{store: noIdentity, epoch: 1, seq: 3, slots: packSlots([]uint32{9})},
-		{store: noIdentity, epoch: 1, shards: packPositions([]uint64{3, 0}), slots: packSlots([]uint32{9, 0}), scope: string(s.Encode()), mark: 5},
+		{store: noIdentity, epoch: 1, seq: 3, slots: packSlots([]uint32{9}, nil)},
+		{store: noIdentity, epoch: 1, shards: packPositions([]uint64{3, 0}), slots: packSlots([]uint32{9, 0}, []uint32{0, 4}), scope: string(s.Encode()), mark: 5},
 	} {
 		f.Add(c.Bytes())
 	}

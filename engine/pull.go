@@ -166,7 +166,7 @@ func (e *Engine) pullScoped(ctx context.Context, collection string, cursor Curso
 			return Page{}, fmt.Errorf("pull %s: %w: the cursor's transition has %d positions for %d shards", collection, ErrInvalid, len(sc.prevPos), k)
 		}
 	}
-	out, scanned, err := e.scanLog(ctx, collection, k, pos, slots, limit, &sc)
+	out, scanned, err := e.scanLog(ctx, collection, k, pos, slots, e.purgeable(ctx, collection, meta), limit, &sc)
 	if errors.Is(err, stores.ErrInvalid) && k == 1 {
 		// The arguments were checked: the collection may have become
 		// sharded since its Meta was cached (a store sets the shard count
@@ -177,7 +177,11 @@ func (e *Engine) pullScoped(ctx context.Context, collection string, cursor Curso
 	}
 	var moved *slotMoved
 	if errors.As(err, &moved) {
-		return Page{}, e.wentBack(ctx, collection, cursor, fmt.Sprintf("the log entry at the cursor's position %d in shard %d is of another record than the one the cursor read there", moved.seq, moved.shard))
+		detail := fmt.Sprintf("the log entry at the cursor's position %d in shard %d is of another record than the one the cursor read there", moved.seq, moved.shard)
+		if moved.gone {
+			detail = fmt.Sprintf("the record the cursor read at position %d in shard %d is neither there nor after it", moved.seq, moved.shard)
+		}
+		return Page{}, e.wentBack(ctx, collection, cursor, detail)
 	}
 	if err != nil {
 		return Page{}, err
@@ -320,7 +324,7 @@ func matches(p *scope.Pred, r crdt.Record) bool {
 // shape than the store measured (resolved to the current version, then
 // translated to sc.version): both measure each record as served, and
 // read a shard again while the page has room.
-func (e *Engine) scanLog(ctx context.Context, collection string, k int, pos []uint64, slots *slotScan, limit PageLimit, sc *scan) (Page, int, error) {
+func (e *Engine) scanLog(ctx context.Context, collection string, k int, pos []uint64, slots *slotScan, purgeable func(s int, from uint64) bool, limit PageLimit, sc *scan) (Page, int, error) {
 	plain := sc.s == nil && sc.trans == noTransition
 	// exact: the store's sizes are the sizes served, so its page bound
 	// is the page's.
@@ -391,8 +395,16 @@ read:
 					out.Entries[j] = Entry{Seq: en.Seq, Record: en.Record}
 				}
 				pos[0], out.More = p.Next, p.More
+				for _, en := range p.Entries {
+					slots.meet(collection, 0, en.Record.ID)
+				}
 				if len(p.Entries) > 0 {
-					slots.at(0, p.Entries[len(p.Entries)-1].Record.ID)
+					slots.at(collection, 0, p.Entries[len(p.Entries)-1].Record.ID)
+				}
+				if !p.More {
+					if err := slots.atHead(0, purgeable); err != nil {
+						return Page{}, 0, err
+					}
 				}
 				return out, len(p.Entries), nil
 			}
@@ -432,13 +444,16 @@ read:
 				}
 				scanned++
 				pos[s] = en.Seq
-				slots.at(s, en.Record.ID)
+				slots.at(collection, s, en.Record.ID)
 			}
 			switch {
 			case cut:
 				out.More = true
 				break read
 			case !p.More:
+				if err := slots.atHead(s, purgeable); err != nil {
+					return Page{}, 0, err
+				}
 				continue read // this shard is read to its end
 			case exact:
 				// The store cut its page at the page's own bounds.
@@ -454,6 +469,14 @@ read:
 // its position, and notes the record at each position the pull moves to,
 // for the next cursor's marks. A nil *slotScan (a store without an
 // identity) checks and notes nothing.
+//
+// When the entry at a position is gone, the record the reader read there
+// moved on (it changed again, and its entry went to a later position) or
+// was collected; or the store went back and has not given that number out
+// again. The record is then one still to be met: in one history the
+// reader meets its entry before it reaches the head, so reaching the head
+// without meeting it is the same proof as another record at the position,
+// unless a purge may have removed it (pullScoped).
 type slotScan struct {
 	key  []byte
 	want []uint32 // the cursor's marks still to check; 0: none
@@ -462,6 +485,14 @@ type slotScan struct {
 	// then unknown until ids[s] is set.
 	marks []uint32
 	ids   []string // the record at a moved position; "" while not moved
+	// pending are the marks of the records still to be met, per shard
+	// (0: none), and from the positions where they were read: known for
+	// those this pull found, 0 for those the cursor carried.
+	pending []uint32
+	from    []uint64
+	// carry says whether the pending marks go on into the next cursor:
+	// not an unverified cursor's, which a client may have written.
+	carry bool
 }
 
 // newSlotScan returns the slotScan of a pull from cursor, of k shards,
@@ -470,9 +501,13 @@ func newSlotScan(key []byte, cursor Cursor, k int) *slotScan {
 	if key == nil {
 		return nil
 	}
-	sl := &slotScan{key: key, marks: make([]uint32, k), ids: make([]string, k)}
-	if m := cursor.slotMarks(); len(m) == k && !cursor.IsStart() {
+	sl := &slotScan{key: key, marks: make([]uint32, k), ids: make([]string, k),
+		pending: make([]uint32, k), from: make([]uint64, k), carry: !cursor.unverified}
+	if m, pend := cursor.slotMarks(); len(m) == k && !cursor.IsStart() {
 		sl.want = m
+		// Where a record still to be met was read is not kept: from 0,
+		// any published horizon may explain that it is gone (purgeable).
+		copy(sl.pending, pend)
 		if !cursor.unverified {
 			// The marks of an unverified cursor are checked where the
 			// pull reads, but never go on into a cursor the server
@@ -494,8 +529,8 @@ func (sl *slotScan) checks(s int, pos uint64) bool {
 // check checks page p of shard s, read from one before pos, within left
 // records: the entry at pos, when there, must be of the record the
 // cursor's mark names. It returns the page without that entry, cut to
-// left records. The entry may be gone (its record changed and moved on,
-// or was collected): that is no evidence either way.
+// left records. An entry gone from there makes its record one still to
+// be met.
 func (sl *slotScan) check(collection string, s int, pos uint64, p stores.Page, left int) (stores.Page, error) {
 	want := sl.want[s]
 	sl.want[s] = 0
@@ -504,6 +539,8 @@ func (sl *slotScan) check(collection string, s int, pos uint64, p stores.Page, l
 			return p, &slotMoved{shard: s, seq: pos}
 		}
 		p.Entries = p.Entries[1:]
+	} else if sl.pending[s] == 0 {
+		sl.pending[s], sl.from[s] = want, pos
 	}
 	if len(p.Entries) > left {
 		p.Entries, p.More = p.Entries[:left], true
@@ -518,11 +555,36 @@ func (sl *slotScan) check(collection string, s int, pos uint64, p stores.Page, l
 // drop gives up the check of shard s's mark.
 func (sl *slotScan) drop(s int) { sl.want[s] = 0 }
 
-// at notes that shard s's position moved to an entry of record id.
-func (sl *slotScan) at(s int, id string) {
-	if sl != nil {
-		sl.ids[s], sl.marks[s] = id, 0
+// at notes that shard s's position moved to an entry of record id of
+// collection, which may be the record still to be met there.
+func (sl *slotScan) at(collection string, s int, id string) {
+	if sl == nil {
+		return
 	}
+	sl.ids[s], sl.marks[s] = id, 0
+	sl.meet(collection, s, id)
+}
+
+// meet clears shard s's record still to be met when id is that record.
+func (sl *slotScan) meet(collection string, s int, id string) {
+	if sl != nil && sl.pending[s] != 0 && slotMark(sl.key, collection, id) == sl.pending[s] {
+		sl.pending[s] = 0
+	}
+}
+
+// atHead is called when shard s was read to its head. A record still to
+// be met there was not met: unless purgeable says a purge may have
+// removed it (its entry read at from), that is proof the store went back.
+func (sl *slotScan) atHead(s int, purgeable func(s int, from uint64) bool) error {
+	if sl == nil || sl.pending[s] == 0 {
+		return nil
+	}
+	from := sl.from[s]
+	sl.pending[s] = 0
+	if purgeable(s, from) {
+		return nil
+	}
+	return &slotMoved{shard: s, seq: from, gone: true}
 }
 
 // next returns the slot marks of the next cursor, packed.
@@ -535,7 +597,10 @@ func (sl *slotScan) next(collection string) string {
 			sl.marks[s] = slotMark(sl.key, collection, id)
 		}
 	}
-	return packSlots(sl.marks)
+	if !sl.carry {
+		return packSlots(sl.marks, nil)
+	}
+	return packSlots(sl.marks, sl.pending)
 }
 
 // slotMoved is scanLog's error when the entry at a cursor's position is
@@ -544,10 +609,43 @@ func (sl *slotScan) next(collection string) string {
 type slotMoved struct {
 	shard int
 	seq   uint64
+	// gone: the entry at seq was gone, and its record was not met before
+	// the head.
+	gone bool
 }
 
 func (m *slotMoved) Error() string {
+	if m.gone {
+		return fmt.Sprintf("the record read at %d in shard %d is nowhere after it", m.seq, m.shard)
+	}
 	return fmt.Sprintf("the entry at %d in shard %d is of another record", m.seq, m.shard)
+}
+
+// purgeable returns what tells, for a pull of collection in the epoch of
+// meta, whether a purge may have removed a record whose entry a reader
+// read at position from of shard s: the collection collects tombstones
+// and its published read horizon is at or past from there (or, published
+// in another epoch or unreadable, cannot say it is not). A purge removes
+// a record left with nothing with its entry, when that entry is at or
+// before the read horizon: the one the reader read, or a later one it
+// moved on to. The horizon is read afresh: this is asked only when a
+// record was not met.
+func (e *Engine) purgeable(ctx context.Context, collection string, meta stores.Meta) func(s int, from uint64) bool {
+	return func(s int, from uint64) bool {
+		if e.MaxOffline(collection) == 0 {
+			return false
+		}
+		h, ok, err := e.HorizonOf(ctx, collection, true)
+		switch {
+		case err != nil:
+			return true
+		case !ok:
+			return false // nothing was ever collected
+		case h.Epoch != meta.Epoch || s >= len(h.Read):
+			return true
+		}
+		return h.Read[s] >= from
+	}
 }
 
 // checkPast returns a *ResetError when a position of cursor (pos, one per

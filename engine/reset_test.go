@@ -162,10 +162,11 @@ func copyFile(t *testing.T, from, to string) {
 
 // TestResetBoltBackupRestored: a backup copy is restored, and written past
 // every cursor before a reader comes back. A cursor whose position holds
-// another record now is reset (TestResetSlotGivenOutAgain); one whose
-// entry has moved on since (its record changed again) cannot be told
-// apart: only the documented procedure (BumpEpochs, run by `convergo
-// store mark-restored`) tells it, and it does.
+// another record now is reset (TestResetSlotGivenOutAgain), and so is one
+// whose record is neither there nor after it (TestResetMovedOnNotMet);
+// one whose position the new history gave to the very record it read
+// there cannot be told apart: only the documented procedure (BumpEpochs,
+// run by `convergo store mark-restored`) tells it, and it does.
 func TestResetBoltBackupRestored(t *testing.T) {
 	dir := t.TempDir()
 	path, backup := filepath.Join(dir, "convergo.db"), filepath.Join(dir, "backup.db")
@@ -186,11 +187,9 @@ func TestResetBoltBackupRestored(t *testing.T) {
 
 	st = openBolt(t, path)
 	e = engineOn(t, st)
-	write(t, e, "todos", 100, 10) // head 13: seqs 4..8 handed out again
-	if err := e.Put(context.Background(), "todos", "r104", Doc{"n": "again"}); err != nil {
-		t.Fatal(err) // r104 leaves seq 8 for 14: nothing is at c's position
-	}
-	noReset(t, e, "todos", c) // what the procedure is for
+	write(t, e, "todos", 100, 4) // seqs 4..7 handed out again
+	write(t, e, "todos", 7, 1)   // and 8, to r7 again: the record c read there
+	noReset(t, e, "todos", c)    // what the procedure is for
 	e.Close()
 	st.Close()
 
@@ -429,6 +428,51 @@ func TestWentBackOtherStore(t *testing.T) {
 	}
 }
 
+// TestResetMovedOnNotMet: an older copy of the store is put back without
+// the procedure and written past every cursor, and the entry at a
+// reader's position has moved on since (its record written again), so
+// nothing is at that position. In one history the record the reader read
+// there is met later, before the head; here it is nowhere after it, and
+// the reader is reset, history lost, as for another record at the
+// position. A record that moved on, in one history, resets nobody
+// (TestSlotMarkKept).
+func TestResetMovedOnNotMet(t *testing.T) {
+	for _, pages := range []int{1000, 2} {
+		t.Run(fmt.Sprint("pages of ", pages), func(t *testing.T) {
+			var c []byte
+			e := olderCopyScene(t, func(e *Engine) { c = pullTo(t, e, "todos", nil) }) // at 8: r7
+			write(t, e, "todos", 100, 10)                                              // head 13: seqs 4..8 handed out again
+			if err := e.Put(context.Background(), "todos", "r104", Doc{"n": "again"}); err != nil {
+				t.Fatal(err) // r104 leaves seq 8 for 14: nothing is at c's position
+			}
+			cur, err := ParseCursor(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for range 100 {
+				p, err := e.Pull(context.Background(), "todos", cur, PageLimit{Records: pages})
+				var re *ResetError
+				if errors.As(err, &re) {
+					if re.Reason != ResetHistoryLost {
+						t.Fatalf("reset %v, want history_lost", re)
+					}
+					return
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !p.More {
+					t.Fatalf("the reader at r7's old position read to the head without a reset")
+				}
+				if cur, err = ParseCursor(p.Next.Bytes()); err != nil { // the mark to meet travels in the cursor
+					t.Fatal(err)
+				}
+			}
+			t.Fatal("no end")
+		})
+	}
+}
+
 // TestResetUnverifiedPastTheHead: a cursor the server cannot tell it made
 // (Unverified: a client may have written its positions) past the head
 // resets its reader only. It is no proof that the store went back, so a
@@ -493,14 +537,15 @@ func TestResetUnverifiedNotLaundered(t *testing.T) {
 			case "mark":
 				// The shard read second names another record.
 				write(t, e, "c", 100, 20)
-				pos, marks := legit.Positions(), legit.slotMarks()
+				pos := legit.Positions()
+				marks, pending := legit.slotMarks()
 				if len(marks) != 2 || marks[0] == 0 || marks[1] == 0 {
 					t.Fatalf("%v: want a slot mark for both shards", legit)
 				}
 				second := int(pos[0]+pos[1]+1) % 2
 				marks[second] ^= 1
 				forged = legit
-				forged.slots = packSlots(marks)
+				forged.slots = packSlots(marks, pending)
 			}
 			cur := forged.Unverified()
 			limit := PageLimit{Records: 1}

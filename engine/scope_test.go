@@ -300,9 +300,9 @@ func TestCursorFormats(t *testing.T) {
 		{store: noIdentity, epoch: 1, seq: 0, scope: sb, trans: exactPrev, prevPos: packPositions([]uint64{7})},
 		{store: noIdentity, epoch: 1, seq: 2, trans: approxPrev, prev: sb, prevPos: packPositions([]uint64{7})},
 		{store: noIdentity, epoch: 1, shards: packPositions(make([]uint64, 16)), scope: sb, trans: exactPrev, prev: sb, prevPos: packPositions(slices.Repeat([]uint64{1 << 62}, 16))},
-		{store: noIdentity, epoch: 1, seq: 4, slots: packSlots([]uint32{7})},
-		{store: noIdentity, epoch: 1, shards: packPositions(slices.Repeat([]uint64{1 << 59}, 16)), slots: packSlots(slices.Repeat([]uint32{1<<32 - 1}, 16)), mark: 1 << 40},
-		{store: noIdentity, epoch: 1, shards: packPositions(slices.Repeat([]uint64{1 << 59}, 16)), slots: packSlots(append(make([]uint32, 15), 1)), scope: sb, trans: exactPrev, prev: sb, prevPos: packPositions(slices.Repeat([]uint64{1 << 62}, 16))},
+		{store: noIdentity, epoch: 1, seq: 4, slots: packSlots([]uint32{7}, nil)},
+		{store: noIdentity, epoch: 1, shards: packPositions(slices.Repeat([]uint64{1 << 59}, 16)), slots: packSlots(slices.Repeat([]uint32{1<<32 - 1}, 16), slices.Repeat([]uint32{1<<32 - 1}, 16)), mark: 1 << 40},
+		{store: noIdentity, epoch: 1, shards: packPositions(slices.Repeat([]uint64{1 << 59}, 16)), slots: packSlots(make([]uint32, 16), append(make([]uint32, 15), 1)), scope: sb, trans: exactPrev, prev: sb, prevPos: packPositions(slices.Repeat([]uint64{1 << 62}, 16))},
 	} {
 		b := c.Bytes()
 		got, err := ParseCursor(b)
@@ -315,8 +315,8 @@ func TestCursorFormats(t *testing.T) {
 		if c.scope == "" && c.trans == noTransition && c.slots == "" && (b[0] != cursorFormat || len(b) > 256) {
 			t.Errorf("%v: an unscoped cursor is not format 1 within 256 bytes: %x", c, b)
 		}
-		if c.scope == "" && c.trans == noTransition && c.slots != "" && (b[0] != cursorFormat+cursorSlots || len(b) > 256+slotBytes*stores.MaxShards) {
-			t.Errorf("%v: an unscoped cursor with slot marks is not format 3 within %d bytes: %x", c, 256+slotBytes*stores.MaxShards, b)
+		if c.scope == "" && c.trans == noTransition && c.slots != "" && (b[0] != cursorFormat+cursorSlots || len(b) > 256+2*slotBytes*stores.MaxShards) {
+			t.Errorf("%v: an unscoped cursor with slot marks is not format 3 within %d bytes: %x", c, 256+2*slotBytes*stores.MaxShards, b)
 		}
 	}
 	for _, b := range [][]byte{

@@ -222,9 +222,14 @@ func (sim *convergeSim) pullPage(c *convergeClient, limit int, lost bool) (more 
 	page, err := sim.eng.Pull(context.Background(), sim.coll, from, engine.PageLimit{Records: limit})
 	if errors.Is(err, engine.ErrReset) {
 		// The store never goes back here: the engine saw its log break a
-		// rule (a sequence number at another record, a position past the
-		// head). Name the rule when the log shows which.
-		if _, lerr := sim.walkLog(nil); lerr != nil {
+		// rule (a sequence number at another record, a record read that
+		// is nowhere after, a position past the head). Name the rule when
+		// the log shows which.
+		held, seqs, herr := sim.held()
+		if herr != nil {
+			return false, herr
+		}
+		if lerr := sim.checkLog(held, seqs); lerr != nil {
 			return false, lerr
 		}
 		return false, fmt.Errorf("%s: a reader of a store that never went back was reset: %w", RuleLogOrder, err)
@@ -307,28 +312,14 @@ func (sim *convergeSim) walkLog(seqs map[string]uint64) (crdttest.State, error) 
 // check compares the store with the reference, its log with its records,
 // and every client with the store.
 func (sim *convergeSim) check() error {
-	ctx := context.Background()
-	want := crdttest.Reference(sim.all)
-	held := crdttest.State{}
-	seqs := map[string]uint64{}
-	for k := range want {
-		e, err := sim.store.Get(ctx, k.Collection, k.ID)
-		switch {
-		case errors.Is(err, stores.ErrNotFound):
-		case err != nil:
-			return fmt.Errorf("Get %s: %w", k, err)
-		default:
-			held[k], seqs[k.ID] = e.Record, e.Seq
-		}
-	}
-	if err := crdttest.Diff(RuleMerge, "the store", held, want); err != nil {
-		return err
-	}
-	log, err := sim.walkLog(seqs)
+	held, seqs, err := sim.held()
 	if err != nil {
 		return err
 	}
-	if err := crdttest.Diff(RuleLogComplete, "the log", log, held); err != nil {
+	if err := crdttest.Diff(RuleMerge, "the store", held, crdttest.Reference(sim.all)); err != nil {
+		return err
+	}
+	if err := sim.checkLog(held, seqs); err != nil {
 		return err
 	}
 	for i, c := range sim.clients {
@@ -337,4 +328,33 @@ func (sim *convergeSim) check() error {
 		}
 	}
 	return nil
+}
+
+// held reads from the store, with Get, every record a change was written
+// to, and its sequence number.
+func (sim *convergeSim) held() (crdttest.State, map[string]uint64, error) {
+	ctx := context.Background()
+	held := crdttest.State{}
+	seqs := map[string]uint64{}
+	for k := range crdttest.Reference(sim.all) {
+		e, err := sim.store.Get(ctx, k.Collection, k.ID)
+		switch {
+		case errors.Is(err, stores.ErrNotFound):
+		case err != nil:
+			return nil, nil, fmt.Errorf("Get %s: %w", k, err)
+		default:
+			held[k], seqs[k.ID] = e.Record, e.Seq
+		}
+	}
+	return held, seqs, nil
+}
+
+// checkLog walks the log and compares it with held, the records as Get
+// returns them at seqs.
+func (sim *convergeSim) checkLog(held crdttest.State, seqs map[string]uint64) error {
+	log, err := sim.walkLog(seqs)
+	if err != nil {
+		return err
+	}
+	return crdttest.Diff(RuleLogComplete, "the log", log, held)
 }

@@ -779,6 +779,38 @@ func TestHealOlderCopyNotMarkedWrittenPast(t *testing.T) {
 	s.eventuallyConverged(t, want, map[string]*client.Replica{"reader": reader, "carol": carol}, all)
 }
 
+// TestHealOlderCopyNotMarkedMovedOn: as TestHealOlderCopyNotMarkedWrittenPast,
+// but the entry at the reader's position has moved on since (its record
+// written again), so no record is at that position. The record the reader
+// read there is nowhere after it either: the reader is reset as well, and
+// heals.
+func TestHealOlderCopyNotMarkedMovedOn(t *testing.T) {
+	s := newLossServer(t, true)
+	alice := s.replica("alice", true, client.ReplicaConfig{}, nil)
+	reader := s.replica("reader", false, client.ReplicaConfig{}, nil)
+	setEach(t, alice, "a", "n", 0, 5)
+	syncAll(t, alice, reader)
+	restore := s.backup(false)
+	bob := s.replica("bob", true, client.ReplicaConfig{}, nil)
+	setEach(t, bob, "b", "n", 0, 5)
+	syncAll(t, bob, reader) // the reader at 10
+	want := union(reader)
+	bob.Close()        // bob's device is gone: what he wrote lives in the reader only
+	s.restart(restore) // the head is 5 again
+
+	carol := s.replica("carol", true, client.ReplicaConfig{}, nil)
+	setEach(t, carol, "c", "n", 0, 8)
+	syncAll(t, carol) // the head at 13: seqs 6..10 handed out again
+	set(t, carol, "c4", "m", 1)
+	syncAll(t, carol) // c4 leaves seq 10 for 14: nothing is at the reader's position
+	maps.Copy(want, union(carol))
+	if len(want) != 18 {
+		t.Fatalf("the replicas hold %d records, want 18", len(want))
+	}
+	all := func() { syncAll(t, reader, carol) }
+	s.eventuallyConverged(t, want, map[string]*client.Replica{"reader": reader, "carol": carol}, all)
+}
+
 // failRT fails the first n requests to a path ending in suffix once armed.
 type failRT struct {
 	suffix string
