@@ -755,28 +755,7 @@ func TestHealOlderCopyNotMarkedWitness(t *testing.T) {
 // the reader is reset, reads what the new history wrote where it had
 // read, and gives back what it alone holds.
 func TestHealOlderCopyNotMarkedWrittenPast(t *testing.T) {
-	s := newLossServer(t, true)
-	alice := s.replica("alice", true, client.ReplicaConfig{}, nil)
-	reader := s.replica("reader", false, client.ReplicaConfig{}, nil)
-	setEach(t, alice, "a", "n", 0, 5)
-	syncAll(t, alice, reader)
-	restore := s.backup(false)
-	bob := s.replica("bob", true, client.ReplicaConfig{}, nil)
-	setEach(t, bob, "b", "n", 0, 5)
-	syncAll(t, bob, reader) // the reader at 10
-	want := union(reader)
-	bob.Close()        // bob's device is gone: what he wrote lives in the reader only
-	s.restart(restore) // the head is 5 again
-
-	carol := s.replica("carol", true, client.ReplicaConfig{}, nil)
-	setEach(t, carol, "c", "n", 0, 8)
-	syncAll(t, carol) // the head at 13: seqs 6..10 handed out again
-	maps.Copy(want, union(carol))
-	if len(want) != 18 {
-		t.Fatalf("the replicas hold %d records, want 18", len(want))
-	}
-	all := func() { syncAll(t, reader, carol) }
-	s.eventuallyConverged(t, want, map[string]*client.Replica{"reader": reader, "carol": carol}, all)
+	writtenPastScene(t, nil)
 }
 
 // TestHealOlderCopyNotMarkedMovedOn: as TestHealOlderCopyNotMarkedWrittenPast,
@@ -785,6 +764,18 @@ func TestHealOlderCopyNotMarkedWrittenPast(t *testing.T) {
 // read there is nowhere after it either: the reader is reset as well, and
 // heals.
 func TestHealOlderCopyNotMarkedMovedOn(t *testing.T) {
+	writtenPastScene(t, func(carol *client.Replica) {
+		set(t, carol, "c4", "m", 1)
+		syncAll(t, carol) // c4 leaves seq 10 for 14: nothing is at the reader's position
+	})
+}
+
+// writtenPastScene: alice writes a0..a4 and the reader reads them; the
+// bolt file is copied; bob writes b0..b4, the reader reads them (at 10)
+// and bob's device is gone; the copy is put back without the procedure
+// (head 5); carol writes c0..c7 (head 13), then does what then says.
+// The server, the reader and carol must converge on all 18 records.
+func writtenPastScene(t *testing.T, then func(carol *client.Replica)) {
 	s := newLossServer(t, true)
 	alice := s.replica("alice", true, client.ReplicaConfig{}, nil)
 	reader := s.replica("reader", false, client.ReplicaConfig{}, nil)
@@ -801,8 +792,9 @@ func TestHealOlderCopyNotMarkedMovedOn(t *testing.T) {
 	carol := s.replica("carol", true, client.ReplicaConfig{}, nil)
 	setEach(t, carol, "c", "n", 0, 8)
 	syncAll(t, carol) // the head at 13: seqs 6..10 handed out again
-	set(t, carol, "c4", "m", 1)
-	syncAll(t, carol) // c4 leaves seq 10 for 14: nothing is at the reader's position
+	if then != nil {
+		then(carol)
+	}
 	maps.Copy(want, union(carol))
 	if len(want) != 18 {
 		t.Fatalf("the replicas hold %d records, want 18", len(want))
