@@ -623,17 +623,24 @@ func (m *slotMoved) Error() string {
 
 // purgeable returns what tells, for a pull of collection in the epoch of
 // meta, whether a purge may have removed a record whose entry a reader
-// read at position from of shard s: the collection collects tombstones
-// and its published read horizon is at or past from there (or, published
-// in another epoch or unreadable, cannot say it is not). A purge removes
-// a record left with nothing with its entry, when that entry is at or
-// before the read horizon: the one the reader read, or a later one it
-// moved on to. The horizon is read afresh: this is asked only when a
-// record was not met.
+// read at position from of shard s: the collection's published read
+// horizon is at or past from there (or, published in another epoch or
+// unreadable, cannot say it is not). A purge removes a record left with
+// nothing with its entry, when that entry is at or before the read
+// horizon: the one the reader read, or a later one it moved on to. The
+// horizon is read afresh: this is asked only when a record was not met.
+// It is read whatever this instance's rules say: an instance whose rules
+// give the collection a MaxOffline may have published it and purged (one
+// the rollout of a rule has not reached, or one that still has a rule
+// this one's configuration removed). The lease log is purged to its heads
+// under no published horizon (purgeLeases): any record of it may have
+// been.
 func (e *Engine) purgeable(ctx context.Context, collection string, meta stores.Meta) func(s int, from uint64) bool {
 	return func(s int, from uint64) bool {
-		if e.MaxOffline(collection) == 0 {
-			return false
+		if collection == proto.LeaseCollection {
+			// Its log is purged to its heads, under no published
+			// horizon (purgeLeases).
+			return true
 		}
 		h, ok, err := e.HorizonOf(ctx, collection, true)
 		switch {
