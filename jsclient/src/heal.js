@@ -283,7 +283,9 @@ export async function checkHeal(syncer, c, p, fromStart) {
  * Before it takes an item refused alone as malformed, it sends no items:
  * when that is refused malformed too, the server reads none of these
  * requests from this client, the fault is not the item's, and the error
- * is thrown (the heal stays owed). An answer too large to read halves the
+ * is thrown (the heal stays owed); when it is read, the item goes once
+ * more (the server may have just been mended) before a second refusal
+ * settles it. An answer too large to read halves the
  * batch too. An answer without one result per item is thrown malformed,
  * as a push's is (pushAll). Other errors are thrown.
  * @template T
@@ -328,6 +330,7 @@ export async function batches(all, maxCount, maxBytes, send, take) {
           },
         );
         if (!readable) throw e;
+        continue; // the server may have just been mended: the item goes once more
       }
       results = [{ status: STATUSES.refused, code, message }];
       limit = maxCount;

@@ -908,8 +908,13 @@ export class Syncer {
         // unreadable to it): refused, loudly, so the rest does not stall;
         // unless the server reads no push of this client at all (a push
         // of no changes is refused malformed too): then the fault is not
-        // the change's, and it stays.
-        if (err.code === 'malformed' && !readable && !(readable = await this.readsPushes())) throw e;
+        // the change's, and it stays. A server that reads one now may
+        // have just stopped refusing every push: the change goes once
+        // more before it is taken as at fault.
+        if (err.code === 'malformed' && !readable) {
+          if (!(readable = await this.readsPushes())) throw e;
+          continue;
+        }
         results = [{ status: STATUSES.refused, code: err.code, message: err.message }];
         requestId = err.requestId ?? null;
         limit = maxCount;

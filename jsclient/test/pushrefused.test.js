@@ -101,6 +101,20 @@ for (const live of [false, true]) {
     assert.deepEqual(ctx.refused, []);
   });
 
+  test(`a server that stops refusing every push as malformed between a lone change and the push of none (${how}): the change goes once more, and nothing is rejected`, async (t) => {
+    const ctx = await setup(t, live);
+    let readsAgain = false;
+    ctx.server.refusePush = (changes) => {
+      if (changes.length === 0) readsAgain = true; // the push of none: the server is mended from here on
+      return readsAgain ? null : 'malformed';
+    };
+    await writeBatch(ctx.a, ['a', 'b', 'c']);
+    await until(() => ctx.a.status.pending === 0, 'the outbox drained', WAIT);
+    assert.equal(ctx.server.coll('todos').byId.size, 3, 'every change taken');
+    assert.deepEqual(ctx.refused, []);
+    assert.equal(ctx.a.status.rejected, 0);
+  });
+
   test(`a single change over the server's max body is refused too_large alone (${how}); the rest flows`, async (t) => {
     const ctx = await setup(t, live, { maxBody: 4096 });
     await writeBatch(ctx.a, ['a', 'b', 'bad', 'c'], (id) => (id === 'bad' ? { blob: 'x'.repeat(5000) } : { n: 1 }));

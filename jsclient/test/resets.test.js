@@ -246,6 +246,24 @@ test('after the record at fault is refused too_large alone, the rest of the heal
   assert.deepEqual(server.restores, [1, 8, 8, 2]);
 });
 
+test('a server that stops refusing every restore as malformed between a lone record and the restore of none: the record goes once more, and every record is restored', async (t) => {
+  const server = await new FakeServer({ maxPush: 3 }).start();
+  t.after(() => server.stop());
+  const { r, errors } = await readerOf(t, server);
+  let readsAgain = false;
+  server.refuseRestore = (items) => {
+    if (items.length === 0) readsAgain = true; // the restore of none: the server is mended from here on
+    return readsAgain ? null : 'malformed';
+  };
+  server.wipe();
+  await until(async () => (await r.store.owedHeals()).length === 0 && server.coll('todos').byId.size === 7, 'every record restored', WAIT);
+  assert.equal(
+    errors.some((e) => /heal todos/.test(e.message)),
+    false,
+    'no record reported refused',
+  );
+});
+
 test('a server that reads no restore of this client (a restore of no records refused malformed too) leaves the heal owed, no record at fault', async (t) => {
   const server = await new FakeServer({ maxPush: 3 }).start();
   t.after(() => server.stop());

@@ -620,7 +620,9 @@ func (c *Client) pushBatch(ctx context.Context, changes []crdt.Change) ([]Result
 // (docs/protocol.md, sections 5 and 8). An item refused alone as
 // malformed is its own fault only when the server reads a request of no
 // items (empty sends one): when it refuses that malformed too, the fault
-// is not the item's, and the error is returned. Other refusals of a whole request (forbidden,
+// is not the item's, and the error is returned; when it reads it, the
+// item goes once more (the server may have just been mended) before it
+// is taken as at fault. Other refusals of a whole request (forbidden,
 // unauthenticated...) are not the items' fault: they are returned. On
 // error, the results are those of a prefix of items. It is the one place
 // where the Go client splits a request the server refused whole: Push and
@@ -643,6 +645,13 @@ func splitRefused[T any](ctx context.Context, c *Client, what string, items []T,
 				return nil, err
 			case eerr != nil:
 				return nil, fmt.Errorf("%s of nothing: %w", what, eerr)
+			}
+			// The server reads a request of no items now: it may have
+			// just stopped refusing every request, so the item goes once
+			// more before it is taken as at fault.
+			results, err = send(items)
+			if !errors.As(err, &e) || (e.Code != proto.CodeTooLarge && e.Code != proto.CodeMalformed) {
+				return results, err
 			}
 		}
 		c.log.Warn("an item refused alone as a whole "+what+"; taking it as refused", append(attrs(items[0]), "err", err)...)

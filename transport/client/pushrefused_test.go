@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"testing"
 
 	"github.com/convergo/convergo/crdt"
@@ -153,6 +154,46 @@ func TestFlushKeepsChangesWhenEveryPushIsMalformed(t *testing.T) {
 			f.refuseWhole.Store(nil)
 			if err := r.Flush(ctx); err != nil || len(r.Pending()) != 0 {
 				t.Fatalf("flush once the server reads them: %v, outbox %+v", err, r.Pending())
+			}
+		})
+	}
+}
+
+// TestFlushRetriesALoneChangeOnceTheServerReads: a server that refuses
+// every push as malformed, and is mended just as the client pushes no
+// changes to tell whether it reads any: the lone change the split came
+// down to goes once more, and nothing is rejected.
+func TestFlushRetriesALoneChangeOnceTheServerReads(t *testing.T) {
+	for _, live := range []bool{false, true} {
+		t.Run(fmt.Sprint("live=", live), func(t *testing.T) {
+			f := newFakeServer(t)
+			ctx := t.Context()
+			r := newReplica(t, f, "a", nil, "c")
+			if live {
+				runLive(t, r)
+				liveOpen(t, r)
+			}
+			var mended atomic.Bool
+			fn := func(changes []crdt.Change) string {
+				if len(changes) == 0 {
+					mended.Store(true) // the push of none: the server reads from here on
+				}
+				if mended.Load() {
+					return ""
+				}
+				return proto.CodeMalformed
+			}
+			f.refuseWhole.Store(&fn)
+			for _, id := range []string{"a", "b", "c"} {
+				if err := r.Set("c", id, "f", 1); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := r.Flush(ctx); err != nil {
+				t.Fatalf("flush: %v", err)
+			}
+			if p, rej := r.Pending(), r.Rejected(); len(p) != 0 || len(rej) != 0 {
+				t.Fatalf("outbox %d changes, rejected %+v; want every change taken, none rejected", len(p), rej)
 			}
 		})
 	}
