@@ -23,6 +23,26 @@ func refuseWholeWith(f *fakeServer, code string, all bool) {
 	f.refuseWhole.Store(&fn)
 }
 
+// threeChangesRefused returns a fake server and a replica of collection
+// "c" on it (live when live is set) that has set records a, b and c after
+// refuse made the server refuse pushes.
+func threeChangesRefused(t *testing.T, live bool, refuse func(*fakeServer)) (*fakeServer, *Replica) {
+	t.Helper()
+	f := newFakeServer(t)
+	r := newReplica(t, f, "a", nil, "c")
+	if live {
+		runLive(t, r)
+		liveOpen(t, r)
+	}
+	refuse(f)
+	for _, id := range []string{"a", "b", "c"} {
+		if err := r.Set("c", id, "f", 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return f, r
+}
+
 // A push refused whole as malformed is the fault of a change the server
 // cannot read: the batch is split down to it, it alone is rejected (rolled
 // back, among the rejected changes, reported), and the rest is applied.
@@ -88,19 +108,8 @@ func TestFlushKeepsChangesRefusedWholeForAccess(t *testing.T) {
 	for _, code := range []string{proto.CodeForbidden, proto.CodeUnauthenticated} {
 		for _, live := range []bool{false, true} {
 			t.Run(fmt.Sprint(code, " live=", live), func(t *testing.T) {
-				f := newFakeServer(t)
 				ctx := t.Context()
-				r := newReplica(t, f, "a", nil, "c")
-				if live {
-					runLive(t, r)
-					liveOpen(t, r)
-				}
-				refuseWholeWith(f, code, true)
-				for _, id := range []string{"a", "b", "c"} {
-					if err := r.Set("c", id, "f", 1); err != nil {
-						t.Fatal(err)
-					}
-				}
+				f, r := threeChangesRefused(t, live, func(f *fakeServer) { refuseWholeWith(f, code, true) })
 				for range 2 {
 					var e *Error
 					if err := r.Flush(ctx); !errors.As(err, &e) || e.Code != code {
@@ -131,19 +140,8 @@ func TestFlushKeepsChangesRefusedWholeForAccess(t *testing.T) {
 func TestFlushKeepsChangesWhenEveryPushIsMalformed(t *testing.T) {
 	for _, live := range []bool{false, true} {
 		t.Run(fmt.Sprint("live=", live), func(t *testing.T) {
-			f := newFakeServer(t)
 			ctx := t.Context()
-			r := newReplica(t, f, "a", nil, "c")
-			if live {
-				runLive(t, r)
-				liveOpen(t, r)
-			}
-			refuseWholeWith(f, proto.CodeMalformed, true)
-			for _, id := range []string{"a", "b", "c"} {
-				if err := r.Set("c", id, "f", 1); err != nil {
-					t.Fatal(err)
-				}
-			}
+			f, r := threeChangesRefused(t, live, func(f *fakeServer) { refuseWholeWith(f, proto.CodeMalformed, true) })
 			var e *Error
 			if err := r.Flush(ctx); !errors.As(err, &e) || e.Code != proto.CodeMalformed {
 				t.Fatalf("flush: got %v, want malformed", err)
@@ -166,29 +164,20 @@ func TestFlushKeepsChangesWhenEveryPushIsMalformed(t *testing.T) {
 func TestFlushRetriesALoneChangeOnceTheServerReads(t *testing.T) {
 	for _, live := range []bool{false, true} {
 		t.Run(fmt.Sprint("live=", live), func(t *testing.T) {
-			f := newFakeServer(t)
 			ctx := t.Context()
-			r := newReplica(t, f, "a", nil, "c")
-			if live {
-				runLive(t, r)
-				liveOpen(t, r)
-			}
 			var mended atomic.Bool
-			fn := func(changes []crdt.Change) string {
-				if len(changes) == 0 {
-					mended.Store(true) // the push of none: the server reads from here on
+			_, r := threeChangesRefused(t, live, func(f *fakeServer) {
+				fn := func(changes []crdt.Change) string {
+					if len(changes) == 0 {
+						mended.Store(true) // the push of none: the server reads from here on
+					}
+					if mended.Load() {
+						return ""
+					}
+					return proto.CodeMalformed
 				}
-				if mended.Load() {
-					return ""
-				}
-				return proto.CodeMalformed
-			}
-			f.refuseWhole.Store(&fn)
-			for _, id := range []string{"a", "b", "c"} {
-				if err := r.Set("c", id, "f", 1); err != nil {
-					t.Fatal(err)
-				}
-			}
+				f.refuseWhole.Store(&fn)
+			})
 			if err := r.Flush(ctx); err != nil {
 				t.Fatalf("flush: %v", err)
 			}
