@@ -631,8 +631,8 @@ func splitRefused[T any](ctx context.Context, c *Client, what string, items []T,
 	send func([]T) ([]Result, error), empty func(context.Context) error, attrs func(T) []any,
 ) ([]Result, error) {
 	results, err := send(items)
-	var e *Error
-	if !errors.As(err, &e) || (e.Code != proto.CodeTooLarge && e.Code != proto.CodeMalformed) {
+	e, ok := itemsAtFault(err)
+	if !ok {
 		return results, err
 	}
 	if len(items) == 1 {
@@ -650,7 +650,7 @@ func splitRefused[T any](ctx context.Context, c *Client, what string, items []T,
 			// just stopped refusing every request, so the item goes once
 			// more before it is taken as at fault.
 			results, err = send(items)
-			if !errors.As(err, &e) || (e.Code != proto.CodeTooLarge && e.Code != proto.CodeMalformed) {
+			if e, ok = itemsAtFault(err); !ok {
 				return results, err
 			}
 		}
@@ -665,6 +665,16 @@ func splitRefused[T any](ctx context.Context, c *Client, what string, items []T,
 	}
 	second, err := splitRefused(ctx, c, what, items[half:], send, empty, attrs)
 	return append(first, second...), err
+}
+
+// itemsAtFault returns the refusal of a whole request that splitRefused
+// takes as its items' fault: too_large or malformed.
+func itemsAtFault(err error) (*Error, bool) {
+	var e *Error
+	if !errors.As(err, &e) || (e.Code != proto.CodeTooLarge && e.Code != proto.CodeMalformed) {
+		return nil, false
+	}
+	return e, true
 }
 
 // pushNothing pushes no changes, over HTTP: whether the server reads a
