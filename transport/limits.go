@@ -331,6 +331,8 @@ type keyCounter struct {
 	n   map[string]int
 }
 
+func newKeyCounter(max int) *keyCounter { return &keyCounter{max: max, n: map[string]int{}} }
+
 func (c *keyCounter) acquire(key string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()

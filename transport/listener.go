@@ -79,7 +79,7 @@ type connLimit struct {
 }
 
 func newConnLimit(l Limits) *connLimit {
-	return &connLimit{max: l.MaxConns, peers: &keyCounter{max: l.MaxConnsPerAddr, n: map[string]int{}}}
+	return &connLimit{max: l.MaxConns, peers: newKeyCounter(l.MaxConnsPerAddr)}
 }
 
 // admit takes a slot for a connection from addr, or says which bound
