@@ -680,9 +680,7 @@ func itemsAtFault(err error) (*Error, bool) {
 // pushNothing pushes no changes, over HTTP: whether the server reads a
 // push of this client at all (splitRefused).
 func (c *Client) pushNothing(ctx context.Context) error {
-	var a proto.PushResponse
-	_, err := c.call(ctx, proto.PathPush, proto.PushRequest{Replica: c.helloReplica(), Prefix: c.pushPrefix()}, &a,
-		func() error { return checkPush(0, &a) })
+	_, _, err := c.pushHTTP(ctx, nil, nil)
 	return err
 }
 

@@ -234,6 +234,12 @@ func (c *Client) sendPush(ctx context.Context, changes []crdt.Change) ([]proto.P
 			return nil, id, err
 		}
 	}
+	return c.pushHTTP(ctx, changes, versions)
+}
+
+// pushHTTP sends one batch over HTTP (with the retries of call) and
+// returns its results in order and the request id to quote.
+func (c *Client) pushHTTP(ctx context.Context, changes []crdt.Change, versions map[string]uint64) ([]proto.PushResult, string, error) {
 	var a proto.PushResponse
 	ans, err := c.call(ctx, proto.PathPush, proto.PushRequest{Replica: c.helloReplica(), Changes: changes, Versions: versions, Prefix: c.pushPrefix()}, &a,
 		func() error { return checkPush(len(changes), &a) })
