@@ -189,18 +189,18 @@ export async function heal(syncer, c) {
   const acked = new Set();
   /**
    * Counts the refusals among a batch's results (the last one's reason in
-   * why); the ids of the records the server took go to acked.
+   * why); the ids of the records the server took go to acked (batches
+   * hands one result per item).
    * @param {{status: number, code?: string, message?: string}[]} results
    * @param {string[]} ids the batch's record ids, in order
    */
   const tally = (results, ids) =>
     results.forEach((r, i) => {
-      if (r.status !== STATUSES.refused) {
-        if (i < ids.length) acked.add(ids[i]);
-        return;
+      if (r.status !== STATUSES.refused) acked.add(ids[i]);
+      else {
+        refused++;
+        why = `${r.code}: ${r.message ?? ''}`;
       }
-      refused++;
-      why = `${r.code}: ${r.message ?? ''}`;
     });
   const sized = sealed.map((x) => ({ item: x, size: encodeRecord(x.record).length + x.seal.length + 4 }));
   await batches(
