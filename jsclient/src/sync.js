@@ -839,7 +839,7 @@ export class Syncer {
       /** @type {string|null} */
       let requestId = null;
       /** @type {ConvergoError|null} a live push refused whole */
-      let refusal = null;
+      let liveRefusal = null;
       try {
         /** @type {Map<string, number>} the schema version of each collection of the batch */
         const versions = new Map();
@@ -874,7 +874,7 @@ export class Syncer {
             // encoding): the same batch once over HTTP, which answers it
             // change by change or refuses it as any HTTP push.
             const unreadable = e.code === 'malformed' || e.code === 'invalid';
-            refusal = e;
+            liveRefusal = e;
             if (!unreadable && retryOf(e.code) !== 'backoff') throw e;
             // The server cannot take it now (unavailable: it holds too
             // many pushes): the same batch again after one backoff delay,
@@ -898,7 +898,7 @@ export class Syncer {
         const err = /** @type {ConvergoError} */ (e);
         // Refused whole by the server (an HTTP error answer, or a live
         // pushed with a code), not an answer this client could not read.
-        const whole = err.status !== undefined || err === refusal;
+        const whole = err.status !== undefined || err === liveRefusal;
         if (!whole || (err.code !== 'too_large' && err.code !== 'malformed')) throw e;
         if (batch.length > 1) {
           limit = Math.max(1, Math.floor(batch.length / 2));
