@@ -110,14 +110,11 @@ func (e *Engine) current(ctx context.Context, op, collection, id string) (crdt.R
 	if err := stores.CheckKey(collection, id); err != nil {
 		return crdt.Record{}, fmt.Errorf("%s %s/%s: %w", op, collection, id, err)
 	}
-	ent, err := e.store.Get(ctx, collection, id)
-	if errors.Is(err, stores.ErrNotFound) {
-		return crdt.Record{ID: id}, nil
-	}
+	r, err := e.held(ctx, op, collection, id)
 	if err != nil {
-		return crdt.Record{}, fmt.Errorf("%s %s/%s: read: %w", op, collection, id, err)
+		return crdt.Record{}, err
 	}
-	return e.resolve(e.Migrations(collection), ent.Record), nil
+	return e.resolve(e.Migrations(collection), r), nil
 }
 
 // held reads the record collection/id as the store holds it, in the
