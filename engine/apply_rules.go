@@ -100,9 +100,8 @@ func (e *Engine) checkRules(ctx context.Context, changes []crdt.Change, index []
 		return changes, index, nil
 	}
 	per := map[string]*colRules{}
-	type key = recordKey
-	var need []key
-	seen := map[key]bool{}
+	var need []recordKey
+	seen := map[recordKey]bool{}
 	refuse := false // a collection's write scope could not be had
 	for _, c := range changes {
 		cr, ok := per[c.Collection]
@@ -120,7 +119,7 @@ func (e *Engine) checkRules(ctx context.Context, changes []crdt.Change, index []
 			per[c.Collection] = cr
 			refuse = refuse || cr.err != nil
 		}
-		k := key{c.Collection, c.Record.ID}
+		k := recordKey{c.Collection, c.Record.ID}
 		if cr.err == nil && cr.active() && !seen[k] {
 			seen[k] = true
 			need = append(need, k)
@@ -135,7 +134,7 @@ func (e *Engine) checkRules(ctx context.Context, changes []crdt.Change, index []
 	if err != nil {
 		return nil, nil, err
 	}
-	cur := make(map[key]crdt.Record, len(need))
+	cur := make(map[recordKey]crdt.Record, len(need))
 	for i, k := range need {
 		cur[k] = stored[i]
 	}
@@ -147,7 +146,7 @@ func (e *Engine) checkRules(ctx context.Context, changes []crdt.Change, index []
 		case cr.err != nil:
 			err = cr.err
 		case cr.active():
-			k := key{c.Collection, c.Record.ID}
+			k := recordKey{c.Collection, c.Record.ID}
 			var merged crdt.Record
 			if merged, err = cr.check(ctx, c.Collection, cur[k], c.Record); err == nil {
 				cur[k] = merged
