@@ -645,6 +645,10 @@ func (e *Engine) purgeable(ctx context.Context, collection string, meta stores.M
 		h, ok, err := e.HorizonOf(ctx, collection, true)
 		switch {
 		case err != nil:
+			// Not proof the store went back; but the check is lost, so
+			// it is said.
+			e.log.Warn("a record a cursor read was not met before the head, and the published horizon could not be read to tell whether a purge removed it; the reader is not reset",
+				"collection", collection, "shard", s, "from", from, "err", err)
 			return true
 		case !ok:
 			return false // nothing was ever collected
