@@ -186,12 +186,20 @@ func (c EpochCause) String() string {
 // bits, so epochs only grow; each counter wraps after 2^32 bumps, which no
 // store reaches.
 func MetaOf(store, local, localLost uint64) Meta {
-	hi := (store & 0xffffffff) << 32
-	return Meta{Epoch: hi | local&0xffffffff, Lost: hi | localLost&0xffffffff}
+	hi := (store & epochMask) << 32
+	return Meta{Epoch: hi | local&epochMask, Lost: hi | localLost&epochMask}
 }
+
+// epochMask keeps an epoch counter to the 32 bits MetaOf gives it.
+const epochMask = 0xffffffff
 
 // StoreEpochOf returns the store-wide counter of a Meta built by MetaOf.
 func StoreEpochOf(m Meta) uint64 { return m.Epoch >> 32 }
+
+// IsStoreEpoch reports whether counter, a store-wide counter as a store
+// holds it, is from, as StoreEpochOf reads it (modulo 2^32, as MetaOf
+// keeps it): what BumpEpochsFrom compares.
+func IsStoreEpoch(counter, from uint64) bool { return counter&epochMask == from }
 
 // EpochsBumperFrom is a Store that can start a new epoch of every
 // collection only while its store-wide counter is still the one a caller

@@ -172,7 +172,7 @@ func (s *Store) BumpEpochs(ctx context.Context) error {
 
 // BumpEpochsFrom implements stores.EpochsBumperFrom.
 func (s *Store) BumpEpochsFrom(ctx context.Context, from uint64) (bool, error) {
-	return s.bumpEpochs(ctx, func(e uint64) bool { return e&0xffffffff == from })
+	return s.bumpEpochs(ctx, func(e uint64) bool { return stores.IsStoreEpoch(e, from) })
 }
 
 // bumpEpochs raises the store-wide epoch when ok says so of its value.
