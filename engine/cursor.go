@@ -231,8 +231,8 @@ func (c Cursor) slotMarks() (marks, pending []uint32) {
 // packSlots encodes slot marks and the marks of records still to be met
 // (nil: none) for Cursor.slots: empty when every one is 0.
 func packSlots(marks, pending []uint32) string {
-	zero := func(x uint32) bool { return x != 0 }
-	if !slices.ContainsFunc(marks, zero) && !slices.ContainsFunc(pending, zero) {
+	set := func(x uint32) bool { return x != 0 }
+	if !slices.ContainsFunc(marks, set) && !slices.ContainsFunc(pending, set) {
 		return ""
 	}
 	b := make([]byte, 0, 2*slotBytes*len(marks))
