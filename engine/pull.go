@@ -177,11 +177,7 @@ func (e *Engine) pullScoped(ctx context.Context, collection string, cursor Curso
 	}
 	var moved *slotMoved
 	if errors.As(err, &moved) {
-		detail := fmt.Sprintf("the log entry at the cursor's position %d in shard %d is of another record than the one the cursor read there", moved.seq, moved.shard)
-		if moved.gone {
-			detail = fmt.Sprintf("the record the cursor read at position %d in shard %d is neither there nor after it", moved.seq, moved.shard)
-		}
-		return Page{}, e.wentBack(ctx, collection, cursor, detail)
+		return Page{}, e.wentBack(ctx, collection, cursor, moved.Error())
 	}
 	if err != nil {
 		return Page{}, err
@@ -616,9 +612,9 @@ type slotMoved struct {
 
 func (m *slotMoved) Error() string {
 	if m.gone {
-		return fmt.Sprintf("the record read at %d in shard %d is nowhere after it", m.seq, m.shard)
+		return fmt.Sprintf("the record the cursor read at position %d in shard %d is neither there nor after it", m.seq, m.shard)
 	}
-	return fmt.Sprintf("the entry at %d in shard %d is of another record", m.seq, m.shard)
+	return fmt.Sprintf("the log entry at the cursor's position %d in shard %d is of another record than the one the cursor read there", m.seq, m.shard)
 }
 
 // purgeable returns what tells, for a pull of collection in the epoch of
