@@ -27,7 +27,9 @@ import (
 // (Collect) derives from the live leases a read horizon R (per shard, the
 // lowest live position; the heads without a live lease) and a write
 // horizon W (now − MaxOffline, or an earlier live pending floor, though
-// never before now − pendingFloorReach × MaxOffline), publishes
+// never before now − pendingFloorReach × MaxOffline; held where it was
+// for MaxOffline after a loss of history or the store's first horizon of
+// the collection: lostRecently, begunRecently), publishes
 // them in proto.HorizonCollection, waits Config.CollectGrace so that every
 // instance enforces them, and only then purges (stores.Purger). Before
 // that it removes the lease records that expired, those of a subject
@@ -37,7 +39,8 @@ import (
 // proto.MaxUnwrittenLeasesPerSubject across them; then it purges the
 // lease log of them (leaseScan).
 //
-// Enforcement, from the moment a horizon is published:
+// Enforcement, from the moment a horizon is published, by every instance
+// whatever its rules say (enforced):
 //   - a Pull whose cursor (not the start) has a position before R is
 //     reset ResetLeaseExpired, unless its reading began from the start
 //     after R reached that position there (the cursor's mark, below);
@@ -61,9 +64,10 @@ import (
 // Every instance reads a collection's published horizon again at least
 // every historyTTL, so a grace of twice that covers them all. Published
 // horizons only go up: a run publishes the larger of what it computed and
-// what it read, and purges only when its own publication is still the one
-// in the store after its grace; a concurrent run that published later
-// purges instead. The store, not any instance, is where leases and
+// what it read (R within an epoch, whose positions it is; W, a wall time,
+// across epochs too), and purges only when its own publication is still
+// the one in the store after its grace; a concurrent run that published
+// later purges instead. The store, not any instance, is where leases and
 // horizons live, so any instance may run the job.
 
 // ErrCollected: a change carries a stamp before its collection's write
@@ -84,6 +88,7 @@ const (
 	HorizonFieldPrevRead = "prevRead" // the horizon this one followed
 	HorizonFieldPrevWall = "prevWall"
 	HorizonFieldAt       = "at"     // ms, when published
+	HorizonFieldSince    = "since"  // ms, when the store's first horizon of the collection was published
 	HorizonFieldID       = "id"     // the publication's id (Horizon.ID)
 	HorizonFieldRaised   = "raised" // per shard, the id that last raised R
 )
@@ -121,6 +126,11 @@ type Horizon struct {
 	PrevRead []uint64
 	PrevWall int64
 	At       int64 // ms
+	// Since is when the first horizon of the collection in this store was
+	// published (ms), carried on by every publication; 0 for a chain
+	// begun before it was recorded. W is held for MaxOffline from it
+	// (heldSince).
+	Since int64
 	// ID identifies the publication: its sequence number (one more than
 	// that of the horizon it followed) above horizonNonceBits bits of a
 	// digest of its stamp. 0 for a horizon published before ids were.
@@ -146,9 +156,9 @@ func (h Horizon) readSince(mark uint64, i int) bool {
 // MaxOffline returns how long a replica may stay away from collection
 // before its lease expires: the largest MaxOffline of the rules matching
 // it, 0 (tombstones kept for ever) when none has one. Reserved
-// collections are never collected.
+// collections are never collected (enforced).
 func (e *Engine) MaxOffline(collection string) time.Duration {
-	if proto.Reserved(collection) {
+	if !enforced(collection) {
 		return 0
 	}
 	var d time.Duration
@@ -158,6 +168,22 @@ func (e *Engine) MaxOffline(collection string) time.Duration {
 		}
 	}
 	return d
+}
+
+// enforced reports whether collection may have a published horizon, which
+// every instance then enforces (checkLease, passedBefore, writeHorizons):
+// any collection with a valid name but the server's own, whatever this
+// instance's rules say (a change to one with an invalid name is refused
+// on its own, later). A horizon is published by a run on an instance whose rules give
+// the collection a MaxOffline, not necessarily this one: a rollout of
+// the rule may not have reached it yet, or the rule was removed after
+// purges. What was purged under the horizon stays purged, so the horizon
+// is enforced for as long as its record stands, which is for ever:
+// nothing removes it, and an instance without the rule never raises it.
+// Its cost is HorizonOf's cache: one store read per collection per
+// historyTTL, remembered too when none is published.
+func enforced(collection string) bool {
+	return !proto.Reserved(collection) && crdt.ValidateCollection(collection) == nil
 }
 
 func (e *Engine) collecting() bool {
@@ -244,6 +270,7 @@ func decodeHorizon(r crdt.Record) (Horizon, bool) {
 	decodeInt(r, HorizonFieldEpoch, &h.Epoch)
 	decodeInt(r, HorizonFieldPrevWall, &h.PrevWall)
 	decodeInt(r, HorizonFieldAt, &h.At)
+	decodeInt(r, HorizonFieldSince, &h.Since)
 	decodeInt(r, HorizonFieldID, &h.ID)
 	if f := r.Fields[HorizonFieldPrevRead]; f.Value != nil {
 		_ = crdt.DecodeValue(f.Value, &h.PrevRead)
@@ -268,7 +295,7 @@ func decodeInt[T int64 | uint64](r crdt.Record, name string, out *T) bool {
 // cursor's own, or for the start the id of the horizon published now (0
 // when none is).
 func (e *Engine) checkLease(ctx context.Context, collection string, cursor Cursor, m stores.Meta) (uint64, error) {
-	if e.MaxOffline(collection) == 0 {
+	if !enforced(collection) {
 		return cursor.mark, nil
 	}
 	h, ok, err := e.HorizonOf(ctx, collection, false)
@@ -284,40 +311,79 @@ func (e *Engine) checkLease(ctx context.Context, collection string, cursor Curso
 	if !ok || h.Epoch != m.Epoch {
 		return cursor.mark, nil
 	}
-	pos := cursor.heldPositions()
-	if len(pos) != len(h.Read) {
-		return cursor.mark, nil // another shard count: checkCursor resets it
-	}
-	for i, p := range pos {
-		if p < h.Read[i] && !h.readSince(cursor.mark, i) {
-			return 0, &ResetError{Collection: collection, Reason: ResetLeaseExpired,
-				Detail: fmt.Sprintf("the cursor is at %d in shard %d, before the read horizon %d, and its reading began before that horizon was published", p, i, h.Read[i])}
-		}
+	if why := h.passed(cursor); why != "" {
+		return 0, &ResetError{Collection: collection, Reason: ResetLeaseExpired, Detail: why}
 	}
 	return cursor.mark, nil
 }
 
+// passed says how h's read horizon passed cursor, a cursor of h's epoch:
+// a position before R whose reading began before R was raised there
+// (readSince); "" when it did not. A cursor of another shard count
+// than h is not judged (checkCursor resets it).
+func (h Horizon) passed(cursor Cursor) string {
+	pos := cursor.heldPositions()
+	if len(pos) != len(h.Read) {
+		return ""
+	}
+	for i, p := range pos {
+		if p < h.Read[i] && !h.readSince(cursor.mark, i) {
+			return fmt.Sprintf("the cursor is at %d in shard %d, before the read horizon %d, and its reading began before that horizon was published", p, i, h.Read[i])
+		}
+	}
+	return ""
+}
+
+// passedBefore says why the reader of cursor, of an epoch of collection
+// that ended with nothing lost (checkCursor's ResetRebuilt), may have
+// missed an entry a purge removed, "" when it cannot have: the read
+// horizon published in its epoch passed it (Horizon.passed), or the one
+// published is of a later epoch, which cannot say where the cursor's
+// epoch's stood. Such a reader is owed ResetLeaseExpired instead: reset
+// rebuilt, it reads the log again from the start and drops nothing it
+// holds, so a record deleted and collected while its lease had expired
+// would stay with it for ever; lease_expired makes it reconcile, which
+// drops it and does all that rebuilt asks. The horizon is read as
+// checkLease reads it.
+func (e *Engine) passedBefore(ctx context.Context, collection string, cursor Cursor) (string, error) {
+	if !enforced(collection) {
+		return "", nil
+	}
+	h, ok, err := e.HorizonOf(ctx, collection, false)
+	switch {
+	case err != nil || !ok || h.Epoch < cursor.Epoch():
+		return "", err
+	case h.Epoch > cursor.Epoch():
+		return fmt.Sprintf("a read horizon of epoch %d is published, which cannot say whether the one of the cursor's epoch had passed it", h.Epoch), nil
+	}
+	return h.passed(cursor), nil
+}
+
 // writeHorizons returns the write horizons of the collections of changes
-// that have one published (0 for a collected collection with none). It
-// checks a collection once per run of changes to it, without allocating
-// when no rule collects.
+// that have one published, whatever this instance's rules say (enforced);
+// a collection with none is absent (0). It checks a collection once per
+// run of changes to it, from HorizonOf's cache, without allocating when
+// none has a horizon.
 func (e *Engine) writeHorizons(ctx context.Context, changes []crdt.Change) (map[string]int64, error) {
 	var out map[string]int64
 	for i, c := range changes {
 		if i > 0 && c.Collection == changes[i-1].Collection {
 			continue
 		}
-		if _, seen := out[c.Collection]; seen || e.MaxOffline(c.Collection) == 0 {
+		if _, seen := out[c.Collection]; seen || !enforced(c.Collection) {
 			continue
 		}
-		h, _, err := e.HorizonOf(ctx, c.Collection, false)
+		h, ok, err := e.HorizonOf(ctx, c.Collection, false)
 		if err != nil {
 			return nil, err
+		}
+		if !ok {
+			continue
 		}
 		if out == nil {
 			out = map[string]int64{}
 		}
-		out[c.Collection] = h.Wall // zero when none is published
+		out[c.Collection] = h.Wall
 	}
 	return out, nil
 }
@@ -596,9 +662,17 @@ func (e *Engine) unwritten(ctx context.Context, collection string) (bool, error)
 type CollectReport struct {
 	Collection string
 	Horizon    Horizon
-	// Skipped: another run published a later horizon during the grace;
-	// it purges.
+	// Skipped: nothing was purged under Horizon: another run published
+	// a later horizon during the grace (it purges), or the collection's
+	// epoch changed before the purge's first step (the next run
+	// publishes one of the new epoch). A purge whose epoch changed
+	// between two steps stops there, and is not Skipped.
 	Skipped bool
+	// Held: Horizon's write horizon was held at the one published before,
+	// for MaxOffline after a loss of history (lostRecently) or after the
+	// store's first horizon of the collection (begunRecently): tombstones
+	// stamped since are not collected meanwhile.
+	Held bool
 	stores.PurgeResult
 }
 
@@ -610,9 +684,15 @@ type CollectTotals struct {
 	// Purged counts the collections a run published a horizon for and
 	// purged under it (CollectReport, not Skipped).
 	Purged uint64
-	// Skipped counts the collections a run left to another run that
-	// published a later horizon during the grace (CollectReport.Skipped).
+	// Skipped counts the collections a run left to another run: one that
+	// published a later horizon during the grace, or the next, when the
+	// collection's epoch changed before the purge began
+	// (CollectReport.Skipped).
 	Skipped uint64
+	// Held counts the horizons a run published with the write horizon
+	// held after a loss of history or the store's first horizon of the
+	// collection (CollectReport.Held).
+	Held uint64
 	// Failed counts the runs that ended in an error, one each whatever
 	// the collection they were at; a run stopped by its context
 	// (the engine closing) is not counted.
@@ -637,6 +717,13 @@ func (hz *horizons) reclaimed(r stores.PurgeResult) {
 	hz.totals.Deletes += uint64(max(r.Deletes, 0))
 	hz.totals.Fields += uint64(max(r.Fields, 0))
 	hz.totals.Bytes += uint64(max(r.Bytes, 0))
+}
+
+// held counts a horizon published with its write horizon held.
+func (hz *horizons) held() {
+	hz.mu.Lock()
+	defer hz.mu.Unlock()
+	hz.totals.Held++
 }
 
 // ran counts the outcome of one collection's run.
@@ -977,15 +1064,16 @@ func (e *Engine) Collect(ctx context.Context) (_ []CollectReport, err error) {
 	type job struct {
 		coll string
 		h    Horizon
+		held bool
 	}
 	var jobs []job
 	for _, c := range names {
-		h, written, err := e.publishHorizon(ctx, c, leases.leases(c))
+		h, written, held, err := e.publishHorizon(ctx, c, leases.leases(c))
 		if err != nil {
 			return nil, err
 		}
 		if written {
-			jobs = append(jobs, job{c, h})
+			jobs = append(jobs, job{c, h, held})
 		}
 	}
 	if len(jobs) == 0 {
@@ -1002,7 +1090,7 @@ func (e *Engine) Collect(ctx context.Context) (_ []CollectReport, err error) {
 	}
 	var reports []CollectReport
 	for _, j := range jobs {
-		rep := CollectReport{Collection: j.coll, Horizon: j.h}
+		rep := CollectReport{Collection: j.coll, Horizon: j.h, Held: j.held}
 		cur, ok, err := e.HorizonOf(ctx, j.coll, true)
 		if err != nil {
 			return reports, err
@@ -1015,7 +1103,24 @@ func (e *Engine) Collect(ctx context.Context) (_ []CollectReport, err error) {
 		}
 		sources, defaulted := migratedFields(e.Migrations(j.coll))
 		var after []uint64
-		for {
+		for steps := 0; ; steps++ {
+			// The positions of R are of the epoch it was computed in.
+			// Purged under them in a later one, the log would lose
+			// entries that readers of the new epoch read, and that its
+			// first R, which may be lower, cannot explain (purgeable):
+			// taken for proof that the store went back. So the epoch is
+			// read again before every step, not only after the grace: a
+			// purge of a large collection takes many.
+			_, m, err := e.view(ctx, j.coll, true)
+			if err != nil {
+				return reports, err
+			}
+			if m.Epoch != j.h.Epoch || stores.ShardsOf(m) != len(j.h.Read) {
+				e.log.Info("tombstone collection: the collection's epoch changed; nothing more purged, the next run publishes a horizon of the new epoch",
+					"collection", j.coll, "epoch", j.h.Epoch, "now", m.Epoch, "steps", steps)
+				rep.Skipped = steps == 0
+				break
+			}
 			res, err := purger.Purge(ctx, j.coll, stores.Horizon{Read: j.h.Read, Wall: j.h.Wall, Sources: sources, Defaulted: defaulted},
 				stores.PurgeScan{After: after})
 			if err != nil {
@@ -1032,9 +1137,11 @@ func (e *Engine) Collect(ctx context.Context) (_ []CollectReport, err error) {
 				break
 			}
 		}
-		e.log.Info("tombstones collected", "collection", j.coll, "read", j.h.Read, "wall", j.h.Wall,
-			"records", rep.Records, "deletes", rep.Deletes, "fields", rep.Fields, "bytes", rep.Bytes)
-		e.hz.ran(false)
+		if !rep.Skipped {
+			e.log.Info("tombstones collected", "collection", j.coll, "read", j.h.Read, "wall", j.h.Wall,
+				"records", rep.Records, "deletes", rep.Deletes, "fields", rep.Fields, "bytes", rep.Bytes)
+		}
+		e.hz.ran(rep.Skipped)
 		reports = append(reports, rep)
 	}
 	return reports, nil
@@ -1061,54 +1168,93 @@ func (e *Engine) eachRecord(ctx context.Context, collection string, f func(crdt.
 }
 
 // publishHorizon computes collection's horizons from its leases, raises
-// them to the published ones (horizons never go down within an epoch) and
-// publishes the result. A collection never written (every head 0) has
+// them to the published ones (R never goes down within an epoch, W never
+// at all: it is a wall time, and what was collected under it stays
+// collected in the next epoch), holds W at the published one for
+// MaxOffline after a loss of history (lostRecently) or after the store's
+// first horizon of the collection (begunRecently), and publishes the
+// result. A collection never written (every head 0) has
 // nothing to collect: nothing is published for it (written false), so
 // that leases of names nobody wrote (a reader may name any collection its
 // rights match) leave no horizon record behind, which no run would ever
-// remove.
-func (e *Engine) publishHorizon(ctx context.Context, collection string, leases []lease) (_ Horizon, written bool, _ error) {
+// remove. held says the write horizon was held (lostRecently,
+// begunRecently).
+func (e *Engine) publishHorizon(ctx context.Context, collection string, leases []lease) (_ Horizon, written, held bool, _ error) {
 	now := e.wall()
 	maxOff := e.MaxOffline(collection).Milliseconds()
 	_, m, err := e.view(ctx, collection, true)
 	if err != nil {
-		return Horizon{}, false, err
+		return Horizon{}, false, false, err
 	}
 	heads, err := e.shardHeads(ctx, collection, stores.ShardsOf(m))
 	if err != nil {
-		return Horizon{}, false, err
+		return Horizon{}, false, false, err
 	}
 	if !slices.ContainsFunc(heads, func(h uint64) bool { return h > 0 }) {
-		return Horizon{}, false, nil
+		return Horizon{}, false, false, nil
 	}
 	h := Horizon{Epoch: m.Epoch, Read: heads, Wall: now - maxOff, At: now}
 	reach := now - pendingFloorReach*maxOff // no floor holds W further back
 	for _, l := range leases {
-		if l.seen < now-maxOff || l.epoch != m.Epoch || len(l.pos) != len(heads) {
-			continue // expired, or of another history: its reader is reset anyway
+		if l.seen < now-maxOff {
+			continue // expired
+		}
+		// A floor is a wall time, whatever history the reader's
+		// positions are of: its pending changes are still to be pushed
+		// after the reset its cursor of another epoch gets.
+		if l.floor >= 0 {
+			h.Wall = min(h.Wall, max(l.floor, reach))
+		}
+		if l.epoch != m.Epoch || len(l.pos) != len(heads) {
+			continue // positions of another history: its reader is reset anyway
 		}
 		for i, p := range l.pos {
 			h.Read[i] = min(h.Read[i], p)
 		}
-		if l.floor >= 0 {
-			h.Wall = min(h.Wall, max(l.floor, reach))
-		}
 	}
 	prev, ok, err := e.HorizonOf(ctx, collection, true)
 	if err != nil {
-		return Horizon{}, false, err
+		return Horizon{}, false, false, err
 	}
 	same := ok && prev.Epoch == h.Epoch && len(prev.Read) == len(h.Read)
 	if same {
 		for i := range h.Read {
 			h.Read[i] = max(h.Read[i], prev.Read[i])
 		}
+		h.PrevRead = prev.Read
+	}
+	if ok {
+		// W never goes down, across epochs too: a purge under the
+		// published W collected deletes stamped before it, in whatever
+		// epoch, and a change stamped before such a delete must stay
+		// refused (a lower W would take it, and bring back the record).
 		h.Wall = max(h.Wall, prev.Wall)
-		h.PrevRead, h.PrevWall = prev.Read, prev.Wall
+		h.PrevWall = prev.Wall
+	}
+	h.Since = now
+	if ok {
+		h.Since = prev.Since
+	}
+	held = lostRecently(m, now, maxOff) || begunRecently(h.Since, now, maxOff)
+	if held {
+		// Nor does it rise for MaxOffline after a loss of history: the
+		// leases of the lost history are lost with it (the store's are
+		// older, expired), so now − MaxOffline could pass the stamps of
+		// what it alone held, which the replicas reset history_lost
+		// give back, and a give-back refused collected is dropped by
+		// the replica that made it: by every replica, so lost
+		// everywhere. Every replica whose lease was live when the
+		// history was lost comes back within MaxOffline. A store made
+		// anew (wiped) lost its epochs with the rest, so no epoch says
+		// so: its first horizon does (begunRecently).
+		h.Wall = 0
+		if ok {
+			h.Wall = prev.Wall
+		}
 	}
 	st, err := e.Now(proto.HorizonCollection)
 	if err != nil {
-		return Horizon{}, false, err
+		return Horizon{}, false, false, err
 	}
 	// The id: the sequence number goes on across epochs (a mark of an
 	// earlier epoch is older than every publication of this one).
@@ -1134,6 +1280,7 @@ func (e *Engine) publishHorizon(ctx context.Context, collection string, leases [
 	set(HorizonFieldWall, h.Wall)
 	set(HorizonFieldEpoch, h.Epoch)
 	set(HorizonFieldAt, h.At)
+	set(HorizonFieldSince, h.Since)
 	if h.PrevRead != nil {
 		set(HorizonFieldPrevRead, h.PrevRead)
 	} else {
@@ -1143,11 +1290,43 @@ func (e *Engine) publishHorizon(ctx context.Context, collection string, leases [
 	set(HorizonFieldID, h.ID)
 	set(HorizonFieldRaised, h.Raised)
 	if err := e.applyOne(ctx, "publish horizon", crdt.Change{Collection: proto.HorizonCollection, Record: rec}); err != nil {
-		return Horizon{}, false, err
+		return Horizon{}, false, false, err
 	}
 	h.stamp = st
 	e.hz.remember(collection, horizonSeen{h: h, ok: true, at: time.Now()})
-	return h, true, nil
+	if held {
+		e.hz.held()
+		e.log.Info("tombstone collection: the write horizon is held where it was published, after a loss of history or the store's first horizon of the collection; tombstones stamped since are not collected until MaxOffline has passed since then",
+			"collection", collection, "wall", h.Wall, "lost_before", stores.LostBefore(m), "since", h.Since)
+	}
+	return h, true, held, nil
+}
+
+// lostRecently reports whether collection, of Meta m, lost history
+// within maxOff ms of now (ms): the time stores.LostBefore reads in its
+// epochs is after now − maxOff. That time is the store's clock's, not
+// now's: one ahead of now by more than maxOff is taken for a clock set
+// wrong (or epochs numbered otherwise), not for a recent loss, so the
+// write horizon is held by one loss for at most twice maxOff of now.
+// An epoch that is not a time (small) reads as a loss long ago. A
+// rebuild (stores.Rebuilt) is no loss: it leaves Lost as it was.
+func lostRecently(m stores.Meta, now, maxOff int64) bool {
+	at := stores.LostBefore(m).UnixMilli()
+	return at > now-maxOff && at <= now+maxOff
+}
+
+// begunRecently reports whether the first horizon of a collection in
+// this store, published at since (ms; 0: before that was recorded), is
+// within maxOff ms of now (ms). A store holds the leases taken since its
+// first horizon only: one made anew (a memory store restarted, a Redis
+// without persistence restarted or flushed, a bolt file lost) holds no
+// lease, no horizon and epochs at 0, while every replica that read it
+// before is reset history_lost and gives back what it holds, some of it
+// stamped more than MaxOffline ago. So W is held, as after a loss
+// (lostRecently), for MaxOffline from the first horizon; a since more than
+// maxOff ahead of now is taken for a clock set wrong, as there.
+func begunRecently(since, now, maxOff int64) bool {
+	return since > 0 && since > now-maxOff && since <= now+maxOff
 }
 
 // shardHeads returns the head of each of collection's k shards.

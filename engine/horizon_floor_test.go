@@ -18,9 +18,7 @@ import (
 // tombstone deleted long ago is collected.
 func TestStaleFloorDoesNotStopCollection(t *testing.T) {
 	ctx := context.Background()
-	st := memory.New()
-	t.Cleanup(func() { st.Close() })
-	e, clk := openCollecting(t, st)
+	e, clk := openCollectingMemory(t)
 	maxOff := time.Hour.Milliseconds()
 	writeNotes(t, e, "gone")
 	del, err := e.Now("notes")
@@ -59,9 +57,7 @@ func TestStaleFloorDoesNotStopCollection(t *testing.T) {
 // left pending longer than that is refused collected.
 func TestFloorOfReturningReplicaHolds(t *testing.T) {
 	ctx := context.Background()
-	st := memory.New()
-	t.Cleanup(func() { st.Close() })
-	e, clk := openCollecting(t, st)
+	e, clk := openCollectingMemory(t)
 	maxOff := time.Hour.Milliseconds()
 	writeNotes(t, e, "n")
 	_, cur, err := pullNotes(t, e, Cursor{}, 10, nil)
@@ -112,4 +108,13 @@ func TestFloorOfReturningReplicaHolds(t *testing.T) {
 	if err := set("title"); !errors.Is(err, ErrCollected) {
 		t.Fatalf("the edit after the write horizon passed it: %v; want ErrCollected", err)
 	}
+}
+
+// openCollectingMemory is openCollecting on a new memory store, closed
+// when the test ends.
+func openCollectingMemory(t *testing.T) (*Engine, *fakeClock) {
+	t.Helper()
+	st := memory.New()
+	t.Cleanup(func() { st.Close() })
+	return openCollecting(t, st)
 }

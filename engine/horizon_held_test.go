@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/convergo/convergo/crdt"
-	"github.com/convergo/convergo/stores/memory"
 	"github.com/convergo/convergo/transport/proto"
 )
 
@@ -17,13 +16,13 @@ import (
 // changes nothing whatever was collected, so it does not refuse the change
 // that carries it: a record given back after the store lost its later
 // edits (a heal) keeps its fields written long ago next to those edits.
-// A stamp only a tombstone covers, or none, is still refused.
+// A stamp only a tombstone covers, or none, is still refused, and so is an
+// old delete newer than the one the record holds.
 func TestOldStampsTheServerHolds(t *testing.T) {
 	ctx := context.Background()
-	st := memory.New()
-	t.Cleanup(func() { st.Close() })
-	e, clk := openCollecting(t, st)
+	e, clk := openCollectingMemory(t)
 	writeNotes(t, e, "n", "u")
+	collectingSince(t, e)
 	unset, err := e.Now("notes")
 	if err != nil {
 		t.Fatal(err)
@@ -54,6 +53,7 @@ func TestOldStampsTheServerHolds(t *testing.T) {
 	}{
 		{"a record given back with an edit", given, StatusApplied},
 		{"an older write of a field held", older, StatusSuperseded},
+		{"an old delete of a record held without one", crdt.DeleteRecord("n", crdt.Stamp{Wall: old.Wall - 1, Replica: old.Replica}), StatusRefused},
 		{"a field only a tombstone covers", crdt.SetField("u", "owner", value(t, "b"), crdt.Stamp{Wall: unset.Wall - 1, Replica: unset.Replica}), StatusRefused},
 		{"a record the server does not hold", crdt.SetField("gone", "owner", value(t, "b"), old), StatusRefused},
 		{"a field held, and one not", func() crdt.Record {
@@ -93,22 +93,11 @@ func TestOldStampsTheServerHolds(t *testing.T) {
 // holds.
 func TestOldStampsJudgedOnTheRecordAsStored(t *testing.T) {
 	ctx := context.Background()
-	st := memory.New()
-	t.Cleanup(func() { st.Close() })
-	clk := &fakeClock{ms: 1_700_000_000_000}
-	rules, err := ParseRules([]byte(`{"notes": {"maxOffline": "1h", "migrations": {"version": 2, "steps": [{"to": 2, "ops": [
-		{"op": "merge", "from": ["street", "city"], "to": "address", "sep": ", "}]}]}}}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := Open(Config{Store: st, Replica: "srv", Now: clk.now, PollInterval: -1, Rules: rules, CollectGrace: -1, CollectEvery: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.Close() })
+	e, st, clk, _ := openMigrating(t, `{"op": "merge", "from": ["street", "city"], "to": "address", "sep": ", "}`)
 	// A reader has read the record before: it holds the read horizon
 	// there, so the city's unset stays while the write horizon passes it.
 	writeNotes(t, e, "m")
+	collectingSince(t, e)
 	_, cur, err := pullNotes(t, e, Cursor{}, 10, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -169,9 +158,7 @@ func TestOldStampsJudgedOnTheRecordAsStored(t *testing.T) {
 // horizon and an id no store takes is refused alone; the call goes on.
 func TestOldStampOfAnInvalidRecord(t *testing.T) {
 	ctx := context.Background()
-	st := memory.New()
-	t.Cleanup(func() { st.Close() })
-	e, clk := openCollecting(t, st)
+	e, clk := openCollectingMemory(t)
 	writeNotes(t, e, "n")
 	old := crdt.Stamp{Wall: clk.ms, Replica: "c1"}
 	clk.ms += 2 * time.Hour.Milliseconds()
@@ -198,10 +185,9 @@ func TestOldStampOfAnInvalidRecord(t *testing.T) {
 // the value stays.
 func TestOldUnsetAtTheStampOfAValueHeld(t *testing.T) {
 	ctx := context.Background()
-	st := memory.New()
-	t.Cleanup(func() { st.Close() })
-	e, clk := openCollecting(t, st)
+	e, clk := openCollectingMemory(t)
 	writeNotes(t, e, "n")
+	collectingSince(t, e)
 	held, err := e.GetRecord(ctx, "notes", "n")
 	if err != nil {
 		t.Fatal(err)
@@ -222,5 +208,53 @@ func TestOldUnsetAtTheStampOfAValueHeld(t *testing.T) {
 	}
 	if got.Record.Values()["owner"] == nil {
 		t.Errorf("the value held was unset at its own stamp, before the write horizon")
+	}
+}
+
+// TestOldStampsHeldApplyInCallOrder: a change let through because the
+// server holds its old stamps (heldLive) is judged after the rest of the
+// call, but applies in its place in the call: before a later change of
+// the same record in it.
+func TestOldStampsHeldApplyInCallOrder(t *testing.T) {
+	ctx := context.Background()
+	e, clk := openCollectingMemory(t)
+	writeNotes(t, e, "n")
+	collectingSince(t, e)
+	held, err := e.GetRecord(ctx, "notes", "n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk.ms += 2 * time.Hour.Milliseconds()
+	if h, old := collectOnce(t, e), held.Record.Fields["owner"].Stamp; h.Wall <= old.Wall {
+		t.Fatalf("write horizon %d, want it past the write at %d", h.Wall, old.Wall)
+	}
+	first, err := e.Now("notes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := e.Now("notes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	given := held.Record.Clone() // as the server sent it, and an edit
+	given.Fields["title"] = crdt.Field{Stamp: first, Value: value(t, "first")}
+	res, err := e.Apply(ctx, []crdt.Change{
+		{Collection: "notes", Record: given},
+		{Collection: "notes", Record: crdt.SetField("n", "title", value(t, "second"), second)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range res {
+		if r.Status != StatusApplied {
+			t.Errorf("change %d: %v (%v), want applied in call order", i, r.Status, r.Err)
+		}
+	}
+	got, err := e.GetRecord(ctx, "notes", "n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := got.Record.Fields["title"]; f.Stamp != second {
+		t.Errorf("title at %v, want the later change's %v", f.Stamp, second)
 	}
 }

@@ -18,20 +18,8 @@ import (
 // unset, whatever is collected.
 func TestCollectedUnsetOfAMigratedField(t *testing.T) {
 	ctx := context.Background()
-	st := memory.New()
-	t.Cleanup(func() { st.Close() })
-	clk := &fakeClock{ms: 1_700_000_000_000}
-	rules, err := ParseRules([]byte(`{"notes": {"maxOffline": "1h", "migrations": {"version": 2, "steps": [{"to": 2, "ops": [
-		{"op": "rename", "from": "title", "to": "name"},
-		{"op": "split", "from": "who", "to": ["first", "last"], "sep": " "}]}]}}}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := Open(Config{Store: st, Replica: "srv", Now: clk.now, PollInterval: -1, Rules: rules, CollectGrace: -1, CollectEvery: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.Close() })
+	e, st, clk, _ := openMigrating(t, `{"op": "rename", "from": "title", "to": "name"},
+		{"op": "split", "from": "who", "to": ["first", "last"], "sep": " "}`)
 	old := crdt.Stamp{Wall: clk.ms, Replica: "old"}
 	// Written before the migration, as version 1 shaped it.
 	if _, err := st.Apply(ctx, []crdt.Change{{Collection: "notes", Record: crdt.Record{ID: "n", Fields: map[string]crdt.Field{
@@ -50,6 +38,7 @@ func TestCollectedUnsetOfAMigratedField(t *testing.T) {
 	if _, err := e.Apply(ctx, []crdt.Change{{Collection: "notes", Record: unset}}); err != nil {
 		t.Fatal(err)
 	}
+	collectingSince(t, e)
 	before, err := e.GetRecord(ctx, "notes", "n")
 	if err != nil {
 		t.Fatal(err)
@@ -80,20 +69,8 @@ func TestCollectedUnsetOfAMigratedField(t *testing.T) {
 // unset of such a field is kept (stores.Horizon.Defaulted).
 func TestCollectedUnsetOfADefaultedField(t *testing.T) {
 	ctx := context.Background()
-	st := memory.New()
-	t.Cleanup(func() { st.Close() })
-	clk := &fakeClock{ms: 1_700_000_000_000}
-	rules, err := ParseRules([]byte(`{"notes": {"maxOffline": "1h", "migrations": {"version": 2, "steps": [{"to": 2, "ops": [
-		{"op": "default", "field": "priority", "value": 0}]}]}}}`))
-	if err != nil {
-		t.Fatal(err)
-	}
+	e, _, clk, rules := openMigrating(t, `{"op": "default", "field": "priority", "value": 0}`)
 	d := rules[0].Migrations
-	e, err := Open(Config{Store: st, Replica: "srv", Now: clk.now, PollInterval: -1, Rules: rules, CollectGrace: -1, CollectEvery: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.Close() })
 	s, err := e.Now("notes")
 	if err != nil {
 		t.Fatal(err)
@@ -102,6 +79,7 @@ func TestCollectedUnsetOfADefaultedField(t *testing.T) {
 	if _, err := e.Apply(ctx, []crdt.Change{{Collection: "notes", Record: written}}); err != nil {
 		t.Fatal(err)
 	}
+	collectingSince(t, e)
 	clk.ms += 2 * time.Hour.Milliseconds()
 	if h := collectOnce(t, e); h.Wall <= s.Wall {
 		t.Fatalf("write horizon %d, want it past the unset at %d", h.Wall, s.Wall)
@@ -113,4 +91,25 @@ func TestCollectedUnsetOfADefaultedField(t *testing.T) {
 	if v, ok := d.Values(after.Record, d.Current())["priority"]; ok {
 		t.Errorf("priority, unset, reads %x (its default) once its unset was collected", v)
 	}
+}
+
+// openMigrating opens a collecting engine (as openCollecting) on a new
+// memory store whose notes rule has a MaxOffline of an hour and one
+// migration step to version 2 made of ops (JSON, the step's "ops" items).
+// It returns the engine, the store, the clock and the rules parsed.
+func openMigrating(t *testing.T, ops string) (*Engine, *memory.Store, *fakeClock, []Rule) {
+	t.Helper()
+	st := memory.New()
+	t.Cleanup(func() { st.Close() })
+	clk := &fakeClock{ms: 1_700_000_000_000}
+	rules, err := ParseRules([]byte(`{"notes": {"maxOffline": "1h", "migrations": {"version": 2, "steps": [{"to": 2, "ops": [` + ops + `]}]}}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := Open(Config{Store: st, Replica: "srv", Now: clk.now, PollInterval: -1, Rules: rules, CollectGrace: -1, CollectEvery: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	return e, st, clk, rules
 }

@@ -15,9 +15,19 @@ import (
 )
 
 // maxScan bounds the log entries one pull passes over without putting
-// them in its page (a transition skips what the reader already holds):
-// past it the page ends, perhaps empty, with More set.
-const maxScan = 10 * MaxPage
+// them in its page (a transition skips what the reader already holds, a
+// scope what it does not match): past it the page ends, perhaps empty,
+// with More set. scanPages bounds the bytes of the records it reads but
+// does not send, scanPages times the page's byte bound (or the largest
+// record, when that is more): those it passes over, and those it sends a
+// leave of (a few bytes each, read whole). A reader whose scope matches
+// nothing would otherwise make one request read maxScan records of up to
+// crdt.MaxRecordBytes, some 3 GB, to be answered an empty page, or
+// MaxPage leaves.
+const (
+	scanPages = 10
+	maxScan   = scanPages * MaxPage
+)
 
 // PullScoped returns a page of collection's change log after cursor,
 // within limit, as a reader whose scope is s sees it. A nil s is an
@@ -333,8 +343,8 @@ func (e *Engine) scanLog(ctx context.Context, collection string, k int, pos []ui
 		}
 	}
 	out := Page{Entries: []Entry{}}
-	n, used, scanned := 0, 0, 0
-	var enc []byte // a record's encoding, to count its size
+	n, used, scanned, passed := 0, 0, 0, 0 // passed: bytes passed over
+	var enc []byte                         // a record's encoding, to count its size
 	var sum uint64
 	for _, p := range pos {
 		sum += p
@@ -345,7 +355,7 @@ read:
 		s := (first + i) % k
 		for {
 			left := limit.Records - n
-			if left == 0 || used >= limit.Bytes || scanned >= maxScan {
+			if left == 0 || used >= limit.Bytes || scanned >= maxScan || passed >= scanPages*max(limit.Bytes, crdt.MaxRecordBytes) {
 				out.More = true
 				break read
 			}
@@ -434,6 +444,12 @@ read:
 					used += leftBytes
 					n++
 					out.Left = append(out.Left, Left{Seq: en.Seq, ID: en.Record.ID})
+					// The record was read whole for a leave of a few bytes.
+					enc = crdt.AppendRecord(enc[:0], en.Record)
+					passed += len(enc)
+				default:
+					enc = crdt.AppendRecord(enc[:0], en.Record)
+					passed += len(enc)
 				}
 				if cut {
 					break

@@ -41,8 +41,10 @@ const (
 	// ResetLeaseExpired: the cursor is before the collection's published
 	// read horizon (horizon.go), and its reading began from the start
 	// before that horizon was published there: tombstones it has not read
-	// may have been collected. The reader pulls from the start and
-	// reconciles.
+	// may have been collected. A cursor of an epoch rebuilt since gets it
+	// too, in place of ResetRebuilt, when the horizon of its epoch had
+	// passed it, or one of a later epoch cannot say (passedBefore). The
+	// reader pulls from the start and reconciles.
 	ResetLeaseExpired ResetReason = 3
 )
 
@@ -246,6 +248,8 @@ func (e *Engine) slotKeyFor(tag [8]byte) []byte {
 // a *ResetError when c is of another history. A cursor that differs from
 // the cache is judged on values read afresh, so a stale cache neither
 // resets a reader that another instance moved on nor lets one through.
+// A cursor of an epoch rebuilt since that a purge may have passed
+// (passedBefore) is reset ResetLeaseExpired, not ResetRebuilt.
 func (e *Engine) checkCursor(ctx context.Context, collection string, c Cursor) ([8]byte, stores.Meta, error) {
 	tag, m, err := e.view(ctx, collection, false)
 	if err != nil || c.IsStart() {
@@ -263,10 +267,24 @@ func (e *Engine) checkCursor(ctx context.Context, collection string, c Cursor) (
 	case c.store != tag:
 		return reset(ResetHistoryLost, "the cursor is of store %x, this is store %x", c.store, tag)
 	case c.epoch > m.Epoch:
-		return reset(ResetHistoryLost, "the cursor's epoch %d is after the store's %d: the store went back", c.epoch, m.Epoch)
+		detail := fmt.Sprintf("the cursor's epoch %d is after the store's %d: the store went back", c.epoch, m.Epoch)
+		if !c.unverified {
+			// Epochs only grow, and this server made the cursor (for
+			// this collection: its tag says so), so the store went back
+			// past a bump: proof, as a cursor past the head is (wentBack).
+			e.newHistory(ctx, collection, m, detail)
+		}
+		return reset(ResetHistoryLost, "%s", detail)
 	case c.epoch < m.Lost:
 		return reset(ResetHistoryLost, "history was lost after the cursor's epoch %d (now epoch %d)", c.epoch, m.Epoch)
 	case c.epoch < m.Epoch:
+		why, err := e.passedBefore(ctx, collection, c)
+		if err != nil {
+			return tag, m, err
+		}
+		if why != "" {
+			return reset(ResetLeaseExpired, "the log was rebuilt after the cursor's epoch %d (now epoch %d), and %s", c.epoch, m.Epoch, why)
+		}
 		return reset(ResetRebuilt, "the log was rebuilt after the cursor's epoch %d (now epoch %d)", c.epoch, m.Epoch)
 	case c.Shards() != stores.ShardsOf(m):
 		// A change of the shard count starts an epoch, so this is a
@@ -397,8 +415,8 @@ func (e *Engine) wentBack(ctx context.Context, collection string, c Cursor, deta
 	// cannot be read is no proof yet (the reader tries again).
 	tag, m, err := e.view(ctx, collection, true)
 	if err != nil {
-		e.log.Warn("a cursor past the head or a slot given out again, and the epoch could not be read", "collection", collection, "detail", detail, "err", err)
-		return fmt.Errorf("pull %s: judge the cursor: %w", collection, err)
+		// Returned, not logged: the transport logs it with the request.
+		return fmt.Errorf("pull %s: judge the cursor (%s): read the epoch: %w", collection, detail, err)
 	}
 	if tag != c.store || m.Epoch != c.epoch {
 		e.hist.forget()
@@ -410,10 +428,20 @@ func (e *Engine) wentBack(ctx context.Context, collection string, c Cursor, deta
 	if c.unverified {
 		return lost
 	}
-	// Only from the epochs read: another instance that had the same
-	// proof may have started one a moment ago (a store that cannot say
-	// starts one all the same; the readers are then reset twice).
-	bumped := true
+	e.newHistory(ctx, collection, m, detail)
+	return lost
+}
+
+// newHistory starts a new epoch of every collection, history lost, given
+// proof read against m (the collection's Meta as read afresh) that the
+// store went back in time (wentBack; checkCursor, for a cursor of an
+// epoch after the store's). Only from the store-wide counter read: another
+// instance that had the same proof may have started one a moment ago (a
+// store that cannot say starts one all the same; the readers are then
+// reset twice). A failure is logged: the reader is reset all the same, and
+// the next proof bumps again.
+func (e *Engine) newHistory(ctx context.Context, collection string, m stores.Meta, detail string) {
+	bumped, err := true, error(nil)
 	if bf, ok := e.store.(stores.EpochsBumperFrom); ok {
 		bumped, err = bf.BumpEpochsFrom(ctx, stores.StoreEpochOf(m))
 	} else {
@@ -421,7 +449,7 @@ func (e *Engine) wentBack(ctx context.Context, collection string, c Cursor, deta
 	}
 	if err != nil {
 		e.log.Error("start a new epoch of every collection after the store went back", "collection", collection, "err", err)
-		return lost
+		return
 	}
 	e.hist.forget()
 	if bumped {
@@ -429,7 +457,6 @@ func (e *Engine) wentBack(ctx context.Context, collection string, c Cursor, deta
 			"collection", collection, "detail", detail)
 		e.wentBackCount.Add(1)
 	}
-	return lost
 }
 
 // rewindSubscribers delivers head h, lower than what they were given, to

@@ -45,7 +45,8 @@ type Rule struct {
 	// MaxOffline, when positive, enables tombstone collection for the
 	// matching collections: a replica that stays away longer loses its
 	// lease (docs/design.md, "Tombstone horizons"; Engine.MaxOffline).
-	// Zero keeps tombstones for ever.
+	// Zero keeps tombstones for ever from then on; a horizon published
+	// under an earlier rule stays enforced (enforced).
 	MaxOffline time.Duration
 	// Migrations, when set, are the collection's schema versions
 	// (docs/design.md, "Schema versions"): changes written under an older

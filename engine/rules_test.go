@@ -11,6 +11,7 @@ import (
 	"github.com/convergo/convergo/crdt/scope"
 	"github.com/convergo/convergo/stores"
 	"github.com/convergo/convergo/stores/memory"
+	"github.com/convergo/convergo/transport/proto"
 )
 
 const rulesJSON = `{
@@ -214,14 +215,21 @@ func TestWriteRules(t *testing.T) {
 	}
 }
 
-// countingStore counts Gets.
+// countingStore counts Gets of records, and apart those of published
+// horizons, which a write reads whatever the rules (enforced), from a
+// cache (HorizonOf).
 type countingStore struct {
 	*memory.Store
-	gets int
+	gets     int
+	horizons int
 }
 
 func (s *countingStore) Get(ctx context.Context, coll, id string) (stores.Entry, error) {
-	s.gets++
+	if coll == proto.HorizonCollection {
+		s.horizons++
+	} else {
+		s.gets++
+	}
 	return s.Store.Get(ctx, coll, id)
 }
 
@@ -249,6 +257,9 @@ func TestNoReadsWithoutRules(t *testing.T) {
 	}
 	if st.gets != 1 {
 		t.Errorf("%d reads for one change a schema applies to, want 1", st.gets)
+	}
+	if st.horizons > 2 {
+		t.Errorf("%d reads of published horizons for three changes to two collections, want at most one per collection", st.horizons)
 	}
 }
 

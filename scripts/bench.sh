@@ -25,8 +25,8 @@
 #      Local's cost per streamed write grows with its stream history
 # A scenario whose prerequisites are missing (a service, Chromium) is
 # skipped with a line saying why; the others still run. The server under
-# test is the server command (cmd/convergo serve -rate -1 -max-conns
-# 1000000: the per-address limits lifted, every load generator being one
+# test is the server command (cmd/convergo serve under convergo-bench's
+# benchLimits: the per-address limits lifted, every load generator being one
 # address); the browser scenarios use `convergo-bench serve`, the same engine
 # and transport with a seeded store and the JS client mounted.
 #
@@ -96,9 +96,12 @@ main() {
 	# it takes half as many runs as the other figures; samples are written as
 	# runs finish, so a run cut short by its budget keeps those done.
 	if want 1; then
-		local b3runs=$(((RUNS + 1) / 2))
-		run s1-b3-go 120 "$BIN/convergo-bench" b3 -runs "$b3runs"
-		run s1-b3-js 900 env CONVERGO_CHROMIUM="${CONVERGO_CHROMIUM:-/usr/bin/chromium}" node scripts/bench/js/b3.mjs "$b3runs" 5
+		local b3runs=$(((RUNS + 1) / 2)) b3warm=5
+		run s1-b3-go 120 "$BIN/convergo-bench" b3 -runs "$b3runs" -warm "$b3warm"
+		# The live push rows' session ages and the rows' names are the Go
+		# bench's (b3SessionAge, b3Rows).
+		run s1-b3-js 900 env CONVERGO_CHROMIUM="${CONVERGO_CHROMIUM:-/usr/bin/chromium}" CONVERGO_B3_SESSION_AGE="$("$BIN/convergo-bench" b3 -session-age)" \
+			CONVERGO_B3_ROWS="$("$BIN/convergo-bench" b3 -rows -warm "$b3warm")" node scripts/bench/js/b3.mjs "$b3runs" "$b3warm"
 	fi
 
 	# Scenario 2: apply throughput per store, beside the store's ceiling.

@@ -126,8 +126,9 @@ type Purger interface {
 // PurgeRecord returns r without the tombstones that h allows: its delete
 // stamp, when stamped before h.Wall (milliseconds), is cleared, and its
 // unset fields stamped before h.Wall are removed, unless r holds a field
-// of h.Sources (then its unsets are kept) or the field is of h.Defaulted. It reports how many delete
-// stamps (0 or 1) and fields it dropped; when both are 0, out is r.
+// of h.Sources (then its unsets are kept) or the field is of h.Defaulted.
+// It reports how many delete stamps (0 or 1) and fields it dropped; when
+// both are 0, out is r.
 // out.Deleted is zero and out.Fields empty when nothing is left of r: the
 // record is to be removed. When anything was dropped, out encodes
 // shorter than r, so a store may tell a purged record from the one it

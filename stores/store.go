@@ -3,6 +3,7 @@ package stores
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/convergo/convergo/crdt"
 )
@@ -183,8 +184,8 @@ func (c EpochCause) String() string {
 // every collection, existing or not, without touching any), and per
 // collection a counter of its own BumpEpoch calls and that counter's value
 // at its latest HistoryLost bump. The store-wide counter is the high 32
-// bits, so epochs only grow; each counter wraps after 2^32 bumps, which no
-// store reaches.
+// bits, so epochs only grow. A bump raises a counter to NextEpoch's
+// value.
 func MetaOf(store, local, localLost uint64) Meta {
 	hi := (store & epochMask) << 32
 	return Meta{Epoch: hi | local&epochMask, Lost: hi | localLost&epochMask}
@@ -196,10 +197,57 @@ const epochMask = 0xffffffff
 // StoreEpochOf returns the store-wide counter of a Meta built by MetaOf.
 func StoreEpochOf(m Meta) uint64 { return m.Epoch >> 32 }
 
+// LocalEpochOf returns the collection's own counter of a Meta built by
+// MetaOf, and LocalLostOf that counter's value at its latest loss.
+func LocalEpochOf(m Meta) uint64 { return m.Epoch & epochMask }
+
+// LocalLostOf: see LocalEpochOf.
+func LocalLostOf(m Meta) uint64 { return m.Lost & epochMask }
+
+// LostBefore returns a time after the latest loss of history of a Meta
+// built by MetaOf whose counters NextEpoch raised: the second after the
+// larger of the store-wide counter (which only losses raise: BumpEpochs)
+// and the collection's own at its latest loss (LocalLostOf), read as Unix
+// seconds, since a bump raises a counter to at least the time it ran. A
+// counter that never went by the clock (raised by one at a time, before
+// NextEpoch read it) is small and reads as long ago; one raised on a
+// clock ahead of the reader's reads as in the reader's future.
+func LostBefore(m Meta) time.Time {
+	return time.Unix(int64(max(StoreEpochOf(m), LocalLostOf(m)))+1, 0)
+}
+
 // IsStoreEpoch reports whether counter, a store-wide counter as a store
 // holds it, is from, as StoreEpochOf reads it (modulo 2^32, as MetaOf
 // keeps it): what BumpEpochsFrom compares.
 func IsStoreEpoch(counter, from uint64) bool { return counter&epochMask == from }
+
+// NextEpoch is the value a bump at time now raises an epoch counter (the
+// store-wide one or a collection's own) to from cur: cur+1, or the Unix
+// time in seconds when that is more. Every store of this module bumps this
+// way, with the clock its options give (time.Now unless a test sets one).
+//
+// A counter lives in the store it describes, so a copy of the store put
+// back from before a bump (a restored backup, a Redis restart from an
+// older snapshot) counts from an older value. Were a bump cur+1, the bump
+// that follows the restore (`convergo store mark-restored`, a Redis
+// restart's, the engine's proof that the store went back) would start an
+// epoch the lost history had already started, and a reader whose cursor
+// is of that epoch would be taken for a reader of the new history: its
+// position skips what the new history wrote, and what it alone holds is
+// never given back. With the clock, a bump comes after every bump of a
+// history lost more than a second before it, as long as the clock of the
+// host that bumps is not behind the clocks that bumped before (and the
+// lost history did not bump faster than once a second, running its
+// counter ahead of the clock). A counter stays below 2^32, which MetaOf
+// keeps, until the year 2106: a clock past 2^32−1 seconds (set wrong, or
+// that year) is not read, since a counter there would wrap in MetaOf to a
+// small epoch, and so would every bump after it.
+func NextEpoch(cur uint64, now time.Time) uint64 {
+	if s := now.Unix(); s > 0 && s <= epochMask && uint64(s) > cur+1 {
+		return uint64(s)
+	}
+	return cur + 1
+}
 
 // EpochsBumperFrom is a Store that can start a new epoch of every
 // collection only while its store-wide counter is still the one a caller

@@ -41,6 +41,16 @@ func (s *Server) api(route string, h handlerFunc) http.Handler {
 	})
 }
 
+// ownClient reports whether p is a client of its own for the per-client
+// limits (the rate, subscriptions): a subject, keyed by its name. The
+// anonymous principal is not, nor, on a server running its demo, a demo
+// subject, which anyone may mint for any name (demo_token.go): one
+// address minting names would get a full bucket per name. Those are
+// keyed by their address.
+func (s *Server) ownClient(p Principal) bool {
+	return p.Subject != "" && !(s.demo && strings.HasPrefix(p.Subject, DemoSubjectPrefix))
+}
+
 // rateLimited is the answer to a request over its rate bucket, to be
 // retried after wait.
 func rateLimited(wait time.Duration) *proto.Error {
@@ -74,7 +84,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, h handlerFunc)
 		authErr = proto.Errorf(proto.CodeUnauthenticated, "the Authorization header is not one Bearer <token>")
 	}
 	key := "addr:" + limitKey(s.clientAddr(r))
-	if authErr == nil && p.Subject != "" {
+	if authErr == nil && s.ownClient(p) {
 		key = "sub:" + p.Subject
 	}
 	if wait := s.rate.take(key, s.now()); wait > 0 {
@@ -83,7 +93,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, h handlerFunc)
 	if authErr != nil {
 		return authErr
 	}
-	release, err := s.reserveBody(r)
+	release, held, err := s.reserveBody(r)
 	if err != nil {
 		return err
 	}
@@ -100,7 +110,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, h handlerFunc)
 		}
 		return proto.Errorf(proto.CodeMalformed, "reading the body: %v", err)
 	}
-	answer, err := h(r.Context(), p, body)
+	answer, err := h(context.WithValue(r.Context(), bodyHeldKey{}, held), p, body)
 	if err != nil {
 		return err
 	}
@@ -121,15 +131,30 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, h handlerFunc)
 // decoded changes live as long as it does. A body declared larger than
 // MaxBodyBytes is refused at once; a request that finds no room within
 // BodyWait is answered 503 unavailable with Retry-After.
-func (s *Server) reserveBody(r *http.Request) (release func(), err error) {
+func (s *Server) reserveBody(r *http.Request) (release func(), held int64, err error) {
 	n := r.ContentLength
 	switch {
 	case n > s.limits.MaxBodyBytes:
-		return nil, proto.Errorf(proto.CodeTooLarge, "request body over %d bytes", s.limits.MaxBodyBytes)
+		return nil, 0, proto.Errorf(proto.CodeTooLarge, "request body over %d bytes", s.limits.MaxBodyBytes)
 	case n < 0:
 		n = s.limits.MaxBodyBytes
 	}
-	return s.reserveBytes(n, BodyWait, r.Context().Done())
+	release, err = s.reserveBytes(n, BodyWait, r.Context().Done())
+	return release, n, err
+}
+
+// bodyHeldKey is the context key of the bytes an HTTP request's body
+// holds in Limits.MaxBodyBytesInFlight (reserveBody), which the push
+// handler's chargeDecoded counts as its own.
+type bodyHeldKey struct{}
+
+// bodyHeld returns the bytes the request of ctx holds for its body, or
+// size when ctx says none.
+func bodyHeld(ctx context.Context, size int64) int64 {
+	if n, ok := ctx.Value(bodyHeldKey{}).(int64); ok {
+		return n
+	}
+	return size
 }
 
 // reserveBytes reserves n bytes in Limits.MaxBodyBytesInFlight until the
@@ -147,6 +172,40 @@ func (s *Server) reserveBytes(n int64, wait time.Duration, stop <-chan struct{})
 		s.bodies.release(n)
 		s.metrics.bodyBytes.Sub(float64(n))
 	}, nil
+}
+
+// chargeDecoded returns a proto.Charge that takes what each decoded
+// change of a push holds in memory (decodedBytes) out of
+// Limits.MaxBodyBytesInFlight, beside the size bytes its body took, and
+// release, which gives it all back once the push is answered. It does not
+// wait for room: a push that finds none while other bodies are in flight
+// is refused unavailable, as a body is, and one alone in flight is served
+// whatever it holds, as a body is (budget.takeBeside). So the budget
+// bounds what pushes hold decoded, not only their bodies: a push of tiny
+// fields decodes to more than ten times its bytes.
+func (s *Server) chargeDecoded(size int64) (charge proto.Charge, release func()) {
+	// size is what the push holds for its body: Content-Length, or
+	// MaxBodyBytes when a request declares none; a live push's message.
+	var held int64
+	charge = func(ch crdt.Change) error {
+		n := decodedBytes(ch)
+		if !s.bodies.takeBeside(n, size+held) {
+			s.metrics.bodyRefused.Inc()
+			return &proto.Error{Status: http.StatusServiceUnavailable, Code: proto.CodeUnavailable,
+				Message: "the server is busy reading other requests; retry later", RetryAfter: time.Second}
+		}
+		s.metrics.bodyBytes.Add(float64(n))
+		held += n
+		return nil
+	}
+	release = func() {
+		if held > 0 {
+			s.bodies.release(held)
+			s.metrics.bodyBytes.Sub(float64(held))
+			held = 0
+		}
+	}
+	return charge, release
 }
 
 // readBody reads r's body, at most limit bytes: into one buffer of its
@@ -172,6 +231,13 @@ func (s *Server) isClosing() bool {
 func (s *Server) authenticate(ctx context.Context, token string) (Principal, error) {
 	if token == "" && s.demo {
 		return anonymous, nil
+	}
+	if len(token) > MaxHeaderBytes {
+		// A request's headers hold no longer one, but a live hello's
+		// message may: the JWT parser decodes the claims before it checks
+		// the signature, so an unsigned token of megabytes would cost a
+		// second of CPU and many times its size in memory, unauthenticated.
+		return Principal{}, proto.Errorf(proto.CodeTooLarge, "a token over %d bytes", MaxHeaderBytes)
 	}
 	p, err := s.auth.Authenticate(ctx, token)
 	switch {
@@ -289,6 +355,9 @@ func (g *requestIDs) next() string {
 // The decoder's own words (Go types, library names) go to the log, not to
 // the client.
 func decodeError(what string, err error) error {
+	if e := (*proto.Error)(nil); errors.As(err, &e) {
+		return e // the server's own refusal while decoding (chargeDecoded)
+	}
 	switch {
 	case errors.Is(err, crdt.ErrTooLarge):
 		return withCause(proto.Errorf(proto.CodeTooLarge, "%s: %s", what, publicText(err)), err)

@@ -212,3 +212,33 @@ func TestDemoNotes(t *testing.T) {
 		t.Errorf("anonymous pull of %s: %d", DemoNotesCollection, a.status)
 	}
 }
+
+// Anyone may mint a demo subject, so a demo subject is no client of its
+// own: its requests are rate limited by its address, as the anonymous
+// principal's are. Keyed by subject, one address minting names got a
+// full bucket per name, and so as many requests as it cared to ask for.
+func TestDemoSubjectsRateByAddress(t *testing.T) {
+	ts := newTestServer(t, func(c *Config) {
+		c.Demo = true
+		c.Limits.Rate = 1
+		c.Limits.Burst = 2
+	})
+	var toks []string
+	for _, name := range []string{"a", "b"} { // the address's two requests
+		res, body := postDemoToken(t, ts, http.MethodPost, name)
+		if res.StatusCode != http.StatusOK {
+			t.Fatalf("POST %s: %d %s", PathDemoToken, res.StatusCode, body)
+		}
+		var dt DemoToken
+		if err := json.Unmarshal(body, &dt); err != nil {
+			t.Fatal(err)
+		}
+		toks = append(toks, dt.Token)
+	}
+	for i, tok := range toks {
+		a := ts.post(t, proto.PathPull, tok, proto.PullRequest{Collection: DemoNotesCollection})
+		if a.status != http.StatusTooManyRequests {
+			t.Fatalf("pull %d as a fresh demo subject of an address over its rate: status %d, want 429", i, a.status)
+		}
+	}
+}

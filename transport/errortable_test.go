@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -223,8 +224,15 @@ func TestErrorTable(t *testing.T) {
 			coll := newCollectingServer(t, clock)
 			ctok := coll.token(t, "alice", []string{"notes"}, []string{"notes"})
 			coll.push(t, ctok, set1("c0", clock.wall())) // the collection exists
-			if _, err := coll.eng.Collect(context.Background()); err != nil {
-				t.Fatal(err)
+			// The first horizon holds W for MaxOffline; the run after
+			// raises it.
+			for i := range 2 {
+				if i > 0 {
+					clock.advance(time.Hour + time.Minute)
+				}
+				if _, err := coll.eng.Collect(context.Background()); err != nil {
+					t.Fatal(err)
+				}
 			}
 			return 0, coll.push(t, ctok, set1("c1", clock.stamp(-2*time.Hour)))[0].Code
 		},
@@ -248,5 +256,39 @@ func TestErrorTable(t *testing.T) {
 				t.Fatalf("got %d %q, want %d %q", status, code, r.status, r.code)
 			}
 		})
+	}
+}
+
+// TestSessionCodesDocumented holds the paragraph of docs/protocol.md that
+// says which failures are not one collection's ("Retrying") to the codes
+// proto.Codes marks Session, from which both clients derive the rule.
+func TestSessionCodesDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../docs/protocol.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const lead = "A pull, restore or `sub` names one collection, and its failure is that\ncollection's unless"
+	start := strings.Index(string(doc), lead)
+	if start < 0 {
+		t.Fatal("docs/protocol.md has no paragraph on one collection's failure")
+	}
+	para := string(doc[start:])
+	para = para[:strings.Index(para, "): a client goes on with")]
+	var documented []string
+	for _, m := range regexp.MustCompile("`([a-z_]+)`").FindAllStringSubmatch(para, -1) {
+		if m[1] != "sub" {
+			documented = append(documented, m[1])
+		}
+	}
+	var session []string
+	for _, c := range proto.Codes {
+		if c.Session {
+			session = append(session, c.Code)
+		}
+	}
+	slices.Sort(documented)
+	slices.Sort(session)
+	if !slices.Equal(documented, session) {
+		t.Errorf("the paragraph names %q as not one collection's; proto.Codes marks Session %q", documented, session)
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/fxamacker/cbor/v2"
+
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/crdt/scope"
 	"github.com/convergo/convergo/engine"
@@ -23,7 +25,7 @@ func (s *Server) helloAnswer(p Principal) proto.HelloResponse {
 		MaxPush:         uint64(s.limits.MaxPushChanges),
 		MaxPull:         uint64(s.limits.MaxPullRecords),
 		MaxBodyBytes:    uint64(s.limits.MaxBodyBytes),
-		MaxDrift:        s.eng.MaxDrift().Milliseconds(),
+		MaxDrift:        uint64(s.eng.MaxDrift().Milliseconds()), // at least 1: New
 		Subject:         p.Subject,
 		MaxPageBytes:    uint64(s.limits.MaxPageBytes),
 		MaxMessageBytes: uint64(s.limits.MaxMessageBytes),
@@ -48,7 +50,9 @@ func (s *Server) hello(_ context.Context, p Principal, body []byte) (any, error)
 func (s *Server) push(ctx context.Context, p Principal, body []byte) (any, error) {
 	// A push may name its replica by its device part under the principal's
 	// prefix (docs/protocol.md, "Push"): the token vouches for the rest.
-	req, err := proto.DecodePush(body, proto.ReplicaPrefix(p.Subject))
+	charge, release := s.chargeDecoded(bodyHeld(ctx, int64(len(body))))
+	defer release()
+	req, err := proto.DecodePushCharged(body, proto.ReplicaPrefix(p.Subject), charge)
 	if err != nil {
 		return nil, decodeError("push", err)
 	}
@@ -267,6 +271,44 @@ func resetOf(err error) *proto.ResetInfo {
 	return &proto.ResetInfo{Reason: re.Reason.String(), Message: msg}
 }
 
+// chargedRestore is a decoded restore whose records hold their room
+// among the bodies in flight until release.
+type chargedRestore struct {
+	proto.RestoreRequest
+	release func()
+}
+
+// decodeRestore decodes a restore body record by record, each taking its
+// room among the bodies in flight as it is decoded (chargeDecoded), as a
+// push's changes do: the records of a restore of tiny fields hold many
+// times its bytes.
+func (s *Server) decodeRestore(ctx context.Context, body []byte) (chargedRestore, error) {
+	var w struct {
+		Collection string            `cbor:"1,keyasint"`
+		Records    []cbor.RawMessage `cbor:"2,keyasint"`
+		Version    uint64            `cbor:"3,keyasint,omitempty"`
+	}
+	if err := proto.Decode(body, &w); err != nil {
+		return chargedRestore{}, decodeError("restore", err)
+	}
+	charge, release := s.chargeDecoded(bodyHeld(ctx, int64(len(body))))
+	req := chargedRestore{RestoreRequest: proto.RestoreRequest{Collection: w.Collection, Version: w.Version}, release: release}
+	if w.Records != nil {
+		req.Records = make([]proto.SealedRecord, len(w.Records))
+	}
+	for i, raw := range w.Records {
+		if err := proto.Decode(raw, &req.Records[i]); err != nil {
+			release()
+			return chargedRestore{}, decodeError("restore", err)
+		}
+		if err := charge(crdt.Change{Collection: w.Collection, Record: req.Records[i].Record}); err != nil {
+			release()
+			return chargedRestore{}, err
+		}
+	}
+	return req, nil
+}
+
 // restore merges records a client gives back after a reset, each as the
 // server sealed it. It needs read access only: a seal proves the server
 // held the record, so a reader can restore it but not make one up; and
@@ -277,10 +319,11 @@ func resetOf(err error) *proto.ResetInfo {
 // engine admits them like any change otherwise, with the collection's
 // schema.
 func (s *Server) restore(ctx context.Context, p Principal, body []byte) (any, error) {
-	var req proto.RestoreRequest
-	if err := proto.Decode(body, &req); err != nil {
-		return nil, decodeError("restore", err)
+	req, err := s.decodeRestore(ctx, body)
+	if err != nil {
+		return nil, err
 	}
+	defer req.release()
 	if err := crdt.ValidateCollection(req.Collection); err != nil {
 		return nil, proto.Errorf(proto.CodeInvalid, "restore: %s", publicText(err))
 	}

@@ -165,6 +165,11 @@ func TestCollection(t *testing.T) {
 	ctx := context.Background()
 
 	ts.push(t, tok, set1("r1", clock.wall()), set1("r2", clock.wall()), set1("r3", clock.wall())) // seqs 1-3
+	// The server has collected notes since now: its write horizon is
+	// held for MaxOffline from its first horizon of them.
+	if _, err := ts.eng.Collect(ctx); err != nil {
+		t.Fatal(err)
+	}
 	// B reads up to 3 and goes away.
 	b := ts.leasePull(t, tok, "b", nil, -1)
 	clock.advance(4 * time.Minute)
@@ -283,8 +288,9 @@ func TestCollectionMetrics(t *testing.T) {
 		purged  = `convergo_horizon_runs_total{result="purged"}`
 		skipped = `convergo_horizon_runs_total{result="skipped"}`
 		failed  = `convergo_horizon_runs_total{result="failed"}`
+		held    = "convergo_horizon_wall_held_total"
 	)
-	for _, name := range []string{records, deletes, fields, bytes, purged, skipped, failed} {
+	for _, name := range []string{records, deletes, fields, bytes, purged, skipped, failed, held} {
 		if v := ts.metric(t, name); v != 0 {
 			t.Fatalf("%s = %v before any run, want 0", name, v)
 		}
@@ -296,6 +302,11 @@ func TestCollectionMetrics(t *testing.T) {
 	v, _ := crdt.EncodeValue("x")
 	ts.push(t, tok, set1("r1", w), set1("r2", w), set1("r3", w),
 		crdt.Change{Collection: "notes", Record: crdt.SetField("r3", "body", v, crdt.Stamp{Wall: w, Replica: ownReplica})})
+	// The first horizon of notes holds W for MaxOffline: a run, counted
+	// held, that reclaims nothing.
+	if reports, err := ts.eng.Collect(ctx); err != nil || len(reports) != 1 || !reports[0].Held || reports[0].Records != 0 {
+		t.Fatalf("first collect: %v %+v", err, reports)
+	}
 	clock.advance(time.Minute)
 	w = clock.wall()
 	ts.push(t, tok, del1("r1", w), del1("r2", w),
@@ -315,9 +326,10 @@ func TestCollectionMetrics(t *testing.T) {
 		deletes: 2,
 		fields:  float64(rep.Fields),
 		bytes:   float64(rep.Bytes),
-		purged:  1,
+		purged:  2,
 		skipped: 0,
 		failed:  0,
+		held:    1,
 	}
 	for name, v := range want {
 		if got := ts.metric(t, name); got != v {
@@ -330,14 +342,14 @@ func TestCollectionMetrics(t *testing.T) {
 	if reports, err := ts.eng.Collect(ctx); err != nil || len(reports) != 1 || reports[0].Records != 0 {
 		t.Fatalf("second collect: %v %+v", err, reports)
 	}
-	want[purged] = 2
+	want[purged] = 3
 	for name, v := range want {
 		if got := ts.metric(t, name); got != v {
 			t.Errorf("after the second run %s = %v, want %v", name, got, v)
 		}
 	}
 	// The counts are the engine's, as the engine reports them.
-	if tot := ts.eng.CollectTotals(); tot.Records != 2 || tot.Purged != 2 || tot.Bytes != uint64(rep.Bytes) {
+	if tot := ts.eng.CollectTotals(); tot.Records != 2 || tot.Purged != 3 || tot.Held != 1 || tot.Bytes != uint64(rep.Bytes) {
 		t.Errorf("engine totals %+v", tot)
 	}
 }

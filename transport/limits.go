@@ -30,7 +30,7 @@ type Limits struct {
 	MaxMessageBytes int64
 	// Rate is the sustained requests (HTTP) or messages (WebSocket) per
 	// second per client; a client is its token's subject, else its
-	// address. Negative disables rate limiting.
+	// address. Negative disables rate limiting; NaN is refused (Validate).
 	Rate float64
 	// Burst is how many requests a client may make at once above Rate.
 	Burst int
@@ -76,6 +76,8 @@ type Limits struct {
 	// in when nothing else is in flight. A push over a live session
 	// reserves its message's bytes the same way until it is answered,
 	// without waiting: a pushed with unavailable when there is no room.
+	// A push's decoded changes take their room in it too, by what they
+	// hold in memory (Server.chargeDecoded).
 	MaxBodyBytesInFlight int64
 	// RequestTimeout bounds reading an HTTP request's body and writing its
 	// answer, so a client trickling bytes cannot hold a request open.
@@ -91,6 +93,40 @@ const (
 	DefaultMaxBodyBytesInFlight = 64 << 20
 	DefaultMaxConns             = 10000
 )
+
+// What a decoded change holds in memory beside the bytes of its strings
+// and values (decodedBytes), charged to Limits.MaxBodyBytesInFlight
+// (Server.chargeDecoded): the change, its record and its raw message
+// (decodedChangeBytes), the record's field map when it has fields
+// (decodedMapBytes: its first group of slots), and each field's entry
+// with its stamp (decodedFieldBytes). Measured with Go 1.26's maps, a
+// change of one tiny field holds about 750 bytes, and a record of 1,024
+// fields about 155 a field (TestDecodedBytesBound holds them to it).
+const (
+	decodedChangeBytes = 192
+	decodedMapBytes    = 640
+	decodedFieldBytes  = 192
+)
+
+// decodedBytes is what the decoded change ch holds in memory, at most.
+// Stamps' replica ids are not counted: they come from the push's replica
+// table, one string each.
+func decodedBytes(ch crdt.Change) int64 {
+	n := decodedChangeBytes + len(ch.Collection) + len(ch.Record.ID)
+	if len(ch.Record.Fields) > 0 {
+		n += decodedMapBytes
+	}
+	for name, f := range ch.Record.Fields {
+		n += decodedFieldBytes + len(name) + len(f.Value)
+	}
+	return int64(n)
+}
+
+// MinMaxDrift is the least max drift (engine.Config.MaxDrift) a server
+// takes: the hello announces it in whole ms (key 7), at least 1, since a
+// client reads 0 as the default (docs/protocol.md, section 6). New refuses
+// an engine whose max drift is below it.
+const MinMaxDrift = time.Millisecond
 
 // BodyWait is how long a request waits for room in
 // Limits.MaxBodyBytesInFlight before it is answered 503 unavailable.
@@ -152,43 +188,65 @@ func (l Limits) WithDefaults() Limits {
 	return l
 }
 
-// Validate checks limits after WithDefaults.
+// Validate checks limits after WithDefaults. Each of these limits the hello
+// announces (docs/protocol.md, section 6) is at least 1 after it, so a
+// server never announces 0, which clients read as the default; the one it
+// announces from the engine, the max drift, New holds to MinMaxDrift. A
+// field out of its bounds is a *LimitError, which names it.
 func (l Limits) Validate() error {
-	switch {
-	case l.MaxBodyBytes < 1:
-		return fmt.Errorf("limits: MaxBodyBytes %d", l.MaxBodyBytes)
-	case l.MaxPushChanges < 1 || l.MaxPushChanges > crdt.MaxContainerItems:
+	for _, b := range []struct {
+		field    string
+		v        int64
+		min, max int64 // max 0: no bound above
+	}{
+		{"MaxBodyBytes", l.MaxBodyBytes, 1, 0},
 		// A push's change list (a restore's records) is one array: the
 		// decoder reads none longer.
-		return fmt.Errorf("limits: MaxPushChanges %d, must be 1 to %d", l.MaxPushChanges, crdt.MaxContainerItems)
-	case l.MaxPullRecords < 1 || l.MaxPullRecords > engine.MaxPage:
-		return fmt.Errorf("limits: MaxPullRecords %d, must be 1 to %d", l.MaxPullRecords, engine.MaxPage)
-	case l.MaxMessageBytes < 1:
-		return fmt.Errorf("limits: MaxMessageBytes %d", l.MaxMessageBytes)
+		{"MaxPushChanges", int64(l.MaxPushChanges), 1, crdt.MaxContainerItems},
+		{"MaxPullRecords", int64(l.MaxPullRecords), 1, engine.MaxPage},
+		{"MaxPageBytes", int64(l.MaxPageBytes), 1, 0},
+		{"MaxMessageBytes", l.MaxMessageBytes, 1, 0},
+		{"MaxConnsPerAddr", int64(l.MaxConnsPerAddr), 1, 0},
+		{"MaxSessionsPerSubject", int64(l.MaxSessionsPerSubject), 1, 0},
+		{"MaxSubscriptions", int64(l.MaxSubscriptions), 1, 0},
+		{"MaxSubscriptionsPerSubject", int64(l.MaxSubscriptionsPerSubject), 1, 0},
+		{"SendQueue", int64(l.SendQueue), 1, 0},
+		{"MaxQueueBytes", l.MaxQueueBytes, 1, 0},
+		{"MaxBodyBytesInFlight", l.MaxBodyBytesInFlight, 1, 0},
+		{"MaxConns", int64(l.MaxConns), 1, 0},
+	} {
+		switch {
+		case b.v < b.min && b.max > 0:
+			return &LimitError{b.field, b.v, fmt.Sprintf("must be %d to %d", b.min, b.max)}
+		case b.v < b.min:
+			return &LimitError{b.field, b.v, fmt.Sprintf("must be at least %d", b.min)}
+		case b.max > 0 && b.v > b.max:
+			return &LimitError{b.field, b.v, fmt.Sprintf("must be %d to %d", b.min, b.max)}
+		}
+	}
+	switch {
+	case l.Rate == 0 || math.IsNaN(l.Rate):
+		return &LimitError{"Rate", l.Rate, "must be positive, or negative for no limit"}
 	case l.Rate > 0 && l.Burst < 1:
-		return fmt.Errorf("limits: Burst %d", l.Burst)
-	case l.MaxConnsPerAddr < 1:
-		return fmt.Errorf("limits: MaxConnsPerAddr %d", l.MaxConnsPerAddr)
-	case l.MaxSessionsPerSubject < 1:
-		return fmt.Errorf("limits: MaxSessionsPerSubject %d", l.MaxSessionsPerSubject)
-	case l.MaxSubscriptions < 1:
-		return fmt.Errorf("limits: MaxSubscriptions %d", l.MaxSubscriptions)
-	case l.MaxSubscriptionsPerSubject < 1:
-		return fmt.Errorf("limits: MaxSubscriptionsPerSubject %d", l.MaxSubscriptionsPerSubject)
-	case l.SendQueue < 1:
-		return fmt.Errorf("limits: SendQueue %d", l.SendQueue)
-	case l.MaxQueueBytes < 1:
-		return fmt.Errorf("limits: MaxQueueBytes %d", l.MaxQueueBytes)
-	case l.MaxBodyBytesInFlight < 1:
-		return fmt.Errorf("limits: MaxBodyBytesInFlight %d", l.MaxBodyBytesInFlight)
-	case l.MaxConns < 1:
-		return fmt.Errorf("limits: MaxConns %d", l.MaxConns)
-	case l.SlowConsumer < 0:
-		return fmt.Errorf("limits: SlowConsumer %v", l.SlowConsumer)
-	case l.RequestTimeout < 0:
-		return fmt.Errorf("limits: RequestTimeout %v", l.RequestTimeout)
+		// A bucket of less than one request admits none.
+		return &LimitError{"Burst", l.Burst, "must be at least 1 with a positive Rate"}
+	case l.SlowConsumer <= 0:
+		return &LimitError{"SlowConsumer", l.SlowConsumer, "must be positive"}
+	case l.RequestTimeout <= 0:
+		return &LimitError{"RequestTimeout", l.RequestTimeout, "must be positive"}
 	}
 	return nil
+}
+
+// LimitError is a field of Limits out of its bounds (Validate).
+type LimitError struct {
+	Field string // the field's name in Limits
+	Value any
+	Want  string // what the field must be
+}
+
+func (e *LimitError) Error() string {
+	return fmt.Sprintf("limits: %s %v, %s", e.Field, e.Value, e.Want)
 }
 
 // rateLimiter keeps one token bucket per client key. Buckets that have
@@ -235,13 +293,22 @@ func (l *rateLimiter) take(key string, now time.Time) (wait time.Duration) {
 		b.tokens = max(b.tokens-1, 0)
 		return 0
 	}
-	return time.Duration(math.Ceil((1 - b.tokens) / l.rate * float64(time.Second)))
+	return nanos(math.Ceil((1 - b.tokens) / l.rate * float64(time.Second)))
+}
+
+// nanos is ns nanoseconds as a Duration, the longest one when ns is more:
+// a slow rate's refill period or wait would wrap around otherwise.
+func nanos(ns float64) time.Duration {
+	if ns < math.MaxInt64 {
+		return time.Duration(ns)
+	}
+	return math.MaxInt64
 }
 
 // sweep forgets full buckets, at most once per refill period. Called with
 // l.mu held.
 func (l *rateLimiter) sweep(now time.Time) {
-	full := time.Duration(l.burst / l.rate * float64(time.Second))
+	full := nanos(l.burst / l.rate * float64(time.Second))
 	if now.Sub(l.swept) < max(full, time.Second) {
 		return
 	}
@@ -303,6 +370,21 @@ func (b *budget) take(n int64, wait time.Duration, stop <-chan struct{}) bool {
 			return true
 		}
 	}
+}
+
+// takeBeside takes n bytes, without waiting, for a holder that holds own
+// bytes already: if they fit, or if that holder is the only one (as take
+// lets one in when nothing is held, a request larger than the whole
+// budget is served alone rather than never). It reports whether it took
+// them.
+func (b *budget) takeBeside(n, own int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.used == own || b.used+n <= b.max {
+		b.used += n
+		return true
+	}
+	return false
 }
 
 // release gives back n bytes taken before.

@@ -2,8 +2,10 @@ package transport
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/netip"
@@ -13,6 +15,7 @@ import (
 	"time"
 
 	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/engine"
 	"github.com/convergo/convergo/transport/proto"
 )
 
@@ -277,5 +280,36 @@ func TestLimitsCountIPv6ByPrefix(t *testing.T) {
 	v4b, _ := ts.srv.peer(&net.TCPAddr{IP: net.ParseIP("192.0.2.2")})
 	if v4a == v4b {
 		t.Errorf("listener keys of two IPv4 addresses match: %q", v4a)
+	}
+}
+
+// TestLimitsValidateNamesTheField: what New takes of the limits an
+// embedder gives (Validate after WithDefaults): a zero field is its
+// default, a negative Rate is no limit (whatever Burst), and a field out
+// of its bounds is a *LimitError naming it.
+func TestLimitsValidateNamesTheField(t *testing.T) {
+	for _, l := range []Limits{{}, {Rate: -1, Burst: -1}} {
+		if err := l.WithDefaults().Validate(); err != nil {
+			t.Errorf("%+v: %v, want it taken", l, err)
+		}
+	}
+	for _, c := range []struct {
+		field string
+		l     Limits
+	}{
+		{"Rate", Limits{Rate: math.NaN()}},
+		{"Burst", Limits{Burst: -1}},
+		{"SlowConsumer", Limits{SlowConsumer: -time.Second}},
+		{"RequestTimeout", Limits{RequestTimeout: -time.Second}},
+		{"MaxPushChanges", Limits{MaxPushChanges: crdt.MaxContainerItems + 1}},
+		{"MaxPullRecords", Limits{MaxPullRecords: engine.MaxPage + 1}},
+		{"MaxBodyBytes", Limits{MaxBodyBytes: -1}},
+		{"MaxConns", Limits{MaxConns: -1}},
+	} {
+		err := c.l.WithDefaults().Validate()
+		var le *LimitError
+		if !errors.As(err, &le) || le.Field != c.field {
+			t.Errorf("%s out of bounds: %v, want a *LimitError naming it", c.field, err)
+		}
 	}
 }

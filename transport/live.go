@@ -41,8 +41,9 @@ import (
 //     with one write that does not wait (writeDirect); otherwise, and for
 //     what such a write leaves, the server's pool of writers (writers.go):
 //     a writer takes a connection with queued frames, writes what is
-//     queued (owed resyncs and control frames first) under one deadline
-//     with one writev, and moves on;
+//     queued (control frames first, owed resyncs and resets after the
+//     queued frames it takes, so that none overtakes the welcome) under
+//     one deadline with one writev, and moves on;
 //   - pushing: a push message is applied on a goroutine of its own, which
 //     ends with its pushed answer queued; a session has at most one push
 //     in flight (the client waits for the answer), so that the read loop
@@ -137,7 +138,7 @@ type liveConn struct {
 	awaited bool          // room is awaited: a put waits on it
 	parked  *parkedFrame  // the one page waiting for room (broadcast.go)
 	waiting []*member     // members refused the parking place
-	owed    bool          // resyncs to write first
+	owed    bool          // resyncs to write, after the frames queued before them
 	turn    bool          // a page is being read for one subscription of it alone
 	ping    bool          // a ping to write
 	pong    []byte        // the payload of a pong to write, when wantPong
@@ -488,7 +489,7 @@ func (c *liveConn) handle(op ws.OpCode, data []byte) error {
 		}
 		c.prin = p
 		c.started.Store(true)
-		if p.Subject != "" {
+		if c.s.ownClient(p) {
 			c.rateKey = "sub:" + p.Subject
 		}
 		if !p.Expires.IsZero() {
@@ -621,15 +622,18 @@ func (c *liveConn) push(data []byte) error {
 		refuse(err)
 		return nil
 	}
-	m, err := proto.DecodePushLive(data, c.sess)
+	charge, releaseDecoded := c.s.chargeDecoded(size)
+	m, err := proto.DecodePushLiveCharged(data, c.sess, charge)
 	if err != nil {
 		// Refused whole, as its HTTP body would be; the session goes on.
+		releaseDecoded()
 		release()
 		refuse(decodeError("push", err))
 		return nil
 	}
 	c.answerPush(func() proto.Pushed {
 		defer release()
+		defer releaseDecoded()
 		// The push runs to its end if the session ends meanwhile, as a
 		// request would: its changes may be committed, and the client
 		// pushes them again (duplicate).
@@ -991,8 +995,8 @@ func (c *liveConn) wantControl(set func()) {
 // share one deadline and one writev, large pages get one each.
 const batchBytes = 64 << 10
 
-// flush is what a writer does with a connection it took: it writes owed
-// resyncs and control frames, then queued frames, a batch at a time under
+// flush is what a writer does with a connection it took: it writes control
+// frames, queued frames and owed resyncs, a batch at a time under
 // one deadline, until nothing is queued; then it moves the parked page
 // into the queue and wakes the members waiting for room. The connection is
 // held by one writer at a time (writing).
@@ -1074,14 +1078,11 @@ func (c *liveConn) flush() {
 	}
 }
 
-// writeBatch writes owed resyncs, the control frames ctl and batch with
+// writeBatch writes the control frames ctl, batch and owed resyncs with
 // one writev under one deadline, then releases the frames' bytes. It
 // reports false when the connection's writes ended.
 func (c *liveConn) writeBatch(owed bool, ctl [][]byte, batch []frame) bool {
 	bufs := make(net.Buffers, 0, len(ctl)+len(batch)+1)
-	if owed {
-		bufs = c.appendResyncs(bufs)
-	}
 	bufs = append(bufs, ctl...)
 	var size int64
 	closing := false
@@ -1096,6 +1097,14 @@ func (c *liveConn) writeBatch(owed bool, ctl [][]byte, batch []frame) bool {
 			bufs = append(bufs, closeFrame(f.close, f.why))
 			closing = true
 		}
+	}
+	if owed && !closing {
+		// After the batch, not before it: the session's first batch holds
+		// its welcome, which a reset owed to a sub sent right behind the
+		// hello must not overtake (docs/protocol.md, section 9). A page of
+		// the subscription a resync or reset ends is dropped above, as
+		// its member stopped before it was owed.
+		bufs = c.appendResyncs(bufs)
 	}
 	var err error
 	if len(bufs) > 0 {
@@ -1287,7 +1296,7 @@ func (c *liveConn) subscribe(p Principal, m proto.Sub) {
 	// Its key is the session's rate key: "sub:" and the subject, or
 	// "addr:" and the client's address.
 	held, whose := c.rateKey, "subject"
-	if p.Subject == "" {
+	if !c.s.ownClient(p) {
 		whose = "address"
 	}
 	if !c.s.subscriptions.acquire(held) {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/gobwas/ws"
 
+	"github.com/convergo/convergo/stores/storetest"
 	"github.com/convergo/convergo/transport/proto"
 )
 
@@ -14,7 +15,7 @@ import (
 // dropped as the hello was read) is no internal error: nothing is logged
 // as one, and no subject's session is held.
 func TestHelloAsSessionEnds(t *testing.T) {
-	var logs syncBuffer
+	var logs storetest.LogBuffer
 	ts := newTestServer(t, func(c *Config) {
 		c.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	})

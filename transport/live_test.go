@@ -174,7 +174,14 @@ func TestLiveSlowConsumerResync(t *testing.T) {
 	}
 	c, _ := ts.open(t, "")
 	c.send(proto.Sub{Collection: DemoCollection})
-	time.Sleep(500 * time.Millisecond) // not reading: the queue fills
+	// Not reading: the queue fills, and the server stops the
+	// subscription. How soon depends on the machine's load (a busy one
+	// reads and sends the pages slower than loopback buffers take them):
+	// wait until the resync is counted, or up to 3 s.
+	time.Sleep(500 * time.Millisecond)
+	for until := time.Now().Add(3 * time.Second); time.Now().Before(until) && ts.metric(t, "convergo_live_resyncs_total") < 1; {
+		time.Sleep(50 * time.Millisecond)
+	}
 	var pages int
 	for {
 		m, err := c.recvErr(10 * time.Second)

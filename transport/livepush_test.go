@@ -1,7 +1,6 @@
 package transport
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -17,6 +16,7 @@ import (
 	"github.com/convergo/convergo/engine"
 	"github.com/convergo/convergo/stores"
 	"github.com/convergo/convergo/stores/memory"
+	"github.com/convergo/convergo/stores/storetest"
 	"github.com/convergo/convergo/transport/proto"
 )
 
@@ -323,7 +323,7 @@ func TestLivePushStoreFailure(t *testing.T) {
 // Each live push has a request id of its own (pushed key 4), made as an
 // HTTP request's is, and its failures are logged under it.
 func TestLivePushRequestID(t *testing.T) {
-	var logs syncBuffer
+	var logs storetest.LogBuffer
 	ts, gate := newGatedServer(t, func(c *Config) {
 		c.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	})
@@ -368,24 +368,6 @@ func TestLivePushRequestID(t *testing.T) {
 	if h := a.header.Get(proto.HeaderRequestID); h == "" || !strings.HasPrefix(id, h[:strings.LastIndexByte(h, '-')+1]) {
 		t.Fatalf("live push id %q, HTTP request id %q: want the same prefix", id, h)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for a logger and a test at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // One push at a time: a second before the first is answered ends the

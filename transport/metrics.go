@@ -96,7 +96,7 @@ func newMetrics(reg prometheus.Registerer, eng func() engineCounts) (*metrics, e
 		}, []string{"reason"}),
 		bodyBytes: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "convergo", Name: "body_bytes_in_flight",
-			Help: "Bytes of request bodies reserved by requests in flight.",
+			Help: "Bytes of request bodies, and of the changes decoded from pushes and restores, reserved by requests in flight.",
 		}),
 		resets: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "convergo", Name: "resets_total",
@@ -142,6 +142,7 @@ type collectMetrics struct {
 	totals                          func() engine.CollectTotals
 	records, deletes, fields, bytes *prometheus.Desc
 	runs                            *prometheus.Desc // result: purged, skipped, failed
+	held                            *prometheus.Desc
 }
 
 func newCollectMetrics(totals func() engine.CollectTotals) *collectMetrics {
@@ -155,13 +156,15 @@ func newCollectMetrics(totals func() engine.CollectTotals) *collectMetrics {
 		fields:  desc("tombstones_collected_fields_total", "Unset fields the tombstone collection removed."),
 		bytes:   desc("tombstone_bytes_reclaimed_total", "Bytes the tombstone collection reclaimed (what the collections' usage went down by)."),
 		runs: desc("horizon_runs_total",
-			"Tombstone collection runs by outcome: per collection, purged or skipped (another run published a later horizon and purges); failed, runs that ended in an error.",
+			"Tombstone collection runs by outcome: per collection, purged or skipped (another run published a later horizon and purges, or the collection's epoch changed before the purge began); failed, runs that ended in an error.",
 			"result"),
+		held: desc("horizon_wall_held_total",
+			"Horizons published with the write horizon held where it was, for the collection's maximum offline period after a loss of history or the store's first horizon of the collection: tombstones stamped since are not collected meanwhile."),
 	}
 }
 
 func (c *collectMetrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.records, c.deletes, c.fields, c.bytes, c.runs} {
+	for _, d := range []*prometheus.Desc{c.records, c.deletes, c.fields, c.bytes, c.runs, c.held} {
 		ch <- d
 	}
 }
@@ -178,4 +181,5 @@ func (c *collectMetrics) Collect(ch chan<- prometheus.Metric) {
 	counter(c.runs, t.Purged, "purged")
 	counter(c.runs, t.Skipped, "skipped")
 	counter(c.runs, t.Failed, "failed")
+	counter(c.held, t.Held)
 }

@@ -125,3 +125,30 @@ func TestRestoreHeldLogicalCounter(t *testing.T) {
 		t.Fatalf("push of a logical counter above %d: %+v", crdt.MaxIssuedLogical, r[0])
 	}
 }
+
+// The welcome is the first message of a session (docs/protocol.md,
+// section 9): a reset owed to a sub the client sent right behind its
+// hello, without waiting for the welcome, follows the welcome. A reset is
+// owed outside the queue, and must still not overtake what the queue
+// held before it.
+func TestLiveResetAfterWelcome(t *testing.T) {
+	old := newTestServer(t, func(c *Config) { c.Demo = true })
+	old.push(t, "", change(t, DemoCollection, "r1", "x", 1))
+	page := old.pull(t, "", DemoCollection, 0)
+	fresh := newTestServer(t, func(c *Config) { c.Demo = true })
+	for i := range 100 {
+		c, _, err := fresh.dial(t, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.send(proto.Hello{Protocol: proto.Version, Replica: "c1"})
+		c.send(proto.Sub{Collection: DemoCollection, Cursor: page.Next})
+		if m := c.recv(); m.MessageType() != proto.TypeWelcome {
+			t.Fatalf("session %d: first message %s %+v, want welcome", i, m.MessageType(), m)
+		}
+		if m, ok := c.recv().(proto.Reset); !ok || m.Reason != proto.ResetHistoryLost {
+			t.Fatalf("session %d: got %+v after the welcome, want a reset", i, m)
+		}
+		c.ws.CloseNow()
+	}
+}

@@ -37,7 +37,8 @@ const (
 // MaxHeaderBytes is the http.Server MaxHeaderBytes to serve the server
 // with: a request's headers, its token included, take at most this many
 // bytes (docs/protocol.md, section 11); net/http answers a larger one 431
-// itself.
+// itself. It bounds a token wherever it comes from: a live hello's token
+// over it is refused too_large before it is parsed.
 const MaxHeaderBytes = 64 << 10
 
 // Config configures a Server.
@@ -169,6 +170,9 @@ func New(cfg Config) (*Server, error) {
 	limits := cfg.Limits.WithDefaults()
 	if err := limits.Validate(); err != nil {
 		return nil, fmt.Errorf("transport: %w", err)
+	}
+	if d := cfg.Engine.MaxDrift(); d < MinMaxDrift {
+		return nil, fmt.Errorf("transport: the engine's MaxDrift %v, must be at least %v (the hello announces it in whole ms)", d, MinMaxDrift)
 	}
 	if len(cfg.SealKey) > 0 && len(cfg.SealKey) < MinSecretBytes {
 		return nil, fmt.Errorf("transport: SealKey of %d bytes, need at least %d", len(cfg.SealKey), MinSecretBytes)

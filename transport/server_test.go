@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -23,7 +24,9 @@ import (
 	"pgregory.net/rapid"
 
 	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/engine"
 	"github.com/convergo/convergo/stores"
+	"github.com/convergo/convergo/stores/memory"
 )
 
 func TestHello(t *testing.T) {
@@ -42,7 +45,7 @@ func TestHello(t *testing.T) {
 	}
 	if h.Protocol != proto.Version || h.ServerReplica != "srv-test" || h.Subject != "alice" ||
 		h.MaxPush != proto.DefaultMaxPushChanges || h.MaxPull != proto.DefaultMaxPullRecords ||
-		h.MaxBodyBytes != proto.DefaultMaxBodyBytes || h.MaxDrift != crdt.DefaultMaxDrift.Milliseconds() {
+		h.MaxBodyBytes != proto.DefaultMaxBodyBytes || h.MaxDrift != uint64(crdt.DefaultMaxDrift.Milliseconds()) {
 		t.Fatalf("hello answer %+v", h)
 	}
 	if d := time.Now().UnixMilli() - h.ServerTime; d < 0 || d > 5000 {
@@ -494,6 +497,20 @@ func TestNewValidates(t *testing.T) {
 	if _, err := New(Config{Engine: ts.eng, AllowedOrigins: []string{"["}}); err == nil {
 		t.Fatal("bad origin pattern: no error")
 	}
+	// The hello announces the max drift in whole ms, at least 1
+	// (docs/protocol.md, section 6): an engine's below 1 ms would be
+	// announced as 0.
+	for _, d := range []time.Duration{time.Nanosecond, time.Millisecond - 1, time.Millisecond} {
+		eng, err := engine.Open(engine.Config{Store: memory.New(), Replica: "srv-drift", PollInterval: -1, MaxDrift: d})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = New(Config{Engine: eng})
+		eng.Close()
+		if refused := err != nil; refused != (d < time.Millisecond) {
+			t.Errorf("an engine's MaxDrift %v: New says %v; want it refused below 1ms", d, err)
+		}
+	}
 }
 
 func TestRateLimiter(t *testing.T) {
@@ -523,6 +540,26 @@ func TestRateLimiter(t *testing.T) {
 	}
 	if w := newRateLimiter(-1, 0).take("a", now); w != 0 {
 		t.Fatalf("disabled limiter: wait %v", w)
+	}
+}
+
+// TestRateLimiterSlowRate: a rate so slow that its refill period or a
+// wait overflows time.Duration still limits: the bucket is kept, and the
+// wait is the longest one, not a negative or a wrapped one.
+func TestRateLimiterSlowRate(t *testing.T) {
+	for _, rate := range []float64{1e-9, 1e-12, math.SmallestNonzeroFloat64} {
+		l := newRateLimiter(rate, 2)
+		now := time.Unix(1000, 0)
+		for i := 0; i < 2; i++ {
+			if w := l.take("a", now); w != 0 {
+				t.Fatalf("rate %g, burst %d: wait %v", rate, i, w)
+			}
+		}
+		for _, later := range []time.Duration{0, 2 * time.Second, time.Hour} {
+			if w := l.take("a", now.Add(later)); w <= 0 {
+				t.Errorf("rate %g, empty bucket %v later: wait %v, want a positive wait", rate, later, w)
+			}
+		}
 	}
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"crypto/rand"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"math"
@@ -17,9 +18,10 @@ import (
 	"github.com/convergo/convergo/transport/proto"
 )
 
-// The B3 scenarios and metrics, named as scripts/bench/js/b3-impls.mjs and
-// b3.mjs name them, so the report puts the Go core's figures beside the JS
-// client's and the peers'.
+// The B3 metrics, the one definition of their names: the JS drivers
+// (scripts/bench/js/b3.mjs, its rowNames) read them from
+// `convergo-bench b3 -rows` (b3Rows), so the report puts the Go core's
+// figures beside the JS client's and the peers' in the same rows.
 const (
 	b3Cold = "apply all updates, cold (one timed run per fresh process, as crdt-benchmarks publishes)"
 	b3Warm = "apply all updates, warm (median of %d runs after the cold one, per process)"
@@ -33,10 +35,49 @@ const (
 	b3Impl       = "Convergo Go core: decode push body + Record.Merge in memory"
 )
 
+// b3RowNames are the names of the B3 report's rows for runs of warm warm
+// runs each: the metric of each figure, and the scenario title of each
+// scenario id (the report matches samples by scenario and metric). It is
+// what `convergo-bench b3 -rows -warm N` prints, as JSON, for the JS
+// drivers: scripts/bench.sh hands it to scripts/bench/js/b3.mjs as
+// CONVERGO_B3_ROWS.
+type b3RowNames struct {
+	WarmRuns   int               `json:"warmRuns"`
+	Cold       string            `json:"cold"`
+	Warm       string            `json:"warm"`
+	Bytes      string            `json:"bytes"`
+	BytesHours string            `json:"bytesHours"`
+	BytesHTTP  string            `json:"bytesHTTP"`
+	Scenarios  map[string]string `json:"scenarios"`
+}
+
+// b3Rows returns the row names for runs of warm warm runs.
+func b3Rows(warm int) b3RowNames {
+	r := b3RowNames{WarmRuns: warm, Cold: b3Cold, Warm: fmt.Sprintf(b3Warm, warm), Bytes: b3Bytes, BytesHours: b3BytesHours, BytesHTTP: b3BytesHTTP,
+		Scenarios: map[string]string{}}
+	for _, sc := range b3Scenarios() {
+		r.Scenarios[sc.id] = sc.title
+	}
+	return r
+}
+
+// metrics returns the metrics of the rows, cold first.
+func (r b3RowNames) metrics() []string {
+	return []string{r.Cold, r.Warm, r.Bytes, r.BytesHours, r.BytesHTTP}
+}
+
 // b3SessionAge is how long before a write the session it is pushed over
-// opened, for the live push rows (as scripts/bench/js/b3-impls.mjs
-// SESSION_AGE).
-var b3SessionAge = struct{ recent, hours int64 }{1_000, 3 * 3_600_000}
+// opened, for the live push rows, in milliseconds: 1 s (b3Bytes) and 3 h
+// (b3BytesHours). It is the definition the JS client's rows use too:
+// scripts/bench.sh hands it to scripts/bench/js (its sessionAge) as
+// CONVERGO_B3_SESSION_AGE, the output of `convergo-bench b3 -session-age`.
+var b3SessionAge = b3Ages{Recent: 1_000, Hours: 3 * 3_600_000}
+
+// b3Ages is a value of each live push row, in milliseconds.
+type b3Ages struct {
+	Recent int64 `json:"recent"`
+	Hours  int64 `json:"hours"`
+}
 
 // b3Sizes are the bytes of one client's update in each form.
 type b3Sizes struct{ recent, hours, http int }
@@ -56,10 +97,10 @@ func b3Encode(replica, prefix string, ch crdt.Change, wall int64) ([]byte, b3Siz
 		return len(m), err
 	}
 	out := b3Sizes{http: len(body)}
-	if out.recent, err = live(b3SessionAge.recent); err != nil {
+	if out.recent, err = live(b3SessionAge.Recent); err != nil {
 		return nil, b3Sizes{}, err
 	}
-	if out.hours, err = live(b3SessionAge.hours); err != nil {
+	if out.hours, err = live(b3SessionAge.Hours); err != nil {
 		return nil, b3Sizes{}, err
 	}
 	return body, out, nil
@@ -107,7 +148,22 @@ func runB3(args []string) error {
 	warm := fs.Int("warm", 5, "warm runs per process, after the cold one")
 	one := fs.String("one", "", "run this scenario once in this process (used by -runs)")
 	run := fs.Int("run", 0, "the run number to report (with -one)")
+	sessionAge := fs.Bool("session-age", false, "print b3SessionAge as JSON, for scripts/bench/js, and exit")
+	rows := fs.Bool("rows", false, "print the row names (b3Rows) for -warm as JSON, for scripts/bench/js, and exit")
 	fs.Parse(args)
+
+	if *sessionAge || *rows {
+		var v any = b3SessionAge
+		if *rows {
+			v = b3Rows(*warm)
+		}
+		b, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Printf("%s\n", b)
+		return err
+	}
 
 	if *one != "" {
 		for _, sc := range b3Scenarios() {
@@ -239,14 +295,15 @@ func b3Once(sc b3Scenario, run, warm int) error {
 	if len(warms)%2 == 0 {
 		med = (warms[len(warms)/2-1] + warms[len(warms)/2]) / 2
 	}
+	rows := b3Rows(warm)
 	out := func(metric, unit string, v float64) {
-		emit(sample{Scenario: sc.title, Metric: metric, Unit: unit, Better: "lower", Impl: b3Impl, Ours: true, Run: run, Value: v})
+		emit(sample{Scenario: rows.Scenarios[sc.id], Metric: metric, Unit: unit, Better: "lower", Impl: b3Impl, Ours: true, Run: run, Value: v})
 	}
-	out(b3Cold, "ms", float64(cold.Nanoseconds())/1e6)
-	out(fmt.Sprintf(b3Warm, warm), "ms", med)
-	out(b3Bytes, "bytes", float64(size.recent))
-	out(b3BytesHours, "bytes", float64(size.hours))
-	out(b3BytesHTTP, "bytes", float64(size.http))
+	out(rows.Cold, "ms", float64(cold.Nanoseconds())/1e6)
+	out(rows.Warm, "ms", med)
+	out(rows.Bytes, "bytes", float64(size.recent))
+	out(rows.BytesHours, "bytes", float64(size.hours))
+	out(rows.BytesHTTP, "bytes", float64(size.http))
 	return nil
 }
 

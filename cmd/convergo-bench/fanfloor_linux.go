@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"flag"
@@ -22,9 +23,10 @@ import (
 func init() { commands["fanfloor"] = runFanFloor }
 
 // runFanFloor measures the floor of a fan-out on this machine: no server,
-// no WebSocket, no store; one thread sends a frame of -frame bytes to each
-// of -subs loopback TCP connections per push, -writes pushes -interval
-// apart, with the call the server's direct writes make (sendFrame), and
+// no WebSocket, no store in the runs; one thread sends a frame of -frame
+// bytes (by default the fan-out scenario's for its middle write of as
+// many, measured before the runs: fanoutFrame) to each of -subs loopback TCP connections per push,
+// -writes pushes -interval apart, with the call the server's direct writes make (sendFrame), and
 // the rest of the process reads them with one epoll set while it writes,
 // as the fan-out scenario's generator does:
 //
@@ -53,9 +55,16 @@ func runFanFloor(args []string) error {
 	subs := fs.Int("subs", 1000, "subscribers (connections)")
 	writes := fs.Int("writes", 50, "pushes per run")
 	interval := fs.Duration("interval", 100*time.Millisecond, "time between pushes")
-	frame := fs.Int("frame", 178, "bytes written per subscriber per push (the fan-out scenario's changes frame of one record is about 178)")
+	frame := fs.Int("frame", 0, "bytes written per subscriber per push (0: the fan-out scenario's changes frame of its middle write of as many, measured first)")
 	runs := fs.Int("runs", 3, "measured runs")
 	fs.Parse(args)
+	if *frame == 0 {
+		n, err := fanoutFrame(context.Background(), *writes/2)
+		if err != nil {
+			return fmt.Errorf("fanfloor: measure the fan-out frame: %w", err)
+		}
+		*frame = n
+	}
 	if *frame < 8 {
 		return errors.New("-frame: at least 8 bytes")
 	}

@@ -621,11 +621,10 @@ func fanoutRun(ctx context.Context, bin, kind string, subs, writes int, interval
 	w := newWriter(0)
 	client := &http.Client{Timeout: 30 * time.Second}
 	for k := range writes {
-		s, err := w.clock.Now(time.Now().UnixMilli())
+		ch, err := fanoutChange(w, k)
 		if err != nil {
 			return nil, nil, 0, cost, err
 		}
-		ch := crdt.Change{Collection: transport.DemoCollection, Record: crdt.SetField("w"+strconv.Itoa(k), "title", benchValue, s)}
 		sent[k].Store(time.Since(base).Nanoseconds())
 		if _, err := httpPush(ctx, client, servers[0].url, w.replica, []crdt.Change{ch}); err != nil {
 			return nil, nil, 0, cost, err
@@ -654,6 +653,81 @@ func fanoutRun(ctx context.Context, bin, kind string, subs, writes int, interval
 	}
 	cost.others = others
 	return lat, host, subs*writes - len(lat), cost, nil
+}
+
+// fanoutChange is the fan-out writer's write k: record "w<k>" (writeIndex)
+// of the demo collection, its title set to benchValue.
+func fanoutChange(w *writer, k int) (crdt.Change, error) {
+	s, err := w.clock.Now(time.Now().UnixMilli())
+	if err != nil {
+		return crdt.Change{}, err
+	}
+	return crdt.Change{Collection: transport.DemoCollection, Record: crdt.SetField("w"+strconv.Itoa(k), "title", benchValue, s)}, nil
+}
+
+// fanoutFrame measures the WebSocket frame a subscriber of the fan-out
+// scenario receives for its write k (fanoutChange), header included: a
+// server of this program's engine and transport on a bolt store, the
+// server command's, with one subscriber (dialRaw), and the write pushed as
+// the scenario pushes it. The size grows by a byte with each digit of k
+// ("w9", "w10"); the server command sends the same frames. fanfloor sends
+// frames of this size.
+func fanoutFrame(ctx context.Context, k int) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	store, clean, err := openStore(ctx, "bolt")
+	if err != nil {
+		return 0, err
+	}
+	defer clean()
+	srv, err := startServer(store, "srv-frame")
+	if err != nil {
+		return 0, err
+	}
+	defer srv.Close()
+	sub, err := dialRaw(ctx, srv.url, "sub-frame")
+	if err != nil {
+		return 0, err
+	}
+	defer sub.Close()
+	if err := sub.send(proto.Sub{Collection: transport.DemoCollection}); err != nil {
+		return 0, err
+	}
+	dl, _ := ctx.Deadline()
+	sub.conn.SetDeadline(dl)
+	w := newWriter(0)
+	ch, err := fanoutChange(w, k)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := httpPush(ctx, &http.Client{}, srv.url, w.replica, []crdt.Change{ch}); err != nil {
+		return 0, err
+	}
+	for {
+		msg, err := sub.next()
+		if err != nil {
+			return 0, fmt.Errorf("fan-out frame: %w", err)
+		}
+		found := false
+		if _, err := recordIDs(msg, func(id []byte) { found = found || string(id) == "w"+strconv.Itoa(k) }); err != nil {
+			return 0, fmt.Errorf("fan-out frame: %w", err)
+		}
+		if found {
+			return wsHeaderBytes(len(msg)) + len(msg), nil
+		}
+	}
+}
+
+// wsHeaderBytes is the header of an unmasked WebSocket frame (a server's)
+// of n payload bytes (RFC 6455, section 5.2).
+func wsHeaderBytes(n int) int {
+	switch {
+	case n < 126:
+		return 2
+	case n < 1<<16:
+		return 4
+	}
+	return 10
 }
 
 // fanoutServers is how many server processes a fan-out on kind runs: two

@@ -71,6 +71,9 @@ func runReport(args []string) error {
 	if len(figs) == 0 {
 		return fmt.Errorf("no samples in %s", *in)
 	}
+	if err := checkB3Rows(figs); err != nil {
+		return err
+	}
 	var table strings.Builder
 	writeSummary(&table, figs)
 	fmt.Print(table.String())
@@ -155,6 +158,38 @@ func loadFigures(dir string) ([]figure, error) {
 		figs[i].stats = append(figs[i].stats, st)
 	}
 	return figs, nil
+}
+
+// checkB3Rows returns an error when a figure of a B3 scenario is not one
+// of b3Rows' metrics: a row named otherwise on one side (the Go core's or
+// the JS drivers') would stand apart from the others' figures of that
+// metric, each without the implementations measured in the other.
+func checkB3Rows(figs []figure) error {
+	titles := map[string]bool{}
+	for _, t := range b3Rows(0).Scenarios {
+		titles[t] = true
+	}
+	for _, f := range figs {
+		if !titles[f.scenario] {
+			continue
+		}
+		// The warm row names its count of warm runs.
+		var warm int
+		fmt.Sscanf(f.metric, b3Warm, &warm)
+		if !slices.Contains(b3Rows(warm).metrics(), f.metric) {
+			return fmt.Errorf("report: %s: %q is no B3 row (convergo-bench b3 -rows names them): samples of %s", f.scenario, f.metric, f.implNames())
+		}
+	}
+	return nil
+}
+
+// implNames lists the implementations of f's samples.
+func (f figure) implNames() string {
+	names := make([]string, len(f.stats))
+	for i, s := range f.stats {
+		names[i] = s.impl
+	}
+	return strings.Join(names, ", ")
 }
 
 func median(sorted []float64) float64 {

@@ -34,6 +34,36 @@ import (
 	"github.com/convergo/convergo/transport/proto"
 )
 
+// benchLimits are the limits of every server the bench starts: the
+// in-process one (startServer) and the server command (startReal, whose
+// flags benchServeFlags formats from them). Only the per-address and
+// per-subject limits are raised, every load generator here being one
+// address (and maybe one subject, or anonymous: its subscriptions count by
+// that one address), and the limit on all connections (10,000 subscribers
+// plus the bench's own requests are over the default; the in-process
+// server, which does not serve through Server.Listener, has none). The
+// rest keep their defaults, so the figures (memory per connection above
+// all) are the product's.
+var benchLimits = transport.Limits{
+	Rate:                       -1,
+	MaxConnsPerAddr:            1 << 20,
+	MaxSessionsPerSubject:      1 << 20,
+	MaxSubscriptionsPerSubject: 1 << 30,
+	MaxConns:                   1 << 20,
+}
+
+// benchServeFlags are benchLimits as flags of convergo serve.
+func benchServeFlags() []string {
+	l := benchLimits
+	return []string{
+		"-rate", strconv.FormatFloat(l.Rate, 'g', -1, 64),
+		"-max-conns", strconv.Itoa(l.MaxConnsPerAddr),
+		"-max-sessions", strconv.Itoa(l.MaxSessionsPerSubject),
+		"-max-subscriptions-per-subject", strconv.Itoa(l.MaxSubscriptionsPerSubject),
+		"-max-conns-total", strconv.Itoa(l.MaxConns),
+	}
+}
+
 // benchServer is a sync server (transport.Server over an engine) on a
 // loopback port, with limits raised for load generation.
 type benchServer struct {
@@ -164,17 +194,7 @@ func startServer(store stores.Store, replica string) (*benchServer, error) {
 	ts, err := transport.New(transport.Config{
 		Engine: e,
 		Demo:   true,
-		// Only the per-address and per-subject limits are raised: every
-		// load generator here is one address (and may be one subject, or
-		// anonymous: its subscriptions count by that one address).
-		// The rest keep their defaults, so the figures (memory per
-		// connection above all) are the product's.
-		Limits: transport.Limits{
-			Rate:                       -1,
-			MaxConnsPerAddr:            1 << 20,
-			MaxSessionsPerSubject:      1 << 20,
-			MaxSubscriptionsPerSubject: 1 << 30,
-		},
+		Limits: benchLimits,
 		Logger: slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
@@ -350,11 +370,8 @@ func storeURL(kind string) (string, func(), error) {
 }
 
 // startReal starts the server command (cmd/convergo) on a free loopback
-// port with the store at url, its per-address rate and connection limits
-// lifted (every load generator here is one address) and its limit on all
-// connections too (10,000 subscribers plus the bench's own requests are
-// over the default), and waits until it
-// answers /healthz.
+// port with the store at url under benchLimits, and waits until it answers
+// /healthz.
 func startReal(bin, url string) (*child, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -362,8 +379,8 @@ func startReal(bin, url string) (*child, error) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	cmd := pinned(bin, "serve", "-addr", addr, "-store", url, "-rate", "-1", "-max-conns", "1000000", "-max-sessions", "1000000", "-max-subscriptions-per-subject", "1000000000", "-max-conns-total", "1000000",
-		"-demo", "-log-level", "error")
+	args := append([]string{"serve", "-addr", addr, "-store", url, "-demo", "-log-level", "error"}, benchServeFlags()...)
+	cmd := pinned(bin, args...)
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {

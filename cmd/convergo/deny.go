@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/convergo/convergo/engine"
+	"github.com/convergo/convergo/stores/storeurl"
 	"github.com/convergo/convergo/transport"
 )
 
@@ -55,7 +56,7 @@ func denyCommand(ctx context.Context, name string, args []string, stdout, stderr
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	st, _, log, err := openForTool(ctx, raw, stderr, "deny through a store the server shares")
+	st, _, log, err := openForTool(ctx, raw, stderr, "deny through a store the server shares", storeurl.Options{})
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -13,7 +14,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -21,27 +21,11 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/engine"
+	"github.com/convergo/convergo/stores/storetest"
 	"github.com/convergo/convergo/transport"
 	"github.com/convergo/convergo/transport/proto"
 )
-
-// syncBuffer is a bytes.Buffer safe for a writer and a reader goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // waitListening reads JSON log lines until the "listening" one and returns
 // its address.
@@ -157,7 +141,7 @@ func roundTrip(t *testing.T, base, token, coll string) {
 
 func TestServeInProcess(t *testing.T) {
 	dir := t.TempDir()
-	var logs syncBuffer
+	var logs storetest.LogBuffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
@@ -227,8 +211,8 @@ func TestServeBinary(t *testing.T) {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	db := filepath.Join(dir, "data.db")
-	start := func() (*exec.Cmd, string, *syncBuffer) {
-		var logs syncBuffer
+	start := func() (*exec.Cmd, string, *storetest.LogBuffer) {
+		var logs storetest.LogBuffer
 		cmd := exec.Command(bin, "serve", "--addr", "127.0.0.1:0", "--log-format", "json")
 		cmd.Env = append(os.Environ(), "CONVERGO_STORE=bolt:"+db, "CONVERGO_SECRET=")
 		cmd.Stderr = &logs
@@ -316,6 +300,105 @@ func TestEnvFlags(t *testing.T) {
 	}
 }
 
+// A limit flag below 1 is refused by name: the hello announces the
+// protocol limits among them, and a server never announces 0
+// (docs/protocol.md, section 6). 0 used to mean the default silently.
+func TestServeRefusesLimitsBelowOne(t *testing.T) {
+	flags := []string{"max-body", "max-push", "max-pull", "max-page-bytes", "max-message", "max-conns",
+		"max-subscriptions", "max-sessions", "max-subscriptions-per-subject", "max-conns-total",
+		"max-queue-bytes", "max-bodies-in-flight"}
+	for _, name := range flags {
+		for _, v := range []string{"0", "-1"} {
+			t.Run(name+"="+v, func(t *testing.T) {
+				// Cancelled: were the flag taken, serve would stop at once.
+				ctx, cancel := context.WithCancel(context.Background())
+				cancel()
+				err := run(ctx, []string{"serve", "--store", "memory:", "--addr", "127.0.0.1:0", "--" + name, v}, io.Discard, io.Discard)
+				if err == nil || !strings.Contains(err.Error(), "--"+name) {
+					t.Fatalf("got %v, want an error naming --%s", err, name)
+				}
+			})
+		}
+	}
+}
+
+// The numeric and duration flags of serve that are not --max-… limits:
+// a value whose meaning is not the one the user gave (0 read as the
+// default, a burst that admits nothing, a max drift the hello would
+// announce as 0 ms) is refused by name; the values with a documented
+// meaning of their own (a negative --rate: no limit; a negative
+// --collect-every: this instance never runs the job; a --quota bound of
+// 0: none) start the server.
+func TestServeNumericFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args    []string
+		refused string // the flag the error names; "" when the server starts
+	}{
+		{[]string{"--max-drift", "0"}, "max-drift"},
+		{[]string{"--max-drift", "-1s"}, "max-drift"},
+		{[]string{"--max-drift", "999us"}, "max-drift"}, // announced as 0 ms
+		{[]string{"--max-drift", "1ms"}, ""},
+		{[]string{"--request-timeout", "0"}, "request-timeout"},
+		{[]string{"--request-timeout", "-1s"}, "request-timeout"},
+		{[]string{"--request-timeout", "1ms"}, ""},
+		{[]string{"--burst", "0"}, "burst"},
+		{[]string{"--burst", "-1"}, "burst"},
+		{[]string{"--rate", "0.5", "--burst", "0"}, "burst"},
+		{[]string{"--rate", "0.5", "--burst", "1"}, ""},
+		{[]string{"--rate", "0"}, "rate"},
+		{[]string{"--rate", "NaN"}, "rate"},
+		{[]string{"--rate", "-1"}, ""},
+		{[]string{"--rate", "-1", "--burst", "0"}, ""}, // no rate, no bucket
+		{[]string{"--collect-every", "0"}, "collect-every"},
+		{[]string{"--collect-every", "-1s"}, ""},
+		{[]string{"--collect-every", "1ms"}, ""},
+		{[]string{"--shutdown-timeout", "0"}, "shutdown-timeout"},
+		{[]string{"--shutdown-timeout", "-1s"}, "shutdown-timeout"},
+		{[]string{"--shutdown-timeout", "1ms"}, ""},
+		{[]string{"--max-leases", "0"}, "max-leases"},
+		{[]string{"--max-leases", "-1"}, "max-leases"},
+		{[]string{"--max-leases", "1"}, ""},
+		{[]string{"--max-pull", strconv.Itoa(engine.MaxPage + 1)}, "max-pull"},
+		{[]string{"--max-pull", strconv.Itoa(engine.MaxPage)}, ""},
+		{[]string{"--max-push", strconv.Itoa(crdt.MaxContainerItems + 1)}, "max-push"},
+		{[]string{"--max-push", strconv.Itoa(crdt.MaxContainerItems)}, ""},
+		{[]string{"--quota", "a.*=-1/0"}, "quota"},
+		{[]string{"--quota", "a.*=0/-1"}, "quota"},
+		{[]string{"--quota", "a.*=0/0"}, ""}, // 0: no bound
+	} {
+		t.Run(strings.Join(tc.args, "="), func(t *testing.T) {
+			want := "nil"
+			if tc.refused != "" {
+				want = "an error naming --" + tc.refused
+			}
+			// The flag package names a flag whose Set refuses the value
+			// (--quota); checkNumbers names the others the same way.
+			ok := func(err error) bool {
+				if tc.refused == "" {
+					return err == nil
+				}
+				return err != nil && (strings.HasPrefix(err.Error(), "--"+tc.refused+" ") ||
+					strings.Contains(err.Error(), " for flag -"+tc.refused+": "))
+			}
+			fs, c := serveFlags(io.Discard)
+			err := parseFlags(fs, tc.args)
+			if err == nil {
+				err = c.checkNumbers()
+			}
+			if !ok(err) {
+				t.Fatalf("flags: got %v, want %s", err, want)
+			}
+			// serve itself: cancelled, so that a server it starts stops at once.
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			err = run(ctx, append([]string{"serve", "--store", "memory:", "--addr", "127.0.0.1:0"}, tc.args...), io.Discard, io.Discard)
+			if !ok(err) {
+				t.Fatalf("serve: got %v, want %s", err, want)
+			}
+		})
+	}
+}
+
 func TestCommands(t *testing.T) {
 	var out bytes.Buffer
 	if err := run(context.Background(), []string{"version"}, &out, io.Discard); err != nil || !strings.HasPrefix(out.String(), "convergo ") {
@@ -346,7 +429,7 @@ func TestParsePrefixes(t *testing.T) {
 }
 
 func TestServeMetricsAddr(t *testing.T) {
-	var logs syncBuffer
+	var logs storetest.LogBuffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
@@ -383,4 +466,28 @@ func TestServeMetricsAddr(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestLimitFlagsNamed: every flag that sets a field of transport.Limits is
+// the one limitFlags names for that field, so a limit refused by
+// transport.Limits.Validate is reported under its flag's name.
+func TestLimitFlagsNamed(t *testing.T) {
+	fs, c := serveFlags(io.Discard)
+	named := map[string]bool{}
+	for _, name := range limitFlags {
+		named[name] = true
+		if fs.Lookup(name) == nil {
+			t.Errorf("limitFlags names --%s, which serve does not define", name)
+		}
+	}
+	base := c.limits
+	fs.VisitAll(func(f *flag.Flag) {
+		fs, c := serveFlags(io.Discard)
+		if err := fs.Set(f.Name, "0"); err != nil {
+			return // not a number
+		}
+		if c.limits != base && !named[f.Name] {
+			t.Errorf("--%s sets a field of transport.Limits, and limitFlags does not name it", f.Name)
+		}
+	})
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/convergo/convergo/stores/redis"
+	"github.com/convergo/convergo/stores/storeurl"
 )
 
 // repairer is a store that can rebuild a collection's log and head from
@@ -35,7 +36,7 @@ func repairCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
-	st, kind, _, err := openForTool(ctx, raw, stderr, "")
+	st, kind, _, err := openForTool(ctx, raw, stderr, "", storeurl.Options{})
 	if err != nil {
 		return err
 	}

@@ -47,7 +47,9 @@ type serveConfig struct {
 }
 
 func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
-	c := &serveConfig{}
+	// The fields no flag sets hold their defaults, so that checkNumbers can
+	// validate the limits as given: a flag's 0 is refused, not defaulted.
+	c := &serveConfig{limits: transport.Limits{}.WithDefaults()}
 	fs := flag.NewFlagSet("convergo serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "`host:port` to listen on (\":8080\" for every interface)")
@@ -61,21 +63,21 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.Var(&c.proxies, "trusted-proxies", "`networks` of the load balancers in front of the server (CIDRs or addresses, comma-separated): per-client limits then use X-Forwarded-For")
 	fs.BoolVar(&c.demo, "demo", true, "serve the demo app and let clients without a token read and write "+transport.DemoCollection)
 	fs.StringVar(&c.replica, "replica", "", "replica `id` of this server instance (default random; instances sharing a store need distinct ids)")
-	fs.DurationVar(&c.maxDrift, "max-drift", crdt.DefaultMaxDrift, "how far ahead of the server's clock a client's stamp may be")
-	fs.DurationVar(&c.collectEvery, "collect-every", engine.DefaultCollectEvery, "how often the tombstone collection job runs for collections whose rules give a maxOffline (docs/operations.md, \"Tombstone collection\")")
+	fs.DurationVar(&c.maxDrift, "max-drift", crdt.DefaultMaxDrift, "how far ahead of the server's clock a client's stamp may be (at least 1ms)")
+	fs.DurationVar(&c.collectEvery, "collect-every", engine.DefaultCollectEvery, "how often the tombstone collection job runs for collections whose rules give a maxOffline (docs/operations.md, \"Tombstone collection\"); negative: this instance never runs it")
 	fs.IntVar(&c.maxLeases, "max-leases", proto.DefaultMaxLeasesPerSubject, "most live leases one subject holds on one collection that collects tombstones (at least 1): each collection run removes the subject's least recently seen beyond it, and an instance takes at most as many new ones per --collect-every (docs/operations.md, \"Tombstone collection\")")
 	fs.BoolVar(&c.createTable, "create-table", false, "create the DynamoDB table if it does not exist (same as create=1 in the store URL)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log `format`: text or json")
-	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 15*time.Second, "how long a graceful shutdown waits for requests and sockets")
+	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 15*time.Second, "how long a graceful shutdown waits for requests and sockets (positive)")
 	fs.Int64Var(&c.limits.MaxBodyBytes, "max-body", proto.DefaultMaxBodyBytes, "largest HTTP request body in `bytes`")
-	fs.IntVar(&c.limits.MaxPushChanges, "max-push", proto.DefaultMaxPushChanges, "most changes in one push")
-	fs.IntVar(&c.limits.MaxPullRecords, "max-pull", proto.DefaultMaxPullRecords, "most records in one pull page (at most 1000)")
+	fs.IntVar(&c.limits.MaxPushChanges, "max-push", proto.DefaultMaxPushChanges, fmt.Sprintf("most changes in one push (at most %d)", crdt.MaxContainerItems))
+	fs.IntVar(&c.limits.MaxPullRecords, "max-pull", proto.DefaultMaxPullRecords, fmt.Sprintf("most records in one pull page (at most %d)", engine.MaxPage))
 	fs.IntVar(&c.limits.MaxPageBytes, "max-page-bytes", proto.DefaultMaxPageBytes, "most `bytes` of records in one pull page or live frame (a larger record travels alone)")
 	fs.Int64Var(&c.limits.MaxMessageBytes, "max-message", proto.DefaultMaxMessageBytes, "largest WebSocket message in `bytes`")
-	fs.Float64Var(&c.limits.Rate, "rate", proto.DefaultRate, "requests or messages per second per client (negative: no limit)")
-	fs.IntVar(&c.limits.Burst, "burst", proto.DefaultBurst, "requests a client may make at once above the rate")
-	fs.DurationVar(&c.limits.RequestTimeout, "request-timeout", transport.DefaultRequestTimeout, "time to receive an HTTP request's body, and again to send its answer")
+	fs.Float64Var(&c.limits.Rate, "rate", proto.DefaultRate, "requests or messages per second per client (negative: no limit; not 0)")
+	fs.IntVar(&c.limits.Burst, "burst", proto.DefaultBurst, "requests a client may make at once above the rate (at least 1 with a positive --rate)")
+	fs.DurationVar(&c.limits.RequestTimeout, "request-timeout", transport.DefaultRequestTimeout, "time to receive an HTTP request's body, and again to send its answer (positive)")
 	fs.IntVar(&c.limits.MaxConnsPerAddr, "max-conns", proto.DefaultMaxConnsPerAddr, "most connections per client address (TCP per peer, trusted proxies exempt; WebSockets per client)")
 	fs.IntVar(&c.limits.MaxSubscriptions, "max-subscriptions", proto.DefaultMaxSubscriptions, "most subscriptions of one WebSocket (too_large for the sub beyond)")
 	fs.IntVar(&c.limits.MaxSessionsPerSubject, "max-sessions", proto.DefaultMaxSessionsPerSubject, "most live sessions (WebSockets) of one subject at once, from any addresses (rate_limited at the hello beyond)")
@@ -84,6 +86,56 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.Int64Var(&c.limits.MaxQueueBytes, "max-queue-bytes", transport.DefaultMaxQueueBytes, "most `bytes` waiting to be written to one WebSocket (one page always fits an empty queue)")
 	fs.Int64Var(&c.limits.MaxBodyBytesInFlight, "max-bodies-in-flight", transport.DefaultMaxBodyBytesInFlight, "most `bytes` of HTTP request bodies held at once, all requests together (503 unavailable beyond)")
 	return fs, c
+}
+
+// limitFlags names the flag of each transport.Limits field a flag sets.
+var limitFlags = map[string]string{
+	"MaxBodyBytes":               "max-body",
+	"MaxPushChanges":             "max-push",
+	"MaxPullRecords":             "max-pull",
+	"MaxPageBytes":               "max-page-bytes",
+	"MaxMessageBytes":            "max-message",
+	"Rate":                       "rate",
+	"Burst":                      "burst",
+	"RequestTimeout":             "request-timeout",
+	"MaxConnsPerAddr":            "max-conns",
+	"MaxSubscriptions":           "max-subscriptions",
+	"MaxSessionsPerSubject":      "max-sessions",
+	"MaxSubscriptionsPerSubject": "max-subscriptions-per-subject",
+	"MaxConns":                   "max-conns-total",
+	"MaxQueueBytes":              "max-queue-bytes",
+	"MaxBodyBytesInFlight":       "max-bodies-in-flight",
+}
+
+// checkNumbers refuses a numeric or duration flag whose value would not
+// mean what it says, naming the flag. transport.Limits and engine.Config
+// read a zero field as its default, which would turn --max-push 0 silently
+// into 1000 and --request-timeout 0 into 30s; so the limits are validated
+// as given (transport.Limits.Validate holds their bounds), and the other
+// flags here. The limits the hello announces, the max drift among them,
+// are never 0 (docs/protocol.md, section 6). A value with a documented
+// meaning of its own is taken: a negative --rate (no limit) and a negative
+// --collect-every (this instance never runs the job). docs/operations.md
+// says what each flag refuses.
+func (c *serveConfig) checkNumbers() error {
+	if err := c.limits.Validate(); err != nil {
+		if le := (*transport.LimitError)(nil); errors.As(err, &le) && limitFlags[le.Field] != "" {
+			return fmt.Errorf("--%s %v: %s", limitFlags[le.Field], le.Value, le.Want)
+		}
+		return err
+	}
+	switch {
+	case c.maxLeases < 1:
+		return fmt.Errorf("--max-leases %d: must be at least 1", c.maxLeases)
+	case c.maxDrift < transport.MinMaxDrift:
+		return fmt.Errorf("--max-drift %v: must be at least %v (the hello announces it in whole ms)", c.maxDrift, transport.MinMaxDrift)
+	case c.collectEvery == 0:
+		return fmt.Errorf("--collect-every %v: must be positive, or negative for never on this instance", c.collectEvery)
+	case c.shutdownTimeout <= 0:
+		// 0 would not wait at all, where many tools read it as no timeout.
+		return fmt.Errorf("--shutdown-timeout %v: must be positive", c.shutdownTimeout)
+	}
+	return nil
 }
 
 func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
@@ -117,8 +169,8 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if c.maxLeases < 1 {
-		return fmt.Errorf("--max-leases %d: at least 1", c.maxLeases)
+	if err := c.checkNumbers(); err != nil {
+		return err
 	}
 	proxies, err := parsePrefixes(c.proxies)
 	if err != nil {

@@ -64,7 +64,10 @@ func storeCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
-	st, _, _, err := openForTool(ctx, raw, stderr, "there is nothing to mark")
+	// mark-restored expects a bolt file put back, or a DynamoDB table
+	// restored: the store notices it at open (and starts the epoch this
+	// command starts), which is then no error.
+	st, _, _, err := openForTool(ctx, raw, stderr, "there is nothing to mark", storeurl.Options{Restoring: cmd == "mark-restored"})
 	if err != nil {
 		return err
 	}
@@ -103,8 +106,9 @@ func storeCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 // works on, from a URL as serve takes it, logging warnings to stderr. A
 // memory: store lives and dies with its server, so a tool that needs
 // the server's own data refuses one, saying why (memory); "" allows it.
-// It returns the store, its kind and the logger.
-func openForTool(ctx context.Context, raw string, stderr io.Writer, memory string) (stores.Store, string, *slog.Logger, error) {
+// Of opts it uses all but Logger. It returns the store, its kind and the
+// logger.
+func openForTool(ctx context.Context, raw string, stderr io.Writer, memory string, opts storeurl.Options) (stores.Store, string, *slog.Logger, error) {
 	spec, err := storeurl.Parse(raw)
 	if err != nil {
 		return nil, "", nil, err
@@ -113,7 +117,8 @@ func openForTool(ctx context.Context, raw string, stderr io.Writer, memory strin
 		return nil, "", nil, errors.New("a memory: store lives and dies with its server; " + memory)
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	st, err := spec.Open(ctx, storeurl.Options{Logger: log})
+	opts.Logger = log
+	st, err := spec.Open(ctx, opts)
 	if err != nil {
 		return nil, "", nil, err
 	}

@@ -10,8 +10,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
+	awsdynamodb "github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
 	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/stores"
 	"github.com/convergo/convergo/stores/bolt"
+	"github.com/convergo/convergo/stores/bolt/bolttest"
 	"github.com/convergo/convergo/stores/storetest"
 	"github.com/convergo/convergo/stores/storeurl"
 )
@@ -52,6 +59,41 @@ func TestStoreMarkRestored(t *testing.T) {
 	}
 	if err := run(ctx, []string{"store", "mark-restored", "--store", "memory:"}, &out, &errOut); err == nil {
 		t.Fatal("mark-restored on memory: no error")
+	}
+}
+
+// TestStoreMarkRestoredFileAlone: the procedure as docs/operations.md
+// writes it, the file put back alone (its note left beside it) and then
+// marked restored. The store notices the file went back when the command
+// opens it; what the command prints must not tell the operator that
+// mark-restored was not run, nor log an error for a restore done right.
+func TestStoreMarkRestoredFileAlone(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	path, backup := filepath.Join(dir, "convergo.db"), filepath.Join(dir, "backup.db")
+	write := func(id string) {
+		t.Helper()
+		st, err := bolt.Open(ctx, path, bolt.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		v, _ := crdt.EncodeValue("x")
+		if _, err := st.Apply(ctx, []crdt.Change{{Collection: "todos", Record: crdt.SetField(id, "title", v, crdt.Stamp{Wall: 1, Replica: "client"})}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("before")
+	bolttest.CopyFile(t, path, backup)
+	write("after")
+	bolttest.CopyFile(t, backup, path)
+
+	var out, errOut bytes.Buffer
+	if err := run(ctx, []string{"store", "mark-restored", "--store", "bolt:" + path}, &out, &errOut); err != nil {
+		t.Fatalf("mark-restored: %v\n%s", err, errOut.String())
+	}
+	if s := errOut.String(); strings.Contains(s, "without") || strings.Contains(s, "level=ERROR") {
+		t.Fatalf("mark-restored, run as the procedure says, logged:\n%s\nwant no error and no claim that it was not run", s)
 	}
 }
 
@@ -96,5 +138,105 @@ func TestStoreReshard(t *testing.T) {
 	after, err := st.Meta(ctx, "todos")
 	if err != nil || after.Shards != 4 || after.Epoch <= before.Epoch || after.Lost != before.Lost {
 		t.Fatalf("Meta %+v (%v) after resharding, %+v before; want K = 4 and a new epoch, nothing lost", after, err, before)
+	}
+}
+
+// TestStoreMarkRestoredTableCopy: the procedure as docs/operations.md
+// writes it for DynamoDB, a table restored (a new table holding a copy of
+// the items) and then marked restored. The store notices the copy when the
+// command opens it; the command must not log an error for a restore done
+// right, must start one epoch, not two, and the servers that open the
+// table next must start none.
+func TestStoreMarkRestoredTableCopy(t *testing.T) {
+	ctx := context.Background()
+	endpoint := storetest.Endpoint(t, "CONVERGO_DYNAMODB_ENDPOINT")
+	name := "cmdtest-restore-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	url := func(table string) string {
+		return "dynamodb://" + table + "?region=us-east-1&create=1&capture=0&endpoint=" + endpoint
+	}
+	open := func(table string) stores.Store {
+		t.Helper()
+		st, err := storeurl.Open(ctx, url(table), storeurl.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	src := open(name + "-a")
+	v, _ := crdt.EncodeValue("x")
+	if _, err := src.Apply(ctx, []crdt.Change{{Collection: "todos", Record: crdt.SetField("r", "title", v, crdt.Stamp{Wall: 1, Replica: "client"})}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := src.BumpEpochs(ctx); err != nil {
+		t.Fatal(err)
+	}
+	before, err := src.Meta(ctx, "todos")
+	if err != nil {
+		t.Fatal(err)
+	}
+	src.Close()
+	open(name + "-b").Close() // the restore creates the table
+	copyDynamoTable(t, endpoint, name+"-a", name+"-b")
+
+	var out, errOut bytes.Buffer
+	if err := run(ctx, []string{"store", "mark-restored", "--store", url(name + "-b")}, &out, &errOut); err != nil {
+		t.Fatalf("mark-restored: %v\n%s", err, errOut.String())
+	}
+	if s := errOut.String(); strings.Contains(s, "level=ERROR") {
+		t.Errorf("mark-restored, run as the procedure says, logged:\n%s\nwant no error", s)
+	}
+	st := open(name + "-b")
+	after, err := st.Meta(ctx, "todos")
+	st.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, max := stores.StoreEpochOf(after), stores.NextEpoch(stores.StoreEpochOf(before), time.Now()); got <= stores.StoreEpochOf(before) || got > max {
+		t.Errorf("store-wide epoch %d after mark-restored, %d before: want one bump, at most %d", got, stores.StoreEpochOf(before), max)
+	}
+	st = open(name + "-b")
+	again, err := st.Meta(ctx, "todos")
+	st.Close()
+	if err != nil || again != after {
+		t.Errorf("a server opening the table marked restored: Meta %+v (%v), want %+v: no further epoch", again, err, after)
+	}
+}
+
+// copyDynamoTable puts every item of table from into table to, as a
+// DynamoDB point-in-time or backup restore does into the table it creates.
+func copyDynamoTable(t *testing.T, endpoint, from, to string) {
+	t.Helper()
+	ctx := context.Background()
+	// DynamoDB Local takes any credentials but wants some.
+	cfg, err := config.LoadDefaultConfig(ctx, config.WithRegion("us-east-1"),
+		config.WithCredentialsProvider(aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
+			return aws.Credentials{AccessKeyID: "local", SecretAccessKey: "local", Source: "test"}, nil
+		})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := awsdynamodb.NewFromConfig(cfg, func(o *awsdynamodb.Options) { o.BaseEndpoint = &endpoint })
+	t.Cleanup(func() {
+		for _, table := range []string{from, to} {
+			if _, err := db.DeleteTable(context.Background(), &awsdynamodb.DeleteTableInput{TableName: &table}); err != nil {
+				t.Logf("delete table %s: %v", table, err)
+			}
+		}
+	})
+	var start map[string]ddbtypes.AttributeValue
+	for {
+		out, err := db.Scan(ctx, &awsdynamodb.ScanInput{TableName: &from, ConsistentRead: aws.Bool(true), ExclusiveStartKey: start})
+		if err != nil {
+			t.Fatalf("scan %s: %v", from, err)
+		}
+		for _, item := range out.Items {
+			if _, err := db.PutItem(ctx, &awsdynamodb.PutItemInput{TableName: &to, Item: item}); err != nil {
+				t.Fatalf("put into %s: %v", to, err)
+			}
+		}
+		if out.LastEvaluatedKey == nil {
+			return
+		}
+		start = out.LastEvaluatedKey
 	}
 }

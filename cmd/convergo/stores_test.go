@@ -29,7 +29,7 @@ func randomSuffix(t *testing.T) string {
 // returns its base URL.
 func startServe(t *testing.T, args ...string) string {
 	t.Helper()
-	var logs syncBuffer
+	var logs storetest.LogBuffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {

@@ -16,10 +16,10 @@
 // beyond it, plain objects for maps whose keys are all text and Map
 // otherwise.
 
-import { DEFAULTS, MODEL } from './constants.js';
+import { DEFAULTS, MODEL } from './model.js';
 import { ConvergoError } from './errors.js';
 
-/** Decode limits, the same as package crdt's (constants.js MODEL): levels of nesting in one message. */
+/** Decode limits, the same as package crdt's (model.js MODEL): levels of nesting in one message. */
 export const MAX_DEPTH = MODEL.maxNestedLevels;
 /** Nesting bound of containers inside one field value (crdt.MaxValueNestedLevels): leaves room for the envelopes a value travels in. */
 export const MAX_VALUE_DEPTH = MODEL.maxValueNestedLevels;
@@ -42,10 +42,11 @@ export class Float {
 }
 
 /**
+ * A codec error (also normalize.js's).
  * @param {'malformed'|'invalid'|'too_large'} code
  * @param {string} msg
  */
-function err(code, msg) {
+export function err(code, msg) {
   return new ConvergoError(code, `cbor: ${msg}`);
 }
 
@@ -799,109 +800,6 @@ export function checkValue(v) {
 }
 
 /**
- * Returns field value v in deterministic encoding, as crdt.NormalizeValue:
- * v itself when it already is, else its canonical bytes (shortest heads,
- * floats in the shortest exact width, one NaN, map keys sorted bytewise by
- * their canonical encoding). Values may arrive in any encoding of the value
- * model (docs/protocol.md, section 2); what the model does not hold is
- * refused (malformed), as are map keys that are equal once canonical
- * (invalid), nesting beyond MAX_VALUE_DEPTH containers and a result over
- * MAX_VALUE_BYTES (too_large).
- * @param {Uint8Array} v
- * @returns {Uint8Array}
- */
-export function normalizeValue(v) {
-  try {
-    checkValue(v);
-    return v;
-  } catch (e) {
-    // checkValue says "invalid" only for an encoding that is not the
-    // deterministic one; anything else is refused as it is.
-    if (/** @type {any} */ (e)?.code !== 'invalid') throw e;
-  }
-  const r = new Reader(v, { canonical: false });
-  const w = new Writer(v.length);
-  normItem(r, w, 0);
-  r.end();
-  const out = w.bytes();
-  if (out.length > MAX_VALUE_BYTES) throw err('too_large', `value of ${out.length} bytes exceeds ${MAX_VALUE_BYTES}`);
-  return out;
-}
-
-/**
- * Appends the deterministic encoding of the item at r to w (normalizeValue).
- * @param {Reader} r
- * @param {Writer} w
- * @param {number} depth containers around this item (0 at the top)
- */
-function normItem(r, w, depth) {
-  const { major, info, arg } = r.head();
-  if ((major === 4 || major === 5) && depth >= MAX_VALUE_DEPTH) throw err('malformed', `value nested deeper than ${MAX_VALUE_DEPTH} levels`);
-  switch (major) {
-    case 0:
-    case 1:
-      w.head(major, arg);
-      return;
-    case 2:
-    case 3: {
-      const n = r.len(arg, 1);
-      if (major === 3 && !textOK(r.b, r.off, r.off + n)) throw err('malformed', 'invalid UTF-8 in text string');
-      w.head(major, n);
-      w.raw(r.b.subarray(r.off, r.off + n));
-      r.off += n;
-      return;
-    }
-    case 4: {
-      if (arg > MAX_ITEMS) throw err('malformed', `array of ${arg} items exceeds ${MAX_ITEMS}`);
-      const n = r.len(arg, 1);
-      w.head(4, n);
-      for (let i = 0; i < n; i++) normItem(r, w, depth + 1);
-      return;
-    }
-    case 5: {
-      if (arg > MAX_ITEMS) throw err('malformed', `map of ${arg} pairs exceeds ${MAX_ITEMS}`);
-      const n = r.len(arg, 2);
-      /** @type {[Uint8Array, Uint8Array][]} */
-      const pairs = [];
-      for (let i = 0; i < n; i++) {
-        const k = new Writer(16);
-        normItem(r, k, depth + 1);
-        const val = new Writer(16);
-        normItem(r, val, depth + 1);
-        pairs.push([k.bytes(), val.bytes()]);
-      }
-      pairs.sort((a, b) => compareBytes(a[0], b[0]));
-      w.head(5, n);
-      for (let i = 0; i < n; i++) {
-        if (i > 0 && equalBytes(pairs[i - 1][0], pairs[i][0])) throw err('invalid', 'duplicate map key in a value');
-        w.raw(pairs[i][0]);
-        w.raw(pairs[i][1]);
-      }
-      return;
-    }
-    case 6:
-      throw err('malformed', 'tags are not allowed');
-  }
-  if (info === 20 || info === 21 || info === 22) {
-    w.byte(0xe0 | info);
-    return;
-  }
-  if (info === 25) {
-    w.float(fromHalf(/** @type {number} */ (arg)));
-    return;
-  }
-  if (info === 26) {
-    w.float(r.view.getFloat32(r.off - 4));
-    return;
-  }
-  if (info === 27) {
-    w.float(r.view.getFloat64(r.off - 8));
-    return;
-  }
-  throw err('malformed', `simple value ${arg} is not allowed`);
-}
-
-/**
  * Whether b[i..] starts a well-formed UTF-8 sequence of n bytes total;
  * returns the sequence length or 0 (Unicode's table 3-7: no overlongs, no
  * surrogates, nothing above U+10FFFF).
@@ -953,7 +851,7 @@ export function validUTF8(b, start, end) {
  * @param {number} start
  * @param {number} end
  */
-function textOK(b, start, end) {
+export function textOK(b, start, end) {
   if (end - start < 256) return validUTF8(b, start, end);
   try {
     utf8dec.decode(b.subarray(start, end));

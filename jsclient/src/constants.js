@@ -2,6 +2,9 @@
 // transport/proto (docs/protocol.md); DO NOT EDIT. test/constants.test.js
 // holds it to crdt/testdata/protocol.json.
 
+/** The model's constants (model.js, loaded up front). */
+export { DEFAULTS, MODEL, REPLICA } from './model.js';
+
 /** The protocol version the client speaks. */
 export const VERSION = 2;
 
@@ -27,151 +30,175 @@ export const HEADERS = /* @__PURE__ */ Object.freeze({
 /** The content type of every body. */
 export const CONTENT_TYPE = "application/cbor";
 
-/** Every error code: its HTTP status (0: per change only), what a client does about it (retry), and whether a push may refuse one change with it. */
+/** Every error code: its HTTP status (0: per change only), what a client does about it (retry), whether a push may refuse one change with it, and whether it is the request's, session's or principal's as a whole rather than one collection's (session). */
 export const CODES = /* @__PURE__ */ Object.freeze([
   {
     "code": "malformed",
     "http": 400,
     "retry": "never",
-    "perChange": true
+    "perChange": true,
+    "session": false
   },
   {
     "code": "invalid",
     "http": 400,
     "retry": "never",
-    "perChange": true
+    "perChange": true,
+    "session": false
   },
   {
     "code": "unsupported_version",
     "http": 400,
     "retry": "upgrade",
-    "perChange": false
+    "perChange": false,
+    "session": true
   },
   {
     "code": "unauthenticated",
     "http": 401,
     "retry": "auth",
-    "perChange": false
+    "perChange": false,
+    "session": true
   },
   {
     "code": "token_expired",
     "http": 401,
     "retry": "auth",
-    "perChange": false
+    "perChange": false,
+    "session": true
   },
   {
     "code": "forbidden",
     "http": 403,
     "retry": "never",
-    "perChange": true
+    "perChange": true,
+    "session": false
   },
   {
     "code": "revoked",
     "http": 403,
     "retry": "never",
-    "perChange": false
+    "perChange": false,
+    "session": true
   },
   {
     "code": "not_found",
     "http": 404,
     "retry": "never",
-    "perChange": false
+    "perChange": false,
+    "session": true
   },
   {
     "code": "method_not_allowed",
     "http": 405,
     "retry": "never",
-    "perChange": false
+    "perChange": false,
+    "session": true
   },
   {
     "code": "too_large",
     "http": 413,
     "retry": "never",
-    "perChange": true
+    "perChange": true,
+    "session": false
   },
   {
     "code": "upgrade_required",
     "http": 426,
     "retry": "never",
-    "perChange": false
+    "perChange": false,
+    "session": true
   },
   {
     "code": "rate_limited",
     "http": 429,
     "retry": "backoff",
-    "perChange": false
+    "perChange": false,
+    "session": true
   },
   {
     "code": "schema_ahead",
     "http": 409,
     "retry": "backoff",
-    "perChange": false
+    "perChange": false,
+    "session": false
   },
   {
     "code": "clock_drift",
     "http": 0,
     "retry": "never",
-    "perChange": true
+    "perChange": true,
+    "session": false
   },
   {
     "code": "forged_replica",
     "http": 0,
     "retry": "never",
-    "perChange": true
+    "perChange": true,
+    "session": false
   },
   {
     "code": "bad_seal",
     "http": 0,
     "retry": "never",
-    "perChange": true
+    "perChange": true,
+    "session": false
   },
   {
     "code": "quota_exceeded",
     "http": 0,
     "retry": "never",
-    "perChange": true
+    "perChange": true,
+    "session": false
   },
   {
     "code": "out_of_scope",
     "http": 0,
     "retry": "never",
-    "perChange": true
+    "perChange": true,
+    "session": false
   },
   {
     "code": "schema",
     "http": 0,
     "retry": "never",
-    "perChange": true
+    "perChange": true,
+    "session": false
   },
   {
     "code": "untranslatable",
     "http": 0,
     "retry": "never",
-    "perChange": true
+    "perChange": true,
+    "session": false
   },
   {
     "code": "collected",
     "http": 0,
     "retry": "never",
-    "perChange": true
+    "perChange": true,
+    "session": false
   },
   {
     "code": "unavailable",
     "http": 503,
     "retry": "backoff",
-    "perChange": false
+    "perChange": false,
+    "session": true
   },
   {
     "code": "internal",
     "http": 500,
     "retry": "backoff",
-    "perChange": false
+    "perChange": false,
+    "session": false
   },
   {
     "code": "corrupt",
     "http": 500,
     "retry": "never",
-    "perChange": true
+    "perChange": true,
+    "session": false
   }
 ]);
 
@@ -210,24 +237,6 @@ export const RESET_REASONS = /* @__PURE__ */ Object.freeze([
   "lease_expired"
 ]);
 
-/** A server's default limits; a client follows what the server's hello announces. */
-export const DEFAULTS = /* @__PURE__ */ Object.freeze({
-  "burst": 400,
-  "maxBodyBytes": 4194304,
-  "maxConnsPerAddr": 64,
-  "maxDriftMs": 300000,
-  "maxHealAgain": 3,
-  "maxMessageBytes": 4194304,
-  "maxPageBytes": 1048576,
-  "maxPullRecords": 1000,
-  "maxPushChanges": 1000,
-  "maxRejected": 1000,
-  "maxRejectedBytes": 4194304,
-  "maxRequestIdBytes": 64,
-  "maxSubscriptions": 1024,
-  "rate": 200
-});
-
 /** Timings both sides keep, in milliseconds. */
 export const TIMINGS = /* @__PURE__ */ Object.freeze({
   "backoffInitialMs": 200,
@@ -236,24 +245,6 @@ export const TIMINGS = /* @__PURE__ */ Object.freeze({
   "clientSilenceTimeoutMs": 40000,
   "idleTimeoutMs": 60000,
   "pingIntervalMs": 20000
-});
-
-/** Limits of the data model, the same everywhere. */
-export const MODEL = /* @__PURE__ */ Object.freeze({
-  "maxCollectionBytes": 128,
-  "maxContainerItems": 16384,
-  "maxCursorBytes": 8704,
-  "maxFieldNameBytes": 256,
-  "maxFieldsPerRecord": 1024,
-  "maxIdBytes": 512,
-  "maxIssuedLogical": 65535,
-  "maxLogical": 4294967295,
-  "maxNestedLevels": 24,
-  "maxRecordBytes": 307200,
-  "maxReplicaBytes": 64,
-  "maxValueBytes": 131072,
-  "maxValueNestedLevels": 16,
-  "maxWall": 9007199254740991
 });
 
 /** What a client leaves of the request body for a push's envelope when it splits its outbox into batches. */
@@ -287,18 +278,123 @@ export const PUSH_ROOMS = /* @__PURE__ */ Object.freeze([
   }
 ]);
 
-/** The replica binding rule: an owned id is the subject's prefix (the first 10 bytes of SHA-256(domain + subject) in lower-case base32), the separator and a device part; samples of prefixes. */
-export const REPLICA = /* @__PURE__ */ Object.freeze({
-  "prefixLen": 16,
-  "separator": "_",
-  "domain": "convergo/replica/v2\u0000",
-  "samples": {
-    "": "7uwub3hf3byllac3",
-    "alice": "3y46xdnv3bk6uhgg",
-    "bob@example.com": "jx26ypyejfpxqj2x",
-    "用户": "pglpqrsemvzmqrqv"
+/** How many items of these sizes go in one request under these limits (len: at most maxCount whose sizes take at most maxBytes; at least one while any is left); batchLength is tested against them. */
+export const BATCH_LENS = /* @__PURE__ */ Object.freeze([
+  {
+    "sizes": [],
+    "maxCount": 5,
+    "maxBytes": 100,
+    "len": 0
+  },
+  {
+    "sizes": [
+      50,
+      50
+    ],
+    "maxCount": 5,
+    "maxBytes": 100,
+    "len": 2
+  },
+  {
+    "sizes": [
+      50,
+      51
+    ],
+    "maxCount": 5,
+    "maxBytes": 100,
+    "len": 1
+  },
+  {
+    "sizes": [
+      50,
+      50,
+      1
+    ],
+    "maxCount": 5,
+    "maxBytes": 100,
+    "len": 2
+  },
+  {
+    "sizes": [
+      1,
+      1,
+      1
+    ],
+    "maxCount": 3,
+    "maxBytes": 100,
+    "len": 3
+  },
+  {
+    "sizes": [
+      1,
+      1,
+      1,
+      1
+    ],
+    "maxCount": 3,
+    "maxBytes": 100,
+    "len": 3
+  },
+  {
+    "sizes": [
+      25,
+      25,
+      25,
+      25,
+      1
+    ],
+    "maxCount": 4,
+    "maxBytes": 100,
+    "len": 4
+  },
+  {
+    "sizes": [
+      500,
+      1
+    ],
+    "maxCount": 5,
+    "maxBytes": 100,
+    "len": 1
+  },
+  {
+    "sizes": [
+      1,
+      500,
+      1
+    ],
+    "maxCount": 5,
+    "maxBytes": 100,
+    "len": 1
+  },
+  {
+    "sizes": [
+      500
+    ],
+    "maxCount": 5,
+    "maxBytes": 100,
+    "len": 1
+  },
+  {
+    "sizes": [
+      1,
+      1,
+      1
+    ],
+    "maxCount": 5,
+    "maxBytes": 0,
+    "len": 1
+  },
+  {
+    "sizes": [
+      1,
+      1,
+      1
+    ],
+    "maxCount": 0,
+    "maxBytes": 100,
+    "len": 1
   }
-});
+]);
 
 /** Scopes: the reserved collection prefix no client may use, the deny list's collection, the token claim that imposes scopes, and leave entries (the first leaveBytes of SHA-256(leaveDomain + collection + 0x00 + id); each counts leaveEntryCost bytes toward a page's byte limit); the limits of a scope (encoded bytes, nesting depth, predicates, values of one list). */
 export const SCOPES = /* @__PURE__ */ Object.freeze({

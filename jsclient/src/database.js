@@ -5,7 +5,6 @@
 
 import { ConvergoError } from './errors.js';
 import { Store } from './db.js';
-import { Syncer } from './sync.js';
 import { validateCollection } from './record.js';
 import { Collection } from './collection.js';
 import { replicaPrefix, subjectOfToken } from './replica.js';
@@ -36,6 +35,19 @@ import { TabChannel, TabMessage, fromWire, requestLeadership, toWire } from './t
  *   code: it refused a request (schema_ahead) naming a schema version it
  *   does not have yet. The outbox and records stay as they are and sync
  *   retries with backoff until the server is upgraded.
+ * @property {Unreadable[]} unreadable the collections the token may not
+ *   read, as the server last refused each ('unreadable' event); one leaves
+ *   the list when a pull of it succeeds (a refused sub: when a sub of it is
+ *   served; a refused heal: when the heal is made)
+ */
+
+/**
+ * The server refused a pull or a live sub (forbidden, or invalid: a scope
+ * it finds invalid) or a heal (forbidden: what this client holds was not given
+ * back yet; the heal stays owed, made once the token may read c) of
+ * collection c for this token (the
+ * 'unreadable' event, status.unreadable). Syncing goes on without it.
+ * @typedef {{collection: string, op: 'pull'|'sub'|'heal', code: string, message: string, requestId: string|null}} Unreadable
  */
 
 /**
@@ -112,7 +124,7 @@ export async function open(options) {
 /** How long open() waits for getToken to name the subject to write as (ms). */
 const FIRST_TOKEN_MS = 3_000;
 
-const EVENTS = new Set(['status', 'error', 'auth', 'refused', 'superseded', 'change', 'reset', 'serverReset', 'reconciled', 'revoked', 'schemaAhead']);
+const EVENTS = new Set(['status', 'error', 'auth', 'refused', 'superseded', 'change', 'reset', 'serverReset', 'reconciled', 'revoked', 'schemaAhead', 'unreadable']);
 
 /** How long the leader lets lastSyncedAt settle before storing it (ms). */
 const STORE_SYNCED_MS = 500;
@@ -151,7 +163,7 @@ export class Database {
     /** @type {Map<string, Set<Function>>} */
     this.listeners = new Map();
     /** @type {Status} */
-    this._status = { online: false, syncing: false, pending: 0, held: 0, rejected: 0, lastSyncedAt: null, lastError: null, leader: false, paused: false, revoked: false, schemaAhead: false };
+    this._status = { online: false, syncing: false, pending: 0, held: 0, rejected: 0, lastSyncedAt: null, lastError: null, leader: false, paused: false, revoked: false, schemaAhead: false, unreadable: [] };
     /** @type {number} lastSyncedAt as stored before this open: a sync since is newer */
     this._storedSyncedAt = -Infinity;
     /** @type {any} the timer that stores lastSyncedAt */
@@ -175,8 +187,12 @@ export class Database {
     this.tok = o.token ?? null;
     /** When tok was set (ms): a token another tab set later replaces it. */
     this.tokAt = -Infinity;
-    /** @type {Syncer|null} */
+    /** @type {import('./sync.js').Syncer|null} */
     this.syncer = null;
+    /** @type {Promise<typeof import('./leader.js')>|null} the sync loop, loading or loaded (_startSyncer) */
+    this.syncModule = null;
+    /** @type {ConvergoError|null} why sync.js did not load, until it does */
+    this.syncLoadError = null;
     /** @type {Map<string, Collection>} */
     this.colls = new Map();
     this.store = new Store({
@@ -198,6 +214,11 @@ export class Database {
     this.closeWaiters = new Set();
     /** @type {import('./scope.js').LeaveIndex|null} digests of held ids, once leaves came */
     this.leaveIndex = null;
+    /** @type {typeof import('./peer.js').onPeer|null} the handler of other tabs' messages, once loaded (_onPeer) */
+    this.peer = null;
+    /** @type {any[]|null} other tabs' messages that came while it loads */
+    this.peerWaiting = null;
+    this.peerLoading = false;
   }
 
   async _init() {
@@ -242,6 +263,7 @@ export class Database {
     const BC = this.o.BroadcastChannel === undefined ? globalThis.BroadcastChannel : this.o.BroadcastChannel;
     if (BC) {
       this.channel = new TabChannel(BC, this.name, (m) => this._onPeer(m));
+      this._peerLoad();
       // Learn the leader's status (and token) now rather than at its next
       // change; a token this tab opened with is the database's from now.
       this._post({ t: TabMessage.ask });
@@ -278,6 +300,7 @@ export class Database {
     const onVisibility = () => {
       if (doc.visibilityState !== 'visible' || this.closed) return;
       if (this.syncer) this.syncer.retryNow('visible');
+      else if (this.syncLoadError) this._retryLoad();
       else this._post({ t: TabMessage.retry });
     };
     doc.addEventListener('visibilitychange', onVisibility);
@@ -288,9 +311,12 @@ export class Database {
   async _lead() {
     this.leading = true;
     this._setStatus({ leader: true });
+    // The sync loop loads while the collections are read (_startSyncer
+    // reports a failure).
+    if (!this._status.paused) this._loadSyncOnce().catch(() => {});
     const g = /** @type {any} */ (globalThis);
     if (typeof g.addEventListener === 'function' && typeof g.removeEventListener === 'function') {
-      const on = () => this.syncer?.online();
+      const on = () => (this.syncer ? this.syncer.online() : this._retryLoad());
       const off = () => {
         this._setStatus({ online: false });
         this.syncer?.offline();
@@ -309,7 +335,7 @@ export class Database {
     } catch (e) {
       if (!this.closed) this._emit('error', e);
     }
-    if (!this._status.paused) this._startSyncer();
+    if (!this._status.paused) await this._startSyncer();
     // This tab's sync() calls made before it knew it would lead went to a
     // leader that was not there, and other tabs' calls came while it
     // started: it answers them now.
@@ -320,62 +346,64 @@ export class Database {
       for (const done of this.peerSync?.values() ?? []) answers.push((/** @type {any} */ e) => done(e ? toWire(e) : undefined));
       for (const answer of answers) syncer.requestSync().then(() => answer(null), answer);
     } else {
-      const e = this.closed ? new ConvergoError('closed', 'sync: the leader tab closed') : new ConvergoError('network', 'sync: the leader tab is paused');
+      const e = this.closed ? new ConvergoError('closed', 'sync: the leader tab closed') : this._status.paused ? new ConvergoError('network', 'sync: the leader tab is paused') : (this.syncLoadError ?? new ConvergoError('network', 'sync: the leader tab does not sync'));
       for (const answer of answers) answer(e);
     }
   }
 
-  _startSyncer() {
+  /**
+   * Loads the sync loop (leader.js, and sync.js with it) once: only the
+   * tab that leads runs it, so the others never load it. A load that
+   * fails is forgotten once reported (_startSyncer), and the next try
+   * (sync(), resume()) loads it again.
+   * @returns {Promise<typeof import('./leader.js')>}
+   */
+  _loadSyncOnce() {
+    this.syncModule ??= this._loadSync();
+    return this.syncModule;
+  }
+
+  /**
+   * The sync loop did not load (syncLoadError) and a sign says the server
+   * may be reachable again (the browser is online, the page visible): try
+   * again, as the loop itself would.
+   */
+  _retryLoad() {
+    if (this.syncLoadError && this.leading && !this._status.paused && this.o.sync !== false) this._startSyncer().catch((e) => this._emit('error', e));
+  }
+
+  /** Loads leader.js (_loadSyncOnce). */
+  _loadSync() {
+    return import('./leader.js');
+  }
+
+  /**
+   * Starts the sync loop, once leader.js has loaded; a load that fails is
+   * reported ('error', status.lastError) and the loop does not start.
+   */
+  async _startSyncer() {
     if (this.syncer || this.closed) return;
-    const o = this.o;
-    const f = o.fetch ?? globalThis.fetch?.bind(globalThis);
-    if (!f) {
-      this._emit('error', new ConvergoError('network', 'open: no fetch available'));
+    /** @type {typeof import('./leader.js').syncerFor} */
+    let syncerFor;
+    try {
+      ({ syncerFor } = await this._loadSyncOnce());
+    } catch (e) {
+      this.syncModule = null;
+      if (this.closed || this.syncer) return;
+      const err = new ConvergoError('network', `sync: loading the sync loop (leader.js): ${/** @type {any} */ (e)?.message ?? e}`, { cause: e });
+      this.syncLoadError = err;
+      this._setStatus({ lastError: err });
+      this._emit('error', err);
       return;
     }
-    this.syncer = new Syncer({
-      url: /** @type {string} */ (o.url),
-      store: this.store,
-      collections: () => [...this.collections],
-      token: (force) => this._token(force),
-      fetch: f,
-      WebSocket: o.WebSocket === undefined ? globalThis.WebSocket ?? null : o.WebSocket,
-      // The Store reports what pulls and rollbacks changed (onChange),
-      // in commit order.
-      onChanges: () => {},
-      onRefused: (r) => {
-        this._post({ t: TabMessage.refused, r });
-        this._onRefused(r);
-      },
-      onServerReset: (r) => {
-        this._post({ t: TabMessage.serverReset, r });
-        this._emit('serverReset', r);
-      },
-      onReconciled: (r) => {
-        this._post({ t: TabMessage.reconciled, r });
-        this._emit('reconciled', r);
-      },
-      onSuperseded: (r) => this._emit('superseded', r),
-      onStatus: (s) => this._setStatus(s),
-      onError: (e) => this._emit('error', e),
-      onAuth: (e) => {
-        if (o.getToken) this.tok = null;
-        this._emit('auth', e);
-      },
-      leaves: async (c, leaves) => {
-        const { LeaveIndex } = await import('./scope.js');
-        this.leaveIndex ??= new LeaveIndex();
-        return this.leaveIndex.resolve(this.store, c, leaves);
-      },
-      onRevoked: (e) => this._onRevoked(e),
-      onSchemaAhead: (e) => {
-        this._setStatus({ schemaAhead: true });
-        this._emit('schemaAhead', e);
-      },
-      pollInterval: o.pollInterval,
-      backoff: o.backoff,
-    });
-    this.syncer.start();
+    this.syncLoadError = null;
+    // What happened while it loaded: another call started the loop, the
+    // database closed or paused, or another tab leads.
+    if (this.syncer || this.closed || this._status.paused || !this.leading) return;
+    const syncer = syncerFor(this);
+    if (!syncer) return;
+    this.syncer = syncer;
+    syncer.start();
   }
 
   /**
@@ -397,7 +425,7 @@ export class Database {
   resume() {
     if (!this._status.paused || this.closed) return;
     this._setStatus({ paused: false });
-    if (this.leading && this.o.sync !== false) this._startSyncer();
+    if (this.leading && this.o.sync !== false) this._startSyncer().catch((e) => this._emit('error', e));
   }
 
   /**
@@ -544,18 +572,27 @@ export class Database {
   }
 
   /**
-   * The server revoked the subject (the leader's Syncer): purge, tell the
-   * app and the other tabs.
-   * @param {ConvergoError} e
+   * The leader learned what the app hears in every tab: it emits event m.t
+   * with arg here and posts m, which the other tabs re-emit (_onPeer), so
+   * each tab's listeners hear it once; nothing once closed.
+   * @param {import('./tabs.js').TabMsg & {t: 'serverReset'|'reconciled'|'superseded'|'revoked'|'auth'|'schemaAhead'|'unreadable'}} m
+   * @param {unknown} arg
    */
-  async _onRevoked(e) {
-    this.leaveIndex = null;
-    const { moved, dropped } = await (await import('./scope.js')).purge(this.store, e, this.syncer?.subject() ?? null);
-    /** @type {Revocation} */
-    const r = { message: e.message, requestId: e.requestId ?? null, moved, dropped };
-    this._setStatus({ revoked: true, online: false, ...(await this.store.outboxCounts()), rejected: await this.store.rejectedCount() });
-    this._post({ t: TabMessage.revoked, r });
-    this._emit('revoked', r);
+  _tell(m, arg) {
+    if (this.closed) return;
+    this._post(m);
+    this._emit(m.t, arg);
+  }
+
+  /**
+   * The server refused token refused (in any tab's sync): with getToken,
+   * this tab asks it for a fresh one before it next syncs instead of
+   * trying the refused one again; a token set since stays (refused
+   * undefined: not known, as when getToken gave none; forgotten too).
+   * @param {string} [refused]
+   */
+  _forgetToken(refused) {
+    if (this.o.getToken && (refused === undefined || refused === this.tok)) this.tok = null;
   }
 
   /** The current sync status (a copy). */
@@ -580,9 +617,19 @@ export class Database {
    * lost to newer writes on the server; the record converges when those
    * arrive),
    * 'change' ({collection, ids, origin}), 'reset' (the local database
-   * vanished and is rebuilt from the server) or 'revoked' (Revocation: the
+   * vanished and is rebuilt from the server), 'revoked' (Revocation: the
    * server revoked the subject; everything held was purged, the outbox
-   * moved to the rejected changes, and syncing waits for setToken). Returns a function that stops
+   * moved to the rejected changes, and syncing waits for setToken),
+   * 'schemaAhead' (ConvergoError: the server refused a schema version it
+   * does not have yet; see Status.schemaAhead) or 'unreadable'
+   * (Unreadable: the server refused a pull, a live sub or a heal of a collection to
+   * this token; told once, as status.unreadable comes to list it).
+   * The events the server tells the leader tab (auth, refused, superseded,
+   * serverReset, reconciled, revoked, schemaAhead, unreadable) fire in every tab of the
+   * database, once each (_tell); 'change' too, origin 'tab' for another
+   * tab's; 'status' is each tab's (a follower's mirrors the leader's),
+   * 'reset' each tab sees for itself, and 'error' stays in the tab where
+   * it happened (_startSyncer says why). Returns a function that stops
    * listening.
    * @param {string} event
    * @param {(arg: any) => void} fn
@@ -701,96 +748,64 @@ export class Database {
 
   /**
    * A message from another tab of this database: see TabMessage (tabs.js)
-   * for who sends each and why.
+   * for who sends each and why. What a tab does with it is peer.js's,
+   * which is not in the main entry: it starts loading when the channel
+   * opens (_init), so that an app that caches what the page loaded has it
+   * for a reload offline, and a message that comes first waits for it.
+   * Messages wait until it has loaded and are handled in the order they
+   * came; a load that fails with messages waiting is reported ('error')
+   * and the next message tries again, those waiting first.
    * @param {any} m
    */
   _onPeer(m) {
     if (!m || typeof m !== 'object' || this.closed) return;
-    switch (m.t) {
-      case TabMessage.changed:
-        if (typeof m.c === 'string' && Array.isArray(m.ids)) this._changed(m.c, new Map(m.ids.filter((/** @type {unknown} */ id) => typeof id === 'string').map((/** @type {string} */ id) => [id, undefined])), 'tab');
-        break;
-      case TabMessage.push:
-        this.syncer?.kick();
-        break;
-      case TabMessage.retry:
-        // A follower's page became visible.
-        this.syncer?.retryNow('visible');
-        break;
-      case TabMessage.ask:
-        // A tab opened and wants the sync status (and the token): the
-        // leader answers.
-        if (!this._status.leader) break;
-        this._announce();
-        this._postToken();
-        break;
-      case TabMessage.token:
-        // Another tab set the token: the later one is every tab's (a tie
-        // goes to the greater token, the same choice in every tab).
-        if (typeof m.token !== 'string' || typeof m.at !== 'number' || !(m.at > this.tokAt || (m.at === this.tokAt && m.token > (this.tok ?? '')))) break;
-        this.tokAt = m.at;
-        if (m.token === this.tok) break;
-        this.tok = m.token;
-        this._retoken(m.token);
-        break;
-      case TabMessage.collection:
-        // A tab opened a collection (it also stored the name for leaders
-        // to come). The leader syncs it from now on, paused or not.
-        if (this.leading && typeof m.c === 'string' && !this.collections.has(m.c)) {
-          try {
-            validateCollection(m.c);
-          } catch {
-            break;
-          }
-          this.collections.add(m.c);
-          this.syncer?.addCollection(m.c);
-        }
-        break;
-      case TabMessage.sync: {
-        if (!this.leading) break;
-        const answer = (/** @type {any} */ e) => this._post({ t: TabMessage.synced, n: m.n, error: e ? toWire(e) : undefined });
-        if (!this.syncer) {
-          if (this._status.paused) answer(new ConvergoError('network', 'sync: the leader tab is paused'));
-          else this.startupSyncs.push(answer); // answered once the syncer runs (_lead)
-          break;
-        }
-        this.syncer.requestSync().then(() => answer(null), answer);
-        break;
-      }
-      case TabMessage.synced:
-        this.peerSync?.get(m.n)?.(m.error);
-        break;
-      case TabMessage.refused:
-        if (m.r && typeof m.r === 'object') this._onRefused(m.r);
-        break;
-      case TabMessage.serverReset:
-        if (m.r && typeof m.r === 'object') this._emit('serverReset', m.r);
-        break;
-      case TabMessage.reconciled:
-        if (m.r && typeof m.r === 'object') this._emit('reconciled', m.r);
-        break;
-      case TabMessage.rejected:
-        this._recountRejected();
-        this._recount(true);
-        break;
-      case TabMessage.scope:
-        // A tab changed the scopes of a collection (stored already).
-        if (this.leading && typeof m.c === 'string' && this.collections.has(m.c)) this.syncer?.rescope(m.c);
-        break;
-      case TabMessage.revoked:
-        if (m.r && typeof m.r === 'object') this._emit('revoked', m.r);
-        this._recountRejected();
-        this._recount(true);
-        break;
-      case TabMessage.status:
-        if (!this._status.leader && m.s && typeof m.s === 'object') {
-          const { pending, held, ...rest } = m.s;
-          const lastError = rest.lastError ? fromWire(rest.lastError) : null;
-          this._setStatus({ ...rest, lastError }, true);
-          this._recount();
-        }
-        break;
+    if (this.peer && !this.peerWaiting) {
+      this.peer(this, m);
+      return;
     }
+    (this.peerWaiting ??= []).push(m);
+    this._peerLoad();
+  }
+
+  /**
+   * Loads peer.js unless it is loaded or loading, then handles the
+   * messages waiting (_onPeer). A failure is reported when messages wait
+   * for it (the load _init starts fails silently otherwise: the first
+   * message tries again).
+   */
+  _peerLoad() {
+    if (this.peerLoading) return;
+    if (this.peer) {
+      this._peerDrain(this.peer);
+      return;
+    }
+    this.peerLoading = true;
+    this._loadPeer().then(
+      ({ onPeer }) => {
+        this.peerLoading = false;
+        this.peer = onPeer;
+        this._peerDrain(onPeer);
+      },
+      (e) => {
+        this.peerLoading = false;
+        if (this.peerWaiting && !this.closed) this._emit('error', new ConvergoError('network', `tabs: loading the handler of other tabs' messages (peer.js): ${e?.message ?? e}`, { cause: e }));
+      },
+    );
+  }
+
+  /**
+   * Handles the messages waiting, in the order they came.
+   * @param {typeof import('./peer.js').onPeer} onPeer
+   */
+  _peerDrain(onPeer) {
+    const waiting = this.peerWaiting ?? [];
+    this.peerWaiting = null;
+    for (const w of waiting) onPeer(this, w);
+  }
+
+  /** Loads peer.js (_onPeer). */
+  _loadPeer() {
+    return import('./peer.js');
   }
 
   /**
@@ -911,6 +926,11 @@ export class Database {
   async sync() {
     if (this.closed) throw new ConvergoError('closed', 'database is closed');
     if (this._status.paused && this.leading) throw new ConvergoError('network', 'sync: paused; call resume() first');
+    // Leading, the loop may still be loading (or its load failed: try again).
+    if (this.leading && !this.syncer && this.o.sync !== false) {
+      await this._startSyncer();
+      if (!this.syncer) throw this.closed ? new ConvergoError('closed', 'database is closed') : (this.syncLoadError ?? new ConvergoError('network', 'sync: paused; call resume() first'));
+    }
     if (this.syncer) {
       this._setStatus({ syncing: true });
       try {

@@ -68,7 +68,12 @@
 //            the server state of every record it delivers),
 //            "giveback:<collection>" (encoded records: the stamps of this
 //            subject a reconciliation's replace dropped, which its
-//            give-back pushes; heal.js's giveBack, reconcile.js).
+//            give-back pushes; heal.js's giveBack, reconcile.js),
+//            "healcheck:<collection>" ({ids, collected, again}: what the
+//            last heal gave back that the reading from the beginning after
+//            it must deliver, written as the heal owed is settled and
+//            deleted when that reading ends: heal.js's HealCheck, so that
+//            whichever tab leads after a reload checks it).
 //
 // A local write merges into the record and appends its change to the outbox
 // in ONE transaction, so a write is either pending or not there at all. The
@@ -78,10 +83,10 @@
 
 import { ConvergoError, fromIDBError } from './errors.js';
 import { Clock } from './hlc.js';
-import { cloneRecord, decodeChanges, decodeRecord, decodeValue, emptyRecord, encodeChange, encodeRecord, hasStamps, maxStamp, mergeInto, ownPart, readRecord, uncovered, validateCollection, visibleValues } from './record.js';
+import { cloneRecord, decodeValue, emptyRecord, encodeChange, encodeRecord, hasStamps, maxStamp, mergeInto, ownPart, readChange, readRecord, storedValue, uncovered, validateCollection, visibleValues } from './record.js';
 import { Reader, Writer, equalBytes, setOwn, utf8Length } from './cbor.js';
 import { compareStamps, compareTime, isZeroStamp } from './hlc.js';
-import { DEFAULTS } from './constants.js';
+import { DEFAULTS } from './model.js';
 import { isDevice, isPrefix, newDevice, replicaId, replicaPrefix } from './replica.js';
 
 /** @typedef {import('./record.js').Record} Rec */
@@ -107,7 +112,7 @@ import { isDevice, isPrefix, newDevice, replicaId, replicaPrefix } from './repli
  * @param {Rec} r
  * @param {number} now
  */
-function observeRecord(clock, r, now) {
+export function observeRecord(clock, r, now) {
   const top = maxStamp(r);
   if (top.wall > 0) {
     try {
@@ -118,34 +123,6 @@ function observeRecord(clock, r, now) {
   }
 }
 
-/**
- * Whether a and b hold the same stamps and values (field objects are
- * shared by merging, so identity decides).
- * @param {Rec} a
- * @param {Rec} b
- */
-function sameRecord(a, b) {
-  if (a.fields.size !== b.fields.size || compareStamps(a.deleted, b.deleted) !== 0) return false;
-  for (const [k, f] of b.fields) if (a.fields.get(k) !== f) return false;
-  return true;
-}
-
-/**
- * Whether a and b hold the same stamps and values, compared (null: no
- * record).
- * @param {Rec|null} a
- * @param {Rec|null} b
- */
-function sameContent(a, b) {
-  if (a === null || b === null) return a === b;
-  if (a.fields.size !== b.fields.size || compareStamps(a.deleted, b.deleted) !== 0) return false;
-  for (const [k, f] of b.fields) {
-    const g = a.fields.get(k);
-    if (!g || compareStamps(f.stamp, g.stamp) !== 0) return false;
-    if (f.value === null || g.value === null ? f.value !== g.value : !equalBytes(f.value, g.value)) return false;
-  }
-  return true;
-}
 /** @typedef {{seq: number, c: string, id: string, change: Uint8Array, r?: string}} OutboxEntry */
 /**
  * Builds a local change to a record from its current state and a fresh
@@ -172,7 +149,7 @@ const changedIn = new WeakMap();
 /** @type {WeakMap<IDBTransaction, [string, string, StoredRecord|null][]>} entries a transaction wrote without a notification (Store.keep) */
 const keptIn = new WeakMap();
 /** The cause of the error a guessed write fails with when its guess was wrong (Store.writeGuessed). */
-const STALE = Object.freeze({ name: 'Stale', message: 'the records a guessed write built on changed' });
+export const STALE = Object.freeze({ name: 'Stale', message: 'the records a guessed write built on changed' });
 
 /**
  * Reads that guard the writes issued behind them in the same transaction:
@@ -186,7 +163,7 @@ const STALE = Object.freeze({ name: 'Stale', message: 'the records a guessed wri
  * @param {(check: (r: IDBRequest, differs: (v: any) => boolean) => void) => void} place
  * @returns {Promise<void>}
  */
-function guarded(tx, place) {
+export function guarded(tx, place) {
   const checked = new Promise((resolve, reject) => {
     let left = 0;
     let placed = false;
@@ -276,6 +253,7 @@ export const SCOPE_KEY = 'scope:';
 export const SCHEMA_KEY = 'schema:';
 export const REPLACE_KEY = 'replace:';
 export const GIVEBACK_KEY = 'giveback:';
+export const HEALCHECK_KEY = 'healcheck:';
 const DROPPED_KEY = 'rejectedDropped';
 
 /**
@@ -345,7 +323,7 @@ export function decodeStored(bytes, id) {
   let rec;
   try {
     const r = new Reader(bytes, { canonical: false });
-    rec = readRecord(r);
+    rec = readRecord(r, undefined, storedValue);
     r.end();
   } catch {
     rec = null;
@@ -373,7 +351,7 @@ export function baseOf(s, id) {
  * @param {unknown} v
  * @returns {Uint8Array}
  */
-function storedCursor(v) {
+export function storedCursor(v) {
   return v instanceof Uint8Array ? v : new Uint8Array(0);
 }
 
@@ -401,14 +379,15 @@ function fromBase(b, id) {
 }
 
 /**
- * The encoded change of an outbox entry, decoded.
+ * The encoded change of an outbox entry, decoded (its values as stored:
+ * storedValue).
  * @param {Uint8Array} bytes
  */
 export function decodeEntry(bytes) {
-  const head = new Uint8Array(bytes.length + 1);
-  head[0] = 0x81; // a one-change batch
-  head.set(bytes, 1);
-  return decodeChanges(head)[0].record;
+  const r = new Reader(bytes, { canonical: false });
+  const { record } = readChange(r, undefined, storedValue);
+  r.end();
+  return record;
 }
 
 /**
@@ -590,25 +569,6 @@ export class Store {
   async schemaVersion(c) {
     const v = await this.getMeta(SCHEMA_KEY + c);
     return Number.isSafeInteger(v) && v > 0 ? v : this.versions.get(c) ?? 0;
-  }
-
-  /**
-   * Whether collection c's next pull is to replace the server state of the
-   * records it delivers (meta "replace:<collection>": an upgrade
-   * translated them here).
-   * @param {string} c
-   */
-  async owesReplace(c) {
-    return (await this.getMeta(REPLACE_KEY + c)) === true;
-  }
-
-  /**
-   * Collection c's pull from the beginning replaced every record it
-   * brought: the replacement an upgrade owed is done.
-   * @param {string} c
-   */
-  replaced(c) {
-    return this.tx([META], 'readwrite', `replaced ${c}`, (tx) => req(tx.objectStore(META).delete(REPLACE_KEY + c)));
   }
 
   /**
@@ -1084,207 +1044,6 @@ export class Store {
   }
 
   /**
-   * Merges pulled records into the stored ones and advances the cursor, in one
-   * transaction, reading the records of the page held first (readHeld; a first sync's
-   * pages, merged ahead with nothing held, go through applyFirst).
-   * Returns the ids whose record changed.
-   * @param {string} c
-   * @param {Rec[]} records
-   * @param {Uint8Array} cursor the cursor after these records
-   * @param {Uint8Array[]} [seals] seals[i] is the seal of records[i]: kept
-   *   with the record as the server sent it, for a restore
-   * @param {string[]} [gone] ids of held records that left the reader's
-   *   scope (leave entries): removed locally, without a delete and without
-   *   touching the outbox
-   * @param {Set<string>|null} [replace] the pull from the beginning of a
-   *   reconciliation (reconcile.js) is under way and has taken in these
-   *   ids: a record of the page not among them is the server's whole
-   *   current state, whose collected tombstones can no longer hide older
-   *   fields held here, so it replaces the server state held (the record
-   *   shown is then it with the changes pending), and its id joins them;
-   *   a record delivered again merges as usual
-   * @param {boolean} [giveBack] replace is a reconciliation's: the stamps
-   *   of this subject in a replaced server state that the record replacing
-   *   it neither holds nor hides are noted (meta "giveback:<collection>")
-   *   for the reconciliation to give back (heal.js's giveBack)
-   * @returns {Promise<string[]>}
-   */
-  applyRemote(c, records, cursor, seals = [], gone = [], replace = null, giveBack = false) {
-    return this.tx([RECORDS, META, OUTBOX, SEALED], 'readwrite', `apply ${c}`, async (tx) => {
-      const store = tx.objectStore(RECORDS);
-      /** @type {Map<string, Rec[]>|null} */
-      let taken = null;
-      if (replace) {
-        const fresh = [...new Set(records.map((r) => r.id))].filter((id) => !replace.has(id));
-        const index = tx.objectStore(OUTBOX).index('record');
-        const lists = await Promise.all(fresh.map((id) => /** @type {Promise<OutboxEntry[]>} */ (req(index.getAll([c, id])))));
-        taken = new Map(fresh.map((id, i) => [id, lists[i].sort((a, b) => a.seq - b.seq).map((e) => decodeEntry(e.change))]));
-        for (const id of fresh) replace.add(id);
-      }
-      // One read per id held, however often the page holds it.
-      const held = await this.readHeld(store, c, records.map((r) => r.id));
-      if (taken && giveBack && this.prefix) {
-        const own = this.prefix + '_';
-        /** @type {Uint8Array[]} */
-        const owed = [];
-        for (const id of taken.keys()) {
-          const prev = held.get(id);
-          const r = records.find((x) => x.id === id);
-          if (!prev || !r) continue;
-          const unc = uncovered(ownPart(baseOf(prev, id) ?? fromStored(prev, id), own), r);
-          if (hasStamps(unc)) owed.push(encodeRecord(unc));
-        }
-        if (owed.length > 0) {
-          const meta = tx.objectStore(META);
-          const before = await req(meta.get(GIVEBACK_KEY + c));
-          meta.put([...(Array.isArray(before) ? before : []), ...owed], GIVEBACK_KEY + c);
-        }
-      }
-      const page = this.prepareRemote(c, records, seals, records.map((r) => held.get(r.id)), taken);
-      this.putPage(tx, c, page);
-      for (const id of gone) {
-        if (page.puts.has(id) || !(await req(store.getKey([c, id])))) continue;
-        store.delete([c, id]);
-        tx.objectStore(SEALED).delete([c, id]);
-        this.notify(tx, c, id, null, 'remote');
-        page.changed.add(id);
-      }
-      this.putCursor(tx, c, cursor);
-      return [...page.changed];
-    }, 'relaxed');
-  }
-
-  /**
-   * Puts a page's merged entries (prepareRemote) in tx, telling live
-   * queries of the records that changed.
-   * @param {IDBTransaction} tx
-   * @param {string} c
-   * @param {Prepared} page
-   */
-  putPage(tx, c, page) {
-    const store = tx.objectStore(RECORDS);
-    for (const [id, e] of page.puts) {
-      store.put(e);
-      if (page.changed.has(id)) this.notify(tx, c, id, e, 'remote');
-      else this.keep(tx, c, id, e);
-    }
-  }
-
-  /**
-   * A first sync's write of records merged ahead (prepareRemote, nothing
-   * held), issued without waiting for anything: the transaction is created
-   * at once, so it may be created while the one before (an earlier page of
-   * the same sync) still commits, and its puts go out behind two reads
-   * that check what it builds on. IndexedDB runs read-write transactions
-   * over the same stores in the order they were created, so those reads
-   * see what every write issued before it left:
-   * - the stored cursor must be `after` (the cursor the write before
-   *   stored; empty: none stored). If the write before failed, or another
-   *   tab pulled meanwhile, it differs: this transaction aborts before any
-   *   of its writes commit, and no cursor is ever stored past a page whose
-   *   records were not;
-   * - no outbox entry may name a record of the page (a local write made
-   *   since the sync began, in this tab or another): then it aborts too.
-   * Both checks abort in the read's own success event, before the
-   * transaction can commit. Resolves to the ids changed, or to null when
-   * a check failed: the caller writes the page again through applyRemote
-   * (which reads what it must) once the writes before it have settled.
-   * @param {string} c
-   * @param {Prepared} prepared
-   * @param {Uint8Array} after the cursor the write before this one stores
-   * @param {Uint8Array} cursor the cursor after these records
-   * @returns {Promise<string[]|null>}
-   */
-  async applyFirst(c, prepared, after, cursor) {
-    try {
-      return await this.tx([RECORDS, META, OUTBOX, SEALED], 'readwrite', `apply ${c}`, async (tx) => {
-        const checked = guarded(tx, (check) => {
-          check(tx.objectStore(META).get(CURSOR_KEY + c), (v) => !equalBytes(storedCursor(v), after));
-          check(tx.objectStore(OUTBOX).index('record').getAll(this.keyRange.bound([c], [c, []])), (entries) => entries.some((/** @type {OutboxEntry} */ e) => prepared.puts.has(e.id)));
-        });
-        this.putPage(tx, c, prepared);
-        this.putCursor(tx, c, cursor);
-        await checked;
-        return [...prepared.changed];
-      }, 'relaxed');
-    } catch (e) {
-      if (/** @type {any} */ (e)?.cause === STALE) return null;
-      throw e;
-    }
-  }
-
-  /**
-   * Merges a pulled page into the stored records given (current[i] is the
-   * entry of records[i]; none: a first sync's records, held nowhere yet):
-   * the entries to put, and the ids whose record changed. Pure work, so a
-   * first sync can do it for the next page while the current one commits.
-   * @param {string} c
-   * @param {Rec[]} records
-   * @param {Uint8Array[]} seals
-   * @param {(StoredRecord|undefined)[]} [current]
-   * @param {Map<string, Rec[]>|null} [taken] ids whose record (its first
-   *   in the page) replaces the server state held, with their pending
-   *   changes in order (applyRemote's replace)
-   * @returns {Prepared}
-   */
-  prepareRemote(c, records, seals, current = [], taken = null) {
-    const clock = /** @type {Clock} */ (this.clock);
-    /** @type {Map<string, {rec: Rec, base: Rec|null, prev: StoredRecord|undefined, changed: boolean, seal: Seal|null, sealed: Rec|null}>} */
-    const byId = new Map();
-    records.forEach((r, i) => {
-      let x = byId.get(r.id);
-      const pending = x ? undefined : taken?.get(r.id);
-      if (pending) {
-        // The server's whole record: it with the changes pending.
-        const prev = current[i];
-        const rec = cloneRecord(r);
-        for (const ch of pending) mergeInto(rec, ch);
-        const base = pending.length > 0 ? cloneRecord(r) : null;
-        const changed = !prev || !sameContent(fromStored(prev, r.id), rec) || !sameContent(baseOf(prev, r.id), base);
-        x = { rec, base, prev, changed, seal: sealOf(prev), sealed: null };
-        byId.set(r.id, x);
-      } else if (!x) {
-        const prev = current[i];
-        x = { rec: fromStored(prev, r.id), base: baseOf(prev, r.id), prev, changed: false, seal: sealOf(prev), sealed: null };
-        byId.set(r.id, x);
-      }
-      if (mergeInto(x.rec, r)) x.changed = true;
-      if (x.base && mergeInto(x.base, r)) x.changed = true;
-      // Kept with the record as the server sent it, for a restore.
-      if (seals[i]) {
-        x.seal = { s: seals[i], sr: null };
-        x.sealed = r;
-      }
-      observeRecord(clock, r, this.now());
-    });
-    /** @type {Map<string, StoredRecord>} */
-    const puts = new Map();
-    /** @type {Set<string>} */
-    const changed = new Set();
-    for (const [id, x] of byId) {
-      if (x.seal && x.sealed) {
-        // The record as the server sent it: the merged one itself when they
-        // hold the same stamps (a first sync), else its own encoding.
-        if (!sameRecord(x.rec, x.sealed)) x.seal.sr = encodeRecord(x.sealed);
-      }
-      if (!x.changed) {
-        // Only the seal is new: keep the rest of the entry as it is.
-        if (x.sealed && x.seal && x.prev) {
-          const { s: _s, sr: _sr, ...rest } = x.prev;
-          if (rest.r instanceof Uint8Array) {
-            const sr = x.seal.sr ?? encodeRecord(x.rec);
-            puts.set(id, { ...rest, s: x.seal.s, ...(equalBytes(sr, rest.r) ? {} : { sr }) });
-          } else puts.set(id, this.stored(c, x.rec, x.base, x.seal));
-        }
-        continue;
-      }
-      puts.set(id, this.stored(c, x.rec, x.base, x.seal));
-      changed.add(id);
-    }
-    return { puts, changed };
-  }
-
-  /**
    * Whether collection c holds no records (existing or deleted).
    * @param {string} c
    * @returns {Promise<boolean>}
@@ -1302,20 +1061,6 @@ export class Store {
   async cursor(c) {
     const v = await this.getMeta(CURSOR_KEY + c);
     return storedCursor(v);
-  }
-
-  /**
-   * Stores the cursor of collection c in tx (spanning meta). A position
-   * past the beginning ends the pull from the beginning a reset asked for
-   * (meta "reread:<collection>").
-   * @param {IDBTransaction} tx
-   * @param {string} c
-   * @param {Uint8Array} cursor
-   */
-  putCursor(tx, c, cursor) {
-    const meta = tx.objectStore(META);
-    meta.put(cursor, CURSOR_KEY + c);
-    if (cursor.length > 0) meta.delete(REREAD_KEY + c);
   }
 
   /**
@@ -1441,98 +1186,6 @@ export class Store {
   }
 
   /**
-   * Deletes every meta entry whose key starts with prefix: CURSOR_KEY
-   * forgets every cursor, so the next pull starts from the beginning.
-   * @param {string} prefix
-   */
-  dropMeta(prefix) {
-    return this.tx([META], 'readwrite', `drop ${prefix}`, (tx) => {
-      tx.objectStore(META).delete(this.keyRange.bound(prefix, prefix + '\uffff'));
-    });
-  }
-
-  /**
-   * The server reset collection c's cursor: forget it (the next pull starts
-   * from the beginning) and note what is owed, in one transaction, so a
-   * reload still does it: heal, the server is owed what this client holds
-   * (healPlan); reconcile, the client must drop what the server collected
-   * before it pushes the collection's outbox (reconcile.js). Any other
-   * reset is noted as a reread (meta "reread:<collection>", until a pull
-   * stores a position past the beginning): its pull from the beginning
-   * drops nothing (firstPullReconciles). Nothing local is dropped here.
-   * @param {string} c
-   * @param {boolean} heal
-   * @param {boolean} [reconcile]
-   */
-  resetCollection(c, heal, reconcile = false) {
-    return this.tx([META], 'readwrite', `reset ${c}`, (tx) => {
-      const meta = tx.objectStore(META);
-      meta.delete(CURSOR_KEY + c);
-      if (heal) meta.put(true, HEAL_KEY + c);
-      if (reconcile) meta.put(true, RECONCILE_KEY + c);
-      else meta.put(true, REREAD_KEY + c);
-    });
-  }
-
-  /**
-   * Whether collection c is owed a reconciliation (resetCollection with
-   * reconcile set).
-   * @param {string} c
-   * @returns {Promise<boolean>}
-   */
-  async owesReconcile(c) {
-    return (await this.getMeta(RECONCILE_KEY + c)) === true;
-  }
-
-  /**
-   * The pending floor of collection c: the wall time (ms) of the oldest
-   * stamp in its outbox entries (of any replica id: a held change may be
-   * pushed later too); null when nothing is pending. Sent with pulls and
-   * subs, it keeps the server from collecting tombstones those changes
-   * could still meet (docs/protocol.md, "Tombstone collection").
-   * @param {string} c
-   * @returns {Promise<number|null>}
-   */
-  pendingFloor(c) {
-    const range = this.keyRange.bound([c], [c, []]);
-    return this.tx([OUTBOX], 'readonly', `pending floor of ${c}`, async (tx) => {
-      const entries = /** @type {OutboxEntry[]} */ (await req(tx.objectStore(OUTBOX).index('record').getAll(range)));
-      let floor = Infinity;
-      for (const e of entries) {
-        let rec;
-        try {
-          rec = decodeEntry(e.change);
-        } catch {
-          continue; // refused when pushed, as any corrupt entry
-        }
-        if (!isZeroStamp(rec.deleted)) floor = Math.min(floor, rec.deleted.wall);
-        for (const f of rec.fields.values()) floor = Math.min(floor, f.stamp.wall);
-      }
-      return floor === Infinity ? null : floor;
-    });
-  }
-
-  /**
-   * The collections owed a heal (resetCollection with heal set).
-   * @returns {Promise<string[]>}
-   */
-  owedHeals() {
-    const range = this.keyRange.bound(HEAL_KEY, HEAL_KEY + '\uffff');
-    return this.tx([META], 'readonly', 'read heals', async (tx) => {
-      const keys = await req(tx.objectStore(META).getAllKeys(range));
-      return keys.filter((k) => typeof k === 'string').map((k) => /** @type {string} */ (k).slice(HEAL_KEY.length));
-    });
-  }
-
-  /**
-   * Collection c was given back what it was owed.
-   * @param {string} c
-   */
-  healed(c) {
-    return this.tx([META], 'readwrite', `healed ${c}`, (tx) => req(tx.objectStore(META).delete(HEAL_KEY + c)));
-  }
-
-  /**
    * @param {string} c
    * @param {string} id
    * @returns {Promise<StoredRecord|undefined>}
@@ -1559,106 +1212,6 @@ export class Store {
       if (all.length <= SEEN_MAX && all.every((e) => e.r instanceof Uint8Array)) this.whole.add(c);
       return all;
     });
-  }
-
-  /**
-   * The oldest outbox entries the current replica id may push, at most
-   * limit of them: those it stamped, and protocol 1's (which name no
-   * replica: the server settles them). Entries of another subject wait.
-   * @param {number} limit
-   * @returns {Promise<OutboxEntry[]>}
-   */
-  peekOutbox(limit) {
-    const mine = (/** @type {OutboxEntry} */ e) => e.r === undefined || e.r === this.replica;
-    return this.tx([OUTBOX], 'readonly', 'read outbox', async (tx) => {
-      const store = tx.objectStore(OUTBOX);
-      const first = /** @type {OutboxEntry[]} */ (await req(store.getAll(null, limit)));
-      if (first.every(mine)) return first;
-      // Some belong to another subject: walk the outbox for ours.
-      /** @type {OutboxEntry[]} */
-      const out = [];
-      await new Promise((resolve, reject) => {
-        const r = store.openCursor();
-        r.onerror = () => reject(r.error);
-        r.onsuccess = () => {
-          const cur = r.result;
-          if (!cur || out.length >= limit) return resolve(undefined);
-          if (mine(cur.value)) out.push(cur.value);
-          cur.continue();
-        };
-      });
-      return out;
-    });
-  }
-
-  /**
-   * Settles pushed entries in one transaction: removes them from the
-   * outbox; for an accepted change, folds it into the record's server
-   * state; for a refused one, takes it back by rebuilding the record from
-   * the server state and the changes still pending, and keeps it among the
-   * rejected changes (dropping the oldest past the bounds). Returns the
-   * records (collection, ids) whose visible state changed, the id of the
-   * rejected entry of each refused outbox entry (by its seq) and how many
-   * old rejected entries were dropped.
-   * @param {Settled[]} settled
-   * @param {{when: number, subject: string|null}} [info] for rejected entries
-   * @returns {Promise<{changed: Map<string, string[]>, rejected: Map<number, number>, dropped: number}>}
-   */
-  settle(settled, info = { when: Date.now(), subject: null }) {
-    if (settled.length === 0) return Promise.resolve({ changed: new Map(), rejected: new Map(), dropped: 0 });
-    const anyRefused = settled.some((x) => x.refused);
-    const stores = anyRefused ? [RECORDS, OUTBOX, REJECTED, META] : [RECORDS, OUTBOX];
-    return this.tx(stores, 'readwrite', 'settle outbox', async (tx) => {
-      const outbox = tx.objectStore(OUTBOX);
-      const records = tx.objectStore(RECORDS);
-      /** @type {Map<string, {c: string, id: string, accepted: Rec[], refused: boolean}>} */
-      const touched = new Map();
-      /** @type {Map<number, number>} */
-      const rejected = new Map();
-      for (const x of settled) {
-        const { entry, refused } = x;
-        outbox.delete(entry.seq);
-        const key = JSON.stringify([entry.c, entry.id]);
-        let t = touched.get(key);
-        if (!t) touched.set(key, (t = { c: entry.c, id: entry.id, accepted: [], refused: false }));
-        if (refused) {
-          t.refused = true;
-          rejected.set(entry.seq, /** @type {number} */ (await req(tx.objectStore(REJECTED).add(rejectedEntry(entry, x.code ?? 'invalid', x.message ?? '', x.requestId ?? null, info)))));
-        } else t.accepted.push(decodeEntry(entry.change));
-      }
-      const dropped = anyRefused ? await this.boundRejected(tx) : 0;
-      /** @type {Map<string, string[]>} */
-      const changed = new Map();
-      for (const t of touched.values()) {
-        const [stored, pending] = await Promise.all([
-          req(records.get([t.c, t.id])),
-          req(outbox.index('record').getAll([t.c, t.id])),
-        ]);
-        if (!stored) continue;
-        const base = baseOf(stored, t.id) ?? emptyRecord(t.id);
-        for (const ch of t.accepted) mergeInto(base, ch);
-        const seal = sealOf(stored);
-        if (!t.refused) {
-          // Still pending: the server's state moves on; nothing pending:
-          // the record is what the server has.
-          const settled = this.stored(t.c, fromStored(stored, t.id), pending.length > 0 ? base : null, seal);
-          records.put(settled);
-          this.keep(tx, t.c, t.id, settled);
-          continue;
-        }
-        // Take the refused change back: the server state plus what is
-        // still pending, in order.
-        const view = { id: t.id, deleted: base.deleted, fields: new Map(base.fields) };
-        for (const e of pending) mergeInto(view, decodeEntry(e.change));
-        const back = this.stored(t.c, view, pending.length > 0 ? base : null, seal);
-        records.put(back);
-        this.notify(tx, t.c, t.id, back, 'remote');
-        const ids = changed.get(t.c) ?? [];
-        ids.push(t.id);
-        changed.set(t.c, ids);
-      }
-      return { changed, rejected, dropped };
-    }, anyRefused ? 'strict' : 'relaxed');
   }
 
   /**

@@ -8,9 +8,11 @@
 
 import { ConvergoError } from './errors.js';
 import { DEFAULTS, PATHS, STATUSES } from './constants.js';
-import { byStamp, decodeRecord, emptyRecord, encodeChange, encodeRecord, hasStamps, merge, ownPart } from './record.js';
-import { encodePush, encodeRestore, parsePushAnswer, parseRestoreAnswer, pushBudget } from './protocol.js';
-import { GIVEBACK_KEY, META, RECORDS, SEALED, acknowledged, baseOf, decodeStored, fromStored, req, sealOf } from './db.js';
+import { byStamp, emptyRecord, encodeChange, encodeRecord, hasStamps, merge, ownPart } from './record.js';
+import { decodeRecord } from './received.js';
+import { batchLength, encodePush, encodeRestore, parsePushAnswer, parseRestoreAnswer, pushBudget } from './protocol.js';
+import { splitter } from './sync.js';
+import { CURSOR_KEY, GIVEBACK_KEY, HEALCHECK_KEY, HEAL_KEY, META, RECORDS, SEALED, acknowledged, baseOf, decodeStored, fromStored, req, sealOf, storedCursor } from './db.js';
 
 /** @typedef {import('./record.js').Record} Rec */
 /** @typedef {import('./db.js').Store} Store */
@@ -29,7 +31,10 @@ import { GIVEBACK_KEY, META, RECORDS, SEALED, acknowledged, baseOf, decodeStored
  * @param {Store} store
  * @param {string} c
  * @param {string} prefix the replica prefix of the subject signed in
- * @returns {Promise<{sealed: {record: Rec, seal: Uint8Array}[], mine: Rec[]}>}
+ * Own holds, of each record sealed, every stamp of those ids in its base,
+ * covered by the seal or not: what is pushed back of it when its restore
+ * is refused collected (heal).
+ * @returns {Promise<{sealed: {record: Rec, seal: Uint8Array}[], mine: Rec[], own: Map<string, Rec>}>}
  */
 export function healPlan(store, c, prefix) {
   const range = store.keyRange.bound([c], [c, []]);
@@ -64,11 +69,16 @@ export function healPlan(store, c, prefix) {
     const sealed = [...sealedOf.values()];
     /** @type {Rec[]} */
     const mine = [];
+    /** @type {Map<string, Rec>} */
+    const ownOf = new Map();
     for (const s of stored) {
-      const part = ownPart(baseOf(s, s.id) ?? fromStored(s, s.id), own, sealedOf.get(s.id)?.record);
+      const base = baseOf(s, s.id) ?? fromStored(s, s.id);
+      const part = ownPart(base, own, sealedOf.get(s.id)?.record);
       if (hasStamps(part)) mine.push(part);
+      const all = sealedOf.has(s.id) ? ownPart(base, own) : null;
+      if (all && hasStamps(all)) ownOf.set(s.id, all);
     }
-    return { sealed, mine };
+    return { sealed, mine, own: ownOf };
   });
 }
 
@@ -78,7 +88,7 @@ export function healPlan(store, c, prefix) {
  * (docs/protocol.md, "Tombstone collection", step 2), gives back this
  * subject's stamps of each (its server state's, ownPart), and those the
  * pull's replace of a delivered record dropped (meta
- * "giveback:<collection>", Store.applyRemote), one change per stamp
+ * "giveback:<collection>", syncstore.js's applyRemote), one change per stamp
  * (byStamp), with an ordinary push: the server refuses collected those
  * of a record it collected (they are before its write horizon), and
  * takes back those it lost (a store that went back in time, which an
@@ -171,33 +181,46 @@ const pushOf = (syncer, c, version) => async (items) =>
  * batches of at most its max-push records and max-body bytes, and this
  * subject's acknowledged writes no seal covers, pushed again. Refusals
  * are reported as errors and the records stay local (a bad_seal: the
- * server's seal key changed). The outbox is pushed as always, by
- * pushAll.
+ * server's seal key changed), but for collected: a record whose every
+ * give-back is refused collected is dropped after the reading that
+ * follows unless it delivers it (checkHeal). The outbox is pushed as
+ * always, by pushAll.
  * @param {Syncer} syncer
  * @param {string} c
  */
 export async function heal(syncer, c) {
-  const { sealed, mine } = await healPlan(syncer.store, c, /** @type {string} */ (syncer.store.prefix));
+  const { sealed, mine, own } = await healPlan(syncer.store, c, /** @type {string} */ (syncer.store.prefix));
   // What is held is in the collection's schema version (its seals too: an
   // upgrade drops the older ones).
   const version = await syncer.store.schemaVersion(c);
+  // A heal the server refused forbidden (Syncer.healOwed) is asked about
+  // first with an empty restore, so that each round the token still may
+  // not read c sends that, not a batch of what is held.
+  if (syncer.healRefused.has(c)) parseRestoreAnswer(await syncer.post(PATHS.restore, encodeRestore(c, [], version)));
   const [maxCount, maxBody] = pushBudget(syncer.hello);
   let refused = 0;
   /** @type {string} */
   let why = '';
   /** @type {Set<string>} the ids of the records the server took back */
   const acked = new Set();
+  /** @type {Set<string>} the ids of the records refused for another reason than collected: they stay local */
+  const kept = new Set();
+  /** @type {Set<string>} the ids of the records refused collected */
+  const collected = new Set();
   /**
-   * Counts the refusals among a batch's results (the last one's reason in
-   * why); the ids of the records the server took go to acked (batches
-   * hands one result per item).
+   * Counts the refusals other than collected among a batch's results (the
+   * last one's reason in why); the ids of the records the server took go
+   * to acked, those it refused collected to collected (batches hands one
+   * result per item).
    * @param {{status: number, code?: string, message?: string}[]} results
    * @param {string[]} ids the batch's record ids, in order
    */
   const tally = (results, ids) =>
     results.forEach((r, i) => {
       if (r.status !== STATUSES.refused) acked.add(ids[i]);
+      else if (r.code === 'collected') collected.add(ids[i]);
       else {
+        kept.add(ids[i]);
         refused++;
         why = `${r.code}: ${r.message ?? ''}`;
       }
@@ -210,7 +233,16 @@ export async function heal(syncer, c) {
     async (items) => parseRestoreAnswer(await syncer.post(PATHS.restore, encodeRestore(c, items, version))),
     (items, results) => tally(results, items.map((x) => x.record.id)),
   );
-  const changes = mine.map((record) => ({ change: encodeChange({ collection: c, record }), id: record.id }));
+  // This subject's writes go back one change per stamp, as a
+  // reconciliation gives them back (giveBack): a record refused collected
+  // whole is dropped (checkHeal), so one stamp before the write horizon
+  // must not take a later one with it. A record whose restore was refused
+  // collected (a stamp of it, of any writer, is before the horizon) gives
+  // back its stamps of this subject all the same, the seal's too: the
+  // server takes back those after the horizon, and the record is not
+  // dropped for another writer's old stamp.
+  const parts = [...mine.filter((r) => !collected.has(r.id)), ...[...collected].map((id) => own.get(id) ?? emptyRecord(id))];
+  const changes = parts.flatMap((r) => byStamp(r)).map((record) => ({ change: encodeChange({ collection: c, record }), id: record.id }));
   await batches(
     changes.map((x) => ({ item: x, size: x.change.length })),
     maxCount,
@@ -218,76 +250,121 @@ export async function heal(syncer, c) {
     pushOf(syncer, c, version),
     (items, results) => tally(results, items.map((x) => x.id)),
   );
-  await syncer.store.healed(c);
+  // A record whose every give-back was refused collected was deleted and
+  // collected, unless the reading that follows delivers it (checkHeal).
+  for (const id of collected) if (acked.has(id) || kept.has(id)) collected.delete(id);
   // The reading from the beginning that follows must deliver what the
-  // server took back (checkHeal); once the cursor moved on, a later loss
-  // resets it.
-  const again = syncer.healChecks.get(c)?.again ?? 0;
-  if (acked.size > 0 && (await syncer.store.cursor(c)).length === 0) syncer.healChecks.set(c, { ids: acked, reading: false, again });
+  // server took back (checkHeal): the check is kept with the heal's end
+  // (healed), for whichever tab leads after a reload.
+  /** @type {HealCheck} */
+  const check = { ids: acked, collected, reading: false, again: syncer.healChecks.get(c)?.again ?? 0 };
+  if (await healed(syncer.store, c, acked.size + collected.size > 0 ? check : null)) syncer.healChecks.set(c, check);
   else syncer.healChecks.delete(c);
   if (refused > 0) {
-    syncer.o.onError(new ConvergoError('invalid', `heal ${c}: the server refused ${refused} of the ${sealed.length + mine.length} records given back (last: ${why}); they stay local`));
+    syncer.o.onError(new ConvergoError('invalid', `heal ${c}: the server refused ${refused} of the ${sealed.length + changes.length} records and writes given back (last: ${why}); they stay local`));
   }
 }
 
 /**
- * What a heal of a collection gave back that the server acknowledged and
- * the reading from the beginning after it has not yet delivered: that
+ * What a heal of a collection gave back that the server acknowledged
+ * (ids), or refused collected (collected: every give-back of the record),
+ * and the reading from the beginning after it has not yet delivered: that
  * reading starts from the empty cursor, which carries no history, so a
  * store that went back in time again meanwhile resets nothing (docs/design.md,
- * "A store that goes back again during a heal").
- * @typedef {{ids: Set<string>, reading: boolean, again: number}} HealCheck
+ * "A store that goes back again during a heal"); and a record refused
+ * collected that it does not deliver was deleted and collected. Kept in
+ * IndexedDB as the heal ends (healed) until that reading ends
+ * (checked, dropHealed), so that a reload meanwhile loses
+ * neither: a check whose reading has not begun in this tab (reading
+ * false) reads from the beginning (Syncer.pullCollection).
+ * @typedef {{ids: Set<string>, collected: Set<string>, reading: boolean, again: number}} HealCheck
  */
 
 /**
  * Notes what pull page p of collection c delivers of its last heal (a
  * record, or a leave entry of a scoped read: the server holds it), from
- * the empty cursor when fromStart. Returns true when p ends a reading from
- * the beginning begun after the heal without all of it: the store went
- * back again, and c is to be healed and read again (at most
- * DEFAULTS.maxHealAgain times in a row; then an error says so and the records
- * stay local).
+ * the empty cursor when fromStart. When p ends a reading from the
+ * beginning begun after the heal, again is true if it missed a record the
+ * server acknowledged: the store went back again, and c is to be healed
+ * and read again (at most DEFAULTS.maxHealAgain times in a row; then an
+ * error says so and the records stay local); else drop holds the records
+ * refused collected it did not deliver, for the pull to drop once its
+ * pages are written (reconcile.js's dropHealed). ended says the reading
+ * ended: the pull settles the check kept (checked, dropHealed)
+ * once its pages are written; a heal again keeps one of its own.
  * @param {Syncer} syncer
  * @param {string} c
  * @param {import('./protocol.js').Page} p
  * @param {boolean} fromStart
+ * @returns {Promise<{again: boolean, drop: Set<string>|null, ended: boolean}>}
  */
 export async function checkHeal(syncer, c, p, fromStart) {
+  const none = { again: false, drop: null, ended: false };
   const hc = syncer.healChecks.get(c);
-  if (!hc) return false;
+  if (!hc) return none;
   if (fromStart) hc.reading = true;
-  for (const r of p.records) hc.ids.delete(r.id);
-  if (p.leaves.length > 0 && hc.ids.size > 0) for (const id of await (await import('./scope.js')).named(c, [...hc.ids], p.leaves)) hc.ids.delete(id);
-  if (!hc.reading || p.more) return false;
+  for (const ids of [hc.ids, hc.collected]) {
+    for (const r of p.records) ids.delete(r.id);
+    if (p.leaves.length > 0 && ids.size > 0) for (const id of await (await import('./scope.js')).named(c, [...ids], p.leaves)) ids.delete(id);
+  }
+  if (!hc.reading || p.more) return none;
   syncer.healChecks.delete(c);
-  if (hc.ids.size === 0) return false;
+  if (hc.ids.size === 0) return { again: false, drop: hc.collected.size > 0 ? hc.collected : null, ended: true };
   if (++hc.again > DEFAULTS.maxHealAgain) {
     syncer.o.onError(new ConvergoError('internal', `heal ${c}: the server acknowledged ${hc.ids.size} records given back after it lost history and does not serve them; they stay local`));
-    return false;
+    return { ...none, ended: true };
   }
-  // heal keeps the count of heals made again.
-  syncer.healChecks.set(c, { ids: new Set(), reading: false, again: hc.again });
-  return true;
+  // heal keeps the count of heals made again; the next one judges again
+  // what was collected.
+  syncer.healChecks.set(c, { ids: new Set(), collected: new Set(), reading: false, again: hc.again });
+  return { again: true, drop: null, ended: false };
 }
 
 /**
- * Sends items in batches of at most maxCount items and maxBytes bytes (one
- * larger item goes alone) and hands each batch's results to take. The one
- * place that splits a heal's or a give-back's requests: as pushAll does a
- * push's (docs/protocol.md, section 5), a batch the server refuses whole
- * as too_large or malformed is halved down to the item at fault, which
- * alone is taken as refused with that code (it stays local, and the
- * caller reports it), so the rest goes on, in full batches again (until
- * then the size a batch went at stays: a server that takes fewer than its
- * hello said), as pushAll's and the Go client's do.
- * Before it takes an item refused alone as malformed, it sends no items:
- * when that is refused malformed too, the server reads none of these
- * requests from this client, the fault is not the item's, and the error
- * is thrown (the heal stays owed); when it is read, the item goes once
- * more (the server may have just been mended) before a second refusal
- * settles it. An answer too large to read halves the
- * batch too. An answer without one result per item is thrown malformed,
- * as a push's is (pushAll). Other errors are thrown.
+ * Collection c was given back what it was owed (meta "heal:<collection>"
+ * goes); in the same transaction, check is kept (meta
+ * "healcheck:<collection>") for the reading from the beginning that
+ * follows, if there is one and the cursor is still the beginning (once it
+ * moved on, a later loss resets it), else the check kept before is
+ * forgotten. Resolves to whether check was kept.
+ * @param {Store} store
+ * @param {string} c
+ * @param {HealCheck|null} check
+ * @returns {Promise<boolean>}
+ */
+export function healed(store, c, check) {
+  return store.tx([META], 'readwrite', `healed ${c}`, async (tx) => {
+    const meta = tx.objectStore(META);
+    meta.delete(HEAL_KEY + c);
+    const keep = check !== null && storedCursor(await req(meta.get(CURSOR_KEY + c))).length === 0;
+    if (keep) meta.put({ ids: [...check.ids], collected: [...check.collected], again: check.again }, HEALCHECK_KEY + c);
+    else meta.delete(HEALCHECK_KEY + c);
+    return keep;
+  });
+}
+
+/**
+ * The reading after collection c's heal ended: its check kept
+ * (healed) is settled, in tx if given (spanning meta: dropHealed's),
+ * else in a transaction of its own.
+ * @param {Store} store
+ * @param {string} c
+ * @param {IDBTransaction} [tx]
+ */
+export function checked(store, c, tx) {
+  if (tx) return tx.objectStore(META).delete(HEALCHECK_KEY + c);
+  return store.tx([META], 'readwrite', `heal checked ${c}`, (t) => req(t.objectStore(META).delete(HEALCHECK_KEY + c)));
+}
+
+/**
+ * Sends items in batches of at most maxCount items and maxBytes bytes (cut
+ * by batchLength, as pushAll's are: one larger item goes alone) and hands
+ * each batch's results to take: the one place that cuts a heal's or a
+ * give-back's requests. A batch that fails whole is split as pushAll's
+ * are (splitter: halved down to the item at fault, which alone is taken as
+ * refused: it stays local, and the caller reports it), so the rest goes
+ * on. An answer without one result per item is thrown malformed, as a
+ * push's is (pushAll). Other errors are thrown (a heal stays owed).
  * @template T
  * @param {{item: T, size: number}[]} all
  * @param {number} maxCount
@@ -297,43 +374,17 @@ export async function checkHeal(syncer, c, p, fromStart) {
  * @param {(items: T[], results: import('./protocol.js').PushResult[]) => void} take
  */
 export async function batches(all, maxCount, maxBytes, send, take) {
-  let limit = maxCount;
-  let readable = false;
+  const split = splitter(maxCount, () => send([]));
   let i = 0;
   while (i < all.length) {
-    let n = 0;
-    let size = 0;
-    while (i + n < all.length && n < limit && (n === 0 || size + all[i + n].size <= maxBytes)) {
-      size += all[i + n].size;
-      n++;
-    }
+    const n = batchLength(all, split.limit, maxBytes, (x) => x.size, i);
     const items = all.slice(i, i + n).map((x) => x.item);
     let results;
     try {
       results = await send(items);
     } catch (e) {
-      const { code, status, message } = /** @type {ConvergoError} */ (e);
-      // Refused whole by the server (an HTTP error answer), not an answer
-      // this client could not read; too_large halves either.
-      if (code !== 'too_large' && (code !== 'malformed' || status === undefined)) throw e;
-      if (n > 1) {
-        limit = Math.max(1, Math.floor(n / 2));
-        continue;
-      }
-      if (status === undefined) throw e;
-      if (code === 'malformed' && !readable) {
-        readable = await send([]).then(
-          () => true,
-          (x) => {
-            if (x.code === 'malformed' && x.status !== undefined) return false;
-            throw x;
-          },
-        );
-        if (!readable) throw e;
-        continue; // the server may have just been mended: the item goes once more
-      }
-      results = [{ status: STATUSES.refused, code, message }];
-      limit = maxCount;
+      results = await split(/** @type {ConvergoError} */ (e), n);
+      if (!results) continue;
     }
     // One result per item, or none is known: nothing is taken (a
     // give-back would drop the records it has no result for).

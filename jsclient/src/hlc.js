@@ -1,7 +1,7 @@
 // Hybrid logical clock, the same rules as Go's crdt.Clock: the clock never
 // reads the time itself; callers pass wall time (ms) in.
 
-import { DEFAULTS, MODEL } from './constants.js';
+import { DEFAULTS, MODEL } from './model.js';
 import { ConvergoError } from './errors.js';
 
 /**

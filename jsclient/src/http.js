@@ -7,7 +7,7 @@
 // and the codes come from constants.js.
 
 import { CONTENT_TYPE, HEADERS, VERSION } from './constants.js';
-import { ConvergoError } from './errors.js';
+import { ConvergoError, sentWith } from './errors.js';
 import { MAX_ANSWER_BYTES, codeOfStatus, isProtocolCode, parseErrorBody } from './protocol.js';
 
 /**
@@ -61,10 +61,7 @@ export async function postAnswer(o, path, body, retried = false) {
     throw new ConvergoError('network', `POST ${path}: ${/** @type {any} */ (e)?.message ?? e}`, { cause: e });
   }
   const requestId = res.headers.get(HEADERS.requestId) || undefined;
-  if (Number(res.headers.get('Content-Length')) > MAX_ANSWER_BYTES) {
-    throw new ConvergoError('too_large', `POST ${path}: answer of ${res.headers.get('Content-Length')} bytes`, { requestId });
-  }
-  const answer = new Uint8Array(await res.arrayBuffer());
+  const answer = await readAnswer(res, path, requestId);
   if (res.ok) return { body: answer, requestId: requestId ?? null };
   const parsed = parseErrorBody(answer);
   const header = res.headers.get(HEADERS.error);
@@ -76,10 +73,72 @@ export async function postAnswer(o, path, body, retried = false) {
     `POST ${path}: ${res.status} ${code}${parsed?.message ? ': ' + parsed.message : ''}${id ? ` (request ${id})` : ''}`,
     { status: res.status, retryAfter, requestId: id },
   );
+  sentWith.set(e, token);
   if (code === 'token_expired' && !retried) {
-    // Refresh once and retry the same request.
-    await o.token(true);
+    // Refresh once and retry the same request. A refresh that fails (the
+    // app's getToken cannot give a token: its user must sign in again)
+    // leaves the refusal standing, with the failure as its cause, so the
+    // sync loop tells the app ('auth') rather than retry as if offline.
+    try {
+      await o.token(true);
+    } catch (t) {
+      const w = new ConvergoError(e.code, `${e.message}; getToken: ${/** @type {any} */ (t)?.message ?? t}`, { status: e.status, requestId: e.requestId, cause: t });
+      sentWith.set(w, token);
+      throw w;
+    }
     return postAnswer(o, path, body, true);
   }
   throw e;
+}
+
+/**
+ * Reads an answer's body, at most MAX_ANSWER_BYTES of it: past that it
+ * stops, cancels the body and throws too_large (no status: the server
+ * refused nothing), which the callers handle (a push or a restore halved,
+ * a pull page asked again in fewer records: protocol.js). The bound is
+ * counted on the bytes read, never taken from Content-Length: an answer
+ * may be sent chunked without one, and fetch decodes a compressed body
+ * whose Content-Length is the compressed size. A Content-Length over the
+ * cap only saves reading up to it. As the Go client's post, with its
+ * io.LimitReader. A failure while reading is a network failure.
+ * @param {Response} res
+ * @param {string} path
+ * @param {string|undefined} requestId
+ * @returns {Promise<Uint8Array>}
+ */
+async function readAnswer(res, path, requestId) {
+  const over = () => new ConvergoError('too_large', `POST ${path}: answer over ${MAX_ANSWER_BYTES} bytes`, { requestId });
+  if (Number(res.headers.get('Content-Length')) > MAX_ANSWER_BYTES) {
+    res.body?.cancel().catch(() => {});
+    throw over();
+  }
+  // No body (null: an answer without one) reads as empty.
+  if (!res.body) return new Uint8Array(await res.arrayBuffer());
+  const reader = res.body.getReader();
+  /** @type {Uint8Array[]} */
+  const chunks = [];
+  let n = 0;
+  for (;;) {
+    let r;
+    try {
+      r = await reader.read();
+    } catch (e) {
+      throw new ConvergoError('network', `POST ${path}: read answer: ${/** @type {any} */ (e)?.message ?? e}`, { requestId, cause: e });
+    }
+    if (r.done) break;
+    n += r.value.length;
+    if (n > MAX_ANSWER_BYTES) {
+      reader.cancel().catch(() => {});
+      throw over();
+    }
+    chunks.push(r.value);
+  }
+  if (chunks.length === 1) return chunks[0];
+  const answer = new Uint8Array(n);
+  let off = 0;
+  for (const c of chunks) {
+    answer.set(c, off);
+    off += c.length;
+  }
+  return answer;
 }

@@ -115,6 +115,13 @@ export interface Status {
    * false again after the next round that succeeds.
    */
   schemaAhead: boolean;
+  /**
+   * The collections the token may not read, as the server last refused
+   * each ('unreadable' event); one leaves the list when a pull of it
+   * succeeds, or after a refused heal when the heal is made (after
+   * setToken with a token that grants it, say).
+   */
+  unreadable: Unreadable[];
 }
 
 /**
@@ -144,6 +151,24 @@ export interface Revocation {
   moved: number;
   /** How many of the oldest rejected changes were dropped to make room. */
   dropped: number;
+}
+
+/**
+ * The server refused collection to this token ('unreadable' event,
+ * Status.unreadable): a pull or a live sub (forbidden; or invalid, a
+ * scope it finds invalid, such as a parameter the token cannot bind; a
+ * sub refused leaves the list once a sub of it is served), or a heal after a
+ * server reset (forbidden: what this device holds of the collection was
+ * not given back yet; the heal stays owed, and gives it back once the
+ * token may read the collection). The other collections sync on.
+ */
+export interface Unreadable {
+  collection: string;
+  op: 'pull' | 'sub' | 'heal';
+  code: ErrorCode | string;
+  message: string;
+  /** The request id the server logged the refusal under, or null. */
+  requestId: string | null;
 }
 
 export interface Query<T extends object = { [field: string]: Value }> {
@@ -322,9 +347,21 @@ export interface OpenOptions {
   backoff?: { base?: number; max?: number };
 }
 
+/**
+ * The events of Database.on. What the server tells the leader tab (auth,
+ * refused, superseded, serverReset, reconciled, revoked, schemaAhead,
+ * unreadable) is
+ * heard in every tab of the database, once each; a follower's ConvergoError
+ * carries the leader's code, message and requestId. status is each tab's
+ * (a follower's mirrors the leader's), change comes in every tab (origin
+ * 'tab' for another tab's), reset in each tab that sees the wipe, and
+ * error only in the tab where it happened.
+ */
 export interface EventMap {
   status: Status;
+  /** This tab's failures only (a sync failure: the leader's; other tabs see status.lastError). */
   error: ConvergoError | Error;
+  /** The token was refused, and getToken (if any) gave none better: its error, when it threw, is the cause. setToken in any tab reaches the leader. */
   auth: ConvergoError;
   refused: Refusal;
   superseded: Superseded;
@@ -337,6 +374,8 @@ export interface EventMap {
   revoked: Revocation;
   /** The server refused a schema version it does not have yet; see Status.schemaAhead. */
   schemaAhead: ConvergoError;
+  /** The server refused a collection to the token, once until a pull of it succeeds; see Status.unreadable. */
+  unreadable: Unreadable;
 }
 
 export class Collection<T extends object = { [field: string]: Value }> {
@@ -364,6 +403,7 @@ export class Database {
   /** A snapshot of the sync status. */
   readonly status: Status;
   collection<T extends object = { [field: string]: Value }>(name: string): Collection<T>;
+  /** Listens to event (see EventMap: what the server tells the leader fires in every tab); returns a function that stops listening. */
   on<E extends keyof EventMap>(event: E, fn: (arg: EventMap[E]) => void): () => void;
   /**
    * Resolves once the database has synced with the server and has no

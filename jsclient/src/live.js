@@ -8,13 +8,15 @@
 // pushes too (push): one in flight, answered by a pushed message, which
 // goes to the push waiting for it at once (not behind the sync work the
 // push belongs to). A push in flight when the socket closes fails
-// (network): the Syncer pushes its changes again.
+// (network): the Syncer pushes its changes again. So does one in flight
+// when a message too big to read comes (it may be its answer): the
+// session then ends.
 //
 // The session knows the socket and the frames; what the server's welcome,
 // changes and resync mean for the local data is the Syncer's (sync.js).
 
 import { PATHS, TIMINGS } from './constants.js';
-import { ConvergoError } from './errors.js';
+import { ConvergoError, sentWith } from './errors.js';
 import { MAX_ANSWER_BYTES, encodeLiveHello, encodePing, encodeSub, parseServerMessage } from './protocol.js';
 
 /** @typedef {import('./protocol.js').Hello} Hello */
@@ -43,8 +45,9 @@ const PROBE_TIMEOUT_MS = 5_000;
  *   serial); rejecting ends the session with that error
  * @property {(c: string) => Promise<void>} pull pulls collection c over
  *   HTTP (for a frame too big to read)
- * @property {(e: ConvergoError) => void} onError the server refused one
- *   collection (the session goes on)
+ * @property {(c: string, e: ConvergoError) => Promise<void>|void} onRefused the
+ *   server refused the sub of collection c (an error message with key 3):
+ *   the session goes on, c no longer among the subscribed
  * @property {() => void} onClose the socket closed
  * @property {number} [pingInterval] ms of silence after which the client
  *   pings (default TIMINGS.pingIntervalMs)
@@ -53,6 +56,17 @@ const PROBE_TIMEOUT_MS = 5_000;
  * @property {number} [pushTimeout] ms a push may wait for its pushed
  *   answer before the session is dead (default TIMINGS.clientPushTimeoutMs)
  */
+
+/**
+ * The error an error frame of a session whose hello carried token carries.
+ * @param {Extract<ServerMessage, {type: 'error'}>} m
+ * @param {string|null} token
+ */
+function refusal(m, token) {
+  const e = new ConvergoError(/** @type {any} */ (m.code), `live: ${m.code}${m.message ? ': ' + m.message : ''}${m.requestId ? ` (request ${m.requestId})` : ''}`, { requestId: m.requestId });
+  if (token !== null) sentWith.set(e, token);
+  return e;
+}
 
 export class LiveSession {
   /** @param {LiveOptions} o */
@@ -66,7 +80,7 @@ export class LiveSession {
     this.subscribed = new Set();
     /** @type {(() => void)|null} checks that the socket still answers, once welcomed */
     this.probeLive = null;
-    /** @type {((m: ServerMessage) => void)|null} the session's own handling of a message */
+    /** @type {((m: ServerMessage) => Promise<void>|void)|null} the session's own handling of a message */
     this.onMessage = null;
     /** The replica the hello named: the pushing replica of the session's pushes. */
     this.replica = '';
@@ -125,12 +139,7 @@ export class LiveSession {
       if (!this.live || this.pending) return reject(new ConvergoError('network', 'live push: no session'));
       const ms = this.o.pushTimeout ?? TIMINGS.clientPushTimeoutMs;
       const timer = setTimeout(() => {
-        if (this.pending !== p) return;
-        const e = new ConvergoError('network', `live push: no pushed answer within ${ms} ms`);
-        this.accepted = false; // no sync work uses the session from now on
-        this.pending = null;
-        reject(e);
-        this.fail?.(e);
+        if (this.pending === p) this.lose(new ConvergoError('network', `live push: no pushed answer within ${ms} ms`));
       }, ms);
       const p = {
         resolve: (/** @type {Pushed} */ m) => (clearTimeout(timer), resolve(m)),
@@ -139,6 +148,20 @@ export class LiveSession {
       this.pending = p;
       this.send(frame);
     });
+  }
+
+  /**
+   * Ends the session as a lost one: the push in flight fails at once with
+   * e (its changes go again, over HTTP now), no sync work uses the session
+   * from now on, and the socket closes (run rejects with e).
+   * @param {ConvergoError} e
+   */
+  lose(e) {
+    const p = this.pending;
+    this.accepted = false;
+    this.pending = null;
+    p?.reject(e);
+    this.fail?.(e);
   }
 
   /**
@@ -234,7 +257,16 @@ export class LiveSession {
         }
         const bytes = new Uint8Array(ev.data);
         if (bytes.length > MAX_ANSWER_BYTES) {
-          // Too big to read: fetch the same changes over HTTP in pages.
+          // Too big to read. While a push waits, it may be that push's
+          // answer: the session ends as a lost one, and the push goes
+          // again over HTTP at once, where an answer over the cap halves
+          // the batch (splitter, sync.js); the next session catches up
+          // from the cursors. Else fetch the same changes over HTTP in
+          // pages, the session going on.
+          if (this.pending) {
+            this.lose(new ConvergoError('network', `live: a message of ${bytes.length} bytes, over ${MAX_ANSWER_BYTES}, while a push waits for its answer`));
+            return;
+          }
           this.o
             .serial(async () => {
               for (const c of this.subscribed) await this.o.pull(c);
@@ -257,6 +289,10 @@ export class LiveSession {
           else fail(new ConvergoError('malformed', 'live: pushed without a push'));
           return;
         }
+        // A refusal of the session (token_expired, say) ends it with its
+        // error also when the socket closes before the frame's turn comes
+        // (handle drops the frames of a closed socket).
+        if (/** @type {any} */ (m).type === 'error' && !(/** @type {any} */ (m).collection)) failure ??= refusal(/** @type {any} */ (m), this.token);
         this.o.serial(() => this.handle(m, ws)).catch((e) => fail(e));
       };
       ws.onerror = () => {
@@ -276,7 +312,10 @@ export class LiveSession {
         if (failure && !this.o.stopped()) reject(failure);
         else resolve(undefined);
       };
-      /** @param {ServerMessage} m */
+      /**
+       * @param {ServerMessage} m
+       * @returns {Promise<void>|void}
+       */
       this.onMessage = (m) => {
         if (m.type === 'welcome') {
           this.welcome = m.hello;
@@ -291,11 +330,11 @@ export class LiveSession {
           clearTimeout(probe);
           probe = null;
         } else if (m.type === 'error') {
-          const e = new ConvergoError(/** @type {any} */ (m.code), `live: ${m.code}${m.message ? ': ' + m.message : ''}${m.requestId ? ` (request ${m.requestId})` : ''}`, {
-            requestId: m.requestId,
-          });
-          if (m.collection) this.o.onError(e);
-          else fail(e);
+          if (!m.collection) return fail(refusal(m, this.token));
+          // The server streams nothing of it: subscribed again only by a
+          // later sub (a new token, the next session).
+          this.subscribed.delete(m.collection);
+          return this.o.onRefused(m.collection, refusal(m, this.token));
         }
       };
     });
@@ -311,7 +350,7 @@ export class LiveSession {
     // the next session catches up from the cursors.
     if (this.ws !== ws) return;
     if (m instanceof Error) throw m;
-    this.onMessage?.(m);
+    await this.onMessage?.(m);
     await this.o.onMessage(m, this);
   }
 }

@@ -10,25 +10,29 @@
 // What they carry (records, stamps) is strict (record.js).
 
 import { Reader, Writer, encode } from './cbor.js';
+import { normalizeValue } from './normalize.js';
 import { CODES, COMPACT, DEFAULTS, PUSH_ENVELOPE_BYTES, RESET_REASONS, SCOPES, SERVER_MESSAGE_TYPES, STATUSES, VERSION } from './constants.js';
 import { ConvergoError } from './errors.js';
 import { deviceOf } from './replica.js';
-import { compactContext, planCompact, readChange, readRecord, validateCollection, writeChange, writeRecord } from './record.js';
+import { headLen, readChange, readRecord, validateCollection, writeChange, writeRecord } from './record.js';
+import { MAX_WALL, isZeroStamp, validateReplica } from './hlc.js';
 
 /**
  * The largest server answer or live frame the client reads: a bound the
  * client sets itself against a broken or hostile peer, not a protocol
  * limit (a page is at most max-page-bytes, or one record). A frame over it
- * is fetched over HTTP instead, and a pull answer over it again in smaller
- * pages.
+ * is fetched over HTTP instead, a pull answer over it again in smaller
+ * pages, and a push or a restore over it again in halves (splitter, sync.js).
  */
 export const MAX_ANSWER_BYTES = 64 << 20;
 
 /** @typedef {import('./record.js').Record} Record */
 
 /**
- * The server's hello answer (docs/protocol.md, section 6). Limits the
- * server leaves out are the protocol's defaults.
+ * The server's hello answer (docs/protocol.md, section 6). A limit the
+ * server leaves out or gives as 0 (which a server never announces), the
+ * max drift (ms) among them, is the protocol's default, as in the Go
+ * client (proto.HelloResponse.WithDefaults).
  * replicaPrefix is the prefix of the replica ids the subject owns ("" when
  * the server did not say).
  * @typedef {{protocol: number, serverTime: number, serverReplica: string, maxPush: number, maxPull: number, maxBody: number, maxDrift: number, subject: string, maxPageBytes: number, maxMessageBytes: number, replicaPrefix: string}} Hello
@@ -211,7 +215,7 @@ function records(m, k) {
       const n = r.arrayHead();
       /** @type {Record[]} */
       const out = [];
-      for (let i = 0; i < n; i++) out.push(readRecord(r, cx));
+      for (let i = 0; i < n; i++) out.push(readRecord(r, cx, normalizeValue));
       return out;
     }) ?? []
   );
@@ -303,13 +307,13 @@ function helloOf(m) {
     protocol: need(field(m, 1, uint), 'protocol'),
     serverTime: need(field(m, 2, uint), 'server time'),
     serverReplica: field(m, 3, text) ?? '',
-    maxPush: Math.max(1, field(m, 4, uint) ?? DEFAULTS.maxPushChanges),
-    maxPull: Math.max(1, field(m, 5, uint) ?? DEFAULTS.maxPullRecords),
-    maxBody: field(m, 6, uint) || DEFAULTS.maxBodyBytes, // 0 is none, as in the Go client
-    maxDrift: field(m, 7, uint) ?? 0,
+    maxPush: field(m, 4, uint) || DEFAULTS.maxPushChanges,
+    maxPull: field(m, 5, uint) || DEFAULTS.maxPullRecords,
+    maxBody: field(m, 6, uint) || DEFAULTS.maxBodyBytes,
+    maxDrift: field(m, 7, uint) || DEFAULTS.maxDriftMs,
     subject: field(m, 8, text) ?? '',
-    maxPageBytes: field(m, 9, uint) ?? DEFAULTS.maxPageBytes,
-    maxMessageBytes: field(m, 10, uint) ?? DEFAULTS.maxMessageBytes,
+    maxPageBytes: field(m, 9, uint) || DEFAULTS.maxPageBytes,
+    maxMessageBytes: field(m, 10, uint) || DEFAULTS.maxMessageBytes,
     replicaPrefix: field(m, 11, text) ?? '',
   };
 }
@@ -318,7 +322,8 @@ function helloOf(m) {
  * How pushes are split under the server's hello (its defaults before one):
  * batches of at most maxCount changes whose encoded changes take at most
  * maxBody bytes, what PUSH_ENVELOPE_BYTES leaves of the announced body,
- * 0 when it is smaller (one change always goes, alone when larger). The
+ * 0 when it is smaller (one change always goes, alone when larger:
+ * batchLength cuts by these figures). The
  * rule is transport/proto's PushRoom, which the Go client splits by;
  * test/protocol.test.js holds this to its vectors (PUSH_ROOMS).
  * @param {{maxPush: number, maxBody: number}|null|undefined} hello
@@ -326,6 +331,34 @@ function helloOf(m) {
  */
 export function pushBudget(hello) {
   return [hello?.maxPush ?? DEFAULTS.maxPushChanges, Math.max(0, (hello?.maxBody ?? DEFAULTS.maxBodyBytes) - PUSH_ENVELOPE_BYTES)];
+}
+
+/**
+ * How many of items, from index from on, go in the next request: at most
+ * maxCount, whose sizes (as size gives them) take at most maxBytes; at
+ * least one while any is left (one larger than maxBytes goes alone), none
+ * of none. The one rule that cuts a request: pushAll's pushes (sync.js)
+ * and a heal's or a give-back's restores and pushes (batches, heal.js)
+ * cut by it, under pushBudget's figures or, after a refusal whole, a
+ * smaller count. The rule is transport/proto's BatchLen, which the Go
+ * client cuts by; test/protocol.test.js holds this to its vectors
+ * (BATCH_LENS).
+ * @template T
+ * @param {readonly T[]} items
+ * @param {number} maxCount
+ * @param {number} maxBytes
+ * @param {(item: T) => number} size
+ * @param {number} [from]
+ * @returns {number}
+ */
+export function batchLength(items, maxCount, maxBytes, size, from = 0) {
+  const end = Math.min(items.length, from + Math.max(1, maxCount));
+  let total = 0;
+  for (let i = from; i < end; i++) {
+    total += size(items[i]);
+    if (i > from && total > maxBytes) return i - from;
+  }
+  return Math.max(0, end - from);
 }
 
 /**
@@ -381,7 +414,7 @@ function pushBytes(replica, changes, versions, device, session) {
   try {
     cs = changes.map((c) => {
       const r = new Reader(c, { canonical: false });
-      const ch = readChange(r);
+      const ch = readChange(r, undefined, normalizeValue);
       r.end();
       return ch;
     });
@@ -729,4 +762,70 @@ export function parseServerMessage(bytes) {
     }
   }
   return { type: 'unknown', name: type };
+}
+
+// ------------------------------------------------------ compact stamps
+//
+// A message's plan and context of compact stamps: only the wire needs them
+// (record.js writes and reads stamps by them), so they load with the sync
+// loop.
+
+/**
+ * Plans the compact stamps of a message, as every encoder does (Go's
+ * crdt.PlanCompact): the table holds pinned (a push's replica) at index 0,
+ * then every other id of two or more stamps in encoded order (shorter
+ * first, then bytewise: ids are ASCII); the base is the smallest wall, when
+ * it saves bytes. With session, a live push's session base
+ * (docs/protocol.md, "Pushing over a live session"): walls are always
+ * differences, from session unless one is below it or the smallest wall,
+ * written as key 8, makes them shorter; the plan's base is then session.
+ * @param {string} pinned
+ * @param {import('./record.js').Record[]} records
+ * @param {number|null} [session]
+ * @returns {import('./record.js').CompactPlan}
+ */
+export function planCompact(pinned, records, session = null) {
+  /** @type {import('./hlc.js').Stamp[]} */
+  const stamps = [];
+  for (const r of records) {
+    if (!isZeroStamp(r.deleted)) stamps.push(r.deleted);
+    for (const f of r.fields.values()) stamps.push(f.stamp);
+  }
+  /** @type {Map<string, number>} */
+  const count = new Map();
+  const from = session ?? 0;
+  let min = Infinity;
+  let plain = 0;
+  for (const s of stamps) {
+    count.set(s.replica, (count.get(s.replica) ?? 0) + 1);
+    if (s.wall < min) min = s.wall;
+    plain += headLen(s.wall - from);
+  }
+  const table = [...count.keys()].filter((id) => id !== pinned && /** @type {number} */ (count.get(id)) > 1);
+  table.sort((a, b) => a.length - b.length || (a < b ? -1 : 1));
+  const index = new Map(table.map((id, i) => [id, i + (pinned ? 1 : 0)]));
+  if (pinned) index.set(pinned, 0);
+  let delta = 1 + headLen(min);
+  for (const s of stamps) delta += headLen(s.wall - min);
+  return { index, table, base: stamps.length && (min < from || delta < plain) ? min : session };
+}
+
+/**
+ * The context of a message's compact stamps: its table (key 7, after a
+ * push's own replica) and base wall (key 8). Both are checked: a bad one
+ * makes the message malformed.
+ * @param {string[]} table
+ * @param {number|undefined} base
+ * @returns {import('./record.js').CompactContext}
+ */
+export function compactContext(table, base) {
+  for (const id of table) {
+    try {
+      validateReplica(id);
+    } catch {
+      throw new ConvergoError('malformed', `replica table holds an invalid replica id ${JSON.stringify(id)}`);
+    }
+  }
+  if (base !== undefined && base > MAX_WALL) throw new ConvergoError('malformed', `base wall ${base} out of range`);
+  return { table, base: base ?? null, extra: 0 };
 }

@@ -19,7 +19,7 @@
 // before the push changes nothing; only what the record as
 // this client knows it neither hides nor beats (a change left empty is
 // settled like a superseded one). The pull from the beginning replaces
-// the server state held by each record it delivers (Store.applyRemote's
+// the server state held by each record it delivers (syncstore.js's applyRemote's
 // replace): merged, the fields hidden by tombstones the server collected
 // would stay here for ever.
 //
@@ -46,13 +46,20 @@
 // dropped or rejected something: it follows every first sync after
 // offline writes.
 //
+// After a heal (a reset history_lost), the records whose every give-back
+// the server refused collected and that the reading from the beginning
+// after it did not deliver are dropped the same way, their pending
+// changes rejected with code collected (dropHealed): the server deleted
+// and collected them while this replica was away.
+//
 // Loaded on demand (sync.js imports it), like heal.js.
 
 import { STATUSES } from './constants.js';
 import { compareStamps, isZeroStamp } from './hlc.js';
 import { cloneRecord, emptyRecord, mergeInto } from './record.js';
-import { giveBack } from './heal.js';
+import { checked, giveBack } from './heal.js';
 import { GIVEBACK_KEY, META, OUTBOX, RECONCILE_KEY, RECORDS, RESTAMP_KEY, REJECTED, SEALED, acknowledged, baseOf, decodeEntry, fromStored, rejectedEntry, req } from './db.js';
+import { prepareRemote, putPage } from './syncstore.js';
 
 /** @typedef {import('./db.js').Store} Store */
 /** @typedef {import('./db.js').OutboxEntry} OutboxEntry */
@@ -94,7 +101,22 @@ export async function reconcile(syncer, c, first = false) {
   if (out.restored.length > 0) syncer.o.onChanges(c, out.restored);
   syncer.pulledAt.set(c, Date.now());
   syncer.restampsDropped = false;
-  if (!first || out.dropped.length > 0 || out.moved.length > 0) {
+  await reported(syncer, c, out, first);
+}
+
+/**
+ * Tells the app what a drop of collection c's collected records did (out,
+ * of dropRecords): live queries hear the records go, each pending change
+ * moved is a refusal with code collected, and the reconciliation is noted
+ * for the 'reconciled' event (pushAll's, once the outbox went out), when
+ * quiet only if something was dropped or rejected.
+ * @param {Syncer} syncer
+ * @param {string} c
+ * @param {{dropped: string[], moved: {id: string, rejectedId: number}[], droppedRejected: number}} out
+ * @param {boolean} quiet
+ */
+async function reported(syncer, c, out, quiet) {
+  if (!quiet || out.dropped.length > 0 || out.moved.length > 0) {
     const before = syncer.reconciled.get(c);
     syncer.reconciled.set(c, {
       collection: c,
@@ -110,6 +132,85 @@ export async function reconcile(syncer, c, first = false) {
     dropped = 0;
   }
   syncer.o.onStatus(await syncer.store.outboxCounts());
+}
+
+/**
+ * Drops the records ids of collection c that a heal gave back, the server
+ * refused collected, and the reading from the beginning after the heal
+ * did not deliver (heal.js's checkHeal): deleted and collected, as a
+ * reconciliation drops them (dropRecords), and told to the app as one
+ * (reported); the heal check kept is settled in the same transaction.
+ * @param {Syncer} syncer
+ * @param {string} c
+ * @param {Set<string>} ids
+ */
+export async function dropHealed(syncer, c, ids) {
+  const info = { when: Date.now(), subject: syncer.subject() };
+  const out = await syncer.store.tx([RECORDS, OUTBOX, REJECTED, SEALED, META], 'readwrite', `heal ${c}`, async (tx) => {
+    checked(syncer.store, c, tx);
+    const { held, pending } = await readHeld(syncer.store, tx, c);
+    return dropRecords(syncer.store, tx, c, held.filter((s) => ids.has(s.id) && acknowledged(s)), pending, info);
+  });
+  await reported(syncer, c, out, true);
+}
+
+/**
+ * The records held of collection c, and the pending outbox entries of
+ * each, oldest first, read in transaction tx.
+ * @param {Store} store
+ * @param {IDBTransaction} tx
+ * @param {string} c
+ * @returns {Promise<{held: StoredRecord[], entries: OutboxEntry[], pending: Map<string, OutboxEntry[]>}>}
+ */
+async function readHeld(store, tx, c) {
+  const range = store.keyRange.bound([c], [c, []]);
+  const [held, entries] = await Promise.all([
+    /** @type {Promise<StoredRecord[]>} */ (req(tx.objectStore(RECORDS).getAll(range))),
+    /** @type {Promise<OutboxEntry[]>} */ (req(tx.objectStore(OUTBOX).index('record').getAll(range))),
+  ]);
+  /** @type {Map<string, OutboxEntry[]>} */
+  const pending = new Map();
+  for (const e of entries.sort((a, b) => a.seq - b.seq)) {
+    const list = pending.get(e.id);
+    if (list) list.push(e);
+    else pending.set(e.id, [e]);
+  }
+  return { held, entries, pending };
+}
+
+/**
+ * In transaction tx, drops the records gone of collection c, which the
+ * server deleted and collected: each is removed (live queries hear it go;
+ * no delete, nothing in the outbox), and its pending changes (pending)
+ * move to the rejected changes with code collected (the oldest rejected
+ * changes dropped past the bounds). Returns the ids dropped, the changes
+ * moved and how many old rejected changes were dropped. A reconciliation
+ * (dropCollected) and the reading after a heal (dropHealed) drop this way.
+ * @param {Store} store
+ * @param {IDBTransaction} tx
+ * @param {string} c
+ * @param {StoredRecord[]} gone
+ * @param {Map<string, OutboxEntry[]>} pending
+ * @param {{when: number, subject: string|null}} info
+ */
+async function dropRecords(store, tx, c, gone, pending, info) {
+  /** @type {string[]} */
+  const dropped = [];
+  /** @type {{id: string, rejectedId: number}[]} */
+  const moved = [];
+  for (const s of gone) {
+    tx.objectStore(RECORDS).delete([c, s.id]);
+    tx.objectStore(SEALED).delete([c, s.id]);
+    store.notify(tx, c, s.id, null, 'remote');
+    dropped.push(s.id);
+    for (const e of pending.get(s.id) ?? []) {
+      tx.objectStore(OUTBOX).delete(e.seq);
+      const rejectedId = /** @type {number} */ (await req(tx.objectStore(REJECTED).add(rejectedEntry(e, 'collected', COLLECTED_MESSAGE, null, info))));
+      moved.push({ id: s.id, rejectedId });
+    }
+  }
+  const droppedRejected = moved.length > 0 ? await store.boundRejected(tx) : 0;
+  return { dropped, moved, droppedRejected };
 }
 
 /**
@@ -139,52 +240,26 @@ export async function reconcile(syncer, c, first = false) {
  * @returns {Promise<{dropped: string[], moved: {id: string, rejectedId: number}[], droppedRejected: number, restored: string[]}>}
  */
 export function dropCollected(store, c, seen, info, restamp = true, restore = [], kept = new Map()) {
-  const range = store.keyRange.bound([c], [c, []]);
   return store.tx([RECORDS, OUTBOX, REJECTED, META, SEALED], 'readwrite', `reconcile ${c}`, async (tx) => {
-    const records = tx.objectStore(RECORDS);
-    const outbox = tx.objectStore(OUTBOX);
-    const [held, entries] = await Promise.all([
-      /** @type {Promise<StoredRecord[]>} */ (req(records.getAll(range))),
-      /** @type {Promise<OutboxEntry[]>} */ (req(outbox.index('record').getAll(range))),
-    ]);
-    /** @type {Map<string, OutboxEntry[]>} */
-    const pending = new Map();
-    for (const e of entries) {
-      const list = pending.get(e.id);
-      if (list) list.push(e);
-      else pending.set(e.id, [e]);
-    }
+    const { held, entries, pending } = await readHeld(store, tx, c);
     const keep = new Set(seen);
-    /** @type {string[]} */
-    const dropped = [];
-    /** @type {{id: string, rejectedId: number}[]} */
-    const moved = [];
+    /** @type {StoredRecord[]} */
+    const gone = [];
     for (const s of held) {
       if (seen.has(s.id)) continue;
-      if (unacknowledged(s)) {
-        keep.add(s.id); // created here: it stays and is pushed
-        continue;
-      }
-      records.delete([c, s.id]);
-      tx.objectStore(SEALED).delete([c, s.id]);
-      store.notify(tx, c, s.id, null, 'remote');
-      dropped.push(s.id);
-      for (const e of (pending.get(s.id) ?? []).sort((a, b) => a.seq - b.seq)) {
-        outbox.delete(e.seq);
-        const rejectedId = /** @type {number} */ (await req(tx.objectStore(REJECTED).add(rejectedEntry(e, 'collected', COLLECTED_MESSAGE, null, info))));
-        moved.push({ id: s.id, rejectedId });
-      }
+      if (unacknowledged(s)) keep.add(s.id); // created here: it stays and is pushed
+      else gone.push(s);
     }
-    const droppedRejected = moved.length > 0 ? await store.boundRejected(tx) : 0;
+    const { dropped, moved, droppedRejected } = await dropRecords(store, tx, c, gone, pending, info);
     // The stamps given back that join their delivered record again, and
     // those that are all the server holds of a record it had lost.
     const heldOf = new Map(held.map((s) => [s.id, s]));
     const back = [...restore, ...kept.values()].filter((r) => seen.has(r.id) && heldOf.has(r.id));
     /** @type {Map<string, Rec[]>} */
     const taken = new Map();
-    for (const id of kept.keys()) taken.set(id, (pending.get(id) ?? []).sort((a, b) => a.seq - b.seq).map((e) => decodeEntry(e.change)));
-    const page = store.prepareRemote(c, back, [], back.map((r) => heldOf.get(r.id)), taken);
-    store.putPage(tx, c, page);
+    for (const id of kept.keys()) taken.set(id, (pending.get(id) ?? []).map((e) => decodeEntry(e.change)));
+    const page = prepareRemote(store, c, back, [], back.map((r) => heldOf.get(r.id)), taken);
+    putPage(store, tx, c, page);
     const meta = tx.objectStore(META);
     meta.delete(RECONCILE_KEY + c);
     meta.delete(GIVEBACK_KEY + c);

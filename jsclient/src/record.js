@@ -6,8 +6,8 @@
 // {stamp, value}; value holds the canonical CBOR bytes of the field's value,
 // or null when the field was unset.
 
-import { Reader, Writer, compareBytes, decode, encodeWith, equalBytes, normalizeValue, utf8Length } from './cbor.js';
-import { MODEL } from './constants.js';
+import { Reader, Writer, checkValue, compareBytes, decode, encodeWith, equalBytes, utf8Length } from './cbor.js';
+import { MODEL } from './model.js';
 import { ConvergoError } from './errors.js';
 import { MAX_LOGICAL, MAX_WALL, ZERO_STAMP, compareStamps, isZeroStamp, validateReplica } from './hlc.js';
 
@@ -16,7 +16,7 @@ import { MAX_LOGICAL, MAX_WALL, ZERO_STAMP, compareStamps, isZeroStamp, validate
 /** @typedef {{id: string, deleted: Stamp, fields: Map<string, Field>}} Record */
 /** @typedef {{collection: string, record: Record}} Change */
 
-/** Limits of the data model (constants.js MODEL, the same everywhere). */
+/** Limits of the data model (model.js MODEL, the same everywhere). */
 export const MAX_RECORD_BYTES = MODEL.maxRecordBytes;
 export const MAX_FIELDS = MODEL.maxFieldsPerRecord;
 export const MAX_ID_BYTES = MODEL.maxIdBytes;
@@ -297,47 +297,7 @@ function validateStamp(s) {
  * The length of a CBOR head with argument n.
  * @param {number} n
  */
-const headLen = (n) => (n < 24 ? 1 : n < 0x100 ? 2 : n < 0x10000 ? 3 : n < 0x100000000 ? 5 : 9);
-
-/**
- * Plans the compact stamps of a message, as every encoder does (Go's
- * crdt.PlanCompact): the table holds pinned (a push's replica) at index 0,
- * then every other id of two or more stamps in encoded order (shorter
- * first, then bytewise: ids are ASCII); the base is the smallest wall, when
- * it saves bytes. With session, a live push's session base
- * (docs/protocol.md, "Pushing over a live session"): walls are always
- * differences, from session unless one is below it or the smallest wall,
- * written as key 8, makes them shorter; the plan's base is then session.
- * @param {string} pinned
- * @param {Record[]} records
- * @param {number|null} [session]
- * @returns {CompactPlan}
- */
-export function planCompact(pinned, records, session = null) {
-  /** @type {Stamp[]} */
-  const stamps = [];
-  for (const r of records) {
-    if (!isZeroStamp(r.deleted)) stamps.push(r.deleted);
-    for (const f of r.fields.values()) stamps.push(f.stamp);
-  }
-  /** @type {Map<string, number>} */
-  const count = new Map();
-  const from = session ?? 0;
-  let min = Infinity;
-  let plain = 0;
-  for (const s of stamps) {
-    count.set(s.replica, (count.get(s.replica) ?? 0) + 1);
-    if (s.wall < min) min = s.wall;
-    plain += headLen(s.wall - from);
-  }
-  const table = [...count.keys()].filter((id) => id !== pinned && /** @type {number} */ (count.get(id)) > 1);
-  table.sort((a, b) => a.length - b.length || (a < b ? -1 : 1));
-  const index = new Map(table.map((id, i) => [id, i + (pinned ? 1 : 0)]));
-  if (pinned) index.set(pinned, 0);
-  let delta = 1 + headLen(min);
-  for (const s of stamps) delta += headLen(s.wall - min);
-  return { index, table, base: stamps.length && (min < from || delta < plain) ? min : session };
-}
+export const headLen = (n) => (n < 24 ? 1 : n < 0x100 ? 2 : n < 0x10000 ? 3 : n < 0x100000000 ? 5 : 9);
 
 /**
  * @param {Writer} w
@@ -486,32 +446,13 @@ function readStampItems(r, cx) {
 }
 
 /**
- * The context of a message's compact stamps: its table (key 7, after a
- * push's own replica) and base wall (key 8). Both are checked: a bad one
- * makes the message malformed.
- * @param {string[]} table
- * @param {number|undefined} base
- * @returns {CompactContext}
- */
-export function compactContext(table, base) {
-  for (const id of table) {
-    try {
-      validateReplica(id);
-    } catch {
-      throw new ConvergoError('malformed', `replica table holds an invalid replica id ${JSON.stringify(id)}`);
-    }
-  }
-  if (base !== undefined && base > MAX_WALL) throw new ConvergoError('malformed', `base wall ${base} out of range`);
-  return { table, base: base ?? null, extra: 0 };
-}
-
-/**
  * Reads a field: [wall, logical, replica] or [wall, logical, replica, value].
  * @param {Reader} r
- * @param {CompactContext} [cx]
+ * @param {CompactContext|undefined} cx
+ * @param {(v: Uint8Array) => Uint8Array} held the value as held (readRecord)
  * @returns {Field}
  */
-function readField(r, cx) {
+function readField(r, cx, held) {
   const h = r.head();
   if (h.major !== 4 || (h.arg !== 3 && h.arg !== 4)) throw new ConvergoError('malformed', 'field must be an array of 3 or 4 items');
   const stamp = readStampItems(r, cx);
@@ -527,23 +468,39 @@ function readField(r, cx) {
     } finally {
       r.canonical = canonical;
     }
-    // Liberal in values: any encoding of the value model, held in the
-    // deterministic one (docs/protocol.md, section 2).
-    value = normalizeValue(r.b.slice(start, r.off));
+    value = held(r.b.slice(start, r.off));
   }
   return { stamp, value };
 }
 
 /**
- * Reads and validates a record, as crdt's Record.UnmarshalCBOR: its field
- * values come out in deterministic encoding whatever encoding they came in
- * (normalizeValue); envelopes, names and stamps are strict. cx, in a
- * message with compact stamps, is what they are read against.
+ * A field value as this client stores it: in deterministic encoding
+ * already (it normalized what it received, and encodes what it writes
+ * deterministically), checked and kept as is. A stored value in another
+ * encoding is refused (invalid): only corruption makes one. The records and
+ * outbox entries this client stored are read with it, so the main entry
+ * needs no normalizer: normalizeValue comes with what reads the wire.
+ * @param {Uint8Array} v
+ * @returns {Uint8Array}
+ */
+export function storedValue(v) {
+  checkValue(v);
+  return v;
+}
+
+/**
+ * Reads and validates a record, as crdt's Record.UnmarshalCBOR; envelopes,
+ * names and stamps are strict. held is what a field value is held as: for
+ * what came over the wire normalizeValue (liberal in values: any encoding
+ * of the value model, held in the deterministic one, docs/protocol.md,
+ * section 2), for what this client stored storedValue. cx, in a message
+ * with compact stamps, is what they are read against.
  * @param {Reader} r
- * @param {CompactContext} [cx]
+ * @param {CompactContext|undefined} cx
+ * @param {(v: Uint8Array) => Uint8Array} held
  * @returns {Record}
  */
-export function readRecord(r, cx) {
+export function readRecord(r, cx, held) {
   const start = r.off;
   if (cx) cx.extra = 0;
   const n = r.mapHead();
@@ -573,7 +530,7 @@ export function readRecord(r, cx) {
       for (let j = 0; j < nf; j++) {
         const name = r.text();
         if (fields.has(name)) throw new ConvergoError('malformed', 'duplicate field name');
-        fields.set(name, readField(r, cx));
+        fields.set(name, readField(r, cx, held));
       }
     } else {
       throw new ConvergoError('malformed', `unknown record key ${k.arg}`);
@@ -589,25 +546,13 @@ export function readRecord(r, cx) {
 }
 
 /**
- * Decodes and validates one record.
- * @param {Uint8Array} bytes
- * @returns {Record}
- */
-export function decodeRecord(bytes) {
-  if (bytes.length > MAX_RECORD_BYTES) throw new ConvergoError('too_large', `record of ${bytes.length} bytes exceeds ${MAX_RECORD_BYTES}`);
-  const r = new Reader(bytes, { canonical: false });
-  const rec = readRecord(r);
-  r.end();
-  return rec;
-}
-
-/**
- * Reads a change {1: collection, 2: record}.
+ * Reads a change {1: collection, 2: record}; held as in readRecord.
  * @param {Reader} r
- * @param {CompactContext} [cx]
+ * @param {CompactContext|undefined} cx
+ * @param {(v: Uint8Array) => Uint8Array} held
  * @returns {Change}
  */
-export function readChange(r, cx) {
+export function readChange(r, cx, held) {
   const n = r.mapHead();
   /** @type {string|undefined} */
   let collection;
@@ -620,26 +565,12 @@ export function readChange(r, cx) {
     if (seen.has(k.arg)) throw new ConvergoError('malformed', 'duplicate map key in change');
     seen.add(k.arg);
     if (k.arg === 1) collection = r.text();
-    else if (k.arg === 2) record = readRecord(r, cx);
+    else if (k.arg === 2) record = readRecord(r, cx, held);
     else throw new ConvergoError('malformed', `unknown change key ${k.arg}`);
   }
   validateCollection(collection ?? '');
   if (!record) throw new ConvergoError('invalid', 'change without a record');
   return { collection: /** @type {string} */ (collection), record };
-}
-
-/**
- * Decodes a batch of changes.
- * @param {Uint8Array} bytes
- * @returns {Change[]}
- */
-export function decodeChanges(bytes) {
-  const r = new Reader(bytes, { canonical: false });
-  const n = r.arrayHead();
-  const out = [];
-  for (let i = 0; i < n; i++) out.push(readChange(r));
-  r.end();
-  return out;
 }
 
 // ------------------------------------------------------- values <-> fields

@@ -5,7 +5,8 @@
 
 import { ConvergoError } from './errors.js';
 import { isZeroStamp } from './hlc.js';
-import { decodeChanges, decodeValue, emptyRecord } from './record.js';
+import { decodeValue, emptyRecord } from './record.js';
+import { decodeChanges } from './received.js';
 import { setOwn } from './cbor.js';
 import { META, OUTBOX, RECORDS, REJECTED, decodeEntry, req } from './db.js';
 

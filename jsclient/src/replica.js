@@ -4,9 +4,9 @@
 // names, so it stamps writes with an id the server accepts before it ever
 // reaches the server; the hello answer repeats the prefix (key 11), and the
 // Syncer takes that as the last word. The rule's constants (domain, prefix
-// length, separator) come from constants.js REPLICA.
+// length, separator) come from model.js REPLICA.
 
-import { MODEL, REPLICA } from './constants.js';
+import { MODEL, REPLICA } from './model.js';
 import { ConvergoError } from './errors.js';
 import { newReplicaId } from './hlc.js';
 

@@ -11,7 +11,7 @@
 // untranslatable, and its record is rebuilt without it, as after a
 // refusal), the version stored, and the cursor cleared with meta
 // "replace:<collection>" set, so that the next pull, from the beginning,
-// replaces the server state of every record it brings (Store.applyRemote's
+// replaces the server state of every record it brings (syncstore.js's applyRemote's
 // replace, as a reconciliation after lease_expired does, without dropping
 // what it does not bring): the server translated the same fields with
 // stamps of its own, which merging would not let win. Seals are dropped

@@ -7,7 +7,7 @@
 import { encode } from './cbor.js';
 import { SCOPES } from './constants.js';
 import { ConvergoError } from './errors.js';
-import { CURSOR_KEY, HEAL_KEY, META, OUTBOX, RECORDS, REJECTED, REREAD_KEY, SCOPE_KEY, SEALED, rejectedEntry, req } from './db.js';
+import { CURSOR_KEY, HEALCHECK_KEY, HEAL_KEY, META, OUTBOX, RECORDS, REJECTED, REREAD_KEY, SCOPE_KEY, SEALED, rejectedEntry, req } from './db.js';
 
 /** @typedef {import('./db.js').Store} Store */
 /** @typedef {import('./db.js').OutboxEntry} OutboxEntry */
@@ -140,8 +140,8 @@ export class LeaveIndex {
  * The server revoked the subject: in one transaction, every record of
  * every collection is removed (live queries hear each go), every outbox
  * change becomes a rejected change with code revoked (the oldest dropped
- * past the bounds), and the cursors, owed heals and rereads are
- * forgotten, so that a new token reads everything it may from the
+ * past the bounds), and the cursors, owed heals, heal checks and
+ * rereads are forgotten, so that a new token reads everything it may from the
  * beginning. Identity,
  * clock, scopes and the collections opened stay. Returns how many changes
  * were moved and how many old rejected changes dropped.
@@ -166,7 +166,7 @@ export function purge(store, e, subject) {
     tx.objectStore(SEALED).clear();
     const meta = tx.objectStore(META);
     for (const k of await req(meta.getAllKeys())) {
-      if (typeof k === 'string' && (k.startsWith(CURSOR_KEY) || k.startsWith(HEAL_KEY) || k.startsWith(REREAD_KEY))) meta.delete(k);
+      if (typeof k === 'string' && (k.startsWith(CURSOR_KEY) || k.startsWith(HEAL_KEY) || k.startsWith(HEALCHECK_KEY) || k.startsWith(REREAD_KEY))) meta.delete(k);
     }
     const dropped = entries.length > 0 ? await store.boundRejected(tx) : 0;
     return { moved: entries.length, dropped };

@@ -23,9 +23,23 @@
 // cursor and, unless the reason is rebuilt, heals the server: it restores
 // every record it holds as the server sealed it and pushes again its own
 // acknowledged writes no seal covers (heal), then pulls from the
-// beginning; the outbox goes out as always. Nothing local is dropped. A
-// heal that fails (network) is owed in IndexedDB and made at the next
-// round.
+// beginning; the outbox goes out as always. Nothing local is dropped but
+// what the server refused collected when given back and does not deliver
+// in that pull: deleted and collected, it goes as a reconciliation drops
+// it (reconcile.js's dropHealed). A heal that fails (network), or that
+// the server refuses forbidden (said unreadable), is owed in IndexedDB and
+// made at the next round; what the reading after a heal must deliver
+// (heal.js's HealCheck) is kept there too, until that reading ends.
+//
+// One collection's failure is its own (docs/protocol.md, section 10): a
+// heal or pull that fails with an error that is not the round's (the
+// network, the server as a whole, the token: ROUND_CODES) skips that
+// collection, and the round goes on with the others (pullEach); the
+// failure is told once a round (the error event, naming the collection;
+// status.lastError) and the collection tried again after a backoff: by
+// the loop's next round when polling, by retryFailing while live (the
+// welcome does not fail for it, and the others stream on). A collection
+// whose pull before its push fails holds back its own changes only.
 //
 // Tombstone collection (docs/protocol.md, section 8): every pull and sub
 // carries the reader's lease (replica id, pending floor: Syncer.lease). A
@@ -78,16 +92,39 @@
 // statuses and what each error code asks for in constants.js.
 
 import { backoff } from './backoff.js';
-import { ConvergoError } from './errors.js';
+import { ConvergoError, sentWith } from './errors.js';
 import { post, postAnswer } from './http.js';
-import { LiveSession } from './live.js';
 import { CURSOR_KEY, RESTAMP_KEY } from './db.js';
 import { isPrefix, replicaPrefix, subjectOfToken } from './replica.js';
-import { DEFAULTS, PATHS, STATUSES, VERSION } from './constants.js';
-import { encodeHello, encodeLivePush, encodePull, encodePush, encodeUnsub, parseHello, parsePullAnswer, parsePushAnswer, pushBudget, resetAction, retryOf } from './protocol.js';
+import { CODES, DEFAULTS, PATHS, STATUSES, VERSION } from './constants.js';
+import { encodeHello, encodeLivePush, encodePull, encodePush, encodeUnsub, parseHello, parsePullAnswer, parsePushAnswer, batchLength, pushBudget, resetAction, retryOf } from './protocol.js';
+import { applyFirst, applyRemote, dropMeta, healChecks, owedHeals, owesReconcile, owesReplace, peekOutbox, pendingFloor, prepareRemote, replacementDone, resetCollection, settle } from './syncstore.js';
 
 /** @typedef {import('./protocol.js').Hello} Hello */
 /** @typedef {import('./db.js').Store} Store */
+/** @typedef {import('./live.js').LiveSession} LiveSession */
+
+/**
+ * live.js, loading or loaded: an app without WebSocket never loads it,
+ * and one with it loads it while its first round runs over HTTP
+ * (Syncer.start), so the main entry does without the live session's code.
+ * @type {Promise<typeof import('./live.js')>|null}
+ */
+let liveModule = null;
+
+/**
+ * Loads live.js once. A load that fails (a network error fetching the
+ * chunk) rejects with a network error, so the round fails as a dial that
+ * fails does (reported, then retried after backoff), and the next try
+ * loads it again.
+ */
+function loadLive() {
+  liveModule ??= import('./live.js').catch((e) => {
+    liveModule = null;
+    throw new ConvergoError('network', `sync: loading the live session (live.js): ${e?.message ?? e}`, { cause: e });
+  });
+  return liveModule;
+}
 
 /** The most records a first sync writes in one transaction. */
 const FIRST_SYNC_BATCH = 10_000;
@@ -100,6 +137,43 @@ const FIRST_SYNC_INFLIGHT = 2;
 
 /** A page asked for that failed (its error is met when it is awaited). */
 const FAILED = /** @type {import('./protocol.js').Page} */ ({ records: [], next: new Uint8Array(0), more: false, seals: [], leaves: [] });
+
+/**
+ * The codes of a failure that is not one collection's: the client's own
+ * (the network, the database closed or failing) and the protocol's codes
+ * marked session in CODES (the server as a whole, the token or its
+ * subject, the protocol version or paths). A heal or pull that
+ * fails with one stops the round (the others would fail alike); any other
+ * failure (internal, corrupt, an answer the client cannot read, a
+ * schema_ahead of the collection's version...) is its collection's alone,
+ * and the round goes on with the others (pullEach), as the Go client's
+ * Pull goes on past one collection's error.
+ */
+const ROUND_CODES = new Set(['network', 'closed', 'database', ...CODES.filter((c) => c.session).map((c) => c.code)]);
+
+/**
+ * The errors about() made: they name their collection already.
+ * @type {WeakSet<Error>}
+ */
+const named = new WeakSet();
+
+/**
+ * e, of op on collection c, as the app hears it: naming the collection.
+ * @param {string} c
+ * @param {'pull'|'sub'|'heal'} op
+ * @param {unknown} e
+ * @returns {ConvergoError}
+ */
+function about(c, op, e) {
+  const err = asConvergoError(e);
+  if (named.has(err)) return err;
+  const { code, message, status, requestId, retryAfter } = err;
+  const out = new ConvergoError(code, `${op} ${c}: ${message}`, { status, requestId, retryAfter, cause: err });
+  const token = sentWith.get(err);
+  if (token !== undefined) sentWith.set(out, token);
+  named.add(out);
+  return out;
+}
 
 /** A live session at least this long resets the reconnect backoff. */
 const STABLE_SESSION_MS = 10_000;
@@ -139,9 +213,8 @@ export const WRITE_RETRY_MS = 2_000;
  *   never pulled, only when something was dropped or rejected
  * @property {() => string|null} [subject] the subject signed in, for
  *   rejected changes (null: unknown)
- * @property {(s: {collection: string, id: string, lost: string[], status: 'applied'|'superseded'}) => void} onSuperseded
- *   fields of a pushed change lost to newer writes (status superseded:
- *   the change altered nothing; applied: the rest of it applied)
+ * @property {(s: Superseded) => void} onSuperseded fields of a pushed
+ *   change lost to newer writes
  * @property {(s: Partial<import('./database.js').Status>) => void} onStatus
  * @property {(e: Error) => void} onError
  * @property {(e: ConvergoError) => void} onAuth the token was refused
@@ -151,6 +224,9 @@ export const WRITE_RETRY_MS = 2_000;
  * @property {(e: ConvergoError) => Promise<void>} [onRevoked] the server
  *   refused the subject (revoked): purge what it held; the loop then waits
  *   for a new token (retryNow('token'))
+ * @property {(c: string, u: import('./database.js').Unreadable|null) => void} [onUnreadable]
+ *   the server refused a pull, a live sub or a heal of collection c for this token
+ *   (u), or a pull of it succeeded (null)
  * @property {(e: ConvergoError) => void} [onSchemaAhead] the server refused
  *   a schema version it does not have yet (schema_ahead); the loop retries
  *   with backoff
@@ -160,6 +236,13 @@ export const WRITE_RETRY_MS = 2_000;
  * @property {number} [pushTimeout] ms a live push may wait for its answer before the session is dead
  * @property {{base?: number, max?: number, random?: () => number}} [backoff]
  * @property {() => number} [random]
+ */
+
+/**
+ * Fields of a pushed change that lost to newer writes (the 'superseded'
+ * event): status superseded, the change altered nothing; applied, the
+ * rest of it applied.
+ * @typedef {{collection: string, id: string, lost: string[], status: 'applied'|'superseded'}} Superseded
  */
 
 /**
@@ -233,6 +316,22 @@ export class Syncer {
     this.pulledAt = new Map();
     /** @type {Map<string, import('./heal.js').HealCheck>} per collection, what its last heal gave back that the reading after it has not yet delivered (heal.js's checkHeal) */
     this.healChecks = new Map();
+    /** Whether the heal checks kept in IndexedDB were loaded (loadHealChecks). */
+    this.checksLoaded = false;
+    /** @type {Set<string>} the collections whose heal the server refused forbidden, still owed (healOwed): said unreadable until it is made */
+    this.healRefused = new Set();
+    /** @type {Set<string>} the collections in healRefused whose refusal the error event told, since the token last changed (healOwed) */
+    this.healTold = new Set();
+    /** @type {Set<string>} the collections whose last pull (or live sub: subRefused) the server refused to the token (pullOne) */
+    this.refusedPulls = new Set();
+    /** @type {Set<string>} the collections whose last live sub the server refused to the token (subRefused): said unreadable until a sub of it is served */
+    this.refusedSubs = new Set();
+    /** @type {Map<string, ConvergoError>} the collections whose last heal or pull failed with an error of their own (pullEach), and that error: tried again with backoff */
+    this.failing = new Map();
+    /** The backoff attempt of the next try of the failing collections while live (retryFailing). */
+    this.failAttempt = 0;
+    /** @type {any} the timer of that try, while one is set */
+    this.failTimer = null;
     /** Whether pushAll is running (a reconciliation inside it leaves the push to it). */
     this.pushing = false;
     /** @type {Map<string, Reconciliation>} reconciliations whose outbox is not yet pushed */
@@ -242,11 +341,15 @@ export class Syncer {
   }
 
   start() {
+    // Load the live session while the first round runs (its failure is
+    // the live round's to report: runLive).
+    if (this.o.WebSocket) loadLive().catch(() => {});
     this.loop = this.run();
   }
 
   async stop() {
     this.stopped = true;
+    clearTimeout(this.failTimer);
     this.session?.close();
     this.wake?.();
     this.settleRound(new ConvergoError('network', 'sync stopped'));
@@ -322,16 +425,33 @@ export class Syncer {
    * The token is now token: a session whose hello carried another
    * subject's ends (its pages are read under that subject's rights), and
    * the loop dials again at once with the new one, resuming from the
-   * cursors. A token of the same subject keeps the session.
+   * cursors. A token of the same subject keeps the session, unless a
+   * collection was refused to the token before (a heal, a pull or a
+   * sub): the session ends too, and the next one, with the new token,
+   * makes those heals and reads those collections again.
    * @param {string} token
    */
   retoken(token) {
     this.tokens++;
+    // A heal still refused to the new token is told again (healOwed).
+    this.healTold.clear();
     const s = this.session;
     if (s?.token != null && subjectOfToken(s.token) !== subjectOfToken(token)) {
       this.retryWanted = true;
       s.close();
+      return;
     }
+    // A collection refused to the token before (a heal: healOwed; a
+    // pull: pullOne; a sub) may be granted to this one. Polling, the
+    // round retryNow('token') wakes reads it again. A live session reads
+    // as its hello's token (docs/protocol.md, section 9): a sub sent
+    // again over it is refused again, so the session ends and the loop
+    // dials again at once with the new token, whose welcome makes the
+    // heals and pulls and subscribes each such collection.
+    const refused = this.healRefused.size + this.refusedPulls.size + this.refusedSubs.size;
+    if (!s?.live || s.token === token || refused === 0) return;
+    this.retryWanted = true;
+    s.close();
   }
 
   /** The network went away: drop the socket; the loop waits for online(). */
@@ -351,7 +471,7 @@ export class Syncer {
   addCollection(/** @type {string} */ c) {
     if (this.live && this.session && !this.session.subscribed.has(c)) {
       const session = this.session;
-      this.serial(() => this.catchUp(session, c)).catch((e) => this.report(e));
+      this.serial(() => this.catchUp(session, [c])).catch((e) => this.report(e));
     } else if (this.waiting === 'poll') {
       this.wake?.();
     }
@@ -369,19 +489,22 @@ export class Syncer {
     if (this.live && session?.subscribed.has(c)) {
       session.subscribed.delete(c);
       session.send(encodeUnsub(c));
-      this.serial(() => this.catchUp(session, c)).catch((e) => this.report(e));
+      this.serial(() => this.catchUp(session, [c])).catch((e) => this.report(e));
     } else this.addCollection(c);
   }
 
   /**
-   * Pulls collection c and subscribes to it on session (if it is still the
-   * live one), from the cursor stored, under its scope.
+   * Heals (where owed) and pulls the collections cs, and subscribes each
+   * pulled on session (if it is still the live one), from the cursor
+   * stored, under its scope; one the token may not read is reported and
+   * skipped (pullOne), one that fails with an error of its own is told
+   * and tried again with backoff (pullEach, retryFailing).
    * @param {LiveSession} session
-   * @param {string} c
+   * @param {string[]} cs
    */
-  async catchUp(session, c) {
-    await this.pullCollection(c);
-    await this.subscribe(session, c);
+  async catchUp(session, cs) {
+    this.tellFailed(await this.pullEach(cs, session));
+    this.retryFailing(session);
   }
 
   /**
@@ -390,7 +513,7 @@ export class Syncer {
    */
   async subscribe(session, c) {
     const [cursor, scope, lease, version] = await Promise.all([this.store.cursor(c), this.store.scope(c), this.lease(c), this.store.schemaVersion(c)]);
-    if (this.session === session) session.subscribe(c, cursor, scope, lease, version);
+    if (this.session === session && !session.subscribed.has(c)) session.subscribe(c, cursor, scope, lease, version);
   }
 
   /**
@@ -400,7 +523,7 @@ export class Syncer {
    * @returns {Promise<import('./protocol.js').Lease>}
    */
   async lease(c) {
-    return { replica: /** @type {string} */ (this.store.replica), floor: await this.store.pendingFloor(c) };
+    return { replica: /** @type {string} */ (this.store.replica), floor: await pendingFloor(this.store, c) };
   }
 
   /**
@@ -415,7 +538,7 @@ export class Syncer {
   async fresh(c) {
     if (Date.now() - (this.pulledAt.get(c) ?? -Infinity) < FRESH_MS) return true;
     if (this.live && this.session?.subscribed.has(c)) return true;
-    return (await this.store.cursor(c)).length === 0 && !(await this.store.owesReconcile(c));
+    return (await this.store.cursor(c)).length === 0 && !(await owesReconcile(this.store, c));
   }
 
   /**
@@ -447,7 +570,15 @@ export class Syncer {
         this.wake?.();
       });
     }
-    return this.syncNow();
+    return this.syncNow().then((failed) => {
+      if (failed.size === 0) return;
+      // The collections that failed are tried again with backoff: live,
+      // by retryFailing; polling, by a round that comes sooner.
+      this.tellFailed(failed);
+      if (this.live && this.session) this.retryFailing(this.session);
+      else if (this.waiting === 'poll') this.wakeAt?.(Date.now() + backoff(this.attempt++, { random: this.o.random, ...this.o.backoff }));
+      throw failed.values().next().value;
+    });
   }
 
   /**
@@ -464,45 +595,139 @@ export class Syncer {
   }
 
   /**
-   * Push and pull now. Resolves when done; rejects with the error that
-   * stopped it.
+   * Push and pull now. Resolves, when done, to the collections whose heal
+   * or pull failed with an error of their own (pullEach: the others were
+   * pulled all the same), untold; rejects with the error that stopped it.
+   * @returns {Promise<Map<string, ConvergoError>>}
    */
   syncNow() {
     return this.serial(async () => {
       if (!this.hello) await this.doHello();
-      await this.pushAll();
-      await this.healOwed();
-      await this.pullAll();
-      this.o.onStatus({ lastSyncedAt: Date.now(), lastError: null, online: true, schemaAhead: false });
+      // A collection whose pull before its push failed is not pulled again
+      // in this round (nor healed): its failure is the round's.
+      const held = await this.pushAll();
+      const failed = await this.pullEach(
+        this.o.collections().filter((c) => !held.has(c)),
+        this.live ? this.session : null,
+        (c) => !held.has(c),
+      );
+      for (const [c, e] of held) failed.set(c, e);
+      this.o.onStatus({ lastSyncedAt: Date.now(), online: true, ...(failed.size === 0 ? { lastError: null, schemaAhead: false } : {}) });
+      return failed;
     });
   }
 
   /**
-   * Pulls every collection. One the token may not read is reported and
-   * skipped rather than stopping the others: the set of collections
-   * outlives sessions (and users' rights), so one that became forbidden
-   * must not stall the sync of the rest.
+   * Heals the collections owed a heal that heals says, then pulls each
+   * collection of cs, and, with a session, subscribes each it pulled.
+   * Each goes on its own: one the token may not read is reported and
+   * skipped (pullOne), and one whose heal or pull fails with an error of
+   * its own (not of ROUND_CODES) is skipped too (its pull too, when its
+   * heal failed), so that one collection's failure does not stall the
+   * sync of the rest (the set of collections outlives sessions, users'
+   * rights and the server's health). An error of the round (the network,
+   * the token) is thrown. Resolves to the failures, by collection, each
+   * naming its collection, and notes them in failing (the collections of
+   * cs pulled leave it); the caller tells them (tellFailed).
+   * @param {string[]} cs
+   * @param {LiveSession|null} [session]
+   * @param {(c: string) => boolean} [heals] which owed heals to make (default: those of cs)
+   * @returns {Promise<Map<string, ConvergoError>>}
    */
-  async pullAll() {
-    for (const c of this.o.collections()) await this.pullOne(c);
+  async pullEach(cs, session = null, heals = (c) => cs.includes(c)) {
+    const failed = await this.healOwed(heals);
+    for (const c of cs) {
+      if (failed.has(c)) continue;
+      try {
+        if ((await this.pullOne(c)) && session) await this.subscribe(session, c);
+      } catch (e) {
+        if (ROUND_CODES.has(asConvergoError(e).code)) throw e;
+        failed.set(c, about(c, 'pull', e));
+      }
+    }
+    for (const c of cs) this.failing.delete(c);
+    for (const [c, e] of failed) this.failing.set(c, e);
+    if (this.failing.size === 0) this.failAttempt = 0;
+    return failed;
+  }
+
+  /**
+   * Tells the app of the failures pullEach returned, each once (the
+   * error event; onSchemaAhead for schema_ahead), and sets the status's
+   * lastError to the first collection still failing, or null.
+   * @param {Map<string, ConvergoError>} failed
+   */
+  tellFailed(failed) {
+    if (this.stopped) return;
+    for (const e of failed.values()) {
+      this.o.onError(e);
+      if (e.code === 'schema_ahead') this.o.onSchemaAhead?.(e);
+    }
+    this.o.onStatus({ lastError: this.failing.values().next().value ?? null });
+  }
+
+  /**
+   * While session is live, tries again, after a backoff (the next of
+   * failAttempt), the collections whose heal or pull failed with an error
+   * of their own (failing): heals, pulls and subscribes each that now
+   * succeeds, tells again those that fail, and sets the next try, until
+   * none fails. Polling, or between sessions, the loop's rounds try them.
+   * @param {LiveSession} session
+   */
+  retryFailing(session) {
+    if (this.failing.size === 0 || this.failTimer !== null || this.stopped) return;
+    const delay = backoff(this.failAttempt++, { random: this.o.random, ...this.o.backoff });
+    this.failTimer = setTimeout(() => {
+      this.failTimer = null;
+      if (this.session !== session || !session.live) return; // the next welcome skips them, and sets the next try
+      this.serial(async () => {
+        if (this.session !== session || !session.live) return;
+        const before = this.failing.size;
+        this.tellFailed(await this.pullEach([...this.failing.keys()], session));
+        // Changes held back while their collection failed go now.
+        if (this.failing.size < before) await this.pushAll();
+      })
+        .catch((e) => this.report(e))
+        .finally(() => this.retryFailing(session));
+    }, delay);
   }
 
   /**
    * Pulls collection c; one the token may not read (or whose scope the
-   * server finds invalid) is reported and skipped.
+   * server finds invalid) is reported and skipped. Resolves to whether it
+   * was pulled.
    * @param {string} c
    */
   async pullOne(c) {
     try {
       await this.pullCollection(c);
+      this.refusedPulls.delete(c);
+      // A heal refused stays said until it is made (healOwed), a sub
+      // refused until one is served (onLive).
+      if (!this.healRefused.has(c) && !this.refusedSubs.has(c)) this.o.onUnreadable?.(c, null);
+      return true;
     } catch (e) {
       // A scope the server finds invalid (a parameter the token cannot
       // bind) stops that collection alone too.
       const code = /** @type {any} */ (e)?.code;
       if (code !== 'forbidden' && (code !== 'invalid' || (await this.store.scope(c)) === undefined)) throw e;
-      const { status, requestId } = /** @type {ConvergoError} */ (e);
-      this.o.onError(new ConvergoError(code, `pull ${c}: ${/** @type {any} */ (e).message}`, { status, requestId }));
+      this.refusedPulls.add(c);
+      this.unreadable(c, 'pull', /** @type {ConvergoError} */ (e));
+      return false;
     }
+  }
+
+  /**
+   * The server refused op of collection c with e, for this token: the
+   * tab hears it as an error, the app as onUnreadable.
+   * @param {string} c
+   * @param {'pull'|'sub'|'heal'} op
+   * @param {ConvergoError} e
+   */
+  unreadable(c, op, e) {
+    const { code, message, status, requestId } = e;
+    this.o.onError(new ConvergoError(code, `${op} ${c}: ${message}`, { status, requestId }));
+    this.o.onUnreadable?.(c, { collection: c, op, code, message, requestId: requestId ?? null });
   }
 
   /**
@@ -517,11 +742,16 @@ export class Syncer {
 
   /**
    * Runs fn after the work queued before it.
-   * @param {() => Promise<void>} fn
+   * @template T
+   * @param {() => Promise<T>} fn
+   * @returns {Promise<T>}
    */
   serial(fn) {
     const p = this.chain.then(fn);
-    this.chain = p.catch(() => {});
+    this.chain = p.then(
+      () => {},
+      () => {},
+    );
     return p;
   }
 
@@ -541,33 +771,45 @@ export class Syncer {
         }
         if (this.resetWanted) {
           this.resetWanted = false;
-          await this.store.dropMeta(CURSOR_KEY);
+          // The heals owed and their checks went with the database.
+          this.healChecks.clear();
+          this.healRefused.clear();
+          this.healTold.clear();
+          this.failing.clear();
+          await dropMeta(this.store, CURSOR_KEY);
         }
         await this.store.verify();
         this.o.onStatus({ syncing: true });
-        await this.syncNow();
+        const failed = await this.syncNow();
         this.o.onStatus({ syncing: false });
         tokenRetried = false;
         this.lastError = null;
         this.retryAt = 0;
         this.retryWanted = false;
-        this.settleRound(null);
+        // The collections that failed on their own are told once a round,
+        // and tried again after a backoff: polling, by the next round;
+        // live, by retryFailing.
+        if (failed.size > 0) this.tellFailed(failed);
+        this.settleRound(failed.values().next().value ?? null);
         if (this.stopped) break;
         if (!this.o.WebSocket) {
-          this.attempt = 0;
-          // A write made during the round's push goes out now.
-          if (this.pushWanted) continue;
-          await this.wait(this.o.pollInterval ?? 10_000, 'poll');
-          continue;
-        }
-        const since = Date.now();
-        await this.runLive();
-        // A session that ended on its own soon after it began (a server
-        // closing sockets, a proxy cutting them) counts as a failure, so
-        // reconnecting backs off instead of spinning.
-        if (Date.now() - since >= STABLE_SESSION_MS) {
-          this.attempt = 0;
-          continue;
+          if (failed.size === 0) {
+            this.attempt = 0;
+            // A write made during the round's push goes out now.
+            if (this.pushWanted) continue;
+            await this.wait(this.o.pollInterval ?? 10_000, 'poll');
+            continue;
+          }
+        } else {
+          const since = Date.now();
+          await this.runLive();
+          // A session that ended on its own soon after it began (a server
+          // closing sockets, a proxy cutting them) counts as a failure, so
+          // reconnecting backs off instead of spinning.
+          if (Date.now() - since >= STABLE_SESSION_MS) {
+            this.attempt = 0;
+            continue;
+          }
         }
       } catch (e) {
         if (this.stopped) break;
@@ -580,7 +822,14 @@ export class Syncer {
         this.o.onStatus({ online: err.code !== 'network' && err.code !== 'unavailable' ? true : false, syncing: false, lastError: err });
         if (err.code === 'schema_ahead') this.o.onSchemaAhead?.(err);
         if (err.code === 'revoked') {
-          // The subject is denied: purge, then wait for a new token.
+          // The subject is denied: purge (the heal checks kept too), then
+          // wait for a new token.
+          this.healChecks.clear();
+          this.healRefused.clear();
+          this.healTold.clear();
+          this.refusedPulls.clear();
+          this.refusedSubs.clear();
+          this.failing.clear();
           this.o.onStatus({ online: false });
           try {
             await this.o.onRevoked?.(err);
@@ -717,6 +966,18 @@ export class Syncer {
   }
 
   /**
+   * Pushes changes (as the outbox holds them) of replica over HTTP, the
+   * body made for the token it goes with: under that token's subject the
+   * replica is named by its device part (docs/protocol.md, "Push").
+   * @param {string} replica
+   * @param {Uint8Array[]} changes
+   * @param {Map<string, number>} [versions]
+   */
+  postPush(replica, changes, versions) {
+    return this.postAnswer(PATHS.push, async (token) => encodePush(replica, changes, versions, await this.pushPrefix(token)));
+  }
+
+  /**
    * Greets the server over HTTP: its limits, the clock offset, the replica
    * prefix of the token's subject. An answer to a hello sent with a token
    * replaced since is dropped and the hello made again.
@@ -757,7 +1018,7 @@ export class Syncer {
       throw new ConvergoError('unsupported_version', `server speaks protocol ${hello.protocol}, not ${VERSION}`);
     }
     this.hello = hello;
-    if (this.store.clock && hello.maxDrift > 0) this.store.clock.maxDrift = hello.maxDrift;
+    if (this.store.clock) this.store.clock.maxDrift = hello.maxDrift; // never 0: parseHello
     this.o.onStatus({ online: true });
     if (!measure) return;
     // The server read its clock about half way through the round trip.
@@ -768,19 +1029,27 @@ export class Syncer {
 
   /**
    * Pushes the whole outbox in batches of at most the server's max-push
-   * changes and max-body bytes (as its hello announced). This is the one
-   * place that splits a batch: a push the server refuses whole as
-   * too_large or malformed is the fault of its changes, so it is halved
-   * down to the change at fault, which is settled as refused with that
-   * code (docs/protocol.md, "Push"); the rest of the outbox goes on.
-   * Other whole refusals (forbidden, unauthenticated...) are not the
-   * changes' fault: they stay, and the error goes to the loop.
+   * changes and max-body bytes (as its hello announced: pushBudget), cut
+   * by batchLength and split by splitter as a heal's are (heal.js): a
+   * push the server refuses whole as too_large or malformed is the fault
+   * of its changes, so it is halved down to the change at fault, which is
+   * settled as refused with that code (docs/protocol.md, "Push"); the rest
+   * of the outbox goes on. An answer over the client's cap halves the
+   * batch too. Other whole refusals (forbidden, unauthenticated...) are
+   * not the changes' fault: they stay, and the error goes to the loop.
+   * A collection not fresh whose pull first fails with an error of its
+   * own holds back its own changes only (they wait for a pull of it that
+   * succeeds: the next push tries it again) and joins failing; resolves
+   * to those collections and their errors.
+   * @returns {Promise<Map<string, ConvergoError>>}
    */
   async pushAll() {
     this.pushWanted = false;
     this.pushing = true;
+    /** @type {Map<string, ConvergoError>} */
+    let held;
     try {
-      await this.pushOutbox();
+      held = await this.pushOutbox();
     } finally {
       this.pushing = false;
     }
@@ -793,30 +1062,36 @@ export class Syncer {
     // reload keeps the notes), is unset again by each reconciliation.
     if (!this.restampsDropped) {
       this.restampsDropped = true;
-      await this.store.dropMeta(RESTAMP_KEY);
+      await dropMeta(this.store, RESTAMP_KEY);
     }
     for (const r of done) this.o.onReconciled?.(r);
+    // Live, the retries of the failing collections tell why, and push
+    // their changes once they are pulled.
+    if (held.size > 0 && this.live && this.session) this.retryFailing(this.session);
+    return held;
   }
 
-  /** The body of pushAll. */
+  /**
+   * The body of pushAll.
+   * @returns {Promise<Map<string, ConvergoError>>} the collections whose changes waited: their pull first failed (with an error of their own)
+   */
   async pushOutbox() {
     const [maxCount, maxBody] = pushBudget(this.hello);
-    // A whole refusal halves the batch size, and the size a batch went at
-    // stays for the rest of the push (a server that takes fewer changes
-    // than its hello said); once the change at fault is found alone, the
-    // batches are full again, as the Go client's are (Client.Push).
-    let limit = maxCount;
-    /** whether the server read a push of no changes during this push (readsPushes) */
-    let readable = false;
+    // A batch that fails whole is split (splitter), over HTTP or live; a
+    // push of no changes, over HTTP, tells whether the server reads this
+    // client's pushes at all.
+    const split = splitter(maxCount, () => this.postPush(/** @type {string} */ (this.store.replica), []));
     /** @type {Set<string>} collections pulled first by this push */
     const pulled = new Set();
+    /** @type {Map<string, ConvergoError>} those whose pull first failed with an error of their own: their changes wait, the others go */
+    const held = new Map();
     /** @type {{upTo: number|null}} changes written again after a collected refusal come after upTo: never again */
     const restamping = { upTo: null };
     /** @type {Map<number, import('./record.js').Record>} the outbox entries written again, to the changes they came from */
     const originals = new Map();
     let dropped = 0;
     for (;;) {
-      const entries = await this.store.peekOutbox(limit);
+      const entries = await peekOutbox(this.store, split.limit, held);
       if (entries.length === 0) break;
       // A collection not pulled lately is pulled first: a lease that
       // expired meanwhile is reconciled before its changes go out.
@@ -825,16 +1100,17 @@ export class Syncer {
         if (pulled.has(c) || (await this.fresh(c))) continue;
         pulled.add(c);
         stale = true;
-        await this.pullOne(c);
+        try {
+          await this.pullOne(c);
+        } catch (e) {
+          if (ROUND_CODES.has(asConvergoError(e).code)) throw e;
+          // The round tells why (syncNow; live: retryFailing).
+          held.set(c, about(c, 'pull', e));
+          this.failing.set(c, /** @type {ConvergoError} */ (held.get(c)));
+        }
       }
       if (stale) continue; // the outbox may have changed
-      let size = 0;
-      let n = 0;
-      while (n < entries.length && (n === 0 || size + entries[n].change.length <= maxBody)) {
-        size += entries[n].change.length;
-        n++;
-      }
-      const batch = entries.slice(0, n);
+      const batch = entries.slice(0, batchLength(entries, split.limit, maxBody, (e) => e.change.length));
       let results;
       /** @type {string|null} */
       let requestId = null;
@@ -870,6 +1146,7 @@ export class Syncer {
           requestId = m.requestId ?? null;
           if (!results) {
             const e = new ConvergoError(/** @type {any} */ (m.code), `live push: ${m.code}${m.message ? ': ' + m.message : ''}`, { requestId: m.requestId });
+            if (session.token !== null) sentWith.set(e, session.token);
             // Unreadable to the server (the two ends disagree on the live
             // encoding): the same batch once over HTTP, which answers it
             // change by change or refuses it as any HTTP push.
@@ -887,37 +1164,16 @@ export class Syncer {
           // Stopped meanwhile (in that delay, or with a live push in
           // flight), postAnswer sends nothing: the batch stays in the
           // outbox.
-          // Made for the token it goes with: under that token's subject
-          // the replica is named by its device part (docs/protocol.md,
-          // "Push").
-          const answer = await this.postAnswer(PATHS.push, async (token) => encodePush(replica, changes, versions, await this.pushPrefix(token)));
+          const answer = await this.postPush(replica, changes, versions);
           requestId = answer.requestId;
           results = parsePushAnswer(answer.body);
         }
       } catch (e) {
-        const err = /** @type {ConvergoError} */ (e);
-        // Refused whole by the server (an HTTP error answer, or a live
-        // pushed with a code), not an answer this client could not read.
-        const whole = err.status !== undefined || err === liveRefusal;
-        if (!whole || (err.code !== 'too_large' && err.code !== 'malformed')) throw e;
-        if (batch.length > 1) {
-          limit = Math.max(1, Math.floor(batch.length / 2));
-          continue;
-        }
-        // One change the server will never take (too large alone, or
-        // unreadable to it): refused, loudly, so the rest does not stall;
-        // unless the server reads no push of this client at all (a push
-        // of no changes is refused malformed too): then the fault is not
-        // the change's, and it stays. A server that reads one now may
-        // have just stopped refusing every push: the change goes once
-        // more before it is taken as at fault.
-        if (err.code === 'malformed' && !readable) {
-          if (!(readable = await this.readsPushes())) throw e;
-          continue;
-        }
-        results = [{ status: STATUSES.refused, code: err.code, message: err.message }];
-        requestId = err.requestId ?? null;
-        limit = maxCount;
+        // A change at fault refused alone (splitter) is settled with its
+        // code, loudly, so the rest does not stall.
+        results = await split(/** @type {ConvergoError} */ (e), batch.length, liveRefusal);
+        if (!results) continue;
+        requestId = /** @type {ConvergoError} */ (e).requestId ?? null;
       }
       if (results.length !== batch.length) {
         throw new ConvergoError('malformed', `push answer has ${results.length} results for ${batch.length} changes`);
@@ -938,7 +1194,7 @@ export class Syncer {
         const r = results[i];
         settled.push({ entry: batch[i], refused: r.status === STATUSES.refused, code: r.code ?? 'invalid', message: r.message ?? '', requestId });
       }
-      const settledNow = await this.store.settle(settled, { when: Date.now(), subject: this.subject() });
+      const settledNow = await settle(this.store, settled, { when: Date.now(), subject: this.subject() });
       const { changed: rolledBack, rejected } = settledNow;
       dropped += settledNow.dropped;
       // The edits that stay are written again with fresh stamps, pushed by
@@ -979,24 +1235,7 @@ export class Syncer {
       for (const [c, ids] of rolledBack) this.o.onChanges(c, ids);
       this.o.onStatus(await this.store.outboxCounts());
     }
-  }
-
-  /**
-   * Whether the server reads a push of this client at all: a push of no
-   * changes, over HTTP. A change refused whole as malformed alone is its
-   * own fault only when it does (docs/protocol.md, section 5).
-   * @returns {Promise<boolean>}
-   */
-  async readsPushes() {
-    const replica = /** @type {string} */ (this.store.replica);
-    try {
-      await this.postAnswer(PATHS.push, async (token) => encodePush(replica, [], undefined, await this.pushPrefix(token)));
-      return true;
-    } catch (e) {
-      const err = /** @type {ConvergoError} */ (e);
-      if (err.code === 'malformed' && err.status !== undefined) return false;
-      throw e;
-    }
+    return held;
   }
 
   /**
@@ -1018,7 +1257,7 @@ export class Syncer {
   async onReset(c, reset) {
     const action = resetAction(reset.reason);
     this.pulledAt.delete(c);
-    await this.store.resetCollection(c, action === 'history_lost', action === 'lease_expired');
+    await resetCollection(this.store, c, action === 'history_lost', action === 'lease_expired');
     this.o.onServerReset({ collection: c, reason: reset.reason, message: reset.message });
   }
 
@@ -1035,21 +1274,66 @@ export class Syncer {
     if (!this.pushing) await this.pushAll();
   }
 
-  /** Heals every collection owed a heal (a reset whose heal did not finish). */
-  async healOwed() {
-    for (const c of await this.store.owedHeals()) {
+  /**
+   * Loads, once, the heal checks kept in IndexedDB (syncstore.js's healChecks): of
+   * heals made before a reload, or by the tab that led before.
+   */
+  async loadHealChecks() {
+    if (this.checksLoaded) return;
+    for (const [c, hc] of await healChecks(this.store)) if (!this.healChecks.has(c)) this.healChecks.set(c, hc);
+    this.checksLoaded = true;
+  }
+
+  /**
+   * Heals every collection owed a heal (a reset whose heal did not
+   * finish) that heals says. Restoring needs read access: one the token
+   * may not read (a heal refused forbidden) is said unreadable and
+   * skipped, not to stall the others, and stays owed: every round makes it
+   * again (heal.js's heal asks first with an empty restore, sending
+   * nothing held while it is refused), and the one after setToken with a
+   * token that grants it gives back what is held. One that fails with an
+   * error of its own (not of ROUND_CODES: internal, say) stays owed too,
+   * and the others go on: resolves to those errors, by collection (named
+   * heal c). An error of the round is thrown.
+   * @param {(c: string) => boolean} [heals]
+   * @returns {Promise<Map<string, ConvergoError>>}
+   */
+  async healOwed(heals = () => true) {
+    await this.loadHealChecks();
+    /** @type {Map<string, ConvergoError>} */
+    const failed = new Map();
+    for (const c of await owedHeals(this.store)) {
+      if (!heals(c)) continue;
       try {
         await (await import('./heal.js')).heal(this, c);
+        this.healTold.delete(c);
+        if (this.healRefused.delete(c)) this.o.onUnreadable?.(c, null);
       } catch (e) {
-        // Restoring needs read access: a collection the token may no
-        // longer read cannot be healed by this client. Say so, and do not
-        // stall the others.
-        if (/** @type {any} */ (e)?.code !== 'forbidden') throw e;
-        await this.store.healed(c);
-        const { status, requestId } = /** @type {ConvergoError} */ (e);
-        this.o.onError(new ConvergoError('forbidden', `heal ${c}: ${/** @type {any} */ (e).message}`, { status, requestId }));
+        const code = asConvergoError(e).code;
+        if (code !== 'forbidden') {
+          if (ROUND_CODES.has(code)) throw e;
+          failed.set(c, about(c, 'heal', e));
+          continue;
+        }
+        this.healRefused.add(c);
+        // Told once per refusal, as the Go client does: again only after
+        // the heal was made or the token changed (retoken).
+        if (this.healTold.has(c)) continue;
+        this.healTold.add(c);
+        this.unreadable(c, 'heal', /** @type {ConvergoError} */ (e));
       }
     }
+    return failed;
+  }
+
+  /**
+   * Heals collection c if it owes a heal (healOwed), the pull of c that
+   * follows a reset waiting for it: its failure is thrown.
+   * @param {string} c
+   */
+  async healThis(c) {
+    const e = (await this.healOwed((x) => x === c)).get(c);
+    if (e) throw e;
   }
 
   /**
@@ -1062,38 +1346,43 @@ export class Syncer {
    * A collection owed a reconciliation (lease_expired) is reconciled
    * instead, which pulls it from the beginning with seen: the ids of the
    * records the pages deliver are added to it, and the first record of
-   * each id delivered replaces the server state held (Store.applyRemote's
+   * each id delivered replaces the server state held (syncstore.js's applyRemote's
    * replace): the tombstones the server collected can no longer hide the
    * older fields held here. So is a pull from the beginning of a
    * collection that holds a record the server acknowledged, unless a heal
    * or a reset's pull from the beginning is under way
    * (Store.firstPullReconciles): a replica that pushed and never pulled
    * held no lease, and the server does not reset an empty cursor.
+   * A collection whose heal check was not read from the beginning in this
+   * tab (heal.js's HealCheck: loaded after a reload) is read from the
+   * beginning too, and its check settled when that reading ends.
    * Every pull comes here, the live ones before their sub too.
    * @param {string} c
    * @param {Set<string>} [seen]
    */
   async pullCollection(c, seen) {
     if (!seen) {
-      if (await this.store.owesReconcile(c)) return this.reconcile(c);
+      if (await owesReconcile(this.store, c)) return this.reconcile(c);
       if (await this.store.firstPullReconciles(c)) return this.reconcile(c, true);
     }
+    await this.loadHealChecks();
     let limit = this.hello?.maxPull ?? DEFAULTS.maxPullRecords;
     let resets = 0;
-    const [scope, lease, version, replacing] = await Promise.all([this.store.scope(c), this.lease(c), this.store.schemaVersion(c), seen ? false : this.store.owesReplace(c)]);
+    const [scope, lease, version, replacing] = await Promise.all([this.store.scope(c), this.lease(c), this.store.schemaVersion(c), seen ? false : owesReplace(this.store, c)]);
     const fetchPage = (/** @type {Uint8Array} */ cursor) =>
       this.post(PATHS.pull, encodePull(c, cursor, limit, scope, lease, first, version))
         .then(parsePullAnswer)
-        .then(async (p) => {
+        .then((p) => {
           if (seen) for (const r of p.records) seen.add(r.id);
-          // After a heal, the reading from the beginning must bring what
-          // it gave back (heal.js's checkHeal).
-          if (this.healChecks.has(c) && !p.reset) return { ...p, healAgain: await (await import('./heal.js')).checkHeal(this, c, p, cursor.length === 0) };
           return p;
         });
+    /** @type {Set<string>|null} the ids a heal gave back refused collected that the reading after it did not deliver (checkHeal) */
+    let drop = null;
+    /** Whether the reading after a heal ended: its check kept is settled (checkHeal). */
+    let checked = false;
     /** @type {Set<string>|null} the ids whose held record a reconciliation's (or an upgrade's) pull replaced */
     const replaced = seen || replacing ? new Set() : null;
-    let cursor = seen || replacing ? new Uint8Array(0) : await this.store.cursor(c);
+    let cursor = seen || replacing || this.healChecks.get(c)?.reading === false ? new Uint8Array(0) : await this.store.cursor(c);
     let first = cursor.length === 0 && (await this.store.isEmpty(c));
     /** @type {Promise<import('./protocol.js').Page>|null} the next page, asked for */
     let next = null;
@@ -1101,7 +1390,7 @@ export class Syncer {
      * A first sync's writes issued and not yet awaited, oldest first (at
      * most FIRST_SYNC_INFLIGHT): each is a transaction created behind the
      * one before, which checks that one's cursor before anything it
-     * writes can commit (Store.applyFirst).
+     * writes can commit (syncstore.js's applyFirst).
      * @type {{p: Promise<void>, settled: boolean}[]}
      */
     const writes = [];
@@ -1119,7 +1408,7 @@ export class Syncer {
         next = null;
         // A page of large records: ask for fewer at a time.
         if (/** @type {any} */ (e).code === 'too_large' && limit > 1) {
-          limit = Math.max(1, Math.floor(limit / 4));
+          limit = Math.max(1, Math.floor(limit / DEFAULTS.pullShrink));
           continue;
         }
         // The page failed; a write of the pages before it that failed too
@@ -1136,7 +1425,7 @@ export class Syncer {
         seen?.clear();
         replaced?.clear();
         if (!seen && resetAction(page.reset.reason) === 'lease_expired') return this.reconcile(c);
-        await this.healOwed();
+        await this.healThis(c);
         // onReset forgot the stored cursor: the next write builds on none.
         cursor = new Uint8Array(0);
         written = cursor;
@@ -1147,6 +1436,8 @@ export class Syncer {
         next = fetchPage(page.next);
         next.catch(() => {}); // its error is handled when it is awaited
       }
+      /** The pages written now, in order. */
+      const batch = [page];
       if (first && !replaced && page.leaves.length === 0) {
         // Take the pages that arrive into this one's transaction (up to
         // FIRST_SYNC_BATCH records) while the writes issued before keep
@@ -1170,12 +1461,13 @@ export class Syncer {
             seals.push(more.seals[i]);
           }
           page = more;
+          batch.push(page);
           if (page.more) {
             next = fetchPage(page.next);
             next.catch(() => {});
           }
         }
-        const prepared = this.store.prepareRemote(c, records, seals);
+        const prepared = prepareRemote(this.store, c, records, seals);
         while (writes.length >= FIRST_SYNC_INFLIGHT) await /** @type {{p: Promise<void>}} */ (writes.shift()).p;
         const before = writes.length > 0 ? writes[writes.length - 1].p : null;
         const p = this.applyFirst(c, records, seals, prepared, written, page.next, before);
@@ -1194,30 +1486,50 @@ export class Syncer {
         await this.applyPage(c, page.records, page.next, page.seals, page.leaves, replaced, !!seen);
         written = page.next;
       }
+      // After a heal, the reading from the beginning must bring what it
+      // gave back (heal.js's checkHeal): judged of each page once it is
+      // written, so that one not written (its write failed, or one before
+      // it did) takes nothing off the check.
+      /** @type {{again: boolean, drop: Set<string>|null, ended: boolean}|null} */
+      let healed = null;
+      if (this.healChecks.has(c)) {
+        await drain();
+        const { checkHeal } = await import('./heal.js');
+        for (const [i, p] of batch.entries()) healed = await checkHeal(this, c, p, i === 0 && cursor.length === 0);
+      }
       cursor = page.next;
-      if (!page.more && /** @type {{healAgain?: boolean}} */ (page).healAgain) {
+      if (!page.more && healed?.again) {
         // The store went back in time again during the heal: heal again,
         // and pull again from the beginning.
         await drain();
         await this.onReset(c, { reason: 'history_lost', message: `the store went back in time again while this client healed ${c}` });
-        await this.healOwed();
+        await this.healThis(c);
         cursor = new Uint8Array(0);
         written = cursor;
         first = await this.store.isEmpty(c);
         continue;
       }
-      if (!page.more) break;
+      if (!page.more) {
+        drop = healed?.drop ?? null;
+        checked = healed?.ended ?? false;
+        break;
+      }
     }
     await drain();
+    // What the heal gave back refused collected and the reading did not
+    // deliver goes, as a reconciliation's would.
+    // The check kept in IndexedDB goes with that drop (or alone).
+    if (drop) await (await import('./reconcile.js')).dropHealed(this, c, drop);
+    else if (checked) await (await import('./heal.js')).checked(this.store, c);
     // Every record the server holds replaced the one held: an upgrade's
     // replacement, if one was owed, is done too.
-    if (replaced) await this.store.replaced(c);
+    if (replaced) await replacementDone(this.store, c);
     if (!seen) this.pulledAt.set(c, Date.now());
   }
 
   /**
    * A first sync's write of a batch of pages merged ahead, issued at once
-   * behind the write before (Store.applyFirst). If its checks fail (that
+   * behind the write before (syncstore.js's applyFirst). If its checks fail (that
    * write failed, or a record of the batch was written locally, or another
    * tab pulled meanwhile), the batch is written again with reads once the
    * write before has settled: its failure is this one's.
@@ -1230,10 +1542,10 @@ export class Syncer {
    * @param {Promise<void>|null} before the write before, if not yet awaited
    */
   async applyFirst(c, records, seals, prepared, after, next, before) {
-    let ids = await this.store.applyFirst(c, prepared, after, next);
+    let ids = await applyFirst(this.store, c, prepared, after, next);
     if (ids === null) {
       await before;
-      ids = await this.store.applyRemote(c, records, next, seals);
+      ids = await applyRemote(this.store, c, records, next, seals);
     }
     if (ids.length > 0) this.o.onChanges(c, ids);
   }
@@ -1249,12 +1561,12 @@ export class Syncer {
    * @param {Uint8Array[]} [seals] one per record, or none
    * @param {Uint8Array[]} [leaves] the page's leave entries: the records
    *   held that they name are removed in the same transaction
-   * @param {Set<string>|null} [replace] a reconciliation's pull (Store.applyRemote)
-   * @param {boolean} [giveBack] replace is a reconciliation's (Store.applyRemote)
+   * @param {Set<string>|null} [replace] a reconciliation's pull (syncstore.js's applyRemote)
+   * @param {boolean} [giveBack] replace is a reconciliation's (syncstore.js's applyRemote)
    */
   async applyPage(c, records, next, seals, leaves = [], replace = null, giveBack = false) {
     const gone = leaves.length > 0 && this.o.leaves ? await this.o.leaves(c, leaves) : [];
-    const ids = await this.store.applyRemote(c, records, next, seals, gone, replace, giveBack);
+    const ids = await applyRemote(this.store, c, records, next, seals, gone, replace, giveBack);
     if (ids.length > 0) this.o.onChanges(c, ids);
   }
 
@@ -1265,6 +1577,11 @@ export class Syncer {
    * normally, rejects with the error that ended it.
    */
   async runLive() {
+    // Loaded already, in most rounds (start): then this waits a microtask.
+    // The session then dials as it would have: offline, the dial fails
+    // (a network error, status offline), and a stopped loop opens none
+    // (LiveSession.run).
+    const { LiveSession } = await loadLive();
     const session = new LiveSession({
       url: this.base,
       WebSocket: this.o.WebSocket,
@@ -1274,15 +1591,7 @@ export class Syncer {
       serial: (fn) => this.serial(fn),
       onMessage: (m, s) => this.onLive(m, s),
       pull: (c) => this.pullCollection(c),
-      onError: (e) => {
-        this.o.onError(e);
-        if (e.code === 'schema_ahead') {
-          // The server went back to older rules under this session: a new
-          // round finds out (and backs off) over HTTP.
-          this.o.onSchemaAhead?.(e);
-          session.close();
-        }
-      },
+      onRefused: (c, e) => this.subRefused(session, c, e),
       onClose: () => this.o.onStatus({ online: false }),
       pingInterval: this.o.pingInterval,
       silenceTimeout: this.o.silenceTimeout,
@@ -1293,7 +1602,48 @@ export class Syncer {
       await session.run();
     } finally {
       if (this.session === session) this.session = null;
+      // The next welcome sets the next try of the failing collections.
+      clearTimeout(this.failTimer);
+      this.failTimer = null;
     }
+  }
+
+  /**
+   * The server refused the sub of collection c on session with e (live.js
+   * took c off the subscribed set; the session goes on). One the token
+   * may not read (forbidden; or invalid, a scope the server finds
+   * invalid) is said unreadable as a refused pull is (pullOne): listed,
+   * told once, and read and subscribed again when a new token of the same
+   * subject comes (retoken) or at the next session's welcome; it leaves
+   * the list once a sub of it is served. schema_ahead ends the session:
+   * a new round finds out (and backs off) over HTTP. Any other refusal is
+   * told, and the collection tried again (pulled and subscribed) after a
+   * backoff, as one whose pull failed (retryFailing).
+   * @param {LiveSession} session
+   * @param {string} c
+   * @param {ConvergoError} e
+   */
+  async subRefused(session, c, e) {
+    if (e.code === 'forbidden' || (e.code === 'invalid' && (await this.store.scope(c)) !== undefined)) {
+      this.refusedPulls.add(c);
+      this.refusedSubs.add(c);
+      this.unreadable(c, 'sub', e);
+      return;
+    }
+    const err = about(c, 'sub', e);
+    if (e.code === 'schema_ahead') {
+      // The server went back to older rules under this session.
+      this.o.onError(err);
+      this.o.onSchemaAhead?.(err);
+      session.close();
+      return;
+    }
+    // Another failure of its own (internal, say): tried again, with the
+    // others that failed, after a backoff (retryFailing), the session
+    // going on.
+    this.failing.set(c, err);
+    this.tellFailed(new Map([[c, err]]));
+    this.retryFailing(session);
   }
 
   /**
@@ -1308,12 +1658,16 @@ export class Syncer {
         this.applyHello(m.hello, now, now, false);
         await this.writeAs(m.hello);
         session.accept();
-        this.o.onStatus({ online: true, lastError: null });
-        // Writes made while we connected, then everything after the cursors.
+        this.o.onStatus({ online: true, lastError: this.failing.values().next().value ?? null });
+        // Writes made while we connected, then everything after the
+        // cursors. A collection whose heal or pull failed with an error of
+        // its own (in the round before, say) waits for its backoff: the
+        // others go live without it.
         await this.pushAll();
-        await this.healOwed();
-        await this.pullAll();
-        for (const c of this.o.collections()) await this.subscribe(session, c);
+        const later = (/** @type {string} */ c) => this.failing.has(c);
+        const failed = await this.pullEach(this.o.collections().filter((c) => !later(c)), session, (c) => !later(c));
+        if (failed.size > 0) this.tellFailed(failed);
+        this.retryFailing(session);
         this.o.onStatus({ lastSyncedAt: Date.now() });
         if (this.pushWanted) await this.pushAll();
         break;
@@ -1322,6 +1676,8 @@ export class Syncer {
         // Pages of collections not (or no longer) subscribed are dropped.
         if (!session.subscribed.has(m.collection)) break;
         await this.applyPage(m.collection, m.records, m.next, m.seals, m.leaves);
+        // A sub refused before is served now: readable again.
+        if (this.refusedSubs.delete(m.collection) && !this.healRefused.has(m.collection)) this.o.onUnreadable?.(m.collection, null);
         this.o.onStatus({ lastSyncedAt: Date.now() });
         break;
       }
@@ -1331,17 +1687,80 @@ export class Syncer {
         if (!session.subscribed.has(m.collection)) break;
         session.subscribed.delete(m.collection);
         await this.onReset(m.collection, m);
-        await this.healOwed();
-        await this.catchUp(session, m.collection);
+        await this.catchUp(session, [m.collection]);
         break;
       }
       case 'resync': {
         session.subscribed.delete(m.collection);
-        await this.catchUp(session, m.collection);
+        await this.catchUp(session, [m.collection]);
         break;
       }
     }
   }
+}
+
+/**
+ * How a request of items (a push's changes, a restore's records) cut by
+ * batchLength is split when it fails whole: the one place that does,
+ * for pushAll's pushes and a heal's or a give-back's restores
+ * and pushes (batches, heal.js), as transport/client's splitRefused does
+ * the Go client's (docs/protocol.md, section 5, "A push refused whole",
+ * and section 8, "Restore"). Returns split, which the caller hands each
+ * failure, and whose limit is the most items its next request may carry.
+ * A request refused whole by the server (an HTTP error answer, or a live
+ * pushed with a code) as too_large or malformed is the fault of its items
+ * (too many, too big, or one the server cannot read): it is halved, again
+ * and again, down to the item at fault, which alone is taken as refused
+ * with that code; then the batches are full again (until then the size a
+ * batch went at stays: a server that takes fewer than its hello said).
+ * An answer over the client's cap (MAX_ANSWER_BYTES: too_large, not
+ * whole) holds one result per item: it halves the batch too, and is
+ * thrown for one item, never taken as a refusal (only the server's counts).
+ * Before it takes an item refused alone as malformed, it sends a request
+ * of no items (empty), unless the server read one earlier in this run:
+ * when that is refused malformed too, the server reads no such request of
+ * this client, the fault is not the item's, and the error is thrown; when
+ * it is read, the item goes once more (the server may have just been
+ * mended) before a second refusal settles it. Other errors are thrown.
+ * @param {number} maxCount the hello's max-push
+ * @param {() => Promise<unknown>} empty sends a request of no items
+ */
+export function splitter(maxCount, empty) {
+  let readable = false;
+  /**
+   * The results to take for a request of n items that failed with e, or
+   * null: the request goes again, of at most limit items. e is whole
+   * (refused by the server) when it has an HTTP status or is live, a live
+   * pushed with a code. Throws e when the failure is not the items'.
+   * @param {ConvergoError} e
+   * @param {number} n
+   * @param {ConvergoError|null} [live]
+   * @returns {Promise<import('./protocol.js').PushResult[]|null>}
+   */
+  const split = async (e, n, live) => {
+    const { code } = e;
+    const whole = e.status !== undefined || e === live;
+    if (code !== 'too_large' && (code !== 'malformed' || !whole)) throw e;
+    if (n > 1) {
+      split.limit = n >> 1;
+      return null;
+    }
+    if (!whole) throw e;
+    if (code === 'malformed' && !readable) {
+      try {
+        await empty();
+      } catch (x) {
+        throw /** @type {ConvergoError} */ (x).code === 'malformed' && /** @type {ConvergoError} */ (x).status !== undefined ? e : x;
+      }
+      readable = true;
+      return null;
+    }
+    split.limit = maxCount;
+    return [{ status: STATUSES.refused, code, message: e.message }];
+  };
+  /** How many items the next request may carry at most. */
+  split.limit = maxCount;
+  return split;
 }
 
 /**

@@ -17,7 +17,13 @@ import { ConvergoError } from './errors.js';
  * field `t` is one of these names. A tab receives every message but its
  * own; the ones marked "leader" are ignored by followers and the other way
  * round. "A tab without a sync loop" is a follower, or the leader while
- * paused (then nobody acts on it).
+ * paused (then nobody acts on it). The app's events that only the leader
+ * learns (from refused to revoked, and auth, schemaAhead, unreadable) are named as the
+ * event each carries: the leader emits it and posts it, the others emit it
+ * on receipt, so each tab's listeners hear it once. The others are each
+ * tab's own: 'status' (a follower's mirrors the leader's `status`),
+ * 'change' (`changed`), 'reset' (each tab's Store sees the wipe) and
+ * 'error' (database.js, _startSyncer, says why).
  *
  * | t            | sent by                                   | fields                               | the receiver                                                        |
  * |--------------|-------------------------------------------|--------------------------------------|---------------------------------------------------------------------|
@@ -32,6 +38,10 @@ import { ConvergoError } from './errors.js';
  * | `refused`    | the leader, when the server refused a pushed change | `r` the Refusal             | emits 'refused', counts it for whenSynced, recounts the rejected changes |
  * | `serverReset`| the leader, when the server reset a collection's cursor | `r` {collection, reason, message} | emits 'serverReset' |
  * | `reconciled` | the leader, when it reconciled a collection and pushed its outbox: after lease_expired, or at the first pull of a collection it pushed to and never pulled if that dropped or rejected something | `r` the Reconciliation | emits 'reconciled' |
+ * | `superseded` | the leader, when fields of a pushed change lost to newer writes | `r` as the 'superseded' event | emits 'superseded' |
+ * | `auth`       | the leader, when the server refused its token | `e` the refusal, a WireError; `token` the token refused, if known | with getToken, forgets the token if it is that one (asks getToken should it lead); emits 'auth' |
+ * | `schemaAhead`| the leader, when the server refused a schema version it does not have yet (after the `status` that sets schemaAhead) | `e` the refusal, a WireError | emits 'schemaAhead' |
+ * | `unreadable` | the leader, when the server refused a pull, a live sub or a heal of a collection to the token (after the `status` that lists it) | `r` the Unreadable | emits 'unreadable' |
  * | `rejected`   | any tab that retried or discarded a rejected change | none                        | recounts the rejected changes (status.rejected)                     |
  * | `scope`      | a tab without a sync loop that changed the scopes of a collection (stored already) | `c` collection | leader: reads c again under its new scope (Syncer.rescope) |
  * | `revoked`    | the leader, when the server revoked the subject and it purged | `r` the Revocation | emits 'revoked', recounts the rejected changes |
@@ -49,6 +59,10 @@ export const TabMessage = Object.freeze({
   refused: 'refused',
   serverReset: 'serverReset',
   reconciled: 'reconciled',
+  superseded: 'superseded',
+  auth: 'auth',
+  schemaAhead: 'schemaAhead',
+  unreadable: 'unreadable',
   rejected: 'rejected',
   scope: 'scope',
   revoked: 'revoked',
@@ -79,6 +93,10 @@ export const TabMessage = Object.freeze({
  *   | {t: typeof TabMessage.refused, r: import('./database.js').Refusal}
  *   | {t: typeof TabMessage.serverReset, r: {collection: string, reason: string, message: string}}
  *   | {t: typeof TabMessage.reconciled, r: import('./sync.js').Reconciliation}
+ *   | {t: typeof TabMessage.superseded, r: import('./sync.js').Superseded}
+ *   | {t: typeof TabMessage.auth, e: WireError, token?: string}
+ *   | {t: typeof TabMessage.schemaAhead, e: WireError}
+ *   | {t: typeof TabMessage.unreadable, r: import('./database.js').Unreadable}
  *   | {t: typeof TabMessage.rejected}
  *   | {t: typeof TabMessage.scope, c: string}
  *   | {t: typeof TabMessage.revoked, r: import('./database.js').Revocation}

@@ -16,9 +16,10 @@ import { FakeServer } from './helpers/server.js';
 import { freshIDB, openClient, until } from './helpers/util.js';
 import { PATHS, STATUSES } from '../src/constants.js';
 import { fromStored } from '../src/db.js';
-import { decode } from '../src/cbor.js';
-import { cloneRecord, maxStamp } from '../src/record.js';
+import { decode, encode } from '../src/cbor.js';
+import { cloneRecord, emptyRecord, maxStamp } from '../src/record.js';
 import { COLLECTED_MESSAGE } from '../src/reconcile.js';
+import { owesReconcile } from '../src/syncstore.js';
 
 const WAIT = 15_000;
 const sleep = (/** @type {number} */ ms) => new Promise((r) => setTimeout(r, ms));
@@ -157,7 +158,7 @@ test('after lease_expired: a record collected while away is dropped and its edit
   assert.equal(onServer(server, 'todos', 'z', 'n'), 1);
   assert.deepEqual(await todos.get('y'), { id: 'y', n: 2 });
   assert.deepEqual(await todos.get('z'), { id: 'z', n: 1 });
-  assert.equal(await a.store.owesReconcile('todos'), false);
+  assert.equal(await owesReconcile(a.store, 'todos'), false);
 });
 
 test('a change refused collected outside a reconciliation stays rejected; a creation is re-stamped at most once', async (t) => {
@@ -344,7 +345,7 @@ test('after lease_expired: which changes may be re-stamped survives a reload bet
   // after it cannot go out.
   server.failPush = (chs) => chs.some((ch) => ch.record.id === 'y');
   a.resume();
-  await until(async () => (await a.rejected()).length === 1 && !(await a.store.owesReconcile('todos')), 'the reconciliation', WAIT);
+  await until(async () => (await a.rejected()).length === 1 && !(await owesReconcile(a.store, 'todos')), 'the reconciliation', WAIT);
   assert.equal(await a.store.get('todos', 'x'), undefined, 'x dropped');
   assert.equal(await a.store.outboxCount(), 1, 'the edit of y waits');
   assert.equal((await a.store.getMeta('restamp:todos'))?.length, 1, 'noted in IndexedDB: the edit of y may be re-stamped once');
@@ -859,3 +860,63 @@ test('after lease_expired: a give-back answered with fewer results than changes 
   assert.ok(errors.some((e) => e.code === 'malformed'), `a malformed answer reported (${errors.map((e) => e.message).join('; ')})`);
   assert.equal(await a.store.getMeta('reconcile:todos'), true, 'the reconciliation is still owed');
 });
+
+for (const live of [false, true]) {
+  test(`after history_lost: a record the heal gives back refused collected is dropped unless the pull after the heal delivers it; its pending edit rejected collected, unpushed (${live ? 'live' : 'polling'})`, async (t) => {
+    const server = await new FakeServer().start();
+    t.after(() => server.stop());
+    const a = await openClient({ url: server.url, name: 'a', collections: ['todos'], ...(live ? {} : { WebSocket: null, pollInterval: 50 }) });
+    t.after(() => a.close());
+    /** @type {any[]} */
+    const errors = [];
+    a.on('error', (e) => errors.push(e));
+    const todos = a.collection('todos');
+    for (const id of ['x', 'y', 'z']) await todos.put(id, { n: 1 });
+    await a.whenSynced();
+    await a.sync();
+    assert.ok((await a.store.cursor('todos')).length > 0, 'a cursor: the wipe resets it');
+    const ev = listen(a);
+    await a.pause();
+    await todos.update('x', { n: 2 });
+    // The store goes back to one without x, y or z, whose write horizon
+    // has passed every stamp a holds (its lease had expired: they were
+    // deleted and collected meanwhile); y is written there again since,
+    // by another replica.
+    server.wipe();
+    server.writeHorizon.set('todos', await horizonPast(a));
+    const y = emptyRecord('y');
+    y.fields.set('m', { value: encode('theirs'), stamp: { wall: Date.now() + 1000, logical: 0, replica: 'bob_dev' } });
+    assert.equal(server.apply([{ collection: 'todos', record: y }], 'bob')[0].get(1), STATUSES.applied);
+    const mark = server.pushed.length;
+    const restored = server.restoredRecords;
+    a.resume();
+    assert.deepEqual(await a.whenSynced(), { refused: 1 }, 'the edit of the collected record counts as refused');
+    await until(async () => (await todos.get('x')) === null, 'x dropped', WAIT);
+    await until(() => ev.reconciled.length > 0, 'the reconciled event', WAIT);
+    assert.deepEqual(ev.serverReset.map((r) => r.reason), ['history_lost']);
+    assert.equal(server.restoredRecords, restored, 'every record given back refused');
+    assert.deepEqual(ev.reconciled, [{ collection: 'todos', dropped: 2, rejected: 1, restamped: 0 }]);
+    assert.deepEqual(ev.refused.map((r) => [r.id, r.code]), [['x', 'collected']]);
+    for (const id of ['x', 'z']) {
+      assert.equal(await todos.get(id), null, `${id} dropped`);
+      assert.equal(await a.store.get('todos', id), undefined, `${id}: no tombstone either`);
+      assert.equal(server.coll('todos').byId.has(id), false, `${id} not on the server`);
+    }
+    // What the heal gave back of x (its acknowledged n: 1) comes back
+    // refused collected; the pending edit never goes.
+    const xs = pushedNs(server, mark, 'x');
+    assert.deepEqual(xs.filter(([, , n]) => n === 2), [], "x's edit never pushed");
+    assert.deepEqual(xs.filter(([s, code]) => s !== STATUSES.refused || code !== 'collected'), [], 'what was given back of x refused collected');
+    assert.deepEqual(await todos.get('y'), { id: 'y', n: 1, m: 'theirs' }, 'y, delivered, stays');
+    const rejected = await a.rejected();
+    assert.equal(rejected.length, 1);
+    assert.equal(rejected[0].recordId, 'x');
+    assert.equal(rejected[0].code, 'collected');
+    assert.equal(rejected[0].message, COLLECTED_MESSAGE);
+    assert.deepEqual(rejected[0].change, { deleted: false, fields: { n: 2 }, unset: [] });
+    assert.deepEqual(errors.filter((e) => /heal todos/.test(e.message)), [], 'nothing said to stay local');
+    // The next readings keep it so.
+    await a.sync();
+    assert.deepEqual((await todos.list()).map((r) => r.id), ['y']);
+  });
+}

@@ -6,9 +6,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { encodeLivePush, encodePush, parsePullAnswer, parseServerMessage } from '../src/protocol.js';
-import { compactContext, emptyRecord, encodeChange, encodeRecord, readChange } from '../src/record.js';
+import { compactContext, encodeLivePush, encodePush, parsePullAnswer, parseServerMessage } from '../src/protocol.js';
+import { emptyRecord, encodeChange, encodeRecord, readChange } from '../src/record.js';
 import { Reader, Writer, decode, encode } from '../src/cbor.js';
+import { normalizeValue } from '../src/normalize.js';
 import { ConvergoError } from '../src/errors.js';
 
 const vectors = JSON.parse(readFileSync(new URL('../../crdt/testdata/compact.json', import.meta.url), 'utf8'));
@@ -55,7 +56,7 @@ function readLivePush(bytes, replica, session) {
   for (let i = 0, n = r.arrayHead(); i < n; i++) {
     const start = r.off;
     try {
-      out.push(hex(encodeChange(readChange(r, cx))));
+      out.push(hex(encodeChange(readChange(r, cx, normalizeValue))));
     } catch (e) {
       out.push(/** @type {ConvergoError} */ (e));
       r.off = start;
@@ -181,7 +182,7 @@ function readLive(bytes, session) {
   const r = new Reader(encode(m.get(2)), { canonical: false });
   const n = r.arrayHead();
   const changes = [];
-  for (let i = 0; i < n; i++) changes.push(hex(encodeChange(readChange(r, cx))));
+  for (let i = 0; i < n; i++) changes.push(hex(encodeChange(readChange(r, cx, normalizeValue))));
   return { keys: [...m.keys()], type: m.get(0), base: m.get(8), table: m.get(7), changes };
 }
 

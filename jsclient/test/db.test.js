@@ -5,10 +5,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ConvergoError } from '../src/index.js';
-import { decodeChanges } from '../src/record.js';
+import { decodeChanges } from '../src/received.js';
 import { compareStamps } from '../src/hlc.js';
 import { healPlan } from '../src/heal.js';
 import { freshIDB, openClient, until } from './helpers/util.js';
+import { applyRemote, dropMeta, peekOutbox } from '../src/syncstore.js';
 
 /** Opens a local-only client. */
 function local(/** @type {any} */ opts = {}) {
@@ -20,7 +21,7 @@ function local(/** @type {any} */ opts = {}) {
  * @param {any} db
  */
 async function outbox(db) {
-  const entries = await db.store.peekOutbox(10000);
+  const entries = await peekOutbox(db.store, 10000);
   return entries.map((/** @type {any} */ e) => ({ seq: e.seq, change: decodeChanges(Uint8Array.of(0x81, ...e.change))[0] }));
 }
 
@@ -385,6 +386,35 @@ test('closed databases refuse work', async () => {
   await assert.rejects(db.sync(), (e) => /** @type {any} */ (e).code === 'closed');
 });
 
+test('a write that commits after close() began tells no change listener', async () => {
+  const db = await local();
+  let closing = false;
+  /** @type {any[]} */
+  const after = [];
+  db.on('change', (c) => closing && after.push(c));
+  const put = db.collection('x').put('a', { n: 1 });
+  closing = true;
+  await db.close();
+  await put; // it still commits
+  await new Promise((r) => setTimeout(r, 20));
+  assert.deepEqual(after, []);
+});
+
+test('a count of the outbox that ends after close() began tells no status listener', async () => {
+  const idb = freshIDB();
+  const reader = await local({ indexedDB: idb, name: 'shared' });
+  const writer = await local({ indexedDB: idb, name: 'shared' });
+  await writer.collection('x').put('a', { n: 1 }); // the reader does not know (no BroadcastChannel)
+  await writer.close();
+  /** @type {number[]} */
+  const heard = [];
+  reader.on('status', (s) => heard.push(s.pending));
+  /** @type {any} */ (reader)._recount(true); // as a tab message starts it
+  await reader.close();
+  await new Promise((r) => setTimeout(r, 20));
+  assert.deepEqual(heard, []);
+});
+
 test('tabs opening a new database at once agree on one replica id', async () => {
   const idb = freshIDB();
   const tabs = await Promise.all([1, 2, 3].map(() => local({ indexedDB: idb, name: 'race' })));
@@ -417,11 +447,11 @@ test('cursors are stored as the bytes the server sent; none means from the begin
   assert.ok(empty instanceof Uint8Array);
   assert.equal(empty.length, 0);
   const next = Uint8Array.of(0xff, 0, 1, 2, 0x80);
-  await db.store.applyRemote('todos', [], next);
+  await applyRemote(db.store, 'todos', [], next);
   const back = await db.store.cursor('todos');
   assert.ok(back instanceof Uint8Array);
   assert.deepEqual([...back], [...next]);
-  await db.store.dropMeta('cursor:');
+  await dropMeta(db.store, 'cursor:');
   assert.equal((await db.store.cursor('todos')).length, 0);
   // Anything else under the key (a corrupt or foreign value) is no cursor.
   await db.store.setMeta('cursor:todos', 'abc');

@@ -11,6 +11,7 @@ import { healPlan } from '../src/heal.js';
 import { encode } from '../src/cbor.js';
 import { FakeServer } from './helpers/server.js';
 import { freshIDB, IDBKeyRange, openClient, until } from './helpers/util.js';
+import { applyFirst, applyRemote, prepareRemote } from '../src/syncstore.js';
 
 const stamp = (wall, replica = 'AAAAAAAAAAAAAAAA_server') => ({ wall, logical: 0, replica });
 const zero = { wall: 0, logical: 0, replica: '' };
@@ -24,14 +25,14 @@ test('a first sync merges records written locally meanwhile and stores the rest 
   const page = ['a', 'b', 'c'].map((id) => ({ id, deleted: zero, fields: new Map([['title', { stamp: stamp(now - 1000), value: encode('server ' + id) }]]) }));
   const seals = page.map((_, i) => new Uint8Array(16).fill(i + 1));
   // Merged ahead, as if nothing were held...
-  const prepared = store.prepareRemote('todos', page, seals);
+  const prepared = prepareRemote(store, 'todos', page, seals);
   // ...then a local write to b lands before the page's transaction.
   await store.write('todos', 'b', (_cur, s) => ({ id: 'b', deleted: zero, fields: new Map([['done', { stamp: s, value: encode(true) }]]) }));
   // The write merged ahead sees it and aborts; the page is then applied
   // reading what it must, as the client does.
-  assert.equal(await store.applyFirst('todos', prepared, new Uint8Array(0), Uint8Array.of(1)), null);
+  assert.equal(await applyFirst(store, 'todos', prepared, new Uint8Array(0), Uint8Array.of(1)), null);
   assert.equal((await store.cursor('todos')).length, 0, 'nothing of the aborted write stored');
-  const changed = await store.applyRemote('todos', page, Uint8Array.of(1), seals);
+  const changed = await applyRemote(store, 'todos', page, Uint8Array.of(1), seals);
   assert.deepEqual(changed.sort(), ['a', 'b', 'c']);
   const b = await store.get('todos', 'b');
   assert.deepEqual(b?.doc, { title: 'server b', done: true }, 'the local field kept, the server field merged');
@@ -57,14 +58,13 @@ test('a first sync through the client holds every record, in fewer transactions 
   const r = await openClient({ url: server.url, name: 'r', collections: ['todos'] });
   t.after(() => r.close());
   let txs = 0;
-  // A first sync writes through applyFirst (applyRemote when it falls back).
-  for (const name of /** @type {const} */ (['applyFirst', 'applyRemote'])) {
-    const apply = r.store[name].bind(r.store);
-    r.store[name] = (/** @type {any[]} */ ...args) => {
-      txs++;
-      return apply(...args);
-    };
-  }
+  // A first sync writes through applyFirst (applyRemote when it falls
+  // back), each write one transaction named "apply todos".
+  const tx = r.store.tx.bind(r.store);
+  r.store.tx = (/** @type {any[]} */ ...args) => {
+    if (args[2] === 'apply todos') txs++;
+    return tx(...args);
+  };
   let seen = 0;
   r.collection('todos').subscribe({ where: { n: 7 } }, (docs) => (seen = docs.length));
   await until(async () => (await r.collection('todos').list()).length === 1200, 'all 1200 records', 15_000);
@@ -88,21 +88,21 @@ test('a first sync write queued behind one that fails stores nothing: the cursor
   const p1 = serverPage(0, 3);
   const p2 = serverPage(3, 3);
   const p3 = serverPage(6, 3);
-  const prep1 = store.prepareRemote('todos', p1.records, p1.seals);
-  const prep2 = store.prepareRemote('todos', p2.records, p2.seals);
-  const prep3 = store.prepareRemote('todos', p3.records, p3.seals);
+  const prep1 = prepareRemote(store, 'todos', p1.records, p1.seals);
+  const prep2 = prepareRemote(store, 'todos', p2.records, p2.seals);
+  const prep3 = prepareRemote(store, 'todos', p3.records, p3.seals);
   // The second page's transaction fails after its first put went out: an
   // entry IndexedDB cannot store (a function cannot be cloned).
   const bad = /** @type {any} */ ([...prep2.puts.values()][1]);
   bad.doc = { ...bad.doc, oops: () => {} };
   // All three issued at once, each behind the one before, as a first sync
   // issues them while the one before commits.
-  const w1 = store.applyFirst('todos', prep1, new Uint8Array(0), Uint8Array.of(1));
-  const w2 = store.applyFirst('todos', prep2, Uint8Array.of(1), Uint8Array.of(2)).then(
+  const w1 = applyFirst(store, 'todos', prep1, new Uint8Array(0), Uint8Array.of(1));
+  const w2 = applyFirst(store, 'todos', prep2, Uint8Array.of(1), Uint8Array.of(2)).then(
     () => null,
     (e) => e,
   );
-  const w3 = store.applyFirst('todos', prep3, Uint8Array.of(2), Uint8Array.of(3));
+  const w3 = applyFirst(store, 'todos', prep3, Uint8Array.of(2), Uint8Array.of(3));
   assert.deepEqual((await w1)?.sort(), ['r0', 'r1', 'r2']);
   assert.match(String((await w2)?.message), /could not be cloned/, 'the failed write says why');
   assert.equal(await w3, null, 'the write behind it found the cursor it builds on missing');
@@ -116,19 +116,19 @@ test('a first sync write finds a record of its page written locally since it was
   await store.init();
   const p1 = serverPage(0, 3);
   const p2 = serverPage(3, 3);
-  const prep1 = store.prepareRemote('todos', p1.records, p1.seals);
-  const prep2 = store.prepareRemote('todos', p2.records, p2.seals);
+  const prep1 = prepareRemote(store, 'todos', p1.records, p1.seals);
+  const prep2 = prepareRemote(store, 'todos', p2.records, p2.seals);
   // A local write to r4 lands between the two first-sync writes.
-  const w1 = store.applyFirst('todos', prep1, new Uint8Array(0), Uint8Array.of(1));
+  const w1 = applyFirst(store, 'todos', prep1, new Uint8Array(0), Uint8Array.of(1));
   const local = store.write('todos', 'r4', (_cur, s) => ({ id: 'r4', deleted: zero, fields: new Map([['mine', { stamp: s, value: encode(true) }]]) }));
-  const w2 = store.applyFirst('todos', prep2, Uint8Array.of(1), Uint8Array.of(2));
+  const w2 = applyFirst(store, 'todos', prep2, Uint8Array.of(1), Uint8Array.of(2));
   await w1;
   await local;
   assert.equal(await w2, null, 'the page holding r4 is not put blindly');
   assert.deepEqual(await store.cursor('todos'), Uint8Array.of(1));
   assert.deepEqual((await store.get('todos', 'r4'))?.doc, { mine: true }, 'the local write is untouched');
   // The caller writes it again with reads: merged, not overwritten.
-  await store.applyRemote('todos', p2.records, Uint8Array.of(2), p2.seals);
+  await applyRemote(store, 'todos', p2.records, Uint8Array.of(2), p2.seals);
   assert.deepEqual((await store.get('todos', 'r4'))?.doc, { n: 4, mine: true });
   assert.deepEqual((await store.get('todos', 'r3'))?.doc, { n: 3 });
   assert.deepEqual(await store.cursor('todos'), Uint8Array.of(2));
@@ -147,13 +147,15 @@ test('a first sync whose write fails resumes from the last page written and ends
   // The second first-sync transaction fails (a value IndexedDB cannot
   // clone), once; those issued behind it must not store a later cursor.
   let calls = 0;
-  const applyFirst = r.store.applyFirst.bind(r.store);
-  r.store.applyFirst = (c, prepared, after, cursor) => {
+  const syncer = /** @type {any} */ (r).syncer;
+  const applyBatch = syncer.applyFirst.bind(syncer);
+  syncer.applyFirst = (/** @type {any[]} */ ...args) => {
+    const prepared = args[3];
     if (++calls === 2) {
       const e = /** @type {any} */ ([...prepared.puts.values()].at(-1));
       e.doc = { ...e.doc, oops: () => {} };
     }
-    return applyFirst(c, prepared, after, cursor);
+    return applyBatch(...args);
   };
   let errors = 0;
   r.on('error', () => errors++);
@@ -174,10 +176,11 @@ test('a local write during a first sync through the client is merged with the pu
   t.after(() => r.close());
   // When the first batch is written, write r590 (near the end) locally.
   let calls = 0;
-  const applyFirst = r.store.applyFirst.bind(r.store);
-  r.store.applyFirst = (c, prepared, after, cursor) => {
+  const syncer = /** @type {any} */ (r).syncer;
+  const applyBatch = syncer.applyFirst.bind(syncer);
+  syncer.applyFirst = (/** @type {any[]} */ ...args) => {
     if (++calls === 1) r.collection('todos').update('r590', { mine: true }).catch(() => {});
-    return applyFirst(c, prepared, after, cursor);
+    return applyBatch(...args);
   };
   await until(async () => (await r.collection('todos').list()).length === 600, 'all 600 records', 15_000);
   await r.whenSynced();

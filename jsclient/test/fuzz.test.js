@@ -8,7 +8,8 @@ import { readFileSync } from 'node:fs';
 import { ConvergoError } from '../src/errors.js';
 import { Writer, encode } from '../src/cbor.js';
 import { STATUSES, VERSION } from '../src/constants.js';
-import { decodeChanges, decodeRecord, writeRecord } from '../src/record.js';
+import { writeRecord } from '../src/record.js';
+import { decodeChanges, decodeRecord } from '../src/received.js';
 import { parseErrorBody, parsePullAnswer, parsePushAnswer, parseServerMessage, parseHello } from '../src/protocol.js';
 
 const vectors = JSON.parse(readFileSync(new URL('../../crdt/testdata/vectors.json', import.meta.url), 'utf8'));

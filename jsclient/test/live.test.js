@@ -32,7 +32,7 @@ function session(server, timings) {
       if (m.type === 'welcome') sess.accept();
     },
     pull: async () => {},
-    onError: () => {},
+    onRefused: () => {},
     onClose: () => {},
     ...timings,
   });
@@ -120,4 +120,22 @@ test('messages of unknown types are passed over; the session goes on', async (t)
   assert.equal(x.messages[1].name, 'bulletin');
   assert.equal(x.ended(), null);
   assert.equal(x.s.live, true);
+});
+
+test('a token_expired frame whose turn comes after the socket closed still ends the session with it', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  /** @type {Promise<void>|null} sync work under way: the session's frames wait for it */
+  let busy = null;
+  const x = session(server, { serial: (/** @type {() => Promise<void>} */ fn) => (busy ? busy.then(fn) : fn()) });
+  t.after(() => x.s.close());
+  await until(() => x.s.live, 'welcomed');
+  /** @type {() => void} */
+  let done = () => {};
+  busy = new Promise((resolve) => (done = resolve));
+  server.expireLive(); // the error frame, then the close
+  await until(() => x.s.ws === null, 'the socket closed');
+  done();
+  await x.run;
+  assert.equal(/** @type {any} */ (x.ended())?.error?.code, 'token_expired', 'ended by the refusal, not as a session that closed on its own');
 });

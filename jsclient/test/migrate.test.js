@@ -7,7 +7,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
 import { decode, encode } from '../src/cbor.js';
-import { decodeRecord, encodeRecord, emptyRecord } from '../src/record.js';
+import { encodeRecord, emptyRecord } from '../src/record.js';
+import { decodeRecord } from '../src/received.js';
 import { ZERO_STAMP } from '../src/hlc.js';
 import { defaults, parseDefinition, translate } from '../src/migrate.js';
 

@@ -6,9 +6,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Store, fromStored } from '../src/db.js';
-import { emptyRecord, encodeRecord, merge, mergeInto, decodeChanges } from '../src/record.js';
+import { emptyRecord, encodeRecord, merge, mergeInto } from '../src/record.js';
+import { decodeChanges } from '../src/received.js';
 import { encode } from '../src/cbor.js';
 import { freshIDB, IDBKeyRange } from './helpers/util.js';
+import { applyRemote, peekOutbox, settle } from '../src/syncstore.js';
 
 function rng(seed) {
   let a = seed >>> 0;
@@ -55,12 +57,12 @@ test(`the local view is the server state plus pending changes (seed ${seed})`, a
           else ch.fields.set(pick(['x', 'y', 'z']), { stamp, value: kind < 0.3 ? null : encode(Math.floor(r() * 5)) });
           return ch;
         });
-        const [entry] = (await store.peekOutbox(10_000)).slice(-1);
+        const [entry] = (await peekOutbox(store, 10_000)).slice(-1);
         pending.push({ seq: entry.seq, id, change });
       } else if (op < 0.8) {
-        const entries = await store.peekOutbox(1 + Math.floor(r() * 4));
+        const entries = await peekOutbox(store, 1 + Math.floor(r() * 4));
         const settled = entries.map((entry) => ({ entry, refused: r() < 0.3 }));
-        await store.settle(settled);
+        await settle(store, settled);
         for (const { entry, refused } of settled) {
           const p = pending.find((x) => x.seq === entry.seq);
           assert.ok(p, 'settled entry is pending in the model');
@@ -78,7 +80,7 @@ test(`the local view is the server state plus pending changes (seed ${seed})`, a
         else rec.fields.set(pick(['x', 'y', 'z']), { stamp, value: r() < 0.2 ? null : encode('remote' + Math.floor(r() * 3)) });
         const merged = merge(serverOf(id), rec)[0];
         server.set(id, merged);
-        await store.applyRemote(C, [merged], ++cursor);
+        await applyRemote(store, C, [merged], ++cursor);
       }
       // The invariant, for every record.
       for (const id of ids) {

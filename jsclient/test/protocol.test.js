@@ -4,8 +4,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Writer, decode, encode } from '../src/cbor.js';
-import { DEFAULTS, PUSH_ROOMS, STATUSES, VERSION } from '../src/constants.js';
-import { codeOfStatus, encodePull, encodeSub, parseErrorBody, parseHello, parsePullAnswer, parsePushAnswer, parseServerMessage, pushBudget, resetAction, retryOf } from '../src/protocol.js';
+import { BATCH_LENS, DEFAULTS, PUSH_ROOMS, STATUSES, VERSION } from '../src/constants.js';
+import { codeOfStatus, encodePull, encodeSub, parseErrorBody, parseHello, parsePullAnswer, parsePushAnswer, parseServerMessage, pushBudget, batchLength, resetAction, retryOf } from '../src/protocol.js';
 
 const malformed = (/** @type {any} */ e) => e.code === 'malformed';
 /** @param {[unknown, unknown][]} entries */
@@ -20,6 +20,36 @@ test('hello answers: every key of section 6, defaults for the limits left out, u
   assert.throws(() => parseHello(env([[1, VERSION], [2, 'soon']])), malformed, 'a known key of the wrong type');
 });
 
+test('hello answers: a limit announced as 0 is the default, as one left out (a server never announces 0), as in the Go client', () => {
+  /** @type {Record<number, [name: string, announced: number, fallback: number]>} */
+  const limits = {
+    4: ['maxPush', 7, DEFAULTS.maxPushChanges],
+    5: ['maxPull', 8, DEFAULTS.maxPullRecords],
+    6: ['maxBody', 9, DEFAULTS.maxBodyBytes],
+    7: ['maxDrift', 10, DEFAULTS.maxDriftMs],
+    9: ['maxPageBytes', 11, DEFAULTS.maxPageBytes],
+    10: ['maxMessageBytes', 12, DEFAULTS.maxMessageBytes],
+  };
+  const keys = Object.keys(limits).map(Number);
+  for (const key of keys) {
+    for (const absent of [false, true]) {
+      const entries = /** @type {[number, number][]} */ ([[1, VERSION], [2, 5]]);
+      for (const k of keys) if (k !== key || !absent) entries.push([k, k === key ? 0 : limits[k][1]]);
+      const h = /** @type {Record<string, unknown>} */ (parseHello(env(entries)));
+      for (const k of keys) {
+        const [name, announced, fallback] = limits[k];
+        assert.equal(h[name], k === key ? fallback : announced, `${name} (key ${k}) when key ${key} is ${absent ? 'absent' : 'announced 0'}`);
+      }
+    }
+  }
+});
+
+test('hello answers: a limit below 0 is malformed, as in the Go client (a limit is a count)', () => {
+  for (const key of [4, 5, 6, 7, 9, 10]) {
+    assert.throws(() => parseHello(env([[1, VERSION], [2, 5], [key, -1]])), malformed, `key ${key} at -1`);
+  }
+});
+
 test('push budget: the room of a batch is proto.PushRoom of the announced max-body, as the Go client splits', () => {
   for (const { maxBody, room } of PUSH_ROOMS) {
     assert.deepEqual(pushBudget({ maxPush: 7, maxBody }), [7, room], `max-body ${maxBody}`);
@@ -30,6 +60,56 @@ test('push budget: the room of a batch is proto.PushRoom of the announced max-bo
   }
   // As the Go client (ServerInfo.MaxBody): a max-body of 0 is none, the default.
   assert.equal(parseHello(env([[1, VERSION], [2, 5], [6, 0]])).maxBody, DEFAULTS.maxBodyBytes);
+});
+
+test('batch length: proto.BatchLen of the vectors, as the Go client cuts', () => {
+  assert.ok(BATCH_LENS.length > 0);
+  for (const { sizes, maxCount, maxBytes, len } of BATCH_LENS) {
+    assert.equal(batchLength(sizes, maxCount, maxBytes, (x) => x), len, `sizes ${sizes}, max count ${maxCount}, max bytes ${maxBytes}`);
+  }
+});
+
+test('batch length: at most the count and the bytes, exactly at either included; one item larger than the bytes goes alone; none of none', () => {
+  const n = (/** @type {number[]} */ sizes, /** @type {number} */ maxCount, /** @type {number} */ maxBytes, from = 0) => batchLength(sizes, maxCount, maxBytes, (x) => x, from);
+  // Empty input, or nothing left from index from.
+  assert.equal(n([], 5, 100), 0);
+  assert.equal(n([10, 10], 5, 100, 2), 0);
+  // Exactly at the byte limit goes; one byte over stops before the item.
+  assert.equal(n([50, 50], 5, 100), 2);
+  assert.equal(n([50, 51], 5, 100), 1);
+  assert.equal(n([50, 50, 1], 5, 100), 2);
+  // Exactly at the count limit goes; one more waits for the next batch.
+  assert.equal(n([1, 1, 1], 3, 100), 3);
+  assert.equal(n([1, 1, 1, 1], 3, 100), 3);
+  // At both limits at once.
+  assert.equal(n([25, 25, 25, 25], 4, 100), 4);
+  assert.equal(n([25, 25, 25, 25, 1], 4, 100), 4);
+  // A change larger than the byte budget alone goes alone, first or not,
+  // and the one after it does not join it.
+  assert.equal(n([500], 5, 100), 1);
+  assert.equal(n([500, 1], 5, 100), 1);
+  assert.equal(n([500, 1], 5, 100, 1), 1);
+  assert.equal(n([1, 500, 1], 5, 100), 1);
+  assert.equal(n([1, 500, 1], 5, 100, 1), 1);
+  assert.equal(n([1, 500, 1], 5, 100, 2), 1);
+  // No room at all (max-body at or under PUSH_ENVELOPE_BYTES): one change a
+  // request; a count under one still lets one go, as proto.BatchLen.
+  const [, room] = pushBudget({ maxPush: 5, maxBody: PUSH_ROOMS[0].maxBody });
+  assert.equal(room, 0);
+  assert.equal(n([1, 1, 1], 5, room), 1);
+  assert.equal(n([1, 1, 1], 0, 100), 1);
+  // Cutting a whole list from its start takes every item once, in order,
+  // each batch within both limits unless it is one item.
+  const sizes = [3, 90, 7, 200, 1, 1, 1, 1, 1, 60, 40, 41, 100];
+  const cuts = [];
+  for (let from = 0; from < sizes.length; ) {
+    const k = n(sizes, 4, 100, from);
+    const batch = sizes.slice(from, from + k);
+    assert.ok(k === 1 || (k <= 4 && batch.reduce((a, b) => a + b, 0) <= 100), `batch ${batch} from ${from}`);
+    cuts.push(batch);
+    from += k;
+  }
+  assert.deepEqual(cuts, [[3, 90, 7], [200], [1, 1, 1, 1], [1, 60], [40, 41], [100]]);
 });
 
 test('push answers: statuses, codes, messages and lost fields', () => {

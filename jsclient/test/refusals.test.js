@@ -6,7 +6,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FakeServer } from './helpers/server.js';
-import { fakeLocks, freshIDB, openClient, until } from './helpers/util.js';
+import { fakeLocks, freshIDB, openClient, slowAnswers, until } from './helpers/util.js';
+import { PATHS } from '../src/constants.js';
 
 /**
  * Whether change ch sets field name to value.
@@ -395,4 +396,25 @@ test("the leader closes between a push of a follower's write and its answer: the
   assert.equal(await writer.collection('todos').get('no'), null);
   assert.deepEqual(await writer.collection('todos').get('ok'), { id: 'ok', title: 'better' });
   assert.deepEqual(await serverView(server, 'todos', 'ok'), { id: 'ok', title: 'better' });
+});
+
+test('a refusal answered while the database closes is not told to its listeners', async (t) => {
+  const server = await refusingServer(t, (ch) => sets(ch, 'title', 'no'));
+  const idb = freshIDB();
+  const a = await openClient({ url: server.url, name: 'a', indexedDB: idb, collections: ['todos'], WebSocket: null, pollInterval: 60_000 });
+  t.after(() => a.close());
+  await a.sync();
+  const pushes = slowAnswers(server, PATHS.push, 200);
+  let closing = false;
+  /** @type {any[]} */
+  const after = [];
+  a.on('refused', (r) => closing && after.push(r));
+  await a.collection('todos').put('r', { title: 'no' });
+  await until(() => pushes() > 0, 'the push sent');
+  closing = true;
+  await a.close(); // waits for the push's answer
+  assert.deepEqual(after, []);
+  const again = await openClient({ name: 'a', indexedDB: idb, sync: false });
+  t.after(() => again.close());
+  assert.deepEqual((await again.rejected()).map((j) => j.recordId), ['r'], 'the refusal was settled as it closed');
 });

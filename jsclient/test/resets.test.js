@@ -10,6 +10,7 @@ import { FakeServer } from './helpers/server.js';
 import { freshIDB, openClient, slowAnswers, until } from './helpers/util.js';
 import { PATHS } from '../src/constants.js';
 import { fromStored } from '../src/db.js';
+import { owedHeals } from '../src/syncstore.js';
 
 /** Waits longer than until's default: these runs sync several clients through resets, and the full suite runs files in parallel. */
 const WAIT = 15_000;
@@ -116,7 +117,7 @@ test('a reset in a pull answer heals too (polling); own acknowledged writes with
   assert.equal(server.coll('todos').byId.get('b1').record.fields.get('by').stamp.replica, b.store.replica);
   // Nothing local was dropped, and the heal is not owed any more.
   assert.deepEqual(Object.keys(await clientDocs(a, 'todos')).sort(), ['a1', 'b1']);
-  assert.deepEqual(await a.store.owedHeals(), []);
+  assert.deepEqual(await owedHeals(a.store), []);
 });
 
 test('reason rebuilt pulls again and gives nothing back; an unknown reason heals', async (t) => {
@@ -186,13 +187,13 @@ test('a heal cut short by an outage is owed across a reload and made then', asyn
     return handle(req, res);
   };
   server.wipe();
-  await until(async () => (await a.store.owedHeals()).length === 1 && server.requests.length > 0, 'a heal owed', WAIT);
+  await until(async () => (await owedHeals(a.store)).length === 1 && server.requests.length > 0, 'a heal owed', WAIT);
   await a.close();
   restoreFails = false;
   const again = await openClient({ url: server.url, name: 'a', token: jwtOf('alice'), collections: ['todos'], indexedDB: idb });
   t.after(() => again.close());
   await until(() => server.coll('todos').byId.has('k'), 'healed after the reload', WAIT);
-  await until(async () => (await again.store.owedHeals()).length === 0, 'nothing owed', WAIT);
+  await until(async () => (await owedHeals(again.store)).length === 0, 'nothing owed', WAIT);
 });
 
 /**
@@ -230,7 +231,7 @@ for (const code of ['malformed', 'too_large']) {
     const heal = errors.find((e) => /heal todos/.test(e.message));
     assert.match(heal.message, new RegExp(`refused 1 of the 7 .*${code}`));
     assert.equal((await r.collection('todos').list()).length, 7, 'nothing local dropped');
-    assert.deepEqual(await r.store.owedHeals(), [], 'the heal is done');
+    assert.deepEqual(await owedHeals(r.store), [], 'the heal is done');
   });
 }
 
@@ -256,7 +257,7 @@ test('a server that stops refusing every restore as malformed between a lone rec
     return readsAgain ? null : 'malformed';
   };
   server.wipe();
-  await until(async () => (await r.store.owedHeals()).length === 0 && server.coll('todos').byId.size === 7, 'every record restored', WAIT);
+  await until(async () => (await owedHeals(r.store)).length === 0 && server.coll('todos').byId.size === 7, 'every record restored', WAIT);
   assert.equal(
     errors.some((e) => /heal todos/.test(e.message)),
     false,
@@ -272,12 +273,14 @@ test('a server that reads no restore of this client (a restore of no records ref
   server.wipe();
   await until(() => errors.filter((e) => e.code === 'malformed').length >= 2, 'the heal tried again', WAIT);
   assert.equal(
-    errors.some((e) => /heal todos/.test(e.message)),
+    errors.some((e) => /heal todos: the server refused \d+ of the/.test(e.message)),
     false,
     'no record reported refused',
   );
+  // The heal's failure itself is told, naming the collection.
+  assert.ok(errors.some((e) => e.code === 'malformed' && /^heal todos: /.test(e.message)));
   assert.equal(server.coll('todos').byId.size, 0);
-  assert.deepEqual(await r.store.owedHeals(), ['todos'], 'the heal is still owed');
+  assert.deepEqual(await owedHeals(r.store), ['todos'], 'the heal is still owed');
   assert.equal((await r.collection('todos').list()).length, 7, 'nothing local dropped');
 });
 
@@ -302,7 +305,7 @@ test("a heal's push of own writes refused whole as malformed is halved down to t
   assert.match(errors.find((e) => /heal todos/.test(e.message)).message, /refused 1 of the 4 .*malformed/);
   assert.equal(server.restores.length, 0, 'nothing sealed to restore');
   assert.deepEqual(Object.keys(await clientDocs(a, 'todos')).sort(), ['a0', 'a1', 'a2', 'a3'], 'nothing local dropped');
-  assert.deepEqual(await a.store.owedHeals(), []);
+  assert.deepEqual(await owedHeals(a.store), []);
 });
 
 test('stop() in the middle of a heal sends no restore more; the heal stays owed', async (t) => {
@@ -316,6 +319,6 @@ test('stop() in the middle of a heal sends no restore more; the heal stays owed'
   await r.pause();
   await new Promise((res) => setTimeout(res, 400));
   assert.equal(restores(), 1, 'no restore sent after stop()');
-  assert.deepEqual(await r.store.owedHeals(), ['todos'], 'the heal is still owed');
+  assert.deepEqual(await owedHeals(r.store), ['todos'], 'the heal is still owed');
   assert.equal((await r.collection('todos').list()).length, 7, 'nothing local dropped');
 });

@@ -186,7 +186,7 @@ test('real server: errors carry the request id of the answer', { skip }, async (
 test('real server: values cbor-x encodes with its default encoder are accepted, held canonically, and converge with canonical ones', { skip }, async (t) => {
   const url = /** @type {any} */ (server).url;
   const { encode: cborx } = await import('cbor-x');
-  const { Writer, encode, checkValue, normalizeValue, compareBytes } = await import('../src/cbor.js');
+  const { Writer, encode, checkValue, normalizeValue, compareBytes } = await import('../src/codec.js');
   const { encodePush, parsePushAnswer, parsePullAnswer, encodePull } = await import('../src/protocol.js');
   const { CONTENT_TYPE, HEADERS, PATHS, STATUSES, VERSION } = await import('../src/constants.js');
   const { replicaPrefix } = await import('../src/replica.js');
@@ -320,7 +320,7 @@ test('real server: a server that lost its store (a memory: server restarted) is 
 test('real server: writes go over the live session, from its base; a refused one is rolled back, and a lost session pushes again', { skip }, async (t) => {
   const url = /** @type {any} */ (server).url;
   const { WebSocket } = await import('./helpers/util.js');
-  const { decode } = await import('../src/cbor.js');
+  const { decode } = await import('../src/codec.js');
   const { PATHS } = await import('../src/constants.js');
   const coll = 'lp' + Math.random().toString(36).slice(2, 8);
   const token = jwt({ sub: 'u5', read: [coll], write: [coll], exp: inAnHour() });
@@ -390,4 +390,27 @@ test('real server: writes go over the live session, from its base; a refused one
   await until(() => /** @type {any} */ (a).syncer?.live, 'live again', 10_000);
   await a.collection(coll).update('lost', { n: 2 });
   await until(async () => (await b.collection(coll).get('lost'))?.n === 2, 'a later write, live again', 10_000);
+});
+
+test('real server: a collection whose live sub was refused to the token is streamed once a new token of the same subject may read it', { skip }, async (t) => {
+  const url = /** @type {any} */ (server).url;
+  const coll = 'grant' + Math.random().toString(36).slice(2, 8);
+  const sub = 'granted-' + Math.random().toString(36).slice(2);
+  const a = await openClient({ url, name: 'grant-a', token: jwt({ sub, read: ['other'], write: [coll, 'other'], exp: inAnHour() }), collections: ['other', coll] });
+  t.after(() => a.close());
+  /** @type {any[]} */
+  let errors = [];
+  a.on('error', (e) => errors.push(e));
+  await until(() => a.status.unreadable.some((u) => u.collection === coll), `${coll} said unreadable`);
+  await until(() => /** @type {any} */ (a).syncer?.live, 'live');
+  errors = [];
+  a.setToken(jwt({ sub, read: ['other', coll], write: [coll, 'other'], exp: inAnHour() + 1 }));
+  await until(() => a.status.unreadable.length === 0, `${coll} readable again`);
+  // Written by another subject after the grant: a live delivery.
+  const b = await openClient({ url, name: 'grant-b', token: jwt({ sub: 'writer', read: [coll], write: [coll], exp: inAnHour() }), collections: [coll] });
+  t.after(() => b.close());
+  await b.collection(coll).put('late', { n: 1 });
+  await until(async () => (await a.collection(coll).get('late'))?.n === 1, `${coll}/late delivered to a`);
+  assert.deepEqual(a.status.unreadable, []);
+  assert.deepEqual(errors.map((e) => `${e.code} ${e.message}`), [], 'nothing refused to the new token');
 });

@@ -5,9 +5,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FakeServer } from './helpers/server.js';
 import { freshIDB, openClient, slowAnswers, until } from './helpers/util.js';
-import { PATHS, STATUSES, TIMINGS } from '../src/constants.js';
+import { DEFAULTS, PATHS, STATUSES, TIMINGS } from '../src/constants.js';
 import { fromStored } from '../src/db.js';
 import { maxStamp } from '../src/record.js';
+import { peekOutbox } from '../src/syncstore.js';
 
 test('two clients converge through the server, live', async (t) => {
   const server = await new FakeServer().start();
@@ -184,9 +185,9 @@ test('the server clock corrects client skew before stamping', async (t) => {
   // The offset is remembered for writes made offline after a reload.
   const offline = await openClient({ name: 'skew', indexedDB: idb, sync: false });
   await offline.collection('todos').put('u', { n: 2 });
-  const entries = await offline.store.peekOutbox(10);
+  const entries = await peekOutbox(offline.store, 10);
   assert.equal(entries.length, 1);
-  const { decodeChanges } = await import('../src/record.js');
+  const { decodeChanges } = await import('../src/received.js');
   const wall = decodeChanges(Uint8Array.of(0x81, ...entries[0].change))[0].record.fields.get('n')?.stamp.wall;
   assert.ok(Math.abs(/** @type {number} */ (wall) - server.now()) < 2000, 'offline stamps use the stored offset');
   await offline.close();
@@ -357,6 +358,96 @@ test('a token that expires during a live session is refreshed and the session re
   await until(() => calls > before && a.status.online && server.sockets.size === 2, 'reconnected with fresh tokens');
   await b.collection('todos').put('after', { n: 1 });
   await until(async () => (await a.collection('todos').get('after'))?.n === 1, 'live again');
+});
+
+test('a token that expires while the live session waits for a pull is refreshed at once, not after a backoff', async (t) => {
+  let valid = 'tok-1';
+  const server = await new FakeServer({ auth: (tok) => (tok === valid ? null : 'token_expired') }).start();
+  t.after(() => server.stop());
+  const getToken = async () => valid;
+  // A session that ends on its own soon after it began backs off a minute:
+  // only a refusal acted on reconnects in time.
+  const a = await openClient({ url: server.url, name: 'a', getToken, collections: ['todos'], backoff: { base: 60_000, max: 60_000, random: () => 1 } });
+  t.after(() => a.close());
+  /** @type {string[]} */
+  const auth = [];
+  a.on('auth', (e) => auth.push(e.code));
+  await until(() => /** @type {any} */ (a).syncer?.live && server.sockets.size === 1, 'live');
+  const hellos = server.received.filter((m) => m.get(0) === 'hello').length;
+  // The session's next frames wait behind the catch-up of a collection
+  // opened now, whose pull the server holds.
+  const pulls = slowAnswers(server, PATHS.pull, 300);
+  a.collection('notes');
+  await until(() => pulls() > 0, 'the catch-up pull sent');
+  valid = 'tok-2';
+  server.expireLive(); // the error frame, then the close, both before the pull's answer
+  await until(() => server.received.filter((m) => m.get(0) === 'hello').length > hellos && /** @type {any} */ (a).syncer?.live, 'live again with a fresh token');
+  assert.deepEqual(auth, ['token_expired'], "the refusal told as 'auth', as when its frame comes before the close");
+  await until(() => [...server.sockets].some((ws) => ws.subs?.has('notes')), 'notes subscribed on the new session');
+});
+
+test('a token refused after the app set a newer one is forgotten, not the newer one', async (t) => {
+  let valid = 'tok-1';
+  /** @type {string[]} */
+  const sent = [];
+  const server = await new FakeServer({
+    auth: (tok) => {
+      sent.push(tok);
+      return tok === valid ? null : 'unauthenticated';
+    },
+  }).start();
+  t.after(() => server.stop());
+  let calls = 0;
+  // The app's getToken answers the token it holds from its last sign-in.
+  const getToken = async () => {
+    calls++;
+    return 'tok-1';
+  };
+  const a = await openClient({ url: server.url, name: 'a', getToken, collections: ['todos'], WebSocket: null, pollInterval: 60_000 });
+  t.after(() => a.close());
+  /** @type {string[]} */
+  const auth = [];
+  a.on('auth', (e) => auth.push(e.code));
+  await a.sync();
+  // The user signs in again while a pull with the old token is on its way.
+  const pulls = slowAnswers(server, PATHS.pull, 300);
+  valid = 'tok-2';
+  const s = a.sync().catch(() => {});
+  await until(() => pulls() > 0, 'a pull with tok-1 sent');
+  a.setToken('tok-2');
+  await s;
+  await until(() => auth.length > 0, "the refusal told as 'auth'");
+  await a.sync();
+  assert.equal(sent.at(-1), 'tok-2', 'the token the app set goes on');
+  assert.equal(calls, 1, 'getToken not asked again: the token it would replace was not the one refused');
+  assert.deepEqual(auth, ['unauthenticated']);
+});
+
+test('a refused token whose refresh fails is told as auth, over HTTP as over a live session', async (t) => {
+  for (const WebSocket of [null, undefined]) {
+    let valid = 'tok-1';
+    const server = await new FakeServer({ auth: (tok) => (tok === valid ? null : 'token_expired') }).start();
+    t.after(() => server.stop());
+    let signedOut = false;
+    const getToken = async () => {
+      if (signedOut) throw new Error('refresh token revoked: sign in again');
+      return valid;
+    };
+    const a = await openClient({ url: server.url, name: `a${WebSocket === null}`, getToken, collections: ['todos'], ...(WebSocket === null ? { WebSocket } : {}), backoff: { base: 20, max: 50 } });
+    t.after(() => a.close());
+    /** @type {import('../src/errors.js').ConvergoError[]} */
+    const heard = [];
+    a.on('auth', (e) => heard.push(e));
+    await a.sync();
+    valid = 'tok-2';
+    signedOut = true;
+    if (WebSocket !== null) server.expireLive();
+    await a.collection('todos').put('x', { n: 1 });
+    a.sync().catch(() => {});
+    await until(() => heard.length > 0, `'auth' heard (${WebSocket === null ? 'HTTP' : 'live'})`);
+    assert.equal(heard[0].code, 'token_expired');
+    assert.match(String(/** @type {any} */ (heard[0]).cause?.message ?? ''), /sign in again/, "the refresh's failure goes with it");
+  }
 });
 
 test('whenSynced waits for the first sync and an empty outbox', async (t) => {
@@ -567,6 +658,28 @@ test("the server's max-push is followed, above 1,000 too", async (t) => {
   await until(() => a.status.pending === 0, 'pushed', 20_000);
   assert.equal(server.pushes - pushes, 1, 'one push of 1,200 changes');
   assert.equal(server.pushStatuses.at(-1)?.length, 1200);
+});
+
+test('a max-push or max-pull announced as 0 is the default: batches and pages as large as the default, not of one', async (t) => {
+  const server = await new FakeServer({ maxPush: 0, maxPull: 0 }).start();
+  t.after(() => server.stop());
+  const a = await openClient({ url: server.url, name: 'zero', collections: ['todos'], WebSocket: null, pollInterval: 60_000 });
+  t.after(() => a.close());
+  await a.sync();
+  await a.pause();
+  for (let i = 0; i < 30; i++) await a.collection('todos').put('r' + i, { i });
+  const pushes = server.pushes;
+  a.resume();
+  await until(() => a.status.pending === 0, 'pushed');
+  assert.equal(server.pushes - pushes, 1, 'one push of 30 changes');
+  assert.equal(server.pushStatuses.at(-1)?.length, 30);
+  const b = await openClient({ url: server.url, name: 'zero-reader', collections: ['todos'], WebSocket: null, pollInterval: 60_000 });
+  t.after(() => b.close());
+  const pulls = server.pulls.length;
+  await b.sync();
+  assert.equal((await b.collection('todos').list()).length, 30);
+  const asked = server.pulls.slice(pulls).map((m) => m.get(3));
+  assert.ok(asked.length > 0 && asked.every((n) => n === DEFAULTS.maxPullRecords), `pulls ask for pages of the default, not ${asked}`);
 });
 
 /**

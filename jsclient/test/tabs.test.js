@@ -5,8 +5,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FakeServer } from './helpers/server.js';
-import { fakeLocks, freshIDB, openClient, until } from './helpers/util.js';
+import { fakeLocks, freshIDB, openClient, slowAnswers, until } from './helpers/util.js';
+import { PATHS } from '../src/constants.js';
 import { subjectOfToken } from '../src/replica.js';
+import { fromStored } from '../src/db.js';
+import { maxStamp } from '../src/record.js';
+import { ConvergoError } from '../src/errors.js';
+import { Database } from '../src/database.js';
+import { owedHeals } from '../src/syncstore.js';
 
 test('one tab leads; followers write, read and see changes', async (t) => {
   const server = await new FakeServer().start();
@@ -260,4 +266,398 @@ test("the token the leader's getToken refreshes is every tab's: the tab that lea
   await until(() => server.coll('todos').byId.has('f1'), 'the new leader pushes');
   assert.equal(calls[1], 1, 'the new leader used the token the old one got');
   assert.deepEqual(refused, []);
+});
+
+/**
+ * Two tabs of database "ev" on one server (collection todos), the first
+ * leading (and live, unless opts.migrations are ahead of the server's),
+ * each with opts; every event of theirs named in events is recorded (by
+ * tab: heard[0] the leader's, heard[1] the follower's), so that a test can
+ * count each tab's emissions.
+ * @param {import('node:test').TestContext} t
+ * @param {FakeServer} server
+ * @param {object} opts
+ * @param {string[]} events
+ */
+async function eventTabs(t, server, opts, events) {
+  const idb = freshIDB();
+  const locks = fakeLocks();
+  const o = { url: server.url, name: 'ev', indexedDB: idb, locks, BroadcastChannel: globalThis.BroadcastChannel, collections: ['todos'], ...opts };
+  const leader = await openClient(o);
+  t.after(() => leader.close());
+  await until(() => leader.status.leader && (/** @type {any} */ (leader).syncer?.live || 'migrations' in opts), 'the first tab leads, live');
+  const follower = await openClient(o);
+  t.after(() => follower.close());
+  assert.equal(follower.status.leader, false);
+  /** @type {Record<string, any[]>[]} */
+  const heard = [{}, {}];
+  [leader, follower].forEach((tab, i) => {
+    for (const ev of events) tab.on(/** @type {any} */ (ev), (/** @type {any} */ a) => (heard[i][ev] ??= []).push(a));
+  });
+  return { leader, follower, heard };
+}
+
+test("a follower hears 'auth' when the leader's token is refused, and its setToken unblocks the leader", async (t) => {
+  let valid = tokenOf('alice') + '1';
+  const server = await new FakeServer({ auth: (/** @type {string} */ tok) => (tok === valid ? null : 'token_expired') }).start();
+  t.after(() => server.stop());
+  // Once the leader heard 'auth', a minute's backoff after its refused
+  // retry: only the new token can end it in time. Until then none.
+  let slow = false;
+  const backoff = { base: 60_000, max: 60_000, random: () => (slow ? 1 : 0) };
+  const { leader, follower, heard } = await eventTabs(t, server, { token: valid, backoff }, ['auth']);
+  leader.on('auth', () => (slow = true));
+  valid = tokenOf('alice') + '2';
+  server.expireLive();
+  await until(() => heard[1].auth?.length > 0, "the follower's auth listener");
+  await until(() => /** @type {any} */ (leader).syncer?.waiting === 'backoff', 'the leader waits out its backoff, its token refused');
+  assert.deepEqual(heard[1].auth.map((e) => e.code), ['token_expired']);
+  assert.deepEqual(heard[0].auth.map((e) => e.code), ['token_expired'], 'the leader hears it once too');
+  assert.ok(heard[1].auth[0] instanceof ConvergoError, 'a ConvergoError in the follower as well');
+  follower.setToken(valid);
+  await until(() => /** @type {any} */ (leader).syncer?.live, "the follower's setToken ends the leader's wait");
+  await follower.collection('todos').put('f1', { n: 1 });
+  await until(() => server.coll('todos').byId.has('f1'), "the follower's write reaches the server");
+  assert.equal(heard[0].auth.length + heard[1].auth.length, 2, 'no echo');
+});
+
+test("after 'auth' a follower with getToken asks it for a fresh token when it leads, rather than try the refused one", async (t) => {
+  let valid = tokenOf('alice') + '1';
+  /** @type {string[]} */
+  const refusals = [];
+  const server = await new FakeServer({
+    auth: (/** @type {string} */ tok) => {
+      if (tok === valid) return null;
+      refusals.push(tok);
+      // Not token_expired: an HTTP request would refresh it at once, without 'auth'.
+      return 'unauthenticated';
+    },
+  }).start();
+  t.after(() => server.stop());
+  const { leader, follower, heard } = await eventTabs(t, server, { getToken: () => valid }, ['auth']);
+  // From now on the leader tab's getToken fails (its tab is closing, say).
+  let leaderAsked = 0;
+  /** @type {any} */ (leader).o.getToken = () => {
+    leaderAsked++;
+    return new Promise((_, reject) => setTimeout(() => reject(new Error('offline')), 100));
+  };
+  valid = tokenOf('alice') + '2';
+  server.expireLive();
+  await until(() => heard[1].auth?.length === 1 && leaderAsked > 0, "the follower's auth listener, the leader's getToken");
+  const refused = refusals.length;
+  await leader.close();
+  await until(() => follower.status.leader && /** @type {any} */ (follower).syncer?.live, 'the follower leads, live');
+  assert.deepEqual(refusals.slice(refused), [], 'the new leader did not try the refused token');
+  assert.equal(heard[1].auth.length, 1);
+});
+
+test("a refused token set over in a follower since is forgotten in no tab: the next leader goes on with the newer one", async (t) => {
+  let valid = 'tok-1';
+  /** @type {string[]} */
+  const refusals = [];
+  const server = await new FakeServer({
+    auth: (/** @type {string} */ tok) => {
+      if (tok === valid) return null;
+      refusals.push(tok);
+      return 'token_expired';
+    },
+  }).start();
+  t.after(() => server.stop());
+  // Both tabs' getToken answer the token of the app's last sign-in.
+  let asked = 0;
+  const { leader, follower, heard } = await eventTabs(t, server, { getToken: () => (asked++, 'tok-1') }, ['auth']);
+  const before = asked;
+  valid = 'tok-2';
+  follower.setToken('tok-2');
+  await until(() => /** @type {any} */ (leader).tok === 'tok-2', 'the leader took the token');
+  server.expireLive(); // refuses the session's token: tok-1
+  await until(() => heard[1].auth?.length === 1, "the follower's auth listener");
+  await until(() => /** @type {any} */ (leader).syncer?.live, 'the leader live again');
+  await leader.close();
+  await until(() => follower.status.leader && /** @type {any} */ (follower).syncer?.live, 'the follower leads, live');
+  assert.equal(asked, before, 'no tab asked getToken: the token refused was not theirs any more');
+  assert.deepEqual(refusals, [], 'no request went with tok-1 again');
+});
+
+test("a follower hears 'superseded' for an offline edit that lost to a newer write, once, as the leader does", async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const { leader, follower, heard } = await eventTabs(t, server, {}, ['superseded', 'change']);
+  const other = await openClient({ url: server.url, name: 'other', collections: ['todos'] });
+  t.after(() => other.close());
+  await until(() => other.status.online, 'other online');
+  await leader.pause();
+  await follower.collection('todos').put('r', { title: 'from the follower' });
+  const top = maxStamp(fromStored(await follower.store.get('todos', 'r'), 'r'));
+  await until(() => other.store.now() > top.wall, 'the clock to pass the follower’s stamp');
+  await other.collection('todos').put('r', { title: 'from other' });
+  await until(() => other.status.pending === 0, 'other pushed');
+  leader.resume();
+  await until(() => heard[1].superseded?.length > 0, "the follower's superseded listener");
+  assert.deepEqual(heard[1].superseded, [{ collection: 'todos', id: 'r', lost: ['title'], status: 'superseded' }]);
+  assert.deepEqual(heard[0].superseded, heard[1].superseded, 'the leader hears it once too');
+  // 'change' reaches the follower through the Store's notice: the pulled
+  // record once, from the other tab.
+  await until(async () => (await follower.collection('todos').get('r'))?.title === 'from other', 'the follower converges');
+  await until(() => heard[1].change?.some((c) => c.origin === 'tab' && c.ids.includes('r')), "the follower's change listener");
+  assert.equal(heard[1].change.filter((c) => c.origin === 'remote').length, 0, 'the follower pulls nothing itself');
+  await new Promise((r) => setTimeout(r, 100));
+  assert.equal(heard[1].superseded.length, 1, 'no echo');
+});
+
+test("a follower's status.schemaAhead and 'schemaAhead' listener follow the leader's", async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const V2 = { version: 2, steps: [{ to: 2, ops: [{ op: 'rename', from: 'title', to: 'name' }] }] };
+  const { leader, follower, heard } = await eventTabs(t, server, { migrations: { todos: V2 } }, ['schemaAhead']);
+  await follower.collection('todos').put('x', { name: 'n' });
+  await until(() => leader.status.schemaAhead, "the leader's status.schemaAhead");
+  await until(() => follower.status.schemaAhead, "the follower's status.schemaAhead");
+  await until(() => heard[1].schemaAhead?.length > 0, "the follower's schemaAhead listener");
+  assert.equal(heard[1].schemaAhead[0].code, 'schema_ahead');
+  server.setMigrations('todos', V2);
+  await follower.sync().catch(() => {});
+  await until(() => !leader.status.schemaAhead && leader.status.pending === 0, 'the leader synced after the server caught up');
+  await until(() => !follower.status.schemaAhead && follower.status.pending === 0, 'and the follower says so');
+  assert.equal(heard[1].schemaAhead.length, heard[0].schemaAhead.length, 'each attempt told once in every tab');
+});
+
+test('a closed follower hears nothing more', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const { leader, follower, heard } = await eventTabs(t, server, {}, ['superseded']);
+  const other = await openClient({ url: server.url, name: 'other', collections: ['todos'] });
+  t.after(() => other.close());
+  await leader.pause();
+  await leader.collection('todos').put('r', { title: 'from the leader' });
+  const top = maxStamp(fromStored(await leader.store.get('todos', 'r'), 'r'));
+  await until(() => other.store.now() > top.wall, 'the clock to pass the leader’s stamp');
+  await other.collection('todos').put('r', { title: 'from other' });
+  await until(() => other.status.pending === 0, 'other pushed');
+  await follower.close();
+  leader.resume();
+  await until(() => heard[0].superseded?.length === 1, "the leader's superseded listener");
+  await new Promise((r) => setTimeout(r, 100));
+  assert.equal(heard[1].superseded, undefined);
+});
+
+/**
+ * What a tab's status says of the collections it cannot read.
+ * @param {import('../src/database.js').Database} tab
+ */
+const unreadableOf = (tab) => (/** @type {any} */ (tab.status).unreadable ?? []).map((/** @type {any} */ u) => `${u.collection}: ${u.op} ${u.code}`);
+
+test("every tab hears once that a collection's pull is refused, and its status lists the collection until a pull of it succeeds", async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const { leader, follower, heard } = await eventTabs(t, server, {}, ['unreadable', 'error']);
+  server.forbidden.add('secret');
+  follower.collection('secret');
+  await until(() => heard[1].unreadable?.length > 0, "the follower's unreadable listener");
+  assert.deepEqual(
+    heard[1].unreadable.map((u) => [u.collection, u.op, u.code, typeof u.message]),
+    [['secret', 'pull', 'forbidden', 'string']],
+  );
+  assert.deepEqual(heard[0].unreadable, heard[1].unreadable, 'the leader hears it once too');
+  await until(() => unreadableOf(follower).length > 0, "the follower's status");
+  assert.deepEqual(unreadableOf(follower), ['secret: pull forbidden']);
+  assert.deepEqual(unreadableOf(leader), ['secret: pull forbidden']);
+  // Every round pulls it again, is refused again and says so in 'error'
+  // (the leader's): the app hears of the collection once.
+  const errors = heard[0].error?.length ?? 0;
+  await follower.sync();
+  await follower.sync();
+  assert.ok(heard[0].error.length > errors, "'error' in the leader as before");
+  assert.equal(heard[1].error, undefined, "'error' stays in its tab");
+  assert.equal(heard[0].unreadable.length + heard[1].unreadable.length, 2, 'once in each tab');
+  assert.deepEqual(unreadableOf(follower), ['secret: pull forbidden']);
+  // The token grants it now: the next pull of it succeeds.
+  server.forbidden.delete('secret');
+  await follower.sync();
+  await until(() => unreadableOf(follower).length === 0 && unreadableOf(leader).length === 0, 'the collection readable again in every tab');
+  assert.equal(heard[1].unreadable.length, 1);
+});
+
+test("every tab hears once that a heal is refused, the records not given back until the token may read the collection, as the status says until then", async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const { leader, follower, heard } = await eventTabs(t, server, {}, ['unreadable']);
+  await follower.collection('todos').put('x', { n: 1 });
+  await until(() => server.coll('todos').byId.has('x') && follower.status.pending === 0, 'x pushed');
+  await until(() => [...server.sockets].some((ws) => ws.subs?.has('todos')), 'the leader subscribed');
+  server.forbidden.add('todos');
+  server.wipe();
+  await until(() => heard[1].unreadable?.length > 0, "the follower's unreadable listener");
+  assert.deepEqual(await owedHeals(leader.store), ['todos'], 'the heal stays owed');
+  assert.deepEqual(
+    heard[1].unreadable.map((u) => [u.collection, u.op, u.code]),
+    [['todos', 'heal', 'forbidden']],
+  );
+  assert.deepEqual(heard[0].unreadable, heard[1].unreadable, 'the leader hears it once too');
+  await until(() => unreadableOf(follower).length > 0, "the follower's status");
+  await follower.sync().catch(() => {});
+  assert.deepEqual(unreadableOf(follower), ['todos: heal forbidden'], 'the refused pulls after it keep the heal said');
+  assert.equal(server.coll('todos').byId.size, 0, 'nothing given back');
+  assert.equal(heard[0].unreadable.length + heard[1].unreadable.length, 2, 'once in each tab');
+  server.forbidden.delete('todos');
+  await follower.sync();
+  await until(() => unreadableOf(follower).length === 0 && unreadableOf(leader).length === 0, 'readable again in every tab');
+  assert.deepEqual(await owedHeals(leader.store), [], 'healed');
+  assert.ok(server.coll('todos').byId.has('x'), 'x given back');
+  assert.equal(heard[0].unreadable.length + heard[1].unreadable.length, 2, 'still once in each tab');
+});
+
+test("an event the server tells while the database closes ('superseded') is not told to its listeners", async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const idb = freshIDB();
+  const a = await openClient({ url: server.url, name: 'a', indexedDB: idb, collections: ['todos'], WebSocket: null, pollInterval: 60_000 });
+  const other = await openClient({ url: server.url, name: 'other', collections: ['todos'], WebSocket: null });
+  t.after(() => Promise.all([a.close(), other.close()]));
+  await a.sync();
+  await a.pause();
+  await a.collection('todos').put('r', { title: 'from a' });
+  const top = maxStamp(fromStored(await a.store.get('todos', 'r'), 'r'));
+  await until(() => other.store.now() > top.wall, 'the clock to pass a’s stamp');
+  await other.collection('todos').put('r', { title: 'from other' });
+  await other.whenSynced();
+  const pushes = slowAnswers(server, PATHS.push, 200);
+  let closing = false;
+  /** @type {any[]} */
+  const after = [];
+  a.on('superseded', (s) => closing && after.push(s));
+  a.resume();
+  await until(() => pushes() > 0, 'the push sent');
+  closing = true;
+  await a.close(); // waits for the push's answer
+  assert.deepEqual(after, []);
+  const again = await openClient({ name: 'a', indexedDB: idb, sync: false });
+  t.after(() => again.close());
+  assert.equal(again.status.pending, 0, 'the push was answered (superseded) as it closed');
+});
+
+// What a tab does with another tab's message (peer.js) is not in the main
+// entry: it starts loading when the channel opens, the messages that come
+// before it loaded wait, in order, and a load that fails is reported and
+// tried again with them.
+
+test('messages from another tab that come while their handler loads are all handled, in order', async (t) => {
+  const db = await openClient({ name: 'peerload', sync: false, BroadcastChannel: globalThis.BroadcastChannel });
+  const peer = new BroadcastChannel('convergo:peerload');
+  t.after(async () => {
+    peer.close();
+    await db.close();
+  });
+  /** @type {number[]} */
+  const heard = [];
+  db.on('serverReset', (/** @type {any} */ r) => heard.push(r.n));
+  for (let n = 0; n < 20; n++) peer.postMessage({ t: 'serverReset', r: { n } });
+  await until(() => heard.length === 20, 'the first 20 messages handled');
+  for (let n = 20; n < 25; n++) peer.postMessage({ t: 'serverReset', r: { n } });
+  await until(() => heard.length === 25, 'the next 5 handled');
+  assert.deepEqual(heard, Array.from({ length: 25 }, (_, i) => i));
+});
+
+test('a failed load of the tab-message handler is reported, and the messages wait for the next try', async (t) => {
+  // The load as the channel opens fails (unreported: no message waits),
+  // and so does the first message's; the second message's succeeds.
+  const load = Database.prototype._loadPeer;
+  let fails = 2;
+  Database.prototype._loadPeer = function () {
+    return fails-- > 0 ? Promise.reject(new TypeError('Failed to fetch dynamically imported module')) : load.call(this);
+  };
+  t.after(() => {
+    Database.prototype._loadPeer = load;
+  });
+  const db = await openClient({ name: 'peerfail', sync: false, BroadcastChannel: globalThis.BroadcastChannel });
+  const peer = new BroadcastChannel('convergo:peerfail');
+  t.after(async () => {
+    peer.close();
+    await db.close();
+  });
+  /** @type {any[]} */
+  const errors = [];
+  db.on('error', (/** @type {any} */ e) => errors.push(e));
+  /** @type {number[]} */
+  const heard = [];
+  db.on('serverReset', (/** @type {any} */ r) => heard.push(r.n));
+  peer.postMessage({ t: 'serverReset', r: { n: 1 } });
+  await until(() => errors.length === 1, 'the failed load reported');
+  assert.ok(errors[0] instanceof ConvergoError, 'a ConvergoError');
+  assert.match(errors[0].message, /Failed to fetch dynamically imported module/);
+  assert.deepEqual(heard, [], 'nothing handled without the handler');
+  peer.postMessage({ t: 'serverReset', r: { n: 2 } });
+  await until(() => heard.length === 2, 'both messages handled after the next load');
+  assert.deepEqual(heard, [1, 2]);
+  assert.equal(errors.length, 1);
+  assert.equal(fails, -1, 'three loads: as the channel opened, for each message');
+});
+
+test('the tab-message handler starts loading as the channel opens, before another tab speaks', async (t) => {
+  const db = await openClient({ name: 'peerpreload', sync: false, BroadcastChannel: globalThis.BroadcastChannel });
+  t.after(() => db.close());
+  // No other tab: an app that caches what the page loaded holds peer.js
+  // for a reload offline, when a second tab may open.
+  await until(() => db.peer !== null, 'peer.js loaded with no message');
+});
+
+// The sync loop (sync.js) is loaded by the tab that leads, when it starts
+// leading: a follower never loads it.
+
+test('a failed load of the sync loop is reported, and sync() loads it again', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const locks = fakeLocks();
+  /** @type {() => void} */
+  let release = () => {};
+  const held = new Promise((r) => (release = () => r(undefined)));
+  locks.request('convergo:syncload', () => held);
+  const db = await openClient({ url: server.url, name: 'syncload', locks, collections: ['todos'] });
+  t.after(() => db.close());
+  const load = db._loadSync;
+  let fails = 1;
+  db._loadSync = () => (fails-- > 0 ? Promise.reject(new TypeError('Failed to fetch dynamically imported module')) : load.call(db));
+  /** @type {any[]} */
+  const errors = [];
+  db.on('error', (/** @type {any} */ e) => errors.push(e));
+  await db.collection('todos').put('a', { title: 'written before the tab leads' });
+  release();
+  await until(() => errors.length === 1, 'the failed load reported');
+  assert.ok(errors[0] instanceof ConvergoError, 'a ConvergoError');
+  assert.match(errors[0].message, /Failed to fetch dynamically imported module/);
+  assert.equal(db.status.leader, true);
+  assert.equal(db.status.lastError?.code, 'network', 'the status says why it does not sync');
+  await db.sync();
+  assert.equal(db.status.pending, 0, 'the write went out');
+  assert.ok(server.coll('todos').byId.has('a'), 'the server holds it');
+});
+
+test('a sync loop that failed to load is loaded again when the page becomes visible', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const load = Database.prototype._loadSync;
+  let fails = 1;
+  Database.prototype._loadSync = function () {
+    return fails-- > 0 ? Promise.reject(new TypeError('Failed to fetch dynamically imported module')) : load.call(this);
+  };
+  t.after(() => {
+    Database.prototype._loadSync = load;
+  });
+  /** @type {Set<() => void>} */
+  const onVisible = new Set();
+  const doc = { visibilityState: 'visible', addEventListener: (/** @type {string} */ _e, /** @type {() => void} */ f) => onVisible.add(f), removeEventListener: (/** @type {string} */ _e, /** @type {() => void} */ f) => onVisible.delete(f) };
+  /** @type {any} */ (globalThis).document = doc;
+  t.after(() => {
+    delete (/** @type {any} */ (globalThis)).document;
+  });
+  /** @type {any[]} */
+  const errors = [];
+  const db = await openClient({ url: server.url, name: 'syncretry', collections: ['todos'] });
+  t.after(() => db.close());
+  db.on('error', (/** @type {any} */ e) => errors.push(e));
+  await until(() => db.status.lastError?.code === 'network', 'the failed load in the status');
+  assert.equal(db.syncer, null);
+  await db.collection('todos').put('a', { n: 1 });
+  for (const f of onVisible) f();
+  await until(() => db.syncer !== null && db.status.pending === 0 && server.coll('todos').byId.has('a'), 'the loop loaded again and the write pushed');
 });

@@ -1,7 +1,7 @@
 // Compile-only check that the hand-written types (src/index.d.ts) describe
 // the API as apps use it: `npm run typecheck`. Not run by node --test.
 
-import { open, ConvergoError, Float, type Doc, type Status, type RejectedChange, type Value, type MigrationDefinition } from '../src/index.js';
+import { open, ConvergoError, Float, type Doc, type Status, type RejectedChange, type Unreadable, type Value, type MigrationDefinition } from '../src/index.js';
 import { defaults, parseDefinition, type Definition } from '../src/migrate.js';
 
 interface Todo {
@@ -34,6 +34,8 @@ export async function usage(): Promise<void> {
   db.on('refused', (r) => (r.rejectedId ?? 0) + r.dropped + (r.requestId ?? ''));
   db.on('serverReset', (r) => r.collection + r.reason + r.message);
   db.on('reconciled', (r) => r.collection + (r.dropped + r.rejected + r.restamped));
+  const unreadable: Unreadable[] = db.status.unreadable;
+  db.on('unreadable', (u) => u.collection + (u.op === 'heal') + u.code + u.message + (u.requestId ?? '') + unreadable.length);
   db.on('revoked', (r) => r.message + r.moved + r.dropped + (r.requestId ?? '') + String(db.status.revoked));
   await db.setScope('demo.todos', 'mine', ['or', ['eq', 'owner', { $: 'sub' }], ['in', 'team', { $: 'claims.teams' }], ['has', 'tags', 'x'], ['and', ['all']]]);
   await db.removeScope('demo.todos', 'mine');

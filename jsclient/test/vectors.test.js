@@ -5,9 +5,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { Float, checkValue, decode, encode, normalizeValue } from '../src/cbor.js';
+import { Float, checkValue, decode, encode, normalizeValue } from '../src/codec.js';
 import { Clock, compareStamps } from '../src/hlc.js';
-import { decodeChanges, decodeRecord, encodeRecord, exists, merge, emptyRecord } from '../src/record.js';
+import { encodeRecord, exists, merge, emptyRecord } from '../src/record.js';
+import { decodeChanges, decodeRecord } from '../src/received.js';
+import { decodeEntry, decodeStored } from '../src/db.js';
 import { ZERO_STAMP } from '../src/hlc.js';
 
 const vectors = JSON.parse(readFileSync(new URL('../../crdt/testdata/vectors.json', import.meta.url), 'utf8'));
@@ -179,6 +181,17 @@ test('values in any encoding are held canonically, as Go normalizes them', async
       for (const f of rec.fields.values()) if (f.value) checkValue(f.value); // canonical now
       // The canonical form is a fixed point: it decodes to itself.
       assert.equal(hex(encodeRecord(decodeRecord(unhex(v.want_hex)))), v.want_hex);
+    });
+    await t.test(`${v.name}: read back as stored, it is corrupt`, () => {
+      // This client stores values deterministic (it normalizes what it
+      // receives): what it reads back from IndexedDB in another encoding
+      // was corrupted there, and is refused rather than normalized.
+      const id = decodeRecord(unhex(v.want_hex)).id;
+      assert.equal(hex(encodeRecord(decodeStored(unhex(v.want_hex), id))), v.want_hex);
+      assert.throws(() => decodeStored(unhex(v.hex), id), (e) => /** @type {any} */ (e).code === 'database');
+      const entry = (/** @type {string} */ h) => Uint8Array.of(0xa2, 0x01, 0x61, 0x63, 0x02, ...unhex(h)); // {1: "c", 2: record}
+      assert.equal(hex(encodeRecord(decodeEntry(entry(v.want_hex)))), v.want_hex);
+      assert.throws(() => decodeEntry(entry(v.hex)), (e) => /** @type {any} */ (e).code === 'invalid');
     });
   }
   await t.test('normalizeValue returns canonical input itself', () => {

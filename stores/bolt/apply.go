@@ -83,6 +83,7 @@ func (s *Store) commitLoop() {
 			}
 		}
 		s.commit(group)
+		s.noteSeen()
 	}
 }
 
@@ -90,6 +91,7 @@ func (s *Store) commitLoop() {
 // answers the requests and notifies watchers.
 func (s *Store) commit(group []*request) {
 	var w *writer
+	gen, epoch := s.gen, s.genEpoch
 	err := recovered(func() error {
 		return s.db.Update(func(tx *bbolt.Tx) error {
 			w = newWriter(tx)
@@ -100,7 +102,15 @@ func (s *Store) commit(group []*request) {
 				}
 				r.results, r.err = w.apply(r.changes)
 			}
-			return w.flush()
+			if err := w.flush(); err != nil || len(w.heads) == 0 {
+				return err
+			}
+			var err error
+			if gen, err = raiseGen(tx); err != nil {
+				return err
+			}
+			epoch, err = readStoreEpoch(tx)
+			return err
 		})
 	})
 	if err != nil {
@@ -113,6 +123,7 @@ func (s *Store) commit(group []*request) {
 		close(r.done)
 	}
 	if err == nil {
+		s.gen, s.genEpoch = gen, epoch
 		for coll, head := range w.heads {
 			s.watchers.Notify(stores.Notification{Collection: coll, Seq: head})
 		}

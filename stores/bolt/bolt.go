@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -42,6 +43,17 @@ type Options struct {
 	// can then lose changes that Apply acknowledged, or leave the file
 	// damaged. Only for tests and benchmarks.
 	NoSync bool
+	// Now is the clock an epoch bump reads (stores.NextEpoch). Nil means
+	// time.Now.
+	Now func() time.Time
+	// Restoring says the file is opened to be marked restored (`convergo
+	// store mark-restored`, which calls BumpEpochs next): a file put back,
+	// noticed at open by the note beside it (seen.go), is then what the
+	// caller expects: it is logged at info instead of as an error, and Open
+	// leaves the new epoch to the caller, and the note as it is until
+	// BumpEpochs ran (written at Close), so that a caller ending before
+	// its bump leaves the file put back for the next Open to notice.
+	Restoring bool
 }
 
 // Store is a stores.Store in one bbolt file. Create it with Open; it is safe
@@ -50,6 +62,25 @@ type Store struct {
 	db       *bbolt.DB
 	log      *slog.Logger
 	watchers stores.Watchers
+	now      func() time.Time // Options.Now
+
+	// The note beside the file (seen.go): its path and open file (nil
+	// when it cannot be written), the file's identity, the file's count
+	// of write transactions, the store-wide epoch the last of them read,
+	// and the count last noted. Owned by the commit loop; by Open before
+	// it runs, and by Close after it ended.
+	seenPath   string
+	seen       *os.File
+	seenFailed bool
+	restoring  bool // Options.Restoring
+	identity   string
+	gen, noted uint64
+	genEpoch   uint64
+	// noteHeld, set by Open, says the file was put back and is opened to
+	// be marked restored: the note keeps what it found until a BumpEpochs
+	// sets noteRelease (seen.go).
+	noteHeld    bool
+	noteRelease atomic.Bool
 
 	requests chan *request
 	// groupChanges bounds the changes of the batches one transaction
@@ -100,14 +131,27 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
 	s := &Store{
 		db:           db,
 		log:          log,
+		now:          opts.Now,
 		requests:     make(chan *request),
 		groupChanges: maxGroupChanges,
 		quit:         make(chan struct{}),
 		stopped:      make(chan struct{}),
+		seenPath:     NotePath(path),
+		restoring:    opts.Restoring,
 	}
+	note, held, err := s.checkSeen()
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("open %s: %w", path, err)
+	}
+	s.identity, s.gen, s.genEpoch = note.identity, note.gen, note.epoch
+	s.openSeen(note, held)
 	go s.commitLoop()
 	log.Info("store opened", "nosync", opts.NoSync)
 	return s, nil
@@ -295,14 +339,20 @@ func readHead(tx *bbolt.Tx, collection string) (uint64, error) {
 func (s *Store) Watch(fn func(stores.Notification)) (stop func()) { return s.watchers.Add(fn) }
 
 // Close implements stores.Store. It waits for the transaction in progress,
-// fails the batches still queued with stores.ErrClosed, and closes the file.
+// fails the batches still queued with stores.ErrClosed, and closes the file
+// and its note (NotePath), returning the errors of both.
 func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		s.closed.Store(true)
 		close(s.quit)
 		<-s.stopped
+		s.noteSeen() // a note held until a bump (Options.Restoring)
+		var noteErr error
+		if s.seen != nil {
+			noteErr = s.seen.Close()
+		}
 		s.watchers.Close()
-		if err := s.db.Close(); err != nil {
+		if err := errors.Join(s.db.Close(), noteErr); err != nil {
 			s.closeErr = fmt.Errorf("close: %w", err)
 		}
 		s.log.Info("store closed")

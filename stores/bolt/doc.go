@@ -7,7 +7,8 @@
 // Every collection has two buckets, and the file has two more:
 //
 //	meta            "format" → "convergo-bolt-1"; "identity" → the store's identity;
-//	                "epoch" → the store-wide epoch (8 bytes, big-endian)
+//	                "epoch" → the store-wide epoch (8 bytes, big-endian);
+//	                "gen" → write transactions that took sequence numbers (8 bytes, big-endian)
 //	heads           collection → head seq (8 bytes, big-endian)
 //	epochs          collection → own epoch ‖ own epoch at its latest loss (2 × 8 bytes)
 //	r:<collection>  record id → seq (8 bytes, big-endian) ‖ record (CBOR, crdt.AppendRecord)
@@ -53,13 +54,18 @@
 // A new file gets a new identity (stores.NewIdentity) in the transaction
 // that marks its format; a file written before identities existed gets one
 // when it is first opened. The identity travels with the file, so a file
-// that was moved away and replaced by a new one is a new store, but a
-// backup copy restored in its place cannot know it went back in time: the
-// documented restore procedure (docs/operations.md, "Backup and restore")
-// runs `convergo store mark-restored`, which calls BumpEpochs on the
-// restored file before the server opens it. Epochs follow stores.MetaOf:
+// that was moved away and replaced by a new one is a new store. A backup
+// copy restored in its place cannot know it went back in time, but the
+// note the store keeps beside the file (seen.go, NotePath) can: when it
+// counts more write transactions than the file has, Open starts a new
+// epoch of every collection. A copy restored with its note is not noticed:
+// the documented restore procedure (docs/operations.md, "Backup and
+// restore") runs `convergo store mark-restored`, which calls BumpEpochs on
+// the restored file before the server opens it. Epochs follow stores.MetaOf:
 // BumpEpochs raises the store-wide "epoch", BumpEpoch a collection's own
-// counters. Both are ordinary write transactions.
+// counters, each to stores.NextEpoch at the clock Options.Now gives, so a
+// copy put back from before a bump never starts an epoch again. Both are
+// ordinary write transactions.
 //
 // # Untrusted file
 //

@@ -144,7 +144,7 @@ func (s *Store) BumpEpoch(ctx context.Context, collection string, cause stores.E
 		if err != nil {
 			return err
 		}
-		n++
+		n = stores.NextEpoch(n, s.now())
 		if cause == stores.HistoryLost {
 			lost = n
 		}
@@ -187,12 +187,13 @@ func (s *Store) bumpEpochs(ctx context.Context, ok func(uint64) bool) (bool, err
 			return err
 		}
 		bumped = true
-		return tx.Bucket(metaBucket).Put(epochKey, seqKey(e+1))
+		return tx.Bucket(metaBucket).Put(epochKey, seqKey(stores.NextEpoch(e, s.now())))
 	})
 	if err != nil {
 		return false, fmt.Errorf("bump epochs: %w", err)
 	}
 	if bumped {
+		s.noteRelease.Store(true) // the bump a file put back called for
 		s.log.Warn("new epoch of every collection", "cause", stores.HistoryLost.String())
 		s.watchers.Notify(stores.Notification{Resync: true})
 	}

@@ -21,6 +21,8 @@
 // tells Convergo's items from foreign ones):
 //
 //	item          pk              sk    attributes
+//	store         ~store          0     id (S: the identity), epoch (N: the store-wide epoch counter),
+//	                                    inc (S: the incarnation of the table that holds it, restored.go)
 //	record        ~r#COLL#ID      0     rec (B: the merged crdt.Record, deterministic CBOR), seq (N)
 //	head          ~h#COLL         0     head (N: the collection's highest sequence number), urecords, ubytes (N: its usage),
 //	                                    towner (S), tbegan, tuntil (N: the last writer's commit turn, turn.go)
@@ -53,6 +55,33 @@
 // See shards.go. Changing K rebuilds the log from the record items, behind
 // a fence that refuses writers, and starts a new epoch (Reshard,
 // reshard.go; convergo store reshard).
+//
+// # Identity, epochs, and restored tables
+//
+// The store item holds the identity and the store-wide epoch counter, and
+// a collection's epoch item its own counters (stores.MetaOf); every bump
+// sets a counter to stores.NextEpoch in an update conditioned on the value
+// read (epoch.go). A point-in-time or backup restore creates a new table
+// and puts the old items into it, the store item included, so the store
+// item also records the incarnation of the table that holds it: the
+// table's TableId (on DynamoDB Local, which has none, its
+// CreationDateTime). Open reads it (one strongly consistent GetItem
+// beside the DescribeTable it makes anyway): none recorded, it records the
+// table's without a new epoch; another table's, it starts a new epoch of
+// every collection, history lost, as `convergo store mark-restored` does,
+// and records the table's in the same update, conditioned on the
+// incarnation read, so servers that open a restored table at once start
+// one epoch; it logs that at error level. A store running through a
+// restore in place (the table deleted, the backup restored under its name)
+// meets the table missing, and its next Meta checks again as Open does;
+// its stream consumer checks too, when it finds the table another one, and
+// moves to the new table's stream (see below). A
+// backup of a table that no
+// server of this version had opened records none and is not noticed: the
+// restore procedure still runs mark-restored (docs/operations.md, "Backup
+// and restore"). The replicas of a global table have TableIds of their
+// own and share one store item, so the store does not support global
+// tables. See restored.go.
 //
 // # Apply, and why it keeps the no-gap invariant
 //
@@ -144,7 +173,17 @@
 // record), watchers get a Resync. The consumer starts at each shard's
 // oldest record (TRIM_HORIZON), so foreign writes made while no store was
 // running are captured on start; shards are read one after another by one
-// goroutine, which suits the few shards of a Convergo table.
+// goroutine, which suits the few shards of a Convergo table. At every
+// shard refresh (Config.ShardRefresh) the consumer describes the table:
+// when its latest stream is another one (the table deleted and created
+// again, a restore in place; or its stream disabled and enabled again), it
+// moves to it, logs that at warn, reads it from its oldest record, so that
+// the foreign writes made to the new table before it moved are captured,
+// and watchers get a Resync. From a table created again it moves at once
+// (after the incarnation check, so a restored copy starts its new epoch
+// before the first capture); on the same table, once the old stream is
+// drained. A table without an enabled stream (a restore does not enable
+// one) is a failure of the consumer, logged at warn and retried.
 //
 // # Capture of foreign writes
 //

@@ -94,6 +94,19 @@ type Config struct {
 	// DefaultCommitTurn; negative turns them off (every instance commits
 	// when it has changes, and they race on the head).
 	CommitTurn time.Duration
+	// Now is the clock epoch bumps read (stores.NextEpoch): a bump sets a
+	// counter to the Unix time in seconds when that is more than the
+	// counter plus one. Nil means time.Now.
+	Now func() time.Time
+	// Restoring says the table is opened to be marked restored (`convergo
+	// store mark-restored`, which calls BumpEpochs next): a table holding
+	// another table's store item (restored.go) is then what the caller
+	// expects. New logs it at info instead of as an error and leaves the
+	// new epoch to BumpEpochs, which records the table's incarnation in
+	// the same update, so the procedure starts one epoch, not two, and a
+	// command that ends before its bump leaves the copy for the servers to
+	// notice.
+	Restoring bool
 }
 
 // dbAPI is the part of the DynamoDB client the store uses: the SDK's
@@ -143,15 +156,28 @@ type Store struct {
 	capture  captureState
 	ledger   ledger           // stamps of captured foreign writes
 	now      func() time.Time // the clock that stamps foreign writes
+	epochNow func() time.Time // the clock epoch bumps read (Config.Now)
 	runCtx   context.Context  // ends at Close
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 	closeMu  sync.Once
+
+	// restoring is Config.Restoring; restoredInc, set by New when it
+	// found a copy while restoring, is the table's incarnation, which
+	// BumpEpochs records.
+	restoring   bool
+	restoredInc string
+	// tableGone says the table was found missing since it was last checked
+	// (tableWatch): Meta checks it again first (recheckTable).
+	tableGone atomic.Bool
 }
 
 // New returns a store on cfg.Table and, when cfg.Streams is set, starts its
 // stream consumer. It checks that the table exists with the layout's key
-// schema; it never creates it (see CreateTable).
+// schema; it never creates it (see CreateTable). It compares the table's
+// incarnation with the one the store item records, and starts a new epoch
+// of every collection when they differ: the table holds a copy of another
+// table's items, a restore (restored.go).
 func New(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.Client == nil {
 		return nil, errors.New("dynamodb: Config.Client is required")
@@ -188,6 +214,9 @@ func newStore(ctx context.Context, cfg Config, db dbAPI) (*Store, error) {
 	if cfg.MaxAttempts <= 0 {
 		cfg.MaxAttempts = DefaultMaxAttempts
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	if cfg.DefaultShards == 0 {
 		cfg.DefaultShards = 1
 	}
@@ -212,10 +241,13 @@ func newStore(ctx context.Context, cfg Config, db dbAPI) (*Store, error) {
 		refresh:       cfg.ShardRefresh,
 		maxAttempts:   cfg.MaxAttempts,
 		now:           time.Now,
+		epochNow:      cfg.Now,
+		restoring:     cfg.Restoring,
 		turn:          cfg.CommitTurn,
 		shardConf:     cfg.Shards,
 		defaultShards: cfg.DefaultShards,
 	}
+	st.db = tableWatch{dbAPI: db, gone: &st.tableGone}
 	st.ledger = tableLedger{st}
 	st.dbOpt = func(o *awsdynamodb.Options) { o.HTTPClient = attemptTimeout{o.HTTPClient, cfg.AttemptTimeout} }
 	st.streamOpt = func(o *dynamodbstreams.Options) { o.HTTPClient = attemptTimeout{o.HTTPClient, cfg.AttemptTimeout} }
@@ -229,26 +261,21 @@ func newStore(ctx context.Context, cfg Config, db dbAPI) (*Store, error) {
 	if err := checkSchema(desc); err != nil {
 		return nil, err
 	}
+	if err := st.checkIncarnation(ctx, desc); err != nil {
+		return nil, fmt.Errorf("dynamodb: %w", err)
+	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	st.runCtx, st.cancel = runCtx, cancel
 	if st.streams != nil {
-		arn := ""
-		if desc.LatestStreamArn != nil && desc.StreamSpecification != nil && desc.StreamSpecification.StreamEnabled != nil && *desc.StreamSpecification.StreamEnabled {
-			arn = *desc.LatestStreamArn
-		}
-		if arn == "" {
+		arn, err := st.tableStream(desc)
+		if err != nil {
 			cancel()
-			return nil, fmt.Errorf("dynamodb: table %s has no enabled stream, which capture needs (CreateTable enables it)", st.table)
+			return nil, fmt.Errorf("dynamodb: %w", err)
 		}
-		switch desc.StreamSpecification.StreamViewType {
-		case types.StreamViewTypeNewAndOldImages:
-		case types.StreamViewTypeNewImage:
+		if desc.StreamSpecification.StreamViewType == types.StreamViewTypeNewImage {
 			st.log.Warn("the table's stream shows NEW_IMAGE only: foreign inserts and deletes are captured, foreign updates are rejected (capture needs NEW_AND_OLD_IMAGES to tell what an update changed)")
-		default:
-			cancel()
-			return nil, fmt.Errorf("dynamodb: table %s streams %s; the consumer needs NEW_AND_OLD_IMAGES (or NEW_IMAGE, without capture of updates)", st.table, desc.StreamSpecification.StreamViewType)
 		}
-		c := newConsumer(st, arn)
+		c := newConsumer(st, arn, incarnation(desc))
 		st.wg.Add(1)
 		go func() {
 			defer st.wg.Done()
@@ -256,6 +283,22 @@ func newStore(ctx context.Context, cfg Config, db dbAPI) (*Store, error) {
 		}()
 	}
 	return st, nil
+}
+
+// tableStream returns the ARN of the table's stream, which the consumer
+// reads, or why the consumer cannot read it (New and the consumer's follow
+// check the table with it).
+func (st *Store) tableStream(desc *types.TableDescription) (string, error) {
+	spec := desc.StreamSpecification
+	if desc.LatestStreamArn == nil || *desc.LatestStreamArn == "" || spec == nil || spec.StreamEnabled == nil || !*spec.StreamEnabled {
+		return "", fmt.Errorf("table %s has no enabled stream, which capture needs (CreateTable enables it; a restored table has none until it is enabled with NEW_AND_OLD_IMAGES)", st.table)
+	}
+	switch spec.StreamViewType {
+	case types.StreamViewTypeNewAndOldImages, types.StreamViewTypeNewImage:
+	default:
+		return "", fmt.Errorf("table %s streams %s; the consumer needs NEW_AND_OLD_IMAGES (or NEW_IMAGE, without capture of updates)", st.table, spec.StreamViewType)
+	}
+	return *desc.LatestStreamArn, nil
 }
 
 func (st *Store) describe(ctx context.Context) (*types.TableDescription, error) {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"strconv"
 	"strings"
 
 	awsdynamodb "github.com/aws/aws-sdk-go-v2/service/dynamodb"
@@ -28,8 +30,9 @@ func epochPK(coll string) string { return "~e#" + coll }
 // Identity implements stores.Store. The first call on a table without a
 // store item makes one, conditioned on its absence, so instances starting
 // together agree. A table restored from a backup or point-in-time recovery
-// keeps the identity of its source: the restore procedure runs `convergo
-// store mark-restored` on it (docs/operations.md).
+// keeps the identity of its source: Open notices it by the incarnation the
+// store item records (restored.go) and starts a new epoch, and the restore
+// procedure runs `convergo store mark-restored` on it (docs/operations.md).
 func (st *Store) Identity(ctx context.Context) (string, error) {
 	if err := st.check(ctx); err != nil {
 		return "", err
@@ -69,6 +72,11 @@ func (st *Store) Meta(ctx context.Context, collection string) (stores.Meta, erro
 	}
 	if err := stores.CheckCollection(collection); err != nil {
 		return stores.Meta{}, err
+	}
+	if st.tableGone.Load() {
+		if err := st.recheckTable(ctx); err != nil {
+			return stores.Meta{}, fmt.Errorf("meta %s: %w", collection, err)
+		}
 	}
 	out, err := st.db.BatchGetItem(ctx, &awsdynamodb.BatchGetItemInput{
 		RequestItems: map[string]types.KeysAndAttributes{st.table: {
@@ -116,10 +124,97 @@ func (st *Store) Meta(ctx context.Context, collection string) (stores.Meta, erro
 	return m, nil
 }
 
-// BumpEpoch implements stores.Store: ADD n 1, and for a loss a second
-// update setting lost to the new n. A crash between the two leaves a
-// rebuilt epoch where a lost one was meant; the engine bumps again when it
-// sees the head go back again, and BumpEpochs covers everything.
+// A bump raises a counter to stores.NextEpoch of its value and the clock
+// (Config.Now), the rule that keeps a table put back from before a bump
+// from starting an epoch again. It reads the item strongly consistently,
+// computes the next value in Go, and writes it in an update conditioned
+// on the value read (absent: attribute_not_exists), reading again as
+// stores.BumpTries says.
+
+// counterBump is one bump of the counter attr of the item pk.
+type counterBump struct {
+	op, pk, attr string
+	// item, when set, is the item as the caller just read it: the first
+	// try uses it instead of reading it again.
+	item map[string]types.AttributeValue
+	// accept, when set, decides from the item and the counter read
+	// whether to bump at all (false: no bump, no error).
+	accept func(item map[string]types.AttributeValue, cur uint64) (bool, error)
+	// set and remove add clauses to the update's SET (which may use :new,
+	// the counter's new value) and REMOVE; cond adds a condition; names
+	// and values what they use.
+	set, remove, cond string
+	names             map[string]string
+	values            map[string]types.AttributeValue
+}
+
+// bump does b and reports whether it bumped.
+func (st *Store) bump(ctx context.Context, b counterBump) (bool, error) {
+	var stalls stores.BumpStalls
+	for try := 0; ; try++ {
+		item := b.item
+		if try > 0 || item == nil {
+			out, err := st.db.GetItem(ctx, &awsdynamodb.GetItemInput{
+				TableName: &st.table, Key: key(b.pk, 0), ConsistentRead: ptr(true),
+			}, st.dbOpt)
+			if err != nil {
+				return false, translate(ctx, b.op, err)
+			}
+			item = out.Item
+		}
+		names := map[string]string{"#c": b.attr, "#cvg": attrCvg}
+		values := map[string]types.AttributeValue{":one": n(1)}
+		var cur uint64
+		var err error
+		cond, read := "attribute_not_exists(#c)", "" // read: the counter as stalls compare it ("": absent)
+		if v, ok := item[b.attr]; ok {
+			if cur, err = getN(item, b.attr); err != nil {
+				return false, fmt.Errorf("%s: %w", b.op, err)
+			}
+			cond, values[":cur"], read = "#c = :cur", v, strconv.FormatUint(cur, 10)
+		}
+		if stalls.Read(read) {
+			return false, fmt.Errorf("%s: %w: the counter keeps refusing the value read", b.op, stores.ErrUnavailable)
+		}
+		if b.accept != nil {
+			if ok, err := b.accept(item, cur); err != nil || !ok {
+				return false, err
+			}
+		}
+		values[":new"] = n(stores.NextEpoch(cur, st.epochNow()))
+		update := "SET #c = :new, #cvg = :one"
+		if b.set != "" {
+			update += ", " + b.set
+		}
+		if b.remove != "" {
+			update += " REMOVE " + b.remove
+		}
+		if b.cond != "" {
+			cond += " AND " + b.cond
+		}
+		maps.Copy(names, b.names)
+		maps.Copy(values, b.values)
+		_, err = st.db.UpdateItem(ctx, &awsdynamodb.UpdateItemInput{
+			TableName:                 &st.table,
+			Key:                       key(b.pk, 0),
+			UpdateExpression:          &update,
+			ConditionExpression:       &cond,
+			ExpressionAttributeNames:  names,
+			ExpressionAttributeValues: values,
+		}, st.dbOpt)
+		var failed *types.ConditionalCheckFailedException
+		if errors.As(err, &failed) {
+			continue // another bump came in between
+		}
+		if err != nil {
+			return false, translate(ctx, b.op, err)
+		}
+		return true, nil
+	}
+}
+
+// BumpEpoch implements stores.Store: n set to stores.NextEpoch of n, and
+// for a loss lost to the same value, in one conditional update.
 func (st *Store) BumpEpoch(ctx context.Context, collection string, cause stores.EpochCause) error {
 	if err := st.check(ctx); err != nil {
 		return err
@@ -127,87 +222,53 @@ func (st *Store) BumpEpoch(ctx context.Context, collection string, cause stores.
 	if err := stores.CheckBump(collection, cause); err != nil {
 		return err
 	}
-	out, err := st.db.UpdateItem(ctx, &awsdynamodb.UpdateItemInput{
-		TableName:                 &st.table,
-		Key:                       key(epochPK(collection), 0),
-		UpdateExpression:          ptr("ADD #n :one SET #cvg = :one"),
-		ExpressionAttributeNames:  map[string]string{"#n": attrN, "#cvg": attrCvg},
-		ExpressionAttributeValues: map[string]types.AttributeValue{":one": n(1)},
-		ReturnValues:              types.ReturnValueUpdatedNew,
-	}, st.dbOpt)
-	if err != nil {
-		return translate(ctx, "bump epoch of "+collection, err)
-	}
+	b := counterBump{op: "bump epoch of " + collection, pk: epochPK(collection), attr: attrN}
 	if cause == stores.HistoryLost {
-		_, err = st.db.UpdateItem(ctx, &awsdynamodb.UpdateItemInput{
-			TableName:                 &st.table,
-			Key:                       key(epochPK(collection), 0),
-			UpdateExpression:          ptr("SET #lost = :n"),
-			ConditionExpression:       ptr("#n = :n"),
-			ExpressionAttributeNames:  map[string]string{"#n": attrN, "#lost": attrLost},
-			ExpressionAttributeValues: map[string]types.AttributeValue{":n": out.Attributes[attrN]},
-		}, st.dbOpt)
-		var cond *types.ConditionalCheckFailedException
-		if errors.As(err, &cond) {
-			// Another bump came in between: this loss stands for it too
-			// only if recorded, so record it at whatever n is now.
-			return st.BumpEpoch(ctx, collection, cause)
-		}
-		if err != nil {
-			return translate(ctx, "bump epoch of "+collection, err)
-		}
+		b.set, b.names = "#lost = :new", map[string]string{"#lost": attrLost}
+	}
+	if _, err := st.bump(ctx, b); err != nil {
+		return err
 	}
 	st.log.Warn("new epoch", "collection", collection, "cause", cause.String())
 	st.watchers.Notify(stores.Notification{Resync: true})
 	return nil
 }
 
-// BumpEpochs implements stores.Store: ADD epoch 1 on the store item. With
-// a stream, other instances see the store item change and resync.
+// BumpEpochs implements stores.Store: epoch on the store item set to
+// stores.NextEpoch of it. With a stream, other instances see the store
+// item change and resync.
 func (st *Store) BumpEpochs(ctx context.Context) error {
 	if err := st.check(ctx); err != nil {
 		return err
 	}
-	_, err := st.db.UpdateItem(ctx, &awsdynamodb.UpdateItemInput{
-		TableName:                 &st.table,
-		Key:                       key(storePK, 0),
-		UpdateExpression:          ptr("ADD #e :one SET #cvg = :one"),
-		ExpressionAttributeNames:  map[string]string{"#e": attrEpoch, "#cvg": attrCvg},
-		ExpressionAttributeValues: map[string]types.AttributeValue{":one": n(1)},
-	}, st.dbOpt)
-	if err != nil {
-		return translate(ctx, "bump epochs", err)
+	b := counterBump{op: "bump epochs", pk: storePK, attr: attrEpoch}
+	if st.restoredInc != "" {
+		// Opened to be marked restored (Config.Restoring): this bump is
+		// the one the copy calls for.
+		b.set, b.names, b.values = "#inc = :inc", map[string]string{"#inc": attrInc}, map[string]types.AttributeValue{":inc": s(st.restoredInc)}
+	}
+	if _, err := st.bump(ctx, b); err != nil {
+		return err
 	}
 	st.log.Warn("new epoch of every collection", "cause", stores.HistoryLost.String())
 	st.watchers.Notify(stores.Notification{Resync: true})
 	return nil
 }
 
-// BumpEpochsFrom implements stores.EpochsBumperFrom: the update is
-// conditioned on the store item's epoch as read (absent: 0). A counter
-// past 2^32, which no store reaches, is compared whole.
+// BumpEpochsFrom implements stores.EpochsBumperFrom: BumpEpochs when the
+// store item's epoch as read (absent: 0) is from, the update conditioned
+// on that value.
 func (st *Store) BumpEpochsFrom(ctx context.Context, from uint64) (bool, error) {
 	if err := st.check(ctx); err != nil {
 		return false, err
 	}
-	cond := "#e = :from"
-	if from == 0 {
-		cond = "attribute_not_exists(#e) OR #e = :from"
-	}
-	_, err := st.db.UpdateItem(ctx, &awsdynamodb.UpdateItemInput{
-		TableName:                 &st.table,
-		Key:                       key(storePK, 0),
-		UpdateExpression:          ptr("ADD #e :one SET #cvg = :one"),
-		ConditionExpression:       ptr(cond),
-		ExpressionAttributeNames:  map[string]string{"#e": attrEpoch, "#cvg": attrCvg},
-		ExpressionAttributeValues: map[string]types.AttributeValue{":one": n(1), ":from": n(from)},
-	}, st.dbOpt)
-	var failed *types.ConditionalCheckFailedException
-	if errors.As(err, &failed) {
-		return false, nil
-	}
-	if err != nil {
-		return false, translate(ctx, "bump epochs", err)
+	bumped, err := st.bump(ctx, counterBump{op: "bump epochs", pk: storePK, attr: attrEpoch,
+		accept: func(_ map[string]types.AttributeValue, cur uint64) (bool, error) {
+			return stores.IsStoreEpoch(cur, from), nil
+		},
+	})
+	if err != nil || !bumped {
+		return false, err
 	}
 	st.log.Warn("new epoch of every collection", "cause", stores.HistoryLost.String())
 	st.watchers.Notify(stores.Notification{Resync: true})

@@ -97,7 +97,8 @@ func (l tableLedger) claim(ctx context.Context, coll, id, seq40 string, wall int
 // Every count but Records is about foreign items (package doc, "Capture of
 // foreign writes").
 type CaptureStats struct {
-	// Records is the number of stream records handled, of every item.
+	// Records is the number of stream records handled, of every item. The
+	// records read again when a new sink registers count again.
 	Records int64
 	// Captured is the number of foreign writes handed to the capture sink
 	// (replays of a record whose outcome was unknown included).

@@ -49,6 +49,11 @@ type Options struct {
 	Shards map[string]int
 	// CommitTurn is Config.CommitTurn (negative: no commit turns).
 	CommitTurn time.Duration
+	// Now is Config.Now: the clock epoch bumps read; nil means time.Now.
+	Now func() time.Time
+	// Restoring is Config.Restoring: the table is opened to be marked
+	// restored.
+	Restoring bool
 	// Logger receives the store's logs. Nil discards them.
 	Logger *slog.Logger
 }
@@ -98,6 +103,8 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		DefaultShards: opts.DefaultShards,
 		CommitTurn:    opts.CommitTurn,
 		Shards:        opts.Shards,
+		Now:           opts.Now,
+		Restoring:     opts.Restoring,
 	})
 }
 

@@ -43,8 +43,9 @@ import (
 //     {head 0, k}). Head items beyond the new shards keep their fence, so
 //     a writer still routing by the old K is refused there too, forgets
 //     its K and reads the new one.
-//  6. On the epoch item, in one update conditioned on the fence: k = K'
-//     (removed for K' = 1), rs removed, n + 1 (the Rebuilt epoch).
+//  6. On the epoch item, in one update conditioned on the fence (and on
+//     n as read, like every bump): k = K' (removed for K' = 1), rs
+//     removed, n raised to stores.NextEpoch (the Rebuilt epoch).
 //
 // Writers are refused (ErrUnavailable) from step 1 to step 6; the rebuild
 // writes about four items per record. It is an operator's command
@@ -217,19 +218,22 @@ func (st *Store) Reshard(ctx context.Context, coll string, k int) error {
 	}
 
 	// 6. The new K and epoch.
-	update := "SET #k = :k ADD #n :one REMOVE #rs"
+	b := counterBump{op: "reshard " + coll + ": new epoch", pk: epochPK(coll), attr: attrN,
+		accept: func(item map[string]types.AttributeValue, _ uint64) (bool, error) {
+			if v, err := getN(item, attrResharding); err != nil || v != uint64(k) {
+				return false, fmt.Errorf("reshard %s: new epoch: the fence to %d shards is gone (%v): another run finished the rebuild", coll, k, item[attrResharding])
+			}
+			return true, nil
+		},
+		set: "#k = :k", remove: "#rs", cond: "#rs = :k",
+		names:  map[string]string{"#rs": attrResharding, "#k": attrK},
+		values: map[string]types.AttributeValue{":k": kv},
+	}
 	if k == 1 {
-		update = "ADD #n :one REMOVE #rs, #k"
+		b.set, b.remove = "", "#rs, #k"
 	}
-	in := &awsdynamodb.UpdateItemInput{
-		TableName: &st.table, Key: key(epochPK(coll), 0),
-		UpdateExpression:          ptr(update),
-		ConditionExpression:       ptr("#rs = :k"),
-		ExpressionAttributeNames:  map[string]string{"#rs": attrResharding, "#k": attrK, "#n": attrN},
-		ExpressionAttributeValues: map[string]types.AttributeValue{":k": kv, ":one": n(1)},
-	}
-	if _, err := st.db.UpdateItem(ctx, in, st.dbOpt); err != nil {
-		return translate(ctx, "reshard "+coll+": new epoch", err)
+	if _, err := st.bump(ctx, b); err != nil {
+		return err
 	}
 	st.forgetShards(coll)
 	st.shards.put(coll, shardInfo{k: k, durable: k > 1})

@@ -120,7 +120,7 @@ func TestHandleCapture(t *testing.T) {
 		if sink != nil {
 			t.Cleanup(s.Capture(sink))
 		}
-		err := newConsumer(s, "arn").handle(context.Background(), records)
+		err := newConsumer(s, "arn", "").handle(context.Background(), records)
 		return s, notes, err
 	}
 	ids := func(cs []crdt.Change) []string {
@@ -194,7 +194,7 @@ func TestCaptureStop(t *testing.T) {
 		<-release
 		return nil, ctx.Err()
 	})
-	c := newConsumer(s, "arn")
+	c := newConsumer(s, "arn", "")
 	errc := make(chan error, 1)
 	go func() { errc <- c.handle(context.Background(), []st.Record{foreignRecord("todos#1", "1", "a")}) }()
 	<-entered
@@ -250,7 +250,7 @@ func TestHandleLedger(t *testing.T) {
 		calls = append(calls, slices.Clone(cs))
 		return make([]stores.CaptureResult, len(cs)), nil
 	})()
-	c := newConsumer(s, "arn")
+	c := newConsumer(s, "arn", "")
 	recs := []st.Record{foreignRecord("todos#1", "101", "a"), foreignRecord("todos#2", "102", "b"), foreignRecord("todos#1", "103", "c")}
 	if err := c.handle(context.Background(), recs); err != nil {
 		t.Fatal(err)

@@ -24,9 +24,23 @@ const maxConsumerBackoff = 30 * time.Second
 // order), hands the changes of foreign writes to the capture sink (while one
 // is registered; see Store.Capture) and turns changes of the collections'
 // head items into notifications (always).
+//
+// It also follows the table to its stream: a table deleted and created
+// again under its name (a restore in place) has a new stream, and the old
+// one, still readable for a day, only ever shows the deleted table's
+// writes; so does a stream disabled and enabled again. At most once per
+// shard refresh, before it lists the shards, it describes the table
+// (follow) and moves to the table's latest stream: at once when the table is another one (the deleted
+// table's records are of items the restore replaced), after draining the
+// old stream when it is the same table. The new stream is read from its
+// oldest record, which holds every write to the new table, so capture
+// misses none of them.
 type consumer struct {
 	st          *Store
-	arn         string
+	arn         string // the stream read
+	inc         string // the incarnation of the table whose stream arn is
+	next        string // the table's newer stream, read once arn is drained
+	lastFollow  time.Time
 	shards      map[string]*shard
 	order       []string // shard ids in listing order
 	lastListing time.Time
@@ -45,8 +59,9 @@ type shard struct {
 	done       bool   // closed and drained
 }
 
-func newConsumer(s *Store, arn string) *consumer {
-	return &consumer{st: s, arn: arn, shards: map[string]*shard{}, log: s.log.With("part", "stream")}
+func newConsumer(s *Store, arn, inc string) *consumer {
+	// New described the table just now.
+	return &consumer{st: s, arn: arn, inc: inc, shards: map[string]*shard{}, lastFollow: time.Now(), log: s.log.With("part", "stream")}
 }
 
 // run reads the stream until ctx is done. Failures are logged and retried
@@ -92,7 +107,17 @@ func (c *consumer) step(ctx context.Context) (progressed bool, err error) {
 		c.shards, c.order, c.lastListing = map[string]*shard{}, nil, time.Time{}
 	}
 	if c.lastListing.IsZero() || time.Since(c.lastListing) > c.st.refresh || c.allDone() {
-		if err := c.listShards(ctx); err != nil {
+		if time.Since(c.lastFollow) > c.st.refresh {
+			if err := c.follow(ctx); err != nil {
+				return false, err
+			}
+		}
+		err := c.listShards(ctx)
+		if c.next != "" && (isCode(err, "ResourceNotFoundException") || err == nil && c.allDone()) {
+			c.moveTo(c.next, c.inc, "the table has a new stream and the old one is drained")
+			return true, nil
+		}
+		if err != nil {
 			return false, err
 		}
 	}
@@ -119,6 +144,51 @@ func (c *consumer) allDone() bool {
 		}
 	}
 	return true
+}
+
+// follow, at most once per shard refresh, describes the table and, when
+// its stream is not the one read, moves to it: at once when the table is
+// another incarnation (deleted and created again: a restore in place, whose
+// copy the store checks first, as Meta does after meeting the table
+// missing, so that the new epoch starts before the first capture), else
+// once the stream read is drained (c.next). A table missing or without a
+// stream (a restore does not enable one) is a failure of the consumer:
+// retried, and logged at warn, until it is fixed.
+func (c *consumer) follow(ctx context.Context) error {
+	desc, err := c.st.describe(ctx)
+	if err != nil {
+		return fmt.Errorf("the table of the stream: %w", err)
+	}
+	inc := incarnation(desc)
+	if inc != c.inc {
+		if err := c.st.recheckTable(ctx); err != nil {
+			return err
+		}
+	}
+	arn, err := c.st.tableStream(desc)
+	if err != nil {
+		return fmt.Errorf("the table of the stream: %w", err)
+	}
+	c.lastFollow = time.Now()
+	switch {
+	case arn == c.arn:
+	case inc == c.inc:
+		c.next = arn
+	default:
+		c.moveTo(arn, inc, "the table was deleted and created again (a restore in place?)")
+	}
+	return nil
+}
+
+// moveTo makes the consumer read stream arn, of the table incarnation inc,
+// from its oldest record, and tells watchers to resync: wake-ups were
+// missed while it read the old stream.
+func (c *consumer) moveTo(arn, inc, why string) {
+	c.log.Warn("reading the table's new stream from its oldest record; capture and wake-ups from other servers had stopped since the old one ended",
+		"why", why, "old_stream", c.arn, "new_stream", arn)
+	c.arn, c.inc, c.next = arn, inc, ""
+	c.shards, c.order, c.lastListing = map[string]*shard{}, nil, time.Time{}
+	c.st.watchers.Notify(stores.Notification{Resync: true})
 }
 
 // ready reports whether sh may be read: its parent is drained or no longer

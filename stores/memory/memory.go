@@ -16,6 +16,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/stores"
@@ -93,9 +94,12 @@ type Store struct {
 	watchers    stores.Watchers
 	identity    string
 	// epoch is the store-wide epoch counter, epochs each collection's
-	// own (stores.MetaOf).
+	// own (stores.MetaOf), bumped by stores.NextEpoch at now (time.Now;
+	// its tests set a clock): nothing puts a memory store back, but it
+	// bumps by the rule every store does.
 	epoch  uint64
 	epochs map[string]localEpoch
+	now    func() time.Time
 }
 
 // localEpoch is a collection's own epoch counter and its value at the
@@ -104,7 +108,7 @@ type localEpoch struct{ n, lost uint64 }
 
 // New returns an empty store with a new identity.
 func New() *Store {
-	return &Store{collections: map[string]*collection{}, identity: stores.NewIdentity(), epochs: map[string]localEpoch{}}
+	return &Store{collections: map[string]*collection{}, identity: stores.NewIdentity(), epochs: map[string]localEpoch{}, now: time.Now}
 }
 
 func (s *Store) coll(name string) *collection {
@@ -333,7 +337,7 @@ func (s *Store) BumpEpoch(ctx context.Context, collection string, cause stores.E
 		return stores.ErrClosed
 	}
 	l := s.epochs[collection]
-	l.n++
+	l.n = stores.NextEpoch(l.n, s.now())
 	if cause == stores.HistoryLost {
 		l.lost = l.n
 	}
@@ -368,7 +372,7 @@ func (s *Store) bumpEpochs(ctx context.Context, ok func(uint64) bool) (bool, err
 		s.mu.Unlock()
 		return false, nil
 	}
-	s.epoch++
+	s.epoch = stores.NextEpoch(s.epoch, s.now())
 	s.mu.Unlock()
 	s.watchers.Notify(stores.Notification{Resync: true})
 	return true, nil

@@ -555,8 +555,36 @@ func (c *capturer) keyspace(ctx context.Context, node *goredis.Client) {
 	}
 	ps := node.PSubscribe(ctx, patterns...)
 	defer ps.Close()
-	msgs := ps.ChannelWithSubscriptions(goredis.WithChannelSize(subscriberBuffer))
+	// The first reply is read here, where a refusal can be told (the
+	// channel below drops errors): an ACL user without PSUBSCRIBE or the
+	// channel of a pattern as written is refused, and captured writes
+	// then wait for reconciliation.
 	first := true
+	confirmed := func(m *goredis.Subscription) {
+		if m.Kind != "psubscribe" || m.Count != len(patterns) {
+			return
+		}
+		if !first {
+			// A re-subscription: the server may have restarted and
+			// forgotten notify-keyspace-events.
+			c.enableNotifications(ctx, node)
+		}
+		first = false
+		// Writes went unnotified until now: before a re-subscription,
+		// and on the first one between the pass that may have run before
+		// it was confirmed and its confirmation.
+		signal(c.scan)
+	}
+	switch m, err := ps.Receive(ctx); {
+	case err != nil && ctx.Err() == nil:
+		c.s.log.Warn("capture: subscribing to keyspace notifications failed; changes wait for reconciliation (an ACL user needs psubscribe and the channel of each pattern as written, docs/redis.md)",
+			"node", node.Options().Addr, "patterns", patterns, "err", err)
+	case err == nil:
+		if sub, ok := m.(*goredis.Subscription); ok {
+			confirmed(sub)
+		}
+	}
+	msgs := ps.ChannelWithSubscriptions(goredis.WithChannelSize(subscriberBuffer))
 	for {
 		select {
 		case <-ctx.Done():
@@ -567,19 +595,7 @@ func (c *capturer) keyspace(ctx context.Context, node *goredis.Client) {
 			}
 			switch m := m.(type) {
 			case *goredis.Subscription:
-				if m.Kind == "psubscribe" && m.Count == len(patterns) {
-					if !first {
-						// A re-subscription: the server may have restarted
-						// and forgotten notify-keyspace-events.
-						c.enableNotifications(ctx, node)
-					}
-					first = false
-					// Writes went unnotified until now: before a
-					// re-subscription, and on the first one between the
-					// pass that may have run before it was confirmed and
-					// its confirmation.
-					signal(c.scan)
-				}
+				confirmed(m)
 			case *goredis.Message:
 				if k, ok := strings.CutPrefix(m.Channel, chPrefix); ok {
 					c.enqueue(k)

@@ -97,14 +97,45 @@ func (s *Store) Meta(ctx context.Context, collection string) (stores.Meta, error
 	return stores.MetaOf(store, own[0], own[1]), nil
 }
 
-// bumpScript raises a collection's own epoch counter and, for a loss,
-// records it: KEYS[1] the meta hash, ARGV[1] "1" for a loss.
-var bumpScript = goredis.NewScript(`
-local n = redis.call('HINCRBY', KEYS[1], 'n', 1)
-if ARGV[1] == '1' then redis.call('HSET', KEYS[1], 'lost', n) end
-return n`)
+// A bump raises a counter to stores.NextEpoch of its value and the clock
+// (Options.Now), the rule that keeps a copy of the data put back from
+// before a bump from starting an epoch again. The rule lives in Go only:
+// a bump reads the counter, computes its next value, and a script sets it
+// only if the counter is still the value read (compare and set; a missing
+// counter is 0 and compared as ""), reading again as stores.BumpTries says.
 
-// BumpEpoch implements stores.Store.
+// bumpScript sets a collection's own epoch counter (KEYS[1], the meta
+// hash, field n) to ARGV[2] if it is still ARGV[1] ("" when missing) and,
+// for a loss (ARGV[3] "1"), records it in field lost. It returns 1 when it
+// set it, 0 when n was not ARGV[1].
+var bumpScript = goredis.NewScript(`
+if (redis.call('HGET', KEYS[1], 'n') or '') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'n', ARGV[2])
+if ARGV[3] == '1' then redis.call('HSET', KEYS[1], 'lost', ARGV[2]) end
+return 1`)
+
+// setEpochScript sets the store-wide epoch (KEYS[1]) to ARGV[2] if it is
+// still ARGV[1] ("" when missing). It returns 1 when it did, else 0.
+var setEpochScript = goredis.NewScript(`
+if (redis.call('GET', KEYS[1]) or '') ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1`)
+
+// counter parses an epoch counter as a bump read it: raw is "" when the
+// key or field is missing (0).
+func counter(raw string) (uint64, error) {
+	if raw == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseUint(raw, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("unreadable epoch %q", raw)
+	}
+	return n, nil
+}
+
+// BumpEpoch implements stores.Store: the collection's counter n (and for a
+// loss lost) set to stores.NextEpoch of n, compared and set by a script.
 func (s *Store) BumpEpoch(ctx context.Context, collection string, cause stores.EpochCause) error {
 	if err := s.begin(ctx); err != nil {
 		return err
@@ -116,50 +147,89 @@ func (s *Store) BumpEpoch(ctx context.Context, collection string, cause stores.E
 	if cause == stores.HistoryLost {
 		lost = "1"
 	}
-	if err := bumpScript.Run(ctx, s.client, []string{s.metaKey(collection)}, lost).Err(); err != nil {
-		return s.fail(ctx, "bump epoch of "+collection, err)
+	key := s.metaKey(collection)
+	_, err := s.bump(ctx, "bump epoch of "+collection,
+		func() *goredis.StringCmd { return s.client.HGet(ctx, key, "n") },
+		nil,
+		func(raw string, next uint64) *goredis.Cmd {
+			return bumpScript.Run(ctx, s.client, []string{key}, raw, next, lost)
+		})
+	if err != nil {
+		return err
 	}
 	s.log.Warn("new epoch", "collection", collection, "cause", cause.String())
 	s.announceBump(ctx)
 	return nil
 }
 
-// BumpEpochs implements stores.Store: INCR of the store-wide epoch.
+// BumpEpochs implements stores.Store: the store-wide epoch set to
+// stores.NextEpoch of its value, compared and set by a script.
 func (s *Store) BumpEpochs(ctx context.Context) error {
 	if err := s.begin(ctx); err != nil {
 		return err
 	}
-	if err := s.client.Incr(ctx, s.storeEpochKey()).Err(); err != nil {
-		return s.fail(ctx, "bump epochs", err)
-	}
-	s.log.Warn("new epoch of every collection", "cause", stores.HistoryLost.String())
-	s.announceBump(ctx)
-	return nil
+	_, err := s.bumpStore(ctx, nil)
+	return err
 }
 
-// bumpFromScript raises the store-wide epoch (KEYS[1]) when it is ARGV[1]
-// modulo 2^32 (a missing key is 0); it returns 1 when it did, else 0.
-var bumpFromScript = goredis.NewScript(`
-local e = tonumber(redis.call('GET', KEYS[1]) or '0')
-if e % 4294967296 ~= tonumber(ARGV[1]) then return 0 end
-redis.call('INCR', KEYS[1])
-return 1`)
-
-// BumpEpochsFrom implements stores.EpochsBumperFrom.
+// BumpEpochsFrom implements stores.EpochsBumperFrom: the store-wide epoch
+// is read, compared with from, and set only if it is still the value
+// read.
 func (s *Store) BumpEpochsFrom(ctx context.Context, from uint64) (bool, error) {
 	if err := s.begin(ctx); err != nil {
 		return false, err
 	}
-	n, err := bumpFromScript.Run(ctx, s.client, []string{s.storeEpochKey()}, from&0xffffffff).Int()
-	if err != nil {
-		return false, s.fail(ctx, "bump epochs", err)
-	}
-	if n == 0 {
-		return false, nil
+	return s.bumpStore(ctx, func(cur uint64) bool { return stores.IsStoreEpoch(cur, from) })
+}
+
+// bumpStore raises the store-wide epoch when accept (nil: always) takes
+// its value, and reports whether it did.
+func (s *Store) bumpStore(ctx context.Context, accept func(cur uint64) bool) (bool, error) {
+	key := s.storeEpochKey()
+	bumped, err := s.bump(ctx, "bump epochs",
+		func() *goredis.StringCmd { return s.client.Get(ctx, key) },
+		accept,
+		func(raw string, next uint64) *goredis.Cmd {
+			return setEpochScript.Run(ctx, s.client, []string{key}, raw, next)
+		})
+	if err != nil || !bumped {
+		return false, err
 	}
 	s.log.Warn("new epoch of every collection", "cause", stores.HistoryLost.String())
 	s.announceBump(ctx)
 	return true, nil
+}
+
+// bump is the compare-and-set loop of a bump: read reads the counter
+// (redis.Nil: missing), accept (nil: always) decides from its value
+// whether to bump at all, and set runs the script that sets it to next if
+// it is still raw ("" when missing), returning 1 when it did. It reads
+// again as stores.BumpTries says, and reports whether it bumped.
+func (s *Store) bump(ctx context.Context, op string, read func() *goredis.StringCmd, accept func(cur uint64) bool, set func(raw string, next uint64) *goredis.Cmd) (bool, error) {
+	var st stores.BumpStalls
+	for {
+		raw, err := read().Result()
+		if err != nil && !errors.Is(err, goredis.Nil) {
+			return false, s.fail(ctx, op, err)
+		}
+		if st.Read(raw) {
+			return false, fmt.Errorf("%s: %w: the counter keeps refusing the value read", op, stores.ErrUnavailable)
+		}
+		cur, err := counter(raw)
+		if err != nil {
+			return false, fmt.Errorf("%s: %w", op, err)
+		}
+		if accept != nil && !accept(cur) {
+			return false, nil
+		}
+		done, err := set(raw, stores.NextEpoch(cur, s.now())).Int()
+		if err != nil {
+			return false, s.fail(ctx, op, err)
+		}
+		if done == 1 {
+			return true, nil
+		}
+	}
 }
 
 // announceBump tells local watchers and, through the notification
@@ -183,6 +253,29 @@ type run struct {
 
 // key is how a master is remembered: "run_id/replid".
 func (r run) key() string { return r.runID + "/" + r.replID }
+
+// The record of the runs ends with their fsync policy as checked: the
+// entry "fsync=always" when every master fsyncs always, else "fsync=no".
+// A restart that finds the new runs fsyncing always cannot tell from them
+// what the runs that ended lost: the policy recorded of those can. One
+// entry after the masters' keeps the record readable by a version that
+// did not record it (it takes the entry for a master no longer there).
+const fsyncEntry = "fsync="
+
+// runsRecord is the record of runs: their keys, sorted, and the policy.
+func runsRecord(runs []run) string {
+	keys := make([]string, len(runs))
+	always := true
+	for i, r := range runs {
+		keys[i] = r.key()
+		always = always && r.alwaysFsync
+	}
+	slices.Sort(keys)
+	if always {
+		return strings.Join(keys, ",") + "," + fsyncEntry + "always"
+	}
+	return strings.Join(keys, ",") + "," + fsyncEntry + "no"
+}
 
 // runs reads the run of the server, or of every master of a cluster.
 func (s *Store) runs(ctx context.Context) ([]run, error) {
@@ -227,15 +320,20 @@ func (s *Store) runs(ctx context.Context) ([]run, error) {
 }
 
 // checkServerScript replaces the recorded runs (KEYS[1]) if they are still
-// ARGV[1], and raises the store-wide epoch (KEYS[2]) when ARGV[3] is "1".
-// It returns 1 when it did, 0 when another instance recorded ARGV[2]
-// already, -1 when the record changed meanwhile.
+// ARGV[1] and, when ARGV[3] is "1", sets the store-wide epoch (KEYS[2])
+// to ARGV[5] if it is still ARGV[4] ("" when missing): the bump of a
+// restart, computed in Go (stores.NextEpoch). It returns 1 when it did, 0
+// when another instance recorded ARGV[2] already, -1 when the record or
+// the epoch changed meanwhile.
 var checkServerScript = goredis.NewScript(`
 local cur = redis.call('GET', KEYS[1]) or ''
 if cur == ARGV[2] then return 0 end
 if cur ~= ARGV[1] then return -1 end
+if ARGV[3] == '1' then
+  if (redis.call('GET', KEYS[2]) or '') ~= ARGV[4] then return -1 end
+  redis.call('SET', KEYS[2], ARGV[5])
+end
 redis.call('SET', KEYS[1], ARGV[2])
-if ARGV[3] == '1' then redis.call('INCR', KEYS[2]) end
 return 1`)
 
 // checkRun compares the servers' runs with those recorded in
@@ -247,25 +345,27 @@ return 1`)
 //     lack the old master's last writes: always a new epoch;
 //   - any other master not recorded (a restart, a new master) starts a
 //     new epoch unless every master runs appendonly with appendfsync
-//     always (a restart then loses no acknowledged write).
+//     always (a restart then loses no acknowledged write), and ran so
+//     when last checked: the policy of a run that ended is the one that
+//     says what it lost, and the record keeps it (fsyncEntry).
 //
 // The first check of a database records its runs without a new epoch.
 // It runs at Open, at every (re)subscription of the notification
 // connection (a restart or a failover breaks it), and in Meta while a
 // check is owed because the last one failed.
 func (s *Store) checkRun(ctx context.Context) error {
-	for range 3 {
+	// The script refuses only when the record or the epoch moved since
+	// they were read, that is when another check or bump landed: go on
+	// while they move, as a bump does (stores.BumpStalls), up to checkRounds rounds
+	// (instances that see different runs could otherwise take turns).
+	var st stores.BumpStalls
+	for range checkRounds {
 		runs, err := s.runs(ctx)
 		if err != nil {
 			s.needCheck.Store(true)
 			return s.fail(ctx, "read the server's run", err)
 		}
-		keys := make([]string, len(runs))
-		for i, r := range runs {
-			keys[i] = r.key()
-		}
-		slices.Sort(keys)
-		now := strings.Join(keys, ",")
+		now := runsRecord(runs)
 		old, err := s.client.Get(ctx, s.serverKey()).Result()
 		if err != nil && !errors.Is(err, goredis.Nil) {
 			s.needCheck.Store(true)
@@ -279,7 +379,25 @@ func (s *Store) checkRun(ctx context.Context) error {
 		if old != "" {
 			bump, why = runChanged(strings.Split(old, ","), runs)
 		}
-		res, err := checkServerScript.Run(ctx, s.client, []string{s.serverKey(), s.storeEpochKey()}, old, now, map[bool]string{true: "1", false: "0"}[bump]).Int()
+		raw, next := "", uint64(0)
+		if bump {
+			raw, err = s.client.Get(ctx, s.storeEpochKey()).Result()
+			if err != nil && !errors.Is(err, goredis.Nil) {
+				s.needCheck.Store(true)
+				return s.fail(ctx, "read the store's epoch", err)
+			}
+			cur, err := counter(raw)
+			if err != nil {
+				s.needCheck.Store(true)
+				return fmt.Errorf("read the store's epoch: %w", err)
+			}
+			next = stores.NextEpoch(cur, s.now())
+		}
+		if st.Read(old + "\x00" + raw) {
+			s.needCheck.Store(true)
+			return errors.New("record the server's run: the record and the epoch keep refusing the values read")
+		}
+		res, err := checkServerScript.Run(ctx, s.client, []string{s.serverKey(), s.storeEpochKey()}, old, now, map[bool]string{true: "1", false: "0"}[bump], raw, next).Int()
 		if err != nil {
 			s.needCheck.Store(true)
 			return s.fail(ctx, "record the server's run", err)
@@ -297,21 +415,31 @@ func (s *Store) checkRun(ctx context.Context) error {
 		return nil
 	}
 	s.needCheck.Store(true)
-	return errors.New("record the server's run: the record keeps changing")
+	return errors.New("record the server's run: the record or the epoch keeps changing")
 }
+
+// checkRounds bounds the rounds of one run check.
+const checkRounds = 100
 
 // runChanged decides whether the masters' data may have gone back since
 // the recorded runs (run_id/replid each), and says why.
 func runChanged(recorded []string, runs []run) (bool, string) {
 	known := map[string]bool{}
 	replIDs := map[string]bool{}
+	// always: the masters recorded fsynced always (where the record says:
+	// fsyncEntry) and every master now does, so the runs that ended lost
+	// nothing.
+	always := true
 	for _, k := range recorded {
+		if policy, ok := strings.CutPrefix(k, fsyncEntry); ok {
+			always = policy == "always"
+			continue
+		}
 		known[k] = true
 		if _, repl, ok := strings.Cut(k, "/"); ok && repl != "" {
 			replIDs[repl] = true
 		}
 	}
-	always := true
 	var changed []string
 	for _, r := range runs {
 		always = always && r.alwaysFsync

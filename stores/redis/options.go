@@ -21,8 +21,8 @@ const (
 )
 
 // Options configures a Store. Open uses every field; New, which is handed a
-// client, uses only KeyPrefix, Logger, Heartbeat, DialTimeout and the
-// Capture settings.
+// client, uses only KeyPrefix, Logger, Heartbeat, DialTimeout, Now and
+// the Capture settings.
 type Options struct {
 	// Addrs are the host:port addresses of one Redis server, or of some
 	// nodes of a Redis Cluster (the client discovers the rest). Empty means
@@ -89,6 +89,10 @@ type Options struct {
 	// CaptureScanCount is the COUNT of each reconciliation SCAN step.
 	// Zero means DefaultCaptureScanCount.
 	CaptureScanCount int
+	// Now is the clock epoch bumps read (stores.NextEpoch): a bump sets a
+	// counter to the Unix time in seconds when that is more than the
+	// counter plus one. Nil means time.Now.
+	Now func() time.Time
 	// Logger receives the store's few log lines (the subscriber's
 	// reconnections and unreadable notifications). Nil means no logging.
 	Logger *slog.Logger
@@ -121,6 +125,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
 	}
 	if o.CaptureInterval <= 0 {
 		o.CaptureInterval = DefaultCaptureInterval

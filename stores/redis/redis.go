@@ -62,6 +62,8 @@ type Store struct {
 	prefix    string
 	channel   string
 	log       *slog.Logger
+	// now is the clock epoch bumps read (Options.Now).
+	now func() time.Time
 
 	// maxRecordBytes is crdt.MaxRecordBytes; tests lower it to probe the
 	// script's size computation.
@@ -164,9 +166,10 @@ func (s *Store) loadScripts(ctx context.Context) error {
 }
 
 // New returns a store on a client the caller owns and keeps open until after
-// Close. It does no I/O. Of opts it uses KeyPrefix, Logger, Heartbeat and
-// DialTimeout (how long Watch waits for its subscription). The client
-// should have ContextTimeoutEnabled set, or contexts will not bound calls.
+// Close. It does no I/O. Of opts it uses KeyPrefix, Logger, Heartbeat,
+// DialTimeout (how long Watch waits for its subscription), Now and the
+// Capture settings. The client should have ContextTimeoutEnabled set, or
+// contexts will not bound calls.
 func New(client goredis.UniversalClient, opts Options) (*Store, error) {
 	if client == nil {
 		return nil, fmt.Errorf("new redis store: %w: nil client", stores.ErrInvalid)
@@ -186,6 +189,7 @@ func New(client goredis.UniversalClient, opts Options) (*Store, error) {
 		prefix:           opts.KeyPrefix,
 		channel:          opts.KeyPrefix + "convergo:notify",
 		log:              log.With("component", "stores/redis"),
+		now:              d.Now,
 		maxRecordBytes:   crdt.MaxRecordBytes,
 		subscribeWait:    d.DialTimeout,
 		heartbeat:        max(d.Heartbeat, 0),

@@ -4,11 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"testing"
 	"time"
-
-	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/stores"
@@ -166,48 +163,4 @@ func TestOpenChecksMode(t *testing.T) {
 		t.Fatalf("cluster client from one node: %v", err)
 	}
 	s.Close()
-}
-
-// TestRestrictedUser opens the store as an ACL user limited to the
-// commands docs/redis.md lists, on its key prefix and channels, without
-// SCRIPT LOAD: Open succeeds, the scripts load through the EVAL fallback,
-// and writes, reads and notifications work.
-func TestRestrictedUser(t *testing.T) {
-	srv := startServer(t)
-	ctx := testContext(t)
-	admin := goredis.NewClient(&goredis.Options{Addr: srv.Addr()})
-	defer admin.Close()
-	err := admin.Do(ctx, "ACL", "SETUSER", "app", "on", ">secret", "resetkeys", "~app:*", "resetchannels", "&app:*",
-		"-@all", "+eval", "+evalsha", "+get", "+set", "+hget", "+hset", "+hmget", "+zadd", "+zrange", "+type", "+hscan", "+publish",
-		"+subscribe", "+ping", "+info", "+client|setname", "+hello").Err()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := Open(ctx, Options{Addrs: []string{srv.Addr()}, Username: "app", Password: "secret", KeyPrefix: "app:"})
-	if err != nil {
-		t.Fatalf("open as the restricted user: %v", err)
-	}
-	defer s.Close()
-	rec := newRecorder()
-	defer s.Watch(rec.notify)()
-	rec.waitFor(t, "the first subscription", func(n int, _ map[string]uint64) bool { return n >= 1 })
-	res, err := s.Apply(ctx, []crdt.Change{{Collection: "c", Record: crdt.SetField("r", "f", mustValue(t, 1), crdt.Stamp{Wall: 1, Replica: "a"})}})
-	if err != nil || !res[0].Changed {
-		t.Fatalf("apply as the restricted user: got %+v, %v", res, err)
-	}
-	if page, err := s.Pull(ctx, "c", 0, page10); err != nil || len(page.Entries) != 1 {
-		t.Fatalf("pull as the restricted user: got %+v, %v", page, err)
-	}
-	rec.waitFor(t, "the change", func(_ int, h map[string]uint64) bool { return h["c"] == 1 })
-	if u, err := s.Usage(ctx, "c"); err != nil || u.Records != 1 {
-		t.Fatalf("usage as the restricted user: got %+v, %v", u, err)
-	}
-	// Keys outside the prefix stay out of reach.
-	other, err := New(s.client, Options{KeyPrefix: "other:"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := other.Head(ctx, "c"); err == nil || !strings.Contains(err.Error(), "NOPERM") {
-		t.Fatalf("head outside the prefix: got %v, want NOPERM", err)
-	}
 }

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	goredis "github.com/redis/go-redis/v9"
+
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/engine"
 	"github.com/convergo/convergo/stores/redis/redistest"
@@ -139,5 +141,28 @@ func TestFlushallResets(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeN(t, e, 0, 10)
+	awaitReset(t, e, c)
+}
+
+// TestRestartAfterEverysecRunResets: the run that crashed fsynced every
+// second (appendfsync everysec, here set at runtime), the run that
+// restarts fsyncs always (the configuration file says so, or was made to
+// say so after the crash). What the crash lost is the crashed run's
+// policy's to say: the restart starts a new epoch, so a cursor from before
+// is reset.
+func TestRestartAfterEverysecRunResets(t *testing.T) {
+	srv := startServer(t)
+	c0 := goredis.NewClient(&goredis.Options{Addr: srv.Addr()})
+	if err := c0.ConfigSet(context.Background(), "appendfsync", "everysec").Err(); err != nil {
+		t.Fatal(err)
+	}
+	c0.Close()
+	_, e := openOn(t, srv)
+	writeN(t, e, 0, 3)
+	c := cursorAfterAll(t, e)
+	time.Sleep(1500 * time.Millisecond) // everysec: on disk, as far as this test goes
+	srv.Kill()
+	srv.Start() // appendfsync always again, from its arguments
+	writeN(t, e, 3, 2)
 	awaitReset(t, e, c)
 }

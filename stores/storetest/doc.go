@@ -8,7 +8,9 @@
 //		})
 //	}
 //
-// and reuses its benchmarks with storetest.Bench.
+// and reuses its benchmarks with storetest.Bench. A durable store runs
+// RunReopen too, and every store RunBumps, with a clock the checks move
+// and a hook that puts its epoch counters back as a restore does.
 //
 // # What the suite checks
 //
@@ -43,7 +45,9 @@
 // notifications for no-ops or none at all, ignored contexts, a Close that
 // closes nothing, a purge past its read or write horizon, a purge that
 // reads and writes a record in two steps) and requires the suite to fail
-// each in the right check.
+// each in the right check; RunReopen and RunBumps have mutants of their
+// own (a store that forgets its identity or epochs when reopened, bumps
+// that count by one and so start a restored copy's lost epochs again).
 //
 // The concurrency check writes 2,000 changes; -short writes 400.
 //

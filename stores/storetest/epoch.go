@@ -67,10 +67,19 @@ func testIdentity(t *testing.T, f Factory) {
 // testEpochs checks what bumping does: BumpEpochs starts a new epoch, history
 // lost, of every collection (written or not); BumpEpoch only of its own,
 // HistoryLost moving Lost past every earlier epoch and Rebuilt leaving
-// earlier epochs of the same history at or above Lost. Data is untouched and
-// watchers hear a Resync.
+// earlier epochs of the same history at or above Lost. Every bump raises
+// its counter to stores.NextEpoch, at least the clock's Unix seconds, so a
+// copy put back from before it cannot start its epoch again. Data is
+// untouched and watchers hear a Resync.
 func testEpochs(t *testing.T, f Factory) {
 	ctx := context.Background()
+	start := uint64(time.Now().Unix())
+	byTheClock := func(what string, counter uint64) {
+		t.Helper()
+		if counter < start {
+			t.Fatalf("%s: the counter is %d, want at least the Unix time in seconds before the bump, %d (stores.NextEpoch)", what, counter, start)
+		}
+	}
 	s := open(t, f)
 	fill(t, s, "a", 3)
 	fill(t, s, "b", 2)
@@ -98,6 +107,7 @@ func testEpochs(t *testing.T, f Factory) {
 	if a.Epoch <= before["a"].Epoch || before["a"].Epoch < a.Lost {
 		t.Fatalf("BumpEpoch(a, rebuilt): Meta went from %+v to %+v; want a larger epoch with the old one at or above Lost", before["a"], a)
 	}
+	byTheClock("BumpEpoch(a, rebuilt)", stores.LocalEpochOf(a))
 	for _, c := range []string{"b", "never"} {
 		if got := meta(t, s, c); got != before[c] {
 			t.Fatalf("BumpEpoch(a) changed Meta(%s) from %+v to %+v", c, before[c], got)
@@ -118,6 +128,7 @@ func testEpochs(t *testing.T, f Factory) {
 	}
 	w.awaitResync(t, mark, "BumpEpochs")
 	lostSince("BumpEpochs", "a", a2, meta(t, s, "a"))
+	byTheClock("BumpEpochs", stores.StoreEpochOf(meta(t, s, "a")))
 	for _, c := range []string{"b", "never"} {
 		lostSince("BumpEpochs", c, before[c], meta(t, s, c))
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/stores"
@@ -17,12 +18,13 @@ type mapStore struct {
 	mu       sync.Mutex
 	colls    map[string]*mapColl
 	identity string
-	epochs   map[string]uint64 // per collection: BumpEpoch calls
+	epochs   map[string]uint64 // per collection: raised by BumpEpoch
 	lost     map[string]uint64 // per collection: the count at its last HistoryLost bump
-	epoch    uint64            // BumpEpochs calls
+	epoch    uint64            // raised by BumpEpochs
 	closed   bool
 	watchers stores.Watchers
-	bug      string // "", "drop-log", "reorder", "lose-field": the broken variants
+	now      func() time.Time // the clock bumps read; nil: time.Now
+	bug      string           // "", "drop-log", "reorder", "lose-field", "bump-by-one": the broken variants
 }
 
 type mapColl struct {
@@ -206,7 +208,7 @@ func (s *mapStore) BumpEpoch(ctx context.Context, collection string, cause store
 	if err := s.use(ctx); err != nil {
 		return err
 	}
-	s.epochs[collection]++
+	s.epochs[collection] = s.nextEpoch(s.epochs[collection])
 	if cause == stores.HistoryLost {
 		s.lost[collection] = s.epochs[collection]
 	}
@@ -219,10 +221,23 @@ func (s *mapStore) BumpEpochs(ctx context.Context) error {
 	if err := s.use(ctx); err != nil {
 		return err
 	}
-	s.epoch++
+	s.epoch = s.nextEpoch(s.epoch)
 	s.mu.Unlock()
 	s.watchers.Notify(stores.Notification{Resync: true})
 	return nil
+}
+
+// nextEpoch is stores.NextEpoch, or one more for the variant that bumps
+// the way a copy put back would start its lost epochs again.
+func (s *mapStore) nextEpoch(cur uint64) uint64 {
+	if s.bug == "bump-by-one" {
+		return cur + 1
+	}
+	now := time.Now
+	if s.now != nil {
+		now = s.now
+	}
+	return stores.NextEpoch(cur, now())
 }
 
 func (s *mapStore) Close() error {

@@ -43,6 +43,8 @@ var mutants = []struct {
 	{"lost-as-rebuilt", "Epochs", func(m *memory.Store) stores.Store { return lostAsRebuilt{m} }},
 	{"bump-spills", "Epochs", func(m *memory.Store) stores.Store { return bumpSpills{m} }},
 	{"bump-silent", "Epochs", func(m *memory.Store) stores.Store { return &bumpSilent{Store: m} }},
+	{"bump-by-one", "Epochs", func(*memory.Store) stores.Store { s := newMapStore(); s.bug = "bump-by-one"; return s }},
+	{"bump-from-any", "Epochs", func(m *memory.Store) stores.Store { return bumpFromAny{m} }},
 	{"purges-past-read", "Purge", func(m *memory.Store) stores.Store { return purgesPast{m, 2, 0} }},
 	{"purges-at-wall", "Purge", func(m *memory.Store) stores.Store { return purgesPast{m, 0, 1} }},
 	{"purge-not-atomic", "PurgeConcurrent", func(*memory.Store) stores.Store { return racyPurge{newMapStore()} }},
@@ -58,21 +60,28 @@ var reopenMutants = []struct {
 	{"reopen-forgets-epochs", "EpochsSurviveReopen", func(m *memory.Store) stores.Store { return forgetsEpochs{m} }},
 }
 
+// wantMutantFails runs test (this test binary again) on the mutant name
+// in a child process, filtered to check, and fails unless the check fails.
+func wantMutantFails(t *testing.T, test, check, name string) {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^"+test+"$/^"+check+"$", "-test.count=1")
+	cmd.Env = append(os.Environ(), mutantEnv+"="+name)
+	out, err := cmd.CombinedOutput()
+	if err == nil {
+		t.Fatalf("%s passed mutant %q:\n%s", test, name, out)
+	}
+	if want := "--- FAIL: " + test + "/" + check; !strings.Contains(string(out), want) {
+		t.Fatalf("mutant %q: no %q in the output:\n%s", name, want, out)
+	}
+}
+
 func TestReopenCatchesMutants(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts child processes")
 	}
 	for _, m := range reopenMutants {
 		t.Run(m.name, func(t *testing.T) {
-			cmd := exec.Command(os.Args[0], "-test.run=^TestReopenMutant$/^"+m.check+"$", "-test.count=1")
-			cmd.Env = append(os.Environ(), mutantEnv+"="+m.name)
-			out, err := cmd.CombinedOutput()
-			if err == nil {
-				t.Fatalf("the suite passed mutant %q:\n%s", m.name, out)
-			}
-			if want := "--- FAIL: TestReopenMutant/" + m.check; !strings.Contains(string(out), want) {
-				t.Fatalf("mutant %q: no %q in the output:\n%s", m.name, want, out)
-			}
+			wantMutantFails(t, "TestReopenMutant", m.check, m.name)
 		})
 	}
 }
@@ -100,21 +109,74 @@ func TestReopenMemory(t *testing.T) {
 		func(_ testing.TB, s stores.Store) stores.Store { return s })
 }
 
+// bumpMutants are mapStore variants for RunBumps, each failing the
+// named check.
+var bumpMutants = []struct{ bug, check string }{
+	{"bump-by-one", "BumpAfterRestore"},
+	{"bump-by-one", "BumpsAreNextEpoch"},
+}
+
+// bumpMapStore is RunBumps's factory and hook for mapStore with bug.
+func bumpMapStore(bug string) (storetest.ClockedFactory, storetest.SaveEpochs) {
+	return func(_ testing.TB, now func() time.Time) stores.Store {
+			s := newMapStore()
+			s.now, s.bug = now, bug
+			return s
+		}, func(_ testing.TB, st stores.Store, coll string) func() {
+			s := st.(*mapStore)
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			epoch, n, lost := s.epoch, s.epochs[coll], s.lost[coll]
+			return func() {
+				s.mu.Lock()
+				defer s.mu.Unlock()
+				s.epoch, s.epochs[coll], s.lost[coll] = epoch, n, lost
+			}
+		}
+}
+
+// TestBumpsMapStore shows the bump checks pass on the honest mapStore, so
+// the mutants below fail for their mutation.
+func TestBumpsMapStore(t *testing.T) {
+	f, save := bumpMapStore("")
+	storetest.RunBumps(t, f, save)
+}
+
+func TestBumpsCatchMutants(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts child processes")
+	}
+	for _, m := range bumpMutants {
+		t.Run(m.bug+"/"+m.check, func(t *testing.T) {
+			wantMutantFails(t, "TestBumpsMutant", m.check, m.bug)
+		})
+	}
+}
+
+// TestBumpsMutant runs RunBumps on the mapStore variant named by
+// STORETEST_MUTANT.
+func TestBumpsMutant(t *testing.T) {
+	bug := os.Getenv(mutantEnv)
+	if bug == "" {
+		t.Skip("run by TestBumpsCatchMutants")
+	}
+	for _, m := range bumpMutants {
+		if m.bug == bug {
+			f, save := bumpMapStore(bug)
+			storetest.RunBumps(t, f, save)
+			return
+		}
+	}
+	t.Fatalf("no mutant %q", bug)
+}
+
 func TestSuiteCatchesMutants(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts child processes")
 	}
 	for _, m := range mutants {
 		t.Run(m.name, func(t *testing.T) {
-			cmd := exec.Command(os.Args[0], "-test.run=^TestMutant$/^"+m.check+"$", "-test.count=1")
-			cmd.Env = append(os.Environ(), mutantEnv+"="+m.name)
-			out, err := cmd.CombinedOutput()
-			if err == nil {
-				t.Fatalf("the suite passed mutant %q:\n%s", m.name, out)
-			}
-			if want := "--- FAIL: TestMutant/" + m.check; !strings.Contains(string(out), want) {
-				t.Fatalf("mutant %q: no %q in the output:\n%s", m.name, want, out)
-			}
+			wantMutantFails(t, "TestMutant", m.check, m.name)
 		})
 	}
 }
@@ -282,6 +344,13 @@ func (s *bumpSilent) Watch(fn func(stores.Notification)) func() {
 			fn(n)
 		}
 	})
+}
+
+// bumpFromAny bumps in BumpEpochsFrom whatever the store-wide counter is.
+type bumpFromAny struct{ *memory.Store }
+
+func (s bumpFromAny) BumpEpochsFrom(ctx context.Context, _ uint64) (bool, error) {
+	return true, s.BumpEpochs(ctx)
 }
 
 type forgetsEpochs struct{ *memory.Store }

@@ -216,6 +216,10 @@ type Options struct {
 	// CreateTable creates a DynamoDB table that does not exist, as the
 	// URL's create=1 does.
 	CreateTable bool
+	// Restoring says the store is opened to be marked restored (`convergo
+	// store mark-restored`): bolt.Options.Restoring,
+	// dynamodb.Options.Restoring.
+	Restoring bool
 }
 
 // Open parses raw (see Parse) and opens the store it names.
@@ -241,7 +245,7 @@ func (spec Spec) Open(ctx context.Context, opts Options) (stores.Store, error) {
 	case "memory":
 		return memory.New(), nil
 	case "bolt":
-		return bolt.Open(ctx, spec.Path, bolt.Options{Logger: log})
+		return bolt.Open(ctx, spec.Path, bolt.Options{Logger: log, Restoring: opts.Restoring})
 	case "redis":
 		o := spec.Redis
 		o.Logger = log
@@ -250,6 +254,7 @@ func (spec Spec) Open(ctx context.Context, opts Options) (stores.Store, error) {
 		o := spec.DynamoDB
 		o.CreateTable = o.CreateTable || opts.CreateTable
 		o.Logger = log
+		o.Restoring = opts.Restoring
 		return dynamodb.Open(ctx, o)
 	}
 	return nil, errors.New("unknown store kind " + spec.Kind)

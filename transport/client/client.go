@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
 	"net/url"
 	"slices"
@@ -75,7 +76,10 @@ type Config struct {
 	// Zero means crdt.DefaultMaxDrift.
 	MaxDrift time.Duration
 	// MaxResponseBytes bounds a response body or WebSocket message. Zero
-	// means DefaultMaxResponseBytes.
+	// means DefaultMaxResponseBytes. An answer over it is not read
+	// (ErrAnswerTooLarge): a push or a restore whose answer is over it is
+	// split until the answers fit, a pull page asked for again with fewer
+	// records, and a live message read past and pulled over HTTP (Live).
 	MaxResponseBytes int64
 	// PingInterval is how long a live session may hear nothing before Live
 	// sends a ping. Zero means proto.PingInterval.
@@ -111,7 +115,9 @@ type Config struct {
 	Migrations map[string]*migrate.Definition
 }
 
-// ServerInfo is what the server said in its hello answer.
+// ServerInfo is what the server said in its hello answer. A limit the
+// answer left out or gave as 0 is the protocol's default
+// (proto.HelloResponse.WithDefaults).
 type ServerInfo struct {
 	Protocol      int
 	ServerTime    time.Time
@@ -127,7 +133,9 @@ type ServerInfo struct {
 	MaxPageBytes int64
 	// MaxMessageBytes is the largest live message the server accepts.
 	MaxMessageBytes int64
-	// MaxDrift is how far ahead of the server's clock a stamp may be.
+	// MaxDrift is how far ahead of the server's clock a stamp may be, as
+	// the hello announced it (Config.MaxDrift bounds the stamps the
+	// client's clock adopts).
 	MaxDrift time.Duration
 	// Subject is the authenticated subject, "" when anonymous.
 	Subject string
@@ -224,6 +232,10 @@ type Client struct {
 	// live is the live session pushes go over (livepush.go), nil while
 	// none is open.
 	live *liveLink
+	// lastToken is the token the TokenFunc last returned; tokenNew is
+	// closed, and dropped, when it returns another (noteToken).
+	lastToken string
+	tokenNew  chan struct{}
 
 	// hellos counts the hellos (HTTP and live) begun, each numbered before
 	// it reads its token; applied is the number of the last whose answer
@@ -287,7 +299,7 @@ func New(cfg Config) (*Client, error) {
 		clock:   clock,
 		bound:   cfg.Replica != "",
 		device:  device,
-		info:    ServerInfo{MaxPush: proto.DefaultMaxPushChanges, MaxBody: proto.DefaultMaxBodyBytes},
+		info:    limitsOf(proto.HelloResponse{}), // the defaults until a hello
 	}
 	for coll, named := range cfg.Scopes {
 		for name, p := range named {
@@ -387,6 +399,21 @@ func (c *Client) beginHello() uint64 {
 	return c.hellos
 }
 
+// limitsOf is a ServerInfo holding the limits of hello answer a alone,
+// each it leaves out or gives as 0 at its default (WithDefaults): those of
+// an empty answer before any hello.
+func limitsOf(a proto.HelloResponse) ServerInfo {
+	a = a.WithDefaults()
+	return ServerInfo{
+		MaxPush:         int(min(a.MaxPush, 1<<31)),
+		MaxPull:         int(min(a.MaxPull, 1<<31)),
+		MaxBody:         int64(min(a.MaxBodyBytes, 1<<62)),
+		MaxPageBytes:    int64(min(a.MaxPageBytes, 1<<62)),
+		MaxMessageBytes: int64(min(a.MaxMessageBytes, 1<<62)),
+		MaxDrift:        time.Duration(min(a.MaxDrift, uint64(math.MaxInt64/time.Millisecond))) * time.Millisecond,
+	}
+}
+
 // setInfo records the answer of hello n (beginHello) and returns what the
 // client now holds. sent and received bracket the request; the server's
 // time is taken to be read half way through. The answer of a hello begun
@@ -397,25 +424,10 @@ func (c *Client) beginHello() uint64 {
 func (c *Client) setInfo(n uint64, a proto.HelloResponse, sent, received time.Time) ServerInfo {
 	rtt := received.Sub(sent)
 	serverAtReceive := time.UnixMilli(a.ServerTime).Add(rtt / 2)
-	info := ServerInfo{
-		Protocol:        int(a.Protocol),
-		ServerTime:      time.UnixMilli(a.ServerTime),
-		ServerReplica:   a.ServerReplica,
-		MaxPush:         int(min(a.MaxPush, 1<<31)),
-		MaxPull:         int(min(a.MaxPull, 1<<31)),
-		MaxBody:         int64(min(a.MaxBodyBytes, 1<<62)),
-		MaxPageBytes:    int64(min(a.MaxPageBytes, 1<<62)),
-		MaxMessageBytes: int64(min(a.MaxMessageBytes, 1<<62)),
-		MaxDrift:        time.Duration(a.MaxDrift) * time.Millisecond,
-		Subject:         a.Subject,
-		Offset:          serverAtReceive.Sub(received).Round(time.Millisecond),
-	}
-	if info.MaxPush <= 0 {
-		info.MaxPush = proto.DefaultMaxPushChanges
-	}
-	if info.MaxBody <= 0 {
-		info.MaxBody = proto.DefaultMaxBodyBytes
-	}
+	info := limitsOf(a)
+	info.Protocol, info.ServerTime, info.ServerReplica = int(a.Protocol), time.UnixMilli(a.ServerTime), a.ServerReplica
+	info.Subject = a.Subject
+	info.Offset = serverAtReceive.Sub(received).Round(time.Millisecond)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if n < c.applied {
@@ -480,7 +492,10 @@ func (c *Client) Hello(ctx context.Context) (ServerInfo, error) {
 // malformed (a change the server cannot read at all) is split the same
 // way, down to the change at fault, refused only if the server reads a
 // push of no changes (else the fault is not the change's, and Push
-// returns the error). Any other refusal of a whole batch
+// returns the error). A batch whose answer is over Config.MaxResponseBytes
+// is split too, as the answer holds one result per change; nothing is
+// refused for it, and a single change's answer still over it is returned
+// (ErrAnswerTooLarge). Any other refusal of a whole batch
 // (forbidden, unauthenticated...) is not its changes' fault: Push returns
 // it.
 //
@@ -504,7 +519,7 @@ func (c *Client) Push(ctx context.Context, changes []crdt.Change) ([]Result, err
 	results := make([]Result, 0, len(changes))
 	size := changeSizer()
 	for len(changes) > 0 {
-		n := batchLen(changes, maxPush, room, size)
+		n := proto.BatchLen(changes, maxPush, room, size)
 		rs, err := c.pushBatch(ctx, changes[:n])
 		results = append(results, rs...)
 		if err != nil {
@@ -552,20 +567,6 @@ func (c *Client) pushPrefix() string {
 		return ""
 	}
 	return proto.ReplicaPrefix(c.info.Subject)
-}
-
-// batchLen is how many of items fit in one request of at most maxN items
-// whose encodings, as size gives them, take at most maxBytes
-// (proto.PushRoom); at least one.
-func batchLen[T any](items []T, maxN, maxBytes int, size func(T) int) int {
-	total := 0
-	for i, it := range items {
-		total += size(it)
-		if i > 0 && (i >= maxN || total > maxBytes) {
-			return i
-		}
-	}
-	return min(len(items), max(maxN, 1))
 }
 
 // changeSizer returns the size of a change's encoding in a push's change
@@ -617,7 +618,11 @@ func (c *Client) pushBatch(ctx context.Context, changes []crdt.Change) ([]Result
 // items (too many, too big, or one it cannot read): it is halved, again
 // and again, down to the item at fault, which alone is refused with that
 // code (logged as a warning, naming it by attrs), so the others go on
-// (docs/protocol.md, sections 5 and 8). An item refused alone as
+// (docs/protocol.md, sections 5 and 8). A request whose answer is over
+// the client's bound (ErrAnswerTooLarge) is halved too, as its answer
+// holds one result per item, but nothing is refused for it: the error of
+// a single item's is returned (the server may have taken the item, which
+// is idempotent to send again). An item refused alone as
 // malformed is its own fault only when the server reads a request of no
 // items (empty sends one): when it refuses that malformed too, the fault
 // is not the item's, and the error is returned; when it reads it, the
@@ -632,39 +637,43 @@ func splitRefused[T any](ctx context.Context, c *Client, what string, items []T,
 ) ([]Result, error) {
 	results, err := send(items)
 	e, ok := itemsAtFault(err)
-	if !ok {
+	if !ok && !errors.Is(err, ErrAnswerTooLarge) {
 		return results, err
 	}
-	if len(items) == 1 {
-		// Unless the server reads no request of this client at all: then
-		// the fault is not the item's, and it stays.
-		if e.Code == proto.CodeMalformed {
-			var ee *Error
-			switch eerr := empty(ctx); {
-			case errors.As(eerr, &ee) && ee.Code == proto.CodeMalformed:
-				return nil, err
-			case eerr != nil:
-				return nil, fmt.Errorf("%s of nothing: %w", what, eerr)
-			}
-			// The server reads a request of no items now: it may have
-			// just stopped refusing every request, so the item goes once
-			// more before it is taken as at fault.
-			results, err = send(items)
-			if e, ok = itemsAtFault(err); !ok {
-				return results, err
-			}
+	if len(items) > 1 {
+		c.log.Debug(what+" refused whole or answered over the bound; splitting it", "items", len(items), "err", err)
+		half := len(items) / 2
+		first, err := splitRefused(ctx, c, what, items[:half], send, empty, attrs)
+		if err != nil {
+			return first, err
 		}
-		c.log.Warn("an item refused alone as a whole "+what+"; taking it as refused", append(attrs(items[0]), "err", err)...)
-		return []Result{{Status: StatusRefused, Err: e}}, nil
+		second, err := splitRefused(ctx, c, what, items[half:], send, empty, attrs)
+		return append(first, second...), err
 	}
-	c.log.Debug(what+" refused whole; splitting it", "items", len(items), "err", err)
-	half := len(items) / 2
-	first, err := splitRefused(ctx, c, what, items[:half], send, empty, attrs)
-	if err != nil {
-		return first, err
+	if !ok {
+		return results, err // one item's answer over the bound refuses nothing
 	}
-	second, err := splitRefused(ctx, c, what, items[half:], send, empty, attrs)
-	return append(first, second...), err
+	// One item refused alone as malformed: unless the server reads no
+	// request of this client at all, and then the fault is not the
+	// item's, and it stays.
+	if e.Code == proto.CodeMalformed {
+		var ee *Error
+		switch eerr := empty(ctx); {
+		case errors.As(eerr, &ee) && ee.Code == proto.CodeMalformed:
+			return nil, err
+		case eerr != nil:
+			return nil, fmt.Errorf("%s of nothing: %w", what, eerr)
+		}
+		// The server reads a request of no items now: it may have just
+		// stopped refusing every request, so the item goes once more
+		// before it is taken as at fault.
+		results, err = send(items)
+		if e, ok = itemsAtFault(err); !ok {
+			return results, err
+		}
+	}
+	c.log.Warn("an item refused alone as a whole "+what+"; taking it as refused", append(attrs(items[0]), "err", err)...)
+	return []Result{{Status: StatusRefused, Err: e}}, nil
 }
 
 // itemsAtFault returns the refusal of a whole request that splitRefused
@@ -715,9 +724,38 @@ func checkPush(changes int, a *proto.PushResponse) error {
 // (docs/design.md, "Tombstone horizons"): it names the client's replica id
 // (none while unbound) and the collection's pending floor, the wall time
 // of the oldest change for it in the outbox of a Replica of this client
-// (none when nothing is pending). Pull retries like Push.
+// (none when nothing is pending). Pull retries like Push. A page whose
+// answer is over Config.MaxResponseBytes is asked for again with fewer
+// records (pullFitting), so the page returned may hold fewer than limit
+// records although more are to come.
 func (c *Client) Pull(ctx context.Context, collection string, cursor []byte, limit int) (Page, error) {
-	return c.pull(ctx, collection, cursor, limit, false)
+	return c.pullFitting(ctx, collection, cursor, &limit, false)
+}
+
+// pullFitting is pull, asking again from the same cursor for a
+// proto.PullShrink-th of the records (down to one) while the answer is
+// over Config.MaxResponseBytes; *limit, 0 for the server's max-pull, is
+// left at the limit of the page that came, for the caller to keep for the
+// rest of its pull (docs/protocol.md section 8). An answer of one record
+// still over it is the error: no record is skipped. The Replica's pulls
+// and Live's pulls over HTTP page through it.
+func (c *Client) pullFitting(ctx context.Context, collection string, cursor []byte, limit *int, fresh bool) (Page, error) {
+	for {
+		p, err := c.pull(ctx, collection, cursor, *limit, fresh)
+		if !errors.Is(err, ErrAnswerTooLarge) {
+			return p, err
+		}
+		n := *limit
+		if n == 0 {
+			info, _ := c.Info()
+			n = info.MaxPull
+		}
+		if n <= 1 {
+			return p, err
+		}
+		*limit = max(1, n/proto.PullShrink)
+		c.log.Debug("pull answer over the client's bound; asking for fewer records", "collection", collection, "limit", *limit)
+	}
 }
 
 // pull is Pull; fresh, with an empty cursor, tells the server the reader
@@ -804,6 +842,36 @@ func resetReason(reason string) string {
 	return proto.ResetHistoryLost
 }
 
+// restoreRequest sends one restore of records of collection, served in
+// schema version version, and returns one result per record.
+func (c *Client) restoreRequest(ctx context.Context, collection string, version uint64, records []proto.SealedRecord) ([]Result, error) {
+	var a proto.RestoreResponse
+	ans, err := c.call(ctx, proto.PathRestore, proto.RestoreRequest{Collection: collection, Records: records, Version: version}, &a,
+		func() error {
+			if len(a.Results) != len(records) {
+				return fmt.Errorf("%w: %d results for %d records", ErrProtocol, len(a.Results), len(records))
+			}
+			return nil
+		})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Result, len(a.Results))
+	for i, r := range a.Results {
+		out[i] = resultOf(r, ans.requestID)
+	}
+	return out, nil
+}
+
+// restoreNone sends a restore of no records of collection: what the
+// server answers a restore of it, but for what records would cost
+// (Restore, when a request is refused whole; Replica's heal, when the
+// last one was refused forbidden).
+func (c *Client) restoreNone(ctx context.Context, collection string) error {
+	_, err := c.restoreRequest(ctx, collection, c.version(collection), []proto.SealedRecord{})
+	return err
+}
+
 // Restore gives the server back records of collection exactly as it sealed
 // them (Page.Seals), after a reset that lost history, and returns one
 // result per record, as Push does: duplicate or superseded when the server
@@ -816,40 +884,23 @@ func resetReason(reason string) string {
 // goes), and splits a request the server refuses whole as too_large or
 // malformed down to the record at fault, which alone is refused with that
 // code, when the server reads a restore of no records (else the fault is
-// not the record's, and Restore returns the error). Other refusals of a
-// whole request are returned. On error, the results returned are those
-// of a prefix of records.
+// not the record's, and Restore returns the error). A request whose
+// answer is over Config.MaxResponseBytes is split as Push splits one.
+// Other refusals of a whole request are returned. On error, the results
+// returned are those of a prefix of records.
 func (c *Client) Restore(ctx context.Context, collection string, records []proto.SealedRecord) ([]Result, error) {
 	info, _ := c.Info()
 	maxPush, room := info.MaxPush, int(proto.PushRoom(info.MaxBody))
 	version := c.version(collection)
 	send := func(records []proto.SealedRecord) ([]Result, error) {
-		var a proto.RestoreResponse
-		ans, err := c.call(ctx, proto.PathRestore, proto.RestoreRequest{Collection: collection, Records: records, Version: version}, &a,
-			func() error {
-				if len(a.Results) != len(records) {
-					return fmt.Errorf("%w: %d results for %d records", ErrProtocol, len(a.Results), len(records))
-				}
-				return nil
-			})
-		if err != nil {
-			return nil, err
-		}
-		out := make([]Result, len(a.Results))
-		for i, r := range a.Results {
-			out[i] = resultOf(r, ans.requestID)
-		}
-		return out, nil
+		return c.restoreRequest(ctx, collection, version, records)
 	}
-	empty := func(context.Context) error {
-		_, err := send([]proto.SealedRecord{})
-		return err
-	}
+	empty := func(ctx context.Context) error { return c.restoreNone(ctx, collection) }
 	attrs := func(sr proto.SealedRecord) []any { return []any{"collection", collection, "record", sr.Record.ID} }
 	out := make([]Result, 0, len(records))
 	size := sealedSizer()
 	for len(records) > 0 {
-		n := batchLen(records, maxPush, room, size)
+		n := proto.BatchLen(records, maxPush, room, size)
 		rs, err := splitRefused(ctx, c, "restore", records[:n], send, empty, attrs)
 		out = append(out, rs...)
 		if err != nil {
@@ -867,9 +918,37 @@ func (c *Client) token(ctx context.Context) (string, error) {
 		if err != nil {
 			return "", fmt.Errorf("token: %w", err)
 		}
+		c.noteToken(t)
 		return t, nil
 	}
 	return c.cfg.Token, nil
+}
+
+// noteToken records t as the last token the TokenFunc returned, and wakes
+// those waiting on tokenChanged when it is a new one: a live session
+// reads again with it the collections refused to its own token.
+func (c *Client) noteToken(t string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if t == c.lastToken {
+		return
+	}
+	c.lastToken = t
+	if c.tokenNew != nil {
+		close(c.tokenNew)
+		c.tokenNew = nil
+	}
+}
+
+// tokenChanged returns a channel closed when the TokenFunc next returns
+// another token than the last, and that last token.
+func (c *Client) tokenChanged() (<-chan struct{}, string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.tokenNew == nil {
+		c.tokenNew = make(chan struct{})
+	}
+	return c.tokenNew, c.lastToken
 }
 
 // answer is what call learnt besides the decoded body.
@@ -926,13 +1005,14 @@ func (c *Client) call(ctx context.Context, path string, req, ans any, check func
 // retryable reports whether sending the same request again may succeed:
 // the code says so, or the network failed (refused, reset, timed out, cut
 // short), or the answer was unreadable (ErrProtocol), which the protocol
-// counts as a network failure.
+// counts as a network failure; except an answer over the client's bound
+// (ErrAnswerTooLarge), which the same request would get again.
 func retryable(err error) bool {
 	var e *Error
 	switch {
 	case errors.As(err, &e):
 		return e.Retryable()
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded), errors.Is(err, ErrAnswerTooLarge):
 		return false
 	}
 	return true
@@ -966,7 +1046,7 @@ func (c *Client) post(ctx context.Context, path string, body []byte, ans any) (s
 		return id, fmt.Errorf("%s: read answer: %w", path, err)
 	}
 	if int64(len(data)) > c.cfg.MaxResponseBytes {
-		return id, fmt.Errorf("%w: %s answer over %d bytes", ErrProtocol, path, c.cfg.MaxResponseBytes)
+		return id, fmt.Errorf("%w: %s answer over %d bytes", ErrAnswerTooLarge, path, c.cfg.MaxResponseBytes)
 	}
 	if resp.StatusCode != http.StatusOK {
 		return id, errorFromResponse(resp, data)

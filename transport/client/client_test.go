@@ -422,9 +422,10 @@ func TestBadAnswerIsRetriedAsANetworkFailure(t *testing.T) {
 	}
 }
 
-func TestUnknownKeysAreIgnored(t *testing.T) {
-	// A newer server may add keys to any envelope.
-	hello := map[int]any{1: proto.Version, 2: int64(1700000000000), 3: "srv", 4: 7, 5: 8, 6: 9, 7: 10, 8: "u", 9: 11, 10: 12, 99: "new"}
+// helloFrom is what a client takes from a server whose hello answer is
+// hello.
+func helloFrom(t *testing.T, hello map[int]any) ServerInfo {
+	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Write(mustEncode(t, hello))
 	}))
@@ -434,8 +435,55 @@ func TestUnknownKeysAreIgnored(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return info
+}
+
+func TestUnknownKeysAreIgnored(t *testing.T) {
+	// A newer server may add keys to any envelope.
+	hello := map[int]any{1: proto.Version, 2: int64(1700000000000), 3: "srv", 4: 7, 5: 8, 6: 9, 7: 10, 8: "u", 9: 11, 10: 12, 99: "new"}
+	info := helloFrom(t, hello)
 	if info.MaxPush != 7 || info.MaxPull != 8 || info.MaxBody != 9 || info.MaxPageBytes != 11 || info.MaxMessageBytes != 12 || info.Subject != "u" {
 		t.Fatalf("got %+v", info)
+	}
+}
+
+// A limit the hello leaves out or announces as 0 (which a server never
+// does: docs/protocol.md, section 6) is the protocol's default, for every
+// limit key, the max drift (key 7) among them: the browser client reads a
+// hello by the same rule.
+func TestHelloZeroOrAbsentLimitIsTheDefault(t *testing.T) {
+	limit := func(i ServerInfo, key int) int64 {
+		return map[int]int64{4: int64(i.MaxPush), 5: int64(i.MaxPull), 6: i.MaxBody, 7: i.MaxDrift.Milliseconds(), 9: i.MaxPageBytes, 10: i.MaxMessageBytes}[key]
+	}
+	defaults := map[int]int64{4: proto.DefaultMaxPushChanges, 5: proto.DefaultMaxPullRecords, 6: proto.DefaultMaxBodyBytes,
+		7: crdt.DefaultMaxDrift.Milliseconds(), 9: proto.DefaultMaxPageBytes, 10: proto.DefaultMaxMessageBytes}
+	for key, want := range defaults {
+		for _, absent := range []bool{false, true} {
+			name := fmt.Sprintf("key %d announced 0", key)
+			if absent {
+				name = fmt.Sprintf("key %d absent", key)
+			}
+			t.Run(name, func(t *testing.T) {
+				announced := map[int]int64{4: 7, 5: 8, 6: 9, 7: 10, 9: 11, 10: 12}
+				hello := map[int]any{1: proto.Version, 2: int64(1700000000000)}
+				for k, v := range announced {
+					hello[k] = v
+				}
+				hello[key] = 0
+				if absent {
+					delete(hello, key)
+				}
+				info := helloFrom(t, hello)
+				if got := limit(info, key); got != want {
+					t.Fatalf("got %d, want the default %d", got, want)
+				}
+				for other := range defaults {
+					if other != key && limit(info, other) != announced[other] {
+						t.Fatalf("key %d: got %d, want the announced %d", other, limit(info, other), announced[other])
+					}
+				}
+			})
+		}
 	}
 }
 
@@ -600,8 +648,27 @@ func TestBatchLen(t *testing.T) {
 		{"one always goes", 100, 10, 1},
 		{"zero count means one", 0, 1 << 20, 1},
 	} {
-		if got := batchLen(changes, tc.maxN, tc.maxSize, changeSizer()); got != tc.want {
-			t.Errorf("%s: batchLen = %d, want %d", tc.name, got, tc.want)
+		if got := proto.BatchLen(changes, tc.maxN, tc.maxSize, changeSizer()); got != tc.want {
+			t.Errorf("%s: BatchLen = %d, want %d", tc.name, got, tc.want)
 		}
+	}
+}
+
+// Before any hello, a client splits by the protocol's defaults: Info
+// reports no hello, with every limit at its default, as a hello that
+// announced none would leave it.
+func TestInfoBeforeHelloHasTheDefaults(t *testing.T) {
+	c, err := New(Config{URL: "http://127.0.0.1:1", Replica: "a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, hello := c.Info()
+	if hello {
+		t.Fatal("Info says there was a hello before any")
+	}
+	want := helloFrom(t, map[int]any{1: proto.Version, 2: int64(1700000000000)})
+	got := [6]int64{int64(info.MaxPush), int64(info.MaxPull), info.MaxBody, int64(info.MaxDrift), info.MaxPageBytes, info.MaxMessageBytes}
+	if w := [6]int64{int64(want.MaxPush), int64(want.MaxPull), want.MaxBody, int64(want.MaxDrift), want.MaxPageBytes, want.MaxMessageBytes}; got != w {
+		t.Fatalf("limits before a hello %v, want the defaults %v", got, w)
 	}
 }

@@ -24,7 +24,8 @@
 // when its answer is unreadable (a proxy's page, a truncated body). Errors
 // the same request would meet again (malformed, forbidden, ...) are
 // returned at once as *Error, which matches the sentinel of its code with
-// errors.Is.
+// errors.Is; so is an answer over Config.MaxResponseBytes, as
+// ErrAnswerTooLarge (which matches ErrProtocol too).
 //
 // The server judges each pushed change alone and refuses a bad one without
 // the rest. Fitting pushes to the server's size limits is the client's job:
@@ -33,11 +34,18 @@
 // (one that does not fit, or that the server cannot read) stands alone and
 // is refused with that code, so one bad change cannot stall an outbox
 // (malformed only if the server reads a push of no changes: else the
-// fault is not the change's, and it stays). A
+// fault is not the change's, and it stays). A batch whose answer is over
+// Config.MaxResponseBytes is split too, as the answer holds one result
+// per change, but nothing is refused for it: a single change's answer
+// still over it fails the push with ErrAnswerTooLarge, and the change
+// stays in the outbox. A pull page whose answer is over it is asked for
+// again from the same cursor with fewer records, which the rest of that
+// pull keeps (docs/protocol.md section 8); one of a single record still
+// over it fails the pull, nothing skipped. A
 // batch refused whole for any other reason (forbidden, unauthenticated)
 // is not its changes' fault: they stay in the outbox, and Flush returns
 // the error every time until the server takes them. Restore cuts and
-// splits the records it gives back by the same rule (proto.PushRoom; a
+// splits the records it gives back by the same rules (proto.PushRoom; a
 // record at fault refused alone, when the server reads a restore of no
 // records).
 //
@@ -58,6 +66,17 @@
 // merges to the same state. Live messages of unknown types, and unknown
 // keys in any message, are ignored.
 //
+// One collection's failure stays that collection's (docs/protocol.md,
+// "Retrying"): the session streams the others. A sub refused to the token
+// (forbidden, or invalid under the collection's scopes) leaves the
+// collection unsubscribed until the TokenFunc returns a new token, when
+// Live dials again with it, or until the next session; any other error
+// of one collection's sub or pull (schema_ahead, internal, corrupt...)
+// subscribes it again after a backoff of its own, so no refusal makes Live
+// redial in a loop. Each is given once to Live's onError (a Replica's
+// ReplicaConfig.OnError), until the collection is served again. Live
+// returns only for an error of the session that retrying cannot fix.
+//
 // # Schema versions
 //
 // Config.Migrations gives the client the schema versions of collections
@@ -69,7 +88,8 @@
 // pulls. A change the server cannot translate is refused
 // ErrUntranslatable (a Replica lists it with its rejected changes); a
 // server running older rules answers ErrSchemaAhead, which is retried with
-// backoff (a Replica keeps its outbox for its next sync).
+// backoff (a Replica keeps its outbox for its next sync; Live subscribes
+// the collection again after a backoff while it streams the others).
 //
 // # Replica ids
 //
@@ -117,8 +137,12 @@
 // the rest of the heal goes on. A heal that fails is made again by the
 // next Sync, or by Replica.Live itself, with backoff, while its session
 // runs; one refused forbidden (the token no longer grants reading the
-// collection, or writing the replica's own stamps back) is given up and
-// told to ReplicaConfig.OnError, and the collection is pulled on. The reading from the beginning that follows a heal must deliver
+// collection, or writing the replica's own stamps back) is skipped, told
+// to ReplicaConfig.OnError once, and the collection is pulled on; it
+// stays owed, made again by the next Sync, Pull or Heal, which asks first
+// with a restore of no records (while that is refused, nothing held is
+// sent) and gives back what the replica holds once the server grants the
+// collection again. The reading from the beginning that follows a heal must deliver
 // what the heal gave back and the server acknowledged: one that does not
 // (the store went back in time again meanwhile, which no cursor can tell,
 // as the empty one carries no store identity) makes the Replica heal
@@ -126,8 +150,13 @@
 // proto.MaxHealAgain times in a row, and then Pull and Sync return
 // ErrNotHealed; Live and Apply, which no call of the application's
 // returns it from, give it to ReplicaConfig.OnError.
-// Nothing local is dropped by a reset, except after a lease expired
-// (below).
+// A record whose every give-back the server refuses collected (its
+// stamps are before the collection's write horizon: the server deleted
+// and collected it while the replica was away) is dropped at the end of
+// that reading unless it delivers the record, as a reconciliation drops
+// one (below): OnLeave reports it, and its pending changes move to the
+// rejected changes with code collected. Nothing else local is dropped by
+// a reset, except after a lease expired (below).
 //
 // # Leases and tombstone collection
 //
@@ -151,7 +180,9 @@
 // created itself and never saw acknowledged, is re-stamped and pushed
 // again, once. So that the reset comes before any push, Flush pulls a
 // collection first when it was not pulled within ReplicaConfig.FreshFor
-// (a minute). A reading from the beginning of a collection whose records
+// (a minute); a pull the server refuses the token (forbidden, or invalid
+// for a scope it cannot bind) does not hold the push, as in the browser
+// client. A reading from the beginning of a collection whose records
 // the server acknowledged to the Replica before it ever pulled (no lease
 // protected them, and the empty cursor carries no store identity, so a
 // store that went back in time resets it not) reconciles the same way,

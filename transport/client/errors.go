@@ -55,6 +55,15 @@ var (
 	// with backoff.
 	ErrProtocol = errors.New("convergo: unreadable answer from the server")
 
+	// ErrAnswerTooLarge means an answer was over Config.MaxResponseBytes,
+	// the client's own bound (not the protocol's): unread, so it matches
+	// ErrProtocol too. It is not retried, as the same request would get it
+	// again; the answer to a push or a restore holds one result per item,
+	// so the request is halved until the answers fit (splitRefused); a
+	// pull page is asked for again with fewer records (pullFitting). One
+	// item's answer still over it is returned, and refuses nothing.
+	ErrAnswerTooLarge = fmt.Errorf("%w: over the client's bound", ErrProtocol)
+
 	// ErrNotHealed means a Replica gave up healing a collection: after
 	// the store lost history, the server acknowledged records the replica
 	// gave back and then did not serve them, heal after heal

@@ -60,6 +60,12 @@ type fakeServer struct {
 	// horizon, when not 0, is every collection's write horizon (wall ms):
 	// a change with a stamp before it is refused collected.
 	horizon atomic.Int64
+	// refuseSub, when set and returning a code for a live sub's
+	// collection, answers the sub with an error of that code naming the
+	// collection (the session goes on).
+	refuseSub atomic.Pointer[func(coll string) string]
+	// liveDials counts the live connections accepted.
+	liveDials atomic.Int64
 
 	smu    sync.Mutex
 	scopes []string // the scope of each pull and sub received, in order ("" for none)
@@ -177,7 +183,7 @@ func (f *fakeServer) serveHTTP(h func(ctx context.Context, body []byte) (any, er
 func (f *fakeServer) helloAnswer() proto.HelloResponse {
 	return proto.HelloResponse{Protocol: proto.Version, ServerTime: f.eng.ServerTime(), ServerReplica: "srv",
 		MaxPush: uint64(f.maxPush), MaxPull: proto.DefaultMaxPullRecords, MaxBodyBytes: proto.DefaultMaxBodyBytes,
-		MaxDrift: f.eng.MaxDrift().Milliseconds(), MaxPageBytes: proto.DefaultMaxPageBytes, MaxMessageBytes: uint64(cmp.Or(f.maxMessage.Load(), proto.DefaultMaxMessageBytes))}
+		MaxDrift: uint64(f.eng.MaxDrift().Milliseconds()), MaxPageBytes: proto.DefaultMaxPageBytes, MaxMessageBytes: uint64(cmp.Or(f.maxMessage.Load(), proto.DefaultMaxMessageBytes))}
 }
 
 func (f *fakeServer) hello(_ context.Context, body []byte) (any, error) {
@@ -461,6 +467,7 @@ func (f *fakeServer) live(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return
 	}
+	f.liveDials.Add(1)
 	defer conn.CloseNow()
 	ctl := make(chan string, 4)
 	f.mu.Lock()
@@ -626,6 +633,12 @@ func (f *fakeServer) live(w http.ResponseWriter, r *http.Request) {
 			}
 			send(proto.Pushed{Results: a.Results, RequestID: id})
 		case proto.Sub:
+			if rf := f.refuseSub.Load(); rf != nil {
+				if code := (*rf)(m.Collection); code != "" {
+					send(proto.ErrorMessage{Code: code, Message: "refused by the test", Collection: m.Collection})
+					continue
+				}
+			}
 			f.noteScope(m.Scope)
 			if f.lease(leaseNote{collection: m.Collection, replica: m.Replica, pending: m.Pending, live: true}, m.Cursor) {
 				send(proto.Reset{Collection: m.Collection, Reason: proto.ResetLeaseExpired, Message: "lease expired"})

@@ -257,10 +257,11 @@ func TestSyncHealsAgainAfterAFailedHeal(t *testing.T) {
 
 // TestHealForbiddenDoesNotStopPulls: a heal the server refuses forbidden
 // (here the push of the replica's own writes: its token no longer grants
-// writing) cannot be made by this client. It is given up and told to
-// ReplicaConfig.OnError, as the browser client does, and the collection
-// is pulled on: a Sync that made it again first, every time, would never
-// pull the collection again.
+// writing) cannot be made by this client yet. It is skipped and told to
+// ReplicaConfig.OnError once, as the browser client does, and the
+// collection is pulled on: a Sync that failed on it, every time, would
+// never pull the collection again (TestHealForbiddenStaysOwed: it stays
+// owed).
 func TestHealForbiddenDoesNotStopPulls(t *testing.T) {
 	s := newLossServer(t, false)
 	var told errorsTold
@@ -285,7 +286,7 @@ func TestHealForbiddenDoesNotStopPulls(t *testing.T) {
 		t.Errorf("alice's syncs never pulled the record written after the loss")
 	}
 	if err := alice.Sync(t.Context()); err != nil {
-		t.Errorf("a sync after the heal was given up: %v", err)
+		t.Errorf("a sync after the heal was refused: %v", err)
 	}
 	n := 0
 	for _, err := range told.all() {
@@ -294,6 +295,110 @@ func TestHealForbiddenDoesNotStopPulls(t *testing.T) {
 		}
 	}
 	if n != 1 {
-		t.Errorf("OnError told %d forbidden errors (%v), want 1 (the heal given up)", n, told.all())
+		t.Errorf("OnError told %d forbidden errors (%v), want 1 (the heal refused, told once)", n, told.all())
+	}
+}
+
+// TestHealForbiddenStaysOwed: a heal the server refuses forbidden (the
+// token no longer grants reading the collection: its restores and the
+// pushes of its own writes refused) is skipped, told to
+// ReplicaConfig.OnError once, and stays owed: once the server grants the
+// collection again, the next Sync gives back what the replica holds, as
+// the browser client does. Before, it was given up for good, and what
+// only this replica held was never on the server again.
+func TestHealForbiddenStaysOwed(t *testing.T) {
+	s := newLossServer(t, false)
+	var told errorsTold
+	alice := s.replica("alice", true, client.ReplicaConfig{OnError: told.add}, nil)
+	set(t, alice, "a", "n", 1)
+	syncAll(t, alice)
+	held := alice.Records("notes")
+	s.restart(nil)
+	refuse := func(path string, body []byte) *proto.Error {
+		if strings.HasSuffix(path, proto.PathRestore) || strings.HasSuffix(path, proto.PathPush) {
+			return proto.Errorf(proto.CodeForbidden, "not yours any more")
+		}
+		return nil
+	}
+	s.refuse.Store(&refuse)
+	for range 3 {
+		if err := alice.Sync(t.Context()); err != nil {
+			t.Fatalf("a sync while the heal is refused: %v", err)
+		}
+	}
+	forbidden := func() int {
+		n := 0
+		for _, err := range told.all() {
+			if errors.Is(err, client.ErrForbidden) {
+				n++
+			}
+		}
+		return n
+	}
+	if n := forbidden(); n != 1 {
+		t.Errorf("OnError told %d forbidden errors (%v), want 1", n, told.all())
+	}
+	if got := s.served(t); len(got) != 0 {
+		t.Fatalf("the server holds %d records while the heal is refused, want 0", len(got))
+	}
+	s.refuse.Store(nil)
+	if err := alice.Sync(t.Context()); err != nil {
+		t.Fatalf("the sync once the collection is granted again: %v", err)
+	}
+	if d := sameRecords(s.served(t), held); d != "" {
+		t.Errorf("the server after the heal is granted again:\n%s", d)
+	}
+	if n := forbidden(); n != 1 {
+		t.Errorf("OnError told %d forbidden errors after the heal (%v), want 1", n, told.all())
+	}
+}
+
+// TestHealForbiddenAskedWithNoRecords: a heal the server refused
+// forbidden is made again by every Sync, and asks first with a restore of
+// no records: while the token still may not read the collection, that is
+// all a Sync sends of it, not a batch of what the replica holds refused
+// again whole. Once the collection is granted again, the heal gives back
+// what the replica holds.
+func TestHealForbiddenAskedWithNoRecords(t *testing.T) {
+	s := newLossServer(t, false)
+	alice := s.replica("alice", true, client.ReplicaConfig{OnError: func(error) {}}, nil)
+	for i := range 20 {
+		set(t, alice, fmt.Sprint("r", i), "n", i)
+	}
+	syncAll(t, alice)
+	held := alice.Records("notes")
+	s.restart(nil)
+	var mu sync.Mutex
+	var restores []int // the records of each restore refused
+	refuse := func(path string, body []byte) *proto.Error {
+		if !strings.HasSuffix(path, proto.PathRestore) {
+			return nil
+		}
+		var req proto.RestoreRequest
+		if err := proto.Decode(body, &req); err != nil {
+			t.Errorf("a restore that does not decode: %v", err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		restores = append(restores, len(req.Records))
+		return proto.Errorf(proto.CodeForbidden, "not yours any more")
+	}
+	s.refuse.Store(&refuse)
+	for range 4 {
+		if err := alice.Sync(t.Context()); err != nil {
+			t.Fatalf("a sync while the heal is refused: %v", err)
+		}
+	}
+	mu.Lock()
+	if len(restores) < 4 || restores[0] == 0 || slices.ContainsFunc(restores[1:], func(n int) bool { return n != 0 }) {
+		t.Errorf("the restores refused carried %v records; want the first one's records, then none at each sync", restores)
+	}
+	mu.Unlock()
+	s.refuse.Store(nil)
+	if err := alice.Sync(t.Context()); err != nil {
+		t.Fatalf("the sync once the collection is granted again: %v", err)
+	}
+	if d := sameRecords(s.served(t), held); d != "" {
+		t.Errorf("the server after the heal is granted again:\n%s", d)
 	}
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/convergo/convergo/engine"
 	"github.com/convergo/convergo/stores"
 	"github.com/convergo/convergo/stores/bolt"
+	"github.com/convergo/convergo/stores/bolt/bolttest"
 	"github.com/convergo/convergo/stores/memory"
 	"github.com/convergo/convergo/transport"
 	"github.com/convergo/convergo/transport/client"
@@ -177,9 +178,9 @@ func (s *lossServer) restart(lose func()) {
 func (s *lossServer) backup(marked bool) func() {
 	s.t.Helper()
 	copyPath := s.path + ".bak"
-	s.restart(func() { copyFile(s.t, s.path, copyPath) })
+	s.restart(func() { bolttest.CopyWithNote(s.t, s.path, copyPath) })
 	return func() {
-		copyFile(s.t, copyPath, s.path)
+		bolttest.CopyWithNote(s.t, copyPath, s.path)
 		if marked {
 			b, err := bolt.Open(context.Background(), s.path, bolt.Options{NoSync: true})
 			if err != nil {
@@ -192,17 +193,6 @@ func (s *lossServer) backup(marked bool) func() {
 				s.t.Fatal(err)
 			}
 		}
-	}
-}
-
-func copyFile(t *testing.T, from, to string) {
-	t.Helper()
-	b, err := os.ReadFile(from)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(to, b, 0o600); err != nil {
-		t.Fatal(err)
 	}
 }
 

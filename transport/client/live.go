@@ -48,23 +48,44 @@ type ChangesFunc func(collection string, page Page)
 // answers with the difference. Like a pull, every subscription names the
 // client's replica id and the collection's pending floor at the time it is
 // sent (see Pull). Messages of types this client does not know are
-// ignored. While the session is open, the client's pushes go over it
-// (Push).
+// ignored. A message over Config.MaxResponseBytes is read past, and Live
+// pulls every subscribed collection over HTTP from its cursor instead, in
+// pages that fit (Pull), the session staying open; unless a push waits
+// for its answer over the session (it may be that answer): the session
+// ends then, and the push goes over HTTP. While the session is open, the
+// client's pushes go over it (Push).
 //
 // A session reads as the principal of its hello's token. When a Hello
 // names another subject than the open session's (a TokenFunc that now
 // returns another subject's token), Hello ends the session and Live dials
 // again at once with the new token, resuming every collection from its
 // cursor under the new subject's rights; a refreshed token of the same
-// subject keeps the session.
+// subject keeps the session, unless a collection was refused to the old
+// token (below).
+//
+// One collection's failure is that collection's (docs/protocol.md,
+// "Retrying"): the session goes on streaming the others. A sub the server
+// refuses to the token (forbidden, or invalid under the collection's
+// scopes) leaves the collection unsubscribed until the TokenFunc returns
+// a new token (any request reads it; Hello does at once), when Live dials
+// again with it, or until the next session; any other error naming one
+// collection (schema_ahead, internal, corrupt...), of its sub or of its
+// pull over HTTP, subscribes it again after a backoff of its own. Each
+// such failure is given to onError (nil: it is only logged) as an error
+// naming the collection and wrapping the server's *Error, once until a
+// page of the collection is delivered again or, for a refused one, the
+// token changes. onError is called by the goroutine running Live, between
+// deliveries, and must return promptly.
 //
 // Live returns when ctx ends (with ctx's error) or when the server sends an
-// error retrying cannot fix: an *Error whose code's proto.Retry is
-// RetryNever, RetryUpgrade (ErrUnsupportedVersion) or RetryAuth, except
-// token_expired (ErrTokenExpired), which redials with a fresh token. An
-// error about one subscription (Error.Collection set) ends Live like one
-// about the session.
-func (c *Client) Live(ctx context.Context, subs map[string][]byte, onChanges ChangesFunc) error {
+// error about the session retrying cannot fix: an *Error whose code's
+// proto.Retry is RetryNever, RetryUpgrade (ErrUnsupportedVersion) or
+// RetryAuth, except token_expired (ErrTokenExpired), which redials with a
+// fresh token. An error naming a collection with a code that is the
+// server's or the principal's rather than the collection's (unavailable,
+// rate_limited, unauthenticated, token_expired, revoked,
+// unsupported_version) is the session's.
+func (c *Client) Live(ctx context.Context, subs map[string][]byte, onChanges ChangesFunc, onError func(error)) error {
 	if onChanges == nil {
 		return errors.New("live: onChanges is nil")
 	}
@@ -77,19 +98,21 @@ func (c *Client) Live(ctx context.Context, subs map[string][]byte, onChanges Cha
 	if cursors == nil {
 		cursors = map[string][]byte{}
 	}
+	st := &liveState{cursors: cursors, refused: map[string]bool{}, failing: map[string]*liveRetry{},
+		told: map[string]bool{}, onError: onError}
 	attempt := 0
 	for {
 		start := time.Now()
-		welcomed, err := c.liveSession(ctx, cursors, onChanges)
+		welcomed, err := c.liveSession(ctx, st, onChanges)
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
 		if fatalLive(err) {
 			return fmt.Errorf("live: %w", err)
 		}
-		if errors.Is(err, errSubjectChanged) {
+		if errors.Is(err, errSubjectChanged) || errors.Is(err, errNewToken) {
 			// Not a failure: dial again at once, with the new token.
-			c.log.Info("live session ended: the token's subject changed; redialling")
+			c.log.Info("live session ended for a new token; redialling", "err", err)
 			attempt = 0
 			continue
 		}
@@ -113,11 +136,118 @@ func (c *Client) Live(ctx context.Context, subs map[string][]byte, onChanges Cha
 	}
 }
 
+// liveState is what Live keeps from one session to the next.
+type liveState struct {
+	// cursors holds each collection's cursor: of its last delivery.
+	cursors map[string][]byte
+	// refused holds the collections whose sub the server refused to the
+	// token (unreadable): not subscribed again in the session, but in
+	// the next one (a new token starts one).
+	refused map[string]bool
+	// failing holds the collections whose sub or pull failed with an
+	// error of their own, each subscribed again after its backoff.
+	failing map[string]*liveRetry
+	// told holds the collections whose failure onError was told of, until
+	// a page of theirs is delivered (or, refused, the token changes).
+	told    map[string]bool
+	onError func(error)
+}
+
+// liveRetry is a failing collection's next try.
+type liveRetry struct {
+	attempt int       // the backoff attempt of the next failure
+	at      time.Time // when to subscribe again; zero while a try is under way
+	pull    bool      // pull it over HTTP first (its pull failed)
+}
+
+// due returns the earliest time a failing collection waits for, and false
+// when none waits.
+func (st *liveState) due() (time.Time, bool) {
+	var at time.Time
+	for _, f := range st.failing {
+		if !f.at.IsZero() && (at.IsZero() || f.at.Before(at)) {
+			at = f.at
+		}
+	}
+	return at, !at.IsZero()
+}
+
+// served says a page of coll was delivered: it no longer fails.
+func (st *liveState) served(coll string) {
+	delete(st.failing, coll)
+	delete(st.refused, coll)
+	delete(st.told, coll)
+}
+
+// collectionCode reports whether an error with code, naming a collection,
+// is that collection's alone rather than the server's as a whole or the
+// principal's (docs/protocol.md, "Retrying").
+func collectionCode(code string) bool {
+	info, _ := proto.Info(code)
+	return !info.Session
+}
+
+// collectionFailure reports whether err, of a sub or pull of one
+// collection, is that collection's: a server error of a code that is
+// (collectionCode), or an answer the client cannot read. The network's,
+// and the rest, end the session.
+func collectionFailure(err error) bool {
+	var e *Error
+	if errors.As(err, &e) {
+		return collectionCode(e.Code)
+	}
+	return errors.Is(err, ErrProtocol)
+}
+
+// failed takes coll out of the session for err: refused to the token, it
+// waits for a new token or session; else it is tried again after a
+// backoff. onError is told once (see liveState.told).
+func (c *Client) failed(st *liveState, coll string, err error, pull bool) {
+	if c.unreadable(coll, err) {
+		st.refused[coll] = true
+		delete(st.failing, coll)
+	} else {
+		f := st.failing[coll]
+		if f == nil {
+			f = &liveRetry{}
+			st.failing[coll] = f
+		}
+		var floor time.Duration
+		var e *Error
+		if errors.As(err, &e) {
+			floor = e.RetryAfter
+		}
+		f.at = time.Now().Add(c.backoff.delay(f.attempt, floor))
+		f.attempt++
+		f.pull = f.pull || pull
+	}
+	c.log.Warn("live: a collection failed; the session goes on with the others", "collection", coll, "err", err)
+	if st.told[coll] {
+		return
+	}
+	st.told[coll] = true
+	if st.onError != nil {
+		st.onError(fmt.Errorf("live %s: %w", coll, err))
+	}
+}
+
+// unreadable reports whether err, of a pull or sub of coll, is the
+// server refusing coll to the token: forbidden, or invalid for a scope
+// it cannot bind (the browser client skips the same).
+func (c *Client) unreadable(coll string, err error) bool {
+	return errors.Is(err, ErrForbidden) || (errors.Is(err, ErrInvalid) && c.scopeWire(coll) != nil)
+}
+
 // errSubjectChanged ends a live session whose hello was of another
 // subject than the client's last hello names (a TokenFunc's new token):
 // its pages are read under the old subject's rights, so Live dials again
 // at once with the new token and resumes from the cursors.
 var errSubjectChanged = errors.New("live session: the token's subject changed")
+
+// errNewToken ends a live session that has collections refused to its
+// hello's token once the TokenFunc returns another: Live dials again at
+// once, and the new session subscribes them under the new token.
+var errNewToken = errors.New("live session: a new token for the collections refused to the old one")
 
 // fatalLive reports whether a session error ends Live: a server error that
 // the code says retrying cannot fix (proto.Info), except token_expired,
@@ -145,7 +275,7 @@ func (c *Client) liveURL() string {
 
 // liveSession runs one WebSocket connection until it fails. welcomed
 // reports whether the server opened the session.
-func (c *Client) liveSession(ctx context.Context, cursors map[string][]byte, onChanges ChangesFunc) (welcomed bool, err error) {
+func (c *Client) liveSession(ctx context.Context, st *liveState, onChanges ChangesFunc) (welcomed bool, err error) {
 	ctx, cancelCause := context.WithCancelCause(ctx)
 	cancel := func() { cancelCause(nil) }
 	defer cancel()
@@ -154,7 +284,9 @@ func (c *Client) liveSession(ctx context.Context, cursors map[string][]byte, onC
 			err = errSubjectChanged
 		}
 	}()
+	cursors := st.cursors
 	n := c.beginHello()
+	newToken, _ := c.tokenChanged()
 	tok, err := c.token(ctx)
 	if err != nil {
 		return false, err
@@ -176,7 +308,10 @@ func (c *Client) liveSession(ctx context.Context, cursors map[string][]byte, onC
 		return false, fmt.Errorf("live dial: %w", err)
 	}
 	defer conn.CloseNow()
-	conn.SetReadLimit(c.cfg.MaxResponseBytes)
+	// readMsg bounds each message by Config.MaxResponseBytes itself and
+	// reads past one over it, where the library's limit ends the session.
+	conn.SetReadLimit(-1)
+	limit := c.cfg.MaxResponseBytes
 
 	sent := c.cfg.Now()
 	replica := c.helloReplica()
@@ -185,7 +320,7 @@ func (c *Client) liveSession(ctx context.Context, cursors map[string][]byte, onC
 	}
 	var link *liveLink
 	for link == nil {
-		m, err := readMsg(hctx, conn)
+		m, err := readMsg(hctx, conn, limit)
 		if err != nil {
 			return false, err
 		}
@@ -194,7 +329,7 @@ func (c *Client) liveSession(ctx context.Context, cursors map[string][]byte, onC
 		case proto.Welcome:
 			c.setInfo(n, m.Hello, sent, c.cfg.Now())
 			link = newLiveLink(conn, proto.Session{Replica: replica, Base: m.Hello.ServerTime},
-				int64(min(m.Hello.MaxMessageBytes, 1<<62)), ctx.Done(), c.cfg.PushTimeout)
+				limitsOf(m.Hello).MaxMessageBytes, ctx.Done(), c.cfg.PushTimeout)
 			// The session is its welcome's subject's: when a later hello
 			// named another (its welcome was dropped), setLink ends it.
 			link.replica, link.subject, link.end = c.Replica(), m.Hello.Subject, cancel
@@ -214,15 +349,46 @@ func (c *Client) liveSession(ctx context.Context, cursors map[string][]byte, onC
 	// change of the client's scopes subscribes again the collections it
 	// changed, from the cursor they are at.
 	sentScope := make(map[string][]byte, len(cursors))
+	// subscribed holds the collections the session streams: not those
+	// refused or failing (liveState), whose pages are ignored.
+	subscribed := make(map[string]bool, len(cursors))
 	sub := func(coll string) error {
 		sc := c.scopeWire(coll)
 		sentScope[coll] = sc
+		subscribed[coll] = true
+		delete(st.refused, coll)
 		return writeMsg(ctx, conn, proto.Sub{Collection: coll, Cursor: cursors[coll], Scope: sc,
 			Replica: c.Replica(), Pending: c.pendingFloor(coll), Version: c.version(coll)})
 	}
+	// fail takes coll out of the session for err, its own failure.
+	fail := func(coll string, err error, pull bool) {
+		delete(subscribed, coll)
+		c.failed(st, coll, err, pull)
+	}
+	// again pulls (if its pull failed) and subscribes coll again.
+	again := func(coll string) error {
+		f := st.failing[coll]
+		if f != nil {
+			f.at = time.Time{}
+			if f.pull {
+				if err := c.catchUp(ctx, coll, cursors, onChanges); err != nil {
+					if !collectionFailure(err) {
+						return err
+					}
+					fail(coll, err, true)
+					return nil
+				}
+				f.pull = false
+			}
+		}
+		return sub(coll)
+	}
 	changed := c.scopesChanged()
 	for coll := range cursors {
-		if err := sub(coll); err != nil {
+		if f := st.failing[coll]; f != nil && time.Now().Before(f.at) {
+			continue // it waits for its backoff
+		}
+		if err := again(coll); err != nil {
 			return true, err
 		}
 	}
@@ -232,18 +398,48 @@ func (c *Client) liveSession(ctx context.Context, cursors map[string][]byte, onC
 	go c.pinger(ctx, cancel, conn, &lastRead)
 
 	in := newInbox()
-	go readInto(ctx, conn, in, link, func() { lastRead.Store(time.Now().UnixNano()) })
+	go readInto(ctx, conn, limit, in, link, func() { lastRead.Store(time.Now().UnixNano()) })
 
 	for {
 		var m proto.Message
+		var retry <-chan time.Time
+		if at, ok := st.due(); ok {
+			retry = time.After(time.Until(at))
+		}
 		select {
 		case <-ctx.Done():
 			return true, ctx.Err()
 		case <-changed:
 			changed = c.scopesChanged()
 			for coll := range cursors {
-				if !bytes.Equal(sentScope[coll], c.scopeWire(coll)) {
+				// A collection refused under its old scope may be
+				// readable under the new one; a failing one waits.
+				if (subscribed[coll] || st.refused[coll]) && !bytes.Equal(sentScope[coll], c.scopeWire(coll)) {
 					if err := sub(coll); err != nil {
+						return true, err
+					}
+				}
+			}
+			continue
+		case <-newToken:
+			var last string
+			newToken, last = c.tokenChanged()
+			if len(st.refused) > 0 && last != tok {
+				// The session reads as its hello's principal: the
+				// collections refused to it are read again under the
+				// new token's in a new session, and told again if
+				// refused again.
+				for coll := range st.refused {
+					delete(st.told, coll)
+				}
+				return true, errNewToken
+			}
+			continue
+		case <-retry:
+			now := time.Now()
+			for coll, f := range st.failing {
+				if !f.at.IsZero() && !now.Before(f.at) {
+					if err := again(coll); err != nil {
 						return true, err
 					}
 				}
@@ -259,6 +455,27 @@ func (c *Client) liveSession(ctx context.Context, cursors map[string][]byte, onC
 			if !ok {
 				continue
 			}
+			if r.over {
+				// A message too large to read, of an unknown collection:
+				// pull every subscription over HTTP from its cursor
+				// instead, in pages that fit (as the browser client does).
+				// The subscriptions go on; what they send next is after
+				// the message dropped, and merges again what the pulls
+				// brought.
+				c.log.Info("live message over the client's bound; pulling over HTTP", "err", r.err)
+				for coll := range cursors {
+					if !subscribed[coll] {
+						continue
+					}
+					if err := c.catchUp(ctx, coll, cursors, onChanges); err != nil {
+						if !collectionFailure(err) {
+							return true, err
+						}
+						fail(coll, err, true)
+					}
+				}
+				continue
+			}
 			if r.err != nil {
 				return true, r.err
 			}
@@ -266,8 +483,8 @@ func (c *Client) liveSession(ctx context.Context, cursors map[string][]byte, onC
 		}
 		switch m := m.(type) {
 		case proto.Changes:
-			if _, ok := cursors[m.Collection]; !ok {
-				continue // unsubscribed or never asked for: ignore
+			if !subscribed[m.Collection] {
+				continue // failed, or never asked for: ignore
 			}
 			next := m.Next
 			if next == nil {
@@ -279,32 +496,48 @@ func (c *Client) liveSession(ctx context.Context, cursors map[string][]byte, onC
 			c.observeRecords(m.Records)
 			onChanges(m.Collection, Page{Records: m.Records, Next: next, More: m.More, Seals: m.Seals, Leaves: m.Leaves})
 			cursors[m.Collection] = next
+			st.served(m.Collection)
 		case proto.Reset:
 			// The subscription has ended: start the collection again from
 			// the beginning, then subscribe again.
-			if _, ok := cursors[m.Collection]; !ok {
+			if !subscribed[m.Collection] {
 				continue
 			}
 			cursors[m.Collection] = []byte{}
 			onChanges(m.Collection, Page{Next: []byte{}, Reset: resetReason(m.Reason)})
 			if err := c.catchUp(ctx, m.Collection, cursors, onChanges); err != nil {
-				return true, err
+				if !collectionFailure(err) {
+					return true, err
+				}
+				fail(m.Collection, err, true)
+				continue
 			}
 			if err := sub(m.Collection); err != nil {
 				return true, err
 			}
 		case proto.Resync:
-			if _, ok := cursors[m.Collection]; !ok {
+			if !subscribed[m.Collection] {
 				continue
 			}
 			if err := c.catchUp(ctx, m.Collection, cursors, onChanges); err != nil {
-				return true, err
+				if !collectionFailure(err) {
+					return true, err
+				}
+				fail(m.Collection, err, true)
+				continue
 			}
 			if err := sub(m.Collection); err != nil {
 				return true, err
 			}
 		case proto.ErrorMessage:
-			return true, errorFromMessage(m)
+			e := errorFromMessage(m)
+			if e.Collection == "" || !collectionCode(e.Code) {
+				return true, e
+			}
+			if !subscribed[e.Collection] {
+				continue // of a collection out of the session already
+			}
+			fail(e.Collection, e, false)
 		case proto.Pong, nil:
 		default:
 			return true, fmt.Errorf("%w: unexpected %q", ErrProtocol, m.MessageType())
@@ -315,8 +548,9 @@ func (c *Client) liveSession(ctx context.Context, cursors map[string][]byte, onC
 // catchUp pulls collection over HTTP from its cursor until the server has
 // no more.
 func (c *Client) catchUp(ctx context.Context, coll string, cursors map[string][]byte, onChanges ChangesFunc) error {
+	limit := 0 // the server's max-pull, until a page is over the client's bound
 	for {
-		p, err := c.Pull(ctx, coll, cursors[coll], 0)
+		p, err := c.pullFitting(ctx, coll, cursors[coll], &limit, false)
 		if err != nil {
 			return fmt.Errorf("resync: %w", err)
 		}
@@ -374,9 +608,20 @@ func writeMsg(ctx context.Context, conn *websocket.Conn, m proto.Message) error 
 }
 
 // readMsg reads a server message; nil (without error) for a message of a
-// type this client does not know, which the protocol says to ignore.
-func readMsg(ctx context.Context, conn *websocket.Conn) (proto.Message, error) {
-	mt, b, err := conn.Read(ctx)
+// type this client does not know, which the protocol says to ignore. A
+// message over limit bytes is read past, not kept, and is
+// ErrAnswerTooLarge: the session may go on with the next one.
+func readMsg(ctx context.Context, conn *websocket.Conn, limit int64) (proto.Message, error) {
+	mt, r, err := conn.Reader(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("live read: %w", err)
+	}
+	b, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err == nil && int64(len(b)) > limit {
+		if _, err = io.Copy(io.Discard, r); err == nil {
+			return nil, fmt.Errorf("%w: live message over %d bytes", ErrAnswerTooLarge, limit)
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("live read: %w", err)
 	}

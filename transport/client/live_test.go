@@ -5,6 +5,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -144,7 +147,7 @@ func TestLiveStopsOnFatalErrors(t *testing.T) {
 	t.Run("unauthenticated", func(t *testing.T) {
 		f := newFakeServer(t)
 		c := f.client(t, "a", func(cfg *Config) { cfg.Token = "bad" })
-		err := c.Live(t.Context(), map[string][]byte{"c": nil}, func(string, Page) {})
+		err := c.Live(t.Context(), map[string][]byte{"c": nil}, func(string, Page) {}, nil)
 		if !errors.Is(err, ErrUnauthenticated) {
 			t.Fatalf("got %v, want ErrUnauthenticated", err)
 		}
@@ -154,7 +157,7 @@ func TestLiveStopsOnFatalErrors(t *testing.T) {
 		c := f.client(t, "a", nil)
 		errc := make(chan error, 1)
 		go func() {
-			errc <- c.Live(t.Context(), map[string][]byte{"c": nil}, func(string, Page) {})
+			errc <- c.Live(t.Context(), map[string][]byte{"c": nil}, func(string, Page) {}, nil)
 		}()
 		eventually(t, "a live connection", func() bool { return f.liveConns() == 1 })
 		f.control("forbid")
@@ -174,7 +177,7 @@ func TestLiveStopsOnFatalErrors(t *testing.T) {
 			writeError(w, http.StatusForbidden, proto.CodeForbidden, "origin not allowed")
 		})
 		c := f.client(t, "a", nil)
-		err := c.Live(t.Context(), map[string][]byte{"c": nil}, func(string, Page) {})
+		err := c.Live(t.Context(), map[string][]byte{"c": nil}, func(string, Page) {}, nil)
 		var e *Error
 		if !errors.As(err, &e) || e.Status != 403 || e.Message != "origin not allowed" {
 			t.Fatalf("got %v, want the 403 answer", err)
@@ -183,10 +186,10 @@ func TestLiveStopsOnFatalErrors(t *testing.T) {
 	t.Run("invalid collection", func(t *testing.T) {
 		f := newFakeServer(t)
 		c := f.client(t, "a", nil)
-		if err := c.Live(t.Context(), map[string][]byte{"a:b": nil}, func(string, Page) {}); err == nil {
+		if err := c.Live(t.Context(), map[string][]byte{"a:b": nil}, func(string, Page) {}, nil); err == nil {
 			t.Fatal("Live accepted an invalid collection")
 		}
-		if err := c.Live(t.Context(), map[string][]byte{"c": nil}, nil); err == nil {
+		if err := c.Live(t.Context(), map[string][]byte{"c": nil}, nil, nil); err == nil {
 			t.Fatal("Live accepted a nil onChanges")
 		}
 	})
@@ -269,5 +272,56 @@ func TestLivePingsKeepAQuietSessionOpen(t *testing.T) {
 	time.Sleep(3 * time.Second)
 	if f.onlyConn(t) != conn {
 		t.Fatal("a quiet session that answers pings was dropped")
+	}
+}
+
+// TestLiveRetriesFailingSub: a sub refused with an error of its
+// collection's own (internal) is told once to ReplicaConfig.OnError and
+// sent again after a backoff, on the same session, while the other
+// collection streams; once served, the collection streams too.
+func TestLiveRetriesFailingSub(t *testing.T) {
+	f := newFakeServer(t)
+	ctx := t.Context()
+	var refusals atomic.Int64
+	refuse := func(coll string) string {
+		if coll == "a" && refusals.Add(1) <= 3 {
+			return proto.CodeInternal
+		}
+		return ""
+	}
+	f.refuseSub.Store(&refuse)
+	var mu sync.Mutex
+	var told []error
+	c := f.client(t, "r", nil)
+	r, err := NewReplica(c, ReplicaConfig{Collections: []string{"a", "b"}, OnError: func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		told = append(told, err)
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := newReplica(t, f, "w", nil)
+	for _, coll := range []string{"a", "b"} {
+		if err := w.Set(coll, "x", "f", 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	runLive(t, r)
+	eventually(t, "b streamed", func() bool { return hasValue(r, "b", "x", "f") })
+	eventually(t, "a served after its retries", func() bool { return hasValue(r, "a", "x", "f") })
+	if n := refusals.Load(); n < 4 {
+		t.Fatalf("a subscribed %d times, want its 3 refusals and the one served", n)
+	}
+	if n := f.liveDials.Load(); n != 1 {
+		t.Fatalf("%d live dials, want the one session", n)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(told) != 1 || !errors.Is(told[0], ErrInternal) || !strings.Contains(told[0].Error(), "live a") {
+		t.Fatalf("OnError was given %v, want one internal error of a", told)
 	}
 }

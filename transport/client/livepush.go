@@ -42,7 +42,7 @@ type liveLink struct {
 	// replica and subject are the client's once the welcome was taken:
 	// the session pushes only for them (link).
 	replica, subject string
-	maxBytes         int64 // the largest message the server accepts
+	maxBytes         int64 // the largest message the server accepts (its hello's, defaulted)
 	done             <-chan struct{}
 	// end ends the session (nil: nothing to end): its reader does, when
 	// it has read readAhead messages ahead of its loop.
@@ -65,9 +65,6 @@ type liveLink struct {
 }
 
 func newLiveLink(conn *websocket.Conn, s proto.Session, maxBytes int64, done <-chan struct{}, timeout time.Duration) *liveLink {
-	if maxBytes <= 0 {
-		maxBytes = proto.DefaultMaxMessageBytes
-	}
 	return &liveLink{conn: conn, session: s, maxBytes: maxBytes, done: done, timeout: timeout,
 		slot: make(chan struct{}, 1), answer: make(chan proto.Pushed, 1), sent: make(chan struct{}, 1)}
 }
@@ -266,6 +263,10 @@ type inbox struct {
 type read struct {
 	m   proto.Message
 	err error
+	// over says a message over Config.MaxResponseBytes was read past
+	// (err says so) and the session goes on: Live pulls its
+	// subscriptions over HTTP instead.
+	over bool
 }
 
 func newInbox() *inbox {
@@ -324,8 +325,9 @@ var errReadAhead = fmt.Errorf("live session: %d messages read ahead of the loop 
 // readInto reads the session's messages into b until a read fails (the
 // failure is the last message) or ctx ends: one waiting message at a
 // time, or on while l has a push in flight, to readAhead of them; the
-// answers of pushes go to l.
-func readInto(ctx context.Context, conn *websocket.Conn, b *inbox, l *liveLink, heard func()) {
+// answers of pushes go to l. A message over limit, read past, is put as
+// read.over and reading goes on, unless a push is in flight.
+func readInto(ctx context.Context, conn *websocket.Conn, limit int64, b *inbox, l *liveLink, heard func()) {
 	for {
 		for b.waiting() > 0 && !l.awaiting() {
 			select {
@@ -344,9 +346,17 @@ func readInto(ctx context.Context, conn *websocket.Conn, b *inbox, l *liveLink, 
 			}
 			return
 		}
-		m, err := readMsg(ctx, conn)
+		m, err := readMsg(ctx, conn, limit)
 		if err == nil {
 			heard()
+		} else if errors.Is(err, ErrAnswerTooLarge) && !l.awaiting() {
+			// Read past: the session goes on. While a push is in flight
+			// it may be the push's answer: the session ends then, as a
+			// lost one, and the push goes again over HTTP, where an
+			// answer over the bound splits it.
+			heard()
+			b.put(read{err: err, over: true})
+			continue
 		}
 		if p, ok := m.(proto.Pushed); ok {
 			if !l.deliver(p) {
@@ -355,7 +365,7 @@ func readInto(ctx context.Context, conn *websocket.Conn, b *inbox, l *liveLink, 
 			}
 			continue
 		}
-		b.put(read{m, err})
+		b.put(read{m: m, err: err})
 		if err != nil {
 			return
 		}

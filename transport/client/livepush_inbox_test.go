@@ -41,13 +41,13 @@ func TestLivePushReadAheadBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.CloseNow()
-	l := newLiveLink(conn, proto.Session{}, 0, ctx.Done(), proto.ClientPushTimeout)
+	l := newLiveLink(conn, proto.Session{}, proto.DefaultMaxMessageBytes, ctx.Done(), proto.ClientPushTimeout)
 	var ended atomic.Bool
 	l.end = func() { ended.Store(true) }
 	l.slot <- struct{}{} // a push in flight, its answer slow (a held store)
 	in := newInbox()
 	done := make(chan struct{})
-	go func() { defer close(done); readInto(ctx, conn, in, l, func() {}) }()
+	go func() { defer close(done); readInto(ctx, conn, DefaultMaxResponseBytes, in, l, func() {}) }()
 	select {
 	case <-done:
 	case <-time.After(10 * time.Second):

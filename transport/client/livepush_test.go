@@ -23,7 +23,7 @@ func liveSession(t *testing.T, c *Client) {
 	t.Helper()
 	live, cancel := context.WithCancel(t.Context())
 	errc := make(chan error, 1)
-	go func() { errc <- c.Live(live, map[string][]byte{"c": nil}, func(string, Page) {}) }()
+	go func() { errc <- c.Live(live, map[string][]byte{"c": nil}, func(string, Page) {}, nil) }()
 	t.Cleanup(func() { cancel(); <-errc })
 	eventually(t, "a live session", func() bool { return c.link() != nil })
 }
@@ -262,7 +262,7 @@ func TestLivePushFromTheCallback(t *testing.T) {
 			defer pcancel()
 			_, err := c.Push(pctx, []crdt.Change{{Collection: "d", Record: crdt.SetField("x", "f", mustValue(t, pages), stamp(c))}})
 			answered <- err
-		})
+		}, nil)
 	}()
 	defer func() { cancel(); <-errc }()
 	if _, err := writer.Hello(ctx); err != nil {

@@ -164,9 +164,14 @@ type Replica struct {
 	// history.
 	sealed map[string]map[string]proto.SealedRecord
 	owed   map[string]bool // collections reset with history lost, not healed yet
+	// refusedHeal holds the collections owed a heal the server last
+	// refused forbidden (healFailed): told to ReplicaConfig.OnError once,
+	// until a heal of it is made.
+	refusedHeal map[string]bool
 	// healed holds, per collection healed while its cursor was the empty
-	// one, what the heal gave back and the server acknowledged, until the
-	// reading from the beginning that follows delivers it (see heal).
+	// one, what the heal gave back and the server acknowledged, or refused
+	// collected, until the reading from the beginning that follows
+	// delivers it (see heal).
 	healed map[string]*healCheck
 	// reread holds the collections reset for another reason than
 	// proto.ResetLeaseExpired whose pull from the beginning has not yet
@@ -213,6 +218,12 @@ type Replica struct {
 // the replica learns of it.
 type healCheck struct {
 	ids map[string]bool
+	// collected holds the records whose every give-back the server
+	// refused collected (their stamps are before its write horizon: it
+	// collected their delete), not yet delivered by that reading. Those
+	// it does not deliver are dropped at its end, as a reconciliation
+	// drops them (dropCollectedLocked).
+	collected map[string]bool
 	// reading says a reading from the beginning began after the heal.
 	reading bool
 	// again counts the heals made again because such a reading missed
@@ -309,7 +320,9 @@ type ReplicaConfig struct {
 	// was purged. It is called after the record left, with no lock of the
 	// Replica held, by the goroutine applying the page (Sync, Pull, Live,
 	// Apply) or learning of the revocation; a record a reconciliation
-	// drops (see Reconciliation) is reported the same way, also by Flush,
+	// drops (see Reconciliation), or the reading after a heal (a record
+	// the heal gave back refused collected and the reading did not
+	// deliver), is reported the same way, also by Flush,
 	// which then holds the lock that serializes pushes: it must not call
 	// Flush or Sync. A record that left the scope with local changes still
 	// in the outbox stays visible with them alone. Nil means no calls.
@@ -319,14 +332,20 @@ type ReplicaConfig struct {
 	// the collection) when a heal made by Live, or a page given to Apply,
 	// gave up (see the package doc, "Resets and healing"), which Pull and
 	// Sync return instead; and, after a heal that gave back records the
-	// server refused (they stay local), an error naming the collection
+	// server refused for another reason than collected (they stay local),
+	// an error naming the collection
 	// that counts them and wraps the last refusal (*Error); and a heal
-	// given up because the server refused it forbidden (ErrForbidden,
-	// wrapped, naming the collection). It is called with no lock of the
+	// the server refused forbidden (ErrForbidden, wrapped, naming the
+	// collection), once until a heal of the collection is made: it stays
+	// owed, made again by the next Sync, Pull or Heal; and a collection
+	// whose live sub or pull failed while Live streams the others (an
+	// error naming it and wrapping the server's *Error: ErrForbidden,
+	// ErrSchemaAhead, ErrInternal...), once until it is served again (see
+	// Client.Live). It is called with no lock of the
 	// Replica held, by the goroutine running Live or Apply, or the heal
 	// (Sync, Pull, Flush, Heal, Live), which waits for it: it may call the
 	// replica's methods, and should return promptly. Told of a heal's
-	// refusals, or of one given up, it must not call Flush or Sync: a Flush
+	// refusals, or of one refused forbidden, it must not call Flush or Sync: a Flush
 	// that pulled first may be running the heal, holding the lock that
 	// serializes pushes. Nil means the error is only logged.
 	OnError func(error)
@@ -669,7 +688,14 @@ func (r *Replica) Flush(ctx context.Context) error {
 	defer r.syncMu.Unlock()
 	for _, coll := range r.stale() {
 		if _, err := r.pullToEnd(ctx, coll); err != nil {
-			r.revokeOn(err)
+			if !r.revokeOn(err) && r.unreadable(coll, err) {
+				// The token may not read coll (it may still write it):
+				// its changes go as the others do, and the server
+				// answers each, as the browser client's pullOne skips
+				// such a collection. Pull returns the refusal.
+				r.c.log.Warn("flush: the pull first was refused; pushing all the same", "collection", coll, "err", err)
+				continue
+			}
 			return fmt.Errorf("flush: pull %s first: %w", coll, err)
 		}
 	}
@@ -698,6 +724,12 @@ func (r *Replica) Flush(ctx context.Context) error {
 			"rounds", flushRounds, "queued", n)
 	}
 	return nil
+}
+
+// unreadable reports whether err, of a pull of coll, is the server
+// refusing coll to the token (Client.unreadable).
+func (r *Replica) unreadable(coll string, err error) bool {
+	return r.c.unreadable(coll, err)
 }
 
 // queued is the number of changes in the outbox.
@@ -920,9 +952,10 @@ func (r *Replica) pullToEnd(ctx context.Context, coll string) (reconciled bool, 
 	r.mu.Lock()
 	r.reconcileFromStartLocked(coll, false)
 	r.mu.Unlock()
+	limit := 0 // the server's max-pull, until a page is over the client's bound
 	for {
 		from := r.Cursor(coll)
-		p, err := r.c.pull(ctx, coll, from, 0, len(from) == 0 && r.holdsNothing(coll))
+		p, err := r.c.pullFitting(ctx, coll, from, &limit, len(from) == 0 && r.holdsNothing(coll))
 		if err != nil {
 			return reconciled, err
 		}
@@ -1081,8 +1114,10 @@ func (r *Replica) apply(collection string, page Page, from []byte, live bool) (e
 		}
 	}
 	r.recomputeLocked(replaced)
+	// What the page's end of a reading after a heal dropped.
+	var healed reconcileEnd
 	if from == nil || bytes.Equal(r.cursors[collection], from) {
-		again = r.checkHealLocked(collection, page, len(r.cursors[collection]) == 0)
+		again, healed = r.checkHealLocked(collection, page, len(r.cursors[collection]) == 0)
 		r.cursors[collection] = bytes.Clone(page.Next)
 		if len(page.Next) != 0 {
 			delete(r.reread, collection)
@@ -1121,7 +1156,9 @@ func (r *Replica) apply(collection string, page Page, from []byte, live bool) (e
 		r.reread[collection] = true
 	}
 	r.mu.Unlock()
-	end.left = append(left, end.left...)
+	end.left = slices.Concat(left, healed.left, end.left)
+	end.rejections = append(healed.rejections, end.rejections...)
+	end.dropped += healed.dropped
 	r.reportEnd(collection, end)
 	return ended, owed, again
 }
@@ -1130,45 +1167,62 @@ func (r *Replica) apply(collection string, page Page, from []byte, live bool) (e
 // records (see healCheck), fromStart saying the page continues the
 // cursor of an empty log, and returns the verdict when the page ends a
 // reading from the beginning that began after the heal. With healAgain
-// the collection is owed a heal again.
-func (r *Replica) checkHealLocked(collection string, page Page, fromStart bool) healVerdict {
+// the collection is owed a heal again. With healDone at such an end, the
+// records the heal's give-backs were refused collected and the reading
+// did not deliver are dropped (dropCollectedLocked); it returns what left
+// and the rejections, for the caller to report once the lock is released.
+func (r *Replica) checkHealLocked(collection string, page Page, fromStart bool) (healVerdict, reconcileEnd) {
 	hc := r.healed[collection]
 	if hc == nil {
-		return healDone
+		return healDone, reconcileEnd{}
 	}
 	if fromStart {
 		hc.reading = true
 	}
 	for _, rec := range page.Records {
 		delete(hc.ids, rec.ID)
+		delete(hc.collected, rec.ID)
 	}
-	if len(page.Leaves) > 0 && len(hc.ids) > 0 {
+	if len(page.Leaves) > 0 && len(hc.ids)+len(hc.collected) > 0 {
 		// A leave entry says the server holds the record, out of the
 		// reader's scope.
 		leaves := make(map[string]bool, len(page.Leaves))
 		for _, l := range page.Leaves {
 			leaves[string(l)] = true
 		}
-		for id := range hc.ids {
-			if leaves[string(proto.LeaveDigest(collection, id))] {
-				delete(hc.ids, id)
+		for _, ids := range []map[string]bool{hc.ids, hc.collected} {
+			for id := range ids {
+				if leaves[string(proto.LeaveDigest(collection, id))] {
+					delete(ids, id)
+				}
 			}
 		}
 	}
 	if !hc.reading || page.More {
-		return healDone
+		return healDone, reconcileEnd{}
 	}
 	if len(hc.ids) == 0 {
 		delete(r.healed, collection)
-		return healDone
+		// What the server refused collected and does not serve was
+		// deleted and collected: it goes, as a reconciliation's would.
+		var end reconcileEnd
+		if len(hc.collected) > 0 {
+			dropped := r.rejected.dropped
+			end.left, end.rejections = r.dropCollectedLocked(collection, slices.Sorted(maps.Keys(hc.collected)))
+			end.dropped = r.rejected.dropped - dropped
+			r.c.log.Info("healed: dropped the records the server refused collected and does not serve", "collection", collection,
+				"collected", len(end.left), "rejected", len(end.rejections))
+		}
+		return healDone, end
 	}
-	hc.reading = false
+	// The next heal gives back again, and judges again what was collected.
+	hc.reading, hc.collected = false, nil
 	hc.again++
 	if hc.again > proto.MaxHealAgain {
 		r.c.log.Error("the server acknowledged records this replica gave back after it lost history, and does not serve them: they stay local only",
 			"collection", collection, "records", len(hc.ids), "heals", hc.again)
 		delete(r.healed, collection)
-		return healUnconfirmed
+		return healUnconfirmed, reconcileEnd{}
 	}
 	r.c.log.Warn("the store went back in time again while this replica healed it: healing it again",
 		"collection", collection, "missing", len(hc.ids), "again", hc.again)
@@ -1176,7 +1230,7 @@ func (r *Replica) checkHealLocked(collection string, page Page, fromStart bool) 
 		r.owed = map[string]bool{}
 	}
 	r.owed[collection] = true
-	return healAgain
+	return healAgain, reconcileEnd{}
 }
 
 // reconcileEnd is what the end of a reconciliation (and a page) reports
@@ -1430,43 +1484,18 @@ func (r *Replica) beginReconcileLocked(collection string, live bool) {
 // the changes settled as superseded, and how many of the oldest rejected
 // changes the rejections pushed out.
 func (r *Replica) endReconcileLocked(collection string) reconcileEnd {
-	var collected []string
-	var rejections []Rejection
 	var settled []crdt.Change
 	dropped := r.rejected.dropped
 	rc := r.reconciling[collection]
 	delete(r.reconciling, collection)
-	gone := map[recordKey]bool{}
+	var ids []string
 	for id := range rc.acked {
-		if rc.delivered[id] || rc.kept[id] {
-			continue
+		if !rc.delivered[id] && !rc.kept[id] {
+			ids = append(ids, id)
 		}
-		k := recordKey{collection, id}
-		_, inBase := r.base[collection][id]
-		_, inView := r.view[collection][id]
-		if !inBase && !inView {
-			continue // it left meanwhile
-		}
-		delete(r.base[collection], id)
-		delete(r.view[collection], id)
-		delete(r.sealed[collection], id)
-		delete(r.gone, k)
-		gone[k] = true
-		collected = append(collected, id)
 	}
-	slices.Sort(collected)
-	if slices.ContainsFunc(r.outbox, func(p pending) bool { return gone[recordKey{p.change.Collection, p.change.Record.ID}] }) {
-		when := r.c.cfg.Now()
-		info, _ := r.c.Info()
-		e := &Error{Code: proto.CodeCollected, Message: "the record was deleted on the server and its tombstone collected before this replica learnt of the delete"}
-		r.outbox = slices.DeleteFunc(r.outbox, func(p pending) bool {
-			if !gone[recordKey{p.change.Collection, p.change.Record.ID}] {
-				return false
-			}
-			rejections = append(rejections, r.rejected.add(newRejection(p.change, e, when, info.Subject)).clone())
-			return true
-		})
-	}
+	slices.Sort(ids)
+	collected, rejections := r.dropCollectedLocked(collection, ids)
 	// What stays of the collection's outbox is reconciled; a change the
 	// server refused collected already is written again now (the horizon
 	// only goes up: pushed as it is, it would be refused again).
@@ -1509,6 +1538,46 @@ func (r *Replica) endReconcileLocked(collection string) reconcileEnd {
 	return reconcileEnd{left: collected, rejections: rejections, settled: settled, dropped: r.rejected.dropped - dropped}
 }
 
+// dropCollectedLocked drops the records ids of collection, which the
+// server deleted and collected (it no longer serves them, and refused
+// collected what was given back of them): each leaves the replica (base,
+// view, seals), without a delete, and its changes in the outbox move to
+// the rejected changes with code collected, never pushed. It returns the
+// ids that left, in the order of ids (one that left meanwhile is
+// skipped), and the rejections. The end of a reconciliation
+// (endReconcileLocked) and of the reading after a heal
+// (checkHealLocked) drop this way.
+func (r *Replica) dropCollectedLocked(collection string, ids []string) (left []string, rejections []Rejection) {
+	gone := map[recordKey]bool{}
+	for _, id := range ids {
+		k := recordKey{collection, id}
+		_, inBase := r.base[collection][id]
+		_, inView := r.view[collection][id]
+		if !inBase && !inView {
+			continue // it left meanwhile
+		}
+		delete(r.base[collection], id)
+		delete(r.view[collection], id)
+		delete(r.sealed[collection], id)
+		delete(r.gone, k)
+		gone[k] = true
+		left = append(left, id)
+	}
+	if slices.ContainsFunc(r.outbox, func(p pending) bool { return gone[recordKey{p.change.Collection, p.change.Record.ID}] }) {
+		when := r.c.cfg.Now()
+		info, _ := r.c.Info()
+		e := &Error{Code: proto.CodeCollected, Message: "the record was deleted on the server and its tombstone collected before this replica learnt of the delete"}
+		r.outbox = slices.DeleteFunc(r.outbox, func(p pending) bool {
+			if !gone[recordKey{p.change.Collection, p.change.Record.ID}] {
+				return false
+			}
+			rejections = append(rejections, r.rejected.add(newRejection(p.change, e, when, info.Subject)).clone())
+			return true
+		})
+	}
+	return left, rejections
+}
+
 // Heal gives the server back what it may have lost of the collections it
 // reset with history lost: every record the replica holds as the server
 // sealed it (Client.Restore: anyone's stamps, a reader's too), and the
@@ -1539,23 +1608,33 @@ func (r *Replica) Heal(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// healFailed is what a heal of coll that failed with err returns. A heal
-// refused forbidden (the token may no longer read the collection, or
-// write its own stamps back) cannot be made by this client: it is given
-// up, not owed any more, and told to ReplicaConfig.OnError, as the browser
-// client does, so that the collection is pulled on. Any other error is
-// returned: the heal stays owed.
+// healFailed is what a heal of coll that failed with err returns; the
+// heal stays owed. A heal refused forbidden (the token may no longer read
+// the collection: the restore is refused whole; a push of its own stamps
+// the token may not write is refused change by change, and those stay
+// local) cannot be made yet: it
+// is skipped, told to ReplicaConfig.OnError once until a heal of it is
+// made, as the browser client does, and nil is returned, so that the
+// collection is pulled on; the next Sync, Pull or Heal makes it again,
+// and gives back what the replica holds once the server grants the
+// collection again. Any other error is returned.
 func (r *Replica) healFailed(coll string, err error) error {
 	err = fmt.Errorf("heal %s: %w", coll, err)
 	if !errors.Is(err, ErrForbidden) {
 		return err
 	}
-	r.c.log.Warn("heal: refused forbidden; given up, what the replica holds stays local", "collection", coll, "err", err)
+	r.c.log.Warn("heal: refused forbidden; still owed, what the replica holds stays local until then", "collection", coll, "err", err)
 	r.mu.Lock()
-	delete(r.owed, coll)
 	delete(r.healed, coll)
+	told := r.refusedHeal[coll]
+	if r.refusedHeal == nil {
+		r.refusedHeal = map[string]bool{}
+	}
+	r.refusedHeal[coll] = true
 	r.mu.Unlock()
-	r.tell(err)
+	if !told {
+		r.tell(err)
+	}
 	return nil
 }
 
@@ -1566,33 +1645,56 @@ func (r *Replica) heal(ctx context.Context, coll string) error {
 	for _, sr := range r.sealed[coll] {
 		sealed = append(sealed, sr)
 	}
+	// The replica's own writes go back one change per stamp, as a
+	// reconciliation gives them back (giveBackLocked): a record whose
+	// every give-back is refused collected is dropped (healCheck), so one
+	// stamp before the write horizon must not take a later one with it.
 	var mine []crdt.Change
 	for _, rec := range r.base[coll] {
 		if own == "" {
 			break
 		}
-		part := rec.WrittenBy(own)
-		if hasStamps(part) {
+		for _, part := range rec.WrittenBy(own).ByStamp() {
 			mine = append(mine, crdt.Change{Collection: coll, Record: part})
 		}
 	}
+	refusedBefore := r.refusedHeal[coll]
 	r.mu.Unlock()
-	acked := map[string]bool{}
-	// refused counts the records the server refused to take back (they
-	// stay local), last the reason of the last one.
+	// A heal the server refused forbidden (healFailed) asks first with a
+	// restore of no records, so that each Sync, Pull or Heal while the
+	// token still may not read coll sends that, not a batch of what is
+	// held, refused again whole.
+	if refusedBefore {
+		if err := r.c.restoreNone(ctx, coll); err != nil {
+			return r.healFailed(coll, err)
+		}
+	}
+	// acked holds the records the server took back (a give-back of them
+	// acknowledged), kept those refused for another reason than
+	// collected (they stay local), collected those refused collected.
+	acked, kept, collected := map[string]bool{}, map[string]bool{}, map[string]bool{}
+	// refused counts the records refused for another reason than
+	// collected, last the reason of the last one.
 	refused, last := 0, error(nil)
+	take := func(id string, x Result, what string) {
+		switch {
+		case x.Status != StatusRefused:
+			acked[id] = true
+		case errors.Is(x.Err, ErrCollected):
+			collected[id] = true
+		default:
+			kept[id] = true
+			refused, last = refused+1, x.Err
+			r.c.log.Warn("heal: the server refused "+what, "collection", coll, "record", id, "err", x.Err)
+		}
+	}
 	if len(sealed) > 0 {
 		res, err := r.c.Restore(ctx, coll, sealed)
 		if err != nil {
 			return r.healFailed(coll, err)
 		}
 		for i, x := range res {
-			if x.Status == StatusRefused {
-				refused, last = refused+1, x.Err
-				r.c.log.Warn("heal: the server refused a sealed record; it stays local", "collection", coll, "record", sealed[i].Record.ID, "err", x.Err)
-			} else {
-				acked[sealed[i].Record.ID] = true
-			}
+			take(sealed[i].Record.ID, x, "a sealed record; it stays local")
 		}
 	}
 	if len(mine) > 0 {
@@ -1601,29 +1703,33 @@ func (r *Replica) heal(ctx context.Context, coll string) error {
 			return r.healFailed(coll, err)
 		}
 		for i, x := range res {
-			if x.Status == StatusRefused {
-				refused, last = refused+1, x.Err
-				r.c.log.Warn("heal: the server refused an own write it had acknowledged", "collection", coll, "record", mine[i].Record.ID, "err", x.Err)
-			} else {
-				acked[mine[i].Record.ID] = true
-			}
+			take(mine[i].Record.ID, x, "an own write it had acknowledged")
+		}
+	}
+	// A record whose every give-back was refused collected was deleted and
+	// collected, unless the reading that follows delivers it (see
+	// healCheck); one taken back, or refused otherwise, stays.
+	for id := range collected {
+		if acked[id] || kept[id] {
+			delete(collected, id)
 		}
 	}
 	r.mu.Lock()
 	delete(r.owed, coll)
+	delete(r.refusedHeal, coll)
 	// The reading from the beginning that follows must deliver what the
 	// server took back (see healCheck); once the cursor moved on, a later
 	// loss resets it.
 	switch hc := r.healed[coll]; {
-	case len(r.cursors[coll]) != 0 || len(acked) == 0:
+	case len(r.cursors[coll]) != 0 || len(acked)+len(collected) == 0:
 		delete(r.healed, coll)
 	case hc == nil:
 		if r.healed == nil {
 			r.healed = map[string]*healCheck{}
 		}
-		r.healed[coll] = &healCheck{ids: acked}
+		r.healed[coll] = &healCheck{ids: acked, collected: collected}
 	default:
-		hc.ids, hc.reading = acked, false
+		hc.ids, hc.collected, hc.reading = acked, collected, false
 	}
 	r.mu.Unlock()
 	if refused > 0 {
@@ -1724,7 +1830,7 @@ func (r *Replica) Live(ctx context.Context) error {
 				r.c.log.Warn("push after a live reconciliation failed; the next Flush pushes", "collection", coll, "err", err)
 			}
 		}
-	})
+	}, r.tell)
 	if cause := context.Cause(ctx); cause != nil && errors.Is(cause, ErrRevoked) {
 		err = fmt.Errorf("live: %w", cause)
 	}
@@ -1818,6 +1924,7 @@ func (r *Replica) revoke(e *Error) {
 	clear(r.leaves)
 	clear(r.gone)
 	clear(r.owed)
+	clear(r.refusedHeal)
 	clear(r.healed)
 	clear(r.reconciling)
 	clear(r.pulledAt)

@@ -38,6 +38,12 @@ func realServer(t *testing.T, rules ...engine.Rule) (*engine.Engine, string, *tr
 // eng, its URL and a token issuer; the test's cleanup shuts both down.
 func serve(t *testing.T, eng *engine.Engine, err error) (*engine.Engine, string, *transport.JWT) {
 	t.Helper()
+	return serveThrough(t, eng, err, func(h http.Handler) http.Handler { return h })
+}
+
+// serveThrough is serve with the server's handler wrapped by wrap.
+func serveThrough(t *testing.T, eng *engine.Engine, err error, wrap func(http.Handler) http.Handler) (*engine.Engine, string, *transport.JWT) {
+	t.Helper()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +55,7 @@ func serve(t *testing.T, eng *engine.Engine, err error) (*engine.Engine, string,
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs := httptest.NewServer(srv)
+	hs := httptest.NewServer(wrap(srv))
 	t.Cleanup(func() {
 		hs.CloseClientConnections()
 		hs.Close()
@@ -534,6 +540,11 @@ func newAwayScene(t *testing.T, fresh time.Duration) *awayScene {
 		}
 	}
 	if err := phone.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The server has collected notes since now: its write horizon is
+	// held for MaxOffline from its first horizon of them.
+	if _, err := eng.Collect(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.laptop.Sync(ctx); err != nil {

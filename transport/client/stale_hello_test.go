@@ -173,7 +173,7 @@ func TestLiveWelcomeAnsweredAfterSubjectChangeIsDropped(t *testing.T) {
 
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
-	go func() { done <- c.Live(ctx, nil, func(string, Page) {}) }()
+	go func() { done <- c.Live(ctx, nil, func(string, Page) {}, nil) }()
 	t.Cleanup(func() { cancel(); <-done })
 	<-s.held // alice's live hello is at the server
 	tok.Store("bob")

@@ -144,7 +144,7 @@ func TestLiveMessagesAreProtos(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		c.Live(ctx, map[string][]byte{"notes": {7}}, func(string, Page) {})
+		c.Live(ctx, map[string][]byte{"notes": {7}}, func(string, Page) {}, nil)
 	}()
 	defer func() { cancel(); <-done }()
 	for _, want := range []proto.Message{

@@ -455,7 +455,7 @@ func attackTokens(t *testing.T, url, mallory string) {
 			t.Fatal(err)
 		}
 		ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
-		err = cl.Live(ctx, map[string][]byte{"ta.notes": nil}, func(string, client.Page) {})
+		err = cl.Live(ctx, map[string][]byte{"ta.notes": nil}, func(string, client.Page) {}, nil)
 		cancel()
 		var e *client.Error
 		if !errors.As(err, &e) || e.Code != c.code {
@@ -749,8 +749,8 @@ const (
 	// connCost is c, what one connection holds besides the buffers
 	// below (docs/operations.md).
 	connCost = 64 << 10
-	// decodeFactor is d, what a request body becomes once decoded, per
-	// byte of body (docs/operations.md).
+	// decodeFactor is d, what handling a request body adds per byte
+	// beyond what F counts (docs/operations.md).
 	decodeFactor = 2
 	// gcFactor is the Go runtime's heap goal over the live heap
 	// (GOGC=100).

@@ -3,14 +3,18 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	goredis "github.com/redis/go-redis/v9"
 
+	"github.com/convergo/convergo/stores/bolt/bolttest"
 	"github.com/convergo/convergo/stores/storetest"
 	"github.com/convergo/convergo/transport"
 	"github.com/convergo/convergo/transport/client"
@@ -43,13 +47,32 @@ func TestHealAfterTheStoreIsLost(t *testing.T) {
 		dir := t.TempDir()
 		path, backup := filepath.Join(dir, "convergo.db"), filepath.Join(dir, "backup.db")
 		runHeal(t, bin, "bolt:"+path, func(t *testing.T) {
-			copyFile(t, path, backup)
+			bolttest.CopyWithNote(t, path, backup)
 		}, func(t *testing.T) {
-			copyFile(t, backup, path)
+			bolttest.CopyWithNote(t, backup, path)
 			if out, err := exec.Command(bin, "store", "mark-restored", "--store", "bolt:"+path).CombinedOutput(); err != nil {
 				t.Fatalf("convergo store mark-restored: %v\n%s", err, out)
 			}
 		})
+	})
+	// The file alone put back, as above, and the procedure forgotten: the
+	// note the store keeps beside the file counts more writes than the
+	// file, and the store starts the new epoch itself when it opens.
+	t.Run("embedded, the file alone put back, mark-restored forgotten", func(t *testing.T) {
+		t.Parallel()
+		dir := t.TempDir()
+		path, backup := filepath.Join(dir, "convergo.db"), filepath.Join(dir, "backup.db")
+		url := runHeal(t, bin, "bolt:"+path, func(t *testing.T) {
+			bolttest.CopyFile(t, path, backup)
+		}, func(t *testing.T) {
+			bolttest.CopyFile(t, backup, path)
+		})
+		// The readers came back to a new epoch, not with proof the engine
+		// had to find (a cursor past the head, which it would also act on).
+		metrics := get(t, url+"/metrics")
+		if !strings.Contains(metrics, "\nconvergo_store_went_back_total 0\n") {
+			t.Errorf("the engine found the store gone back by itself; want the store to have noticed at open:\n%s", grepLines(metrics, "convergo_store_went_back_total", "convergo_resets_total"))
+		}
 	})
 	t.Run("redis", func(t *testing.T) {
 		t.Parallel()
@@ -69,11 +92,11 @@ func TestHealAfterTheStoreIsLost(t *testing.T) {
 // runHeal writes through three clients, calls backup (if any) once the
 // server holds their first writes, writes more, stops the server, calls
 // lose, starts it again, and checks the heal.
-func runHeal(t *testing.T, bin, store string, backup, lose func(*testing.T)) {
+func runHeal(t *testing.T, bin, store string, backup, lose func(*testing.T)) (url string) {
 	ctx := t.Context()
 	const coll = "heal.notes"
 	addr := freeAddr(t)
-	url := "http://" + addr
+	url = "http://" + addr
 	jwt, err := transport.NewJWT(secret, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -153,6 +176,35 @@ func runHeal(t *testing.T, bin, store string, backup, lose func(*testing.T)) {
 			t.Errorf("%s after the heal differs from what was held before the loss:\n%s", name, d)
 		}
 	}
+	return url
+}
+
+// get returns the body of a GET of url.
+func get(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// grepLines returns the lines of s that start with one of prefixes.
+func grepLines(s string, prefixes ...string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		for _, p := range prefixes {
+			if strings.HasPrefix(l, p) {
+				out = append(out, l)
+			}
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 func btoi(b bool) int {
@@ -160,15 +212,4 @@ func btoi(b bool) int {
 		return 1
 	}
 	return 0
-}
-
-func copyFile(t *testing.T, from, to string) {
-	t.Helper()
-	b, err := os.ReadFile(from)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(to, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
 }

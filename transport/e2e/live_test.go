@@ -134,7 +134,7 @@ func TestLiveResync(t *testing.T) {
 			}
 			time.Sleep(3 * time.Millisecond) // a slow application
 			reader.Apply(coll, p)
-		})
+		}, nil)
 	}()
 
 	wc := newClient(t, srv.URL, srv.token(t, "writer", nil, []string{coll}), "writer-"+randomSuffix(t), nil)

@@ -185,7 +185,7 @@ func TestSchemaVersionsAcrossRestart(t *testing.T) {
 				for _, r := range p.Records {
 					s.recs[r.ID] = r
 				}
-			})
+			}, nil)
 		}()
 		return s
 	}

@@ -81,7 +81,7 @@ func TestVersion1IsRefused(t *testing.T) {
 		if !errors.Is(err, client.ErrUnsupportedVersion) {
 			t.Fatalf("push: got %v, want ErrUnsupportedVersion", err)
 		}
-		err = c.Live(t.Context(), map[string][]byte{"e2e.v1": nil}, func(string, client.Page) {})
+		err = c.Live(t.Context(), map[string][]byte{"e2e.v1": nil}, func(string, client.Page) {}, nil)
 		if !errors.Is(err, client.ErrUnsupportedVersion) {
 			t.Fatalf("live: got %v, want ErrUnsupportedVersion", err)
 		}

@@ -6,7 +6,8 @@
 // The server (package transport) and the Go client (transport/client) both
 // use it, and it imports only crdt and the CBOR codec, so a client does not
 // link the server. JavaScript gets the same constants from the generated
-// files crdt/testdata/protocol.json and jsclient/src/constants.js, which
+// files crdt/testdata/protocol.json and jsclient/src/constants.js (with
+// jsclient/src/model.js, the parts it re-exports), which
 // `go test ./transport/proto -update` writes from Constants; the test fails
 // when either is stale, and the JS tests check the JS copy against the JSON.
 //

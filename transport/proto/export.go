@@ -7,8 +7,8 @@ import (
 )
 
 // Exported is every constant of the protocol in one value, the source of
-// crdt/testdata/protocol.json and jsclient/src/constants.js. Durations are
-// in milliseconds.
+// crdt/testdata/protocol.json and jsclient/src/constants.js (and model.js).
+// Durations are in milliseconds.
 type Exported struct {
 	Version     int               `json:"version"`
 	Paths       map[string]string `json:"paths"`
@@ -27,6 +27,9 @@ type Exported struct {
 	// PushRooms are PushRoom of sample max-body values, which the JS
 	// client's pushBudget is tested against.
 	PushRooms []PushRoomVector `json:"pushRooms"`
+	// BatchLens are BatchLen of sample sizes and limits, which the JS
+	// client's batchLength is tested against.
+	BatchLens []BatchLenVector `json:"batchLens"`
 	// Replica is the replica binding rule and sample prefixes, which the
 	// JS client's own derivation is tested against.
 	Replica struct {
@@ -75,6 +78,14 @@ type PushRoomVector struct {
 	Room    int64 `json:"room"`
 }
 
+// BatchLenVector is BatchLen of items of these sizes under these limits.
+type BatchLenVector struct {
+	Sizes    []int `json:"sizes"`
+	MaxCount int   `json:"maxCount"`
+	MaxBytes int   `json:"maxBytes"`
+	Len      int   `json:"len"`
+}
+
 // Constants returns the protocol's constants for export.
 func Constants() Exported {
 	statuses := map[string]int{}
@@ -111,6 +122,7 @@ func Constants() Exported {
 			"maxRequestIdBytes": MaxRequestIDBytes,
 			"maxRejected":       MaxRejected,
 			"maxHealAgain":      MaxHealAgain,
+			"pullShrink":        PullShrink,
 			"maxRejectedBytes":  MaxRejectedBytes,
 		},
 		Timings: map[string]int64{
@@ -141,6 +153,27 @@ func Constants() Exported {
 	e.PushEnvelopeBytes = PushEnvelopeBytes
 	for _, b := range []int64{0, 1, PushEnvelopeBytes - 1, PushEnvelopeBytes, PushEnvelopeBytes + 1, DefaultMaxBodyBytes} {
 		e.PushRooms = append(e.PushRooms, PushRoomVector{MaxBody: b, Room: PushRoom(b)})
+	}
+	// Empty; exactly at the bytes, and one over; exactly at the count, and
+	// one over; at both; an item larger than the bytes first, after
+	// another, and alone; no room (a max-body at or under
+	// PushEnvelopeBytes); a count under one.
+	for _, v := range []BatchLenVector{
+		{Sizes: []int{}, MaxCount: 5, MaxBytes: 100},
+		{Sizes: []int{50, 50}, MaxCount: 5, MaxBytes: 100},
+		{Sizes: []int{50, 51}, MaxCount: 5, MaxBytes: 100},
+		{Sizes: []int{50, 50, 1}, MaxCount: 5, MaxBytes: 100},
+		{Sizes: []int{1, 1, 1}, MaxCount: 3, MaxBytes: 100},
+		{Sizes: []int{1, 1, 1, 1}, MaxCount: 3, MaxBytes: 100},
+		{Sizes: []int{25, 25, 25, 25, 1}, MaxCount: 4, MaxBytes: 100},
+		{Sizes: []int{500, 1}, MaxCount: 5, MaxBytes: 100},
+		{Sizes: []int{1, 500, 1}, MaxCount: 5, MaxBytes: 100},
+		{Sizes: []int{500}, MaxCount: 5, MaxBytes: 100},
+		{Sizes: []int{1, 1, 1}, MaxCount: 5, MaxBytes: int(PushRoom(PushEnvelopeBytes))},
+		{Sizes: []int{1, 1, 1}, MaxCount: 0, MaxBytes: 100},
+	} {
+		v.Len = BatchLen(v.Sizes, v.MaxCount, v.MaxBytes, func(n int) int { return n })
+		e.BatchLens = append(e.BatchLens, v)
 	}
 	e.Replica.PrefixLen = ReplicaPrefixLen
 	e.Replica.Separator = string(ReplicaSeparator)

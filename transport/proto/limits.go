@@ -68,6 +68,12 @@ const (
 	// docs/protocol.md "Resets"); past it the client says that the server
 	// does not keep what it acknowledged.
 	MaxHealAgain = 3
+	// PullShrink is what a client divides its pull's record limit by
+	// (down to one record) when a page's answer is over the size the
+	// client reads: it asks again from the same cursor with the smaller
+	// limit, and keeps it for the rest of that pull (docs/protocol.md
+	// section 8).
+	PullShrink = 4
 	// PushEnvelopeBytes is what a client leaves of the announced request
 	// body for a push's envelope (replica, versions, replica table), or a
 	// restore's (collection, version), when it splits its outbox or what it
@@ -87,6 +93,25 @@ const (
 // vectors of Exported.
 func PushRoom(maxBody int64) int64 {
 	return max(maxBody-PushEnvelopeBytes, 0)
+}
+
+// BatchLen is how many of items, from the first, go in one request (a
+// push, or a restore): at most maxN, whose encodings, as size gives them,
+// take at most maxBytes (PushRoom of the announced max-body); at least one
+// while any is left (one larger than maxBytes goes alone, a maxN under one
+// lets one go), none of none. The Go client cuts its pushes and its
+// restores by it; the JS client's batchLength (jsclient/src/protocol.js),
+// which its pushes and its heal's requests are cut by, is held to it by
+// the vectors of Exported (BatchLens).
+func BatchLen[T any](items []T, maxN, maxBytes int, size func(T) int) int {
+	total := 0
+	for i, it := range items {
+		total += size(it)
+		if i > 0 && (i >= maxN || total > maxBytes) {
+			return i
+		}
+	}
+	return min(len(items), max(maxN, 1))
 }
 
 // Timings both sides keep (docs/protocol.md, "Live sync" and "Retrying").

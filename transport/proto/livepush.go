@@ -84,6 +84,12 @@ func (p PushLive) MarshalCBOR() ([]byte, error) {
 // malformed; a change that does not decode is refused alone (Refused), as
 // in DecodePush.
 func DecodePushLive(data []byte, s Session) (PushLive, error) {
+	return DecodePushLiveCharged(data, s, nil)
+}
+
+// DecodePushLiveCharged is DecodePushLive telling charge of each change it
+// decodes (Charge).
+func DecodePushLiveCharged(data []byte, s Session, charge Charge) (PushLive, error) {
 	var w pushLiveWire
 	if err := crdt.UnmarshalEnvelope(data, &w); err != nil {
 		return PushLive{}, fmt.Errorf("decode push message: %w", err)
@@ -113,7 +119,10 @@ func DecodePushLive(data []byte, s Session) (PushLive, error) {
 	if err != nil {
 		return PushLive{}, err
 	}
-	changes, refused := decodeChanges(c, w.Changes)
+	changes, refused, err := decodeChanges(c, w.Changes, charge)
+	if err != nil {
+		return PushLive{}, err
+	}
 	return PushLive{Type: TypePush, Changes: changes, Refused: refused, Versions: w.Versions, Session: s}, nil
 }
 

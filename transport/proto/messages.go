@@ -31,13 +31,44 @@ type HelloResponse struct {
 	MaxPush         uint64 `cbor:"4,keyasint"` // changes per push
 	MaxPull         uint64 `cbor:"5,keyasint"` // records per pull page
 	MaxBodyBytes    uint64 `cbor:"6,keyasint"`
-	MaxDrift        int64  `cbor:"7,keyasint"` // ms
+	MaxDrift        uint64 `cbor:"7,keyasint"` // ms
 	Subject         string `cbor:"8,keyasint"` // "" when anonymous
 	MaxPageBytes    uint64 `cbor:"9,keyasint"`
 	MaxMessageBytes uint64 `cbor:"10,keyasint"`
 	// ReplicaPrefix is the prefix of the replica ids the principal owns
 	// (ReplicaPrefix of Subject): the only ids its pushed stamps may carry.
 	ReplicaPrefix string `cbor:"11,keyasint"`
+}
+
+// WithDefaults returns h with each limit it leaves at 0 (keys 4, 5, 6, 7,
+// 9 and 10: max-push, max-pull, max-body, max-drift, max-page-bytes,
+// max-message) set to its default: the Default* constant, or for the max
+// drift crdt.DefaultMaxDrift in ms. It is the rule by which both clients
+// read a hello (docs/protocol.md, section 6). A server never announces 0
+// (transport's Limits.Validate refuses a limit below 1, and New an
+// engine's max drift below 1 ms); absent and 0 decode alike, and both
+// mean the default. The browser client's parseHello follows the same rule
+// over DEFAULTS, the constants these are exported as.
+func (h HelloResponse) WithDefaults() HelloResponse {
+	if h.MaxPush == 0 {
+		h.MaxPush = DefaultMaxPushChanges
+	}
+	if h.MaxPull == 0 {
+		h.MaxPull = DefaultMaxPullRecords
+	}
+	if h.MaxBodyBytes == 0 {
+		h.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if h.MaxDrift == 0 {
+		h.MaxDrift = uint64(crdt.DefaultMaxDrift.Milliseconds())
+	}
+	if h.MaxPageBytes == 0 {
+		h.MaxPageBytes = DefaultMaxPageBytes
+	}
+	if h.MaxMessageBytes == 0 {
+		h.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	return h
 }
 
 // Keys of compact stamps (docs/protocol.md, "Compact stamps"), the same in
@@ -140,10 +171,19 @@ func (p *PushRequest) UnmarshalCBOR(data []byte) error {
 // (key 2) is absent or null: it is not readable as a whole.
 var errNoChangeList = fmt.Errorf("%w: a push without a change list (key 2)", crdt.ErrMalformed)
 
+// Charge is told of each change a push decodes, before the next one is
+// decoded; an error stops the decoding and refuses the push whole with
+// it. A server charges what each decoded change holds to its memory for
+// bodies in flight (transport), so that a push of many tiny fields, which
+// decodes to many times its bytes, is bounded as it grows, not once it
+// is whole. Nil charges nothing.
+type Charge func(crdt.Change) error
+
 // decodeChanges decodes a push's change list with c, over HTTP or live. A
 // change that does not decode is refused alone: refused[i] says why
-// (refused is nil when every change decodes) and changes[i] is zero.
-func decodeChanges(c *crdt.Compact, raw []cbor.RawMessage) (changes []crdt.Change, refused []error) {
+// (refused is nil when every change decodes) and changes[i] is zero. An
+// error of charge refuses the push whole.
+func decodeChanges(c *crdt.Compact, raw []cbor.RawMessage, charge Charge) (changes []crdt.Change, refused []error, err error) {
 	changes = make([]crdt.Change, len(raw))
 	for i, b := range raw {
 		var err error
@@ -153,9 +193,15 @@ func decodeChanges(c *crdt.Compact, raw []cbor.RawMessage) (changes []crdt.Chang
 				refused = make([]error, len(raw))
 			}
 			refused[i] = fmt.Errorf("change %d: %w", i, err)
+			continue
+		}
+		if charge != nil {
+			if err := charge(changes[i]); err != nil {
+				return nil, nil, err
+			}
 		}
 	}
-	return changes, refused
+	return changes, refused, nil
 }
 
 // DecodePush decodes a push body sent by a principal whose replica prefix
@@ -164,6 +210,12 @@ func decodeChanges(c *crdt.Compact, raw []cbor.RawMessage) (changes []crdt.Chang
 // (1 to MaxDeviceBytes of [A-Za-z0-9_-]) is invalid; see the package doc
 // for the rest.
 func DecodePush(data []byte, prefix string) (PushRequest, error) {
+	return DecodePushCharged(data, prefix, nil)
+}
+
+// DecodePushCharged is DecodePush telling charge of each change it decodes
+// (Charge).
+func DecodePushCharged(data []byte, prefix string, charge Charge) (PushRequest, error) {
 	var w pushRequestWire
 	if err := crdt.UnmarshalEnvelope(data, &w); err != nil {
 		return PushRequest{}, err
@@ -194,7 +246,10 @@ func DecodePush(data []byte, prefix string) (PushRequest, error) {
 	if err != nil {
 		return PushRequest{}, err
 	}
-	changes, refused := decodeChanges(c, w.Changes)
+	changes, refused, err := decodeChanges(c, w.Changes, charge)
+	if err != nil {
+		return PushRequest{}, err
+	}
 	out := PushRequest{Replica: replica, Changes: changes, Versions: w.Versions, Refused: refused}
 	if w.Device != nil {
 		out.Prefix = prefix

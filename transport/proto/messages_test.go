@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -312,3 +313,56 @@ func TestLeaveDigest(t *testing.T) {
 // testSession is a live session as the tests push over it: its replica
 // is testChange's, its base a little before testChange's usual walls.
 var testSession = Session{Replica: "c1", Base: 1699999990000}
+
+// WithDefaults is the rule both clients read a hello by (docs/protocol.md,
+// section 6): each limit key (4, 5, 6, 7, 9 and 10) left at 0 is its
+// default, the others stay as announced.
+func TestHelloWithDefaults(t *testing.T) {
+	announced := HelloResponse{Protocol: Version, ServerTime: 42, MaxPush: 7, MaxPull: 8, MaxBodyBytes: 9, MaxDrift: 10, MaxPageBytes: 11, MaxMessageBytes: 12}
+	for _, tc := range []struct {
+		key  int
+		zero func(*HelloResponse)
+		want func(HelloResponse) HelloResponse
+	}{
+		{4, func(h *HelloResponse) { h.MaxPush = 0 }, func(h HelloResponse) HelloResponse { h.MaxPush = DefaultMaxPushChanges; return h }},
+		{5, func(h *HelloResponse) { h.MaxPull = 0 }, func(h HelloResponse) HelloResponse { h.MaxPull = DefaultMaxPullRecords; return h }},
+		{6, func(h *HelloResponse) { h.MaxBodyBytes = 0 }, func(h HelloResponse) HelloResponse { h.MaxBodyBytes = DefaultMaxBodyBytes; return h }},
+		{7, func(h *HelloResponse) { h.MaxDrift = 0 }, func(h HelloResponse) HelloResponse {
+			h.MaxDrift = uint64(crdt.DefaultMaxDrift.Milliseconds())
+			return h
+		}},
+		{9, func(h *HelloResponse) { h.MaxPageBytes = 0 }, func(h HelloResponse) HelloResponse { h.MaxPageBytes = DefaultMaxPageBytes; return h }},
+		{10, func(h *HelloResponse) { h.MaxMessageBytes = 0 }, func(h HelloResponse) HelloResponse {
+			h.MaxMessageBytes = DefaultMaxMessageBytes
+			return h
+		}},
+	} {
+		t.Run(fmt.Sprintf("key %d at 0", tc.key), func(t *testing.T) {
+			h := announced
+			tc.zero(&h)
+			if got, want := h.WithDefaults(), tc.want(announced); got != want {
+				t.Fatalf("got %+v, want %+v", got, want)
+			}
+		})
+	}
+	if got := announced.WithDefaults(); got != announced {
+		t.Fatalf("nothing at 0: got %+v, want it unchanged %+v", got, announced)
+	}
+}
+
+// A limit of the hello is a count, never negative: a hello that announces
+// one below 0 does not decode, in the browser client as here.
+func TestHelloNegativeLimitIsMalformed(t *testing.T) {
+	for _, key := range []int{4, 5, 6, 7, 9, 10} {
+		t.Run(fmt.Sprintf("key %d", key), func(t *testing.T) {
+			b, err := Encode(map[int]any{1: Version, 2: 42, key: -1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var h HelloResponse
+			if err := Decode(b, &h); err == nil {
+				t.Fatalf("a hello with key %d at -1 decoded as %+v", key, h)
+			}
+		})
+	}
+}

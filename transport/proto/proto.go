@@ -106,35 +106,42 @@ type CodeInfo struct {
 	Retry Retry `json:"retry"`
 	// PerChange reports that a push may refuse a single change with it.
 	PerChange bool `json:"perChange"`
+	// Session reports that the code is the request's, the session's or
+	// the principal's as a whole (the network path, the server, the
+	// token), never one collection's: a client ends its round or its
+	// live session for it. Any other code, answering a pull, restore or
+	// sub of one collection, is that collection's alone: the client goes
+	// on with its other collections (docs/protocol.md, "Retrying").
+	Session bool `json:"session"`
 }
 
 // Codes lists every error code, in the order of the error table of
 // docs/protocol.md.
 var Codes = []CodeInfo{
-	{CodeMalformed, http.StatusBadRequest, RetryNever, true},
-	{CodeInvalid, http.StatusBadRequest, RetryNever, true},
-	{CodeUnsupportedVersion, http.StatusBadRequest, RetryUpgrade, false},
-	{CodeUnauthenticated, http.StatusUnauthorized, RetryAuth, false},
-	{CodeTokenExpired, http.StatusUnauthorized, RetryAuth, false},
-	{CodeForbidden, http.StatusForbidden, RetryNever, true},
-	{CodeRevoked, http.StatusForbidden, RetryNever, false},
-	{CodeNotFound, http.StatusNotFound, RetryNever, false},
-	{CodeMethodNotAllowed, http.StatusMethodNotAllowed, RetryNever, false},
-	{CodeTooLarge, http.StatusRequestEntityTooLarge, RetryNever, true},
-	{CodeUpgradeRequired, http.StatusUpgradeRequired, RetryNever, false},
-	{CodeRateLimited, http.StatusTooManyRequests, RetryBackoff, false},
-	{CodeSchemaAhead, http.StatusConflict, RetryBackoff, false},
-	{CodeClockDrift, 0, RetryNever, true},
-	{CodeForgedReplica, 0, RetryNever, true},
-	{CodeBadSeal, 0, RetryNever, true},
-	{CodeQuotaExceeded, 0, RetryNever, true},
-	{CodeOutOfScope, 0, RetryNever, true},
-	{CodeSchema, 0, RetryNever, true},
-	{CodeUntranslatable, 0, RetryNever, true},
-	{CodeCollected, 0, RetryNever, true},
-	{CodeUnavailable, http.StatusServiceUnavailable, RetryBackoff, false},
-	{CodeInternal, http.StatusInternalServerError, RetryBackoff, false},
-	{CodeCorrupt, http.StatusInternalServerError, RetryNever, true},
+	{CodeMalformed, http.StatusBadRequest, RetryNever, true, false},
+	{CodeInvalid, http.StatusBadRequest, RetryNever, true, false},
+	{CodeUnsupportedVersion, http.StatusBadRequest, RetryUpgrade, false, true},
+	{CodeUnauthenticated, http.StatusUnauthorized, RetryAuth, false, true},
+	{CodeTokenExpired, http.StatusUnauthorized, RetryAuth, false, true},
+	{CodeForbidden, http.StatusForbidden, RetryNever, true, false},
+	{CodeRevoked, http.StatusForbidden, RetryNever, false, true},
+	{CodeNotFound, http.StatusNotFound, RetryNever, false, true},
+	{CodeMethodNotAllowed, http.StatusMethodNotAllowed, RetryNever, false, true},
+	{CodeTooLarge, http.StatusRequestEntityTooLarge, RetryNever, true, false},
+	{CodeUpgradeRequired, http.StatusUpgradeRequired, RetryNever, false, true},
+	{CodeRateLimited, http.StatusTooManyRequests, RetryBackoff, false, true},
+	{CodeSchemaAhead, http.StatusConflict, RetryBackoff, false, false},
+	{CodeClockDrift, 0, RetryNever, true, false},
+	{CodeForgedReplica, 0, RetryNever, true, false},
+	{CodeBadSeal, 0, RetryNever, true, false},
+	{CodeQuotaExceeded, 0, RetryNever, true, false},
+	{CodeOutOfScope, 0, RetryNever, true, false},
+	{CodeSchema, 0, RetryNever, true, false},
+	{CodeUntranslatable, 0, RetryNever, true, false},
+	{CodeCollected, 0, RetryNever, true, false},
+	{CodeUnavailable, http.StatusServiceUnavailable, RetryBackoff, false, true},
+	{CodeInternal, http.StatusInternalServerError, RetryBackoff, false, false},
+	{CodeCorrupt, http.StatusInternalServerError, RetryNever, true, false},
 }
 
 // Info returns what the protocol says about code, and false for a code it

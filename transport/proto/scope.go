@@ -48,8 +48,9 @@ const DenyCollection = ReservedPrefix + "deny"
 // LeaseCollection holds the readers' leases (docs/design.md, "Tombstone
 // horizons"): one record per (collection, replica), id
 // "<collection>/<replica>", with the fields "pos" (the shard positions of
-// the cursor the reader last presented), "floor" (its pending floor, ms;
-// absent: none pending) and "seen" (ms). Collection runs remove the
+// the cursor the reader last presented), "epoch" (the epoch of those
+// positions), "floor" (its pending floor, ms; absent: none pending) and
+// "seen" (ms), as engine.LeaseField* names them. Collection runs remove the
 // expired ones, those of a subject beyond DefaultMaxLeasesPerSubject
 // (as configured) on a collection, and those of a subject beyond
 // MaxUnwrittenLeasesPerSubject across the collections never written.

@@ -23,7 +23,8 @@
 // fields, the delete stamp) of one record and keeps its live fields,
 // leaseExpire() resets the next read of a non-empty cursor lease_expired
 // (and live subscribers at once), and a write horizon per collection
-// refuses changes stamped before it collected. The leases clients send (pull and sub keys 5 and 6) are kept
+// refuses changes stamped before it collected (records given back too,
+// unless the record held already holds them). The leases clients send (pull and sub keys 5 and 6) are kept
 // as they came (pulls, received).
 //
 // Schema versions (docs/protocol.md, section 13): setMigrations(c, def)
@@ -39,8 +40,10 @@ import http from 'node:http';
 import { createHash, createHmac } from 'node:crypto';
 import { WebSocketServer } from 'ws';
 import { encode, decode, Writer, Reader } from '../../src/cbor.js';
+import { normalizeValue } from '../../src/normalize.js';
 import { CODES, CONTENT_TYPE, DEFAULTS, HEADERS, PATHS, REPLICA, STATUSES, VERSION } from '../../src/constants.js';
-import { mergeInto, emptyRecord, writeRecord, cloneRecord, maxStamp, readChange, readRecord, encodeRecord, visibleValues, compactContext } from '../../src/record.js';
+import { mergeInto, emptyRecord, writeRecord, cloneRecord, maxStamp, readChange, readRecord, encodeRecord, visibleValues } from '../../src/record.js';
+import { compactContext } from '../../src/protocol.js';
 import { compareStamps } from '../../src/hlc.js';
 import { replicaPrefix, subjectOfToken } from '../../src/replica.js';
 import { parseDefinition, translate } from '../../src/migrate.js';
@@ -48,9 +51,9 @@ import { parseDefinition, translate } from '../../src/migrate.js';
 /**
  * @typedef {object} FakeServerOptions
  * @property {(token: string) => string|null} [auth] returns an error code to refuse the token, or null
- * @property {number} [maxPush]
+ * @property {number} [maxPush] announced as given; 0 is enforced as the default, as clients read it (docs/protocol.md, section 6)
  * @property {number} [maxBody] the request body limit its hello announces and HTTP pushes are held to (too_large)
- * @property {number} [maxPull]
+ * @property {number} [maxPull] announced as given; 0 is enforced as the default, as clients read it
  * @property {number} [maxMessageBytes] the live message limit its hello announces
  * @property {number} [timeOffset] added to the server clock (ms)
  * @property {number} [maxDrift]
@@ -180,6 +183,14 @@ function items(body) {
   };
 }
 
+/**
+ * The stamps record rec holds: its delete's (if deleted) and its fields'.
+ * @param {import('../../src/record.js').Record} rec
+ */
+function stampsOf(rec) {
+  return [rec.deleted, ...[...rec.fields.values()].map((f) => f.stamp)].filter((st) => st.wall > 0 || st.replica !== '');
+}
+
 export class FakeServer {
   /** @param {FakeServerOptions} [opts] */
   constructor(opts = {}) {
@@ -256,8 +267,12 @@ export class FakeServer {
     this.refuseLivePush = () => null;
     /** @type {(changes: import('../../src/record.js').Change[]) => string|null} a code it returns refuses a push (HTTP or live) of these changes whole, nothing applied */
     this.refusePush = () => null;
-    /** @type {(items: {record: import('../../src/record.js').Record, seal: Uint8Array}[]) => string|null} a code it returns refuses a restore of these records whole, nothing applied */
+    /** @type {(items: {record: import('../../src/record.js').Record, seal: Uint8Array}[], c: string) => string|null} a code it returns refuses a restore of these records of collection c whole, nothing applied */
     this.refuseRestore = () => null;
+    /** @type {(c: string) => string|null} a code it returns refuses a live sub of collection c (error with key 3), its pulls served */
+    this.refuseSub = () => null;
+    /** @type {(c: string) => string|null} a code it returns refuses a pull of collection c whole */
+    this.refusePull = () => null;
   }
 
   /**
@@ -410,6 +425,17 @@ export class FakeServer {
   }
 
   /**
+   * Whether a stamp of stamps is before collection c's write horizon: a
+   * change holding one is refused collected.
+   * @param {string} c
+   * @param {import('../../src/hlc.js').Stamp[]} stamps
+   */
+  beforeHorizon(c, stamps) {
+    const horizon = this.writeHorizon.get(c);
+    return horizon !== undefined && stamps.some((st) => st.wall < horizon);
+  }
+
+  /**
    * Merges records given back with their seals; results as a push's.
    * @param {string} c
    * @param {{record: import('../../src/record.js').Record, seal: Uint8Array}[]} items
@@ -429,7 +455,14 @@ export class FakeServer {
       const x = this.coll(c);
       const cur = x.byId.get(record.id);
       const rec = cur ? cloneRecord(cur.record) : emptyRecord(record.id);
-      if (mergeInto(rec, record) || !cur) {
+      const changed = mergeInto(rec, record) || !cur;
+      // A record given back is refused collected like a push, unless
+      // the record held holds it already.
+      if (changed && this.beforeHorizon(c, stampsOf(record))) {
+        results.push(this.result(STATUSES.refused, { code: 'collected', message: 'stamped before the write horizon' }));
+        continue;
+      }
+      if (changed) {
         x.seq++;
         x.byId.set(rec.id, { seq: x.seq, record: rec });
         this.restoredRecords++;
@@ -585,9 +618,8 @@ export class FakeServer {
       results.push(this.result(STATUSES.refused, { code: typeof refusal === 'string' ? refusal : 'forbidden', message: 'refused by test' }));
       return;
     }
-    const stamps = [ch.record.deleted, ...[...ch.record.fields.values()].map((f) => f.stamp)].filter((st) => st.wall > 0 || st.replica !== '');
-    const horizon = this.writeHorizon.get(ch.collection);
-    if (horizon !== undefined && stamps.some((st) => st.wall < horizon)) {
+    const stamps = stampsOf(ch.record);
+    if (this.beforeHorizon(ch.collection, stamps)) {
       results.push(this.result(STATUSES.refused, { code: 'collected', message: 'stamped before the write horizon' }));
       return;
     }
@@ -752,8 +784,10 @@ export class FakeServer {
           this.pulls.push(m);
           const c = m.get(1);
           if (this.forbidden.has(c)) return fail('forbidden');
+          const refusedPull = this.refusePull(c);
+          if (refusedPull) return fail(refusedPull);
           this.versionOf(c, m.get(8));
-          const maxPull = this.opts.maxPull ?? DEFAULTS.maxPullRecords;
+          const maxPull = this.opts.maxPull || DEFAULTS.maxPullRecords;
           const limit = m.get(3) || maxPull;
           if (limit > maxPull) return fail('too_large');
           if (this.opts.pageTooLargeOver !== undefined && limit > this.opts.pageTooLargeOver) return fail('too_large');
@@ -779,11 +813,11 @@ export class FakeServer {
           const c = r.text();
           if (r.uint() !== 2) throw new Error('bad restore');
           const n = r.arrayHead();
-          if (n > (this.opts.maxPush ?? DEFAULTS.maxPushChanges)) return fail('too_large');
+          if (n > (this.opts.maxPush || DEFAULTS.maxPushChanges)) return fail('too_large');
           const items = [];
           for (let i = 0; i < n; i++) {
             if (r.arrayHead() !== 2) throw new Error('bad restore');
-            const record = readRecord(r);
+            const record = readRecord(r, undefined, normalizeValue);
             const seal = r.item();
             if (!(seal instanceof Uint8Array)) throw new Error('bad restore');
             items.push({ record, seal });
@@ -796,7 +830,7 @@ export class FakeServer {
           r.end();
           if (this.forbidden.has(c)) return fail('forbidden');
           const v = this.versionOf(c, version);
-          const whole = this.refuseRestore(items);
+          const whole = this.refuseRestore(items, c);
           if (whole) return fail(whole);
           this.restores.push(n);
           return ok(encode(this.env([[1, this.restore(c, items, v)]])));
@@ -826,11 +860,11 @@ export class FakeServer {
     if (tr) for (let i = 0, n = tr.arrayHead(); i < n; i++) table.push(tr.text());
     const cx = compactContext([replica, ...table], item(8)?.uint() ?? session);
     const n = ar.arrayHead();
-    if (n > (this.opts.maxPush ?? DEFAULTS.maxPushChanges)) return 'too_large';
+    if (n > (this.opts.maxPush || DEFAULTS.maxPushChanges)) return 'too_large';
     const refused = session !== undefined && this.refuseLivePush(n);
     if (refused) return refused;
     const changes = [];
-    for (let i = 0; i < n; i++) changes.push(readChange(ar, cx));
+    for (let i = 0; i < n; i++) changes.push(readChange(ar, cx, normalizeValue));
     const whole = this.refusePush(changes);
     if (whole) return whole;
     /** @type {Map<string, number>} */
@@ -949,6 +983,11 @@ export class FakeServer {
           const c = m.get(1);
           if (this.forbidden.has(c)) {
             error('forbidden', 'not yours', c);
+            break;
+          }
+          const refusedSub = this.refuseSub(c);
+          if (refusedSub) {
+            error(refusedSub, 'refused by test', c);
             break;
           }
           const after = seqOf(m.get(2), this.gen);

@@ -31,6 +31,8 @@
 //                 record, merging, writing it and the cursor, notifying),
 //                 on fake-indexeddb in Node, not a browser's IndexedDB
 
+import { execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import * as Y from 'yjs';
 import * as Automerge from '@automerge/automerge';
 import { createMergeableStore } from 'tinybase';
@@ -55,12 +57,13 @@ export const CLIENTS = Math.floor(Math.sqrt(N)) * 20; // 1540
  * calls setMap with this key and value), and B3.x, ours, with distinct
  * keys: 1,000 clients, so that the merged record stays within the 1,024
  * fields a record may hold (1,540 fields are refused by every store).
+ * Their titles, the report's rows, are the Go command's (rowNames).
  */
 export const scenarios = [
-  { id: 'B3.1', title: 'B3.1 1540 clients set one key to a number', clients: CLIENTS, key: () => 'v', value: (i) => i },
-  { id: 'B3.2', title: 'B3.2 1540 clients set one key to an object', clients: CLIENTS, key: () => 'v', value: (i) => ({ name: i.toString(), address: 'here' }) },
-  { id: 'B3.3', title: 'B3.3 1540 clients set one key to a long string', clients: CLIENTS, key: () => 'v', value: (i) => i.toString().repeat(CLIENTS) },
-  { id: 'B3.x', title: 'B3.x 1000 clients set distinct keys (not in crdt-benchmarks)', clients: 1000, key: (i) => 'k' + i, value: (i) => i },
+  { id: 'B3.1', clients: CLIENTS, key: () => 'v', value: (i) => i },
+  { id: 'B3.2', clients: CLIENTS, key: () => 'v', value: (i) => ({ name: i.toString(), address: 'here' }) },
+  { id: 'B3.3', clients: CLIENTS, key: () => 'v', value: (i) => i.toString().repeat(CLIENTS) },
+  { id: 'B3.x', clients: 1000, key: (i) => 'k' + i, value: (i) => i },
 ];
 
 /** The implementations, by the name the driver passes. */
@@ -146,8 +149,59 @@ export const factories = {
  */
 export const liveBytes = { recent: 0, hours: 0 };
 
-/** How long before a write its session opened, for each figure of liveBytes (ms). */
-export const SESSION_AGE = { recent: 1_000, hours: 3 * 3_600_000 };
+/**
+ * How long before a write its session opened, for each figure of liveBytes
+ * (ms): cmd/convergo-bench's b3SessionAge, the one definition, which
+ * scripts/bench.sh passes in CONVERGO_B3_SESSION_AGE (the output of
+ * `convergo-bench b3 -session-age`; without it, fromGo reads it).
+ * @returns {{recent: number, hours: number}}
+ */
+export function sessionAge() {
+  const age = fromGo('CONVERGO_B3_SESSION_AGE', ['-session-age']);
+  if (!(age.recent > 0 && age.hours > 0)) throw new Error(`CONVERGO_B3_SESSION_AGE=${process.env.CONVERGO_B3_SESSION_AGE}: want {"recent": ms, "hours": ms}, as convergo-bench b3 -session-age prints`);
+  return age;
+}
+
+/**
+ * The names of the report's B3 rows for runs of warm warm runs each: the
+ * metric of each figure, and the title of each scenario by id.
+ * cmd/convergo-bench's b3Rows is the one definition (the report matches
+ * samples by these names, and refuses a B3 metric it does not name),
+ * which scripts/bench.sh passes in CONVERGO_B3_ROWS (the output of
+ * `convergo-bench b3 -rows -warm N`; without it, fromGo reads it). They
+ * must be for warm warm runs and name exactly the scenarios here.
+ * @param {number} warm
+ * @returns {{warmRuns: number, cold: string, warm: string, bytes: string, bytesHours: string, bytesHTTP: string, scenarios: Record<string, string>}}
+ */
+export function rowNames(warm) {
+  const rows = fromGo('CONVERGO_B3_ROWS', ['-rows', '-warm', String(warm)]);
+  const ids = scenarios.map((s) => s.id).sort();
+  const named = Object.keys(rows.scenarios ?? {}).sort();
+  const metrics = [rows.cold, rows.warm, rows.bytes, rows.bytesHours, rows.bytesHTTP];
+  if (rows.warmRuns !== warm || !metrics.every((m) => typeof m === 'string' && m !== '') || ids.join() !== named.join()) {
+    throw new Error(`CONVERGO_B3_ROWS=${process.env.CONVERGO_B3_ROWS}: want the rows convergo-bench b3 -rows -warm ${warm} prints, naming scenarios ${ids.join(', ')}`);
+  }
+  return rows;
+}
+
+/**
+ * What `convergo-bench b3 ...args` prints, as JSON: from the environment
+ * variable env when it is set, else read once from the Go command (`go
+ * run`, from the repository root) and set in the environment, for the
+ * processes this one starts.
+ * @param {string} env
+ * @param {string[]} args
+ */
+function fromGo(env, args) {
+  if (!process.env[env]) {
+    const root = fileURLToPath(new URL('../../../', import.meta.url));
+    process.env[env] = execFileSync('go', ['run', './cmd/convergo-bench', 'b3', ...args], { cwd: root, encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  }
+  return JSON.parse(/** @type {string} */ (process.env[env]));
+}
+
+/** @type {{recent: number, hours: number}|undefined} sessionAge, once read */
+let sessionAges;
 
 const COLLECTION = 'b3';
 const ID = 'doc';
@@ -183,7 +237,8 @@ async function convergoDoc(onUpdate, idb) {
         wall = Math.max(wall, maxStamp(c.record).wall);
       }
       // The same write over an open live session, as sync.js sends it.
-      for (const k of /** @type {const} */ (['recent', 'hours'])) liveBytes[k] += encodeLivePush(replica, changes, versions, wall - SESSION_AGE[k]).length;
+      sessionAges ??= sessionAge();
+      for (const k of /** @type {const} */ (['recent', 'hours'])) liveBytes[k] += encodeLivePush(replica, changes, versions, wall - sessionAges[k]).length;
       onUpdate(body);
     },
     async transact(f) {

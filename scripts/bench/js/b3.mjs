@@ -26,7 +26,7 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { factories as inNode, scenarios } from './b3-impls.mjs';
+import { factories as inNode, rowNames, scenarios, sessionAge } from './b3-impls.mjs';
 
 // The implementations: those b3-run.mjs runs in Node, and the client's
 // IndexedDB apply path in Chromium (b3-chromium.mjs), when there is one.
@@ -40,22 +40,25 @@ const RUNS = Number(process.argv[2] ?? 3);
 const WARM = Number(process.argv[3] ?? 5);
 const IMPLS = process.argv[4] ? process.argv[4].split(',') : Object.keys(factories);
 const SCENARIOS = process.argv[5] ? scenarios.filter((s) => process.argv[5].split(',').includes(s.id)) : scenarios;
+// The live push rows' session ages, read once here (from the Go command,
+// unless scripts/bench.sh passed them) for every run this starts.
+if (IMPLS.some((i) => factories[i]?.ours)) sessionAge();
 
-const COLD = 'apply all updates, cold (one timed run per fresh process, as crdt-benchmarks publishes)';
-const WARMED = `apply all updates, warm (median of ${WARM} runs after the cold one, per process)`;
-const BYTES = 'update bytes (all clients)';
+// The report's rows (scenario titles and metrics): the Go command's
+// (b3Rows), so that its figures and these fall in the same rows.
+const ROWS = rowNames(WARM);
+const { cold: COLD, warm: WARMED, bytes: BYTES, bytesHours: BYTES_HOURS, bytesHTTP: BYTES_HTTP } = ROWS;
 // The Convergo clients' bytes in three rows (b3-impls.mjs; the Go core's from
 // convergo-bench b3 in the same rows): what a client sends over an
 // open live session, whose welcome came 1 s before the write (BYTES, the
-// row the target is checked on) or 3 h before, and the HTTP push body.
-const BYTES_HOURS = 'update bytes (all clients), Convergo client: live push, session opened 3 h before the writes';
-const BYTES_HTTP = 'update bytes (all clients), Convergo client: HTTP push body';
+// row the target is checked on) or 3 h before (BYTES_HOURS), and the HTTP
+// push body (BYTES_HTTP).
 
 /** @type {Map<string, number[]>} values by scenario id, metric and impl */
 const seen = new Map();
 function emit(sc, metric, unit, impl, run, value) {
   const f = factories[impl];
-  process.stdout.write(JSON.stringify({ scenario: sc.title, metric, unit, better: 'lower', impl: f.name, ours: !!f.ours, run, value }) + '\n');
+  process.stdout.write(JSON.stringify({ scenario: ROWS.scenarios[sc.id], metric, unit, better: 'lower', impl: f.name, ours: !!f.ours, run, value }) + '\n');
   const k = `${sc.id}|${metric}|${impl}`;
   seen.set(k, [...(seen.get(k) ?? []), value]);
 }

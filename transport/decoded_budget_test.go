@@ -1,0 +1,149 @@
+package transport
+
+import (
+	"fmt"
+	"net/http"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/transport/proto"
+)
+
+// tinyFields is a push of n changes of fields tiny fields each: about 9
+// bytes a field on the wire, well over 100 once decoded (a map entry, its
+// name and value copied out of the body).
+func tinyFields(t *testing.T, n, fields int) []crdt.Change {
+	t.Helper()
+	st := crdt.Stamp{Wall: 1, Replica: ownReplica}
+	chs := make([]crdt.Change, n)
+	for i := range chs {
+		rec := crdt.Record{ID: fmt.Sprint(i), Fields: map[string]crdt.Field{}}
+		for f := 0; f < fields; f++ {
+			rec.Fields[fmt.Sprint(f)] = crdt.Field{Stamp: st, Value: []byte{0x01}}
+		}
+		chs[i] = crdt.Change{Collection: "notes", Record: rec}
+	}
+	return chs
+}
+
+// The bodies in flight (MaxBodyBytesInFlight) bound what pushes hold in
+// memory, their decoded changes included: a push of tiny fields decodes
+// to about 15 times its bytes, which docs/operations.md counted as 2, so
+// sixteen pushes of 4 MiB could hold near a GiB where the budget said
+// 64 MiB. A push's changes take their room in the budget as they are
+// decoded: beside other bodies in flight, one whose decoded changes do
+// not fit is refused unavailable (a client retries it), over HTTP and
+// over a live session alike, and gives back what it took; alone in
+// flight, it is served, as a body larger than the budget is.
+func TestPushDecodedFormCharged(t *testing.T) {
+	ts, gate := newGatedServer(t, func(c *Config) { c.Limits.MaxBodyBytesInFlight = 2 << 20 })
+	tok := ts.token(t, "alice", []string{"notes"}, []string{"notes"})
+	a, sa := ts.openPusher(t, tok)
+	b, sb := ts.openPusher(t, tok)
+	gate.close()
+	ts.pushLive(t, a, sa, tok, change(t, "notes", "a", "f", 1)) // held in flight
+	gate.waitEntered(t)
+
+	big := tinyFields(t, 1000, 60) // about 550 KiB, some 14 MiB decoded
+	ts.pushLive(t, b, sb, tok, big...)
+	m, err := b.recvErr(3 * time.Second)
+	if p, ok := m.(proto.Pushed); err != nil || !ok || p.Code != proto.CodeUnavailable {
+		t.Fatalf("live push decoded over the budget beside another: %#v, %v; want pushed unavailable at once", m, err)
+	}
+	answered := make(chan answer, 1)
+	go func() {
+		answered <- ts.post(t, proto.PathPush, tok, proto.PushRequest{Replica: ownReplica, Changes: big})
+	}()
+	select {
+	case got := <-answered:
+		if got.status != http.StatusServiceUnavailable {
+			t.Fatalf("HTTP push decoded over the budget beside another: status %d, want 503", got.status)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("HTTP push decoded over the budget beside another: admitted, want 503 at once")
+	}
+	gate.open()
+	if p := recvPushed(t, a); len(p.Results) != 1 || p.Results[0].Status != proto.StatusApplied {
+		t.Fatalf("held push: %+v", p)
+	}
+	waitFor(t, "the held push's room given back", func() bool { return ts.srv.bodies.inUse() == 0 })
+	// Alone in flight, it is served.
+	if res := ts.push(t, tok, big...); res[0].Status != proto.StatusApplied {
+		t.Fatalf("the push alone: %+v", res[0])
+	}
+	if got := ts.srv.bodies.inUse(); got != 0 {
+		t.Fatalf("%d bytes still held after the pushes", got)
+	}
+}
+
+// decodedBytes is at least what a push's decoded changes hold in memory,
+// for the shapes that hold the most per byte of body: many changes of
+// one tiny field, or of none (a delete), and changes of many tiny fields.
+func TestDecodedBytesBound(t *testing.T) {
+	deletes := tinyFields(t, 16384, 0)
+	for i := range deletes {
+		deletes[i].Record.Deleted = crdt.Stamp{Wall: 1, Replica: ownReplica}
+	}
+	for _, tc := range []struct {
+		name    string
+		changes []crdt.Change
+	}{
+		{"16384 changes of one field", tinyFields(t, 16384, 1)},
+		{"16384 deletes", deletes},
+		{"1000 changes of 300 fields", tinyFields(t, 1000, 300)},
+		{"100 changes of 1024 fields", tinyFields(t, 100, 1024)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			body, err := proto.Encode(proto.PushRequest{Replica: ownReplica, Changes: tc.changes})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var charged int64
+			charge := func(ch crdt.Change) error { charged += decodedBytes(ch); return nil }
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.GC() // the encoder's pooled buffers are freed by the second
+			runtime.ReadMemStats(&before)
+			req, err := proto.DecodePushCharged(body, "", charge)
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+			if err != nil || len(req.Changes) != len(tc.changes) {
+				t.Fatalf("decode: %d changes, %v", len(req.Changes), err)
+			}
+			held := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+			runtime.KeepAlive(req)
+			t.Logf("body %d bytes, held %d decoded, charged %d", len(body), held, charged)
+			if held > charged {
+				t.Fatalf("the decoded push holds %d bytes, charged %d", held, charged)
+			}
+		})
+	}
+}
+
+// A restore's records take their room among the bodies in flight as they
+// are decoded, as a push's changes do: beside another body in flight, a
+// restore whose decoded records do not fit is answered unavailable, not
+// read whole (its seals are checked only once it is).
+func TestRestoreDecodedFormCharged(t *testing.T) {
+	ts, gate := newGatedServer(t, func(c *Config) { c.Limits.MaxBodyBytesInFlight = 2 << 20 })
+	tok := ts.token(t, "alice", []string{"notes"}, []string{"notes"})
+	a, sa := ts.openPusher(t, tok)
+	gate.close()
+	ts.pushLive(t, a, sa, tok, change(t, "notes", "a", "f", 1)) // held in flight
+	gate.waitEntered(t)
+	var req proto.RestoreRequest
+	req.Collection = "notes"
+	for _, ch := range tinyFields(t, 1000, 60) {
+		req.Records = append(req.Records, proto.SealedRecord{Record: ch.Record, Seal: make([]byte, 32)})
+	}
+	if got := ts.post(t, proto.PathRestore, tok, req); got.status != http.StatusServiceUnavailable {
+		t.Fatalf("restore decoded over the budget beside another body: status %d, want 503", got.status)
+	}
+	gate.open()
+	if p := recvPushed(t, a); len(p.Results) != 1 || p.Results[0].Status != proto.StatusApplied {
+		t.Fatalf("held push: %+v", p)
+	}
+	waitFor(t, "the room given back", func() bool { return ts.srv.bodies.inUse() == 0 })
+}
