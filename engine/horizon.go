@@ -25,7 +25,8 @@ import (
 // per (collection, replica), with the positions of the cursor the reader
 // presented, its pending floor and when it was seen. The collection job
 // (Collect) derives from the live leases a read horizon R (per shard, the
-// lowest live position; the heads without a live lease) and a write
+// lowest live position; the heads without a live lease; never below the
+// heads of pendingFloorReach × MaxOffline before: Horizon.Heads) and a write
 // horizon W (now − MaxOffline, or an earlier live pending floor, though
 // never before now − pendingFloorReach × MaxOffline; held where it was
 // for MaxOffline after a loss of history or the store's first horizon of
@@ -91,6 +92,7 @@ const (
 	HorizonFieldSince    = "since"  // ms, when the store's first horizon of the collection was published
 	HorizonFieldID       = "id"     // the publication's id (Horizon.ID)
 	HorizonFieldRaised   = "raised" // per shard, the id that last raised R
+	HorizonFieldHeads    = "heads"  // the log's heads as of past runs: [at, position per shard], oldest first
 )
 
 // horizonNonceBits is the low part of a publication id: a digest of its
@@ -116,7 +118,24 @@ const leaseRefreshDivisor = 20
 // client reports it (or re-stamps it, docs/protocol.md section 8), so one
 // reader delays the collection of everyone's tombstones by at most one
 // MaxOffline more, never for ever.
+//
+// It bounds a lease's positions the same way: the read horizon is never
+// below the log's heads as of a run at least pendingFloorReach ×
+// MaxOffline ago (Horizon.Heads). A reader reads the log forward, and
+// its lease is renewed from the cursor it reached (every pull, and every
+// ping of a live subscription); one away for up to MaxOffline reached at
+// least the heads of when it left. A lease that presents an older
+// position run after run (the same old cursor, renewed) is a reader
+// holding the read horizon, and so every reader's tombstones, back: past
+// the reach it is reset lease_expired at its next pull, like a reader
+// whose lease expired.
 const pendingFloorReach = 2
+
+// headsEvery spaces the heads Horizon.Heads keeps: a run records the
+// heads when the newest recorded is at least MaxOffline/headsEvery old,
+// so the read horizon's floor lags the reach by at most that, and a
+// collection keeps at most pendingFloorReach × headsEvery + 2 of them.
+const headsEvery = 4
 
 // Horizon is a published tombstone horizon of one collection.
 type Horizon struct {
@@ -138,7 +157,39 @@ type Horizon struct {
 	// Raised holds, per shard, the ID of the publication that last raised
 	// Read there; nil when unknown.
 	Raised []uint64
-	stamp  crdt.Stamp
+	// Heads are the log's heads (Heads[j][0] the time in ms, then one
+	// position per shard) as of earlier runs of this epoch, oldest first:
+	// the newest at least pendingFloorReach × MaxOffline old is the floor
+	// of Read. Nil when none is recorded.
+	Heads [][]uint64
+	stamp crdt.Stamp
+}
+
+// headsFloor returns the positions of the newest of heads recorded at or
+// before cutoff (ms), nil when none is.
+func headsFloor(heads [][]uint64, cutoff int64) []uint64 {
+	var floor []uint64
+	for _, hd := range heads {
+		if int64(hd[0]) > cutoff {
+			break
+		}
+		floor = hd[1:]
+	}
+	return floor
+}
+
+// recordHeads returns heads with the ones of now appended when the
+// newest is at least every ms old, less those older than the newest at
+// or before cutoff (ms), which is the only old one headsFloor reads.
+func recordHeads(heads [][]uint64, now, every, cutoff int64, at []uint64) [][]uint64 {
+	out := slices.Clone(heads)
+	if len(out) == 0 || now-int64(out[len(out)-1][0]) >= every {
+		out = append(out, append([]uint64{uint64(now)}, at...))
+	}
+	for len(out) > 1 && int64(out[1][0]) <= cutoff {
+		out = out[1:]
+	}
+	return out
 }
 
 // readSince reports whether a reading that began from the start of the
@@ -278,6 +329,13 @@ func decodeHorizon(r crdt.Record) (Horizon, bool) {
 	if f := r.Fields[HorizonFieldRaised]; f.Value != nil {
 		if crdt.DecodeValue(f.Value, &h.Raised) != nil || len(h.Raised) != len(h.Read) {
 			h.Raised = nil
+		}
+	}
+	if f := r.Fields[HorizonFieldHeads]; f.Value != nil {
+		if crdt.DecodeValue(f.Value, &h.Heads) != nil ||
+			slices.ContainsFunc(h.Heads, func(hd []uint64) bool { return len(hd) != 1+len(h.Read) }) ||
+			!slices.IsSortedFunc(h.Heads, func(a, b []uint64) int { return cmp.Compare(a[0], b[0]) }) {
+			h.Heads = nil
 		}
 	}
 	return h, true
@@ -1193,7 +1251,7 @@ func (e *Engine) publishHorizon(ctx context.Context, collection string, leases [
 	if !slices.ContainsFunc(heads, func(h uint64) bool { return h > 0 }) {
 		return Horizon{}, false, false, nil
 	}
-	h := Horizon{Epoch: m.Epoch, Read: heads, Wall: now - maxOff, At: now}
+	h := Horizon{Epoch: m.Epoch, Read: slices.Clone(heads), Wall: now - maxOff, At: now}
 	reach := now - pendingFloorReach*maxOff // no floor holds W further back
 	for _, l := range leases {
 		if l.seen < now-maxOff {
@@ -1217,12 +1275,23 @@ func (e *Engine) publishHorizon(ctx context.Context, collection string, leases [
 		return Horizon{}, false, false, err
 	}
 	same := ok && prev.Epoch == h.Epoch && len(prev.Read) == len(h.Read)
+	var recorded [][]uint64
 	if same {
+		recorded = prev.Heads
+		// No lease holds R below the heads of pendingFloorReach ×
+		// MaxOffline ago: its reader presents positions it read past
+		// long since (pendingFloorReach).
+		if floor := headsFloor(recorded, reach); floor != nil {
+			for i := range h.Read {
+				h.Read[i] = max(h.Read[i], min(floor[i], heads[i]))
+			}
+		}
 		for i := range h.Read {
 			h.Read[i] = max(h.Read[i], prev.Read[i])
 		}
 		h.PrevRead = prev.Read
 	}
+	h.Heads = recordHeads(recorded, now, maxOff/headsEvery, reach, heads)
 	if ok {
 		// W never goes down, across epochs too: a purge under the
 		// published W collected deletes stamped before it, in whatever
@@ -1289,6 +1358,7 @@ func (e *Engine) publishHorizon(ctx context.Context, collection string, leases [
 	set(HorizonFieldPrevWall, h.PrevWall)
 	set(HorizonFieldID, h.ID)
 	set(HorizonFieldRaised, h.Raised)
+	set(HorizonFieldHeads, h.Heads)
 	if err := e.applyOne(ctx, "publish horizon", crdt.Change{Collection: proto.HorizonCollection, Record: rec}); err != nil {
 		return Horizon{}, false, false, err
 	}
