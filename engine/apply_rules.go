@@ -9,6 +9,7 @@ import (
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/crdt/migrate"
 	"github.com/convergo/convergo/crdt/scope"
+	"github.com/convergo/convergo/stores"
 )
 
 // An ApplyOption changes how one Apply call admits its changes.
@@ -56,7 +57,9 @@ type colRules struct {
 	mig    *migrate.Definition // the records are read in its current version, with its defaults
 }
 
-func (r *colRules) active() bool { return r.write != nil || len(r.checks) > 0 }
+func (r *colRules) active() bool {
+	return r.write != nil || len(r.checks) > 0 || (r.mig != nil && r.mig.Current() > 1)
+}
 
 // readRecords reads the records of keys with read, maxRuleReads at a
 // time.
@@ -173,6 +176,9 @@ func (cr *colRules) check(ctx context.Context, collection string, before, change
 	// moves where it belongs (a title stamped after the name becomes the
 	// name), so the merge alone is not what is read.
 	merged, _ = resolved(cr.mig, merged)
+	if err := fitsEveryVersion(cr.mig, merged); err != nil {
+		return crdt.Record{}, err
+	}
 	if !merged.Exists() {
 		return merged, nil // a delete, or an unset of every field
 	}
@@ -196,6 +202,42 @@ func (cr *colRules) check(ctx context.Context, collection string, before, change
 		}
 	}
 	return merged, nil
+}
+
+// fitsEveryVersion refuses, with ErrTooLarge, a record (in the current
+// version of d) that some version's readers would be served beyond the
+// model limits: a translation may join parts into one value (a merge, a
+// split served back), cut one into many fields or lengthen names, and a
+// reader's decoder refuses a value over crdt.MaxValueBytes or a record
+// over stores.CheckRecordLimits, so one such record would stop every
+// reader of that version (docs/protocol.md, section 13). The stored shape
+// itself is the store's to check.
+func fitsEveryVersion(d *migrate.Definition, r crdt.Record) error {
+	if d == nil || d.Current() == 1 {
+		return nil
+	}
+	for v := d.Current(); v >= 1; v-- {
+		if v < d.Current() {
+			var err error
+			if r, _, err = d.Record(r, v+1, v); err != nil {
+				return err
+			}
+		}
+		if err := fitsLimits(r); err != nil {
+			return fmt.Errorf("served at schema version %d: %w", v, err)
+		}
+	}
+	return nil
+}
+
+// fitsLimits checks r against the model limits a reader decodes with.
+func fitsLimits(r crdt.Record) error {
+	for name, f := range r.Fields {
+		if len(f.Value) > crdt.MaxValueBytes {
+			return fmt.Errorf("%w: field %q would be %d bytes, more than %d", ErrTooLarge, name, len(f.Value), crdt.MaxValueBytes)
+		}
+	}
+	return stores.CheckRecordLimits(r)
 }
 
 // scopeText is a scope's text form for a message, cut short.
