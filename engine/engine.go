@@ -123,10 +123,14 @@ type Engine struct {
 	served        servedHistories
 	quotas        []Quota
 	usager        stores.Usager
-	rules         []Rule
-	subsMu        sync.Mutex
-	subs          map[string]map[*Subscription]struct{}
-	stopWat       func()
+	// counted holds collections known counted under their quota's
+	// MaxCollections (countCollection).
+	countedMu sync.Mutex
+	counted   map[string]bool
+	rules     []Rule
+	subsMu    sync.Mutex
+	subs      map[string]map[*Subscription]struct{}
+	stopWat   func()
 	// stopCapture ends the store's capture of other programs' writes, which
 	// the engine admits like any push (applyCaptured); nil without one.
 	stopCapture func()

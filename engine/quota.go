@@ -2,11 +2,14 @@ package engine
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/stores"
+	"github.com/convergo/convergo/transport/proto"
 )
 
 // ErrQuotaExceeded refuses a change that would add data to a collection
@@ -17,17 +20,31 @@ var ErrQuotaExceeded = errors.New("engine: collection quota exceeded")
 
 // Quota bounds what the collections a pattern matches may hold, each on its
 // own: records (tombstones included) and the bytes of their encoded
-// records. A zero bound is no bound. The first quota whose pattern matches
-// a collection applies to it.
+// records; and how many of them hold data, together. A zero bound is no
+// bound. The first quota whose pattern matches a collection applies to
+// it; the server's own collections (proto.Reserved) have none.
 type Quota struct {
 	// Pattern is a collection pattern (crdt.MatchPattern): "tenant42.*".
 	Pattern    string
 	MaxRecords int64
 	MaxBytes   int64
+	// MaxCollections bounds the collections Pattern matches that hold
+	// data: a token allowed a wildcard pattern could otherwise spread
+	// data over any number of collections, each within MaxRecords and
+	// MaxBytes. A collection is counted at its first change that adds
+	// data (one that held data before the bound was set is counted, never
+	// refused), in a collection of the store's own (countedCollection),
+	// so every instance counts the same ones; a counted collection stays
+	// counted. Concurrent writers can overshoot it by the new collections
+	// they write at once.
+	MaxCollections int64
 }
 
 // quotaOf returns the quota of collection, if any.
 func (e *Engine) quotaOf(collection string) (Quota, bool) {
+	if proto.Reserved(collection) {
+		return Quota{}, false // the server's leases and horizons are never refused
+	}
 	for _, q := range e.quotas {
 		if crdt.MatchPattern(q.Pattern, collection) {
 			return q, true
@@ -47,7 +64,7 @@ func (e *Engine) checkQuotas(ctx context.Context, changes []crdt.Change, index [
 	if len(e.quotas) == 0 {
 		return changes, index, nil
 	}
-	full := map[string]error{}
+	full, uncounted := map[string]error{}, map[string]error{}
 	keep, keepIndex := changes[:0:0], index[:0:0]
 	for j, c := range changes {
 		err, seen := full[c.Collection]
@@ -76,9 +93,89 @@ func (e *Engine) checkQuotas(ctx context.Context, changes []crdt.Change, index [
 				continue
 			}
 		}
+		if q, ok := e.quotaOf(c.Collection); ok && q.MaxCollections > 0 && addsData(c.Record) {
+			cerr, seen := uncounted[c.Collection]
+			if !seen {
+				var ioErr error
+				if cerr, ioErr = e.countCollection(ctx, q, c.Collection); ioErr != nil {
+					return nil, nil, ioErr
+				}
+				uncounted[c.Collection] = cerr
+			}
+			if cerr != nil {
+				results[index[j]] = Result{Status: StatusRefused, Err: fmt.Errorf("change %s/%s: %w", c.Collection, c.Record.ID, cerr)}
+				continue
+			}
+		}
 		keep, keepIndex = append(keep, c), append(keepIndex, index[j])
 	}
 	return keep, keepIndex, nil
+}
+
+// countedCollection is the collection of the store's own that counts the
+// collections quota pattern matches that hold data (Quota.MaxCollections).
+func countedCollection(pattern string) string {
+	sum := sha256.Sum256([]byte(pattern))
+	return proto.CountedPrefix + hex.EncodeToString(sum[:12])
+}
+
+// maxCounted bounds Engine.counted, the collections known counted.
+const maxCounted = 1 << 14
+
+// countCollection counts collection under q (Quota.MaxCollections) unless
+// it is counted already, and returns the refusal (ErrQuotaExceeded) of a
+// change that adds data to it when it is not and q's collections are at
+// their bound; ioErr when the store failed.
+func (e *Engine) countCollection(ctx context.Context, q Quota, collection string) (refusal, ioErr error) {
+	e.countedMu.Lock()
+	known := e.counted[collection]
+	e.countedMu.Unlock()
+	if known {
+		return nil, nil
+	}
+	cc := countedCollection(q.Pattern)
+	switch _, err := e.store.Get(ctx, cc, collection); {
+	case err == nil:
+		e.noteCounted(collection)
+		return nil, nil
+	case !errors.Is(err, stores.ErrNotFound):
+		return nil, fmt.Errorf("whether %s is counted under %s: %w", collection, q.Pattern, err)
+	}
+	n, err := e.usager.Usage(ctx, cc)
+	if err != nil {
+		return nil, fmt.Errorf("collections counted under %s: %w", q.Pattern, err)
+	}
+	if n.Records >= q.MaxCollections {
+		// One that holds data already (written before the bound) is
+		// counted: the bound keeps new ones out, it loses nothing.
+		own, err := e.usager.Usage(ctx, collection)
+		if err != nil {
+			return nil, fmt.Errorf("usage of %s: %w", collection, err)
+		}
+		if own.Records == 0 {
+			return fmt.Errorf("%w: %d collections matching %s hold data, its quota is %d", ErrQuotaExceeded, n.Records, q.Pattern, q.MaxCollections), nil
+		}
+	}
+	st, err := e.Now(cc)
+	if err != nil {
+		return nil, err
+	}
+	v, _ := crdt.EncodeValue(st.Wall)
+	if err := e.applyOne(ctx, "count collection", crdt.Change{Collection: cc, Record: crdt.SetField(collection, "at", v, st)}); err != nil {
+		return nil, err
+	}
+	e.noteCounted(collection)
+	return nil, nil
+}
+
+// noteCounted remembers that collection is counted.
+func (e *Engine) noteCounted(collection string) {
+	e.countedMu.Lock()
+	defer e.countedMu.Unlock()
+	if e.counted == nil || len(e.counted) >= maxCounted {
+		e.counted = map[string]bool{}
+	}
+	e.counted[collection] = true
 }
 
 // addsData reports whether a change sets a value: deletes and unsets only
@@ -101,7 +198,7 @@ func validateQuotas(qs []Quota, s stores.Store) (stores.Usager, error) {
 		if err := crdt.ValidatePattern(q.Pattern); err != nil {
 			return nil, fmt.Errorf("quota: %w", err)
 		}
-		if q.MaxRecords < 0 || q.MaxBytes < 0 {
+		if q.MaxRecords < 0 || q.MaxBytes < 0 || q.MaxCollections < 0 {
 			return nil, fmt.Errorf("quota %s: negative bound", q.Pattern)
 		}
 	}

@@ -365,6 +365,10 @@ func TestServeNumericFlags(t *testing.T) {
 		{[]string{"--quota", "a.*=-1/0"}, "quota"},
 		{[]string{"--quota", "a.*=0/-1"}, "quota"},
 		{[]string{"--quota", "a.*=0/0"}, ""}, // 0: no bound
+		{[]string{"--quota", "a.*=0/0/-1"}, "quota"},
+		{[]string{"--quota", "a.*=0/0/x"}, "quota"},
+		{[]string{"--quota", "a.*=0/0/1/2"}, "quota"},
+		{[]string{"--quota", "a.*=10/1024/50"}, ""},
 	} {
 		t.Run(strings.Join(tc.args, "="), func(t *testing.T) {
 			want := "nil"

@@ -9,14 +9,18 @@ import (
 	"github.com/convergo/convergo/engine"
 )
 
-// quotaFlag collects --quota PATTERN=RECORDS/BYTES values (comma-separated
-// or repeated; 0 is no bound): "tenant42.*=100000/1073741824".
+// quotaFlag collects --quota PATTERN=RECORDS/BYTES[/COLLECTIONS] values
+// (comma-separated or repeated; 0 is no bound):
+// "tenant42.*=100000/1073741824/50".
 type quotaFlag []engine.Quota
 
 func (q *quotaFlag) String() string {
 	parts := make([]string, len(*q))
 	for i, x := range *q {
 		parts[i] = fmt.Sprintf("%s=%d/%d", x.Pattern, x.MaxRecords, x.MaxBytes)
+		if x.MaxCollections > 0 {
+			parts[i] += fmt.Sprintf("/%d", x.MaxCollections)
+		}
 	}
 	return strings.Join(parts, ",")
 }
@@ -27,10 +31,11 @@ func (q *quotaFlag) Set(v string) error {
 			continue
 		}
 		pattern, bounds, ok := strings.Cut(s, "=")
-		records, bytes, ok2 := strings.Cut(bounds, "/")
-		if !ok || !ok2 {
-			return fmt.Errorf("quota %q: want PATTERN=RECORDS/BYTES", s)
+		nums := strings.Split(bounds, "/")
+		if !ok || len(nums) < 2 || len(nums) > 3 {
+			return fmt.Errorf("quota %q: want PATTERN=RECORDS/BYTES[/COLLECTIONS]", s)
 		}
+		records, bytes := nums[0], nums[1]
 		if err := crdt.ValidatePattern(pattern); err != nil {
 			return fmt.Errorf("quota %q: %w", s, err)
 		}
@@ -42,7 +47,13 @@ func (q *quotaFlag) Set(v string) error {
 		if err != nil || b < 0 {
 			return fmt.Errorf("quota %q: bytes %q is not a count", s, bytes)
 		}
-		*q = append(*q, engine.Quota{Pattern: pattern, MaxRecords: r, MaxBytes: b})
+		var n int64
+		if len(nums) == 3 {
+			if n, err = strconv.ParseInt(nums[2], 10, 64); err != nil || n < 0 {
+				return fmt.Errorf("quota %q: collections %q is not a count", s, nums[2])
+			}
+		}
+		*q = append(*q, engine.Quota{Pattern: pattern, MaxRecords: r, MaxBytes: b, MaxCollections: n})
 	}
 	return nil
 }

@@ -61,6 +61,13 @@ const LeaseCollection = ReservedPrefix + "leases"
 // store follows (docs/design.md, "Tombstone horizons").
 const HorizonCollection = ReservedPrefix + "horizons"
 
+// CountedPrefix starts the names of the collections that count, per
+// quota pattern with a bound on collections (engine.Quota.MaxCollections),
+// the collections it matches that hold data: one record per collection,
+// id the collection's name. The rest of the name is a digest of the
+// pattern (engine.countedCollection).
+const CountedPrefix = ReservedPrefix + "counted."
+
 // Reserved reports whether collection is one of the server's own.
 func Reserved(collection string) bool { return strings.HasPrefix(collection, ReservedPrefix) }
 
