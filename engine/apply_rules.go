@@ -46,6 +46,25 @@ func WithWriteScope(f func(collection string) (*scope.Pred, error)) ApplyOption 
 	return func(c *applyConfig) { c.writeScope = f }
 }
 
+// oncePerCollection wraps a write scope function so that it is called
+// once per collection (WithWriteScope promises it), however many of the
+// call's checks ask.
+func oncePerCollection(f func(collection string) (*scope.Pred, error)) func(string) (*scope.Pred, error) {
+	type answer struct {
+		p   *scope.Pred
+		err error
+	}
+	seen := map[string]answer{}
+	return func(collection string) (*scope.Pred, error) {
+		a, ok := seen[collection]
+		if !ok {
+			a.p, a.err = f(collection)
+			seen[collection] = a
+		}
+		return a.p, a.err
+	}
+}
+
 // maxRuleReads bounds the stored records checkRules reads at once.
 const maxRuleReads = 16
 

@@ -411,7 +411,10 @@ func (e *Engine) Apply(ctx context.Context, changes []crdt.Change, opts ...Apply
 	// Quotas first: the rules judge each change on the record the call's
 	// earlier changes leave (checkRules), so a change refused after them
 	// would leave a later one judged on a record that never was.
-	accepted, index, err = e.checkQuotas(ctx, accepted, index, results)
+	if cfg.writeScope != nil {
+		cfg.writeScope = oncePerCollection(cfg.writeScope)
+	}
+	accepted, index, err = e.checkQuotas(ctx, accepted, index, results, cfg)
 	if err != nil {
 		return nil, err
 	}

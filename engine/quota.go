@@ -8,6 +8,7 @@ import (
 	"fmt"
 
 	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/crdt/migrate"
 	"github.com/convergo/convergo/stores"
 	"github.com/convergo/convergo/transport/proto"
 )
@@ -60,7 +61,12 @@ func (e *Engine) quotaOf(collection string) (Quota, bool) {
 // A change that sets a value in a full collection is refused unless its
 // record holds it already (or newer writes beat it): a retry of a push
 // whose answer was lost comes back duplicate, as at any other time.
-func (e *Engine) checkQuotas(ctx context.Context, changes []crdt.Change, index []int, results []Result) ([]crdt.Change, []int, error) {
+//
+// A record outside the writer's write scope (cfg) decides nothing here:
+// whether a change would alter it tells which fields it has and how new
+// they are, so every change to it passes on to checkRules, which refuses
+// it out of scope.
+func (e *Engine) checkQuotas(ctx context.Context, changes []crdt.Change, index []int, results []Result, cfg applyConfig) ([]crdt.Change, []int, error) {
 	if len(e.quotas) == 0 {
 		return changes, index, nil
 	}
@@ -88,7 +94,7 @@ func (e *Engine) checkQuotas(ctx context.Context, changes []crdt.Change, index [
 			if rerr != nil {
 				return nil, nil, rerr
 			}
-			if _, changed := crdt.Merge(cur, c.Record); changed {
+			if _, changed := crdt.Merge(cur, c.Record); changed && !outsideWriteScope(cfg, e.Migrations(c.Collection), c.Collection, cur) {
 				results[index[j]] = Result{Status: StatusRefused, Err: fmt.Errorf("change %s/%s: %w", c.Collection, c.Record.ID, err)}
 				continue
 			}
@@ -176,6 +182,20 @@ func (e *Engine) noteCounted(collection string) {
 		e.counted = map[string]bool{}
 	}
 	e.counted[collection] = true
+}
+
+// outsideWriteScope reports whether stored record r of collection is one
+// checkRules refuses every change to: it exists outside the write scope of
+// cfg, or that scope cannot be had. d is the collection's migrations.
+func outsideWriteScope(cfg applyConfig, d *migrate.Definition, collection string, r crdt.Record) bool {
+	if cfg.writeScope == nil {
+		return false
+	}
+	w, err := cfg.writeScope(collection)
+	if err != nil {
+		return true
+	}
+	return w != nil && r.Exists() && !w.Match(withDefaults(d, r))
 }
 
 // addsData reports whether a change sets a value: deletes and unsets only
