@@ -44,6 +44,9 @@ type Pred struct {
 	params []string // sorted, unique
 	fields []string // sorted, unique
 	key    string   // enc as a string (Key)
+	// needles holds, per field, the values its "has" predicates look for
+	// (bound preds only): Match walks the field's array once for all.
+	needles map[string]map[string]struct{}
 }
 
 type opKind uint8
@@ -98,6 +101,7 @@ type node struct {
 	enc       string   // wire form of this node
 	vals      []string // in, bound: the values, sorted
 	set       map[string]struct{}
+	maxLen    int // in, with set: the longest value's length
 }
 
 // newNode returns n with its wire form computed; kids must have theirs.
@@ -256,6 +260,7 @@ func finish(root *node, check bool) (*Pred, error) {
 	if len(p.params) == 0 {
 		root = prepare(root)
 		p.root = root
+		p.needles = needlesOf(root, nil)
 	}
 	return p, nil
 }
@@ -277,6 +282,7 @@ func prepare(n *node) *node {
 			c.set = make(map[string]struct{}, len(c.vals))
 			for _, v := range c.vals {
 				c.set[v] = struct{}{}
+				c.maxLen = max(c.maxLen, len(v))
 			}
 			c.vals = nil
 		}
@@ -290,6 +296,26 @@ func prepare(n *node) *node {
 		return &c
 	}
 	return n
+}
+
+// needlesOf adds to m (nil: a new map) the values the "has" predicates
+// of n look for, per field, and returns it.
+func needlesOf(n *node, m map[string]map[string]struct{}) map[string]map[string]struct{} {
+	switch n.op {
+	case opHas:
+		if m == nil {
+			m = map[string]map[string]struct{}{}
+		}
+		if m[n.field] == nil {
+			m[n.field] = map[string]struct{}{}
+		}
+		m[n.field][n.val.val] = struct{}{}
+	case opAnd, opOr:
+		for _, k := range n.kids {
+			m = needlesOf(k, m)
+		}
+	}
+	return m
 }
 
 func sortedKeys(m map[string]bool) []string {

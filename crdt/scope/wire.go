@@ -288,6 +288,11 @@ func itemEnd(b []byte, off int) int {
 // (deleted, or with every field unset) matches nothing, and a missing,
 // unset or hidden field matches no comparison. A nil p matches every
 // existing record; a p with parameters left matches nothing.
+//
+// Its cost is bounded by the record and p's own size, whatever p holds:
+// each "has" field's array is walked at most once per call, for every
+// value p's "has" predicates look for in it at once (Pred.needles), and an
+// "eq" or "in" reads no more of a value than its longest operand.
 func (p *Pred) Match(r crdt.Record) bool {
 	if p == nil {
 		return r.Exists()
@@ -295,10 +300,24 @@ func (p *Pred) Match(r crdt.Record) bool {
 	if len(p.params) != 0 {
 		return false
 	}
-	return p.root.match(&r)
+	m := matcher{p: p, r: &r}
+	return m.match(p.root)
 }
 
-func (n *node) match(r *crdt.Record) bool {
+// onWalk, when set (by tests), is called at each walk of an array.
+var onWalk func()
+
+// matcher is one Match call: what it found in the arrays it walked.
+type matcher struct {
+	p *Pred
+	r *crdt.Record
+	// found holds, per field whose array was walked, the values of
+	// p.needles[field] the array holds.
+	found map[string]map[string]bool
+}
+
+func (m *matcher) match(n *node) bool {
+	r := m.r
 	switch n.op {
 	case opAll:
 		return r.Exists()
@@ -306,14 +325,14 @@ func (n *node) match(r *crdt.Record) bool {
 		return false
 	case opAnd:
 		for _, k := range n.kids {
-			if !k.match(r) {
+			if !m.match(k) {
 				return false
 			}
 		}
 		return true
 	case opOr:
 		for _, k := range n.kids {
-			if k.match(r) {
+			if m.match(k) {
 				return true
 			}
 		}
@@ -329,6 +348,9 @@ func (n *node) match(r *crdt.Record) bool {
 		return string(v) == n.val.val
 	case opIn:
 		if n.set != nil {
+			if len(v) > n.maxLen {
+				return false // not hashed: a long value costs nothing
+			}
 			_, ok := n.set[string(v)]
 			return ok
 		}
@@ -339,8 +361,37 @@ func (n *node) match(r *crdt.Record) bool {
 		}
 		return false
 	}
-	// has: v is an array holding the value. Values are canonical, but a
-	// record built in Go might hold anything, so the walk checks bounds.
+	// has: v is an array holding the value.
+	needles := m.p.needles[n.field]
+	if len(needles) <= 1 {
+		return walkArray(v, func(item string) bool { return item == n.val.val })
+	}
+	found, ok := m.found[n.field]
+	if !ok {
+		found = map[string]bool{}
+		walkArray(v, func(item string) bool {
+			if _, ok := needles[item]; ok {
+				found[item] = true
+				return len(found) == len(needles)
+			}
+			return false
+		})
+		if m.found == nil {
+			m.found = map[string]map[string]bool{}
+		}
+		m.found[n.field] = found
+	}
+	return found[n.val.val]
+}
+
+// walkArray calls stop with each item of array v (its canonical bytes)
+// until stop returns true, and reports whether it did. Values are
+// canonical, but a record built in Go might hold anything, so the walk
+// checks bounds and ends at the first item that breaks them.
+func walkArray(v []byte, stop func(item string) bool) bool {
+	if onWalk != nil {
+		onWalk()
+	}
 	if len(v) == 0 || v[0]>>5 != 4 || headEnd(v, 0) < 0 {
 		return false
 	}
@@ -350,7 +401,7 @@ func (n *node) match(r *crdt.Record) bool {
 		if end < 0 {
 			return false
 		}
-		if string(v[off:end]) == n.val.val {
+		if stop(string(v[off:end])) {
 			return true
 		}
 		off = end
