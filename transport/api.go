@@ -110,6 +110,12 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, h handlerFunc)
 		}
 		return proto.Errorf(proto.CodeMalformed, "reading the body: %v", err)
 	}
+	// The principal was checked against the deny list when the headers
+	// came, and the body may have taken up to RequestTimeout since: a
+	// principal denied meanwhile gets nothing read or written.
+	if err := s.deniedNow(p); err != nil {
+		return err
+	}
 	answer, err := h(context.WithValue(r.Context(), bodyHeldKey{}, held), p, body)
 	if err != nil {
 		return err

@@ -241,6 +241,13 @@ func (s *Server) checkDenied(ctx context.Context, p Principal) error {
 				Message: "the server cannot read its deny list yet; retry later", RetryAfter: time.Second}
 		}
 	}
+	return s.deniedNow(p)
+}
+
+// deniedNow returns revoked if the deny list, as this server holds it now,
+// names p; nil if it does not. It does not wait for the list's first read
+// (checkDenied does, before it).
+func (s *Server) deniedNow(p Principal) error {
 	if id, denied := s.deny.deniedAt(p, s.now().UnixMilli()); denied {
 		what := "this subject's"
 		if strings.HasPrefix(id, DenyTokenID) {
