@@ -177,3 +177,28 @@ func TestAttackReadOutsideScope(t *testing.T) {
 		}
 	}
 }
+
+// A push names a schema version per collection (key 3), also of
+// collections it has no change of: one the principal may not write tells
+// it nothing, neither by schema_ahead nor by the current version in the
+// message. The push is answered as without that key.
+func TestAttackSchemaVersionOfAnotherTenant(t *testing.T) {
+	ts := newTestServer(t, nil)
+	ts.withRules(t, `{"tenantb.notes": {"migrations": {"version": 3, "steps": [
+		{"to": 2, "ops": [{"op": "rename", "from": "a", "to": "b"}]},
+		{"to": 3, "ops": [{"op": "rename", "from": "b", "to": "c"}]}]}}}`)
+	mallory := ts.token(t, "mallory", []string{"tenanta.notes"}, []string{"tenanta.notes"})
+	for _, v := range []uint64{2, 3, 4, 99} {
+		a := ts.post(t, proto.PathPush, mallory, proto.PushRequest{Replica: "c1",
+			Changes:  []crdt.Change{change(t, "tenanta.notes", "n1", "title", "mine")},
+			Versions: map[string]uint64{"tenantb.notes": v}})
+		if a.status != http.StatusOK {
+			t.Errorf("a push naming version %d of another tenant's collection: %d %s, want it answered as without", v, a.status, a.errorCode(t))
+			continue
+		}
+		var res proto.PushResponse
+		if err := proto.Decode(a.body, &res); err != nil || len(res.Results) != 1 || res.Results[0].Status == proto.StatusRefused {
+			t.Errorf("version %d: %+v %v", v, res, err)
+		}
+	}
+}

@@ -74,7 +74,10 @@ func (s *Server) push(ctx context.Context, p Principal, body []byte) (any, error
 func (s *Server) pushChanges(ctx context.Context, p Principal, changes []crdt.Change, refused []error, versionsOf map[string]uint64) ([]proto.PushResult, error) {
 	var versions map[string]int
 	for coll, v := range versionsOf {
-		if v == 0 {
+		if v == 0 || !p.CanWrite(coll) {
+			// A collection p may not write has its changes refused
+			// forbidden: its version is not looked at, which would tell
+			// p the collection's current one (schema_ahead).
 			continue
 		}
 		if _, _, err := s.schemaVersion(coll, v); err != nil {
