@@ -150,8 +150,14 @@ func (e *Engine) checkRules(ctx context.Context, changes []crdt.Change, index []
 	if len(need) == 0 && !refuse {
 		return changes, index, nil
 	}
+	// The records as the store holds them, in the shapes they were written
+	// in: each change merges into that, as the store will merge it, and
+	// what readers see is that merge resolved (check).
 	stored, err := readRecords(ctx, need, func(ctx context.Context, k recordKey) (crdt.Record, error) {
-		return e.current(ctx, "check", k.collection, k.id)
+		if err := stores.CheckKey(k.collection, k.id); err != nil {
+			return crdt.Record{}, fmt.Errorf("check %s/%s: %w", k.collection, k.id, err)
+		}
+		return e.held(ctx, "check", k.collection, k.id)
 	})
 	if err != nil {
 		return nil, nil, err
@@ -184,22 +190,26 @@ func (e *Engine) checkRules(ctx context.Context, changes []crdt.Change, index []
 }
 
 // check holds one change to the rules, against the record as stored (or
-// as the call's earlier changes leave it), and returns the merged record.
-func (cr *colRules) check(ctx context.Context, collection string, before, change crdt.Record) (crdt.Record, error) {
+// as the call's earlier changes leave it), held: in the shapes it was
+// written in. It returns the held record merged with the change.
+func (cr *colRules) check(ctx context.Context, collection string, held, change crdt.Record) (crdt.Record, error) {
+	before, _ := resolved(cr.mig, held)
 	if cr.write != nil && before.Exists() && !cr.write.Match(withDefaults(cr.mig, before)) {
 		return crdt.Record{}, fmt.Errorf("%w: the record is outside the write scope %s", ErrOutOfScope, scopeText(cr.write))
 	}
-	merged, _ := crdt.Merge(before, change)
-	// Judged as readers will see it: a change in the current version may
-	// still carry a field of an older version's shape, which resolving
-	// moves where it belongs (a title stamped after the name becomes the
-	// name), so the merge alone is not what is read.
-	merged, _ = resolved(cr.mig, merged)
+	// Judged as readers will see it: the store merges the change into the
+	// record as held, and readers read that resolved to the current
+	// version, so a change in the current version that carries a field of
+	// an older shape (a title stamped after the name becomes the name), or
+	// a part of a merge whose other part the store holds, is judged with
+	// what resolving makes of it.
+	mergedHeld, _ := crdt.Merge(held, change)
+	merged, _ := resolved(cr.mig, mergedHeld)
 	if err := fitsEveryVersion(cr.mig, merged); err != nil {
 		return crdt.Record{}, err
 	}
 	if !merged.Exists() {
-		return merged, nil // a delete, or an unset of every field
+		return mergedHeld, nil // a delete, or an unset of every field
 	}
 	seen := withDefaults(cr.mig, merged)
 	if cr.write != nil && !cr.write.Match(seen) {
@@ -220,7 +230,7 @@ func (cr *colRules) check(ctx context.Context, collection string, before, change
 			}
 		}
 	}
-	return merged, nil
+	return mergedHeld, nil
 }
 
 // fitsEveryVersion refuses, with ErrTooLarge, a record (in the current

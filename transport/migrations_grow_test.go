@@ -30,13 +30,17 @@ func TestTranslationGrownValue(t *testing.T) {
 		rules   string
 		values  func() map[string]any // the fields mallory pushes, in the current version
 		version uint64                // the version a reader pulls at
+		first   map[string]any        // what she pushed before, applied
 	}{
 		{"split served back as a merge", `{"notes": {"migrations": {"version": 2, "steps": [{"to": 2, "ops": [
 			{"op": "split", "from": "who", "to": ["first", "last"], "sep": " "}]}]}}}`,
-			func() map[string]any { return map[string]any{"first": part, "last": part} }, 1},
+			func() map[string]any { return map[string]any{"first": part, "last": part} }, 1, nil},
 		{"merge of old-shape parts", `{"notes": {"migrations": {"version": 2, "steps": [{"to": 2, "ops": [
 			{"op": "merge", "from": ["first", "last"], "to": "who", "sep": " "}]}]}}}`,
-			func() map[string]any { return map[string]any{"first": part, "last": part} }, 2},
+			func() map[string]any { return map[string]any{"first": part, "last": part} }, 2, nil},
+		{"merge of old-shape parts, one push each", `{"notes": {"migrations": {"version": 2, "steps": [{"to": 2, "ops": [
+			{"op": "merge", "from": ["first", "last"], "to": "who", "sep": " "}]}]}}}`,
+			func() map[string]any { return map[string]any{"last": part} }, 2, map[string]any{"first": part}},
 		{"merge served back as a split, past the field count", `{"notes": {"migrations": {"version": 2, "steps": [{"to": 2, "ops": [
 			{"op": "merge", "from": ["a", "b", "c"], "to": "who", "sep": " "}]}]}}}`,
 			func() map[string]any {
@@ -45,7 +49,7 @@ func TestTranslationGrownValue(t *testing.T) {
 					m["f"+strconv.Itoa(i)] = i
 				}
 				return m
-			}, 1},
+			}, 1, nil},
 		{"a rename to a longer name, past the record size", `{"notes": {"migrations": {"version": 2, "steps": [{"to": 2, "ops": [` +
 			func() string {
 				var ops []string
@@ -61,12 +65,17 @@ func TestTranslationGrownValue(t *testing.T) {
 					m["n"+strconv.Itoa(i)] = 1
 				}
 				return m
-			}, 1},
+			}, 1, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ts := newTestServer(t, nil)
 			ts.withRules(t, tc.rules)
 			tok := ts.token(t, "mallory", []string{"notes"}, []string{"notes"})
+			if tc.first != nil {
+				if res := ts.push(t, tok, fields(t, tc.first)); res[0].Status != proto.StatusApplied {
+					t.Fatalf("the first push: %+v", res[0])
+				}
+			}
 			c := fields(t, tc.values())
 			if err := stores.CheckRecordLimits(c.Record); err != nil {
 				t.Fatalf("the test's change is over the limits as pushed: %v", err)
