@@ -56,9 +56,15 @@ func TestPushDecodedFormCharged(t *testing.T) {
 		t.Fatalf("live push decoded over the budget beside another: %#v, %v; want pushed unavailable while the other is held", m, err)
 	}
 	answered := make(chan answer, 1)
+	posted := make(chan struct{})
 	go func() {
+		defer close(posted)
 		answered <- ts.post(t, proto.PathPush, tok, proto.PushRequest{Replica: ownReplica, Changes: big})
 	}()
+	// The post ends before the test does, also when the test fails
+	// waiting for it (the gate opened lets an admitted push end): a
+	// failure of the post after the test panics the whole package.
+	t.Cleanup(func() { gate.open(); <-posted })
 	select {
 	case got := <-answered:
 		if got.status != http.StatusServiceUnavailable {

@@ -362,3 +362,33 @@ func (ts *testServer) metric(t *testing.T, name string) float64 {
 	t.Fatalf("metrics lack %s", name)
 	return 0
 }
+
+// held returns how many connections the pinger holds: a connection it
+// found silent is no longer among them.
+func (p *pinger) held() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.n
+}
+
+// resynced reports whether the server has stopped a subscription of coll
+// with resync: the resync is owed to its client (it waits for room in the
+// send queue) or was sent (counted).
+func (ts *testServer) resynced(t *testing.T, coll string) bool {
+	t.Helper()
+	ts.srv.mu.Lock()
+	conns := make([]*liveConn, 0, len(ts.srv.live))
+	for c := range ts.srv.live {
+		conns = append(conns, c)
+	}
+	ts.srv.mu.Unlock()
+	for _, c := range conns {
+		c.mu.Lock()
+		_, owed := c.resyncs[coll]
+		c.mu.Unlock()
+		if owed {
+			return true
+		}
+	}
+	return ts.metric(t, "convergo_live_resyncs_total") >= 1
+}

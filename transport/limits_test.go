@@ -57,9 +57,16 @@ func TestLiveSendQueueBytes(t *testing.T) {
 	}
 	c, _ := ts.open(t, "")
 	c.send(proto.Sub{Collection: DemoCollection})
+	// Not reading: watch the queue for a second at least, and until it has
+	// filled, which on a loaded machine (the server reads and sends the
+	// pages slower than loopback takes them) can take several seconds.
 	var peak int64
-	for end := time.Now().Add(time.Second); time.Now().Before(end); time.Sleep(time.Millisecond) {
+	start := time.Now()
+	for end := start.Add(30 * time.Second); time.Now().Before(end); time.Sleep(time.Millisecond) {
 		peak = max(peak, ts.srv.queuedBytes())
+		if peak >= 100<<10 && time.Since(start) >= time.Second {
+			break
+		}
 	}
 	t.Logf("peak queued bytes %d", peak)
 	if peak > queueBytes {

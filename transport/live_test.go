@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -177,10 +178,13 @@ func TestLiveSlowConsumerResync(t *testing.T) {
 	// Not reading: the queue fills, and the server stops the
 	// subscription. How soon depends on the machine's load (a busy one
 	// reads and sends the pages slower than loopback buffers take them):
-	// wait until the resync is counted, or up to 3 s.
-	time.Sleep(500 * time.Millisecond)
-	for until := time.Now().Add(3 * time.Second); time.Now().Before(until) && ts.metric(t, "convergo_live_resyncs_total") < 1; {
-		time.Sleep(50 * time.Millisecond)
+	// wait until it has (the resync is owed: it is counted only once
+	// written, when the client reads). Reading before would drain the
+	// queue, and the resync this test is about might never come.
+	for until := time.Now().Add(30 * time.Second); !ts.resynced(t, DemoCollection); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(until) {
+			t.Fatal("a client not reading 16 MB was not resynced within 30 s")
+		}
 	}
 	var pages int
 	for {
@@ -252,18 +256,30 @@ func TestLiveConnLimit(t *testing.T) {
 	}
 }
 
-// expiringAuth grants everything until a fixed time.
-type expiringAuth struct{ exp time.Time }
+// expiringAuth grants everything for ttl from its first authentication
+// on: from then, not from its making, so that a slow start of the server
+// and the dial does not spend the token before its hello.
+type expiringAuth struct {
+	ttl time.Duration
+	mu  sync.Mutex
+	exp time.Time
+}
 
-func (a expiringAuth) Authenticate(context.Context, string) (Principal, error) {
-	if !time.Now().Before(a.exp) {
+func (a *expiringAuth) Authenticate(context.Context, string) (Principal, error) {
+	a.mu.Lock()
+	if a.exp.IsZero() {
+		a.exp = time.Now().Add(a.ttl)
+	}
+	exp := a.exp
+	a.mu.Unlock()
+	if !time.Now().Before(exp) {
 		return Principal{}, ErrTokenExpired
 	}
-	return Principal{Subject: "s", Read: []string{"*"}, Write: []string{"*"}, Expires: a.exp}, nil
+	return Principal{Subject: "s", Read: []string{"*"}, Write: []string{"*"}, Expires: exp}, nil
 }
 
 func TestLiveTokenExpiry(t *testing.T) {
-	ts := newTestServer(t, func(c *Config) { c.Authorizer = expiringAuth{exp: time.Now().Add(300 * time.Millisecond)} })
+	ts := newTestServer(t, func(c *Config) { c.Authorizer = &expiringAuth{ttl: 300 * time.Millisecond} })
 	c, _ := ts.open(t, "t")
 	e, ok := c.recv().(proto.ErrorMessage)
 	if !ok || e.Code != proto.CodeTokenExpired {
@@ -288,8 +304,15 @@ func TestLiveIdleTimeout(t *testing.T) {
 		c.IdleTimeout = time.Second
 	})
 	c, _ := ts.open(t, "")
-	// Not reading means not answering pings.
-	time.Sleep(1500 * time.Millisecond)
+	// Not reading means not answering pings. Read only once the server
+	// has found the client silent (its pinger no longer holds it): a
+	// read answers the pings, and a pinger slowed by a loaded machine
+	// would then find the client heard from.
+	for until := time.Now().Add(10 * time.Second); ts.srv.pinger.held() > 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(until) {
+			t.Fatal("a silent client was not found silent within 10 s")
+		}
+	}
 	_, err := c.recvErr(5 * time.Second)
 	if websocket.CloseStatus(err) != websocket.StatusPolicyViolation {
 		t.Fatalf("silent client: %v", err)
@@ -354,7 +377,9 @@ func TestLiveRateLimit(t *testing.T) {
 }
 
 func TestLiveHelloTimeout(t *testing.T) {
-	ts := newTestServer(t, func(c *Config) { c.Demo = true; c.HelloTimeout = 100 * time.Millisecond })
+	// 1 s: the second client's hello must be read within it, after the
+	// upgrade, by a server that a loaded machine may hold up for a while.
+	ts := newTestServer(t, func(c *Config) { c.Demo = true; c.HelloTimeout = time.Second })
 	c, _, err := ts.dial(t, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -367,7 +392,7 @@ func TestLiveHelloTimeout(t *testing.T) {
 	}
 	// A client that says hello in time stays past the timeout.
 	d, _ := ts.open(t, "")
-	time.Sleep(200 * time.Millisecond)
+	time.Sleep(1200 * time.Millisecond)
 	d.send(proto.Ping{Nonce: 1})
 	if m := d.recv(); m != (proto.Pong{Type: proto.TypePong, Nonce: 1}) {
 		t.Fatalf("after the hello timeout: %#v", m)

@@ -319,12 +319,17 @@ func TestLiveIdleHoldsNoGoroutine(t *testing.T) {
 				return c
 			}
 			open("warm") // the group, the pinger and the poller run
+			// A group's goroutine ends after its first pages are sent,
+			// which on a loaded machine can be well after the client has
+			// them: count once every group is idle.
+			waitFor(t, "idle groups", ts.groupsIdle)
 			time.Sleep(100 * time.Millisecond)
 			before := runtime.NumGoroutine()
 			clients := make([]*rawClient, n)
 			for i := range clients {
 				clients[i] = open(fmt.Sprintf("c%d", i))
 			}
+			waitFor(t, "idle groups", ts.groupsIdle)
 			time.Sleep(200 * time.Millisecond)
 			grew := runtime.NumGoroutine() - before
 			t.Logf("%d idle sessions: %d goroutines more", n, grew)
