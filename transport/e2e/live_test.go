@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -104,15 +107,33 @@ func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 // over HTTP from its cursor, subscribe again and end with every change.
 func TestLiveResync(t *testing.T) {
 	store := openEmbedded(t)
+	var decided *logSpy
 	srv := startServer(t, store, func(c *transport.Config) {
 		c.Limits.SendQueue = 1
 		c.Limits.SlowConsumer = time.Millisecond
 		c.Limits.MaxPullRecords = 1 // one record per frame: many frames
+		// Not dropped as a client that stopped reading while the test
+		// stalls it (up to 30 s, below): the resync, queued behind the
+		// pages, must reach it.
+		c.WriteTimeout = 2 * time.Minute
+		decided = newLogSpy(c.Logger.Handler(), "slow live consumer: resync")
+		c.Logger = slog.New(decided)
 	})
 	ctx := t.Context()
 	const coll = "e2e.big"
 
-	ct := &countingTransport{next: http.DefaultTransport}
+	// The reader's socket takes 64 KiB (its kernel does not grow it, as it
+	// would to many MiB on loopback), so what the server sends while the
+	// application stalls fills the server's queue whatever the machine.
+	small := http.DefaultTransport.(*http.Transport).Clone()
+	small.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		conn, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if tc, ok := conn.(*net.TCPConn); ok {
+			err = errors.Join(err, tc.SetReadBuffer(64<<10))
+		}
+		return conn, err
+	}
+	ct := &countingTransport{next: small}
 	rc := newClient(t, srv.URL, srv.token(t, "reader", []string{coll}, nil), "reader-"+randomSuffix(t), &http.Client{Transport: ct})
 	reader, err := client.NewReplica(rc, client.ReplicaConfig{Collections: []string{coll}})
 	if err != nil {
@@ -157,7 +178,16 @@ func TestLiveResync(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(200 * time.Millisecond) // the server tries to deliver, parks, gives up: resync
+	// The server tries to deliver, parks, gives up: resync. On a loaded
+	// machine it may take a while to fill the socket's buffers; the
+	// application stays stalled until the server has given up (or 30 s,
+	// and the test fails below for want of a resync). The resync itself
+	// is queued behind the pages the client has not read: it comes once
+	// the application reads again.
+	select {
+	case <-decided.seen:
+	case <-time.After(30 * time.Second):
+	}
 	close(written)
 	deadline := time.Now().Add(30 * time.Second)
 	for cursorSeq(t, reader.Cursor(coll)) < head {
@@ -177,4 +207,41 @@ func TestLiveResync(t *testing.T) {
 		t.Fatal("the server never sent resync (no pull over HTTP): the test did not test resync")
 	}
 	t.Logf("%d pulls over HTTP after resyncs; reader at head %d", ct.pulls.Load(), head)
+}
+
+// logSpy passes records to Handler and closes seen at the first whose
+// message is msg, its views (WithAttrs, WithGroup) too.
+type logSpy struct {
+	slog.Handler
+	msg  string
+	once *sync.Once
+	seen chan struct{}
+}
+
+func newLogSpy(next slog.Handler, msg string) *logSpy {
+	return &logSpy{Handler: next, msg: msg, once: new(sync.Once), seen: make(chan struct{})}
+}
+
+func (l *logSpy) Enabled(context.Context, slog.Level) bool { return true }
+
+func (l *logSpy) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == l.msg {
+		l.once.Do(func() { close(l.seen) })
+	}
+	if !l.Handler.Enabled(ctx, r.Level) {
+		return nil
+	}
+	return l.Handler.Handle(ctx, r)
+}
+
+func (l *logSpy) WithAttrs(as []slog.Attr) slog.Handler {
+	v := *l
+	v.Handler = l.Handler.WithAttrs(as)
+	return &v
+}
+
+func (l *logSpy) WithGroup(name string) slog.Handler {
+	v := *l
+	v.Handler = l.Handler.WithGroup(name)
+	return &v
 }
