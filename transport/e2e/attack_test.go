@@ -873,7 +873,18 @@ func runMemory(t *testing.T, bin, store string) {
 	for range bodies {
 		<-held
 	}
-	time.Sleep(200 * time.Millisecond)
+	// Sent is not yet held: the push beyond them goes once the server has
+	// reserved every body (at its headers), as its metrics say, which a
+	// loaded machine can take longer to do than any fixed wait.
+	var declared int64
+	for i := range bodies {
+		declared += int64(memBodyBytes - (i/(bodies-1))*(100<<10))
+	}
+	for deadline := time.Now().Add(time.Minute); bodiesInFlight(t, url) < declared; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the server holds %d bytes of bodies in flight after a minute, want the %d sent", bodiesInFlight(t, url), declared)
+		}
+	}
 	a, err := post(t.Context(), from("127.0.2.4"), url, proto.PathPush, token, bigPush(me, "m.mem0", "late", 1))
 	if err != nil || a.status != http.StatusServiceUnavailable || a.code != proto.CodeUnavailable || a.header.Get(proto.HeaderRetryAfter) == "" {
 		t.Errorf("push beyond --max-bodies-in-flight: %v %d %q, want 503 unavailable with Retry-After", err, a.status, a.code)
@@ -951,6 +962,33 @@ func runMemory(t *testing.T, bin, store string) {
 	if top > limit || top < limit/2 {
 		t.Errorf("peak RSS %d MiB, want between half and all of the formula's %d MiB", top>>20, limit>>20)
 	}
+}
+
+// bodiesInFlight is the server's convergo_body_bytes_in_flight, read on a
+// connection of its own that does not stay open (connections are counted).
+func bodiesInFlight(t *testing.T, url string) int64 {
+	t.Helper()
+	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
+	resp, err := hc.Get(url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "convergo_body_bytes_in_flight "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("convergo_body_bytes_in_flight %q: %v", v, err)
+			}
+			return int64(f)
+		}
+	}
+	t.Fatal("the server's metrics lack convergo_body_bytes_in_flight")
+	return 0
 }
 
 // rawLive says hello on a WebSocket over conn and subscribes to colls,
