@@ -267,7 +267,9 @@ func TestLiveFrameOverTheCapPulledOverHTTP(t *testing.T) {
 	reader := s.replica("reader", false, client.ReplicaConfig{}, func(c *client.Config) { c.MaxResponseBytes = answerCap })
 	dials := s.lives.Load()
 	runLive(t, reader)
-	deadline := time.Now().Add(5 * time.Second)
+	// The budget of a loaded machine (waitLong's), for pulls of 2.5 answer
+	// caps under -race; the check below says what is missing.
+	deadline := time.Now().Add(60 * time.Second)
 	for len(reader.Records("notes")) < 20 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -291,13 +293,7 @@ func TestLivePushAnswerOverTheCap(t *testing.T) {
 		c.PushTimeout = time.Minute
 	})
 	runLive(t, bob)
-	deadline := time.Now().Add(5 * time.Second)
-	for s.liveConns(t) == 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if s.liveConns(t) == 0 {
-		t.Fatal("bob's live session never opened")
-	}
+	waitLong(t, "bob's live session", func() bool { return s.liveConns(t) > 0 })
 	for i := range 400 {
 		set(t, bob, fmt.Sprint("b", i), "n", i)
 	}
