@@ -93,7 +93,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, h handlerFunc)
 	if authErr != nil {
 		return authErr
 	}
-	release, held, err := s.reserveBody(r)
+	release, held, err := s.reserveBody(r, key)
 	if err != nil {
 		return err
 	}
@@ -116,7 +116,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, h handlerFunc)
 	if err := s.deniedNow(p); err != nil {
 		return err
 	}
-	answer, err := h(context.WithValue(r.Context(), bodyHeldKey{}, held), p, body)
+	answer, err := h(context.WithValue(r.Context(), bodyHeldKey{}, heldBody{held, key}), p, body)
 	if err != nil {
 		return err
 	}
@@ -131,13 +131,15 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, h handlerFunc)
 	return nil
 }
 
-// reserveBody reserves r's body in Limits.MaxBodyBytesInFlight until the
-// returned release is called: its Content-Length, or MaxBodyBytes when
-// unknown. The reservation covers the request's whole life, since its
-// decoded changes live as long as it does. A body declared larger than
-// MaxBodyBytes is refused at once; a request that finds no room within
-// BodyWait is answered 503 unavailable with Retry-After.
-func (s *Server) reserveBody(r *http.Request) (release func(), held int64, err error) {
+// reserveBody reserves r's body in Limits.MaxBodyBytesInFlight, for the
+// client key (its rate key), until the returned release is called: its
+// Content-Length, or MaxBodyBytes when unknown. The reservation covers
+// the request's whole life, since its decoded changes live as long as it
+// does. A body declared larger than MaxBodyBytes is refused at once; a
+// request that finds no room within BodyWait is answered 503 unavailable,
+// or 429 rate_limited when the room it lacks is its client's share
+// (bodyShare), with Retry-After.
+func (s *Server) reserveBody(r *http.Request, key string) (release func(), held int64, err error) {
 	n := r.ContentLength
 	switch {
 	case n > s.limits.MaxBodyBytes:
@@ -145,37 +147,65 @@ func (s *Server) reserveBody(r *http.Request) (release func(), held int64, err e
 	case n < 0:
 		n = s.limits.MaxBodyBytes
 	}
-	release, err = s.reserveBytes(n, BodyWait, r.Context().Done())
+	release, err = s.reserveBytes(n, key, BodyWait, r.Context().Done())
 	return release, n, err
 }
 
-// bodyHeldKey is the context key of the bytes an HTTP request's body
-// holds in Limits.MaxBodyBytesInFlight (reserveBody), which the push
+// bodyShare is what one client may hold of Limits.MaxBodyBytesInFlight
+// beside its first request in flight, which is let in whatever it holds
+// (as the budget lets one request in when nothing is held): a quarter of
+// it, so that one client holding its requests open (a body declared and
+// trickled for RequestTimeout, pushes decoding to many times their bytes)
+// leaves room for the others.
+func bodyShare(inFlight int64) int64 { return inFlight / 4 }
+
+// bodyHeldKey is the context key of what an HTTP request's body holds in
+// Limits.MaxBodyBytesInFlight (reserveBody), a heldBody, which the push
 // handler's chargeDecoded counts as its own.
 type bodyHeldKey struct{}
 
-// bodyHeld returns the bytes the request of ctx holds for its body, or
-// size when ctx says none.
-func bodyHeld(ctx context.Context, size int64) int64 {
-	if n, ok := ctx.Value(bodyHeldKey{}).(int64); ok {
-		return n
-	}
-	return size
+// heldBody is the bytes a request's body holds in the bodies in flight,
+// and for which client key.
+type heldBody struct {
+	n   int64
+	key string
 }
 
-// reserveBytes reserves n bytes in Limits.MaxBodyBytesInFlight until the
-// returned release is called, waiting for room until wait passes or stop
-// is closed (wait <= 0: not at all): an HTTP request's body, a live push
-// message. Without room it is answered unavailable with Retry-After.
-func (s *Server) reserveBytes(n int64, wait time.Duration, stop <-chan struct{}) (release func(), err error) {
-	if !s.bodies.take(n, wait, stop) {
-		s.metrics.bodyRefused.Inc()
-		return nil, &proto.Error{Status: http.StatusServiceUnavailable, Code: proto.CodeUnavailable,
-			Message: "the server is busy reading other requests; retry later", RetryAfter: time.Second}
+// bodyHeld returns what the request of ctx holds for its body, or size
+// bytes of no client when ctx says none.
+func bodyHeld(ctx context.Context, size int64) heldBody {
+	if h, ok := ctx.Value(bodyHeldKey{}).(heldBody); ok {
+		return h
+	}
+	return heldBody{n: size}
+}
+
+// refusedRoom is the answer to a request that found no room among the
+// bodies in flight (why, of budget): 503 unavailable when the server
+// holds all it may, 429 rate_limited when its client holds its share.
+func (s *Server) refusedRoom(why budgetAnswer) *proto.Error {
+	if why == budgetOverShare {
+		return &proto.Error{Status: http.StatusTooManyRequests, Code: proto.CodeRateLimited,
+			Message: "too many request bodies of this client in flight; retry later", RetryAfter: time.Second}
+	}
+	s.metrics.bodyRefused.Inc()
+	return &proto.Error{Status: http.StatusServiceUnavailable, Code: proto.CodeUnavailable,
+		Message: "the server is busy reading other requests; retry later", RetryAfter: time.Second}
+}
+
+// reserveBytes reserves n bytes in Limits.MaxBodyBytesInFlight for the
+// client key until the returned release is called, waiting for room until
+// wait passes or stop is closed (wait <= 0: not at all): an HTTP
+// request's body, a live push message. Without room it is answered
+// unavailable, or rate_limited beyond the client's share, with
+// Retry-After.
+func (s *Server) reserveBytes(n int64, key string, wait time.Duration, stop <-chan struct{}) (release func(), err error) {
+	if why := s.bodies.take(n, key, wait, stop); why != budgetTaken {
+		return nil, s.refusedRoom(why)
 	}
 	s.metrics.bodyBytes.Add(float64(n))
 	return func() {
-		s.bodies.release(n)
+		s.bodies.release(n, key)
 		s.metrics.bodyBytes.Sub(float64(n))
 	}, nil
 }
@@ -186,19 +216,20 @@ func (s *Server) reserveBytes(n int64, wait time.Duration, stop <-chan struct{})
 // release, which gives it all back once the push is answered. It does not
 // wait for room: a push that finds none while other bodies are in flight
 // is refused unavailable, as a body is, and one alone in flight is served
-// whatever it holds, as a body is (budget.takeBeside). So the budget
-// bounds what pushes hold decoded, not only their bodies: a push of tiny
-// fields decodes to more than ten times its bytes.
-func (s *Server) chargeDecoded(size int64) (charge proto.Charge, release func()) {
-	// size is what the push holds for its body: Content-Length, or
+// whatever it holds, as a body is (budget.takeBeside); the same within
+// its client's share: a push that finds none beside the client's other
+// requests is refused rate_limited. So the budget bounds what pushes hold
+// decoded, not only their bodies: a push of tiny fields decodes to more
+// than ten times its bytes.
+func (s *Server) chargeDecoded(body heldBody) (charge proto.Charge, release func()) {
+	// body is what the push holds for its body: Content-Length, or
 	// MaxBodyBytes when a request declares none; a live push's message.
+	size, key := body.n, body.key
 	var held int64
 	charge = func(ch crdt.Change) error {
 		n := decodedBytes(ch)
-		if !s.bodies.takeBeside(n, size+held) {
-			s.metrics.bodyRefused.Inc()
-			return &proto.Error{Status: http.StatusServiceUnavailable, Code: proto.CodeUnavailable,
-				Message: "the server is busy reading other requests; retry later", RetryAfter: time.Second}
+		if why := s.bodies.takeBeside(n, size+held, key); why != budgetTaken {
+			return s.refusedRoom(why)
 		}
 		s.metrics.bodyBytes.Add(float64(n))
 		held += n
@@ -206,7 +237,7 @@ func (s *Server) chargeDecoded(size int64) (charge proto.Charge, release func())
 	}
 	release = func() {
 		if held > 0 {
-			s.bodies.release(held)
+			s.bodies.release(held, key)
 			s.metrics.bodyBytes.Sub(float64(held))
 			held = 0
 		}

@@ -35,13 +35,17 @@ func tinyFields(t *testing.T, n, fields int) []crdt.Change {
 // 64 MiB. A push's changes take their room in the budget as they are
 // decoded: beside other bodies in flight, one whose decoded changes do
 // not fit is refused unavailable (a client retries it), over HTTP and
-// over a live session alike, and gives back what it took; alone in
+// over a live session alike (beside another client's; beside its own,
+// its share is the bound, TestBodyShareDecoded), and gives back what it took; alone in
 // flight, it is served, as a body larger than the budget is.
 func TestPushDecodedFormCharged(t *testing.T) {
 	ts, gate := newGatedServer(t, func(c *Config) { c.Limits.MaxBodyBytesInFlight = 2 << 20 })
 	tok := ts.token(t, "alice", []string{"notes"}, []string{"notes"})
+	// Another tenant's: alice's own would find her share of the budget
+	// taken first (TestBodyShareDecoded).
+	bob := ts.token(t, "bob", []string{"notes"}, []string{"notes"})
 	a, sa := ts.openPusher(t, tok)
-	b, sb := ts.openPusher(t, tok)
+	b, sb := ts.openPusher(t, bob)
 	gate.close()
 	ts.pushLive(t, a, sa, tok, change(t, "notes", "a", "f", 1)) // held in flight
 	gate.waitEntered(t)
@@ -50,7 +54,7 @@ func TestPushDecodedFormCharged(t *testing.T) {
 	// Admitted, a push would wait at the gate, closed until the end of
 	// these two: any answer before then is a refusal, and its wait is the
 	// time a loaded machine takes to encode, send and decode the body.
-	ts.pushLive(t, b, sb, tok, big...)
+	ts.pushLive(t, b, sb, bob, big...)
 	m, err := b.recvErr(refusedWithin)
 	if p, ok := m.(proto.Pushed); err != nil || !ok || p.Code != proto.CodeUnavailable {
 		t.Fatalf("live push decoded over the budget beside another: %#v, %v; want pushed unavailable while the other is held", m, err)
@@ -59,7 +63,7 @@ func TestPushDecodedFormCharged(t *testing.T) {
 	posted := make(chan struct{})
 	go func() {
 		defer close(posted)
-		answered <- ts.post(t, proto.PathPush, tok, proto.PushRequest{Replica: ownReplica, Changes: big})
+		answered <- ts.post(t, proto.PathPush, bob, proto.PushRequest{Replica: ownReplica, Changes: big})
 	}()
 	// The post ends before the test does, also when the test fails
 	// waiting for it (the gate opened lets an admitted push end): a
@@ -79,7 +83,7 @@ func TestPushDecodedFormCharged(t *testing.T) {
 	}
 	waitFor(t, "the held push's room given back", func() bool { return ts.srv.bodies.inUse() == 0 })
 	// Alone in flight, it is served.
-	if res := ts.push(t, tok, big...); res[0].Status != proto.StatusApplied {
+	if res := ts.push(t, bob, big...); res[0].Status != proto.StatusApplied {
 		t.Fatalf("the push alone: %+v", res[0])
 	}
 	if got := ts.srv.bodies.inUse(); got != 0 {
@@ -152,7 +156,8 @@ func TestRestoreDecodedFormCharged(t *testing.T) {
 	for _, ch := range tinyFields(t, 1000, 60) {
 		req.Records = append(req.Records, proto.SealedRecord{Record: ch.Record, Seal: make([]byte, 32)})
 	}
-	if got := ts.post(t, proto.PathRestore, tok, req); got.status != http.StatusServiceUnavailable {
+	bob := ts.token(t, "bob", []string{"notes"}, nil) // another tenant, as in TestPushDecodedFormCharged
+	if got := ts.post(t, proto.PathRestore, bob, req); got.status != http.StatusServiceUnavailable {
 		t.Fatalf("restore decoded over the budget beside another body: status %d, want 503", got.status)
 	}
 	gate.open()

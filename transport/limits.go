@@ -77,7 +77,10 @@ type Limits struct {
 	// reserves its message's bytes the same way until it is answered,
 	// without waiting: a pushed with unavailable when there is no room.
 	// A push's decoded changes take their room in it too, by what they
-	// hold in memory (Server.chargeDecoded).
+	// hold in memory (Server.chargeDecoded). One client (its rate key)
+	// holds at most a quarter of it beside its first request in flight
+	// (bodyShare); a request beyond that is answered 429 rate_limited, a
+	// live push pushed rate_limited.
 	MaxBodyBytesInFlight int64
 	// RequestTimeout bounds reading an HTTP request's body and writing its
 	// answer, so a client trickling bytes cannot hold a request open.
@@ -323,38 +326,74 @@ func (l *rateLimiter) sweep(now time.Time) {
 // budget is a number of bytes shared by its holders: take waits until
 // what it asks for fits, or until nothing is held, so that a single
 // request larger than the whole budget is served alone rather than never.
-// The send queue of a live connection and the request bodies in flight
-// are bounded with it.
+// The request bodies in flight are bounded with it. Each holder names
+// the client it holds for (its key; "" for none), and a client holds at
+// most share bytes beside its first holder: one client cannot take all
+// the room, whatever it sends, and be the only one served.
 type budget struct {
-	max  int64
-	mu   sync.Mutex
-	used int64
-	free chan struct{} // closed and replaced whenever bytes are released
+	max   int64
+	share int64
+	mu    sync.Mutex
+	used  int64
+	byKey map[string]int64 // what each client's holders hold, when not 0
+	free  chan struct{}    // closed and replaced whenever bytes are released
 }
 
-func newBudget(max int64) *budget { return &budget{max: max, free: make(chan struct{})} }
+func newBudget(max, share int64) *budget {
+	return &budget{max: max, share: share, byKey: map[string]int64{}, free: make(chan struct{})}
+}
 
-// tryTake takes n bytes if they fit now. Otherwise it takes nothing and
-// returns a channel closed at the next release.
-func (b *budget) tryTake(n int64) (bool, <-chan struct{}) {
+// budgetAnswer is whether a budget let bytes be taken (budgetTaken), or
+// why not: no room in the whole budget (budgetFull), or none in the
+// client's share (budgetOverShare).
+type budgetAnswer int
+
+const (
+	budgetTaken budgetAnswer = iota
+	budgetFull
+	budgetOverShare
+)
+
+// fits returns budgetTaken when n more bytes fit beside a holder of key's
+// that holds own bytes already (own 0: a new holder), else why not.
+// Called with b.mu held.
+func (b *budget) fits(n, own int64, key string) budgetAnswer {
+	if b.used != own && b.used+n > b.max {
+		return budgetFull
+	}
+	if h := b.byKey[key]; key != "" && h != own && h+n > b.share {
+		return budgetOverShare
+	}
+	return budgetTaken
+}
+
+// add takes n bytes for key. Called with b.mu held.
+func (b *budget) add(n int64, key string) {
+	b.used += n
+	if key != "" {
+		b.byKey[key] += n
+	}
+}
+
+// tryTake takes n bytes for key if they fit now. Otherwise it takes
+// nothing and returns why, and a channel closed at the next release.
+func (b *budget) tryTake(n int64, key string) (budgetAnswer, <-chan struct{}) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.used == 0 || b.used+n <= b.max {
-		b.used += n
-		return true, nil
+	if why := b.fits(n, 0, key); why != budgetTaken {
+		return why, b.free
 	}
-	return false, b.free
+	b.add(n, key)
+	return budgetTaken, nil
 }
 
-// take takes n bytes, waiting until they fit, stop is closed or wait
-// passes (wait <= 0: no wait). It reports whether it took them.
-func (b *budget) take(n int64, wait time.Duration, stop <-chan struct{}) bool {
-	ok, free := b.tryTake(n)
-	if ok {
-		return true
-	}
-	if wait <= 0 {
-		return false
+// take takes n bytes for key, waiting until they fit, stop is closed or
+// wait passes (wait <= 0: no wait). It returns budgetTaken, or why it took
+// nothing when it gave up.
+func (b *budget) take(n int64, key string, wait time.Duration, stop <-chan struct{}) budgetAnswer {
+	why, free := b.tryTake(n, key)
+	if why == budgetTaken || wait <= 0 {
+		return why
 	}
 	t := time.NewTimer(wait)
 	defer t.Stop()
@@ -362,36 +401,41 @@ func (b *budget) take(n int64, wait time.Duration, stop <-chan struct{}) bool {
 		select {
 		case <-free:
 		case <-t.C:
-			return false
+			return why
 		case <-stop:
-			return false
+			return why
 		}
-		if ok, free = b.tryTake(n); ok {
-			return true
+		if why, free = b.tryTake(n, key); why == budgetTaken {
+			return budgetTaken
 		}
 	}
 }
 
-// takeBeside takes n bytes, without waiting, for a holder that holds own
-// bytes already: if they fit, or if that holder is the only one (as take
-// lets one in when nothing is held, a request larger than the whole
-// budget is served alone rather than never). It reports whether it took
-// them.
-func (b *budget) takeBeside(n, own int64) bool {
+// takeBeside takes n bytes for key, without waiting, for a holder that
+// holds own bytes already: if they fit, or if that holder is the only
+// one (as take lets one in when nothing is held, a request larger than
+// the whole budget is served alone rather than never), and the same
+// within key's share. It returns budgetTaken, or why it took nothing.
+func (b *budget) takeBeside(n, own int64, key string) budgetAnswer {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.used == own || b.used+n <= b.max {
-		b.used += n
-		return true
+	if why := b.fits(n, own, key); why != budgetTaken {
+		return why
 	}
-	return false
+	b.add(n, key)
+	return budgetTaken
 }
 
-// release gives back n bytes taken before.
-func (b *budget) release(n int64) {
+// release gives back n bytes taken before for key.
+func (b *budget) release(n int64, key string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.used -= n
+	if key != "" {
+		if b.byKey[key] -= n; b.byKey[key] <= 0 {
+			delete(b.byKey, key)
+		}
+	}
 	close(b.free)
 	b.free = make(chan struct{})
 }

@@ -85,6 +85,7 @@ func TestLimitsTable(t *testing.T) {
 		{"requests or live messages per second per client", thousands(proto.DefaultRate) + ", burst " + thousands(proto.DefaultBurst), ""},
 		{"connections per client address", thousands(proto.DefaultMaxConnsPerAddr) + ":", ""},
 		{"live sessions per subject", thousands(proto.DefaultMaxSessionsPerSubject) + ":", ""},
+		{"request bodies in flight per client", inUnit(t, bodyShare(DefaultMaxBodyBytesInFlight), "MiB") + " (", ""},
 		{"subscriptions per WebSocket connection", thousands(proto.DefaultMaxSubscriptions) + " (", ""},
 		{"subscriptions per subject", thousands(proto.DefaultMaxSubscriptionsPerSubject) + " (", ""},
 		{"live leases per subject", leases + ":", "keeps the subject's " + leases + " most recently seen and removes the others; between runs each server instance takes at most " + leases + " new ones"},

@@ -617,12 +617,12 @@ func (c *liveConn) push(data []byte) error {
 	}
 	// The message's bytes count with the HTTP bodies in flight until the
 	// push is answered; the reader does not wait for room.
-	release, err := c.s.reserveBytes(size, 0, nil)
+	release, err := c.s.reserveBytes(size, c.rateKey, 0, nil)
 	if err != nil {
 		refuse(err)
 		return nil
 	}
-	charge, releaseDecoded := c.s.chargeDecoded(size)
+	charge, releaseDecoded := c.s.chargeDecoded(heldBody{size, c.rateKey})
 	m, err := proto.DecodePushLiveCharged(data, c.sess, charge)
 	if err != nil {
 		// Refused whole, as its HTTP body would be; the session goes on.

@@ -234,7 +234,7 @@ func New(cfg Config) (*Server, error) {
 		conns:         newKeyCounter(limits.MaxConnsPerAddr),
 		sessions:      newKeyCounter(limits.MaxSessionsPerSubject),
 		subscriptions: newKeyCounter(limits.MaxSubscriptionsPerSubject),
-		bodies:        newBudget(limits.MaxBodyBytesInFlight),
+		bodies:        newBudget(limits.MaxBodyBytesInFlight, bodyShare(limits.MaxBodyBytesInFlight)),
 		tcp:           newConnLimit(limits),
 		live:          map[*liveConn]struct{}{},
 		proxies:       cfg.TrustedProxies,
