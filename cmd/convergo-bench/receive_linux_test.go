@@ -73,9 +73,19 @@ func TestRxTimestamp(t *testing.T) {
 	if _, err := server.Write([]byte("hello")); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(20 * time.Millisecond) // the read comes well after the arrival
+	// The read comes well after the arrival: 20 ms after the segment is
+	// there to peek at, not after the write (on a loaded machine the
+	// kernel may take longer than that to deliver it over loopback).
 	var n, oobn int
 	rerr := rc.Read(func(fd uintptr) bool {
+		_, _, _, _, err = syscall.Recvmsg(int(fd), p, nil, syscall.MSG_PEEK)
+		return err != syscall.EAGAIN
+	})
+	if rerr != nil || err != nil {
+		t.Fatal(rerr, err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	rerr = rc.Read(func(fd uintptr) bool {
 		n, oobn, _, _, err = syscall.Recvmsg(int(fd), p, oob, 0)
 		return err != syscall.EAGAIN
 	})
