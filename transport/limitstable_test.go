@@ -82,7 +82,7 @@ func TestLimitsTable(t *testing.T) {
 		{"records per pull page or live frame", thousands(proto.DefaultMaxPullRecords), ""},
 		{"bytes of records per pull page or live frame", inUnit(t, proto.DefaultMaxPageBytes, "MiB") + " (", ""},
 		{"live message from a client", inUnit(t, proto.DefaultMaxMessageBytes, "MiB"), ""},
-		{"requests or live messages per second per client", thousands(proto.DefaultRate) + ", burst " + thousands(proto.DefaultBurst), ""},
+		{"requests or live messages per second per client", thousands(proto.DefaultRate) + ", burst " + thousands(proto.DefaultBurst) + ":", ""},
 		{"connections per client address", thousands(proto.DefaultMaxConnsPerAddr) + ":", ""},
 		{"live sessions per subject", thousands(proto.DefaultMaxSessionsPerSubject) + ":", ""},
 		{"request bodies in flight per client", inUnit(t, bodyShare(DefaultMaxBodyBytesInFlight), "MiB") + " (", ""},
