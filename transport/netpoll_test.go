@@ -45,6 +45,7 @@ func TestLiveFallback(t *testing.T) {
 		{"SubscriptionLimit", TestLiveSubscriptionLimit},
 		{"Versioning", TestLiveVersioning},
 		{"Trickle", TestLiveTrickleClosed},
+		{"EndlessFragments", TestLiveEndlessFragmentsClosed},
 		{"UpgradeBytes", TestLiveUpgradeBytesKept},
 		{"FragmentLengthOverflow", TestLiveFragmentLengthOverflow},
 		{"BadFrameLength", TestLiveBadFrameLength},
