@@ -10,9 +10,16 @@
 //
 // Usage: node browser.mjs <convergo-bench binary> [chromium] [runs]
 // Prints one JSON sample per line (see cmd/convergo-bench).
+//
+// BENCH_HEAP=0 leaves out the heap figures and BENCH_MILLION=0 the million
+// (below): with both, a run is the first sync of 100,000 records and the
+// bulk put beside it, nothing else. On Linux each run's line on stderr
+// also gives the CPU time (user + system) the processes under this one
+// (the server, Chromium's) spent in the sync and in the bulk put: on a
+// loaded machine the wall times follow the load, the CPU times much less.
 
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
@@ -58,6 +65,61 @@ function startServer(n) {
   });
 }
 
+/**
+ * CPU time (user + system, ms) spent so far by the processes under this
+ * one, by kind: the server, Chromium's browser process (which runs
+ * IndexedDB's backend), its renderers, and the rest of its processes.
+ * Empty where /proc is not.
+ * @returns {Map<string, number>}
+ */
+function cpuBelow() {
+  /** @type {Map<number, {ppid: number, ms: number, kind: string}>} */
+  const procs = new Map();
+  let names = [];
+  try {
+    names = readdirSync('/proc').filter((n) => /^\d+$/.test(n));
+  } catch {
+    /* not Linux */
+  }
+  for (const name of names) {
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      // Chromium's children rewrite their command line, NULs to spaces.
+      const cmd = readFileSync(`/proc/${name}/cmdline`, 'utf8');
+      const type = cmd.match(/--type=([a-z-]+)/)?.[1];
+      const kind = /\0serve\0-store\0/.test(cmd) ? 'server' : type === 'renderer' ? 'renderer' : type ? 'other' : 'browser';
+      // USER_HZ is 100 on Linux.
+      procs.set(Number(name), { ppid: Number(f[1]), ms: (Number(f[11]) + Number(f[12])) * 10, kind });
+    } catch {
+      /* gone meanwhile */
+    }
+  }
+  /** @type {Map<string, number>} */
+  const out = new Map();
+  for (const p of procs.values()) {
+    for (let q = p.ppid, up = 0; q > 1 && up < 64; q = procs.get(q)?.ppid ?? 0, up++) {
+      if (q === process.pid) {
+        out.set(p.kind, (out.get(p.kind) ?? 0) + p.ms);
+        break;
+      }
+    }
+  }
+  return out;
+}
+
+/**
+ * What each kind in cpuBelow spent since `before`, and their total, as
+ * "total ms (server …, browser …, renderer …, other …)".
+ * @param {Map<string, number>} before
+ */
+function cpuSince(before) {
+  const now = cpuBelow();
+  const kinds = ['server', 'browser', 'renderer', 'other'];
+  const ms = kinds.map((k) => (now.get(k) ?? 0) - (before.get(k) ?? 0));
+  return `${ms.reduce((a, b) => a + b, 0)} ms (${kinds.map((k, i) => `${k} ${ms[i]}`).join(', ')})`;
+}
+
 /** Prints the 20 functions with the most self time in a CDP CPU profile. */
 function printProfile(profile) {
   const dt = (profile.endTime - profile.startTime) / 1000 / Math.max(1, profile.samples.length); // ms per sample
@@ -95,12 +157,13 @@ async function runOnce(n, timeoutMs) {
 
     // Initial sync through the client, optionally under the CPU profiler
     // (BENCH_JSPROFILE=1 prints the functions with the most self time).
-    const heap0 = await heap();
+    const heap0 = process.env.BENCH_HEAP === '0' ? 0 : await heap();
     if (process.env.BENCH_JSPROFILE) {
       await cdp.send('Profiler.enable');
       await cdp.send('Profiler.setSamplingInterval', { interval: 1000 });
       await cdp.send('Profiler.start');
     }
+    const cpu0 = cpuBelow();
     const sync = await page.evaluate(async ({ n, timeoutMs }) => {
       const { open } = await import('/convergo/index.js');
       let got = 0;
@@ -123,10 +186,12 @@ async function runOnce(n, timeoutMs) {
       return { ms, count };
     }, { n, timeoutMs });
     if (process.env.BENCH_JSPROFILE) printProfile((await cdp.send('Profiler.stop')).profile);
+    const cpuSync = cpuSince(cpu0);
     if (sync.count < n) throw new Error(`client holds ${sync.count} of ${n} records after ${Math.round(sync.ms)} ms`);
-    const heapClient = (await heap()) - heap0;
+    const heapClient = process.env.BENCH_HEAP === '0' ? 0 : (await heap()) - heap0;
 
     // Plain IndexedDB: the same records, one transaction.
+    const cpu1 = cpuBelow();
     const raw = await page.evaluate(async (n) => {
       const rec = (i) => ({ id: 'todo-' + i, title: 'todo number ' + i, done: i % 3 === 0, order: i });
       const req = indexedDB.open('raw', 1);
@@ -148,6 +213,8 @@ async function runOnce(n, timeoutMs) {
       db.close();
       return { ms };
     }, n);
+    const cpuRaw = cpuSince(cpu1);
+    if (process.env.BENCH_HEAP === '0') return { seedMs, syncMs: sync.ms, rawMs: raw.ms, cpuSync, cpuRaw };
 
     // Plain objects in an array: the floor for holding the records.
     await page.evaluate(() => {
@@ -158,7 +225,7 @@ async function runOnce(n, timeoutMs) {
       globalThis.plain = Array.from({ length: n }, (_, i) => ({ id: 'todo-' + i, title: 'todo number ' + i, done: i % 3 === 0, order: i }));
     }, n);
     const heapPlain = (await heap()) - heap1;
-    return { seedMs, syncMs: sync.ms, rawMs: raw.ms, heapClient, heapPlain };
+    return { seedMs, syncMs: sync.ms, rawMs: raw.ms, cpuSync, cpuRaw, heapClient, heapPlain };
   } finally {
     await ctx.close();
     rmSync(profile, { recursive: true, force: true });
@@ -174,10 +241,11 @@ for (let run = 0; run < RUNS; run++) {
   const sc = 'Initial sync of 100,000 records into Chromium';
   emit({ scenario: sc, metric: 'time to synced', unit: 'ms', better: 'lower', impl: 'Convergo JS client (pull + IndexedDB)', ours: true, run, value: r.syncMs });
   emit({ scenario: sc, metric: 'time to synced', unit: 'ms', better: 'lower', impl: 'plain IndexedDB put ×100,000, one transaction', limit: true, run, value: r.rawMs, note: 'same page, records already in memory' });
+  console.error(`browser: run ${run}: seed ${r.seedMs} ms, sync ${Math.round(r.syncMs)} ms, raw ${Math.round(r.rawMs)} ms, ratio of rates ${(r.rawMs / r.syncMs).toFixed(2)}; CPU sync ${r.cpuSync}; raw ${r.cpuRaw}`);
+  if (r.heapClient === undefined) continue;
   const hs = 'Client JS heap holding 100,000 records';
   emit({ scenario: hs, metric: 'heap after GC', unit: 'MiB', better: 'lower', impl: 'Convergo JS client, synced', ours: true, run, value: r.heapClient / 2 ** 20 });
   emit({ scenario: hs, metric: 'heap after GC', unit: 'MiB', better: 'lower', impl: 'the records as plain objects in an array', limit: true, run, value: r.heapPlain / 2 ** 20 });
-  console.error(`browser: run ${run}: seed ${r.seedMs} ms, sync ${Math.round(r.syncMs)} ms, raw ${Math.round(r.rawMs)} ms`);
 }
 
 // 1,000,000 records, once, when 100,000 suggest it fits in 5 minutes (make
