@@ -210,7 +210,12 @@ export class LiveSession {
       let pinger = null;
       // One timer, set for the next moment something may be due: a ping
       // after pingInterval of silence, the end after silenceTimeout. A
-      // message only moves `heard`; the timer finds out when it fires.
+      // message only moves `heard`; the timer finds out when it fires,
+      // except that the first message after a ping sets it again for the
+      // next ping (onmessage): left set for the end of the silence before
+      // it, the timer would send that ping late, and its answer would have
+      // less than silenceTimeout to come (the Go client's pinger, too,
+      // pings after PingInterval of silence since the last message).
       const watch = () => {
         const quiet = Date.now() - heard;
         if (quiet >= silenceTimeout) {
@@ -250,7 +255,11 @@ export class LiveSession {
       };
       ws.onmessage = (/** @type {MessageEvent} */ ev) => {
         heard = Date.now();
-        pinged = false;
+        if (pinged) {
+          pinged = false;
+          clearTimeout(pinger);
+          pinger = setTimeout(watch, pingInterval);
+        }
         if (typeof ev.data === 'string') {
           fail(new ConvergoError('malformed', 'text frame on the live socket'));
           return;

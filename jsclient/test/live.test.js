@@ -20,6 +20,8 @@ import { TIMINGS } from '../src/constants.js';
 function session(server, timings) {
   /** @type {any[]} */
   const messages = [];
+  /** @type {number|null} when the welcome came */
+  let welcomed = null;
   const s = new LiveSession({
     url: /** @type {string} */ (server.url),
     WebSocket,
@@ -29,7 +31,10 @@ function session(server, timings) {
     serial: (fn) => fn(),
     onMessage: async (m, sess) => {
       messages.push(m);
-      if (m.type === 'welcome') sess.accept();
+      if (m.type === 'welcome') {
+        welcomed ??= Date.now();
+        sess.accept();
+      }
     },
     pull: async () => {},
     onRefused: () => {},
@@ -43,7 +48,7 @@ function session(server, timings) {
     () => (ended = { error: null, at: Date.now() }),
     (e) => (ended = { error: e, at: Date.now() }),
   );
-  return { s, messages, run, started, ended: () => ended };
+  return { s, messages, run, started, ended: () => ended, welcomed: () => welcomed };
 }
 
 const pings = (/** @type {FakeServer} */ server) => server.received.filter((m) => m.get(0) === 'ping').length;
@@ -89,6 +94,19 @@ test('a quiet session that answers pings stays open; a ping goes out only after 
   assert.ok(n >= 2 && n <= 25, `${n} pings in 2.5 s`);
 });
 
+test('a ping answered slower than the one before it is given the silence timeout, not what the timer had left', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  // The first pong comes at once, every later one 300 ms after its ping:
+  // each well within the silence timeout of the silence it answers.
+  server.pongDelay = (n) => (n === 1 ? 0 : 300);
+  const x = session(server, { pingInterval: 100, silenceTimeout: 1_000 });
+  t.after(() => x.s.close());
+  await until(() => x.s.live, 'welcomed');
+  await until(() => pings(server) >= 3 || x.ended() !== null, 'three pings', 5_000);
+  assert.equal(x.ended(), null, 'still open: every ping was answered');
+});
+
 test('a session silent for the silence timeout is dropped, after one ping', async (t) => {
   const server = await new FakeServer().start();
   t.after(() => server.stop());
@@ -96,13 +114,16 @@ test('a session silent for the silence timeout is dropped, after one ping', asyn
   const x = session(server, { pingInterval: 100, silenceTimeout: 400 });
   t.after(() => x.s.close());
   await until(() => x.s.live, 'welcomed');
-  const welcomed = Date.now();
+  // Silent since the welcome came (the session's last message), which
+  // the test, polling, sees later.
+  const welcomed = /** @type {number} */ (x.welcomed());
+  const seen = Date.now();
   await until(() => x.ended() !== null, 'the session to end', 3000);
   const end = /** @type {{error: any, at: number}} */ (x.ended());
   assert.equal(end.error?.code, 'network');
   assert.match(end.error.message, /silent/);
   assert.ok(end.at - welcomed >= 400 - 20, `ended ${end.at - welcomed} ms after the welcome`);
-  assert.ok(end.at - welcomed < 400 + 300, `ended ${end.at - welcomed} ms after the welcome`);
+  assert.ok(end.at - seen < 400 + 300, `ended ${end.at - seen} ms after the welcome was seen`);
   assert.equal(pings(server), 1, 'one ping per silence');
 });
 

@@ -220,6 +220,8 @@ export class FakeServer {
     this.forbidden = new Set();
     /** Live pings go unanswered while true (a socket whose peer is gone). */
     this.ignorePings = false;
+    /** @type {(n: number) => number} ms the answer to the nth live ping (from 1) is held before it goes (a slow network) */
+    this.pongDelay = () => 0;
     /** HTTP requests are answered 429 with Retry-After until this time (ms). */
     this.limitedUntil = 0;
     /** The Retry-After of those answers, in seconds. */
@@ -1023,10 +1025,14 @@ export class FakeServer {
         case 'push':
           this.livePush(ws, new Uint8Array(/** @type {Buffer} */ (data)));
           break;
-        case 'ping':
+        case 'ping': {
           if (this.ignorePings) break;
-          send(encode(this.env([[0, 'pong'], [1, m.get(1)]])));
+          const pong = encode(this.env([[0, 'pong'], [1, m.get(1)]]));
+          const ms = this.pongDelay(this.received.filter((r) => r.get(0) === 'ping').length);
+          if (ms > 0) setTimeout(() => send(pong), ms);
+          else send(pong);
           break;
+        }
         default:
           error('malformed', `unknown message type ${JSON.stringify(type)}`);
       }
