@@ -40,11 +40,11 @@ function setVisibility(state) {
 const sleep = (/** @type {number} */ ms) => new Promise((r) => setTimeout(r, ms));
 
 /**
- * A fetch that records every request: when it left and whether it got an
- * answer (a refused connection is no answer).
+ * A fetch that records every request: when it left, whether it got an
+ * answer (a refused connection is no answer), and when it ended.
  */
 function recordingFetch() {
-  /** @type {{path: string, at: number, answered: boolean}[]} */
+  /** @type {{path: string, at: number, answered: boolean, end: number}[]} */
   const calls = [];
   /** @type {typeof fetch} */
   const f = async (url, init) => {
@@ -52,10 +52,10 @@ function recordingFetch() {
     const path = new URL(String(url)).pathname;
     try {
       const res = await fetch(url, init);
-      calls.push({ path, at, answered: true });
+      calls.push({ path, at, answered: true, end: Date.now() });
       return res;
     } catch (e) {
-      calls.push({ path, at, answered: false });
+      calls.push({ path, at, answered: false, end: Date.now() });
       throw e;
     }
   };
@@ -73,7 +73,8 @@ function live(server, db) {
 
 /**
  * A live client whose server then goes down: resolves once the client
- * noticed, with the time it did.
+ * noticed, with the time the test saw it (since) and the time the client
+ * said so (noticed: its status went offline, and its backoff began).
  * @param {import('node:test').TestContext} t
  * @param {object} [opts] more open options
  */
@@ -84,9 +85,14 @@ async function outage(t, opts = {}) {
   const db = await openClient({ url: server.url, name: 'r', collections: ['todos'], fetch: rec.fetch, backoff: { base: BASE, max: 30_000, random: TOP }, ...opts });
   t.after(() => db.close());
   await until(() => live(server, db), 'live');
+  let noticed = 0;
+  const off = db.on('status', (s) => {
+    if (!s.online && noticed === 0) noticed = Date.now();
+  });
   await server.down();
   await until(() => !db.status.online, 'the client to notice the outage');
-  return { server, db, rec, since: Date.now() };
+  off();
+  return { server, db, rec, since: Date.now(), noticed };
 }
 
 /**
@@ -232,25 +238,28 @@ test('without triggers the backoff grows exponentially, with full jitter', async
     drawn.push(v);
     return v;
   };
-  const { rec, since } = await outage(t, { backoff: { base, max: 30_000, random } });
+  const { rec, noticed } = await outage(t, { backoff: { base, max: 30_000, random } });
   await until(() => rec.refused().length >= 5, 'five failed attempts', 10_000);
-  const at = [since, ...rec.refused().map((c) => c.at)];
+  // Each wait is from the failure before it (the session's end, which the
+  // client's status tells as it happens; an attempt's refusal heard, which
+  // a loaded machine can take long to deliver) to the next attempt.
+  const at = rec.refused().map((c) => c.at);
+  const failed = [noticed, ...rec.refused().map((c) => c.end)];
   for (let n = 0; n < 5; n++) {
     const d = drawn[n] * base * 2 ** n;
-    const gap = at[n + 1] - at[n];
-    // Timers may run late, never early; the first wait starts before the
-    // test, polling, sees the client notice the outage.
-    const early = n === 0 ? 30 : 5;
-    assert.ok(gap >= d - early && gap <= d + 300, `wait ${n}: ${gap} ms, want ${d} (draw ${drawn[n]} of ${base * 2 ** n})`);
+    const gap = at[n] - failed[n];
+    // Timers may run late, never early.
+    assert.ok(gap >= d - 5 && gap <= d + 300, `wait ${n}: ${gap} ms, want ${d} (draw ${drawn[n]} of ${base * 2 ** n})`);
   }
   // A trigger starts the backoff over: the wait after it is the first one again.
   const before = rec.refused().length;
   const drawsBefore = drawn.length;
   win.dispatchEvent(new Event('online'));
   await until(() => rec.refused().length === before + 2, 'an attempt now and one after the first wait');
-  const [now, next] = rec.refused().slice(before).map((c) => c.at);
+  const [now, next] = rec.refused().slice(before);
   const first = drawn[drawsBefore] * base;
-  assert.ok(next - now >= first - 5 && next - now <= first + 300, `wait after the trigger: ${next - now} ms, want ${first}`);
+  const gap = next.at - now.end;
+  assert.ok(gap >= first - 5 && gap <= first + 300, `wait after the trigger: ${gap} ms, want ${first}`);
 });
 
 test("triggers honour the server's Retry-After", async (t) => {
