@@ -153,7 +153,9 @@ test('resync: the client pulls over HTTP and subscribes again', async (t) => {
   const a = await openClient({ url: server.url, name: 'a', collections: ['todos'] });
   const b = await openClient({ url: server.url, name: 'b', collections: ['todos'] });
   t.after(() => Promise.all([a.close(), b.close()]));
-  await until(() => a.status.online && [...server.sockets].some((ws) => ws.subs?.has('todos')) && server.sockets.size === 2, 'both live');
+  // Both subscribed on the server: a sub of a's still on its way would
+  // miss the resync, and a would catch up live, not over HTTP.
+  await until(() => server.sockets.size === 2 && [...server.sockets].every((ws) => ws.subs?.has('todos')), 'both live');
   const pulls = server.requests.filter((u) => u === PATHS.pull).length;
   server.resync('todos');
   // Written while a is not subscribed: only the pull can bring it.
@@ -570,7 +572,10 @@ test('a change that partly applies reports its lost fields with status applied',
   await a.pause();
   // One change of a holds x (older than b's) and y (which nobody else writes).
   await a.collection('todos').put('p', { x: 1, y: 1 });
-  await new Promise((r) => setTimeout(r, 50));
+  // b's x is the newer: each clock is corrected by its own hello, so
+  // a wait on the wall clock does not say b's stamps are past a's.
+  const top = maxStamp(fromStored(await a.store.get('todos', 'p'), 'p'));
+  await until(() => b.store.now() > top.wall, "b's clock past a's stamp");
   await b.collection('todos').put('p', { x: 2 });
   await b.sync();
   a.resume();
