@@ -434,10 +434,15 @@ export class Database {
    */
   async _token(force) {
     if (this.o.getToken && (force || this.tok === null)) {
+      const asked = this.tokAt;
       const t = await this.o.getToken();
       if (typeof t !== 'string') throw new ConvergoError('unauthenticated', 'getToken did not return a string');
-      this._ownToken(t);
-      await this._writeAs(t);
+      // A token set meanwhile (setToken, another tab's) is newer than
+      // this answer, which was asked for before it: it stays.
+      if (this.tokAt === asked) {
+        this._ownToken(t);
+        await this._writeAs(t);
+      }
     }
     return this.tok ?? '';
   }

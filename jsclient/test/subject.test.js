@@ -198,3 +198,31 @@ test('live: a welcome answered under the old token after setToken does not set t
     await server.stop();
   }
 });
+
+test('a getToken answer asked for before setToken does not replace the token set meanwhile', async () => {
+  const server = await new FakeServer().start();
+  /** @type {(t: string) => void} */
+  let answer = () => {};
+  let asked = 0;
+  const getToken = () => {
+    asked++;
+    return asked === 1 ? tokenOf('alice') : new Promise((resolve) => (answer = resolve));
+  };
+  const db = await openClient({ url: server.url, getToken, WebSocket: null, pollInterval: 60_000 });
+  try {
+    await db.whenSynced();
+    const any = /** @type {any} */ (db);
+    // The server refused the token (say): the client asks getToken again.
+    const refreshed = any._token(true);
+    await until(() => asked === 2, 'getToken asked again', WAIT);
+    db.setToken(tokenOf('bob')); // the app signs in as bob meanwhile
+    answer(tokenOf('alice')); // then the answer asked for before comes
+    assert.equal(await refreshed, tokenOf('bob'), 'the token sent is the one set last');
+    assert.equal(any.tok, tokenOf('bob'), 'the token held is the one set last');
+    const bob = await replicaPrefix('bob');
+    await until(() => any.store.prefix === bob, 'bob’s prefix', WAIT);
+  } finally {
+    await db.close();
+    await server.stop();
+  }
+});
