@@ -178,8 +178,7 @@ func (c *liveConn) readNext(br *bufio.Reader, polled bool) error {
 				return nil
 			}
 			start := len(msg)
-			msg = slices.Grow(msg, int(h.Length))[:start+int(h.Length)]
-			if _, err := io.ReadFull(br, msg[start:]); err != nil {
+			if msg, err = readPayload(br, msg, int(h.Length)); err != nil {
 				return c.readFailed(err)
 			}
 			ws.Cipher(msg[start:], h.Mask, 0)
@@ -203,6 +202,30 @@ func (c *liveConn) readNext(br *bufio.Reader, polled bool) error {
 		return nil
 	}
 	return err
+}
+
+// readChunk is the most readPayload holds beyond what has arrived (and
+// than what the message holds already).
+const readChunk = 64 << 10
+
+// readPayload appends n bytes read from br to msg, growing msg as they
+// arrive: by at most readChunk or what msg holds, whichever is more, at a
+// time. A frame header announcing megabytes (up to MaxMessageBytes) thus
+// makes the server hold about what the client sent, not what it
+// announced: a client that stalls after the header until WriteTimeout,
+// on every connection it may open, holds little. The copies as msg grows
+// are amortized: each step at least doubles it past readChunk.
+func readPayload(br *bufio.Reader, msg []byte, n int) ([]byte, error) {
+	for n > 0 {
+		k := min(n, max(readChunk, len(msg)))
+		start := len(msg)
+		msg = slices.Grow(msg, k)[:start+k]
+		if _, err := io.ReadFull(br, msg[start:]); err != nil {
+			return msg, err
+		}
+		n -= k
+	}
+	return msg, nil
 }
 
 // control handles a control frame of the client.

@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"bufio"
 	"bytes"
 	"strings"
 	"testing"
@@ -34,6 +35,41 @@ func TestCloseFrameFitsAControlFrame(t *testing.T) {
 			code, reason := ws.ParseCloseFrameData(f.Payload)
 			if code != ws.StatusPolicyViolation || reason != tc.want || !utf8.ValidString(reason) {
 				t.Fatalf("close %d %q, want %d %q (valid UTF-8)", code, reason, ws.StatusPolicyViolation, tc.want)
+			}
+		})
+	}
+}
+
+// A frame's payload is held as it arrives, not as its header announces:
+// a client that announces megabytes and sends a few bytes (then stalls
+// until WriteTimeout, on as many connections as it may open) makes the
+// server hold what it sent, plus at most readChunk, not the megabytes.
+func TestReadPayloadGrowsAsBytesArrive(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		announce int
+		sent     int
+	}{
+		{"4 MiB announced, 100 bytes sent", 4 << 20, 100},
+		{"4 MiB announced, 1 MiB sent", 4 << 20, 1 << 20},
+		{"4 MiB announced and sent", 4 << 20, 4 << 20},
+		{"10 bytes", 10, 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := bytes.Repeat([]byte{7}, tc.sent)
+			prefix := []byte("before")
+			msg, err := readPayload(bufio.NewReader(bytes.NewReader(src)), bytes.Clone(prefix), tc.announce)
+			if tc.sent < tc.announce {
+				if err == nil {
+					t.Fatal("a payload cut short: no error")
+				}
+			} else if err != nil || !bytes.Equal(msg, append(bytes.Clone(prefix), src...)) {
+				t.Fatalf("read %d bytes, %v; want the prefix and the %d sent", len(msg), err, tc.sent)
+			}
+			// Twice what came, and a chunk, with the allocator's rounding
+			// of a large slice up to whole 8 KiB pages.
+			if bound := 2*(len(prefix)+tc.sent) + readChunk + 8<<10; cap(msg) > bound {
+				t.Fatalf("holds %d bytes for %d sent of %d announced; want at most %d", cap(msg), tc.sent, tc.announce, bound)
 			}
 		})
 	}
