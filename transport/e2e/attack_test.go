@@ -975,16 +975,7 @@ func runMemory(t *testing.T, bin, store string) {
 func bodiesInFlight(t *testing.T, url string) int64 {
 	t.Helper()
 	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
-	resp, err := hc.Get(url + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for line := range strings.Lines(string(b)) {
+	for line := range strings.Lines(getWith(t, hc, url+"/metrics")) {
 		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "convergo_body_bytes_in_flight "); ok {
 			f, err := strconv.ParseFloat(v, 64)
 			if err != nil {

@@ -182,7 +182,13 @@ func runHeal(t *testing.T, bin, store string, backup, lose func(*testing.T)) (ur
 // get returns the body of a GET of url.
 func get(t *testing.T, url string) string {
 	t.Helper()
-	resp, err := http.Get(url)
+	return getWith(t, http.DefaultClient, url)
+}
+
+// getWith returns the body of a GET of url by hc.
+func getWith(t *testing.T, hc *http.Client, url string) string {
+	t.Helper()
+	resp, err := hc.Get(url)
 	if err != nil {
 		t.Fatal(err)
 	}
