@@ -326,12 +326,17 @@ func decodeHorizon(r crdt.Record) (Horizon, bool) {
 	if f := r.Fields[HorizonFieldPrevRead]; f.Value != nil {
 		_ = crdt.DecodeValue(f.Value, &h.PrevRead)
 	}
-	if f := r.Fields[HorizonFieldRaised]; f.Value != nil {
+	// Raised and Heads are read only as written with Read, by one
+	// publication: an instance that does not write one of them (of
+	// before it existed) leaves an earlier publication's in the record,
+	// perhaps of another epoch, whose positions and ids are not this
+	// one's.
+	if f := r.Fields[HorizonFieldRaised]; f.Value != nil && f.Stamp == h.stamp {
 		if crdt.DecodeValue(f.Value, &h.Raised) != nil || len(h.Raised) != len(h.Read) {
 			h.Raised = nil
 		}
 	}
-	if f := r.Fields[HorizonFieldHeads]; f.Value != nil {
+	if f := r.Fields[HorizonFieldHeads]; f.Value != nil && f.Stamp == h.stamp {
 		if crdt.DecodeValue(f.Value, &h.Heads) != nil ||
 			slices.ContainsFunc(h.Heads, func(hd []uint64) bool { return len(hd) != 1+len(h.Read) }) ||
 			!slices.IsSortedFunc(h.Heads, func(a, b []uint64) int { return cmp.Compare(a[0], b[0]) }) {

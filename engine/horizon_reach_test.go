@@ -117,3 +117,40 @@ func TestRecordHeadsBounded(t *testing.T) {
 		}
 	}
 }
+
+// TestHeadsOfAnotherPublicationIgnored: the heads are read only as part
+// of the publication whose read horizon they stand beside. A horizon
+// published by an instance that does not write them (one of before they
+// existed, during a rolling upgrade) leaves the field of an earlier
+// publication in the record, perhaps of an earlier epoch: its positions
+// are of another log, and taken as the floor of this one's they would
+// raise R past every live reader.
+func TestHeadsOfAnotherPublicationIgnored(t *testing.T) {
+	ctx := context.Background()
+	e, clk := openCollectingMemory(t)
+	writeNotes(t, e, "a", "b")
+	clk.ms += time.Minute.Milliseconds()
+	if h := collectOnce(t, e); len(h.Heads) == 0 {
+		t.Fatalf("the first run recorded no heads: %+v", h)
+	}
+	// An older instance publishes for epoch 9: its fields only.
+	st, err := e.Now(proto.HorizonCollection)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := crdt.Record{ID: "notes", Fields: map[string]crdt.Field{}}
+	for name, v := range map[string]any{HorizonFieldRead: []uint64{1}, HorizonFieldEpoch: uint64(9), HorizonFieldWall: int64(0)} {
+		b, _ := crdt.EncodeValue(v)
+		rec.Fields[name] = crdt.Field{Stamp: st, Value: b}
+	}
+	if _, err := e.Apply(ctx, []crdt.Change{{Collection: proto.HorizonCollection, Record: rec}}); err != nil {
+		t.Fatal(err)
+	}
+	h, ok, err := e.HorizonOf(ctx, "notes", true)
+	if err != nil || !ok {
+		t.Fatalf("HorizonOf = %v, %v", ok, err)
+	}
+	if h.Heads != nil {
+		t.Fatalf("heads %v read beside the read horizon %v of epoch %d that did not write them; want none", h.Heads, h.Read, h.Epoch)
+	}
+}
