@@ -205,7 +205,11 @@ func (cr *colRules) check(ctx context.Context, collection string, held, change c
 	// what resolving makes of it.
 	mergedHeld, _ := crdt.Merge(held, change)
 	merged, _ := resolved(cr.mig, mergedHeld)
-	if err := fitsEveryVersion(cr.mig, merged); err != nil {
+	// A change that only takes data away (unsets, a delete) is refused
+	// only when it is what takes the record past the limits: one stored
+	// before a version that serves it over them existed can still be
+	// emptied, as at a full quota.
+	if err := fitsEveryVersion(cr.mig, merged); err != nil && (addsData(change) || fitsEveryVersion(cr.mig, before) == nil) {
 		return crdt.Record{}, err
 	}
 	if !merged.Exists() {
