@@ -414,12 +414,15 @@ func (e *Engine) Apply(ctx context.Context, changes []crdt.Change, opts ...Apply
 	if cfg.writeScope != nil {
 		cfg.writeScope = oncePerCollection(cfg.writeScope)
 	}
-	accepted, index, err = e.checkQuotas(ctx, accepted, index, results, cfg)
+	accepted, index, toCount, err := e.checkQuotas(ctx, accepted, index, results, cfg)
 	if err != nil {
 		return nil, err
 	}
 	accepted, index, err = e.checkRules(ctx, accepted, index, results, cfg)
 	if err != nil {
+		return nil, err
+	}
+	if err := e.countCollections(ctx, toCount, accepted); err != nil {
 		return nil, err
 	}
 	run := &applyRun{cfg: cfg}

@@ -36,8 +36,8 @@ type Quota struct {
 	// data (one that held data before the bound was set is counted, never
 	// refused), in a collection of the store's own (countedCollection),
 	// so every instance counts the same ones; a counted collection stays
-	// counted. Concurrent writers can overshoot it by the new collections
-	// they write at once.
+	// counted. A change the rules refuse counts none. Concurrent writers
+	// can overshoot it by the new collections they write at once.
 	MaxCollections int64
 }
 
@@ -66,9 +66,13 @@ func (e *Engine) quotaOf(collection string) (Quota, bool) {
 // whether a change would alter it tells which fields it has and how new
 // they are, so every change to it passes on to checkRules, which refuses
 // it out of scope.
-func (e *Engine) checkQuotas(ctx context.Context, changes []crdt.Change, index []int, results []Result, cfg applyConfig) ([]crdt.Change, []int, error) {
+//
+// It returns too the collections to count (Quota.MaxCollections) whose
+// changes it kept, by their quota: countCollections counts those that
+// still have a change adding data once the rules have judged them.
+func (e *Engine) checkQuotas(ctx context.Context, changes []crdt.Change, index []int, results []Result, cfg applyConfig) (_ []crdt.Change, _ []int, toCount map[string]Quota, _ error) {
 	if len(e.quotas) == 0 {
-		return changes, index, nil
+		return changes, index, nil, nil
 	}
 	full, uncounted := map[string]error{}, map[string]error{}
 	keep, keepIndex := changes[:0:0], index[:0:0]
@@ -78,7 +82,7 @@ func (e *Engine) checkQuotas(ctx context.Context, changes []crdt.Change, index [
 			if q, ok := e.quotaOf(c.Collection); ok {
 				u, uerr := e.usager.Usage(ctx, c.Collection)
 				if uerr != nil {
-					return nil, nil, fmt.Errorf("usage of %s: %w", c.Collection, uerr)
+					return nil, nil, nil, fmt.Errorf("usage of %s: %w", c.Collection, uerr)
 				}
 				switch {
 				case q.MaxRecords > 0 && u.Records >= q.MaxRecords:
@@ -92,7 +96,7 @@ func (e *Engine) checkQuotas(ctx context.Context, changes []crdt.Change, index [
 		if err != nil && addsData(c.Record) {
 			cur, rerr := e.current(ctx, "quota", c.Collection, c.Record.ID)
 			if rerr != nil {
-				return nil, nil, rerr
+				return nil, nil, nil, rerr
 			}
 			if _, changed := crdt.Merge(cur, c.Record); changed && !outsideWriteScope(cfg, e.Migrations(c.Collection), c.Collection, cur) {
 				results[index[j]] = Result{Status: StatusRefused, Err: fmt.Errorf("change %s/%s: %w", c.Collection, c.Record.ID, err)}
@@ -102,11 +106,24 @@ func (e *Engine) checkQuotas(ctx context.Context, changes []crdt.Change, index [
 		if q, ok := e.quotaOf(c.Collection); ok && q.MaxCollections > 0 && addsData(c.Record) {
 			cerr, seen := uncounted[c.Collection]
 			if !seen {
+				var count bool
 				var ioErr error
-				if cerr, ioErr = e.countCollection(ctx, q, c.Collection); ioErr != nil {
-					return nil, nil, ioErr
+				pending := int64(0) // counted by this call, not yet written
+				for _, p := range toCount {
+					if p.Pattern == q.Pattern {
+						pending++
+					}
+				}
+				if count, cerr, ioErr = e.countRefusal(ctx, q, c.Collection, pending); ioErr != nil {
+					return nil, nil, nil, ioErr
 				}
 				uncounted[c.Collection] = cerr
+				if count && cerr == nil {
+					if toCount == nil {
+						toCount = map[string]Quota{}
+					}
+					toCount[c.Collection] = q
+				}
 			}
 			if cerr != nil {
 				results[index[j]] = Result{Status: StatusRefused, Err: fmt.Errorf("change %s/%s: %w", c.Collection, c.Record.ID, cerr)}
@@ -115,7 +132,35 @@ func (e *Engine) checkQuotas(ctx context.Context, changes []crdt.Change, index [
 		}
 		keep, keepIndex = append(keep, c), append(keepIndex, index[j])
 	}
-	return keep, keepIndex, nil
+	return keep, keepIndex, toCount, nil
+}
+
+// countCollections counts, in the collection of its quota's own
+// (countedCollection), each collection of toCount that one of the
+// changes about to be applied adds data to. checkQuotas chose them
+// before the rules judged their changes; one whose changes the rules all
+// refused holds no data for them, and is not counted. It is counted
+// before the data is written, so a failure between the two leaves a
+// collection counted that holds none, never one holding data uncounted.
+func (e *Engine) countCollections(ctx context.Context, toCount map[string]Quota, changes []crdt.Change) error {
+	for _, c := range changes {
+		q, ok := toCount[c.Collection]
+		if !ok || !addsData(c.Record) {
+			continue
+		}
+		delete(toCount, c.Collection)
+		cc := countedCollection(q.Pattern)
+		st, err := e.Now(cc)
+		if err != nil {
+			return err
+		}
+		v, _ := crdt.EncodeValue(st.Wall)
+		if err := e.applyOne(ctx, "count collection", crdt.Change{Collection: cc, Record: crdt.SetField(c.Collection, "at", v, st)}); err != nil {
+			return err
+		}
+		e.noteCounted(c.Collection)
+	}
+	return nil
 }
 
 // countedCollection is the collection of the store's own that counts the
@@ -128,50 +173,43 @@ func countedCollection(pattern string) string {
 // maxCounted bounds Engine.counted, the collections known counted.
 const maxCounted = 1 << 14
 
-// countCollection counts collection under q (Quota.MaxCollections) unless
-// it is counted already, and returns the refusal (ErrQuotaExceeded) of a
-// change that adds data to it when it is not and q's collections are at
-// their bound; ioErr when the store failed.
-func (e *Engine) countCollection(ctx context.Context, q Quota, collection string) (refusal, ioErr error) {
+// countRefusal says whether collection is to be counted under q
+// (Quota.MaxCollections): count when it is not counted yet, and the
+// refusal (ErrQuotaExceeded) of a change that adds data to it when q's
+// collections are at their bound and it holds none; ioErr when the store
+// failed. pending is how many more this call counts already, not yet
+// written. countCollections counts it.
+func (e *Engine) countRefusal(ctx context.Context, q Quota, collection string, pending int64) (count bool, refusal, ioErr error) {
 	e.countedMu.Lock()
 	known := e.counted[collection]
 	e.countedMu.Unlock()
 	if known {
-		return nil, nil
+		return false, nil, nil
 	}
 	cc := countedCollection(q.Pattern)
 	switch _, err := e.store.Get(ctx, cc, collection); {
 	case err == nil:
 		e.noteCounted(collection)
-		return nil, nil
+		return false, nil, nil
 	case !errors.Is(err, stores.ErrNotFound):
-		return nil, fmt.Errorf("whether %s is counted under %s: %w", collection, q.Pattern, err)
+		return false, nil, fmt.Errorf("whether %s is counted under %s: %w", collection, q.Pattern, err)
 	}
 	n, err := e.usager.Usage(ctx, cc)
 	if err != nil {
-		return nil, fmt.Errorf("collections counted under %s: %w", q.Pattern, err)
+		return false, nil, fmt.Errorf("collections counted under %s: %w", q.Pattern, err)
 	}
-	if n.Records >= q.MaxCollections {
+	if n.Records+pending >= q.MaxCollections {
 		// One that holds data already (written before the bound) is
 		// counted: the bound keeps new ones out, it loses nothing.
 		own, err := e.usager.Usage(ctx, collection)
 		if err != nil {
-			return nil, fmt.Errorf("usage of %s: %w", collection, err)
+			return false, nil, fmt.Errorf("usage of %s: %w", collection, err)
 		}
 		if own.Records == 0 {
-			return fmt.Errorf("%w: %d collections matching %s hold data, its quota is %d", ErrQuotaExceeded, n.Records, q.Pattern, q.MaxCollections), nil
+			return false, fmt.Errorf("%w: %d collections matching %s hold data, its quota is %d", ErrQuotaExceeded, n.Records+pending, q.Pattern, q.MaxCollections), nil
 		}
 	}
-	st, err := e.Now(cc)
-	if err != nil {
-		return nil, err
-	}
-	v, _ := crdt.EncodeValue(st.Wall)
-	if err := e.applyOne(ctx, "count collection", crdt.Change{Collection: cc, Record: crdt.SetField(collection, "at", v, st)}); err != nil {
-		return nil, err
-	}
-	e.noteCounted(collection)
-	return nil, nil
+	return true, nil, nil
 }
 
 // noteCounted remembers that collection is counted.

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/crdt/scope"
 	"github.com/convergo/convergo/stores/memory"
 	"github.com/convergo/convergo/transport/proto"
 )
@@ -129,5 +130,32 @@ func TestQuotaNotOfReserved(t *testing.T) {
 	}
 	if _, err := e.store.Get(ctx, proto.LeaseCollection, "notes/"+proto.ReplicaFor("carol", "dev")); err != nil {
 		t.Fatalf("the third lease: %v; want it written", err)
+	}
+}
+
+// TestQuotaCollectionsRefusedChangeNotCounted: a change the rules refuse
+// (here, out of the writer's write scope) adds no data, so it counts no
+// collection: otherwise a writer whose every change is refused could
+// take all of a pattern's collections, for ever (a counted collection
+// stays counted), while none holds data.
+func TestQuotaCollectionsRefusedChangeNotCounted(t *testing.T) {
+	ctx := context.Background()
+	st := memory.New()
+	defer st.Close()
+	e, err := Open(Config{Store: st, Replica: "srv", PollInterval: -1, Quotas: []Quota{{Pattern: "t.*", MaxCollections: 1}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	own := WithWriteScope(func(string) (*scope.Pred, error) { return mustScope(t, "eq", "owner", "a"), nil })
+	stamp := crdt.Stamp{Wall: 1, Replica: "c1"}
+	res, err := e.Apply(ctx, []crdt.Change{{Collection: "t.x", Record: crdt.SetField("r", "owner", value(t, "b"), stamp)}}, own)
+	if err != nil || res[0].Status != StatusRefused || !errors.Is(res[0].Err, ErrOutOfScope) {
+		t.Fatalf("a change out of the write scope: %+v, %v; want refused %v", res, err, ErrOutOfScope)
+	}
+	stamp.Wall++
+	res, err = e.Apply(ctx, []crdt.Change{{Collection: "t.y", Record: crdt.SetField("r", "owner", value(t, "a"), stamp)}}, own)
+	if err != nil || res[0].Status != StatusApplied {
+		t.Fatalf("the first change that holds data, in t.y, under a bound of one collection: %+v, %v; want applied", res, err)
 	}
 }
