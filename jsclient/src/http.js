@@ -79,8 +79,11 @@ export async function postAnswer(o, path, body, retried = false) {
     // app's getToken cannot give a token: its user must sign in again)
     // leaves the refusal standing, with the failure as its cause, so the
     // sync loop tells the app ('auth') rather than retry as if offline.
+    // A token set since (setToken, another tab's) is newer than the one
+    // refused: the request goes again with it, getToken not asked (its
+    // answer would be taken as newer still, and replace it in every tab).
     try {
-      await o.token(true);
+      if ((await o.token(false)) === token) await o.token(true);
     } catch (t) {
       const w = new ConvergoError(e.code, `${e.message}; getToken: ${/** @type {any} */ (t)?.message ?? t}`, { status: e.status, requestId: e.requestId, cause: t });
       sentWith.set(w, token);

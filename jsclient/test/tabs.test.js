@@ -366,6 +366,9 @@ test("a refused token set over in a follower since is forgotten in no tab: the n
   // Both tabs' getToken answer the token of the app's last sign-in.
   let asked = 0;
   const { leader, follower, heard } = await eventTabs(t, server, { getToken: () => (asked++, 'tok-1') }, ['auth']);
+  // Live is said at the welcome, before its catch-up pull: a pull still
+  // on its way with tok-1 when tok-1 stops being valid would be refused.
+  await until(() => /** @type {any} */ (leader).syncer?.session?.subscribed.has('todos'), "the leader's catch-up pull done, todos subscribed");
   const before = asked;
   valid = 'tok-2';
   follower.setToken('tok-2');
@@ -377,6 +380,59 @@ test("a refused token set over in a follower since is forgotten in no tab: the n
   await until(() => follower.status.leader && /** @type {any} */ (follower).syncer?.live, 'the follower leads, live');
   assert.equal(asked, before, 'no tab asked getToken: the token refused was not theirs any more');
   assert.deepEqual(refusals, [], 'no request went with tok-1 again');
+});
+
+test("a request the server refuses with a token another tab replaced since is sent again with the new one: getToken is not asked, the new token stays", async (t) => {
+  let valid = 'tok-1';
+  /** @type {string[]} */
+  const refusals = [];
+  const server = await new FakeServer({
+    auth: (/** @type {string} */ tok) => {
+      if (tok === valid) return null;
+      refusals.push(tok);
+      return 'token_expired';
+    },
+  }).start();
+  t.after(() => server.stop());
+  let asked = 0;
+  /** @type {any} */
+  let leader = null;
+  // The leader's first pull once live (its catch-up after the welcome)
+  // waits, its token read already, until the follower's token reached it.
+  /** @type {() => void} */
+  let release = () => {};
+  const gate = new Promise((r) => (release = () => r(undefined)));
+  let gated = false;
+  /** @type {string[]} the Authorization of each pull after the gated one's */
+  const pulls = [];
+  const fetchVia = async (/** @type {any} */ input, /** @type {any} */ init) => {
+    if (String(input).endsWith(PATHS.pull) && leader?.syncer?.live) {
+      if (!gated) {
+        gated = true;
+        await gate;
+      }
+      pulls.push(init.headers.Authorization);
+    }
+    return fetch(input, init);
+  };
+  const o = { url: server.url, name: 'retry', indexedDB: freshIDB(), locks: fakeLocks(), BroadcastChannel: globalThis.BroadcastChannel, collections: ['todos'], fetch: fetchVia, getToken: () => (asked++, 'tok-1') };
+  leader = await openClient(o);
+  t.after(() => leader.close());
+  await until(() => leader.status.leader && gated, 'the leader live, its catch-up pull held');
+  const follower = await openClient(o);
+  t.after(() => follower.close());
+  const before = asked;
+  valid = 'tok-2';
+  follower.setToken('tok-2');
+  await until(() => leader.tok === 'tok-2', 'the leader took the token');
+  release();
+  await until(() => pulls.length >= 2, 'the held pull and its retry');
+  assert.deepEqual(pulls.slice(0, 2), ['Bearer tok-1', 'Bearer tok-2'], 'the refused pull went again with the new token');
+  assert.deepEqual(refusals, ['tok-1']);
+  assert.equal(asked, before, 'no tab asked getToken: the token refused was not theirs any more');
+  await until(() => leader.status.lastSyncedAt !== null && follower.status.lastSyncedAt !== null, 'the round done');
+  assert.equal(leader.tok, 'tok-2');
+  assert.equal(/** @type {any} */ (follower).tok, 'tok-2');
 });
 
 test("a follower hears 'superseded' for an offline edit that lost to a newer write, once, as the leader does", async (t) => {
