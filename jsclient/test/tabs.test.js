@@ -285,7 +285,13 @@ async function eventTabs(t, server, opts, events) {
   const o = { url: server.url, name: 'ev', indexedDB: idb, locks, BroadcastChannel: globalThis.BroadcastChannel, collections: ['todos'], ...opts };
   const leader = await openClient(o);
   t.after(() => leader.close());
-  await until(() => leader.status.leader && (/** @type {any} */ (leader).syncer?.live || 'migrations' in opts), 'the first tab leads, live');
+  // Live and caught up: a session is live at its welcome, before the pull
+  // that follows it, whose refusal a test changing the server's tokens
+  // right after would meet (todos is subscribed once it is pulled).
+  await until(
+    () => leader.status.leader && ('migrations' in opts || /** @type {any} */ (leader).syncer?.session?.subscribed.has('todos')),
+    'the first tab leads, live and caught up',
+  );
   const follower = await openClient(o);
   t.after(() => follower.close());
   assert.equal(follower.status.leader, false);
