@@ -1,11 +1,9 @@
 package dynamodb
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,25 +12,8 @@ import (
 
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/stores"
+	"github.com/convergo/convergo/stores/storetest"
 )
-
-// syncBuffer is a bytes.Buffer that a logger and the test share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
 
 // restoreInPlace deletes table and restores backup under its name as
 // DynamoDB does: a new table, the items put in with no stream (a restore
@@ -69,7 +50,7 @@ func TestStreamAfterRestoreInPlace(t *testing.T) {
 	ctx := context.Background()
 	db, streams, _ := testClients(t)
 	table := testTable(t, db)
-	var logs syncBuffer
+	var logs storetest.LogBuffer
 	srv, err := New(ctx, Config{
 		Client: db, Streams: streams, Table: table,
 		PollInterval: 50 * time.Millisecond, ShardRefresh: time.Second,

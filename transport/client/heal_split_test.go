@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/convergo/convergo/stores/storetest"
 	"github.com/convergo/convergo/transport/client"
 	"github.com/convergo/convergo/transport/proto"
 )
@@ -55,7 +56,7 @@ func TestHealIsolatesARecordRefusedWhole(t *testing.T) {
 	for _, code := range []string{proto.CodeTooLarge, proto.CodeMalformed} {
 		t.Run(code, func(t *testing.T) {
 			s := newLossServer(t, false)
-			var logs syncLog
+			var logs storetest.LogBuffer
 			var told errorsTold
 			reader := s.replica("reader", false, client.ReplicaConfig{OnError: told.add}, func(c *client.Config) {
 				c.Logger = slog.New(slog.NewTextHandler(&logs, nil))

@@ -26,6 +26,7 @@ import (
 	"github.com/convergo/convergo/stores/bolt"
 	"github.com/convergo/convergo/stores/bolt/bolttest"
 	"github.com/convergo/convergo/stores/memory"
+	"github.com/convergo/convergo/stores/storetest"
 	"github.com/convergo/convergo/transport"
 	"github.com/convergo/convergo/transport/client"
 	"github.com/convergo/convergo/transport/proto"
@@ -834,24 +835,6 @@ func TestHealLiveRetriesAFailedHeal(t *testing.T) {
 	s.eventuallyConverged(t, want, map[string]*client.Replica{"reader": reader}, nil)
 }
 
-// syncLog is a slog handler's output, safe to read while clients log.
-type syncLog struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (l *syncLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *syncLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
-
 // TestHealRefusedSaysSo: the server comes back on an empty store with
 // another seal key (a demo server without --secret restarted): a reader
 // cannot give back the records others wrote, which stay local, and it
@@ -859,7 +842,7 @@ func (l *syncLog) String() string {
 // writes.
 func TestHealRefusedSaysSo(t *testing.T) {
 	s := newLossServer(t, false)
-	var logs syncLog
+	var logs storetest.LogBuffer
 	reader := s.replica("reader", false, client.ReplicaConfig{}, func(c *client.Config) {
 		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	})
