@@ -357,8 +357,13 @@ test("after 'auth' a follower with getToken asks it for a fresh token when it le
   assert.equal(heard[1].auth.length, 1);
 });
 
-test("a refused token set over in a follower since is forgotten in no tab: the next leader goes on with the newer one", async (t) => {
-  let valid = 'tok-1';
+/**
+ * A server that takes one token, valid, and refuses any other
+ * token_expired, noting it in refusals; accept makes another the valid one.
+ * @param {import('node:test').TestContext} t
+ * @param {string} valid
+ */
+async function tokenServer(t, valid) {
   /** @type {string[]} */
   const refusals = [];
   const server = await new FakeServer({
@@ -369,6 +374,11 @@ test("a refused token set over in a follower since is forgotten in no tab: the n
     },
   }).start();
   t.after(() => server.stop());
+  return { server, refusals, accept: (/** @type {string} */ tok) => (valid = tok) };
+}
+
+test("a refused token set over in a follower since is forgotten in no tab: the next leader goes on with the newer one", async (t) => {
+  const { server, refusals, accept } = await tokenServer(t, 'tok-1');
   // Both tabs' getToken answer the token of the app's last sign-in.
   let asked = 0;
   const { leader, follower, heard } = await eventTabs(t, server, { getToken: () => (asked++, 'tok-1') }, ['auth']);
@@ -376,7 +386,7 @@ test("a refused token set over in a follower since is forgotten in no tab: the n
   // on its way with tok-1 when tok-1 stops being valid would be refused.
   await until(() => /** @type {any} */ (leader).syncer?.session?.subscribed.has('todos'), "the leader's catch-up pull done, todos subscribed");
   const before = asked;
-  valid = 'tok-2';
+  accept('tok-2');
   follower.setToken('tok-2');
   await until(() => /** @type {any} */ (leader).tok === 'tok-2', 'the leader took the token');
   server.expireLive(); // refuses the session's token: tok-1
@@ -389,17 +399,7 @@ test("a refused token set over in a follower since is forgotten in no tab: the n
 });
 
 test("a request the server refuses with a token another tab replaced since is sent again with the new one: getToken is not asked, the new token stays", async (t) => {
-  let valid = 'tok-1';
-  /** @type {string[]} */
-  const refusals = [];
-  const server = await new FakeServer({
-    auth: (/** @type {string} */ tok) => {
-      if (tok === valid) return null;
-      refusals.push(tok);
-      return 'token_expired';
-    },
-  }).start();
-  t.after(() => server.stop());
+  const { server, refusals, accept } = await tokenServer(t, 'tok-1');
   let asked = 0;
   /** @type {any} */
   let leader = null;
@@ -428,7 +428,7 @@ test("a request the server refuses with a token another tab replaced since is se
   const follower = await openClient(o);
   t.after(() => follower.close());
   const before = asked;
-  valid = 'tok-2';
+  accept('tok-2');
   follower.setToken('tok-2');
   await until(() => leader.tok === 'tok-2', 'the leader took the token');
   release();
