@@ -106,6 +106,24 @@ func put(t *testing.T, s *bolt.Store, coll string, ids ...string) {
 	}
 }
 
+// putBackAlone writes collection a's r0 to a new file, backs the file up,
+// writes r1 and puts the backup back alone, the note left beside it; it
+// returns the file's path.
+func putBackAlone(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	path, backup := filepath.Join(dir, "convergo.db"), filepath.Join(dir, "backup.db")
+	s := openAt(t, path)
+	put(t, s, "a", "r0")
+	s.Close()
+	bolttest.CopyFile(t, path, backup)
+	s = openAt(t, path)
+	put(t, s, "a", "r1")
+	s.Close()
+	bolttest.CopyFile(t, backup, path)
+	return path
+}
+
 func epochOf(t *testing.T, s *bolt.Store, coll string) stores.Meta {
 	t.Helper()
 	m, err := s.Meta(context.Background(), coll)
@@ -122,17 +140,7 @@ func epochOf(t *testing.T, s *bolt.Store, coll string) stores.Meta {
 // say two restores).
 func TestFilePutBackRestoringBumpsOnce(t *testing.T) {
 	ctx := context.Background()
-	dir := t.TempDir()
-	path, backup := filepath.Join(dir, "convergo.db"), filepath.Join(dir, "backup.db")
-	s := openAt(t, path)
-	put(t, s, "a", "r0")
-	s.Close()
-	bolttest.CopyFile(t, path, backup)
-	s = openAt(t, path)
-	put(t, s, "a", "r1")
-	s.Close()
-	bolttest.CopyFile(t, backup, path)
-
+	path := putBackAlone(t)
 	at := time.Unix(1_764_892_800, 0)
 	s, err := bolt.Open(ctx, path, bolt.Options{Restoring: true, Now: func() time.Time { return at }})
 	if err != nil {
@@ -155,22 +163,6 @@ func TestFilePutBackRestoringBumpsOnce(t *testing.T) {
 // server starts none.
 func TestFilePutBackRestoringUntilBumped(t *testing.T) {
 	ctx := context.Background()
-	// putBack writes a file, backs it up, writes more and puts the backup
-	// back alone, the note left beside it.
-	putBack := func() string {
-		t.Helper()
-		dir := t.TempDir()
-		path, backup := filepath.Join(dir, "convergo.db"), filepath.Join(dir, "backup.db")
-		s := openAt(t, path)
-		put(t, s, "a", "r0")
-		s.Close()
-		bolttest.CopyFile(t, path, backup)
-		s = openAt(t, path)
-		put(t, s, "a", "r1")
-		s.Close()
-		bolttest.CopyFile(t, backup, path)
-		return path
-	}
 	restoring := func(path string) *bolt.Store {
 		t.Helper()
 		s, err := bolt.Open(ctx, path, bolt.Options{Restoring: true})
@@ -180,7 +172,7 @@ func TestFilePutBackRestoringUntilBumped(t *testing.T) {
 		return s
 	}
 
-	path := putBack()
+	path := putBackAlone(t)
 	restoring(path).Close() // the command ended before its bump
 	s := openAt(t, path)
 	m := epochOf(t, s, "a")
@@ -189,7 +181,7 @@ func TestFilePutBackRestoringUntilBumped(t *testing.T) {
 		t.Fatal("a server opening the file after mark-restored ended before its bump: no new epoch, want one (the file was put back)")
 	}
 
-	path = putBack()
+	path = putBackAlone(t)
 	s = restoring(path)
 	if err := s.BumpEpochs(ctx); err != nil {
 		t.Fatal(err)
