@@ -13,12 +13,12 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/config"
 	awsdynamodb "github.com/aws/aws-sdk-go-v2/service/dynamodb"
-	ddbtypes "github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/stores"
 	"github.com/convergo/convergo/stores/bolt"
 	"github.com/convergo/convergo/stores/bolt/bolttest"
+	"github.com/convergo/convergo/stores/dynamodb/dynamotest"
 	"github.com/convergo/convergo/stores/storetest"
 	"github.com/convergo/convergo/stores/storeurl"
 )
@@ -223,20 +223,5 @@ func copyDynamoTable(t *testing.T, endpoint, from, to string) {
 			}
 		}
 	})
-	var start map[string]ddbtypes.AttributeValue
-	for {
-		out, err := db.Scan(ctx, &awsdynamodb.ScanInput{TableName: &from, ConsistentRead: aws.Bool(true), ExclusiveStartKey: start})
-		if err != nil {
-			t.Fatalf("scan %s: %v", from, err)
-		}
-		for _, item := range out.Items {
-			if _, err := db.PutItem(ctx, &awsdynamodb.PutItemInput{TableName: &to, Item: item}); err != nil {
-				t.Fatalf("put into %s: %v", to, err)
-			}
-		}
-		if out.LastEvaluatedKey == nil {
-			return
-		}
-		start = out.LastEvaluatedKey
-	}
+	dynamotest.CopyTable(t, db, from, to)
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/stores"
+	"github.com/convergo/convergo/stores/dynamodb/dynamotest"
 	"github.com/convergo/convergo/stores/storetest"
 )
 
@@ -29,7 +30,7 @@ func restoreInPlace(t *testing.T, db *awsdynamodb.Client, table, backup string) 
 	if err := createTable(ctx, db, table, false); err != nil {
 		t.Fatal(err)
 	}
-	copyTable(t, db, backup, table)
+	dynamotest.CopyTable(t, db, backup, table)
 	if _, err := db.UpdateTable(ctx, &awsdynamodb.UpdateTableInput{
 		TableName:           &table,
 		StreamSpecification: &types.StreamSpecification{StreamEnabled: ptr(true), StreamViewType: types.StreamViewTypeNewAndOldImages},
@@ -92,7 +93,7 @@ func TestStreamAfterRestoreInPlace(t *testing.T) {
 		t.Fatal(err)
 	}
 	backup := plainTable(t, db)
-	copyTable(t, db, table, backup)
+	dynamotest.CopyTable(t, db, table, backup)
 
 	restoreInPlace(t, db, table, backup)
 	foreign("x", "after the restore")

@@ -15,31 +15,9 @@ import (
 
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/stores"
+	"github.com/convergo/convergo/stores/dynamodb/dynamotest"
 	"github.com/convergo/convergo/stores/storetest"
 )
-
-// copyTable puts every item of table from into table to, as a
-// point-in-time or backup restore does into the new table it creates.
-func copyTable(t testing.TB, db *awsdynamodb.Client, from, to string) {
-	t.Helper()
-	ctx := context.Background()
-	var start map[string]types.AttributeValue
-	for {
-		out, err := db.Scan(ctx, &awsdynamodb.ScanInput{TableName: &from, ConsistentRead: ptr(true), ExclusiveStartKey: start})
-		if err != nil {
-			t.Fatalf("scan %s: %v", from, err)
-		}
-		for _, item := range out.Items {
-			if _, err := db.PutItem(ctx, &awsdynamodb.PutItemInput{TableName: &to, Item: item}); err != nil {
-				t.Fatalf("put into %s: %v", to, err)
-			}
-		}
-		if out.LastEvaluatedKey == nil {
-			return
-		}
-		start = out.LastEvaluatedKey
-	}
-}
 
 // storeItem reads table's store item.
 func storeItem(t testing.TB, db *awsdynamodb.Client, table string) map[string]types.AttributeValue {
@@ -105,7 +83,7 @@ func restoredCopy(t *testing.T, db *awsdynamodb.Client, clock *fakeClock) (a, b 
 	t.Helper()
 	a, before, id = restoreSource(t, db, clock)
 	b = plainTable(t, db)
-	copyTable(t, db, a, b)
+	dynamotest.CopyTable(t, db, a, b)
 	clock.advance(10 * time.Second)
 	return a, b, before, id
 }
@@ -420,7 +398,7 @@ func TestTableRestoredUnderARunningStore(t *testing.T) {
 	}
 	write("a")
 	backup := plainTable(t, db)
-	copyTable(t, db, table, backup)
+	dynamotest.CopyTable(t, db, table, backup)
 	write("b") // lost by the restore
 	before, err := s.Meta(ctx, "todos")
 	if err != nil {
@@ -437,7 +415,7 @@ func TestTableRestoredUnderARunningStore(t *testing.T) {
 	if err := createTable(ctx, db, table, false); err != nil {
 		t.Fatal(err)
 	}
-	copyTable(t, db, backup, table)
+	dynamotest.CopyTable(t, db, backup, table)
 	clock.advance(10 * time.Second)
 
 	after, err := s.Meta(ctx, "todos")
