@@ -77,9 +77,10 @@ func (e *Engine) checkQuotas(ctx context.Context, changes []crdt.Change, index [
 	full, uncounted := map[string]error{}, map[string]error{}
 	keep, keepIndex := changes[:0:0], index[:0:0]
 	for j, c := range changes {
+		q, hasQuota := e.quotaOf(c.Collection)
 		err, seen := full[c.Collection]
 		if !seen {
-			if q, ok := e.quotaOf(c.Collection); ok {
+			if hasQuota {
 				u, uerr := e.usager.Usage(ctx, c.Collection)
 				if uerr != nil {
 					return nil, nil, nil, fmt.Errorf("usage of %s: %w", c.Collection, uerr)
@@ -103,7 +104,7 @@ func (e *Engine) checkQuotas(ctx context.Context, changes []crdt.Change, index [
 				continue
 			}
 		}
-		if q, ok := e.quotaOf(c.Collection); ok && q.MaxCollections > 0 && addsData(c.Record) {
+		if hasQuota && q.MaxCollections > 0 && addsData(c.Record) {
 			cerr, seen := uncounted[c.Collection]
 			if !seen {
 				var count bool
