@@ -71,6 +71,23 @@ import (
 // later purges instead. The store, not any instance, is where leases and
 // horizons live, so any instance may run the job.
 
+// errStaleHorizon: a collection run did not publish a horizon, because
+// half the grace (Config.CollectGrace) passed between its read of the
+// published one, which its own is raised to, and its write. A run on
+// another instance may have published a higher horizon meanwhile, waited
+// its grace and purged under it; a write of this run's lower one after
+// that, with a newer stamp, would lower the horizons every instance
+// enforces under what was purged: a change stamped before a collected
+// delete would be taken, bringing its record back, and a reader between
+// the two read horizons would miss the collected entries unreset. Bounded
+// by half the grace, the write reaches the store before any run that
+// published after the read checks, at the end of its grace, that its
+// publication is still the latest: that run then leaves the purge to this
+// one. What it cannot bound is a write the store takes later than its
+// context allows (held up in the network); that needs a compare-and-set
+// in the store.
+var errStaleHorizon = errors.New("the published horizon was read too long ago")
+
 // ErrCollected: a change carries a stamp before its collection's write
 // horizon (Result.Err, per change): the tombstones that could have hidden
 // it may be gone.
@@ -728,8 +745,10 @@ type CollectReport struct {
 	// Skipped: nothing was purged under Horizon: another run published
 	// a later horizon during the grace (it purges), or the collection's
 	// epoch changed before the purge's first step (the next run
-	// publishes one of the new epoch). A purge whose epoch changed
-	// between two steps stops there, and is not Skipped.
+	// publishes one of the new epoch), or this run read the published
+	// horizon too long before it could write its own (errStaleHorizon;
+	// Horizon is then zero: nothing was published). A purge whose epoch
+	// changed between two steps stops there, and is not Skipped.
 	Skipped bool
 	// Held: Horizon's write horizon was held at the one published before,
 	// for MaxOffline after a loss of history (lostRecently) or after the
@@ -749,7 +768,8 @@ type CollectTotals struct {
 	Purged uint64
 	// Skipped counts the collections a run left to another run: one that
 	// published a later horizon during the grace, or the next, when the
-	// collection's epoch changed before the purge began
+	// collection's epoch changed before the purge began or the run read
+	// the published horizon too long before it could write its own
 	// (CollectReport.Skipped).
 	Skipped uint64
 	// Held counts the horizons a run published with the write horizon
@@ -1130,8 +1150,16 @@ func (e *Engine) Collect(ctx context.Context) (_ []CollectReport, err error) {
 		held bool
 	}
 	var jobs []job
+	var reports []CollectReport
 	for _, c := range names {
 		h, written, held, err := e.publishHorizon(ctx, c, leases.leases(c))
+		if errors.Is(err, errStaleHorizon) {
+			e.log.Warn("tombstone collection: the published horizon was read too long ago to publish one over it; the collection is left to the next run",
+				"collection", c, "err", err)
+			e.hz.ran(true)
+			reports = append(reports, CollectReport{Collection: c, Skipped: true})
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -1140,7 +1168,7 @@ func (e *Engine) Collect(ctx context.Context) (_ []CollectReport, err error) {
 		}
 	}
 	if len(jobs) == 0 {
-		return nil, nil
+		return reports, nil
 	}
 	if g := e.grace; g > 0 {
 		t := time.NewTimer(g)
@@ -1151,7 +1179,6 @@ func (e *Engine) Collect(ctx context.Context) (_ []CollectReport, err error) {
 		case <-t.C:
 		}
 	}
-	var reports []CollectReport
 	for _, j := range jobs {
 		rep := CollectReport{Collection: j.coll, Horizon: j.h, Held: j.held}
 		cur, ok, err := e.HorizonOf(ctx, j.coll, true)
@@ -1275,6 +1302,10 @@ func (e *Engine) publishHorizon(ctx context.Context, collection string, leases [
 			h.Read[i] = min(h.Read[i], p)
 		}
 	}
+	// What is published below is raised to the horizon read here, and
+	// must reach the store while that is still the latest: see
+	// errStaleHorizon.
+	read := time.Now()
 	prev, ok, err := e.HorizonOf(ctx, collection, true)
 	if err != nil {
 		return Horizon{}, false, false, err
@@ -1364,7 +1395,20 @@ func (e *Engine) publishHorizon(ctx context.Context, collection string, leases [
 	set(HorizonFieldID, h.ID)
 	set(HorizonFieldRaised, h.Raised)
 	set(HorizonFieldHeads, h.Heads)
-	if err := e.applyOne(ctx, "publish horizon", crdt.Change{Collection: proto.HorizonCollection, Record: rec}); err != nil {
+	pctx := ctx
+	if e.grace > 0 {
+		late := read.Add(e.grace / 2)
+		if !time.Now().Before(late) {
+			return Horizon{}, false, false, fmt.Errorf("publish the horizon of %s: %w: %v since it was read", collection, errStaleHorizon, time.Since(read).Round(time.Millisecond))
+		}
+		var cancel context.CancelFunc
+		pctx, cancel = context.WithDeadline(ctx, late)
+		defer cancel()
+	}
+	if err := e.applyOne(pctx, "publish horizon", crdt.Change{Collection: proto.HorizonCollection, Record: rec}); err != nil {
+		if ctx.Err() == nil && pctx.Err() != nil {
+			err = fmt.Errorf("%w: %w", errStaleHorizon, err)
+		}
 		return Horizon{}, false, false, err
 	}
 	h.stamp = st
