@@ -14,14 +14,16 @@ import (
 )
 
 // ErrQuotaExceeded refuses a change that would add data to a collection
-// at or over its quota (Config.Quotas). Deletes and unsets are still
-// accepted, so a tenant can always make room, and so is a change that
-// alters nothing (a retry of one applied): pushes stay idempotent.
+// at or over its quota (Config.Quotas): a value, or a tombstone the
+// collection does not hold (makesRoom). Deletes of existing records and
+// unsets of their fields are still accepted, so a tenant can always make
+// room, and so is a change that alters nothing (a retry of one applied):
+// pushes stay idempotent.
 var ErrQuotaExceeded = errors.New("engine: collection quota exceeded")
 
 // Quota bounds what the collections a pattern matches may hold, each on its
 // own: records (tombstones included) and the bytes of their encoded
-// records; and how many of them hold data, together. A zero bound is no
+// records; and how many of them hold records, together. A zero bound is no
 // bound. The first quota whose pattern matches a collection applies to
 // it; the server's own collections (proto.Reserved) have none.
 type Quota struct {
@@ -30,11 +32,12 @@ type Quota struct {
 	MaxRecords int64
 	MaxBytes   int64
 	// MaxCollections bounds the collections Pattern matches that hold
-	// data: a token allowed a wildcard pattern could otherwise spread
-	// data over any number of collections, each within MaxRecords and
-	// MaxBytes. A collection is counted at its first change that adds
-	// data (one that held data before the bound was set is counted, never
-	// refused), in a collection of the store's own (countedCollection),
+	// records, tombstones included: a token allowed a wildcard pattern
+	// could otherwise spread data over any number of collections, each
+	// within MaxRecords and MaxBytes. A collection is counted at its first
+	// change, a delete or an unset as well as a value (one that held
+	// records before the bound was set is counted, never refused), in a
+	// collection of the store's own (countedCollection),
 	// so every instance counts the same ones; a counted collection stays
 	// counted. A change the rules refuse counts none. Concurrent writers
 	// can overshoot it by the new collections they write at once.
@@ -54,12 +57,12 @@ func (e *Engine) quotaOf(collection string) (Quota, bool) {
 	return Quota{}, false
 }
 
-// checkQuotas refuses the admitted changes that would add data to a
-// collection at or over its quota. Usage is read once per collection per
+// checkQuotas refuses the admitted changes that would add data (a value,
+// or a tombstone: makesRoom) to a collection at or over its quota. Usage is read once per collection per
 // call, before the batch: concurrent writers can overshoot a quota by what
 // they apply at once (at most stores.MaxBatch changes each), never more.
-// A change that sets a value in a full collection is refused unless its
-// record holds it already (or newer writes beat it): a retry of a push
+// A change that sets a value in a full collection, or adds a tombstone to
+// it, is refused unless its record holds it already (or newer writes beat it): a retry of a push
 // whose answer was lost comes back duplicate, as at any other time.
 //
 // A record outside the writer's write scope (cfg) decides nothing here:
@@ -94,17 +97,18 @@ func (e *Engine) checkQuotas(ctx context.Context, changes []crdt.Change, index [
 			}
 			full[c.Collection] = err
 		}
-		if err != nil && addsData(c.Record) {
+		if err != nil {
 			cur, rerr := e.current(ctx, "quota", c.Collection, c.Record.ID)
 			if rerr != nil {
 				return nil, nil, nil, rerr
 			}
-			if _, changed := crdt.Merge(cur, c.Record); changed && !outsideWriteScope(cfg, e.Migrations(c.Collection), c.Collection, cur) {
+			merged, changed := crdt.Merge(cur, c.Record)
+			if changed && (addsData(c.Record) || !makesRoom(cur, merged)) && !outsideWriteScope(cfg, e.Migrations(c.Collection), c.Collection, cur) {
 				results[index[j]] = Result{Status: StatusRefused, Err: fmt.Errorf("change %s/%s: %w", c.Collection, c.Record.ID, err)}
 				continue
 			}
 		}
-		if hasQuota && q.MaxCollections > 0 && addsData(c.Record) {
+		if hasQuota && q.MaxCollections > 0 && writes(c.Record) {
 			cerr, seen := uncounted[c.Collection]
 			if !seen {
 				var count bool
@@ -138,7 +142,7 @@ func (e *Engine) checkQuotas(ctx context.Context, changes []crdt.Change, index [
 
 // countCollections counts, in the collection of its quota's own
 // (countedCollection), each collection of toCount that one of the
-// changes about to be applied adds data to. checkQuotas chose them
+// changes about to be applied writes to. checkQuotas chose them
 // before the rules judged their changes; one whose changes the rules all
 // refused holds no data for them, and is not counted. It is counted
 // before the data is written, so a failure between the two leaves a
@@ -146,7 +150,7 @@ func (e *Engine) checkQuotas(ctx context.Context, changes []crdt.Change, index [
 func (e *Engine) countCollections(ctx context.Context, toCount map[string]Quota, changes []crdt.Change) error {
 	for _, c := range changes {
 		q, ok := toCount[c.Collection]
-		if !ok || !addsData(c.Record) {
+		if !ok || !writes(c.Record) {
 			continue
 		}
 		delete(toCount, c.Collection)
@@ -165,7 +169,7 @@ func (e *Engine) countCollections(ctx context.Context, toCount map[string]Quota,
 }
 
 // countedCollection is the collection of the store's own that counts the
-// collections quota pattern matches that hold data (Quota.MaxCollections).
+// collections quota pattern matches that hold records (Quota.MaxCollections).
 func countedCollection(pattern string) string {
 	sum := sha256.Sum256([]byte(pattern))
 	return proto.CountedPrefix + hex.EncodeToString(sum[:12])
@@ -176,7 +180,7 @@ const maxCounted = 1 << 14
 
 // countRefusal says whether collection is to be counted under q
 // (Quota.MaxCollections): count when it is not counted yet, and the
-// refusal (ErrQuotaExceeded) of a change that adds data to it when q's
+// refusal (ErrQuotaExceeded) of a change to it when q's
 // collections are at their bound and it holds none; ioErr when the store
 // failed. pending is how many more this call counts already, not yet
 // written. countCollections counts it.
@@ -207,7 +211,7 @@ func (e *Engine) countRefusal(ctx context.Context, q Quota, collection string, p
 			return false, nil, fmt.Errorf("usage of %s: %w", collection, err)
 		}
 		if own.Records == 0 {
-			return false, fmt.Errorf("%w: %d collections matching %s hold data, its quota is %d", ErrQuotaExceeded, n.Records+pending, q.Pattern, q.MaxCollections), nil
+			return false, fmt.Errorf("%w: %d collections matching %s hold records, its quota is %d", ErrQuotaExceeded, n.Records+pending, q.Pattern, q.MaxCollections), nil
 		}
 	}
 	return true, nil, nil
@@ -237,8 +241,7 @@ func outsideWriteScope(cfg applyConfig, d *migrate.Definition, collection string
 	return w != nil && r.Exists() && !w.Match(withDefaults(d, r))
 }
 
-// addsData reports whether a change sets a value: deletes and unsets only
-// make room.
+// addsData reports whether a change sets a value.
 func addsData(r crdt.Record) bool {
 	for _, f := range r.Fields {
 		if f.Value != nil {
@@ -246,6 +249,35 @@ func addsData(r crdt.Record) bool {
 		}
 	}
 	return false
+}
+
+// makesRoom reports whether merged, what a change of deletes and unsets
+// leaves of cur (the record as held), only replaces what cur holds: cur
+// exists and merged has no field cur has not. A delete of a record not
+// held (or held deleted) or an unset of a field its record lacks adds a
+// record or a field of tombstones: at the quota it is refused, or a
+// writer could grow a collection without end with ids and field names
+// it makes up. A record that does not exist is refused so whether or not
+// it is held deleted, which tells a writer no more than a change below
+// the quota does.
+func makesRoom(cur, merged crdt.Record) bool {
+	if !cur.Exists() {
+		return false
+	}
+	for name := range merged.Fields {
+		if _, ok := cur.Fields[name]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// writes reports whether a change leaves its record held: any change but
+// an empty one. A delete or an unset holds a tombstone, and a collection
+// of tombstones alone counts under Quota.MaxCollections as one that holds
+// data does.
+func writes(r crdt.Record) bool {
+	return !r.Deleted.IsZero() || len(r.Fields) > 0
 }
 
 // validateQuotas checks quotas against the store at Open.

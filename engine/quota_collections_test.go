@@ -19,7 +19,8 @@ import (
 // quota of records and bytes is each collection's). A change that adds
 // data to one more collection is refused ErrQuotaExceeded; the
 // collections already counted take writes (within their own bounds);
-// deletes and unsets go anywhere; another instance on the same store
+// a delete in a collection not counted is refused too (it would hold a
+// tombstone there: TestQuotaTombstonesAreHeldToIt); another instance on the same store
 // counts the same collections; a collection that held data before the
 // bound was set is counted, not refused.
 func TestQuotaCollections(t *testing.T) {
@@ -62,18 +63,20 @@ func TestQuotaCollections(t *testing.T) {
 	}
 	res := apply(e,
 		set("t.c", "r", 6), // a fourth collection: refused
-		crdt.Change{Collection: "t.d", Record: crdt.DeleteRecord("r", crdt.Stamp{Wall: 6, Replica: "c1"})}, // a delete adds nothing
+		crdt.Change{Collection: "t.d", Record: crdt.DeleteRecord("r", crdt.Stamp{Wall: 6, Replica: "c1"})}, // a fourth collection of tombstones: refused
 		set("t.a", "r2", 6), // counted already
 		set("u.a", "r", 6),  // another pattern
 	)
-	want := []Status{StatusRefused, StatusApplied, StatusApplied, StatusApplied}
+	want := []Status{StatusRefused, StatusRefused, StatusApplied, StatusApplied}
 	for i, r := range res {
 		if r.Status != want[i] {
 			t.Errorf("change %d: %v (%v), want %v", i, r.Status, r.Err, want[i])
 		}
 	}
-	if !errors.Is(res[0].Err, ErrQuotaExceeded) {
-		t.Errorf("the fourth collection: %v; want ErrQuotaExceeded", res[0].Err)
+	for i := range 2 {
+		if !errors.Is(res[i].Err, ErrQuotaExceeded) {
+			t.Errorf("the fourth collection, change %d: %v; want ErrQuotaExceeded", i, res[i].Err)
+		}
 	}
 	// Another instance on the same store counts the same collections.
 	other := open(q)
