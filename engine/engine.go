@@ -343,6 +343,7 @@ func (e *Engine) Apply(ctx context.Context, changes []crdt.Change, opts ...Apply
 	if err != nil {
 		return nil, fmt.Errorf("apply: %w", err)
 	}
+	read := time.Now()
 	horizons, err := e.writeHorizons(ctx, translated)
 	if err != nil {
 		return nil, err
@@ -428,6 +429,12 @@ func (e *Engine) Apply(ctx context.Context, changes []crdt.Change, opts ...Apply
 	run := &applyRun{cfg: cfg}
 	for start := 0; start < len(accepted); start += stores.MaxBatch {
 		end := min(start+stores.MaxBatch, len(accepted))
+		if e.grace > 0 && time.Since(read) >= e.horizonsFor() {
+			read = time.Now()
+			if horizons, err = e.horizonsStill(ctx, accepted[start:], horizons); err != nil {
+				return nil, err
+			}
+		}
 		if err := e.applyStored(ctx, run, accepted[start:end], index[start:end], results); err != nil {
 			return nil, err
 		}

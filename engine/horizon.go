@@ -93,6 +93,11 @@ var errStaleHorizon = errors.New("the published horizon was read too long ago")
 // it may be gone.
 var ErrCollected = errors.New("engine: collected")
 
+// ErrHorizonMoved fails an Apply whose changes were judged against a
+// write horizon that has since moved past one of them, before that
+// change reached the store (horizonsStill): retry the call.
+var ErrHorizonMoved = errors.New("engine: the write horizon moved during the call")
+
 // Fields of lease and horizon records.
 const (
 	LeaseFieldPos   = "pos"   // the cursor's shard positions
@@ -466,6 +471,49 @@ func (e *Engine) writeHorizons(ctx context.Context, changes []crdt.Change) (map[
 		out[c.Collection] = h.Wall
 	}
 	return out, nil
+}
+
+// horizonsFor is how long an Apply judges its changes against the write
+// horizons it read before it reads them again for its next store call
+// (horizonsStill). They came from a cache at most historyTTL old; a run
+// that published a higher horizon after that purges no sooner than its
+// grace after publishing. Half of what is left of the grace leaves the
+// store call begun within it the other half to land before that purge.
+func (e *Engine) horizonsFor() time.Duration {
+	return max(e.grace-historyTTL, 0) / 2
+}
+
+// horizonsStill reads afresh the write horizons of the collections of
+// changes, the rest of an Apply judged against was (its write horizons
+// when it began), and returns them. A change that was, but no longer is,
+// at or after its collection's write horizon fails the call with
+// ErrHorizonMoved: a run may have collected a delete it would undo.
+// Nothing of it has been applied; the caller retries, and the retry
+// judges it against the new horizon (refused ErrCollected, or taken when
+// the record as held outweighs it: heldLive).
+func (e *Engine) horizonsStill(ctx context.Context, changes []crdt.Change, was map[string]int64) (map[string]int64, error) {
+	now := map[string]int64{}
+	for i, c := range changes {
+		if i > 0 && c.Collection == changes[i-1].Collection {
+			continue
+		}
+		if _, seen := now[c.Collection]; seen || !enforced(c.Collection) {
+			continue
+		}
+		h, ok, err := e.HorizonOf(ctx, c.Collection, true)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			now[c.Collection] = h.Wall
+		}
+	}
+	for _, c := range changes {
+		if w := now[c.Collection]; w > was[c.Collection] && checkCollected(c, was[c.Collection]) == nil && checkCollected(c, w) != nil {
+			return nil, fmt.Errorf("apply %s/%s: %w: to %d", c.Collection, c.Record.ID, ErrHorizonMoved, w)
+		}
+	}
+	return now, nil
 }
 
 // heldLive reports whether every stamp of change before the write

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/fxamacker/cbor/v2"
 
@@ -159,6 +160,11 @@ func (s *Server) applyChanges(ctx context.Context, changes []crdt.Change, index 
 			}
 			if errors.Is(err, engine.ErrSchemaAhead) {
 				return proto.Errorf(proto.CodeSchemaAhead, "%s: retry later", publicText(err))
+			}
+			if errors.Is(err, engine.ErrHorizonMoved) {
+				e := proto.Errorf(proto.CodeUnavailable, "a collection's write horizon moved while the push was applied; retry")
+				e.RetryAfter = time.Second
+				return e
 			}
 			return fmt.Errorf("%w: %w", errStore, err)
 		}
