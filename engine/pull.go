@@ -343,6 +343,14 @@ func (e *Engine) scanLog(ctx context.Context, collection string, k int, pos []ui
 		}
 	}
 	out := Page{Entries: []Entry{}}
+	// What a page passes over is bounded by scanPages of its byte bound
+	// (or of the largest record); by all an int holds when that is more,
+	// so that a byte bound near math.MaxInt (none) does not wrap it
+	// around and end every page before its first entry.
+	passBound := math.MaxInt
+	if b := max(limit.Bytes, crdt.MaxRecordBytes); b <= math.MaxInt/scanPages {
+		passBound = scanPages * b
+	}
 	n, used, scanned, passed := 0, 0, 0, 0 // passed: bytes passed over
 	var enc []byte                         // a record's encoding, to count its size
 	var sum uint64
@@ -355,7 +363,7 @@ read:
 		s := (first + i) % k
 		for {
 			left := limit.Records - n
-			if left == 0 || used >= limit.Bytes || scanned >= maxScan || passed >= scanPages*max(limit.Bytes, crdt.MaxRecordBytes) {
+			if left == 0 || used >= limit.Bytes || scanned >= maxScan || passed >= passBound {
 				out.More = true
 				break read
 			}
