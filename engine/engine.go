@@ -56,7 +56,9 @@ type Config struct {
 	// and purging under it, so that every instance on the store enforces
 	// it first: each reads a published horizon again at least every
 	// DefaultPollInterval. Zero means twice DefaultPollInterval; negative
-	// means no wait (one instance alone, tests).
+	// means no wait (one instance alone, tests). A positive grace below
+	// twice DefaultPollInterval is not enough for instances that read a
+	// horizon that often: only for one instance, or tests.
 	CollectGrace time.Duration
 	// MaxLeasesPerSubject bounds the live leases one subject (the owner
 	// of the replicas, proto.PrefixOf) holds on one collection: a

@@ -152,8 +152,9 @@ func (s *Server) reserveBody(r *http.Request, key string) (release func(), held 
 }
 
 // bodyShare is what one client may hold of Limits.MaxBodyBytesInFlight
-// beside its first request in flight, which is let in whatever it holds
-// (as the budget lets one request in when nothing is held): a quarter of
+// in all, its first request in flight counted in it, except that a
+// request alone in flight for its client is let in whatever it holds (as
+// the budget lets one request in when nothing is held): a quarter of
 // it, so that one client holding its requests open (a body declared and
 // trickled for RequestTimeout, pushes decoding to many times their bytes)
 // leaves room for the others.

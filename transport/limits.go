@@ -78,8 +78,8 @@ type Limits struct {
 	// without waiting: a pushed with unavailable when there is no room.
 	// A push's decoded changes take their room in it too, by what they
 	// hold in memory (Server.chargeDecoded). One client (its rate key)
-	// holds at most a quarter of it beside its first request in flight
-	// (bodyShare); a request beyond that is answered 429 rate_limited, a
+	// holds at most a quarter of it in all, unless a request is its only
+	// one in flight (bodyShare); a request beyond that is answered 429 rate_limited, a
 	// live push pushed rate_limited.
 	MaxBodyBytesInFlight int64
 	// RequestTimeout bounds reading an HTTP request's body and writing its
