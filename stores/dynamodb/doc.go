@@ -81,7 +81,7 @@
 // restore procedure still runs mark-restored (docs/operations.md, "Backup
 // and restore"). The replicas of a global table have TableIds of their
 // own and share one store item, so the store does not support global
-// tables. See restored.go.
+// tables, and refuses one at open (checkSchema). See restored.go.
 //
 // # Apply, and why it keeps the no-gap invariant
 //

@@ -309,8 +309,20 @@ func (st *Store) describe(ctx context.Context) (*types.TableDescription, error) 
 	return out.Table, nil
 }
 
-// checkSchema checks that a table has the layout's key schema.
+// checkSchema checks that a table is one the store runs on: the layout's
+// key schema, and not a global table. The replicas of a global table have
+// TableIds of their own and replicate one store item, so each region's
+// servers would take the others' incarnation for a restore and start new
+// epochs at every open (restored.go): the store refuses them rather than
+// reset every reader again and again.
 func checkSchema(t *types.TableDescription) error {
+	if len(t.Replicas) > 0 || str(t.GlobalTableVersion) != "" {
+		regions := make([]string, 0, len(t.Replicas))
+		for _, r := range t.Replicas {
+			regions = append(regions, str(r.RegionName))
+		}
+		return fmt.Errorf("dynamodb: table %s is a global table (version %q, replicas %v); the store does not support global tables: use a table without replicas", str(t.TableName), str(t.GlobalTableVersion), regions)
+	}
 	types_ := map[string]types.ScalarAttributeType{}
 	for _, a := range t.AttributeDefinitions {
 		if a.AttributeName != nil {
