@@ -7,7 +7,7 @@
 // describes the object stores.
 
 import { CURSOR_KEY, GIVEBACK_KEY, HEALCHECK_KEY, HEAL_KEY, META, OUTBOX, RECONCILE_KEY, RECORDS, REJECTED, REPLACE_KEY, REREAD_KEY, SEALED, STALE, acknowledged, baseOf, decodeEntry, fromStored, guarded, observeRecord, rejectedEntry, req, sealOf, storedCursor } from './db.js';
-import { cloneRecord, emptyRecord, encodeRecord, hasStamps, mergeInto, ownPart, uncovered } from './record.js';
+import { cloneRecord, emptyRecord, encodeRecord, exists, hasStamps, mergeInto, ownPart, uncovered } from './record.js';
 import { equalBytes } from './cbor.js';
 import { compareStamps, isZeroStamp } from './hlc.js';
 
@@ -62,7 +62,8 @@ function sameContent(a, b) {
  *   with the record as the server sent it, for a restore
  * @param {string[]} [gone] ids of held records that left the reader's
  *   scope (leave entries): removed locally, without a delete and without
- *   touching the outbox
+ *   touching the outbox, except a delete the server acknowledged
+ *   (heldDeleted)
  * @param {Set<string>|null} [replace] the pull from the beginning of a
  *   reconciliation (reconcile.js) is under way and has taken in these
  *   ids: a record of the page not among them is the server's whole
@@ -110,7 +111,9 @@ export function applyRemote(st, c, records, cursor, seals = [], gone = [], repla
     const page = prepareRemote(st, c, records, seals, records.map((r) => held.get(r.id)), taken);
     putPage(st, tx, c, page);
     for (const id of gone) {
-      if (page.puts.has(id) || !(await req(store.getKey([c, id])))) continue;
+      if (page.puts.has(id)) continue;
+      const s = /** @type {StoredRecord|undefined} */ (await req(store.get([c, id])));
+      if (!s || heldDeleted(s)) continue;
       store.delete([c, id]);
       tx.objectStore(SEALED).delete([c, id]);
       st.notify(tx, c, id, null, 'remote');
@@ -119,6 +122,19 @@ export function applyRemote(st, c, records, cursor, seals = [], gone = [], repla
     putCursor(st, tx, c, cursor);
     return [...page.changed];
   }, 'relaxed');
+}
+
+/**
+ * Whether the server's version of stored record s is a delete it
+ * acknowledged: a leave entry does not remove it. No scope matches a
+ * deleted record, so every delete leaves a scoped reader, and the
+ * tombstone is how the client gives its acknowledged delete back after
+ * the server lost it (heal.js's healPlan); it shows nothing.
+ * @param {StoredRecord} s
+ */
+function heldDeleted(s) {
+  const server = baseOf(s, s.id) ?? fromStored(s, s.id);
+  return hasStamps(server) && !exists(server);
 }
 
 /**

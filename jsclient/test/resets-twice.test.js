@@ -12,7 +12,8 @@ import { openClient, until } from './helpers/util.js';
 import assert from 'node:assert/strict';
 import { PATHS } from '../src/constants.js';
 import { encode } from '../src/cbor.js';
-import { cloneRecord } from '../src/record.js';
+import { cloneRecord, exists } from '../src/record.js';
+import { owedHeals } from '../src/syncstore.js';
 
 const WAIT = 15_000;
 
@@ -130,5 +131,43 @@ test('a record the heal gave back that the scoped pull after it brings as a leav
   assert.equal(resets.length, 1, `healed once (resets: ${resets.map((r) => r.message).join('; ')})`);
   assert.deepEqual(errors, []);
   assert.deepEqual([...server.coll('todos').byId.keys()].sort(), ['j', 'k']);
+  assert.deepEqual(await a.collection('todos').get('j'), { id: 'j', owner: 'alice' });
+});
+
+test('a scoped reader gives back its own delete after the server went back to a copy from before it, though the delete left its scope', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const a = await openClient({
+    url: server.url,
+    name: 'a',
+    token: jwtOf('alice'),
+    collections: ['todos'],
+    scopes: { todos: { mine: ['eq', 'owner', { $: 'sub' }] } },
+    WebSocket: null,
+    pollInterval: 50,
+  });
+  t.after(() => a.close());
+  /** @type {any[]} */
+  const resets = [];
+  a.on('serverReset', (r) => resets.push(r));
+  await a.collection('todos').put('k', { owner: 'alice' });
+  await a.collection('todos').put('j', { owner: 'alice' });
+  await a.whenSynced();
+  // A backup of the server's records, taken before the delete.
+  const copy = new Map([...server.colls].map(([c, x]) => [c, { seq: x.seq, byId: new Map([...x.byId].map(([id, e]) => [id, { seq: e.seq, record: cloneRecord(e.record) }])) }]));
+  await a.collection('todos').delete('k');
+  await a.whenSynced();
+  // The pull after the delete brings k as a leave entry: no scope
+  // matches a deleted record.
+  await a.sync();
+  assert.equal(await a.collection('todos').get('k'), null);
+  // The backup is put back: a new history, whose cursors are reset.
+  server.wipe();
+  for (const [c, x] of copy) server.colls.set(c, x);
+  await until(() => resets.length === 1, 'the reset', WAIT);
+  await until(async () => (await owedHeals(a.store)).length === 0, 'the heal', WAIT);
+  await a.sync();
+  assert.equal(exists(server.coll('todos').byId.get('k').record), false, 'k, deleted before the loss, is back on the server');
+  assert.equal(await a.collection('todos').get('k'), null);
   assert.deepEqual(await a.collection('todos').get('j'), { id: 'j', owner: 'alice' });
 });

@@ -199,7 +199,11 @@
 // leave entry, a digest of the collection and the record's id
 // (proto.LeaveDigest, Page.Leaves), and the Replica drops a record it
 // holds whose id digests to one: from its base, without a delete and
-// without touching the outbox (ReplicaConfig.OnLeave reports it). A local
+// without touching the outbox (ReplicaConfig.OnLeave reports it). A
+// record it holds deleted (a delete the server acknowledged) stays: no
+// scope matches a deleted record, so a delete leaves every scoped reader,
+// and the tombstone is what gives the delete back after the server lost
+// it (a heal pushes the replica's own stamps). A local
 // change of a record that left stays queued; if the server's write scope
 // refuses it, it becomes a rejected change with code out_of_scope like any
 // other refusal.

@@ -568,7 +568,14 @@ func (r *Replica) leaveLocked(collection string, leaves [][]byte) []string {
 			continue // a record the replica does not hold
 		}
 		k := recordKey{collection, id}
-		_, inBase := r.base[collection][id]
+		b, inBase := r.base[collection][id]
+		if inBase && !b.Exists() {
+			// A record held deleted stays: no scope matches a deleted
+			// record, so a delete leaves every scoped reader, and the
+			// tombstone is how this replica gives its acknowledged delete
+			// back after the server lost it (heal); it shows nothing.
+			continue
+		}
 		_, inView := r.view[collection][id]
 		if inView {
 			if r.gone == nil {
