@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -346,7 +347,7 @@ func (e *Engine) Apply(ctx context.Context, changes []crdt.Change, opts ...Apply
 		return nil, fmt.Errorf("apply: %w", err)
 	}
 	read := time.Now()
-	horizons, err := e.writeHorizons(ctx, translated)
+	horizons, err := e.writeHorizons(ctx, translated, false)
 	if err != nil {
 		return nil, err
 	}
@@ -379,11 +380,32 @@ func (e *Engine) Apply(ctx context.Context, changes []crdt.Change, opts ...Apply
 	}
 	e.mu.Unlock()
 	if len(late) > 0 {
-		// Each is judged on its record as the store holds it; one whose
-		// key no store takes holds nothing and stays refused.
+		// A refusal is final, so each is judged on the horizon the store
+		// holds now, not a cached one (writeHorizons), and then on its
+		// record as the store holds it; one whose key no store takes
+		// holds nothing and stays refused.
+		var lateColls []crdt.Change // one change per collection
+		for _, l := range late {
+			if c := translated[l.j]; !slices.ContainsFunc(lateColls, func(o crdt.Change) bool { return o.Collection == c.Collection }) {
+				lateColls = append(lateColls, c)
+			}
+		}
+		fresh, err := e.writeHorizons(ctx, lateColls, true)
+		if err != nil {
+			return nil, err
+		}
+		for _, c := range lateColls {
+			// The rest of the call was judged against the lower of the
+			// two (horizonsStill checks it against later reads).
+			horizons[c.Collection] = min(horizons[c.Collection], fresh[c.Collection])
+		}
 		keys := make([]recordKey, 0, len(late))
 		for k, l := range late {
-			if c := translated[l.j]; stores.CheckKey(c.Collection, c.Record.ID) == nil {
+			c := translated[l.j]
+			if late[k].err = checkCollected(c, fresh[c.Collection]); late[k].err == nil {
+				continue
+			}
+			if stores.CheckKey(c.Collection, c.Record.ID) == nil {
 				late[k].read = len(keys)
 				keys = append(keys, recordKey{c.Collection, c.Record.ID})
 			}
@@ -397,7 +419,7 @@ func (e *Engine) Apply(ctx context.Context, changes []crdt.Change, opts ...Apply
 		for _, l := range late {
 			c := translated[l.j]
 			err := l.err
-			if l.read >= 0 && heldLive(stored[l.read], c.Record, horizons[c.Collection]) {
+			if err == nil || l.read >= 0 && heldLive(stored[l.read], c.Record, fresh[c.Collection]) {
 				e.mu.Lock()
 				err = e.admit(&c, e.wall(), cfg.held)
 				e.mu.Unlock()

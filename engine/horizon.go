@@ -447,9 +447,18 @@ func (e *Engine) passedBefore(ctx context.Context, collection string, cursor Cur
 // writeHorizons returns the write horizons of the collections of changes
 // that have one published, whatever this instance's rules say (enforced);
 // a collection with none is absent (0). It checks a collection once per
-// run of changes to it, from HorizonOf's cache, without allocating when
-// none has a horizon.
-func (e *Engine) writeHorizons(ctx context.Context, changes []crdt.Change) (map[string]int64, error) {
+// run of changes to it, from HorizonOf's cache unless fresh is set,
+// without allocating when none has a horizon.
+//
+// A cached horizon may be higher than the store's: one of a history the
+// store no longer holds (a Redis restarted empty or flushed under running
+// servers, a table restored in place), read up to historyTTL before. That
+// is safe for what it takes (a horizon is published CollectGrace before
+// anything is purged under it), not for what it refuses: a change refused
+// collected is final, and a record whose every give-back is refused so is
+// dropped by the replica that gave it back. So Apply reads the horizon
+// afresh before it refuses a change collected.
+func (e *Engine) writeHorizons(ctx context.Context, changes []crdt.Change, fresh bool) (map[string]int64, error) {
 	var out map[string]int64
 	for i, c := range changes {
 		if i > 0 && c.Collection == changes[i-1].Collection {
@@ -458,7 +467,7 @@ func (e *Engine) writeHorizons(ctx context.Context, changes []crdt.Change) (map[
 		if _, seen := out[c.Collection]; seen || !enforced(c.Collection) {
 			continue
 		}
-		h, ok, err := e.HorizonOf(ctx, c.Collection, false)
+		h, ok, err := e.HorizonOf(ctx, c.Collection, fresh)
 		if err != nil {
 			return nil, err
 		}
