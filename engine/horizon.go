@@ -393,6 +393,17 @@ func (e *Engine) checkLease(ctx context.Context, collection string, cursor Curso
 		}
 		return h.ID, nil
 	}
+	if !ok || h.Epoch != m.Epoch || h.passed(cursor) == "" {
+		return cursor.mark, nil
+	}
+	// A reset is judged on the horizon the store holds now: a cached one
+	// may be of a history the store no longer holds (a Redis restarted
+	// empty under running servers holds none, and its log's positions
+	// start again in the same epoch), and a reader of the new history
+	// reset lease_expired would reconcile, dropping what only it holds.
+	if h, ok, err = e.HorizonOf(ctx, collection, true); err != nil {
+		return 0, err
+	}
 	if !ok || h.Epoch != m.Epoch {
 		return cursor.mark, nil
 	}

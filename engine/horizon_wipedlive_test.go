@@ -108,3 +108,80 @@ func TestWriteHorizonOfAStoreWipedUnderRunningServers(t *testing.T) {
 		t.Fatalf("x given back after the store was wiped: %v; want it taken (the store holds no horizon)", res[0].Err)
 	}
 }
+
+// TestReadHorizonOfAStoreWipedUnderRunningServers: as
+// TestWriteHorizonOfAStoreWipedUnderRunningServers, but for the read
+// horizon: a reader pulls the store made anew from the start through
+// server c, then goes on through server b, which had read the
+// collection's horizon just before the wipe. Its cursor is of the new
+// history, whose positions the old read horizon says nothing of.
+func TestReadHorizonOfAStoreWipedUnderRunningServers(t *testing.T) {
+	ctx := context.Background()
+	rs := redistest.Start(t, "--save", "", "--appendonly", "no")
+	ms := int64(1_700_000_000_000)
+	open := func(replica string) *engine.Engine {
+		st, err := redis.Open(ctx, redis.Options{Addrs: []string{rs.Addr()}, KeyPrefix: "wiped:",
+			DialTimeout: 500 * time.Millisecond, ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		e, err := engine.Open(engine.Config{Store: st, Replica: replica, Now: func() time.Time { return time.UnixMilli(ms) },
+			PollInterval: -1, Rules: []engine.Rule{{Pattern: "notes", MaxOffline: time.Hour}},
+			CollectGrace: -1, CollectEvery: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { e.Close() })
+		return e
+	}
+	a, b := open("srv-a"), open("srv-b")
+	alice := proto.ReplicaFor("alice", "laptop")
+	write := func(e *engine.Engine, id string) {
+		t.Helper()
+		v, _ := crdt.EncodeValue("mine")
+		c := crdt.Change{Collection: "notes", Record: crdt.SetField(id, "owner", v, crdt.Stamp{Wall: ms, Replica: alice})}
+		var res []engine.Result
+		var err error
+		for i := 0; ; i++ {
+			if res, err = e.Apply(ctx, []crdt.Change{c}); err == nil || i == 50 {
+				break
+			}
+		}
+		if err != nil || res[0].Err != nil {
+			t.Fatalf("%s written: %+v, %v", id, res, err)
+		}
+	}
+	for _, id := range []string{"r1", "r2", "r3", "r4", "r5"} {
+		write(a, id)
+	}
+	ms += time.Minute.Milliseconds()
+	reps, err := a.Collect(ctx) // R at the head, 5: no lease
+	if err != nil || len(reps) != 1 {
+		t.Fatalf("Collect = %v, %v", reps, err)
+	}
+	t.Logf("horizon %+v", reps[0].Horizon)
+	if _, _, err := b.HorizonOf(ctx, "notes", true); err != nil { // b reads the horizon
+		t.Fatal(err)
+	}
+
+	rs.Kill()
+	rs.Start() // empty
+
+	// In the store made anew a writer writes two records, and a reader
+	// reads them from the start through c, a server started since.
+	c := open("srv-c")
+	write(c, "n1")
+	write(c, "n2")
+	page, err := c.Pull(ctx, "notes", engine.Cursor{}, engine.PageLimit{Records: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Entries) != 2 {
+		t.Fatalf("%d records read in the store made anew, want 2", len(page.Entries))
+	}
+	// It goes on through b.
+	if _, err := b.Pull(ctx, "notes", page.Next, engine.PageLimit{Records: 10}); err != nil {
+		t.Errorf("the pull through b of a cursor of the store made anew: %v; want none", err)
+	}
+}
