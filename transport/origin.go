@@ -90,7 +90,7 @@ func (s *Server) checkOrigin(w http.ResponseWriter, r *http.Request) error {
 	if origin == "" {
 		return nil // not a browser, or a same-origin GET
 	}
-	same, ok := s.originAllowed(origin)
+	same, ok := s.originAllowed(origin, r.Host)
 	if !ok {
 		return proto.Errorf(proto.CodeForbidden, "origin %q is not allowed", origin)
 	}
@@ -111,9 +111,18 @@ func (s *Server) checkOrigin(w http.ResponseWriter, r *http.Request) error {
 // originAllowed reports whether a browser page of origin may call the
 // server: as the server's own (PublicOrigins, or loopback with the demo),
 // or as a foreign origin AllowedOrigins lists (a host pattern, or a
-// scheme://host pattern, matched with path.Match). The request's Host
-// header plays no part: a DNS-rebinding page controls it.
-func (s *Server) originAllowed(origin string) (same, ok bool) {
+// scheme://host pattern, matched with path.Match against the host with
+// its port). The request's Host header plays no part in whether the
+// origin is allowed: a DNS-rebinding page controls it.
+//
+// same says the page needs no CORS headers. With the demo every loopback
+// origin is allowed, whatever its port, but only the one the request is
+// addressed to (host, its Host header) is the server's own page: another
+// port is another origin to the browser (a development server's page
+// importing the library from this server), which reads nothing without
+// CORS headers. Host decides only that, and the headers are harmless to
+// a page that was the server's own after all.
+func (s *Server) originAllowed(origin, host string) (same, ok bool) {
 	u, err := url.Parse(origin)
 	if err != nil || u.Host == "" {
 		return false, false
@@ -122,7 +131,7 @@ func (s *Server) originAllowed(origin string) (same, ok bool) {
 		return true, true
 	}
 	if s.demo && isLoopback(u.Hostname()) {
-		return true, true
+		return strings.EqualFold(u.Host, host), true
 	}
 	for _, p := range s.origins {
 		target := u.Host
@@ -154,7 +163,7 @@ func isLoopback(host string) bool {
 func (s *Server) CORS(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if origin := r.Header.Get("Origin"); origin != "" {
-			if same, ok := s.originAllowed(origin); ok && !same {
+			if same, ok := s.originAllowed(origin, r.Host); ok && !same {
 				w.Header().Set("Access-Control-Allow-Origin", origin)
 				w.Header().Add("Vary", "Origin")
 			}

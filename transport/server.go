@@ -67,7 +67,9 @@ type Config struct {
 	PublicOrigins []string
 	// AllowedOrigins are the browser origins, besides the server's own,
 	// allowed to call the API: host patterns ("app.example.com",
-	// "*.example.com") or scheme://host patterns, matched with path.Match.
+	// "*.example.com") or scheme://host patterns, matched with path.Match
+	// against the origin's host with its port when it has one
+	// ("app.example.com" does not allow "http://app.example.com:5173").
 	AllowedOrigins []string
 	// Demo lets clients without a token read and write DemoCollection
 	// and, when Authorizer is a *JWT, serves PathDemoToken, which issues

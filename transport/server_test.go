@@ -385,7 +385,7 @@ func TestStoreFailureIsUnavailable(t *testing.T) {
 func TestOriginHTTP(t *testing.T) {
 	ts := newTestServer(t, func(c *Config) {
 		c.Demo = true
-		c.AllowedOrigins = []string{"app.example.com", "https://*.example.org"}
+		c.AllowedOrigins = []string{"app.example.com", "https://*.example.org", "dev.example.com:*"}
 	})
 	for _, tc := range []struct {
 		origin string
@@ -393,6 +393,11 @@ func TestOriginHTTP(t *testing.T) {
 	}{
 		{"", true},
 		{"https://app.example.com", true},
+		{"http://app.example.com", true},
+		// A pattern names the port when the origin has one
+		// (docs/operations.md, "Browser origins").
+		{"http://app.example.com:5173", false},
+		{"http://dev.example.com:5173", true},
 		{"https://x.example.org", true},
 		{"http://x.example.org", false},
 		{"https://evil.example", false},
@@ -1018,5 +1023,46 @@ func TestCORSOnStaticFiles(t *testing.T) {
 		if got := resp.Header.Get("Access-Control-Allow-Origin"); got != want {
 			t.Errorf("origin %s: Access-Control-Allow-Origin %q, want %q", origin, got, want)
 		}
+	}
+}
+
+// With the demo, a page on a loopback origin other than the server's own
+// (a development server at http://localhost:5173 importing the library
+// from the server at 127.0.0.1:8080, as the README's web-page example
+// does while one develops) is allowed, and gets the CORS headers without
+// which the browser would neither load the library nor read an answer
+// (finding: loopback origins counted as the server's own whatever their
+// port, so they got none, and listing one in --origins did not help).
+func TestDemoLoopbackPageCORS(t *testing.T) {
+	ts := newTestServer(t, func(c *Config) { c.Demo = true })
+	ts.srv.Handle("/convergo/", ts.srv.CORS(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "export {}")
+	})))
+	for _, origin := range []string{"http://localhost:5173", "http://127.0.0.1:5173", "http://[::1]:5173"} {
+		t.Run(origin, func(t *testing.T) {
+			a := ts.post(t, proto.PathPull, "", proto.PullRequest{Collection: DemoCollection}, func(r *http.Request) { r.Header.Set("Origin", origin) })
+			if a.status != http.StatusOK {
+				t.Fatalf("pull: status %d", a.status)
+			}
+			if got := a.header.Get("Access-Control-Allow-Origin"); got != origin {
+				t.Errorf("pull: Access-Control-Allow-Origin %q, want %q", got, origin)
+			}
+			for _, tc := range []struct{ method, path string }{{http.MethodOptions, proto.PathPush}, {http.MethodGet, "/convergo/index.js"}} {
+				req, err := http.NewRequest(tc.method, ts.URL+tc.path, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				req.Header.Set("Origin", origin)
+				req.Header.Set("Access-Control-Request-Method", "POST")
+				resp, err := ts.Client().Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				if got := resp.Header.Get("Access-Control-Allow-Origin"); got != origin {
+					t.Errorf("%s %s: Access-Control-Allow-Origin %q, want %q", tc.method, tc.path, got, origin)
+				}
+			}
+		})
 	}
 }

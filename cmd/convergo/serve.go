@@ -59,7 +59,7 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.Var(&c.quotas, "quota", "collection `quota` PATTERN=RECORDS/BYTES[/COLLECTIONS] (0: no bound), comma-separated or repeated: each collection the pattern matches that holds as many records or bytes refuses writes that add data or tombstones with quota_exceeded, and so does a collection more once COLLECTIONS of them hold records (\"tenant42.*=100000/1073741824/50\"); needs a store that keeps usage")
 	fs.StringVar(&c.rules, "rules", "", "collection rules `file` (JSON): per collection pattern a read scope, a write scope and a schema (docs/operations.md, \"Rules\")")
 	fs.Var(&c.publicOrigins, "public-origins", "the server's own `origins`, where browsers load the pages that call it, comma-separated scheme://host[:port] (\"https://sync.example.com\"); with --demo, loopback origins count too")
-	fs.Var(&c.origins, "origins", "browser `origins` allowed besides the server's own, comma-separated host or scheme://host patterns (\"app.example.com,https://*.example.org\")")
+	fs.Var(&c.origins, "origins", "browser `origins` allowed besides the server's own, comma-separated host[:port] or scheme://host[:port] patterns, the port matched when the origin has one (\"app.example.com,app.example.com:5173,https://*.example.org\")")
 	fs.Var(&c.proxies, "trusted-proxies", "`networks` of the load balancers in front of the server (CIDRs or addresses, comma-separated): per-client limits then use X-Forwarded-For")
 	fs.BoolVar(&c.demo, "demo", true, "serve the demo app and let clients without a token read and write "+transport.DemoCollection)
 	fs.StringVar(&c.replica, "replica", "", "replica `id` of this server instance (default random; instances sharing a store need distinct ids)")
