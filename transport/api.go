@@ -23,8 +23,11 @@ import (
 type handlerFunc func(ctx context.Context, p Principal, body []byte) (any, error)
 
 // api wraps an endpoint with what every API request goes through, in order:
-// origin, method, protocol version, authentication, rate limit, body size.
-func (s *Server) api(route string, h handlerFunc) http.Handler {
+// origin, method, protocol version, authentication, rate limit, body size,
+// and room for its answer. answer is what the endpoint's answer may hold,
+// reserved among the answers in flight before it runs (reserveAnswer); 0
+// for an endpoint whose answer its body bounds, not reserved.
+func (s *Server) api(route string, answer int64, h handlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := s.now()
 		sw := &statusWriter{ResponseWriter: w}
@@ -35,7 +38,7 @@ func (s *Server) api(route string, h handlerFunc) http.Handler {
 			s.log.Debug("request", "route", route, "status", sw.code(), "code", sw.Header().Get(proto.HeaderError),
 				"addr", s.clientAddr(r), "took", took)
 		}()
-		if err := s.serveAPI(sw, r, h); err != nil {
+		if err := s.serveAPI(sw, r, answer, h); err != nil {
 			s.writeError(sw, r, err)
 		}
 	})
@@ -57,7 +60,7 @@ func rateLimited(wait time.Duration) *proto.Error {
 	return &proto.Error{Status: http.StatusTooManyRequests, Code: proto.CodeRateLimited, Message: "too many requests", RetryAfter: wait}
 }
 
-func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, h handlerFunc) error {
+func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, answerBytes int64, h handlerFunc) error {
 	rc := http.NewResponseController(w)
 	deadline := time.Now().Add(s.limits.RequestTimeout) // socket deadlines: the real clock
 	_ = rc.SetReadDeadline(deadline)
@@ -116,6 +119,14 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, h handlerFunc)
 	if err := s.deniedNow(p); err != nil {
 		return err
 	}
+	// The answer's room is taken before the handler reads what it answers
+	// (a pull's page), and held until its bytes are written: the write
+	// ends, fails or passes its deadline before serveAPI returns.
+	hold, err := s.reserveAnswer(answerBytes, key, r.Context().Done())
+	if err != nil {
+		return err
+	}
+	defer hold.release()
 	answer, err := h(context.WithValue(r.Context(), bodyHeldKey{}, heldBody{held, key}), p, body)
 	if err != nil {
 		return err
@@ -124,12 +135,62 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, h handlerFunc)
 	if err != nil {
 		return fmt.Errorf("encode answer: %w", err)
 	}
+	hold.resize(int64(len(out)))
 	w.Header().Set("Content-Type", proto.ContentType)
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(out)
 	return nil
 }
+
+// answerHold is what an answer holds among the answers in flight
+// (Limits.MaxAnswerBytesInFlight) for its client key. A nil hold holds
+// nothing: the answer of an endpoint that reserves none.
+type answerHold struct {
+	s   *Server
+	n   int64
+	key string
+}
+
+// reserveAnswer reserves n bytes among the answers in flight for the
+// client key, until the returned hold is released, waiting for room until
+// BodyWait passes or stop is closed: an answer of n bytes at most, before
+// it is read. Without room it is answered 503 unavailable, or 429
+// rate_limited when the room it lacks is its client's share (clientShare),
+// with Retry-After; so a client that reads none of its answers holds its
+// share of them, not as many pages as it opens requests. n 0 reserves
+// nothing (a nil hold).
+func (s *Server) reserveAnswer(n int64, key string, stop <-chan struct{}) (*answerHold, error) {
+	if n <= 0 {
+		return nil, nil
+	}
+	switch s.answers.take(n, key, BodyWait, stop) {
+	case budgetTaken:
+	case budgetOverShare:
+		return nil, overShare("too many answers of this client being written; retry later")
+	default:
+		s.metrics.answerRefused.Inc()
+		return nil, &proto.Error{Status: http.StatusServiceUnavailable, Code: proto.CodeUnavailable,
+			Message: "the server is busy writing other answers; retry later", RetryAfter: time.Second}
+	}
+	s.metrics.answerBytes.Add(float64(n))
+	return &answerHold{s: s, n: n, key: key}, nil
+}
+
+// resize makes h hold n bytes, the size of its encoded answer: less than
+// its reservation gives the rest back, more takes it whether it fits or
+// not, since an answer that was let in is written whole.
+func (h *answerHold) resize(n int64) {
+	if h == nil {
+		return
+	}
+	h.s.answers.resize(h.n, n, h.key)
+	h.s.metrics.answerBytes.Add(float64(n - h.n))
+	h.n = n
+}
+
+// release gives back what h holds, once its answer is written or failed.
+func (h *answerHold) release() { h.resize(0) }
 
 // reserveBody reserves r's body in Limits.MaxBodyBytesInFlight, for the
 // client key (its rate key), until the returned release is called: its
@@ -138,7 +199,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, h handlerFunc)
 // does. A body declared larger than MaxBodyBytes is refused at once; a
 // request that finds no room within BodyWait is answered 503 unavailable,
 // or 429 rate_limited when the room it lacks is its client's share
-// (bodyShare), with Retry-After.
+// (clientShare), with Retry-After.
 func (s *Server) reserveBody(r *http.Request, key string) (release func(), held int64, err error) {
 	n := r.ContentLength
 	switch {
@@ -151,14 +212,15 @@ func (s *Server) reserveBody(r *http.Request, key string) (release func(), held 
 	return release, n, err
 }
 
-// bodyShare is what one client may hold of Limits.MaxBodyBytesInFlight
-// in all, its first request in flight counted in it, except that a
-// request alone in flight for its client is let in whatever it holds (as
-// the budget lets one request in when nothing is held): a quarter of
-// it, so that one client holding its requests open (a body declared and
-// trickled for RequestTimeout, pushes decoding to many times their bytes)
-// leaves room for the others.
-func bodyShare(inFlight int64) int64 { return inFlight / 4 }
+// clientShare is what one client may hold of a budget of inFlight bytes
+// (Limits.MaxBodyBytesInFlight, Limits.MaxAnswerBytesInFlight) in all,
+// its first request in flight counted in it, except that a request alone
+// in flight for its client is let in whatever it holds (as the budget
+// lets one request in when nothing is held): a quarter of it, so that one
+// client holding its requests open (a body declared and trickled for
+// RequestTimeout, pushes decoding to many times their bytes, pulls whose
+// answers it does not read) leaves room for the others.
+func clientShare(inFlight int64) int64 { return inFlight / 4 }
 
 // bodyHeldKey is the context key of what an HTTP request's body holds in
 // Limits.MaxBodyBytesInFlight (reserveBody), a heldBody, which the push
@@ -186,12 +248,19 @@ func bodyHeld(ctx context.Context, size int64) heldBody {
 // holds all it may, 429 rate_limited when its client holds its share.
 func (s *Server) refusedRoom(why budgetAnswer) *proto.Error {
 	if why == budgetOverShare {
-		return &proto.Error{Status: http.StatusTooManyRequests, Code: proto.CodeRateLimited,
-			Message: "too many request bodies of this client in flight; retry later", RetryAfter: time.Second}
+		return overShare("too many request bodies of this client in flight; retry later")
 	}
 	s.metrics.bodyRefused.Inc()
 	return &proto.Error{Status: http.StatusServiceUnavailable, Code: proto.CodeUnavailable,
 		Message: "the server is busy reading other requests; retry later", RetryAfter: time.Second}
+}
+
+// overShare is the answer to a request of a client that holds its share
+// (clientShare) of a budget, the bodies or the answers in flight: 429
+// rate_limited, to be retried after a second, when its own requests may
+// have given some back. msg says which budget.
+func overShare(msg string) *proto.Error {
+	return &proto.Error{Status: http.StatusTooManyRequests, Code: proto.CodeRateLimited, Message: msg, RetryAfter: time.Second}
 }
 
 // reserveBytes reserves n bytes in Limits.MaxBodyBytesInFlight for the

@@ -107,7 +107,7 @@ func TestBodyShareDecoded(t *testing.T) {
 	held := ts.srv.bodies.inUse()
 
 	big := tinyFields(t, 1000, 20) // about 200 KiB, some 4.5 MiB decoded
-	if body, err := proto.Encode(proto.PushRequest{Replica: ownReplica, Changes: big}); err != nil || int64(len(body))+held > bodyShare(2<<20) {
+	if body, err := proto.Encode(proto.PushRequest{Replica: ownReplica, Changes: big}); err != nil || int64(len(body))+held > clientShare(2<<20) {
 		t.Fatalf("the push's body (%d bytes, %v) does not fit in the share beside the held one", len(body), err)
 	}
 	ts.pushLive(t, b, sb, tok, big...)

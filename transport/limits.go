@@ -79,9 +79,23 @@ type Limits struct {
 	// A push's decoded changes take their room in it too, by what they
 	// hold in memory (Server.chargeDecoded). One client (its rate key)
 	// holds at most a quarter of it in all, unless a request is its only
-	// one in flight (bodyShare); a request beyond that is answered 429 rate_limited, a
+	// one in flight (clientShare); a request beyond that is answered 429 rate_limited, a
 	// live push pushed rate_limited.
 	MaxBodyBytesInFlight int64
+	// MaxAnswerBytesInFlight bounds the bytes of pull answers the server
+	// holds at once: a pull reserves what its answer may hold
+	// (pullAnswerBytes) before it reads its page, holds its encoded
+	// answer's bytes while it writes it, and gives them back when the
+	// write ends, finished, failed or timed out. A pull that finds no
+	// room within BodyWait is answered 503 unavailable with Retry-After;
+	// one is always let in when nothing else is held. One client (its
+	// rate key) holds at most a quarter of it in all, unless a pull is
+	// its only one in flight (clientShare), as for the bodies: a pull
+	// beyond that is answered 429 rate_limited before its page is read. An answer let in is
+	// never cut. The answers of hello, push and restore are not counted:
+	// a few hundred bytes a change or record of their bodies, which the
+	// bodies in flight bound (docs/operations.md, "Memory").
+	MaxAnswerBytesInFlight int64
 	// RequestTimeout bounds reading an HTTP request's body and writing its
 	// answer, so a client trickling bytes cannot hold a request open.
 	RequestTimeout time.Duration
@@ -94,7 +108,10 @@ const (
 	DefaultSlowConsumer         = 2 * time.Second
 	DefaultRequestTimeout       = proto.DefaultRequestTimeout
 	DefaultMaxBodyBytesInFlight = 64 << 20
-	DefaultMaxConns             = 10000
+	// DefaultMaxAnswerBytesInFlight: 64 pages of the default
+	// MaxPageBytes being written at once, 16 of them one client's.
+	DefaultMaxAnswerBytesInFlight = 64 << 20
+	DefaultMaxConns               = 10000
 )
 
 // What a decoded change holds in memory beside the bytes of its strings
@@ -123,6 +140,28 @@ func decodedBytes(ch crdt.Change) int64 {
 		n += decodedFieldBytes + len(name) + len(f.Value)
 	}
 	return int64(n)
+}
+
+// pageBytes is the most encoded records one page holds (P in
+// docs/operations.md, "Memory"): a page is cut at MaxPageBytes, and a
+// single larger record, at most crdt.MaxRecordBytes, travels alone.
+func (l Limits) pageBytes() int64 {
+	return max(int64(l.MaxPageBytes), crdt.MaxRecordBytes)
+}
+
+// pullEnvelopeBytes is what a pull answer holds beside its records and
+// their seals: its cursor, its flags and keys, the head of its replica
+// table (whose ids the records' stamps would otherwise carry each).
+const pullEnvelopeBytes = 1 << 10
+
+// pullAnswerBytes is what one pull answer holds encoded: a page of
+// records (pageBytes), a seal for each of them, and its envelope. A pull
+// reserves it among the answers in flight before it reads its page
+// (Server.reserveAnswer), and holds its answer's own size once encoded,
+// less as a rule (an answer that outgrows it is written whole all the
+// same, budget.resize).
+func (l Limits) pullAnswerBytes() int64 {
+	return l.pageBytes() + int64(l.MaxPullRecords)*(sealBytes+1) + pullEnvelopeBytes
 }
 
 // MinMaxDrift is the least max drift (engine.Config.MaxDrift) a server
@@ -179,6 +218,9 @@ func (l Limits) WithDefaults() Limits {
 	if l.MaxBodyBytesInFlight == 0 {
 		l.MaxBodyBytesInFlight = DefaultMaxBodyBytesInFlight
 	}
+	if l.MaxAnswerBytesInFlight == 0 {
+		l.MaxAnswerBytesInFlight = DefaultMaxAnswerBytesInFlight
+	}
 	if l.MaxConns == 0 {
 		l.MaxConns = DefaultMaxConns
 	}
@@ -216,6 +258,7 @@ func (l Limits) Validate() error {
 		{"SendQueue", int64(l.SendQueue), 1, 0},
 		{"MaxQueueBytes", l.MaxQueueBytes, 1, 0},
 		{"MaxBodyBytesInFlight", l.MaxBodyBytesInFlight, 1, 0},
+		{"MaxAnswerBytesInFlight", l.MaxAnswerBytesInFlight, 1, 0},
 		{"MaxConns", int64(l.MaxConns), 1, 0},
 	} {
 		switch {
@@ -326,10 +369,11 @@ func (l *rateLimiter) sweep(now time.Time) {
 // budget is a number of bytes shared by its holders: take waits until
 // what it asks for fits, or until nothing is held, so that a single
 // request larger than the whole budget is served alone rather than never.
-// The request bodies in flight are bounded with it. Each holder names
-// the client it holds for (its key; "" for none), and a client holds at
-// most share bytes beside its first holder: one client cannot take all
-// the room, whatever it sends, and be the only one served.
+// The request bodies in flight and the pull answers in flight are each
+// bounded with one. Each holder names the client it holds for (its key;
+// "" for none), and a client holds at most share bytes in all, unless a
+// holder is its only one: one client cannot take all the room, whatever
+// it sends or leaves unread, and be the only one served.
 type budget struct {
 	max   int64
 	share int64
@@ -424,6 +468,20 @@ func (b *budget) takeBeside(n, own int64, key string) budgetAnswer {
 	}
 	b.add(n, key)
 	return budgetTaken
+}
+
+// resize makes a holder of key's that holds own bytes hold n: it gives
+// back what it holds beyond n, and takes what n asks beyond own whether
+// it fits or not, since a holder let in is never cut (an answer whose
+// reservation its encoding outgrew is written whole).
+func (b *budget) resize(own, n int64, key string) {
+	if n < own {
+		b.release(own-n, key)
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.add(n-own, key)
 }
 
 // release gives back n bytes taken before for key.

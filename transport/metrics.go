@@ -24,7 +24,12 @@ type metrics struct {
 	connsRefused *prometheus.CounterVec // reason: addr, total
 	bodyBytes    prometheus.Gauge
 	bodyRefused  prometheus.Counter
-	resets       *prometheus.CounterVec // reason
+	// answerBytes and answerRefused are the answers in flight's
+	// (Limits.MaxAnswerBytesInFlight), as bodyBytes and bodyRefused are
+	// the bodies'.
+	answerBytes   prometheus.Gauge
+	answerRefused prometheus.Counter
+	resets        *prometheus.CounterVec // reason
 
 	// directWrites counts the changes messages a broadcast group wrote
 	// itself (liveConn.writeDirect), by outcome; directWhole and
@@ -106,9 +111,17 @@ func newMetrics(reg prometheus.Registerer, eng func() engineCounts) (*metrics, e
 			Namespace: "convergo", Name: "body_budget_refused_total",
 			Help: "Requests answered 503 because the bodies in flight left no room for theirs.",
 		}),
+		answerBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "convergo", Name: "answer_bytes_in_flight",
+			Help: "Bytes of pull answers reserved before their pages are read, and held while they are written.",
+		}),
+		answerRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "convergo", Name: "answer_budget_refused_total",
+			Help: "Pulls answered 503 because the answers in flight left no room for theirs.",
+		}),
 	}
 	for _, c := range []prometheus.Collector{m.requests, m.duration, m.pushChanges, m.pullRecords, m.liveConns, m.liveMsgs, m.fanout, m.fanoutRecs, m.directWrites, m.resyncs,
-		m.conns, m.connsRefused, m.bodyBytes, m.bodyRefused, m.resets, newCollectMetrics(func() engine.CollectTotals { return eng().CollectTotals() }),
+		m.conns, m.connsRefused, m.bodyBytes, m.bodyRefused, m.answerBytes, m.answerRefused, m.resets, newCollectMetrics(func() engine.CollectTotals { return eng().CollectTotals() }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Namespace: "convergo", Name: "migration_dropped_fields_total",
 			Help: "Fields of stored records that a schema migration could not translate (a split or merge of a value that is not a string) and left out of what it served.",

@@ -143,6 +143,7 @@ type Server struct {
 	sessions       *keyCounter // live sessions per subject
 	subscriptions  *keyCounter // live subscriptions per subject (anonymous: per address)
 	bodies         *budget     // request bodies in flight
+	answers        *budget     // pull answers in flight
 	tcp            *connLimit  // connections of Listener
 	proxies        []netip.Prefix
 	hub            *hub      // broadcast groups of live subscriptions
@@ -236,7 +237,8 @@ func New(cfg Config) (*Server, error) {
 		conns:         newKeyCounter(limits.MaxConnsPerAddr),
 		sessions:      newKeyCounter(limits.MaxSessionsPerSubject),
 		subscriptions: newKeyCounter(limits.MaxSubscriptionsPerSubject),
-		bodies:        newBudget(limits.MaxBodyBytesInFlight, bodyShare(limits.MaxBodyBytesInFlight)),
+		bodies:        newBudget(limits.MaxBodyBytesInFlight, clientShare(limits.MaxBodyBytesInFlight)),
+		answers:       newBudget(limits.MaxAnswerBytesInFlight, clientShare(limits.MaxAnswerBytesInFlight)),
 		tcp:           newConnLimit(limits),
 		live:          map[*liveConn]struct{}{},
 		proxies:       cfg.TrustedProxies,
@@ -260,10 +262,13 @@ func New(cfg Config) (*Server, error) {
 	if s.demo {
 		s.log.Warn("anonymous demo access is on: clients without a token may read and write "+DemoCollection, "collection", DemoCollection)
 	}
-	s.mux.Handle(proto.PathHello, s.api("hello", s.hello))
-	s.mux.Handle(proto.PathPush, s.api("push", s.push))
-	s.mux.Handle(proto.PathPull, s.api("pull", s.pull))
-	s.mux.Handle(proto.PathRestore, s.api("restore", s.restore))
+	// Only a pull's answer is reserved among the answers in flight: the
+	// others answer their bodies, a result of a few hundred bytes at most
+	// for each change or record (Limits.MaxAnswerBytesInFlight).
+	s.mux.Handle(proto.PathHello, s.api("hello", 0, s.hello))
+	s.mux.Handle(proto.PathPush, s.api("push", 0, s.push))
+	s.mux.Handle(proto.PathPull, s.api("pull", limits.pullAnswerBytes(), s.pull))
+	s.mux.Handle(proto.PathRestore, s.api("restore", 0, s.restore))
 	s.mux.HandleFunc(proto.PathLive, s.serveLive)
 	if j, ok := cfg.Authorizer.(*JWT); ok && s.demo {
 		s.mux.Handle(PathDemoToken, s.demoToken(j)) // demo_token.go

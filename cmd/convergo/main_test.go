@@ -306,7 +306,7 @@ func TestEnvFlags(t *testing.T) {
 func TestServeRefusesLimitsBelowOne(t *testing.T) {
 	flags := []string{"max-body", "max-push", "max-pull", "max-page-bytes", "max-message", "max-conns",
 		"max-subscriptions", "max-sessions", "max-subscriptions-per-subject", "max-conns-total",
-		"max-queue-bytes", "max-bodies-in-flight"}
+		"max-queue-bytes", "max-bodies-in-flight", "max-answers-in-flight"}
 	for _, name := range flags {
 		for _, v := range []string{"0", "-1"} {
 			t.Run(name+"="+v, func(t *testing.T) {

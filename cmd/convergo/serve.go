@@ -85,6 +85,7 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.IntVar(&c.limits.MaxConns, "max-conns-total", transport.DefaultMaxConns, "most TCP connections held at once, all listeners together")
 	fs.Int64Var(&c.limits.MaxQueueBytes, "max-queue-bytes", transport.DefaultMaxQueueBytes, "most `bytes` waiting to be written to one WebSocket (one page always fits an empty queue)")
 	fs.Int64Var(&c.limits.MaxBodyBytesInFlight, "max-bodies-in-flight", transport.DefaultMaxBodyBytesInFlight, "most `bytes` of HTTP request bodies held at once, all requests together (503 unavailable beyond)")
+	fs.Int64Var(&c.limits.MaxAnswerBytesInFlight, "max-answers-in-flight", transport.DefaultMaxAnswerBytesInFlight, "most `bytes` of pull answers held at once while they are read and written, all pulls together (503 unavailable beyond)")
 	return fs, c
 }
 
@@ -105,6 +106,7 @@ var limitFlags = map[string]string{
 	"MaxConns":                   "max-conns-total",
 	"MaxQueueBytes":              "max-queue-bytes",
 	"MaxBodyBytesInFlight":       "max-bodies-in-flight",
+	"MaxAnswerBytesInFlight":     "max-answers-in-flight",
 }
 
 // checkNumbers refuses a numeric or duration flag whose value would not
