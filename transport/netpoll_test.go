@@ -94,13 +94,33 @@ func (c *rawClient) send(m proto.Message) {
 	}
 }
 
+// recvErr reads the server's next message. A close frame is returned as
+// a wsutil.ClosedError without being answered: the server may have ended
+// the socket behind it, and an answer (as wsutil's reader writes) would
+// then fail with a broken pipe in place of the close. A ping is answered.
 func (c *rawClient) recvErr() (proto.Message, error) {
 	_ = c.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	b, err := wsutil.ReadServerBinary(c.rw)
-	if err != nil {
-		return nil, err
+	var msg []byte
+	for {
+		f, err := ws.ReadFrame(c.rw)
+		if err != nil {
+			return nil, err
+		}
+		switch f.Header.OpCode {
+		case ws.OpClose:
+			code, reason := ws.ParseCloseFrameData(f.Payload)
+			return nil, wsutil.ClosedError{Code: code, Reason: reason}
+		case ws.OpPing:
+			_ = wsutil.WriteClientMessage(c.conn, ws.OpPong, f.Payload)
+			continue
+		case ws.OpPong:
+			continue
+		}
+		msg = append(msg, f.Payload...)
+		if f.Header.Fin {
+			return proto.DecodeServerMessage(msg)
+		}
 	}
-	return proto.DecodeServerMessage(b)
 }
 
 func (c *rawClient) recv() proto.Message {
