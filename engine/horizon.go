@@ -320,6 +320,20 @@ func (e *Engine) HorizonOf(ctx context.Context, collection string, fresh bool) (
 	return hs.h, hs.ok, nil
 }
 
+// forget drops every horizon cached (Engine.forgetViews).
+func (hz *horizons) forget() {
+	hz.mu.Lock()
+	clear(hz.m)
+	hz.mu.Unlock()
+}
+
+// forgetOne drops collection's horizon cached: its epoch changed.
+func (hz *horizons) forgetOne(collection string) {
+	hz.mu.Lock()
+	delete(hz.m, collection)
+	hz.mu.Unlock()
+}
+
 func (hz *horizons) remember(collection string, hs horizonSeen) {
 	hz.mu.Lock()
 	defer hz.mu.Unlock()

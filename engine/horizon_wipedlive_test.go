@@ -8,6 +8,7 @@ import (
 
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/engine"
+	"github.com/convergo/convergo/stores"
 	"github.com/convergo/convergo/stores/redis"
 	"github.com/convergo/convergo/stores/redis/redistest"
 	"github.com/convergo/convergo/transport/proto"
@@ -183,5 +184,121 @@ func TestReadHorizonOfAStoreWipedUnderRunningServers(t *testing.T) {
 	// It goes on through b.
 	if _, err := b.Pull(ctx, "notes", page.Next, engine.PageLimit{Records: 10}); err != nil {
 		t.Errorf("the pull through b of a cursor of the store made anew: %v; want none", err)
+	}
+}
+
+// TestMarkOfAStoreWipedUnderRunningServers: a reader's reading from the
+// start is marked with the id of the horizon published as of that pull,
+// and the read horizons published after the mark do not reset it. A
+// Redis restarted empty under running servers holds no horizon, and its
+// publications are numbered from 1 again. A reader that reads the store
+// made anew from the start through server b, which had read the old
+// store's horizon (its third publication) just before the wipe and has
+// learnt the store's new identity since, must not carry that id: the new store's first two publications would pass its
+// cursor without resetting it, and a delete collected under them would
+// never reach it, the deleted record kept for ever.
+func TestMarkOfAStoreWipedUnderRunningServers(t *testing.T) {
+	ctx := context.Background()
+	rs := redistest.Start(t, "--save", "", "--appendonly", "no")
+	ms := int64(1_700_000_000_000)
+	maxOff := time.Hour
+	open := func(replica string) *engine.Engine {
+		st, err := redis.Open(ctx, redis.Options{Addrs: []string{rs.Addr()}, KeyPrefix: "wiped:",
+			DialTimeout: 500 * time.Millisecond, ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		e, err := engine.Open(engine.Config{Store: st, Replica: replica, Now: func() time.Time { return time.UnixMilli(ms) },
+			PollInterval: -1, Rules: []engine.Rule{{Pattern: "notes", MaxOffline: maxOff}},
+			CollectGrace: -1, CollectEvery: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { e.Close() })
+		return e
+	}
+	alice := proto.ReplicaFor("alice", "laptop")
+	apply := func(e *engine.Engine, rec crdt.Record) {
+		t.Helper()
+		var res []engine.Result
+		var err error
+		for i := 0; ; i++ {
+			if res, err = e.Apply(ctx, []crdt.Change{{Collection: "notes", Record: rec}}); err == nil || i == 50 {
+				break
+			}
+		}
+		if err != nil || res[0].Err != nil {
+			t.Fatalf("%s written: %+v, %v", rec.ID, res, err)
+		}
+	}
+	write := func(e *engine.Engine, id string) {
+		t.Helper()
+		v, _ := crdt.EncodeValue("mine")
+		apply(e, crdt.SetField(id, "owner", v, crdt.Stamp{Wall: ms, Replica: alice}))
+	}
+	collect := func(e *engine.Engine) engine.Horizon {
+		t.Helper()
+		reps, err := e.Collect(ctx)
+		if err != nil || len(reps) != 1 {
+			t.Fatalf("Collect = %v, %v", reps, err)
+		}
+		return reps[0].Horizon
+	}
+	a, b := open("srv-a"), open("srv-b")
+	write(a, "r1")
+	for range 3 {
+		ms += time.Minute.Milliseconds()
+		collect(a)
+	}
+	// b serves a reader, and reads the horizon.
+	if _, err := b.Pull(ctx, "notes", engine.Cursor{}, engine.PageLimit{Records: 10}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := b.HorizonOf(ctx, "notes", true); err != nil {
+		t.Fatal(err)
+	}
+
+	rs.Kill()
+	rs.Start() // empty
+
+	c := open("srv-c") // a server started since
+	write(c, "n1")
+	write(c, "n2")
+	// A reader of the store made anew goes on through b: b learns the
+	// store's new identity.
+	first, err := c.Pull(ctx, "notes", engine.Cursor{}, engine.PageLimit{Records: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Pull(ctx, "notes", first.Next, engine.PageLimit{Records: 10}); err != nil {
+		t.Fatal(err)
+	}
+	// Another reads it from the start through b.
+	page, err := b.Pull(ctx, "notes", engine.Cursor{}, engine.PageLimit{Records: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Entries) != 2 {
+		t.Fatalf("%d records read in the store made anew, want 2", len(page.Entries))
+	}
+	// The reader is away. n1 is deleted, n3 written, and two runs
+	// MaxOffline apart collect n1's tombstone.
+	ms += time.Minute.Milliseconds()
+	apply(c, crdt.DeleteRecord("n1", crdt.Stamp{Wall: ms, Replica: alice}))
+	write(c, "n3")
+	collect(c)
+	ms += maxOff.Milliseconds() + time.Minute.Milliseconds()
+	if h := collect(c); h.ID>>24 >= 3 {
+		t.Fatalf("the store made anew published its horizon %d, want its second", h.ID>>24)
+	}
+	if ent, err := c.GetRecord(ctx, "notes", "n1"); !errors.Is(err, stores.ErrNotFound) {
+		t.Fatalf("n1's tombstone was not collected: %v, %v", ent, err)
+	}
+	// The reader comes back: it cannot read n1's delete, so it must be
+	// reset lease_expired and reconcile.
+	var reset *engine.ResetError
+	if _, err := c.Pull(ctx, "notes", page.Next, engine.PageLimit{Records: 10}); !errors.As(err, &reset) || reset.Reason != engine.ResetLeaseExpired {
+		t.Errorf("the reader back after n1's tombstone was collected: %v; want a reset lease_expired", err)
 	}
 }

@@ -154,11 +154,25 @@ func (h *history) forget() {
 	h.mu.Unlock()
 }
 
+// forgetViews drops what the engine cached of the store's histories: the
+// identity and epochs (history.forget), and the published horizons, which
+// are of a history too: a store made anew holds none, and one restored
+// holds an older one, whose publications are numbered lower than the one
+// cached. A pull from the start marks its cursor with the id of the
+// horizon as cached (checkLease); marked with the id of a history the
+// store no longer holds, the reader would not be reset by the read
+// horizons the store publishes next, and would miss the deletes collected
+// under them.
+func (e *Engine) forgetViews() {
+	e.hist.forget()
+	e.hz.forget()
+}
+
 // storeNotified is the engine's Watch callback: a Resync may mean a new
 // identity or epoch, so the cache goes before the heads are re-read.
 func (e *Engine) storeNotified(n stores.Notification) {
 	if n.Resync {
-		e.hist.forget()
+		e.forgetViews()
 	}
 	e.notify(n)
 }
@@ -191,6 +205,9 @@ func (e *Engine) view(ctx context.Context, collection string, fresh bool) ([8]by
 	if tag != h.tag || h.slotKey == nil {
 		h.slotKey = slotKeyOf(id)
 	}
+	// A horizon cached is of the history it was read in (forgetViews).
+	otherStore := h.tag != [8]byte{} && tag != h.tag
+	prev, had := h.metas[collection]
 	h.tag, h.tagAt = tag, now
 	if h.metas == nil {
 		h.metas = map[string]metaSeen{}
@@ -200,6 +217,12 @@ func (e *Engine) view(ctx context.Context, collection string, fresh bool) ([8]by
 	}
 	h.metas[collection] = metaSeen{m, now}
 	h.mu.Unlock()
+	switch {
+	case otherStore:
+		e.hz.forget()
+	case had && prev.m.Epoch != m.Epoch:
+		e.hz.forgetOne(collection)
+	}
 	return tag, m, nil
 }
 
@@ -374,7 +397,7 @@ func (e *Engine) observeHead(ctx context.Context, collection string, h, start ui
 		e.hist.heads[collection] = prev
 		e.hist.mu.Unlock()
 	}
-	e.hist.forget()
+	e.forgetViews()
 	e.rewindSubscribers(collection, h)
 	return true
 }
@@ -419,7 +442,7 @@ func (e *Engine) wentBack(ctx context.Context, collection string, c Cursor, deta
 		return fmt.Errorf("pull %s: judge the cursor (%s): read the epoch: %w", collection, detail, err)
 	}
 	if tag != c.store || m.Epoch != c.epoch {
-		e.hist.forget()
+		e.forgetViews()
 		if _, _, err := e.checkCursor(ctx, collection, c); err != nil {
 			return err
 		}
@@ -451,7 +474,7 @@ func (e *Engine) newHistory(ctx context.Context, collection string, m stores.Met
 		e.log.Error("start a new epoch of every collection after the store went back", "collection", collection, "err", err)
 		return
 	}
-	e.hist.forget()
+	e.forgetViews()
 	if bumped {
 		e.log.Error("the store went back in time: started a new epoch of every collection, history lost, so that every reader gives back what it holds",
 			"collection", collection, "detail", detail)
