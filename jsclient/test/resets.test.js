@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FakeServer } from './helpers/server.js';
-import { freshIDB, openClient, slowAnswers, until } from './helpers/util.js';
+import { freshIDB, openClient, heldAnswers, until } from './helpers/util.js';
 import { PATHS } from '../src/constants.js';
 import { fromStored } from '../src/db.js';
 import { owedHeals } from '../src/syncstore.js';
@@ -318,13 +318,16 @@ test('stop() in the middle of a heal sends no restore more; the heal stays owed'
   const server = await new FakeServer({ maxPush: 1 }).start();
   t.after(() => server.stop());
   const { r } = await readerOf(t, server);
-  // Every restore takes 100 ms to be answered: seven of them, one at a time.
-  const restores = slowAnswers(server, PATHS.restore, 100);
+  // Seven restores, one at a time; the first is held until pause() was
+  // called, and any sent after it are answered at once.
+  const restores = heldAnswers(server, PATHS.restore);
   server.wipe();
-  await until(() => restores() === 1, 'the first restore sent', WAIT);
-  await r.pause();
-  await new Promise((res) => setTimeout(res, 400));
-  assert.equal(restores(), 1, 'no restore sent after stop()');
+  await until(() => restores.count() === 1, 'the first restore sent', WAIT);
+  const paused = r.pause();
+  restores.release();
+  await paused;
+  // pause() waited for the loop to end: no request of it can come later.
+  assert.equal(restores.count(), 1, 'no restore sent after stop()');
   assert.deepEqual(await owedHeals(r.store), ['todos'], 'the heal is still owed');
   assert.equal((await r.collection('todos').list()).length, 7, 'nothing local dropped');
 });

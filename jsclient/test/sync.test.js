@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FakeServer } from './helpers/server.js';
-import { freshIDB, openClient, slowAnswers, until } from './helpers/util.js';
+import { freshIDB, openClient, heldAnswers, slowAnswers, until } from './helpers/util.js';
 import { DEFAULTS, PATHS, STATUSES, TIMINGS } from '../src/constants.js';
 import { fromStored } from '../src/db.js';
 import { maxStamp } from '../src/record.js';
@@ -795,16 +795,17 @@ test('stop() in the middle of a pull of many pages asks for no page more, and pa
   for (let i = 0; i < 6; i++) await w.collection('todos').put('p' + i, { i });
   await w.whenSynced();
   await w.close();
-  // Every page takes 100 ms to come: six of them, one at a time.
-  const pulls = slowAnswers(server, PATHS.pull, 100);
+  // Six pages, one at a time; the first is held until pause() was called,
+  // and any asked for after it are answered at once: a client that went on
+  // pulling would have asked for all of them by the time pause() resolves.
+  const pulls = heldAnswers(server, PATHS.pull);
   const r = await openClient({ url: server.url, name: 'r', collections: ['todos'], WebSocket: null });
   t.after(() => r.close());
-  await until(() => pulls() === 1, 'the first page asked for');
-  const before = Date.now();
-  await r.pause();
-  const took = Date.now() - before;
-  await new Promise((res) => setTimeout(res, 400));
-  assert.equal(pulls(), 1, 'no page asked for after stop()');
-  assert.ok(took < 300, `pause() took ${took} ms`);
+  await until(() => pulls.count() === 1, 'the first page asked for');
+  const paused = r.pause();
+  pulls.release();
+  await paused;
+  // pause() waited for the loop to end: no request of it can come later.
+  assert.equal(pulls.count(), 1, 'no page asked for after stop()');
   assert.ok((await r.collection('todos').list()).length < 6, 'the pull did not go on');
 });

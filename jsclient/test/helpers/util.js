@@ -72,6 +72,53 @@ export function slowAnswers(server, path, ms) {
   return () => n;
 }
 
+/**
+ * Holds every answer of server to a request of path until release() is
+ * called; requests that come after it are answered at once. A test acts
+ * while a request is surely under way, whatever the machine's load.
+ * @param {import('./server.js').FakeServer} server
+ * @param {string} path
+ * @returns {{count: () => number, release: () => void}} count: how many such requests came since
+ */
+export function heldAnswers(server, path) {
+  let n = 0;
+  /** @type {() => void} */
+  let release = () => {};
+  const gate = new Promise((r) => (release = () => r(undefined)));
+  const handle = server.handle.bind(server);
+  server.handle = async (/** @type {any} */ req, /** @type {any} */ res) => {
+    if (req.url === path) {
+      n++;
+      await gate;
+    }
+    return handle(req, res);
+  };
+  return { count: () => n, release };
+}
+
+/**
+ * The waits the sync loop asks for (Syncer.wait) for reason why, in ms and
+ * in order, from now to the end of test t: what the client decided,
+ * whenever a loaded machine fires its timers.
+ * @param {import('node:test').TestContext} t
+ * @param {'backoff'|'poll'|'offline'|'halted'|'revoked'|'push'} [why]
+ * @returns {Promise<number[]>}
+ */
+export async function waitsOf(t, why = 'backoff') {
+  const { Syncer } = await import('../../src/sync.js');
+  /** @type {number[]} */
+  const waits = [];
+  const wait = Syncer.prototype.wait;
+  Syncer.prototype.wait = function (ms, w) {
+    if (w === why) waits.push(ms);
+    return wait.call(this, ms, w);
+  };
+  t.after(() => {
+    Syncer.prototype.wait = wait;
+  });
+  return waits;
+}
+
 /** An in-process stand-in for navigator.locks: exclusive, FIFO per name. */
 export function fakeLocks() {
   /** @type {Map<string, Promise<unknown>>} */
