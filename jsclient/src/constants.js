@@ -244,6 +244,7 @@ export const TIMINGS = /* @__PURE__ */ Object.freeze({
   "clientPushTimeoutMs": 60000,
   "clientSilenceTimeoutMs": 40000,
   "idleTimeoutMs": 60000,
+  "maxRetryAfterMs": 3600000,
   "pingIntervalMs": 20000
 });
 

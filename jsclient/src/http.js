@@ -6,7 +6,7 @@
 // refreshed once and the request repeated. Header names, the content type
 // and the codes come from constants.js.
 
-import { CONTENT_TYPE, HEADERS, VERSION } from './constants.js';
+import { CONTENT_TYPE, HEADERS, TIMINGS, VERSION } from './constants.js';
 import { ConvergoError, sentWith } from './errors.js';
 import { MAX_ANSWER_BYTES, codeOfStatus, isProtocolCode, parseErrorBody } from './protocol.js';
 
@@ -66,7 +66,7 @@ export async function postAnswer(o, path, body, retried = false) {
   const parsed = parseErrorBody(answer);
   const header = res.headers.get(HEADERS.error);
   const code = [parsed?.code, header].find(isProtocolCode) ?? codeOfStatus(res.status) ?? 'network';
-  const retryAfter = Number(res.headers.get(HEADERS.retryAfter)) || undefined;
+  const retryAfter = retryAfterOf(res.headers.get(HEADERS.retryAfter));
   const id = parsed?.requestId ?? requestId;
   const e = new ConvergoError(
     /** @type {any} */ (code),
@@ -92,6 +92,19 @@ export async function postAnswer(o, path, body, retried = false) {
     return postAnswer(o, path, body, true);
   }
   throw e;
+}
+
+/**
+ * The wait (s) a Retry-After header asks for: at most
+ * TIMINGS.maxRetryAfterMs, so that a broken server's absurd one (a
+ * year, Infinity) neither stops the client for ever nor, past what a
+ * timer holds, makes it retry at once; none for none, nonsense or 0.
+ * @param {string|null} v
+ * @returns {number|undefined}
+ */
+function retryAfterOf(v) {
+  const s = Number(v);
+  return s > 0 ? Math.min(s, TIMINGS.maxRetryAfterMs / 1000) : undefined;
 }
 
 /**

@@ -1087,7 +1087,7 @@ func errorFromResponse(resp *http.Response, body []byte) *Error {
 }
 
 // parseRetryAfter reads a Retry-After header: delay seconds or an HTTP
-// date. Nonsense gives 0.
+// date, at most proto.MaxRetryAfter. Nonsense gives 0.
 func parseRetryAfter(v string, now time.Time) time.Duration {
 	if v == "" {
 		return 0
@@ -1096,10 +1096,10 @@ func parseRetryAfter(v string, now time.Time) time.Duration {
 		if s < 0 {
 			return 0
 		}
-		return time.Duration(min(s, 3600)) * time.Second
+		return time.Duration(min(s, int(proto.MaxRetryAfter/time.Second))) * time.Second
 	}
 	if t, err := http.ParseTime(v); err == nil && t.After(now) {
-		return min(t.Sub(now), time.Hour)
+		return min(t.Sub(now), proto.MaxRetryAfter)
 	}
 	return 0
 }

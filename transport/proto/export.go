@@ -132,6 +132,7 @@ func Constants() Exported {
 			"clientPushTimeoutMs":    ClientPushTimeout.Milliseconds(),
 			"backoffInitialMs":       BackoffInitial.Milliseconds(),
 			"backoffMaxMs":           BackoffMax.Milliseconds(),
+			"maxRetryAfterMs":        MaxRetryAfter.Milliseconds(),
 		},
 		Model: map[string]int64{
 			"maxCollectionBytes":   MaxCollectionBytes,

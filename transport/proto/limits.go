@@ -139,6 +139,11 @@ const (
 	// BackoffInitial·2^n)], never less than the server's Retry-After.
 	BackoffInitial = 200 * time.Millisecond
 	BackoffMax     = 30 * time.Second
+	// MaxRetryAfter is the longest Retry-After a client honours: a longer
+	// one (a broken or hostile server's) is taken as this long, so that
+	// the client neither waits for ever nor, past what a timer holds,
+	// retries at once.
+	MaxRetryAfter = time.Hour
 )
 
 // BackoffCeiling is the upper bound of the delay before retry n: the delay
