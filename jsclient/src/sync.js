@@ -1369,13 +1369,27 @@ export class Syncer {
     let limit = this.hello?.maxPull ?? DEFAULTS.maxPullRecords;
     let resets = 0;
     const [scope, lease, version, replacing] = await Promise.all([this.store.scope(c), this.lease(c), this.store.schemaVersion(c), seen ? false : owesReplace(this.store, c)]);
-    const fetchPage = (/** @type {Uint8Array} */ cursor) =>
-      this.post(PATHS.pull, encodePull(c, cursor, limit, scope, lease, first, version))
+    /**
+     * The cursors this reading asked from, as strings of their bytes: a
+     * page that says there is more after one of them (the cursor it was
+     * asked from, or one before it) would have the pull go round for
+     * ever. Such a server is broken: the pull fails malformed, as the
+     * collection's own failure (pullEach), tried again with backoff.
+     * @type {Set<string>}
+     */
+    const asked = new Set();
+    const fetchPage = (/** @type {Uint8Array} */ cursor) => {
+      asked.add(String.fromCharCode(...cursor));
+      return this.post(PATHS.pull, encodePull(c, cursor, limit, scope, lease, first, version))
         .then(parsePullAnswer)
         .then((p) => {
+          if (p.more && asked.has(String.fromCharCode(...p.next))) {
+            throw new ConvergoError('malformed', 'protocol: a page says there is more after a cursor this pull asked from already');
+          }
           if (seen) for (const r of p.records) seen.add(r.id);
           return p;
         });
+    };
     /** @type {Set<string>|null} the ids a heal gave back refused collected that the reading after it did not deliver (checkHeal) */
     let drop = null;
     /** Whether the reading after a heal ended: its check kept is settled (checkHeal). */
@@ -1428,6 +1442,7 @@ export class Syncer {
         await this.healThis(c);
         // onReset forgot the stored cursor: the next write builds on none.
         cursor = new Uint8Array(0);
+        asked.clear();
         written = cursor;
         first = await this.store.isEmpty(c);
         continue; // from the beginning
@@ -1505,6 +1520,7 @@ export class Syncer {
         await this.onReset(c, { reason: 'history_lost', message: `the store went back in time again while this client healed ${c}` });
         await this.healThis(c);
         cursor = new Uint8Array(0);
+        asked.clear();
         written = cursor;
         first = await this.store.isEmpty(c);
         continue;

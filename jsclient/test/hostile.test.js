@@ -6,7 +6,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FakeServer } from './helpers/server.js';
 import { openClient, until, waitsOf } from './helpers/util.js';
-import { TIMINGS } from '../src/constants.js';
+import { CONTENT_TYPE, PATHS, TIMINGS } from '../src/constants.js';
+import { decode, encode } from '../src/cbor.js';
 
 /** The most a timer waits: setTimeout fires at once past it. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -30,5 +31,58 @@ for (const retryAfter of ['1000000000', 'Infinity']) {
     await assert.rejects(db.sync(), (/** @type {any} */ e) => e.code === 'rate_limited' && e.retryAfter <= TIMINGS.maxRetryAfterMs / 1000);
     assert.equal(server.limited.length, 1, 'one request, rate-limited');
     assert.equal(db.status.pending, 1, 'the write waits in the outbox');
+  });
+}
+
+/**
+ * A fetch that lets fn answer a request in the server's place: fn gets
+ * the path and the decoded body, and returns the answer's body (status
+ * 200), or null to let the server answer.
+ * @param {(path: string, body: Map<number, any>) => Uint8Array|null} fn
+ * @returns {typeof fetch}
+ */
+function answering(fn) {
+  return async (url, init) => {
+    const body = fn(new URL(String(url)).pathname, decode(/** @type {Uint8Array} */ (init?.body), { canonical: false }));
+    if (body === null) return fetch(url, init);
+    return new Response(/** @type {Uint8Array<ArrayBuffer>} */ (body), { status: 200, headers: { 'Content-Type': CONTENT_TYPE } });
+  };
+}
+
+for (const [what, nextOf] of /** @type {[string, (cursor: Uint8Array) => Uint8Array][]} */ ([
+  ['the cursor it was asked from', (cursor) => cursor],
+  ['a cursor asked from before (going back)', () => new Uint8Array(0)],
+])) {
+  test(`pages that say more from ${what} end the pull as malformed, not in a loop; the collection is tried again with backoff and nothing local is lost`, async (t) => {
+    const server = await new FakeServer({ maxPull: 1 }).start();
+    t.after(() => server.stop());
+    const w = await openClient({ url: server.url, name: 'w', collections: ['todos'], WebSocket: null });
+    for (let i = 0; i < 3; i++) await w.collection('todos').put('p' + i, { i });
+    await w.whenSynced();
+    await w.close();
+    // The first page is the server's; every page after it says there is
+    // more, from the cursor nextOf gives.
+    let pulls = 0;
+    const fetch = answering((path, body) => {
+      if (path !== PATHS.pull) return null;
+      pulls++;
+      const cursor = body.get(2) ?? new Uint8Array(0);
+      return cursor.length === 0 ? null : encode(new Map(/** @type {[number, unknown][]} */ ([[1, []], [2, nextOf(cursor)], [3, true]])));
+    });
+    const waits = await waitsOf(t);
+    const r = await openClient({ url: server.url, name: 'r', collections: ['todos'], WebSocket: null, fetch });
+    t.after(() => r.close());
+    /** @type {any[]} */
+    const errors = [];
+    r.on('error', (e) => errors.push(e));
+    await r.collection('todos').put('mine', { n: 1 });
+    await until(() => errors.length > 0, 'the pull told failed');
+    assert.equal(errors[0].code, 'malformed');
+    assert.match(errors[0].message, /^pull todos: /);
+    assert.ok(pulls <= 4, `${pulls} pulls before the error`);
+    await until(() => waits.length > 0, 'a backoff before the collection is tried again');
+    await until(() => r.status.pending === 0, 'the local write pushed all the same');
+    assert.deepEqual(await r.collection('todos').get('mine'), { id: 'mine', n: 1 });
+    assert.ok(await r.collection('todos').get('p0'), 'the first page kept');
   });
 }
