@@ -422,7 +422,8 @@ export function healChecks(st) {
  * The oldest outbox entries the current replica id may push, at most
  * limit of them: those it stamped, and protocol 1's (which name no
  * replica: the server settles them). Entries of another subject wait,
- * and so do those of the collections in held.
+ * and so do those of the collections in held. A limit past what getAll
+ * counts (an unsigned long: a hello's absurd max-push) reads them all.
  * @param {Store} st
  * @param {number} limit
  * @param {{has: (c: string) => boolean}} [held]
@@ -432,7 +433,7 @@ export function peekOutbox(st, limit, held) {
   const mine = (/** @type {OutboxEntry} */ e) => (e.r === undefined || e.r === st.replica) && !held?.has(e.c);
   return st.tx([OUTBOX], 'readonly', 'read outbox', async (tx) => {
     const store = tx.objectStore(OUTBOX);
-    const first = /** @type {OutboxEntry[]} */ (await req(store.getAll(null, limit)));
+    const first = /** @type {OutboxEntry[]} */ (await req(store.getAll(null, limit < 2 ** 32 ? limit : undefined)));
     if (first.every(mine)) return first;
     // Some belong to another subject: walk the outbox for ours.
     /** @type {OutboxEntry[]} */

@@ -86,3 +86,32 @@ for (const [what, nextOf] of /** @type {[string, (cursor: Uint8Array) => Uint8Ar
     assert.ok(await r.collection('todos').get('p0'), 'the first page kept');
   });
 }
+
+test('a hello announcing limits past what the client can use (2^40 changes a push, records a pull, bytes) syncs all the same', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const w = await openClient({ url: server.url, name: 'w', collections: ['todos'], WebSocket: null });
+  await w.collection('todos').put('theirs', { n: 1 });
+  await w.whenSynced();
+  await w.close();
+  const big = 2 ** 40;
+  /** @type {typeof fetch} */
+  const fetchAbsurd = async (url, init) => {
+    const res = await fetch(url, init);
+    if (new URL(String(url)).pathname !== PATHS.hello) return res;
+    const m = decode(new Uint8Array(await res.arrayBuffer()), { canonical: false });
+    for (const k of [4, 5, 6, 9, 10]) m.set(k, big); // max-push, max-pull, max-body, max-page-bytes, max-message-bytes
+    return new Response(encode(m), { status: 200, headers: { 'Content-Type': CONTENT_TYPE } });
+  };
+  const r = await openClient({ url: server.url, name: 'r', collections: ['todos'], WebSocket: null, fetch: fetchAbsurd });
+  t.after(() => r.close());
+  /** @type {any[]} */
+  const errors = [];
+  r.on('error', (e) => errors.push(e));
+  await r.collection('todos').put('mine', { n: 2 });
+  await r.sync();
+  assert.deepEqual(errors, []);
+  assert.equal(r.status.pending, 0, 'the write pushed');
+  assert.ok(server.coll('todos').byId.has('mine'));
+  assert.deepEqual(await r.collection('todos').get('theirs'), { id: 'theirs', n: 1 }, 'the records pulled');
+});
