@@ -11,7 +11,7 @@
 
 import { Reader, Writer, encode } from './cbor.js';
 import { normalizeValue } from './normalize.js';
-import { CODES, COMPACT, DEFAULTS, PUSH_ENVELOPE_BYTES, RESET_REASONS, SCOPES, SERVER_MESSAGE_TYPES, STATUSES, VERSION } from './constants.js';
+import { CODES, COMPACT, DEFAULTS, MODEL, PUSH_ENVELOPE_BYTES, RESET_REASONS, SCOPES, SERVER_MESSAGE_TYPES, STATUSES, VERSION } from './constants.js';
 import { ConvergoError } from './errors.js';
 import { deviceOf } from './replica.js';
 import { headLen, readChange, readRecord, validateCollection, writeChange, writeRecord } from './record.js';
@@ -190,13 +190,16 @@ const text = (r) => r.text();
 const bool = (r) => r.bool();
 
 /**
- * Reads a byte string (a cursor).
+ * Reads a cursor: a byte string of at most MODEL.maxCursorBytes. A longer
+ * one, stored, would be sent back with every read and refused invalid,
+ * the collection stuck behind it.
  * @param {Reader} r
  * @returns {Uint8Array}
  */
 function byteString(r) {
   const v = r.item();
   if (!(v instanceof Uint8Array)) throw malformed('cursor is not a byte string');
+  if (v.length > MODEL.maxCursorBytes) throw malformed(`cursor of ${v.length} bytes, over ${MODEL.maxCursorBytes}`);
   return v;
 }
 

@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FakeServer } from './helpers/server.js';
 import { openClient, until, waitsOf } from './helpers/util.js';
-import { CONTENT_TYPE, PATHS, TIMINGS } from '../src/constants.js';
+import { CONTENT_TYPE, MODEL, PATHS, TIMINGS } from '../src/constants.js';
 import { decode, encode } from '../src/cbor.js';
 
 /** The most a timer waits: setTimeout fires at once past it. */
@@ -114,4 +114,33 @@ test('a hello announcing limits past what the client can use (2^40 changes a pus
   assert.equal(r.status.pending, 0, 'the write pushed');
   assert.ok(server.coll('todos').byId.has('mine'));
   assert.deepEqual(await r.collection('todos').get('theirs'), { id: 'theirs', n: 1 }, 'the records pulled');
+});
+
+test('a page whose next cursor is over the protocol’s max-cursor-bytes is malformed: the cursor stored stays one the server can read', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const w = await openClient({ url: server.url, name: 'w', collections: ['todos'], WebSocket: null });
+  t.after(() => w.close());
+  await w.collection('todos').put('p0', { i: 0 });
+  await w.whenSynced();
+  let huge = true;
+  const fetch = answering((path) =>
+    path === PATHS.pull && huge ? encode(new Map(/** @type {[number, unknown][]} */ ([[1, []], [2, new Uint8Array(MODEL.maxCursorBytes + 1)], [3, false]]))) : null,
+  );
+  const r = await openClient({ url: server.url, name: 'r', collections: ['todos'], WebSocket: null, fetch });
+  t.after(() => r.close());
+  /** @type {any[]} */
+  const errors = [];
+  r.on('error', (e) => errors.push(e));
+  await until(() => errors.length > 0, 'the pull told failed');
+  assert.equal(errors[0].code, 'malformed');
+  assert.equal((await r.store.cursor('todos')).length, 0, 'no cursor stored');
+  // The server mended, the collection syncs.
+  huge = false;
+  await r.sync();
+  assert.deepEqual(await r.collection('todos').get('p0'), { id: 'p0', i: 0 });
+  await w.collection('todos').put('p1', { i: 1 });
+  await w.whenSynced();
+  await r.sync();
+  assert.deepEqual(await r.collection('todos').get('p1'), { id: 'p1', i: 1 });
 });
