@@ -111,19 +111,36 @@ test('a session silent for the silence timeout is dropped, after one ping', asyn
   const server = await new FakeServer().start();
   t.after(() => server.stop());
   server.ignorePings = true;
+  // When the session's timer (its watch: live.js) is set to fire: a
+  // loaded machine fires it late, the session decides when.
+  /** @type {number[]} */
+  const due = [];
+  const set = globalThis.setTimeout;
+  globalThis.setTimeout = /** @type {any} */ (
+    (/** @type {any} */ fn, /** @type {number} */ ms, /** @type {any[]} */ ...args) => {
+      if (fn?.name === 'watch') due.push(Date.now() + ms);
+      return set(fn, ms, ...args);
+    }
+  );
+  t.after(() => {
+    globalThis.setTimeout = set;
+  });
   const x = session(server, { pingInterval: 100, silenceTimeout: 400 });
   t.after(() => x.s.close());
   await until(() => x.s.live, 'welcomed');
   // Silent since the welcome came (the session's last message), which
-  // the test, polling, sees later.
+  // the session heard before its onMessage saw it.
   const welcomed = /** @type {number} */ (x.welcomed());
-  const seen = Date.now();
   await until(() => x.ended() !== null, 'the session to end', 3000);
   const end = /** @type {{error: any, at: number}} */ (x.ended());
   assert.equal(end.error?.code, 'network');
-  assert.match(end.error.message, /silent/);
-  assert.ok(end.at - welcomed >= 400 - 20, `ended ${end.at - welcomed} ms after the welcome`);
-  assert.ok(end.at - seen < 400 + 300, `ended ${end.at - seen} ms after the welcome was seen`);
+  // Not before the silence timeout, as the session measured it.
+  const silent = Number(/silent for (\d+) ms/.exec(end.error.message)?.[1]);
+  assert.ok(silent >= 400, `dropped after ${silent} ms of silence (${end.error.message})`);
+  // At it: the timer that ended the session was set for the end of the
+  // silence (a few ms of clock skew between its reading and the test's).
+  const last = /** @type {number} */ (due.at(-1));
+  assert.ok(last - welcomed <= 400 + 5, `the timer that ended the session was set for ${last - welcomed} ms after the welcome`);
   assert.equal(pings(server), 1, 'one ping per silence');
 });
 
