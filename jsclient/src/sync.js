@@ -1707,6 +1707,10 @@ export class Syncer {
         break;
       }
       case 'resync': {
+        // Of a collection not (or no longer) subscribed: nothing to read
+        // again (a server naming one this client does not sync must not
+        // have it pulled and stored).
+        if (!session.subscribed.has(m.collection)) break;
         session.subscribed.delete(m.collection);
         await this.catchUp(session, [m.collection]);
         break;

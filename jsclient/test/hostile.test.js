@@ -144,3 +144,29 @@ test('a page whose next cursor is over the protocol’s max-cursor-bytes is malf
   await r.sync();
   assert.deepEqual(await r.collection('todos').get('p1'), { id: 'p1', i: 1 });
 });
+
+test('a live resync naming a collection the client does not sync is passed over: nothing of it is pulled, stored or subscribed', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const w = await openClient({ url: server.url, name: 'w', collections: ['secrets'], WebSocket: null });
+  t.after(() => w.close());
+  await w.collection('secrets').put('s', { n: 1 });
+  await w.whenSynced();
+  const r = await openClient({ url: server.url, name: 'r', collections: ['todos'] });
+  t.after(() => r.close());
+  await until(() => [...server.sockets].some((ws) => ws.subs?.has('todos')), 'live');
+  const [ws] = server.sockets;
+  ws.send(encode(new Map(/** @type {[number, unknown][]} */ ([[0, 'resync'], [1, 'secrets']]))));
+  // A resync of a collection the client syncs, after it: the session
+  // handles messages in order, so once it is handled the first one was.
+  const pulls = server.pulls.length;
+  server.resync('todos');
+  await until(() => server.pulls.length > pulls && ws.subs?.has('todos'), 'todos pulled and subscribed again');
+  assert.deepEqual(
+    server.pulls.filter((m) => m.get(5) === r.store.replica).map((m) => m.get(1)).filter((c) => c === 'secrets'),
+    [],
+    'secrets never pulled',
+  );
+  assert.equal(ws.subs?.has('secrets'), false, 'nor subscribed');
+  assert.equal(await r.store.get('secrets', 's'), undefined, 'nor stored');
+});
