@@ -526,21 +526,9 @@ func (e *Engine) horizonsFor() time.Duration {
 // judges it against the new horizon (refused ErrCollected, or taken when
 // the record as held outweighs it: heldLive).
 func (e *Engine) horizonsStill(ctx context.Context, changes []crdt.Change, was map[string]int64) (map[string]int64, error) {
-	now := map[string]int64{}
-	for i, c := range changes {
-		if i > 0 && c.Collection == changes[i-1].Collection {
-			continue
-		}
-		if _, seen := now[c.Collection]; seen || !enforced(c.Collection) {
-			continue
-		}
-		h, ok, err := e.HorizonOf(ctx, c.Collection, true)
-		if err != nil {
-			return nil, err
-		}
-		if ok {
-			now[c.Collection] = h.Wall
-		}
+	now, err := e.writeHorizons(ctx, changes, true)
+	if err != nil {
+		return nil, err
 	}
 	for _, c := range changes {
 		if w := now[c.Collection]; w > was[c.Collection] && checkCollected(c, was[c.Collection]) == nil && checkCollected(c, w) != nil {

@@ -4,9 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/stores"
@@ -15,28 +13,15 @@ import (
 )
 
 // stallAfterApply is a memory store whose first Apply of more than one
-// change, once armed, returns late: committed, then held until released
-// (a slow store call, a paused process).
+// change, once armed, returns late: committed, then held up.
 type stallAfterApply struct {
 	*memory.Store
-	mu      sync.Mutex
-	armed   bool
-	stalled chan struct{}
-	release chan struct{}
+	*gate
 }
 
 func (s *stallAfterApply) Apply(ctx context.Context, changes []crdt.Change) ([]stores.Result, error) {
 	res, err := s.Store.Apply(ctx, changes)
-	s.mu.Lock()
-	armed := s.armed && len(changes) > 1
-	if armed {
-		s.armed = false
-	}
-	s.mu.Unlock()
-	if armed {
-		close(s.stalled)
-		<-s.release
-	}
+	s.hold(len(changes) > 1)
 	return res, err
 }
 
@@ -51,35 +36,9 @@ func (s *stallAfterApply) Apply(ctx context.Context, changes []crdt.Change) ([]s
 // it collected.
 func TestSlowApplyAfterHorizonMoved(t *testing.T) {
 	ctx := context.Background()
-	const hour = int64(time.Hour / time.Millisecond)
-	st := &stallAfterApply{Store: memory.New(), stalled: make(chan struct{}), release: make(chan struct{})}
+	st := &stallAfterApply{Store: memory.New(), gate: newGate()}
 	t.Cleanup(func() { st.Close() })
-	t0 := int64(1_700_000_000_000)
-	clk := &fakeClock{ms: t0}
-	open := func(replica string) *Engine {
-		e, err := Open(Config{Store: st, Replica: replica, Now: clk.now, PollInterval: -1,
-			Rules:        []Rule{{Pattern: "notes", MaxOffline: time.Hour}},
-			CollectGrace: 300 * time.Millisecond, CollectEvery: -1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { e.Close() })
-		return e
-	}
-	a, b := open("srv-a"), open("srv-b")
-	writeNotes(t, a, "n")
-	collectOnce(t, a) // the chain begins: W held at 0 for MaxOffline
-
-	clk.ms = t0 + 1600*hour/1000
-	writeNotes(t, a, "gone")
-	clk.ms = t0 + 1700*hour/1000
-	del, err := a.Now("notes")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := a.Apply(ctx, []crdt.Change{{Collection: "notes", Record: crdt.DeleteRecord("gone", del)}}); err != nil {
-		t.Fatal(err)
-	}
+	a, b, clk, t0, _ := twoCollectors(t, st)
 
 	// B applies a push of more than one batch; its last change is an edit
 	// of "gone" stamped before the delete, after the published W (0).
@@ -93,9 +52,7 @@ func TestSlowApplyAfterHorizonMoved(t *testing.T) {
 	}
 	old := crdt.Stamp{Wall: t0 + 1650*hour/1000, Replica: writer}
 	push = append(push, crdt.Change{Collection: "notes", Record: crdt.SetField("gone", "owner", v, old)})
-	st.mu.Lock()
-	st.armed = true
-	st.mu.Unlock()
+	st.arm()
 	type result struct {
 		res []Result
 		err error
