@@ -48,6 +48,11 @@ func (s *Store) Identity(ctx context.Context) (string, error) {
 		}
 		if ok {
 			s.log.Warn("new store identity: a new database, or one that lost its identity key", "identity", fresh)
+			// Told like a new epoch: a FLUSHALL leaves the other
+			// instances' subscriptions, which would otherwise tell
+			// them nothing, and their engines would go on giving
+			// readers cursors of the identity they cached.
+			s.announceBump(ctx)
 			return fresh, nil
 		}
 		id, err = s.client.Get(ctx, s.identityKey()).Result()
@@ -233,7 +238,8 @@ func (s *Store) bump(ctx context.Context, op string, read func() *goredis.String
 }
 
 // announceBump tells local watchers and, through the notification
-// channel, every other instance on the prefix.
+// channel, every other instance on the prefix, that epochs or the
+// store's identity changed: a Resync.
 func (s *Store) announceBump(ctx context.Context) {
 	s.watchers.Notify(stores.Notification{Resync: true})
 	if err := s.client.Publish(ctx, s.channel, resyncPayload).Err(); err != nil {

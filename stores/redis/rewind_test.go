@@ -14,6 +14,7 @@ import (
 
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/engine"
+	"github.com/convergo/convergo/stores"
 	"github.com/convergo/convergo/stores/redis/redistest"
 )
 
@@ -165,4 +166,49 @@ func TestRestartAfterEverysecRunResets(t *testing.T) {
 	srv.Start() // appendfsync always again, from its arguments
 	writeN(t, e, 3, 2)
 	awaitReset(t, e, c)
+}
+
+// TestFlushallAnnouncesTheNewIdentity: after FLUSHALL the first call that
+// finds the identity key missing makes a new identity, and tells every
+// other instance on the prefix, as a new epoch is told: their watchers
+// get a Resync, and their engines forget the identity they cached, so
+// that they do not go on giving readers of the new data cursors of the
+// old store's identity for up to the engine's cache period (each such
+// reader would be reset history_lost a second time, and heal again).
+// Nothing else tells them: FLUSHALL leaves their subscriptions alone.
+func TestFlushallAnnouncesTheNewIdentity(t *testing.T) {
+	srv := startServer(t)
+	ctx := testContext(t)
+	open := func() *Store {
+		s, err := Open(ctx, Options{Addrs: []string{srv.Addr()}, KeyPrefix: "fa:",
+			DialTimeout: 500 * time.Millisecond, ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	a, b := open(), open()
+	if _, err := a.Identity(ctx); err != nil {
+		t.Fatal(err)
+	}
+	resync := make(chan struct{}, 16)
+	stop := b.Watch(func(n stores.Notification) {
+		if n.Resync {
+			resync <- struct{}{}
+		}
+	})
+	t.Cleanup(stop)
+	<-resync // the first subscription is a Resync
+	if err := a.client.FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Identity(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-resync:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no Resync reached the other instance after the store made a new identity")
+	}
 }
