@@ -334,6 +334,8 @@ export class Syncer {
     this.failTimer = null;
     /** Whether pushAll is running (a reconciliation inside it leaves the push to it). */
     this.pushing = false;
+    /** @type {Set<string>} the collections the live session reset (onLive): a second reset ends it */
+    this.liveResets = new Set();
     /** @type {Map<string, Reconciliation>} reconciliations whose outbox is not yet pushed */
     this.reconciled = new Map();
     /** @type {import('./http.js').HttpOptions} */
@@ -1614,6 +1616,7 @@ export class Syncer {
       pushTimeout: this.o.pushTimeout,
     });
     this.session = session;
+    this.liveResets.clear();
     try {
       await session.run();
     } finally {
@@ -1703,6 +1706,16 @@ export class Syncer {
         if (!session.subscribed.has(m.collection)) break;
         session.subscribed.delete(m.collection);
         await this.onReset(m.collection, m);
+        // Reset again in the same session: a store goes back in time
+        // rarely, and a server that resets every sub would have the
+        // client heal and pull the collection again and again, back to
+        // back. The session ends instead (what the reset owes stays
+        // owed), and the loop backs off before the next one, whose
+        // welcome heals and pulls it.
+        if (this.liveResets.has(m.collection)) {
+          throw new ConvergoError('malformed', `live: the server reset ${m.collection} twice in one session`);
+        }
+        this.liveResets.add(m.collection);
         await this.catchUp(session, [m.collection]);
         break;
       }

@@ -170,3 +170,36 @@ test('a live resync naming a collection the client does not sync is passed over:
   assert.equal(ws.subs?.has('secrets'), false, 'nor subscribed');
   assert.equal(await r.store.get('secrets', 's'), undefined, 'nor stored');
 });
+
+test('a live reset storm (the server resets a collection at every sub) ends the session and backs off: no heal after heal in a loop', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const waits = await waitsOf(t);
+  const r = await openClient({ url: server.url, name: 'r', collections: ['todos'] });
+  t.after(() => r.close());
+  await r.collection('todos').put('mine', { n: 1 });
+  await until(() => [...server.sockets].some((ws) => ws.subs?.has('todos')) && r.status.pending === 0, 'live');
+  const [ws] = server.sockets;
+  // From now on this socket answers every sub of todos with a reset.
+  let subs = 0;
+  const reset = () => ws.send(encode(new Map(/** @type {[number, unknown][]} */ ([[0, 'reset'], [1, 'todos'], [2, 'history_lost'], [3, 'storm']]))));
+  ws.on('message', (/** @type {Buffer} */ data) => {
+    const m = decode(new Uint8Array(data), { canonical: false });
+    if (m.get(0) === 'sub' && m.get(1) === 'todos') {
+      subs++;
+      reset();
+    }
+  });
+  /** @type {any[]} */
+  const errors = [];
+  r.on('error', (e) => errors.push(e));
+  reset();
+  await until(() => !server.sockets.has(ws), 'the session ended', 10_000);
+  assert.ok(subs <= 2, `${subs} subs answered with a reset in one session`);
+  assert.ok(errors.some((e) => e.code === 'malformed'), 'told as malformed');
+  await until(() => waits.length > 0, 'a backoff before the next session');
+  // The next session (the server sane again) syncs.
+  await until(() => [...server.sockets].some((s) => s.subs?.has('todos')), 'live again', 10_000);
+  assert.deepEqual(await r.collection('todos').get('mine'), { id: 'mine', n: 1 }, 'nothing local lost');
+  assert.ok(server.coll('todos').byId.has('mine'));
+});
