@@ -777,6 +777,9 @@ func (c *Client) pull(ctx context.Context, collection string, cursor []byte, lim
 	if a.Next == nil {
 		a.Next = []byte{}
 	}
+	if err := checkCursor(a.Next); err != nil {
+		return Page{}, fmt.Errorf("pull %s: %w", collection, err)
+	}
 	if a.Reset != nil {
 		return Page{Next: []byte{}, Reset: resetReason(a.Reset.Reason)}, nil
 	}
@@ -785,6 +788,63 @@ func (c *Client) pull(ctx context.Context, collection string, cursor []byte, lim
 	}
 	c.observeRecords(a.Records)
 	return Page{Records: a.Records, Next: a.Next, More: a.More, Seals: a.Seals, Leaves: a.Leaves}, nil
+}
+
+// checkCursor reads a cursor the server sent: one over
+// proto.MaxCursorBytes, stored, would go back with every read and be
+// refused, the collection stuck behind it; it is ErrProtocol, never
+// stored.
+func checkCursor(next []byte) error {
+	if len(next) > proto.MaxCursorBytes {
+		return fmt.Errorf("%w: cursor of %d bytes, over %d", ErrProtocol, len(next), proto.MaxCursorBytes)
+	}
+	return nil
+}
+
+// maxPullResets is the most resets one reading of a collection takes
+// (a pull until the server has no more, or Live's catch-up over HTTP),
+// as in the browser client: a reset sends the reading back to the empty
+// cursor, which a server never resets, so a third is a broken server's.
+const maxPullResets = 2
+
+// reading follows one reading of a collection, page by page, for the
+// answers of a broken server that would have it pull for ever
+// (docs/protocol.md section 8): a page that says more after a cursor the
+// reading asked from already (the one it was asked from, or one before
+// it), and resets past maxPullResets. Either is ErrProtocol, the
+// collection's failure, tried again with backoff; the pages before it
+// stay applied.
+type reading struct {
+	asked  map[string]bool
+	resets int
+}
+
+// ask notes that the reading asks from cursor.
+func (rd *reading) ask(cursor []byte) {
+	if rd.asked == nil {
+		rd.asked = map[string]bool{}
+	}
+	rd.asked[string(cursor)] = true
+}
+
+// restart starts the reading again from the beginning, where a reset or
+// a heal leaves it: the cursors asked from before may come again.
+func (rd *reading) restart() { clear(rd.asked) }
+
+// check reads page p of collection before it is applied. A reset starts
+// the reading again from the beginning.
+func (rd *reading) check(collection string, p Page) error {
+	if p.Reset != "" {
+		if rd.resets++; rd.resets > maxPullResets {
+			return fmt.Errorf("pull %s: %w: reset again after %d resets", collection, ErrProtocol, maxPullResets)
+		}
+		rd.restart()
+		return nil
+	}
+	if p.More && rd.asked[string(p.Next)] {
+		return fmt.Errorf("pull %s: %w: a page says there is more after a cursor this pull asked from already", collection, ErrProtocol)
+	}
+	return nil
 }
 
 // addFloor adds an outbox's pending floor to those pulls and

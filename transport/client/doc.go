@@ -53,7 +53,11 @@
 //
 // A cursor is the server's opaque byte string (empty: the beginning). The
 // client stores it and sends it back unchanged; it never parses or orders
-// one.
+// one. A broken server's cursors are read no further (docs/protocol.md
+// section 8): one over proto.MaxCursorBytes is never stored, and a pull
+// whose page says more after a cursor it asked from already, or that is
+// reset a third time, fails; each is ErrProtocol, the collection's
+// failure, and the pages before it stay applied.
 //
 // # Live sync
 //

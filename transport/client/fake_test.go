@@ -66,6 +66,9 @@ type fakeServer struct {
 	refuseSub atomic.Pointer[func(coll string) string]
 	// liveDials counts the live connections accepted.
 	liveDials atomic.Int64
+	// rewritePull, when set, is given each pull and the answer the engine
+	// made for it, and returns the answer sent (a broken server's).
+	rewritePull atomic.Pointer[func(proto.PullRequest, proto.PullResponse) proto.PullResponse]
 
 	smu    sync.Mutex
 	scopes []string // the scope of each pull and sub received, in order ("" for none)
@@ -445,13 +448,22 @@ func (f *fakeServer) pull(ctx context.Context, body []byte) (any, error) {
 	if f.lease(leaseNote{collection: req.Collection, replica: req.Replica, pending: req.Pending}, req.Cursor) {
 		return proto.PullResponse{Records: []crdt.Record{}, Next: []byte{}, Reset: &proto.ResetInfo{Reason: proto.ResetLeaseExpired, Message: "lease expired"}}, nil
 	}
+	a, err := f.pullAnswer(ctx, req)
+	if rw := f.rewritePull.Load(); rw != nil && err == nil {
+		a = (*rw)(req, a)
+	}
+	return a, err
+}
+
+// pullAnswer is the engine's answer to pull req.
+func (f *fakeServer) pullAnswer(ctx context.Context, req proto.PullRequest) (proto.PullResponse, error) {
 	p, err := f.page(ctx, req.Collection, req.Cursor, int(req.Limit), req.Scope)
 	var re *engine.ResetError
 	if errors.As(err, &re) {
 		return proto.PullResponse{Records: []crdt.Record{}, Next: []byte{}, Reset: &proto.ResetInfo{Reason: re.Reason.String(), Message: "reset"}}, nil
 	}
 	if err != nil {
-		return nil, err
+		return proto.PullResponse{}, err
 	}
 	return proto.PullResponse{Records: p.records, Leaves: p.leaves, Next: p.next, More: p.more}, nil
 }

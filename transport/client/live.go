@@ -493,6 +493,9 @@ func (c *Client) liveSession(ctx context.Context, st *liveState, onChanges Chang
 			if len(m.Seals) != 0 && len(m.Seals) != len(m.Records) {
 				return true, fmt.Errorf("%w: %d seals for %d records", ErrProtocol, len(m.Seals), len(m.Records))
 			}
+			if err := checkCursor(next); err != nil {
+				return true, fmt.Errorf("changes of %s: %w", m.Collection, err)
+			}
 			c.observeRecords(m.Records)
 			onChanges(m.Collection, Page{Records: m.Records, Next: next, More: m.More, Seals: m.Seals, Leaves: m.Leaves})
 			cursors[m.Collection] = next
@@ -549,8 +552,13 @@ func (c *Client) liveSession(ctx context.Context, st *liveState, onChanges Chang
 // no more.
 func (c *Client) catchUp(ctx context.Context, coll string, cursors map[string][]byte, onChanges ChangesFunc) error {
 	limit := 0 // the server's max-pull, until a page is over the client's bound
+	var rd reading
 	for {
+		rd.ask(cursors[coll])
 		p, err := c.pullFitting(ctx, coll, cursors[coll], &limit, false)
+		if err == nil {
+			err = rd.check(coll, p)
+		}
 		if err != nil {
 			return fmt.Errorf("resync: %w", err)
 		}

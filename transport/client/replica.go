@@ -960,9 +960,14 @@ func (r *Replica) pullToEnd(ctx context.Context, coll string) (reconciled bool, 
 	r.reconcileFromStartLocked(coll, false)
 	r.mu.Unlock()
 	limit := 0 // the server's max-pull, until a page is over the client's bound
+	var rd reading
 	for {
 		from := r.Cursor(coll)
+		rd.ask(from)
 		p, err := r.c.pullFitting(ctx, coll, from, &limit, len(from) == 0 && r.holdsNothing(coll))
+		if err == nil {
+			err = rd.check(coll, p)
+		}
 		if err != nil {
 			return reconciled, err
 		}
@@ -996,6 +1001,7 @@ func (r *Replica) pullToEnd(ctx context.Context, coll string) (reconciled bool, 
 			if err := r.heal(ctx, coll); err != nil {
 				return reconciled, err
 			}
+			rd.restart()
 			continue
 		case healUnconfirmed:
 			return reconciled, fmt.Errorf("pull %s: %w", coll, ErrNotHealed)
