@@ -618,6 +618,7 @@ func TestParseRetryAfter(t *testing.T) {
 		{"3", 3 * time.Second},
 		{"-1", 0},
 		{"99999", time.Hour},
+		{"99999999999999999999", time.Hour}, // past any integer: still a delay, the longest
 		{"soon", 0},
 		{now.Add(90 * time.Second).Format(http.TimeFormat), 90 * time.Second},
 		{now.Add(-time.Minute).Format(http.TimeFormat), 0},
