@@ -72,21 +72,36 @@ func (e *Engine) PullAt(ctx context.Context, collection string, cursor Cursor, l
 	return page, nil
 }
 
+// CheckReadScope checks that s, an effective read scope (nil: none), is
+// one a pull can be read under: its parameters bound, and its canonical
+// encoding, which every cursor of the read carries, within scope.MaxBytes
+// however many scopes it combines (scope.And does not check). It wraps
+// ErrInvalid. PullScoped refuses such a scope; a caller that keeps one
+// for later reads (a live subscription) checks it up front.
+func CheckReadScope(s *scope.Pred) error {
+	if s == nil {
+		return nil
+	}
+	if !s.Bound() {
+		return fmt.Errorf("%w: the scope has unbound parameters %v", ErrInvalid, s.Params())
+	}
+	if n := len(s.Encode()); n > scope.MaxBytes {
+		return fmt.Errorf("%w: the scope takes %d bytes, at most %d", ErrInvalid, n, scope.MaxBytes)
+	}
+	return nil
+}
+
 // pullScoped is PullAt with migrations mig and the version resolved. The
 // page is translated to version as it is built, so that its byte bound
 // holds on the records served: a translation down can grow a record (a
 // longer name, a merge's separator).
 func (e *Engine) pullScoped(ctx context.Context, collection string, cursor Cursor, limit PageLimit, s *scope.Pred, mig *migrate.Definition, version int) (Page, error) {
+	if err := CheckReadScope(s); err != nil {
+		return Page{}, fmt.Errorf("pull %s: %w", collection, err)
+	}
 	var enc string
 	if s != nil {
-		if !s.Bound() {
-			return Page{}, fmt.Errorf("pull %s: %w: the scope has unbound parameters %v", collection, ErrInvalid, s.Params())
-		}
-		b := s.Encode()
-		if len(b) > scope.MaxBytes {
-			return Page{}, fmt.Errorf("pull %s: %w: the scope takes %d bytes, at most %d", collection, ErrInvalid, len(b), scope.MaxBytes)
-		}
-		enc = string(b)
+		enc = string(s.Encode())
 	}
 	if limit.Records <= 0 || limit.Records > MaxPage {
 		limit.Records = MaxPage

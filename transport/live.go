@@ -1272,6 +1272,12 @@ func (c *liveConn) subscribe(p Principal, m proto.Sub) {
 		c.refuseSub(m.Collection, err)
 		return
 	}
+	// Refused now, as a pull of it is, rather than at the group's first
+	// read (a resync that sends the client to that pull).
+	if err := engine.CheckReadScope(sc); err != nil {
+		c.refuseSub(m.Collection, proto.Errorf(proto.CodeInvalid, "scope: %s", publicText(err)))
+		return
+	}
 	version, _, err := c.s.schemaVersion(m.Collection, m.Version)
 	if err != nil {
 		c.refuseSub(m.Collection, err)
