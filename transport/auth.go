@@ -191,6 +191,11 @@ func (j *JWT) Authenticate(_ context.Context, token string) (Principal, error) {
 	if err != nil {
 		return Principal{}, fmt.Errorf("%w: %v", ErrUnauthenticated, err)
 	}
+	for name := range all {
+		if read := foldsTo(name); read != "" {
+			return Principal{}, fmt.Errorf("%w: claim %q is read as %q", ErrUnauthenticated, name, read)
+		}
+	}
 	for _, p := range append(append([]string(nil), c.Read...), c.Write...) {
 		if err := ValidatePattern(p); err != nil {
 			return Principal{}, fmt.Errorf("%w: %v", ErrUnauthenticated, err)
@@ -202,6 +207,26 @@ func (j *JWT) Authenticate(_ context.Context, token string) (Principal, error) {
 	}
 	return Principal{Subject: c.Subject, Read: c.Read, Write: c.Write, Expires: c.ExpiresAt.Time,
 		TokenID: c.ID, Claims: all, Scopes: scopes}, nil
+}
+
+// readClaims are the names of the claims Authenticate reads into a
+// Principal: the JSON names of the fields of claims.
+var readClaims = []string{"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "read", "write", proto.ClaimScopes}
+
+// foldsTo returns the claim of readClaims that name is read as though it
+// is not that name, "" when none. The JWT parser decodes claims with
+// encoding/json, which matches a field's name in any case (Unicode's
+// simple folding: "Write", "ſub"), and the later of two such keys wins: a
+// token with a further claim "Write", or "ſub" beside its sub, would
+// grant writing or name another subject. Authenticate refuses such a
+// token and IssueToken such a claim.
+func foldsTo(name string) string {
+	for _, r := range readClaims {
+		if name != r && strings.EqualFold(name, r) {
+			return r
+		}
+	}
+	return ""
 }
 
 // signed reports whether token's last part is the HMAC-SHA256 of the rest
@@ -318,6 +343,9 @@ func (j *JWT) IssueToken(spec TokenSpec) (string, error) {
 	for name, v := range spec.Claims {
 		if slices.Contains(registered, name) {
 			return "", fmt.Errorf("jwt: claim %q is set by the token's own fields", name)
+		}
+		if read := foldsTo(name); read != "" {
+			return "", fmt.Errorf("jwt: claim %q would be read as %q", name, read)
 		}
 		mc[name] = v
 	}
