@@ -3,6 +3,8 @@ package proto
 import (
 	"crypto/sha256"
 	"encoding/base32"
+
+	"github.com/convergo/convergo/crdt"
 )
 
 // Replica binding (docs/protocol.md, "Replica ids"): a principal may only
@@ -58,11 +60,14 @@ func OwnerOf(subject string) Owner { return Owner{prefix: ReplicaPrefix(subject)
 func (o Owner) Prefix() string { return o.prefix }
 
 // Owns reports whether replica is one of the owner's ids: its prefix, the
-// separator and a device part. Server ids ("srv-…") and the ids of
-// captured changes never have this shape, so no client owns them.
+// separator and a device part, a valid replica id (crdt.ValidateReplica).
+// Server ids ("srv-…") and the ids of captured changes never have this
+// shape, so no client owns them. Nor does anyone own a string of the
+// owner's prefix that is no replica id ("…_x/y"): a lease's record id
+// (the collection, a slash, the replica) would read as another's.
 func (o Owner) Owns(replica string) bool {
 	p, ok := PrefixOf(replica)
-	return ok && p == o.prefix
+	return ok && p == o.prefix && crdt.ValidateReplica(replica) == nil
 }
 
 // PrefixOf returns the replica prefix of an id of the owned shape (a
