@@ -78,8 +78,12 @@
 // of one collection's sub or pull (schema_ahead, internal, corrupt...)
 // subscribes it again after a backoff of its own, so no refusal makes Live
 // redial in a loop. Each is given once to Live's onError (a Replica's
-// ReplicaConfig.OnError), until the collection is served again. Live
-// returns only for an error of the session that retrying cannot fix.
+// ReplicaConfig.OnError), until the collection is served again. A second
+// reset of one collection in a session (a store goes back in time
+// rarely: a server resetting every sub) is that collection's failure
+// too, ErrProtocol, so that a reset storm cannot have it pulled, and
+// healed, again and again, back to back. Live returns only for an error
+// of the session that retrying cannot fix.
 //
 // # Schema versions
 //

@@ -66,6 +66,10 @@ type fakeServer struct {
 	refuseSub atomic.Pointer[func(coll string) string]
 	// liveDials counts the live connections accepted.
 	liveDials atomic.Int64
+	// resetSubs, when set, answers every live sub with a reset of reason
+	// rebuilt (a reset storm); subs counts the subs received.
+	resetSubs atomic.Bool
+	subs      atomic.Int64
 	// rewritePull, when set, is given each pull and the answer the engine
 	// made for it, and returns the answer sent (a broken server's).
 	rewritePull atomic.Pointer[func(proto.PullRequest, proto.PullResponse) proto.PullResponse]
@@ -645,6 +649,11 @@ func (f *fakeServer) live(w http.ResponseWriter, r *http.Request) {
 			}
 			send(proto.Pushed{Results: a.Results, RequestID: id})
 		case proto.Sub:
+			f.subs.Add(1)
+			if f.resetSubs.Load() {
+				send(proto.Reset{Collection: m.Collection, Reason: proto.ResetRebuilt, Message: "again"})
+				continue
+			}
 			if rf := f.refuseSub.Load(); rf != nil {
 				if code := (*rf)(m.Collection); code != "" {
 					send(proto.ErrorMessage{Code: code, Message: "refused by the test", Collection: m.Collection})

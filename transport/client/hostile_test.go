@@ -203,3 +203,36 @@ func TestLiveChangesWithACursorOverMaxCursorBytesIsNotStored(t *testing.T) {
 		t.Fatal("the records of the unreadable message were applied")
 	}
 }
+
+func TestLiveResetStormIsTheCollectionsFailure(t *testing.T) {
+	f := newFakeServer(t)
+	f.resetSubs.Store(true)
+	c := f.client(t, "r", nil)
+	var mu sync.Mutex
+	var errs []error
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		done <- c.Live(ctx, map[string][]byte{"todos": nil}, func(string, Page) {}, func(err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			errs = append(errs, err)
+		})
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	// Without a bound, the client pulls and subscribes again at every
+	// reset, back to back, for as long as the session lasts.
+	eventually(t, "the collection's failure told", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(errs) > 0 || f.subs.Load() > 50
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if len(errs) == 0 || !errors.Is(errs[0], ErrProtocol) {
+		t.Fatalf("after %d subs: told %v, want ErrProtocol", f.subs.Load(), errs)
+	}
+	if n := f.liveDials.Load(); n != 1 {
+		t.Fatalf("%d live connections, want the session kept for the others", n)
+	}
+}

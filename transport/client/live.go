@@ -360,6 +360,12 @@ func (c *Client) liveSession(ctx context.Context, st *liveState, onChanges Chang
 		return writeMsg(ctx, conn, proto.Sub{Collection: coll, Cursor: cursors[coll], Scope: sc,
 			Replica: c.Replica(), Pending: c.pendingFloor(coll), Version: c.version(coll)})
 	}
+	// reset holds the collections the session reset: a store goes back
+	// in time rarely, and a server that resets every sub would have the
+	// client pull the collection again (and a Replica heal it) back to
+	// back. A second reset is the collection's failure, tried again
+	// after a backoff of its own (the browser client ends the session).
+	reset := map[string]bool{}
 	// fail takes coll out of the session for err, its own failure.
 	fail := func(coll string, err error, pull bool) {
 		delete(subscribed, coll)
@@ -508,6 +514,11 @@ func (c *Client) liveSession(ctx context.Context, st *liveState, onChanges Chang
 			}
 			cursors[m.Collection] = []byte{}
 			onChanges(m.Collection, Page{Next: []byte{}, Reset: resetReason(m.Reason)})
+			if reset[m.Collection] {
+				fail(m.Collection, fmt.Errorf("%w: the server reset %s twice in one session", ErrProtocol, m.Collection), true)
+				continue
+			}
+			reset[m.Collection] = true
 			if err := c.catchUp(ctx, m.Collection, cursors, onChanges); err != nil {
 				if !collectionFailure(err) {
 					return true, err
