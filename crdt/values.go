@@ -206,7 +206,7 @@ func plain(v any) any {
 		}
 		m := make(map[any]any, len(x))
 		for k, e := range x {
-			if reflect.TypeOf(k).Comparable() {
+			if k == nil || reflect.TypeOf(k).Comparable() { // a null key has no type
 				m[plain(k)] = plain(e)
 			}
 		}
