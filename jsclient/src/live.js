@@ -340,6 +340,10 @@ export class LiveSession {
           probe = null;
         } else if (m.type === 'error') {
           if (!m.collection) return fail(refusal(m, this.token));
+          // Of a collection not (or no longer) subscribed: nothing to
+          // refuse (a server naming one this client does not sync must
+          // not have it pulled, nor said unreadable).
+          if (!this.subscribed.has(m.collection)) return;
           // The server streams nothing of it: subscribed again only by a
           // later sub (a new token, the next session).
           this.subscribed.delete(m.collection);

@@ -203,3 +203,38 @@ test('a live reset storm (the server resets a collection at every sub) ends the 
   assert.deepEqual(await r.collection('todos').get('mine'), { id: 'mine', n: 1 }, 'nothing local lost');
   assert.ok(server.coll('todos').byId.has('mine'));
 });
+
+for (const code of ['internal', 'forbidden']) {
+  test(`a live error ${code} naming a collection the client does not sync is passed over: nothing of it is pulled, subscribed or said unreadable`, async (t) => {
+    const server = await new FakeServer().start();
+    t.after(() => server.stop());
+    const w = await openClient({ url: server.url, name: 'w', collections: ['secrets'], WebSocket: null });
+    t.after(() => w.close());
+    await w.collection('secrets').put('s', { n: 1 });
+    await w.whenSynced();
+    const r = await openClient({ url: server.url, name: 'r', collections: ['todos'], backoff: { base: 1, max: 1 } });
+    t.after(() => r.close());
+    await until(() => [...server.sockets].some((ws) => ws.subs?.has('todos')), 'live');
+    const [ws] = server.sockets;
+    /** @type {any[]} */
+    const errors = [];
+    r.on('error', (e) => errors.push(e));
+    ws.send(encode(new Map(/** @type {[number, unknown][]} */ ([[0, 'error'], [1, code], [2, 'not yours'], [3, 'secrets'], [4, 'req-1']]))));
+    // A resync of a collection the client syncs, after it: the session
+    // handles messages in order, so once it is handled the first one was
+    // (a collection failing would be tried again after a backoff of at
+    // most 1 ms).
+    const pulls = server.pulls.length;
+    server.resync('todos');
+    await until(() => server.pulls.length > pulls && ws.subs?.has('todos'), 'todos pulled and subscribed again');
+    assert.deepEqual(
+      server.pulls.filter((m) => m.get(5) === r.store.replica).map((m) => m.get(1)).filter((c) => c === 'secrets'),
+      [],
+      'secrets never pulled',
+    );
+    assert.equal(ws.subs?.has('secrets'), false, 'nor subscribed');
+    assert.deepEqual(r.status.unreadable, [], 'nor said unreadable');
+    assert.deepEqual(errors, [], 'nor told');
+    assert.equal(r.status.lastError, null);
+  });
+}
