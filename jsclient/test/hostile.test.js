@@ -238,3 +238,32 @@ for (const code of ['internal', 'forbidden']) {
     assert.equal(r.status.lastError, null);
   });
 }
+
+for (const path of [PATHS.hello, PATHS.push, PATHS.pull]) {
+  test(`an HTTP 200 whose body is an error (${path}) is malformed: the write stays in the outbox, the loop backs off, and syncs once the server mends`, async (t) => {
+    const server = await new FakeServer().start();
+    t.after(() => server.stop());
+    let broken = true;
+    let answered = 0;
+    const fetch = answering((p) => {
+      if (p !== path || !broken) return null;
+      answered++;
+      return encode(new Map(/** @type {[number, unknown][]} */ ([[1, 'internal'], [2, 'boom'], [3, 'req-1']])));
+    });
+    const waits = await waitsOf(t);
+    const r = await openClient({ url: server.url, name: 'r', collections: ['todos'], WebSocket: null, fetch });
+    t.after(() => r.close());
+    /** @type {any[]} */
+    const errors = [];
+    r.on('error', (e) => errors.push(e));
+    await r.collection('todos').put('mine', { n: 1 });
+    await until(() => errors.length > 0 && waits.length > 0, 'the failure told, and a backoff');
+    assert.equal(errors[0].code, 'malformed');
+    assert.ok(answered <= 2, `${answered} error bodies before the backoff`);
+    if (path !== PATHS.pull) assert.equal(r.status.pending, 1, 'the write waits in the outbox');
+    broken = false;
+    await until(() => r.status.pending === 0 && r.status.lastError === null, 'synced once the server mended', 10_000);
+    assert.ok(server.coll('todos').byId.has('mine'));
+    assert.deepEqual(await r.collection('todos').get('mine'), { id: 'mine', n: 1 });
+  });
+}
