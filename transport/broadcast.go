@@ -2,6 +2,7 @@ package transport
 
 import (
 	"cmp"
+	"errors"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -411,7 +412,10 @@ func (g *group) serve(b *cursorSet) {
 	}
 	if err != nil {
 		reset := resetOf(err)
-		if reset == nil {
+		switch {
+		case errors.Is(err, errPanic):
+			s.log.Error("live pull failed (a bug): resync", "collection", g.key.collection, "err", err)
+		case reset == nil:
 			s.log.Warn("live pull failed: resync", "collection", g.key.collection, "err", err)
 		}
 		for _, m := range b.members {

@@ -639,7 +639,11 @@ func (c *liveConn) push(data []byte) error {
 		// pushes them again (duplicate).
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(c.ctx), c.s.limits.RequestTimeout)
 		defer cancel()
-		results, err := c.s.pushChanges(ctx, p, m.Changes, m.Refused, m.Versions)
+		var results []proto.PushResult
+		err := recovered(func() (err error) {
+			results, err = c.s.pushChanges(ctx, p, m.Changes, m.Refused, m.Versions)
+			return err
+		})
 		if err != nil {
 			return failed(err)
 		}
@@ -1355,7 +1359,11 @@ func (c *liveConn) unsubscribe(coll string) {
 func (s *Server) readPage(coll string, cursor engine.Cursor, sc *scope.Pred, version int) (wirePage, []byte, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), livePullTimeout)
 	defer cancel()
-	page, err := s.pullPage(ctx, coll, cursor, 0, sc, uint64(version))
+	var page wirePage
+	err := recovered(func() (err error) {
+		page, err = s.pullPage(ctx, coll, cursor, 0, sc, uint64(version))
+		return err
+	})
 	if err != nil {
 		return wirePage{}, nil, err
 	}
