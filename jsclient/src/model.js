@@ -12,6 +12,7 @@ export const DEFAULTS = /* @__PURE__ */ Object.freeze({
   "maxMessageBytes": 4194304,
   "maxPageBytes": 1048576,
   "maxPullRecords": 1000,
+  "maxPullResets": 2,
   "maxPushChanges": 1000,
   "maxRejected": 1000,
   "maxRejectedBytes": 4194304,

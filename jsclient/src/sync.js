@@ -1436,7 +1436,7 @@ export class Syncer {
       if (page.reset) {
         await drain();
         // A server that resets the empty cursor too is broken: stop.
-        if (++resets > 2) throw new ConvergoError('malformed', `pull ${c}: the server reset the cursor again after a reset`);
+        if (++resets > DEFAULTS.maxPullResets) throw new ConvergoError('malformed', `pull ${c}: the server reset the cursor again after a reset`);
         await this.onReset(c, page.reset);
         seen?.clear();
         replaced?.clear();

@@ -801,17 +801,11 @@ func checkCursor(next []byte) error {
 	return nil
 }
 
-// maxPullResets is the most resets one reading of a collection takes
-// (a pull until the server has no more, or Live's catch-up over HTTP),
-// as in the browser client: a reset sends the reading back to the empty
-// cursor, which a server never resets, so a third is a broken server's.
-const maxPullResets = 2
-
 // reading follows one reading of a collection, page by page, for the
 // answers of a broken server that would have it pull for ever
 // (docs/protocol.md section 8): a page that says more after a cursor the
 // reading asked from already (the one it was asked from, or one before
-// it), and resets past maxPullResets. Either is ErrProtocol, the
+// it), and resets past proto.MaxPullResets. Either is ErrProtocol, the
 // collection's failure, tried again with backoff; the pages before it
 // stay applied.
 type reading struct {
@@ -835,8 +829,8 @@ func (rd *reading) restart() { clear(rd.asked) }
 // the reading again from the beginning.
 func (rd *reading) check(collection string, p Page) error {
 	if p.Reset != "" {
-		if rd.resets++; rd.resets > maxPullResets {
-			return fmt.Errorf("pull %s: %w: reset again after %d resets", collection, ErrProtocol, maxPullResets)
+		if rd.resets++; rd.resets > proto.MaxPullResets {
+			return fmt.Errorf("pull %s: %w: reset again after %d resets", collection, ErrProtocol, proto.MaxPullResets)
 		}
 		rd.restart()
 		return nil

@@ -122,8 +122,8 @@ func TestPullResetForEverFails(t *testing.T) {
 	if !errors.Is(err, ErrProtocol) {
 		t.Fatalf("pull: got %v, want ErrProtocol", err)
 	}
-	if n := pulls.Load(); n > maxPullResets+1 {
-		t.Fatalf("%d pulls before the error, want %d", n, maxPullResets+1)
+	if n := pulls.Load(); n > proto.MaxPullResets+1 {
+		t.Fatalf("%d pulls before the error, want %d", n, proto.MaxPullResets+1)
 	}
 	if n := len(r.Pending()); n != 1 {
 		t.Fatalf("%d changes pending, want the local write", n)

@@ -122,6 +122,7 @@ func Constants() Exported {
 			"maxRequestIdBytes": MaxRequestIDBytes,
 			"maxRejected":       MaxRejected,
 			"maxHealAgain":      MaxHealAgain,
+			"maxPullResets":     MaxPullResets,
 			"pullShrink":        PullShrink,
 			"maxRejectedBytes":  MaxRejectedBytes,
 		},

@@ -68,6 +68,12 @@ const (
 	// docs/protocol.md "Resets"); past it the client says that the server
 	// does not keep what it acknowledged.
 	MaxHealAgain = 3
+	// MaxPullResets is the most resets one reading of a collection takes
+	// (a pull until the server has no more, or a live session's catch-up
+	// over HTTP): a reset sends the reading back to the empty cursor,
+	// which a server never resets, so one past it is a broken server's,
+	// and the reading fails (docs/protocol.md section 8).
+	MaxPullResets = 2
 	// PullShrink is what a client divides its pull's record limit by
 	// (down to one record) when a page's answer is over the size the
 	// client reads: it asks again from the same cursor with the smaller
