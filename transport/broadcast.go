@@ -10,6 +10,7 @@ import (
 
 	"github.com/convergo/convergo/crdt/scope"
 	"github.com/convergo/convergo/engine"
+	"github.com/convergo/convergo/internal/bug"
 	"github.com/convergo/convergo/transport/proto"
 )
 
@@ -413,7 +414,7 @@ func (g *group) serve(b *cursorSet) {
 	if err != nil {
 		reset := resetOf(err)
 		switch {
-		case errors.Is(err, errPanic):
+		case errors.Is(err, bug.ErrPanic):
 			s.log.Error("live pull failed (a bug): resync", "collection", g.key.collection, "err", err)
 		case reset == nil:
 			s.log.Warn("live pull failed: resync", "collection", g.key.collection, "err", err)

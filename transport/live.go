@@ -22,6 +22,7 @@ import (
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/crdt/scope"
 	"github.com/convergo/convergo/engine"
+	"github.com/convergo/convergo/internal/bug"
 	"github.com/convergo/convergo/transport/proto"
 )
 
@@ -640,7 +641,7 @@ func (c *liveConn) push(data []byte) error {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(c.ctx), c.s.limits.RequestTimeout)
 		defer cancel()
 		var results []proto.PushResult
-		err := recovered(func() (err error) {
+		err := bug.Recovered(func() (err error) {
 			results, err = c.s.pushChanges(ctx, p, m.Changes, m.Refused, m.Versions)
 			return err
 		})
@@ -1360,7 +1361,7 @@ func (s *Server) readPage(coll string, cursor engine.Cursor, sc *scope.Pred, ver
 	ctx, cancel := context.WithTimeout(context.Background(), livePullTimeout)
 	defer cancel()
 	var page wirePage
-	err := recovered(func() (err error) {
+	err := bug.Recovered(func() (err error) {
 		page, err = s.pullPage(ctx, coll, cursor, 0, sc, uint64(version))
 		return err
 	})

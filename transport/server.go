@@ -324,24 +324,6 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.mux.ServeHTTP(w, r)
 }
 
-// errPanic marks a bug (a panic) that recovered turned into an error.
-var errPanic = errors.New("panic")
-
-// recovered runs f and turns a panic in it into an error wrapping
-// errPanic, with the stack. A request's handler is recovered by
-// ServeHTTP; what the server runs off the request goroutines for many
-// clients at once (a live push, a live page) goes through recovered, so
-// that a bug met there fails that one operation, not the process every
-// tenant's sessions share.
-func recovered(f func() error) (err error) {
-	defer func() {
-		if v := recover(); v != nil {
-			err = fmt.Errorf("%w: %v\n%s", errPanic, v, debug.Stack())
-		}
-	}()
-	return f()
-}
-
 // setDeadlines bounds the request's reading and answering by
 // Limits.RequestTimeout (socket deadlines: the real clock).
 func (s *Server) setDeadlines(w http.ResponseWriter) {
