@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/internal/bug"
 	"github.com/convergo/convergo/stores"
 	"github.com/convergo/convergo/transport/proto"
 )
@@ -559,8 +560,23 @@ type recordKey struct{ collection, id string }
 // (validation, stamps against the collection's clock, size limits). A
 // refusal is final for that change (the store logs and skips it); an
 // error means the store offers the same changes again later.
+//
+// The sink runs on the store's capture goroutine, which no one recovers:
+// a bug (a panic) met applying the batch, on a foreign write of a shape
+// that a validation function or the engine did not expect, would end the
+// process. The batch is then applied again one change at a time (applying
+// a change twice is harmless), and a change that meets the bug alone is
+// refused with it, logged here at error level with its stack: the store
+// counts and skips it as any refusal, and goes on with the others.
 func (e *Engine) applyCaptured(ctx context.Context, changes []crdt.Change) ([]stores.CaptureResult, error) {
-	res, err := e.Apply(ctx, changes)
+	var res []Result
+	err := bug.Recovered(func() (err error) {
+		res, err = e.Apply(ctx, changes)
+		return err
+	})
+	if errors.Is(err, bug.ErrPanic) {
+		return e.applyCapturedEach(ctx, changes)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -568,6 +584,29 @@ func (e *Engine) applyCaptured(ctx context.Context, changes []crdt.Change) ([]st
 	for i, r := range res {
 		if r.Status == StatusRefused {
 			out[i].Err = r.Err
+		}
+	}
+	return out, nil
+}
+
+// applyCapturedEach applies captured changes one at a time, refusing each
+// that meets a bug (applyCaptured).
+func (e *Engine) applyCapturedEach(ctx context.Context, changes []crdt.Change) ([]stores.CaptureResult, error) {
+	out := make([]stores.CaptureResult, len(changes))
+	for i, c := range changes {
+		var res []Result
+		err := bug.Recovered(func() (err error) {
+			res, err = e.Apply(ctx, []crdt.Change{c})
+			return err
+		})
+		switch {
+		case errors.Is(err, bug.ErrPanic):
+			e.log.Error("captured change refused: it met a bug", "collection", c.Collection, "record", c.Record.ID, "err", err)
+			out[i].Err = fmt.Errorf("change %s/%s: %w", c.Collection, c.Record.ID, err)
+		case err != nil:
+			return nil, err
+		case res[0].Status == StatusRefused:
+			out[i].Err = res[0].Err
 		}
 	}
 	return out, nil
