@@ -14,6 +14,7 @@ import (
 
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/crdt/migrate"
+	"github.com/convergo/convergo/internal/bug"
 	"github.com/convergo/convergo/stores"
 	"github.com/convergo/convergo/transport/proto"
 )
@@ -1169,7 +1170,11 @@ func (e *Engine) purgeLeases(ctx context.Context, purger stores.Purger, now int6
 // and purges. A store that cannot purge (no stores.Purger) makes it log
 // once and do nothing. Safe to run concurrently, on any instances. What
 // it did is added to CollectTotals.
-func (e *Engine) Collect(ctx context.Context) (_ []CollectReport, err error) {
+//
+// A bug (a panic) met in a run, on the leases and horizons that clients'
+// reads write, fails the run as an error does: the collection loop runs on
+// a goroutine of the engine's own, which nothing else recovers.
+func (e *Engine) Collect(ctx context.Context) (reports []CollectReport, err error) {
 	defer func() {
 		if err != nil && ctx.Err() == nil {
 			e.hz.mu.Lock()
@@ -1177,6 +1182,15 @@ func (e *Engine) Collect(ctx context.Context) (_ []CollectReport, err error) {
 			e.hz.mu.Unlock()
 		}
 	}()
+	err = bug.Recovered(func() (err error) {
+		reports, err = e.collect(ctx)
+		return err
+	})
+	return reports, err
+}
+
+// collect is a run of Collect.
+func (e *Engine) collect(ctx context.Context) ([]CollectReport, error) {
 	purger, ok := e.store.(stores.Purger)
 	if !ok {
 		e.hz.mu.Lock()
