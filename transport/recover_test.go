@@ -3,6 +3,9 @@ package transport
 import (
 	"context"
 	"testing"
+	"time"
+
+	"github.com/coder/websocket"
 
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/engine"
@@ -55,4 +58,38 @@ func TestLiveBugFailsOneOperation(t *testing.T) {
 		t.Fatalf("a push after: %+v; want applied", p)
 	}
 	c.subOK("after the bugs", "notes")
+}
+
+// panicAuth is an Authorizer that panics on the token "boom": a bug met on
+// what a client sent, as the live session's reader handles it.
+type panicAuth struct{ Authorizer }
+
+func (a panicAuth) Authenticate(ctx context.Context, token string) (Principal, error) {
+	if token == "boom" {
+		panic("a bug reading a token")
+	}
+	return a.Authorizer.Authenticate(ctx, token)
+}
+
+// TestLiveReaderBugEndsOneSession: a bug (a panic) met handling a client's
+// message on the reader of its session (here the hello's token) ends that
+// session with internal (close 1011), as a request's handler answers
+// internal; the reader and the server go on, and another session opens.
+// Before, the panic on the reader's goroutine ended the process.
+func TestLiveReaderBugEndsOneSession(t *testing.T) {
+	ts := newTestServer(t, func(c *Config) { c.Authorizer = panicAuth{c.Authorizer} })
+	c, _, err := ts.dial(t, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.send(proto.Hello{Protocol: proto.Version, Replica: "c1", Token: "boom"})
+	if m, ok := c.recv().(proto.ErrorMessage); !ok || m.Code != proto.CodeInternal {
+		t.Fatalf("a hello meeting a bug: %#v; want error internal", m)
+	}
+	if _, err := c.recvErr(5 * time.Second); websocket.CloseStatus(err) != websocket.StatusInternalError {
+		t.Fatalf("close: %v; want 1011", err)
+	}
+	tok := ts.token(t, "alice", []string{"notes"}, []string{"notes"})
+	c2, _ := ts.open(t, tok)
+	c2.subOK("after the bug", "notes")
 }

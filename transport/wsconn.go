@@ -13,6 +13,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/gobwas/ws"
+
+	"github.com/convergo/convergo/internal/bug"
 )
 
 // The server side of RFC 6455 for live sessions, on github.com/gobwas/ws:
@@ -192,7 +194,16 @@ func (c *liveConn) readNext(br *bufio.Reader, polled bool) error {
 		c.s.noteMessage(false)
 		return nil // after a fatal error or our close: read only for the client's close
 	}
-	err := c.handle(op, msg)
+	// A polled connection's reader is a goroutine of the server's pool,
+	// which no one recovers: a bug (a panic) met handling what a client
+	// sent ends that session with internal, as a request's handler
+	// answers internal, not the process every session shares. fatal logs
+	// it at error level, with the stack.
+	err := bug.Recovered(func() error { return c.handle(op, msg) })
+	if errors.Is(err, bug.ErrPanic) {
+		c.fatal(ws.StatusInternalServerError, err)
+		err = errFatal
+	}
 	c.s.noteMessage(true)
 	if errors.Is(err, errFatal) {
 		// The error message and the close are queued: read on for the
