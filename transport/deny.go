@@ -13,6 +13,7 @@ import (
 
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/engine"
+	"github.com/convergo/convergo/internal/bug"
 	"github.com/convergo/convergo/transport/proto"
 )
 
@@ -145,7 +146,10 @@ func (s *Server) followDenyList(ctx context.Context, eng *engine.Engine) {
 	var cur engine.Cursor
 	again := false // the list is read again from its beginning
 	for ctx.Err() == nil {
-		err := s.readDenyList(ctx, eng, &cur, &again)
+		// A bug (a panic) met reading the list fails that reading as a
+		// store error does, on this goroutine no one else recovers: the
+		// list held stands, and it is read again.
+		err := bug.Recovered(func() error { return s.readDenyList(ctx, eng, &cur, &again) })
 		switch {
 		case ctx.Err() != nil, errors.Is(err, engine.ErrClosed):
 			return
@@ -155,8 +159,11 @@ func (s *Server) followDenyList(ctx context.Context, eng *engine.Engine) {
 			s.log.Info("deny list: the store's history changed; reading it again", "err", err)
 			cur, again = engine.Cursor{}, true
 			continue
+		case errors.Is(err, bug.ErrPanic):
+			s.log.Error("deny list: read failed (a bug); retrying", "err", err)
+		default:
+			s.log.Warn("deny list: read failed; retrying", "err", err)
 		}
-		s.log.Warn("deny list: read failed; retrying", "err", err)
 		t := time.NewTimer(denyRetry)
 		select {
 		case <-ctx.Done():

@@ -2,6 +2,9 @@ package transport
 
 import (
 	"context"
+	"log/slog"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -11,6 +14,7 @@ import (
 	"github.com/convergo/convergo/engine"
 	"github.com/convergo/convergo/stores"
 	"github.com/convergo/convergo/stores/memory"
+	"github.com/convergo/convergo/stores/storetest"
 	"github.com/convergo/convergo/transport/proto"
 )
 
@@ -92,4 +96,47 @@ func TestLiveReaderBugEndsOneSession(t *testing.T) {
 	tok := ts.token(t, "alice", []string{"notes"}, []string{"notes"})
 	c2, _ := ts.open(t, tok)
 	c2.subOK("after the bug", "notes")
+}
+
+// panicDenyOnce is a memory store whose first Pull of the deny list
+// panics: a bug met reading it.
+type panicDenyOnce struct {
+	*memory.Store
+	done *atomic.Bool
+}
+
+func (p panicDenyOnce) Pull(ctx context.Context, collection string, after uint64, limit stores.PageLimit) (stores.Page, error) {
+	if collection == proto.DenyCollection && p.done.CompareAndSwap(false, true) {
+		panic("a bug reading the deny list")
+	}
+	return p.Store.Pull(ctx, collection, after, limit)
+}
+
+// TestDenyListBugRetries: a bug (a panic) met by the deny list's follower,
+// a goroutine of the server's own, fails that reading as a store error
+// does: it is logged at error level and the list is read again, so
+// authentication is served once it is whole. Before, the panic ended the
+// process.
+func TestDenyListBugRetries(t *testing.T) {
+	st := panicDenyOnce{memory.New(), new(atomic.Bool)}
+	eng, err := engine.Open(engine.Config{Store: st, Replica: "srv-test", PollInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = eng.Close() })
+	var logs storetest.LogBuffer
+	ts := newTestServer(t, func(c *Config) {
+		c.Engine = eng
+		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+	})
+	tok := ts.token(t, "alice", []string{"notes"}, []string{"notes"})
+	if res := ts.push(t, tok, change(t, "notes", "n", "f", 1)); len(res) != 1 || res[0].Status != proto.StatusApplied {
+		t.Fatalf("a push once the deny list is read: %+v; want applied", res)
+	}
+	if !st.done.Load() {
+		t.Fatal("the deny list was read without the bug")
+	}
+	if l := logs.String(); !strings.Contains(l, "level=ERROR") || !strings.Contains(l, "a bug reading the deny list") {
+		t.Fatalf("logs %q; want the bug at error level", l)
+	}
 }
