@@ -14,6 +14,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/internal/bug"
 	"github.com/convergo/convergo/stores"
 )
 
@@ -385,13 +386,20 @@ func (c *capturer) deliverLoop(ctx context.Context) {
 			continue
 		}
 		keys := c.take(stores.MaxBatch)
-		err := c.deliver(reg, keys)
+		// A bug (a panic) met on what the app wrote fails the delivery
+		// as a Redis error does, on this goroutine no one else recovers:
+		// the keys are delivered again, never dropped.
+		err := bug.Recovered(func() error { return c.deliver(reg, keys) })
 		reg.calls.Done()
 		if err != nil {
 			if ctx.Err() != nil {
 				return
 			}
-			c.s.log.Warn("capture: delivery failed; retrying", "keys", len(keys), "err", err)
+			if errors.Is(err, bug.ErrPanic) {
+				c.s.log.Error("capture: delivery failed (a bug); retrying", "keys", len(keys), "err", err)
+			} else {
+				c.s.log.Warn("capture: delivery failed; retrying", "keys", len(keys), "err", err)
+			}
 			c.enqueue(keys...)
 			select {
 			case <-ctx.Done():
@@ -675,12 +683,23 @@ func (c *capturer) mirrorLoop(ctx context.Context) {
 	defer tick.Stop()
 	for {
 		for coll, r := range mirrored {
-			next, err := c.mirrorCollection(ctx, r, cursors[coll])
+			// A bug (a panic) met on what clients wrote fails the pass as
+			// a Redis error does: the collection is mirrored again from
+			// where it was.
+			var next uint64
+			err := bug.Recovered(func() (err error) {
+				next, err = c.mirrorCollection(ctx, r, cursors[coll])
+				return err
+			})
 			if err != nil {
 				if ctx.Err() != nil {
 					return
 				}
-				c.s.log.Warn("mirror: failed; retrying", "collection", coll, "err", err)
+				if errors.Is(err, bug.ErrPanic) {
+					c.s.log.Error("mirror: failed (a bug); retrying", "collection", coll, "err", err)
+				} else {
+					c.s.log.Warn("mirror: failed; retrying", "collection", coll, "err", err)
+				}
 				continue
 			}
 			cursors[coll] = next
