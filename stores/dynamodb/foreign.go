@@ -13,6 +13,7 @@ import (
 	st "github.com/aws/aws-sdk-go-v2/service/dynamodbstreams/types"
 
 	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/internal/bug"
 )
 
 // seqDigits is the width the stream sequence number is padded to inside a
@@ -118,7 +119,23 @@ func classify(sr *st.StreamRecord) (kind keyKind, pk string) {
 // one unsets its field, and everything else is left to the fields' own
 // stamps. So a foreign SET done = true cannot overwrite a newer title, and
 // after a client delete it revives done alone.
+//
+// A bug (a panic) met mapping the record is its error, wrapping
+// bug.ErrPanic: the consumer's goroutine, which no one recovers, rejects
+// that record alone and goes on.
 func readForeign(rec st.Record) (w foreignWrite, ok bool, err error) {
+	err = bug.Recovered(func() (err error) {
+		w, ok, err = mapForeign(rec)
+		return err
+	})
+	if err != nil {
+		return foreignWrite{}, false, err
+	}
+	return w, ok, nil
+}
+
+// mapForeign is readForeign, unrecovered.
+func mapForeign(rec st.Record) (w foreignWrite, ok bool, err error) {
 	sr := rec.Dynamodb
 	if sr == nil {
 		return foreignWrite{}, false, nil

@@ -169,7 +169,8 @@ func (st *Store) CaptureStats() CaptureStats {
 // RejectedCaptures lists the latest foreign writes (at most 256, oldest
 // first) that were not captured, with the reason: what an operator looks
 // at when CaptureStats shows Refused or Rejected growing. The list lives in
-// memory; every entry is also logged at warn with the same fields.
+// memory; every entry is also logged, at warn with the same fields (at
+// error when it met a bug).
 func (st *Store) RejectedCaptures() []RejectedCapture {
 	st.counters.mu.Lock()
 	defer st.counters.mu.Unlock()

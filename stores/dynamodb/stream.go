@@ -13,6 +13,7 @@ import (
 	st "github.com/aws/aws-sdk-go-v2/service/dynamodbstreams/types"
 
 	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/internal/bug"
 	"github.com/convergo/convergo/stores"
 )
 
@@ -420,7 +421,11 @@ func (c *consumer) reject(it capturedItem, err error, refused bool) {
 	if refused {
 		msg = "captured change refused; skipping it"
 	}
-	c.log.Warn(msg, "item", it.key, "stream_seq", it.seq, "err", err)
+	if errors.Is(err, bug.ErrPanic) {
+		c.log.Error(msg+" (a bug)", "item", it.key, "stream_seq", it.seq, "err", err)
+	} else {
+		c.log.Warn(msg, "item", it.key, "stream_seq", it.seq, "err", err)
+	}
 	c.st.counters.reject(RejectedCapture{Key: it.key, StreamSeq: it.seq, Reason: err.Error(), At: c.st.now()}, refused)
 }
 
