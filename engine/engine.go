@@ -360,26 +360,31 @@ func (e *Engine) Apply(ctx context.Context, changes []crdt.Change, opts ...Apply
 		read int // its record in the reads below; -1: not read
 	}
 	var late []lateChange
-	e.mu.Lock()
-	wall := e.wall()
-	for j, c := range translated {
-		i := j
-		if tindex != nil {
-			i = tindex[j]
+	// Admitted under the engine's lock, released however admission ends:
+	// a bug met in it is recovered by the server's goroutine
+	// (bug.Recovered), and the engine must serve the next call.
+	func() {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		wall := e.wall()
+		for j, c := range translated {
+			i := j
+			if tindex != nil {
+				i = tindex[j]
+			}
+			err := checkCollected(c, horizons[c.Collection])
+			if err != nil {
+				late = append(late, lateChange{j, i, err, -1})
+				continue
+			}
+			if err = e.admit(&c, wall, cfg.held); err != nil {
+				results[i] = Result{Status: StatusRefused, Err: fmt.Errorf("change %s/%s: %w", c.Collection, c.Record.ID, err)}
+				continue
+			}
+			accepted = append(accepted, c)
+			index = append(index, i)
 		}
-		err := checkCollected(c, horizons[c.Collection])
-		if err != nil {
-			late = append(late, lateChange{j, i, err, -1})
-			continue
-		}
-		if err = e.admit(&c, wall, cfg.held); err != nil {
-			results[i] = Result{Status: StatusRefused, Err: fmt.Errorf("change %s/%s: %w", c.Collection, c.Record.ID, err)}
-			continue
-		}
-		accepted = append(accepted, c)
-		index = append(index, i)
-	}
-	e.mu.Unlock()
+	}()
 	if len(late) > 0 {
 		// A refusal is final, so each is judged on the horizon the store
 		// holds now, not a cached one (writeHorizons), and then on its
@@ -421,9 +426,7 @@ func (e *Engine) Apply(ctx context.Context, changes []crdt.Change, opts ...Apply
 			c := translated[l.j]
 			err := l.err
 			if err == nil || l.read >= 0 && heldLive(stored[l.read], c.Record, fresh[c.Collection]) {
-				e.mu.Lock()
-				err = e.admit(&c, e.wall(), cfg.held)
-				e.mu.Unlock()
+				err = e.admitNow(&c, cfg.held)
 			}
 			if err != nil {
 				results[l.i] = Result{Status: StatusRefused, Err: fmt.Errorf("change %s/%s: %w", c.Collection, c.Record.ID, err)}
@@ -657,6 +660,13 @@ func (e *Engine) WriteHealth() error {
 // when every stamp of the change is acceptable. A held change (WithHeld)
 // may carry logical counters up to crdt.MaxLogical, a pushed one up to
 // crdt.MaxIssuedLogical. Called with e.mu held.
+// admitNow is admit at the wall time now, under the engine's lock.
+func (e *Engine) admitNow(c *crdt.Change, held bool) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.admit(c, e.wall(), held)
+}
+
 func (e *Engine) admit(c *crdt.Change, wall int64, held bool) error {
 	maxLogical := uint32(crdt.MaxIssuedLogical)
 	if held {
