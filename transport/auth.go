@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -210,8 +211,25 @@ func (j *JWT) Authenticate(_ context.Context, token string) (Principal, error) {
 }
 
 // readClaims are the names of the claims Authenticate reads into a
-// Principal: the JSON names of the fields of claims.
-var readClaims = []string{"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "read", "write", proto.ClaimScopes}
+// Principal: the JSON names of the fields of claims, its embedded
+// registered claims' included, so that a claim added there is covered.
+var readClaims = jsonNames(reflect.TypeFor[claims]())
+
+// jsonNames returns the JSON names of struct type t's fields, those of
+// its embedded structs included.
+func jsonNames(t reflect.Type) []string {
+	var names []string
+	for f := range t.Fields() {
+		if f.Anonymous && f.Type.Kind() == reflect.Struct {
+			names = append(names, jsonNames(f.Type)...)
+			continue
+		}
+		if name, _, _ := strings.Cut(f.Tag.Get("json"), ","); name != "" && name != "-" {
+			names = append(names, name)
+		}
+	}
+	return names
+}
 
 // foldsTo returns the claim of readClaims that name is read as though it
 // is not that name, "" when none. The JWT parser decodes claims with

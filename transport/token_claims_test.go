@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -52,5 +53,17 @@ func TestTokenClaimNamesAreExact(t *testing.T) {
 	tok := signRaw(t, map[string]any{"sub": "alice", "exp": exp, "read": []string{"notes"}, "Teams": []string{"red"}, proto.ClaimScopes: map[string]any{}})
 	if p, err := j.Authenticate(context.Background(), tok); err != nil || p.CanWrite("notes") {
 		t.Fatalf("a token with a claim Teams: %+v %v", p, err)
+	}
+}
+
+// readClaims holds the JSON name of every field the claims struct reads,
+// its embedded registered claims' included: a name left out would be
+// read under any case again.
+func TestReadClaimsAreTheStructs(t *testing.T) {
+	want := []string{"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "read", "write", proto.ClaimScopes}
+	got := slices.Sorted(slices.Values(readClaims))
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Fatalf("readClaims = %v, want %v", got, want)
 	}
 }
