@@ -27,22 +27,7 @@ func TestWriteHorizonOfAStoreWipedUnderRunningServers(t *testing.T) {
 	ctx := context.Background()
 	rs := redistest.Start(t, "--save", "", "--appendonly", "no")
 	ms := int64(1_700_000_000_000)
-	open := func(replica string) *engine.Engine {
-		st, err := redis.Open(ctx, redis.Options{Addrs: []string{rs.Addr()}, KeyPrefix: "wiped:",
-			DialTimeout: 500 * time.Millisecond, ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: 1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { st.Close() })
-		e, err := engine.Open(engine.Config{Store: st, Replica: replica, Now: func() time.Time { return time.UnixMilli(ms) },
-			PollInterval: -1, Rules: []engine.Rule{{Pattern: "notes", MaxOffline: time.Hour}},
-			CollectGrace: -1, CollectEvery: -1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { e.Close() })
-		return e
-	}
+	open := wipedEngines(t, rs, &ms, time.Hour)
 	a, b := open("srv-a"), open("srv-b")
 
 	alice := proto.ReplicaFor("alice", "laptop")
@@ -120,22 +105,7 @@ func TestReadHorizonOfAStoreWipedUnderRunningServers(t *testing.T) {
 	ctx := context.Background()
 	rs := redistest.Start(t, "--save", "", "--appendonly", "no")
 	ms := int64(1_700_000_000_000)
-	open := func(replica string) *engine.Engine {
-		st, err := redis.Open(ctx, redis.Options{Addrs: []string{rs.Addr()}, KeyPrefix: "wiped:",
-			DialTimeout: 500 * time.Millisecond, ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: 1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { st.Close() })
-		e, err := engine.Open(engine.Config{Store: st, Replica: replica, Now: func() time.Time { return time.UnixMilli(ms) },
-			PollInterval: -1, Rules: []engine.Rule{{Pattern: "notes", MaxOffline: time.Hour}},
-			CollectGrace: -1, CollectEvery: -1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { e.Close() })
-		return e
-	}
+	open := wipedEngines(t, rs, &ms, time.Hour)
 	a, b := open("srv-a"), open("srv-b")
 	alice := proto.ReplicaFor("alice", "laptop")
 	write := func(e *engine.Engine, id string) {
@@ -202,22 +172,7 @@ func TestMarkOfAStoreWipedUnderRunningServers(t *testing.T) {
 	rs := redistest.Start(t, "--save", "", "--appendonly", "no")
 	ms := int64(1_700_000_000_000)
 	maxOff := time.Hour
-	open := func(replica string) *engine.Engine {
-		st, err := redis.Open(ctx, redis.Options{Addrs: []string{rs.Addr()}, KeyPrefix: "wiped:",
-			DialTimeout: 500 * time.Millisecond, ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: 1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { st.Close() })
-		e, err := engine.Open(engine.Config{Store: st, Replica: replica, Now: func() time.Time { return time.UnixMilli(ms) },
-			PollInterval: -1, Rules: []engine.Rule{{Pattern: "notes", MaxOffline: maxOff}},
-			CollectGrace: -1, CollectEvery: -1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { e.Close() })
-		return e
-	}
+	open := wipedEngines(t, rs, &ms, maxOff)
 	alice := proto.ReplicaFor("alice", "laptop")
 	apply := func(e *engine.Engine, rec crdt.Record) {
 		t.Helper()
@@ -300,5 +255,28 @@ func TestMarkOfAStoreWipedUnderRunningServers(t *testing.T) {
 	var reset *engine.ResetError
 	if _, err := c.Pull(ctx, "notes", page.Next, engine.PageLimit{Records: 10}); !errors.As(err, &reset) || reset.Reason != engine.ResetLeaseExpired {
 		t.Errorf("the reader back after n1's tombstone was collected: %v; want a reset lease_expired", err)
+	}
+}
+
+// wipedEngines returns how these tests open an engine on Redis rs (key
+// prefix "wiped:", short timeouts: the tests restart it under them),
+// collecting "notes" with maxOff and no grace, at the wall time *ms.
+func wipedEngines(t *testing.T, rs *redistest.Server, ms *int64, maxOff time.Duration) func(replica string) *engine.Engine {
+	return func(replica string) *engine.Engine {
+		t.Helper()
+		st, err := redis.Open(context.Background(), redis.Options{Addrs: []string{rs.Addr()}, KeyPrefix: "wiped:",
+			DialTimeout: 500 * time.Millisecond, ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		e, err := engine.Open(engine.Config{Store: st, Replica: replica, Now: func() time.Time { return time.UnixMilli(*ms) },
+			PollInterval: -1, Rules: []engine.Rule{{Pattern: "notes", MaxOffline: maxOff}},
+			CollectGrace: -1, CollectEvery: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { e.Close() })
+		return e
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -150,33 +151,15 @@ func TestPullCursorOverMaxCursorBytesIsNotStored(t *testing.T) {
 
 func TestLiveResyncWhosePullSaysMoreForEverIsTheCollectionsFailure(t *testing.T) {
 	f := newFakeServer(t)
-	c := f.client(t, "r", nil)
-	var mu sync.Mutex
-	var errs []error
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() {
-		done <- c.Live(ctx, map[string][]byte{"todos": nil}, func(string, Page) {}, func(err error) {
-			mu.Lock()
-			defer mu.Unlock()
-			errs = append(errs, err)
-		})
-	}()
-	t.Cleanup(func() { cancel(); <-done })
+	errs := liveTodos(t, f.client(t, "r", nil))
 	eventually(t, "a live connection", func() bool { return f.liveConns() == 1 })
 	pulls := brokenPulls(f, "r", 20, func(req proto.PullRequest, _ proto.PullResponse) proto.PullResponse {
 		return proto.PullResponse{Records: []crdt.Record{}, Next: req.Cursor, More: true}
 	})
 	f.control("resync:todos")
-	eventually(t, "the collection's failure told", func() bool {
-		mu.Lock()
-		defer mu.Unlock()
-		return len(errs) > 0 || pulls.Load() > 20
-	})
-	mu.Lock()
-	defer mu.Unlock()
-	if len(errs) == 0 || !errors.Is(errs[0], ErrProtocol) {
-		t.Fatalf("after %d pulls: told %v, want ErrProtocol", pulls.Load(), errs)
+	eventually(t, "the collection's failure told", func() bool { return len(errs()) > 0 || pulls.Load() > 20 })
+	if told := errs(); len(told) == 0 || !errors.Is(told[0], ErrProtocol) {
+		t.Fatalf("after %d pulls: told %v, want ErrProtocol", pulls.Load(), told)
 	}
 	if f.liveConns() != 1 {
 		t.Fatalf("%d live connections, want the session kept", f.liveConns())
@@ -207,7 +190,21 @@ func TestLiveChangesWithACursorOverMaxCursorBytesIsNotStored(t *testing.T) {
 func TestLiveResetStormIsTheCollectionsFailure(t *testing.T) {
 	f := newFakeServer(t)
 	f.resetSubs.Store(true)
-	c := f.client(t, "r", nil)
+	errs := liveTodos(t, f.client(t, "r", nil))
+	// Without a bound, the client pulls and subscribes again at every
+	// reset, back to back, for as long as the session lasts.
+	eventually(t, "the collection's failure told", func() bool { return len(errs()) > 0 || f.subs.Load() > 50 })
+	if told := errs(); len(told) == 0 || !errors.Is(told[0], ErrProtocol) {
+		t.Fatalf("after %d subs: told %v, want ErrProtocol", f.subs.Load(), told)
+	}
+	if n := f.liveDials.Load(); n != 1 {
+		t.Fatalf("%d live connections, want the session kept for the others", n)
+	}
+}
+
+// liveTodos runs c.Live on collection todos until the test ends, and
+// returns what its error callback was told so far.
+func liveTodos(t *testing.T, c *Client) func() []error {
 	var mu sync.Mutex
 	var errs []error
 	ctx, cancel := context.WithCancel(t.Context())
@@ -220,19 +217,9 @@ func TestLiveResetStormIsTheCollectionsFailure(t *testing.T) {
 		})
 	}()
 	t.Cleanup(func() { cancel(); <-done })
-	// Without a bound, the client pulls and subscribes again at every
-	// reset, back to back, for as long as the session lasts.
-	eventually(t, "the collection's failure told", func() bool {
+	return func() []error {
 		mu.Lock()
 		defer mu.Unlock()
-		return len(errs) > 0 || f.subs.Load() > 50
-	})
-	mu.Lock()
-	defer mu.Unlock()
-	if len(errs) == 0 || !errors.Is(errs[0], ErrProtocol) {
-		t.Fatalf("after %d subs: told %v, want ErrProtocol", f.subs.Load(), errs)
-	}
-	if n := f.liveDials.Load(); n != 1 {
-		t.Fatalf("%d live connections, want the session kept for the others", n)
+		return slices.Clone(errs)
 	}
 }
