@@ -39,7 +39,10 @@
 // status.lastError) and the collection tried again after a backoff: by
 // the loop's next round when polling, by retryFailing while live (the
 // welcome does not fail for it, and the others stream on). A collection
-// whose pull before its push fails holds back its own changes only.
+// whose pull before its push fails holds back its own changes only. A
+// collection the live session resets a second time fails so too (onLive):
+// a store goes back in time rarely, and a reset storm must not have it
+// healed and pulled back to back.
 //
 // Tombstone collection (docs/protocol.md, section 8): every pull and sub
 // carries the reader's lease (replica id, pending floor: Syncer.lease). A
@@ -334,8 +337,10 @@ export class Syncer {
     this.failTimer = null;
     /** Whether pushAll is running (a reconciliation inside it leaves the push to it). */
     this.pushing = false;
-    /** @type {Set<string>} the collections the live session reset (onLive): a second reset ends it */
+    /** @type {Set<string>} the collections the live session reset (onLive): a second reset is the collection's failure */
     this.liveResets = new Set();
+    /** @type {Set<string>} the collections the live session reset twice (onLive): while one is, the backoff of the failing collections does not start over (pullEach) */
+    this.liveStorms = new Set();
     /** @type {Map<string, Reconciliation>} reconciliations whose outbox is not yet pushed */
     this.reconciled = new Map();
     /** @type {import('./http.js').HttpOptions} */
@@ -649,7 +654,11 @@ export class Syncer {
     }
     for (const c of cs) this.failing.delete(c);
     for (const [c, e] of failed) this.failing.set(c, e);
-    if (this.failing.size === 0) this.failAttempt = 0;
+    // The backoff does not start over while a collection the session
+    // reset twice is in it (liveStorms): pulled again, its sub may be
+    // reset again, so it starts over in the next session only, and a
+    // server resetting every sub has it tried less and less often.
+    if (this.failing.size === 0 && this.liveStorms.size === 0) this.failAttempt = 0;
     return failed;
   }
 
@@ -1617,6 +1626,7 @@ export class Syncer {
     });
     this.session = session;
     this.liveResets.clear();
+    this.liveStorms.clear();
     try {
       await session.run();
     } finally {
@@ -1709,11 +1719,18 @@ export class Syncer {
         // Reset again in the same session: a store goes back in time
         // rarely, and a server that resets every sub would have the
         // client heal and pull the collection again and again, back to
-        // back. The session ends instead (what the reset owes stays
-        // owed), and the loop backs off before the next one, whose
-        // welcome heals and pulls it.
+        // back. It is the collection's failure instead, as a sub refused
+        // internal is (subRefused): told, and healed (what the reset owes
+        // stays owed), pulled and subscribed again after a backoff
+        // (retryFailing), one that grows for the rest of the session
+        // (liveStorms), while the session streams the others.
         if (this.liveResets.has(m.collection)) {
-          throw new ConvergoError('malformed', `live: the server reset ${m.collection} twice in one session`);
+          this.liveStorms.add(m.collection);
+          const err = about(m.collection, 'sub', new ConvergoError('malformed', 'the server reset it twice in one live session'));
+          this.failing.set(m.collection, err);
+          this.tellFailed(new Map([[m.collection, err]]));
+          this.retryFailing(session);
+          break;
         }
         this.liveResets.add(m.collection);
         await this.catchUp(session, [m.collection]);

@@ -171,35 +171,100 @@ test('a live resync naming a collection the client does not sync is passed over:
   assert.equal(await r.store.get('secrets', 's'), undefined, 'nor stored');
 });
 
-test('a live reset storm (the server resets a collection at every sub) ends the session and backs off: no heal after heal in a loop', async (t) => {
+/** A live reset of collection c, as a server sends it. */
+const resetOf = (/** @type {string} */ c) => encode(new Map(/** @type {[number, unknown][]} */ ([[0, 'reset'], [1, c], [2, 'history_lost'], [3, 'storm']])));
+
+test('a live reset storm (the server resets a collection at every sub) fails that collection, tried again after a backoff that grows: the session stays, no heal after heal in a loop', async (t) => {
   const server = await new FakeServer().start();
   t.after(() => server.stop());
-  const waits = await waitsOf(t);
-  const r = await openClient({ url: server.url, name: 'r', collections: ['todos'] });
+  const r = await openClient({ url: server.url, name: 'r', collections: ['todos'], backoff: { base: 100, max: 10_000, random: () => 1 } });
   t.after(() => r.close());
   await r.collection('todos').put('mine', { n: 1 });
   await until(() => [...server.sockets].some((ws) => ws.subs?.has('todos')) && r.status.pending === 0, 'live');
   const [ws] = server.sockets;
-  // From now on this socket answers every sub of todos with a reset.
-  let subs = 0;
-  const reset = () => ws.send(encode(new Map(/** @type {[number, unknown][]} */ ([[0, 'reset'], [1, 'todos'], [2, 'history_lost'], [3, 'storm']]))));
+  // From now on, until the storm ends, this socket answers every sub of
+  // todos with a reset (after the page the server sends).
+  let storm = true;
+  /** @type {number[]} when each sub of todos answered with a reset came */
+  const subs = [];
   ws.on('message', (/** @type {Buffer} */ data) => {
     const m = decode(new Uint8Array(data), { canonical: false });
-    if (m.get(0) === 'sub' && m.get(1) === 'todos') {
-      subs++;
-      reset();
+    if (storm && m.get(0) === 'sub' && m.get(1) === 'todos') {
+      subs.push(Date.now());
+      ws.send(resetOf('todos'));
     }
   });
   /** @type {any[]} */
   const errors = [];
   r.on('error', (e) => errors.push(e));
-  reset();
-  await until(() => !server.sockets.has(ws), 'the session ended', 10_000);
-  assert.ok(subs <= 2, `${subs} subs answered with a reset in one session`);
-  assert.ok(errors.some((e) => e.code === 'malformed'), 'told as malformed');
-  await until(() => waits.length > 0, 'a backoff before the next session');
-  // The next session (the server sane again) syncs.
-  await until(() => [...server.sockets].some((s) => s.subs?.has('todos')), 'live again', 10_000);
+  ws.send(resetOf('todos'));
+  await until(() => subs.length >= 3, 'three subs reset', 10_000);
+  assert.ok(errors.some((e) => e.code === 'malformed' && /todos/.test(e.message)), 'told as malformed, naming the collection');
+  // Each try after the first reset comes after a backoff (base 100 ms,
+  // random 1), longer each time the server resets it again.
+  const gaps = subs.slice(1).map((at, i) => at - subs[i]);
+  assert.ok(gaps[0] >= 95 && gaps[1] >= 195 && gaps[1] > gaps[0], `subs ${gaps.join(', ')} ms apart: not back to back, nor sooner each time`);
+  assert.deepEqual([...server.sockets], [ws], 'the session stays');
+  // The server sane again: the collection is subscribed again on the
+  // same session, and its failure no longer said.
+  storm = false;
+  await until(() => ws.subs?.has('todos') && r.status.lastError === null, 'todos live again, no error said', 10_000);
+  assert.deepEqual([...server.sockets], [ws], 'on the same session');
+  assert.deepEqual(await r.collection('todos').get('mine'), { id: 'mine', n: 1 }, 'nothing local lost');
+  assert.ok(server.coll('todos').byId.has('mine'));
+});
+
+test('a live reset storm of one collection does not stop the live sync of the others: they stream on the same session while it is told and tried again after a backoff', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const w = await openClient({ url: server.url, name: 'w', collections: ['notes'], WebSocket: null });
+  t.after(() => w.close());
+  const r = await openClient({ url: server.url, name: 'r', collections: ['todos', 'notes'], backoff: { base: 300, max: 10_000, random: () => 1 } });
+  t.after(() => r.close());
+  await r.collection('todos').put('mine', { n: 1 });
+  await until(() => [...server.sockets].some((ws) => ws.subs?.has('todos') && ws.subs?.has('notes')) && r.status.pending === 0, 'live');
+  const [ws] = server.sockets;
+  // From now on every sub of todos is answered with a reset alone (a
+  // server whose store of that collection goes back at every read).
+  /** @type {number[]} when each sub of todos came */
+  const subs = [];
+  const stream = server.stream.bind(server);
+  server.stream = (/** @type {any} */ s, /** @type {string} */ c, /** @type {boolean} */ first) => {
+    if (c !== 'todos' || !first) return stream(s, c, first);
+    subs.push(Date.now());
+    s.subs.delete(c);
+    s.send(resetOf(c));
+  };
+  /** @type {{e: any, at: number}[]} */
+  const errors = [];
+  r.on('error', (e) => errors.push({ e, at: Date.now() }));
+  ws.subs.delete('todos');
+  ws.send(resetOf('todos'));
+  await until(() => errors.length > 0, 'the failure told');
+  const [{ e, at }] = errors;
+  assert.equal(e.code, 'malformed');
+  assert.match(e.message, /todos/, 'naming the collection');
+  assert.match(r.status.lastError?.message ?? '', /todos/, 'status.lastError says it');
+  // notes streams on, on the same session.
+  await w.collection('notes').put('n1', { n: 1 });
+  await w.whenSynced();
+  await until(async () => (await r.collection('notes').get('n1')) !== undefined, 'notes streamed');
+  assert.deepEqual([...server.sockets], [ws], 'the session stays');
+  assert.ok(ws.subs.has('notes'), 'notes still subscribed');
+  // todos is tried again (pulled, then subscribed) after a backoff, not at once.
+  await until(() => subs.length >= 2, 'todos subscribed again', 10_000);
+  const pulled = server.pulls.filter((m) => m.get(1) === 'todos').length;
+  assert.ok(subs[1] - at >= 295, `todos subscribed again ${subs[1] - at} ms after its failure was told: want the backoff, 300 ms`);
+  await until(() => errors.length >= 2, 'the next failure told');
+  assert.deepEqual([...server.sockets], [ws], 'still the same session');
+  // The next try waits longer: no pull of todos meanwhile.
+  await new Promise((res) => setTimeout(res, 400));
+  assert.equal(server.pulls.filter((m) => m.get(1) === 'todos').length, pulled, 'no pull of todos within 400 ms of its second failure (backoff 600 ms)');
+  assert.equal(subs.length, 2);
+  // The server sane again: todos comes back on the session.
+  server.stream = stream;
+  await until(() => ws.subs.has('todos') && r.status.lastError === null, 'todos live again', 10_000);
+  assert.deepEqual([...server.sockets], [ws], 'on the same session');
   assert.deepEqual(await r.collection('todos').get('mine'), { id: 'mine', n: 1 }, 'nothing local lost');
   assert.ok(server.coll('todos').byId.has('mine'));
 });

@@ -364,7 +364,7 @@ func (c *Client) liveSession(ctx context.Context, st *liveState, onChanges Chang
 	// in time rarely, and a server that resets every sub would have the
 	// client pull the collection again (and a Replica heal it) back to
 	// back. A second reset is the collection's failure, tried again
-	// after a backoff of its own (the browser client ends the session).
+	// after a backoff of its own (as in the browser client).
 	reset := map[string]bool{}
 	// fail takes coll out of the session for err, its own failure.
 	fail := func(coll string, err error, pull bool) {
