@@ -37,168 +37,192 @@ export const CODES = /* @__PURE__ */ Object.freeze([
     "http": 400,
     "retry": "never",
     "perChange": true,
-    "session": false
+    "session": false,
+    "token": false
   },
   {
     "code": "invalid",
     "http": 400,
     "retry": "never",
     "perChange": true,
-    "session": false
+    "session": false,
+    "token": false
   },
   {
     "code": "unsupported_version",
     "http": 400,
     "retry": "upgrade",
     "perChange": false,
-    "session": true
+    "session": true,
+    "token": false
   },
   {
     "code": "unauthenticated",
     "http": 401,
     "retry": "auth",
     "perChange": false,
-    "session": true
+    "session": true,
+    "token": false
   },
   {
     "code": "token_expired",
     "http": 401,
     "retry": "auth",
     "perChange": false,
-    "session": true
+    "session": true,
+    "token": true
   },
   {
     "code": "forbidden",
     "http": 403,
     "retry": "never",
     "perChange": true,
-    "session": false
+    "session": false,
+    "token": true
   },
   {
     "code": "revoked",
     "http": 403,
     "retry": "never",
     "perChange": false,
-    "session": true
+    "session": true,
+    "token": true
   },
   {
     "code": "not_found",
     "http": 404,
     "retry": "never",
     "perChange": false,
-    "session": true
+    "session": true,
+    "token": false
   },
   {
     "code": "method_not_allowed",
     "http": 405,
     "retry": "never",
     "perChange": false,
-    "session": true
+    "session": true,
+    "token": false
   },
   {
     "code": "too_large",
     "http": 413,
     "retry": "never",
     "perChange": true,
-    "session": false
+    "session": false,
+    "token": false
   },
   {
     "code": "upgrade_required",
     "http": 426,
     "retry": "never",
     "perChange": false,
-    "session": true
+    "session": true,
+    "token": false
   },
   {
     "code": "rate_limited",
     "http": 429,
     "retry": "backoff",
     "perChange": false,
-    "session": true
+    "session": true,
+    "token": false
   },
   {
     "code": "schema_ahead",
     "http": 409,
     "retry": "backoff",
     "perChange": false,
-    "session": false
+    "session": false,
+    "token": false
   },
   {
     "code": "clock_drift",
     "http": 0,
     "retry": "never",
     "perChange": true,
-    "session": false
+    "session": false,
+    "token": false
   },
   {
     "code": "forged_replica",
     "http": 0,
     "retry": "never",
     "perChange": true,
-    "session": false
+    "session": false,
+    "token": false
   },
   {
     "code": "bad_seal",
     "http": 0,
     "retry": "never",
     "perChange": true,
-    "session": false
+    "session": false,
+    "token": false
   },
   {
     "code": "quota_exceeded",
     "http": 0,
     "retry": "never",
     "perChange": true,
-    "session": false
+    "session": false,
+    "token": false
   },
   {
     "code": "out_of_scope",
     "http": 0,
     "retry": "never",
     "perChange": true,
-    "session": false
+    "session": false,
+    "token": false
   },
   {
     "code": "schema",
     "http": 0,
     "retry": "never",
     "perChange": true,
-    "session": false
+    "session": false,
+    "token": false
   },
   {
     "code": "untranslatable",
     "http": 0,
     "retry": "never",
     "perChange": true,
-    "session": false
+    "session": false,
+    "token": false
   },
   {
     "code": "collected",
     "http": 0,
     "retry": "never",
     "perChange": true,
-    "session": false
+    "session": false,
+    "token": false
   },
   {
     "code": "unavailable",
     "http": 503,
     "retry": "backoff",
     "perChange": false,
-    "session": true
+    "session": true,
+    "token": false
   },
   {
     "code": "internal",
     "http": 500,
     "retry": "backoff",
     "perChange": false,
-    "session": false
+    "session": false,
+    "token": false
   },
   {
     "code": "corrupt",
     "http": 500,
     "retry": "never",
     "perChange": true,
-    "session": false
+    "session": false,
+    "token": false
   }
 ]);
 

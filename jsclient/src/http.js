@@ -3,10 +3,11 @@
 // carrying the server's code (from the error body, the Convergo-Error
 // header, or the HTTP status when only one code has it), its Retry-After
 // and the request id the server logged it under. An expired token is
-// refreshed once and the request repeated. Header names, the content type
+// refreshed once and the request repeated; a request refused with a token
+// replaced since goes again with the current one. Header names, the content type
 // and the codes come from constants.js.
 
-import { CONTENT_TYPE, HEADERS, TIMINGS, VERSION } from './constants.js';
+import { CODES, CONTENT_TYPE, HEADERS, TIMINGS, VERSION } from './constants.js';
 import { ConvergoError, sentWith } from './errors.js';
 import { MAX_ANSWER_BYTES, codeOfStatus, isProtocolCode, parseErrorBody } from './protocol.js';
 
@@ -25,6 +26,13 @@ import { MAX_ANSWER_BYTES, codeOfStatus, isProtocolCode, parseErrorBody } from '
  * replica by its device part only under its own token's subject.
  * @typedef {Uint8Array<ArrayBuffer> | ((token: string) => Uint8Array<ArrayBuffer> | Promise<Uint8Array<ArrayBuffer>>)} Body
  */
+
+/**
+ * The refusals the request's token decides (constants.js CODES, key
+ * token), which a token set since may not get (docs/protocol.md,
+ * "Retrying").
+ */
+const BY_TOKEN = new Set(CODES.filter((c) => c.token).map((c) => c.code));
 
 /**
  * POSTs a CBOR body; returns the answer's bytes or throws a ConvergoError
@@ -74,24 +82,27 @@ export async function postAnswer(o, path, body, retried = false) {
     { status: res.status, retryAfter, requestId: id },
   );
   sentWith.set(e, token);
-  if (code === 'token_expired' && !retried) {
-    // Refresh once and retry the same request. A refresh that fails (the
-    // app's getToken cannot give a token: its user must sign in again)
-    // leaves the refusal standing, with the failure as its cause, so the
-    // sync loop tells the app ('auth') rather than retry as if offline.
-    // A token set since (setToken, another tab's) is newer than the one
-    // refused: the request goes again with it, getToken not asked (its
-    // answer would be taken as newer still, and replace it in every tab).
-    try {
-      if ((await o.token(false)) === token) await o.token(true);
-    } catch (t) {
-      const w = new ConvergoError(e.code, `${e.message}; getToken: ${/** @type {any} */ (t)?.message ?? t}`, { status: e.status, requestId: e.requestId, cause: t });
-      sentWith.set(w, token);
-      throw w;
+  if (retried || !BY_TOKEN.has(code)) throw e;
+  // A refusal the token decided says nothing of a token set since
+  // (setToken, another tab's): the request goes again with the current
+  // one, getToken not asked (its answer would be taken as newer still,
+  // and replace it in every tab). Otherwise an expired token is
+  // refreshed once and the request repeated. A refresh that fails (the
+  // app's getToken cannot give a token: its user must sign in again)
+  // leaves the refusal standing, with the failure as its cause, so the
+  // sync loop tells the app ('auth') rather than retry as if offline.
+  try {
+    if ((await o.token(false)) === token) {
+      if (code !== 'token_expired') throw e;
+      await o.token(true);
     }
-    return postAnswer(o, path, body, true);
+  } catch (t) {
+    if (t === e) throw e;
+    const w = new ConvergoError(e.code, `${e.message}; getToken: ${/** @type {any} */ (t)?.message ?? t}`, { status: e.status, requestId: e.requestId, cause: t });
+    sentWith.set(w, token);
+    throw w;
   }
-  throw e;
+  return postAnswer(o, path, body, true);
 }
 
 /**

@@ -72,7 +72,7 @@ export function resetAction(reason) {
 
 /** What a client does about an error code (constants.js CODES). @typedef {'never'|'backoff'|'auth'|'upgrade'} RetryClass */
 
-/** @type {Map<string, {code: string, http: number, retry: RetryClass, perChange: boolean}>} */
+/** @type {Map<string, {code: string, http: number, retry: RetryClass, perChange: boolean, token: boolean}>} */
 const CODE_INFO = new Map(CODES.map((c) => [c.code, /** @type {any} */ (c)]));
 
 /**

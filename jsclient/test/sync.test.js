@@ -425,6 +425,61 @@ test('a token refused after the app set a newer one is forgotten, not the newer 
   assert.deepEqual(auth, ['unauthenticated']);
 });
 
+test('a pull refused forbidden or revoked to a token replaced since goes again with the current token: nothing is told, purged or stopped', async (t) => {
+  for (const code of ['forbidden', 'revoked']) {
+    const server = await new FakeServer().start();
+    t.after(() => server.stop());
+    let hold = false;
+    /** @type {() => void} */
+    let release = () => {};
+    const gate = new Promise((r) => (release = () => r(undefined)));
+    let held = 0;
+    /** @type {string[]} the Authorization of each pull */
+    const pulls = [];
+    // The server refuses tok-1 whatever it asks once it is replaced: the
+    // pull sent with it is answered code only after setToken('tok-2').
+    const fetchVia = async (/** @type {any} */ input, /** @type {any} */ init) => {
+      if (String(input).endsWith(PATHS.pull)) {
+        pulls.push(init.headers.Authorization);
+        if (hold && init.headers.Authorization === 'Bearer tok-1') {
+          held++;
+          await gate;
+          return new Response(new Uint8Array(0), { status: 403, headers: { 'Convergo-Error': code } });
+        }
+      }
+      return fetch(input, init);
+    };
+    const w = await openClient({ url: server.url, name: 'w-' + code, collections: ['todos'], WebSocket: null });
+    t.after(() => w.close());
+    await w.collection('todos').put('kept', { n: 1 });
+    await w.whenSynced();
+    const a = await openClient({ url: server.url, name: 'a-' + code, token: 'tok-1', collections: ['todos'], WebSocket: null, pollInterval: 60_000, fetch: fetchVia });
+    t.after(() => a.close());
+    await a.sync();
+    assert.equal((await a.collection('todos').get('kept'))?.n, 1, `${code}: the record pulled`);
+    /** @type {string[]} */
+    const told = [];
+    a.on('error', (e) => told.push(`error ${e.code} ${e.message}`));
+    a.on('unreadable', (u) => told.push(`unreadable ${u.code}`));
+    a.on('revoked', () => told.push('revoked'));
+    hold = true;
+    await w.collection('todos').put('later', { n: 2 });
+    await w.whenSynced();
+    const s = a.sync().catch((e) => told.push(`sync ${e.code}`));
+    await until(() => held > 0, `${code}: a pull with tok-1 held`);
+    a.setToken('tok-2');
+    release();
+    await s;
+    await a.sync();
+    assert.deepEqual(told, [], `${code}: the refusal of tok-1 is not told to the app`);
+    assert.equal(pulls.at(-1), 'Bearer tok-2', `${code}: the pull went again with tok-2`);
+    assert.equal((await a.collection('todos').get('kept'))?.n, 1, `${code}: nothing purged`);
+    assert.equal((await a.collection('todos').get('later'))?.n, 2, `${code}: the pull with tok-2 brought the later write`);
+    assert.deepEqual(a.status.unreadable, []);
+    assert.equal(a.status.revoked, false);
+  }
+});
+
 test('a refused token whose refresh fails is told as auth, over HTTP as over a live session', async (t) => {
   for (const WebSocket of [null, undefined]) {
     let valid = 'tok-1';

@@ -113,35 +113,41 @@ type CodeInfo struct {
 	// sub of one collection, is that collection's alone: the client goes
 	// on with its other collections (docs/protocol.md, "Retrying").
 	Session bool `json:"session"`
+	// Token reports that the request's token decides the code: a request
+	// so refused that was sent with a token the client has replaced since
+	// says nothing of the current one, and goes again with it, once
+	// (docs/protocol.md, "Retrying"). unauthenticated is not one: it says
+	// the token sent was none, whatever replaced it.
+	Token bool `json:"token"`
 }
 
 // Codes lists every error code, in the order of the error table of
 // docs/protocol.md.
 var Codes = []CodeInfo{
-	{CodeMalformed, http.StatusBadRequest, RetryNever, true, false},
-	{CodeInvalid, http.StatusBadRequest, RetryNever, true, false},
-	{CodeUnsupportedVersion, http.StatusBadRequest, RetryUpgrade, false, true},
-	{CodeUnauthenticated, http.StatusUnauthorized, RetryAuth, false, true},
-	{CodeTokenExpired, http.StatusUnauthorized, RetryAuth, false, true},
-	{CodeForbidden, http.StatusForbidden, RetryNever, true, false},
-	{CodeRevoked, http.StatusForbidden, RetryNever, false, true},
-	{CodeNotFound, http.StatusNotFound, RetryNever, false, true},
-	{CodeMethodNotAllowed, http.StatusMethodNotAllowed, RetryNever, false, true},
-	{CodeTooLarge, http.StatusRequestEntityTooLarge, RetryNever, true, false},
-	{CodeUpgradeRequired, http.StatusUpgradeRequired, RetryNever, false, true},
-	{CodeRateLimited, http.StatusTooManyRequests, RetryBackoff, false, true},
-	{CodeSchemaAhead, http.StatusConflict, RetryBackoff, false, false},
-	{CodeClockDrift, 0, RetryNever, true, false},
-	{CodeForgedReplica, 0, RetryNever, true, false},
-	{CodeBadSeal, 0, RetryNever, true, false},
-	{CodeQuotaExceeded, 0, RetryNever, true, false},
-	{CodeOutOfScope, 0, RetryNever, true, false},
-	{CodeSchema, 0, RetryNever, true, false},
-	{CodeUntranslatable, 0, RetryNever, true, false},
-	{CodeCollected, 0, RetryNever, true, false},
-	{CodeUnavailable, http.StatusServiceUnavailable, RetryBackoff, false, true},
-	{CodeInternal, http.StatusInternalServerError, RetryBackoff, false, false},
-	{CodeCorrupt, http.StatusInternalServerError, RetryNever, true, false},
+	{CodeMalformed, http.StatusBadRequest, RetryNever, true, false, false},
+	{CodeInvalid, http.StatusBadRequest, RetryNever, true, false, false},
+	{CodeUnsupportedVersion, http.StatusBadRequest, RetryUpgrade, false, true, false},
+	{CodeUnauthenticated, http.StatusUnauthorized, RetryAuth, false, true, false},
+	{CodeTokenExpired, http.StatusUnauthorized, RetryAuth, false, true, true},
+	{CodeForbidden, http.StatusForbidden, RetryNever, true, false, true},
+	{CodeRevoked, http.StatusForbidden, RetryNever, false, true, true},
+	{CodeNotFound, http.StatusNotFound, RetryNever, false, true, false},
+	{CodeMethodNotAllowed, http.StatusMethodNotAllowed, RetryNever, false, true, false},
+	{CodeTooLarge, http.StatusRequestEntityTooLarge, RetryNever, true, false, false},
+	{CodeUpgradeRequired, http.StatusUpgradeRequired, RetryNever, false, true, false},
+	{CodeRateLimited, http.StatusTooManyRequests, RetryBackoff, false, true, false},
+	{CodeSchemaAhead, http.StatusConflict, RetryBackoff, false, false, false},
+	{CodeClockDrift, 0, RetryNever, true, false, false},
+	{CodeForgedReplica, 0, RetryNever, true, false, false},
+	{CodeBadSeal, 0, RetryNever, true, false, false},
+	{CodeQuotaExceeded, 0, RetryNever, true, false, false},
+	{CodeOutOfScope, 0, RetryNever, true, false, false},
+	{CodeSchema, 0, RetryNever, true, false, false},
+	{CodeUntranslatable, 0, RetryNever, true, false, false},
+	{CodeCollected, 0, RetryNever, true, false, false},
+	{CodeUnavailable, http.StatusServiceUnavailable, RetryBackoff, false, true, false},
+	{CodeInternal, http.StatusInternalServerError, RetryBackoff, false, false, false},
+	{CodeCorrupt, http.StatusInternalServerError, RetryNever, true, false, false},
 }
 
 // Info returns what the protocol says about code, and false for a code it
