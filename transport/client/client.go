@@ -43,8 +43,9 @@ type Config struct {
 	Token string
 	// TokenFunc, when set, is called before every request and WebSocket
 	// connection for the token to send, and again after the server says
-	// token_expired; it should cache its token and refresh it when it
-	// nears expiry. It takes precedence over Token. When it starts
+	// token_expired, forbidden or revoked (a refusal of a token it has
+	// replaced since goes again with the new one, once); it should cache
+	// its token and refresh it when it nears expiry. It takes precedence over Token. When it starts
 	// returning another subject's token, call Hello: the client binds
 	// itself to that subject and ends a live session opened under the
 	// old one (Live dials again with the new token).
@@ -1025,7 +1026,8 @@ func (c *Client) call(ctx context.Context, path string, req, ans any, check func
 	refreshed := false
 	for attempt := 0; ; attempt++ {
 		a := answer{sent: c.cfg.Now()}
-		a.requestID, err = c.post(ctx, path, body, ans)
+		var tok string
+		tok, a.requestID, err = c.post(ctx, path, body, ans)
 		if err == nil && check != nil {
 			err = check()
 		}
@@ -1037,7 +1039,7 @@ func (c *Client) call(ctx context.Context, path string, req, ans any, check func
 		}
 		var e *Error
 		isErr := errors.As(err, &e)
-		if isErr && e.Code == proto.CodeTokenExpired && c.cfg.TokenFunc != nil && !refreshed {
+		if isErr && c.cfg.TokenFunc != nil && !refreshed && c.replaced(ctx, e.Code, tok) {
 			refreshed = true // the token func had its chance to refresh
 			continue
 		}
@@ -1072,43 +1074,59 @@ func retryable(err error) bool {
 	return true
 }
 
+// replaced reports whether a request refused with code, sent with token
+// tok, goes again at once with the token the TokenFunc gives now: an
+// expired token, which the TokenFunc may refresh, or a refusal the token
+// decides (proto.CodeInfo.Token) of a token it has replaced since, which
+// says nothing of the new one.
+func (c *Client) replaced(ctx context.Context, code, tok string) bool {
+	if info, _ := proto.Info(code); !info.Token {
+		return false
+	}
+	if code == proto.CodeTokenExpired {
+		return true
+	}
+	now, err := c.token(ctx)
+	return err == nil && now != tok
+}
+
 // post sends one request and decodes a 200 answer into ans. It returns the
-// answer's request id.
-func (c *Client) post(ctx context.Context, path string, body []byte, ans any) (string, error) {
+// token it was sent with and the answer's request id.
+func (c *Client) post(ctx context.Context, path string, body []byte, ans any) (tok, id string, err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.base+path, bytes.NewReader(body))
 	if err != nil {
-		return "", fmt.Errorf("%s: %w", path, err)
+		return "", "", fmt.Errorf("%s: %w", path, err)
 	}
 	req.Header.Set("Content-Type", proto.ContentType)
 	req.Header.Set("Accept", proto.ContentType)
 	req.Header.Set(proto.HeaderProtocol, strconv.Itoa(proto.Version))
-	tok, err := c.token(ctx)
+	tok, err = c.token(ctx)
 	if err != nil {
-		return "", fmt.Errorf("%s: %w", path, err)
+		return "", "", fmt.Errorf("%s: %w", path, err)
 	}
 	if tok != "" {
 		req.Header.Set("Authorization", "Bearer "+tok)
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return "", fmt.Errorf("%s: %w", path, err)
+		return tok, "", fmt.Errorf("%s: %w", path, err)
 	}
 	defer resp.Body.Close()
-	id := resp.Header.Get(proto.HeaderRequestID)
+	id = resp.Header.Get(proto.HeaderRequestID)
 	data, err := io.ReadAll(io.LimitReader(resp.Body, c.cfg.MaxResponseBytes+1))
 	if err != nil {
-		return id, fmt.Errorf("%s: read answer: %w", path, err)
+		return tok, id, fmt.Errorf("%s: read answer: %w", path, err)
 	}
 	if int64(len(data)) > c.cfg.MaxResponseBytes {
-		return id, fmt.Errorf("%w: %s answer over %d bytes", ErrAnswerTooLarge, path, c.cfg.MaxResponseBytes)
+		return tok, id, fmt.Errorf("%w: %s answer over %d bytes", ErrAnswerTooLarge, path, c.cfg.MaxResponseBytes)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return id, errorFromResponse(resp, data)
+		return tok, id, errorFromResponse(resp, data)
 	}
 	if err := proto.Decode(data, ans); err != nil {
-		return id, fmt.Errorf("%w: %s answer: %v", ErrProtocol, path, err)
+		return tok, id, fmt.Errorf("%w: %s answer: %v", ErrProtocol, path, err)
 	}
-	return id, nil
+	return tok, id, nil
 }
 
 // errorFromResponse reads an error answer: the code, message and request

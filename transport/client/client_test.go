@@ -364,6 +364,57 @@ func TestTokenExpiredRefreshes(t *testing.T) {
 	}
 }
 
+func TestRefusalOfAReplacedTokenGoesAgain(t *testing.T) {
+	// A request refused forbidden or revoked with a token the TokenFunc has
+	// replaced since (the user signed in again while it was on its way)
+	// goes again with the new one; with the token still current, the
+	// refusal stands and is not sent again.
+	for _, code := range []string{proto.CodeForbidden, proto.CodeRevoked} {
+		for _, replaced := range []bool{true, false} {
+			var seen []string
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				tok := r.Header.Get("Authorization")
+				seen = append(seen, tok)
+				if tok != "Bearer new" {
+					writeError(w, 403, code, "refused")
+					return
+				}
+				b, _ := proto.Encode(proto.PullResponse{Records: []crdt.Record{}, Next: []byte("c7")})
+				w.Write(b)
+			}))
+			var calls int
+			c, err := New(Config{URL: srv.URL, Replica: "a", TokenFunc: func(context.Context) (string, error) {
+				calls++
+				if calls == 1 || !replaced {
+					return "old", nil
+				}
+				return "new", nil
+			}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, err := c.Pull(t.Context(), "c", nil, 0)
+			srv.Close()
+			if replaced {
+				if err != nil || string(p.Next) != "c7" {
+					t.Errorf("%s, token replaced: got %+v, %v; want the pull answered to the new token", code, p, err)
+				}
+				if want := []string{"Bearer old", "Bearer new"}; fmt.Sprint(seen) != fmt.Sprint(want) {
+					t.Errorf("%s, token replaced: tokens sent %v, want %v", code, seen, want)
+				}
+				continue
+			}
+			var e *Error
+			if !errors.As(err, &e) || e.Code != code {
+				t.Errorf("%s, token still current: got %v, want the refusal", code, err)
+			}
+			if want := []string{"Bearer old"}; fmt.Sprint(seen) != fmt.Sprint(want) {
+				t.Errorf("%s, token still current: tokens sent %v, want %v", code, seen, want)
+			}
+		}
+	}
+}
+
 func TestTokenExpiredMatchesUnauthenticated(t *testing.T) {
 	err := error(&Error{Status: 401, Code: proto.CodeTokenExpired})
 	if !errors.Is(err, ErrTokenExpired) || !errors.Is(err, ErrUnauthenticated) || errors.Is(err, ErrForbidden) {
