@@ -360,6 +360,9 @@ func (e *Engine) Apply(ctx context.Context, changes []crdt.Change, opts ...Apply
 		read int // its record in the reads below; -1: not read
 	}
 	var late []lateChange
+	if cfg.writeScope != nil {
+		cfg.writeScope = oncePerCollection(cfg.writeScope)
+	}
 	// Admitted under the engine's lock, released however admission ends:
 	// a bug met in it is recovered by the server's goroutine
 	// (bug.Recovered), and the engine must serve the next call.
@@ -427,6 +430,14 @@ func (e *Engine) Apply(ctx context.Context, changes []crdt.Change, opts ...Apply
 			err := l.err
 			if err == nil || l.read >= 0 && heldLive(stored[l.read], c.Record, fresh[c.Collection]) {
 				err = e.admitNow(&c, cfg.held)
+			} else if l.read >= 0 {
+				// Whether the record outweighs the change tells which
+				// fields it holds and how new they are: a record outside
+				// the write scope is refused as checkRules refuses every
+				// change to it, whatever it holds.
+				if oerr := outOfScope(cfg, e.Migrations(c.Collection), c.Collection, stored[l.read]); oerr != nil {
+					err = oerr
+				}
 			}
 			if err != nil {
 				results[l.i] = Result{Status: StatusRefused, Err: fmt.Errorf("change %s/%s: %w", c.Collection, c.Record.ID, err)}
@@ -440,9 +451,6 @@ func (e *Engine) Apply(ctx context.Context, changes []crdt.Change, opts ...Apply
 	// Quotas first: the rules judge each change on the record the call's
 	// earlier changes leave (checkRules), so a change refused after them
 	// would leave a later one judged on a record that never was.
-	if cfg.writeScope != nil {
-		cfg.writeScope = oncePerCollection(cfg.writeScope)
-	}
 	accepted, index, toCount, err := e.checkQuotas(ctx, accepted, index, results, cfg)
 	if err != nil {
 		return nil, err

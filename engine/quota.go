@@ -241,6 +241,24 @@ func outsideWriteScope(cfg applyConfig, d *migrate.Definition, collection string
 	return w != nil && r.Exists() && !w.Match(withDefaults(d, r))
 }
 
+// outOfScope returns the refusal checkRules gives every change to held
+// record r of collection (raw: in the shapes it was written in) when r
+// exists outside the write scope of cfg, or that scope cannot be had; nil
+// otherwise. d is the collection's migrations.
+func outOfScope(cfg applyConfig, d *migrate.Definition, collection string, r crdt.Record) error {
+	if cfg.writeScope == nil {
+		return nil
+	}
+	w, err := cfg.writeScope(collection)
+	if err != nil {
+		return err
+	}
+	if before, _ := resolved(d, r); w != nil && before.Exists() && !w.Match(withDefaults(d, before)) {
+		return fmt.Errorf("%w: the record is outside the write scope %s", ErrOutOfScope, scopeText(w))
+	}
+	return nil
+}
+
 // addsData reports whether a change sets a value.
 func addsData(r crdt.Record) bool {
 	for _, f := range r.Fields {
