@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/crdt/scope"
 	"github.com/convergo/convergo/engine"
 	"github.com/convergo/convergo/transport/proto"
 )
@@ -72,6 +73,49 @@ func TestAttackCollectedOracle(t *testing.T) {
 		res := ts.push(t, mallory, c)
 		if res[0].Status != proto.StatusRefused || res[0].Code != proto.CodeOutOfScope {
 			t.Errorf("%s: %+v, want refused %s (the answer must not depend on bob's record)", name, res[0], proto.CodeOutOfScope)
+		}
+	}
+}
+
+// Red restores the records it read when they were red, after the admin
+// moved them to blue: one untouched since, one whose title changed too.
+// Merged into the record the server holds now, the restore's answer would
+// describe that record (superseded, and which fields lost: which ones
+// changed since red lost sight of it). A record held outside the
+// restorer's read scope is refused out_of_scope, whatever it holds.
+func TestAttackRestoreMovedOut(t *testing.T) {
+	ts := newTestServer(t, nil)
+	admin := ts.token(t, "admin", []string{"docs"}, []string{"docs"})
+	red := ts.issue(t, TokenSpec{Subject: "red", Read: []string{"docs"},
+		Scopes: map[string]*scope.Pred{"docs": mustScope(t, `team == "red"`)}})
+	ts.push(t, admin, set(t, "docs", "d1", map[string]any{"team": "red", "title": "one"}),
+		set(t, "docs", "d2", map[string]any{"team": "red", "title": "two"}))
+	var sealed []proto.SealedRecord
+	a := ts.post(t, proto.PathPull, red, proto.PullRequest{Collection: "docs"})
+	var resp proto.PullResponse
+	if err := proto.Decode(a.body, &resp); err != nil || len(resp.Records) != 2 {
+		t.Fatalf("red's pull: %d %+v %v", a.status, resp, err)
+	}
+	for i, r := range resp.Records {
+		sealed = append(sealed, proto.SealedRecord{Record: r, Seal: resp.Seals[i]})
+	}
+	time.Sleep(2 * time.Millisecond)
+	ts.push(t, admin, set(t, "docs", "d1", map[string]any{"team": "blue", "title": bobsSecret}),
+		set(t, "docs", "d2", map[string]any{"team": "blue"}))
+	a = ts.post(t, proto.PathRestore, red, proto.RestoreRequest{Collection: "docs", Records: sealed})
+	var res proto.RestoreResponse
+	if err := proto.Decode(a.body, &res); err != nil || len(res.Results) != 2 {
+		t.Fatalf("restore: %d %v", a.status, err)
+	}
+	for i, r := range res.Results {
+		if r.Status != proto.StatusRefused || r.Code != proto.CodeOutOfScope || len(r.Lost) > 0 {
+			t.Errorf("restore of %s, now blue: %+v, want refused %s", sealed[i].Record.ID, r, proto.CodeOutOfScope)
+		}
+	}
+	for _, id := range []string{"d1", "d2"} {
+		got, err := ts.eng.GetRecord(context.Background(), "docs", id)
+		if err != nil || string(got.Record.Fields["team"].Value) != string(mustValue(t, "blue")) {
+			t.Errorf("%s after the restore: %+v %v", id, got, err)
 		}
 	}
 }

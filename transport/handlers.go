@@ -376,7 +376,15 @@ func (s *Server) restore(ctx context.Context, p Principal, body []byte) (any, er
 		changes = append(changes, crdt.Change{Collection: req.Collection, Record: sr.Record})
 		index = append(index, i)
 	}
-	if err := s.applyChanges(ctx, changes, index, results, engine.WithHeld()); err != nil {
+	opts := []engine.ApplyOption{engine.WithHeld()}
+	if sc != nil {
+		// The record as held, too: merged into one outside the read scope
+		// (it moved out since it was sealed), the answer would tell which
+		// of its fields changed since. The engine refuses it out_of_scope,
+		// as a push to it, and a merge that would leave it outside.
+		opts = append(opts, engine.WithWriteScope(func(string) (*scope.Pred, error) { return sc, nil }))
+	}
+	if err := s.applyChanges(ctx, changes, index, results, opts...); err != nil {
 		return nil, err
 	}
 	return proto.RestoreResponse{Results: results}, nil
