@@ -44,8 +44,9 @@ type Pred struct {
 	params []string // sorted, unique
 	fields []string // sorted, unique
 	key    string   // enc as a string (Key)
-	// needles holds, per field, the values its "has" predicates look for
-	// (bound preds only): Match walks the field's array once for all.
+	// needles holds, per field that more than one "has" predicate reads,
+	// the values they look for (bound preds only): Match walks the
+	// field's array once for all, however many values (one too).
 	needles map[string]map[string]struct{}
 }
 
@@ -260,7 +261,7 @@ func finish(root *node, check bool) (*Pred, error) {
 	if len(p.params) == 0 {
 		root = prepare(root)
 		p.root = root
-		p.needles = needlesOf(root, nil)
+		p.needles = needlesOf(root)
 	}
 	return p, nil
 }
@@ -298,22 +299,37 @@ func prepare(n *node) *node {
 	return n
 }
 
-// needlesOf adds to m (nil: a new map) the values the "has" predicates
-// of n look for, per field, and returns it.
-func needlesOf(n *node, m map[string]map[string]struct{}) map[string]map[string]struct{} {
-	switch n.op {
-	case opHas:
-		if m == nil {
-			m = map[string]map[string]struct{}{}
+// needlesOf returns the values the "has" predicates of n look for, per
+// field that more than one of them reads (Pred.needles); nil if none.
+func needlesOf(n *node) map[string]map[string]struct{} {
+	var m map[string]map[string]struct{}
+	count := map[string]int{}
+	var walk func(*node)
+	walk = func(n *node) {
+		switch n.op {
+		case opHas:
+			if m == nil {
+				m = map[string]map[string]struct{}{}
+			}
+			if m[n.field] == nil {
+				m[n.field] = map[string]struct{}{}
+			}
+			m[n.field][n.val.val] = struct{}{}
+			count[n.field]++
+		case opAnd, opOr:
+			for _, k := range n.kids {
+				walk(k)
+			}
 		}
-		if m[n.field] == nil {
-			m[n.field] = map[string]struct{}{}
+	}
+	walk(n)
+	for f, c := range count {
+		if c < 2 {
+			delete(m, f)
 		}
-		m[n.field][n.val.val] = struct{}{}
-	case opAnd, opOr:
-		for _, k := range n.kids {
-			m = needlesOf(k, m)
-		}
+	}
+	if len(m) == 0 {
+		return nil
 	}
 	return m
 }

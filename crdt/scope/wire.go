@@ -363,19 +363,23 @@ func (m *matcher) match(n *node) bool {
 	}
 	// has: v is an array holding the value.
 	needles := m.p.needles[n.field]
-	if len(needles) <= 1 {
+	if needles == nil { // the only "has" of its field: walked once anyway
 		return walkArray(v, func(item string) bool { return item == n.val.val })
 	}
 	found, ok := m.found[n.field]
 	if !ok {
 		found = map[string]bool{}
-		walkArray(v, func(item string) bool {
-			if _, ok := needles[item]; ok {
-				found[item] = true
-				return len(found) == len(needles)
-			}
-			return false
-		})
+		if len(needles) == 1 { // every "has" of the field looks for n's value
+			found[n.val.val] = walkArray(v, func(item string) bool { return item == n.val.val })
+		} else {
+			walkArray(v, func(item string) bool {
+				if _, ok := needles[item]; ok {
+					found[item] = true
+					return len(found) == len(needles)
+				}
+				return false
+			})
+		}
 		if m.found == nil {
 			m.found = map[string]map[string]bool{}
 		}
