@@ -55,7 +55,8 @@
 //            "restamp:<collection>" (the keys of the outbox entries a
 //            reconciliation found may be written again with fresh stamps,
 //            once, if the server refuses them collected: reconcile.js;
-//            dropped once the outbox is pushed), "rejectedDropped" (how many
+//            each dropped once a push of the outbox took its entry; the
+//            keys of entries that waited stay), "rejectedDropped" (how many
 //            rejected changes were dropped to stay within the bounds),
 //            "lastSyncedAt" (ms since epoch of the last completed sync),
 //            "scope:<collection>" ({name: encoded predicate}: the app's named

@@ -15,8 +15,10 @@
 // still has, or that was created here, is written again with fresh
 // stamps (Syncer.pushAll, restampRefused), once: which may be is noted in
 // IndexedDB in the reconciliation's transaction (meta
-// "restamp:<collection>", the keys of those outbox entries), so a reload
-// before the push changes nothing; only what the record as
+// "restamp:<collection>", the keys of those outbox entries, each kept
+// until a push of the outbox takes its entry: Syncer.pushAll), so a
+// reload, or a push that ends with them still waiting (their pull first
+// failed), before their push changes nothing; only what the record as
 // this client knows it neither hides nor beats (a change left empty is
 // settled like a superseded one). The pull from the beginning replaces
 // the server state held by each record it delivers (syncstore.js's applyRemote's

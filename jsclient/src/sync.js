@@ -101,7 +101,7 @@ import { CURSOR_KEY, RESTAMP_KEY } from './db.js';
 import { isPrefix, replicaPrefix, subjectOfToken } from './replica.js';
 import { CODES, DEFAULTS, PATHS, STATUSES, VERSION } from './constants.js';
 import { encodeHello, encodeLivePush, encodePull, encodePush, encodeUnsub, parseHello, parsePullAnswer, parsePushAnswer, batchLength, pushBudget, resetAction, retryOf } from './protocol.js';
-import { applyFirst, applyRemote, dropMeta, healChecks, owedHeals, owesReconcile, owesReplace, peekOutbox, pendingFloor, prepareRemote, replacementDone, resetCollection, settle } from './syncstore.js';
+import { applyFirst, applyRemote, dropMeta, healChecks, owedHeals, owesReconcile, owesReplace, peekOutbox, pendingFloor, prepareRemote, pruneNotes, replacementDone, resetCollection, settle } from './syncstore.js';
 
 /** @typedef {import('./protocol.js').Hello} Hello */
 /** @typedef {import('./db.js').Store} Store */
@@ -1068,13 +1068,14 @@ export class Syncer {
     const done = [...this.reconciled.values()];
     this.reconciled.clear();
     // The outbox entries reconciliations noted may be written again after
-    // a collected refusal (meta "restamp:<collection>", reconcile.js) had
-    // their chance: drop the notes. restampsDropped, unset at first (a
-    // reload keeps the notes), is unset again by each reconciliation.
-    if (!this.restampsDropped) {
-      this.restampsDropped = true;
-      await dropMeta(this.store, RESTAMP_KEY);
-    }
+    // a collected refusal (meta "restamp:<collection>", reconcile.js):
+    // those pushed had their chance, and their notes go; those still
+    // waiting (their collection's pull first failed: held; another
+    // subject's) keep theirs for the push that takes them.
+    // restampsDropped, unset at first (a reload keeps the notes), is
+    // unset again by each reconciliation, and stays unset while notes
+    // are left.
+    if (!this.restampsDropped) this.restampsDropped = !(await pruneNotes(this.store, RESTAMP_KEY));
     for (const r of done) this.o.onReconciled?.(r);
     // Live, the retries of the failing collections tell why, and push
     // their changes once they are pulled.

@@ -298,6 +298,37 @@ export function dropMeta(st, prefix) {
 }
 
 /**
+ * After a push of the outbox: of the outbox entries reconciliations
+ * noted may be written again after a collected refusal (meta
+ * "restamp:<collection>", reconcile.js), keeps those still in the outbox
+ * (their push did not come: their collection's pull first failed, or
+ * they are another subject's), drops the others (pushed and settled:
+ * they had their chance). Resolves to whether any note is left.
+ * @param {Store} st
+ * @param {string} prefix RESTAMP_KEY
+ * @returns {Promise<boolean>}
+ */
+export function pruneNotes(st, prefix) {
+  return st.tx([META, OUTBOX], 'readwrite', `prune ${prefix}`, async (tx) => {
+    const meta = tx.objectStore(META);
+    const outbox = tx.objectStore(OUTBOX);
+    const range = st.keyRange.bound(prefix, prefix + '\uffff');
+    const [keys, notes] = await Promise.all([req(meta.getAllKeys(range)), req(meta.getAll(range))]);
+    let left = false;
+    for (let i = 0; i < keys.length; i++) {
+      /** @type {number[]} */
+      const seqs = Array.isArray(notes[i]) ? notes[i] : [];
+      const counts = await Promise.all(seqs.map((seq) => req(outbox.count(seq))));
+      const kept = seqs.filter((_seq, k) => counts[k] > 0);
+      if (kept.length === 0) meta.delete(keys[i]);
+      else if (kept.length < seqs.length) meta.put(kept, keys[i]);
+      left ||= kept.length > 0;
+    }
+    return left;
+  });
+}
+
+/**
  * The server reset collection c's cursor: forget it (the next pull starts
  * from the beginning) and note what is owed, in one transaction, so a
  * reload still does it: heal, the server is owed what this client holds

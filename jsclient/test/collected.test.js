@@ -366,6 +366,44 @@ test('after lease_expired: which changes may be re-stamped survives a reload bet
   assert.deepEqual(await again.store.getMeta('restamp:todos'), undefined);
 });
 
+test('after lease_expired: which changes may be re-stamped survives a push that ends without them (their pull first failed after a reload)', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const idb = freshIDB();
+  const a = await openClient({ url: server.url, name: 'a', indexedDB: idb, collections: ['todos'], WebSocket: null, pollInterval: 50 });
+  a.on('error', () => {});
+  const todos = a.collection('todos');
+  await todos.put('y', { n: 1 });
+  await a.whenSynced();
+  // Away: an edit of a record the server keeps.
+  await a.pause();
+  await todos.update('y', { n: 2 });
+  await sleep(50);
+  server.writeHorizon.set('todos', await horizonPast(a));
+  server.leaseExpire('todos');
+  const mark = server.pushed.length;
+  // Back: the reconciliation runs, its push cannot go out.
+  server.failPush = () => true;
+  a.resume();
+  await until(async () => !(await owesReconcile(a.store, 'todos')) && (await a.store.getMeta('restamp:todos'))?.length === 1, 'the reconciliation', WAIT);
+  await a.close();
+  server.failPush = () => false;
+  // Reloaded: the pull before the push fails once, so the first push
+  // ends with the edit of y still waiting; the next one pushes it.
+  let pulls = 0;
+  server.refusePull = () => (pulls++ === 0 ? 'internal' : null);
+  const again = await openClient({ url: server.url, name: 'a', indexedDB: idb, collections: ['todos'], WebSocket: null, pollInterval: 50 });
+  t.after(() => again.close());
+  again.on('error', () => {});
+  assert.deepEqual(await again.whenSynced(), { refused: 0 });
+  assert.ok(pulls >= 2, 'the pull before the push failed once, then went');
+  assert.deepEqual(pushesOf(server, mark, 'y'), [REFUSED, APPLIED], 'refused collected, then re-stamped and applied');
+  assert.equal(onServer(server, 'todos', 'y', 'n'), 2);
+  assert.deepEqual(await again.rejected(), []);
+  assert.deepEqual(await again.collection('todos').get('y'), { id: 'y', n: 2 });
+  assert.equal(await again.store.getMeta('restamp:todos'), undefined, 'settled: nothing is left to re-stamp');
+});
+
 test('after lease_expired: a field whose unset the server collected is gone here too (the delivered record replaces the one held, pending edits stay)', async (t) => {
   const { server, a, b } = await pair(t);
   await b.collection('todos').put('x', { a: 1, b: 1 });
