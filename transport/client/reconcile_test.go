@@ -628,3 +628,68 @@ func TestFirstPullGiveBackFailureDropsNothing(t *testing.T) {
 		t.Fatalf("x pushed with titles %q: the pending edit went", got)
 	}
 }
+
+// TestReconciledChangesOutliveAFlushThatDoesNotSendThem: the changes a
+// reconciliation kept may be re-stamped once however many pushes end
+// before theirs: the push after the reconciliation fails, and the next
+// Flush ends before pushing (the collection, stale again, fails its pull
+// first); the Flush after it pushes them, refused collected, and they
+// land re-stamped, as they would have at once, without reconciling again:
+// the mark is each change's (pending.reconciled) and stays until the
+// change leaves the outbox (the browser client's notes once went with
+// the first push that ended).
+func TestReconciledChangesOutliveAFlushThatDoesNotSendThem(t *testing.T) {
+	f := newFakeServer(t)
+	a := goAwayFresh(t, f, 0, time.Millisecond)
+	ctx := t.Context()
+	// The push after the reconciliation fails (there is nothing of the
+	// replica's own to give back of t2: the seed wrote it).
+	f.failWith(func(path string) (int, string) {
+		if path == proto.PathPush {
+			return 503, proto.CodeUnavailable
+		}
+		return 0, ""
+	})
+	if err := a.Pull(ctx); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("pull: %v, want unavailable (the push after reconciling)", err)
+	}
+	if p := a.Pending(); len(p) != 2 {
+		t.Fatalf("outbox %+v, want the edit of t1 and the creation of t4", p)
+	}
+	// From here, no reconciliation again: no pull from the beginning.
+	var fromStart atomic.Int64
+	rw := func(req proto.PullRequest, ans proto.PullResponse) proto.PullResponse {
+		if len(req.Cursor) == 0 {
+			fromStart.Add(1)
+		}
+		return ans
+	}
+	f.rewritePull.Store(&rw)
+	f.failWith(func(path string) (int, string) {
+		if path == proto.PathPull {
+			return 503, proto.CodeUnavailable
+		}
+		return 0, ""
+	})
+	time.Sleep(2 * time.Millisecond) // stale: Flush pulls first
+	pushes := f.pushes.Load()
+	if err := a.Flush(ctx); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("flush: %v, want unavailable (the pull first)", err)
+	}
+	if n := f.pushes.Load(); n != pushes {
+		t.Fatalf("%d pushes by a Flush whose pull first failed, want none", n-pushes)
+	}
+	f.failWith(func(string) (int, string) { return 0, "" })
+	if err := a.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a.checkReconciled(t, f)
+	for _, id := range []string{"t1", "t4"} {
+		if n := f.pushedOf("todos", id); n != 2 {
+			t.Fatalf("%s pushed %d times, want 2 (refused collected, then re-stamped)", id, n)
+		}
+	}
+	if n := fromStart.Load(); n != 0 {
+		t.Fatalf("%d pulls from the beginning after the reconciliation, want none (its changes were known re-stampable)", n)
+	}
+}
