@@ -322,7 +322,8 @@ func (s *Server) decodeRestore(ctx context.Context, body []byte) (chargedRestore
 // server sealed it. It needs read access only: a seal proves the server
 // held the record, so a reader can restore it but not make one up; and
 // only records its effective read scope matches, what it could have been
-// shown (out_of_scope for others). Stamps are not checked against the
+// shown, into records as held that it matches too (out_of_scope for
+// others: the answer would describe a record it may not read). Stamps are not checked against the
 // replica binding (they are other replicas' by design), and their logical
 // counters are those a stored record may carry (engine.WithHeld); the
 // engine admits them like any change otherwise, with the collection's
