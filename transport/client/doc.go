@@ -82,7 +82,10 @@
 // reset of one collection in a session (a store goes back in time
 // rarely: a server resetting every sub) is that collection's failure
 // too, ErrProtocol, so that a reset storm cannot have it pulled, and
-// healed, again and again, back to back. Live returns only for an error
+// healed, again and again, back to back; until the next session, a page
+// of it does not serve it again, so that a server sending a page before
+// each reset has its backoff grow and its failure told once. Live
+// returns only for an error
 // of the session that retrying cannot fix.
 //
 // # Schema versions

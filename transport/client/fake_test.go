@@ -70,6 +70,10 @@ type fakeServer struct {
 	// rebuilt (a reset storm); subs counts the subs received.
 	resetSubs atomic.Bool
 	subs      atomic.Int64
+	// pageResetSubs, when set, answers every live sub with an empty page
+	// at its cursor, then a reset of reason rebuilt (a reset storm that
+	// serves the collection before each reset).
+	pageResetSubs atomic.Bool
 	// rewritePull, when set, is given each pull and the answer the engine
 	// made for it, and returns the answer sent (a broken server's).
 	rewritePull atomic.Pointer[func(proto.PullRequest, proto.PullResponse) proto.PullResponse]
@@ -651,6 +655,11 @@ func (f *fakeServer) live(w http.ResponseWriter, r *http.Request) {
 		case proto.Sub:
 			f.subs.Add(1)
 			if f.resetSubs.Load() {
+				send(proto.Reset{Collection: m.Collection, Reason: proto.ResetRebuilt, Message: "again"})
+				continue
+			}
+			if f.pageResetSubs.Load() {
+				send(proto.Changes{Collection: m.Collection, Next: m.Cursor})
 				send(proto.Reset{Collection: m.Collection, Reason: proto.ResetRebuilt, Message: "again"})
 				continue
 			}

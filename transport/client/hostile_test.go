@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
+	"log/slog"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -221,5 +222,118 @@ func liveTodos(t *testing.T, c *Client) func() []error {
 		mu.Lock()
 		defer mu.Unlock()
 		return slices.Clone(errs)
+	}
+}
+
+// liveFailures is a slog.Handler that keeps, in order, the backoff attempt
+// of each live failure of a collection logged (liveFailedMsg).
+type liveFailures struct {
+	mu       sync.Mutex
+	attempts map[string][]int64
+}
+
+func (h *liveFailures) Enabled(context.Context, slog.Level) bool { return true }
+func (h *liveFailures) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *liveFailures) WithGroup(string) slog.Handler            { return h }
+
+func (h *liveFailures) Handle(_ context.Context, r slog.Record) error {
+	if r.Message != liveFailedMsg {
+		return nil
+	}
+	var coll string
+	attempt := int64(-1)
+	r.Attrs(func(a slog.Attr) bool {
+		switch a.Key {
+		case "collection":
+			coll = a.Value.String()
+		case "attempt":
+			attempt = a.Value.Int64()
+		}
+		return true
+	})
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.attempts[coll] = append(h.attempts[coll], attempt)
+	return nil
+}
+
+// of returns the attempts logged for coll so far.
+func (h *liveFailures) of(coll string) []int64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.attempts[coll])
+}
+
+// pageResetStorm runs Live over "todos" on a server that answers every
+// sub of it with a page, then a reset. It returns the failures logged and
+// the errors told to onError so far.
+func pageResetStorm(t *testing.T) (*fakeServer, *liveFailures, func() []error) {
+	t.Helper()
+	f := newFakeServer(t)
+	f.pageResetSubs.Store(true)
+	logs := &liveFailures{attempts: map[string][]int64{}}
+	c := f.client(t, "r", func(cfg *Config) { cfg.Logger = slog.New(logs) })
+	var mu sync.Mutex
+	var errs []error
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		done <- c.Live(ctx, map[string][]byte{"todos": nil}, func(string, Page) {}, func(err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			errs = append(errs, err)
+		})
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return f, logs, func() []error {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(errs)
+	}
+}
+
+// increasing reports whether a is 0, 1, 2...
+func increasing(a []int64) bool {
+	for i, n := range a {
+		if n != int64(i) {
+			return false
+		}
+	}
+	return true
+}
+
+func TestLiveResetStormAfterAPageBacksOffLongerEachTimeUntilTheNextSession(t *testing.T) {
+	f, logs, _ := pageResetStorm(t)
+	// A page of the collection before each reset must not start its
+	// backoff over: else the client heals, pulls and subscribes it again
+	// at the first step (near zero, with full jitter), back to back.
+	eventually(t, "six failures of todos", func() bool { return len(logs.of("todos")) >= 6 })
+	if got := logs.of("todos"); !increasing(got) {
+		t.Fatalf("backoff attempts of todos %v, want 0, 1, 2... (growing while the session lasts)", got)
+	}
+	if n := f.liveDials.Load(); n != 1 {
+		t.Fatalf("%d live connections, want the session kept", n)
+	}
+	// The next session starts it over.
+	f.control("drop")
+	var got []int64
+	eventually(t, "a failure of todos in the next session", func() bool {
+		got = logs.of("todos")
+		return f.liveDials.Load() >= 2 && slices.Index(got[1:], 0) >= 0
+	})
+	k := 1 + slices.Index(got[1:], 0)
+	if !increasing(got[:k]) || !increasing(got[k:]) {
+		t.Fatalf("backoff attempts of todos %v, want 0, 1, 2... in each session", got)
+	}
+}
+
+func TestLiveResetStormAfterAPageIsToldOnce(t *testing.T) {
+	_, logs, told := pageResetStorm(t)
+	eventually(t, "six failures of todos", func() bool { return len(logs.of("todos")) >= 6 })
+	// The page before each reset does not serve the collection again: its
+	// failure is told once, not at every try (a flood of the app's errors).
+	errs := told()
+	if len(errs) != 1 || !errors.Is(errs[0], ErrProtocol) {
+		t.Fatalf("after %d failures: told %v, want one ErrProtocol", len(logs.of("todos")), errs)
 	}
 }

@@ -74,8 +74,12 @@ type ChangesFunc func(collection string, page Page)
 // such failure is given to onError (nil: it is only logged) as an error
 // naming the collection and wrapping the server's *Error, once until a
 // page of the collection is delivered again or, for a refused one, the
-// token changes. onError is called by the goroutine running Live, between
-// deliveries, and must return promptly.
+// token changes. A second reset of one collection in a session is its
+// failure too (ErrProtocol); until the next session a page of it does not
+// count as delivered: its backoff grows and it is told once, however
+// many pages the server sends before its resets. onError is called by
+// the goroutine running Live, between deliveries, and must return
+// promptly.
 //
 // Live returns when ctx ends (with ctx's error) or when the server sends an
 // error about the session retrying cannot fix: an *Error whose code's
@@ -148,7 +152,8 @@ type liveState struct {
 	// error of their own, each subscribed again after its backoff.
 	failing map[string]*liveRetry
 	// told holds the collections whose failure onError was told of, until
-	// a page of theirs is delivered (or, refused, the token changes).
+	// a page of theirs is delivered (served; or, refused, the token
+	// changes).
 	told    map[string]bool
 	onError func(error)
 }
@@ -172,7 +177,10 @@ func (st *liveState) due() (time.Time, bool) {
 	return at, !at.IsZero()
 }
 
-// served says a page of coll was delivered: it no longer fails.
+// served says a page of coll was delivered: it no longer fails, its
+// backoff starts over and its next failure is told. A page of a
+// collection the session reset twice does not count (liveSession's
+// stormed).
 func (st *liveState) served(coll string) {
 	delete(st.failing, coll)
 	delete(st.refused, coll)
@@ -206,6 +214,7 @@ func (c *Client) failed(st *liveState, coll string, err error, pull bool) {
 	if c.unreadable(coll, err) {
 		st.refused[coll] = true
 		delete(st.failing, coll)
+		c.log.Warn(liveFailedMsg, "collection", coll, "err", err)
 	} else {
 		f := st.failing[coll]
 		if f == nil {
@@ -217,11 +226,12 @@ func (c *Client) failed(st *liveState, coll string, err error, pull bool) {
 		if errors.As(err, &e) {
 			floor = e.RetryAfter
 		}
-		f.at = time.Now().Add(c.backoff.delay(f.attempt, floor))
+		d := c.backoff.delay(f.attempt, floor)
+		c.log.Warn(liveFailedMsg, "collection", coll, "err", err, "attempt", f.attempt, "retry_in", d)
+		f.at = time.Now().Add(d)
 		f.attempt++
 		f.pull = f.pull || pull
 	}
-	c.log.Warn("live: a collection failed; the session goes on with the others", "collection", coll, "err", err)
 	if st.told[coll] {
 		return
 	}
@@ -230,6 +240,11 @@ func (c *Client) failed(st *liveState, coll string, err error, pull bool) {
 		st.onError(fmt.Errorf("live %s: %w", coll, err))
 	}
 }
+
+// liveFailedMsg is the message of the log record of a collection's
+// failure in a live session: with its backoff attempt (0 for the first)
+// and the wait before it is tried again, unless it waits for a new token.
+const liveFailedMsg = "live: a collection failed; the session goes on with the others"
 
 // unreadable reports whether err, of a pull or sub of coll, is the
 // server refusing coll to the token: forbidden, or invalid for a scope
@@ -366,6 +381,12 @@ func (c *Client) liveSession(ctx context.Context, st *liveState, onChanges Chang
 	// back. A second reset is the collection's failure, tried again
 	// after a backoff of its own (as in the browser client).
 	reset := map[string]bool{}
+	// stormed holds the collections the session reset twice: a page of
+	// one does not serve it again (liveState.served) until the next
+	// session, so that a server sending a page before each reset has its
+	// backoff grow, not start over at every try (near zero, with full
+	// jitter), and its failure told once, not at every try.
+	stormed := map[string]bool{}
 	// fail takes coll out of the session for err, its own failure.
 	fail := func(coll string, err error, pull bool) {
 		delete(subscribed, coll)
@@ -505,7 +526,9 @@ func (c *Client) liveSession(ctx context.Context, st *liveState, onChanges Chang
 			c.observeRecords(m.Records)
 			onChanges(m.Collection, Page{Records: m.Records, Next: next, More: m.More, Seals: m.Seals, Leaves: m.Leaves})
 			cursors[m.Collection] = next
-			st.served(m.Collection)
+			if !stormed[m.Collection] {
+				st.served(m.Collection)
+			}
 		case proto.Reset:
 			// The subscription has ended: start the collection again from
 			// the beginning, then subscribe again.
@@ -515,6 +538,7 @@ func (c *Client) liveSession(ctx context.Context, st *liveState, onChanges Chang
 			cursors[m.Collection] = []byte{}
 			onChanges(m.Collection, Page{Next: []byte{}, Reset: resetReason(m.Reason)})
 			if reset[m.Collection] {
+				stormed[m.Collection] = true
 				fail(m.Collection, fmt.Errorf("%w: the server reset %s twice in one session", ErrProtocol, m.Collection), true)
 				continue
 			}
