@@ -35,8 +35,10 @@
 // heal or pull that fails with an error that is not the round's (the
 // network, the server as a whole, the token: ROUND_CODES) skips that
 // collection, and the round goes on with the others (pullEach); the
-// failure is told once a round (the error event, naming the collection;
-// status.lastError) and the collection tried again after a backoff: by
+// failure is told (the error event, naming the collection) once until the
+// collection is served again (told), so that a failure that lasts does
+// not flood the app's error handler, is said by status.lastError while it
+// lasts, and the collection is tried again after a backoff: by
 // the loop's next round when polling, by retryFailing while live (the
 // welcome does not fail for it, and the others stream on). A collection
 // whose pull before its push fails holds back its own changes only. A
@@ -331,6 +333,8 @@ export class Syncer {
     this.refusedSubs = new Set();
     /** @type {Map<string, ConvergoError>} the collections whose last heal or pull failed with an error of their own (pullEach), and that error: tried again with backoff */
     this.failing = new Map();
+    /** @type {Set<string>} the collections whose failure the error event told (tellFailed), until served again: pulled outside a live session (pullEach), or a page of it delivered live unless the session reset it twice (onLive) */
+    this.told = new Set();
     /** The backoff attempt of the next try of the failing collections while live (retryFailing). */
     this.failAttempt = 0;
     /** @type {any} the timer of that try, while one is set */
@@ -339,7 +343,7 @@ export class Syncer {
     this.pushing = false;
     /** @type {Set<string>} the collections the live session reset (onLive): a second reset is the collection's failure */
     this.liveResets = new Set();
-    /** @type {Set<string>} the collections the live session reset twice (onLive): while one is, the backoff of the failing collections does not start over (pullEach) */
+    /** @type {Set<string>} the collections the live session reset twice (onLive): while one is, the backoff of the failing collections does not start over (pullEach), and a page of one does not serve it again (told) */
     this.liveStorms = new Set();
     /** @type {Map<string, Reconciliation>} reconciliations whose outbox is not yet pushed */
     this.reconciled = new Map();
@@ -646,7 +650,12 @@ export class Syncer {
     for (const c of cs) {
       if (failed.has(c)) continue;
       try {
-        if ((await this.pullOne(c)) && session) await this.subscribe(session, c);
+        if (await this.pullOne(c)) {
+          // Served again: its next failure is told. Live, its sub's first
+          // page says so (onLive), not the pull before it.
+          if (session) await this.subscribe(session, c);
+          else this.told.delete(c);
+        }
       } catch (e) {
         if (ROUND_CODES.has(asConvergoError(e).code)) throw e;
         failed.set(c, about(c, 'pull', e));
@@ -663,14 +672,17 @@ export class Syncer {
   }
 
   /**
-   * Tells the app of the failures pullEach returned, each once (the
-   * error event; onSchemaAhead for schema_ahead), and sets the status's
-   * lastError to the first collection still failing, or null.
+   * Tells the app of the failures pullEach returned (the error event;
+   * onSchemaAhead for schema_ahead), each collection's once until it is
+   * served again (told), and sets the status's lastError to the first
+   * collection still failing, or null.
    * @param {Map<string, ConvergoError>} failed
    */
   tellFailed(failed) {
     if (this.stopped) return;
-    for (const e of failed.values()) {
+    for (const [c, e] of failed) {
+      if (this.told.has(c)) continue;
+      this.told.add(c);
       this.o.onError(e);
       if (e.code === 'schema_ahead') this.o.onSchemaAhead?.(e);
     }
@@ -787,6 +799,7 @@ export class Syncer {
           this.healRefused.clear();
           this.healTold.clear();
           this.failing.clear();
+          this.told.clear();
           await dropMeta(this.store, CURSOR_KEY);
         }
         await this.store.verify();
@@ -797,9 +810,9 @@ export class Syncer {
         this.lastError = null;
         this.retryAt = 0;
         this.retryWanted = false;
-        // The collections that failed on their own are told once a round,
-        // and tried again after a backoff: polling, by the next round;
-        // live, by retryFailing.
+        // The collections that failed on their own are told (once until
+        // served again: tellFailed), and tried again after a backoff:
+        // polling, by the next round; live, by retryFailing.
         if (failed.size > 0) this.tellFailed(failed);
         this.settleRound(failed.values().next().value ?? null);
         if (this.stopped) break;
@@ -841,6 +854,7 @@ export class Syncer {
           this.refusedPulls.clear();
           this.refusedSubs.clear();
           this.failing.clear();
+          this.told.clear();
           this.o.onStatus({ online: false });
           try {
             await this.o.onRevoked?.(err);
@@ -1706,6 +1720,10 @@ export class Syncer {
         // Pages of collections not (or no longer) subscribed are dropped.
         if (!session.subscribed.has(m.collection)) break;
         await this.applyPage(m.collection, m.records, m.next, m.seals, m.leaves);
+        // Served again: its next failure is told; unless the session reset
+        // it twice, when the page before each reset of a reset storm would
+        // have it told at every try (liveStorms).
+        if (!this.liveStorms.has(m.collection)) this.told.delete(m.collection);
         // A sub refused before is served now: readable again.
         if (this.refusedSubs.delete(m.collection) && !this.healRefused.has(m.collection)) this.o.onUnreadable?.(m.collection, null);
         this.o.onStatus({ lastSyncedAt: Date.now() });
