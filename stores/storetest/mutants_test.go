@@ -48,6 +48,7 @@ var mutants = []struct {
 	{"purges-past-read", "Purge", func(m *memory.Store) stores.Store { return purgesPast{m, 2, 0} }},
 	{"purges-at-wall", "Purge", func(m *memory.Store) stores.Store { return purgesPast{m, 0, 1} }},
 	{"purge-not-atomic", "PurgeConcurrent", func(*memory.Store) stores.Store { return racyPurge{newMapStore()} }},
+	{"joined-keys", "Names", func(m *memory.Store) stores.Store { return joinedKeys{m} }},
 }
 
 // reopenMutants are durable-store mutants for RunReopen: the memory store
@@ -356,6 +357,27 @@ func (s bumpFromAny) BumpEpochsFrom(ctx context.Context, _ uint64) (bool, error)
 type forgetsEpochs struct{ *memory.Store }
 
 func (forgetsEpochs) Meta(context.Context, string) (stores.Meta, error) { return stores.Meta{}, nil }
+
+// joinedKeys keys a record of collection "a.b" as record "b#x" of
+// collection "a", as a store that joins names with a separator they may
+// hold would: two pairs share a key.
+type joinedKeys struct{ *memory.Store }
+
+func joinKey(coll, id string) (string, string) {
+	if first, rest, ok := strings.Cut(coll, "."); ok {
+		return first, rest + "#" + id
+	}
+	return coll, id
+}
+
+func (s joinedKeys) Apply(ctx context.Context, changes []crdt.Change) ([]stores.Result, error) {
+	joined := make([]crdt.Change, len(changes))
+	for i, c := range changes {
+		c.Collection, c.Record.ID = joinKey(c.Collection, c.Record.ID)
+		joined[i] = c
+	}
+	return s.Store.Apply(ctx, joined)
+}
 
 // purgesPast purges past the horizon it is given, by read entries of the
 // log and wall milliseconds, and reports Next within the horizon asked

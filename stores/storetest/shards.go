@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/stores"
@@ -59,7 +61,8 @@ const idChars = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_
 
 // rename returns the id the store holds for the suite's id: the id itself
 // when it lives in the view's shard, else the id with one ASCII byte
-// replaced so that it does, and no other id of the collection has it.
+// replaced so that it does (or, when no byte will do, its last character
+// replaced by ASCII bytes), and no other id of the collection has it.
 // Invalid ids pass unchanged, to be refused.
 func (v *shardView) rename(coll, id string) string {
 	if crdt.ValidateID(id) != nil {
@@ -81,6 +84,17 @@ func (v *shardView) rename(coll, id string) string {
 		}
 		for j := 0; j < len(idChars) && pick == ""; j++ {
 			c := id[:i] + idChars[j:j+1] + id[i+1:]
+			if stores.ShardOf(c, v.k) == v.shard && !taken(c) {
+				pick = c
+			}
+		}
+	}
+	// An id without an ASCII byte to change (a lone "é") has its last
+	// character replaced by as many ASCII bytes as it takes.
+	if r, n := utf8.DecodeLastRuneInString(id); pick == "" && r != utf8.RuneError && n >= 2 {
+		head, tail := id[:len(id)-n], strings.Repeat("a", n-2)
+		for j := 0; j < len(idChars)*len(idChars) && pick == ""; j++ {
+			c := head + string(idChars[j/len(idChars)]) + string(idChars[j%len(idChars)]) + tail
 			if stores.ShardOf(c, v.k) == v.shard && !taken(c) {
 				pick = c
 			}

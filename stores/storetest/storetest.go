@@ -62,6 +62,8 @@ func Run(t *testing.T, newStore Factory) {
 		{"PurgeLarge", testPurgeLarge},
 		{"PurgeTwice", testPurgeTwice},
 		{"DeleteAsRead", testDeleteAsRead},
+		{"Names", testNames},
+		{"LongestNamesInBatch", testLongestNamesInBatch},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, newStore) })
 	}
