@@ -42,8 +42,10 @@ type CaptureRule struct {
 	Collection string
 	// KeyPattern is the keys' pattern with exactly one '*', which stands
 	// for the record id: "app:todo:*" captures app:todo:42 as record 42.
-	// The id must be a valid record id and the key must not be one of the
-	// store's own. Keys with a hash tag ("app:{todo}:*") keep their
+	// The id must be a valid record id, and no key of the store's own may
+	// match: the text before '*' must not be "<KeyPrefix>{", begin with
+	// it, or be a prefix of it (so "*:todo" and "<KeyPrefix>*" are
+	// refused). Keys with a hash tag ("app:{todo}:*") keep their
 	// shadows in that slot.
 	KeyPattern string
 	// Mirror writes every merged record of Collection back into its hash
@@ -59,8 +61,16 @@ func (r CaptureRule) validate(prefix string) error {
 	if strings.Count(r.KeyPattern, "*") != 1 || strings.ContainsAny(r.KeyPattern, `?[]\`) {
 		return fmt.Errorf("%w: capture key pattern %q: want exactly one '*' and no other glob characters", stores.ErrInvalid, r.KeyPattern)
 	}
-	if strings.HasPrefix(r.KeyPattern, prefix+"{") || strings.HasPrefix(r.KeyPattern, prefix+"convergo:") || r.KeyPattern == "*" {
-		return fmt.Errorf("%w: capture key pattern %q would match the store's own keys", stores.ErrInvalid, r.KeyPattern)
+	// Every key of the store's own starts with <prefix>{. A pattern whose
+	// text before '*' is a prefix of that ("*:x", "<prefix>*", a part of
+	// the prefix) matches such keys too, with a '*' that begins inside
+	// them: capture would read the store's hashes (another collection's
+	// records, the shadows, recursively) as the app's, and the mirror
+	// would write a record whose id a client chose ("{notes}:r") into
+	// one of them.
+	before, _, _ := strings.Cut(r.KeyPattern, "*")
+	if own := prefix + "{"; strings.HasPrefix(own, before) || strings.HasPrefix(before, own) || strings.HasPrefix(r.KeyPattern, prefix+"convergo:") {
+		return fmt.Errorf("%w: capture key pattern %q would match the store's own keys (%s...)", stores.ErrInvalid, r.KeyPattern, prefix+"{")
 	}
 	return nil
 }

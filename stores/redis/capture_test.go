@@ -332,6 +332,10 @@ func TestCaptureRuleValidation(t *testing.T) {
 		{Collection: "c", KeyPattern: "app:todo"},
 		{Collection: "c", KeyPattern: "*"},
 		{Collection: "c", KeyPattern: "p:{x}*"},
+		{Collection: "c", KeyPattern: "p:*"},
+		{Collection: "c", KeyPattern: "p*"},
+		{Collection: "c", KeyPattern: "*:r"},
+		{Collection: "c", KeyPattern: "p:convergo:*"},
 		{Collection: "", KeyPattern: "app:*"},
 	} {
 		if _, err := New(goredis.NewClient(&goredis.Options{}), Options{KeyPrefix: "p:", Capture: []CaptureRule{r}}); err == nil {
