@@ -400,26 +400,49 @@ func (s *Store) fail(ctx context.Context, op string, err error) error {
 		return fmt.Errorf("%s: %w (%v)", op, ctx.Err(), err)
 	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
 		return fmt.Errorf("%s: %w", op, err)
-	case strings.Contains(err.Error(), "convergo:corrupt"):
-		msg := scriptMessage(err, "convergo:corrupt")
+	case scriptMarker(err) == markerCorrupt:
+		msg := scriptMessage(err, markerCorrupt)
 		s.corrupt("", "", errors.New(msg))
 		return fmt.Errorf("%s: %w: %s", op, stores.ErrCorrupt, msg)
-	case strings.Contains(err.Error(), "convergo:too-large"):
-		return fmt.Errorf("%s: %w: %s", op, stores.ErrTooLarge, scriptMessage(err, "convergo:too-large"))
+	case scriptMarker(err) == markerTooLarge:
+		return fmt.Errorf("%s: %w: %s", op, stores.ErrTooLarge, scriptMessage(err, markerTooLarge))
 	case unavailable(err):
 		return fmt.Errorf("%s: %w: %w", op, stores.ErrUnavailable, err)
 	}
 	return fmt.Errorf("%s: %w", op, err)
 }
 
+// The markers the scripts begin their refusals with (error('convergo:...')).
+const (
+	markerCorrupt  = "convergo:corrupt"
+	markerTooLarge = "convergo:too-large"
+)
+
+// scriptMarker returns the marker a script's refusal begins with, or "".
+// A refusal quotes record ids after its marker, and a client chooses
+// those: an id that spells another marker ("convergo:corrupt") comes after
+// the real one, so the first marker in the text is the script's.
+func scriptMarker(err error) string {
+	msg := err.Error()
+	marker, at := "", -1
+	for _, m := range []string{markerCorrupt, markerTooLarge} {
+		if i := strings.Index(msg, m); i >= 0 && (at < 0 || i < at) {
+			marker, at = m, i
+		}
+	}
+	return marker
+}
+
 // scriptMessage cuts the message the script raised out of Redis's error
-// text ("ERR user_script:1: <message> script: <sha>, on @user_script:1.").
+// text ("ERR user_script:1: <message> script: <sha>, on @user_script:1."),
+// from its first marker to the last " script: " (a quoted id may hold
+// one too).
 func scriptMessage(err error, marker string) string {
 	msg := err.Error()
 	if i := strings.Index(msg, marker); i >= 0 {
 		msg = msg[i+len(marker):]
 	}
-	if i := strings.Index(msg, " script: "); i >= 0 {
+	if i := strings.LastIndex(msg, " script: "); i >= 0 {
 		msg = msg[:i]
 	}
 	return strings.TrimSpace(msg)

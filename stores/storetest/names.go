@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -177,5 +178,25 @@ func testLongestNamesInBatch(t *testing.T, f Factory) {
 	}
 	if n := len(pullAll(t, s, "small", 0, 100)); n != 4 {
 		t.Fatalf("Pull(small): %d records, want 4", n)
+	}
+}
+
+// testRefusalNames checks that a change refused past a limit is refused
+// as too large whatever its record's id says: a store that reports the
+// refusal in text it then reads back must not mistake an id that spells
+// another error ("convergo:corrupt") for that error, which would count and
+// log damage that is not there and answer the client with another code.
+func testRefusalNames(t *testing.T, f Factory) {
+	s := open(t, f)
+	ctx := context.Background()
+	for _, id := range []string{"convergo:corrupt", "x convergo:corrupt key y", "convergo:malformed", "convergo:seq-exhausted", " script: x", "ERR", "LOADING", "NOSCRIPT", "MOVED 1 127.0.0.1:1", "TRYAGAIN"} {
+		full := bigRecord(t, id, 100, crdt.MaxRecordBytes-1000)
+		apply(t, s, chg("refused", full))
+		_, err := s.Apply(ctx, []crdt.Change{chg("refused", crdt.SetField(id, "more", blob(t, 2000, 'm'), st(5000, "a")))})
+		if errors.Is(err, stores.ErrCorrupt) || errors.Is(err, stores.ErrUnavailable) || errors.Is(err, stores.ErrInvalid) {
+			t.Fatalf("record %q: a change past the size limit was refused as %v, want only stores.ErrTooLarge", id, err)
+		}
+		wantErr(t, fmt.Sprintf("record %q: a change past the size limit", id), err, stores.ErrTooLarge)
+		wantRecord(t, fmt.Sprintf("record %q after the refusal", id), get(t, s, "refused", id).Record, full)
 	}
 }

@@ -64,6 +64,7 @@ func Run(t *testing.T, newStore Factory) {
 		{"DeleteAsRead", testDeleteAsRead},
 		{"Names", testNames},
 		{"LongestNamesInBatch", testLongestNamesInBatch},
+		{"RefusalNames", testRefusalNames},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, newStore) })
 	}
