@@ -22,7 +22,11 @@
 // sequence number and the fields of it newer writes beat; no-op changes
 // that take no sequence number and wake no one; idempotent replay of whole
 // and partial batches; changes to one record in one batch merged in order;
-// independent collections; paging with exact Next and More, pages cut by
+// independent collections, also when collections, ids and field names are
+// spelled like the separators, brackets and own keys stores build keys
+// from (Names), records at every name limit at once in a batch with other
+// changes, and a refusal past a limit read as too large whatever the id
+// spells (RefusalNames); paging with exact Next and More, pages cut by
 // count and by encoded bytes (the first record always travels); a
 // compacted log in ascending order that holds each record
 // once in its current state; Get, Head and ErrNotFound; refusal of invalid
