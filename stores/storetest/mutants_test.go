@@ -2,6 +2,7 @@ package storetest_test
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"os"
 	"os/exec"
@@ -49,6 +50,7 @@ var mutants = []struct {
 	{"purges-at-wall", "Purge", func(m *memory.Store) stores.Store { return purgesPast{m, 0, 1} }},
 	{"purge-not-atomic", "PurgeConcurrent", func(*memory.Store) stores.Store { return racyPurge{newMapStore()} }},
 	{"joined-keys", "Names", func(m *memory.Store) stores.Store { return joinedKeys{m} }},
+	{"reads-ids-as-errors", "RefusalNames", func(m *memory.Store) stores.Store { return readsIDsAsErrors{m} }},
 }
 
 // reopenMutants are durable-store mutants for RunReopen: the memory store
@@ -377,6 +379,17 @@ func (s joinedKeys) Apply(ctx context.Context, changes []crdt.Change) ([]stores.
 		joined[i] = c
 	}
 	return s.Store.Apply(ctx, joined)
+}
+
+// readsIDsAsErrors tells a refusal's kind from its text, ids included.
+type readsIDsAsErrors struct{ *memory.Store }
+
+func (s readsIDsAsErrors) Apply(ctx context.Context, changes []crdt.Change) ([]stores.Result, error) {
+	res, err := s.Store.Apply(ctx, changes)
+	if err != nil && strings.Contains(fmt.Sprint(changes), "convergo:corrupt") {
+		return nil, fmt.Errorf("%w: %v", stores.ErrCorrupt, err)
+	}
+	return res, err
 }
 
 // purgesPast purges past the horizon it is given, by read entries of the
