@@ -121,9 +121,37 @@ func testNames(t *testing.T, f Factory) {
 	if _, err := s.Identity(ctx); err != nil {
 		t.Fatalf("Identity after writing collections named like the store's own keys: %v", err)
 	}
+	// A new epoch of a collection named like the store's own keys is that
+	// collection's alone: the identity and every other collection's epoch
+	// stay.
+	id, err := s.Identity(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	metas := map[string]stores.Meta{}
 	for _, coll := range hostileCollections {
-		if _, err := s.Meta(ctx, coll); err != nil {
+		m, err := s.Meta(ctx, coll)
+		if err != nil {
 			t.Fatalf("Meta(%q): %v", coll, err)
+		}
+		metas[coll] = m
+	}
+	bumped := map[string]bool{"convergo": true, "store": true, "epoch": true, "epochs": true, "meta": true, "identity": true}
+	for coll := range bumped {
+		if err := s.BumpEpoch(ctx, coll, stores.HistoryLost); err != nil {
+			t.Fatalf("BumpEpoch(%q): %v", coll, err)
+		}
+	}
+	if got, err := s.Identity(ctx); err != nil || got != id {
+		t.Fatalf("Identity after new epochs of collections named like the store's own keys: %q, %v; was %q", got, err, id)
+	}
+	for _, coll := range hostileCollections {
+		m, err := s.Meta(ctx, coll)
+		if err != nil {
+			t.Fatalf("Meta(%q): %v", coll, err)
+		}
+		if moved := m != metas[coll]; moved != bumped[coll] {
+			t.Fatalf("Meta(%q) went from %+v to %+v after new epochs of %v", coll, metas[coll], m, bumped)
 		}
 	}
 }
