@@ -78,7 +78,9 @@
 // of one collection's sub or pull (schema_ahead, internal, corrupt...)
 // subscribes it again after a backoff of its own, so no refusal makes Live
 // redial in a loop. Each is given once to Live's onError (a Replica's
-// ReplicaConfig.OnError), until the collection is served again. A second
+// ReplicaConfig.OnError), until the collection is served again, and
+// again for a failure of another code (internal, then schema_ahead: the
+// app hears it must upgrade). A second
 // reset of one collection in a session (a store goes back in time
 // rarely: a server resetting every sub) is that collection's failure
 // too, ErrProtocol, so that a reset storm cannot have it pulled, and

@@ -74,7 +74,8 @@ type ChangesFunc func(collection string, page Page)
 // such failure is given to onError (nil: it is only logged) as an error
 // naming the collection and wrapping the server's *Error, once until a
 // page of the collection is delivered again or, for a refused one, the
-// token changes. A second reset of one collection in a session is its
+// token changes, and again for a failure of another code (internal,
+// then schema_ahead: the app hears it must upgrade). A second reset of one collection in a session is its
 // failure too (ErrProtocol); until the next session a page of it does not
 // count as delivered: its backoff grows and it is told once, however
 // many pages the server sends before its resets. onError is called by
@@ -103,7 +104,7 @@ func (c *Client) Live(ctx context.Context, subs map[string][]byte, onChanges Cha
 		cursors = map[string][]byte{}
 	}
 	st := &liveState{cursors: cursors, refused: map[string]bool{}, failing: map[string]*liveRetry{},
-		told: map[string]bool{}, onError: onError}
+		told: map[string]string{}, onError: onError}
 	attempt := 0
 	for {
 		start := time.Now()
@@ -151,10 +152,11 @@ type liveState struct {
 	// failing holds the collections whose sub or pull failed with an
 	// error of their own, each subscribed again after its backoff.
 	failing map[string]*liveRetry
-	// told holds the collections whose failure onError was told of, until
-	// a page of theirs is delivered (served; or, refused, the token
-	// changes).
-	told    map[string]bool
+	// told holds the collections whose failure onError was told of, and
+	// that failure's code (failureCode), until a page of theirs is
+	// delivered (served; or, refused, the token changes): a failure of
+	// another code is told again.
+	told    map[string]string
 	onError func(error)
 }
 
@@ -209,7 +211,8 @@ func collectionFailure(err error) bool {
 
 // failed takes coll out of the session for err: refused to the token, it
 // waits for a new token or session; else it is tried again after a
-// backoff. onError is told once (see liveState.told).
+// backoff. onError is told once, or again for a failure of another
+// code (see liveState.told).
 func (c *Client) failed(st *liveState, coll string, err error, pull bool) {
 	if c.unreadable(coll, err) {
 		st.refused[coll] = true
@@ -232,13 +235,28 @@ func (c *Client) failed(st *liveState, coll string, err error, pull bool) {
 		f.attempt++
 		f.pull = f.pull || pull
 	}
-	if st.told[coll] {
+	code := failureCode(err)
+	if told, ok := st.told[coll]; ok && told == code {
 		return
 	}
-	st.told[coll] = true
+	st.told[coll] = code
 	if st.onError != nil {
 		st.onError(fmt.Errorf("live %s: %w", coll, err))
 	}
+}
+
+// failureCode is the code of err, a collection's failure in a live
+// session (collectionFailure, or refused to the token): the server's
+// *Error's, or malformed for an answer the client cannot read (the
+// browser client's code for it). A failure told is told again when its
+// code changes: a collection refused internal, then schema_ahead, must
+// have the app hear that it is to upgrade.
+func failureCode(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return proto.CodeMalformed
 }
 
 // liveFailedMsg is the message of the log record of a collection's

@@ -325,3 +325,41 @@ func TestLiveRetriesFailingSub(t *testing.T) {
 		t.Fatalf("OnError was given %v, want one internal error of a", told)
 	}
 }
+
+// TestLiveFailureOfAnotherCodeIsToldAgain: a collection's failure is told
+// once until it is served again, unless its code changes: a sub refused
+// internal, then schema_ahead (the server went back to older rules), has
+// the schema_ahead told too (the app must upgrade), each code once
+// however many times the server refuses it.
+func TestLiveFailureOfAnotherCodeIsToldAgain(t *testing.T) {
+	f := newFakeServer(t)
+	var refusals atomic.Int64
+	refuse := func(coll string) string {
+		if coll != "a" {
+			return ""
+		}
+		if refusals.Add(1) <= 3 {
+			return proto.CodeInternal
+		}
+		return proto.CodeSchemaAhead
+	}
+	f.refuseSub.Store(&refuse)
+	var mu sync.Mutex
+	var told []error
+	c := f.client(t, "r", nil)
+	r, err := NewReplica(c, ReplicaConfig{Collections: []string{"a", "b"}, OnError: func(err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		told = append(told, err)
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runLive(t, r)
+	eventually(t, "a refused schema_ahead again and again", func() bool { return refusals.Load() >= 7 })
+	mu.Lock()
+	defer mu.Unlock()
+	if len(told) != 2 || !errors.Is(told[0], ErrInternal) || !errors.Is(told[1], ErrSchemaAhead) || !strings.Contains(told[1].Error(), "live a") {
+		t.Fatalf("after %d refusals OnError was given %v, want a's internal then its schema_ahead, each once", refusals.Load(), told)
+	}
+}
