@@ -36,11 +36,13 @@
 // network, the server as a whole, the token: ROUND_CODES) skips that
 // collection, and the round goes on with the others (pullEach); the
 // failure is told (the error event, naming the collection) once until the
-// collection is served again (told), so that a failure that lasts does
-// not flood the app's error handler, is said by status.lastError while it
-// lasts, and the collection is tried again after a backoff: by
-// the loop's next round when polling, by retryFailing while live (the
-// welcome does not fail for it, and the others stream on). A collection
+// collection is served again, or again for a failure of another code
+// (tell), so that a failure that lasts does not flood the app's error
+// handler, is said by status.lastError while it lasts, and the collection
+// is tried again after a backoff: by the loop's next round when polling,
+// by retryFailing while live (the welcome does not fail for it, and the
+// others stream on), one that starts over only once every collection
+// that failed was served again (served). A collection
 // whose pull before its push fails holds back its own changes only. A
 // collection the live session resets a second time fails so too (onLive):
 // a store goes back in time rarely, and a reset storm must not have it
@@ -333,9 +335,9 @@ export class Syncer {
     this.refusedSubs = new Set();
     /** @type {Map<string, ConvergoError>} the collections whose last heal or pull failed with an error of their own (pullEach), and that error: tried again with backoff */
     this.failing = new Map();
-    /** @type {Set<string>} the collections whose failure the error event told (tellFailed), until served again: pulled outside a live session (pullEach), or a page of it delivered live unless the session reset it twice (onLive) */
-    this.told = new Set();
-    /** The backoff attempt of the next try of the failing collections while live (retryFailing). */
+    /** @type {Map<string, string>} the collections whose failure the error event told (tell), and its code, until served again (served): a failure of another code is told again */
+    this.told = new Map();
+    /** The backoff attempt of the next try of the failing collections while live (retryFailing): it starts over once none fails or is told (served). */
     this.failAttempt = 0;
     /** @type {any} the timer of that try, while one is set */
     this.failTimer = null;
@@ -343,7 +345,7 @@ export class Syncer {
     this.pushing = false;
     /** @type {Set<string>} the collections the live session reset (onLive): a second reset is the collection's failure */
     this.liveResets = new Set();
-    /** @type {Set<string>} the collections the live session reset twice (onLive): while one is, the backoff of the failing collections does not start over (pullEach), and a page of one does not serve it again (told) */
+    /** @type {Set<string>} the collections the live session reset twice (onLive): a page of one does not serve it again (served) */
     this.liveStorms = new Set();
     /** @type {Map<string, Reconciliation>} reconciliations whose outbox is not yet pushed */
     this.reconciled = new Map();
@@ -647,14 +649,17 @@ export class Syncer {
    */
   async pullEach(cs, session = null, heals = (c) => cs.includes(c)) {
     const failed = await this.healOwed(heals);
+    /** @type {string[]} */
+    const pulled = [];
     for (const c of cs) {
       if (failed.has(c)) continue;
       try {
         if (await this.pullOne(c)) {
-          // Served again: its next failure is told. Live, its sub's first
-          // page says so (onLive), not the pull before it.
+          // Live, its sub's first page serves it (onLive), not the pull
+          // before it: a server refusing every sub would have its backoff
+          // start over at every try.
           if (session) await this.subscribe(session, c);
-          else this.told.delete(c);
+          else pulled.push(c);
         }
       } catch (e) {
         if (ROUND_CODES.has(asConvergoError(e).code)) throw e;
@@ -663,30 +668,51 @@ export class Syncer {
     }
     for (const c of cs) this.failing.delete(c);
     for (const [c, e] of failed) this.failing.set(c, e);
-    // The backoff does not start over while a collection the session
-    // reset twice is in it (liveStorms): pulled again, its sub may be
-    // reset again, so it starts over in the next session only, and a
-    // server resetting every sub has it tried less and less often.
-    if (this.failing.size === 0 && this.liveStorms.size === 0) this.failAttempt = 0;
+    this.served(pulled);
     return failed;
+  }
+
+  /**
+   * The collections cs were served again: pulled outside a live session
+   * (pullEach), or a page of one delivered on it (onLive; not of one the
+   * session reset twice, liveStorms, until the next session). The next
+   * failure of each is told (tell); and once none fails nor is told, none
+   * served since its failure, the backoff of the tries of the failing
+   * collections starts over: a collection pulled, then refused its sub or
+   * reset again, is tried less and less often, never back to back.
+   * @param {string[]} cs
+   */
+  served(cs) {
+    for (const c of cs) this.told.delete(c);
+    if (this.failing.size === 0 && this.told.size === 0) this.failAttempt = 0;
   }
 
   /**
    * Tells the app of the failures pullEach returned (the error event;
    * onSchemaAhead for schema_ahead), each collection's once until it is
-   * served again (told), and sets the status's lastError to the first
+   * served again or fails with another code (tell), and sets the status's lastError to the first
    * collection still failing, or null.
    * @param {Map<string, ConvergoError>} failed
    */
   tellFailed(failed) {
     if (this.stopped) return;
-    for (const [c, e] of failed) {
-      if (this.told.has(c)) continue;
-      this.told.add(c);
-      this.o.onError(e);
-      if (e.code === 'schema_ahead') this.o.onSchemaAhead?.(e);
-    }
+    for (const [c, e] of failed) this.tell(c, e);
     this.o.onStatus({ lastError: this.failing.values().next().value ?? null });
+  }
+
+  /**
+   * Tells the app of collection c's failure e (the error event;
+   * onSchemaAhead for schema_ahead): once until c is served again
+   * (served), and again for a failure of another code, so that one that
+   * fails internal, then schema_ahead, has the app hear it must upgrade.
+   * @param {string} c
+   * @param {ConvergoError} e
+   */
+  tell(c, e) {
+    if (this.told.get(c) === e.code) return;
+    this.told.set(c, e.code);
+    this.o.onError(e);
+    if (e.code === 'schema_ahead') this.o.onSchemaAhead?.(e);
   }
 
   /**
@@ -700,7 +726,7 @@ export class Syncer {
   retryFailing(session) {
     if (this.failing.size === 0 || this.failTimer !== null || this.stopped) return;
     const delay = backoff(this.failAttempt++, { random: this.o.random, ...this.o.backoff });
-    this.failTimer = setTimeout(() => {
+    this.failTimer = this.after(delay, 'retry', () => {
       this.failTimer = null;
       if (this.session !== session || !session.live) return; // the next welcome skips them, and sets the next try
       this.serial(async () => {
@@ -712,7 +738,18 @@ export class Syncer {
       })
         .catch((e) => this.report(e))
         .finally(() => this.retryFailing(session));
-    }, delay);
+    });
+  }
+
+  /**
+   * Calls fn after ms: a timer of sync work beside the loop's wait (why
+   * names it, as wait's does: 'retry', retryFailing's); returns its id.
+   * @param {number} ms
+   * @param {'retry'} why
+   * @param {() => void} fn
+   */
+  after(ms, why, fn) {
+    return setTimeout(fn, ms);
   }
 
   /**
@@ -1659,8 +1696,9 @@ export class Syncer {
    * invalid) is said unreadable as a refused pull is (pullOne): listed,
    * told once, and read and subscribed again when a new token of the same
    * subject comes (retoken) or at the next session's welcome; it leaves
-   * the list once a sub of it is served. schema_ahead ends the session:
-   * a new round finds out (and backs off) over HTTP. Any other refusal is
+   * the list once a sub of it is served. schema_ahead is told (tell) and
+   * ends the session: a new round finds out (and backs off) over HTTP.
+   * Any other refusal is
    * told, and the collection tried again (pulled and subscribed) after a
    * backoff, as one whose pull failed (retryFailing).
    * @param {LiveSession} session
@@ -1677,8 +1715,7 @@ export class Syncer {
     const err = about(c, 'sub', e);
     if (e.code === 'schema_ahead') {
       // The server went back to older rules under this session.
-      this.o.onError(err);
-      this.o.onSchemaAhead?.(err);
+      this.tell(c, err);
       session.close();
       return;
     }
@@ -1720,10 +1757,10 @@ export class Syncer {
         // Pages of collections not (or no longer) subscribed are dropped.
         if (!session.subscribed.has(m.collection)) break;
         await this.applyPage(m.collection, m.records, m.next, m.seals, m.leaves);
-        // Served again: its next failure is told; unless the session reset
-        // it twice, when the page before each reset of a reset storm would
-        // have it told at every try (liveStorms).
-        if (!this.liveStorms.has(m.collection)) this.told.delete(m.collection);
+        // Served again; unless the session reset it twice, when the page
+        // before each reset of a reset storm would have it told, and its
+        // backoff start over, at every try (liveStorms).
+        if (!this.liveStorms.has(m.collection)) this.served([m.collection]);
         // A sub refused before is served now: readable again.
         if (this.refusedSubs.delete(m.collection) && !this.healRefused.has(m.collection)) this.o.onUnreadable?.(m.collection, null);
         this.o.onStatus({ lastSyncedAt: Date.now() });
@@ -1741,8 +1778,9 @@ export class Syncer {
         // back. It is the collection's failure instead, as a sub refused
         // internal is (subRefused): told, and healed (what the reset owes
         // stays owed), pulled and subscribed again after a backoff
-        // (retryFailing), one that grows for the rest of the session
-        // (liveStorms), while the session streams the others.
+        // (retryFailing), one that grows for the rest of the session (a
+        // page of it does not serve it again: liveStorms), while the
+        // session streams the others.
         if (this.liveResets.has(m.collection)) {
           this.liveStorms.add(m.collection);
           const err = about(m.collection, 'sub', new ConvergoError('malformed', 'the server reset it twice in one live session'));

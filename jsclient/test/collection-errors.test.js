@@ -9,7 +9,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FakeServer } from './helpers/server.js';
-import { freshIDB, openClient, until } from './helpers/util.js';
+import { freshIDB, openClient, until, waitsOf } from './helpers/util.js';
 import { CONTENT_TYPE, PATHS } from '../src/constants.js';
 import { decode, encode } from '../src/cbor.js';
 import { emptyRecord } from '../src/record.js';
@@ -171,6 +171,40 @@ for (const what of /** @type {const} */ (['pull', 'heal', 'sub'])) {
     await until(() => x.status.lastError === null, 'no error said', WAIT);
   });
 }
+
+test('live: a server refusing every sub of one collection (internal) has it tried less and less often: its backoff does not start over at the pull before each sub, only once a sub of it is answered with a page', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  for (const c of ['a', 'b']) theirs(server, c, c + '1');
+  let on = true;
+  let refusals = 0;
+  server.refuseSub = (c) => (c === 'b' && on && ++refusals > 0 ? 'internal' : null);
+  const waits = await waitsOf(t, 'retry');
+  const x = await openClient({ url: server.url, name: 'x', collections: ['a', 'b'], backoff: { base: 20, max: 10_000, random: () => 1 } });
+  t.after(() => x.close());
+  /** @type {string[]} */
+  const told = [];
+  x.on('error', (e) => {
+    if (/\bb\b/.test(e.message)) told.push(e.message);
+  });
+  await until(() => waits.length >= 5, 'five tries of b', WAIT);
+  // Each try pulls b over HTTP (it succeeds) before its sub is refused
+  // again: that pull does not serve it, its sub's page would.
+  assert.deepEqual(waits.slice(0, 5), [20, 40, 80, 160, 320], 'the backoff of b grows (base 20 ms, random 1)');
+  assert.equal(told.length, 1, `told once: ${told.join('; ')}`);
+  // The server sane again, a sub of b is answered with a page: served,
+  // its backoff starts over.
+  on = false;
+  await until(() => [...server.sockets].some((ws) => /** @type {any} */ (ws).subs?.has('b')), 'b subscribed', WAIT);
+  theirs(server, 'b', 'b2');
+  await until(() => has(x, 'b', 'b2'), 'b served live', WAIT);
+  const n = waits.length;
+  on = true;
+  server.resync('b');
+  await until(() => waits.length > n, 'b tried again', WAIT);
+  assert.equal(waits[n], 20, `the backoff of b starts over once served: ${waits.join(', ')}`);
+  assert.equal(told.length, 2, 'told again once served');
+});
 
 test("over HTTP: a collection whose pull before its push fails (internal) holds back its own changes only: the others' are pushed, and its go once it is pulled", async (t) => {
   const server = await new FakeServer().start();

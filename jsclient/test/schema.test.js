@@ -255,3 +255,44 @@ test('a tab whose upgrade makes a change untranslatable tells the tabs open alre
   assert.equal(fresh.status.rejected, 1);
   await until(() => old.status.rejected === 1, 'the tab open already to count the rejected change', WAIT);
 });
+
+for (const live of [false, true]) {
+  test(`${live ? 'live' : 'over HTTP'}: a collection that fails internal, then schema_ahead, is told again: the app hears it must upgrade (each code told once)`, async (t) => {
+    const server = await new FakeServer().start();
+    t.after(() => server.stop());
+    /** @type {'internal'|'schema_ahead'} */
+    let code = 'internal';
+    let pulls = 0;
+    // Polling, every pull of b fails; live, every sub of b is refused
+    // internal and, once schema_ahead, the pull before each sub fails.
+    server.refusePull = (c) => (c === 'b' && ++pulls > 0 && (!live || code === 'schema_ahead') ? code : null);
+    if (live) server.refuseSub = (c) => (c === 'b' ? 'internal' : null);
+    const db = await openClient({
+      url: server.url,
+      collections: ['a', 'b'],
+      pollInterval: 60_000,
+      backoff: { base: 10, max: 40 },
+      ...(live ? {} : { WebSocket: null }),
+    });
+    t.after(() => db.close());
+    /** @type {any[]} */
+    const told = [];
+    /** @type {any[]} */
+    const heard = [];
+    db.on('error', (e) => told.push(e));
+    db.on('schemaAhead', (e) => heard.push(e));
+    await until(() => told.length > 0, 'the internal told', WAIT);
+    code = 'schema_ahead';
+    const before = pulls;
+    await until(() => pulls >= before + 4, 'b tried again and again', WAIT);
+    assert.deepEqual(
+      told.map((e) => e.code),
+      ['internal', 'schema_ahead'],
+      `told: ${told.map((e) => e.message).join('; ')}`,
+    );
+    assert.match(told[1].message, /\bb\b/, 'naming the collection');
+    assert.equal(heard.length, 1, 'the app hears it must upgrade');
+    assert.equal(heard[0].code, 'schema_ahead');
+    assert.ok(db.status.schemaAhead, 'status.schemaAhead');
+  });
+}

@@ -97,24 +97,30 @@ export function heldAnswers(server, path) {
 }
 
 /**
- * The waits the sync loop asks for (Syncer.wait) for reason why, in ms and
- * in order, from now to the end of test t: what the client decided,
- * whenever a loaded machine fires its timers.
+ * The waits the sync loop asks for (Syncer.wait), or the timers of sync
+ * work beside it (Syncer.after: 'retry', the next try of the failing
+ * collections while live), for reason why, in ms and in order, from now
+ * to the end of test t: what the client decided, whenever a loaded
+ * machine fires its timers.
  * @param {import('node:test').TestContext} t
- * @param {'backoff'|'poll'|'offline'|'halted'|'revoked'|'push'} [why]
+ * @param {'backoff'|'poll'|'offline'|'halted'|'revoked'|'push'|'retry'} [why]
  * @returns {Promise<number[]>}
  */
 export async function waitsOf(t, why = 'backoff') {
   const { Syncer } = await import('../../src/sync.js');
   /** @type {number[]} */
   const waits = [];
-  const wait = Syncer.prototype.wait;
+  const { wait, after } = Syncer.prototype;
   Syncer.prototype.wait = function (ms, w) {
     if (w === why) waits.push(ms);
     return wait.call(this, ms, w);
   };
+  Syncer.prototype.after = function (ms, w, fn) {
+    if (w === why) waits.push(ms);
+    return after.call(this, ms, w, fn);
+  };
   t.after(() => {
-    Syncer.prototype.wait = wait;
+    Object.assign(Syncer.prototype, { wait, after });
   });
   return waits;
 }
