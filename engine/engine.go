@@ -71,6 +71,12 @@ type Config struct {
 	// Leases of collections never written are also held, across them, to
 	// proto.MaxUnwrittenLeasesPerSubject, which is not configurable.
 	MaxLeasesPerSubject int
+	// ClockCheckEvery is how often the engine checks its clock (Now)
+	// against the store's, on a store with one (StoreClock, CheckClock):
+	// Open checks once, then every ClockCheckEvery. Zero means
+	// DefaultClockCheckEvery; negative means no check but CheckClock's
+	// (tests that run the engine on a clock of their own).
+	ClockCheckEvery time.Duration
 }
 
 // Status is the outcome of one change of an Apply call, numbered as on the
@@ -151,6 +157,11 @@ type Engine struct {
 	grace        time.Duration
 	collectEvery time.Duration
 	maxLeases    int // Config.MaxLeasesPerSubject
+	// clockEvery is Config.ClockCheckEvery; clock what the last check
+	// found (clock.go).
+	clockEvery time.Duration
+	clockMu    sync.Mutex
+	clock      clockState
 	cancel       context.CancelFunc
 	wg           sync.WaitGroup
 	closeMu      sync.Once
@@ -206,6 +217,9 @@ func Open(cfg Config) (*Engine, error) {
 	case cfg.MaxLeasesPerSubject < 0:
 		return nil, fmt.Errorf("engine: MaxLeasesPerSubject %d: negative", cfg.MaxLeasesPerSubject)
 	}
+	if cfg.ClockCheckEvery == 0 {
+		cfg.ClockCheckEvery = DefaultClockCheckEvery
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	e := &Engine{
 		store:    cfg.Store,
@@ -226,6 +240,16 @@ func Open(cfg Config) (*Engine, error) {
 		grace:        cfg.CollectGrace,
 		collectEvery: cfg.CollectEvery,
 		maxLeases:    cfg.MaxLeasesPerSubject,
+		clockEvery:   cfg.ClockCheckEvery,
+	}
+	// The clock is checked before anything is served: an instance whose
+	// clock is off says so from its first request.
+	if every := e.ClockCheckEvery(); every > 0 {
+		e.checkClockNow(ctx)
+		e.wg.Add(1)
+		go e.clockLoop(ctx, every)
+	} else if _, ok := cfg.Store.(StoreClock); !ok {
+		e.log.Info("the store runs in this process, on its clock: the server's clock is not checked against it")
 	}
 	e.stopWat = cfg.Store.Watch(e.storeNotified)
 	if c, ok := cfg.Store.(stores.Capturer); ok {

@@ -1169,7 +1169,8 @@ func (e *Engine) purgeLeases(ctx context.Context, purger stores.Purger, now int6
 // this engine, it computes and publishes the horizons, waits the grace
 // and purges. A store that cannot purge (no stores.Purger) makes it log
 // once and do nothing. Safe to run concurrently, on any instances. What
-// it did is added to CollectTotals.
+// it did is added to CollectTotals. While the engine's clock is off the
+// store's (ClockHealth) it refuses to run, with that error.
 //
 // A bug (a panic) met in a run, on the leases and horizons that clients'
 // reads write, fails the run as an error does: the collection loop runs on
@@ -1191,6 +1192,12 @@ func (e *Engine) Collect(ctx context.Context) (reports []CollectReport, err erro
 
 // collect is a run of Collect.
 func (e *Engine) collect(ctx context.Context) ([]CollectReport, error) {
+	// Leases expire and horizons move by this instance's clock: off the
+	// store's, it would expire every lease (ahead) or hold nothing back
+	// it should (behind). Another instance, in time, collects meanwhile.
+	if err := e.ClockHealth(); err != nil {
+		return nil, fmt.Errorf("collect: %w", err)
+	}
 	purger, ok := e.store.(stores.Purger)
 	if !ok {
 		e.hz.mu.Lock()

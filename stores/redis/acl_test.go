@@ -32,7 +32,7 @@ var (
 	// to AUTH and RESP2), so the users run as most deployments do.
 	aclCore = []string{
 		"+eval", "+evalsha", "+get", "+set", "+hget", "+hset", "+hmget", "+zadd", "+zrange", "+type", "+publish",
-		"+subscribe", "+ping", "+info", "+client|setname", "+hello",
+		"+subscribe", "+ping", "+info", "+client|setname", "+hello", "+time",
 	}
 	// aclDB is what a DB other than 0 adds: go-redis selects it on every
 	// connection.
@@ -283,6 +283,10 @@ func testRestrictedUser(t *testing.T, start func(t *testing.T) restricted) {
 		}
 		if _, err := s.Meta(ctx, "c"); err != nil {
 			t.Fatalf("meta as the restricted user: %v", err)
+		}
+		// The engine's check of the server clock (engine.StoreClock).
+		if _, _, err := s.StoreTime(ctx); err != nil {
+			t.Fatalf("the store's clock as the restricted user: %v", err)
 		}
 		// Epoch bumps run only those commands too.
 		if err := s.BumpEpoch(ctx, "c", stores.HistoryLost); err != nil {

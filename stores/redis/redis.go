@@ -234,6 +234,17 @@ func infoField(info, name string) string {
 	return ""
 }
 
+// StoreTime reads the Redis server's clock (TIME; on a cluster, of the
+// node the command reaches), to the microsecond: the engine checks the
+// server instance's clock against it (engine.StoreClock).
+func (s *Store) StoreTime(ctx context.Context) (time.Time, time.Duration, error) {
+	t, err := s.client.Time(ctx).Result()
+	if err != nil {
+		return time.Time{}, 0, s.fail(ctx, "time", err)
+	}
+	return t, time.Microsecond, nil
+}
+
 // Keys. The collection name sits in a hash tag, so all keys of a
 // collection are in one cluster slot; crdt.ValidateCollection refuses
 // braces and colons, so names cannot break out of it.
