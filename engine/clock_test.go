@@ -24,8 +24,8 @@ import (
 // server instance whose clock is off.
 type skewedClock struct{ off atomic.Int64 }
 
-func (c *skewedClock) now() time.Time          { return time.Now().Add(time.Duration(c.off.Load())) }
-func (c *skewedClock) set(off time.Duration)   { c.off.Store(int64(off)) }
+func (c *skewedClock) now() time.Time           { return time.Now().Add(time.Duration(c.off.Load())) }
+func (c *skewedClock) set(off time.Duration)    { c.off.Store(int64(off)) }
 func (c *skewedClock) config() func() time.Time { return c.now }
 
 // syncBuffer is a log sink the engine's goroutines may write to while the

@@ -162,10 +162,10 @@ type Engine struct {
 	clockEvery time.Duration
 	clockMu    sync.Mutex
 	clock      clockState
-	cancel       context.CancelFunc
-	wg           sync.WaitGroup
-	closeMu      sync.Once
-	closedCh     chan struct{}
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
+	closeMu    sync.Once
+	closedCh   chan struct{}
 }
 
 // Open starts an engine on cfg.Store.
