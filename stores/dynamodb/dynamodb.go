@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	awsmiddleware "github.com/aws/aws-sdk-go-v2/aws/middleware"
 	awsdynamodb "github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams"
@@ -299,6 +300,23 @@ func (st *Store) tableStream(desc *types.TableDescription) (string, error) {
 		return "", fmt.Errorf("table %s streams %s; the consumer needs NEW_AND_OLD_IMAGES (or NEW_IMAGE, without capture of updates)", st.table, spec.StreamViewType)
 	}
 	return *desc.LatestStreamArn, nil
+}
+
+// StoreTime reads DynamoDB's clock from the Date header of the answer to
+// a DescribeTable of the store's table (a call Open makes anyway, needing
+// no other permission), to the second: the engine checks the server
+// instance's clock against it (engine.StoreClock).
+func (st *Store) StoreTime(ctx context.Context) (time.Time, time.Duration, error) {
+	op := "describe table " + st.table + " for its clock"
+	out, err := st.db.DescribeTable(ctx, &awsdynamodb.DescribeTableInput{TableName: &st.table}, st.dbOpt)
+	if err != nil {
+		return time.Time{}, 0, translate(ctx, op, err)
+	}
+	at, ok := awsmiddleware.GetServerTime(out.ResultMetadata)
+	if !ok || at.IsZero() {
+		return time.Time{}, 0, fmt.Errorf("%s: the answer has no Date header", op)
+	}
+	return at, time.Second, nil
 }
 
 func (st *Store) describe(ctx context.Context) (*types.TableDescription, error) {
