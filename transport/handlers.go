@@ -45,6 +45,9 @@ func (s *Server) hello(_ context.Context, p Principal, body []byte) (any, error)
 	if err := crdt.ValidateReplica(req.Replica); err != nil {
 		return nil, proto.Errorf(proto.CodeInvalid, "hello: %s", publicText(err))
 	}
+	if err := s.clockRefusal(); err != nil {
+		return nil, err
+	}
 	return s.helloAnswer(p), nil
 }
 
@@ -59,6 +62,9 @@ func (s *Server) push(ctx context.Context, p Principal, body []byte) (any, error
 	}
 	if err := crdt.ValidateReplica(req.Replica); err != nil {
 		return nil, proto.Errorf(proto.CodeInvalid, "push: %s", publicText(err))
+	}
+	if err := s.clockRefusal(); err != nil {
+		return nil, err
 	}
 	results, err := s.pushChanges(ctx, p, req.Changes, req.Refused, req.Versions)
 	if err != nil {
@@ -336,6 +342,9 @@ func (s *Server) restore(ctx context.Context, p Principal, body []byte) (any, er
 	defer req.release()
 	if err := crdt.ValidateCollection(req.Collection); err != nil {
 		return nil, proto.Errorf(proto.CodeInvalid, "restore: %s", publicText(err))
+	}
+	if err := s.clockRefusal(); err != nil {
+		return nil, err
 	}
 	if !p.CanRead(req.Collection) {
 		return nil, proto.Errorf(proto.CodeForbidden, "no read access to %s", req.Collection)

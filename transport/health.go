@@ -9,7 +9,9 @@ import (
 
 // probeCollection is the collection /readyz reads the head of, within
 // readyTimeout. /readyz also fails while the engine's commits keep failing
-// (engine.WriteHealth): a store can answer reads while refusing writes.
+// (engine.WriteHealth): a store can answer reads while refusing writes;
+// and while the server's clock is off the store's (engine.ClockHealth,
+// clockRefusal).
 const (
 	probeCollection = "convergo.readyz"
 	readyTimeout    = 5 * time.Second
@@ -39,6 +41,12 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		s.log.Warn("readiness: store writes failing", "err", err)
 		w.WriteHeader(http.StatusServiceUnavailable)
 		_, _ = io.WriteString(w, "store writes failing\n")
+		return
+	}
+	if err := s.eng.ClockHealth(); err != nil {
+		// The engine logs it at ERROR at each check (clockRefusal).
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_, _ = io.WriteString(w, "server clock off the store's: "+err.Error()+"\n")
 		return
 	}
 	_, _ = io.WriteString(w, "ok\n")

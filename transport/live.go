@@ -523,6 +523,9 @@ func (c *liveConn) hello(h proto.Hello) (Principal, error) {
 	if err := crdt.ValidateReplica(h.Replica); err != nil {
 		return Principal{}, proto.Errorf(proto.CodeInvalid, "hello: %s", publicText(err))
 	}
+	if err := c.s.clockRefusal(); err != nil {
+		return Principal{}, err
+	}
 	p, err := c.s.authenticate(c.ctx, h.Token)
 	if err != nil {
 		return Principal{}, err
@@ -598,6 +601,13 @@ func (s *Server) stillValid(p Principal) error {
 // flight.
 func (c *liveConn) push(data []byte) error {
 	c.s.metrics.liveMsgs.WithLabelValues(proto.TypePush).Inc()
+	// The session's client corrected its clock by this server's at its
+	// hello: with the clock off since, the session ends, unanswered, and
+	// the client pushes again in its next one (clockRefusal).
+	if err := c.s.clockRefusal(); err != nil {
+		c.fatal(ws.StatusPolicyViolation, err)
+		return errFatal
+	}
 	p := c.prin
 	if !c.claimPush() {
 		return errFatal

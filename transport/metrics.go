@@ -2,6 +2,7 @@ package transport
 
 import (
 	"fmt"
+	"math"
 
 	"github.com/convergo/convergo/engine"
 	"github.com/convergo/convergo/transport/proto"
@@ -44,6 +45,8 @@ type engineCounts interface {
 	CollectTotals() engine.CollectTotals
 	MigrationDrops() uint64
 	StoreWentBack() uint64
+	ClockHealth() error
+	LastClockReading() (engine.ClockReading, bool)
 }
 
 // newMetrics registers the server's collectors on reg; the counts of the
@@ -129,7 +132,26 @@ func newMetrics(reg prometheus.Registerer, eng func() engineCounts) (*metrics, e
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Namespace: "convergo", Name: "store_went_back_total",
 			Help: "Times this server found that the store went back in time unnoticed (a cursor it made past a head, or a position given to another record) and started a new epoch of every collection.",
-		}, func() float64 { return float64(eng().StoreWentBack()) })} {
+		}, func() float64 { return float64(eng().StoreWentBack()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "convergo", Name: "clock_off",
+			Help: "1 while this server's clock is off its store's by more than half the max drift, and it refuses hellos and pushes; 0 otherwise.",
+		}, func() float64 {
+			if eng().ClockHealth() != nil {
+				return 1
+			}
+			return 0
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "convergo", Name: "clock_skew_seconds",
+			Help: "How far this server's clock was ahead of its store's (negative: behind) at the last check that read the store's clock; NaN before one, or on a store without a clock (bbolt, memory).",
+		}, func() float64 {
+			r, ok := eng().LastClockReading()
+			if !ok {
+				return math.NaN()
+			}
+			return r.Skew.Seconds()
+		})} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}
