@@ -15,6 +15,19 @@
 // no-op, writes nothing and wakes no one. Applying a batch again is a no-op
 // in effect, which is what makes client retries safe.
 //
+// # The server's clock
+//
+// Clients correct their clocks by the engine's (ServerTime, announced by
+// the hello), so an engine whose clock is far off would set every client
+// it serves off by as much. On a store with a clock of its own
+// (StoreClock: Redis, DynamoDB) the engine checks its clock against it at
+// Open and every Config.ClockCheckEvery (CheckClock); off by more than
+// MaxClockSkew, half the max drift, it logs at ERROR, ClockHealth fails
+// (the transport then refuses hellos and pushes, and /readyz), and
+// Collect does not run, until a check finds it back. A store it cannot
+// read is not taken for a skew. Memory and bbolt are in the engine's
+// process, on its clock: nothing is checked.
+//
 // # The only door to a store
 //
 // Everything that reaches a store goes through the engine, which owns the
