@@ -260,7 +260,8 @@ func TestMarkOfAStoreWipedUnderRunningServers(t *testing.T) {
 
 // wipedEngines returns how these tests open an engine on Redis rs (key
 // prefix "wiped:", short timeouts: the tests restart it under them),
-// collecting "notes" with maxOff and no grace, at the wall time *ms.
+// collecting "notes" with maxOff and no grace, at the wall time *ms (not
+// checked against Redis's clock).
 func wipedEngines(t *testing.T, rs *redistest.Server, ms *int64, maxOff time.Duration) func(replica string) *engine.Engine {
 	return func(replica string) *engine.Engine {
 		t.Helper()
@@ -272,7 +273,8 @@ func wipedEngines(t *testing.T, rs *redistest.Server, ms *int64, maxOff time.Dur
 		t.Cleanup(func() { st.Close() })
 		e, err := engine.Open(engine.Config{Store: st, Replica: replica, Now: func() time.Time { return time.UnixMilli(*ms) },
 			PollInterval: -1, Rules: []engine.Rule{{Pattern: "notes", MaxOffline: maxOff}},
-			CollectGrace: -1, CollectEvery: -1})
+			CollectGrace: -1, CollectEvery: -1,
+			ClockCheckEvery: -1}) // a model clock, years off Redis's
 		if err != nil {
 			t.Fatal(err)
 		}
