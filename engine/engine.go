@@ -73,7 +73,8 @@ type Config struct {
 	MaxLeasesPerSubject int
 	// ClockCheckEvery is how often the engine checks its clock (Now)
 	// against the store's, on a store with one (StoreClock, CheckClock):
-	// Open checks once, then every ClockCheckEvery. Zero means
+	// Open checks once (waiting at most clockCheckTimeout for the store),
+	// then every ClockCheckEvery. Zero means
 	// DefaultClockCheckEvery; negative means no check but CheckClock's
 	// (tests that run the engine on a clock of their own).
 	ClockCheckEvery time.Duration
