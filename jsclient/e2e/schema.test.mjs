@@ -128,7 +128,7 @@ describe('schema versions: offline v1 edits, a server moved to v2, a v1 client b
   /** The stamps of every outbox change of the page, per record: id -> field -> [wall, logical, replica]. */
   async function outboxStamps(p) {
     return p.page.evaluate(async () => {
-      const { decodeEntry } = await import('/convergo/db.js');
+      const { decodeEntry } = await import('/convergo/change.js');
       const idb = await window.db.store.conn();
       const entries = await new Promise((resolve, reject) => {
         const r = idb.transaction('outbox').objectStore('outbox').getAll();

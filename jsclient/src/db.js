@@ -84,9 +84,9 @@
 
 import { ConvergoError, fromIDBError } from './errors.js';
 import { Clock } from './hlc.js';
-import { cloneRecord, decodeValue, emptyRecord, encodeChange, encodeRecord, hasStamps, maxStamp, mergeInto, ownPart, readChange, readRecord, storedValue, uncovered, validateCollection, visibleValues } from './record.js';
-import { Reader, Writer, equalBytes, setOwn, utf8Length } from './cbor.js';
-import { compareStamps, compareTime, isZeroStamp } from './hlc.js';
+import { decodeValue, emptyRecord, encodeChange, encodeRecord, hasStamps, maxStamp, mergeInto, readRecord, storedValue, validateCollection, visibleValues } from './record.js';
+import { Reader, Writer, equalBytes, setOwn } from './cbor.js';
+import { compareStamps, compareTime } from './hlc.js';
 import { DEFAULTS } from './model.js';
 import { isDevice, isPrefix, newDevice, replicaId, replicaPrefix } from './replica.js';
 
@@ -380,18 +380,6 @@ function fromBase(b, id) {
 }
 
 /**
- * The encoded change of an outbox entry, decoded (its values as stored:
- * storedValue).
- * @param {Uint8Array} bytes
- */
-export function decodeEntry(bytes) {
-  const r = new Reader(bytes, { canonical: false });
-  const { record } = readChange(r, undefined, storedValue);
-  r.end();
-  return record;
-}
-
-/**
  * The visible values of r decoded, or null when r does not exist; a field
  * r lacks (absent, or hidden by its delete: an unset field stays unset)
  * reads as its default, if defaults has one.
@@ -437,21 +425,6 @@ export function fromStored(s, id) {
     throw new ConvergoError('database', `stored record ${JSON.stringify(id)} is corrupt`);
   }
   return { id: s.id, deleted: s.deleted, fields: new Map(s.fields) };
-}
-
-/**
- * The rejected entry (without its id) of outbox entry e, refused with
- * code and message by request requestId.
- * @param {OutboxEntry} e
- * @param {string} code
- * @param {string} message
- * @param {string|null} requestId
- * @param {{when: number, subject: string|null}} info
- * @returns {Omit<RejectedEntry, 'id'>}
- */
-export function rejectedEntry(e, code, message, requestId, info) {
-  const size = e.change.length + utf8Length(code) + utf8Length(message) + utf8Length(requestId ?? '') + utf8Length(info.subject ?? '');
-  return { c: e.c, rid: e.id, change: e.change, code, message, requestId, when: info.when, subject: info.subject, size };
 }
 
 /**

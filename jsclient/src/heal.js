@@ -8,11 +8,12 @@
 
 import { ConvergoError } from './errors.js';
 import { DEFAULTS, PATHS, STATUSES } from './constants.js';
-import { byStamp, emptyRecord, encodeChange, encodeRecord, hasStamps, merge, ownPart } from './record.js';
+import { emptyRecord, encodeChange, encodeRecord, hasStamps } from './record.js';
 import { decodeRecord } from './received.js';
 import { batchLength, encodePush, encodeRestore, parsePushAnswer, parseRestoreAnswer, pushBudget } from './protocol.js';
 import { splitter } from './sync.js';
 import { CURSOR_KEY, GIVEBACK_KEY, HEALCHECK_KEY, HEAL_KEY, META, RECORDS, SEALED, acknowledged, baseOf, decodeStored, fromStored, req, sealOf, storedCursor } from './db.js';
+import { byStamp, merge, ownPart } from './parts.js';
 
 /** @typedef {import('./record.js').Record} Rec */
 /** @typedef {import('./db.js').Store} Store */

@@ -14,8 +14,9 @@ import { normalizeValue } from './normalize.js';
 import { CODES, COMPACT, DEFAULTS, MODEL, PUSH_ENVELOPE_BYTES, RESET_REASONS, SCOPES, SERVER_MESSAGE_TYPES, STATUSES, VERSION } from './constants.js';
 import { ConvergoError } from './errors.js';
 import { deviceOf } from './replica.js';
-import { headLen, readChange, readRecord, validateCollection, writeChange, writeRecord } from './record.js';
+import { headLen, readRecord, validateCollection, writeChange, writeRecord } from './record.js';
 import { MAX_WALL, isZeroStamp, validateReplica } from './hlc.js';
+import { readChange } from './change.js';
 
 /**
  * The largest server answer or live frame the client reads: a bound the

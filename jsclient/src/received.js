@@ -6,7 +6,8 @@
 import { Reader } from './cbor.js';
 import { ConvergoError } from './errors.js';
 import { normalizeValue } from './normalize.js';
-import { MAX_RECORD_BYTES, readChange, readRecord } from './record.js';
+import { MAX_RECORD_BYTES, readRecord } from './record.js';
+import { readChange } from './change.js';
 
 /** @typedef {import('./record.js').Record} Record */
 /** @typedef {import('./record.js').Change} Change */

@@ -58,10 +58,12 @@
 
 import { STATUSES } from './constants.js';
 import { compareStamps, isZeroStamp } from './hlc.js';
-import { cloneRecord, emptyRecord, mergeInto } from './record.js';
+import { emptyRecord, mergeInto } from './record.js';
 import { checked, giveBack } from './heal.js';
-import { GIVEBACK_KEY, META, OUTBOX, RECONCILE_KEY, RECORDS, RESTAMP_KEY, REJECTED, SEALED, acknowledged, baseOf, decodeEntry, fromStored, rejectedEntry, req } from './db.js';
+import { GIVEBACK_KEY, META, OUTBOX, RECONCILE_KEY, RECORDS, RESTAMP_KEY, REJECTED, SEALED, acknowledged, baseOf, fromStored, req } from './db.js';
 import { prepareRemote, putPage } from './syncstore.js';
+import { cloneRecord } from './parts.js';
+import { decodeEntry, rejectedEntry } from './change.js';
 
 /** @typedef {import('./db.js').Store} Store */
 /** @typedef {import('./db.js').OutboxEntry} OutboxEntry */

@@ -6,7 +6,7 @@
 // {stamp, value}; value holds the canonical CBOR bytes of the field's value,
 // or null when the field was unset.
 
-import { Reader, Writer, checkValue, compareBytes, decode, encodeWith, equalBytes, utf8Length } from './cbor.js';
+import { Reader, Writer, checkValue, compareBytes, decode, encodeWith, utf8Length } from './cbor.js';
 import { MODEL } from './model.js';
 import { ConvergoError } from './errors.js';
 import { MAX_LOGICAL, MAX_WALL, ZERO_STAMP, compareStamps, isZeroStamp, validateReplica } from './hlc.js';
@@ -76,111 +76,12 @@ export function mergeInto(r, delta) {
 }
 
 /**
- * Returns the merge of a and b (neither modified) and whether it differs
- * from a.
- * @param {Record} a
- * @param {Record} b
- * @returns {[Record, boolean]}
- */
-export function merge(a, b) {
-  const out = cloneRecord(a);
-  const changed = mergeInto(out, b);
-  return [out, changed];
-}
-
-/** @param {Record} r */
-export function cloneRecord(r) {
-  return { id: r.id, deleted: r.deleted, fields: new Map(r.fields) };
-}
-
-/**
  * Whether r holds any stamp: a delete or a field (set or unset). An empty
  * record is a write of nothing, or a server state never acknowledged.
  * @param {Record} r
  */
 export function hasStamps(r) {
   return !isZeroStamp(r.deleted) || r.fields.size > 0;
-}
-
-/**
- * The stamps of base that the ids of this subject wrote (own: its replica
- * prefix and the separator), as a record; with seal, those the sealed
- * record holds as they are are left out (the restore gives them back).
- * @param {Record} base
- * @param {string} own
- * @param {Record} [seal]
- * @returns {Record}
- */
-export function ownPart(base, own, seal) {
-  const part = emptyRecord(base.id);
-  if (!isZeroStamp(base.deleted) && base.deleted.replica.startsWith(own) && !(seal && compareStamps(seal.deleted, base.deleted) === 0)) {
-    part.deleted = base.deleted;
-  }
-  for (const [name, f] of base.fields) {
-    if (!f.stamp.replica.startsWith(own)) continue;
-    const g = seal?.fields.get(name);
-    if (g && compareStamps(g.stamp, f.stamp) === 0) continue;
-    part.fields.set(name, f);
-  }
-  return part;
-}
-
-/**
- * Rec split into one record per stamp: its delete alone, then its fields
- * grouped by stamp (the fields one change wrote), in stamp order. Pushed
- * apart, a stamp refused collected takes no later one with it.
- * @param {Record} rec
- * @returns {Record[]}
- */
-export function byStamp(rec) {
-  /** @type {Record[]} */
-  const out = [];
-  if (!isZeroStamp(rec.deleted)) out.push({ ...emptyRecord(rec.id), deleted: rec.deleted });
-  /** @type {Map<string, Record>} */
-  const groups = new Map();
-  const fields = [...rec.fields].sort((a, b) => compareStamps(a[1].stamp, b[1].stamp));
-  for (const [name, f] of fields) {
-    const key = `${f.stamp.wall}/${f.stamp.logical}/${f.stamp.replica}`;
-    let g = groups.get(key);
-    if (!g) {
-      g = emptyRecord(rec.id);
-      groups.set(key, g);
-      out.push(g);
-    }
-    g.fields.set(name, f);
-  }
-  return out;
-}
-
-/**
- * The stamps of part that rec neither holds nor hides: a field rec holds
- * at the same stamp or a newer one, or stamped at or before rec's delete,
- * is covered, and so is a delete at or before rec's.
- * @param {Record} part
- * @param {Record} rec
- * @returns {Record}
- */
-export function uncovered(part, rec) {
-  const out = emptyRecord(part.id);
-  if (compareStamps(part.deleted, rec.deleted) > 0) out.deleted = part.deleted;
-  for (const [name, f] of part.fields) {
-    if (compareStamps(f.stamp, rec.deleted) <= 0) continue;
-    const g = rec.fields.get(name);
-    if (g && compareStamps(g.stamp, f.stamp) >= 0) continue;
-    out.fields.set(name, f);
-  }
-  return out;
-}
-
-/**
- * Whether r has at least one visible field with a value.
- * @param {Record} r
- */
-export function exists(r) {
-  for (const f of r.fields.values()) {
-    if (f.value !== null && compareStamps(f.stamp, r.deleted) > 0) return true;
-  }
-  return false;
 }
 
 /**
@@ -210,19 +111,6 @@ export function maxStamp(r) {
   let m = r.deleted;
   for (const f of r.fields.values()) if (compareStamps(f.stamp, m) > 0) m = f.stamp;
   return m;
-}
-
-/**
- * @param {Record} a
- * @param {Record} b
- */
-export function recordsEqual(a, b) {
-  if (a.id !== b.id || compareStamps(a.deleted, b.deleted) !== 0 || a.fields.size !== b.fields.size) return false;
-  for (const [name, f] of a.fields) {
-    const g = b.fields.get(name);
-    if (!g || compareStamps(f.stamp, g.stamp) !== 0 || !equalBytes(f.value, g.value)) return false;
-  }
-  return true;
 }
 
 // ------------------------------------------------------------ validation
@@ -388,17 +276,6 @@ export function encodeChange(c) {
   return encodeWith((w) => writeChange(w, c));
 }
 
-/**
- * Encodes a batch of changes as a CBOR array.
- * @param {Change[]} cs
- */
-export function encodeChanges(cs) {
-  const w = new Writer();
-  w.head(4, cs.length);
-  for (const c of cs) writeChange(w, c);
-  return w.bytes();
-}
-
 // ---------------------------------------------------------------- decoding
 
 /**
@@ -543,34 +420,6 @@ export function readRecord(r, cx, held) {
   if (fields.size > MAX_FIELDS) throw new ConvergoError('too_large', `record ${JSON.stringify(id)} has ${fields.size} fields, more than ${MAX_FIELDS}`);
   for (const name of fields.keys()) validateFieldName(name);
   return { id, deleted, fields };
-}
-
-/**
- * Reads a change {1: collection, 2: record}; held as in readRecord.
- * @param {Reader} r
- * @param {CompactContext|undefined} cx
- * @param {(v: Uint8Array) => Uint8Array} held
- * @returns {Change}
- */
-export function readChange(r, cx, held) {
-  const n = r.mapHead();
-  /** @type {string|undefined} */
-  let collection;
-  /** @type {Record|undefined} */
-  let record;
-  const seen = new Set();
-  for (let i = 0; i < n; i++) {
-    const k = r.head();
-    if (k.major !== 0) throw new ConvergoError('malformed', 'change key is not an integer');
-    if (seen.has(k.arg)) throw new ConvergoError('malformed', 'duplicate map key in change');
-    seen.add(k.arg);
-    if (k.arg === 1) collection = r.text();
-    else if (k.arg === 2) record = readRecord(r, cx, held);
-    else throw new ConvergoError('malformed', `unknown change key ${k.arg}`);
-  }
-  validateCollection(collection ?? '');
-  if (!record) throw new ConvergoError('invalid', 'change without a record');
-  return { collection: /** @type {string} */ (collection), record };
 }
 
 // ------------------------------------------------------- values <-> fields

@@ -8,7 +8,8 @@ import { isZeroStamp } from './hlc.js';
 import { decodeValue, emptyRecord } from './record.js';
 import { decodeChanges } from './received.js';
 import { setOwn } from './cbor.js';
-import { META, OUTBOX, RECORDS, REJECTED, decodeEntry, req } from './db.js';
+import { META, OUTBOX, RECORDS, REJECTED, req } from './db.js';
+import { decodeEntry } from './change.js';
 
 /** @typedef {import('./db.js').Store} Store */
 /** @typedef {import('./db.js').RejectedEntry} RejectedEntry */

@@ -20,9 +20,11 @@
 // data has left.
 
 import { ConvergoError } from './errors.js';
-import { cloneRecord, encodeChange, mergeInto, validateCollection } from './record.js';
-import { CURSOR_KEY, META, OUTBOX, RECORDS, REJECTED, REPLACE_KEY, SCHEMA_KEY, SEALED, baseOf, decodeEntry, fromStored, rejectedEntry, req } from './db.js';
+import { encodeChange, mergeInto, validateCollection } from './record.js';
+import { CURSOR_KEY, META, OUTBOX, RECORDS, REJECTED, REPLACE_KEY, SCHEMA_KEY, SEALED, baseOf, fromStored, req } from './db.js';
 import { defaults, parseDefinition, translate } from './migrate.js';
+import { cloneRecord } from './parts.js';
+import { decodeEntry, rejectedEntry } from './change.js';
 
 /** @typedef {import('./db.js').Store} Store */
 /** @typedef {import('./db.js').OutboxEntry} OutboxEntry */

@@ -7,7 +7,8 @@
 import { encode } from './cbor.js';
 import { SCOPES } from './constants.js';
 import { ConvergoError } from './errors.js';
-import { CURSOR_KEY, HEALCHECK_KEY, HEAL_KEY, META, OUTBOX, RECORDS, REJECTED, REREAD_KEY, SCOPE_KEY, SEALED, rejectedEntry, req } from './db.js';
+import { CURSOR_KEY, HEALCHECK_KEY, HEAL_KEY, META, OUTBOX, RECORDS, REJECTED, REREAD_KEY, SCOPE_KEY, SEALED, req } from './db.js';
+import { rejectedEntry } from './change.js';
 
 /** @typedef {import('./db.js').Store} Store */
 /** @typedef {import('./db.js').OutboxEntry} OutboxEntry */

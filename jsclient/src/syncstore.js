@@ -6,10 +6,12 @@
 // records needs none of it. Each function takes the Store first; db.js
 // describes the object stores.
 
-import { CURSOR_KEY, GIVEBACK_KEY, HEALCHECK_KEY, HEAL_KEY, META, OUTBOX, RECONCILE_KEY, RECORDS, REJECTED, REPLACE_KEY, REREAD_KEY, SEALED, STALE, acknowledged, baseOf, decodeEntry, fromStored, guarded, observeRecord, rejectedEntry, req, sealOf, storedCursor } from './db.js';
-import { cloneRecord, emptyRecord, encodeRecord, exists, hasStamps, mergeInto, ownPart, uncovered } from './record.js';
+import { CURSOR_KEY, GIVEBACK_KEY, HEALCHECK_KEY, HEAL_KEY, META, OUTBOX, RECONCILE_KEY, RECORDS, REJECTED, REPLACE_KEY, REREAD_KEY, SEALED, STALE, acknowledged, baseOf, fromStored, guarded, observeRecord, req, sealOf, storedCursor } from './db.js';
+import { emptyRecord, encodeRecord, hasStamps, mergeInto } from './record.js';
 import { equalBytes } from './cbor.js';
 import { compareStamps, isZeroStamp } from './hlc.js';
+import { decodeEntry, rejectedEntry } from './change.js';
+import { cloneRecord, exists, ownPart, uncovered } from './parts.js';
 
 /** @typedef {import('./db.js').Store} Store */
 /** @typedef {import('./db.js').StoredRecord} StoredRecord */

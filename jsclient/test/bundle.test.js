@@ -30,6 +30,8 @@ const NOT_UP_FRONT = {
   'src/syncstore.js': "the Store's part the sync loop uses",
   'src/normalize.js': 'values in another encoding than the deterministic one, which only the wire brings',
   'src/received.js': 'records and changes decoded as received, with normalize.js',
+  'src/parts.js': "records' own and uncovered parts, stamps by change: the sync loop's and the heal's",
+  'src/change.js': 'changes decoded, outbox entries and the rejected entries they become',
 };
 
 test('bundle: the modules loaded on demand stay out of the main entry', async () => {

@@ -17,9 +17,10 @@ import { freshIDB, openClient, until } from './helpers/util.js';
 import { PATHS, STATUSES } from '../src/constants.js';
 import { fromStored } from '../src/db.js';
 import { decode, encode } from '../src/cbor.js';
-import { cloneRecord, emptyRecord, maxStamp } from '../src/record.js';
+import { emptyRecord, maxStamp } from '../src/record.js';
 import { COLLECTED_MESSAGE } from '../src/reconcile.js';
 import { owesReconcile } from '../src/syncstore.js';
+import { cloneRecord } from '../src/parts.js';
 
 const WAIT = 15_000;
 const sleep = (/** @type {number} */ ms) => new Promise((r) => setTimeout(r, ms));

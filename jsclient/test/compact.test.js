@@ -7,10 +7,11 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { compactContext, encodeLivePush, encodePush, parsePullAnswer, parseServerMessage } from '../src/protocol.js';
-import { emptyRecord, encodeChange, encodeRecord, readChange } from '../src/record.js';
+import { emptyRecord, encodeChange, encodeRecord } from '../src/record.js';
 import { Reader, Writer, decode, encode } from '../src/cbor.js';
 import { normalizeValue } from '../src/normalize.js';
 import { ConvergoError } from '../src/errors.js';
+import { readChange } from '../src/change.js';
 
 const vectors = JSON.parse(readFileSync(new URL('../../crdt/testdata/compact.json', import.meta.url), 'utf8'));
 

@@ -6,11 +6,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Store, fromStored } from '../src/db.js';
-import { emptyRecord, encodeRecord, merge, mergeInto } from '../src/record.js';
+import { emptyRecord, encodeRecord, mergeInto } from '../src/record.js';
 import { decodeChanges } from '../src/received.js';
 import { encode } from '../src/cbor.js';
 import { freshIDB, IDBKeyRange } from './helpers/util.js';
 import { applyRemote, peekOutbox, settle } from '../src/syncstore.js';
+import { merge } from '../src/parts.js';
 
 function rng(seed) {
   let a = seed >>> 0;

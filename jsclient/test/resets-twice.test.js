@@ -12,8 +12,8 @@ import { openClient, until } from './helpers/util.js';
 import assert from 'node:assert/strict';
 import { PATHS } from '../src/constants.js';
 import { encode } from '../src/cbor.js';
-import { cloneRecord, exists } from '../src/record.js';
 import { owedHeals } from '../src/syncstore.js';
+import { cloneRecord, exists } from '../src/parts.js';
 
 const WAIT = 15_000;
 

@@ -175,7 +175,7 @@ test('open refuses a bad definition with invalid', async () => {
 async function localStamps(idb) {
   const { Store } = await import('../src/db.js');
   const { IDBKeyRange } = await import('fake-indexeddb');
-  const { decodeEntry } = await import('../src/db.js');
+  const { decodeEntry } = await import('../src/change.js');
   const store = new Store({ name: 'convergo-test', indexedDB: idb, IDBKeyRange });
   /** @type {Map<string, Map<string, number>>} */
   const out = new Map();

@@ -7,10 +7,12 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { Float, checkValue, decode, encode, normalizeValue } from '../src/codec.js';
 import { Clock, compareStamps } from '../src/hlc.js';
-import { encodeRecord, exists, merge, emptyRecord } from '../src/record.js';
+import { encodeRecord, emptyRecord } from '../src/record.js';
 import { decodeChanges, decodeRecord } from '../src/received.js';
-import { decodeEntry, decodeStored } from '../src/db.js';
+import { decodeStored } from '../src/db.js';
 import { ZERO_STAMP } from '../src/hlc.js';
+import { exists, merge } from '../src/parts.js';
+import { decodeEntry } from '../src/change.js';
 
 const vectors = JSON.parse(readFileSync(new URL('../../crdt/testdata/vectors.json', import.meta.url), 'utf8'));
 

@@ -42,11 +42,13 @@ import { WebSocketServer } from 'ws';
 import { encode, decode, Writer, Reader } from '../../src/cbor.js';
 import { normalizeValue } from '../../src/normalize.js';
 import { CODES, CONTENT_TYPE, DEFAULTS, HEADERS, PATHS, REPLICA, STATUSES, VERSION } from '../../src/constants.js';
-import { mergeInto, emptyRecord, writeRecord, cloneRecord, maxStamp, readChange, readRecord, encodeRecord, visibleValues } from '../../src/record.js';
+import { mergeInto, emptyRecord, writeRecord, maxStamp, readRecord, encodeRecord, visibleValues } from '../../src/record.js';
 import { compactContext } from '../../src/protocol.js';
 import { compareStamps } from '../../src/hlc.js';
 import { replicaPrefix, subjectOfToken } from '../../src/replica.js';
 import { parseDefinition, translate } from '../../src/migrate.js';
+import { cloneRecord } from '../../src/parts.js';
+import { readChange } from '../../src/change.js';
 
 /**
  * @typedef {object} FakeServerOptions

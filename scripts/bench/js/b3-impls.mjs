@@ -21,7 +21,7 @@
 // less 3 h (a session opened hours before: 5-byte ones). The update handed
 // to the harness, which the documents decode and apply, stays the HTTP
 // body: the same changes. They differ in how a document applies updates:
-//   convergo      the push bodies decoded (b3-push.mjs: record.js
+//   convergo      the push bodies decoded (b3-push.mjs: change.js
 //                 readChange in the body's compact-stamp context) and merged
 //                 into the document's record in memory (record.js
 //                 mergeInto): the client's merge, no storage
@@ -38,9 +38,9 @@ import * as Automerge from '@automerge/automerge';
 import { createMergeableStore } from 'tinybase';
 import { IDBFactory, IDBKeyRange } from 'fake-indexeddb';
 import { open } from '../../../jsclient/src/database.js';
-import { encodeLivePush, encodePush } from '../../../jsclient/src/protocol.js';
+import { compactContext, encodeLivePush, encodePush } from '../../../jsclient/src/protocol.js';
+import { readChange } from '../../../jsclient/src/change.js';
 import * as cbor from '../../../jsclient/src/cbor.js';
-import * as record from '../../../jsclient/src/record.js';
 import { decodeValue, emptyRecord, maxStamp, mergeInto, visibleValues } from '../../../jsclient/src/record.js';
 import { replicaPrefix } from '../../../jsclient/src/replica.js';
 import { pushDecoder } from './b3-push.mjs';
@@ -268,4 +268,4 @@ async function convergoDoc(onUpdate, idb) {
 }
 
 /** The changes of a push body, read with the client's own modules (b3-push.mjs). */
-export const decodePush = pushDecoder(cbor, record, PREFIX);
+export const decodePush = pushDecoder(cbor, { readChange, compactContext }, PREFIX);

@@ -17,7 +17,7 @@
 
 /**
  * @param {{Reader: any}} cbor jsclient/src/cbor.js
- * @param {{readChange: Function, compactContext?: Function}} record jsclient/src/record.js
+ * @param {{readChange: Function, compactContext?: Function}} record jsclient/src/change.js's readChange and protocol.js's compactContext
  * @param {string} [prefix] the replica prefix of the subject whose token the bodies went with (key 9)
  * @returns {(body: Uint8Array) => {collection: string, record: any}[]}
  */

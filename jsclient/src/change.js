@@ -1,0 +1,70 @@
+// Changes as the outbox keeps them and the wire carries them: a change's
+// decoder, an outbox entry's change decoded, and the rejected entry a
+// refused one becomes. Loaded with what reads the outbox or the wire (the
+// sync loop, reconciliation, schema upgrades, scopes, the rejected
+// changes), not up front.
+
+import { Reader, utf8Length } from './cbor.js';
+import { ConvergoError } from './errors.js';
+import { readRecord, storedValue, validateCollection } from './record.js';
+
+/** @typedef {import('./record.js').Record} Record */
+/** @typedef {import('./record.js').Change} Change */
+/** @typedef {import('./record.js').CompactContext} CompactContext */
+/** @typedef {import('./db.js').OutboxEntry} OutboxEntry */
+/** @typedef {import('./db.js').RejectedEntry} RejectedEntry */
+
+/**
+ * Reads a change {1: collection, 2: record}; held as in readRecord.
+ * @param {Reader} r
+ * @param {CompactContext|undefined} cx
+ * @param {(v: Uint8Array) => Uint8Array} held
+ * @returns {Change}
+ */
+export function readChange(r, cx, held) {
+  const n = r.mapHead();
+  /** @type {string|undefined} */
+  let collection;
+  /** @type {Record|undefined} */
+  let record;
+  const seen = new Set();
+  for (let i = 0; i < n; i++) {
+    const k = r.head();
+    if (k.major !== 0) throw new ConvergoError('malformed', 'change key is not an integer');
+    if (seen.has(k.arg)) throw new ConvergoError('malformed', 'duplicate map key in change');
+    seen.add(k.arg);
+    if (k.arg === 1) collection = r.text();
+    else if (k.arg === 2) record = readRecord(r, cx, held);
+    else throw new ConvergoError('malformed', `unknown change key ${k.arg}`);
+  }
+  validateCollection(collection ?? '');
+  if (!record) throw new ConvergoError('invalid', 'change without a record');
+  return { collection: /** @type {string} */ (collection), record };
+}
+
+/**
+ * The encoded change of an outbox entry, decoded (its values as stored:
+ * storedValue).
+ * @param {Uint8Array} bytes
+ */
+export function decodeEntry(bytes) {
+  const r = new Reader(bytes, { canonical: false });
+  const { record } = readChange(r, undefined, storedValue);
+  r.end();
+  return record;
+}
+
+/**
+ * The rejected entry (without its id) of outbox entry e, refused with
+ * code and message by request requestId.
+ * @param {OutboxEntry} e
+ * @param {string} code
+ * @param {string} message
+ * @param {string|null} requestId
+ * @param {{when: number, subject: string|null}} info
+ * @returns {Omit<RejectedEntry, 'id'>}
+ */
+export function rejectedEntry(e, code, message, requestId, info) {
+  const size = e.change.length + utf8Length(code) + utf8Length(message) + utf8Length(requestId ?? '') + utf8Length(info.subject ?? '');
+  return { c: e.c, rid: e.id, change: e.change, code, message, requestId, when: info.when, subject: info.subject, size };
+}
