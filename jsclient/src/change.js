@@ -7,12 +7,17 @@
 import { Reader, utf8Length } from './cbor.js';
 import { ConvergoError } from './errors.js';
 import { readRecord, storedValue, validateCollection } from './record.js';
+import { META, REJECTED, req } from './db.js';
+import { DEFAULTS } from './model.js';
 
 /** @typedef {import('./record.js').Record} Record */
 /** @typedef {import('./record.js').Change} Change */
 /** @typedef {import('./record.js').CompactContext} CompactContext */
 /** @typedef {import('./db.js').OutboxEntry} OutboxEntry */
 /** @typedef {import('./db.js').RejectedEntry} RejectedEntry */
+
+/** Meta key: how many rejected changes were dropped to stay within the bounds (boundRejected). */
+const DROPPED_KEY = 'rejectedDropped';
 
 /**
  * Reads a change {1: collection, 2: record}; held as in readRecord.
@@ -67,4 +72,29 @@ export function decodeEntry(bytes) {
 export function rejectedEntry(e, code, message, requestId, info) {
   const size = e.change.length + utf8Length(code) + utf8Length(message) + utf8Length(requestId ?? '') + utf8Length(info.subject ?? '');
   return { c: e.c, rid: e.id, change: e.change, code, message, requestId, when: info.when, subject: info.subject, size };
+}
+
+/**
+ * Drops the oldest rejected changes past DEFAULTS.maxRejected entries or
+ * DEFAULTS.maxRejectedBytes bytes (an entry larger than the byte bound
+ * on its own is kept alone), in transaction tx, and counts them in meta
+ * "rejectedDropped". Returns how many it dropped.
+ * @param {IDBTransaction} tx spanning rejected and meta
+ */
+export async function boundRejected(tx) {
+  const store = tx.objectStore(REJECTED);
+  const all = /** @type {RejectedEntry[]} */ (await req(store.getAll()));
+  let bytes = all.reduce((n, e) => n + (e.size ?? 0), 0);
+  let n = 0;
+  while (all.length - n > DEFAULTS.maxRejected || (bytes > DEFAULTS.maxRejectedBytes && all.length - n > 1)) {
+    bytes -= all[n].size ?? 0;
+    store.delete(all[n].id);
+    n++;
+  }
+  if (n > 0) {
+    const meta = tx.objectStore(META);
+    const before = await req(meta.get(DROPPED_KEY));
+    meta.put((Number.isSafeInteger(before) ? before : 0) + n, DROPPED_KEY);
+  }
+  return n;
 }

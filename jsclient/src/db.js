@@ -84,10 +84,9 @@
 
 import { ConvergoError, fromIDBError } from './errors.js';
 import { Clock } from './hlc.js';
-import { decodeValue, emptyRecord, encodeChange, encodeRecord, hasStamps, maxStamp, mergeInto, readRecord, storedValue, validateCollection, visibleValues } from './record.js';
-import { Reader, Writer, equalBytes, setOwn } from './cbor.js';
+import { decodeValue, emptyRecord, encodeChange, encodeRecord, maxStamp, mergeInto, readRecord, storedValue, validateCollection, visibleValues } from './record.js';
+import { Reader, equalBytes, setOwn } from './cbor.js';
 import { compareStamps, compareTime } from './hlc.js';
-import { DEFAULTS } from './model.js';
 import { isDevice, isPrefix, newDevice, replicaId, replicaPrefix } from './replica.js';
 
 /** @typedef {import('./record.js').Record} Rec */
@@ -255,7 +254,6 @@ export const SCHEMA_KEY = 'schema:';
 export const REPLACE_KEY = 'replace:';
 export const GIVEBACK_KEY = 'giveback:';
 export const HEALCHECK_KEY = 'healcheck:';
-const DROPPED_KEY = 'rejectedDropped';
 
 /**
  * @template T
@@ -344,28 +342,6 @@ export function baseOf(s, id) {
   if (!s) return null;
   if (s.b instanceof Uint8Array) return decodeStored(s.b, id);
   return s.base ? fromBase(s.base, id) : null;
-}
-
-/**
- * A stored cursor (meta "cursor:<collection>"): the bytes, or the empty
- * cursor (the beginning) when none is stored.
- * @param {unknown} v
- * @returns {Uint8Array}
- */
-export function storedCursor(v) {
-  return v instanceof Uint8Array ? v : new Uint8Array(0);
-}
-
-/**
- * Whether the server acknowledged stored record s once: its server state
- * (the record as the server knows it while changes are pending, else the
- * record itself) is not empty. A record created here and never
- * acknowledged has changes pending over an empty server state.
- * @param {StoredRecord} s
- */
-export function acknowledged(s) {
-  const server = baseOf(s, s.id) ?? fromStored(s, s.id);
-  return hasStamps(server);
 }
 
 /**
@@ -529,20 +505,6 @@ export class Store {
     let kept = keptIn.get(tx);
     if (!kept) keptIn.set(tx, (kept = []));
     kept.push([c, id, e]);
-  }
-
-  /**
-   * The schema version collection c's local data is in, to send with its
-   * pulls, subs, pushes and restores: the stored one (an upgrade, of this
-   * tab or another, set it), else this code's (1 with migrations of no
-   * steps), else 0: no version (the server serves and hears the current
-   * one).
-   * @param {string} c
-   * @returns {Promise<number>}
-   */
-  async schemaVersion(c) {
-    const v = await this.getMeta(SCHEMA_KEY + c);
-    return Number.isSafeInteger(v) && v > 0 ? v : this.versions.get(c) ?? 0;
   }
 
   /**
@@ -1018,107 +980,6 @@ export class Store {
   }
 
   /**
-   * Whether collection c holds no records (existing or deleted).
-   * @param {string} c
-   * @returns {Promise<boolean>}
-   */
-  isEmpty(c) {
-    return this.tx([RECORDS], 'readonly', `count ${c}`, async (tx) => (await req(tx.objectStore(RECORDS).count(this.keyRange.bound([c], [c, []])))) === 0);
-  }
-
-  /**
-   * The stored cursor of collection c: the bytes the server made, to send
-   * back unchanged; empty (from the beginning) when there is none.
-   * @param {string} c
-   * @returns {Promise<Uint8Array>}
-   */
-  async cursor(c) {
-    const v = await this.getMeta(CURSOR_KEY + c);
-    return storedCursor(v);
-  }
-
-  /**
-   * Whether collection c's next pull is a reconciliation although no reset
-   * asked for one (docs/protocol.md, "Tombstone collection"): its cursor
-   * is empty (never pulled, or forgotten by an upgrade), no heal is owed,
-   * no reset other than lease_expired is being read again (meta
-   * "reread:<collection>"), and it holds a record the server acknowledged.
-   * A replica that pushed but never pulled holds no lease, so the server
-   * may have collected a record it pushed, deleted since, without waiting
-   * for it; and a read from the beginning misses nothing, so the server
-   * does not reset it lease_expired. Only the client knows what it held.
-   * The scan stops at the first record acknowledged: it reads every
-   * record only when all were created here, and only while the cursor is
-   * empty.
-   * @param {string} c
-   * @returns {Promise<boolean>}
-   */
-  firstPullReconciles(c) {
-    return this.tx([META, RECORDS], 'readonly', `first pull of ${c}`, async (tx) => {
-      const meta = tx.objectStore(META);
-      const [cursor, heal, reread] = await Promise.all([req(meta.get(CURSOR_KEY + c)), req(meta.get(HEAL_KEY + c)), req(meta.get(REREAD_KEY + c))]);
-      if (storedCursor(cursor).length > 0 || heal === true || reread === true) return false;
-      return new Promise((resolve, reject) => {
-        const r = tx.objectStore(RECORDS).openCursor(this.keyRange.bound([c], [c, []]));
-        r.onerror = () => reject(r.error);
-        r.onsuccess = () => {
-          const cur = r.result;
-          if (!cur) return resolve(false);
-          let hit = false;
-          try {
-            hit = acknowledged(cur.value);
-          } catch {
-            // A corrupt entry says nothing either way.
-          }
-          if (hit) resolve(true);
-          else cur.continue();
-        };
-      });
-    });
-  }
-
-  /**
-   * The ids of the records held in collection c (existing or deleted).
-   * @param {string} c
-   * @returns {Promise<string[]>}
-   */
-  ids(c) {
-    const range = this.keyRange.bound([c], [c, []]);
-    return this.tx([RECORDS], 'readonly', `list ids of ${c}`, async (tx) => (await req(tx.objectStore(RECORDS).getAllKeys(range))).map((k) => /** @type {any} */ (k)[1]));
-  }
-
-  /**
-   * The named scopes of collection c ({name: encoded predicate}; empty:
-   * none), shared by the tabs of the database. Encoded, because IndexedDB
-   * would not keep a Float a Float.
-   * @param {string} c
-   * @returns {Promise<Record<string, Uint8Array>>}
-   */
-  async scopes(c) {
-    const v = await this.getMeta(SCOPE_KEY + c);
-    return v && typeof v === 'object' ? v : {};
-  }
-
-  /**
-   * The scope to read collection c under, encoded: the or of its named
-   * scopes in the order of their names, so that the same set always
-   * encodes alike (the server compares scopes by their bytes); one scope
-   * alone as it is; undefined when there is none (an unscoped read).
-   * @param {string} c
-   * @returns {Promise<Uint8Array|undefined>}
-   */
-  async scope(c) {
-    const s = await this.scopes(c);
-    const preds = Object.keys(s).sort().map((k) => s[k]).filter((p) => p instanceof Uint8Array);
-    if (preds.length < 2) return preds[0];
-    const w = new Writer();
-    w.head(4, preds.length + 1);
-    w.text('or');
-    for (const p of preds) w.raw(p);
-    return w.bytes();
-  }
-
-  /**
    * Remembers that collections are in use, so that any tab that leads,
    * now or after a reload, syncs them.
    * @param {Iterable<string>} names valid collection names
@@ -1188,31 +1049,6 @@ export class Store {
     });
   }
 
-  /**
-   * Drops the oldest rejected changes past DEFAULTS.maxRejected entries or
-   * DEFAULTS.maxRejectedBytes bytes (an entry larger than the byte bound
-   * on its own is kept alone), in transaction tx, and counts them in meta
-   * "rejectedDropped". Returns how many it dropped.
-   * @param {IDBTransaction} tx spanning rejected and meta
-   */
-  async boundRejected(tx) {
-    const store = tx.objectStore(REJECTED);
-    const all = /** @type {RejectedEntry[]} */ (await req(store.getAll()));
-    let bytes = all.reduce((n, e) => n + (e.size ?? 0), 0);
-    let n = 0;
-    while (all.length - n > DEFAULTS.maxRejected || (bytes > DEFAULTS.maxRejectedBytes && all.length - n > 1)) {
-      bytes -= all[n].size ?? 0;
-      store.delete(all[n].id);
-      n++;
-    }
-    if (n > 0) {
-      const meta = tx.objectStore(META);
-      const before = await req(meta.get(DROPPED_KEY));
-      meta.put((Number.isSafeInteger(before) ? before : 0) + n, DROPPED_KEY);
-    }
-    return n;
-  }
-
   /** @returns {Promise<number>} how many rejected changes are kept */
   rejectedCount() {
     return this.tx([REJECTED], 'readonly', 'count rejected changes', (tx) => req(tx.objectStore(REJECTED).count()));
@@ -1256,11 +1092,6 @@ export class Store {
       const [counts, last] = await Promise.all([this.countIn(tx), req(tx.objectStore(REJECTED).openKeyCursor(null, 'prev'))]);
       return { counts, newest: last ? Number(last.key) : 0 };
     });
-  }
-
-  /** @returns {Promise<number>} the entries the current replica id may push */
-  async outboxCount() {
-    return (await this.outboxCounts()).pending;
   }
 
   close() {

@@ -12,7 +12,8 @@ import { emptyRecord, encodeChange, encodeRecord, hasStamps } from './record.js'
 import { decodeRecord } from './received.js';
 import { batchLength, encodePush, encodeRestore, parsePushAnswer, parseRestoreAnswer, pushBudget } from './protocol.js';
 import { splitter } from './sync.js';
-import { CURSOR_KEY, GIVEBACK_KEY, HEALCHECK_KEY, HEAL_KEY, META, RECORDS, SEALED, acknowledged, baseOf, decodeStored, fromStored, req, sealOf, storedCursor } from './db.js';
+import { CURSOR_KEY, GIVEBACK_KEY, HEALCHECK_KEY, HEAL_KEY, META, RECORDS, SEALED, baseOf, decodeStored, fromStored, req, sealOf } from './db.js';
+import { acknowledged, schemaVersion, storedCursor } from './syncstore.js';
 import { byStamp, merge, ownPart } from './parts.js';
 
 /** @typedef {import('./record.js').Record} Rec */
@@ -140,7 +141,7 @@ export async function giveBack(syncer, c, seen) {
     return out;
   });
   if (parts.length === 0) return { kept, restore };
-  const version = await syncer.store.schemaVersion(c);
+  const version = await schemaVersion(syncer.store, c);
   const [maxCount, maxBody] = pushBudget(syncer.hello);
   const items = parts.map((p) => ({ item: { ...p, change: encodeChange({ collection: c, record: p.record }) }, size: 0 }));
   for (const x of items) x.size = x.item.change.length;
@@ -193,7 +194,7 @@ export async function heal(syncer, c) {
   const { sealed, mine, own } = await healPlan(syncer.store, c, /** @type {string} */ (syncer.store.prefix));
   // What is held is in the collection's schema version (its seals too: an
   // upgrade drops the older ones).
-  const version = await syncer.store.schemaVersion(c);
+  const version = await schemaVersion(syncer.store, c);
   // A heal the server refused forbidden (Syncer.healOwed) is asked about
   // first with an empty restore, so that each round the token still may
   // not read c sends that, not a batch of what is held.

@@ -60,10 +60,10 @@ import { STATUSES } from './constants.js';
 import { compareStamps, isZeroStamp } from './hlc.js';
 import { emptyRecord, mergeInto } from './record.js';
 import { checked, giveBack } from './heal.js';
-import { GIVEBACK_KEY, META, OUTBOX, RECONCILE_KEY, RECORDS, RESTAMP_KEY, REJECTED, SEALED, acknowledged, baseOf, fromStored, req } from './db.js';
-import { prepareRemote, putPage } from './syncstore.js';
+import { GIVEBACK_KEY, META, OUTBOX, RECONCILE_KEY, RECORDS, RESTAMP_KEY, REJECTED, SEALED, baseOf, fromStored, req } from './db.js';
+import { acknowledged, prepareRemote, putPage } from './syncstore.js';
 import { cloneRecord } from './parts.js';
-import { decodeEntry, rejectedEntry } from './change.js';
+import { boundRejected, decodeEntry, rejectedEntry } from './change.js';
 
 /** @typedef {import('./db.js').Store} Store */
 /** @typedef {import('./db.js').OutboxEntry} OutboxEntry */
@@ -213,7 +213,7 @@ async function dropRecords(store, tx, c, gone, pending, info) {
       moved.push({ id: s.id, rejectedId });
     }
   }
-  const droppedRejected = moved.length > 0 ? await store.boundRejected(tx) : 0;
+  const droppedRejected = moved.length > 0 ? await boundRejected(tx) : 0;
   return { dropped, moved, droppedRejected };
 }
 

@@ -24,7 +24,7 @@ import { encodeChange, mergeInto, validateCollection } from './record.js';
 import { CURSOR_KEY, META, OUTBOX, RECORDS, REJECTED, REPLACE_KEY, SCHEMA_KEY, SEALED, baseOf, fromStored, req } from './db.js';
 import { defaults, parseDefinition, translate } from './migrate.js';
 import { cloneRecord } from './parts.js';
-import { decodeEntry, rejectedEntry } from './change.js';
+import { boundRejected, decodeEntry, rejectedEntry } from './change.js';
 
 /** @typedef {import('./db.js').Store} Store */
 /** @typedef {import('./db.js').OutboxEntry} OutboxEntry */
@@ -145,7 +145,7 @@ export function upgrade(store, c, def, info) {
       records.put(next);
       store.notify(tx, c, s.id, next, 'remote');
     }
-    const dropped = rejected.length > 0 ? await store.boundRejected(tx) : 0;
+    const dropped = rejected.length > 0 ? await boundRejected(tx) : 0;
     tx.objectStore(SEALED).delete(range);
     meta.put(def.version, SCHEMA_KEY + c);
     meta.delete(CURSOR_KEY + c);

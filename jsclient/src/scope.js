@@ -8,7 +8,7 @@ import { encode } from './cbor.js';
 import { SCOPES } from './constants.js';
 import { ConvergoError } from './errors.js';
 import { CURSOR_KEY, HEALCHECK_KEY, HEAL_KEY, META, OUTBOX, RECORDS, REJECTED, REREAD_KEY, SCOPE_KEY, SEALED, req } from './db.js';
-import { rejectedEntry } from './change.js';
+import { boundRejected, rejectedEntry } from './change.js';
 
 /** @typedef {import('./db.js').Store} Store */
 /** @typedef {import('./db.js').OutboxEntry} OutboxEntry */
@@ -120,7 +120,7 @@ export class LeaveIndex {
   async resolve(store, c, leaves) {
     let x = this.colls.get(c);
     if (!x) {
-      x = { byDigest: new Map(), todo: new Set(await store.ids(c)) };
+      x = { byDigest: new Map(), todo: new Set(await heldIds(store, c)) };
       this.colls.set(c, x);
     }
     const todo = [...x.todo];
@@ -169,7 +169,7 @@ export function purge(store, e, subject) {
     for (const k of await req(meta.getAllKeys())) {
       if (typeof k === 'string' && (k.startsWith(CURSOR_KEY) || k.startsWith(HEAL_KEY) || k.startsWith(HEALCHECK_KEY) || k.startsWith(REREAD_KEY))) meta.delete(k);
     }
-    const dropped = entries.length > 0 ? await store.boundRejected(tx) : 0;
+    const dropped = entries.length > 0 ? await boundRejected(tx) : 0;
     return { moved: entries.length, dropped };
   });
 }
@@ -227,4 +227,15 @@ function edit(store, c, f) {
     meta.put(next, SCOPE_KEY + c);
     return true;
   });
+}
+
+/**
+ * The ids of the records held in collection c (existing or deleted).
+ * @param {import('./db.js').Store} store
+ * @param {string} c
+ * @returns {Promise<string[]>}
+ */
+export function heldIds(store, c) {
+  const range = store.keyRange.bound([c], [c, []]);
+  return store.tx([RECORDS], 'readonly', `list ids of ${c}`, async (tx) => (await req(tx.objectStore(RECORDS).getAllKeys(range))).map((k) => /** @type {any} */ (k)[1]));
 }

@@ -105,7 +105,7 @@ import { CURSOR_KEY, RESTAMP_KEY } from './db.js';
 import { isPrefix, replicaPrefix, subjectOfToken } from './replica.js';
 import { CODES, DEFAULTS, PATHS, STATUSES, VERSION } from './constants.js';
 import { encodeHello, encodeLivePush, encodePull, encodePush, encodeUnsub, parseHello, parsePullAnswer, parsePushAnswer, batchLength, pushBudget, resetAction, retryOf } from './protocol.js';
-import { applyFirst, applyRemote, dropMeta, healChecks, owedHeals, owesReconcile, owesReplace, peekOutbox, pendingFloor, prepareRemote, pruneNotes, replacementDone, resetCollection, settle } from './syncstore.js';
+import { applyFirst, applyRemote, cursorOf, dropMeta, firstPullReconciles, healChecks, isEmpty, owedHeals, owesReconcile, owesReplace, peekOutbox, pendingFloor, prepareRemote, pruneNotes, replacementDone, resetCollection, schemaVersion, scopeOf, settle } from './syncstore.js';
 
 /** @typedef {import('./protocol.js').Hello} Hello */
 /** @typedef {import('./db.js').Store} Store */
@@ -525,7 +525,7 @@ export class Syncer {
    * @param {string} c
    */
   async subscribe(session, c) {
-    const [cursor, scope, lease, version] = await Promise.all([this.store.cursor(c), this.store.scope(c), this.lease(c), this.store.schemaVersion(c)]);
+    const [cursor, scope, lease, version] = await Promise.all([cursorOf(this.store, c), scopeOf(this.store, c), this.lease(c), schemaVersion(this.store, c)]);
     if (this.session === session && !session.subscribed.has(c)) session.subscribe(c, cursor, scope, lease, version);
   }
 
@@ -551,7 +551,7 @@ export class Syncer {
   async fresh(c) {
     if (Date.now() - (this.pulledAt.get(c) ?? -Infinity) < FRESH_MS) return true;
     if (this.live && this.session?.subscribed.has(c)) return true;
-    return (await this.store.cursor(c)).length === 0 && !(await owesReconcile(this.store, c));
+    return (await cursorOf(this.store, c)).length === 0 && !(await owesReconcile(this.store, c));
   }
 
   /**
@@ -770,7 +770,7 @@ export class Syncer {
       // A scope the server finds invalid (a parameter the token cannot
       // bind) stops that collection alone too.
       const code = /** @type {any} */ (e)?.code;
-      if (code !== 'forbidden' && (code !== 'invalid' || (await this.store.scope(c)) === undefined)) throw e;
+      if (code !== 'forbidden' && (code !== 'invalid' || (await scopeOf(this.store, c)) === undefined)) throw e;
       this.refusedPulls.add(c);
       this.unreadable(c, 'pull', /** @type {ConvergoError} */ (e));
       return false;
@@ -1182,7 +1182,7 @@ export class Syncer {
       try {
         /** @type {Map<string, number>} the schema version of each collection of the batch */
         const versions = new Map();
-        for (const c of new Set(batch.map((e) => e.c))) versions.set(c, await this.store.schemaVersion(c));
+        for (const c of new Set(batch.map((e) => e.c))) versions.set(c, await schemaVersion(this.store, c));
         const replica = /** @type {string} */ (this.store.replica);
         const changes = batch.map((e) => e.change);
         // Over the live session when there is one (docs/protocol.md,
@@ -1426,12 +1426,12 @@ export class Syncer {
   async pullCollection(c, seen) {
     if (!seen) {
       if (await owesReconcile(this.store, c)) return this.reconcile(c);
-      if (await this.store.firstPullReconciles(c)) return this.reconcile(c, true);
+      if (await firstPullReconciles(this.store, c)) return this.reconcile(c, true);
     }
     await this.loadHealChecks();
     let limit = this.hello?.maxPull ?? DEFAULTS.maxPullRecords;
     let resets = 0;
-    const [scope, lease, version, replacing] = await Promise.all([this.store.scope(c), this.lease(c), this.store.schemaVersion(c), seen ? false : owesReplace(this.store, c)]);
+    const [scope, lease, version, replacing] = await Promise.all([scopeOf(this.store, c), this.lease(c), schemaVersion(this.store, c), seen ? false : owesReplace(this.store, c)]);
     /**
      * The cursors this reading asked from, as strings of their bytes: a
      * page that says there is more after one of them (the cursor it was
@@ -1459,8 +1459,8 @@ export class Syncer {
     let checked = false;
     /** @type {Set<string>|null} the ids whose held record a reconciliation's (or an upgrade's) pull replaced */
     const replaced = seen || replacing ? new Set() : null;
-    let cursor = seen || replacing || this.healChecks.get(c)?.reading === false ? new Uint8Array(0) : await this.store.cursor(c);
-    let first = cursor.length === 0 && (await this.store.isEmpty(c));
+    let cursor = seen || replacing || this.healChecks.get(c)?.reading === false ? new Uint8Array(0) : await cursorOf(this.store, c);
+    let first = cursor.length === 0 && (await isEmpty(this.store, c));
     /** @type {Promise<import('./protocol.js').Page>|null} the next page, asked for */
     let next = null;
     /**
@@ -1507,7 +1507,7 @@ export class Syncer {
         cursor = new Uint8Array(0);
         asked.clear();
         written = cursor;
-        first = await this.store.isEmpty(c);
+        first = await isEmpty(this.store, c);
         continue; // from the beginning
       }
       if (page.more) {
@@ -1585,7 +1585,7 @@ export class Syncer {
         cursor = new Uint8Array(0);
         asked.clear();
         written = cursor;
-        first = await this.store.isEmpty(c);
+        first = await isEmpty(this.store, c);
         continue;
       }
       if (!page.more) {
@@ -1706,7 +1706,7 @@ export class Syncer {
    * @param {ConvergoError} e
    */
   async subRefused(session, c, e) {
-    if (e.code === 'forbidden' || (e.code === 'invalid' && (await this.store.scope(c)) !== undefined)) {
+    if (e.code === 'forbidden' || (e.code === 'invalid' && (await scopeOf(this.store, c)) !== undefined)) {
       this.refusedPulls.add(c);
       this.refusedSubs.add(c);
       this.unreadable(c, 'sub', e);

@@ -4,13 +4,15 @@
 // reset left owed (heals, reconciliations, replacements). It loads with
 // the sync loop, in the tab that leads: a tab that only reads and writes
 // records needs none of it. Each function takes the Store first; db.js
-// describes the object stores.
+// describes the object stores. What the loop reads of a collection
+// before it pulls (its cursor, scope, schema version, whether it is empty
+// and whether its first pull reconciles) is here too.
 
-import { CURSOR_KEY, GIVEBACK_KEY, HEALCHECK_KEY, HEAL_KEY, META, OUTBOX, RECONCILE_KEY, RECORDS, REJECTED, REPLACE_KEY, REREAD_KEY, SEALED, STALE, acknowledged, baseOf, fromStored, guarded, observeRecord, req, sealOf, storedCursor } from './db.js';
+import { CURSOR_KEY, GIVEBACK_KEY, HEALCHECK_KEY, HEAL_KEY, META, OUTBOX, RECONCILE_KEY, RECORDS, REJECTED, REPLACE_KEY, REREAD_KEY, SCHEMA_KEY, SCOPE_KEY, SEALED, STALE, baseOf, fromStored, guarded, observeRecord, req, sealOf } from './db.js';
 import { emptyRecord, encodeRecord, hasStamps, mergeInto } from './record.js';
-import { equalBytes } from './cbor.js';
+import { Writer, equalBytes } from './cbor.js';
 import { compareStamps, isZeroStamp } from './hlc.js';
-import { decodeEntry, rejectedEntry } from './change.js';
+import { boundRejected, decodeEntry, rejectedEntry } from './change.js';
 import { cloneRecord, exists, ownPart, uncovered } from './parts.js';
 
 /** @typedef {import('./db.js').Store} Store */
@@ -521,7 +523,7 @@ export function settle(st, settled, info = { when: Date.now(), subject: null }) 
         rejected.set(entry.seq, /** @type {number} */ (await req(tx.objectStore(REJECTED).add(rejectedEntry(entry, x.code ?? 'invalid', x.message ?? '', x.requestId ?? null, info)))));
       } else t.accepted.push(decodeEntry(entry.change));
     }
-    const dropped = anyRefused ? await st.boundRejected(tx) : 0;
+    const dropped = anyRefused ? await boundRejected(tx) : 0;
     /** @type {Map<string, string[]>} */
     const changed = new Map();
     for (const t of touched.values()) {
@@ -554,4 +556,128 @@ export function settle(st, settled, info = { when: Date.now(), subject: null }) 
     }
     return { changed, rejected, dropped };
   }, anyRefused ? 'strict' : 'relaxed');
+}
+
+/**
+ * The schema version collection c's local data is in, to send with its
+ * pulls, subs, pushes and restores: the stored one (an upgrade, of this
+ * tab or another, set it), else this code's (1 with migrations of no
+ * steps), else 0: no version (the server serves and hears the current
+ * one).
+ * @param {Store} st
+ * @param {string} c
+ * @returns {Promise<number>}
+ */
+export async function schemaVersion(st, c) {
+  const v = await st.getMeta(SCHEMA_KEY + c);
+  return Number.isSafeInteger(v) && v > 0 ? v : st.versions.get(c) ?? 0;
+}
+
+/**
+ * The stored cursor of collection c: the bytes the server made, to send
+ * back unchanged; empty (from the beginning) when there is none.
+ * @param {Store} st
+ * @param {string} c
+ * @returns {Promise<Uint8Array>}
+ */
+export async function cursorOf(st, c) {
+  const v = await st.getMeta(CURSOR_KEY + c);
+  return storedCursor(v);
+}
+
+/**
+ * Whether collection c holds no records (existing or deleted).
+ * @param {Store} st
+ * @param {string} c
+ * @returns {Promise<boolean>}
+ */
+export function isEmpty(st, c) {
+  return st.tx([RECORDS], 'readonly', `count ${c}`, async (tx) => (await req(tx.objectStore(RECORDS).count(st.keyRange.bound([c], [c, []])))) === 0);
+}
+
+/**
+ * Whether collection c's next pull is a reconciliation although no reset
+ * asked for one (docs/protocol.md, "Tombstone collection"): its cursor
+ * is empty (never pulled, or forgotten by an upgrade), no heal is owed,
+ * no reset other than lease_expired is being read again (meta
+ * "reread:<collection>"), and it holds a record the server acknowledged.
+ * A replica that pushed but never pulled holds no lease, so the server
+ * may have collected a record it pushed, deleted since, without waiting
+ * for it; and a read from the beginning misses nothing, so the server
+ * does not reset it lease_expired. Only the client knows what it held.
+ * The scan stops at the first record acknowledged: it reads every
+ * record only when all were created here, and only while the cursor is
+ * empty.
+ * @param {Store} st
+ * @param {string} c
+ * @returns {Promise<boolean>}
+ */
+export function firstPullReconciles(st, c) {
+  return st.tx([META, RECORDS], 'readonly', `first pull of ${c}`, async (tx) => {
+    const meta = tx.objectStore(META);
+    const [cursor, heal, reread] = await Promise.all([req(meta.get(CURSOR_KEY + c)), req(meta.get(HEAL_KEY + c)), req(meta.get(REREAD_KEY + c))]);
+    if (storedCursor(cursor).length > 0 || heal === true || reread === true) return false;
+    return new Promise((resolve, reject) => {
+      const r = tx.objectStore(RECORDS).openCursor(st.keyRange.bound([c], [c, []]));
+      r.onerror = () => reject(r.error);
+      r.onsuccess = () => {
+        const cur = r.result;
+        if (!cur) return resolve(false);
+        let hit = false;
+        try {
+          hit = acknowledged(cur.value);
+        } catch {
+          // A corrupt entry says nothing either way.
+        }
+        if (hit) resolve(true);
+        else cur.continue();
+      };
+    });
+  });
+}
+
+/**
+ * The scope to read collection c under, encoded: the or of its named
+ * scopes (meta "scope:<collection>", {name: encoded predicate}, shared by
+ * the tabs of the database; encoded, because IndexedDB would not keep a
+ * Float a Float) in the order of their names, so that the same set always
+ * encodes alike (the server compares scopes by their bytes); one scope
+ * alone as it is; undefined when there is none (an unscoped read).
+ * @param {Store} st
+ * @param {string} c
+ * @returns {Promise<Uint8Array|undefined>}
+ */
+export async function scopeOf(st, c) {
+  const v = await st.getMeta(SCOPE_KEY + c);
+  /** @type {Record<string, Uint8Array>} */
+  const s = v && typeof v === 'object' ? v : {};
+  const preds = Object.keys(s).sort().map((k) => s[k]).filter((p) => p instanceof Uint8Array);
+  if (preds.length < 2) return preds[0];
+  const w = new Writer();
+  w.head(4, preds.length + 1);
+  w.text('or');
+  for (const p of preds) w.raw(p);
+  return w.bytes();
+}
+
+/**
+ * Whether the server acknowledged stored record s once: its server state
+ * (the record as the server knows it while changes are pending, else the
+ * record itself) is not empty. A record created here and never
+ * acknowledged has changes pending over an empty server state.
+ * @param {StoredRecord} s
+ */
+export function acknowledged(s) {
+  const server = baseOf(s, s.id) ?? fromStored(s, s.id);
+  return hasStamps(server);
+}
+
+/**
+ * A stored cursor (meta "cursor:<collection>"): the bytes, or the empty
+ * cursor (the beginning) when none is stored.
+ * @param {unknown} v
+ * @returns {Uint8Array}
+ */
+export function storedCursor(v) {
+  return v instanceof Uint8Array ? v : new Uint8Array(0);
 }

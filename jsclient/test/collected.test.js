@@ -19,7 +19,7 @@ import { fromStored } from '../src/db.js';
 import { decode, encode } from '../src/cbor.js';
 import { emptyRecord, maxStamp } from '../src/record.js';
 import { COLLECTED_MESSAGE } from '../src/reconcile.js';
-import { owesReconcile } from '../src/syncstore.js';
+import { cursorOf, firstPullReconciles, owesReconcile } from '../src/syncstore.js';
 import { cloneRecord } from '../src/parts.js';
 
 const WAIT = 15_000;
@@ -354,7 +354,7 @@ test('after lease_expired: which changes may be re-stamped survives a reload bet
   a.resume();
   await until(async () => (await a.rejected()).length === 1 && !(await owesReconcile(a.store, 'todos')), 'the reconciliation', WAIT);
   assert.equal(await a.store.get('todos', 'x'), undefined, 'x dropped');
-  assert.equal(await a.store.outboxCount(), 1, 'the edit of y waits');
+  assert.equal((await a.store.outboxCounts()).pending, 1, 'the edit of y waits');
   assert.equal((await a.store.getMeta('restamp:todos'))?.length, 1, 'noted in IndexedDB: the edit of y may be re-stamped once');
   await a.close();
   server.failPush = () => false;
@@ -480,7 +480,7 @@ test('refused collected: an offline edit of a record deleted later on the server
   assert.deepEqual(ev.refused, []);
   assert.deepEqual(ev.superseded, [{ collection: 'todos', id: 'x', lost: ['b'], status: 'superseded' }]);
   assert.deepEqual(ev.reconciled, [{ collection: 'todos', dropped: 0, rejected: 0, restamped: 0 }]);
-  assert.equal(await a.store.outboxCount(), 0);
+  assert.equal((await a.store.outboxCounts()).pending, 0);
 });
 
 test('refused collected: an offline edit followed by an offline delete of the record is not re-stamped; the delete is', async (t) => {
@@ -588,7 +588,7 @@ test('a first pull of a collection pushed to and never pulled reconciles: a reco
   await todos.put('x', { n: 1 });
   await todos.put('y', { n: 1 });
   // Pushed and acknowledged; never pulled: a holds no lease.
-  await until(async () => server.coll('todos').byId.has('x') && server.coll('todos').byId.has('y') && (await a.store.outboxCount()) === 0, 'x and y pushed', WAIT);
+  await until(async () => server.coll('todos').byId.has('x') && server.coll('todos').byId.has('y') && (await a.store.outboxCounts()).pending === 0, 'x and y pushed', WAIT);
   assert.equal(server.pulls.filter((m) => m.get(5) === a.store.replica).length, 0, 'a never pulled');
   assert.ok((await a.store.get('todos', 'x'))?.b === undefined, "x holds the server's state");
   await a.pause();
@@ -620,7 +620,7 @@ test('a first pull of a collection pushed to and never pulled reconciles: a reco
   a.resume();
   await until(async () => (await a.store.get('todos', 'x')) === undefined, 'x dropped', WAIT);
   assert.equal(during, null, 'the edits were made during the pull');
-  assert.equal(await a.store.outboxCount(), 1, 'the edit of y waits');
+  assert.equal((await a.store.outboxCounts()).pending, 1, 'the edit of y waits');
   assert.equal(await a.store.getMeta('restamp:todos'), undefined, 'steps 1 and 2 only: nothing noted for a re-stamp');
   server.failPush = () => false;
   assert.deepEqual(await a.whenSynced(), { refused: 1 }, 'the edit of the collected record counts as refused');
@@ -649,7 +649,7 @@ test('a never-pulled collection pushes before its first pull; an offline edit of
   const a = await pushOnly(t, server, blocked);
   const todos = a.collection('todos');
   await todos.put('x', { n: 1 });
-  await until(async () => server.coll('todos').byId.has('x') && (await a.store.outboxCount()) === 0, 'x pushed', WAIT);
+  await until(async () => server.coll('todos').byId.has('x') && (await a.store.outboxCounts()).pending === 0, 'x pushed', WAIT);
   await a.pause();
   await todos.update('x', { n: 2 }); // before the delete
   const b = await openClient({ url: server.url, name: 'b', collections: ['todos'], WebSocket: null, pollInterval: 50 });
@@ -687,8 +687,8 @@ for (const restored of [false, true]) {
     const a = await pushOnly(t, server, blocked);
     const todos = a.collection('todos');
     await todos.put('x', { n: 1 });
-    await until(async () => server.coll('todos').byId.has('x') && (await a.store.outboxCount()) === 0, 'x pushed', WAIT);
-    assert.equal((await a.store.cursor('todos')).length, 0, 'never pulled: the cursor is the beginning');
+    await until(async () => server.coll('todos').byId.has('x') && (await a.store.outboxCounts()).pending === 0, 'x pushed', WAIT);
+    assert.equal((await cursorOf(a.store, 'todos')).length, 0, 'never pulled: the cursor is the beginning');
     await a.pause();
     // The store goes back to before x: an empty cursor is of every
     // history, so nothing resets a's.
@@ -724,10 +724,10 @@ test('a first pull gives back the fields a store restored from a backup lacks: t
   const a = await pushOnly(t, server, blocked);
   const todos = a.collection('todos');
   await todos.put('x', { n: 1 });
-  await until(async () => server.coll('todos').byId.has('x') && (await a.store.outboxCount()) === 0, 'x pushed', WAIT);
+  await until(async () => server.coll('todos').byId.has('x') && (await a.store.outboxCounts()).pending === 0, 'x pushed', WAIT);
   const backup = cloneRecord(/** @type {any} */ (server.coll('todos').byId.get('x')).record);
   await todos.update('x', { m: 2 });
-  await until(async () => onServer(server, 'todos', 'x', 'm') === 2 && (await a.store.outboxCount()) === 0, 'the edit pushed', WAIT);
+  await until(async () => onServer(server, 'todos', 'x', 'm') === 2 && (await a.store.outboxCounts()).pending === 0, 'the edit pushed', WAIT);
   await a.pause();
   // The store goes back to the backup: x without m.
   server.wipe();
@@ -752,10 +752,10 @@ test('a first pull keeps of a record the store lost what the server takes back: 
   const a = await pushOnly(t, server, blocked);
   const todos = a.collection('todos');
   await todos.put('x', { n: 1 });
-  await until(async () => server.coll('todos').byId.has('x') && (await a.store.outboxCount()) === 0, 'x pushed', WAIT);
+  await until(async () => server.coll('todos').byId.has('x') && (await a.store.outboxCounts()).pending === 0, 'x pushed', WAIT);
   const horizon = await horizonPast(a);
   await todos.update('x', { m: 2 });
-  await until(async () => onServer(server, 'todos', 'x', 'm') === 2 && (await a.store.outboxCount()) === 0, 'the edit pushed', WAIT);
+  await until(async () => onServer(server, 'todos', 'x', 'm') === 2 && (await a.store.outboxCounts()).pending === 0, 'the edit pushed', WAIT);
   await a.pause();
   // The store goes back to before x, and its write horizon is past n.
   server.wipe();
@@ -781,7 +781,7 @@ test('a first pull whose give-back fails drops nothing; the next pull gives back
   const todos = a.collection('todos');
   await todos.put('x', { n: 1 });
   await todos.put('y', { n: 1 });
-  await until(async () => server.coll('todos').byId.has('y') && (await a.store.outboxCount()) === 0, 'x and y pushed', WAIT);
+  await until(async () => server.coll('todos').byId.has('y') && (await a.store.outboxCounts()).pending === 0, 'x and y pushed', WAIT);
   await a.pause();
   const b = await openClient({ url: server.url, name: 'b', collections: ['todos'], WebSocket: null, pollInterval: 50 });
   t.after(() => b.close());
@@ -814,19 +814,20 @@ test('a first sync after offline writes reconciles quietly: nothing dropped, no 
   await a.pause();
   await b.collection('todos').put('s', { n: 1 });
   await b.whenSynced();
-  assert.equal((await a.store.cursor('todos')).length, 0);
+  assert.equal((await cursorOf(a.store, 'todos')).length, 0);
   const ev = listen(a);
   await a.collection('todos').put('l1', { n: 1 });
   await a.collection('todos').put('l2', { n: 2 });
   // Only records created here, never acknowledged: a first pull is an
   // ordinary one.
-  assert.equal(await a.store.firstPullReconciles('todos'), false);
+  assert.equal(await firstPullReconciles(a.store, 'todos'), false);
   /** @type {boolean[]} */
   const asked = [];
-  const firstPull = a.store.firstPullReconciles.bind(a.store);
-  a.store.firstPullReconciles = async (/** @type {string} */ c) => {
-    const v = await firstPull(c);
-    asked.push(v);
+  // What each pull's firstPullReconciles answered: its transaction's result.
+  const tx = a.store.tx.bind(a.store);
+  a.store.tx = async (/** @type {Parameters<typeof tx>} */ ...args) => {
+    const v = await tx(...args);
+    if (args[2] === 'first pull of todos') asked.push(/** @type {any} */ (v));
     return v;
   };
   const pulls = server.pulls.length;
@@ -841,7 +842,7 @@ test('a first sync after offline writes reconciles quietly: nothing dropped, no 
   assert.deepEqual(ev.serverReset, []);
   assert.deepEqual((await a.collection('todos').list()).map((r) => r.id).sort(), ['l1', 'l2', 's']);
   assert.deepEqual([...server.coll('todos').byId.keys()].sort(), ['l1', 'l2', 's']);
-  assert.equal(await a.store.firstPullReconciles('todos'), false, 'pulled: a cursor is held');
+  assert.equal(await firstPullReconciles(a.store, 'todos'), false, 'pulled: a cursor is held');
 });
 
 test("a reset's pull from the beginning is not a reconciliation: records the server lost and would not take back (bad_seal) stay", async (t) => {
@@ -861,8 +862,8 @@ test("a reset's pull from the beginning is not a reconciliation: records the ser
   await a.sync();
   assert.ok(errors.some((e) => /heal todos/.test(e.message)), 'the refused heal reported');
   assert.deepEqual(ev.serverReset.map((r) => r.reason), ['history_lost']);
-  assert.equal(await a.store.cursor('todos').then((c) => c.length), 0, 'the server is empty: the cursor is still the beginning');
-  assert.equal(await a.store.firstPullReconciles('todos'), false, 'the reset is read again');
+  assert.equal(await cursorOf(a.store, 'todos').then((c) => c.length), 0, 'the server is empty: the cursor is still the beginning');
+  assert.equal(await firstPullReconciles(a.store, 'todos'), false, 'the reset is read again');
   await a.sync();
   assert.deepEqual(ev.reconciled, []);
   assert.deepEqual((await a.collection('todos').list()).map((r) => r.id).sort(), ['r1', 'r2', 'r3'], 'nothing local dropped');
@@ -870,7 +871,7 @@ test("a reset's pull from the beginning is not a reconciliation: records the ser
   await a.collection('todos').put('r4', { n: 1 });
   await a.whenSynced();
   await a.sync();
-  assert.ok((await a.store.cursor('todos')).length > 0);
+  assert.ok((await cursorOf(a.store, 'todos')).length > 0);
   assert.equal(await a.store.getMeta('reread:todos'), undefined);
   assert.deepEqual((await a.collection('todos').list()).map((r) => r.id).sort(), ['r1', 'r2', 'r3', 'r4']);
 });
@@ -923,7 +924,7 @@ for (const live of [false, true]) {
     for (const id of ['x', 'y', 'z']) await todos.put(id, { n: 1 });
     await a.whenSynced();
     await a.sync();
-    assert.ok((await a.store.cursor('todos')).length > 0, 'a cursor: the wipe resets it');
+    assert.ok((await cursorOf(a.store, 'todos')).length > 0, 'a cursor: the wipe resets it');
     const ev = listen(a);
     await a.pause();
     await todos.update('x', { n: 2 });

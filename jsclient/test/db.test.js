@@ -9,7 +9,7 @@ import { decodeChanges } from '../src/received.js';
 import { compareStamps } from '../src/hlc.js';
 import { healPlan } from '../src/heal.js';
 import { freshIDB, openClient, until } from './helpers/util.js';
-import { applyRemote, dropMeta, peekOutbox } from '../src/syncstore.js';
+import { applyRemote, cursorOf, dropMeta, peekOutbox } from '../src/syncstore.js';
 
 /** Opens a local-only client. */
 function local(/** @type {any} */ opts = {}) {
@@ -443,19 +443,19 @@ test('the collections opened are remembered; stored names are checked', async ()
 
 test('cursors are stored as the bytes the server sent; none means from the beginning', async () => {
   const db = await local({ name: 'cursors' });
-  const empty = await db.store.cursor('todos');
+  const empty = await cursorOf(db.store, 'todos');
   assert.ok(empty instanceof Uint8Array);
   assert.equal(empty.length, 0);
   const next = Uint8Array.of(0xff, 0, 1, 2, 0x80);
   await applyRemote(db.store, 'todos', [], next);
-  const back = await db.store.cursor('todos');
+  const back = await cursorOf(db.store, 'todos');
   assert.ok(back instanceof Uint8Array);
   assert.deepEqual([...back], [...next]);
   await dropMeta(db.store, 'cursor:');
-  assert.equal((await db.store.cursor('todos')).length, 0);
+  assert.equal((await cursorOf(db.store, 'todos')).length, 0);
   // Anything else under the key (a corrupt or foreign value) is no cursor.
   await db.store.setMeta('cursor:todos', 'abc');
-  assert.equal((await db.store.cursor('todos')).length, 0);
+  assert.equal((await cursorOf(db.store, 'todos')).length, 0);
   await db.close();
 });
 
@@ -488,7 +488,7 @@ test('upgrading a database of protocol 1 drops its numeric cursors and keeps the
   assert.equal(db.store.replica, (await import('../src/constants.js')).REPLICA.samples[''] + '_old-replica', 'anonymous: the prefix of subject ""');
   assert.equal(await db.store.getMeta('cursor:todos'), undefined);
   assert.equal(await db.store.getMeta('cursor:notes.2026'), undefined);
-  assert.equal((await db.store.cursor('todos')).length, 0, 'pulls again from the beginning');
+  assert.equal((await cursorOf(db.store, 'todos')).length, 0, 'pulls again from the beginning');
   assert.deepEqual(await db.store.collections(), ['todos']);
   assert.equal(await db.store.getMeta('offset'), 1234);
   await db.close();

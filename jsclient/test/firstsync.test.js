@@ -11,7 +11,8 @@ import { healPlan } from '../src/heal.js';
 import { encode } from '../src/cbor.js';
 import { FakeServer } from './helpers/server.js';
 import { freshIDB, IDBKeyRange, openClient, until } from './helpers/util.js';
-import { applyFirst, applyRemote, prepareRemote } from '../src/syncstore.js';
+import { applyFirst, applyRemote, cursorOf, isEmpty, prepareRemote } from '../src/syncstore.js';
+import { heldIds } from '../src/scope.js';
 
 const stamp = (wall, replica = 'AAAAAAAAAAAAAAAA_server') => ({ wall, logical: 0, replica });
 const zero = { wall: 0, logical: 0, replica: '' };
@@ -19,7 +20,7 @@ const zero = { wall: 0, logical: 0, replica: '' };
 test('a first sync merges records written locally meanwhile and stores the rest as they come', async () => {
   const store = new Store({ name: 'first', indexedDB: freshIDB(), IDBKeyRange });
   await store.init();
-  assert.equal(await store.isEmpty('todos'), true);
+  assert.equal(await isEmpty(store, 'todos'), true);
   const now = Date.now();
   /** @type {import('../src/record.js').Record[]} */
   const page = ['a', 'b', 'c'].map((id) => ({ id, deleted: zero, fields: new Map([['title', { stamp: stamp(now - 1000), value: encode('server ' + id) }]]) }));
@@ -31,7 +32,7 @@ test('a first sync merges records written locally meanwhile and stores the rest 
   // The write merged ahead sees it and aborts; the page is then applied
   // reading what it must, as the client does.
   assert.equal(await applyFirst(store, 'todos', prepared, new Uint8Array(0), Uint8Array.of(1)), null);
-  assert.equal((await store.cursor('todos')).length, 0, 'nothing of the aborted write stored');
+  assert.equal((await cursorOf(store, 'todos')).length, 0, 'nothing of the aborted write stored');
   const changed = await applyRemote(store, 'todos', page, Uint8Array.of(1), seals);
   assert.deepEqual(changed.sort(), ['a', 'b', 'c']);
   const b = await store.get('todos', 'b');
@@ -106,8 +107,8 @@ test('a first sync write queued behind one that fails stores nothing: the cursor
   assert.deepEqual((await w1)?.sort(), ['r0', 'r1', 'r2']);
   assert.match(String((await w2)?.message), /could not be cloned/, 'the failed write says why');
   assert.equal(await w3, null, 'the write behind it found the cursor it builds on missing');
-  assert.deepEqual(await store.cursor('todos'), Uint8Array.of(1), 'the cursor of the last page written, not past it');
-  assert.deepEqual((await store.ids('todos')).sort(), ['r0', 'r1', 'r2'], 'no record of the failed page nor of the one behind it');
+  assert.deepEqual(await cursorOf(store, 'todos'), Uint8Array.of(1), 'the cursor of the last page written, not past it');
+  assert.deepEqual((await heldIds(store, 'todos')).sort(), ['r0', 'r1', 'r2'], 'no record of the failed page nor of the one behind it');
   store.close();
 });
 
@@ -125,13 +126,13 @@ test('a first sync write finds a record of its page written locally since it was
   await w1;
   await local;
   assert.equal(await w2, null, 'the page holding r4 is not put blindly');
-  assert.deepEqual(await store.cursor('todos'), Uint8Array.of(1));
+  assert.deepEqual(await cursorOf(store, 'todos'), Uint8Array.of(1));
   assert.deepEqual((await store.get('todos', 'r4'))?.doc, { mine: true }, 'the local write is untouched');
   // The caller writes it again with reads: merged, not overwritten.
   await applyRemote(store, 'todos', p2.records, Uint8Array.of(2), p2.seals);
   assert.deepEqual((await store.get('todos', 'r4'))?.doc, { n: 4, mine: true });
   assert.deepEqual((await store.get('todos', 'r3'))?.doc, { n: 3 });
-  assert.deepEqual(await store.cursor('todos'), Uint8Array.of(2));
+  assert.deepEqual(await cursorOf(store, 'todos'), Uint8Array.of(2));
   store.close();
 });
 

@@ -15,7 +15,7 @@ import { encode } from '../src/cbor.js';
 import { emptyRecord } from '../src/record.js';
 import { fromStored } from '../src/db.js';
 import { encodeRestore } from '../src/protocol.js';
-import { owedHeals } from '../src/syncstore.js';
+import { cursorOf, owedHeals, schemaVersion } from '../src/syncstore.js';
 
 const WAIT = 15_000;
 
@@ -63,7 +63,7 @@ for (const pages of [0, 1]) {
     for (const id of ['x', 'y', 'w', 'z']) await todos.put(id, { n: 1 });
     await a.whenSynced();
     await a.sync();
-    assert.ok((await a.store.cursor('todos')).length > 0, 'a cursor: the wipe resets it');
+    assert.ok((await cursorOf(a.store, 'todos')).length > 0, 'a cursor: the wipe resets it');
     await a.pause();
     // The store goes back to one without any of them, whose write horizon
     // has passed every stamp a holds: they were deleted and collected
@@ -179,7 +179,7 @@ test('a heal refused forbidden is asked about again with an empty restore, not a
   for (let i = 0; i < 20; i++) await a.collection('todos').put('x' + i, { n: i, text: 'a note of some length '.repeat(4) });
   await a.whenSynced();
   await a.sync();
-  const empty = encodeRestore('todos', [], await a.store.schemaVersion('todos')).length;
+  const empty = encodeRestore('todos', [], await schemaVersion(a.store, 'todos')).length;
   // The token may no longer read todos, as the heal finds.
   const handle = server.handle.bind(server);
   server.handle = async (/** @type {any} */ req, /** @type {any} */ res) => {
@@ -399,7 +399,7 @@ test('after history_lost: a record no seal covers whose own writes straddle the 
   await todos.put('w', { n: 0 });
   await a.whenSynced();
   await a.sync();
-  assert.ok((await a.store.cursor('todos')).length > 0, 'a cursor: the wipe resets it');
+  assert.ok((await cursorOf(a.store, 'todos')).length > 0, 'a cursor: the wipe resets it');
   // x is pushed and acknowledged, never pulled: no seal covers it.
   state.blockPulls = true;
   await todos.put('x', { p: 1 });

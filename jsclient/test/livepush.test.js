@@ -10,6 +10,7 @@ import { FakeServer } from './helpers/server.js';
 import { openClient, until } from './helpers/util.js';
 import { PATHS, STATUSES } from '../src/constants.js';
 import { decode } from '../src/cbor.js';
+import { cursorOf } from '../src/syncstore.js';
 
 const WAIT = 10_000;
 
@@ -201,7 +202,7 @@ test('live: a push in flight when stop() closes the session pulls nothing over H
   await a.collection('todos').put('t0', { n: 0 });
   await until(() => a.status.pending === 0, 'pushed', WAIT);
   const syncer = /** @type {any} */ (a).syncer;
-  await until(async () => (await syncer.store.cursor('todos')).length > 0, 'a cursor of todos', WAIT);
+  await until(async () => (await cursorOf(syncer.store, 'todos')).length > 0, 'a cursor of todos', WAIT);
   server.holdPushAnswers = 1; // applied, never answered
   await a.collection('todos').put('h', { n: 1 });
   await until(() => server.livePushes.length === 2, 'the live push sent', WAIT);

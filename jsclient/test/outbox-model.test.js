@@ -95,7 +95,7 @@ test(`the local view is the server state plus pending changes (seed ${seed})`, a
         assert.equal(stored?.b !== undefined, hasPending, `step ${step}: ${id} keeps the server state aside exactly while changes are pending`);
       }
     }
-    assert.equal(await store.outboxCount(), pending.length);
+    assert.equal((await store.outboxCounts()).pending, pending.length);
   } catch (e) {
     /** @type {any} */ (e).message = `seed ${seed} (rerun with OUTBOX_SEED=${seed}): ${/** @type {any} */ (e).message}`;
     throw e;

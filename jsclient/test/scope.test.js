@@ -11,6 +11,7 @@ import { FakeServer, leaveOf, scopeOfCursor } from './helpers/server.js';
 import { openClient, until } from './helpers/util.js';
 import { encode } from '../src/cbor.js';
 import { encodeScope, leaveDigest } from '../src/scope.js';
+import { cursorOf } from '../src/syncstore.js';
 
 const WAIT = 8000;
 
@@ -127,7 +128,7 @@ test('a scope change reads again from the same cursor with the new scope; the di
     await until(() => db.status.online && sub().length > 0, 'live', WAIT);
     assert.deepEqual(sub().at(-1).get(3), ['in', 'team', { $: 'claims.teams' }], 'sub key 3 holds the scope');
     assert.ok(scopeOfCursor(sub().at(-1).get(2)), 'the cursor of a scoped read (the fake server keeps the scope in it)');
-    const cursor = await db.store.cursor('todos');
+    const cursor = await cursorOf(db.store, 'todos');
     assert.ok(cursor.length > 0);
     const pulls = server.pulls.length;
     await db.setScope('todos', 'blue', ['eq', 'team', 'blue']);

@@ -113,6 +113,7 @@ try {
     async ({ own, others, warm }) => {
       const { open } = await import('/convergo/database.js');
       const { encodePush } = await import('/convergo/protocol.js');
+      const { schemaVersion } = await import('/convergo/syncstore.js');
       const { pushDecoder } = await import('/bench/b3-push.mjs');
       // The documents' token is anonymous: its subject's prefix (b3-impls.mjs).
       const prefix = await (await import('/convergo/replica.js')).replicaPrefix('');
@@ -130,7 +131,7 @@ try {
         const [k, v] = own[i];
         await db.collection('b3').put('doc', { [k]: v });
         const entries = await db.store.peekOutbox(1000);
-        updates.push(encodePush(db.store.replica, entries.map((e) => e.change), new Map([['b3', await db.store.schemaVersion('b3')]]), prefix));
+        updates.push(encodePush(db.store.replica, entries.map((e) => e.change), new Map([['b3', await schemaVersion(db.store, 'b3')]]), prefix));
         docs.push(db);
       }
       for (const s of others) updates.push(fromB64(s));

@@ -40,6 +40,7 @@ import { IDBFactory, IDBKeyRange } from 'fake-indexeddb';
 import { open } from '../../../jsclient/src/database.js';
 import { compactContext, encodeLivePush, encodePush } from '../../../jsclient/src/protocol.js';
 import { readChange } from '../../../jsclient/src/change.js';
+import { schemaVersion } from '../../../jsclient/src/syncstore.js';
 import * as cbor from '../../../jsclient/src/cbor.js';
 import { decodeValue, emptyRecord, maxStamp, mergeInto, visibleValues } from '../../../jsclient/src/record.js';
 import { replicaPrefix } from '../../../jsclient/src/replica.js';
@@ -226,7 +227,7 @@ async function convergoDoc(onUpdate, idb) {
       await coll.put(ID, { [k]: v });
       // As sync.js pushes: the outbox entries, the collection's schema version.
       const entries = await db.store.peekOutbox(1000);
-      const versions = new Map([[COLLECTION, await db.store.schemaVersion(COLLECTION)]]);
+      const versions = new Map([[COLLECTION, await schemaVersion(db.store, COLLECTION)]]);
       const replica = /** @type {string} */ (db.store.replica);
       const changes = entries.map((e) => e.change);
       const body = encodePush(replica, changes, versions, PREFIX);
