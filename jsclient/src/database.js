@@ -129,13 +129,6 @@ const EVENTS = new Set(['status', 'error', 'auth', 'refused', 'superseded', 'cha
 /** How long the leader lets lastSyncedAt settle before storing it (ms). */
 const STORE_SYNCED_MS = 500;
 
-/**
- * How long a tab that does not lead waits for the refused message of a
- * refused change its count of the outbox met before it takes the count
- * (ms; Database._recount).
- */
-const DOUBT_MS = 2_000;
-
 export class Database {
   /** @param {OpenOptions} o */
   constructor(o) {
@@ -170,9 +163,9 @@ export class Database {
     this._syncedTimer = null;
     /** Changes refused since whenSynced last resolved. */
     this._refusedSince = 0;
-    /** The newest rejected change this tab was told of (_recount). */
+    /** The newest rejected change this tab was told of (peer.js recount). */
     this._heard = 0;
-    /** @type {any} the timer of a count dropped for a refusal not told of yet (_recount) */
+    /** @type {any} the timer of a count dropped for a refusal not told of yet (peer.js recount) */
     this._doubt = null;
     this.leading = false;
     /** @type {Set<Subscription>} */
@@ -429,25 +422,6 @@ export class Database {
   }
 
   /**
-   * @param {boolean} force
-   * @returns {Promise<string>}
-   */
-  async _token(force) {
-    if (this.o.getToken && (force || this.tok === null)) {
-      const asked = this.tokAt;
-      const t = await this.o.getToken();
-      if (typeof t !== 'string') throw new ConvergoError('unauthenticated', 'getToken did not return a string');
-      // A token set meanwhile (setToken, another tab's) is newer than
-      // this answer, which was asked for before it: it stays.
-      if (this.tokAt === asked) {
-        this._ownToken(t);
-        await this._writeAs(t);
-      }
-    }
-    return this.tok ?? '';
-  }
-
-  /**
    * Asks getToken for the token at open, so that writes made before the
    * first sync are stamped as its subject. A getToken that fails or takes
    * long (the app is offline) is asked again when sync starts; until then
@@ -576,30 +550,6 @@ export class Database {
     else if (changed) this._post({ t: TabMessage.scope, c });
   }
 
-  /**
-   * The leader learned what the app hears in every tab: it emits event m.t
-   * with arg here and posts m, which the other tabs re-emit (_onPeer), so
-   * each tab's listeners hear it once; nothing once closed.
-   * @param {import('./tabs.js').TabMsg & {t: 'serverReset'|'reconciled'|'superseded'|'revoked'|'auth'|'schemaAhead'|'unreadable'}} m
-   * @param {unknown} arg
-   */
-  _tell(m, arg) {
-    if (this.closed) return;
-    this._post(m);
-    this._emit(m.t, arg);
-  }
-
-  /**
-   * The server refused token refused (in any tab's sync): with getToken,
-   * this tab asks it for a fresh one before it next syncs instead of
-   * trying the refused one again; a token set since stays (refused
-   * undefined: not known, as when getToken gave none; forgotten too).
-   * @param {string} [refused]
-   */
-  _forgetToken(refused) {
-    if (this.o.getToken && (refused === undefined || refused === this.tok)) this.tok = null;
-  }
-
   /** The current sync status (a copy). */
   get status() {
     return { ...this._status };
@@ -631,7 +581,7 @@ export class Database {
    * this token; told once, as status.unreadable comes to list it).
    * The events the server tells the leader tab (auth, refused, superseded,
    * serverReset, reconciled, revoked, schemaAhead, unreadable) fire in every tab of the
-   * database, once each (_tell); 'change' too, origin 'tab' for another
+   * database, once each (leader.js tell); 'change' too, origin 'tab' for another
    * tab's; 'status' is each tab's (a follower's mirrors the leader's),
    * 'reset' each tab sees for itself, and 'error' stays in the tab where
    * it happened (_startSyncer says why). Returns a function that stops
@@ -684,51 +634,6 @@ export class Database {
       if (this.closed || this._status.lastSyncedAt === null) return;
       this.store.setMeta('lastSyncedAt', this._status.lastSyncedAt).catch(() => {});
     }, STORE_SYNCED_MS);
-  }
-
-  /**
-   * A pushed change was refused (by this tab's sync, or the leader's).
-   * @param {Refusal} r
-   */
-  _onRefused(r) {
-    this._refusedSince++;
-    if (typeof r.rejectedId === 'number' && r.rejectedId > this._heard) this._heard = r.rejectedId;
-    this._emit('refused', r);
-    this._recountRejected();
-    this._recount();
-  }
-
-  /**
-   * A tab that does not lead reads the outbox counts into its status (the
-   * leader's sync sets its own). A change the server refused leaves the
-   * outbox in the transaction that keeps it among the rejected changes,
-   * so a count can see it gone before the leader's refused message comes:
-   * such a count (it meets a rejected change newer than any told of) is
-   * dropped, so that whenSynced does not resolve without the refusal, and
-   * the message, when it comes, counts again; if none comes (its leader
-   * went away, the change was written again) the count is taken after
-   * DOUBT_MS. trust: other tabs made rejected changes that no refused
-   * message tells of.
-   * @param {boolean} [trust]
-   */
-  _recount(trust = false) {
-    if (this._status.leader) return;
-    this.store.outboxView().then(({ counts, newest }) => {
-      if (this.closed) return;
-      if (!trust && newest > this._heard) {
-        if (this._doubt === null)
-          this._doubt = setTimeout(() => {
-            this._doubt = null;
-            this._recount(true);
-          }, DOUBT_MS);
-        return;
-      }
-      // A doubt this count ends: a later one waits its whole DOUBT_MS.
-      clearTimeout(this._doubt);
-      this._doubt = null;
-      this._heard = Math.max(this._heard, newest);
-      this._setStatus(counts, true);
-    }, () => {});
   }
 
   /** Reads how many rejected changes are kept into the status. */

@@ -18,7 +18,7 @@ export const CLIENT_CODES = Object.freeze(['network', 'closed', 'counter_overflo
 /**
  * The token a request the server refused went with, by the refusal (kept
  * off the error, which reaches the app's logs): an 'auth' refusal forgets
- * that token only, not one set since (Database._forgetToken).
+ * that token only, not one set since (peer.js forgetToken).
  * @type {WeakMap<Error, string>}
  */
 export const sentWith = new WeakMap();

@@ -6,6 +6,7 @@
 import { ConvergoError, sentWith } from './errors.js';
 import { Syncer } from './sync.js';
 import { TabMessage, toWire } from './tabs.js';
+import { forgetToken, onRefused } from './peer.js';
 
 /** @typedef {import('./database.js').Database} Database */
 /** @typedef {import('./database.js').Revocation} Revocation */
@@ -28,21 +29,21 @@ export function syncerFor(db) {
     url: /** @type {string} */ (o.url),
     store: db.store,
     collections: () => [...db.collections],
-    token: (force) => db._token(force),
+    token: (force) => token(db, force),
     fetch: f,
     WebSocket: o.WebSocket === undefined ? globalThis.WebSocket ?? null : o.WebSocket,
     // The Store reports what pulls and rollbacks changed (onChange),
     // in commit order.
     onChanges: () => {},
-    // What the server told the leader, every tab's app hears (_tell).
+    // What the server told the leader, every tab's app hears (tell).
     onRefused: (r) => {
       if (db.closed) return;
       db._post({ t: TabMessage.refused, r });
-      db._onRefused(r);
+      onRefused(db, r);
     },
-    onServerReset: (r) => db._tell({ t: TabMessage.serverReset, r }, r),
-    onReconciled: (r) => db._tell({ t: TabMessage.reconciled, r }, r),
-    onSuperseded: (r) => db._tell({ t: TabMessage.superseded, r }, r),
+    onServerReset: (r) => tell(db, { t: TabMessage.serverReset, r }, r),
+    onReconciled: (r) => tell(db, { t: TabMessage.reconciled, r }, r),
+    onSuperseded: (r) => tell(db, { t: TabMessage.superseded, r }, r),
     onStatus: (s) => db._setStatus(s),
     // 'error' stays in this tab: it tells of failures for the tab's own
     // log (the leader's sync loop, a tab's IndexedDB, a listener that
@@ -52,8 +53,8 @@ export function syncerFor(db) {
     onError: (e) => db._emit('error', e),
     onAuth: (e) => {
       const token = sentWith.get(e);
-      db._forgetToken(token);
-      db._tell({ t: TabMessage.auth, e: toWire(e), token }, e);
+      forgetToken(db, token);
+      tell(db, { t: TabMessage.auth, e: toWire(e), token }, e);
     },
     leaves: async (c, leaves) => {
       const { LeaveIndex } = await import('./scope.js');
@@ -64,7 +65,7 @@ export function syncerFor(db) {
     onSchemaAhead: (e) => {
       // The followers take the flag from the status this announces.
       db._setStatus({ schemaAhead: true });
-      db._tell({ t: TabMessage.schemaAhead, e: toWire(e) }, e);
+      tell(db, { t: TabMessage.schemaAhead, e: toWire(e) }, e);
     },
     onUnreadable: (c, u) => unreadable(db, c, u),
     pollInterval: o.pollInterval,
@@ -84,7 +85,7 @@ async function onRevoked(db, e) {
   /** @type {Revocation} */
   const r = { message: e.message, requestId: e.requestId ?? null, moved, dropped };
   db._setStatus({ revoked: true, online: false, ...(await db.store.outboxCounts()), rejected: await db.store.rejectedCount() });
-  db._tell({ t: TabMessage.revoked, r }, r);
+  tell(db, { t: TabMessage.revoked, r }, r);
 }
 
 /**
@@ -103,5 +104,42 @@ function unreadable(db, c, u) {
   // A refused pull and a refused sub say the same: told once.
   if (u ? was?.code === u.code && (was.op === 'heal' || u.op !== 'heal') : !was) return;
   db._setStatus({ unreadable: [...list.filter((x) => x !== was), ...(u ? [u] : [])] });
-  if (u) db._tell({ t: TabMessage.unreadable, r: u }, u);
+  if (u) tell(db, { t: TabMessage.unreadable, r: u }, u);
+}
+
+/**
+ * The leader learned what the app hears in every tab: it emits event m.t
+ * with arg here and posts m, which the other tabs re-emit (_onPeer), so
+ * each tab's listeners hear it once; nothing once closed.
+ * @param {Database} db
+ * @param {import('./tabs.js').TabMsg & {t: 'serverReset'|'reconciled'|'superseded'|'revoked'|'auth'|'schemaAhead'|'unreadable'}} m
+ * @param {unknown} arg
+ */
+function tell(db, m, arg) {
+  if (db.closed) return;
+  db._post(m);
+  db._emit(m.t, arg);
+}
+
+/**
+ * The token the sync loop sends (Syncer's token option): with getToken,
+ * a fresh one when force is set or none is held, which becomes every
+ * tab's; else the one held ('' for none).
+ * @param {Database} db
+ * @param {boolean} force
+ * @returns {Promise<string>}
+ */
+export async function token(db, force) {
+  if (db.o.getToken && (force || db.tok === null)) {
+    const asked = db.tokAt;
+    const t = await db.o.getToken();
+    if (typeof t !== 'string') throw new ConvergoError('unauthenticated', 'getToken did not return a string');
+    // A token set meanwhile (setToken, another tab's) is newer than
+    // this answer, which was asked for before it: it stays.
+    if (db.tokAt === asked) {
+      db._ownToken(t);
+      await db._writeAs(t);
+    }
+  }
+  return db.tok ?? '';
 }

@@ -1,10 +1,23 @@
 // What a tab does with a message from another tab of its database (see
 // TabMessage in tabs.js for who sends each and why). Loaded on demand, when
 // the first one comes (Database._onPeer): a tab alone never needs it.
+// What a tab does when a change was refused (onRefused, recount) and when
+// a token was refused (forgetToken) is here too: the leader's sync loop
+// (leader.js) calls them as well.
 
 import { ConvergoError } from './errors.js';
 import { validateCollection } from './record.js';
 import { TabMessage, fromWire, toWire } from './tabs.js';
+
+/** @typedef {import('./database.js').Database} Database */
+/** @typedef {import('./database.js').Refusal} Refusal */
+
+/**
+ * How long a tab that does not lead waits for the refused message of a
+ * refused change its count of the outbox met before it takes the count
+ * (ms; recount).
+ */
+const DOUBT_MS = 2_000;
 
 /**
  * Handles message m from another tab in db, in the order they came.
@@ -68,24 +81,24 @@ export function onPeer(db, m) {
       db.peerSync?.get(m.n)?.(m.error);
       break;
     case TabMessage.refused:
-      if (m.r && typeof m.r === 'object') db._onRefused(m.r);
+      if (m.r && typeof m.r === 'object') onRefused(db, m.r);
       break;
     case TabMessage.serverReset:
     case TabMessage.reconciled:
     case TabMessage.superseded:
     case TabMessage.unreadable:
-      // The message is named as the event (the leader's _tell).
+      // The message is named as the event (leader.js tell).
       if (m.r && typeof m.r === 'object') db._emit(m.t, m.r);
       break;
     case TabMessage.auth:
-      db._forgetToken(m.token);
+      forgetToken(db, m.token);
     // falls through
     case TabMessage.schemaAhead:
       if (m.e && typeof m.e === 'object') db._emit(m.t, fromWire(m.e));
       break;
     case TabMessage.rejected:
       db._recountRejected();
-      db._recount(true);
+      recount(db, true);
       break;
     case TabMessage.scope:
       // A tab changed the scopes of a collection (stored already).
@@ -94,15 +107,74 @@ export function onPeer(db, m) {
     case TabMessage.revoked:
       if (m.r && typeof m.r === 'object') db._emit('revoked', m.r);
       db._recountRejected();
-      db._recount(true);
+      recount(db, true);
       break;
     case TabMessage.status:
       if (!db._status.leader && m.s && typeof m.s === 'object') {
         const { pending, held, ...rest } = m.s;
         const lastError = rest.lastError ? fromWire(rest.lastError) : null;
         db._setStatus({ ...rest, lastError }, true);
-        db._recount();
+        recount(db);
       }
       break;
   }
+}
+
+/**
+ * A pushed change was refused (by this tab's sync, or the leader's).
+ * @param {Database} db
+ * @param {Refusal} r
+ */
+export function onRefused(db, r) {
+  db._refusedSince++;
+  if (typeof r.rejectedId === 'number' && r.rejectedId > db._heard) db._heard = r.rejectedId;
+  db._emit('refused', r);
+  db._recountRejected();
+  recount(db);
+}
+
+/**
+ * A tab that does not lead reads the outbox counts into its status (the
+ * leader's sync sets its own). A change the server refused leaves the
+ * outbox in the transaction that keeps it among the rejected changes,
+ * so a count can see it gone before the leader's refused message comes:
+ * such a count (it meets a rejected change newer than any told of) is
+ * dropped, so that whenSynced does not resolve without the refusal, and
+ * the message, when it comes, counts again; if none comes (its leader
+ * went away, the change was written again) the count is taken after
+ * DOUBT_MS. trust: other tabs made rejected changes that no refused
+ * message tells of.
+ * @param {Database} db
+ * @param {boolean} [trust]
+ */
+export function recount(db, trust = false) {
+  if (db._status.leader) return;
+  db.store.outboxView().then(({ counts, newest }) => {
+    if (db.closed) return;
+    if (!trust && newest > db._heard) {
+      if (db._doubt === null)
+        db._doubt = setTimeout(() => {
+          db._doubt = null;
+          recount(db, true);
+        }, DOUBT_MS);
+      return;
+    }
+    // A doubt this count ends: a later one waits its whole DOUBT_MS.
+    clearTimeout(db._doubt);
+    db._doubt = null;
+    db._heard = Math.max(db._heard, newest);
+    db._setStatus(counts, true);
+  }, () => {});
+}
+
+/**
+ * The server refused token refused (in any tab's sync): with getToken,
+ * this tab asks it for a fresh one before it next syncs instead of
+ * trying the refused one again; a token set since stays (refused
+ * undefined: not known, as when getToken gave none; forgotten too).
+ * @param {Database} db
+ * @param {string} [refused]
+ */
+export function forgetToken(db, refused) {
+  if (db.o.getToken && (refused === undefined || refused === db.tok)) db.tok = null;
 }

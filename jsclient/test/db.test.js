@@ -10,6 +10,7 @@ import { compareStamps } from '../src/hlc.js';
 import { healPlan } from '../src/heal.js';
 import { freshIDB, openClient, until } from './helpers/util.js';
 import { applyRemote, cursorOf, dropMeta, peekOutbox } from '../src/syncstore.js';
+import { recount } from '../src/peer.js';
 
 /** Opens a local-only client. */
 function local(/** @type {any} */ opts = {}) {
@@ -409,7 +410,7 @@ test('a count of the outbox that ends after close() began tells no status listen
   /** @type {number[]} */
   const heard = [];
   reader.on('status', (s) => heard.push(s.pending));
-  /** @type {any} */ (reader)._recount(true); // as a tab message starts it
+  recount(/** @type {any} */ (reader), true); // as a tab message starts it
   await reader.close();
   await new Promise((r) => setTimeout(r, 20));
   assert.deepEqual(heard, []);

@@ -1,10 +1,10 @@
 // A tab that does not lead drops a count of the outbox that meets a
 // rejected change no refused message told it of, for DOUBT_MS (2 s), so
-// that whenSynced does not resolve without the refusal (Database._recount).
+// that whenSynced does not resolve without the refusal (peer.js recount).
 // Driven on a stand-in for the tab's state, with the timers mocked.
 import { test, mock } from 'node:test';
 import assert from 'node:assert/strict';
-import { Database } from '../src/database.js';
+import { recount } from '../src/peer.js';
 
 test('a refusal not told of yet gets its whole wait, even just after an earlier one was told of', async () => {
   mock.timers.enable({ apis: ['setTimeout'] });
@@ -20,23 +20,22 @@ test('a refusal not told of yet gets its whole wait, even just after an earlier 
       closed: false,
       store: { outboxView: async () => view },
       _setStatus: (/** @type {{pending: number}} */ s) => taken.push(s.pending),
-      _recount: Database.prototype._recount,
     };
     const settle = () => new Promise((r) => setImmediate(r));
     // Change 1 refused: the count sees it gone before the message.
     view = { counts: { pending: 1, held: 0 }, newest: 1 };
-    tab._recount();
+    recount(/** @type {any} */ (tab));
     await settle();
     assert.deepEqual(taken, [], 'a count meeting a refusal not told of is dropped');
     // The refused message of change 1 comes: the count is taken.
     tab._heard = 1;
-    tab._recount();
+    recount(/** @type {any} */ (tab));
     await settle();
     assert.deepEqual(taken, [1]);
     // Change 2 is refused 1.9 s after the first doubt; its message is late.
     mock.timers.tick(1_900);
     view = { counts: { pending: 0, held: 0 }, newest: 2 };
-    tab._recount();
+    recount(/** @type {any} */ (tab));
     await settle();
     assert.deepEqual(taken, [1], 'a count meeting refusal 2, not told of, is dropped');
     mock.timers.tick(100);

@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { FakeServer } from './helpers/server.js';
 import { WebSocket, openClient, until } from './helpers/util.js';
 import { replicaPrefix, subjectOfToken } from '../src/replica.js';
+import { token } from '../src/leader.js';
 
 const WAIT = 8000;
 
@@ -213,7 +214,7 @@ test('a getToken answer asked for before setToken does not replace the token set
     await db.whenSynced();
     const any = /** @type {any} */ (db);
     // The server refused the token (say): the client asks getToken again.
-    const refreshed = any._token(true);
+    const refreshed = token(db, true);
     await until(() => asked === 2, 'getToken asked again', WAIT);
     db.setToken(tokenOf('bob')); // the app signs in as bob meanwhile
     answer(tokenOf('alice')); // then the answer asked for before comes
