@@ -16,7 +16,7 @@
 // beyond it, plain objects for maps whose keys are all text and Map
 // otherwise.
 
-import { DEFAULTS, MODEL } from './model.js';
+import { LOCAL_DEFAULTS, MODEL } from './model.js';
 import { ConvergoError } from './errors.js';
 
 /** Decode limits, the same as package crdt's (model.js MODEL): levels of nesting in one message. */
@@ -28,7 +28,7 @@ export const MAX_ITEMS = MODEL.maxContainerItems;
 /** Encoded bytes of one field value. */
 export const MAX_VALUE_BYTES = MODEL.maxValueBytes;
 /** decode()'s default bound on its input: a server's default max live message. */
-export const MAX_MESSAGE_BYTES = DEFAULTS.maxMessageBytes;
+export const MAX_MESSAGE_BYTES = LOCAL_DEFAULTS.maxMessageBytes;
 
 const MAX_SAFE = Number.MAX_SAFE_INTEGER;
 const TWO64 = 1n << 64n;

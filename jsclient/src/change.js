@@ -8,7 +8,7 @@ import { Reader, utf8Length } from './cbor.js';
 import { ConvergoError } from './errors.js';
 import { readRecord, storedValue, validateCollection } from './record.js';
 import { META, REJECTED, req } from './db.js';
-import { DEFAULTS } from './model.js';
+import { LOCAL_DEFAULTS } from './model.js';
 
 /** @typedef {import('./record.js').Record} Record */
 /** @typedef {import('./record.js').Change} Change */
@@ -75,8 +75,8 @@ export function rejectedEntry(e, code, message, requestId, info) {
 }
 
 /**
- * Drops the oldest rejected changes past DEFAULTS.maxRejected entries or
- * DEFAULTS.maxRejectedBytes bytes (an entry larger than the byte bound
+ * Drops the oldest rejected changes past LOCAL_DEFAULTS.maxRejected entries or
+ * LOCAL_DEFAULTS.maxRejectedBytes bytes (an entry larger than the byte bound
  * on its own is kept alone), in transaction tx, and counts them in meta
  * "rejectedDropped". Returns how many it dropped.
  * @param {IDBTransaction} tx spanning rejected and meta
@@ -86,7 +86,7 @@ export async function boundRejected(tx) {
   const all = /** @type {RejectedEntry[]} */ (await req(store.getAll()));
   let bytes = all.reduce((n, e) => n + (e.size ?? 0), 0);
   let n = 0;
-  while (all.length - n > DEFAULTS.maxRejected || (bytes > DEFAULTS.maxRejectedBytes && all.length - n > 1)) {
+  while (all.length - n > LOCAL_DEFAULTS.maxRejected || (bytes > LOCAL_DEFAULTS.maxRejectedBytes && all.length - n > 1)) {
     bytes -= all[n].size ?? 0;
     store.delete(all[n].id);
     n++;

@@ -3,7 +3,7 @@
 // holds it to crdt/testdata/protocol.json.
 
 /** The model's constants (model.js, loaded up front). */
-export { DEFAULTS, MODEL, REPLICA } from './model.js';
+export { MODEL } from './model.js';
 
 /** The protocol version the client speaks. */
 export const VERSION = 2;
@@ -261,6 +261,26 @@ export const RESET_REASONS = /* @__PURE__ */ Object.freeze([
   "lease_expired"
 ]);
 
+/** A server's default limits; a client follows what the server's hello announces. */
+export const DEFAULTS = /* @__PURE__ */ Object.freeze({
+  "burst": 400,
+  "maxBodyBytes": 4194304,
+  "maxConnsPerAddr": 64,
+  "maxDriftMs": 300000,
+  "maxHealAgain": 3,
+  "maxMessageBytes": 4194304,
+  "maxPageBytes": 1048576,
+  "maxPullRecords": 1000,
+  "maxPullResets": 2,
+  "maxPushChanges": 1000,
+  "maxRejected": 1000,
+  "maxRejectedBytes": 4194304,
+  "maxRequestIdBytes": 64,
+  "maxSubscriptions": 1024,
+  "pullShrink": 4,
+  "rate": 200
+});
+
 /** Timings both sides keep, in milliseconds. */
 export const TIMINGS = /* @__PURE__ */ Object.freeze({
   "backoffInitialMs": 200,
@@ -420,6 +440,19 @@ export const BATCH_LENS = /* @__PURE__ */ Object.freeze([
     "len": 1
   }
 ]);
+
+/** The replica binding rule: an owned id is the subject's prefix (the first 10 bytes of SHA-256(domain + subject) in lower-case base32), the separator and a device part; samples of prefixes. */
+export const REPLICA = /* @__PURE__ */ Object.freeze({
+  "prefixLen": 16,
+  "separator": "_",
+  "domain": "convergo/replica/v2\u0000",
+  "samples": {
+    "": "7uwub3hf3byllac3",
+    "alice": "3y46xdnv3bk6uhgg",
+    "bob@example.com": "jx26ypyejfpxqj2x",
+    "用户": "pglpqrsemvzmqrqv"
+  }
+});
 
 /** Scopes: the reserved collection prefix no client may use, the deny list's collection, the token claim that imposes scopes, and leave entries (the first leaveBytes of SHA-256(leaveDomain + collection + 0x00 + id); each counts leaveEntryCost bytes toward a page's byte limit); the limits of a scope (encoded bytes, nesting depth, predicates, values of one list). */
 export const SCOPES = /* @__PURE__ */ Object.freeze({

@@ -1,7 +1,7 @@
 // Hybrid logical clock, the same rules as Go's crdt.Clock: the clock never
 // reads the time itself; callers pass wall time (ms) in.
 
-import { DEFAULTS, MODEL } from './model.js';
+import { LOCAL_DEFAULTS, MODEL } from './model.js';
 import { ConvergoError } from './errors.js';
 
 /**
@@ -19,7 +19,7 @@ export const MAX_LOGICAL = MODEL.maxLogical;
  */
 export const MAX_ISSUED_LOGICAL = MODEL.maxIssuedLogical;
 /** Default bound on how far ahead of local time a remote stamp may be (the server's default; its hello says its own). */
-export const DEFAULT_MAX_DRIFT = DEFAULTS.maxDriftMs;
+export const DEFAULT_MAX_DRIFT = LOCAL_DEFAULTS.maxDriftMs;
 
 /**
  * A stamp: hybrid logical clock reading plus the issuing replica's id.

@@ -2,24 +2,12 @@
 // transport/proto (docs/protocol.md); DO NOT EDIT. test/constants.test.js
 // holds it to crdt/testdata/protocol.json.
 
-/** A server's default limits; a client follows what the server's hello announces. */
-export const DEFAULTS = /* @__PURE__ */ Object.freeze({
-  "burst": 400,
-  "maxBodyBytes": 4194304,
-  "maxConnsPerAddr": 64,
+/** Of DEFAULTS (constants.js holds it whole), what the codec, the clock, the replica ids and the local store read. */
+export const LOCAL_DEFAULTS = /* @__PURE__ */ Object.freeze({
   "maxDriftMs": 300000,
-  "maxHealAgain": 3,
   "maxMessageBytes": 4194304,
-  "maxPageBytes": 1048576,
-  "maxPullRecords": 1000,
-  "maxPullResets": 2,
-  "maxPushChanges": 1000,
   "maxRejected": 1000,
-  "maxRejectedBytes": 4194304,
-  "maxRequestIdBytes": 64,
-  "maxSubscriptions": 1024,
-  "pullShrink": 4,
-  "rate": 200
+  "maxRejectedBytes": 4194304
 });
 
 /** Limits of the data model, the same everywhere. */
@@ -40,15 +28,9 @@ export const MODEL = /* @__PURE__ */ Object.freeze({
   "maxWall": 9007199254740991
 });
 
-/** The replica binding rule: an owned id is the subject's prefix (the first 10 bytes of SHA-256(domain + subject) in lower-case base32), the separator and a device part; samples of prefixes. */
-export const REPLICA = /* @__PURE__ */ Object.freeze({
+/** Of REPLICA (constants.js holds it whole), what the codec, the clock, the replica ids and the local store read. */
+export const REPLICA_RULE = /* @__PURE__ */ Object.freeze({
   "prefixLen": 16,
   "separator": "_",
-  "domain": "convergo/replica/v2\u0000",
-  "samples": {
-    "": "7uwub3hf3byllac3",
-    "alice": "3y46xdnv3bk6uhgg",
-    "bob@example.com": "jx26ypyejfpxqj2x",
-    "用户": "pglpqrsemvzmqrqv"
-  }
+  "domain": "convergo/replica/v2\u0000"
 });

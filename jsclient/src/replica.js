@@ -4,29 +4,29 @@
 // names, so it stamps writes with an id the server accepts before it ever
 // reaches the server; the hello answer repeats the prefix (key 11), and the
 // Syncer takes that as the last word. The rule's constants (domain, prefix
-// length, separator) come from model.js REPLICA.
+// length, separator) come from model.js REPLICA_RULE.
 
-import { MODEL, REPLICA } from './model.js';
+import { MODEL, REPLICA_RULE } from './model.js';
 import { ConvergoError } from './errors.js';
 import { newReplicaId } from './hlc.js';
 
 const BASE32 = 'abcdefghijklmnopqrstuvwxyz234567';
 
 /** The most characters of a device part: what the prefix and separator leave of a replica id. */
-export const MAX_DEVICE_BYTES = MODEL.maxReplicaBytes - REPLICA.prefixLen - REPLICA.separator.length;
+export const MAX_DEVICE_BYTES = MODEL.maxReplicaBytes - REPLICA_RULE.prefixLen - REPLICA_RULE.separator.length;
 
 const DEVICE_RE = new RegExp(`^[A-Za-z0-9_-]{1,${MAX_DEVICE_BYTES}}$`);
-const PREFIX_RE = new RegExp(`^[a-z2-7]{${REPLICA.prefixLen}}$`);
+const PREFIX_RE = new RegExp(`^[a-z2-7]{${REPLICA_RULE.prefixLen}}$`);
 
 /**
  * The replica prefix of a subject: the first bytes of SHA-256(domain,
- * subject) in lower-case base32, REPLICA.prefixLen characters.
+ * subject) in lower-case base32, REPLICA_RULE.prefixLen characters.
  * @param {string} subject "" when anonymous
  * @returns {Promise<string>}
  */
 export async function replicaPrefix(subject) {
   const utf8 = new TextEncoder();
-  const domain = utf8.encode(REPLICA.domain);
+  const domain = utf8.encode(REPLICA_RULE.domain);
   const sub = utf8.encode(subject);
   const input = new Uint8Array(domain.length + sub.length);
   input.set(domain);
@@ -43,12 +43,12 @@ export async function replicaPrefix(subject) {
   for (const b of digest) {
     acc = (acc << 8) | b;
     bits += 8;
-    while (bits >= 5 && out.length < REPLICA.prefixLen) {
+    while (bits >= 5 && out.length < REPLICA_RULE.prefixLen) {
       out += BASE32[(acc >>> (bits - 5)) & 31];
       bits -= 5;
     }
     acc &= (1 << bits) - 1;
-    if (out.length === REPLICA.prefixLen) break;
+    if (out.length === REPLICA_RULE.prefixLen) break;
   }
   return out;
 }
@@ -96,8 +96,8 @@ export function newDevice() {
  * @returns {string|null}
  */
 export function deviceOf(replica, prefix) {
-  if (!isPrefix(prefix) || !replica.startsWith(/** @type {string} */ (prefix) + REPLICA.separator)) return null;
-  const d = replica.slice(/** @type {string} */ (prefix).length + REPLICA.separator.length);
+  if (!isPrefix(prefix) || !replica.startsWith(/** @type {string} */ (prefix) + REPLICA_RULE.separator)) return null;
+  const d = replica.slice(/** @type {string} */ (prefix).length + REPLICA_RULE.separator.length);
   return isDevice(d) ? d : null;
 }
 
@@ -107,5 +107,5 @@ export function deviceOf(replica, prefix) {
  * @param {string} device
  */
 export function replicaId(prefix, device) {
-  return prefix + REPLICA.separator + device;
+  return prefix + REPLICA_RULE.separator + device;
 }

@@ -7,6 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import * as constants from '../src/constants.js';
+import * as model from '../src/model.js';
 import { ConvergoError, CLIENT_CODES } from '../src/errors.js';
 import { MAX_WALL, MAX_LOGICAL, MAX_ISSUED_LOGICAL, DEFAULT_MAX_DRIFT } from '../src/hlc.js';
 import { MAX_DEPTH, MAX_ITEMS, MAX_VALUE_BYTES, MAX_VALUE_DEPTH } from '../src/cbor.js';
@@ -33,6 +34,18 @@ test('every export of constants.js equals its part of protocol.json', () => {
     // JSON round trip too: the frozen objects compare as plain data.
     assert.deepEqual(JSON.parse(JSON.stringify(got)), json[part], `constants.js ${name} differs from protocol.json ${part}`);
     assert.deepEqual(got, json[part], `constants.js ${name} differs from protocol.json ${part}`);
+  }
+});
+
+test("model.js holds the model and the keys of the defaults and the replica rule the main entry reads, as protocol.json has them", () => {
+  assert.deepEqual(Object.keys(model).sort(), ['LOCAL_DEFAULTS', 'MODEL', 'REPLICA_RULE']);
+  assert.equal(constants.MODEL, model.MODEL, 'constants.js re-exports MODEL');
+  assert.deepEqual(model.MODEL, json.model);
+  for (const [name, part] of /** @type {const} */ ([['LOCAL_DEFAULTS', 'defaults'], ['REPLICA_RULE', 'replica']])) {
+    const got = /** @type {Record<string, unknown>} */ (model[name]);
+    assert.ok(Object.isFrozen(got), `${name} is frozen`);
+    assert.ok(Object.keys(got).length > 0, `${name} holds keys`);
+    for (const [k, v] of Object.entries(got)) assert.deepEqual(v, json[part][k], `model.js ${name}.${k} differs from protocol.json ${part}.${k}`);
   }
 });
 

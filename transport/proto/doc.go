@@ -7,7 +7,7 @@
 // use it, and it imports only crdt and the CBOR codec, so a client does not
 // link the server. JavaScript gets the same constants from the generated
 // files crdt/testdata/protocol.json and jsclient/src/constants.js (with
-// jsclient/src/model.js, the parts it re-exports), which
+// jsclient/src/model.js, what the client's main entry needs of them), which
 // `go test ./transport/proto -update` writes from Constants; the test fails
 // when either is stale, and the JS tests check the JS copy against the JSON.
 //

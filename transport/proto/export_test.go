@@ -20,13 +20,22 @@ var generated = map[string]func() ([]byte, error){
 	"../../jsclient/src/model.js":       exportModelJS,
 }
 
-// modelParts are the exports the JS client's records and IndexedDB store
-// need up front (the codec's, the clock's and the record's limits, the
-// replica binding rule). They are written to model.js, which constants.js
-// re-exports: an app's bundle loads model.js with the main entry and the
-// rest of constants.js (wire names, codes, timings) with the sync loop,
-// on demand.
-var modelParts = map[string]bool{"DEFAULTS": true, "MODEL": true, "REPLICA": true}
+// upFront are the parts of Constants the JS client's records and IndexedDB
+// store need up front (the codec's, the clock's and the record's limits,
+// the replica binding rule, the bounds of the rejected changes), as
+// model.js holds them: under name, with keys the keys of the part it holds
+// (nil: all of them, and constants.js re-exports it; else constants.js
+// holds the part whole too). An app's bundle loads model.js with the main
+// entry and constants.js (wire names, codes, timings, the server's other
+// defaults, the replica samples) with the sync loop, on demand.
+var upFront = []struct {
+	part, name string
+	keys       []string
+}{
+	{"MODEL", "MODEL", nil},
+	{"DEFAULTS", "LOCAL_DEFAULTS", []string{"maxDriftMs", "maxMessageBytes", "maxRejected", "maxRejectedBytes"}},
+	{"REPLICA", "REPLICA_RULE", []string{"prefixLen", "separator", "domain"}},
+}
 
 func exportJSON() ([]byte, error) {
 	b, err := json.MarshalIndent(Constants(), "", "  ")
@@ -37,16 +46,17 @@ func exportJSON() ([]byte, error) {
 }
 
 // exportJS writes one frozen export per part of Constants, in the order of
-// the Exported struct's fields; the model parts it re-exports from
-// model.js (exportModelJS).
+// the Exported struct's fields; the parts model.js holds whole it
+// re-exports from there (exportModelJS).
 func exportJS() ([]byte, error) { return exportParts(false) }
 
-// exportModelJS writes the model parts (modelParts) as exportJS would.
+// exportModelJS writes the parts model.js holds (upFront) as exportJS
+// would, each with the keys it holds.
 func exportModelJS() ([]byte, error) { return exportParts(true) }
 
-// exportParts writes the parts of Constants that are model parts (model)
-// or the others, with, in the others' file, a re-export of the model
-// parts from model.js.
+// exportParts writes the parts of Constants that model.js holds (model)
+// or constants.js, with, in constants.js, a re-export of the parts model.js
+// holds whole.
 func exportParts(model bool) ([]byte, error) {
 	var obj map[string]json.RawMessage
 	j, err := json.Marshal(Constants())
@@ -83,9 +93,9 @@ func exportParts(model bool) ([]byte, error) {
 	b.WriteString("// holds it to crdt/testdata/protocol.json.\n")
 	if !model {
 		var names []string
-		for _, p := range parts {
-			if modelParts[p.name] {
-				names = append(names, p.name)
+		for _, u := range upFront {
+			if u.keys == nil {
+				names = append(names, u.name)
 			}
 		}
 		fmt.Fprintf(&b, "\n/** The model's constants (model.js, loaded up front). */\nexport { %s } from './model.js';\n", strings.Join(names, ", "))
@@ -95,20 +105,70 @@ func exportParts(model bool) ([]byte, error) {
 		if !ok {
 			return nil, fmt.Errorf("no %q in Constants", p.key)
 		}
-		if modelParts[p.name] != model {
-			continue
+		u, up := upFrontPart(p.name)
+		if model && !up || !model && up && u.keys == nil {
+			continue // constants.js's only, or re-exported from model.js
+		}
+		name, doc := p.name, p.doc
+		if model && u.keys != nil {
+			name = u.name
+			doc = fmt.Sprintf("Of %s (constants.js holds it whole), what the codec, the clock, the replica ids and the local store read.", p.name)
+			if raw, err = subset(raw, u.keys); err != nil {
+				return nil, fmt.Errorf("%s: %w", p.key, err)
+			}
 		}
 		var pretty bytes.Buffer
 		if err := json.Indent(&pretty, raw, "", "  "); err != nil {
 			return nil, err
 		}
-		fmt.Fprintf(&b, "\n/** %s */\n", p.doc)
+		fmt.Fprintf(&b, "\n/** %s */\n", doc)
 		if raw[0] == '{' || raw[0] == '[' {
-			fmt.Fprintf(&b, "export const %s = /* @__PURE__ */ Object.freeze(%s);\n", p.name, pretty.String())
+			fmt.Fprintf(&b, "export const %s = /* @__PURE__ */ Object.freeze(%s);\n", name, pretty.String())
 		} else {
-			fmt.Fprintf(&b, "export const %s = %s;\n", p.name, pretty.String())
+			fmt.Fprintf(&b, "export const %s = %s;\n", name, pretty.String())
 		}
 	}
+	return b.Bytes(), nil
+}
+
+// upFrontPart is the entry of upFront for part name, if model.js holds it.
+func upFrontPart(name string) (u struct {
+	part, name string
+	keys       []string
+}, ok bool) {
+	for _, u := range upFront {
+		if u.part == name {
+			return u, true
+		}
+	}
+	return u, false
+}
+
+// subset is the JSON object raw with only keys, in that order.
+func subset(raw json.RawMessage, keys []string) (json.RawMessage, error) {
+	var whole map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &whole); err != nil {
+		return nil, err
+	}
+	var b bytes.Buffer
+	b.WriteByte('{')
+	for i, k := range keys {
+		v, ok := whole[k]
+		if !ok {
+			return nil, fmt.Errorf("no key %q", k)
+		}
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		kb, err := json.Marshal(k)
+		if err != nil {
+			return nil, err
+		}
+		b.Write(kb)
+		b.WriteByte(':')
+		b.Write(v)
+	}
+	b.WriteByte('}')
 	return b.Bytes(), nil
 }
 
