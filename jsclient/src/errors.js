@@ -13,7 +13,7 @@
  */
 
 /** The client's own codes, beside the protocol's. */
-export const CLIENT_CODES = Object.freeze(['network', 'closed', 'counter_overflow', 'database']);
+export const CLIENT_CODES = /* @__PURE__ */ Object.freeze(['network', 'closed', 'counter_overflow', 'database']);
 
 /**
  * The token a request the server refused went with, by the refusal (kept

@@ -4,7 +4,7 @@
 // document. The limits themselves are declared in cbor.js and record.js;
 // Collection applies them here on every write.
 
-import { encode, MAX_VALUE_BYTES } from './cbor.js';
+import { encode, MAX_VALUE_BYTES, setOwn } from './cbor.js';
 import { ConvergoError } from './errors.js';
 import { MAX_FIELDS, MAX_RECORD_BYTES, encodeRecord, validateFieldName } from './record.js';
 
@@ -22,8 +22,7 @@ import { MAX_FIELDS, MAX_RECORD_BYTES, encodeRecord, validateFieldName } from '.
  * @param {string} what the operation, for the message
  */
 export function checkDoc(doc, what) {
-  if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) throw new ConvergoError('invalid', `${what}: document must be a plain object`);
-  const p = Object.getPrototypeOf(doc);
+  const p = doc !== null && typeof doc === 'object' && !Array.isArray(doc) ? Object.getPrototypeOf(doc) : undefined;
   if (p !== Object.prototype && p !== null) throw new ConvergoError('invalid', `${what}: document must be a plain object`);
 }
 
@@ -81,10 +80,6 @@ export function checkSize(merged, change) {
 export function docOfStored(s) {
   if (!s || !s.doc) return null;
   const d = /** @type {Doc} */ ({ id: s.id });
-  for (const k of Object.keys(s.doc)) {
-    if (k === 'id') continue;
-    if (k === '__proto__') Object.defineProperty(d, k, { value: s.doc[k], enumerable: true, writable: true, configurable: true });
-    else d[k] = s.doc[k];
-  }
+  for (const k of Object.keys(s.doc)) if (k !== 'id') setOwn(d, k, s.doc[k]);
   return d;
 }
