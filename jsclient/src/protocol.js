@@ -14,7 +14,7 @@ import { normalizeValue } from './normalize.js';
 import { CODES, COMPACT, DEFAULTS, MODEL, PUSH_ENVELOPE_BYTES, RESET_REASONS, SCOPES, SERVER_MESSAGE_TYPES, STATUSES, VERSION } from './constants.js';
 import { ConvergoError } from './errors.js';
 import { deviceOf } from './replica.js';
-import { headLen, readRecord, validateCollection, writeChange, writeRecord } from './record.js';
+import { readRecord, validateCollection, writeChange, writeRecord } from './record.js';
 import { MAX_WALL, isZeroStamp, validateReplica } from './hlc.js';
 import { readChange } from './change.js';
 
@@ -775,6 +775,12 @@ export function parseServerMessage(bytes) {
 // loop.
 
 /**
+ * The length of a CBOR head with argument n.
+ * @param {number} n
+ */
+const headLen = (n) => (n < 24 ? 1 : n < 0x100 ? 2 : n < 0x10000 ? 3 : n < 0x100000000 ? 5 : 9);
+
+/**
  * Plans the compact stamps of a message, as every encoder does (Go's
  * crdt.PlanCompact): the table holds pinned (a push's replica) at index 0,
  * then every other id of two or more stamps in encoded order (shorter
@@ -831,5 +837,20 @@ export function compactContext(table, base) {
     }
   }
   if (base !== undefined && base > MAX_WALL) throw new ConvergoError('malformed', `base wall ${base} out of range`);
-  return { table, base: base ?? null, extra: 0 };
+  /** @type {import('./record.js').CompactContext} */
+  const cx = {
+    extra: 0,
+    wall(w) {
+      if (base === undefined) return w;
+      cx.extra += headLen(w + base) - headLen(w);
+      return w + base;
+    },
+    replica(i) {
+      const id = table[Number(i)];
+      if (id === undefined) throw new ConvergoError('malformed', `replica index ${i} outside the message's table`);
+      cx.extra += headLen(id.length) + id.length - headLen(Number(i));
+      return id;
+    },
+  };
+  return cx;
 }

@@ -182,12 +182,6 @@ function validateStamp(s) {
  */
 
 /**
- * The length of a CBOR head with argument n.
- * @param {number} n
- */
-export const headLen = (n) => (n < 24 ? 1 : n < 0x100 ? 2 : n < 0x10000 ? 3 : n < 0x100000000 ? 5 : 9);
-
-/**
  * @param {Writer} w
  * @param {Stamp} s
  * @param {Uint8Array|null} value
@@ -280,10 +274,12 @@ export function encodeChange(c) {
 
 /**
  * What a message's compact stamps are read against (docs/protocol.md,
- * "Compact stamps"): its whole table (a push's replica first), its base
- * wall or null; extra counts how many bytes the record being read grows by
- * in plain form.
- * @typedef {{table: string[], base: number|null, extra: number}} CompactContext
+ * "Compact stamps"; protocol.js compactContext makes it): wall(w) is the
+ * wall of a stamp written w (its base added), replica(i) the replica id
+ * its table's index i names (a push's replica first); extra counts how
+ * many bytes the record being read grows by in plain form (readRecord
+ * sets it to 0, both add to it).
+ * @typedef {{wall: (w: number) => number, replica: (i: number|bigint) => string, extra: number}} CompactContext
  */
 
 /**
@@ -297,11 +293,7 @@ function readStampItems(r, cx) {
   if (wh.major === 1) throw new ConvergoError('invalid', 'negative wall time');
   if (wh.major !== 0) throw new ConvergoError('malformed', 'wall time is not an integer');
   let wall = wh.arg;
-  if (cx && cx.base !== null && typeof wall === 'number') {
-    cx.extra -= headLen(wall);
-    wall += cx.base;
-    cx.extra += headLen(wall);
-  }
+  if (cx && typeof wall === 'number') wall = cx.wall(wall);
   if (typeof wall === 'bigint' || wall > MAX_WALL) throw new ConvergoError('invalid', `stamp wall time ${wall} out of range`);
   const lh = r.head();
   if (lh.major !== 0 || typeof lh.arg === 'bigint' || lh.arg > MAX_LOGICAL) {
@@ -310,9 +302,7 @@ function readStampItems(r, cx) {
   const rh = r.head();
   let replica;
   if (rh.major === 0 && cx) {
-    replica = cx.table[Number(rh.arg)];
-    if (replica === undefined) throw new ConvergoError('malformed', `replica index ${rh.arg} outside the message's table`);
-    cx.extra += headLen(replica.length) + replica.length - headLen(Number(rh.arg));
+    replica = cx.replica(rh.arg);
   } else {
     if (rh.major !== 3) throw new ConvergoError('malformed', 'replica id is not a text string');
     replica = r.textBody(rh.arg);
