@@ -11,9 +11,9 @@
 
 import { Reader, Writer, encode } from './cbor.js';
 import { normalizeValue } from './normalize.js';
-import { CODES, COMPACT, DEFAULTS, MODEL, PUSH_ENVELOPE_BYTES, RESET_REASONS, SCOPES, SERVER_MESSAGE_TYPES, STATUSES, VERSION } from './constants.js';
+import { CODES, COMPACT, DEFAULTS, MODEL, PUSH_ENVELOPE_BYTES, REPLICA, RESET_REASONS, SCOPES, SERVER_MESSAGE_TYPES, STATUSES, VERSION } from './constants.js';
 import { ConvergoError } from './errors.js';
-import { deviceOf } from './replica.js';
+import { isDevice, isPrefix } from './replica.js';
 import { readRecord, validateCollection, writeChange, writeRecord } from './record.js';
 import { MAX_WALL, isZeroStamp, validateReplica } from './hlc.js';
 import { readChange } from './change.js';
@@ -363,6 +363,19 @@ export function batchLength(items, maxCount, maxBytes, size, from = 0) {
     if (i > from && total > maxBytes) return i - from;
   }
   return Math.max(0, end - from);
+}
+
+/**
+ * The device part of replica when it is one of prefix's ids (the prefix,
+ * the separator, a device part), else null: the inverse of replicaId.
+ * @param {string} replica
+ * @param {string|null|undefined} prefix
+ * @returns {string|null}
+ */
+function deviceOf(replica, prefix) {
+  if (!isPrefix(prefix) || !replica.startsWith(/** @type {string} */ (prefix) + REPLICA.separator)) return null;
+  const d = replica.slice(/** @type {string} */ (prefix).length + REPLICA.separator.length);
+  return isDevice(d) ? d : null;
 }
 
 /**

@@ -89,19 +89,6 @@ export function newDevice() {
 }
 
 /**
- * The device part of replica when it is one of prefix's ids (the prefix,
- * the separator, a device part), else null: the inverse of replicaId.
- * @param {string} replica
- * @param {string|null|undefined} prefix
- * @returns {string|null}
- */
-export function deviceOf(replica, prefix) {
-  if (!isPrefix(prefix) || !replica.startsWith(/** @type {string} */ (prefix) + REPLICA_RULE.separator)) return null;
-  const d = replica.slice(/** @type {string} */ (prefix).length + REPLICA_RULE.separator.length);
-  return isDevice(d) ? d : null;
-}
-
-/**
  * The replica id of a device under a prefix.
  * @param {string} prefix
  * @param {string} device
