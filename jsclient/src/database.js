@@ -383,7 +383,7 @@ export class Database {
     } catch (e) {
       this.syncModule = null;
       if (this.closed || this.syncer) return;
-      const err = new ConvergoError('network', `sync: loading the sync loop (leader.js): ${/** @type {any} */ (e)?.message ?? e}`, { cause: e });
+      const err = new ConvergoError('network', `sync: loading leader.js: ${/** @type {any} */ (e)?.message ?? e}`, { cause: e });
       this.syncLoadError = err;
       this._setStatus({ lastError: err });
       this._emit('error', err);
@@ -698,7 +698,7 @@ export class Database {
       },
       (e) => {
         this.peerLoading = false;
-        if (this.peerWaiting && !this.closed) this._emit('error', new ConvergoError('network', `tabs: loading the handler of other tabs' messages (peer.js): ${e?.message ?? e}`, { cause: e }));
+        if (this.peerWaiting && !this.closed) this._emit('error', new ConvergoError('network', `tabs: loading peer.js: ${e?.message ?? e}`, { cause: e }));
       },
     );
   }

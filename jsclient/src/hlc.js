@@ -58,7 +58,7 @@ const REPLICA_RE = new RegExp(`^[A-Za-z0-9_-]{1,${MODEL.maxReplicaBytes}}$`);
  */
 export function validateReplica(id) {
   if (typeof id !== 'string' || !REPLICA_RE.test(id)) {
-    throw new ConvergoError('invalid', `replica id ${JSON.stringify(id)} must be 1 to ${MODEL.maxReplicaBytes} of A-Z a-z 0-9 _ -`);
+    throw new ConvergoError('invalid', `replica id ${JSON.stringify(id)} must match ${REPLICA_RE}`);
   }
 }
 

@@ -157,7 +157,7 @@ const COLLECTION_RE = new RegExp(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,${MAX_COLLECTION
  */
 export function validateCollection(name) {
   if (typeof name !== 'string' || !COLLECTION_RE.test(name)) {
-    throw new ConvergoError('invalid', `collection name ${JSON.stringify(name)} must be 1 to ${MAX_COLLECTION_BYTES} of A-Z a-z 0-9 _ - . starting with a letter, digit or _`);
+    throw new ConvergoError('invalid', `collection name ${JSON.stringify(name)} must match ${COLLECTION_RE}`);
   }
 }
 

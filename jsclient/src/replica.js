@@ -34,7 +34,7 @@ export async function replicaPrefix(subject) {
   const subtle = globalThis.crypto?.subtle;
   if (!subtle) {
     // Browsers give crypto.subtle to secure contexts only.
-    throw new ConvergoError('invalid', 'Convergo needs a secure context (an https or localhost page): crypto.subtle, which computes replica ids, is missing');
+    throw new ConvergoError('invalid', 'crypto.subtle is missing: Convergo needs a secure context (https or localhost)');
   }
   const digest = new Uint8Array(await subtle.digest('SHA-256', input));
   let out = '';
