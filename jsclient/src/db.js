@@ -33,7 +33,9 @@
 //            DEFAULTS.maxRejected entries and DEFAULTS.maxRejectedBytes
 //            bytes (the oldest dropped first, counted in meta
 //            "rejectedDropped").
-//   meta     key string -> value: "device" (the device part of the replica
+//   meta     key string -> value (the prefixes of the keys per collection
+//            that only the sync loop and the modules loaded on demand use
+//            are metakeys.js's): "device" (the device part of the replica
 //            id, generated once; protocol 1's "replica" id becomes it),
 //            "prefix" (the replica prefix of the subject the client last
 //            wrote as: docs/protocol.md, "Replica ids"), "clock"
@@ -245,15 +247,7 @@ export const META = 'meta';
 const COLLECTION_KEY = 'collection:';
 export const SEALED = 'sealed';
 export const REJECTED = 'rejected';
-export const HEAL_KEY = 'heal:';
-export const RECONCILE_KEY = 'reconcile:';
-export const REREAD_KEY = 'reread:';
-export const RESTAMP_KEY = 'restamp:';
-export const SCOPE_KEY = 'scope:';
 export const SCHEMA_KEY = 'schema:';
-export const REPLACE_KEY = 'replace:';
-export const GIVEBACK_KEY = 'giveback:';
-export const HEALCHECK_KEY = 'healcheck:';
 
 /**
  * @template T

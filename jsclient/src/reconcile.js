@@ -60,10 +60,11 @@ import { STATUSES } from './constants.js';
 import { compareStamps, isZeroStamp } from './hlc.js';
 import { emptyRecord, mergeInto } from './record.js';
 import { checked, giveBack } from './heal.js';
-import { GIVEBACK_KEY, META, OUTBOX, RECONCILE_KEY, RECORDS, RESTAMP_KEY, REJECTED, SEALED, baseOf, fromStored, req } from './db.js';
+import { META, OUTBOX, RECORDS, REJECTED, SEALED, baseOf, fromStored, req } from './db.js';
 import { acknowledged, prepareRemote, putPage } from './syncstore.js';
 import { cloneRecord } from './parts.js';
 import { boundRejected, decodeEntry, rejectedEntry } from './change.js';
+import { GIVEBACK_KEY, RECONCILE_KEY, RESTAMP_KEY } from './metakeys.js';
 
 /** @typedef {import('./db.js').Store} Store */
 /** @typedef {import('./db.js').OutboxEntry} OutboxEntry */

@@ -21,10 +21,11 @@
 
 import { ConvergoError } from './errors.js';
 import { encodeChange, mergeInto, validateCollection } from './record.js';
-import { CURSOR_KEY, META, OUTBOX, RECORDS, REJECTED, REPLACE_KEY, SCHEMA_KEY, SEALED, baseOf, fromStored, req } from './db.js';
+import { CURSOR_KEY, META, OUTBOX, RECORDS, REJECTED, SCHEMA_KEY, SEALED, baseOf, fromStored, req } from './db.js';
 import { defaults, parseDefinition, translate } from './migrate.js';
 import { cloneRecord } from './parts.js';
 import { boundRejected, decodeEntry, rejectedEntry } from './change.js';
+import { REPLACE_KEY } from './metakeys.js';
 
 /** @typedef {import('./db.js').Store} Store */
 /** @typedef {import('./db.js').OutboxEntry} OutboxEntry */

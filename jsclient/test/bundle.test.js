@@ -32,6 +32,7 @@ const NOT_UP_FRONT = {
   'src/received.js': 'records and changes decoded as received, with normalize.js',
   'src/parts.js': "records' own and uncovered parts, stamps by change: the sync loop's and the heal's",
   'src/change.js': 'changes decoded, outbox entries and the rejected entries they become',
+  'src/metakeys.js': 'the meta keys of heals, reconciliations, scopes and replacements',
 };
 
 test('bundle: the modules loaded on demand stay out of the main entry', async () => {
