@@ -8,13 +8,13 @@
 
 import { ConvergoError } from './errors.js';
 import { DEFAULTS, PATHS, STATUSES } from './constants.js';
-import { emptyRecord, encodeChange, encodeRecord, hasStamps } from './record.js';
+import { emptyRecord, encodeChange, encodeRecord } from './record.js';
 import { decodeRecord } from './received.js';
 import { batchLength, encodePush, encodeRestore, parsePushAnswer, parseRestoreAnswer, pushBudget } from './protocol.js';
 import { splitter } from './sync.js';
 import { CURSOR_KEY, META, RECORDS, SEALED, baseOf, decodeStored, fromStored, req, sealOf } from './db.js';
 import { acknowledged, schemaVersion, storedCursor } from './syncstore.js';
-import { byStamp, merge, ownPart } from './parts.js';
+import { byStamp, hasStamps, merge, ownPart } from './parts.js';
 import { GIVEBACK_KEY, HEAL_KEY, HEALCHECK_KEY } from './metakeys.js';
 
 /** @typedef {import('./record.js').Record} Rec */

@@ -2,7 +2,7 @@
 // rather than up front: the part of a record a subject wrote and what of
 // it a record lacks (the sync loop settling the outbox, heal.js giving
 // back), a record's stamps grouped as the changes that made them,
-// whether a record exists, and a merge into a copy.
+// whether a record exists or holds any stamp, and a merge into a copy.
 
 import { compareStamps, isZeroStamp } from './hlc.js';
 import { emptyRecord, mergeInto } from './record.js';
@@ -106,4 +106,13 @@ export function exists(r) {
     if (f.value !== null && compareStamps(f.stamp, r.deleted) > 0) return true;
   }
   return false;
+}
+
+/**
+ * Whether r holds any stamp: a delete or a field (set or unset). An empty
+ * record is a write of nothing, or a server state never acknowledged.
+ * @param {Record} r
+ */
+export function hasStamps(r) {
+  return !isZeroStamp(r.deleted) || r.fields.size > 0;
 }

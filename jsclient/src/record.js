@@ -76,15 +76,6 @@ export function mergeInto(r, delta) {
 }
 
 /**
- * Whether r holds any stamp: a delete or a field (set or unset). An empty
- * record is a write of nothing, or a server state never acknowledged.
- * @param {Record} r
- */
-export function hasStamps(r) {
-  return !isZeroStamp(r.deleted) || r.fields.size > 0;
-}
-
-/**
  * The visible field values of r as canonical bytes, or null when the record
  * does not exist.
  * @param {Record} r

@@ -9,11 +9,11 @@
 // and whether its first pull reconciles) is here too.
 
 import { CURSOR_KEY, META, OUTBOX, RECORDS, REJECTED, SCHEMA_KEY, SEALED, STALE, baseOf, fromStored, guarded, observeRecord, req, sealOf } from './db.js';
-import { emptyRecord, encodeRecord, hasStamps, mergeInto } from './record.js';
+import { emptyRecord, encodeRecord, mergeInto } from './record.js';
 import { Writer, equalBytes } from './cbor.js';
 import { compareStamps, isZeroStamp } from './hlc.js';
 import { boundRejected, decodeEntry, rejectedEntry } from './change.js';
-import { cloneRecord, exists, ownPart, uncovered } from './parts.js';
+import { cloneRecord, exists, hasStamps, ownPart, uncovered } from './parts.js';
 import { GIVEBACK_KEY, HEAL_KEY, HEALCHECK_KEY, RECONCILE_KEY, REPLACE_KEY, REREAD_KEY, SCOPE_KEY } from './metakeys.js';
 
 /** @typedef {import('./db.js').Store} Store */
