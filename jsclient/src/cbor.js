@@ -446,14 +446,12 @@ export class Reader {
         return;
       }
       case 4: {
-        if (arg > MAX_ITEMS) throw err('malformed', `array of ${arg} items exceeds ${MAX_ITEMS}`);
-        const n = this.len(arg, 1);
+        const n = this.count(arg, 1);
         for (let i = 0; i < n; i++) this.check(depth + 1, full);
         return;
       }
       case 5: {
-        if (arg > MAX_ITEMS) throw err('malformed', `map of ${arg} pairs exceeds ${MAX_ITEMS}`);
-        const n = this.len(arg, 2);
+        const n = this.count(arg, 2);
         let p0 = -1;
         let p1 = -1;
         for (let i = 0; i < n; i++) {
@@ -557,6 +555,17 @@ export class Reader {
     return arg;
   }
 
+  /**
+   * The length of an array (each 1) or the pairs of a map (each 2): at
+   * most MAX_ITEMS, and fitting the input (len).
+   * @param {number|bigint} arg
+   * @param {1|2} each
+   */
+  count(arg, each) {
+    if (arg > MAX_ITEMS) throw err('malformed', each === 1 ? `array of ${arg} items exceeds ${MAX_ITEMS}` : `map of ${arg} pairs exceeds ${MAX_ITEMS}`);
+    return this.len(arg, each);
+  }
+
   /** @returns {string} a text string */
   text() {
     const { major, arg } = this.head();
@@ -600,16 +609,14 @@ export class Reader {
   arrayHead() {
     const { major, arg } = this.head();
     if (major !== 4) throw err('malformed', 'expected an array');
-    if (arg > MAX_ITEMS) throw err('malformed', `array of ${arg} items exceeds ${MAX_ITEMS}`);
-    return this.len(arg, 1);
+    return this.count(arg, 1);
   }
 
   /** @returns {number} the number of pairs of a map */
   mapHead() {
     const { major, arg } = this.head();
     if (major !== 5) throw err('malformed', 'expected a map');
-    if (arg > MAX_ITEMS) throw err('malformed', `map of ${arg} pairs exceeds ${MAX_ITEMS}`);
-    return this.len(arg, 2);
+    return this.count(arg, 2);
   }
 
   /** @returns {boolean} */
@@ -657,8 +664,7 @@ export class Reader {
       case 3:
         return this.textBody(arg);
       case 4: {
-        if (arg > MAX_ITEMS) throw err('malformed', `array of ${arg} items exceeds ${MAX_ITEMS}`);
-        const n = this.len(arg, 1);
+        const n = this.count(arg, 1);
         const out = new Array(n);
         for (let i = 0; i < n; i++) out[i] = this.item(depth + 1);
         return out;
@@ -703,8 +709,7 @@ export class Reader {
    * @param {number} depth
    */
   map(arg, depth) {
-    if (arg > MAX_ITEMS) throw err('malformed', `map of ${arg} pairs exceeds ${MAX_ITEMS}`);
-    const n = this.len(arg, 2);
+    const n = this.count(arg, 2);
     /** @type {Record<string, unknown>} */
     const obj = {};
     /** @type {Map<unknown, unknown>|null} */

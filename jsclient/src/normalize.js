@@ -6,7 +6,7 @@
 // (protocol.js, received.js) loads it with the sync loop or on demand.
 // `convergo/cbor` (codec.js) exports it with the rest of the codec.
 
-import { MAX_ITEMS, MAX_VALUE_BYTES, MAX_VALUE_DEPTH, Reader, Writer, checkValue, compareBytes, equalBytes, err, fromHalf, textOK } from './cbor.js';
+import { MAX_VALUE_BYTES, MAX_VALUE_DEPTH, Reader, Writer, checkValue, compareBytes, equalBytes, err, fromHalf, textOK } from './cbor.js';
 
 /**
  * Returns field value v in deterministic encoding, as crdt.NormalizeValue:
@@ -62,15 +62,13 @@ function normItem(r, w, depth) {
       return;
     }
     case 4: {
-      if (arg > MAX_ITEMS) throw err('malformed', `array of ${arg} items exceeds ${MAX_ITEMS}`);
-      const n = r.len(arg, 1);
+      const n = r.count(arg, 1);
       w.head(4, n);
       for (let i = 0; i < n; i++) normItem(r, w, depth + 1);
       return;
     }
     case 5: {
-      if (arg > MAX_ITEMS) throw err('malformed', `map of ${arg} pairs exceeds ${MAX_ITEMS}`);
-      const n = r.len(arg, 2);
+      const n = r.count(arg, 2);
       /** @type {[Uint8Array, Uint8Array][]} */
       const pairs = [];
       for (let i = 0; i < n; i++) {
