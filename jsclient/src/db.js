@@ -53,7 +53,7 @@
 //            for another reason, history_lost or rebuilt, and no pull has
 //            stored a position past the beginning since: its pull from the
 //            beginning is not a reconciliation, since a reset drops
-//            nothing local; see firstPullReconciles),
+//            nothing local; see syncstore.js firstPullReconciles),
 //            "restamp:<collection>" (the keys of the outbox entries a
 //            reconciliation found may be written again with fresh stamps,
 //            once, if the server refuses them collected: reconcile.js;

@@ -529,7 +529,7 @@ function results(r) {
  * version to read in (absent when 0: the current one).
  * @param {[number, unknown][]} entries
  * @param {number} k above the keys of entries, below 5
- * @param {Uint8Array} [scope] the predicate, encoded (Store.scope)
+ * @param {Uint8Array} [scope] the predicate, encoded (syncstore.js scopeOf)
  * @param {Lease} [lease]
  * @param {boolean} [fresh]
  * @param {number} [version]

@@ -31,7 +31,7 @@
 // collection it has not pulled lately before it pushes its changes.
 //
 // A replica's first pull of a collection it pushed to reconciles the same
-// way without any reset (Store.firstPullReconciles): it held no lease
+// way without any reset (syncstore.js firstPullReconciles): it held no lease
 // until then, so the server may have collected what it pushed and was
 // deleted since, and a read from the beginning is never reset
 // lease_expired. Its steps are the first two (docs/protocol.md, "A pull

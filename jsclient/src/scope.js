@@ -1,7 +1,7 @@
 // Scopes on the client (docs/protocol.md, section 12), loaded on demand:
 // checking and encoding the app's predicates, finding the held records that
 // leave entries name, and purging what a revoked subject held. The server
-// evaluates scopes; the client only sends them (Store.scope composes the
+// evaluates scopes; the client only sends them (syncstore.js scopeOf composes the
 // or of a collection's named scopes) and acts on what comes back.
 
 import { encode } from './cbor.js';

@@ -64,11 +64,11 @@
 // pushed to a collection it never pulled held no lease there, and a read
 // from the beginning is never reset: its first pull, if it holds a record
 // the server acknowledged, is a reconciliation too
-// (Store.firstPullReconciles), made after its outbox went out, of the
+// (syncstore.js firstPullReconciles), made after its outbox went out, of the
 // first two steps only (replace, drop: nothing is noted for a re-stamp).
 //
 // Scopes (docs/protocol.md, section 12): a collection with named scopes
-// is read under their or (Store.scope), sent with every pull (key 4) and
+// is read under their or (syncstore.js scopeOf), sent with every pull (key 4) and
 // sub (key 3) beside the cursor as stored. A page's leave entries name
 // records that left the scope: the Database resolves them to held ids
 // (leaves) and they are removed in the page's transaction. A scope that
@@ -79,12 +79,12 @@
 //
 // Schema versions (docs/protocol.md, section 13): every pull and sub
 // (key 8), push (key 3, per collection) and restore (key 3) carries the
-// schema version the collection's local data is in (Store.schemaVersion;
+// schema version the collection's local data is in (syncstore.js schemaVersion;
 // none for an app without migrations), and the server translates. After
 // an upgrade (schema.js) the collection's first pull, from the
 // beginning, replaces the server state of each record it brings, as a
 // reconciliation's does (and, from the empty cursor with records the
-// server acknowledged held, is one: Store.firstPullReconciles). A server
+// server acknowledged held, is one: syncstore.js firstPullReconciles). A server
 // running older rules refuses a version above its own (schema_ahead,
 // request level): the outbox and records stay, the app hears it
 // (onSchemaAhead), and the loop backs off and tries again until the
@@ -1327,7 +1327,7 @@ export class Syncer {
 
   /**
    * Reconciles collection c after lease_expired, or at its first pull
-   * (first: Store.firstPullReconciles) (reconcile.js, loaded on demand):
+   * (first: syncstore.js firstPullReconciles) (reconcile.js, loaded on demand):
    * pull it from the beginning, drop what the server collected, then push
    * its outbox (unless pushAll, which called this, goes on).
    * @param {string} c
@@ -1415,7 +1415,7 @@ export class Syncer {
    * older fields held here. So is a pull from the beginning of a
    * collection that holds a record the server acknowledged, unless a heal
    * or a reset's pull from the beginning is under way
-   * (Store.firstPullReconciles): a replica that pushed and never pulled
+   * (syncstore.js firstPullReconciles): a replica that pushed and never pulled
    * held no lease, and the server does not reset an empty cursor.
    * A collection whose heal check was not read from the beginning in this
    * tab (heal.js's HealCheck: loaded after a reload) is read from the
