@@ -26,7 +26,7 @@ eval "$(bash scripts/services.sh up)"
 export CONVERGO_REQUIRE_SERVICES=1
 
 step "npm dependencies"
-for dir in jsclient stores/dynamodb/testdata/jswriter; do
+for dir in jsclient stores/dynamodb/testdata/jswriter scripts/bench/js; do
 	if [ -f "$dir/package-lock.json" ]; then
 		(cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
 	fi
@@ -37,6 +37,11 @@ go test -race -count=1 -timeout 20m ./...
 
 step "JS client: type check and tests (node --test)"
 (cd jsclient && npm run typecheck && npm test)
+
+step "benchmark drivers: one small run each (timings mean nothing here; a driver the client outgrew fails)"
+for impl in convergo convergo-idb; do
+	node scripts/bench/js/b3-run.mjs "$impl" B3.1 1 >/dev/null
+done
 
 step "browser end-to-end tests (Chromium)"
 bash scripts/e2e.sh

@@ -113,11 +113,11 @@ try {
     async ({ own, others, warm }) => {
       const { open } = await import('/convergo/database.js');
       const { encodePush } = await import('/convergo/protocol.js');
-      const { schemaVersion } = await import('/convergo/syncstore.js');
+      const { applyRemote, peekOutbox, schemaVersion } = await import('/convergo/syncstore.js');
       const { pushDecoder } = await import('/bench/b3-push.mjs');
       // The documents' token is anonymous: its subject's prefix (b3-impls.mjs).
       const prefix = await (await import('/convergo/replica.js')).replicaPrefix('');
-      const decodePush = pushDecoder(await import('/convergo/cbor.js'), { ...(await import('/convergo/change.js')), ...(await import('/convergo/protocol.js')) }, prefix);
+      const decodePush = pushDecoder(await import('/convergo/cbor.js'), { ...(await import('/convergo/change.js')), ...(await import('/convergo/protocol.js')), ...(await import('/convergo/normalize.js')) }, prefix);
       const fromB64 = (s) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
       const canon = (v) => {
         if (Array.isArray(v)) return `[${v.map(canon).join(',')}]`;
@@ -130,7 +130,7 @@ try {
         const db = await open({ name: `b3-${i}`, sync: false, locks: null, BroadcastChannel: null });
         const [k, v] = own[i];
         await db.collection('b3').put('doc', { [k]: v });
-        const entries = await db.store.peekOutbox(1000);
+        const entries = await peekOutbox(db.store, 1000);
         updates.push(encodePush(db.store.replica, entries.map((e) => e.change), new Map([['b3', await schemaVersion(db.store, 'b3')]]), prefix));
         docs.push(db);
       }
@@ -140,7 +140,7 @@ try {
         const start = performance.now();
         const records = [];
         for (const u of ups) for (const c of decodePush(u)) records.push(c.record);
-        await db.store.applyRemote('b3', records, cursor);
+        await applyRemote(db.store, 'b3', records, cursor);
         return performance.now() - start;
       };
       const mapOf = async (db) => {

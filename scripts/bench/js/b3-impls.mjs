@@ -40,7 +40,8 @@ import { IDBFactory, IDBKeyRange } from 'fake-indexeddb';
 import { open } from '../../../jsclient/src/database.js';
 import { compactContext, encodeLivePush, encodePush } from '../../../jsclient/src/protocol.js';
 import { readChange } from '../../../jsclient/src/change.js';
-import { schemaVersion } from '../../../jsclient/src/syncstore.js';
+import { normalizeValue } from '../../../jsclient/src/normalize.js';
+import { applyRemote, peekOutbox, schemaVersion } from '../../../jsclient/src/syncstore.js';
 import * as cbor from '../../../jsclient/src/cbor.js';
 import { decodeValue, emptyRecord, maxStamp, mergeInto, visibleValues } from '../../../jsclient/src/record.js';
 import { replicaPrefix } from '../../../jsclient/src/replica.js';
@@ -226,7 +227,7 @@ async function convergoDoc(onUpdate, idb) {
       // Collection.put of a fresh document sets exactly this field.
       await coll.put(ID, { [k]: v });
       // As sync.js pushes: the outbox entries, the collection's schema version.
-      const entries = await db.store.peekOutbox(1000);
+      const entries = await peekOutbox(db.store, 1000);
       const versions = new Map([[COLLECTION, await schemaVersion(db.store, COLLECTION)]]);
       const replica = /** @type {string} */ (db.store.replica);
       const changes = entries.map((e) => e.change);
@@ -247,7 +248,7 @@ async function convergoDoc(onUpdate, idb) {
       f();
       const records = held;
       held = null;
-      if (idb) await db.store.applyRemote(COLLECTION, records, cursor);
+      if (idb) await applyRemote(db.store, COLLECTION, records, cursor);
     },
     applyUpdate(u) {
       for (const c of decodePush(u)) {
@@ -269,4 +270,4 @@ async function convergoDoc(onUpdate, idb) {
 }
 
 /** The changes of a push body, read with the client's own modules (b3-push.mjs). */
-export const decodePush = pushDecoder(cbor, { readChange, compactContext }, PREFIX);
+export const decodePush = pushDecoder(cbor, { readChange, compactContext, normalizeValue }, PREFIX);
