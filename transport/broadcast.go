@@ -18,15 +18,17 @@ import (
 // group serves every subscription of one collection and one effective
 // read scope (groupKey) on one server. It holds one engine subscription
 // (a callback: engine.SubscribeFunc) and, only while it has work, one
-// goroutine.
+// goroutine, and one more for each catch-up read in flight (at most
+// catchUpParallel).
 //
 // # Goroutines on demand
 //
 // A wake (a head announced while the group has members, a member that
-// needs a read, a member ended from the group's side, the engine closing)
-// starts the group's goroutine if none runs, and otherwise tells the
-// running one to look again (again). The goroutine does rounds until no
-// member needs a read, then decides under the group's lock, where every
+// needs a read, a member ended from the group's side, the engine closing,
+// a catch-up read ending while a member needs a read) starts the group's
+// goroutine if none runs, and otherwise tells the running one to look
+// again (again). The goroutine does rounds until a round finds no read to
+// do or start, then decides under the group's lock, where every
 // wake is taken, to exit: a wake before that decision makes it look again,
 // one after it starts a new goroutine, so none is lost. An idle group, like
 // an idle connection, holds no goroutine. A group left without members
@@ -38,26 +40,42 @@ import (
 //
 // The group works in rounds. A round takes every member that needs a read
 // (it just joined, its last page said more, a head was announced since its
-// last read, or room came back in its connection's queue), puts the members
-// at the same cursor together, reads and encodes one page per cursor, and
-// hands the same bytes to every member at that cursor. Caught-up
-// subscribers all sit at the group's newest cursor, so a change costs one
-// store read and one encoding however many of them there are; a subscriber
-// behind catches up from the log with reads of its own cursor, one page
-// per round, and joins the caught-up cursor when its reads reach it. Heads
-// announced during a round mark the members as needing a read, however
-// many heads, and start the next round: pushes that land during a fan-out
-// coalesce into its next page.
+// last read, or room came back in its connection's queue) and has no read
+// in flight, puts the members at the same cursor together, reads and
+// encodes one page per cursor, and hands the same bytes to every member at
+// that cursor. Caught-up subscribers all sit at the group's newest cursor,
+// so a change costs one store read and one encoding however many of them
+// there are. Heads announced during a round mark the members as needing a
+// read, however many heads, and start the next round: pushes that land
+// during a fan-out coalesce into its next page.
+//
+// # Catching up beside the broadcast
+//
+// A subscriber behind catches up from the log with reads of its own
+// cursor, one page at a time, and joins the caught-up cursor when its
+// reads reach it. Its reads must not hold back the caught-up subscribers:
+// one client opening many sessions from the beginning of a large
+// collection would delay every other subscriber of the group. So the
+// group's goroutine reads, and waits for, only the cursors of members that
+// have caught up (a page handed to them said no more: member.live; a
+// member at the same cursor shares their read). Every other cursor gets a
+// catch-up read of its own, on a goroutine of its own, which the rounds do
+// not wait for: its members sit out rounds until it ends, then need a read
+// again if its page said more or a head came meanwhile, and the end wakes
+// the group. At most catchUpParallel catch-up reads of a group are in
+// flight, taken by the cursors that have waited longest, so readers behind
+// take turns and leave the caught-up cursor a place among readParallel.
 //
 // # No gaps
 //
 // The group subscribes to the engine before its first read. A member is
-// read for only in a round that began after the event that made it need a
+// read for only by a read that began after the event that made it need a
 // read (its join, or a head announced while it was a member), so every
 // read it gets was started after the change it is owed committed, and
 // includes it (sequence numbers become visible in order: package stores).
-// A member's cursor moves only to the Next of a page it was handed, and
-// only the group's goroutine moves it; a group has at most one goroutine.
+// A member has at most one read in flight, round's or catch-up's, and its
+// cursor moves only to the Next of a page it was handed, by that read.
+// The group has at most one goroutine doing rounds.
 //
 // # Slow consumers
 //
@@ -111,10 +129,12 @@ type group struct {
 
 	mu          sync.Mutex // guards the fields below and members' fields
 	members     map[*member]struct{}
-	running     bool // the group's goroutine runs
-	again       bool // a wake came while it ran: it looks again before it exits
-	engineEnded bool // the engine closed: every member is stopped
-	closed      bool // the group ended: out of the hub, no goroutine starts
+	running     bool   // the group's goroutine runs
+	again       bool   // a wake came while it ran: it looks again before it exits
+	engineEnded bool   // the engine closed: every member is stopped
+	closed      bool   // the group ended: out of the hub, no goroutine starts
+	catching    int    // catch-up reads in flight
+	reads       uint64 // catch-up reads started: members' queued
 }
 
 // member is one live subscription: an entry of a group.
@@ -139,11 +159,18 @@ type member struct {
 	blocked bool // refused the parking place: waits for the connection to wake it
 	slow    *time.Timer
 	removed bool
+	live    bool   // a page it was handed reached the head: the group's goroutine reads for it
+	reading bool   // a catch-up read for it is in flight
+	queued  uint64 // the group's reads when it joined or its last catch-up read started
 }
 
-// readParallel bounds a group's reads in flight in one round: the caught-up
-// cursor plus a few catching up.
-const readParallel = 4
+// readParallel bounds a group's reads in flight: the caught-up cursor plus
+// catch-up reads, which take at most catchUpParallel of them, so that the
+// caught-up subscribers always have one.
+const (
+	readParallel    = 4
+	catchUpParallel = readParallel - 1
+)
 
 // join adds m, a new subscription of m.c, to the group of its collection.
 // Its first page comes in the group's next round. m.c must hold m among
@@ -165,6 +192,7 @@ func (h *hub) join(m *member) error {
 	}
 	m.g = g
 	g.mu.Lock()
+	m.queued = g.reads
 	g.members[m] = struct{}{}
 	g.wakeLocked()
 	g.mu.Unlock()
@@ -325,57 +353,75 @@ func (g *group) end() bool {
 type cursorSet struct {
 	cursor  engine.Cursor
 	members []*member
-	turn    bool // its one member holds its connection's read turn
+	turn    bool   // its one member holds its connection's read turn
+	live    bool   // a member has caught up: the group's goroutine reads for it
+	waited  uint64 // the least of its members' queued: catch-up sets go oldest first
+	catchUp bool   // read by a goroutine of its own (catchUp), not the group's
 }
 
 // round reads once per cursor of the members that need a read and hands
-// each page to the members at its cursor. It reports whether a member
-// still needs a read (a page said more).
+// each page to the members at its cursor. The cursors with a caught-up
+// member are read by the group's goroutine, which waits for them; the
+// others start catch-up reads of their own, as many as there are places
+// for (catchUpParallel), oldest waiting first, and the round does not
+// wait for them. It reports whether it read or started anything.
 func (g *group) round() bool {
 	g.mu.Lock()
 	var sets []*cursorSet
 	at := map[engine.Cursor]*cursorSet{}
 	for m := range g.members {
-		if !m.dirty || m.parked || m.blocked {
+		if !m.dirty || m.parked || m.blocked || m.reading {
 			continue
 		}
-		m.dirty = false
 		b := at[m.cursor]
 		if b == nil {
-			b = &cursorSet{cursor: m.cursor}
+			b = &cursorSet{cursor: m.cursor, waited: m.queued}
 			at[m.cursor] = b
 			sets = append(sets, b)
 		}
 		b.members = append(b.members, m)
+		b.live = b.live || m.live
+		b.waited = min(b.waited, m.queued)
 	}
-	// A page read for one member alone is that connection's: a connection
-	// has at most one such read in flight, and none while a page of it is
-	// parked (see liveConn.takeTurn).
-	kept := sets[:0]
+	var live, started []*cursorSet
+	slices.SortFunc(sets, func(a, b *cursorSet) int { return cmp.Compare(a.waited, b.waited) })
 	for _, b := range sets {
-		if len(b.members) == 1 {
-			m := b.members[0]
-			if !m.c.takeTurn(m) {
-				m.dirty, m.blocked = true, true
-				continue
+		switch {
+		case b.live:
+			if g.claimLocked(b) {
+				live = append(live, b)
 			}
-			b.turn = true
+		case g.catching < catchUpParallel:
+			if g.claimLocked(b) {
+				b.catchUp = true
+				for _, m := range b.members {
+					m.reading = true
+					m.queued = g.reads
+				}
+				g.reads++
+				g.catching++
+				started = append(started, b)
+			}
 		}
-		kept = append(kept, b)
+		// Otherwise it needs a read still: the end of a catch-up read
+		// wakes the group.
 	}
-	sets = kept
+	for _, b := range started {
+		g.h.s.bg.Add(1) // the group's goroutine, counted in bg, runs
+		go g.catchUp(b)
+	}
+	places := readParallel - g.catching // at least 1: catchUpParallel < readParallel
 	g.mu.Unlock()
-	if len(sets) == 0 {
-		return false
-	}
-	// The most populated cursor (the caught-up subscribers) first.
-	slices.SortFunc(sets, func(a, b *cursorSet) int { return cmp.Compare(len(b.members), len(a.members)) })
-	if len(sets) == 1 {
-		g.serve(sets[0])
-	} else {
-		sem := make(chan struct{}, readParallel)
+	switch {
+	case len(live) == 0:
+	case len(live) == 1:
+		g.serve(live[0])
+	default:
+		// The most populated cursor (the caught-up subscribers) first.
+		slices.SortFunc(live, func(a, b *cursorSet) int { return cmp.Compare(len(b.members), len(a.members)) })
+		sem := make(chan struct{}, places)
 		var wg sync.WaitGroup
-		for _, b := range sets {
+		for _, b := range live {
 			sem <- struct{}{}
 			wg.Go(func() {
 				defer func() { <-sem }()
@@ -384,14 +430,48 @@ func (g *group) round() bool {
 		}
 		wg.Wait()
 	}
-	g.mu.Lock()
-	defer g.mu.Unlock()
+	return len(live) > 0 || len(started) > 0
+}
+
+// claimLocked takes b's members' read: they need no read until its page.
+// A page read for one member alone is that connection's: a connection has
+// at most one such read in flight, and none while a page of it is parked
+// (see liveConn.takeTurn); a member refused the turn waits to be woken,
+// and claimLocked reports false.
+func (g *group) claimLocked(b *cursorSet) bool {
+	if len(b.members) == 1 {
+		m := b.members[0]
+		if !m.c.takeTurn(m) {
+			m.blocked = true
+			return false
+		}
+		b.turn = true
+	}
+	for _, m := range b.members {
+		m.dirty = false
+	}
+	return true
+}
+
+// catchUp is the goroutine of a catch-up read (round).
+func (g *group) catchUp(b *cursorSet) {
+	defer g.h.s.bg.Done()
+	g.serve(b)
+}
+
+// caughtUpLocked ends b's catch-up read: its members may be read for
+// again, and a place for another catch-up read is free.
+func (g *group) caughtUpLocked(b *cursorSet) {
+	g.catching--
+	for _, m := range b.members {
+		m.reading = false
+	}
 	for m := range g.members {
-		if m.dirty && !m.parked && !m.blocked {
-			return true
+		if m.dirty && !m.parked && !m.blocked && !m.reading {
+			g.wakeLocked()
+			return
 		}
 	}
-	return false
 }
 
 // serve reads the page after b's cursor once and hands it to b's members.
@@ -408,6 +488,9 @@ func (g *group) serve(b *cursorSet) {
 	}()
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if b.catchUp {
+		defer g.caughtUpLocked(b) // after the members' cursors moved
+	}
 	if b.turn {
 		defer b.members[0].c.endTurn()
 	}
@@ -435,6 +518,7 @@ func (g *group) serve(b *cursorSet) {
 			// moved the cursor over entries the reader need not hear of:
 			// follow it, and tell the client the cursor when its reads end.
 			if page.Next == b.cursor {
+				m.live = m.live || !page.More
 				continue
 			}
 			m.cursor = page.Next
@@ -460,6 +544,8 @@ func (g *group) serve(b *cursorSet) {
 		m.cursor = page.Next
 		if page.More {
 			m.dirty = true
+		} else {
+			m.live = true // at the head when read: it joins the broadcast
 		}
 	}
 }

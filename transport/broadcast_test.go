@@ -158,14 +158,15 @@ func TestLiveOneReadPerChange(t *testing.T) {
 	}
 }
 
-// groupsIdle reports whether every broadcast group of ts has no goroutine.
+// groupsIdle reports whether every broadcast group of ts has no goroutine,
+// nor catch-up reads in flight.
 func (ts *testServer) groupsIdle() bool {
 	h := ts.srv.hub
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	for _, g := range h.groups {
 		g.mu.Lock()
-		running := g.running
+		running := g.running || g.catching > 0
 		g.mu.Unlock()
 		if running {
 			return false
