@@ -57,14 +57,18 @@ import (
 // one client opening many sessions from the beginning of a large
 // collection would delay every other subscriber of the group. So the
 // group's goroutine reads, and waits for, only the cursors of members that
-// have caught up (a page handed to them said no more: member.live; a
-// member at the same cursor shares their read). Every other cursor gets a
-// catch-up read of its own, on a goroutine of its own, which the rounds do
-// not wait for: its members sit out rounds until it ends, then need a read
-// again if its page said more or a head came meanwhile, and the end wakes
-// the group. At most catchUpParallel catch-up reads of a group are in
-// flight, taken by the cursors that have waited longest, so readers behind
-// take turns and leave the caught-up cursor a place among readParallel.
+// have caught up (a page handed to them reached the head, and none since
+// was parked or refused: member.live; a member at the same cursor shares
+// their read). Every other cursor gets a catch-up read of its own, on a
+// goroutine of its own, which the rounds do not wait for: its members sit
+// out rounds until it ends, then need a read again if its page said more
+// or a head came meanwhile, and the end wakes the group. At most
+// catchUpParallel catch-up reads of a group are in flight, taken by the
+// cursors that have waited longest, so readers behind take turns and leave
+// the caught-up cursor a place among readParallel. A member that falls
+// behind (its page parked, or refused the parking place or its
+// connection's read turn) catches up that way too, so that no client's
+// lag makes the group's goroutine wait.
 //
 // # No gaps
 //
@@ -159,7 +163,7 @@ type member struct {
 	blocked bool // refused the parking place: waits for the connection to wake it
 	slow    *time.Timer
 	removed bool
-	live    bool   // a page it was handed reached the head: the group's goroutine reads for it
+	live    bool   // caught up, and no page parked or refused since: the group's goroutine reads for it
 	reading bool   // a catch-up read for it is in flight
 	queued  uint64 // the group's reads when it joined or its last catch-up read started
 }
@@ -443,6 +447,7 @@ func (g *group) claimLocked(b *cursorSet) bool {
 		m := b.members[0]
 		if !m.c.takeTurn(m) {
 			m.blocked = true
+			m.live = false // left behind the broadcast while it waits
 			return false
 		}
 		b.turn = true
@@ -528,6 +533,11 @@ func (g *group) serve(b *cursorSet) {
 			}
 		}
 		f := frame{data: data, sub: m, recs: len(page.Records)}
+		// live: at the head when read (or caught up before: a burst longer
+		// than a page keeps the broadcast), with the page on its way. A
+		// page parked or refused leaves the member behind the broadcast
+		// until it catches up again.
+		live := m.live || !page.More
 		switch m.c.offer(m, f) {
 		case offerDirect:
 			direct = append(direct, f)
@@ -535,17 +545,18 @@ func (g *group) serve(b *cursorSet) {
 		case offerParked:
 			m.parked = true
 			m.slow = time.AfterFunc(s.limits.SlowConsumer, func() { g.slowConsumer(m) })
+			live = false
 		case offerBusy: // not handed: read again when the connection wakes it
 			m.dirty = true
 			m.blocked = true
+			m.live = false
 			continue
 		}
 		m.first = false
 		m.cursor = page.Next
+		m.live = live
 		if page.More {
 			m.dirty = true
-		} else {
-			m.live = true // at the head when read: it joins the broadcast
 		}
 	}
 }
