@@ -15,14 +15,6 @@
 /** The client's own codes, beside the protocol's. */
 export const CLIENT_CODES = /* @__PURE__ */ Object.freeze(['network', 'closed', 'counter_overflow', 'database']);
 
-/**
- * The token a request the server refused went with, by the refusal (kept
- * off the error, which reaches the app's logs): an 'auth' refusal forgets
- * that token only, not one set since (peer.js forgetToken).
- * @type {WeakMap<Error, string>}
- */
-export const sentWith = new WeakMap();
-
 /** An error with a stable code. */
 export class ConvergoError extends Error {
   /**

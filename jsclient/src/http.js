@@ -8,8 +8,8 @@
 // and the codes come from constants.js.
 
 import { CODES, CONTENT_TYPE, HEADERS, TIMINGS, VERSION } from './constants.js';
-import { ConvergoError, sentWith } from './errors.js';
-import { MAX_ANSWER_BYTES, codeOfStatus, isProtocolCode, parseErrorBody } from './protocol.js';
+import { ConvergoError } from './errors.js';
+import { MAX_ANSWER_BYTES, codeOfStatus, isProtocolCode, parseErrorBody, sentWith } from './protocol.js';
 
 /**
  * @typedef {object} HttpOptions

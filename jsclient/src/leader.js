@@ -3,7 +3,8 @@
 // sync loop when a tab starts leading (Database._startSyncer); a tab that
 // never leads never loads it.
 
-import { ConvergoError, sentWith } from './errors.js';
+import { ConvergoError } from './errors.js';
+import { sentWith } from './protocol.js';
 import { Syncer } from './sync.js';
 import { TabMessage, toWire } from './tabs.js';
 import { forgetToken, onRefused } from './peer.js';

@@ -16,8 +16,8 @@
 // changes and resync mean for the local data is the Syncer's (sync.js).
 
 import { PATHS, TIMINGS } from './constants.js';
-import { ConvergoError, sentWith } from './errors.js';
-import { MAX_ANSWER_BYTES, encodeLiveHello, encodePing, encodeSub, parseServerMessage } from './protocol.js';
+import { ConvergoError } from './errors.js';
+import { MAX_ANSWER_BYTES, encodeLiveHello, encodePing, encodeSub, parseServerMessage, sentWith } from './protocol.js';
 
 /** @typedef {import('./protocol.js').Hello} Hello */
 /** @typedef {{results?: import('./protocol.js').PushResult[], code?: string, message?: string, requestId?: string}} Pushed */

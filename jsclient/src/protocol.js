@@ -19,6 +19,14 @@ import { MAX_WALL, isZeroStamp, validateReplica } from './hlc.js';
 import { readChange } from './change.js';
 
 /**
+ * The token a request the server refused went with, by the refusal (kept
+ * off the error, which reaches the app's logs): an 'auth' refusal forgets
+ * that token only, not one set since (peer.js forgetToken).
+ * @type {WeakMap<Error, string>}
+ */
+export const sentWith = new WeakMap();
+
+/**
  * The largest server answer or live frame the client reads: a bound the
  * client sets itself against a broken or hostile peer, not a protocol
  * limit (a page is at most max-page-bytes, or one record). A frame over it
