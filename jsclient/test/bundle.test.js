@@ -6,7 +6,12 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { build } from 'esbuild';
 import { measure } from '../scripts/size.mjs';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 
 /** Loaded on demand, each with why a common session does without it. */
 const ON_DEMAND = {
@@ -47,4 +52,55 @@ test('bundle: the modules loaded on demand stay out of the main entry', async ()
     const inMain = modules.find((x) => x.module === m);
     assert.ok(!inMain || inMain.min === 0, `${m} (${why}) puts ${inMain?.min} bytes in the main entry`);
   }
+});
+
+/**
+ * The top-level declarations in outputs, as "module: name" (esbuild's
+ * unminified output names each module in a comment before its code; a
+ * number it appends to a name that two modules share is dropped).
+ * @param {string[]} texts
+ */
+function declarations(texts) {
+  const out = new Set();
+  for (const t of texts) {
+    let mod = '';
+    for (const line of t.split('\n')) {
+      const m = /^\/\/ (src\/\S+\.js)$/.exec(line);
+      if (m) mod = m[1];
+      const d = /^(?:async )?(?:function\*?|class|var|let|const) ([\w$]+)/.exec(line);
+      if (d) out.add(`${mod}: ${d[1].replace(/\d+$/, '')}`);
+    }
+  }
+  return out;
+}
+
+test('bundle: the main entry declares nothing only on-demand modules use', async () => {
+  const common = { bundle: true, format: /** @type {'esm'} */ ('esm'), write: false, outdir: '/virtual', external: ['react', 'react-dom'], logLevel: /** @type {'error'} */ ('error'), absWorkingDir: root };
+  // What an app loads up front: the package's entries built together, as
+  // scripts/size.mjs builds them, unminified, and the chunks index.js
+  // imports statically.
+  const pkg = (await import('../package.json', { with: { type: 'json' } })).default;
+  const entries = Object.entries(pkg.exports).map(([sub, v]) => [sub === '.' ? 'index' : sub.slice(2), typeof v === 'string' ? v : v.default]);
+  const split = await build({ ...common, entryPoints: Object.fromEntries(entries), splitting: true, metafile: true });
+  const meta = new Map(Object.entries(split.metafile.outputs).map(([k, v]) => [path.basename(k), v]));
+  /** @type {Set<string>} */
+  const upFront = new Set();
+  const visit = (/** @type {string} */ name) => {
+    if (upFront.has(name)) return;
+    upFront.add(name);
+    for (const i of meta.get(name)?.imports ?? []) if (i.kind === 'import-statement' && !i.external) visit(path.basename(i.path));
+  };
+  visit('index.js');
+  const loaded = declarations(split.outputFiles.filter((f) => upFront.has(path.basename(f.path))).map((f) => f.text));
+  // What the main entry itself uses: src/index.js alone, its on-demand
+  // modules left out, so that esbuild drops whatever it does not reach.
+  const alone = await build({
+    ...common,
+    entryPoints: ['src/index.js'],
+    plugins: [{ name: 'on-demand', setup: (b) => b.onResolve({ filter: /.*/ }, (a) => (a.kind === 'dynamic-import' ? { path: a.path, external: true } : undefined)) }],
+  });
+  const used = declarations(alone.outputFiles.map((f) => f.text));
+  assert.ok(loaded.has('src/db.js: Store') && used.has('src/db.js: Store'), 'no declarations read from the builds');
+  const unused = [...loaded].filter((d) => !used.has(d));
+  assert.deepEqual(unused, [], 'declared in the main entry, used only by modules loaded on demand (move them to one of those)');
 });
