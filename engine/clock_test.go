@@ -1,7 +1,6 @@
 package engine_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -28,25 +27,6 @@ func (c *skewedClock) now() time.Time           { return time.Now().Add(time.Dur
 func (c *skewedClock) set(off time.Duration)    { c.off.Store(int64(off)) }
 func (c *skewedClock) config() func() time.Time { return c.now }
 
-// syncBuffer is a log sink the engine's goroutines may write to while the
-// test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // sharedRedis opens a store on the shared Redis under a key prefix of the
 // test's own.
 func sharedRedis(t *testing.T) *redis.Store {
@@ -68,7 +48,7 @@ func TestClockCheckAgainstRedis(t *testing.T) {
 	st := sharedRedis(t)
 	var clock skewedClock
 	clock.set(365 * 24 * time.Hour)
-	var logs syncBuffer
+	var logs storetest.LogBuffer
 	e, err := engine.Open(engine.Config{Store: st, Now: clock.config(), PollInterval: -1, ClockCheckEvery: time.Hour,
 		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
