@@ -273,23 +273,7 @@ func pageResetStorm(t *testing.T) (*fakeServer, *liveFailures, func() []error) {
 	f.pageResetSubs.Store(true)
 	logs := &liveFailures{attempts: map[string][]int64{}}
 	c := f.client(t, "r", func(cfg *Config) { cfg.Logger = slog.New(logs) })
-	var mu sync.Mutex
-	var errs []error
-	ctx, cancel := context.WithCancel(t.Context())
-	done := make(chan error, 1)
-	go func() {
-		done <- c.Live(ctx, map[string][]byte{"todos": nil}, func(string, Page) {}, func(err error) {
-			mu.Lock()
-			defer mu.Unlock()
-			errs = append(errs, err)
-		})
-	}()
-	t.Cleanup(func() { cancel(); <-done })
-	return f, logs, func() []error {
-		mu.Lock()
-		defer mu.Unlock()
-		return slices.Clone(errs)
-	}
+	return f, logs, liveTodos(t, c)
 }
 
 // increasing reports whether a is 0, 1, 2...
