@@ -125,7 +125,13 @@ export function observeRecord(clock, r, now) {
   }
 }
 
-/** @typedef {{seq: number, c: string, id: string, change: Uint8Array, r?: string}} OutboxEntry */
+/**
+ * An outbox entry. restamped: written again with fresh stamps after a
+ * collected refusal; collected: refused collected outside a
+ * reconciliation, held for one, with the server's message (both
+ * reconcile.js's).
+ * @typedef {{seq: number, c: string, id: string, change: Uint8Array, r?: string, restamped?: true, collected?: string}} OutboxEntry
+ */
 /**
  * Builds a local change to a record from its current state and a fresh
  * stamp; next issues another stamp, after stamp.

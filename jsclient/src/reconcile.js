@@ -20,7 +20,13 @@
 // reload, or a push that ends with them still waiting (their pull first
 // failed), before their push changes nothing; only what the record as
 // this client knows it neither hides nor beats (a change left empty is
-// settled like a superseded one). The pull from the beginning replaces
+// settled like a superseded one). A change refused collected that no
+// reconciliation noted (no reset came: an edit left pending past the
+// write horizon, a reader with no lease) asks for one: it stays in the
+// outbox, marked, and its collection owes a reconciliation
+// (holdRefused); that one rejects it with its record or writes it again
+// at once (restampHeld). Each is held once and written again once (its
+// outbox entry is marked). The pull from the beginning replaces
 // the server state held by each record it delivers (syncstore.js's applyRemote's
 // replace): merged, the fields hidden by tombstones the server collected
 // would stay here for ever.
@@ -42,8 +48,8 @@
 // records it lost are absent too; given back, they stay. A give-back that
 // fails drops nothing and notes the reconciliation owed (meta
 // "reconcile:<collection>"): the next pull makes it again. Its outbox went out before (the collection had no cursor:
-// Syncer.fresh), so nothing is noted for a re-stamp: a change of a
-// collected record refused collected then stays rejected. Such a
+// Syncer.fresh), so nothing is noted for a re-stamp: a change refused
+// collected then asks for a reconciliation of its own (holdRefused). Such a
 // reconciliation is reported (the 'reconciled' event) only when it
 // dropped or rejected something: it follows every first sync after
 // offline writes.
@@ -61,7 +67,7 @@ import { compareStamps, isZeroStamp } from './hlc.js';
 import { emptyRecord, mergeInto } from './record.js';
 import { checked, giveBack } from './heal.js';
 import { META, OUTBOX, RECORDS, REJECTED, SEALED, baseOf, fromStored, req } from './db.js';
-import { acknowledged, prepareRemote, putPage } from './syncstore.js';
+import { acknowledged, prepareRemote, putPage, settle } from './syncstore.js';
 import { cloneRecord } from './parts.js';
 import { boundRejected, decodeEntry, rejectedEntry } from './change.js';
 import { GIVEBACK_KEY, RECONCILE_KEY, RESTAMP_KEY } from './metakeys.js';
@@ -106,7 +112,8 @@ export async function reconcile(syncer, c, first = false) {
   if (out.restored.length > 0) syncer.o.onChanges(c, out.restored);
   syncer.pulledAt.set(c, Date.now());
   syncer.restampsDropped = false;
-  await reported(syncer, c, out, first);
+  const restamped = out.held.length > 0 ? await restampHeld(syncer, c, out.held) : 0;
+  await reported(syncer, c, out, first, restamped);
 }
 
 /**
@@ -119,15 +126,16 @@ export async function reconcile(syncer, c, first = false) {
  * @param {string} c
  * @param {{dropped: string[], moved: {id: string, rejectedId: number}[], droppedRejected: number}} out
  * @param {boolean} quiet
+ * @param {number} [restamped] pending changes it wrote again (restampHeld)
  */
-async function reported(syncer, c, out, quiet) {
+async function reported(syncer, c, out, quiet, restamped = 0) {
   if (!quiet || out.dropped.length > 0 || out.moved.length > 0) {
     const before = syncer.reconciled.get(c);
     syncer.reconciled.set(c, {
       collection: c,
       dropped: (before?.dropped ?? 0) + out.dropped.length,
       rejected: (before?.rejected ?? 0) + out.moved.length,
-      restamped: before?.restamped ?? 0,
+      restamped: (before?.restamped ?? 0) + restamped,
     });
   }
   if (out.dropped.length > 0) syncer.o.onChanges(c, out.dropped);
@@ -229,7 +237,10 @@ async function dropRecords(store, tx, c, gone, pending, info) {
  * entries of c that may be written again after a collected refusal
  * (their record was delivered, or never acknowledged) are noted in meta
  * "restamp:<collection>" (restampable). Returns the ids dropped, the
- * changes moved and how many old rejected changes were dropped.
+ * changes moved, how many old rejected changes were dropped, the records
+ * the stamps given back changed and, with restamp, the entries noted that
+ * were held for this reconciliation (holdRefused: restampHeld writes them
+ * again).
  * @param {Store} store
  * @param {string} c
  * @param {Set<string>} seen
@@ -242,7 +253,7 @@ async function dropRecords(store, tx, c, gone, pending, info) {
  * @param {Map<string, Rec>} [kept] of records the pull did not deliver
  *   that stay, the stamps given back that the server took: their server
  *   state from now on (their pending changes stay over it)
- * @returns {Promise<{dropped: string[], moved: {id: string, rejectedId: number}[], droppedRejected: number, restored: string[]}>}
+ * @returns {Promise<{dropped: string[], moved: {id: string, rejectedId: number}[], droppedRejected: number, restored: string[], held: OutboxEntry[]}>}
  */
 export function dropCollected(store, c, seen, info, restamp = true, restore = [], kept = new Map()) {
   return store.tx([RECORDS, OUTBOX, REJECTED, META, SEALED], 'readwrite', `reconcile ${c}`, async (tx) => {
@@ -268,12 +279,16 @@ export function dropCollected(store, c, seen, info, restamp = true, restore = []
     const meta = tx.objectStore(META);
     meta.delete(RECONCILE_KEY + c);
     meta.delete(GIVEBACK_KEY + c);
+    /** @type {OutboxEntry[]} */
+    let waiting = [];
     if (restamp) {
-      const noted = entries.filter((e) => keep.has(e.id)).map((e) => e.seq);
+      const kept = entries.filter((e) => keep.has(e.id));
+      const noted = kept.map((e) => e.seq);
       if (noted.length > 0) meta.put(noted, RESTAMP_KEY + c);
       else meta.delete(RESTAMP_KEY + c);
+      waiting = kept.filter((e) => e.collected !== undefined && (e.r === undefined || e.r === store.replica));
     }
-    return { dropped, moved, droppedRejected, restored: [...page.changed] };
+    return { dropped, moved, droppedRejected, restored: [...page.changed], held: waiting };
   });
 }
 
@@ -288,45 +303,85 @@ export function unacknowledged(s) {
 }
 
 /**
- * The positions in a pushed batch of the changes refused collected that
- * are to be written again with fresh stamps (Syncer.pushAll): those whose
- * record the server still has (the full pull of a reconciliation
- * delivered it: the reconciliation noted their outbox entries in meta
- * "restamp:<collection>", which outlives a reload) or never acknowledged
- * (created here). Only changes queued before the first is written again
- * (state.upTo, set then) qualify, and entries written again are never
- * among those noted, so none is written again twice. Anything else
- * refused collected stays rejected.
+ * Of the changes of a pushed batch refused collected, those to write again
+ * with fresh stamps now (again: Syncer.pushAll, restampRefused) and those
+ * to hold for a reconciliation of their collection (hold: holdRefused).
+ * Written again: those a reconciliation noted (their record was
+ * delivered by its full pull, or never acknowledged: meta
+ * "restamp:<collection>", which outlives a reload). Held: the others
+ * refused collected for the first time, outside a reconciliation (a
+ * reader without a lease, an edit left pending past the write horizon:
+ * docs/protocol.md, "Tombstone collection"); the reconciliation notes
+ * them or drops them with their record. Neither, so rejected: a change
+ * written again already (outbox entry marked restamped) or held once
+ * already (marked collected), so none is written again twice, nor held
+ * for ever.
  * @param {Syncer} syncer
  * @param {OutboxEntry[]} batch
  * @param {PushResult[]} results
- * @param {{upTo: number|null}} state of one pushAll
- * @returns {Promise<Set<number>>}
+ * @returns {Promise<{again: Set<number>, hold: Set<number>}>}
  */
-export async function restampable(syncer, batch, results, state) {
-  const cs = [...new Set(batch.filter((_e, i) => results[i].code === 'collected').map((e) => e.c))];
-  // One transaction reads the last outbox entry (state.upTo, on the first
-  // call of a pushAll), the records and the notes.
-  const [top, held, kept] = await syncer.store.tx([OUTBOX, RECORDS, META], 'readonly', 'read records', (tx) => {
-    const records = tx.objectStore(RECORDS);
-    const meta = tx.objectStore(META);
-    return Promise.all([
-      state.upTo ?? req(tx.objectStore(OUTBOX).openKeyCursor(null, 'prev')).then((r) => (r ? /** @type {number} */ (r.key) : 0)),
-      Promise.all(batch.map((e, i) => (results[i].code === 'collected' ? /** @type {Promise<StoredRecord|undefined>} */ (req(records.get([e.c, e.id]))) : undefined))),
-      Promise.all(cs.map((c) => req(meta.get(RESTAMP_KEY + c)))),
-    ]);
-  });
-  const upTo = (state.upTo ??= top);
+export async function restampable(syncer, batch, results) {
+  const refused = (/** @type {number} */ i) => results[i].status === STATUSES.refused && results[i].code === 'collected';
+  const cs = [...new Set(batch.filter((_e, i) => refused(i)).map((e) => e.c))];
+  const kept = await syncer.store.tx([META], 'readonly', 'read notes', (tx) => Promise.all(cs.map((c) => req(tx.objectStore(META).get(RESTAMP_KEY + c)))));
   /** @type {Set<number>} the outbox entries reconciliations noted */
   const noted = new Set(kept.flatMap((v) => (Array.isArray(v) ? v : [])));
-  /** @type {Set<number>} */
-  const out = new Set();
+  const out = { again: new Set(), hold: new Set() };
   batch.forEach((e, i) => {
-    const r = results[i];
-    if (r.status !== STATUSES.refused || r.code !== 'collected' || e.seq > upTo) return;
-    if (noted.has(e.seq) || unacknowledged(held[i])) out.add(i);
+    if (!refused(i) || e.restamped) return;
+    if (noted.has(e.seq)) out.again.add(i);
+    else if (e.collected === undefined) out.hold.add(i);
   });
   return out;
+}
+
+/**
+ * Holds the outbox entries items, refused collected outside a
+ * reconciliation (restampable), for one: each stays in the outbox,
+ * marked collected (with the server's message), and their collections
+ * owe a reconciliation (meta "reconcile:<collection>"), in one
+ * transaction, so a reload still makes it before they go again. The
+ * reconciliation drops those whose record the server collected (rejected
+ * collected) and writes the others again at once (reconcile, restampHeld).
+ * @param {Store} store
+ * @param {{entry: OutboxEntry, message: string}[]} items
+ */
+export function holdRefused(store, items) {
+  return store.tx([OUTBOX, META], 'readwrite', 'hold refused changes', (tx) => {
+    for (const { entry, message } of items) {
+      tx.objectStore(OUTBOX).put({ ...entry, collected: message });
+      tx.objectStore(META).put(true, RECONCILE_KEY + entry.c);
+    }
+  });
+}
+
+/**
+ * After collection c's reconciliation: writes again at once, with fresh
+ * stamps, the outbox entries held for it (holdRefused) that it noted (of
+ * records the server still has, or created here): refused collected
+ * already, pushed as they are they would be refused again (the horizon
+ * only goes up). As pushAll does with a change refused collected that a
+ * reconciliation noted: settled as refused, then restampRefused, and told
+ * the app alike. Returns how many were written again.
+ * @param {Syncer} syncer
+ * @param {string} c
+ * @param {OutboxEntry[]} held
+ * @returns {Promise<number>}
+ */
+async function restampHeld(syncer, c, held) {
+  const settled = held.map((entry) => ({ entry, refused: true, code: 'collected', message: entry.collected ?? '', requestId: null }));
+  const { changed, rejected } = await settle(syncer.store, settled, { when: Date.now(), subject: syncer.subject() });
+  const items = held.filter((e) => rejected.has(e.seq)).map((entry) => ({ entry, rid: /** @type {number} */ (rejected.get(entry.seq)) }));
+  const out = await restampRefused(syncer.store, items, new Map());
+  let written = 0;
+  items.forEach(({ entry }, k) => {
+    const re = out[k];
+    if (re.written) written++;
+    if (!re.written || re.lost.length > 0) syncer.o.onSuperseded({ collection: c, id: entry.id, lost: re.lost, status: re.written ? 'applied' : 'superseded' });
+  });
+  for (const [x, ids] of changed) syncer.o.onChanges(x, ids);
+  return written;
 }
 
 /**
@@ -379,8 +434,10 @@ export function restampWhat(old, known) {
  * merged locally and queued as a new write (its delete first, then its
  * unsets, then its fields, each after the one before); one left empty is
  * settled, not pushed. Either way its rejected entry goes, and so does
- * its key from meta "restamp:<collection>". Returns, per item, whether it
- * was written again and the fields left out.
+ * its key from meta "restamp:<collection>". The entries written are
+ * marked restamped: refused collected again, they stay rejected
+ * (restampable). Returns, per item, whether it was written again and the
+ * fields left out.
  *
  * originals maps the outbox entries written again by earlier calls (of
  * one push) to the changes they were written from: the record as known
@@ -458,8 +515,11 @@ export function restampRefused(store, items, originals) {
     for (const [c, list] of writes) {
       await store.writeIn(tx, c, list);
       // The entries written are the last ones of the outbox, in order.
-      const seqs = await lastKeys(tx.objectStore(OUTBOX), list.length);
+      const outbox = tx.objectStore(OUTBOX);
+      const seqs = await lastKeys(outbox, list.length);
       list.forEach((w, k) => originals.set(seqs[k], w.old));
+      // Marked: refused collected again, they stay rejected (restampable).
+      for (const e of await Promise.all(seqs.map((seq) => req(outbox.get(seq))))) outbox.put({ ...e, restamped: true });
     }
     return out;
   });

@@ -60,7 +60,11 @@
 // learns of the reset only by pulling, a collection not pulled lately
 // (fresh) is pulled before its outbox goes out (pushAll). A change
 // refused collected whose record the server still has, or that was
-// created here, is written again with fresh stamps, once. A replica that
+// created here, is written again with fresh stamps, once. One refused
+// collected that no reconciliation noted (no reset came: an edit left
+// pending past the write horizon, no lease) stays in the outbox and has
+// its collection reconciled first (reconcile.js's holdRefused), which
+// writes it again at once or rejects it with its record. A replica that
 // pushed to a collection it never pulled held no lease there, and a read
 // from the beginning is never reset: its first pull, if it holds a record
 // the server acknowledged, is a reconciliation too
@@ -542,17 +546,21 @@ export class Syncer {
 
   /**
    * Whether collection c's outbox may be pushed without pulling first:
-   * it was pulled to the end within FRESH_MS, or is subscribed live, or
-   * was never pulled (no cursor: no lease to have expired). The pull that
-   * follows the push reconciles a never-pulled collection that holds
-   * records the server acknowledged (pullCollection); its changes the
-   * server refused collected meanwhile stay rejected.
+   * it owes no reconciliation, and was pulled to the end within FRESH_MS,
+   * or is subscribed live, or was never pulled (no cursor: no lease to
+   * have expired). The pull that follows the push reconciles a
+   * never-pulled collection that holds records the server acknowledged
+   * (pullCollection); a change of it the server refused collected
+   * meanwhile has it reconciled first (pushOutbox, reconcile.js's
+   * holdRefused), as any change refused collected outside a
+   * reconciliation.
    * @param {string} c
    */
   async fresh(c) {
+    if (await owesReconcile(this.store, c)) return false;
     if (Date.now() - (this.pulledAt.get(c) ?? -Infinity) < FRESH_MS) return true;
     if (this.live && this.session?.subscribed.has(c)) return true;
-    return (await cursorOf(this.store, c)).length === 0 && !(await owesReconcile(this.store, c));
+    return (await cursorOf(this.store, c)).length === 0;
   }
 
   /**
@@ -1149,8 +1157,6 @@ export class Syncer {
     const pulled = new Set();
     /** @type {Map<string, ConvergoError>} those whose pull first failed with an error of their own: their changes wait, the others go */
     const held = new Map();
-    /** @type {{upTo: number|null}} changes written again after a collected refusal come after upTo: never again */
-    const restamping = { upTo: null };
     /** @type {Map<number, import('./record.js').Record>} the outbox entries written again, to the changes they came from */
     const originals = new Map();
     let dropped = 0;
@@ -1164,8 +1170,12 @@ export class Syncer {
         if (pulled.has(c) || (await this.fresh(c))) continue;
         pulled.add(c);
         stale = true;
+        // Subscribed, it owes a reconciliation (fresh): its sub ends, and
+        // starts again from where the reconciliation's pull ends.
+        const session = this.live && this.session?.subscribed.delete(c) ? this.session : null;
+        session?.send(encodeUnsub(c));
         try {
-          await this.pullOne(c);
+          if ((await this.pullOne(c)) && session) await this.subscribe(session, c);
         } catch (e) {
           if (ROUND_CODES.has(asConvergoError(e).code)) throw e;
           // The round tells why (syncNow; live: retryFailing).
@@ -1243,10 +1253,11 @@ export class Syncer {
         throw new ConvergoError('malformed', `push answer has ${results.length} results for ${batch.length} changes`);
       }
       // Changes refused collected that are to be written again with fresh
-      // stamps (reconcile.js), read before they are rolled back.
-      const again = results.some((r) => r.status === STATUSES.refused && r.code === 'collected')
-        ? await (await import('./reconcile.js')).restampable(this, batch, results, restamping)
-        : null;
+      // stamps, read before they are rolled back, and those that stay in
+      // the outbox while their collection is reconciled (reconcile.js).
+      const { again, hold } = results.some((r) => r.status === STATUSES.refused && r.code === 'collected')
+        ? await (await import('./reconcile.js')).restampable(this, batch, results)
+        : { again: null, hold: null };
       // applied, duplicate and superseded acknowledge the change: it
       // leaves the outbox. A superseded change's fields come back from
       // the server with the newer values that beat them.
@@ -1256,7 +1267,17 @@ export class Syncer {
       const settled = [];
       for (let i = 0; i < batch.length; i++) {
         const r = results[i];
-        settled.push({ entry: batch[i], refused: r.status === STATUSES.refused, code: r.code ?? 'invalid', message: r.message ?? '', requestId });
+        if (!hold?.has(i)) settled.push({ entry: batch[i], refused: r.status === STATUSES.refused, code: r.code ?? 'invalid', message: r.message ?? '', requestId });
+      }
+      if (hold && hold.size > 0) {
+        // Refused collected outside a reconciliation: the collection is
+        // reconciled (pulled first, below) before they go, written again.
+        const items = [...hold].map((i) => ({ entry: batch[i], message: results[i].message ?? '' }));
+        await (await import('./reconcile.js')).holdRefused(this.store, items);
+        for (const { entry } of items) {
+          this.pulledAt.delete(entry.c);
+          pulled.delete(entry.c);
+        }
       }
       const settledNow = await settle(this.store, settled, { when: Date.now(), subject: this.subject() });
       const { changed: rolledBack, rejected } = settledNow;
@@ -1275,6 +1296,7 @@ export class Syncer {
       for (let i = 0; i < batch.length; i++) {
         const r = results[i];
         const { c: collection, id } = batch[i];
+        if (hold?.has(i)) continue;
         if (r.status === STATUSES.refused) {
           const rid = rejected.get(batch[i].seq);
           const re = restamped.get(i);

@@ -5,7 +5,9 @@
 // and collected while it was away is dropped with its pending edits
 // (rejected, code collected, never pushed), and edits of records the
 // server still has, or records created here, are re-stamped once when
-// refused collected and land. The pull from the beginning replaces the
+// refused collected and land. A change refused collected outside a
+// reconciliation (no reset came) has its collection reconciled first, as
+// the Go client does. The pull from the beginning replaces the
 // records held (the tombstones the server purged hide nothing any more),
 // and a re-stamp keeps only what the record as known here neither hides
 // nor beats (the rule engine/horizon_property_test.go's replicas follow).
@@ -162,7 +164,7 @@ test('after lease_expired: a record collected while away is dropped and its edit
   assert.equal(await owesReconcile(a.store, 'todos'), false);
 });
 
-test('a change refused collected outside a reconciliation stays rejected; a creation is re-stamped at most once', async (t) => {
+test('a change refused collected outside a reconciliation has its collection reconciled, then is re-stamped once: refused collected again (a horizon ahead of every stamp), it stays rejected', async (t) => {
   const server = await new FakeServer().start();
   t.after(() => server.stop());
   const a = await openClient({ url: server.url, name: 'a', collections: ['todos'], WebSocket: null, pollInterval: 50 });
@@ -170,16 +172,176 @@ test('a change refused collected outside a reconciliation stays rejected; a crea
   const todos = a.collection('todos');
   await todos.put('k', { n: 1 });
   await a.whenSynced();
+  const ev = listen(a);
   // A horizon ahead of every stamp, even fresh ones.
   server.writeHorizon.set('todos', Date.now() + 3_600_000);
+  const mark = server.pushed.length;
+  const pulls = server.pulls.length;
   await todos.update('k', { n: 2 });
   await todos.put('new', { n: 1 });
   assert.deepEqual(await a.whenSynced(), { refused: 2 });
-  const pushed = server.pushed.filter((p) => p.id === 'k' || p.id === 'new').slice(1);
-  assert.deepEqual(pushed.filter((p) => p.id === 'k').length, 1, 'an acknowledged record is not re-stamped');
-  assert.deepEqual(pushed.filter((p) => p.id === 'new').length, 2, 'a creation is re-stamped once');
+  assert.ok(
+    server.pulls.slice(pulls).some((m) => m.get(1) === 'todos' && m.get(2).length === 0),
+    'the refusal had the collection read from the beginning',
+  );
+  // An acknowledged record the server still has and a creation alike:
+  // refused, re-stamped once after the reconciliation, refused again.
+  for (const id of ['k', 'new']) assert.deepEqual(pushesOf(server, mark, id), [REFUSED, REFUSED], `${id}: refused collected, re-stamped once, refused again`);
   assert.deepEqual((await a.rejected()).map((r) => [r.recordId, r.code]).sort(), [['k', 'collected'], ['new', 'collected']]);
   assert.deepEqual(await todos.get('k'), { id: 'k', n: 1 }, 'rolled back');
+  assert.equal(await todos.get('new'), null, 'rolled back');
+  assert.deepEqual(ev.reconciled, [{ collection: 'todos', dropped: 0, rejected: 0, restamped: 2 }]);
+  assert.equal((await a.store.outboxCounts()).pending, 0);
+  // Settled: nothing is held or reconciled again.
+  const after = server.pushed.length;
+  await a.sync();
+  assert.equal(server.pushed.length, after);
+  assert.equal(ev.reconciled.length, 1);
+});
+
+test('a change refused collected outside a reconciliation (no reset: an edit left pending past the write horizon) has its collection reconciled first, then is re-stamped once, as the Go client does', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const a = await openClient({ url: server.url, name: 'a', collections: ['todos'], WebSocket: null, pollInterval: 50 });
+  t.after(() => a.close());
+  const todos = a.collection('todos');
+  await todos.put('k', { n: 1 });
+  await todos.put('x', { n: 1 });
+  await a.whenSynced();
+  const ev = listen(a);
+  // Away, but with a live lease (no reset comes: the pull before the
+  // push is an ordinary one): edits of a record the server keeps and of
+  // one it collects, and a creation.
+  await a.pause();
+  await todos.update('k', { n: 2 });
+  await todos.update('x', { n: 2 });
+  await todos.put('new', { n: 1 });
+  await sleep(50);
+  server.collect('todos', 'x');
+  server.writeHorizon.set('todos', await horizonPast(a));
+  const mark = server.pushed.length;
+  const pulls = server.pulls.length;
+  a.resume();
+  assert.deepEqual(await a.whenSynced(), { refused: 1 }, 'the edit of the collected record alone is refused');
+  await until(() => ev.reconciled.length > 0, 'the reconciled event', WAIT);
+  assert.deepEqual(ev.serverReset, [], 'no reset came: the refusal asked for the reconciliation');
+  assert.ok(
+    server.pulls.slice(pulls).some((m) => m.get(1) === 'todos' && m.get(2).length === 0),
+    'the collection was read from the beginning',
+  );
+  // Refused collected, held while the collection is reconciled, then
+  // re-stamped at once (not pushed again as they were) and applied.
+  for (const id of ['k', 'new']) assert.deepEqual(pushesOf(server, mark, id), [REFUSED, APPLIED], `${id}: refused collected, then re-stamped and applied`);
+  assert.equal(onServer(server, 'todos', 'k', 'n'), 2);
+  assert.equal(onServer(server, 'todos', 'new', 'n'), 1);
+  assert.deepEqual(await todos.get('k'), { id: 'k', n: 2 });
+  assert.deepEqual(await todos.get('new'), { id: 'new', n: 1 });
+  // The edit of x, refused collected too, went with x: the
+  // reconciliation gave back x's acknowledged write (refused collected)
+  // and dropped it, never to come back.
+  assert.deepEqual(pushedNs(server, mark, 'x'), [[...REFUSED, 2], [...REFUSED, 1]], 'the edit, then the acknowledged write given back');
+  assert.equal(await todos.get('x'), null);
+  assert.equal(await a.store.get('todos', 'x'), undefined);
+  assert.equal(server.coll('todos').byId.has('x'), false);
+  assert.deepEqual(
+    (await a.rejected()).map((r) => [r.recordId, r.code, r.message, r.change]),
+    [['x', 'collected', COLLECTED_MESSAGE, { deleted: false, fields: { n: 2 }, unset: [] }]],
+  );
+  assert.deepEqual(ev.refused.map((r) => [r.id, r.code]), [['x', 'collected']]);
+  assert.deepEqual(ev.reconciled, [{ collection: 'todos', dropped: 1, rejected: 1, restamped: 2 }]);
+  assert.equal(await owesReconcile(a.store, 'todos'), false);
+  assert.equal((await a.store.outboxCounts()).pending, 0);
+  // Settled: the next sync pushes and reconciles nothing.
+  const after = server.pushed.length;
+  await a.sync();
+  assert.equal(server.pushed.length, after);
+  assert.equal(ev.reconciled.length, 1);
+});
+
+test('a change refused collected outside a reconciliation stays held through a reload before the reconciliation, which then writes it again at once', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const idb = freshIDB();
+  const a = await openClient({ url: server.url, name: 'a', indexedDB: idb, collections: ['todos'], WebSocket: null, pollInterval: 50 });
+  t.after(() => a.close()); // closed below: a second close does nothing
+  a.on('error', () => {});
+  const todos = a.collection('todos');
+  await todos.put('k', { n: 1 });
+  await a.whenSynced();
+  await a.pause();
+  await todos.update('k', { n: 2 });
+  await sleep(50);
+  server.writeHorizon.set('todos', await horizonPast(a));
+  const mark = server.pushed.length;
+  // Back: the pull before the push goes, the push is refused collected,
+  // and the pull of the reconciliation it asks for fails.
+  let pulls = 0;
+  server.refusePull = () => (pulls++ > 0 ? 'internal' : null);
+  a.resume();
+  await until(async () => pushesOf(server, mark, 'k').length === 1 && (await owesReconcile(a.store, 'todos')), 'the refusal', WAIT);
+  assert.equal((await a.store.outboxCounts()).pending, 1, 'the edit held');
+  await a.close();
+  server.refusePull = () => null;
+  const again = await openClient({ url: server.url, name: 'a', indexedDB: idb, collections: ['todos'], WebSocket: null, pollInterval: 50 });
+  t.after(() => again.close());
+  again.on('error', () => {});
+  assert.deepEqual(await again.whenSynced(), { refused: 0 });
+  assert.deepEqual(pushesOf(server, mark, 'k'), [REFUSED, APPLIED], 'refused collected once, then re-stamped after the reconciliation, not pushed as it was again');
+  assert.equal(onServer(server, 'todos', 'k', 'n'), 2);
+  assert.deepEqual(await again.collection('todos').get('k'), { id: 'k', n: 2 });
+  assert.deepEqual(await again.rejected(), []);
+  assert.equal(await owesReconcile(again.store, 'todos'), false);
+});
+
+test('live, a change refused collected outside a reconciliation ends the sub, reconciles the collection, subscribes again from where its pull ended, and lands re-stamped', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  let blockPush = false;
+  const a = await openClient({
+    url: server.url,
+    name: 'a',
+    collections: ['todos'],
+    fetch: (input, init) => (blockPush && String(input).endsWith(PATHS.push) ? Promise.reject(new TypeError('push blocked by the test')) : fetch(input, init)),
+  });
+  t.after(() => a.close());
+  a.on('error', () => {});
+  const todos = a.collection('todos');
+  await todos.put('k', { n: 1 });
+  await a.whenSynced();
+  await until(() => [...server.sockets].some((ws) => ws.subs?.has('todos')), 'subscribed', WAIT);
+  const ev = listen(a);
+  // An edit that cannot be pushed yet, while the session stays live;
+  // then a write horizon past it (no reset: the lease is live).
+  blockPush = true;
+  server.failPush = () => blockPush;
+  await todos.update('k', { n: 2 });
+  await sleep(50);
+  server.writeHorizon.set('todos', await horizonPast(a));
+  const mark = server.pushed.length;
+  const pulls = server.pulls.length;
+  const subs = server.received.filter((m) => m.get(0) === 'sub').length;
+  blockPush = false;
+  await a.sync(); // the push again, over the live session
+  await until(() => onServer(server, 'todos', 'k', 'n') === 2, 'the edit to land', WAIT);
+  assert.deepEqual(pushesOf(server, mark, 'k'), [REFUSED, APPLIED], 'refused collected, then re-stamped after the reconciliation and applied');
+  assert.ok(
+    server.pulls.slice(pulls).some((m) => m.get(1) === 'todos' && m.get(2).length === 0),
+    'the collection was read from the beginning',
+  );
+  assert.ok(server.received.some((m) => m.get(0) === 'unsub' && m.get(1) === 'todos'), 'its sub ended');
+  await until(() => server.received.filter((m) => m.get(0) === 'sub').length > subs && [...server.sockets].some((ws) => ws.subs?.has('todos')), 'subscribed again', WAIT);
+  assert.deepEqual(ev.serverReset, []);
+  await until(() => ev.reconciled.length > 0, 'the reconciled event', WAIT);
+  assert.deepEqual(ev.reconciled, [{ collection: 'todos', dropped: 0, rejected: 0, restamped: 1 }]);
+  assert.deepEqual(await a.rejected(), []);
+  assert.deepEqual(await todos.get('k'), { id: 'k', n: 2 });
+  assert.equal(await owesReconcile(a.store, 'todos'), false);
+  // Live goes on: another's write comes over the sub.
+  const b = await openClient({ url: server.url, name: 'b', collections: ['todos'], WebSocket: null, pollInterval: 50 });
+  t.after(() => b.close());
+  await b.collection('todos').put('w', { n: 1 });
+  await b.whenSynced();
+  await until(async () => (await todos.get('w')) !== null, "b's write to reach a", WAIT);
 });
 
 test('a live reset lease_expired reconciles too; subs carry the lease', async (t) => {
@@ -642,7 +804,7 @@ test('a first pull of a collection pushed to and never pulled reconciles: a reco
   assert.deepEqual(await b.collection('todos').get('x'), null);
 });
 
-test('a never-pulled collection pushes before its first pull; an offline edit of a record collected meanwhile is refused collected, and the pull drops the record', async (t) => {
+test('a never-pulled collection pushes before its first pull; an offline edit of a record collected meanwhile is refused collected, and the reconciliation that refusal asks for drops the record and rejects the edit, not re-stamped', async (t) => {
   const server = await new FakeServer().start();
   t.after(() => server.stop());
   const blocked = { pull: true };
@@ -670,12 +832,13 @@ test('a never-pulled collection pushes before its first pull; an offline edit of
   assert.deepEqual(await a.whenSynced(), { refused: 1 });
   const after = server.requests.slice(requests);
   assert.ok(after.indexOf(PATHS.push) >= 0 && after.indexOf(PATHS.push) < after.indexOf(PATHS.pull), `push before pull: ${after.join(' ')}`);
-  assert.deepEqual(pushedNs(server, mark, 'x'), [[...REFUSED, 2], [...REFUSED, 1]], 'the edit refused collected once, not re-stamped; then the acknowledged write given back, refused collected');
+  assert.deepEqual(pushedNs(server, mark, 'x'), [[...REFUSED, 2], [...REFUSED, 1]], 'the edit refused collected once, not re-stamped; then the acknowledged write given back by the reconciliation, refused collected');
   assert.equal(await todos.get('x'), null, 'x is gone here too');
   assert.equal(await a.store.get('todos', 'x'), undefined);
   await until(() => ev.reconciled.length > 0, 'the reconciled event', WAIT);
-  assert.deepEqual(ev.reconciled, [{ collection: 'todos', dropped: 1, rejected: 0, restamped: 0 }]);
-  assert.deepEqual((await a.rejected()).map((r) => [r.recordId, r.code]), [['x', 'collected']]);
+  // The edit, held while the collection was reconciled, went with x.
+  assert.deepEqual(ev.reconciled, [{ collection: 'todos', dropped: 1, rejected: 1, restamped: 0 }]);
+  assert.deepEqual((await a.rejected()).map((r) => [r.recordId, r.code, r.message]), [['x', 'collected', COLLECTED_MESSAGE]]);
   assert.equal(server.coll('todos').byId.has('x'), false);
 });
 
