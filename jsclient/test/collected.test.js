@@ -293,18 +293,30 @@ test('a change refused collected outside a reconciliation stays held through a r
   assert.equal(await owesReconcile(again.store, 'todos'), false);
 });
 
-test('live, a change refused collected outside a reconciliation ends the sub, reconciles the collection, subscribes again from where its pull ended, and lands re-stamped', async (t) => {
+/**
+ * A live client a of a fake server whose pushes the test holds back
+ * (hold(true): refused at the network over HTTP, unavailable over the
+ * live session) while its session stays open.
+ * @param {import('node:test').TestContext} t
+ */
+async function heldPushes(t) {
   const server = await new FakeServer().start();
   t.after(() => server.stop());
-  let blockPush = false;
+  let held = false;
   const a = await openClient({
     url: server.url,
     name: 'a',
     collections: ['todos'],
-    fetch: (input, init) => (blockPush && String(input).endsWith(PATHS.push) ? Promise.reject(new TypeError('push blocked by the test')) : fetch(input, init)),
+    fetch: (input, init) => (held && String(input).endsWith(PATHS.push) ? Promise.reject(new TypeError('push blocked by the test')) : fetch(input, init)),
   });
   t.after(() => a.close());
   a.on('error', () => {});
+  server.failPush = () => held;
+  return { server, a, hold: (/** @type {boolean} */ on) => void (held = on) };
+}
+
+test('live, a change refused collected outside a reconciliation ends the sub, reconciles the collection, subscribes again from where its pull ended, and lands re-stamped', async (t) => {
+  const { server, a, hold } = await heldPushes(t);
   const todos = a.collection('todos');
   await todos.put('k', { n: 1 });
   await a.whenSynced();
@@ -312,15 +324,14 @@ test('live, a change refused collected outside a reconciliation ends the sub, re
   const ev = listen(a);
   // An edit that cannot be pushed yet, while the session stays live;
   // then a write horizon past it (no reset: the lease is live).
-  blockPush = true;
-  server.failPush = () => blockPush;
+  hold(true);
   await todos.update('k', { n: 2 });
   await sleep(50);
   server.writeHorizon.set('todos', await horizonPast(a));
   const mark = server.pushed.length;
   const pulls = server.pulls.length;
   const subs = server.received.filter((m) => m.get(0) === 'sub').length;
-  blockPush = false;
+  hold(false);
   await a.sync(); // the push again, over the live session
   await until(() => onServer(server, 'todos', 'k', 'n') === 2, 'the edit to land', WAIT);
   assert.deepEqual(pushesOf(server, mark, 'k'), [REFUSED, APPLIED], 'refused collected, then re-stamped after the reconciliation and applied');
@@ -345,17 +356,7 @@ test('live, a change refused collected outside a reconciliation ends the sub, re
 });
 
 test('a live reset lease_expired reconciles too; subs carry the lease', async (t) => {
-  const server = await new FakeServer().start();
-  t.after(() => server.stop());
-  let blockPush = false;
-  const a = await openClient({
-    url: server.url,
-    name: 'a',
-    collections: ['todos'],
-    fetch: (input, init) => (blockPush && String(input).endsWith(PATHS.push) ? Promise.reject(new TypeError('push blocked by the test')) : fetch(input, init)),
-  });
-  t.after(() => a.close());
-  a.on('error', () => {});
+  const { server, a, hold } = await heldPushes(t);
   const todos = a.collection('todos');
   await todos.put('x', { n: 1 });
   await todos.put('y', { n: 1 });
@@ -366,8 +367,7 @@ test('a live reset lease_expired reconciles too; subs carry the lease', async (t
   assert.equal(sub0.has(6), false, 'nothing pending');
   const ev = listen(a);
   // Edits that cannot be pushed yet, while the session stays live.
-  blockPush = true;
-  server.failPush = () => blockPush;
+  hold(true);
   await todos.update('x', { n: 2 });
   await todos.update('y', { n: 2 });
   const floor = (await stampOf(a, 'todos', 'x', 'n'))?.wall;
@@ -382,7 +382,7 @@ test('a live reset lease_expired reconciles too; subs carry the lease', async (t
   server.writeHorizon.set('todos', await horizonPast(a));
   await sleep(50);
   const mark = server.pushed.length;
-  blockPush = false;
+  hold(false);
   server.leaseExpire('todos');
   await until(() => ev.reconciled.length > 0, 'the reconciliation', WAIT);
   assert.deepEqual(ev.serverReset, [{ collection: 'todos', reason: 'lease_expired', message: 'the test expired the lease' }]);
