@@ -23,17 +23,10 @@ import (
 func TestAttackCollectedOracle(t *testing.T) {
 	clock := newFakeClock()
 	ts := newTestServer(t, nil)
-	rs, err := engine.ParseRules([]byte(`{"notes": {"maxOffline": "1h", "scope": "owner == $sub"}}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	eng, err := engine.Open(engine.Config{Store: ts.store, Replica: "srv-1", PollInterval: -1, Rules: rs,
-		Now: clock.now, CollectGrace: -1, CollectEvery: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { eng.Close() })
-	ts.srv.eng, ts.eng = eng, eng
+	ts.withRules(t, `{"notes": {"maxOffline": "1h", "scope": "owner == $sub"}}`, func(c *engine.Config) {
+		c.Now, c.CollectGrace, c.CollectEvery = clock.now, -1, -1
+	})
+	eng := ts.eng
 	ctx := context.Background()
 
 	bob := ts.token(t, "bob", []string{"notes"}, []string{"notes"})

@@ -28,17 +28,9 @@ import (
 func TestLeaseOfNoReplicaID(t *testing.T) {
 	clock := newFakeClock()
 	ts := newTestServer(t, nil)
-	rs, err := engine.ParseRules([]byte(`{"t.*": {"maxOffline": "1h"}}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	eng, err := engine.Open(engine.Config{Store: ts.store, Replica: "srv-1", PollInterval: -1, Rules: rs,
-		Now: clock.now, CollectGrace: -1, CollectEvery: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { eng.Close() })
-	ts.srv.eng, ts.eng = eng, eng
+	ts.withRules(t, `{"t.*": {"maxOffline": "1h"}}`, func(c *engine.Config) {
+		c.Now, c.CollectGrace, c.CollectEvery = clock.now, -1, -1
+	})
 	alice := ts.token(t, "alice", []string{"t.*"}, []string{"t.*"})
 	mallory := ts.token(t, "mallory", []string{"t.*"}, []string{"t.*"})
 	ts.push(t, alice, ts.bind(t, alice, []crdt.Change{change(t, "t.notes", "r1", "title", "x")})...)

@@ -17,14 +17,18 @@ import (
 )
 
 // withRules swaps ts's engine for one on the same store with the rules of
-// a rules file.
-func (ts *testServer) withRules(t *testing.T, rules string) {
+// a rules file, its config edited by edit when given.
+func (ts *testServer) withRules(t *testing.T, rules string, edit ...func(*engine.Config)) {
 	t.Helper()
 	rs, err := engine.ParseRules([]byte(rules))
 	if err != nil {
 		t.Fatal(err)
 	}
-	eng, err := engine.Open(engine.Config{Store: ts.store, Replica: "srv-rules", PollInterval: -1, Rules: rs})
+	cfg := engine.Config{Store: ts.store, Replica: "srv-rules", PollInterval: -1, Rules: rs}
+	for _, e := range edit {
+		e(&cfg)
+	}
+	eng, err := engine.Open(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
