@@ -176,17 +176,21 @@ func (e *Engine) checkClockNow(ctx context.Context) {
 	}
 }
 
-// clockLoop checks the clock every period until ctx ends.
-func (e *Engine) clockLoop(ctx context.Context, period time.Duration) {
-	defer e.wg.Done()
-	t := time.NewTicker(period)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+// every runs fn every period until ctx ends: the engine's background
+// jobs (the clock check, tombstone collection), counted in e.wg.
+func (e *Engine) every(ctx context.Context, period time.Duration, fn func(context.Context)) {
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		t := time.NewTicker(period)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			fn(ctx)
 		}
-		e.checkClockNow(ctx)
-	}
+	}()
 }

@@ -247,8 +247,7 @@ func Open(cfg Config) (*Engine, error) {
 	// clock is off says so from its first request.
 	if every := e.ClockCheckEvery(); every > 0 {
 		e.checkClockNow(ctx)
-		e.wg.Add(1)
-		go e.clockLoop(ctx, every)
+		e.every(ctx, every, e.checkClockNow)
 	} else if _, ok := cfg.Store.(StoreClock); !ok {
 		e.log.Info("the store runs in this process, on its clock: the server's clock is not checked against it")
 	}
@@ -259,8 +258,7 @@ func Open(cfg Config) (*Engine, error) {
 	e.wg.Add(1)
 	go e.watchLoop(ctx)
 	if e.collectEvery > 0 && e.collecting() {
-		e.wg.Add(1)
-		go e.collectLoop(ctx)
+		e.every(ctx, e.collectEvery, e.collectOnce)
 	}
 	return e, nil
 }

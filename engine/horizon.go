@@ -1561,19 +1561,9 @@ func (e *Engine) shardHeads(ctx context.Context, collection string, k int) ([]ui
 	return out, nil
 }
 
-// collectLoop runs Collect every e.collectEvery until ctx is done.
-func (e *Engine) collectLoop(ctx context.Context) {
-	defer e.wg.Done()
-	t := time.NewTicker(e.collectEvery)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if _, err := e.Collect(ctx); err != nil && ctx.Err() == nil {
-			e.log.Error("tombstone collection failed", "err", err)
-		}
+// collectOnce runs Collect once, from the engine's background job.
+func (e *Engine) collectOnce(ctx context.Context) {
+	if _, err := e.Collect(ctx); err != nil && ctx.Err() == nil {
+		e.log.Error("tombstone collection failed", "err", err)
 	}
 }
