@@ -198,6 +198,9 @@ export function guarded(tx, place) {
   checked.catch(() => {});
   return /** @type {Promise<void>} */ (checked);
 }
+/** @type {typeof import('./upgrade.js').upgrade|null} the upgrade of the database, once loaded (Store.openDB) */
+let upgrade = null;
+
 /**
  * How many stored entries a Store remembers (Store.seen): a write to a
  * record among them is one round trip to IndexedDB instead of two. About
@@ -246,12 +249,10 @@ function sameEntry(a, b) {
  * older client, which cannot read them, out.
  */
 export const DB_VERSION = 5;
-export const CURSOR_KEY = 'cursor:';
 export const RECORDS = 'records';
 export const OUTBOX = 'outbox';
 export const META = 'meta';
 const COLLECTION_KEY = 'collection:';
-export const SEALED = 'sealed';
 export const REJECTED = 'rejected';
 export const SCHEMA_KEY = 'schema:';
 
@@ -587,25 +588,20 @@ export class Store {
     return this.opening;
   }
 
-  /** @returns {Promise<IDBDatabase>} */
+  /**
+   * Opens the connection. A database that needs upgrading (new, or of an
+   * older version) has its version change aborted the first time, while
+   * upgrade.js, which only that needs, loads; then it is opened again.
+   * @returns {Promise<IDBDatabase>}
+   */
   async openDB() {
     const r = this.idb.open(this.name, DB_VERSION);
+    let wait = false;
     r.onupgradeneeded = (ev) => {
-      const db = r.result;
-      if (!db.objectStoreNames.contains(RECORDS)) db.createObjectStore(RECORDS, { keyPath: ['c', 'id'] });
-      const outbox = db.objectStoreNames.contains(OUTBOX)
-        ? /** @type {IDBTransaction} */ (r.transaction).objectStore(OUTBOX)
-        : db.createObjectStore(OUTBOX, { keyPath: 'seq', autoIncrement: true });
-      if (!outbox.indexNames.contains('record')) outbox.createIndex('record', ['c', 'id']);
-      if (!outbox.indexNames.contains('replica')) outbox.createIndex('replica', 'r');
-      if (!db.objectStoreNames.contains(SEALED)) db.createObjectStore(SEALED, { keyPath: ['c', 'id'] });
-      if (!db.objectStoreNames.contains(REJECTED)) db.createObjectStore(REJECTED, { keyPath: 'id', autoIncrement: true });
-      if (!db.objectStoreNames.contains(META)) db.createObjectStore(META);
-      else if (ev.oldVersion < 4) {
-        // Protocol 1's cursors were numbers the server of protocol 2 cannot
-        // read, and version 3 kept no seals: pull everything once more.
-        const meta = /** @type {IDBTransaction} */ (r.transaction).objectStore(META);
-        meta.delete(this.keyRange.bound(CURSOR_KEY, CURSOR_KEY + '\uffff'));
+      if (upgrade) upgrade(r, ev, this.keyRange);
+      else {
+        wait = true;
+        /** @type {IDBTransaction} */ (r.transaction).abort();
       }
     };
     r.onblocked = () => this.onError(new ConvergoError('database', `opening ${this.name} is blocked by another tab holding an older version`));
@@ -613,7 +609,9 @@ export class Store {
     try {
       db = await req(r);
     } catch (e) {
-      throw fromIDBError(e, `open ${this.name}`);
+      if (!wait) throw fromIDBError(e, `open ${this.name}`);
+      ({ upgrade } = await import('./upgrade.js'));
+      return this.openDB();
     }
     const lost = () => {
       if (this.db === db) this.db = null;

@@ -12,10 +12,10 @@ import { emptyRecord, encodeChange, encodeRecord } from './record.js';
 import { decodeRecord } from './received.js';
 import { batchLength, encodePush, encodeRestore, parsePushAnswer, parseRestoreAnswer, pushBudget } from './protocol.js';
 import { splitter } from './sync.js';
-import { CURSOR_KEY, META, RECORDS, SEALED, baseOf, decodeStored, fromStored, req, sealOf } from './db.js';
+import { META, RECORDS, baseOf, decodeStored, fromStored, req, sealOf } from './db.js';
 import { acknowledged, schemaVersion, storedCursor } from './syncstore.js';
 import { byStamp, hasStamps, merge, ownPart } from './parts.js';
-import { GIVEBACK_KEY, HEAL_KEY, HEALCHECK_KEY } from './metakeys.js';
+import { CURSOR_KEY, GIVEBACK_KEY, HEALCHECK_KEY, HEAL_KEY, SEALED } from './metakeys.js';
 
 /** @typedef {import('./record.js').Record} Rec */
 /** @typedef {import('./db.js').Store} Store */

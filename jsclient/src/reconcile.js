@@ -66,11 +66,11 @@ import { STATUSES } from './constants.js';
 import { compareStamps, isZeroStamp } from './hlc.js';
 import { emptyRecord, mergeInto } from './record.js';
 import { checked, giveBack } from './heal.js';
-import { META, OUTBOX, RECORDS, REJECTED, SEALED, baseOf, fromStored, req } from './db.js';
+import { META, OUTBOX, RECORDS, REJECTED, baseOf, fromStored, req } from './db.js';
 import { acknowledged, prepareRemote, putPage, settle } from './syncstore.js';
 import { cloneRecord } from './parts.js';
 import { boundRejected, decodeEntry, rejectedEntry } from './change.js';
-import { GIVEBACK_KEY, RECONCILE_KEY, RESTAMP_KEY } from './metakeys.js';
+import { GIVEBACK_KEY, RECONCILE_KEY, RESTAMP_KEY, SEALED } from './metakeys.js';
 
 /** @typedef {import('./db.js').Store} Store */
 /** @typedef {import('./db.js').OutboxEntry} OutboxEntry */

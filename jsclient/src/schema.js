@@ -21,11 +21,11 @@
 
 import { ConvergoError } from './errors.js';
 import { encodeChange, mergeInto, validateCollection } from './record.js';
-import { CURSOR_KEY, META, OUTBOX, RECORDS, REJECTED, SCHEMA_KEY, SEALED, baseOf, fromStored, req } from './db.js';
+import { META, OUTBOX, RECORDS, REJECTED, SCHEMA_KEY, baseOf, fromStored, req } from './db.js';
 import { defaults, parseDefinition, translate } from './migrate.js';
 import { cloneRecord } from './parts.js';
 import { boundRejected, decodeEntry, rejectedEntry } from './change.js';
-import { REPLACE_KEY } from './metakeys.js';
+import { CURSOR_KEY, REPLACE_KEY, SEALED } from './metakeys.js';
 
 /** @typedef {import('./db.js').Store} Store */
 /** @typedef {import('./db.js').OutboxEntry} OutboxEntry */

@@ -7,9 +7,9 @@
 import { encode } from './cbor.js';
 import { SCOPES } from './constants.js';
 import { ConvergoError } from './errors.js';
-import { CURSOR_KEY, META, OUTBOX, RECORDS, REJECTED, SEALED, req } from './db.js';
+import { META, OUTBOX, RECORDS, REJECTED, req } from './db.js';
 import { boundRejected, rejectedEntry } from './change.js';
-import { HEAL_KEY, HEALCHECK_KEY, REREAD_KEY, SCOPE_KEY } from './metakeys.js';
+import { CURSOR_KEY, HEALCHECK_KEY, HEAL_KEY, REREAD_KEY, SCOPE_KEY, SEALED } from './metakeys.js';
 
 /** @typedef {import('./db.js').Store} Store */
 /** @typedef {import('./db.js').OutboxEntry} OutboxEntry */

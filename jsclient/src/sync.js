@@ -105,12 +105,11 @@
 import { backoff } from './backoff.js';
 import { ConvergoError } from './errors.js';
 import { post, postAnswer } from './http.js';
-import { CURSOR_KEY } from './db.js';
 import { isPrefix, replicaPrefix, subjectOfToken } from './replica.js';
 import { CODES, DEFAULTS, PATHS, STATUSES, VERSION } from './constants.js';
 import { sentWith, encodeHello, encodeLivePush, encodePull, encodePush, encodeUnsub, parseHello, parsePullAnswer, parsePushAnswer, batchLength, pushBudget, resetAction, retryOf } from './protocol.js';
 import { applyFirst, applyRemote, cursorOf, dropMeta, firstPullReconciles, healChecks, isEmpty, owedHeals, owesReconcile, owesReplace, peekOutbox, pendingFloor, prepareRemote, pruneNotes, replacementDone, resetCollection, schemaVersion, scopeOf, settle } from './syncstore.js';
-import { RESTAMP_KEY } from './metakeys.js';
+import { CURSOR_KEY, RESTAMP_KEY } from './metakeys.js';
 
 /** @typedef {import('./protocol.js').Hello} Hello */
 /** @typedef {import('./db.js').Store} Store */

@@ -8,13 +8,13 @@
 // before it pulls (its cursor, scope, schema version, whether it is empty
 // and whether its first pull reconciles) is here too.
 
-import { CURSOR_KEY, META, OUTBOX, RECORDS, REJECTED, SCHEMA_KEY, SEALED, STALE, baseOf, fromStored, guarded, observeRecord, req, sealOf } from './db.js';
+import { META, OUTBOX, RECORDS, REJECTED, SCHEMA_KEY, STALE, baseOf, fromStored, guarded, observeRecord, req, sealOf } from './db.js';
 import { emptyRecord, encodeRecord, mergeInto } from './record.js';
 import { Writer, equalBytes } from './cbor.js';
 import { compareStamps, isZeroStamp } from './hlc.js';
 import { boundRejected, decodeEntry, rejectedEntry } from './change.js';
 import { cloneRecord, exists, hasStamps, ownPart, uncovered } from './parts.js';
-import { GIVEBACK_KEY, HEAL_KEY, HEALCHECK_KEY, RECONCILE_KEY, REPLACE_KEY, REREAD_KEY, SCOPE_KEY } from './metakeys.js';
+import { CURSOR_KEY, GIVEBACK_KEY, HEALCHECK_KEY, HEAL_KEY, RECONCILE_KEY, REPLACE_KEY, REREAD_KEY, SCOPE_KEY, SEALED } from './metakeys.js';
 
 /** @typedef {import('./db.js').Store} Store */
 /** @typedef {import('./db.js').StoredRecord} StoredRecord */

@@ -23,6 +23,7 @@ const ON_DEMAND = {
   'src/leader.js': 'the sync loop, loaded by the tab that leads (a follower never does)',
   'src/live.js': 'the WebSocket session, after the first round over HTTP',
   'src/peer.js': 'what a tab does with another tab\'s message, when a second tab first speaks',
+  'src/upgrade.js': 'the object stores of a new database, or of one an older version wrote',
 };
 
 /** Modules only on-demand ones import: in a chunk they share, not up front. */
