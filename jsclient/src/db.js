@@ -273,7 +273,7 @@ export function req(r) {
  * @param {IDBTransaction} tx
  * @returns {Promise<void>}
  */
-function done(tx) {
+export function done(tx) {
   return new Promise((resolve, reject) => {
     tx.oncomplete = () => resolve();
     tx.onabort = () => reject(tx.error ?? new DOMException('transaction aborted', 'AbortError'));
@@ -636,40 +636,13 @@ export class Store {
 
   /**
    * After a reopen: if the identity is gone the database was deleted or
-   * evicted. Write our identity and clock back (the in-memory clock is at
-   * least as far as anything we issued, so stamps stay unique) and let the
+   * evicted, and wiped.js (loaded only then) writes ours back and lets the
    * owner rebuild from the server.
    * @param {IDBDatabase} db
    */
   async checkIdentity(db) {
-    const tx = db.transaction([META], 'readwrite');
-    const meta = tx.objectStore(META);
-    const [device, saved] = await Promise.all([req(meta.get('device')), req(meta.get('clock'))]);
-    let reset = false;
-    if (device !== this.device) {
-      reset = true;
-      const last = this.clock?.last;
-      if (isDevice(device)) {
-        // Another tab rebuilt the database first: share its identity. Tabs
-        // that share an id stay unique because every write restores the
-        // clock from the database inside its transaction.
-        this.device = device;
-        this.replica = replicaId(/** @type {string} */ (this.prefix), device);
-        this.clock = new Clock({ replica: this.replica, maxDrift: this.clock?.maxDrift });
-        if (saved && typeof saved.wall === 'number') this.clock.restore(saved);
-      } else {
-        meta.put(this.device, 'device');
-        meta.put(this.prefix, 'prefix');
-      }
-      if (last) this.clock?.restore(last);
-      if (this.clock) meta.put(this.clock.last, 'clock');
-    }
-    await done(tx);
-    if (reset) {
-      this.seen.clear();
-      this.whole.clear();
-      this.onReset();
-    }
+    const device = await req(db.transaction([META]).objectStore(META).get('device'));
+    if (device !== this.device) await (await import('./wiped.js')).rebuild(this, db);
   }
 
   /** Checks that the database still holds our identity (detects a wipe). */

@@ -24,6 +24,7 @@ const ON_DEMAND = {
   'src/live.js': 'the WebSocket session, after the first round over HTTP',
   'src/peer.js': 'what a tab does with another tab\'s message, when a second tab first speaks',
   'src/upgrade.js': 'the object stores of a new database, or of one an older version wrote',
+  'src/wiped.js': 'writing the identity back into a database deleted or evicted under the tab',
 };
 
 /** Modules only on-demand ones import: in a chunk they share, not up front. */
