@@ -154,8 +154,8 @@ export function observeRecord(clock, r, now) {
 
 /** @type {WeakMap<IDBTransaction, {origin: 'local'|'remote', changes: Map<string, Map<string, StoredRecord|null>>}>} what Store.notify noted in each transaction */
 const changedIn = new WeakMap();
-/** @type {WeakMap<IDBTransaction, [string, string, StoredRecord|null][]>} entries a transaction wrote without a notification (Store.keep) */
-const keptIn = new WeakMap();
+/** @type {WeakMap<IDBTransaction, [string, string, StoredRecord|null][]>} entries a transaction wrote without a notification (syncstore.js keep), which Store.seen holds once it commits */
+export const keptIn = new WeakMap();
 /** The cause of the error a guessed write fails with when its guess was wrong (Store.writeGuessed). */
 export const STALE = Object.freeze({ name: 'Stale', message: 'the records a guessed write built on changed' });
 
@@ -492,20 +492,6 @@ export class Store {
       }
       this.seen = kept;
     }
-  }
-
-  /**
-   * Notes that tx writes entry e of c/id (null: deletes it) without
-   * telling onChange, so that seen holds it once tx commits.
-   * @param {IDBTransaction} tx
-   * @param {string} c
-   * @param {string} id
-   * @param {StoredRecord|null} e
-   */
-  keep(tx, c, id, e) {
-    let kept = keptIn.get(tx);
-    if (!kept) keptIn.set(tx, (kept = []));
-    kept.push([c, id, e]);
   }
 
   /**
@@ -1026,17 +1012,10 @@ export class Store {
   }
 
   /**
-   * Counts the outbox: pending, the entries the current replica id may
-   * push (its own and protocol 1's); held, those of another subject,
-   * waiting for it to sign in again.
-   * @returns {Promise<{pending: number, held: number}>}
-   */
-  outboxCounts() {
-    return this.tx([OUTBOX], 'readonly', 'count outbox', (tx) => this.countIn(tx));
-  }
-
-  /**
-   * outboxCounts in transaction tx (spanning the outbox).
+   * Counts the outbox in transaction tx (spanning the outbox): pending,
+   * the entries the current replica id may push (its own and protocol
+   * 1's); held, those of another subject, waiting for it to sign in again
+   * (syncstore.js outboxCounts in a transaction of its own).
    * @param {IDBTransaction} tx
    * @returns {Promise<{pending: number, held: number}>}
    */
@@ -1053,7 +1032,7 @@ export class Store {
   }
 
   /**
-   * outboxCounts, with the id of the newest rejected change (0: none),
+   * countIn, with the id of the newest rejected change (0: none),
    * read together: a change the server refused leaves the outbox in the
    * transaction that makes it the newest rejected change.
    * @returns {Promise<{counts: {pending: number, held: number}, newest: number}>}

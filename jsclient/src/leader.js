@@ -6,6 +6,7 @@
 import { ConvergoError } from './errors.js';
 import { sentWith } from './protocol.js';
 import { Syncer } from './sync.js';
+import { outboxCounts } from './syncstore.js';
 import { TabMessage, toWire } from './tabs.js';
 import { forgetToken, onRefused } from './peer.js';
 
@@ -85,7 +86,7 @@ async function onRevoked(db, e) {
   const { moved, dropped } = await (await import('./scope.js')).purge(db.store, e, db.syncer?.subject() ?? null);
   /** @type {Revocation} */
   const r = { message: e.message, requestId: e.requestId ?? null, moved, dropped };
-  db._setStatus({ revoked: true, online: false, ...(await db.store.outboxCounts()), rejected: await db.store.rejectedCount() });
+  db._setStatus({ revoked: true, online: false, ...(await outboxCounts(db.store)), rejected: await db.store.rejectedCount() });
   tell(db, { t: TabMessage.revoked, r }, r);
 }
 

@@ -67,7 +67,7 @@ import { compareStamps, isZeroStamp } from './hlc.js';
 import { emptyRecord, mergeInto } from './record.js';
 import { checked, giveBack } from './heal.js';
 import { META, OUTBOX, RECORDS, REJECTED, baseOf, fromStored, req } from './db.js';
-import { acknowledged, prepareRemote, putPage, settle } from './syncstore.js';
+import { acknowledged, outboxCounts, prepareRemote, putPage, settle } from './syncstore.js';
 import { cloneRecord } from './parts.js';
 import { boundRejected, decodeEntry, rejectedEntry } from './change.js';
 import { GIVEBACK_KEY, RECONCILE_KEY, RESTAMP_KEY, SEALED } from './metakeys.js';
@@ -144,7 +144,7 @@ async function reported(syncer, c, out, quiet, restamped = 0) {
     syncer.o.onRefused({ collection: c, id: m.id, code: 'collected', message: COLLECTED_MESSAGE, requestId: null, rejectedId: m.rejectedId, dropped });
     dropped = 0;
   }
-  syncer.o.onStatus(await syncer.store.outboxCounts());
+  syncer.o.onStatus(await outboxCounts(syncer.store));
 }
 
 /**

@@ -8,7 +8,7 @@
 // before it pulls (its cursor, scope, schema version, whether it is empty
 // and whether its first pull reconciles) is here too.
 
-import { META, OUTBOX, RECORDS, REJECTED, SCHEMA_KEY, STALE, baseOf, fromStored, guarded, observeRecord, req, sealOf } from './db.js';
+import { META, OUTBOX, RECORDS, REJECTED, SCHEMA_KEY, STALE, baseOf, fromStored, guarded, keptIn, observeRecord, req, sealOf } from './db.js';
 import { emptyRecord, encodeRecord, mergeInto } from './record.js';
 import { Writer, equalBytes } from './cbor.js';
 import { compareStamps, isZeroStamp } from './hlc.js';
@@ -143,6 +143,30 @@ function heldDeleted(s) {
 }
 
 /**
+ * Notes that tx writes entry e of c/id (null: deletes it) without
+ * telling the Store's onChange, so that its seen holds it once tx commits
+ * (Store.tx).
+ * @param {IDBTransaction} tx
+ * @param {string} c
+ * @param {string} id
+ * @param {StoredRecord|null} e
+ */
+function keep(tx, c, id, e) {
+  let kept = keptIn.get(tx);
+  if (!kept) keptIn.set(tx, (kept = []));
+  kept.push([c, id, e]);
+}
+
+/**
+ * Counts the outbox (Store.countIn) in a transaction of its own.
+ * @param {Store} st
+ * @returns {Promise<{pending: number, held: number}>}
+ */
+export function outboxCounts(st) {
+  return st.tx([OUTBOX], 'readonly', 'count outbox', (tx) => st.countIn(tx));
+}
+
+/**
  * Puts a page's merged entries (prepareRemote) in tx, telling live
  * queries of the records that changed.
  * @param {Store} st
@@ -155,7 +179,7 @@ export function putPage(st, tx, c, page) {
   for (const [id, e] of page.puts) {
     store.put(e);
     if (page.changed.has(id)) st.notify(tx, c, id, e, 'remote');
-    else st.keep(tx, c, id, e);
+    else keep(tx, c, id, e);
   }
 }
 
@@ -541,7 +565,7 @@ export function settle(st, settled, info = { when: Date.now(), subject: null }) 
         // the record is what the server has.
         const settled = st.stored(t.c, fromStored(stored, t.id), pending.length > 0 ? base : null, seal);
         records.put(settled);
-        st.keep(tx, t.c, t.id, settled);
+        keep(tx, t.c, t.id, settled);
         continue;
       }
       // Take the refused change back: the server state plus what is
