@@ -544,10 +544,7 @@ export class Database {
   async _scope(c, name, pred) {
     if (this.closed) throw new ConvergoError('closed', 'database is closed');
     validateCollection(c);
-    const changed = await (await import('./scope.js')).setScope(this.store, c, name, pred);
-    if (!this.collections.has(c)) this.collection(c); // syncs it under its scope
-    else if (changed && this.syncer) this.syncer.rescope(c);
-    else if (changed) this._post({ t: TabMessage.scope, c });
+    await (await import('./scope.js')).rescope(this, c, name, pred);
   }
 
   /** The current sync status (a copy). */

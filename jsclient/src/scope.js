@@ -10,8 +10,10 @@ import { ConvergoError } from './errors.js';
 import { META, OUTBOX, RECORDS, REJECTED, req } from './db.js';
 import { boundRejected, rejectedEntry } from './change.js';
 import { CURSOR_KEY, HEALCHECK_KEY, HEAL_KEY, REREAD_KEY, SCOPE_KEY, SEALED } from './metakeys.js';
+import { TabMessage } from './tabs.js';
 
 /** @typedef {import('./db.js').Store} Store */
+/** @typedef {import('./database.js').Database} Database */
 /** @typedef {import('./db.js').OutboxEntry} OutboxEntry */
 
 /** How many arguments each form takes after its name (-1: any number of predicates). */
@@ -193,6 +195,24 @@ export function setScope(store, c, name, pred) {
     else next[name] = bytes;
     return next;
   });
+}
+
+/**
+ * Database.setScope and removeScope (pred undefined): sets the scope
+ * called name of collection c, then syncs the collection under its
+ * scopes: one not synced yet is opened; one whose scopes changed is read
+ * again from its cursor, by the loop of this tab when it leads, else by
+ * the leader's (TabMessage.scope).
+ * @param {Database} db
+ * @param {string} c
+ * @param {string} name
+ * @param {unknown} pred
+ */
+export async function rescope(db, c, name, pred) {
+  const changed = await setScope(db.store, c, name, pred);
+  if (!db.collections.has(c)) db.collection(c);
+  else if (changed && db.syncer) db.syncer.rescope(c);
+  else if (changed) db._post({ t: TabMessage.scope, c });
 }
 
 /**
