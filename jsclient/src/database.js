@@ -304,8 +304,7 @@ export class Database {
   async _lead() {
     this.leading = true;
     this._setStatus({ leader: true });
-    // The sync loop loads while the collections are read (_startSyncer
-    // reports a failure).
+    // The sync loop starts loading (_startSyncer reports a failure).
     if (!this._status.paused) this._loadSyncOnce().catch(() => {});
     const g = /** @type {any} */ (globalThis);
     if (typeof g.addEventListener === 'function' && typeof g.removeEventListener === 'function') {
@@ -320,13 +319,6 @@ export class Database {
         g.removeEventListener('online', on);
         g.removeEventListener('offline', off);
       });
-    }
-    // Collections that other tabs opened, now or before a reload: a
-    // follower's subscriptions depend on the leader pulling them.
-    try {
-      for (const c of await this.store.collections()) this.collections.add(c);
-    } catch (e) {
-      if (!this.closed) this._emit('error', e);
     }
     if (!this._status.paused) await this._startSyncer();
     // This tab's sync() calls made before it knew it would lead went to a
@@ -393,8 +385,9 @@ export class Database {
     // What happened while it loaded: another call started the loop, the
     // database closed or paused, or another tab leads.
     if (this.syncer || this.closed || this._status.paused || !this.leading) return;
-    const syncer = syncerFor(this);
-    if (!syncer) return;
+    const syncer = await syncerFor(this);
+    // And while syncerFor read the collections.
+    if (!syncer || this.syncer || this.closed || this._status.paused || !this.leading) return;
     this.syncer = syncer;
     syncer.start();
   }

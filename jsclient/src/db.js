@@ -86,7 +86,7 @@
 
 import { ConvergoError, fromIDBError } from './errors.js';
 import { Clock } from './hlc.js';
-import { decodeValue, emptyRecord, encodeChange, encodeRecord, maxStamp, mergeInto, readRecord, storedValue, validateCollection, visibleValues } from './record.js';
+import { decodeValue, emptyRecord, encodeChange, encodeRecord, maxStamp, mergeInto, readRecord, storedValue, visibleValues } from './record.js';
 import { Reader, equalBytes, setOwn } from './cbor.js';
 import { compareStamps, compareTime } from './hlc.js';
 import { isDevice, isPrefix, newDevice, replicaId, replicaPrefix } from './replica.js';
@@ -252,7 +252,7 @@ export const DB_VERSION = 5;
 export const RECORDS = 'records';
 export const OUTBOX = 'outbox';
 export const META = 'meta';
-const COLLECTION_KEY = 'collection:';
+export const COLLECTION_KEY = 'collection:';
 export const REJECTED = 'rejected';
 export const SCHEMA_KEY = 'schema:';
 
@@ -947,33 +947,6 @@ export class Store {
     return this.tx([META], 'readwrite', 'remember collections', (tx) => {
       const meta = tx.objectStore(META);
       for (const c of list) meta.put(true, COLLECTION_KEY + c);
-    });
-  }
-
-  /**
-   * The collections any tab of this database opened. Names that are not
-   * valid collection names (a corrupt or foreign entry) are left out.
-   * @returns {Promise<string[]>}
-   */
-  collections() {
-    // Every key with the prefix: strings sort by code unit, and no
-    // collection name holds a character above U+007F.
-    const range = this.keyRange.bound(COLLECTION_KEY, COLLECTION_KEY + '\uffff');
-    return this.tx([META], 'readonly', 'read collections', async (tx) => {
-      const keys = await req(tx.objectStore(META).getAllKeys(range));
-      /** @type {string[]} */
-      const out = [];
-      for (const k of keys) {
-        if (typeof k !== 'string') continue;
-        const c = k.slice(COLLECTION_KEY.length);
-        try {
-          validateCollection(c);
-        } catch {
-          continue;
-        }
-        out.push(c);
-      }
-      return out;
     });
   }
 

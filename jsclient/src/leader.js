@@ -6,7 +6,7 @@
 import { ConvergoError } from './errors.js';
 import { sentWith } from './protocol.js';
 import { Syncer } from './sync.js';
-import { outboxCounts } from './syncstore.js';
+import { openedCollections, outboxCounts } from './syncstore.js';
 import { TabMessage, toWire } from './tabs.js';
 import { forgetToken, onRefused } from './peer.js';
 
@@ -15,12 +15,19 @@ import { forgetToken, onRefused } from './peer.js';
 /** @typedef {import('./database.js').Unreadable} Unreadable */
 
 /**
- * A sync loop for db, not started; null (told as an 'error') when there
- * is no fetch.
+ * A sync loop for db, not started, once the collections other tabs opened
+ * are db's too; null (told as an 'error') when there is no fetch.
  * @param {Database} db
- * @returns {Syncer|null}
+ * @returns {Promise<Syncer|null>}
  */
-export function syncerFor(db) {
+export async function syncerFor(db) {
+  // Collections that other tabs opened, now or before a reload: a
+  // follower's subscriptions depend on the leader pulling them.
+  try {
+    for (const c of await openedCollections(db.store)) db.collections.add(c);
+  } catch (e) {
+    if (!db.closed) db._emit('error', e);
+  }
   const o = db.o;
   const f = o.fetch ?? globalThis.fetch?.bind(globalThis);
   if (!f) {

@@ -8,8 +8,8 @@
 // before it pulls (its cursor, scope, schema version, whether it is empty
 // and whether its first pull reconciles) is here too.
 
-import { META, OUTBOX, RECORDS, REJECTED, SCHEMA_KEY, STALE, baseOf, fromStored, guarded, keptIn, observeRecord, req, sealOf } from './db.js';
-import { emptyRecord, encodeRecord, mergeInto } from './record.js';
+import { COLLECTION_KEY, META, OUTBOX, RECORDS, REJECTED, SCHEMA_KEY, STALE, baseOf, fromStored, guarded, keptIn, observeRecord, req, sealOf } from './db.js';
+import { emptyRecord, encodeRecord, mergeInto, validateCollection } from './record.js';
 import { Writer, equalBytes } from './cbor.js';
 import { compareStamps, isZeroStamp } from './hlc.js';
 import { boundRejected, decodeEntry, rejectedEntry } from './change.js';
@@ -155,6 +155,35 @@ function keep(tx, c, id, e) {
   let kept = keptIn.get(tx);
   if (!kept) keptIn.set(tx, (kept = []));
   kept.push([c, id, e]);
+}
+
+/**
+ * The collections any tab of the database opened (Store.addCollections),
+ * which the tab that leads syncs. Names that are not valid collection
+ * names (a corrupt or foreign entry) are left out.
+ * @param {Store} st
+ * @returns {Promise<string[]>}
+ */
+export function openedCollections(st) {
+  // Every key with the prefix: strings sort by code unit, and no
+  // collection name holds a character above U+007F.
+  const range = st.keyRange.bound(COLLECTION_KEY, COLLECTION_KEY + '\uffff');
+  return st.tx([META], 'readonly', 'read collections', async (tx) => {
+    const keys = await req(tx.objectStore(META).getAllKeys(range));
+    /** @type {string[]} */
+    const out = [];
+    for (const k of keys) {
+      if (typeof k !== 'string') continue;
+      const c = k.slice(COLLECTION_KEY.length);
+      try {
+        validateCollection(c);
+      } catch {
+        continue;
+      }
+      out.push(c);
+    }
+    return out;
+  });
 }
 
 /**
