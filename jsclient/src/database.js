@@ -126,9 +126,6 @@ const FIRST_TOKEN_MS = 3_000;
 
 const EVENTS = new Set(['status', 'error', 'auth', 'refused', 'superseded', 'change', 'reset', 'serverReset', 'reconciled', 'revoked', 'schemaAhead', 'unreadable']);
 
-/** How long the leader lets lastSyncedAt settle before storing it (ms). */
-const STORE_SYNCED_MS = 500;
-
 export class Database {
   /** @param {OpenOptions} o */
   constructor(o) {
@@ -159,7 +156,7 @@ export class Database {
     this._status = { online: false, syncing: false, pending: 0, held: 0, rejected: 0, lastSyncedAt: null, lastError: null, leader: false, paused: false, revoked: false, schemaAhead: false, unreadable: [] };
     /** @type {number} lastSyncedAt as stored before this open: a sync since is newer */
     this._storedSyncedAt = -Infinity;
-    /** @type {any} the timer that stores lastSyncedAt */
+    /** @type {any} the timer that stores lastSyncedAt (leader.js storeSynced) */
     this._syncedTimer = null;
     /** Changes refused since whenSynced last resolved. */
     this._refusedSince = 0;
@@ -611,19 +608,8 @@ export class Database {
       }
     }
     if (!changed) return;
-    if (!fromPeer && this._status.leader && s.lastSyncedAt) this._storeSynced();
     this._emit('status', this.status);
     if (!fromPeer && this._status.leader) this._announce();
-  }
-
-  /** The leader keeps lastSyncedAt for after a reload (at most every STORE_SYNCED_MS). */
-  _storeSynced() {
-    if (this._syncedTimer !== null) return;
-    this._syncedTimer = setTimeout(() => {
-      this._syncedTimer = null;
-      if (this.closed || this._status.lastSyncedAt === null) return;
-      this.store.setMeta('lastSyncedAt', this._status.lastSyncedAt).catch(() => {});
-    }, STORE_SYNCED_MS);
   }
 
   /** Reads how many rejected changes are kept into the status. */

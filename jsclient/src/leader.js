@@ -53,7 +53,10 @@ export async function syncerFor(db) {
     onServerReset: (r) => tell(db, { t: TabMessage.serverReset, r }, r),
     onReconciled: (r) => tell(db, { t: TabMessage.reconciled, r }, r),
     onSuperseded: (r) => tell(db, { t: TabMessage.superseded, r }, r),
-    onStatus: (s) => db._setStatus(s),
+    onStatus: (s) => {
+      db._setStatus(s);
+      if (s.lastSyncedAt) storeSynced(db);
+    },
     // 'error' stays in this tab: it tells of failures for the tab's own
     // log (the leader's sync loop, a tab's IndexedDB, a listener that
     // threw), and an error every tab told would be logged once per tab.
@@ -80,6 +83,23 @@ export async function syncerFor(db) {
     pollInterval: o.pollInterval,
     backoff: o.backoff,
   });
+}
+
+/** How long the leader lets lastSyncedAt settle before storing it (ms). */
+const STORE_SYNCED_MS = 500;
+
+/**
+ * The leader keeps lastSyncedAt for after a reload (at most every
+ * STORE_SYNCED_MS; Database.close stores one still waiting).
+ * @param {Database} db
+ */
+function storeSynced(db) {
+  if (db._syncedTimer !== null) return;
+  db._syncedTimer = setTimeout(() => {
+    db._syncedTimer = null;
+    if (db.closed || db._status.lastSyncedAt === null) return;
+    db.store.setMeta('lastSyncedAt', db._status.lastSyncedAt).catch(() => {});
+  }, STORE_SYNCED_MS);
 }
 
 /**

@@ -524,6 +524,25 @@ test('whenSynced waits for the first sync and an empty outbox', async (t) => {
   await assert.rejects(waiting, (e) => /** @type {any} */ (e).code === 'closed');
 });
 
+test('the leader stores when it last synced, for after a reload; whenSynced waits for a sync newer than it', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const idb = freshIDB();
+  const a = await openClient({ url: server.url, name: 'kept', indexedDB: idb, collections: ['todos'] });
+  await a.collection('todos').put('t', { n: 1 });
+  await a.whenSynced();
+  const synced = /** @type {number} */ (a.status.lastSyncedAt);
+  await until(async () => (await a.store.getMeta('lastSyncedAt')) === a.status.lastSyncedAt, 'lastSyncedAt stored');
+  await a.close();
+  const again = await openClient({ url: 'http://127.0.0.1:9', name: 'kept', indexedDB: idb, sync: false });
+  t.after(() => again.close());
+  assert.ok(/** @type {number} */ (again.status.lastSyncedAt) >= synced, 'the stored lastSyncedAt, read at open');
+  let done = false;
+  again.whenSynced().then(() => (done = true), () => {});
+  await new Promise((r) => setTimeout(r, 50));
+  assert.equal(done, false, 'a sync before the reload does not count');
+});
+
 test("a newer server's unknown keys and message types are ignored", async (t) => {
   const server = await new FakeServer().start();
   server.newer = true; // key 99 and a text key in every answer and message, a 'bulletin' after welcome
