@@ -8,10 +8,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { readFileSync } from 'node:fs';
 import { build } from 'esbuild';
 import { measure } from '../scripts/size.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+/** How far above its documented size the main entry may grow before this test fails (a fraction of it). */
+const SIZE_MARGIN = 0.01;
 
 /** Loaded on demand, each with why a common session does without it. */
 const ON_DEMAND = {
@@ -54,6 +58,20 @@ test('bundle: the modules loaded on demand stay out of the main entry', async ()
     const inMain = modules.find((x) => x.module === m);
     assert.ok(!inMain || inMain.min === 0, `${m} (${why}) puts ${inMain?.min} bytes in the main entry`);
   }
+});
+
+test('bundle: the main entry stays within the size docs/benchmarks.md states', async () => {
+  // The figure of the targets table's bundle row. esbuild is pinned, so
+  // the bytes only move with the code (or with Node's zlib, by a few
+  // bytes: the margin); a change that grows the entry states its new
+  // size there.
+  const doc = readFileSync(path.join(root, '..', 'docs', 'benchmarks.md'), 'utf8');
+  const row = /^\| bundle, `convergo` entry ≤ [\d,]+ B min\+gzip \| ([\d,]+) B /m.exec(doc);
+  assert.ok(row, 'docs/benchmarks.md has no bundle row in its targets table');
+  const documented = Number(row[1].replaceAll(',', ''));
+  const { entries } = await measure();
+  const gzip = /** @type {{gzip: number}} */ (entries.find((e) => e.entry === 'convergo')).gzip;
+  assert.ok(gzip <= documented * (1 + SIZE_MARGIN), `convergo is ${gzip} B min+gzip, more than ${SIZE_MARGIN * 100}% over the ${documented} B docs/benchmarks.md states (npm run size; state the new size there if the growth is wanted)`);
 });
 
 /**
