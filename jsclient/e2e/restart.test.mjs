@@ -122,4 +122,53 @@ describe('server restart', () => {
     ]);
     assert.deepEqual(page.errors.filter((e) => !/ERR_CONNECTION_REFUSED|Failed to load resource/.test(e)), []);
   });
+
+  it('a page reloaded while the server is down, whose cache lacks the sync loop, syncs once the server is back', async (t) => {
+    // A page's cache may lack the sync loop (leader.js): evicted, or
+    // fetched while the service worker took control and after the page
+    // cached what it had loaded (as the demo's first load could until it
+    // cached what loads later too). Reloaded offline, its import fails.
+    // Nothing tells the page the server is back (the browser stays
+    // online, the page visible): the load is tried again after the
+    // loop's backoff.
+    const ctx = await browser.newContext();
+    t.after(() => ctx.close());
+    const page = await openDemo(ctx, server.url, 'Erin');
+    await page.waitForFunction(() => document.body.dataset.offlineReady === 'true', null, { timeout: 10_000 });
+    const erin = pane(page, 'erin');
+    const before = await addTodo(erin, 'Erin, before the outage');
+    await waitSynced(erin);
+
+    await server.stop({ hard: true });
+    const dropped = await page.evaluate(async () => {
+      let n = 0;
+      for (const name of await caches.keys()) {
+        const cache = await caches.open(name);
+        for (const req of await cache.keys()) if (new URL(req.url).pathname.endsWith('/leader.js') && await cache.delete(req)) n++;
+      }
+      return n;
+    });
+    assert.ok(dropped > 0, 'the cache held leader.js');
+    await page.reload();
+    await waitReady(page);
+    await todo(erin, before).waitFor({ timeout: 10_000 });
+    const error = erin.getByTestId('status-error');
+    let said = null;
+    await waitFor(async () => {
+      said = (await error.isVisible()) ? await error.textContent() : null;
+      return /leader\.js/.test(said ?? '');
+    }, { message: 'the demo to say the sync loop did not load' }).catch((e) => {
+      throw new Error(`${e.message}; it says ${JSON.stringify(said)}`);
+    });
+    const during = await addTodo(erin, 'Erin, while the sync loop could not load');
+    await sleep(1000); // a few tries fail against the dead port
+
+    await server.start();
+    await waitSynced(erin, { timeout: 60_000 });
+    const held = await serverTodos(server);
+    assert.deepEqual([held.get(before), held.get(during)], [
+      { title: 'Erin, before the outage', done: false },
+      { title: 'Erin, while the sync loop could not load', done: false },
+    ]);
+  });
 });

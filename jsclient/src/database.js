@@ -9,6 +9,7 @@ import { validateCollection } from './record.js';
 import { Collection } from './collection.js';
 import { replicaPrefix, subjectOfToken } from './replica.js';
 import { docOfStored } from './values.js';
+import { backoff } from './backoff.js';
 import { TabChannel, TabMessage, fromWire, requestLeadership, toWire } from './tabs.js';
 
 /** @typedef {import('./db.js').StoredRecord} StoredRecord */
@@ -183,6 +184,10 @@ export class Database {
     this.syncModule = null;
     /** @type {ConvergoError|null} why sync.js did not load, until it does */
     this.syncLoadError = null;
+    /** The failed loads of sync.js in a row: the backoff of the next try (_startSyncer). */
+    this.loadAttempt = 0;
+    /** @type {any} the timer of that try, while one is set */
+    this.loadTimer = null;
     /** @type {Map<string, Collection>} */
     this.colls = new Map();
     this.store = new Store({
@@ -337,7 +342,8 @@ export class Database {
    * Loads the sync loop (leader.js, and sync.js with it) once: only the
    * tab that leads runs it, so the others never load it. A load that
    * fails is forgotten once reported (_startSyncer), and the next try
-   * (sync(), resume()) loads it again.
+   * (after the loop's backoff, or sooner: sync(), resume(), the browser
+   * online, the page visible) loads it again.
    * @returns {Promise<typeof import('./leader.js')>}
    */
   _loadSyncOnce() {
@@ -346,9 +352,9 @@ export class Database {
   }
 
   /**
-   * The sync loop did not load (syncLoadError) and a sign says the server
-   * may be reachable again (the browser is online, the page visible): try
-   * again, as the loop itself would.
+   * The sync loop did not load (syncLoadError) and its backoff ended or a
+   * sign says the server may be reachable again (the browser is online,
+   * the page visible): try again, as the loop itself would.
    */
   _retryLoad() {
     if (this.syncLoadError && this.leading && !this._status.paused && this.o.sync !== false) this._startSyncer().catch((e) => this._emit('error', e));
@@ -376,8 +382,18 @@ export class Database {
       this.syncLoadError = err;
       this._setStatus({ lastError: err });
       this._emit('error', err);
+      // Tried again after the loop's backoff, as a failed round is: a page
+      // reloaded while the server was down may hear no other sign.
+      clearTimeout(this.loadTimer);
+      this.loadTimer = setTimeout(() => {
+        this.loadTimer = null;
+        this._retryLoad();
+      }, backoff(this.loadAttempt++, this.o.backoff));
       return;
     }
+    clearTimeout(this.loadTimer);
+    this.loadTimer = null;
+    this.loadAttempt = 0;
     this.syncLoadError = null;
     // What happened while it loaded: another call started the loop, the
     // database closed or paused, or another tab leads.
@@ -939,6 +955,7 @@ export class Database {
     await this.syncer?.stop();
     clearTimeout(this._syncedTimer);
     clearTimeout(this._doubt);
+    clearTimeout(this.loadTimer);
     if (this._syncedTimer !== null && this._status.lastSyncedAt !== null) {
       await this.store.setMeta('lastSyncedAt', this._status.lastSyncedAt).catch(() => {});
     }

@@ -2,12 +2,18 @@
 // transport/proto (docs/protocol.md); DO NOT EDIT. test/constants.test.js
 // holds it to crdt/testdata/protocol.json.
 
-/** Of DEFAULTS (constants.js holds it whole), what the codec, the clock, the replica ids and the local store read. */
+/** Of DEFAULTS (constants.js holds it whole), what the client reads up front: the codec, the clock, the replica ids, the local store, the retry of a failed load of the sync loop. */
 export const LOCAL_DEFAULTS = /* @__PURE__ */ Object.freeze({
   "maxDriftMs": 300000,
   "maxMessageBytes": 4194304,
   "maxRejected": 1000,
   "maxRejectedBytes": 4194304
+});
+
+/** Of TIMINGS (constants.js holds it whole), what the client reads up front: the codec, the clock, the replica ids, the local store, the retry of a failed load of the sync loop. */
+export const BACKOFF = /* @__PURE__ */ Object.freeze({
+  "backoffInitialMs": 200,
+  "backoffMaxMs": 30000
 });
 
 /** Limits of the data model, the same everywhere. */
@@ -28,7 +34,7 @@ export const MODEL = /* @__PURE__ */ Object.freeze({
   "maxWall": 9007199254740991
 });
 
-/** Of REPLICA (constants.js holds it whole), what the codec, the clock, the replica ids and the local store read. */
+/** Of REPLICA (constants.js holds it whole), what the client reads up front: the codec, the clock, the replica ids, the local store, the retry of a failed load of the sync loop. */
 export const REPLICA_RULE = /* @__PURE__ */ Object.freeze({
   "prefixLen": 16,
   "separator": "_",

@@ -37,7 +37,6 @@ const NOT_UP_FRONT = {
   'src/sync.js': "the sync loop, leader.js's",
   'src/protocol.js': "the wire format, the sync loop's",
   'src/http.js': "one HTTP request, the sync loop's",
-  'src/backoff.js': "the reconnect delays, the sync loop's",
   'src/syncstore.js': "the Store's part the sync loop uses",
   'src/normalize.js': 'values in another encoding than the deterministic one, which only the wire brings',
   'src/received.js': 'records and changes decoded as received, with normalize.js',

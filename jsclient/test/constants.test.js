@@ -37,11 +37,11 @@ test('every export of constants.js equals its part of protocol.json', () => {
   }
 });
 
-test("model.js holds the model and the keys of the defaults and the replica rule the main entry reads, as protocol.json has them", () => {
-  assert.deepEqual(Object.keys(model).sort(), ['LOCAL_DEFAULTS', 'MODEL', 'REPLICA_RULE']);
+test("model.js holds the model and the keys of the defaults, the replica rule and the timings the main entry reads, as protocol.json has them", () => {
+  assert.deepEqual(Object.keys(model).sort(), ['BACKOFF', 'LOCAL_DEFAULTS', 'MODEL', 'REPLICA_RULE']);
   assert.equal(constants.MODEL, model.MODEL, 'constants.js re-exports MODEL');
   assert.deepEqual(model.MODEL, json.model);
-  for (const [name, part] of /** @type {const} */ ([['LOCAL_DEFAULTS', 'defaults'], ['REPLICA_RULE', 'replica']])) {
+  for (const [name, part] of /** @type {const} */ ([['LOCAL_DEFAULTS', 'defaults'], ['REPLICA_RULE', 'replica'], ['BACKOFF', 'timings']])) {
     const got = /** @type {Record<string, unknown>} */ (model[name]);
     assert.ok(Object.isFrozen(got), `${name} is frozen`);
     assert.ok(Object.keys(got).length > 0, `${name} holds keys`);

@@ -694,6 +694,34 @@ test('a failed load of the sync loop is reported, and sync() loads it again', as
   assert.ok(server.coll('todos').byId.has('a'), 'the server holds it');
 });
 
+test('a sync loop that failed to load is loaded again after a backoff, with no sign from the page', async (t) => {
+  // A page reloaded while the server was down (from a service worker's
+  // cache that lacks leader.js, say) gets no online or visibility event
+  // when the server comes back: the load is tried again as the loop
+  // retries, after the backoff, and the writes made meanwhile go out.
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const load = Database.prototype._loadSync;
+  let fails = 3;
+  Database.prototype._loadSync = function () {
+    return fails-- > 0 ? Promise.reject(new TypeError('Failed to fetch dynamically imported module')) : load.call(this);
+  };
+  t.after(() => {
+    Database.prototype._loadSync = load;
+  });
+  /** @type {any[]} */
+  const errors = [];
+  const db = await openClient({ url: server.url, name: 'syncloadbackoff', collections: ['todos'], backoff: { base: 20, max: 100, random: () => 1 } });
+  t.after(() => db.close());
+  db.on('error', (/** @type {any} */ e) => errors.push(e));
+  await until(() => db.status.lastError?.code === 'network', 'the failed load in the status');
+  await db.collection('todos').put('a', { n: 1 });
+  await until(() => db.syncer !== null && db.status.pending === 0 && server.coll('todos').byId.has('a') && db.status.lastError === null,
+    'the loop loaded again, the write pushed, and the status no longer says it did not load');
+  assert.equal(fails, -1, 'loaded at the fourth try');
+  assert.ok(errors.length >= 2 && errors.every((e) => e.code === 'network'), 'each failed load told, as each failed round is');
+});
+
 test('a sync loop that failed to load is loaded again when the page becomes visible', async (t) => {
   const server = await new FakeServer().start();
   t.after(() => server.stop());

@@ -22,7 +22,8 @@ var generated = map[string]func() ([]byte, error){
 
 // upFront are the parts of Constants the JS client's records and IndexedDB
 // store need up front (the codec's, the clock's and the record's limits,
-// the replica binding rule, the bounds of the rejected changes), as
+// the replica binding rule, the bounds of the rejected changes, the
+// backoff bounds of a failed load of the sync loop), as
 // model.js holds them: under name, with keys the keys of the part it holds
 // (nil: all of them, and constants.js re-exports it; else constants.js
 // holds the part whole too). An app's bundle loads model.js with the main
@@ -35,6 +36,7 @@ var upFront = []struct {
 	{"MODEL", "MODEL", nil},
 	{"DEFAULTS", "LOCAL_DEFAULTS", []string{"maxDriftMs", "maxMessageBytes", "maxRejected", "maxRejectedBytes"}},
 	{"REPLICA", "REPLICA_RULE", []string{"prefixLen", "separator", "domain"}},
+	{"TIMINGS", "BACKOFF", []string{"backoffInitialMs", "backoffMaxMs"}},
 }
 
 func exportJSON() ([]byte, error) {
@@ -112,7 +114,7 @@ func exportParts(model bool) ([]byte, error) {
 		name, doc := p.name, p.doc
 		if model && u.keys != nil {
 			name = u.name
-			doc = fmt.Sprintf("Of %s (constants.js holds it whole), what the codec, the clock, the replica ids and the local store read.", p.name)
+			doc = fmt.Sprintf("Of %s (constants.js holds it whole), what the client reads up front: the codec, the clock, the replica ids, the local store, the retry of a failed load of the sync loop.", p.name)
 			if raw, err = subset(raw, u.keys); err != nil {
 				return nil, fmt.Errorf("%s: %w", p.key, err)
 			}
