@@ -525,20 +525,42 @@ class Notes {
 
 /**
  * Registers the service worker that lets the page load without a server
- * (sw.js) and caches the files this page already loaded, which the worker
- * did not see. Best effort: without it the demo still works offline for as
- * long as the tab stays open.
+ * (sw.js) and caches the files this page loaded that the worker did not
+ * see: those loaded before it controlled the page, or while it took
+ * control (the library's modules loaded on demand, such as the sync loop,
+ * load then). Offline-ready once the worker controls the page and what the
+ * page loaded until then is cached; files loaded later are cached as they
+ * come. Best effort: without it the demo still works offline for as long
+ * as the tab stays open.
  */
 async function cacheShell() {
   if (!('serviceWorker' in navigator) || !globalThis.caches) return;
   try {
-    await navigator.serviceWorker.register(new URL('sw.js', import.meta.url), { type: 'classic' });
-    const own = performance.getEntriesByType('resource')
-      .map((e) => new URL(e.name))
-      .filter((u) => u.origin === location.origin && !u.pathname.startsWith(PATHS.prefix) && !u.pathname.startsWith(PATHS.legacyPrefix) && u.pathname !== DEMO_TOKEN)
-      .map((u) => u.href);
+    const sw = navigator.serviceWorker;
+    const controlled = sw.controller ? Promise.resolve() : new Promise((resolve) => sw.addEventListener('controllerchange', resolve, { once: true }));
+    await sw.register(new URL('sw.js', import.meta.url), { type: 'classic' });
     const cache = await caches.open(SHELL_CACHE);
-    await cache.addAll([...new Set([location.href, ...own])]);
+    /** @type {Set<string>} what this page cached: each file once, since the cache's own fetches are resources too */
+    const cached = new Set();
+    /** @param {PerformanceEntryList} entries @returns {string[]} the files of this app among them, loaded (status 0: failed) */
+    const loaded = (entries) => entries
+      .filter((e) => {
+        const status = /** @type {PerformanceResourceTiming} */ (e).responseStatus; // undefined: not told
+        return status === undefined || (status >= 200 && status < 400);
+      })
+      .map((e) => e.name);
+    /** @param {string[]} hrefs @returns {string[]} those not cached yet, of the app's own files (not the API) */
+    const uncached = (hrefs) => hrefs
+      .map((href) => new URL(href))
+      .filter((u) => u.origin === location.origin && !u.pathname.startsWith(PATHS.prefix) && !u.pathname.startsWith(PATHS.legacyPrefix) && u.pathname !== DEMO_TOKEN)
+      .map((u) => u.href)
+      .filter((href) => !cached.has(href) && Boolean(cached.add(href)));
+    new PerformanceObserver((list) => {
+      const later = uncached(loaded(list.getEntries()));
+      if (later.length > 0) cache.addAll(later).catch((err) => console.warn('not cached for offline reloads:', later, err));
+    }).observe({ type: 'resource' });
+    await cache.addAll(uncached([location.href, ...loaded(performance.getEntriesByType('resource'))]));
+    await controlled;
     document.body.dataset.offlineReady = 'true';
   } catch (err) {
     console.warn('offline reloads are not available:', err);
