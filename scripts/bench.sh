@@ -108,11 +108,22 @@ main() {
 	if want 2; then
 		run s2-apply-$embedded 150 "$BIN/convergo-bench" apply "${SERVER[@]}" -runs "$RUNS" -stores $embedded
 		if [[ -n ${CONVERGO_REDIS_ADDR:-} ]]; then
-			# Server (and redis-benchmark, in its place) on core 0, load
-			# generator on core 1 (when taskset exists).
-			local pin2=()
-			command -v taskset >/dev/null && pin2=(env BENCH_SERVER_CPUS=0 taskset -c 1)
+			# Like with like (when taskset exists): Redis alone on core 1 in
+			# the apply runs and the ceilings; the server and the load
+			# generator, and redis-benchmark in their place, on core 0.
+			# The run prints where each side ran.
+			local pin2=() rpid='' rcpus=''
+			if command -v taskset >/dev/null; then
+				pin2=(env BENCH_SERVER_CPUS=0 taskset -c 0)
+				case $CONVERGO_REDIS_ADDR in 127.0.0.1:* | localhost:*) # a Redis on this machine
+					rpid=$(redis-cli -u "redis://$CONVERGO_REDIS_ADDR" info server 2>/dev/null | tr -d '\r' | sed -n 's/^process_id://p') ;;
+				esac
+				if [[ -n $rpid ]] && rcpus=$(taskset -p -c "$rpid" 2>/dev/null | sed 's/.*: //'); then
+					taskset -p -c 1 "$rpid" >/dev/null || rcpus=""
+				fi
+			fi
 			run s2-apply-redis 300 "${pin2[@]}" "$BIN/convergo-bench" apply "${SERVER[@]}" -runs "$RUNS" -stores redis
+			if [[ -n $rcpus ]]; then taskset -p -c "$rcpus" "$rpid" >/dev/null; fi
 		else
 			log "apply on Redis skipped: CONVERGO_REDIS_ADDR is not set"
 		fi

@@ -51,7 +51,7 @@ func runApply(args []string) error {
 	ctx := context.Background()
 
 	for _, kind := range strings.Split(*kinds, ",") {
-		base, stopServer, serverCPU, err := applyServer(ctx, *bin, kind)
+		base, stopServer, serverCPU, serverPID, err := applyServer(ctx, *bin, kind)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "apply: %s skipped: %v\n", kind, err)
 			continue
@@ -75,22 +75,37 @@ func runApply(args []string) error {
 			nruns = min(nruns, 3) // a run there takes tens of seconds: keep make bench within its budget
 		}
 		redisAddr := os.Getenv("CONVERGO_REDIS_ADDR")
+		if serverPID != 0 {
+			fmt.Fprintf(os.Stderr, "apply: %s: %s\n", kind, placement(serverPID, kind, redisAddr))
+		}
+		// Bodies encoded ahead per client: 1.5 times the best run so far
+		// (150,000 changes/s before the first) for the run's length.
+		best := 100_000.0
 		for run := range nruns {
+			ahead := int(1.5 * best * l.dur.Seconds() / float64(l.conc))
 			var cpu0, rcpu0 time.Duration
-			if serverCPU != nil {
-				cpu0 = serverCPU()
-			}
-			if kind == "redis" {
-				rcpu0, _ = redisCPU(ctx, redisAddr)
-			}
-			start := time.Now()
-			rate, err := l.http(ctx)
+			rate, n, genCPU, made, err := l.http(ctx, ahead, func() {
+				if serverCPU != nil {
+					cpu0 = serverCPU()
+				}
+				if kind == "redis" {
+					rcpu0, _ = redisCPU(ctx, redisAddr)
+				}
+			})
 			if err != nil {
 				// Keep what was measured and still measure the ceiling.
 				fmt.Fprintf(os.Stderr, "apply: %s http run %d: %v\n", kind, run, err)
 				break
 			}
-			n := rate * time.Since(start).Seconds()
+			best = max(best, rate)
+			if made > 0 {
+				fmt.Fprintf(os.Stderr, "apply: %s run %d: %d push bodies encoded during the run\n", kind, run, made)
+			}
+			if n > 0 {
+				emit(sample{Scenario: title, Metric: "load generator CPU per field change", Unit: "µs", Better: "lower",
+					Impl: "convergo-bench, HTTP clients", Ours: false, Run: run, Value: float64(genCPU) / float64(time.Microsecond) / n,
+					Note: "bodies encoded before the run"})
+			}
 			emit(sample{Scenario: title, Metric: "field changes/s", Unit: "/s", Better: "higher",
 				Impl: "Convergo server, HTTP push", Ours: true, Run: run, Value: rate,
 				Note: fmt.Sprintf("%d clients, %d changes per push", l.conc, l.batch)})
@@ -155,31 +170,77 @@ func runApply(args []string) error {
 // server command when bin is set, else its engine and transport in this
 // process. It returns the base URL, a func that stops the server and
 // deletes the store, and for the server command a func that reads its CPU
-// time (nil in process, where the load generator shares the process).
-func applyServer(ctx context.Context, bin, kind string) (string, func(), func() time.Duration, error) {
+// time and its process id (nil and 0 in process, where the load generator
+// shares the process).
+func applyServer(ctx context.Context, bin, kind string) (string, func(), func() time.Duration, int, error) {
 	if bin != "" {
 		url, clean, err := storeURL(kind)
 		if err != nil {
-			return "", nil, nil, err
+			return "", nil, nil, 0, err
 		}
 		c, err := startReal(bin, url)
 		if err != nil {
 			clean()
-			return "", nil, nil, err
+			return "", nil, nil, 0, err
 		}
 		pid := c.cmd.Process.Pid
-		return c.url, func() { c.stop(); clean() }, func() time.Duration { return procCPU(pid) }, nil
+		return c.url, func() { c.stop(); clean() }, func() time.Duration { return procCPU(pid) }, pid, nil
 	}
 	st, cleanup, err := openStore(ctx, kind)
 	if err != nil {
-		return "", nil, nil, err
+		return "", nil, nil, 0, err
 	}
 	srv, err := startServer(st, "bench-srv")
 	if err != nil {
 		cleanup()
-		return "", nil, nil, err
+		return "", nil, nil, 0, err
 	}
-	return srv.url, func() { srv.Close(); cleanup() }, nil, nil
+	return srv.url, func() { srv.Close(); cleanup() }, nil, 0, nil
+}
+
+// placement says on which CPUs each side of the apply figures runs: the
+// server (pid), this process (the load generator), redis-benchmark (the
+// ceilings' client, pinned like the server: BENCH_SERVER_CPUS) and, on
+// Redis, the Redis server when it runs on this machine. Like with like
+// means Redis shares its CPUs with none of the others in both the apply
+// runs and the ceilings: the server and the load generator on one side,
+// redis-benchmark on the same CPUs, Redis alone on the rest.
+func placement(pid int, kind, redisAddr string) string {
+	client := os.Getenv("BENCH_SERVER_CPUS")
+	if client == "" {
+		client = "any"
+	}
+	out := fmt.Sprintf("CPUs of the server %s, the load generator %s, redis-benchmark %s", cpusOf(pid), cpusOf(os.Getpid()), client)
+	if host, _, _ := strings.Cut(redisAddr, ":"); kind == "redis" && (host == "127.0.0.1" || host == "localhost") {
+		rpid := 0
+		c := goredis.NewClient(&goredis.Options{Addr: redisAddr})
+		if info, err := c.Info(context.Background(), "server").Result(); err == nil {
+			if m := regexp.MustCompile(`process_id:(\d+)`).FindStringSubmatch(info); m != nil {
+				rpid, _ = strconv.Atoi(m[1])
+			}
+		}
+		c.Close()
+		out += ", Redis " + cpusOf(rpid)
+	}
+	return out
+}
+
+// cpusOf is the CPU list process pid may run on (Cpus_allowed_list), or
+// "unknown".
+func cpusOf(pid int) string {
+	if pid <= 0 {
+		return "unknown"
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return "unknown"
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Cpus_allowed_list:"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown"
 }
 
 // storeAloneFresh measures storeAlone on a fresh store of kind.
@@ -231,9 +292,10 @@ func (w *writer) changes(n int) []crdt.Change {
 	return out
 }
 
-// each runs f on conc goroutines until the run's time is up and returns
-// the total it counted per second.
-func (l load) each(ctx context.Context, f func(ctx context.Context, w *writer, deadline time.Time, count *atomic.Int64) error) (float64, error) {
+// each runs f on conc goroutines (i is the goroutine's number, 0 to
+// conc-1) until the run's time is up and returns the total it counted per
+// second.
+func (l load) each(ctx context.Context, f func(ctx context.Context, i int, deadline time.Time, count *atomic.Int64) error) (float64, error) {
 	var count atomic.Int64
 	var wg sync.WaitGroup
 	errs := make(chan error, l.conc)
@@ -243,7 +305,7 @@ func (l load) each(ctx context.Context, f func(ctx context.Context, w *writer, d
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := f(ctx, newWriter(i), deadline, &count); err != nil {
+			if err := f(ctx, i, deadline, &count); err != nil {
 				errs <- err
 			}
 		}()
@@ -256,12 +318,51 @@ func (l load) each(ctx context.Context, f func(ctx context.Context, w *writer, d
 	return float64(count.Load()) / time.Since(start).Seconds(), nil
 }
 
-func (l load) http(ctx context.Context) (float64, error) {
+// http pushes from conc clients for the run's length and returns the field
+// changes per second the server acknowledged. Each client's push bodies
+// are encoded before the run starts, ahead changes of them (its stamps
+// a little in the past, which LWW takes as any other), so that during the
+// run the load generator only sends bytes and reads answers, as
+// redis-benchmark does for the Redis ceilings: its own CPU per change
+// (genCPU, the process's CPU time during the run) is then small beside the
+// server's. A client that uses up its bodies encodes the rest as it goes;
+// made counts those bodies. started, when not nil, is called once the
+// bodies are ready, right before the run; n is the number of changes
+// acknowledged in the run.
+func (l load) http(ctx context.Context, ahead int, started func()) (rate, n float64, genCPU time.Duration, made int64, err error) {
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: l.conc, MaxConnsPerHost: l.conc}, Timeout: time.Minute}
 	defer client.CloseIdleConnections()
-	return l.each(ctx, func(ctx context.Context, w *writer, deadline time.Time, count *atomic.Int64) error {
+	writers := make([]*writer, l.conc)
+	bodies := make([][][]byte, l.conc)
+	for i := range writers {
+		w := newWriter(i)
+		writers[i] = w
+		for range (ahead + l.batch - 1) / l.batch {
+			b, err := pushBody(w.replica, w.changes(l.batch))
+			if err != nil {
+				return 0, 0, 0, 0, err
+			}
+			bodies[i] = append(bodies[i], b)
+		}
+	}
+	var onTheFly atomic.Int64
+	if started != nil {
+		started()
+	}
+	cpu0, start := selfCPU(), time.Now()
+	rate, err = l.each(ctx, func(ctx context.Context, i int, deadline time.Time, count *atomic.Int64) error {
+		w, mine := writers[i], bodies[i]
 		for time.Now().Before(deadline) {
-			n, err := httpPush(ctx, client, l.base, w.replica, w.changes(l.batch))
+			var body []byte
+			if len(mine) > 0 {
+				body, mine = mine[0], mine[1:]
+			} else {
+				onTheFly.Add(1)
+				if body, err = pushBody(w.replica, w.changes(l.batch)); err != nil {
+					return err
+				}
+			}
+			n, err := httpPushBody(ctx, client, l.base, body)
 			if err != nil {
 				return err
 			}
@@ -269,12 +370,14 @@ func (l load) http(ctx context.Context) (float64, error) {
 		}
 		return nil
 	})
+	return rate, rate * time.Since(start).Seconds(), selfCPU() - cpu0, onTheFly.Load(), err
 }
 
 // storeAlone applies the same batches straight to the store.
 func storeAlone(ctx context.Context, st stores.Store, conc, batch int, dur time.Duration) (float64, error) {
 	l := load{conc: conc, batch: batch, dur: dur}
-	return l.each(ctx, func(ctx context.Context, w *writer, deadline time.Time, count *atomic.Int64) error {
+	return l.each(ctx, func(ctx context.Context, i int, deadline time.Time, count *atomic.Int64) error {
+		w := newWriter(i)
 		for time.Now().Before(deadline) {
 			res, err := st.Apply(ctx, w.changes(batch))
 			if err != nil {
@@ -418,7 +521,8 @@ func dynamoCeiling(ctx context.Context, endpoint string, conc int, dur time.Dura
 	defer dropTable(endpoint, table)
 	blob := make([]byte, 80)
 	l := load{conc: conc, dur: dur}
-	return l.each(ctx, func(ctx context.Context, w *writer, deadline time.Time, count *atomic.Int64) error {
+	return l.each(ctx, func(ctx context.Context, i int, deadline time.Time, count *atomic.Int64) error {
+		w := newWriter(i)
 		for time.Now().Before(deadline) {
 			reqs := make([]types.WriteRequest, 25)
 			for i := range reqs {

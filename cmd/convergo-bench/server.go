@@ -227,10 +227,21 @@ func (s *benchServer) Close() {
 // httpPush pushes changes and returns how many the server acknowledged
 // (applied, duplicate or superseded).
 func httpPush(ctx context.Context, c *http.Client, base, replica string, changes []crdt.Change) (int, error) {
-	body, err := proto.Encode(proto.PushRequest{Replica: replica, Changes: changes})
+	body, err := pushBody(replica, changes)
 	if err != nil {
 		return 0, err
 	}
+	return httpPushBody(ctx, c, base, body)
+}
+
+// pushBody encodes a push request of replica's changes.
+func pushBody(replica string, changes []crdt.Change) ([]byte, error) {
+	return proto.Encode(proto.PushRequest{Replica: replica, Changes: changes})
+}
+
+// httpPushBody sends a push request encoded by pushBody and returns how many
+// of its changes the server acknowledged.
+func httpPushBody(ctx context.Context, c *http.Client, base string, body []byte) (int, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+proto.PathPush, bytes.NewReader(body))
 	if err != nil {
 		return 0, err
