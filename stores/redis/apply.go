@@ -87,14 +87,19 @@ func (s *Store) scriptCalls(calls []*scriptCall, req *applyRequest, coll string,
 	if s.commits.slotted {
 		slot = keySlot(coll)
 	}
+	blobs := make([][]byte, 0, min(len(idx), maxScriptChanges))
 	for len(idx) > 0 {
+		// Each change's blob is encoded once: its length is its size in
+		// the call.
 		n, size := 0, 0
+		blobs = blobs[:0]
 		for n < len(idx) && n < maxScriptChanges {
-			b := blobSize(changes[idx[n]].Record)
-			if n > 0 && size+b > maxScriptBytes {
+			b := encodeBlob(0, changes[idx[n]].Record)
+			if n > 0 && size+len(b) > maxScriptBytes {
 				break
 			}
-			size += b
+			blobs = append(blobs, b)
+			size += len(b)
 			n++
 		}
 		args := make([]any, 0, 6+2*n)
@@ -103,7 +108,7 @@ func (s *Store) scriptCalls(calls []*scriptCall, req *applyRequest, coll string,
 		for k, i := range idx[:n] {
 			r := changes[i].Record
 			recs[k] = r
-			args = append(args, r.ID, encodeBlob(0, r))
+			args = append(args, r.ID, blobs[k])
 		}
 		calls = append(calls, &scriptCall{req: req, coll: coll, slot: slot, idx: idx[:n], recs: recs, args: args, bytes: size})
 		idx = idx[n:]

@@ -120,6 +120,11 @@ func planCall(p *casPlan, sc *scriptCall, stored []any, base int64, maxBytes int
 		size  int    // the encoded size as read (0 unless readable)
 		seq   uint64 // the seq foreseen for its last change
 		dirty bool
+		// shared: state is a change of the call itself (a record that
+		// did not exist, and its first change, which has no delete:
+		// merging it into the empty record gives the change), not a
+		// copy: it is cloned before another change merges into it.
+		shared bool
 	}
 	recs := make([]rec, len(p.ids))
 	var buf []byte
@@ -144,6 +149,24 @@ func planCall(p *casPlan, sc *scriptCall, stored []any, base int64, maxBytes int
 	changed := 0
 	for j, change := range sc.recs {
 		r := &recs[p.at[j]]
+		if r.kind == casAbsent && !r.dirty && change.Deleted.IsZero() {
+			// The first change of a record that does not exist:
+			// Store.Apply took no field with the zero stamp
+			// (checkRecord), so the merge would copy every field.
+			if len(change.Fields) > 0 {
+				r.state, r.shared = change, true
+				verdicts[j] = 1
+				changed++
+				r.dirty = true
+				if base >= 0 {
+					r.seq = uint64(base + int64(changed))
+				}
+			}
+			continue // lost nothing
+		}
+		if r.shared {
+			r.state, r.shared = r.state.Clone(), false
+		}
 		if r.state.Merge(change) {
 			verdicts[j] = 1
 			changed++

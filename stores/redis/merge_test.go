@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	mathrand "math/rand/v2"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -261,9 +262,18 @@ func testMergeMatchesGo(t *testing.T, inScript bool) {
 					}
 				}), 1, 6).Draw(t, "batch")
 				want := m.apply(batch)
+				before := make([]crdt.Change, len(batch))
+				for i, c := range batch {
+					before[i] = crdt.Change{Collection: c.Collection, Record: c.Record.Clone()}
+				}
 				got, err := s.Apply(ctx, batch)
 				if err != nil {
 					t.Fatalf("apply: %v", err)
+				}
+				// Apply leaves the caller's changes as they were, also when
+				// one record has several of them.
+				if !reflect.DeepEqual(batch, before) {
+					t.Fatalf("apply modified its changes: got %+v, want %+v", batch, before)
 				}
 				if !slices.EqualFunc(got, want, sameResult) {
 					t.Fatalf("apply results: got %+v, want %+v", got, want)
@@ -366,9 +376,18 @@ func TestTiesMatchGo(t *testing.T) {
 				}
 				batch := []crdt.Change{{Collection: coll, Record: crdt.Record{ID: "r", Fields: map[string]crdt.Field{"f": {Stamp: st, Value: v}}}}}
 				want := m.apply(batch)
+				before := make([]crdt.Change, len(batch))
+				for i, c := range batch {
+					before[i] = crdt.Change{Collection: c.Collection, Record: c.Record.Clone()}
+				}
 				got, err := s.Apply(ctx, batch)
 				if err != nil {
 					t.Fatalf("apply: %v", err)
+				}
+				// Apply leaves the caller's changes as they were, also when
+				// one record has several of them.
+				if !reflect.DeepEqual(batch, before) {
+					t.Fatalf("apply modified its changes: got %+v, want %+v", batch, before)
 				}
 				if !slices.EqualFunc(got, want, sameResult) {
 					t.Fatalf("apply %x at %v: got %+v, want %+v", v, st, got, want)
