@@ -202,6 +202,25 @@ export function guarded(tx, place) {
 let upgrade = null;
 
 /**
+ * Loads a module the Store needs only now and then (upgrade.js, wiped.js).
+ * A load that fails (a browser offline whose cache lacks the file) is a
+ * ConvergoError 'network', as a failed load of the sync loop is; the
+ * Store tries again at its next operation.
+ * @template T
+ * @param {string} what what the Store was doing
+ * @param {string} file
+ * @param {() => Promise<T>} load
+ * @returns {Promise<T>}
+ */
+async function loadOnDemand(what, file, load) {
+  try {
+    return await load();
+  } catch (e) {
+    throw new ConvergoError('network', `${what}: loading ${file}: ${/** @type {any} */ (e)?.message ?? e}`, { cause: e });
+  }
+}
+
+/**
  * How many stored entries a Store remembers (Store.seen): a write to a
  * record among them is one round trip to IndexedDB instead of two. About
  * 200 to 500 bytes each (the encoded record and its seal; the document is
@@ -596,10 +615,12 @@ export class Store {
       db = await req(r);
     } catch (e) {
       if (!wait) throw fromIDBError(e, `open ${this.name}`);
-      ({ upgrade } = await import('./upgrade.js'));
+      ({ upgrade } = await loadOnDemand(`open ${this.name}`, 'upgrade.js', () => import('./upgrade.js')));
       return this.openDB();
     }
+    let gone = false;
     const lost = () => {
+      gone = true;
       if (this.db === db) this.db = null;
       db.close();
       // Reopen soon (after the delete or upgrade that asked us to step
@@ -615,8 +636,20 @@ export class Store {
     db.onversionchange = lost;
     // The browser closed the connection (storage cleared, evicted).
     db.onclose = lost;
-    this.db = db;
-    if (this.device !== null) await this.checkIdentity(db);
+    // The connection is kept only once its identity is checked: a wipe
+    // that could not be handled yet (wiped.js did not load) is found
+    // again by the next operation, which opens again.
+    try {
+      if (this.device !== null) await this.checkIdentity(db);
+    } catch (e) {
+      db.close();
+      throw e;
+    }
+    if (this.closed) {
+      db.close();
+      throw new ConvergoError('closed', 'database is closed');
+    }
+    if (!gone) this.db = db;
     return db;
   }
 
@@ -628,7 +661,7 @@ export class Store {
    */
   async checkIdentity(db) {
     const device = await req(db.transaction([META]).objectStore(META).get('device'));
-    if (device !== this.device) await (await import('./wiped.js')).rebuild(this, db);
+    if (device !== this.device) await (await loadOnDemand(`open ${this.name}`, 'wiped.js', () => import('./wiped.js'))).rebuild(this, db);
   }
 
   /** Checks that the database still holds our identity (detects a wipe). */

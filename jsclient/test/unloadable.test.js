@@ -1,0 +1,76 @@
+// The modules the Store loads on demand (upgrade.js for a new database,
+// wiped.js for a wiped one) fail to load, as they do in a browser offline
+// whose cache lacks them: what open and the next operations do.
+
+import { register } from 'node:module';
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { freshIDB, openClient, until } from './helpers/util.js';
+import { ConvergoError } from '../src/errors.js';
+
+const shared = new SharedArrayBuffer(4);
+const failing = new Int32Array(shared);
+register('./helpers/unloadable.js', import.meta.url, { data: { shared } });
+
+const UPGRADE = 1;
+const WIPED = 2;
+
+test('a new database whose upgrade.js fails to load: open says so, and opens once it loads', async (t) => {
+  const idb = freshIDB();
+  Atomics.store(failing, 0, UPGRADE);
+  t.after(() => Atomics.store(failing, 0, 0));
+  await assert.rejects(openClient({ name: 'noupgrade', indexedDB: idb, sync: false }), (/** @type {any} */ e) => {
+    assert.ok(e instanceof ConvergoError, `a ConvergoError, not ${e}`);
+    assert.equal(e.code, 'network');
+    assert.match(e.message, /upgrade\.js/);
+    return true;
+  });
+  Atomics.store(failing, 0, 0);
+  const db = await openClient({ name: 'noupgrade', indexedDB: idb, sync: false, collections: ['todos'] });
+  t.after(() => db.close());
+  await db.collection('todos').put('a', { n: 1 });
+  assert.equal((await db.collection('todos').get('a'))?.n, 1);
+});
+
+test('a wipe found while wiped.js fails to load is handled by the next operation once it loads', async (t) => {
+  const idb = freshIDB();
+  const db = await openClient({ name: 'nowiped', indexedDB: idb, sync: false, collections: ['todos'] });
+  t.after(() => db.close());
+  await db.collection('todos').put('a', { n: 1 });
+  /** @type {any[]} */
+  const errors = [];
+  db.on('error', (/** @type {any} */ e) => errors.push(e));
+  let resets = 0;
+  db.on('reset', () => resets++);
+  Atomics.store(failing, 0, WIPED);
+  t.after(() => Atomics.store(failing, 0, 0));
+  // Another context deletes the database: the tab reopens it (a new one)
+  // and finds its identity gone, but cannot load what handles that.
+  await new Promise((resolve, reject) => {
+    const r = idb.deleteDatabase('convergo-nowiped');
+    r.onsuccess = resolve;
+    r.onerror = () => reject(r.error);
+  });
+  await until(() => errors.length > 0, 'the failed load told');
+  assert.ok(errors[0] instanceof ConvergoError, `a ConvergoError, not ${errors[0]}`);
+  assert.equal(errors[0].code, 'network');
+  assert.match(errors[0].message, /wiped\.js/);
+  assert.equal(resets, 0);
+  // Back online: the next write finds the wipe still to handle, and does.
+  Atomics.store(failing, 0, 0);
+  await db.collection('todos').put('b', { n: 2 }).catch(() => {});
+  await until(() => resets === 1, 'the reset, once wiped.js loaded');
+  const device = await new Promise((resolve, reject) => {
+    const r = idb.open('convergo-nowiped');
+    r.onsuccess = () => {
+      const g = r.result.transaction(['meta']).objectStore('meta').get('device');
+      g.onsuccess = () => {
+        r.result.close();
+        resolve(g.result);
+      };
+      g.onerror = () => reject(g.error);
+    };
+    r.onerror = () => reject(r.error);
+  });
+  assert.equal(device, db.store.device, 'the identity written back');
+});
