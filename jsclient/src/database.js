@@ -3,7 +3,7 @@
 // leader tab runs the Syncer; the others reach it through the messages of
 // tabs.js.
 
-import { ConvergoError } from './errors.js';
+import { ConvergoError, loadOnDemand } from './errors.js';
 import { Store } from './db.js';
 import { validateCollection } from './record.js';
 import { Collection } from './collection.js';
@@ -229,7 +229,7 @@ export class Database {
       // upgrades the local data written under an older definition, or
       // refuses a definition older than the data.
       try {
-        const { openSchemas } = await import('./schema.js');
+        const { openSchemas } = await loadOnDemand('open', 'schema.js', () => import('./schema.js'));
         const ups = await openSchemas(this.store, this.o.migrations, { when: Date.now(), subject: this.tok ? subjectOfToken(this.tok) : null });
         rejected = ups.some((u) => u.rejected.length > 0);
       } catch (e) {
@@ -250,7 +250,7 @@ export class Database {
       lastSyncedAt: Number.isSafeInteger(synced) ? synced : null,
     });
     if (this.o.scopes) {
-      const { replaceScopes } = await import('./scope.js');
+      const { replaceScopes } = await loadOnDemand('open', 'scope.js', () => import('./scope.js'));
       for (const [c, s] of Object.entries(this.o.scopes)) await replaceScopes(this.store, c, s);
     }
     // Whichever tab leads, now or later, syncs what any tab opened.
@@ -373,12 +373,16 @@ export class Database {
     if (this.syncer || this.closed) return;
     /** @type {typeof import('./leader.js').syncerFor} */
     let syncerFor;
+    const loading = this._loadSyncOnce();
     try {
-      ({ syncerFor } = await this._loadSyncOnce());
+      ({ syncerFor } = await loadOnDemand('sync', 'leader.js', () => loading));
     } catch (e) {
+      // Told and retried once, by the first of the calls that waited for
+      // this load (the others find it forgotten).
+      if (this.syncModule !== loading) return;
       this.syncModule = null;
       if (this.closed || this.syncer) return;
-      const err = new ConvergoError('network', `sync: loading leader.js: ${/** @type {any} */ (e)?.message ?? e}`, { cause: e });
+      const err = /** @type {ConvergoError} */ (e);
       this.syncLoadError = err;
       this._setStatus({ lastError: err });
       this._emit('error', err);
@@ -550,7 +554,7 @@ export class Database {
   async _scope(c, name, pred) {
     if (this.closed) throw new ConvergoError('closed', 'database is closed');
     validateCollection(c);
-    await (await import('./scope.js')).rescope(this, c, name, pred);
+    await (await loadOnDemand('scope', 'scope.js', () => import('./scope.js'))).rescope(this, c, name, pred);
   }
 
   /** The current sync status (a copy). */
@@ -913,7 +917,7 @@ export class Database {
    * @returns {Promise<RejectedChange[]>}
    */
   async rejected() {
-    return (await import('./rejected.js')).rejected(this.store);
+    return (await this._rejected()).rejected(this.store);
   }
 
   /**
@@ -927,7 +931,7 @@ export class Database {
    */
   async retry(id) {
     if (this.closed) throw new ConvergoError('closed', 'database is closed');
-    await (await import('./rejected.js')).retry(this.store, id);
+    await (await this._rejected()).retry(this.store, id);
     this._post({ t: TabMessage.rejected });
     this._recountRejected();
     this._wrote(1);
@@ -941,10 +945,15 @@ export class Database {
    */
   async discard(id) {
     if (this.closed) throw new ConvergoError('closed', 'database is closed');
-    const had = await (await import('./rejected.js')).discard(this.store, id);
+    const had = await (await this._rejected()).discard(this.store, id);
     this._post({ t: TabMessage.rejected });
     this._recountRejected();
     return had;
+  }
+
+  /** The rejected changes' module (rejected.js), loaded on demand. */
+  _rejected() {
+    return loadOnDemand('rejected changes', 'rejected.js', () => import('./rejected.js'));
   }
 
   /** Stops syncing and closes the database. */

@@ -84,7 +84,7 @@
 // the database (and so the replica id) are serialized by IndexedDB and never
 // issue the same stamp.
 
-import { ConvergoError, fromIDBError } from './errors.js';
+import { ConvergoError, fromIDBError, loadOnDemand } from './errors.js';
 import { Clock } from './hlc.js';
 import { decodeValue, emptyRecord, encodeChange, encodeRecord, maxStamp, mergeInto, readRecord, storedValue, visibleValues } from './record.js';
 import { Reader, equalBytes, setOwn } from './cbor.js';
@@ -200,25 +200,6 @@ export function guarded(tx, place) {
 }
 /** @type {typeof import('./upgrade.js').upgrade|null} the upgrade of the database, once loaded (Store.openDB) */
 let upgrade = null;
-
-/**
- * Loads a module the Store needs only now and then (upgrade.js, wiped.js).
- * A load that fails (a browser offline whose cache lacks the file) is a
- * ConvergoError 'network', as a failed load of the sync loop is; the
- * Store tries again at its next operation.
- * @template T
- * @param {string} what what the Store was doing
- * @param {string} file
- * @param {() => Promise<T>} load
- * @returns {Promise<T>}
- */
-async function loadOnDemand(what, file, load) {
-  try {
-    return await load();
-  } catch (e) {
-    throw new ConvergoError('network', `${what}: loading ${file}: ${/** @type {any} */ (e)?.message ?? e}`, { cause: e });
-  }
-}
 
 /**
  * How many stored entries a Store remembers (Store.seen): a write to a

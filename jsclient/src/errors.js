@@ -52,3 +52,23 @@ export function fromIDBError(err, what) {
   const msg = /** @type {any} */ (err)?.message ?? String(err);
   return new ConvergoError('database', `${what}: ${name ? name + ': ' : ''}${msg}`, { cause: err });
 }
+
+/**
+ * Loads a module of the client loaded on demand (the sync loop, the
+ * Store's upgrade.js and wiped.js, schema.js, scope.js, rejected.js). A
+ * load that fails (a browser offline whose cache lacks the file) is a
+ * ConvergoError 'network' naming it; the next call that needs it loads it
+ * again.
+ * @template T
+ * @param {string} what what the client was doing
+ * @param {string} file
+ * @param {() => Promise<T>} load
+ * @returns {Promise<T>}
+ */
+export async function loadOnDemand(what, file, load) {
+  try {
+    return await load();
+  } catch (e) {
+    throw new ConvergoError('network', `${what}: loading ${file}: ${/** @type {any} */ (e)?.message ?? e}`, { cause: e });
+  }
+}

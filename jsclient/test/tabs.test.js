@@ -722,6 +722,39 @@ test('a sync loop that failed to load is loaded again after a backoff, with no s
   assert.ok(errors.length >= 2 && errors.every((e) => e.code === 'network'), 'each failed load told, as each failed round is');
 });
 
+test('a failed load of the sync loop that sync() waited for too is told once, and backs off one step', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const load = Database.prototype._loadSync;
+  /** @type {(e: Error) => void} */
+  let fail = () => {};
+  let loads = 0;
+  Database.prototype._loadSync = function () {
+    return loads++ === 0 ? new Promise((_, reject) => (fail = reject)) : load.call(this);
+  };
+  t.after(() => {
+    Database.prototype._loadSync = load;
+  });
+  const locks = fakeLocks();
+  /** @type {() => void} */
+  let release = () => {};
+  locks.request('convergo:syncload2', () => new Promise((r) => (release = () => r(undefined))));
+  const db = await openClient({ url: server.url, name: 'syncload2', locks, collections: ['todos'], backoff: { base: 60_000, random: () => 1 } });
+  t.after(() => db.close());
+  /** @type {any[]} */
+  const errors = [];
+  db.on('error', (/** @type {any} */ e) => errors.push(e));
+  release();
+  await until(() => db.status.leader && loads === 1, 'the tab leads and loads the sync loop');
+  const synced = db.sync(); // waits for the same load
+  await new Promise((r) => setTimeout(r, 20));
+  fail(new TypeError('Failed to fetch dynamically imported module'));
+  await assert.rejects(synced, (/** @type {any} */ e) => e.code === 'network');
+  await new Promise((r) => setTimeout(r, 20));
+  assert.equal(errors.length, 1, `one failed load, told ${errors.length} times`);
+  assert.equal(db.loadAttempt, 1, 'the next try one backoff step on');
+});
+
 test('a sync loop that failed to load is loaded again when the page becomes visible', async (t) => {
   const server = await new FakeServer().start();
   t.after(() => server.stop());

@@ -1,6 +1,7 @@
-// The modules the Store loads on demand (upgrade.js for a new database,
-// wiped.js for a wiped one) fail to load, as they do in a browser offline
-// whose cache lacks them: what open and the next operations do.
+// The modules loaded on demand (upgrade.js for a new database, wiped.js
+// for a wiped one, schema.js for an app's migrations, rejected.js for the
+// rejected changes) fail to load, as they do in a browser offline whose
+// cache lacks them: what open and the next operations do.
 
 import { register } from 'node:module';
 import { test } from 'node:test';
@@ -14,6 +15,21 @@ register('./helpers/unloadable.js', import.meta.url, { data: { shared } });
 
 const UPGRADE = 1;
 const WIPED = 2;
+const SCHEMA = 4;
+const REJECTED = 8;
+
+/**
+ * Asserts that e is the failed load of file: a ConvergoError 'network'
+ * naming it, as a failed load of the sync loop is.
+ * @param {any} e
+ * @param {string} file
+ */
+function failedLoad(e, file) {
+  assert.ok(e instanceof ConvergoError, `a ConvergoError, not ${e}`);
+  assert.equal(e.code, 'network');
+  assert.ok(e.message.includes(file), `${e.message} names ${file}`);
+  return true;
+}
 
 test('a new database whose upgrade.js fails to load: open says so, and opens once it loads', async (t) => {
   const idb = freshIDB();
@@ -73,4 +89,27 @@ test('a wipe found while wiped.js fails to load is handled by the next operation
     r.onerror = () => reject(r.error);
   });
   assert.equal(device, db.store.device, 'the identity written back');
+});
+
+test('an app with migrations whose schema.js fails to load: open says so, and opens once it loads', async (t) => {
+  const idb = freshIDB();
+  const migrations = { todos: { version: 1, steps: [] } };
+  Atomics.store(failing, 0, SCHEMA);
+  t.after(() => Atomics.store(failing, 0, 0));
+  await assert.rejects(openClient({ name: 'noschema', indexedDB: idb, sync: false, migrations }), (/** @type {any} */ e) => failedLoad(e, 'schema.js'));
+  Atomics.store(failing, 0, 0);
+  const db = await openClient({ name: 'noschema', indexedDB: idb, sync: false, migrations, collections: ['todos'] });
+  t.after(() => db.close());
+  await db.collection('todos').put('a', { title: 'x' });
+});
+
+test('the rejected changes while rejected.js fails to load: each call says so, and works once it loads', async (t) => {
+  const db = await openClient({ name: 'norejected', indexedDB: freshIDB(), sync: false, collections: ['todos'] });
+  t.after(() => db.close());
+  Atomics.store(failing, 0, REJECTED);
+  t.after(() => Atomics.store(failing, 0, 0));
+  await assert.rejects(db.rejected(), (/** @type {any} */ e) => failedLoad(e, 'rejected.js'));
+  await assert.rejects(db.discard(1), (/** @type {any} */ e) => failedLoad(e, 'rejected.js'));
+  Atomics.store(failing, 0, 0);
+  assert.deepEqual(await db.rejected(), []);
 });

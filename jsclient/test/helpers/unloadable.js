@@ -1,7 +1,8 @@
 // Module hooks (node:module register) that make the dynamic import of
 // named modules of src/ fail, as a browser offline fails to fetch a module
 // its cache lacks. The test names them in a shared buffer: 1 for
-// upgrade.js, 2 for wiped.js (unloadable.test.js).
+// upgrade.js, 2 for wiped.js, 4 for schema.js, 8 for rejected.js
+// (unloadable.test.js).
 
 /** @type {Int32Array} */
 let failing;
@@ -11,7 +12,7 @@ export function initialize(data) {
   failing = new Int32Array(data.shared);
 }
 
-const BITS = /** @type {Record<string, number>} */ ({ 'upgrade.js': 1, 'wiped.js': 2 });
+const BITS = /** @type {Record<string, number>} */ ({ 'upgrade.js': 1, 'wiped.js': 2, 'schema.js': 4, 'rejected.js': 8 });
 
 /**
  * @param {string} specifier
