@@ -557,7 +557,13 @@ async function cacheShell() {
       .filter((href) => !cached.has(href) && Boolean(cached.add(href)));
     new PerformanceObserver((list) => {
       const later = uncached(loaded(list.getEntries()));
-      if (later.length > 0) cache.addAll(later).catch((err) => console.warn('not cached for offline reloads:', later, err));
+      if (later.length > 0) {
+        cache.addAll(later).catch((err) => {
+          // Tried again the next time the page loads one of them.
+          for (const href of later) cached.delete(href);
+          console.warn('not cached for offline reloads:', later, err);
+        });
+      }
     }).observe({ type: 'resource' });
     await cache.addAll(uncached([location.href, ...loaded(performance.getEntriesByType('resource'))]));
     await controlled;
