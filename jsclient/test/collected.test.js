@@ -15,7 +15,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FakeServer } from './helpers/server.js';
-import { freshIDB, openClient, until } from './helpers/util.js';
+import { freshIDB, horizonPast, openClient, until } from './helpers/util.js';
 import { PATHS, STATUSES } from '../src/constants.js';
 import { fromStored } from '../src/db.js';
 import { decode, encode } from '../src/cbor.js';
@@ -442,14 +442,6 @@ const REFUSED = [STATUSES.refused, 'collected'];
 const APPLIED = [STATUSES.applied, undefined];
 
 /**
- * Brings a (paused) back after the server collected past all its stamps
- * and expired its lease; waits for its push and the reconciliation.
- * Returns the mark of server.pushed before a's push.
- * @param {FakeServer} server
- * @param {Awaited<ReturnType<typeof openClient>>} a
- * @param {ReturnType<typeof listen>} ev
- */
-/**
  * Waits until a stamp `later` takes is past every stamp `earlier` has
  * taken: each client corrects its clock by an offset measured over a round
  * trip, so two clients of one process may disagree by a few milliseconds
@@ -463,23 +455,13 @@ async function clockPast(later, earlier) {
 }
 
 /**
- * A write horizon past every stamp a has taken so far (by its own clock,
- * whatever its offset), and a's clock past the horizon, so that what a
- * stamps from now on is after it. Its hybrid clock is moved past it too
- * (and saved, as a write saves it): the next sync loop (resume, a reload)
- * measures the offset again in its hello, and may find it lower than the
- * one waited with here (by hundreds of ms on a loaded machine), but
- * stamps never go back, so a re-stamp still follows the horizon.
- * @param {any} a
+ * Brings a (paused) back after the server collected past all its stamps
+ * and expired its lease; waits for its push and the reconciliation.
+ * Returns the mark of server.pushed before a's push.
+ * @param {FakeServer} server
+ * @param {Awaited<ReturnType<typeof openClient>>} a
+ * @param {ReturnType<typeof listen>} ev
  */
-async function horizonPast(a) {
-  const horizon = Math.max(Date.now(), a.store.now()) + 1;
-  await until(() => a.store.now() > horizon, "a's clock past the horizon", WAIT);
-  a.store.clock.observe({ wall: horizon, logical: 0 }, a.store.now());
-  await a.store.setMeta('clock', a.store.clock.last);
-  return horizon;
-}
-
 async function comeBackCollected(server, a, ev) {
   server.writeHorizon.set('todos', await horizonPast(a));
   server.leaseExpire('todos', a.store.replica);

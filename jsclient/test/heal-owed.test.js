@@ -9,7 +9,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FakeServer } from './helpers/server.js';
-import { freshIDB, openClient, until } from './helpers/util.js';
+import { freshIDB, horizonPast, openClient, until } from './helpers/util.js';
 import { PATHS, STATUSES } from '../src/constants.js';
 import { encode } from '../src/cbor.js';
 import { emptyRecord } from '../src/record.js';
@@ -38,16 +38,6 @@ function cutAfterHeal(pages, onBlock) {
     return fetch(input, init);
   };
   return { fetch: f, s };
-}
-
-/**
- * Waits until a stamp a takes is past a horizon of now.
- * @param {any} a
- */
-async function horizonPast(a) {
-  const horizon = Math.max(Date.now(), a.store.now()) + 1;
-  await until(() => a.store.now() > horizon, "a's clock past the horizon", WAIT);
-  return horizon;
 }
 
 for (const pages of [0, 1]) {

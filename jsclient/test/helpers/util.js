@@ -146,4 +146,26 @@ export function fakeLocks() {
   };
 }
 
+/**
+ * A write horizon past every stamp client a has taken so far (by its own
+ * clock, whatever its offset, and past what its hybrid clock observed of
+ * other replicas' stamps, which may run ahead of it), and a's clock past
+ * the horizon, so that what a stamps from now on is after it. Its hybrid
+ * clock is moved past it too (and saved, as a write saves it): the next
+ * sync loop (resume, a reload) measures the offset again in its hello,
+ * and may find it lower than the one waited with here (by hundreds of ms
+ * on a loaded machine), but stamps never go back, so a re-stamp still
+ * follows the horizon.
+ * @param {any} a an open client (openClient)
+ * @param {number} [timeout] ms to wait for a's clock
+ * @returns {Promise<number>} the horizon (ms)
+ */
+export async function horizonPast(a, timeout = 15_000) {
+  const horizon = Math.max(Date.now(), a.store.now(), a.store.clock.last.wall) + 1;
+  await until(() => a.store.now() > horizon, "a's clock past the horizon", timeout);
+  a.store.clock.observe({ wall: horizon, logical: 0 }, a.store.now());
+  await a.store.setMeta('clock', a.store.clock.last);
+  return horizon;
+}
+
 export { IDBKeyRange, WebSocket };
