@@ -94,9 +94,12 @@ test('leaves over HTTP pulls (no WebSocket) remove the records too, and a pendin
     await todos.put('x', { owner: 'alice' });
     await todos.put('y', { owner: 'alice' });
     await db.whenSynced();
+    // Paused first, so that alice's edit is made before she hears that x
+    // left (polling every 50 ms, she could hear it between bob's sync and
+    // a pause after it, and edit a record she no longer holds).
+    await db.pause();
     await bob.collection('todos').update('x', { owner: 'bob' });
     await bob.sync();
-    await db.pause();
     await todos.update('x', { note: 'mine still' }); // pending while x leaves
     const pulls = server.pulls.length;
     db.resume();
