@@ -111,8 +111,11 @@ type clockState struct {
 // clock it returns ErrNoStoreClock.
 //
 // The engine checks at Open and every Config.ClockCheckEvery; the
-// transport layer refuses hellos and pushes while ClockHealth fails, and
-// the tombstone collection job does not run.
+// transport layer refuses hellos and pushes while ClockHealth fails, the
+// tombstone collection job does not run, NoteLease writes no lease, the
+// engine's own writes (Put, Update, Unset, Delete) are refused and
+// captured changes held back (applyCaptured), all with ClockHealth's
+// error.
 func (e *Engine) CheckClock(ctx context.Context) (ClockReading, error) {
 	sc, ok := e.store.(StoreClock)
 	if !ok {

@@ -23,8 +23,10 @@
 // (StoreClock: Redis, DynamoDB) the engine checks its clock against it at
 // Open and every Config.ClockCheckEvery (CheckClock); off by more than
 // MaxClockSkew, half the max drift, it logs at ERROR, ClockHealth fails
-// (the transport then refuses hellos and pushes, and /readyz), and
-// Collect does not run, until a check finds it back. A store it cannot
+// (the transport then refuses hellos and pushes, and /readyz), Collect
+// does not run, NoteLease writes no lease, Put, Update, Unset and Delete
+// are refused and captured changes held back, until a check finds it
+// back. A store it cannot
 // read is not taken for a skew. Memory and bbolt are in the engine's
 // process, on its clock: nothing is checked.
 //

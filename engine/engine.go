@@ -602,7 +602,16 @@ type recordKey struct{ collection, id string }
 // a change twice is harmless), and a change that meets the bug alone is
 // refused with it, logged here at error level with its stack: the store
 // counts and skips it as any refusal, and goes on with the others.
+//
+// While the engine's clock is off its store's (ClockHealth) the sink
+// answers with that error, wrapping ErrClockSkew: "not now". Captured
+// changes are admitted against the engine's clock, which would take a
+// stamp a year ahead for the present; the store offers them again later,
+// and nothing is lost.
 func (e *Engine) applyCaptured(ctx context.Context, changes []crdt.Change) ([]stores.CaptureResult, error) {
+	if err := e.ClockHealth(); err != nil {
+		return nil, fmt.Errorf("captured changes held back: %w", err)
+	}
 	var res []Result
 	err := bug.Recovered(func() (err error) {
 		res, err = e.Apply(ctx, changes)

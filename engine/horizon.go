@@ -669,10 +669,19 @@ type Lease struct {
 // collection runs hold the same bound, leaseScan.boundUnwritten). A
 // reader past it holds no lease: its pending changes are held back for
 // MaxOffline only, like anyone's.
+//
+// While the engine's clock is off its store's (ClockHealth) NoteLease
+// writes nothing and returns that error, wrapping ErrClockSkew: a lease
+// seen a year ahead would hold the read horizons for a year, one seen
+// far behind would let another instance take it for expired. A lease
+// written before stays as it was, which only holds the horizons back.
 func (e *Engine) NoteLease(ctx context.Context, collection string, l Lease) error {
 	maxOff := e.MaxOffline(collection)
 	if maxOff == 0 || l.Replica == "" {
 		return nil
+	}
+	if err := e.ClockHealth(); err != nil {
+		return fmt.Errorf("lease %s/%s: %w", collection, l.Replica, err)
 	}
 	key := collection + "/" + l.Replica
 	if err := stores.CheckKey(proto.LeaseCollection, key); err != nil {

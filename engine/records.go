@@ -57,6 +57,9 @@ func (e *Engine) Delete(ctx context.Context, collection, id string) error {
 	if err := stores.CheckKey(collection, id); err != nil {
 		return fmt.Errorf("delete %s/%s: %w", collection, id, err)
 	}
+	if err := e.ClockHealth(); err != nil {
+		return fmt.Errorf("delete %s/%s: %w", collection, id, err)
+	}
 	s, err := e.Now(collection)
 	if err != nil {
 		return fmt.Errorf("delete %s/%s: %w", collection, id, err)
@@ -133,9 +136,15 @@ func (e *Engine) held(ctx context.Context, op, collection, id string) (crdt.Reco
 }
 
 // write stamps fields (and what extra adds) with one new stamp and applies
-// them as one change; op names the call in errors.
+// them as one change; op names the call in errors. While the engine's
+// clock is off its store's (ClockHealth) it stamps nothing and returns
+// that error, wrapping ErrClockSkew: a stamp a year ahead would win every
+// later write for a year.
 func (e *Engine) write(ctx context.Context, op, collection, id string, fields Doc, extra func(*crdt.Record, crdt.Stamp)) error {
 	if err := stores.CheckKey(collection, id); err != nil {
+		return fmt.Errorf("%s %s/%s: %w", op, collection, id, err)
+	}
+	if err := e.ClockHealth(); err != nil {
 		return fmt.Errorf("%s %s/%s: %w", op, collection, id, err)
 	}
 	s, err := e.Now(collection)

@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"errors"
 
 	"github.com/convergo/convergo/engine"
 	"github.com/convergo/convergo/transport/proto"
@@ -43,12 +44,13 @@ func leaseOf(replica string, pending *uint64, cursor engine.Cursor) engine.Lease
 
 // noteLease records a lease; a failure to write it is logged, not
 // answered: the pull itself succeeded, and a lease that lags only holds
-// the horizons back.
+// the horizons back. While the clock is off (engine.ErrClockSkew) pulls
+// are served but no lease is written; the engine's clock check logs that.
 func (s *Server) noteLease(ctx context.Context, coll string, l engine.Lease) {
 	if l.Replica == "" {
 		return
 	}
-	if err := s.eng.NoteLease(ctx, coll, l); err != nil && ctx.Err() == nil {
+	if err := s.eng.NoteLease(ctx, coll, l); err != nil && ctx.Err() == nil && !errors.Is(err, engine.ErrClockSkew) {
 		s.log.Warn("lease not written", "collection", coll, "replica", l.Replica, "err", err)
 	}
 }
