@@ -216,3 +216,20 @@ func TestBudgetResize(t *testing.T) {
 		})
 	}
 }
+
+// What the byte limits allow (MaxByteLimit) sums without wrapping in a
+// budget: a body of MaxBodyBytes at its largest, declared by no
+// Content-Length, beside another held, is refused, not let in by a sum
+// that wrapped negative.
+func TestBudgetAtMaxByteLimit(t *testing.T) {
+	b := newBudget(MaxByteLimit, clientShare(MaxByteLimit))
+	if why := b.take(MaxByteLimit, "a", 0, nil); why != budgetTaken {
+		t.Fatalf("a body alone: %v, want it taken", why)
+	}
+	if why := b.take(MaxByteLimit, "b", 0, nil); why != budgetFull {
+		t.Fatalf("a second body of MaxByteLimit: %v, want budgetFull", why)
+	}
+	if why := b.takeBeside(MaxByteLimit, MaxByteLimit+MaxByteLimit, "a"); why != budgetFull && why != budgetOverShare {
+		t.Fatalf("decoded bytes beside a body of MaxByteLimit: %v, want refused", why)
+	}
+}

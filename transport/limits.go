@@ -101,6 +101,14 @@ type Limits struct {
 	RequestTimeout time.Duration
 }
 
+// MaxByteLimit bounds each limit in bytes (MaxBodyBytes, MaxPageBytes,
+// MaxMessageBytes, MaxQueueBytes and the budgets in flight): 1 PiB, more
+// than any server holds, and far enough below the largest int64 that the
+// budgets' sums of bytes in flight (a body of MaxBodyBytes beside those
+// held, decoded bytes beside a body) cannot wrap. The hello announces
+// some of them to clients, which read them exactly (below 2^53).
+const MaxByteLimit = 1 << 50
+
 // More defaults.
 const (
 	DefaultSendQueue            = 64
@@ -244,21 +252,21 @@ func (l Limits) Validate() error {
 		v        int64
 		min, max int64 // max 0: no bound above
 	}{
-		{"MaxBodyBytes", l.MaxBodyBytes, 1, 0},
+		{"MaxBodyBytes", l.MaxBodyBytes, 1, MaxByteLimit},
 		// A push's change list (a restore's records) is one array: the
 		// decoder reads none longer.
 		{"MaxPushChanges", int64(l.MaxPushChanges), 1, crdt.MaxContainerItems},
 		{"MaxPullRecords", int64(l.MaxPullRecords), 1, engine.MaxPage},
-		{"MaxPageBytes", int64(l.MaxPageBytes), 1, 0},
-		{"MaxMessageBytes", l.MaxMessageBytes, 1, 0},
+		{"MaxPageBytes", int64(l.MaxPageBytes), 1, MaxByteLimit},
+		{"MaxMessageBytes", l.MaxMessageBytes, 1, MaxByteLimit},
 		{"MaxConnsPerAddr", int64(l.MaxConnsPerAddr), 1, 0},
 		{"MaxSessionsPerSubject", int64(l.MaxSessionsPerSubject), 1, 0},
 		{"MaxSubscriptions", int64(l.MaxSubscriptions), 1, 0},
 		{"MaxSubscriptionsPerSubject", int64(l.MaxSubscriptionsPerSubject), 1, 0},
 		{"SendQueue", int64(l.SendQueue), 1, 0},
-		{"MaxQueueBytes", l.MaxQueueBytes, 1, 0},
-		{"MaxBodyBytesInFlight", l.MaxBodyBytesInFlight, 1, 0},
-		{"MaxAnswerBytesInFlight", l.MaxAnswerBytesInFlight, 1, 0},
+		{"MaxQueueBytes", l.MaxQueueBytes, 1, MaxByteLimit},
+		{"MaxBodyBytesInFlight", l.MaxBodyBytesInFlight, 1, MaxByteLimit},
+		{"MaxAnswerBytesInFlight", l.MaxAnswerBytesInFlight, 1, MaxByteLimit},
 		{"MaxConns", int64(l.MaxConns), 1, 0},
 	} {
 		switch {

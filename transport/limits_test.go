@@ -295,7 +295,7 @@ func TestLimitsCountIPv6ByPrefix(t *testing.T) {
 // default, a negative Rate is no limit (whatever Burst), and a field out
 // of its bounds is a *LimitError naming it.
 func TestLimitsValidateNamesTheField(t *testing.T) {
-	for _, l := range []Limits{{}, {Rate: -1, Burst: -1}} {
+	for _, l := range []Limits{{}, {Rate: -1, Burst: -1}, {MaxBodyBytes: MaxByteLimit, MaxBodyBytesInFlight: MaxByteLimit, MaxAnswerBytesInFlight: MaxByteLimit}} {
 		if err := l.WithDefaults().Validate(); err != nil {
 			t.Errorf("%+v: %v, want it taken", l, err)
 		}
@@ -312,6 +312,16 @@ func TestLimitsValidateNamesTheField(t *testing.T) {
 		{"MaxPullRecords", Limits{MaxPullRecords: engine.MaxPage + 1}},
 		{"MaxBodyBytes", Limits{MaxBodyBytes: -1}},
 		{"MaxConns", Limits{MaxConns: -1}},
+		// Byte limits are summed in the budgets of bytes in flight
+		// (a body of MaxBodyBytes beside those held): near the largest
+		// int64 the sum would wrap and let anything in.
+		{"MaxBodyBytes", Limits{MaxBodyBytes: math.MaxInt64}},
+		{"MaxBodyBytes", Limits{MaxBodyBytes: MaxByteLimit + 1}},
+		{"MaxMessageBytes", Limits{MaxMessageBytes: math.MaxInt64}},
+		{"MaxPageBytes", Limits{MaxPageBytes: math.MaxInt}},
+		{"MaxQueueBytes", Limits{MaxQueueBytes: math.MaxInt64}},
+		{"MaxBodyBytesInFlight", Limits{MaxBodyBytesInFlight: math.MaxInt64}},
+		{"MaxAnswerBytesInFlight", Limits{MaxAnswerBytesInFlight: math.MaxInt64}},
 	} {
 		err := c.l.WithDefaults().Validate()
 		var le *LimitError
