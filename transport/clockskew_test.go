@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
+
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/engine"
 	"github.com/convergo/convergo/stores/redis"
@@ -91,6 +93,9 @@ func TestServerClockOffRefusesHellos(t *testing.T) {
 	if m, ok := c.recv().(proto.ErrorMessage); !ok || m.Code != proto.CodeUnavailable {
 		t.Fatalf("live hello a year ahead: %#v, want error unavailable", m)
 	}
+	if _, err := c.recvErr(5 * time.Second); websocket.CloseStatus(err) != proto.CloseTryAgainLater {
+		t.Fatalf("live hello a year ahead: closed %v (%v), want %d (try again later)", websocket.CloseStatus(err), err, proto.CloseTryAgainLater)
+	}
 	if code, body := ts.get(t, "/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "clock") {
 		t.Fatalf("readyz a year ahead: %d %q, want 503 saying why", code, body)
 	}
@@ -143,8 +148,8 @@ func TestServerClockOffEndsLivePushes(t *testing.T) {
 	if m, ok := c.recv().(proto.ErrorMessage); !ok || m.Code != proto.CodeUnavailable {
 		t.Fatalf("live push a year behind: %#v, want error unavailable", m)
 	}
-	if _, err := c.recvErr(5 * time.Second); err == nil {
-		t.Fatal("the session goes on after the clock went off")
+	if _, err := c.recvErr(5 * time.Second); websocket.CloseStatus(err) != proto.CloseTryAgainLater {
+		t.Fatalf("the session after its push a year behind: closed %v (%v), want %d (try again later)", websocket.CloseStatus(err), err, proto.CloseTryAgainLater)
 	}
 }
 

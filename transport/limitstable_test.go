@@ -145,7 +145,7 @@ func TestDocumentedFigures(t *testing.T) {
 		// Section 9, the close codes the server sends.
 		fmt.Sprintf("**Close codes**: %d normal, %d server shutting down, %d protocol version, or a frame RFC 6455 forbids", ws.StatusNormalClosure, ws.StatusGoingAway, proto.CloseProtocolVersion),
 		fmt.Sprintf("%d a text frame (messages are binary), %d policy (a fatal protocol error", ws.StatusUnsupportedData, ws.StatusPolicyViolation),
-		fmt.Sprintf("%d a message over the size limit, %d internal error.", ws.StatusMessageTooBig, ws.StatusInternalServerError),
+		fmt.Sprintf("%d a message over the size limit, %d internal error, %d try again later (a `hello`, or a `push`, refused `unavailable`", ws.StatusMessageTooBig, ws.StatusInternalServerError, proto.CloseTryAgainLater),
 		// Section 10.
 		"between 0 and min(" + secs(proto.BackoffMax) + ", " + ms(proto.BackoffInitial) + " · 2^n)",
 		// Section 11, "Deadlines".

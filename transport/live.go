@@ -481,11 +481,7 @@ func (c *liveConn) handle(op ws.OpCode, data []byte) error {
 			return errFatal
 		}
 		if err != nil {
-			status := ws.StatusPolicyViolation
-			if e := (*proto.Error)(nil); errors.As(err, &e) && e.Code == proto.CodeUnsupportedVersion {
-				status = ws.StatusCode(proto.CloseProtocolVersion)
-			}
-			c.fatal(status, err)
+			c.fatal(refusalStatus(err), err)
 			return errFatal
 		}
 		c.prin = p
@@ -514,6 +510,24 @@ func (c *liveConn) handle(op ws.OpCode, data []byte) error {
 		c.queue(proto.Pong{Nonce: m.Nonce})
 	}
 	return nil
+}
+
+// refusalStatus is the close status of a session ended by err, a
+// refused hello or the clock's refusal of a push: 1002 for another
+// protocol version, 1013 (try again later) for a condition of the
+// server's own, refused unavailable (its clock off its store's, say),
+// 1008 otherwise (docs/protocol.md, section 9, "Close codes").
+func refusalStatus(err error) ws.StatusCode {
+	var e *proto.Error
+	if errors.As(err, &e) {
+		switch e.Code {
+		case proto.CodeUnsupportedVersion:
+			return ws.StatusCode(proto.CloseProtocolVersion)
+		case proto.CodeUnavailable:
+			return ws.StatusCode(proto.CloseTryAgainLater)
+		}
+	}
+	return ws.StatusPolicyViolation
 }
 
 func (c *liveConn) hello(h proto.Hello) (Principal, error) {
@@ -605,7 +619,7 @@ func (c *liveConn) push(data []byte) error {
 	// hello: with the clock off since, the session ends, unanswered, and
 	// the client pushes again in its next one (clockRefusal).
 	if err := c.s.clockRefusal(); err != nil {
-		c.fatal(ws.StatusPolicyViolation, err)
+		c.fatal(refusalStatus(err), err)
 		return errFatal
 	}
 	p := c.prin

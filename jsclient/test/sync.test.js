@@ -225,6 +225,17 @@ test('a refused token raises an auth event; a new token resumes sync', async (t)
   await until(() => a.status.pending === 0 && a.status.online, 'synced with the new token');
 });
 
+test('a live hello refused unavailable and closed 1013 (try again later) is dialled again with backoff; the session opens once the server serves', async (t) => {
+  let refusals = 0;
+  const server = await new FakeServer({ liveRefusal: () => (refusals < 2 ? (refusals++, 'unavailable') : null) }).start();
+  t.after(() => server.stop());
+  const a = await openClient({ url: server.url, name: 'tryagain', collections: ['todos'] });
+  t.after(() => a.close());
+  const hellos = () => server.received.filter((m) => m.get(0) === 'hello').length;
+  await until(() => hellos() === 3 && server.sockets.size === 1, 'a live session after two hellos refused 1013');
+  assert.equal(refusals, 2);
+});
+
 test('backoff grows exponentially with full jitter, a cap and a Retry-After floor', async () => {
   const { backoff } = await import('../src/backoff.js');
   const { backoffInitialMs, backoffMaxMs } = TIMINGS;

@@ -402,6 +402,12 @@ const (
 	// CloseProtocolVersion closes a session whose hello spoke another
 	// version (RFC 6455's 1002, protocol error).
 	CloseProtocolVersion = 1002
+	// CloseTryAgainLater closes a session the server cannot serve for a
+	// while, a condition of its own that a later session may not meet
+	// (RFC 6455's 1013, try again later): a hello, or a push, refused
+	// unavailable, such as while its clock is off its store's. The error
+	// message before the close says why; clients reconnect with backoff.
+	CloseTryAgainLater = 1013
 )
 
 // Message is a live message. EncodeMessage sets the Type field of each;

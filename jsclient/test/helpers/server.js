@@ -53,6 +53,7 @@ import { readChange } from '../../src/change.js';
 /**
  * @typedef {object} FakeServerOptions
  * @property {(token: string) => string|null} [auth] returns an error code to refuse the token, or null
+ * @property {() => string|null} [liveRefusal] called at each live hello: an error code to refuse it with (closed 1013, try again later, when unavailable, as the server refuses a hello while its clock is off; else 1008), or null
  * @property {number} [maxPush] announced as given; 0 is enforced as the default, as clients read it (docs/protocol.md, section 6)
  * @property {number} [maxBody] the request body limit its hello announces and HTTP pushes are held to (too_large)
  * @property {number} [maxPull] announced as given; 0 is enforced as the default, as clients read it
@@ -963,10 +964,10 @@ export class FakeServer {
           error('unsupported_version', 'speak protocol ' + (this.opts.protocol ?? VERSION));
           return ws.close(1002);
         }
-        const refused = this.opts.auth?.(m.get(3)) || (this.revoked.has(subjectOfToken(m.get(3))) ? 'revoked' : null);
+        const refused = this.opts.liveRefusal?.() || this.opts.auth?.(m.get(3)) || (this.revoked.has(subjectOfToken(m.get(3))) ? 'revoked' : null);
         if (refused) {
           error(refused, 'refused');
-          return ws.close(1008);
+          return ws.close(refused === 'unavailable' ? 1013 : 1008);
         }
         hello = true;
         /** @type {any} */ (ws).subject = subjectOfToken(m.get(3));
