@@ -607,10 +607,14 @@ type recordKey struct{ collection, id string }
 // answers with that error, wrapping ErrClockSkew: "not now". Captured
 // changes are admitted against the engine's clock, which would take a
 // stamp a year ahead for the present; the store offers them again later,
-// and nothing is lost.
+// and nothing is lost. Asked with no changes, it answers whether it takes
+// changes now: a store asks before it stamps a batch (stores.CaptureSink).
 func (e *Engine) applyCaptured(ctx context.Context, changes []crdt.Change) ([]stores.CaptureResult, error) {
 	if err := e.ClockHealth(); err != nil {
 		return nil, fmt.Errorf("captured changes held back: %w", err)
+	}
+	if len(changes) == 0 { // the store asks whether the sink takes changes now
+		return nil, nil
 	}
 	var res []Result
 	err := bug.Recovered(func() (err error) {

@@ -33,6 +33,12 @@ type Capturer interface {
 // returns one result per change, in order. Per-change refusals come back in
 // the results; an error means that none of the results are known and the
 // store retries the batch later.
+//
+// Called with no changes, it says whether it takes changes now: an error
+// means "not now" (the engine's clock is off its store's). A store that
+// stamps captured writes itself asks so before it stamps a batch, and on
+// an error stamps nothing and asks again later: a write stamped while the
+// sink would not take it would keep that stamp.
 type CaptureSink func(ctx context.Context, changes []crdt.Change) ([]CaptureResult, error)
 
 // CaptureResult is the outcome of one captured change.

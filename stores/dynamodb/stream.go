@@ -309,7 +309,8 @@ func (c *consumer) fellBehind(sh *shard, err error) {
 // sink and notifies watchers of the heads the records show. Without a sink
 // foreign writes are passed over (a sink registered later reads them again).
 // Each foreign write is stamped through the capture ledger (ledger.go)
-// before it goes to the sink, and a batch holds at most one write per item,
+// before it goes to the sink, once the sink said it takes changes now
+// (stores.CaptureSink), and a batch holds at most one write per item,
 // so that the ledger never runs ahead of the sink by more than one record
 // of an item. A write that maps to no change, or whose change the sink
 // refuses, is logged, counted and listed (RejectedCaptures) and skipped;
@@ -349,6 +350,7 @@ func (c *consumer) handle(ctx context.Context, records []st.Record) error {
 	}
 	heads := map[logRef]uint64{}
 	resync := false
+	asked := false // whether the sink takes changes now
 	for _, rec := range records {
 		if isEpochRecord(rec) {
 			resync = true
@@ -378,6 +380,17 @@ func (c *consumer) handle(ctx context.Context, records []st.Record) error {
 			if err := flush(); err != nil {
 				return err
 			}
+		}
+		if !asked {
+			// Stamp nothing the sink would not take now
+			// (stores.CaptureSink): the records are read again.
+			if _, err := reg.sink(reg.ctx, nil); err != nil {
+				if reg.ctx.Err() != nil && ctx.Err() == nil {
+					return errSinkGone
+				}
+				return fmt.Errorf("capture sink: %w", err)
+			}
+			asked = true
 		}
 		wall := max(c.st.now().UnixMilli(), w.created.UnixMilli())
 		cl, err := c.st.ledger.claim(ctx, w.coll, w.id, w.seq40, wall)

@@ -426,6 +426,11 @@ func (c *capturer) deliverLoop(ctx context.Context) {
 // deliver captures keys and offers their changes to the sink of reg.
 func (c *capturer) deliver(reg *sinkReg, keys []string) error {
 	ctx := reg.ctx
+	// Stamp nothing the sink would not take now (stores.CaptureSink):
+	// the keys are queued again, their writes left in the hashes.
+	if _, err := reg.sink(ctx, nil); err != nil {
+		return err
+	}
 	ps, err := c.captureKeys(ctx, keys)
 	if err != nil || len(ps) == 0 {
 		return err
