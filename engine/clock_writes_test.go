@@ -124,6 +124,9 @@ func TestCaptureHeldWhileClockOff(t *testing.T) {
 	// admitted by it, and within drift of the right one.
 	c := crdt.Change{Collection: "notes", Record: crdt.Record{ID: "c1", Fields: map[string]crdt.Field{
 		"t": {Stamp: crdt.Stamp{Wall: time.Now().UnixMilli(), Replica: "cap-test"}, Value: []byte{0x61, 0x78}}}}}
+	if _, err := st.sink(ctx, nil); !errors.Is(err, engine.ErrClockSkew) {
+		t.Fatalf("capture sink asked whether it takes changes while the clock is off: %v, want ErrClockSkew", err)
+	}
 	if _, err := st.sink(ctx, []crdt.Change{c}); !errors.Is(err, engine.ErrClockSkew) {
 		t.Fatalf("capture sink while the clock is off: %v, want an error wrapping ErrClockSkew", err)
 	}
@@ -131,6 +134,9 @@ func TestCaptureHeldWhileClockOff(t *testing.T) {
 		t.Fatalf("captured record while the clock is off: %v, want none", err)
 	}
 	backInTime(t, e, clock)
+	if res, err := st.sink(ctx, nil); err != nil || len(res) != 0 {
+		t.Fatalf("capture sink asked whether it takes changes in time: %v %v, want nothing", res, err)
+	}
 	res, err := st.sink(ctx, []crdt.Change{c})
 	if err != nil || res[0].Err != nil {
 		t.Fatalf("capture sink in time: %v %v", err, res)
