@@ -114,7 +114,7 @@ type clockState struct {
 // transport layer refuses hellos and pushes while ClockHealth fails, the
 // tombstone collection job does not run, NoteLease writes no lease, the
 // engine's own writes (Put, Update, Unset, Delete) are refused and
-// captured changes held back (applyCaptured), all with ClockHealth's
+// captured changes held back (takesCaptured), all with ClockHealth's
 // error.
 func (e *Engine) CheckClock(ctx context.Context) (ClockReading, error) {
 	sc, ok := e.store.(StoreClock)

@@ -253,7 +253,7 @@ func Open(cfg Config) (*Engine, error) {
 	}
 	e.stopWat = cfg.Store.Watch(e.storeNotified)
 	if c, ok := cfg.Store.(stores.Capturer); ok {
-		e.stopCapture = c.Capture(e.applyCaptured)
+		e.stopCapture = c.Capture(stores.CaptureSink{Apply: e.applyCaptured, Ready: e.takesCaptured})
 	}
 	e.wg.Add(1)
 	go e.watchLoop(ctx)
@@ -603,18 +603,12 @@ type recordKey struct{ collection, id string }
 // refused with it, logged here at error level with its stack: the store
 // counts and skips it as any refusal, and goes on with the others.
 //
-// While the engine's clock is off its store's (ClockHealth) the sink
-// answers with that error, wrapping ErrClockSkew: "not now". Captured
-// changes are admitted against the engine's clock, which would take a
-// stamp a year ahead for the present; the store offers them again later,
-// and nothing is lost. Asked with no changes, it answers whether it takes
-// changes now: a store asks before it stamps a batch (stores.CaptureSink).
+// While the engine's clock is off its store's the sink answers "not now"
+// (takesCaptured's error): the store offers the changes again later, and
+// nothing is lost.
 func (e *Engine) applyCaptured(ctx context.Context, changes []crdt.Change) ([]stores.CaptureResult, error) {
-	if err := e.ClockHealth(); err != nil {
-		return nil, fmt.Errorf("captured changes held back: %w", err)
-	}
-	if len(changes) == 0 { // the store asks whether the sink takes changes now
-		return nil, nil
+	if err := e.takesCaptured(ctx); err != nil {
+		return nil, err
 	}
 	var res []Result
 	err := bug.Recovered(func() (err error) {
@@ -634,6 +628,19 @@ func (e *Engine) applyCaptured(ctx context.Context, changes []crdt.Change) ([]st
 		}
 	}
 	return out, nil
+}
+
+// takesCaptured is the capture sink's Ready: while the engine's clock is
+// off its store's (ClockHealth), an error wrapping ErrClockSkew. Captured
+// changes are admitted against the engine's clock, which would take a
+// stamp a year ahead for the present; a store asks before it stamps a
+// batch (stores.CaptureSink), so that a write held back keeps no stamp of
+// the off clock.
+func (e *Engine) takesCaptured(context.Context) error {
+	if err := e.ClockHealth(); err != nil {
+		return fmt.Errorf("captured changes held back: %w", err)
+	}
+	return nil
 }
 
 // applyCapturedEach applies captured changes one at a time, refusing each

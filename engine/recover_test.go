@@ -66,7 +66,7 @@ func TestCapturedBugRefusesOneChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { e.Close(); st.Close() })
-	if st.sink == nil {
+	if st.sink.Apply == nil {
 		t.Fatal("the engine registered no capture sink")
 	}
 	stamp := crdt.Stamp{Wall: 1000, Replica: "cap-test"}
@@ -75,7 +75,7 @@ func TestCapturedBugRefusesOneChange(t *testing.T) {
 		{Collection: "todos", Record: crdt.SetField("b", "done", value(t, true), stamp)},
 		{Collection: "todos", Record: crdt.SetField("c", "title", value(t, "three"), stamp)},
 	}
-	res, err := st.sink(context.Background(), changes)
+	res, err := st.sink.Apply(context.Background(), changes)
 	if err != nil {
 		t.Fatalf("sink: %v; want per-change results", err)
 	}

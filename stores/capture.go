@@ -15,8 +15,9 @@ import (
 // sink. A store never applies what it captured by itself.
 type Capturer interface {
 	// Capture hands captured changes to sink until stop is called or the
-	// store closes. One sink is registered at a time: a later Capture
-	// replaces an earlier one. The store calls sink from one goroutine, in
+	// store closes (a sink without Apply registers nothing). One sink is
+	// registered at a time: a later Capture replaces an earlier one. The
+	// store calls sink.Apply (and sink.Ready) from one goroutine, in
 	// batches of at most MaxBatch changes, each record's changes in the
 	// order they were made; delivery is at least once (a captured change
 	// may come again after a failure or a restart, with the same stamps, so
@@ -29,17 +30,30 @@ type Capturer interface {
 	Capture(sink CaptureSink) (stop func())
 }
 
-// CaptureSink admits and applies captured changes (the engine's Apply) and
-// returns one result per change, in order. Per-change refusals come back in
-// the results; an error means that none of the results are known and the
-// store retries the batch later.
-//
-// Called with no changes, it says whether it takes changes now: an error
-// means "not now" (the engine's clock is off its store's). A store that
-// stamps captured writes itself asks so before it stamps a batch, and on
-// an error stamps nothing and asks again later: a write stamped while the
-// sink would not take it would keep that stamp.
-type CaptureSink func(ctx context.Context, changes []crdt.Change) ([]CaptureResult, error)
+// CaptureSink is where a store hands what it captured: the engine's
+// admission.
+type CaptureSink struct {
+	// Apply admits and applies captured changes (the engine's Apply) and
+	// returns one result per change, in order. Per-change refusals come
+	// back in the results; an error means that none of the results are
+	// known and the store retries the batch later.
+	Apply func(ctx context.Context, changes []crdt.Change) ([]CaptureResult, error)
+	// Ready says whether Apply takes changes now: an error means "not
+	// now" (the engine's clock is off its store's). A store that stamps
+	// captured writes itself asks (CheckReady) before it stamps a batch,
+	// and on an error stamps nothing and asks again later: a write
+	// stamped while the sink would not take it would keep that stamp.
+	// Nil: always.
+	Ready func(ctx context.Context) error
+}
+
+// CheckReady calls Ready, if set: nil when the sink takes changes now.
+func (s CaptureSink) CheckReady(ctx context.Context) error {
+	if s.Ready == nil {
+		return nil
+	}
+	return s.Ready(ctx)
+}
 
 // CaptureResult is the outcome of one captured change.
 type CaptureResult struct {

@@ -37,7 +37,7 @@ type sinkReg struct {
 // does when the store starts: replays are no-ops, and foreign writes made
 // while no sink was registered are not missed.
 func (st *Store) Capture(sink stores.CaptureSink) (stop func()) {
-	if sink == nil || st.streams == nil || st.closed.Load() {
+	if sink.Apply == nil || st.streams == nil || st.closed.Load() {
 		return func() {}
 	}
 	ctx, cancel := context.WithCancel(st.runCtx)

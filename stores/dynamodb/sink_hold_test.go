@@ -22,13 +22,19 @@ func TestHandleStampsNothingWhileTheSinkSaysNotNow(t *testing.T) {
 	defer s.Close()
 	held := true
 	var got []crdt.Change
-	defer s.Capture(func(_ context.Context, cs []crdt.Change) ([]stores.CaptureResult, error) {
+	notNow := func(context.Context) error {
 		if held {
-			return nil, errors.New("not now")
+			return errors.New("not now")
+		}
+		return nil
+	}
+	defer s.Capture(stores.CaptureSink{Ready: notNow, Apply: func(ctx context.Context, cs []crdt.Change) ([]stores.CaptureResult, error) {
+		if err := notNow(ctx); err != nil {
+			return nil, err
 		}
 		got = append(got, cs...)
 		return make([]stores.CaptureResult, len(cs)), nil
-	})()
+	}})()
 	c := newConsumer(s, "arn", "")
 	recs := []st.Record{headRecord("todos", 7), foreignRecord("todos#1", "101", "a")}
 	if err := c.handle(context.Background(), recs); err == nil {

@@ -23,7 +23,7 @@ import (
 // by change, so the refusal lands on the change that caused it, as the
 // engine does.
 func storeSink(s stores.Store) stores.CaptureSink {
-	return func(ctx context.Context, changes []crdt.Change) ([]stores.CaptureResult, error) {
+	return stores.CaptureSink{Apply: func(ctx context.Context, changes []crdt.Change) ([]stores.CaptureResult, error) {
 		out := make([]stores.CaptureResult, len(changes))
 		refused := func(err error) bool {
 			return errors.Is(err, stores.ErrTooLarge) || errors.Is(err, stores.ErrInvalid)
@@ -40,7 +40,7 @@ func storeSink(s stores.Store) stores.CaptureSink {
 			}
 		}
 		return out, nil
-	}
+	}}
 }
 
 // captureWithStore registers storeSink(s) as s's capture sink until the
@@ -111,14 +111,14 @@ func TestHandleCapture(t *testing.T) {
 		foreignRecord("notes#3", "103", "c"),
 	}
 	type call struct{ ids []string }
-	run := func(t *testing.T, sink stores.CaptureSink) (*Store, []stores.Notification, error) {
+	run := func(t *testing.T, apply func(context.Context, []crdt.Change) ([]stores.CaptureResult, error)) (*Store, []stores.Notification, error) {
 		s := sinkStore()
 		t.Cleanup(func() { _ = s.Close() })
 		var mu sync.Mutex
 		var notes []stores.Notification
 		s.Watch(func(n stores.Notification) { mu.Lock(); notes = append(notes, n); mu.Unlock() })
-		if sink != nil {
-			t.Cleanup(s.Capture(sink))
+		if apply != nil {
+			t.Cleanup(s.Capture(stores.CaptureSink{Apply: apply}))
 		}
 		err := newConsumer(s, "arn", "").handle(context.Background(), records)
 		return s, notes, err
@@ -134,9 +134,6 @@ func TestHandleCapture(t *testing.T) {
 	t.Run("refusal is final", func(t *testing.T) {
 		var got []string
 		s, notes, err := run(t, func(_ context.Context, cs []crdt.Change) ([]stores.CaptureResult, error) {
-			if len(cs) == 0 { // asked whether it takes changes now
-				return nil, nil
-			}
 			got = append(got, ids(cs)...)
 			out := make([]stores.CaptureResult, len(cs))
 			out[1].Err = fmt.Errorf("%w: too big", stores.ErrTooLarge)
@@ -191,12 +188,12 @@ func TestCaptureStop(t *testing.T) {
 	s := sinkStore()
 	defer s.Close()
 	entered, release := make(chan struct{}), make(chan struct{})
-	stop := s.Capture(func(ctx context.Context, cs []crdt.Change) ([]stores.CaptureResult, error) {
+	stop := s.Capture(stores.CaptureSink{Apply: func(ctx context.Context, cs []crdt.Change) ([]stores.CaptureResult, error) {
 		close(entered)
 		<-ctx.Done()
 		<-release
 		return nil, ctx.Err()
-	})
+	}})
 	c := newConsumer(s, "arn", "")
 	errc := make(chan error, 1)
 	go func() { errc <- c.handle(context.Background(), []st.Record{foreignRecord("todos#1", "1", "a")}) }()
@@ -215,19 +212,15 @@ func TestCaptureStop(t *testing.T) {
 	}
 	// A replaced sink is never called again; the new one is.
 	var first, second int
-	stop1 := s.Capture(func(_ context.Context, cs []crdt.Change) ([]stores.CaptureResult, error) {
-		if len(cs) > 0 { // not asked whether it takes changes now
-			first++
-		}
+	stop1 := s.Capture(stores.CaptureSink{Apply: func(_ context.Context, cs []crdt.Change) ([]stores.CaptureResult, error) {
+		first++
 		return make([]stores.CaptureResult, len(cs)), nil
-	})
+	}})
 	defer stop1()
-	stop2 := s.Capture(func(_ context.Context, cs []crdt.Change) ([]stores.CaptureResult, error) {
-		if len(cs) > 0 { // not asked whether it takes changes now
-			second++
-		}
+	stop2 := s.Capture(stores.CaptureSink{Apply: func(_ context.Context, cs []crdt.Change) ([]stores.CaptureResult, error) {
+		second++
 		return make([]stores.CaptureResult, len(cs)), nil
-	})
+	}})
 	if err := c.handle(context.Background(), []st.Record{foreignRecord("todos#1", "1", "a")}); err != nil {
 		t.Fatal(err)
 	}
@@ -253,13 +246,10 @@ func TestHandleLedger(t *testing.T) {
 	s := sinkStore()
 	defer s.Close()
 	var calls [][]crdt.Change
-	defer s.Capture(func(_ context.Context, cs []crdt.Change) ([]stores.CaptureResult, error) {
-		if len(cs) == 0 { // asked whether it takes changes now
-			return nil, nil
-		}
+	defer s.Capture(stores.CaptureSink{Apply: func(_ context.Context, cs []crdt.Change) ([]stores.CaptureResult, error) {
 		calls = append(calls, slices.Clone(cs))
 		return make([]stores.CaptureResult, len(cs)), nil
-	})()
+	}})()
 	c := newConsumer(s, "arn", "")
 	recs := []st.Record{foreignRecord("todos#1", "101", "a"), foreignRecord("todos#2", "102", "b"), foreignRecord("todos#1", "103", "c")}
 	if err := c.handle(context.Background(), recs); err != nil {

@@ -328,7 +328,7 @@ func (c *consumer) handle(ctx context.Context, records []st.Record) error {
 		defer func() { batch, items, inBatch = batch[:0], items[:0], map[string]bool{} }()
 		for len(batch) > 0 {
 			k := min(len(batch), stores.MaxBatch)
-			results, err := reg.sink(reg.ctx, batch[:k])
+			results, err := reg.sink.Apply(reg.ctx, batch[:k])
 			switch {
 			case err != nil && reg.ctx.Err() != nil && ctx.Err() == nil:
 				return errSinkGone
@@ -384,7 +384,7 @@ func (c *consumer) handle(ctx context.Context, records []st.Record) error {
 		if !asked {
 			// Stamp nothing the sink would not take now
 			// (stores.CaptureSink): the records are read again.
-			if _, err := reg.sink(reg.ctx, nil); err != nil {
+			if err := reg.sink.CheckReady(reg.ctx); err != nil {
 				if reg.ctx.Err() != nil && ctx.Err() == nil {
 					return errSinkGone
 				}

@@ -406,7 +406,7 @@ func testRestrictedUser(t *testing.T, start func(t *testing.T) restricted) {
 			if err := r.admin.HSet(ctx, r.app+"1", "title", "milk").Err(); err != nil {
 				t.Fatal(err)
 			}
-			defer s.Capture(sink)()
+			defer s.Capture(stores.CaptureSink{Apply: sink})()
 			eventually(t, "the keyspace subscription on every master", func() (bool, string) {
 				return r.everyMaster(ctx, func(ctx context.Context, n *goredis.Client) (bool, string) {
 					list, err := n.ClientList(ctx).Result()
@@ -521,7 +521,7 @@ func TestCaptureSaysWhenKeyspaceIsRefused(t *testing.T) {
 	sink := func(ctx context.Context, changes []crdt.Change) ([]stores.CaptureResult, error) {
 		return make([]stores.CaptureResult, len(changes)), nil
 	}
-	defer s.Capture(sink)()
+	defer s.Capture(stores.CaptureSink{Apply: sink})()
 	eventually(t, "a warning that the keyspace subscription was refused", func() (bool, string) {
 		out := logs.String()
 		for _, l := range strings.Split(out, "\n") {

@@ -164,7 +164,7 @@ func signal(c chan struct{}) {
 // sink was registered are offered.
 func (s *Store) Capture(sink stores.CaptureSink) (stop func()) {
 	c := s.capture
-	if sink == nil || c == nil || s.closed.Load() {
+	if sink.Apply == nil || c == nil || s.closed.Load() {
 		return func() {}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -428,7 +428,7 @@ func (c *capturer) deliver(reg *sinkReg, keys []string) error {
 	ctx := reg.ctx
 	// Stamp nothing the sink would not take now (stores.CaptureSink):
 	// the keys are queued again, their writes left in the hashes.
-	if _, err := reg.sink(ctx, nil); err != nil {
+	if err := reg.sink.CheckReady(ctx); err != nil {
 		return err
 	}
 	ps, err := c.captureKeys(ctx, keys)
@@ -439,7 +439,7 @@ func (c *capturer) deliver(reg *sinkReg, keys []string) error {
 	for i, p := range ps {
 		changes[i] = p.change
 	}
-	res, err := reg.sink(ctx, changes)
+	res, err := reg.sink.Apply(ctx, changes)
 	if err != nil {
 		return err
 	}

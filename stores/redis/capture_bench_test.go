@@ -55,7 +55,7 @@ func BenchmarkCapture(b *testing.B) {
 		var mu sync.Mutex
 		n := 0
 		done := make(chan struct{})
-		stop := s.Capture(func(ctx context.Context, changes []crdt.Change) ([]stores.CaptureResult, error) {
+		stop := s.Capture(stores.CaptureSink{Apply: func(ctx context.Context, changes []crdt.Change) ([]stores.CaptureResult, error) {
 			if _, err := s.Apply(ctx, changes); err != nil {
 				return nil, err
 			}
@@ -73,7 +73,7 @@ func BenchmarkCapture(b *testing.B) {
 				}
 			}
 			return make([]stores.CaptureResult, len(changes)), nil
-		})
+		}})
 		time.Sleep(200 * time.Millisecond) // subscriptions up
 		start := time.Now()
 		write(prefix+"app:todo:%d", written)

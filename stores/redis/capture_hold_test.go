@@ -39,16 +39,22 @@ func TestCaptureStampsNothingWhileTheSinkSaysNotNow(t *testing.T) {
 		var refused atomic.Int32
 		var mu sync.Mutex
 		var got []crdt.Change
-		stop := s.Capture(func(_ context.Context, changes []crdt.Change) ([]stores.CaptureResult, error) {
+		notNow := func(context.Context) error {
 			if held.Load() {
 				refused.Add(1)
-				return nil, errors.New("not now")
+				return errors.New("not now")
+			}
+			return nil
+		}
+		stop := s.Capture(stores.CaptureSink{Ready: notNow, Apply: func(ctx context.Context, changes []crdt.Change) ([]stores.CaptureResult, error) {
+			if err := notNow(ctx); err != nil {
+				return nil, err
 			}
 			mu.Lock()
 			got = append(got, changes...)
 			mu.Unlock()
 			return make([]stores.CaptureResult, len(changes)), nil
-		})
+		}})
 		t.Cleanup(stop)
 		app := plainClient(t, tg)
 		if err := app.HSet(ctx, prefix+"app:todo:1", "title", "milk").Err(); err != nil {
