@@ -694,6 +694,26 @@ test('a failed load of the sync loop is reported, and sync() loads it again', as
   assert.ok(server.coll('todos').byId.has('a'), 'the server holds it');
 });
 
+/**
+ * Makes the first n loads of the sync loop (Database._loadSync) of every
+ * Database fail, as a browser offline fails to import a module its cache
+ * lacks, until the end of test t.
+ * @param {import('node:test').TestContext} t
+ * @param {number} n
+ * @returns {{count: number}} how many loads were asked for
+ */
+function failingSyncLoads(t, n) {
+  const load = Database.prototype._loadSync;
+  const loads = { count: 0 };
+  Database.prototype._loadSync = function () {
+    return loads.count++ < n ? Promise.reject(new TypeError('Failed to fetch dynamically imported module')) : load.call(this);
+  };
+  t.after(() => {
+    Database.prototype._loadSync = load;
+  });
+  return loads;
+}
+
 test('a sync loop that failed to load is loaded again after a backoff, with no sign from the page', async (t) => {
   // A page reloaded while the server was down (from a service worker's
   // cache that lacks leader.js, say) gets no online or visibility event
@@ -701,14 +721,7 @@ test('a sync loop that failed to load is loaded again after a backoff, with no s
   // retries, after the backoff, and the writes made meanwhile go out.
   const server = await new FakeServer().start();
   t.after(() => server.stop());
-  const load = Database.prototype._loadSync;
-  let fails = 3;
-  Database.prototype._loadSync = function () {
-    return fails-- > 0 ? Promise.reject(new TypeError('Failed to fetch dynamically imported module')) : load.call(this);
-  };
-  t.after(() => {
-    Database.prototype._loadSync = load;
-  });
+  const loads = failingSyncLoads(t, 3);
   /** @type {any[]} */
   const errors = [];
   const db = await openClient({ url: server.url, name: 'syncloadbackoff', collections: ['todos'], backoff: { base: 20, max: 100, random: () => 1 } });
@@ -718,7 +731,7 @@ test('a sync loop that failed to load is loaded again after a backoff, with no s
   await db.collection('todos').put('a', { n: 1 });
   await until(() => db.syncer !== null && db.status.pending === 0 && server.coll('todos').byId.has('a') && db.status.lastError === null,
     'the loop loaded again, the write pushed, and the status no longer says it did not load');
-  assert.equal(fails, -1, 'loaded at the fourth try');
+  assert.equal(loads.count, 4, 'loaded at the fourth try');
   assert.ok(errors.length >= 2 && errors.every((e) => e.code === 'network'), 'each failed load told, as each failed round is');
 });
 
@@ -758,14 +771,7 @@ test('a failed load of the sync loop that sync() waited for too is told once, an
 test('a sync loop that failed to load is loaded again when the page becomes visible', async (t) => {
   const server = await new FakeServer().start();
   t.after(() => server.stop());
-  const load = Database.prototype._loadSync;
-  let fails = 1;
-  Database.prototype._loadSync = function () {
-    return fails-- > 0 ? Promise.reject(new TypeError('Failed to fetch dynamically imported module')) : load.call(this);
-  };
-  t.after(() => {
-    Database.prototype._loadSync = load;
-  });
+  failingSyncLoads(t, 1);
   /** @type {Set<() => void>} */
   const onVisible = new Set();
   const doc = { visibilityState: 'visible', addEventListener: (/** @type {string} */ _e, /** @type {() => void} */ f) => onVisible.add(f), removeEventListener: (/** @type {string} */ _e, /** @type {() => void} */ f) => onVisible.delete(f) };
