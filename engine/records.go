@@ -54,13 +54,7 @@ func (e *Engine) Unset(ctx context.Context, collection, id string, names ...stri
 
 // Delete deletes a record: every field written before now is hidden.
 func (e *Engine) Delete(ctx context.Context, collection, id string) error {
-	if err := stores.CheckKey(collection, id); err != nil {
-		return fmt.Errorf("delete %s/%s: %w", collection, id, err)
-	}
-	if err := e.ClockHealth(); err != nil {
-		return fmt.Errorf("delete %s/%s: %w", collection, id, err)
-	}
-	s, err := e.Now(collection)
+	s, err := e.ownStamp(collection, id)
 	if err != nil {
 		return fmt.Errorf("delete %s/%s: %w", collection, id, err)
 	}
@@ -135,19 +129,25 @@ func (e *Engine) held(ctx context.Context, op, collection, id string) (crdt.Reco
 	return ent.Record, nil
 }
 
-// write stamps fields (and what extra adds) with one new stamp and applies
-// them as one change; op names the call in errors. While the engine's
-// clock is off its store's (ClockHealth) it stamps nothing and returns
-// that error, wrapping ErrClockSkew: a stamp a year ahead would win every
-// later write for a year.
-func (e *Engine) write(ctx context.Context, op, collection, id string, fields Doc, extra func(*crdt.Record, crdt.Stamp)) error {
+// ownStamp checks collection/id and issues a stamp for one of the
+// engine's own writes (write, Delete). While the engine's clock is off its
+// store's (ClockHealth) it issues none and returns that error, wrapping
+// ErrClockSkew: a stamp a year ahead would win every later write for a
+// year.
+func (e *Engine) ownStamp(collection, id string) (crdt.Stamp, error) {
 	if err := stores.CheckKey(collection, id); err != nil {
-		return fmt.Errorf("%s %s/%s: %w", op, collection, id, err)
+		return crdt.Stamp{}, err
 	}
 	if err := e.ClockHealth(); err != nil {
-		return fmt.Errorf("%s %s/%s: %w", op, collection, id, err)
+		return crdt.Stamp{}, err
 	}
-	s, err := e.Now(collection)
+	return e.Now(collection)
+}
+
+// write stamps fields (and what extra adds) with one new stamp (ownStamp)
+// and applies them as one change; op names the call in errors.
+func (e *Engine) write(ctx context.Context, op, collection, id string, fields Doc, extra func(*crdt.Record, crdt.Stamp)) error {
+	s, err := e.ownStamp(collection, id)
 	if err != nil {
 		return fmt.Errorf("%s %s/%s: %w", op, collection, id, err)
 	}
