@@ -192,11 +192,7 @@ test('a change refused collected outside a reconciliation has its collection rec
   assert.equal(await todos.get('new'), null, 'rolled back');
   assert.deepEqual(ev.reconciled, [{ collection: 'todos', dropped: 0, rejected: 0, restamped: 2 }]);
   assert.equal((await outboxCounts(a.store)).pending, 0);
-  // Settled: nothing is held or reconciled again.
-  const after = server.pushed.length;
-  await a.sync();
-  assert.equal(server.pushed.length, after);
-  assert.equal(ev.reconciled.length, 1);
+  await settledAfterOne(server, a, ev);
 });
 
 test('a change refused collected outside a reconciliation (no reset: an edit left pending past the write horizon) has its collection reconciled first, then is re-stamped once, as the Go client does', async (t) => {
@@ -251,11 +247,7 @@ test('a change refused collected outside a reconciliation (no reset: an edit lef
   assert.deepEqual(ev.reconciled, [{ collection: 'todos', dropped: 1, rejected: 1, restamped: 2 }]);
   assert.equal(await owesReconcile(a.store, 'todos'), false);
   assert.equal((await outboxCounts(a.store)).pending, 0);
-  // Settled: the next sync pushes and reconciles nothing.
-  const after = server.pushed.length;
-  await a.sync();
-  assert.equal(server.pushed.length, after);
-  assert.equal(ev.reconciled.length, 1);
+  await settledAfterOne(server, a, ev);
 });
 
 test('a change refused collected outside a reconciliation stays held through a reload before the reconciliation, which then writes it again at once', async (t) => {
@@ -410,6 +402,20 @@ async function pair(t) {
     return db;
   };
   return { server, a: await open('a'), b: await open('b') };
+}
+
+/**
+ * Asserts that a is settled after one reconciliation: its next sync
+ * pushes nothing and reconciles nothing again.
+ * @param {FakeServer} server
+ * @param {any} a
+ * @param {ReturnType<typeof listen>} ev
+ */
+async function settledAfterOne(server, a, ev) {
+  const after = server.pushed.length;
+  await a.sync();
+  assert.equal(server.pushed.length, after, 'settled: the next sync pushes nothing');
+  assert.equal(ev.reconciled.length, 1, 'settled: nothing is reconciled again');
 }
 
 /**
