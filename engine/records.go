@@ -22,13 +22,17 @@ type Doc map[string]any
 // Put writes a whole record: every field in fields is set, and every field
 // the record has now that fields lacks is unset. Fields written concurrently
 // elsewhere that this server has not seen yet survive, as the merge rules
-// say.
+// say; what the record held when Put read it loses (OwnStamp).
 func (e *Engine) Put(ctx context.Context, collection, id string, fields Doc) error {
-	cur, err := e.current(ctx, "put", collection, id)
+	if err := stores.CheckKey(collection, id); err != nil {
+		return fmt.Errorf("put %s/%s: %w", collection, id, err)
+	}
+	held, err := e.held(ctx, "put", collection, id)
 	if err != nil {
 		return err
 	}
-	return e.write(ctx, "put", collection, id, fields, func(rec *crdt.Record, s crdt.Stamp) {
+	cur := e.resolve(e.Migrations(collection), held)
+	return e.write(ctx, "put", collection, id, &held, fields, func(rec *crdt.Record, s crdt.Stamp) {
 		for name := range cur.Values() {
 			if _, ok := fields[name]; !ok {
 				rec.Fields[name] = crdt.Field{Stamp: s}
@@ -40,12 +44,12 @@ func (e *Engine) Put(ctx context.Context, collection, id string, fields Doc) err
 // Update sets the fields in fields and leaves the others as they are.
 // A nil value sets the field to null; use Unset to remove a field.
 func (e *Engine) Update(ctx context.Context, collection, id string, fields Doc) error {
-	return e.write(ctx, "update", collection, id, fields, nil)
+	return e.write(ctx, "update", collection, id, nil, fields, nil)
 }
 
 // Unset removes fields of a record.
 func (e *Engine) Unset(ctx context.Context, collection, id string, names ...string) error {
-	return e.write(ctx, "unset", collection, id, nil, func(rec *crdt.Record, s crdt.Stamp) {
+	return e.write(ctx, "unset", collection, id, nil, nil, func(rec *crdt.Record, s crdt.Stamp) {
 		for _, name := range names {
 			rec.Fields[name] = crdt.Field{Stamp: s}
 		}
@@ -54,7 +58,7 @@ func (e *Engine) Unset(ctx context.Context, collection, id string, names ...stri
 
 // Delete deletes a record: every field written before now is hidden.
 func (e *Engine) Delete(ctx context.Context, collection, id string) error {
-	s, err := e.ownStamp(collection, id)
+	s, err := e.OwnStamp(ctx, collection, id)
 	if err != nil {
 		return fmt.Errorf("delete %s/%s: %w", collection, id, err)
 	}
@@ -129,25 +133,64 @@ func (e *Engine) held(ctx context.Context, op, collection, id string) (crdt.Reco
 	return ent.Record, nil
 }
 
-// ownStamp checks collection/id and issues a stamp for one of the
-// engine's own writes (write, Delete). While the engine's clock is off its
-// store's (ClockHealth) it issues none and returns that error, wrapping
-// ErrClockSkew: a stamp a year ahead would win every later write for a
-// year.
-func (e *Engine) ownStamp(collection, id string) (crdt.Stamp, error) {
+// OwnStamp issues the stamp of a write the server itself makes to
+// collection/id (Put, Update, Unset, Delete, the deny list's entries):
+// after every stamp the record holds now, whichever instance or replica
+// wrote them, and after every stamp this engine issued. A client's clock
+// may run up to MaxDrift ahead, and the stamps it writes with it; the
+// instance that took them observed them, another one on the same store
+// did not, and a write it made after reading the record, stamped from its
+// own clock alone, would lose to the older write.
+//
+// OwnStamp reads the record. It fails wrapping ErrClockSkew while the
+// engine's clock is off its store's (ClockHealth): a stamp a year ahead
+// would win every later write for a year. It fails wrapping
+// crdt.ErrClockDrift when the record holds a stamp more than MaxDrift
+// ahead of this server's clock, which only a clock off at the time of
+// that write makes.
+func (e *Engine) OwnStamp(ctx context.Context, collection, id string) (crdt.Stamp, error) {
 	if err := stores.CheckKey(collection, id); err != nil {
 		return crdt.Stamp{}, err
 	}
 	if err := e.ClockHealth(); err != nil {
+		return crdt.Stamp{}, err // before the read: it would be for nothing
+	}
+	held, err := e.held(ctx, "stamp", collection, id)
+	if err != nil {
 		return crdt.Stamp{}, err
 	}
-	return e.Now(collection)
+	return e.ownStampAfter(collection, held)
 }
 
-// write stamps fields (and what extra adds) with one new stamp (ownStamp)
-// and applies them as one change; op names the call in errors.
-func (e *Engine) write(ctx context.Context, op, collection, id string, fields Doc, extra func(*crdt.Record, crdt.Stamp)) error {
-	s, err := e.ownStamp(collection, id)
+// ownStampAfter is OwnStamp with the record already read, as the store
+// holds it.
+func (e *Engine) ownStampAfter(collection string, held crdt.Record) (crdt.Stamp, error) {
+	if err := e.ClockHealth(); err != nil {
+		return crdt.Stamp{}, err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	c, wall := e.clockOf(collection), e.wall()
+	if top := held.MaxStamp(); !top.IsZero() {
+		if err := c.Observe(top.Time(), wall); err != nil {
+			return crdt.Stamp{}, fmt.Errorf("the record holds a stamp ahead of this server's clock: %w", err)
+		}
+	}
+	return c.Now(wall)
+}
+
+// write stamps fields (and what extra adds) with one new stamp (OwnStamp;
+// held is the record as the store holds it when the caller read it, nil
+// when it did not) and applies them as one change; op names the call in
+// errors.
+func (e *Engine) write(ctx context.Context, op, collection, id string, held *crdt.Record, fields Doc, extra func(*crdt.Record, crdt.Stamp)) error {
+	var s crdt.Stamp
+	var err error
+	if held != nil {
+		s, err = e.ownStampAfter(collection, *held)
+	} else {
+		s, err = e.OwnStamp(ctx, collection, id)
+	}
 	if err != nil {
 		return fmt.Errorf("%s %s/%s: %w", op, collection, id, err)
 	}

@@ -298,11 +298,15 @@ type DenyEntry struct {
 
 // Deny writes e to the deny list of eng's store: every server on the
 // store refuses the principal it names from then on (until e.Until).
+// Like Allow it is stamped after the entry's last write, whichever
+// instance made it, and refused while eng's clock is off its store's
+// (engine.OwnStamp): a deny stamped a year ahead could not be undone for a
+// year.
 func Deny(ctx context.Context, eng *engine.Engine, e DenyEntry) error {
 	if err := checkDenyID("deny", e.ID); err != nil {
 		return err
 	}
-	st, err := eng.Now(proto.DenyCollection)
+	st, err := eng.OwnStamp(ctx, proto.DenyCollection, e.ID)
 	if err != nil {
 		return fmt.Errorf("deny %s: %w", e.ID, err)
 	}
@@ -330,7 +334,7 @@ func Allow(ctx context.Context, eng *engine.Engine, id string) error {
 	if err := checkDenyID("allow", id); err != nil {
 		return err
 	}
-	st, err := eng.Now(proto.DenyCollection)
+	st, err := eng.OwnStamp(ctx, proto.DenyCollection, id)
 	if err != nil {
 		return fmt.Errorf("allow %s: %w", id, err)
 	}
