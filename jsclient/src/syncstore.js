@@ -14,7 +14,7 @@ import { Writer, equalBytes } from './cbor.js';
 import { compareStamps, isZeroStamp } from './hlc.js';
 import { boundRejected, decodeEntry, rejectedEntry } from './change.js';
 import { cloneRecord, exists, hasStamps, ownPart, uncovered } from './parts.js';
-import { CURSOR_KEY, GIVEBACK_KEY, HEALCHECK_KEY, HEAL_KEY, RECONCILE_KEY, REPLACE_KEY, REREAD_KEY, SCOPE_KEY, SEALED } from './metakeys.js';
+import { CURSOR_KEY, GIVEBACK_KEY, HEALCHECK_KEY, HEAL_KEY, RECONCILE_KEY, REPLACE_KEY, REREAD_KEY, SCOPE_KEY, SEALED, prefixRange } from './metakeys.js';
 
 /** @typedef {import('./db.js').Store} Store */
 /** @typedef {import('./db.js').StoredRecord} StoredRecord */
@@ -165,9 +165,7 @@ function keep(tx, c, id, e) {
  * @returns {Promise<string[]>}
  */
 export function openedCollections(st) {
-  // Every key with the prefix: strings sort by code unit, and no
-  // collection name holds a character above U+007F.
-  const range = st.keyRange.bound(COLLECTION_KEY, COLLECTION_KEY + '\uffff');
+  const range = prefixRange(st.keyRange, COLLECTION_KEY);
   return st.tx([META], 'readonly', 'read collections', async (tx) => {
     const keys = await req(tx.objectStore(META).getAllKeys(range));
     /** @type {string[]} */
@@ -351,7 +349,7 @@ export function putCursor(st, tx, c, cursor) {
  */
 export function dropMeta(st, prefix) {
   return st.tx([META], 'readwrite', `drop ${prefix}`, (tx) => {
-    tx.objectStore(META).delete(st.keyRange.bound(prefix, prefix + '\uffff'));
+    tx.objectStore(META).delete(prefixRange(st.keyRange, prefix));
   });
 }
 
@@ -370,7 +368,7 @@ export function pruneNotes(st, prefix) {
   return st.tx([META, OUTBOX], 'readwrite', `prune ${prefix}`, async (tx) => {
     const meta = tx.objectStore(META);
     const outbox = tx.objectStore(OUTBOX);
-    const range = st.keyRange.bound(prefix, prefix + '\uffff');
+    const range = prefixRange(st.keyRange, prefix);
     const [keys, notes] = await Promise.all([req(meta.getAllKeys(range)), req(meta.getAll(range))]);
     let left = false;
     for (let i = 0; i < keys.length; i++) {
@@ -477,7 +475,7 @@ export function pendingFloor(st, c) {
  * @returns {Promise<string[]>}
  */
 export function owedHeals(st) {
-  const range = st.keyRange.bound(HEAL_KEY, HEAL_KEY + '\uffff');
+  const range = prefixRange(st.keyRange, HEAL_KEY);
   return st.tx([META], 'readonly', 'read heals', async (tx) => {
     const keys = await req(tx.objectStore(META).getAllKeys(range));
     return keys.filter((k) => typeof k === 'string').map((k) => /** @type {string} */ (k).slice(HEAL_KEY.length));
@@ -491,7 +489,7 @@ export function owedHeals(st) {
  * @returns {Promise<Map<string, import('./heal.js').HealCheck>>}
  */
 export function healChecks(st) {
-  const range = st.keyRange.bound(HEALCHECK_KEY, HEALCHECK_KEY + '\uffff');
+  const range = prefixRange(st.keyRange, HEALCHECK_KEY);
   return st.tx([META], 'readonly', 'read heal checks', async (tx) => {
     const meta = tx.objectStore(META);
     const [keys, values] = await Promise.all([req(meta.getAllKeys(range)), req(meta.getAll(range))]);

@@ -5,7 +5,7 @@
 // first run on a device, or after a wipe) or one an older client wrote.
 
 import { META, OUTBOX, RECORDS, REJECTED } from './db.js';
-import { CURSOR_KEY, SEALED } from './metakeys.js';
+import { CURSOR_KEY, SEALED, prefixRange } from './metakeys.js';
 
 /**
  * Brings the database of open request r to DB_VERSION, inside its
@@ -27,6 +27,6 @@ export function upgrade(r, ev, keyRange) {
   else if (ev.oldVersion < 4) {
     // Protocol 1's cursors were numbers the server of protocol 2 cannot
     // read, and version 3 kept no seals: pull everything once more.
-    tx.objectStore(META).delete(keyRange.bound(CURSOR_KEY, CURSOR_KEY + '\uffff'));
+    tx.objectStore(META).delete(prefixRange(keyRange, CURSOR_KEY));
   }
 }
