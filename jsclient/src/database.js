@@ -157,8 +157,6 @@ export class Database {
     this._status = { online: false, syncing: false, pending: 0, held: 0, rejected: 0, lastSyncedAt: null, lastError: null, leader: false, paused: false, revoked: false, schemaAhead: false, unreadable: [] };
     /** @type {number} lastSyncedAt as stored before this open: a sync since is newer */
     this._storedSyncedAt = -Infinity;
-    /** @type {any} the timer that stores lastSyncedAt (leader.js storeSynced) */
-    this._syncedTimer = null;
     /** Changes refused since whenSynced last resolved. */
     this._refusedSince = 0;
     /** The newest rejected change this tab was told of (peer.js recount). */
@@ -962,13 +960,8 @@ export class Database {
     this.closed = true;
     for (const f of this.cleanups) f();
     await this.syncer?.stop();
-    clearTimeout(this._syncedTimer);
     clearTimeout(this._doubt);
     clearTimeout(this.loadTimer);
-    if (this._syncedTimer !== null && this._status.lastSyncedAt !== null) {
-      await this.store.setMeta('lastSyncedAt', this._status.lastSyncedAt).catch(() => {});
-    }
-    this._syncedTimer = null;
     this.releaseLock?.();
     this.channel?.close();
     this.subs.clear();

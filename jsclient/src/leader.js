@@ -34,6 +34,7 @@ export async function syncerFor(db) {
     db._emit('error', new ConvergoError('network', 'open: no fetch available'));
     return null;
   }
+  const kept = syncedKeeper(db);
   return new Syncer({
     url: /** @type {string} */ (o.url),
     store: db.store,
@@ -55,8 +56,9 @@ export async function syncerFor(db) {
     onSuperseded: (r) => tell(db, { t: TabMessage.superseded, r }, r),
     onStatus: (s) => {
       db._setStatus(s);
-      if (s.lastSyncedAt) storeSynced(db);
+      if (s.lastSyncedAt) kept.synced(s.lastSyncedAt);
     },
+    onStopped: () => kept.stopped(),
     // 'error' stays in this tab: it tells of failures for the tab's own
     // log (the leader's sync loop, a tab's IndexedDB, a listener that
     // threw), and an error every tab told would be logged once per tab.
@@ -89,17 +91,36 @@ export async function syncerFor(db) {
 const STORE_SYNCED_MS = 500;
 
 /**
- * The leader keeps lastSyncedAt for after a reload (at most every
- * STORE_SYNCED_MS; Database.close stores one still waiting).
+ * Keeps the lastSyncedAt one sync loop of db reports for after a reload:
+ * stored at most every STORE_SYNCED_MS, and one still waiting stored when
+ * the loop stops (Database.close or pause awaits Syncer.stop, which awaits
+ * stopped). Its timer is the loop's alone.
  * @param {Database} db
  */
-function storeSynced(db) {
-  if (db._syncedTimer !== null) return;
-  db._syncedTimer = setTimeout(() => {
-    db._syncedTimer = null;
-    if (db.closed || db._status.lastSyncedAt === null) return;
-    db.store.setMeta('lastSyncedAt', db._status.lastSyncedAt).catch(() => {});
-  }, STORE_SYNCED_MS);
+function syncedKeeper(db) {
+  /** @type {number} */
+  let at;
+  /** @type {any} */
+  let timer = null;
+  let done = false;
+  const store = () => {
+    clearTimeout(timer);
+    timer = null;
+    return db.store.setMeta('lastSyncedAt', at).then(() => {}, () => {});
+  };
+  return {
+    /** @param {number} t the loop's lastSyncedAt */
+    synced(t) {
+      if (done) return;
+      at = t;
+      timer ??= setTimeout(store, STORE_SYNCED_MS);
+    },
+    /** @returns {Promise<void>} */
+    stopped() {
+      done = true;
+      return timer === null ? Promise.resolve() : store();
+    },
+  };
 }
 
 /**

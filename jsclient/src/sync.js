@@ -227,6 +227,9 @@ export const WRITE_RETRY_MS = 2_000;
  * @property {(s: Superseded) => void} onSuperseded fields of a pushed
  *   change lost to newer writes
  * @property {(s: Partial<import('./database.js').Status>) => void} onStatus
+ * @property {() => Promise<void>} [onStopped] awaited by stop() once the
+ *   loop has ended: the leader stores a lastSyncedAt still waiting
+ *   (leader.js syncedKeeper), before Database.close closes the Store
  * @property {(e: Error) => void} onError
  * @property {(e: ConvergoError) => void} onAuth the token was refused
  * @property {(c: string, leaves: Uint8Array[]) => Promise<string[]>} [leaves]
@@ -371,6 +374,7 @@ export class Syncer {
     this.wake?.();
     this.settleRound(new ConvergoError('network', 'sync stopped'));
     await this.loop;
+    await this.o.onStopped?.();
   }
 
   /** Local writes are waiting: push soon. */

@@ -554,6 +554,26 @@ test('the leader stores when it last synced, for after a reload; whenSynced wait
   assert.equal(done, false, 'a sync before the reload does not count');
 });
 
+test('a lastSyncedAt still waiting to be stored is stored by close, and read at the next open', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const idb = freshIDB();
+  const a = await openClient({ url: server.url, name: 'closing', indexedDB: idb, collections: ['todos'] });
+  await a.collection('todos').put('t', { n: 1 });
+  await a.whenSynced();
+  await until(async () => (await a.store.getMeta('lastSyncedAt')) === a.status.lastSyncedAt, 'lastSyncedAt stored');
+  const stored = a.status.lastSyncedAt;
+  await new Promise((r) => setTimeout(r, 5));
+  // A sync whose lastSyncedAt waits to settle (500 ms) when close comes.
+  await a.sync();
+  const synced = a.status.lastSyncedAt;
+  assert.ok(/** @type {number} */ (synced) > /** @type {number} */ (stored), 'the sync reports a newer lastSyncedAt');
+  await a.close();
+  const again = await openClient({ url: 'http://127.0.0.1:9', name: 'closing', indexedDB: idb, sync: false });
+  t.after(() => again.close());
+  assert.equal(again.status.lastSyncedAt, synced, 'the lastSyncedAt close stored, read at open');
+});
+
 test("a newer server's unknown keys and message types are ignored", async (t) => {
   const server = await new FakeServer().start();
   server.newer = true; // key 99 and a text key in every answer and message, a 'bulletin' after welcome
