@@ -28,6 +28,8 @@ const MAX_DEMO_NAME = 32; // transport's demo name limit
 const MAX_PEOPLE = 4;
 const MAX_TITLE = 200;
 const SHELL_CACHE = 'convergo-demo-v1'; // the name sw.js uses
+const LIBRARY = '/convergo/'; // where the imports above come from
+const MODULES_FILE = 'modules.json'; // jsclient.ModulesFile: the library's modules, listed by the server
 
 const $ = (sel, root = document) => root.querySelector(sel);
 
@@ -524,14 +526,30 @@ class Notes {
 }
 
 /**
+ * Every module of the library, as the server lists them (MODULES_FILE):
+ * an offline page may need one it never loaded online (wiped.js when it
+ * finds its database wiped, upgrade.js to make it again).
+ * @returns {Promise<string[]>} their URLs
+ */
+async function libraryModules() {
+  const url = new URL(LIBRARY + MODULES_FILE, location.href);
+  const res = await fetch(url);
+  if (!res.ok) throw new Error(`GET ${url.pathname}: ${res.status}`);
+  /** @type {string[]} */
+  const modules = await res.json();
+  return modules.map((m) => new URL(m, url).href);
+}
+
+/**
  * Registers the service worker that lets the page load without a server
  * (sw.js) and caches the files this page loaded that the worker did not
  * see: those loaded before it controlled the page, or while it took
  * control (the library's modules loaded on demand, such as the sync loop,
- * load then). Offline-ready once the worker controls the page and what the
- * page loaded until then is cached; files loaded later are cached as they
- * come. Best effort: without it the demo still works offline for as long
- * as the tab stays open.
+ * load then), and every module of the library, loaded or not
+ * (libraryModules). Offline-ready once the worker controls the page and
+ * those are cached; files loaded later are cached as they come. Best
+ * effort: without it the demo still works offline for as long as the tab
+ * stays open.
  */
 async function cacheShell() {
   if (!('serviceWorker' in navigator) || !globalThis.caches) return;
@@ -565,7 +583,7 @@ async function cacheShell() {
         });
       }
     }).observe({ type: 'resource' });
-    await cache.addAll(uncached([location.href, ...loaded(performance.getEntriesByType('resource'))]));
+    await cache.addAll(uncached([location.href, ...loaded(performance.getEntriesByType('resource')), ...await libraryModules()]));
     await controlled;
     document.body.dataset.offlineReady = 'true';
   } catch (err) {

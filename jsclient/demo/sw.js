@@ -7,7 +7,8 @@
 // Network first: a reachable server always serves the current files, and
 // each response refreshes the cache; the cache answers only when the
 // network fails. The page fills the cache with what it loaded before this
-// worker took control (app.js, cacheShell).
+// worker took control and with every module of the library, those it
+// loads only on demand too (app.js, cacheShell).
 
 const CACHE = 'convergo-demo-v1';
 

@@ -2,6 +2,7 @@
 // client keeps editing: every client and the server converge.
 
 import assert from 'node:assert/strict';
+import { readdirSync } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 
@@ -121,6 +122,38 @@ describe('server restart', () => {
       { title: 'Written during the outage', done: false },
     ]);
     assert.deepEqual(page.errors.filter((e) => !/ERR_CONNECTION_REFUSED|Failed to load resource/.test(e)), []);
+  });
+
+  it('the demo caches every module of the library on its first load, those only loaded on demand too', async (t) => {
+    // An offline page may need a module it never loaded online: wiped.js
+    // when it finds its database wiped, upgrade.js to make it again.
+    const ctx = await browser.newContext();
+    t.after(() => ctx.close());
+    const page = await openDemo(ctx, server.url, 'Finn');
+    await page.waitForFunction(() => document.body.dataset.offlineReady === 'true', null, { timeout: 10_000 });
+    // What the binary embeds and serves under /convergo/.
+    const modules = readdirSync(new URL('../src/', import.meta.url)).filter((f) => f.endsWith('.js')).sort();
+    assert.ok(modules.includes('wiped.js') && modules.includes('upgrade.js'));
+    const cached = await page.evaluate(async () => {
+      const out = [];
+      for (const name of await caches.keys()) {
+        for (const req of await (await caches.open(name)).keys()) {
+          const { pathname } = new URL(req.url);
+          if (pathname.startsWith('/convergo/')) out.push(pathname.slice('/convergo/'.length));
+        }
+      }
+      return out;
+    });
+    assert.deepEqual(modules.filter((m) => !cached.includes(m)), [], 'modules of the library not in the cache');
+
+    // With the server down, a module the page never loaded loads from it.
+    await server.stop({ hard: true });
+    try {
+      const exported = await page.evaluate(async () => Object.keys(await import('/convergo/wiped.js')));
+      assert.deepEqual(exported, ['rebuild']);
+    } finally {
+      await server.start();
+    }
   });
 
   it('a page reloaded while the server is down, whose cache lacks the sync loop, syncs once the server is back', async (t) => {
