@@ -17,13 +17,15 @@ type Capturer interface {
 	// Capture hands captured changes to sink until stop is called or the
 	// store closes (a sink without Apply registers nothing). One sink is
 	// registered at a time: a later Capture replaces an earlier one. The
-	// store calls sink.Apply (and sink.Ready) from one goroutine, in
-	// batches of at most MaxBatch changes, each record's changes in the
-	// order they were made; delivery is at least once (a captured change
-	// may come again after a failure or a restart, with the same stamps, so
-	// applying it again is a no-op). A per-change refusal in the results is
-	// final: the store logs it and skips the change. An error means "not
-	// now": the store offers the same changes again later. Changes made
+	// store calls sink.Apply from one goroutine, in batches of at most
+	// MaxBatch changes, each record's changes in the order they were
+	// made; it may call sink.Ready from others as well (the Redis mirror
+	// asks it), so Ready must be safe for concurrent use. Delivery is at
+	// least once (a captured change may come again after a failure or a
+	// restart, with the same stamps, so applying it again is a no-op). A
+	// per-change refusal in the results is final: the store logs it and
+	// skips the change. An error means "not now": the store offers the
+	// same changes again later. Changes made
 	// while no sink is registered are offered once one is, as far as the
 	// backend still holds them. stop waits for a sink call in progress,
 	// whose context it cancels; after it returns sink is not called again.
@@ -40,7 +42,8 @@ type CaptureSink struct {
 	Apply func(ctx context.Context, changes []crdt.Change) ([]CaptureResult, error)
 	// Ready says whether Apply takes changes now: an error means "not
 	// now" (the engine's clock is off its store's). A store that stamps
-	// captured writes itself asks (CheckReady) before it stamps a batch,
+	// captured writes itself asks (CheckReady) before anything that may
+	// stamp them (a batch, a Redis mirror pass, which captures first),
 	// and on an error stamps nothing and asks again later: a write
 	// stamped while the sink would not take it would keep that stamp.
 	// Nil: always.

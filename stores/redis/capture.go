@@ -142,6 +142,35 @@ type sinkReg struct {
 	calls  sync.WaitGroup
 }
 
+// ready asks the sink whether it takes changes now
+// (stores.CaptureSink.CheckReady). Every pass that runs the capture
+// script (a delivery, a mirror pass) asks it first, and on an error
+// stamps nothing: a write stamped while the sink would not take it would
+// keep that stamp.
+func (r *sinkReg) ready() error {
+	return r.sink.CheckReady(r.ctx)
+}
+
+// errNoSink fails a mirror pass while no sink is registered: it would
+// capture what the app wrote with no sink to ask.
+var errNoSink = errors.New("no capture sink registered")
+
+// sinkReady asks the registered sink, as a sink call that stop waits
+// for, whether it takes changes now; errNoSink when none is registered.
+func (c *capturer) sinkReady() error {
+	c.mu.Lock()
+	reg := c.reg
+	if reg != nil {
+		reg.calls.Add(1)
+	}
+	c.mu.Unlock()
+	if reg == nil {
+		return errNoSink
+	}
+	defer reg.calls.Done()
+	return reg.ready()
+}
+
 func newCapturer(s *Store, o Options) *capturer {
 	return &capturer{
 		s: s, rules: o.Capture, interval: o.CaptureInterval, count: o.CaptureScanCount,
@@ -186,6 +215,7 @@ func (s *Store) Capture(sink stores.CaptureSink) (stop func()) {
 		old.cancel()
 	}
 	signal(c.scan)
+	signal(c.mirror) // a mirror pass held back while no sink was registered
 	var once sync.Once
 	return func() {
 		once.Do(func() {
@@ -428,7 +458,7 @@ func (c *capturer) deliver(reg *sinkReg, keys []string) error {
 	ctx := reg.ctx
 	// Stamp nothing the sink would not take now (stores.CaptureSink):
 	// the keys are queued again, their writes left in the hashes.
-	if err := reg.sink.CheckReady(ctx); err != nil {
+	if err := reg.ready(); err != nil {
 		return err
 	}
 	ps, err := c.captureKeys(ctx, keys)
@@ -710,9 +740,12 @@ func (c *capturer) mirrorLoop(ctx context.Context) {
 				if ctx.Err() != nil {
 					return
 				}
-				if errors.Is(err, bug.ErrPanic) {
+				switch {
+				case errors.Is(err, errNoSink):
+					// Mirrored again once a sink registers (Capture signals).
+				case errors.Is(err, bug.ErrPanic):
 					c.s.log.Error("mirror: failed (a bug); retrying", "collection", coll, "err", err)
-				} else {
+				default:
 					c.s.log.Warn("mirror: failed; retrying", "collection", coll, "err", err)
 				}
 				continue
@@ -741,6 +774,15 @@ func (c *capturer) mirrorCollection(ctx context.Context, r CaptureRule, cursor u
 		page, err := s.Pull(ctx, r.Collection, cursor, stores.PageLimit{Records: 256, Bytes: stores.DefaultPageBytes})
 		if err != nil {
 			return cursor, err
+		}
+		// The script captures what the app wrote to a hash before it
+		// mirrors into it: stamp nothing the sink would not take now.
+		// The pass fails and is retried from cursor at the next one
+		// (CaptureInterval, or when the collection advances); the app's
+		// writes stay in their hashes, for the capture to stamp once the
+		// sink takes them.
+		if err := c.sinkReady(); err != nil {
+			return cursor, fmt.Errorf("mirror %s: held back: %w", r.Collection, err)
 		}
 		now := c.now().UnixMilli()
 		for _, e := range page.Entries {

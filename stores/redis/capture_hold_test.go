@@ -3,6 +3,7 @@ package redis
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -73,5 +74,95 @@ func TestCaptureStampsNothingWhileTheSinkSaysNotNow(t *testing.T) {
 		if w := got[0].Record.Fields["title"].Stamp.Wall; w != right {
 			t.Fatalf("captured stamp wall %d, want %d: stamped by a pass the sink refused", w, right)
 		}
+	})
+}
+
+// TestMirrorStampsNothingWhileTheSinkSaysNotNow: a mirror pass runs the
+// capture script before it writes a record back into its hash, so it too
+// asks the sink first: while the sink answers "not now" it writes and
+// stamps nothing, and the app's write to that hash stays there, unstamped,
+// to be stamped by the clock of the pass the sink takes it in. Once the
+// sink takes changes again the mirror is retried and the hash holds both
+// the app's write and the mirrored record.
+func TestMirrorStampsNothingWhileTheSinkSaysNotNow(t *testing.T) {
+	eachTarget(t, func(t *testing.T, tg target) {
+		ctx := testContext(t)
+		prefix := uniquePrefix()
+		cleanupPrefix(t, tg, prefix)
+		o := captureOpts(prefix, randomName("convergo-mirhold-"))
+		o.Addrs, o.Cluster = tg.addrs, tg.cluster
+		o.CaptureInterval = 100 * time.Millisecond
+		s, err := Open(ctx, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		const off, right = int64(1_000_000_000_000), int64(1_800_000_000_000)
+		var wall atomic.Int64
+		wall.Store(off)
+		s.capture.now = func() time.Time { return time.UnixMilli(wall.Load()) }
+
+		// A record for the mirror to write back, and the app's own write
+		// to its hash, both there before the machinery starts: the
+		// mirror's first pass (at start, from 0) meets them.
+		rec := crdt.SetField("1", "title", mustValue(t, "bread"), crdt.Stamp{Wall: 1_700_000_000_000, Replica: "a"})
+		if _, err := s.Apply(ctx, []crdt.Change{{Collection: "todos", Record: rec}}); err != nil {
+			t.Fatal(err)
+		}
+		app := plainClient(t, tg)
+		key := prefix + "app:todo:1"
+		if err := app.HSet(ctx, key, "note", "milk").Err(); err != nil {
+			t.Fatal(err)
+		}
+
+		var held atomic.Bool
+		held.Store(true)
+		var refused atomic.Int32
+		var mu sync.Mutex
+		var got []crdt.Change
+		notNow := func(context.Context) error {
+			if held.Load() {
+				refused.Add(1)
+				return errors.New("not now")
+			}
+			return nil
+		}
+		stop := s.Capture(stores.CaptureSink{Ready: notNow, Apply: func(ctx context.Context, changes []crdt.Change) ([]stores.CaptureResult, error) {
+			if err := notNow(ctx); err != nil {
+				return nil, err
+			}
+			mu.Lock()
+			got = append(got, changes...)
+			mu.Unlock()
+			return make([]stores.CaptureResult, len(changes)), nil
+		}})
+		t.Cleanup(stop)
+
+		eventually(t, "passes refused", func() (bool, string) { return refused.Load() >= 3, "" })
+		time.Sleep(5 * o.CaptureInterval) // mirror passes at start and at every interval
+		if h := hashView(t, app, key); h["title"] != "" || h["note"] != "milk" {
+			t.Errorf("hash %v while the sink says not now, want the app's write alone: the mirror wrote", h)
+		}
+		if n := s.stats.mirrored.Load(); n != 0 {
+			t.Errorf("%d records mirrored while the sink says not now, want 0", n)
+		}
+
+		wall.Store(right)
+		held.Store(false)
+		eventually(t, "the captured write", func() (bool, string) {
+			mu.Lock()
+			defer mu.Unlock()
+			return len(got) > 0, ""
+		})
+		mu.Lock()
+		w := got[0].Record.Fields["note"].Stamp.Wall
+		mu.Unlock()
+		if w != right {
+			t.Fatalf("captured stamp wall %d, want %d: stamped by a mirror pass while the sink said not now", w, right)
+		}
+		eventually(t, "the mirror retried", func() (bool, string) {
+			h := hashView(t, app, key)
+			return h["title"] == "bread" && h["note"] == "milk", fmt.Sprint(h)
+		})
 	})
 }
