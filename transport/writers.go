@@ -17,7 +17,9 @@ import (
 // WriteTimeout), a reader may wait for a client's rate or for room in its
 // queue: when the queue has waited for more than writerStall without any
 // worker finishing a connection, an extra worker starts, which ends once
-// the queue is empty.
+// the queue is empty. That is checked after writerStall whether or not
+// another connection comes with work meanwhile (unstall): a client that
+// keeps every worker busy must not leave another's work queued for good.
 type connPool struct {
 	work     func(*liveConn)
 	size     int
@@ -28,6 +30,7 @@ type connPool struct {
 	queue    []*liveConn
 	idle     []chan *liveConn // one per idle writer
 	workers  int
+	watching bool         // unstall is armed
 	lastDone atomic.Int64 // unix nanos when a writer last finished a connection
 }
 
@@ -64,7 +67,45 @@ func (p *connPool) run(c *liveConn) {
 		return
 	}
 	p.queue = append(p.queue, c)
+	p.watchLocked()
 	p.mu.Unlock()
+}
+
+// watchLocked arms the stall check (unstall) unless it is armed: a
+// connection waits in the queue, and if every worker stays busy (readers
+// waiting for their clients' rate, writers for slow clients), no later
+// run may come to start an extra one. Called with p.mu held.
+func (p *connPool) watchLocked() {
+	if p.watching {
+		return
+	}
+	p.watching = true
+	p.bg.Add(1)
+	time.AfterFunc(writerStall, p.unstall)
+}
+
+// unstall starts an extra worker for the head of the queue when no
+// worker finished a connection for writerStall, and checks again while
+// connections wait.
+func (p *connPool) unstall() {
+	defer p.bg.Done()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.watching = false
+	if len(p.queue) == 0 {
+		return
+	}
+	if time.Since(time.Unix(0, p.lastDone.Load())) > writerStall {
+		c := p.queue[0]
+		p.queue[0] = nil
+		p.queue = p.queue[1:]
+		p.workers++
+		p.bg.Add(1)
+		go p.worker(c)
+	}
+	if len(p.queue) > 0 {
+		p.watchLocked()
+	}
 }
 
 func (p *connPool) worker(c *liveConn) {
