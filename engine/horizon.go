@@ -670,6 +670,14 @@ type Lease struct {
 // reader past it holds no lease: its pending changes are held back for
 // MaxOffline only, like anyone's.
 //
+// A lease it writes outweighs every lease of the reader written before,
+// by whichever instance: another instance's clock may run ahead of this
+// one's by up to MaxClockSkew, neither off, and its lease, written up to
+// that much earlier, must not win over the one the reader presents now.
+// The write is stamped from this instance's clock and, only when it lost,
+// written again after what the record holds (applyOwnRetried), so a lease
+// write reads the store only then.
+//
 // While the engine's clock is off its store's (ClockHealth) NoteLease
 // writes nothing and returns that error, wrapping ErrClockSkew: a lease
 // seen a year ahead would hold the read horizons for a year, one seen
@@ -735,24 +743,31 @@ func (e *Engine) NoteLease(ctx context.Context, collection string, l Lease) erro
 			return nil
 		}
 	}
-	st, err := e.Now(proto.LeaseCollection)
+	// The lease is what the reader presents now, so it must outweigh
+	// every lease of it written before, whichever instance wrote it: one
+	// stamped by a clock that runs ahead of this one's, within
+	// MaxClockSkew, would otherwise win, silently, with a position the
+	// reader has gone back from (its read horizon released while it reads
+	// below it: reset lease_expired) or without the floor it announces now
+	// (its pending edit refused collected). applyOwnRetried reads the
+	// record only when this write lost.
+	err := e.applyOwnRetried(ctx, "lease", proto.LeaseCollection, key, func(st crdt.Stamp) crdt.Record {
+		rec := crdt.Record{ID: key, Fields: map[string]crdt.Field{}}
+		set := func(name string, v any) {
+			b, _ := crdt.EncodeValue(v) // integers and arrays of them
+			rec.Fields[name] = crdt.Field{Stamp: st, Value: b}
+		}
+		set(LeaseFieldPos, pos)
+		set(LeaseFieldSeen, now)
+		set(LeaseFieldEpoch, epoch)
+		if floor >= 0 {
+			set(LeaseFieldFloor, floor)
+		} else {
+			rec.Fields[LeaseFieldFloor] = crdt.Field{Stamp: st}
+		}
+		return rec
+	})
 	if err != nil {
-		return fmt.Errorf("lease %s: %w", key, err)
-	}
-	rec := crdt.Record{ID: key, Fields: map[string]crdt.Field{}}
-	set := func(name string, v any) {
-		b, _ := crdt.EncodeValue(v) // integers and arrays of them
-		rec.Fields[name] = crdt.Field{Stamp: st, Value: b}
-	}
-	set(LeaseFieldPos, pos)
-	set(LeaseFieldSeen, now)
-	set(LeaseFieldEpoch, epoch)
-	if floor >= 0 {
-		set(LeaseFieldFloor, floor)
-	} else {
-		rec.Fields[LeaseFieldFloor] = crdt.Field{Stamp: st}
-	}
-	if err := e.applyOne(ctx, "lease", crdt.Change{Collection: proto.LeaseCollection, Record: rec}); err != nil {
 		return err
 	}
 	e.hz.mu.Lock()

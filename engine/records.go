@@ -179,6 +179,42 @@ func (e *Engine) ownStampAfter(collection string, held crdt.Record) (crdt.Stamp,
 	return c.Now(wall)
 }
 
+// applyOwnRetried applies the change the engine makes for op to
+// collection/id, stamped by stamp, first with this instance's clock alone
+// (Now) and, only when what the record holds outweighed it (Result.Lost),
+// once more after that (OwnStamp). It is for records the engine writes
+// often without reading them first (read leases): the read is paid only
+// when the first write lost, which it does to a write of another instance
+// whose clock runs ahead of this one's, up to MaxClockSkew without either
+// being off, made up to that much earlier; or to a collection run's
+// delete as read of the record, stamped with its latest write. Lost
+// twice, it fails: a newer write came in between.
+func (e *Engine) applyOwnRetried(ctx context.Context, op, collection, id string, stamp func(crdt.Stamp) crdt.Record) error {
+	s, err := e.Now(collection)
+	if err != nil {
+		return fmt.Errorf("%s %s/%s: %w", op, collection, id, err)
+	}
+	for try := 0; ; try++ {
+		c := crdt.Change{Collection: collection, Record: stamp(s)}
+		res, err := e.Apply(ctx, []crdt.Change{c})
+		if err != nil {
+			return fmt.Errorf("%s %s/%s: %w", op, collection, id, err)
+		}
+		if err := res[0].Err; err != nil {
+			return fmt.Errorf("%s %s/%s: %w", op, collection, id, errors.Unwrap(err))
+		}
+		if len(res[0].Lost) == 0 {
+			return nil
+		}
+		if try > 0 {
+			return fmt.Errorf("%s %s/%s: fields %v lost to a newer write twice", op, collection, id, res[0].Lost)
+		}
+		if s, err = e.OwnStamp(ctx, collection, id); err != nil {
+			return fmt.Errorf("%s %s/%s: %w", op, collection, id, err)
+		}
+	}
+}
+
 // write stamps fields (and what extra adds) with one new stamp (OwnStamp;
 // held is the record as the store holds it when the caller read it, nil
 // when it did not) and applies them as one change; op names the call in

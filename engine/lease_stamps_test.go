@@ -1,0 +1,166 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/stores"
+	"github.com/convergo/convergo/stores/memory"
+	"github.com/convergo/convergo/transport/proto"
+)
+
+// openInstancePair opens two instances collecting "notes" (MaxOffline an
+// hour, no grace) on one memory store, on one fake clock: fast runs ahead
+// of slow by ahead, within MaxClockSkew, so that neither is off.
+func openInstancePair(t *testing.T, st stores.Store, ahead time.Duration) (slow, fast *Engine, clk *fakeClock) {
+	t.Helper()
+	clk = &fakeClock{ms: 1_700_000_000_000}
+	open := func(replica string, now func() time.Time) *Engine {
+		e, err := Open(Config{Store: st, Replica: replica, Now: now, PollInterval: -1,
+			Rules:        []Rule{{Pattern: "notes", MaxOffline: time.Hour}},
+			CollectGrace: -1, CollectEvery: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { e.Close() })
+		if ahead > e.MaxClockSkew() {
+			t.Fatalf("instances %v apart: beyond MaxClockSkew %v", ahead, e.MaxClockSkew())
+		}
+		return e
+	}
+	slow = open("srv-slow", clk.now)
+	fast = open("srv-fast", func() time.Time { return clk.now().Add(ahead) })
+	return slow, fast, clk
+}
+
+// A lease written on an instance whose clock runs behind another's
+// (within MaxClockSkew, neither off) comes after the lease that one wrote
+// before. Stamped from its own clock alone, a lease the reader presented
+// to the slower instance less than the skew after it presented one to the
+// faster lost to the older lease, silently (NoteLease returned nil and
+// cached it as written, so neither instance wrote it again for up to
+// MaxOffline/20): the collection job computed the horizons from what the
+// reader no longer holds to.
+func TestLeaseComesAfterTheOneAnotherInstanceWrote(t *testing.T) {
+	ctx := context.Background()
+	const ahead = 2 * time.Minute
+	maxOff := time.Hour.Milliseconds()
+
+	t.Run("a reader that starts over keeps its read horizon", func(t *testing.T) {
+		slow, fast, clk := openInstancePair(t, newMemory(t), ahead)
+		writeNotes(t, slow, "a", "b", "c")
+		reader := proto.ReplicaFor("alice", "dev")
+		_, end, err := pullNotes(t, fast, Cursor{}, 10, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := fast.NoteLease(ctx, "notes", Lease{Replica: reader, Cursor: end, Pending: -1}); err != nil {
+			t.Fatal(err)
+		}
+		// Thirty seconds later the reader starts over (its local data
+		// cleared, say) and reads one page through the slower instance.
+		clk.ms += 30 * time.Second.Milliseconds()
+		p, err := slow.Pull(ctx, "notes", Cursor{}, PageLimit{Records: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := slow.NoteLease(ctx, "notes", Lease{Replica: reader, Cursor: Cursor{}, Pending: -1}); err != nil {
+			t.Fatal(err)
+		}
+		if h := collectOnce(t, slow); h.Read[0] != 0 {
+			t.Errorf("read horizon %v; want [0], held by the lease of the reader that started over", h.Read)
+		}
+		next, err := ParseCursor(p.Next.Bytes())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := pullNotes(t, slow, next, 10, nil); err != nil {
+			t.Fatalf("the reader's next pull, its lease live: %v; want no reset", err)
+		}
+	})
+
+	t.Run("a pending floor the reader announces holds the write horizon", func(t *testing.T) {
+		slow, fast, clk := openInstancePair(t, newMemory(t), ahead)
+		writeNotes(t, slow, "n")
+		// The store's first horizon, more than MaxOffline ago: the write
+		// horizon is no longer held at it (begunRecently).
+		collectOnce(t, slow)
+		clk.ms += 2 * maxOff
+		reader := proto.ReplicaFor("alice", "dev")
+		_, end, err := pullNotes(t, fast, Cursor{}, 10, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := fast.NoteLease(ctx, "notes", Lease{Replica: reader, Cursor: end, Pending: -1}); err != nil {
+			t.Fatal(err)
+		}
+		// Thirty seconds later it announces, through the slower instance,
+		// an edit pending from before MaxOffline (within the reach).
+		clk.ms += 30 * time.Second.Milliseconds()
+		edit := clk.ms - maxOff - 30*time.Minute.Milliseconds()
+		if err := slow.NoteLease(ctx, "notes", Lease{Replica: reader, Cursor: end, Pending: edit}); err != nil {
+			t.Fatal(err)
+		}
+		if h := collectOnce(t, slow); h.Wall > edit {
+			t.Errorf("write horizon %d, past the pending edit at %d the reader's live lease announced", h.Wall, edit)
+		}
+		res, err := slow.Apply(ctx, []crdt.Change{{Collection: "notes",
+			Record: crdt.SetField("n", "title", value(t, "offline"), crdt.Stamp{Wall: edit, Replica: reader})}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if errors.Is(res[0].Err, ErrCollected) {
+			t.Fatalf("the pending edit pushed: %v; want it taken (its floor was announced)", res[0].Err)
+		}
+	})
+}
+
+// A lease write reads no record unless it lost: leases are written at
+// every first sight of a reader on an instance, and at every cursor that
+// goes back.
+func TestLeaseWriteReadsOnlyWhenItLost(t *testing.T) {
+	ctx := context.Background()
+	st := &countingStore{Store: newMemory(t)}
+	slow, fast, clk := openInstancePair(t, st, 2*time.Minute)
+	writeNotes(t, slow, "a", "b")
+	_, end, err := pullNotes(t, fast, Cursor{}, 10, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reader := proto.ReplicaFor("alice", "dev")
+	note := func(e *Engine, cur Cursor) int {
+		t.Helper()
+		before := st.gets
+		if err := e.NoteLease(ctx, "notes", Lease{Replica: reader, Cursor: cur, Pending: -1}); err != nil {
+			t.Fatal(err)
+		}
+		return st.gets - before
+	}
+	if n := note(slow, end); n != 0 {
+		t.Errorf("a lease written first: %d reads, want 0", n)
+	}
+	if n := note(fast, end); n != 0 {
+		t.Errorf("a lease written over one stamped before: %d reads, want 0", n)
+	}
+	clk.ms += 30 * time.Second.Milliseconds()
+	first, err := slow.Pull(ctx, "notes", Cursor{}, PageLimit{Records: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err := ParseCursor(first.Next.Bytes())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := note(slow, next); n != 1 {
+		t.Errorf("a lease gone back, over one a faster clock stamped: %d reads, want 1 (the record, after the write lost)", n)
+	}
+}
+
+func newMemory(t *testing.T) *memory.Store {
+	st := memory.New()
+	t.Cleanup(func() { st.Close() })
+	return st
+}
