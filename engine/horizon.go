@@ -1472,6 +1472,12 @@ func (e *Engine) publishHorizon(ctx context.Context, collection string, leases [
 			h.Wall = prev.Wall
 		}
 	}
+	// Stamped from this instance's clock alone, unlike a lease: written
+	// less than MaxClockSkew after a publication of an instance whose
+	// clock runs ahead, it loses to that one, which it was raised to when
+	// read after it, and this run then purges nothing (its publication is
+	// not the store's after the grace). That only delays collection
+	// (docs/design.md, "The job").
 	st, err := e.Now(proto.HorizonCollection)
 	if err != nil {
 		return Horizon{}, false, false, err

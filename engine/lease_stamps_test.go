@@ -164,3 +164,36 @@ func newMemory(t *testing.T) *memory.Store {
 	t.Cleanup(func() { st.Close() })
 	return st
 }
+
+// A horizon the slower instance publishes less than the skew after the
+// faster one's loses to it in the store, and that is safe: the published
+// horizons do not go below what the faster run purged under, and the
+// slower run purges nothing under a horizon the store does not hold
+// (docs/design.md, "The job").
+func TestHorizonLostToAFasterInstanceOnlyDelays(t *testing.T) {
+	ctx := context.Background()
+	slow, fast, clk := openInstancePair(t, newMemory(t), 2*time.Minute)
+	writeNotes(t, slow, "a", "b")
+	writeNotes(t, fast, "c")
+	clk.ms += 2 * time.Hour.Milliseconds() // past the first horizon's hold
+	collectOnce(t, fast)
+	clk.ms += 2 * time.Hour.Milliseconds()
+	hf := collectOnce(t, fast)
+	writeNotes(t, slow, "d")
+	clk.ms += 30 * time.Second.Milliseconds()
+	reps, err := slow.Collect(ctx)
+	if err != nil || len(reps) != 1 {
+		t.Fatalf("Collect on the slower instance = %v, %v; want one report", reps, err)
+	}
+	hs := reps[0]
+	got, ok, err := slow.HorizonOf(ctx, "notes", true)
+	if err != nil || !ok {
+		t.Fatalf("published after both runs: %v %v", ok, err)
+	}
+	if got.Read[0] < hf.Read[0] || got.Wall < hf.Wall {
+		t.Fatalf("published after both runs %v/%d, below the %v/%d the faster run purged under", got.Read, got.Wall, hf.Read, hf.Wall)
+	}
+	if hs.Horizon.ID != got.ID && (!hs.Skipped || hs.Records+hs.Deletes+hs.Fields > 0) {
+		t.Fatalf("the slower run, its publication not the store's: %+v; want it skipped, nothing purged", hs)
+	}
+}
