@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"sync"
 	"time"
 )
 
@@ -12,10 +13,67 @@ import (
 // (engine.WriteHealth): a store can answer reads while refusing writes;
 // and while the server's clock is off the store's (engine.ClockHealth,
 // clockRefusal).
+//
+// /readyz asks for no credentials, and anyone who reaches the port may
+// call it: the calls of a period share one read of the store (readyProbe),
+// so that calling it in a loop cannot turn into as many reads of the
+// store every tenant shares (on DynamoDB, paid ones). readyProbeFresh is
+// that period: a change of the store's health shows within it.
 const (
 	probeCollection = "convergo.readyz"
 	readyTimeout    = 5 * time.Second
+	readyProbeFresh = time.Second
 )
+
+// readyProbe is /readyz's read of the store, shared: a call within
+// readyProbeFresh of the last read's end takes its outcome, a call while a
+// read is in flight waits for it, and any other call reads.
+type readyProbe struct {
+	mu       sync.Mutex
+	last     *probeRun // the last read to end; nil before the first
+	inFlight *probeRun
+}
+
+// probeRun is one read of the store by /readyz.
+type probeRun struct {
+	done chan struct{} // closed when the read ended
+	at   time.Time     // when it ended
+	err  error
+}
+
+// check returns the outcome of a shared read of the store by read, or
+// ctx's error if ctx ends first. A read runs in its caller's goroutine
+// within readyTimeout of its own, whatever happens to the caller's
+// request: the others wait for it.
+func (p *readyProbe) check(ctx context.Context, read func(context.Context) error) error {
+	p.mu.Lock()
+	if l := p.last; l != nil && time.Since(l.at) < readyProbeFresh {
+		p.mu.Unlock()
+		return l.err
+	}
+	if r := p.inFlight; r != nil {
+		p.mu.Unlock()
+		select {
+		case <-r.done:
+			return r.err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	r := &probeRun{done: make(chan struct{})}
+	p.inFlight = r
+	p.mu.Unlock()
+
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), readyTimeout)
+	r.err = read(rctx)
+	cancel()
+	r.at = time.Now()
+	p.mu.Lock()
+	p.last, p.inFlight = r, nil
+	p.mu.Unlock()
+	close(r.done)
+	return r.err
+}
 
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -31,7 +89,11 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, "shutting down\n")
 		return
 	}
-	if _, err := s.eng.Head(ctx, probeCollection); err != nil {
+	err := s.ready.check(ctx, func(ctx context.Context) error {
+		_, err := s.eng.Head(ctx, probeCollection)
+		return err
+	})
+	if err != nil {
 		s.log.Warn("readiness probe failed", "err", err)
 		w.WriteHeader(http.StatusServiceUnavailable)
 		_, _ = io.WriteString(w, "store unavailable\n")

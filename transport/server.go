@@ -123,6 +123,7 @@ type Config struct {
 // New; stop live sessions with Shutdown.
 type Server struct {
 	eng     *engine.Engine
+	ready   readyProbe // /readyz's read of the store, shared (health.go)
 	auth    Authorizer
 	limits  Limits
 	origins []string

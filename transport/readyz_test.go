@@ -1,0 +1,85 @@
+package transport
+
+import (
+	"context"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/convergo/convergo/stores"
+)
+
+// probeCountingStore counts the reads of /readyz's probe and can be made
+// to fail them, as a store whose backend went down.
+type probeCountingStore struct {
+	stores.Store
+	probes atomic.Int64
+	down   atomic.Bool
+}
+
+func (s *probeCountingStore) Head(ctx context.Context, coll string) (uint64, error) {
+	if coll == probeCollection {
+		s.probes.Add(1)
+		if s.down.Load() {
+			return 0, stores.ErrUnavailable
+		}
+	}
+	return s.Store.Head(ctx, coll)
+}
+
+// /readyz asks for no credentials and is served to anyone who reaches the
+// port: each call read the store, so one client calling it in a loop made
+// as many reads of the store every tenant shares (on DynamoDB, paid
+// ones). Calls within readyProbeFresh of a probe share it: however many
+// come, the store is read at most once per period, and a change of the
+// store's health is seen within that period.
+func TestReadyzReadsTheStoreOncePerPeriod(t *testing.T) {
+	ts := newTestServer(t, nil)
+	st := &probeCountingStore{Store: ts.store}
+	eng, err := engineOn(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	ts.srv.eng = eng
+
+	start := time.Now()
+	var wg sync.WaitGroup
+	var bad atomic.Int64
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 25 {
+				if code, _ := ts.get(t, "/readyz"); code != http.StatusOK {
+					bad.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	took := time.Since(start)
+	if bad.Load() > 0 {
+		t.Fatalf("%d of 100 calls not ready", bad.Load())
+	}
+	periods := int64(took/readyProbeFresh) + 1
+	if got := st.probes.Load(); got > periods {
+		t.Fatalf("100 calls of /readyz in %v read the store %d times, want at most %d (one per %v)", took, got, periods, readyProbeFresh)
+	}
+
+	// The store goes down: /readyz says so within a period or two.
+	st.down.Store(true)
+	deadline := time.Now().Add(2*readyProbeFresh + time.Second)
+	for {
+		code, _ := ts.get(t, "/readyz")
+		if code == http.StatusServiceUnavailable {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz still %d %v after the store went down", code, 2*readyProbeFresh+time.Second)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
