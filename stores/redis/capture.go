@@ -45,8 +45,10 @@ type CaptureRule struct {
 	// The id must be a valid record id, and no key of the store's own may
 	// match: the text before '*' must not be "<KeyPrefix>{", begin with
 	// it, or be a prefix of it (so "*:todo" and "<KeyPrefix>*" are
-	// refused). Keys with a hash tag ("app:{todo}:*") keep their
-	// shadows in that slot.
+	// refused). Nor may a key match the patterns of two rules
+	// (CaptureRule.overlaps): "app:*" beside "app:note:*" is refused.
+	// Keys with a hash tag ("app:{todo}:*") keep their shadows in that
+	// slot.
 	KeyPattern string
 	// Mirror writes every merged record of Collection back into its hash
 	// (creating, updating and deleting fields and keys), so the app reads
@@ -73,6 +75,21 @@ func (r CaptureRule) validate(prefix string) error {
 		return fmt.Errorf("%w: capture key pattern %q would match the store's own keys (%s...)", stores.ErrInvalid, r.KeyPattern, prefix+"{")
 	}
 	return nil
+}
+
+// overlaps reports whether some key matches both r's and q's patterns:
+// their texts before '*' begin alike (one is a prefix of the other) and
+// their texts after it end alike. Such a key would belong to two
+// collections: capture gives it to the first rule, while the mirror of
+// the other writes into it a record whose id a client chose ("note:1"
+// of todos=app:*;mirror is app:note:1 of notes=app:note:*), so a writer of
+// one collection would write another's data. Options.validate refuses
+// such rules.
+func (r CaptureRule) overlaps(q CaptureRule) bool {
+	rb, ra, _ := strings.Cut(r.KeyPattern, "*")
+	qb, qa, _ := strings.Cut(q.KeyPattern, "*")
+	return (strings.HasPrefix(rb, qb) || strings.HasPrefix(qb, rb)) &&
+		(strings.HasSuffix(ra, qa) || strings.HasSuffix(qa, ra))
 }
 
 // id returns the record id of key, or false when key does not match.

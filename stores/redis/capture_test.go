@@ -351,3 +351,46 @@ func TestCaptureRuleValidation(t *testing.T) {
 		t.Error("hashTag accepted a key whose shadow cannot share its slot")
 	}
 }
+
+// Two capture rules whose key patterns can match one key would give that
+// key to two collections: the first rule captures it, and the mirror of
+// the other writes it. With rules notes=app:note:* and todos=app:*;mirror,
+// a client that may write only todos writes record "note:1" there, and
+// the mirror puts its fields into app:note:1, the app's hash of record 1
+// of notes (which Convergo's notes then no longer agrees with); with the
+// rules the other way round, the app's notes are captured into todos for
+// its readers. So the store refuses such rules, as it refuses one that
+// could match its own keys.
+func TestCaptureRulesMayNotOverlap(t *testing.T) {
+	open := func(patterns ...string) error {
+		var rules []CaptureRule
+		for i, p := range patterns {
+			rules = append(rules, CaptureRule{Collection: fmt.Sprintf("c%d", i), KeyPattern: p, Mirror: i == len(patterns)-1})
+		}
+		s, err := New(goredis.NewClient(&goredis.Options{}), Options{KeyPrefix: "p:", Capture: rules})
+		if err == nil {
+			s.Close()
+		}
+		return err
+	}
+	for _, pair := range [][2]string{
+		{"app:note:*", "app:*"},
+		{"app:*", "app:note:*"},
+		{"app:*:x", "app:note:*"},
+		{"app:*:a", "app:x*"},
+		{"app:*", "app:*"},
+	} {
+		if err := open(pair[0], pair[1]); !errors.Is(err, stores.ErrInvalid) {
+			t.Errorf("rules %q and %q, which both match some key, accepted: %v", pair[0], pair[1], err)
+		}
+	}
+	for _, pair := range [][2]string{
+		{"app:todo:*", "app:note:*"},
+		{"app:*:todo", "app:*:note"},
+		{"x:*", "y:*"},
+	} {
+		if err := open(pair[0], pair[1]); err != nil {
+			t.Errorf("rules %q and %q, which match no key in common, refused: %v", pair[0], pair[1], err)
+		}
+	}
+}

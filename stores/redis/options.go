@@ -145,9 +145,14 @@ func (o Options) validate() error {
 	if strings.ContainsAny(o.KeyPrefix, "{}") {
 		return fmt.Errorf("%w: redis key prefix %q contains a brace", stores.ErrInvalid, o.KeyPrefix)
 	}
-	for _, r := range o.Capture {
+	for i, r := range o.Capture {
 		if err := r.validate(o.KeyPrefix); err != nil {
 			return err
+		}
+		for _, q := range o.Capture[:i] {
+			if q.overlaps(r) {
+				return fmt.Errorf("%w: capture key patterns %q and %q both match some keys", stores.ErrInvalid, q.KeyPattern, r.KeyPattern)
+			}
 		}
 	}
 	return nil
