@@ -721,10 +721,12 @@ export class Database {
    * @param {'local'|'remote'|'tab'} origin
    */
   _changed(c, records, origin) {
-    if (this.closed) return;
     const ids = [...records.keys()];
-    this.leaveIndex?.note(c, ids);
+    // Closing, the other tabs still hear what its last transactions
+    // changed (a refusal rolled back as the sync loop stops).
     if (origin !== 'tab') this._post({ t: TabMessage.changed, c, ids });
+    if (this.closed) return;
+    this.leaveIndex?.note(c, ids);
     let pending = this.changes.get(c);
     if (!pending) this.changes.set(c, (pending = new Map()));
     for (const [id, s] of records) {

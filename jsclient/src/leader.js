@@ -47,9 +47,10 @@ export async function syncerFor(db) {
     onChanges: () => {},
     // What the server told the leader, every tab's app hears (tell).
     onRefused: (r) => {
-      if (db.closed) return;
+      // A refusal settled as this tab closes (its last push answered)
+      // still reaches the other tabs: the writer may be one of them.
       db._post({ t: TabMessage.refused, r });
-      onRefused(db, r);
+      if (!db.closed) onRefused(db, r);
     },
     onServerReset: (r) => tell(db, { t: TabMessage.serverReset, r }, r),
     onReconciled: (r) => tell(db, { t: TabMessage.reconciled, r }, r),

@@ -6,7 +6,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FakeServer } from './helpers/server.js';
-import { fakeLocks, freshIDB, openClient, slowAnswers, until } from './helpers/util.js';
+import { fakeLocks, freshIDB, heldAnswers, openClient, slowAnswers, until } from './helpers/util.js';
 import { PATHS } from '../src/constants.js';
 
 /**
@@ -396,6 +396,35 @@ test("the leader closes between a push of a follower's write and its answer: the
   assert.equal(await writer.collection('todos').get('no'), null);
   assert.deepEqual(await writer.collection('todos').get('ok'), { id: 'ok', title: 'better' });
   assert.deepEqual(await serverView(server, 'todos', 'ok'), { id: 'ok', title: 'better' });
+});
+
+test("a refusal answered while the leader closes reaches the other tabs: the writer hears it, and its live query rolls back", async (t) => {
+  const server = await refusingServer(t, (ch) => sets(ch, 'title', 'bad'));
+  const idb = freshIDB();
+  const locks = fakeLocks();
+  const opts = { url: server.url, name: 'tabs', indexedDB: idb, locks, BroadcastChannel: globalThis.BroadcastChannel, collections: ['todos'], WebSocket: null, pollInterval: 60_000 };
+  const leader = await openClient(opts);
+  const writer = await openClient(opts);
+  t.after(() => writer.close());
+  await until(() => leader.status.leader && leader.status.online, 'the first tab leads');
+  await writer.collection('todos').put('ok', { title: 'good' });
+  assert.deepEqual(await writer.whenSynced(), { refused: 0 });
+  /** @type {any[]} */
+  const told = [];
+  writer.on('refused', (r) => told.push(r.id));
+  /** @type {any[]} */
+  const seen = [];
+  writer.collection('todos').subscribe('no', (d) => seen.push(d));
+  const pushes = heldAnswers(server, PATHS.push);
+  await writer.collection('todos').put('no', { title: 'bad' });
+  await until(() => pushes.count() > 0, 'the push to reach the server');
+  const closed = leader.close(); // waits for the push's answer
+  pushes.release();
+  await closed;
+  assert.equal(await writer.collection('todos').get('no'), null, 'rolled back in IndexedDB');
+  await until(() => told.length > 0, 'the writer hears the refusal');
+  assert.deepEqual(told, ['no']);
+  await until(() => seen.at(-1) === null, "the writer's live query rolls back");
 });
 
 test('a refusal answered while the database closes is not told to its listeners', async (t) => {
