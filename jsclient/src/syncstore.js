@@ -94,8 +94,26 @@ export function applyRemote(st, c, records, cursor, seals = [], gone = [], repla
       taken = new Map(fresh.map((id, i) => [id, lists[i].sort((a, b) => a.seq - b.seq).map((e) => decodeEntry(e.change))]));
       for (const id of fresh) replace.add(id);
     }
-    // One read per id held, however often the page holds it.
-    const held = await st.readHeld(store, c, records.map((r) => r.id));
+    // One read per id held, however often the page holds it; and, unless
+    // a reconciliation takes them, how many changes of c are pending.
+    const range = st.keyRange.bound([c], [c, []]);
+    const [held, owed] = await Promise.all([st.readHeld(store, c, records.map((r) => r.id)), taken ? 0 : req(tx.objectStore(OUTBOX).index('record').count(range))]);
+    if (owed > 0) {
+      // A record not held with changes pending left the scope since they
+      // were written, and comes back: it is the server's record with them,
+      // which stays its server state while they are pending, as if they
+      // had been written over it.
+      const back = new Set(records.filter((r) => !held.get(r.id)).map((r) => r.id));
+      if (back.size > 0) {
+        const entries = /** @type {OutboxEntry[]} */ (await req(tx.objectStore(OUTBOX).index('record').getAll(range)));
+        taken = new Map();
+        for (const e of entries.filter((x) => back.has(x.id)).sort((a, b) => a.seq - b.seq)) {
+          const list = taken.get(e.id) ?? [];
+          list.push(decodeEntry(e.change));
+          taken.set(e.id, list);
+        }
+      }
+    }
     if (taken && giveBack && st.prefix) {
       const own = st.prefix + '_';
       /** @type {Uint8Array[]} */

@@ -8,10 +8,11 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { FakeServer, leaveOf, scopeOfCursor } from './helpers/server.js';
-import { openClient, until } from './helpers/util.js';
+import { IDBKeyRange, freshIDB, openClient, until } from './helpers/util.js';
 import { encode } from '../src/cbor.js';
 import { encodeScope, leaveDigest } from '../src/scope.js';
-import { cursorOf } from '../src/syncstore.js';
+import { applyRemote, cursorOf, peekOutbox, settle } from '../src/syncstore.js';
+import { Store } from '../src/db.js';
 
 const WAIT = 8000;
 
@@ -220,3 +221,28 @@ for (const live of [true, false]) {
     }
   });
 }
+
+test('a record that left the scope with a write of it pending and comes back shows the write; refused, it rolls back to the server version, not to nothing', async () => {
+  const store = new Store({ name: 'back', indexedDB: freshIDB(), IDBKeyRange });
+  await store.init();
+  try {
+    const zero = { wall: 0, logical: 0, replica: '' };
+    const stamp = (/** @type {number} */ wall) => ({ wall, logical: 0, replica: 'AAAAAAAAAAAAAAAA_server' });
+    const now = Date.now();
+    /** @type {import('../src/record.js').Record} */
+    const server = { id: 'b', deleted: zero, fields: new Map([['team', { stamp: stamp(now - 2000), value: encode('blue') }], ['title', { stamp: stamp(now - 2000), value: encode('kept') }]]) };
+    await applyRemote(store, 'todos', [server], Uint8Array.of(1));
+    await store.write('todos', 'b', (_cur, s) => ({ id: 'b', deleted: zero, fields: new Map([['title', { stamp: s, value: encode('mine') }]]) }));
+    // A leave takes b away, its write still pending; a later page brings it back.
+    await applyRemote(store, 'todos', [], Uint8Array.of(2), [], ['b']);
+    assert.equal(await store.get('todos', 'b'), undefined, 'b left');
+    await applyRemote(store, 'todos', [server], Uint8Array.of(3));
+    assert.deepEqual((await store.get('todos', 'b'))?.doc, { team: 'blue', title: 'mine' }, 'the pending write is shown');
+    const [entry] = await peekOutbox(store, 10);
+    assert.equal(entry.id, 'b');
+    await settle(store, [{ entry, refused: true, code: 'invalid', message: 'no' }]);
+    assert.deepEqual((await store.get('todos', 'b'))?.doc, { team: 'blue', title: 'kept' }, 'rolled back to the server version');
+  } finally {
+    store.close();
+  }
+});
