@@ -161,15 +161,16 @@ function unreadable(db, c, u) {
 /**
  * The leader learned what the app hears in every tab: it emits event m.t
  * with arg here and posts m, which the other tabs re-emit (_onPeer), so
- * each tab's listeners hear it once; nothing once closed.
+ * each tab's listeners hear it once. Closing, it emits nothing here, but
+ * the other tabs still hear what its last requests were answered (a
+ * write of theirs superseded as it closes).
  * @param {Database} db
  * @param {import('./tabs.js').TabMsg & {t: 'serverReset'|'reconciled'|'superseded'|'revoked'|'auth'|'schemaAhead'|'unreadable'}} m
  * @param {unknown} arg
  */
 function tell(db, m, arg) {
-  if (db.closed) return;
   db._post(m);
-  db._emit(m.t, arg);
+  if (!db.closed) db._emit(m.t, arg);
 }
 
 /**

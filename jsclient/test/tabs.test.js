@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FakeServer } from './helpers/server.js';
-import { fakeLocks, freshIDB, openClient, slowAnswers, until } from './helpers/util.js';
+import { fakeLocks, freshIDB, heldAnswers, openClient, slowAnswers, until } from './helpers/util.js';
 import { PATHS } from '../src/constants.js';
 import { subjectOfToken } from '../src/replica.js';
 import { fromStored } from '../src/db.js';
@@ -567,6 +567,34 @@ test("every tab hears once that a heal is refused, the records not given back un
   assert.deepEqual(await owedHeals(leader.store), [], 'healed');
   assert.ok(server.coll('todos').byId.has('x'), 'x given back');
   assert.equal(heard[0].unreadable.length + heard[1].unreadable.length, 2, 'still once in each tab');
+});
+
+test("a 'superseded' answered while the leader closes reaches the other tabs: the writer hears its write lost", async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const opts = { url: server.url, name: 'closing', indexedDB: freshIDB(), locks: fakeLocks(), BroadcastChannel: globalThis.BroadcastChannel, collections: ['todos'], WebSocket: null, pollInterval: 60_000 };
+  const leader = await openClient(opts);
+  const writer = await openClient(opts);
+  const other = await openClient({ url: server.url, name: 'other', collections: ['todos'], WebSocket: null });
+  t.after(() => Promise.all([writer.close(), other.close()]));
+  await until(() => leader.status.leader && leader.status.online, 'the first tab leads');
+  await leader.pause();
+  await writer.collection('todos').put('r', { title: 'from the writer' });
+  const top = maxStamp(fromStored(await writer.store.get('todos', 'r'), 'r'));
+  await until(() => other.store.now() > top.wall, 'the clock to pass the writer’s stamp');
+  await other.collection('todos').put('r', { title: 'from other' });
+  await other.whenSynced();
+  /** @type {any[]} */
+  const told = [];
+  writer.on('superseded', (s) => told.push(s));
+  const pushes = heldAnswers(server, PATHS.push);
+  leader.resume();
+  await until(() => pushes.count() > 0, 'the push sent');
+  const closed = leader.close(); // waits for the push's answer
+  pushes.release();
+  await closed;
+  await until(() => told.length > 0, "the writer's superseded listener");
+  assert.deepEqual(told, [{ collection: 'todos', id: 'r', lost: ['title'], status: 'superseded' }]);
 });
 
 test("an event the server tells while the database closes ('superseded') is not told to its listeners", async (t) => {
