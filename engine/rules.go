@@ -14,6 +14,7 @@ import (
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/crdt/migrate"
 	"github.com/convergo/convergo/crdt/scope"
+	"github.com/convergo/convergo/transport/proto"
 )
 
 // A Rule is what the server's rules file says of the collections a
@@ -58,8 +59,14 @@ type Rule struct {
 }
 
 // RulesFor returns the rules whose pattern matches collection, in the
-// order of Config.Rules.
+// order of Config.Rules; none for the server's own collections
+// (proto.Reserved), whatever the pattern, as they have no quota: their
+// records are the engine's (counted collections, leases, the deny list),
+// which an app's schema ("*") would refuse.
 func (e *Engine) RulesFor(collection string) []Rule {
+	if proto.Reserved(collection) {
+		return nil
+	}
 	var out []Rule
 	for _, r := range e.rules {
 		if crdt.MatchPattern(r.Pattern, collection) {
