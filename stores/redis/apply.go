@@ -287,11 +287,30 @@ func (s *Store) roundTrip(group []*scriptCall) {
 	}
 	_, _ = pipe.Exec(ctx) // each call's error is in its own command
 	heads := map[string]uint64{}
+	var runErr error // the run check after a NOSCRIPT, once per round trip
+	checked := false
 	for _, sc := range live {
 		out, err := sc.cmd.Slice()
 		if err != nil && goredis.HasErrorPrefix(err, "NOSCRIPT") {
-			// The server lost the script (a restart, a failover): Run
-			// sends it with EVAL, which caches it again.
+			// The server lost the script: it restarted, or a replica
+			// took over, and either may have lost the last writes. On a
+			// cluster the subscription, whose reconnection checks the
+			// servers' run, may be on another master and never break, so
+			// the run is checked here, before the first write to the
+			// server again: a restart that lost writes starts a new
+			// epoch before sequence numbers are given out a second
+			// time. While the run cannot be checked, nothing is written.
+			if !checked {
+				checked = true
+				if err := s.checkRun(ctx); err != nil {
+					runErr = fmt.Errorf("%w: the server lost the merge script, and its run could not be checked: %w", stores.ErrUnavailable, err)
+				}
+			}
+			if runErr != nil {
+				sc.req.finish(fmt.Errorf("apply to %s: %w", sc.coll, runErr))
+				continue
+			}
+			// Run sends it with EVAL, which caches it again.
 			out, err = mergeScript.Run(ctx, s.client, s.writeKeys(sc.coll), sc.args...).Slice()
 		}
 		if err != nil {

@@ -159,7 +159,9 @@
 // pipeline as usual. A call whose caller's context ended before it was
 // sent is left out; the pipeline itself is bounded by the latest deadline
 // among its callers and by the socket timeouts, so no caller's
-// cancellation fails the others. A NOSCRIPT reply is sent again with EVAL.
+// cancellation fails the others. A NOSCRIPT reply is sent again with EVAL,
+// after a check of the servers' run (epoch.go, checkRun): the server restarted
+// or a replica took over, and may have lost the last writes.
 // Close waits for the queued calls to be answered.
 //
 // Merging several callers' changes into one script call would save the

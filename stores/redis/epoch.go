@@ -357,8 +357,10 @@ return 1`)
 //
 // The first check of a database records its runs without a new epoch.
 // It runs at Open, at every (re)subscription of the notification
-// connection (a restart or a failover breaks it), and in Meta while a
-// check is owed because the last one failed.
+// connection (a restart or a failover breaks it), when a merge call finds
+// that a server lost the merge script (a restart or a failover of a
+// master that may not hold the subscription, roundTrip), and in Meta
+// while a check is owed because the last one failed.
 func (s *Store) checkRun(ctx context.Context) error {
 	// The script refuses only when the record or the epoch moved since
 	// they were read, that is when another check or bump landed: go on
