@@ -139,9 +139,12 @@ type capturer struct {
 	interval time.Duration
 	count    int
 
-	mu      sync.Mutex
-	reg     *sinkReg
-	queue   map[string]struct{}
+	mu  sync.Mutex
+	reg *sinkReg
+	// queue holds the keys to capture; true for a key whose captured
+	// fields are to be offered again whatever the sink acknowledged
+	// (reoffer).
+	queue   map[string]bool
 	wake    chan struct{} // a key was queued
 	scan    chan struct{} // a reconciliation pass is wanted
 	mirror  chan struct{} // a mirrored collection advanced
@@ -149,6 +152,10 @@ type capturer struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 	now     func() time.Time
+
+	// lost is, per captured collection, its Meta.Lost as the last
+	// reconciliation pass read it (scanLoop's alone).
+	lost map[string]uint64
 }
 
 // sinkReg is one registration of a sink.
@@ -191,7 +198,7 @@ func (c *capturer) sinkReady() error {
 func newCapturer(s *Store, o Options) *capturer {
 	return &capturer{
 		s: s, rules: o.Capture, interval: o.CaptureInterval, count: o.CaptureScanCount,
-		queue: map[string]struct{}{}, wake: make(chan struct{}, 1), scan: make(chan struct{}, 1),
+		queue: map[string]bool{}, wake: make(chan struct{}, 1), scan: make(chan struct{}, 1),
 		mirror: make(chan struct{}, 1), now: time.Now,
 	}
 }
@@ -267,7 +274,20 @@ func (c *capturer) close() {
 func (c *capturer) enqueue(keys ...string) {
 	c.mu.Lock()
 	for _, k := range keys {
-		c.queue[k] = struct{}{}
+		if _, ok := c.queue[k]; !ok {
+			c.queue[k] = false
+		}
+	}
+	c.mu.Unlock()
+	signal(c.wake)
+}
+
+// enqueueAgain queues app keys for capture, to offer again every field
+// their shadows hold, acknowledged or not (reoffer).
+func (c *capturer) enqueueAgain(keys ...string) {
+	c.mu.Lock()
+	for _, k := range keys {
+		c.queue[k] = true
 	}
 	c.mu.Unlock()
 	signal(c.wake)
@@ -279,19 +299,26 @@ func (c *capturer) queued() int {
 	return len(c.queue)
 }
 
-// take removes up to n keys from the queue.
-func (c *capturer) take(n int) []string {
+// take removes up to n keys from the queue, and returns those to offer
+// again in again.
+func (c *capturer) take(n int) (keys []string, again map[string]bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make([]string, 0, min(n, len(c.queue)))
-	for k := range c.queue {
-		if len(out) == n {
+	keys = make([]string, 0, min(n, len(c.queue)))
+	for k, re := range c.queue {
+		if len(keys) == n {
 			break
 		}
-		out = append(out, k)
+		keys = append(keys, k)
+		if re {
+			if again == nil {
+				again = map[string]bool{}
+			}
+			again[k] = true
+		}
 		delete(c.queue, k)
 	}
-	return out
+	return keys, again
 }
 
 func (c *capturer) rule(key string) (CaptureRule, string, bool) {
@@ -310,15 +337,15 @@ type pending struct {
 	change             crdt.Change
 }
 
-// captureKeys runs the capture script on keys (mode c) and returns the
-// changes pending for the sink.
-func (c *capturer) captureKeys(ctx context.Context, keys []string) ([]pending, error) {
+// captureKeys runs the capture script on keys (mode c, or r for those in
+// again) and returns the changes pending for the sink.
+func (c *capturer) captureKeys(ctx context.Context, keys []string, again map[string]bool) ([]pending, error) {
 	s := c.s
 	now := c.now().UnixMilli()
 	type call struct {
 		key, shadow string
 		rule        CaptureRule
-		id          string
+		id, mode    string
 		cmd         *goredis.Cmd
 	}
 	var calls []call
@@ -334,8 +361,12 @@ func (c *capturer) captureKeys(ctx context.Context, keys []string) ([]pending, e
 			s.log.Warn("capture: key skipped: its record id is invalid or its shadow cannot share its cluster slot", "key", k)
 			continue
 		}
-		cmd := captureScript.EvalSha(ctx, pipe, []string{k, sh}, now, r.Collection, CaptureReplica, "c")
-		calls = append(calls, call{k, sh, r, id, cmd})
+		mode := "c"
+		if again[k] {
+			mode = "r"
+		}
+		cmd := captureScript.EvalSha(ctx, pipe, []string{k, sh}, now, r.Collection, CaptureReplica, mode)
+		calls = append(calls, call{k, sh, r, id, mode, cmd})
 	}
 	if len(calls) == 0 {
 		return nil, nil
@@ -345,7 +376,7 @@ func (c *capturer) captureKeys(ctx context.Context, keys []string) ([]pending, e
 	for _, cl := range calls {
 		res, err := cl.cmd.Slice()
 		if err != nil && goredis.HasErrorPrefix(err, "NOSCRIPT") {
-			res, err = captureScript.Run(ctx, s.client, []string{cl.key, cl.shadow}, now, cl.rule.Collection, CaptureReplica, "c").Slice()
+			res, err = captureScript.Run(ctx, s.client, []string{cl.key, cl.shadow}, now, cl.rule.Collection, CaptureReplica, cl.mode).Slice()
 		}
 		if err != nil {
 			return nil, s.fail(ctx, "capture "+cl.key, err)
@@ -442,11 +473,11 @@ func (c *capturer) deliverLoop(ctx context.Context) {
 			}
 			continue
 		}
-		keys := c.take(stores.MaxBatch)
+		keys, again := c.take(stores.MaxBatch)
 		// A bug (a panic) met on what the app wrote fails the delivery
 		// as a Redis error does, on this goroutine no one else recovers:
 		// the keys are delivered again, never dropped.
-		err := bug.Recovered(func() error { return c.deliver(reg, keys) })
+		err := bug.Recovered(func() error { return c.deliver(reg, keys, again) })
 		reg.calls.Done()
 		if err != nil {
 			if ctx.Err() != nil {
@@ -457,7 +488,13 @@ func (c *capturer) deliverLoop(ctx context.Context) {
 			} else {
 				c.s.log.Warn("capture: delivery failed; retrying", "keys", len(keys), "err", err)
 			}
-			c.enqueue(keys...)
+			for _, k := range keys {
+				if again[k] {
+					c.enqueueAgain(k)
+				} else {
+					c.enqueue(k)
+				}
+			}
 			select {
 			case <-ctx.Done():
 				return
@@ -470,15 +507,16 @@ func (c *capturer) deliverLoop(ctx context.Context) {
 	}
 }
 
-// deliver captures keys and offers their changes to the sink of reg.
-func (c *capturer) deliver(reg *sinkReg, keys []string) error {
+// deliver captures keys and offers their changes to the sink of reg: for
+// the keys in again, every field their shadows hold.
+func (c *capturer) deliver(reg *sinkReg, keys []string, again map[string]bool) error {
 	ctx := reg.ctx
 	// Stamp nothing the sink would not take now (stores.CaptureSink):
 	// the keys are queued again, their writes left in the hashes.
 	if err := reg.ready(); err != nil {
 		return err
 	}
-	ps, err := c.captureKeys(ctx, keys)
+	ps, err := c.captureKeys(ctx, keys, again)
 	if err != nil || len(ps) == 0 {
 		return err
 	}
@@ -543,6 +581,14 @@ func (c *capturer) scanLoop(ctx context.Context) {
 		}
 		subWG.Wait()
 	}()
+	// A new epoch is told as a Resync: a pass then finds the collections
+	// that lost history (reconcile).
+	stop := c.s.watchers.Add(func(n stores.Notification) {
+		if n.Resync {
+			signal(c.scan)
+		}
+	})
+	defer stop()
 	t := time.NewTicker(c.interval)
 	defer t.Stop()
 	for {
@@ -678,9 +724,35 @@ func (c *capturer) keyspace(ctx context.Context, node *goredis.Client) {
 // reconcile scans every master for the rules' keys and for shadows (whose
 // key may be gone) and queues them; it waits while the queue is long, so
 // one pass never holds more than a few thousand keys.
+//
+// A collection that lost history since the last pass (its Meta.Lost
+// moved: a restart or failover that lost writes, a restore) may have lost
+// captured changes that the sink acknowledged, while the app's hashes,
+// and their shadows, still hold them: on a cluster the shadows live in
+// the keys' slots, on other masters than the collection's. So its keys
+// are queued to offer again every field their shadows hold; the changes
+// the collection kept are no-ops.
 func (c *capturer) reconcile(ctx context.Context) error {
+	lost, again, err := c.lostSince(ctx)
+	if err != nil {
+		// The pass captures all the same; the collections that lost
+		// history are found by the next pass that reads their epochs.
+		c.s.log.Warn("capture: reconciliation cannot tell which collections lost history; next pass at the interval", "err", err)
+	}
+	queue := func(keys []string) {
+		var re, plain []string
+		for _, k := range keys {
+			if r, _, ok := c.rule(k); ok && again[r.Collection] {
+				re = append(re, k)
+			} else {
+				plain = append(plain, k)
+			}
+		}
+		c.enqueueAgain(re...)
+		c.enqueue(plain...)
+	}
 	shadowMatch := globEscape(c.s.prefix) + "{*}:cs:*"
-	return c.s.masters(ctx, func(ctx context.Context, node *goredis.Client) error {
+	err = c.s.masters(ctx, func(ctx context.Context, node *goredis.Client) error {
 		for _, match := range append([]string{shadowMatch}, c.patterns()...) {
 			var cursor uint64
 			for {
@@ -694,7 +766,7 @@ func (c *capturer) reconcile(ctx context.Context) error {
 						keys[i] = app
 					}
 				}
-				c.enqueue(keys...)
+				queue(keys)
 				for c.queued() > 4*stores.MaxBatch {
 					select {
 					case <-ctx.Done():
@@ -710,6 +782,36 @@ func (c *capturer) reconcile(ctx context.Context) error {
 		}
 		return nil
 	})
+	if err != nil {
+		return err // the next pass offers again what this one may not have queued
+	}
+	if lost != nil {
+		c.lost = lost
+	}
+	return nil
+}
+
+// lostSince reads Meta.Lost of every captured collection and returns it,
+// and the collections whose Lost moved since the last pass read it.
+func (c *capturer) lostSince(ctx context.Context) (lost map[string]uint64, again map[string]bool, err error) {
+	lost = map[string]uint64{}
+	for _, r := range c.rules {
+		if _, ok := lost[r.Collection]; ok {
+			continue
+		}
+		m, err := c.s.Meta(ctx, r.Collection)
+		if err != nil {
+			return nil, nil, fmt.Errorf("capture: read the epoch of %s: %w", r.Collection, err)
+		}
+		lost[r.Collection] = m.Lost
+		if was, ok := c.lost[r.Collection]; ok && was != m.Lost {
+			if again == nil {
+				again = map[string]bool{}
+			}
+			again[r.Collection] = true
+		}
+	}
+	return lost, again, nil
 }
 
 func (c *capturer) patterns() []string {

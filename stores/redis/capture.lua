@@ -13,7 +13,9 @@
 -- ARGV[2]  collection
 -- ARGV[3]  the replica id of captured stamps
 -- ARGV[4]  'c' capture, 'm' capture and then mirror the record below,
---          'a' acknowledge the captured stamp ARGV[5]
+--          'a' acknowledge the captured stamp ARGV[5], 'r' forget what the
+--          sink acknowledged and capture: every field the shadow holds is
+--          pending again (the collection lost history)
 -- ARGV[5]  (m) the record's delete stamp; then triples of field name,
 --          stamp and value, the value with a leading '1' (a value) or
 --          '0' (an unset)
@@ -67,6 +69,10 @@ if t ~= 'hash' and t ~= 'none' then return {'skip', t} end
 local shadow = {}
 local flat = redis.call('HGETALL', sh)
 for i = 1, #flat, 2 do shadow[flat[i]] = flat[i + 1] end
+if mode == 'r' and shadow['=a'] then
+  redis.call('HDEL', sh, '=a')
+  shadow['=a'] = nil
+end
 if not shadow['=c'] then redis.call('HSET', sh, '=c', ARGV[2]) end
 
 local last = shadow['=l'] or ZERO
