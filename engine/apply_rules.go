@@ -115,9 +115,19 @@ func readRecords(ctx context.Context, keys []recordKey, read func(context.Contex
 // functions after. Changes no rule applies to cost nothing. Refused
 // changes do not count toward later ones of the same record.
 //
+// A change refused on a record an earlier change of the call left is
+// refused only as long as that earlier change lands: it stays in the
+// changes returned, its refusal in results, marked in run.tentative, and
+// the store's part (applyStored) sends it nowhere unless a change of its
+// record is refused there, when it is judged again with the others.
+//
 // The check and the store's merge are two steps: a change another writer
 // makes in between is not seen (see the package doc, "Rules").
-func (e *Engine) checkRules(ctx context.Context, changes []crdt.Change, index []int, results []Result, cfg applyConfig) ([]crdt.Change, []int, error) {
+func (e *Engine) checkRules(ctx context.Context, run *applyRun, changes []crdt.Change, index []int, results []Result) ([]crdt.Change, []int, error) {
+	cfg := run.cfg
+	for _, i := range index {
+		delete(run.tentative, i) // judged now, again
+	}
 	if len(e.rules) == 0 && cfg.writeScope == nil {
 		return changes, index, nil
 	}
@@ -167,22 +177,33 @@ func (e *Engine) checkRules(ctx context.Context, changes []crdt.Change, index []
 		cur[k] = stored[i]
 	}
 	keep, keepIndex := changes[:0:0], index[:0:0]
+	var after map[recordKey]bool // records a change of the call was merged into
 	for j, c := range changes {
 		cr := per[c.Collection]
+		k := recordKey{c.Collection, c.Record.ID}
 		var err error
 		switch {
 		case cr.err != nil:
 			err = cr.err
 		case cr.active():
-			k := recordKey{c.Collection, c.Record.ID}
 			var merged crdt.Record
 			if merged, err = cr.check(ctx, c.Collection, cur[k], c.Record); err == nil {
 				cur[k] = merged
+				if after == nil {
+					after = map[recordKey]bool{}
+				}
+				after[k] = true
 			}
 		}
 		if err != nil {
 			results[index[j]] = Result{Status: StatusRefused, Err: fmt.Errorf("change %s/%s: %w", c.Collection, c.Record.ID, err)}
-			continue
+			if cr.err != nil || !after[k] {
+				continue
+			}
+			if run.tentative == nil {
+				run.tentative = map[int]bool{}
+			}
+			run.tentative[index[j]] = true
 		}
 		keep, keepIndex = append(keep, c), append(keepIndex, index[j])
 	}

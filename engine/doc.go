@@ -127,8 +127,8 @@
 // like every other. Changes of collections no rule covers cost no read.
 // The quotas are checked before the rules, and a later change of a record
 // one of whose changes the store then refuses (too large) is judged again
-// on the record as stored: a refused change leaves nothing that a later
-// one was judged on.
+// on the record as stored, whether the rules took or refused it: a
+// refused change leaves nothing that a later one was judged on.
 //
 // The check and the store's atomic merge are two steps: a change another
 // writer makes to the same record between them is not seen, so a rule

@@ -478,14 +478,14 @@ func (e *Engine) Apply(ctx context.Context, changes []crdt.Change, opts ...Apply
 	if err != nil {
 		return nil, err
 	}
-	accepted, index, err = e.checkRules(ctx, accepted, index, results, cfg)
+	run := &applyRun{cfg: cfg}
+	accepted, index, err = e.checkRules(ctx, run, accepted, index, results)
 	if err != nil {
 		return nil, err
 	}
 	if err := e.countCollections(ctx, toCount, accepted); err != nil {
 		return nil, err
 	}
-	run := &applyRun{cfg: cfg}
 	for start := 0; start < len(accepted); start += stores.MaxBatch {
 		end := min(start+stores.MaxBatch, len(accepted))
 		if e.grace > 0 && time.Since(read) >= e.horizonsFor() {
@@ -532,29 +532,43 @@ func (e *Engine) applyStored(ctx context.Context, run *applyRun, changes []crdt.
 			for _, c := range again {
 				delete(run.refused, recordKey{c.Collection, c.Record.ID})
 			}
-			again, againIndex, err := e.checkRules(ctx, again, againIndex, results, run.cfg)
+			again, againIndex, err := e.checkRules(ctx, run, again, againIndex, results)
 			if err != nil {
 				return err
 			}
 			return e.applyStored(ctx, run, again, againIndex, results)
 		}
 	}
-	if len(changes) == 0 {
+	// The changes the rules refused on what earlier changes of the call
+	// left (run.tentative) go to the store only once judged again; while
+	// those earlier changes land, they stay refused.
+	send, sendIndex := changes, index
+	if len(run.tentative) > 0 {
+		send, sendIndex = nil, nil
+		for j, c := range changes {
+			if !run.tentative[index[j]] {
+				send, sendIndex = append(send, c), append(sendIndex, index[j])
+			}
+		}
+	}
+	if len(send) == 0 {
 		return nil
 	}
-	stored, err := e.store.Apply(ctx, changes)
+	stored, err := e.store.Apply(ctx, send)
 	refusable := errors.Is(err, stores.ErrTooLarge) || errors.Is(err, stores.ErrInvalid) || errors.Is(err, stores.ErrCorrupt)
 	e.noteCommit(ctx, err, refusable)
 	switch {
 	case err == nil:
-	case refusable && len(changes) == 1:
-		c := changes[0]
-		results[index[0]] = Result{Status: StatusRefused, Err: fmt.Errorf("change %s/%s: %w", c.Collection, c.Record.ID, err)}
+	case refusable && len(send) == 1:
+		c := send[0]
+		results[sendIndex[0]] = Result{Status: StatusRefused, Err: fmt.Errorf("change %s/%s: %w", c.Collection, c.Record.ID, err)}
 		if run.refused == nil {
 			run.refused = map[recordKey]bool{}
 		}
 		run.refused[recordKey{c.Collection, c.Record.ID}] = true
-		return nil
+		// The changes refused after it (tentative) are judged again.
+		rest := slices.Index(index, sendIndex[0]) + 1
+		return e.applyStored(ctx, run, changes[rest:], index[rest:], results)
 	case refusable:
 		half := len(changes) / 2
 		if err := e.applyStored(ctx, run, changes[:half], index[:half], results); err != nil {
@@ -573,7 +587,7 @@ func (e *Engine) applyStored(ctx context.Context, run *applyRun, changes []crdt.
 		default:
 			st = StatusDuplicate
 		}
-		results[index[j]] = Result{Status: st, Seq: r.Seq, Lost: r.Lost}
+		results[sendIndex[j]] = Result{Status: st, Seq: r.Seq, Lost: r.Lost}
 	}
 	return nil
 }
@@ -584,6 +598,11 @@ type applyRun struct {
 	// refused holds the records a change of which the store refused:
 	// the call's later changes of them are judged again (applyStored).
 	refused map[recordKey]bool
+	// tentative holds, by their index in the call, the changes the rules
+	// refused on a record the call's earlier changes left (checkRules):
+	// refused while those land, judged again with the others when the
+	// store refuses one of them.
+	tentative map[int]bool
 }
 
 // recordKey names a record of a collection.

@@ -347,3 +347,74 @@ func TestRulesRefusedChangeLeavesNothing(t *testing.T) {
 		t.Fatalf("the unset: %+v; the record left alice's write scope: %+v", res[1], got.Record)
 	}
 }
+
+// The mirror of TestRulesRefusedChangeLeavesNothing: a later change the
+// rules refused on the strength of an earlier one that the store then
+// refuses was refused on a record that never was. Here a note that is
+// locked may have no body: a change locks the record and grows it past
+// the size limit, then a body comes. Judged after the lock, the body is
+// refused; but the lock never lands, and the body, on the record as
+// stored, is valid: it must be taken, not refused schema.
+func TestRulesRefusedChangeRefusesNothingLater(t *testing.T) {
+	ctx := context.Background()
+	e, err := Open(Config{Store: memory.New(), Replica: "srv", PollInterval: -1, Now: (&fakeClock{ms: 1_000_000}).now,
+		Rules: []Rule{{Pattern: "notes", Validate: func(_ context.Context, _ string, r crdt.Record) error {
+			v := r.Values()
+			if _, ok := v["body"]; ok && v["locked"] != nil {
+				return errors.New("a locked note has no body")
+			}
+			return nil
+		}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	text := func(s string) []byte {
+		b, err := crdt.EncodeValue(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	at := func(ms int64) crdt.Stamp { return crdt.Stamp{Wall: 999_000 + ms, Replica: "c1"} }
+	big := strings.Repeat("x", 120<<10)
+	lock := crdt.Record{ID: "r", Fields: map[string]crdt.Field{
+		"locked": {Stamp: at(1), Value: text("yes")},
+		"pad1":   {Stamp: at(1), Value: text(big)},
+		"pad2":   {Stamp: at(1), Value: text(big)},
+		"pad3":   {Stamp: at(1), Value: text(big)},
+	}}
+	body := crdt.Record{ID: "r", Fields: map[string]crdt.Field{"body": {Stamp: at(2), Value: text("hello")}}}
+	res, err := e.Apply(ctx, []crdt.Change{{Collection: "notes", Record: lock}, {Collection: "notes", Record: body}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(res[0].Err, ErrTooLarge) {
+		t.Fatalf("the lock: %+v, want too large", res[0])
+	}
+	if res[1].Status != StatusApplied {
+		t.Fatalf("the body: %+v (%v), want applied: the lock it was judged after never landed", res[1], res[1].Err)
+	}
+	got, err := e.Get(ctx, "notes", "r")
+	if err != nil || got["body"] != "hello" {
+		t.Fatalf("the record: %v %v, want the body", got, err)
+	}
+
+	// A lock that lands still refuses the body after it, also when the
+	// store refuses another record's change of the batch (split).
+	other := lock.Clone()
+	other.ID = "other"
+	small := crdt.Record{ID: "r2", Fields: map[string]crdt.Field{"locked": {Stamp: at(1), Value: text("yes")}}}
+	body2 := body.Clone()
+	body2.ID = "r2"
+	res, err = e.Apply(ctx, []crdt.Change{{Collection: "notes", Record: other}, {Collection: "notes", Record: small}, {Collection: "notes", Record: body2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(res[0].Err, ErrTooLarge) || res[1].Status != StatusApplied || !errors.Is(res[2].Err, ErrSchema) {
+		t.Fatalf("too large, the lock, the body: %+v, want refused too large, applied, refused schema", res)
+	}
+	if got, err := e.Get(ctx, "notes", "r2"); err != nil || got["body"] != nil || got["locked"] != "yes" {
+		t.Fatalf("r2: %v %v, want locked without a body", got, err)
+	}
+}
