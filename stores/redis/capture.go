@@ -686,6 +686,18 @@ func (c *capturer) keyspace(ctx context.Context, node *goredis.Client) {
 			c.enableNotifications(ctx, node)
 		}
 		first = false
+		// The node may have restarted, or be a replica that took over,
+		// and lost writes: the app's hashes and shadows it holds, or
+		// records of collections whose keys live there. No other
+		// connection of the store need break (on a cluster the
+		// notification subscription and the collections' keys may be on
+		// other masters), so the servers' run is checked here, and a
+		// new epoch makes the pass below offer captured changes again
+		// and the mirror walk its collections again (reconcile,
+		// mirrorLoop).
+		if err := c.s.checkRun(ctx); err != nil && ctx.Err() == nil {
+			c.s.log.Warn("capture: check the servers' run after subscribing to keyspace notifications", "node", node.Options().Addr, "err", err)
+		}
 		// Writes went unnotified until now: before a re-subscription,
 		// and on the first one between the pass that may have run before
 		// it was confirmed and its confirmation.
@@ -843,15 +855,32 @@ func (c *capturer) mirrorLoop(ctx context.Context) {
 	})
 	defer stop()
 	cursors := map[string]uint64{}
+	// lost is each collection's Meta.Lost as last read: when it moves
+	// the collection lost history, and the hashes may have lost what was
+	// mirrored into them (on a cluster they live on other masters than
+	// the collection), so the mirror walks it again from the start.
+	lost := map[string]uint64{}
 	tick := time.NewTicker(c.interval)
 	defer tick.Stop()
 	for {
 		for coll, r := range mirrored {
+			m, err := c.s.Meta(ctx, coll)
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				c.s.log.Warn("mirror: read the epoch; retrying", "collection", coll, "err", err)
+				continue
+			}
+			if was, ok := lost[coll]; ok && was != m.Lost {
+				cursors[coll] = 0
+			}
+			lost[coll] = m.Lost
 			// A bug (a panic) met on what clients wrote fails the pass as
 			// a Redis error does: the collection is mirrored again from
 			// where it was.
 			var next uint64
-			err := bug.Recovered(func() (err error) {
+			err = bug.Recovered(func() (err error) {
 				next, err = c.mirrorCollection(ctx, r, cursors[coll])
 				return err
 			})

@@ -98,3 +98,49 @@ func TestCaptureAfterTheCollectionsMasterLostWrites(t *testing.T) {
 		return ok && v == "written before the loss", v
 	})
 }
+
+// TestMirrorAfterTheAppsMasterLostWrites: on a cluster, a mirrored
+// record's hash lives in the key's slot. When that master restarts and
+// comes back without the mirrored write, the collection still holds it:
+// the mirror must write it again, or the app reads the old hash for good
+// while every client reads the record, silently.
+func TestMirrorAfterTheAppsMasterLostWrites(t *testing.T) {
+	coll := nameWhere("todos", func(slot int) bool { return slot != keySlot("app") })
+	one, two := privateCluster(t, keySlot("app"))
+	addrs := []string{one.Addr(), two.Addr()}
+	s, err := Open(testContext(t), Options{
+		Addrs: addrs, Cluster: true, KeyPrefix: "cl:",
+		Capture:         []CaptureRule{{Collection: coll, KeyPattern: "{app}:todo:*", Mirror: true}},
+		CaptureInterval: 300 * time.Millisecond,
+		DialTimeout:     500 * time.Millisecond, ReadTimeout: time.Second, WriteTimeout: time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := engine.Open(engine.Config{Store: s, Replica: "srv", PollInterval: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close(); s.Close() })
+	app := goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: addrs})
+	t.Cleanup(func() { app.Close() })
+
+	ctx := testContext(t)
+	if _, err := e.Apply(ctx, []crdt.Change{{Collection: coll, Record: crdt.SetField("1", "title", mustValue(t, "a client's"), crdt.Stamp{Wall: time.Now().UnixMilli(), Replica: "w"})}}); err != nil {
+		t.Fatal(err)
+	}
+	mirrored := func() (bool, string) {
+		h, err := app.HGetAll(ctx, "{app}:todo:1").Result()
+		if err != nil {
+			return false, err.Error()
+		}
+		return h["title"] == "a client's", fmt.Sprint(h)
+	}
+	eventually(t, "the client's write mirrored", mirrored)
+
+	// The app's master crashes and comes back empty.
+	two.Kill()
+	two.Start()
+	awaitClusterOK(t, one, two)
+	eventually(t, "the client's write mirrored again", mirrored)
+}

@@ -357,7 +357,8 @@ return 1`)
 //
 // The first check of a database records its runs without a new epoch.
 // It runs at Open, at every (re)subscription of the notification
-// connection (a restart or a failover breaks it), when a merge call finds
+// connection and of capture's keyspace connections (a restart or a
+// failover of their master breaks them), when a merge call finds
 // that a server lost the merge script (a restart or a failover of a
 // master that may not hold the subscription, roundTrip), and in Meta
 // while a check is owed because the last one failed.
