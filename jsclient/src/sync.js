@@ -106,7 +106,7 @@ import { backoff } from './backoff.js';
 import { ConvergoError } from './errors.js';
 import { post, postAnswer } from './http.js';
 import { isPrefix, replicaPrefix, subjectOfToken } from './replica.js';
-import { CODES, DEFAULTS, PATHS, STATUSES, VERSION } from './constants.js';
+import { CODES, DEFAULTS, PATHS, REPLICA, STATUSES, VERSION } from './constants.js';
 import { sentWith, encodeHello, encodeLivePush, encodePull, encodePush, encodeUnsub, parseHello, parsePullAnswer, parsePushAnswer, batchLength, pushBudget, resetAction, retryOf } from './protocol.js';
 import { applyFirst, applyRemote, cursorOf, dropMeta, firstPullReconciles, healChecks, isEmpty, outboxCounts, owedHeals, owesReconcile, owesReplace, peekOutbox, pendingFloor, prepareRemote, pruneNotes, replacementDone, resetCollection, schemaVersion, scopeOf, settle } from './syncstore.js';
 import { CURSOR_KEY, RESTAMP_KEY } from './metakeys.js';
@@ -145,6 +145,9 @@ const FIRST_SYNC_BATCH = 10_000;
  * one committing, the next queued behind it.
  */
 const FIRST_SYNC_INFLIGHT = 2;
+
+/** The cause of the error of a push whose token names another subject than its changes (postPush). */
+const SWITCHED = Symbol('switched');
 
 /** A page asked for that failed (its error is met when it is awaited). */
 const FAILED = /** @type {import('./protocol.js').Page} */ ({ records: [], next: new Uint8Array(0), more: false, seals: [], leaves: [] });
@@ -319,6 +322,8 @@ export class Syncer {
     this.pushQueued = false;
     /** @type {{subject: string, prefix: string}|null} the last token subject's replica prefix (pushPrefix) */
     this.lastPrefix = null;
+    /** @type {string|null} the replica the outbox was last counted as, when pushOutbox found nothing to push */
+    this.countedAs = null;
     /** @type {Promise<void>} serializes push/pull work */
     this.chain = Promise.resolve();
     this.resetWanted = false;
@@ -1048,7 +1053,14 @@ export class Syncer {
    * @param {Map<string, number>} [versions]
    */
   postPush(replica, changes, versions) {
-    return this.postAnswer(PATHS.push, async (token) => encodePush(replica, changes, versions, await this.pushPrefix(token)));
+    return this.postAnswer(PATHS.push, async (token) => {
+      const prefix = await this.pushPrefix(token);
+      // Changes of another subject's replica (the token was switched since
+      // they were read): under this token they would be refused
+      // forged_replica and rolled back. They wait for their subject.
+      if (changes.length > 0 && prefix !== null && !replica.startsWith(prefix + REPLICA.separator)) throw new ConvergoError('network', 'push: the token is another subject’s than the changes read', { cause: SWITCHED });
+      return encodePush(replica, changes, versions, prefix);
+    });
   }
 
   /**
@@ -1165,7 +1177,15 @@ export class Syncer {
     let dropped = 0;
     for (;;) {
       const entries = await peekOutbox(this.store, split.limit, held);
-      if (entries.length === 0) break;
+      if (entries.length === 0) {
+        // Counted as another subject (setToken): what the old one left is
+        // held, not pending.
+        if (this.countedAs !== this.store.replica) {
+          this.countedAs = this.store.replica;
+          this.o.onStatus(await outboxCounts(this.store));
+        }
+        break;
+      }
       // A collection not pulled lately is pulled first: a lease that
       // expired meanwhile is reconciled before its changes go out.
       let stale = false;
@@ -1193,11 +1213,15 @@ export class Syncer {
       let requestId = null;
       /** @type {ConvergoError|null} a live push refused whole */
       let liveRefusal = null;
+      /** The replica the batch is pushed as. */
+      let as = '';
       try {
         /** @type {Map<string, number>} the schema version of each collection of the batch */
         const versions = new Map();
         for (const c of new Set(batch.map((e) => e.c))) versions.set(c, await schemaVersion(this.store, c));
-        const replica = /** @type {string} */ (this.store.replica);
+        const replica = (as = /** @type {string} */ (this.store.replica));
+        // The subject switched since the batch was read: read again.
+        if (batch.some((e) => e.r !== undefined && e.r !== replica)) continue;
         const changes = batch.map((e) => e.change);
         // Over the live session when there is one (docs/protocol.md,
         // "Pushing over a live session"), unless the message is over its
@@ -1246,6 +1270,15 @@ export class Syncer {
           results = parsePushAnswer(answer.body);
         }
       } catch (e) {
+        // Read as the subject the token no longer names: once the switch
+        // is done (Store.switching), the outbox is read again as the new
+        // one. A store still writing as the old one (the switch failed)
+        // fails the round.
+        if (/** @type {any} */ (e)?.cause === SWITCHED) {
+          await this.store.switching;
+          if (this.store.replica === as) throw e;
+          continue;
+        }
         // A change at fault refused alone (splitter) is settled with its
         // code, loudly, so the rest does not stall.
         results = await split(/** @type {ConvergoError} */ (e), batch.length, liveRefusal);

@@ -227,3 +227,82 @@ test('a getToken answer asked for before setToken does not replace the token set
     await server.stop();
   }
 });
+
+/**
+ * Waits for db.whenSynced, failing after WAIT with the status.
+ * @param {any} db
+ */
+function synced(db) {
+  /** @type {any} */
+  let timer;
+  const late = new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`whenSynced did not resolve; status ${JSON.stringify(db.status)}`)), WAIT)));
+  return Promise.race([db.whenSynced(), late]).finally(() => clearTimeout(timer));
+}
+
+for (const prefixed of [true, false]) {
+  test(`a write of the old subject read for a push as setToken switches to another one stays held for it: it is not pushed under the new token, refused and rolled back (the new prefix ${prefixed ? 'set' : 'not set yet'} as the push is made)`, async () => {
+    const server = await new FakeServer().start();
+    const db = await openClient({ url: server.url, token: tokenOf('alice'), WebSocket: null, pollInterval: 50 });
+    try {
+      const store = /** @type {any} */ (db).store;
+      const todos = db.collection('todos');
+      await todos.put('a1', { owner: 'alice' });
+      await db.whenSynced();
+      const bob = await replicaPrefix('bob');
+      // The switch lands while the push of a2 is being made: after its
+      // outbox entries were read, before the request goes.
+      const getMeta = store.getMeta.bind(store);
+      let armed = true;
+      store.getMeta = async (/** @type {string} */ key) => {
+        if (armed && key === 'schema:todos') {
+          armed = false;
+          db.setToken(tokenOf('bob'));
+          if (prefixed) await until(() => store.prefix === bob, 'bob’s prefix', WAIT);
+        }
+        return getMeta(key);
+      };
+      await todos.put('a2', { owner: 'alice' });
+      await until(() => !armed, 'the push of a2 begun', WAIT);
+      await synced(db);
+      assert.deepEqual(await db.rejected(), [], 'nothing rejected');
+      assert.deepEqual(await todos.get('a2'), { id: 'a2', owner: 'alice' }, 'alice’s write is kept');
+      assert.equal(db.status.held, 1, 'held for alice');
+      assert.equal(server.coll('todos').byId.has('a2'), false);
+      // Back as alice, it goes out.
+      db.setToken(tokenOf('alice', { iat: 3 }));
+      await until(() => server.coll('todos').byId.has('a2'), 'a2 pushed under alice', WAIT);
+      assert.equal(db.status.held, 0);
+    } finally {
+      await db.close();
+      await server.stop();
+    }
+  });
+}
+
+test('writes of the old subject left in the outbox at setToken with another one are held, not pending: whenSynced resolves for the new one', async () => {
+  const server = await new FakeServer().start();
+  let blocked = true;
+  const db = await openClient({
+    url: server.url,
+    token: tokenOf('alice'),
+    WebSocket: null,
+    pollInterval: 50,
+    fetch: (/** @type {any} */ input, /** @type {any} */ init) => (blocked && String(input).endsWith('/push') ? Promise.reject(new TypeError('offline')) : fetch(input, init)),
+  });
+  try {
+    const todos = db.collection('todos');
+    await todos.put('a1', { owner: 'alice' });
+    assert.equal(db.status.pending, 1);
+    db.setToken(tokenOf('bob'));
+    const store = /** @type {any} */ (db).store;
+    const bob = await replicaPrefix('bob');
+    await until(() => store.prefix === bob, 'bob’s prefix', WAIT);
+    blocked = false;
+    await synced(db);
+    assert.deepEqual({ pending: db.status.pending, held: db.status.held }, { pending: 0, held: 1 });
+    assert.equal(server.coll('todos').byId.has('a1'), false);
+  } finally {
+    await db.close();
+    await server.stop();
+  }
+});
