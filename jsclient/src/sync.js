@@ -1176,7 +1176,9 @@ export class Syncer {
     const originals = new Map();
     let dropped = 0;
     for (;;) {
-      const entries = await peekOutbox(this.store, split.limit, held);
+      /** @type {Map<string, number>} the schema version the entries' collections are in */
+      const inVersion = new Map();
+      const entries = await peekOutbox(this.store, split.limit, held, inVersion);
       if (entries.length === 0) {
         // Counted as another subject (setToken): what the old one left is
         // held, not pending.
@@ -1216,9 +1218,9 @@ export class Syncer {
       /** The replica the batch is pushed as. */
       let as = '';
       try {
-        /** @type {Map<string, number>} the schema version of each collection of the batch */
+        /** @type {Map<string, number>} the schema version of each collection of the batch, as read with it */
         const versions = new Map();
-        for (const c of new Set(batch.map((e) => e.c))) versions.set(c, await schemaVersion(this.store, c));
+        for (const e of batch) versions.set(e.c, /** @type {number} */ (inVersion.get(e.c)));
         const replica = (as = /** @type {string} */ (this.store.replica));
         // The subject switched since the batch was read: read again.
         if (batch.some((e) => e.r !== undefined && e.r !== replica)) continue;

@@ -529,30 +529,42 @@ export function healChecks(st) {
  * replica: the server settles them). Entries of another subject wait,
  * and so do those of the collections in held. A limit past what getAll
  * counts (an unsigned long: a hello's absurd max-push) reads them all.
+ * With versions, the schema version of each of their collections
+ * (schemaVersion) is set in it, read in the same transaction: an upgrade
+ * (another tab's) translates the outbox and stores the version together,
+ * so the version is the one the entries are in.
  * @param {Store} st
  * @param {number} limit
  * @param {{has: (c: string) => boolean}} [held]
+ * @param {Map<string, number>} [versions]
  * @returns {Promise<OutboxEntry[]>}
  */
-export function peekOutbox(st, limit, held) {
+export function peekOutbox(st, limit, held, versions) {
   const mine = (/** @type {OutboxEntry} */ e) => (e.r === undefined || e.r === st.replica) && !held?.has(e.c);
-  return st.tx([OUTBOX], 'readonly', 'read outbox', async (tx) => {
+  return st.tx(versions ? [OUTBOX, META] : [OUTBOX], 'readonly', 'read outbox', async (tx) => {
     const store = tx.objectStore(OUTBOX);
-    const first = /** @type {OutboxEntry[]} */ (await req(store.getAll(null, limit < 2 ** 32 ? limit : undefined)));
-    if (first.every(mine)) return first;
-    // Some belong to another subject: walk the outbox for ours.
-    /** @type {OutboxEntry[]} */
-    const out = [];
-    await new Promise((resolve, reject) => {
-      const r = store.openCursor();
-      r.onerror = () => reject(r.error);
-      r.onsuccess = () => {
-        const cur = r.result;
-        if (!cur || out.length >= limit) return resolve(undefined);
-        if (mine(cur.value)) out.push(cur.value);
-        cur.continue();
-      };
-    });
+    let out = /** @type {OutboxEntry[]} */ (await req(store.getAll(null, limit < 2 ** 32 ? limit : undefined)));
+    if (!out.every(mine)) {
+      // Some belong to another subject: walk the outbox for ours.
+      /** @type {OutboxEntry[]} */
+      const ours = (out = []);
+      await new Promise((resolve, reject) => {
+        const r = store.openCursor();
+        r.onerror = () => reject(r.error);
+        r.onsuccess = () => {
+          const cur = r.result;
+          if (!cur || ours.length >= limit) return resolve(undefined);
+          if (mine(cur.value)) ours.push(cur.value);
+          cur.continue();
+        };
+      });
+    }
+    if (versions) {
+      for (const c of new Set(out.map((e) => e.c))) {
+        const v = await req(tx.objectStore(META).get(SCHEMA_KEY + c));
+        versions.set(c, Number.isSafeInteger(v) && v > 0 ? v : st.versions.get(c) ?? 0);
+      }
+    }
     return out;
   });
 }

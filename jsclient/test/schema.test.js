@@ -296,3 +296,38 @@ for (const live of [false, true]) {
     assert.ok(db.status.schemaAhead, 'status.schemaAhead');
   });
 }
+
+test('a change read for a push under v1 as another tab upgrades the collection goes out named v1, and lands translated', async () => {
+  const server = await new FakeServer().start();
+  server.setMigrations(C, V2);
+  const idb = freshIDB();
+  const old = await openClient({ url: server.url, indexedDB: idb, WebSocket: null, pollInterval: 50, migrations: { [C]: V1 } });
+  /** @type {any} */
+  let cur = null;
+  try {
+    await old.whenSynced();
+    const store = /** @type {any} */ (old).store;
+    const getMeta = store.getMeta.bind(store);
+    let armed = true;
+    // The other tab upgrades after the push read the outbox, before it
+    // goes.
+    store.getMeta = async (/** @type {string} */ key) => {
+      if (armed && key === 'schema:' + C) {
+        armed = false;
+        cur = await openClient({ sync: false, indexedDB: idb, migrations: { [C]: V2 } });
+      }
+      return getMeta(key);
+    };
+    await old.collection(C).put('a', { title: 'tea' });
+    await until(() => server.coll(C).byId.has('a') || old.status.rejected > 0, 'a pushed', WAIT);
+    assert.deepEqual(await old.rejected(), []);
+    assert.deepEqual(server.pushVersions.map((v) => v.get(C)).filter((v) => v !== undefined), [1], 'the push names the version its changes were read in');
+    const a = onServer(server, 'a');
+    assert.equal(a?.name?.[2], 'tea', 'title translated to name');
+    assert.equal(a?.title, undefined);
+  } finally {
+    await cur?.close();
+    await old.close();
+    await server.stop();
+  }
+});
