@@ -513,13 +513,15 @@ func (e *Engine) Apply(ctx context.Context, changes []crdt.Change, opts ...Apply
 // The rules judged each change on the record the call's earlier changes
 // leave, so a later change of a record one of whose changes the store
 // refuses was judged on a record that never was: it is judged again
-// (checkRules) on the record as stored, before it is applied.
+// (checkRules) on the record as stored, before it is applied, whether the
+// rules took or refused it (applyRun.tentative), in whatever batch or
+// half it is.
 func (e *Engine) applyStored(ctx context.Context, run *applyRun, changes []crdt.Change, index []int, results []Result) error {
 	if len(run.refused) > 0 {
 		var again, keep []crdt.Change
 		var againIndex, keepIndex []int
 		for j, c := range changes {
-			if run.refused[recordKey{c.Collection, c.Record.ID}] {
+			if g, ok := run.refused[recordKey{c.Collection, c.Record.ID}]; ok && run.judged[index[j]] < g {
 				again, againIndex = append(again, c), append(againIndex, index[j])
 			} else {
 				keep, keepIndex = append(keep, c), append(keepIndex, index[j])
@@ -529,8 +531,11 @@ func (e *Engine) applyStored(ctx context.Context, run *applyRun, changes []crdt.
 			if err := e.applyStored(ctx, run, keep, keepIndex, results); err != nil {
 				return err
 			}
-			for _, c := range again {
-				delete(run.refused, recordKey{c.Collection, c.Record.ID})
+			if run.judged == nil {
+				run.judged = map[int]int{}
+			}
+			for _, i := range againIndex {
+				run.judged[i] = run.gen
 			}
 			again, againIndex, err := e.checkRules(ctx, run, again, againIndex, results)
 			if err != nil {
@@ -563,9 +568,10 @@ func (e *Engine) applyStored(ctx context.Context, run *applyRun, changes []crdt.
 		c := send[0]
 		results[sendIndex[0]] = Result{Status: StatusRefused, Err: fmt.Errorf("change %s/%s: %w", c.Collection, c.Record.ID, err)}
 		if run.refused == nil {
-			run.refused = map[recordKey]bool{}
+			run.refused = map[recordKey]int{}
 		}
-		run.refused[recordKey{c.Collection, c.Record.ID}] = true
+		run.gen++
+		run.refused[recordKey{c.Collection, c.Record.ID}] = run.gen
 		// The changes refused after it (tentative) are judged again.
 		rest := slices.Index(index, sendIndex[0]) + 1
 		return e.applyStored(ctx, run, changes[rest:], index[rest:], results)
@@ -595,9 +601,15 @@ func (e *Engine) applyStored(ctx context.Context, run *applyRun, changes []crdt.
 // applyRun is what the store's part of one Apply call keeps.
 type applyRun struct {
 	cfg applyConfig
-	// refused holds the records a change of which the store refused:
-	// the call's later changes of them are judged again (applyStored).
-	refused map[recordKey]bool
+	// refused holds the records a change of which the store refused,
+	// with the count of the store's refusals (gen) at the last one: each
+	// of the call's later changes of them is judged again, on the record
+	// as stored, unless it was judged since (judged, by its index in the
+	// call). So every one is judged as if the call's changes were
+	// applied one at a time, however the batches were cut and split.
+	refused map[recordKey]int
+	gen     int
+	judged  map[int]int
 	// tentative holds, by their index in the call, the changes the rules
 	// refused on a record the call's earlier changes left (checkRules):
 	// refused while those land, judged again with the others when the

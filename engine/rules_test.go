@@ -418,3 +418,54 @@ func TestRulesRefusedChangeRefusesNothingLater(t *testing.T) {
 		t.Fatalf("r2: %v %v, want locked without a body", got, err)
 	}
 }
+
+// TestRulesRefusedChangeLeavesNothing, with the refused change's batch
+// split further: each later change of the record is judged again on the
+// record as stored, not only those of the half that follows the refusal.
+// Here the store refuses the growing change inside a split half; a later
+// change of the record in that half is judged again, and the move to bob,
+// in the other half, must be too.
+func TestRulesRefusedChangeLeavesNothingAcrossSplits(t *testing.T) {
+	ctx := context.Background()
+	e := openEngine(t, "srv", &fakeClock{ms: 1_000_000})
+	alice := mustScope(t, "eq", "owner", "alice")
+	write := WithWriteScope(func(string) (*scope.Pred, error) { return alice, nil })
+	text := func(s string) []byte {
+		b, err := crdt.EncodeValue(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	at := func(ms int64) crdt.Stamp { return crdt.Stamp{Wall: 999_000 + ms, Replica: "c1"} }
+	set := func(id, field, v string, ms int64) crdt.Change {
+		return crdt.Change{Collection: "notes", Record: crdt.SetField(id, field, text(v), at(ms))}
+	}
+	if res, err := e.Apply(ctx, []crdt.Change{set("r", "owner", "alice", 1), set("s", "owner", "alice", 1)}, write); err != nil || res[0].Status != StatusApplied {
+		t.Fatalf("alice's records: %+v %v", res, err)
+	}
+	big := strings.Repeat("x", 120<<10)
+	grow := crdt.Change{Collection: "notes", Record: crdt.Record{ID: "r", Fields: map[string]crdt.Field{
+		"owner": {Stamp: at(3), Value: text("alice")},
+		"pad1":  {Stamp: at(3), Value: text(big)},
+		"pad2":  {Stamp: at(3), Value: text(big)},
+		"pad3":  {Stamp: at(3), Value: text(big)},
+	}}}
+	// Split in halves: [s, grow, title] and [s, s, move]; the first again
+	// in [s] and [grow, title], and that in [grow] and [title].
+	changes := []crdt.Change{set("s", "a", "1", 2), grow, set("r", "title", "t", 4), set("s", "b", "1", 2), set("s", "c", "1", 2), set("r", "owner", "bob", 2)}
+	res, err := e.Apply(ctx, changes, write)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(res[1].Err, ErrTooLarge) || res[2].Status != StatusApplied {
+		t.Fatalf("the growing change, the title: %+v, want too large, applied", res[1:3])
+	}
+	got, err := e.GetRecord(ctx, "notes", "r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !alice.Match(got.Record) || !errors.Is(res[5].Err, ErrOutOfScope) {
+		t.Fatalf("the move: %+v; the record left alice's write scope: owner %x", res[5], got.Record.Fields["owner"].Value)
+	}
+}
