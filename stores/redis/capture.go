@@ -182,17 +182,24 @@ var errNoSink = errors.New("no capture sink registered")
 // sinkReady asks the registered sink, as a sink call that stop waits
 // for, whether it takes changes now; errNoSink when none is registered.
 func (c *capturer) sinkReady() error {
-	c.mu.Lock()
-	reg := c.reg
-	if reg != nil {
-		reg.calls.Add(1)
-	}
-	c.mu.Unlock()
+	reg := c.acquire()
 	if reg == nil {
 		return errNoSink
 	}
 	defer reg.calls.Done()
 	return reg.ready()
+}
+
+// acquire returns the registered sink, counted as a sink call that stop
+// waits for until the caller calls reg.calls.Done(); nil when none is
+// registered.
+func (c *capturer) acquire() *sinkReg {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.reg != nil {
+		c.reg.calls.Add(1)
+	}
+	return c.reg
 }
 
 func newCapturer(s *Store, o Options) *capturer {
@@ -459,12 +466,7 @@ func (c *capturer) deliverLoop(ctx context.Context) {
 			case <-c.wake:
 			}
 		}
-		c.mu.Lock()
-		reg := c.reg
-		if reg != nil {
-			reg.calls.Add(1)
-		}
-		c.mu.Unlock()
+		reg := c.acquire()
 		if reg == nil {
 			select { // no sink: wait for one (Capture signals scan, which queues)
 			case <-ctx.Done():

@@ -10,6 +10,7 @@ import (
 
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/engine"
+	"github.com/convergo/convergo/stores/redis/redistest"
 )
 
 // nameWhere returns the first of base0, base1, ... whose hash slot
@@ -32,23 +33,7 @@ func nameWhere(base string, ok func(slot int) bool) string {
 func TestCaptureAfterTheCollectionsMasterLostWrites(t *testing.T) {
 	coll := nameWhere("todos", func(slot int) bool { return slot != keySlot("convergo") && slot != keySlot("app") })
 	one, two := privateCluster(t, keySlot(coll))
-	addrs := []string{one.Addr(), two.Addr()}
-	s, err := Open(testContext(t), Options{
-		Addrs: addrs, Cluster: true, KeyPrefix: "cl:",
-		Capture:         []CaptureRule{{Collection: coll, KeyPattern: "{app}:todo:*"}},
-		CaptureInterval: 300 * time.Millisecond,
-		DialTimeout:     500 * time.Millisecond, ReadTimeout: time.Second, WriteTimeout: time.Second,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := engine.Open(engine.Config{Store: s, Replica: "srv", PollInterval: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.Close(); s.Close() })
-	app := goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: addrs})
-	t.Cleanup(func() { app.Close() })
+	s, e, app := openCapturingCluster(t, one, two, CaptureRule{Collection: coll, KeyPattern: "{app}:todo:*"})
 
 	ctx := testContext(t)
 	got := func(id string) (string, bool) {
@@ -107,23 +92,7 @@ func TestCaptureAfterTheCollectionsMasterLostWrites(t *testing.T) {
 func TestMirrorAfterTheAppsMasterLostWrites(t *testing.T) {
 	coll := nameWhere("todos", func(slot int) bool { return slot != keySlot("app") })
 	one, two := privateCluster(t, keySlot("app"))
-	addrs := []string{one.Addr(), two.Addr()}
-	s, err := Open(testContext(t), Options{
-		Addrs: addrs, Cluster: true, KeyPrefix: "cl:",
-		Capture:         []CaptureRule{{Collection: coll, KeyPattern: "{app}:todo:*", Mirror: true}},
-		CaptureInterval: 300 * time.Millisecond,
-		DialTimeout:     500 * time.Millisecond, ReadTimeout: time.Second, WriteTimeout: time.Second,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e, err := engine.Open(engine.Config{Store: s, Replica: "srv", PollInterval: 200 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { e.Close(); s.Close() })
-	app := goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: addrs})
-	t.Cleanup(func() { app.Close() })
+	_, e, app := openCapturingCluster(t, one, two, CaptureRule{Collection: coll, KeyPattern: "{app}:todo:*", Mirror: true})
 
 	ctx := testContext(t)
 	if _, err := e.Apply(ctx, []crdt.Change{{Collection: coll, Record: crdt.SetField("1", "title", mustValue(t, "a client's"), crdt.Stamp{Wall: time.Now().UnixMilli(), Replica: "w"})}}); err != nil {
@@ -143,4 +112,29 @@ func TestMirrorAfterTheAppsMasterLostWrites(t *testing.T) {
 	two.Start()
 	awaitClusterOK(t, one, two)
 	eventually(t, "the client's write mirrored again", mirrored)
+}
+
+// openCapturingCluster opens a store on the private cluster of one and
+// two capturing by rule, with short intervals and timeouts, an engine on
+// it, and an app's client of the cluster.
+func openCapturingCluster(t *testing.T, one, two *redistest.Server, rule CaptureRule) (*Store, *engine.Engine, *goredis.ClusterClient) {
+	t.Helper()
+	addrs := []string{one.Addr(), two.Addr()}
+	s, err := Open(testContext(t), Options{
+		Addrs: addrs, Cluster: true, KeyPrefix: "cl:",
+		Capture:         []CaptureRule{rule},
+		CaptureInterval: 300 * time.Millisecond,
+		DialTimeout:     500 * time.Millisecond, ReadTimeout: time.Second, WriteTimeout: time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := engine.Open(engine.Config{Store: s, Replica: "srv", PollInterval: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close(); s.Close() })
+	app := goredis.NewClusterClient(&goredis.ClusterOptions{Addrs: addrs})
+	t.Cleanup(func() { app.Close() })
+	return s, e, app
 }
