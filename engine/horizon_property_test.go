@@ -165,6 +165,12 @@ type hzSim struct {
 	// collected that the store had lost (acked neither holds nor hides
 	// them).
 	refusedBack map[hzStampOf]bool
+	// refusedParts is every stamp given back and refused collected, as
+	// given back: one the store still held or hid then (collected) is
+	// lost for good when the store goes back to a copy that neither
+	// holds nor hides it (its replica dropped it), so a rewind notes
+	// them again.
+	refusedParts []crdt.Record
 	// backup is the store as it was at some earlier step, which rewind
 	// goes back to.
 	backup *hzBackup
@@ -500,6 +506,7 @@ func (s *hzSim) giveBack(r *hzReplica, acked, delivered map[string]bool, owed ma
 				s.t.Fatalf("%s: a stamp given back of %s refused: %v", r.id, id, res[i].Err)
 			}
 			s.stats.givenBackCollected++
+			s.refusedParts = append(s.refusedParts, c.Record.Clone())
 			s.noteRefusedBack(c.Record)
 		}
 	}
@@ -512,6 +519,9 @@ func (s *hzSim) giveBack(r *hzReplica, acked, delivered map[string]bool, owed ma
 // when it went back in time, and is lost for good, with the writes it had
 // beaten or hidden that the store lost too (the replica held them no
 // more, so nobody gives them back: they were overwritten or deleted).
+// It is called again for every such part after each rewind: a stamp
+// collected when given back is lost too once the store goes back to a
+// copy from before it.
 func (s *hzSim) noteRefusedBack(part crdt.Record) {
 	id, cur := part.ID, s.acked[part.ID]
 	lost := func(name string, st crdt.Stamp) bool {
@@ -613,6 +623,9 @@ func (s *hzSim) rewind() {
 	s.acked = map[string]crdt.Record{}
 	for id, rec := range s.backup.acked {
 		s.acked[id] = rec.Clone()
+	}
+	for _, part := range s.refusedParts {
+		s.noteRefusedBack(part)
 	}
 	s.stats.rewinds++
 }
@@ -1032,4 +1045,35 @@ func TestHorizonPropertyCoverage(t *testing.T) {
 			t.Errorf("no %s: the simulation misses a path of the property", name)
 		}
 	}
+}
+
+// TestHorizonPropertyRefusedThenRewound: a delete collected is given back
+// by its replica, refused collected and dropped; then the store goes back
+// to a backup from before the delete, and the record it deleted is back
+// with nobody left to give the delete back. The delete was given back and
+// refused collected, so the property excludes it: the simulation must not
+// report an acknowledged write lost.
+func TestHorizonPropertyRefusedThenRewound(t *testing.T) {
+	s := newHzSim(t, hzRandDraw{rand.New(rand.NewSource(0))})
+	defer s.close()
+	r := s.reps[0]
+	r.skew = 0
+	queue := func(rec crdt.Record) {
+		r.outbox = append(r.outbox, hzPending{change: crdt.Change{Collection: hzColl, Record: rec}})
+	}
+	queue(crdt.SetField("x", "a", s.value(), s.stamp(r)))
+	s.push(r)
+	s.takeBackup()
+	queue(crdt.DeleteRecord("x", s.stamp(r)))
+	s.push(r)
+	s.clk.ms += (2 * time.Hour).Milliseconds()
+	s.collect() // publishes the horizon
+	s.clk.ms += (hzMaxOffline + time.Minute).Milliseconds()
+	s.collect() // purges the delete
+	s.pull(r)   // from the beginning: gives the delete back, refused collected
+	s.rewind()
+	if s.stats.givenBackCollected == 0 || s.stats.rewinds == 0 {
+		t.Fatalf("the scenario was not reached: %v", s.stats)
+	}
+	s.settle()
 }
