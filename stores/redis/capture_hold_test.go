@@ -35,43 +35,19 @@ func TestCaptureStampsNothingWhileTheSinkSaysNotNow(t *testing.T) {
 		var wall atomic.Int64
 		wall.Store(off)
 		s.capture.now = func() time.Time { return time.UnixMilli(wall.Load()) }
-		var held atomic.Bool
-		held.Store(true)
-		var refused atomic.Int32
-		var mu sync.Mutex
-		var got []crdt.Change
-		notNow := func(context.Context) error {
-			if held.Load() {
-				refused.Add(1)
-				return errors.New("not now")
-			}
-			return nil
-		}
-		stop := s.Capture(stores.CaptureSink{Ready: notNow, Apply: func(ctx context.Context, changes []crdt.Change) ([]stores.CaptureResult, error) {
-			if err := notNow(ctx); err != nil {
-				return nil, err
-			}
-			mu.Lock()
-			got = append(got, changes...)
-			mu.Unlock()
-			return make([]stores.CaptureResult, len(changes)), nil
-		}})
-		t.Cleanup(stop)
+		sink := newHoldingSink()
+		t.Cleanup(s.Capture(sink.sink()))
 		app := plainClient(t, tg)
 		if err := app.HSet(ctx, prefix+"app:todo:1", "title", "milk").Err(); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, "two passes refused", func() (bool, string) { return refused.Load() >= 2, "" })
+		eventually(t, "two passes refused", func() (bool, string) { return sink.refused.Load() >= 2, "" })
 		wall.Store(right)
-		held.Store(false)
+		sink.held.Store(false)
 		eventually(t, "the captured write", func() (bool, string) {
-			mu.Lock()
-			defer mu.Unlock()
-			return len(got) > 0, ""
+			return len(sink.changes()) > 0, ""
 		})
-		mu.Lock()
-		defer mu.Unlock()
-		if w := got[0].Record.Fields["title"].Stamp.Wall; w != right {
+		if w := sink.changes()[0].Record.Fields["title"].Stamp.Wall; w != right {
 			t.Fatalf("captured stamp wall %d, want %d: stamped by a pass the sink refused", w, right)
 		}
 	})
@@ -115,30 +91,10 @@ func TestMirrorStampsNothingWhileTheSinkSaysNotNow(t *testing.T) {
 			t.Fatal(err)
 		}
 
-		var held atomic.Bool
-		held.Store(true)
-		var refused atomic.Int32
-		var mu sync.Mutex
-		var got []crdt.Change
-		notNow := func(context.Context) error {
-			if held.Load() {
-				refused.Add(1)
-				return errors.New("not now")
-			}
-			return nil
-		}
-		stop := s.Capture(stores.CaptureSink{Ready: notNow, Apply: func(ctx context.Context, changes []crdt.Change) ([]stores.CaptureResult, error) {
-			if err := notNow(ctx); err != nil {
-				return nil, err
-			}
-			mu.Lock()
-			got = append(got, changes...)
-			mu.Unlock()
-			return make([]stores.CaptureResult, len(changes)), nil
-		}})
-		t.Cleanup(stop)
+		sink := newHoldingSink()
+		t.Cleanup(s.Capture(sink.sink()))
 
-		eventually(t, "passes refused", func() (bool, string) { return refused.Load() >= 3, "" })
+		eventually(t, "passes refused", func() (bool, string) { return sink.refused.Load() >= 3, "" })
 		time.Sleep(5 * o.CaptureInterval) // mirror passes at start and at every interval
 		if h := hashView(t, app, key); h["title"] != "" || h["note"] != "milk" {
 			t.Errorf("hash %v while the sink says not now, want the app's write alone: the mirror wrote", h)
@@ -148,15 +104,11 @@ func TestMirrorStampsNothingWhileTheSinkSaysNotNow(t *testing.T) {
 		}
 
 		wall.Store(right)
-		held.Store(false)
+		sink.held.Store(false)
 		eventually(t, "the captured write", func() (bool, string) {
-			mu.Lock()
-			defer mu.Unlock()
-			return len(got) > 0, ""
+			return len(sink.changes()) > 0, ""
 		})
-		mu.Lock()
-		w := got[0].Record.Fields["note"].Stamp.Wall
-		mu.Unlock()
+		w := sink.changes()[0].Record.Fields["note"].Stamp.Wall
 		if w != right {
 			t.Fatalf("captured stamp wall %d, want %d: stamped by a mirror pass while the sink said not now", w, right)
 		}
@@ -165,4 +117,46 @@ func TestMirrorStampsNothingWhileTheSinkSaysNotNow(t *testing.T) {
 			return h["title"] == "bread" && h["note"] == "milk", fmt.Sprint(h)
 		})
 	})
+}
+
+// holdingSink is a capture sink that says "not now" (counting each time
+// it says so) while held, then takes every change it is given.
+type holdingSink struct {
+	held    atomic.Bool
+	refused atomic.Int32
+	mu      sync.Mutex
+	got     []crdt.Change
+}
+
+func newHoldingSink() *holdingSink {
+	h := &holdingSink{}
+	h.held.Store(true)
+	return h
+}
+
+func (h *holdingSink) ready(context.Context) error {
+	if h.held.Load() {
+		h.refused.Add(1)
+		return errors.New("not now")
+	}
+	return nil
+}
+
+func (h *holdingSink) sink() stores.CaptureSink {
+	return stores.CaptureSink{Ready: h.ready, Apply: func(ctx context.Context, changes []crdt.Change) ([]stores.CaptureResult, error) {
+		if err := h.ready(ctx); err != nil {
+			return nil, err
+		}
+		h.mu.Lock()
+		h.got = append(h.got, changes...)
+		h.mu.Unlock()
+		return make([]stores.CaptureResult, len(changes)), nil
+	}}
+}
+
+// changes returns a copy of the changes taken so far.
+func (h *holdingSink) changes() []crdt.Change {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]crdt.Change(nil), h.got...)
 }
