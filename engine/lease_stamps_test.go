@@ -48,18 +48,25 @@ func TestLeaseComesAfterTheOneAnotherInstanceWrote(t *testing.T) {
 	ctx := context.Background()
 	const ahead = 2 * time.Minute
 	maxOff := time.Hour.Milliseconds()
+	reader := proto.ReplicaFor("alice", "dev")
+	// readAllThrough has the reader read the notes through e and present
+	// its lease there; it returns the reader's cursor.
+	readAllThrough := func(t *testing.T, e *Engine, reader string) Cursor {
+		t.Helper()
+		_, end, err := pullNotes(t, e, Cursor{}, 10, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.NoteLease(ctx, "notes", Lease{Replica: reader, Cursor: end, Pending: -1}); err != nil {
+			t.Fatal(err)
+		}
+		return end
+	}
 
 	t.Run("a reader that starts over keeps its read horizon", func(t *testing.T) {
 		slow, fast, clk := openInstancePair(t, newMemory(t), ahead)
 		writeNotes(t, slow, "a", "b", "c")
-		reader := proto.ReplicaFor("alice", "dev")
-		_, end, err := pullNotes(t, fast, Cursor{}, 10, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := fast.NoteLease(ctx, "notes", Lease{Replica: reader, Cursor: end, Pending: -1}); err != nil {
-			t.Fatal(err)
-		}
+		readAllThrough(t, fast, reader)
 		// Thirty seconds later the reader starts over (its local data
 		// cleared, say) and reads one page through the slower instance.
 		clk.ms += 30 * time.Second.Milliseconds()
@@ -89,14 +96,7 @@ func TestLeaseComesAfterTheOneAnotherInstanceWrote(t *testing.T) {
 		// horizon is no longer held at it (begunRecently).
 		collectOnce(t, slow)
 		clk.ms += 2 * maxOff
-		reader := proto.ReplicaFor("alice", "dev")
-		_, end, err := pullNotes(t, fast, Cursor{}, 10, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := fast.NoteLease(ctx, "notes", Lease{Replica: reader, Cursor: end, Pending: -1}); err != nil {
-			t.Fatal(err)
-		}
+		end := readAllThrough(t, fast, reader)
 		// Thirty seconds later it announces, through the slower instance,
 		// an edit pending from before MaxOffline (within the reach).
 		clk.ms += 30 * time.Second.Milliseconds()
