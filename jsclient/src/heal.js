@@ -16,6 +16,7 @@ import { META, RECORDS, baseOf, decodeStored, fromStored, req, sealOf } from './
 import { acknowledged, schemaVersion, storedCursor } from './syncstore.js';
 import { byStamp, hasStamps, merge, ownPart } from './parts.js';
 import { CURSOR_KEY, GIVEBACK_KEY, HEALCHECK_KEY, HEAL_KEY, SEALED } from './metakeys.js';
+import { ownedStart } from './replica.js';
 
 /** @typedef {import('./record.js').Record} Rec */
 /** @typedef {import('./db.js').Store} Store */
@@ -41,7 +42,7 @@ import { CURSOR_KEY, GIVEBACK_KEY, HEALCHECK_KEY, HEAL_KEY, SEALED } from './met
  */
 export function healPlan(store, c, prefix) {
   const range = store.keyRange.bound([c], [c, []]);
-  const own = prefix + '_';
+  const own = ownedStart(prefix);
   return store.tx([RECORDS, SEALED], 'readonly', `heal ${c}`, async (tx) => {
     const [stored, seals] = await Promise.all([
       /** @type {Promise<StoredRecord[]>} */ (req(tx.objectStore(RECORDS).getAll(range))),
@@ -108,7 +109,7 @@ export function healPlan(store, c, prefix) {
  * @returns {Promise<{kept: Map<string, Rec>, restore: Rec[]}>}
  */
 export async function giveBack(syncer, c, seen) {
-  const own = syncer.store.prefix ? syncer.store.prefix + '_' : null;
+  const own = syncer.store.prefix ? ownedStart(syncer.store.prefix) : null;
   /** @type {Map<string, Rec>} */
   const kept = new Map();
   /** @type {Rec[]} */

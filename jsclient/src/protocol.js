@@ -11,9 +11,9 @@
 
 import { Reader, Writer, encode } from './cbor.js';
 import { normalizeValue } from './normalize.js';
-import { CODES, COMPACT, DEFAULTS, MODEL, PUSH_ENVELOPE_BYTES, REPLICA, RESET_REASONS, SCOPES, SERVER_MESSAGE_TYPES, STATUSES, VERSION } from './constants.js';
+import { CODES, COMPACT, DEFAULTS, MODEL, PUSH_ENVELOPE_BYTES, RESET_REASONS, SCOPES, SERVER_MESSAGE_TYPES, STATUSES, VERSION } from './constants.js';
 import { ConvergoError } from './errors.js';
-import { isDevice, isPrefix } from './replica.js';
+import { isDevice, isPrefix, ownedStart } from './replica.js';
 import { readRecord, validateCollection, writeChange, writeRecord } from './record.js';
 import { MAX_WALL, isZeroStamp, validateReplica } from './hlc.js';
 import { readChange } from './change.js';
@@ -381,8 +381,10 @@ export function batchLength(items, maxCount, maxBytes, size, from = 0) {
  * @returns {string|null}
  */
 function deviceOf(replica, prefix) {
-  if (!isPrefix(prefix) || !replica.startsWith(/** @type {string} */ (prefix) + REPLICA.separator)) return null;
-  const d = replica.slice(/** @type {string} */ (prefix).length + REPLICA.separator.length);
+  if (!isPrefix(prefix)) return null;
+  const start = ownedStart(/** @type {string} */ (prefix));
+  if (!replica.startsWith(start)) return null;
+  const d = replica.slice(start.length);
   return isDevice(d) ? d : null;
 }
 

@@ -94,5 +94,13 @@ export function newDevice() {
  * @param {string} device
  */
 export function replicaId(prefix, device) {
-  return prefix + REPLICA_RULE.separator + device;
+  return ownedStart(prefix) + device;
+}
+
+/**
+ * How every replica id a prefix owns starts: the prefix and the separator.
+ * @param {string} prefix
+ */
+export function ownedStart(prefix) {
+  return prefix + REPLICA_RULE.separator;
 }

@@ -105,8 +105,8 @@
 import { backoff } from './backoff.js';
 import { ConvergoError } from './errors.js';
 import { post, postAnswer } from './http.js';
-import { isPrefix, replicaPrefix, subjectOfToken } from './replica.js';
-import { CODES, DEFAULTS, PATHS, REPLICA, STATUSES, VERSION } from './constants.js';
+import { isPrefix, ownedStart, replicaPrefix, subjectOfToken } from './replica.js';
+import { CODES, DEFAULTS, PATHS, STATUSES, VERSION } from './constants.js';
 import { sentWith, encodeHello, encodeLivePush, encodePull, encodePush, encodeUnsub, parseHello, parsePullAnswer, parsePushAnswer, batchLength, pushBudget, resetAction, retryOf } from './protocol.js';
 import { applyFirst, applyRemote, cursorOf, dropMeta, firstPullReconciles, healChecks, isEmpty, outboxCounts, owedHeals, owesReconcile, owesReplace, peekOutbox, pendingFloor, prepareRemote, pruneNotes, replacementDone, resetCollection, schemaVersion, scopeOf, settle } from './syncstore.js';
 import { CURSOR_KEY, RESTAMP_KEY } from './metakeys.js';
@@ -1058,7 +1058,7 @@ export class Syncer {
       // Changes of another subject's replica (the token was switched since
       // they were read): under this token they would be refused
       // forged_replica and rolled back. They wait for their subject.
-      if (changes.length > 0 && prefix !== null && !replica.startsWith(prefix + REPLICA.separator)) throw new ConvergoError('network', 'push: the token is another subject’s than the changes read', { cause: SWITCHED });
+      if (changes.length > 0 && prefix !== null && !replica.startsWith(ownedStart(prefix))) throw new ConvergoError('network', 'push: the token is another subject’s than the changes read', { cause: SWITCHED });
       return encodePush(replica, changes, versions, prefix);
     });
   }

@@ -14,6 +14,7 @@ import { Writer, equalBytes } from './cbor.js';
 import { compareStamps, isZeroStamp } from './hlc.js';
 import { boundRejected, decodeEntry, rejectedEntry } from './change.js';
 import { cloneRecord, exists, hasStamps, ownPart, uncovered } from './parts.js';
+import { ownedStart } from './replica.js';
 import { CURSOR_KEY, GIVEBACK_KEY, HEALCHECK_KEY, HEAL_KEY, RECONCILE_KEY, REPLACE_KEY, REREAD_KEY, SCOPE_KEY, SEALED, prefixRange } from './metakeys.js';
 
 /** @typedef {import('./db.js').Store} Store */
@@ -115,7 +116,7 @@ export function applyRemote(st, c, records, cursor, seals = [], gone = [], repla
       }
     }
     if (taken && giveBack && st.prefix) {
-      const own = st.prefix + '_';
+      const own = ownedStart(st.prefix);
       /** @type {Uint8Array[]} */
       const owed = [];
       for (const id of taken.keys()) {
