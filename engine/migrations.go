@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/convergo/convergo/crdt"
@@ -151,4 +152,70 @@ func withDefaults(d *migrate.Definition, r crdt.Record) crdt.Record {
 		return r
 	}
 	return out
+}
+
+// answerInVersions restates the results of the changes written under an
+// older schema version (versions, as WithVersions) in that version's
+// terms. The store compares a translated change with the record as
+// stored, in current names and in whatever shape the record was written
+// in: a newer value held under a field's old name (a record written
+// before the migration) goes unseen, and the fields it reports lost are
+// named as the writer never named them. So each such change is compared
+// instead with its record read after the apply and translated to the
+// writer's version, as the writer's next pull will show it: Lost names
+// the writer's fields whose values that record does not hold, and a
+// change none of whose fields the record holds is superseded, not
+// applied. Fields the migration drops are nobody's loss and are not
+// named. A write landing between the apply and the read counts as one
+// that beat the change, which is how the writer's pull will see it.
+func (e *Engine) answerInVersions(ctx context.Context, changes []crdt.Change, versions map[string]int, results []Result) error {
+	var keys []recordKey
+	var which []int
+	for i, c := range changes {
+		d := e.Migrations(c.Collection)
+		from := versions[c.Collection]
+		if d == nil || from == 0 || from == d.Current() || results[i].Status == StatusRefused {
+			continue
+		}
+		keys, which = append(keys, recordKey{c.Collection, c.Record.ID}), append(which, i)
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	stored, err := readRecords(ctx, keys, func(ctx context.Context, k recordKey) (crdt.Record, error) {
+		return e.held(ctx, "apply", k.collection, k.id)
+	})
+	if err != nil {
+		return err
+	}
+	for k, i := range which {
+		c := changes[i]
+		d := e.Migrations(c.Collection)
+		from, cur := versions[c.Collection], d.Current()
+		// The change as the writer will read it back: its fields that
+		// survive the migration there and back, in its own names.
+		up, err := d.Change(c.Record, from, cur)
+		if err != nil {
+			return fmt.Errorf("apply %s/%s: %w", c.Collection, c.Record.ID, err) // it translated at admission
+		}
+		mine, _, err := d.Record(up, cur, from)
+		if err != nil {
+			return fmt.Errorf("apply %s/%s: %w", c.Collection, c.Record.ID, err)
+		}
+		view, _, err := d.Record(e.resolve(d, stored[k]), cur, from)
+		if err != nil {
+			return fmt.Errorf("apply %s/%s: %w", c.Collection, c.Record.ID, err)
+		}
+		lost := crdt.LostFields(mine, view)
+		r := &results[i]
+		switch {
+		case r.Status == StatusApplied && len(lost) == len(mine.Fields) && len(lost) > 0 && c.Record.Deleted.IsZero(),
+			r.Status == StatusDuplicate && len(lost) > 0:
+			r.Status = StatusSuperseded
+		case r.Status == StatusSuperseded && len(lost) == 0:
+			r.Status = StatusDuplicate
+		}
+		r.Lost = lost
+	}
+	return nil
 }
