@@ -330,9 +330,12 @@ func matches(p *scope.Pred, r crdt.Record) bool {
 // It reads the shards in turn, from pos, starting at a shard that rotates
 // with the positions so that a busy shard cannot starve the others, and
 // merges what it reads into one page within limit: each shard's read gets
-// the records and bytes the page has left, and a shard's first record
-// that would break the page's byte bound (a store lets a page's first
-// record pass) waits for the next page. The page stops at the first shard
+// the records and bytes the page has left, and as many again as the pull
+// passed over so far (up to MaxPage records and a page's bytes, or the
+// largest record's), so that one pull makes a few store reads however
+// little room its page has; what a read returns past the page's bounds,
+// and a shard's first record that would break the page's byte bound (a
+// store lets a page's first record pass), waits for the next page. The page stops at the first shard
 // that had more; More is then set, also for shards not read. A position
 // only moves past entries the page holds or that the reader need not be
 // told of, so the no-gap rule of each shard (stores.Sharder) holds at
@@ -362,9 +365,12 @@ func (e *Engine) scanLog(ctx context.Context, collection string, k int, pos []ui
 	// (or of the largest record); by all an int holds when that is more,
 	// so that a byte bound near math.MaxInt (none) does not wrap it
 	// around and end every page before its first entry.
+	// readBytes bounds a store read, in bytes: a page's, or the largest
+	// record when that is more.
+	readBytes := max(limit.Bytes, crdt.MaxRecordBytes)
 	passBound := math.MaxInt
-	if b := max(limit.Bytes, crdt.MaxRecordBytes); b <= math.MaxInt/scanPages {
-		passBound = scanPages * b
+	if readBytes <= math.MaxInt/scanPages {
+		passBound = scanPages * readBytes
 	}
 	n, used, scanned, passed := 0, 0, 0, 0 // passed: bytes passed over
 	var enc []byte                         // a record's encoding, to count its size
@@ -382,7 +388,17 @@ read:
 				out.More = true
 				break read
 			}
-			lim := stores.PageLimit{Records: left, Bytes: limit.Bytes - used}
+			// What the page has room for, and as much again as the pull
+			// passed over so far, up to a store read's bounds: a reader
+			// not told of what it reads (out of a fresh reader's scope, or
+			// alike in both scopes of a transition) would otherwise be
+			// read one entry at a time while its page has room for one
+			// more, up to maxScan store reads for one request.
+			lim := stores.PageLimit{Records: min(left+scanned-n, MaxPage), Bytes: readBytes}
+			if room := limit.Bytes - used; passed < readBytes-room {
+				lim.Bytes = room + passed
+			}
+			want := lim.Records
 			after, check := pos[s], slots.checks(s, pos[s])
 			if check {
 				// One entry earlier: the one at the position, to check.
@@ -410,7 +426,7 @@ read:
 				return Page{}, 0, fmt.Errorf("pull %s shard %d after %d: %w", collection, s, pos[s], err)
 			}
 			if check {
-				if p, err = slots.check(collection, s, pos[s], p, left); err != nil {
+				if p, err = slots.check(collection, s, pos[s], p, want); err != nil {
 					return Page{}, 0, err
 				}
 				if len(p.Entries) == 0 && p.More {
@@ -452,7 +468,7 @@ read:
 					}
 					enc = crdt.AppendRecord(enc[:0], en.Record)
 					size := len(enc)
-					if n > 0 && used+size > limit.Bytes {
+					if n == limit.Records || n > 0 && used+size > limit.Bytes {
 						cut = true // this and what follows wait for the next page
 						break
 					}
@@ -460,7 +476,7 @@ read:
 					n++
 					out.Entries = append(out.Entries, Entry{Seq: en.Seq, Record: en.Record})
 				case leave:
-					if n > 0 && used+leftBytes > limit.Bytes {
+					if n == limit.Records || n > 0 && used+leftBytes > limit.Bytes {
 						cut = true
 						break
 					}

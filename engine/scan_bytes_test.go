@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"math/bits"
 	"strings"
 	"testing"
 
@@ -12,13 +13,16 @@ import (
 	"github.com/convergo/convergo/stores/memory"
 )
 
-// readCounter counts the bytes of the records a store's pulls return.
+// readCounter counts a store's pulls and the bytes of the records they
+// return.
 type readCounter struct {
 	stores.Store
 	bytes int
+	pulls int
 }
 
 func (r *readCounter) Pull(ctx context.Context, coll string, after uint64, limit stores.PageLimit) (stores.Page, error) {
+	r.pulls++
 	p, err := r.Store.Pull(ctx, coll, after, limit)
 	for _, en := range p.Entries {
 		r.bytes += len(crdt.AppendRecord(nil, en.Record))
@@ -81,5 +85,88 @@ func TestPullScanBytesBounded(t *testing.T) {
 	// is told as a leave, once.
 	if left != records || pages < 2 {
 		t.Fatalf("%d leaves in %d pages, want %d in more than one", left, pages, records)
+	}
+}
+
+// The store reads of one pull do not grow with what it passes over: a
+// reader whose page has room for one more record (a limit of one, or a
+// byte bound nearly used) and who need not be told of the entries it
+// reads (a fresh reader outside its scope, a change of scope between
+// two that match the same records) made one store read per entry, up to
+// maxScan round trips for one request. Reads grow with what a pull
+// passed over, up to a page of the store's: at most one read per
+// doubling up to MaxPage, and one per page of the scan's bound after.
+func TestPullScanStoreReadsBounded(t *testing.T) {
+	counter := &readCounter{Store: memory.New()}
+	e, err := Open(Config{Store: counter, Replica: "srv", PollInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close(); counter.Store.Close() })
+	ctx := context.Background()
+	const records = 3000
+	st := crdt.Stamp{Wall: 1, Replica: "c1"}
+	// One record the reader matches, of nearly the page's byte bound,
+	// then records it does not, of 100 bytes or so.
+	limit := PageLimit{Bytes: 4 << 10}
+	big := crdt.SetField("big", "owner", value(t, "me"), st)
+	big.Fields["body"] = crdt.Field{Stamp: st, Value: value(t, strings.Repeat("x", limit.Bytes-120))}
+	changes := []crdt.Change{{Collection: "notes", Record: big}}
+	for i := range records {
+		changes = append(changes, crdt.Change{Collection: "notes",
+			Record: crdt.SetField(fmt.Sprint(i), "owner", value(t, strings.Repeat("o", 80)), st)})
+	}
+	for len(changes) > 0 {
+		n := min(len(changes), 500)
+		if _, err := e.Apply(ctx, changes[:n]); err != nil {
+			t.Fatal(err)
+		}
+		changes = changes[n:]
+	}
+	mine, err := scope.Parse(`owner == "me"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	alsoMine, err := scope.Parse(`owner in ["me", "nobody"]`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var head Cursor // read to the head under mine
+	for more := true; more; {
+		p, err := e.PullScoped(ctx, "notes", head, PageLimit{}, mine)
+		if err != nil {
+			t.Fatal(err)
+		}
+		head, more = p.Next, p.More
+	}
+	bound := 2*bits.Len(uint(MaxPage)) + scanPages
+	for _, c := range []struct {
+		name   string
+		cursor Cursor
+		limit  PageLimit
+		s      *scope.Pred
+	}{
+		{"a fresh reader, one record a page", FreshStart(), PageLimit{Records: 1, Bytes: limit.Bytes}, mine},
+		{"a fresh reader, a page's bytes nearly used", FreshStart(), limit, mine},
+		{"a change of scope, one record a page", head, PageLimit{Records: 1, Bytes: limit.Bytes}, alsoMine},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cur, pulls := c.cursor, 0
+			for range records {
+				counter.pulls = 0
+				p, err := e.PullScoped(ctx, "notes", cur, c.limit, c.s)
+				if err != nil {
+					t.Fatal(err)
+				}
+				pulls++
+				if counter.pulls > bound {
+					t.Fatalf("pull %d: %d store reads, want at most %d", pulls, counter.pulls, bound)
+				}
+				if cur = p.Next; !p.More {
+					return
+				}
+			}
+			t.Fatalf("no end of the log after %d pulls", pulls)
+		})
 	}
 }
