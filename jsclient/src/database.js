@@ -10,7 +10,7 @@ import { Collection } from './collection.js';
 import { replicaPrefix, subjectOfToken } from './replica.js';
 import { docOfStored } from './values.js';
 import { backoff } from './backoff.js';
-import { TabChannel, TabMessage, fromWire, requestLeadership, toWire } from './tabs.js';
+import { TabChannel, TabMessage, requestLeadership, toWire } from './tabs.js';
 
 /** @typedef {import('./db.js').StoredRecord} StoredRecord */
 
@@ -328,8 +328,8 @@ export class Database {
     const answers = this.startupSyncs;
     this.startupSyncs = [];
     if (syncer) {
-      for (const done of this.peerSync?.values() ?? []) answers.push((/** @type {any} */ e) => done(e ? toWire(e) : undefined));
-      for (const answer of answers) syncer.requestSync().then(() => answer(null), answer);
+      // The loop runs: leader.js has loaded (answerWaiting).
+      (await this._loadSyncOnce()).answerWaiting(this, syncer, answers);
     } else {
       const e = this.closed ? new ConvergoError('closed', 'sync: the leader tab closed') : this._status.paused ? new ConvergoError('network', 'sync: the leader tab is paused') : (this.syncLoadError ?? new ConvergoError('network', 'sync: the leader tab does not sync'));
       for (const answer of answers) answer(e);
@@ -837,35 +837,13 @@ export class Database {
       await this._startSyncer();
       if (!this.syncer) throw this.closed ? new ConvergoError('closed', 'database is closed') : (this.syncLoadError ?? new ConvergoError('network', 'sync: paused; call resume() first'));
     }
-    if (this.syncer) {
-      this._setStatus({ syncing: true });
-      try {
-        // While disconnected this also reconnects at once.
-        await this.syncer.requestSync();
-      } catch (e) {
-        this._setStatus({ lastError: /** @type {any} */ (e) });
-        throw e;
-      } finally {
-        this._setStatus({ syncing: false });
-      }
-      return;
-    }
+    // The loop runs, so leader.js has loaded (syncNow).
+    const syncer = this.syncer;
+    if (syncer) return (await this._loadSyncOnce()).syncNow(this, syncer);
     if (!this.channel || this.o.sync === false) throw new ConvergoError('network', 'sync: this database does not sync');
-    this.peerSync ??= new Map();
-    const n = Math.random();
-    await new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.peerSync?.delete(n);
-        reject(new ConvergoError('network', 'sync: the leader tab did not answer'));
-      }, 30_000);
-      /** @type {Map<number, Function>} */ (this.peerSync).set(n, (/** @type {any} */ err) => {
-        clearTimeout(timer);
-        this.peerSync?.delete(n);
-        if (err) reject(fromWire(err));
-        else resolve(undefined);
-      });
-      this._post({ t: TabMessage.sync, n });
-    });
+    // A follower asks the leader (peer.js askLeader, which the channel
+    // started loading as it opened).
+    await (await loadOnDemand('sync', 'peer.js', () => this._loadPeer())).askLeader(this);
   }
 
   /**

@@ -88,6 +88,40 @@ export async function syncerFor(db) {
   });
 }
 
+/**
+ * Database.sync() in the tab that leads, once its loop runs: a round now
+ * (while disconnected it also reconnects at once), with status.syncing
+ * set meanwhile and a failure kept as status.lastError.
+ * @param {Database} db
+ * @param {import('./sync.js').Syncer} syncer
+ * @returns {Promise<void>}
+ */
+export async function syncNow(db, syncer) {
+  db._setStatus({ syncing: true });
+  try {
+    await syncer.requestSync();
+  } catch (e) {
+    db._setStatus({ lastError: /** @type {any} */ (e) });
+    throw e;
+  } finally {
+    db._setStatus({ syncing: false });
+  }
+}
+
+/**
+ * The tab's loop runs now that it leads (Database._lead): the sync()
+ * calls of this tab made before it knew it would lead (they went to a
+ * leader that was not there) and those of other tabs that came while it
+ * started (answers) are answered after a round.
+ * @param {Database} db
+ * @param {import('./sync.js').Syncer} syncer
+ * @param {((e: any) => void)[]} answers
+ */
+export function answerWaiting(db, syncer, answers) {
+  for (const done of db.peerSync?.values() ?? []) answers.push((/** @type {any} */ e) => done(e ? toWire(e) : undefined));
+  for (const answer of answers) syncer.requestSync().then(() => answer(null), answer);
+}
+
 /** How long the leader lets lastSyncedAt settle before storing it (ms). */
 const STORE_SYNCED_MS = 500;
 

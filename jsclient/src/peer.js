@@ -7,7 +7,7 @@
 
 import { ConvergoError } from './errors.js';
 import { validateCollection } from './record.js';
-import { TabMessage, fromWire, toWire } from './tabs.js';
+import { TabMessage, toWire } from './tabs.js';
 
 /** @typedef {import('./database.js').Database} Database */
 /** @typedef {import('./database.js').Refusal} Refusal */
@@ -18,6 +18,14 @@ import { TabMessage, fromWire, toWire } from './tabs.js';
  * (ms; recount).
  */
 const DOUBT_MS = 2_000;
+
+/**
+ * The ConvergoError another tab sent (toWire, tabs.js).
+ * @param {import('./tabs.js').WireError} w
+ */
+function fromWire(w) {
+  return new ConvergoError(w.code, w.message, { requestId: typeof w.requestId === 'string' ? w.requestId : undefined });
+}
 
 /**
  * Handles message m from another tab in db, in the order they came.
@@ -118,6 +126,31 @@ export function onPeer(db, m) {
       }
       break;
   }
+}
+
+/**
+ * Database.sync() in a tab that does not lead: asks the leader for a round
+ * (TabMessage.sync) and waits for its answer (TabMessage.synced, onPeer),
+ * at most 30 s.
+ * @param {Database} db
+ * @returns {Promise<void>}
+ */
+export function askLeader(db) {
+  const waiting = (db.peerSync ??= new Map());
+  const n = Math.random();
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      waiting.delete(n);
+      reject(new ConvergoError('network', 'sync: the leader tab did not answer'));
+    }, 30_000);
+    waiting.set(n, (/** @type {any} */ err) => {
+      clearTimeout(timer);
+      waiting.delete(n);
+      if (err) reject(fromWire(err));
+      else resolve();
+    });
+    db._post({ t: TabMessage.sync, n });
+  });
 }
 
 /**

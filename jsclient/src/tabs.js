@@ -8,8 +8,6 @@
 // This module names the messages and carries them; what a tab does on
 // receiving one is the Database's (database.js, _onPeer).
 
-import { ConvergoError } from './errors.js';
-
 /** @typedef {import('./database.js').Status} Status */
 
 /**
@@ -121,14 +119,6 @@ export function toWire(e) {
   const w = { code: e.code, message: e.message };
   if (typeof e.requestId === 'string') w.requestId = e.requestId;
   return w;
-}
-
-/**
- * The ConvergoError another tab sent.
- * @param {WireError} w
- */
-export function fromWire(w) {
-  return new ConvergoError(w.code, w.message, { requestId: typeof w.requestId === 'string' ? w.requestId : undefined });
 }
 
 /** The BroadcastChannel between the tabs of one database. */

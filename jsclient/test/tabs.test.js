@@ -683,6 +683,41 @@ test('a failed load of the tab-message handler is reported, and the messages wai
   assert.equal(fails, -1, 'three loads: as the channel opened, for each message');
 });
 
+test("a follower's sync() while the tab-message handler fails to load says so, and reaches the leader once it loads", async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const opts = { url: server.url, name: 'peersync', indexedDB: freshIDB(), locks: fakeLocks(), BroadcastChannel: globalThis.BroadcastChannel, collections: ['todos'] };
+  const leader = await openClient(opts);
+  t.after(() => leader.close());
+  await until(() => leader.status.leader && leader.status.online, 'the first tab leads');
+  // The follower's loads of peer.js fail (as its channel opens, for the
+  // leader's messages, for its first sync()) until the test says so.
+  const load = Database.prototype._loadPeer;
+  let failing = true;
+  Database.prototype._loadPeer = function () {
+    return failing ? Promise.reject(new TypeError('Failed to fetch dynamically imported module')) : load.call(this);
+  };
+  t.after(() => {
+    Database.prototype._loadPeer = load;
+  });
+  const follower = await openClient(opts);
+  t.after(() => follower.close());
+  assert.equal(follower.status.leader, false);
+  await follower.collection('todos').put('f', { n: 1 });
+  const t0 = Date.now();
+  await assert.rejects(follower.sync(), (/** @type {any} */ e) => {
+    assert.ok(e instanceof ConvergoError, `a ConvergoError, not ${e}`);
+    assert.equal(e.code, 'network');
+    assert.match(e.message, /peer\.js/);
+    return true;
+  });
+  assert.ok(Date.now() - t0 < 15_000, 'told at once, not after the wait for an answer');
+  // Back online: the next sync() loads it and goes through the leader.
+  failing = false;
+  await follower.sync();
+  assert.ok(server.coll('todos').byId.has('f'));
+});
+
 test('the tab-message handler starts loading as the channel opens, before another tab speaks', async (t) => {
   const db = await openClient({ name: 'peerpreload', sync: false, BroadcastChannel: globalThis.BroadcastChannel });
   t.after(() => db.close());
