@@ -492,10 +492,6 @@ export class Reader {
     this.check(depth, false);
   }
 
-  /** @returns {boolean} */
-  done() {
-    return this.off >= this.b.length;
-  }
 
   /** Fails unless every byte was read. */
   end() {
@@ -597,13 +593,6 @@ export class Reader {
     }
   }
 
-  /** @returns {number} an unsigned integer that is a safe JS integer */
-  uint() {
-    const { major, arg } = this.head();
-    if (major !== 0) throw err('malformed', 'expected an unsigned integer');
-    if (typeof arg === 'bigint') throw err('malformed', 'integer out of range');
-    return arg;
-  }
 
   /** @returns {number} the length of an array */
   arrayHead() {
@@ -619,26 +608,7 @@ export class Reader {
     return this.count(arg, 2);
   }
 
-  /** @returns {boolean} */
-  bool() {
-    const b = this.b[this.off];
-    if (b === 0xf4 || b === 0xf5) {
-      this.off++;
-      return b === 0xf5;
-    }
-    throw err('malformed', 'expected a boolean');
-  }
 
-  /**
-   * Skips one data item (checking it as item does) and returns its bytes.
-   * @param {number} [depth]
-   * @returns {Uint8Array}
-   */
-  raw(depth = 1) {
-    const start = this.off;
-    this.item(depth);
-    return this.b.subarray(start, this.off);
-  }
 
   /**
    * Reads one data item as a JS value.

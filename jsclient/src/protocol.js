@@ -9,7 +9,7 @@
 // know are skipped, in every message alike, so a newer server may add keys.
 // What they carry (records, stamps) is strict (record.js).
 
-import { Reader, Writer, encode } from './cbor.js';
+import { Reader, Writer, encode, err } from './cbor.js';
 import { normalizeValue } from './normalize.js';
 import { CODES, COMPACT, DEFAULTS, MODEL, PUSH_ENVELOPE_BYTES, RESET_REASONS, SCOPES, SERVER_MESSAGE_TYPES, STATUSES, VERSION } from './constants.js';
 import { ConvergoError } from './errors.js';
@@ -142,8 +142,11 @@ function readEnvelope(r, what) {
   /** @type {Set<string>} */
   const others = new Set();
   for (let i = 0; i < n; i++) {
-    const k = r.raw();
-    const key = k.length <= 9 && k[0] < 0x1c ? new Reader(k, { canonical: false }).uint() : null;
+    // The key's bytes, checked as read.
+    const at = r.off;
+    r.item();
+    const k = r.b.subarray(at, r.off);
+    const key = k.length <= 9 && k[0] < 0x1c ? uint(new Reader(k, { canonical: false })) : null;
     const start = r.off;
     r.skip(2);
     if (key === null) {
@@ -191,12 +194,35 @@ function field(m, k, read) {
   return v;
 }
 
-/** @param {Reader} r */
-const uint = (r) => r.uint();
+/**
+ * Reads an unsigned integer that is a safe JS integer. The wire's reads
+ * (this and bool) are not the Reader's: the main entry, which reads only
+ * what this client stored, needs neither.
+ * @param {Reader} r
+ * @returns {number}
+ */
+export function uint(r) {
+  const { major, arg } = r.head();
+  if (major !== 0) throw err('malformed', 'expected an unsigned integer');
+  if (typeof arg === 'bigint') throw err('malformed', 'integer out of range');
+  return arg;
+}
+
 /** @param {Reader} r */
 const text = (r) => r.text();
-/** @param {Reader} r */
-const bool = (r) => r.bool();
+
+/**
+ * @param {Reader} r
+ * @returns {boolean}
+ */
+function bool(r) {
+  const b = r.b[r.off];
+  if (b === 0xf4 || b === 0xf5) {
+    r.off++;
+    return b === 0xf5;
+  }
+  throw err('malformed', 'expected a boolean');
+}
 
 /**
  * Reads a cursor: a byte string of at most MODEL.maxCursorBytes. A longer

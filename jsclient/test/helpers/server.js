@@ -43,7 +43,7 @@ import { encode, decode, Writer, Reader } from '../../src/cbor.js';
 import { normalizeValue } from '../../src/normalize.js';
 import { CODES, CONTENT_TYPE, DEFAULTS, HEADERS, PATHS, REPLICA, STATUSES, VERSION } from '../../src/constants.js';
 import { mergeInto, emptyRecord, writeRecord, maxStamp, readRecord, encodeRecord, visibleValues } from '../../src/record.js';
-import { compactContext } from '../../src/protocol.js';
+import { compactContext, uint } from '../../src/protocol.js';
 import { compareStamps } from '../../src/hlc.js';
 import { replicaPrefix, subjectOfToken } from '../../src/replica.js';
 import { parseDefinition, translate } from '../../src/migrate.js';
@@ -172,7 +172,7 @@ function items(body) {
   /** @type {Map<number, number>} */
   const at = new Map();
   for (let i = 0; i < keys; i++) {
-    const k = r.uint();
+    const k = uint(r);
     at.set(k, r.off);
     r.skip();
   }
@@ -814,9 +814,9 @@ export class FakeServer {
         case PATHS.restore: {
           const r = new Reader(body, { canonical: false });
           const keys = r.mapHead();
-          if ((keys !== 2 && keys !== 3) || r.uint() !== 1) throw new Error('bad restore');
+          if ((keys !== 2 && keys !== 3) || uint(r) !== 1) throw new Error('bad restore');
           const c = r.text();
-          if (r.uint() !== 2) throw new Error('bad restore');
+          if (uint(r) !== 2) throw new Error('bad restore');
           const n = r.arrayHead();
           if (n > (this.opts.maxPush || DEFAULTS.maxPushChanges)) return fail('too_large');
           const items = [];
@@ -829,8 +829,8 @@ export class FakeServer {
           }
           let version = 0;
           if (keys === 3) {
-            if (r.uint() !== 3) throw new Error('bad restore');
-            version = r.uint();
+            if (uint(r) !== 3) throw new Error('bad restore');
+            version = uint(r);
           }
           r.end();
           if (this.forbidden.has(c)) return fail('forbidden');
@@ -863,7 +863,8 @@ export class FakeServer {
     const tr = item(7);
     const table = [];
     if (tr) for (let i = 0, n = tr.arrayHead(); i < n; i++) table.push(tr.text());
-    const cx = compactContext([replica, ...table], item(8)?.uint() ?? session);
+    const br = item(8);
+    const cx = compactContext([replica, ...table], br ? uint(br) : session);
     const n = ar.arrayHead();
     if (n > (this.opts.maxPush || DEFAULTS.maxPushChanges)) return 'too_large';
     const refused = session !== undefined && this.refuseLivePush(n);

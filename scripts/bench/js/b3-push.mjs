@@ -28,7 +28,7 @@ export function pushDecoder(cbor, record, prefix) {
     /** @type {Map<number, number>} where each key's value starts */
     const at = new Map();
     for (let i = 0, n = r.mapHead(); i < n; i++) {
-      const k = r.uint();
+      const k = r.item();
       if (k !== 1 && k !== 2 && k !== 3 && k !== 7 && k !== 8 && k !== 9) throw new Error(`push body key ${k}: not read by this benchmark`);
       at.set(k, r.off);
       r.skip();
@@ -49,7 +49,7 @@ export function pushDecoder(cbor, record, prefix) {
         const t = item(7);
         for (let i = 0, n = t.arrayHead(); i < n; i++) table.push(t.text());
       }
-      cx = record.compactContext([replica, ...table], at.has(8) ? item(8).uint() : undefined);
+      cx = record.compactContext([replica, ...table], at.has(8) ? item(8).item() : undefined);
     } else if (at.has(7) || at.has(8)) {
       throw new Error('push body with compact stamps, but the client has no compactContext');
     }
