@@ -684,7 +684,7 @@ export class Database {
       return;
     }
     this.peerLoading = true;
-    this._loadPeer().then(
+    loadOnDemand('tabs', 'peer.js', () => this._loadPeer()).then(
       ({ onPeer }) => {
         this.peerLoading = false;
         this.peer = onPeer;
@@ -692,7 +692,7 @@ export class Database {
       },
       (e) => {
         this.peerLoading = false;
-        if (this.peerWaiting && !this.closed) this._emit('error', new ConvergoError('network', `tabs: loading peer.js: ${e?.message ?? e}`, { cause: e }));
+        if (this.peerWaiting && !this.closed) this._emit('error', e);
       },
     );
   }
