@@ -128,17 +128,21 @@ export class Subscription {
 }
 
 /**
- * The change a put makes: the given fields set, every other field unset.
+ * The change a put or an update makes: the given fields set and, for a
+ * put (whole), every other field unset.
  * @param {string} id
  * @param {Map<string, Uint8Array|null>} fields
+ * @param {boolean} [whole]
  * @returns {(current: import('./record.js').Record, stamp: import('./hlc.js').Stamp) => import('./record.js').Record}
  */
-function putChange(id, fields) {
+function fieldsChange(id, fields, whole = true) {
   return (current, stamp) => {
     const change = emptyRecord(id);
     for (const [k, v] of fields) change.fields.set(k, { stamp, value: v });
-    for (const [k, f] of current.fields) {
-      if (!fields.has(k) && f.value !== null) change.fields.set(k, { stamp, value: null });
+    if (whole) {
+      for (const [k, f] of current.fields) {
+        if (!fields.has(k) && f.value !== null) change.fields.set(k, { stamp, value: null });
+      }
     }
     checkSize({ ...current, fields: new Map([...current.fields, ...change.fields]) }, change);
     return change;
@@ -170,7 +174,7 @@ export class Collection {
     this._check();
     validateId(id);
     const fields = fieldsOf(id, doc, `put ${this.name}/${id}`);
-    const { record } = await this.db.store.write(this.name, id, putChange(id, fields));
+    const { record } = await this.db.store.write(this.name, id, fieldsChange(id, fields));
     this.db._wrote(1);
     return /** @type {Doc} */ (docOfStored(record) ?? { id });
   }
@@ -192,7 +196,7 @@ export class Collection {
       if (typeof id !== 'string') throw new ConvergoError('invalid', `putMany: docs[${i}] has no string id`);
       validateId(id);
       const fields = fieldsOf(id, doc, `put ${this.name}/${id}`);
-      return { id, build: putChange(id, fields) };
+      return { id, build: fieldsChange(id, fields) };
     });
     if (items.length === 0) return [];
     const written = await this.db.store.writeMany(this.name, items);
@@ -212,12 +216,7 @@ export class Collection {
     validateId(id);
     const fields = fieldsOf(id, partial, `update ${this.name}/${id}`);
     if (fields.size === 0) return this.get(id);
-    const { record } = await this.db.store.write(this.name, id, (current, stamp) => {
-      const change = emptyRecord(id);
-      for (const [k, v] of fields) change.fields.set(k, { stamp, value: v });
-      checkSize({ ...current, fields: new Map([...current.fields, ...change.fields]) }, change);
-      return change;
-    });
+    const { record } = await this.db.store.write(this.name, id, fieldsChange(id, fields, false));
     this.db._wrote(1);
     return docOfStored(record);
   }
