@@ -150,7 +150,7 @@ func (c *Clock) Restore(t Timestamp) {
 // backwards. Now fails with ErrCounterOverflow, leaving the clock
 // unchanged, only when the wall part would pass MaxWall.
 func (c *Clock) Now(wall int64) (Stamp, error) {
-	next, err := c.after(c.last, clampWall(wall), uint64(c.last.Logical)+1)
+	next, err := c.last.Next(wall)
 	if err != nil {
 		return Stamp{}, fmt.Errorf("clock now: %w", err)
 	}
@@ -158,20 +158,32 @@ func (c *Clock) Now(wall int64) (Stamp, error) {
 	return Stamp{Wall: next.Wall, Logical: next.Logical, Replica: c.replica}, nil
 }
 
-// after returns the timestamp that follows last at wall time wall: wall if
-// it is ahead, else last's wall with counter logical, carried into the
-// wall part when logical passes MaxIssuedLogical.
-func (c *Clock) after(last Timestamp, wall int64, logical uint64) (Timestamp, error) {
-	if wall > last.Wall {
+// Next returns the timestamp that follows t at wall time wall: wall with
+// counter 0 if it is ahead of t's wall time, else t's wall time with the
+// next counter, carried into the wall part (one millisecond later, counter
+// 0) past MaxIssuedLogical. It fails with ErrCounterOverflow only when the
+// wall part would pass MaxWall.
+//
+// It is the clock's send rule (Clock.Now) with t its last reading, and the
+// stamp time of a write made by a writer that read the record first and
+// must sort after everything it holds: Next of the record's MaxStamp at
+// the writer's wall time. The engine's own writes get theirs through their
+// clock (engine.OwnStamp); a store capturing what another program wrote
+// stamps it this way, so that a client stamp running ahead of the
+// capturing server's clock (up to MaxDrift) cannot outweigh a later
+// foreign write.
+func (t Timestamp) Next(wall int64) (Timestamp, error) {
+	wall = clampWall(wall)
+	if wall > t.Wall {
 		return Timestamp{Wall: wall}, nil
 	}
-	if logical <= MaxIssuedLogical {
-		return Timestamp{Wall: last.Wall, Logical: uint32(logical)}, nil
+	if t.Logical < MaxIssuedLogical {
+		return Timestamp{Wall: t.Wall, Logical: t.Logical + 1}, nil
 	}
-	if last.Wall >= MaxWall {
-		return Timestamp{}, fmt.Errorf("at %d: %w", last.Wall, ErrCounterOverflow)
+	if t.Wall >= MaxWall {
+		return Timestamp{}, fmt.Errorf("at %d: %w", t.Wall, ErrCounterOverflow)
 	}
-	return Timestamp{Wall: last.Wall + 1}, nil
+	return Timestamp{Wall: t.Wall + 1}, nil
 }
 
 // Observe merges a remote timestamp into the clock at local wall time wall
@@ -194,7 +206,7 @@ func (c *Clock) Observe(remote Timestamp, wall int64) error {
 	if remote.Compare(top) > 0 {
 		top = remote
 	}
-	next, err := c.after(top, wall, uint64(top.Logical)+1)
+	next, err := top.Next(wall)
 	if err != nil {
 		return fmt.Errorf("clock observe %d.%d: %w", remote.Wall, remote.Logical, err)
 	}

@@ -217,3 +217,37 @@ func TestClockCarriesIntoWall(t *testing.T) {
 		}
 	}
 }
+
+// TestTimestampNext: the time after t at a wall time is that wall time
+// when it is ahead, else after t (the counter, carried into the wall part
+// past MaxIssuedLogical); so a stamp taken from a record's MaxStamp sorts
+// after everything the record holds whatever the wall clock says.
+func TestTimestampNext(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		t    Timestamp
+		wall int64
+		want Timestamp
+	}{
+		{"wall ahead", Timestamp{Wall: 100, Logical: 7}, 101, Timestamp{Wall: 101}},
+		{"wall equal", Timestamp{Wall: 100, Logical: 7}, 100, Timestamp{Wall: 100, Logical: 8}},
+		{"wall behind", Timestamp{Wall: 100, Logical: 7}, 50, Timestamp{Wall: 100, Logical: 8}},
+		{"zero", Timestamp{}, 5, Timestamp{Wall: 5}},
+		{"carry", Timestamp{Wall: 100, Logical: MaxIssuedLogical}, 50, Timestamp{Wall: 101}},
+		{"carry a larger counter", Timestamp{Wall: 100, Logical: MaxLogical}, 50, Timestamp{Wall: 101}},
+		{"negative wall", Timestamp{}, -5, Timestamp{Logical: 1}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := tc.t.Next(tc.wall)
+			if err != nil || got != tc.want {
+				t.Fatalf("%+v.Next(%d) = %+v, %v; want %+v", tc.t, tc.wall, got, err, tc.want)
+			}
+			if got.Compare(tc.t) <= 0 {
+				t.Fatalf("%+v.Next(%d) = %+v, not after it", tc.t, tc.wall, got)
+			}
+		})
+	}
+	if _, err := (Timestamp{Wall: MaxWall, Logical: MaxIssuedLogical}).Next(0); !errors.Is(err, ErrCounterOverflow) {
+		t.Fatalf("at the end of time: %v, want ErrCounterOverflow", err)
+	}
+}
