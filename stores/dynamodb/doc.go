@@ -31,7 +31,7 @@
 //	shard entry   ~l#COLL#I       SEQ   id (S), rec (B), as a log entry, in shard I
 //	epoch         ~e#COLL         0     n, lost (N: epoch counters), k (N: K, when K > 1),
 //	                                    rs (N: while its log is rebuilt into rs shards, reshard.go; on heads too)
-//	ledger entry  ~c#COLL#ID      0     q (S: last captured stream sequence number), w (N: its stamp's wall ms)
+//	ledger entry  ~c#COLL#ID      0     q (S: last captured stream sequence number), w, l (N: its stamp's wall ms and counter)
 //
 // The change log of a collection is one item collection (partition key
 // ~l#COLL), ordered by sk, so Pull is one strongly consistent Query:
@@ -230,15 +230,21 @@
 //
 // # Stamps of captured writes, and their window
 //
-// A captured change is stamped with the wall clock of the server that
-// first sees its stream record, never earlier than the record's
-// ApproximateCreationDateTime (which the stream rounds down: to the second
-// on AWS, to the minute on DynamoDB Local), logical 0, and replica id
-// Config.StreamReplica ("ddb-stream") + "-" + the record's sequence number
-// padded to 40 digits: an id no client can own, which orders two captures
-// of one millisecond like the stream does. The first capture writes the
-// stamp into the capture ledger (an item "~c#COLL#ID" holding the item's
-// last captured sequence number and its wall time) with a conditional
+// A captured change is stamped after the largest stamp its record holds
+// (read consistently just before; crdt.Timestamp.Next of its MaxStamp) at
+// the wall clock of the server that first sees its stream record, never
+// earlier than the record's ApproximateCreationDateTime (which the stream
+// rounds down: to the second on AWS, to the minute on DynamoDB Local): that
+// clock's reading with logical 0 when it is ahead of the record, else the
+// record's largest time with the next counter. A client's stamps may run up
+// to the engine's drift bound ahead of the server's clock; stamped by the
+// clock alone, a foreign write made after such a client write would lose
+// to it. The replica id is Config.StreamReplica ("ddb-stream") + "-" + the
+// record's sequence number padded to 40 digits: an id no client can own,
+// which orders two captures of one time like the stream does. The first
+// capture writes the stamp into the capture ledger (an item "~c#COLL#ID"
+// holding the item's last captured sequence number and its stamp's wall
+// time and counter) with a conditional
 // update before handing the change to the sink; a duplicate delivery, a
 // replay from the stream's start and the consumer of another server find
 // the entry and reuse the stamp (applying it again is a no-op) or, for a
@@ -251,8 +257,8 @@
 // second on AWS) plus the consumer's poll interval (Config.PollInterval)
 // and its own lag. A client write to the same field stamped inside that
 // window loses to the foreign write although it came later; one stamped
-// before the foreign write also loses (correctly), and one stamped after
-// the capture wins. When no server consumes the stream (all stopped, or the
+// before the foreign write also loses (correctly), even when its stamp ran
+// ahead of the server's clock, and one stamped after the capture wins. When no server consumes the stream (all stopped, or the
 // consumer failing), the window grows to the outage: foreign writes made
 // meanwhile are stamped when consumption resumes, at most the stream's 24
 // hours later.

@@ -156,7 +156,7 @@ type Store struct {
 	counters captureCounters
 	capture  captureState
 	ledger   ledger           // stamps of captured foreign writes
-	now      func() time.Time // the clock that stamps foreign writes
+	now      func() time.Time // the clock that stamps foreign writes (after what their records hold)
 	epochNow func() time.Time // the clock epoch bumps read (Config.Now)
 	runCtx   context.Context  // ends at Close
 	cancel   context.CancelFunc

@@ -30,14 +30,15 @@ func padSeq(seqNum string) (string, error) {
 	return strings.Repeat("0", seqDigits-len(seqNum)) + seqNum, nil
 }
 
-// captureStamp is the stamp of a captured foreign write: wall is the time
-// the first capturing server saw the stream record (see the capture ledger,
-// ledger.go), and the replica id is prefix, '-' and the padded sequence
-// number, which no client can own (client ids have no '-' in their first 16
-// characters) and which orders two captures of one millisecond like the
-// stream orders them.
-func captureStamp(prefix string, wall int64, seq40 string) (crdt.Stamp, error) {
-	stamp := crdt.Stamp{Wall: min(max(wall, 0), crdt.MaxWall), Replica: prefix + "-" + seq40}
+// captureStamp is the stamp of a captured foreign write: at is its time,
+// after the record's largest stamp at the clock of the first capturing
+// server to see the stream record (consumer.handle; kept in the capture
+// ledger, ledger.go), and the replica id is prefix, '-' and the padded
+// sequence number, which no client can own (client ids have no '-' in
+// their first 16 characters) and which orders two captures of one time
+// like the stream orders them.
+func captureStamp(prefix string, at crdt.Timestamp, seq40 string) (crdt.Stamp, error) {
+	stamp := crdt.Stamp{Wall: min(max(at.Wall, 0), crdt.MaxWall), Logical: at.Logical, Replica: prefix + "-" + seq40}
 	if err := stamp.Validate(); err != nil {
 		return crdt.Stamp{}, err
 	}

@@ -120,11 +120,11 @@ func TestCaptureStampOrder(t *testing.T) {
 			t.Fatal(err)
 		}
 		pb, _ := padSeq(b)
-		sa, err := captureStamp(DefaultStreamReplica, wall, pa)
+		sa, err := captureStamp(DefaultStreamReplica, crdt.Timestamp{Wall: wall}, pa)
 		if err != nil {
 			t.Fatal(err)
 		}
-		sb, _ := captureStamp(DefaultStreamReplica, wall, pb)
+		sb, _ := captureStamp(DefaultStreamReplica, crdt.Timestamp{Wall: wall}, pb)
 		na, _ := new(big.Int).SetString(a, 10)
 		nb, _ := new(big.Int).SetString(b, 10)
 		if got, want := sa.Compare(sb), na.Cmp(nb); got != want {
@@ -133,10 +133,14 @@ func TestCaptureStampOrder(t *testing.T) {
 	})
 	p9, _ := padSeq("900000000000000000000")
 	p1, _ := padSeq("100000000000000000000")
-	early, _ := captureStamp(DefaultStreamReplica, wall, p9)
-	late, _ := captureStamp(DefaultStreamReplica, wall+1, p1)
+	early, _ := captureStamp(DefaultStreamReplica, crdt.Timestamp{Wall: wall}, p9)
+	late, _ := captureStamp(DefaultStreamReplica, crdt.Timestamp{Wall: wall + 1}, p1)
 	if early.Compare(late) >= 0 {
 		t.Fatalf("stamp %v of an earlier millisecond does not sort before %v", early, late)
+	}
+	counted, _ := captureStamp(DefaultStreamReplica, crdt.Timestamp{Wall: wall, Logical: 1}, p1)
+	if early.Compare(counted) >= 0 {
+		t.Fatalf("stamp %v of a lower counter does not sort before %v", early, counted)
 	}
 	for _, bad := range []string{"", "12a", strings.Repeat("1", 41)} {
 		if _, err := padSeq(bad); err == nil {

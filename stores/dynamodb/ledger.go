@@ -9,16 +9,22 @@ import (
 
 	awsdynamodb "github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/stores"
 )
 
 // The capture ledger: one item per foreign item (pk "~c#COLL#ID", sk 0)
 // holding the sequence number of the last stream record of that item that
-// was captured (q, S, padded to seqDigits) and the wall time its change was
-// stamped with (w, N, milliseconds).
+// was captured (q, S, padded to seqDigits) and the time its change was
+// stamped with: wall time (w, N, milliseconds) and logical counter (l, N;
+// absent means 0).
 //
-// A foreign write is stamped with the clock of the server that first sees
-// its stream record, which is fair to the clients (a write made after a
-// client's is stamped after it) but not derivable from the record alone; so
+// A foreign write is stamped after what its record holds, at the clock of
+// the server that first sees its stream record (capture stamps: the
+// package doc), which is fair to the clients (a write made after a
+// client's is stamped after it, even when the client's stamp ran ahead of
+// the server's clock) but not derivable from the stream record alone; so
 // the first capture writes the stamp down, conditioned on being the first,
 // before it hands the change to the sink. Every later delivery of the record
 // (a duplicate, a replay from TRIM_HORIZON after a restart or a new sink,
@@ -28,44 +34,61 @@ import (
 // stream order, so an entry for a later record means this one was handed to
 // the sink before.
 const (
-	attrLedgerSeq  = "q"
-	attrLedgerWall = "w"
+	attrLedgerSeq     = "q"
+	attrLedgerWall    = "w"
+	attrLedgerLogical = "l"
 )
 
 func capturePK(coll, id string) string { return "~c#" + coll + "#" + id }
 
 // claim is the outcome of entering a stream record in the capture ledger.
 type claim struct {
-	wall  int64 // the stamp's wall time to use
-	stale bool  // a later record of the item was captured: skip this one
+	at    crdt.Timestamp // the stamp's time to use
+	stale bool           // a later record of the item was captured: skip this one
 }
 
-// ledger records the stamps of captured foreign writes. The store's is on
-// its table (tableLedger); tests of the consumer use a map.
+// ledger records the stamps of captured foreign writes, and reads what a
+// new one must follow. The store's is on its table (tableLedger); tests of
+// the consumer use a map.
 type ledger interface {
-	claim(ctx context.Context, coll, id, seq40 string, wall int64) (claim, error)
+	// held returns the largest stamp record coll/id holds (Record.MaxStamp;
+	// zero when there is no record), as the sink will merge into it.
+	held(ctx context.Context, coll, id string) (crdt.Stamp, error)
+	claim(ctx context.Context, coll, id, seq40 string, at crdt.Timestamp) (claim, error)
 }
 
 type tableLedger struct{ st *Store }
 
-// claim enters (coll, id, seq40) with wall unless an entry of seq40 or a
+// held reads the record with a consistent read.
+func (l tableLedger) held(ctx context.Context, coll, id string) (crdt.Stamp, error) {
+	e, err := l.st.Get(ctx, coll, id)
+	switch {
+	case errors.Is(err, stores.ErrNotFound):
+		return crdt.Stamp{}, nil
+	case err != nil:
+		return crdt.Stamp{}, fmt.Errorf("capture: %w", err)
+	}
+	return e.Record.MaxStamp(), nil
+}
+
+// claim enters (coll, id, seq40) with at unless an entry of seq40 or a
 // later record is there: one conditional UpdateItem, whose cancellation
 // returns the entry (ALL_OLD; a consistent GetItem where the service does
 // not return it).
-func (l tableLedger) claim(ctx context.Context, coll, id, seq40 string, wall int64) (claim, error) {
+func (l tableLedger) claim(ctx context.Context, coll, id, seq40 string, at crdt.Timestamp) (claim, error) {
 	st := l.st
 	k := key(capturePK(coll, id), 0)
 	_, err := st.db.UpdateItem(ctx, &awsdynamodb.UpdateItemInput{
 		TableName:                           &st.table,
 		Key:                                 k,
-		UpdateExpression:                    ptr("SET #q = :q, #w = :w, #cvg = :cvg"),
+		UpdateExpression:                    ptr("SET #q = :q, #w = :w, #l = :l, #cvg = :cvg"),
 		ConditionExpression:                 ptr("attribute_not_exists(#q) OR #q < :q"),
-		ExpressionAttributeNames:            map[string]string{"#q": attrLedgerSeq, "#w": attrLedgerWall, "#cvg": attrCvg},
-		ExpressionAttributeValues:           map[string]types.AttributeValue{":q": s(seq40), ":w": n(uint64(wall)), ":cvg": n(1)},
+		ExpressionAttributeNames:            map[string]string{"#q": attrLedgerSeq, "#w": attrLedgerWall, "#l": attrLedgerLogical, "#cvg": attrCvg},
+		ExpressionAttributeValues:           map[string]types.AttributeValue{":q": s(seq40), ":w": n(uint64(at.Wall)), ":l": n(uint64(at.Logical)), ":cvg": n(1)},
 		ReturnValuesOnConditionCheckFailure: types.ReturnValuesOnConditionCheckFailureAllOld,
 	}, st.dbOpt)
 	if err == nil {
-		return claim{wall: wall}, nil
+		return claim{at: at}, nil
 	}
 	var cond *types.ConditionalCheckFailedException
 	if !errors.As(err, &cond) {
@@ -90,7 +113,13 @@ func (l tableLedger) claim(ctx context.Context, coll, id, seq40 string, wall int
 	if err != nil {
 		return claim{}, fmt.Errorf("capture ledger %s/%s: %w", coll, id, err)
 	}
-	return claim{wall: int64(w)}, nil
+	var lg uint64 // entries written before the counter was kept have none
+	if _, ok := item[attrLedgerLogical]; ok {
+		if lg, err = getN(item, attrLedgerLogical); err != nil || lg > crdt.MaxLogical {
+			return claim{}, fmt.Errorf("capture ledger %s/%s: bad logical counter %d: %v", coll, id, lg, err)
+		}
+	}
+	return claim{at: crdt.Timestamp{Wall: int64(w), Logical: uint32(lg)}}, nil
 }
 
 // CaptureStats counts what the stream consumer did since the store opened.

@@ -59,28 +59,33 @@ func sinkStore() *Store {
 		replica: DefaultStreamReplica,
 		runCtx:  ctx,
 		cancel:  cancel,
-		ledger:  &mapLedger{m: map[string]string{}, walls: map[string]int64{}},
+		ledger:  &mapLedger{m: map[string]string{}, ats: map[string]crdt.Timestamp{}},
 		now:     func() time.Time { return time.UnixMilli(1_700_000_100_000) },
 	}
 }
 
-// mapLedger is the capture ledger in memory.
+// mapLedger is the capture ledger in memory, for records that hold
+// nothing.
 type mapLedger struct {
-	mu    sync.Mutex
-	m     map[string]string // coll/id -> padded seq of the last claim
-	walls map[string]int64
+	mu  sync.Mutex
+	m   map[string]string // coll/id -> padded seq of the last claim
+	ats map[string]crdt.Timestamp
 }
 
-func (l *mapLedger) claim(_ context.Context, coll, id, seq40 string, wall int64) (claim, error) {
+func (l *mapLedger) held(context.Context, string, string) (crdt.Stamp, error) {
+	return crdt.Stamp{}, nil
+}
+
+func (l *mapLedger) claim(_ context.Context, coll, id, seq40 string, at crdt.Timestamp) (claim, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	k := coll + "/" + id
 	switch q, ok := l.m[k]; {
 	case !ok || q < seq40:
-		l.m[k], l.walls[k] = seq40, wall
-		return claim{wall: wall}, nil
+		l.m[k], l.ats[k] = seq40, at
+		return claim{at: at}, nil
 	case q == seq40:
-		return claim{wall: l.walls[k]}, nil
+		return claim{at: l.ats[k]}, nil
 	default:
 		return claim{stale: true}, nil
 	}

@@ -308,8 +308,8 @@ func (c *consumer) fellBehind(sh *shard, err error) {
 // handle hands the foreign writes among records, in order, to the capture
 // sink and notifies watchers of the heads the records show. Without a sink
 // foreign writes are passed over (a sink registered later reads them again).
-// Each foreign write is stamped through the capture ledger (ledger.go)
-// before it goes to the sink, once the sink said it takes changes now
+// Each foreign write is stamped after what its record holds, through the
+// capture ledger (ledger.go), before it goes to the sink, once the sink said it takes changes now
 // (stores.CaptureSink), and a batch holds at most one write per item,
 // so that the ledger never runs ahead of the sink by more than one record
 // of an item. A write that maps to no change, or whose change the sink
@@ -392,8 +392,16 @@ func (c *consumer) handle(ctx context.Context, records []st.Record) error {
 			}
 			asked = true
 		}
-		wall := max(c.st.now().UnixMilli(), w.created.UnixMilli())
-		cl, err := c.st.ledger.claim(ctx, w.coll, w.id, w.seq40, wall)
+		held, err := c.st.ledger.held(ctx, w.coll, w.id)
+		if err != nil {
+			return err
+		}
+		at, err := held.Time().Next(max(c.st.now().UnixMilli(), w.created.UnixMilli()))
+		if err != nil {
+			c.reject(itemOf(rec), err, false)
+			continue
+		}
+		cl, err := c.st.ledger.claim(ctx, w.coll, w.id, w.seq40, at)
 		if err != nil {
 			return err
 		}
@@ -404,7 +412,7 @@ func (c *consumer) handle(ctx context.Context, records []st.Record) error {
 		if w.empty() {
 			continue
 		}
-		stamp, err := captureStamp(c.st.replica, cl.wall, w.seq40)
+		stamp, err := captureStamp(c.st.replica, cl.at, w.seq40)
 		if err != nil {
 			c.reject(itemOf(rec), err, false)
 			continue

@@ -344,19 +344,70 @@ type pending struct {
 	change             crdt.Change
 }
 
+// captureFloor is the stamp (a time, no replica id) below which nothing
+// the app wrote to the hash of a record holding held (its largest stamp)
+// is stamped: the next time after it at the capturing server's wall time
+// (crdt.Timestamp.Next), which the capture script raises further above
+// what the shadow holds. A client's stamps may run up to the drift bound
+// ahead of the server's clock; stamped with that clock alone, a plain
+// write made after such a client write would lose to it.
+func (c *capturer) captureFloor(held crdt.Stamp) (string, error) {
+	at, err := held.Time().Next(c.now().UnixMilli())
+	if err != nil {
+		return "", err
+	}
+	return stampBytes(crdt.Stamp{Wall: at.Wall, Logical: at.Logical}), nil
+}
+
+// heldStamps reads the largest stamp each record of recs (collection and
+// id) holds, in one round trip; the zero stamp for a record absent. A
+// record that does not decode is reported corrupt and counts as absent:
+// its capture is stamped with the clock and the shadow alone, as before
+// the record was read, and the sink meets the corruption.
+func (c *capturer) heldStamps(ctx context.Context, recs [][2]string) ([]crdt.Stamp, error) {
+	s := c.s
+	out := make([]crdt.Stamp, len(recs))
+	if len(recs) == 0 {
+		return out, nil
+	}
+	pipe := s.client.Pipeline()
+	cmds := make([]*goredis.StringCmd, len(recs))
+	for i, r := range recs {
+		cmds[i] = pipe.HGet(ctx, s.recKey(r[0]), r[1])
+	}
+	_, _ = pipe.Exec(ctx)
+	for i, cmd := range cmds {
+		blob, err := cmd.Bytes()
+		if errors.Is(err, goredis.Nil) {
+			continue
+		}
+		if err != nil {
+			return nil, s.fail(ctx, "capture: read "+recs[i][0]+"/"+recs[i][1], err)
+		}
+		_, rec, err := decodeBlob(recs[i][1], blob)
+		if err != nil {
+			s.corrupt(recs[i][0], recs[i][1], err)
+			continue
+		}
+		out[i] = rec.MaxStamp()
+	}
+	return out, nil
+}
+
 // captureKeys runs the capture script on keys (mode c, or r for those in
-// again) and returns the changes pending for the sink.
+// again), each stamping after what its record holds (captureFloor), and
+// returns the changes pending for the sink.
 func (c *capturer) captureKeys(ctx context.Context, keys []string, again map[string]bool) ([]pending, error) {
 	s := c.s
-	now := c.now().UnixMilli()
 	type call struct {
 		key, shadow string
 		rule        CaptureRule
 		id, mode    string
+		floor       string
 		cmd         *goredis.Cmd
 	}
 	var calls []call
-	pipe := s.client.Pipeline()
+	var recs [][2]string
 	for _, k := range keys {
 		r, id, ok := c.rule(k)
 		if !ok {
@@ -372,18 +423,30 @@ func (c *capturer) captureKeys(ctx context.Context, keys []string, again map[str
 		if again[k] {
 			mode = "r"
 		}
-		cmd := captureScript.EvalSha(ctx, pipe, []string{k, sh}, now, r.Collection, CaptureReplica, mode)
-		calls = append(calls, call{k, sh, r, id, mode, cmd})
+		calls = append(calls, call{key: k, shadow: sh, rule: r, id: id, mode: mode})
+		recs = append(recs, [2]string{r.Collection, id})
 	}
 	if len(calls) == 0 {
 		return nil, nil
+	}
+	held, err := c.heldStamps(ctx, recs)
+	if err != nil {
+		return nil, err
+	}
+	pipe := s.client.Pipeline()
+	for i := range calls {
+		cl := &calls[i]
+		if cl.floor, err = c.captureFloor(held[i]); err != nil {
+			return nil, fmt.Errorf("capture %s: %w", cl.key, err)
+		}
+		cl.cmd = captureScript.EvalSha(ctx, pipe, []string{cl.key, cl.shadow}, cl.floor, cl.rule.Collection, CaptureReplica, cl.mode)
 	}
 	_, _ = pipe.Exec(ctx)
 	var out []pending
 	for _, cl := range calls {
 		res, err := cl.cmd.Slice()
 		if err != nil && goredis.HasErrorPrefix(err, "NOSCRIPT") {
-			res, err = captureScript.Run(ctx, s.client, []string{cl.key, cl.shadow}, now, cl.rule.Collection, CaptureReplica, cl.mode).Slice()
+			res, err = captureScript.Run(ctx, s.client, []string{cl.key, cl.shadow}, cl.floor, cl.rule.Collection, CaptureReplica, cl.mode).Slice()
 		}
 		if err != nil {
 			return nil, s.fail(ctx, "capture "+cl.key, err)
@@ -934,14 +997,17 @@ func (c *capturer) mirrorCollection(ctx context.Context, r CaptureRule, cursor u
 		if err := c.sinkReady(); err != nil {
 			return cursor, fmt.Errorf("mirror %s: held back: %w", r.Collection, err)
 		}
-		now := c.now().UnixMilli()
 		for _, e := range page.Entries {
 			key := r.key(e.Record.ID)
 			sh, ok := s.shadowKey(key)
 			if !ok {
 				continue
 			}
-			args := []any{now, r.Collection, CaptureReplica, "m", stampBytes(e.Record.Deleted)}
+			floor, err := c.captureFloor(e.Record.MaxStamp())
+			if err != nil {
+				return cursor, fmt.Errorf("mirror %s: %w", key, err)
+			}
+			args := []any{floor, r.Collection, CaptureReplica, "m", stampBytes(e.Record.Deleted)}
 			for name, f := range e.Record.Fields {
 				v := "0"
 				if f.Value != nil {

@@ -9,7 +9,9 @@
 --            (the clock of captured stamps); =p last captured stamp; =a
 --            the captured stamp the sink acknowledged; v<name> the value
 --            last captured or mirrored; s<name> its stamp
--- ARGV[1]  now: the capturing server's wall time in ms
+-- ARGV[1]  floor: the stamp (its time; no replica id) a capture may not
+--          sort below: after the record's largest stamp at the capturing
+--          server's wall time (capture.go, captureFloor)
 -- ARGV[2]  collection
 -- ARGV[3]  the replica id of captured stamps
 -- ARGV[4]  'c' capture, 'm' capture and then mirror the record below,
@@ -77,14 +79,18 @@ if not shadow['=c'] then redis.call('HSET', sh, '=c', ARGV[2]) end
 
 local last = shadow['=l'] or ZERO
 local stamp = nil
--- next: one stamp for this capture, above every stamp the shadow holds.
+-- next: one stamp for this capture, above every stamp the shadow holds
+-- and not below the floor: the clock's send rule from the later of the
+-- two, at the floor's wall time.
 local function next()
   if stamp then return stamp end
-  local now = tonumber(ARGV[1])
+  local f1, f2, fl = sunpack('>I4I4I4', ARGV[1])
   local w1, w2, l = sunpack('>I4I4I4', last)
-  local wall = w1 * TWO32 + w2
-  if now > wall then
-    wall, l = now, 0
+  local floor, wall = f1 * TWO32 + f2, w1 * TWO32 + w2
+  if floor > wall then
+    wall, l = floor, fl
+  elseif floor == wall then
+    l = math.max(l + 1, fl)
   else
     l = l + 1
   end
