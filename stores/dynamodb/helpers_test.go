@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"net/http"
 	"os"
 	"testing"
 	"time"
@@ -22,6 +23,13 @@ const endpointEnv = "CONVERGO_DYNAMODB_ENDPOINT"
 // testClients returns clients for DynamoDB Local at the endpoint named by
 // CONVERGO_DYNAMODB_ENDPOINT, or skips the test.
 func testClients(t testing.TB) (*awsdynamodb.Client, *dynamodbstreams.Client, string) {
+	t.Helper()
+	return clientsVia(t, nil)
+}
+
+// clientsVia is testClients with the clients' requests through rt (nil:
+// the SDK's default HTTP client).
+func clientsVia(t testing.TB, rt http.RoundTripper) (*awsdynamodb.Client, *dynamodbstreams.Client, string) {
 	t.Helper()
 	endpoint := storetest.Endpoint(t, endpointEnv)
 	region := os.Getenv("AWS_REGION")
@@ -42,8 +50,16 @@ func testClients(t testing.TB) (*awsdynamodb.Client, *dynamodbstreams.Client, st
 	db := awsdynamodb.NewFromConfig(cfg, func(o *awsdynamodb.Options) {
 		o.BaseEndpoint = &endpoint
 		o.DisableValidateResponseChecksum = true // see Open
+		if rt != nil {
+			o.HTTPClient = &http.Client{Transport: rt}
+		}
 	})
-	streams := dynamodbstreams.NewFromConfig(cfg, func(o *dynamodbstreams.Options) { o.BaseEndpoint = &endpoint })
+	streams := dynamodbstreams.NewFromConfig(cfg, func(o *dynamodbstreams.Options) {
+		o.BaseEndpoint = &endpoint
+		if rt != nil {
+			o.HTTPClient = &http.Client{Transport: rt}
+		}
+	})
 	return db, streams, endpoint
 }
 
