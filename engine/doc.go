@@ -98,9 +98,10 @@
 // records prev matches but perhaps not all (what the cut scan already
 // told it to drop), so there the scan sends every record the new scope
 // matches and a leave for the others prev matches: correct, at the cost
-// of records sent again. A prev whose encoding outgrows scope.MaxBytes is
-// dropped and the scan reads from the start as for a new reader (a
-// record or a leave for every entry). When the scan reaches the head, or
+// of records sent again. A prev over the scope limits (its bytes, its
+// nesting or its predicates), which a cursor cannot carry, is dropped and
+// the scan reads from the start as for a new reader (a record or a leave
+// for every entry). When the scan reaches the head, or
 // passes prev's positions in every shard, the cursor forgets prev. A
 // cursor the caller cannot vouch for (Cursor.Unverified: a client may
 // have written its scope) is in no transition, and read under another

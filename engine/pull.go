@@ -73,9 +73,9 @@ func (e *Engine) PullAt(ctx context.Context, collection string, cursor Cursor, l
 }
 
 // CheckReadScope checks that s, an effective read scope (nil: none), is
-// one a pull can be read under: its parameters bound, and its canonical
-// encoding, which every cursor of the read carries, within scope.MaxBytes
-// however many scopes it combines (scope.And does not check). It wraps
+// one a pull can be read under: its parameters bound, and within the
+// scope limits however many scopes it combines (scope.And does not
+// check), since every cursor of the read carries it (carried). It wraps
 // ErrInvalid. PullScoped refuses such a scope; a caller that keeps one
 // for later reads (a live subscription) checks it up front.
 func CheckReadScope(s *scope.Pred) error {
@@ -85,10 +85,19 @@ func CheckReadScope(s *scope.Pred) error {
 	if !s.Bound() {
 		return fmt.Errorf("%w: the scope has unbound parameters %v", ErrInvalid, s.Params())
 	}
-	if n := len(s.Encode()); n > scope.MaxBytes {
-		return fmt.Errorf("%w: the scope takes %d bytes, at most %d", ErrInvalid, n, scope.MaxBytes)
+	if err := carried(s); err != nil {
+		return fmt.Errorf("%w: the scope: %v", ErrInvalid, err)
 	}
 	return nil
+}
+
+// carried returns why a cursor cannot carry scope s (not nil), or nil:
+// ParseCursor reads a cursor's scopes back within every scope limit (its
+// bytes, nesting, predicates and list lengths), which a scope combined
+// with scope.And or scope.Or can be over.
+func carried(s *scope.Pred) error {
+	_, err := scope.Decode(s.Encode())
+	return err
 }
 
 // pullScoped is PullAt with migrations mig and the version resolved. The
@@ -254,9 +263,10 @@ type scan struct {
 // scope becomes the or of its own and the cursor's: the reader holds, up
 // to those positions, records that one or the other matches, but not
 // necessarily all of them, so the scan sends every match there. A
-// previous scope whose encoding outgrows scope.MaxBytes is dropped: the
-// scan reads from the start as a reader that holds nothing (an entry or
-// a leave for every log entry).
+// previous scope that outgrows the scope limits (its bytes, nesting or
+// predicates), which a cursor could not carry, is dropped: the scan
+// reads from the start as a reader that holds nothing (an entry or a
+// leave for every log entry).
 func (sc *scan) begin(cursor Cursor, pos []uint64) error {
 	if cursor.trans == noTransition {
 		sc.trans, sc.prevEnc, sc.prevPos = exactPrev, cursor.scope, slices.Clone(pos)
@@ -274,12 +284,12 @@ func (sc *scan) begin(cursor Cursor, pos []uint64) error {
 			return fmt.Errorf("%w: the cursor's scope: %v", ErrInvalid, err)
 		}
 	}
-	enc := scope.Or(prev, cur).Encode()
-	if len(enc) > scope.MaxBytes {
+	both := scope.Or(prev, cur)
+	if both != nil && carried(both) != nil {
 		sc.trans, sc.prevEnc, sc.prevPos = noTransition, "", nil
 		return nil
 	}
-	sc.trans, sc.prevEnc = approxPrev, string(enc)
+	sc.trans, sc.prevEnc = approxPrev, string(both.Encode())
 	return nil
 }
 

@@ -153,6 +153,19 @@ func TestTransitions(t *testing.T) {
 	b := func(t *testing.T) *scope.Pred { return mustScope(t, "eq", "owner", "b") }
 	x := func(t *testing.T) *scope.Pred { return mustScope(t, "in", "team", []any{"x"}) }
 	none := func(*testing.T) *scope.Pred { return nil }
+	// bigA and bigB are A and B with predicates that match nothing
+	// (o == i), each within the scope limits, their or over the limit of
+	// predicates (scope.MaxNodes) but not of bytes.
+	big := func(owner string, from int) func(t *testing.T) *scope.Pred {
+		return func(t *testing.T) *scope.Pred {
+			ps := []any{"or", []any{"eq", "owner", owner}}
+			for i := range scope.MaxNodes / 2 {
+				ps = append(ps, []any{"eq", "o", from + i})
+			}
+			return mustScope(t, ps...)
+		}
+	}
+	bigA, bigB := big("a", 0), big("b", scope.MaxNodes/2)
 	type step struct {
 		scope func(*testing.T) *scope.Pred
 		limit int // records; 0: read to the end
@@ -173,6 +186,9 @@ func TestTransitions(t *testing.T) {
 		// B, an over-approximation, so r1 must be sent again.
 		{"A to B to C mid-scan", []step{{a, 0}, {b, 1}, {x, 0}}, []string{"r1", "r3"}, []string{"r2"}, []string{"r1", "r3"}},
 		{"same scope", []step{{a, 0}, {a, 0}}, nil, nil, []string{"r1"}},
+		// The or of A and B is over the scope limits: prev is dropped,
+		// and the reader is told of every entry from the start.
+		{"A to B to C mid-scan, A or B over the limits", []step{{bigA, 0}, {bigB, 1}, {x, 0}}, []string{"r1", "r3"}, []string{"r2", "r4"}, []string{"r1", "r3"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := engineOn(t, memory.New())

@@ -50,3 +50,57 @@ func TestEffectiveScopeOverLimitRefusedInvalid(t *testing.T) {
 		t.Fatalf("after the refused sub: %T %+v, want pong 7", m, m)
 	}
 }
+
+// An effective read scope nested deeper, or of more predicates, than the
+// scope limits allow (a client's narrowing within them alone, and the
+// rules' scope beside it) is refused invalid too, over HTTP and live.
+// Served, its pages' cursors carry it, and the server reads back no
+// cursor whose scope is over the limits: the reader was answered a page,
+// then refused invalid at its next pull from that cursor.
+func TestEffectiveScopeOverDepthOrCountRefusedInvalid(t *testing.T) {
+	ts := newTestServer(t, nil)
+	ts.withRules(t, `{"notes": {"scope": "owner == $sub"}}`)
+	alice := ts.token(t, "alice", []string{"notes"}, []string{"notes"})
+	ts.push(t, alice, ts.bind(t, alice, []crdt.Change{change(t, "notes", "n1", "owner", "alice")})...)
+	// As deep as the limits let a scope be alone, an "or" at the top,
+	// which the rules' "and" beside it nests one level deeper.
+	deep := []any{"eq", "tag", "t1"}
+	for d := 2; d <= scope.MaxDepth; d++ {
+		op := "and"
+		if d%2 == 0 {
+			op = "or"
+		}
+		deep = []any{op, deep, []any{"eq", "tag", fmt.Sprint("t", d)}}
+	}
+	// As many predicates as the limits let a scope hold alone.
+	many := []any{"or"}
+	for i := range scope.MaxNodes - 1 {
+		many = append(many, []any{"eq", "n", i})
+	}
+	for name, v := range map[string][]any{"deep": deep, "many": many} {
+		t.Run(name, func(t *testing.T) {
+			own, err := scope.FromValue(v)
+			if err != nil {
+				t.Fatalf("the client's scope alone: %v", err)
+			}
+			a := ts.post(t, proto.PathPull, alice, proto.PullRequest{Collection: "notes", Scope: own.Encode()})
+			if a.status == http.StatusOK {
+				var p proto.PullResponse
+				if err := proto.Decode(a.body, &p); err != nil {
+					t.Fatal(err)
+				}
+				next := ts.post(t, proto.PathPull, alice, proto.PullRequest{Collection: "notes", Cursor: p.Next, Scope: own.Encode()})
+				t.Fatalf("pull: 200, want 400 invalid; the pull from its next cursor: %d %s", next.status, next.errorCode(t))
+			}
+			if a.status != http.StatusBadRequest || a.errorCode(t) != proto.CodeInvalid {
+				t.Fatalf("pull: %d %s, want 400 invalid", a.status, a.errorCode(t))
+			}
+			c, _ := ts.open(t, alice)
+			c.send(proto.Sub{Collection: "notes", Scope: own.Encode()})
+			m, err := c.recvErr(5 * time.Second)
+			if e, ok := m.(proto.ErrorMessage); err != nil || !ok || e.Code != proto.CodeInvalid || e.Collection != "notes" {
+				t.Fatalf("sub: got %T %+v (%v), want error invalid for notes", m, m, err)
+			}
+		})
+	}
+}
