@@ -74,7 +74,10 @@ type Config struct {
 	Now func() time.Time
 	// MaxDrift bounds how far ahead of the corrected local clock a stamp
 	// received from the server may be for the client's clock to adopt it.
-	// Zero means crdt.DefaultMaxDrift.
+	// Zero means the max drift the server's last hello announced
+	// (crdt.DefaultMaxDrift before a hello), as in the browser client: a
+	// stamp the server took is one the clock adopts, so a local write
+	// made after it was seen sorts after it.
 	MaxDrift time.Duration
 	// MaxResponseBytes bounds a response body or WebSocket message. Zero
 	// means DefaultMaxResponseBytes. An answer over it is not read
@@ -135,8 +138,8 @@ type ServerInfo struct {
 	// MaxMessageBytes is the largest live message the server accepts.
 	MaxMessageBytes int64
 	// MaxDrift is how far ahead of the server's clock a stamp may be, as
-	// the hello announced it (Config.MaxDrift bounds the stamps the
-	// client's clock adopts).
+	// the hello announced it: how far ahead of the client's corrected
+	// clock a stamp it adopts may be, unless Config.MaxDrift says.
 	MaxDrift time.Duration
 	// Subject is the authenticated subject, "" when anonymous.
 	Subject string
@@ -441,24 +444,45 @@ func (c *Client) setInfo(n uint64, a proto.HelloResponse, sent, received time.Ti
 	if c.cfg.Replica == "" {
 		c.bindLocked(a.Subject)
 	}
+	if c.clock.MaxDrift() != c.maxDriftLocked() {
+		c.reclockLocked(c.clock.Replica())
+	}
 	return info
 }
 
+// maxDriftLocked is the drift bound of the client's clock: Config.MaxDrift,
+// else the last hello's (the default before one). Called with c.mu held.
+func (c *Client) maxDriftLocked() time.Duration {
+	if c.cfg.MaxDrift != 0 {
+		return c.cfg.MaxDrift
+	}
+	return c.info.MaxDrift
+}
+
 // bindLocked gives an unbound client (or one whose subject changed) the
-// replica id subject owns for its device. The new clock continues from the
-// old one's reading, so stamps keep increasing. Called with c.mu held.
+// replica id subject owns for its device. Called with c.mu held.
 func (c *Client) bindLocked(subject string) {
 	id := proto.ReplicaFor(subject, c.device)
 	if c.replicaLocked() == id {
 		return
 	}
-	clock, err := crdt.NewClock(crdt.ClockConfig{Replica: id, MaxDrift: c.cfg.MaxDrift})
+	if c.reclockLocked(id) {
+		c.bound = true
+	}
+}
+
+// reclockLocked gives the client a clock of replica id with the drift
+// bound maxDriftLocked says, continuing from the old clock's reading, so
+// stamps keep increasing; false if it could not. Called with c.mu held.
+func (c *Client) reclockLocked(id string) bool {
+	clock, err := crdt.NewClock(crdt.ClockConfig{Replica: id, MaxDrift: c.maxDriftLocked()})
 	if err != nil {
-		c.log.Error("bind replica id", "err", err) // unreachable: device and prefix were validated
-		return
+		c.log.Error("new clock", "replica", id, "err", err) // unreachable: device, prefix and drift were validated
+		return false
 	}
 	clock.Restore(c.clock.Last())
-	c.clock, c.bound = clock, true
+	c.clock = clock
+	return true
 }
 
 // Hello greets the server: it learns the server's limits and measures the

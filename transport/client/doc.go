@@ -12,7 +12,11 @@
 // client whose clock runs fast does not win every conflict and one whose
 // clock runs slow does not lose them, and the server does not refuse its
 // stamps as drift. Stamps received in pulled records are observed, so a
-// local write always sorts after what the client has seen.
+// local write always sorts after what the client has seen; the clock
+// adopts a stamp up to the max drift the server's hello announced (what
+// the server itself takes), and a Replica's write observes its record
+// again before it stamps, so it sorts after a value whose stamp was too
+// far ahead to adopt when it came but no longer is.
 //
 // # Retries
 //

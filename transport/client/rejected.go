@@ -197,7 +197,7 @@ func (r *Replica) retryLocked(id uint64) error {
 func (r *Replica) restampLocked(old crdt.Change) error {
 	rec := crdt.Record{ID: old.Record.ID}
 	if !old.Record.Deleted.IsZero() {
-		s, err := r.c.Now()
+		s, err := r.stampLocked(old.Collection, old.Record.ID)
 		if err != nil {
 			return err
 		}
@@ -206,7 +206,7 @@ func (r *Replica) restampLocked(old crdt.Change) error {
 	if len(old.Record.Fields) > 0 {
 		// Stamped after the delete, if any, so the delete does not hide
 		// them.
-		s, err := r.c.Now()
+		s, err := r.stampLocked(old.Collection, old.Record.ID)
 		if err != nil {
 			return err
 		}
@@ -235,7 +235,7 @@ func (r *Replica) restampKnownLocked(old crdt.Change, known crdt.Record) (bool, 
 		for _, f := range known.Fields {
 			newer = newer || f.Value != nil && f.Stamp.Compare(d) > 0
 		}
-		s, err := r.c.Now()
+		s, err := r.stampLocked(old.Collection, old.Record.ID)
 		if err != nil {
 			return false, err
 		}
@@ -255,7 +255,7 @@ func (r *Replica) restampKnownLocked(old crdt.Change, known crdt.Record) (bool, 
 	if len(old.Record.Fields) > 0 {
 		// Stamped after the delete, if any, so the delete does not hide
 		// them.
-		s, err := r.c.Now()
+		s, err := r.stampLocked(old.Collection, old.Record.ID)
 		if err != nil {
 			return false, err
 		}

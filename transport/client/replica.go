@@ -463,7 +463,7 @@ func (r *Replica) write(collection, id string, change func(crdt.Stamp) crdt.Reco
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	// Stamping under r.mu keeps the outbox in stamp order.
-	s, err := r.c.Now()
+	s, err := r.stampLocked(collection, id)
 	if err != nil {
 		return fmt.Errorf("write %s/%s: %w", collection, id, err)
 	}
@@ -471,6 +471,19 @@ func (r *Replica) write(collection, id string, change func(crdt.Stamp) crdt.Reco
 		return fmt.Errorf("write %s/%s: %w", collection, id, err)
 	}
 	return nil
+}
+
+// stampLocked issues the stamp of a local write of record id: after
+// everything the record holds, so that the write wins over a value the
+// application saw, even one whose stamp was too far ahead for the clock
+// to adopt when it came (as in the browser client); one still too far
+// ahead stays so (its pull logged it). Writes, Retry and the re-stamps
+// of a reconciliation stamp through it.
+func (r *Replica) stampLocked(collection, id string) (crdt.Stamp, error) {
+	if v, ok := r.viewLocked(collection, id); ok {
+		_ = r.c.Observe(v.MaxStamp())
+	}
+	return r.c.Now()
 }
 
 // queueLocked merges a local change into the view of its record and
