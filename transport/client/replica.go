@@ -164,6 +164,11 @@ type Replica struct {
 	// history.
 	sealed map[string]map[string]proto.SealedRecord
 	owed   map[string]bool // collections reset with history lost, not healed yet
+	// losses counts each collection's resets with history lost: a push
+	// answered after one that came since it was sent (flushOnce) was
+	// acknowledged perhaps by the store that lost it, which the heal
+	// could not give back, the change being still pending then.
+	losses map[string]uint64
 	// refusedHeal holds the collections owed a heal the server last
 	// refused forbidden (healFailed): told to ReplicaConfig.OnError once,
 	// until a heal of it is made.
@@ -787,11 +792,15 @@ func (r *Replica) stale() []string {
 // outbox), and whether it queued changes again with fresh stamps.
 func (r *Replica) flushOnce(ctx context.Context) (reconcile []string, again bool, err error) {
 	held := map[string]bool{}
+	// losses are the batch's collections' counts of resets with history
+	// lost when it is sent.
+	losses := map[string]uint64{}
 	r.mu.Lock()
 	batch, revoked := make([]pending, 0, len(r.outbox)), r.revoked
 	for _, p := range r.outbox {
 		if r.reconciling[p.change.Collection] == nil {
 			batch = append(batch, p)
+			losses[p.change.Collection] = r.losses[p.change.Collection]
 		} else {
 			// Held by a reconciliation that has not ended (a pull that
 			// failed, say): go on with it.
@@ -842,6 +851,14 @@ func (r *Replica) flushOnce(ctx context.Context) (reconcile []string, again bool
 	for i, res := range results {
 		p := batch[i]
 		k := recordKey{p.change.Collection, p.change.Record.ID}
+		if res.Acknowledged() && r.losses[k.collection] != losses[k.collection] {
+			// A reset with history lost came since the push was sent:
+			// the store that acknowledged the change may be the one that
+			// lost it, and the heal did not give it back (it was still
+			// pending). It stays, and goes again.
+			again = true
+			continue
+		}
 		if res.Status == StatusRefused && errors.Is(res.Err, ErrCollected) && !p.restamped {
 			if _, kept := r.cursors[k.collection]; p.reconciled || kept {
 				later = append(later, i)
@@ -1440,6 +1457,10 @@ func (r *Replica) reset(collection, reason string, live bool) {
 			r.owed = map[string]bool{}
 		}
 		r.owed[collection] = true
+		if r.losses == nil {
+			r.losses = map[string]uint64{}
+		}
+		r.losses[collection]++
 	case proto.ResetLeaseExpired:
 		r.beginReconcileLocked(collection, live)
 	}
