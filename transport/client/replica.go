@@ -81,7 +81,8 @@ import (
 // record holds in its base (one change per stamp): a collected record's
 // stamps are all before the write horizon, so the server refuses them
 // collected; a record the server lost (its store went back in time) is
-// taken back, and stays, as does one refused for another reason (logged),
+// taken back, and stays, as does one refused for another reason (logged,
+// and told to OnError as a heal's refusals are),
 // its base from then on the stamps that went back (not those refused
 // collected: a lost write the write horizon has passed is lost for good).
 // A record with no stamp of this replica (one only pages brought, after a
@@ -336,8 +337,9 @@ type ReplicaConfig struct {
 	// know of that no call of its returns: ErrNotHealed (wrapped, naming
 	// the collection) when a heal made by Live, or a page given to Apply,
 	// gave up (see the package doc, "Resets and healing"), which Pull and
-	// Sync return instead; and, after a heal that gave back records the
-	// server refused for another reason than collected (they stay local),
+	// Sync return instead; and, after a heal or a reconciliation that gave
+	// back records the server refused for another reason than collected
+	// (they stay local),
 	// an error naming the collection
 	// that counts them and wraps the last refusal (*Error); and a heal
 	// the server refused forbidden (ErrForbidden, wrapped, naming the
@@ -349,10 +351,10 @@ type ReplicaConfig struct {
 	// Client.Live). It is called with no lock of the
 	// Replica held, by the goroutine running Live or Apply, or the heal
 	// (Sync, Pull, Flush, Heal, Live), which waits for it: it may call the
-	// replica's methods, and should return promptly. Told of a heal's
-	// refusals, or of one refused forbidden, it must not call Flush or Sync: a Flush
-	// that pulled first may be running the heal, holding the lock that
-	// serializes pushes. Nil means the error is only logged.
+	// replica's methods, and should return promptly. Told of a heal's or
+	// a reconciliation's refusals, or of a heal refused forbidden, it must
+	// not call Flush or Sync: a Flush that pulled first may be running the
+	// heal or the reconciliation, holding the lock that serializes pushes. Nil means the error is only logged.
 	OnError func(error)
 	// FreshFor is how long after a pull of a collection to its end (or a
 	// live page of it) Flush pushes the collection's changes without
@@ -1371,7 +1373,7 @@ func (r *Replica) giveBack(ctx context.Context, collection string) (ended bool, 
 		r.mu.Unlock()
 		return false, nil
 	}
-	taken := 0
+	taken, refused, last := 0, 0, error(nil)
 	touched := map[recordKey]bool{}
 	// kept: of each record not sent that stays, the stamps the server
 	// took back (or refused for another reason): its base from now on,
@@ -1385,6 +1387,7 @@ func (r *Replica) giveBack(ctx context.Context, collection string) (ended bool, 
 		case x.Status != StatusRefused:
 			taken++
 		case !collected:
+			refused, last = refused+1, x.Err
 			r.c.log.Warn("reconcile: the server refused a write given back; it stays local", "collection", collection, "record", id, "err", x.Err)
 		}
 		if collected {
@@ -1416,7 +1419,19 @@ func (r *Replica) giveBack(ctx context.Context, collection string) (ended bool, 
 	end := r.endReconcileLocked(collection)
 	r.mu.Unlock()
 	r.reportEnd(collection, end)
+	if refused > 0 {
+		r.tell(refusedBack("reconcile", collection, refused, len(changes), last))
+	}
 	return !rc.fromStart, nil
+}
+
+// refusedBack is the error told to ReplicaConfig.OnError when the server
+// refused n of the total records or writes that op (a heal, a
+// reconciliation) of collection gave back, for another reason than
+// collected: they stay local only. It wraps last, the last refusal.
+func refusedBack(op, collection string, n, total int, last error) error {
+	return fmt.Errorf("%s %s: the server refused %d of the %d given back; they stay local (last: %w)",
+		op, collection, n, total, last)
 }
 
 // report tells the application of rejections, and logs the drop of the
@@ -1781,8 +1796,7 @@ func (r *Replica) heal(ctx context.Context, coll string) error {
 	r.mu.Unlock()
 	if refused > 0 {
 		// The heal is done: no call returns what it could not give back.
-		r.tell(fmt.Errorf("heal %s: the server refused %d of the %d records given back; they stay local (last: %w)",
-			coll, refused, len(sealed)+len(mine), last))
+		r.tell(refusedBack("heal", coll, refused, len(sealed)+len(mine), last))
 	}
 	return nil
 }
