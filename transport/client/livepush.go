@@ -117,6 +117,7 @@ func (l *liveLink) push(ctx context.Context, changes []crdt.Change, versions map
 	default:
 	}
 	var p proto.Pushed
+	due := time.Now().Add(l.timeout)
 	deadline := time.NewTimer(l.timeout)
 	defer deadline.Stop()
 	select {
@@ -125,20 +126,21 @@ func (l *liveLink) push(ctx context.Context, changes []crdt.Change, versions map
 	case <-l.done:
 		return nil, "", errSessionGone
 	case <-deadline.C:
-		// A server that keeps the session alive but never answers: the
-		// session is dead to pushes. The slot stays taken: no push goes
-		// over it again.
-		if l.end != nil {
-			l.end()
-		}
+		l.drop()
 		return nil, "", fmt.Errorf("%w: no pushed within %v", errUnanswered, l.timeout)
 	case <-ctx.Done():
-		// The answer still comes: it frees the slot for the next push.
+		// The answer still comes: it frees the slot for the next push,
+		// which waits for it; none by the push's deadline drops the
+		// session all the same, or that push would wait for ever.
 		go func() {
+			deadline := time.NewTimer(time.Until(due))
+			defer deadline.Stop()
 			select {
 			case <-l.answer:
 				<-l.slot
 			case <-l.done:
+			case <-deadline.C:
+				l.drop()
 			}
 		}()
 		return nil, "", ctx.Err()
@@ -151,6 +153,15 @@ func (l *liveLink) push(ctx context.Context, changes []crdt.Change, versions map
 		return nil, "", err
 	}
 	return p.Results, p.RequestID, nil
+}
+
+// drop ends the session as dead to pushes, when a push had no answer
+// within the timeout (a server that keeps the session alive but never
+// answers). The slot stays taken: no push goes over it again.
+func (l *liveLink) drop() {
+	if l.end != nil {
+		l.end()
+	}
 }
 
 // link returns the open live session pushes may go over, nil for none.
