@@ -289,15 +289,25 @@ export class Database {
    */
   _watchVisibility() {
     const doc = /** @type {any} */ (globalThis).document;
-    if (!doc || typeof doc.addEventListener !== 'function' || typeof doc.removeEventListener !== 'function') return;
-    const onVisibility = () => {
+    this._listen(doc, 'visibilitychange', () => {
       if (doc.visibilityState !== 'visible' || this.closed) return;
       if (this.syncer) this.syncer.retryNow('visible');
       else if (this.syncLoadError) this._retryLoad();
       else this._post({ t: TabMessage.retry });
-    };
-    doc.addEventListener('visibilitychange', onVisibility);
-    this.cleanups.push(() => doc.removeEventListener('visibilitychange', onVisibility));
+    });
+  }
+
+  /**
+   * Listens to event type of target, if it can be listened to, until the
+   * database closes.
+   * @param {any} target
+   * @param {string} type
+   * @param {() => void} fn
+   */
+  _listen(target, type, fn) {
+    if (typeof target?.addEventListener !== 'function' || typeof target.removeEventListener !== 'function') return;
+    target.addEventListener(type, fn);
+    this.cleanups.push(() => target.removeEventListener(type, fn));
   }
 
   /** This tab holds the connection. */
@@ -306,20 +316,11 @@ export class Database {
     this._setStatus({ leader: true });
     // The sync loop starts loading (_startSyncer reports a failure).
     if (!this._status.paused) this._loadSyncOnce().catch(() => {});
-    const g = /** @type {any} */ (globalThis);
-    if (typeof g.addEventListener === 'function' && typeof g.removeEventListener === 'function') {
-      const on = () => (this.syncer ? this.syncer.online() : this._retryLoad());
-      const off = () => {
-        this._setStatus({ online: false });
-        this.syncer?.offline();
-      };
-      g.addEventListener('online', on);
-      g.addEventListener('offline', off);
-      this.cleanups.push(() => {
-        g.removeEventListener('online', on);
-        g.removeEventListener('offline', off);
-      });
-    }
+    this._listen(globalThis, 'online', () => (this.syncer ? this.syncer.online() : this._retryLoad()));
+    this._listen(globalThis, 'offline', () => {
+      this._setStatus({ online: false });
+      this.syncer?.offline();
+    });
     if (!this._status.paused) await this._startSyncer();
     // This tab's sync() calls made before it knew it would lead went to a
     // leader that was not there, and other tabs' calls came while it
