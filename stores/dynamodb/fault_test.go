@@ -345,16 +345,20 @@ func TestFaultUnprocessedKeys(t *testing.T) {
 	}
 }
 
-// TestFaultCapture: the stream consumer meets throttled GetRecords, a
-// throttled read of the record a foreign write is stamped after (past the
-// SDK's retries) and a ledger claim whose reply is lost after DynamoDB
-// applied it. The foreign writes are captured, each once, with the stamp
-// the ledger holds, and none is rejected or skipped.
+// TestFaultCapture: the stream consumer meets throttled GetRecords, an
+// iterator that expired after the first foreign write was captured and
+// the second written (the consumer resumes after the last record it
+// handled, not at the stream's end), a throttled read of
+// the record a foreign write is stamped after (past the SDK's retries) and
+// a ledger claim whose reply is lost after DynamoDB applied it. The
+// foreign writes are captured, each once, with the stamp the ledger
+// holds, and none is rejected or skipped.
 func TestFaultCapture(t *testing.T) {
 	plain, _, _ := testClients(t)
 	table := testTable(t, plain)
 	var mu sync.Mutex
 	faults := map[string]int{}
+	hold, expire := false, false // GetRecords refused while hold, then expired twice
 	pick := func(op string, body []byte) fault {
 		mu.Lock()
 		defer mu.Unlock()
@@ -362,6 +366,12 @@ func TestFaultCapture(t *testing.T) {
 		case op == "GetRecords" && faults[op] < 3:
 			faults[op]++
 			return throttle("LimitExceededException")
+		case op == "GetRecords" && hold:
+			faults["held"]++
+			return throttle("LimitExceededException")
+		case op == "GetRecords" && expire && faults["expired"] < 2:
+			faults["expired"]++
+			return fault{status: 400, body: `{"__type":"com.amazonaws.dynamodb.v20120810#ExpiredIteratorException","message":"injected: Iterator expired"}`}
 		case op == "GetItem" && bytes.Contains(body, []byte("~r#todos#f")) && faults[op] < 4:
 			faults[op]++
 			return throttle("ProvisionedThroughputExceededException")
@@ -387,12 +397,19 @@ func TestFaultCapture(t *testing.T) {
 	}
 	put("first")
 	waitValues(t, s, "todos", "f", "the first foreign write", func(v map[string]any) bool { return v["title"] == "first" })
+	mu.Lock()
+	hold = true
+	mu.Unlock()
 	put("second")
+	waitFor(t, "the consumer to be held back", func() bool { mu.Lock(); defer mu.Unlock(); return faults["held"] >= 3 })
+	mu.Lock()
+	hold, expire = false, true
+	mu.Unlock()
 	waitValues(t, s, "todos", "f", "the second foreign write", func(v map[string]any) bool { return v["title"] == "second" })
 	mu.Lock()
 	met := maps.Clone(faults)
 	mu.Unlock()
-	if met["GetRecords"] < 3 || met["GetItem"] < 4 || met["UpdateItem"] < 1 {
+	if met["GetRecords"] < 3 || met["expired"] < 2 || met["GetItem"] < 4 || met["UpdateItem"] < 1 {
 		t.Fatalf("faults met %v; want every one", met)
 	}
 	if st := s.CaptureStats(); st.Rejected+st.Refused != 0 {
@@ -416,3 +433,4 @@ func TestFaultCapture(t *testing.T) {
 		t.Fatalf("title stamped %v, the ledger holds %d.%d", f, w, l)
 	}
 }
+
