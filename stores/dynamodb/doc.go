@@ -22,14 +22,15 @@
 //
 //	item          pk              sk    attributes
 //	store         ~store          0     id (S: the identity), epoch (N: the store-wide epoch counter),
-//	                                    inc (S: the incarnation of the table that holds it, restored.go)
+//	                                    inc (S: the incarnation of the table that holds it, restored.go),
+//	                                    bt (S: the token of the last bump, epoch.go)
 //	record        ~r#COLL#ID      0     rec (B: the merged crdt.Record, deterministic CBOR), seq (N)
 //	head          ~h#COLL         0     head (N: the collection's highest sequence number), urecords, ubytes (N: its usage),
 //	                                    towner (S), tbegan, tuntil (N: the last writer's commit turn, turn.go)
 //	log entry     ~l#COLL         SEQ   id (S: record id), rec (B: the record's state at SEQ)
 //	shard head    ~h#COLL#I       0     head (N), k (N: the collection's shard count K)
 //	shard entry   ~l#COLL#I       SEQ   id (S), rec (B), as a log entry, in shard I
-//	epoch         ~e#COLL         0     n, lost (N: epoch counters), k (N: K, when K > 1),
+//	epoch         ~e#COLL         0     n, lost (N: epoch counters), k (N: K, when K > 1), bt (S: as on the store item),
 //	                                    rs (N: while its log is rebuilt into rs shards, reshard.go; on heads too)
 //	ledger entry  ~c#COLL#ID      0     q (S: last captured stream sequence number), w, l (N: its stamp's wall ms and counter)
 //

@@ -2,9 +2,12 @@ package dynamodb
 
 import (
 	"context"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"maps"
+	"math/rand/v2"
 	"strconv"
 	"strings"
 
@@ -17,12 +20,14 @@ import (
 
 // The store item (pk "~store") holds the identity (attribute id) and the
 // store-wide epoch (epoch); a collection's epoch item (pk "~e#COLL") its
-// own counters (n, lost). See stores.MetaOf.
+// own counters (n, lost). See stores.MetaOf. Both hold the token of the
+// last bump (bt).
 const (
-	storePK   = "~store"
-	attrEpoch = "epoch"
-	attrN     = "n"
-	attrLost  = "lost"
+	storePK       = "~store"
+	attrEpoch     = "epoch"
+	attrN         = "n"
+	attrLost      = "lost"
+	attrBumpToken = "bt"
 )
 
 func epochPK(coll string) string { return "~e#" + coll }
@@ -149,8 +154,15 @@ type counterBump struct {
 }
 
 // bump does b and reports whether it bumped.
+//
+// Each try's update writes a token of its own (bt) beside the counter. Its
+// reply can be lost after DynamoDB applied it (a timeout, a connection
+// reset), and the SDK's retry then fails the condition on the bump itself:
+// the item read again holding the try's token says that the bump was this
+// one, which is not made twice and is reported as made.
 func (st *Store) bump(ctx context.Context, b counterBump) (bool, error) {
 	var stalls stores.BumpStalls
+	token := ""
 	for try := 0; ; try++ {
 		item := b.item
 		if try > 0 || item == nil {
@@ -161,6 +173,9 @@ func (st *Store) bump(ctx context.Context, b counterBump) (bool, error) {
 				return false, translate(ctx, b.op, err)
 			}
 			item = out.Item
+			if bt, ok := item[attrBumpToken].(*types.AttributeValueMemberS); ok && token != "" && bt.Value == token {
+				return true, nil // the last try's update was applied
+			}
 		}
 		names := map[string]string{"#c": b.attr, "#cvg": attrCvg}
 		values := map[string]types.AttributeValue{":one": n(1)}
@@ -182,7 +197,9 @@ func (st *Store) bump(ctx context.Context, b counterBump) (bool, error) {
 			}
 		}
 		values[":new"] = n(stores.NextEpoch(cur, st.epochNow()))
-		update := "SET #c = :new, #cvg = :one"
+		token = st.bumpToken()
+		names["#bt"], values[":bt"] = attrBumpToken, s(token)
+		update := "SET #c = :new, #cvg = :one, #bt = :bt"
 		if b.set != "" {
 			update += ", " + b.set
 		}
@@ -211,6 +228,14 @@ func (st *Store) bump(ctx context.Context, b counterBump) (bool, error) {
 		}
 		return true, nil
 	}
+}
+
+// bumpToken returns a token no other bump, of this instance or another,
+// writes.
+func (st *Store) bumpToken() string {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], rand.Uint64())
+	return st.turnID() + hex.EncodeToString(b[:])
 }
 
 // BumpEpoch implements stores.Store: n set to stores.NextEpoch of n, and
