@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strconv"
 	"strings"
@@ -20,6 +21,7 @@ import (
 func (s *Store) identityKey() string        { return s.prefix + "{convergo}:id" }
 func (s *Store) storeEpochKey() string      { return s.prefix + "{convergo}:epoch" }
 func (s *Store) serverKey() string          { return s.prefix + "{convergo}:server" }
+func (s *Store) storeBumpKey() string       { return s.prefix + "{convergo}:bump" }
 func (s *Store) metaKey(coll string) string { return s.prefix + "{" + coll + "}:meta" }
 
 // resyncPayload on the notification channel tells every instance on the
@@ -111,20 +113,39 @@ func (s *Store) Meta(ctx context.Context, collection string) (stores.Meta, error
 
 // bumpScript sets a collection's own epoch counter (KEYS[1], the meta
 // hash, field n) to ARGV[2] if it is still ARGV[1] ("" when missing) and,
-// for a loss (ARGV[3] "1"), records it in field lost. It returns 1 when it
-// set it, 0 when n was not ARGV[1].
+// for a loss (ARGV[3] "1"), records it in field lost, and the bump's token
+// ARGV[4] in field bt. It returns 1 when it set it, or when it had (bt is
+// ARGV[4]: this is go-redis running it again), 0 when n was not ARGV[1].
 var bumpScript = goredis.NewScript(`
-if (redis.call('HGET', KEYS[1], 'n') or '') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'n', ARGV[2])
+if (redis.call('HGET', KEYS[1], 'n') or '') ~= ARGV[1] then
+  if redis.call('HGET', KEYS[1], 'bt') == ARGV[4] then return 1 end
+  return 0
+end
+redis.call('HSET', KEYS[1], 'n', ARGV[2], 'bt', ARGV[4])
 if ARGV[3] == '1' then redis.call('HSET', KEYS[1], 'lost', ARGV[2]) end
 return 1`)
 
 // setEpochScript sets the store-wide epoch (KEYS[1]) to ARGV[2] if it is
-// still ARGV[1] ("" when missing). It returns 1 when it did, else 0.
+// still ARGV[1] ("" when missing), and the bump's token KEYS[2] to
+// ARGV[3]. It returns 1 when it did, or when it had (KEYS[2] is ARGV[3]:
+// this is go-redis running it again), else 0.
 var setEpochScript = goredis.NewScript(`
-if (redis.call('GET', KEYS[1]) or '') ~= ARGV[1] then return 0 end
+if (redis.call('GET', KEYS[1]) or '') ~= ARGV[1] then
+  if redis.call('GET', KEYS[2]) == ARGV[3] then return 1 end
+  return 0
+end
 redis.call('SET', KEYS[1], ARGV[2])
+redis.call('SET', KEYS[2], ARGV[3])
 return 1`)
+
+// bumpToken returns a token no other bump writes: the scripts above keep
+// it beside the counter, so that a run of theirs that go-redis makes again
+// (Options.MaxRetries: the reply to the first was lost after Redis ran it)
+// finds the bump its own, neither bumping twice nor taking it for
+// another's.
+func bumpToken() string {
+	return strconv.FormatUint(rand.Uint64(), 36) + strconv.FormatUint(rand.Uint64(), 36)
+}
 
 // counter parses an epoch counter as a bump read it: raw is "" when the
 // key or field is missing (0).
@@ -156,8 +177,8 @@ func (s *Store) BumpEpoch(ctx context.Context, collection string, cause stores.E
 	_, err := s.bump(ctx, "bump epoch of "+collection,
 		func() *goredis.StringCmd { return s.client.HGet(ctx, key, "n") },
 		nil,
-		func(raw string, next uint64) *goredis.Cmd {
-			return bumpScript.Run(ctx, s.client, []string{key}, raw, next, lost)
+		func(raw string, next uint64, token string) *goredis.Cmd {
+			return bumpScript.Run(ctx, s.client, []string{key}, raw, next, lost, token)
 		})
 	if err != nil {
 		return err
@@ -194,8 +215,8 @@ func (s *Store) bumpStore(ctx context.Context, accept func(cur uint64) bool) (bo
 	bumped, err := s.bump(ctx, "bump epochs",
 		func() *goredis.StringCmd { return s.client.Get(ctx, key) },
 		accept,
-		func(raw string, next uint64) *goredis.Cmd {
-			return setEpochScript.Run(ctx, s.client, []string{key}, raw, next)
+		func(raw string, next uint64, token string) *goredis.Cmd {
+			return setEpochScript.Run(ctx, s.client, []string{key, s.storeBumpKey()}, raw, next, token)
 		})
 	if err != nil || !bumped {
 		return false, err
@@ -208,9 +229,10 @@ func (s *Store) bumpStore(ctx context.Context, accept func(cur uint64) bool) (bo
 // bump is the compare-and-set loop of a bump: read reads the counter
 // (redis.Nil: missing), accept (nil: always) decides from its value
 // whether to bump at all, and set runs the script that sets it to next if
-// it is still raw ("" when missing), returning 1 when it did. It reads
-// again as stores.BumpTries says, and reports whether it bumped.
-func (s *Store) bump(ctx context.Context, op string, read func() *goredis.StringCmd, accept func(cur uint64) bool, set func(raw string, next uint64) *goredis.Cmd) (bool, error) {
+// it is still raw ("" when missing), returning 1 when it did (or, run again
+// by go-redis, had: token, bumpToken). It reads again as stores.BumpTries
+// says, and reports whether it bumped.
+func (s *Store) bump(ctx context.Context, op string, read func() *goredis.StringCmd, accept func(cur uint64) bool, set func(raw string, next uint64, token string) *goredis.Cmd) (bool, error) {
 	var st stores.BumpStalls
 	for {
 		raw, err := read().Result()
@@ -227,7 +249,7 @@ func (s *Store) bump(ctx context.Context, op string, read func() *goredis.String
 		if accept != nil && !accept(cur) {
 			return false, nil
 		}
-		done, err := set(raw, stores.NextEpoch(cur, s.now())).Int()
+		done, err := set(raw, stores.NextEpoch(cur, s.now()), bumpToken()).Int()
 		if err != nil {
 			return false, s.fail(ctx, op, err)
 		}
@@ -327,17 +349,23 @@ func (s *Store) runs(ctx context.Context) ([]run, error) {
 
 // checkServerScript replaces the recorded runs (KEYS[1]) if they are still
 // ARGV[1] and, when ARGV[3] is "1", sets the store-wide epoch (KEYS[2])
-// to ARGV[5] if it is still ARGV[4] ("" when missing): the bump of a
-// restart, computed in Go (stores.NextEpoch). It returns 1 when it did, 0
-// when another instance recorded ARGV[2] already, -1 when the record or
-// the epoch changed meanwhile.
+// to ARGV[5] if it is still ARGV[4] ("" when missing), with the bump's
+// token ARGV[6] in KEYS[3] (bumpToken): the bump of a restart, computed in
+// Go (stores.NextEpoch). It returns 1 when it did, or when it had (run
+// again by go-redis: the token is its own), 0 when another instance
+// recorded ARGV[2] already, -1 when the record or the epoch changed
+// meanwhile.
 var checkServerScript = goredis.NewScript(`
 local cur = redis.call('GET', KEYS[1]) or ''
-if cur == ARGV[2] then return 0 end
+if cur == ARGV[2] then
+  if ARGV[3] == '1' and redis.call('GET', KEYS[3]) == ARGV[6] then return 1 end
+  return 0
+end
 if cur ~= ARGV[1] then return -1 end
 if ARGV[3] == '1' then
   if (redis.call('GET', KEYS[2]) or '') ~= ARGV[4] then return -1 end
   redis.call('SET', KEYS[2], ARGV[5])
+  redis.call('SET', KEYS[3], ARGV[6])
 end
 redis.call('SET', KEYS[1], ARGV[2])
 return 1`)
@@ -406,7 +434,7 @@ func (s *Store) checkRun(ctx context.Context) error {
 			s.needCheck.Store(true)
 			return errors.New("record the server's run: the record and the epoch keep refusing the values read")
 		}
-		res, err := checkServerScript.Run(ctx, s.client, []string{s.serverKey(), s.storeEpochKey()}, old, now, map[bool]string{true: "1", false: "0"}[bump], raw, next).Int()
+		res, err := checkServerScript.Run(ctx, s.client, []string{s.serverKey(), s.storeEpochKey(), s.storeBumpKey()}, old, now, map[bool]string{true: "1", false: "0"}[bump], raw, next, bumpToken()).Int()
 		if err != nil {
 			s.needCheck.Store(true)
 			return s.fail(ctx, "record the server's run", err)
