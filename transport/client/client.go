@@ -209,7 +209,17 @@ type Page struct {
 	// it. Only a scoped read (the client's scopes or the server's) gets
 	// any.
 	Leaves [][]byte
+	// from is the cursor the page was read from (readFrom): the one a
+	// pull sent, or, of a live session's changes message, the Next of
+	// the collection's delivery before it, the subscription's cursor for
+	// its first. Nil for a page the application built: where it was read
+	// from is not known.
+	from []byte
 }
+
+// readFrom is a Page's from for a page read from cursor: never nil, the
+// beginning being empty.
+func readFrom(cursor []byte) []byte { return append([]byte{}, cursor...) }
 
 // Client speaks the Convergo protocol to one server. It is safe for
 // concurrent use.
@@ -812,7 +822,7 @@ func (c *Client) pull(ctx context.Context, collection string, cursor []byte, lim
 		return Page{}, fmt.Errorf("pull %s: %w: %d seals for %d records", collection, ErrProtocol, len(a.Seals), len(a.Records))
 	}
 	c.observeRecords(a.Records)
-	return Page{Records: a.Records, Next: a.Next, More: a.More, Seals: a.Seals, Leaves: a.Leaves}, nil
+	return Page{Records: a.Records, Next: a.Next, More: a.More, Seals: a.Seals, Leaves: a.Leaves, from: readFrom(cursor)}, nil
 }
 
 // checkCursor reads a cursor the server sent: one over

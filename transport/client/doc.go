@@ -169,7 +169,11 @@
 // again and read again from the beginning (Live too, over HTTP), up to
 // proto.MaxHealAgain times in a row, and then Pull and Sync return
 // ErrNotHealed; Live and Apply, which no call of the application's
-// returns it from, give it to ReplicaConfig.OnError.
+// returns it from, give it to ReplicaConfig.OnError. Only that reading's
+// pages end it: one read from the empty cursor begins it, one read from
+// where it stands goes on with it; a page read from elsewhere (a live
+// subscription's, from the middle of the log, while the reading goes on
+// over HTTP) delivers records all the same, and ends nothing.
 // A record whose every give-back the server refuses collected (its
 // stamps are before the collection's write horizon: the server deleted
 // and collected it while the replica was away) is dropped at the end of

@@ -542,7 +542,7 @@ func (c *Client) liveSession(ctx context.Context, st *liveState, onChanges Chang
 				return true, fmt.Errorf("changes of %s: %w", m.Collection, err)
 			}
 			c.observeRecords(m.Records)
-			onChanges(m.Collection, Page{Records: m.Records, Next: next, More: m.More, Seals: m.Seals, Leaves: m.Leaves})
+			onChanges(m.Collection, Page{Records: m.Records, Next: next, More: m.More, Seals: m.Seals, Leaves: m.Leaves, from: readFrom(cursors[m.Collection])})
 			cursors[m.Collection] = next
 			if !stormed[m.Collection] {
 				st.served(m.Collection)

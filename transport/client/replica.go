@@ -230,8 +230,14 @@ type healCheck struct {
 	// it does not deliver are dropped at its end, as a reconciliation
 	// drops them (dropCollectedLocked).
 	collected map[string]bool
-	// reading says a reading from the beginning began after the heal.
+	// reading says a reading from the beginning began after the heal,
+	// and chain is the cursor its next page is read from: only a page
+	// read from it (Page.from) continues that reading, and only the one
+	// that says no more ends it. A page read from elsewhere (a live
+	// subscription's, from the middle of the log) delivers records all
+	// the same, but ends nothing.
 	reading bool
+	chain   []byte
 	// again counts the heals made again because such a reading missed
 	// records, since the collection last healed for good.
 	again int
@@ -1162,7 +1168,13 @@ func (r *Replica) apply(collection string, page Page, from []byte, live bool) (e
 	// What the page's end of a reading after a heal dropped.
 	var healed reconcileEnd
 	if from == nil || bytes.Equal(r.cursors[collection], from) {
-		again, healed = r.checkHealLocked(collection, page, len(r.cursors[collection]) == 0)
+		// A page of unknown origin (one the application built) is taken
+		// to continue the replica's cursor.
+		at := page.from
+		if at == nil {
+			at = r.cursors[collection]
+		}
+		again, healed = r.checkHealLocked(collection, page, at)
 		r.cursors[collection] = bytes.Clone(page.Next)
 		if len(page.Next) != 0 {
 			delete(r.reread, collection)
@@ -1208,21 +1220,23 @@ func (r *Replica) apply(collection string, page Page, from []byte, live bool) (e
 	return ended, owed, again
 }
 
-// checkHealLocked notes what page delivers of collection's last heal's
-// records (see healCheck), fromStart saying the page continues the
-// cursor of an empty log, and returns the verdict when the page ends a
-// reading from the beginning that began after the heal. With healAgain
+// checkHealLocked notes what page, read from cursor at, delivers of
+// collection's last heal's records (see healCheck), and returns the
+// verdict when the page ends a reading from the beginning that began
+// after the heal: a page read from the empty cursor begins one, and a
+// page read from where it stands continues it. With healAgain
 // the collection is owed a heal again. With healDone at such an end, the
 // records the heal's give-backs were refused collected and the reading
 // did not deliver are dropped (dropCollectedLocked); it returns what left
 // and the rejections, for the caller to report once the lock is released.
-func (r *Replica) checkHealLocked(collection string, page Page, fromStart bool) (healVerdict, reconcileEnd) {
+func (r *Replica) checkHealLocked(collection string, page Page, at []byte) (healVerdict, reconcileEnd) {
 	hc := r.healed[collection]
 	if hc == nil {
 		return healDone, reconcileEnd{}
 	}
-	if fromStart {
-		hc.reading = true
+	chained := len(at) == 0 || (hc.reading && bytes.Equal(at, hc.chain))
+	if chained {
+		hc.reading, hc.chain = true, bytes.Clone(page.Next)
 	}
 	for _, rec := range page.Records {
 		delete(hc.ids, rec.ID)
@@ -1243,7 +1257,7 @@ func (r *Replica) checkHealLocked(collection string, page Page, fromStart bool) 
 			}
 		}
 	}
-	if !hc.reading || page.More {
+	if !chained || page.More {
 		return healDone, reconcileEnd{}
 	}
 	if len(hc.ids) == 0 {
@@ -1261,7 +1275,7 @@ func (r *Replica) checkHealLocked(collection string, page Page, fromStart bool) 
 		return healDone, end
 	}
 	// The next heal gives back again, and judges again what was collected.
-	hc.reading, hc.collected = false, nil
+	hc.reading, hc.chain, hc.collected = false, nil, nil
 	hc.again++
 	if hc.again > proto.MaxHealAgain {
 		r.c.log.Error("the server acknowledged records this replica gave back after it lost history, and does not serve them: they stay local only",
@@ -1791,7 +1805,7 @@ func (r *Replica) heal(ctx context.Context, coll string) error {
 		}
 		r.healed[coll] = &healCheck{ids: acked, collected: collected}
 	default:
-		hc.ids, hc.collected, hc.reading = acked, collected, false
+		hc.ids, hc.collected, hc.reading, hc.chain = acked, collected, false, nil
 	}
 	r.mu.Unlock()
 	if refused > 0 {
