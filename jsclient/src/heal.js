@@ -7,6 +7,7 @@
 // drops a record (giveBack, reconcile.js).
 
 import { ConvergoError } from './errors.js';
+import { equalBytes } from './cbor.js';
 import { DEFAULTS, PATHS, STATUSES } from './constants.js';
 import { emptyRecord, encodeChange, encodeRecord } from './record.js';
 import { decodeRecord } from './received.js';
@@ -261,7 +262,7 @@ export async function heal(syncer, c) {
   // server took back (checkHeal): the check is kept with the heal's end
   // (healed), for whichever tab leads after a reload.
   /** @type {HealCheck} */
-  const check = { ids: acked, collected, reading: false, again: syncer.healChecks.get(c)?.again ?? 0 };
+  const check = { ids: acked, collected, chain: null, again: syncer.healChecks.get(c)?.again ?? 0 };
   if (await healed(syncer.store, c, acked.size + collected.size > 0 ? check : null)) syncer.healChecks.set(c, check);
   else syncer.healChecks.delete(c);
   if (refused > 0) {
@@ -279,16 +280,21 @@ export async function heal(syncer, c) {
  * collected that it does not deliver was deleted and collected. Kept in
  * IndexedDB as the heal ends (healed) until that reading ends
  * (checked, dropHealed), so that a reload meanwhile loses
- * neither: a check whose reading has not begun in this tab (reading
- * false) reads from the beginning (Syncer.pullCollection).
- * @typedef {{ids: Set<string>, collected: Set<string>, reading: boolean, again: number}} HealCheck
+ * neither. chain is where that reading stands in this tab: the cursor its
+ * next page is read from, null until it begins. Only a page read from the
+ * empty cursor (which begins it) or from chain counts toward its end
+ * (checkHeal); a pull of a collection whose check has no chain, or one
+ * other than the cursor stored (a live page moved that on while the
+ * reading was cut short), reads from the beginning (Syncer.pullCollection).
+ * @typedef {{ids: Set<string>, collected: Set<string>, chain: Uint8Array|null, again: number}} HealCheck
  */
 
 /**
- * Notes what pull page p of collection c delivers of its last heal (a
- * record, or a leave entry of a scoped read: the server holds it), from
- * the empty cursor when fromStart. When p ends a reading from the
- * beginning begun after the heal, again is true if it missed a record the
+ * Notes what pull page p of collection c, read from cursor from, delivers
+ * of its last heal (a record, or a leave entry of a scoped read: the
+ * server holds it). When p ends a reading from the beginning begun after
+ * the heal (read from the empty cursor, or from where that reading
+ * stands: HealCheck's chain), again is true if it missed a record the
  * server acknowledged: the store went back again, and c is to be healed
  * and read again (at most DEFAULTS.maxHealAgain times in a row; then an
  * error says so and the records stay local); else drop holds the records
@@ -299,19 +305,20 @@ export async function heal(syncer, c) {
  * @param {Syncer} syncer
  * @param {string} c
  * @param {import('./protocol.js').Page} p
- * @param {boolean} fromStart
+ * @param {Uint8Array} from
  * @returns {Promise<{again: boolean, drop: Set<string>|null, ended: boolean}>}
  */
-export async function checkHeal(syncer, c, p, fromStart) {
+export async function checkHeal(syncer, c, p, from) {
   const none = { again: false, drop: null, ended: false };
   const hc = syncer.healChecks.get(c);
   if (!hc) return none;
-  if (fromStart) hc.reading = true;
+  const chained = from.length === 0 || equalBytes(from, hc.chain);
+  if (chained) hc.chain = p.next;
   for (const ids of [hc.ids, hc.collected]) {
     for (const r of p.records) ids.delete(r.id);
     if (p.leaves.length > 0 && ids.size > 0) for (const id of await (await import('./scope.js')).named(c, [...ids], p.leaves)) ids.delete(id);
   }
-  if (!hc.reading || p.more) return none;
+  if (!chained || p.more) return none;
   syncer.healChecks.delete(c);
   if (hc.ids.size === 0) return { again: false, drop: hc.collected.size > 0 ? hc.collected : null, ended: true };
   if (++hc.again > DEFAULTS.maxHealAgain) {
@@ -320,7 +327,7 @@ export async function checkHeal(syncer, c, p, fromStart) {
   }
   // heal keeps the count of heals made again; the next one judges again
   // what was collected.
-  syncer.healChecks.set(c, { ids: new Set(), collected: new Set(), reading: false, again: hc.again });
+  syncer.healChecks.set(c, { ids: new Set(), collected: new Set(), chain: null, again: hc.again });
   return { again: true, drop: null, ended: false };
 }
 

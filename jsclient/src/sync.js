@@ -103,6 +103,7 @@
 // statuses and what each error code asks for in constants.js.
 
 import { backoff } from './backoff.js';
+import { equalBytes } from './cbor.js';
 import { ConvergoError } from './errors.js';
 import { post, postAnswer } from './http.js';
 import { isPrefix, ownedStart, replicaPrefix, subjectOfToken } from './replica.js';
@@ -1477,9 +1478,11 @@ export class Syncer {
    * or a reset's pull from the beginning is under way
    * (syncstore.js firstPullReconciles): a replica that pushed and never pulled
    * held no lease, and the server does not reset an empty cursor.
-   * A collection whose heal check was not read from the beginning in this
-   * tab (heal.js's HealCheck: loaded after a reload) is read from the
-   * beginning too, and its check settled when that reading ends.
+   * A collection with a heal check whose reading from the beginning has
+   * not begun in this tab (heal.js's HealCheck: loaded after a reload),
+   * or stands elsewhere than the cursor stored (a live page moved that on
+   * while the reading was cut short), is read from the beginning too, and
+   * its check settled when that reading ends.
    * Every pull comes here, the live ones before their sub too.
    * @param {string} c
    * @param {Set<string>} [seen]
@@ -1520,7 +1523,11 @@ export class Syncer {
     let checked = false;
     /** @type {Set<string>|null} the ids whose held record a reconciliation's (or an upgrade's) pull replaced */
     const replaced = seen || replacing ? new Set() : null;
-    let cursor = seen || replacing || this.healChecks.get(c)?.reading === false ? new Uint8Array(0) : await cursorOf(this.store, c);
+    // A heal's check counts only the pages of its reading from the
+    // beginning (heal.js's HealCheck).
+    const stored = seen || replacing ? null : await cursorOf(this.store, c);
+    const check = this.healChecks.get(c);
+    let cursor = stored === null || (check && !equalBytes(stored, check.chain)) ? new Uint8Array(0) : stored;
     let first = cursor.length === 0 && (await isEmpty(this.store, c));
     /** @type {Promise<import('./protocol.js').Page>|null} the next page, asked for */
     let next = null;
@@ -1634,7 +1641,7 @@ export class Syncer {
       if (this.healChecks.has(c)) {
         await drain();
         const { checkHeal } = await import('./heal.js');
-        for (const [i, p] of batch.entries()) healed = await checkHeal(this, c, p, i === 0 && cursor.length === 0);
+        for (const [i, p] of batch.entries()) healed = await checkHeal(this, c, p, i === 0 ? cursor : batch[i - 1].next);
       }
       cursor = page.next;
       if (!page.more && healed?.again) {

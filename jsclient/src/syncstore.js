@@ -518,7 +518,7 @@ export function healChecks(st) {
       const v = values[i];
       const strings = (/** @type {unknown} */ a) => Array.isArray(a) && a.every((x) => typeof x === 'string');
       if (typeof k !== 'string' || !v || !strings(v.ids) || !strings(v.collected) || !Number.isSafeInteger(v.again)) return;
-      out.set(k.slice(HEALCHECK_KEY.length), { ids: new Set(v.ids), collected: new Set(v.collected), reading: false, again: v.again });
+      out.set(k.slice(HEALCHECK_KEY.length), { ids: new Set(v.ids), collected: new Set(v.collected), chain: null, again: v.again });
     });
     return out;
   });

@@ -8,10 +8,11 @@
 
 import { test } from 'node:test';
 import { FakeServer } from './helpers/server.js';
-import { openClient, until } from './helpers/util.js';
+import { horizonPast, openClient, until } from './helpers/util.js';
 import assert from 'node:assert/strict';
-import { PATHS } from '../src/constants.js';
-import { encode } from '../src/cbor.js';
+import { PATHS, STATUSES } from '../src/constants.js';
+import { decode, encode } from '../src/cbor.js';
+import { emptyRecord } from '../src/record.js';
 import { owedHeals } from '../src/syncstore.js';
 import { cloneRecord, exists } from '../src/parts.js';
 
@@ -171,3 +172,85 @@ test('a scoped reader gives back its own delete after the server went back to a 
   assert.equal(await a.collection('todos').get('k'), null);
   assert.deepEqual(await a.collection('todos').get('j'), { id: 'j', owner: 'alice' });
 });
+
+/**
+ * Writes record id of todos on server as another writer (bob), stamped
+ * after every write horizon: subscribers get it live.
+ * @param {FakeServer} server
+ * @param {string} id
+ */
+function writeOfBob(server, id) {
+  const r = emptyRecord(id);
+  r.fields.set('m', { value: encode('theirs'), stamp: { wall: Date.now() + 1000, logical: 0, replica: 'bob_dev' } });
+  assert.equal(server.apply([{ collection: 'todos', record: r }], 'bob')[0].get(1), STATUSES.applied);
+}
+
+for (const collected of [false, true]) {
+  test(`a live page from the middle of the log, applied while the reading after a heal is cut short, ends nothing: ${collected ? 'a record refused collected that the server holds is not dropped' : 'no heal again'}`, async (t) => {
+    const server = await new FakeServer({ maxPull: 1 }).start();
+    t.after(() => server.stop());
+    // The pull of a's cursor is reset history_lost (its sub is not), and
+    // the reading from the beginning after the heal fails after its first
+    // page (internal: the collection's failure, its sub going on).
+    const state = { armed: false, phase: 0 };
+    /** @type {typeof fetch} */
+    const f = async (input, init) => {
+      if (!state.armed || !String(input).endsWith(PATHS.pull)) return fetch(input, init);
+      const cursor = /** @type {Uint8Array} */ (decode(/** @type {Uint8Array} */ (init?.body), { canonical: false }).get(2));
+      if (state.phase === 0 && cursor.length > 0) {
+        state.phase = 1;
+        const res = await fetch(input, init);
+        await res.arrayBuffer();
+        const lost = new Map([[1, 'history_lost'], [2, 'the test lost the history of this pull']]);
+        return new Response(encode(server.env([[1, []], [2, new Uint8Array(0)], [3, false], [4, lost]])), { status: 200, headers: res.headers });
+      }
+      if (state.phase === 1 && cursor.length === 0) {
+        state.phase = 2;
+        // After the heal, whose give-backs of z were refused collected,
+        // another writer creates z again: the server serves it.
+        if (collected) writeOfBob(server, 'z');
+      } else if (state.phase === 2) {
+        state.phase = 3;
+        server.refusePull = () => 'internal';
+        try {
+          return await fetch(input, init);
+        } finally {
+          server.refusePull = () => null;
+        }
+      }
+      return fetch(input, init);
+    };
+    const a = await openClient({ url: server.url, name: 'a', token: jwtOf('alice'), collections: ['todos'], fetch: f, backoff: { base: 60_000, max: 60_000 } });
+    t.after(() => a.close());
+    a.on('error', () => {});
+    /** @type {any[]} */
+    const resets = [];
+    a.on('serverReset', (r) => resets.push(r));
+    const todos = a.collection('todos');
+    for (const id of ['x', 'y', 'z']) await todos.put(id, { n: 1 });
+    await a.whenSynced();
+    const syncer = () => /** @type {any} */ (a).syncer;
+    await until(() => syncer()?.live && syncer().session.subscribed.has('todos'), 'todos subscribed live', WAIT);
+    if (collected) {
+      // y and z were deleted and collected while a's history was lost.
+      server.collect('todos', 'y');
+      server.collect('todos', 'z');
+      server.writeHorizon.set('todos', await horizonPast(a));
+    }
+    state.armed = true;
+    await a.sync().catch(() => {});
+    assert.equal(state.phase, 3, 'the reading after the heal failed after its first page');
+    assert.equal(resets.length, 1, 'one reset');
+    const restores = server.restores.length;
+    // Another writer's record comes live, from the sub's cursor.
+    writeOfBob(server, 'b0');
+    await until(() => todos.get('b0'), 'b0, delivered live', WAIT);
+    await a.sync();
+    await a.sync();
+    assert.equal(resets.length, 1, `no heal again: the store did not go back (resets ${JSON.stringify(resets)})`);
+    assert.equal(server.restores.length, restores, 'nothing restored again');
+    for (const id of ['x', 'z', 'b0']) assert.ok(await todos.get(id), `${id} held, not dropped`);
+    assert.equal(!!(await todos.get('y')), !collected, collected ? 'y, refused collected and not served, dropped' : 'y held');
+    assert.deepEqual(await a.rejected(), [], 'nothing rejected');
+  });
+}
