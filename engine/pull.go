@@ -20,10 +20,12 @@ import (
 // with More set. scanPages bounds the bytes of the records it reads but
 // does not send, scanPages times the page's byte bound (or the largest
 // record, when that is more): those it passes over, and those it sends a
-// leave of (a few bytes each, read whole). A reader whose scope matches
+// leave of (a few bytes each, read whole), with the bytes of the scopes
+// it judges each entry by (scan.cost). A reader whose scope matches
 // nothing would otherwise make one request read maxScan records of up to
 // crdt.MaxRecordBytes, some 3 GB, to be answered an empty page, or
-// MaxPage leaves.
+// MaxPage leaves; and one whose scope is near scope.MaxBytes make each
+// of maxScan entries cost many times what a plain scope's do.
 const (
 	scanPages = 10
 	maxScan   = scanPages * MaxPage
@@ -135,7 +137,7 @@ func (e *Engine) pullScoped(ctx context.Context, collection string, cursor Curso
 		pos = make([]uint64, k)
 	}
 	slots := newSlotScan(e.slotKeyFor(tag), cursor, k)
-	sc := scan{s: s, trans: cursor.trans, prevEnc: cursor.prev}
+	sc := scan{s: s, enc: enc, trans: cursor.trans, prevEnc: cursor.prev}
 	if mig.Current() > 1 {
 		sc.mig = mig
 		if version != mig.Current() {
@@ -246,6 +248,7 @@ func (e *Engine) pullScoped(ctx context.Context, collection string, cursor Curso
 // in, if any.
 type scan struct {
 	s       *scope.Pred // nil: unscoped
+	enc     string      // its encoding
 	trans   transition
 	prev    *scope.Pred // the previous scope; nil: unscoped
 	prevEnc string      // its encoding
@@ -322,6 +325,19 @@ func (sc *scan) judge(shard int, seq uint64, r crdt.Record) verdict {
 		return send
 	}
 	return leave
+}
+
+// cost is what judging the entry at seq in shard costs beside reading
+// its record, in bytes: those of the scopes judge matches it with (a
+// match costs at most the record's bytes and the scope's, crdt/scope).
+// A pull counts it toward what it passes over, so that a scope the
+// client chose near scope.MaxBytes ends a page sooner than a plain one.
+func (sc *scan) cost(shard int, seq uint64) int {
+	c := len(sc.enc)
+	if sc.trans != noTransition && seq <= sc.prevPos[shard] {
+		c += len(sc.prevEnc)
+	}
+	return c
 }
 
 // matches reports whether scope p holds record r: nil (unscoped) holds
@@ -403,10 +419,12 @@ read:
 			// not told of what it reads (out of a fresh reader's scope, or
 			// alike in both scopes of a transition) would otherwise be
 			// read one entry at a time while its page has room for one
-			// more, up to maxScan store reads for one request.
-			lim := stores.PageLimit{Records: min(left+scanned-n, MaxPage), Bytes: readBytes}
-			if room := limit.Bytes - used; passed < readBytes-room {
-				lim.Bytes = room + passed
+			// more, up to maxScan store reads for one request. Within what
+			// the pull may still pass over, too.
+			room := limit.Bytes - used
+			lim := stores.PageLimit{Records: min(left+scanned-n, MaxPage, maxScan-scanned), Bytes: readBytes}
+			if grown := min(passed, passBound-passed); grown < readBytes-room {
+				lim.Bytes = room + grown
 			}
 			want := lim.Records
 			after, check := pos[s], slots.checks(s, pos[s])
@@ -466,6 +484,12 @@ read:
 			cut := false
 			for _, en := range p.Entries {
 				en.Record = e.resolve(sc.mig, en.Record)
+				cost := sc.cost(s, en.Seq)
+				if scanned > 0 && passed+cost > passBound {
+					cut = true // judged by the next page
+					break
+				}
+				passed += cost
 				switch sc.judge(s, en.Seq, withDefaults(sc.mig, en.Record)) {
 				case send:
 					if sc.version != 0 {

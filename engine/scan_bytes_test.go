@@ -11,6 +11,7 @@ import (
 	"github.com/convergo/convergo/crdt/scope"
 	"github.com/convergo/convergo/stores"
 	"github.com/convergo/convergo/stores/memory"
+	"github.com/convergo/convergo/transport/proto"
 )
 
 // readCounter counts a store's pulls and the bytes of the records they
@@ -167,6 +168,80 @@ func TestPullScanStoreReadsBounded(t *testing.T) {
 				}
 			}
 			t.Fatalf("no end of the log after %d pulls", pulls)
+		})
+	}
+}
+
+// Judging an entry by a scope costs up to the scope's bytes besides the
+// record's (crdt/scope), and a client chooses its own scope, up to
+// scope.MaxBytes: a pull counts those bytes toward what it passes over,
+// for every scope it judges an entry by, so that one near the limit
+// (two, in a change of scope) does not make each of maxScan entries cost
+// hundreds of times what a plain scope does. A scope of a few bytes
+// still passes over maxScan entries.
+func TestPullScanScopeBytesBounded(t *testing.T) {
+	e := engineOn(t, memory.New())
+	ctx := context.Background()
+	st := crdt.Stamp{Wall: 1, Replica: "c1"}
+	const records = maxScan + 500
+	var changes []crdt.Change
+	for i := range records {
+		changes = append(changes, crdt.Change{Collection: "notes", Record: crdt.SetField(fmt.Sprint(i), "owner", value(t, "b"), st)})
+	}
+	for len(changes) > 0 {
+		n := min(len(changes), 1000)
+		if _, err := e.Apply(ctx, changes[:n]); err != nil {
+			t.Fatal(err)
+		}
+		changes = changes[n:]
+	}
+	// As many bytes as a scope may take: an "in" of values that match
+	// nothing, besides owner == "a".
+	large := func(salt string) *scope.Pred {
+		var vals []any
+		for i := 0; ; i++ {
+			next := append(vals, fmt.Sprintf("%s%04d%s", salt, i, strings.Repeat("v", 20)))
+			if _, err := scope.FromValue([]any{"or", []any{"eq", "owner", "a"}, []any{"in", "tag", next}}); err != nil {
+				break
+			}
+			vals = next
+		}
+		return mustScope(t, "or", []any{"eq", "owner", "a"}, []any{"in", "tag", vals})
+	}
+	a, b := large("a"), large("b")
+	limit := PageLimit{Records: 1}
+	passBound := scanPages * max(proto.DefaultMaxPageBytes, crdt.MaxRecordBytes)
+	for _, c := range []struct {
+		name   string
+		cursor func(t *testing.T) Cursor
+		s      *scope.Pred
+		// bytes is what judging an entry costs: the scopes' bytes.
+		bytes int
+	}{
+		{"a fresh reader", func(*testing.T) Cursor { return FreshStart() }, a, len(a.Encode())},
+		{"a change of scope", func(t *testing.T) Cursor {
+			r := newReader()
+			r.pullAll(t, e, "notes", a, 0)
+			return r.cursor
+		}, b, len(a.Encode()) + len(b.Encode())},
+		{"a plain scope", func(*testing.T) Cursor { return FreshStart() }, mustScope(t, "eq", "owner", "a"), 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			p, err := e.PullScoped(ctx, "notes", c.cursor(t), limit, c.s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			passed := int(p.Next.Seq())
+			if c.bytes == 0 {
+				if passed != maxScan {
+					t.Fatalf("a plain scope passed over %d entries, want %d", passed, maxScan)
+				}
+				return
+			}
+			if !p.More || passed == 0 || passed*c.bytes > passBound+c.bytes {
+				t.Fatalf("one pull passed over %d entries judged by %d bytes of scopes each, want at most %d bytes in all (more %v)",
+					passed, c.bytes, passBound, p.More)
+			}
 		})
 	}
 }
