@@ -3,10 +3,13 @@ package engine
 import (
 	"context"
 	"errors"
+	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/stores"
 	"github.com/convergo/convergo/transport/proto"
 )
 
@@ -152,5 +155,72 @@ func TestHeadsOfAnotherPublicationIgnored(t *testing.T) {
 	}
 	if h.Heads != nil {
 		t.Fatalf("heads %v read beside the read horizon %v of epoch %d that did not write them; want none", h.Heads, h.Read, h.Epoch)
+	}
+}
+
+// horizonGets counts the reads of published horizons from a sharded
+// store.
+type horizonGets struct {
+	*shardedStore
+	n atomic.Int64
+}
+
+func (s *horizonGets) Get(ctx context.Context, coll, id string) (stores.Entry, error) {
+	if coll == proto.HorizonCollection {
+		s.n.Add(1)
+	}
+	return s.shardedStore.Get(ctx, coll, id)
+}
+
+// A pull reads the published horizon once at most, however many of its
+// shards' records still to be met it reaches the head without: one read
+// afresh answers for all of them. A cursor a client wrote can name one on
+// every shard, and each made the pull read the horizon again, one store
+// read per shard.
+func TestPullReadsHorizonOnce(t *testing.T) {
+	ctx := context.Background()
+	const k = 4
+	st := &horizonGets{shardedStore: newSharded(k)}
+	e, _ := openCollecting(t, st)
+	for i := range 4 * k {
+		writeNotes(t, e, fmt.Sprint("n", i))
+	}
+	tag, meta, err := e.view(ctx, "notes", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A horizon published at the start of every shard.
+	hs, err := e.Now(proto.HorizonCollection)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := crdt.Record{ID: "notes", Fields: map[string]crdt.Field{}}
+	for name, v := range map[string]any{HorizonFieldRead: make([]uint64, k), HorizonFieldEpoch: meta.Epoch, HorizonFieldWall: int64(0)} {
+		b, _ := crdt.EncodeValue(v)
+		rec.Fields[name] = crdt.Field{Stamp: hs, Value: b}
+	}
+	if _, err := e.Apply(ctx, []crdt.Change{{Collection: proto.HorizonCollection, Record: rec}}); err != nil {
+		t.Fatal(err)
+	}
+	heads, err := st.ShardHeads(ctx, "notes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := e.HorizonOf(ctx, "notes", true); err != nil || !ok {
+		t.Fatalf("HorizonOf = %v, %v", ok, err)
+	}
+	// At the heads, with a record still to be met on every shard.
+	c := cursorOf(tag, meta.Epoch, heads)
+	pending := make([]uint32, k)
+	for i := range pending {
+		pending[i] = slotMark(e.slotKeyFor(tag), "notes", "never written")
+	}
+	c.slots = packSlots(make([]uint32, k), pending)
+	before := st.n.Load()
+	if _, err := e.Pull(ctx, "notes", c.Unverified(), PageLimit{}); err != nil {
+		t.Fatal(err)
+	}
+	if n := st.n.Load() - before; n != 1 {
+		t.Fatalf("a pull of %d shards read the published horizon %d times, want once", k, n)
 	}
 }

@@ -719,15 +719,25 @@ func (m *slotMoved) Error() string {
 // the rollout of a rule has not reached, or one that still has a rule
 // this one's configuration removed). The lease log is purged to its heads
 // under no published horizon (purgeLeases): any record of it may have
-// been.
+// been. It is read once for the pull, however many shards ask: a cursor
+// a client wrote may name a record still to be met on every one.
 func (e *Engine) purgeable(ctx context.Context, collection string, meta stores.Meta) func(s int, from uint64) bool {
+	var (
+		read bool
+		h    Horizon
+		ok   bool
+		err  error
+	)
 	return func(s int, from uint64) bool {
 		if collection == proto.LeaseCollection {
 			// Its log is purged to its heads, under no published
 			// horizon (purgeLeases).
 			return true
 		}
-		h, ok, err := e.HorizonOf(ctx, collection, true)
+		if !read {
+			h, ok, err = e.HorizonOf(ctx, collection, true)
+			read = true
+		}
 		switch {
 		case err != nil:
 			// Not proof the store went back; but the check is lost, so
