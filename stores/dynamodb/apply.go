@@ -126,60 +126,48 @@ func (st *Store) readState(ctx context.Context, q *collQueue, ids []string) (gro
 		byPK[pk] = id
 		keys = append(keys, key(pk, 0))
 	}
-	req := map[string]types.KeysAndAttributes{st.table: {Keys: keys, ConsistentRead: ptr(true)}}
-	for attempt := 1; len(req) > 0; attempt++ {
-		out, err := st.db.BatchGetItem(ctx, &awsdynamodb.BatchGetItemInput{RequestItems: req}, st.dbOpt)
-		if err != nil {
-			return groupState{}, translate(ctx, "apply "+coll+": read", err)
+	items, err := st.batchGet(ctx, "apply "+coll+": read", keys)
+	if err != nil {
+		return groupState{}, err
+	}
+	for _, item := range items {
+		pkv, _ := item[attrPK].(*types.AttributeValueMemberS)
+		if pkv == nil {
+			continue
 		}
-		for _, item := range out.Responses[st.table] {
-			pkv, _ := item[attrPK].(*types.AttributeValueMemberS)
-			if pkv == nil {
-				continue
+		if pkv.Value == hpk {
+			h, err := headValue(item, q.ref)
+			if errors.Is(err, errOtherShards) {
+				st.forgetShards(coll)
 			}
-			if pkv.Value == hpk {
-				h, err := headValue(item, q.ref)
-				if errors.Is(err, errOtherShards) {
-					st.forgetShards(coll)
-				}
-				if err != nil {
-					return groupState{}, fmt.Errorf("apply %s: head item: %w", q.ref, err)
-				}
-				u, err := readHeadUsage(item)
-				if err != nil {
-					return groupState{}, fmt.Errorf("apply %s: head item: %w", coll, err)
-				}
-				state.head, state.usage = h, u
-				q.head, q.headOK, q.usage = h, true, u
-				st.observe(q, readTurn(item))
-				continue
-			}
-			id, ok := byPK[pkv.Value]
-			if !ok {
-				continue
-			}
-			e, err := decodeEntry(item, id, attrSeq)
 			if err != nil {
-				return groupState{}, fmt.Errorf("apply %s/%s: record item: %w", coll, id, err)
+				return groupState{}, fmt.Errorf("apply %s: head item: %w", q.ref, err)
 			}
-			state.recs[id] = e
-			state.sizes[id] = recSize(item)
-		}
-		req = out.UnprocessedKeys
-		if !q.headOK && len(req) == 0 {
-			// No head item: a new collection, whose usage starts at zero.
-			q.head, q.headOK, q.usage = 0, true, headUsage{kept: true}
-			state.usage = q.usage
-			st.observe(q, turn{})
-		}
-		if len(req) > 0 {
-			if attempt >= st.maxAttempts {
-				return groupState{}, fmt.Errorf("apply %s: read: %w: keys still unprocessed after %d attempts", coll, stores.ErrUnavailable, attempt)
+			u, err := readHeadUsage(item)
+			if err != nil {
+				return groupState{}, fmt.Errorf("apply %s: head item: %w", coll, err)
 			}
-			if err := sleep(ctx, backoff(attempt)); err != nil {
-				return groupState{}, err
-			}
+			state.head, state.usage = h, u
+			q.head, q.headOK, q.usage = h, true, u
+			st.observe(q, readTurn(item))
+			continue
 		}
+		id, ok := byPK[pkv.Value]
+		if !ok {
+			continue
+		}
+		e, err := decodeEntry(item, id, attrSeq)
+		if err != nil {
+			return groupState{}, fmt.Errorf("apply %s/%s: record item: %w", coll, id, err)
+		}
+		state.recs[id] = e
+		state.sizes[id] = recSize(item)
+	}
+	if !q.headOK {
+		// No head item: a new collection, whose usage starts at zero.
+		q.head, q.headOK, q.usage = 0, true, headUsage{kept: true}
+		state.usage = q.usage
+		st.observe(q, turn{})
 	}
 	return state, nil
 }

@@ -505,6 +505,36 @@ func (st *Store) Get(ctx context.Context, collection, id string) (stores.Entry, 
 	return e, nil
 }
 
+// batchGet reads the items of keys with strongly consistent BatchGetItems:
+// keys DynamoDB leaves unprocessed (it does under throttling) are read
+// again after a backoff, up to the store's MaxAttempts, then it fails with
+// ErrUnavailable. Absent items are missing from what it returns. Every
+// batch read of the store's goes through it.
+func (st *Store) batchGet(ctx context.Context, op string, keys []map[string]types.AttributeValue) ([]map[string]types.AttributeValue, error) {
+	var items []map[string]types.AttributeValue
+	if len(keys) == 0 {
+		return nil, nil
+	}
+	req := map[string]types.KeysAndAttributes{st.table: {Keys: keys, ConsistentRead: ptr(true)}}
+	for attempt := 1; len(req) > 0; attempt++ {
+		out, err := st.db.BatchGetItem(ctx, &awsdynamodb.BatchGetItemInput{RequestItems: req}, st.dbOpt)
+		if err != nil {
+			return nil, translate(ctx, op, err)
+		}
+		items = append(items, out.Responses[st.table]...)
+		req = out.UnprocessedKeys
+		if len(req) > 0 {
+			if attempt >= st.maxAttempts {
+				return nil, fmt.Errorf("%s: %w: keys still unprocessed after %d attempts", op, stores.ErrUnavailable, attempt)
+			}
+			if err := sleep(ctx, backoff(attempt)); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return items, nil
+}
+
 // Head implements stores.Store.
 func (st *Store) Head(ctx context.Context, collection string) (uint64, error) {
 	if err := st.check(ctx); err != nil {

@@ -83,17 +83,9 @@ func (st *Store) Meta(ctx context.Context, collection string) (stores.Meta, erro
 			return stores.Meta{}, fmt.Errorf("meta %s: %w", collection, err)
 		}
 	}
-	out, err := st.db.BatchGetItem(ctx, &awsdynamodb.BatchGetItemInput{
-		RequestItems: map[string]types.KeysAndAttributes{st.table: {
-			Keys:           []map[string]types.AttributeValue{key(storePK, 0), key(epochPK(collection), 0)},
-			ConsistentRead: ptr(true),
-		}},
-	}, st.dbOpt)
+	items, err := st.batchGet(ctx, "meta "+collection, []map[string]types.AttributeValue{key(storePK, 0), key(epochPK(collection), 0)})
 	if err != nil {
-		return stores.Meta{}, translate(ctx, "meta "+collection, err)
-	}
-	if len(out.UnprocessedKeys) > 0 {
-		return stores.Meta{}, fmt.Errorf("meta %s: %w: keys left unprocessed", collection, stores.ErrUnavailable)
+		return stores.Meta{}, err
 	}
 	var store, own, lost uint64
 	shards := shardInfo{k: 1}
@@ -103,7 +95,7 @@ func (st *Store) Meta(ctx context.Context, collection string) (stores.Meta, erro
 		}
 		return getN(item, name)
 	}
-	for _, item := range out.Responses[st.table] {
+	for _, item := range items {
 		pk, _ := item[attrPK].(*types.AttributeValueMemberS)
 		switch {
 		case pk == nil:

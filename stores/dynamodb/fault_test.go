@@ -484,3 +484,43 @@ func TestFaultBumpReplyLost(t *testing.T) {
 		}
 	})
 }
+
+// TestFaultMetaUnprocessed: the strongly consistent BatchGetItem of Meta
+// returns its keys unprocessed, as DynamoDB does under throttling; Meta
+// reads them again, as the other batch reads do, instead of failing.
+func TestFaultMetaUnprocessed(t *testing.T) {
+	var mu sync.Mutex
+	left := 0
+	s, ft := faultStore(t, Config{}, func(op string, body []byte) fault {
+		mu.Lock()
+		defer mu.Unlock()
+		if op != "BatchGetItem" || !bytes.Contains(body, []byte(`"~e#notes"`)) || left == 0 {
+			return fault{}
+		}
+		left--
+		var req struct{ RequestItems json.RawMessage }
+		if err := json.Unmarshal(body, &req); err != nil {
+			panic(err)
+		}
+		return fault{status: 200, body: `{"Responses":{},"UnprocessedKeys":` + string(req.RequestItems) + `}`}
+	})
+	ctx := context.Background()
+	if err := s.BumpEpoch(ctx, "notes", stores.HistoryLost); err != nil {
+		t.Fatal(err)
+	}
+	want, err := s.Meta(ctx, "notes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	left = 2
+	mu.Unlock()
+	before := ft.count("BatchGetItem")
+	got, err := s.Meta(ctx, "notes")
+	if err != nil || got != want {
+		t.Fatalf("Meta with its keys unprocessed twice: %+v, %v; want %+v", got, err, want)
+	}
+	if n := ft.count("BatchGetItem") - before; n < 3 {
+		t.Fatalf("%d reads; the faults were not met", n)
+	}
+}

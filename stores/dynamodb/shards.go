@@ -298,29 +298,17 @@ func (st *Store) shardHeadItems(ctx context.Context, collection string) ([]map[s
 		index[ref.headPK()] = sh
 		keys = append(keys, key(ref.headPK(), 0))
 	}
-	req := map[string]types.KeysAndAttributes{st.table: {Keys: keys, ConsistentRead: ptr(true)}}
-	for attempt := 1; len(req) > 0; attempt++ {
-		out, err := st.db.BatchGetItem(ctx, &awsdynamodb.BatchGetItemInput{RequestItems: req}, st.dbOpt)
-		if err != nil {
-			return nil, 0, translate(ctx, "head "+collection, err)
+	got, err := st.batchGet(ctx, "head "+collection, keys)
+	if err != nil {
+		return nil, 0, err
+	}
+	for _, item := range got {
+		pkv, _ := item[attrPK].(*types.AttributeValueMemberS)
+		if pkv == nil {
+			continue
 		}
-		for _, item := range out.Responses[st.table] {
-			pkv, _ := item[attrPK].(*types.AttributeValueMemberS)
-			if pkv == nil {
-				continue
-			}
-			if sh, ok := index[pkv.Value]; ok {
-				items[sh] = item
-			}
-		}
-		req = out.UnprocessedKeys
-		if len(req) > 0 {
-			if attempt >= st.maxAttempts {
-				return nil, 0, fmt.Errorf("head %s: %w: keys still unprocessed after %d attempts", collection, stores.ErrUnavailable, attempt)
-			}
-			if err := sleep(ctx, backoff(attempt)); err != nil {
-				return nil, 0, err
-			}
+		if sh, ok := index[pkv.Value]; ok {
+			items[sh] = item
 		}
 	}
 	return items, i.k, nil
