@@ -814,6 +814,8 @@ export class Store {
   guess(c, items) {
     /** @type {Map<string, StoredRecord|undefined>} */
     const out = new Map();
+    // A clock too far ahead may take the clock saved (writeIn: settle).
+    if (this.clock?.ahead(this.now())) return null;
     const whole = this.whole.has(c);
     for (const { id } of items) {
       const e = this.seen.get(c + '/' + id);
@@ -877,7 +879,7 @@ export class Store {
     if (Number.isSafeInteger(schema) && schema > (this.versions.get(c) ?? 1)) {
       throw new ConvergoError('database', `write ${c}: its local data is at schema version ${schema}, newer than this code's (${this.versions.get(c) ?? 1}): reload the app`);
     }
-    if (savedClock && typeof savedClock.wall === 'number') clock.restore(savedClock);
+    clock.settle(savedClock && typeof savedClock.wall === 'number' ? savedClock : null, this.now());
     // Another tab may have learnt a new subject: write as it does.
     if (isPrefix(prefix)) this.usePrefix(prefix);
     return this.stampIn(tx, c, items, (id) => byId.get(id));

@@ -97,6 +97,32 @@ export class Clock {
   }
 
   /**
+   * Restores the clock a write transaction read (saved: the clock any tab
+   * saved last) before it stamps, at wall time wall (ms). A clock more
+   * than maxDrift ahead of wall takes saved when that is in time: the tab
+   * that heard the server's time started the clock again (syncstore.js,
+   * restartClock), and
+   * this tab's reading is older than that. It never goes back further: a
+   * wall clock set back must not pull stamps back below those issued.
+   * @param {Timestamp|null|undefined} saved
+   * @param {number} wall
+   */
+  settle(saved, wall) {
+    this.restore(saved);
+    if (saved && this.ahead(wall) && saved.wall - clampWall(wall) <= this.maxDrift) {
+      this.last = { wall: saved.wall, logical: saved.logical };
+    }
+  }
+
+  /**
+   * Whether the clock is more than maxDrift ahead of wall time wall (ms).
+   * @param {number} wall
+   */
+  ahead(wall) {
+    return this.last.wall - clampWall(wall) > this.maxDrift;
+  }
+
+  /**
    * Issues the stamp of a local event at wall time wall (ms).
    * @param {number} wall
    * @returns {Stamp}

@@ -109,7 +109,7 @@ import { post, postAnswer } from './http.js';
 import { isPrefix, ownedStart, replicaPrefix, subjectOfToken } from './replica.js';
 import { CODES, DEFAULTS, PATHS, STATUSES, VERSION } from './constants.js';
 import { sentWith, encodeHello, encodeLivePush, encodePull, encodePush, encodeUnsub, parseHello, parsePullAnswer, parsePushAnswer, batchLength, pushBudget, resetAction, retryOf } from './protocol.js';
-import { applyFirst, applyRemote, cursorOf, dropMeta, firstPullReconciles, healChecks, isEmpty, outboxCounts, owedHeals, owesReconcile, owesReplace, peekOutbox, pendingFloor, prepareRemote, pruneNotes, replacementDone, resetCollection, schemaVersion, scopeOf, settle } from './syncstore.js';
+import { applyFirst, applyRemote, cursorOf, dropMeta, firstPullReconciles, healChecks, isEmpty, outboxCounts, owedHeals, owesReconcile, owesReplace, peekOutbox, pendingFloor, prepareRemote, pruneNotes, replacementDone, resetCollection, restartClock, schemaVersion, scopeOf, settle } from './syncstore.js';
 import { CURSOR_KEY, RESTAMP_KEY } from './metakeys.js';
 
 /** @typedef {import('./protocol.js').Hello} Hello */
@@ -1112,6 +1112,9 @@ export class Syncer {
     const offset = Math.round(hello.serverTime - (t0 + t1) / 2);
     this.store.now = () => Date.now() + offset;
     this.store.setMeta('offset', offset).catch(() => {});
+    // A clock left ahead of the server's time by more than the max drift
+    // starts again (docs/protocol.md, section 6).
+    restartClock(this.store).catch(() => {});
   }
 
   /**

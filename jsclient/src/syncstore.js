@@ -361,6 +361,33 @@ export function putCursor(st, tx, c, cursor) {
 }
 
 /**
+ * Starts st's clock again from the wall time when the clock saved is more
+ * than the max drift ahead of it, in one transaction with its read:
+ * called once a hello has corrected the wall time to the server's. Such a
+ * clock (stamps issued while the wall clock ran fast, or offline before
+ * the first hello) issues only stamps the server refuses as clock_drift,
+ * and would until real time caught up. Every stamp a server took is
+ * within the max drift of its time, so a write still stamps after each
+ * one its record holds (observeRecord). The other tabs take the clock
+ * saved at their next write (Clock.settle). docs/protocol.md, section 6.
+ * @param {Store} st
+ * @returns {Promise<void>}
+ */
+export function restartClock(st) {
+  const clock = st.clock;
+  if (!clock) return Promise.resolve();
+  return st.tx([META], 'readwrite', 'restart the clock', async (tx) => {
+    const meta = tx.objectStore(META);
+    const saved = await req(meta.get('clock'));
+    if (saved && typeof saved.wall === 'number') clock.restore(saved);
+    const wall = st.now();
+    if (!clock.ahead(wall)) return;
+    clock.last = { wall, logical: 0 };
+    meta.put(clock.last, 'clock');
+  });
+}
+
+/**
  * Deletes every meta entry whose key starts with prefix: CURSOR_KEY
  * forgets every cursor, so the next pull starts from the beginning.
  * @param {Store} st

@@ -68,6 +68,30 @@ test('restore only moves forward; the counter carries into the wall and refuses 
   assert.deepEqual(c.last, { wall: MAX_WALL, logical: MAX_ISSUED_LOGICAL }, 'unchanged after the refusal');
 });
 
+test('a clock too far ahead takes a clock saved in time (settle), and never goes back further', () => {
+  const wall = 1_700_000_000_000;
+  const hour = 3_600_000;
+  const c = new Clock({ replica: 'r1', maxDrift: 60_000 });
+  c.now(wall + hour); // issued before the server's time corrected ours
+  assert.ok(c.ahead(wall));
+  // Another tab already started again and saved its clock: follow it.
+  c.settle({ wall: wall + 5, logical: 3 }, wall);
+  assert.deepEqual(c.now(wall), { wall: wall + 5, logical: 4, replica: 'r1' });
+  assert.ok(!c.ahead(wall));
+  // None saved in time: settle keeps the clock (restartClock, syncstore.js,
+  // starts it again once a hello has corrected the wall time).
+  const d = new Clock({ replica: 'r1', maxDrift: 60_000 });
+  const top = d.now(wall + hour);
+  d.settle({ wall: wall + hour, logical: 0 }, wall);
+  assert.equal(compareStamps(d.now(wall), top), 1, 'a wall clock set back pulls no stamp back');
+  // Ahead within the drift: nothing changes, stamps keep increasing.
+  const e = new Clock({ replica: 'r1', maxDrift: 60_000 });
+  const near = e.now(wall + 59_000);
+  e.settle(null, wall);
+  assert.ok(!e.ahead(wall));
+  assert.equal(compareStamps(e.now(wall), near), 1);
+});
+
 test('replica ids', () => {
   const seen = new Set();
   for (let i = 0; i < 1000; i++) {

@@ -1,0 +1,50 @@
+// A replica whose clock ran ahead of the server's before it first heard
+// the server's time: what it wrote then is refused clock_drift, and what
+// it writes once its clock is corrected is not.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { FakeServer } from './helpers/server.js';
+import { freshIDB, openClient, until } from './helpers/util.js';
+
+test('writes made after the clock is corrected are not refused for the stamps an uncorrected clock issued', async (t) => {
+  // The server's clock is an hour behind ours, and this replica writes
+  // offline before its first hello: those stamps are an hour ahead.
+  const server = await new FakeServer({ timeOffset: -3_600_000, maxDrift: 60_000 }).start();
+  t.after(() => server.stop());
+  const idb = freshIDB();
+  const offline = await openClient({ name: 'ahead', indexedDB: idb, sync: false });
+  await offline.collection('todos').put('early', { n: 1 });
+  await offline.close();
+
+  const a = await openClient({ url: server.url, name: 'ahead', indexedDB: idb, collections: ['todos'] });
+  t.after(() => a.close());
+  /** @type {any[]} */
+  const refused = [];
+  a.on('refused', (r) => refused.push(r));
+  await until(() => a.status.online && a.status.pending === 0, 'the early write settled');
+  assert.deepEqual(refused.map((r) => [r.id, r.code]), [['early', 'clock_drift']]);
+  assert.equal(await a.collection('todos').get('early'), null, 'the refused write rolled back');
+
+  // Written now, with the clock corrected by the hello: in time, on a
+  // record of its own and on the one the refused write touched.
+  await a.collection('todos').put('later', { n: 2 });
+  await a.collection('todos').put('early', { n: 3 });
+  await until(() => a.status.pending === 0, 'pushed');
+  assert.deepEqual(refused.map((r) => [r.id, r.code]), [['early', 'clock_drift']], 'nothing more refused');
+  for (const id of ['later', 'early']) {
+    const stamp = server.coll('todos').byId.get(id)?.record.fields.get('n')?.stamp;
+    assert.ok(stamp && Math.abs(stamp.wall - server.now()) < 2000, `${id} stamped ${stamp?.wall}, near the server's ${server.now()}`);
+  }
+
+  // And after a reload: the clock restored from the database is not the
+  // one the uncorrected clock left.
+  await a.close();
+  const b = await openClient({ url: server.url, name: 'ahead', indexedDB: idb, collections: ['todos'] });
+  t.after(() => b.close());
+  b.on('refused', (r) => refused.push(r));
+  await until(() => b.status.online, 'online again');
+  await b.collection('todos').put('reloaded', { n: 4 });
+  await until(() => b.status.pending === 0, 'pushed after the reload');
+  assert.deepEqual(refused.map((r) => [r.id, r.code]), [['early', 'clock_drift']], 'nothing refused after the reload');
+});
