@@ -143,6 +143,23 @@ func (c *Clock) Restore(t Timestamp) {
 	}
 }
 
+// Settle starts the clock again from wall time wall when its last reading
+// is more than MaxDrift ahead of it. Such a clock (stamps issued while the
+// wall clock ran fast, or before a server's time corrected it) issues only
+// stamps a server refuses as too far ahead, and would for as long as it
+// is ahead. Every stamp a server took is within MaxDrift of its time, so
+// a writer that observes its record's stamps after settling still stamps
+// after each one the server holds. Clients settle when a hello has just
+// corrected their wall time to the server's, never between hellos (a wall
+// clock set back must not pull stamps back); a server never does (its
+// clock adopts only stamps within MaxDrift of it).
+func (c *Clock) Settle(wall int64) {
+	wall = clampWall(wall)
+	if c.last.Wall-wall > c.maxDrift {
+		c.last = Timestamp{Wall: wall}
+	}
+}
+
 // Now issues the stamp of a local event at wall time wall (the paper's send
 // rule): the wall part is max(last wall, wall) and the counter increments
 // while the wall part stands still, carrying into the wall part past

@@ -44,6 +44,36 @@ func TestClockNow(t *testing.T) {
 	}
 }
 
+func TestClockSettle(t *testing.T) {
+	const drift = 60_000 // the clock's max drift, in ms
+	tests := []struct {
+		name  string
+		start Timestamp
+		wall  int64
+		want  Timestamp // the stamp Now issues after Settle
+	}{
+		{"in time: unchanged", Timestamp{1000, 3}, 1000, Timestamp{1000, 4}},
+		{"ahead by the drift: unchanged", Timestamp{1000 + drift, 3}, 1000, Timestamp{1000 + drift, 4}},
+		{"ahead by more: from the wall", Timestamp{1001 + drift, 3}, 1000, Timestamp{1000, 1}},
+		{"an hour ahead: from the wall", Timestamp{1000 + 3_600_000, 9}, 1000, Timestamp{1000, 1}},
+		{"behind: unchanged", Timestamp{500, 2}, 1000, Timestamp{1000, 0}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := mustClock(t, "r1", time.Duration(drift)*time.Millisecond)
+			c.Restore(tt.start)
+			c.Settle(tt.wall)
+			got, err := c.Now(tt.wall)
+			if err != nil {
+				t.Fatalf("Now: %v", err)
+			}
+			if got.Time() != tt.want {
+				t.Fatalf("got %v, want %v", got.Time(), tt.want)
+			}
+		})
+	}
+}
+
 func TestClockObserve(t *testing.T) {
 	tests := []struct {
 		name    string

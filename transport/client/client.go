@@ -457,6 +457,12 @@ func (c *Client) setInfo(n uint64, a proto.HelloResponse, sent, received time.Ti
 	if c.clock.MaxDrift() != c.maxDriftLocked() {
 		c.reclockLocked(c.clock.Replica())
 	}
+	// The wall time is the server's now: a clock more than the max drift
+	// ahead of it (stamps issued while the local clock ran fast, which the
+	// server refused) starts again from it, or every later write would be
+	// refused until real time caught up. Only here: a local clock set back
+	// between hellos must not pull stamps back.
+	c.clock.Settle(c.wall())
 	return info
 }
 
