@@ -21,6 +21,7 @@ import (
 
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/stores"
+	"github.com/convergo/convergo/stores/storetest"
 )
 
 // fault is what a faultTransport does to one request: pass it on
@@ -442,46 +443,13 @@ func TestFaultCapture(t *testing.T) {
 // collection's bump does not bump again.
 func TestFaultBumpReplyLost(t *testing.T) {
 	at := time.Unix(2_000_000_000, 0)
-	cfg := Config{Now: func() time.Time { return at }}
-	ctx := context.Background()
-	t.Run("BumpEpochsFrom", func(t *testing.T) {
-		s, ft := faultStore(t, cfg, nth("UpdateItem", `"`+storePK+`"`, 1, fault{lose: true}))
-		m, err := s.Meta(ctx, "notes")
-		if err != nil {
-			t.Fatal(err)
+	storetest.CheckBumpReplyLost(t, at, func(t *testing.T, storeWide bool) (storetest.BumpStore, func() bool) {
+		pk := epochPK("notes")
+		if storeWide {
+			pk = storePK
 		}
-		from := stores.StoreEpochOf(m)
-		bumped, err := s.BumpEpochsFrom(ctx, from)
-		if n := ft.count("UpdateItem"); n < 2 {
-			t.Fatalf("%d UpdateItem requests; the fault was not met", n)
-		}
-		m2, merr := s.Meta(ctx, "notes")
-		if merr != nil {
-			t.Fatal(merr)
-		}
-		if got, want := stores.StoreEpochOf(m2), stores.NextEpoch(from, at); got != want || err != nil || !bumped {
-			t.Fatalf("BumpEpochsFrom(%d) = %v, %v with the store-wide counter now %d; want true, nil and %d (one bump, reported)", from, bumped, err, got, want)
-		}
-	})
-	t.Run("BumpEpoch", func(t *testing.T) {
-		s, ft := faultStore(t, cfg, nth("UpdateItem", `"`+epochPK("notes")+`"`, 1, fault{lose: true}))
-		m, err := s.Meta(ctx, "notes")
-		if err != nil {
-			t.Fatal(err)
-		}
-		before := stores.LocalEpochOf(m)
-		err = s.BumpEpoch(ctx, "notes", stores.HistoryLost)
-		if n := ft.count("UpdateItem"); n < 2 {
-			t.Fatalf("%d UpdateItem requests; the fault was not met", n)
-		}
-		m2, merr := s.Meta(ctx, "notes")
-		if merr != nil {
-			t.Fatal(merr)
-		}
-		want := stores.NextEpoch(before, at)
-		if got, lost := stores.LocalEpochOf(m2), stores.LocalLostOf(m2); err != nil || got != want || lost != want {
-			t.Fatalf("BumpEpoch: %v, the epoch now %d (lost %d); want nil and %d for both (one bump)", err, got, lost, want)
-		}
+		s, ft := faultStore(t, Config{Now: func() time.Time { return at }}, nth("UpdateItem", `"`+pk+`"`, 1, fault{lose: true}))
+		return s, func() bool { return ft.count("UpdateItem") >= 2 }
 	})
 }
 

@@ -11,6 +11,7 @@ import (
 	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/convergo/convergo/stores"
+	"github.com/convergo/convergo/stores/storetest"
 )
 
 // retryOnce is a go-redis hook that runs the first run of a script
@@ -63,7 +64,11 @@ func (h *retryOnce) ran() bool {
 func TestBumpReplyLost(t *testing.T) {
 	at := time.Unix(2_000_000_000, 0)
 	eachTarget(t, func(t *testing.T, tg target) {
-		open := func(t *testing.T, script *goredis.Script) (*Store, *retryOnce) {
+		storetest.CheckBumpReplyLost(t, at, func(t *testing.T, storeWide bool) (storetest.BumpStore, func() bool) {
+			script := bumpScript
+			if storeWide {
+				script = setEpochScript
+			}
 			prefix := uniquePrefix()
 			cleanupPrefix(t, tg, prefix)
 			o := tg.options(prefix)
@@ -75,48 +80,7 @@ func TestBumpReplyLost(t *testing.T) {
 			t.Cleanup(func() { s.Close() })
 			h := &retryOnce{hash: script.Hash()}
 			s.client.AddHook(h)
-			return s, h
-		}
-		t.Run("BumpEpochsFrom", func(t *testing.T) {
-			s, h := open(t, setEpochScript)
-			ctx := testContext(t)
-			m, err := s.Meta(ctx, "notes")
-			if err != nil {
-				t.Fatal(err)
-			}
-			from := stores.StoreEpochOf(m)
-			bumped, err := s.BumpEpochsFrom(ctx, from)
-			if !h.ran() {
-				t.Fatal("the script never ran twice")
-			}
-			m2, merr := s.Meta(ctx, "notes")
-			if merr != nil {
-				t.Fatal(merr)
-			}
-			if got, want := stores.StoreEpochOf(m2), stores.NextEpoch(from, at); got != want || err != nil || !bumped {
-				t.Fatalf("BumpEpochsFrom(%d) = %v, %v with the store-wide counter now %d; want true, nil and %d (one bump, reported)", from, bumped, err, got, want)
-			}
-		})
-		t.Run("BumpEpoch", func(t *testing.T) {
-			s, h := open(t, bumpScript)
-			ctx := testContext(t)
-			m, err := s.Meta(ctx, "notes")
-			if err != nil {
-				t.Fatal(err)
-			}
-			before := stores.LocalEpochOf(m)
-			err = s.BumpEpoch(ctx, "notes", stores.HistoryLost)
-			if !h.ran() {
-				t.Fatal("the script never ran twice")
-			}
-			m2, merr := s.Meta(ctx, "notes")
-			if merr != nil {
-				t.Fatal(merr)
-			}
-			want := stores.NextEpoch(before, at)
-			if got, lost := stores.LocalEpochOf(m2), stores.LocalLostOf(m2); err != nil || got != want || lost != want {
-				t.Fatalf("BumpEpoch: %v, the epoch now %d (lost %d); want nil and %d for both (one bump)", err, got, lost, want)
-			}
+			return s, h.ran
 		})
 	})
 }
