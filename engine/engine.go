@@ -154,7 +154,9 @@ type Engine struct {
 	// epoch, not one each.
 	witnessMu sync.Mutex
 	// hz caches published horizons and written leases (horizon.go).
-	hz           horizons
+	hz horizons
+	// reads shares the identical store reads of pulls at once (logreads.go).
+	reads        logReads
 	grace        time.Duration
 	collectEvery time.Duration
 	maxLeases    int // Config.MaxLeasesPerSubject
@@ -289,6 +291,12 @@ func (e *Engine) Close() error {
 	})
 	return nil
 }
+
+// SharedPulls returns how many store reads of a log pulls have not made
+// since Open because they shared an identical read another pull began
+// (the live subscribers of a collection under many scopes, woken by one
+// write: logReads).
+func (e *Engine) SharedPulls() uint64 { return e.reads.shared.Load() }
 
 // Replica returns the id the engine stamps its own writes with.
 func (e *Engine) Replica() string { return e.replica }

@@ -67,7 +67,7 @@ func (e *Engine) PullAt(ctx context.Context, collection string, cursor Cursor, l
 	if err != nil {
 		return Page{}, fmt.Errorf("pull %s: %w", collection, err)
 	}
-	page, err := e.pullScoped(ctx, collection, cursor, limit, s, mig, version)
+	page, err := e.pullScoped(ctx, collection, cursor, limit, s, mig, version, e.reads.begin())
 	if err != nil {
 		return Page{}, err
 	}
@@ -102,11 +102,12 @@ func carried(s *scope.Pred) error {
 	return err
 }
 
-// pullScoped is PullAt with migrations mig and the version resolved. The
+// pullScoped is PullAt with migrations mig and the version resolved, of a
+// pull that began when the store reads begun were since (logReads). The
 // page is translated to version as it is built, so that its byte bound
 // holds on the records served: a translation down can grow a record (a
 // longer name, a merge's separator).
-func (e *Engine) pullScoped(ctx context.Context, collection string, cursor Cursor, limit PageLimit, s *scope.Pred, mig *migrate.Definition, version int) (Page, error) {
+func (e *Engine) pullScoped(ctx context.Context, collection string, cursor Cursor, limit PageLimit, s *scope.Pred, mig *migrate.Definition, version int, since uint64) (Page, error) {
 	if err := CheckReadScope(s); err != nil {
 		return Page{}, fmt.Errorf("pull %s: %w", collection, err)
 	}
@@ -137,7 +138,7 @@ func (e *Engine) pullScoped(ctx context.Context, collection string, cursor Curso
 		pos = make([]uint64, k)
 	}
 	slots := newSlotScan(e.slotKeyFor(tag), cursor, k)
-	sc := scan{s: s, enc: enc, trans: cursor.trans, prevEnc: cursor.prev}
+	sc := scan{s: s, enc: enc, trans: cursor.trans, prevEnc: cursor.prev, since: since}
 	if mig.Current() > 1 {
 		sc.mig = mig
 		if version != mig.Current() {
@@ -208,7 +209,7 @@ func (e *Engine) pullScoped(ctx context.Context, collection string, cursor Curso
 		// sharded since its Meta was cached (a store sets the shard count
 		// with a collection's first write).
 		if _, m, verr := e.view(ctx, collection, true); verr == nil && stores.ShardsOf(m) > 1 {
-			return e.pullScoped(ctx, collection, cursor, limit, s, mig, version)
+			return e.pullScoped(ctx, collection, cursor, limit, s, mig, version, since)
 		}
 	}
 	var moved *slotMoved
@@ -259,6 +260,9 @@ type scan struct {
 	// version, when not 0, is the older version records are served in:
 	// they are translated down before they are measured.
 	version int
+	// since is the store reads begun when the pull began: it shares only
+	// those begun after (logReads).
+	since uint64
 }
 
 // begin starts a transition from cursor's scope, at its positions pos.
@@ -379,10 +383,8 @@ func (e *Engine) scanLog(ctx context.Context, collection string, k int, pos []ui
 	// exact: the store's sizes are the sizes served, so its page bound
 	// is the page's.
 	exact := plain && sc.mig == nil
-	var sh stores.Sharder
 	if k > 1 {
-		var ok bool
-		if sh, ok = e.store.(stores.Sharder); !ok {
+		if _, ok := e.store.(stores.Sharder); !ok {
 			return Page{}, 0, fmt.Errorf("pull %s: the store says %d shards but cannot pull a shard", collection, k)
 		}
 	}
@@ -433,12 +435,18 @@ read:
 				after--
 				lim.Records = min(lim.Records+1, MaxPage)
 			}
-			var p stores.Page
-			var err error
+			read := logRead{collection: collection, shard: s, after: after, limit: lim}
 			if k == 1 {
-				p, err = e.store.Pull(ctx, collection, after, lim)
-			} else {
-				p, err = sh.PullShard(ctx, collection, s, after, lim)
+				read.shard = -1 // Store.Pull
+			}
+			// Shared: what it returns is read, never changed; the records
+			// served are copied (own).
+			p, shared, err := e.reads.pull(ctx, e.store, read, sc.since)
+			own := func(r crdt.Record) crdt.Record {
+				if shared {
+					return r.Clone()
+				}
+				return r
 			}
 			if check && errors.Is(err, stores.ErrCorrupt) {
 				// The entry damaged may be the one at the position, which
@@ -465,7 +473,7 @@ read:
 				// The store's page is the page: it kept to the limit.
 				out.Entries = make([]Entry, len(p.Entries))
 				for j, en := range p.Entries {
-					out.Entries[j] = Entry{Seq: en.Seq, Record: en.Record}
+					out.Entries[j] = Entry{Seq: en.Seq, Record: own(en.Record)}
 				}
 				pos[0], out.More = p.Next, p.More
 				for _, en := range p.Entries {
@@ -508,7 +516,7 @@ read:
 					}
 					used += size
 					n++
-					out.Entries = append(out.Entries, Entry{Seq: en.Seq, Record: en.Record})
+					out.Entries = append(out.Entries, Entry{Seq: en.Seq, Record: own(en.Record)})
 				case leave:
 					if n == limit.Records || n > 0 && used+leftBytes > limit.Bytes {
 						cut = true

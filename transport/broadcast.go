@@ -45,7 +45,10 @@ import (
 // encodes one page per cursor, and hands the same bytes to every member at
 // that cursor. Caught-up subscribers all sit at the group's newest cursor,
 // so a change costs one store read and one encoding however many of them
-// there are. Heads announced during a round mark the members as needing a
+// there are; and the groups of one collection under other scopes, woken by
+// the same write, share that store read in the engine (each judges it by
+// its own scope), so a write costs a store read or two however many scopes
+// read it. Heads announced during a round mark the members as needing a
 // read, however many heads, and start the next round: pushes that land
 // during a fan-out coalesce into its next page.
 //
@@ -103,8 +106,9 @@ import (
 // of the effective read scope of its members (scopes.go; "" for unscoped
 // ones) and the schema version they read in. Members of one scope and
 // version at one cursor share reads; members of different scopes or
-// versions never do, so no member is handed a page read under another
-// scope or translated to another version. The key is the whole encoding,
+// versions never share a page (the engine may share the store's read
+// under them), so no member is handed a page read under another scope or
+// translated to another version. The key is the whole encoding,
 // not a digest of it: scopes whose digests collided would share pages.
 type groupKey struct {
 	collection string

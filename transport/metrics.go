@@ -45,6 +45,7 @@ type engineCounts interface {
 	CollectTotals() engine.CollectTotals
 	MigrationDrops() uint64
 	StoreWentBack() uint64
+	SharedPulls() uint64
 	ClockHealth() error
 	LastClockReading() (engine.ClockReading, bool)
 }
@@ -133,6 +134,10 @@ func newMetrics(reg prometheus.Registerer, eng func() engineCounts) (*metrics, e
 			Namespace: "convergo", Name: "store_went_back_total",
 			Help: "Times this server found that the store went back in time unnoticed (a cursor it made past a head, or a position given to another record) and started a new epoch of every collection.",
 		}, func() float64 { return float64(eng().StoreWentBack()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: "convergo", Name: "store_reads_shared_total",
+			Help: "Store reads of a change log that pulls and live pages did not make because they shared an identical read begun after them (subscribers of one collection under many scopes, woken by one write).",
+		}, func() float64 { return float64(eng().SharedPulls()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: "convergo", Name: "clock_off",
 			Help: "1 while this server's clock is off its store's by more than half the max drift, and it refuses hellos and pushes; 0 otherwise.",
