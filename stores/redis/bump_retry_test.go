@@ -69,15 +69,7 @@ func TestBumpReplyLost(t *testing.T) {
 			if storeWide {
 				script = setEpochScript
 			}
-			prefix := uniquePrefix()
-			cleanupPrefix(t, tg, prefix)
-			o := tg.options(prefix)
-			o.Now = func() time.Time { return at }
-			s, err := Open(testContext(t), o)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { s.Close() })
+			s := openStore(t, tg, Options{Now: func() time.Time { return at }})
 			h := &retryOnce{hash: script.Hash()}
 			s.client.AddHook(h)
 			return s, h.ran
@@ -94,15 +86,7 @@ func TestBumpReplyLost(t *testing.T) {
 func TestServerCheckReplyLost(t *testing.T) {
 	at := time.Unix(2_000_000_000, 0)
 	eachTarget(t, func(t *testing.T, tg target) {
-		prefix := uniquePrefix()
-		cleanupPrefix(t, tg, prefix)
-		o := tg.options(prefix)
-		o.Now = func() time.Time { return at }
-		s, err := Open(testContext(t), o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
+		s := openStore(t, tg, Options{Now: func() time.Time { return at }})
 		ctx := testContext(t)
 		m, err := s.Meta(ctx, "notes")
 		if err != nil {
