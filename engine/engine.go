@@ -506,7 +506,7 @@ func (e *Engine) Apply(ctx context.Context, changes []crdt.Change, opts ...Apply
 			return nil, err
 		}
 	}
-	if err := e.answerInVersions(ctx, changes, cfg.versions, results); err != nil {
+	if err := e.answerInVersions(ctx, translated, tindex, cfg.versions, results); err != nil {
 		return nil, err
 	}
 	return results, nil

@@ -168,16 +168,19 @@ func withDefaults(d *migrate.Definition, r crdt.Record) crdt.Record {
 // applied. Fields the migration drops are nobody's loss and are not
 // named. A write landing between the apply and the read counts as one
 // that beat the change, which is how the writer's pull will see it.
-func (e *Engine) answerInVersions(ctx context.Context, changes []crdt.Change, versions map[string]int, results []Result) error {
+//
+// translated and index are translateChanges's: each change admitted, in
+// the current version, and its index in changes.
+func (e *Engine) answerInVersions(ctx context.Context, translated []crdt.Change, index []int, versions map[string]int, results []Result) error {
 	var keys []recordKey
-	var which []int
-	for i, c := range changes {
+	var which []int // into translated
+	for j, c := range translated {
 		d := e.Migrations(c.Collection)
 		from := versions[c.Collection]
-		if d == nil || from == 0 || from == d.Current() || results[i].Status == StatusRefused {
+		if d == nil || from == 0 || from == d.Current() || results[index[j]].Status == StatusRefused {
 			continue
 		}
-		keys, which = append(keys, recordKey{c.Collection, c.Record.ID}), append(which, i)
+		keys, which = append(keys, recordKey{c.Collection, c.Record.ID}), append(which, j)
 	}
 	if len(keys) == 0 {
 		return nil
@@ -188,17 +191,13 @@ func (e *Engine) answerInVersions(ctx context.Context, changes []crdt.Change, ve
 	if err != nil {
 		return err
 	}
-	for k, i := range which {
-		c := changes[i]
+	for k, j := range which {
+		c := translated[j]
 		d := e.Migrations(c.Collection)
 		from, cur := versions[c.Collection], d.Current()
 		// The change as the writer will read it back: its fields that
 		// survive the migration there and back, in its own names.
-		up, err := d.Change(c.Record, from, cur)
-		if err != nil {
-			return fmt.Errorf("apply %s/%s: %w", c.Collection, c.Record.ID, err) // it translated at admission
-		}
-		mine, _, err := d.Record(up, cur, from)
+		mine, _, err := d.Record(c.Record, cur, from)
 		if err != nil {
 			return fmt.Errorf("apply %s/%s: %w", c.Collection, c.Record.ID, err)
 		}
@@ -207,7 +206,7 @@ func (e *Engine) answerInVersions(ctx context.Context, changes []crdt.Change, ve
 			return fmt.Errorf("apply %s/%s: %w", c.Collection, c.Record.ID, err)
 		}
 		lost := crdt.LostFields(mine, view)
-		r := &results[i]
+		r := &results[index[j]]
 		switch {
 		case r.Status == StatusApplied && len(lost) == len(mine.Fields) && len(lost) > 0 && c.Record.Deleted.IsZero(),
 			r.Status == StatusDuplicate && len(lost) > 0:
