@@ -1113,8 +1113,9 @@ export class Syncer {
     this.store.now = () => Date.now() + offset;
     this.store.setMeta('offset', offset).catch(() => {});
     // A clock left ahead of the server's time by more than the max drift
-    // starts again (docs/protocol.md, section 6).
-    restartClock(this.store).catch(() => {});
+    // starts again (docs/protocol.md, section 6). A failure is told: until
+    // the next hello, writes stamped by that clock are refused.
+    restartClock(this.store).catch((e) => this.report(asConvergoError(e)));
   }
 
   /**
