@@ -78,6 +78,14 @@ export class LiveSession {
     this.accepted = false;
     /** @type {Set<string>} collections subscribed on this session */
     this.subscribed = new Set();
+    /**
+     * @type {Map<string, number>} the sub of each collection subscribed:
+     * the number of the last sub sent of it (subs counts them), which
+     * each frame of a collection is read under (handle)
+     */
+    this.subs = new Map();
+    /** How many subs this session sent. */
+    this.subCount = 0;
     /** @type {(() => void)|null} checks that the socket still answers, once welcomed */
     this.probeLive = null;
     /** @type {((m: ServerMessage) => Promise<void>|void)|null} the session's own handling of a message */
@@ -122,6 +130,7 @@ export class LiveSession {
    */
   subscribe(c, cursor, scope, lease, version = 0) {
     this.subscribed.add(c);
+    this.subs.set(c, ++this.subCount);
     this.send(encodeSub(c, cursor, scope, lease, version));
   }
 
@@ -302,7 +311,8 @@ export class LiveSession {
         // error also when the socket closes before the frame's turn comes
         // (handle drops the frames of a closed socket).
         if (/** @type {any} */ (m).type === 'error' && !(/** @type {any} */ (m).collection)) failure ??= refusal(/** @type {any} */ (m), this.token);
-        this.o.serial(() => this.handle(m, ws)).catch((e) => fail(e));
+        const sub = this.subOf(m);
+        this.o.serial(() => this.handle(m, ws, sub)).catch((e) => fail(e));
       };
       ws.onerror = () => {
         failure ??= new ConvergoError('network', `WebSocket ${url} failed`);
@@ -354,15 +364,37 @@ export class LiveSession {
   }
 
   /**
+   * The sub a frame of a collection (changes, reset, resync, a refused
+   * sub) belongs to, as it arrives: the number of the last sub of its
+   * collection sent (subs), 0 when none is (unsubscribed); undefined for
+   * a frame of no collection.
+   * @param {ServerMessage|ConvergoError} m
+   * @returns {number|undefined}
+   */
+  subOf(m) {
+    if (m instanceof Error || !('collection' in m) || typeof m.collection !== 'string') return undefined;
+    return this.subscribed.has(m.collection) ? /** @type {number} */ (this.subs.get(m.collection)) : 0;
+  }
+
+  /**
    * Handles one frame, in order with other sync work.
    * @param {ServerMessage|ConvergoError} m the frame, parsed (or why it could not be)
    * @param {WebSocket} ws the socket it came on
+   * @param {number} [sub] the sub it came under (subOf)
    */
-  async handle(m, ws) {
+  async handle(m, ws, sub) {
     // Frames of a socket that has closed since they arrived are dropped:
     // the next session catches up from the cursors.
     if (this.ws !== ws) return;
     if (m instanceof Error) throw m;
+    // A frame of a collection that came while it was not subscribed, or
+    // under a sub another has replaced since (an unsub and a sub again: a
+    // scope changed, a reconciliation), is of a sub that has ended: the
+    // server sent it before it read the unsub. Dropped, since it is not
+    // of the read that follows: a leave entry in it would remove a record
+    // the pull before the new sub brought, which that sub, going on from
+    // past it, never sends again (docs/protocol.md, section 9).
+    if (sub !== undefined && 'collection' in m && typeof m.collection === 'string' && (sub === 0 || this.subs.get(m.collection) !== sub || !this.subscribed.has(m.collection))) return;
     await this.onMessage?.(m);
     await this.o.onMessage(m, this);
   }

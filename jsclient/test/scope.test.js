@@ -246,3 +246,49 @@ test('a record that left the scope with a write of it pending and comes back sho
     store.close();
   }
 });
+
+test('live: a page of the old sub on its way when the scope changes does not undo the read under the new scope (its leave does not remove a record that read brought)', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const writer = await openClient({ url: server.url, name: 'w', collections: ['todos'] });
+  t.after(() => writer.close());
+  const w = writer.collection('todos');
+  await w.put('x', { team: 'red' });
+  await w.put('y', { team: 'red' });
+  await writer.sync();
+  const db = await openClient({ url: server.url, name: 'a', collections: ['todos'], scopes: { todos: { red: ['eq', 'team', 'red'] } } });
+  t.after(() => db.close());
+  const todos = db.collection('todos');
+  const scoped = (/** @type {any} */ ws) => !!ws.scopes?.get('todos')?.scope;
+  await until(() => [...server.sockets].some((ws) => scoped(ws) && ws.subs?.has('todos')), 'subscribed under the scope', WAIT);
+  await until(async () => (await todos.list()).length === 2, 'red held', WAIT);
+  // The server is slow to stream to db: its next page goes out just before
+  // the server reads db's next message (the unsub of the scope change).
+  /** @type {Set<any>} */
+  const late = new Set();
+  const notify = server.notify.bind(server);
+  server.notify = (/** @type {string} */ c) => {
+    /** @type {Map<any, any>} */
+    const held = new Map();
+    for (const ws of server.sockets) {
+      if (!scoped(ws) || !ws.subs?.has(c)) continue;
+      late.add(ws);
+      held.set(ws, ws.subs);
+      ws.subs = new Map();
+    }
+    notify(c);
+    for (const [ws, subs] of held) ws.subs = subs;
+  };
+  for (const ws of server.sockets) {
+    if (scoped(ws)) ws.prependListener('message', () => late.delete(ws) && server.stream(ws, 'todos'));
+  }
+  // x leaves the red scope: the page waiting holds its leave entry.
+  await w.put('x', { team: 'blue' });
+  await writer.sync();
+  await until(() => late.size === 1, 'a page for db waits', WAIT);
+  // Blue joins the scope: x is in it again, read under the new scope.
+  await db.setScope('todos', 'blue', ['eq', 'team', 'blue']);
+  await until(() => late.size === 0 && server.received.some((m) => m.get(0) === 'sub' && m.get(3)?.[0] === 'or'), 'the late page sent, subscribed again', WAIT);
+  await db.sync();
+  assert.deepEqual((await todos.list()).map((d) => `${d.id}:${d.team}`).sort(), ['x:blue', 'y:red'], 'x, in the scope on the server, is held');
+});
