@@ -1323,7 +1323,7 @@ export class Syncer {
         }
       }
       const settledNow = await settle(this.store, settled, { when: Date.now(), subject: this.subject() });
-      const { changed: rolledBack, rejected } = settledNow;
+      const { changed: rolledBack, rejected, taken } = settledNow;
       dropped += settledNow.dropped;
       // The edits that stay are written again with fresh stamps, pushed by
       // this loop (and never again): what of them the record as known
@@ -1339,7 +1339,9 @@ export class Syncer {
       for (let i = 0; i < batch.length; i++) {
         const r = results[i];
         const { c: collection, id } = batch[i];
-        if (hold?.has(i)) continue;
+        // Held, or settled already by another tab that syncs too: told
+        // there.
+        if (hold?.has(i) || !taken.has(batch[i].seq)) continue;
         if (r.status === STATUSES.refused) {
           const rid = rejected.get(batch[i].seq);
           const re = restamped.get(i);

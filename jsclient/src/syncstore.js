@@ -602,28 +602,39 @@ export function peekOutbox(st, limit, held, versions) {
  * outbox; for an accepted change, folds it into the record's server
  * state; for a refused one, takes it back by rebuilding the record from
  * the server state and the changes still pending, and keeps it among the
- * rejected changes (dropping the oldest past the bounds). Returns the
- * records (collection, ids) whose visible state changed, the id of the
- * rejected entry of each refused outbox entry (by its seq) and how many
- * old rejected entries were dropped.
+ * rejected changes (dropping the oldest past the bounds). An entry no
+ * longer in the outbox was settled already, by another tab that syncs
+ * too (without Web Locks every tab does): it is left alone, since the
+ * record holds no server state of it any more to roll back to. Returns
+ * the records (collection, ids) whose visible state changed, the id of
+ * the rejected entry of each refused outbox entry (by its seq), how many
+ * old rejected entries were dropped, and the seqs of the entries this
+ * call settled (taken).
  * @param {Store} st
  * @param {Settled[]} settled
  * @param {{when: number, subject: string|null}} [info] for rejected entries
- * @returns {Promise<{changed: Map<string, string[]>, rejected: Map<number, number>, dropped: number}>}
+ * @returns {Promise<{changed: Map<string, string[]>, rejected: Map<number, number>, dropped: number, taken: Set<number>}>}
  */
 export function settle(st, settled, info = { when: Date.now(), subject: null }) {
-  if (settled.length === 0) return Promise.resolve({ changed: new Map(), rejected: new Map(), dropped: 0 });
+  if (settled.length === 0) return Promise.resolve({ changed: new Map(), rejected: new Map(), dropped: 0, taken: new Set() });
   const anyRefused = settled.some((x) => x.refused);
   const stores = anyRefused ? [RECORDS, OUTBOX, REJECTED, META] : [RECORDS, OUTBOX];
   return st.tx(stores, 'readwrite', 'settle outbox', async (tx) => {
     const outbox = tx.objectStore(OUTBOX);
     const records = tx.objectStore(RECORDS);
+    // The entries still in the outbox, listed in one read.
+    const seqs = settled.map((x) => x.entry.seq);
+    const held = new Set(await req(outbox.getAllKeys(st.keyRange.bound(Math.min(...seqs), Math.max(...seqs)))));
+    /** @type {Set<number>} */
+    const taken = new Set();
     /** @type {Map<string, {c: string, id: string, accepted: Rec[], refused: boolean}>} */
     const touched = new Map();
     /** @type {Map<number, number>} */
     const rejected = new Map();
     for (const x of settled) {
       const { entry, refused } = x;
+      if (!held.has(entry.seq)) continue;
+      taken.add(entry.seq);
       outbox.delete(entry.seq);
       const key = JSON.stringify([entry.c, entry.id]);
       let t = touched.get(key);
@@ -633,7 +644,7 @@ export function settle(st, settled, info = { when: Date.now(), subject: null }) 
         rejected.set(entry.seq, /** @type {number} */ (await req(tx.objectStore(REJECTED).add(rejectedEntry(entry, x.code ?? 'invalid', x.message ?? '', x.requestId ?? null, info)))));
       } else t.accepted.push(decodeEntry(entry.change));
     }
-    const dropped = anyRefused ? await boundRejected(tx) : 0;
+    const dropped = rejected.size > 0 ? await boundRejected(tx) : 0;
     /** @type {Map<string, string[]>} */
     const changed = new Map();
     for (const t of touched.values()) {
@@ -664,7 +675,7 @@ export function settle(st, settled, info = { when: Date.now(), subject: null }) 
       ids.push(t.id);
       changed.set(t.c, ids);
     }
-    return { changed, rejected, dropped };
+    return { changed, rejected, dropped, taken };
   }, anyRefused ? 'strict' : 'relaxed');
 }
 

@@ -853,3 +853,42 @@ test('a sync loop that failed to load is loaded again when the page becomes visi
   for (const f of onVisible) f();
   await until(() => db.syncer !== null && db.status.pending === 0 && server.coll('todos').byId.has('a'), 'the loop loaded again and the write pushed');
 });
+
+test('without Web Locks every tab syncs: a refused change two tabs pushed is rolled back once, and the second answer does not take the record away', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const opts = { url: server.url, name: 'nolocks', indexedDB: freshIDB(), locks: null, BroadcastChannel: globalThis.BroadcastChannel, collections: ['todos'], WebSocket: null, pollInterval: 60_000 };
+  const a = await openClient(opts);
+  const b = await openClient(opts);
+  t.after(() => Promise.all([a.close(), b.close()]));
+  /** @type {Map<any, string[]>} */
+  const heard = new Map([[a, []], [b, []]]);
+  for (const [tab, list] of heard) tab.on('refused', (/** @type {any} */ r) => list.push(r.id));
+  await until(() => a.status.leader && b.status.leader && a.status.online && b.status.online, 'both lead');
+  await a.collection('todos').put('x', { title: 'base' });
+  await until(() => server.coll('todos').byId.has('x') && a.status.pending === 0, 'pushed');
+  server.refuse = (ch) => ch.record.fields.has('title') && new TextDecoder().decode(ch.record.fields.get('title').value ?? new Uint8Array()).includes('bad');
+  // a's push of the refused change waits at the server while b pushes it.
+  let pushes = 0;
+  /** @type {() => void} */
+  let release = () => {};
+  const gate = new Promise((r) => (release = () => r(undefined)));
+  const handle = server.handle.bind(server);
+  server.handle = async (/** @type {any} */ req, /** @type {any} */ res) => {
+    if (req.url === PATHS.push && pushes++ === 0) await gate;
+    return handle(req, res);
+  };
+  await a.collection('todos').put('x', { title: 'bad' });
+  await until(() => pushes === 1, "a's push under way");
+  await b.sync();
+  assert.deepEqual(await b.collection('todos').get('x'), { id: 'x', title: 'base' }, 'rolled back by b');
+  release();
+  await until(() => server.pushStatuses.length >= 2, "a's push answered");
+  await a.sync();
+  assert.deepEqual(await a.collection('todos').get('x'), { id: 'x', title: 'base' }, 'the server version, after a settled its answer too');
+  assert.deepEqual(await b.collection('todos').get('x'), { id: 'x', title: 'base' });
+  assert.equal((await a.rejected()).length, 1, 'kept once among the rejected changes');
+  await until(() => heard.get(a)?.length === 1 && heard.get(b)?.length === 1, 'each tab hears the refusal');
+  await new Promise((r) => setTimeout(r, 100));
+  assert.deepEqual([heard.get(a), heard.get(b)], [['x'], ['x']], 'once each');
+});
