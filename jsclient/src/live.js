@@ -17,7 +17,7 @@
 
 import { PATHS, TIMINGS } from './constants.js';
 import { ConvergoError } from './errors.js';
-import { MAX_ANSWER_BYTES, encodeLiveHello, encodePing, encodeSub, parseServerMessage, sentWith } from './protocol.js';
+import { MAX_ANSWER_BYTES, encodeLiveHello, encodePing, encodeSub, encodeUnsub, parseServerMessage, sentWith } from './protocol.js';
 
 /** @typedef {import('./protocol.js').Hello} Hello */
 /** @typedef {{results?: import('./protocol.js').PushResult[], code?: string, message?: string, requestId?: string}} Pushed */
@@ -86,6 +86,16 @@ export class LiveSession {
     this.subs = new Map();
     /** How many subs this session sent. */
     this.subCount = 0;
+    /**
+     * @type {Map<string, number>} collections unsubscribed whose frames
+     * may still come: the nonce of the ping sent behind the unsub, until
+     * its pong (unsubscribe)
+     */
+    this.draining = new Map();
+    /** The nonce of the last ping sent on the socket. */
+    this.nonce = 0;
+    /** @type {(() => void)|null} sends a ping, whose pong must come in time (unsubscribe) */
+    this.barrier = null;
     /** @type {(() => void)|null} checks that the socket still answers, once welcomed */
     this.probeLive = null;
     /** @type {((m: ServerMessage) => Promise<void>|void)|null} the session's own handling of a message */
@@ -132,6 +142,24 @@ export class LiveSession {
     this.subscribed.add(c);
     this.subs.set(c, ++this.subCount);
     this.send(encodeSub(c, cursor, scope, lease, version));
+  }
+
+  /**
+   * Ends the sub of collection c: sends the unsub and, behind it, a ping.
+   * Pages of the sub the server sent before it read the unsub may still
+   * come; the server writes none after it, so everything of c that comes
+   * before that ping's pong is of the ended sub, and is dropped (subOf),
+   * even once c is subscribed again. A pong that does not come in time
+   * ends the session (docs/protocol.md, section 9).
+   * @param {string} c
+   */
+  unsubscribe(c) {
+    this.subscribed.delete(c);
+    if (!this.ws || this.ws.readyState !== 1) return;
+    this.send(encodeUnsub(c));
+    this.draining.set(c, ++this.nonce);
+    this.send(encodePing(this.nonce));
+    this.barrier?.();
   }
 
   /**
@@ -206,9 +234,11 @@ export class LiveSession {
       this.ws = ws;
       this.accepted = false;
       this.subscribed.clear();
+      this.subs.clear();
+      this.draining.clear();
+      this.nonce = 0;
       /** @type {ConvergoError|null} */
       let failure = null;
-      let nonce = 0;
       /** When the socket last brought anything (ms). */
       let heard = Date.now();
       /** Whether a ping went out since then. */
@@ -233,7 +263,7 @@ export class LiveSession {
         }
         if (quiet >= pingInterval && !pinged) {
           pinged = true;
-          if (ws.readyState === 1) ws.send(encodePing(++nonce));
+          if (ws.readyState === 1) ws.send(encodePing(++this.nonce));
         }
         const next = quiet < pingInterval ? pingInterval : silenceTimeout;
         pinger = setTimeout(watch, next - quiet);
@@ -249,6 +279,18 @@ export class LiveSession {
         }
       };
       this.fail = fail;
+      /** @type {any} */
+      let barrier = null;
+      // The pong of an unsub's ping must come within the silence timeout.
+      this.barrier = () => {
+        if (barrier !== null) return;
+        const check = () => {
+          barrier = null;
+          if (this.ws !== ws || this.draining.size === 0) return;
+          fail(new ConvergoError('network', `live socket did not answer the ping behind an unsub within ${silenceTimeout} ms`));
+        };
+        barrier = setTimeout(check, silenceTimeout);
+      };
       ws.onopen = async () => {
         if (this.o.stopped()) {
           ws.close();
@@ -311,6 +353,16 @@ export class LiveSession {
         // error also when the socket closes before the frame's turn comes
         // (handle drops the frames of a closed socket).
         if (/** @type {any} */ (m).type === 'error' && !(/** @type {any} */ (m).collection)) failure ??= refusal(/** @type {any} */ (m), this.token);
+        if (/** @type {any} */ (m).type === 'pong') {
+          // Pongs come in the order of the pings: every unsub behind
+          // which a ping up to this one went is over.
+          const n = /** @type {any} */ (m).nonce;
+          for (const [c, at] of this.draining) if (at <= n) this.draining.delete(c);
+          if (this.draining.size === 0) {
+            clearTimeout(barrier);
+            barrier = null;
+          }
+        }
         const sub = this.subOf(m);
         this.o.serial(() => this.handle(m, ws, sub)).catch((e) => fail(e));
       };
@@ -320,6 +372,7 @@ export class LiveSession {
       ws.onclose = () => {
         clearTimeout(pinger);
         clearTimeout(probe);
+        clearTimeout(barrier);
         if (this.ws === ws) {
           this.ws = null;
           this.probeLive = null;
@@ -343,7 +396,7 @@ export class LiveSession {
           this.probeLive = () => {
             if (probe !== null || ws.readyState !== 1) return;
             probe = setTimeout(() => fail(new ConvergoError('network', 'live socket did not answer a ping after the network or page visibility changed')), PROBE_TIMEOUT_MS);
-            ws.send(encodePing(++nonce));
+            ws.send(encodePing(++this.nonce));
           };
         } else if (m.type === 'pong') {
           clearTimeout(probe);
@@ -366,13 +419,15 @@ export class LiveSession {
   /**
    * The sub a frame of a collection (changes, reset, resync, a refused
    * sub) belongs to, as it arrives: the number of the last sub of its
-   * collection sent (subs), 0 when none is (unsubscribed); undefined for
-   * a frame of no collection.
+   * collection sent (subs), 0 when none is (unsubscribed, or its unsub's
+   * ping not answered yet: unsubscribe); undefined for a frame of no
+   * collection.
    * @param {ServerMessage|ConvergoError} m
    * @returns {number|undefined}
    */
   subOf(m) {
     if (m instanceof Error || !('collection' in m) || typeof m.collection !== 'string') return undefined;
+    if (this.draining.has(m.collection)) return 0;
     return this.subscribed.has(m.collection) ? /** @type {number} */ (this.subs.get(m.collection)) : 0;
   }
 

@@ -108,7 +108,7 @@ import { ConvergoError } from './errors.js';
 import { post, postAnswer } from './http.js';
 import { isPrefix, ownedStart, replicaPrefix, subjectOfToken } from './replica.js';
 import { CODES, DEFAULTS, PATHS, STATUSES, VERSION } from './constants.js';
-import { sentWith, encodeHello, encodeLivePush, encodePull, encodePush, encodeUnsub, parseHello, parsePullAnswer, parsePushAnswer, batchLength, pushBudget, resetAction, retryOf } from './protocol.js';
+import { sentWith, encodeHello, encodeLivePush, encodePull, encodePush, parseHello, parsePullAnswer, parsePushAnswer, batchLength, pushBudget, resetAction, retryOf } from './protocol.js';
 import { applyFirst, applyRemote, cursorOf, dropMeta, firstPullReconciles, healChecks, isEmpty, outboxCounts, owedHeals, owesReconcile, owesReplace, peekOutbox, pendingFloor, prepareRemote, pruneNotes, replacementDone, resetCollection, restartClock, schemaVersion, scopeOf, settle } from './syncstore.js';
 import { CURSOR_KEY, RESTAMP_KEY } from './metakeys.js';
 
@@ -514,8 +514,7 @@ export class Syncer {
   rescope(c) {
     const session = this.session;
     if (this.live && session?.subscribed.has(c)) {
-      session.subscribed.delete(c);
-      session.send(encodeUnsub(c));
+      session.unsubscribe(c);
       this.serial(() => this.catchUp(session, [c])).catch((e) => this.report(e));
     } else this.addCollection(c);
   }
@@ -1202,8 +1201,8 @@ export class Syncer {
         stale = true;
         // Subscribed, it owes a reconciliation (fresh): its sub ends, and
         // starts again from where the reconciliation's pull ends.
-        const session = this.live && this.session?.subscribed.delete(c) ? this.session : null;
-        session?.send(encodeUnsub(c));
+        const session = this.live && this.session?.subscribed.has(c) ? this.session : null;
+        session?.unsubscribe(c);
         try {
           if ((await this.pullOne(c)) && session) await this.subscribe(session, c);
         } catch (e) {

@@ -278,6 +278,7 @@ test('live: a page of the old sub on its way when the scope changes does not und
     }
     notify(c);
     for (const [ws, subs] of held) ws.subs = subs;
+    if (held.size > 0) server.notify = notify; // once
   };
   for (const ws of server.sockets) {
     if (scoped(ws)) ws.prependListener('message', () => late.delete(ws) && server.stream(ws, 'todos'));
@@ -291,4 +292,72 @@ test('live: a page of the old sub on its way when the scope changes does not und
   await until(() => late.size === 0 && server.received.some((m) => m.get(0) === 'sub' && m.get(3)?.[0] === 'or'), 'the late page sent, subscribed again', WAIT);
   await db.sync();
   assert.deepEqual((await todos.list()).map((d) => `${d.id}:${d.team}`).sort(), ['x:blue', 'y:red'], 'x, in the scope on the server, is held');
+});
+
+test('live: a page of the old sub held up on the wire until after the sub under the new scope went does not undo the read either (the ping behind the unsub marks its end)', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const writer = await openClient({ url: server.url, name: 'w', collections: ['todos'] });
+  t.after(() => writer.close());
+  const w = writer.collection('todos');
+  await w.put('x', { team: 'red' });
+  await w.put('y', { team: 'red' });
+  await writer.sync();
+  const db = await openClient({ url: server.url, name: 'a', collections: ['todos'], scopes: { todos: { red: ['eq', 'team', 'red'] } } });
+  t.after(() => db.close());
+  const todos = db.collection('todos');
+  const scoped = (/** @type {any} */ ws) => !!ws.scopes?.get('todos')?.scope;
+  await until(() => [...server.sockets].some((ws) => scoped(ws) && ws.subs?.has('todos')), 'subscribed under the scope', WAIT);
+  await until(async () => (await todos.list()).length === 2, 'red held', WAIT);
+  /** @type {Set<any>} */
+  const late = new Set();
+  const notify = server.notify.bind(server);
+  server.notify = (/** @type {string} */ c) => {
+    /** @type {Map<any, any>} */
+    const held = new Map();
+    for (const ws of server.sockets) {
+      if (!scoped(ws) || !ws.subs?.has(c)) continue;
+      late.add(ws);
+      held.set(ws, ws.subs);
+      ws.subs = new Map();
+    }
+    notify(c);
+    for (const [ws, subs] of held) ws.subs = subs;
+    if (held.size > 0) server.notify = notify; // once
+  };
+  /** @type {Uint8Array[]|null} frames written to db and not delivered yet */
+  let slow = null;
+  let delivered = false;
+  for (const ws of server.sockets) {
+    if (!scoped(ws)) continue;
+    const send = ws.send.bind(ws);
+    ws.send = (/** @type {Uint8Array} */ b) => (slow ? slow.push(b) : send(b));
+    ws.prependListener('message', () => {
+      if (!late.delete(ws)) return;
+      // The page goes out as the server reads the unsub, and the network
+      // holds it and what follows it, in order, until the sub under the
+      // new scope was read and answered.
+      slow = [];
+      server.stream(ws, 'todos');
+      const sent = server.received.length;
+      until(() => server.received.slice(sent).some((m) => m.get(0) === 'sub'), 'the new sub read', WAIT).then(() => {
+        const frames = /** @type {Uint8Array[]} */ (slow);
+        slow = null;
+        for (const b of frames) send(b);
+        delivered = true;
+      });
+    });
+  }
+  await w.put('x', { team: 'blue' });
+  await writer.sync();
+  await until(() => late.size === 1, 'a page for db waits', WAIT);
+  await db.setScope('todos', 'blue', ['eq', 'team', 'blue']);
+  await until(() => delivered, 'the held frames delivered after the new sub', WAIT);
+  // A page of the new sub, behind the held frames: once it is held, they were read.
+  await w.put('z', { team: 'red' });
+  await writer.sync();
+  await until(async () => (await todos.get('z')) !== null, 'z held', WAIT);
+  await db.sync();
+  assert.deepEqual((await todos.list()).map((d) => `${d.id}:${d.team}`).sort(), ['x:blue', 'y:red', 'z:red'], 'x, in the scope on the server, is held');
+  assert.ok(db.status.online);
 });
