@@ -260,6 +260,10 @@ export class Database {
       // Learn the leader's status (and token) now rather than at its next
       // change; a token this tab opened with is the database's from now.
       this._post({ t: TabMessage.ask });
+      // A write that committed as its tab went (closed or crashed before
+      // it told the leader) waits in the outbox: the leader, live, would
+      // push it only at its next write or session.
+      if (counts.pending > 0) this._post({ t: TabMessage.push });
       this._postToken();
       for (const c of this.collections) this._post({ t: TabMessage.collection, c });
       // The upgrade made rejected changes: the tabs open already count them.

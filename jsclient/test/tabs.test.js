@@ -10,6 +10,8 @@ import { PATHS } from '../src/constants.js';
 import { subjectOfToken } from '../src/replica.js';
 import { fromStored } from '../src/db.js';
 import { maxStamp } from '../src/record.js';
+import { ZERO_STAMP } from '../src/hlc.js';
+import { encode } from '../src/cbor.js';
 import { ConvergoError } from '../src/errors.js';
 import { Database } from '../src/database.js';
 import { openedCollections, owedHeals } from '../src/syncstore.js';
@@ -891,4 +893,26 @@ test('without Web Locks every tab syncs: a refused change two tabs pushed is rol
   await until(() => heard.get(a)?.length === 1 && heard.get(b)?.length === 1, 'each tab hears the refusal');
   await new Promise((r) => setTimeout(r, 100));
   assert.deepEqual([heard.get(a), heard.get(b)], [['x'], ['x']], 'once each');
+});
+
+test('a write that committed as its tab went, before it told the leader, goes out when a tab opens again, the leader staying live', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const tabOpts = { url: server.url, name: 'died', indexedDB: freshIDB(), locks: fakeLocks(), BroadcastChannel: globalThis.BroadcastChannel, collections: ['todos'] };
+  const leader = await openClient(tabOpts);
+  t.after(() => leader.close());
+  await until(() => leader.status.leader && /** @type {any} */ (leader).syncer?.live, 'a leader, live');
+  const tab = await openClient(tabOpts);
+  await until(() => tab.status.online, 'the other tab mirrors it');
+  // The write commits in IndexedDB; the tab goes before its code after
+  // the commit runs (Collection.put's _wrote: the push message).
+  await tab.store.write('todos', 'd', (_current, stamp) => ({ id: 'd', deleted: ZERO_STAMP, fields: new Map([['v', { stamp, value: encode(1) }]]) }));
+  await tab.close();
+  await new Promise((r) => setTimeout(r, 200));
+  assert.equal(server.coll('todos').byId.has('d'), false, 'the leader was not told');
+  const again = await openClient(tabOpts);
+  t.after(() => again.close());
+  await until(() => server.coll('todos').byId.has('d'), 'pushed once a tab opened again');
+  assert.deepEqual(await again.collection('todos').get('d'), { id: 'd', v: 1 });
+  await until(() => again.status.pending === 0 && leader.status.pending === 0, 'nothing pending');
 });
