@@ -248,7 +248,7 @@ func (st *Store) makePlan(ref logRef, state groupState, changes []crdt.Change, i
 		}
 		enc := crdt.AppendRecord(nil, next)
 		e := stores.Entry{Seq: p.head + 1, Record: next}
-		size := max(itemSize(recordItem(coll, e, enc)), itemSize(logItem(ref, e, enc)))
+		size := max(itemSize(recordItem(coll, e, enc)), itemSize(logItem(ref, e, enc))+maxTxAttrBytes)
 		if size > maxItemBytes {
 			return plan{}, refuse(k, "apply %s/%s: %w: item of %d bytes exceeds DynamoDB's %d", coll, ch.ID, stores.ErrTooLarge, size, maxItemBytes)
 		}
@@ -325,6 +325,19 @@ func (st *Store) makePlan(ref logRef, state groupState, changes []crdt.Change, i
 	p.items = append(p.items, types.TransactWriteItem{Put: put})
 	p.acts = append(p.acts, action{kind: actHead})
 
+	// Each log entry of a transaction that writes more than one names them
+	// all, so that a reader that sees some of them can tell which others it
+	// has yet to see (txread.go).
+	var tx []byte
+	if len(ids) > 1 {
+		seqs := make([]uint64, len(ids))
+		for i, id := range ids {
+			seqs[i] = works[id].cur.Seq
+		}
+		slices.Sort(seqs)
+		tx = appendTxSeqs(nil, seqs)
+	}
+
 	h := sha256.New()
 	h.Write(st.nonce[:])
 	h.Write([]byte(ref.headPK()))
@@ -349,9 +362,13 @@ func (st *Store) makePlan(ref logRef, state groupState, changes []crdt.Change, i
 		p.items = append(p.items, types.TransactWriteItem{Put: rp})
 		p.acts = append(p.acts, action{kind: actRecord, id: id})
 
+		li := logItem(ref, w.cur, w.enc)
+		if tx != nil {
+			li[attrTx] = b(tx)
+		}
 		p.items = append(p.items, types.TransactWriteItem{Put: &types.Put{
 			TableName:                &st.table,
-			Item:                     logItem(ref, w.cur, w.enc),
+			Item:                     li,
 			ConditionExpression:      ptr("attribute_not_exists(#k)"),
 			ExpressionAttributeNames: map[string]string{"#k": attrPK},
 		}})

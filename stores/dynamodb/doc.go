@@ -27,7 +27,8 @@
 //	record        ~r#COLL#ID      0     rec (B: the merged crdt.Record, deterministic CBOR), seq (N)
 //	head          ~h#COLL         0     head (N: the collection's highest sequence number), urecords, ubytes (N: its usage),
 //	                                    towner (S), tbegan, tuntil (N: the last writer's commit turn, turn.go)
-//	log entry     ~l#COLL         SEQ   id (S: record id), rec (B: the record's state at SEQ)
+//	log entry     ~l#COLL         SEQ   id (S: record id), rec (B: the record's state at SEQ),
+//	                                    tx (B: the log seqs its transaction wrote, when more than one; txread.go)
 //	shard head    ~h#COLL#I       0     head (N), k (N: the collection's shard count K)
 //	shard entry   ~l#COLL#I       SEQ   id (S), rec (B), as a log entry, in shard I
 //	epoch         ~e#COLL         0     n, lost (N: epoch counters), k (N: K, when K > 1), bt (S: as on the store item),
@@ -36,7 +37,8 @@
 //
 // The change log of a collection is one item collection (partition key
 // ~l#COLL), ordered by sk, so Pull is one strongly consistent Query:
-// "sk > cursor", Limit page+1 to learn whether there is more. A log entry
+// "sk > cursor", Limit page+1 to learn whether there is more (and a
+// TransactGetItems when the page saw a transaction in part, below). A log entry
 // holds the record's state, not just its id, so a page needs no second read;
 // the price is that a record is stored twice.
 //
@@ -101,14 +103,42 @@
 //     delete the record's previous log entry (compaction, in the same
 //     transaction, so the log holds every record once).
 //
-// The head condition is what keeps the invariant. The transaction that
-// commits sequence numbers N+1.. found the head at N, which only the commit
-// of the transaction writing N can have set; so seq N is committed before
-// N+1 starts, sequence numbers commit in order, and a strongly consistent
-// Query that sees N+1 sees N too. (A counter incremented by its own
-// UpdateItem before the transaction would not do: the transaction with N+1
-// could commit before the one with N, and a reader between the two would
-// skip N for good.)
+// The head condition is what keeps the invariant across transactions. The
+// transaction that commits sequence numbers N+1.. found the head at N,
+// which only the commit of the transaction writing N can have set; so seq
+// N is committed before N+1 starts, and transactions commit in the order of
+// their sequence numbers. (A counter incremented by its own UpdateItem
+// before the transaction would not do: the transaction with N+1 could
+// commit before the one with N, and a reader between the two would skip N
+// for good.)
+//
+// Within one transaction it is not enough. DynamoDB gives a Query
+// read-committed isolation item by item; only TransactGetItems is
+// serializable with TransactWriteItems. While a transaction that wrote
+// N+1..N+k is being applied, a Query may return N+2 and not yet N+1, and a
+// reader that moved its cursor to N+2 would skip N+1 for good. So every log
+// entry of a transaction that writes more than one carries the seqs of all
+// of them (tx: the first, the count, and the differences unless they are
+// consecutive; a seq the transaction took for a record it changed again
+// has no entry). A page that read some entries of a transaction, and not
+// others at or below its cursor, reads those with one TransactGetItems
+// (of up to 100 items), together with the record item of an entry it did
+// read of each such transaction: it sees the transaction's writes all or
+// none, or is cancelled while the transaction is in progress; a record seq
+// below that entry's would mean it was ordered before a transaction the
+// Query saw, and it is read again too (after a backoff, up to MaxAttempts,
+// then stores.ErrUnavailable). It does not read the head, which every
+// commit writes: a TransactGetItems of it would conflict with, and cancel,
+// the log's writers. An entry it finds joins the
+// page in order (a record found twice keeps its later entry, the page is
+// cut again at its limit); one it does not find was compacted by a later
+// transaction. A page with no such gap costs nothing more than its
+// Queries; a page whose transactions lost entries to compaction (a record
+// changed again later) costs a TransactGetItems per 100 items, at two
+// read units per item, even when nothing was in flight, since a Query cannot
+// tell a compacted entry from one not yet visible. Entries written before
+// tx existed, and those Purge or Reshard rewrite, carry none and read as
+// before. See txread.go.
 //
 // The cost is throughput: commits to one collection are serial and
 // optimistic. Within one store instance they are grouped (commit.go): each

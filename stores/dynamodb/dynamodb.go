@@ -117,6 +117,7 @@ type dbAPI interface {
 	DescribeTable(context.Context, *awsdynamodb.DescribeTableInput, ...func(*awsdynamodb.Options)) (*awsdynamodb.DescribeTableOutput, error)
 	GetItem(context.Context, *awsdynamodb.GetItemInput, ...func(*awsdynamodb.Options)) (*awsdynamodb.GetItemOutput, error)
 	Query(context.Context, *awsdynamodb.QueryInput, ...func(*awsdynamodb.Options)) (*awsdynamodb.QueryOutput, error)
+	TransactGetItems(context.Context, *awsdynamodb.TransactGetItemsInput, ...func(*awsdynamodb.Options)) (*awsdynamodb.TransactGetItemsOutput, error)
 	TransactWriteItems(context.Context, *awsdynamodb.TransactWriteItemsInput, ...func(*awsdynamodb.Options)) (*awsdynamodb.TransactWriteItemsOutput, error)
 	UpdateItem(context.Context, *awsdynamodb.UpdateItemInput, ...func(*awsdynamodb.Options)) (*awsdynamodb.UpdateItemOutput, error)
 	Scan(context.Context, *awsdynamodb.ScanInput, ...func(*awsdynamodb.Options)) (*awsdynamodb.ScanOutput, error)
@@ -411,6 +412,7 @@ func (st *Store) pullLog(ctx context.Context, ref logRef, after uint64, limit st
 	var start map[string]types.AttributeValue
 	used := 0
 	sizes := map[string]int{} // of the page's records, by id
+	read := pageRead{seen: map[uint64]int{}, txs: map[uint64]*txRead{}}
 	for {
 		want := queryLimit(limit, len(page.Entries), used)
 		out, err := st.db.Query(ctx, &awsdynamodb.QueryInput{
@@ -438,11 +440,19 @@ func (st *Store) pullLog(ctx context.Context, ref logRef, after uint64, limit st
 			}
 			if !stores.PageFits(limit, len(page.Entries), used, size) {
 				page.More = true
-				return page, nil
+				return st.fillHoles(ctx, ref, after, page, read, limit)
 			}
 			e, err := decodeEntry(item, id.Value, attrSK)
 			if err != nil {
 				return stores.Page{}, fmt.Errorf("pull %s: log item of %q: %w", collection, id.Value, err)
+			}
+			tx, err := txSeqs(item)
+			if err != nil {
+				return stores.Page{}, fmt.Errorf("pull %s: log item of %q: %w", collection, id.Value, err)
+			}
+			read.seen[e.Seq] = size
+			if len(tx) > 1 {
+				read.saw(tx, e)
 			}
 			if was, dup := sizes[e.Record.ID]; dup {
 				// The page's Queries are not one snapshot: a commit
@@ -459,7 +469,7 @@ func (st *Store) pullLog(ctx context.Context, ref logRef, after uint64, limit st
 			page.Next = e.Seq
 		}
 		if out.LastEvaluatedKey == nil {
-			return page, nil
+			return st.fillHoles(ctx, ref, after, page, read, limit)
 		}
 		start = out.LastEvaluatedKey
 	}

@@ -34,6 +34,9 @@ type fault struct {
 	// delay holds the real reply back this long, or until the attempt's
 	// context ends (its timeout), which then fails the attempt.
 	delay time.Duration
+	// reply, when set, rewrites the body of the real reply (which then
+	// goes without its CRC32 header): what DynamoDB could have answered.
+	reply func(body []byte) []byte
 }
 
 // faultTransport sits between the SDK and DynamoDB Local: pick decides,
@@ -93,6 +96,18 @@ func (f *faultTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 			_ = resp.Body.Close()
 			return nil, r.Context().Err()
 		}
+	}
+	if ft.reply != nil && !ft.lose {
+		body, err := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		if err != nil {
+			return nil, err
+		}
+		body = ft.reply(body)
+		resp.Header.Del("X-Amz-Crc32")
+		resp.Header.Del("Content-Length")
+		resp.Body, resp.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+		return resp, nil
 	}
 	if !ft.lose {
 		return resp, nil

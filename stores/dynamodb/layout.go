@@ -21,6 +21,7 @@ const (
 	attrHead = "head" // collection's head sequence number, N
 	attrCvg  = "cvg"  // marks an item written by Convergo, N (layout version)
 	attrK    = "k"    // a sharded collection's shard count, N (epoch and head items)
+	attrTx   = "tx"   // the log seqs of a log entry's transaction, B (txread.go)
 )
 
 // layoutVersion is the value of attrCvg on every item Convergo writes.
@@ -80,6 +81,8 @@ const (
 	txBudgetBytes = maxTxBytes - 256<<10
 	// maxBatchGetKeys is the most keys one BatchGetItem takes.
 	maxBatchGetKeys = 100
+	// maxTxGetItems is the most items one TransactGetItems reads.
+	maxTxGetItems = 100
 	// recordsPerTx is the most records one transaction can write: a new
 	// record takes two actions (put record, put log entry), an existing one
 	// three (and delete its old log entry), the head counter one. A group

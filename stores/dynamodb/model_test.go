@@ -187,6 +187,22 @@ func (m *modelTable) GetItem(ctx context.Context, in *awsdynamodb.GetItemInput, 
 	return &awsdynamodb.GetItemOutput{Item: clone(m.items[itemKey(in.Key)])}, nil
 }
 
+// TransactGetItems reads its items at once: a transaction is applied
+// under the same lock.
+func (m *modelTable) TransactGetItems(ctx context.Context, in *awsdynamodb.TransactGetItemsInput, _ ...func(*awsdynamodb.Options)) (*awsdynamodb.TransactGetItemsOutput, error) {
+	m.clock.advance(time.Millisecond)
+	if err := m.sched.step(ctx, "TransactGetItems"); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := &awsdynamodb.TransactGetItemsOutput{}
+	for _, g := range in.TransactItems {
+		out.Responses = append(out.Responses, types.ItemResponse{Item: clone(m.items[itemKey(g.Get.Key)])})
+	}
+	return out, nil
+}
+
 // BatchGetItem reads each item on its own, as DynamoDB does: between the
 // first item and the rest, other workers may take a turn (not a
 // snapshot).
