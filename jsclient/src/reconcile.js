@@ -344,15 +344,23 @@ export async function restampable(syncer, batch, results) {
  * transaction, so a reload still makes it before they go again. The
  * reconciliation drops those whose record the server collected (rejected
  * collected) and writes the others again at once (reconcile, restampHeld).
+ * An entry no longer in the outbox was settled already, by another tab
+ * that syncs too (without Web Locks every tab does, and may have held,
+ * reconciled and written it again meanwhile): it is not put back.
  * @param {Store} store
  * @param {{entry: OutboxEntry, message: string}[]} items
+ * @returns {Promise<void>}
  */
 export function holdRefused(store, items) {
-  return store.tx([OUTBOX, META], 'readwrite', 'hold refused changes', (tx) => {
-    for (const { entry, message } of items) {
-      tx.objectStore(OUTBOX).put({ ...entry, collected: message });
-      tx.objectStore(META).put(true, RECONCILE_KEY + entry.c);
-    }
+  return store.tx([OUTBOX, META], 'readwrite', 'hold refused changes', async (tx) => {
+    const outbox = tx.objectStore(OUTBOX);
+    const current = /** @type {(OutboxEntry|undefined)[]} */ (await Promise.all(items.map(({ entry }) => req(outbox.get(entry.seq)))));
+    items.forEach(({ message }, i) => {
+      const e = current[i];
+      if (!e) return;
+      outbox.put({ ...e, collected: message });
+      tx.objectStore(META).put(true, RECONCILE_KEY + e.c);
+    });
   });
 }
 

@@ -1,0 +1,94 @@
+// Without Web Locks (navigator.locks is only in secure contexts) every tab
+// of a database syncs on its own: two tabs may push the same outbox entry
+// and both settle its answer, or run the same step of a reconciliation.
+// Whatever the second tab does after the first must change nothing the
+// first settled.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { FakeServer } from './helpers/server.js';
+import { freshIDB, horizonPast, openClient, until } from './helpers/util.js';
+import { PATHS } from '../src/constants.js';
+import { decode } from '../src/cbor.js';
+import { outboxCounts, owesReconcile } from '../src/syncstore.js';
+
+/**
+ * Two tabs of one database without Web Locks, both leading, polling
+ * rarely (the test drives their syncs).
+ * @param {import('node:test').TestContext} t
+ * @param {string} name
+ */
+async function twoTabs(t, name) {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const opts = { url: server.url, name, indexedDB: freshIDB(), locks: null, BroadcastChannel: globalThis.BroadcastChannel, collections: ['todos'], WebSocket: null, pollInterval: 60_000 };
+  const a = await openClient(opts);
+  const b = await openClient(opts);
+  t.after(() => Promise.all([a.close(), b.close()]));
+  await until(() => a.status.leader && b.status.leader && a.status.online && b.status.online, 'both lead');
+  return { server, a, b };
+}
+
+/**
+ * Holds the first push answer at the server (its changes are judged when
+ * it is let go) until the function returned is called.
+ * @param {FakeServer} server
+ */
+function holdFirstPush(server) {
+  let pushes = 0;
+  /** @type {() => void} */
+  let release = () => {};
+  const gate = new Promise((r) => (release = () => r(undefined)));
+  const handle = server.handle.bind(server);
+  server.handle = async (/** @type {any} */ req, /** @type {any} */ res) => {
+    if (req.url === PATHS.push && pushes++ === 0) await gate;
+    return handle(req, res);
+  };
+  return { release, pushes: () => pushes };
+}
+
+/**
+ * Listens to the events of a tab.
+ * @param {any} db
+ */
+function listen(db) {
+  /** @type {{refused: any[], superseded: any[], reconciled: any[]}} */
+  const ev = { refused: [], superseded: [], reconciled: [] };
+  for (const k of /** @type {const} */ (['refused', 'superseded', 'reconciled'])) db.on(k, (/** @type {any} */ r) => ev[k].push(r));
+  return ev;
+}
+
+test('without Web Locks: a change two tabs pushed, refused collected, is held, reconciled and written again once; the second answer does not put it back in the outbox', async (t) => {
+  const { server, a, b } = await twoTabs(t, 'nolocks-hold');
+  await a.collection('todos').put('k', { n: 1 });
+  await until(() => server.coll('todos').byId.has('k') && a.status.pending === 0, 'pushed');
+  await b.sync();
+  const evA = listen(a);
+  const evB = listen(b);
+  // An edit left pending past the write horizon: refused collected
+  // outside a reconciliation.
+  await a.pause();
+  await b.pause();
+  await a.collection('todos').update('k', { n: 2 });
+  server.writeHorizon.set('todos', await horizonPast(a));
+  const gate = holdFirstPush(server);
+  b.resume();
+  await until(() => gate.pushes() === 1, "b's push under way");
+  // a pushes the same change: refused collected, held, its collection
+  // reconciled, written again and applied.
+  a.resume();
+  await until(async () => (await outboxCounts(a.store)).pending === 0 && decode(server.coll('todos').byId.get('k')?.record.fields.get('n')?.value ?? new Uint8Array([0xf6])) === 2, 'a wrote it again and it landed');
+  gate.release();
+  await until(() => server.pushStatuses.length >= 3, "b's push answered");
+  await a.sync();
+  await b.sync();
+  assert.equal((await outboxCounts(a.store)).pending, 0, 'nothing pending');
+  assert.equal(await owesReconcile(a.store, 'todos'), false, 'no reconciliation owed');
+  assert.deepEqual(await a.collection('todos').get('k'), { id: 'k', n: 2 });
+  assert.deepEqual(await b.collection('todos').get('k'), { id: 'k', n: 2 });
+  assert.deepEqual(await a.rejected(), []);
+  await new Promise((r) => setTimeout(r, 100));
+  assert.deepEqual([evA.superseded, evB.superseded], [[], []], 'the edit landed: nothing told lost');
+  assert.deepEqual([evA.refused, evB.refused], [[], []]);
+  assert.deepEqual(evA.reconciled.length + evB.reconciled.length, 2, 'one reconciliation, heard in each tab');
+});
