@@ -1866,6 +1866,20 @@ export class Syncer {
         await this.catchUp(session, [m.collection]);
         break;
       }
+      case 'pong': {
+        // A safety net for a write whose push message never reached this
+        // leader (the BroadcastChannel is best effort: a follower's page
+        // frozen or put in the back/forward cache as it posts), which
+        // would wait for the next write or session: at the pong of each
+        // ping (one after TIMINGS.pingIntervalMs of silence, one when the
+        // network or a page's visibility changes), one count of the
+        // outbox, and a push if changes wait. Not while a push is queued
+        // (it takes them) or collections fail (their changes wait for
+        // their pulls: retryFailing).
+        if (this.pushQueued || this.failing.size > 0) break;
+        if ((await outboxCounts(this.store)).pending > 0) await this.pushAll();
+        break;
+      }
       case 'resync': {
         // Of a collection not (or no longer) subscribed: nothing to read
         // again (a server naming one this client does not sync must not

@@ -14,6 +14,7 @@ import { ZERO_STAMP } from '../src/hlc.js';
 import { encode } from '../src/cbor.js';
 import { ConvergoError } from '../src/errors.js';
 import { Database } from '../src/database.js';
+import { TabMessage } from '../src/tabs.js';
 import { openedCollections, owedHeals } from '../src/syncstore.js';
 
 test('one tab leads; followers write, read and see changes', async (t) => {
@@ -915,4 +916,30 @@ test('a write that committed as its tab went, before it told the leader, goes ou
   await until(() => server.coll('todos').byId.has('d'), 'pushed once a tab opened again');
   assert.deepEqual(await again.collection('todos').get('d'), { id: 'd', v: 1 });
   await until(() => again.status.pending === 0 && leader.status.pending === 0, 'nothing pending');
+});
+
+test("a follower's push message lost on the channel: the leader finds the write waiting at the pong of its next live ping, and pushes it", async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const opts = { url: server.url, name: 'lostpush', indexedDB: freshIDB(), locks: fakeLocks(), BroadcastChannel: globalThis.BroadcastChannel, collections: ['todos'] };
+  const leader = await openClient(opts);
+  const follower = await openClient(opts);
+  t.after(() => Promise.all([leader.close(), follower.close()]));
+  await until(() => leader.status.leader && leader.status.online && !follower.status.leader && leader.syncer?.session?.welcome, 'one leads, live');
+  // The session's first push and pulls are over.
+  await leader.syncer?.serial(async () => {});
+  // The channel is best effort (a page frozen, or put in the back/forward
+  // cache, as it posts): the follower's push message never arrives.
+  const post = follower._post.bind(follower);
+  follower._post = (/** @type {any} */ m) => {
+    if (m.t !== 'push') post(m);
+  };
+  await follower.collection('todos').put('f', { title: 'from the follower' });
+  await new Promise((r) => setTimeout(r, 200));
+  assert.equal(server.coll('todos').byId.has('f'), false, 'nothing told the leader');
+  // A ping of the live session (here the one a page that becomes visible
+  // has the leader send; idle, one goes every TIMINGS.pingIntervalMs):
+  // its pong has the leader look at the outbox.
+  follower._post({ t: TabMessage.retry });
+  await until(() => server.coll('todos').byId.has('f') && follower.status.pending === 0, 'the leader pushed the write at the pong', 3000);
 });
