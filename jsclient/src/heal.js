@@ -103,13 +103,16 @@ export function healPlan(store, c, prefix) {
  * local, as after a heal), those stamps: its server state from now on,
  * without those refused collected; and the stamps of delivered records
  * that join them again on the same terms (dropCollected). A failed push
- * throws: nothing may be dropped then.
+ * throws: nothing may be dropped then. With before, a record not among
+ * those ids (held when the pull began) is left alone: another tab that
+ * syncs too pulled it since (reconcile.js's reconcile).
  * @param {Syncer} syncer
  * @param {string} c
  * @param {Set<string>} seen the ids the pull delivered
+ * @param {Set<string>|null} [before] the ids held when the pull began
  * @returns {Promise<{kept: Map<string, Rec>, restore: Rec[]}>}
  */
-export async function giveBack(syncer, c, seen) {
+export async function giveBack(syncer, c, seen, before = null) {
   const own = syncer.store.prefix ? ownedStart(syncer.store.prefix) : null;
   /** @type {Map<string, Rec>} */
   const kept = new Map();
@@ -126,7 +129,7 @@ export async function giveBack(syncer, c, seen) {
     /** @type {{record: Rec, back: boolean}[]} */
     const out = [];
     for (const s of held) {
-      if (seen.has(s.id)) continue;
+      if (seen.has(s.id) || (before && !before.has(s.id))) continue;
       try {
         if (!acknowledged(s)) continue;
         for (const record of byStamp(ownPart(baseOf(s, s.id) ?? fromStored(s, s.id), own))) out.push({ record, back: false });

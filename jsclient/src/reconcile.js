@@ -67,7 +67,7 @@ import { compareStamps, isZeroStamp } from './hlc.js';
 import { emptyRecord, mergeInto } from './record.js';
 import { checked, giveBack } from './heal.js';
 import { META, OUTBOX, RECORDS, REJECTED, baseOf, fromStored, req } from './db.js';
-import { acknowledged, outboxCounts, prepareRemote, putPage, settle } from './syncstore.js';
+import { acknowledged, heldIds, outboxCounts, prepareRemote, putPage, settle } from './syncstore.js';
 import { cloneRecord } from './parts.js';
 import { boundRejected, decodeEntry, rejectedEntry } from './change.js';
 import { GIVEBACK_KEY, RECONCILE_KEY, RESTAMP_KEY, SEALED } from './metakeys.js';
@@ -96,11 +96,15 @@ export const COLLECTED_MESSAGE = 'deleted on the server and collected before thi
 export async function reconcile(syncer, c, first = false) {
   /** @type {Set<string>} */
   const seen = new Set();
+  // What the pull may judge: without Web Locks another tab syncs too, and
+  // a record it pulls meanwhile (a page answered after this pull's) is
+  // not this pull's to drop.
+  const before = new Set(await heldIds(syncer.store, c));
   await syncer.pullCollection(c, seen);
   /** @type {Awaited<ReturnType<typeof giveBack>>} */
   let back;
   try {
-    back = await giveBack(syncer, c, seen);
+    back = await giveBack(syncer, c, seen, before);
   } catch (e) {
     // Nothing is dropped; the reconciliation is owed (a reset's is
     // already), so the next pull reconciles and gives back again.
@@ -108,7 +112,7 @@ export async function reconcile(syncer, c, first = false) {
     throw e;
   }
   for (const id of back.kept.keys()) seen.add(id);
-  const out = await dropCollected(syncer.store, c, seen, { when: Date.now(), subject: syncer.subject() }, !first, back.restore, back.kept);
+  const out = await dropCollected(syncer.store, c, seen, { when: Date.now(), subject: syncer.subject() }, !first, back.restore, back.kept, before);
   if (out.restored.length > 0) syncer.o.onChanges(c, out.restored);
   syncer.pulledAt.set(c, Date.now());
   syncer.restampsDropped = false;
@@ -253,9 +257,14 @@ async function dropRecords(store, tx, c, gone, pending, info) {
  * @param {Map<string, Rec>} [kept] of records the pull did not deliver
  *   that stay, the stamps given back that the server took: their server
  *   state from now on (their pending changes stay over it)
+ * @param {Set<string>|null} [before] the ids held when the pull began
+ *   (syncstore.js's heldIds): a record held now that was not stays, as if
+ *   delivered: without Web Locks another tab syncs too, and a record it
+ *   pulled meanwhile came in a page answered after this pull's, which
+ *   cannot say it is gone
  * @returns {Promise<{dropped: string[], moved: {id: string, rejectedId: number}[], droppedRejected: number, restored: string[], held: OutboxEntry[]}>}
  */
-export function dropCollected(store, c, seen, info, restamp = true, restore = [], kept = new Map()) {
+export function dropCollected(store, c, seen, info, restamp = true, restore = [], kept = new Map(), before = null) {
   return store.tx([RECORDS, OUTBOX, REJECTED, META, SEALED], 'readwrite', `reconcile ${c}`, async (tx) => {
     const { held, entries, pending } = await readHeld(store, tx, c);
     const keep = new Set(seen);
@@ -263,7 +272,9 @@ export function dropCollected(store, c, seen, info, restamp = true, restore = []
     const gone = [];
     for (const s of held) {
       if (seen.has(s.id)) continue;
-      if (unacknowledged(s)) keep.add(s.id); // created here: it stays and is pushed
+      // Pulled since by another tab, or created here: it stays (and is
+      // pushed).
+      if ((before && !before.has(s.id)) || unacknowledged(s)) keep.add(s.id);
       else gone.push(s);
     }
     const { dropped, moved, droppedRejected } = await dropRecords(store, tx, c, gone, pending, info);

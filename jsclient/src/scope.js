@@ -11,6 +11,7 @@ import { META, OUTBOX, RECORDS, REJECTED, req } from './db.js';
 import { boundRejected, rejectedEntry } from './change.js';
 import { CURSOR_KEY, HEALCHECK_KEY, HEAL_KEY, REREAD_KEY, SCOPE_KEY, SEALED } from './metakeys.js';
 import { TabMessage } from './tabs.js';
+import { heldIds } from './syncstore.js';
 
 /** @typedef {import('./db.js').Store} Store */
 /** @typedef {import('./database.js').Database} Database */
@@ -248,15 +249,4 @@ function edit(store, c, f) {
     meta.put(next, SCOPE_KEY + c);
     return true;
   });
-}
-
-/**
- * The ids of the records held in collection c (existing or deleted).
- * @param {import('./db.js').Store} store
- * @param {string} c
- * @returns {Promise<string[]>}
- */
-export function heldIds(store, c) {
-  const range = store.keyRange.bound([c], [c, []]);
-  return store.tx([RECORDS], 'readonly', `list ids of ${c}`, async (tx) => (await req(tx.objectStore(RECORDS).getAllKeys(range))).map((k) => /** @type {any} */ (k)[1]));
 }

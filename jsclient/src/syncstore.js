@@ -707,6 +707,17 @@ export async function cursorOf(st, c) {
 }
 
 /**
+ * The ids of the records held in collection c (existing or deleted).
+ * @param {Store} st
+ * @param {string} c
+ * @returns {Promise<string[]>}
+ */
+export function heldIds(st, c) {
+  const range = st.keyRange.bound([c], [c, []]);
+  return st.tx([RECORDS], 'readonly', `list ids of ${c}`, async (tx) => (await req(tx.objectStore(RECORDS).getAllKeys(range))).map((k) => /** @type {any} */ (k)[1]));
+}
+
+/**
  * Whether collection c holds no records (existing or deleted).
  * @param {Store} st
  * @param {string} c

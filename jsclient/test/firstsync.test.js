@@ -12,7 +12,7 @@ import { encode } from '../src/cbor.js';
 import { FakeServer } from './helpers/server.js';
 import { freshIDB, IDBKeyRange, openClient, until } from './helpers/util.js';
 import { applyFirst, applyRemote, cursorOf, isEmpty, prepareRemote } from '../src/syncstore.js';
-import { heldIds } from '../src/scope.js';
+import { heldIds } from '../src/syncstore.js';
 
 const stamp = (wall, replica = 'AAAAAAAAAAAAAAAA_server') => ({ wall, logical: 0, replica });
 const zero = { wall: 0, logical: 0, replica: '' };

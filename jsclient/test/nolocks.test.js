@@ -29,6 +29,12 @@ async function twoTabs(t, name) {
   return { server, a, b };
 }
 
+/** A JWT (unsigned: the fake server reads its payload) for subject sub. */
+function tokenOf(/** @type {string} */ sub) {
+  const b64 = (/** @type {object} */ o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  return `${b64({ alg: 'none' })}.${b64({ sub })}.x`;
+}
+
 /**
  * Holds the first push answer at the server (its changes are judged when
  * it is let go) until the function returned is called.
@@ -91,4 +97,55 @@ test('without Web Locks: a change two tabs pushed, refused collected, is held, r
   assert.deepEqual([evA.superseded, evB.superseded], [[], []], 'the edit landed: nothing told lost');
   assert.deepEqual([evA.refused, evB.refused], [[], []]);
   assert.deepEqual(evA.reconciled.length + evB.reconciled.length, 2, 'one reconciliation, heard in each tab');
+});
+
+test('without Web Locks: a reconciliation whose pull from the beginning another tab has overtaken does not drop the records that tab pulled since', async (t) => {
+  const { server, a, b } = await twoTabs(t, 'nolocks-reconcile');
+  // Another subject: its stamps are none of the tabs' to give back.
+  const other = await openClient({ url: server.url, name: 'other', token: tokenOf('bob'), collections: ['todos'], WebSocket: null, pollInterval: 60_000 });
+  t.after(() => other.close());
+  await a.collection('todos').put('k', { n: 1 });
+  await until(() => server.coll('todos').byId.has('k') && a.status.pending === 0, 'pushed');
+  await b.sync();
+  // The next read of the collection is reset lease_expired. b's
+  // reconciliation reads it from the beginning; the answer, made now,
+  // arrives late.
+  server.leaseExpire('todos');
+  let pulls = 0;
+  /** @type {() => void} */
+  let release = () => {};
+  const gate = new Promise((r) => (release = () => r(undefined)));
+  const handle = server.handle.bind(server);
+  server.handle = async (/** @type {any} */ req, /** @type {any} */ res) => {
+    if (req.url === PATHS.pull && ++pulls === 2) {
+      const end = res.end.bind(res);
+      res.end = (/** @type {any[]} */ ...args) => {
+        gate.then(() => end(...args));
+        return res;
+      };
+    }
+    return handle(req, res);
+  };
+  const reconciled = b.sync();
+  await until(() => pulls === 2, "b's pull from the beginning answered, the answer held");
+  // Another client creates a record; a (owed the reconciliation too, in
+  // the database the tabs share) reads it.
+  server.handle = handle;
+  await other.collection('todos').put('n', { n: 7 });
+  await until(() => server.coll('todos').byId.has('n'), 'n on the server');
+  await a.sync();
+  assert.deepEqual(await a.collection('todos').get('n'), { id: 'n', n: 7 }, 'a pulled n');
+  // An edit of n waits in the outbox.
+  await a.pause();
+  await a.collection('todos').update('n', { n: 8 });
+  release();
+  await reconciled;
+  assert.deepEqual(await a.collection('todos').get('n'), { id: 'n', n: 8 }, "b's reconciliation left n and its edit");
+  assert.deepEqual(await a.rejected(), [], 'the edit is not rejected');
+  a.resume();
+  await a.sync();
+  await b.sync();
+  assert.deepEqual(await a.collection('todos').get('n'), { id: 'n', n: 8 });
+  assert.equal(decode(/** @type {Uint8Array} */ (server.coll('todos').byId.get('n')?.record.fields.get('n')?.value)), 8, 'the edit landed');
+  assert.deepEqual(await a.collection('todos').get('k'), { id: 'k', n: 1 });
 });
