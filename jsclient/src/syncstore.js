@@ -369,7 +369,10 @@ export function putCursor(st, tx, c, cursor) {
  * and would until real time caught up. Every stamp a server took is
  * within the max drift of its time, so a write still stamps after each
  * one its record holds (observeRecord). The other tabs take the clock
- * saved at their next write (Clock.settle). docs/protocol.md, section 6.
+ * saved at their next write (Clock.settle), and so does a tab's restart
+ * when a clock saved is in time already: every tab syncs without Web
+ * Locks, and a tab that led before may have restarted and stamped since.
+ * docs/protocol.md, section 6.
  * @param {Store} st
  * @returns {Promise<void>}
  */
@@ -379,8 +382,11 @@ export function restartClock(st) {
   return st.tx([META], 'readwrite', 'restart the clock', async (tx) => {
     const meta = tx.objectStore(META);
     const saved = await req(meta.get('clock'));
-    if (saved && typeof saved.wall === 'number') clock.restore(saved);
     const wall = st.now();
+    // A clock saved in time (another tab started again already, and may
+    // have stamped since) is taken, as a write would (Clock.settle):
+    // started again below it, this tab would issue stamps that tab issued.
+    clock.settle(saved && typeof saved.wall === 'number' ? saved : null, wall);
     if (!clock.ahead(wall)) return;
     clock.last = { wall, logical: 0 };
     meta.put(clock.last, 'clock');

@@ -7,10 +7,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FakeServer } from './helpers/server.js';
-import { freshIDB, horizonPast, openClient, until } from './helpers/util.js';
+import { IDBKeyRange, freshIDB, horizonPast, openClient, until } from './helpers/util.js';
 import { PATHS } from '../src/constants.js';
-import { decode } from '../src/cbor.js';
-import { outboxCounts, owesReconcile } from '../src/syncstore.js';
+import { decode, encode } from '../src/cbor.js';
+import { outboxCounts, owesReconcile, restartClock } from '../src/syncstore.js';
+import { Store, fromStored } from '../src/db.js';
+import { ZERO_STAMP, compareStamps } from '../src/hlc.js';
 
 /**
  * Two tabs of one database without Web Locks, both leading, polling
@@ -148,4 +150,28 @@ test('without Web Locks: a reconciliation whose pull from the beginning another 
   assert.deepEqual(await a.collection('todos').get('n'), { id: 'n', n: 8 });
   assert.equal(decode(/** @type {Uint8Array} */ (server.coll('todos').byId.get('n')?.record.fields.get('n')?.value)), 8, 'the edit landed');
   assert.deepEqual(await a.collection('todos').get('k'), { id: 'k', n: 1 });
+});
+
+test('two tabs restarting the clock at their hellos never issue the same stamp: the second restart does not take the saved clock back below stamps the first tab issued', async () => {
+  const idb = freshIDB();
+  const wall = 1_700_000_000_000;
+  const hour = 3_600_000;
+  const a = new Store({ name: 'restart', indexedDB: idb, IDBKeyRange });
+  await a.init({ maxDrift: 60_000 });
+  // Stamps issued before any hello, while the wall clock ran an hour fast.
+  a.now = () => wall + hour;
+  await a.write('todos', 'early', (_cur, stamp) => ({ id: 'early', deleted: ZERO_STAMP, fields: new Map([['n', { stamp, value: encode(0) }]]) }));
+  const b = new Store({ name: 'restart', indexedDB: idb, IDBKeyRange });
+  await b.init({ maxDrift: 60_000 });
+  // Both tabs hear the server's time: an hour behind.
+  a.now = b.now = () => wall;
+  await restartClock(a);
+  const one = await a.write('todos', 'x', (_cur, stamp) => ({ id: 'x', deleted: ZERO_STAMP, fields: new Map([['n', { stamp, value: encode(1) }]]) }));
+  await restartClock(b);
+  const two = await b.write('todos', 'y', (_cur, stamp) => ({ id: 'y', deleted: ZERO_STAMP, fields: new Map([['n', { stamp, value: encode(2) }]]) }));
+  const s1 = fromStored(await a.get('todos', 'x'), 'x').fields.get('n')?.stamp;
+  const s2 = fromStored(await b.get('todos', 'y'), 'y').fields.get('n')?.stamp;
+  assert.ok(one && two && s1 && s2);
+  assert.ok(!a.clock?.ahead(wall) && !b.clock?.ahead(wall), 'both clocks started again');
+  assert.equal(compareStamps(s2, s1), 1, `b's stamp ${JSON.stringify(s2)} after a's ${JSON.stringify(s1)}`);
 });
