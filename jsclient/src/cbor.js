@@ -508,34 +508,17 @@ export class Reader {
     const major = ib >> 5;
     const info = ib & 0x1f;
     if (info < 24) return { major, info, arg: info };
-    let size;
-    if (info === 24) size = 1;
-    else if (info === 25) size = 2;
-    else if (info === 26) size = 4;
-    else if (info === 27) size = 8;
-    else throw err('malformed', `indefinite length or reserved head 0x${ib.toString(16)} at byte ${this.off - 1}`);
+    if (info > 27) throw err('malformed', `indefinite length or reserved head 0x${ib.toString(16)} at byte ${this.off - 1}`);
+    const size = 1 << (info - 24);
     if (this.b.length - this.off < size) throw err('malformed', 'unexpected end of data');
+    // Exact up to 2^53 - 1; a larger one (at least 2^53 here) is read again as a bigint.
     /** @type {number|bigint} */
-    let arg;
-    const o = this.off;
-    const b = this.b;
-    if (size === 1) arg = b[o];
-    else if (size === 2) arg = (b[o] << 8) | b[o + 1];
-    else if (size === 4) arg = (b[o] * 0x1000000 + ((b[o + 1] << 16) | (b[o + 2] << 8) | b[o + 3])) >>> 0;
-    else {
-      const hi = (b[o] * 0x1000000 + ((b[o + 1] << 16) | (b[o + 2] << 8) | b[o + 3])) >>> 0;
-      const lo = (b[o + 4] * 0x1000000 + ((b[o + 5] << 16) | (b[o + 6] << 8) | b[o + 7])) >>> 0;
-      arg = hi < 0x200000 ? hi * 0x100000000 + lo : (BigInt(hi) << 32n) | BigInt(lo);
-    }
+    let arg = 0;
+    for (let i = 0; i < size; i++) arg = arg * 256 + this.b[this.off + i];
+    if (arg > MAX_SAFE) arg = this.view.getBigUint64(this.off);
     this.off += size;
-    if (major !== 7 && this.canonical) {
-      const shortest =
-        (size === 1 && arg >= 24) ||
-        (size === 2 && arg > 0xff) ||
-        (size === 4 && arg > 0xffff) ||
-        (size === 8 && arg > 0xffffffff);
-      if (!shortest) throw err('invalid', 'value is not in deterministic CBOR encoding (long head)');
-    }
+    // Shortest: an argument of n bytes is 24 and up for n = 1, 2^(4n) and up for n = 2, 4, 8.
+    if (major !== 7 && this.canonical && arg < (size === 1 ? 24 : 2 ** (4 * size))) throw err('invalid', 'value is not in deterministic CBOR encoding (long head)');
     return { major, info, arg };
   }
 

@@ -201,6 +201,17 @@ test('float16 conversion is exact', () => {
   assert.equal(hex(encode(Math.fround(0.1))), 'fa3dcccccd');
 });
 
+test('decode reads 8-byte arguments as numbers up to 2^53 - 1 and bigints beyond', () => {
+  assert.equal(decode(unhex('1b001fffffffffffff')), Number.MAX_SAFE_INTEGER);
+  assert.equal(decode(unhex('1b0020000000000000')), 2n ** 53n);
+  assert.equal(decode(unhex('1b0020000000000001')), 2n ** 53n + 1n);
+  assert.equal(decode(unhex('1bffffffffffffffff')), 2n ** 64n - 1n);
+  assert.equal(decode(unhex('3b001ffffffffffffe')), -Number.MAX_SAFE_INTEGER);
+  assert.equal(decode(unhex('3bffffffffffffffff')), -(2n ** 64n));
+  assert.equal(decode(unhex('1a80000000')), 2 ** 31);
+  assert.equal(decode(unhex('1affffffff')), 2 ** 32 - 1);
+});
+
 test('decode limits and refusals', async (t) => {
   const nest = (/** @type {number} */ n) => unhex('81'.repeat(n - 1) + '00');
   /** @type {[string, Uint8Array, string|null, object?][]} */
@@ -228,6 +239,13 @@ test('decode limits and refusals', async (t) => {
     ['unsorted keys, lenient', unhex('a2616201616102'), null, { canonical: false }],
     ['long head', unhex('1817'), 'invalid'],
     ['long head, lenient', unhex('1817'), null, { canonical: false }],
+    ['long head of 2 bytes', unhex('1900ff'), 'invalid'],
+    ['head of 2 bytes', unhex('190100'), null],
+    ['long head of 4 bytes', unhex('1a0000ffff'), 'invalid'],
+    ['head of 4 bytes', unhex('1a00010000'), null],
+    ['long head of 8 bytes', unhex('1b00000000ffffffff'), 'invalid'],
+    ['head of 8 bytes', unhex('1b0000000100000000'), null],
+    ['long length of 8 bytes', unhex('5b000000000000000100'), 'invalid'],
     ['float64 that fits float32', unhex('fb3ff8000000000000'), 'invalid'],
     ['float32 that fits float16', unhex('fa3fc00000'), 'invalid'],
     ['non-canonical NaN', unhex('f97e01'), 'invalid'],
