@@ -350,11 +350,7 @@ export function fromHalf(h) {
  * @param {Uint8Array} b
  */
 export function compareBytes(a, b) {
-  const n = Math.min(a.length, b.length);
-  for (let i = 0; i < n; i++) {
-    if (a[i] !== b[i]) return a[i] < b[i] ? -1 : 1;
-  }
-  return a.length === b.length ? 0 : a.length < b.length ? -1 : 1;
+  return compareRanges(a, 0, a.length, b, 0, b.length);
 }
 
 /**
@@ -459,7 +455,7 @@ export class Reader {
           this.check(depth + 1, full);
           const k1 = this.off;
           if (full && p0 >= 0) {
-            const c = compareRanges(this.b, p0, p1, k0, k1);
+            const c = compareRanges(this.b, p0, p1, this.b, k0, k1);
             if (c === 0) throw err('malformed', 'duplicate map key');
             if (c > 0) throw err('invalid', 'map keys are not in deterministic order');
           }
@@ -820,15 +816,19 @@ export function textOK(b, start, end) {
 }
 
 /**
- * Compares b[a0..a1) with b[b0..b1) bytewise.
+ * Compares a[a0..a1) with b[b0..b1) bytewise: compareBytes, and Reader.check's
+ * map keys, which are ranges of one input.
+ * @param {Uint8Array} a
+ * @param {number} a0
+ * @param {number} a1
  * @param {Uint8Array} b
+ * @param {number} b0
+ * @param {number} b1
  */
-function compareRanges(/** @type {Uint8Array} */ b, /** @type {number} */ a0, /** @type {number} */ a1, /** @type {number} */ b0, /** @type {number} */ b1) {
+function compareRanges(a, a0, a1, b, b0, b1) {
   const n = Math.min(a1 - a0, b1 - b0);
   for (let i = 0; i < n; i++) {
-    if (b[a0 + i] !== b[b0 + i]) return b[a0 + i] < b[b0 + i] ? -1 : 1;
+    if (a[a0 + i] !== b[b0 + i]) return a[a0 + i] < b[b0 + i] ? -1 : 1;
   }
   return a1 - a0 === b1 - b0 ? 0 : a1 - a0 < b1 - b0 ? -1 : 1;
 }
-
-
