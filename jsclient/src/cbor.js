@@ -381,8 +381,11 @@ export function utf8Length(s) {
   return n;
 }
 
-/** @param {string} s */
-function isWellFormed(s) {
+/**
+ * Whether s is well-formed UTF-16 (no lone surrogate).
+ * @param {string} s
+ */
+export function isWellFormed(s) {
   // String.prototype.isWellFormed is Node 20+/recent browsers; fall back.
   if (typeof (/** @type {any} */ (s).isWellFormed) === 'function') return /** @type {any} */ (s).isWellFormed();
   return !/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/.test(s);

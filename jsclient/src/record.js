@@ -6,7 +6,7 @@
 // {stamp, value}; value holds the canonical CBOR bytes of the field's value,
 // or null when the field was unset.
 
-import { Reader, Writer, checkValue, compareBytes, decode, encodeWith, utf8Length } from './cbor.js';
+import { Reader, Writer, checkValue, compareBytes, decode, encodeWith, isWellFormed, utf8Length } from './cbor.js';
 import { MODEL } from './model.js';
 import { ConvergoError } from './errors.js';
 import { MAX_LOGICAL, MAX_WALL, ZERO_STAMP, compareStamps, isZeroStamp, validateReplica } from './hlc.js';
@@ -106,6 +106,9 @@ export function maxStamp(r) {
 
 // ------------------------------------------------------------ validation
 
+/** The control characters (C0, DEL, C1) a name or id may not hold. */
+const CONTROL_RE = /[\0-\x1f\x7f-\x9f]/;
+
 /**
  * @param {string} what
  * @param {string} s
@@ -115,18 +118,8 @@ function validateText(what, s, maxBytes) {
   if (typeof s !== 'string') throw new ConvergoError('invalid', `${what} must be a string`);
   const n = utf8Length(s);
   if (n === 0 || n > maxBytes) throw new ConvergoError('invalid', `${what} must be 1 to ${maxBytes} bytes, got ${n}`);
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    if (c >= 0x20 && c < 0x7f) continue; // printable ASCII, the common case
-    if (c < 0x20 || c === 0x7f || (c >= 0x80 && c < 0xa0)) {
-      throw new ConvergoError('invalid', `${what} ${JSON.stringify(s)} has a control character`);
-    }
-    if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length && (s.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
-      i++; // a surrogate pair
-    } else if (c >= 0xd800 && c <= 0xdfff) {
-      throw new ConvergoError('invalid', `${what} is not well-formed Unicode`);
-    }
-  }
+  if (CONTROL_RE.test(s)) throw new ConvergoError('invalid', `${what} ${JSON.stringify(s)} has a control character`);
+  if (!isWellFormed(s)) throw new ConvergoError('invalid', `${what} is not well-formed Unicode`);
 }
 
 /** @param {string} id */

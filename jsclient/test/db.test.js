@@ -534,3 +534,17 @@ test('records stored by version 4 (stamps as objects, seals apart) are read, wri
   assert.deepEqual(plan.sealed[0].record.fields.get('title')?.stamp, stamp, 'the seal still covers the server version');
   await db.close();
 });
+
+test('record ids and field names: control characters and lone surrogates are refused, each with its own message', async () => {
+  const { validateId, validateFieldName } = await import('../src/record.js');
+  const refused = (/** @type {string} */ s, /** @type {RegExp} */ msg) => {
+    for (const f of [validateId, validateFieldName]) assert.throws(() => f(s), (e) => e instanceof ConvergoError && e.code === 'invalid' && msg.test(e.message), JSON.stringify(s));
+  };
+  for (const c of ['\0', '\x1f', '\x7f', '\x80', '\x9f']) refused(`a${c}b`, /has a control character/);
+  for (const s of ['\ud800', 'a\udc00', '\udc00\ud800', 'x\ud83d']) refused(s, /is not well-formed Unicode/);
+  refused('', /must be 1 to/);
+  for (const s of ['a b', '\xa0', 'é', '\ud83d\ude00', '~']) {
+    validateId(s);
+    validateFieldName(s);
+  }
+});
