@@ -10,6 +10,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { findGo, startGoServer } from './helpers/goserver.js';
 import { openClient, until } from './helpers/util.js';
+import { fromStored } from '../src/db.js';
+import { maxStamp } from '../src/record.js';
 
 const secret = 'js-client-test-secret-0123456789abcdef';
 const go = findGo();
@@ -158,7 +160,11 @@ test('real server: a change that lost to a newer write is reported superseded an
   a.on('superseded', (s) => superseded.push(s));
   await a.pause();
   await a.collection(coll).put('r', { title: 'older', keep: 1 });
-  await new Promise((r) => setTimeout(r, 50));
+  // b's title is the newer: each clock is corrected by its own hello (by
+  // hundreds of ms apart on a loaded machine), so a wait on the wall
+  // clock does not say b's stamps are past a's.
+  const top = maxStamp(fromStored(await a.store.get(coll, 'r'), 'r'));
+  await until(() => b.store.now() > top.wall, "b's clock past a's stamp");
   await b.collection(coll).update('r', { title: 'newer' });
   await until(() => b.status.pending === 0, 'b pushed');
   a.resume();
