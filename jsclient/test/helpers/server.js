@@ -239,6 +239,8 @@ export class FakeServer {
     this.newer = false;
     /** @type {any[]} the live messages clients sent, decoded */
     this.received = [];
+    /** @type {number[]} when each of received came (Date.now()) */
+    this.receivedAt = [];
     this.nextRequestId = 0;
     /** The generation of the server's history: wipe() starts a new one. */
     this.gen = 0;
@@ -958,6 +960,7 @@ export class FakeServer {
     ws.on('message', (data) => {
       const m = decode(new Uint8Array(/** @type {Buffer} */ (data)), { canonical: false });
       this.received.push(m);
+      this.receivedAt.push(Date.now());
       const type = m.get(0);
       if (!hello) {
         if (type !== 'hello') return ws.close(1008);
