@@ -740,7 +740,9 @@ test('a failed load of the sync loop is reported, and sync() loads it again', as
   let release = () => {};
   const held = new Promise((r) => (release = () => r(undefined)));
   locks.request('convergo:syncload', () => held);
-  const db = await openClient({ url: server.url, name: 'syncload', locks, collections: ['todos'] });
+  // The load is tried again after the loop's backoff too: a long one, so
+  // that the status is read, and the loop loaded by sync(), before it.
+  const db = await openClient({ url: server.url, name: 'syncload', locks, collections: ['todos'], backoff: { base: 60_000, random: () => 1 } });
   t.after(() => db.close());
   const load = db._loadSync;
   let fails = 1;
@@ -847,7 +849,9 @@ test('a sync loop that failed to load is loaded again when the page becomes visi
   });
   /** @type {any[]} */
   const errors = [];
-  const db = await openClient({ url: server.url, name: 'syncretry', collections: ['todos'] });
+  // The load is tried again after the loop's backoff too: a long one, so
+  // that the page becoming visible loads it, before that.
+  const db = await openClient({ url: server.url, name: 'syncretry', collections: ['todos'], backoff: { base: 60_000, random: () => 1 } });
   t.after(() => db.close());
   db.on('error', (/** @type {any} */ e) => errors.push(e));
   await until(() => db.status.lastError?.code === 'network', 'the failed load in the status');
