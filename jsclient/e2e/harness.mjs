@@ -440,6 +440,22 @@ export async function shown(p) {
   return new Map(rows);
 }
 
+/**
+ * Waits until the clock of pane later is past every stamp pane earlier has
+ * taken, so that what later writes next is the later write. Each pane's
+ * clock is corrected by its own hello, whose measure may be hundreds of
+ * ms apart from another's on a loaded machine: a wait on the wall clock
+ * does not say which write is the later.
+ */
+export async function clockPast(later, earlier) {
+  const clock = (p, what) => p.evaluate((el, w) => {
+    const { store } = window.convergoDemo.panes[el.dataset.testid.slice('pane-'.length)].db;
+    return w === 'last' ? store.clock.last.wall : store.now();
+  }, what);
+  const top = await clock(earlier, 'last');
+  await waitFor(async () => (await clock(later, 'now')) > top, { interval: 20, message: "one pane's clock past the other's stamps" });
+}
+
 /** The status a pane shows, from its data attributes. */
 export async function status(p) {
   return p.getByTestId('status').evaluate((el) => ({

@@ -6,7 +6,7 @@ import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import {
-  Server, addTodo, launchBrowser, openDemo, pane, renameTodo, sameTodos, screenshot,
+  Server, addTodo, clockPast, launchBrowser, openDemo, pane, renameTodo, sameTodos, screenshot,
   serverTodos, shown, status, todo, waitFor, waitSynced,
 } from './harness.mjs';
 
@@ -49,7 +49,7 @@ describe('offline merge', () => {
     // The same field of another: Bob writes last.
     await renameTodo(pa, call, 'Call mom tonight');
     await waitFor(async () => (await status(pa)).pending >= 2, { message: 'Alice to count her offline changes' });
-    await sleep(200);
+    await clockPast(pb, pa);
     await renameTodo(pb, call, 'Call dad');
     await waitFor(async () => (await status(pb)).pending >= 2, { message: 'Bob to count his offline changes' });
 
@@ -120,6 +120,8 @@ describe('offline merge', () => {
     await renameTodo(alice, plants, 'Water the plants and the herbs');
     await todo(bob, plants).getByTestId('todo-done').check();
     await todo(alice, bread).getByTestId('todo-delete').click();
+    await waitFor(async () => (await todo(alice, bread).count()) === 0, { message: "Alice's delete to show" });
+    await clockPast(bob, alice);
     await renameTodo(bob, bread, 'Bake sourdough bread');
 
     await waitFor(async () => (await status(alice)).pending >= 2 && (await status(bob)).pending >= 2,
