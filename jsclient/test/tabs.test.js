@@ -875,6 +875,11 @@ test('without Web Locks every tab syncs: a refused change two tabs pushed is rol
   await a.collection('todos').put('x', { title: 'base' });
   await until(() => server.coll('todos').byId.has('x') && a.status.pending === 0, 'pushed');
   server.refuse = (ch) => ch.record.fields.has('title') && new TextDecoder().decode(ch.record.fields.get('title').value ?? new Uint8Array()).includes('bad');
+  // Both loops idle, waiting for their next poll: only a's, which its
+  // write kicks, pushes the change on its own. A round of b's still under
+  // way (a loaded machine makes the first ones slow) would push it from
+  // the outbox the tabs share, beside a's.
+  await until(() => [a, b].every((tab) => /** @type {any} */ (tab).syncer?.waiting === 'poll'), 'both loops idle');
   // a's push of the refused change waits at the server while b pushes it.
   let pushes = 0;
   /** @type {() => void} */
