@@ -109,6 +109,10 @@ test('without Web Locks: a reconciliation whose pull from the beginning another 
   await a.collection('todos').put('k', { n: 1 });
   await until(() => server.coll('todos').byId.has('k') && a.status.pending === 0, 'pushed');
   await b.sync();
+  // Both loops idle, waiting for their next poll: the pulls counted from
+  // here are b.sync()'s alone (a round of a's still under way, slow on a
+  // loaded machine, would pull beside them).
+  await until(() => [a, b].every((tab) => /** @type {any} */ (tab).syncer?.waiting === 'poll'), 'both loops idle');
   // The next read of the collection is reset lease_expired. b's
   // reconciliation reads it from the beginning; the answer, made now,
   // arrives late.
