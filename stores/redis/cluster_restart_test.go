@@ -3,7 +3,6 @@ package redis
 import (
 	"context"
 	"errors"
-	"net"
 	"strconv"
 	"strings"
 	"testing"
@@ -22,18 +21,10 @@ import (
 // owning its slot (nodes.conf survives in its directory).
 func privateCluster(t *testing.T, slot int) (one, two *redistest.Server) {
 	t.Helper()
-	start := func() (*redistest.Server, int) {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		bus := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		return redistest.Start(t, "--save", "", "--appendonly", "no", "--cluster-enabled", "yes",
-			"--cluster-port", strconv.Itoa(bus), "--cluster-node-timeout", "2000"), bus
+	start := func() *redistest.Server {
+		return redistest.StartCluster(t, "--save", "", "--appendonly", "no", "--cluster-node-timeout", "2000")
 	}
-	one, _ = start()
-	two, bus := start()
+	one, two = start(), start()
 	ctx := testContext(t)
 	c1 := goredis.NewClient(&goredis.Options{Addr: one.Addr()})
 	c2 := goredis.NewClient(&goredis.Options{Addr: two.Addr()})
@@ -52,7 +43,7 @@ func privateCluster(t *testing.T, slot int) (one, two *redistest.Server) {
 	if err := c2.ClusterAddSlots(ctx, slot).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := c1.Do(ctx, "cluster", "meet", "127.0.0.1", two.Port, bus).Err(); err != nil {
+	if err := c1.Do(ctx, "cluster", "meet", "127.0.0.1", two.Port, two.BusPort).Err(); err != nil {
 		t.Fatal(err)
 	}
 	awaitClusterOK(t, one, two)
