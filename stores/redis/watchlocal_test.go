@@ -52,14 +52,13 @@ func TestLocalWatchersWithoutPubSub(t *testing.T) {
 	defer s.Watch(rec.notify)()
 	rec.waitFor(t, "the first subscription", func(n int, _ map[string]uint64) bool { return n >= 1 })
 	proxy.freeze()
-	start := time.Now()
 	if _, err := s.Apply(testContext(t), []crdt.Change{{Collection: "c", Record: crdt.SetField("r", "f", mustValue(t, 1), crdt.Stamp{Wall: 1, Replica: "w"})}}); err != nil {
 		t.Fatal(err)
 	}
+	// Nothing else can tell it: the publication is held on the frozen
+	// connection, and a subscription go-redis or the store opens again
+	// reports a Resync, never the head.
 	rec.waitFor(t, "the write, told locally", func(_ int, h map[string]uint64) bool { return h["c"] == 1 })
-	if d := time.Since(start); d > time.Second {
-		t.Fatalf("local notification took %s", d)
-	}
 }
 
 // With the default heartbeat a silent subscription is found and replaced
