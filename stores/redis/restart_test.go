@@ -28,7 +28,7 @@ func startServerFsync(t testing.TB, fsync string) *redistest.Server {
 
 // TestServerCrashAndRestart kills Redis with SIGKILL under a store and
 // starts it again on its data: calls fail with ErrUnavailable while it is
-// down and promptly (the store's timeouts and retries bound them); every
+// down and promptly (the port refuses at once; the retries are bounded); every
 // acknowledged change is still there afterwards (appendfsync always); the
 // merge script, gone from the new server's script cache, is loaded again
 // by the EVAL fallback; and the watcher gets a Resync when its
@@ -38,7 +38,10 @@ func TestServerCrashAndRestart(t *testing.T) {
 	ctx := testContext(t)
 	s, err := Open(ctx, Options{
 		Addrs: []string{srv.Addr()}, KeyPrefix: "crash:",
-		DialTimeout: 500 * time.Millisecond, ReadTimeout: 500 * time.Millisecond, WriteTimeout: 500 * time.Millisecond,
+		// Timeouts a loaded machine meets on an fsync before every reply:
+		// once the server is killed its port refuses at once, so they do
+		// not bound the calls made while it is down.
+		DialTimeout: 5 * time.Second, ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second,
 		MaxRetries: 1,
 	})
 	if err != nil {
