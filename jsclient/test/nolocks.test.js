@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FakeServer } from './helpers/server.js';
-import { IDBKeyRange, freshIDB, horizonPast, openClient, until } from './helpers/util.js';
+import { IDBKeyRange, freshIDB, heldAnswers, horizonPast, openClient, until } from './helpers/util.js';
 import { PATHS } from '../src/constants.js';
 import { decode, encode } from '../src/cbor.js';
 import { outboxCounts, owesReconcile, restartClock } from '../src/syncstore.js';
@@ -38,24 +38,6 @@ function tokenOf(/** @type {string} */ sub) {
 }
 
 /**
- * Holds the first push answer at the server (its changes are judged when
- * it is let go) until the function returned is called.
- * @param {FakeServer} server
- */
-function holdFirstPush(server) {
-  let pushes = 0;
-  /** @type {() => void} */
-  let release = () => {};
-  const gate = new Promise((r) => (release = () => r(undefined)));
-  const handle = server.handle.bind(server);
-  server.handle = async (/** @type {any} */ req, /** @type {any} */ res) => {
-    if (req.url === PATHS.push && pushes++ === 0) await gate;
-    return handle(req, res);
-  };
-  return { release, pushes: () => pushes };
-}
-
-/**
  * Listens to the events of a tab.
  * @param {any} db
  */
@@ -79,9 +61,9 @@ test('without Web Locks: a change two tabs pushed, refused collected, is held, r
   await b.pause();
   await a.collection('todos').update('k', { n: 2 });
   server.writeHorizon.set('todos', await horizonPast(a));
-  const gate = holdFirstPush(server);
+  const gate = heldAnswers(server, PATHS.push, { first: true });
   b.resume();
-  await until(() => gate.pushes() === 1, "b's push under way");
+  await until(() => gate.count() === 1, "b's push under way");
   // a pushes the same change: refused collected, held, its collection
   // reconciled, written again and applied.
   a.resume();

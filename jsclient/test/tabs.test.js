@@ -881,20 +881,12 @@ test('without Web Locks every tab syncs: a refused change two tabs pushed is rol
   // the outbox the tabs share, beside a's.
   await until(() => [a, b].every((tab) => /** @type {any} */ (tab).syncer?.waiting === 'poll'), 'both loops idle');
   // a's push of the refused change waits at the server while b pushes it.
-  let pushes = 0;
-  /** @type {() => void} */
-  let release = () => {};
-  const gate = new Promise((r) => (release = () => r(undefined)));
-  const handle = server.handle.bind(server);
-  server.handle = async (/** @type {any} */ req, /** @type {any} */ res) => {
-    if (req.url === PATHS.push && pushes++ === 0) await gate;
-    return handle(req, res);
-  };
+  const held = heldAnswers(server, PATHS.push, { first: true });
   await a.collection('todos').put('x', { title: 'bad' });
-  await until(() => pushes === 1, "a's push under way");
+  await until(() => held.count() === 1, "a's push under way");
   await b.sync();
   assert.deepEqual(await b.collection('todos').get('x'), { id: 'x', title: 'base' }, 'rolled back by b');
-  release();
+  held.release();
   await until(() => server.pushStatuses.length >= 2, "a's push answered");
   await a.sync();
   assert.deepEqual(await a.collection('todos').get('x'), { id: 'x', title: 'base' }, 'the server version, after a settled its answer too');

@@ -73,24 +73,23 @@ export function slowAnswers(server, path, ms) {
 }
 
 /**
- * Holds every answer of server to a request of path until release() is
- * called; requests that come after it are answered at once. A test acts
- * while a request is surely under way, whatever the machine's load.
+ * Holds every answer of server to a request of path (with first, only the
+ * answer to the first such request) until release() is called; requests
+ * that come after it are answered at once. A test acts while a request is
+ * surely under way, whatever the machine's load.
  * @param {import('./server.js').FakeServer} server
  * @param {string} path
+ * @param {{first?: boolean}} [opts]
  * @returns {{count: () => number, release: () => void}} count: how many such requests came since
  */
-export function heldAnswers(server, path) {
+export function heldAnswers(server, path, { first = false } = {}) {
   let n = 0;
   /** @type {() => void} */
   let release = () => {};
   const gate = new Promise((r) => (release = () => r(undefined)));
   const handle = server.handle.bind(server);
   server.handle = async (/** @type {any} */ req, /** @type {any} */ res) => {
-    if (req.url === path) {
-      n++;
-      await gate;
-    }
+    if (req.url === path && (n++ === 0 || !first)) await gate;
     return handle(req, res);
   };
   return { count: () => n, release };
