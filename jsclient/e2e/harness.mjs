@@ -86,6 +86,27 @@ export async function waitFor(fn, { timeout = 15_000, interval = 100, message = 
 }
 
 /**
+ * Polls count until it returns want and returns; throws with message once
+ * count has not moved for stall ms (a first sync that stopped, not one
+ * that a loaded machine makes slow).
+ */
+export async function waitForCount(count, want, { stall = 60_000, interval = 200, message = 'count' } = {}) {
+  let last = -1;
+  let moved = Date.now();
+  for (;;) {
+    const n = await count();
+    if (n === want) return;
+    if (n !== last) {
+      last = n;
+      moved = Date.now();
+    } else if (Date.now() - moved > stall) {
+      throw new Error(`${message}: stuck at ${n} of ${want} for ${stall} ms`);
+    }
+    await sleep(interval);
+  }
+}
+
+/**
  * A convergo server process on a fixed port and Redis prefix. stop() and
  * start() again keep both, so clients reconnect to "the same server" with
  * the same data, as after a deploy or a crash.

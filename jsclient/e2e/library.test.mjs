@@ -22,7 +22,7 @@ import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { chromium } from 'playwright-core';
 
-import { COLLECTION, Server, env, launchBrowser, unique, waitFor, watchPage } from './harness.mjs';
+import { COLLECTION, Server, env, launchBrowser, unique, waitFor, waitForCount, watchPage } from './harness.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const FIRST_SYNC = 100_000;
@@ -93,11 +93,11 @@ describe('the library: batches, first sync, another origin, React', () => {
       assert.equal(await server.pushMany('bulkwriter', bulk), FIRST_SYNC);
       const a1 = await libraryPage(alice, server);
       const a2 = await libraryPage(alice, server);
-      await waitFor(() => a2.evaluate((n) => window.seen.ids === n, FIRST_SYNC), { message: "alice's tabs to hold every record", timeout: 120_000, interval: 200 });
+      await waitForCount(() => a2.evaluate(() => window.seen.ids), FIRST_SYNC, { message: "alice's tabs to hold every record" });
       // Another browser: a first sync of the whole collection.
       const t0 = Date.now();
       const b = await libraryPage(bob, server);
-      await waitFor(() => b.evaluate((n) => window.seen.ids === n, FIRST_SYNC), { message: `bob's first sync of ${FIRST_SYNC} records`, timeout: 120_000, interval: 200 });
+      await waitForCount(() => b.evaluate(() => window.seen.ids), FIRST_SYNC, { message: `bob's first sync of ${FIRST_SYNC} records` });
       console.log(`# first sync of ${FIRST_SYNC} records in Chromium: ${Date.now() - t0} ms`);
 
       // A batch in tab 1: tab 2 and bob see it whole.
