@@ -56,12 +56,7 @@ func (s *countingStore) Identity(ctx context.Context) (string, error) {
 func TestLiveFanOut(t *testing.T) {
 	ts := newTestServer(t, func(c *Config) { c.Demo = true; c.Limits.MaxConnsPerAddr = 100; c.Limits.Rate = -1 })
 	cs := &countingStore{Store: ts.store}
-	eng, err := engineOn(cs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer eng.Close()
-	ts.srv.eng = eng
+	ts.serveOver(t, cs)
 
 	const subscribers, changes = 30, 20
 	clients := make([]*liveClient, subscribers)
@@ -115,12 +110,7 @@ func TestLiveOneReadPerChange(t *testing.T) {
 	const subscribers, changes = 100, 10
 	ts := newTestServer(t, func(c *Config) { c.Demo = true; c.Limits.MaxConnsPerAddr = 2 * subscribers; c.Limits.Rate = -1 })
 	cs := &countingStore{Store: ts.store}
-	eng, err := engineOn(cs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer eng.Close()
-	ts.srv.eng = eng
+	ts.serveOver(t, cs)
 
 	clients := make([]*liveClient, subscribers)
 	for i := range clients {

@@ -92,12 +92,7 @@ func TestLiveCatchUpDoesNotHoldBroadcast(t *testing.T) {
 	const caughtUp, catchingUp, early = 3, 8, 10
 	ts := newTestServer(t, func(c *Config) { c.Demo = true; c.Limits.MaxConnsPerAddr = 100; c.Limits.Rate = -1 })
 	hs := &holdStore{Store: ts.store, coll: DemoCollection, release: make(chan struct{}), entered: make(chan uint64, 64)}
-	eng, err := engineOn(hs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer eng.Close()
-	ts.srv.eng = eng
+	eng := ts.serveOver(t, hs)
 	ts.eng = eng
 	released := false
 	defer func() {

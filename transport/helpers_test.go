@@ -345,6 +345,19 @@ func engineOn(s stores.Store) (*engine.Engine, error) {
 	return engine.Open(engine.Config{Store: s, Replica: "srv-test", PollInterval: -1})
 }
 
+// serveOver has ts's server use an engine over s (ts.store wrapped to
+// count, hold or fail its calls) from now on; the engine closes as t ends.
+func (ts *testServer) serveOver(t *testing.T, s stores.Store) *engine.Engine {
+	t.Helper()
+	eng, err := engineOn(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { eng.Close() })
+	ts.srv.eng = eng
+	return eng
+}
+
 // metric returns the value of the sample name (with its labels) on the
 // server's /metrics.
 func (ts *testServer) metric(t *testing.T, name string) float64 {

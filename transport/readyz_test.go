@@ -38,12 +38,7 @@ func (s *probeCountingStore) Head(ctx context.Context, coll string) (uint64, err
 func TestReadyzReadsTheStoreOncePerPeriod(t *testing.T) {
 	ts := newTestServer(t, nil)
 	st := &probeCountingStore{Store: ts.store}
-	eng, err := engineOn(st)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer eng.Close()
-	ts.srv.eng = eng
+	ts.serveOver(t, st)
 
 	start := time.Now()
 	var wg sync.WaitGroup

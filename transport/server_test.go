@@ -360,12 +360,7 @@ func TestStoreFailureIsUnavailable(t *testing.T) {
 	ts := newTestServer(t, nil)
 	// Swap the engine for one on a failing store.
 	base := ts.store
-	eng, err := engineOn(failingStore{base})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer eng.Close()
-	ts.srv.eng = eng
+	ts.serveOver(t, failingStore{base})
 	tok := ts.token(t, "alice", []string{"*"}, []string{"*"})
 	a := ts.post(t, proto.PathPush, tok, proto.PushRequest{Replica: "c1", Changes: []crdt.Change{change(t, "n", "a", "f", 1)}})
 	if a.status != http.StatusServiceUnavailable || a.errorCode(t) != proto.CodeUnavailable {
@@ -838,12 +833,7 @@ func (s *writesFailing) Apply(ctx context.Context, cs []crdt.Change) ([]stores.R
 func TestReadyzFollowsWriteHealth(t *testing.T) {
 	ts := newTestServer(t, func(c *Config) { c.Demo = true })
 	ws := &writesFailing{Store: ts.store}
-	eng, err := engineOn(ws)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer eng.Close()
-	ts.srv.eng = eng
+	ts.serveOver(t, ws)
 	if code, body := ts.get(t, "/readyz"); code != http.StatusOK {
 		t.Fatalf("healthy: %d %s", code, body)
 	}

@@ -46,12 +46,7 @@ func TestLiveScopesShareReads(t *testing.T) {
 	const subscribers = 50
 	ts := newTestServer(t, func(c *Config) { c.Demo = true; c.Limits.MaxConnsPerAddr = 2 * subscribers; c.Limits.Rate = -1 })
 	gs := &gatedStore{Store: ts.store, coll: DemoCollection}
-	eng, err := engineOn(gs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer eng.Close()
-	ts.srv.eng = eng
+	eng := ts.serveOver(t, gs)
 
 	clients := make([]*liveClient, subscribers)
 	for i := range clients {
