@@ -1363,8 +1363,14 @@ func (c *liveConn) refuseSub(coll string, err error) {
 	c.queue(proto.ErrorMessage{Code: e.Code, Message: e.Message, Collection: coll, RequestID: c.id})
 }
 
+// unsubscribe ends the subscription of coll, if any, and drops a resync or
+// reset of coll still owed: nothing of a subscription is written once its
+// unsub is read (docs/protocol.md, section 9), not even the end the server
+// gave it before, which the client would otherwise read behind the pong
+// of a ping it sent after the unsub.
 func (c *liveConn) unsubscribe(coll string) {
 	c.mu.Lock()
+	delete(c.resyncs, coll)
 	sub := c.subs[coll]
 	if sub != nil {
 		delete(c.subs, coll)
