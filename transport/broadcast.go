@@ -71,7 +71,10 @@ import (
 // the caught-up cursor a place among readParallel. A member that falls
 // behind (its page parked, or refused the parking place or its
 // connection's read turn) catches up that way too, so that no client's
-// lag makes the group's goroutine wait.
+// lag makes the group's goroutine wait. And at most catchUpsPerClient
+// catch-up reads of one client are in flight across all groups: one
+// subject's many sessions and subscriptions cannot take the store's
+// reads (and the memory of their pages) from other tenants.
 //
 // # No gaps
 //
@@ -122,10 +125,81 @@ type hub struct {
 	mu          sync.Mutex
 	groups      map[groupKey]*group
 	afterRounds func(*group) // Config.afterRounds
+	catchUps    clientReads  // catch-up reads in flight by client, across groups
 }
 
 func newHub(s *Server, afterRounds func(*group)) *hub {
-	return &hub{s: s, groups: map[groupKey]*group{}, afterRounds: afterRounds}
+	return &hub{s: s, groups: map[groupKey]*group{}, afterRounds: afterRounds,
+		catchUps: clientReads{n: map[string]int{}, waiting: map[string]map[*group]struct{}{}}}
+}
+
+// catchUpsPerClient bounds the catch-up reads in flight of one client
+// (the key its subscriptions count under: its subject, or an anonymous
+// session's address) across every group of the server. A group bounds
+// its own reads (readParallel), and a connection its reads for one
+// subscription alone (its read turn), but a client holds many of both:
+// without this bound one subject's sessions, each catching up on
+// collections of its own (or the same ones under scopes of its own),
+// would have as many store reads in flight, and as many pages in memory,
+// as it has sessions and subscriptions, where the broadcast costs others
+// one read a write. A read shared by the members of several clients is
+// no one client's, and is not counted.
+const catchUpsPerClient = 4
+
+// clientReads counts each client's catch-up reads in flight and holds the
+// groups that found none left: a read given back wakes them, and their
+// members, still needing a read, ask again in the groups' next rounds.
+// Its lock is taken under a group's, never the other way round.
+type clientReads struct {
+	mu      sync.Mutex
+	n       map[string]int
+	waiting map[string]map[*group]struct{}
+}
+
+// take takes a catch-up read of client for g, or records g as waiting for
+// one and reports false.
+func (r *clientReads) take(client string, g *group) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.n[client] < catchUpsPerClient {
+		r.n[client]++
+		return true
+	}
+	w := r.waiting[client]
+	if w == nil {
+		w = map[*group]struct{}{}
+		r.waiting[client] = w
+	}
+	w[g] = struct{}{}
+	return false
+}
+
+// give gives back a catch-up read of client and returns the groups that
+// waited for one: the caller wakes them (wakeGroups) once it holds no
+// group's lock.
+func (r *clientReads) give(client string) []*group {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.n[client]--; r.n[client] <= 0 {
+		delete(r.n, client)
+	}
+	w := r.waiting[client]
+	delete(r.waiting, client)
+	gs := make([]*group, 0, len(w))
+	for g := range w {
+		gs = append(gs, g)
+	}
+	return gs
+}
+
+// wakeGroups wakes gs, whose members wait for a catch-up read of a
+// client. The caller holds no group's lock.
+func wakeGroups(gs []*group) {
+	for _, g := range gs {
+		g.mu.Lock()
+		g.wakeLocked()
+		g.mu.Unlock()
+	}
 }
 
 // group is the broadcast group of one key.
@@ -365,6 +439,8 @@ type cursorSet struct {
 	live    bool   // a member has caught up: the group's goroutine reads for it
 	waited  uint64 // the least of its members' queued: catch-up sets go oldest first
 	catchUp bool   // read by a goroutine of its own (catchUp), not the group's
+	client  string // its members' one client, "" if several: whose catch-up read it is (catchUpsPerClient)
+	charged bool   // its catch-up read is counted among its client's
 }
 
 // round reads once per cursor of the members that need a read and hands
@@ -383,15 +459,19 @@ func (g *group) round() bool {
 		}
 		b := at[m.cursor]
 		if b == nil {
-			b = &cursorSet{cursor: m.cursor, waited: m.queued}
+			b = &cursorSet{cursor: m.cursor, waited: m.queued, client: m.held}
 			at[m.cursor] = b
 			sets = append(sets, b)
+		}
+		if b.client != m.held {
+			b.client = ""
 		}
 		b.members = append(b.members, m)
 		b.live = b.live || m.live
 		b.waited = min(b.waited, m.queued)
 	}
 	var live, started []*cursorSet
+	var wake []*group // waiting for a catch-up read of a client given back
 	slices.SortFunc(sets, func(a, b *cursorSet) int { return cmp.Compare(a.waited, b.waited) })
 	for _, b := range sets {
 		switch {
@@ -400,7 +480,18 @@ func (g *group) round() bool {
 				live = append(live, b)
 			}
 		case g.catching < catchUpParallel:
-			if g.claimLocked(b) {
+			if b.client != "" {
+				if !g.h.catchUps.take(b.client, g) {
+					break // woken when the client's next catch-up read ends
+				}
+				b.charged = true
+			}
+			if !g.claimLocked(b) {
+				if b.charged {
+					b.charged = false
+					wake = append(wake, g.h.catchUps.give(b.client)...)
+				}
+			} else {
 				b.catchUp = true
 				for _, m := range b.members {
 					m.reading = true
@@ -420,6 +511,7 @@ func (g *group) round() bool {
 	}
 	places := readParallel - g.catching // at least 1: catchUpParallel < readParallel
 	g.mu.Unlock()
+	wakeGroups(wake)
 	switch {
 	case len(live) == 0:
 	case len(live) == 1:
@@ -469,18 +561,26 @@ func (g *group) catchUp(b *cursorSet) {
 }
 
 // caughtUpLocked ends b's catch-up read: its members may be read for
-// again, and a place for another catch-up read is free.
-func (g *group) caughtUpLocked(b *cursorSet) {
+// again, and a place for another catch-up read is free, in the group and
+// among its client's. It returns the groups that waited for the client's
+// (wakeGroups).
+func (g *group) caughtUpLocked(b *cursorSet) []*group {
 	g.catching--
 	for _, m := range b.members {
 		m.reading = false
 	}
+	var wake []*group
+	if b.charged {
+		b.charged = false
+		wake = g.h.catchUps.give(b.client)
+	}
 	for m := range g.members {
 		if m.dirty && !m.parked && !m.blocked && !m.reading {
 			g.wakeLocked()
-			return
+			break
 		}
 	}
+	return wake
 }
 
 // serve reads the page after b's cursor once and hands it to b's members.
@@ -490,7 +590,9 @@ func (g *group) serve(b *cursorSet) {
 	// Pages offered for a direct write are written once the group is
 	// unlocked (offerDirect), in the order offered.
 	var direct []frame
+	var wake []*group // waiting for a catch-up read of b's client
 	defer func() {
+		wakeGroups(wake)
 		for _, f := range direct {
 			f.sub.c.writeDirect(f)
 		}
@@ -498,7 +600,7 @@ func (g *group) serve(b *cursorSet) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if b.catchUp {
-		defer g.caughtUpLocked(b) // after the members' cursors moved
+		defer func() { wake = g.caughtUpLocked(b) }() // after the members' cursors moved
 	}
 	if b.turn {
 		defer b.members[0].c.endTurn()
