@@ -130,7 +130,7 @@ type hub struct {
 
 func newHub(s *Server, afterRounds func(*group)) *hub {
 	return &hub{s: s, groups: map[groupKey]*group{}, afterRounds: afterRounds,
-		catchUps: clientReads{n: map[string]int{}, waiting: map[string]map[*group]struct{}{}}}
+		catchUps: clientReads{n: map[string]int{}, waiting: map[string][]*group{}, queued: map[*group]map[string]bool{}}}
 }
 
 // catchUpsPerClient bounds the catch-up reads in flight of one client
@@ -146,18 +146,21 @@ func newHub(s *Server, afterRounds func(*group)) *hub {
 // no one client's, and is not counted.
 const catchUpsPerClient = 4
 
-// clientReads counts each client's catch-up reads in flight and holds the
-// groups that found none left: a read given back wakes them, and their
-// members, still needing a read, ask again in the groups' next rounds.
-// Its lock is taken under a group's, never the other way round.
+// clientReads counts each client's catch-up reads, in flight or granted
+// to a group that waited for one, and holds in order the groups that
+// found none left. A read given back goes to the group that waited
+// longest (hub.handOff), which uses it in its next round or gives it back
+// in turn, so that a read ending wakes one group, not every group of the
+// client. Its lock is taken under a group's, never the other way round.
 type clientReads struct {
 	mu      sync.Mutex
 	n       map[string]int
-	waiting map[string]map[*group]struct{}
+	waiting map[string][]*group
+	queued  map[*group]map[string]bool // who is in waiting, for whom
 }
 
-// take takes a catch-up read of client for g, or records g as waiting for
-// one and reports false.
+// take takes a catch-up read of client for g, or has g wait for one and
+// reports false.
 func (r *clientReads) take(client string, g *group) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -165,41 +168,78 @@ func (r *clientReads) take(client string, g *group) bool {
 		r.n[client]++
 		return true
 	}
-	w := r.waiting[client]
-	if w == nil {
-		w = map[*group]struct{}{}
-		r.waiting[client] = w
+	if !r.queued[g][client] {
+		if r.queued[g] == nil {
+			r.queued[g] = map[string]bool{}
+		}
+		r.queued[g][client] = true
+		r.waiting[client] = append(r.waiting[client], g)
 	}
-	w[g] = struct{}{}
 	return false
 }
 
-// give gives back a catch-up read of client and returns the groups that
-// waited for one: the caller wakes them (wakeGroups) once it holds no
-// group's lock.
-func (r *clientReads) give(client string) []*group {
+// give gives back a catch-up read of client: it returns the group that
+// waited longest for one, which the read now belongs to, or nil when none
+// waits and the read is given back to the count.
+func (r *clientReads) give(client string) *group {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if w := r.waiting[client]; len(w) > 0 {
+		g := w[0]
+		w[0] = nil
+		if w = w[1:]; len(w) == 0 {
+			delete(r.waiting, client)
+		} else {
+			r.waiting[client] = w
+		}
+		if delete(r.queued[g], client); len(r.queued[g]) == 0 {
+			delete(r.queued, g)
+		}
+		return g
+	}
 	if r.n[client]--; r.n[client] <= 0 {
 		delete(r.n, client)
 	}
-	w := r.waiting[client]
-	delete(r.waiting, client)
-	gs := make([]*group, 0, len(w))
-	for g := range w {
-		gs = append(gs, g)
-	}
-	return gs
+	return nil
 }
 
-// wakeGroups wakes gs, whose members wait for a catch-up read of a
-// client. The caller holds no group's lock.
-func wakeGroups(gs []*group) {
-	for _, g := range gs {
-		g.mu.Lock()
-		g.wakeLocked()
-		g.mu.Unlock()
+// handOff gives back a catch-up read of each client in clients (one each
+// time it is named): to the group that waited longest for one, woken to
+// use it in its next round (group.granted), else to the count. The
+// caller holds no group's lock.
+func (h *hub) handOff(clients []string) {
+	for _, client := range clients {
+		for {
+			g := h.catchUps.give(client)
+			if g == nil {
+				break
+			}
+			g.mu.Lock()
+			if !g.closed {
+				if g.granted == nil {
+					g.granted = map[string]int{}
+				}
+				g.granted[client]++
+				g.wakeLocked()
+				g.mu.Unlock()
+				break
+			}
+			g.mu.Unlock() // ended meanwhile: the next one
+		}
 	}
+}
+
+// takeGrantedLocked takes back the reads granted to g and not used: the
+// caller hands them off (hub.handOff).
+func (g *group) takeGrantedLocked() []string {
+	var back []string
+	for client, n := range g.granted {
+		for range n {
+			back = append(back, client)
+		}
+	}
+	clear(g.granted)
+	return back
 }
 
 // group is the broadcast group of one key.
@@ -217,6 +257,10 @@ type group struct {
 	closed      bool   // the group ended: out of the hub, no goroutine starts
 	catching    int    // catch-up reads in flight
 	reads       uint64 // catch-up reads started: members' queued
+	// granted counts the catch-up reads of clients given to the group
+	// (hub.handOff) for its next round: a round uses them or gives them
+	// back, and so does the group's end.
+	granted map[string]int
 }
 
 // member is one live subscription: an entry of a group.
@@ -425,8 +469,10 @@ func (g *group) end() bool {
 	if g.h.groups[g.key] == g {
 		delete(g.h.groups, g.key)
 	}
+	back := g.takeGrantedLocked() // granted since its last round
 	g.mu.Unlock()
 	g.h.mu.Unlock()
+	g.h.handOff(back)
 	g.es.Close() // not under g.mu: announced takes it
 	return true
 }
@@ -471,7 +517,7 @@ func (g *group) round() bool {
 		b.waited = min(b.waited, m.queued)
 	}
 	var live, started []*cursorSet
-	var wake []*group // waiting for a catch-up read of a client given back
+	var back []string // catch-up reads of clients given back
 	slices.SortFunc(sets, func(a, b *cursorSet) int { return cmp.Compare(a.waited, b.waited) })
 	for _, b := range sets {
 		switch {
@@ -481,15 +527,18 @@ func (g *group) round() bool {
 			}
 		case g.catching < catchUpParallel:
 			if b.client != "" {
-				if !g.h.catchUps.take(b.client, g) {
-					break // woken when the client's next catch-up read ends
+				switch {
+				case g.granted[b.client] > 0:
+					g.granted[b.client]--
+				case !g.h.catchUps.take(b.client, g):
+					continue // granted one when one of the client's ends
 				}
 				b.charged = true
 			}
 			if !g.claimLocked(b) {
 				if b.charged {
 					b.charged = false
-					wake = append(wake, g.h.catchUps.give(b.client)...)
+					back = append(back, b.client)
 				}
 			} else {
 				b.catchUp = true
@@ -510,8 +559,9 @@ func (g *group) round() bool {
 		go g.catchUp(b)
 	}
 	places := readParallel - g.catching // at least 1: catchUpParallel < readParallel
+	back = append(back, g.takeGrantedLocked()...)
 	g.mu.Unlock()
-	wakeGroups(wake)
+	g.h.handOff(back)
 	switch {
 	case len(live) == 0:
 	case len(live) == 1:
@@ -562,17 +612,17 @@ func (g *group) catchUp(b *cursorSet) {
 
 // caughtUpLocked ends b's catch-up read: its members may be read for
 // again, and a place for another catch-up read is free, in the group and
-// among its client's. It returns the groups that waited for the client's
-// (wakeGroups).
-func (g *group) caughtUpLocked(b *cursorSet) []*group {
+// among its client's. It returns the client's read to hand off
+// (hub.handOff), if b's read was one.
+func (g *group) caughtUpLocked(b *cursorSet) []string {
 	g.catching--
 	for _, m := range b.members {
 		m.reading = false
 	}
-	var wake []*group
+	var back []string
 	if b.charged {
 		b.charged = false
-		wake = g.h.catchUps.give(b.client)
+		back = []string{b.client}
 	}
 	for m := range g.members {
 		if m.dirty && !m.parked && !m.blocked && !m.reading {
@@ -580,7 +630,7 @@ func (g *group) caughtUpLocked(b *cursorSet) []*group {
 			break
 		}
 	}
-	return wake
+	return back
 }
 
 // serve reads the page after b's cursor once and hands it to b's members.
@@ -590,9 +640,9 @@ func (g *group) serve(b *cursorSet) {
 	// Pages offered for a direct write are written once the group is
 	// unlocked (offerDirect), in the order offered.
 	var direct []frame
-	var wake []*group // waiting for a catch-up read of b's client
+	var back []string // the catch-up read of b's client, to hand off
 	defer func() {
-		wakeGroups(wake)
+		g.h.handOff(back)
 		for _, f := range direct {
 			f.sub.c.writeDirect(f)
 		}
@@ -600,7 +650,7 @@ func (g *group) serve(b *cursorSet) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if b.catchUp {
-		defer func() { wake = g.caughtUpLocked(b) }() // after the members' cursors moved
+		defer func() { back = g.caughtUpLocked(b) }() // after the members' cursors moved
 	}
 	if b.turn {
 		defer b.members[0].c.endTurn()

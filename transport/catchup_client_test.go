@@ -39,10 +39,15 @@ func (s *heldPullsStore) Pull(ctx context.Context, coll string, after uint64, li
 // catchUpsPerClient at a time, however many sessions and subscriptions
 // it holds: the subject's sessions each subscribe to a collection of
 // their own from the beginning, and the store is slow. Each still gets
-// its first page once the store answers.
+// its first page once the store answers, though half of the others end
+// their subscriptions meanwhile.
 func TestLiveCatchUpReadsPerClient(t *testing.T) {
-	const sessions = 3 * catchUpsPerClient
-	ts := newTestServer(t, func(c *Config) { c.Limits.Rate = -1 })
+	const sessions = 8 * catchUpsPerClient
+	var runs atomic.Int64 // of the groups' goroutines
+	ts := newTestServer(t, func(c *Config) {
+		c.Limits.Rate = -1
+		c.afterRounds = func(*group) { runs.Add(1) }
+	})
 	hs := &heldPullsStore{Store: ts.store, prefix: "x"}
 	ts.serveOver(t, hs)
 	tok := ts.token(t, "mallory", []string{"*"}, []string{"*"})
@@ -67,11 +72,31 @@ func TestLiveCatchUpReadsPerClient(t *testing.T) {
 	if m, ok := ac.recv().(proto.Changes); !ok {
 		t.Fatalf("alice's first page: %#v", m)
 	}
+	// Half the sessions end their subscriptions, waiting or reading: a
+	// read of the client's their groups are granted goes on to another.
+	for i, c := range clients {
+		if i%2 == 1 {
+			c.send(proto.Unsub{Collection: fmt.Sprintf("x%d", i)})
+		}
+	}
+	time.Sleep(50 * time.Millisecond)
+	before := runs.Load()
 	hs.held.Store(false)
 	for i, c := range clients {
+		if i%2 == 1 {
+			continue
+		}
 		m, ok := c.recv().(proto.Changes)
 		if !ok || len(m.Records) != 1 {
 			t.Fatalf("session %d: first page %#v, want its record", i, m)
 		}
 	}
+	// A read that ends wakes the one group whose turn is next, not every
+	// group waiting: the runs of the groups' goroutines grow with the
+	// groups, not with their square.
+	time.Sleep(100 * time.Millisecond)
+	if got := runs.Load() - before; got > 2*sessions {
+		t.Errorf("%d runs of the groups' goroutines for %d groups catching up, want at most %d", got, sessions, 2*sessions)
+	}
+	t.Logf("%d runs", runs.Load()-before)
 }
