@@ -147,6 +147,12 @@ const FIRST_SYNC_BATCH = 10_000;
  */
 const FIRST_SYNC_INFLIGHT = 2;
 
+/**
+ * How often a pull starts again from the cursor another tab stored while
+ * one of its pages was asked for (Syncer.pullCollection); then it ends.
+ */
+const OVERTAKEN = 3;
+
 /** The cause of the error of a push whose token names another subject than its changes (postPush). */
 const SWITCHED = Symbol('switched');
 
@@ -1489,10 +1495,19 @@ export class Syncer {
    * while the reading was cut short), is read from the beginning too, and
    * its check settled when that reading ends.
    * Every pull comes here, the live ones before their sub too.
+   *
+   * Without Web Locks every tab pulls: a page is written only if the
+   * cursor stored is still the one it builds on (syncstore.js's
+   * applyRemote's after). Else another tab stored a cursor meanwhile,
+   * and the pull starts again from it (at most OVERTAKEN times; then it
+   * ends, that tab pulling). A reconciliation's or an upgrade's pull from
+   * the beginning writes every page.
    * @param {string} c
    * @param {Set<string>} [seen]
+   * @param {number} [overtaken] how often this pull started again
+   * @returns {Promise<void>}
    */
-  async pullCollection(c, seen) {
+  async pullCollection(c, seen, overtaken = 0) {
     if (!seen) {
       if (await owesReconcile(this.store, c)) return this.reconcile(c);
       if (await firstPullReconciles(this.store, c)) return this.reconcile(c, true);
@@ -1534,6 +1549,8 @@ export class Syncer {
     const check = this.healChecks.get(c);
     let cursor = stored === null || (check && !equalBytes(stored, check.chain)) ? new Uint8Array(0) : stored;
     let first = cursor.length === 0 && (await isEmpty(this.store, c));
+    /** Whether a page is written only over the cursor it builds on. */
+    const guard = !(seen || replacing);
     /** @type {Promise<import('./protocol.js').Page>|null} the next page, asked for */
     let next = null;
     /**
@@ -1544,8 +1561,8 @@ export class Syncer {
      * @type {{p: Promise<void>, settled: boolean}[]}
      */
     const writes = [];
-    /** The cursor the last write issued stores. */
-    let written = cursor;
+    /** The cursor the last write issued stores (first, the one stored). */
+    let written = stored ?? cursor;
     /** Waits for every write issued; the first failure is thrown. */
     const drain = async () => {
       while (writes.length > 0) await /** @type {{p: Promise<void>}} */ (writes.shift()).p;
@@ -1634,7 +1651,12 @@ export class Syncer {
         await drain();
         // If this fails, the page asked for is dropped: a later pull asks
         // again from the cursor stored.
-        await this.applyPage(c, page.records, page.next, page.seals, page.leaves, replaced, !!seen);
+        if (!(await this.applyPage(c, page.records, page.next, page.seals, page.leaves, replaced, !!seen, guard ? written : null))) {
+          // Another tab stored a cursor since this page was asked for:
+          // start again from it.
+          if (overtaken >= OVERTAKEN) return;
+          return this.pullCollection(c, seen, overtaken + 1);
+        }
         written = page.next;
       }
       // After a heal, the reading from the beginning must bring what it
@@ -1697,15 +1719,16 @@ export class Syncer {
     let ids = await applyFirst(this.store, c, prepared, after, next);
     if (ids === null) {
       await before;
-      ids = await applyRemote(this.store, c, records, next, seals);
+      ids = /** @type {string[]} */ (await applyRemote(this.store, c, records, next, seals));
     }
     if (ids.length > 0) this.o.onChanges(c, ids);
   }
 
   /**
    * Merges a page of records and stores the cursor after it. Cursors are
-   * the server's opaque bytes: stored as they come, never compared. A page
-   * that comes late (after a resync's pull) merges harmlessly: merging is
+   * the server's opaque bytes: stored as they come, never parsed, only
+   * told apart (after). A page written without after that comes late
+   * (a live page after a resync's pull) merges harmlessly: merging is
    * idempotent, and at worst the next pull fetches again what is held.
    * @param {string} c
    * @param {import('./record.js').Record[]} records
@@ -1715,11 +1738,17 @@ export class Syncer {
    *   held that they name are removed in the same transaction
    * @param {Set<string>|null} [replace] a reconciliation's pull (syncstore.js's applyRemote)
    * @param {boolean} [giveBack] replace is a reconciliation's (syncstore.js's applyRemote)
+   * @param {Uint8Array|null} [after] the cursor the page builds on
+   *   (syncstore.js's applyRemote): the page is written only if it is
+   *   still the one stored
+   * @returns {Promise<boolean>} whether the page was written
    */
-  async applyPage(c, records, next, seals, leaves = [], replace = null, giveBack = false) {
+  async applyPage(c, records, next, seals, leaves = [], replace = null, giveBack = false, after = null) {
     const gone = leaves.length > 0 && this.o.leaves ? await this.o.leaves(c, leaves) : [];
-    const ids = await applyRemote(this.store, c, records, next, seals, gone, replace, giveBack);
+    const ids = await applyRemote(this.store, c, records, next, seals, gone, replace, giveBack, after);
+    if (ids === null) return false;
     if (ids.length > 0) this.o.onChanges(c, ids);
+    return true;
   }
 
   // -------------------------------------------------------- WebSocket

@@ -81,10 +81,19 @@ function sameContent(a, b) {
  *   of this subject in a replaced server state that the record replacing
  *   it neither holds nor hides are noted (meta "giveback:<collection>")
  *   for the reconciliation to give back (heal.js's giveBack)
- * @returns {Promise<string[]>}
+ * @param {Uint8Array|null} [after] the cursor stored when the page was
+ *   asked for (the one its pull began at, or the one the write before
+ *   stored). If another is stored now, nothing is written and the result
+ *   is null: without Web Locks every tab pulls, and another tab stored
+ *   the cursor of a page that may have been answered after this one, so
+ *   this one's leave entries and records could undo what that page
+ *   brought (a record back in the scope removed, one that left put back)
+ *   while the cursor stored says they are read
+ * @returns {Promise<string[]|null>}
  */
-export function applyRemote(st, c, records, cursor, seals = [], gone = [], replace = null, giveBack = false) {
+export function applyRemote(st, c, records, cursor, seals = [], gone = [], replace = null, giveBack = false, after = null) {
   return st.tx([RECORDS, META, OUTBOX, SEALED], 'readwrite', `apply ${c}`, async (tx) => {
+    if (after && !equalBytes(storedCursor(await req(tx.objectStore(META).get(CURSOR_KEY + c))), after)) return null;
     const store = tx.objectStore(RECORDS);
     /** @type {Map<string, Rec[]>|null} */
     let taken = null;

@@ -10,7 +10,7 @@ import { FakeServer } from './helpers/server.js';
 import { IDBKeyRange, freshIDB, heldAnswers, horizonPast, openClient, until } from './helpers/util.js';
 import { PATHS } from '../src/constants.js';
 import { decode, encode } from '../src/cbor.js';
-import { outboxCounts, owesReconcile, restartClock } from '../src/syncstore.js';
+import { healChecks, outboxCounts, owedHeals, owesReconcile, restartClock } from '../src/syncstore.js';
 import { Store, fromStored } from '../src/db.js';
 import { ZERO_STAMP, compareStamps } from '../src/hlc.js';
 
@@ -35,6 +35,32 @@ async function twoTabs(t, name) {
 function tokenOf(/** @type {string} */ sub) {
   const b64 = (/** @type {object} */ o) => Buffer.from(JSON.stringify(o)).toString('base64url');
   return `${b64({ alg: 'none' })}.${b64({ sub })}.x`;
+}
+
+/**
+ * Answers the nth pull request from now at once, but sends the answer
+ * only when the function returned is called; count says how many came.
+ * @param {any} server
+ * @param {number} [nth]
+ */
+function lateAnswer(server, nth = 1) {
+  let n = 0;
+  /** @type {() => void} */
+  let release = () => {};
+  const gate = new Promise((r) => (release = () => r(undefined)));
+  const handle = server.handle.bind(server);
+  server.handle = async (/** @type {any} */ req, /** @type {any} */ res) => {
+    if (req.url === PATHS.pull && ++n === nth) {
+      server.handle = handle;
+      const end = res.end.bind(res);
+      res.end = (/** @type {any[]} */ ...args) => {
+        gate.then(() => end(...args));
+        return res;
+      };
+    }
+    return handle(req, res);
+  };
+  return { count: () => n, release };
 }
 
 /**
@@ -160,4 +186,80 @@ test('two tabs restarting the clock at their hellos never issue the same stamp: 
   assert.ok(one && two && s1 && s2);
   assert.ok(!a.clock?.ahead(wall) && !b.clock?.ahead(wall), 'both clocks started again');
   assert.equal(compareStamps(s2, s1), 1, `b's stamp ${JSON.stringify(s2)} after a's ${JSON.stringify(s1)}`);
+});
+
+test('without Web Locks: a pull answered before a record came back into the scope, written after another tab pulled it back, does not remove it', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const scopes = { todos: { mine: ['eq', 'owner', { $: 'sub' }] } };
+  const opts = { url: server.url, name: 'nolocks-leave', token: tokenOf('alice'), scopes, indexedDB: freshIDB(), locks: null, BroadcastChannel: globalThis.BroadcastChannel, collections: ['todos'], WebSocket: null, pollInterval: 60_000 };
+  const a = await openClient(opts);
+  const b = await openClient(opts);
+  const bob = await openClient({ url: server.url, name: 'bob', token: tokenOf('bob'), collections: ['todos'], WebSocket: null, pollInterval: 60_000 });
+  t.after(() => Promise.all([a.close(), b.close(), bob.close()]));
+  await until(() => a.status.leader && b.status.leader && a.status.online && b.status.online, 'both lead');
+  await a.collection('todos').put('x', { owner: 'alice', n: 1 });
+  await until(() => server.coll('todos').byId.has('x') && a.status.pending === 0, 'pushed');
+  await a.sync();
+  await b.sync();
+  await bob.sync();
+  // x leaves alice's scope; b's pull is answered now (a leave entry for
+  // x), the answer held on the wire.
+  await bob.collection('todos').update('x', { owner: 'bob' });
+  await until(() => bob.status.pending === 0, 'x moved out');
+  await until(() => [a, b, bob].every((tab) => /** @type {any} */ (tab).syncer?.waiting === 'poll'), 'every loop idle');
+  const late = lateAnswer(server);
+  const pulled = b.sync();
+  await until(() => late.count() === 1, "b's pull answered, the answer held");
+  // x comes back; a pulls it.
+  await bob.collection('todos').update('x', { owner: 'alice', n: 2 });
+  await until(() => bob.status.pending === 0, 'x moved back');
+  await a.sync();
+  assert.deepEqual(await a.collection('todos').get('x'), { id: 'x', owner: 'alice', n: 2 }, 'a pulled x back');
+  late.release();
+  await pulled;
+  assert.deepEqual(await a.collection('todos').get('x'), { id: 'x', owner: 'alice', n: 2 }, "b's late answer left x");
+  assert.deepEqual(await b.collection('todos').get('x'), { id: 'x', owner: 'alice', n: 2 });
+  await a.sync();
+  await b.sync();
+  assert.deepEqual(await b.collection('todos').get('x'), { id: 'x', owner: 'alice', n: 2 });
+});
+
+test("without Web Locks: a heal's reading from the beginning that another tab's pull overtook reads again from the beginning and ends its check; nothing is healed twice", async (t) => {
+  const server = await new FakeServer({ maxPull: 1 }).start();
+  t.after(() => server.stop());
+  const opts = { url: server.url, name: 'nolocks-heal', indexedDB: freshIDB(), locks: null, BroadcastChannel: globalThis.BroadcastChannel, collections: ['todos'], WebSocket: null, pollInterval: 60_000 };
+  const a = await openClient(opts);
+  const b = await openClient(opts);
+  t.after(() => Promise.all([a.close(), b.close()]));
+  await until(() => a.status.leader && b.status.leader && a.status.online && b.status.online, 'both lead');
+  for (const id of ['x', 'y', 'z']) await a.collection('todos').put(id, { n: 1 });
+  await until(() => server.coll('todos').byId.size === 3 && a.status.pending === 0, 'pushed');
+  await a.sync();
+  await b.sync();
+  await until(() => [a, b].every((tab) => /** @type {any} */ (tab).syncer?.waiting === 'poll'), 'both loops idle');
+  // The store goes back in time: b is reset, heals, and reads from the
+  // beginning; the first page of that reading is answered now and arrives
+  // late.
+  server.wipe();
+  const late = lateAnswer(server, 2);
+  const healed = b.sync();
+  await until(() => late.count() === 2, "b's first page after its heal answered, the answer held");
+  assert.equal(server.restores.length, 1, 'b healed');
+  assert.equal(server.coll('todos').byId.size, 3, 'b gave every record back');
+  // a reads the collection meanwhile, and stores a cursor past it.
+  await a.sync();
+  late.release();
+  await healed;
+  const syncer = /** @type {any} */ (b).syncer;
+  assert.equal(syncer.healChecks.has('todos'), false, "b's reading after its heal ended");
+  assert.equal((await healChecks(b.store)).size, 0, 'no heal check kept');
+  await a.sync();
+  await b.sync();
+  assert.equal(server.restores.length, 1, 'no second heal');
+  assert.deepEqual(await owedHeals(a.store), []);
+  for (const id of ['x', 'y', 'z']) {
+    assert.deepEqual(await a.collection('todos').get(id), { id, n: 1 });
+    assert.deepEqual(await b.collection('todos').get(id), { id, n: 1 });
+  }
 });
