@@ -67,10 +67,11 @@ import { compareStamps, isZeroStamp } from './hlc.js';
 import { emptyRecord, mergeInto } from './record.js';
 import { checked, giveBack } from './heal.js';
 import { META, OUTBOX, RECORDS, REJECTED, baseOf, fromStored, req } from './db.js';
-import { acknowledged, heldIds, outboxCounts, prepareRemote, putPage, settle } from './syncstore.js';
+import { acknowledged, heldIds, outboxCounts, prepareRemote, putPage, settle, storedCursor } from './syncstore.js';
 import { cloneRecord } from './parts.js';
 import { boundRejected, decodeEntry, rejectedEntry } from './change.js';
-import { GIVEBACK_KEY, RECONCILE_KEY, RESTAMP_KEY, SEALED } from './metakeys.js';
+import { CURSOR_KEY, GIVEBACK_KEY, RECONCILE_KEY, RESTAMP_KEY, SEALED } from './metakeys.js';
+import { equalBytes } from './cbor.js';
 
 /** @typedef {import('./db.js').Store} Store */
 /** @typedef {import('./db.js').OutboxEntry} OutboxEntry */
@@ -157,18 +158,27 @@ async function reported(syncer, c, out, quiet, restamped = 0) {
  * did not deliver (heal.js's checkHeal): deleted and collected, as a
  * reconciliation drops them (dropRecords), and told to the app as one
  * (reported); the heal check kept is settled in the same transaction.
+ * With after (the cursor the reading's last page stored), nothing is
+ * done, and false returned, if another cursor is stored: without Web
+ * Locks another tab pulled since, and a record it pulled may be one of
+ * ids, created again after that reading passed it.
  * @param {Syncer} syncer
  * @param {string} c
  * @param {Set<string>} ids
+ * @param {Uint8Array|null} [after]
+ * @returns {Promise<boolean>} whether the drop was made
  */
-export async function dropHealed(syncer, c, ids) {
+export async function dropHealed(syncer, c, ids, after = null) {
   const info = { when: Date.now(), subject: syncer.subject() };
   const out = await syncer.store.tx([RECORDS, OUTBOX, REJECTED, SEALED, META], 'readwrite', `heal ${c}`, async (tx) => {
+    if (after && !equalBytes(storedCursor(await req(tx.objectStore(META).get(CURSOR_KEY + c))), after)) return null;
     checked(syncer.store, c, tx);
     const { held, pending } = await readHeld(syncer.store, tx, c);
     return dropRecords(syncer.store, tx, c, held.filter((s) => ids.has(s.id) && acknowledged(s)), pending, info);
   });
+  if (!out) return false;
   await reported(syncer, c, out, true);
+  return true;
 }
 
 /**

@@ -1500,8 +1500,11 @@ export class Syncer {
    * cursor stored is still the one it builds on (syncstore.js's
    * applyRemote's after). Else another tab stored a cursor meanwhile,
    * and the pull starts again from it (at most OVERTAKEN times; then it
-   * ends, that tab pulling). A reconciliation's or an upgrade's pull from
-   * the beginning writes every page.
+   * ends, that tab pulling). So does a heal's drop of the records its
+   * reading did not deliver (reconcile.js's dropHealed) when another tab
+   * stored a cursor after that reading's last page: the reading is made
+   * again. A reconciliation's or an upgrade's pull from the beginning
+   * writes every page.
    * @param {string} c
    * @param {Set<string>} [seen]
    * @param {number} [overtaken] how often this pull started again
@@ -1541,6 +1544,8 @@ export class Syncer {
     let drop = null;
     /** Whether the reading after a heal ended: its check kept is settled (checkHeal). */
     let checked = false;
+    /** The count of heals made again of the heal whose check the reading judges (HealCheck's again). */
+    let again = 0;
     /** @type {Set<string>|null} the ids whose held record a reconciliation's (or an upgrade's) pull replaced */
     const replaced = seen || replacing ? new Set() : null;
     // A heal's check counts only the pages of its reading from the
@@ -1666,6 +1671,7 @@ export class Syncer {
       /** @type {{again: boolean, drop: Set<string>|null, ended: boolean}|null} */
       let healed = null;
       if (this.healChecks.has(c)) {
+        again = /** @type {import('./heal.js').HealCheck} */ (this.healChecks.get(c)).again;
         await drain();
         const { checkHeal } = await import('./heal.js');
         for (const [i, p] of batch.entries()) healed = await checkHeal(this, c, p, i === 0 ? cursor : batch[i - 1].next);
@@ -1693,8 +1699,14 @@ export class Syncer {
     // What the heal gave back refused collected and the reading did not
     // deliver goes, as a reconciliation's would.
     // The check kept in IndexedDB goes with that drop (or alone).
-    if (drop) await (await import('./reconcile.js')).dropHealed(this, c, drop);
-    else if (checked) await (await import('./heal.js')).checked(this.store, c);
+    if (drop && !(await (await import('./reconcile.js')).dropHealed(this, c, drop, guard ? written : null))) {
+      // Another tab pulled since the reading's last page was asked for: a
+      // record it pulled may be one of these, created again since. The
+      // reading is made again (the check kept stays).
+      this.healChecks.set(c, { ids: new Set(), collected: drop, chain: null, again });
+      if (overtaken >= OVERTAKEN) return;
+      return this.pullCollection(c, seen, overtaken + 1);
+    } else if (checked) await (await import('./heal.js')).checked(this.store, c);
     // Every record the server holds replaced the one held: an upgrade's
     // replacement, if one was owed, is done too.
     if (replaced) await replacementDone(this.store, c);

@@ -8,11 +8,12 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FakeServer } from './helpers/server.js';
 import { IDBKeyRange, freshIDB, heldAnswers, horizonPast, openClient, until } from './helpers/util.js';
-import { PATHS } from '../src/constants.js';
+import { PATHS, STATUSES } from '../src/constants.js';
 import { decode, encode } from '../src/cbor.js';
 import { healChecks, outboxCounts, owedHeals, owesReconcile, restartClock } from '../src/syncstore.js';
 import { Store, fromStored } from '../src/db.js';
 import { ZERO_STAMP, compareStamps } from '../src/hlc.js';
+import { emptyRecord } from '../src/record.js';
 
 /**
  * Two tabs of one database without Web Locks, both leading, polling
@@ -262,4 +263,62 @@ test("without Web Locks: a heal's reading from the beginning that another tab's 
     assert.deepEqual(await a.collection('todos').get(id), { id, n: 1 });
     assert.deepEqual(await b.collection('todos').get(id), { id, n: 1 });
   }
+});
+
+test("without Web Locks: a heal's drop of a record refused collected does not drop it once another tab has pulled it, created again, after the heal's reading ended", async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const opts = { url: server.url, name: 'nolocks-healdrop', indexedDB: freshIDB(), locks: null, BroadcastChannel: globalThis.BroadcastChannel, collections: ['todos'], WebSocket: null, pollInterval: 60_000 };
+  const a = await openClient(opts);
+  const b = await openClient(opts);
+  t.after(() => Promise.all([a.close(), b.close()]));
+  await until(() => a.status.leader && b.status.leader && a.status.online && b.status.online, 'both lead');
+  await a.collection('todos').put('z', { n: 1 });
+  await a.collection('todos').put('w', { n: 1 });
+  await until(() => server.coll('todos').byId.has('w') && a.status.pending === 0, 'z and w pushed');
+  await until(() => [a, b].every((tab) => /** @type {any} */ (tab).syncer?.waiting === 'poll'), 'both loops idle');
+  // z and w are deleted and collected; x is written after the write
+  // horizon.
+  server.collect('todos', 'z');
+  server.collect('todos', 'w');
+  server.writeHorizon.set('todos', await horizonPast(a));
+  await a.collection('todos').put('x', { n: 1 });
+  await until(() => server.coll('todos').byId.has('x') && a.status.pending === 0, 'x pushed');
+  await a.sync();
+  await b.sync();
+  await until(() => [a, b].every((tab) => /** @type {any} */ (tab).syncer?.waiting === 'poll'), 'both loops idle');
+  assert.deepEqual(await b.collection('todos').get('z'), { id: 'z', n: 1 }, 'z held, its collection unknown here');
+  // The store goes back in time: b heals (z refused collected), reads
+  // from the beginning (no z), and is held before it drops z.
+  /** @type {() => void} */
+  let release = () => {};
+  const gate = new Promise((r) => (release = () => r(undefined)));
+  let held = false;
+  const tx = b.store.tx.bind(b.store);
+  b.store.tx = (/** @type {any[]} */ ...args) => {
+    if (args[1] === 'readwrite' && args[2] === 'heal todos') {
+      held = true;
+      return gate.then(() => tx(...args));
+    }
+    return tx(...args);
+  };
+  server.wipe();
+  const healed = b.sync();
+  await until(() => held, "b's drop of z held");
+  assert.equal(server.coll('todos').byId.has('z'), false, 'z refused collected');
+  // Another writer creates z again; a pulls it.
+  const r = emptyRecord('z');
+  r.fields.set('m', { value: encode('theirs'), stamp: { wall: Date.now() + 1000, logical: 0, replica: 'bob_dev' } });
+  assert.equal(server.apply([{ collection: 'todos', record: r }], 'bob')[0].get(1), STATUSES.applied);
+  await a.sync();
+  assert.deepEqual(await a.collection('todos').get('z'), { id: 'z', n: 1, m: 'theirs' }, 'a pulled z');
+  release();
+  await healed;
+  assert.deepEqual(await a.collection('todos').get('z'), { id: 'z', n: 1, m: 'theirs' }, "b's drop left z, which the server holds");
+  assert.deepEqual(await a.rejected(), []);
+  await a.sync();
+  await b.sync();
+  assert.deepEqual(await b.collection('todos').get('z'), { id: 'z', n: 1, m: 'theirs' });
+  assert.deepEqual(await b.collection('todos').get('x'), { id: 'x', n: 1 });
+  assert.equal(await b.collection('todos').get('w'), null, 'w, refused collected and not served, dropped');
 });
