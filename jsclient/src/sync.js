@@ -1386,15 +1386,21 @@ export class Syncer {
    * The server reset collection c's cursor (a pull answer or a live
    * message): forget the cursor, note the heal owed (history_lost, or a
    * reason this client does not know) or the reconciliation owed
-   * (lease_expired), tell the app.
+   * (lease_expired), tell the app. With after, the cursor the reset pull
+   * was read from: if another is stored (another tab's, without Web
+   * Locks), nothing is done and false returned (syncstore.js's
+   * resetCollection).
    * @param {string} c
    * @param {{reason: string, message: string}} reset
+   * @param {Uint8Array|null} [after]
+   * @returns {Promise<boolean>} whether the reset was taken
    */
-  async onReset(c, reset) {
+  async onReset(c, reset, after = null) {
     const action = resetAction(reset.reason);
+    if (!(await resetCollection(this.store, c, action === 'history_lost', action === 'lease_expired', after))) return false;
     this.pulledAt.delete(c);
-    await resetCollection(this.store, c, action === 'history_lost', action === 'lease_expired');
     this.o.onServerReset({ collection: c, reason: reset.reason, message: reset.message });
+    return true;
   }
 
   /**
@@ -1500,7 +1506,9 @@ export class Syncer {
    * cursor stored is still the one it builds on (syncstore.js's
    * applyRemote's after). Else another tab stored a cursor meanwhile,
    * and the pull starts again from it (at most OVERTAKEN times; then it
-   * ends, that tab pulling). So does a heal's drop of the records its
+   * ends, that tab pulling). So does a reset of the cursor the pull read
+   * when another is stored by then (syncstore.js's resetCollection's
+   * after): that tab was reset and healed already. So does a heal's drop of the records its
    * reading did not deliver (reconcile.js's dropHealed) when another tab
    * stored a cursor after that reading's last page: the reading is made
    * again. A reconciliation's or an upgrade's pull from the beginning
@@ -1593,7 +1601,12 @@ export class Syncer {
         await drain();
         // A server that resets the empty cursor too is broken: stop.
         if (++resets > DEFAULTS.maxPullResets) throw new ConvergoError('malformed', `pull ${c}: the server reset the cursor again after a reset`);
-        await this.onReset(c, page.reset);
+        if (!(await this.onReset(c, page.reset, guard ? written : null))) {
+          // Another tab stored a cursor since this pull read it (it was
+          // reset too, and healed): start again from that one.
+          if (overtaken >= OVERTAKEN) return;
+          return this.pullCollection(c, seen, overtaken + 1);
+        }
         seen?.clear();
         replaced?.clear();
         if (!seen && resetAction(page.reset.reason) === 'lease_expired') return this.reconcile(c);

@@ -454,18 +454,26 @@ export function pruneNotes(st, prefix) {
  * reset is noted as a reread (meta "reread:<collection>", until a pull
  * stores a position past the beginning): its pull from the beginning
  * drops nothing (firstPullReconciles). Nothing local is dropped here.
+ * With after (the cursor the reset pull was read from), nothing is done,
+ * and false returned, if another cursor is stored: without Web Locks
+ * every tab pulls, and another tab stored one since (it was reset and
+ * healed already, or pulled on): the reset is of a cursor forgotten.
  * @param {Store} st
  * @param {string} c
  * @param {boolean} heal
  * @param {boolean} [reconcile]
+ * @param {Uint8Array|null} [after]
+ * @returns {Promise<boolean>} whether the reset was noted
  */
-export function resetCollection(st, c, heal, reconcile = false) {
-  return st.tx([META], 'readwrite', `reset ${c}`, (tx) => {
+export function resetCollection(st, c, heal, reconcile = false, after = null) {
+  return st.tx([META], 'readwrite', `reset ${c}`, async (tx) => {
     const meta = tx.objectStore(META);
+    if (after && !equalBytes(storedCursor(await req(meta.get(CURSOR_KEY + c))), after)) return false;
     meta.delete(CURSOR_KEY + c);
     if (heal) meta.put(true, HEAL_KEY + c);
     if (reconcile) meta.put(true, RECONCILE_KEY + c);
     else meta.put(true, REREAD_KEY + c);
+    return true;
   });
 }
 

@@ -322,3 +322,40 @@ test("without Web Locks: a heal's drop of a record refused collected does not dr
   assert.deepEqual(await b.collection('todos').get('x'), { id: 'x', n: 1 });
   assert.equal(await b.collection('todos').get('w'), null, 'w, refused collected and not served, dropped');
 });
+
+test('without Web Locks: a reset answered to a pull from a cursor another tab has reset and healed since does not heal again', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const opts = { url: server.url, name: 'nolocks-reset', indexedDB: freshIDB(), locks: null, BroadcastChannel: globalThis.BroadcastChannel, collections: ['todos'], WebSocket: null, pollInterval: 60_000 };
+  const a = await openClient(opts);
+  const b = await openClient(opts);
+  t.after(() => Promise.all([a.close(), b.close()]));
+  await until(() => a.status.leader && b.status.leader && a.status.online && b.status.online, 'both lead');
+  for (const id of ['x', 'y']) await a.collection('todos').put(id, { n: 1 });
+  await until(() => server.coll('todos').byId.size === 2 && a.status.pending === 0, 'pushed');
+  await a.sync();
+  await b.sync();
+  await until(() => [a, b].every((tab) => /** @type {any} */ (tab).syncer?.waiting === 'poll'), 'both loops idle');
+  /** @type {any[]} */
+  const resets = [];
+  b.on('serverReset', (r) => resets.push(r));
+  // The store goes back in time. b's pull from the cursor the tabs
+  // stored is held on its way to the server; a is reset, heals, and
+  // reads the collection from the beginning meanwhile.
+  server.wipe();
+  const gate = heldAnswers(server, PATHS.pull, { first: true });
+  const pulled = b.sync();
+  await until(() => gate.count() === 1, "b's pull held");
+  await a.sync();
+  assert.equal(server.restores.length, 1, 'a healed');
+  assert.equal(server.coll('todos').byId.size, 2);
+  // b's pull is reset: the cursor it was read from is gone already.
+  gate.release();
+  await pulled;
+  await a.sync();
+  await b.sync();
+  assert.equal(server.restores.length, 1, 'no second heal');
+  assert.deepEqual(await owedHeals(b.store), []);
+  for (const id of ['x', 'y']) assert.deepEqual(await b.collection('todos').get(id), { id, n: 1 });
+  assert.equal(resets.length, 1, "b heard a's reset, and none of its own");
+});
