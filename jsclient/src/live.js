@@ -106,6 +106,8 @@ export class LiveSession {
     this.token = null;
     /** @type {Hello|null} the welcome's hello answer: its server time is the session base of pushes */
     this.welcome = null;
+    /** When the hello was sent (local ms; 0: not yet): the welcome's round trip began */
+    this.helloAt = 0;
     /** @type {{resolve: (m: Pushed) => void, reject: (e: ConvergoError) => void}|null} the push in flight */
     this.pending = null;
     /** @type {((e: ConvergoError) => void)|null} ends the running socket as failed */
@@ -300,6 +302,7 @@ export class LiveSession {
           this.replica = this.o.replica();
           this.token = await this.o.token(false);
           ws.send(encodeLiveHello(this.replica, this.token));
+          this.helloAt = Date.now();
         } catch (e) {
           fail(/** @type {ConvergoError} */ (e));
         }

@@ -1100,19 +1100,16 @@ export class Syncer {
 
   /**
    * @param {Hello} hello
-   * @param {number} t0 when the request left (local ms)
-   * @param {number} t1 when the answer came (local ms)
-   * @param {boolean} [measure] false: keep the clock offset measured over
-   *   HTTP (a welcome's server time has no round trip to halve)
+   * @param {number} t0 when the request (or live hello) left (local ms)
+   * @param {number} t1 when the answer (or welcome) came (local ms)
    */
-  applyHello(hello, t0, t1, measure = true) {
+  applyHello(hello, t0, t1) {
     if (hello.protocol !== VERSION) {
       throw new ConvergoError('unsupported_version', `server speaks protocol ${hello.protocol}, not ${VERSION}`);
     }
     this.hello = hello;
     if (this.store.clock) this.store.clock.maxDrift = hello.maxDrift; // never 0: parseHello
     this.o.onStatus({ online: true });
-    if (!measure) return;
     // The server read its clock about half way through the round trip.
     const offset = Math.round(hello.serverTime - (t0 + t1) / 2);
     this.store.now = () => Date.now() + offset;
@@ -1862,8 +1859,10 @@ export class Syncer {
   async onLive(m, session) {
     switch (m.type) {
       case 'welcome': {
+        // A hello as the one over HTTP: the wall time is corrected again,
+        // and a clock left too far ahead starts again.
         const now = Date.now();
-        this.applyHello(m.hello, now, now, false);
+        this.applyHello(m.hello, session.helloAt || now, now);
         await this.writeAs(m.hello);
         session.accept();
         this.o.onStatus({ online: true, lastError: this.failing.values().next().value ?? null });

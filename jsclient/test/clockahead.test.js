@@ -6,6 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FakeServer } from './helpers/server.js';
 import { freshIDB, openClient, until } from './helpers/util.js';
+import { PATHS } from '../src/constants.js';
 
 test('writes made after the clock is corrected are not refused for the stamps an uncorrected clock issued', async (t) => {
   // The server's clock is an hour behind ours, and this replica writes
@@ -51,4 +52,39 @@ test('writes made after the clock is corrected are not refused for the stamps an
   await b.collection('todos').put('reloaded', { n: 4 });
   await until(() => b.status.pending === 0, 'pushed after the reload');
   assert.deepEqual(refused.map((r) => [r.id, r.code]), [['early', 'clock_drift']], 'nothing refused after the reload');
+});
+
+test("live: a session's welcome corrects the wall time again and restarts a clock left too far ahead, as the hello over HTTP does: writes after a device clock jumped ahead are not refused", async (t) => {
+  const server = await new FakeServer({ maxDrift: 60_000 }).start();
+  t.after(() => server.stop());
+  const a = await openClient({ url: server.url, name: 'jump', indexedDB: freshIDB(), collections: ['todos'] });
+  t.after(() => a.close());
+  /** @type {any[]} */
+  const refused = [];
+  a.on('refused', (r) => refused.push(r));
+  const syncer = () => /** @type {any} */ (a).syncer;
+  await until(() => syncer()?.live && syncer().session?.subscribed.has('todos'), 'live');
+  await a.collection('todos').put('before', { n: 1 });
+  await until(() => a.status.pending === 0 && server.coll('todos').byId.has('before'), 'pushed');
+  // The device's clock jumps an hour ahead (seen from here, the server's
+  // falls an hour behind); the session ends and another opens, with no
+  // hello over HTTP.
+  const first = syncer().session;
+  let hellos = 0;
+  const handle = server.handle.bind(server);
+  server.handle = (/** @type {any} */ req, /** @type {any} */ res) => {
+    if (req.url === PATHS.hello) hellos++;
+    return handle(req, res);
+  };
+  server.opts.timeOffset = -3_600_000;
+  server.dropSockets();
+  await until(() => syncer()?.live && syncer().session !== first && syncer().session?.subscribed.has('todos'), 'live again');
+  assert.equal(hellos, 0, 'no hello over HTTP');
+  const from = server.now();
+  await a.collection('todos').put('after', { n: 2 });
+  await until(() => a.status.pending === 0, 'settled');
+  const to = server.now();
+  assert.deepEqual(refused.map((r) => [r.id, r.code]), [], 'nothing refused');
+  const stamp = server.coll('todos').byId.get('after')?.record.fields.get('n')?.stamp;
+  assert.ok(stamp && stamp.wall > from - 2000 && stamp.wall < to + 2000, `after stamped ${stamp?.wall}, near the server's ${from}..${to}`);
 });
