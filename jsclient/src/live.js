@@ -43,7 +43,7 @@ const PROBE_TIMEOUT_MS = 5_000;
  * @property {(m: ServerMessage, session: LiveSession) => Promise<void>} onMessage
  *   a message of this session, in order with the other sync work (through
  *   serial); rejecting ends the session with that error
- * @property {(c: string) => Promise<void>} pull pulls collection c over
+ * @property {(c: string) => Promise<unknown>} pull pulls collection c over
  *   HTTP (for a frame too big to read)
  * @property {(c: string, e: ConvergoError) => Promise<void>|void} onRefused the
  *   server refused the sub of collection c (an error message with key 3):

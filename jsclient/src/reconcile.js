@@ -67,7 +67,7 @@ import { compareStamps, isZeroStamp } from './hlc.js';
 import { emptyRecord, mergeInto } from './record.js';
 import { checked, giveBack } from './heal.js';
 import { META, OUTBOX, RECORDS, REJECTED, baseOf, fromStored, req } from './db.js';
-import { acknowledged, heldIds, outboxCounts, prepareRemote, putPage, settle, storedCursor } from './syncstore.js';
+import { OVERTAKEN, acknowledged, heldIds, outboxCounts, prepareRemote, putPage, settle, storedCursor } from './syncstore.js';
 import { cloneRecord } from './parts.js';
 import { boundRejected, decodeEntry, rejectedEntry } from './change.js';
 import { CURSOR_KEY, GIVEBACK_KEY, RECONCILE_KEY, RESTAMP_KEY, SEALED } from './metakeys.js';
@@ -90,18 +90,35 @@ export const COLLECTED_MESSAGE = 'deleted on the server and collected before thi
  * A first pull's reconciliation (first: no reset asked for it) notes no
  * change for a re-stamp, and is noted for the 'reconciled' event only
  * when it dropped or rejected something.
+ *
+ * Without Web Locks another tab pulls too. A page of this pull is written
+ * only over the cursor it builds on, and the drop is made only while the
+ * cursor the pull's last page stored is still stored (dropCollected's
+ * after): else another tab pulled since, and a record it pulled may be
+ * one this pull did not deliver, created again after the pull passed it
+ * (or whose give-back the server refused collected since). Nothing is
+ * dropped then; the reconciliation stays owed, and is made again from the
+ * beginning (at most OVERTAKEN times; then the next pull makes it).
  * @param {Syncer} syncer
  * @param {string} c
  * @param {boolean} [first]
+ * @param {number} [overtaken] how often this reconciliation started again
+ * @returns {Promise<void>}
  */
-export async function reconcile(syncer, c, first = false) {
+export async function reconcile(syncer, c, first = false, overtaken = 0) {
+  const again = async () => {
+    // A first pull's reconciliation is owed from now on, as a reset's is.
+    if (first) await syncer.store.setMeta(RECONCILE_KEY + c, true);
+    if (overtaken < OVERTAKEN) return reconcile(syncer, c, first, overtaken + 1);
+  };
   /** @type {Set<string>} */
   const seen = new Set();
   // What the pull may judge: without Web Locks another tab syncs too, and
   // a record it pulls meanwhile (a page answered after this pull's) is
   // not this pull's to drop.
   const before = new Set(await heldIds(syncer.store, c));
-  await syncer.pullCollection(c, seen);
+  const last = await syncer.pullCollection(c, seen);
+  if (!last) return again();
   /** @type {Awaited<ReturnType<typeof giveBack>>} */
   let back;
   try {
@@ -113,7 +130,8 @@ export async function reconcile(syncer, c, first = false) {
     throw e;
   }
   for (const id of back.kept.keys()) seen.add(id);
-  const out = await dropCollected(syncer.store, c, seen, { when: Date.now(), subject: syncer.subject() }, !first, back.restore, back.kept, before);
+  const out = await dropCollected(syncer.store, c, seen, { when: Date.now(), subject: syncer.subject() }, !first, back.restore, back.kept, before, last);
+  if (!out) return again();
   if (out.restored.length > 0) syncer.o.onChanges(c, out.restored);
   syncer.pulledAt.set(c, Date.now());
   syncer.restampsDropped = false;
@@ -272,10 +290,15 @@ async function dropRecords(store, tx, c, gone, pending, info) {
  *   delivered: without Web Locks another tab syncs too, and a record it
  *   pulled meanwhile came in a page answered after this pull's, which
  *   cannot say it is gone
- * @returns {Promise<{dropped: string[], moved: {id: string, rejectedId: number}[], droppedRejected: number, restored: string[], held: OutboxEntry[]}>}
+ * @param {Uint8Array|null} [after] the cursor the pull's last page
+ *   stored: if another is stored, nothing is done and the result is
+ *   null (without Web Locks another tab pulled since, and a record it
+ *   pulled may be one the pull did not deliver, created again since)
+ * @returns {Promise<{dropped: string[], moved: {id: string, rejectedId: number}[], droppedRejected: number, restored: string[], held: OutboxEntry[]}|null>}
  */
-export function dropCollected(store, c, seen, info, restamp = true, restore = [], kept = new Map(), before = null) {
+export function dropCollected(store, c, seen, info, restamp = true, restore = [], kept = new Map(), before = null, after = null) {
   return store.tx([RECORDS, OUTBOX, REJECTED, META, SEALED], 'readwrite', `reconcile ${c}`, async (tx) => {
+    if (after && !equalBytes(storedCursor(await req(tx.objectStore(META).get(CURSOR_KEY + c))), after)) return null;
     const { held, entries, pending } = await readHeld(store, tx, c);
     const keep = new Set(seen);
     /** @type {StoredRecord[]} */

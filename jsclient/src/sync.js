@@ -109,7 +109,7 @@ import { post, postAnswer } from './http.js';
 import { isPrefix, ownedStart, replicaPrefix, subjectOfToken } from './replica.js';
 import { CODES, DEFAULTS, PATHS, STATUSES, VERSION } from './constants.js';
 import { sentWith, encodeHello, encodeLivePush, encodePull, encodePush, parseHello, parsePullAnswer, parsePushAnswer, batchLength, pushBudget, resetAction, retryOf } from './protocol.js';
-import { applyFirst, applyRemote, cursorOf, dropMeta, firstPullReconciles, healChecks, isEmpty, outboxCounts, owedHeals, owesReconcile, owesReplace, peekOutbox, pendingFloor, prepareRemote, pruneNotes, replacementDone, resetCollection, restartClock, schemaVersion, scopeOf, settle } from './syncstore.js';
+import { OVERTAKEN, applyFirst, applyRemote, cursorOf, dropMeta, firstPullReconciles, healChecks, isEmpty, outboxCounts, owedHeals, owesReconcile, owesReplace, peekOutbox, pendingFloor, prepareRemote, pruneNotes, replacementDone, resetCollection, restartClock, schemaVersion, scopeOf, settle } from './syncstore.js';
 import { CURSOR_KEY, RESTAMP_KEY } from './metakeys.js';
 
 /** @typedef {import('./protocol.js').Hello} Hello */
@@ -146,12 +146,6 @@ const FIRST_SYNC_BATCH = 10_000;
  * one committing, the next queued behind it.
  */
 const FIRST_SYNC_INFLIGHT = 2;
-
-/**
- * How often a pull starts again from the cursor another tab stored while
- * one of its pages was asked for (Syncer.pullCollection); then it ends.
- */
-const OVERTAKEN = 3;
 
 /** The cause of the error of a push whose token names another subject than its changes (postPush). */
 const SWITCHED = Symbol('switched');
@@ -1508,12 +1502,16 @@ export class Syncer {
    * after): that tab was reset and healed already. So does a heal's drop of the records its
    * reading did not deliver (reconcile.js's dropHealed) when another tab
    * stored a cursor after that reading's last page: the reading is made
-   * again. A reconciliation's or an upgrade's pull from the beginning
-   * writes every page.
+   * again. A reconciliation's pull from the beginning (seen) is guarded
+   * the same way, from the cursor stored when it began, but does not
+   * start again itself: it ends with null, and the reconciliation, which
+   * judges what it delivered, starts again (reconcile.js's reconcile).
+   * An upgrade's pull from the beginning writes every page.
    * @param {string} c
    * @param {Set<string>} [seen]
    * @param {number} [overtaken] how often this pull started again
-   * @returns {Promise<void>}
+   * @returns {Promise<Uint8Array|null|void>} with seen, the cursor
+   *   the pull's last page stored, or null if another tab overtook it
    */
   async pullCollection(c, seen, overtaken = 0) {
     if (!seen) {
@@ -1555,12 +1553,13 @@ export class Syncer {
     const replaced = seen || replacing ? new Set() : null;
     // A heal's check counts only the pages of its reading from the
     // beginning (heal.js's HealCheck).
-    const stored = seen || replacing ? null : await cursorOf(this.store, c);
+    const held = replacing ? null : await cursorOf(this.store, c);
+    const stored = seen ? null : held;
     const check = this.healChecks.get(c);
     let cursor = stored === null || (check && !equalBytes(stored, check.chain)) ? new Uint8Array(0) : stored;
     let first = cursor.length === 0 && (await isEmpty(this.store, c));
     /** Whether a page is written only over the cursor it builds on. */
-    const guard = !(seen || replacing);
+    const guard = !replacing;
     /** @type {Promise<import('./protocol.js').Page>|null} the next page, asked for */
     let next = null;
     /**
@@ -1572,7 +1571,7 @@ export class Syncer {
      */
     const writes = [];
     /** The cursor the last write issued stores (first, the one stored). */
-    let written = stored ?? cursor;
+    let written = held ?? cursor;
     /** Waits for every write issued; the first failure is thrown. */
     const drain = async () => {
       while (writes.length > 0) await /** @type {{p: Promise<void>}} */ (writes.shift()).p;
@@ -1601,6 +1600,7 @@ export class Syncer {
         if (!(await this.onReset(c, page.reset, guard ? written : null))) {
           // Another tab stored a cursor since this pull read it (it was
           // reset too, and healed): start again from that one.
+          if (seen) return null;
           if (overtaken >= OVERTAKEN) return;
           return this.pullCollection(c, seen, overtaken + 1);
         }
@@ -1669,6 +1669,7 @@ export class Syncer {
         if (!(await this.applyPage(c, page.records, page.next, page.seals, page.leaves, replaced, !!seen, guard ? written : null))) {
           // Another tab stored a cursor since this page was asked for:
           // start again from it.
+          if (seen) return null;
           if (overtaken >= OVERTAKEN) return;
           return this.pullCollection(c, seen, overtaken + 1);
         }
@@ -1714,6 +1715,7 @@ export class Syncer {
       // record it pulled may be one of these, created again since. The
       // reading is made again (the check kept stays).
       this.healChecks.set(c, { ids: new Set(), collected: drop, chain: null, again });
+      if (seen) return null;
       if (overtaken >= OVERTAKEN) return;
       return this.pullCollection(c, seen, overtaken + 1);
     } else if (checked) await (await import('./heal.js')).checked(this.store, c);
@@ -1721,6 +1723,7 @@ export class Syncer {
     // replacement, if one was owed, is done too.
     if (replaced) await replacementDone(this.store, c);
     if (!seen) this.pulledAt.set(c, Date.now());
+    return written;
   }
 
   /**

@@ -718,6 +718,14 @@ export async function schemaVersion(st, c) {
 }
 
 /**
+ * How often a pull starts again from the cursor another tab stored while
+ * one of its pages was asked for (sync.js's Syncer.pullCollection), or a
+ * reconciliation another tab overtook (reconcile.js's reconcile); then it
+ * ends, that tab pulling.
+ */
+export const OVERTAKEN = 3;
+
+/**
  * The stored cursor of collection c: the bytes the server made, to send
  * back unchanged; empty (from the beginning) when there is none.
  * @param {Store} st

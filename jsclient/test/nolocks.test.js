@@ -359,3 +359,100 @@ test('without Web Locks: a reset answered to a pull from a cursor another tab ha
   for (const id of ['x', 'y']) assert.deepEqual(await b.collection('todos').get(id), { id, n: 1 });
   assert.equal(resets.length, 1, "b heard a's reset, and none of its own");
 });
+
+/**
+ * Two tabs holding z and w, which the server deleted and collected (a
+ * write horizon past their stamps: given back, they are refused
+ * collected), and x; the next read of the collection is reset
+ * lease_expired, so the next pull reconciles.
+ * @param {import('node:test').TestContext} t
+ * @param {string} name
+ */
+async function collectedHeld(t, name) {
+  const { server, a, b } = await twoTabs(t, name);
+  await a.collection('todos').put('z', { n: 1 });
+  await a.collection('todos').put('w', { n: 1 });
+  await until(() => server.coll('todos').byId.has('w') && a.status.pending === 0, 'z and w pushed');
+  await until(() => [a, b].every((tab) => /** @type {any} */ (tab).syncer?.waiting === 'poll'), 'both loops idle');
+  server.collect('todos', 'z');
+  server.collect('todos', 'w');
+  server.writeHorizon.set('todos', await horizonPast(a));
+  await a.collection('todos').put('x', { n: 1 });
+  await until(() => server.coll('todos').byId.has('x') && a.status.pending === 0, 'x pushed');
+  await a.sync();
+  await b.sync();
+  await until(() => [a, b].every((tab) => /** @type {any} */ (tab).syncer?.waiting === 'poll'), 'both loops idle');
+  assert.deepEqual(await b.collection('todos').get('z'), { id: 'z', n: 1 }, 'z held, its collection unknown here');
+  server.leaseExpire('todos');
+  return { server, a, b };
+}
+
+/**
+ * Another writer creates z again on the server, and tab a pulls it (a
+ * owes the reconciliation too, in the database the tabs share: what it
+ * pulls replaces what was held).
+ * @param {any} server
+ * @param {any} a
+ */
+async function zAgain(server, a) {
+  const r = emptyRecord('z');
+  r.fields.set('m', { value: encode('theirs'), stamp: { wall: Date.now() + 1000, logical: 0, replica: 'bob_dev' } });
+  assert.equal(server.apply([{ collection: 'todos', record: r }], 'bob')[0].get(1), STATUSES.applied);
+  await a.sync();
+  assert.deepEqual(await a.collection('todos').get('z'), { id: 'z', m: 'theirs' }, 'a pulled z');
+}
+
+/**
+ * After zAgain, what both tabs hold once they synced again: z as the
+ * server holds it, x, and not w.
+ * @param {any} a
+ * @param {any} b
+ */
+async function zKept(a, b) {
+  assert.deepEqual(await a.collection('todos').get('z'), { id: 'z', m: 'theirs' }, "b's reconciliation left z, which the server holds");
+  assert.deepEqual(await a.rejected(), []);
+  await a.sync();
+  await b.sync();
+  assert.deepEqual(await b.collection('todos').get('z'), { id: 'z', m: 'theirs' });
+  assert.deepEqual(await b.collection('todos').get('x'), { id: 'x', n: 1 });
+  assert.equal(await b.collection('todos').get('w'), null, 'w, refused collected and not served, dropped');
+  assert.equal(await owesReconcile(b.store, 'todos'), false);
+}
+
+test("without Web Locks: a reconciliation's drop of a record refused collected does not drop it once another tab has pulled it, created again, after the reconciliation's pull ended", async (t) => {
+  const { server, a, b } = await collectedHeld(t, 'nolocks-reconcile-drop');
+  // b is reset lease_expired, reads from the beginning (no z, no w),
+  // gives them back (refused collected), and is held before it drops.
+  /** @type {() => void} */
+  let release = () => {};
+  const gate = new Promise((r) => (release = () => r(undefined)));
+  let held = false;
+  const tx = b.store.tx.bind(b.store);
+  b.store.tx = (/** @type {any[]} */ ...args) => {
+    if (!held && args[1] === 'readwrite' && args[2] === 'reconcile todos') {
+      held = true;
+      return gate.then(() => tx(...args));
+    }
+    return tx(...args);
+  };
+  const reconciled = b.sync();
+  await until(() => held, "b's drop held");
+  assert.equal(server.coll('todos').byId.has('z'), false, 'z refused collected');
+  await zAgain(server, a);
+  release();
+  await reconciled;
+  await zKept(a, b);
+});
+
+test("without Web Locks: a reconciliation's pull from the beginning answered before another tab pulled a record created again, and written after, does not drop it", async (t) => {
+  const { server, a, b } = await collectedHeld(t, 'nolocks-reconcile-late');
+  // b is reset lease_expired; its reading from the beginning is answered
+  // now (no z, no w) and arrives late.
+  const late = lateAnswer(server, 2);
+  const reconciled = b.sync();
+  await until(() => late.count() === 2, "b's pull from the beginning answered, the answer held");
+  await zAgain(server, a);
+  late.release();
+  await reconciled;
+  await zKept(a, b);
+});
