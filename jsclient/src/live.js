@@ -18,6 +18,8 @@
 import { PATHS, TIMINGS } from './constants.js';
 import { ConvergoError } from './errors.js';
 import { MAX_ANSWER_BYTES, encodeLiveHello, encodePing, encodeSub, encodeUnsub, parseServerMessage, sentWith } from './protocol.js';
+import { cursorOf } from './syncstore.js';
+import { equalBytes } from './cbor.js';
 
 /** @typedef {import('./protocol.js').Hello} Hello */
 /** @typedef {{results?: import('./protocol.js').PushResult[], code?: string, message?: string, requestId?: string}} Pushed */
@@ -87,6 +89,12 @@ export class LiveSession {
     /** How many subs this session sent. */
     this.subCount = 0;
     /**
+     * @type {Map<string, Uint8Array>} of each collection subscribed, the
+     * cursor its next page builds on: the one the sub was read from, then
+     * the next of each page (the Syncer's onLive, overtaken)
+     */
+    this.at = new Map();
+    /**
      * @type {Map<string, number>} collections unsubscribed whose frames
      * may still come: the nonce of the ping sent behind the unsub, until
      * its pong (unsubscribe)
@@ -143,7 +151,34 @@ export class LiveSession {
   subscribe(c, cursor, scope, lease, version = 0) {
     this.subscribed.add(c);
     this.subs.set(c, ++this.subCount);
+    this.at.set(c, cursor);
     this.send(encodeSub(c, cursor, scope, lease, version));
+  }
+
+  /**
+   * A page of collection c (its cursor after it: next) that was not
+   * written, the cursor stored being another than the one it builds on
+   * (at). Without Web Locks every tab streams its own session into the
+   * IndexedDB they share, and another tab's writes moved the cursor
+   * stored: written now, the page could undo what those brought (a leave
+   * entry removing a record that came back into the scope, a record put
+   * back that left it) while a later page stored a cursor past them.
+   * When the cursor stored is next (that tab wrote the same page), the sub
+   * goes on from it; otherwise the sub ends (unsubscribe) and true is
+   * returned: the Syncer reads c again from the cursor stored and
+   * subscribes again (catchUp).
+   * @param {import('./db.js').Store} st
+   * @param {string} c
+   * @param {Uint8Array} next
+   * @returns {Promise<boolean>} whether the sub ended
+   */
+  async overtaken(st, c, next) {
+    if (!equalBytes(await cursorOf(st, c), next)) {
+      this.unsubscribe(c);
+      return true;
+    }
+    this.at.set(c, next);
+    return false;
   }
 
   /**

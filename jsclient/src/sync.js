@@ -1752,8 +1752,8 @@ export class Syncer {
   /**
    * Merges a page of records and stores the cursor after it. Cursors are
    * the server's opaque bytes: stored as they come, never parsed, only
-   * told apart (after). A page written without after that comes late
-   * (a live page after a resync's pull) merges harmlessly: merging is
+   * told apart (after). A page written without after (an upgrade's
+   * replacement) that comes late merges harmlessly: merging is
    * idempotent, and at worst the next pull fetches again what is held.
    * @param {string} c
    * @param {import('./record.js').Record[]} records
@@ -1885,7 +1885,15 @@ export class Syncer {
       case 'changes': {
         // Pages of collections not (or no longer) subscribed are dropped.
         if (!session.subscribed.has(m.collection)) break;
-        await this.applyPage(m.collection, m.records, m.next, m.seals, m.leaves);
+        // Written only over the cursor it builds on (without Web Locks
+        // every tab streams into the store they share): else the sub goes
+        // on if another tab wrote this page, or the collection is read
+        // again and subscribed again (live.js's overtaken).
+        if (await this.applyPage(m.collection, m.records, m.next, m.seals, m.leaves, null, false, session.at.get(m.collection))) session.at.set(m.collection, m.next);
+        else if (await session.overtaken(this.store, m.collection, m.next)) {
+          await this.catchUp(session, [m.collection]);
+          break;
+        }
         // Served again; unless the session reset it twice, when the page
         // before each reset of a reset storm would have it told, and its
         // backoff start over, at every try (liveStorms).

@@ -83,7 +83,8 @@ function sameContent(a, b) {
  *   for the reconciliation to give back (heal.js's giveBack)
  * @param {Uint8Array|null} [after] the cursor stored when the page was
  *   asked for (the one its pull began at, or the one the write before
- *   stored). If another is stored now, nothing is written and the result
+ *   stored; of a live page, the one its sub was read from, or the one
+ *   the page before stored: live.js's LiveSession at). If another is stored now, nothing is written and the result
  *   is null: without Web Locks every tab pulls, and another tab stored
  *   the cursor of a page that may have been answered after this one, so
  *   this one's leave entries and records could undo what that page

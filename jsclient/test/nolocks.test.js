@@ -6,6 +6,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import util from 'node:util';
 import { FakeServer } from './helpers/server.js';
 import { IDBKeyRange, freshIDB, heldAnswers, horizonPast, openClient, until } from './helpers/util.js';
 import { PATHS, STATUSES } from '../src/constants.js';
@@ -456,3 +457,80 @@ test("without Web Locks: a reconciliation's pull from the beginning answered bef
   await reconciled;
   await zKept(a, b);
 });
+
+const X2 = { id: 'x', owner: 'alice', n: 2 };
+const liveCases = [
+  {
+    name: 'does not hide a record that came back into the scope',
+    // x leaves alice's scope, and comes back.
+    steps: [
+      { change: { owner: 'bob' }, held: null },
+      { change: { owner: 'alice', n: 2 }, held: X2 },
+    ],
+  },
+  {
+    name: 'does not put back a record that left the scope',
+    // x changes, then leaves alice's scope.
+    steps: [
+      { change: { n: 2 }, held: X2 },
+      { change: { owner: 'bob' }, held: null },
+    ],
+  },
+];
+
+for (const { name, steps } of liveCases) {
+  test(`without Web Locks: a live page written late, after another tab's session stored the pages after it, ${name}`, async (t) => {
+    const server = await new FakeServer().start();
+    t.after(() => server.stop());
+    const scopes = { todos: { mine: ['eq', 'owner', { $: 'sub' }] } };
+    const opts = { url: server.url, name: 'nolocks-live', token: tokenOf('alice'), scopes, indexedDB: freshIDB(), locks: null, BroadcastChannel: globalThis.BroadcastChannel, collections: ['todos'], pollInterval: 60_000 };
+    const a = await openClient(opts);
+    const b = await openClient(opts);
+    const bob = await openClient({ url: server.url, name: 'bob', token: tokenOf('bob'), collections: ['todos'], WebSocket: null, pollInterval: 60_000 });
+    t.after(() => Promise.all([a.close(), b.close(), bob.close()]));
+    const live = (/** @type {any} */ tab) => tab.syncer?.session?.live && tab.syncer.session.subscribed.has('todos');
+    await until(() => a.status.leader && b.status.leader && live(a) && live(b), 'both tabs live');
+    await a.collection('todos').put('x', { owner: 'alice', n: 1 });
+    await until(() => server.coll('todos').byId.has('x') && a.status.pending === 0, 'pushed');
+    await until(async () => (await b.collection('todos').get('x')) !== null, 'x held');
+    await bob.sync();
+    // b's live pages of todos are held from here; the first, once let
+    // go, is written and then b stops syncing (its later pages are
+    // dropped).
+    const sb = /** @type {any} */ (b).syncer;
+    const onLive = sb.onLive.bind(sb);
+    /** @type {() => void} */
+    let release = () => {};
+    const gate = new Promise((r) => (release = () => r(undefined)));
+    let held = 0;
+    /** @type {Promise<void>|null} */
+    let paused = null;
+    sb.onLive = async (/** @type {any} */ m, /** @type {any} */ s) => {
+      if (m.type !== 'changes' || m.collection !== 'todos') return onLive(m, s);
+      if (++held > 1) return;
+      await gate;
+      await onLive(m, s);
+      paused = b.pause();
+    };
+    // a's session writes both changes; b's first page waits.
+    for (const [i, step] of steps.entries()) {
+      await bob.collection('todos').update('x', step.change);
+      await until(async () => held >= 1 && util.isDeepStrictEqual(await a.collection('todos').get('x'), step.held), `a wrote change ${i + 1}`);
+    }
+    // b writes its first page now.
+    release();
+    await until(() => paused !== null, "b's page written");
+    await paused;
+    // Another record comes: a's session writes it.
+    await bob.collection('todos').put('y', { owner: 'alice', n: 1 });
+    await until(async () => (await a.collection('todos').get('y')) !== null, 'a wrote y');
+    const want = steps[steps.length - 1].held;
+    assert.deepEqual(await a.collection('todos').get('x'), want, "b's late page left x as the server holds it for alice");
+    await a.sync();
+    assert.deepEqual(await a.collection('todos').get('x'), want, 'and a pull too');
+    b.resume();
+    await until(() => live(b), 'b live again');
+    await b.sync();
+    assert.deepEqual(await b.collection('todos').get('x'), want);
+  });
+}
