@@ -153,8 +153,11 @@ type scriptCall struct {
 	// plan is the call's merge in Go (cas.go), nil when the script merges
 	// every change itself.
 	plan *casPlan
-	read *goredis.SliceCmd
 	cmd  *goredis.Cmd
+	// fell marks the plan's records that the script merged itself, and
+	// ok says the call's reply was read without error.
+	fell []bool
+	ok   bool
 }
 
 // committer gathers the script calls of concurrent Apply calls. Each hash
@@ -178,6 +181,10 @@ type committer struct {
 	// fellBack counts the records that the merge script merged itself
 	// because they had changed since Go read them (cas.go).
 	fellBack atomic.Uint64
+	// recordsRead counts the records read before round trips: those
+	// that neither the written cache nor an earlier call of the round
+	// gave (cas.go).
+	recordsRead atomic.Uint64
 }
 
 type commitQueue struct {
@@ -319,8 +326,10 @@ func (s *Store) roundTrip(group []*scriptCall) {
 		}
 		head, err := s.mergeReply(ctx, sc, out)
 		heads[sc.coll] = max(heads[sc.coll], head)
+		sc.ok = err == nil
 		sc.req.finish(err)
 	}
+	s.remember(live)
 	// The script also publishes, for every instance; local watchers are
 	// told directly, so a stalled subscription does not delay them. They
 	// are told once the callers are answered, as bolt does.
@@ -374,6 +383,7 @@ func (s *Store) mergeReply(ctx context.Context, sc *scriptCall, out []any) (uint
 			fell[k-1] = true
 		}
 		s.commits.fellBack.Add(uint64(len(list)))
+		sc.fell = fell
 		for j, i := range sc.idx {
 			if !fell[p.at[j]] {
 				sc.req.results[i].Lost = p.lost[j]

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"strconv"
+	"unsafe"
 
 	goredis "github.com/redis/go-redis/v9"
 
@@ -32,6 +33,26 @@ type casPlan struct {
 	at   []int      // per change of the call, the index of its record in ids
 	lost [][]string // per change, the fields it lost (crdt.LostFields)
 	args []any      // the script's compare-and-set section
+
+	// What the records are after the call when the script takes them as
+	// Go merged them, for the written cache: per record how Go read it
+	// (casAbsent, ...), the blob read, the merged blob ('' when no change
+	// altered it); per change its verdict; and the head foreseen before
+	// the call (-1: none).
+	kinds    []byte
+	raws     []string
+	merged   []string
+	verdicts []byte
+	base     int64
+}
+
+// roundValue is what a record is, as far as Go knows, after the calls of
+// the round so far that name it: the blob Go merged it to (or read), or
+// unknown when a call that names it went to the script without a plan.
+type roundValue struct {
+	blob  string
+	known bool
+	found bool // a blob: the record exists
 }
 
 // readStored reads, in one pipeline, the stored blobs of the records of
@@ -39,6 +60,14 @@ type casPlan struct {
 // call in Go (planCall). A call whose read failed, or whose merge planCall
 // leaves to the script, is sent as it is: the script merges its changes
 // (and reports the failure, if it lasts).
+//
+// It reads only what it does not know: a record that this store's script
+// calls left as Go merged it is taken from the written cache, and a
+// record that an earlier call of the same round names is taken as that
+// call's plan leaves it (the script runs the calls in order); a head the
+// cache holds is not read either. When nothing is left to read there is
+// no pipeline. What is taken so may be stale; the script's comparison
+// finds out, and merges such a record itself.
 //
 // Go also foresees the seqs: a collection's head as read, plus the changes
 // that altered their records in the calls before, in pipeline order. The
@@ -50,9 +79,26 @@ func (s *Store) readStored(ctx context.Context, calls []*scriptCall) {
 	if s.mergeInScript {
 		return
 	}
-	pipe := s.client.Pipeline()
+	type reading struct {
+		vals  []any    // per record of the call: a blob, or nil (absent)
+		from  []int8   // per record: 0 vals has it, 1 an earlier call of the round, 2 the read
+		miss  []string // the records read
+		read  *goredis.SliceCmd
+		whole bool // every record is read (no cache)
+	}
 	plans := make([]*casPlan, len(calls))
+	reads := make([]reading, len(calls))
+	next := make(map[string]int64, 1) // the foreseen head; -1: none
 	heads := map[string]*goredis.StringCmd{}
+	var named map[writtenKey]bool // the records of the round's calls so far
+	if len(calls) > 1 {
+		named = map[writtenKey]bool{}
+	}
+	var pipe goredis.Pipeliner
+	c := s.written
+	if c != nil {
+		c.mu.Lock()
+	}
 	for k, sc := range calls {
 		p := &casPlan{at: make([]int, len(sc.recs))}
 		seen := make(map[string]int, len(sc.recs))
@@ -66,38 +112,125 @@ func (s *Store) readStored(ctx context.Context, calls []*scriptCall) {
 			p.at[j] = i
 		}
 		plans[k] = p
-		if heads[sc.coll] == nil {
-			heads[sc.coll] = pipe.Get(ctx, s.seqKey(sc.coll))
+		rd := &reads[k]
+		rd.vals = make([]any, len(p.ids))
+		rd.from = make([]int8, len(p.ids))
+		for i, id := range p.ids {
+			key := writtenKey{sc.coll, id}
+			if named[key] {
+				rd.from[i] = 1
+				continue
+			}
+			if named != nil {
+				named[key] = true
+			}
+			if c != nil {
+				if b, ok := c.blobs[key]; ok {
+					rd.vals[i] = b
+					continue
+				}
+			}
+			rd.from[i] = 2
+			rd.miss = append(rd.miss, id)
 		}
-		sc.read = pipe.HMGet(ctx, s.recKey(sc.coll), p.ids...)
+		if _, ok := next[sc.coll]; !ok {
+			next[sc.coll] = -1
+			h, ok := int64(0), false
+			if c != nil {
+				h, ok = c.heads[sc.coll]
+			}
+			if ok {
+				next[sc.coll] = h
+			} else {
+				if pipe == nil {
+					pipe = s.client.Pipeline()
+				}
+				heads[sc.coll] = pipe.Get(ctx, s.seqKey(sc.coll))
+			}
+		}
+		if len(rd.miss) > 0 {
+			if pipe == nil {
+				pipe = s.client.Pipeline()
+			}
+			rd.whole = len(rd.miss) == len(p.ids)
+			s.commits.recordsRead.Add(uint64(len(rd.miss)))
+			rd.read = pipe.HMGet(ctx, s.recKey(sc.coll), rd.miss...)
+		}
 	}
-	_, _ = pipe.Exec(ctx)                      // each read's error is in its own command
-	next := make(map[string]int64, len(heads)) // the foreseen head; -1: none
+	if c != nil {
+		c.mu.Unlock()
+	}
+	if pipe != nil {
+		_, _ = pipe.Exec(ctx) // each read's error is in its own command
+	}
 	for coll, cmd := range heads {
-		next[coll] = -1
 		if v, err := cmd.Result(); errors.Is(err, goredis.Nil) {
 			next[coll] = 0
 		} else if h, perr := strconv.ParseInt(v, 10, 64); err == nil && perr == nil && h >= 0 && h < MaxSeq {
 			next[coll] = h
 		}
 	}
+	var round map[writtenKey]roundValue
+	if named != nil {
+		round = make(map[writtenKey]roundValue, len(named))
+	}
 	for k, sc := range calls {
-		stored, err := sc.read.Result()
-		sc.read = nil
-		if err != nil || len(stored) != len(plans[k].ids) {
-			next[sc.coll] = -1
-			continue
+		p, rd := plans[k], &reads[k]
+		ok := true
+		if rd.read != nil {
+			stored, err := rd.read.Result()
+			if err != nil || len(stored) != len(rd.miss) {
+				ok = false
+			} else if rd.whole {
+				rd.vals = stored
+			} else {
+				m := 0
+				for i, f := range rd.from {
+					if f == 2 {
+						rd.vals[i] = stored[m]
+						m++
+					}
+				}
+			}
 		}
-		changed, ok := planCall(plans[k], sc, stored, next[sc.coll], s.maxRecordBytes)
+		for i, f := range rd.from {
+			if f == 1 && ok {
+				v := round[writtenKey{sc.coll, p.ids[i]}]
+				if !v.known {
+					ok = false
+				} else if v.found {
+					rd.vals[i] = v.blob
+				}
+			}
+		}
+		changed := 0
+		if ok {
+			changed, ok = planCall(p, sc, rd.vals, next[sc.coll], s.maxRecordBytes)
+		}
 		if !ok {
 			next[sc.coll] = -1
+			for _, id := range p.ids {
+				if round != nil {
+					round[writtenKey{sc.coll, id}] = roundValue{}
+				}
+			}
 			continue
 		}
+		p.base = next[sc.coll]
 		if next[sc.coll] >= 0 {
 			next[sc.coll] += int64(changed)
 		}
-		sc.plan = plans[k]
-		sc.args = append(sc.args, plans[k].args...)
+		if round != nil {
+			for i, id := range p.ids {
+				v := roundValue{blob: p.raws[i], known: true, found: p.kinds[i] != casAbsent}
+				if p.merged[i] != "" {
+					v.blob, v.found = p.merged[i], true
+				}
+				round[writtenKey{sc.coll, id}] = v
+			}
+		}
+		sc.plan = p
+		sc.args = append(sc.args, p.args...)
 	}
 }
 
@@ -179,6 +312,9 @@ func planCall(p *casPlan, sc *scriptCall, stored []any, base int64, maxBytes int
 	}
 	info := make([]byte, 0, casInfoBytes*len(recs))
 	p.args = make([]any, 0, 3+2*len(recs))
+	p.kinds = make([]byte, len(recs))
+	p.raws = make([]string, len(recs))
+	p.merged = make([]string, len(recs))
 	foreseen := ""
 	if base >= 0 {
 		foreseen = strconv.FormatInt(base, 10)
@@ -187,7 +323,7 @@ func planCall(p *casPlan, sc *scriptCall, stored []any, base int64, maxBytes int
 	for i := range recs {
 		r := &recs[i]
 		var delta int
-		var merged []byte
+		var merged string
 		if r.dirty {
 			if len(r.state.Fields) > crdt.MaxFieldsPerRecord {
 				return 0, false
@@ -197,12 +333,15 @@ func planCall(p *casPlan, sc *scriptCall, stored []any, base int64, maxBytes int
 				return 0, false
 			}
 			delta = len(buf) - r.size
-			merged = encodeBlob(r.seq, r.state)
+			b := encodeBlob(r.seq, r.state)
+			merged = unsafe.String(unsafe.SliceData(b), len(b)) // b is not written again
 		}
+		p.kinds[i], p.raws[i], p.merged[i] = r.kind, r.raw, merged
 		info = append(info, r.kind)
 		info = binary.BigEndian.AppendUint32(info, uint32(int32(delta)))
 		p.args = append(p.args, r.raw, merged)
 	}
 	p.args[2] = info
+	p.verdicts = verdicts
 	return changed, true
 }

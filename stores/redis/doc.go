@@ -95,7 +95,15 @@
 //
 //  1. Each round trip of group commit is preceded by one pipeline that
 //     reads, for every call in it, the stored blobs of the call's records
-//     (one HMGET per call) and the head of each collection (GET).
+//     (one HMGET per call) and the head of each collection (GET). It
+//     reads only what Go does not know: the blobs and heads that this
+//     store's own script calls left (the written cache, written.go,
+//     bounded by Options.WrittenCacheBytes), and a record that an earlier
+//     call of the same round names, taken as that call's plan leaves it,
+//     are not read; with nothing left to read there is no pipeline. What
+//     is known so may be stale (another instance, a purge, a repair, a
+//     restart); the comparison in step 3 finds that out, the script
+//     merges such a record itself, and the store forgets it.
 //  2. Go decodes the blobs and merges each change in order with
 //     crdt.Record.Merge, as every store does, noting per change whether it
 //     altered its record and its lost fields (crdt.LostFields); it checks

@@ -229,24 +229,26 @@ func checkAgainstModel(t fataler, s *Store, m *model, colls []string) {
 // two collections in a batch) to Redis and to the Go model, and requires
 // equal results, records, encodings, logs and heads.
 //
-// It runs twice: with the changes merged in Go and sent to the script to
-// compare and set (the store's way), and merged by the script itself (its
-// fallback for records another writer changed meanwhile), so both stay
-// held to Go.
+// It runs three times: with the changes merged in Go and sent to the
+// script to compare and set (the store's way), merged by the script itself
+// (its fallback for records another writer changed meanwhile), and merged
+// in Go by two stores on the same keys, each batch by either, so that each
+// store's written cache and cached head are often stale; all stay held to
+// Go.
 func TestMergeMatchesGo(t *testing.T) {
-	for _, inScript := range []bool{false, true} {
-		name := "merged in Go"
-		if inScript {
-			name = "merged in the script"
-		}
-		t.Run(name, func(t *testing.T) { testMergeMatchesGo(t, inScript) })
+	for _, mode := range []string{"merged in Go", "merged in the script", "merged in Go by two stores"} {
+		t.Run(mode, func(t *testing.T) { testMergeMatchesGo(t, mode) })
 	}
 }
 
-func testMergeMatchesGo(t *testing.T, inScript bool) {
+func testMergeMatchesGo(t *testing.T, mode string) {
 	eachTarget(t, func(t *testing.T, tg target) {
 		s := openStore(t, tg, Options{})
-		s.mergeInScript = inScript
+		s.mergeInScript = mode == "merged in the script"
+		writers := []*Store{s}
+		if mode == "merged in Go by two stores" {
+			writers = append(writers, openStore(t, tg, Options{KeyPrefix: s.prefix}))
+		}
 		n := 0
 		rapid.Check(t, func(t *rapid.T) {
 			n++
@@ -266,6 +268,7 @@ func testMergeMatchesGo(t *testing.T, inScript bool) {
 				for i, c := range batch {
 					before[i] = crdt.Change{Collection: c.Collection, Record: c.Record.Clone()}
 				}
+				s := writers[rapid.IntRange(0, len(writers)-1).Draw(t, "store")]
 				got, err := s.Apply(ctx, batch)
 				if err != nil {
 					t.Fatalf("apply: %v", err)
@@ -695,5 +698,54 @@ func TestEmptyChangeLeavesDamage(t *testing.T) {
 		if n := s.Stats().RecordsReplaced - before; n != 1 {
 			t.Errorf("a write over the damaged record reported %d replaced, want 1", n)
 		}
+	})
+}
+
+// TestWrittenCache checks that a record this store wrote is not read again
+// before its next change, and that a cached blob gone stale (another
+// store's write, a record deleted behind the store's back) is merged by
+// the script, after which the store reads the record again.
+func TestWrittenCache(t *testing.T) {
+	eachTarget(t, func(t *testing.T, tg target) {
+		ctx := testContext(t)
+		s := openStore(t, tg, Options{})
+		other := openStore(t, tg, Options{KeyPrefix: s.prefix})
+		const coll = "wc"
+		st := func(i int) crdt.Stamp { return crdt.Stamp{Wall: int64(1000 + i), Replica: "w"} }
+		m := newModel()
+		step := 0
+		apply := func(s *Store, field string, wantRead, wantFell uint64) {
+			t.Helper()
+			step++
+			read0, fell0 := s.commits.recordsRead.Load(), s.commits.fellBack.Load()
+			batch := []crdt.Change{{Collection: coll, Record: crdt.SetField("r", field, []byte{byte(step)}, st(step))}}
+			want := m.apply(batch)
+			got, err := s.Apply(ctx, batch)
+			if err != nil {
+				t.Fatalf("step %d: %v", step, err)
+			}
+			if !slices.EqualFunc(got, want, sameResult) {
+				t.Fatalf("step %d: got %+v, want %+v", step, got, want)
+			}
+			if read, fell := s.commits.recordsRead.Load()-read0, s.commits.fellBack.Load()-fell0; read != wantRead || fell != wantFell {
+				t.Fatalf("step %d: read %d records and the script merged %d, want %d and %d", step, read, fell, wantRead, wantFell)
+			}
+		}
+		apply(s, "a", 1, 0)     // read: absent
+		apply(s, "b", 0, 0)     // as this store wrote it
+		apply(s, "a", 0, 0)     // again
+		apply(other, "c", 1, 0) // the other store reads it
+		apply(s, "d", 0, 1)     // stale: the script merges it
+		apply(s, "e", 1, 0)     // read again
+		if s.written.len() != 1 {
+			t.Fatalf("the cache holds %d records, want 1", s.written.len())
+		}
+		// Deleted behind the store's back: the change makes it anew.
+		if err := s.client.HDel(ctx, s.recKey(coll), "r").Err(); err != nil {
+			t.Fatal(err)
+		}
+		delete(m.records[coll], "r")
+		apply(s, "f", 0, 1)
+		checkAgainstModel(t, s, m, []string{coll})
 	})
 }

@@ -68,6 +68,9 @@ type Store struct {
 	// maxRecordBytes is crdt.MaxRecordBytes; tests lower it to probe the
 	// script's size computation.
 	maxRecordBytes int
+	// written is the cache of the blobs the store's script calls left
+	// stored (written.go); nil when Options.WrittenCacheBytes is negative.
+	written *writtenCache
 	// mergeInScript (tests) sends every change to the merge script to
 	// merge, as before Go merged them (cas.go).
 	mergeInScript bool
@@ -194,6 +197,12 @@ func New(client goredis.UniversalClient, opts Options) (*Store, error) {
 		subscribeWait:    d.DialTimeout,
 		heartbeat:        max(d.Heartbeat, 0),
 		heartbeatChannel: opts.KeyPrefix + "convergo:heartbeat:" + hex.EncodeToString(id[:]),
+	}
+	switch {
+	case opts.WrittenCacheBytes == 0:
+		s.written = newWrittenCache(DefaultWrittenCacheBytes)
+	case opts.WrittenCacheBytes > 0:
+		s.written = newWrittenCache(opts.WrittenCacheBytes)
 	}
 	s.needCheck.Store(true)
 	_, s.commits.slotted = client.(*goredis.ClusterClient)
