@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -47,6 +48,9 @@ func BenchmarkApplyScript(b *testing.B) {
 	for b.Loop() {
 		cpu0 := redisCPU(b, s.client)
 		own0 := processCPU(b)
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		mallocs0 := ms.Mallocs
 		fell0 := s.commits.fellBack.Load()
 		read0 := s.commits.recordsRead.Load()
 		var wg sync.WaitGroup
@@ -77,11 +81,14 @@ func BenchmarkApplyScript(b *testing.B) {
 		el := time.Since(start)
 		cpu := redisCPU(b, s.client) - cpu0
 		own := processCPU(b) - own0
+		runtime.ReadMemStats(&ms)
+		mallocs := ms.Mallocs - mallocs0
 		b.ReportMetric(float64(total)/el.Seconds(), "changes/s")
 		b.ReportMetric(cpu.Seconds()*1e6/float64(total), "redis-µs/change")
 		// This process's CPU: the store's, and the writers' making of
 		// the changes (the same on either side of a comparison).
 		b.ReportMetric(own.Seconds()*1e6/float64(total), "go-µs/change")
+		b.ReportMetric(float64(mallocs)/float64(total), "go-allocs/change")
 		// Records the script merged itself: another writer had changed
 		// them since Go read them (cas.go).
 		b.ReportMetric(float64(s.commits.fellBack.Load()-fell0)/float64(total), "merged-in-script/change")

@@ -92,7 +92,11 @@ func (s *Store) readStored(ctx context.Context, calls []*scriptCall) {
 	heads := map[string]*goredis.StringCmd{}
 	var named map[writtenKey]bool // the records of the round's calls so far
 	if len(calls) > 1 {
-		named = map[writtenKey]bool{}
+		n := 0
+		for _, sc := range calls {
+			n += len(sc.recs)
+		}
+		named = make(map[writtenKey]bool, n)
 	}
 	var pipe goredis.Pipeliner
 	c := s.written
@@ -269,7 +273,8 @@ func planCall(p *casPlan, sc *scriptCall, stored []any, base int64, maxBytes int
 			continue // nil: absent
 		}
 		r.raw = raw
-		if _, state, err := decodeBlob(id, []byte(raw)); err != nil {
+		// The merge only reads the values, which share raw's memory.
+		if _, state, err := decodeStringBlob(id, raw); err != nil {
 			r.kind = casDamaged
 		} else {
 			r.kind, r.state = casReadable, state

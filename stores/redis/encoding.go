@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"unsafe"
 
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/stores"
@@ -102,8 +103,23 @@ func encodeBlob(seq uint64, r crdt.Record) []byte {
 
 type blobReader struct {
 	b   []byte
+	s   string // the same bytes as b, when the blob is a string: names and replica ids are cut from it
 	off int
 	err error
+}
+
+// text is the next n bytes as a string: cut from r.s when the blob is a
+// string (no copy), else copied.
+func (r *blobReader) text(n int) string {
+	off := r.off
+	p := r.take(n)
+	if r.s != "" {
+		if p == nil {
+			return ""
+		}
+		return r.s[off : off+n]
+	}
+	return string(p)
 }
 
 func (r *blobReader) take(n int) []byte {
@@ -128,14 +144,25 @@ func (r *blobReader) stamp() crdt.Stamp {
 		Wall:    int64(binary.BigEndian.Uint64(p)),
 		Logical: binary.BigEndian.Uint32(p[8:]),
 	}
-	s.Replica = string(r.take(int(p[12])))
+	s.Replica = r.text(int(p[12]))
 	return s
 }
 
 // decodeBlob decodes a record blob of record id. Values share the blob's
 // memory; the blob must not be modified afterwards.
 func decodeBlob(id string, b []byte) (uint64, crdt.Record, error) {
-	r := blobReader{b: b}
+	return decodeBlobFrom(id, blobReader{b: b})
+}
+
+// decodeStringBlob decodes a record blob of record id held in a string:
+// names, replica ids and values share its memory (no copy), so the values
+// must only be read.
+func decodeStringBlob(id string, s string) (uint64, crdt.Record, error) {
+	return decodeBlobFrom(id, blobReader{b: unsafe.Slice(unsafe.StringData(s), len(s)), s: s})
+}
+
+func decodeBlobFrom(id string, r blobReader) (uint64, crdt.Record, error) {
+	b := r.b
 	head := r.take(blobHeader)
 	if head == nil {
 		return 0, crdt.Record{}, r.err
@@ -150,7 +177,7 @@ func decodeBlob(id string, b []byte) (uint64, crdt.Record, error) {
 		if nlen == nil {
 			break
 		}
-		name := string(r.take(int(binary.BigEndian.Uint16(nlen))))
+		name := r.text(int(binary.BigEndian.Uint16(nlen)))
 		f := crdt.Field{Stamp: r.stamp()}
 		flag := r.take(1)
 		if flag == nil {

@@ -35,6 +35,11 @@ func TestBlobRoundTrip(t *testing.T) {
 		if gotSeq != seq || !got.Equal(r) {
 			t.Fatalf("round trip: got seq %d %+v, want seq %d %+v", gotSeq, got, seq, r)
 		}
+		// From a string, sharing its memory: the same record.
+		gotSeq, got, err = decodeStringBlob(r.ID, string(b))
+		if err != nil || gotSeq != seq || !got.Equal(r) {
+			t.Fatalf("round trip from a string: got seq %d %+v, %v; want seq %d %+v", gotSeq, got, err, seq, r)
+		}
 	})
 }
 
@@ -49,8 +54,12 @@ func TestDecodeBlobRefusesDamage(t *testing.T) {
 		if _, got, err := decodeBlob("r", b[:cut]); err == nil && len(got.Fields) >= len(r.Fields) {
 			t.Fatalf("blob cut at %d of %d decoded to %+v", cut, len(b), got)
 		}
+		if _, got, err := decodeStringBlob("r", string(b[:cut])); err == nil && len(got.Fields) >= len(r.Fields) {
+			t.Fatalf("string blob cut at %d of %d decoded to %+v", cut, len(b), got)
+		}
 		junk := rapid.SliceOfN(rapid.Byte(), 0, 64).Draw(t, "junk")
 		_, _, _ = decodeBlob("r", junk)
+		_, _, _ = decodeStringBlob("r", string(junk))
 	})
 }
 
@@ -75,6 +84,9 @@ func TestDecodeBlobErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, r, err := decodeBlob("r", tc.blob); !errors.Is(err, errMalformedBlob) {
 				t.Fatalf("got %+v, %v; want errMalformedBlob", r, err)
+			}
+			if _, r, err := decodeStringBlob("r", string(tc.blob)); !errors.Is(err, errMalformedBlob) {
+				t.Fatalf("from a string: got %+v, %v; want errMalformedBlob", r, err)
 			}
 		})
 	}
