@@ -90,13 +90,15 @@ func (s *Store) readStored(ctx context.Context, calls []*scriptCall) {
 	reads := make([]reading, len(calls))
 	next := make(map[string]int64, 1) // the foreseen head; -1: none
 	heads := map[string]*goredis.StringCmd{}
-	var named map[writtenKey]bool // the records of the round's calls so far
+	// round holds the records of the round's calls so far: unknown until
+	// the call that names them first is planned.
+	var round map[writtenKey]roundValue
 	if len(calls) > 1 {
 		n := 0
 		for _, sc := range calls {
 			n += len(sc.recs)
 		}
-		named = make(map[writtenKey]bool, n)
+		round = make(map[writtenKey]roundValue, n)
 	}
 	var pipe goredis.Pipeliner
 	c := s.written
@@ -121,12 +123,12 @@ func (s *Store) readStored(ctx context.Context, calls []*scriptCall) {
 		rd.from = make([]int8, len(p.ids))
 		for i, id := range p.ids {
 			key := writtenKey{sc.coll, id}
-			if named[key] {
-				rd.from[i] = 1
-				continue
-			}
-			if named != nil {
-				named[key] = true
+			if round != nil {
+				if _, ok := round[key]; ok {
+					rd.from[i] = 1
+					continue
+				}
+				round[key] = roundValue{}
 			}
 			if c != nil {
 				if b, ok := c.blobs[key]; ok {
@@ -173,10 +175,6 @@ func (s *Store) readStored(ctx context.Context, calls []*scriptCall) {
 		} else if h, perr := strconv.ParseInt(v, 10, 64); err == nil && perr == nil && h >= 0 && h < MaxSeq {
 			next[coll] = h
 		}
-	}
-	var round map[writtenKey]roundValue
-	if named != nil {
-		round = make(map[writtenKey]roundValue, len(named))
 	}
 	for k, sc := range calls {
 		p, rd := plans[k], &reads[k]

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -747,5 +748,64 @@ func TestWrittenCache(t *testing.T) {
 		delete(m.records[coll], "r")
 		apply(s, "f", 0, 1)
 		checkAgainstModel(t, s, m, []string{coll})
+	})
+}
+
+// TestRoundTakesEarlierCalls checks that the calls of one round trip that
+// name the same record read it once, each later call taking it as the
+// earlier one's plan leaves it, so that the script merges none of them
+// itself.
+func TestRoundTakesEarlierCalls(t *testing.T) {
+	eachTarget(t, func(t *testing.T, tg target) {
+		ctx := testContext(t)
+		s := openStore(t, tg, Options{})
+		held, release, sizes := holdFirstRoundTrip(s)
+		defer release()
+		const coll, callers = "rt", 3
+		st := func(i int) crdt.Stamp { return crdt.Stamp{Wall: int64(1000 + i), Replica: "w"} }
+		firstErr := make(chan error, 1)
+		go func() {
+			_, err := s.Apply(ctx, []crdt.Change{{Collection: coll, Record: crdt.SetField("first", "f", []byte{1}, st(0))}})
+			firstErr <- err
+		}()
+		<-held
+		read0, fell0 := s.commits.recordsRead.Load(), s.commits.fellBack.Load()
+		results := make([][]stores.Result, callers)
+		errs := make([]error, callers)
+		var wg sync.WaitGroup
+		for c := range callers {
+			wg.Go(func() {
+				results[c], errs[c] = s.Apply(ctx, []crdt.Change{{Collection: coll, Record: crdt.SetField("q", "f"+strconv.Itoa(c), []byte{1}, st(c+1))}})
+			})
+			for s.queued(coll) < c+1 {
+				time.Sleep(time.Millisecond)
+			}
+		}
+		release()
+		wg.Wait()
+		if err := <-firstErr; err != nil {
+			t.Fatal(err)
+		}
+		if got := sizes(); len(got) != 2 || got[1] != callers {
+			t.Fatalf("round trips of %v calls, want [1 %d]", got, callers)
+		}
+		var seqs []uint64
+		for c := range callers {
+			if errs[c] != nil || len(results[c]) != 1 || !results[c][0].Changed {
+				t.Fatalf("caller %d: %+v, %v", c, results[c], errs[c])
+			}
+			seqs = append(seqs, results[c][0].Seq)
+		}
+		slices.Sort(seqs)
+		if !slices.Equal(seqs, []uint64{2, 3, 4}) {
+			t.Fatalf("seqs %v, want 2, 3, 4", seqs)
+		}
+		if read, fell := s.commits.recordsRead.Load()-read0, s.commits.fellBack.Load()-fell0; read != 1 || fell != 0 {
+			t.Fatalf("read %d records and the script merged %d, want 1 and 0", read, fell)
+		}
+		e, err := s.Get(ctx, coll, "q")
+		if err != nil || e.Seq != 4 || len(e.Record.Fields) != callers {
+			t.Fatalf("q: %+v, %v; want seq 4 and %d fields", e, err, callers)
+		}
 	})
 }

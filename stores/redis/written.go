@@ -38,12 +38,20 @@ func entryBytes(k writtenKey, blob string) int {
 	return len(k.id) + len(blob) + writtenEntryBytes
 }
 
-// put keeps blob as record k's stored blob; c.mu is held. An entry that
-// would not fit at all is not kept; otherwise entries picked at random
-// (Go's map order) make room.
+// put keeps blob as record k's stored blob; c.mu is held. A record held
+// already has its blob replaced in place; an entry that would not fit at
+// all is not kept; otherwise entries picked at random (Go's map order)
+// make room.
 func (c *writtenCache) put(k writtenKey, blob string) {
-	c.drop(k)
 	n := entryBytes(k, blob)
+	if old, ok := c.blobs[k]; ok {
+		if c.size-entryBytes(k, old)+n <= c.max {
+			c.size += n - entryBytes(k, old)
+			c.blobs[k] = blob
+			return
+		}
+		c.drop(k)
+	}
 	if n > c.max {
 		return
 	}
