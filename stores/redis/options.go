@@ -94,8 +94,8 @@ type Options struct {
 	// a round trip of Apply skips the records it holds (doc.go, "# Merging
 	// in Go"): ids and blobs, each entry also counted at 64 bytes. A
 	// record of one short field takes about 200 bytes, so the default
-	// holds about 80,000 of them. Zero means DefaultWrittenCacheBytes;
-	// negative means no cache.
+	// (32 MiB) holds about 170,000 of them. Zero means
+	// DefaultWrittenCacheBytes; negative means no cache.
 	WrittenCacheBytes int
 	// Now is the clock epoch bumps read (stores.NextEpoch): a bump sets a
 	// counter to the Unix time in seconds when that is more than the
