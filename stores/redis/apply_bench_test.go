@@ -21,14 +21,21 @@ import (
 // server's apply benchmark loads it (8 writers, batches of 100 changes, each
 // setting one field of a record picked among 100,000 that all exist), and
 // reports the changes per second and Redis's own CPU per change (INFO cpu,
-// main thread). Run it with a private Redis, -benchtime=1x:
+// main thread), without and with the written cache. Run it with a private
+// Redis, -benchtime=1x:
 //
 //	CONVERGO_REDIS_ADDR=127.0.0.1:6390 go test ./stores/redis -run '^$' -bench ApplyScript -benchtime 1x
 func BenchmarkApplyScript(b *testing.B) {
+	b.Run("default", func(b *testing.B) { benchmarkApplyScript(b, Options{PoolSize: 64}) })
+	// With every record in the written cache (cas.go).
+	b.Run("written-cache", func(b *testing.B) { benchmarkApplyScript(b, Options{PoolSize: 64, WrittenCacheBytes: 32 << 20}) })
+}
+
+func benchmarkApplyScript(b *testing.B, opts Options) {
 	tg := singleTarget(b)
 	const writers, batch, records = 8, 100, 100_000
 	ctx := context.Background()
-	s := openStore(b, tg, Options{PoolSize: 64})
+	s := openStore(b, tg, opts)
 	value, _ := crdt.EncodeValue("buy oat milk and a loaf of rye bread")
 	stamp := func(w, i int) crdt.Stamp {
 		return crdt.Stamp{Wall: time.Now().UnixMilli(), Logical: uint32(i), Replica: "bench-writer-" + strconv.Itoa(w)}

@@ -96,11 +96,11 @@
 //  1. Each round trip of group commit is preceded by one pipeline that
 //     reads, for every call in it, the stored blobs of the call's records
 //     (one HMGET per call) and the head of each collection (GET). It
-//     reads only what Go does not know: the blobs and heads that this
-//     store's own script calls left (the written cache, written.go,
-//     bounded by Options.WrittenCacheBytes), and a record that an earlier
-//     call of the same round names, taken as that call's plan leaves it,
-//     are not read; with nothing left to read there is no pipeline. What
+//     reads only what Go does not know: a record that an earlier call of
+//     the same round names is taken as that call's plan leaves it, and,
+//     with Options.WrittenCacheBytes set, the blobs and heads that this
+//     store's own script calls left (the written cache, written.go) are
+//     not read; with nothing left to read there is no pipeline. What
 //     is known so may be stale (another instance, a purge, a repair, a
 //     restart); the comparison in step 3 finds that out, the script
 //     merges such a record itself, and the store forgets it.

@@ -230,25 +230,30 @@ func checkAgainstModel(t fataler, s *Store, m *model, colls []string) {
 // two collections in a batch) to Redis and to the Go model, and requires
 // equal results, records, encodings, logs and heads.
 //
-// It runs three times: with the changes merged in Go and sent to the
-// script to compare and set (the store's way), merged by the script itself
-// (its fallback for records another writer changed meanwhile), and merged
-// in Go by two stores on the same keys, each batch by either, so that each
-// store's written cache and cached head are often stale; all stay held to
-// Go.
+// It runs four times: with the changes merged in Go and sent to the
+// script to compare and set (the store's way), the same with the written
+// cache, merged by the script itself (its fallback for records another
+// writer changed meanwhile), and merged in Go by two stores with written
+// caches on the same keys, each batch by either, so that each store's
+// cached blobs and head are often stale; all stay held to Go.
 func TestMergeMatchesGo(t *testing.T) {
-	for _, mode := range []string{"merged in Go", "merged in the script", "merged in Go by two stores"} {
+	for _, mode := range []string{"merged in Go", "merged in Go, written cache", "merged in the script", "merged in Go by two stores, written cache"} {
 		t.Run(mode, func(t *testing.T) { testMergeMatchesGo(t, mode) })
 	}
 }
 
 func testMergeMatchesGo(t *testing.T, mode string) {
 	eachTarget(t, func(t *testing.T, tg target) {
-		s := openStore(t, tg, Options{})
+		var opts Options
+		if strings.HasSuffix(mode, "written cache") {
+			opts.WrittenCacheBytes = 1 << 20
+		}
+		s := openStore(t, tg, opts)
 		s.mergeInScript = mode == "merged in the script"
 		writers := []*Store{s}
-		if mode == "merged in Go by two stores" {
-			writers = append(writers, openStore(t, tg, Options{KeyPrefix: s.prefix}))
+		if strings.HasPrefix(mode, "merged in Go by two stores") {
+			opts.KeyPrefix = s.prefix
+			writers = append(writers, openStore(t, tg, opts))
 		}
 		n := 0
 		rapid.Check(t, func(t *rapid.T) {
@@ -709,7 +714,7 @@ func TestEmptyChangeLeavesDamage(t *testing.T) {
 func TestWrittenCache(t *testing.T) {
 	eachTarget(t, func(t *testing.T, tg target) {
 		ctx := testContext(t)
-		s := openStore(t, tg, Options{})
+		s := openStore(t, tg, Options{WrittenCacheBytes: 1 << 20})
 		other := openStore(t, tg, Options{KeyPrefix: s.prefix})
 		const coll = "wc"
 		st := func(i int) crdt.Stamp { return crdt.Stamp{Wall: int64(1000 + i), Replica: "w"} }

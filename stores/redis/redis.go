@@ -69,7 +69,7 @@ type Store struct {
 	// script's size computation.
 	maxRecordBytes int
 	// written is the cache of the blobs the store's script calls left
-	// stored (written.go); nil when Options.WrittenCacheBytes is negative.
+	// stored (written.go); nil unless Options.WrittenCacheBytes is positive.
 	written *writtenCache
 	// mergeInScript (tests) sends every change to the merge script to
 	// merge, as before Go merged them (cas.go).
@@ -198,10 +198,7 @@ func New(client goredis.UniversalClient, opts Options) (*Store, error) {
 		heartbeat:        max(d.Heartbeat, 0),
 		heartbeatChannel: opts.KeyPrefix + "convergo:heartbeat:" + hex.EncodeToString(id[:]),
 	}
-	switch {
-	case opts.WrittenCacheBytes == 0:
-		s.written = newWrittenCache(DefaultWrittenCacheBytes)
-	case opts.WrittenCacheBytes > 0:
+	if opts.WrittenCacheBytes > 0 {
 		s.written = newWrittenCache(opts.WrittenCacheBytes)
 	}
 	s.needCheck.Store(true)

@@ -2,9 +2,6 @@ package redis
 
 import "sync"
 
-// DefaultWrittenCacheBytes is Options.WrittenCacheBytes when zero.
-const DefaultWrittenCacheBytes = 32 << 20
-
 // writtenEntryBytes is what one entry of the written cache is counted at
 // beside its id and blob: the map's slot, the key's collection header and
 // the strings' headers.
