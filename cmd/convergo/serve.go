@@ -54,7 +54,7 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "`host:port` to listen on (\":8080\" for every interface)")
 	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "`host:port` of a separate listener for /metrics, /healthz and /readyz; when set, /metrics is not served on --addr")
-	fs.StringVar(&c.store, "store", "bolt:convergo.db", "store `URL`: memory:, bolt:PATH, redis://[user:pass@]host:port[/db][?prefix=P&capture=COLL=PATTERN[;mirror]...], redis-cluster://host:port,host:port[?prefix=P&capture=...], dynamodb://TABLE[?region=R&endpoint=URL&create=1&capture=0]")
+	fs.StringVar(&c.store, "store", "bolt:convergo.db", "store `URL`: memory:, bolt:PATH, redis://[user:pass@]host:port[/db][?prefix=P&capture=COLL=PATTERN[;mirror]...&written_cache=BYTES], redis-cluster://host:port,host:port[?prefix=P&capture=...&written_cache=BYTES], dynamodb://TABLE[?region=R&endpoint=URL&create=1&capture=0]")
 	fs.StringVar(&c.secret, "secret", "", "HS256 `secret` that signs access tokens (at least 16 bytes); empty in demo mode means a random one for this run")
 	fs.Var(&c.quotas, "quota", "collection `quota` PATTERN=RECORDS/BYTES[/COLLECTIONS] (0: no bound), comma-separated or repeated: each collection the pattern matches that holds as many records or bytes refuses writes that add data or tombstones with quota_exceeded, and so does a collection more once COLLECTIONS of them hold records (\"tenant42.*=100000/1073741824/50\"); needs a store that keeps usage")
 	fs.StringVar(&c.rules, "rules", "", "collection rules `file` (JSON): per collection pattern a read scope, a write scope and a schema (docs/operations.md, \"Rules\")")

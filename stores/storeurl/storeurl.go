@@ -4,8 +4,8 @@
 //
 //	memory:
 //	bolt:PATH
-//	redis://[user:pass@]host:port[/db][?prefix=P&capture=COLL=PATTERN[;mirror]...]
-//	redis-cluster://host:port[,host:port...][?prefix=P&capture=...]
+//	redis://[user:pass@]host:port[/db][?prefix=P&capture=COLL=PATTERN[;mirror]...&written_cache=BYTES]
+//	redis-cluster://host:port[,host:port...][?prefix=P&capture=...&written_cache=BYTES]
 //	dynamodb://TABLE[?region=R&endpoint=URL&create=1&capture=0&poll=D]
 //
 // A Redis URL's capture parameter, repeatable, is one redis.CaptureRule:
@@ -13,7 +13,9 @@
 // hashes app:todo:<id> into collection todos, and a trailing ;mirror also
 // writes merged records back into them (docs/redis.md, "Capture"). The
 // query is split at '&' only, so the ';' needs no escaping; a '&', '%' or
-// '#' in a pattern is written %26, %25, %23.
+// '#' in a pattern is written %26, %25, %23. written_cache=32MiB (bytes,
+// or KiB, MiB, GiB) sets redis.Options.WrittenCacheBytes: it spares Redis
+// the read of records this server wrote last, for some of its own CPU.
 //
 // It imports every store of this module; a program that uses one store
 // and wants no other dependency opens that store's package directly.
@@ -24,6 +26,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/url"
 	"strconv"
 	"strings"
@@ -52,8 +55,8 @@ type Spec struct {
 //
 //	memory:
 //	bolt:PATH
-//	redis://[user:pass@]host:port[/db][?prefix=P&capture=COLL=PATTERN[;mirror]...]
-//	redis-cluster://host:port[,host:port...][?prefix=P&capture=...]
+//	redis://[user:pass@]host:port[/db][?prefix=P&capture=COLL=PATTERN[;mirror]...&written_cache=BYTES]
+//	redis-cluster://host:port[,host:port...][?prefix=P&capture=...&written_cache=BYTES]
 //	dynamodb://TABLE[?region=R&endpoint=URL&create=1&capture=0&poll=D]
 func Parse(raw string) (Spec, error) {
 	scheme, rest, ok := strings.Cut(raw, ":")
@@ -135,11 +138,37 @@ func parseRedis(scheme, rest, raw string) (Spec, error) {
 				return Spec{}, fmt.Errorf("store %q: capture=%s: %w", Redact(raw), p.value, err)
 			}
 			o.Capture = append(o.Capture, r)
+		case "written_cache":
+			n, err := parseBytes(p.value)
+			if err != nil {
+				return Spec{}, fmt.Errorf("store %q: written_cache=%s: %w", Redact(raw), p.value, err)
+			}
+			o.WrittenCacheBytes = n
 		default:
-			return Spec{}, fmt.Errorf("store %q: unknown parameter %q (known: prefix, capture)", Redact(raw), p.key)
+			return Spec{}, fmt.Errorf("store %q: unknown parameter %q (known: prefix, capture, written_cache)", Redact(raw), p.key)
 		}
 	}
 	return Spec{Kind: "redis", Redis: o}, nil
+}
+
+// parseBytes reads a count of bytes: digits, optionally followed by KiB,
+// MiB or GiB.
+func parseBytes(v string) (int, error) {
+	digits, unit := v, 1
+	for _, u := range []struct {
+		suffix string
+		n      int
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}} {
+		if d, ok := strings.CutSuffix(v, u.suffix); ok {
+			digits, unit = d, u.n
+			break
+		}
+	}
+	n, err := strconv.ParseUint(digits, 10, 63)
+	if err != nil || n > math.MaxInt64/uint64(unit) {
+		return 0, errors.New("want a count of bytes, such as 33554432 or 32MiB")
+	}
+	return int(n) * unit, nil
 }
 
 type param struct{ key, value string }

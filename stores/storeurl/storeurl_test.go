@@ -23,6 +23,16 @@ func TestParse(t *testing.T) {
 		{"redis://h:1?capture=todos=app:todo:*", "redis [h:1] cluster=false db=0 prefix= user= pass= capture=[{todos app:todo:* false}]"},
 		{"redis://h:1?prefix=p&capture=todos=app:{todo}:*;mirror&capture=notes=n%26m:*", "redis [h:1] cluster=false db=0 prefix=p user= pass= capture=[{todos app:{todo}:* true} {notes n&m:* false}]"},
 		{"redis-cluster://a:1?capture=t=x=y:*", "redis [a:1] cluster=true db=0 prefix= user= pass= capture=[{t x=y:* false}]"},
+		{"redis://h:1?written_cache=4096", "redis [h:1] cluster=false db=0 prefix= user= pass= written_cache=4096"},
+		{"redis://h:1?written_cache=32MiB", "redis [h:1] cluster=false db=0 prefix= user= pass= written_cache=33554432"},
+		{"redis-cluster://a:1?written_cache=2GiB&prefix=p", "redis [a:1] cluster=true db=0 prefix=p user= pass= written_cache=2147483648"},
+		{"redis://h:1?written_cache=512KiB", "redis [h:1] cluster=false db=0 prefix= user= pass= written_cache=524288"},
+		{"redis://h:1?written_cache=0", "redis [h:1] cluster=false db=0 prefix= user= pass="},
+		{"redis://h:1?written_cache=", ""},
+		{"redis://h:1?written_cache=-1", ""},
+		{"redis://h:1?written_cache=32MB", ""},
+		{"redis://h:1?written_cache=1.5MiB", ""},
+		{"redis://h:1?written_cache=99999999999GiB", ""},
 		{"dynamodb://convergo?region=us-east-1&endpoint=http://127.0.0.1:8765&create=1&capture=1", "dynamodb convergo us-east-1 http://127.0.0.1:8765 true true"},
 		{"dynamodb://tbl", "dynamodb tbl   false true"},
 		{"dynamodb://tbl?capture=0", "dynamodb tbl   false false"},
@@ -65,6 +75,9 @@ func TestParse(t *testing.T) {
 				got = fmt.Sprintf("redis %v cluster=%v db=%d prefix=%s user=%s pass=%s", o.Addrs, o.Cluster, o.DB, o.KeyPrefix, o.Username, o.Password)
 				if len(o.Capture) > 0 {
 					got += fmt.Sprintf(" capture=%v", o.Capture)
+				}
+				if o.WrittenCacheBytes != 0 {
+					got += fmt.Sprintf(" written_cache=%d", o.WrittenCacheBytes)
 				}
 			case "dynamodb":
 				o := s.DynamoDB
