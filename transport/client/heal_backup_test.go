@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/crdt/scope"
@@ -295,5 +297,87 @@ func TestHealBackupSameRecordAtThePosition(t *testing.T) {
 			}
 			s.eventuallyConverged(t, want, map[string]*client.Replica{"alice": alice, "reader": reader}, func() { syncAll(t, alice, reader) })
 		})
+	}
+}
+
+// TestHealScopedReaderAtALeaveWrittenPast: a scoped reader's position is
+// at a leave entry (the last record it was told of is outside its
+// scope). An older copy of the bolt file is put back with its note and
+// not marked, so only the readers' cursors can tell, and a writer writes
+// past that position before the reader comes back (then, in one case,
+// writes the record at the position again, so that no entry is there).
+// The reader, by Sync or by a live session, must see that the store went
+// back and give back the records of its scope that only it holds: the
+// server and the reader converge on its scope.
+func TestHealScopedReaderAtALeaveWrittenPast(t *testing.T) {
+	for _, live := range []bool{false, true} {
+		for _, moved := range []bool{false, true} {
+			name := map[bool]string{false: "sync", true: "live"}[live] + ", " + map[bool]string{false: "written past", true: "moved on"}[moved]
+			t.Run(name, func(t *testing.T) {
+				s := newLossServer(t, true)
+				admin := s.replica("admin", true, client.ReplicaConfig{}, nil)
+				sam := s.replica("sam", false, client.ReplicaConfig{}, func(c *client.Config) {
+					p, err := scope.Parse(`list == "home"`)
+					if err != nil {
+						t.Fatal(err)
+					}
+					c.Scopes = map[string]map[string]*scope.Pred{"notes": {"home": p}}
+				})
+				setEach(t, admin, "a", "list", 0, 3)
+				syncAll(t, admin, sam)
+				restore := s.backupAs("leave", putBackWithNote)
+				bob := s.replica("bob", true, client.ReplicaConfig{}, nil)
+				for i, l := range []string{"home", "work", "home", "work"} {
+					set(t, bob, fmt.Sprint("b", i), "list", l)
+				}
+				syncAll(t, bob, sam) // sam's position: b3, a leave
+				want := union(sam)
+				if len(want) != 2 {
+					t.Fatalf("sam holds %d records, want b0 and b2", len(want))
+				}
+				bob.Close() // b0 and b2 live in sam only
+				admin.Close()
+				s.restart(restore) // the head is 3 again
+
+				carol := s.replica("carol", true, client.ReplicaConfig{}, nil)
+				for i := range 6 {
+					set(t, carol, fmt.Sprint("c", i), "list", "home")
+				}
+				syncAll(t, carol) // b3's position given to c3
+				if moved {
+					set(t, carol, "c3", "m", 1)
+					syncAll(t, carol) // c3 moves on: nothing at sam's position
+				}
+				maps.Copy(want, matching(t, union(carol), "home"))
+				if len(want) != 8 {
+					t.Fatalf("sam's scope holds %d records, want 8", len(want))
+				}
+				if live {
+					runLive(t, sam)
+				}
+				var diff string
+				deadline := time.Now().Add(60 * time.Second)
+				for {
+					if !live {
+						syncAll(t, sam)
+					}
+					served := s.served(t)
+					diff = sameRecords(matching(t, served, "home"), want)
+					if d := sameRecords(sam.Records("notes"), want); d != "" {
+						diff += "sam:\n" + d
+					}
+					if diff == "" {
+						break
+					}
+					if time.Now().After(deadline) {
+						t.Fatalf("no convergence on sam's scope:\n%s", diff)
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+				if n := s.metric(t, "convergo_store_went_back_total"); n != 1 {
+					t.Errorf("convergo_store_went_back_total %d, want 1", n)
+				}
+			})
+		}
 	}
 }
