@@ -21,11 +21,13 @@ import { emptyRecord } from '../src/record.js';
  * rarely (the test drives their syncs).
  * @param {import('node:test').TestContext} t
  * @param {string} name
+ * @param {{server?: FakeServer, opts?: object}} [o] a server started
+ *   already (one with options of its own); the tabs' options beyond these
  */
-async function twoTabs(t, name) {
-  const server = await new FakeServer().start();
+async function twoTabs(t, name, o = {}) {
+  const server = o.server ?? (await new FakeServer().start());
   t.after(() => server.stop());
-  const opts = { url: server.url, name, indexedDB: freshIDB(), locks: null, BroadcastChannel: globalThis.BroadcastChannel, collections: ['todos'], WebSocket: null, pollInterval: 60_000 };
+  const opts = { url: server.url, name, indexedDB: freshIDB(), locks: null, BroadcastChannel: globalThis.BroadcastChannel, collections: ['todos'], WebSocket: null, pollInterval: 60_000, ...o.opts };
   const a = await openClient(opts);
   const b = await openClient(opts);
   t.after(() => Promise.all([a.close(), b.close()]));
@@ -191,15 +193,10 @@ test('two tabs restarting the clock at their hellos never issue the same stamp: 
 });
 
 test('without Web Locks: a pull answered before a record came back into the scope, written after another tab pulled it back, does not remove it', async (t) => {
-  const server = await new FakeServer().start();
-  t.after(() => server.stop());
   const scopes = { todos: { mine: ['eq', 'owner', { $: 'sub' }] } };
-  const opts = { url: server.url, name: 'nolocks-leave', token: tokenOf('alice'), scopes, indexedDB: freshIDB(), locks: null, BroadcastChannel: globalThis.BroadcastChannel, collections: ['todos'], WebSocket: null, pollInterval: 60_000 };
-  const a = await openClient(opts);
-  const b = await openClient(opts);
+  const { server, a, b } = await twoTabs(t, 'nolocks-leave', { opts: { token: tokenOf('alice'), scopes } });
   const bob = await openClient({ url: server.url, name: 'bob', token: tokenOf('bob'), collections: ['todos'], WebSocket: null, pollInterval: 60_000 });
-  t.after(() => Promise.all([a.close(), b.close(), bob.close()]));
-  await until(() => a.status.leader && b.status.leader && a.status.online && b.status.online, 'both lead');
+  t.after(() => bob.close());
   await a.collection('todos').put('x', { owner: 'alice', n: 1 });
   await until(() => server.coll('todos').byId.has('x') && a.status.pending === 0, 'pushed');
   await a.sync();
@@ -228,13 +225,7 @@ test('without Web Locks: a pull answered before a record came back into the scop
 });
 
 test("without Web Locks: a heal's reading from the beginning that another tab's pull overtook reads again from the beginning and ends its check; nothing is healed twice", async (t) => {
-  const server = await new FakeServer({ maxPull: 1 }).start();
-  t.after(() => server.stop());
-  const opts = { url: server.url, name: 'nolocks-heal', indexedDB: freshIDB(), locks: null, BroadcastChannel: globalThis.BroadcastChannel, collections: ['todos'], WebSocket: null, pollInterval: 60_000 };
-  const a = await openClient(opts);
-  const b = await openClient(opts);
-  t.after(() => Promise.all([a.close(), b.close()]));
-  await until(() => a.status.leader && b.status.leader && a.status.online && b.status.online, 'both lead');
+  const { server, a, b } = await twoTabs(t, 'nolocks-heal', { server: await new FakeServer({ maxPull: 1 }).start() });
   for (const id of ['x', 'y', 'z']) await a.collection('todos').put(id, { n: 1 });
   await until(() => server.coll('todos').byId.size === 3 && a.status.pending === 0, 'pushed');
   await a.sync();
@@ -267,28 +258,7 @@ test("without Web Locks: a heal's reading from the beginning that another tab's 
 });
 
 test("without Web Locks: a heal's drop of a record refused collected does not drop it once another tab has pulled it, created again, after the heal's reading ended", async (t) => {
-  const server = await new FakeServer().start();
-  t.after(() => server.stop());
-  const opts = { url: server.url, name: 'nolocks-healdrop', indexedDB: freshIDB(), locks: null, BroadcastChannel: globalThis.BroadcastChannel, collections: ['todos'], WebSocket: null, pollInterval: 60_000 };
-  const a = await openClient(opts);
-  const b = await openClient(opts);
-  t.after(() => Promise.all([a.close(), b.close()]));
-  await until(() => a.status.leader && b.status.leader && a.status.online && b.status.online, 'both lead');
-  await a.collection('todos').put('z', { n: 1 });
-  await a.collection('todos').put('w', { n: 1 });
-  await until(() => server.coll('todos').byId.has('w') && a.status.pending === 0, 'z and w pushed');
-  await until(() => [a, b].every((tab) => /** @type {any} */ (tab).syncer?.waiting === 'poll'), 'both loops idle');
-  // z and w are deleted and collected; x is written after the write
-  // horizon.
-  server.collect('todos', 'z');
-  server.collect('todos', 'w');
-  server.writeHorizon.set('todos', await horizonPast(a));
-  await a.collection('todos').put('x', { n: 1 });
-  await until(() => server.coll('todos').byId.has('x') && a.status.pending === 0, 'x pushed');
-  await a.sync();
-  await b.sync();
-  await until(() => [a, b].every((tab) => /** @type {any} */ (tab).syncer?.waiting === 'poll'), 'both loops idle');
-  assert.deepEqual(await b.collection('todos').get('z'), { id: 'z', n: 1 }, 'z held, its collection unknown here');
+  const { server, a, b } = await collectedHeld(t, 'nolocks-healdrop');
   // The store goes back in time: b heals (z refused collected), reads
   // from the beginning (no z), and is held before it drops z.
   /** @type {() => void} */
@@ -325,13 +295,7 @@ test("without Web Locks: a heal's drop of a record refused collected does not dr
 });
 
 test('without Web Locks: a reset answered to a pull from a cursor another tab has reset and healed since does not heal again', async (t) => {
-  const server = await new FakeServer().start();
-  t.after(() => server.stop());
-  const opts = { url: server.url, name: 'nolocks-reset', indexedDB: freshIDB(), locks: null, BroadcastChannel: globalThis.BroadcastChannel, collections: ['todos'], WebSocket: null, pollInterval: 60_000 };
-  const a = await openClient(opts);
-  const b = await openClient(opts);
-  t.after(() => Promise.all([a.close(), b.close()]));
-  await until(() => a.status.leader && b.status.leader && a.status.online && b.status.online, 'both lead');
+  const { server, a, b } = await twoTabs(t, 'nolocks-reset');
   for (const id of ['x', 'y']) await a.collection('todos').put(id, { n: 1 });
   await until(() => server.coll('todos').byId.size === 2 && a.status.pending === 0, 'pushed');
   await a.sync();
@@ -364,8 +328,7 @@ test('without Web Locks: a reset answered to a pull from a cursor another tab ha
 /**
  * Two tabs holding z and w, which the server deleted and collected (a
  * write horizon past their stamps: given back, they are refused
- * collected), and x; the next read of the collection is reset
- * lease_expired, so the next pull reconciles.
+ * collected), and x.
  * @param {import('node:test').TestContext} t
  * @param {string} name
  */
@@ -384,7 +347,6 @@ async function collectedHeld(t, name) {
   await b.sync();
   await until(() => [a, b].every((tab) => /** @type {any} */ (tab).syncer?.waiting === 'poll'), 'both loops idle');
   assert.deepEqual(await b.collection('todos').get('z'), { id: 'z', n: 1 }, 'z held, its collection unknown here');
-  server.leaseExpire('todos');
   return { server, a, b };
 }
 
@@ -422,6 +384,7 @@ async function zKept(a, b) {
 
 test("without Web Locks: a reconciliation's drop of a record refused collected does not drop it once another tab has pulled it, created again, after the reconciliation's pull ended", async (t) => {
   const { server, a, b } = await collectedHeld(t, 'nolocks-reconcile-drop');
+  server.leaseExpire('todos'); // the next pull reconciles
   // b is reset lease_expired, reads from the beginning (no z, no w),
   // gives them back (refused collected), and is held before it drops.
   /** @type {() => void} */
@@ -447,6 +410,7 @@ test("without Web Locks: a reconciliation's drop of a record refused collected d
 
 test("without Web Locks: a reconciliation's pull from the beginning answered before another tab pulled a record created again, and written after, does not drop it", async (t) => {
   const { server, a, b } = await collectedHeld(t, 'nolocks-reconcile-late');
+  server.leaseExpire('todos'); // the next pull reconciles
   // b is reset lease_expired; its reading from the beginning is answered
   // now (no z, no w) and arrives late.
   const late = lateAnswer(server, 2);
