@@ -45,6 +45,15 @@ import (
 // once no pull waits for it, so it is bounded by the longest of its
 // pulls' contexts; a panic in the store fails that read with an error
 // wrapping bug.ErrPanic, for each of its pulls.
+//
+// # Turns
+//
+// A pull whose context carries a turn (WithReadTurn) takes it before it
+// begins a store read of its own, and before it returns the page of a
+// read it shared, whose bytes are held once for all its pulls: so the
+// pulls of one turn's holder (a live client's caught-up broadcast groups)
+// hold at most as many pages, read and judged, as it has turns, and
+// still share the reads of the pulls woken with them.
 type logReads struct {
 	begun  atomic.Uint64 // reads begun; written under mu
 	shared atomic.Uint64 // pulls that shared a read another began (SharedPulls)
@@ -93,30 +102,42 @@ func (r *logReads) begin() uint64 { return r.begun.Load() }
 // reports whether another pull got the same page (which none may
 // change). A pull whose ctx ends returns ctx's error at once.
 func (r *logReads) pull(ctx context.Context, store stores.Store, read logRead, since uint64) (_ stores.Page, shared bool, _ error) {
+	turn := readTurnOf(ctx)
 	r.mu.Lock()
 	if r.reads == nil {
 		r.reads = map[logRead]*logQueue{}
 	}
-	q := r.reads[read]
-	if q == nil {
-		q = &logQueue{}
-		r.reads[read] = q
-	}
+	var q *logQueue
 	var f *logFlight
-	switch {
-	case q.cur != nil && q.cur.born > since && !q.cur.dropped:
-		f = q.cur
-	case q.cur != nil && q.next != nil:
-		f = q.next
-	case q.cur != nil:
-		// Begun before this pull: the next one, when it ends.
-		q.next = newLogFlight(ctx)
-		f = q.next
-	default:
-		q.cur = newLogFlight(ctx)
-		f = q.cur
-		f.born = r.begun.Add(1)
-		go r.fly(store, read, q, f)
+	for f == nil {
+		if q = r.reads[read]; q == nil {
+			q = &logQueue{}
+			r.reads[read] = q
+		}
+		switch {
+		case q.cur != nil && q.cur.born > since && !q.cur.dropped:
+			f = q.cur
+		case q.cur != nil && q.next != nil:
+			f = q.next
+		case q.cur != nil:
+			// Begun before this pull: the next one, when it ends.
+			q.next = newLogFlight(ctx)
+			f = q.next
+		case turn != nil:
+			// A read of its own: its turn first (WithReadTurn), then
+			// what is in flight by then.
+			r.mu.Unlock()
+			if err := turn(ctx, false); err != nil {
+				return stores.Page{}, false, err
+			}
+			turn = nil
+			r.mu.Lock()
+		default:
+			q.cur = newLogFlight(ctx)
+			f = q.cur
+			f.born = r.begun.Add(1)
+			go r.fly(store, read, q, f)
+		}
 	}
 	if f.pulls > 0 {
 		r.shared.Add(1)
@@ -126,15 +147,28 @@ func (r *logReads) pull(ctx context.Context, store stores.Store, read logRead, s
 	r.mu.Unlock()
 	select {
 	case <-f.done:
+		if turn != nil && f.err == nil {
+			// A read shared: its page is held once, however many
+			// pulls wait for their turn to judge it.
+			if err := turn(ctx, true); err != nil {
+				return stores.Page{}, false, err
+			}
+		}
 		return f.page, f.pulls > 1, f.err
 	case <-ctx.Done():
 		r.mu.Lock()
-		defer r.mu.Unlock()
 		select {
 		case <-f.done:
+			r.mu.Unlock()
+			if turn != nil && f.err == nil {
+				if err := turn(ctx, true); err != nil {
+					return stores.Page{}, false, err
+				}
+			}
 			return f.page, f.pulls > 1, f.err
 		default:
 		}
+		defer r.mu.Unlock()
 		if f.waiting--; f.waiting == 0 {
 			// Nobody waits for it: it ends unread, or cancelled.
 			f.cancel()
@@ -180,4 +214,23 @@ func (r *logReads) fly(store stores.Store, read logRead, q *logQueue, f *logFlig
 		}
 		r.mu.Unlock()
 	}
+}
+
+// readTurnKey is the context key of a pull's turn (WithReadTurn).
+type readTurnKey struct{}
+
+// WithReadTurn returns ctx with a turn its pulls take before they hold a
+// page of a collection's log: before a store read of their own (held
+// false), and before they judge a read they shared with other pulls (held
+// true: they hold its page while they wait, logReads). take blocks until
+// the turn is the caller's or ctx ends (its error); once it has returned
+// nil it returns nil at once, and the caller gives the turn back when the
+// pull has ended.
+func WithReadTurn(ctx context.Context, take func(ctx context.Context, held bool) error) context.Context {
+	return context.WithValue(ctx, readTurnKey{}, take)
+}
+
+func readTurnOf(ctx context.Context) func(context.Context, bool) error {
+	take, _ := ctx.Value(readTurnKey{}).(func(context.Context, bool) error)
+	return take
 }

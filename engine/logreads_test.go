@@ -260,3 +260,95 @@ func TestSharedReadOutlivesOnePull(t *testing.T) {
 		}
 	}
 }
+
+// Pulls that carry a turn (WithReadTurn) take it before a store read of
+// their own and before they judge a read they shared, and still share
+// the store's read: with one turn among many pulls of one collection
+// under many scopes, the first begins a read and the others join the
+// next while it holds the turn, then judge their page one at a time,
+// each its own scope's.
+func TestPullsTakeTurnsAndShare(t *testing.T) {
+	const readers = 10
+	hs := &heldStore{Store: newMemory(t), release: make(chan struct{})}
+	e := engineOn(t, hs)
+	ctx := context.Background()
+	close(hs.release)
+	cursors := make([]Cursor, readers)
+	scopes := make([]*scope.Pred, readers)
+	for i := range readers {
+		var err error
+		if scopes[i], err = scope.Parse(fmt.Sprintf(`owner == "u%d"`, i)); err != nil {
+			t.Fatal(err)
+		}
+		p, err := e.PullScoped(ctx, "c", Cursor{}, PageLimit{}, scopes[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		cursors[i] = p.Next
+	}
+	for i := range readers {
+		if err := e.Update(ctx, "c", fmt.Sprint("s", i), Doc{"owner": fmt.Sprint("u", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hs.release = make(chan struct{})
+	before := hs.pulls.Load()
+	turn := make(chan struct{}, 1) // one turn
+	var begun, joined, inside, most atomic.Int64
+	pages := make([]Page, readers)
+	errs := make([]error, readers)
+	var wg sync.WaitGroup
+	for i := range readers {
+		if i == 1 {
+			waitPulls(t, e, 1) // the first holds the turn and reads
+		}
+		wg.Go(func() {
+			held := false
+			take := func(ctx context.Context, shared bool) error {
+				if held {
+					return nil
+				}
+				if shared {
+					joined.Add(1)
+				} else {
+					begun.Add(1)
+				}
+				select {
+				case turn <- struct{}{}:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+				held = true
+				n := inside.Add(1)
+				for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+				}
+				return nil
+			}
+			pages[i], errs[i] = e.PullScoped(WithReadTurn(ctx, take), "c", cursors[i], PageLimit{}, scopes[i])
+			if held {
+				inside.Add(-1)
+				<-turn
+			}
+		})
+	}
+	waitPulls(t, e, readers) // the others wait for the next read, not for the turn
+	close(hs.release)
+	wg.Wait()
+	if n := hs.pulls.Load() - before; n > 2 {
+		t.Errorf("%d store reads for %d pulls at one cursor at once with one turn, want at most 2", n, readers)
+	}
+	if most.Load() > 1 {
+		t.Errorf("%d pulls judged a page at once with one turn", most.Load())
+	}
+	if joined.Load() == 0 || begun.Load() == 0 {
+		t.Errorf("turns taken to begin a read %d, after a shared read %d: want both", begun.Load(), joined.Load())
+	}
+	for i, p := range pages {
+		if errs[i] != nil {
+			t.Fatalf("reader %d: %v", i, errs[i])
+		}
+		if len(p.Entries) != 1 || p.Entries[0].Record.ID != fmt.Sprint("s", i) || len(p.Left) != readers-1 {
+			t.Errorf("reader %d: got %d entries and %d leaves, want s%d and %d leaves", i, len(p.Entries), len(p.Left), i, readers-1)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package transport
 
 import (
 	"cmp"
+	"context"
 	"errors"
 	"slices"
 	"sync"
@@ -74,7 +75,11 @@ import (
 // lag makes the group's goroutine wait. And at most catchUpsPerClient
 // catch-up reads of one client are in flight across all groups: one
 // subject's many sessions and subscriptions cannot take the store's
-// reads (and the memory of their pages) from other tenants.
+// reads (and the memory of their pages) from other tenants. The
+// caught-up cursors of one client's groups, read by the groups'
+// goroutines after a write, hold at most liveReadsPerClient pages at once
+// across all groups, taking turns inside the engine's pull so that they
+// still share its store read (liveTurns).
 //
 // # No gaps
 //
@@ -126,11 +131,137 @@ type hub struct {
 	groups      map[groupKey]*group
 	afterRounds func(*group) // Config.afterRounds
 	catchUps    clientReads  // catch-up reads in flight by client, across groups
+	liveReads   liveTurns    // caught-up reads holding pages by client, across groups
 }
 
 func newHub(s *Server, afterRounds func(*group)) *hub {
 	return &hub{s: s, groups: map[groupKey]*group{}, afterRounds: afterRounds,
-		catchUps: clientReads{n: map[string]int{}, waiting: map[string][]*group{}, queued: map[*group]map[string]bool{}}}
+		catchUps:  clientReads{n: map[string]int{}, waiting: map[string][]*group{}, queued: map[*group]map[string]bool{}},
+		liveReads: liveTurns{n: map[string]int{}, waiting: map[string]*turnQueue{}}}
+}
+
+// liveReadsPerClient bounds the pages one client's caught-up cursors hold
+// at once across every group of the server, read from the store or
+// judged from a read they shared, with their encodings: the cursors a
+// group's goroutine reads whose members all belong to one client (a
+// subject, or an anonymous session's address). One subject's
+// subscriptions under many scopes, or of many collections, make as many
+// groups, and one write to them all would otherwise have each read,
+// decode and encode a page at once. A cursor of several clients' members
+// is no one client's and takes no turn, and a read shared by many
+// groups (engine.WithReadTurn) is still shared: the groups woken by one
+// write join it before they take their turns, and hold its page once
+// while they wait.
+const liveReadsPerClient = 4
+
+// liveTurns counts each client's turns taken (liveReadsPerClient) and
+// holds in order the pulls that wait for one, those that hold a shared
+// page first: a turn given back goes to the one that waited longest among
+// them, so that a shared page is judged and let go before another read
+// begins, and else to the one that waited longest to begin a read. It is
+// handed over under the lock where the pull waits, so none is lost. It
+// takes no other lock: a group's goroutine takes and gives a turn without
+// the group's lock, in the engine's pull and after it.
+type liveTurns struct {
+	mu      sync.Mutex
+	n       map[string]int
+	waiting map[string]*turnQueue
+}
+
+// turnQueue is the pulls of one client that wait for a turn.
+type turnQueue struct {
+	held, begin []chan struct{} // holding a shared page; to begin a read
+}
+
+// liveTurn is one caught-up read's turn among its client's.
+type liveTurn struct {
+	r      *liveTurns
+	client string
+	held   bool // written by take, read by give, both on the read's goroutine
+}
+
+// take takes t's turn, waiting for one given back while the client has
+// none left, or returns ctx's error once it ends; page says whether the
+// caller holds a shared page meanwhile. It returns nil at once once it
+// has taken the turn (engine.WithReadTurn).
+func (t *liveTurn) take(ctx context.Context, page bool) error {
+	if t.held {
+		return nil
+	}
+	r := t.r
+	r.mu.Lock()
+	if r.n[t.client] < liveReadsPerClient {
+		r.n[t.client]++
+		r.mu.Unlock()
+		t.held = true
+		return nil
+	}
+	q := r.waiting[t.client]
+	if q == nil {
+		q = &turnQueue{}
+		r.waiting[t.client] = q
+	}
+	ch := make(chan struct{})
+	if page {
+		q.held = append(q.held, ch)
+	} else {
+		q.begin = append(q.begin, ch)
+	}
+	r.mu.Unlock()
+	select {
+	case <-ch:
+		t.held = true
+		return nil
+	case <-ctx.Done():
+	}
+	r.mu.Lock()
+	if q := r.waiting[t.client]; q != nil {
+		w := &q.begin
+		if page {
+			w = &q.held
+		}
+		if i := slices.Index(*w, ch); i >= 0 {
+			*w = slices.Delete(*w, i, i+1)
+			if len(q.held)+len(q.begin) == 0 {
+				delete(r.waiting, t.client)
+			}
+			r.mu.Unlock()
+			return ctx.Err()
+		}
+	}
+	r.mu.Unlock()
+	// Given to it meanwhile: on to the next.
+	t.held = true
+	t.give()
+	return ctx.Err()
+}
+
+// give gives back t's turn, if it took one, to the pull of its client
+// whose turn is next, else to the count. t may be nil.
+func (t *liveTurn) give() {
+	if t == nil || !t.held {
+		return
+	}
+	t.held = false
+	r := t.r
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if q := r.waiting[t.client]; q != nil {
+		w := &q.held
+		if len(*w) == 0 {
+			w = &q.begin
+		}
+		close((*w)[0])
+		(*w)[0] = nil
+		*w = (*w)[1:]
+		if len(q.held)+len(q.begin) == 0 {
+			delete(r.waiting, t.client)
+		}
+		return
+	}
+	if r.n[t.client]--; r.n[t.client] <= 0 {
+		delete(r.n, t.client)
+	}
 }
 
 // catchUpsPerClient bounds the catch-up reads in flight of one client
@@ -636,12 +767,19 @@ func (g *group) caughtUpLocked(b *cursorSet) []string {
 // serve reads the page after b's cursor once and hands it to b's members.
 func (g *group) serve(b *cursorSet) {
 	s := g.h.s
-	page, data, err := s.readPage(g.key.collection, b.cursor, g.scope, g.key.version)
+	var turn *liveTurn
+	if b.live && b.client != "" {
+		// The caught-up cursor of one client's members alone: its read
+		// takes one of the client's turns (liveReadsPerClient).
+		turn = &liveTurn{r: &g.h.liveReads, client: b.client}
+	}
+	page, data, err := s.readPage(g.key.collection, b.cursor, g.scope, g.key.version, turn)
 	// Pages offered for a direct write are written once the group is
 	// unlocked (offerDirect), in the order offered.
 	var direct []frame
 	var back []string // the catch-up read of b's client, to hand off
 	defer func() {
+		turn.give() // the page handed out
 		g.h.handOff(back)
 		for _, f := range direct {
 			f.sub.c.writeDirect(f)

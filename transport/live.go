@@ -1387,9 +1387,14 @@ func (c *liveConn) unsubscribe(coll string) {
 // are a whole WebSocket frame. It does
 // not depend on any one subscriber's context: every subscriber at the
 // cursor, of the same scope and version, gets its bytes (broadcast.go).
-func (s *Server) readPage(coll string, cursor engine.Cursor, sc *scope.Pred, version int) (wirePage, []byte, error) {
+// turn, when not nil, is the read's turn among its client's
+// (liveReadsPerClient), which the caller gives back.
+func (s *Server) readPage(coll string, cursor engine.Cursor, sc *scope.Pred, version int, turn *liveTurn) (wirePage, []byte, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), livePullTimeout)
 	defer cancel()
+	if turn != nil {
+		ctx = engine.WithReadTurn(ctx, turn.take)
+	}
 	var page wirePage
 	err := bug.Recovered(func() (err error) {
 		page, err = s.pullPage(ctx, coll, cursor, 0, sc, uint64(version))
