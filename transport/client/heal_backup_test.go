@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/convergo/convergo/crdt"
-	"github.com/convergo/convergo/crdt/scope"
 	"github.com/convergo/convergo/stores/bolt"
 	"github.com/convergo/convergo/stores/bolt/bolttest"
 	"github.com/convergo/convergo/transport/client"
@@ -90,13 +89,7 @@ func TestHealBackupAcrossScopeMoves(t *testing.T) {
 		t.Run(how.String(), func(t *testing.T) {
 			s := newLossServer(t, true)
 			admin := s.replica("admin", true, client.ReplicaConfig{}, nil)
-			sam := s.replica("sam", true, client.ReplicaConfig{}, func(c *client.Config) {
-				p, err := scope.Parse(`list == "home"`)
-				if err != nil {
-					t.Fatal(err)
-				}
-				c.Scopes = map[string]map[string]*scope.Pred{"notes": {"home": p}}
-			})
+			sam := s.replica("sam", true, client.ReplicaConfig{}, readsHome(t))
 			for i, list := range []string{"home", "work", "home", "work"} {
 				set(t, admin, fmt.Sprint("n", i), "list", list)
 			}
@@ -316,13 +309,7 @@ func TestHealScopedReaderAtALeaveWrittenPast(t *testing.T) {
 			t.Run(name, func(t *testing.T) {
 				s := newLossServer(t, true)
 				admin := s.replica("admin", true, client.ReplicaConfig{}, nil)
-				sam := s.replica("sam", false, client.ReplicaConfig{}, func(c *client.Config) {
-					p, err := scope.Parse(`list == "home"`)
-					if err != nil {
-						t.Fatal(err)
-					}
-					c.Scopes = map[string]map[string]*scope.Pred{"notes": {"home": p}}
-				})
+				sam := s.replica("sam", false, client.ReplicaConfig{}, readsHome(t))
 				setEach(t, admin, "a", "list", 0, 3)
 				syncAll(t, admin, sam)
 				restore := s.backupAs("leave", putBackWithNote)

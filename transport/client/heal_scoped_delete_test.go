@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/convergo/convergo/crdt/scope"
 	"github.com/convergo/convergo/transport/client"
 )
 
@@ -15,13 +14,7 @@ import (
 // acknowledged must not be undone by the heal.
 func TestHealKeepsScopedDeletes(t *testing.T) {
 	s := newLossServer(t, true)
-	home := s.replica("sam", true, client.ReplicaConfig{}, func(c *client.Config) {
-		p, err := scope.Parse(`list == "home"`)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.Scopes = map[string]map[string]*scope.Pred{"notes": {"home": p}}
-	})
+	home := s.replica("sam", true, client.ReplicaConfig{}, readsHome(t))
 	for i := range 3 {
 		set(t, home, fmt.Sprint("n", i), "list", "home")
 	}

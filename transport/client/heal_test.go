@@ -65,6 +65,16 @@ type lossInstance struct {
 	store stores.Store
 }
 
+// readsHome configures a replica that reads the notes of list "home"
+// alone.
+func readsHome(t *testing.T) func(*client.Config) {
+	p, err := scope.Parse(`list == "home"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func(c *client.Config) { c.Scopes = map[string]map[string]*scope.Pred{"notes": {"home": p}} }
+}
+
 func newLossServer(t *testing.T, onBolt bool) *lossServer {
 	t.Helper()
 	return newLossServerOn(t, onBolt, nil)
@@ -629,13 +639,7 @@ func TestHealLivePushInFlight(t *testing.T) {
 func TestHealScopedReplica(t *testing.T) {
 	s := newLossServer(t, false)
 	admin := s.replica("admin", true, client.ReplicaConfig{}, nil)
-	home := s.replica("sam", true, client.ReplicaConfig{}, func(c *client.Config) {
-		p, err := scope.Parse(`list == "home"`)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.Scopes = map[string]map[string]*scope.Pred{"notes": {"home": p}}
-	})
+	home := s.replica("sam", true, client.ReplicaConfig{}, readsHome(t))
 	for i, list := range []string{"home", "work", "home", "work"} {
 		set(t, admin, fmt.Sprint("n", i), "list", list)
 	}

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/convergo/convergo/crdt"
-	"github.com/convergo/convergo/crdt/scope"
 	"github.com/convergo/convergo/stores"
 	"github.com/convergo/convergo/transport/client"
 	"github.com/convergo/convergo/transport/proto"
@@ -209,11 +208,7 @@ func TestHealCheckScopedSuperseded(t *testing.T) {
 	var restores atomic.Int64
 	admin := s.replica("admin", true, client.ReplicaConfig{}, nil)
 	sam := s.replica("sam", false, client.ReplicaConfig{}, func(c *client.Config) {
-		p, err := scope.Parse(`list == "home"`)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.Scopes = map[string]map[string]*scope.Pred{"notes": {"home": p}}
+		readsHome(t)(c)
 		c.HTTPClient = &http.Client{Transport: hookRT{before: func(req *http.Request) {
 			if strings.HasSuffix(req.URL.Path, "/restore") {
 				restores.Add(1)
