@@ -32,10 +32,11 @@ import (
 // at most 1+8+(3+stores.MaxShards)×10+8×stores.MaxShards bytes.
 //
 // A cursor also holds, for each shard, the slot mark of the log entry at
-// its position (slotMark): which record that sequence number was given
-// to in the history the reader read. A pull checks it against the entry
-// there now, to see a store that went back in time and was written past
-// the reader's position since (reset.go, wentBack).
+// its position (stateMark): which record that sequence number was given
+// to in the history the reader read, and what the record held there. A
+// pull checks it against the entry there now, to see a store that went
+// back in time and was written past the reader's position since (reset.go,
+// wentBack).
 type Cursor struct {
 	store [8]byte // the first 8 bytes of SHA-256 of the store's identity
 	epoch uint64  // the epoch of the collection's log
@@ -54,14 +55,20 @@ type Cursor struct {
 	trans   transition
 	prev    string
 	prevPos string
-	// slots holds, per shard (K of them), 8 bytes: the slot mark of the
-	// entry at the position and the mark of a record still to be met
-	// (below), each 4 bytes big-endian, 0 where there is none; empty when
-	// every one is 0. A record still to be met is the one the reader read
+	// slots holds, per shard (K of them), 8 bytes: two marks, each 4
+	// bytes big-endian, 0 where there is none (newSlotScan says which:
+	// the slot mark of the entry at the position, and the mark of a record
+	// still to be met (below) or of the record at the position); empty
+	// when every one is 0. A record still to be met is the one the reader read
 	// at its position, whose entry a later pull found gone from there: in
 	// one history it moved on, to a later position, which the reader
 	// reads before it reaches the head.
 	slots string
+	// stateSlots says that the first mark of each pair in slots is a
+	// state mark (stateMark, formats 5 and 6) and what the second one is
+	// depends on its flag (newSlotScan); otherwise (formats 3 and 4,
+	// written before state marks) both are id marks (slotMark).
+	stateSlots bool
 	// fresh marks a beginning read by a reader that holds no record of
 	// the collection (FreshStart); it is never encoded.
 	fresh bool
@@ -131,12 +138,17 @@ const MaxCursorBytes = proto.MaxCursorBytes
 
 // The first byte of an encoded cursor: format 1 for an unscoped read,
 // format 2 for a scoped one or one in transition; formats 3 and 4 are 1
-// and 2 with the slot marks after the positions.
+// and 2 with id slot marks after the positions (written before state
+// marks; still read), formats 5 and 6 1 and 2 with state slot marks.
 const (
 	cursorFormat       = 1
 	cursorFormatScoped = 2
-	// cursorSlots is added to a format whose cursor carries slot marks.
+	// cursorSlots is added to a format whose cursor carries id slot
+	// marks.
 	cursorSlots = 2
+	// cursorStateSlots is added to a format whose cursor carries state
+	// slot marks.
+	cursorStateSlots = 4
 )
 
 // slotBytes is the length of a slot mark; a cursor holds two per shard.
@@ -212,9 +224,11 @@ func (c Cursor) Scoped() bool { return c.scope != "" }
 // start and go on until the head.
 func (c Cursor) InTransition() bool { return c.trans != noTransition }
 
-// slotMarks returns the slot marks of the entries at the positions and
-// the marks of the records still to be met, one of each per shard (0:
-// none), or nils when there is none at all.
+// slotMarks returns the pairs of marks the cursor holds, one pair per
+// shard: in formats 3 and 4 the slot marks of the entries at the
+// positions and the marks of the records still to be met (0: none); in
+// formats 5 and 6 (stateSlots) as newSlotScan reads them. Nils when
+// there is none at all.
 func (c Cursor) slotMarks() (marks, pending []uint32) {
 	if c.slots == "" {
 		return nil, nil
@@ -285,8 +299,9 @@ func unpackPositions(s string) []uint64 {
 }
 
 // Bytes encodes c: format, store tag, epoch, the number of shards K and
-// the K positions, and in formats 3 and 4 K pairs of 4-byte marks (slotMarks);
-// then, in format 2 (and 4) (a scoped cursor or one in
+// the K positions, and in formats 3 to 6 K pairs of 4-byte marks
+// (slotMarks: state marks in 5 and 6); then, in format 2 (and 4 and 6) (a
+// scoped cursor or one in
 // transition), the scope's length and bytes, the kind of transition and,
 // in a transition, the previous scope's length and bytes and its K
 // positions; last, in both formats, the mark when it is not 0. The
@@ -302,9 +317,12 @@ func (c Cursor) Bytes() []byte {
 	}
 	slots := c.slots != "" && len(c.slots) == 2*slotBytes*len(pos)
 	b := make([]byte, 0, 1+8+(2+2*len(pos))*binary.MaxVarintLen64+2*slotBytes*len(pos)+len(c.scope)+len(c.prev)+8)
-	if slots {
+	switch {
+	case slots && c.stateSlots:
+		b = append(b, format+cursorStateSlots)
+	case slots:
 		b = append(b, format+cursorSlots)
-	} else {
+	default:
 		b = append(b, format)
 	}
 	b = append(b, c.store[:]...)
@@ -359,7 +377,7 @@ func (c Cursor) String() string {
 
 // ParseCursor decodes a cursor from Bytes. The empty byte string is the
 // beginning of the log. A cursor that is not one this engine wrote
-// (formats 1 to 4), or longer than MaxCursorBytes, wraps crdt.ErrInvalid.
+// (formats 1 to 6), or longer than MaxCursorBytes, wraps crdt.ErrInvalid.
 // The trailing mark is optional: a cursor written without one (by an
 // earlier version) parses with none.
 //
@@ -378,11 +396,14 @@ func ParseCursor(b []byte) (Cursor, error) {
 	if len(b) > MaxCursorBytes {
 		return bad("too long")
 	}
-	if b[0] < cursorFormat || b[0] > cursorFormatScoped+cursorSlots || len(b) < 9 {
+	if b[0] < cursorFormat || b[0] > cursorFormatScoped+cursorStateSlots || len(b) < 9 {
 		return bad("unknown format")
 	}
-	format, slots := b[0], false
-	if format > cursorFormatScoped {
+	format, slots, state := b[0], false, false
+	switch {
+	case format > cursorFormatScoped+cursorSlots:
+		format, slots, state = format-cursorStateSlots, true, true
+	case format > cursorFormatScoped:
 		format, slots = format-cursorSlots, true
 	}
 	var store [8]byte
@@ -435,6 +456,14 @@ func ParseCursor(b []byte) (Cursor, error) {
 		}
 		if c.slots, rest = string(rest[:n]), rest[n:]; packSlots(c.slotMarks()) == "" {
 			return bad("slot marks, all unknown") // Bytes writes those as format 1 or 2
+		}
+		if c.stateSlots = state; state {
+			marks, second := c.slotMarks()
+			for i, m := range marks {
+				if m == stateFlag || m&stateFlag != 0 && second[i] == 0 {
+					return bad("state slot marks") // never written (slotScan.next)
+				}
+			}
 		}
 	}
 	if format == cursorFormatScoped {

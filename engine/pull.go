@@ -228,6 +228,7 @@ func (e *Engine) pullScoped(ctx context.Context, collection string, cursor Curso
 	out.Next = cursorOf(tag, meta.Epoch, pos)
 	out.Next.scope, out.Next.mark = enc, mark
 	out.Next.slots = slots.next(collection)
+	out.Next.stateSlots = out.Next.slots != ""
 	if sc.trans != noTransition && out.More {
 		for i, p := range pos {
 			if p < sc.prevPos[i] { // the scan has not passed the old positions yet
@@ -480,7 +481,7 @@ read:
 					slots.meet(collection, 0, en.Record.ID)
 				}
 				if len(p.Entries) > 0 {
-					slots.at(collection, 0, p.Entries[len(p.Entries)-1].Record.ID)
+					slots.at(collection, 0, p.Entries[len(p.Entries)-1].Record)
 				}
 				if !p.More {
 					if err := slots.atHead(0, purgeable); err != nil {
@@ -491,6 +492,7 @@ read:
 			}
 			cut := false
 			for _, en := range p.Entries {
+				stored := en.Record // the slot marks are of records as stored
 				en.Record = e.resolve(sc.mig, en.Record)
 				cost := sc.cost(s, en.Seq)
 				if scanned > 0 && passed+cost > passBound {
@@ -537,7 +539,7 @@ read:
 				}
 				scanned++
 				pos[s] = en.Seq
-				slots.at(collection, s, en.Record.ID)
+				slots.at(collection, s, stored)
 			}
 			switch {
 			case cut:
@@ -563,21 +565,47 @@ read:
 // for the next cursor's marks. A nil *slotScan (a store without an
 // identity) checks and notes nothing.
 //
+// The mark of the entry at a position is a state mark (stateMark): of the
+// record there and of what it holds, so that the same record written
+// again at that number in a history put back is told from the one read
+// there. A cursor of formats 3 and 4, made before state marks, holds id
+// marks (slotMark), which are checked as such; the next cursor holds
+// state marks where the pull read the record at the position.
+//
 // When the entry at a position is gone, the record the reader read there
 // moved on (it changed again, and its entry went to a later position) or
 // was collected; or the store went back and has not given that number out
 // again. The record is then one still to be met: in one history the
 // reader meets its entry before it reaches the head, so reaching the head
 // without meeting it is the same proof as another record at the position,
-// unless a purge may have removed it (pullScoped).
+// unless a purge may have removed it (pullScoped). A record still to be
+// met is named by its id mark.
+//
+// In a cursor of formats 5 and 6 each shard's pair of marks is (S, I): S
+// the state mark of the entry at the position (0: not known), whose top
+// bit (stateFlag) says what I is: set, the id mark of the record at the
+// position (nothing to be met); clear, the id mark of a record still to
+// be met (0: none), and the record at the position is not named by id
+// (when its entry is gone, no other record becomes one to be met: one
+// at a time, as before).
 type slotScan struct {
 	key  []byte
 	want []uint32 // the cursor's marks still to check; 0: none
-	// marks are the marks at the positions as they move: the cursor's
-	// (none for an unverified cursor) until a shard's position moves,
-	// then unknown until ids[s] is set.
-	marks []uint32
-	ids   []string // the record at a moved position; "" while not moved
+	// wantState says whether want holds state marks (formats 5 and 6) or
+	// id marks (formats 3 and 4).
+	wantState bool
+	// wantIDs are the id marks of the records at the cursor's positions,
+	// when known (0: not), which become the marks of records still to
+	// be met when their entries are gone.
+	wantIDs []uint32
+	// marks and ids are the state and id marks at the positions as they
+	// move: the cursor's (none for an unverified cursor, nor for a
+	// cursor of id marks until its check reads the record) until a
+	// shard's position moves, then unknown until recs[s] is set.
+	marks, ids []uint32
+	// recs are the records, as stored, at moved positions; a zero Record
+	// while not moved.
+	recs []crdt.Record
 	// pending are the marks of the records still to be met, per shard
 	// (0: none), and from the positions where they were read: known for
 	// those this pull found, 0 for those the cursor carried.
@@ -594,21 +622,37 @@ func newSlotScan(key []byte, cursor Cursor, k int) *slotScan {
 	if key == nil {
 		return nil
 	}
-	sl := &slotScan{key: key, marks: make([]uint32, k), ids: make([]string, k),
-		pending: make([]uint32, k), from: make([]uint64, k), carry: !cursor.unverified}
-	if m, pend := cursor.slotMarks(); len(m) == k && !cursor.IsStart() {
-		sl.want = m
-		// Where a record still to be met was read is not kept: from 0,
-		// any published horizon may explain that it is gone (purgeable).
-		copy(sl.pending, pend)
-		if !cursor.unverified {
-			// The marks of an unverified cursor are checked where the
-			// pull reads, but never go on into a cursor the server
-			// makes: a client may have written them, and a mark of
-			// another record there is taken for proof that the store
-			// went back (wentBack).
-			copy(sl.marks, m)
+	sl := &slotScan{key: key, marks: make([]uint32, k), ids: make([]uint32, k), recs: make([]crdt.Record, k),
+		wantIDs: make([]uint32, k), pending: make([]uint32, k), from: make([]uint64, k), carry: !cursor.unverified}
+	first, second := cursor.slotMarks()
+	if len(first) != k || cursor.IsStart() {
+		return sl
+	}
+	// Where a record still to be met was read is not kept: from 0, any
+	// published horizon may explain that it is gone (purgeable).
+	if !cursor.stateSlots {
+		sl.want = first
+		copy(sl.wantIDs, first)
+		copy(sl.pending, second)
+		return sl
+	}
+	sl.want, sl.wantState = make([]uint32, k), true
+	for s, m := range first {
+		sl.want[s] = m &^ stateFlag
+		if m&stateFlag != 0 {
+			sl.wantIDs[s] = second[s]
+		} else {
+			sl.pending[s] = second[s]
 		}
+	}
+	if !cursor.unverified {
+		// The marks of an unverified cursor are checked where the pull
+		// reads, but never go on into a cursor the server makes: a
+		// client may have written them, and a mark of another record
+		// (or state) there is taken for proof that the store went back
+		// (wentBack).
+		copy(sl.marks, sl.want)
+		copy(sl.ids, sl.wantIDs)
 	}
 	return sl
 }
@@ -620,20 +664,32 @@ func (sl *slotScan) checks(s int, pos uint64) bool {
 }
 
 // check checks page p of shard s, read from one before pos, within left
-// records: the entry at pos, when there, must be of the record the
-// cursor's mark names. It returns the page without that entry, cut to
-// left records. An entry gone from there makes its record one still to
-// be met.
+// records: the entry at pos, when there, must be the record in the state
+// the cursor's mark names (of the record only, for an id mark). It
+// returns the page without that entry, cut to left records. An entry
+// gone from there makes its record one still to be met.
 func (sl *slotScan) check(collection string, s int, pos uint64, p stores.Page, left int) (stores.Page, error) {
 	want := sl.want[s]
 	sl.want[s] = 0
 	if len(p.Entries) > 0 && p.Entries[0].Seq == pos {
-		if slotMark(sl.key, collection, p.Entries[0].Record.ID) != want {
-			return p, &slotMoved{shard: s, seq: pos}
+		r := p.Entries[0].Record // as stored: marks are never of a migrated record
+		if sl.wantState {
+			if stateMark(sl.key, collection, r) != want {
+				return p, &slotMoved{shard: s, seq: pos, state: slotMark(sl.key, collection, r.ID) == sl.wantIDs[s]}
+			}
+		} else {
+			if slotMark(sl.key, collection, r.ID) != want {
+				return p, &slotMoved{shard: s, seq: pos}
+			}
+			if sl.carry {
+				// A cursor of id marks: the next one holds the state
+				// mark of the record read here.
+				sl.marks[s], sl.ids[s] = stateMark(sl.key, collection, r), want
+			}
 		}
 		p.Entries = p.Entries[1:]
-	} else if sl.pending[s] == 0 {
-		sl.pending[s], sl.from[s] = want, pos
+	} else if sl.pending[s] == 0 && sl.wantIDs[s] != 0 {
+		sl.pending[s], sl.from[s] = sl.wantIDs[s], pos
 	}
 	if len(p.Entries) > left {
 		p.Entries, p.More = p.Entries[:left], true
@@ -648,14 +704,15 @@ func (sl *slotScan) check(collection string, s int, pos uint64, p stores.Page, l
 // drop gives up the check of shard s's mark.
 func (sl *slotScan) drop(s int) { sl.want[s] = 0 }
 
-// at notes that shard s's position moved to an entry of record id of
-// collection, which may be the record still to be met there.
-func (sl *slotScan) at(collection string, s int, id string) {
+// at notes that shard s's position moved to an entry of record r (as
+// stored, not migrated) of collection, which may be the record still to
+// be met there.
+func (sl *slotScan) at(collection string, s int, r crdt.Record) {
 	if sl == nil {
 		return
 	}
-	sl.ids[s], sl.marks[s] = id, 0
-	sl.meet(collection, s, id)
+	sl.recs[s], sl.marks[s], sl.ids[s] = r, 0, 0
+	sl.meet(collection, s, r.ID)
 }
 
 // meet clears shard s's record still to be met when id is that record.
@@ -680,20 +737,33 @@ func (sl *slotScan) atHead(s int, purgeable func(s int, from uint64) bool) error
 	return &slotMoved{shard: s, seq: from, gone: true}
 }
 
-// next returns the slot marks of the next cursor, packed.
+// next returns the slot marks of the next cursor, packed as formats 5
+// and 6 hold them (newSlotScan).
 func (sl *slotScan) next(collection string) string {
 	if sl == nil {
 		return ""
 	}
-	for s, id := range sl.ids {
-		if id != "" {
-			sl.marks[s] = slotMark(sl.key, collection, id)
+	for s, r := range sl.recs {
+		if r.ID != "" {
+			sl.marks[s], sl.ids[s] = stateMark(sl.key, collection, r), slotMark(sl.key, collection, r.ID)
 		}
 	}
-	if !sl.carry {
-		return packSlots(sl.marks, nil)
+	first, second := make([]uint32, len(sl.marks)), make([]uint32, len(sl.marks))
+	for s, m := range sl.marks {
+		var pend uint32
+		if sl.carry {
+			pend = sl.pending[s]
+		}
+		switch {
+		case pend != 0:
+			first[s], second[s] = m, pend
+		case m != 0 && sl.ids[s] != 0:
+			first[s], second[s] = m|stateFlag, sl.ids[s]
+		default:
+			first[s] = m
+		}
 	}
-	return packSlots(sl.marks, sl.pending)
+	return packSlots(first, second)
 }
 
 // slotMoved is scanLog's error when the entry at a cursor's position is
@@ -702,6 +772,9 @@ func (sl *slotScan) next(collection string) string {
 type slotMoved struct {
 	shard int
 	seq   uint64
+	// state: the entry at seq is of the record the cursor read there, in
+	// another state.
+	state bool
 	// gone: the entry at seq was gone, and its record was not met before
 	// the head.
 	gone bool
@@ -710,6 +783,9 @@ type slotMoved struct {
 func (m *slotMoved) Error() string {
 	if m.gone {
 		return fmt.Sprintf("the record the cursor read at position %d in shard %d is neither there nor after it", m.seq, m.shard)
+	}
+	if m.state {
+		return fmt.Sprintf("the log entry at the cursor's position %d in shard %d is of the record the cursor read there, written again since", m.seq, m.shard)
 	}
 	return fmt.Sprintf("the log entry at the cursor's position %d in shard %d is of another record than the one the cursor read there", m.seq, m.shard)
 }

@@ -7,10 +7,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/stores"
 )
 
@@ -251,6 +253,61 @@ func slotMark(key []byte, collection, id string) uint32 {
 	m.Write([]byte{0})
 	m.Write([]byte(id))
 	if v := binary.BigEndian.Uint32(m.Sum(nil)); v != 0 {
+		return v
+	}
+	return 1
+}
+
+// stateFlag is the top bit of a state mark in a cursor of formats 5
+// and 6: set, the second mark of the pair is the id mark (slotMark) of
+// the record at the position; clear, it is the id mark of a record still
+// to be met (0: none). A state mark is 31 bits.
+const stateFlag = 1 << 31
+
+// stateMark is the mark of a log entry of record r (its state as stored,
+// never as migrated for a reader) of collection, under key: 31 bits of an
+// HMAC (stateFlag clear), never 0, of the collection, the record id, and
+// the name and stamp of every field of r that holds a value. A record
+// stays at its sequence number only while it is not written again: every
+// change that changes it (Apply, captured writes too) moves it to a new
+// number. So in one history the entry at a reader's position, while it
+// is there, holds what the reader read there; one that holds another
+// record, or the same record written again, means the store went back
+// and gave the number out again.
+//
+// What a purge may do to a record in place (stores.PurgeRecord: clear a
+// delete stamp, remove unset fields) touches no field that holds a value,
+// and a migration is applied as records are read, not to what is stored:
+// neither changes the mark. So the mark does not cover the delete stamp
+// and the unset fields: a write put back at the position that changed
+// only those (a delete of a record already deleted, an unset of a field
+// already unset) is not seen.
+func stateMark(key []byte, collection string, r crdt.Record) uint32 {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte("\x00state\x00"))
+	m.Write([]byte(collection))
+	m.Write([]byte{0})
+	m.Write([]byte(r.ID))
+	names := make([]string, 0, len(r.Fields))
+	for name, f := range r.Fields {
+		if f.Value != nil {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	var b []byte
+	for _, name := range names {
+		st := r.Fields[name].Stamp
+		b = append(b[:0], 0)
+		b = append(b, name...)
+		b = append(b, 0)
+		b = binary.BigEndian.AppendUint64(b, uint64(st.Wall))
+		b = binary.BigEndian.AppendUint32(b, st.Logical)
+		b = binary.AppendUvarint(b, uint64(len(st.Replica)))
+		b = append(b, st.Replica...)
+		m.Write(b)
+	}
+	if v := binary.BigEndian.Uint32(m.Sum(nil)) &^ stateFlag; v != 0 {
 		return v
 	}
 	return 1

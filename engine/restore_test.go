@@ -87,14 +87,20 @@ func sameRecordScene(t *testing.T, path string, copy func(t testing.TB, from, to
 // reader comes back. A cursor whose position holds another record now is
 // reset (TestResetSlotGivenOutAgain), and so is one whose record is neither
 // there nor after it (TestResetMovedOnNotMet); one whose position the new
-// history gave to the very record it read there cannot be told apart: only
-// the documented procedure (BumpEpochs, run by `convergo store
-// mark-restored`) tells it, and it does.
+// history gave to the very record it read there, written again, is told
+// apart by its state mark (stateMark): the engine starts a new epoch of
+// every collection. The documented procedure (BumpEpochs, run by
+// `convergo store mark-restored`) tells it too, before any reader is back.
 func TestResetBoltBackupRestored(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "convergo.db")
 	c := sameRecordScene(t, path, bolttest.CopyWithNote)
-	onBolt(t, path, func(e *Engine) { noReset(t, e, "todos", c) }) // what the procedure is for
+	onBolt(t, path, func(e *Engine) {
+		wantReset(t, e, "todos", c, ResetHistoryLost) // the state mark: proof
+		noReset(t, e, "todos", pullTo(t, e, "todos", nil))
+	})
 
+	path = filepath.Join(t.TempDir(), "convergo.db")
+	c = sameRecordScene(t, path, bolttest.CopyWithNote)
 	// The procedure: the operator command runs BumpEpochs on the file.
 	st := openBolt(t, path)
 	if err := st.BumpEpochs(context.Background()); err != nil {

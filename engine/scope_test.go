@@ -261,7 +261,7 @@ func TestTransitionMidScanKeepsState(t *testing.T) {
 	if !p.More || !p.Next.InTransition() {
 		t.Fatalf("a page of one mid-transition: more %v, next %v", p.More, p.Next)
 	}
-	if len(p.Next.Bytes()) > MaxCursorBytes || p.Next.Bytes()[0] != cursorFormatScoped+cursorSlots {
+	if len(p.Next.Bytes()) > MaxCursorBytes || p.Next.Bytes()[0] != cursorFormatScoped+cursorStateSlots {
 		t.Errorf("transition cursor bytes %x", p.Next.Bytes())
 	}
 	r.pullAll(t, e, "todos", x, 1)
@@ -321,6 +321,11 @@ func TestCursorFormats(t *testing.T) {
 		{store: noIdentity, epoch: 1, shards: packPositions(slices.Repeat([]uint64{1 << 59}, 16)), slots: packSlots(make([]uint32, 16), append(make([]uint32, 15), 1)), scope: sb, trans: exactPrev, prev: sb, prevPos: packPositions(slices.Repeat([]uint64{1 << 62}, 16))},
 		// The longest unscoped cursor with slot marks.
 		{store: noIdentity, epoch: 1<<64 - 1, shards: packPositions(slices.Repeat([]uint64{1<<64 - 1}, stores.MaxShards)), slots: packSlots(slices.Repeat([]uint32{1<<32 - 1}, stores.MaxShards), slices.Repeat([]uint32{1<<32 - 1}, stores.MaxShards)), mark: 1<<64 - 1},
+		// State marks (formats 5 and 6): a record at the position named,
+		// one still to be met, none.
+		{store: noIdentity, epoch: 1, seq: 4, slots: packSlots([]uint32{7 | stateFlag}, []uint32{9}), stateSlots: true},
+		{store: noIdentity, epoch: 1, shards: packPositions([]uint64{4, 5, 6}), slots: packSlots([]uint32{7, 0, 8 | stateFlag}, []uint32{9, 3, 1}), stateSlots: true, scope: sb},
+		{store: noIdentity, epoch: 1<<64 - 1, shards: packPositions(slices.Repeat([]uint64{1<<64 - 1}, stores.MaxShards)), slots: packSlots(slices.Repeat([]uint32{1<<32 - 1}, stores.MaxShards), slices.Repeat([]uint32{1<<32 - 1}, stores.MaxShards)), stateSlots: true, mark: 1<<64 - 1},
 	} {
 		b := c.Bytes()
 		got, err := ParseCursor(b)
@@ -334,17 +339,23 @@ func TestCursorFormats(t *testing.T) {
 			t.Errorf("%v: an unscoped cursor is not format 1 within 256 bytes: %x", c, b)
 		}
 		// The bound docs/design.md gives ("Cursor"): 327 bytes for 16 shards.
-		if max := 1 + 8 + (3+stores.MaxShards)*10 + 2*slotBytes*stores.MaxShards; c.scope == "" && c.trans == noTransition && c.slots != "" && (b[0] != cursorFormat+cursorSlots || len(b) > max) {
-			t.Errorf("%v: an unscoped cursor with slot marks is not format 3 within %d bytes: %x", c, max, b)
+		format := byte(cursorFormat + cursorSlots)
+		if c.stateSlots {
+			format = cursorFormat + cursorStateSlots
+		}
+		if max := 1 + 8 + (3+stores.MaxShards)*10 + 2*slotBytes*stores.MaxShards; c.scope == "" && c.trans == noTransition && c.slots != "" && (b[0] != format || len(b) > max) {
+			t.Errorf("%v: an unscoped cursor with slot marks is not format %d within %d bytes: %x", c, format, max, b)
 		}
 	}
 	for _, b := range [][]byte{
 		append([]byte{2}, make([]byte, MaxCursorBytes)...),
-		{3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1},                         // no slot marks
-		{3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0}, // marks all unknown: format 1 says that
-		{5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1},                         // no such format
-		{2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 3, 'a', 'b', 'c', 0},    // not a scope
-		{2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 3},                   // no such transition
+		{3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1},                            // no slot marks
+		{3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0},    // marks all unknown: format 1 says that
+		{7, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1},                            // no such format
+		{5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0x80, 0, 0, 0, 0, 0, 0, 9}, // a flag without a state mark
+		{5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0x80, 0, 0, 7, 0, 0, 0, 0}, // a flag without the id it says follows
+		{2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 3, 'a', 'b', 'c', 0},       // not a scope
+		{2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 3},                      // no such transition
 	} {
 		if _, err := ParseCursor(b); !errors.Is(err, ErrInvalid) {
 			t.Errorf("ParseCursor(%x): %v, want ErrInvalid", b, err)
