@@ -265,13 +265,14 @@ func TestHealBackupAfterAPushAnswerLost(t *testing.T) {
 // doc again before either pulls, so the new history gives the position
 // they read doc at to doc again. With the copy marked restored, or put
 // back without its note, the store starts a new epoch and both heal:
-// the server and both replicas hold both of alice's writes. (Put back
-// with its note and not marked, nothing can tell the two histories
-// apart: docs/design.md, "A cursor past the head is proof", says what
-// slot marks cannot see, and docs/operations.md keeps mark-restored a
-// step of every restore.)
+// the server and both replicas hold both of alice's writes. Put back with
+// its note and not marked, the store cannot tell, but the replicas'
+// cursors can: the slot mark at their position covers the state of doc
+// they read there, and the doc at that position now holds a later write
+// (docs/design.md, "Cursor"). The engine then starts a new epoch of
+// every collection, once, and both heal too.
 func TestHealBackupSameRecordAtThePosition(t *testing.T) {
-	for _, how := range []putBack{putBackMarked, putBackFileAlone} {
+	for _, how := range []putBack{putBackMarked, putBackWithNote, putBackFileAlone} {
 		t.Run(how.String(), func(t *testing.T) {
 			s := newLossServer(t, true)
 			alice := s.replica("alice", true, client.ReplicaConfig{}, nil)
@@ -289,6 +290,11 @@ func TestHealBackupSameRecordAtThePosition(t *testing.T) {
 				t.Fatalf("doc is %v, want both of alice's fields", want["doc"])
 			}
 			s.eventuallyConverged(t, want, map[string]*client.Replica{"alice": alice, "reader": reader}, func() { syncAll(t, alice, reader) })
+			if how == putBackWithNote {
+				if n := s.metric(t, "convergo_store_went_back_total"); n != 1 {
+					t.Errorf("convergo_store_went_back_total %d, want 1", n)
+				}
+			}
 		})
 	}
 }
