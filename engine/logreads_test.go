@@ -61,6 +61,37 @@ func waitPulls(t *testing.T, e *Engine, n int) {
 	}
 }
 
+// scopedReaders returns n readers of collection c, reader i reading the
+// records of owner u<i> from a cursor past what is written, then writes
+// a record s<i> for each owner: the readers' next pulls find a record
+// of their own and leaves of the others'. The store's reads after it are
+// held (hs.release).
+func scopedReaders(t *testing.T, e *Engine, hs *heldStore, n int) ([]Cursor, []*scope.Pred) {
+	t.Helper()
+	ctx := context.Background()
+	cursors := make([]Cursor, n)
+	scopes := make([]*scope.Pred, n)
+	close(hs.release)
+	for i := range n {
+		var err error
+		if scopes[i], err = scope.Parse(fmt.Sprintf(`owner == "u%d"`, i)); err != nil {
+			t.Fatal(err)
+		}
+		p, err := e.PullScoped(ctx, "c", Cursor{}, PageLimit{}, scopes[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		cursors[i] = p.Next
+	}
+	for i := range n {
+		if err := e.Update(ctx, "c", fmt.Sprint("s", i), Doc{"owner": fmt.Sprint("u", i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hs.release = make(chan struct{})
+	return cursors, scopes
+}
+
 // Pulls of one collection under many scopes, at one cursor at once, make
 // one store read (two: the pulls that began after the first read began
 // share the next), and each gets the page of its own scope: its record,
@@ -77,26 +108,7 @@ func TestPullsShareAStoreRead(t *testing.T) {
 	}
 	// Cursors past the start and not fresh: every entry is a record or a
 	// leave.
-	cursors := make([]Cursor, readers)
-	scopes := make([]*scope.Pred, readers)
-	close(hs.release)
-	for i := range readers {
-		var err error
-		if scopes[i], err = scope.Parse(fmt.Sprintf(`owner == "u%d"`, i)); err != nil {
-			t.Fatal(err)
-		}
-		p, err := e.PullScoped(ctx, "c", Cursor{}, PageLimit{}, scopes[i])
-		if err != nil {
-			t.Fatal(err)
-		}
-		cursors[i] = p.Next
-	}
-	for i := range readers {
-		if err := e.Update(ctx, "c", fmt.Sprint("s", i), Doc{"owner": fmt.Sprint("u", i)}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	hs.release = make(chan struct{})
+	cursors, scopes := scopedReaders(t, e, hs, readers)
 	before := hs.pulls.Load()
 	pages := make([]Page, readers)
 	errs := make([]error, readers)
@@ -272,26 +284,7 @@ func TestPullsTakeTurnsAndShare(t *testing.T) {
 	hs := &heldStore{Store: newMemory(t), release: make(chan struct{})}
 	e := engineOn(t, hs)
 	ctx := context.Background()
-	close(hs.release)
-	cursors := make([]Cursor, readers)
-	scopes := make([]*scope.Pred, readers)
-	for i := range readers {
-		var err error
-		if scopes[i], err = scope.Parse(fmt.Sprintf(`owner == "u%d"`, i)); err != nil {
-			t.Fatal(err)
-		}
-		p, err := e.PullScoped(ctx, "c", Cursor{}, PageLimit{}, scopes[i])
-		if err != nil {
-			t.Fatal(err)
-		}
-		cursors[i] = p.Next
-	}
-	for i := range readers {
-		if err := e.Update(ctx, "c", fmt.Sprint("s", i), Doc{"owner": fmt.Sprint("u", i)}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	hs.release = make(chan struct{})
+	cursors, scopes := scopedReaders(t, e, hs, readers)
 	before := hs.pulls.Load()
 	turn := make(chan struct{}, 1) // one turn
 	var begun, joined, inside, most atomic.Int64

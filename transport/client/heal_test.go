@@ -24,7 +24,6 @@ import (
 	"github.com/convergo/convergo/engine"
 	"github.com/convergo/convergo/stores"
 	"github.com/convergo/convergo/stores/bolt"
-	"github.com/convergo/convergo/stores/bolt/bolttest"
 	"github.com/convergo/convergo/stores/memory"
 	"github.com/convergo/convergo/stores/storetest"
 	"github.com/convergo/convergo/transport"
@@ -184,27 +183,14 @@ func (s *lossServer) restart(lose func()) {
 }
 
 // backup copies the bolt file, the server stopped meanwhile, and returns
-// a function that restores the copy; with marked, it then runs what
-// `convergo store mark-restored` runs.
+// a function that restores the copy with its note; with marked, it then
+// runs what `convergo store mark-restored` runs (backupAs).
 func (s *lossServer) backup(marked bool) func() {
 	s.t.Helper()
-	copyPath := s.path + ".bak"
-	s.restart(func() { bolttest.CopyWithNote(s.t, s.path, copyPath) })
-	return func() {
-		bolttest.CopyWithNote(s.t, copyPath, s.path)
-		if marked {
-			b, err := bolt.Open(context.Background(), s.path, bolt.Options{NoSync: true})
-			if err != nil {
-				s.t.Fatal(err)
-			}
-			if err := b.BumpEpochs(context.Background()); err != nil {
-				s.t.Fatal(err)
-			}
-			if err := b.Close(); err != nil {
-				s.t.Fatal(err)
-			}
-		}
+	if marked {
+		return s.backupAs("bak", putBackMarked)
 	}
+	return s.backupAs("bak", putBackWithNote)
 }
 
 // replica returns a replica of "notes" for subject sub, a writer or a
