@@ -18,7 +18,6 @@
 import { PATHS, TIMINGS } from './constants.js';
 import { ConvergoError } from './errors.js';
 import { MAX_ANSWER_BYTES, encodeLiveHello, encodePing, encodeSub, encodeUnsub, parseServerMessage, sentWith } from './protocol.js';
-import { cursorOf } from './syncstore.js';
 import { equalBytes } from './cbor.js';
 
 /** @typedef {import('./protocol.js').Hello} Hello */
@@ -167,13 +166,13 @@ export class LiveSession {
    * goes on from it; otherwise the sub ends (unsubscribe) and true is
    * returned: the Syncer reads c again from the cursor stored and
    * subscribes again (catchUp).
-   * @param {import('./db.js').Store} st
+   * @param {Uint8Array} stored the cursor of c stored now
    * @param {string} c
    * @param {Uint8Array} next
-   * @returns {Promise<boolean>} whether the sub ended
+   * @returns {boolean} whether the sub ended
    */
-  async overtaken(st, c, next) {
-    if (!equalBytes(await cursorOf(st, c), next)) {
+  overtaken(stored, c, next) {
+    if (!equalBytes(stored, next)) {
       this.unsubscribe(c);
       return true;
     }

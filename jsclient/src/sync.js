@@ -1890,7 +1890,7 @@ export class Syncer {
         // on if another tab wrote this page, or the collection is read
         // again and subscribed again (live.js's overtaken).
         if (await this.applyPage(m.collection, m.records, m.next, m.seals, m.leaves, null, false, session.at.get(m.collection))) session.at.set(m.collection, m.next);
-        else if (await session.overtaken(this.store, m.collection, m.next)) {
+        else if (session.overtaken(await cursorOf(this.store, m.collection), m.collection, m.next)) {
           await this.catchUp(session, [m.collection]);
           break;
         }
