@@ -26,20 +26,6 @@ func (s *pullFailStore) Pull(ctx context.Context, coll string, after uint64, lim
 	return s.Store.Pull(ctx, coll, after, limit)
 }
 
-// liveConnOf returns the server's one live session.
-func (ts *testServer) liveConnOf(t *testing.T) *liveConn {
-	t.Helper()
-	ts.srv.mu.Lock()
-	defer ts.srv.mu.Unlock()
-	if len(ts.srv.live) != 1 {
-		t.Fatalf("%d live sessions, want 1", len(ts.srv.live))
-	}
-	for c := range ts.srv.live {
-		return c
-	}
-	return nil
-}
-
 // collectionOf returns the collection a frame of a subscription names, or
 // "" for a frame of none.
 func collectionOf(m proto.Message) string {
@@ -74,7 +60,7 @@ func TestLiveUnsubNothingAfterPong(t *testing.T) {
 	if m, ok := cl.recv().(proto.Changes); !ok || m.Collection != "a" {
 		t.Fatalf("first page of a: %#v", m)
 	}
-	c := ts.liveConnOf(t)
+	c := ts.onlyConn(t)
 
 	// The writer is held in a write (as by a slow client) with pong 1.
 	c.wmu.Lock()
