@@ -1522,6 +1522,8 @@ export class Syncer {
     let limit = this.hello?.maxPull ?? DEFAULTS.maxPullRecords;
     let resets = 0;
     const [scope, lease, version, replacing] = await Promise.all([scopeOf(this.store, c), this.lease(c), schemaVersion(this.store, c), seen ? false : owesReplace(this.store, c)]);
+    /** Another tab stored a cursor this pull did not build on: it starts again from that one, or ends (above). */
+    const pullAgain = () => (seen ? null : overtaken >= OVERTAKEN ? undefined : this.pullCollection(c, seen, overtaken + 1));
     /**
      * The cursors this reading asked from, as strings of their bytes: a
      * page that says there is more after one of them (the cursor it was
@@ -1600,9 +1602,7 @@ export class Syncer {
         if (!(await this.onReset(c, page.reset, guard ? written : null))) {
           // Another tab stored a cursor since this pull read it (it was
           // reset too, and healed): start again from that one.
-          if (seen) return null;
-          if (overtaken >= OVERTAKEN) return;
-          return this.pullCollection(c, seen, overtaken + 1);
+          return pullAgain();
         }
         seen?.clear();
         replaced?.clear();
@@ -1669,9 +1669,7 @@ export class Syncer {
         if (!(await this.applyPage(c, page.records, page.next, page.seals, page.leaves, replaced, !!seen, guard ? written : null))) {
           // Another tab stored a cursor since this page was asked for:
           // start again from it.
-          if (seen) return null;
-          if (overtaken >= OVERTAKEN) return;
-          return this.pullCollection(c, seen, overtaken + 1);
+          return pullAgain();
         }
         written = page.next;
       }
@@ -1715,9 +1713,7 @@ export class Syncer {
       // record it pulled may be one of these, created again since. The
       // reading is made again (the check kept stays).
       this.healChecks.set(c, { ids: new Set(), collected: drop, chain: null, again });
-      if (seen) return null;
-      if (overtaken >= OVERTAKEN) return;
-      return this.pullCollection(c, seen, overtaken + 1);
+      return pullAgain();
     } else if (checked) await (await import('./heal.js')).checked(this.store, c);
     // Every record the server holds replaced the one held: an upgrade's
     // replacement, if one was owed, is done too.
