@@ -294,6 +294,8 @@ func (s *Store) roundTrip(group []*scriptCall) {
 	}
 	_, _ = pipe.Exec(ctx) // each call's error is in its own command
 	heads := map[string]uint64{}
+	var answered []*scriptCall // the calls the script answered, with their errors: told once remembered
+	var errs []error
 	var runErr error // the run check after a NOSCRIPT, once per round trip
 	checked := false
 	for _, sc := range live {
@@ -327,9 +329,16 @@ func (s *Store) roundTrip(group []*scriptCall) {
 		head, err := s.mergeReply(ctx, sc, out)
 		heads[sc.coll] = max(heads[sc.coll], head)
 		sc.ok = err == nil
-		sc.req.finish(err)
+		answered = append(answered, sc)
+		errs = append(errs, err)
 	}
+	// What the calls left is remembered before their callers are
+	// answered, so that a caller's next Apply finds it in the written
+	// cache.
 	s.remember(live)
+	for i, sc := range answered {
+		sc.req.finish(errs[i])
+	}
 	// The script also publishes, for every instance; local watchers are
 	// told directly, so a stalled subscription does not delay them. They
 	// are told once the callers are answered, as bolt does.
