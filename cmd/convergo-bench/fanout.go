@@ -406,6 +406,11 @@ func runFanout(args []string) error {
 			for _, t := range slices.Sorted(maps.Keys(cost.others)) {
 				note += fmt.Sprintf(", %d %s messages", cost.others[t], t)
 			}
+			// A subscriber the server closed gets nothing more: its
+			// missing deliveries are not a gap in what was sent to it.
+			for _, why := range slices.Sorted(maps.Keys(cost.ended)) {
+				note += fmt.Sprintf(", %d subscribers' connections ENDED (%s)", cost.ended[why], why)
+			}
 			// Two clocks for one delivery: "receipt" is the generator's read,
 			// "arrival" the kernel's receive timestamp (fanoutRun). Each is
 			// printed beside the target.
@@ -476,6 +481,7 @@ type fanoutCost struct {
 	serverCPU, genCPU time.Duration
 	reads             int64
 	others            map[string]int // messages other than changes, by type
+	ended             map[string]int // subscribers whose connection ended during the run, by why
 }
 
 // fanoutRun runs one measured run. With profileDir set, every server
@@ -577,6 +583,7 @@ func fanoutRun(ctx context.Context, bin, kind string, subs, writes int, interval
 	}
 	var othersMu sync.Mutex
 	others := map[string]int{} // messages other than changes, by type
+	ended := map[string]int{}  // subscribers whose connection ended, by why
 	receive := receiveEpoll
 	if receiver == "goroutines" {
 		receive = receiveEach
@@ -605,6 +612,10 @@ func fanoutRun(ctx context.Context, bin, kind string, subs, writes int, interval
 			others[t]++
 			othersMu.Unlock()
 		}
+	}, func(i int, err error) {
+		othersMu.Lock()
+		ended[err.Error()]++
+		othersMu.Unlock()
 	})
 	if err != nil {
 		return nil, nil, 0, cost, err
@@ -651,7 +662,7 @@ func fanoutRun(ctx context.Context, bin, kind string, subs, writes int, interval
 		lat = append(lat, l...)
 		host = append(host, hostSub[i]...)
 	}
-	cost.others = others
+	cost.others, cost.ended = others, ended
 	return lat, host, subs*writes - len(lat), cost, nil
 }
 

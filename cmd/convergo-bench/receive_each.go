@@ -2,6 +2,7 @@ package main
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -10,8 +11,11 @@ import (
 // (receiveEpoll waits on one epoll set instead). on is called with subs[i]'s complete
 // message and when it was read (arrival.host is not known: -1); msg is
 // valid during the call only. on is called from the goroutine of
-// subscriber i.
-func receiveEach(subs []*rawSub, base time.Time, on func(i int, msg []byte, at arrival)) (stop func(), err error) {
+// subscriber i. ended is called once for a subscriber whose connection
+// ends before stop (closed by the server, or an error), from the same
+// goroutine.
+func receiveEach(subs []*rawSub, base time.Time, on func(i int, msg []byte, at arrival), ended func(i int, err error)) (stop func(), err error) {
+	var stopping atomic.Bool
 	var wg sync.WaitGroup
 	for i, s := range subs {
 		wg.Add(1)
@@ -20,6 +24,9 @@ func receiveEach(subs []*rawSub, base time.Time, on func(i int, msg []byte, at a
 			for {
 				m, err := s.next()
 				if err != nil {
+					if !stopping.Load() {
+						ended(i, err)
+					}
 					return
 				}
 				on(i, m, arrival{read: time.Since(base).Nanoseconds(), host: -1})
@@ -27,6 +34,7 @@ func receiveEach(subs []*rawSub, base time.Time, on func(i int, msg []byte, at a
 		}()
 	}
 	return sync.OnceFunc(func() {
+		stopping.Store(true)
 		for _, s := range subs {
 			s.Close()
 		}

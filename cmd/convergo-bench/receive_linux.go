@@ -15,14 +15,15 @@ import (
 // generator one recvmsg system call and its share of an epoll_wait (a
 // goroutine per connection costs a second read that finds nothing, a
 // park and a wake-up). on is called with subs[i]'s complete message and
-// when it arrived (see arrival); msg is valid during the call only. on is
-// called from one goroutine.
+// when it arrived (see arrival); msg is valid during the call only. ended
+// is called once for a subscriber whose connection ends before stop
+// (closed by the server, or an error). Both are called from one goroutine.
 //
 // Every descriptor asks the kernel for receive timestamps
 // (SO_TIMESTAMPNS): recvmsg then also says when the last segment it read
 // reached this host's network stack, which does not depend on how soon
 // the generator, one process on one core for all subscribers, gets to it.
-func receiveEpoll(subs []*rawSub, base time.Time, on func(i int, msg []byte, at arrival)) (stop func(), err error) {
+func receiveEpoll(subs []*rawSub, base time.Time, on func(i int, msg []byte, at arrival), ended func(i int, err error)) (stop func(), err error) {
 	epfd, err := syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("epoll: %w", err)
@@ -80,15 +81,24 @@ func receiveEpoll(subs []*rawSub, base time.Time, on func(i int, msg []byte, at 
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		drain := func(i int, now int64) bool {
+		gone := make([]bool, len(subs))
+		end := func(i int, err error) {
+			if !gone[i] {
+				gone[i] = true
+				syscall.EpollCtl(epfd, syscall.EPOLL_CTL_DEL, fds[i], nil)
+				ended(i, err)
+			}
+		}
+		drain := func(i int, now int64) {
 			s := subs[i]
 			for {
 				m, ok, err := s.parse()
 				if err != nil {
-					return false
+					end(i, err)
+					return
 				}
 				if !ok {
-					return true
+					return
 				}
 				on(i, m, arrival{read: now, host: host[i]})
 			}
@@ -118,10 +128,11 @@ func receiveEpoll(subs []*rawSub, base time.Time, on func(i int, msg []byte, at 
 				if errors.Is(err, syscall.EAGAIN) {
 					continue
 				}
-				now := time.Since(base).Nanoseconds()
-				if err != nil || !drain(i, now) {
-					syscall.EpollCtl(epfd, syscall.EPOLL_CTL_DEL, fds[i], nil)
+				if err != nil {
+					end(i, err)
+					continue
 				}
+				drain(i, time.Since(base).Nanoseconds())
 			}
 		}
 	}()

@@ -207,6 +207,9 @@ func (s *rawSub) parse() (msg []byte, ok bool, err error) {
 		switch {
 		case op == 0x8:
 			s.writeFrame(0x8, p[:min(len(p), 2)])
+			if len(p) >= 2 { // RFC 6455 §5.5.1: a status code, then a reason
+				return nil, false, fmt.Errorf("%w: %d %s", errClosed, binary.BigEndian.Uint16(p), p[2:])
+			}
 			return nil, false, errClosed
 		case op == 0x9:
 			if err := s.writeFrame(0xA, p); err != nil {
