@@ -459,7 +459,7 @@ func (e *Engine) Apply(ctx context.Context, changes []crdt.Change, opts ...Apply
 		for _, l := range late {
 			c := translated[l.j]
 			err := l.err
-			if err == nil || l.read >= 0 && heldLive(stored[l.read], c.Record, fresh[c.Collection]) {
+			if err == nil || l.read >= 0 && heldLive(e.Migrations(c.Collection), stored[l.read], c.Record, fresh[c.Collection]) {
 				err = e.admitNow(&c, cfg.held)
 			} else if l.read >= 0 {
 				// Whether the record outweighs the change tells which
