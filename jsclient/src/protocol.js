@@ -343,7 +343,8 @@ export function parseHello(bytes) {
 function helloOf(m) {
   return {
     protocol: need(field(m, 1, uint), 'protocol'),
-    serverTime: need(field(m, 2, uint), 'server time'),
+    // 0 is no wall time: taken, it would restart the clock at the epoch.
+    serverTime: need(field(m, 2, uint) || undefined, 'server time'),
     serverReplica: field(m, 3, text) ?? '',
     maxPush: field(m, 4, uint) || DEFAULTS.maxPushChanges,
     maxPull: field(m, 5, uint) || DEFAULTS.maxPullRecords,

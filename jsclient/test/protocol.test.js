@@ -20,6 +20,14 @@ test('hello answers: every key of section 6, defaults for the limits left out, u
   assert.throws(() => parseHello(env([[1, VERSION], [2, 'soon']])), malformed, 'a known key of the wrong type');
 });
 
+test('hello answers: a server time of 0 is no wall time, malformed as one left out (taken, the clock would restart at the epoch), as in the Go client', () => {
+  assert.throws(() => parseHello(env([[1, VERSION]])), malformed, 'no server time');
+  assert.throws(() => parseHello(env([[1, VERSION], [2, 0]])), malformed, 'server time 0');
+  assert.throws(() => parseHello(env([[1, VERSION], [2, -1]])), malformed, 'server time below 0');
+  assert.throws(() => parseHello(env([[1, VERSION], [2, 2 ** 53]])), malformed, 'server time past 2^53-1');
+  assert.equal(parseHello(env([[1, VERSION], [2, 1]])).serverTime, 1);
+});
+
 test('hello answers: a limit announced as 0 is the default, as one left out (a server never announces 0), as in the Go client', () => {
   /** @type {Record<number, [name: string, announced: number, fallback: number]>} */
   const limits = {

@@ -510,11 +510,31 @@ func (c *Client) reclockLocked(id string) bool {
 func (c *Client) Hello(ctx context.Context) (ServerInfo, error) {
 	n := c.beginHello()
 	var a proto.HelloResponse
-	ans, err := c.call(ctx, proto.PathHello, proto.HelloRequest{Protocol: proto.Version, Replica: c.helloReplica()}, &a, nil)
+	ans, err := c.call(ctx, proto.PathHello, proto.HelloRequest{Protocol: proto.Version, Replica: c.helloReplica()}, &a,
+		func() error { return checkHello(a) })
 	if err != nil {
 		return ServerInfo{}, err
 	}
 	return c.setInfo(n, a, ans.sent, c.cfg.Now()), nil
+}
+
+// checkHello reads a hello answer (or a welcome's) before anything of it
+// is taken. One of another protocol version says the client must be
+// upgraded: unsupported_version, not retried (as the browser client's
+// applyHello). One whose server time is not a wall time (absent, 0, or
+// past crdt.MaxWall) is unreadable, ErrProtocol, retried as a network
+// failure: taken, it would correct the wall time to about the epoch and
+// restart the clock there (setInfo), and every later write would stamp
+// near 1970 and lose to every write it meets (the browser client's
+// parseHello refuses it too).
+func checkHello(a proto.HelloResponse) error {
+	if a.Protocol != proto.Version {
+		return &Error{Code: proto.CodeUnsupportedVersion, Message: fmt.Sprintf("the server speaks protocol %d, not %d", a.Protocol, proto.Version)}
+	}
+	if a.ServerTime <= 0 || a.ServerTime > crdt.MaxWall {
+		return fmt.Errorf("%w: hello answer with server time %d", ErrProtocol, a.ServerTime)
+	}
+	return nil
 }
 
 // Push sends changes and returns one result per change, in order. Changes

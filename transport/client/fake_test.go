@@ -77,6 +77,9 @@ type fakeServer struct {
 	// rewritePull, when set, is given each pull and the answer the engine
 	// made for it, and returns the answer sent (a broken server's).
 	rewritePull atomic.Pointer[func(proto.PullRequest, proto.PullResponse) proto.PullResponse]
+	// rewriteHello, when set, is given each hello answer (HTTP or a live
+	// welcome's) and returns the answer sent (a broken or newer server's).
+	rewriteHello atomic.Pointer[func(proto.HelloResponse) proto.HelloResponse]
 
 	smu    sync.Mutex
 	scopes []string // the scope of each pull and sub received, in order ("" for none)
@@ -192,6 +195,14 @@ func (f *fakeServer) serveHTTP(h func(ctx context.Context, body []byte) (any, er
 }
 
 func (f *fakeServer) helloAnswer() proto.HelloResponse {
+	a := f.plainHello()
+	if fn := f.rewriteHello.Load(); fn != nil {
+		a = (*fn)(a)
+	}
+	return a
+}
+
+func (f *fakeServer) plainHello() proto.HelloResponse {
 	return proto.HelloResponse{Protocol: proto.Version, ServerTime: f.eng.ServerTime(), ServerReplica: "srv",
 		MaxPush: uint64(f.maxPush), MaxPull: proto.DefaultMaxPullRecords, MaxBodyBytes: proto.DefaultMaxBodyBytes,
 		MaxDrift: uint64(f.eng.MaxDrift().Milliseconds()), MaxPageBytes: proto.DefaultMaxPageBytes, MaxMessageBytes: uint64(cmp.Or(f.maxMessage.Load(), proto.DefaultMaxMessageBytes))}

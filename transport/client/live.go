@@ -360,6 +360,9 @@ func (c *Client) liveSession(ctx context.Context, st *liveState, onChanges Chang
 		switch m := m.(type) {
 		case nil: // a type this client does not know
 		case proto.Welcome:
+			if err := checkHello(m.Hello); err != nil {
+				return false, err
+			}
 			c.setInfo(n, m.Hello, sent, c.cfg.Now())
 			link = newLiveLink(conn, proto.Session{Replica: replica, Base: m.Hello.ServerTime},
 				limitsOf(m.Hello).MaxMessageBytes, ctx.Done(), c.cfg.PushTimeout)

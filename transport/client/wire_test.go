@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/coder/websocket"
 
@@ -54,7 +55,7 @@ func TestRequestBodiesAreProtos(t *testing.T) {
 		var ans any
 		switch r.URL.Path {
 		case proto.PathHello:
-			ans = proto.HelloResponse{Protocol: proto.Version, MaxPush: 10, MaxBodyBytes: 1 << 20}
+			ans = proto.HelloResponse{Protocol: proto.Version, ServerTime: time.Now().UnixMilli(), MaxPush: 10, MaxBodyBytes: 1 << 20}
 		case proto.PathPush:
 			ans = proto.PushResponse{Results: []proto.PushResult{{Status: proto.StatusApplied}}}
 		case proto.PathPull:
@@ -130,7 +131,7 @@ func TestLiveMessagesAreProtos(t *testing.T) {
 				return
 			}
 			if _, ok := m.(proto.Hello); ok {
-				w, _ := proto.EncodeMessage(proto.Welcome{Hello: proto.HelloResponse{Protocol: proto.Version}})
+				w, _ := proto.EncodeMessage(proto.Welcome{Hello: proto.HelloResponse{Protocol: proto.Version, ServerTime: time.Now().UnixMilli()}})
 				conn.Write(ctx, websocket.MessageBinary, w)
 			}
 		}
