@@ -1276,6 +1276,11 @@ func (c *liveConn) appendResyncs(bufs net.Buffers) net.Buffers {
 }
 
 func (c *liveConn) subscribe(p Principal, m proto.Sub) {
+	// A new sub replaces the old one, taken or refused: a sub refused
+	// with its collection leaves that collection not streamed
+	// (docs/protocol.md, section 9), and nothing of the old subscription
+	// follows its refusal, as nothing follows an unsub.
+	c.unsubscribe(m.Collection)
 	if err := crdt.ValidateCollection(m.Collection); err != nil {
 		c.queue(proto.ErrorMessage{Code: proto.CodeInvalid, Message: publicText(err), Collection: m.Collection, RequestID: c.id})
 		return
@@ -1317,7 +1322,6 @@ func (c *liveConn) subscribe(p Principal, m proto.Sub) {
 	if c.ctx.Err() != nil {
 		return // the session has ended (finish took its subscriptions) or is ending
 	}
-	c.unsubscribe(m.Collection) // a new sub replaces the old one, from its cursor
 	c.mu.Lock()
 	if len(c.subs) >= c.s.limits.MaxSubscriptions {
 		c.mu.Unlock()
