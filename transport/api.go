@@ -280,8 +280,8 @@ func (s *Server) reserveBytes(n int64, key string, wait time.Duration, stop <-ch
 	}, nil
 }
 
-// chargeDecoded returns a proto.Charge that takes what each decoded
-// change of a push holds in memory (decodedBytes) out of
+// chargeDecoded returns a proto.Charge that takes what each change of a
+// push holds in memory, decoded or refused (decodedBytes), out of
 // Limits.MaxBodyBytesInFlight, beside the size bytes its body took, and
 // release, which gives it all back once the push is answered. It does not
 // wait for room: a push that finds none while other bodies are in flight
@@ -290,14 +290,15 @@ func (s *Server) reserveBytes(n int64, key string, wait time.Duration, stop <-ch
 // its client's share: a push that finds none beside the client's other
 // requests is refused rate_limited. So the budget bounds what pushes hold
 // decoded, not only their bodies: a push of tiny fields decodes to more
-// than ten times its bytes.
+// than ten times its bytes, and one of changes too short to decode to
+// more than a hundred times, their refusals.
 func (s *Server) chargeDecoded(body heldBody) (charge proto.Charge, release func()) {
 	// body is what the push holds for its body: Content-Length, or
 	// MaxBodyBytes when a request declares none; a live push's message.
 	size, key := body.n, body.key
 	var held int64
-	charge = func(ch crdt.Change) error {
-		n := decodedBytes(ch)
+	charge = func(ch crdt.Change, refused error) error {
+		n := decodedBytes(ch, refused)
 		if why := s.bodies.takeBeside(n, size+held, key); why != budgetTaken {
 			return s.refusedRoom(why)
 		}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -119,7 +120,7 @@ func TestDecodedBytesBound(t *testing.T) {
 				t.Fatal(err)
 			}
 			var charged int64
-			charge := func(ch crdt.Change) error { charged += decodedBytes(ch); return nil }
+			charge := func(ch crdt.Change, refused error) error { charged += decodedBytes(ch, refused); return nil }
 			var before, after runtime.MemStats
 			runtime.GC()
 			runtime.GC() // the encoder's pooled buffers are freed by the second
@@ -133,6 +134,60 @@ func TestDecodedBytesBound(t *testing.T) {
 			held := int64(after.HeapAlloc) - int64(before.HeapAlloc)
 			runtime.KeepAlive(req)
 			t.Logf("body %d bytes, held %d decoded, charged %d", len(body), held, charged)
+			if held > charged {
+				t.Fatalf("the decoded push holds %d bytes, charged %d", held, charged)
+			}
+		})
+	}
+}
+
+// A push's changes that do not decode are refused alone, and what the
+// push holds for each until it is answered (its place in the change
+// list, its raw bytes, its refusal, whose message may quote what it
+// read) is charged as a decoded change is: a push of 16,384 one-byte
+// changes, each refused, held over 5 MiB for its 16 KiB when refusals
+// were charged nothing.
+func TestRefusedChangesCharged(t *testing.T) {
+	many := func(n int, item any) []any {
+		items := make([]any, n)
+		for i := range items {
+			items[i] = item
+		}
+		return items
+	}
+	stamped := func(who any) map[int]any {
+		return map[int]any{1: "notes", 2: map[int]any{1: "r", 3: map[string]any{"x": []any{1, 0, who, 1}}}}
+	}
+	for _, tc := range []struct {
+		name string
+		body map[int]any
+	}{
+		{"16384 changes without a record", map[int]any{1: ownReplica, 2: many(16384, map[int]any{})}},
+		{"16384 changes of a replica index outside the table", map[int]any{1: ownReplica, 2: many(16384, stamped(uint64(1)<<60))}},
+		{"16384 changes of a collection name that is not one", map[int]any{1: ownReplica, 2: many(16384, map[int]any{1: strings.Repeat("\x01", 200), 2: map[int]any{1: "r"}})}},
+		{"16384 changes of a field name that is not one", map[int]any{1: ownReplica, 2: many(16384,
+			map[int]any{1: "notes", 2: map[int]any{1: "r", 3: map[string]any{strings.Repeat("\x01", 200): []any{1, 0, ownReplica, 1}}}})}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			body, err := crdt.Marshal(tc.body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var charged int64
+			charge := func(ch crdt.Change, refused error) error { charged += decodedBytes(ch, refused); return nil }
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			req, err := proto.DecodePushCharged(body, "", charge)
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+			if err != nil || len(req.Refused) != len(req.Changes) || req.Refused[len(req.Refused)-1] == nil {
+				t.Fatalf("decode: %d changes, %d refusals, %v", len(req.Changes), len(req.Refused), err)
+			}
+			held := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+			runtime.KeepAlive(req)
+			t.Logf("body %d bytes, held %d decoded, charged %d (refusal: %v)", len(body), held, charged, req.Refused[0])
 			if held > charged {
 				t.Fatalf("the decoded push holds %d bytes, charged %d", held, charged)
 			}

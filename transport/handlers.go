@@ -316,7 +316,7 @@ func (s *Server) decodeRestore(ctx context.Context, body []byte) (chargedRestore
 			release()
 			return chargedRestore{}, decodeError("restore", err)
 		}
-		if err := charge(crdt.Change{Collection: w.Collection, Record: req.Records[i].Record}); err != nil {
+		if err := charge(crdt.Change{Collection: w.Collection, Record: req.Records[i].Record}, nil); err != nil {
 			release()
 			return chargedRestore{}, err
 		}

@@ -130,16 +130,24 @@ const (
 // with its stamp (decodedFieldBytes). Measured with Go 1.26's maps, a
 // change of one tiny field holds about 750 bytes, and a record of 1,024
 // fields about 155 a field (TestDecodedBytesBound holds them to it).
+// A change that does not decode holds its place (decodedChangeBytes) and
+// its refusal: the error value and its message (decodedRefusalBytes
+// beside the message's bytes, TestRefusedChangesCharged).
 const (
-	decodedChangeBytes = 192
-	decodedMapBytes    = 640
-	decodedFieldBytes  = 192
+	decodedChangeBytes  = 192
+	decodedMapBytes     = 640
+	decodedFieldBytes   = 192
+	decodedRefusalBytes = 64
 )
 
-// decodedBytes is what the decoded change ch holds in memory, at most.
-// Stamps' replica ids are not counted: they come from the push's replica
-// table, one string each.
-func decodedBytes(ch crdt.Change) int64 {
+// decodedBytes is what change ch of a push holds in memory, at most:
+// decoded, or refused alone (refused, proto.Charge). Stamps' replica ids
+// are not counted: they come from the push's replica table, one string
+// each.
+func decodedBytes(ch crdt.Change, refused error) int64 {
+	if refused != nil {
+		return int64(decodedChangeBytes + decodedRefusalBytes + len(refused.Error()))
+	}
 	n := decodedChangeBytes + len(ch.Collection) + len(ch.Record.ID)
 	if len(ch.Record.Fields) > 0 {
 		n += decodedMapBytes

@@ -171,13 +171,45 @@ func (p *PushRequest) UnmarshalCBOR(data []byte) error {
 // (key 2) is absent or null: it is not readable as a whole.
 var errNoChangeList = fmt.Errorf("%w: a push without a change list (key 2)", crdt.ErrMalformed)
 
-// Charge is told of each change a push decodes, before the next one is
-// decoded; an error stops the decoding and refuses the push whole with
-// it. A server charges what each decoded change holds to its memory for
-// bodies in flight (transport), so that a push of many tiny fields, which
-// decodes to many times its bytes, is bounded as it grows, not once it
-// is whole. Nil charges nothing.
-type Charge func(crdt.Change) error
+// Charge is told of each change of a push as it is read, before the next
+// one is: a change that decoded (refused nil), or one refused alone (ch
+// zero, refused the error the push holds for it, PushRequest.Refused); an
+// error stops the decoding and refuses the push whole with it. A server
+// charges what each change holds to its memory for bodies in flight
+// (transport), so that a push of many tiny fields, which decodes to many
+// times its bytes, or of many tiny changes that do not decode, whose
+// refusals do too, is bounded as it grows, not once it is whole. Nil
+// charges nothing.
+type Charge func(ch crdt.Change, refused error) error
+
+// refusedChange is why a change of a push did not decode, as the push
+// holds it until it is answered: the decoder's message once, however many
+// errors it wrapped to say it, and the kind it is told by (crdt's
+// ErrMalformed, ErrInvalid or ErrTooLarge, else the decoder's error
+// itself), so that it holds about its message's bytes (Charge).
+type refusedChange struct {
+	msg  string
+	kind error
+}
+
+func (e *refusedChange) Error() string { return e.msg }
+func (e *refusedChange) Unwrap() error { return e.kind }
+
+// refusedKinds are the kinds a refusedChange keeps, in the order a server
+// tells refusals by.
+var refusedKinds = []error{crdt.ErrTooLarge, crdt.ErrMalformed, crdt.ErrInvalid}
+
+// refuseChange is the refusal of change i of a push, which err says.
+func refuseChange(i int, err error) error {
+	kind := err
+	for _, k := range refusedKinds {
+		if errors.Is(err, k) {
+			kind = k
+			break
+		}
+	}
+	return &refusedChange{msg: fmt.Sprintf("change %d: %v", i, err), kind: kind}
+}
 
 // decodeChanges decodes a push's change list with c, over HTTP or live. A
 // change that does not decode is refused alone: refused[i] says why
@@ -192,11 +224,14 @@ func decodeChanges(c *crdt.Compact, raw []cbor.RawMessage, charge Charge) (chang
 			if refused == nil {
 				refused = make([]error, len(raw))
 			}
-			refused[i] = fmt.Errorf("change %d: %w", i, err)
-			continue
+			refused[i] = refuseChange(i, err)
 		}
 		if charge != nil {
-			if err := charge(changes[i]); err != nil {
+			var why error
+			if refused != nil {
+				why = refused[i]
+			}
+			if err := charge(changes[i], why); err != nil {
 				return nil, nil, err
 			}
 		}
