@@ -374,7 +374,7 @@ func (e *Engine) Apply(ctx context.Context, changes []crdt.Change, opts ...Apply
 	index := make([]int, 0, len(changes))
 	// Changes written under an older schema version are translated up
 	// first: every check below sees the current shape (migrations.go).
-	translated, tindex, err := e.translateChanges(changes, cfg.versions, results)
+	translated, tindex, err := e.translateChanges(ctx, changes, cfg.versions, results)
 	if err != nil {
 		return nil, fmt.Errorf("apply: %w", err)
 	}

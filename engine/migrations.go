@@ -2,10 +2,12 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/crdt/migrate"
+	"github.com/convergo/convergo/stores"
 )
 
 // Schema versions (docs/design.md, "Schema versions"). A collection's
@@ -52,10 +54,20 @@ func WithVersions(versions map[string]int) ApplyOption {
 // translateChanges translates changes up to their collections' current
 // versions, refusing (in results) the ones that cannot be; it returns the
 // others with their indexes (nil index: all of them, in order).
-func (e *Engine) translateChanges(changes []crdt.Change, versions map[string]int, results []Result) ([]crdt.Change, []int, error) {
+//
+// A change refused untranslatable that has a stamp before its
+// collection's write horizon the stored record does not hold (heldLive,
+// by the names it was written under) is refused collected instead: it
+// would be, could it be translated, and a client's give-back of its
+// stamps of a record deleted and collected meanwhile, one change per
+// stamp (a part of a merge alone), must come back collected for the
+// client to drop the record (docs/protocol.md, "Tombstone collection").
+func (e *Engine) translateChanges(ctx context.Context, changes []crdt.Change, versions map[string]int, results []Result) ([]crdt.Change, []int, error) {
 	if len(versions) == 0 {
 		return changes, nil, nil
 	}
+	var untranslatable []crdt.Change
+	var uindex []int
 	cur := map[string]int{}
 	for coll, v := range versions {
 		if v == 0 {
@@ -79,6 +91,10 @@ func (e *Engine) translateChanges(changes []crdt.Change, versions map[string]int
 			r, err := d.Change(c.Record, from, n)
 			if err != nil {
 				results[i] = Result{Status: StatusRefused, Err: fmt.Errorf("change %s/%s: %w", c.Collection, c.Record.ID, err)}
+				if errors.Is(err, migrate.ErrUntranslatable) {
+					untranslatable = append(untranslatable, c)
+					uindex = append(uindex, i)
+				}
 				continue
 			}
 			c.Record = r
@@ -86,7 +102,39 @@ func (e *Engine) translateChanges(changes []crdt.Change, versions map[string]int
 		out = append(out, c)
 		index = append(index, i)
 	}
+	if len(untranslatable) > 0 {
+		if err := e.collectedFirst(ctx, untranslatable, uindex, results); err != nil {
+			return nil, nil, err
+		}
+	}
 	return out, index, nil
+}
+
+// collectedFirst refuses collected each of changes (refused
+// untranslatable, at index in results) that has a stamp before its
+// collection's write horizon, read afresh as for any refusal collected,
+// which the record as stored does not hold (translateChanges).
+func (e *Engine) collectedFirst(ctx context.Context, changes []crdt.Change, index []int, results []Result) error {
+	horizons, err := e.writeHorizons(ctx, changes, true)
+	if err != nil {
+		return err
+	}
+	for k, c := range changes {
+		w := horizons[c.Collection]
+		cerr := checkCollected(c, w)
+		if cerr == nil || stores.CheckKey(c.Collection, c.Record.ID) != nil {
+			continue
+		}
+		stored, err := e.held(ctx, "apply", c.Collection, c.Record.ID)
+		if err != nil {
+			return err
+		}
+		if heldLive(nil, stored, c.Record, w) {
+			continue
+		}
+		results[index[k]] = Result{Status: StatusRefused, Err: fmt.Errorf("change %s/%s: %w", c.Collection, c.Record.ID, cerr)}
+	}
+	return nil
 }
 
 // resolve returns r in the current version of its collection's
