@@ -909,7 +909,9 @@ export class Database {
    * and it is queued like any write; the entry leaves the rejected
    * changes. Its values are the ones refused: a change refused for its
    * content (too_large, invalid) is likely refused again. Rejects with
-   * not_found when there is no such entry.
+   * not_found when there is no such entry, and with untranslatable (the
+   * entry stays) when it was written under an older schema version that
+   * the collection's migration cannot map to the one its data is in now.
    * @param {number} id
    */
   async retry(id) {

@@ -32,7 +32,9 @@
 //            refused, kept until the app retries or discards them, at most
 //            DEFAULTS.maxRejected entries and DEFAULTS.maxRejectedBytes
 //            bytes (the oldest dropped first, counted in meta
-//            "rejectedDropped").
+//            "rejectedDropped"); v, when set, is the schema version an
+//            entry is written in, one its collection's migration cannot
+//            map to the version the data is in (schema.js).
 //   meta     key string -> value (the prefixes of the keys per collection
 //            that only the sync loop and the modules loaded on demand use
 //            are metakeys.js's): "device" (the device part of the replica
@@ -142,7 +144,7 @@ export function observeRecord(clock, r, now) {
  * change is the encoded change as it was pushed, when is ms since epoch,
  * subject the subject the client was signed in as (null: unknown), size
  * what it counts against DEFAULTS.maxRejectedBytes.
- * @typedef {{id: number, c: string, rid: string, change: Uint8Array, code: string, message: string, requestId: string|null, when: number, subject: string|null, size: number}} RejectedEntry
+ * @typedef {{id: number, c: string, rid: string, change: Uint8Array, code: string, message: string, requestId: string|null, when: number, subject: string|null, size: number, v?: number}} RejectedEntry
  */
 /** @typedef {{c: string, id: string, rec: Uint8Array, seal: Uint8Array}} SealedEntry */
 /**

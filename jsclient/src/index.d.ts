@@ -418,7 +418,9 @@ export class Database {
   /**
    * Writes rejected change id again with fresh stamps (so it can win again)
    * as a new local write, and removes the entry; rejects with not_found if
-   * there is none.
+   * there is none, and with untranslatable (the entry stays) if it was
+   * written under an older schema version the collection's migration
+   * cannot map to the one its data is in now.
    */
   retry(id: number): Promise<void>;
   /** Forgets rejected change id; resolves to whether it existed. */

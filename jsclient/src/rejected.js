@@ -73,7 +73,10 @@ export function discard(store, id) {
  * the write is merged locally and queued in the outbox, and the entry
  * leaves the rejected changes. The values are the ones refused: a change
  * refused for its content is likely refused again (and comes back as a
- * new entry). Throws not_found when there is no such entry.
+ * new entry). A change written under an older schema version is in the
+ * current shape (schema.js's upgrade translated it), or, when the
+ * migration cannot map it, refused: throws untranslatable, and it stays.
+ * Throws not_found when there is no such entry.
  * @param {Store} store
  * @param {number} id
  * @returns {Promise<{c: string, id: string}>}
@@ -83,6 +86,10 @@ export function retry(store, id) {
     const os = tx.objectStore(REJECTED);
     const e = /** @type {RejectedEntry|undefined} */ (await req(os.get(id)));
     if (!e) throw new ConvergoError('not_found', `no rejected change ${id}`);
+    // Written under a schema version the collection's data has left, and
+    // untranslatable to its current one (schema.js's upgrade): written
+    // again, its fields would be of a shape the server resolves away.
+    if (e.v !== undefined) throw new ConvergoError('untranslatable', `retry rejected change ${id}: it was written under schema version ${e.v} of ${e.c}, which the migration cannot map to the version the data is in now`);
     const old = decodeEntry(e.change);
     await store.writeIn(tx, e.c, [
       {

@@ -9,7 +9,9 @@
 // migration cannot map is dropped), every outbox change translated up (the
 // changes rule: one it cannot map moves to the rejected changes, code
 // untranslatable, and its record is rebuilt without it, as after a
-// refusal), the version stored, and the cursor cleared with meta
+// refusal), every rejected change kept translated up too (one it cannot
+// map keeps its shape and notes its version: written again, it is refused
+// untranslatable), the version stored, and the cursor cleared with meta
 // "replace:<collection>" set, so that the next pull, from the beginning,
 // replaces the server state of every record it brings (syncstore.js's applyRemote's
 // replace, as a reconciliation after lease_expired does, without dropping
@@ -30,6 +32,7 @@ import { CURSOR_KEY, REPLACE_KEY, SEALED } from './metakeys.js';
 /** @typedef {import('./db.js').Store} Store */
 /** @typedef {import('./db.js').OutboxEntry} OutboxEntry */
 /** @typedef {import('./db.js').StoredRecord} StoredRecord */
+/** @typedef {import('./db.js').RejectedEntry} RejectedEntry */
 /** @typedef {import('./record.js').Record} Rec */
 
 /**
@@ -99,6 +102,27 @@ export function upgrade(store, c, def, info) {
       /** @type {Promise<StoredRecord[]>} */ (req(records.getAll(range))),
       /** @type {Promise<OutboxEntry[]>} */ (req(outbox.index('record').getAll(range))),
     ]);
+    // The rejected changes kept of c are local data too: written again
+    // (rejected.js's retry) they must be in the shape the data is in. One
+    // the migration cannot map keeps the shape it was written in, with
+    // that version (v), and is refused untranslatable if written again.
+    const kept = tx.objectStore(REJECTED);
+    for (const r of /** @type {RejectedEntry[]} */ (await req(kept.getAll()))) {
+      if (r.c !== c || r.v !== undefined) continue;
+      let ch;
+      try {
+        ch = decodeEntry(r.change);
+      } catch {
+        continue; // listed without its values, as any corrupt entry
+      }
+      try {
+        const change = encodeChange({ collection: c, record: translate(def, ch, from, def.version, 'change') });
+        kept.put({ ...r, change, size: r.size - r.change.length + change.length });
+      } catch (err) {
+        if (/** @type {any} */ (err)?.code !== 'untranslatable') throw err;
+        kept.put({ ...r, v: from });
+      }
+    }
     /** @type {Map<string, Rec[]>} the changes still pending per record, translated, in order */
     const pending = new Map();
     /** @type {Upgrade['rejected']} */
@@ -120,7 +144,7 @@ export function upgrade(store, c, def, info) {
         if (/** @type {any} */ (err)?.code !== 'untranslatable') throw err;
         const message = /** @type {Error} */ (err).message;
         outbox.delete(e.seq);
-        const rejectedId = /** @type {number} */ (await req(tx.objectStore(REJECTED).add(rejectedEntry(e, 'untranslatable', message, null, info))));
+        const rejectedId = /** @type {number} */ (await req(kept.add({ ...rejectedEntry(e, 'untranslatable', message, null, info), v: from })));
         rejected.push({ id: e.id, rejectedId, message });
       }
     }
