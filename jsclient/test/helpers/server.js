@@ -599,8 +599,11 @@ export class FakeServer {
         try {
           ch = { collection: ch.collection, record: translate(def, ch.record, this.versionOf(ch.collection, versions.get(ch.collection)), def.version, 'change') };
         } catch (e) {
-          results.push(this.result(STATUSES.refused, { code: /** @type {any} */ (e).code ?? 'invalid', message: /** @type {any} */ (e).message }));
-          this.pushed.push({ c: ch.collection, id: ch.record.id, status: STATUSES.refused, code: /** @type {any} */ (e).code });
+          // One with a stamp before the write horizon is refused collected,
+          // as it would be translated (docs/protocol.md, section 13).
+          const code = /** @type {any} */ (e).code === 'untranslatable' && this.beforeHorizon(ch.collection, stampsOf(ch.record)) ? 'collected' : /** @type {any} */ (e).code ?? 'invalid';
+          results.push(this.result(STATUSES.refused, { code, message: /** @type {any} */ (e).message }));
+          this.pushed.push({ c: ch.collection, id: ch.record.id, status: STATUSES.refused, code });
           continue;
         }
       }
