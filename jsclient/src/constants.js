@@ -289,7 +289,8 @@ export const TIMINGS = /* @__PURE__ */ Object.freeze({
   "clientSilenceTimeoutMs": 40000,
   "idleTimeoutMs": 60000,
   "maxRetryAfterMs": 3600000,
-  "pingIntervalMs": 20000
+  "pingIntervalMs": 20000,
+  "stableSessionMs": 10000
 });
 
 /** What a client leaves of the request body for a push's envelope when it splits its outbox into batches. */

@@ -107,7 +107,7 @@ import { equalBytes } from './cbor.js';
 import { ConvergoError } from './errors.js';
 import { post, postAnswer } from './http.js';
 import { isPrefix, ownedStart, replicaPrefix, subjectOfToken } from './replica.js';
-import { CODES, DEFAULTS, PATHS, STATUSES, VERSION } from './constants.js';
+import { CODES, DEFAULTS, PATHS, STATUSES, TIMINGS, VERSION } from './constants.js';
 import { sentWith, encodeHello, encodeLivePush, encodePull, encodePush, parseHello, parsePullAnswer, parsePushAnswer, batchLength, pushBudget, resetAction, retryOf } from './protocol.js';
 import { OVERTAKEN, applyFirst, applyRemote, cursorOf, dropMeta, firstPullReconciles, healChecks, isEmpty, outboxCounts, owedHeals, owesReconcile, owesReplace, peekOutbox, pendingFloor, prepareRemote, pruneNotes, replacementDone, resetCollection, restartClock, schemaVersion, scopeOf, settle } from './syncstore.js';
 import { CURSOR_KEY, RESTAMP_KEY } from './metakeys.js';
@@ -189,9 +189,6 @@ function about(c, op, e) {
   named.add(out);
   return out;
 }
-
-/** A live session at least this long resets the reconnect backoff. */
-const STABLE_SESSION_MS = 10_000;
 
 /**
  * While disconnected, local writes start an early reconnect attempt at most
@@ -883,8 +880,9 @@ export class Syncer {
           await this.runLive();
           // A session that ended on its own soon after it began (a server
           // closing sockets, a proxy cutting them) counts as a failure, so
-          // reconnecting backs off instead of spinning.
-          if (Date.now() - since >= STABLE_SESSION_MS) {
+          // reconnecting backs off instead of spinning (stableSessionMs,
+          // as in the Go client's Live).
+          if (Date.now() - since >= TIMINGS.stableSessionMs) {
             this.attempt = 0;
             continue;
           }

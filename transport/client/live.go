@@ -18,10 +18,6 @@ import (
 	"github.com/convergo/convergo/transport/proto"
 )
 
-// stableSession is how long a live session must last for the next redial
-// to start from the shortest backoff again.
-const stableSession = time.Second
-
 // ChangesFunc receives a page of records of collection that changed after
 // the client's cursor, with their seals, the leave entries of a scoped read
 // (page.Leaves: drop the records they digest to) and the cursor to resume
@@ -121,10 +117,10 @@ func (c *Client) Live(ctx context.Context, subs map[string][]byte, onChanges Cha
 			attempt = 0
 			continue
 		}
-		// A session that opened and lasted resets the backoff; one the
-		// server closes right after its welcome does not, so a server that
-		// keeps refusing is not hammered.
-		if welcomed && time.Since(start) >= stableSession {
+		// A session that opened and lasted (proto.StableSession) resets
+		// the backoff; one the server closes soon after its welcome does
+		// not, so a server that keeps cutting sessions is not hammered.
+		if welcomed && time.Since(start) >= proto.StableSession {
 			attempt = 0
 		}
 		var floor time.Duration
@@ -133,13 +129,17 @@ func (c *Client) Live(ctx context.Context, subs map[string][]byte, onChanges Cha
 			floor = e.RetryAfter
 		}
 		d := c.backoff.delay(attempt, floor)
+		c.log.Info(liveRedialMsg, "attempt", attempt, "delay", d, "err", err)
 		attempt++
-		c.log.Info("live connection lost; redialling", "delay", d, "err", err)
 		if err := sleep(ctx, d); err != nil {
 			return err
 		}
 	}
 }
+
+// liveRedialMsg is the message of the log record of a redial: with its
+// backoff attempt (0 for the first) and the wait before it.
+const liveRedialMsg = "live connection lost; redialling"
 
 // liveState is what Live keeps from one session to the next.
 type liveState struct {

@@ -134,6 +134,7 @@ func Constants() Exported {
 			"backoffInitialMs":       BackoffInitial.Milliseconds(),
 			"backoffMaxMs":           BackoffMax.Milliseconds(),
 			"maxRetryAfterMs":        MaxRetryAfter.Milliseconds(),
+			"stableSessionMs":        StableSession.Milliseconds(),
 		},
 		Model: map[string]int64{
 			"maxCollectionBytes":   MaxCollectionBytes,

@@ -140,6 +140,12 @@ const (
 	// the batch again (over HTTP or the next session). Twice the server's
 	// default bound on applying a push.
 	ClientPushTimeout = 2 * DefaultRequestTimeout
+	// StableSession: a live session that lasted this long since it was
+	// dialled starts a client's reconnect backoff over; one that ended
+	// sooner (a server or a proxy cutting sessions soon after their
+	// welcome) counts as a failure, and the backoff goes on growing, so
+	// that such a server is not dialled again at the first step each time.
+	StableSession = 10 * time.Second
 	// BackoffInitial and BackoffMax shape every retry and reconnect: before
 	// retry n (0 first), wait uniformly in [0, min(BackoffMax,
 	// BackoffInitial·2^n)], never less than the server's Retry-After.
