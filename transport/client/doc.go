@@ -122,6 +122,12 @@
 // hello (or a live session's welcome) begun before the last one the client
 // took is dropped: sent perhaps with the old subject's token, it does not
 // bind the client back to the old subject, and such a session is ended.
+// A Replica pushes only the changes written by its client's current id:
+// those written as another subject stay in its outbox for when that
+// subject signs in again (pushed under this one they would be refused
+// forged_replica). A change refused forged_replica all the same (the
+// token's subject changed while it was pushed) has the Replica greet the
+// server to learn the subject, and stays so when it is another's.
 //
 // # Replica: the server's version and the local view
 //

@@ -446,6 +446,18 @@ func stampsOf(rec crdt.Record) []crdt.Stamp {
 	return out
 }
 
+// writer is the replica id a local change was written by: that of its
+// stamps (a change of this replica's stamps all alike).
+func writer(ch crdt.Change) string {
+	if !ch.Record.Deleted.IsZero() {
+		return ch.Record.Deleted.Replica
+	}
+	for _, f := range ch.Record.Fields {
+		return f.Stamp.Replica
+	}
+	return ""
+}
+
 // Client returns the replica's client.
 func (r *Replica) Client() *Client { return r.c }
 
@@ -805,7 +817,15 @@ func (r *Replica) flushOnce(ctx context.Context) (reconcile []string, again bool
 	losses := map[string]uint64{}
 	r.mu.Lock()
 	batch, revoked := make([]pending, 0, len(r.outbox)), r.revoked
+	me := r.c.Replica()
 	for _, p := range r.outbox {
+		if writer(p.change) != me {
+			// Written as another subject (the token changed since): kept
+			// for when that subject signs in again (docs/protocol.md,
+			// "Replica ids"); under this one it would be refused
+			// forged_replica.
+			continue
+		}
 		if r.reconciling[p.change.Collection] == nil {
 			batch = append(batch, p)
 			losses[p.change.Collection] = r.losses[p.change.Collection]
@@ -829,6 +849,21 @@ func (r *Replica) flushOnce(ctx context.Context) (reconcile []string, again bool
 	results, err := r.c.Push(ctx, changes)
 	if r.revokeOn(err) {
 		return nil, false, fmt.Errorf("flush %d changes: %w", len(batch), err)
+	}
+	// A change refused forged_replica was written by this replica: the
+	// token's subject changed while it was pushed (a TokenFunc's new
+	// token, the hello that tells the client not made yet, or made
+	// meanwhile). Unless the client's replica id is its configuration's,
+	// a hello learns the subject, and such a change of another subject's
+	// replica stays in the outbox for that subject.
+	forged := func(res Result) bool { return res.Status == StatusRefused && errors.Is(res.Err, ErrForgedReplica) }
+	keepForged := false
+	if r.c.cfg.Replica == "" && slices.ContainsFunc(results, forged) {
+		if _, herr := r.c.Hello(ctx); herr != nil {
+			keepForged = true // pushed again by the next Flush
+			err = errors.Join(err, fmt.Errorf("hello after a refusal forged_replica: %w", herr))
+		}
+		me = r.c.Replica()
 	}
 	var when time.Time
 	var subject string
@@ -859,6 +894,9 @@ func (r *Replica) flushOnce(ctx context.Context) (reconcile []string, again bool
 	for i, res := range results {
 		p := batch[i]
 		k := recordKey{p.change.Collection, p.change.Record.ID}
+		if forged(res) && (keepForged || writer(p.change) != me) {
+			continue // another subject's: kept for it
+		}
 		if res.Acknowledged() && r.losses[k.collection] != losses[k.collection] {
 			// A reset with history lost came since the push was sent:
 			// the store that acknowledged the change may be the one that
