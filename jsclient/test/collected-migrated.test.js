@@ -4,7 +4,10 @@
 // stamps of a record the server deleted and collected one change per
 // stamp, a part of the merge alone. Untranslatable, they would keep the
 // record here for ever; refused collected, it is dropped as everywhere
-// else. The server's side is engine/horizon_migrate_untranslatable_test.go
+// else. A stamp the server still holds under its old name (a field v2
+// drops) stays untranslatable: the client keeps that value, as section 13
+// says old clients do. The server's side is
+// engine/horizon_migrate_untranslatable_test.go
 // and the Go client's transport/client/migrations_collected_test.go.
 
 import { test } from 'node:test';
@@ -47,4 +50,30 @@ test('a v1 client drops a record collected under v2 although its parts cannot be
   );
   assert.equal(await notes.get('home'), null, 'dropped, as on the server');
   assert.equal(await a.store.get(C, 'home'), undefined);
+});
+
+test('a v1 client keeps its value of a field v2 drops through a reconciliation: its give-back is untranslatable, not collected', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  server.setMigrations(C, V1);
+  const a = await openClient({ url: server.url, name: 'a', collections: [C], migrations: { [C]: V1 }, WebSocket: null, pollInterval: 50 });
+  t.after(() => a.close());
+  const notes = a.collection(C);
+  await notes.put('home', { street: 'Main St' });
+  await a.whenSynced();
+  await notes.update('home', { legacy: true });
+  await a.whenSynced();
+  /** @type {any[]} */
+  const reconciled = [];
+  a.on('reconciled', (/** @type {any} */ r) => reconciled.push(r));
+  await a.pause();
+  server.setMigrations(C, { version: 2, steps: [{ to: 2, ops: [{ op: 'drop', field: 'legacy' }] }] });
+  server.writeHorizon.set(C, await horizonPast(a));
+  server.leaseExpire(C);
+  const mark = server.pushed.length;
+  a.resume();
+  await a.whenSynced();
+  await until(() => reconciled.length > 0, 'the reconciled event', WAIT);
+  assert.deepEqual(server.pushed.slice(mark).map((p) => [p.id, p.code]), [['home', 'untranslatable']]);
+  assert.deepEqual(await notes.get('home'), { id: 'home', street: 'Main St', legacy: true }, 'values of a dropped field held here stay here');
 });

@@ -443,6 +443,28 @@ export class FakeServer {
   }
 
   /**
+   * Whether the record of change ch as stored holds every stamp of it
+   * before the write horizon: each such field under its name, with a
+   * value stamped at it or after and not hidden by the record's delete,
+   * and such a delete at or before the record's (engine's heldLive, by
+   * the names the change was written with).
+   * @param {import('../../src/record.js').Change} ch
+   */
+  holdsOld(ch) {
+    const horizon = this.writeHorizon.get(ch.collection) ?? 0;
+    const rec = this.coll(ch.collection).byId.get(ch.record.id)?.record;
+    if (!rec) return false;
+    const d = ch.record.deleted;
+    if (d.wall > 0 && d.wall < horizon && compareStamps(d, rec.deleted) > 0) return false;
+    for (const [name, f] of ch.record.fields) {
+      if (f.stamp.wall >= horizon) continue;
+      const g = rec.fields.get(name);
+      if (!g || g.value === null || compareStamps(g.stamp, rec.deleted) <= 0 || compareStamps(g.stamp, f.stamp) < 0) return false;
+    }
+    return true;
+  }
+
+  /**
    * Merges records given back with their seals; results as a push's.
    * @param {string} c
    * @param {{record: import('../../src/record.js').Record, seal: Uint8Array}[]} items
@@ -599,9 +621,11 @@ export class FakeServer {
         try {
           ch = { collection: ch.collection, record: translate(def, ch.record, this.versionOf(ch.collection, versions.get(ch.collection)), def.version, 'change') };
         } catch (e) {
-          // One with a stamp before the write horizon is refused collected,
-          // as it would be translated (docs/protocol.md, section 13).
-          const code = /** @type {any} */ (e).code === 'untranslatable' && this.beforeHorizon(ch.collection, stampsOf(ch.record)) ? 'collected' : /** @type {any} */ (e).code ?? 'invalid';
+          // One with a stamp before the write horizon that the record as
+          // stored does not hold under the names it was written with is
+          // refused collected, as it would be translated (docs/protocol.md,
+          // section 13).
+          const code = /** @type {any} */ (e).code === 'untranslatable' && this.beforeHorizon(ch.collection, stampsOf(ch.record)) && !this.holdsOld(ch) ? 'collected' : /** @type {any} */ (e).code ?? 'invalid';
           results.push(this.result(STATUSES.refused, { code, message: /** @type {any} */ (e).message }));
           this.pushed.push({ c: ch.collection, id: ch.record.id, status: STATUSES.refused, code });
           continue;
