@@ -81,7 +81,13 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, answerBytes in
 	}
 	var p Principal
 	var authErr error
-	if token, ok := bearer(r); ok {
+	if token, ok := bearer(r); ok && len(token) > MaxHeaderBytes {
+		// Headers over MaxHeaderBytes are answered 431 (net/http lets
+		// up to 4 KiB beyond it through): never too_large, which a client
+		// takes for the fault of a push's changes.
+		http.Error(w, http.StatusText(http.StatusRequestHeaderFieldsTooLarge), http.StatusRequestHeaderFieldsTooLarge)
+		return nil
+	} else if ok {
 		p, authErr = s.authenticate(r.Context(), token)
 	} else {
 		authErr = proto.Errorf(proto.CodeUnauthenticated, "the Authorization header is not one Bearer <token>")
