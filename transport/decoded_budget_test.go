@@ -195,6 +195,56 @@ func TestRefusedChangesCharged(t *testing.T) {
 	}
 }
 
+// A push's schema versions (key 3) are held until it is answered, one
+// map entry each, and charged as they are: 16,384 of them, read before
+// any change, held 840 KB for a body of 94 KB when they were charged
+// nothing.
+func TestPushVersionsCharged(t *testing.T) {
+	versions := map[string]uint64{}
+	for i := range crdt.MaxContainerItems {
+		versions[fmt.Sprintf("%x", i)] = 1
+	}
+	for _, tc := range []struct {
+		name   string
+		body   map[int]any
+		decode func([]byte, proto.Charge) (map[string]uint64, error)
+	}{
+		{"HTTP", map[int]any{1: ownReplica, 2: []any{}, 3: versions}, func(b []byte, charge proto.Charge) (map[string]uint64, error) {
+			req, err := proto.DecodePushCharged(b, "", charge)
+			return req.Versions, err
+		}},
+		{"live", map[int]any{0: proto.TypePush, 2: []any{}, 3: versions}, func(b []byte, charge proto.Charge) (map[string]uint64, error) {
+			req, err := proto.DecodePushLiveCharged(b, proto.Session{Replica: ownReplica, Base: 1}, charge)
+			return req.Versions, err
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			body, err := crdt.Marshal(tc.body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var charged int64
+			charge := func(ch crdt.Change, refused error) error { charged += decodedBytes(ch, refused); return nil }
+			var before, after runtime.MemStats
+			runtime.GC()
+			runtime.GC()
+			runtime.ReadMemStats(&before)
+			got, err := tc.decode(body, charge)
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+			if err != nil || len(got) != len(versions) {
+				t.Fatalf("decode: %d versions, %v", len(got), err)
+			}
+			held := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+			runtime.KeepAlive(got)
+			t.Logf("body %d bytes, held %d decoded, charged %d", len(body), held, charged)
+			if held > charged {
+				t.Fatalf("the decoded push holds %d bytes, charged %d", held, charged)
+			}
+		})
+	}
+}
+
 // A restore's records take their room among the bodies in flight as they
 // are decoded, as a push's changes do: beside another body in flight, a
 // restore whose decoded records do not fit is answered unavailable, not

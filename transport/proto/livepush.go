@@ -119,6 +119,9 @@ func DecodePushLiveCharged(data []byte, s Session, charge Charge) (PushLive, err
 	if err != nil {
 		return PushLive{}, err
 	}
+	if err := chargeVersions(w.Versions, charge); err != nil {
+		return PushLive{}, err
+	}
 	changes, refused, err := decodeChanges(c, w.Changes, charge)
 	if err != nil {
 		return PushLive{}, err

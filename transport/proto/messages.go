@@ -178,9 +178,28 @@ var errNoChangeList = fmt.Errorf("%w: a push without a change list (key 2)", crd
 // charges what each change holds to its memory for bodies in flight
 // (transport), so that a push of many tiny fields, which decodes to many
 // times its bytes, or of many tiny changes that do not decode, whose
-// refusals do too, is bounded as it grows, not once it is whole. Nil
-// charges nothing.
+// refusals do too, is bounded as it grows, not once it is whole. Before
+// the changes, it is told of each entry of the push's schema versions
+// (key 3) as a change of that collection holding nothing (chargeVersions).
+// Nil charges nothing.
 type Charge func(ch crdt.Change, refused error) error
+
+// chargeVersions tells charge of a push's schema versions: the map is
+// held until the push is answered, and an entry holds less than a change
+// of its collection holding nothing (its name and its slot, about 50
+// bytes), however little of the body it took: 16,384 of them, the most a
+// map holds, take some 840 KB for a body of 94 KB.
+func chargeVersions(versions map[string]uint64, charge Charge) error {
+	if charge == nil {
+		return nil
+	}
+	for coll := range versions {
+		if err := charge(crdt.Change{Collection: coll}, nil); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // refusedChange is why a change of a push did not decode, as the push
 // holds it until it is answered: the decoder's message once, however many
@@ -279,6 +298,9 @@ func DecodePushCharged(data []byte, prefix string, charge Charge) (PushRequest, 
 	}
 	c, err := crdt.NewCompact(pinned, w.Table, w.Base)
 	if err != nil {
+		return PushRequest{}, err
+	}
+	if err := chargeVersions(w.Versions, charge); err != nil {
 		return PushRequest{}, err
 	}
 	changes, refused, err := decodeChanges(c, w.Changes, charge)
