@@ -562,17 +562,19 @@ func (e *Engine) horizonsStill(ctx context.Context, changes []crdt.Change, was m
 // collection's migrations d read into it (a record written before a
 // migration keeps its old fields, and a change comes translated up): it
 // is held when the record resolved from its held values alone (live,
-// which no purge removes) holds it stamped after the change's, or at
-// its stamp with the same value. Merged into the raw record, such a
-// field changes nothing a reader sees: resolving keeps a present target
-// unless its source is strictly newer, and the source outweighs it. So
-// a record written before a migration and given back whole after a loss
-// is taken with its later edits too.
+// which no purge removes) holds it with a value, exactly as the record
+// resolved whole does (so no tombstone, whichever are purged, counts in
+// it), stamped after the change's, or at its stamp with the same value.
+// Merged into the raw record, such a field changes nothing a reader
+// sees: resolving keeps a present target unless its source is strictly
+// newer, and the source outweighs it. So a record written before a
+// migration and given back whole after a loss is taken with its later
+// edits too.
 func heldLive(d *migrate.Definition, stored, change crdt.Record, w int64) bool {
 	if dl := change.Deleted; !dl.IsZero() && dl.Wall < w && dl.Compare(stored.Deleted) > 0 {
 		return false
 	}
-	var live *crdt.Record // stored's held values resolved, once needed
+	var live, full *crdt.Record // stored's held values resolved, and stored resolved, once needed
 	for name, f := range change.Fields {
 		if f.Stamp.Wall >= w {
 			continue
@@ -580,11 +582,12 @@ func heldLive(d *migrate.Definition, stored, change crdt.Record, w int64) bool {
 		g, ok := stored.Fields[name]
 		if !ok && d != nil && d.Current() > 1 && !f.IsUnset() {
 			if live == nil {
-				r := heldValuesResolved(d, stored)
-				live = &r
+				l, _ := resolved(d, heldValues(stored))
+				r, _ := resolved(d, stored)
+				live, full = &l, &r
 			}
 			g, ok := live.Fields[name]
-			if !ok || g.IsUnset() || g.Stamp.Compare(live.Deleted) <= 0 {
+			if h := full.Fields[name]; !ok || g.IsUnset() || g.Stamp.Compare(live.Deleted) <= 0 || g.Stamp != h.Stamp || !bytes.Equal(g.Value, h.Value) {
 				return false
 			}
 			if c := g.Stamp.Compare(f.Stamp); c < 0 || c == 0 && !bytes.Equal(f.Value, g.Value) {
@@ -607,18 +610,16 @@ func heldLive(d *migrate.Definition, stored, change crdt.Record, w int64) bool {
 	return true
 }
 
-// heldValuesResolved returns stored without its tombstones (unsets, and
-// fields at or before its delete), resolved to the current version of d:
-// what it resolves to whatever a purge removes.
-func heldValuesResolved(d *migrate.Definition, stored crdt.Record) crdt.Record {
+// heldValues returns stored without its tombstones (unsets, and fields
+// at or before its delete): what is left of it whatever a purge removes.
+func heldValues(stored crdt.Record) crdt.Record {
 	held := crdt.Record{ID: stored.ID, Deleted: stored.Deleted, Fields: make(map[string]crdt.Field, len(stored.Fields))}
 	for name, f := range stored.Fields {
 		if !f.IsUnset() && f.Stamp.Compare(stored.Deleted) > 0 {
 			held.Fields[name] = f
 		}
 	}
-	r, _ := resolved(d, held)
-	return r
+	return held
 }
 
 // inOrder sorts changes and their indices in the call by index, so that
