@@ -1017,6 +1017,9 @@ export class FakeServer {
       switch (type) {
         case 'sub': {
           const c = m.get(1);
+          // A sub ends the collection's subscription first, taken or
+          // refused, as the real server does (docs/protocol.md, section 9).
+          subs.delete(c);
           if (this.forbidden.has(c)) {
             error('forbidden', 'not yours', c);
             break;
