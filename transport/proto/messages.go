@@ -323,6 +323,29 @@ type PushResult struct {
 	Lost    []string `cbor:"4,keyasint,omitempty"`
 }
 
+// UnmarshalCBOR decodes a push result, whose status (key 1) is required:
+// a result without one says nothing of its change, and read as status 0
+// it would be taken as applied, the change dropped from its client's
+// outbox although the server may never have taken it. It is malformed,
+// an answer the client cannot read (the browser client's parsePushAnswer
+// refuses it too). Unknown keys are ignored, as in any envelope.
+func (r *PushResult) UnmarshalCBOR(data []byte) error {
+	var w struct {
+		Status  *Status  `cbor:"1,keyasint"`
+		Code    string   `cbor:"2,keyasint"`
+		Message string   `cbor:"3,keyasint"`
+		Lost    []string `cbor:"4,keyasint"`
+	}
+	if err := crdt.UnmarshalEnvelope(data, &w); err != nil {
+		return err
+	}
+	if w.Status == nil {
+		return fmt.Errorf("%w: a push result without its status (key 1)", crdt.ErrMalformed)
+	}
+	*r = PushResult{Status: *w.Status, Code: w.Code, Message: w.Message, Lost: w.Lost}
+	return nil
+}
+
 // PushResponse answers a push: {1: [result...]}, one per change in order.
 type PushResponse struct {
 	Results []PushResult `cbor:"1,keyasint"`

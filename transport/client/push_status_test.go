@@ -1,0 +1,54 @@
+package client
+
+import (
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/transport/proto"
+)
+
+// A push result without its status (key 1) says nothing of the change:
+// read as status 0 it would be applied, and a Replica would drop the
+// change from its outbox as acknowledged although the server may never
+// have taken it. It is an answer the client cannot read (ErrProtocol,
+// retried as a network failure), as the browser client's parsePushAnswer
+// says; the change stays in the outbox.
+func TestPushResultWithoutStatusIsUnreadable(t *testing.T) {
+	for name, result := range map[string]map[int]any{"empty": {}, "code only": {2: "applied?"}} {
+		t.Run(name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				var ans any = proto.HelloResponse{Protocol: proto.Version, ServerTime: 1_800_000_000_000}
+				if r.URL.Path == proto.PathPush {
+					ans = map[int]any{1: []any{result}}
+				}
+				b, err := crdt.Marshal(ans)
+				if err != nil {
+					t.Error(err)
+				}
+				w.Header().Set("Content-Type", proto.ContentType)
+				w.Write(b)
+			}))
+			defer srv.Close()
+			c, err := New(Config{URL: srv.URL, Replica: "a", Backoff: Backoff{MaxAttempts: 1}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := NewReplica(c, ReplicaConfig{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := r.Set("c", "r1", "x", 1); err != nil {
+				t.Fatal(err)
+			}
+			if err := r.Flush(t.Context()); !errors.Is(err, ErrProtocol) {
+				t.Errorf("flush: got %v, want ErrProtocol", err)
+			}
+			if p := r.Pending(); len(p) != 1 {
+				t.Fatalf("%d changes pending after a result without status, want the change kept", len(p))
+			}
+		})
+	}
+}
