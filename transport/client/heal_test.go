@@ -56,6 +56,11 @@ type lossServer struct {
 	// refuse, when set and returning an error for a request's path and
 	// body, has the server refuse the request whole with it.
 	refuse atomic.Pointer[func(path string, body []byte) *proto.Error]
+	// rules, when set, are the collection rules of the next starts, and
+	// now their clock; their engines collect only when a test calls
+	// Collect.
+	rules []engine.Rule
+	now   func() time.Time
 }
 
 type lossInstance struct {
@@ -142,7 +147,11 @@ func (s *lossServer) start() *lossInstance {
 	if s.wrap != nil {
 		st, s.wrap = s.wrap(st), nil
 	}
-	eng, err := engine.Open(engine.Config{Store: st})
+	ecfg := engine.Config{Store: st}
+	if s.rules != nil {
+		ecfg.Rules, ecfg.Now, ecfg.CollectEvery, ecfg.CollectGrace = s.rules, s.now, -1, -1
+	}
+	eng, err := engine.Open(ecfg)
 	if err != nil {
 		s.t.Fatal(err)
 	}
