@@ -766,12 +766,20 @@ func resultOf(r proto.PushResult, requestID string) Result {
 // checkPush reports an answer that does not fit the push it answers: a
 // result count or a status this client cannot read.
 func checkPush(changes int, a *proto.PushResponse) error {
-	if len(a.Results) != changes {
-		return fmt.Errorf("%w: push of %d changes answered with %d results", ErrProtocol, changes, len(a.Results))
+	return checkResults("push", changes, a.Results)
+}
+
+// checkResults reports results that do not fit the request of n items
+// (a push's changes, a restore's records) they answer: a count or a
+// status this client cannot read, which takes nothing as acknowledged
+// (the browser client reads both answers alike).
+func checkResults(what string, n int, results []proto.PushResult) error {
+	if len(results) != n {
+		return fmt.Errorf("%w: %s of %d items answered with %d results", ErrProtocol, what, n, len(results))
 	}
-	for _, r := range a.Results {
+	for _, r := range results {
 		if r.Status > StatusRefused {
-			return fmt.Errorf("%w: push result status %d", ErrProtocol, r.Status)
+			return fmt.Errorf("%w: %s result status %d", ErrProtocol, what, r.Status)
 		}
 	}
 	return nil
@@ -962,12 +970,7 @@ func resetReason(reason string) string {
 func (c *Client) restoreRequest(ctx context.Context, collection string, version uint64, records []proto.SealedRecord) ([]Result, error) {
 	var a proto.RestoreResponse
 	ans, err := c.call(ctx, proto.PathRestore, proto.RestoreRequest{Collection: collection, Records: records, Version: version}, &a,
-		func() error {
-			if len(a.Results) != len(records) {
-				return fmt.Errorf("%w: %d results for %d records", ErrProtocol, len(a.Results), len(records))
-			}
-			return nil
-		})
+		func() error { return checkResults("restore", len(records), a.Results) })
 	if err != nil {
 		return nil, err
 	}

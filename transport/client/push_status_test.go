@@ -52,3 +52,35 @@ func TestPushResultWithoutStatusIsUnreadable(t *testing.T) {
 		})
 	}
 }
+
+// A restore's results are read as a push's: one of a status this client
+// does not know is an answer it cannot read (ErrProtocol), not a record
+// taken back, as the browser client reads both.
+func TestRestoreResultOfUnknownStatusIsUnreadable(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var ans any = proto.HelloResponse{Protocol: proto.Version, ServerTime: 1_800_000_000_000}
+		if r.URL.Path == proto.PathRestore {
+			ans = map[int]any{1: []any{map[int]any{1: 9}}}
+		}
+		b, err := crdt.Marshal(ans)
+		if err != nil {
+			t.Error(err)
+		}
+		w.Header().Set("Content-Type", proto.ContentType)
+		w.Write(b)
+	}))
+	defer srv.Close()
+	c, err := New(Config{URL: srv.URL, Replica: "a", Backoff: Backoff{MaxAttempts: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := c.Now()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := crdt.SetField("r1", "x", []byte{0x01}, s)
+	res, err := c.Restore(t.Context(), "c", []proto.SealedRecord{{Record: rec, Seal: make([]byte, 16)}})
+	if !errors.Is(err, ErrProtocol) {
+		t.Fatalf("restore: got %v and %+v, want ErrProtocol", err, res)
+	}
+}
