@@ -541,6 +541,11 @@ func (c *liveConn) hello(h proto.Hello) (Principal, error) {
 		return Principal{}, err
 	}
 	p, err := c.s.authenticate(c.ctx, h.Token)
+	var e *proto.Error
+	if h.Token == "" && errors.As(err, &e) && e.Code == proto.CodeUnauthenticated {
+		// A session reads no Authorization header: its token is the hello's.
+		return Principal{}, withCause(proto.Errorf(proto.CodeUnauthenticated, "no token: send it in the hello, key 3"), err)
+	}
 	if err != nil {
 		return Principal{}, err
 	}
