@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/engine"
@@ -507,7 +508,21 @@ func publicText(err error) string {
 	for _, p := range internalPrefixes {
 		msg = strings.ReplaceAll(msg, p, "")
 	}
-	return msg
+	return cutMessage(msg)
+}
+
+// cutMessage cuts msg to maxMessageBytes at a character boundary, ending
+// it with an ellipsis when it cuts.
+func cutMessage(msg string) string {
+	if len(msg) <= maxMessageBytes {
+		return msg
+	}
+	const more = "…"
+	n := maxMessageBytes - len(more)
+	for n > 0 && !utf8.RuneStart(msg[n]) {
+		n--
+	}
+	return msg[:n] + more
 }
 
 // statusWriter records the status code for metrics.
