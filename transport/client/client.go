@@ -1143,14 +1143,7 @@ func retryable(err error) bool {
 // decides (proto.CodeInfo.Token) of a token it has replaced since, which
 // says nothing of the new one.
 func (c *Client) replaced(ctx context.Context, code, tok string) bool {
-	if info, _ := proto.Info(code); !info.Token {
-		return false
-	}
-	if code == proto.CodeTokenExpired {
-		return true
-	}
-	now, err := c.token(ctx)
-	return err == nil && now != tok
+	return code == proto.CodeTokenExpired || c.staleToken(ctx, code, tok)
 }
 
 // post sends one request and decodes a 200 answer into ans. It returns the

@@ -248,7 +248,10 @@
 //
 // A server that puts the client's subject or token on its deny list
 // answers every request 403 revoked (ErrRevoked) and closes its live
-// sessions. A Replica told so purges every record it holds, of every
+// sessions. A refusal of a token the TokenFunc has replaced since (a
+// request, a live session or a push over it sent with the old one) says
+// nothing of the current token: it goes again, once, with the current
+// one, and is not acted on. A Replica told so purges every record it holds, of every
 // collection, moves every change of its outbox to the rejected changes with
 // code revoked, and stops: Sync, Flush, Pull, Heal and Live return the
 // revocation (Replica.Revoked), writes and Retry fail with it. A program

@@ -278,9 +278,25 @@ func (c *Client) unreadable(coll string, err error) bool {
 var errSubjectChanged = errors.New("live session: the token's subject changed")
 
 // errNewToken ends a live session that has collections refused to its
-// hello's token once the TokenFunc returns another: Live dials again at
-// once, and the new session subscribes them under the new token.
+// hello's token once the TokenFunc returns another, or that the server
+// refused or ended for its token (staleToken) after the TokenFunc
+// replaced it: Live dials again at once, and the new session subscribes
+// them under the new token.
 var errNewToken = errors.New("live session: a new token for the collections refused to the old one")
+
+// staleToken reports whether a refusal with code of a request or session
+// sent with token tok is of a token the TokenFunc has replaced since, and
+// one the token decides (proto.CodeInfo.Token: token_expired, forbidden,
+// revoked): it says nothing of the current token, and is neither told
+// nor acted on (a revoked purges nothing); the request goes again, once,
+// with the current token (docs/protocol.md, section 10).
+func (c *Client) staleToken(ctx context.Context, code, tok string) bool {
+	if info, _ := proto.Info(code); !info.Token || c.cfg.TokenFunc == nil {
+		return false
+	}
+	now, err := c.token(ctx)
+	return err == nil && now != tok
+}
 
 // fatalLive reports whether a session error ends Live: a server error that
 // the code says retrying cannot fix (proto.Info), except token_expired,
@@ -368,10 +384,13 @@ func (c *Client) liveSession(ctx context.Context, st *liveState, onChanges Chang
 				limitsOf(m.Hello).MaxMessageBytes, ctx.Done(), c.cfg.PushTimeout)
 			// The session is its welcome's subject's: when a later hello
 			// named another (its welcome was dropped), setLink ends it.
-			link.replica, link.subject, link.end = c.Replica(), m.Hello.Subject, cancel
+			link.replica, link.subject, link.token, link.end = c.Replica(), m.Hello.Subject, tok, cancel
 			link.resubject = func() { cancelCause(errSubjectChanged) }
 		case proto.ErrorMessage:
-			return false, errorFromMessage(m)
+			if e := errorFromMessage(m); !c.staleToken(ctx, e.Code, tok) {
+				return false, e
+			}
+			return false, errNewToken
 		default:
 			return false, fmt.Errorf("%w: %q before welcome", ErrProtocol, m.MessageType())
 		}
@@ -590,6 +609,13 @@ func (c *Client) liveSession(ctx context.Context, st *liveState, onChanges Chang
 			}
 		case proto.ErrorMessage:
 			e := errorFromMessage(m)
+			if e.Collection == "" && c.staleToken(ctx, e.Code, tok) {
+				// Of the session's token, replaced since: it says nothing
+				// of the current one (docs/protocol.md, section 10). Dial
+				// again at once with it; refused again, it stands.
+				c.log.Info("live session refused for a token replaced since; redialling with the current one", "err", e)
+				return true, errNewToken
+			}
 			if e.Collection == "" || !collectionCode(e.Code) {
 				return true, e
 			}

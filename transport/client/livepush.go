@@ -42,8 +42,12 @@ type liveLink struct {
 	// replica and subject are the client's once the welcome was taken:
 	// the session pushes only for them (link).
 	replica, subject string
-	maxBytes         int64 // the largest message the server accepts (its hello's, defaulted)
-	done             <-chan struct{}
+	// token is the token the session's hello carried: a refusal of a
+	// push the token decides, of a token replaced since, says nothing
+	// of the current one (sendPush).
+	token    string
+	maxBytes int64 // the largest message the server accepts (its hello's, defaulted)
+	done     <-chan struct{}
 	// end ends the session (nil: nothing to end): its reader does, when
 	// it has read readAhead messages ahead of its loop.
 	end func()
@@ -225,6 +229,12 @@ func (c *Client) sendPush(ctx context.Context, changes []crdt.Change) ([]proto.P
 		case errors.Is(err, errNoFit):
 		case errors.Is(err, errSessionGone), errors.Is(err, errUnanswered), errors.Is(err, ErrProtocol):
 			c.log.Debug("live push not answered; pushing over HTTP", "err", err)
+		case errors.As(err, &e) && c.staleToken(ctx, e.Code, l.token):
+			// Refused for the session's token (revoked, forbidden),
+			// replaced since: the same batch over HTTP with the current
+			// one, the refusal neither told nor acted on
+			// (docs/protocol.md, section 10).
+			c.log.Info("live push refused for a token replaced since; pushing over HTTP", "err", err)
 		case errors.As(err, &e) && (e.Code == proto.CodeMalformed || e.Code == proto.CodeInvalid):
 			// The server could not read the push message: the same batch
 			// once over HTTP, which answers change by change or refuses it
