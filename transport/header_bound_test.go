@@ -78,4 +78,7 @@ func TestHTTPTokenOverHeaderBound(t *testing.T) {
 	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge || resp.Header.Get(proto.HeaderError) != "" {
 		t.Fatalf("a push with a token of %d bytes: status %d, %s %q; want 431 without a code", MaxHeaderBytes+1, resp.StatusCode, proto.HeaderError, resp.Header.Get(proto.HeaderError))
 	}
+	if resp.Header.Get(proto.HeaderRequestID) == "" {
+		t.Fatalf("the 431 answer carries no %s", proto.HeaderRequestID)
+	}
 }
