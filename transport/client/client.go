@@ -840,7 +840,18 @@ func (c *Client) pull(ctx context.Context, collection string, cursor []byte, lim
 	var a proto.PullResponse
 	req := proto.PullRequest{Collection: collection, Cursor: cursor, Limit: uint64(limit), Scope: c.scopeWire(collection),
 		Replica: c.Replica(), Pending: c.pendingFloor(collection), Fresh: fresh && len(cursor) == 0, Version: c.version(collection)}
-	if _, err := c.call(ctx, proto.PathPull, req, &a, nil); err != nil {
+	// A page without its next cursor (key 2 absent, decoded nil; an empty
+	// one is the cursor of an empty log) is unreadable, retried: read as
+	// the beginning, every page would send the reader back there (the
+	// browser client's parsePullAnswer refuses it too). A reset page's
+	// next is the beginning whatever it says.
+	check := func() error {
+		if a.Next == nil && a.Reset == nil {
+			return fmt.Errorf("%w: a pull page without its next cursor", ErrProtocol)
+		}
+		return nil
+	}
+	if _, err := c.call(ctx, proto.PathPull, req, &a, check); err != nil {
 		return Page{}, fmt.Errorf("pull %s: %w", collection, err)
 	}
 	if a.Next == nil {
