@@ -555,7 +555,11 @@ func (c *Client) liveSession(ctx context.Context, st *liveState, onChanges Chang
 			}
 			next := m.Next
 			if next == nil {
-				next = []byte{}
+				// Key 3 absent (an empty one is the cursor of an empty
+				// log): read as the beginning, the collection would be
+				// subscribed from there at the next dial. Unreadable, as
+				// the browser client's parseServerMessage says.
+				return true, fmt.Errorf("%w: changes of %s without its next cursor", ErrProtocol, m.Collection)
 			}
 			if len(m.Seals) != 0 && len(m.Seals) != len(m.Records) {
 				return true, fmt.Errorf("%w: %d seals for %d records", ErrProtocol, len(m.Seals), len(m.Records))
