@@ -32,7 +32,7 @@ import { MAX_ANSWER_BYTES, codeOfStatus, isProtocolCode, parseErrorBody, sentWit
  * token), which a token set since may not get (docs/protocol.md,
  * "Retrying").
  */
-const BY_TOKEN = new Set(CODES.filter((c) => c.token).map((c) => c.code));
+export const BY_TOKEN = new Set(CODES.filter((c) => c.token).map((c) => c.code));
 
 /**
  * POSTs a CBOR body; returns the answer's bytes or throws a ConvergoError

@@ -105,7 +105,7 @@
 import { backoff } from './backoff.js';
 import { equalBytes } from './cbor.js';
 import { ConvergoError } from './errors.js';
-import { post, postAnswer } from './http.js';
+import { BY_TOKEN, post, postAnswer } from './http.js';
 import { isPrefix, ownedStart, replicaPrefix, subjectOfToken } from './replica.js';
 import { CODES, DEFAULTS, PATHS, STATUSES, TIMINGS, VERSION } from './constants.js';
 import { sentWith, encodeHello, encodeLivePush, encodePull, encodePush, parseHello, parsePullAnswer, parsePushAnswer, batchLength, pushBudget, resetAction, retryOf } from './protocol.js';
@@ -890,6 +890,13 @@ export class Syncer {
       } catch (e) {
         if (this.stopped) break;
         const err = asConvergoError(e);
+        // A refusal the token decided, of a live session (or of a push
+        // over it) whose hello carried a token replaced since, says
+        // nothing of the current one (docs/protocol.md, "Retrying"): the
+        // loop dials again at once with it, and neither tells the refusal
+        // nor acts on it (a revoked purges nothing). Refused again, the
+        // refusal is of the current token and stands.
+        if (BY_TOKEN.has(err.code) && (await this.sentWithReplaced(err))) continue;
         this.lastError = err;
         this.retryAt = err.retryAfter ? Date.now() + err.retryAfter * 1000 : 0;
         // A sync() that woke the loop hears why this attempt failed (an
@@ -1000,6 +1007,23 @@ export class Syncer {
   /** Throws network 'sync stopped' once stop() was called (post). */
   checkStopped() {
     if (this.stopped) throw new ConvergoError('network', 'sync stopped');
+  }
+
+  /**
+   * Whether err was a refusal of a token replaced since it was sent (an
+   * error that names no token, or a token that cannot be read now, was
+   * not).
+   * @param {ConvergoError} err
+   * @returns {Promise<boolean>}
+   */
+  async sentWithReplaced(err) {
+    const sent = sentWith.get(err);
+    if (sent === undefined) return false;
+    try {
+      return (await this.o.token(false)) !== sent;
+    } catch {
+      return false;
+    }
   }
 
   /**

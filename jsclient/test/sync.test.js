@@ -491,6 +491,38 @@ test('a pull refused forbidden or revoked to a token replaced since goes again w
   }
 });
 
+test('a live session refused forbidden or revoked for a token replaced since dials again with the current token: nothing is told, purged or stopped', async (t) => {
+  for (const code of ['revoked', 'forbidden']) {
+    /** @type {Set<string>} the tokens the server refuses code */
+    const denied = new Set();
+    const server = await new FakeServer({ auth: (tok) => (denied.has(tok) ? code : null) }).start();
+    t.after(() => server.stop());
+    const a = await openClient({ url: server.url, name: 'a-' + code, token: 'tok-1', collections: ['todos'] });
+    t.after(() => a.close());
+    await a.collection('todos').put('kept', { n: 1 });
+    await a.whenSynced();
+    await until(() => [...server.sockets].some((ws) => /** @type {any} */ (ws).token === 'tok-1'), `${code}: a live session of tok-1`);
+    /** @type {string[]} */
+    const told = [];
+    a.on('error', (e) => told.push(`error ${e.code} ${e.message}`));
+    a.on('unreadable', (u) => told.push(`unreadable ${u.code}`));
+    a.on('revoked', () => told.push('revoked'));
+    // The same subject's new token keeps the session (its hello's token
+    // is tok-1); then tok-1 is refused, and its session ended so.
+    a.setToken('tok-2');
+    denied.add('tok-1');
+    server.endLiveOf('tok-1', code);
+    await until(() => [...server.sockets].some((ws) => /** @type {any} */ (ws).token === 'tok-2'), `${code}: a live session of tok-2`);
+    await a.collection('todos').put('after', { n: 2 });
+    await a.whenSynced();
+    assert.deepEqual(told, [], `${code}: the refusal of tok-1 is not told to the app`);
+    assert.equal((await a.collection('todos').get('kept'))?.n, 1, `${code}: nothing purged`);
+    assert.equal(server.coll('todos').byId.has('after'), true, `${code}: the write after it pushed`);
+    assert.equal(a.status.revoked, false);
+    assert.deepEqual(a.status.unreadable, []);
+  }
+});
+
 test('a refused token whose refresh fails is told as auth, over HTTP as over a live session', async (t) => {
   for (const WebSocket of [null, undefined]) {
     let valid = 'tok-1';

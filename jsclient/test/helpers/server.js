@@ -1001,6 +1001,7 @@ export class FakeServer {
           return ws.close(refused === 'unavailable' ? 1013 : 1008);
         }
         hello = true;
+        /** @type {any} */ (ws).token = m.get(3);
         /** @type {any} */ (ws).subject = subjectOfToken(m.get(3));
         /** @type {any} */ (ws).param = this.params(m.get(3));
         /** @type {any} */ (ws).scopes = new Map();
@@ -1110,6 +1111,20 @@ export class FakeServer {
         ws.subs.delete(c);
         ws.send(encode(this.env([[0, 'resync'], [1, c]])));
       }
+    }
+  }
+
+  /**
+   * Ends every live session whose hello carried token with an error of
+   * code (a refusal the token decides: its id put on the deny list, say).
+   * @param {string} token
+   * @param {string} code
+   */
+  endLiveOf(token, code) {
+    for (const ws of this.sockets) {
+      if (/** @type {any} */ (ws).token !== token) continue;
+      ws.send(encode(this.env([[0, 'error'], [1, code], [2, 'refused to this token'], [4, 'fake-token']])));
+      ws.close(1008);
     }
   }
 
