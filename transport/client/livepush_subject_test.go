@@ -1,31 +1,22 @@
 package client_test
 
 import (
-	"context"
-	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/convergo/convergo/transport/client"
 )
 
 // A write made after the token's subject changed, while a live session
 // opened under the old subject is still open, must be applied as it is
 // over HTTP (the new subject's replica), not refused.
 func TestLivePushAfterSubjectChange(t *testing.T) {
-	eng, url, auth := realServer(t)
+	eng, r, signIn := switchingSubjects(t)
 	ctx := t.Context()
-	alice, _ := auth.Issue("alice", []string{"notes"}, []string{"notes"}, time.Hour)
-	bob, _ := auth.Issue("bob", []string{"notes"}, []string{"notes"}, time.Hour)
-	var tok atomic.Value
-	tok.Store(alice)
-	r := helloReplica(t, client.Config{URL: url, Device: "phone", TokenFunc: func(context.Context) (string, error) { return tok.Load().(string), nil }}, client.ReplicaConfig{})
 	c := r.Client()
 	put(t, r, "title", map[string]string{"a1": "alice's"})
 	go func() { _ = r.Live(ctx) }()
 	waitFor(t, "live delivered a1", func() bool { return len(r.Cursor("notes")) > 0 })
 	time.Sleep(200 * time.Millisecond)
-	tok.Store(bob) // the user switches; the app greets again
+	signIn("bob") // the user switches; the app greets again
 	if _, err := c.Hello(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/convergo/convergo/engine"
 	"github.com/convergo/convergo/stores"
 	"github.com/convergo/convergo/transport/client"
 )
@@ -17,18 +18,13 @@ import (
 // does: pushed under the new subject they would be refused
 // forged_replica, rolled back and lost to the outbox. Its new writes go.
 func TestOutboxOfAnotherSubjectWaitsForIt(t *testing.T) {
-	eng, url, auth := realServer(t)
+	eng, r, signIn := switchingSubjects(t)
 	ctx := t.Context()
-	alice, _ := auth.Issue("alice", []string{"notes"}, []string{"notes"}, time.Hour)
-	bob, _ := auth.Issue("bob", []string{"notes"}, []string{"notes"}, time.Hour)
-	var tok atomic.Value
-	tok.Store(alice)
-	r := helloReplica(t, client.Config{URL: url, Device: "phone", TokenFunc: func(context.Context) (string, error) { return tok.Load().(string), nil }}, client.ReplicaConfig{})
 	c := r.Client()
 	if err := r.Set("notes", "a1", "title", "alice's"); err != nil { // offline
 		t.Fatal(err)
 	}
-	tok.Store(bob) // the user switches; the app greets again
+	signIn("bob") // the user switches; the app greets again
 	if _, err := c.Hello(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +46,7 @@ func TestOutboxOfAnotherSubjectWaitsForIt(t *testing.T) {
 	if _, err := eng.Get(ctx, "notes", "a1"); !errors.Is(err, stores.ErrNotFound) {
 		t.Fatalf("alice's write pushed under bob's token: %v", err)
 	}
-	tok.Store(alice) // alice signs in again: her write goes
+	signIn("alice") // alice signs in again: her write goes
 	if _, err := c.Hello(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -70,19 +66,14 @@ func TestOutboxOfAnotherSubjectWaitsForIt(t *testing.T) {
 // new token comes back forged_replica; the replica greets, learns the new
 // subject, and keeps them for the first.
 func TestOutboxRefusedForgedAfterATokenOfAnotherSubjectWaits(t *testing.T) {
-	eng, url, auth := realServer(t)
+	eng, r, signIn := switchingSubjects(t)
 	ctx := t.Context()
-	alice, _ := auth.Issue("alice", []string{"notes"}, []string{"notes"}, time.Hour)
-	bob, _ := auth.Issue("bob", []string{"notes"}, []string{"notes"}, time.Hour)
-	var tok atomic.Value
-	tok.Store(alice)
-	r := helloReplica(t, client.Config{URL: url, Device: "phone", TokenFunc: func(context.Context) (string, error) { return tok.Load().(string), nil }}, client.ReplicaConfig{})
 	c := r.Client()
 	aliceID := c.Replica()
 	if err := r.Set("notes", "a1", "title", "alice's"); err != nil {
 		t.Fatal(err)
 	}
-	tok.Store(bob) // no hello yet
+	signIn("bob") // no hello yet
 	if err := r.Flush(ctx); err != nil {
 		t.Fatalf("flush: %v", err)
 	}
@@ -95,7 +86,7 @@ func TestOutboxRefusedForgedAfterATokenOfAnotherSubjectWaits(t *testing.T) {
 	if now := c.Replica(); now == aliceID {
 		t.Fatalf("the client is still bound to %s after a refusal forged_replica", now)
 	}
-	tok.Store(alice)
+	signIn("alice")
 	if _, err := c.Hello(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -105,4 +96,24 @@ func TestOutboxRefusedForgedAfterATokenOfAnotherSubjectWaits(t *testing.T) {
 	if _, err := eng.Get(ctx, "notes", "a1"); err != nil {
 		t.Fatalf("alice's write not on the server: %v", err)
 	}
+}
+
+// switchingSubjects is a real server and a replica on device "phone",
+// greeted with alice's token (read and write "notes"); signIn switches the
+// token its TokenFunc gives to alice's or bob's.
+func switchingSubjects(t *testing.T) (*engine.Engine, *client.Replica, func(subject string)) {
+	t.Helper()
+	eng, url, auth := realServer(t)
+	tokens := map[string]string{}
+	for _, sub := range []string{"alice", "bob"} {
+		tok, err := auth.Issue(sub, []string{"notes"}, []string{"notes"}, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tokens[sub] = tok
+	}
+	var tok atomic.Value
+	tok.Store(tokens["alice"])
+	r := helloReplica(t, client.Config{URL: url, Device: "phone", TokenFunc: func(context.Context) (string, error) { return tok.Load().(string), nil }}, client.ReplicaConfig{})
+	return eng, r, func(subject string) { tok.Store(tokens[subject]) }
 }

@@ -19,23 +19,7 @@ import (
 func TestPushResultWithoutStatusIsUnreadable(t *testing.T) {
 	for name, result := range map[string]map[int]any{"empty": {}, "code only": {2: "applied?"}} {
 		t.Run(name, func(t *testing.T) {
-			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				var ans any = proto.HelloResponse{Protocol: proto.Version, ServerTime: 1_800_000_000_000}
-				if r.URL.Path == proto.PathPush {
-					ans = map[int]any{1: []any{result}}
-				}
-				b, err := crdt.Marshal(ans)
-				if err != nil {
-					t.Error(err)
-				}
-				w.Header().Set("Content-Type", proto.ContentType)
-				w.Write(b)
-			}))
-			defer srv.Close()
-			c, err := New(Config{URL: srv.URL, Replica: "a", Backoff: Backoff{MaxAttempts: 1}})
-			if err != nil {
-				t.Fatal(err)
-			}
+			c := answering(t, proto.PathPush, map[int]any{1: []any{result}})
 			r, err := NewReplica(c, ReplicaConfig{})
 			if err != nil {
 				t.Fatal(err)
@@ -57,23 +41,7 @@ func TestPushResultWithoutStatusIsUnreadable(t *testing.T) {
 // does not know is an answer it cannot read (ErrProtocol), not a record
 // taken back, as the browser client reads both.
 func TestRestoreResultOfUnknownStatusIsUnreadable(t *testing.T) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var ans any = proto.HelloResponse{Protocol: proto.Version, ServerTime: 1_800_000_000_000}
-		if r.URL.Path == proto.PathRestore {
-			ans = map[int]any{1: []any{map[int]any{1: 9}}}
-		}
-		b, err := crdt.Marshal(ans)
-		if err != nil {
-			t.Error(err)
-		}
-		w.Header().Set("Content-Type", proto.ContentType)
-		w.Write(b)
-	}))
-	defer srv.Close()
-	c, err := New(Config{URL: srv.URL, Replica: "a", Backoff: Backoff{MaxAttempts: 1}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := answering(t, proto.PathRestore, map[int]any{1: []any{map[int]any{1: 9}}})
 	s, err := c.Now()
 	if err != nil {
 		t.Fatal(err)
@@ -83,4 +51,29 @@ func TestRestoreResultOfUnknownStatusIsUnreadable(t *testing.T) {
 	if !errors.Is(err, ErrProtocol) {
 		t.Fatalf("restore: got %v and %+v, want ErrProtocol", err, res)
 	}
+}
+
+// answering is a client of replica "a" that tries each request once,
+// of a server that answers path with ans and every other request with a
+// hello answer.
+func answering(t *testing.T, path string, ans any) *Client {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var a any = proto.HelloResponse{Protocol: proto.Version, ServerTime: 1_800_000_000_000}
+		if r.URL.Path == path {
+			a = ans
+		}
+		b, err := crdt.Marshal(a)
+		if err != nil {
+			t.Error(err)
+		}
+		w.Header().Set("Content-Type", proto.ContentType)
+		w.Write(b)
+	}))
+	t.Cleanup(srv.Close)
+	c, err := New(Config{URL: srv.URL, Replica: "a", Backoff: Backoff{MaxAttempts: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
