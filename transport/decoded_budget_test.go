@@ -119,20 +119,12 @@ func TestDecodedBytesBound(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var charged int64
-			charge := func(ch crdt.Change, refused error) error { charged += decodedBytes(ch, refused); return nil }
-			var before, after runtime.MemStats
-			runtime.GC()
-			runtime.GC() // the encoder's pooled buffers are freed by the second
-			runtime.ReadMemStats(&before)
-			req, err := proto.DecodePushCharged(body, "", charge)
-			runtime.GC()
-			runtime.ReadMemStats(&after)
+			req, held, charged, err := decodeHeld(func(charge proto.Charge) (proto.PushRequest, error) {
+				return proto.DecodePushCharged(body, "", charge)
+			})
 			if err != nil || len(req.Changes) != len(tc.changes) {
 				t.Fatalf("decode: %d changes, %v", len(req.Changes), err)
 			}
-			held := int64(after.HeapAlloc) - int64(before.HeapAlloc)
-			runtime.KeepAlive(req)
 			t.Logf("body %d bytes, held %d decoded, charged %d", len(body), held, charged)
 			if held > charged {
 				t.Fatalf("the decoded push holds %d bytes, charged %d", held, charged)
@@ -173,20 +165,12 @@ func TestRefusedChangesCharged(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var charged int64
-			charge := func(ch crdt.Change, refused error) error { charged += decodedBytes(ch, refused); return nil }
-			var before, after runtime.MemStats
-			runtime.GC()
-			runtime.GC()
-			runtime.ReadMemStats(&before)
-			req, err := proto.DecodePushCharged(body, "", charge)
-			runtime.GC()
-			runtime.ReadMemStats(&after)
+			req, held, charged, err := decodeHeld(func(charge proto.Charge) (proto.PushRequest, error) {
+				return proto.DecodePushCharged(body, "", charge)
+			})
 			if err != nil || len(req.Refused) != len(req.Changes) || req.Refused[len(req.Refused)-1] == nil {
 				t.Fatalf("decode: %d changes, %d refusals, %v", len(req.Changes), len(req.Refused), err)
 			}
-			held := int64(after.HeapAlloc) - int64(before.HeapAlloc)
-			runtime.KeepAlive(req)
 			t.Logf("body %d bytes, held %d decoded, charged %d (refusal: %v)", len(body), held, charged, req.Refused[0])
 			if held > charged {
 				t.Fatalf("the decoded push holds %d bytes, charged %d", held, charged)
@@ -223,20 +207,10 @@ func TestPushVersionsCharged(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			var charged int64
-			charge := func(ch crdt.Change, refused error) error { charged += decodedBytes(ch, refused); return nil }
-			var before, after runtime.MemStats
-			runtime.GC()
-			runtime.GC()
-			runtime.ReadMemStats(&before)
-			got, err := tc.decode(body, charge)
-			runtime.GC()
-			runtime.ReadMemStats(&after)
+			got, held, charged, err := decodeHeld(func(charge proto.Charge) (map[string]uint64, error) { return tc.decode(body, charge) })
 			if err != nil || len(got) != len(versions) {
 				t.Fatalf("decode: %d versions, %v", len(got), err)
 			}
-			held := int64(after.HeapAlloc) - int64(before.HeapAlloc)
-			runtime.KeepAlive(got)
 			t.Logf("body %d bytes, held %d decoded, charged %d", len(body), held, charged)
 			if held > charged {
 				t.Fatalf("the decoded push holds %d bytes, charged %d", held, charged)
@@ -270,4 +244,20 @@ func TestRestoreDecodedFormCharged(t *testing.T) {
 		t.Fatalf("held push: %+v", p)
 	}
 	waitFor(t, "the room given back", func() bool { return ts.srv.bodies.inUse() == 0 })
+}
+
+// decodeHeld runs decode, charging what it reads as the server does
+// (decodedBytes), and returns its result, what the result holds on the
+// heap and what was charged.
+func decodeHeld[T any](decode func(proto.Charge) (T, error)) (got T, held, charged int64, err error) {
+	charge := func(ch crdt.Change, refused error) error { charged += decodedBytes(ch, refused); return nil }
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.GC() // the encoder's pooled buffers are freed by the second
+	runtime.ReadMemStats(&before)
+	got, err = decode(charge)
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	runtime.KeepAlive(got)
+	return got, int64(after.HeapAlloc) - int64(before.HeapAlloc), charged, err
 }
