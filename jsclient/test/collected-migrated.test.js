@@ -20,7 +20,13 @@ const C = 'notes';
 const V1 = { version: 1, steps: [] };
 const V2 = { version: 2, steps: [{ to: 2, ops: [{ op: 'merge', from: ['street', 'city'], to: 'address', sep: ', ' }] }] };
 
-test('a v1 client drops a record collected under v2 although its parts cannot be given back alone', async (t) => {
+/**
+ * A client of version 1 that wrote notes/home ({street}, then later) and
+ * synced both, then paused; the reconciled events it emits.
+ * @param {import('node:test').TestContext} t
+ * @param {Record<string, unknown>} later
+ */
+async function pausedV1Client(t, later) {
   const server = await new FakeServer().start();
   t.after(() => server.stop());
   server.setMigrations(C, V1);
@@ -29,12 +35,17 @@ test('a v1 client drops a record collected under v2 although its parts cannot be
   const notes = a.collection(C);
   await notes.put('home', { street: 'Main St' });
   await a.whenSynced();
-  await notes.update('home', { city: 'Springfield' });
+  await notes.update('home', later);
   await a.whenSynced();
   /** @type {any[]} */
   const reconciled = [];
   a.on('reconciled', (/** @type {any} */ r) => reconciled.push(r));
   await a.pause();
+  return { server, a, notes, reconciled };
+}
+
+test('a v1 client drops a record collected under v2 although its parts cannot be given back alone', async (t) => {
+  const { server, a, notes, reconciled } = await pausedV1Client(t, { city: 'Springfield' });
   server.setMigrations(C, V2);
   server.collect(C, 'home');
   server.writeHorizon.set(C, await horizonPast(a));
@@ -53,20 +64,7 @@ test('a v1 client drops a record collected under v2 although its parts cannot be
 });
 
 test('a v1 client keeps its value of a field v2 drops through a reconciliation: its give-back is untranslatable, not collected', async (t) => {
-  const server = await new FakeServer().start();
-  t.after(() => server.stop());
-  server.setMigrations(C, V1);
-  const a = await openClient({ url: server.url, name: 'a', collections: [C], migrations: { [C]: V1 }, WebSocket: null, pollInterval: 50 });
-  t.after(() => a.close());
-  const notes = a.collection(C);
-  await notes.put('home', { street: 'Main St' });
-  await a.whenSynced();
-  await notes.update('home', { legacy: true });
-  await a.whenSynced();
-  /** @type {any[]} */
-  const reconciled = [];
-  a.on('reconciled', (/** @type {any} */ r) => reconciled.push(r));
-  await a.pause();
+  const { server, a, notes, reconciled } = await pausedV1Client(t, { legacy: true });
   server.setMigrations(C, { version: 2, steps: [{ to: 2, ops: [{ op: 'drop', field: 'legacy' }] }] });
   server.writeHorizon.set(C, await horizonPast(a));
   server.leaseExpire(C);
