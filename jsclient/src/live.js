@@ -427,6 +427,10 @@ export class LiveSession {
        */
       this.onMessage = (m) => {
         if (m.type === 'welcome') {
+          // One per session: a second would move the base its pushes
+          // write their walls from, which the server keeps at the first
+          // (docs/protocol.md, section 9). Thrown: the session ends.
+          if (this.welcome) throw new ConvergoError('malformed', 'live: a second welcome');
           this.welcome = m.hello;
           clearTimeout(pinger);
           pinger = setTimeout(watch, pingInterval);

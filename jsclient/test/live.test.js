@@ -10,6 +10,7 @@ import { WebSocket, until } from './helpers/util.js';
 import { LiveSession } from '../src/live.js';
 import { encodeLivePush } from '../src/protocol.js';
 import { TIMINGS } from '../src/constants.js';
+import { encode } from '../src/cbor.js';
 
 /**
  * A session with short timings; resolves to the session, its messages and
@@ -192,4 +193,25 @@ test('a token_expired frame whose turn comes after the socket closed still ends 
   done();
   await x.run;
   assert.equal(/** @type {any} */ (x.ended())?.error?.code, 'token_expired', 'ended by the refusal, not as a session that closed on its own');
+});
+
+test('a second welcome on a session is a protocol error of the server: the session ends, its push base kept', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const x = session(server, { pingInterval: 60_000, silenceTimeout: 120_000 });
+  t.after(() => x.s.close());
+  await until(() => x.s.live, 'welcomed');
+  const base = /** @type {any} */ (x.s.welcome).serverTime;
+  // A welcome of a later server time: taken, it would move the base the
+  // session's pushes write their walls from (section 3, "Compact
+  // stamps"), while the server reads them from the first one's.
+  const again = server.helloAnswer();
+  again.set(2, base + 60_000);
+  for (const ws of server.sockets) ws.send(encode(server.env([[0, 'welcome'], [1, again]])));
+  await until(() => x.ended() !== null || /** @type {any} */ (x.s.welcome).serverTime !== base, 'the second welcome handled');
+  assert.equal(/** @type {any} */ (x.s.welcome).serverTime, base, 'the push base is the first welcome\'s');
+  await x.run;
+  assert.equal(/** @type {any} */ (x.ended())?.error?.code, 'malformed', 'ended as by a message it cannot read');
+  assert.equal(x.messages.filter((m) => m.type === 'welcome').length, 1, 'the Syncer took one welcome');
+  assert.equal(x.s.live, false);
 });

@@ -321,3 +321,22 @@ func TestLiveResetStormAfterAPageIsToldOnce(t *testing.T) {
 		t.Fatalf("after %d failures: told %v, want one ErrProtocol", len(logs.of("todos")), errs)
 	}
 }
+
+func TestLiveSecondWelcomeEndsTheSession(t *testing.T) {
+	f := newFakeServer(t)
+	liveTodos(t, f.client(t, "r", nil))
+	eventually(t, "a live connection", func() bool { return f.liveConns() == 1 })
+	// A welcome of a later server time: taken, it would move the base the
+	// session's pushes write their walls from, which the server keeps at
+	// the first (docs/protocol.md, section 9). A protocol error of the
+	// server, as in the browser client: the session ends and is dialled
+	// again.
+	hello := f.helloAnswer()
+	hello.ServerTime += 60_000
+	b, err := proto.EncodeMessage(proto.Welcome{Hello: hello})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.control("raw:" + hex.EncodeToString(b))
+	eventually(t, "the session dialled again", func() bool { return f.liveDials.Load() >= 2 })
+}
