@@ -449,11 +449,8 @@ func stampsOf(rec crdt.Record) []crdt.Stamp {
 // writer is the replica id a local change was written by: that of its
 // stamps (a change of this replica's stamps all alike).
 func writer(ch crdt.Change) string {
-	if !ch.Record.Deleted.IsZero() {
-		return ch.Record.Deleted.Replica
-	}
-	for _, f := range ch.Record.Fields {
-		return f.Stamp.Replica
+	if s := stampsOf(ch.Record); len(s) > 0 {
+		return s[0].Replica
 	}
 	return ""
 }
