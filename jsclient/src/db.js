@@ -68,6 +68,11 @@
 //            empty: unscoped), "schema:<collection>" (the schema version
 //            the collection's records and outbox are in; absent: 1, or
 //            none for an app without migrations: schema.js),
+//            "defaults:<collection>" ([[field, value]]: the defaults of
+//            that version, written with it, so that a tab running older
+//            code, which does not know them, stores the records it pulls
+//            as the code of that version reads them: syncstore.js
+//            schemaVersion),
 //            "replace:<collection>" (true: an upgrade translated the
 //            records held, so the next pull, from the beginning, replaces
 //            the server state of every record it delivers),

@@ -16,6 +16,7 @@ export const SCOPE_KEY = 'scope:';
 export const REPLACE_KEY = 'replace:';
 export const GIVEBACK_KEY = 'giveback:';
 export const HEALCHECK_KEY = 'healcheck:';
+export const DEFAULTS_KEY = 'defaults:';
 
 /**
  * The key range of every meta key that starts with prefix: strings sort

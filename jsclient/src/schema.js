@@ -19,7 +19,11 @@
 // stamps of its own, which merging would not let win. Seals are dropped
 // with the old shape (the pull brings new ones). A definition older than
 // the stored version refuses to open: this code would write in a shape the
-// data has left.
+// data has left. Every open stores the defaults of its version beside it
+// (meta "defaults:<collection>"): a tab still running older code cannot
+// write the collection any more, but if it leads it pulls for every tab,
+// and stores the records it pulls with those defaults, not its own
+// (syncstore.js schemaVersion).
 
 import { ConvergoError } from './errors.js';
 import { encodeChange, mergeInto, validateCollection } from './record.js';
@@ -27,7 +31,7 @@ import { META, OUTBOX, RECORDS, REJECTED, SCHEMA_KEY, baseOf, fromStored, req } 
 import { defaults, parseDefinition, translate } from './migrate.js';
 import { cloneRecord } from './parts.js';
 import { boundRejected, decodeEntry, rejectedEntry } from './change.js';
-import { CURSOR_KEY, REPLACE_KEY, SEALED } from './metakeys.js';
+import { CURSOR_KEY, DEFAULTS_KEY, REPLACE_KEY, SEALED } from './metakeys.js';
 
 /** @typedef {import('./db.js').Store} Store */
 /** @typedef {import('./db.js').OutboxEntry} OutboxEntry */
@@ -95,6 +99,10 @@ export function upgrade(store, c, def, info) {
     if (from > def.version) {
       throw new ConvergoError('database', `open: the local data of ${c} is at schema version ${from}, newer than this code's migrations (version ${def.version}); open it with code of version ${from} or later`);
     }
+    // The defaults of the version the data is in, beside it: a tab of
+    // older code that leads stores what it pulls with them
+    // (syncstore.js schemaVersion).
+    meta.put([...defaults(def, def.version)], DEFAULTS_KEY + c);
     if (from === def.version) return null;
     const records = tx.objectStore(RECORDS);
     const outbox = tx.objectStore(OUTBOX);

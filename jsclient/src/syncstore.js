@@ -15,7 +15,7 @@ import { compareStamps, isZeroStamp } from './hlc.js';
 import { boundRejected, decodeEntry, rejectedEntry } from './change.js';
 import { cloneRecord, exists, hasStamps, ownPart, uncovered } from './parts.js';
 import { ownedStart } from './replica.js';
-import { CURSOR_KEY, GIVEBACK_KEY, HEALCHECK_KEY, HEAL_KEY, RECONCILE_KEY, REPLACE_KEY, REREAD_KEY, SCOPE_KEY, SEALED, prefixRange } from './metakeys.js';
+import { CURSOR_KEY, DEFAULTS_KEY, GIVEBACK_KEY, HEALCHECK_KEY, HEAL_KEY, RECONCILE_KEY, REPLACE_KEY, REREAD_KEY, SCOPE_KEY, SEALED, prefixRange } from './metakeys.js';
 
 /** @typedef {import('./db.js').Store} Store */
 /** @typedef {import('./db.js').StoredRecord} StoredRecord */
@@ -614,7 +614,11 @@ export function peekOutbox(st, limit, held, versions) {
     if (versions) {
       for (const c of new Set(out.map((e) => e.c))) {
         const v = await req(tx.objectStore(META).get(SCHEMA_KEY + c));
-        versions.set(c, Number.isSafeInteger(v) && v > 0 ? v : st.versions.get(c) ?? 0);
+        const stored = Number.isSafeInteger(v) && v > 0;
+        // Rolling a refused change back stores its record: with the
+        // defaults of the version the data is in (schemaVersion).
+        if (stored && newer(st, c, v)) adoptDefaults(st, c, await req(tx.objectStore(META).get(DEFAULTS_KEY + c)));
+        versions.set(c, stored ? v : st.versions.get(c) ?? 0);
       }
     }
     return out;
@@ -708,14 +712,44 @@ export function settle(st, settled, info = { when: Date.now(), subject: null }) 
  * pulls, subs, pushes and restores: the stored one (an upgrade, of this
  * tab or another, set it), else this code's (1 with migrations of no
  * steps), else 0: no version (the server serves and hears the current
- * one).
+ * one). A stored version newer than this code's brings its defaults
+ * (adoptDefaults): what is pulled in it is stored with them.
  * @param {Store} st
  * @param {string} c
  * @returns {Promise<number>}
  */
 export async function schemaVersion(st, c) {
   const v = await st.getMeta(SCHEMA_KEY + c);
-  return Number.isSafeInteger(v) && v > 0 ? v : st.versions.get(c) ?? 0;
+  if (!(Number.isSafeInteger(v) && v > 0)) return st.versions.get(c) ?? 0;
+  if (newer(st, c, v)) adoptDefaults(st, c, await st.getMeta(DEFAULTS_KEY + c));
+  return v;
+}
+
+/**
+ * Whether version v, stored as the one collection c's local data is in,
+ * is newer than this code's: another tab, running newer code, upgraded
+ * it. This tab no longer writes c (Store.writeIn refuses), but while it
+ * leads it stores what it pulls of c, and the pages come in v.
+ * @param {Store} st
+ * @param {string} c
+ * @param {number} v
+ */
+function newer(st, c, v) {
+  return v > (st.versions.get(c) ?? 1);
+}
+
+/**
+ * Collection c's data is in a version newer than this code's (newer):
+ * the records this tab stores from now on read as that version's code
+ * reads them, with the defaults it stored beside the version (stored:
+ * meta "defaults:<collection>", schema.js), not this code's. Data an
+ * older client upgraded, which stored none, keeps this code's.
+ * @param {Store} st
+ * @param {string} c
+ * @param {unknown} stored
+ */
+function adoptDefaults(st, c, stored) {
+  if (Array.isArray(stored)) st.defaults.set(c, new Map(stored));
 }
 
 /**

@@ -331,3 +331,55 @@ test('a change read for a push under v1 as another tab upgrades the collection g
     await server.stop();
   }
 });
+
+test('a tab still running older code that leads stores the records it pulls after another tab upgraded the collection as the newer code reads them', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  server.setMigrations(C, V2);
+  const idb = freshIDB();
+  // The older tab leads (it holds the connection); the newer one opens
+  // beside it and upgrades the collection.
+  const BC = globalThis.BroadcastChannel;
+  const old = await openClient({ url: server.url, name: 'older', indexedDB: idb, BroadcastChannel: BC, WebSocket: null, pollInterval: 50, collections: [C], migrations: { [C]: V1 } });
+  t.after(() => old.close());
+  await old.whenSynced();
+  const cur = await openClient({ url: server.url, name: 'older', indexedDB: idb, BroadcastChannel: BC, sync: false, migrations: { [C]: V2 } });
+  t.after(() => cur.close());
+  // Another device writes b in v2, without the defaulted field.
+  const other = await openClient({ url: server.url, name: 'other', migrations: { [C]: V2 } });
+  t.after(() => other.close());
+  await other.collection(C).update('b', { name: 'tea' });
+  await other.whenSynced();
+  await until(async () => (await cur.collection(C).get('b')) !== null, 'b pulled by the leader', WAIT);
+  assert.deepEqual(await cur.collection(C).get('b'), { id: 'b', name: 'tea', priority: 0 }, 'the newer tab reads b with its version’s default');
+  assert.deepEqual((await cur.collection(C).query({ where: { priority: 0 } })).map((d) => d.id), ['b']);
+});
+
+test('a tab still running older code that leads rolls back a refused change of a newer tab as the newer code reads the record', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  server.setMigrations(C, V2);
+  server.refuse = (ch) => {
+    const f = ch.record.fields.get('name');
+    return f?.value != null && decodeValue(f.value) === 'bad';
+  };
+  const other = await openClient({ url: server.url, name: 'other', migrations: { [C]: V2 } });
+  t.after(() => other.close());
+  await other.collection(C).update('a', { name: 'tea' });
+  await other.whenSynced();
+  const idb = freshIDB();
+  const BC = globalThis.BroadcastChannel;
+  const old = await openClient({ url: server.url, name: 'older', indexedDB: idb, BroadcastChannel: BC, collections: [C], migrations: { [C]: V1 } });
+  t.after(() => old.close());
+  await old.whenSynced();
+  assert.deepEqual(await old.collection(C).get('a'), { id: 'a', title: 'tea' });
+  const cur = await openClient({ url: server.url, name: 'older', indexedDB: idb, BroadcastChannel: BC, sync: false, migrations: { [C]: V2 } });
+  t.after(() => cur.close());
+  assert.deepEqual(await cur.collection(C).get('a'), { id: 'a', name: 'tea', priority: 0 });
+  /** @type {any[]} */
+  const refused = [];
+  cur.on('refused', (r) => refused.push(r));
+  await cur.collection(C).update('a', { name: 'bad' });
+  await until(() => refused.length === 1, 'the refusal', WAIT);
+  assert.deepEqual(await cur.collection(C).get('a'), { id: 'a', name: 'tea', priority: 0 }, 'rolled back to the server’s record, read with its version’s default');
+});
