@@ -201,6 +201,8 @@ export class Database {
     this.releaseLock = null;
     /** @type {TabChannel|null} */
     this.channel = null;
+    /** @type {import('./tabs.js').TabMsg[]|null} what this tab told while it opened, before its channel (_init): a schema upgrade's changes */
+    this.early = [];
     /** @type {Array<() => void>} */
     this.cleanups = [];
     /** @type {Set<() => void>} */
@@ -257,6 +259,9 @@ export class Database {
     if (BC) {
       this.channel = new TabChannel(BC, this.name, (m) => this._onPeer(m));
       this._peerLoad();
+      // What the upgrade changed (rolled back, translated): the tabs open
+      // already show it.
+      for (const m of /** @type {import('./tabs.js').TabMsg[]} */ (this.early)) this._post(m);
       // Learn the leader's status (and token) now rather than at its next
       // change; a token this tab opened with is the database's from now.
       this._post({ t: TabMessage.ask });
@@ -269,6 +274,7 @@ export class Database {
       // The upgrade made rejected changes: the tabs open already count them.
       if (rejected) this._post({ t: TabMessage.rejected });
     }
+    this.early = null;
     if (this.o.sync === false) return;
     this._watchVisibility();
     const locks = this.o.locks === undefined ? globalThis.navigator?.locks : this.o.locks;
@@ -652,7 +658,8 @@ export class Database {
 
   /** @param {import('./tabs.js').TabMsg} m */
   _post(m) {
-    this.channel?.post(m);
+    if (this.channel) this.channel.post(m);
+    else this.early?.push(m);
   }
 
   /**

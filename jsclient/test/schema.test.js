@@ -383,3 +383,25 @@ test('a tab still running older code that leads rolls back a refused change of a
   await until(() => refused.length === 1, 'the refusal', WAIT);
   assert.deepEqual(await cur.collection(C).get('a'), { id: 'a', name: 'tea', priority: 0 }, 'rolled back to the server’s record, read with its version’s default');
 });
+
+test("the records a tab's upgrade changed reach the live queries of the tabs open already: a change it made untranslatable is rolled back there too", async (t) => {
+  const idb = freshIDB();
+  const BC = globalThis.BroadcastChannel;
+  const old = await openClient({ name: 'up2', indexedDB: idb, BroadcastChannel: BC, sync: false, migrations: { [C]: V1 } });
+  t.after(() => old.close());
+  /** @type {any[][]} */
+  const seen = [];
+  const stop = old.collection(C).subscribe({}, (ds) => seen.push(ds));
+  t.after(stop);
+  await old.collection(C).put('n1', { title: 'tea' });
+  await old.collection(C).update('n3', { legacy: true });
+  await until(() => seen.at(-1)?.length === 2, 'the live query to show both', WAIT);
+  // A tab of newer code opens beside it: its upgrade translates n1 and
+  // rejects n3's change, which created it.
+  const fresh = await openClient({ name: 'up2', indexedDB: idb, BroadcastChannel: BC, sync: false, migrations: { [C]: V2 } });
+  t.after(() => fresh.close());
+  assert.equal(fresh.status.rejected, 1);
+  const stored = await old.collection(C).query();
+  assert.deepEqual(stored, [{ id: 'n1', name: 'tea', priority: 0 }]);
+  await until(() => JSON.stringify(seen.at(-1)) === JSON.stringify(stored), "the older tab's live query to show what is stored", WAIT);
+});
