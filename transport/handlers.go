@@ -293,6 +293,11 @@ type chargedRestore struct {
 	release func()
 }
 
+// errNoRecordList refuses a restore whose record list (key 2) is absent
+// or null, as a push without its change list is refused: only an empty
+// list is a restore of no records (docs/protocol.md, "Restore").
+var errNoRecordList = fmt.Errorf("%w: a restore without a record list (key 2)", crdt.ErrMalformed)
+
 // decodeRestore decodes a restore body record by record, each taking its
 // room among the bodies in flight as it is decoded (chargeDecoded), as a
 // push's changes do: the records of a restore of tiny fields hold many
@@ -305,6 +310,9 @@ func (s *Server) decodeRestore(ctx context.Context, body []byte) (chargedRestore
 	}
 	if err := proto.Decode(body, &w); err != nil {
 		return chargedRestore{}, decodeError("restore", err)
+	}
+	if w.Records == nil { // absent or null; an empty list decodes non-nil
+		return chargedRestore{}, decodeError("restore", errNoRecordList)
 	}
 	charge, release := s.chargeDecoded(bodyHeld(ctx, int64(len(body))))
 	req := chargedRestore{RestoreRequest: proto.RestoreRequest{Collection: w.Collection, Version: w.Version}, release: release}

@@ -152,3 +152,35 @@ func TestLiveResetAfterWelcome(t *testing.T) {
 		c.ws.CloseNow()
 	}
 }
+
+// A restore's record list (key 2) is required, as a push's change list
+// is: a body without it, or with null there, is malformed, not a restore
+// of no records. Only an empty list is that (the clients' probe before a
+// record refused whole is settled, section 8).
+func TestRestoreWithoutItsRecordList(t *testing.T) {
+	ts := newTestServer(t, nil)
+	reader := ts.token(t, "reader", []string{"notes"}, nil)
+	for _, tc := range []struct {
+		name string
+		body map[int]any
+		code string // "" when the answer is {1: []}
+	}{
+		{"without key 2", map[int]any{1: "notes"}, proto.CodeMalformed},
+		{"key 2 null", map[int]any{1: "notes", 2: nil}, proto.CodeMalformed},
+		{"no records", map[int]any{1: "notes", 2: []any{}}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := ts.post(t, proto.PathRestore, reader, tc.body)
+			if tc.code != "" {
+				if a.status != 400 || a.errorCode(t) != tc.code {
+					t.Fatalf("status %d %x, want 400 %s", a.status, a.body, tc.code)
+				}
+				return
+			}
+			var res proto.RestoreResponse
+			if err := proto.Decode(a.body, &res); a.status != 200 || err != nil || res.Results == nil || len(res.Results) != 0 {
+				t.Fatalf("status %d %x (%v), want 200 {1: []}", a.status, a.body, err)
+			}
+		})
+	}
+}
