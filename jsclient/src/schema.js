@@ -115,6 +115,9 @@ export function upgrade(store, c, def, info) {
     // the migration cannot map keeps the shape it was written in, with
     // that version (v), and is refused untranslatable if written again.
     const kept = tx.objectStore(REJECTED);
+    // Translated, a kept change may grow (a rename to a longer name), so
+    // the bounds are kept again below even when nothing new is rejected.
+    let grew = false;
     for (const r of /** @type {RejectedEntry[]} */ (await req(kept.getAll()))) {
       if (r.c !== c || r.v !== undefined) continue;
       let ch;
@@ -126,6 +129,7 @@ export function upgrade(store, c, def, info) {
       try {
         const change = encodeChange({ collection: c, record: translate(def, ch, from, def.version, 'change') });
         kept.put({ ...r, change, size: r.size - r.change.length + change.length });
+        grew ||= change.length > r.change.length;
       } catch (err) {
         if (/** @type {any} */ (err)?.code !== 'untranslatable') throw err;
         kept.put({ ...r, v: from });
@@ -178,7 +182,7 @@ export function upgrade(store, c, def, info) {
       records.put(next);
       store.notify(tx, c, s.id, next, 'remote');
     }
-    const dropped = rejected.length > 0 ? await boundRejected(tx) : 0;
+    const dropped = rejected.length > 0 || grew ? await boundRejected(tx) : 0;
     tx.objectStore(SEALED).delete(range);
     meta.put(def.version, SCHEMA_KEY + c);
     meta.delete(CURSOR_KEY + c);

@@ -10,6 +10,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FakeServer } from './helpers/server.js';
 import { freshIDB, openClient } from './helpers/util.js';
+import { LOCAL_DEFAULTS } from '../src/model.js';
 
 const C = 'notes';
 const V1 = { version: 1, steps: [] };
@@ -64,4 +65,64 @@ test('a change rejected before an upgrade is written again in the current shape,
   const e = server.coll(C).byId.get('n1');
   const served = server.served(C, /** @type {any} */ (e).record, 2);
   assert.deepEqual([...served.fields.keys()].sort(), ['name']);
+});
+
+/**
+ * The rejected changes as stored, read from the client's database (closed).
+ * @param {IDBFactory} idb
+ * @returns {Promise<{size: number}[]>}
+ */
+async function storedRejected(idb) {
+  const conn = await new Promise((resolve, reject) => {
+    const r = idb.open('convergo-test');
+    r.onsuccess = () => resolve(r.result);
+    r.onerror = () => reject(r.error);
+  });
+  const all = await new Promise((resolve, reject) => {
+    const r = conn.transaction('rejected').objectStore('rejected').getAll();
+    r.onsuccess = () => resolve(r.result);
+    r.onerror = () => reject(r.error);
+  });
+  conn.close();
+  return all;
+}
+
+test('rejected changes an upgrade makes larger stay within the byte bound', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  server.setMigrations(C, V1);
+  const idb = freshIDB();
+  const bound = LOCAL_DEFAULTS.maxRejectedBytes;
+  const n = 999; // under the count bound, which an upgrade cannot pass
+  const longer = 'title_' + 'x'.repeat(58); // 59 bytes longer than "title"
+  // One refused change of the shape the rest will have, to learn what an
+  // entry holds besides its title.
+  let db = await openClient({ url: server.url, indexedDB: idb, migrations: { [C]: V1 } });
+  server.refuse = () => true;
+  const id = (/** @type {number} */ i) => 'n' + String(i).padStart(4, '0');
+  await db.collection(C).put(id(0), { title: '' });
+  await db.whenSynced();
+  await db.close();
+  const [probe] = await storedRejected(idb);
+  // Titles that bring the n entries within 20,000 bytes of the bound: the
+  // upgrade's renames add 59 bytes to each, 58,941 in all.
+  const title = 'm'.repeat(Math.floor((bound - 20000) / n) - probe.size - 2);
+  db = await openClient({ url: server.url, indexedDB: idb, migrations: { [C]: V1 } });
+  await db.discard((await db.rejected())[0].id);
+  await db.collection(C).putMany(Array.from({ length: n }, (_, i) => ({ id: id(i + 1), title })));
+  await db.whenSynced();
+  await db.close();
+  const before = await storedRejected(idb);
+  const bytes = (/** @type {{size: number}[]} */ all) => all.reduce((s, e) => s + e.size, 0);
+  assert.equal(before.length, n);
+  assert.ok(bytes(before) <= bound && bytes(before) + n * 59 > bound, `${bytes(before)} bytes before the upgrade, bound ${bound}`);
+
+  const V2long = { version: 2, steps: [{ to: 2, ops: [{ op: 'rename', from: 'title', to: longer }] }] };
+  server.setMigrations(C, V2long);
+  db = await openClient({ url: server.url, indexedDB: idb, migrations: { [C]: V2long } });
+  await db.collection(C).get(id(1)); // the upgrade has run
+  await db.close();
+  const after = await storedRejected(idb);
+  assert.ok(bytes(after) <= bound, `${after.length} rejected changes of ${bytes(after)} bytes kept after the upgrade, bound ${bound}`);
+  assert.ok(after.length < n && after.length > 0, `${after.length} kept`);
 });
