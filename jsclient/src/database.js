@@ -249,9 +249,11 @@ export class Database {
       rejected: await this.store.rejectedCount(),
       lastSyncedAt: Number.isSafeInteger(synced) ? synced : null,
     });
+    /** @type {string[]} the collections whose stored scopes open's changed */
+    const rescoped = [];
     if (this.o.scopes) {
       const { replaceScopes } = await loadOnDemand('open', 'scope.js', () => import('./scope.js'));
-      for (const [c, s] of Object.entries(this.o.scopes)) await replaceScopes(this.store, c, s);
+      for (const [c, s] of Object.entries(this.o.scopes)) if (await replaceScopes(this.store, c, s)) rescoped.push(c);
     }
     // Whichever tab leads, now or later, syncs what any tab opened.
     await this.store.addCollections(this.collections);
@@ -270,6 +272,9 @@ export class Database {
       // push it only at its next write or session.
       if (counts.pending > 0) this._post({ t: TabMessage.push });
       this._postToken();
+      // The leader reads again under the scopes this tab stored (one it
+      // does not sync yet it opens from the next message, under them).
+      for (const c of rescoped) this._post({ t: TabMessage.scope, c });
       for (const c of this.collections) this._post({ t: TabMessage.collection, c });
       // The upgrade made rejected changes: the tabs open already count them.
       if (rejected) this._post({ t: TabMessage.rejected });

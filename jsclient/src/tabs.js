@@ -41,7 +41,7 @@
  * | `schemaAhead`| the leader, when the server refused a schema version it does not have yet (after the `status` that sets schemaAhead) | `e` the refusal, a WireError | emits 'schemaAhead' |
  * | `unreadable` | the leader, when the server refused a pull, a live sub or a heal of a collection to the token (after the `status` that lists it) | `r` the Unreadable | emits 'unreadable' |
  * | `rejected`   | any tab that retried or discarded a rejected change | none                        | recounts the rejected changes (status.rejected)                     |
- * | `scope`      | a tab without a sync loop that changed the scopes of a collection (stored already) | `c` collection | leader: reads c again under its new scope (Syncer.rescope) |
+ * | `scope`      | a tab without a sync loop that changed the scopes of a collection (stored already); every tab, as it opens, for each collection whose scopes its options changed | `c` collection | leader: reads c again under its new scope (Syncer.rescope) |
  * | `revoked`    | the leader, when the server revoked the subject and it purged | `r` the Revocation | emits 'revoked', recounts the rejected changes |
  * | `token`      | a tab whose token changed (setToken, getToken's answer), or that opened with one; the leader, on `ask` | `token` the token, `at` when it was set (ms; later than any token the tab held before) | takes it if it is later than its own (at; a tie goes to the greater token), as setToken does: one token for the whole database, never stored |
  */

@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { FakeServer, leaveOf, scopeOfCursor } from './helpers/server.js';
-import { IDBKeyRange, freshIDB, openClient, until } from './helpers/util.js';
+import { IDBKeyRange, fakeLocks, freshIDB, openClient, until } from './helpers/util.js';
 import { encode } from '../src/cbor.js';
 import { encodeScope, leaveDigest } from '../src/scope.js';
 import { applyRemote, cursorOf, peekOutbox, settle } from '../src/syncstore.js';
@@ -343,4 +343,27 @@ test('live: a page of the old sub held up on the wire until after the sub under 
   await db.sync();
   assert.deepEqual((await todos.list()).map((d) => `${d.id}:${d.team}`).sort(), ['x:blue', 'y:red', 'z:red'], 'x, in the scope on the server, is held');
   assert.ok(db.status.online);
+});
+
+test('a tab that opens with other scopes than the stored ones has the tab that leads read the collection again under them', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const writer = await openClient({ url: server.url, token: tokenOf('w'), name: 'w' });
+  t.after(() => writer.close());
+  const w = writer.collection('todos');
+  await w.put('r', { team: 'red' });
+  await w.put('b', { team: 'blue' });
+  await writer.whenSynced();
+  const token = tokenOf('alice');
+  const opts = { url: server.url, token, name: 'tabs', indexedDB: freshIDB(), locks: fakeLocks(), BroadcastChannel: globalThis.BroadcastChannel };
+  const leader = await openClient({ ...opts, scopes: { todos: { team: ['eq', 'team', 'red'] } } });
+  t.after(() => leader.close());
+  const todos = leader.collection('todos');
+  await until(async () => (await todos.list()).map((d) => d.id).join() === 'r', 'only red held', WAIT);
+  await until(() => leader.status.online && server.received.some((m) => m.get(0) === 'sub' && m.get(1) === 'todos' && m.has(3)), 'live', WAIT);
+  // The app, reloaded in a second tab, opens with the blue team instead.
+  const second = await openClient({ ...opts, scopes: { todos: { team: ['eq', 'team', 'blue'] } } });
+  t.after(() => second.close());
+  assert.equal(second.status.leader, false);
+  await until(async () => (await second.collection('todos').list()).map((d) => d.id).join() === 'b', 'only blue held, as the scopes stored say', WAIT);
 });
