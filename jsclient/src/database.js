@@ -239,7 +239,7 @@ export class Database {
       }
     }
     const offset = await this.store.getMeta('offset');
-    if (Number.isSafeInteger(offset)) this.store.now = () => Date.now() + offset;
+    if (Number.isSafeInteger(offset)) this.store.setOffset(offset);
     const synced = await this.store.getMeta('lastSyncedAt');
     if (Number.isSafeInteger(synced)) this._storedSyncedAt = synced;
     const { counts, newest } = await this.store.outboxView();

@@ -44,7 +44,8 @@
 //            ({wall, logical}), "cursor:<collection>" (the server's opaque
 //            cursor bytes, a Uint8Array, stored and sent back unchanged;
 //            absent or empty means from the beginning), "offset" (server
-//            clock offset, ms), "collection:<collection>" (true: some tab
+//            clock offset, ms, as the last hello of any tab measured it:
+//            every write adopts it, Store.setOffset), "collection:<collection>" (true: some tab
 //            opened the collection, so whichever tab leads syncs it),
 //            "heal:<collection>" (true: the server reset the collection
 //            with history lost and has not been given back what this
@@ -445,6 +446,8 @@ export class Store {
     this.switching = null;
     /** @type {Clock|null} */
     this.clock = null;
+    /** The correction of the device clock (ms) now applies: the server's time minus the device's, as the last hello of any tab measured it (setOffset). */
+    this.offset = 0;
     /** Current wall time in ms, corrected by the server offset. */
     this.now = () => Date.now();
     /**
@@ -556,6 +559,19 @@ export class Store {
     if (!isPrefix(prefix)) throw new ConvergoError('invalid', `replica prefix ${JSON.stringify(prefix)}`);
     this.usePrefix(prefix);
     await this.setMeta('prefix', prefix);
+  }
+
+  /**
+   * Corrects the wall time by offset ms from now on: the one a hello
+   * measured (the sync loop's, stored as meta "offset"). A write reads
+   * the stored one in its transaction and adopts it, so a tab that did
+   * not hear the hello (a follower) stamps on the corrected wall time
+   * too, not on a device clock the server would refuse (clock_drift).
+   * @param {number} offset
+   */
+  setOffset(offset) {
+    this.offset = offset;
+    this.now = () => Date.now() + offset;
   }
 
   /**
@@ -784,7 +800,7 @@ export class Store {
    * The transaction first builds on the records as this tab last saw them
    * stored (remembered; an id it has not seen is taken to hold none) and
    * issues its writes at once, with the reads that check that guess in
-   * front of them: the clock, the prefix and the records. IndexedDB runs
+   * front of them: the clock, the prefix, the offset and the records. IndexedDB runs
    * the requests of a transaction in order, so the reads see the state
    * the writes replace; if any differs from the guess (another tab wrote,
    * the record was never seen here), the transaction is aborted before it
@@ -853,6 +869,7 @@ export class Store {
     const checked = guarded(tx, (check) => {
       check(meta.get('clock'), (v) => v != null && typeof v.wall === 'number' && compareTime(v, before) > 0);
       check(meta.get('prefix'), (v) => isPrefix(v) && v !== prefix);
+      check(meta.get('offset'), (v) => Number.isSafeInteger(v) && v !== this.offset);
       // A newer schema version than this code's: writeIn says so.
       check(meta.get(SCHEMA_KEY + c), (v) => Number.isSafeInteger(v) && v > (this.versions.get(c) ?? 1));
       for (const [id, g] of guess) check(records.get([c, id]), (v) => !sameEntry(v, g));
@@ -875,10 +892,11 @@ export class Store {
     const clock = /** @type {Clock} */ (this.clock);
     const records = tx.objectStore(RECORDS);
     const meta = tx.objectStore(META);
-    const [savedClock, prefix, schema, byId] = await Promise.all([
+    const [savedClock, prefix, schema, offset, byId] = await Promise.all([
       req(meta.get('clock')),
       req(meta.get('prefix')),
       req(meta.get(SCHEMA_KEY + c)),
+      req(meta.get('offset')),
       this.readHeld(records, c, items.map((x) => x.id)),
     ]);
     // Another tab, running newer code, upgraded the collection: writes of
@@ -886,6 +904,8 @@ export class Store {
     if (Number.isSafeInteger(schema) && schema > (this.versions.get(c) ?? 1)) {
       throw new ConvergoError('database', `write ${c}: its local data is at schema version ${schema}, newer than this code's (${this.versions.get(c) ?? 1}): reload the app`);
     }
+    // The wall time as the last hello (of any tab) corrected it.
+    if (Number.isSafeInteger(offset) && offset !== this.offset) this.setOffset(offset);
     clock.settle(savedClock && typeof savedClock.wall === 'number' ? savedClock : null, this.now());
     // Another tab may have learnt a new subject: write as it does.
     if (isPrefix(prefix)) this.usePrefix(prefix);

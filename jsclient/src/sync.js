@@ -1128,7 +1128,7 @@ export class Syncer {
     this.o.onStatus({ online: true });
     // The server read its clock about half way through the round trip.
     const offset = Math.round(hello.serverTime - (t0 + t1) / 2);
-    this.store.now = () => Date.now() + offset;
+    this.store.setOffset(offset);
     this.store.setMeta('offset', offset).catch(() => {});
     // A clock left ahead of the server's time by more than the max drift
     // starts again (docs/protocol.md, section 6). A failure is told: until

@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FakeServer } from './helpers/server.js';
-import { freshIDB, openClient, until } from './helpers/util.js';
+import { fakeLocks, freshIDB, openClient, until } from './helpers/util.js';
 import { PATHS } from '../src/constants.js';
 
 test('writes made after the clock is corrected are not refused for the stamps an uncorrected clock issued', async (t) => {
@@ -87,4 +87,23 @@ test("live: a session's welcome corrects the wall time again and restarts a cloc
   assert.deepEqual(refused.map((r) => [r.id, r.code]), [], 'nothing refused');
   const stamp = server.coll('todos').byId.get('after')?.record.fields.get('n')?.stamp;
   assert.ok(stamp && stamp.wall > from - 2000 && stamp.wall < to + 2000, `after stamped ${stamp?.wall}, near the server's ${from}..${to}`);
+});
+
+test("a follower's writes are stamped on the wall time the leader's hello corrected, not on its device clock: they are not refused clock_drift", async (t) => {
+  // The server's clock is an hour behind the device's; both tabs open
+  // before the leader's first hello has measured it.
+  const server = await new FakeServer({ timeOffset: -3_600_000, maxDrift: 60_000 }).start();
+  t.after(() => server.stop());
+  const opts = { url: server.url, name: 'tabs', indexedDB: freshIDB(), locks: fakeLocks(), BroadcastChannel: globalThis.BroadcastChannel, collections: ['todos'] };
+  const leader = await openClient(opts);
+  const follower = await openClient(opts);
+  t.after(() => Promise.all([leader.close(), follower.close()]));
+  await until(() => leader.status.leader && leader.status.online, 'the first tab leads, online');
+  /** @type {any[]} */
+  const refused = [];
+  follower.on('refused', (r) => refused.push(r));
+  await follower.collection('todos').put('f', { n: 1 });
+  assert.deepEqual(await follower.whenSynced(), { refused: 0 }, `refused: ${JSON.stringify(refused.map((r) => r.code))}`);
+  const stamp = server.coll('todos').byId.get('f')?.record.fields.get('n')?.stamp;
+  assert.ok(stamp && Math.abs(stamp.wall - server.now()) < 60_000, `stamped ${stamp?.wall}, near the server's ${server.now()}`);
 });
