@@ -122,8 +122,11 @@
 // consecutive; a seq the transaction took for a record it changed again
 // has no entry). A page that read some entries of a transaction, and not
 // others at or below its cursor, reads those with one TransactGetItems
-// (of up to 100 items), together with the record item of an entry it did
-// read of each such transaction: it sees the transaction's writes all or
+// (of up to 100 items and, as DynamoDB answers one with at most 4 MB of
+// items, about 3.75 MB: one refused as too large is read again in halves,
+// down to one transaction's gap, which always fits), together with the seq
+// of the record item of an entry it did read of each such transaction: it
+// sees the transaction's writes all or
 // none, or is cancelled while the transaction is in progress; a record seq
 // below that entry's would mean it was ordered before a transaction the
 // Query saw, and it is read again too (after a backoff, up to MaxAttempts,

@@ -151,14 +151,29 @@ func (st *Store) fillHoles(ctx context.Context, ref logRef, after uint64, page s
 	slices.SortFunc(holes, func(a, b hole) int { return cmp.Compare(a.tx.seqs[0], b.tx.seqs[0]) })
 	entries := page.Entries
 	// One read takes whole transactions, each an item more than its
-	// missing entries; a transaction misses at most recordsPerTx-1.
+	// missing entries (a transaction misses at most recordsPerTx-1), and
+	// at most what DynamoDB answers one TransactGetItems with (4 MB of
+	// items): holeBytes of each, the record item as large as the entry
+	// the page read of it. A missing entry is counted as nothing: it was
+	// compacted away, as a rule, and found only while its transaction is
+	// being applied; a read that finds too much for one answer is refused
+	// whole (ValidationException) and read again in halves, down to one
+	// transaction's hole, which always fits: its entries are the log
+	// items of one transaction (at most half of txBudgetBytes) and its
+	// record item one more.
 	for i := 0; i < len(holes); {
-		j, items := i, 0
-		for j < len(holes) && items+1+len(holes[j].missing) <= maxTxGetItems {
+		j, items, size := i, 0, 0
+		for j < len(holes) && items+1+len(holes[j].missing) <= maxTxGetItems && (j == i || size+holeBytes(holes[j], read.seen) <= txBudgetBytes) {
 			items += 1 + len(holes[j].missing)
+			size += holeBytes(holes[j], read.seen)
 			j++
 		}
 		found, err := st.readHoles(ctx, ref, holes[i:j], read.seen)
+		for err != nil && j-i > 1 && apiCode(err) == "ValidationException" {
+			st.log.Debug("log read over DynamoDB's answer size; reading it in halves", "collection", ref.String(), "transactions", j-i)
+			j = i + (j-i)/2
+			found, err = st.readHoles(ctx, ref, holes[i:j], read.seen)
+		}
 		if err != nil {
 			return stores.Page{}, err
 		}
@@ -188,6 +203,18 @@ func (st *Store) fillHoles(ctx context.Context, ref logRef, after uint64, page s
 	return out, nil
 }
 
+// holeItemBytes is what a record item holds beside its record's encoding:
+// its key (the collection and the record id, at most MaxCollectionBytes
+// and MaxIDBytes) and its other attributes, with room to spare.
+const holeItemBytes = 2 << 10
+
+// holeBytes is what the read of h is expected to answer: the record item
+// of the entry the page read of its transaction, about that entry's size
+// (seen), and none of its missing entries (fillHoles).
+func holeBytes(h hole, seen map[uint64]int) int {
+	return seen[h.tx.seq] + holeItemBytes
+}
+
 // readHoles reads the missing log entries of holes with one
 // TransactGetItems and, for each transaction, the record item of the
 // latest entry the page read of it. That record's seq is at least the
@@ -202,7 +229,11 @@ func (st *Store) readHoles(ctx context.Context, ref logRef, holes []hole, sizes 
 	op := "pull " + ref.String()
 	var gets []types.TransactGetItem
 	for _, h := range holes {
-		gets = append(gets, types.TransactGetItem{Get: &types.Get{TableName: &st.table, Key: key(recordPK(ref.coll, h.tx.id), 0)}})
+		// Of the record item only its seq is read (foundEntries).
+		gets = append(gets, types.TransactGetItem{Get: &types.Get{
+			TableName: &st.table, Key: key(recordPK(ref.coll, h.tx.id), 0),
+			ProjectionExpression: ptr("#q"), ExpressionAttributeNames: map[string]string{"#q": attrSeq},
+		}})
 		for _, q := range h.missing {
 			gets = append(gets, types.TransactGetItem{Get: &types.Get{TableName: &st.table, Key: key(ref.logPK(), q)}})
 		}

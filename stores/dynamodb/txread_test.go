@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 
 	awsdynamodb "github.com/aws/aws-sdk-go-v2/service/dynamodb"
@@ -292,5 +293,63 @@ func TestPullHoleReadAgain(t *testing.T) {
 				t.Fatalf("%d TransactGetItems, want 2 (one faulted, one read again)", n)
 			}
 		})
+	}
+}
+
+// TestPullHolesOverOneRead: the entries a page missed of transactions
+// being applied are read with TransactGetItems, whose answer DynamoDB
+// holds to 4 MB of items. Three transactions of six records near
+// crdt.MaxRecordBytes each, seen by the page's Queries only by their last
+// entries (as while all three were applied), miss some 4.6 MB of entries:
+// the page must still read them, and deliver every record once.
+func TestPullHolesOverOneRead(t *testing.T) {
+	s, ft := faultStore(t, Config{}, nil)
+	big := strings.Repeat("x", crdt.MaxValueBytes-16)
+	var hide []uint64
+	for tx := range 3 {
+		var changes []crdt.Change
+		for i := range 6 {
+			r := crdt.Record{ID: fmt.Sprintf("t%d-%d", tx, i), Fields: map[string]crdt.Field{}}
+			for _, f := range []string{"a", "b"} {
+				r.Fields[f] = crdt.Field{Stamp: stamp(int64(10+tx), "w"), Value: val(t, big)}
+			}
+			changes = append(changes, crdt.Change{Collection: "hb", Record: r})
+		}
+		res, err := s.Apply(context.Background(), changes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range res {
+			if res[i].Seq != res[0].Seq+uint64(i) {
+				t.Fatalf("transaction %d: results %v, want consecutive seqs of one transaction", tx, res)
+			}
+			if i < len(res)-1 {
+				hide = append(hide, res[i].Seq)
+			}
+		}
+	}
+	hiding := true
+	ft.mu.Lock()
+	ft.pick = func(op string, body []byte) fault {
+		if op == "Query" && hiding {
+			return fault{reply: withoutLogItems(t, hide...)}
+		}
+		return fault{}
+	}
+	ft.mu.Unlock()
+	p, err := s.Pull(context.Background(), "hb", 0, stores.PageLimit{Records: stores.MaxPage, Bytes: 1 << 30})
+	ft.mu.Lock()
+	hiding = false
+	ft.mu.Unlock()
+	if err != nil {
+		t.Fatalf("Pull of a page that missed %d entries of 3 transactions: %v", len(hide), err)
+	}
+	if len(p.Entries) != 18 {
+		t.Fatalf("Pull: %d records%s, want all 18", len(p.Entries), entryList(p.Entries))
+	}
+	for i, e := range p.Entries {
+		if e.Seq != uint64(i+1) || len(e.Record.Fields) != 2 {
+			t.Fatalf("Pull: entry %d is %s@%d with %d fields, want seq %d whole", i, e.Record.ID, e.Seq, len(e.Record.Fields), i+1)
+		}
 	}
 }

@@ -114,3 +114,45 @@ func testPageBytes(t *testing.T, f Factory) {
 	}
 	wantRecord(t, "huge", p.Entries[0].Record, recs[3])
 }
+
+// testPageBytesLarge checks that a page under a byte budget far above
+// DefaultPageBytes (a server's MaxPageBytes may be set so) holds every
+// record the budget allows, large records among them, however the store
+// wrote them: records written two to a batch, one of each pair changed
+// again since (a store that commits a batch as one unit and compacts the
+// log may have to look for the entry it no longer holds), read back in
+// one page.
+func testPageBytesLarge(t *testing.T, f Factory) {
+	s := open(t, f)
+	const pairs = 20
+	want := map[string]crdt.Record{}
+	for i := range pairs {
+		a := bigRecord(t, fmt.Sprintf("a%02d", i), 4, crdt.MaxRecordBytes-1000)
+		b := bigRecord(t, fmt.Sprintf("b%02d", i), 4, crdt.MaxRecordBytes-1000)
+		apply(t, s, chg("pl", a), chg("pl", b))
+		want[a.ID], want[b.ID] = a, b
+	}
+	for i := range pairs {
+		c := crdt.SetField(fmt.Sprintf("a%02d", i), "n", val(t, i), st(9000, "w"))
+		apply(t, s, chg("pl", c))
+		r := want[c.ID]
+		r.Merge(c)
+		want[c.ID] = r
+	}
+	limit := stores.PageLimit{Records: stores.MaxPage, Bytes: 1 << 30}
+	p, err := s.Pull(t.Context(), "pl", 0, limit)
+	if err != nil {
+		t.Fatalf("Pull(after 0, %+v) of %d records of about %d bytes: %v", limit, 2*pairs, crdt.MaxRecordBytes, err)
+	}
+	checkPage(t, p, 0, limit.Records)
+	if len(p.Entries) != 2*pairs || p.More {
+		t.Fatalf("Pull under a budget of %d bytes: %d records, More %v; want all %d in one page", limit.Bytes, len(p.Entries), p.More, 2*pairs)
+	}
+	for _, e := range p.Entries {
+		wantRecord(t, "Pull of "+e.Record.ID, e.Record, want[e.Record.ID])
+		delete(want, e.Record.ID)
+	}
+	if len(want) != 0 {
+		t.Fatalf("Pull missed %d records", len(want))
+	}
+}

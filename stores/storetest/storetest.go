@@ -39,6 +39,7 @@ func Run(t *testing.T, newStore Factory) {
 		{"Paging", testPaging},
 		{"PageLimits", testPageLimits},
 		{"PageBytes", testPageBytes},
+		{"PageBytesLarge", testPageBytesLarge},
 		{"Compaction", testCompaction},
 		{"GetHead", testGetHead},
 		{"InvalidInput", testInvalid},
