@@ -552,13 +552,17 @@ export class Store {
   /**
    * Writes from now on as the subject whose replica prefix this is (a new
    * token, or the server's hello said so). Pending changes of the previous
-   * subject stay in the outbox for when it signs in again.
+   * subject stay in the outbox for when it signs in again. Taken in
+   * memory once stored: a write whose transaction began before read the
+   * prefix stored then and took it (writeIn), and taken first, this one
+   * would be undone, the tab writing as the old subject while the
+   * database says the new one.
    * @param {string} prefix
    */
   async setPrefix(prefix) {
     if (!isPrefix(prefix)) throw new ConvergoError('invalid', `replica prefix ${JSON.stringify(prefix)}`);
-    this.usePrefix(prefix);
     await this.setMeta('prefix', prefix);
+    this.usePrefix(prefix);
   }
 
   /**

@@ -6,11 +6,13 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ConvergoError } from '../src/index.js';
 import { decodeChanges } from '../src/received.js';
-import { compareStamps } from '../src/hlc.js';
+import { ZERO_STAMP, compareStamps } from '../src/hlc.js';
 import { healPlan } from '../src/heal.js';
 import { freshIDB, openClient, until } from './helpers/util.js';
 import { applyRemote, cursorOf, dropMeta, openedCollections, peekOutbox } from '../src/syncstore.js';
 import { recount } from '../src/peer.js';
+import { replicaPrefix } from '../src/replica.js';
+import { encode } from '../src/cbor.js';
 
 /** Opens a local-only client. */
 function local(/** @type {any} */ opts = {}) {
@@ -547,4 +549,21 @@ test('record ids and field names: control characters and lone surrogates are ref
     validateId(s);
     validateFieldName(s);
   }
+});
+
+test('a prefix set while a write that read the old one is under way is the one kept: memory and the stored prefix agree', async () => {
+  const db = await local({ name: 'prefix-race' });
+  const st = /** @type {any} */ (db).store;
+  const bob = await replicaPrefix('bob');
+  // A write's transaction reads the prefix stored, then the switch to bob
+  // is made while it runs.
+  const write = st.tx(['records', 'outbox', 'meta'], 'readwrite', 'write', (/** @type {IDBTransaction} */ tx) =>
+    st.writeIn(tx, 'todos', [{ id: 'x', build: (/** @type {any} */ _cur, /** @type {any} */ stamp) => ({ id: 'x', deleted: ZERO_STAMP, fields: new Map([['n', { stamp, value: encode(1) }]]) }) }]),
+  );
+  await st.setPrefix(bob);
+  await write;
+  assert.equal(await st.getMeta('prefix'), bob);
+  assert.equal(st.prefix, bob, 'the tab writes as the prefix stored');
+  assert.ok(st.replica.startsWith(bob));
+  await db.close();
 });
