@@ -76,12 +76,15 @@ export function discard(store, id) {
  * new entry). A change written under an older schema version is in the
  * current shape (schema.js's upgrade translated it), or, when the
  * migration cannot map it, refused: throws untranslatable, and it stays.
- * Throws not_found when there is no such entry.
+ * Throws not_found when there is no such entry. As any local write
+ * (Store.writeMany), it waits for a switch of subject under way: made
+ * after setToken, it is the new subject's.
  * @param {Store} store
  * @param {number} id
  * @returns {Promise<{c: string, id: string}>}
  */
-export function retry(store, id) {
+export async function retry(store, id) {
+  if (store.switching) await store.switching;
   return store.tx([RECORDS, OUTBOX, META, REJECTED], 'readwrite', `retry rejected change ${id}`, async (tx) => {
     const os = tx.objectStore(REJECTED);
     const e = /** @type {RejectedEntry|undefined} */ (await req(os.get(id)));

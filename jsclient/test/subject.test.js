@@ -98,6 +98,25 @@ test('a write made right after setToken is the new subject’s: it goes out unde
   }
 });
 
+test('a rejected change retried right after setToken is the new subject’s: it goes out under the new token, not held for the old one', async () => {
+  const { server, db, todos, stop } = await setup();
+  try {
+    let refusing = true;
+    server.refuse = () => refusing;
+    await todos.put('n1', { owner: 'bob' });
+    await until(() => db.status.rejected === 1, 'n1 refused', WAIT);
+    refusing = false;
+    const [r] = await db.rejected();
+    db.setToken(tokenOf('bob'));
+    await db.retry(r.id);
+    await until(() => server.coll('todos').byId.has('n1') || db.status.held > 0, 'n1 pushed or held', WAIT);
+    assert.equal(db.status.held, 0, 'not held for alice');
+    await until(() => server.coll('todos').byId.has('n1'), 'n1 pushed', WAIT);
+  } finally {
+    await stop();
+  }
+});
+
 /**
  * A gate for an answer held back: held resolves once onHeld is called (the
  * answer is being held), released once release is.
