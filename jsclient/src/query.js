@@ -15,7 +15,7 @@ import { docOfStored } from './values.js';
  * @typedef {{where?: Record<string, unknown> | ((doc: Doc) => boolean), orderBy?: string, desc?: boolean, limit?: number}} Query
  */
 
-/** Orders values of mixed types: null/undefined last, then by type, then value. */
+/** Orders values of mixed types: null/undefined last, then by type, then value (NaN after the other numbers). */
 const TYPE_RANK = { number: 0, bigint: 0, string: 1, boolean: 2, object: 3 };
 
 /**
@@ -32,6 +32,11 @@ export function compareValues(a, b) {
   const rb = TYPE_RANK[tb] ?? 4;
   if (ra !== rb) return ra - rb;
   if (ra === 0) {
+    // NaN, which < and > call equal to every number, sorts after all of
+    // them: an order, so that a live result kept in place by binary
+    // search (position) is the one a sort of the whole makes.
+    const na = Number.isNaN(a);
+    if (na || Number.isNaN(b)) return na === Number.isNaN(b) ? 0 : na ? 1 : -1;
     // number vs bigint compare fine with < in JS.
     return /** @type {any} */ (a) < /** @type {any} */ (b) ? -1 : /** @type {any} */ (a) > /** @type {any} */ (b) ? 1 : 0;
   }

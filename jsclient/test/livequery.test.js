@@ -39,7 +39,7 @@ test('live queries stay equal to a full run after random writes', async () => {
   /** @type {any[][]} */
   const last = QUERIES.map(() => []);
   QUERIES.forEach((q, i) => c.subscribe(q, (docs) => (last[i] = docs)));
-  const mixed = [1, 'a', true, null, [1], { x: 1 }, 2n ** 60n, 2.5];
+  const mixed = [1, 'a', true, null, [1], { x: 1 }, 2n ** 60n, 2.5, NaN, -Infinity];
   const doc = () => ({
     title: 'T' + Math.floor(r() * 20),
     n: Math.floor(r() * 10),
