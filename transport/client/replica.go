@@ -463,7 +463,7 @@ func (r *Replica) Client() *Client { return r.c }
 func (r *Replica) Set(collection, id, name string, value any) error {
 	v, err := crdt.EncodeValue(value)
 	if err != nil {
-		return fmt.Errorf("set %s/%s.%s: %w", collection, id, name, err)
+		return fmt.Errorf("set %s/%s.%s: %w", collection, id, name, localRefusal(err))
 	}
 	return r.write(collection, id, func(s crdt.Stamp) crdt.Record { return crdt.SetField(id, name, v, s) })
 }
@@ -478,9 +478,15 @@ func (r *Replica) Delete(collection, id string) error {
 	return r.write(collection, id, func(s crdt.Stamp) crdt.Record { return crdt.DeleteRecord(id, s) })
 }
 
+// write queues the local change a write makes of record id. A change that
+// breaks a model rule (docs/protocol.md, section 11) is refused here, as
+// the browser client refuses it (jsclient/src/values.js, checkSize): its
+// names, its values, and its record's field count once merged with the
+// record as this replica holds it. The error matches the sentinel of the
+// code the server would refuse it with (localRefusal).
 func (r *Replica) write(collection, id string, change func(crdt.Stamp) crdt.Record) error {
 	if err := crdt.ValidateCollection(collection); err != nil {
-		return fmt.Errorf("write %s/%s: %w", collection, id, err)
+		return fmt.Errorf("write %s/%s: %w", collection, id, localRefusal(err))
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -490,10 +496,29 @@ func (r *Replica) write(collection, id string, change func(crdt.Stamp) crdt.Reco
 		return fmt.Errorf("write %s/%s: %w", collection, id, err)
 	}
 	if err := r.queueLocked(collection, change(s)); err != nil {
-		return fmt.Errorf("write %s/%s: %w", collection, id, err)
+		return fmt.Errorf("write %s/%s: %w", collection, id, localRefusal(err))
 	}
 	return nil
 }
+
+// localRefusal is err, a local write's refusal, matching also the
+// sentinel of the code the server refuses such a change with: ErrTooLarge
+// beside crdt.ErrTooLarge, ErrInvalid beside crdt.ErrInvalid, so that an
+// application tells a refusal by one sentinel whichever side made it.
+func localRefusal(err error) error {
+	for _, k := range []struct{ crdt, code error }{{crdt.ErrTooLarge, ErrTooLarge}, {crdt.ErrInvalid, ErrInvalid}} {
+		if errors.Is(err, k.crdt) {
+			return localError{err, k.code}
+		}
+	}
+	return err
+}
+
+// localError is a local write's refusal err, which matches code too.
+type localError struct{ err, code error }
+
+func (e localError) Error() string   { return e.err.Error() }
+func (e localError) Unwrap() []error { return []error{e.err, e.code} }
 
 // stampLocked issues the stamp of a local write of record id: after
 // everything the record holds, so that the write wins over a value the
@@ -517,11 +542,22 @@ func (r *Replica) queueLocked(collection string, rec crdt.Record) error {
 	if err := rec.Validate(); err != nil {
 		return err
 	}
-	r.noteIDLocked(collection, rec.ID)
 	v, ok := r.view[collection][rec.ID]
 	if !ok {
 		v = r.base[collection][rec.ID].Clone()
 	}
+	// The field limit holds for the record the change makes, as the
+	// server merges it: a change adds the fields its record lacks.
+	fields := len(v.Fields)
+	for name := range rec.Fields {
+		if _, ok := v.Fields[name]; !ok {
+			fields++
+		}
+	}
+	if fields > crdt.MaxFieldsPerRecord {
+		return fmt.Errorf("%w: record %q would have %d fields, more than %d", crdt.ErrTooLarge, rec.ID, fields, crdt.MaxFieldsPerRecord)
+	}
+	r.noteIDLocked(collection, rec.ID)
 	v.Merge(rec)
 	put(r.view, collection, v)
 	r.nextID++

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -524,5 +525,59 @@ func TestReplicaSupersededIsAcknowledgedAndConverges(t *testing.T) {
 	rec, _ := a.Get("c", "r")
 	if string(rec.Values()["f"]) != string(mustValue(t, "b")) {
 		t.Fatalf("a kept its superseded value: %+v", rec)
+	}
+}
+
+// TestReplicaRefusesWritesPastTheLimits: a local write that breaks a model
+// limit is refused at once, as the browser client refuses it, with an
+// error matching the sentinel of the code the server would answer
+// (ErrTooLarge, ErrInvalid), as well as crdt's; nothing is queued and the
+// record is as it was. A write at the limit is taken.
+func TestReplicaRefusesWritesPastTheLimits(t *testing.T) {
+	f := newFakeServer(t)
+	r := newReplica(t, f, "a", nil)
+	full := map[string]any{}
+	for i := range crdt.MaxFieldsPerRecord {
+		full[fmt.Sprintf("f%d", i)] = i
+	}
+	for name, v := range full {
+		if err := r.Set("c", "full", name, v); err != nil {
+			t.Fatalf("field %d of %d: %v", len(r.Pending()), crdt.MaxFieldsPerRecord, err)
+		}
+	}
+	atLimit := strings.Repeat("x", crdt.MaxValueBytes-5) // a text of 2^16 bytes or more has a 5-byte head
+	if err := r.Set("c", "v", "f", atLimit); err != nil {
+		t.Fatalf("a value of exactly %d bytes: %v", crdt.MaxValueBytes, err)
+	}
+	before, _ := r.Get("c", "full")
+	queued := len(r.Pending())
+	for _, tc := range []struct {
+		name      string
+		err       error
+		code, sub error
+	}{
+		{"a value a byte over", r.Set("c", "v2", "f", atLimit+"x"), ErrTooLarge, crdt.ErrTooLarge},
+		{"a field past the field limit", r.Set("c", "full", "one-more", 1), ErrTooLarge, crdt.ErrTooLarge},
+		{"an unset past the field limit", r.Unset("c", "full", "one-more"), ErrTooLarge, crdt.ErrTooLarge},
+		{"an id a byte over", r.Set("c", strings.Repeat("i", crdt.MaxIDBytes+1), "f", 1), ErrInvalid, crdt.ErrInvalid},
+		{"a field name a byte over", r.Set("c", "r", strings.Repeat("n", crdt.MaxFieldNameBytes+1), 1), ErrInvalid, crdt.ErrInvalid},
+		{"a collection name a byte over", r.Set(strings.Repeat("c", crdt.MaxCollectionBytes+1), "r", "f", 1), ErrInvalid, crdt.ErrInvalid},
+	} {
+		if !errors.Is(tc.err, tc.code) || !errors.Is(tc.err, tc.sub) {
+			t.Errorf("%s: got %v, want an error matching %v and %v", tc.name, tc.err, tc.code, tc.sub)
+		}
+	}
+	if n := len(r.Pending()); n != queued {
+		t.Fatalf("refused writes queued: %d pending, want %d", n, queued)
+	}
+	if after, _ := r.Get("c", "full"); !after.Equal(before) {
+		t.Fatalf("a refused write changed the record: %d fields, had %d", len(after.Fields), len(before.Fields))
+	}
+	if _, ok := r.Get("c", "v2"); ok {
+		t.Fatal("a refused write created its record")
+	}
+	// A write that stays within the limits is taken: a field the record has.
+	if err := r.Set("c", "full", "f0", "again"); err != nil {
+		t.Fatalf("a write of a field the full record has: %v", err)
 	}
 }
