@@ -51,7 +51,9 @@
 //            with history lost and has not been given back what this
 //            client holds yet), "reconcile:<collection>" (true: the
 //            server reset the collection lease_expired and the client has
-//            not reconciled yet: its outbox for it waits),
+//            not reconciled yet: its outbox for it waits; "first": a
+//            first pull's reconciliation is under way, made again as one
+//            if cut short),
 //            "reread:<collection>" (true: the server reset the collection
 //            for another reason, history_lost or rebuilt, and no pull has
 //            stored a position past the beginning since: its pull from the

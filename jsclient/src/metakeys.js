@@ -10,6 +10,12 @@ export const SEALED = 'sealed';
 
 export const HEAL_KEY = 'heal:';
 export const RECONCILE_KEY = 'reconcile:';
+/**
+ * The value of a RECONCILE_KEY that notes a first pull's reconciliation
+ * under way (reconcile.js's reconcile): made again, as a first pull's,
+ * if it is cut short. A reset's, or any other owed, is true.
+ */
+export const FIRST_PULL = 'first';
 export const REREAD_KEY = 'reread:';
 export const RESTAMP_KEY = 'restamp:';
 export const SCOPE_KEY = 'scope:';

@@ -70,7 +70,7 @@ import { META, OUTBOX, RECORDS, REJECTED, baseOf, fromStored, req } from './db.j
 import { OVERTAKEN, acknowledged, heldIds, outboxCounts, prepareRemote, putPage, settle, storedCursor } from './syncstore.js';
 import { cloneRecord } from './parts.js';
 import { boundRejected, decodeEntry, rejectedEntry } from './change.js';
-import { CURSOR_KEY, GIVEBACK_KEY, RECONCILE_KEY, RESTAMP_KEY, SEALED } from './metakeys.js';
+import { CURSOR_KEY, FIRST_PULL, GIVEBACK_KEY, RECONCILE_KEY, RESTAMP_KEY, SEALED } from './metakeys.js';
 import { equalBytes } from './cbor.js';
 
 /** @typedef {import('./db.js').Store} Store */
@@ -106,6 +106,13 @@ export const COLLECTED_MESSAGE = 'deleted on the server and collected before thi
  * @returns {Promise<void>}
  */
 export async function reconcile(syncer, c, first = false, overtaken = 0) {
+  // A first pull's reconciliation is noted as under way: its pages store
+  // cursors, after which a pull of the collection is no longer a first
+  // one, so one cut short (the network, a reload) would otherwise never
+  // be made. The next pull makes it again from the beginning, a first
+  // pull's still (syncstore.js firstPullReconciles); its end
+  // (dropCollected) settles it.
+  if (first && overtaken === 0) await syncer.store.setMeta(RECONCILE_KEY + c, FIRST_PULL);
   const again = async () => {
     // A first pull's reconciliation is owed from now on, as a reset's is.
     if (first) await syncer.store.setMeta(RECONCILE_KEY + c, true);

@@ -1121,3 +1121,46 @@ for (const live of [false, true]) {
     assert.deepEqual((await todos.list()).map((r) => r.id), ['y']);
   });
 }
+
+for (const lost of [false, true]) {
+  test(`a first pull cut short after its first page stays a reconciliation: the next pull makes it from the beginning, and ${lost ? 'the records the store lost (wiped) are given back' : 'the record deleted and collected meanwhile is dropped'}, as the Go client does`, async (t) => {
+    const server = await new FakeServer({ maxPull: 1 }).start();
+    t.after(() => server.stop());
+    /** @type {{pull: boolean, push?: boolean}} */
+    const blocked = { pull: true };
+    let pulls = 0;
+    const a = await pushOnly(t, server, blocked, async () => {
+      // The reading's second page fails once: the network, say.
+      if (++pulls === 2) throw new TypeError('pull cut short by the test');
+    });
+    const todos = a.collection('todos');
+    for (const id of ['x', 'y', 'z']) await todos.put(id, { n: 1 });
+    await until(async () => server.coll('todos').byId.has('z') && (await outboxCounts(a.store)).pending === 0, 'x, y and z pushed', WAIT);
+    await a.pause();
+    const b = await openClient({ url: server.url, name: 'b', collections: ['todos'], WebSocket: null, pollInterval: 50 });
+    t.after(() => b.close());
+    if (lost) {
+      // The store goes back to empty; b writes two records after it, so
+      // that a's reading from the beginning has two pages.
+      server.wipe();
+      await b.collection('todos').put('p', { n: 2 });
+      await b.collection('todos').put('q', { n: 2 });
+    } else {
+      await b.sync();
+      await b.collection('todos').delete('x');
+    }
+    await b.whenSynced();
+    await b.close();
+    if (!lost) {
+      server.purge('todos', 'x');
+      server.writeHorizon.set('todos', await horizonPast(a));
+    }
+    blocked.pull = false;
+    a.resume();
+    await until(() => pulls > 2, 'the pull cut short, and pulled again', WAIT);
+    await a.sync();
+    const want = lost ? ['p', 'q', 'x', 'y', 'z'] : ['y', 'z'];
+    assert.deepEqual((await todos.list()).map((r) => r.id).sort(), want, lost ? 'every record stays here' : 'x, deleted and collected on the server, is dropped here too');
+    assert.deepEqual([...server.coll('todos').byId.keys()].sort(), want, lost ? 'what the store lost is on the server again' : 'the server holds what a holds');
+  });
+}
