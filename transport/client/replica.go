@@ -129,7 +129,11 @@ import (
 // reason (history lost, log rebuilt), the readings from the beginning
 // are no reconciliation until a pull stores a cursor again: a reset drops
 // nothing, and what the server lacks is given back, or stays local when
-// the server refuses it.
+// the server refuses it. A reconciliation under way when such a reset
+// comes (its pull cut short, say) is not given up, nor left waiting for
+// pages of the history that ended, which would hold its outbox for
+// ever: after the heal it goes on from the beginning of the server's
+// history, as the browser client's does.
 //
 // So that the reset comes before anything is pushed, Flush pulls a kept
 // collection to the end before it pushes the collection's changes, unless
@@ -1550,6 +1554,15 @@ func (r *Replica) reset(collection, reason string, live bool) {
 			r.reread = map[string]bool{}
 		}
 		r.reread[collection] = true
+		if rc := r.reconciling[collection]; rc != nil {
+			// A reconciliation under way goes on from the beginning of
+			// the history the server holds now, as the reading after
+			// this reset: pages of the one that ended will not come, and
+			// what they delivered says nothing of what the server holds.
+			r.beginReconcileLocked(collection, live)
+			clear(rc.delivered)
+			clear(rc.replaced)
+		}
 	}
 	switch reason {
 	case proto.ResetHistoryLost:
