@@ -109,9 +109,10 @@ export async function reconcile(syncer, c, first = false, overtaken = 0) {
   // A first pull's reconciliation is noted as under way: its pages store
   // cursors, after which a pull of the collection is no longer a first
   // one, so one cut short (the network, a reload) would otherwise never
-  // be made. The next pull makes it again from the beginning, a first
-  // pull's still (syncstore.js firstPullReconciles); its end
-  // (dropCollected) settles it.
+  // be made. The next pull goes on from the cursor stored (a store that
+  // went back in time since resets it, and is healed) and then makes it
+  // again from the beginning, a first pull's still
+  // (Syncer.pullCollection); its end (dropCollected) settles it.
   if (first && overtaken === 0) await syncer.store.setMeta(RECONCILE_KEY + c, FIRST_PULL);
   const again = async () => {
     // A first pull's reconciliation is owed from now on, as a reset's is.

@@ -110,7 +110,7 @@ import { isPrefix, ownedStart, replicaPrefix, subjectOfToken } from './replica.j
 import { CODES, DEFAULTS, PATHS, STATUSES, TIMINGS, VERSION } from './constants.js';
 import { sentWith, encodeHello, encodeLivePush, encodePull, encodePush, parseHello, parsePullAnswer, parsePushAnswer, batchLength, pushBudget, resetAction, retryOf } from './protocol.js';
 import { OVERTAKEN, applyFirst, applyRemote, cursorOf, dropMeta, firstPullReconciles, healChecks, isEmpty, outboxCounts, owedHeals, owesReconcile, owesReplace, peekOutbox, pendingFloor, prepareRemote, pruneNotes, replacementDone, resetCollection, restartClock, schemaVersion, scopeOf, settle } from './syncstore.js';
-import { CURSOR_KEY, RESTAMP_KEY } from './metakeys.js';
+import { CURSOR_KEY, FIRST_PULL, RECONCILE_KEY, RESTAMP_KEY } from './metakeys.js';
 
 /** @typedef {import('./protocol.js').Hello} Hello */
 /** @typedef {import('./db.js').Store} Store */
@@ -1740,7 +1740,15 @@ export class Syncer {
     // Every record the server holds replaced the one held: an upgrade's
     // replacement, if one was owed, is done too.
     if (replaced) await replacementDone(this.store, c);
-    if (!seen) this.pulledAt.set(c, Date.now());
+    if (!seen) {
+      this.pulledAt.set(c, Date.now());
+      // A first pull's reconciliation cut short once a page stored a
+      // cursor (reconcile.js's reconcile) is made now that a pull from
+      // that cursor reached the end: a store that went back in time since
+      // reset it, and was healed (what pages of others' writes brought
+      // given back) before the reconciliation judges what the server lacks.
+      if ((await this.store.getMeta(RECONCILE_KEY + c)) === FIRST_PULL) return this.reconcile(c, true);
+    }
     return written;
   }
 

@@ -15,7 +15,7 @@ import { compareStamps, isZeroStamp } from './hlc.js';
 import { boundRejected, decodeEntry, rejectedEntry } from './change.js';
 import { cloneRecord, exists, hasStamps, ownPart, uncovered } from './parts.js';
 import { ownedStart } from './replica.js';
-import { CURSOR_KEY, DEFAULTS_KEY, FIRST_PULL, GIVEBACK_KEY, HEALCHECK_KEY, HEAL_KEY, RECONCILE_KEY, REPLACE_KEY, REREAD_KEY, SCOPE_KEY, SEALED, prefixRange } from './metakeys.js';
+import { CURSOR_KEY, DEFAULTS_KEY, GIVEBACK_KEY, HEALCHECK_KEY, HEAL_KEY, RECONCILE_KEY, REPLACE_KEY, REREAD_KEY, SCOPE_KEY, SEALED, prefixRange } from './metakeys.js';
 
 /** @typedef {import('./db.js').Store} Store */
 /** @typedef {import('./db.js').StoredRecord} StoredRecord */
@@ -798,9 +798,9 @@ export function isEmpty(st, c) {
  * asked for one (docs/protocol.md, "Tombstone collection"): its cursor
  * is empty (never pulled, or forgotten by an upgrade), no heal is owed,
  * no reset other than lease_expired is being read again (meta
- * "reread:<collection>"), and it holds a record the server acknowledged;
- * or a first pull's reconciliation was cut short (meta
- * "reconcile:<collection>" is FIRST_PULL: reconcile.js's reconcile).
+ * "reread:<collection>"), and it holds a record the server acknowledged.
+ * (One cut short after a page stored a cursor is made after the next
+ * pull from that cursor: Syncer.pullCollection.)
  * A replica that pushed but never pulled holds no lease, so the server
  * may have collected a record it pushed, deleted since, without waiting
  * for it; and a read from the beginning misses nothing, so the server
@@ -815,9 +815,7 @@ export function isEmpty(st, c) {
 export function firstPullReconciles(st, c) {
   return st.tx([META, RECORDS], 'readonly', `first pull of ${c}`, async (tx) => {
     const meta = tx.objectStore(META);
-    const [cursor, heal, reread, under] = await Promise.all([req(meta.get(CURSOR_KEY + c)), req(meta.get(HEAL_KEY + c)), req(meta.get(REREAD_KEY + c)), req(meta.get(RECONCILE_KEY + c))]);
-    // One cut short after a page stored a cursor is made again.
-    if (under === FIRST_PULL) return true;
+    const [cursor, heal, reread] = await Promise.all([req(meta.get(CURSOR_KEY + c)), req(meta.get(HEAL_KEY + c)), req(meta.get(REREAD_KEY + c))]);
     if (storedCursor(cursor).length > 0 || heal === true || reread === true) return false;
     return new Promise((resolve, reject) => {
       const r = tx.objectStore(RECORDS).openCursor(st.keyRange.bound([c], [c, []]));

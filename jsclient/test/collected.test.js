@@ -15,7 +15,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FakeServer } from './helpers/server.js';
-import { freshIDB, horizonPast, openClient, until } from './helpers/util.js';
+import { freshIDB, horizonPast, jwtOf, openClient, until } from './helpers/util.js';
 import { PATHS, STATUSES } from '../src/constants.js';
 import { fromStored } from '../src/db.js';
 import { decode, encode } from '../src/cbor.js';
@@ -1122,8 +1122,13 @@ for (const live of [false, true]) {
   });
 }
 
-for (const lost of [false, true]) {
-  test(`a first pull cut short after its first page stays a reconciliation: the next pull makes it from the beginning, and ${lost ? 'the records the store lost (wiped) are given back' : 'the record deleted and collected meanwhile is dropped'}, as the Go client does`, async (t) => {
+for (const scene of ['collected', 'wiped before', 'wiped after']) {
+  const what = {
+    collected: 'the record deleted and collected meanwhile is dropped',
+    'wiped before': 'the records the store lost before that pull (wiped) are given back',
+    'wiped after': "what the store lost after the page (wiped), another writer's record the page brought among it, is given back by a heal first, not dropped",
+  }[scene];
+  test(`a first pull cut short after its first page stays a reconciliation, made at the next pull: ${what}, as the Go client does`, async (t) => {
     const server = await new FakeServer({ maxPull: 1 }).start();
     t.after(() => server.stop());
     /** @type {{pull: boolean, push?: boolean}} */
@@ -1131,27 +1136,37 @@ for (const lost of [false, true]) {
     let pulls = 0;
     const a = await pushOnly(t, server, blocked, async () => {
       // The reading's second page fails once: the network, say.
-      if (++pulls === 2) throw new TypeError('pull cut short by the test');
+      if (++pulls === 2) {
+        if (scene === 'wiped after') server.wipe();
+        throw new TypeError('pull cut short by the test');
+      }
     });
+    // b writes as another subject: a holds no stamp of its own of b's records.
+    const b = await openClient({ url: server.url, name: 'b', token: jwtOf('bob'), collections: ['todos'], WebSocket: null, pollInterval: 50 });
+    t.after(() => b.close());
+    if (scene === 'wiped after') {
+      // The first page of a's reading brings p, which b alone wrote.
+      await b.collection('todos').put('p', { n: 2 });
+      await b.whenSynced();
+      await b.close();
+    }
     const todos = a.collection('todos');
     for (const id of ['x', 'y', 'z']) await todos.put(id, { n: 1 });
     await until(async () => server.coll('todos').byId.has('z') && (await outboxCounts(a.store)).pending === 0, 'x, y and z pushed', WAIT);
     await a.pause();
-    const b = await openClient({ url: server.url, name: 'b', collections: ['todos'], WebSocket: null, pollInterval: 50 });
-    t.after(() => b.close());
-    if (lost) {
+    if (scene === 'wiped before') {
       // The store goes back to empty; b writes two records after it, so
       // that a's reading from the beginning has two pages.
       server.wipe();
       await b.collection('todos').put('p', { n: 2 });
       await b.collection('todos').put('q', { n: 2 });
-    } else {
+    } else if (scene === 'collected') {
       await b.sync();
       await b.collection('todos').delete('x');
     }
     await b.whenSynced();
     await b.close();
-    if (!lost) {
+    if (scene === 'collected') {
       server.purge('todos', 'x');
       server.writeHorizon.set('todos', await horizonPast(a));
     }
@@ -1159,8 +1174,8 @@ for (const lost of [false, true]) {
     a.resume();
     await until(() => pulls > 2, 'the pull cut short, and pulled again', WAIT);
     await a.sync();
-    const want = lost ? ['p', 'q', 'x', 'y', 'z'] : ['y', 'z'];
-    assert.deepEqual((await todos.list()).map((r) => r.id).sort(), want, lost ? 'every record stays here' : 'x, deleted and collected on the server, is dropped here too');
-    assert.deepEqual([...server.coll('todos').byId.keys()].sort(), want, lost ? 'what the store lost is on the server again' : 'the server holds what a holds');
+    const want = { collected: ['y', 'z'], 'wiped before': ['p', 'q', 'x', 'y', 'z'], 'wiped after': ['p', 'x', 'y', 'z'] }[scene];
+    assert.deepEqual((await todos.list()).map((r) => r.id).sort(), want, scene === 'collected' ? 'x, deleted and collected on the server, is dropped here too' : 'every record stays here');
+    assert.deepEqual([...server.coll('todos').byId.keys()].sort(), want, scene === 'collected' ? 'the server holds what a holds' : 'what the store lost is on the server again');
   });
 }

@@ -8,7 +8,7 @@
 
 import { test } from 'node:test';
 import { FakeServer } from './helpers/server.js';
-import { horizonPast, openClient, until } from './helpers/util.js';
+import { horizonPast, jwtOf, openClient, until } from './helpers/util.js';
 import assert from 'node:assert/strict';
 import { PATHS, STATUSES } from '../src/constants.js';
 import { decode, encode } from '../src/cbor.js';
@@ -18,11 +18,6 @@ import { cloneRecord, exists } from '../src/parts.js';
 
 const WAIT = 15_000;
 
-/** @param {string} sub */
-function jwtOf(sub) {
-  const b64 = (/** @type {any} */ o) => Buffer.from(JSON.stringify(o)).toString('base64url');
-  return `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64({ sub, exp: Math.floor(Date.now() / 1000) + 3600 })}.sig`;
-}
 
 for (const live of [false, true]) {
   test(`a store wiped again between the heal and the pull after it is healed again (${live ? 'live' : 'polling'})`, async (t) => {

@@ -7,7 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FakeServer } from './helpers/server.js';
-import { freshIDB, openClient, heldAnswers, until } from './helpers/util.js';
+import { freshIDB, jwtOf, openClient, heldAnswers, until } from './helpers/util.js';
 import { PATHS } from '../src/constants.js';
 import { fromStored } from '../src/db.js';
 import { owedHeals } from '../src/syncstore.js';
@@ -15,15 +15,6 @@ import { owedHeals } from '../src/syncstore.js';
 /** Waits longer than until's default: these runs sync several clients through resets, and the full suite runs files in parallel. */
 const WAIT = 15_000;
 
-/**
- * An unsigned JWT naming subject sub (the fake server does not check
- * signatures; it derives the replica prefix from the subject).
- * @param {string} sub
- */
-function jwtOf(sub) {
-  const b64 = (/** @type {any} */ o) => Buffer.from(JSON.stringify(o)).toString('base64url');
-  return `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64({ sub, exp: Math.floor(Date.now() / 1000) + 3600 })}.sig`;
-}
 
 /**
  * The server's records of collection c as {id: visible fields}.

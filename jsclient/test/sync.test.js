@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FakeServer } from './helpers/server.js';
-import { freshIDB, openClient, heldAnswers, slowAnswers, until } from './helpers/util.js';
+import { freshIDB, jwtOf, openClient, heldAnswers, slowAnswers, until } from './helpers/util.js';
 import { DEFAULTS, PATHS, STATUSES, TIMINGS } from '../src/constants.js';
 import { fromStored } from '../src/db.js';
 import { maxStamp } from '../src/record.js';
@@ -824,14 +824,6 @@ test('a max-push or max-pull announced as 0 is the default: batches and pages as
   assert.ok(asked.length > 0 && asked.every((n) => n === DEFAULTS.maxPullRecords), `pulls ask for pages of the default, not ${asked}`);
 });
 
-/**
- * An unsigned JWT naming subject (the fake server reads, not checks, it).
- * @param {string} sub
- */
-function jwtOf(sub) {
-  const b64 = (/** @type {any} */ o) => Buffer.from(JSON.stringify(o)).toString('base64url');
-  return `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64({ sub, exp: Math.floor(Date.now() / 1000) + 3600 })}.sig`;
-}
 
 test("writes are stamped with the ids of the token's subject; another subject's changes wait for it", async (t) => {
   const { REPLICA } = await import('../src/constants.js');

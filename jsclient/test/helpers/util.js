@@ -167,4 +167,15 @@ export async function horizonPast(a, timeout = 15_000) {
   return horizon;
 }
 
+/**
+ * An unsigned JWT naming subject sub, expiring in an hour (the fake
+ * server reads, not checks, it: it derives the replica prefix from the
+ * subject).
+ * @param {string} sub
+ */
+export function jwtOf(sub) {
+  const b64 = (/** @type {any} */ o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  return `${b64({ alg: 'HS256', typ: 'JWT' })}.${b64({ sub, exp: Math.floor(Date.now() / 1000) + 3600 })}.sig`;
+}
+
 export { IDBKeyRange, WebSocket };
