@@ -136,7 +136,12 @@ else
       if c == 118 or c == 115 then drop[#drop + 1] = k end
     end
     for _, k in ipairs(drop) do shadow[k] = nil end
-    redis.call('HDEL', sh, unpack(drop))
+    -- In commands of at most 1,000 fields: Lua unpacks at most 7,999
+    -- values, and an app's hash may have had any number of fields (two
+    -- shadow entries each), past the record's limit too.
+    for i = 1, #drop, 1000 do
+      redis.call('HDEL', sh, unpack(drop, i, math.min(i + 999, #drop)))
+    end
     redis.call('HSET', sh, '=d', s)
     shadow['=d'] = s
   end
