@@ -629,7 +629,7 @@ func (s *Store) masters(ctx context.Context, fn func(ctx context.Context, c *gor
 	case *goredis.Client:
 		return fn(ctx, c)
 	}
-	return errors.New("capture needs a *redis.Client or *redis.ClusterClient")
+	return errors.New("the store needs a *redis.Client or *redis.ClusterClient here")
 }
 
 // scanLoop keeps a keyspace subscription on every master and runs a

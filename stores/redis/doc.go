@@ -30,7 +30,9 @@
 //
 // # The script
 //
-// Open loads the scripts (SCRIPT LOAD, on every master of a cluster).
+// Open loads the scripts (SCRIPT LOAD, on every master of a cluster, never
+// on a replica: a promoted replica must answer NOSCRIPT, see # Group
+// commit).
 // Apply sends the changes of one collection to merge.lua in one EVALSHA
 // (falling back to EVAL when the server lost the script, after a restart
 // or a failover; large batches take several calls, see # Caveats), in a
@@ -169,7 +171,10 @@
 // among its callers and by the socket timeouts, so no caller's
 // cancellation fails the others. A NOSCRIPT reply is sent again with EVAL,
 // after a check of the servers' run (epoch.go, checkRun): the server restarted
-// or a replica took over, and may have lost the last writes.
+// or a replica took over, and may have lost the last writes. Redis does not
+// replicate SCRIPT LOAD and a promotion keeps the script cache, so Open
+// loads the scripts on masters only; a test fails a master over to a
+// replica that missed writes and checks that a cursor from before is reset.
 // Close waits for the queued calls to be answered.
 //
 // Merging several callers' changes into one script call would save the

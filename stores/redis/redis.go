@@ -152,18 +152,30 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 // loadScripts loads the scripts into the script cache of the server, or of
 // every master of a cluster, so the first calls need no EVAL fallback and a
 // script the server cannot compile fails Open. Servers forget scripts on
-// restart and failover; Script.Run then falls back to EVAL. A user whose ACL
-// forbids SCRIPT LOAD relies on that fallback from the start.
+// restart; Script.Run then falls back to EVAL. A user whose ACL forbids
+// SCRIPT LOAD relies on that fallback from the start.
+//
+// Masters only, never their replicas (go-redis's cluster ScriptLoad loads
+// on every node): Redis does not replicate SCRIPT LOAD, and a replica
+// keeps its script cache when it is promoted. A replica that takes over
+// then answers the first merge call with NOSCRIPT, which is how a store
+// whose subscription is on another master learns of the failover before
+// it writes there (roundTrip checks the servers' run).
 func (s *Store) loadScripts(ctx context.Context) error {
-	for _, sc := range []*goredis.Script{mergeScript, readScript, usageScript, purgeScript} {
-		err := sc.Load(ctx, s.client).Err()
-		if goredis.HasErrorPrefix(err, "NOPERM") {
-			s.log.Debug("SCRIPT LOAD not permitted; scripts load on first use", "err", err)
-			return nil
+	err := s.masters(ctx, func(ctx context.Context, c *goredis.Client) error {
+		for _, sc := range []*goredis.Script{mergeScript, readScript, usageScript, purgeScript} {
+			if err := sc.Load(ctx, c).Err(); err != nil {
+				return err
+			}
 		}
-		if err != nil {
-			return s.fail(ctx, "load scripts", err)
-		}
+		return nil
+	})
+	if goredis.HasErrorPrefix(err, "NOPERM") {
+		s.log.Debug("SCRIPT LOAD not permitted; scripts load on first use", "err", err)
+		return nil
+	}
+	if err != nil {
+		return s.fail(ctx, "load scripts", err)
 	}
 	return nil
 }
