@@ -18,10 +18,11 @@ import (
 // TestClusterFailoverResets: the master of a collection's slot has a
 // replica that stopped replicating; the master acknowledges three more
 // writes, and the replica takes over without them. The collection's
-// sequence numbers then go back, and the next writes give them out again
-// (to the same record, so the engine's own check of the cursor's position
-// cannot tell): a cursor from before must be reset, history lost, although
-// the store's subscription, on another master, never broke. The store
+// sequence numbers then go back, and the next writes, through a server
+// that never read the collection's head, give them out again (to the same
+// record, so neither engine's own checks can tell): a cursor from before
+// must be reset, history lost, although the stores' subscriptions, on
+// another master, never broke. The store
 // learns of the failover when the merge script is missing on the promoted
 // node (NOSCRIPT): so the scripts must be loaded on the masters only, never
 // on their replicas, whose script cache a promotion keeps.
