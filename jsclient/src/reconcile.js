@@ -72,6 +72,7 @@ import { cloneRecord } from './parts.js';
 import { boundRejected, decodeEntry, rejectedEntry } from './change.js';
 import { CURSOR_KEY, FIRST_PULL, GIVEBACK_KEY, RECONCILE_KEY, RESTAMP_KEY, SEALED } from './metakeys.js';
 import { equalBytes } from './cbor.js';
+import { isPrefix, replicaId } from './replica.js';
 
 /** @typedef {import('./db.js').Store} Store */
 /** @typedef {import('./db.js').OutboxEntry} OutboxEntry */
@@ -431,12 +432,20 @@ export function holdRefused(store, items) {
  */
 async function restampHeld(syncer, c, held) {
   const settled = held.map((entry) => ({ entry, refused: true, code: 'collected', message: entry.collected ?? '', requestId: null }));
-  const { changed, rejected } = await settle(syncer.store, settled, { when: Date.now(), subject: syncer.subject() });
+  const settledNow = await settle(syncer.store, settled, { when: Date.now(), subject: syncer.subject() });
+  const { changed, rejected } = settledNow;
+  let dropped = settledNow.dropped;
   const items = held.filter((e) => rejected.has(e.seq)).map((entry) => ({ entry, rid: /** @type {number} */ (rejected.get(entry.seq)) }));
   const out = await restampRefused(syncer.store, items, new Map());
   let written = 0;
-  items.forEach(({ entry }, k) => {
+  items.forEach(({ entry, rid }, k) => {
     const re = out[k];
+    if (!re) {
+      // Another subject's: it stays rejected.
+      syncer.o.onRefused({ collection: c, id: entry.id, code: 'collected', message: entry.collected ?? '', requestId: null, rejectedId: rid, dropped });
+      dropped = 0;
+      return;
+    }
     if (re.written) written++;
     if (!re.written || re.lost.length > 0) syncer.o.onSuperseded({ collection: c, id: entry.id, lost: re.lost, status: re.written ? 'applied' : 'superseded' });
   });
@@ -497,7 +506,11 @@ export function restampWhat(old, known) {
  * its key from meta "restamp:<collection>". The entries written are
  * marked restamped: refused collected again, they stay rejected
  * (restampable). Returns, per item, whether it was written again and the
- * fields left out.
+ * fields left out, or null for one written by another replica than the
+ * one this tab writes as now (the token was switched to another subject
+ * since it was pushed): written again, it would be pushed as the new
+ * subject's, so it stays among the rejected changes, for its subject to
+ * retry, and is told as a refusal.
  *
  * originals maps the outbox entries written again by earlier calls (of
  * one push) to the changes they were written from: the record as known
@@ -506,10 +519,14 @@ export function restampWhat(old, known) {
  * @param {Store} store
  * @param {{entry: OutboxEntry, rid: number}[]} items
  * @param {Map<number, Rec>} originals
- * @returns {Promise<{written: boolean, lost: string[]}[]>}
+ * @returns {Promise<({written: boolean, lost: string[]}|null)[]>}
  */
 export function restampRefused(store, items, originals) {
   return store.tx([RECORDS, OUTBOX, META, REJECTED], 'readwrite', 'write refused changes again', async (tx) => {
+    // The replica the writes below stamp as (writeIn reads the prefix
+    // the same way, in this transaction).
+    const prefix = await req(tx.objectStore(META).get('prefix'));
+    const as = isPrefix(prefix) && store.device !== null ? replicaId(prefix, store.device) : store.replica;
     const records = tx.objectStore(RECORDS);
     const index = tx.objectStore(OUTBOX).index('record');
     const keys = [...new Map(items.map((x) => [JSON.stringify([x.entry.c, x.entry.id]), [x.entry.c, x.entry.id]])).values()];
@@ -526,7 +543,7 @@ export function restampRefused(store, items, originals) {
     );
     const held = new Map(read);
     const olds = items.map((x) => decodeEntry(x.entry.change));
-    /** @type {{written: boolean, lost: string[]}[]} */
+    /** @type {({written: boolean, lost: string[]}|null)[]} */
     const out = [];
     /** @type {Map<string, {id: string, build: import('./db.js').Build, old: Rec}[]>} per collection */
     const writes = new Map();
@@ -536,6 +553,10 @@ export function restampRefused(store, items, originals) {
       items.forEach((y, j) => {
         if (j !== i && y.entry.c === x.entry.c && y.entry.id === x.entry.id) mergeInto(known, olds[j]);
       });
+      if (x.entry.r !== undefined && x.entry.r !== as) {
+        out.push(null);
+        return;
+      }
       const what = restampWhat(olds[i], known);
       tx.objectStore(REJECTED).delete(x.rid);
       if (!what) {

@@ -1352,7 +1352,11 @@ export class Syncer {
       if (again && again.size > 0) {
         const items = [...again].filter((i) => rejected.has(batch[i].seq)).map((i) => ({ i, entry: batch[i], rid: /** @type {number} */ (rejected.get(batch[i].seq)) }));
         const out = await (await import('./reconcile.js')).restampRefused(this.store, items, originals);
-        items.forEach((x, k) => restamped.set(x.i, out[k]));
+        // One another subject wrote (null) stays rejected: told as refused, below.
+        items.forEach((x, k) => {
+          const re = out[k];
+          if (re) restamped.set(x.i, re);
+        });
       }
       for (let i = 0; i < batch.length; i++) {
         const r = results[i];

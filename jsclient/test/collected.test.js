@@ -23,6 +23,7 @@ import { emptyRecord, maxStamp } from '../src/record.js';
 import { COLLECTED_MESSAGE } from '../src/reconcile.js';
 import { cursorOf, firstPullReconciles, outboxCounts, owesReconcile } from '../src/syncstore.js';
 import { cloneRecord } from '../src/parts.js';
+import { replicaPrefix } from '../src/replica.js';
 
 const WAIT = 15_000;
 const sleep = (/** @type {number} */ ms) => new Promise((r) => setTimeout(r, ms));
@@ -1179,3 +1180,60 @@ for (const scene of ['collected', 'wiped before', 'wiped after']) {
     assert.deepEqual([...server.coll('todos').byId.keys()].sort(), want, scene === 'collected' ? 'the server holds what a holds' : 'what the store lost is on the server again');
   });
 }
+
+test("after lease_expired: a change refused collected whose push is answered after setToken with another subject is not written again as that subject: it stays the old subject's", async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const a = await openClient({ url: server.url, name: 'a', token: jwtOf('alice'), collections: ['todos'], WebSocket: null, pollInterval: 50 });
+  t.after(() => a.close());
+  const todos = a.collection('todos');
+  await todos.put('y', { n: 1 });
+  await a.whenSynced();
+  await a.pause();
+  await todos.update('y', { n: 2 });
+  await sleep(50);
+  server.writeHorizon.set('todos', await horizonPast(a));
+  server.leaseExpire('todos');
+  await sleep(50);
+  // The push that carries alice's edit is answered (refused collected)
+  // once the device has switched to bob.
+  let switched = false;
+  const handle = server.handle.bind(server);
+  server.handle = async (/** @type {any} */ req, /** @type {any} */ res) => {
+    if (req.url !== PATHS.push || switched) return handle(req, res);
+    const before = server.pushed.length;
+    const end = res.end.bind(res);
+    /** @type {(args: any[]) => void} */
+    let ended = () => {};
+    const answered = new Promise((r) => (ended = r));
+    res.end = (/** @type {any[]} */ ...args) => (ended(args), res);
+    await handle(req, res);
+    const args = await answered;
+    if (server.pushed.slice(before).some((p) => p.id === 'y' && p.code === 'collected')) {
+      switched = true;
+      a.setToken(jwtOf('bob'));
+      await a.store.switching;
+    }
+    end(...args);
+  };
+  const bob = await replicaPrefix('bob');
+  /** @type {any[]} */
+  const refused = [];
+  a.on('refused', (r) => refused.push(r));
+  a.resume();
+  await until(() => switched, 'the push answered after the switch', WAIT);
+  await until(() => a.status.pending === 0 && !a.status.syncing, 'the outbox settled for bob', WAIT);
+  await sleep(300);
+  const asBob = server.pushed.filter((p) => p.id === 'y' && p.record && [...p.record.fields.values()].some((f) => f.stamp.replica.startsWith(bob)));
+  assert.deepEqual(asBob.map((p) => p.record.fields.get('n')), [], "alice's edit is not pushed as bob's");
+  assert.equal(onServer(server, 'todos', 'y', 'n'), 1, 'nor applied');
+  // It stays among the rejected changes, alice's to write again, and the
+  // app hears it refused.
+  assert.deepEqual(
+    (await a.rejected()).map((r) => [r.recordId, r.code, r.change.fields]),
+    [['y', 'collected', { n: 2 }]],
+  );
+  await until(() => refused.length === 1, 'the refusal told', WAIT);
+  assert.deepEqual([refused[0].id, refused[0].code], ['y', 'collected']);
+  assert.deepEqual(await todos.get('y'), { id: 'y', n: 1 });
+});
