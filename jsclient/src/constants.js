@@ -264,6 +264,7 @@ export const RESET_REASONS = /* @__PURE__ */ Object.freeze([
 /** A server's default limits; a client follows what the server's hello announces. */
 export const DEFAULTS = /* @__PURE__ */ Object.freeze({
   "burst": 400,
+  "maxAnswerBytes": 67108864,
   "maxBodyBytes": 4194304,
   "maxConnsPerAddr": 64,
   "maxDriftMs": 300000,

@@ -33,7 +33,7 @@ export const sentWith = new WeakMap();
  * is fetched over HTTP instead, a pull answer over it again in smaller
  * pages, and a push or a restore over it again in halves (splitter, sync.js).
  */
-export const MAX_ANSWER_BYTES = 64 << 20;
+export const MAX_ANSWER_BYTES = DEFAULTS.maxAnswerBytes;
 
 /** @typedef {import('./record.js').Record} Record */
 

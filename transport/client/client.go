@@ -26,8 +26,8 @@ import (
 // Defaults.
 const (
 	// DefaultMaxResponseBytes bounds a response body or WebSocket message
-	// the client reads.
-	DefaultMaxResponseBytes = 64 << 20
+	// the client reads, as the browser client's does.
+	DefaultMaxResponseBytes = proto.DefaultMaxAnswerBytes
 	// DefaultHandshakeTimeout bounds a WebSocket dial plus hello/welcome.
 	DefaultHandshakeTimeout = 10 * time.Second
 )

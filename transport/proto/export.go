@@ -125,6 +125,7 @@ func Constants() Exported {
 			"maxPullResets":     MaxPullResets,
 			"pullShrink":        PullShrink,
 			"maxRejectedBytes":  MaxRejectedBytes,
+			"maxAnswerBytes":    DefaultMaxAnswerBytes,
 		},
 		Timings: map[string]int64{
 			"pingIntervalMs":         PingInterval.Milliseconds(),

@@ -56,6 +56,12 @@ const (
 	MaxUnwrittenLeasesPerSubject = 16
 	// MaxRequestIDBytes bounds a client's Convergo-Request-Id.
 	MaxRequestIDBytes = 64
+	// DefaultMaxAnswerBytes is the most of an answer (an HTTP response
+	// body, a live message) a client reads: its own bound against a broken
+	// or hostile server, not a limit of the protocol (docs/protocol.md,
+	// section 5). Both clients take it: the Go client's default
+	// Config.MaxResponseBytes, the browser client's MAX_ANSWER_BYTES.
+	DefaultMaxAnswerBytes = 64 << 20
 	// MaxRejected and MaxRejectedBytes bound what a client keeps of the
 	// changes the server refused (docs/design.md, "Push results and
 	// refused changes"): the oldest are dropped first, and the drop is
