@@ -59,6 +59,9 @@
 //            stored a position past the beginning since: its pull from the
 //            beginning is not a reconciliation, since a reset drops
 //            nothing local; see syncstore.js firstPullReconciles),
+//            "losses:<collection>" (how many resets with history lost
+//            the collection had: a push answered after one is not taken
+//            as acknowledged; see syncstore.js settle),
 //            "restamp:<collection>" (the keys of the outbox entries a
 //            reconciliation found may be written again with fresh stamps,
 //            once, if the server refuses them collected: reconcile.js;

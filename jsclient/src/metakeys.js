@@ -17,6 +17,7 @@ export const RECONCILE_KEY = 'reconcile:';
  */
 export const FIRST_PULL = 'first';
 export const REREAD_KEY = 'reread:';
+export const LOSSES_KEY = 'losses:';
 export const RESTAMP_KEY = 'restamp:';
 export const SCOPE_KEY = 'scope:';
 export const REPLACE_KEY = 'replace:';

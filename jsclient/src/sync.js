@@ -1201,7 +1201,9 @@ export class Syncer {
     for (;;) {
       /** @type {Map<string, number>} the schema version the entries' collections are in */
       const inVersion = new Map();
-      const entries = await peekOutbox(this.store, split.limit, held, inVersion);
+      /** @type {Map<string, number>} the count of resets with history lost of the entries' collections (settle) */
+      const losses = new Map();
+      const entries = await peekOutbox(this.store, split.limit, held, inVersion, losses);
       if (entries.length === 0) {
         // Counted as another subject (setToken): what the old one left is
         // held, not pending.
@@ -1340,7 +1342,7 @@ export class Syncer {
           pulled.delete(entry.c);
         }
       }
-      const settledNow = await settle(this.store, settled, { when: Date.now(), subject: this.subject() });
+      const settledNow = await settle(this.store, settled, { when: Date.now(), subject: this.subject() }, losses);
       const { changed: rolledBack, rejected, taken } = settledNow;
       dropped += settledNow.dropped;
       // The edits that stay are written again with fresh stamps, pushed by

@@ -15,7 +15,7 @@ import { compareStamps, isZeroStamp } from './hlc.js';
 import { boundRejected, decodeEntry, rejectedEntry } from './change.js';
 import { cloneRecord, exists, hasStamps, ownPart, uncovered } from './parts.js';
 import { ownedStart } from './replica.js';
-import { CURSOR_KEY, DEFAULTS_KEY, GIVEBACK_KEY, HEALCHECK_KEY, HEAL_KEY, RECONCILE_KEY, REPLACE_KEY, REREAD_KEY, SCOPE_KEY, SEALED, prefixRange } from './metakeys.js';
+import { CURSOR_KEY, DEFAULTS_KEY, GIVEBACK_KEY, HEALCHECK_KEY, HEAL_KEY, LOSSES_KEY, RECONCILE_KEY, REPLACE_KEY, REREAD_KEY, SCOPE_KEY, SEALED, prefixRange } from './metakeys.js';
 
 /** @typedef {import('./db.js').Store} Store */
 /** @typedef {import('./db.js').StoredRecord} StoredRecord */
@@ -471,12 +471,24 @@ export function resetCollection(st, c, heal, reconcile = false, after = null) {
     const meta = tx.objectStore(META);
     if (after && !equalBytes(storedCursor(await req(meta.get(CURSOR_KEY + c))), after)) return false;
     meta.delete(CURSOR_KEY + c);
-    if (heal) meta.put(true, HEAL_KEY + c);
+    if (heal) {
+      meta.put(true, HEAL_KEY + c);
+      // Counted: a push answered after this reset was perhaps
+      // acknowledged by the store that lost it (settle).
+      meta.put(lossesIn(await req(meta.get(LOSSES_KEY + c))) + 1, LOSSES_KEY + c);
+    }
     if (reconcile) meta.put(true, RECONCILE_KEY + c);
     else meta.put(true, REREAD_KEY + c);
     return true;
   });
 }
+
+/**
+ * A count of resets with history lost as stored (meta
+ * "losses:<collection>"): 0 when there is none.
+ * @param {unknown} v
+ */
+const lossesIn = (v) => (Number.isSafeInteger(v) ? /** @type {number} */ (v) : 0);
 
 /**
  * Whether collection c is owed a reconciliation (resetCollection with
@@ -584,16 +596,19 @@ export function healChecks(st) {
  * With versions, the schema version of each of their collections
  * (schemaVersion) is set in it, read in the same transaction: an upgrade
  * (another tab's) translates the outbox and stores the version together,
- * so the version is the one the entries are in.
+ * so the version is the one the entries are in. With losses, the count of
+ * resets with history lost of each of their collections (meta
+ * "losses:<collection>"), read in the same transaction, for settle.
  * @param {Store} st
  * @param {number} limit
  * @param {{has: (c: string) => boolean}} [held]
  * @param {Map<string, number>} [versions]
+ * @param {Map<string, number>} [losses]
  * @returns {Promise<OutboxEntry[]>}
  */
-export function peekOutbox(st, limit, held, versions) {
+export function peekOutbox(st, limit, held, versions, losses) {
   const mine = (/** @type {OutboxEntry} */ e) => (e.r === undefined || e.r === st.replica) && !held?.has(e.c);
-  return st.tx(versions ? [OUTBOX, META] : [OUTBOX], 'readonly', 'read outbox', async (tx) => {
+  return st.tx(versions || losses ? [OUTBOX, META] : [OUTBOX], 'readonly', 'read outbox', async (tx) => {
     const store = tx.objectStore(OUTBOX);
     let out = /** @type {OutboxEntry[]} */ (await req(store.getAll(null, limit < 2 ** 32 ? limit : undefined)));
     if (!out.every(mine)) {
@@ -621,6 +636,7 @@ export function peekOutbox(st, limit, held, versions) {
         versions.set(c, stored ? v : st.versions.get(c) ?? 0);
       }
     }
+    if (losses) for (const c of new Set(out.map((e) => e.c))) losses.set(c, lossesIn(await req(tx.objectStore(META).get(LOSSES_KEY + c))));
     return out;
   });
 }
@@ -637,19 +653,31 @@ export function peekOutbox(st, limit, held, versions) {
  * the records (collection, ids) whose visible state changed, the id of
  * the rejected entry of each refused outbox entry (by its seq), how many
  * old rejected entries were dropped, and the seqs of the entries this
- * call settled (taken).
+ * call settled (taken). With losses (peekOutbox's, of the pushed
+ * entries' collections when they were read), an accepted entry of a
+ * collection reset with history lost since is not taken: it stays in the
+ * outbox, to be pushed again. The store that acknowledged it may be the
+ * one that lost it, and the heal that reset asked for (this tab's, or
+ * another's) did not give it back, pending then.
  * @param {Store} st
  * @param {Settled[]} settled
  * @param {{when: number, subject: string|null}} [info] for rejected entries
+ * @param {Map<string, number>} [losses]
  * @returns {Promise<{changed: Map<string, string[]>, rejected: Map<number, number>, dropped: number, taken: Set<number>}>}
  */
-export function settle(st, settled, info = { when: Date.now(), subject: null }) {
+export function settle(st, settled, info = { when: Date.now(), subject: null }, losses) {
   if (settled.length === 0) return Promise.resolve({ changed: new Map(), rejected: new Map(), dropped: 0, taken: new Set() });
   const anyRefused = settled.some((x) => x.refused);
-  const stores = anyRefused ? [RECORDS, OUTBOX, REJECTED, META] : [RECORDS, OUTBOX];
+  const stores = anyRefused || losses ? [RECORDS, OUTBOX, REJECTED, META] : [RECORDS, OUTBOX];
   return st.tx(stores, 'readwrite', 'settle outbox', async (tx) => {
     const outbox = tx.objectStore(OUTBOX);
     const records = tx.objectStore(RECORDS);
+    // The collections reset with history lost since their entries were read.
+    /** @type {Set<string>} */
+    const lost = new Set();
+    if (losses) {
+      for (const [c, n] of losses) if (lossesIn(await req(tx.objectStore(META).get(LOSSES_KEY + c))) !== n) lost.add(c);
+    }
     // The entries still in the outbox, listed in one read.
     const seqs = settled.map((x) => x.entry.seq);
     const held = new Set(await req(outbox.getAllKeys(st.keyRange.bound(Math.min(...seqs), Math.max(...seqs)))));
@@ -661,7 +689,7 @@ export function settle(st, settled, info = { when: Date.now(), subject: null }) 
     const rejected = new Map();
     for (const x of settled) {
       const { entry, refused } = x;
-      if (!held.has(entry.seq)) continue;
+      if (!held.has(entry.seq) || (!refused && lost.has(entry.c))) continue;
       taken.add(entry.seq);
       outbox.delete(entry.seq);
       const key = JSON.stringify([entry.c, entry.id]);

@@ -498,3 +498,74 @@ for (const { name, steps } of liveCases) {
     assert.deepEqual(await b.collection('todos').get('x'), want);
   });
 }
+
+test('without Web Locks: a write the store acknowledged and then lost, its answer read only after another tab healed the reset that loss caused, is pushed again, as the Go client does', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  /** @type {{armed: boolean, answered: () => void, release: Promise<void>|null}} */
+  const heldPush = { armed: false, answered: () => {}, release: null };
+  /** @type {{armed: boolean, reached: () => void, release: Promise<void>|null}} */
+  const heldPull = { armed: false, reached: () => {}, release: null };
+  const opts = { url: server.url, name: 'lateack', indexedDB: freshIDB(), locks: null, BroadcastChannel: globalThis.BroadcastChannel, collections: ['todos'], WebSocket: null, pollInterval: 60_000 };
+  // Tab a reads the answer of its push, once armed, only when released:
+  // the server applied the push, and its store then lost it.
+  const a = await openClient({
+    ...opts,
+    fetch: async (/** @type {any} */ input, /** @type {any} */ init) => {
+      const res = await fetch(input, init);
+      if (String(input).endsWith(PATHS.push) && heldPush.armed) {
+        heldPush.armed = false;
+        heldPush.answered();
+        await heldPush.release;
+      }
+      return res;
+    },
+  });
+  // Tab b's pull waits, once armed, until released.
+  const b = await openClient({
+    ...opts,
+    fetch: async (/** @type {any} */ input, /** @type {any} */ init) => {
+      if (String(input).endsWith(PATHS.pull) && heldPull.armed) {
+        heldPull.armed = false;
+        heldPull.reached();
+        await heldPull.release;
+      }
+      return fetch(input, init);
+    },
+  });
+  t.after(() => Promise.all([a.close(), b.close()]));
+  await until(() => a.status.leader && b.status.leader && a.status.online && b.status.online, 'both lead');
+  await a.collection('todos').put('first', { n: 1 });
+  await a.sync();
+  await b.sync();
+
+  /** @type {() => void} */
+  let letPull = () => {};
+  heldPull.release = new Promise((r) => (letPull = () => r(undefined)));
+  const pullReached = new Promise((r) => (heldPull.reached = () => r(undefined)));
+  heldPull.armed = true;
+  const bSynced = b.sync(); // its push goes with nothing; its pull waits
+  await pullReached;
+  /** @type {() => void} */
+  let letAnswer = () => {};
+  heldPush.release = new Promise((r) => (letAnswer = () => r(undefined)));
+  const answered = new Promise((r) => (heldPush.answered = () => r(undefined)));
+  heldPush.armed = true;
+  await a.collection('todos').put('late', { n: 2 });
+  const aSynced = a.sync();
+  await answered;
+  assert.ok(server.coll('todos').byId.has('late'), 'the server applied the write');
+  server.wipe();
+  // b's pull is reset history_lost and b heals: the write, still in the
+  // outbox, is not among what it gives back.
+  letPull();
+  await bSynced;
+  letAnswer();
+  await aSynced;
+  for (let i = 0; i < 3; i++) {
+    await a.sync();
+    await b.sync();
+  }
+  assert.deepEqual([...server.coll('todos').byId.keys()].sort(), ['first', 'late'], 'the write the lost store acknowledged is on the server again');
+  assert.equal((await outboxCounts(a.store)).pending, 0);
+});
