@@ -169,7 +169,7 @@ func (st *Store) fillHoles(ctx context.Context, ref logRef, after uint64, page s
 			j++
 		}
 		found, err := st.readHoles(ctx, ref, holes[i:j], read.seen)
-		for err != nil && j-i > 1 && apiCode(err) == "ValidationException" {
+		for err != nil && j-i > 1 && refusedRead(err) {
 			st.log.Debug("log read over DynamoDB's answer size; reading it in halves", "collection", ref.String(), "transactions", j-i)
 			j = i + (j-i)/2
 			found, err = st.readHoles(ctx, ref, holes[i:j], read.seen)
@@ -201,6 +201,19 @@ func (st *Store) fillHoles(ctx context.Context, ref logRef, after uint64, page s
 	}
 	out.Next, out.More = page.Next, page.More
 	return out, nil
+}
+
+// refusedRead reports whether DynamoDB refused a TransactGetItems for what
+// it would read rather than for a transaction in progress: a
+// ValidationException (DynamoDB Local's answer to items over 4 MB:
+// "Payload in response is too large"), or a cancellation for a validation
+// error, which a read of fewer items may avoid.
+func refusedRead(err error) bool {
+	var cancelled *types.TransactionCanceledException
+	if errors.As(err, &cancelled) {
+		return slices.Contains(reasonCodes(cancelled.CancellationReasons), "ValidationError")
+	}
+	return apiCode(err) == "ValidationException"
 }
 
 // holeItemBytes is what a record item holds beside its record's encoding:
@@ -250,6 +263,10 @@ func (st *Store) readHoles(ctx context.Context, ref logRef, holes []hole, sizes 
 				return found, err
 			}
 			st.log.Debug("log read ordered before a transaction the page saw; reading again", "collection", ref.String(), "record", before.id, "seq", before.seq)
+		case errors.As(err, &cancelled) && slices.Contains(reasonCodes(cancelled.CancellationReasons), "ValidationError"):
+			// Not a transaction in progress: reading again would meet it
+			// again (fillHoles reads fewer transactions at a time).
+			return nil, translate(ctx, op, err)
 		case errors.As(err, &cancelled):
 			st.log.Debug("log read cancelled; reading again", "collection", ref.String(), "attempt", attempt, "reasons", reasonCodes(cancelled.CancellationReasons))
 		default:

@@ -353,3 +353,33 @@ func TestPullHolesOverOneRead(t *testing.T) {
 		}
 	}
 }
+
+// TestPullHolesReadRefusedForSize: a TransactGetItems DynamoDB cancels for a
+// validation error (as it may for items over 4 MB) is no transaction in
+// progress, which reading the same items again would outwait: the page
+// reads the transactions' gaps again in halves, and delivers every record
+// once.
+func TestPullHolesReadRefusedForSize(t *testing.T) {
+	refused := fault{status: 400, body: `{"__type":"com.amazonaws.dynamodb.v20120810#TransactionCanceledException","Message":"Transaction cancelled, please refer cancellation reasons for specific reasons [ValidationError]","CancellationReasons":[{"Code":"ValidationError","Message":"the aggregate size of the items exceeds 4 MB"}]}`}
+	s, ft := faultStore(t, Config{MaxAttempts: 3}, nil)
+	for tx := range 3 {
+		applyNew(t, s, "rs", int64(tx+1), fmt.Sprintf("a%d", tx), fmt.Sprintf("b%d", tx))
+	}
+	// Compact the first entry of each transaction away: three gaps.
+	for tx := range 3 {
+		applyNew(t, s, "rs", int64(10+tx), fmt.Sprintf("a%d", tx))
+	}
+	ft.mu.Lock()
+	ft.pick = func(op string, body []byte) fault {
+		// Any read of more than one transaction's gap (two items each).
+		if op == "TransactGetItems" && bytes.Count(body, []byte(`"Get"`)) > 2 {
+			return refused
+		}
+		return fault{}
+	}
+	ft.mu.Unlock()
+	got := drainLog(t, s, "rs", 0, 100)
+	if list := entryList(got); list != " b0@2 b1@4 b2@6 a0@7 a1@8 a2@9" {
+		t.Fatalf("delivered%s, want b0@2 b1@4 b2@6 a0@7 a1@8 a2@9", list)
+	}
+}
