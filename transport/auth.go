@@ -13,6 +13,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/golang-jwt/jwt/v5"
 
@@ -100,31 +102,69 @@ var anonymous = Principal{Read: []string{DemoCollection}, Write: []string{DemoCo
 // JWT authenticates HS256-signed JSON Web Tokens with the claims of
 // docs/protocol.md: sub, exp (required), read and write.
 type JWT struct {
-	secret []byte
-	now    func() time.Time
-	parser *jwt.Parser
+	secret   []byte
+	now      func() time.Time
+	audience string
+	issuer   string
+	parser   *jwt.Parser
 }
 
 // MinSecretBytes is the shortest secret NewJWT accepts.
 const MinSecretBytes = 16
 
-// NewJWT returns a JWT authorizer with secret. now reads the clock (nil
-// means time.Now).
+// JWTConfig configures a JWT authorizer (NewJWTWith).
+type JWTConfig struct {
+	// Secret is the HS256 key, at least MinSecretBytes bytes; required.
+	Secret []byte
+	// Now reads the clock; nil means time.Now.
+	Now func() time.Time
+	// Audience is the server's name in tokens' aud claim. Set, a token
+	// must name it in its aud (a string or an array holding it); empty, a
+	// token with any aud is refused, since it was minted for someone else
+	// (RFC 7519, 4.1.3). Tokens IssueToken signs carry it.
+	Audience string
+	// Issuer is the iss claim tokens must carry exactly; empty means iss
+	// is not checked. Tokens IssueToken signs carry it.
+	Issuer string
+}
+
+// NewJWT returns a JWT authorizer with secret and neither an audience nor
+// an issuer. now reads the clock (nil means time.Now).
 func NewJWT(secret []byte, now func() time.Time) (*JWT, error) {
-	if len(secret) < MinSecretBytes {
-		return nil, fmt.Errorf("jwt: secret of %d bytes, need at least %d", len(secret), MinSecretBytes)
+	return NewJWTWith(JWTConfig{Secret: secret, Now: now})
+}
+
+// NewJWTWith returns a JWT authorizer configured by cfg.
+func NewJWTWith(cfg JWTConfig) (*JWT, error) {
+	if len(cfg.Secret) < MinSecretBytes {
+		return nil, fmt.Errorf("jwt: secret of %d bytes, need at least %d", len(cfg.Secret), MinSecretBytes)
 	}
+	for name, v := range map[string]string{"audience": cfg.Audience, "issuer": cfg.Issuer} {
+		if strings.ContainsFunc(v, unicode.IsControl) || !utf8.ValidString(v) {
+			return nil, fmt.Errorf("jwt: %s %q: want UTF-8 without control characters", name, v)
+		}
+	}
+	now := cfg.Now
 	if now == nil {
 		now = time.Now
 	}
+	opts := []jwt.ParserOption{
+		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}), // no "none", no RS/HS confusion
+		jwt.WithExpirationRequired(),
+		jwt.WithTimeFunc(now),
+	}
+	if cfg.Audience != "" {
+		opts = append(opts, jwt.WithAudience(cfg.Audience))
+	}
+	if cfg.Issuer != "" {
+		opts = append(opts, jwt.WithIssuer(cfg.Issuer))
+	}
 	return &JWT{
-		secret: append([]byte(nil), secret...),
-		now:    now,
-		parser: jwt.NewParser(
-			jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}), // no "none", no RS/HS confusion
-			jwt.WithExpirationRequired(),
-			jwt.WithTimeFunc(now),
-		),
+		secret:   append([]byte(nil), cfg.Secret...),
+		now:      now,
+		audience: cfg.Audience,
+		issuer:   cfg.Issuer,
+		parser:   jwt.NewParser(opts...),
 	}, nil
 }
 
@@ -191,6 +231,12 @@ func (j *JWT) Authenticate(_ context.Context, token string) (Principal, error) {
 	all, err := numericTimes(token)
 	if err != nil {
 		return Principal{}, fmt.Errorf("%w: %v", ErrUnauthenticated, err)
+	}
+	if _, has := all["aud"]; has && j.audience == "" {
+		// The parser checks aud only against an audience it is given; a
+		// token naming one was minted for a recipient that is not this
+		// server (RFC 7519, 4.1.3), whatever its other claims say.
+		return Principal{}, fmt.Errorf("%w: token for audience %v, and this server has none (--audience)", ErrUnauthenticated, all["aud"])
 	}
 	for name := range all {
 		if read := foldsTo(name); read != "" {
@@ -331,15 +377,16 @@ type TokenSpec struct {
 	ID string
 	// Claims are further claims, for scope parameters ({"$":
 	// "claims.teams"}). They may not set the claims the fields above set,
-	// nor exp, iat, nbf or cvg_scopes.
+	// nor exp, iat, nbf, aud, iss or cvg_scopes.
 	Claims map[string]any
 	// Scopes is the cvg_scopes claim: collection pattern → scope, written
 	// in its text form.
 	Scopes map[string]*scope.Pred
 }
 
-// registered are the claims IssueToken sets itself.
-var registered = []string{"sub", "exp", "iat", "nbf", "jti", "read", "write", proto.ClaimScopes}
+// registered are the claims IssueToken sets itself (aud and iss from the
+// JWT's configuration).
+var registered = []string{"sub", "exp", "iat", "nbf", "jti", "aud", "iss", "read", "write", proto.ClaimScopes}
 
 // IssueToken signs a token as spec says.
 func (j *JWT) IssueToken(spec TokenSpec) (string, error) {
@@ -373,6 +420,12 @@ func (j *JWT) IssueToken(spec TokenSpec) (string, error) {
 	mc["exp"] = jwt.NewNumericDate(now.Add(spec.TTL))
 	if spec.ID != "" {
 		mc["jti"] = spec.ID
+	}
+	if j.audience != "" {
+		mc["aud"] = j.audience
+	}
+	if j.issuer != "" {
+		mc["iss"] = j.issuer
 	}
 	if len(spec.Read) > 0 {
 		mc["read"] = spec.Read

@@ -29,6 +29,8 @@ type serveConfig struct {
 	metricsAddr     string
 	store           string
 	secret          string
+	audience        string
+	issuer          string
 	origins         listFlag
 	publicOrigins   listFlag
 	quotas          quotaFlag
@@ -56,6 +58,8 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "`host:port` of a separate listener for /metrics, /healthz and /readyz; when set, /metrics is not served on --addr")
 	fs.StringVar(&c.store, "store", "bolt:convergo.db", "store `URL`: memory:, bolt:PATH, redis://[user:pass@]host:port[/db][?prefix=P&capture=COLL=PATTERN[;mirror]...&written_cache=BYTES], redis-cluster://host:port,host:port[?prefix=P&capture=...&written_cache=BYTES], dynamodb://TABLE[?region=R&endpoint=URL&create=1&capture=0]")
 	fs.StringVar(&c.secret, "secret", "", "HS256 `secret` that signs access tokens (at least 16 bytes); empty in demo mode means a random one for this run")
+	fs.StringVar(&c.audience, "audience", "", "the server's `name` in tokens' aud claim: a token must name it; empty: a token with any aud is refused (it was minted for another service)")
+	fs.StringVar(&c.issuer, "issuer", "", "the `issuer` tokens' iss claim must be exactly; empty: iss is not checked")
 	fs.Var(&c.quotas, "quota", "collection `quota` PATTERN=RECORDS/BYTES[/COLLECTIONS] (0: no bound), comma-separated or repeated: each collection the pattern matches that holds as many records or bytes refuses writes that add data or tombstones with quota_exceeded, and so does a collection more once COLLECTIONS of them hold records (\"tenant42.*=100000/1073741824/50\"); needs a store that keeps usage")
 	fs.StringVar(&c.rules, "rules", "", "collection rules `file` (JSON): per collection pattern a read scope, a write scope and a schema (docs/operations.md, \"Rules\")")
 	fs.Var(&c.publicOrigins, "public-origins", "the server's own `origins`, where browsers load the pages that call it, comma-separated scheme://host[:port] (\"https://sync.example.com\"); with --demo, loopback origins count too")
@@ -191,9 +195,9 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 		// should. Set --secret to issue tokens with "convergo token".
 		log.Warn("no --secret: tokens are checked against a random secret for this run only, so only anonymous demo access works; set --secret to use tokens")
 	}
-	auth, err := transport.NewJWT(secret, nil)
+	auth, err := transport.NewJWTWith(transport.JWTConfig{Secret: secret, Audience: c.audience, Issuer: c.issuer})
 	if err != nil {
-		return fmt.Errorf("--secret: %w", err)
+		return fmt.Errorf("--secret, --audience or --issuer: %w", err)
 	}
 
 	var rules []engine.Rule

@@ -16,11 +16,12 @@ import (
 // token prints a token signed with the server's secret.
 func token(args []string, stdout, stderr io.Writer) error {
 	var (
-		sub, secret, id string
-		read, write     listFlag
-		claims          claimFlag
-		scopes          scopeFlag
-		ttl             time.Duration
+		sub, secret, id  string
+		audience, issuer string
+		read, write      listFlag
+		claims           claimFlag
+		scopes           scopeFlag
+		ttl              time.Duration
 	)
 	fs := flag.NewFlagSet("convergo token", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -32,6 +33,8 @@ func token(args []string, stdout, stderr io.Writer) error {
 	fs.Var(&claims, "claim", "a further claim `name=JSON` for scope parameters ($claims.name), repeated (--claim 'teams=[\"red\"]')")
 	fs.Var(&scopes, "scope", "a scope the token imposes, `PATTERN=TEXT` in the scope text form, repeated (--scope 'todos.*=owner == $sub')")
 	fs.StringVar(&secret, "secret", "", "the server's HS256 `secret` (CONVERGO_SECRET); required")
+	fs.StringVar(&audience, "audience", "", "the server's `name` for the aud claim, as its --audience (CONVERGO_AUDIENCE); empty: no aud")
+	fs.StringVar(&issuer, "issuer", "", "the iss claim, as the server's --issuer (CONVERGO_ISSUER); empty: no iss")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -44,7 +47,7 @@ func token(args []string, stdout, stderr io.Writer) error {
 	if len(read) == 0 && len(write) == 0 {
 		return errors.New("give --read and/or --write: a token without patterns grants nothing")
 	}
-	j, err := transport.NewJWT([]byte(secret), nil)
+	j, err := transport.NewJWTWith(transport.JWTConfig{Secret: []byte(secret), Audience: audience, Issuer: issuer})
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,97 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+)
+
+// RFC 7519 (4.1.3): a recipient that does not identify itself with a value
+// of a token's aud claim must reject the token. A token minted for another
+// service that shares the secret (an API gateway's, a second product's)
+// names that service in aud; the server without an audience of its own
+// took it, and granted whatever its read and write claims said.
+func TestTokenForeignAudienceRefused(t *testing.T) {
+	j, err := NewJWT(testSecret, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp := time.Now().Add(time.Hour).Unix()
+	for _, aud := range []any{"billing", []string{"billing", "reports"}, "", []string{}} {
+		tok := signRaw(t, map[string]any{"sub": "alice", "exp": exp, "read": []string{"*"}, "aud": aud})
+		if p, err := j.Authenticate(context.Background(), tok); !errors.Is(err, ErrUnauthenticated) {
+			t.Errorf("a token for audience %#v on a server without one: %+v (%v), want unauthenticated", aud, p.Subject, err)
+		}
+	}
+	tok := signRaw(t, map[string]any{"sub": "alice", "exp": exp, "read": []string{"*"}, "iss": "anyone"})
+	if _, err := j.Authenticate(context.Background(), tok); err != nil {
+		t.Errorf("a token with an issuer on a server that names none: %v, want admitted", err)
+	}
+}
+
+// A server with an audience admits only tokens that name it (aud a string
+// or an array holding it), and one with an issuer only tokens from it; the
+// tokens it issues itself (the demo's, convergo token's) carry both, and no
+// further claim may set them.
+func TestTokenAudienceAndIssuer(t *testing.T) {
+	j, err := NewJWTWith(JWTConfig{Secret: testSecret, Audience: "sync.example.com", Issuer: "https://login.example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp := time.Now().Add(time.Hour).Unix()
+	const iss = "https://login.example.com"
+	for _, tc := range []struct {
+		name string
+		set  map[string]any
+		ok   bool
+	}{
+		{"its audience", map[string]any{"aud": "sync.example.com", "iss": iss}, true},
+		{"among others", map[string]any{"aud": []string{"billing", "sync.example.com"}, "iss": iss}, true},
+		{"no aud", map[string]any{"iss": iss}, false},
+		{"another aud", map[string]any{"aud": "billing", "iss": iss}, false},
+		{"aud of another case", map[string]any{"aud": "SYNC.example.com", "iss": iss}, false},
+		{"aud a number", map[string]any{"aud": 7, "iss": iss}, false},
+		{"aud an object", map[string]any{"aud": map[string]any{"sync.example.com": true}, "iss": iss}, false},
+		{"aud null", map[string]any{"aud": nil, "iss": iss}, false},
+		{"no iss", map[string]any{"aud": "sync.example.com"}, false},
+		{"another iss", map[string]any{"aud": "sync.example.com", "iss": "https://evil.example.com"}, false},
+		{"iss an array", map[string]any{"aud": "sync.example.com", "iss": []string{iss}}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := map[string]any{"sub": "alice", "exp": exp, "read": []string{"notes"}}
+			for k, v := range tc.set {
+				c[k] = v
+			}
+			p, err := j.Authenticate(context.Background(), signRaw(t, c))
+			switch {
+			case tc.ok && (err != nil || p.Subject != "alice"):
+				t.Fatalf("got %+v (%v), want alice admitted", p.Subject, err)
+			case !tc.ok && !errors.Is(err, ErrUnauthenticated):
+				t.Fatalf("got %+v (%v), want unauthenticated", p.Subject, err)
+			}
+		})
+	}
+	tok, err := j.IssueToken(TokenSpec{Subject: "alice", Read: []string{"notes"}, TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := j.Authenticate(context.Background(), tok); err != nil || p.Claims["aud"] != "sync.example.com" || p.Claims["iss"] != iss {
+		t.Fatalf("an issued token: %v %v, want admitted with aud and iss", p.Claims, err)
+	}
+	plain, err := NewJWT(testSecret, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := plain.Authenticate(context.Background(), tok); !errors.Is(err, ErrUnauthenticated) {
+		t.Fatalf("a server without an audience took a token for one: %v", err)
+	}
+	for _, name := range []string{"aud", "iss"} {
+		if _, err := j.IssueToken(TokenSpec{Subject: "alice", TTL: time.Hour, Claims: map[string]any{name: "x"}}); err == nil {
+			t.Errorf("IssueToken with a further claim %q: no error", name)
+		}
+	}
+	if _, err := NewJWTWith(JWTConfig{Secret: testSecret, Audience: "a\nb"}); err == nil {
+		t.Error("an audience with a control character: no error")
+	}
+}
