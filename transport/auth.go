@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"reflect"
 	"slices"
 	"strings"
@@ -215,8 +216,14 @@ func (j *JWT) Authenticate(_ context.Context, token string) (Principal, error) {
 	if !j.signed(token) {
 		return Principal{}, fmt.Errorf("%w: token signature is invalid", ErrUnauthenticated)
 	}
+	// The claims as they are, checked before the parser judges the times
+	// it reads from them.
+	all, err := numericTimes(token)
+	if err != nil {
+		return Principal{}, fmt.Errorf("%w: %v", ErrUnauthenticated, err)
+	}
 	var c claims
-	_, err := j.parser.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return j.secret, nil })
+	_, err = j.parser.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return j.secret, nil })
 	switch {
 	case errors.Is(err, jwt.ErrTokenExpired):
 		return Principal{}, fmt.Errorf("%w: %v", ErrTokenExpired, err)
@@ -226,10 +233,6 @@ func (j *JWT) Authenticate(_ context.Context, token string) (Principal, error) {
 		return Principal{}, fmt.Errorf("%w: token without a subject", ErrUnauthenticated)
 	}
 	if err := nameable(c.Subject, c.ID); err != nil {
-		return Principal{}, fmt.Errorf("%w: %v", ErrUnauthenticated, err)
-	}
-	all, err := numericTimes(token)
-	if err != nil {
 		return Principal{}, fmt.Errorf("%w: %v", ErrUnauthenticated, err)
 	}
 	if _, has := all["aud"]; has && j.audience == "" {
@@ -335,10 +338,13 @@ func nameable(subject, tokenID string) error {
 	return nil
 }
 
-// numericTimes checks that the time claims of a verified token are JSON
-// numbers, as RFC 7519 says: the JWT library also accepts a numeric string
-// ("exp": "9999999999"), which no issuer of ours writes. It returns every
-// claim of the token.
+// numericTimes checks that the time claims of a token whose signature
+// is valid are JSON numbers, as RFC 7519 says: the JWT library also
+// accepts a numeric string ("exp": "9999999999"), which no issuer of ours
+// writes. And that they are seconds an int64 holds: the library converts
+// them as they are, and one past that range wraps to the far past (an nbf
+// of 1e19 would admit the token at once). It returns every claim of the
+// token.
 func numericTimes(token string) (map[string]any, error) {
 	parts := strings.Split(token, ".")
 	if len(parts) != 3 {
@@ -353,8 +359,13 @@ func numericTimes(token string) (map[string]any, error) {
 		return nil, fmt.Errorf("token payload: %v", err)
 	}
 	for _, name := range []string{"exp", "nbf", "iat"} {
-		if _, isString := all[name].(string); isString {
+		switch v := all[name].(type) {
+		case string:
 			return nil, fmt.Errorf("claim %q is not a number", name)
+		case float64:
+			if !(v >= math.MinInt64 && v < math.MaxInt64) { // MaxInt64 rounds up to 2^63, past the range
+				return nil, fmt.Errorf("claim %q: %g seconds is out of range", name, v)
+			}
 		}
 	}
 	return all, nil

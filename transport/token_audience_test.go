@@ -95,3 +95,40 @@ func TestTokenAudienceAndIssuer(t *testing.T) {
 		t.Error("an audience with a control character: no error")
 	}
 }
+
+// A time claim is a number of seconds the server can hold: the JWT
+// library converts it to an int64 as it is, and one past int64's range
+// wraps to the least int64, the far past. An nbf of 1e19 (a token not
+// valid for a few hundred billion years) was admitted at once; an exp of
+// 1e19 or -1e19 was only refused by luck. Every such time is
+// unauthenticated.
+func TestTokenTimesOutOfRange(t *testing.T) {
+	j, err := NewJWT(testSecret, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp := time.Now().Add(time.Hour).Unix()
+	for _, tc := range []struct {
+		claim string
+		value float64
+	}{
+		{"nbf", 1e19},
+		{"nbf", 9.3e18},
+		{"nbf", 1e300},
+		{"exp", 1e19},
+		{"exp", -1e19},
+		{"iat", 1e19},
+	} {
+		c := map[string]any{"sub": "alice", "exp": exp, "read": []string{"notes"}}
+		c[tc.claim] = tc.value
+		if p, err := j.Authenticate(context.Background(), signRaw(t, c)); !errors.Is(err, ErrUnauthenticated) {
+			t.Errorf("%s %g: %q admitted (%v), want unauthenticated", tc.claim, tc.value, p.Subject, err)
+		}
+	}
+	// Far, but within range: admitted, valid until then.
+	far := 9.2e18
+	p, err := j.Authenticate(context.Background(), signRaw(t, map[string]any{"sub": "alice", "exp": far, "nbf": -far, "read": []string{"notes"}}))
+	if err != nil || p.Expires.Unix() != int64(far) {
+		t.Fatalf("exp %g: %v (%v), want admitted until then", far, p.Expires, err)
+	}
+}
