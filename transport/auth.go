@@ -343,8 +343,8 @@ func nameable(subject, tokenID string) error {
 // accepts a numeric string ("exp": "9999999999"), which no issuer of ours
 // writes. And that they are seconds an int64 holds: the library converts
 // them as they are, and one past that range wraps to the far past (an nbf
-// of 1e19 would admit the token at once). It returns every claim of the
-// token.
+// of 1e19 would admit the token at once). The claims must be UTF-8. It
+// returns every claim of the token.
 func numericTimes(token string) (map[string]any, error) {
 	parts := strings.Split(token, ".")
 	if len(parts) != 3 {
@@ -353,6 +353,12 @@ func numericTimes(token string) (map[string]any, error) {
 	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
 	if err != nil {
 		return nil, fmt.Errorf("token payload: %v", err)
+	}
+	if !utf8.Valid(payload) {
+		// JSON is UTF-8 (RFC 8259): encoding/json would read each byte
+		// that is not as U+FFFD, another subject than the browser client
+		// reads from the same token (none: its decoder is strict).
+		return nil, errors.New("token payload: not UTF-8")
 	}
 	var all map[string]any
 	if err := json.Unmarshal(payload, &all); err != nil {

@@ -2,7 +2,11 @@ package transport
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -131,4 +135,43 @@ func TestTokenTimesOutOfRange(t *testing.T) {
 	if err != nil || p.Expires.Unix() != int64(far) {
 		t.Fatalf("exp %g: %v (%v), want admitted until then", far, p.Expires, err)
 	}
+}
+
+// A token's claims are JSON, which is UTF-8 (RFC 8259, 8.1). Go's decoder
+// reads a byte that is not as U+FFFD, so a sub of raw Latin-1 bytes was
+// admitted as another subject than the one the browser client reads from
+// the same token (its strict decoder reads none, and it compares subjects
+// to know when the signed-in subject changed): two such tokens of two
+// subjects looked the same to it. Such a token is unauthenticated.
+func TestTokenClaimsNotUTF8(t *testing.T) {
+	j, err := NewJWT(testSecret, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp := time.Now().Add(time.Hour).Unix()
+	for _, payload := range []string{
+		fmt.Sprintf("{\"sub\":\"al\xe9x\",\"exp\":%d,\"read\":[\"notes\"]}", exp),
+		fmt.Sprintf("{\"sub\":\"alex\",\"exp\":%d,\"read\":[\"notes\"],\"team\":\"r\xffd\"}", exp),
+		fmt.Sprintf("{\"sub\":\"alex\",\"exp\":%d,\"read\":[\"notes\"],\"t\xe2\x82\":1}", exp),
+	} {
+		if p, err := j.Authenticate(context.Background(), signPayload(payload)); !errors.Is(err, ErrUnauthenticated) {
+			t.Errorf("claims %q: %q admitted (%v), want unauthenticated", payload, p.Subject, err)
+		}
+	}
+	// Unicode, escaped or not, is admitted as it reads.
+	for _, sub := range []string{`"al\u00e9x"`, "\"al\xc3\xa9x\""} {
+		p, err := j.Authenticate(context.Background(), signPayload(fmt.Sprintf(`{"sub":%s,"exp":%d}`, sub, exp)))
+		if err != nil || p.Subject != "al\u00e9x" {
+			t.Errorf("sub %s: %q (%v), want alex with an accent", sub, p.Subject, err)
+		}
+	}
+}
+
+// signPayload signs claims given as raw JSON bytes with testSecret.
+func signPayload(claims string) string {
+	enc := base64.RawURLEncoding
+	s := enc.EncodeToString([]byte(`{"alg":"HS256","typ":"JWT"}`)) + "." + enc.EncodeToString([]byte(claims))
+	m := hmac.New(sha256.New, testSecret)
+	m.Write([]byte(s))
+	return s + "." + enc.EncodeToString(m.Sum(nil))
 }
