@@ -365,8 +365,11 @@ func (s *Server) authenticate(ctx context.Context, token string) (Principal, err
 		return Principal{}, withCause(proto.Errorf(proto.CodeTokenExpired, "the token has expired: refresh it"), err)
 	case errors.Is(err, ErrUnauthenticated):
 		msg := "the token is missing, malformed or not signed by this server"
-		if token == "" {
+		switch {
+		case token == "":
 			msg = "no token: send Authorization: Bearer <token>"
+		case errors.Is(err, errForeign):
+			msg = "the token is for another recipient: its aud or iss is not this server's (--audience, --issuer)"
 		}
 		return Principal{}, withCause(proto.Errorf(proto.CodeUnauthenticated, "%s", msg), err)
 	}

@@ -222,6 +222,9 @@ func (j *JWT) Authenticate(_ context.Context, token string) (Principal, error) {
 	if err != nil {
 		return Principal{}, fmt.Errorf("%w: %v", ErrUnauthenticated, err)
 	}
+	if err := j.recipient(all); err != nil {
+		return Principal{}, fmt.Errorf("%w: %w", ErrUnauthenticated, err)
+	}
 	var c claims
 	_, err = j.parser.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return j.secret, nil })
 	switch {
@@ -234,12 +237,6 @@ func (j *JWT) Authenticate(_ context.Context, token string) (Principal, error) {
 	}
 	if err := nameable(c.Subject, c.ID); err != nil {
 		return Principal{}, fmt.Errorf("%w: %v", ErrUnauthenticated, err)
-	}
-	if _, has := all["aud"]; has && j.audience == "" {
-		// The parser checks aud only against an audience it is given; a
-		// token naming one was minted for a recipient that is not this
-		// server (RFC 7519, 4.1.3), whatever its other claims say.
-		return Principal{}, fmt.Errorf("%w: token for audience %v, and this server has none (--audience)", ErrUnauthenticated, all["aud"])
 	}
 	for name := range all {
 		if read := foldsTo(name); read != "" {
@@ -257,6 +254,51 @@ func (j *JWT) Authenticate(_ context.Context, token string) (Principal, error) {
 	}
 	return Principal{Subject: c.Subject, Read: c.Read, Write: c.Write, Expires: c.ExpiresAt.Time,
 		TokenID: c.ID, Claims: all, Scopes: scopes}, nil
+}
+
+// errForeign marks a token signed with the secret but minted for another
+// recipient: its aud or iss is not this server's. The server says so to
+// the client (its holder has a valid signature, and the operator a
+// setting to fix), where other refusals say only unauthenticated.
+var errForeign = errors.New("token for another recipient")
+
+// recipient checks a token's aud and iss claims against the server's:
+// with an audience, aud must be it or an array holding it; without one, a
+// token naming any aud was minted for someone else (RFC 7519, 4.1.3),
+// whatever its other claims say. With an issuer, iss must be it. (The
+// parser checks them again, from the claims it decodes.)
+func (j *JWT) recipient(all map[string]any) error {
+	aud, has := all["aud"]
+	switch {
+	case has && j.audience == "":
+		return fmt.Errorf("%w: aud %v, and this server has no audience (--audience)", errForeign, aud)
+	case j.audience != "" && !names(aud, j.audience):
+		return fmt.Errorf("%w: aud %v does not name this server's audience %q", errForeign, aud, j.audience)
+	}
+	if iss, ok := all["iss"]; j.issuer != "" && (!ok || iss != j.issuer) {
+		return fmt.Errorf("%w: iss %v is not this server's issuer %q", errForeign, iss, j.issuer)
+	}
+	return nil
+}
+
+// names reports whether aud, a claim as encoding/json decodes it, is
+// name or an array of strings holding it.
+func names(aud any, name string) bool {
+	switch a := aud.(type) {
+	case string:
+		return a == name
+	case []any:
+		found := false
+		for _, x := range a {
+			s, ok := x.(string)
+			if !ok {
+				return false
+			}
+			found = found || s == name
+		}
+		return found
+	}
+	return false
 }
 
 // readClaims are the names of the claims Authenticate reads into a

@@ -7,8 +7,12 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/convergo/convergo/transport/proto"
 )
 
 // RFC 7519 (4.1.3): a recipient that does not identify itself with a value
@@ -174,4 +178,32 @@ func signPayload(claims string) string {
 	m := hmac.New(sha256.New, testSecret)
 	m.Write([]byte(s))
 	return s + "." + enc.EncodeToString(m.Sum(nil))
+}
+
+// A token signed with the secret but for another recipient is told so,
+// naming the settings, where another refusal says only unauthenticated:
+// an operator whose backend mints tokens with an aud learns why they are
+// refused from the first answer, before the expiry of an expired one.
+func TestForeignTokenToldWhy(t *testing.T) {
+	j, err := NewJWTWith(JWTConfig{Secret: testSecret, Audience: "sync.example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := newTestServer(t, func(c *Config) { c.Authorizer = j })
+	for name, c := range map[string]map[string]any{
+		"foreign":         {"sub": "alice", "exp": time.Now().Add(time.Hour).Unix(), "aud": "billing", "read": []string{"notes"}},
+		"foreign expired": {"sub": "alice", "exp": time.Now().Add(-time.Hour).Unix(), "aud": "billing", "read": []string{"notes"}},
+		"no aud":          {"sub": "alice", "exp": time.Now().Add(time.Hour).Unix(), "read": []string{"notes"}},
+	} {
+		a := ts.post(t, proto.PathPull, signRaw(t, c), proto.PullRequest{Collection: "notes"})
+		var e proto.ErrorBody
+		if err := proto.Decode(a.body, &e); err != nil || e.Code != proto.CodeUnauthenticated || !strings.Contains(e.Message, "--audience") {
+			t.Errorf("%s: %d %+v (%v), want unauthenticated naming --audience", name, a.status, e, err)
+		}
+	}
+	a := ts.post(t, proto.PathPull, signRaw(t, map[string]any{"sub": "alice", "exp": time.Now().Add(time.Hour).Unix(),
+		"aud": "sync.example.com", "read": []string{"notes"}}), proto.PullRequest{Collection: "notes"})
+	if a.status != http.StatusOK {
+		t.Fatalf("a token for the server: %d %s", a.status, a.errorCode(t))
+	}
 }
