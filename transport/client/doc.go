@@ -217,7 +217,8 @@
 // never pushed; then it pushes the outbox, and a
 // change refused collected whose record the server still has, or which it
 // created itself and never saw acknowledged, is re-stamped and pushed
-// again, once. So that the reset comes before any push, Flush pulls a
+// again, once (as the subject that wrote it only: one of a subject the
+// client greeted away from since stays rejected collected). So that the reset comes before any push, Flush pulls a
 // collection first when it was not pulled within ReplicaConfig.FreshFor
 // (a minute); a pull the server refuses the token (forbidden, or invalid
 // for a scope it cannot bind) does not hold the push, as in the browser

@@ -34,6 +34,10 @@ type fakeServer struct {
 	mem *memory.Store
 	srv *httptest.Server
 
+	// subjects, when set, reads an HTTP request's bearer token as the
+	// name of its subject: a hello answers it, and a push naming its
+	// replica by its device part is read with its prefix.
+	subjects atomic.Bool
 	// fail, when it returns a non-nil error body and status, answers an
 	// HTTP request with it instead of serving it.
 	fail atomic.Pointer[func(path string) (int, string)]
@@ -175,7 +179,11 @@ func (f *fakeServer) serveHTTP(h func(ctx context.Context, body []byte) (any, er
 		if err != nil {
 			return
 		}
-		answer, err := h(r.Context(), body)
+		ctx := r.Context()
+		if f.subjects.Load() {
+			ctx = context.WithValue(ctx, subjectKey{}, strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "))
+		}
+		answer, err := h(ctx, body)
 		if e := (*Error)(nil); errors.As(err, &e) {
 			writeError(w, proto.StatusOf(e.Code), e.Code, e.Message)
 			return
@@ -208,13 +216,20 @@ func (f *fakeServer) plainHello() proto.HelloResponse {
 		MaxDrift: uint64(f.eng.MaxDrift().Milliseconds()), MaxPageBytes: proto.DefaultMaxPageBytes, MaxMessageBytes: uint64(cmp.Or(f.maxMessage.Load(), proto.DefaultMaxMessageBytes))}
 }
 
-func (f *fakeServer) hello(_ context.Context, body []byte) (any, error) {
+func (f *fakeServer) hello(ctx context.Context, body []byte) (any, error) {
 	var req proto.HelloRequest
 	if err := proto.Decode(body, &req); err != nil {
 		return nil, err
 	}
-	return f.helloAnswer(), nil
+	a := f.helloAnswer()
+	if sub, ok := ctx.Value(subjectKey{}).(string); ok {
+		a.Subject = sub
+	}
+	return a, nil
 }
+
+// subjectKey is the context key of a request's subject (fakeServer.subjects).
+type subjectKey struct{}
 
 func refusal(err error) proto.PushResult {
 	code := proto.CodeInvalid
@@ -237,7 +252,13 @@ func refusal(err error) proto.PushResult {
 
 func (f *fakeServer) push(ctx context.Context, body []byte) (any, error) {
 	var req proto.PushRequest
-	if err := proto.Decode(body, &req); err != nil {
+	var err error
+	if sub, ok := ctx.Value(subjectKey{}).(string); ok {
+		req, err = proto.DecodePush(body, proto.ReplicaPrefix(sub))
+	} else {
+		err = proto.Decode(body, &req)
+	}
+	if err != nil {
 		return nil, err
 	}
 	if code := f.refusedWhole(req.Changes); code != "" {

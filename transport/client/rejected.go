@@ -24,6 +24,11 @@ const (
 // that is not (or no longer) among the rejected changes.
 var ErrNoRejection = errors.New("convergo: no such rejected change")
 
+// errOtherSubject says a change refused collected was written by another
+// replica id than the client's now (restampKnownLocked): it is not written
+// again.
+var errOtherSubject = errors.New("written as another subject")
+
 // Rejection is a local change the server refused: it will never be applied
 // in this form, so the replica took it out of its outbox, rolled the local
 // view of its record back, and keeps it here with the server's reason until
@@ -227,8 +232,15 @@ func (r *Replica) restampLocked(old crdt.Change) error {
 // before known's delete, or older than known's stamp of the same field, is
 // left out; a delete of a record with a field written after it becomes
 // unsets of the fields it would have hidden. It reports false, queueing
-// nothing, when nothing is left.
+// nothing, when nothing is left. A change another replica id wrote (the
+// client greeted as another subject since it was pushed) is not written
+// again: its fresh stamps would be the new subject's, and the first
+// subject's edit would go out as the second's (errOtherSubject; the
+// caller rejects it, for its subject to write again).
 func (r *Replica) restampKnownLocked(old crdt.Change, known crdt.Record) (bool, error) {
+	if w := writer(old); w != r.c.Replica() {
+		return false, fmt.Errorf("%w: written by %s", errOtherSubject, w)
+	}
 	rec := crdt.Record{ID: old.Record.ID}
 	if d := old.Record.Deleted; !d.IsZero() {
 		newer := false
