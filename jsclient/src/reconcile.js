@@ -114,7 +114,14 @@ export async function reconcile(syncer, c, first = false, overtaken = 0) {
   // went back in time since resets it, and is healed) and then makes it
   // again from the beginning, a first pull's still
   // (Syncer.pullCollection); its end (dropCollected) settles it.
-  if (first && overtaken === 0) await syncer.store.setMeta(RECONCILE_KEY + c, FIRST_PULL);
+  // One owed already (another tab's reset, without Web Locks) stays as
+  // it is.
+  if (first && overtaken === 0) {
+    await syncer.store.tx([META], 'readwrite', `reconcile ${c} first`, async (tx) => {
+      const meta = tx.objectStore(META);
+      if ((await req(meta.get(RECONCILE_KEY + c))) === undefined) meta.put(FIRST_PULL, RECONCILE_KEY + c);
+    });
+  }
   const again = async () => {
     // A first pull's reconciliation is owed from now on, as a reset's is.
     if (first) await syncer.store.setMeta(RECONCILE_KEY + c, true);
