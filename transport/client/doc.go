@@ -161,9 +161,10 @@
 // server: it restores every record it holds as the server sealed it
 // (Client.Restore; anyone's stamps, and a reader's too) and pushes its own
 // acknowledged stamps again. A change whose push is answered after such a
-// reset came (the store that acknowledged it may be the one that lost
-// it, and the heal did not give it back, still pending then) stays in the
-// outbox and is pushed again. A record the server refuses to take back (a
+// reset came, or after the reading that follows a heal found the store
+// gone back again (the store that acknowledged it may be the one that
+// lost it, and the heal did not give it back, still pending then), stays
+// in the outbox and is pushed again. A record the server refuses to take back (a
 // seal it cannot verify: its seal key changed; or, refused alone as a
 // whole restore, too large or unreadable for it) stays local only: the
 // Replica logs a warning naming it, and once the heal is done gives

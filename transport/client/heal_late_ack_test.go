@@ -63,3 +63,56 @@ func TestHealAckAfterTheLoss(t *testing.T) {
 	}
 	s.eventuallyConverged(t, want, map[string]*client.Replica{"alice": alice}, func() { syncAll(t, alice) })
 }
+
+// TestHealAckAfterTheStoreWentBackAgain: as TestHealAckAfterTheLoss, for
+// a loss the heal check finds (the store goes back again between a heal
+// and the reading after it, which resets nothing). A push applied by the
+// store that then went back again, answered only after the replica
+// healed it again, was acknowledged by a store that lost it: it must
+// still reach the server.
+func TestHealAckAfterTheStoreWentBackAgain(t *testing.T) {
+	s := newLossServer(t, false)
+	var pulls atomic.Int64
+	var blockPull atomic.Bool
+	pullWaits, pullGo := make(chan struct{}), make(chan struct{})
+	held := &heldAnswerRT{answered: make(chan struct{}), release: make(chan struct{})}
+	alice := s.replica("alice", true, client.ReplicaConfig{}, func(c *client.Config) {
+		c.HTTPClient = &http.Client{Transport: hookRT{before: func(req *http.Request) {
+			// The pull from the beginning after the heal (the second pull
+			// of the Pull below) waits until released.
+			if req.URL.Path == proto.PathPull && blockPull.Load() && pulls.Add(1) == 2 {
+				close(pullWaits)
+				<-pullGo
+			}
+		}, next: held}}
+	})
+	setEach(t, alice, "a", "n", 0, 3)
+	syncAll(t, alice)
+
+	s.restart(nil) // the first loss
+	blockPull.Store(true)
+	pulled := make(chan error, 1)
+	go func() { pulled <- alice.Pull(t.Context()) }() // reset, heal, then the pull from the beginning waits
+	<-pullWaits
+	set(t, alice, "late", "n", "acknowledged by the store that went back again")
+	held.armed.Store(true)
+	flushed := make(chan error, 1)
+	go func() { flushed <- alice.Flush(t.Context()) }()
+	<-held.answered
+	s.restart(nil) // the second loss, before the reading after the heal
+	close(pullGo)
+	// The reading misses what the heal gave back: the replica heals again
+	// (the write still in flight) and reads again.
+	if err := <-pulled; err != nil {
+		t.Fatal(err)
+	}
+	close(held.release)
+	if err := <-flushed; err != nil {
+		t.Fatal(err)
+	}
+	want := union(alice)
+	if !want["late"].Exists() {
+		t.Fatal("alice lost her own write")
+	}
+	s.eventuallyConverged(t, want, map[string]*client.Replica{"alice": alice}, func() { syncAll(t, alice) })
+}

@@ -17,13 +17,18 @@ import (
 	"github.com/convergo/convergo/transport/proto"
 )
 
-// hookRT calls before ahead of each request it sends.
+// hookRT calls before ahead of each request it sends through next
+// (nil: http.DefaultTransport).
 type hookRT struct {
 	before func(*http.Request)
+	next   http.RoundTripper
 }
 
 func (h hookRT) RoundTrip(req *http.Request) (*http.Response, error) {
 	h.before(req)
+	if h.next != nil {
+		return h.next.RoundTrip(req)
+	}
 	return http.DefaultTransport.RoundTrip(req)
 }
 

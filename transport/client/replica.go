@@ -169,10 +169,12 @@ type Replica struct {
 	// history.
 	sealed map[string]map[string]proto.SealedRecord
 	owed   map[string]bool // collections reset with history lost, not healed yet
-	// losses counts each collection's resets with history lost: a push
-	// answered after one that came since it was sent (flushOnce) was
-	// acknowledged perhaps by the store that lost it, which the heal
-	// could not give back, the change being still pending then.
+	// losses counts each collection's losses of history (lostLocked:
+	// resets with history lost, and readings after a heal that miss what
+	// it gave back): a push answered after one that came since it was
+	// sent (flushOnce) was acknowledged perhaps by the store that lost
+	// it, which the heal could not give back, the change being still
+	// pending then.
 	losses map[string]uint64
 	// refusedHeal holds the collections owed a heal the server last
 	// refused forbidden (healFailed): told to ReplicaConfig.OnError once,
@@ -1360,11 +1362,24 @@ func (r *Replica) checkHealLocked(collection string, page Page, at []byte) (heal
 	}
 	r.c.log.Warn("the store went back in time again while this replica healed it: healing it again",
 		"collection", collection, "missing", len(hc.ids), "again", hc.again)
+	r.lostLocked(collection)
+	return healAgain, reconcileEnd{}
+}
+
+// lostLocked notes that collection's store lost history (a reset with
+// proto.ResetHistoryLost, or a reading after a heal that misses what the
+// heal gave back): a heal is owed, and a push answered from now on that
+// was sent before (flushOnce) acknowledges nothing, perhaps acknowledged
+// by the store that lost it.
+func (r *Replica) lostLocked(collection string) {
 	if r.owed == nil {
 		r.owed = map[string]bool{}
 	}
 	r.owed[collection] = true
-	return healAgain, reconcileEnd{}
+	if r.losses == nil {
+		r.losses = map[string]uint64{}
+	}
+	r.losses[collection]++
 }
 
 // reconcileEnd is what the end of a reconciliation (and a page) reports
@@ -1566,14 +1581,7 @@ func (r *Replica) reset(collection, reason string, live bool) {
 	}
 	switch reason {
 	case proto.ResetHistoryLost:
-		if r.owed == nil {
-			r.owed = map[string]bool{}
-		}
-		r.owed[collection] = true
-		if r.losses == nil {
-			r.losses = map[string]uint64{}
-		}
-		r.losses[collection]++
+		r.lostLocked(collection)
 	case proto.ResetLeaseExpired:
 		r.beginReconcileLocked(collection, live)
 	}
