@@ -189,9 +189,18 @@ function field(m, k, read) {
   const b = m.get(k);
   if (b === undefined) return undefined;
   const r = new Reader(b, { canonical: false });
-  const v = read(r);
-  r.end();
-  return v;
+  try {
+    const v = read(r);
+    r.end();
+    return v;
+  } catch (e) {
+    // What the answer holds breaks a model limit (a record or value too
+    // large): an answer this client cannot read, malformed as any other
+    // (docs/protocol.md, section 5), not the answer over its cap
+    // (envelope) that a pull asks for again in fewer records.
+    if (e instanceof ConvergoError && e.code === 'too_large') throw malformed(`key ${k}: ${e.message}`);
+    throw e;
+  }
 }
 
 /**

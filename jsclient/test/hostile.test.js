@@ -148,6 +148,48 @@ test('a page whose next cursor is over the protocol’s max-cursor-bytes is malf
   assert.deepEqual(await r.collection('todos').get('p1'), { id: 'p1', i: 1 });
 });
 
+/** A record {1: id, 3: fields} of the given fields, each [wall, 0, "srv", value] of its value. */
+const hostileRecord = (/** @type {string} */ id, /** @type {[string, unknown][]} */ fields) =>
+  new Map(/** @type {[number, unknown][]} */ ([[1, id], [3, new Map(fields.map(([name, v]) => [name, [1, 0, 'srv', v]]))]]));
+
+for (const [what, record] of /** @type {[string, () => unknown][]} */ ([
+  // A text over 2^16 bytes has a 5-byte head.
+  ['a value one byte over max-value-bytes', () => hostileRecord('big', [['f', 'x'.repeat(MODEL.maxValueBytes - 4)]])],
+  ['a record over max-record-bytes', () => hostileRecord('big', ['a', 'b', 'c'].map((f) => [f, 'x'.repeat(Math.ceil(MODEL.maxRecordBytes / 3))]))],
+  ['a field past max-fields-per-record', () => hostileRecord('many', Array.from({ length: MODEL.maxFieldsPerRecord + 1 }, (_, i) => [`f${i}`, i]))],
+])) {
+  test(`a page holding a record over the model limits (${what}) is malformed, as any unreadable page: the pull fails at once, is tried again with backoff, and syncs once the server mends`, async (t) => {
+    const server = await new FakeServer().start();
+    t.after(() => server.stop());
+    const w = await openClient({ url: server.url, name: 'w', collections: ['todos'], WebSocket: null });
+    t.after(() => w.close());
+    await w.collection('todos').put('p0', { i: 0 });
+    await w.whenSynced();
+    let hostile = true;
+    let pulls = 0;
+    const waits = await waitsOf(t);
+    const fetch = answering((path) => {
+      if (path !== PATHS.pull || !hostile) return null;
+      if (waits.length === 0) pulls++;
+      return encode(new Map(/** @type {[number, unknown][]} */ ([[1, [record()]], [2, new Uint8Array([1])], [3, false]])));
+    });
+    const r = await openClient({ url: server.url, name: 'r', collections: ['todos'], WebSocket: null, fetch });
+    t.after(() => r.close());
+    /** @type {any[]} */
+    const errors = [];
+    r.on('error', (e) => errors.push(e));
+    await r.collection('todos').put('mine', { n: 1 });
+    await until(() => errors.length > 0 && waits.length > 0, 'the pull told failed, and a backoff before the collection is tried again');
+    assert.equal(errors[0].code, 'malformed', errors[0].message);
+    assert.equal(pulls, 1, 'one pull before the backoff: an unreadable page is not asked for again in fewer records');
+    assert.equal((await cursorOf(r.store, 'todos')).length, 0, 'no cursor stored');
+    hostile = false;
+    await r.sync();
+    assert.deepEqual(await r.collection('todos').get('p0'), { id: 'p0', i: 0 });
+    assert.deepEqual(await r.collection('todos').get('mine'), { id: 'mine', n: 1 });
+  });
+}
+
 test('a live resync naming a collection the client does not sync is passed over: nothing of it is pulled, stored or subscribed', async (t) => {
   const server = await new FakeServer().start();
   t.after(() => server.stop());
