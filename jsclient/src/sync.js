@@ -1129,11 +1129,11 @@ export class Syncer {
     // The server read its clock about half way through the round trip.
     const offset = Math.round(hello.serverTime - (t0 + t1) / 2);
     this.store.setOffset(offset);
-    this.store.setMeta('offset', offset).catch(() => {});
-    // A clock left ahead of the server's time by more than the max drift
-    // starts again (docs/protocol.md, section 6). A failure is told: until
-    // the next hello, writes stamped by that clock are refused.
-    restartClock(this.store).catch((e) => this.report(asConvergoError(e)));
+    // Stored with the restart: a clock left ahead of the server's time by
+    // more than the max drift starts again (docs/protocol.md, section 6).
+    // A failure is told: until the next hello, writes stamped by that
+    // clock are refused.
+    restartClock(this.store, offset).catch((e) => this.report(asConvergoError(e)));
   }
 
   /**

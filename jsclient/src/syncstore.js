@@ -382,16 +382,26 @@ export function putCursor(st, tx, c, cursor) {
  * saved at their next write (Clock.settle), and so does a tab's restart
  * when a clock saved is in time already: every tab syncs without Web
  * Locks, and a tab that led before may have restarted and stamped since.
- * docs/protocol.md, section 6.
+ * docs/protocol.md, section 6. With offset, the hello's correction of the
+ * wall time is stored (meta "offset", which every tab's writes take) and
+ * taken in the same transaction, once its first read is answered: a write
+ * whose transaction began before read the correction stored then and took
+ * it (Store.writeIn), and the restart and the writes after it must go by
+ * the hello's.
  * @param {Store} st
+ * @param {number} [offset]
  * @returns {Promise<void>}
  */
-export function restartClock(st) {
-  const clock = st.clock;
-  if (!clock) return Promise.resolve();
+export function restartClock(st, offset) {
   return st.tx([META], 'readwrite', 'restart the clock', async (tx) => {
     const meta = tx.objectStore(META);
+    if (offset !== undefined) meta.put(offset, 'offset');
     const saved = await req(meta.get('clock'));
+    // The transactions before this one have run (writes that took the
+    // correction stored then): the hello's is taken now.
+    if (offset !== undefined) st.setOffset(offset);
+    const clock = st.clock;
+    if (!clock) return;
     const wall = st.now();
     // A clock saved in time (another tab started again already, and may
     // have stamped since) is taken, as a write would (Clock.settle):

@@ -107,3 +107,25 @@ test("a follower's writes are stamped on the wall time the leader's hello correc
   const stamp = server.coll('todos').byId.get('f')?.record.fields.get('n')?.stamp;
   assert.ok(stamp && Math.abs(stamp.wall - server.now()) < 60_000, `stamped ${stamp?.wall}, near the server's ${server.now()}`);
 });
+
+test('a hello that corrects the wall time restarts a clock left ahead even while a write that read the old correction is under way', async (t) => {
+  const { restartClock } = await import('../src/syncstore.js');
+  const db = await openClient({ name: 'race', indexedDB: freshIDB(), sync: false });
+  t.after(() => db.close());
+  const st = /** @type {any} */ (db).store;
+  const hour = 3_600_000;
+  st.clock.maxDrift = 60_000;
+  // A correction an hour too far ahead, stored, and a write stamped by it.
+  st.setOffset(hour);
+  await st.setMeta('offset', hour);
+  await db.collection('todos').put('x', { n: 1 });
+  assert.ok(st.clock.ahead(Date.now()), 'the clock is an hour ahead');
+  // A write of a record not seen yet (it reads first) begins, then the
+  // hello's answer corrects the wall time and restarts the clock.
+  const write = db.collection('todos').put('y', { n: 2 });
+  st.setOffset(0); // as the Syncer's applyHello does
+  await restartClock(st, 0);
+  await write;
+  assert.equal(st.clock.ahead(Date.now()), false, `the clock restarted (last ${st.clock.last.wall}, now ${Date.now()})`);
+  assert.equal(st.offset, 0, 'the correction is the hello’s');
+});
