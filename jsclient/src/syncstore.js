@@ -678,7 +678,7 @@ export function peekOutbox(st, limit, held, versions, losses) {
 export function settle(st, settled, info = { when: Date.now(), subject: null }, losses) {
   if (settled.length === 0) return Promise.resolve({ changed: new Map(), rejected: new Map(), dropped: 0, taken: new Set() });
   const anyRefused = settled.some((x) => x.refused);
-  const stores = anyRefused || losses ? [RECORDS, OUTBOX, REJECTED, META] : [RECORDS, OUTBOX];
+  const stores = anyRefused ? [RECORDS, OUTBOX, REJECTED, META] : losses ? [RECORDS, OUTBOX, META] : [RECORDS, OUTBOX];
   return st.tx(stores, 'readwrite', 'settle outbox', async (tx) => {
     const outbox = tx.objectStore(OUTBOX);
     const records = tx.objectStore(RECORDS);
