@@ -283,6 +283,15 @@ func (s *Store) roundTrip(group []*scriptCall) {
 		ctx, cancel = context.WithDeadline(ctx, deadline)
 		defer cancel()
 	}
+	// A node that restarted or was promoted since the last check of the
+	// servers' run is checked before anything is written to it.
+	if err := s.probeRun(ctx, live[0].coll); err != nil {
+		err = fmt.Errorf("%w: the server's run could not be checked: %w", stores.ErrUnavailable, err)
+		for _, sc := range live {
+			sc.req.finish(fmt.Errorf("apply to %s: %w", sc.coll, err))
+		}
+		return
+	}
 	s.readStored(ctx, live)
 	if h := s.commits.beforeExec; h != nil {
 		h(len(live))

@@ -173,8 +173,14 @@
 // after a check of the servers' run (epoch.go, checkRun): the server restarted
 // or a replica took over, and may have lost the last writes. Redis does not
 // replicate SCRIPT LOAD and a promotion keeps the script cache, so Open
-// loads the scripts on masters only; a test fails a master over to a
-// replica that missed writes and checks that a cursor from before is reset.
+// loads the scripts on masters only. A node that was a master once keeps
+// the script while a replica, so before a round trip the store also
+// compares the run of the node it goes to (INFO run_id and master_replid,
+// at most once a second per node) with the masters' of the last check,
+// and checks the run when it is not one of them (epoch.go, probeRun).
+// Tests fail a master over to a replica that missed writes, and back to
+// the old master after it missed writes, and check that a cursor from
+// before is reset.
 // Close waits for the queued calls to be answered.
 //
 // Merging several callers' changes into one script call would save the

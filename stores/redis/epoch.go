@@ -388,8 +388,10 @@ return 1`)
 // connection and of capture's keyspace connections (a restart or a
 // failover of their master breaks them), when a merge call finds
 // that a server lost the merge script (a restart or a failover of a
-// master that may not hold the subscription, roundTrip), and in Meta
-// while a check is owed because the last one failed.
+// master that may not hold the subscription, roundTrip), when a round
+// trip goes to a node whose run this check did not find on a master
+// (probeRun), and in Meta while a check is owed because the last one
+// failed.
 func (s *Store) checkRun(ctx context.Context) error {
 	// The script refuses only when the record or the epoch moved since
 	// they were read, that is when another check or bump landed: go on
@@ -409,6 +411,7 @@ func (s *Store) checkRun(ctx context.Context) error {
 			return s.fail(ctx, "read the recorded run", err)
 		}
 		if old == now {
+			s.noteRuns(runs)
 			s.needCheck.Store(false)
 			return nil
 		}
@@ -442,6 +445,7 @@ func (s *Store) checkRun(ctx context.Context) error {
 		if res == -1 {
 			continue
 		}
+		s.noteRuns(runs)
 		s.needCheck.Store(false)
 		if res == 1 && bump {
 			s.log.Warn("the Redis servers changed; new epoch of every collection", "why", why, "was", old, "now", now)
@@ -454,6 +458,80 @@ func (s *Store) checkRun(ctx context.Context) error {
 	s.needCheck.Store(true)
 	return errors.New("record the server's run: the record or the epoch keeps changing")
 }
+
+// noteRuns remembers the masters' runs that a check found as they are
+// recorded (probeRun compares nodes with them).
+func (s *Store) noteRuns(runs []run) {
+	known := make(map[string]bool, len(runs))
+	for _, r := range runs {
+		known[r.key()] = true
+	}
+	s.known.Store(&known)
+}
+
+// probeInterval is how often, at most, a round trip to a node compares
+// the node's run with those of the last check (probeRun).
+const probeInterval = time.Second
+
+// probeRun compares the run of the node that serves collection coll (the
+// server, or the master of its slot as the client knows it) with those of
+// the last check of the servers' run, at most once per probeInterval per
+// node, before a round trip of merge calls: a node whose run or
+// replication id is not one of them restarted or was promoted since,
+// and the servers' run is checked (checkRun) before anything is written.
+//
+// The NOSCRIPT of the merge script finds most of those, but not all: a
+// node that was a master, and kept its script cache while a replica (a
+// failover to its replica and back, without a restart), has the script
+// when it is promoted again, and a store that made no check while the
+// other node was master does not know that anything happened. Its new
+// replication id says so.
+//
+// A failed probe is not an error: the round trip finds out whether the
+// node answers.
+func (s *Store) probeRun(ctx context.Context, coll string) error {
+	var node *goredis.Client
+	switch c := s.client.(type) {
+	case *goredis.ClusterClient:
+		n, err := c.MasterForKey(ctx, s.seqKey(coll))
+		if err != nil {
+			return nil
+		}
+		node = n
+	case *goredis.Client:
+		node = c
+	default:
+		return nil
+	}
+	addr := node.Options().Addr
+	now := time.Now()
+	s.probeMu.Lock()
+	last, ok := s.probed[addr]
+	s.probeMu.Unlock()
+	if ok && now.Sub(last) < probeInterval {
+		return nil
+	}
+	info, err := node.Info(ctx, "server", "replication").Result()
+	if err != nil {
+		return nil
+	}
+	key := run{runID: infoField(info, "run_id"), replID: infoField(info, "master_replid")}.key()
+	if known := s.known.Load(); known == nil || !(*known)[key] {
+		if err := s.checkRun(ctx); err != nil {
+			return err
+		}
+	}
+	s.probeMu.Lock()
+	if s.probed == nil || len(s.probed) >= maxProbed {
+		s.probed = map[string]time.Time{}
+	}
+	s.probed[addr] = now
+	s.probeMu.Unlock()
+	return nil
+}
+
+// maxProbed bounds the nodes whose last probe a store remembers.
+const maxProbed = 1024
 
 // checkRounds bounds the rounds of one run check.
 const checkRounds = 100

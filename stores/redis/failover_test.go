@@ -15,153 +15,157 @@ import (
 	"github.com/convergo/convergo/stores/redis/redistest"
 )
 
-// TestClusterFailoverResets: the master of a collection's slot has a
-// replica that stopped replicating; the master acknowledges three more
-// writes, and the replica takes over without them. The collection's
-// sequence numbers then go back, and the next writes, through a server
-// that never read the collection's head, give them out again (to the same
-// record, so neither engine's own checks can tell): a cursor from before
-// must be reset, history lost, although the stores' subscriptions, on
-// another master, never broke. The store
-// learns of the failover when the merge script is missing on the promoted
-// node (NOSCRIPT): so the scripts must be loaded on the masters only, never
-// on their replicas, whose script cache a promotion keeps.
-func TestClusterFailoverResets(t *testing.T) {
-	const prefix = "fo:"
-	slot := keySlot("c")
-	if slot == keySlot("convergo") || slot == keySlot(prefix+"convergo:notify") {
+// failoverPrefix is the key prefix of the failover tests' stores.
+const failoverPrefix = "fo:"
+
+// failoverCluster is a private cluster without persistence: node one
+// holds every slot but the slot of collection c, node two holds that slot
+// and node three replicates it. Two and three authenticate to each other's
+// replication as user repl, so deleting the user on the master cuts its
+// replica off and keeps it cut. Its two server instances (a and b, each a
+// store and an engine) are opened once every node lists the replica.
+type failoverCluster struct {
+	t               *testing.T
+	ctx             context.Context
+	one, two, three *redistest.Server
+	c1, c2, c3      *goredis.Client
+	slot            int
+	a, b            *engine.Engine
+	sa, sb          *Store
+}
+
+func newFailoverCluster(t *testing.T) *failoverCluster {
+	t.Helper()
+	f := &failoverCluster{t: t, ctx: testContext(t), slot: keySlot("c")}
+	if f.slot == keySlot("convergo") || f.slot == keySlot(failoverPrefix+"convergo:notify") {
 		t.Fatal("collection c shares the slot of the store's own keys or of its channel")
 	}
 	start := func(args ...string) *redistest.Server {
 		return redistest.StartCluster(t, append([]string{"--save", "", "--appendonly", "no", "--cluster-node-timeout", "2000"}, args...)...)
 	}
-	one, two := start(), start()
-	// The replica authenticates to its master as user repl: deleting the
-	// user cuts replication and keeps it cut.
-	three := start("--masteruser", "repl", "--masterauth", "pw")
-	ctx := testContext(t)
+	f.one = start()
+	f.two = start("--masteruser", "repl", "--masterauth", "pw")
+	f.three = start("--masteruser", "repl", "--masterauth", "pw")
 	node := func(s *redistest.Server) *goredis.Client {
 		c := goredis.NewClient(&goredis.Options{Addr: s.Addr()})
 		t.Cleanup(func() { c.Close() })
 		return c
 	}
-	c1, c2, c3 := node(one), node(two), node(three)
-	if slot > 0 {
-		if err := c1.ClusterAddSlotsRange(ctx, 0, slot-1).Err(); err != nil {
-			t.Fatal(err)
-		}
+	f.c1, f.c2, f.c3 = node(f.one), node(f.two), node(f.three)
+	ctx := f.ctx
+	if f.slot > 0 {
+		f.must(f.c1.ClusterAddSlotsRange(ctx, 0, f.slot-1).Err())
 	}
-	if slot < 16383 {
-		if err := c1.ClusterAddSlotsRange(ctx, slot+1, 16383).Err(); err != nil {
-			t.Fatal(err)
-		}
+	if f.slot < 16383 {
+		f.must(f.c1.ClusterAddSlotsRange(ctx, f.slot+1, 16383).Err())
 	}
-	if err := c2.ClusterAddSlots(ctx, slot).Err(); err != nil {
-		t.Fatal(err)
+	f.must(f.c2.ClusterAddSlots(ctx, f.slot).Err())
+	for _, c := range []*goredis.Client{f.c2, f.c3} {
+		f.must(c.Do(ctx, "acl", "setuser", "repl", "on", ">pw", "+@all", "~*", "&*").Err())
 	}
-	if err := c2.Do(ctx, "acl", "setuser", "repl", "on", ">pw", "+@all", "~*", "&*").Err(); err != nil {
-		t.Fatal(err)
+	for _, s := range []*redistest.Server{f.two, f.three} {
+		f.must(f.c1.Do(ctx, "cluster", "meet", "127.0.0.1", s.Port, s.BusPort).Err())
 	}
-	for _, s := range []*redistest.Server{two, three} {
-		if err := c1.Do(ctx, "cluster", "meet", "127.0.0.1", s.Port, s.BusPort).Err(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	awaitClusterOK(t, one, two, three)
-	id2, err := c2.Do(ctx, "cluster", "myid").Text()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c3.Do(ctx, "cluster", "replicate", id2).Err(); err != nil {
-		t.Fatal(err)
-	}
-	linked := func(up bool) func() (bool, string) {
-		return func() (bool, string) {
-			info, err := c3.Info(ctx, "replication").Result()
-			if err != nil {
-				return false, err.Error()
-			}
-			return strings.Contains(info, "master_link_status:up") == up, info
-		}
-	}
-	eventually(t, "the replica in sync", linked(true))
-
+	awaitClusterOK(t, f.one, f.two, f.three)
+	id2, err := f.c2.Do(ctx, "cluster", "myid").Text()
+	f.must(err)
+	f.must(f.c3.Do(ctx, "cluster", "replicate", id2).Err())
+	f.awaitLink(f.c3, true)
 	eventually(t, "every node to list the replica", func() (bool, string) {
-		for _, c := range []*goredis.Client{c1, c2} {
+		for _, c := range []*goredis.Client{f.c1, f.c2} {
 			slots, err := c.ClusterSlots(ctx).Result()
 			if err != nil {
 				return false, err.Error()
 			}
 			for _, r := range slots {
-				if r.Start == slot && len(r.Nodes) != 2 {
+				if r.Start == f.slot && len(r.Nodes) != 2 {
 					return false, fmt.Sprint(slots)
 				}
 			}
 		}
 		return true, ""
 	})
-	// Two server instances, each with its store and engine, both started
-	// before the failover.
-	open := func() (*Store, *engine.Engine) {
-		s, err := Open(ctx, Options{
-			Addrs: []string{one.Addr(), two.Addr()}, Cluster: true, KeyPrefix: prefix,
-			DialTimeout: 500 * time.Millisecond, ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: 1,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		e, err := engine.Open(engine.Config{Store: s, Replica: "srv", PollInterval: -1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { e.Close(); s.Close() })
-		return s, e
+	f.sa, f.a = f.open()
+	f.sb, f.b = f.open()
+	return f
+}
+
+func (f *failoverCluster) must(err error) {
+	f.t.Helper()
+	if err != nil {
+		f.t.Fatal(err)
 	}
-	_, e := open()
-	s2, e2 := open()
-	write := func(e *engine.Engine, id, field string) {
-		t.Helper()
-		for try := 0; ; try++ {
-			_, err := e.Apply(context.Background(), []crdt.Change{{Collection: "c", Record: crdt.SetField(id, field, mustValue(t, field), crdt.Stamp{Wall: time.Now().UnixMilli(), Replica: "w"})}})
-			if err == nil {
-				return
-			}
-			if try == 50 {
-				t.Fatal(err)
-			}
-			time.Sleep(100 * time.Millisecond)
-		}
-	}
-	for _, f := range []string{"a", "b", "c"} {
-		write(e, "r0", f) // seqs 1 to 3
-	}
-	if n, err := c2.Do(ctx, "wait", 1, 5000).Int(); err != nil || n != 1 {
-		t.Fatalf("wait for the replica: %d, %v", n, err)
-	}
-	if err := c2.Do(ctx, "acl", "deluser", "repl").Err(); err != nil {
+}
+
+// open opens a server instance: a store and an engine.
+func (f *failoverCluster) open() (*Store, *engine.Engine) {
+	t := f.t
+	t.Helper()
+	s, err := Open(f.ctx, Options{
+		Addrs: []string{f.one.Addr(), f.two.Addr()}, Cluster: true, KeyPrefix: failoverPrefix,
+		DialTimeout: 500 * time.Millisecond, ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: 1,
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the replica cut off", linked(false))
-	for _, f := range []string{"x", "y", "z"} {
-		write(e, "r0", f) // seqs 4 to 6, on the master alone
-	}
-	c := cursorAfterAll(t, e)
-	if err := c3.Do(ctx, "cluster", "failover", "takeover").Err(); err != nil {
+	e, err := engine.Open(engine.Config{Store: s, Replica: "srv", PollInterval: -1})
+	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the replica promoted", func() (bool, string) {
-		info, err := c3.Info(ctx, "replication").Result()
+	t.Cleanup(func() { e.Close(); s.Close() })
+	return s, e
+}
+
+// awaitLink waits until the replica c's link to its master is up, or
+// down.
+func (f *failoverCluster) awaitLink(c *goredis.Client, up bool) {
+	f.t.Helper()
+	eventually(f.t, fmt.Sprintf("the replica's link up: %v", up), func() (bool, string) {
+		info, err := c.Info(f.ctx, "replication").Result()
+		if err != nil {
+			return false, err.Error()
+		}
+		return strings.Contains(info, "role:slave") && strings.Contains(info, "master_link_status:up") == up, info
+	})
+}
+
+// promote makes the replica c master (takeover: without its master's
+// agreement, as after a partition) and waits until it is.
+func (f *failoverCluster) promote(c *goredis.Client, how string) {
+	f.t.Helper()
+	args := []any{"cluster", "failover"}
+	if how != "" {
+		args = append(args, how)
+	}
+	f.must(c.Do(f.ctx, args...).Err())
+	eventually(f.t, "the replica promoted", func() (bool, string) {
+		info, err := c.Info(f.ctx, "replication").Result()
 		return err == nil && strings.Contains(info, "role:master"), info
 	})
-	// The other instance, which never read the collection's head,
-	// writes: seqs 4 to 7 again, r0 at 7 without x, y, z. The reader's
-	// server sees the head pass its cursor, and r0 move on as usual.
-	for _, f := range []string{"p", "q", "r", "s"} {
-		write(e2, "r0", f)
+}
+
+// write applies a change to record id of collection c through e, trying
+// again while the cluster settles.
+func (f *failoverCluster) write(e *engine.Engine, id, field string) {
+	t := f.t
+	t.Helper()
+	for try := 0; ; try++ {
+		_, err := e.Apply(context.Background(), []crdt.Change{{Collection: "c", Record: crdt.SetField(id, field, mustValue(t, field), crdt.Stamp{Wall: time.Now().UnixMilli(), Replica: "w"})}})
+		if err == nil {
+			return
+		}
+		if try == 50 {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
-	if head, err := s2.Head(ctx, "c"); err != nil || head != 7 {
-		t.Fatalf("head after the failover: %d, %v; want 7 (the promoted replica lacks x, y, z)", head, err)
-	}
+}
+
+// awaitHistoryLost pulls from cursor c through e until the engine says
+// reset, history lost.
+func (f *failoverCluster) awaitHistoryLost(e *engine.Engine, c engine.Cursor, lost string) {
+	t := f.t
+	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		p, err := e.Pull(context.Background(), "c", c, engine.PageLimit{})
@@ -173,8 +177,81 @@ func TestClusterFailoverResets(t *testing.T) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("a cursor from before the failover pulled %d entries (%v) and no reset: its reader keeps x, y, z, which the store lost, which it holds beside p, q, r, s", len(p.Entries), err)
+			t.Fatalf("a cursor from before the failover pulled %d entries (%v) and no reset: its reader keeps %s, which the store lost", len(p.Entries), err, lost)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// TestClusterFailoverResets: the master of a collection's slot has a
+// replica that stopped replicating; the master acknowledges three more
+// writes, and the replica takes over without them. The collection's
+// sequence numbers then go back, and the next writes, through a server
+// that never read the collection's head, give them out again (to the same
+// record, so neither engine's own checks can tell): a cursor from before
+// must be reset, history lost, although the stores' subscriptions, on
+// another master, never broke. The store learns of the failover when the
+// merge script is missing on the promoted node (NOSCRIPT): so the scripts
+// must be loaded on the masters only, never on their replicas, whose
+// script cache a promotion keeps.
+func TestClusterFailoverResets(t *testing.T) {
+	f := newFailoverCluster(t)
+	for _, v := range []string{"a", "b", "c"} {
+		f.write(f.a, "r0", v) // seqs 1 to 3
+	}
+	if n, err := f.c2.Do(f.ctx, "wait", 1, 5000).Int(); err != nil || n != 1 {
+		t.Fatalf("wait for the replica: %d, %v", n, err)
+	}
+	f.must(f.c2.Do(f.ctx, "acl", "deluser", "repl").Err())
+	f.awaitLink(f.c3, false)
+	for _, v := range []string{"x", "y", "z"} {
+		f.write(f.a, "r0", v) // seqs 4 to 6, on the master alone
+	}
+	c := cursorAfterAll(t, f.a)
+	f.promote(f.c3, "takeover")
+	// The other instance, which never read the collection's head,
+	// writes: seqs 4 to 7 again, r0 at 7 without x, y, z. The reader's
+	// server sees the head pass its cursor, and r0 move on as usual.
+	for _, v := range []string{"p", "q", "r", "s"} {
+		f.write(f.b, "r0", v)
+	}
+	if head, err := f.sb.Head(f.ctx, "c"); err != nil || head != 7 {
+		t.Fatalf("head after the failover: %d, %v; want 7 (the promoted replica lacks x, y, z)", head, err)
+	}
+	f.awaitHistoryLost(f.a, c, "x, y, z")
+}
+
+// TestClusterFailbackResets: as TestClusterFailoverResets, but the node
+// that takes over was the master once, and holds the merge script from
+// then: the master fails over to its replica gracefully (nothing lost;
+// the new master is checked and the epoch moves), the new master's
+// replica, the old master, is cut off, the new master acknowledges three
+// writes, and the old master takes over again without them. A server that
+// saw nothing of the first failover then writes: it must find the node's
+// run changed, not trust the merge script in its cache.
+func TestClusterFailbackResets(t *testing.T) {
+	f := newFailoverCluster(t)
+	for _, v := range []string{"a", "b", "c"} {
+		f.write(f.a, "r0", v) // seqs 1 to 3
+	}
+	f.promote(f.c3, "") // graceful: three has a, b, c
+	f.awaitLink(f.c2, true)
+	f.write(f.a, "r0", "d") // seq 4, through three: a new epoch
+	if n, err := f.c3.Do(f.ctx, "wait", 1, 5000).Int(); err != nil || n != 1 {
+		t.Fatalf("wait for the replica: %d, %v", n, err)
+	}
+	f.must(f.c3.Do(f.ctx, "acl", "deluser", "repl").Err())
+	f.awaitLink(f.c2, false)
+	for _, v := range []string{"x", "y", "z"} {
+		f.write(f.a, "r0", v) // seqs 5 to 7, on three alone
+	}
+	c := cursorAfterAll(t, f.a)
+	f.promote(f.c2, "takeover")
+	for _, v := range []string{"p", "q", "r", "s"} {
+		f.write(f.b, "r0", v) // seqs 5 to 8 again, on two
+	}
+	if head, err := f.sb.Head(f.ctx, "c"); err != nil || head != 8 {
+		t.Fatalf("head after the failback: %d, %v; want 8 (the old master lacks x, y, z)", head, err)
+	}
+	f.awaitHistoryLost(f.a, c, "x, y, z")
 }

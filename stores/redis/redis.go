@@ -87,6 +87,12 @@ type Store struct {
 	// needCheck says a check of the servers' run (checkRun) is owed: at
 	// first, and after a check failed.
 	needCheck atomic.Bool
+	// known holds the keys (run.key) of the masters the last check of the
+	// servers' run found, and probed when the run of each node was last
+	// compared with them before a round trip (probeRun).
+	known   atomic.Pointer[map[string]bool]
+	probeMu sync.Mutex
+	probed  map[string]time.Time
 
 	// subscribeWait bounds how long Watch waits for the first subscription.
 	subscribeWait time.Duration
