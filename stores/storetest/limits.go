@@ -193,6 +193,26 @@ func testTooLarge(t *testing.T, f Factory) {
 			t.Fatal("change that shrinks a large record was not applied")
 		}
 	})
+	t.Run("bytes, exactly", func(t *testing.T) {
+		// A record a byte short of the limit; a change that makes it
+		// exactly the limit is taken, one that makes it a byte over is
+		// refused, and so is a change of another field by as much.
+		full := bigRecord(t, "exact", 100, crdt.MaxRecordBytes-1)
+		apply(t, s, chg("tl", full))
+		grow := func(name string, by int, wall int64) crdt.Record {
+			v := full.Fields[name].Value
+			return crdt.SetField("exact", name, blob(t, len(v)+by, 'g'), st(wall, "big")) // a stamp as long as the one it replaces
+		}
+		refused(t, "exact", grow("f0001", 2, 6000))
+		refused(t, "exact", grow("f0002", 2, 6000))
+		if !apply(t, s, chg("tl", grow("f0001", 1, 6001)))[0].Changed {
+			t.Fatal("a change that makes the record exactly crdt.MaxRecordBytes was not applied")
+		}
+		if enc, _ := crdt.EncodeRecord(get(t, s, "tl", "exact").Record); len(enc) != crdt.MaxRecordBytes {
+			t.Fatalf("the record is %d bytes, want exactly %d", len(enc), crdt.MaxRecordBytes)
+		}
+		refused(t, "exact", grow("f0002", 1, 6002))
+	})
 	t.Run("fields", func(t *testing.T) {
 		r := crdt.Record{ID: "fields", Fields: map[string]crdt.Field{}}
 		for i := range crdt.MaxFieldsPerRecord {
