@@ -11,6 +11,7 @@ import (
 
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/stores"
+	"github.com/convergo/convergo/stores/redis/redistest"
 )
 
 // holdFirstRoundTrip makes s's first round trip wait until the returned
@@ -219,9 +220,11 @@ func TestApplyGroupErrorsStayWithTheirCaller(t *testing.T) {
 
 // TestApplyAfterScriptFlush checks the EVAL fallback of pipelined calls:
 // after the server forgot its scripts, a group of concurrent Applies
-// still applies.
+// still applies. The server is the test's own: a SCRIPT FLUSH of a shared
+// one would reach every other test using it.
 func TestApplyAfterScriptFlush(t *testing.T) {
-	tg := singleTarget(t)
+	srv := redistest.Start(t, "--save", "", "--appendonly", "no")
+	tg := target{name: "private", addrs: []string{srv.Addr()}}
 	ctx := testContext(t)
 	s := openStore(t, tg, Options{})
 	if err := s.client.ScriptFlush(ctx).Err(); err != nil {
