@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	goredis "github.com/redis/go-redis/v9"
+
 	"github.com/convergo/convergo/stores"
 	"github.com/convergo/convergo/stores/redis"
 	"github.com/convergo/convergo/stores/redis/redistest"
@@ -41,5 +43,73 @@ func TestHealLiveRedisRestartedEmpty(t *testing.T) {
 	waitLong(t, "the reader to get a write live", func() bool { _, ok := reader.Get("notes", "after"); return ok })
 	if n := s.lives.Load() - dials; n != 0 {
 		t.Errorf("%d live dials across the Redis restart, want none", n)
+	}
+}
+
+// TestHealLiveRedisTwoServers: as TestHealLiveRedisRestartedEmpty, with
+// two servers on the one Redis, a writer live on one and a reader live
+// on the other, and Redis restarted empty or from a snapshot older than
+// the writer's last writes (which the reader streamed): both instances
+// notice, both sessions are reset and heal, and both servers serve
+// everything acknowledged.
+func TestHealLiveRedisTwoServers(t *testing.T) {
+	for _, older := range []bool{false, true} {
+		t.Run(map[bool]string{false: "restarted empty", true: "restarted from an older snapshot"}[older], func(t *testing.T) {
+			rs := redistest.Start(t, "--save", "", "--appendonly", "no")
+			open := func() stores.Store {
+				st, err := redis.Open(context.Background(), redis.Options{
+					Addrs: []string{rs.Addr()}, KeyPrefix: "heal2:",
+					DialTimeout: 500 * time.Millisecond, ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: 1,
+				})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return st
+			}
+			one, two := newLossServerOn(t, false, open), newLossServerOn(t, false, open)
+			alice := one.replica("alice", true, client.ReplicaConfig{}, nil)
+			bob := one.replica("bob", true, client.ReplicaConfig{}, nil)
+			reader := two.replica("reader", false, client.ReplicaConfig{}, nil)
+			setEach(t, alice, "a", "n", 0, 10)
+			setEach(t, bob, "b", "n", 0, 10)
+			syncAll(t, alice, bob, reader, alice)
+			runLive(t, alice)
+			runLive(t, reader)
+			waitLong(t, "a live session on each server", func() bool { return one.liveConns(t) == 1 && two.liveConns(t) == 1 })
+			if older {
+				// The snapshot Redis comes back from; alice writes past it,
+				// and the reader streams her writes through the other server.
+				rc := goredis.NewClient(&goredis.Options{Addr: rs.Addr()})
+				if err := rc.Save(t.Context()).Err(); err != nil {
+					t.Fatal(err)
+				}
+				rc.Close()
+				setEach(t, alice, "late", "n", 0, 3)
+				if err := alice.Flush(t.Context()); err != nil {
+					t.Fatal(err)
+				}
+				waitLong(t, "the reader to stream alice's late writes", func() bool { _, ok := reader.Get("notes", "late2"); return ok })
+			}
+			want := reader.Records("notes")
+			if n := map[bool]int{false: 20, true: 23}[older]; len(want) != n {
+				t.Fatalf("the reader holds %d records, want %d", len(want), n)
+			}
+			rs.Kill()
+			rs.Start()
+			replicas := map[string]*client.Replica{"alice": alice, "reader": reader}
+			one.eventuallyConverged(t, want, replicas, nil)
+			two.eventuallyConverged(t, want, replicas, nil)
+			// Healed, not kept: each server reset its reader.
+			for name, s := range map[string]*lossServer{"one": one, "two": two} {
+				if n := s.metric(t, `convergo_resets_total{reason="history_lost"}`); n < 1 {
+					t.Errorf(`server %s: convergo_resets_total{reason="history_lost"} %d, want at least 1`, name, n)
+				}
+			}
+			set(t, alice, "after", "n", 1)
+			if err := alice.Flush(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+			waitLong(t, "the reader to get a write live through the other server", func() bool { _, ok := reader.Get("notes", "after"); return ok })
+		})
 	}
 }
