@@ -385,8 +385,8 @@ func nameable(subject, tokenID string) error {
 // accepts a numeric string ("exp": "9999999999"), which no issuer of ours
 // writes. And that they are seconds an int64 holds: the library converts
 // them as they are, and one past that range wraps to the far past (an nbf
-// of 1e19 would admit the token at once). The claims must be UTF-8. It
-// returns every claim of the token.
+// of 1e19 would admit the token at once). The claims must be UTF-8 and
+// name each claim once. It returns every claim of the token.
 func numericTimes(token string) (map[string]any, error) {
 	parts := strings.Split(token, ".")
 	if len(parts) != 3 {
@@ -406,6 +406,9 @@ func numericTimes(token string) (map[string]any, error) {
 	if err := json.Unmarshal(payload, &all); err != nil {
 		return nil, fmt.Errorf("token payload: %v", err)
 	}
+	if name := twice(payload); name != "" {
+		return nil, fmt.Errorf("claim %q is named twice", name)
+	}
 	for _, name := range []string{"exp", "nbf", "iat"} {
 		switch v := all[name].(type) {
 		case string:
@@ -417,6 +420,35 @@ func numericTimes(token string) (map[string]any, error) {
 		}
 	}
 	return all, nil
+}
+
+// twice returns a claim name that the claims object payload (valid JSON)
+// holds twice, "" when none. RFC 7519 (4) lets a parser read the last of
+// two, but the server's fields do not all: a null keeps the string read
+// before it, so the server and the clients (which read the last) would
+// see two subjects. Such a token is refused.
+func twice(payload []byte) string {
+	d := json.NewDecoder(bytes.NewReader(payload))
+	if t, err := d.Token(); err != nil || t != json.Delim('{') {
+		return ""
+	}
+	seen := map[string]bool{}
+	for d.More() {
+		t, err := d.Token()
+		name, ok := t.(string)
+		if err != nil || !ok {
+			return ""
+		}
+		if seen[name] {
+			return name
+		}
+		seen[name] = true
+		var skip json.RawMessage
+		if d.Decode(&skip) != nil {
+			return ""
+		}
+	}
+	return ""
 }
 
 // Issue signs a token for subject with the given patterns, valid for ttl.

@@ -207,3 +207,34 @@ func TestForeignTokenToldWhy(t *testing.T) {
 		t.Fatalf("a token for the server: %d %s", a.status, a.errorCode(t))
 	}
 }
+
+// RFC 7519 (4): claim names are unique, and a parser either refuses a
+// token with a name twice or reads the last one. Go's decoding of the
+// claims into the server's fields keeps the first of two subs when the
+// last is null (a null sets no string), where the browser client, which
+// reads the last, finds no subject, and the claims scopes bind with hold
+// null; two reads the server and its clients did not agree on. A token
+// that names a claim twice is unauthenticated.
+func TestTokenClaimTwice(t *testing.T) {
+	j, err := NewJWT(testSecret, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	exp := time.Now().Add(time.Hour).Unix()
+	for _, claims := range []string{
+		fmt.Sprintf(`{"sub":"alice","sub":null,"exp":%d,"read":["notes"]}`, exp),
+		fmt.Sprintf(`{"sub":"alice","sub":"bob","exp":%d,"read":["notes"]}`, exp),
+		fmt.Sprintf(`{"sub":"alice","exp":%d,"read":["notes"],"read":["*"]}`, exp),
+		fmt.Sprintf(`{"sub":"alice","exp":%d,"team":"red","team":"blue"}`, exp),
+		fmt.Sprintf(`{"sub":"alice","exp":%d,"t\u0065am":"red","team":"blue"}`, exp),
+	} {
+		if p, err := j.Authenticate(context.Background(), signPayload(claims)); !errors.Is(err, ErrUnauthenticated) {
+			t.Errorf("claims %s: %q admitted (%v), want unauthenticated", claims, p.Subject, err)
+		}
+	}
+	// A name twice inside a claim's value is that claim's business.
+	p, err := j.Authenticate(context.Background(), signPayload(fmt.Sprintf(`{"sub":"alice","exp":%d,"org":{"id":1,"id":2}}`, exp)))
+	if err != nil || p.Subject != "alice" {
+		t.Fatalf("a nested name twice: %q (%v), want admitted", p.Subject, err)
+	}
+}
