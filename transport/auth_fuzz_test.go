@@ -21,7 +21,8 @@ import (
 // proxy's) names another subject or grants other collections: the
 // algorithm is HS256, sub and jti are the claims' own strings and can be
 // named by the deny list, read and write are the claims' arrays of valid
-// patterns, and exp is a number after now.
+// patterns, exp is a number after now, nbf (if any) a number not after
+// it, and there is no aud (the server has no audience).
 func FuzzAuthenticate(f *testing.F) {
 	now := time.Unix(1_764_720_000, 0)
 	j, err := NewJWT(testSecret, func() time.Time { return now })
@@ -41,6 +42,10 @@ func FuzzAuthenticate(f *testing.F) {
 		{`{"alg":"none"}`, `{"sub":"alice","exp":1764723600}`},
 		{`{"alg":"HS256","alg":"RS256"}`, `{"sub":"alice","exp":1764723600}`},
 		{`{"alg":"hs256"}`, `{"sub":"alice","exp":1764723600}`},
+		{hs256, `{"sub":"alice","sub":null,"exp":1764723600}`},
+		{hs256, "{\"sub\":\"al\xe9x\",\"exp\":1764723600}"},
+		{hs256, `{"sub":"alice","exp":1764723600,"nbf":1e19}`},
+		{hs256, `{"sub":"alice","exp":1764723600,"aud":"billing"}`},
 	} {
 		f.Add([]byte(seed[0]), []byte(seed[1]))
 	}
@@ -91,6 +96,14 @@ func FuzzAuthenticate(f *testing.F) {
 					t.Fatalf("claims %q: admitted pattern %q: %v", claims, pat, err)
 				}
 			}
+		}
+		if nbf, ok := all["nbf"]; ok {
+			if n, isNumber := nbf.(float64); !isNumber || n > float64(now.Unix()) {
+				t.Fatalf("claims %q: admitted with nbf %v (now %v)", claims, nbf, now)
+			}
+		}
+		if aud, ok := all["aud"]; ok {
+			t.Fatalf("claims %q: admitted with aud %v by a server without an audience", claims, aud)
 		}
 		exp, ok := all["exp"].(float64)
 		if !ok || !p.Expires.After(now) || float64(now.Unix()) >= exp {
