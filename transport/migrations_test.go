@@ -41,7 +41,7 @@ func TestSchemaAhead(t *testing.T) {
 		{"pull without migrations", proto.PathPull, proto.PullRequest{Collection: "plain", Version: 2}},
 		{"push", proto.PathPush, proto.PushRequest{Replica: "c1", Versions: map[string]uint64{"notes": 3},
 			Changes: []crdt.Change{change(t, "notes", "r1", "name", "x")}}},
-		{"restore", proto.PathRestore, proto.RestoreRequest{Collection: "notes", Version: 3}},
+		{"restore", proto.PathRestore, proto.RestoreRequest{Collection: "notes", Records: []proto.SealedRecord{}, Version: 3}},
 	} {
 		a := ts.post(t, tc.path, tok, tc.body)
 		if a.status != http.StatusConflict || a.errorCode(t) != proto.CodeSchemaAhead {
