@@ -33,7 +33,10 @@
 // A map at a value position holding the key "$" is always a parameter, so
 // such a map cannot be a literal value there. Bind replaces parameters
 // with values; a list parameter of "in" must bind to an array, which
-// becomes the list. Parameters cannot bind to maps: a scope compares
+// becomes the list. A parameter bound to null, or a list holding one, is
+// unbound (ErrUnbound), as a missing one is: a null is a value the
+// principal lacks, and must not match records whose field is null.
+// Parameters cannot bind to maps: a scope compares
 // fields to scalars or arrays, and a map is almost always a path that
 // stopped one segment short ("claims.org" for "claims.org.id").
 //

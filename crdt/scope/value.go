@@ -178,7 +178,8 @@ func (ps Params) Lookup(name string) (any, bool) {
 // parameter params does not hold, or holds as null, is an error wrapping
 // ErrUnbound: a scope naming a claim the token lacks must fail, not match
 // records whose field is null. A parameter standing for the whole list of
-// an "in" must bind to an array, whose elements become the list; any
+// an "in" must bind to an array, whose elements become the list, and
+// which holds no null (ErrUnbound, for the same reason); any
 // parameter bound to a map (or a list element that is one) wraps
 // crdt.ErrInvalid. The result is checked against the limits (ErrTooLarge).
 // A p without parameters is returned as it is.
@@ -276,6 +277,12 @@ func (b *binder) node(n *node) (*node, error) {
 			end := itemEnd(v, off)
 			if v[off]>>5 == 5 {
 				return nil, fmt.Errorf("%w: parameter %s holds a map", crdt.ErrInvalid, n.listParam)
+			}
+			if v[off] == 0xf6 {
+				// A null in the list is a value the principal lacks, as
+				// a null parameter is: it would match records whose
+				// field is null.
+				return nil, fmt.Errorf("parameter %s holds null: %w", n.listParam, ErrUnbound)
 			}
 			c.list = append(c.list, term{val: string(v[off:end])})
 			off = end
