@@ -81,7 +81,7 @@ func TestServerClockOffRefusesHellos(t *testing.T) {
 	}
 	refused("hello", ts.post(t, proto.PathHello, tok, hello))
 	refused("push", ts.post(t, proto.PathPush, tok, proto.PushRequest{Replica: "c1", Changes: []crdt.Change{change(t, "notes", "r1", "f", 1)}}))
-	refused("restore", ts.post(t, proto.PathRestore, tok, proto.RestoreRequest{Collection: "notes"}))
+	refused("restore", ts.post(t, proto.PathRestore, tok, proto.RestoreRequest{Collection: "notes", Records: []proto.SealedRecord{}}))
 	if a := ts.post(t, proto.PathPull, tok, proto.PullRequest{Collection: "notes"}); a.status != http.StatusOK {
 		t.Fatalf("pull a year ahead: %d, want 200 (reads stamp nothing)", a.status)
 	}
