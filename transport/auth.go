@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"reflect"
 	"slices"
@@ -59,8 +60,8 @@ type Principal struct {
 	// deny list may name it.
 	TokenID string
 	// Claims holds every claim of the token, as encoding/json decodes
-	// them, for the parameters of scopes ({"$": "claims.teams"}). Nil for
-	// the anonymous principal.
+	// them with numbers as json.Number, for the parameters of scopes
+	// ({"$": "claims.teams"}). Nil for the anonymous principal.
 	Claims map[string]any
 	// Scopes are the scopes the token imposes (its cvg_scopes claim):
 	// collection pattern → predicate, unbound. Every one whose pattern
@@ -402,9 +403,18 @@ func numericTimes(token string) (map[string]any, error) {
 		// reads from the same token (none: its decoder is strict).
 		return nil, errors.New("token payload: not UTF-8")
 	}
+	// Numbers as their text (json.Number): scopes bind them by the number
+	// rule of JSON documents (crdt.AppendJSONNumber), as the token's
+	// cvg_scopes and the rules file, so that an integer past 2^53 (a
+	// 64-bit id) is itself, not the float64 nearest to it, another's.
 	var all map[string]any
-	if err := json.Unmarshal(payload, &all); err != nil {
+	d := json.NewDecoder(bytes.NewReader(payload))
+	d.UseNumber()
+	if err := d.Decode(&all); err != nil {
 		return nil, fmt.Errorf("token payload: %v", err)
+	}
+	if _, err := d.Token(); err != io.EOF {
+		return nil, errors.New("token payload: data after the claims")
 	}
 	if name := twice(payload); name != "" {
 		return nil, fmt.Errorf("claim %q is named twice", name)
@@ -413,9 +423,10 @@ func numericTimes(token string) (map[string]any, error) {
 		switch v := all[name].(type) {
 		case string:
 			return nil, fmt.Errorf("claim %q is not a number", name)
-		case float64:
-			if !(v >= math.MinInt64 && v < math.MaxInt64) { // MaxInt64 rounds up to 2^63, past the range
-				return nil, fmt.Errorf("claim %q: %g seconds is out of range", name, v)
+		case json.Number:
+			f, err := v.Float64()
+			if err != nil || !(f >= math.MinInt64 && f < math.MaxInt64) { // MaxInt64 rounds up to 2^63, past the range
+				return nil, fmt.Errorf("claim %q: %s seconds is out of range", name, v)
 			}
 		}
 	}
