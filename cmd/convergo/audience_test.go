@@ -3,12 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
 	"testing"
 
 	"github.com/convergo/convergo/stores/storetest"
+	"github.com/convergo/convergo/transport"
 	"github.com/convergo/convergo/transport/proto"
 )
 
@@ -53,5 +55,28 @@ func TestServeAudienceAndIssuer(t *testing.T) {
 	if err := run(context.Background(), []string{"token", "--sub", "a", "--read", "notes", "--secret", secret,
 		"--claim", `aud="billing"`}, io.Discard, io.Discard); err == nil {
 		t.Error("convergo token --claim aud=...: no error")
+	}
+}
+
+// convergo token --claim writes a number as it was given: read into a
+// float64, org=9007199254740993 (a 64-bit id) was signed as
+// 9007199254740992, another org's id, and its holder bound to that one.
+func TestTokenClaimNumbersExact(t *testing.T) {
+	const secret = "0123456789abcdef0123456789abcdef"
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"token", "--sub", "carol", "--read", "docs", "--secret", secret,
+		"--claim", "org=9007199254740993", "--claim", `ids=[18446744073709551615, 1.5]`}, &out, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	j, err := transport.NewJWT([]byte(secret), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := j.Authenticate(context.Background(), strings.TrimSpace(out.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fmt.Sprintf("%v %v", p.Claims["org"], p.Claims["ids"]); got != "9007199254740993 [18446744073709551615 1.5]" {
+		t.Fatalf("claims org and ids read %s, want 9007199254740993 [18446744073709551615 1.5]", got)
 	}
 }

@@ -70,9 +70,16 @@ func (c *claimFlag) Set(v string) error {
 	if !ok || name == "" {
 		return fmt.Errorf("%q: want name=JSON", v)
 	}
+	// Numbers keep their text: a float64 would sign an integer past 2^53
+	// (a 64-bit id) as another.
+	d := json.NewDecoder(strings.NewReader(value))
+	d.UseNumber()
 	var x any
-	if err := json.Unmarshal([]byte(value), &x); err != nil {
+	if err := d.Decode(&x); err != nil {
 		return fmt.Errorf("claim %s: %w", name, err)
+	}
+	if _, err := d.Token(); err != io.EOF {
+		return fmt.Errorf("claim %s: %q is not one JSON value", name, value)
 	}
 	if *c == nil {
 		*c = claimFlag{}
