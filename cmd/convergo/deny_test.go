@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -12,7 +11,7 @@ import (
 // bolt file.
 func TestDenyCommands(t *testing.T) {
 	ctx := context.Background()
-	store := "bolt:" + filepath.Join(t.TempDir(), "convergo.db")
+	store := "bolt:" + newBoltFile(t)
 	cmd := func(args ...string) string {
 		t.Helper()
 		var out, errOut bytes.Buffer

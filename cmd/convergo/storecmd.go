@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/convergo/convergo/stores"
@@ -115,6 +117,17 @@ func openForTool(ctx context.Context, raw string, stderr io.Writer, memory strin
 	}
 	if spec.Kind == "memory" && memory != "" {
 		return nil, "", nil, errors.New("a memory: store lives and dies with its server; " + memory)
+	}
+	if spec.Kind == "bolt" {
+		// A tool works on the file a server serves: opening a path where
+		// none is would create a new empty store and work on that one (a
+		// typo, or the default bolt:convergo.db run from another
+		// directory), and deny or mark-restored would report a success
+		// no server ever sees.
+		if _, err := os.Stat(spec.Path); err != nil {
+			abs, _ := filepath.Abs(spec.Path)
+			return nil, "", nil, fmt.Errorf("no store file at %s (%s): give the path the server serves; a tool creates no store: %w", spec.Path, abs, err)
+		}
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	opts.Logger = log

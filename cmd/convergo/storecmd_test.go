@@ -104,7 +104,7 @@ func TestStoreMarkRestoredFileAlone(t *testing.T) {
 func TestStoreReshard(t *testing.T) {
 	ctx := context.Background()
 	var out, errOut bytes.Buffer
-	bolted := "bolt:" + filepath.Join(t.TempDir(), "convergo.db")
+	bolted := "bolt:" + newBoltFile(t)
 	if err := run(ctx, []string{"store", "reshard", "--store", bolted, "--collection", "todos", "--shards", "4"}, &out, &errOut); err == nil || !strings.Contains(err.Error(), "no sharded logs") {
 		t.Fatalf("reshard of a bolt store: %v, want a refusal", err)
 	}
@@ -224,4 +224,19 @@ func copyDynamoTable(t *testing.T, endpoint, from, to string) {
 		}
 	})
 	dynamotest.CopyTable(t, db, from, to)
+}
+
+// newBoltFile makes the store file a server would leave, for the tools to
+// work on (they create none), and returns its path.
+func newBoltFile(t *testing.T) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "convergo.db")
+	st, err := bolt.Open(context.Background(), path, bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
