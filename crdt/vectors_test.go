@@ -359,6 +359,13 @@ func invalidCases() []invalidVec {
 		{Name: "wall as a float", Kind: "record", Hex: "a2016178" + "03a16174" + "84fb4024000000000000006161" + "01"},
 		{Name: "logical above 2^32-1", Kind: "record", Hex: "a2016178" + "03a16174" + "840a1b00000001000000006161" + "01"},
 		{Name: "negative logical", Kind: "record", Hex: "a2016178" + "03a16174" + "840a206161" + "01"},
+		// A field's array head and stamp are strict, unlike the record
+		// envelope around it (docs/protocol.md, section 2).
+		{Name: "field array in a wide head", Kind: "record", Hex: "a2016178" + "03a16174" + "98040a006161" + "01"},
+		{Name: "field wall in a wide head", Kind: "record", Hex: "a2016178" + "03a16174" + "84180a006161" + "01"},
+		{Name: "field logical in a wide head", Kind: "record", Hex: "a2016178" + "03a16174" + "840a18016161" + "01"},
+		{Name: "field replica id in a wide head", Kind: "record", Hex: "a2016178" + "03a16174" + "840a00780161" + "01"},
+		{Name: "unset field wall in a wide head", Kind: "record", Hex: "a2016178" + "03a16174" + "83190001006161"},
 		{Name: "value map with keys equal once canonical", Kind: "record", Hex: "a2016178" + "03a16174" + "840a006161a2616101780161" + "02"},
 		{Name: "undefined value", Kind: "record", Hex: "a2016178" + "03a16174" + "840a006161f7"},
 		{Name: "simple value", Kind: "record", Hex: "a2016178" + "03a16174" + "840a006161f0"},

@@ -304,15 +304,27 @@ function readStampItems(r, cx) {
  * @returns {Field}
  */
 function readField(r, cx, held) {
-  const h = r.head();
-  if (h.major !== 4 || (h.arg !== 3 && h.arg !== 4)) throw new ConvergoError('malformed', 'field must be an array of 3 or 4 items');
-  const stamp = readStampItems(r, cx);
+  const canonical = r.canonical;
+  // The field's array head and stamp are in deterministic encoding, or
+  // invalid, in every record however lenient its reader is about the
+  // envelope around them (docs/protocol.md, section 2): crdt reads them so.
+  r.canonical = true;
+  /** @type {{major: number, arg: number|bigint}} */
+  let h;
+  /** @type {Stamp} */
+  let stamp;
+  try {
+    h = r.head();
+    if (h.major !== 4 || (h.arg !== 3 && h.arg !== 4)) throw new ConvergoError('malformed', 'field must be an array of 3 or 4 items');
+    stamp = readStampItems(r, cx);
+  } finally {
+    r.canonical = canonical;
+  }
   if (isZeroStamp(stamp)) throw new ConvergoError('invalid', 'field has a zero stamp');
   /** @type {Uint8Array|null} */
   let value = null;
   if (h.arg === 4) {
     const start = r.off;
-    const canonical = r.canonical;
     r.canonical = false; // structure first; the value is checked below
     try {
       r.skip(4);
