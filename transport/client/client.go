@@ -45,7 +45,10 @@ type Config struct {
 	// connection for the token to send, and again after the server says
 	// token_expired, forbidden or revoked (a refusal of a token it has
 	// replaced since goes again with the new one, once); it should cache
-	// its token and refresh it when it nears expiry. It takes precedence over Token. When it starts
+	// its token and refresh it when it nears expiry, and when
+	// RefusedToken(ctx) names the token it cached: the server refused it
+	// as expired, whatever the TokenFunc's own reading of its expiry
+	// (clocks differ). It takes precedence over Token. When it starts
 	// returning another subject's token, call Hello: the client binds
 	// itself to that subject and ends a live session opened under the
 	// old one (Live dials again with the new token).
@@ -250,6 +253,9 @@ type Client struct {
 	// closed, and dropped, when it returns another (noteToken).
 	lastToken string
 	tokenNew  chan struct{}
+	// expired is the last token the server refused token_expired, until
+	// the TokenFunc returns another (RefusedToken).
+	expired string
 
 	// hellos counts the hellos (HTTP and live) begun, each numbered before
 	// it reads its token; applied is the number of the last whose answer
@@ -1040,17 +1046,57 @@ func (c *Client) Restore(ctx context.Context, collection string, records []proto
 	return out, nil
 }
 
+// refusedKey is the context key of RefusedToken.
+type refusedKey struct{}
+
+// RefusedToken reports, inside a Config.TokenFunc, the token the server
+// refused as expired (token_expired), while the TokenFunc has returned no
+// other since: the client is asking for a fresh one, and a TokenFunc that
+// caches its token must fetch a new one rather than return that one
+// again, whatever its own reading of its expiry says (its clock, or the
+// server's, is off; the token was cut short). It reports false on other
+// calls, when the cached token may be returned as it is.
+func RefusedToken(ctx context.Context) (string, bool) {
+	t, ok := ctx.Value(refusedKey{}).(string)
+	return t, ok
+}
+
 // token returns the token to send, "" for none.
 func (c *Client) token(ctx context.Context) (string, error) {
-	if c.cfg.TokenFunc != nil {
-		t, err := c.cfg.TokenFunc(ctx)
-		if err != nil {
-			return "", fmt.Errorf("token: %w", err)
-		}
-		c.noteToken(t)
-		return t, nil
+	if c.cfg.TokenFunc == nil {
+		return c.cfg.Token, nil
 	}
-	return c.cfg.Token, nil
+	c.mu.Lock()
+	expired := c.expired
+	c.mu.Unlock()
+	tctx := ctx
+	if expired != "" {
+		tctx = context.WithValue(ctx, refusedKey{}, expired)
+	}
+	t, err := c.cfg.TokenFunc(tctx)
+	if err != nil {
+		return "", fmt.Errorf("token: %w", err)
+	}
+	if expired != "" && t != expired {
+		c.mu.Lock()
+		if c.expired == expired {
+			c.expired = ""
+		}
+		c.mu.Unlock()
+	}
+	c.noteToken(t)
+	return t, nil
+}
+
+// noteExpired records that the server refused tok as expired, for the
+// TokenFunc's next calls (RefusedToken).
+func (c *Client) noteExpired(tok string) {
+	if tok == "" || c.cfg.TokenFunc == nil {
+		return
+	}
+	c.mu.Lock()
+	c.expired = tok
+	c.mu.Unlock()
 }
 
 // noteToken records t as the last token the TokenFunc returned, and wakes
@@ -1113,6 +1159,9 @@ func (c *Client) call(ctx context.Context, path string, req, ans any, check func
 		}
 		var e *Error
 		isErr := errors.As(err, &e)
+		if isErr && e.Code == proto.CodeTokenExpired {
+			c.noteExpired(tok)
+		}
 		if isErr && c.cfg.TokenFunc != nil && !refreshed && c.replaced(ctx, e.Code, tok) {
 			refreshed = true // the token func had its chance to refresh
 			continue

@@ -255,6 +255,16 @@
 // (records that entered the scope, leaves for those that left it) rather
 // than everything again. A collection without scopes is read as before.
 //
+// # Expired tokens
+//
+// A request refused token_expired goes again once, with what the
+// TokenFunc returns then; a live session ended so dials again. In that
+// call, and in every call until the TokenFunc returns another token,
+// RefusedToken(ctx) names the token the server refused: a TokenFunc that
+// caches its token fetches a new one then, even when it reads the cached
+// one as valid (its clock, or the server's, is off; the token was cut
+// short).
+//
 // # Revoked access
 //
 // A server that puts the client's subject or token on its deny list

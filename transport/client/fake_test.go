@@ -38,6 +38,9 @@ type fakeServer struct {
 	// name of its subject: a hello answers it, and a push naming its
 	// replica by its device part is read with its prefix.
 	subjects atomic.Bool
+	// expired, when set, is a token refused token_expired: an HTTP
+	// request and a live hello sent with it.
+	expired atomic.Pointer[string]
 	// fail, when it returns a non-nil error body and status, answers an
 	// HTTP request with it instead of serving it.
 	fail atomic.Pointer[func(path string) (int, string)]
@@ -166,6 +169,10 @@ func (f *fakeServer) serveHTTP(h func(ctx context.Context, body []byte) (any, er
 				writeError(w, status, code, "injected")
 				return
 			}
+		}
+		if e := f.expired.Load(); e != nil && r.Header.Get("Authorization") == "Bearer "+*e {
+			writeError(w, http.StatusUnauthorized, proto.CodeTokenExpired, "the token expired")
+			return
 		}
 		if f.revoked.Load() {
 			writeError(w, http.StatusForbidden, proto.CodeRevoked, "access to this server was revoked")
@@ -555,6 +562,11 @@ func (f *fakeServer) live(w http.ResponseWriter, r *http.Request) {
 	}
 	if h.Token == "bad" {
 		send(proto.ErrorMessage{Code: proto.CodeUnauthenticated, Message: "bad token"})
+		return
+	}
+	if e := f.expired.Load(); e != nil && h.Token == *e {
+		send(proto.ErrorMessage{Code: proto.CodeTokenExpired, Message: "the token expired"})
+		conn.Close(websocket.StatusPolicyViolation, "token expired")
 		return
 	}
 	if f.revoked.Load() {

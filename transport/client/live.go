@@ -340,6 +340,13 @@ func (c *Client) liveSession(ctx context.Context, st *liveState, onChanges Chang
 	if err != nil {
 		return false, err
 	}
+	defer func() {
+		// Refused or ended as expired: the next dial asks the TokenFunc
+		// for a fresh token, naming this one (RefusedToken).
+		if e := (*Error)(nil); errors.As(err, &e) && e.Code == proto.CodeTokenExpired {
+			c.noteExpired(tok)
+		}
+	}()
 	hctx, hcancel := context.WithTimeout(ctx, c.cfg.HandshakeTimeout)
 	defer hcancel()
 	conn, resp, err := websocket.Dial(hctx, c.liveURL(), &websocket.DialOptions{
