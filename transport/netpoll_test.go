@@ -205,8 +205,9 @@ func TestLiveBadFrameLength(t *testing.T) {
 
 // TestLiveBadControlFrames: a frame RFC 6455 forbids from a client fails
 // the session with 1002 (a reserved opcode, a close frame whose body is
-// one byte, a status that may not go on the wire or a reason that is not
-// UTF-8), and its close status is not echoed; a well-formed close is.
+// one byte, a status that may not go on the wire, one past the last RFC
+// 6455 gives a range to (4999), or a reason that is not UTF-8), and its
+// close status is not echoed; a well-formed close is.
 func TestLiveBadControlFrames(t *testing.T) {
 	// frame is a final, masked frame of op with payload (mask key 0:
 	// the payload as it is).
@@ -225,6 +226,8 @@ func TestLiveBadControlFrames(t *testing.T) {
 		"close of one byte":       {frame(0x8, []byte{3}), ws.StatusProtocolError},
 		"close status 1005":       {frame(0x8, closeBody(1005, "")), ws.StatusProtocolError},
 		"close status 999":        {frame(0x8, closeBody(999, "")), ws.StatusProtocolError},
+		"close status 5000":       {frame(0x8, closeBody(5000, "")), ws.StatusProtocolError},
+		"close status 65535":      {frame(0x8, closeBody(65535, "x")), ws.StatusProtocolError},
 		"close reason not UTF-8":  {frame(0x8, closeBody(1000, "\xff")), ws.StatusProtocolError},
 		"close 4000, echoed":      {frame(0x8, closeBody(4000, "bye")), 4000},
 		"close without a body":    {frame(0x8, nil), ws.StatusNormalClosure},

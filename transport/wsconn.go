@@ -252,12 +252,14 @@ func (c *liveConn) control(op ws.OpCode, p []byte) error {
 	case ws.OpClose:
 		// RFC 6455 §5.5.1, §7.4: no body, or a status that may go on the
 		// wire and a UTF-8 reason; anything else fails the session, and
-		// is not echoed.
+		// is not echoed. ws.CheckCloseFrameData passes a status above the
+		// private range (5000 to 65535), to which §7.4.2 gives no meaning
+		// and which a close frame may not carry.
 		code, reason := ws.ParseCloseFrameData(p)
 		switch {
 		case len(p) == 0:
 			code = ws.StatusNormalClosure
-		case len(p) == 1 || ws.CheckCloseFrameData(code, reason) != nil:
+		case len(p) == 1 || code > ws.StatusRangePrivate.Max || ws.CheckCloseFrameData(code, reason) != nil:
 			return c.protocolError("bad close frame")
 		}
 		c.s.log.Debug("live client closed", "addr", c.addr, "request", c.id, "code", int(code), "reason", reason)
