@@ -976,7 +976,8 @@ func (c *liveConn) owe(m *member, reset *proto.ResetInfo) {
 }
 
 // fatal sends an error message and closes the connection after it, with
-// status, or 1011 when err is not a protocol error (an internal one).
+// status, or 1011 when err is not a protocol error (an internal one). It
+// does not wait for the client or its writer.
 func (c *liveConn) fatal(status ws.StatusCode, err error) {
 	// No client message is handled after a fatal error, from whichever
 	// goroutine (the expiry timer, revokeLive): the reader reads on only
@@ -997,8 +998,14 @@ func (c *liveConn) fatal(status ws.StatusCode, err error) {
 		return
 	}
 	if !c.put(c.ctx.Done(), frame{data: encodeFrame(ws.OpBinary, data), close: status, why: e.Code}, 0) && c.ctx.Err() == nil {
-		// queue full: close without the message
-		c.closeWith(status, e.Code)
+		// Queue full: close without the message, on a goroutine of its
+		// own. The close frame waits for wmu, which a writer holds for as
+		// long as WriteTimeout on a client that does not read, and the
+		// caller may be one that must not wait for any one client: the
+		// deny list's reader (revokeLive), which would otherwise apply no
+		// later entry, another tenant's revocation, meanwhile.
+		c.s.bg.Add(1)
+		go func() { defer c.s.bg.Done(); c.closeWith(status, e.Code) }()
 	}
 }
 
