@@ -108,6 +108,8 @@ func storeCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 // works on, from a URL as serve takes it, logging warnings to stderr. A
 // memory: store lives and dies with its server, so a tool that needs
 // the server's own data refuses one, saying why (memory); "" allows it.
+// It creates no store: a bolt path where no file is, or a DynamoDB table
+// that does not exist (create=1 is ignored), is an error.
 // Of opts it uses all but Logger. It returns the store, its kind and the
 // logger.
 func openForTool(ctx context.Context, raw string, stderr io.Writer, memory string, opts storeurl.Options) (stores.Store, string, *slog.Logger, error) {
@@ -129,6 +131,8 @@ func openForTool(ctx context.Context, raw string, stderr io.Writer, memory strin
 			return nil, "", nil, fmt.Errorf("no store file at %s (%s): give the path the server serves; a tool creates no store: %w", spec.Path, abs, err)
 		}
 	}
+	// Nor a DynamoDB table: the URL may be serve's, create=1 and all.
+	spec.DynamoDB.CreateTable, opts.CreateTable = false, false
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	opts.Logger = log
 	st, err := spec.Open(ctx, opts)

@@ -7,10 +7,14 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/convergo/convergo/stores/bolt"
+	"github.com/convergo/convergo/stores/storetest"
+	"github.com/convergo/convergo/stores/storeurl"
 )
 
 // TestToolsRefuseAMissingBoltFile: the operator's commands work on the
@@ -44,6 +48,30 @@ func TestToolsRefuseAMissingBoltFile(t *testing.T) {
 			if _, err := os.Stat(p); !errors.Is(err, fs.ErrNotExist) {
 				t.Fatalf("%v created %s (stat: %v)", args, p, err)
 			}
+		}
+	}
+}
+
+// TestToolsCreateNoDynamoDBTable: the same of a DynamoDB table. The
+// commands take the URL serve takes, which may carry create=1; given a
+// table name where no table is, they used to create one and work on it.
+func TestToolsCreateNoDynamoDBTable(t *testing.T) {
+	ctx := context.Background()
+	endpoint := storetest.Endpoint(t, "CONVERGO_DYNAMODB_ENDPOINT")
+	table := "cmdtest-missing-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	url := "dynamodb://" + table + "?region=us-east-1&capture=0&endpoint=" + endpoint
+	for _, args := range [][]string{
+		{"deny", "--subject", "alice"},
+		{"store", "identity"},
+		{"store", "mark-restored"},
+	} {
+		var out, errOut bytes.Buffer
+		if err := run(ctx, append(args, "--store", url+"&create=1"), &out, &errOut); err == nil {
+			t.Errorf("%v on a missing table: no error; printed %q", args, out.String())
+		}
+		if st, err := storeurl.Open(ctx, url, storeurl.Options{}); err == nil {
+			st.Close()
+			t.Fatalf("%v created the table %s", args, table)
 		}
 	}
 }
