@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/fxamacker/cbor/v2"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/vectors.json from the cases in vectors_test.go")
@@ -31,6 +33,15 @@ type vectorFile struct {
 	// Normalized are records whose field values are not in deterministic
 	// encoding: decoders accept them and hold the values canonically.
 	Normalized []normalizedVec `json:"normalized"`
+	// Envelopes are pull answers {1: [], 2: h'010203', key: true} with one
+	// more key of each kind: read with it ignored (error ""), or malformed.
+	Envelopes []envelopeVec `json:"envelopes"`
+}
+
+type envelopeVec struct {
+	Name  string `json:"name"`
+	Hex   string `json:"hex"`
+	Error string `json:"error"` // "" when the key is ignored, else "malformed"
 }
 
 type normalizedVec struct {
@@ -332,12 +343,57 @@ func buildVectors(t *testing.T) vectorFile {
 		vf.Normalized = append(vf.Normalized, nv)
 	}
 
+	for _, ev := range envelopeCases() {
+		b := mustHex(t, ev.Hex)
+		var page struct {
+			Records cbor.RawMessage `cbor:"1,keyasint"`
+			Next    []byte          `cbor:"2,keyasint"`
+		}
+		err := UnmarshalEnvelope(b, &page)
+		if err == nil && (string(page.Records) != "\x80" || hex.EncodeToString(page.Next) != "010203") {
+			t.Fatalf("envelope vector %q: read as %x, %x", ev.Name, page.Records, page.Next)
+		}
+		ev.Error = errorCode(err)
+		vf.Envelopes = append(vf.Envelopes, ev)
+	}
+
 	for _, iv := range invalidCases() {
 		_, err := decodeKind(iv.Kind, mustHex(t, iv.Hex))
 		iv.Error = errorCode(err)
 		vf.Invalid = append(vf.Invalid, iv)
 	}
 	return vf
+}
+
+// envelopeCases are the keys an envelope may hold beside those it knows
+// (docs/protocol.md, section 2): integers of 64 bits and text strings,
+// ignored; keys of other types, malformed.
+func envelopeCases() []envelopeVec {
+	page := func(key string) string { return "a3" + "0180" + "0243010203" + key + "f5" }
+	return []envelopeVec{
+		{Name: "unknown uint key", Hex: page("1863")},
+		{Name: "unknown uint key in a wide head", Hex: page("1b0000000000000063")},
+		{Name: "uint key 2^53", Hex: page("1b0020000000000000")},
+		{Name: "uint key 2^63-1", Hex: page("1b7fffffffffffffff")},
+		{Name: "uint key 2^63", Hex: page("1b8000000000000000")},
+		{Name: "uint key 2^64-1", Hex: page("1bffffffffffffffff")},
+		{Name: "negative key", Hex: page("20")},
+		{Name: "negative key -2^53-1", Hex: page("3b0020000000000000")},
+		{Name: "negative key -2^63", Hex: page("3b7fffffffffffffff")},
+		{Name: "negative key -2^63-1", Hex: page("3b8000000000000000")},
+		{Name: "text key", Hex: page("6178")},
+		{Name: "empty text key", Hex: page("60")},
+		{Name: "byte string key", Hex: page("4161")},
+		{Name: "float key", Hex: page("f93c00")},
+		{Name: "boolean key", Hex: page("f5")},
+		{Name: "null key", Hex: page("f6")},
+		{Name: "array key", Hex: page("80")},
+		{Name: "map key", Hex: page("a0")},
+		{Name: "two equal unknown keys in two widths", Hex: "a4" + "0180" + "0243010203" + "1863f5" + "190063f5"},
+		{Name: "two equal uint keys past 2^53 in two widths", Hex: "a4" + "0180" + "0243010203" + "1b0020000000000000f5" + "1b0020000000000000f4"},
+		{Name: "two equal text keys", Hex: "a4" + "0180" + "0243010203" + "6178f5" + "7801" + "78f4"},
+		{Name: "two equal negative keys", Hex: "a4" + "0180" + "0243010203" + "3b0020000000000000f5" + "3b0020000000000000f4"},
+	}
 }
 
 func invalidCases() []invalidVec {

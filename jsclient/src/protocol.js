@@ -127,10 +127,17 @@ function malformed(msg) {
   return new ConvergoError('malformed', `protocol: ${msg}`);
 }
 
+/** -2^63 and 2^63: an envelope's integer keys are 64-bit signed integers. */
+const KEY_MIN = -(1n << 63n);
+const KEY_END = 1n << 63n;
+
 /**
- * Reads one envelope: a map whose integer keys it returns with the bytes
- * of their values (checked as well-formed CBOR), for the caller to read the
- * keys it knows. Other keys are skipped; a duplicate key is malformed.
+ * Reads one envelope: a map whose unsigned integer keys it returns with
+ * the bytes of their values (checked as well-formed CBOR), for the caller
+ * to read the keys it knows. Other keys, integers of 64 bits and text
+ * strings, are skipped; a key of another type or beyond 64 bits, or one
+ * key twice (in whatever width), is malformed (docs/protocol.md, section
+ * 2, as Go reads envelopes: crdt/testdata/vectors.json "envelopes").
  * @param {Reader} r
  * @param {string} what
  * @returns {Map<number, Uint8Array>}
@@ -142,23 +149,21 @@ function readEnvelope(r, what) {
   /** @type {Set<string>} */
   const others = new Set();
   for (let i = 0; i < n; i++) {
-    // The key's bytes, checked as read.
-    const at = r.off;
-    r.item();
-    const k = r.b.subarray(at, r.off);
-    const key = k.length <= 9 && k[0] < 0x1c ? uint(new Reader(k, { canonical: false })) : null;
+    const k = r.item();
     const start = r.off;
     r.skip(2);
-    if (key === null) {
-      // Not an unsigned integer key: nobody's key today; skipped, but a
-      // map may not hold it twice.
-      const s = Array.from(k).join(',');
-      if (others.has(s)) throw malformed(`duplicate key in ${what}`);
-      others.add(s);
+    if (typeof k === 'number' && k >= 0) {
+      if (out.has(k)) throw malformed(`duplicate key ${k} in ${what}`);
+      out.set(k, r.b.subarray(start, r.off));
       continue;
     }
-    if (out.has(key)) throw malformed(`duplicate key ${key} in ${what}`);
-    out.set(key, r.b.subarray(start, r.off));
+    // Nobody's key today: skipped, but a map may not hold it twice.
+    let id;
+    if (typeof k === 'string') id = `t${k}`;
+    else if ((typeof k === 'number' || typeof k === 'bigint') && BigInt(k) >= KEY_MIN && BigInt(k) < KEY_END) id = `i${k}`;
+    else throw malformed(`a key of ${what} is not an integer of 64 bits or a text string`);
+    if (others.has(id)) throw malformed(`duplicate key in ${what}`);
+    others.add(id);
   }
   return out;
 }

@@ -13,6 +13,7 @@ import { decodeStored } from '../src/db.js';
 import { ZERO_STAMP } from '../src/hlc.js';
 import { exists, merge } from '../src/parts.js';
 import { decodeEntry } from '../src/change.js';
+import { parsePullAnswer } from '../src/protocol.js';
 
 const vectors = JSON.parse(readFileSync(new URL('../../crdt/testdata/vectors.json', import.meta.url), 'utf8'));
 
@@ -168,6 +169,25 @@ test('invalid inputs are refused like Go refuses them', async (t) => {
       };
       assert.throws(run, (e) => {
         assert.equal(/** @type {any} */ (e).code, iv.error, /** @type {any} */ (e).message);
+        return true;
+      });
+    });
+  }
+});
+
+test('envelope keys of other versions are ignored, and keys of other types refused, as Go reads them', async (t) => {
+  assert.ok(vectors.envelopes.length > 0, 'the vectors have an envelopes section');
+  for (const ev of vectors.envelopes) {
+    await t.test(ev.name, () => {
+      const read = () => parsePullAnswer(unhex(ev.hex));
+      if (ev.error === '') {
+        const page = read();
+        assert.equal(page.records.length, 0);
+        assert.equal(hex(page.next), '010203');
+        return;
+      }
+      assert.throws(read, (e) => {
+        assert.equal(/** @type {any} */ (e).code, ev.error, /** @type {any} */ (e).message);
         return true;
       });
     });
