@@ -32,7 +32,8 @@
 //	shard head    ~h#COLL#I       0     head (N), k (N: the collection's shard count K)
 //	shard entry   ~l#COLL#I       SEQ   id (S), rec (B), as a log entry, in shard I
 //	epoch         ~e#COLL         0     n, lost (N: epoch counters), k (N: K, when K > 1), bt (S: as on the store item),
-//	                                    rs (N: while its log is rebuilt into rs shards, reshard.go; on heads too)
+//	                                    rs (N: while its log is rebuilt into rs shards, reshard.go; on heads too),
+//	                                    rr (S: with rs, the token of the rebuild's run that holds the fence)
 //	ledger entry  ~c#COLL#ID      0     q (S: last captured stream sequence number), w, l (N: its stamp's wall ms and counter)
 //
 // The change log of a collection is one item collection (partition key
@@ -57,7 +58,9 @@
 // (PullShard, ShardHeads); the engine keeps K positions in the cursor.
 // See shards.go. Changing K rebuilds the log from the record items, behind
 // a fence that refuses writers, and starts a new epoch (Reshard,
-// reshard.go; convergo store reshard).
+// reshard.go; convergo store reshard). The fence names the run that holds
+// it, and every write of the rebuild checks it, so a second run takes the
+// rebuild over and the first writes nothing more.
 //
 // # Identity, epochs, and restored tables
 //

@@ -25,9 +25,17 @@ import (
 // depend on K; the logs are derived from them. Reshard runs in steps, each
 // of which a crash may interrupt and a second run repeats:
 //
-//  1. Fence. The epoch item gets rs = K' (the target), and every head item
-//     of the collection (~h#COLL and ~h#COLL#I for every I < MaxShards,
-//     created when absent) gets rs too. Every transaction's head condition
+//  1. Fence. The epoch item gets rs = K' (the target) and rr, a token of
+//     the run, and every head item of the collection (~h#COLL and ~h#COLL#I
+//     for every I < MaxShards, created when absent) gets rs too. Every
+//     write of the rebuild from here on (the heads' fence included) is in a
+//     transaction with a condition check on the epoch item: rs = K' and rr
+//     this run's. A second run (an operator's retry while the first is
+//     still going) takes the fence over by writing its own rr, so that the
+//     first writes nothing more: without it, a first run let go after the
+//     second finished would delete the rebuilt log and put the heads back
+//     under writers, without a new epoch, and hand out seqs that readers
+//     had already passed. Every transaction's head condition
 //     requires that rs be absent, and a head or epoch item carrying it
 //     reads as errResharding (stores.ErrUnavailable: retry later), so from
 //     here on no writer commits: one with a cached head is cancelled and
@@ -55,6 +63,10 @@ import (
 // attrResharding marks the epoch item and the head items of a collection
 // whose log is being rebuilt (N: the target K).
 const attrResharding = "rs"
+
+// attrReshardRun is the token of the run of Reshard that holds the fence
+// (S, on the epoch item beside rs): only that run writes.
+const attrReshardRun = "rr"
 
 // errResharding means the collection's log is being rebuilt.
 // Writers treat it as errOtherShards: they forget the collection's K and
@@ -94,14 +106,15 @@ func (st *Store) Reshard(ctx context.Context, coll string, k int) error {
 		}
 	}
 	kv := n(uint64(k))
+	f := fence{coll: coll, k: k, run: st.bumpToken()}
 
 	// 1. Fence.
 	if _, err := st.db.UpdateItem(ctx, &awsdynamodb.UpdateItemInput{
 		TableName: &st.table, Key: key(epochPK(coll), 0),
-		UpdateExpression:          ptr("SET #rs = :k, #cvg = :one"),
+		UpdateExpression:          ptr("SET #rs = :k, #rr = :run, #cvg = :one"),
 		ConditionExpression:       ptr("attribute_not_exists(#rs) OR #rs = :k"),
-		ExpressionAttributeNames:  map[string]string{"#rs": attrResharding, "#cvg": attrCvg},
-		ExpressionAttributeValues: map[string]types.AttributeValue{":k": kv, ":one": n(1)},
+		ExpressionAttributeNames:  map[string]string{"#rs": attrResharding, "#rr": attrReshardRun, "#cvg": attrCvg},
+		ExpressionAttributeValues: map[string]types.AttributeValue{":k": kv, ":run": s(f.run), ":one": n(1)},
 	}, st.dbOpt); err != nil {
 		return translate(ctx, "reshard "+coll+": fence", err)
 	}
@@ -109,15 +122,17 @@ func (st *Store) Reshard(ctx context.Context, coll string, k int) error {
 	for i := range stores.MaxShards {
 		heads = append(heads, logRef{coll: coll, shard: i, shards: stores.MaxShards}.headPK())
 	}
+	var fences []types.TransactWriteItem
 	for _, pk := range heads {
-		if _, err := st.db.UpdateItem(ctx, &awsdynamodb.UpdateItemInput{
+		fences = append(fences, types.TransactWriteItem{Update: &types.Update{
 			TableName: &st.table, Key: key(pk, 0),
 			UpdateExpression:          ptr("SET #rs = :k, #cvg = :one"),
 			ExpressionAttributeNames:  map[string]string{"#rs": attrResharding, "#cvg": attrCvg},
 			ExpressionAttributeValues: map[string]types.AttributeValue{":k": kv, ":one": n(1)},
-		}, st.dbOpt); err != nil {
-			return translate(ctx, "reshard "+coll+": fence", err)
-		}
+		}})
+	}
+	if err := st.writeAll(ctx, f, fences, nil); err != nil {
+		return err
 	}
 	st.forgetShards(coll)
 
@@ -154,7 +169,7 @@ func (st *Store) Reshard(ctx context.Context, coll string, k int) error {
 			}
 		}
 	}
-	if err := st.writeAll(ctx, coll, dels, nil); err != nil {
+	if err := st.writeAll(ctx, f, dels, nil); err != nil {
 		return err
 	}
 
@@ -184,7 +199,7 @@ func (st *Store) Reshard(ctx context.Context, coll string, k int) error {
 			types.TransactWriteItem{Put: &types.Put{TableName: &st.table, Item: logItem(ref, e, r.enc)}})
 		sizes = append(sizes, 64, itemSize(logItem(ref, e, r.enc)))
 	}
-	if err := st.writeAll(ctx, coll, writes, sizes); err != nil {
+	if err := st.writeAll(ctx, f, writes, sizes); err != nil {
 		return err
 	}
 
@@ -213,7 +228,7 @@ func (st *Store) Reshard(ctx context.Context, coll string, k int) error {
 			puts = append(puts, headItem(logRef{coll: coll, shard: i, shards: k}.headPK(), sh.head, sh.usage, true))
 		}
 	}
-	if err := st.writeAll(ctx, coll, puts, nil); err != nil {
+	if err := st.writeAll(ctx, f, puts, nil); err != nil {
 		return err
 	}
 
@@ -223,14 +238,17 @@ func (st *Store) Reshard(ctx context.Context, coll string, k int) error {
 			if v, err := getN(item, attrResharding); err != nil || v != uint64(k) {
 				return false, fmt.Errorf("reshard %s: new epoch: the fence to %d shards is gone (%v): another run finished the rebuild", coll, k, item[attrResharding])
 			}
+			if r, _ := item[attrReshardRun].(*types.AttributeValueMemberS); r == nil || r.Value != f.run {
+				return false, f.overtaken()
+			}
 			return true, nil
 		},
-		set: "#k = :k", remove: "#rs", cond: "#rs = :k",
-		names:  map[string]string{"#rs": attrResharding, "#k": attrK},
-		values: map[string]types.AttributeValue{":k": kv},
+		set: "#k = :k", remove: "#rs, #rr", cond: "#rs = :k AND #rr = :run",
+		names:  map[string]string{"#rs": attrResharding, "#rr": attrReshardRun, "#k": attrK},
+		values: map[string]types.AttributeValue{":k": kv, ":run": s(f.run)},
 	}
 	if k == 1 {
-		b.set, b.remove = "", "#rs, #k"
+		b.set, b.remove = "", "#rs, #rr, #k"
 	}
 	if _, err := st.bump(ctx, b); err != nil {
 		return err
@@ -279,14 +297,42 @@ func (st *Store) scanRecords(ctx context.Context, coll string) ([]storedRecord, 
 	return recs, nil
 }
 
-// writeAll commits acts in transactions of at most maxTxActions actions
-// and (when sizes gives each action's item size) txBudgetBytes. The
-// rebuild is fenced, so nothing races it; a transaction whose answer was
-// lost is repeated with its token.
-func (st *Store) writeAll(ctx context.Context, coll string, acts []types.TransactWriteItem, sizes []int) error {
+// fence is the fence a run of Reshard holds: its collection, target and
+// token (attrReshardRun).
+type fence struct {
+	coll string
+	k    int
+	run  string
+}
+
+// check is the condition check every transaction of the run carries: the
+// epoch item still fenced for this run.
+func (f fence) check(table string) types.TransactWriteItem {
+	return types.TransactWriteItem{ConditionCheck: &types.ConditionCheck{
+		TableName: &table, Key: key(epochPK(f.coll), 0),
+		ConditionExpression:      ptr("#rs = :k AND #rr = :run"),
+		ExpressionAttributeNames: map[string]string{"#rs": attrResharding, "#rr": attrReshardRun},
+		ExpressionAttributeValues: map[string]types.AttributeValue{
+			":k": n(uint64(f.k)), ":run": s(f.run),
+		},
+	}}
+}
+
+// overtaken is the error of a run whose fence another run took over.
+func (f fence) overtaken() error {
+	return fmt.Errorf("reshard %s: %w: another run of the rebuild took it over (or finished it); this one stopped without writing more", f.coll, stores.ErrUnavailable)
+}
+
+// writeAll commits acts in transactions of at most maxTxActions actions,
+// the fence's condition check included, and (when sizes gives each
+// action's item size) txBudgetBytes. Writers are fenced out; a transaction
+// whose answer was lost is repeated with its token. When another run took
+// the fence over, the check fails and the run stops.
+func (st *Store) writeAll(ctx context.Context, f fence, acts []types.TransactWriteItem, sizes []int) error {
+	coll := f.coll
 	for len(acts) > 0 {
 		end, total := 0, 0
-		for end < len(acts) && end < maxTxActions {
+		for end < len(acts) && end < maxTxActions-1 {
 			if sizes != nil {
 				if total+sizes[end] > txBudgetBytes && end > 0 {
 					break
@@ -299,10 +345,14 @@ func (st *Store) writeAll(ctx context.Context, coll string, acts []types.Transac
 		if sizes != nil && end%2 == 1 && end < len(acts) {
 			end--
 		}
-		p := plan{items: acts[:end], token: stores.NewIdentity()}
+		items := append([]types.TransactWriteItem{f.check(st.table)}, acts[:end]...)
+		p := plan{items: items, token: stores.NewIdentity()}
 		if err := st.commit(ctx, coll, p); err != nil {
 			var cancelled *types.TransactionCanceledException
 			if errors.As(err, &cancelled) {
+				if r := cancelled.CancellationReasons; len(r) > 0 && str(r[0].Code) == "ConditionalCheckFailed" {
+					return f.overtaken()
+				}
 				return fmt.Errorf("reshard %s: %w: transaction cancelled: %v", coll, stores.ErrUnavailable, reasonCodes(cancelled.CancellationReasons))
 			}
 			return translate(ctx, "reshard "+coll, err)
