@@ -37,9 +37,10 @@ const (
 // MaxHeaderBytes is the http.Server MaxHeaderBytes to serve the server
 // with: a request's headers, its token included, take at most this many
 // bytes (docs/protocol.md, section 11); net/http answers a larger one 431
-// itself. It bounds a token wherever it comes from: a live hello's token
-// over it is refused too_large before it is parsed.
-const MaxHeaderBytes = 64 << 10
+// itself. It bounds a token wherever it comes from (proto.MaxTokenBytes,
+// which clients hold their tokens to): a live hello's token over it is
+// refused too_large before it is parsed.
+const MaxHeaderBytes = proto.MaxTokenBytes
 
 // Config configures a Server.
 type Config struct {

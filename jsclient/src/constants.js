@@ -278,6 +278,7 @@ export const DEFAULTS = /* @__PURE__ */ Object.freeze({
   "maxRejectedBytes": 4194304,
   "maxRequestIdBytes": 64,
   "maxSubscriptions": 1024,
+  "maxTokenBytes": 65536,
   "pullShrink": 4,
   "rate": 200
 });

@@ -9,7 +9,7 @@
 
 import { CODES, CONTENT_TYPE, HEADERS, TIMINGS, VERSION } from './constants.js';
 import { ConvergoError } from './errors.js';
-import { MAX_ANSWER_BYTES, codeOfStatus, isProtocolCode, parseErrorBody, sentWith } from './protocol.js';
+import { MAX_ANSWER_BYTES, checkToken, codeOfStatus, isProtocolCode, parseErrorBody, sentWith } from './protocol.js';
 
 /**
  * @typedef {object} HttpOptions
@@ -58,6 +58,7 @@ export async function post(o, path, body) {
  */
 export async function postAnswer(o, path, body, retried = false) {
   const token = await o.token(false);
+  checkToken(token);
   const bytes = typeof body === 'function' ? await body(token) : body;
   /** @type {Record<string, string>} */
   const headers = { 'Content-Type': CONTENT_TYPE, Accept: CONTENT_TYPE, [HEADERS.protocol]: String(VERSION) };

@@ -17,7 +17,7 @@
 
 import { PATHS, TIMINGS } from './constants.js';
 import { ConvergoError } from './errors.js';
-import { MAX_ANSWER_BYTES, encodeLiveHello, encodePing, encodeSub, encodeUnsub, parseServerMessage, sentWith } from './protocol.js';
+import { MAX_ANSWER_BYTES, checkToken, encodeLiveHello, encodePing, encodeSub, encodeUnsub, parseServerMessage, sentWith } from './protocol.js';
 import { equalBytes } from './cbor.js';
 
 /** @typedef {import('./protocol.js').Hello} Hello */
@@ -335,6 +335,7 @@ export class LiveSession {
         try {
           this.replica = this.o.replica();
           this.token = await this.o.token(false);
+          checkToken(this.token);
           ws.send(encodeLiveHello(this.replica, this.token));
           this.helloAt = Date.now();
         } catch (e) {

@@ -9,7 +9,7 @@
 // know are skipped, in every message alike, so a newer server may add keys.
 // What they carry (records, stamps) is strict (record.js).
 
-import { Reader, Writer, encode, err } from './cbor.js';
+import { Reader, Writer, encode, err, utf8Length } from './cbor.js';
 import { normalizeValue } from './normalize.js';
 import { CODES, COMPACT, DEFAULTS, MODEL, PUSH_ENVELOPE_BYTES, RESET_REASONS, SCOPES, SERVER_MESSAGE_TYPES, STATUSES, VERSION } from './constants.js';
 import { ConvergoError } from './errors.js';
@@ -25,6 +25,21 @@ import { readChange } from './change.js';
  * @type {WeakMap<Error, string>}
  */
 export const sentWith = new WeakMap();
+
+/**
+ * Throws when token is over DEFAULTS.maxTokenBytes: no server reads it
+ * (over HTTP its request is answered 431, outside the protocol's errors),
+ * so it is not sent, and fails unauthenticated, as a token the server
+ * refused, until the app gives another (docs/protocol.md, section 11).
+ * @param {string|null} token
+ */
+export function checkToken(token) {
+  const n = token ? utf8Length(token) : 0;
+  if (n <= DEFAULTS.maxTokenBytes) return;
+  const e = new ConvergoError('unauthenticated', `the token is ${n} bytes, over the ${DEFAULTS.maxTokenBytes} a server reads: not sent`);
+  sentWith.set(e, /** @type {string} */ (token));
+  throw e;
+}
 
 /**
  * The largest server answer or live frame the client reads: a bound the

@@ -938,3 +938,32 @@ test('stop() in the middle of a pull of many pages asks for no page more, and pa
   assert.equal(pulls.count(), 1, 'no page asked for after stop()');
   assert.ok((await r.collection('todos').list()).length < 6, 'the pull did not go on');
 });
+
+test('a token over the protocol bound is not sent: auth unauthenticated at once, over HTTP and live, and a new token resumes sync', async (t) => {
+  const max = DEFAULTS.maxTokenBytes;
+  const big = 'a'.repeat(max + 1);
+  const exact = 'b'.repeat(max);
+  // This server would take it (the real one answers 431, outside the
+  // protocol's errors, which a client retries as the network's for ever).
+  const server = await new FakeServer({ auth: (tok) => ([big, exact].includes(tok) ? null : 'unauthenticated') }).start();
+  t.after(() => server.stop());
+  for (const WebSocket of [null, undefined]) {
+    const name = WebSocket === null ? 'bigtoken-http' : 'bigtoken-live';
+    const a = await openClient({ url: server.url, name, token: big, collections: ['todos'], ...(WebSocket === null ? { WebSocket } : {}) });
+    t.after(() => a.close());
+    /** @type {import('../src/errors.js').ConvergoError[]} */
+    const auth = [];
+    a.on('auth', (e) => auth.push(e));
+    await a.collection('todos').put(name, { n: 1 });
+    await until(() => auth.length > 0, `auth event (${name})`);
+    assert.equal(auth[0].code, 'unauthenticated');
+    assert.match(auth[0].message, new RegExp(`${max + 1} bytes`));
+    const sent = server.requestHeaders.filter((r) => r.headers.authorization === 'Bearer ' + big).length;
+    assert.equal(sent, 0, `${name}: requests sent with the token over the bound`);
+    assert.ok(!server.received.some((m) => m.get(0) === 'hello' && m.get(3) === big), `${name}: a live hello sent with it`);
+    assert.equal(a.status.pending, 1);
+    // A token of exactly the bound goes.
+    a.setToken(exact);
+    await until(() => a.status.pending === 0, `${name}: synced with a token of ${max} bytes`);
+  }
+});

@@ -1061,8 +1061,18 @@ func RefusedToken(ctx context.Context) (string, bool) {
 	return t, ok
 }
 
-// token returns the token to send, "" for none.
+// token returns the token to send, "" for none. A token over
+// proto.MaxTokenBytes, which no server reads, fails unauthenticated.
 func (c *Client) token(ctx context.Context) (string, error) {
+	t, err := c.tokenOf(ctx)
+	if err == nil && len(t) > proto.MaxTokenBytes {
+		return "", &Error{Code: proto.CodeUnauthenticated, Message: fmt.Sprintf("the token is %d bytes, over the %d a server reads: not sent", len(t), proto.MaxTokenBytes)}
+	}
+	return t, err
+}
+
+// tokenOf returns Config.Token, or the TokenFunc's token.
+func (c *Client) tokenOf(ctx context.Context) (string, error) {
 	if c.cfg.TokenFunc == nil {
 		return c.cfg.Token, nil
 	}

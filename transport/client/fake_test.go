@@ -44,6 +44,8 @@ type fakeServer struct {
 	// fail, when it returns a non-nil error body and status, answers an
 	// HTTP request with it instead of serving it.
 	fail atomic.Pointer[func(path string) (int, string)]
+	// requests counts the HTTP requests that reached the server.
+	requests atomic.Int64
 	// pushes counts push requests served, livePushes the pushes over live
 	// sessions among them.
 	pushes, livePushes atomic.Int64
@@ -161,6 +163,7 @@ func writeError(w http.ResponseWriter, status int, code, msg string) {
 
 func (f *fakeServer) serveHTTP(h func(ctx context.Context, body []byte) (any, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		f.requests.Add(1)
 		if fp := f.fail.Load(); fp != nil {
 			if status, code := (*fp)(r.URL.Path); status != 0 {
 				if status == http.StatusTooManyRequests {

@@ -126,6 +126,7 @@ func Constants() Exported {
 			"pullShrink":        PullShrink,
 			"maxRejectedBytes":  MaxRejectedBytes,
 			"maxAnswerBytes":    DefaultMaxAnswerBytes,
+			"maxTokenBytes":     MaxTokenBytes,
 		},
 		Timings: map[string]int64{
 			"pingIntervalMs":         PingInterval.Milliseconds(),

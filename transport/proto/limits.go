@@ -56,6 +56,12 @@ const (
 	MaxUnwrittenLeasesPerSubject = 16
 	// MaxRequestIDBytes bounds a client's Convergo-Request-Id.
 	MaxRequestIDBytes = 64
+	// MaxTokenBytes bounds a token wherever it is sent (a request's
+	// Authorization header, a live hello): a server reads no longer one
+	// (over HTTP its request is answered 431, outside this protocol's
+	// errors; a live hello's is refused too_large), so a client sends
+	// none and fails unauthenticated (docs/protocol.md, section 11).
+	MaxTokenBytes = 64 << 10
 	// DefaultMaxAnswerBytes is the most of an answer (an HTTP response
 	// body, a live message) a client reads: its own bound against a broken
 	// or hostile server, not a limit of the protocol (docs/protocol.md,

@@ -506,7 +506,9 @@ export class FakeServer {
   }
 
   async start() {
-    this.http = http.createServer((req, res) => this.handle(req, res));
+    // Headers of up to the protocol's token bound and 4 KiB more, as the
+    // server's net/http reads them (Node's own default is 16 KiB).
+    this.http = http.createServer({ maxHeaderSize: DEFAULTS.maxTokenBytes + 4096 }, (req, res) => this.handle(req, res));
     this.wss = new WebSocketServer({ noServer: true });
     this.http.on('upgrade', (req, socket, head) => {
       if (new URL(req.url ?? '/', 'http://x').pathname !== PATHS.live) {
