@@ -385,6 +385,8 @@ func envelopeCases() []envelopeVec {
 		{Name: "empty text key", Hex: page("60")},
 		{Name: "byte string key", Hex: page("4161")},
 		{Name: "float key", Hex: page("f93c00")},
+		{Name: "float key 3.0, a known key's number", Hex: page("f94200")},
+		{Name: "float key -0.5", Hex: page("f9b800")},
 		{Name: "boolean key", Hex: page("f5")},
 		{Name: "null key", Hex: page("f6")},
 		{Name: "array key", Hex: page("80")},

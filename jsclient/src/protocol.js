@@ -164,19 +164,19 @@ function readEnvelope(r, what) {
   /** @type {Set<string>} */
   const others = new Set();
   for (let i = 0; i < n; i++) {
-    const k = r.item();
+    const major = r.off < r.b.length ? r.b[r.off] >> 5 : -1;
+    if (major !== 0 && major !== 1 && major !== 3) throw malformed(`a key of ${what} is not an integer or a text string`);
+    const k = /** @type {number|bigint|string} */ (r.item());
     const start = r.off;
     r.skip(2);
-    if (typeof k === 'number' && k >= 0) {
+    if (typeof k === 'number' && major === 0) {
       if (out.has(k)) throw malformed(`duplicate key ${k} in ${what}`);
       out.set(k, r.b.subarray(start, r.off));
       continue;
     }
     // Nobody's key today: skipped, but a map may not hold it twice.
-    let id;
-    if (typeof k === 'string') id = `t${k}`;
-    else if ((typeof k === 'number' || typeof k === 'bigint') && BigInt(k) >= KEY_MIN && BigInt(k) < KEY_END) id = `i${k}`;
-    else throw malformed(`a key of ${what} is not an integer of 64 bits or a text string`);
+    if (typeof k !== 'string' && (BigInt(k) < KEY_MIN || BigInt(k) >= KEY_END)) throw malformed(`a key of ${what} is an integer beyond 64 bits`);
+    const id = `${typeof k === 'string' ? 't' : 'i'}${k}`;
     if (others.has(id)) throw malformed(`duplicate key in ${what}`);
     others.add(id);
   }
