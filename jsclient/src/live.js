@@ -15,10 +15,13 @@
 // The session knows the socket and the frames; what the server's welcome,
 // changes and resync mean for the local data is the Syncer's (sync.js).
 
-import { PATHS, TIMINGS } from './constants.js';
+import { CODES, PATHS, TIMINGS } from './constants.js';
 import { ConvergoError } from './errors.js';
 import { MAX_ANSWER_BYTES, checkToken, encodeLiveHello, encodePing, encodeSub, encodeUnsub, parseServerMessage, sentWith } from './protocol.js';
 import { equalBytes } from './cbor.js';
+
+/** The codes of a session's, the server's or the principal's failure as a whole: an error naming a collection with one ends the session. */
+const SESSION_CODES = new Set(CODES.filter((c) => c.session).map((c) => c.code));
 
 /** @typedef {import('./protocol.js').Hello} Hello */
 /** @typedef {{results?: import('./protocol.js').PushResult[], code?: string, message?: string, requestId?: string}} Pushed */
@@ -444,7 +447,10 @@ export class LiveSession {
           clearTimeout(probe);
           probe = null;
         } else if (m.type === 'error') {
-          if (!m.collection) return fail(refusal(m, this.token));
+          // Without a collection, or with a code of the session, the
+          // server's, the principal's or the request's as a whole (the
+          // code table's session): the session's, whatever it names.
+          if (!m.collection || SESSION_CODES.has(m.code)) return fail(refusal(m, this.token));
           // Of a collection not (or no longer) subscribed: nothing to
           // refuse (a server naming one this client does not sync must
           // not have it pulled, nor said unreadable).

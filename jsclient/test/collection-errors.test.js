@@ -233,3 +233,19 @@ test("over HTTP: a collection whose pull before its push fails (internal) holds 
   b.s.on = false;
   await until(() => server.coll('b').byId.has('new'), "b's change pushed once b is pulled", WAIT);
 });
+
+test('live: an error naming a collection with a code of the session (unavailable) ends the session, as the Go client does, rather than refusing that collection alone', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  theirs(server, 'a', 'a1');
+  const x = await openClient({ url: server.url, name: 'x', collections: ['a'] });
+  t.after(() => x.close());
+  const syncer = () => /** @type {any} */ (x).syncer;
+  const hellos = () => server.received.filter((m) => m.get(0) === 'hello').length;
+  await until(() => syncer()?.live && syncer().session.subscribed.has('a'), 'live, a subscribed', WAIT);
+  for (const ws of server.sockets) ws.send(encode(server.env([[0, 'error'], [1, 'unavailable'], [2, 'the store failed'], [3, 'a']])));
+  await until(() => hellos() >= 2, 'a second session', WAIT);
+  await until(() => syncer()?.live && syncer().session.subscribed.has('a'), 'a subscribed on it', WAIT);
+  theirs(server, 'a', 'a2');
+  await until(() => has(x, 'a', 'a2'), 'a streamed', WAIT);
+});
