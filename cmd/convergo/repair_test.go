@@ -48,6 +48,9 @@ func TestRepairRedis(t *testing.T) {
 			c.Del(context.Background(), k)
 		}
 	}()
+	if _, err := s.Identity(ctx); err != nil { // as a server's first read does
+		t.Fatal(err)
+	}
 	v, _ := crdt.EncodeValue("x")
 	for _, id := range []string{"a", "b"} {
 		if _, err := s.Apply(ctx, []crdt.Change{{Collection: "c", Record: crdt.SetField(id, "f", v, crdt.Stamp{Wall: 1, Replica: "w"})}}); err != nil {

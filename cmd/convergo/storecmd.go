@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/convergo/convergo/stores"
@@ -108,8 +106,7 @@ func storeCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 // works on, from a URL as serve takes it, logging warnings to stderr. A
 // memory: store lives and dies with its server, so a tool that needs
 // the server's own data refuses one, saying why (memory); "" allows it.
-// It creates no store: a bolt path where no file is, or a DynamoDB table
-// that does not exist (create=1 is ignored), is an error.
+// It creates no store (storeurl.Options.Existing).
 // Of opts it uses all but Logger. It returns the store, its kind and the
 // logger.
 func openForTool(ctx context.Context, raw string, stderr io.Writer, memory string, opts storeurl.Options) (stores.Store, string, *slog.Logger, error) {
@@ -120,19 +117,10 @@ func openForTool(ctx context.Context, raw string, stderr io.Writer, memory strin
 	if spec.Kind == "memory" && memory != "" {
 		return nil, "", nil, errors.New("a memory: store lives and dies with its server; " + memory)
 	}
-	if spec.Kind == "bolt" {
-		// A tool works on the file a server serves: opening a path where
-		// none is would create a new empty store and work on that one (a
-		// typo, or the default bolt:convergo.db run from another
-		// directory), and deny or mark-restored would report a success
-		// no server ever sees.
-		if _, err := os.Stat(spec.Path); err != nil {
-			abs, _ := filepath.Abs(spec.Path)
-			return nil, "", nil, fmt.Errorf("no store file at %s (%s): give the path the server serves; a tool creates no store: %w", spec.Path, abs, err)
-		}
-	}
-	// Nor a DynamoDB table: the URL may be serve's, create=1 and all.
-	spec.DynamoDB.CreateTable, opts.CreateTable = false, false
+	// A tool works on the store a server serves: one it created (a typo
+	// in the URL, or the default bolt:convergo.db run from another
+	// directory) would take a deny or a restore that no server ever sees.
+	opts.Existing = true
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	opts.Logger = log
 	st, err := spec.Open(ctx, opts)

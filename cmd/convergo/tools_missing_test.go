@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"io/fs"
 	"os"
@@ -11,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/convergo/convergo/stores/bolt"
 	"github.com/convergo/convergo/stores/storetest"
@@ -72,6 +76,44 @@ func TestToolsCreateNoDynamoDBTable(t *testing.T) {
 		if st, err := storeurl.Open(ctx, url, storeurl.Options{}); err == nil {
 			st.Close()
 			t.Fatalf("%v created the table %s", args, table)
+		}
+	}
+}
+
+// TestToolsRefuseAnUnservedRedisPrefix: the same of a Redis URL whose
+// prefix (or database) no server ever served: a store there has no
+// identity yet. The commands used to make one and work on it, so a deny
+// under a mistyped prefix reported success that no server saw.
+func TestToolsRefuseAnUnservedRedisPrefix(t *testing.T) {
+	ctx := context.Background()
+	addr := storetest.Endpoint(t, "CONVERGO_REDIS_ADDR")
+	b := make([]byte, 6)
+	_, _ = rand.Read(b)
+	prefix := "convergotest:" + hex.EncodeToString(b) + ":"
+	url := "redis://" + addr + "?prefix=" + prefix
+	c := goredis.NewClient(&goredis.Options{Addr: addr})
+	defer c.Close()
+	for _, args := range [][]string{
+		{"deny", "--subject", "alice"},
+		{"deny", "--list"},
+		{"store", "identity"},
+		{"store", "mark-restored"},
+		{"repair", "--collection", "todos"},
+	} {
+		var out, errOut bytes.Buffer
+		err := run(ctx, append(args, "--store", url), &out, &errOut)
+		if err == nil {
+			t.Errorf("%v on a prefix never served: no error; printed %q", args, out.String())
+		}
+		keys, kerr := c.Keys(ctx, prefix+"*").Result()
+		if kerr != nil {
+			t.Fatal(kerr)
+		}
+		for _, k := range keys {
+			c.Del(ctx, k)
+		}
+		if len(keys) > 0 {
+			t.Errorf("%v wrote %v", args, keys)
 		}
 	}
 }

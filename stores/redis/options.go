@@ -107,6 +107,11 @@ type Options struct {
 	// Logger receives the store's few log lines (the subscriber's
 	// reconnections and unreadable notifications). Nil means no logging.
 	Logger *slog.Logger
+	// Existing makes Open refuse, before it writes anything, a store that
+	// has no identity yet: one no server ever used under this prefix and
+	// database (a mistyped URL). The operator's tools set it (convergo
+	// deny, store, repair), so that they act on no store but a served one.
+	Existing bool
 }
 
 func (o Options) withDefaults() Options {

@@ -144,6 +144,18 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		_ = client.Close()
 		return nil, fmt.Errorf("open redis store at %s: %w", strings.Join(o.Addrs, ","), err)
 	}
+	if o.Existing {
+		n, err := s.client.Exists(ctx, s.identityKey()).Result()
+		if err != nil {
+			_ = client.Close()
+			return nil, fmt.Errorf("open redis store at %s: %w", strings.Join(o.Addrs, ","), s.fail(ctx, "identity", err))
+		}
+		if n == 0 {
+			_ = client.Close()
+			return nil, fmt.Errorf("open redis store at %s: %w: no store under prefix %q in database %d (no identity key %s): no server used it; check the URL",
+				strings.Join(o.Addrs, ","), stores.ErrNotFound, o.KeyPrefix, o.DB, s.identityKey())
+		}
+	}
 	if err := s.loadScripts(ctx); err != nil {
 		_ = client.Close()
 		return nil, fmt.Errorf("open redis store at %s: %w", strings.Join(o.Addrs, ","), err)

@@ -28,6 +28,8 @@ import (
 	"log/slog"
 	"math"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -249,6 +251,13 @@ type Options struct {
 	// store mark-restored`): bolt.Options.Restoring,
 	// dynamodb.Options.Restoring.
 	Restoring bool
+	// Existing opens only a store that exists already, one a server made
+	// (the operator's tools: convergo deny, store, repair): a bolt file
+	// that is not there, a DynamoDB table that does not exist (CreateTable
+	// and create=1 are ignored) or a Redis prefix and database without a
+	// store's identity (redis.Options.Existing) is an error, and nothing
+	// is created.
+	Existing bool
 }
 
 // Open parses raw (see Parse) and opens the store it names.
@@ -274,14 +283,21 @@ func (spec Spec) Open(ctx context.Context, opts Options) (stores.Store, error) {
 	case "memory":
 		return memory.New(), nil
 	case "bolt":
+		if opts.Existing {
+			if _, err := os.Stat(spec.Path); err != nil {
+				abs, _ := filepath.Abs(spec.Path)
+				return nil, fmt.Errorf("no store file at %s (%s): give the path the server serves: %w", spec.Path, abs, err)
+			}
+		}
 		return bolt.Open(ctx, spec.Path, bolt.Options{Logger: log, Restoring: opts.Restoring})
 	case "redis":
 		o := spec.Redis
 		o.Logger = log
+		o.Existing = opts.Existing
 		return redis.Open(ctx, o)
 	case "dynamodb":
 		o := spec.DynamoDB
-		o.CreateTable = o.CreateTable || opts.CreateTable
+		o.CreateTable = (o.CreateTable || opts.CreateTable) && !opts.Existing
 		o.Logger = log
 		o.Restoring = opts.Restoring
 		return dynamodb.Open(ctx, o)
