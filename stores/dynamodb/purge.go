@@ -16,8 +16,9 @@ import (
 var _ stores.Purger = (*Store)(nil)
 
 // purgeRecordsPerTx is the most records one purge transaction writes: two
-// actions each (the record item and its log entry), and the head's usage.
-const purgeRecordsPerTx = (maxTxActions - 1) / 2
+// actions each (the record item and its log entry), the head's usage and
+// the check of the collection's epoch.
+const purgeRecordsPerTx = (maxTxActions - 2) / 2
 
 // purgeWrite is what a purge does to one record: its log entry (which
 // holds the record's state at that seq, so nothing else is read), and
@@ -42,8 +43,10 @@ type purgeWrite struct {
 // shard, on condition that the head keeps usage. The head's seq is not
 // touched, so no sequence number is taken; Apply transactions, which
 // condition their head put on the usage they read, retry against the new
-// usage. Before a collection of one log is purged for the first time,
-// Usage counts it if its head keeps no usage yet.
+// usage. Every transaction also checks the collection's epoch item
+// (epochGuard): a new epoch since the purge read K ends it. Before a
+// collection of one log is purged for the first time, Usage counts it if
+// its head keeps no usage yet.
 func (st *Store) Purge(ctx context.Context, collection string, h stores.Horizon, scan stores.PurgeScan) (stores.PurgeResult, error) {
 	if err := st.check(ctx); err != nil {
 		return stores.PurgeResult{}, err
@@ -51,9 +54,26 @@ func (st *Store) Purge(ctx context.Context, collection string, h stores.Horizon,
 	if err := stores.CheckCollection(collection); err != nil {
 		return stores.PurgeResult{}, err
 	}
-	info, err := st.knownShards(ctx, collection)
+	// The horizon's positions are of the log as its epoch numbered it: K
+	// is read from the table, not from this instance's cache (another
+	// instance may have resharded since), and every transaction checks
+	// that the epoch item still holds the epoch read, with no rebuild
+	// under way (epochGuard).
+	out, err := st.db.GetItem(ctx, &awsdynamodb.GetItemInput{
+		TableName: &st.table, Key: key(epochPK(collection), 0), ConsistentRead: ptr(true),
+	}, st.dbOpt)
 	if err != nil {
-		return stores.PurgeResult{}, err
+		return stores.PurgeResult{}, translate(ctx, "purge "+collection, err)
+	}
+	info, err := shardsInItem(out.Item)
+	if err != nil {
+		st.forgetShards(collection)
+		return stores.PurgeResult{}, fmt.Errorf("purge %s: %w", collection, err)
+	}
+	st.shards.put(collection, info)
+	guard, err := st.epochGuard(collection, out.Item)
+	if err != nil {
+		return stores.PurgeResult{}, fmt.Errorf("purge %s: %w", collection, err)
 	}
 	after, limit, err := stores.CheckPurge(collection, h, scan, info.k)
 	if err != nil {
@@ -74,7 +94,7 @@ func (st *Store) Purge(ctx context.Context, collection string, h stores.Horizon,
 			res.More = true
 			break
 		}
-		more, err := st.purgeShard(ctx, ref, h, limit, &res)
+		more, err := st.purgeShard(ctx, ref, guard, h, limit, &res)
 		if err != nil {
 			return stores.PurgeResult{}, err
 		}
@@ -89,7 +109,7 @@ func (st *Store) Purge(ctx context.Context, collection string, h stores.Horizon,
 // purgeShard purges the entries of one log after res.Next and at or
 // before the read horizon, until res.Scanned reaches limit, and reports
 // whether entries remain.
-func (st *Store) purgeShard(ctx context.Context, ref logRef, h stores.Horizon, limit int, res *stores.PurgeResult) (more bool, err error) {
+func (st *Store) purgeShard(ctx context.Context, ref logRef, guard types.TransactWriteItem, h stores.Horizon, limit int, res *stores.PurgeResult) (more bool, err error) {
 	op := "purge " + ref.String()
 	var writes []purgeWrite
 	txBytes := 0
@@ -113,7 +133,7 @@ func (st *Store) purgeShard(ctx context.Context, ref logRef, h stores.Horizon, l
 		}
 		for _, item := range out.Items {
 			if len(writes) == purgeRecordsPerTx {
-				if err := st.purgeCommit(ctx, ref, writes, res); err != nil {
+				if err := st.purgeCommit(ctx, ref, guard, writes, res); err != nil {
 					return false, err
 				}
 				writes, txBytes = writes[:0], 0
@@ -144,7 +164,7 @@ func (st *Store) purgeShard(ctx context.Context, ref logRef, h stores.Horizon, l
 			// keep the transaction within DynamoDB's 4 MB.
 			size := 2*len(w.enc) + 512
 			if len(writes) > 0 && txBytes+size > txBudgetBytes {
-				if err := st.purgeCommit(ctx, ref, writes, res); err != nil {
+				if err := st.purgeCommit(ctx, ref, guard, writes, res); err != nil {
 					return false, err
 				}
 				writes, txBytes = writes[:0], 0
@@ -157,16 +177,39 @@ func (st *Store) purgeShard(ctx context.Context, ref logRef, h stores.Horizon, l
 		}
 		start = out.LastEvaluatedKey
 	}
-	if err := st.purgeCommit(ctx, ref, writes, res); err != nil {
+	if err := st.purgeCommit(ctx, ref, guard, writes, res); err != nil {
 		return false, err
 	}
 	return more, nil
 }
 
-// purgeCommit writes purged records in one transaction. A record whose
-// condition fails (Apply moved it on) is dropped from the transaction,
-// which is tried again with the rest.
-func (st *Store) purgeCommit(ctx context.Context, ref logRef, writes []purgeWrite, res *stores.PurgeResult) error {
+// epochGuard is the condition check of every purge transaction of coll:
+// the epoch item (as item holds it) still holds its epoch counter, and no
+// rebuild of the log is under way. A new epoch (a reshard, which numbers
+// the log anew, or any other) ends the purge, whose horizon is of the old
+// one.
+func (st *Store) epochGuard(coll string, item map[string]types.AttributeValue) (types.TransactWriteItem, error) {
+	c := &types.ConditionCheck{
+		TableName: &st.table, Key: key(epochPK(coll), 0),
+		ConditionExpression:      ptr("attribute_not_exists(#n) AND attribute_not_exists(#rs)"),
+		ExpressionAttributeNames: map[string]string{"#n": attrN, "#rs": attrResharding},
+	}
+	if _, ok := item[attrN]; ok {
+		v, err := getN(item, attrN)
+		if err != nil {
+			return types.TransactWriteItem{}, err
+		}
+		c.ConditionExpression = ptr("#n = :n AND attribute_not_exists(#rs)")
+		c.ExpressionAttributeValues = map[string]types.AttributeValue{":n": n(v)}
+	}
+	return types.TransactWriteItem{ConditionCheck: c}, nil
+}
+
+// purgeCommit writes purged records in one transaction, with guard. A
+// record whose condition fails (Apply moved it on) is dropped from the
+// transaction, which is tried again with the rest; a failed guard ends the
+// purge.
+func (st *Store) purgeCommit(ctx context.Context, ref logRef, guard types.TransactWriteItem, writes []purgeWrite, res *stores.PurgeResult) error {
 	op := "purge " + ref.String()
 	coll := ref.coll
 	for attempt := 1; len(writes) > 0; attempt++ {
@@ -210,7 +253,7 @@ func (st *Store) purgeCommit(ctx context.Context, ref logRef, writes []purgeWrit
 				":b":   &types.AttributeValueMemberN{Value: strconv.FormatInt(-freed, 10)},
 				":num": s("N"),
 			},
-		}})
+		}}, guard)
 		_, err := st.db.TransactWriteItems(ctx, &awsdynamodb.TransactWriteItemsInput{TransactItems: items}, st.dbOpt)
 		if err == nil {
 			for _, w := range writes {
@@ -241,11 +284,15 @@ func (st *Store) purgeCommit(ctx context.Context, ref logRef, writes []purgeWrit
 			kept = append(kept, w)
 		}
 		if n := len(cancelled.CancellationReasons); n == len(items) {
-			code := str(cancelled.CancellationReasons[n-1].Code)
+			if str(cancelled.CancellationReasons[n-1].Code) == "ConditionalCheckFailed" {
+				st.forgetShards(coll)
+				return fmt.Errorf("%s: %w: a new epoch of the collection began (its log rebuilt or resharded, say): the horizon is of the old one", op, stores.ErrUnavailable)
+			}
+			code := str(cancelled.CancellationReasons[n-2].Code)
 			if code == "ConditionalCheckFailed" {
 				return fmt.Errorf("%s: %w: the head item keeps no usage", op, stores.ErrCorrupt)
 			}
-			contended = contended || contendedCode(code)
+			contended = contended || contendedCode(code) || contendedCode(str(cancelled.CancellationReasons[n-1].Code))
 		}
 		writes = kept
 		if attempt >= st.maxAttempts {
