@@ -419,13 +419,15 @@ func (p *PullResponse) UnmarshalCBOR(data []byte) error {
 
 // decodeRecords decodes the records of a message with its replica table
 // and base wall.
+// A table or base that is not one is malformed for the whole message, with
+// records or without them (docs/protocol.md, "Compact stamps").
 func decodeRecords(raw []byte, table []string, base *uint64) ([]crdt.Record, error) {
-	if len(raw) == 0 {
-		return nil, nil
-	}
 	c, err := crdt.NewCompact("", table, base)
 	if err != nil {
 		return nil, err
+	}
+	if len(raw) == 0 {
+		return nil, nil
 	}
 	return c.DecodeRecords(raw)
 }
