@@ -68,7 +68,7 @@ func Parse(raw string) (Spec, error) {
 	switch scheme {
 	case "memory":
 		if rest != "" {
-			return Spec{}, fmt.Errorf("store %q: memory: takes nothing after the colon", raw)
+			return Spec{}, fmt.Errorf("store %q: memory: takes nothing after the colon", redactRefused(raw))
 		}
 		return Spec{Kind: "memory"}, nil
 	case "bolt":
@@ -82,28 +82,28 @@ func Parse(raw string) (Spec, error) {
 	case "dynamodb":
 		return parseDynamo(raw)
 	}
-	return Spec{}, fmt.Errorf("store %q: unknown kind %q", raw, scheme)
+	return Spec{}, fmt.Errorf("store %q: unknown kind %q", redactRefused(raw), scheme)
 }
 
 func parseRedis(scheme, rest, raw string) (Spec, error) {
 	if !strings.HasPrefix(rest, "//") {
-		return Spec{}, fmt.Errorf("store %q: want %s://host:port", Redact(raw), scheme)
+		return Spec{}, fmt.Errorf("store %q: want %s://host:port", redactRefused(raw), scheme)
 	}
 	rest = rest[2:]
 	rest, query, _ := strings.Cut(rest, "?")
 	q, err := splitQuery(query)
 	if err != nil {
-		return Spec{}, fmt.Errorf("store %q: query: %w", Redact(raw), err)
+		return Spec{}, fmt.Errorf("store %q: query: %w", redactRefused(raw), err)
 	}
 	var o redis.Options
 	if at := strings.LastIndex(rest, "@"); at >= 0 {
 		user, pass, hasPass := strings.Cut(rest[:at], ":")
 		if o.Username, err = url.PathUnescape(user); err != nil {
-			return Spec{}, fmt.Errorf("store %q: user: %w", Redact(raw), err)
+			return Spec{}, fmt.Errorf("store %q: user: %w", redactRefused(raw), err)
 		}
 		if hasPass {
 			if o.Password, err = url.PathUnescape(pass); err != nil {
-				return Spec{}, fmt.Errorf("store %q: password: %w", Redact(raw), err)
+				return Spec{}, fmt.Errorf("store %q: password: %w", redactRefused(raw), err)
 			}
 		}
 		rest = rest[at+1:]
@@ -111,15 +111,15 @@ func parseRedis(scheme, rest, raw string) (Spec, error) {
 	hosts, db, hasDB := strings.Cut(rest, "/")
 	if hasDB && db != "" {
 		if scheme == "redis-cluster" {
-			return Spec{}, fmt.Errorf("store %q: a cluster has only database 0", Redact(raw))
+			return Spec{}, fmt.Errorf("store %q: a cluster has only database 0", redactRefused(raw))
 		}
 		if o.DB, err = strconv.Atoi(db); err != nil || o.DB < 0 {
-			return Spec{}, fmt.Errorf("store %q: database %q is not a number", Redact(raw), db)
+			return Spec{}, fmt.Errorf("store %q: database %q is not a number", redactRefused(raw), db)
 		}
 	}
 	for _, h := range strings.Split(hosts, ",") {
 		if h == "" {
-			return Spec{}, fmt.Errorf("store %q: empty host", Redact(raw))
+			return Spec{}, fmt.Errorf("store %q: empty host", redactRefused(raw))
 		}
 		if !strings.Contains(h, ":") {
 			h += ":6379"
@@ -127,7 +127,7 @@ func parseRedis(scheme, rest, raw string) (Spec, error) {
 		o.Addrs = append(o.Addrs, h)
 	}
 	if scheme == "redis" && len(o.Addrs) > 1 {
-		return Spec{}, fmt.Errorf("store %q: several hosts: use redis-cluster://", Redact(raw))
+		return Spec{}, fmt.Errorf("store %q: several hosts: use redis-cluster://", redactRefused(raw))
 	}
 	o.Cluster = scheme == "redis-cluster"
 	for _, p := range q {
@@ -137,17 +137,17 @@ func parseRedis(scheme, rest, raw string) (Spec, error) {
 		case "capture":
 			r, err := parseCaptureRule(p.value)
 			if err != nil {
-				return Spec{}, fmt.Errorf("store %q: capture=%s: %w", Redact(raw), p.value, err)
+				return Spec{}, fmt.Errorf("store %q: capture=%s: %w", redactRefused(raw), p.value, err)
 			}
 			o.Capture = append(o.Capture, r)
 		case "written_cache":
 			n, err := parseBytes(p.value)
 			if err != nil {
-				return Spec{}, fmt.Errorf("store %q: written_cache=%s: %w", Redact(raw), p.value, err)
+				return Spec{}, fmt.Errorf("store %q: written_cache=%s: %w", redactRefused(raw), p.value, err)
 			}
 			o.WrittenCacheBytes = n
 		default:
-			return Spec{}, fmt.Errorf("store %q: unknown parameter %q (known: prefix, capture, written_cache)", Redact(raw), p.key)
+			return Spec{}, fmt.Errorf("store %q: unknown parameter %q (known: prefix, capture, written_cache)", redactRefused(raw), p.key)
 		}
 	}
 	return Spec{Kind: "redis", Redis: o}, nil
@@ -219,23 +219,40 @@ func parseDynamo(raw string) (Spec, error) {
 	return Spec{Kind: "dynamodb", DynamoDB: o}, nil
 }
 
-// redact hides the password of a store URL for logs and errors.
+// Redact hides the password of a store URL for logs and errors. The
+// user information ends where Parse ends it, at the last '@' before the
+// query: a '/' in a password is the password's (it was taken for the end
+// of the host, and such a URL was logged whole). A URL Parse refuses is
+// hidden up to its last '@', wherever it is: its password may hold a '?'.
 func Redact(raw string) string {
+	if _, err := Parse(raw); err != nil {
+		return redactRefused(raw)
+	}
 	scheme, rest, ok := strings.Cut(raw, "://")
 	if !ok {
 		return raw
 	}
-	hostEnd := len(rest)
-	if i := strings.IndexAny(rest, "/?"); i >= 0 {
-		hostEnd = i
-	}
-	at := strings.LastIndex(rest[:hostEnd], "@")
-	if at < 0 {
+	authority, _, _ := strings.Cut(rest, "?")
+	return redactAt(scheme, rest, strings.LastIndex(authority, "@"))
+}
+
+// redactRefused is Redact of a URL Parse refuses (Parse's own errors).
+func redactRefused(raw string) string {
+	scheme, rest, ok := strings.Cut(raw, "://")
+	if !ok {
 		return raw
+	}
+	return redactAt(scheme, rest, strings.LastIndex(rest, "@"))
+}
+
+// redactAt hides the password of the user information rest[:at].
+func redactAt(scheme, rest string, at int) string {
+	if at < 0 {
+		return scheme + "://" + rest
 	}
 	user, _, hasPass := strings.Cut(rest[:at], ":")
 	if !hasPass {
-		return raw
+		return scheme + "://" + rest
 	}
 	return scheme + "://" + user + ":xxxxx" + rest[at:]
 }
