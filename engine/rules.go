@@ -177,6 +177,9 @@ func ParseRules(data []byte) ([]Rule, error) {
 		if err := d.Decode(&body); err != nil {
 			return bad("%s: %v", pattern, err)
 		}
+		if err := noDuplicateKeys(body); err != nil {
+			return bad("%s: %v", pattern, err)
+		}
 		strict := json.NewDecoder(bytes.NewReader(body))
 		strict.DisallowUnknownFields()
 		if err := strict.Decode(&raw); err != nil {
@@ -206,6 +209,55 @@ func ParseRules(data []byte) ([]Rule, error) {
 		return bad("trailing data after the object")
 	}
 	return rules, nil
+}
+
+// noDuplicateKeys refuses a JSON value in which an object gives a key
+// twice, at any depth: encoding/json keeps the last, so a rule with a
+// second "scope" (or a field's rule, a bound, a migration's version given
+// twice) would silently drop the first, and the file mean less than it
+// says. A pattern given twice at the top of the file is two rules, which
+// both apply; ParseRules does not pass the file's top object here.
+func noDuplicateKeys(data []byte) error {
+	d := json.NewDecoder(bytes.NewReader(data))
+	d.UseNumber()
+	return walkKeys(d, "")
+}
+
+// walkKeys reads one value from d, refusing a key given twice in any
+// object of it; at is where the value is, for the error.
+func walkKeys(d *json.Decoder, at string) error {
+	t, err := d.Token()
+	if err != nil {
+		return err
+	}
+	switch t {
+	case json.Delim('{'):
+		seen := map[string]bool{}
+		for d.More() {
+			k, err := d.Token()
+			if err != nil {
+				return err
+			}
+			key := k.(string) // object keys are strings
+			if seen[key] {
+				return fmt.Errorf("%skey %q given twice", at, key)
+			}
+			seen[key] = true
+			if err := walkKeys(d, at+key+": "); err != nil {
+				return err
+			}
+		}
+	case json.Delim('['):
+		for i := 0; d.More(); i++ {
+			if err := walkKeys(d, fmt.Sprintf("%s%d: ", at, i)); err != nil {
+				return err
+			}
+		}
+	default:
+		return nil
+	}
+	_, err = d.Token() // the closing delimiter
+	return err
 }
 
 // parseScope reads a scope of the rules file: text or the array form;
