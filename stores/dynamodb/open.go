@@ -174,7 +174,10 @@ func ParseURL(raw string) (Options, error) {
 			opts.Shards[coll] = k
 		}
 	}
-	for name := range q {
+	for name, vs := range q {
+		if len(vs) > 1 {
+			return Options{}, fmt.Errorf("dynamodb: store URL: parameter %q given twice", name)
+		}
 		switch name {
 		case "region", "endpoint", "create", "capture", "poll", "shards", "turn":
 		default:

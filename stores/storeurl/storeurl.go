@@ -130,7 +130,12 @@ func parseRedis(scheme, rest, raw string) (Spec, error) {
 		return Spec{}, fmt.Errorf("store %q: several hosts: use redis-cluster://", redactRefused(raw))
 	}
 	o.Cluster = scheme == "redis-cluster"
+	given := map[string]bool{}
 	for _, p := range q {
+		if given[p.key] && p.key != "capture" { // capture is repeatable: one rule each
+			return Spec{}, fmt.Errorf("store %q: parameter %q given twice", redactRefused(raw), p.key)
+		}
+		given[p.key] = true
 		switch p.key {
 		case "prefix":
 			o.KeyPrefix = p.value
