@@ -36,3 +36,30 @@ func TestRedactHidesEveryPassword(t *testing.T) {
 		}
 	}
 }
+
+// TestParseErrorsHidePasswordParts: a password holding a '?' (which must
+// be written %3F) is split by the query; Parse refuses it without
+// echoing the parts it took for a database or a parameter's name.
+func TestParseErrorsHidePasswordParts(t *testing.T) {
+	for _, pass := range []string{"alpha?bravo", "alpha/bravo?charlie", "alpha?bravo&charlie=delta"} {
+		for _, raw := range []string{
+			"redis://app:" + pass + "@cache:6380/2",
+			"redis://app:" + pass + "@cache:6380",
+			"redis-cluster://app:" + pass + "@a:7001,b:7002?prefix=p:",
+		} {
+			_, err := storeurl.Parse(raw)
+			if err == nil {
+				t.Errorf("Parse(%q): no error", raw)
+				continue
+			}
+			for _, part := range []string{"alpha", "bravo", "charlie", "delta"} {
+				if strings.Contains(err.Error(), part) {
+					t.Errorf("Parse(%q): %v shows %q of the password", raw, err, part)
+				}
+			}
+		}
+	}
+	if _, err := storeurl.Parse("redis://h:1?capture=c=user@*"); err != nil {
+		t.Errorf("a capture pattern with an '@': %v", err)
+	}
+}

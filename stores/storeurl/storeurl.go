@@ -85,7 +85,21 @@ func Parse(raw string) (Spec, error) {
 	return Spec{}, fmt.Errorf("store %q: unknown kind %q", redactRefused(raw), scheme)
 }
 
+// parseRedis is parseRedisParts, but where the URL's only '@' comes after
+// its '?' (a password holding a '?', which must be written %3F, split by
+// the query) its error says only that: the parts of the password were
+// taken for a database, a host or a parameter, and an error that named
+// them would show them.
 func parseRedis(scheme, rest, raw string) (Spec, error) {
+	spec, err := parseRedisParts(scheme, rest, raw)
+	authority, query, _ := strings.Cut(rest, "?")
+	if err != nil && !strings.Contains(authority, "@") && strings.Contains(query, "@") {
+		return Spec{}, fmt.Errorf("store %q: not a URL it can read; a '?' in the password must be written %%3F", redactRefused(raw))
+	}
+	return spec, err
+}
+
+func parseRedisParts(scheme, rest, raw string) (Spec, error) {
 	if !strings.HasPrefix(rest, "//") {
 		return Spec{}, fmt.Errorf("store %q: want %s://host:port", redactRefused(raw), scheme)
 	}
