@@ -110,7 +110,14 @@ describe('reload during sync', () => {
     });
     await waitSynced(alice, { timeout: 30_000 });
     hold = true;
+    // The third batch goes in one push: written while the page does not
+    // sync, it is all pending when syncing resumes. Written as the page
+    // syncs (on a loaded machine the writes trickle), it would go out in
+    // several pushes, and the first one's answer, held back, would hold
+    // the next ones for the push timeout (a minute).
+    await page.evaluate(() => window.convergoDemo.panes.alice.db.pause());
     const third = await writeMany(page, 'third', BATCH);
+    await page.evaluate(() => window.convergoDemo.panes.alice.db.resume());
     await waitFor(async () => {
       const docs = await server.docs();
       return third.ids.every((id) => docs.has(id));
