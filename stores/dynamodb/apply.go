@@ -305,19 +305,20 @@ func (st *Store) makePlan(ref logRef, state groupState, changes []crdt.Change, i
 	turnAttrs(headItem, state.next)
 	p.turn = state.next
 	put := &types.Put{TableName: &st.table, Item: headItem, ReturnValuesOnConditionCheckFailure: allOld}
-	switch {
-	case state.head == 0:
-		put.ConditionExpression = ptr("attribute_not_exists(#k)")
-		put.ExpressionAttributeNames = map[string]string{"#k": attrPK}
-	default:
-		put.ConditionExpression, put.ExpressionAttributeNames, put.ExpressionAttributeValues = headCondition(state.head, state.usage)
-		if ref.shards > 1 {
-			// A shard's head also names the shard count, so that a
-			// writer routing by another count never commits to it.
-			*put.ConditionExpression += " AND #n = :k"
-			put.ExpressionAttributeNames["#n"] = attrK
-			put.ExpressionAttributeValues[":k"] = n(uint64(ref.shards))
-		}
+	put.ConditionExpression, put.ExpressionAttributeNames, put.ExpressionAttributeValues = headCondition(state.head, state.usage)
+	if ref.shards > 1 {
+		// A shard's head also names the shard count, so that a
+		// writer routing by another count never commits to it.
+		*put.ConditionExpression += " AND #n = :k"
+		put.ExpressionAttributeNames["#n"] = attrK
+		put.ExpressionAttributeValues[":k"] = n(uint64(ref.shards))
+	}
+	if state.head == 0 {
+		// Nothing committed to the log yet: its head item is absent, or
+		// holds head 0 (a rebuild that left the shard without a record
+		// writes it so, with usage 0).
+		put.ConditionExpression = ptr("attribute_not_exists(#pk) OR (" + *put.ConditionExpression + ")")
+		put.ExpressionAttributeNames["#pk"] = attrPK
 	}
 	if ref.shards > 1 {
 		headItem[attrK] = n(uint64(ref.shards))

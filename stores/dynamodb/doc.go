@@ -99,8 +99,9 @@
 // record the next sequence number, and commits one TransactWriteItems:
 //
 //   - put the head item with the new head and usage, on condition that
-//     head and usage still equal the values read (or that the item does
-//     not exist);
+//     head and usage still equal the values read (or, at head 0, that the
+//     item does not exist: a rebuild that leaves a shard without a record
+//     writes its head item with head 0);
 //   - per record: put the record item on condition that its seq is still
 //     the one read (or that it does not exist); put the new log entry; and
 //     delete the record's previous log entry (compaction, in the same

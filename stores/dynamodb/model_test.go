@@ -133,10 +133,15 @@ func avEqual(a, b types.AttributeValue) bool {
 }
 
 // holds evaluates the condition expressions the store writes: clauses
-// joined by AND, each attribute_not_exists(#n) or #n = :v.
+// joined by AND, each attribute_not_exists(#n) or #n = :v; or one such
+// condition OR (another).
 func holds(item map[string]types.AttributeValue, cond *string, names map[string]string, values map[string]types.AttributeValue) bool {
 	if cond == nil {
 		return true
+	}
+	if l, r, ok := strings.Cut(*cond, " OR ("); ok {
+		r = strings.TrimSuffix(r, ")")
+		return holds(item, &l, names, values) || holds(item, &r, names, values)
 	}
 	for _, clause := range strings.Split(*cond, " AND ") {
 		clause = strings.TrimSpace(clause)
