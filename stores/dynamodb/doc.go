@@ -181,7 +181,8 @@
 // DynamoDB's 400 KB, is refused with stores.ErrTooLarge, never truncated.
 // Throttling, server and network errors are stores.ErrUnavailable. The
 // store uses no BatchWriteItem (25 items), since every write must be
-// conditioned; BatchGetItem reads at most 34 keys of its 100.
+// conditioned; BatchGetItem reads at most 50 keys of its 100 (a group's 49
+// records and the head: at most crdt.MaxRecordBytes each, under its 16 MB).
 //
 // Usage (stores.Usager) rides on the head item, so it changes in the same
 // transaction as the records: the plan adds new records and the change in
