@@ -2,7 +2,6 @@ package redis
 
 import (
 	"context"
-	"errors"
 	"strconv"
 	"strings"
 	"testing"
@@ -112,19 +111,5 @@ func TestClusterMasterRestartResets(t *testing.T) {
 		write("r0", f) // seqs 1 to 3 again: r0 at 3, without a, b, c
 	}
 	write("r1", "n") // seq 4
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		p, err := e.Pull(context.Background(), "c", c, engine.PageLimit{})
-		var re *engine.ResetError
-		if errors.As(err, &re) {
-			if re.Reason != engine.ResetHistoryLost {
-				t.Fatalf("reset %v, want history lost", re)
-			}
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("a cursor from before the restart pulled %d entries (%v) and no reset: its reader keeps r0 without x, y, z, and never gives back a, b, c", len(p.Entries), err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	awaitReset(t, e, c, "after the restart its reader keeps r0 without x, y, z, and never gives back a, b, c")
 }

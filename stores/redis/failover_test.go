@@ -2,7 +2,6 @@ package redis
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -166,28 +165,6 @@ func (f *failoverCluster) write(e *engine.Engine, id, field string) {
 	}
 }
 
-// awaitHistoryLost pulls from cursor c through e until the engine says
-// reset, history lost.
-func (f *failoverCluster) awaitHistoryLost(e *engine.Engine, c engine.Cursor, lost string) {
-	t := f.t
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		p, err := e.Pull(context.Background(), "c", c, engine.PageLimit{})
-		var re *engine.ResetError
-		if errors.As(err, &re) {
-			if re.Reason != engine.ResetHistoryLost {
-				t.Fatalf("reset %v, want history lost", re)
-			}
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("a cursor from before the failover pulled %d entries (%v) and no reset: its reader keeps %s, which the store lost", len(p.Entries), err, lost)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
 // TestClusterFailoverResets: the master of a collection's slot has a
 // replica that stopped replicating; the master acknowledges three more
 // writes, and the replica takes over without them. The collection's
@@ -223,7 +200,7 @@ func TestClusterFailoverResets(t *testing.T) {
 	if head, err := f.sb.Head(f.ctx, "c"); err != nil || head != 7 {
 		t.Fatalf("head after the failover: %d, %v; want 7 (the promoted replica lacks x, y, z)", head, err)
 	}
-	f.awaitHistoryLost(f.a, c, "x, y, z")
+	awaitReset(f.t, f.a, c, "after the failover its reader keeps x, y, z, which the store lost")
 }
 
 // TestClusterFailbackResets: as TestClusterFailoverResets, but the node
@@ -258,5 +235,5 @@ func TestClusterFailbackResets(t *testing.T) {
 	if head, err := f.sb.Head(f.ctx, "c"); err != nil || head != 8 {
 		t.Fatalf("head after the failback: %d, %v; want 8 (the old master lacks x, y, z)", head, err)
 	}
-	f.awaitHistoryLost(f.a, c, "x, y, z")
+	awaitReset(f.t, f.a, c, "after the failover its reader keeps x, y, z, which the store lost")
 }

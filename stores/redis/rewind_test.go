@@ -64,12 +64,14 @@ func cursorAfterAll(t *testing.T, e *engine.Engine) engine.Cursor {
 }
 
 // awaitReset pulls from c until the engine says reset, history lost: a
-// store learns of a restart when its subscription comes back.
-func awaitReset(t *testing.T, e *engine.Engine, c engine.Cursor) {
+// store learns of a restart when its subscription comes back, of a
+// failover at its next merge call. why says what a reader not reset would
+// be left with.
+func awaitReset(t *testing.T, e *engine.Engine, c engine.Cursor, why string) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		_, err := e.Pull(context.Background(), "c", c, engine.PageLimit{})
+		p, err := e.Pull(context.Background(), "c", c, engine.PageLimit{})
 		var re *engine.ResetError
 		if errors.As(err, &re) {
 			if re.Reason != engine.ResetHistoryLost {
@@ -78,7 +80,7 @@ func awaitReset(t *testing.T, e *engine.Engine, c engine.Cursor) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no reset of cursor %v (last error %v)", c, err)
+			t.Fatalf("a cursor from before pulled %d entries (last error %v) and no reset: %s", len(p.Entries), err, why)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -111,7 +113,7 @@ func TestRestartEverysecResets(t *testing.T) {
 	}
 	srv.Start()
 	writeN(t, e, 100, 10) // head 13: past the cursor at 8
-	awaitReset(t, e, c)
+	awaitReset(t, e, c, "its reader keeps what the restarted server lost")
 }
 
 // TestRestartAlwaysKeepsCursors: with appendfsync always a restart loses
@@ -142,7 +144,7 @@ func TestFlushallResets(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeN(t, e, 0, 10)
-	awaitReset(t, e, c)
+	awaitReset(t, e, c, "its reader keeps what the restarted server lost")
 }
 
 // TestRestartAfterEverysecRunResets: the run that crashed fsynced every
@@ -165,7 +167,7 @@ func TestRestartAfterEverysecRunResets(t *testing.T) {
 	srv.Kill()
 	srv.Start() // appendfsync always again, from its arguments
 	writeN(t, e, 3, 2)
-	awaitReset(t, e, c)
+	awaitReset(t, e, c, "its reader keeps what the restarted server lost")
 }
 
 // TestFlushallAnnouncesTheNewIdentity: after FLUSHALL the first call that
