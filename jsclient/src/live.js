@@ -15,13 +15,10 @@
 // The session knows the socket and the frames; what the server's welcome,
 // changes and resync mean for the local data is the Syncer's (sync.js).
 
-import { CODES, PATHS, TIMINGS } from './constants.js';
+import { PATHS, TIMINGS } from './constants.js';
 import { ConvergoError } from './errors.js';
-import { MAX_ANSWER_BYTES, checkToken, encodeLiveHello, encodePing, encodeSub, encodeUnsub, parseServerMessage, sentWith } from './protocol.js';
+import { MAX_ANSWER_BYTES, SESSION_CODES, checkToken, encodeLiveHello, encodePing, encodeSub, encodeUnsub, parseServerMessage, sentWith } from './protocol.js';
 import { equalBytes } from './cbor.js';
-
-/** The codes of a session's, the server's or the principal's failure as a whole: an error naming a collection with one ends the session. */
-const SESSION_CODES = new Set(CODES.filter((c) => c.session).map((c) => c.code));
 
 /** @typedef {import('./protocol.js').Hello} Hello */
 /** @typedef {{results?: import('./protocol.js').PushResult[], code?: string, message?: string, requestId?: string}} Pushed */

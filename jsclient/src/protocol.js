@@ -26,6 +26,9 @@ import { readChange } from './change.js';
  */
 export const sentWith = new WeakMap();
 
+/** The codes of a failure of the session, the server, the principal or the request as a whole, not one collection's (the code table's session). */
+export const SESSION_CODES = new Set(CODES.filter((c) => c.session).map((c) => c.code));
+
 /**
  * Throws when token is over DEFAULTS.maxTokenBytes: no server reads it
  * (over HTTP its request is answered 431, outside the protocol's errors),

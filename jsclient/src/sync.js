@@ -107,8 +107,8 @@ import { equalBytes } from './cbor.js';
 import { ConvergoError } from './errors.js';
 import { BY_TOKEN, post, postAnswer } from './http.js';
 import { isPrefix, ownedStart, replicaPrefix, subjectOfToken } from './replica.js';
-import { CODES, DEFAULTS, PATHS, STATUSES, TIMINGS, VERSION } from './constants.js';
-import { sentWith, encodeHello, encodeLivePush, encodePull, encodePush, parseHello, parsePullAnswer, parsePushAnswer, batchLength, pushBudget, resetAction, retryOf } from './protocol.js';
+import { DEFAULTS, PATHS, STATUSES, TIMINGS, VERSION } from './constants.js';
+import { SESSION_CODES, sentWith, encodeHello, encodeLivePush, encodePull, encodePush, parseHello, parsePullAnswer, parsePushAnswer, batchLength, pushBudget, resetAction, retryOf } from './protocol.js';
 import { OVERTAKEN, applyFirst, applyRemote, cursorOf, dropMeta, firstPullReconciles, healChecks, isEmpty, outboxCounts, owedHeals, owesReconcile, owesReplace, peekOutbox, pendingFloor, prepareRemote, pruneNotes, replacementDone, resetCollection, restartClock, schemaVersion, scopeOf, settle } from './syncstore.js';
 import { CURSOR_KEY, FIRST_PULL, RECONCILE_KEY, RESTAMP_KEY } from './metakeys.js';
 
@@ -164,7 +164,7 @@ const FAILED = /** @type {import('./protocol.js').Page} */ ({ records: [], next:
  * and the round goes on with the others (pullEach), as the Go client's
  * Pull goes on past one collection's error.
  */
-const ROUND_CODES = new Set(['network', 'closed', 'database', ...CODES.filter((c) => c.session).map((c) => c.code)]);
+const ROUND_CODES = new Set(['network', 'closed', 'database', ...SESSION_CODES]);
 
 /**
  * The errors about() made: they name their collection already.
