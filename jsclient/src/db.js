@@ -880,7 +880,7 @@ export class Store {
       check(meta.get('prefix'), (v) => isPrefix(v) && v !== prefix);
       check(meta.get('offset'), (v) => Number.isSafeInteger(v) && v !== this.offset);
       // A newer schema version than this code's: writeIn says so.
-      check(meta.get(SCHEMA_KEY + c), (v) => Number.isSafeInteger(v) && v > (this.versions.get(c) ?? 1));
+      check(meta.get(SCHEMA_KEY + c), (v) => this.newerSchema(c, v));
       for (const [id, g] of guess) check(records.get([c, id]), (v) => !sameEntry(v, g));
     });
     const out = this.stampIn(tx, c, items, (id) => guess.get(id));
@@ -910,7 +910,7 @@ export class Store {
     ]);
     // Another tab, running newer code, upgraded the collection: writes of
     // this one would be in a shape its data has left.
-    if (Number.isSafeInteger(schema) && schema > (this.versions.get(c) ?? 1)) {
+    if (this.newerSchema(c, schema)) {
       throw new ConvergoError('database', `write ${c}: its local data is at schema version ${schema}, newer than this code's (${this.versions.get(c) ?? 1}): reload the app`);
     }
     // The wall time as the last hello (of any tab) corrected it.
@@ -919,6 +919,20 @@ export class Store {
     // Another tab may have learnt a new subject: write as it does.
     if (isPrefix(prefix)) this.usePrefix(prefix);
     return this.stampIn(tx, c, items, (id) => byId.get(id));
+  }
+
+  /**
+   * Whether v, stored as the schema version collection c's data is in
+   * (meta "schema:<collection>"), is newer than this code's: another tab,
+   * running newer code, upgraded it, and this one writes c no more
+   * (writeIn; nor writes a refused change of it again: reconcile.js's
+   * restampRefused). While it leads it still stores what it pulls of c,
+   * whose pages come in v (syncstore.js's schemaVersion).
+   * @param {string} c
+   * @param {unknown} v
+   */
+  newerSchema(c, v) {
+    return Number.isSafeInteger(v) && /** @type {number} */ (v) > (this.versions.get(c) ?? 1);
   }
 
   /**

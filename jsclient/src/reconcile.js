@@ -66,7 +66,7 @@ import { STATUSES } from './constants.js';
 import { compareStamps, isZeroStamp } from './hlc.js';
 import { emptyRecord, mergeInto } from './record.js';
 import { checked, giveBack } from './heal.js';
-import { META, OUTBOX, RECORDS, REJECTED, baseOf, fromStored, req } from './db.js';
+import { META, OUTBOX, RECORDS, REJECTED, SCHEMA_KEY, baseOf, fromStored, req } from './db.js';
 import { OVERTAKEN, acknowledged, heldIds, outboxCounts, prepareRemote, putPage, settle, storedCursor } from './syncstore.js';
 import { cloneRecord } from './parts.js';
 import { boundRejected, decodeEntry, rejectedEntry } from './change.js';
@@ -448,7 +448,8 @@ async function restampHeld(syncer, c, held) {
   items.forEach(({ entry, rid }, k) => {
     const re = out[k];
     if (!re) {
-      // Another subject's: it stays rejected.
+      // Not written again (another subject's, or of a version this code
+      // does not write): it stays rejected.
       syncer.o.onRefused({ collection: c, id: entry.id, code: 'collected', message: entry.collected ?? '', requestId: null, rejectedId: rid, dropped });
       dropped = 0;
       return;
@@ -513,11 +514,16 @@ export function restampWhat(old, known) {
  * its key from meta "restamp:<collection>". The entries written are
  * marked restamped: refused collected again, they stay rejected
  * (restampable). Returns, per item, whether it was written again and the
- * fields left out, or null for one written by another replica than the
- * one this tab writes as now (the token was switched to another subject
- * since it was pushed): written again, it would be pushed as the new
- * subject's, so it stays among the rejected changes, for its subject to
- * retry, and is told as a refusal.
+ * fields left out, or null for one this tab does not write again: it
+ * stays among the rejected changes, for the app to retry, and is told as
+ * a refusal. So is one written by another replica than the one this tab
+ * writes as now (the token was switched to another subject since it was
+ * pushed): written again, it would be pushed as the new subject's; its
+ * subject retries it. And so is one of a collection whose data a tab of
+ * newer code upgraded (Store.newerSchema): this code does not write in
+ * its version; the app retries it in a tab of that code (in this one,
+ * retry fails as every write of the collection does, asking for a
+ * reload).
  *
  * originals maps the outbox entries written again by earlier calls (of
  * one push) to the changes they were written from: the record as known
@@ -531,9 +537,13 @@ export function restampWhat(old, known) {
 export function restampRefused(store, items, originals) {
   return store.tx([RECORDS, OUTBOX, META, REJECTED], 'readwrite', 'write refused changes again', async (tx) => {
     // The replica the writes below stamp as (writeIn reads the prefix
-    // the same way, in this transaction).
-    const prefix = await req(tx.objectStore(META).get('prefix'));
+    // the same way, in this transaction), and the collections a tab of
+    // newer code upgraded, which this one does not write (writeIn).
+    const meta = tx.objectStore(META);
+    const cs = [...new Set(items.map((x) => x.entry.c))];
+    const [prefix, ...schemas] = await Promise.all([req(meta.get('prefix')), ...cs.map((c) => req(meta.get(SCHEMA_KEY + c)))]);
     const as = isPrefix(prefix) && store.device !== null ? replicaId(prefix, store.device) : store.replica;
+    const newer = new Set(cs.filter((c, i) => store.newerSchema(c, schemas[i])));
     const records = tx.objectStore(RECORDS);
     const index = tx.objectStore(OUTBOX).index('record');
     const keys = [...new Map(items.map((x) => [JSON.stringify([x.entry.c, x.entry.id]), [x.entry.c, x.entry.id]])).values()];
@@ -560,7 +570,7 @@ export function restampRefused(store, items, originals) {
       items.forEach((y, j) => {
         if (j !== i && y.entry.c === x.entry.c && y.entry.id === x.entry.id) mergeInto(known, olds[j]);
       });
-      if (x.entry.r !== undefined && x.entry.r !== as) {
+      if ((x.entry.r !== undefined && x.entry.r !== as) || newer.has(x.entry.c)) {
         out.push(null);
         return;
       }
@@ -592,8 +602,7 @@ export function restampRefused(store, items, originals) {
       });
       writes.set(x.entry.c, list);
     });
-    const meta = tx.objectStore(META);
-    for (const c of new Set(items.map((x) => x.entry.c))) {
+    for (const c of cs) {
       const noted = await req(meta.get(RESTAMP_KEY + c));
       if (!Array.isArray(noted)) continue;
       const left = noted.filter((seq) => !items.some((x) => x.entry.seq === seq));

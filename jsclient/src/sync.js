@@ -1354,7 +1354,8 @@ export class Syncer {
       if (again && again.size > 0) {
         const items = [...again].filter((i) => rejected.has(batch[i].seq)).map((i) => ({ i, entry: batch[i], rid: /** @type {number} */ (rejected.get(batch[i].seq)) }));
         const out = await (await import('./reconcile.js')).restampRefused(this.store, items, originals);
-        // One another subject wrote (null) stays rejected: told as refused, below.
+        // One not written again (null: another subject's, or of a newer
+        // version than this code's) stays rejected: told as refused, below.
         items.forEach((x, k) => {
           const re = out[k];
           if (re) restamped.set(x.i, re);

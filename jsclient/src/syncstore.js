@@ -642,7 +642,7 @@ export function peekOutbox(st, limit, held, versions, losses) {
         const stored = Number.isSafeInteger(v) && v > 0;
         // Rolling a refused change back stores its record: with the
         // defaults of the version the data is in (schemaVersion).
-        if (stored && newer(st, c, v)) adoptDefaults(st, c, await req(tx.objectStore(META).get(DEFAULTS_KEY + c)));
+        if (stored && st.newerSchema(c, v)) adoptDefaults(st, c, await req(tx.objectStore(META).get(DEFAULTS_KEY + c)));
         versions.set(c, stored ? v : st.versions.get(c) ?? 0);
       }
     }
@@ -759,25 +759,12 @@ export function settle(st, settled, info = { when: Date.now(), subject: null }, 
 export async function schemaVersion(st, c) {
   const v = await st.getMeta(SCHEMA_KEY + c);
   if (!(Number.isSafeInteger(v) && v > 0)) return st.versions.get(c) ?? 0;
-  if (newer(st, c, v)) adoptDefaults(st, c, await st.getMeta(DEFAULTS_KEY + c));
+  if (st.newerSchema(c, v)) adoptDefaults(st, c, await st.getMeta(DEFAULTS_KEY + c));
   return v;
 }
 
 /**
- * Whether version v, stored as the one collection c's local data is in,
- * is newer than this code's: another tab, running newer code, upgraded
- * it. This tab no longer writes c (Store.writeIn refuses), but while it
- * leads it stores what it pulls of c, and the pages come in v.
- * @param {Store} st
- * @param {string} c
- * @param {number} v
- */
-function newer(st, c, v) {
-  return v > (st.versions.get(c) ?? 1);
-}
-
-/**
- * Collection c's data is in a version newer than this code's (newer):
+ * Collection c's data is in a version newer than this code's (Store.newerSchema):
  * the records this tab stores from now on read as that version's code
  * reads them, with the defaults it stored beside the version (stored:
  * meta "defaults:<collection>", schema.js), not this code's. Data an

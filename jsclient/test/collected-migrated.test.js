@@ -75,3 +75,48 @@ test('a v1 client keeps its value of a field v2 drops through a reconciliation: 
   assert.deepEqual(server.pushed.slice(mark).map((p) => [p.id, p.code]), [['home', 'untranslatable']]);
   assert.deepEqual(await notes.get('home'), { id: 'home', street: 'Main St', legacy: true }, 'values of a dropped field held here stay here');
 });
+
+test('a change of a collection a newer tab upgraded, refused collected while an older tab leads, is kept rejected and told to every tab, not failed with "reload the app"', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  server.setMigrations(C, V1);
+  const { fakeLocks, freshIDB } = await import('./helpers/util.js');
+  const idb = freshIDB();
+  const locks = fakeLocks();
+  const tabOpts = { url: server.url, name: 'mixed', indexedDB: idb, locks, BroadcastChannel: globalThis.BroadcastChannel, collections: [C], WebSocket: null, pollInterval: 50 };
+  // The tab of older code leads; a tab of newer code opens and upgrades notes to v2.
+  const old = await openClient({ ...tabOpts, migrations: { [C]: V1 } });
+  t.after(() => old.close());
+  await until(() => old.status.leader && old.status.online, 'the older tab leads', WAIT);
+  await old.collection(C).put('home', { street: 'Main St', city: 'Springfield' });
+  await old.whenSynced();
+  server.setMigrations(C, V2);
+  const fresh = await openClient({ ...tabOpts, migrations: { [C]: V2 } });
+  t.after(() => fresh.close());
+  /** @type {any[]} */
+  const refused = [];
+  fresh.on('refused', (/** @type {any} */ r) => refused.push(r));
+  /** @type {string[]} */
+  const errors = [];
+  old.on('error', (/** @type {any} */ e) => errors.push(e.message));
+  // An edit of the newer tab, refused collected (a write horizon ahead of
+  // every stamp): the older leader holds it, reconciles notes, and would
+  // write it again with fresh stamps, in a collection whose data is at a
+  // version its code does not write.
+  server.writeHorizon.set(C, Date.now() + 3_600_000);
+  await fresh.collection(C).update('home', { address: 'Elm St, Springfield' });
+  await until(() => refused.length > 0, "the newer tab hears 'refused'", WAIT).catch((e) => {
+    throw new Error(`${e.message}; the leader said: ${JSON.stringify(errors)}; its status.lastError: ${old.status.lastError?.message}`);
+  });
+  assert.deepEqual(refused.map((r) => [r.id, r.code]), [['home', 'collected']]);
+  assert.deepEqual(errors.filter((m) => /reload the app/.test(m)), [], 'no "reload the app" failure in the leader');
+  const rej = await fresh.rejected();
+  assert.deepEqual(rej.map((r) => [r.recordId, r.code, r.change.fields]), [['home', 'collected', { address: 'Elm St, Springfield' }]]);
+  assert.deepEqual(await fresh.collection(C).get('home'), { id: 'home', address: 'Main St, Springfield' }, 'rolled back');
+  // The newer tab's app writes it again; under a horizon behind it, it lands.
+  server.writeHorizon.set(C, 0);
+  await fresh.retry(rej[0].id);
+  await until(() => fresh.status.pending === 0 && old.status.pending === 0, 'pushed', WAIT);
+  await until(async () => (await fresh.collection(C).get('home'))?.address === 'Elm St, Springfield', 'written again', WAIT);
+  assert.equal(server.served(C, /** @type {any} */ (server.coll(C).byId.get('home')).record, 2).fields.has('address'), true);
+});
