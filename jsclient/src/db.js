@@ -41,7 +41,9 @@
 //            id, generated once; protocol 1's "replica" id becomes it),
 //            "prefix" (the replica prefix of the subject the client last
 //            wrote as: docs/protocol.md, "Replica ids"), "clock"
-//            ({wall, logical}), "cursor:<collection>" (the server's opaque
+//            ({wall, logical, drift?}: drift the max drift the server's
+//            hello stated, which every tab's writes take: Clock.saved),
+//            "cursor:<collection>" (the server's opaque
 //            cursor bytes, a Uint8Array, stored and sent back unchanged;
 //            absent or empty means from the beginning), "offset" (server
 //            clock offset, ms, as the last hello of any tab measured it:
@@ -101,7 +103,7 @@ import { ConvergoError, fromIDBError, loadOnDemand } from './errors.js';
 import { Clock } from './hlc.js';
 import { decodeValue, emptyRecord, encodeChange, encodeRecord, maxStamp, mergeInto, readRecord, storedValue, visibleValues } from './record.js';
 import { Reader, equalBytes, setOwn } from './cbor.js';
-import { compareStamps, compareTime } from './hlc.js';
+import { compareStamps, compareTime, driftOf } from './hlc.js';
 import { isDevice, isPrefix, newDevice, replicaId, replicaPrefix } from './replica.js';
 
 /** @typedef {import('./record.js').Record} Rec */
@@ -551,7 +553,7 @@ export class Store {
     this.prefix = prefix;
     this.replica = replicaId(prefix, device);
     this.clock = new Clock({ replica: this.replica, maxDrift: opts.maxDrift });
-    if (saved && typeof saved.wall === 'number') this.clock.restore(saved);
+    if (saved && typeof saved.wall === 'number') this.clock.settle(saved, this.now());
   }
 
   /**
@@ -873,10 +875,12 @@ export class Store {
     const meta = tx.objectStore(META);
     // Stamps issued from here on follow before: if no tab saved a later
     // clock, none of them was issued by another tab.
-    const before = /** @type {Clock} */ (this.clock).last;
+    const { last: before, maxDrift: drift } = /** @type {Clock} */ (this.clock);
     const prefix = this.prefix;
     const checked = guarded(tx, (check) => {
-      check(meta.get('clock'), (v) => v != null && typeof v.wall === 'number' && compareTime(v, before) > 0);
+      // A later clock, or another bound than this tab's (the leader
+      // heard the server's): writeIn takes it (Clock.settle).
+      check(meta.get('clock'), (v) => v != null && typeof v.wall === 'number' && (compareTime(v, before) > 0 || (driftOf(v) > 0 && driftOf(v) !== drift)));
       check(meta.get('prefix'), (v) => isPrefix(v) && v !== prefix);
       check(meta.get('offset'), (v) => Number.isSafeInteger(v) && v !== this.offset);
       // A newer schema version than this code's: writeIn says so.
@@ -998,7 +1002,7 @@ export class Store {
       this.notify(tx, c, id, record, 'local');
       out.push({ record, change });
     }
-    tx.objectStore(META).put(clock.last, 'clock');
+    tx.objectStore(META).put(clock.saved(), 'clock');
     return out;
   }
 

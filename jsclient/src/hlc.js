@@ -83,8 +83,33 @@ export class Clock {
     if (d < 0) throw new ConvergoError('invalid', `negative maxDrift ${d}`);
     this.replica = cfg.replica;
     this.maxDrift = d === 0 ? DEFAULT_MAX_DRIFT : d;
+    /**
+     * Whether maxDrift is the one a server stated (state), which the
+     * clock saved carries to the other tabs (saved, settle).
+     */
+    this.stated = false;
     /** @type {Timestamp} */
     this.last = { wall: 0, logical: 0 };
+  }
+
+  /**
+   * Takes max drift d (ms) that a server stated (its hello): this tab
+   * stamps under it, and the clock it saves carries it to the others.
+   * @param {number} d
+   */
+  state(d) {
+    this.maxDrift = d;
+    this.stated = true;
+  }
+
+  /**
+   * The clock to save (meta "clock"): last, with the max drift a server
+   * stated (drift) once one did. A tab running older code saves last
+   * alone; the tabs then keep the bound they took.
+   * @returns {Timestamp & {drift?: number}}
+   */
+  saved() {
+    return this.stated ? { ...this.last, drift: this.maxDrift } : this.last;
   }
 
   /**
@@ -98,16 +123,21 @@ export class Clock {
 
   /**
    * Restores the clock a write transaction read (saved: the clock any tab
-   * saved last) before it stamps, at wall time wall (ms). A clock more
+   * saved last) before it stamps, at wall time wall (ms), with the max
+   * drift the server stated if it carries one (a tab that heard the
+   * server's hello saved it: every tab stamps under the server's bound,
+   * the followers too, with no read of its own). A clock more
    * than maxDrift ahead of wall takes saved when that is in time: the tab
    * that heard the server's time started the clock again (syncstore.js,
    * restartClock), and
    * this tab's reading is older than that. It never goes back further: a
    * wall clock set back must not pull stamps back below those issued.
-   * @param {Timestamp|null|undefined} saved
+   * @param {(Timestamp & {drift?: unknown})|null|undefined} saved
    * @param {number} wall
    */
   settle(saved, wall) {
+    const d = driftOf(saved);
+    if (d) this.state(d);
     this.restore(saved);
     if (saved && this.ahead(wall) && saved.wall - clampWall(wall) <= this.maxDrift) {
       this.last = { wall: saved.wall, logical: saved.logical };
@@ -154,6 +184,16 @@ export class Clock {
     const top = compareTime(remote, this.last) > 0 ? remote : this.last;
     this.last = after(top, wall, top.logical + 1, `clock observe ${remote.wall}.${remote.logical}`);
   }
+}
+
+/**
+ * The max drift (ms) a saved clock carries (Clock.saved), or 0.
+ * @param {any} saved
+ * @returns {number}
+ */
+export function driftOf(saved) {
+  const d = saved?.drift;
+  return typeof d === 'number' && d > 0 ? d : 0;
 }
 
 /**

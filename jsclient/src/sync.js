@@ -1124,16 +1124,17 @@ export class Syncer {
       throw new ConvergoError('unsupported_version', `server speaks protocol ${hello.protocol}, not ${VERSION}`);
     }
     this.hello = hello;
-    if (this.store.clock) this.store.clock.maxDrift = hello.maxDrift; // never 0: parseHello
+    this.store.clock?.state(hello.maxDrift); // never 0: parseHello
     this.o.onStatus({ online: true });
     // The server read its clock about half way through the round trip.
     const offset = Math.round(hello.serverTime - (t0 + t1) / 2);
     this.store.setOffset(offset);
-    // Stored with the restart: a clock left ahead of the server's time by
-    // more than the max drift starts again (docs/protocol.md, section 6).
+    // Stored with the restart, the max drift with the clock: a clock left
+    // ahead of the server's time by more than the max drift starts again
+    // (docs/protocol.md, section 6), in every tab.
     // A failure is told: until the next hello, writes stamped by that
     // clock are refused.
-    restartClock(this.store, offset).catch((e) => this.report(asConvergoError(e)));
+    restartClock(this.store, offset, hello.maxDrift).catch((e) => this.report(asConvergoError(e)));
   }
 
   /**

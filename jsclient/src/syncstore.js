@@ -387,12 +387,15 @@ export function putCursor(st, tx, c, cursor) {
  * taken in the same transaction, once its first read is answered: a write
  * whose transaction began before read the correction stored then and took
  * it (Store.writeIn), and the restart and the writes after it must go by
- * the hello's.
+ * the hello's. With drift, the hello's max drift is taken and stored with
+ * the clock, which every tab's writes read (Clock.settle): the followers
+ * stamp under the server's bound too, not the default.
  * @param {Store} st
  * @param {number} [offset]
+ * @param {number} [drift]
  * @returns {Promise<void>}
  */
-export function restartClock(st, offset) {
+export function restartClock(st, offset, drift) {
   return st.tx([META], 'readwrite', 'restart the clock', async (tx) => {
     const meta = tx.objectStore(META);
     if (offset !== undefined) meta.put(offset, 'offset');
@@ -407,9 +410,11 @@ export function restartClock(st, offset) {
     // have stamped since) is taken, as a write would (Clock.settle):
     // started again below it, this tab would issue stamps that tab issued.
     clock.settle(saved && typeof saved.wall === 'number' ? saved : null, wall);
-    if (!clock.ahead(wall)) return;
-    clock.last = { wall, logical: 0 };
-    meta.put(clock.last, 'clock');
+    // The hello's bound, not the one saved before it.
+    if (drift) clock.state(drift);
+    const ahead = clock.ahead(wall);
+    if (ahead) clock.last = { wall, logical: 0 };
+    if (ahead || drift) meta.put(clock.saved(), 'clock');
   });
 }
 

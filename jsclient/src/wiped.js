@@ -31,14 +31,15 @@ export async function rebuild(st, db) {
       // clock from the database inside its transaction.
       st.device = device;
       st.replica = replicaId(/** @type {string} */ (st.prefix), device);
-      st.clock = new Clock({ replica: st.replica, maxDrift: st.clock?.maxDrift });
+      if (st.clock) st.clock.replica = st.replica;
+      else st.clock = new Clock({ replica: st.replica });
       if (saved && typeof saved.wall === 'number') st.clock.restore(saved);
     } else {
       meta.put(st.device, 'device');
       meta.put(st.prefix, 'prefix');
     }
     if (last) st.clock?.restore(last);
-    if (st.clock) meta.put(st.clock.last, 'clock');
+    if (st.clock) meta.put(st.clock.saved(), 'clock');
   }
   await done(tx);
   if (reset) {

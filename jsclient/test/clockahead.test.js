@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { FakeServer } from './helpers/server.js';
 import { fakeLocks, freshIDB, openClient, until } from './helpers/util.js';
 import { PATHS } from '../src/constants.js';
+import { decode } from '../src/cbor.js';
 
 test('writes made after the clock is corrected are not refused for the stamps an uncorrected clock issued', async (t) => {
   // The server's clock is an hour behind ours, and this replica writes
@@ -128,4 +129,58 @@ test('a hello that corrects the wall time restarts a clock left ahead even while
   await write;
   assert.equal(st.clock.ahead(Date.now()), false, `the clock restarted (last ${st.clock.last.wall}, now ${Date.now()})`);
   assert.equal(st.offset, 0, 'the correction is the hello’s');
+});
+
+test("a follower stamps under the max drift the server's hello stated, not the default: a clock it left ahead by more than a smaller bound takes the one the leader started again", async (t) => {
+  // The server's clock is two minutes behind the device's, and it takes
+  // stamps at most a minute ahead (the default bound is five).
+  const server = await new FakeServer({ timeOffset: -120_000, maxDrift: 60_000 }).start();
+  t.after(() => server.stop());
+  const idb = freshIDB();
+  const opts = { url: server.url, name: 'tabs', indexedDB: idb, locks: fakeLocks(), BroadcastChannel: globalThis.BroadcastChannel, collections: ['todos'] };
+  // A tab that never leads writes before any tab has heard the server:
+  // its clock is two minutes ahead of the server's time.
+  const follower = await openClient({ ...opts, sync: false });
+  t.after(() => follower.close());
+  /** @type {any[]} */
+  const refused = [];
+  follower.on('refused', (r) => refused.push(r));
+  await follower.collection('todos').put('early', { n: 1 });
+  const leader = await openClient(opts);
+  t.after(() => leader.close());
+  await until(() => leader.status.online && refused.length === 1, 'the early write refused');
+  assert.deepEqual(refused.map((r) => [r.id, r.code]), [['early', 'clock_drift']]);
+  // Written now, under the hello's correction and bound.
+  await follower.collection('todos').put('later', { n: 2 });
+  await until(() => leader.status.pending === 0 && follower.status.pending === 0, 'settled');
+  assert.deepEqual(refused.map((r) => [r.id, r.code]), [['early', 'clock_drift']], 'nothing more refused');
+  const stamp = server.coll('todos').byId.get('later')?.record.fields.get('n')?.stamp;
+  assert.ok(stamp && Math.abs(stamp.wall - server.now()) < 60_000, `stamped ${stamp?.wall}, near the server's ${server.now()}`);
+});
+
+test("a follower stamps under the max drift the server's hello stated, not the default: a larger bound lets its write follow a stamp ahead by more than the default", async (t) => {
+  const { emptyRecord } = await import('../src/record.js');
+  const { encode } = await import('../src/cbor.js');
+  const { newDevice, replicaId, replicaPrefix } = await import('../src/replica.js');
+  const server = await new FakeServer({ maxDrift: 3_600_000 }).start();
+  t.after(() => server.stop());
+  const opts = { url: server.url, name: 'tabs', indexedDB: freshIDB(), locks: fakeLocks(), BroadcastChannel: globalThis.BroadcastChannel, collections: ['todos'] };
+  const leader = await openClient(opts);
+  t.after(() => leader.close());
+  await until(() => leader.status.leader && leader.status.online, 'the first tab leads, online');
+  const follower = await openClient(opts);
+  t.after(() => follower.close());
+  // Another replica's stamp ten minutes ahead, which the server took
+  // (within its hour) and the leader pulls.
+  const prefix = await replicaPrefix('other');
+  const rec = emptyRecord('k');
+  rec.fields.set('n', { stamp: { wall: server.now() + 600_000, logical: 0, replica: replicaId(prefix, newDevice()) }, value: encode(1) });
+  server.apply([{ collection: 'todos', record: rec }], prefix);
+  await leader.sync();
+  assert.deepEqual(await follower.collection('todos').get('k'), { id: 'k', n: 1 });
+  // The follower's edit of what it sees follows that stamp, so it wins.
+  await follower.collection('todos').update('k', { n: 2 });
+  assert.deepEqual(await follower.collection('todos').get('k'), { id: 'k', n: 2 }, "the follower's write taken here");
+  await follower.sync();
+  assert.equal(decode(/** @type {any} */ (server.coll('todos').byId.get('k')?.record.fields.get('n')?.value)), 2, 'and on the server');
 });
