@@ -147,7 +147,7 @@ export class Database {
       validateCollection(c);
       this.collections.add(c);
     }
-    /** @type {Map<number, Function>|null} this tab's sync() calls waiting for the leader */
+    /** @type {Map<number, {ask: () => void, done: (e?: import('./tabs.js').WireError) => void}>|null} this tab's sync() calls waiting for the leader (peer.js askLeader): ask it (again), or settle with its answer */
     this.peerSync = null;
     /** @type {((e: any) => void)[]} other tabs' sync() calls that came while this one started leading */
     this.startupSyncs = [];
@@ -329,6 +329,8 @@ export class Database {
   async _lead() {
     this.leading = true;
     this._setStatus({ leader: true });
+    // The other tabs' sync() calls the last leader did not answer come again.
+    this._post({ t: TabMessage.lead });
     // The sync loop starts loading (_startSyncer reports a failure).
     if (!this._status.paused) this._loadSyncOnce().catch(() => {});
     this._listen(globalThis, 'online', () => (this.syncer ? this.syncer.online() : this._retryLoad()));

@@ -118,7 +118,7 @@ export async function syncNow(db, syncer) {
  * @param {((e: any) => void)[]} answers
  */
 export function answerWaiting(db, syncer, answers) {
-  for (const done of db.peerSync?.values() ?? []) answers.push((/** @type {any} */ e) => done(e ? toWire(e) : undefined));
+  for (const w of db.peerSync?.values() ?? []) answers.push((/** @type {any} */ e) => w.done(e ? toWire(e) : undefined));
   for (const answer of answers) syncer.requestSync().then(() => answer(null), answer);
 }
 

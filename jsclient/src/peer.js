@@ -74,9 +74,16 @@ export function onPeer(db, m) {
         db.syncer?.addCollection(m.c);
       }
       break;
+    case TabMessage.lead:
+      // Another tab leads now: this tab's sync() calls not answered went
+      // to a leader that closed first (or to none), so it is asked again.
+      for (const w of db.peerSync?.values() ?? []) w.ask();
+      break;
     case TabMessage.sync: {
       if (!db.leading) break;
-      const answer = (/** @type {any} */ e) => db._post({ t: TabMessage.synced, n: m.n, error: e ? toWire(e) : undefined });
+      // A failure as this tab closes (its loop stopped) is not the
+      // caller's: the tab that leads next is asked again (lead).
+      const answer = (/** @type {any} */ e) => (e && db.closed ? undefined : db._post({ t: TabMessage.synced, n: m.n, error: e ? toWire(e) : undefined }));
       if (!db.syncer) {
         if (db._status.paused) answer(new ConvergoError('network', 'sync: the leader tab is paused'));
         else db.startupSyncs.push(answer); // answered once the syncer runs (_lead)
@@ -86,7 +93,7 @@ export function onPeer(db, m) {
       break;
     }
     case TabMessage.synced:
-      db.peerSync?.get(m.n)?.(m.error);
+      db.peerSync?.get(m.n)?.done(m.error);
       break;
     case TabMessage.refused:
       if (m.r && typeof m.r === 'object') onRefused(db, m.r);
@@ -128,10 +135,17 @@ export function onPeer(db, m) {
   }
 }
 
+/** How long a tab that does not lead waits for the leader it asked to answer its sync() (ms; askLeader). */
+const ANSWER_MS = 30_000;
+
 /**
  * Database.sync() in a tab that does not lead: asks the leader for a round
- * (TabMessage.sync) and waits for its answer (TabMessage.synced, onPeer),
- * at most 30 s.
+ * (TabMessage.sync) and waits for its answer (TabMessage.synced, onPeer).
+ * When another tab starts leading before the answer came (TabMessage.lead:
+ * the leader asked closed first, or none led), that one is asked again;
+ * so is this tab by itself if it leads (leader.js answerWaiting). Fails
+ * with a network error when the leader asked last says nothing for
+ * ANSWER_MS.
  * @param {Database} db
  * @returns {Promise<void>}
  */
@@ -139,17 +153,25 @@ export function askLeader(db) {
   const waiting = (db.peerSync ??= new Map());
   const n = Math.random();
   return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      waiting.delete(n);
-      reject(new ConvergoError('network', 'sync: the leader tab did not answer'));
-    }, 30_000);
-    waiting.set(n, (/** @type {any} */ err) => {
-      clearTimeout(timer);
-      waiting.delete(n);
-      if (err) reject(fromWire(err));
-      else resolve();
+    /** @type {any} */
+    let timer;
+    waiting.set(n, {
+      ask() {
+        clearTimeout(timer);
+        timer = setTimeout(() => {
+          waiting.delete(n);
+          reject(new ConvergoError('network', 'sync: the leader tab did not answer'));
+        }, ANSWER_MS);
+        db._post({ t: TabMessage.sync, n });
+      },
+      done(/** @type {any} */ err) {
+        clearTimeout(timer);
+        waiting.delete(n);
+        if (err) reject(fromWire(err));
+        else resolve();
+      },
     });
-    db._post({ t: TabMessage.sync, n });
+    /** @type {any} */ (waiting.get(n)).ask();
   });
 }
 

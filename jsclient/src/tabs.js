@@ -30,7 +30,8 @@
  * | `retry`      | a tab without a sync loop whose page became visible | none                       | leader: cuts a reconnect wait short (Syncer.retryNow('visible'))   |
  * | `ask`        | every tab, as it opens                    | none                                 | leader: answers with `status`                                       |
  * | `collection` | every tab, as it opens, for each collection of its options; a tab without a sync loop, for a collection it opens later | `c` collection | leader: syncs c from now on (paused or not), if c is a valid name it did not sync yet |
- * | `sync`       | a tab without a sync loop, for its sync() | `n` a random number naming the call  | leader: syncs now and answers `synced`; while it starts, once it runs; while paused, at once with a network error |
+ * | `lead`       | a tab, as it starts leading               | none                                 | asks again, of it, for each of its sync() calls not answered yet (`sync`): the leader they went to closed first |
+ * | `sync`       | a tab without a sync loop, for its sync(); again on `lead` | `n` a random number naming the call | leader: syncs now and answers `synced`; while it starts, once it runs; while paused, at once with a network error; closing, a failure is not answered (the next leader is asked again) |
  * | `synced`     | the leader, answering `sync`              | `n` as in the call, `error` {code, message, requestId?} or absent | the tab whose call n is: resolves that sync(), or rejects it with error |
  * | `status`     | the leader, when its status changes and on `ask` | `s` its Status without leader, paused; lastError as {code, message, requestId?} or null | followers: take it as theirs, counting pending and held in their own read of the outbox |
  * | `refused`    | the leader, when the server refused a pushed change | `r` the Refusal             | emits 'refused', counts it for whenSynced, recounts the rejected changes |
@@ -51,6 +52,7 @@ export const TabMessage = Object.freeze({
   retry: 'retry',
   ask: 'ask',
   collection: 'collection',
+  lead: 'lead',
   sync: 'sync',
   synced: 'synced',
   status: 'status',
@@ -85,6 +87,7 @@ export const TabMessage = Object.freeze({
  *   | {t: typeof TabMessage.retry}
  *   | {t: typeof TabMessage.ask}
  *   | {t: typeof TabMessage.collection, c: string}
+ *   | {t: typeof TabMessage.lead}
  *   | {t: typeof TabMessage.sync, n: number}
  *   | {t: typeof TabMessage.synced, n: number, error: WireError|undefined}
  *   | {t: typeof TabMessage.status, s: WireStatus}

@@ -946,3 +946,81 @@ test("a follower's push message lost on the channel: the leader finds the write 
   follower._post({ t: TabMessage.retry });
   await until(() => server.coll('todos').byId.has('f') && follower.status.pending === 0, 'the leader pushed the write at the pong', 3000);
 });
+
+test("a follower's sync() under way as the leader closes goes to the tab that leads next, and is answered by it", async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const opts = { url: server.url, name: 'handover', indexedDB: freshIDB(), locks: fakeLocks(), BroadcastChannel: globalThis.BroadcastChannel, collections: ['todos'] };
+  const leader = await openClient(opts);
+  t.after(() => leader.close());
+  await until(() => leader.status.leader && leader.status.online, 'the first tab leads');
+  const next = await openClient(opts);
+  const follower = await openClient(opts);
+  t.after(() => Promise.all([next.close(), follower.close()]));
+  await follower.collection('todos').put('f', { n: 1 });
+  await until(() => server.coll('todos').byId.has('f'), 'pushed');
+  // The leader's pulls are held: the follower's sync() is surely under
+  // way in the leader as it closes.
+  const held = heldAnswers(server, PATHS.pull);
+  const asked = held.count();
+  const t0 = Date.now();
+  /** @type {any} */
+  let outcome = null;
+  const synced = follower.sync().then(
+    () => (outcome = 'resolved'),
+    (e) => (outcome = e),
+  );
+  await until(() => held.count() > asked, "the leader's round under way");
+  const closing = leader.close();
+  await until(() => next.status.leader, 'the next tab leads');
+  held.release();
+  await closing;
+  await synced;
+  assert.equal(outcome, 'resolved', `sync() resolved, not ${outcome?.code}: ${outcome?.message}`);
+  assert.ok(Date.now() - t0 < 15_000, 'answered by the next leader, not after the wait for an answer');
+  assert.equal(follower.status.leader, false);
+});
+
+test("a follower's sync() under way as the leader closes is answered by the follower itself when it leads next", async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const opts = { url: server.url, name: 'handover2', indexedDB: freshIDB(), locks: fakeLocks(), BroadcastChannel: globalThis.BroadcastChannel, collections: ['todos'] };
+  const leader = await openClient(opts);
+  t.after(() => leader.close());
+  await until(() => leader.status.leader && leader.status.online, 'the first tab leads');
+  const follower = await openClient(opts);
+  t.after(() => follower.close());
+  const held = heldAnswers(server, PATHS.pull);
+  const asked = held.count();
+  const t0 = Date.now();
+  /** @type {any} */
+  let outcome = null;
+  const synced = follower.sync().then(
+    () => (outcome = 'resolved'),
+    (e) => (outcome = e),
+  );
+  await until(() => held.count() > asked, "the leader's round under way");
+  const closing = leader.close();
+  held.release();
+  await closing;
+  await until(() => follower.status.leader, 'the follower leads');
+  await synced;
+  assert.equal(outcome, 'resolved', `sync() resolved, not ${outcome?.code}: ${outcome?.message}`);
+  assert.ok(Date.now() - t0 < 15_000, 'answered by this tab once it led, not after the wait for an answer');
+});
+
+test("a follower's sync() while the leader cannot reach the server fails as the leader's does, with its network error, not after the wait for an answer", async (t) => {
+  const opts = { url: 'http://127.0.0.1:1', name: 'offlinesync', indexedDB: freshIDB(), locks: fakeLocks(), BroadcastChannel: globalThis.BroadcastChannel, collections: ['todos'] };
+  const leader = await openClient(opts);
+  t.after(() => leader.close());
+  await until(() => leader.status.leader && leader.status.lastError, 'the first tab leads, failing');
+  const follower = await openClient(opts);
+  t.after(() => follower.close());
+  const t0 = Date.now();
+  await assert.rejects(follower.sync(), (/** @type {any} */ e) => {
+    assert.equal(e.code, 'network');
+    assert.doesNotMatch(e.message, /did not answer/);
+    return true;
+  });
+  assert.ok(Date.now() - t0 < 15_000, 'told by the leader, not after the wait for an answer');
+});
