@@ -103,7 +103,7 @@ import { ConvergoError, fromIDBError, loadOnDemand } from './errors.js';
 import { Clock } from './hlc.js';
 import { decodeValue, emptyRecord, encodeChange, encodeRecord, maxStamp, mergeInto, readRecord, storedValue, visibleValues } from './record.js';
 import { Reader, equalBytes, setOwn } from './cbor.js';
-import { compareStamps, compareTime, driftOf } from './hlc.js';
+import { compareStamps, compareTime } from './hlc.js';
 import { isDevice, isPrefix, newDevice, replicaId, replicaPrefix } from './replica.js';
 
 /** @typedef {import('./record.js').Record} Rec */
@@ -880,7 +880,7 @@ export class Store {
     const checked = guarded(tx, (check) => {
       // A later clock, or another bound than this tab's (the leader
       // heard the server's): writeIn takes it (Clock.settle).
-      check(meta.get('clock'), (v) => v != null && typeof v.wall === 'number' && (compareTime(v, before) > 0 || (driftOf(v) > 0 && driftOf(v) !== drift)));
+      check(meta.get('clock'), (v) => v != null && typeof v.wall === 'number' && (compareTime(v, before) > 0 || (v.drift > 0 && v.drift !== drift)));
       check(meta.get('prefix'), (v) => isPrefix(v) && v !== prefix);
       check(meta.get('offset'), (v) => Number.isSafeInteger(v) && v !== this.offset);
       // A newer schema version than this code's: writeIn says so.

@@ -132,12 +132,12 @@ export class Clock {
    * restartClock), and
    * this tab's reading is older than that. It never goes back further: a
    * wall clock set back must not pull stamps back below those issued.
-   * @param {(Timestamp & {drift?: unknown})|null|undefined} saved
+   * @param {(Timestamp & {drift?: number})|null|undefined} saved
    * @param {number} wall
    */
   settle(saved, wall) {
-    const d = driftOf(saved);
-    if (d) this.state(d);
+    const d = /** @type {any} */ (saved)?.drift;
+    if (d > 0) this.state(d);
     this.restore(saved);
     if (saved && this.ahead(wall) && saved.wall - clampWall(wall) <= this.maxDrift) {
       this.last = { wall: saved.wall, logical: saved.logical };
@@ -184,16 +184,6 @@ export class Clock {
     const top = compareTime(remote, this.last) > 0 ? remote : this.last;
     this.last = after(top, wall, top.logical + 1, `clock observe ${remote.wall}.${remote.logical}`);
   }
-}
-
-/**
- * The max drift (ms) a saved clock carries (Clock.saved), or 0.
- * @param {any} saved
- * @returns {number}
- */
-export function driftOf(saved) {
-  const d = saved?.drift;
-  return typeof d === 'number' && d > 0 ? d : 0;
 }
 
 /**
