@@ -1219,7 +1219,13 @@ func (e *Engine) purgeLeases(ctx context.Context, purger stores.Purger, now int6
 	}
 	var after []uint64
 	for {
-		res, err := purger.Purge(ctx, proto.LeaseCollection, stores.Horizon{Read: heads, Wall: now}, stores.PurgeScan{After: after})
+		res, err := purger.Purge(ctx, proto.LeaseCollection, stores.Horizon{Epoch: m.Epoch, Read: heads, Wall: now}, stores.PurgeScan{After: after})
+		if errors.Is(err, stores.ErrEpochChanged) {
+			// The heads are of the epoch that ended: the next run
+			// purges under those of the new one.
+			e.log.Info("tombstone collection: the lease log's epoch changed; its purge is left to the next run", "err", err)
+			return nil
+		}
 		if err != nil {
 			return fmt.Errorf("purge the leases: %w", err)
 		}
@@ -1356,19 +1362,32 @@ func (e *Engine) collect(ctx context.Context) ([]CollectReport, error) {
 			// first R, which may be lower, cannot explain (purgeable):
 			// taken for proof that the store went back. So the epoch is
 			// read again before every step, not only after the grace: a
-			// purge of a large collection takes many.
+			// purge of a large collection takes many. A change between
+			// this read and the store's removals the store itself
+			// refuses (stores.Horizon.Epoch, ErrEpochChanged).
 			_, m, err := e.view(ctx, j.coll, true)
 			if err != nil {
 				return reports, err
 			}
-			if m.Epoch != j.h.Epoch || stores.ShardsOf(m) != len(j.h.Read) {
+			changed := func(now uint64) {
 				e.log.Info("tombstone collection: the collection's epoch changed; nothing more purged, the next run publishes a horizon of the new epoch",
-					"collection", j.coll, "epoch", j.h.Epoch, "now", m.Epoch, "steps", steps)
+					"collection", j.coll, "epoch", j.h.Epoch, "now", now, "steps", steps)
 				rep.Skipped = steps == 0
+			}
+			if m.Epoch != j.h.Epoch || stores.ShardsOf(m) != len(j.h.Read) {
+				changed(m.Epoch)
 				break
 			}
-			res, err := purger.Purge(ctx, j.coll, stores.Horizon{Read: j.h.Read, Wall: j.h.Wall, Sources: sources, Defaulted: defaulted},
+			res, err := purger.Purge(ctx, j.coll, stores.Horizon{Epoch: j.h.Epoch, Read: j.h.Read, Wall: j.h.Wall, Sources: sources, Defaulted: defaulted},
 				stores.PurgeScan{After: after})
+			if errors.Is(err, stores.ErrEpochChanged) {
+				_, m, verr := e.view(ctx, j.coll, true)
+				if verr != nil {
+					return reports, verr
+				}
+				changed(m.Epoch)
+				break
+			}
 			if err != nil {
 				return reports, fmt.Errorf("collect %s: %w", j.coll, err)
 			}

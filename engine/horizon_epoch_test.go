@@ -164,17 +164,29 @@ func TestFloorAcrossEpochs(t *testing.T) {
 
 // purgeHook is a store whose first Purge of a collection other than the
 // lease log calls before first: what happens between a collection run's
-// publication (and grace) and its purge.
+// publication (and grace) and its purge. With missesBump, that purge
+// takes the horizon for one of the epoch the collection is in after
+// before, as a store does whose check of the epoch cannot be one step
+// with its removals for some bump (stores.Purger: a Redis Cluster's
+// store-wide counter, say).
 type purgeHook struct {
 	stores.Store
-	purger stores.Purger
-	before func()
+	purger     stores.Purger
+	before     func()
+	missesBump bool
 }
 
 func (p *purgeHook) Purge(ctx context.Context, coll string, h stores.Horizon, s stores.PurgeScan) (stores.PurgeResult, error) {
 	if f := p.before; f != nil && coll != proto.LeaseCollection {
 		p.before = nil
 		f()
+		if p.missesBump {
+			m, err := p.Store.Meta(ctx, coll)
+			if err != nil {
+				return stores.PurgeResult{}, err
+			}
+			h.Epoch = m.Epoch
+		}
 	}
 	return p.purger.Purge(ctx, coll, h, s)
 }
@@ -183,7 +195,9 @@ func (p *purgeHook) Purge(ctx context.Context, coll string, h stores.Horizon, s 
 // run purges (after its check that the epoch is still its horizon's:
 // TestNoPurgeAfterEpochChanged), and a reader of the new epoch reads a record's tombstone that
 // the purge, under the horizon of the old epoch, then removes with its
-// entry. The record the reader's cursor names at its position is neither
+// entry: a store whose own check of the epoch missed the bump
+// (purgeHook.missesBump; a store that sees it refuses:
+// TestNoPurgeWhenEpochChangesAtPurge). The record the reader's cursor names at its position is neither
 // there nor after it, and the only horizon published is of another epoch,
 // whose positions cannot say the purge did not remove it
 // (Engine.purgeable): the reader is not taken for proof that the store
@@ -192,7 +206,7 @@ func (p *purgeHook) Purge(ctx context.Context, coll string, h stores.Horizon, s 
 func TestPurgedUnderAnotherEpoch(t *testing.T) {
 	eachEpochBump(t, func(t *testing.T, st stores.Store, bump func(context.Context, stores.Store) error) {
 		ctx := context.Background()
-		hook := &purgeHook{Store: st, purger: st.(stores.Purger)}
+		hook := &purgeHook{Store: st, purger: st.(stores.Purger), missesBump: true}
 		e, clk := openCollecting(t, hook)
 		writeNotes(t, e, "a")
 		collectingSince(t, e)
@@ -461,4 +475,57 @@ func readsOn(t *testing.T, e *Engine, cur Cursor, write func(), who string) {
 	if n := e.StoreWentBack(); n != went {
 		t.Errorf("the store was taken to have gone back %d times; want none", n-went)
 	}
+}
+
+// TestNoPurgeWhenEpochChangesAtPurge: the collection's epoch changes
+// after a run's last check that it is still its horizon's and before the
+// store purges (the engine cannot read the epoch and purge in one step:
+// the store checks the epoch the horizon is of, stores.Horizon.Epoch,
+// atomically with its removals). The store refuses, and x's tombstone,
+// which a reader of the new epoch has not read, is kept: removed, its
+// entry would be a position of the new log below the old horizon. The run
+// ends without an error, as when it sees the change itself, and the next
+// publishes a horizon of the new epoch.
+func TestNoPurgeWhenEpochChangesAtPurge(t *testing.T) {
+	eachEpochBump(t, func(t *testing.T, st stores.Store, bump func(context.Context, stores.Store) error) {
+		ctx := context.Background()
+		hook := &purgeHook{Store: st, purger: st.(stores.Purger)}
+		e, clk := openCollecting(t, hook)
+		writeNotes(t, e, "a")
+		collectingSince(t, e)
+		writeNotes(t, e, "x")
+		if err := e.Delete(ctx, "notes", "x"); err != nil {
+			t.Fatal(err)
+		}
+		hook.before = func() {
+			if err := bump(ctx, st); err != nil {
+				t.Fatal(err)
+			}
+		}
+		clk.ms += (2 * time.Hour).Milliseconds()
+		reps, err := e.Collect(ctx)
+		if err != nil || len(reps) != 1 {
+			t.Fatalf("Collect = %v, %v; want one report and no error", reps, err)
+		}
+		if hook.before != nil {
+			t.Fatal("the run did not purge")
+		}
+		if reps[0].Records != 0 {
+			t.Errorf("the run purged %d records under the horizon of the epoch that ended; want none", reps[0].Records)
+		}
+		if _, err := e.GetRecord(ctx, "notes", "x"); err != nil {
+			t.Errorf("x after a run whose epoch changed as it purged: %v; want its tombstone kept", err)
+		}
+		if got := e.CollectTotals().Failed; got != 0 {
+			t.Errorf("%d failed runs; want none", got)
+		}
+		_, m, err := e.view(ctx, "notes", true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		clk.ms += time.Minute.Milliseconds()
+		if h := collectOnce(t, e); h.Epoch != m.Epoch {
+			t.Errorf("the run after the change published epoch %d; want the collection's, %d", h.Epoch, m.Epoch)
+		}
+	})
 }

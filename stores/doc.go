@@ -43,7 +43,10 @@
 // horizon), delete stamps and unsets older than every pending write (the
 // write horizon). A record left with nothing is removed with its log
 // entry. Purge checks and writes each record atomically with respect to
-// Apply, takes no sequence number and keeps Usage exact.
+// Apply, takes no sequence number and keeps Usage exact. The read
+// horizon's positions are of one epoch (Horizon.Epoch): in another, Purge
+// refuses (ErrEpochChanged), checking the epoch in the same atomic step
+// as its removals.
 //
 // # Notifications
 //

@@ -11,6 +11,10 @@ import (
 // (docs/design.md, "Tombstone horizons"). The engine computes it; the
 // store only applies it.
 type Horizon struct {
+	// Epoch is the collection's epoch (Meta.Epoch) that Read's positions
+	// are of: the one the engine read with the heads it computed Read
+	// from. Purge purges only while the collection is in it.
+	Epoch uint64
 	// Read is the read horizon: per shard of the collection's log, the
 	// lowest position that every live replica has acknowledged. Only
 	// records whose log entry is at or before it are touched. It has one
@@ -76,7 +80,9 @@ type PurgeResult struct {
 // Purger is implemented by stores that can collect tombstones
 // (docs/design.md, "Tombstone horizons"). The engine calls it with a
 // horizon it derived from the acknowledged cursors and pending floors of
-// the collection's live replicas; the store checks nothing of that.
+// the collection's live replicas; the store checks nothing of that, but
+// that the collection is still in the epoch the horizon is of
+// (Horizon.Epoch).
 type Purger interface {
 	// Purge drops the tombstones of collection that h allows. It walks
 	// the log in order from scan.After, per shard, looking at up to
@@ -112,6 +118,20 @@ type Purger interface {
 	// happen in one atomic step per record (a record that took a new
 	// sequence number meanwhile is passed over). Usage (Usager) stays
 	// exact: it goes down in the same step.
+	//
+	// Read's positions are of one history of the log, epoch h.Epoch. In
+	// another epoch a position at or below h.Read may hold an entry that
+	// no reader of the new epoch has read (the store went back and handed
+	// the position out again, or the log was rebuilt): a tombstone
+	// removed there would bring its record back to the readers that hold
+	// it, or hide its delete from those that do not. So Purge checks that
+	// the collection's epoch (Meta(collection).Epoch) is h.Epoch
+	// atomically with each removal, in the same step, and when it is not
+	// purges nothing more and returns ErrEpochChanged. A call that fails
+	// so may have purged some records before the epoch changed, as any
+	// failed call may; none after. A store whose backend cannot make the
+	// check and the removal one step for some bump says so in its doc,
+	// with the window that is left.
 	//
 	// Purge is idempotent (a second call with the same horizon finds
 	// nothing to drop) and resumable: each call does bounded work and
@@ -174,6 +194,17 @@ func PurgeRecord(r crdt.Record, h Horizon) (out crdt.Record, deletes, fields int
 // Empty reports whether PurgeRecord left nothing of a record: no delete
 // stamp and no field. Such a record is removed with its log entry.
 func Empty(r crdt.Record) bool { return r.Deleted.IsZero() && len(r.Fields) == 0 }
+
+// CheckEpoch returns nil when m, the collection's Meta as a Purge read
+// it in the step that removes records, is of the epoch of h, and
+// otherwise ErrEpochChanged, wrapped with both epochs; the caller adds
+// its operation.
+func CheckEpoch(collection string, h Horizon, m Meta) error {
+	if m.Epoch != h.Epoch {
+		return fmt.Errorf("%w: the horizon is of epoch %d, collection %s is in %d", ErrEpochChanged, h.Epoch, collection, m.Epoch)
+	}
+	return nil
+}
 
 // CheckPurge validates the arguments of Purge for a collection of shards
 // log shards, as every store must, and returns the scan's start (a copy

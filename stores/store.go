@@ -37,6 +37,11 @@ var (
 	// is damaged; the store also logs and counts it. It says nothing of
 	// the backend's health, so readiness must not fail on it.
 	ErrCorrupt = errors.New("stores: corrupt data")
+	// ErrEpochChanged means a Purge was refused because the collection is
+	// no longer in the epoch its horizon is of (Horizon.Epoch): nothing
+	// was purged. The horizon's positions are of a history that ended;
+	// the caller computes a horizon of the new epoch.
+	ErrEpochChanged = errors.New("stores: the collection's epoch changed")
 )
 
 // Limits every store accepts at least.

@@ -16,7 +16,9 @@ var _ stores.Purger = (*Store)(nil)
 // Purge implements stores.Purger in one write transaction per call (at
 // most scan.Limit log entries): bbolt runs it between the commit loop's
 // transactions, so each record is checked and purged atomically with
-// respect to Apply, and the usage bucket changes in the same commit. A
+// respect to Apply, the usage bucket changes in the same commit, and the
+// epoch (h.Epoch) is read in that transaction, where a bump cannot
+// change it (bumps are write transactions too). A
 // removed record's key and log entry are deleted; the pages they held
 // return to bbolt's freelist for later writes (the file does not shrink;
 // `bbolt compact` shrinks it offline).
@@ -48,6 +50,17 @@ func (s *Store) Purge(ctx context.Context, collection string, h stores.Horizon, 
 }
 
 func purge(ctx context.Context, tx *bbolt.Tx, collection string, h stores.Horizon, after uint64, limit int, res *stores.PurgeResult) error {
+	store, err := readStoreEpoch(tx)
+	if err != nil {
+		return err
+	}
+	n, lost, err := readEpoch(tx, collection)
+	if err != nil {
+		return err
+	}
+	if err := stores.CheckEpoch(collection, h, stores.MetaOf(store, n, lost)); err != nil {
+		return err
+	}
 	recs, logb := tx.Bucket(recordsBucket(collection)), tx.Bucket(logBucket(collection))
 	if recs == nil || logb == nil || after >= h.Read[0] {
 		return nil

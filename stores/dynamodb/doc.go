@@ -194,15 +194,18 @@
 //
 // Purge (stores.Purger) reads each shard's log up to the read horizon
 // with strongly consistent Queries (a log entry holds its record) and
-// commits up to 49 purged records, 3.75 MB, per transaction: each
+// commits up to 48 purged records, 3.75 MB, per transaction: each
 // record's put or delete conditioned on its seq, with its log entry, and
 // an ADD of the usage change to the shard's head item, whose head it does
 // not touch. A record Apply moved on fails its condition and is left. The
-// horizon's positions are of one epoch's numbering of the log, so Purge
-// reads K and the epoch from the epoch item (not from the instance's
-// cache), and every transaction checks that item still holds that epoch
-// and no fence: after a reshard or rebuild by any instance, the purge
-// stops (ErrUnavailable) instead of purging the new logs by old positions.
+// horizon's positions are of one epoch's numbering of the log (its
+// Epoch), so Purge reads K and the epoch from the epoch item and the
+// store item (not from the instance's cache), refuses a horizon of
+// another epoch, and every transaction checks that both items still hold
+// the counters read and the epoch item no fence: after a reshard or
+// rebuild by any instance, or a restore (BumpEpochs), the purge stops
+// (stores.ErrEpochChanged) instead of purging the new logs by old
+// positions.
 //
 // # Notifications and the stream consumer
 //

@@ -17,8 +17,14 @@ var _ stores.Purger = (*Store)(nil)
 
 // purgeRecordsPerTx is the most records one purge transaction writes: two
 // actions each (the record item and its log entry), the head's usage and
-// the check of the collection's epoch.
-const purgeRecordsPerTx = (maxTxActions - 2) / 2
+// the checks of the epoch (purgeGuards: the collection's and the
+// store-wide counter).
+const purgeRecordsPerTx = (maxTxActions - 1 - purgeGuards) / 2
+
+// purgeGuards is the number of condition checks on the epoch in every
+// purge transaction, last in it: the collection's epoch item, then the
+// store item (epochGuards).
+const purgeGuards = 2
 
 // purgeWrite is what a purge does to one record: its log entry (which
 // holds the record's state at that seq, so nothing else is read), and
@@ -33,7 +39,7 @@ type purgeWrite struct {
 // Purge implements stores.Purger, shard by shard for a collection of K
 // shards. It reads the log with strongly consistent Queries (a log entry
 // holds its record's state, so the record items are not read) and
-// commits up to 49 purged records (and 3.75 MB) per TransactWriteItems:
+// commits up to 48 purged records (and 3.75 MB) per TransactWriteItems:
 // per record, a put (or delete) of the record item on condition that its
 // seq is still the entry's (and, for a put, that its encoding still has
 // the size read: a purge shrinks a record without moving it) — so a
@@ -43,8 +49,10 @@ type purgeWrite struct {
 // shard, on condition that the head keeps usage. The head's seq is not
 // touched, so no sequence number is taken; Apply transactions, which
 // condition their head put on the usage they read, retry against the new
-// usage. Every transaction also checks the collection's epoch item
-// (epochGuard): a new epoch since the purge read K ends it. Before a
+// usage. Purge reads the epoch of the collection (its epoch item, with K,
+// and the store item) and refuses a horizon of another (ErrEpochChanged);
+// every transaction also checks that both items still hold the counters
+// read (epochGuards): a new epoch since ends the purge. Before a
 // collection of one log is purged for the first time, Usage counts it if
 // its head keeps no usage yet.
 func (st *Store) Purge(ctx context.Context, collection string, h stores.Horizon, scan stores.PurgeScan) (stores.PurgeResult, error) {
@@ -54,26 +62,37 @@ func (st *Store) Purge(ctx context.Context, collection string, h stores.Horizon,
 	if err := stores.CheckCollection(collection); err != nil {
 		return stores.PurgeResult{}, err
 	}
-	// The horizon's positions are of the log as its epoch numbered it: K
-	// is read from the table, not from this instance's cache (another
-	// instance may have resharded since), and every transaction checks
-	// that the epoch item still holds the epoch read, with no rebuild
-	// under way (epochGuard).
-	out, err := st.db.GetItem(ctx, &awsdynamodb.GetItemInput{
-		TableName: &st.table, Key: key(epochPK(collection), 0), ConsistentRead: ptr(true),
-	}, st.dbOpt)
+	// The horizon's positions are of the log as its epoch (h.Epoch)
+	// numbered it: the epoch and K are read from the table, not from this
+	// instance's cache (another instance may have resharded since), and
+	// every transaction checks that the epoch item and the store item
+	// still hold the counters read, with no rebuild under way
+	// (epochGuards).
+	op := "purge " + collection
+	items, err := st.batchGet(ctx, op, []map[string]types.AttributeValue{key(storePK, 0), key(epochPK(collection), 0)})
 	if err != nil {
-		return stores.PurgeResult{}, translate(ctx, "purge "+collection, err)
+		return stores.PurgeResult{}, err
 	}
-	info, err := shardsInItem(out.Item)
+	var storeItem, epochItem map[string]types.AttributeValue
+	for _, item := range items {
+		if pk, _ := item[attrPK].(*types.AttributeValueMemberS); pk != nil && pk.Value == storePK {
+			storeItem = item
+		} else {
+			epochItem = item
+		}
+	}
+	info, err := shardsInItem(epochItem)
 	if err != nil {
 		st.forgetShards(collection)
-		return stores.PurgeResult{}, fmt.Errorf("purge %s: %w", collection, err)
+		return stores.PurgeResult{}, fmt.Errorf("%s: %w", op, err)
 	}
 	st.shards.put(collection, info)
-	guard, err := st.epochGuard(collection, out.Item)
+	m, guards, err := st.epochGuards(collection, storeItem, epochItem)
 	if err != nil {
-		return stores.PurgeResult{}, fmt.Errorf("purge %s: %w", collection, err)
+		return stores.PurgeResult{}, fmt.Errorf("%s: %w", op, err)
+	}
+	if err := stores.CheckEpoch(collection, h, m); err != nil {
+		return stores.PurgeResult{}, fmt.Errorf("%s: %w", op, err)
 	}
 	after, limit, err := stores.CheckPurge(collection, h, scan, info.k)
 	if err != nil {
@@ -94,7 +113,7 @@ func (st *Store) Purge(ctx context.Context, collection string, h stores.Horizon,
 			res.More = true
 			break
 		}
-		more, err := st.purgeShard(ctx, ref, guard, h, limit, &res)
+		more, err := st.purgeShard(ctx, ref, guards, h, limit, &res)
 		if err != nil {
 			return stores.PurgeResult{}, err
 		}
@@ -109,7 +128,7 @@ func (st *Store) Purge(ctx context.Context, collection string, h stores.Horizon,
 // purgeShard purges the entries of one log after res.Next and at or
 // before the read horizon, until res.Scanned reaches limit, and reports
 // whether entries remain.
-func (st *Store) purgeShard(ctx context.Context, ref logRef, guard types.TransactWriteItem, h stores.Horizon, limit int, res *stores.PurgeResult) (more bool, err error) {
+func (st *Store) purgeShard(ctx context.Context, ref logRef, guards []types.TransactWriteItem, h stores.Horizon, limit int, res *stores.PurgeResult) (more bool, err error) {
 	op := "purge " + ref.String()
 	var writes []purgeWrite
 	txBytes := 0
@@ -133,7 +152,7 @@ func (st *Store) purgeShard(ctx context.Context, ref logRef, guard types.Transac
 		}
 		for _, item := range out.Items {
 			if len(writes) == purgeRecordsPerTx {
-				if err := st.purgeCommit(ctx, ref, guard, writes, res); err != nil {
+				if err := st.purgeCommit(ctx, ref, guards, writes, res); err != nil {
 					return false, err
 				}
 				writes, txBytes = writes[:0], 0
@@ -164,7 +183,7 @@ func (st *Store) purgeShard(ctx context.Context, ref logRef, guard types.Transac
 			// keep the transaction within DynamoDB's 4 MB.
 			size := 2*len(w.enc) + 512
 			if len(writes) > 0 && txBytes+size > txBudgetBytes {
-				if err := st.purgeCommit(ctx, ref, guard, writes, res); err != nil {
+				if err := st.purgeCommit(ctx, ref, guards, writes, res); err != nil {
 					return false, err
 				}
 				writes, txBytes = writes[:0], 0
@@ -177,39 +196,64 @@ func (st *Store) purgeShard(ctx context.Context, ref logRef, guard types.Transac
 		}
 		start = out.LastEvaluatedKey
 	}
-	if err := st.purgeCommit(ctx, ref, guard, writes, res); err != nil {
+	if err := st.purgeCommit(ctx, ref, guards, writes, res); err != nil {
 		return false, err
 	}
 	return more, nil
 }
 
-// epochGuard is the condition check of every purge transaction of coll:
-// the epoch item (as item holds it) still holds its epoch counter, and no
-// rebuild of the log is under way. A new epoch (a reshard, which numbers
-// the log anew, or any other) ends the purge, whose horizon is of the old
-// one.
-func (st *Store) epochGuard(coll string, item map[string]types.AttributeValue) (types.TransactWriteItem, error) {
+// epochGuards reads the collection's Meta from its epoch item and the
+// store item, as batchGet read them (nil: absent), and returns it with
+// the condition checks of every purge transaction of coll (purgeGuards):
+// the epoch item still holds its counter and no rebuild of the log is
+// under way, and the store item still holds the store-wide counter. A new
+// epoch (a reshard, which numbers the log anew, a restore, or any other)
+// ends the purge, whose horizon is of the old one.
+func (st *Store) epochGuards(coll string, storeItem, epochItem map[string]types.AttributeValue) (stores.Meta, []types.TransactWriteItem, error) {
+	var own, lost, store uint64
 	c := &types.ConditionCheck{
 		TableName: &st.table, Key: key(epochPK(coll), 0),
 		ConditionExpression:      ptr("attribute_not_exists(#n) AND attribute_not_exists(#rs)"),
 		ExpressionAttributeNames: map[string]string{"#n": attrN, "#rs": attrResharding},
 	}
-	if _, ok := item[attrN]; ok {
-		v, err := getN(item, attrN)
+	if _, ok := epochItem[attrN]; ok {
+		v, err := getN(epochItem, attrN)
 		if err != nil {
-			return types.TransactWriteItem{}, err
+			return stores.Meta{}, nil, err
 		}
+		own = v
 		c.ConditionExpression = ptr("#n = :n AND attribute_not_exists(#rs)")
 		c.ExpressionAttributeValues = map[string]types.AttributeValue{":n": n(v)}
 	}
-	return types.TransactWriteItem{ConditionCheck: c}, nil
+	if _, ok := epochItem[attrLost]; ok {
+		v, err := getN(epochItem, attrLost)
+		if err != nil {
+			return stores.Meta{}, nil, err
+		}
+		lost = v
+	}
+	sc := &types.ConditionCheck{
+		TableName: &st.table, Key: key(storePK, 0),
+		ConditionExpression:      ptr("attribute_not_exists(#e)"),
+		ExpressionAttributeNames: map[string]string{"#e": attrEpoch},
+	}
+	if _, ok := storeItem[attrEpoch]; ok {
+		v, err := getN(storeItem, attrEpoch)
+		if err != nil {
+			return stores.Meta{}, nil, err
+		}
+		store = v
+		sc.ConditionExpression = ptr("#e = :e")
+		sc.ExpressionAttributeValues = map[string]types.AttributeValue{":e": n(v)}
+	}
+	return stores.MetaOf(store, own, lost), []types.TransactWriteItem{{ConditionCheck: c}, {ConditionCheck: sc}}, nil
 }
 
-// purgeCommit writes purged records in one transaction, with guard. A
+// purgeCommit writes purged records in one transaction, with guards. A
 // record whose condition fails (Apply moved it on) is dropped from the
 // transaction, which is tried again with the rest; a failed guard ends the
-// purge.
-func (st *Store) purgeCommit(ctx context.Context, ref logRef, guard types.TransactWriteItem, writes []purgeWrite, res *stores.PurgeResult) error {
+// purge (ErrEpochChanged).
+func (st *Store) purgeCommit(ctx context.Context, ref logRef, guards []types.TransactWriteItem, writes []purgeWrite, res *stores.PurgeResult) error {
 	op := "purge " + ref.String()
 	coll := ref.coll
 	for attempt := 1; len(writes) > 0; attempt++ {
@@ -253,7 +297,8 @@ func (st *Store) purgeCommit(ctx context.Context, ref logRef, guard types.Transa
 				":b":   &types.AttributeValueMemberN{Value: strconv.FormatInt(-freed, 10)},
 				":num": s("N"),
 			},
-		}}, guard)
+		}})
+		items = append(items, guards...)
 		_, err := st.db.TransactWriteItems(ctx, &awsdynamodb.TransactWriteItemsInput{TransactItems: items}, st.dbOpt)
 		if err == nil {
 			for _, w := range writes {
@@ -284,15 +329,19 @@ func (st *Store) purgeCommit(ctx context.Context, ref logRef, guard types.Transa
 			kept = append(kept, w)
 		}
 		if n := len(cancelled.CancellationReasons); n == len(items) {
-			if str(cancelled.CancellationReasons[n-1].Code) == "ConditionalCheckFailed" {
-				st.forgetShards(coll)
-				return fmt.Errorf("%s: %w: a new epoch of the collection began (its log rebuilt or resharded, say): the horizon is of the old one", op, stores.ErrUnavailable)
+			for _, r := range cancelled.CancellationReasons[n-len(guards):] {
+				code := str(r.Code)
+				if code == "ConditionalCheckFailed" {
+					st.forgetShards(coll)
+					return fmt.Errorf("%s: %w: a new epoch began (the log rebuilt or resharded, or the table restored, say): the horizon is of the old one", op, stores.ErrEpochChanged)
+				}
+				contended = contended || contendedCode(code)
 			}
-			code := str(cancelled.CancellationReasons[n-2].Code)
+			code := str(cancelled.CancellationReasons[n-len(guards)-1].Code)
 			if code == "ConditionalCheckFailed" {
 				return fmt.Errorf("%s: %w: the head item keeps no usage", op, stores.ErrCorrupt)
 			}
-			contended = contended || contendedCode(code) || contendedCode(str(cancelled.CancellationReasons[n-1].Code))
+			contended = contended || contendedCode(code)
 		}
 		writes = kept
 		if attempt >= st.maxAttempts {

@@ -52,14 +52,18 @@ func TestPurgeAfterReshardElsewhere(t *testing.T) {
 		t.Fatalf("x's delete at seq %d, shard %d's head %d", res[0].Seq, old, heads[old])
 	}
 	heads[old]-- // a reader has not read x's delete
-	h := stores.Horizon{Read: heads, Wall: 100}
+	m, err := p.Meta(ctx, coll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := stores.Horizon{Epoch: m.Epoch, Read: heads, Wall: 100}
 
 	if err := a.Reshard(ctx, coll, 4); err != nil {
 		t.Fatal(err)
 	}
 	_, err = p.Purge(ctx, coll, h, stores.PurgeScan{})
-	if err == nil {
-		t.Errorf("a purge under a horizon of 2 shards after the log was rebuilt into 4: no error")
+	if !errors.Is(err, stores.ErrEpochChanged) {
+		t.Errorf("a purge under a horizon of 2 shards after the log was rebuilt into 4: %v; want %v", err, stores.ErrEpochChanged)
 	}
 	if _, gerr := a.Get(ctx, coll, x); errors.Is(gerr, stores.ErrNotFound) {
 		t.Errorf("x's tombstone was purged, though no reader had read its delete (purge: %v)", err)

@@ -31,7 +31,11 @@ func TestPurgeAllShards(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := stores.Horizon{Read: heads, Wall: 100}
+	m, err := st.Meta(ctx, "c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := stores.Horizon{Epoch: m.Epoch, Read: heads, Wall: 100}
 	var after []uint64
 	removed := 0
 	for calls := 0; ; calls++ {
@@ -71,7 +75,7 @@ func TestPurgeAllShards(t *testing.T) {
 	if got, err := st.Usage(ctx, "c"); err != nil || got != want {
 		t.Fatalf("usage %+v, %v; want %+v", got, err, want)
 	}
-	if _, err := st.Purge(ctx, "c", stores.Horizon{Read: heads[:1], Wall: 100}, stores.PurgeScan{}); err == nil {
+	if _, err := st.Purge(ctx, "c", stores.Horizon{Epoch: m.Epoch, Read: heads[:1], Wall: 100}, stores.PurgeScan{}); err == nil {
 		t.Fatal("a horizon of one position for four shards was accepted")
 	}
 }

@@ -400,7 +400,8 @@ func (s *Store) Usage(ctx context.Context, collection string) (stores.Usage, err
 
 // Purge implements stores.Purger. It holds the store's lock for the whole
 // call (at most scan.Limit live entries), so every record is checked and
-// purged atomically with respect to Apply.
+// purged atomically with respect to Apply, and the epoch (h.Epoch) with
+// respect to the bumps.
 func (s *Store) Purge(ctx context.Context, collection string, h stores.Horizon, scan stores.PurgeScan) (stores.PurgeResult, error) {
 	if err := ctx.Err(); err != nil {
 		return stores.PurgeResult{}, err
@@ -413,6 +414,10 @@ func (s *Store) Purge(ctx context.Context, collection string, h stores.Horizon, 
 	defer s.mu.Unlock()
 	if s.closed {
 		return stores.PurgeResult{}, stores.ErrClosed
+	}
+	l := s.epochs[collection]
+	if err := stores.CheckEpoch(collection, h, stores.MetaOf(s.epoch, l.n, l.lost)); err != nil {
+		return stores.PurgeResult{}, fmt.Errorf("purge %s: %w", collection, err)
 	}
 	res := stores.PurgeResult{Next: after}
 	c := s.collections[collection]

@@ -329,7 +329,11 @@ func testRestrictedUser(t *testing.T, start func(t *testing.T) restricted) {
 	t.Run("purge", func(t *testing.T) {
 		r, s, ctx := oneRecordAs(t, start, aclPurge)
 		apply(t, s, crdt.DeleteRecord("r", crdt.Stamp{Wall: 2, Replica: "a"}))
-		res, err := s.Purge(ctx, "c", stores.Horizon{Read: []uint64{2}, Wall: 10}, stores.PurgeScan{})
+		m, err := s.Meta(ctx, "c")
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := s.Purge(ctx, "c", stores.Horizon{Epoch: m.Epoch, Read: []uint64{2}, Wall: 10}, stores.PurgeScan{})
 		if err != nil || res.Records != 1 {
 			t.Fatalf("purge as the restricted user: got %+v, %v; want 1 record removed", res, err)
 		}

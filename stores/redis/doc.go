@@ -234,6 +234,21 @@
 // steps per removal (Redis 7.0 shrinks a hash's table only as the key is
 // looked up). Its keys share the collection's hash tag.
 //
+// The horizon's positions are of one epoch (stores.Horizon.Epoch): Purge
+// reads the epoch as Meta does and refuses another
+// (stores.ErrEpochChanged), and purge.lua writes nothing unless the
+// collection's own counter (its meta hash, in its slot) is still the
+// value read and, on a single server, the store-wide counter too. On a
+// cluster the store-wide counter is in the slot of {convergo}, which a
+// script of the collection's slot may not read: Purge reads it again
+// before each script instead, so a BumpEpochs that lands between that
+// read and the script (one round trip) is missed by that call. Such a
+// bump follows a loss of history (a restore, a restart or a failover
+// that may have lost writes), which the store cannot see before it
+// anyway; the engine takes a record the purge then removes under a
+// reader of the new epoch as one that a purge may have removed
+// (docs/design.md, "Horizons across epochs").
+//
 // # Reads
 //
 // Pull runs read.lua, which takes one page of the log and the records it

@@ -78,18 +78,37 @@ func (s *Store) Meta(ctx context.Context, collection string) (stores.Meta, error
 	if err := stores.CheckCollection(collection); err != nil {
 		return stores.Meta{}, err
 	}
+	m, _, err := s.meta(ctx, collection, "meta "+collection)
+	return m, err
+}
+
+// epochRead is how meta read a collection's epoch counters: the
+// store-wide counter and the collection's own (field n of its meta hash),
+// as Redis holds them, "" when missing. A purge checks they are still
+// these (purge.lua).
+type epochRead struct{ store, own string }
+
+// meta reads collection's Meta, after a check of the servers' run when
+// one is owed, and the counters as read.
+func (s *Store) meta(ctx context.Context, collection, op string) (stores.Meta, epochRead, error) {
 	if s.needCheck.Load() {
 		if err := s.checkRun(ctx); err != nil {
-			return stores.Meta{}, fmt.Errorf("meta %s: %w", collection, err)
+			return stores.Meta{}, epochRead{}, fmt.Errorf("%s: %w", op, err)
 		}
 	}
-	store, err := s.client.Get(ctx, s.storeEpochKey()).Uint64()
+	var read epochRead
+	raw, err := s.client.Get(ctx, s.storeEpochKey()).Result()
 	if err != nil && !errors.Is(err, goredis.Nil) {
-		return stores.Meta{}, s.fail(ctx, "meta "+collection, err)
+		return stores.Meta{}, epochRead{}, s.fail(ctx, op, err)
+	}
+	read.store = raw
+	store, err := counter(raw)
+	if err != nil {
+		return stores.Meta{}, epochRead{}, fmt.Errorf("%s: %w", op, err)
 	}
 	vals, err := s.client.HMGet(ctx, s.metaKey(collection), "n", "lost").Result()
 	if err != nil {
-		return stores.Meta{}, s.fail(ctx, "meta "+collection, err)
+		return stores.Meta{}, epochRead{}, s.fail(ctx, op, err)
 	}
 	var own [2]uint64
 	for i, v := range vals {
@@ -97,11 +116,14 @@ func (s *Store) Meta(ctx context.Context, collection string) (stores.Meta, error
 			continue
 		}
 		str, _ := v.(string)
+		if i == 0 {
+			read.own = str
+		}
 		if own[i], err = strconv.ParseUint(str, 10, 64); err != nil {
-			return stores.Meta{}, fmt.Errorf("meta %s: unreadable epoch %q", collection, str)
+			return stores.Meta{}, epochRead{}, fmt.Errorf("%s: unreadable epoch %q", op, str)
 		}
 	}
-	return stores.MetaOf(store, own[0], own[1]), nil
+	return stores.MetaOf(store, own[0], own[1]), read, nil
 }
 
 // A bump raises a counter to stores.NextEpoch of its value and the clock

@@ -3,6 +3,7 @@ package redis
 import (
 	"context"
 	_ "embed"
+	"errors"
 	"fmt"
 	"strconv"
 
@@ -26,9 +27,21 @@ var purgeScript = goredis.NewScript(withPrelude(purgeSource, sizeSource))
 // record: a record is written only if its blob is still the one read (and
 // its seq, which the blob holds, so still at or below the horizon). A
 // record that Apply changed in between is left as it is; it now sits
-// after the read horizon. The three keys share the collection's hash tag,
-// so on a cluster the script runs on the collection's slot. Calls hold
+// after the read horizon. The collection's keys it writes and reads
+// share its hash tag, so on a cluster the script runs on the
+// collection's slot. Calls hold
 // at most about 1 MiB of blobs each, so Redis is never blocked for long.
+//
+// The epoch (h.Epoch) is read first (Meta's reads: the store-wide
+// counter and the collection's own) and checked; then the script checks,
+// in the step that writes, that the collection's counter (its meta hash,
+// in its slot) is still the value read, and on a single server the
+// store-wide counter too. On a cluster the store-wide counter lives in
+// the slot of {convergo}, which no script of the collection's slot may
+// read: it is read again before each script call instead, and a
+// BumpEpochs (a restore, a restart or failover that may have lost
+// writes) that lands between that read and the script is not seen by
+// this call (package doc, # Tombstone collection).
 func (s *Store) Purge(ctx context.Context, collection string, h stores.Horizon, scan stores.PurgeScan) (stores.PurgeResult, error) {
 	if err := s.begin(ctx); err != nil {
 		return stores.PurgeResult{}, err
@@ -37,12 +50,19 @@ func (s *Store) Purge(ctx context.Context, collection string, h stores.Horizon, 
 	if err != nil {
 		return stores.PurgeResult{}, err
 	}
+	op := "purge " + collection
+	m, epochs, err := s.meta(ctx, collection, op)
+	if err != nil {
+		return stores.PurgeResult{}, err
+	}
+	if err := stores.CheckEpoch(collection, h, m); err != nil {
+		return stores.PurgeResult{}, fmt.Errorf("%s: %w", op, err)
+	}
 	res := stores.PurgeResult{Next: after}
 	read := min(h.Read[0], MaxSeq)
 	if after[0] >= read {
 		return res, nil
 	}
-	op := "purge " + collection
 	log, err := s.client.ZRangeArgsWithScores(ctx, goredis.ZRangeArgs{
 		Key: s.logKey(collection), ByScore: true,
 		Start: "(" + strconv.FormatUint(after[0], 10), Stop: strconv.FormatUint(read, 10),
@@ -65,6 +85,7 @@ func (s *Store) Purge(ctx context.Context, collection string, h stores.Horizon, 
 	if err != nil {
 		return stores.PurgeResult{}, s.fail(ctx, op, err)
 	}
+	_, cluster := s.client.(*goredis.ClusterClient)
 	type purged struct{ deletes, fields int }
 	var args []any
 	var what []purged
@@ -73,15 +94,32 @@ func (s *Store) Purge(ctx context.Context, collection string, h stores.Horizon, 
 		if len(what) == 0 {
 			return nil
 		}
-		keys := []string{s.recKey(collection), s.logKey(collection), s.usageKey(collection)}
-		out, err := purgeScript.Run(ctx, s.client, keys, append([]any{strconv.FormatUint(read, 10)}, args...)...).Int64Slice()
+		keys := []string{s.recKey(collection), s.logKey(collection), s.usageKey(collection), s.metaKey(collection)}
+		if cluster {
+			// The store-wide counter is in another slot than the
+			// collection's keys: read again before each script, here
+			// and not in it.
+			raw, err := s.client.Get(ctx, s.storeEpochKey()).Result()
+			if err != nil && !errors.Is(err, goredis.Nil) {
+				return s.fail(ctx, op, err)
+			}
+			if raw != epochs.store {
+				return fmt.Errorf("%s: %w: the store-wide epoch counter went from %q to %q", op, stores.ErrEpochChanged, epochs.store, raw)
+			}
+		} else {
+			keys = append(keys, s.storeEpochKey())
+		}
+		out, err := purgeScript.Run(ctx, s.client, keys, append([]any{strconv.FormatUint(read, 10), epochs.own, epochs.store}, args...)...).Int64Slice()
 		if err != nil {
 			return s.fail(ctx, op, err)
 		}
-		if len(out) != len(what) {
+		if len(out) > 0 && out[0] == 0 {
+			return fmt.Errorf("%s: %w: an epoch counter moved since it was read", op, stores.ErrEpochChanged)
+		}
+		if len(out) != len(what)+1 || out[0] != 1 {
 			return fmt.Errorf("%s: purge script returned %d results for %d records", op, len(out), len(what))
 		}
-		for i, ok := range out {
+		for i, ok := range out[1:] {
 			if ok != 1 {
 				continue
 			}

@@ -60,7 +60,7 @@ func testDeleteAsRead(t *testing.T, f Factory) {
 	}
 	usageMatches(t, s, coll, "after the deletes")
 
-	h := stores.Horizon{Read: []uint64{head(t, s, coll)}, Wall: 100}
+	h := horizon(t, s, coll, head(t, s, coll), 100)
 	res, _ := purgeAll(t, p, coll, h, 0)
 	if res.Records != 1 {
 		t.Fatalf("purge removed %d records; want 1 (the one deleted as read)", res.Records)

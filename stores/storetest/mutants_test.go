@@ -48,6 +48,7 @@ var mutants = []struct {
 	{"bump-from-any", "Epochs", func(m *memory.Store) stores.Store { return bumpFromAny{m} }},
 	{"purges-past-read", "Purge", func(m *memory.Store) stores.Store { return purgesPast{m, 2, 0} }},
 	{"purges-at-wall", "Purge", func(m *memory.Store) stores.Store { return purgesPast{m, 0, 1} }},
+	{"purges-any-epoch", "PurgeEpoch", func(m *memory.Store) stores.Store { return purgesAnyEpoch{m} }},
 	{"purge-not-atomic", "PurgeConcurrent", func(*memory.Store) stores.Store { return racyPurge{newMapStore()} }},
 	{"joined-keys", "Names", func(m *memory.Store) stores.Store { return joinedKeys{m} }},
 	{"reads-ids-as-errors", "RefusalNames", func(m *memory.Store) stores.Store { return readsIDsAsErrors{m} }},
@@ -414,6 +415,19 @@ func (s purgesPast) Purge(ctx context.Context, coll string, h stores.Horizon, sc
 	return res, err
 }
 
+// purgesAnyEpoch purges under a horizon of whatever epoch, as if it
+// were of the collection's epoch now.
+type purgesAnyEpoch struct{ *memory.Store }
+
+func (s purgesAnyEpoch) Purge(ctx context.Context, coll string, h stores.Horizon, scan stores.PurgeScan) (stores.PurgeResult, error) {
+	m, err := s.Store.Meta(ctx, coll)
+	if err != nil {
+		return stores.PurgeResult{}, err
+	}
+	h.Epoch = m.Epoch
+	return s.Store.Purge(ctx, coll, h, scan)
+}
+
 // racyPurge is the kit's map store with a Purge that reads the records
 // and writes their purged state in two steps, without checking in the
 // second that they are still as read: a change committed in between is
@@ -424,6 +438,13 @@ type racyPurge struct{ *mapStore }
 func (s racyPurge) Purge(ctx context.Context, coll string, h stores.Horizon, scan stores.PurgeScan) (stores.PurgeResult, error) {
 	after, limit, err := stores.CheckPurge(coll, h, scan, 1)
 	if err != nil {
+		return stores.PurgeResult{}, err
+	}
+	m, err := s.Meta(ctx, coll)
+	if err != nil {
+		return stores.PurgeResult{}, err
+	}
+	if err := stores.CheckEpoch(coll, h, m); err != nil {
 		return stores.PurgeResult{}, err
 	}
 	if err := s.use(ctx); err != nil {

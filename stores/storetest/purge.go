@@ -25,6 +25,12 @@ func purger(t *testing.T, s stores.Store) stores.Purger {
 	return p
 }
 
+// horizon returns the horizon of coll at read and wall, of its epoch now.
+func horizon(t testing.TB, s stores.Store, coll string, read uint64, wall int64) stores.Horizon {
+	t.Helper()
+	return stores.Horizon{Epoch: meta(t, s, coll).Epoch, Read: []uint64{read}, Wall: wall}
+}
+
 // purgeAll purges coll under h, limit entries per call, until the store
 // says it is done, and returns the totals. It checks each call's shape:
 // at most limit entries scanned, Next moving forward and never past the
@@ -166,14 +172,15 @@ func testPurge(t *testing.T, f Factory) {
 	headBefore := head(t, s, coll)
 	u0 := usageMatches(t, s, coll, "before the purge")
 
-	h := stores.Horizon{Read: []uint64{read}, Wall: wall}
+	h := horizon(t, s, coll, read, wall)
+	ep := h.Epoch
 	for _, bad := range []struct {
 		name string
 		h    stores.Horizon
 		scan stores.PurgeScan
 	}{
-		{"no read horizon", stores.Horizon{Wall: wall}, stores.PurgeScan{}},
-		{"two positions", stores.Horizon{Read: []uint64{read, read}, Wall: wall}, stores.PurgeScan{}},
+		{"no read horizon", stores.Horizon{Epoch: ep, Wall: wall}, stores.PurgeScan{}},
+		{"two positions", stores.Horizon{Epoch: ep, Read: []uint64{read, read}, Wall: wall}, stores.PurgeScan{}},
 		{"after of two positions", h, stores.PurgeScan{After: []uint64{0, 0}}},
 		{"negative limit", h, stores.PurgeScan{Limit: -1}},
 		{"limit over MaxPage", h, stores.PurgeScan{Limit: stores.MaxPage + 1}},
@@ -184,13 +191,13 @@ func testPurge(t *testing.T, f Factory) {
 	_, err := p.Purge(ctx, "bad collection!", h, stores.PurgeScan{})
 	wantErr(t, "Purge of an invalid collection", err, stores.ErrInvalid)
 	// Horizons that allow nothing drop nothing.
-	for _, none := range []stores.Horizon{{Read: []uint64{0}, Wall: wall}, {Read: []uint64{read}, Wall: 0}, {Read: []uint64{read}, Wall: 10}} {
+	for _, none := range []stores.Horizon{{Epoch: ep, Read: []uint64{0}, Wall: wall}, {Epoch: ep, Read: []uint64{read}, Wall: 0}, {Epoch: ep, Read: []uint64{read}, Wall: 10}} {
 		if got, _ := purgeAll(t, p, coll, none, 5); got.Records+got.Deletes+got.Fields != 0 || got.Bytes != 0 {
 			t.Fatalf("Purge under %+v dropped %+v, want nothing", none, got)
 		}
 	}
 	// A collection never written: nothing to do.
-	if got, err := p.Purge(ctx, "never-written", h, stores.PurgeScan{}); err != nil || got.More || got.Records != 0 {
+	if got, err := p.Purge(ctx, "never-written", horizon(t, s, "never-written", read, wall), stores.PurgeScan{}); err != nil || got.More || got.Records != 0 {
 		t.Fatalf("Purge of a collection never written: %+v, %v", got, err)
 	}
 
@@ -301,7 +308,7 @@ func testPurgeResume(t *testing.T, f Factory) {
 	}
 	apply(t, s, changes...)
 	read := head(t, s, coll)
-	h := stores.Horizon{Read: []uint64{read}, Wall: 100}
+	h := horizon(t, s, coll, read, 100)
 	// One call of 7 entries, then a call resumed from its Next: together
 	// 14 records, the first 14 of the log.
 	first, err := p.Purge(ctx, coll, h, stores.PurgeScan{Limit: 7})
@@ -339,7 +346,7 @@ func testPurgeResume(t *testing.T, f Factory) {
 		t.Fatalf("head %d after the purge, want %d", got, read)
 	}
 	// A horizon past the head is the head.
-	if got, _ := purgeAll(t, p, coll, stores.Horizon{Read: []uint64{math.MaxUint64 >> 12}, Wall: 100}, 10); got.Records != 0 {
+	if got, _ := purgeAll(t, p, coll, horizon(t, s, coll, math.MaxUint64>>12, 100), 10); got.Records != 0 {
 		t.Fatalf("a purge of an empty log removed %d records", got.Records)
 	}
 }
@@ -370,7 +377,7 @@ func purgeAmongWriters(t *testing.T, s stores.Store, p stores.Purger, coll strin
 	for i := 0; i < len(changes); i += stores.MaxBatch {
 		apply(t, s, changes[i:min(i+stores.MaxBatch, len(changes))]...)
 	}
-	h := stores.Horizon{Read: []uint64{head(t, s, coll)}, Wall: 100}
+	h := horizon(t, s, coll, head(t, s, coll), 100)
 	// Writer w writes field g (stamped 30, before the wall: the engine
 	// would refuse it, but the store must not lose it) to every record i
 	// with i % (writers+1) == w, and field n to a new record.
@@ -471,7 +478,7 @@ func testPurgeLarge(t *testing.T, f Factory) {
 		)
 		want[id] = rec(id, crdt.Stamp{}, map[string]crdt.Field{"a": {Stamp: st(30, "w"), Value: big}, "b": {Stamp: st(30, "w"), Value: big}})
 	}
-	h := stores.Horizon{Read: []uint64{head(t, s, coll)}, Wall: 100}
+	h := horizon(t, s, coll, head(t, s, coll), 100)
 	total, _ := purgeAll(t, p, coll, h, 0)
 	if total.Deletes != n || total.Records != 0 {
 		t.Fatalf("purge of large records: %+v, want %d delete stamps cleared and no record removed", total, n)
@@ -500,7 +507,7 @@ func testPurgeReopen(t *testing.T, f Factory, reopen Reopen) {
 		chg(coll, crdt.SetField("gone", "f", val(t, 1), st(10, "w"))), chg(coll, crdt.DeleteRecord("gone", st(20, "w"))),
 		chg(coll, crdt.SetField("kept", "f", val(t, 2), st(10, "w"))), chg(coll, crdt.UnsetField("kept", "u", st(15, "w"))),
 	)
-	h := stores.Horizon{Read: []uint64{head(t, s, coll)}, Wall: 100}
+	h := horizon(t, s, coll, head(t, s, coll), 100)
 	if total, _ := purgeAll(t, p, coll, h, 0); total.Records != 1 || total.Fields != 1 {
 		t.Fatalf("purge: %+v, want 1 record and 1 field dropped", total)
 	}
@@ -535,7 +542,7 @@ func testPurgeTwice(t *testing.T, f Factory) {
 		}
 	}
 	apply(t, s, changes...)
-	h := stores.Horizon{Read: []uint64{head(t, s, coll)}, Wall: 100}
+	h := horizon(t, s, coll, head(t, s, coll), 100)
 	var mu sync.Mutex
 	var total stores.PurgeResult
 	var wg sync.WaitGroup

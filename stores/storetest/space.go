@@ -68,7 +68,7 @@ func BenchSpace(b *testing.B, newStore Factory, live func(testing.TB, stores.Sto
 	if !ok {
 		b.Skip("the store does not purge")
 	}
-	h := stores.Horizon{Read: []uint64{head}, Wall: wall + 2}
+	h := horizon(b, purged, coll, head, wall+2)
 	if sh, ok := purged.(stores.Sharder); ok {
 		if h.Read, err = sh.ShardHeads(ctx, coll); err != nil {
 			b.Fatal(err)

@@ -62,6 +62,7 @@ func Run(t *testing.T, newStore Factory) {
 		{"PurgeConcurrent", testPurgeConcurrent},
 		{"PurgeLarge", testPurgeLarge},
 		{"PurgeTwice", testPurgeTwice},
+		{"PurgeEpoch", testPurgeEpoch},
 		{"DeleteAsRead", testDeleteAsRead},
 		{"Names", testNames},
 		{"LongestNamesInBatch", testLongestNamesInBatch},

@@ -461,10 +461,14 @@ func (f *fakeServer) collect(coll string, wall int64) stores.PurgeResult {
 		f.t.Fatal(err)
 	}
 	f.horizon.Store(wall)
+	m, err := f.mem.Meta(ctx, coll)
+	if err != nil {
+		f.t.Fatal(err)
+	}
 	var total stores.PurgeResult
 	scan := stores.PurgeScan{}
 	for {
-		res, err := f.mem.Purge(ctx, coll, stores.Horizon{Read: []uint64{head}, Wall: wall}, scan)
+		res, err := f.mem.Purge(ctx, coll, stores.Horizon{Epoch: m.Epoch, Read: []uint64{head}, Wall: wall}, scan)
 		if err != nil {
 			f.t.Fatal(err)
 		}
