@@ -238,8 +238,6 @@ export class Database {
         throw e;
       }
     }
-    const offset = await this.store.getMeta('offset');
-    if (Number.isSafeInteger(offset)) this.store.setOffset(offset);
     const synced = await this.store.getMeta('lastSyncedAt');
     if (Number.isSafeInteger(synced)) this._storedSyncedAt = synced;
     const { counts, newest } = await this.store.outboxView();

@@ -41,13 +41,16 @@
 //            id, generated once; protocol 1's "replica" id becomes it),
 //            "prefix" (the replica prefix of the subject the client last
 //            wrote as: docs/protocol.md, "Replica ids"), "clock"
-//            ({wall, logical, drift?}: drift the max drift the server's
-//            hello stated, which every tab's writes take: Clock.saved),
+//            (ClockEntry: what every write reads and writes of the clock,
+//            in one entry: its last reading, {wall, logical}; drift, the
+//            max drift the server's hello stated, which every tab's writes
+//            take: Clock.saved; and offset, the correction of the wall
+//            time, ms, as the last hello of any tab measured it, which
+//            every write adopts: Store.setOffset; until version 6 an entry
+//            of its own, "offset"),
 //            "cursor:<collection>" (the server's opaque
 //            cursor bytes, a Uint8Array, stored and sent back unchanged;
-//            absent or empty means from the beginning), "offset" (server
-//            clock offset, ms, as the last hello of any tab measured it:
-//            every write adopts it, Store.setOffset), "collection:<collection>" (true: some tab
+//            absent or empty means from the beginning), "collection:<collection>" (true: some tab
 //            opened the collection, so whichever tab leads syncs it),
 //            "heal:<collection>" (true: the server reset the collection
 //            with history lost and has not been given back what this
@@ -261,15 +264,31 @@ function sameEntry(a, b) {
  * from 3 drops the cursors once more, so that every record comes again
  * with its seal. 5: records are written in their encoded form with their
  * seal (older entries are still read); the version keeps tabs running an
- * older client, which cannot read them, out.
+ * older client, which cannot read them, out. 6: the correction of the
+ * wall time lives in the clock entry (ClockEntry), so a write reads one
+ * entry fewer; the upgrade from 5 moves it there, and the version keeps
+ * tabs running an older client out, whose writes would store the clock
+ * without it and whose hellos would store it where no write reads it.
  */
-export const DB_VERSION = 5;
+export const DB_VERSION = 6;
 export const RECORDS = 'records';
 export const OUTBOX = 'outbox';
 export const META = 'meta';
 export const COLLECTION_KEY = 'collection:';
 export const REJECTED = 'rejected';
 export const SCHEMA_KEY = 'schema:';
+
+/**
+ * The meta "clock" entry: the clock's last reading (wall and logical;
+ * absent until a tab saves one) with drift, the max drift a server stated
+ * (Clock.saved), and offset, the correction of the device's wall time
+ * (ms) the last hello of any tab measured (absent until a tab saved one).
+ * Every write reads it and writes it back (Store.writeIn, Store.stampIn),
+ * so whatever else every write must know of the clock belongs in it too,
+ * a field of its own, taken where the offset is taken and saved by
+ * Store.clockEntry.
+ * @typedef {{wall?: number, logical?: number, drift?: number, offset?: number}} ClockEntry
+ */
 
 /**
  * @template T
@@ -553,6 +572,8 @@ export class Store {
     this.prefix = prefix;
     this.replica = replicaId(prefix, device);
     this.clock = new Clock({ replica: this.replica, maxDrift: opts.maxDrift });
+    // The correction first: the clock settles at the corrected wall time.
+    this.setOffset(saved?.offset);
     if (saved && typeof saved.wall === 'number') this.clock.settle(saved, this.now());
   }
 
@@ -574,15 +595,28 @@ export class Store {
 
   /**
    * Corrects the wall time by offset ms from now on: the one a hello
-   * measured (the sync loop's, stored as meta "offset"). A write reads
+   * measured (the sync loop's, stored in meta "clock"). A write reads
    * the stored one in its transaction and adopts it, so a tab that did
    * not hear the hello (a follower) stamps on the corrected wall time
    * too, not on a device clock the server would refuse (clock_drift).
-   * @param {number} offset
+   * @param {unknown} offset anything but a safe integer (none stored, a
+   *   stored one corrupt) leaves the correction as it is, as does the one
+   *   taken already
    */
   setOffset(offset) {
-    this.offset = offset;
-    this.now = () => Date.now() + offset;
+    if (!Number.isSafeInteger(offset) || offset === this.offset) return;
+    const o = /** @type {number} */ (offset);
+    this.offset = o;
+    this.now = () => Date.now() + o;
+  }
+
+  /**
+   * The clock entry to save (meta "clock", ClockEntry): the clock's
+   * (Clock.saved) with the correction of the wall time.
+   * @returns {ClockEntry}
+   */
+  clockEntry() {
+    return { .../** @type {Clock} */ (this.clock).saved(), offset: this.offset };
   }
 
   /**
@@ -811,7 +845,7 @@ export class Store {
    * The transaction first builds on the records as this tab last saw them
    * stored (remembered; an id it has not seen is taken to hold none) and
    * issues its writes at once, with the reads that check that guess in
-   * front of them: the clock, the prefix, the offset and the records. IndexedDB runs
+   * front of them: the clock (with the correction), the prefix and the records. IndexedDB runs
    * the requests of a transaction in order, so the reads see the state
    * the writes replace; if any differs from the guess (another tab wrote,
    * the record was never seen here), the transaction is aborted before it
@@ -877,12 +911,13 @@ export class Store {
     // clock, none of them was issued by another tab.
     const { last: before, maxDrift: drift } = /** @type {Clock} */ (this.clock);
     const prefix = this.prefix;
+    const offset = this.offset;
     const checked = guarded(tx, (check) => {
       // A later clock, or another bound than this tab's (the leader
-      // heard the server's): writeIn takes it (Clock.settle).
-      check(meta.get('clock'), (v) => v != null && typeof v.wall === 'number' && (compareTime(v, before) > 0 || (v.drift > 0 && v.drift !== drift)));
+      // heard the server's): writeIn takes it (Clock.settle); or another
+      // correction of the wall time: writeIn takes it too.
+      check(meta.get('clock'), (v) => v != null && ((typeof v.wall === 'number' && (compareTime(v, before) > 0 || (v.drift > 0 && v.drift !== drift))) || (Number.isSafeInteger(v.offset) && v.offset !== offset)));
       check(meta.get('prefix'), (v) => isPrefix(v) && v !== prefix);
-      check(meta.get('offset'), (v) => Number.isSafeInteger(v) && v !== this.offset);
       // A newer schema version than this code's: writeIn says so.
       check(meta.get(SCHEMA_KEY + c), (v) => this.newerSchema(c, v));
       for (const [id, g] of guess) check(records.get([c, id]), (v) => !sameEntry(v, g));
@@ -894,7 +929,7 @@ export class Store {
 
   /**
    * The body of writeMany, in transaction tx (which spans records, outbox
-   * and meta): one read of the clock and the prefix, the records held read
+   * and meta): one read of the clock (with the correction) and the prefix, the records held read
    * together (readHeld).
    * @param {IDBTransaction} tx
    * @param {string} c
@@ -905,11 +940,10 @@ export class Store {
     const clock = /** @type {Clock} */ (this.clock);
     const records = tx.objectStore(RECORDS);
     const meta = tx.objectStore(META);
-    const [savedClock, prefix, schema, offset, byId] = await Promise.all([
+    const [savedClock, prefix, schema, byId] = await Promise.all([
       req(meta.get('clock')),
       req(meta.get('prefix')),
       req(meta.get(SCHEMA_KEY + c)),
-      req(meta.get('offset')),
       this.readHeld(records, c, items.map((x) => x.id)),
     ]);
     // Another tab, running newer code, upgraded the collection: writes of
@@ -918,7 +952,7 @@ export class Store {
       throw new ConvergoError('database', `write ${c}: its local data is at schema version ${schema}, newer than this code's (${this.versions.get(c) ?? 1}): reload the app`);
     }
     // The wall time as the last hello (of any tab) corrected it.
-    if (Number.isSafeInteger(offset) && offset !== this.offset) this.setOffset(offset);
+    this.setOffset(savedClock?.offset);
     clock.settle(savedClock && typeof savedClock.wall === 'number' ? savedClock : null, this.now());
     // Another tab may have learnt a new subject: write as it does.
     if (isPrefix(prefix)) this.usePrefix(prefix);
@@ -1002,7 +1036,7 @@ export class Store {
       this.notify(tx, c, id, record, 'local');
       out.push({ record, change });
     }
-    tx.objectStore(META).put(clock.saved(), 'clock');
+    tx.objectStore(META).put(this.clockEntry(), 'clock');
     return out;
   }
 

@@ -383,8 +383,8 @@ export function putCursor(st, tx, c, cursor) {
  * when a clock saved is in time already: every tab syncs without Web
  * Locks, and a tab that led before may have restarted and stamped since.
  * docs/protocol.md, section 6. With offset, the hello's correction of the
- * wall time is stored (meta "offset", which every tab's writes take) and
- * taken in the same transaction, once its first read is answered: a write
+ * wall time is stored (in meta "clock", whose correction every tab's
+ * writes take) and taken in the same transaction, once its read is answered: a write
  * whose transaction began before read the correction stored then and took
  * it (Store.writeIn), and the restart and the writes after it must go by
  * the hello's. With drift, the hello's max drift is taken and stored with
@@ -398,13 +398,16 @@ export function putCursor(st, tx, c, cursor) {
 export function restartClock(st, offset, drift) {
   return st.tx([META], 'readwrite', 'restart the clock', async (tx) => {
     const meta = tx.objectStore(META);
-    if (offset !== undefined) meta.put(offset, 'offset');
     const saved = await req(meta.get('clock'));
     // The transactions before this one have run (writes that took the
     // correction stored then): the hello's is taken now.
     if (offset !== undefined) st.setOffset(offset);
     const clock = st.clock;
-    if (!clock) return;
+    if (!clock) {
+      // Nothing to restart: the hello's correction is stored all the same.
+      if (offset !== undefined) meta.put({ ...(typeof saved === 'object' ? saved : null), offset }, 'clock');
+      return;
+    }
     const wall = st.now();
     // A clock saved in time (another tab started again already, and may
     // have stamped since) is taken, as a write would (Clock.settle):
@@ -414,7 +417,10 @@ export function restartClock(st, offset, drift) {
     if (drift) clock.state(drift);
     const ahead = clock.ahead(wall);
     if (ahead) clock.last = { wall, logical: 0 };
-    if (ahead || drift) meta.put(clock.saved(), 'clock');
+    const entry = st.clockEntry();
+    // Without a correction of its own, the one stored stays.
+    if (offset === undefined && Number.isSafeInteger(saved?.offset)) entry.offset = saved.offset;
+    if (ahead || drift || offset !== undefined) meta.put(entry, 'clock');
   });
 }
 

@@ -23,10 +23,26 @@ export function upgrade(r, ev, keyRange) {
   if (!outbox.indexNames.contains('replica')) outbox.createIndex('replica', 'r');
   if (!db.objectStoreNames.contains(SEALED)) db.createObjectStore(SEALED, { keyPath: ['c', 'id'] });
   if (!db.objectStoreNames.contains(REJECTED)) db.createObjectStore(REJECTED, { keyPath: 'id', autoIncrement: true });
-  if (!db.objectStoreNames.contains(META)) db.createObjectStore(META);
-  else if (ev.oldVersion < 4) {
+  if (!db.objectStoreNames.contains(META)) {
+    db.createObjectStore(META);
+    return;
+  }
+  const meta = tx.objectStore(META);
+  if (ev.oldVersion < 4) {
     // Protocol 1's cursors were numbers the server of protocol 2 cannot
     // read, and version 3 kept no seals: pull everything once more.
-    tx.objectStore(META).delete(prefixRange(keyRange, CURSOR_KEY));
+    meta.delete(prefixRange(keyRange, CURSOR_KEY));
+  }
+  if (ev.oldVersion < 6) {
+    // The correction of the wall time the last hello stored moves into
+    // the clock entry, which every write reads (db.js ClockEntry). The
+    // requests of a transaction are answered in order: the clock's first.
+    const clock = meta.get('clock');
+    const offset = meta.get('offset');
+    offset.onsuccess = () => {
+      meta.delete('offset');
+      const saved = clock.result;
+      if (Number.isSafeInteger(offset.result)) meta.put({ ...(saved && typeof saved.wall === 'number' ? saved : null), offset: offset.result }, 'clock');
+    };
   }
 }

@@ -39,7 +39,7 @@ export async function rebuild(st, db) {
       meta.put(st.prefix, 'prefix');
     }
     if (last) st.clock?.restore(last);
-    if (st.clock) meta.put(st.clock.saved(), 'clock');
+    if (st.clock) meta.put(st.clockEntry(), 'clock');
   }
   await done(tx);
   if (reset) {

@@ -464,7 +464,7 @@ test('cursors are stored as the bytes the server sent; none means from the begin
 
 test('upgrading a database of protocol 1 drops its numeric cursors and keeps the rest', async () => {
   const { DB_VERSION } = await import('../src/db.js');
-  assert.equal(DB_VERSION, 5);
+  assert.equal(DB_VERSION, 6);
   const idb = freshIDB();
   // What the client of protocol 1 (database version 2) left behind.
   await new Promise((resolve, reject) => {
@@ -493,7 +493,9 @@ test('upgrading a database of protocol 1 drops its numeric cursors and keeps the
   assert.equal(await db.store.getMeta('cursor:notes.2026'), undefined);
   assert.equal((await cursorOf(db.store, 'todos')).length, 0, 'pulls again from the beginning');
   assert.deepEqual(await openedCollections(db.store), ['todos']);
-  assert.equal(await db.store.getMeta('offset'), 1234);
+  assert.deepEqual(await db.store.getMeta('clock'), { offset: 1234 }, "the correction, in the clock entry (version 6's)");
+  assert.equal(await db.store.getMeta('offset'), undefined);
+  assert.equal(db.store.offset, 1234);
   await db.close();
 });
 

@@ -163,7 +163,7 @@ export async function horizonPast(a, timeout = 15_000) {
   const horizon = Math.max(Date.now(), a.store.now(), a.store.clock.last.wall) + 1;
   await until(() => a.store.now() > horizon, "a's clock past the horizon", timeout);
   a.store.clock.observe({ wall: horizon, logical: 0 }, a.store.now());
-  await a.store.setMeta('clock', a.store.clock.last);
+  await a.store.setMeta('clock', a.store.clockEntry());
   return horizon;
 }
 
