@@ -148,6 +148,17 @@ type CaptureStats struct {
 	// Convergo's nor foreign items by the key convention (pk "COLL#ID" with
 	// a valid collection name and id, sk 0): other data in the table.
 	Ignored int64
+	// Parked is the number of foreign writes parked now, and ParkedBytes
+	// their size: writes of collections whose changes the sink fails for
+	// now (a reshard's fence), held back in stream order and retried
+	// while capture goes on for the others. Each is listed by
+	// ParkedCaptures.
+	Parked, ParkedBytes int64
+	// Overflowed is the number of foreign writes of parked collections
+	// that did not fit in the parked bytes' bound: left to the stream, and
+	// read again from it once their collection's parked writes are
+	// applied (as far as the stream still holds them).
+	Overflowed int64
 }
 
 // RejectedCapture is a foreign write the store did not capture: the sink
@@ -166,6 +177,7 @@ type captureCounters struct {
 	mu       sync.Mutex
 	stats    CaptureStats
 	rejected []RejectedCapture // a ring of the latest, oldest first
+	parked   []ParkedCapture   // what the consumer parks now
 }
 
 func (c *captureCounters) add(f func(*CaptureStats)) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -157,15 +158,53 @@ func TestHandleCapture(t *testing.T) {
 			t.Fatalf("notifications %+v, want todos at 7", notes)
 		}
 	})
-	t.Run("sink error fails the call", func(t *testing.T) {
-		s, notes, err := run(t, func(context.Context, []crdt.Change) ([]stores.CaptureResult, error) {
-			return nil, stores.ErrUnavailable
-		})
+	t.Run("sink not ready fails the call", func(t *testing.T) {
+		s := sinkStore()
+		t.Cleanup(func() { _ = s.Close() })
+		var notes []stores.Notification
+		s.Watch(func(n stores.Notification) { notes = append(notes, n) })
+		called := false
+		t.Cleanup(s.Capture(stores.CaptureSink{
+			Apply: func(context.Context, []crdt.Change) ([]stores.CaptureResult, error) {
+				called = true
+				return nil, stores.ErrUnavailable
+			},
+			Ready: func(context.Context) error { return stores.ErrUnavailable },
+		}))
+		err := newConsumer(s, "arn", "").handle(context.Background(), records)
 		if !errors.Is(err, stores.ErrUnavailable) {
 			t.Fatalf("handle: %v, want the sink's error", err)
 		}
-		if len(notes) != 0 || s.CaptureStats().Records != 0 {
-			t.Fatalf("a failed call notified %+v and counted %d records", notes, s.CaptureStats().Records)
+		if called || len(notes) != 0 || s.CaptureStats().Records != 0 || s.CaptureStats().Parked != 0 {
+			t.Fatalf("a failed call applied (%v), notified %+v, counted %d records, parked %d", called, notes, s.CaptureStats().Records, s.CaptureStats().Parked)
+		}
+	})
+	t.Run("sink error parks the collection", func(t *testing.T) {
+		var got []string
+		s, notes, err := run(t, func(_ context.Context, cs []crdt.Change) ([]stores.CaptureResult, error) {
+			for _, c := range cs {
+				if c.Collection == "todos" {
+					return nil, fmt.Errorf("%w: todos is fenced", stores.ErrUnavailable)
+				}
+			}
+			got = append(got, ids(cs)...)
+			return make([]stores.CaptureResult, len(cs)), nil
+		})
+		if err != nil {
+			t.Fatalf("handle: %v, want nil (one collection's failure parks it)", err)
+		}
+		if want := []string{"notes/3"}; !slices.Equal(got, want) {
+			t.Fatalf("sink applied %v, want %v", got, want)
+		}
+		parked := s.ParkedCaptures()
+		if len(parked) != 2 || parked[0].Key != "todos#1" || parked[1].Key != "todos#2" || !strings.Contains(parked[0].Reason, "todos is fenced") {
+			t.Fatalf("parked %+v, want todos#1 and todos#2 with the sink's error", parked)
+		}
+		if st := s.CaptureStats(); st.Parked != 2 || st.ParkedBytes <= 0 || st.Records != int64(len(records)) {
+			t.Fatalf("stats %+v", st)
+		}
+		if len(notes) != 1 || notes[0].Seq != 7 {
+			t.Fatalf("notifications %+v, want todos at 7", notes)
 		}
 	})
 	t.Run("wrong number of results", func(t *testing.T) {
@@ -288,4 +327,103 @@ func TestHandleLedger(t *testing.T) {
 	if st := s.CaptureStats(); st.Replayed != 1 || st.Captured != 5 {
 		t.Fatalf("stats %+v; want 1 replayed, 5 captured", st)
 	}
+}
+
+// TestParkedRetry checks the parked queue of a collection whose changes
+// the sink fails: a later write of a parked collection joins the queue
+// (unstamped, so the ledger never reads the parked one as handled), nothing
+// is retried before its pause, and once the sink takes the collection
+// again the queue is applied from its head in stream order, one write per
+// item in a batch, and the collection leaves the parked state. A change
+// the sink fails for good (ErrTooLarge for the whole batch) is found
+// alone, reported with its key and reason, and not retried.
+func TestParkedRetry(t *testing.T) {
+	s := sinkStore()
+	defer s.Close()
+	var mu sync.Mutex
+	fenced := true
+	var calls [][]crdt.Change
+	defer s.Capture(stores.CaptureSink{Apply: func(_ context.Context, cs []crdt.Change) ([]stores.CaptureResult, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range cs {
+			switch {
+			case c.Collection == "todos" && fenced:
+				return nil, fmt.Errorf("%w: todos is fenced", stores.ErrUnavailable)
+			case c.Record.ID == "9":
+				return nil, fmt.Errorf("%w: record 9", stores.ErrTooLarge)
+			}
+		}
+		calls = append(calls, slices.Clone(cs))
+		return make([]stores.CaptureResult, len(cs)), nil
+	}})()
+	c := newConsumer(s, "arn", "")
+	ctx := context.Background()
+	if err := c.handle(ctx, []st.Record{foreignRecord("todos#1", "101", "a"), foreignRecord("notes#5", "102", "n")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.handle(ctx, []st.Record{foreignRecord("todos#1", "103", "b"), foreignRecord("todos#9", "104", "big"), foreignRecord("todos#2", "105", "c")}); err != nil {
+		t.Fatal(err)
+	}
+	if len(calls) != 1 || calls[0][0].Collection != "notes" {
+		t.Fatalf("sink applied %v, want notes/5 alone", calls)
+	}
+	var keys []string
+	for _, p := range s.ParkedCaptures() {
+		keys = append(keys, p.Key+"@"+p.StreamSeq)
+	}
+	if want := []string{"todos#1@101", "todos#1@103", "todos#9@104", "todos#2@105"}; !slices.Equal(keys, want) {
+		t.Fatalf("parked %v, want %v", keys, want)
+	}
+	// The later write of todos/1 is not in the ledger: the parked one
+	// would read as handled.
+	if q := s.ledger.(*mapLedger).m["todos/1"]; q != seq40Of(t, "101") {
+		t.Fatalf("ledger holds %q for todos/1, want the parked write's %q", q, seq40Of(t, "101"))
+	}
+
+	// Not before its pause, even once the sink takes it again.
+	mu.Lock()
+	fenced = false
+	mu.Unlock()
+	if _, err := c.retryParked(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(calls) != 1 || s.CaptureStats().Parked != 4 {
+		t.Fatalf("retried before the pause: calls %v, stats %+v", calls, s.CaptureStats())
+	}
+	s.now = func() time.Time { return time.UnixMilli(1_700_000_100_000).Add(time.Minute) }
+	if _, err := c.retryParked(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var batches [][]string
+	for _, cs := range calls[1:] {
+		var b []string
+		for _, ch := range cs {
+			b = append(b, ch.Record.ID+"="+string(ch.Record.Fields["title"].Value))
+		}
+		batches = append(batches, b)
+	}
+	a, b, cv := string(val(t, "a")), string(val(t, "b")), string(val(t, "c"))
+	if want := [][]string{{"1=" + a}, {"1=" + b}, {"2=" + cv}}; !slices.EqualFunc(batches, want, slices.Equal) {
+		t.Fatalf("retry applied %q, want %q (stream order, one write per item in a batch, record 9 found alone and refused)", batches, want)
+	}
+	if first, second := calls[1][0].Record.Fields["title"].Stamp, calls[2][0].Record.Fields["title"].Stamp; second.Compare(first) <= 0 {
+		t.Fatalf("the later write of todos/1 stamped %v, not after the earlier one's %v", second, first)
+	}
+	rej := s.RejectedCaptures()
+	if len(rej) != 1 || rej[0].Key != "todos#9" || !strings.Contains(rej[0].Reason, "record 9") {
+		t.Fatalf("rejected %+v, want todos#9 with the sink's reason", rej)
+	}
+	if st := s.CaptureStats(); st.Parked != 0 || st.ParkedBytes != 0 || st.Refused != 1 || len(s.ParkedCaptures()) != 0 || len(c.parked) != 0 {
+		t.Fatalf("after the retry: stats %+v, parked %+v", st, s.ParkedCaptures())
+	}
+}
+
+func seq40Of(t *testing.T, seq string) string {
+	t.Helper()
+	w, ok, err := readForeign(foreignRecord("todos#1", seq, "x"))
+	if err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	return w.seq40
 }

@@ -47,6 +47,14 @@ type consumer struct {
 	lastListing time.Time
 	log         *slog.Logger
 	gen         uint64 // the sink registration the shards were read for
+	// parked holds the queues of the collections whose foreign writes
+	// are parked (park.go), parkedBytes their size, and parkDirty says
+	// that what CaptureStats shows of them is out of date. reread asks
+	// for the stream to be read again from its oldest record.
+	parked      map[string]*parkedColl
+	parkedBytes int
+	parkDirty   bool
+	reread      bool
 }
 
 // errSinkGone means the sink was stopped or replaced during a call: not a
@@ -62,7 +70,7 @@ type shard struct {
 
 func newConsumer(s *Store, arn, inc string) *consumer {
 	// New described the table just now.
-	return &consumer{st: s, arn: arn, inc: inc, shards: map[string]*shard{}, lastFollow: time.Now(), log: s.log.With("part", "stream")}
+	return &consumer{st: s, arn: arn, inc: inc, shards: map[string]*shard{}, parked: map[string]*parkedColl{}, lastFollow: time.Now(), log: s.log.With("part", "stream")}
 }
 
 // run reads the stream until ctx is done. Failures are logged and retried
@@ -98,14 +106,21 @@ func (c *consumer) run(ctx context.Context) {
 // step lists the shards when due and reads every readable shard once. It
 // reports whether any shard returned records.
 func (c *consumer) step(ctx context.Context) (progressed bool, err error) {
-	if gen := c.st.captureGen(); gen != c.gen {
+	if gen := c.st.captureGen(); gen != c.gen || c.reread {
 		// A new sink: read every shard again from its oldest record, so it
 		// is offered the foreign writes made while none was registered.
-		c.gen = gen
-		if len(c.shards) > 0 {
+		// Parked writes stay parked (read again, they are not queued
+		// twice). So after a parked collection that overflowed drained.
+		if gen != c.gen && len(c.shards) > 0 {
 			c.log.Info("capture sink registered; reading the stream again from its oldest record")
 		}
+		c.gen, c.reread = gen, false
 		c.shards, c.order, c.lastListing = map[string]*shard{}, nil, time.Time{}
+	}
+	if n, err := c.retryParked(ctx); err != nil {
+		return n, err
+	} else if n {
+		progressed = true
 	}
 	if c.lastListing.IsZero() || time.Since(c.lastListing) > c.st.refresh || c.allDone() {
 		if time.Since(c.lastFollow) > c.st.refresh {
@@ -313,40 +328,23 @@ func (c *consumer) fellBehind(sh *shard, err error) {
 // (stores.CaptureSink), and a batch holds at most one write per item,
 // so that the ledger never runs ahead of the sink by more than one record
 // of an item. A write that maps to no change, or whose change the sink
-// refuses, is logged, counted and listed (RejectedCaptures) and skipped;
-// an error of the sink or the ledger fails the call, and the same records
-// are read again.
+// refuses, is logged, counted and listed (RejectedCaptures) and skipped.
+// A collection whose changes the sink fails is parked, and so is every
+// later write of a parked collection (park.go), while the others go on; an
+// error of the sink as a whole or of the ledger fails the call, and the
+// same records are read again.
 func (c *consumer) handle(ctx context.Context, records []st.Record) error {
 	reg, _ := c.st.acquireSink()
 	if reg != nil {
 		defer reg.calls.Done()
 	}
+	defer c.publishParked()
 	var batch []crdt.Change
-	var items []capturedItem
+	var writes []parkedWrite
 	inBatch := map[string]bool{}
 	flush := func() error {
-		defer func() { batch, items, inBatch = batch[:0], items[:0], map[string]bool{} }()
-		for len(batch) > 0 {
-			k := min(len(batch), stores.MaxBatch)
-			results, err := reg.sink.Apply(reg.ctx, batch[:k])
-			switch {
-			case err != nil && reg.ctx.Err() != nil && ctx.Err() == nil:
-				return errSinkGone
-			case err != nil:
-				return fmt.Errorf("capture sink: %w", err)
-			case len(results) != k:
-				return fmt.Errorf("capture sink: %d results for %d changes", len(results), k)
-			}
-			c.st.counters.add(func(s *CaptureStats) { s.Captured += int64(k) })
-			for i, r := range results {
-				if r.Err != nil {
-					c.reject(items[i], r.Err, true)
-				}
-			}
-			c.log.Debug("captured foreign writes", "changes", k)
-			batch, items = batch[k:], items[k:]
-		}
-		return nil
+		defer func() { batch, writes, inBatch = batch[:0], writes[:0], map[string]bool{} }()
+		return c.deliver(ctx, reg, batch, writes)
 	}
 	heads := map[logRef]uint64{}
 	resync := false
@@ -376,9 +374,19 @@ func (c *consumer) handle(ctx context.Context, records []st.Record) error {
 		if !ok {
 			continue
 		}
+		pw := parkedWrite{w: w, item: itemOf(rec), size: parkedSize(w)}
+		if c.isParked(w.coll) {
+			// Behind the collection's parked writes, unstamped (park.go).
+			c.park(pw, errors.New(c.parked[w.coll].reason))
+			continue
+		}
 		if inBatch[w.key] {
 			if err := flush(); err != nil {
 				return err
+			}
+			if c.isParked(w.coll) {
+				c.park(pw, errors.New(c.parked[w.coll].reason))
+				continue
 			}
 		}
 		if !asked {
@@ -392,33 +400,15 @@ func (c *consumer) handle(ctx context.Context, records []st.Record) error {
 			}
 			asked = true
 		}
-		held, err := c.st.ledger.held(ctx, w.coll, w.id)
+		ch, ok, err := c.stamp(ctx, w, pw.item)
 		if err != nil {
 			return err
 		}
-		at, err := held.Time().Next(max(c.st.now().UnixMilli(), w.created.UnixMilli()))
-		if err != nil {
-			c.reject(itemOf(rec), err, false)
+		if !ok {
 			continue
 		}
-		cl, err := c.st.ledger.claim(ctx, w.coll, w.id, w.seq40, at)
-		if err != nil {
-			return err
-		}
-		if cl.stale {
-			c.st.counters.add(func(s *CaptureStats) { s.Replayed++ })
-			continue
-		}
-		if w.empty() {
-			continue
-		}
-		stamp, err := captureStamp(c.st.replica, cl.at, w.seq40)
-		if err != nil {
-			c.reject(itemOf(rec), err, false)
-			continue
-		}
-		batch = append(batch, w.change(stamp))
-		items = append(items, itemOf(rec))
+		batch = append(batch, ch)
+		writes = append(writes, pw)
 		inBatch[w.key] = true
 	}
 	if reg != nil {
@@ -434,6 +424,40 @@ func (c *consumer) handle(ctx context.Context, records []st.Record) error {
 		c.st.watchers.Notify(stores.Notification{Resync: true})
 	}
 	return nil
+}
+
+// stamp enters w in the capture ledger, stamped after what its record
+// holds, and returns its change. ok is false when there is nothing to hand
+// to the sink: a record captured before (a later one of the item is in the
+// ledger), a write that changed nothing, or one rejected (reported here).
+// An error is the ledger's.
+func (c *consumer) stamp(ctx context.Context, w foreignWrite, it capturedItem) (ch crdt.Change, ok bool, err error) {
+	held, err := c.st.ledger.held(ctx, w.coll, w.id)
+	if err != nil {
+		return crdt.Change{}, false, err
+	}
+	at, err := held.Time().Next(max(c.st.now().UnixMilli(), w.created.UnixMilli()))
+	if err != nil {
+		c.reject(it, err, false)
+		return crdt.Change{}, false, nil
+	}
+	cl, err := c.st.ledger.claim(ctx, w.coll, w.id, w.seq40, at)
+	if err != nil {
+		return crdt.Change{}, false, err
+	}
+	if cl.stale {
+		c.st.counters.add(func(s *CaptureStats) { s.Replayed++ })
+		return crdt.Change{}, false, nil
+	}
+	if w.empty() {
+		return crdt.Change{}, false, nil
+	}
+	stamp, err := captureStamp(c.st.replica, cl.at, w.seq40)
+	if err != nil {
+		c.reject(it, err, false)
+		return crdt.Change{}, false, nil
+	}
+	return w.change(stamp), true, nil
 }
 
 // reject logs, counts and lists a foreign write that was not captured.

@@ -1,0 +1,398 @@
+package dynamodb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/convergo/convergo/crdt"
+	"github.com/convergo/convergo/stores"
+)
+
+// Parking: the capture sink may fail a batch for a reason of one
+// collection alone (its writers fenced out by a reshard interrupted and
+// not run again, say). Reading the same records again until it heals, as
+// for an error of the sink as a whole, would stop capture for every other
+// collection, and after the stream's 24 hours drop their foreign writes.
+// So the consumer applies the collections of a failed batch one by one,
+// and the foreign writes of a collection whose changes still fail are
+// parked: kept in stream order, out of the batches, while capture goes on
+// for the others. Every later foreign write of a parked collection joins
+// its queue, so a record's writes are applied in the order they were made.
+// The queue is retried with a growing pause (parkRetryMax at most) and
+// applied from its head as soon as the sink takes it; a change the sink
+// refuses then is reported and skipped as any refusal (RejectedCaptures).
+//
+// Stamps: a write is entered in the capture ledger (stamped) only when it
+// is handed to the sink. A parked write that was stamped before its batch
+// failed gets the same stamp again (the ledger holds its sequence number);
+// the writes queued behind it are stamped when their turn comes, after
+// what their record holds by then, so a later write of a record is stamped
+// after an earlier one and the merge keeps the later. No later write of an
+// item is ever entered in the ledger while an earlier one waits: the
+// ledger would read the earlier one as handled.
+//
+// Crash safety: the queue lives in memory. A restart reads the stream from
+// its oldest record, which re-offers every parked write still in it (the
+// ledger gives a stamped one its stamp again, and the others are stamped
+// in order). A write parked longer than the stream's retention is held in
+// memory alone: the consumer says so at error level, once per collection.
+//
+// The queues are bounded in bytes (maxParkedBytes, all collections
+// together). A foreign write of a parked collection that does not fit is
+// not kept: it is left to the stream, counted (CaptureStats.Overflowed)
+// and logged at error once per collection, every later write of the
+// collection is left with it, and once the queue drains the consumer reads
+// the stream again from its oldest record (as for a new sink), which
+// offers them again as far as the stream still holds them.
+
+// maxParkedBytes bounds the foreign writes parked, all collections together
+// (parkedSize of each).
+const maxParkedBytes = 32 << 20
+
+// parkRetryMax bounds the pause between two tries of a parked collection.
+const parkRetryMax = 30 * time.Second
+
+// streamRetention is how long DynamoDB Streams keeps a record.
+const streamRetention = 24 * time.Hour
+
+// parkedWrite is a foreign write waiting in its collection's queue.
+type parkedWrite struct {
+	w    foreignWrite
+	item capturedItem
+	size int
+}
+
+// parkedSize is the bytes a parked write counts for against maxParkedBytes:
+// its key, fields and values, and a fixed overhead.
+func parkedSize(w foreignWrite) int {
+	n := 128 + len(w.key) + len(w.seq40)
+	for name, v := range w.set {
+		n += len(name) + len(v)
+	}
+	for _, name := range w.unset {
+		n += len(name)
+	}
+	return n
+}
+
+// parkedColl is the queue of one parked collection.
+type parkedColl struct {
+	writes     []parkedWrite // in stream order
+	seen       map[string]bool
+	reason     string // the sink's last error
+	since      time.Time
+	attempts   int
+	next       time.Time // no try before
+	overflowed bool      // writes were left to the stream: read it again once drained
+	single     bool      // the sink failed a batch for good: try one change at a time
+	warnedOld  bool      // the retention error was logged
+}
+
+// ParkedCapture is a foreign write held back because its collection's
+// changes fail for now (Store.ParkedCaptures).
+type ParkedCapture struct {
+	Key       string    // the item's partition key, "COLL#ID"
+	StreamSeq string    // the stream record's sequence number
+	Reason    string    // the sink's last error for the collection
+	Since     time.Time // when the collection was parked
+}
+
+// ParkedCaptures lists the foreign writes parked now, collection by
+// collection and in stream order within one, with the reason: what an
+// operator looks at when CaptureStats shows Parked above zero. Entering
+// the parked state is logged at warn, once per collection, and leaving it
+// at info.
+func (st *Store) ParkedCaptures() []ParkedCapture {
+	st.counters.mu.Lock()
+	defer st.counters.mu.Unlock()
+	return append([]ParkedCapture(nil), st.counters.parked...)
+}
+
+// isParked reports whether coll's foreign writes are parked.
+func (c *consumer) isParked(coll string) bool { return c.parked[coll] != nil }
+
+// park adds pw to its collection's queue, parking the collection (with
+// reason) when it is not.
+func (c *consumer) park(pw parkedWrite, reason error) {
+	coll := pw.w.coll
+	p := c.parked[coll]
+	if p == nil {
+		p = &parkedColl{seen: map[string]bool{}, since: c.st.now(), reason: reason.Error()}
+		p.next = p.since.Add(c.parkPause(0))
+		c.parked[coll] = p
+		c.log.Warn("foreign writes of a collection parked: its changes fail, capture goes on for the other collections; retrying",
+			"collection", coll, "item", pw.item.key, "stream_seq", pw.item.seq, "err", reason)
+	}
+	c.parkDirty = true
+	id := pw.item.key + "@" + pw.w.seq40
+	if p.seen[id] {
+		return // read again (a new sink): queued already
+	}
+	if p.overflowed || c.parkedBytes+pw.size > maxParkedBytes {
+		if !p.overflowed {
+			c.log.Error("parked foreign writes are at their bound: the collection's later foreign writes are left to the stream and read again once its parked writes are applied; those the stream no longer holds by then (24 hours) are lost",
+				"collection", coll, "max_parked_bytes", maxParkedBytes, "item", pw.item.key, "stream_seq", pw.item.seq)
+		}
+		p.overflowed = true
+		c.st.counters.add(func(s *CaptureStats) { s.Overflowed++ })
+		return
+	}
+	p.seen[id] = true
+	p.writes = append(p.writes, pw)
+	c.parkedBytes += pw.size
+}
+
+// parkPause is the pause before the next try of a collection that failed
+// attempts times in a row.
+func (c *consumer) parkPause(attempts int) time.Duration {
+	return min(backoff(attempts)*8, parkRetryMax)
+}
+
+// retryParked tries the parked collections whose pause is over, applying
+// each queue from its head until it is empty or the sink fails it again.
+// An error is one of the sink as a whole or of the ledger: the queues are
+// kept and tried again later.
+func (c *consumer) retryParked(ctx context.Context) (progressed bool, err error) {
+	if len(c.parked) == 0 {
+		return false, nil
+	}
+	defer c.publishParked()
+	reg, _ := c.st.acquireSink()
+	if reg == nil {
+		return false, nil // no sink: parked writes wait for one
+	}
+	defer reg.calls.Done()
+	now := c.st.now()
+	colls := make([]string, 0, len(c.parked))
+	for coll := range c.parked {
+		colls = append(colls, coll)
+	}
+	slices.Sort(colls)
+	for _, coll := range colls {
+		p := c.parked[coll]
+		if !p.warnedOld && len(p.writes) > 0 && now.Sub(p.writes[0].w.created) > streamRetention {
+			p.warnedOld = true
+			c.log.Error("parked foreign writes are older than the stream's 24-hour retention: this server's memory holds the only copy, and a restart loses them; lift what fails the collection's writes (finish an interrupted reshard: convergo store reshard)",
+				"collection", coll, "parked", len(p.writes), "since", p.since, "err", p.reason)
+		}
+		if now.Before(p.next) {
+			continue
+		}
+		n, err := c.drain(ctx, reg, coll, p)
+		if n > 0 {
+			progressed = true
+		}
+		if err != nil {
+			return progressed, err
+		}
+	}
+	return progressed, nil
+}
+
+// drain applies p's writes from its head. It returns how many left the
+// queue.
+func (c *consumer) drain(ctx context.Context, reg *sinkReg, coll string, p *parkedColl) (int, error) {
+	done := 0
+	for len(p.writes) > 0 {
+		if err := reg.sink.CheckReady(reg.ctx); err != nil {
+			if reg.ctx.Err() != nil && ctx.Err() == nil {
+				return done, errSinkGone
+			}
+			return done, fmt.Errorf("capture sink: %w", err)
+		}
+		// A batch holds at most one write per item (as handle's), so
+		// that each is stamped after the one before it was applied.
+		var batch []crdt.Change
+		var writes []parkedWrite
+		taken, inBatch := 0, map[string]bool{}
+		for _, pw := range p.writes {
+			if inBatch[pw.w.key] || len(batch) == stores.MaxBatch || p.single && len(batch) == 1 {
+				break
+			}
+			taken++
+			ch, ok, err := c.stamp(ctx, pw.w, pw.item)
+			if err != nil {
+				return done, err
+			}
+			if ok {
+				batch, writes = append(batch, ch), append(writes, pw)
+				inBatch[pw.w.key] = true
+			}
+		}
+		if len(batch) > 0 {
+			results, err := reg.sink.Apply(reg.ctx, batch)
+			switch {
+			case err != nil && reg.ctx.Err() != nil && ctx.Err() == nil:
+				return done, errSinkGone
+			case err != nil && permanent(err) && len(batch) > 1:
+				p.single = true // find the change that fails, alone
+				continue
+			case err != nil && permanent(err):
+				// Final: reported with its key and reason, not retried.
+				results = []stores.CaptureResult{{Err: err}}
+			case err != nil:
+				p.attempts++
+				p.reason = err.Error()
+				p.next = c.st.now().Add(c.parkPause(p.attempts))
+				c.parkDirty = true
+				c.log.Debug("parked foreign writes still fail", "collection", coll, "attempt", p.attempts, "err", err)
+				return done, nil
+			case len(results) != len(batch):
+				return done, fmt.Errorf("capture sink: %d results for %d changes", len(results), len(batch))
+			}
+			c.settle(results, writes)
+		}
+		for _, pw := range p.writes[:taken] {
+			c.parkedBytes -= pw.size
+			delete(p.seen, pw.item.key+"@"+pw.w.seq40)
+		}
+		p.writes = p.writes[taken:]
+		done += taken
+		c.parkDirty = true
+	}
+	delete(c.parked, coll)
+	c.log.Info("parked foreign writes of a collection applied; capturing it again", "collection", coll, "parked_since", p.since, "attempts", p.attempts)
+	if p.overflowed {
+		c.log.Warn("reading the stream again from its oldest record for the foreign writes left to it while the collection was parked", "collection", coll)
+		c.reread = true
+	}
+	return done, nil
+}
+
+// deliver hands changes (stamped from writes) to the sink, at most
+// MaxBatch at a time. When the sink fails a batch, its collections are
+// tried one by one, and those that still fail are parked (see above); a
+// change of a collection parked meanwhile is parked without a try. Only
+// an error of the sink as a whole (it does not take changes now, or it
+// was stopped) fails the call.
+func (c *consumer) deliver(ctx context.Context, reg *sinkReg, batch []crdt.Change, writes []parkedWrite) error {
+	for len(batch) > 0 {
+		k := min(len(batch), stores.MaxBatch)
+		chunk, cw := c.parkParked(batch[:k], writes[:k])
+		batch, writes = batch[k:], writes[k:]
+		if len(chunk) == 0 {
+			continue
+		}
+		results, err := reg.sink.Apply(reg.ctx, chunk)
+		switch {
+		case err != nil && reg.ctx.Err() != nil && ctx.Err() == nil:
+			return errSinkGone
+		case err != nil:
+			if err := c.split(ctx, reg, chunk, cw, err); err != nil {
+				return err
+			}
+		case len(results) != len(chunk):
+			return fmt.Errorf("capture sink: %d results for %d changes", len(results), len(chunk))
+		default:
+			c.settle(results, cw)
+		}
+	}
+	return nil
+}
+
+// parkParked parks the changes of collections parked now, and returns the
+// others.
+func (c *consumer) parkParked(batch []crdt.Change, writes []parkedWrite) ([]crdt.Change, []parkedWrite) {
+	var keep []crdt.Change
+	var kw []parkedWrite
+	for i, ch := range batch {
+		if c.isParked(ch.Collection) {
+			c.park(writes[i], errors.New(c.parked[ch.Collection].reason))
+			continue
+		}
+		keep, kw = append(keep, ch), append(kw, writes[i])
+	}
+	return keep, kw
+}
+
+// split handles a batch the sink failed with err: unless the sink fails
+// as a whole, each collection's changes are tried alone, and a collection
+// whose changes fail is parked.
+func (c *consumer) split(ctx context.Context, reg *sinkReg, batch []crdt.Change, writes []parkedWrite, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("capture sink: %w", err)
+	}
+	if rerr := reg.sink.CheckReady(reg.ctx); rerr != nil {
+		return fmt.Errorf("capture sink: %w", err) // not now, for every collection
+	}
+	var colls []string
+	idx := map[string][]int{}
+	for i, ch := range batch {
+		if idx[ch.Collection] == nil {
+			colls = append(colls, ch.Collection)
+		}
+		idx[ch.Collection] = append(idx[ch.Collection], i)
+	}
+	for _, coll := range colls {
+		gerr := err
+		if len(colls) > 1 {
+			var group []crdt.Change
+			var gw []parkedWrite
+			for _, i := range idx[coll] {
+				group, gw = append(group, batch[i]), append(gw, writes[i])
+			}
+			var results []stores.CaptureResult
+			results, gerr = reg.sink.Apply(reg.ctx, group)
+			switch {
+			case gerr != nil && reg.ctx.Err() != nil && ctx.Err() == nil:
+				return errSinkGone
+			case gerr == nil && len(results) != len(group):
+				return fmt.Errorf("capture sink: %d results for %d changes", len(results), len(group))
+			case gerr == nil:
+				c.settle(results, gw)
+				continue
+			}
+		}
+		for _, i := range idx[coll] {
+			c.park(writes[i], gerr)
+		}
+	}
+	return nil
+}
+
+// permanent reports whether the sink's error for a whole batch is final
+// for a change of it (a limit, an invalid value), not "not now".
+func permanent(err error) bool {
+	return errors.Is(err, stores.ErrTooLarge) || errors.Is(err, stores.ErrInvalid)
+}
+
+// settle counts the changes the sink took and reports those it refused.
+func (c *consumer) settle(results []stores.CaptureResult, writes []parkedWrite) {
+	c.st.counters.add(func(s *CaptureStats) { s.Captured += int64(len(results)) })
+	for i, r := range results {
+		if r.Err != nil {
+			c.reject(writes[i].item, r.Err, true)
+		}
+	}
+	c.log.Debug("captured foreign writes", "changes", len(results))
+}
+
+// publishParked updates what CaptureStats and ParkedCaptures show of the
+// parked writes, when they changed.
+func (c *consumer) publishParked() {
+	if !c.parkDirty {
+		return
+	}
+	c.parkDirty = false
+	colls := make([]string, 0, len(c.parked))
+	for coll := range c.parked {
+		colls = append(colls, coll)
+	}
+	slices.Sort(colls)
+	var list []ParkedCapture
+	for _, coll := range colls {
+		p := c.parked[coll]
+		for _, pw := range p.writes {
+			list = append(list, ParkedCapture{Key: pw.item.key, StreamSeq: pw.item.seq, Reason: p.reason, Since: p.since})
+		}
+	}
+	bytes := int64(c.parkedBytes)
+	c.st.counters.mu.Lock()
+	c.st.counters.parked = list
+	c.st.counters.stats.Parked = int64(len(list))
+	c.st.counters.stats.ParkedBytes = bytes
+	c.st.counters.mu.Unlock()
+}
