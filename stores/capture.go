@@ -2,6 +2,7 @@ package stores
 
 import (
 	"context"
+	"time"
 
 	"github.com/convergo/convergo/crdt"
 )
@@ -25,7 +26,12 @@ type Capturer interface {
 	// restart, with the same stamps, so applying it again is a no-op). A
 	// per-change refusal in the results is final: the store logs it and
 	// skips the change. An error means "not now": the store offers the
-	// same changes again later. Changes made
+	// same changes again later. An error of a sink that still takes
+	// changes (Ready) may be of one collection alone (its writers fenced
+	// out by a reshard, say): the store then tries the batch's
+	// collections one by one and parks those whose changes still fail
+	// (CaptureParker), so that one collection never stops capture for
+	// the others. Changes made
 	// while no sink is registered are offered once one is, as far as the
 	// backend still holds them. stop waits for a sink call in progress,
 	// whose context it cancels; after it returns sink is not called again.
@@ -65,4 +71,29 @@ type CaptureResult struct {
 	// would pass a limit, a stamp beyond the drift bound). The store logs
 	// and counts a refusal and skips the change; it never retries it.
 	Err error
+}
+
+// CaptureParker is implemented by capturing stores that park: a
+// collection whose captured changes the sink fails (and only it) is held
+// back, its writes kept in the order they were made and retried with a
+// growing pause, while capture goes on for the others. A store logs a
+// collection entering the parked state at warn (once, not per retry) and
+// leaving it at info; ParkedCaptures lists what it holds back now.
+type CaptureParker interface {
+	ParkedCaptures() []ParkedCapture
+}
+
+// ParkedCapture is a captured write a store holds back for now.
+type ParkedCapture struct {
+	Collection string
+	// Key is the write's key in the backend: the item's partition key
+	// ("COLL#ID") on DynamoDB, the hash's key on Redis.
+	Key string
+	// Position is where the write is in the backend's order of writes,
+	// when it has one: the stream record's sequence number on DynamoDB.
+	Position string
+	// Reason is the sink's last error for the collection.
+	Reason string
+	// Since is when the collection was parked.
+	Since time.Time
 }

@@ -82,7 +82,7 @@ func TestCaptureParksFencedCollection(t *testing.T) {
 
 	waitFor(t, "the fenced collection's foreign writes to be parked", func() bool { return srv.CaptureStats().Parked == 2 })
 	parked := srv.ParkedCaptures()
-	if len(parked) != 2 || parked[0].Key != "locked#a" || parked[1].Key != "locked#a" || parked[0].StreamSeq >= parked[1].StreamSeq || parked[0].Reason == "" {
+	if len(parked) != 2 || parked[0].Key != "locked#a" || parked[1].Key != "locked#a" || parked[0].Position >= parked[1].Position || parked[0].Reason == "" {
 		t.Fatalf("ParkedCaptures: %+v, want the two writes of locked#a in stream order, with the reason", parked)
 	}
 	if v := valuesOf(t, srv, "locked", "a"); v != nil {

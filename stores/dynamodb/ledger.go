@@ -176,8 +176,8 @@ const maxRejected = 256
 type captureCounters struct {
 	mu       sync.Mutex
 	stats    CaptureStats
-	rejected []RejectedCapture // a ring of the latest, oldest first
-	parked   []ParkedCapture   // what the consumer parks now
+	rejected []RejectedCapture      // a ring of the latest, oldest first
+	parked   []stores.ParkedCapture // what the consumer parks now
 }
 
 func (c *captureCounters) add(f func(*CaptureStats)) {

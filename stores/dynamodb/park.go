@@ -48,6 +48,8 @@ import (
 // the stream again from its oldest record (as for a new sink), which
 // offers them again as far as the stream still holds them.
 
+var _ stores.CaptureParker = (*Store)(nil)
+
 // maxParkedBytes bounds the foreign writes parked, all collections together
 // (parkedSize of each).
 const maxParkedBytes = 32 << 20
@@ -91,24 +93,16 @@ type parkedColl struct {
 	warnedOld  bool      // the retention error was logged
 }
 
-// ParkedCapture is a foreign write held back because its collection's
-// changes fail for now (Store.ParkedCaptures).
-type ParkedCapture struct {
-	Key       string    // the item's partition key, "COLL#ID"
-	StreamSeq string    // the stream record's sequence number
-	Reason    string    // the sink's last error for the collection
-	Since     time.Time // when the collection was parked
-}
-
-// ParkedCaptures lists the foreign writes parked now, collection by
-// collection and in stream order within one, with the reason: what an
+// ParkedCaptures implements stores.CaptureParker: the foreign writes
+// parked now, collection by collection and in stream order within one
+// (Position is the stream sequence number), with the reason: what an
 // operator looks at when CaptureStats shows Parked above zero. Entering
 // the parked state is logged at warn, once per collection, and leaving it
 // at info.
-func (st *Store) ParkedCaptures() []ParkedCapture {
+func (st *Store) ParkedCaptures() []stores.ParkedCapture {
 	st.counters.mu.Lock()
 	defer st.counters.mu.Unlock()
-	return append([]ParkedCapture(nil), st.counters.parked...)
+	return append([]stores.ParkedCapture(nil), st.counters.parked...)
 }
 
 // isParked reports whether coll's foreign writes are parked.
@@ -382,11 +376,11 @@ func (c *consumer) publishParked() {
 		colls = append(colls, coll)
 	}
 	slices.Sort(colls)
-	var list []ParkedCapture
+	var list []stores.ParkedCapture
 	for _, coll := range colls {
 		p := c.parked[coll]
 		for _, pw := range p.writes {
-			list = append(list, ParkedCapture{Key: pw.item.key, StreamSeq: pw.item.seq, Reason: p.reason, Since: p.since})
+			list = append(list, stores.ParkedCapture{Collection: coll, Key: pw.item.key, Position: pw.item.seq, Reason: p.reason, Since: p.since})
 		}
 	}
 	bytes := int64(c.parkedBytes)

@@ -370,7 +370,7 @@ func TestParkedRetry(t *testing.T) {
 	}
 	var keys []string
 	for _, p := range s.ParkedCaptures() {
-		keys = append(keys, p.Key+"@"+p.StreamSeq)
+		keys = append(keys, p.Key+"@"+p.Position)
 	}
 	if want := []string{"todos#1@101", "todos#1@103", "todos#9@104", "todos#2@105"}; !slices.Equal(keys, want) {
 		t.Fatalf("parked %v, want %v", keys, want)

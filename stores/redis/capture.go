@@ -153,6 +153,9 @@ type capturer struct {
 	wg      sync.WaitGroup
 	now     func() time.Time
 
+	// parked holds the parked collections (park.go), under mu.
+	parked map[string]*parkedColl
+
 	// lost is, per captured collection, its Meta.Lost as the last
 	// reconciliation pass read it (scanLoop's alone).
 	lost map[string]uint64
@@ -205,7 +208,7 @@ func (c *capturer) acquire() *sinkReg {
 func newCapturer(s *Store, o Options) *capturer {
 	return &capturer{
 		s: s, rules: o.Capture, interval: o.CaptureInterval, count: o.CaptureScanCount,
-		queue: map[string]bool{}, wake: make(chan struct{}, 1), scan: make(chan struct{}, 1),
+		queue: map[string]bool{}, parked: map[string]*parkedColl{}, wake: make(chan struct{}, 1), scan: make(chan struct{}, 1),
 		mirror: make(chan struct{}, 1), now: time.Now,
 	}
 }
@@ -307,7 +310,8 @@ func (c *capturer) queued() int {
 }
 
 // take removes up to n keys from the queue, and returns those to offer
-// again in again.
+// again in again. A key of a parked collection joins its parked keys
+// instead (park.go).
 func (c *capturer) take(n int) (keys []string, again map[string]bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -315,6 +319,10 @@ func (c *capturer) take(n int) (keys []string, again map[string]bool) {
 	for k, re := range c.queue {
 		if len(keys) == n {
 			break
+		}
+		if c.divert(k, re) {
+			delete(c.queue, k)
+			continue
 		}
 		keys = append(keys, k)
 		if re {
@@ -522,12 +530,26 @@ func (c *capturer) deliverLoop(ctx context.Context) {
 	defer c.wg.Done()
 	backoff := 100 * time.Millisecond
 	for {
+		due := c.tryParked()
 		if c.queued() == 0 {
+			var retry <-chan time.Time
+			var timer *time.Timer
+			if due > 0 {
+				timer = time.NewTimer(due) // a parked collection's next try
+				retry = timer.C
+			}
 			select {
 			case <-ctx.Done():
-				return
 			case <-c.wake:
+			case <-retry:
 			}
+			if timer != nil {
+				timer.Stop()
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			continue
 		}
 		reg := c.acquire()
 		if reg == nil {
@@ -539,6 +561,10 @@ func (c *capturer) deliverLoop(ctx context.Context) {
 			continue
 		}
 		keys, again := c.take(stores.MaxBatch)
+		if len(keys) == 0 {
+			reg.calls.Done()
+			continue // every key taken was parked
+		}
 		// A bug (a panic) met on what the app wrote fails the delivery
 		// as a Redis error does, on this goroutine no one else recovers:
 		// the keys are delivered again, never dropped.
@@ -582,8 +608,20 @@ func (c *capturer) deliver(reg *sinkReg, keys []string, again map[string]bool) e
 		return err
 	}
 	ps, err := c.captureKeys(ctx, keys, again)
-	if err != nil || len(ps) == 0 {
+	if err != nil {
 		return err
+	}
+	// The parked collections being tried whose keys the sink takes now
+	// (or that gave no change) leave the parked state.
+	colls := map[string]bool{}
+	for _, k := range keys {
+		if r, _, ok := c.rule(k); ok {
+			colls[r.Collection] = true
+		}
+	}
+	if len(ps) == 0 {
+		c.unpark(colls)
+		return nil
 	}
 	changes := make([]crdt.Change, len(ps))
 	for i, p := range ps {
@@ -591,11 +629,35 @@ func (c *capturer) deliver(reg *sinkReg, keys []string, again map[string]bool) e
 	}
 	res, err := reg.sink.Apply(ctx, changes)
 	if err != nil {
-		return err
+		if ctx.Err() != nil || reg.ready() != nil {
+			return err // not now for every collection: the keys are queued again
+		}
+		if err := c.split(ctx, reg, ps, again, err); err != nil {
+			return err
+		}
+		c.mu.Lock()
+		for coll := range colls {
+			if p := c.parked[coll]; p != nil && !p.trying {
+				delete(colls, coll) // failed again
+			}
+		}
+		c.mu.Unlock()
+		c.unpark(colls)
+		return nil
 	}
 	if len(res) != len(ps) {
 		return fmt.Errorf("capture sink returned %d results for %d changes", len(res), len(ps))
 	}
+	if err := c.acknowledge(ctx, ps, res); err != nil {
+		return err
+	}
+	c.unpark(colls)
+	return nil
+}
+
+// acknowledge counts and logs the sink's results for ps and acknowledges
+// their stamps in the shadows.
+func (c *capturer) acknowledge(ctx context.Context, ps []pending, res []stores.CaptureResult) error {
 	pipe := c.s.client.Pipeline()
 	for i, p := range ps {
 		if res[i].Err != nil {

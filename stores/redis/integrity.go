@@ -33,6 +33,11 @@ type Stats struct {
 	// CaptureSkipped keys or fields capture cannot turn into a change (a
 	// key that is not a hash, an invalid record id or field name).
 	Captured, CaptureRefused, CaptureSkipped uint64
+	// CaptureParked is the number of keys parked now: keys of collections
+	// whose captured changes the sink fails (and only theirs), held back
+	// and retried while capture goes on for the others (park.go). Each
+	// is listed by ParkedCaptures.
+	CaptureParked uint64
 	// Mirrored counts records written back into plain hashes.
 	Mirrored uint64
 }
@@ -46,8 +51,13 @@ type counters struct {
 // Stats returns the store's counters.
 func (s *Store) Stats() Stats {
 	c := &s.stats
+	var parked uint64
+	if s.capture != nil {
+		parked = s.capture.parkedKeys()
+	}
 	return Stats{
-		Corrupt: c.corrupt.Load(), HeadRepairs: c.headRepairs.Load(), RecordsReplaced: c.replaced.Load(),
+		CaptureParked: parked,
+		Corrupt:       c.corrupt.Load(), HeadRepairs: c.headRepairs.Load(), RecordsReplaced: c.replaced.Load(),
 		Captured: c.captured.Load(), CaptureRefused: c.captureRefused.Load(), CaptureSkipped: c.captureSkips.Load(),
 		Mirrored: c.mirrored.Load(),
 	}
