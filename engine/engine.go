@@ -292,6 +292,26 @@ func (e *Engine) Close() error {
 	return nil
 }
 
+// ParkedCaptures returns the captured writes the store holds back now
+// (stores.CaptureParker): writes of collections whose changes Apply fails
+// for now, a reshard's fence say, retried by the store while capture goes
+// on for the others. Nil when the store parks nothing or cannot.
+func (e *Engine) ParkedCaptures() []stores.ParkedCapture {
+	if p, ok := e.store.(stores.CaptureParker); ok {
+		return p.ParkedCaptures()
+	}
+	return nil
+}
+
+// ParkedCount is len(ParkedCaptures()), without building the list: for
+// metrics and /readyz.
+func (e *Engine) ParkedCount() int {
+	if p, ok := e.store.(stores.CaptureParker); ok {
+		return p.ParkedCount()
+	}
+	return 0
+}
+
 // SharedPulls returns how many store reads of a log pulls have not made
 // since Open because they shared an identical read another pull began
 // (the live subscribers of a collection under many scopes, woken by one

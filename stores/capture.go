@@ -80,6 +80,8 @@ type CaptureResult struct {
 // collection entering the parked state at warn (once, not per retry) and
 // leaving it at info; ParkedCaptures lists what it holds back now.
 type CaptureParker interface {
+	// ParkedCount is len(ParkedCaptures()), without building the list.
+	ParkedCount() int
 	ParkedCaptures() []ParkedCapture
 }
 

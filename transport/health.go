@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"sync"
@@ -12,7 +13,8 @@ import (
 // readyTimeout. /readyz also fails while the engine's commits keep failing
 // (engine.WriteHealth): a store can answer reads while refusing writes;
 // and while the server's clock is off the store's (engine.ClockHealth,
-// clockRefusal).
+// clockRefusal). It stays ready while the store parks captured writes
+// (engine.ParkedCount): it says how many after its "ok".
 //
 // /readyz asks for no credentials, and anyone who reaches the port may
 // call it: the calls of a period share one read of the store (readyProbe),
@@ -78,6 +80,12 @@ func (p *readyProbe) check(ctx context.Context, read func(context.Context) error
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	_, _ = io.WriteString(w, "ok\n")
+	if n := s.eng.ParkedCount(); n > 0 {
+		// Shown, but ready: a collection whose captured writes fail
+		// must not take the server away from every other tenant. The
+		// count alone: anyone may call /readyz.
+		_, _ = fmt.Fprintf(w, "capture: %d writes of other programs parked (their collection's changes fail; the server's log names them)\n", n)
+	}
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
@@ -112,4 +120,10 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_, _ = io.WriteString(w, "ok\n")
+	if n := s.eng.ParkedCount(); n > 0 {
+		// Shown, but ready: a collection whose captured writes fail
+		// must not take the server away from every other tenant. The
+		// count alone: anyone may call /readyz.
+		_, _ = fmt.Fprintf(w, "capture: %d writes of other programs parked (their collection's changes fail; the server's log names them)\n", n)
+	}
 }

@@ -48,6 +48,7 @@ type engineCounts interface {
 	SharedPulls() uint64
 	ClockHealth() error
 	LastClockReading() (engine.ClockReading, bool)
+	ParkedCount() int
 }
 
 // newMetrics registers the server's collectors on reg; the counts of the
@@ -138,6 +139,10 @@ func newMetrics(reg prometheus.Registerer, eng func() engineCounts) (*metrics, e
 			Namespace: "convergo", Name: "store_reads_shared_total",
 			Help: "Store reads of a change log that pulls and live pages did not make because they shared an identical read begun after them (subscribers of one collection under many scopes, woken by one write).",
 		}, func() float64 { return float64(eng().SharedPulls()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: "convergo", Name: "capture_parked",
+			Help: "Writes other programs made in the store that capture holds back (parks) now, because the changes of their collection fail (a reshard's fence): retried while capture goes on for the other collections. /readyz and the store's warn log name them.",
+		}, func() float64 { return float64(eng().ParkedCount()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: "convergo", Name: "clock_off",
 			Help: "1 while this server's clock is off its store's by more than half the max drift, and it refuses hellos and pushes; 0 otherwise.",

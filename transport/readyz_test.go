@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -76,5 +77,45 @@ func TestReadyzReadsTheStoreOncePerPeriod(t *testing.T) {
 			t.Fatalf("/readyz still %d %v after the store went down", code, 2*readyProbeFresh+time.Second)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// parkingStore is a store whose capture parks n writes (stores.CaptureParker).
+type parkingStore struct {
+	stores.Store
+	n atomic.Int64
+}
+
+func (s *parkingStore) ParkedCount() int { return int(s.n.Load()) }
+
+func (s *parkingStore) ParkedCaptures() []stores.ParkedCapture {
+	out := make([]stores.ParkedCapture, s.n.Load())
+	for i := range out {
+		out[i] = stores.ParkedCapture{Collection: "locked", Key: "locked#a", Reason: "fenced"}
+	}
+	return out
+}
+
+// Captured writes the store parks (their collection's changes fail) are
+// shown: a gauge, and a line of /readyz, which stays ready (one
+// collection's failure must not take the server from every tenant) and
+// names no collection or key (anyone may call it).
+func TestReadyzShowsParkedCaptures(t *testing.T) {
+	ts := newTestServer(t, nil)
+	st := &parkingStore{Store: ts.store}
+	ts.serveOver(t, st)
+	if code, body := ts.get(t, "/readyz"); code != http.StatusOK || body != "ok\n" {
+		t.Fatalf("readyz with nothing parked: %d %q", code, body)
+	}
+	if v := ts.metric(t, "convergo_capture_parked"); v != 0 {
+		t.Fatalf("convergo_capture_parked %v, want 0", v)
+	}
+	st.n.Store(2)
+	code, body := ts.get(t, "/readyz")
+	if code != http.StatusOK || !strings.Contains(body, "capture: 2 writes of other programs parked") || strings.Contains(body, "locked") {
+		t.Fatalf("readyz with 2 writes parked: %d %q, want 200 with their count alone", code, body)
+	}
+	if v := ts.metric(t, "convergo_capture_parked"); v != 2 {
+		t.Fatalf("convergo_capture_parked %v, want 2", v)
 	}
 }

@@ -105,6 +105,13 @@ func (st *Store) ParkedCaptures() []stores.ParkedCapture {
 	return append([]stores.ParkedCapture(nil), st.counters.parked...)
 }
 
+// ParkedCount implements stores.CaptureParker: CaptureStats().Parked.
+func (st *Store) ParkedCount() int {
+	st.counters.mu.Lock()
+	defer st.counters.mu.Unlock()
+	return len(st.counters.parked)
+}
+
 // isParked reports whether coll's foreign writes are parked.
 func (c *consumer) isParked(coll string) bool { return c.parked[coll] != nil }
 

@@ -145,6 +145,14 @@ func (s *Store) ParkedCaptures() []stores.ParkedCapture {
 	return out
 }
 
+// ParkedCount implements stores.CaptureParker: Stats().CaptureParked.
+func (s *Store) ParkedCount() int {
+	if s.capture == nil {
+		return 0
+	}
+	return int(s.capture.parkedKeys())
+}
+
 // parkedKeys counts the keys of the parked collections.
 func (c *capturer) parkedKeys() uint64 {
 	c.mu.Lock()
