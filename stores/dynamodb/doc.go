@@ -259,8 +259,14 @@
 // limit, say) and a stream record that maps to no valid change are logged
 // at warn with the item's key, stream sequence number and reason, counted
 // (CaptureStats.Refused, Rejected), listed for an operator
-// (RejectedCaptures) and skipped for good; only an error of the sink makes
-// the consumer read the same records again.
+// (RejectedCaptures) and skipped for good. When the sink fails a batch
+// while it still takes changes, the consumer offers its collections one by
+// one and parks the foreign writes of a collection whose changes still
+// fail (a reshard's fence): kept in stream order, retried, applied once
+// the sink takes them, while capture goes on for the others (park.go;
+// CaptureStats.Parked, ParkedCaptures). Only an error of the sink as a
+// whole (Ready) or of the capture ledger makes the consumer read the same
+// records again.
 //
 // Only what a write changed becomes a change (the stream must show
 // NEW_AND_OLD_IMAGES, as CreateTable makes it):
