@@ -132,10 +132,10 @@ func (c *consumer) park(pw parkedWrite, reason error) {
 	if p.seen[id] {
 		return // read again (a new sink): queued already
 	}
-	if p.overflowed || c.parkedBytes+pw.size > maxParkedBytes {
+	if p.overflowed || c.parkedBytes+pw.size > c.maxParked {
 		if !p.overflowed {
 			c.log.Error("parked foreign writes are at their bound: the collection's later foreign writes are left to the stream and read again once its parked writes are applied; those the stream no longer holds by then (24 hours) are lost",
-				"collection", coll, "max_parked_bytes", maxParkedBytes, "item", pw.item.key, "stream_seq", pw.item.seq)
+				"collection", coll, "max_parked_bytes", c.maxParked, "item", pw.item.key, "stream_seq", pw.item.seq)
 		}
 		p.overflowed = true
 		c.st.counters.add(func(s *CaptureStats) { s.Overflowed++ })

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -426,4 +427,82 @@ func seq40Of(t *testing.T, seq string) string {
 		t.Fatal(ok, err)
 	}
 	return w.seq40
+}
+
+// TestParkedBounds checks the limits of parking: a write of a parked
+// collection that does not fit the parked bytes' bound is left to the
+// stream (counted, logged at error once), and so is every later write of
+// the collection, so that none overtakes it; once the queue drains the
+// consumer reads the stream again from its oldest record, which offers
+// them again. A write parked longer than the stream's retention is said,
+// at error, to be held in memory alone.
+func TestParkedBounds(t *testing.T) {
+	s := sinkStore()
+	defer s.Close()
+	logs := &syncBuffer{}
+	s.log = slog.New(slog.NewTextHandler(logs, nil))
+	var fenced atomic.Bool
+	fenced.Store(true)
+	var applied []string
+	defer s.Capture(stores.CaptureSink{Apply: func(_ context.Context, cs []crdt.Change) ([]stores.CaptureResult, error) {
+		if fenced.Load() {
+			return nil, fmt.Errorf("%w: todos is fenced", stores.ErrUnavailable)
+		}
+		for _, c := range cs {
+			applied = append(applied, c.Record.ID)
+		}
+		return make([]stores.CaptureResult, len(cs)), nil
+	}})()
+	c := newConsumer(s, "arn", "")
+	one := parkedSize(mustForeign(t, foreignRecord("todos#1", "101", "a")))
+	c.maxParked = 2 * one
+	ctx := context.Background()
+	recs := []st.Record{foreignRecord("todos#1", "101", "a"), foreignRecord("todos#2", "102", "b"), foreignRecord("todos#3", "103", "c"), foreignRecord("todos#4", "104", "d")}
+	if err := c.handle(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.CaptureStats(); st.Parked != 2 || st.Overflowed != 2 || st.ParkedBytes != int64(2*one) {
+		t.Fatalf("stats %+v, want 2 parked (%d bytes) and 2 left to the stream", st, 2*one)
+	}
+	if n := strings.Count(logs.String(), "parked foreign writes are at their bound"); n != 1 {
+		t.Fatalf("%d error logs of the bound, want 1:\n%s", n, logs)
+	}
+
+	// A day later, still fenced: the parked writes outlived the stream.
+	s.now = func() time.Time { return time.UnixMilli(1_700_000_000_000).Add(streamRetention + time.Minute) }
+	for range 2 {
+		if _, err := c.retryParked(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := strings.Count(logs.String(), "level=ERROR msg=\"parked foreign writes are older than the stream's 24-hour retention"); n != 1 {
+		t.Fatalf("%d error logs of the retention, want 1:\n%s", n, logs)
+	}
+
+	fenced.Store(false)
+	s.now = func() time.Time { return time.UnixMilli(1_700_000_000_000).Add(streamRetention + time.Hour) }
+	if _, err := c.retryParked(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(applied, []string{"1", "2"}) || !c.reread || s.CaptureStats().Parked != 0 {
+		t.Fatalf("after the fence lifted: applied %v, reread %v, stats %+v; want 1 and 2 applied and the stream read again", applied, c.reread, s.CaptureStats())
+	}
+	// Read again, the writes left to the stream are applied (1 and 2,
+	// the last captured writes of their items, are offered again with
+	// their stamps: a no-op).
+	if err := c.handle(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(applied, []string{"1", "2", "1", "2", "3", "4"}) {
+		t.Fatalf("after reading the stream again: applied %v, want 1 and 2 again, then 3 and 4", applied)
+	}
+}
+
+func mustForeign(t *testing.T, rec st.Record) foreignWrite {
+	t.Helper()
+	w, ok, err := readForeign(rec)
+	if err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	return w
 }

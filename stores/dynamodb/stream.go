@@ -53,6 +53,7 @@ type consumer struct {
 	// for the stream to be read again from its oldest record.
 	parked      map[string]*parkedColl
 	parkedBytes int
+	maxParked   int // maxParkedBytes; tests lower it
 	parkDirty   bool
 	reread      bool
 }
@@ -70,7 +71,7 @@ type shard struct {
 
 func newConsumer(s *Store, arn, inc string) *consumer {
 	// New described the table just now.
-	return &consumer{st: s, arn: arn, inc: inc, shards: map[string]*shard{}, parked: map[string]*parkedColl{}, lastFollow: time.Now(), log: s.log.With("part", "stream")}
+	return &consumer{st: s, arn: arn, inc: inc, shards: map[string]*shard{}, parked: map[string]*parkedColl{}, maxParked: maxParkedBytes, lastFollow: time.Now(), log: s.log.With("part", "stream")}
 }
 
 // run reads the stream until ctx is done. Failures are logged and retried
