@@ -115,8 +115,8 @@ func (st *Store) ParkedCount() int {
 // isParked reports whether coll's foreign writes are parked.
 func (c *consumer) isParked(coll string) bool { return c.parked[coll] != nil }
 
-// park adds pw to its collection's queue, parking the collection (with
-// reason) when it is not.
+// park adds pw to its collection's queue, parking the collection, for
+// reason, when it is not (reason is nil only for a parked one).
 func (c *consumer) park(pw parkedWrite, reason error) {
 	coll := pw.w.coll
 	p := c.parked[coll]
@@ -153,9 +153,9 @@ func (c *consumer) parkPause(attempts int) time.Duration {
 }
 
 // retryParked tries the parked collections whose pause is over, applying
-// each queue from its head until it is empty or the sink fails it again.
-// An error is one of the sink as a whole or of the ledger: the queues are
-// kept and tried again later.
+// each queue from its head until it is empty or the sink fails it again
+// (or does not take changes now). An error is the ledger's, or
+// errSinkGone: the queues are kept and tried again later.
 func (c *consumer) retryParked(ctx context.Context) (progressed bool, err error) {
 	if len(c.parked) == 0 {
 		return false, nil
@@ -202,7 +202,11 @@ func (c *consumer) drain(ctx context.Context, reg *sinkReg, coll string, p *park
 			if reg.ctx.Err() != nil && ctx.Err() == nil {
 				return done, errSinkGone
 			}
-			return done, fmt.Errorf("capture sink: %w", err)
+			// Not now for any collection: stamp nothing, try later,
+			// and let the consumer read the stream meanwhile (its
+			// batches meet the same answer, and wake-ups go on).
+			p.next = c.st.now().Add(c.parkPause(p.attempts))
+			return done, nil
 		}
 		// A batch holds at most one write per item (as handle's), so
 		// that each is stamped after the one before it was applied.
@@ -301,7 +305,7 @@ func (c *consumer) parkParked(batch []crdt.Change, writes []parkedWrite) ([]crdt
 	var kw []parkedWrite
 	for i, ch := range batch {
 		if c.isParked(ch.Collection) {
-			c.park(writes[i], errors.New(c.parked[ch.Collection].reason))
+			c.park(writes[i], nil)
 			continue
 		}
 		keep, kw = append(keep, ch), append(kw, writes[i])

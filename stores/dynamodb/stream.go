@@ -110,8 +110,9 @@ func (c *consumer) step(ctx context.Context) (progressed bool, err error) {
 	if gen := c.st.captureGen(); gen != c.gen || c.reread {
 		// A new sink: read every shard again from its oldest record, so it
 		// is offered the foreign writes made while none was registered.
-		// Parked writes stay parked (read again, they are not queued
-		// twice). So after a parked collection that overflowed drained.
+		// So too once a parked collection that overflowed drains
+		// (reread). Parked writes stay parked: read again, they are not
+		// queued twice.
 		if gen != c.gen && len(c.shards) > 0 {
 			c.log.Info("capture sink registered; reading the stream again from its oldest record")
 		}
@@ -378,7 +379,7 @@ func (c *consumer) handle(ctx context.Context, records []st.Record) error {
 		pw := parkedWrite{w: w, item: itemOf(rec), size: parkedSize(w)}
 		if c.isParked(w.coll) {
 			// Behind the collection's parked writes, unstamped (park.go).
-			c.park(pw, errors.New(c.parked[w.coll].reason))
+			c.park(pw, nil)
 			continue
 		}
 		if inBatch[w.key] {
@@ -386,7 +387,7 @@ func (c *consumer) handle(ctx context.Context, records []st.Record) error {
 				return err
 			}
 			if c.isParked(w.coll) {
-				c.park(pw, errors.New(c.parked[w.coll].reason))
+				c.park(pw, nil)
 				continue
 			}
 		}

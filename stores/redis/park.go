@@ -104,6 +104,9 @@ func (c *capturer) unpark(colls map[string]bool) {
 func (c *capturer) tryParked() time.Duration {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if len(c.parked) == 0 {
+		return 0
+	}
 	now := c.now()
 	var next time.Duration
 	for _, p := range c.parked {
