@@ -2,6 +2,7 @@ package stores
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/convergo/convergo/crdt"
@@ -71,6 +72,15 @@ type CaptureResult struct {
 	// would pass a limit, a stamp beyond the drift bound). The store logs
 	// and counts a refusal and skips the change; it never retries it.
 	Err error
+}
+
+// RefusedForGood reports whether an error a sink returned for a whole
+// batch is final for a change of it (a limit, an invalid value: ErrTooLarge,
+// ErrInvalid) rather than "not now": a store that parks finds that change
+// by offering the batch's changes one at a time, and reports and skips it
+// as a per-change refusal instead of retrying it forever.
+func RefusedForGood(err error) bool {
+	return errors.Is(err, ErrTooLarge) || errors.Is(err, ErrInvalid)
 }
 
 // CaptureParker is implemented by capturing stores that park: a

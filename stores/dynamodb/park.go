@@ -2,7 +2,6 @@ package dynamodb
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -232,10 +231,10 @@ func (c *consumer) drain(ctx context.Context, reg *sinkReg, coll string, p *park
 			switch {
 			case err != nil && reg.ctx.Err() != nil && ctx.Err() == nil:
 				return done, errSinkGone
-			case err != nil && permanent(err) && len(batch) > 1:
+			case err != nil && stores.RefusedForGood(err) && len(batch) > 1:
 				p.single = true // find the change that fails, alone
 				continue
-			case err != nil && permanent(err):
+			case err != nil && stores.RefusedForGood(err):
 				// Final: reported with its key and reason, not retried.
 				results = []stores.CaptureResult{{Err: err}}
 			case err != nil:
@@ -356,12 +355,6 @@ func (c *consumer) split(ctx context.Context, reg *sinkReg, batch []crdt.Change,
 		}
 	}
 	return nil
-}
-
-// permanent reports whether the sink's error for a whole batch is final
-// for a change of it (a limit, an invalid value), not "not now".
-func permanent(err error) bool {
-	return errors.Is(err, stores.ErrTooLarge) || errors.Is(err, stores.ErrInvalid)
 }
 
 // settle counts the changes the sink took and reports those it refused.

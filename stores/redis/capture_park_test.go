@@ -138,3 +138,62 @@ func (b *syncBuffer) String() string {
 	defer b.mu.Unlock()
 	return b.buf.String()
 }
+
+// TestCaptureFindsARefusalAlone: a sink that refuses a whole delivery
+// for good (ErrTooLarge) because of one change is offered its changes one
+// at a time: that change is refused (counted, not parked, not retried
+// forever), and the others of the delivery are captured.
+func TestCaptureFindsARefusalAlone(t *testing.T) {
+	eachTarget(t, func(t *testing.T, tg target) {
+		ctx := testContext(t)
+		prefix := uniquePrefix()
+		cleanupPrefix(t, tg, prefix)
+		o := captureOpts(prefix, randomName("convergo-caprefuse-"))
+		o.Addrs, o.Cluster = tg.addrs, tg.cluster
+		s, err := Open(ctx, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		var mu sync.Mutex
+		var got []string
+		var held atomic.Bool
+		held.Store(true)
+		t.Cleanup(s.Capture(stores.CaptureSink{
+			Ready: func(context.Context) error {
+				if held.Load() {
+					return fmt.Errorf("not now")
+				}
+				return nil
+			},
+			Apply: func(_ context.Context, changes []crdt.Change) ([]stores.CaptureResult, error) {
+				for _, c := range changes {
+					if c.Record.ID == "big" {
+						return nil, fmt.Errorf("%w: record big", stores.ErrTooLarge)
+					}
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				for _, c := range changes {
+					got = append(got, c.Record.ID)
+				}
+				return make([]stores.CaptureResult, len(changes)), nil
+			},
+		}))
+		app := plainClient(t, tg)
+		// Written while the sink holds back, so that one delivery holds both.
+		for _, id := range []string{"big", "small"} {
+			if err := app.HSet(ctx, prefix+"app:todo:"+id, "title", id).Err(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		eventually(t, "both keys queued", func() (bool, string) { return s.capture.queued() == 2, "" })
+		held.Store(false)
+		eventually(t, "small captured and big refused", func() (bool, string) {
+			mu.Lock()
+			defer mu.Unlock()
+			st := s.Stats()
+			return len(got) == 1 && got[0] == "small" && st.CaptureRefused == 1 && st.CaptureParked == 0, fmt.Sprintf("took %v, stats %+v", got, st)
+		})
+	})
+}

@@ -167,6 +167,32 @@ func (c *capturer) parkedKeys() uint64 {
 	return n
 }
 
+// alone offers the changes of g (of collection coll), which the sink
+// refused for good as a batch, one at a time: a change refused for good
+// alone is reported and acknowledged as any refusal (not retried), one
+// taken is acknowledged, and the key of one that fails otherwise parked.
+func (c *capturer) alone(ctx context.Context, reg *sinkReg, coll string, g []pending, again map[string]bool) error {
+	for _, p := range g {
+		res, err := reg.sink.Apply(ctx, []crdt.Change{p.change})
+		switch {
+		case err != nil && reg.ctx.Err() != nil:
+			return err // stopped: the keys are queued again
+		case stores.RefusedForGood(err):
+			res, err = []stores.CaptureResult{{Err: err}}, nil
+		case err == nil && len(res) != 1:
+			return fmt.Errorf("capture sink returned %d results for 1 change", len(res))
+		}
+		if err != nil {
+			c.park(coll, map[string]bool{p.key: again[p.key]}, err)
+			continue
+		}
+		if err := c.acknowledge(ctx, []pending{p}, res); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // split handles a delivery of ps that the sink failed with err while it
 // still takes changes: each collection's changes are offered alone, those
 // taken acknowledged, and the keys of a collection whose changes still
@@ -204,6 +230,12 @@ func (c *capturer) split(ctx context.Context, reg *sinkReg, ps []pending, again 
 			if reg.ctx.Err() != nil {
 				return gerr // stopped: the keys are queued again
 			}
+		}
+		if stores.RefusedForGood(gerr) {
+			if err := c.alone(ctx, reg, coll, g, again); err != nil {
+				return err
+			}
+			continue
 		}
 		keys := make(map[string]bool, len(g))
 		for _, p := range g {
