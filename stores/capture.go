@@ -83,6 +83,11 @@ func RefusedForGood(err error) bool {
 	return errors.Is(err, ErrTooLarge) || errors.Is(err, ErrInvalid)
 }
 
+// ParkRetryMax bounds the pause between two tries of a parked collection
+// (CaptureParker): the longest a collection's captured writes wait after
+// what failed them heals.
+const ParkRetryMax = 30 * time.Second
+
 // CaptureParker is implemented by capturing stores that park: a
 // collection whose captured changes the sink fails (and only it) is held
 // back, its writes kept in the order they were made and retried with a

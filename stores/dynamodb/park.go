@@ -20,9 +20,12 @@ import (
 // parked: kept in stream order, out of the batches, while capture goes on
 // for the others. Every later foreign write of a parked collection joins
 // its queue, so a record's writes are applied in the order they were made.
-// The queue is retried with a growing pause (parkRetryMax at most) and
-// applied from its head as soon as the sink takes it; a change the sink
-// refuses then is reported and skipped as any refusal (RejectedCaptures).
+// The queue is retried with a growing pause (stores.ParkRetryMax at
+// most) and applied from its head once the sink takes it; a change the sink
+// refuses then is reported and skipped as any refusal (RejectedCaptures),
+// and a batch it refuses whole for good (stores.RefusedForGood) is offered
+// one change at a time to find the one to report. While the sink does not
+// take changes at all (Ready), tries wait and nothing is stamped.
 //
 // Stamps: a write is entered in the capture ledger (stamped) only when it
 // is handed to the sink. A parked write that was stamped before its batch
@@ -52,9 +55,6 @@ var _ stores.CaptureParker = (*Store)(nil)
 // maxParkedBytes bounds the foreign writes parked, all collections together
 // (parkedSize of each).
 const maxParkedBytes = 32 << 20
-
-// parkRetryMax bounds the pause between two tries of a parked collection.
-const parkRetryMax = 30 * time.Second
 
 // streamRetention is how long DynamoDB Streams keeps a record.
 const streamRetention = 24 * time.Hour
@@ -148,7 +148,7 @@ func (c *consumer) park(pw parkedWrite, reason error) {
 // parkPause is the pause before the next try of a collection that failed
 // attempts times in a row.
 func (c *consumer) parkPause(attempts int) time.Duration {
-	return min(backoff(attempts)*8, parkRetryMax)
+	return min(backoff(attempts)*8, stores.ParkRetryMax)
 }
 
 // retryParked tries the parked collections whose pause is over, applying

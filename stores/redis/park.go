@@ -22,15 +22,12 @@ var _ stores.CaptureParker = (*Store)(nil)
 // of a collection whose changes still fail are parked: held out of the
 // queue (a key of it queued meanwhile, by a notification or a
 // reconciliation pass, joins them) and queued again for a try after a
-// growing pause (parkRetryMax at most). The collection leaves the parked
-// state when a delivery of its keys succeeds. Nothing is lost meanwhile:
+// growing pause (stores.ParkRetryMax at most). The collection leaves the
+// parked state when a delivery of its keys succeeds. Nothing is lost meanwhile:
 // what the app wrote stays in its hash, and what capture stamped stays
 // pending in the shadow (offered again, with its stamps, until the sink
 // acknowledges it), so a restart finds it again; a record's writes are
 // captured in the order they were made, as on any retry.
-
-// parkRetryMax bounds the pause between two tries of a parked collection.
-const parkRetryMax = 30 * time.Second
 
 // parkedColl is a parked collection: its keys (true: to be offered again,
 // as in the queue) and the state of its tries.
@@ -46,7 +43,7 @@ type parkedColl struct {
 // parkPause is the pause before the next try of a collection that failed
 // attempts times in a row.
 func parkPause(attempts int) time.Duration {
-	return min(100*time.Millisecond<<min(attempts, 9), parkRetryMax)
+	return min(100*time.Millisecond<<min(attempts, 9), stores.ParkRetryMax)
 }
 
 // divert moves key into its collection's parked keys when the collection
