@@ -757,45 +757,26 @@ export function checkValue(v) {
 }
 
 /**
- * Whether b[i..] starts a well-formed UTF-8 sequence of n bytes total;
- * returns the sequence length or 0 (Unicode's table 3-7: no overlongs, no
- * surrogates, nothing above U+10FFFF).
- * @param {Uint8Array} b
- * @param {number} i
- * @param {number} end
- */
-function utf8Seq(b, i, end) {
-  const c = b[i];
-  if (c < 0x80) return 1;
-  if (c < 0xc2) return 0;
-  const cont = (/** @type {number} */ k, lo = 0x80, hi = 0xbf) => i + k < end && b[i + k] >= lo && b[i + k] <= hi;
-  if (c < 0xe0) return cont(1) ? 2 : 0;
-  if (c < 0xf0) {
-    const ok = c === 0xe0 ? cont(1, 0xa0) : c === 0xed ? cont(1, 0x80, 0x9f) : cont(1);
-    return ok && cont(2) ? 3 : 0;
-  }
-  if (c < 0xf5) {
-    const ok = c === 0xf0 ? cont(1, 0x90) : c === 0xf4 ? cont(1, 0x80, 0x8f) : cont(1);
-    return ok && cont(2) && cont(3) ? 4 : 0;
-  }
-  return 0;
-}
-
-/**
- * Whether b[start..end) is well-formed UTF-8.
+ * Whether b[start..end) is well-formed UTF-8 (Unicode's table 3-7: no
+ * overlongs, no surrogates, nothing above U+10FFFF).
  * @param {Uint8Array} b
  * @param {number} start
  * @param {number} end
  */
 export function validUTF8(b, start, end) {
   for (let i = start; i < end; ) {
-    if (b[i] < 0x80) {
-      i++;
-      continue;
+    const c = b[i++];
+    if (c < 0x80) continue;
+    // The continuation bytes a lead byte announces, and the least code point it may hold.
+    const n = c < 0xe0 ? 1 : c < 0xf0 ? 2 : 3;
+    if (c < 0xc2 || c > 0xf4 || i + n > end) return false;
+    let cp = c & (0x3f >> n);
+    for (let k = 0; k < n; k++) {
+      const d = b[i++];
+      if ((d & 0xc0) !== 0x80) return false;
+      cp = (cp << 6) | (d & 0x3f);
     }
-    const n = utf8Seq(b, i, end);
-    if (n === 0) return false;
-    i += n;
+    if (cp < (n === 1 ? 0x80 : n === 2 ? 0x800 : 0x10000) || cp > 0x10ffff || (cp >= 0xd800 && cp < 0xe000)) return false;
   }
   return true;
 }

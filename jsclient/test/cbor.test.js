@@ -306,6 +306,29 @@ test('the UTF-8 validator agrees with TextDecoder', () => {
     }
     assert.equal(validUTF8(b, 0, n), want, `bytes ${hex(b)}`);
   }
+  // Every sequence of two bytes; every lead of three or four bytes with
+  // every second byte, the rest at the edges of a continuation byte.
+  /** @param {number[]} bytes */
+  const agree = (bytes) => {
+    const s = Uint8Array.from(bytes);
+    let want = true;
+    try {
+      td.decode(s);
+    } catch {
+      want = false;
+    }
+    assert.equal(validUTF8(s, 0, s.length), want, `bytes ${hex(s)}`);
+  };
+  for (let x = 0; x < 1 << 16; x++) agree([x >> 8, x & 255]);
+  const edges = [0x7f, 0x80, 0xbf, 0xc0];
+  for (let lead = 0xe0; lead < 0x100; lead++) {
+    for (let second = 0; second < 0x100; second++) {
+      for (const e of edges) {
+        agree([lead, second, e]);
+        for (const f of edges) agree([lead, second, e, f]);
+      }
+    }
+  }
 });
 
 test('checking a value without decoding it agrees with decoding it', () => {
