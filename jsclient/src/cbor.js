@@ -155,13 +155,8 @@ export class Writer {
   /** @param {number} x */
   float(x) {
     this.ensure(9);
-    if (Number.isNaN(x)) {
-      this.buf[this.len++] = 0xf9;
-      this.buf[this.len++] = 0x7e;
-      this.buf[this.len++] = 0x00;
-      return;
-    }
-    const h = toHalfExact(x);
+    // NaN is the one canonical NaN, float16 0x7e00.
+    const h = Number.isNaN(x) ? 0x7e00 : toHalfExact(x);
     if (h !== null) {
       this.buf[this.len++] = 0xf9;
       this.view.setUint16(this.len, h);
@@ -194,13 +189,9 @@ export class Writer {
         }
         return;
       case 'bigint':
-        if (v >= 0n) {
-          if (v >= TWO64) throw err('invalid', `integer ${v} does not fit in 64 bits`);
-          this.head(0, v);
-        } else {
-          if (v < -TWO64) throw err('invalid', `integer ${v} does not fit in 64 bits`);
-          this.head(1, -1n - v);
-        }
+        if (v >= TWO64 || v < -TWO64) throw err('invalid', `integer ${v} does not fit in 64 bits`);
+        if (v >= 0n) this.head(0, v);
+        else this.head(1, -1n - v);
         return;
       case 'string':
         this.text(v);
