@@ -376,18 +376,22 @@ export function decodeStored(bytes, id) {
 export function baseOf(s, id) {
   if (!s) return null;
   if (s.b instanceof Uint8Array) return decodeStored(s.b, id);
-  return s.base ? fromBase(s.base, id) : null;
+  return s.base ? fromBefore5(s.base, id) : null;
 }
 
 /**
- * @param {Base|undefined} b
+ * The record an entry written before version 5 holds as {deleted, fields}
+ * (the entry itself, or its base), its shape checked: stored data is input
+ * like any other.
+ * @param {{deleted?: Stamp, fields?: Map<string, import('./record.js').Field>}} e
  * @param {string} id
  * @returns {Rec}
  */
-function fromBase(b, id) {
-  if (!b) return emptyRecord(id);
-  if (!(b.fields instanceof Map) || !b.deleted) throw new ConvergoError('database', `stored record ${JSON.stringify(id)} is corrupt`);
-  return { id, deleted: b.deleted, fields: new Map(b.fields) };
+function fromBefore5(e, id) {
+  if (!(e.fields instanceof Map) || !e.deleted || typeof e.deleted.wall !== 'number') {
+    throw new ConvergoError('database', `stored record ${JSON.stringify(id)} is corrupt`);
+  }
+  return { id, deleted: e.deleted, fields: new Map(e.fields) };
 }
 
 /**
@@ -430,12 +434,7 @@ export function fieldValue(s, k) {
  */
 export function fromStored(s, id) {
   if (!s) return emptyRecord(id);
-  if (s.r instanceof Uint8Array) return decodeStored(s.r, id);
-  // Stored data is input like any other: check the shape we rely on.
-  if (!(s.fields instanceof Map) || !s.deleted || typeof s.deleted.wall !== 'number') {
-    throw new ConvergoError('database', `stored record ${JSON.stringify(id)} is corrupt`);
-  }
-  return { id: s.id, deleted: s.deleted, fields: new Map(s.fields) };
+  return s.r instanceof Uint8Array ? decodeStored(s.r, id) : fromBefore5(s, id);
 }
 
 /**
