@@ -928,10 +928,7 @@ export class Database {
    */
   async retry(id) {
     if (this.closed) throw new ConvergoError('closed', 'database is closed');
-    await (await this._rejected()).retry(this.store, id);
-    this._post({ t: TabMessage.rejected });
-    this._recountRejected();
-    this._wrote(1);
+    await (await this._rejected()).retry(this, id);
   }
 
   /**
@@ -942,10 +939,7 @@ export class Database {
    */
   async discard(id) {
     if (this.closed) throw new ConvergoError('closed', 'database is closed');
-    const had = await (await this._rejected()).discard(this.store, id);
-    this._post({ t: TabMessage.rejected });
-    this._recountRejected();
-    return had;
+    return (await this._rejected()).discard(this, id);
   }
 
   /** The rejected changes' module (rejected.js), loaded on demand. */

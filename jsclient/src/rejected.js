@@ -10,8 +10,10 @@ import { decodeChanges } from './received.js';
 import { setOwn } from './cbor.js';
 import { META, OUTBOX, RECORDS, REJECTED, req } from './db.js';
 import { decodeEntry } from './change.js';
+import { TabMessage } from './tabs.js';
 
 /** @typedef {import('./db.js').Store} Store */
+/** @typedef {import('./database.js').Database} Database */
 /** @typedef {import('./db.js').RejectedEntry} RejectedEntry */
 /** @typedef {import('./database.js').RejectedChange} RejectedChange */
 
@@ -51,19 +53,44 @@ export async function rejected(store) {
 }
 
 /**
- * Forgets rejected change id. Returns whether there was one.
- * @param {Store} store
+ * Forgets rejected change id (Database.discard), and tells the tabs and
+ * the status the count changed. Returns whether there was one.
+ * @param {Database} db
  * @param {number} id
  * @returns {Promise<boolean>}
  */
-export function discard(store, id) {
-  return store.tx([REJECTED], 'readwrite', `discard rejected change ${id}`, async (tx) => {
+export async function discard(db, id) {
+  const had = await db.store.tx([REJECTED], 'readwrite', `discard rejected change ${id}`, async (tx) => {
     const os = tx.objectStore(REJECTED);
     const e = await req(os.get(id));
     if (!e) return false;
     os.delete(id);
     return true;
   });
+  recounted(db);
+  return had;
+}
+
+/**
+ * The rejected changes were changed by this tab: the other tabs count
+ * them again (TabMessage.rejected), and so does its status.
+ * @param {Database} db
+ */
+function recounted(db) {
+  db._post({ t: TabMessage.rejected });
+  db._recountRejected();
+}
+
+/**
+ * retryIn (Database.retry), then the count told as discard tells it, and
+ * the write pushed and counted pending as any local write.
+ * @param {Database} db
+ * @param {number} id
+ */
+export async function retry(db, id) {
+  await retryIn(db.store, id);
+  recounted(db);
+  db._wrote(1);
 }
 
 /**
@@ -83,7 +110,7 @@ export function discard(store, id) {
  * @param {number} id
  * @returns {Promise<{c: string, id: string}>}
  */
-export async function retry(store, id) {
+async function retryIn(store, id) {
   if (store.switching) await store.switching;
   return store.tx([RECORDS, OUTBOX, META, REJECTED], 'readwrite', `retry rejected change ${id}`, async (tx) => {
     const os = tx.objectStore(REJECTED);
