@@ -4,7 +4,7 @@
 // other tabs and the sync loop.
 
 import { ConvergoError } from './errors.js';
-import { compileQuery, position, runQuery } from './query.js';
+import { compileQuery, matching, position, runQuery } from './query.js';
 import { emptyRecord, validateId } from './record.js';
 import { checkSize, docOfStored, fieldsOf } from './values.js';
 
@@ -55,8 +55,8 @@ export class Subscription {
 
   /** Calls back with the current result. */
   emitRows() {
-    const rows = /** @type {Doc[]} */ (this.rows);
-    this.emit(this.q.limit === undefined ? rows.slice() : rows.slice(0, this.q.limit));
+    // A copy, of the first limit rows (all without a limit).
+    this.emit(/** @type {Doc[]} */ (this.rows).slice(0, this.q.limit));
   }
 
   /**
@@ -71,18 +71,8 @@ export class Subscription {
       this.emit(docOfStored(await this.db.store.get(this.collection, this.id)));
       return;
     }
-    const { filter, compare } = this.q;
-    /** @type {Doc[]} */
-    const rows = [];
-    this.byId = new Map();
-    for (const s of await listOf(this.collection)) {
-      const d = s.doc ? filter(s, docOfStored(s)) : null;
-      if (d) {
-        rows.push(d);
-        this.byId.set(d.id, d);
-      }
-    }
-    rows.sort(compare);
+    const rows = matching(await listOf(this.collection), this.q);
+    this.byId = new Map(rows.map((d) => [d.id, d]));
     this.rows = rows;
     this.emitRows();
   }

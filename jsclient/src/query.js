@@ -108,21 +108,32 @@ export function compileQuery(q = {}) {
 }
 
 /**
- * Runs a query over stored records.
+ * The documents of the stored records a compiled query's filter keeps, in
+ * its order, all of them (the limit is the caller's to apply: a live
+ * result keeps them all): Collection.query and a subscription's first run.
  * @param {StoredRecord[]} records
- * @param {Query} q
+ * @param {Compiled} q
  * @returns {Doc[]}
  */
-export function runQuery(records, q = {}) {
-  const { filter, compare, limit } = compileQuery(q);
+export function matching(records, { filter, compare }) {
   /** @type {Doc[]} */
   const out = [];
   for (const s of records) {
     const d = s.doc ? filter(s, docOfStored(s)) : null;
     if (d) out.push(d);
   }
-  out.sort(compare);
-  return limit === undefined ? out : out.slice(0, limit);
+  return out.sort(compare);
+}
+
+/**
+ * Runs a query over stored records.
+ * @param {StoredRecord[]} records
+ * @param {Query} q
+ * @returns {Doc[]}
+ */
+export function runQuery(records, q = {}) {
+  const cq = compileQuery(q);
+  return matching(records, cq).slice(0, cq.limit);
 }
 
 /**
