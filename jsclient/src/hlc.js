@@ -213,16 +213,3 @@ export function compareTime(a, b) {
   if (a.logical !== b.logical) return a.logical < b.logical ? -1 : 1;
   return 0;
 }
-
-/**
- * A new random replica id (22 url-safe characters, 132 bits).
- * @returns {string}
- */
-export function newReplicaId() {
-  const b = new Uint8Array(22);
-  globalThis.crypto.getRandomValues(b);
-  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
-  let s = '';
-  for (const x of b) s += alphabet[x & 63];
-  return s;
-}

@@ -8,7 +8,6 @@
 
 import { MODEL, REPLICA_RULE } from './model.js';
 import { ConvergoError } from './errors.js';
-import { newReplicaId } from './hlc.js';
 
 const BASE32 = 'abcdefghijklmnopqrstuvwxyz234567';
 
@@ -83,9 +82,18 @@ export function isPrefix(p) {
   return typeof p === 'string' && PREFIX_RE.test(p);
 }
 
-/** A new random device part. */
+/**
+ * A new random device part: 22 url-safe characters (132 bits), itself a
+ * valid replica id.
+ * @returns {string}
+ */
 export function newDevice() {
-  return newReplicaId(); // 22 of [A-Za-z0-9_-]: a device part
+  const b = new Uint8Array(22);
+  globalThis.crypto.getRandomValues(b);
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+  let s = '';
+  for (const x of b) s += alphabet[x & 63];
+  return s;
 }
 
 /**

@@ -3,7 +3,8 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Clock, DEFAULT_MAX_DRIFT, MAX_ISSUED_LOGICAL, MAX_LOGICAL, MAX_WALL, compareStamps, newReplicaId, validateReplica } from '../src/hlc.js';
+import { Clock, DEFAULT_MAX_DRIFT, MAX_ISSUED_LOGICAL, MAX_LOGICAL, MAX_WALL, compareStamps, validateReplica } from '../src/hlc.js';
+import { newDevice } from '../src/replica.js';
 
 function rng(seed) {
   let a = seed >>> 0;
@@ -95,7 +96,7 @@ test('a clock too far ahead takes a clock saved in time (settle), and never goes
 test('replica ids', () => {
   const seen = new Set();
   for (let i = 0; i < 1000; i++) {
-    const id = newReplicaId();
+    const id = newDevice();
     validateReplica(id);
     assert.equal(id.length, 22);
     seen.add(id);
