@@ -102,7 +102,7 @@
 // the database (and so the replica id) are serialized by IndexedDB and never
 // issue the same stamp.
 
-import { ConvergoError, fromIDBError, loadOnDemand } from './errors.js';
+import { ConvergoError, loadOnDemand } from './errors.js';
 import { Clock } from './hlc.js';
 import { decodeValue, emptyRecord, encodeChange, encodeRecord, maxStamp, mergeInto, readRecord, storedValue, visibleValues } from './record.js';
 import { Reader, equalBytes, setOwn } from './cbor.js';
@@ -124,6 +124,23 @@ import { isDevice, isPrefix, newDevice, replicaId, replicaPrefix } from './repli
  * @typedef {{s: Uint8Array, sr: Uint8Array|null}} Seal
  */
 /** A pulled page merged: the entries to put, the ids whose record changed. @typedef {{puts: Map<string, StoredRecord>, changed: Set<string>}} Prepared */
+
+/**
+ * Maps an IndexedDB failure to a ConvergoError: a full disk becomes
+ * quota_exceeded so apps can tell the user, the rest is "database".
+ * @param {unknown} err
+ * @param {string} what the operation, for the message
+ * @returns {ConvergoError}
+ */
+function fromIDBError(err, what) {
+  if (err instanceof ConvergoError) return err;
+  const name = /** @type {any} */ (err)?.name;
+  if (name === 'QuotaExceededError') {
+    return new ConvergoError('quota_exceeded', `${what}: storage quota exceeded; free space or delete data`, { cause: err });
+  }
+  const msg = /** @type {any} */ (err)?.message ?? String(err);
+  return new ConvergoError('database', `${what}: ${name ? name + ': ' : ''}${msg}`, { cause: err });
+}
 
 /**
  * Moves clock past the newest stamp record r holds; a stamp too far ahead

@@ -37,23 +37,6 @@ export class ConvergoError extends Error {
 }
 
 /**
- * Maps an IndexedDB failure to a ConvergoError: a full disk becomes
- * quota_exceeded so apps can tell the user, the rest is "database".
- * @param {unknown} err
- * @param {string} what the operation, for the message
- * @returns {ConvergoError}
- */
-export function fromIDBError(err, what) {
-  if (err instanceof ConvergoError) return err;
-  const name = /** @type {any} */ (err)?.name;
-  if (name === 'QuotaExceededError') {
-    return new ConvergoError('quota_exceeded', `${what}: storage quota exceeded; free space or delete data`, { cause: err });
-  }
-  const msg = /** @type {any} */ (err)?.message ?? String(err);
-  return new ConvergoError('database', `${what}: ${name ? name + ': ' : ''}${msg}`, { cause: err });
-}
-
-/**
  * Loads a module of the client loaded on demand (the sync loop, the
  * Store's upgrade.js and wiped.js, schema.js, scope.js, rejected.js). A
  * load that fails (a browser offline whose cache lacks the file) is a
