@@ -10,7 +10,8 @@ import { Collection } from './collection.js';
 import { replicaPrefix, subjectOfToken } from './replica.js';
 import { docOfStored } from './values.js';
 import { backoff } from './backoff.js';
-import { TabChannel, TabMessage, requestLeadership, toWire } from './tabs.js';
+import { TabMessage, toWire } from './tabs.js';
+import { TabChannel, requestLeadership } from './channel.js';
 
 /** @typedef {import('./db.js').StoredRecord} StoredRecord */
 

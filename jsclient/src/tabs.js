@@ -5,8 +5,9 @@
 // name. When the leader closes, the lock passes to a waiting tab, which
 // becomes the leader.
 //
-// This module names the messages and carries them; what a tab does on
-// receiving one is the Database's (database.js, _onPeer).
+// This module names the messages; channel.js carries them and asks for the
+// lock; what a tab does on receiving one is the Database's (database.js,
+// _onPeer, and peer.js).
 
 /** @typedef {import('./database.js').Status} Status */
 
@@ -105,14 +106,6 @@ export const TabMessage = Object.freeze({
  */
 
 /**
- * The name of a database's lock and channel.
- * @param {string} name the database name
- */
-function tabKey(name) {
-  return 'convergo:' + name;
-}
-
-/**
  * An error in the form that crosses between tabs.
  * @param {any} e
  * @returns {WireError}
@@ -122,55 +115,4 @@ export function toWire(e) {
   const w = { code: e.code, message: e.message };
   if (typeof e.requestId === 'string') w.requestId = e.requestId;
   return w;
-}
-
-/** The BroadcastChannel between the tabs of one database. */
-export class TabChannel {
-  /**
-   * @param {any} BC the BroadcastChannel constructor
-   * @param {string} name the database name
-   * @param {(m: any) => void} onMessage called with what other tabs post
-   *   (unchecked: tabs may run other versions of this code)
-   */
-  constructor(BC, name, onMessage) {
-    this.channel = new BC(tabKey(name));
-    this.channel.onmessage = (/** @type {MessageEvent} */ ev) => onMessage(ev.data);
-  }
-
-  /** @param {TabMsg} m */
-  post(m) {
-    try {
-      this.channel.postMessage(m);
-    } catch {
-      /* closed */
-    }
-  }
-
-  close() {
-    try {
-      this.channel.close();
-    } catch {
-      /* already */
-    }
-  }
-}
-
-/**
- * Asks for leadership of database name among its tabs. Once this tab holds
- * the lock, unless closed() by then, it calls lead() and then held() with
- * the function that gives the lock up. Failures go to onError.
- * @param {{request: Function}} locks Web Locks (navigator.locks)
- * @param {string} name the database name
- * @param {{closed: () => boolean, lead: () => void, held: (release: () => void) => void, onError: (e: Error) => void}} o
- */
-export function requestLeadership(locks, name, o) {
-  locks
-    .request(tabKey(name), () => {
-      if (o.closed()) return undefined;
-      o.lead();
-      return new Promise((resolve) => {
-        o.held(() => resolve(undefined));
-      });
-    })
-    .catch((/** @type {Error} */ e) => o.onError(e));
 }
