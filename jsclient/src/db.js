@@ -434,16 +434,6 @@ export function docOf(r, defaults) {
 }
 
 /**
- * The value bytes of field k of stored record s (null: unset; undefined:
- * no such field).
- * @param {StoredRecord} s
- * @param {string} k
- */
-export function fieldValue(s, k) {
-  return (s.fields ?? fromStored(s, s.id).fields).get(k)?.value;
-}
-
-/**
  * The record a stored entry holds (empty when there is none).
  * @param {StoredRecord|undefined} s
  * @param {string} id

@@ -5,7 +5,7 @@
 
 import { compareBytes, encode, equalBytes } from './cbor.js';
 import { ConvergoError } from './errors.js';
-import { fieldValue } from './db.js';
+import { fromStored } from './db.js';
 import { docOfStored } from './values.js';
 
 /** @typedef {import('./db.js').StoredRecord} StoredRecord */
@@ -52,6 +52,16 @@ export function compareValues(a, b) {
  */
 function scalar(x) {
   return typeof x === 'bigint' && x >= -BigInt(Number.MAX_SAFE_INTEGER) && x <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(x) : x;
+}
+
+/**
+ * The value bytes of field k of stored record s (null: unset; undefined:
+ * no such field).
+ * @param {StoredRecord} s
+ * @param {string} k
+ */
+function fieldValue(s, k) {
+  return (s.fields ?? fromStored(s, s.id).fields).get(k)?.value;
 }
 
 /**
