@@ -88,12 +88,10 @@ export function isPrefix(p) {
  * @returns {string}
  */
 export function newDevice() {
-  const b = new Uint8Array(22);
-  globalThis.crypto.getRandomValues(b);
-  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
-  let s = '';
-  for (const x of b) s += alphabet[x & 63];
-  return s;
+  // 17 random bytes in base64url (A-Z, a-z, 0-9, '-', '_'): the first 22
+  // characters carry 132 of their bits.
+  const b = globalThis.crypto.getRandomValues(new Uint8Array(17));
+  return btoa(String.fromCharCode(...b)).slice(0, 22).replace(/\+/g, '-').replace(/\//g, '_');
 }
 
 /**

@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Clock, DEFAULT_MAX_DRIFT, MAX_ISSUED_LOGICAL, MAX_LOGICAL, MAX_WALL, compareStamps, validateReplica } from '../src/hlc.js';
-import { newDevice } from '../src/replica.js';
+import { isDevice, newDevice } from '../src/replica.js';
 
 function rng(seed) {
   let a = seed >>> 0;
@@ -98,6 +98,7 @@ test('replica ids', () => {
   for (let i = 0; i < 1000; i++) {
     const id = newDevice();
     validateReplica(id);
+    assert.ok(isDevice(id), id);
     assert.equal(id.length, 22);
     seen.add(id);
   }
