@@ -9,8 +9,6 @@
 import { MODEL, REPLICA_RULE } from './model.js';
 import { ConvergoError } from './errors.js';
 
-const BASE32 = 'abcdefghijklmnopqrstuvwxyz234567';
-
 /** The most characters of a device part: what the prefix and separator leave of a replica id. */
 export const MAX_DEVICE_BYTES = MODEL.maxReplicaBytes - REPLICA_RULE.prefixLen - REPLICA_RULE.separator.length;
 
@@ -24,30 +22,19 @@ const PREFIX_RE = new RegExp(`^[a-z2-7]{${REPLICA_RULE.prefixLen}}$`);
  * @returns {Promise<string>}
  */
 export async function replicaPrefix(subject) {
-  const utf8 = new TextEncoder();
-  const domain = utf8.encode(REPLICA_RULE.domain);
-  const sub = utf8.encode(subject);
-  const input = new Uint8Array(domain.length + sub.length);
-  input.set(domain);
-  input.set(sub, domain.length);
   const subtle = globalThis.crypto?.subtle;
   if (!subtle) {
     // Browsers give crypto.subtle to secure contexts only.
     throw new ConvergoError('invalid', 'crypto.subtle is missing: Convergo needs a secure context (https or localhost)');
   }
-  const digest = new Uint8Array(await subtle.digest('SHA-256', input));
+  // The domain is ASCII: the UTF-8 of domain + subject is the two's, joined.
+  const d = new Uint8Array(await subtle.digest('SHA-256', new TextEncoder().encode(REPLICA_RULE.domain + subject)));
   let out = '';
-  let bits = 0;
-  let acc = 0;
-  for (const b of digest) {
-    acc = (acc << 8) | b;
-    bits += 8;
-    while (bits >= 5 && out.length < REPLICA_RULE.prefixLen) {
-      out += BASE32[(acc >>> (bits - 5)) & 31];
-      bits -= 5;
-    }
-    acc &= (1 << bits) - 1;
-    if (out.length === REPLICA_RULE.prefixLen) break;
+  for (let i = 0; i < REPLICA_RULE.prefixLen; i++) {
+    // The 5 bits from bit 5i on, read from the two bytes they start in (past
+    // the digest's end, a byte reads as 0), in RFC 4648's alphabet: a-z, 2-7.
+    const v = (((d[(5 * i) >> 3] << 8) | d[((5 * i) >> 3) + 1]) >> (11 - ((5 * i) & 7))) & 31;
+    out += String.fromCharCode(v < 26 ? 97 + v : 24 + v);
   }
   return out;
 }
