@@ -307,19 +307,16 @@ export function encodeWith(write) {
 export function toHalfExact(x) {
   const sign = x < 0 || Object.is(x, -0) ? 0x8000 : 0;
   const a = Math.abs(x);
-  if (a === 0) return sign;
   if (a === Infinity) return sign | 0x7c00;
   if (a > 65504) return null;
-  if (a < 2 ** -14) {
-    const m = a * 2 ** 24; // subnormal: a = m * 2^-24
-    return Number.isInteger(m) ? sign | m : null;
-  }
-  let e = Math.floor(Math.log2(a));
-  if (2 ** e > a) e--;
+  // a = m * 2^(e-10) with e its binary exponent (Math.log2 may be one off
+  // near a power of two: corrected), at least -14: below 2^-14 (zero too) a
+  // is subnormal, m < 1024, and its exponent bits are 0.
+  let e = Math.max(Math.floor(Math.log2(a)), -14);
+  if (2 ** e > a && e > -14) e--;
   else if (2 ** (e + 1) <= a) e++;
-  const mant = (a / 2 ** e) * 1024 - 1024; // exact: scaling by powers of two
-  if (!Number.isInteger(mant)) return null;
-  return sign | ((e + 15) << 10) | mant;
+  const m = a * 2 ** (10 - e); // exact: scaling by a power of two
+  return Number.isInteger(m) ? sign | (((e + 14) << 10) + m) : null;
 }
 
 /**
