@@ -376,7 +376,8 @@ export function utf8Length(s) {
 export function isWellFormed(s) {
   // String.prototype.isWellFormed is Node 20+/recent browsers; fall back.
   if (typeof (/** @type {any} */ (s).isWellFormed) === 'function') return /** @type {any} */ (s).isWellFormed();
-  return !/[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/.test(s);
+  // A lone surrogate comes back from UTF-8 as U+FFFD.
+  return utf8dec.decode(utf8enc.encode(s)) === s;
 }
 
 // ---------------------------------------------------------------- decoding

@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Decoder, Encoder } from 'cbor-x';
-import { Float, MAX_DEPTH, MAX_ITEMS, checkValue, decode, encode, fromHalf, toHalfExact, validUTF8 } from '../src/cbor.js';
+import { Float, MAX_DEPTH, MAX_ITEMS, checkValue, decode, encode, fromHalf, isWellFormed, toHalfExact, validUTF8 } from '../src/cbor.js';
 
 const hex = (/** @type {Uint8Array} */ b) => Buffer.from(b).toString('hex');
 const unhex = (/** @type {string} */ s) => new Uint8Array(Buffer.from(s, 'hex'));
@@ -291,6 +291,25 @@ test('encode refuses what has no CBOR form', () => {
   assert.deepEqual(Object.keys(o), ['__proto__']);
   // Maps with non-text keys decode to Map.
   assert.deepEqual(decode(encode(new Map([[1, 'a'], ['b', 2]]))), new Map([[1, 'a'], ['b', 2]]));
+});
+
+test('isWellFormed without String.prototype.isWellFormed (older browsers) agrees with it', () => {
+  const strings = ['', 'a', 'é', '\ufffd', '😀', 'a😀b', '\ud800', '\udc00', 'a\ud800', '\udc00a', '\ud800\ud800\udc00', '\udc00\ud800', '\ud83d\ude00\ude00'];
+  const r = rng(BASE + 2);
+  for (let i = 0; i < 2000; i++) {
+    let s = '';
+    for (let j = Math.floor(r() * 6); j > 0; j--) s += String.fromCharCode(r() < 0.5 ? 0xd7f0 + Math.floor(r() * 0x820) : Math.floor(r() * 0x10000));
+    strings.push(s);
+  }
+  const want = strings.map((s) => /** @type {any} */ (s).isWellFormed());
+  const native = Object.getOwnPropertyDescriptor(String.prototype, 'isWellFormed');
+  assert.ok(native, 'this Node has String.prototype.isWellFormed');
+  delete (/** @type {any} */ (String.prototype).isWellFormed);
+  try {
+    strings.forEach((s, i) => assert.equal(isWellFormed(s), want[i], JSON.stringify(s)));
+  } finally {
+    Object.defineProperty(String.prototype, 'isWellFormed', native);
+  }
 });
 
 test('the UTF-8 validator agrees with TextDecoder', () => {
