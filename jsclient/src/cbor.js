@@ -684,24 +684,14 @@ export class Reader {
 
 /**
  * A key's identity for duplicate detection that does not depend on the
- * encoding being canonical.
+ * encoding being canonical: a string or a number by its value (so 1 and
+ * 1.0, one key in JS, are one), any other key by its bytes (false, true and
+ * null have one encoding each; the reader refuses the others).
  * @param {unknown} k
  * @param {Uint8Array} kb
  */
 function keyIdentity(k, kb) {
-  switch (typeof k) {
-    case 'string':
-      return 's' + k;
-    case 'number':
-    case 'bigint':
-      return 'n' + String(k);
-    case 'boolean':
-      return 'b' + k;
-  }
-  if (k === null) return 'null';
-  let h = 'x';
-  for (const byte of kb) h += byte.toString(16).padStart(2, '0');
-  return h;
+  return typeof k === 'string' ? 's' + k : typeof k === 'number' || typeof k === 'bigint' ? 'n' + k : 'x' + kb.join();
 }
 
 /**
