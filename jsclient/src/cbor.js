@@ -421,6 +421,7 @@ export class Reader {
    */
   check(depth = 1, full = true) {
     if (depth > MAX_DEPTH) throw err('malformed', `nested deeper than ${MAX_DEPTH} levels`);
+    const start = this.off;
     const { major, info, arg } = this.head();
     switch (major) {
       case 0:
@@ -460,15 +461,13 @@ export class Reader {
       case 6:
         throw err('malformed', 'tags are not allowed');
     }
-    if (info === 20 || info === 21 || info === 22) return;
-    if (info === 25 || info === 26 || info === 27) {
-      if (!full) return;
-      // Reuse item's float checks: step back over the head and read it.
-      this.off -= info === 25 ? 3 : info === 26 ? 5 : 9;
+    // Major type 7: item's checks (false, true and null, the floats' forms,
+    // no other simple value), read again from the head; a float's form is
+    // a byte-level check.
+    if (full || info < 25 || info > 27) {
+      this.off = start;
       this.item(depth);
-      return;
     }
-    throw err('malformed', `simple value ${info === 24 ? arg : info} is not allowed`);
   }
 
   /**

@@ -383,6 +383,25 @@ test('checking a value without decoding it agrees with decoding it', () => {
     });
     assert.equal(viaCheck, viaDecode, `bytes ${hex(b).slice(0, 200)}`);
   }
+  // Every head of major type 7 (simple values, floats of each width, with
+  // and without their argument bytes), alone and as a map's value.
+  for (let ib = 0xe0; ib <= 0xff; ib++) {
+    for (const arg of ['', '00', '18', '7e00', '3c00', '7c01', '3fc00000', '7fc00000', '3ff8000000000000', '3ff0000000000001']) {
+      for (const b of [unhex(ib.toString(16) + arg), unhex('a16161' + ib.toString(16) + arg)]) {
+        const viaDecode = outcome(b, (x) => decode(x, { canonical: true }));
+        assert.equal(outcome(b, checkValue), viaDecode, `bytes ${hex(b)}`);
+        const msg = (/** @type {(x: Uint8Array) => void} */ f) => {
+          try {
+            f(b);
+            return '';
+          } catch (e) {
+            return /** @type {any} */ (e).message;
+          }
+        };
+        assert.equal(msg(checkValue), msg((x) => decode(x, { canonical: true })), `message for bytes ${hex(b)}`);
+      }
+    }
+  }
 });
 
 test('field values nest at most MAX_VALUE_DEPTH containers, as crdt.MaxValueNestedLevels', () => {
