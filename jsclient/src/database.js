@@ -381,16 +381,17 @@ export class Database {
   }
 
   /**
-   * Starts the sync loop, once leader.js has loaded; a load that fails is
-   * reported ('error', status.lastError) and the loop does not start.
+   * Starts the sync loop once leader.js has loaded (its startLoop); a load
+   * that fails is reported ('error', status.lastError) and tried again
+   * after the loop's backoff.
    */
   async _startSyncer() {
     if (this.syncer || this.closed) return;
-    /** @type {typeof import('./leader.js').syncerFor} */
-    let syncerFor;
+    /** @type {typeof import('./leader.js').startLoop} */
+    let startLoop;
     const loading = this._loadSyncOnce();
     try {
-      ({ syncerFor } = await loadOnDemand('sync', 'leader.js', () => loading));
+      ({ startLoop } = await loadOnDemand('sync', 'leader.js', () => loading));
     } catch (e) {
       // Told and retried once, by the first of the calls that waited for
       // this load (the others find it forgotten).
@@ -410,18 +411,7 @@ export class Database {
       }, backoff(this.loadAttempt++, this.o.backoff));
       return;
     }
-    clearTimeout(this.loadTimer);
-    this.loadTimer = null;
-    this.loadAttempt = 0;
-    this.syncLoadError = null;
-    // What happened while it loaded: another call started the loop, the
-    // database closed or paused, or another tab leads.
-    if (this.syncer || this.closed || this._status.paused || !this.leading) return;
-    const syncer = await syncerFor(this);
-    // And while syncerFor read the collections.
-    if (!syncer || this.syncer || this.closed || this._status.paused || !this.leading) return;
-    this.syncer = syncer;
-    syncer.start();
+    await startLoop(this);
   }
 
   /**

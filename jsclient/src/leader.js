@@ -15,6 +15,27 @@ import { forgetToken, onRefused } from './peer.js';
 /** @typedef {import('./database.js').Unreadable} Unreadable */
 
 /**
+ * Starts db's sync loop, leader.js having loaded (Database._startSyncer):
+ * the failed loads before are forgotten, and the loop starts unless
+ * another call started one, the database closed or paused, or another tab
+ * leads, meanwhile.
+ * @param {Database} db
+ */
+export async function startLoop(db) {
+  clearTimeout(db.loadTimer);
+  db.loadTimer = null;
+  db.loadAttempt = 0;
+  db.syncLoadError = null;
+  // What happened while it loaded.
+  if (db.syncer || db.closed || db._status.paused || !db.leading) return;
+  const syncer = await syncerFor(db);
+  // And while syncerFor read the collections.
+  if (!syncer || db.syncer || db.closed || db._status.paused || !db.leading) return;
+  db.syncer = syncer;
+  syncer.start();
+}
+
+/**
  * A sync loop for db, not started, once the collections other tabs opened
  * are db's too; null (told as an 'error') when there is no fetch.
  * @param {Database} db
