@@ -523,16 +523,10 @@ export class Store {
       // Forget the oldest quarter at once, into a new map: deleting from
       // the front of a Map one at a time leaves holes that every later
       // walk from the front steps over.
-      /** @type {Map<string, StoredRecord>} */
-      const kept = new Map();
-      let drop = this.seen.size - (SEEN_MAX * 3) / 4;
-      for (const [key, v] of this.seen) {
-        if (drop > 0) {
-          drop--;
-          this.whole.delete(key.slice(0, key.indexOf('/')));
-        } else kept.set(key, v);
-      }
-      this.seen = kept;
+      const all = [...this.seen];
+      const drop = all.length - (SEEN_MAX * 3) / 4;
+      for (let i = 0; i < drop; i++) this.whole.delete(all[i][1].c);
+      this.seen = new Map(all.slice(drop));
     }
   }
 

@@ -13,6 +13,7 @@ import { applyRemote, cursorOf, dropMeta, openedCollections, peekOutbox } from '
 import { recount } from '../src/peer.js';
 import { replicaPrefix } from '../src/replica.js';
 import { encode } from '../src/cbor.js';
+import { Store } from '../src/db.js';
 
 /** Opens a local-only client. */
 function local(/** @type {any} */ opts = {}) {
@@ -568,4 +569,17 @@ test('a prefix set while a write that read the old one is under way is the one k
   assert.equal(st.prefix, bob, 'the tab writes as the prefix stored');
   assert.ok(st.replica.startsWith(bob));
   await db.close();
+});
+
+test('the entries a Store remembers: past 20,000 the oldest quarter is forgotten, and a collection one of them was of is no longer known whole', () => {
+  const st = new Store({ name: 'remember', indexedDB: /** @type {any} */ ({}) });
+  st.whole.add('old');
+  st.whole.add('new');
+  const entry = (/** @type {string} */ c, /** @type {string} */ id) => ({ c, id, r: new Uint8Array([0xa0]), doc: null });
+  // 5,001 entries of "old" first: the quarter forgotten at the 20,001st.
+  for (let i = 0; i < 20_001; i++) st.remember(i <= 5_000 ? 'old' : 'new', `r${i}`, entry(i <= 5_000 ? 'old' : 'new', `r${i}`));
+  assert.equal(st.seen.size, 15_000);
+  assert.ok(!st.seen.has('old/r5000') && st.seen.has('new/r5001') && st.seen.has('new/r20000'));
+  assert.deepEqual([...st.seen.keys()].slice(0, 2), ['new/r5001', 'new/r5002'], 'the least recently seen first, still');
+  assert.deepEqual([...st.whole], ['new']);
 });
