@@ -50,8 +50,9 @@ export function subjectOfToken(token) {
   const parts = typeof token === 'string' ? token.split('.') : [];
   if (parts.length !== 3) return '';
   try {
-    const b64 = parts[1].replace(/-/g, '+').replace(/_/g, '/');
-    const json = new TextDecoder('utf-8', { fatal: true }).decode(Uint8Array.from(atob(b64 + '='.repeat((4 - (b64.length % 4)) % 4)), (c) => c.charCodeAt(0)));
+    // base64url to base64; atob takes it without its padding.
+    const bin = atob(parts[1].replace(/-/g, '+').replace(/_/g, '/'));
+    const json = new TextDecoder('utf-8', { fatal: true }).decode(Uint8Array.from(bin, (c) => c.charCodeAt(0)));
     const sub = JSON.parse(json)?.sub;
     return typeof sub === 'string' ? sub : '';
   } catch {

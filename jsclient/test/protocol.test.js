@@ -263,6 +263,13 @@ test('replica prefixes follow the samples of protocol.json; subjects come from t
   assert.equal(subjectOfToken(`${b64({ alg: 'HS256' })}.${b64({ sub: 'bob@example.com' })}.sig`), 'bob@example.com');
   assert.equal(subjectOfToken(`${b64({ alg: 'HS256' })}.${b64({ sub: '用户' })}.sig`), '用户');
   for (const bad of ['', 'opaque', 'a.b.c', `x.${b64({ sub: 5 })}.y`]) assert.equal(subjectOfToken(bad), '', bad);
+  // Payloads of every length modulo 4 in base64url (no padding), and padded.
+  for (const sub of ['a', 'ab', 'abc', 'abcd', 'é', 'éé', '😀', 'x😀y']) {
+    const p = b64({ sub });
+    assert.equal(subjectOfToken(`h.${p}.s`), sub, p);
+    assert.equal(subjectOfToken(`h.${Buffer.from(JSON.stringify({ sub })).toString('base64')}.s`), sub, 'padded ' + p);
+  }
+  assert.equal(subjectOfToken(`h.${b64({ sub: 'ab' })}x.s`), '', 'a payload of 4n+1 characters');
 });
 
 test('pushed: the results of a live push, or a code refusing it whole', () => {
