@@ -131,20 +131,11 @@ export class Writer {
   /** @param {string} s */
   text(s) {
     // Short ASCII strings are the common case (keys, ids): skip TextEncoder.
-    if (s.length < 64) {
-      let ascii = true;
-      for (let i = 0; i < s.length; i++) {
-        if (s.charCodeAt(i) > 0x7f) {
-          ascii = false;
-          break;
-        }
-      }
-      if (ascii) {
-        this.head(3, s.length);
-        this.ensure(s.length);
-        for (let i = 0; i < s.length; i++) this.buf[this.len++] = s.charCodeAt(i);
-        return;
-      }
+    if (s.length < 64 && !/[^\0-\x7f]/.test(s)) {
+      this.head(3, s.length);
+      this.ensure(s.length);
+      for (let i = 0; i < s.length; i++) this.buf[this.len++] = s.charCodeAt(i);
+      return;
     }
     if (!isWellFormed(s)) throw err('invalid', 'string is not well-formed UTF-16 (lone surrogate)');
     const b = utf8enc.encode(s);
