@@ -680,39 +680,27 @@ export class Database {
   }
 
   /**
-   * Loads peer.js unless it is loaded or loading, then handles the
-   * messages waiting (_onPeer). A failure is reported when messages wait
-   * for it (the load _init starts fails silently otherwise: the first
+   * Loads peer.js unless it is loading, then handles the messages waiting
+   * (_onPeer), in the order they came. A failure is reported when messages
+   * wait for it (the load _init starts fails silently otherwise: the first
    * message tries again).
    */
   _peerLoad() {
     if (this.peerLoading) return;
-    if (this.peer) {
-      this._peerDrain(this.peer);
-      return;
-    }
     this.peerLoading = true;
     loadOnDemand('tabs', 'peer.js', () => this._loadPeer()).then(
       ({ onPeer }) => {
         this.peerLoading = false;
         this.peer = onPeer;
-        this._peerDrain(onPeer);
+        const waiting = this.peerWaiting ?? [];
+        this.peerWaiting = null;
+        for (const w of waiting) onPeer(this, w);
       },
       (e) => {
         this.peerLoading = false;
         if (this.peerWaiting && !this.closed) this._emit('error', e);
       },
     );
-  }
-
-  /**
-   * Handles the messages waiting, in the order they came.
-   * @param {typeof import('./peer.js').onPeer} onPeer
-   */
-  _peerDrain(onPeer) {
-    const waiting = this.peerWaiting ?? [];
-    this.peerWaiting = null;
-    for (const w of waiting) onPeer(this, w);
   }
 
   /** Loads peer.js (_onPeer). */
