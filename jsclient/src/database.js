@@ -362,8 +362,7 @@ export class Database {
    * @returns {Promise<typeof import('./leader.js')>}
    */
   _loadSyncOnce() {
-    this.syncModule ??= this._loadSync();
-    return this.syncModule;
+    return (this.syncModule ??= this._loadSync());
   }
 
   /**
@@ -775,7 +774,7 @@ export class Database {
             const stored = /** @type {Map<string, StoredRecord|null>} */ (records);
             /** @type {Map<string, import('./values.js').Doc|null>} */
             const docs = new Map();
-            for (const [id, s] of stored) docs.set(id, docOfStored(s ?? undefined));
+            for (const [id, s] of stored) docs.set(id, docOfStored(s));
             for (const s of subs) s.apply(stored, docs);
           }
           if (fresh.length === 0) continue;

@@ -74,7 +74,7 @@ export function checkSize(merged, change) {
 
 /**
  * The document a stored record holds, or null when it does not exist.
- * @param {StoredRecord|undefined} s
+ * @param {StoredRecord|null|undefined} s
  * @returns {Doc|null}
  */
 export function docOfStored(s) {
