@@ -83,10 +83,7 @@ export function compileQuery(q = {}) {
   /** @type {[string, unknown, Uint8Array|null][]} */
   let want = [];
   if (where && typeof where === 'object') {
-    want = Object.keys(where).map((k) => {
-      const v = /** @type {any} */ (where)[k];
-      return [k, v, v === null || typeof v !== 'object' ? null : encode(v)];
-    });
+    want = Object.entries(where).map(([k, v]) => [k, v, v === null || typeof v !== 'object' ? null : encode(v)]);
   } else if (where !== undefined && typeof where !== 'function') {
     throw new ConvergoError('invalid', 'query: where must be an object or a function');
   }

@@ -49,8 +49,7 @@ export function fieldsOf(id, doc, what) {
   checkDoc(doc, what);
   /** @type {Map<string, Uint8Array|null>} */
   const out = new Map();
-  for (const k of Object.keys(doc)) {
-    const v = doc[k];
+  for (const [k, v] of Object.entries(doc)) {
     if (k === 'id') {
       if (v !== undefined && v !== id) throw new ConvergoError('invalid', `${what}: doc.id ${JSON.stringify(v)} differs from the id ${JSON.stringify(id)}`);
       continue;
