@@ -93,6 +93,10 @@ test('a clock too far ahead takes a clock saved in time (settle), and never goes
   assert.equal(compareStamps(e.now(wall), near), 1);
 });
 
+test('MAX_WALL is a safe integer (record.js reads a wall within it as one)', () => {
+  assert.ok(Number.isSafeInteger(MAX_WALL));
+});
+
 test('replica ids', () => {
   const seen = new Set();
   for (let i = 0; i < 1000; i++) {
