@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"path"
 	"runtime/debug"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -280,14 +281,11 @@ func New(cfg Config) (*Server, error) {
 	if gatherer != nil {
 		s.metricsHandler = promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelError)})
 	}
-	// Every other path of this version or of version 1 answers in the
-	// protocol's error form, so clients read a code, not a text page.
+	// Every other path of this version answers in the protocol's error
+	// form, so clients read a code, not a text page; so does every path
+	// of another version (ServeHTTP).
 	s.mux.HandleFunc(proto.PathPrefix, func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, proto.Errorf(proto.CodeNotFound, "no endpoint %s", r.URL.Path))
-	})
-	s.mux.HandleFunc(proto.LegacyPrefix, func(w http.ResponseWriter, r *http.Request) {
-		s.writeError(w, r, proto.Errorf(proto.CodeUnsupportedVersion,
-			"protocol version 1 is not served: upgrade the client to version %d", proto.Version))
 	})
 	return s, nil
 }
@@ -323,6 +321,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			s.writeError(w, r, fmt.Errorf("panic: %v\n%s", v, debug.Stack()))
 		}
 	}()
+	if v, ok := proto.VersionOfPath(r.URL.Path); ok && v != strconv.Itoa(proto.Version) {
+		// Before the mux: a handler added with Handle ("/", the demo app)
+		// must not answer a client of another version a page of its own.
+		s.writeError(w, r, proto.Errorf(proto.CodeUnsupportedVersion,
+			"protocol version %s is not served: this server speaks version %d", v, proto.Version))
+		return
+	}
 	s.mux.ServeHTTP(w, r)
 }
 

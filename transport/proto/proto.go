@@ -3,6 +3,7 @@ package proto
 import (
 	"fmt"
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -22,7 +23,7 @@ const (
 
 // Paths of the protocol's endpoints. PathPrefix is what every path of this
 // version starts with; LegacyPrefix is version 1's, which is answered
-// CodeUnsupportedVersion.
+// CodeUnsupportedVersion, as is any other version's (VersionOfPath).
 const (
 	PathPrefix   = "/v2/"
 	LegacyPrefix = "/v1/"
@@ -32,6 +33,27 @@ const (
 	PathLive     = PathPrefix + "live"
 	PathRestore  = PathPrefix + "restore"
 )
+
+// VersionOfPath returns the protocol version a path names, the digits of
+// its first segment "v<digits>" ("/v3/hello", "/v3": "3"), and false for a
+// path that names none ("/healthz", "/v/", "/video"). Every such path
+// belongs to the protocol: a server answers one of another version than
+// its own CodeUnsupportedVersion, in the protocol's error form, whatever
+// else it serves (docs/protocol.md, section 1).
+func VersionOfPath(path string) (string, bool) {
+	rest, ok := strings.CutPrefix(path, "/v")
+	if !ok {
+		return "", false
+	}
+	n := 0
+	for n < len(rest) && rest[n] >= '0' && rest[n] <= '9' {
+		n++
+	}
+	if n == 0 || (n < len(rest) && rest[n] != '/') {
+		return "", false
+	}
+	return rest[:n], true
+}
 
 // Reset reasons (docs/protocol.md, "Resets"): why a reader's cursor no
 // longer describes the server's history, and so what the reader does.

@@ -1,0 +1,52 @@
+package transport
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/convergo/convergo/transport/proto"
+)
+
+// A path of another protocol version than this server's (/vN/... with N
+// not proto.Version: a newer client's, or version 1's) is answered in the
+// protocol's error form, 400 unsupported_version, whatever the app serves
+// beside the protocol: convergo serve mounts its demo app at "/", which
+// answered a plain-text 404 to /v3/hello, so a client of a later version
+// could not tell that the server speaks another version. Paths that only
+// look like one (/v/, /vx/, /video) stay the app's.
+func TestOtherVersionPathsUnsupported(t *testing.T) {
+	ts := newTestServer(t, nil)
+	ts.srv.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "the app's page", http.StatusTeapot)
+	}))
+	do := func(method, path string) (*http.Response, string) {
+		t.Helper()
+		req, err := http.NewRequest(method, ts.URL+path, strings.NewReader(""))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set(proto.HeaderProtocol, "3")
+		resp, err := ts.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b)
+	}
+	for _, path := range []string{"/v3/hello", "/v3/push", "/v3/live", "/v3/", "/v3", "/v10/pull", "/v0/hello", "/v1/hello", "/v20/x/y"} {
+		for _, method := range []string{http.MethodPost, http.MethodGet} {
+			resp, _ := do(method, path)
+			if resp.StatusCode != http.StatusBadRequest || resp.Header.Get(proto.HeaderError) != proto.CodeUnsupportedVersion {
+				t.Errorf("%s %s: %d %q, want 400 %s", method, path, resp.StatusCode, resp.Header.Get(proto.HeaderError), proto.CodeUnsupportedVersion)
+			}
+		}
+	}
+	for _, path := range []string{"/v/hello", "/vx/hello", "/video", "/v3x/hello"} {
+		if resp, body := do(http.MethodGet, path); resp.StatusCode != http.StatusTeapot || !strings.Contains(body, "the app's page") {
+			t.Errorf("GET %s: %d %q, want the app's answer", path, resp.StatusCode, body)
+		}
+	}
+}
