@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"sync"
 	"time"
@@ -21,11 +22,44 @@ import (
 // so that calling it in a loop cannot turn into as many reads of the
 // store every tenant shares (on DynamoDB, paid ones). readyProbeFresh is
 // that period: a change of the store's health shows within it.
+//
+// /readyz logs what it finds on a change (ready to not ready at WARN, with
+// the error; back at INFO) and, while the server stays not ready, the
+// error again at most once per readyLogEvery (readyLog): not at each call,
+// which a prober makes every few seconds, for as long as the store is down.
 const (
 	probeCollection = "convergo.readyz"
 	readyTimeout    = 5 * time.Second
 	readyProbeFresh = time.Second
+	readyLogEvery   = time.Minute
 )
+
+// readyLog is what /readyz last logged of the server's readiness.
+type readyLog struct {
+	mu       sync.Mutex
+	notReady bool      // the last call found the server not ready
+	logged   time.Time // when not ready was last logged
+}
+
+// saw logs, with log, the outcome of one call of /readyz at now: err nil
+// (ready) or why the server is not ready, said at WARN as msg on a change,
+// or again readyLogEvery after it was last said; ready again at INFO.
+func (l *readyLog) saw(log *slog.Logger, now time.Time, msg string, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch {
+	case err == nil && l.notReady:
+		l.notReady = false
+		log.Info("readiness back: /readyz answers ready again")
+	case err == nil:
+	case !l.notReady:
+		l.notReady, l.logged = true, now
+		log.Warn("readiness lost: "+msg, "err", err)
+	case now.Sub(l.logged) >= readyLogEvery:
+		l.logged = now
+		log.Warn("readiness still lost: "+msg, "err", err, "since_last_log", readyLogEvery)
+	}
+}
 
 // readyProbe is /readyz's read of the store, shared: a call within
 // readyProbeFresh of the last read's end takes its outcome, a call while a
@@ -102,13 +136,13 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		return err
 	})
 	if err != nil {
-		s.log.Warn("readiness probe failed", "err", err)
+		s.readyLog.saw(s.log, s.now(), "the store's probe fails", err)
 		w.WriteHeader(http.StatusServiceUnavailable)
 		_, _ = io.WriteString(w, "store unavailable\n")
 		return
 	}
 	if err := s.eng.WriteHealth(); err != nil {
-		s.log.Warn("readiness: store writes failing", "err", err)
+		s.readyLog.saw(s.log, s.now(), "the store's writes fail", err)
 		w.WriteHeader(http.StatusServiceUnavailable)
 		_, _ = io.WriteString(w, "store writes failing\n")
 		return
@@ -119,6 +153,7 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, "server clock off the store's: "+err.Error()+"\n")
 		return
 	}
+	s.readyLog.saw(s.log, s.now(), "", nil)
 	_, _ = io.WriteString(w, "ok\n")
 	if n := s.eng.ParkedCount(); n > 0 {
 		// Shown, but ready: a collection whose captured writes fail

@@ -124,17 +124,18 @@ type Config struct {
 // only where the program puts MetricsHandler (mount.go). Create it with
 // New; stop live sessions with Shutdown.
 type Server struct {
-	eng     *engine.Engine
-	ready   readyProbe // /readyz's read of the store, shared (health.go)
-	auth    Authorizer
-	limits  Limits
-	origins []string
-	public  map[string]bool // lower-case scheme://host[:port]
-	demo    bool
-	log     *slog.Logger
-	now     func() time.Time
-	timing  struct{ ping, idle, write, hello time.Duration }
-	metrics *metrics
+	eng      *engine.Engine
+	ready    readyProbe // /readyz's read of the store, shared (health.go)
+	readyLog readyLog   // what /readyz last logged (health.go)
+	auth     Authorizer
+	limits   Limits
+	origins  []string
+	public   map[string]bool // lower-case scheme://host[:port]
+	demo     bool
+	log      *slog.Logger
+	now      func() time.Time
+	timing   struct{ ping, idle, write, hello time.Duration }
+	metrics  *metrics
 	// metricsHandler serves the registry, where the embedding program puts
 	// it (MetricsHandler); nil without a gatherer.
 	metricsHandler http.Handler
