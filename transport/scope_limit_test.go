@@ -104,3 +104,32 @@ func TestEffectiveScopeOverDepthOrCountRefusedInvalid(t *testing.T) {
 		})
 	}
 }
+
+// A client's own scope over proto.MaxScopeBytes (the one byte limit both
+// clients refuse locally with the same code: the Go client's
+// ErrScopeTooLarge, which matches ErrInvalid, the browser client's
+// setScope) is refused invalid by the server, over HTTP and live: the
+// code the clients use for it is the server's.
+func TestOwnScopeOverByteLimitRefusedInvalid(t *testing.T) {
+	ts := newTestServer(t, nil)
+	alice := ts.token(t, "alice", []string{"notes"}, []string{"notes"})
+	values := []any{}
+	var own []byte
+	for i := 0; len(own) <= proto.MaxScopeBytes; i++ {
+		values = append(values, fmt.Sprintf("value-%04d", i))
+		var err error
+		if own, err = crdt.Marshal([]any{"in", "tag", values}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := ts.post(t, proto.PathPull, alice, proto.PullRequest{Collection: "notes", Scope: own})
+	if a.status != http.StatusBadRequest || a.errorCode(t) != proto.CodeInvalid {
+		t.Fatalf("pull with a scope of %d bytes: %d %s, want 400 invalid", len(own), a.status, a.errorCode(t))
+	}
+	c, _ := ts.open(t, alice)
+	c.send(proto.Sub{Collection: "notes", Scope: own})
+	m, err := c.recvErr(5 * time.Second)
+	if e, ok := m.(proto.ErrorMessage); err != nil || !ok || e.Code != proto.CodeInvalid || e.Collection != "notes" {
+		t.Fatalf("sub with a scope of %d bytes: got %T %+v (%v), want error invalid for notes", len(own), m, m, err)
+	}
+}

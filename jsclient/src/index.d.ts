@@ -455,7 +455,9 @@ export class Database {
    * reads the collection again from its cursor: the server sends the
    * records newly in scope and leave entries for those out of it, which
    * are removed locally (no delete, the outbox untouched). Rejects with
-   * invalid for a malformed predicate.
+   * invalid for a malformed predicate, and for one that would make the or
+   * of the collection's scopes over SCOPES.maxBytes in its wire form (the
+   * scopes stay as they were).
    */
   setScope(collection: string, name: string, scope: Scope): Promise<void>;
   /** Removes the scope called name of a collection (none left: unscoped). */

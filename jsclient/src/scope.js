@@ -11,7 +11,7 @@ import { META, OUTBOX, RECORDS, REJECTED, req } from './db.js';
 import { boundRejected, rejectedEntry } from './change.js';
 import { CURSOR_KEY, HEALCHECK_KEY, HEAL_KEY, REREAD_KEY, SCOPE_KEY, SEALED } from './metakeys.js';
 import { TabMessage } from './tabs.js';
-import { heldIds } from './syncstore.js';
+import { heldIds, orScopes } from './syncstore.js';
 
 /** @typedef {import('./db.js').Store} Store */
 /** @typedef {import('./database.js').Database} Database */
@@ -32,7 +32,8 @@ const FORMS = new Map([
  * ["in", field, [values]], ["has", field, value], ["and", p, ...],
  * ["or", p, ...], ["all"]; a value may be a parameter {"$": "sub"} or
  * {"$": "claims.X"}. The server checks the rest (its limits, that
- * parameters bind) and answers invalid. Throws ConvergoError("invalid").
+ * parameters bind) and answers invalid; setScope checks the byte limit of
+ * the or a collection's scopes make (edit). Throws ConvergoError("invalid").
  * @param {unknown} p
  * @returns {Uint8Array}
  */
@@ -244,6 +245,11 @@ function edit(store, c, f) {
     const meta = tx.objectStore(META);
     const cur = (await req(meta.get(SCOPE_KEY + c))) ?? {};
     const next = f(cur);
+    // The server refuses a scope over the scope limits invalid: one over
+    // the byte limit is kept from the wire here (the Go client's
+    // ErrScopeTooLarge), and the scopes stay as they were.
+    const n = orScopes(next)?.length ?? 0;
+    if (n > SCOPES.maxBytes) throw new ConvergoError('invalid', `the scopes of ${c} take ${n} bytes, over ${SCOPES.maxBytes}`);
     const ks = Object.keys(next);
     if (ks.length === Object.keys(cur).length && ks.every((k) => cur[k] instanceof Uint8Array && key(cur[k]) === key(next[k]))) return false;
     meta.put(next, SCOPE_KEY + c);

@@ -885,8 +885,17 @@ export function firstPullReconciles(st, c) {
  */
 export async function scopeOf(st, c) {
   const v = await st.getMeta(SCOPE_KEY + c);
-  /** @type {Record<string, Uint8Array>} */
-  const s = v && typeof v === 'object' ? v : {};
+  return orScopes(v && typeof v === 'object' ? v : {});
+}
+
+/**
+ * The wire form of the or of named scopes ({name: encoded predicate}),
+ * their names sorted; undefined for none. What scopeOf sends, and what
+ * setScope bounds by SCOPES.maxBytes (scope.js).
+ * @param {Record<string, Uint8Array>} s
+ * @returns {Uint8Array|undefined}
+ */
+export function orScopes(s) {
   const preds = Object.keys(s).sort().map((k) => s[k]).filter((p) => p instanceof Uint8Array);
   if (preds.length < 2) return preds[0];
   const w = new Writer();

@@ -11,7 +11,8 @@ import { FakeServer, leaveOf, scopeOfCursor } from './helpers/server.js';
 import { IDBKeyRange, fakeLocks, freshIDB, openClient, until } from './helpers/util.js';
 import { encode } from '../src/cbor.js';
 import { encodeScope, leaveDigest } from '../src/scope.js';
-import { applyRemote, cursorOf, peekOutbox, settle } from '../src/syncstore.js';
+import { applyRemote, cursorOf, peekOutbox, scopeOf, settle } from '../src/syncstore.js';
+import { SCOPES } from '../src/constants.js';
 import { Store } from '../src/db.js';
 
 const WAIT = 8000;
@@ -40,6 +41,28 @@ test('scopes are checked and encoded as the app wrote them', () => {
   assert.deepEqual([...encodeScope(['in', 'team', ['a', 'b']])], [...encode(['in', 'team', ['a', 'b']])]);
   for (const bad of [[], ['eq', 'x'], ['eq', 1, 2], ['nope'], 'all', ['in', 'f', 3], ['or', ['eq']], ['all', 1]]) {
     assert.throws(() => encodeScope(bad), { code: 'invalid' }, JSON.stringify(bad));
+  }
+});
+
+test('setScope refuses scopes whose or is over SCOPES.maxBytes, invalid as the server would, and keeps those it had', async () => {
+  const server = await new FakeServer().start();
+  const db = await openClient({ url: server.url, token: tokenOf('alice') });
+  try {
+    // Each scope fits; the or of three does not (as the Go client's TestSetScopeRefusesTooLarge).
+    const big = (/** @type {number} */ i) => ['in', 'list', Array.from({ length: 100 }, (_, j) => `scope-${i}-value-${String(j).padStart(3, '0')}`)];
+    await db.setScope('todos', '0', big(0));
+    await db.setScope('todos', '1', big(1));
+    const before = await scopeOf(db.store, 'todos');
+    await assert.rejects(db.setScope('todos', '2', big(2)), (e) => {
+      assert.equal(/** @type {any} */ (e).code, 'invalid');
+      assert.match(/** @type {any} */ (e).message, new RegExp(`over ${SCOPES.maxBytes}`));
+      return true;
+    });
+    const after = await scopeOf(db.store, 'todos');
+    assert.ok(before && after && before.length <= SCOPES.maxBytes && hex(after) === hex(before), 'the two scopes that fit are kept as they were');
+  } finally {
+    await db.close();
+    await server.stop();
   }
 });
 

@@ -64,6 +64,14 @@ var (
 	// item's answer still over it is returned, and refuses nothing.
 	ErrAnswerTooLarge = fmt.Errorf("%w: over the client's bound", ErrProtocol)
 
+	// ErrScopeTooLarge refuses a SetScope (or Config.Scopes in New) whose
+	// collection's scopes, their "or" in its wire form, would be over
+	// proto.MaxScopeBytes: the server refuses such a scope invalid (a
+	// scope is valid only within the scope limits, docs/protocol.md
+	// section 12), so the client keeps it from the wire and the error
+	// matches ErrInvalid too. The scopes stay as they were.
+	ErrScopeTooLarge = fmt.Errorf("%w: the collection's scopes are over the scope byte limit", ErrInvalid)
+
 	// ErrNotHealed means a Replica gave up healing a collection: after
 	// the store lost history, the server acknowledged records the replica
 	// gave back and then did not serve them, heal after heal

@@ -8,6 +8,7 @@ import (
 
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/crdt/scope"
+	"github.com/convergo/convergo/transport/proto"
 )
 
 // Scopes: a client may narrow what it reads of a collection to one or more
@@ -36,8 +37,9 @@ type scopeState struct {
 // which makes the collection's "or" everything while it is set. The next
 // Pull of the collection sends the new "or" with the same cursor, and a
 // running Live subscribes again at once; the server answers with the
-// difference. It fails when the "or" of the collection's scopes would be
-// larger than scope.MaxBytes in its wire form.
+// difference. It fails with ErrScopeTooLarge (which matches ErrInvalid,
+// the server's code for it) when the "or" of the collection's scopes would
+// be larger than proto.MaxScopeBytes in its wire form.
 func (c *Client) SetScope(collection, name string, p *scope.Pred) error {
 	if err := crdt.ValidateCollection(collection); err != nil {
 		return fmt.Errorf("set scope %s/%s: %w", collection, name, err)
@@ -50,8 +52,8 @@ func (c *Client) SetScope(collection, name string, p *scope.Pred) error {
 	}
 	named[name] = p
 	wire := orWire(named)
-	if len(wire) > scope.MaxBytes {
-		return fmt.Errorf("set scope %s/%s: the collection's scopes take %d bytes, over %d", collection, name, len(wire), scope.MaxBytes)
+	if len(wire) > proto.MaxScopeBytes {
+		return fmt.Errorf("set scope %s/%s: %w: %d bytes, over %d", collection, name, ErrScopeTooLarge, len(wire), proto.MaxScopeBytes)
 	}
 	c.setScopesLocked(collection, named, wire)
 	return nil

@@ -328,6 +328,11 @@ func TestSetScopeRefusesTooLarge(t *testing.T) {
 		if i == 2 && err == nil {
 			t.Fatal("SetScope took scopes whose or is over scope.MaxBytes")
 		}
+		// The server's code for a scope over the limits (invalid), and
+		// a sentinel of its own to tell this refusal from the others.
+		if i == 2 && (!errors.Is(err, ErrScopeTooLarge) || !errors.Is(err, ErrInvalid)) {
+			t.Fatalf("SetScope over scope.MaxBytes: %v, want ErrScopeTooLarge and ErrInvalid", err)
+		}
 	}
 	if got := c.Scopes("todos"); len(got) != 2 {
 		t.Fatalf("%d scopes kept, want the 2 that fit", len(got))
