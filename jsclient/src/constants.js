@@ -444,6 +444,55 @@ export const BATCH_LENS = /* @__PURE__ */ Object.freeze([
   }
 ]);
 
+/** What the entry of a collection at a schema version takes in a push's schema versions (key 3; 0 for version 0, left out); pushVersionBytes is tested against them. */
+export const PUSH_VERSIONS = /* @__PURE__ */ Object.freeze([
+  {
+    "collection": "a",
+    "version": 0,
+    "bytes": 0
+  },
+  {
+    "collection": "a",
+    "version": 1,
+    "bytes": 3
+  },
+  {
+    "collection": "a",
+    "version": 23,
+    "bytes": 3
+  },
+  {
+    "collection": "a",
+    "version": 24,
+    "bytes": 4
+  },
+  {
+    "collection": "abcdefghijklmnopqrstuvw",
+    "version": 255,
+    "bytes": 26
+  },
+  {
+    "collection": "abcdefghijklmnopqrstuvwx",
+    "version": 256,
+    "bytes": 29
+  },
+  {
+    "collection": "notes",
+    "version": 65535,
+    "bytes": 9
+  },
+  {
+    "collection": "notes",
+    "version": 65536,
+    "bytes": 11
+  },
+  {
+    "collection": "用户.笔记",
+    "version": 4294967296,
+    "bytes": 23
+  }
+]);
+
 /** The replica binding rule: an owned id is the subject's prefix (the first 10 bytes of SHA-256(domain + subject) in lower-case base32), the separator and a device part; samples of prefixes. */
 export const REPLICA = /* @__PURE__ */ Object.freeze({
   "prefixLen": 16,

@@ -404,6 +404,42 @@ export function pushBudget(hello) {
   return [hello?.maxPush ?? DEFAULTS.maxPushChanges, Math.max(0, (hello?.maxBody ?? DEFAULTS.maxBodyBytes) - PUSH_ENVELOPE_BYTES)];
 }
 
+/** The length of a CBOR head whose argument is n. @param {number} n */
+const headLength = (n) => (n < 24 ? 1 : n < 0x100 ? 2 : n < 0x10000 ? 3 : n < 0x100000000 ? 5 : 9);
+
+/**
+ * What the entry of collection c at schema version v takes in a push's
+ * schema versions (key 3): 0 for version 0, which a push leaves out.
+ * transport/proto's PushVersionBytes; test/push-envelope.test.js holds
+ * this to its vectors (PUSH_VERSIONS).
+ * @param {string} c
+ * @param {number} v
+ */
+export function pushVersionBytes(c, v) {
+  const n = utf8Length(c);
+  return v > 0 ? headLength(n) + n + headLength(v) : 0;
+}
+
+/**
+ * The size function pushAll cuts a batch of outbox entries by
+ * (batchLength's size, fresh for each batch): an entry's encoded change
+ * and, for the first entry of each collection in the batch, its entry of
+ * key 3 (pushVersionBytes at the version versions gives it), which
+ * PUSH_ENVELOPE_BYTES does not hold: a push spanning many collections with
+ * schema versions stays within the body limit. transport/proto's
+ * PushSizer, the Go client's rule.
+ * @param {Map<string, number>} versions
+ * @returns {(e: {c: string, change: Uint8Array}) => number}
+ */
+export function pushSizer(versions) {
+  const seen = new Set();
+  return (e) => {
+    if (seen.has(e.c)) return e.change.length;
+    seen.add(e.c);
+    return e.change.length + pushVersionBytes(e.c, versions.get(e.c) ?? 0);
+  };
+}
+
 /**
  * How many of items, from index from on, go in the next request: at most
  * maxCount, whose sizes (as size gives them) take at most maxBytes; at

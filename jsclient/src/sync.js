@@ -108,7 +108,7 @@ import { ConvergoError } from './errors.js';
 import { BY_TOKEN, post, postAnswer } from './http.js';
 import { isPrefix, ownedStart, replicaPrefix, subjectOfToken } from './replica.js';
 import { DEFAULTS, PATHS, STATUSES, TIMINGS, VERSION } from './constants.js';
-import { SESSION_CODES, sentWith, encodeHello, encodeLivePush, encodePull, encodePush, parseHello, parsePullAnswer, parsePushAnswer, batchLength, pushBudget, resetAction, retryOf } from './protocol.js';
+import { SESSION_CODES, sentWith, encodeHello, encodeLivePush, encodePull, encodePush, parseHello, parsePullAnswer, parsePushAnswer, batchLength, pushBudget, pushSizer, resetAction, retryOf } from './protocol.js';
 import { OVERTAKEN, applyFirst, applyRemote, cursorOf, dropMeta, firstPullReconciles, healChecks, isEmpty, outboxCounts, owedHeals, owesReconcile, owesReplace, peekOutbox, pendingFloor, prepareRemote, pruneNotes, replacementDone, resetCollection, restartClock, schemaVersion, scopeOf, settle } from './syncstore.js';
 import { CURSOR_KEY, FIRST_PULL, RECONCILE_KEY, RESTAMP_KEY } from './metakeys.js';
 
@@ -1235,7 +1235,7 @@ export class Syncer {
         }
       }
       if (stale) continue; // the outbox may have changed
-      const batch = entries.slice(0, batchLength(entries, split.limit, maxBody, (e) => e.change.length));
+      const batch = entries.slice(0, batchLength(entries, split.limit, maxBody, pushSizer(inVersion)));
       let results;
       /** @type {string|null} */
       let requestId = null;

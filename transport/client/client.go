@@ -586,7 +586,7 @@ func (c *Client) Push(ctx context.Context, changes []crdt.Change) ([]Result, err
 	results := make([]Result, 0, len(changes))
 	size := changeSizer()
 	for len(changes) > 0 {
-		n := proto.BatchLen(changes, maxPush, room, size)
+		n := proto.BatchLen(changes, maxPush, room, proto.PushSizer(size, c.versionOf))
 		rs, err := c.pushBatch(ctx, changes[:n])
 		results = append(results, rs...)
 		if err != nil {
@@ -604,6 +604,12 @@ func (c *Client) version(collection string) uint64 {
 		return uint64(d.Current())
 	}
 	return 0
+}
+
+// versionOf returns the collection of ch and the version the client
+// speaks for it (proto.PushSizer).
+func (c *Client) versionOf(ch crdt.Change) (string, uint64) {
+	return ch.Collection, c.version(ch.Collection)
 }
 
 // versions returns push key 3 for changes: the version of each of their

@@ -30,6 +30,9 @@ type Exported struct {
 	// BatchLens are BatchLen of sample sizes and limits, which the JS
 	// client's batchLength is tested against.
 	BatchLens []BatchLenVector `json:"batchLens"`
+	// PushVersions are PushVersionBytes of sample collections and
+	// versions, which the JS client's pushVersionBytes is tested against.
+	PushVersions []PushVersionVector `json:"pushVersions"`
 	// Replica is the replica binding rule and sample prefixes, which the
 	// JS client's own derivation is tested against.
 	Replica struct {
@@ -76,6 +79,13 @@ type LeaveVector struct {
 type PushRoomVector struct {
 	MaxBody int64 `json:"maxBody"`
 	Room    int64 `json:"room"`
+}
+
+// PushVersionVector is PushVersionBytes of one collection and version.
+type PushVersionVector struct {
+	Collection string `json:"collection"`
+	Version    uint64 `json:"version"`
+	Bytes      int    `json:"bytes"`
 }
 
 // BatchLenVector is BatchLen of items of these sizes under these limits.
@@ -179,6 +189,17 @@ func Constants() Exported {
 	} {
 		v.Len = BatchLen(v.Sizes, v.MaxCount, v.MaxBytes, func(n int) int { return n })
 		e.BatchLens = append(e.BatchLens, v)
+	}
+	// Absent (version 0); each width of the name's head and of the
+	// version; a name of multi-byte characters.
+	for _, v := range []PushVersionVector{
+		{Collection: "a", Version: 0}, {Collection: "a", Version: 1}, {Collection: "a", Version: 23},
+		{Collection: "a", Version: 24}, {Collection: "abcdefghijklmnopqrstuvw", Version: 255},
+		{Collection: "abcdefghijklmnopqrstuvwx", Version: 256}, {Collection: "notes", Version: 65535},
+		{Collection: "notes", Version: 65536}, {Collection: "用户.笔记", Version: 1 << 32},
+	} {
+		v.Bytes = PushVersionBytes(v.Collection, v.Version)
+		e.PushVersions = append(e.PushVersions, v)
 	}
 	e.Replica.PrefixLen = ReplicaPrefixLen
 	e.Replica.Separator = string(ReplicaSeparator)

@@ -93,10 +93,13 @@ const (
 	// section 8).
 	PullShrink = 4
 	// PushEnvelopeBytes is what a client leaves of the announced request
-	// body for a push's envelope (replica, versions, replica table), or a
-	// restore's (collection, version), when it splits its outbox or what it
-	// gives back into requests: the encoded changes, or sealed records, of
-	// one request take at most the rest (PushRoom).
+	// body for a push's envelope (replica, the heads of its keys, replica
+	// table, base wall), or a restore's (collection, version), when it
+	// splits its outbox or what it gives back into requests: the encoded
+	// changes, or sealed records, of one request take at most the rest
+	// (PushRoom), and so, in a push, do the entries of its schema versions
+	// (key 3), one per collection, which grow with the collections of the
+	// batch (PushSizer).
 	PushEnvelopeBytes = 1024
 )
 
@@ -111,6 +114,55 @@ const (
 // vectors of Exported.
 func PushRoom(maxBody int64) int64 {
 	return max(maxBody-PushEnvelopeBytes, 0)
+}
+
+// PushVersionBytes is what the entry of collection at schema version
+// version takes in a push's schema versions (key 3, {collection:
+// version}): the collection's text and the version, in CBOR; 0 for version
+// 0, which a push leaves out (the current version). The JS client's
+// pushVersionBytes is held to it by the vectors of Exported
+// (PushVersions).
+func PushVersionBytes(collection string, version uint64) int {
+	if version == 0 {
+		return 0
+	}
+	return cborHeadLen(uint64(len(collection))) + len(collection) + cborHeadLen(version)
+}
+
+// cborHeadLen is the length of a CBOR head whose argument is n.
+func cborHeadLen(n uint64) int {
+	switch {
+	case n < 24:
+		return 1
+	case n <= 0xff:
+		return 2
+	case n <= 0xffff:
+		return 3
+	case n <= 0xffffffff:
+		return 5
+	}
+	return 9
+}
+
+// PushSizer returns the size function both clients cut a push's changes
+// by (BatchLen's size, within PushRoom), fresh for each batch, as it
+// remembers the collections it has seen: an item's own encoding, as size
+// gives it, and, for the first item of each collection in the batch, its
+// entry of the push's schema versions (PushVersionBytes of what
+// collection gives for it). So a push spanning many collections with
+// schema versions never grows past the body limit by its key 3, which
+// PushEnvelopeBytes does not hold. The JS client's pushSizer
+// (jsclient/src/protocol.js) is the same rule.
+func PushSizer[T any](size func(T) int, collection func(T) (name string, version uint64)) func(T) int {
+	seen := map[string]bool{}
+	return func(it T) int {
+		n := size(it)
+		if name, v := collection(it); !seen[name] {
+			seen[name] = true
+			n += PushVersionBytes(name, v)
+		}
+		return n
+	}
 }
 
 // BatchLen is how many of items, from the first, go in one request (a

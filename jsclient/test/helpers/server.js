@@ -266,6 +266,8 @@ export class FakeServer {
     this.migrations = new Map();
     /** @type {Map<string, number>[]} the versions (key 3) of every push */
     this.pushVersions = [];
+    /** @type {number[]} the body size of every HTTP push, refused too_large or not */
+    this.pushSizes = [];
     /** @type {{replica: string, device?: boolean, live?: boolean}[]} the pushing replica of every push, and whether key 9 named it or it came over a live session */
     this.pushReplicas = [];
     /** @type {Uint8Array[]} every live push message, as it came */
@@ -796,6 +798,7 @@ export class FakeServer {
           decode(body, { canonical: false });
           return ok(encode(this.helloAnswer(prefix)));
         case PATHS.push: {
+          this.pushSizes.push(body.length);
           if (body.length > (this.opts.maxBody ?? DEFAULTS.maxBodyBytes)) return fail('too_large');
           // {1: replica, 2: [change...], 7: table?, 8: base?}, or with
           // 9: the device part under the token subject's prefix in place
