@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"reflect"
 
 	"github.com/fxamacker/cbor/v2"
 )
@@ -35,7 +36,10 @@ const (
 
 var (
 	encMode cbor.EncMode
-	decMode cbor.DecMode
+	// envEncMode encodes protocol envelopes: as encMode, but nil slices
+	// and maps as empty ones, never null (MarshalEnvelope).
+	envEncMode cbor.EncMode
+	decMode    cbor.DecMode
 	// envMode decodes protocol envelopes: as decMode, but map keys a
 	// struct does not know are skipped (docs/protocol.md, "Encoding").
 	envMode cbor.DecMode
@@ -49,6 +53,12 @@ func init() {
 	if err != nil {
 		panic(err)
 	}
+	eo.NilContainers = cbor.NilContainerAsEmpty
+	envEm, err := eo.EncMode()
+	if err != nil {
+		panic(err)
+	}
+	envEncMode = envEm
 	var rejects []func(*cbor.SimpleValueRegistry) error
 	for sv := 0; sv < 256; sv++ {
 		if sv >= 20 && sv <= 22 || sv >= 24 && sv <= 31 {
@@ -126,11 +136,27 @@ func Unmarshal(data []byte, v any) error {
 // not declare are skipped rather than refused, so that a later version of
 // the protocol can add keys. The records, changes and stamps inside stay
 // strict: their own decoders run as in Unmarshal.
+// A known key whose value is null is malformed (nullKnownKey), as the
+// codec would read it as the field's zero value.
 func UnmarshalEnvelope(data []byte, v any) error {
 	if err := envMode.Unmarshal(data, v); err != nil {
 		return wrapDecode(err)
 	}
+	if t := reflect.TypeOf(v); t != nil && t.Kind() == reflect.Pointer {
+		return nullKnownKey(data, t.Elem())
+	}
 	return nil
+}
+
+// MarshalEnvelope encodes a protocol envelope as Marshal does, but a nil
+// slice or map as an empty one, never null: a known key is never null on
+// the wire (docs/protocol.md, section 2; UnmarshalEnvelope refuses it).
+func MarshalEnvelope(v any) ([]byte, error) {
+	b, err := envEncMode.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("cbor encode: %w", err)
+	}
+	return b, nil
 }
 
 func wrapDecode(err error) error {

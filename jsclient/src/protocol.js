@@ -404,9 +404,6 @@ export function pushBudget(hello) {
   return [hello?.maxPush ?? DEFAULTS.maxPushChanges, Math.max(0, (hello?.maxBody ?? DEFAULTS.maxBodyBytes) - PUSH_ENVELOPE_BYTES)];
 }
 
-/** The length of a CBOR head whose argument is n. @param {number} n */
-const headLength = (n) => (n < 24 ? 1 : n < 0x100 ? 2 : n < 0x10000 ? 3 : n < 0x100000000 ? 5 : 9);
-
 /**
  * What the entry of collection c at schema version v takes in a push's
  * schema versions (key 3): 0 for version 0, which a push leaves out.
@@ -417,7 +414,7 @@ const headLength = (n) => (n < 24 ? 1 : n < 0x100 ? 2 : n < 0x10000 ? 3 : n < 0x
  */
 export function pushVersionBytes(c, v) {
   const n = utf8Length(c);
-  return v > 0 ? headLength(n) + n + headLength(v) : 0;
+  return v > 0 ? headLen(n) + n + headLen(v) : 0;
 }
 
 /**
@@ -701,25 +698,18 @@ export function encodePull(collection, cursor, limit, scope, lease, fresh = fals
  */
 export function parsePullAnswer(body) {
   const m = envelope(body, 'pull answer');
+  // Every key's type, then what the records hold, then the keys
+  // required (docs/protocol.md, section 2: a message with several
+  // faults), as Go reads it.
+  const next = field(m, 2, byteString);
+  const more = field(m, 3, bool) ?? false;
   const reset = field(m, 4, (r) => readEnvelope(r, 'reset'));
-  if (reset !== undefined) {
-    return {
-      records: [],
-      next: new Uint8Array(0),
-      more: false,
-      seals: [],
-      leaves: [],
-      reset: { reason: need(field(reset, 1, text), 'reset reason'), message: field(reset, 2, text) ?? '' },
-    };
-  }
+  const why = reset && { reason: field(reset, 1, text), message: field(reset, 2, text) ?? '' };
+  const ls = field(m, 5, leaves) ?? [];
+  const ss = field(m, 6, seals);
   const recs = records(m, 1);
-  return {
-    records: recs,
-    next: need(field(m, 2, byteString), 'next cursor'),
-    more: field(m, 3, bool) ?? false,
-    seals: sealsOf(field(m, 6, seals), recs),
-    leaves: field(m, 5, leaves) ?? [],
-  };
+  if (why) return { records: [], next: new Uint8Array(0), more: false, seals: [], leaves: [], reset: { reason: need(why.reason, 'reset reason'), message: why.message } };
+  return { records: recs, next: need(next, 'next cursor'), more, seals: sealsOf(ss, recs), leaves: ls };
 }
 
 /**
@@ -839,23 +829,23 @@ export function parseServerMessage(bytes) {
     case 'welcome':
       return { type, hello: helloOf(need(field(m, 1, (r) => readEnvelope(r, 'hello answer')), 'hello answer')) };
     case 'changes': {
-      const collection = need(field(m, 1, text), 'collection');
-      validateCollection(collection);
+      // Every key's type, then what the keys hold, then the keys
+      // required, as a pull answer's.
+      const collection = field(m, 1, text);
+      const next = field(m, 3, byteString);
+      const more = field(m, 4, bool) ?? false;
+      const ss = field(m, 5, seals);
+      const ls = field(m, 6, leaves) ?? [];
+      if (collection !== undefined) validateCollection(collection);
       const recs = records(m, 2);
-      return {
-        type,
-        collection,
-        records: recs,
-        next: need(field(m, 3, byteString), 'next cursor'),
-        more: field(m, 4, bool) ?? false,
-        seals: sealsOf(field(m, 5, seals), recs),
-        leaves: field(m, 6, leaves) ?? [],
-      };
+      return { type, collection: need(collection, 'collection'), records: recs, next: need(next, 'next cursor'), more, seals: sealsOf(ss, recs), leaves: ls };
     }
     case 'reset': {
-      const collection = need(field(m, 1, text), 'collection');
-      validateCollection(collection);
-      return { type, collection, reason: need(field(m, 2, text), 'reset reason'), message: field(m, 3, text) ?? '' };
+      const collection = field(m, 1, text);
+      const reason = field(m, 2, text);
+      const message = field(m, 3, text) ?? '';
+      if (collection !== undefined) validateCollection(collection);
+      return { type, collection: need(collection, 'collection'), reason: need(reason, 'reset reason'), message };
     }
     case 'pong':
       return { type, nonce: need(field(m, 1, uint), 'nonce') };

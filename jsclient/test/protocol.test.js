@@ -293,3 +293,24 @@ test('pushed: the results of a live push, or a code refusing it whole', () => {
     assert.throws(() => parseServerMessage(env(entries)), malformed, what);
   }
 });
+
+test('the message vectors Go writes (crdt/testdata/messages.json) are read, or refused with the same code, as Go reads them', async (t) => {
+  const { readFileSync } = await import('node:fs');
+  const { messages } = JSON.parse(readFileSync(new URL('../../crdt/testdata/messages.json', import.meta.url), 'utf8'));
+  assert.ok(messages.length > 0, 'messages.json holds vectors');
+  /** @type {Record<string, (b: Uint8Array) => unknown>} */
+  const parsers = { pull: parsePullAnswer, push: parsePushAnswer, hello: parseHello, server: parseServerMessage };
+  for (const v of messages) {
+    await t.test(`${v.kind}: ${v.name}`, () => {
+      const read = () => parsers[v.kind](Uint8Array.from(Buffer.from(v.hex, 'hex')));
+      if (v.error === '') {
+        read();
+        return;
+      }
+      assert.throws(read, (e) => {
+        assert.equal(/** @type {any} */ (e).code, v.error, /** @type {any} */ (e).message);
+        return true;
+      });
+    });
+  }
+});

@@ -76,7 +76,7 @@ func (p PushLive) MarshalCBOR() ([]byte, error) {
 	for i, ch := range p.Changes {
 		w.Changes[i] = crdt.AppendChangeCompact(nil, ch, c)
 	}
-	return crdt.Marshal(w)
+	return crdt.MarshalEnvelope(w)
 }
 
 // DecodePushLive decodes a push sent over the live session s. A message
@@ -193,7 +193,7 @@ func (m Pushed) MarshalCBOR() ([]byte, error) {
 		}
 		w.Results = &rs
 	}
-	return crdt.Marshal(w)
+	return crdt.MarshalEnvelope(w)
 }
 
 // UnmarshalCBOR decodes a pushed message: exactly one of its results

@@ -152,7 +152,7 @@ func (p PushRequest) MarshalCBOR() ([]byte, error) {
 	for i, ch := range p.Changes {
 		w.Changes[i] = crdt.AppendChangeCompact(nil, ch, c)
 	}
-	return crdt.Marshal(w)
+	return crdt.MarshalEnvelope(w)
 }
 
 // UnmarshalCBOR decodes a push request that names its replica whole (key
@@ -632,7 +632,7 @@ func Encode(v any) ([]byte, error) {
 	if p, ok := v.(PullResponse); ok {
 		return p.MarshalCBOR() // hand-encoded: no reflection, no re-check of the bytes
 	}
-	return crdt.Marshal(v)
+	return crdt.MarshalEnvelope(v)
 }
 
 // Decode decodes a request or answer body: unknown keys are skipped, the
@@ -645,33 +645,33 @@ func EncodeMessage(m Message) ([]byte, error) {
 	switch v := m.(type) {
 	case Hello:
 		v.Type = TypeHello
-		return crdt.Marshal(v)
+		return crdt.MarshalEnvelope(v)
 	case Sub:
 		v.Type = TypeSub
-		return crdt.Marshal(v)
+		return crdt.MarshalEnvelope(v)
 	case Unsub:
 		v.Type = TypeUnsub
-		return crdt.Marshal(v)
+		return crdt.MarshalEnvelope(v)
 	case Ping:
 		v.Type = TypePing
-		return crdt.Marshal(v)
+		return crdt.MarshalEnvelope(v)
 	case Welcome:
 		v.Type = TypeWelcome
-		return crdt.Marshal(v)
+		return crdt.MarshalEnvelope(v)
 	case Changes:
 		return v.MarshalCBOR() // hand-encoded: no reflection, no re-check of the bytes
 	case Pong:
 		v.Type = TypePong
-		return crdt.Marshal(v)
+		return crdt.MarshalEnvelope(v)
 	case ErrorMessage:
 		v.Type = TypeError
-		return crdt.Marshal(v)
+		return crdt.MarshalEnvelope(v)
 	case Resync:
 		v.Type = TypeResync
-		return crdt.Marshal(v)
+		return crdt.MarshalEnvelope(v)
 	case Reset:
 		v.Type = TypeReset
-		return crdt.Marshal(v)
+		return crdt.MarshalEnvelope(v)
 	case PushLive:
 		return v.MarshalCBOR()
 	case Pushed:

@@ -40,7 +40,8 @@ func TestBodiesRoundTrip(t *testing.T) {
 		{"push request", &PushRequest{Replica: "c1", Changes: []crdt.Change{ch}}, &PushRequest{}},
 		{"push response", &PushResponse{Results: []PushResult{{Status: StatusApplied}, {Status: StatusDuplicate}, {Status: StatusSuperseded, Lost: []string{"a", "b"}}, {Status: StatusRefused, Code: CodeClockDrift, Message: "ahead"}}}, &PushResponse{}},
 		{"pull request", &PullRequest{Collection: "demo.todos", Cursor: []byte{1, 2}, Limit: 50}, &PullRequest{}},
-		{"scoped pull request", &PullRequest{Collection: "demo.todos", Scope: []byte{0x81, 0x63, 'a', 'l', 'l'}}, &PullRequest{}},
+		// The beginning: an empty cursor (a nil one goes as h'' too, never null).
+		{"scoped pull request", &PullRequest{Collection: "demo.todos", Cursor: []byte{}, Scope: []byte{0x81, 0x63, 'a', 'l', 'l'}}, &PullRequest{}},
 		{"pull response", &PullResponse{Records: []crdt.Record{ch.Record}, Next: []byte{9}, More: true}, &PullResponse{}},
 		{"pull response with leaves", &PullResponse{Records: []crdt.Record{ch.Record}, Next: []byte{9}, Leaves: [][]byte{LeaveDigest("demo.todos", "r2")}}, &PullResponse{}},
 		{"error body", &ErrorBody{Code: CodeForbidden, Message: "no", RequestID: "r-1"}, &ErrorBody{}},
@@ -58,6 +59,37 @@ func TestBodiesRoundTrip(t *testing.T) {
 				t.Fatalf("round trip: got %+v, want %+v", tc.out, tc.in)
 			}
 		})
+	}
+}
+
+// A known key is never null on the wire (docs/protocol.md, section 2):
+// nil slices and maps of an envelope go as empty ones. The Go client sent
+// a pull or sub from the beginning with its cursor null, which every
+// decoder now refuses malformed.
+func TestEnvelopesNeverNull(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		in   any
+		want string
+	}{
+		{"pull from the beginning", PullRequest{Collection: "a.b"}, "a30163612e6202400300"},
+		{"sub from the beginning", Sub{Collection: "a.b"}, "a3006373756201" + "63612e62" + "0240"},
+		{"push answer of no changes", PushResponse{}, "a10180"},
+		{"restore of no records", RestoreRequest{Collection: "a.b"}, "a20163612e620280"},
+	} {
+		var b []byte
+		var err error
+		if m, ok := tc.in.(Message); ok {
+			b, err = EncodeMessage(m)
+		} else {
+			b, err = Encode(tc.in)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := hex.EncodeToString(b); got != tc.want {
+			t.Errorf("%s: %s, want %s", tc.name, got, tc.want)
+		}
 	}
 }
 

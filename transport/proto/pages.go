@@ -35,7 +35,7 @@ func (p PullResponse) MarshalCBOR() ([]byte, error) {
 	b = append(b, 0x03)
 	b = appendBool(b, p.More)
 	if p.Reset != nil {
-		reset, err := crdt.Marshal(p.Reset)
+		reset, err := crdt.MarshalEnvelope(p.Reset)
 		if err != nil {
 			return nil, err
 		}

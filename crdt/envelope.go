@@ -1,0 +1,110 @@
+package crdt
+
+import (
+	"bytes"
+	"fmt"
+	"reflect"
+	"strconv"
+	"strings"
+
+	"github.com/fxamacker/cbor/v2"
+)
+
+// Null in an envelope (docs/protocol.md, section 2): a known key whose
+// value is null is malformed, as a value of any other wrong type is; a
+// sender with nothing for a key leaves it out. The codec would read null
+// as the field's zero value (or a nil pointer: absent), so
+// UnmarshalEnvelope looks for it itself, in the envelope's map and in the
+// maps of the envelopes nested in it that the codec decodes by reflection
+// (a welcome's hello answer, a pull answer's reset); types that decode
+// themselves (cbor.Unmarshaler) check their own.
+
+// cborNull is the encoding of null.
+const cborNull = 0xf6
+
+var unmarshalerType = reflect.TypeFor[cbor.Unmarshaler]()
+
+// nullKnownKey returns an error wrapping ErrMalformed when data, an
+// envelope the codec decoded into a value of type t, holds null under a
+// key t declares (keyasint), in it or in an envelope nested under such a
+// key. data is well-formed: the codec read it.
+func nullKnownKey(data []byte, t reflect.Type) error {
+	if bytes.IndexByte(data, cborNull) < 0 {
+		return nil // no null anywhere: the common case, at the cost of one scan
+	}
+	_, err := nullsIn(data, 0, t)
+	return err
+}
+
+// nullsIn checks the item at off of data, decoded into a value of type t
+// (a struct that does not decode itself, or a pointer to or a slice of
+// one; else nothing to check), and returns the offset after it.
+func nullsIn(data []byte, off int, t reflect.Type) (int, error) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	elem := t
+	if t.Kind() == reflect.Slice {
+		elem = t.Elem()
+		for elem.Kind() == reflect.Pointer {
+			elem = elem.Elem()
+		}
+	}
+	if elem.Kind() != reflect.Struct || reflect.PointerTo(elem).Implements(unmarshalerType) {
+		return skipItem(data, off), nil
+	}
+	major, _, arg, p := readHead(data, off)
+	switch {
+	case t.Kind() == reflect.Slice && major == majorArray:
+		var err error
+		for range arg {
+			if p, err = nullsIn(data, p, elem); err != nil {
+				return 0, err
+			}
+		}
+		return p, nil
+	case t.Kind() != reflect.Struct || major != majorMap:
+		return skipItem(data, off), nil
+	}
+	var fields map[uint64]reflect.Type
+	for range arg {
+		kmajor, _, key, _ := readHead(data, p)
+		p = skipItem(data, p)
+		ft, known := reflect.Type(nil), false
+		if kmajor == majorUint {
+			if fields == nil {
+				fields = keyFields(t)
+			}
+			ft, known = fields[key]
+		}
+		if !known {
+			p = skipItem(data, p)
+			continue
+		}
+		if data[p] == cborNull {
+			return 0, fmt.Errorf("%w: key %d is null: a key without a value is left out", ErrMalformed, key)
+		}
+		var err error
+		if p, err = nullsIn(data, p, ft); err != nil {
+			return 0, err
+		}
+	}
+	return p, nil
+}
+
+// keyFields returns the fields of struct t by their integer keys
+// (`cbor:"N,keyasint"`), with their types.
+func keyFields(t reflect.Type) map[uint64]reflect.Type {
+	out := map[uint64]reflect.Type{}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, opts, _ := strings.Cut(f.Tag.Get("cbor"), ",")
+		if !strings.Contains(","+opts+",", ",keyasint,") {
+			continue
+		}
+		if k, err := strconv.ParseUint(name, 10, 64); err == nil {
+			out[k] = f.Type
+		}
+	}
+	return out
+}
