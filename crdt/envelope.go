@@ -29,8 +29,10 @@ var unmarshalerType = reflect.TypeFor[cbor.Unmarshaler]()
 // key t declares (keyasint), in it or in an envelope nested under such a
 // key. data is well-formed: the codec read it.
 func nullKnownKey(data []byte, t reflect.Type) error {
-	if bytes.IndexByte(data, cborNull) < 0 {
-		return nil // no null anywhere: the common case, at the cost of one scan
+	if bytes.IndexByte(data, cborNull) < 0 || reflect.PointerTo(t).Implements(unmarshalerType) {
+		// No null anywhere (the common case, at the cost of one scan), or
+		// a type that decodes itself, and checks its own keys.
+		return nil
 	}
 	_, err := nullsIn(data, 0, t)
 	return err
