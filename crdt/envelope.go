@@ -26,8 +26,8 @@ var unmarshalerType = reflect.TypeFor[cbor.Unmarshaler]()
 
 // nullKnownKey returns an error wrapping ErrMalformed when data, an
 // envelope the codec decoded into a value of type t, holds null under a
-// key t declares (keyasint), in it or in an envelope nested under such a
-// key. data is well-formed: the codec read it.
+// key t declares (keyasint), or within such a key's value (nullsIn).
+// data is well-formed: the codec read it.
 func nullKnownKey(data []byte, t reflect.Type) error {
 	if bytes.IndexByte(data, cborNull) < 0 || reflect.PointerTo(t).Implements(unmarshalerType) {
 		// No null anywhere (the common case, at the cost of one scan), or
@@ -38,34 +38,42 @@ func nullKnownKey(data []byte, t reflect.Type) error {
 	return err
 }
 
-// nullsIn checks the item at off of data, decoded into a value of type t
-// (a struct that does not decode itself, or a pointer to or a slice of
-// one; else nothing to check), and returns the offset after it.
+// nullsIn checks the item at off of data, which the codec decoded into a
+// value of type t, and returns the offset after it: null is malformed
+// wherever t is not an interface (a known key's value, an item of a list
+// or a value of a map under one, a key of an envelope nested in it, a
+// value of a type that decodes itself, whose insides it checks itself).
 func nullsIn(data []byte, off int, t reflect.Type) (int, error) {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
-	elem := t
-	if t.Kind() == reflect.Slice {
-		elem = t.Elem()
-		for elem.Kind() == reflect.Pointer {
-			elem = elem.Elem()
-		}
+	if t.Kind() == reflect.Interface {
+		return skipItem(data, off), nil
 	}
-	if elem.Kind() != reflect.Struct || reflect.PointerTo(elem).Implements(unmarshalerType) {
+	if data[off] == cborNull {
+		return 0, fmt.Errorf("%w: null where %s is read: a key without a value is left out", ErrMalformed, t)
+	}
+	if reflect.PointerTo(t).Implements(unmarshalerType) {
 		return skipItem(data, off), nil
 	}
 	major, _, arg, p := readHead(data, off)
+	var err error
 	switch {
-	case t.Kind() == reflect.Slice && major == majorArray:
-		var err error
+	case major == majorArray && (t.Kind() == reflect.Slice || t.Kind() == reflect.Array):
 		for range arg {
-			if p, err = nullsIn(data, p, elem); err != nil {
+			if p, err = nullsIn(data, p, t.Elem()); err != nil {
 				return 0, err
 			}
 		}
 		return p, nil
-	case t.Kind() != reflect.Struct || major != majorMap:
+	case major == majorMap && t.Kind() == reflect.Map:
+		for range arg {
+			if p, err = nullsIn(data, skipItem(data, p), t.Elem()); err != nil {
+				return 0, err
+			}
+		}
+		return p, nil
+	case major != majorMap || t.Kind() != reflect.Struct:
 		return skipItem(data, off), nil
 	}
 	var fields map[uint64]reflect.Type
@@ -83,12 +91,8 @@ func nullsIn(data []byte, off int, t reflect.Type) (int, error) {
 			p = skipItem(data, p)
 			continue
 		}
-		if data[p] == cborNull {
-			return 0, fmt.Errorf("%w: key %d is null: a key without a value is left out", ErrMalformed, key)
-		}
-		var err error
 		if p, err = nullsIn(data, p, ft); err != nil {
-			return 0, err
+			return 0, fmt.Errorf("key %d: %w", key, err)
 		}
 	}
 	return p, nil

@@ -76,12 +76,16 @@ func messageCases(t *testing.T) []messageVector {
 		{Name: "null seals", Kind: "pull", Hex: enc(map[int]any{1: empty, 2: []byte{1}, 6: nil}), Error: "malformed"},
 		{Name: "a null replica table", Kind: "pull", Hex: enc(map[int]any{1: empty, 2: []byte{1}, 7: nil}), Error: "malformed"},
 		{Name: "a null base wall", Kind: "pull", Hex: enc(map[int]any{1: empty, 2: []byte{1}, 8: nil}), Error: "malformed"},
+		{Name: "leaves holding a null", Kind: "pull", Hex: enc(map[int]any{1: empty, 2: []byte{1}, 5: []any{nil}}), Error: "malformed"},
+		{Name: "seals holding a null", Kind: "pull", Hex: enc(map[int]any{1: []any{good}, 2: []byte{1}, 6: []any{nil}}), Error: "malformed"},
 		{Name: "null under an unknown key", Kind: "pull", Hex: enc(map[int]any{1: empty, 2: []byte{1}, 99: nil})},
 
 		{Name: "a push answer", Kind: "push", Hex: enc(map[int]any{1: []any{map[int]any{1: 0}, map[int]any{1: 3, 2: "schema", 3: "no"}}})},
 		{Name: "null results", Kind: "push", Hex: enc(map[int]any{1: nil}), Error: "malformed"},
 		{Name: "a result of a null status", Kind: "push", Hex: enc(map[int]any{1: []any{map[int]any{1: nil}}}), Error: "malformed"},
 		{Name: "a result of a null code", Kind: "push", Hex: enc(map[int]any{1: []any{map[int]any{1: 3, 2: nil}}}), Error: "malformed"},
+		{Name: "a result whose lost fields hold a null", Kind: "push", Hex: enc(map[int]any{1: []any{map[int]any{1: 0, 4: []any{"a", nil}}}}), Error: "malformed"},
+		{Name: "results holding a null", Kind: "push", Hex: enc(map[int]any{1: []any{nil}}), Error: "malformed"},
 		{Name: "a result of null lost fields", Kind: "push", Hex: enc(map[int]any{1: []any{map[int]any{1: 0, 4: nil}}}), Error: "malformed"},
 
 		{Name: "a hello answer", Kind: "hello", Hex: enc(hello(nil))},
