@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -59,5 +60,30 @@ func TestServeFlagsDocumented(t *testing.T) {
 	})
 	if n == 0 {
 		t.Fatal("serveFlags defines no flags")
+	}
+}
+
+var secretFlag = regexp.MustCompile(`--secret[ =]\S`)
+
+// TestDocsKeepTheSecretOffTheCommandLine: docs/operations.md says to keep
+// the secret in the environment, not on the command line, where ps shows
+// it; the commands the docs give to copy must do so too (they passed
+// --secret "$SECRET" to serve and token).
+func TestDocsKeepTheSecretOffTheCommandLine(t *testing.T) {
+	for _, name := range []string{"README.md", "docs/operations.md", "docs/security.md", "docs/embedding.md", "docs/redis.md", "jsclient/README.md"} {
+		raw, err := os.ReadFile(filepath.Join("..", "..", filepath.FromSlash(name)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		inCode := false
+		for n, line := range strings.Split(string(raw), "\n") {
+			if strings.HasPrefix(strings.TrimSpace(line), "```") {
+				inCode = !inCode
+				continue
+			}
+			if inCode && secretFlag.MatchString(line) {
+				t.Errorf("%s:%d passes the secret on the command line: %s", name, n+1, strings.TrimSpace(line))
+			}
+		}
 	}
 }
