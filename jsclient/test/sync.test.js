@@ -217,10 +217,18 @@ test('a refused token raises an auth event; a new token resumes sync', async (t)
   /** @type {string[]} */
   const auth = [];
   a.on('auth', (e) => auth.push(e.code));
+  /** @type {string[]} */
+  const errors = [];
+  a.on('error', (e) => errors.push(/** @type {any} */ (e).code));
   await a.collection('todos').put('t', { n: 1 });
   await until(() => auth.length > 0, 'auth event');
   assert.equal(auth[0], 'unauthenticated');
   assert.equal(a.status.pending, 1);
+  // The README's event table: 'auth' once per run of refusals, then an
+  // 'error' for each refusal while it retries with backoff.
+  await until(() => errors.length >= 2, "the refusals after 'auth' told as 'error'");
+  assert.deepEqual(auth, ['unauthenticated']);
+  assert.deepEqual([...new Set(errors)], ['unauthenticated']);
   a.setToken('good');
   await until(() => a.status.pending === 0 && a.status.online, 'synced with the new token');
 });
