@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/convergo/convergo/stores"
+	"github.com/convergo/convergo/stores/bolt"
 	"github.com/convergo/convergo/stores/storeurl"
 )
 
@@ -124,6 +125,10 @@ func openForTool(ctx context.Context, raw string, stderr io.Writer, memory strin
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	opts.Logger = log
 	st, err := spec.Open(ctx, opts)
+	if errors.Is(err, bolt.ErrLocked) {
+		// The embedded store's file is held by the server that serves it.
+		return nil, "", nil, fmt.Errorf("%w; stop the server first (a bolt file is open in one process at a time), or run the server on a store it shares (Redis, DynamoDB)", err)
+	}
 	if err != nil {
 		return nil, "", nil, err
 	}

@@ -117,3 +117,33 @@ func TestToolsRefuseAnUnservedRedisPrefix(t *testing.T) {
 		}
 	}
 }
+
+// TestToolsOnABoltFileAServerHolds: the README's scoped-sync example runs
+// convergo deny while its server runs; on the embedded store the server
+// holds the file, and the commands must say what to do (stop the server
+// first), not only that the file is locked.
+func TestToolsOnABoltFileAServerHolds(t *testing.T) {
+	path := newBoltFile(t)
+	held, err := bolt.Open(context.Background(), path, bolt.Options{}) // the server
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	for _, args := range [][]string{
+		{"deny", "--subject", "alice"},
+		{"allow", "--subject", "alice"},
+		{"store", "mark-restored"},
+	} {
+		// The wait for the lock is bounded by the context (bolt.Open).
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		var out, errOut bytes.Buffer
+		err := run(ctx, append(args, "--store", "bolt:"+path), &out, &errOut)
+		cancel()
+		if err == nil {
+			t.Fatalf("%v on a file a server holds: no error; printed %q", args, out.String())
+		}
+		if !strings.Contains(err.Error(), "stop the server") || !strings.Contains(err.Error(), path) {
+			t.Errorf("%v on a file a server holds: %v; want it to name the file and say to stop the server", args, err)
+		}
+	}
+}

@@ -29,6 +29,10 @@ var (
 // It wraps stores.ErrCorrupt, which callers above the store branch on.
 var ErrCorrupt = fmt.Errorf("bolt: %w", stores.ErrCorrupt)
 
+// ErrLocked is Open's error when another process (a running server) held
+// the file for as long as Open waited: one process at a time opens it.
+var ErrLocked = errors.New("file is locked by another process")
+
 // DefaultTimeout is how long Open waits for the file lock by default.
 const DefaultTimeout = 5 * time.Second
 
@@ -123,7 +127,7 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	})
 	if err != nil {
 		if errors.Is(err, bberrors.ErrTimeout) {
-			return nil, fmt.Errorf("open %s: file is locked by another process after %s: %w", path, opts.Timeout, err)
+			return nil, fmt.Errorf("open %s: %w after %s: %w", path, ErrLocked, opts.Timeout, err)
 		}
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}

@@ -124,6 +124,8 @@ func TestOpenOptions(t *testing.T) {
 	start := time.Now()
 	if _, err := bolt.Open(context.Background(), path, bolt.Options{Timeout: 100 * time.Millisecond}); err == nil {
 		t.Fatal("second Open of a locked file succeeded")
+	} else if !errors.Is(err, bolt.ErrLocked) {
+		t.Fatalf("second Open of a locked file: %v, want ErrLocked", err)
 	}
 	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("second Open waited %s with a timeout of 100ms", d)
