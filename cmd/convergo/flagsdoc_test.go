@@ -87,3 +87,48 @@ func TestDocsKeepTheSecretOffTheCommandLine(t *testing.T) {
 		}
 	}
 }
+
+// TestStoreURLParamsInServeHelp: every store URL parameter the table of
+// docs/operations.md ("Store URLs") gives is in --store's usage too, which
+// is what serve -h shows (the usage left out DynamoDB's poll, shards and
+// turn).
+func TestStoreURLParamsInServeHelp(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join("..", "..", "docs", "operations.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(raw)
+	i := strings.Index(doc, "## Store URLs")
+	if i < 0 {
+		t.Fatal("docs/operations.md has no section ## Store URLs")
+	}
+	doc = doc[i:]
+	table := strings.Index(doc, "| URL |")
+	if table < 0 {
+		t.Fatal("docs/operations.md, Store URLs: no table")
+	}
+	doc = doc[table:]
+	doc = doc[:strings.Index(doc, "\n\n")]
+	fs, _ := serveFlags(io.Discard)
+	usage := fs.Lookup("store").Usage
+	param := regexp.MustCompile(`[?&\[]([a-z_]+)=`)
+	n := 0
+	for _, line := range strings.Split(doc, "\n") {
+		if !strings.HasPrefix(line, "| `") {
+			continue
+		}
+		scheme, _, _ := strings.Cut(strings.Trim(strings.Split(line, "|")[1], " `"), ":")
+		if !strings.Contains(usage, scheme+":") {
+			t.Errorf("--store's usage does not name the scheme %s:", scheme)
+		}
+		for _, m := range param.FindAllStringSubmatch(line, -1) {
+			n++
+			if !strings.Contains(usage, m[1]+"=") {
+				t.Errorf("docs/operations.md gives the %s URL parameter %s; --store's usage does not: %s", scheme, m[1], usage)
+			}
+		}
+	}
+	if n == 0 {
+		t.Fatal("no URL parameters found in docs/operations.md, Store URLs")
+	}
+}

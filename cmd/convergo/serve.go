@@ -56,7 +56,7 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.addr, "addr", "127.0.0.1:8080", "`host:port` to listen on (\":8080\" for every interface)")
 	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "`host:port` of a separate listener for /metrics, /healthz and /readyz; when set, /metrics is not served on --addr")
-	fs.StringVar(&c.store, "store", "bolt:convergo.db", "store `URL`: memory:, bolt:PATH, redis://[user:pass@]host:port[/db][?prefix=P&capture=COLL=PATTERN[;mirror]...&written_cache=BYTES], redis-cluster://host:port,host:port[?prefix=P&capture=...&written_cache=BYTES], dynamodb://TABLE[?region=R&endpoint=URL&create=1&capture=0]")
+	fs.StringVar(&c.store, "store", "bolt:convergo.db", "store `URL`: memory:, bolt:PATH, redis://[user:pass@]host:port[/db][?prefix=P&capture=COLL=PATTERN[;mirror]...&written_cache=BYTES], redis-cluster://host:port,host:port[?prefix=P&capture=...&written_cache=BYTES], dynamodb://TABLE[?region=R&endpoint=URL&create=1&capture=0&poll=D&shards=K,COLL:K&turn=D|off]")
 	fs.StringVar(&c.secret, "secret", "", "HS256 `secret` that signs access tokens (at least 16 bytes); empty in demo mode means a random one for this run")
 	fs.StringVar(&c.audience, "audience", "", "the server's `name` in tokens' aud claim: a token must name it; empty: a token with any aud is refused (it was minted for another service)")
 	fs.StringVar(&c.issuer, "issuer", "", "the `issuer` tokens' iss claim must be exactly; empty: iss is not checked")

@@ -6,7 +6,7 @@
 //	bolt:PATH
 //	redis://[user:pass@]host:port[/db][?prefix=P&capture=COLL=PATTERN[;mirror]...&written_cache=BYTES]
 //	redis-cluster://host:port[,host:port...][?prefix=P&capture=...&written_cache=BYTES]
-//	dynamodb://TABLE[?region=R&endpoint=URL&create=1&capture=0&poll=D]
+//	dynamodb://TABLE[?region=R&endpoint=URL&create=1&capture=0&poll=D&shards=K,COLL:K&turn=D|off]
 //
 // A Redis URL's capture parameter, repeatable, is one redis.CaptureRule:
 // capture=todos=app:todo:* captures writes other programs make to the
@@ -59,7 +59,7 @@ type Spec struct {
 //	bolt:PATH
 //	redis://[user:pass@]host:port[/db][?prefix=P&capture=COLL=PATTERN[;mirror]...&written_cache=BYTES]
 //	redis-cluster://host:port[,host:port...][?prefix=P&capture=...&written_cache=BYTES]
-//	dynamodb://TABLE[?region=R&endpoint=URL&create=1&capture=0&poll=D]
+//	dynamodb://TABLE[?region=R&endpoint=URL&create=1&capture=0&poll=D&shards=K,COLL:K&turn=D|off]
 func Parse(raw string) (Spec, error) {
 	scheme, rest, ok := strings.Cut(raw, ":")
 	if !ok {
