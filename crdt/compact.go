@@ -234,6 +234,12 @@ func (c *Compact) DecodeRecords(data []byte) ([]Record, error) {
 	d := fastDecoder{b: data, cmp: c}
 	rs := make([]Record, n)
 	for i := range rs {
+		if data[off] == cborNull {
+			// Null is no record (docs/protocol.md, section 2), malformed
+			// in its place among them, as a record that is not a map;
+			// read as one, it would be an empty record, invalid.
+			return nil, fmt.Errorf("record %d: %w: null where a record is read", i, ErrMalformed)
+		}
 		r, end, err := d.record(off)
 		if err != nil {
 			return nil, fmt.Errorf("record %d: %w", i, err)

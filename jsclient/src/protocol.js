@@ -865,7 +865,8 @@ export function parseServerMessage(bytes) {
       // whole (docs/protocol.md, "Pushing over a live session").
       const rs = field(m, 1, results);
       const code = field(m, 2, text);
-      if (!rs === !code) throw malformed('pushed holds results or a code');
+      // Exactly one of them, and a code that is not empty.
+      if ((rs === undefined) === (code === undefined) || code === '') throw malformed('pushed holds results or a code');
       /** @type {ServerMessage} */
       const p = rs ? { type, results: rs } : { type, code, message: field(m, 3, text) ?? '' };
       const id = field(m, 4, text); // the push's request id

@@ -527,18 +527,14 @@ func (c *Client) Hello(ctx context.Context) (ServerInfo, error) {
 // checkHello reads a hello answer (or a welcome's) before anything of it
 // is taken. One of another protocol version says the client must be
 // upgraded: unsupported_version, not retried (as the browser client's
-// applyHello). One whose server time is not a wall time (absent, 0, or
-// past crdt.MaxWall) is unreadable, ErrProtocol, retried as a network
-// failure: taken, it would correct the wall time to about the epoch and
-// restart the clock there (setInfo), and every later write would stamp
-// near 1970 and lose to every write it meets (the browser client's
-// parseHello refuses it too).
+// applyHello). One without its protocol, or whose server time is not a
+// wall time (absent, 0, or past crdt.MaxWall), did not decode
+// (proto.HelloResponse.UnmarshalCBOR): unreadable, ErrProtocol, retried
+// as a network failure; taken, it would correct the wall time to about
+// the epoch and restart the clock there (setInfo).
 func checkHello(a proto.HelloResponse) error {
 	if a.Protocol != proto.Version {
 		return &Error{Code: proto.CodeUnsupportedVersion, Message: fmt.Sprintf("the server speaks protocol %d, not %d", a.Protocol, proto.Version)}
-	}
-	if a.ServerTime <= 0 || a.ServerTime > crdt.MaxWall {
-		return fmt.Errorf("%w: hello answer with server time %d", ErrProtocol, a.ServerTime)
 	}
 	return nil
 }
@@ -852,45 +848,18 @@ func (c *Client) pull(ctx context.Context, collection string, cursor []byte, lim
 	var a proto.PullResponse
 	req := proto.PullRequest{Collection: collection, Cursor: cursor, Limit: uint64(limit), Scope: c.scopeWire(collection),
 		Replica: c.Replica(), Pending: c.pendingFloor(collection), Fresh: fresh && len(cursor) == 0, Version: c.version(collection)}
-	// A page without its next cursor (key 2 absent, decoded nil; an empty
-	// one is the cursor of an empty log) is unreadable, retried: read as
-	// the beginning, every page would send the reader back there (the
-	// browser client's parsePullAnswer refuses it too). A reset page's
-	// next is the beginning whatever it says.
-	check := func() error {
-		if a.Next == nil && a.Reset == nil {
-			return fmt.Errorf("%w: a pull page without its next cursor", ErrProtocol)
-		}
-		return nil
-	}
-	if _, err := c.call(ctx, proto.PathPull, req, &a, check); err != nil {
-		return Page{}, fmt.Errorf("pull %s: %w", collection, err)
-	}
-	if a.Next == nil {
-		a.Next = []byte{}
-	}
-	if err := checkCursor(a.Next); err != nil {
+	// A page without its next cursor (unless reset), a reset without its
+	// reason, a cursor over proto.MaxCursorBytes or seals not one per
+	// record do not decode (proto.PullResponse.UnmarshalCBOR): the answer
+	// is unreadable, ErrProtocol, retried, and nothing of it is stored.
+	if _, err := c.call(ctx, proto.PathPull, req, &a, nil); err != nil {
 		return Page{}, fmt.Errorf("pull %s: %w", collection, err)
 	}
 	if a.Reset != nil {
 		return Page{Next: []byte{}, Reset: resetReason(a.Reset.Reason)}, nil
 	}
-	if len(a.Seals) != 0 && len(a.Seals) != len(a.Records) {
-		return Page{}, fmt.Errorf("pull %s: %w: %d seals for %d records", collection, ErrProtocol, len(a.Seals), len(a.Records))
-	}
 	c.observeRecords(a.Records)
 	return Page{Records: a.Records, Next: a.Next, More: a.More, Seals: a.Seals, Leaves: a.Leaves, from: readFrom(cursor)}, nil
-}
-
-// checkCursor reads a cursor the server sent: one over
-// proto.MaxCursorBytes, stored, would go back with every read and be
-// refused, the collection stuck behind it; it is ErrProtocol, never
-// stored.
-func checkCursor(next []byte) error {
-	if len(next) > proto.MaxCursorBytes {
-		return fmt.Errorf("%w: cursor of %d bytes, over %d", ErrProtocol, len(next), proto.MaxCursorBytes)
-	}
-	return nil
 }
 
 // reading follows one reading of a collection, page by page, for the

@@ -40,6 +40,49 @@ type HelloResponse struct {
 	ReplicaPrefix string `cbor:"11,keyasint"`
 }
 
+// helloResponseWire is a hello answer as it is read: keys 1 and 2 are
+// required.
+type helloResponseWire struct {
+	Protocol        *uint64 `cbor:"1,keyasint"`
+	ServerTime      *int64  `cbor:"2,keyasint"`
+	ServerReplica   string  `cbor:"3,keyasint"`
+	MaxPush         uint64  `cbor:"4,keyasint"`
+	MaxPull         uint64  `cbor:"5,keyasint"`
+	MaxBodyBytes    uint64  `cbor:"6,keyasint"`
+	MaxDrift        uint64  `cbor:"7,keyasint"`
+	Subject         string  `cbor:"8,keyasint"`
+	MaxPageBytes    uint64  `cbor:"9,keyasint"`
+	MaxMessageBytes uint64  `cbor:"10,keyasint"`
+	ReplicaPrefix   string  `cbor:"11,keyasint"`
+}
+
+// UnmarshalCBOR decodes a hello answer (over HTTP, or a welcome's key 1):
+// its protocol (key 1) and its server time (key 2), a wall time of 1 to
+// crdt.MaxWall ms, are required (docs/protocol.md, section 6), else it is
+// malformed, an answer a client cannot read and takes nothing of: read as
+// 0, the server time would restart the client's clock at the epoch. The
+// browser client's parseHello reads it alike. Another protocol version is
+// read, for the client to refuse unsupported_version.
+func (h *HelloResponse) UnmarshalCBOR(data []byte) error {
+	var w helloResponseWire
+	if err := crdt.UnmarshalEnvelope(data, &w); err != nil {
+		return err
+	}
+	if w.ServerTime != nil && (*w.ServerTime <= 0 || *w.ServerTime > crdt.MaxWall) {
+		return fmt.Errorf("%w: a hello answer of server time %d, not a wall time", crdt.ErrMalformed, *w.ServerTime)
+	}
+	if w.Protocol == nil {
+		return fmt.Errorf("%w: a hello answer without its protocol (key 1)", crdt.ErrMalformed)
+	}
+	if w.ServerTime == nil {
+		return fmt.Errorf("%w: a hello answer without its server time (key 2)", crdt.ErrMalformed)
+	}
+	*h = HelloResponse{Protocol: *w.Protocol, ServerTime: *w.ServerTime, ServerReplica: w.ServerReplica, MaxPush: w.MaxPush,
+		MaxPull: w.MaxPull, MaxBodyBytes: w.MaxBodyBytes, MaxDrift: w.MaxDrift, Subject: w.Subject, MaxPageBytes: w.MaxPageBytes,
+		MaxMessageBytes: w.MaxMessageBytes, ReplicaPrefix: w.ReplicaPrefix}
+	return nil
+}
+
 // WithDefaults returns h with each limit it leaves at 0 (keys 4, 5, 6, 7,
 // 9 and 10: max-push, max-pull, max-body, max-drift, max-page-bytes,
 // max-message) set to its default: the Default* constant, or for the max
@@ -328,7 +371,9 @@ type PushResult struct {
 // it would be taken as applied, the change dropped from its client's
 // outbox although the server may never have taken it. It is malformed,
 // an answer the client cannot read (the browser client's parsePushAnswer
-// refuses it too). Unknown keys are ignored, as in any envelope.
+// refuses it too), and so is a result of a status not one of the four
+// (docs/protocol.md, section 7). Unknown keys are ignored, as in any
+// envelope.
 func (r *PushResult) UnmarshalCBOR(data []byte) error {
 	var w struct {
 		Status  *Status  `cbor:"1,keyasint"`
@@ -342,6 +387,10 @@ func (r *PushResult) UnmarshalCBOR(data []byte) error {
 	if w.Status == nil {
 		return fmt.Errorf("%w: a push result without its status (key 1)", crdt.ErrMalformed)
 	}
+	if *w.Status > StatusRefused {
+		// A status this client does not know acknowledges nothing.
+		return fmt.Errorf("%w: a push result of status %d", crdt.ErrMalformed, *w.Status)
+	}
 	*r = PushResult{Status: *w.Status, Code: w.Code, Message: w.Message, Lost: w.Lost}
 	return nil
 }
@@ -349,6 +398,32 @@ func (r *PushResult) UnmarshalCBOR(data []byte) error {
 // PushResponse answers a push: {1: [result...]}, one per change in order.
 type PushResponse struct {
 	Results []PushResult `cbor:"1,keyasint"`
+}
+
+// UnmarshalCBOR decodes a push answer, whose results (key 1) are
+// required: an answer without them is malformed (unreadable), not one of
+// no results, which answers a push of no changes.
+func (p *PushResponse) UnmarshalCBOR(data []byte) error {
+	rs, err := decodeResults(data, "push")
+	p.Results = rs
+	return err
+}
+
+// decodeResults reads the results of a push or restore answer.
+func decodeResults(data []byte, what string) ([]PushResult, error) {
+	var w struct {
+		Results *[]PushResult `cbor:"1,keyasint"`
+	}
+	if err := crdt.UnmarshalEnvelope(data, &w); err != nil {
+		return nil, err
+	}
+	if w.Results == nil {
+		return nil, fmt.Errorf("%w: a %s answer without its results (key 1)", crdt.ErrMalformed, what)
+	}
+	if *w.Results == nil {
+		return []PushResult{}, nil
+	}
+	return *w.Results, nil
 }
 
 // PullRequest is the body of POST /v2/pull: {1: collection, 2: cursor,
@@ -396,24 +471,74 @@ type pullResponseWire struct {
 	Records cbor.RawMessage `cbor:"1,keyasint"`
 	Next    []byte          `cbor:"2,keyasint"`
 	More    bool            `cbor:"3,keyasint"`
-	Reset   *ResetInfo      `cbor:"4,keyasint,omitempty"`
+	Reset   *resetInfoWire  `cbor:"4,keyasint,omitempty"`
 	Leaves  [][]byte        `cbor:"5,keyasint,omitempty"`
 	Seals   [][]byte        `cbor:"6,keyasint,omitempty"`
 	Table   []string        `cbor:"7,keyasint,omitempty"`
 	Base    *uint64         `cbor:"8,keyasint,omitempty"`
 }
 
-// UnmarshalCBOR decodes a pull answer, plain or compact.
+// resetInfoWire is a reset as it is read: its reason is required.
+type resetInfoWire struct {
+	Reason  *string `cbor:"1,keyasint"`
+	Message string  `cbor:"2,keyasint"`
+}
+
+// UnmarshalCBOR decodes a pull answer, plain or compact, by the order of
+// docs/protocol.md section 2: every key's type (a next cursor over
+// MaxCursorBytes among them), then the records, then the keys required
+// and the rules across keys. A page without its next cursor (key 2; an
+// empty one is the cursor of an empty log), unless reset, or of a reset
+// without its reason, or of seals not one per record, is malformed, an
+// answer the client cannot read (section 5) and stores nothing of: read
+// as the beginning, the next cursor would send the reader back there
+// after every page. The browser client's parsePullAnswer reads it alike.
 func (p *PullResponse) UnmarshalCBOR(data []byte) error {
 	var w pullResponseWire
 	if err := crdt.UnmarshalEnvelope(data, &w); err != nil {
+		return err
+	}
+	if err := checkCursor(w.Next); err != nil {
 		return err
 	}
 	rs, err := decodeRecords(w.Records, w.Table, w.Base)
 	if err != nil {
 		return err
 	}
-	*p = PullResponse{Records: rs, Next: w.Next, More: w.More, Reset: w.Reset, Leaves: w.Leaves, Seals: w.Seals}
+	if w.Reset != nil {
+		if w.Reset.Reason == nil {
+			return fmt.Errorf("%w: a reset without its reason (key 1)", crdt.ErrMalformed)
+		}
+		// The rest of a reset page is not read: its next is the
+		// beginning whatever it says.
+		*p = PullResponse{Records: rs, Next: w.Next, More: w.More, Reset: &ResetInfo{Reason: *w.Reset.Reason, Message: w.Reset.Message}, Leaves: w.Leaves, Seals: w.Seals}
+		return nil
+	}
+	if w.Next == nil {
+		return fmt.Errorf("%w: a pull page without its next cursor (key 2)", crdt.ErrMalformed)
+	}
+	if err := checkSeals(w.Seals, rs); err != nil {
+		return err
+	}
+	*p = PullResponse{Records: rs, Next: w.Next, More: w.More, Leaves: w.Leaves, Seals: w.Seals}
+	return nil
+}
+
+// checkCursor reads a cursor the server sent: one over MaxCursorBytes,
+// stored, would go back with every read and be refused, the collection
+// stuck behind it; it is malformed, read with its key's type.
+func checkCursor(next []byte) error {
+	if len(next) > MaxCursorBytes {
+		return fmt.Errorf("%w: cursor of %d bytes, over %d", crdt.ErrMalformed, len(next), MaxCursorBytes)
+	}
+	return nil
+}
+
+// checkSeals reads the seals of a page: one per record, or none.
+func checkSeals(seals [][]byte, records []crdt.Record) error {
+	if len(seals) != 0 && len(seals) != len(records) {
+		return fmt.Errorf("%w: %d seals for %d records", crdt.ErrMalformed, len(seals), len(records))
+	}
 	return nil
 }
 
@@ -461,6 +586,14 @@ type RestoreRequest struct {
 // a push's.
 type RestoreResponse struct {
 	Results []PushResult `cbor:"1,keyasint"`
+}
+
+// UnmarshalCBOR decodes a restore answer, whose results (key 1) are
+// required, as a push answer's.
+func (p *RestoreResponse) UnmarshalCBOR(data []byte) error {
+	rs, err := decodeResults(data, "restore")
+	p.Results = rs
+	return err
 }
 
 // Types of live (WebSocket) messages, the value under key 0.
@@ -536,6 +669,23 @@ type Welcome struct {
 	Hello HelloResponse `cbor:"1,keyasint"`
 }
 
+// UnmarshalCBOR decodes a welcome, whose hello answer (key 1) is
+// required, else it is malformed.
+func (m *Welcome) UnmarshalCBOR(data []byte) error {
+	var w struct {
+		Type  string         `cbor:"0,keyasint"`
+		Hello *HelloResponse `cbor:"1,keyasint"`
+	}
+	if err := crdt.UnmarshalEnvelope(data, &w); err != nil {
+		return err
+	}
+	if w.Hello == nil {
+		return fmt.Errorf("%w: a welcome without its hello answer (key 1)", crdt.ErrMalformed)
+	}
+	*m = Welcome{Type: w.Type, Hello: *w.Hello}
+	return nil
+}
+
 // Changes streams a page of a subscribed collection; Seals[i] is the seal
 // of Records[i], Leaves are leave entries as in a PullResponse.
 type Changes struct {
@@ -550,7 +700,7 @@ type Changes struct {
 
 type changesWire struct {
 	Type       string          `cbor:"0,keyasint"`
-	Collection string          `cbor:"1,keyasint"`
+	Collection *string         `cbor:"1,keyasint"`
 	Records    cbor.RawMessage `cbor:"2,keyasint"`
 	Next       []byte          `cbor:"3,keyasint"`
 	More       bool            `cbor:"4,keyasint"`
@@ -560,18 +710,44 @@ type changesWire struct {
 	Base       *uint64         `cbor:"8,keyasint,omitempty"`
 }
 
-// UnmarshalCBOR decodes a changes message, plain or compact.
+// UnmarshalCBOR decodes a changes message, plain or compact, as a pull
+// answer (PullResponse.UnmarshalCBOR): its collection (key 1), a valid
+// name, and its next cursor (key 3) are required.
 func (m *Changes) UnmarshalCBOR(data []byte) error {
 	var w changesWire
 	if err := crdt.UnmarshalEnvelope(data, &w); err != nil {
+		return err
+	}
+	if err := checkCursor(w.Next); err != nil {
+		return err
+	}
+	if err := validCollection(w.Collection); err != nil {
 		return err
 	}
 	rs, err := decodeRecords(w.Records, w.Table, w.Base)
 	if err != nil {
 		return err
 	}
-	*m = Changes{Type: w.Type, Collection: w.Collection, Records: rs, Next: w.Next, More: w.More, Seals: w.Seals, Leaves: w.Leaves}
+	if w.Collection == nil {
+		return fmt.Errorf("%w: a changes message without its collection (key 1)", crdt.ErrMalformed)
+	}
+	if w.Next == nil {
+		return fmt.Errorf("%w: a changes message without its next cursor (key 3)", crdt.ErrMalformed)
+	}
+	if err := checkSeals(w.Seals, rs); err != nil {
+		return err
+	}
+	*m = Changes{Type: w.Type, Collection: *w.Collection, Records: rs, Next: w.Next, More: w.More, Seals: w.Seals, Leaves: w.Leaves}
 	return nil
+}
+
+// validCollection checks the collection a server message names, when it
+// names one: a name that is not one is invalid (what the key holds).
+func validCollection(c *string) error {
+	if c == nil {
+		return nil
+	}
+	return crdt.ValidateCollection(*c)
 }
 
 // Reset ends a subscription whose cursor is of another history: the
@@ -584,10 +760,48 @@ type Reset struct {
 	Message    string `cbor:"3,keyasint,omitempty"`
 }
 
+// UnmarshalCBOR decodes a reset message: its collection (key 1), a valid
+// name, and its reason (key 2) are required; its message (key 3) is not.
+func (m *Reset) UnmarshalCBOR(data []byte) error {
+	var w struct {
+		Type       string  `cbor:"0,keyasint"`
+		Collection *string `cbor:"1,keyasint"`
+		Reason     *string `cbor:"2,keyasint"`
+		Message    string  `cbor:"3,keyasint"`
+	}
+	if err := crdt.UnmarshalEnvelope(data, &w); err != nil {
+		return err
+	}
+	if err := validCollection(w.Collection); err != nil {
+		return err
+	}
+	if w.Collection == nil || w.Reason == nil {
+		return fmt.Errorf("%w: a reset message without its collection (key 1) or reason (key 2)", crdt.ErrMalformed)
+	}
+	*m = Reset{Type: w.Type, Collection: *w.Collection, Reason: *w.Reason, Message: w.Message}
+	return nil
+}
+
 // Pong answers a Ping.
 type Pong struct {
 	Type  string `cbor:"0,keyasint"`
 	Nonce uint64 `cbor:"1,keyasint"`
+}
+
+// UnmarshalCBOR decodes a pong, whose nonce (key 1) is required.
+func (m *Pong) UnmarshalCBOR(data []byte) error {
+	var w struct {
+		Type  string  `cbor:"0,keyasint"`
+		Nonce *uint64 `cbor:"1,keyasint"`
+	}
+	if err := crdt.UnmarshalEnvelope(data, &w); err != nil {
+		return err
+	}
+	if w.Nonce == nil {
+		return fmt.Errorf("%w: a pong without its nonce (key 1)", crdt.ErrMalformed)
+	}
+	*m = Pong{Type: w.Type, Nonce: *w.Nonce}
+	return nil
 }
 
 // ErrorMessage reports a refused sub or a protocol error. Collection is set
@@ -600,11 +814,47 @@ type ErrorMessage struct {
 	RequestID  string `cbor:"4,keyasint,omitempty"`
 }
 
+// UnmarshalCBOR decodes an error message, whose code (key 1) is
+// required; its message, collection and request id are not.
+func (m *ErrorMessage) UnmarshalCBOR(data []byte) error {
+	var w struct {
+		Type       string  `cbor:"0,keyasint"`
+		Code       *string `cbor:"1,keyasint"`
+		Message    string  `cbor:"2,keyasint"`
+		Collection string  `cbor:"3,keyasint"`
+		RequestID  string  `cbor:"4,keyasint"`
+	}
+	if err := crdt.UnmarshalEnvelope(data, &w); err != nil {
+		return err
+	}
+	if w.Code == nil {
+		return fmt.Errorf("%w: an error message without its code (key 1)", crdt.ErrMalformed)
+	}
+	*m = ErrorMessage{Type: w.Type, Code: *w.Code, Message: w.Message, Collection: w.Collection, RequestID: w.RequestID}
+	return nil
+}
+
 // Resync says the server stopped streaming a collection: the client pulls
 // from its cursor over HTTP and subscribes again.
 type Resync struct {
 	Type       string `cbor:"0,keyasint"`
 	Collection string `cbor:"1,keyasint"`
+}
+
+// UnmarshalCBOR decodes a resync, whose collection (key 1) is required.
+func (m *Resync) UnmarshalCBOR(data []byte) error {
+	var w struct {
+		Type       string  `cbor:"0,keyasint"`
+		Collection *string `cbor:"1,keyasint"`
+	}
+	if err := crdt.UnmarshalEnvelope(data, &w); err != nil {
+		return err
+	}
+	if w.Collection == nil {
+		return fmt.Errorf("%w: a resync without its collection (key 1)", crdt.ErrMalformed)
+	}
+	*m = Resync{Type: w.Type, Collection: *w.Collection}
+	return nil
 }
 
 func (Hello) MessageType() string        { return TypeHello }
