@@ -84,3 +84,32 @@ func TestLiveChangesWithoutNextIsUnreadable(t *testing.T) {
 		}
 	}
 }
+
+// A reset page without its reason (key 4 without key 1) is unreadable
+// too (ErrProtocol), as the browser client's parsePullAnswer says: read
+// as the reason "", a reason the client does not know, it would be acted
+// on as history_lost, the cursor forgotten and everything given back,
+// on a page that says nothing.
+func TestPullResetWithoutReasonIsUnreadable(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var ans any = proto.HelloResponse{Protocol: proto.Version, ServerTime: 1_800_000_000_000}
+		if r.URL.Path == proto.PathPull {
+			ans = map[int]any{1: []any{}, 2: []byte{}, 4: map[int]any{2: "wiped"}} // no reason
+		}
+		b, err := crdt.Marshal(ans)
+		if err != nil {
+			t.Error(err)
+		}
+		w.Header().Set("Content-Type", proto.ContentType)
+		w.Write(b)
+	}))
+	defer srv.Close()
+	c, err := New(Config{URL: srv.URL, Replica: "a", Backoff: Backoff{MaxAttempts: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := c.Pull(t.Context(), "todos", []byte{1, 2, 3}, 0)
+	if !errors.Is(err, ErrProtocol) {
+		t.Fatalf("pull: got %v and a page reset %q, want ErrProtocol", err, p.Reset)
+	}
+}
