@@ -5,7 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Writer, decode, encode } from '../src/cbor.js';
 import { BATCH_LENS, DEFAULTS, PUSH_ROOMS, STATUSES, VERSION } from '../src/constants.js';
-import { codeOfStatus, encodePull, encodeSub, parseErrorBody, parseHello, parsePullAnswer, parsePushAnswer, parseServerMessage, pushBudget, batchLength, resetAction, retryOf } from '../src/protocol.js';
+import { codeOfStatus, encodePull, encodeSub, parseErrorBody, parseHello, parsePullAnswer, parsePushAnswer, parseRestoreAnswer, parseServerMessage, pushBudget, batchLength, resetAction, retryOf } from '../src/protocol.js';
 
 const malformed = (/** @type {any} */ e) => e.code === 'malformed';
 /** @param {[unknown, unknown][]} entries */
@@ -299,7 +299,7 @@ test('the message vectors Go writes (crdt/testdata/messages.json) are read, or r
   const { messages } = JSON.parse(readFileSync(new URL('../../crdt/testdata/messages.json', import.meta.url), 'utf8'));
   assert.ok(messages.length > 0, 'messages.json holds vectors');
   /** @type {Record<string, (b: Uint8Array) => unknown>} */
-  const parsers = { pull: parsePullAnswer, push: parsePushAnswer, hello: parseHello, server: parseServerMessage };
+  const parsers = { pull: parsePullAnswer, push: parsePushAnswer, restore: parseRestoreAnswer, hello: parseHello, server: parseServerMessage };
   for (const v of messages) {
     await t.test(`${v.kind}: ${v.name}`, () => {
       const read = () => parsers[v.kind](Uint8Array.from(Buffer.from(v.hex, 'hex')));

@@ -21,7 +21,8 @@ import (
 const messagesFile = "../../crdt/testdata/messages.json"
 
 // messageVector is one message: Kind says which decoder reads it ("pull":
-// a pull answer, "push": a push answer, "hello": a hello answer,
+// a pull answer, "push": a push answer, "restore": a restore answer,
+// "hello": a hello answer,
 // "server": a live message from the server); Error is the code it is
 // refused with, "" when it is read.
 type messageVector struct {
@@ -109,6 +110,11 @@ func messageCases(t *testing.T) []messageVector {
 		{Name: "a result of lost fields of the wrong type", Kind: "push", Hex: enc(map[int]any{1: []any{map[int]any{1: 2, 4: []any{1}}}}), Error: "malformed"},
 		{Name: "a result of unknown keys", Kind: "push", Hex: enc(map[int]any{1: []any{map[int]any{1: 1, 9: nil, 10: "x"}}})},
 
+		{Name: "a restore answer", Kind: "restore", Hex: enc(map[int]any{1: []any{map[int]any{1: 1}, map[int]any{1: 3, 2: CodeBadSeal}}})},
+		{Name: "a restore answer without its results", Kind: "restore", Hex: enc(map[int]any{}), Error: "malformed"},
+		{Name: "a restore answer of null results", Kind: "restore", Hex: enc(map[int]any{1: nil}), Error: "malformed"},
+		{Name: "a restore answer of a result of an unknown status", Kind: "restore", Hex: enc(map[int]any{1: []any{map[int]any{1: 4}}}), Error: "malformed"},
+
 		{Name: "a hello answer", Kind: "hello", Hex: enc(hello(nil))},
 		{Name: "a hello answer of a null server time", Kind: "hello", Hex: enc(hello(func(h map[int]any) { h[2] = nil })), Error: "malformed"},
 		{Name: "a hello answer of a null subject", Kind: "hello", Hex: enc(hello(func(h map[int]any) { h[8] = nil })), Error: "malformed"},
@@ -179,6 +185,9 @@ func decodeVector(kind string, b []byte) error {
 	case "push":
 		var p PushResponse
 		return Decode(b, &p)
+	case "restore":
+		var r RestoreResponse
+		return Decode(b, &r)
 	case "hello":
 		var h HelloResponse
 		return Decode(b, &h)
