@@ -1230,25 +1230,29 @@ func (c *Client) post(ctx context.Context, path string, body []byte, ans any) (t
 	return tok, id, nil
 }
 
-// errorFromResponse reads an error answer: the code, message and request
-// id from the body when it has the protocol's shape, else the code from the
-// Convergo-Error header or, failing that, from the status alone (a proxy's
-// answer, say: proto.CodeOfStatus).
-func errorFromResponse(resp *http.Response, body []byte) *Error {
+// errorFromResponse reads an error answer: an *Error with the code,
+// message and request id from the body when it has the protocol's shape
+// and a code this client knows, else with the Convergo-Error header's
+// known code or, failing that, the one code of the status
+// (proto.CodeOfStatus). An answer with none of them (a proxy's page, a
+// code of a later server) is one the client cannot read: ErrProtocol, a
+// network failure retried with backoff, as the browser client reads it
+// (docs/protocol.md section 5).
+func errorFromResponse(resp *http.Response, body []byte) error {
 	e := &Error{
 		Status:     resp.StatusCode,
 		RequestID:  resp.Header.Get(proto.HeaderRequestID),
 		RetryAfter: parseRetryAfter(resp.Header.Get(proto.HeaderRetryAfter), time.Now()),
 	}
 	var b proto.ErrorBody
-	if err := proto.Decode(body, &b); err == nil && b.Code != "" {
+	if err := proto.Decode(body, &b); err == nil && known(b.Code) {
 		e.Code, e.Message = b.Code, b.Message
 		if b.RequestID != "" {
 			e.RequestID = b.RequestID
 		}
 		return e
 	}
-	if code := resp.Header.Get(proto.HeaderError); code != "" {
+	if code := resp.Header.Get(proto.HeaderError); known(code) {
 		e.Code = code
 	} else {
 		e.Code = proto.CodeOfStatus(resp.StatusCode)
@@ -1256,7 +1260,20 @@ func errorFromResponse(resp *http.Response, body []byte) *Error {
 	if len(body) > 0 && len(body) < 512 && !bytes.ContainsFunc(body, func(r rune) bool { return r < ' ' && r != '\n' }) {
 		e.Message = strings.TrimSpace(string(body))
 	}
+	if e.Code == "" {
+		msg := ""
+		if e.Message != "" {
+			msg = ": " + e.Message
+		}
+		return fmt.Errorf("%w: %d answer without a protocol code%s", ErrProtocol, e.Status, msg)
+	}
 	return e
+}
+
+// known reports whether code is one of the protocol's (proto.Codes).
+func known(code string) bool {
+	_, ok := proto.Info(code)
+	return ok
 }
 
 // parseRetryAfter reads a Retry-After header: delay seconds or an HTTP

@@ -310,25 +310,73 @@ func TestEveryCodeHasASentinel(t *testing.T) {
 }
 
 func TestErrorWithoutCode(t *testing.T) {
-	// A proxy's answer carries no code: the status names one, and the
-	// retry class follows from it.
+	// An error answer without a protocol code the client knows (a proxy's
+	// page, a code of a later server) is read as the browser client reads
+	// it (docs/protocol.md section 5): a status only one code has names
+	// that code; any other is an answer the client cannot read, a network
+	// failure retried with backoff (ErrProtocol), never a refusal of what
+	// the request carried.
 	for _, tc := range []struct {
-		status    int
-		code      string
-		retryable bool
+		status     int
+		body, head string
+		code       string // "" for ErrProtocol
 	}{
-		{http.StatusBadGateway, proto.CodeUnavailable, true},
-		{http.StatusGatewayTimeout, proto.CodeUnavailable, true},
-		{http.StatusServiceUnavailable, proto.CodeUnavailable, true},
-		{http.StatusForbidden, proto.CodeForbidden, false},
-		{http.StatusTeapot, proto.CodeMalformed, false},
+		{http.StatusBadGateway, "<html>oops</html>", "", ""},
+		{http.StatusGatewayTimeout, "<html>oops</html>", "", ""},
+		{http.StatusServiceUnavailable, "<html>oops</html>", "", proto.CodeUnavailable},
+		{http.StatusTooManyRequests, "<html>oops</html>", "", proto.CodeRateLimited},
+		{http.StatusRequestEntityTooLarge, "<html>oops</html>", "", proto.CodeTooLarge},
+		{http.StatusForbidden, "<html>oops</html>", "", ""},
+		{http.StatusBadRequest, "<html>oops</html>", "", ""},
+		{http.StatusUnauthorized, "<html>oops</html>", "", ""},
+		{http.StatusTeapot, "<html>oops</html>", "", ""},
+		{http.StatusForbidden, "<html>oops</html>", proto.CodeRevoked, proto.CodeRevoked},
+		{http.StatusForbidden, "<html>oops</html>", "no_such_code", ""},
+		{http.StatusForbidden, errorBody(t, "no_such_code"), "", ""},
+		{http.StatusForbidden, errorBody(t, proto.CodeOutOfScope), proto.CodeRevoked, proto.CodeOutOfScope},
+		{http.StatusForbidden, errorBody(t, "no_such_code"), proto.CodeRevoked, proto.CodeRevoked},
 	} {
 		resp := &http.Response{StatusCode: tc.status, Header: http.Header{}}
-		e := errorFromResponse(resp, []byte("<html>oops</html>"))
-		if e.Code != tc.code || e.Retryable() != tc.retryable || e.Message != "<html>oops</html>" {
-			t.Errorf("%d: got %+v (retryable %v), want code %s, retryable %v", tc.status, e, e.Retryable(), tc.code, tc.retryable)
+		if tc.head != "" {
+			resp.Header.Set(proto.HeaderError, tc.head)
+		}
+		err := errorFromResponse(resp, []byte(tc.body))
+		var e *Error
+		switch {
+		case tc.code == "":
+			if !errors.Is(err, ErrProtocol) || errors.As(err, &e) {
+				t.Errorf("%d %q (header %q): got %v, want ErrProtocol and no protocol code", tc.status, tc.body, tc.head, err)
+			}
+		case !errors.As(err, &e) || e.Code != tc.code:
+			t.Errorf("%d %q (header %q): got %v, want code %s", tc.status, tc.body, tc.head, err, tc.code)
 		}
 	}
+	// The statuses the rule names a code for are those only one code has,
+	// as the browser client's codeOfStatus.
+	for _, c := range proto.Codes {
+		if c.HTTP == 0 {
+			continue // a per-change code: no answer's status
+		}
+		n := 0
+		for _, o := range proto.Codes {
+			if o.HTTP == c.HTTP {
+				n++
+			}
+		}
+		if got := proto.CodeOfStatus(c.HTTP); (n == 1) != (got == c.Code) || (n > 1 && got != "") {
+			t.Errorf("CodeOfStatus(%d) = %q; %d codes have that status", c.HTTP, got, n)
+		}
+	}
+}
+
+// errorBody is the protocol's error body of code.
+func errorBody(t *testing.T, code string) string {
+	t.Helper()
+	b, err := proto.Encode(proto.ErrorBody{Code: code, Message: "m"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
 
 func TestTokenExpiredRefreshes(t *testing.T) {

@@ -163,7 +163,8 @@ func (e *Error) Is(target error) bool {
 
 // Retryable reports whether the same request may succeed later without any
 // change (proto.RetryBackoff): the server was unavailable, overloaded, rate
-// limiting or failed; a code this client does not know counts as one.
+// limiting or failed. (An answer with a code this client does not know is
+// not an *Error: it is ErrProtocol, retried as a network failure.)
 func (e *Error) Retryable() bool {
 	info, _ := proto.Info(e.Code)
 	return info.Retry == proto.RetryBackoff

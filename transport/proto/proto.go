@@ -193,19 +193,22 @@ func StatusOf(code string) int {
 	return c.HTTP
 }
 
-// CodeOfStatus guesses the code of an HTTP error answer that carried none
-// (a proxy's page): the first code with that status, else unavailable for
-// 5xx and malformed for the rest.
+// CodeOfStatus is the code of an HTTP error answer that carried none (a
+// proxy's page): the one code with that status, when only one has it (a
+// proxy's 413, 429 or 503), else "": the answer is one the client cannot
+// read, a network failure (docs/protocol.md section 5). The browser client's
+// codeOfStatus is the same rule over the same table.
 func CodeOfStatus(status int) string {
+	code := ""
 	for _, c := range Codes {
 		if c.HTTP == status {
-			return c.Code
+			if code != "" {
+				return ""
+			}
+			code = c.Code
 		}
 	}
-	if status >= 500 {
-		return CodeUnavailable
-	}
-	return CodeMalformed
+	return code
 }
 
 // Error is a protocol error: a stable code, its HTTP status and a message
