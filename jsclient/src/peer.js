@@ -145,7 +145,8 @@ const ANSWER_MS = 30_000;
  * the leader asked closed first, or none led), that one is asked again;
  * so is this tab by itself if it leads (leader.js answerWaiting). Fails
  * with a network error when the leader asked last says nothing for
- * ANSWER_MS.
+ * ANSWER_MS, and with closed at once when this tab closes first
+ * (Database.close).
  * @param {Database} db
  * @returns {Promise<void>}
  */
@@ -155,20 +156,27 @@ export function askLeader(db) {
   return new Promise((resolve, reject) => {
     /** @type {any} */
     let timer;
+    const end = (/** @type {any} */ e) => {
+      clearTimeout(timer);
+      waiting.delete(n);
+      db.closeWaiters.delete(closed);
+      if (e) reject(e);
+      else resolve();
+    };
+    // Closed, the call fails with closed, whatever the round this tab ran
+    // for it as it led (leader.js answerWaiting) says as its loop stops.
+    const closed = () => end(new ConvergoError('closed', 'database is closed'));
+    if (db.closed) return closed();
+    db.closeWaiters.add(closed);
     waiting.set(n, {
       ask() {
         clearTimeout(timer);
-        timer = setTimeout(() => {
-          waiting.delete(n);
-          reject(new ConvergoError('network', 'sync: the leader tab did not answer'));
-        }, ANSWER_MS);
+        timer = setTimeout(() => end(new ConvergoError('network', 'sync: the leader tab did not answer')), ANSWER_MS);
         db._post({ t: TabMessage.sync, n });
       },
       done(/** @type {any} */ err) {
-        clearTimeout(timer);
-        waiting.delete(n);
-        if (err) reject(fromWire(err));
-        else resolve();
+        if (err && db.closed) closed();
+        else end(err && fromWire(err));
       },
     });
     /** @type {any} */ (waiting.get(n)).ask();

@@ -1024,3 +1024,28 @@ test("a follower's sync() while the leader cannot reach the server fails as the 
   });
   assert.ok(Date.now() - t0 < 15_000, 'told by the leader, not after the wait for an answer');
 });
+
+test("a follower's sync() waiting for the leader's answer rejects with closed as the follower closes, not after the wait for an answer", async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const opts = { url: server.url, name: 'closewait', indexedDB: freshIDB(), locks: fakeLocks(), BroadcastChannel: globalThis.BroadcastChannel, collections: ['todos'] };
+  const leader = await openClient(opts);
+  t.after(() => leader.close());
+  await until(() => leader.status.leader && leader.status.online, 'the first tab leads');
+  const follower = await openClient(opts);
+  // The leader's pulls are held: its answer does not come before the
+  // follower closes.
+  const held = heldAnswers(server, PATHS.pull);
+  t.after(() => held.release());
+  const asked = held.count();
+  /** @type {any} */
+  let outcome = null;
+  follower.sync().then(
+    () => (outcome = 'resolved'),
+    (e) => (outcome = e),
+  );
+  await until(() => held.count() > asked, "the leader's round under way");
+  await follower.close();
+  await until(() => outcome !== null, 'the follower\'s sync() to settle as it closed');
+  assert.equal(outcome?.code, 'closed', `sync() rejected with closed, not ${outcome === 'resolved' ? outcome : `${outcome?.code}: ${outcome?.message}`}`);
+});
