@@ -150,6 +150,8 @@ export class Database {
     }
     /** @type {Map<number, {ask: () => void, done: (e?: import('./tabs.js').WireError) => void}>|null} this tab's sync() calls waiting for the leader (peer.js askLeader): ask it (again), or settle with its answer */
     this.peerSync = null;
+    /** @type {Set<unknown>|null} the ids of the other tabs' sync() calls this tab took as leader, the last peer.js ASKED_KEPT: one asked again is not run again (peer.js onPeer) */
+    this.peerAsked = null;
     /** @type {((e: any) => void)[]} other tabs' sync() calls that came while this one started leading */
     this.startupSyncs = [];
     /** @type {Map<string, Set<Function>>} */

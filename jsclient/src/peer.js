@@ -81,6 +81,13 @@ export function onPeer(db, m) {
       break;
     case TabMessage.sync: {
       if (!db.leading) break;
+      // A call asked again on this tab's lead (the asker sent it before
+      // it heard lead, and again on it) has its round under way, or its
+      // answer sent: it gets no second one.
+      const asked = (db.peerAsked ??= new Set());
+      if (asked.has(m.n)) break;
+      asked.add(m.n);
+      if (asked.size > ASKED_KEPT) asked.delete(asked.values().next().value);
       // A failure as this tab closes (its loop stopped) is not the
       // caller's: the tab that leads next is asked again (lead).
       const answer = (/** @type {any} */ e) => (e && db.closed ? undefined : db._post({ t: TabMessage.synced, n: m.n, error: e ? toWire(e) : undefined }));
@@ -139,14 +146,24 @@ export function onPeer(db, m) {
 const ANSWER_MS = 30_000;
 
 /**
+ * How many of other tabs' sync() calls (their ids, TabMessage.sync) the
+ * leader remembers, so as to run one round for a call asked again (onPeer).
+ * A call is asked again only at once on this tab's lead message, so the
+ * calls it names are among the last few taken; one forgotten costs a
+ * round, answered again (the asker heeds the first answer).
+ */
+const ASKED_KEPT = 256;
+
+/**
  * Database.sync() in a tab that does not lead: asks the leader for a round
  * (TabMessage.sync) and waits for its answer (TabMessage.synced, onPeer).
  * When another tab starts leading before the answer came (TabMessage.lead:
- * the leader asked closed first, or none led), that one is asked again;
- * so is this tab by itself if it leads (leader.js answerWaiting). Fails
- * with a network error when the leader asked last says nothing for
- * ANSWER_MS, and with closed at once when this tab closes first
- * (Database.close).
+ * the leader asked closed first, or none led), that one is asked again,
+ * under the same id (the leader runs one round for an id it has under way
+ * or answered: onPeer); so is this tab by itself if it leads (leader.js
+ * answerWaiting). Fails with a network error when the leader asked last
+ * says nothing for ANSWER_MS, and with closed at once when this tab
+ * closes first (Database.close).
  * @param {Database} db
  * @returns {Promise<void>}
  */

@@ -1049,3 +1049,48 @@ test("a follower's sync() waiting for the leader's answer rejects with closed as
   await until(() => outcome !== null, 'the follower\'s sync() to settle as it closed');
   assert.equal(outcome?.code, 'closed', `sync() rejected with closed, not ${outcome === 'resolved' ? outcome : `${outcome?.code}: ${outcome?.message}`}`);
 });
+
+test("a follower's sync() asked again on a lead message the leader already has under way runs one round and is answered once", async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const opts = { url: server.url, name: 'askedtwice', indexedDB: freshIDB(), locks: fakeLocks(), BroadcastChannel: globalThis.BroadcastChannel, collections: ['todos'] };
+  const leader = await openClient(opts);
+  t.after(() => leader.close());
+  await until(() => leader.status.leader && leader.status.online && leader.syncer, 'the first tab leads');
+  const follower = await openClient(opts);
+  t.after(() => follower.close());
+  // The rounds the leader runs for sync() calls.
+  const syncer = leader.syncer;
+  let rounds = 0;
+  const requestSync = syncer.requestSync.bind(syncer);
+  syncer.requestSync = () => (rounds++, requestSync());
+  // What the tabs post, seen from beside them.
+  const channel = new BroadcastChannel('convergo:askedtwice');
+  t.after(() => channel.close());
+  /** @type {any[]} */
+  const seen = [];
+  channel.onmessage = (ev) => seen.push(ev.data);
+  const held = heldAnswers(server, PATHS.pull);
+  const asked = held.count();
+  const synced = follower.sync();
+  await until(() => held.count() > asked, "the leader's round under way");
+  // A lead message comes (as from a tab that starts leading) after the
+  // leader took the call: the follower asks again with the same id, and
+  // the leader has it under way.
+  channel.postMessage({ t: TabMessage.lead });
+  await until(() => seen.filter((m) => m.t === TabMessage.sync).length === 2, 'the follower to ask again');
+  const [first, again] = seen.filter((m) => m.t === TabMessage.sync);
+  assert.equal(again.n, first.n, 'asked again under the same id');
+  held.release();
+  await synced;
+  // A later call reaches the leader after the one asked again: once it
+  // is answered, the leader has handled both.
+  await follower.sync();
+  assert.equal(rounds, 2, 'one round for each sync() call');
+  await new Promise((r) => setTimeout(r, 50));
+  assert.deepEqual(
+    seen.filter((m) => m.t === TabMessage.synced).map((m) => m.n === first.n),
+    [true, false],
+    'each call answered once',
+  );
+});
