@@ -312,6 +312,16 @@ func (e *Engine) ParkedCount() int {
 	return 0
 }
 
+// CaptureCounts returns what the store's capture did since it opened
+// (stores.CaptureCounter), for metrics: zero when the store captures
+// nothing or does not count.
+func (e *Engine) CaptureCounts() stores.CaptureCounts {
+	if c, ok := e.store.(stores.CaptureCounter); ok {
+		return c.CaptureCounts()
+	}
+	return stores.CaptureCounts{}
+}
+
 // SharedPulls returns how many store reads of a log pulls have not made
 // since Open because they shared an identical read another pull began
 // (the live subscribers of a collection under many scopes, woken by one

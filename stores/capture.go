@@ -100,6 +100,37 @@ type CaptureParker interface {
 	ParkedCaptures() []ParkedCapture
 }
 
+// CaptureCounter is implemented by capturing stores that count what their
+// capture did since they opened, in terms every such store shares: the
+// server exports the counts as metrics (each store's own statistics say
+// more).
+type CaptureCounter interface {
+	CaptureCounts() CaptureCounts
+}
+
+// CaptureCounts are what a store's capture did since it opened. Counts of
+// writes captured again (after a restart, say) count again.
+type CaptureCounts struct {
+	// Applied counts captured changes the sink applied or found applied.
+	Applied uint64
+	// Refused counts captured changes the sink refused for good (a limit,
+	// the clock drift bound): logged and skipped, never retried
+	// (CaptureResult).
+	Refused uint64
+	// Unmappable counts writes, or parts of them, that map to no valid
+	// change (a value outside the value model, an invalid record id or
+	// field name, a key of the wrong type): logged and skipped.
+	Unmappable uint64
+	// Overflowed counts writes of parked collections that did not fit
+	// the store's bound on parked bytes: left in the backend and read
+	// again once their collection's parked writes are applied. Zero on a
+	// store that parks keys, not writes (Redis).
+	Overflowed uint64
+	// ParkedBytes is the size of the writes parked now (CaptureParker);
+	// zero on a store that parks keys and reads them again (Redis).
+	ParkedBytes uint64
+}
+
 // ParkedCapture is a captured write a store holds back for now.
 type ParkedCapture struct {
 	Collection string

@@ -5,6 +5,7 @@ import (
 	"math"
 
 	"github.com/convergo/convergo/engine"
+	"github.com/convergo/convergo/stores"
 	"github.com/convergo/convergo/transport/proto"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -49,6 +50,7 @@ type engineCounts interface {
 	ClockHealth() error
 	LastClockReading() (engine.ClockReading, bool)
 	ParkedCount() int
+	CaptureCounts() stores.CaptureCounts
 }
 
 // newMetrics registers the server's collectors on reg; the counts of the
@@ -127,6 +129,7 @@ func newMetrics(reg prometheus.Registerer, eng func() engineCounts) (*metrics, e
 	}
 	for _, c := range []prometheus.Collector{m.requests, m.duration, m.pushChanges, m.pullRecords, m.liveConns, m.liveMsgs, m.fanout, m.fanoutRecs, m.directWrites, m.resyncs,
 		m.conns, m.connsRefused, m.bodyBytes, m.bodyRefused, m.answerBytes, m.answerRefused, m.resets, newCollectMetrics(func() engine.CollectTotals { return eng().CollectTotals() }),
+		newCaptureMetrics(func() stores.CaptureCounts { return eng().CaptureCounts() }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Namespace: "convergo", Name: "migration_dropped_fields_total",
 			Help: "Fields of stored records that a schema migration could not translate (a split or merge of a value that is not a string) and left out of what it served.",
@@ -227,4 +230,48 @@ func (c *collectMetrics) Collect(ch chan<- prometheus.Metric) {
 	counter(c.runs, t.Skipped, "skipped")
 	counter(c.runs, t.Failed, "failed")
 	counter(c.held, t.Held)
+}
+
+// captureMetrics exports what the store's capture of other programs'
+// writes did (stores.CaptureCounts), read at each scrape. No collection or
+// key label: collections can be many, and the store logs each write it
+// skips with its key.
+type captureMetrics struct {
+	counts                  func() stores.CaptureCounts
+	applied, rejected, over *prometheus.Desc
+	parkedBytes             *prometheus.Desc
+}
+
+func newCaptureMetrics(counts func() stores.CaptureCounts) *captureMetrics {
+	desc := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc(prometheus.BuildFQName("convergo", "", name), help, labels, nil)
+	}
+	return &captureMetrics{
+		counts:  counts,
+		applied: desc("capture_applied_total", "Changes captured from writes other programs made in the store that the engine applied (or found applied)."),
+		rejected: desc("capture_rejected_total",
+			"Writes other programs made in the store that capture skipped for good, each logged with its key, by reason: refused (the engine refused the change: a limit, the clock drift bound) or unmappable (no valid change: a key of the wrong type, an invalid id, field name or value).",
+			"reason"),
+		over: desc("capture_overflowed_total",
+			"Writes of parked collections that did not fit the bound on parked bytes: left in the store's stream and read again once their collection's parked writes are applied (DynamoDB; 0 on Redis)."),
+		parkedBytes: desc("capture_parked_bytes", "Bytes of the writes capture parks now (DynamoDB; 0 on Redis, which parks keys and reads them again)."),
+	}
+}
+
+func (c *captureMetrics) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.applied, c.rejected, c.over, c.parkedBytes} {
+		ch <- d
+	}
+}
+
+func (c *captureMetrics) Collect(ch chan<- prometheus.Metric) {
+	n := c.counts()
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	counter(c.applied, n.Applied)
+	counter(c.rejected, n.Refused, "refused")
+	counter(c.rejected, n.Unmappable, "unmappable")
+	counter(c.over, n.Overflowed)
+	ch <- prometheus.MustNewConstMetric(c.parkedBytes, prometheus.GaugeValue, float64(n.ParkedBytes))
 }

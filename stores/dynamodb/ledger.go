@@ -174,8 +174,12 @@ type RejectedCapture struct {
 const maxRejected = 256
 
 type captureCounters struct {
-	mu       sync.Mutex
-	stats    CaptureStats
+	mu    sync.Mutex
+	stats CaptureStats
+	// applied is Captured less the sink's refusals (CaptureCounts),
+	// counted apart so that it never goes down: Refused is counted after
+	// Captured, as each refusal is reported.
+	applied  uint64
 	rejected []RejectedCapture      // a ring of the latest, oldest first
 	parked   []stores.ParkedCapture // what the consumer parks now
 }
@@ -205,6 +209,19 @@ func (st *Store) CaptureStats() CaptureStats {
 	st.counters.mu.Lock()
 	defer st.counters.mu.Unlock()
 	return st.counters.stats
+}
+
+var _ stores.CaptureCounter = (*Store)(nil)
+
+// CaptureCounts implements stores.CaptureCounter, from CaptureStats:
+// Applied is Captured less Refused (the sink's refusals are among what it
+// was handed), Unmappable is Rejected.
+func (st *Store) CaptureCounts() stores.CaptureCounts {
+	st.counters.mu.Lock()
+	defer st.counters.mu.Unlock()
+	s := &st.counters.stats
+	return stores.CaptureCounts{Applied: st.counters.applied, Refused: uint64(s.Refused), Unmappable: uint64(s.Rejected),
+		Overflowed: uint64(s.Overflowed), ParkedBytes: uint64(s.ParkedBytes)}
 }
 
 // RejectedCaptures lists the latest foreign writes (at most 256, oldest

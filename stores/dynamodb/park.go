@@ -359,7 +359,16 @@ func (c *consumer) split(ctx context.Context, reg *sinkReg, batch []crdt.Change,
 
 // settle counts the changes the sink took and reports those it refused.
 func (c *consumer) settle(results []stores.CaptureResult, writes []parkedWrite) {
-	c.st.counters.add(func(s *CaptureStats) { s.Captured += int64(len(results)) })
+	var applied uint64
+	for _, r := range results {
+		if r.Err == nil {
+			applied++
+		}
+	}
+	c.st.counters.mu.Lock()
+	c.st.counters.stats.Captured += int64(len(results))
+	c.st.counters.applied += applied
+	c.st.counters.mu.Unlock()
 	for i, r := range results {
 		if r.Err != nil {
 			c.reject(writes[i].item, r.Err, true)

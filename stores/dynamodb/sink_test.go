@@ -155,6 +155,10 @@ func TestHandleCapture(t *testing.T) {
 		if n := s.CaptureStats().Refused; n != 1 {
 			t.Fatalf("refused count %d, want 1", n)
 		}
+		// What the server exports: the two taken, the one refused.
+		if c := s.CaptureCounts(); c != (stores.CaptureCounts{Applied: 2, Refused: 1}) {
+			t.Fatalf("capture counts %+v, want 2 applied and 1 refused", c)
+		}
 		if len(notes) != 1 || notes[0] != (stores.Notification{Collection: "todos", Seq: 7}) {
 			t.Fatalf("notifications %+v, want todos at 7", notes)
 		}
@@ -203,6 +207,9 @@ func TestHandleCapture(t *testing.T) {
 		}
 		if st := s.CaptureStats(); st.Parked != 2 || st.ParkedBytes <= 0 || st.Records != int64(len(records)) {
 			t.Fatalf("stats %+v", st)
+		}
+		if c, st := s.CaptureCounts(), s.CaptureStats(); c != (stores.CaptureCounts{Applied: 1, ParkedBytes: uint64(st.ParkedBytes)}) {
+			t.Fatalf("capture counts %+v, want 1 applied and the parked bytes of %+v", c, st)
 		}
 		if len(notes) != 1 || notes[0].Seq != 7 {
 			t.Fatalf("notifications %+v, want todos at 7", notes)
@@ -463,6 +470,9 @@ func TestParkedBounds(t *testing.T) {
 	}
 	if st := s.CaptureStats(); st.Parked != 2 || st.Overflowed != 2 || st.ParkedBytes != int64(2*one) {
 		t.Fatalf("stats %+v, want 2 parked (%d bytes) and 2 left to the stream", st, 2*one)
+	}
+	if c := s.CaptureCounts(); c.Overflowed != 2 || c.ParkedBytes != uint64(2*one) {
+		t.Fatalf("capture counts %+v, want 2 overflowed and %d bytes parked", c, 2*one)
 	}
 	if n := strings.Count(logs.String(), "parked foreign writes are at their bound"); n != 1 {
 		t.Fatalf("%d error logs of the bound, want 1:\n%s", n, logs)

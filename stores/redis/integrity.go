@@ -63,6 +63,16 @@ func (s *Store) Stats() Stats {
 	}
 }
 
+var _ stores.CaptureCounter = (*Store)(nil)
+
+// CaptureCounts implements stores.CaptureCounter, from the counters Stats
+// shows: Captured, CaptureRefused and CaptureSkipped. The store parks
+// keys, not writes: nothing overflows, and parked bytes are not measured.
+func (s *Store) CaptureCounts() stores.CaptureCounts {
+	c := &s.stats
+	return stores.CaptureCounts{Applied: c.captured.Load(), Refused: c.captureRefused.Load(), Unmappable: c.captureSkips.Load()}
+}
+
 // corruptLog keeps the log to one line per damaged thing and minute: a
 // damaged record that every client's pull reaches would flood it.
 type corruptLog struct {
