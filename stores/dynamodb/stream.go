@@ -116,13 +116,20 @@ func (c *consumer) step(ctx context.Context) (progressed bool, err error) {
 		if gen != c.gen && len(c.shards) > 0 {
 			c.log.Info("capture sink registered; reading the stream again from its oldest record")
 		}
-		c.gen, c.reread = gen, false
-		c.shards, c.order, c.lastListing = map[string]*shard{}, nil, time.Time{}
+		c.gen = gen
+		c.readAgain()
 	}
 	if n, err := c.retryParked(ctx); err != nil {
 		return n, err
 	} else if n {
 		progressed = true
+	}
+	if c.reread {
+		// A queue that overflowed drained just now: read the stream
+		// again before this step reads on, or a later write of an item
+		// whose write was left to the stream would be captured first,
+		// and the one left, read again, passed over as captured before.
+		c.readAgain()
 	}
 	if c.lastListing.IsZero() || time.Since(c.lastListing) > c.st.refresh || c.allDone() {
 		if time.Since(c.lastFollow) > c.st.refresh {
@@ -153,6 +160,13 @@ func (c *consumer) step(ctx context.Context) (progressed bool, err error) {
 		}
 	}
 	return progressed, nil
+}
+
+// readAgain makes the consumer read every shard again from its oldest
+// record.
+func (c *consumer) readAgain() {
+	c.reread = false
+	c.shards, c.order, c.lastListing = map[string]*shard{}, nil, time.Time{}
 }
 
 func (c *consumer) allDone() bool {
