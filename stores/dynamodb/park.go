@@ -48,7 +48,10 @@ import (
 // and logged at error once per collection, every later write of the
 // collection is left with it, and once the queue drains the consumer reads
 // the stream again from its oldest record (as for a new sink), which
-// offers them again as far as the stream still holds them.
+// offers them again as far as the stream still holds them. A collection
+// parked while the bound is reached keeps none of its writes: it stays
+// parked, and once there is room the stream is read again, which queues
+// them for a try as any parked collection's.
 
 var _ stores.CaptureParker = (*Store)(nil)
 
@@ -195,6 +198,20 @@ func (c *consumer) retryParked(ctx context.Context) (progressed bool, err error)
 // drain applies p's writes from its head. It returns how many left the
 // queue.
 func (c *consumer) drain(ctx context.Context, reg *sinkReg, coll string, p *parkedColl) (int, error) {
+	if len(p.writes) == 0 && p.overflowed {
+		// Parked at the bound, the collection kept none of its writes:
+		// there is nothing to try, and the sink has not taken it. Once
+		// there is room, the stream is read again with the collection
+		// still parked, which queues its writes again for a try; until
+		// then it waits.
+		p.attempts++
+		p.next = c.st.now().Add(c.parkPause(p.attempts))
+		if c.parkedBytes < c.maxParked {
+			p.overflowed = false
+			c.reread = true
+		}
+		return 0, nil
+	}
 	done := 0
 	for len(p.writes) > 0 {
 		if err := reg.sink.CheckReady(reg.ctx); err != nil {

@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -175,4 +177,79 @@ func mustRecord(t *testing.T, r map[string]any) st.Record {
 		t.Fatal(err)
 	}
 	return out.Records[0]
+}
+
+// TestParkedOverflowedEmptyQueueStaysParked: a collection parked when the
+// parked bytes are at their bound keeps none of its writes (all are left
+// to the stream). Its retry found its queue empty and took that for the
+// sink having taken it: the collection left the parked state ("applied;
+// capturing it again", while it still failed) and the whole stream was
+// read again, to fail and park it again, over and over at the shortest
+// pause. It stays parked until there is room to queue its writes again
+// from the stream, and is then tried as any other.
+func TestParkedOverflowedEmptyQueueStaysParked(t *testing.T) {
+	s := sinkStore()
+	defer s.Close()
+	logs := &syncBuffer{}
+	s.log = slog.New(slog.NewTextHandler(logs, nil))
+	var fenced atomic.Bool
+	fenced.Store(true)
+	var mu sync.Mutex
+	var applied []string
+	defer s.Capture(stores.CaptureSink{Apply: func(_ context.Context, cs []crdt.Change) ([]stores.CaptureResult, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range cs {
+			if fenced.Load() {
+				return nil, fmt.Errorf("%w: %s is fenced", stores.ErrUnavailable, c.Collection)
+			}
+		}
+		for _, c := range cs {
+			applied = append(applied, c.Collection+"/"+c.Record.ID)
+		}
+		return make([]stores.CaptureResult, len(cs)), nil
+	}})()
+	c := newConsumer(s, "arn", "")
+	c.maxParked = parkedSize(mustForeign(t, foreignRecord("todos#1", "101", "a")))
+	ctx := context.Background()
+	recs := []st.Record{foreignRecord("notes#1", "101", "a"), foreignRecord("todos#1", "102", "b")}
+	if err := c.handle(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	if !c.isParked("notes") || !c.isParked("todos") || len(c.parked["todos"].writes) != 0 {
+		t.Fatalf("parked %v, want notes with its write and todos with none (at the bound)", c.parked)
+	}
+	for i := range 3 {
+		s.now = func() time.Time { return time.UnixMilli(1_700_000_100_000).Add(time.Duration(i+1) * time.Minute) }
+		if _, err := c.retryParked(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if !c.isParked("todos") || c.reread {
+			t.Fatalf("try %d, still fenced: todos parked %v, stream read again %v; want it parked and the stream left", i, c.isParked("todos"), c.reread)
+		}
+	}
+	if strings.Contains(logs.String(), "parked foreign writes of a collection applied") {
+		t.Fatalf("a collection that still fails was said applied:\n%s", logs)
+	}
+
+	// The fence lifts: notes drains, which leaves room; todos's writes are
+	// queued again from the stream, and applied.
+	fenced.Store(false)
+	for i := range 4 {
+		s.now = func() time.Time { return time.UnixMilli(1_700_000_100_000).Add(time.Duration(i+10) * time.Minute) }
+		if _, err := c.retryParked(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if c.reread {
+			c.readAgain()
+			if err := c.handle(ctx, recs); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !slices.Contains(applied, "notes/1") || !slices.Contains(applied, "todos/1") || len(c.parked) != 0 {
+		t.Fatalf("applied %v, parked %v; want both applied and nothing parked", applied, c.parked)
+	}
 }
