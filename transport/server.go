@@ -299,8 +299,25 @@ func orDefault(d, def time.Duration) time.Duration {
 }
 
 // Handle adds a handler for a pattern outside the protocol (the demo app,
-// the JS library), on the server's mux.
-func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+// the JS library), on the server's mux. A path naming a protocol version
+// (/vN/..., proto.VersionOfPath) is the protocol's: ServeHTTP answers one
+// of another version before the mux, so a handler there would never be
+// reached, and Handle panics, as http.ServeMux.Handle does of a pattern it
+// cannot take.
+func (s *Server) Handle(pattern string, h http.Handler) {
+	// A pattern is [METHOD ][HOST]/[PATH] (http.ServeMux).
+	p := pattern
+	if i := strings.IndexAny(p, " \t"); i >= 0 {
+		p = strings.TrimLeft(p[i:], " \t")
+	}
+	if i := strings.IndexByte(p, '/'); i > 0 {
+		p = p[i:]
+	}
+	if _, ok := proto.VersionOfPath(p); ok {
+		panic(fmt.Sprintf("transport: Handle %q: a path naming a protocol version (/vN/...) is the protocol's, not the app's", pattern))
+	}
+	s.mux.Handle(pattern, h)
+}
 
 // ServeHTTP serves the protocol and every handler added with Handle. Every
 // answer carries the request's id (proto.HeaderRequestID), under which the

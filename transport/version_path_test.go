@@ -50,3 +50,27 @@ func TestOtherVersionPathsUnsupported(t *testing.T) {
 		}
 	}
 }
+
+// TestHandleUnderAVersionPathPanics: a path naming a protocol version
+// (/vN/...) is the protocol's, and ServeHTTP answers one of another
+// version before the mux, so an app's handler added there with Handle
+// (an API of its own at /v1/users, say) would never be reached, without a
+// word. Handle says so at once, as http.ServeMux does of a pattern it
+// cannot take; paths that only look like one stay the app's.
+func TestHandleUnderAVersionPathPanics(t *testing.T) {
+	ts := newTestServer(t, nil)
+	h := http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})
+	for _, pattern := range []string{"/v1/users", "/v3/", "GET /v1/users/{id}", "example.com/v10/x", "POST example.com/v2/extra", "/v3"} {
+		func() {
+			defer func() {
+				if recover() == nil {
+					t.Errorf("Handle(%q) did not panic", pattern)
+				}
+			}()
+			ts.srv.Handle(pattern, h)
+		}()
+	}
+	for _, pattern := range []string{"/video/", "/v/x", "GET /vx/", "example.com/static/v1/"} {
+		ts.srv.Handle(pattern, h)
+	}
+}
