@@ -407,9 +407,13 @@ func (p *stepHook) Purge(ctx context.Context, coll string, h stores.Horizon, s s
 func TestNoPurgeStepAfterEpochChanged(t *testing.T) {
 	eachEpochBump(t, func(t *testing.T, st stores.Store, bump func(context.Context, stores.Store) error) {
 		ctx := context.Background()
-		hook := &stepHook{Store: st}
+		hook := &stepHook{Store: st, after: func(int) {}}
 		e, clk := openCollecting(t, hook)
 		writeNotes(t, e, "a", "x", "y")
+		// Past the store's first horizon, which holds W: the steps
+		// below would purge x and y but for the epoch's change.
+		collectingSince(t, e)
+		hook.calls = 0
 		for _, id := range []string{"x", "y"} {
 			if err := e.Delete(ctx, "notes", id); err != nil {
 				t.Fatal(err)
