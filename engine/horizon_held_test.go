@@ -160,6 +160,9 @@ func TestOldStampOfAnInvalidRecord(t *testing.T) {
 	ctx := context.Background()
 	e, clk := openCollectingMemory(t)
 	writeNotes(t, e, "n")
+	// Past the store's first horizon, which holds W: old is before the
+	// write horizon of the run below.
+	collectingSince(t, e)
 	old := crdt.Stamp{Wall: clk.ms, Replica: "c1"}
 	clk.ms += 2 * time.Hour.Milliseconds()
 	collectOnce(t, e)
@@ -176,6 +179,9 @@ func TestOldStampOfAnInvalidRecord(t *testing.T) {
 	}
 	if res[0].Status != StatusRefused || res[1].Status != StatusApplied {
 		t.Errorf("results %+v; want refused, applied", res)
+	}
+	if !errors.Is(res[0].Err, ErrCollected) {
+		t.Errorf("the invalid change stamped before the write horizon: %v; want ErrCollected", res[0].Err)
 	}
 }
 
