@@ -21,7 +21,11 @@ func TestPurgedNotMetWithoutTheRule(t *testing.T) {
 	ctx := context.Background()
 	st := memory.New()
 	col, clk := openCollecting(t, st)
-	writeNotes(t, col, "n1", "n2", "n3")
+	writeNotes(t, col, "n1", "n2")
+	// Past the store's first horizon, which holds W: the run below
+	// purges n3.
+	collectingSince(t, col)
+	writeNotes(t, col, "n3")
 	if err := col.Delete(ctx, "notes", "n3"); err != nil {
 		t.Fatal(err) // n3's tombstone is the head, at 4
 	}
@@ -31,6 +35,9 @@ func TestPurgedNotMetWithoutTheRule(t *testing.T) {
 	}
 	clk.ms += (2 * time.Hour).Milliseconds()
 	collectOnce(t, col) // n3 is purged whole, with its entry at 4
+	if _, err := col.GetRecord(ctx, "notes", "n3"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("n3 after the run: %v; want it purged (ErrNotFound)", err)
+	}
 	writeNotes(t, col, "n4")
 
 	plain := engineOn(t, st) // no MaxOffline for notes
