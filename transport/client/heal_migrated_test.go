@@ -33,13 +33,15 @@ func TestHealBackupOfARecordWrittenBeforeAMigration(t *testing.T) {
 	s := newLossServer(t, true)
 	s.rules, s.now = rules(""), func() time.Time { return time.UnixMilli(now.Load()) }
 	s.restart(nil)
-	collect := func() {
+	collect := func() engine.CollectReport {
 		s.mu.Lock()
 		eng := s.cur.eng
 		s.mu.Unlock()
-		if _, err := eng.Collect(ctx); err != nil {
-			t.Fatal(err)
+		reps, err := eng.Collect(ctx)
+		if err != nil || len(reps) != 1 {
+			t.Fatalf("Collect = %v, %v; want one report", reps, err)
 		}
+		return reps[0]
 	}
 	v1, err := migrate.Parse([]byte(`{"version": 1, "steps": []}`))
 	if err != nil {
@@ -54,7 +56,10 @@ func TestHealBackupOfARecordWrittenBeforeAMigration(t *testing.T) {
 	collect()
 	now.Add((2 * time.Hour).Milliseconds())
 	syncAll(t, reader)
-	collect() // the write horizon passes the title
+	title := writer.Records("notes")["n"].Fields["title"].Stamp
+	if rep := collect(); rep.Horizon.Wall <= title.Wall {
+		t.Fatalf("write horizon %d; want it past the title, stamped at %d", rep.Horizon.Wall, title.Wall)
+	}
 	restore := s.backup(true)
 	if _, err := writer.Client().Hello(ctx); err != nil {
 		t.Fatal(err)
