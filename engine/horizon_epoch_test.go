@@ -145,6 +145,8 @@ func TestFloorAcrossEpochs(t *testing.T) {
 		}
 		if h := collectOnce(t, e); h.Wall > edit {
 			t.Fatalf("write horizon %d passed the pending edit at %d before the epoch changed", h.Wall, edit)
+		} else if h.Wall != edit {
+			t.Fatalf("write horizon %d before the epoch changed; want it at the pending edit %d, which alone holds it", h.Wall, edit)
 		}
 		if err := bump(ctx, st); err != nil {
 			t.Fatal(err)
@@ -363,8 +365,12 @@ func TestNoPurgeAfterEpochChanged(t *testing.T) {
 		var cur Cursor
 		hook.during = tombstoneHead(t, e, func() error { return bump(ctx, st) }, &cur)
 		clk.ms += (2 * time.Hour).Milliseconds()
-		if _, err := e.Collect(ctx); err != nil {
-			t.Fatal(err)
+		reps, err := e.Collect(ctx)
+		if err != nil || len(reps) != 1 {
+			t.Fatalf("Collect = %v, %v; want one report", reps, err)
+		}
+		if reps[0].Held {
+			t.Fatalf("the run's write horizon was held (%+v): it would purge nothing, epoch or no epoch", reps[0])
 		}
 		if hook.during != nil {
 			t.Fatal("the epoch did not change during the run's grace")
@@ -438,6 +444,9 @@ func TestNoPurgeStepAfterEpochChanged(t *testing.T) {
 		}
 		if !bumped {
 			t.Fatal("the purge ended before the epoch changed")
+		}
+		if reps[0].Held {
+			t.Fatalf("the run's write horizon was held (%+v): it would purge nothing, epoch or no epoch", reps[0])
 		}
 		if hook.calls != 1 {
 			t.Errorf("%d steps of the purge whose epoch changed after the first; want none after it", hook.calls)
@@ -516,6 +525,9 @@ func TestNoPurgeWhenEpochChangesAtPurge(t *testing.T) {
 		}
 		if hook.before != nil {
 			t.Fatal("the run did not purge")
+		}
+		if reps[0].Held {
+			t.Fatalf("the run's write horizon was held (%+v): it would purge nothing, epoch or no epoch", reps[0])
 		}
 		if reps[0].Records != 0 {
 			t.Errorf("the run purged %d records under the horizon of the epoch that ended; want none", reps[0].Records)
