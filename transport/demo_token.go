@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"regexp"
+	"strconv"
 	"time"
 
 	"github.com/convergo/convergo/crdt"
@@ -73,15 +74,43 @@ type DemoToken struct {
 	Expires int64 `json:"expires"`
 }
 
+// DemoTokenError is a refusal of PathDemoToken, in JSON like its answer:
+// the protocol's error body (code, message, request id) under names, with
+// the code in proto.HeaderError too.
+type DemoTokenError struct {
+	Code      string `json:"code"`
+	Message   string `json:"message"`
+	RequestID string `json:"requestId"`
+}
+
 // demoToken serves PathDemoToken with tokens signed by j. It answers
-// the protocol's error form, is rate limited per client address like any
+// refusals with the protocol's codes and headers, in JSON
+// (DemoTokenError), is rate limited per client address like any
 // request, and answers only the server's own origins (checkOrigin).
 func (s *Server) demoToken(j *JWT) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := s.serveDemoToken(w, r, j); err != nil {
-			s.writeError(w, r, err)
+			s.writeDemoTokenError(w, r, err)
 		}
 	})
+}
+
+// writeDemoTokenError answers err as writeError does (status, codes,
+// headers, what is logged), with the body in JSON: the demo page that asks
+// for tokens reads JSON, and this path is not the protocol's.
+func (s *Server) writeDemoTokenError(w http.ResponseWriter, r *http.Request, err error) {
+	id := w.Header().Get(proto.HeaderRequestID)
+	e := s.errorOf(err, r.URL.Path, id)
+	body, _ := json.Marshal(DemoTokenError{Code: e.Code, Message: e.Message, RequestID: id})
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set(proto.HeaderError, e.Code)
+	if e.RetryAfter > 0 {
+		h.Set(proto.HeaderRetryAfter, strconv.Itoa(int((e.RetryAfter+time.Second-1)/time.Second)))
+	}
+	w.WriteHeader(e.Status)
+	_, _ = w.Write(body)
 }
 
 func (s *Server) serveDemoToken(w http.ResponseWriter, r *http.Request, j *JWT) error {

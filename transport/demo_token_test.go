@@ -84,12 +84,24 @@ func TestDemoTokenRefuses(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			res, body := postDemoToken(t, ts, tc.method, tc.who)
-			a := answer{status: res.StatusCode, header: res.Header, body: body}
 			if res.StatusCode != tc.status {
 				t.Fatalf("status %d, want %d (%s)", res.StatusCode, tc.status, body)
 			}
-			if got := a.errorCode(t); got != tc.code {
-				t.Errorf("code %q, want %q", got, tc.code)
+			// The demo page reads this endpoint's answers as JSON, its
+			// refusals too: {"code", "message", "requestId"}, the code also
+			// in the protocol's error header.
+			if ct := res.Header.Get("Content-Type"); ct != "application/json" {
+				t.Errorf("Content-Type %q, want application/json", ct)
+			}
+			var e DemoTokenError
+			if err := json.Unmarshal(body, &e); err != nil {
+				t.Fatalf("refusal %q is not JSON: %v", body, err)
+			}
+			if e.Code != tc.code || res.Header.Get(proto.HeaderError) != tc.code {
+				t.Errorf("code %q (header %q), want %q", e.Code, res.Header.Get(proto.HeaderError), tc.code)
+			}
+			if e.Message == "" || e.RequestID == "" || e.RequestID != res.Header.Get(proto.HeaderRequestID) {
+				t.Errorf("refusal %+v: want a message and the request id %q", e, res.Header.Get(proto.HeaderRequestID))
 			}
 		})
 	}

@@ -443,7 +443,11 @@ class Notes {
   /** A token for this person from the demo server. */
   async token() {
     const res = await fetch(`${DEMO_TOKEN}?name=${encodeURIComponent(this.name)}`, { method: 'POST' });
-    if (!res.ok) throw new Error(`${DEMO_TOKEN}: HTTP ${res.status}`);
+    if (!res.ok) {
+      // A refusal is JSON too: {code, message, requestId} (transport.DemoTokenError).
+      const e = await res.json().catch(() => null);
+      throw new Error(`${DEMO_TOKEN}: HTTP ${res.status}${e?.code ? ` ${e.code}: ${e.message} (request ${e.requestId})` : ''}`);
+    }
     const { token } = await res.json();
     return token;
   }
