@@ -14,28 +14,41 @@ import (
 	"github.com/convergo/convergo/transport"
 )
 
+// denyArgs are the flags of convergo deny and convergo allow.
+type denyArgs struct {
+	raw, subject, tokenID, reason, by string
+	list                              bool
+	dur                               time.Duration
+}
+
+// denyFlags returns the flags of convergo name (deny or allow), writing
+// its usage to stderr.
+func denyFlags(name string, stderr io.Writer) (*flag.FlagSet, *denyArgs) {
+	var a denyArgs
+	fs := flag.NewFlagSet("convergo "+name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&a.raw, "store", "", "the store `URL`, as for serve (CONVERGO_STORE); required")
+	fs.StringVar(&a.subject, "subject", "", "the `subject` (a token's sub) to "+name)
+	fs.StringVar(&a.tokenID, "token-id", "", "the token `id` (a token's jti) to "+name)
+	if name == "deny" {
+		fs.DurationVar(&a.dur, "for", 0, "how long the entry denies (0: for ever)")
+		fs.StringVar(&a.reason, "reason", "", "why, for people reading the list")
+		fs.StringVar(&a.by, "by", os.Getenv("USER"), "who denies, for people reading the list")
+		fs.BoolVar(&a.list, "list", false, "print the deny list instead")
+	}
+	return fs, &a
+}
+
 // denyCommand runs convergo deny and convergo allow: they edit the deny
 // list in the store, which every server on the store follows
 // (docs/operations.md, "Deny list"). allow deletes an entry; deny --list
 // prints the entries.
 func denyCommand(ctx context.Context, name string, args []string, stdout, stderr io.Writer) error {
-	var raw, subject, tokenID, reason, by string
-	var list bool
-	var dur time.Duration
-	fs := flag.NewFlagSet("convergo "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.StringVar(&raw, "store", "", "the store `URL`, as for serve (CONVERGO_STORE); required")
-	fs.StringVar(&subject, "subject", "", "the `subject` (a token's sub) to "+name)
-	fs.StringVar(&tokenID, "token-id", "", "the token `id` (a token's jti) to "+name)
-	if name == "deny" {
-		fs.DurationVar(&dur, "for", 0, "how long the entry denies (0: for ever)")
-		fs.StringVar(&reason, "reason", "", "why, for people reading the list")
-		fs.StringVar(&by, "by", os.Getenv("USER"), "who denies, for people reading the list")
-		fs.BoolVar(&list, "list", false, "print the deny list instead")
-	}
+	fs, a := denyFlags(name, stderr)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	raw, subject, tokenID, reason, by, list, dur := a.raw, a.subject, a.tokenID, a.reason, a.by, a.list, a.dur
 	if raw == "" {
 		return errors.New("--store (or CONVERGO_STORE) is required")
 	}

@@ -18,18 +18,25 @@ type repairer interface {
 	Repair(ctx context.Context, collection string) (redis.RepairReport, error)
 }
 
+// repairFlags returns the flags of convergo repair, writing its usage to
+// stderr, and where they are set: the store URL and the collection.
+func repairFlags(stderr io.Writer) (fs *flag.FlagSet, raw, coll *string) {
+	fs = flag.NewFlagSet("convergo repair", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	raw = fs.String("store", "", "the store `URL`, as for serve (CONVERGO_STORE); required")
+	coll = fs.String("collection", "", "the `collection` to rebuild; required")
+	return fs, raw, coll
+}
+
 // repairCommand runs convergo repair --store URL --collection C: it
 // rebuilds the collection's log and head from its records and starts a new
 // epoch of it, so readers pull again (docs/redis.md, "Damaged data").
 func repairCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var raw, coll string
-	fs := flag.NewFlagSet("convergo repair", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.StringVar(&raw, "store", "", "the store `URL`, as for serve (CONVERGO_STORE); required")
-	fs.StringVar(&coll, "collection", "", "the `collection` to rebuild; required")
+	fs, rawp, collp := repairFlags(stderr)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
+	raw, coll := *rawp, *collp
 	if raw == "" || coll == "" {
 		fs.Usage()
 		return errors.New("--store and --collection are required")

@@ -26,6 +26,26 @@ commands:
 See docs/operations.md, "Backup and restore".
 `
 
+// storeArgs are the flags of the store commands.
+type storeArgs struct {
+	raw, coll string
+	shards    int
+}
+
+// storeFlags returns the flags of convergo store cmd, writing its usage
+// to stderr.
+func storeFlags(cmd string, stderr io.Writer) (*flag.FlagSet, *storeArgs) {
+	var a storeArgs
+	fs := flag.NewFlagSet("convergo store "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&a.raw, "store", "", "the store `URL`, as for serve (CONVERGO_STORE); required")
+	if cmd == "reshard" {
+		fs.StringVar(&a.coll, "collection", "", "the `collection` whose log to rebuild; required")
+		fs.IntVar(&a.shards, "shards", 0, "its new number of log shards, `K`; required")
+	}
+	return fs, &a
+}
+
 // storeCommand runs an operator command on a store.
 func storeCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
@@ -40,19 +60,11 @@ func storeCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		fmt.Fprint(stderr, storeUsage)
 		return fmt.Errorf("unknown store command %q", cmd)
 	}
-	var raw string
-	fs := flag.NewFlagSet("convergo store "+cmd, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.StringVar(&raw, "store", "", "the store `URL`, as for serve (CONVERGO_STORE); required")
-	var coll string
-	var shards int
-	if cmd == "reshard" {
-		fs.StringVar(&coll, "collection", "", "the `collection` whose log to rebuild; required")
-		fs.IntVar(&shards, "shards", 0, "its new number of log shards, `K`; required")
-	}
+	fs, a := storeFlags(cmd, stderr)
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}
+	raw, coll, shards := a.raw, a.coll, a.shards
 	if raw == "" {
 		return errors.New("--store (or CONVERGO_STORE) is required")
 	}

@@ -13,46 +13,55 @@ import (
 	"github.com/convergo/convergo/transport"
 )
 
-// token prints a token signed with the server's secret.
-func token(args []string, stdout, stderr io.Writer) error {
-	var (
-		sub, secret, id  string
-		audience, issuer string
-		read, write      listFlag
-		claims           claimFlag
-		scopes           scopeFlag
-		ttl              time.Duration
-	)
+// tokenArgs are the flags of convergo token.
+type tokenArgs struct {
+	sub, secret, id  string
+	audience, issuer string
+	read, write      listFlag
+	claims           claimFlag
+	scopes           scopeFlag
+	ttl              time.Duration
+}
+
+// tokenFlags returns the flags of convergo token, writing its usage to stderr.
+func tokenFlags(stderr io.Writer) (*flag.FlagSet, *tokenArgs) {
+	var a tokenArgs
 	fs := flag.NewFlagSet("convergo token", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&sub, "sub", "", "the token's `subject` (user or service id); required")
-	fs.Var(&read, "read", "collection `patterns` the subject may pull and subscribe to: name, prefix.* or *; comma-separated or repeated")
-	fs.Var(&write, "write", "collection `patterns` the subject may push to")
-	fs.DurationVar(&ttl, "ttl", time.Hour, "how long the token is valid")
-	fs.StringVar(&id, "id", "", "the token's `id` (jti), which convergo deny --token-id can name")
-	fs.Var(&claims, "claim", "a further claim `name=JSON` for scope parameters ($claims.name), repeated (--claim 'teams=[\"red\"]')")
-	fs.Var(&scopes, "scope", "a scope the token imposes, `PATTERN=TEXT` in the scope text form, repeated (--scope 'todos.*=owner == $sub')")
-	fs.StringVar(&secret, "secret", "", "the server's HS256 `secret` (CONVERGO_SECRET); required")
-	fs.StringVar(&audience, "audience", "", "the server's `name` for the aud claim, as its --audience (CONVERGO_AUDIENCE); empty: no aud")
-	fs.StringVar(&issuer, "issuer", "", "the iss claim, as the server's --issuer (CONVERGO_ISSUER); empty: no iss")
+	fs.StringVar(&a.sub, "sub", "", "the token's `subject` (user or service id); required")
+	fs.Var(&a.read, "read", "collection `patterns` the subject may pull and subscribe to: name, prefix.* or *; comma-separated or repeated")
+	fs.Var(&a.write, "write", "collection `patterns` the subject may push to")
+	fs.DurationVar(&a.ttl, "ttl", time.Hour, "how long the token is valid")
+	fs.StringVar(&a.id, "id", "", "the token's `id` (jti), which convergo deny --token-id can name")
+	fs.Var(&a.claims, "claim", "a further claim `name=JSON` for scope parameters ($claims.name), repeated (--claim 'teams=[\"red\"]')")
+	fs.Var(&a.scopes, "scope", "a scope the token imposes, `PATTERN=TEXT` in the scope text form, repeated (--scope 'todos.*=owner == $sub')")
+	fs.StringVar(&a.secret, "secret", "", "the server's HS256 `secret` (CONVERGO_SECRET); required")
+	fs.StringVar(&a.audience, "audience", "", "the server's `name` for the aud claim, as its --audience (CONVERGO_AUDIENCE); empty: no aud")
+	fs.StringVar(&a.issuer, "issuer", "", "the iss claim, as the server's --issuer (CONVERGO_ISSUER); empty: no iss")
+	return fs, &a
+}
+
+// token prints a token signed with the server's secret.
+func token(args []string, stdout, stderr io.Writer) error {
+	fs, a := tokenFlags(stderr)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if sub == "" {
+	if a.sub == "" {
 		return errors.New("--sub is required")
 	}
-	if secret == "" {
+	if a.secret == "" {
 		return errors.New("--secret (or CONVERGO_SECRET) is required")
 	}
-	if len(read) == 0 && len(write) == 0 {
+	if len(a.read) == 0 && len(a.write) == 0 {
 		return errors.New("give --read and/or --write: a token without patterns grants nothing")
 	}
-	j, err := transport.NewJWTWith(transport.JWTConfig{Secret: []byte(secret), Audience: audience, Issuer: issuer})
+	j, err := transport.NewJWTWith(transport.JWTConfig{Secret: []byte(a.secret), Audience: a.audience, Issuer: a.issuer})
 	if err != nil {
 		return err
 	}
-	tok, err := j.IssueToken(transport.TokenSpec{Subject: sub, Read: read, Write: write, TTL: ttl, ID: id,
-		Claims: claims, Scopes: scopes})
+	tok, err := j.IssueToken(transport.TokenSpec{Subject: a.sub, Read: a.read, Write: a.write, TTL: a.ttl, ID: a.id,
+		Claims: a.claims, Scopes: a.scopes})
 	if err != nil {
 		return err
 	}
