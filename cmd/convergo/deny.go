@@ -31,9 +31,9 @@ func denyFlags(name string, stderr io.Writer) (*flag.FlagSet, *denyArgs) {
 	fs.StringVar(&a.subject, "subject", "", "the `subject` (a token's sub) to "+name)
 	fs.StringVar(&a.tokenID, "token-id", "", "the token `id` (a token's jti) to "+name)
 	if name == "deny" {
-		fs.DurationVar(&a.dur, "for", 0, "how long the entry denies (0: for ever)")
-		fs.StringVar(&a.reason, "reason", "", "why, for people reading the list")
-		fs.StringVar(&a.by, "by", os.Getenv("USER"), "who denies, for people reading the list")
+		fs.DurationVar(&a.dur, "for", 0, "how long the entry denies, a `duration` (0: for ever)")
+		fs.StringVar(&a.reason, "reason", "", "the `reason`, for people reading the list")
+		fs.StringVar(&a.by, "by", os.Getenv("USER"), "`who` denies, for people reading the list")
 		fs.BoolVar(&a.list, "list", false, "print the deny list instead")
 	}
 	return fs, &a

@@ -132,3 +132,57 @@ func TestStoreURLParamsInServeHelp(t *testing.T) {
 		t.Fatal("no URL parameters found in docs/operations.md, Store URLs")
 	}
 }
+
+// TestFlagsNamePlaceholders walks every command's flags: each one that
+// takes a value names it in its usage, backquoted (flag.UnquoteUsage),
+// so -h shows "-issuer issuer" rather than the bare type ("-issuer
+// string", "-ttl duration", "-burst int"). Every command of the usage
+// text is walked.
+func TestFlagsNamePlaceholders(t *testing.T) {
+	serve, _ := serveFlags(io.Discard)
+	token, _ := tokenFlags(io.Discard)
+	deny, _ := denyFlags("deny", io.Discard)
+	allow, _ := denyFlags("allow", io.Discard)
+	repair, _, _ := repairFlags(io.Discard)
+	sets := map[string][]*flag.FlagSet{
+		"serve":  {serve},
+		"token":  {token},
+		"deny":   {deny},
+		"allow":  {allow},
+		"repair": {repair},
+	}
+	for _, cmd := range []string{"mark-restored", "identity", "reshard"} {
+		fs, _ := storeFlags(cmd, io.Discard)
+		sets["store"] = append(sets["store"], fs)
+		if !strings.Contains(storeUsage, "\n  "+cmd+" ") {
+			t.Errorf("store command %s is not in the store usage", cmd)
+		}
+	}
+	commands := regexp.MustCompile(`(?m)^  ([a-z]+) `).FindAllStringSubmatch(usage, -1)
+	if len(commands) == 0 {
+		t.Fatal("no commands in the usage text")
+	}
+	for _, m := range commands {
+		if _, ok := sets[m[1]]; !ok && m[1] != "version" {
+			t.Errorf("command %s: its flags are not walked here", m[1])
+		}
+	}
+	for name, fss := range sets {
+		for _, fs := range fss {
+			n := 0
+			fs.VisitAll(func(f *flag.Flag) {
+				n++
+				if b, ok := f.Value.(interface{ IsBoolFlag() bool }); ok && b.IsBoolFlag() {
+					return
+				}
+				if strings.Count(f.Usage, "`") < 2 {
+					placeholder, _ := flag.UnquoteUsage(f)
+					t.Errorf("%s: -%s shows -%s %s: name its value in the usage, backquoted", fs.Name(), f.Name, f.Name, placeholder)
+				}
+			})
+			if n == 0 {
+				t.Errorf("%s (%s) has no flags", fs.Name(), name)
+			}
+		}
+	}
+}

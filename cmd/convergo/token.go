@@ -31,13 +31,13 @@ func tokenFlags(stderr io.Writer) (*flag.FlagSet, *tokenArgs) {
 	fs.StringVar(&a.sub, "sub", "", "the token's `subject` (user or service id); required")
 	fs.Var(&a.read, "read", "collection `patterns` the subject may pull and subscribe to: name, prefix.* or *; comma-separated or repeated")
 	fs.Var(&a.write, "write", "collection `patterns` the subject may push to")
-	fs.DurationVar(&a.ttl, "ttl", time.Hour, "how long the token is valid")
+	fs.DurationVar(&a.ttl, "ttl", time.Hour, "how long the token is valid: its `lifetime` (90m, 24h)")
 	fs.StringVar(&a.id, "id", "", "the token's `id` (jti), which convergo deny --token-id can name")
 	fs.Var(&a.claims, "claim", "a further claim `name=JSON` for scope parameters ($claims.name), repeated (--claim 'teams=[\"red\"]')")
 	fs.Var(&a.scopes, "scope", "a scope the token imposes, `PATTERN=TEXT` in the scope text form, repeated (--scope 'todos.*=owner == $sub')")
 	fs.StringVar(&a.secret, "secret", "", "the server's HS256 `secret` (CONVERGO_SECRET); required")
 	fs.StringVar(&a.audience, "audience", "", "the server's `name` for the aud claim, as its --audience (CONVERGO_AUDIENCE); empty: no aud")
-	fs.StringVar(&a.issuer, "issuer", "", "the iss claim, as the server's --issuer (CONVERGO_ISSUER); empty: no iss")
+	fs.StringVar(&a.issuer, "issuer", "", "the `issuer` for the iss claim, as the server's --issuer (CONVERGO_ISSUER); empty: no iss")
 	return fs, &a
 }
 
