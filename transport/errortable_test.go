@@ -292,3 +292,34 @@ func TestSessionCodesDocumented(t *testing.T) {
 		t.Errorf("the paragraph names %q as not one collection's; proto.Codes marks Session %q", documented, session)
 	}
 }
+
+// TestPushRefusalCodesDocumented holds the list of docs/protocol.md,
+// section 5, of the codes a push refuses single changes with to
+// proto.Codes: the per-change codes but those only a restore's results
+// carry (RestoreOnly: bad_seal).
+func TestPushRefusalCodesDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../docs/protocol.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(doc), "A push refuses single changes")
+	if !ok {
+		t.Fatal(`docs/protocol.md has no "A push refuses single changes" list`)
+	}
+	list, _, _ := strings.Cut(rest, ";")
+	var documented []string
+	for _, m := range regexp.MustCompile("`([a-z_]+)`").FindAllStringSubmatch(list, -1) {
+		documented = append(documented, m[1])
+	}
+	var want []string
+	for _, c := range proto.Codes {
+		if c.PerChange && !c.RestoreOnly {
+			want = append(want, c.Code)
+		}
+	}
+	slices.Sort(documented)
+	slices.Sort(want)
+	if !slices.Equal(documented, want) {
+		t.Errorf("docs/protocol.md: a push refuses single changes with %v; proto.Codes says %v", documented, want)
+	}
+}

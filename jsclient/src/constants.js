@@ -37,6 +37,7 @@ export const CODES = /* @__PURE__ */ Object.freeze([
     "http": 400,
     "retry": "never",
     "perChange": true,
+    "restoreOnly": false,
     "session": false,
     "token": false
   },
@@ -45,6 +46,7 @@ export const CODES = /* @__PURE__ */ Object.freeze([
     "http": 400,
     "retry": "never",
     "perChange": true,
+    "restoreOnly": false,
     "session": false,
     "token": false
   },
@@ -53,6 +55,7 @@ export const CODES = /* @__PURE__ */ Object.freeze([
     "http": 400,
     "retry": "upgrade",
     "perChange": false,
+    "restoreOnly": false,
     "session": true,
     "token": false
   },
@@ -61,6 +64,7 @@ export const CODES = /* @__PURE__ */ Object.freeze([
     "http": 401,
     "retry": "auth",
     "perChange": false,
+    "restoreOnly": false,
     "session": true,
     "token": false
   },
@@ -69,6 +73,7 @@ export const CODES = /* @__PURE__ */ Object.freeze([
     "http": 401,
     "retry": "auth",
     "perChange": false,
+    "restoreOnly": false,
     "session": true,
     "token": true
   },
@@ -77,6 +82,7 @@ export const CODES = /* @__PURE__ */ Object.freeze([
     "http": 403,
     "retry": "never",
     "perChange": true,
+    "restoreOnly": false,
     "session": false,
     "token": true
   },
@@ -85,6 +91,7 @@ export const CODES = /* @__PURE__ */ Object.freeze([
     "http": 403,
     "retry": "never",
     "perChange": false,
+    "restoreOnly": false,
     "session": true,
     "token": true
   },
@@ -93,6 +100,7 @@ export const CODES = /* @__PURE__ */ Object.freeze([
     "http": 404,
     "retry": "never",
     "perChange": false,
+    "restoreOnly": false,
     "session": true,
     "token": false
   },
@@ -101,6 +109,7 @@ export const CODES = /* @__PURE__ */ Object.freeze([
     "http": 405,
     "retry": "never",
     "perChange": false,
+    "restoreOnly": false,
     "session": true,
     "token": false
   },
@@ -109,6 +118,7 @@ export const CODES = /* @__PURE__ */ Object.freeze([
     "http": 413,
     "retry": "never",
     "perChange": true,
+    "restoreOnly": false,
     "session": false,
     "token": false
   },
@@ -117,6 +127,7 @@ export const CODES = /* @__PURE__ */ Object.freeze([
     "http": 426,
     "retry": "never",
     "perChange": false,
+    "restoreOnly": false,
     "session": true,
     "token": false
   },
@@ -125,6 +136,7 @@ export const CODES = /* @__PURE__ */ Object.freeze([
     "http": 429,
     "retry": "backoff",
     "perChange": false,
+    "restoreOnly": false,
     "session": true,
     "token": false
   },
@@ -133,6 +145,7 @@ export const CODES = /* @__PURE__ */ Object.freeze([
     "http": 409,
     "retry": "backoff",
     "perChange": false,
+    "restoreOnly": false,
     "session": false,
     "token": false
   },
@@ -141,6 +154,7 @@ export const CODES = /* @__PURE__ */ Object.freeze([
     "http": 0,
     "retry": "never",
     "perChange": true,
+    "restoreOnly": false,
     "session": false,
     "token": false
   },
@@ -149,6 +163,7 @@ export const CODES = /* @__PURE__ */ Object.freeze([
     "http": 0,
     "retry": "never",
     "perChange": true,
+    "restoreOnly": false,
     "session": false,
     "token": false
   },
@@ -157,6 +172,7 @@ export const CODES = /* @__PURE__ */ Object.freeze([
     "http": 0,
     "retry": "never",
     "perChange": true,
+    "restoreOnly": true,
     "session": false,
     "token": false
   },
@@ -165,6 +181,7 @@ export const CODES = /* @__PURE__ */ Object.freeze([
     "http": 0,
     "retry": "never",
     "perChange": true,
+    "restoreOnly": false,
     "session": false,
     "token": false
   },
@@ -173,6 +190,7 @@ export const CODES = /* @__PURE__ */ Object.freeze([
     "http": 0,
     "retry": "never",
     "perChange": true,
+    "restoreOnly": false,
     "session": false,
     "token": false
   },
@@ -181,6 +199,7 @@ export const CODES = /* @__PURE__ */ Object.freeze([
     "http": 0,
     "retry": "never",
     "perChange": true,
+    "restoreOnly": false,
     "session": false,
     "token": false
   },
@@ -189,6 +208,7 @@ export const CODES = /* @__PURE__ */ Object.freeze([
     "http": 0,
     "retry": "never",
     "perChange": true,
+    "restoreOnly": false,
     "session": false,
     "token": false
   },
@@ -197,6 +217,7 @@ export const CODES = /* @__PURE__ */ Object.freeze([
     "http": 0,
     "retry": "never",
     "perChange": true,
+    "restoreOnly": false,
     "session": false,
     "token": false
   },
@@ -205,6 +226,7 @@ export const CODES = /* @__PURE__ */ Object.freeze([
     "http": 503,
     "retry": "backoff",
     "perChange": false,
+    "restoreOnly": false,
     "session": true,
     "token": false
   },
@@ -213,6 +235,7 @@ export const CODES = /* @__PURE__ */ Object.freeze([
     "http": 500,
     "retry": "backoff",
     "perChange": false,
+    "restoreOnly": false,
     "session": false,
     "token": false
   },
@@ -221,6 +244,7 @@ export const CODES = /* @__PURE__ */ Object.freeze([
     "http": 500,
     "retry": "never",
     "perChange": true,
+    "restoreOnly": false,
     "session": false,
     "token": false
   }

@@ -93,3 +93,30 @@ test('the ErrorCode type lists exactly the protocol codes and the client codes',
   assert.equal(new Set(want).size, want.length, 'no client code shadows a protocol code');
   assert.equal(new ConvergoError('invalid', 'x', { requestId: 'r1' }).requestId, 'r1');
 });
+
+/** The codes in backticks of text, in order. @param {string} text */
+const codesIn = (text) => [...text.matchAll(/`([a-z_]+)`/g)].map((m) => m[1]);
+
+test("the README's 'refused' event lists exactly the codes a push refuses one change with, as CODES says (perChange, not restoreOnly)", () => {
+  const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
+  const row = readme.split('\n').find((line) => line.startsWith('| `refused` |'));
+  assert.ok(row, 'README.md has a row for the refused event');
+  const m = /\(push status `refused`: ([^;]*);/.exec(row);
+  assert.ok(m, "the refused row lists the push's codes: (push status `refused`: ...;");
+  const documented = codesIn(m[1]);
+  assert.equal(new Set(documented).size, documented.length, `a code listed twice: ${documented}`);
+  const pushed = constants.CODES.filter((c) => c.perChange && !c.restoreOnly).map((c) => c.code);
+  assert.ok(pushed.length > 0);
+  assert.deepEqual([...documented].sort(), [...pushed].sort(), "README's refused codes vs CODES's push refusals");
+  // A restore-only code never reaches 'refused': a record refused so stays local, an 'error' event.
+  for (const c of constants.CODES.filter((c) => c.restoreOnly)) {
+    assert.ok(c.perChange, `${c.code} is restoreOnly but not perChange`);
+  }
+});
+
+test("the README's list of the protocol's error codes is CODES", () => {
+  const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
+  const m = /the protocol's codes \(`src\/constants\.js` `CODES`, generated from the Go\s+package `transport\/proto`: ([^;]*);/.exec(readme);
+  assert.ok(m, "README.md lists the protocol's codes under Errors");
+  assert.deepEqual(codesIn(m[1]).sort(), constants.CODES.map((c) => c.code).sort());
+});

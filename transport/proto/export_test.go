@@ -210,5 +210,8 @@ func TestCodesAreUnique(t *testing.T) {
 		if !c.PerChange && c.HTTP == 0 {
 			t.Errorf("code %q has no HTTP status and refuses no change", c.Code)
 		}
+		if c.RestoreOnly && !c.PerChange {
+			t.Errorf("code %q is restore-only but refuses no single record", c.Code)
+		}
 	}
 }

@@ -126,8 +126,14 @@ type CodeInfo struct {
 	HTTP int `json:"http"`
 	// Retry says what a client does about it.
 	Retry Retry `json:"retry"`
-	// PerChange reports that a push may refuse a single change with it.
+	// PerChange reports that a push may refuse a single change with it,
+	// or a restore a single record (its results), unless RestoreOnly.
 	PerChange bool `json:"perChange"`
+	// RestoreOnly reports a per-change code only a restore's results
+	// carry, never a push's (bad_seal): a client keeps the record so
+	// refused and reports it as an error, never as a refused change of
+	// its own (docs/protocol.md, section 8).
+	RestoreOnly bool `json:"restoreOnly"`
 	// Session reports that the code is the request's, the session's or
 	// the principal's as a whole (the network path, the server, the
 	// token), never one collection's: a client ends its round or its
@@ -146,30 +152,30 @@ type CodeInfo struct {
 // Codes lists every error code, in the order of the error table of
 // docs/protocol.md.
 var Codes = []CodeInfo{
-	{CodeMalformed, http.StatusBadRequest, RetryNever, true, false, false},
-	{CodeInvalid, http.StatusBadRequest, RetryNever, true, false, false},
-	{CodeUnsupportedVersion, http.StatusBadRequest, RetryUpgrade, false, true, false},
-	{CodeUnauthenticated, http.StatusUnauthorized, RetryAuth, false, true, false},
-	{CodeTokenExpired, http.StatusUnauthorized, RetryAuth, false, true, true},
-	{CodeForbidden, http.StatusForbidden, RetryNever, true, false, true},
-	{CodeRevoked, http.StatusForbidden, RetryNever, false, true, true},
-	{CodeNotFound, http.StatusNotFound, RetryNever, false, true, false},
-	{CodeMethodNotAllowed, http.StatusMethodNotAllowed, RetryNever, false, true, false},
-	{CodeTooLarge, http.StatusRequestEntityTooLarge, RetryNever, true, false, false},
-	{CodeUpgradeRequired, http.StatusUpgradeRequired, RetryNever, false, true, false},
-	{CodeRateLimited, http.StatusTooManyRequests, RetryBackoff, false, true, false},
-	{CodeSchemaAhead, http.StatusConflict, RetryBackoff, false, false, false},
-	{CodeClockDrift, 0, RetryNever, true, false, false},
-	{CodeForgedReplica, 0, RetryNever, true, false, false},
-	{CodeBadSeal, 0, RetryNever, true, false, false},
-	{CodeQuotaExceeded, 0, RetryNever, true, false, false},
-	{CodeOutOfScope, 0, RetryNever, true, false, false},
-	{CodeSchema, 0, RetryNever, true, false, false},
-	{CodeUntranslatable, 0, RetryNever, true, false, false},
-	{CodeCollected, 0, RetryNever, true, false, false},
-	{CodeUnavailable, http.StatusServiceUnavailable, RetryBackoff, false, true, false},
-	{CodeInternal, http.StatusInternalServerError, RetryBackoff, false, false, false},
-	{CodeCorrupt, http.StatusInternalServerError, RetryNever, true, false, false},
+	{CodeMalformed, http.StatusBadRequest, RetryNever, true, false, false, false},
+	{CodeInvalid, http.StatusBadRequest, RetryNever, true, false, false, false},
+	{CodeUnsupportedVersion, http.StatusBadRequest, RetryUpgrade, false, false, true, false},
+	{CodeUnauthenticated, http.StatusUnauthorized, RetryAuth, false, false, true, false},
+	{CodeTokenExpired, http.StatusUnauthorized, RetryAuth, false, false, true, true},
+	{CodeForbidden, http.StatusForbidden, RetryNever, true, false, false, true},
+	{CodeRevoked, http.StatusForbidden, RetryNever, false, false, true, true},
+	{CodeNotFound, http.StatusNotFound, RetryNever, false, false, true, false},
+	{CodeMethodNotAllowed, http.StatusMethodNotAllowed, RetryNever, false, false, true, false},
+	{CodeTooLarge, http.StatusRequestEntityTooLarge, RetryNever, true, false, false, false},
+	{CodeUpgradeRequired, http.StatusUpgradeRequired, RetryNever, false, false, true, false},
+	{CodeRateLimited, http.StatusTooManyRequests, RetryBackoff, false, false, true, false},
+	{CodeSchemaAhead, http.StatusConflict, RetryBackoff, false, false, false, false},
+	{CodeClockDrift, 0, RetryNever, true, false, false, false},
+	{CodeForgedReplica, 0, RetryNever, true, false, false, false},
+	{CodeBadSeal, 0, RetryNever, true, true, false, false},
+	{CodeQuotaExceeded, 0, RetryNever, true, false, false, false},
+	{CodeOutOfScope, 0, RetryNever, true, false, false, false},
+	{CodeSchema, 0, RetryNever, true, false, false, false},
+	{CodeUntranslatable, 0, RetryNever, true, false, false, false},
+	{CodeCollected, 0, RetryNever, true, false, false, false},
+	{CodeUnavailable, http.StatusServiceUnavailable, RetryBackoff, false, false, true, false},
+	{CodeInternal, http.StatusInternalServerError, RetryBackoff, false, false, false, false},
+	{CodeCorrupt, http.StatusInternalServerError, RetryNever, true, false, false, false},
 }
 
 // Info returns what the protocol says about code, and false for a code it
