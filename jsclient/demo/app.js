@@ -545,6 +545,15 @@ async function libraryModules() {
 }
 
 /**
+ * Whether u is one of the app's own files, which the page caches for
+ * offline reloads: not the API, nor another origin's.
+ * @param {URL} u
+ */
+function ownFile(u) {
+  return u.origin === location.origin && !u.pathname.startsWith(PATHS.prefix) && !u.pathname.startsWith(PATHS.legacyPrefix) && u.pathname !== DEMO_TOKEN;
+}
+
+/**
  * Registers the service worker that lets the page load without a server
  * (sw.js) and caches the files this page loaded that the worker did not
  * see: those loaded before it controlled the page, or while it took
@@ -574,7 +583,7 @@ async function cacheShell() {
     /** @param {string[]} hrefs @returns {string[]} those not cached yet, of the app's own files (not the API) */
     const uncached = (hrefs) => hrefs
       .map((href) => new URL(href))
-      .filter((u) => u.origin === location.origin && !u.pathname.startsWith(PATHS.prefix) && !u.pathname.startsWith(PATHS.legacyPrefix) && u.pathname !== DEMO_TOKEN)
+      .filter(ownFile)
       .map((u) => u.href)
       .filter((href) => !cached.has(href) && Boolean(cached.add(href)));
     new PerformanceObserver((list) => {
