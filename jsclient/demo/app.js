@@ -546,11 +546,25 @@ async function libraryModules() {
 
 /**
  * Whether u is one of the app's own files, which the page caches for
- * offline reloads: not the API, nor another origin's.
+ * offline reloads: not the API (a path of any protocol version,
+ * PATHS.versionPattern, or the demo's tokens), nor another origin's. The
+ * service worker leaves out the same paths (workerURL).
  * @param {URL} u
  */
 function ownFile(u) {
-  return u.origin === location.origin && !u.pathname.startsWith(PATHS.prefix) && !u.pathname.startsWith(PATHS.legacyPrefix) && u.pathname !== DEMO_TOKEN;
+  return u.origin === location.origin && !new RegExp(PATHS.versionPattern).test(u.pathname) && u.pathname !== DEMO_TOKEN;
+}
+
+/**
+ * The service worker's URL, next to base: it carries the pattern of the
+ * protocol's paths (?protocol=PATHS.versionPattern), which a classic
+ * worker cannot import, so that it leaves out what ownFile does.
+ * @param {URL | string} base
+ */
+function workerURL(base) {
+  const url = new URL('sw.js', base);
+  url.searchParams.set('protocol', PATHS.versionPattern);
+  return url;
 }
 
 /**
@@ -569,7 +583,7 @@ async function cacheShell() {
   try {
     const sw = navigator.serviceWorker;
     const controlled = sw.controller ? Promise.resolve() : new Promise((resolve) => sw.addEventListener('controllerchange', resolve, { once: true }));
-    await sw.register(new URL('sw.js', import.meta.url), { type: 'classic' });
+    await sw.register(workerURL(import.meta.url), { type: 'classic' });
     const cache = await caches.open(SHELL_CACHE);
     /** @type {Set<string>} what this page cached: each file once, since the cache's own fetches are resources too */
     const cached = new Set();

@@ -24,15 +24,30 @@ self.addEventListener('activate', (event) => {
 });
 
 /**
- * Only the app's own static files: never the API (the paths of any
- * protocol version, /v1/, /v2/, ...), metrics or health. A classic worker
- * cannot import the client's constants.js, hence the pattern.
+ * The paths of any protocol version (/v1/, /v2/, /v3, ...): the pattern
+ * of the client's constants.js (PATHS.versionPattern, the Go package's
+ * proto.VersionPathPattern), which the page gives in this worker's URL
+ * (?protocol=, app.js workerURL) since a classic worker cannot import it.
+ * Without it (or unreadable) the worker caches nothing rather than guess.
+ */
+const PROTOCOL_PATH = (() => {
+  try {
+    const src = new URL(self.location.href).searchParams.get('protocol');
+    return src ? new RegExp(src) : null;
+  } catch {
+    return null;
+  }
+})();
+
+/**
+ * Only the app's own static files: never the API (PROTOCOL_PATH), metrics
+ * or health.
  */
 function cacheable(request) {
-  if (request.method !== 'GET') return false;
+  if (request.method !== 'GET' || !PROTOCOL_PATH) return false;
   const url = new URL(request.url);
   if (url.origin !== self.location.origin) return false;
-  return !/^\/(v[0-9]+|metrics|healthz|readyz)(\/|$)/.test(url.pathname);
+  return !PROTOCOL_PATH.test(url.pathname) && !/^\/(metrics|healthz|readyz)(\/|$)/.test(url.pathname);
 }
 
 self.addEventListener('fetch', (event) => {

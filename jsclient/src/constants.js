@@ -16,7 +16,8 @@ export const PATHS = /* @__PURE__ */ Object.freeze({
   "prefix": "/v2/",
   "pull": "/v2/pull",
   "push": "/v2/push",
-  "restore": "/v2/restore"
+  "restore": "/v2/restore",
+  "versionPattern": "^/v[0-9]+(/|$)"
 });
 
 /** Header names. */

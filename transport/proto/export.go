@@ -105,7 +105,7 @@ func Constants() Exported {
 	e := Exported{
 		Version: Version,
 		Paths: map[string]string{
-			"prefix": PathPrefix, "legacyPrefix": LegacyPrefix,
+			"prefix": PathPrefix, "legacyPrefix": LegacyPrefix, "versionPattern": VersionPathPattern,
 			"hello": PathHello, "push": PathPush, "pull": PathPull, "live": PathLive, "restore": PathRestore,
 		},
 		Headers: map[string]string{

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -212,6 +213,30 @@ func TestCodesAreUnique(t *testing.T) {
 		}
 		if c.RestoreOnly && !c.PerChange {
 			t.Errorf("code %q is restore-only but refuses no single record", c.Code)
+		}
+	}
+}
+
+// TestVersionPathPattern: the exported pattern matches exactly the paths
+// VersionOfPath gives a version.
+func TestVersionPathPattern(t *testing.T) {
+	re := regexp.MustCompile(VersionPathPattern)
+	paths := []string{"/v1/hello", "/v2/pull", "/v2/", "/v3", "/v3/hello", "/v10/live", "/v0/x",
+		"/", "/v", "/v/", "/vx/", "/v2x", "/v2x/y", "/video", "/demo/v3/x", "/metrics", "v2/", "//v2/"}
+	for _, p := range paths {
+		_, ok := VersionOfPath(p)
+		if re.MatchString(p) != ok {
+			t.Errorf("%q: VersionPathPattern matches %v, VersionOfPath %v", p, re.MatchString(p), ok)
+		}
+	}
+	for i := 0; i < 1<<12; i++ { // every path of up to 4 of these bytes
+		var b []byte
+		for n := i; n > 0; n /= 8 {
+			b = append(b, "/v0912x."[n%8])
+		}
+		p := string(b)
+		if _, ok := VersionOfPath(p); re.MatchString(p) != ok {
+			t.Errorf("%q: VersionPathPattern matches %v, VersionOfPath %v", p, re.MatchString(p), ok)
 		}
 	}
 }

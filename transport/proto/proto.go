@@ -34,6 +34,12 @@ const (
 	PathRestore  = PathPrefix + "restore"
 )
 
+// VersionPathPattern is VersionOfPath as a regular expression (RE2 and
+// JavaScript alike): it matches exactly the paths that name a protocol
+// version, which no cache may keep (the demo's service worker has it as
+// PATHS.versionPattern).
+const VersionPathPattern = `^/v[0-9]+(/|$)`
+
 // VersionOfPath returns the protocol version a path names, the digits of
 // its first segment "v<digits>" ("/v3/hello", "/v3": "3"), and false for a
 // path that names none ("/healthz", "/v/", "/video"). Every such path
