@@ -217,34 +217,49 @@ type served struct {
 	epoch uint64
 }
 
-// servedHistories remembers, per collection, the history of the last page
-// Pull served, so that the watch loop can tell subscribers when the store's
-// history changed under them.
+// servedHistories remembers, per collection, the histories pages Pull
+// served in since the watch loop last read the collection's history, so
+// that the watch loop can tell subscribers when the store's history
+// changed under them. The last history served alone is not enough: a
+// reader that pulls in the new history (a new one, or one already reset)
+// before the watch loop reads it would hide the change from the
+// subscribers served in the old one, which would then pull only once the
+// new history's head passed the one they were told (never, on a quiet
+// collection).
 type servedHistories struct {
 	mu sync.Mutex
-	m  map[string]served
+	m  map[string]servedSince
+}
+
+// servedSince is what pages of a collection were served in since the
+// watch loop last read its history: the last history (or the one the
+// watch loop read, when none was served since), and whether another was.
+type servedSince struct {
+	last  served
+	mixed bool
 }
 
 func (s *servedHistories) note(collection string, h served) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.m == nil {
-		s.m = map[string]served{}
+		s.m = map[string]servedSince{}
 	}
-	if len(s.m) >= maxHistory {
+	was, ok := s.m[collection]
+	if !ok && len(s.m) >= maxHistory {
 		clear(s.m)
 	}
-	s.m[collection] = h
+	s.m[collection] = servedSince{last: h, mixed: was.mixed || (ok && was.last != h)}
 }
 
 // changed reports whether pages of collection were served in another
-// history than now, and remembers now.
+// history than now since the last call, and remembers now.
 func (s *servedHistories) changed(collection string, now served) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	was, ok := s.m[collection]
 	if s.m != nil {
-		s.m[collection] = now
+		s.m[collection] = servedSince{last: now}
 	}
-	return ok && was != now
+	return ok && (was.mixed || was.last != now)
 }
