@@ -283,63 +283,103 @@ func (s *Store) roundTrip(group []*scriptCall) {
 		ctx, cancel = context.WithDeadline(ctx, deadline)
 		defer cancel()
 	}
-	// A node that restarted or was promoted since the last check of the
-	// servers' run is checked before anything is written to it.
-	if err := s.probeRun(ctx, live[0].coll); err != nil {
-		err = fmt.Errorf("%w: the server's run could not be checked: %w", stores.ErrUnavailable, err)
-		for _, sc := range live {
-			sc.req.finish(fmt.Errorf("apply to %s: %w", sc.coll, err))
-		}
-		return
-	}
-	s.readStored(ctx, live)
-	if h := s.commits.beforeExec; h != nil {
-		h(len(live))
-	}
-	s.commits.roundTrips.Add(1)
-	pipe := s.client.Pipeline()
-	for _, sc := range live {
-		sc.cmd = pipe.EvalSha(ctx, mergeScript.Hash(), s.writeKeys(sc.coll), sc.args...)
-	}
-	_, _ = pipe.Exec(ctx) // each call's error is in its own command
 	heads := map[string]uint64{}
 	var answered []*scriptCall // the calls the script answered, with their errors: told once remembered
 	var errs []error
-	var runErr error // the run check after a NOSCRIPT, once per round trip
-	checked := false
-	for _, sc := range live {
-		out, err := sc.cmd.Slice()
-		if err != nil && goredis.HasErrorPrefix(err, "NOSCRIPT") {
-			// The server lost the script: it restarted, or a replica
-			// took over, and either may have lost the last writes. On a
-			// cluster the subscription, whose reconnection checks the
-			// servers' run, may be on another master and never break, so
-			// the run is checked here, before the first write to the
-			// server again: a restart that lost writes starts a new
-			// epoch before sequence numbers are given out a second
-			// time. While the run cannot be checked, nothing is written.
-			if !checked {
-				checked = true
-				if err := s.checkRun(ctx); err != nil {
-					runErr = fmt.Errorf("%w: the server lost the merge script, and its run could not be checked: %w", stores.ErrUnavailable, err)
-				}
+	pending := live
+	for try := 0; len(pending) > 0; try++ {
+		// A node that restarted or was promoted since the last check of
+		// the servers' run is checked before anything is written to it.
+		node, err := s.probeRun(ctx, pending[0].coll)
+		if err != nil {
+			err = fmt.Errorf("%w: the server's run could not be checked: %w", stores.ErrUnavailable, err)
+			for _, sc := range pending {
+				sc.req.finish(fmt.Errorf("apply to %s: %w", sc.coll, err))
 			}
-			if runErr != nil {
-				sc.req.finish(fmt.Errorf("apply to %s: %w", sc.coll, runErr))
+			break
+		}
+		if try == 0 {
+			s.readStored(ctx, pending)
+			if h := s.commits.beforeExec; h != nil {
+				h(len(pending))
+			}
+		}
+		s.commits.roundTrips.Add(1)
+		// The calls go to the node probed, never on through a redirect
+		// (MOVED, ASK) to one whose run no check found: a demoted master
+		// sends them to the node that took over, which may lack the last
+		// writes and still hold the merge script from an earlier time as
+		// master (no NOSCRIPT tells).
+		pipe := node.Pipeline()
+		for _, sc := range pending {
+			sc.cmd = pipe.EvalSha(ctx, mergeScript.Hash(), s.writeKeys(sc.coll), sc.args...)
+		}
+		_, _ = pipe.Exec(ctx) // each call's error is in its own command
+		var moved []*scriptCall
+		var runErr error // the run check after a NOSCRIPT, once per round trip
+		checked := false
+		for _, sc := range pending {
+			out, err := sc.cmd.Slice()
+			if err != nil && redirected(err) && try < maxRedirects {
+				moved = append(moved, sc)
 				continue
 			}
-			// Run sends it with EVAL, which caches it again.
-			out, err = mergeScript.Run(ctx, s.client, s.writeKeys(sc.coll), sc.args...).Slice()
+			if err != nil && goredis.HasErrorPrefix(err, "NOSCRIPT") {
+				// The server lost the script: it restarted, or a replica
+				// took over, and either may have lost the last writes. On a
+				// cluster the subscription, whose reconnection checks the
+				// servers' run, may be on another master and never break, so
+				// the run is checked here, before the first write to the
+				// server again: a restart that lost writes starts a new
+				// epoch before sequence numbers are given out a second
+				// time. While the run cannot be checked, nothing is written.
+				if !checked {
+					checked = true
+					if err := s.checkRun(ctx); err != nil {
+						runErr = fmt.Errorf("%w: the server lost the merge script, and its run could not be checked: %w", stores.ErrUnavailable, err)
+					}
+				}
+				if runErr != nil {
+					sc.req.finish(fmt.Errorf("apply to %s: %w", sc.coll, runErr))
+					continue
+				}
+				// Run sends it with EVAL, which caches it again.
+				out, err = mergeScript.Run(ctx, node, s.writeKeys(sc.coll), sc.args...).Slice()
+			}
+			if err != nil && redirected(err) {
+				sc.req.finish(fmt.Errorf("apply to %s: %w: the collection's slot keeps moving: %w", sc.coll, stores.ErrUnavailable, err))
+				continue
+			}
+			if err != nil {
+				if c, ok := s.client.(*goredis.ClusterClient); ok && unavailable(err) {
+					// The node's own client does not tell the cluster
+					// client, which would read the slots again.
+					c.ReloadState(ctx)
+				}
+				sc.req.finish(s.fail(ctx, "apply to "+sc.coll, err))
+				continue
+			}
+			head, err := s.mergeReply(ctx, sc, out)
+			heads[sc.coll] = max(heads[sc.coll], head)
+			sc.ok = err == nil
+			answered = append(answered, sc)
+			errs = append(errs, err)
 		}
-		if err != nil {
-			sc.req.finish(s.fail(ctx, "apply to "+sc.coll, err))
-			continue
+		if len(moved) > 0 {
+			// Another node serves the slot now, or is taking it over: the
+			// servers' run is checked (which reads every master's afresh,
+			// and the client's map of the slots) before the calls go to
+			// it, as for a NOSCRIPT. Nothing was written: a redirect is
+			// the reply of a node that did not run the script.
+			if err := s.checkRun(ctx); err != nil {
+				err = fmt.Errorf("%w: the collection's slot moved, and the servers' run could not be checked: %w", stores.ErrUnavailable, err)
+				for _, sc := range moved {
+					sc.req.finish(fmt.Errorf("apply to %s: %w", sc.coll, err))
+				}
+				break
+			}
 		}
-		head, err := s.mergeReply(ctx, sc, out)
-		heads[sc.coll] = max(heads[sc.coll], head)
-		sc.ok = err == nil
-		answered = append(answered, sc)
-		errs = append(errs, err)
+		pending = moved
 	}
 	// What the calls left is remembered before their callers are
 	// answered, so that a caller's next Apply finds it in the written
@@ -432,6 +472,18 @@ func (s *Store) mergeReply(ctx context.Context, sc *scriptCall, out []any) (uint
 		s.replacedDamaged(ctx, sc.coll, damaged)
 	}
 	return head, nil
+}
+
+// maxRedirects bounds the round trips of one group of merge calls that
+// a node answers with a redirect (MOVED, ASK): each is followed by a check
+// of the servers' run, and then by the calls sent to the slot's master as
+// the client knows it afresh. The calls that the last try sends are
+// answered with the redirect (stores.ErrUnavailable).
+const maxRedirects = 3
+
+// redirected says err is a node's redirect to another (MOVED, ASK).
+func redirected(err error) bool {
+	return goredis.HasErrorPrefix(err, "MOVED") || goredis.HasErrorPrefix(err, "ASK")
 }
 
 // keySlot is the Redis Cluster hash slot of keys whose hash tag is tag:

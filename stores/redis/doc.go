@@ -177,7 +177,12 @@
 // the script while a replica, so before a round trip the store also
 // compares the run of the node it goes to (INFO run_id and master_replid,
 // at most once a second per node) with the masters' of the last check,
-// and checks the run when it is not one of them (epoch.go, probeRun).
+// and checks the run when it is not one of them (epoch.go, probeRun). On
+// a cluster the calls go to that node's own client, so a redirect (MOVED,
+// ASK: a demoted master names the node that took over) is not followed to
+// a node no check found: it is answered by a check of the servers' run,
+// which also reads the slots afresh, and the calls go again, to the
+// slot's master as now known (at most maxRedirects times).
 // Tests fail a master over to a replica that missed writes, and back to
 // the old master after it missed writes, and check that a cursor from
 // before is reset.

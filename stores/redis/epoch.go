@@ -509,21 +509,23 @@ const probeInterval = time.Second
 // other node was master does not know that anything happened. Its new
 // replication id says so.
 //
-// A failed probe is not an error: the round trip finds out whether the
-// node answers.
-func (s *Store) probeRun(ctx context.Context, coll string) error {
+// It returns the client that the round trip is to send its calls with:
+// the node's own on a cluster (so that no redirect takes them on to a node
+// not checked), else the store's. A failed probe is not an error: the
+// round trip finds out whether the node answers.
+func (s *Store) probeRun(ctx context.Context, coll string) (goredis.UniversalClient, error) {
 	var node *goredis.Client
 	switch c := s.client.(type) {
 	case *goredis.ClusterClient:
 		n, err := c.MasterForKey(ctx, s.seqKey(coll))
 		if err != nil {
-			return nil
+			return s.client, nil
 		}
 		node = n
 	case *goredis.Client:
 		node = c
 	default:
-		return nil
+		return s.client, nil
 	}
 	addr := node.Options().Addr
 	now := time.Now()
@@ -531,16 +533,16 @@ func (s *Store) probeRun(ctx context.Context, coll string) error {
 	last, ok := s.probed[addr]
 	s.probeMu.Unlock()
 	if ok && now.Sub(last) < probeInterval {
-		return nil
+		return node, nil
 	}
 	info, err := node.Info(ctx, "server", "replication").Result()
 	if err != nil {
-		return nil
+		return node, nil
 	}
 	key := run{runID: infoField(info, "run_id"), replID: infoField(info, "master_replid")}.key()
 	if known := s.known.Load(); known == nil || !(*known)[key] {
 		if err := s.checkRun(ctx); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	s.probeMu.Lock()
@@ -549,7 +551,7 @@ func (s *Store) probeRun(ctx context.Context, coll string) error {
 	}
 	s.probed[addr] = now
 	s.probeMu.Unlock()
-	return nil
+	return node, nil
 }
 
 // maxProbed bounds the nodes whose last probe a store remembers.

@@ -253,3 +253,58 @@ func TestClusterFailbackResets(t *testing.T) {
 	}
 	awaitReset(f.t, f.a, c, "after the failover its reader keeps x, y, z, which the store lost")
 }
+
+// TestClusterFailbackRedirectResets: as TestClusterFailbackResets, but the
+// server that writes after the failback last saw the slot on the node
+// that was master before it, and checked that node's run: its round trip
+// goes there, the demoted node answers MOVED, and the merge calls would
+// go on to the node that took over, which holds the merge script from its
+// first time as master and whose run no check found. That node gives out
+// the seqs of x, y, z again (to the same record, so neither engine's own
+// checks can tell), past a reader's cursor: the store must check the run
+// before, and start a new epoch, so the reader is reset.
+func TestClusterFailbackRedirectResets(t *testing.T) {
+	f := newFailoverCluster(t)
+	for _, v := range []string{"a", "b", "c"} {
+		f.write(f.a, "r0", v) // seqs 1 to 3
+	}
+	f.promote(f.c3, "") // graceful: three has a, b, c
+	f.awaitLink(f.c2, true)
+	f.write(f.b, "r0", "d") // seq 4, through three: b checks three's run
+	if n, err := f.c3.Do(f.ctx, "wait", 1, 5000).Int(); err != nil || n != 1 {
+		t.Fatalf("wait for the replica: %d, %v", n, err)
+	}
+	f.must(f.c3.Do(f.ctx, "acl", "deluser", "repl").Err())
+	f.awaitLink(f.c2, false)
+	// Three, once demoted, stays cut off too: it keeps its replication
+	// id, the one b checked.
+	f.must(f.c2.Do(f.ctx, "acl", "deluser", "repl").Err())
+	for _, v := range []string{"x", "y", "z"} {
+		f.write(f.a, "r0", v) // seqs 5 to 7, on three alone
+	}
+	c := cursorAfterAll(t, f.a)
+	if m, err := f.sb.client.(*goredis.ClusterClient).MasterForKey(f.ctx, f.sb.seqKey("c")); err != nil || m.Options().Addr != f.three.Addr() {
+		t.Fatalf("b's master of the collection's slot before the failback: %v, %v; want three, %s", m, err, f.three.Addr())
+	}
+	f.promote(f.c2, "takeover")
+	f.awaitDemoted(f.c3)
+	// One batch: seqs 5 to 8 on two, past the reader's cursor.
+	var changes []crdt.Change
+	for i, v := range []string{"p", "q", "r", "s"} {
+		changes = append(changes, crdt.Change{Collection: "c", Record: crdt.SetField("r0", v, mustValue(t, v), crdt.Stamp{Wall: time.Now().UnixMilli() + int64(i), Replica: "w"})})
+	}
+	var err error
+	for try := 0; try == 0 || err != nil; try++ {
+		if try == 50 {
+			t.Fatal(err)
+		}
+		if try > 0 {
+			time.Sleep(100 * time.Millisecond)
+		}
+		_, err = f.b.Apply(context.Background(), changes)
+	}
+	if head, err := f.sb.Head(f.ctx, "c"); err != nil || head != 8 {
+		t.Fatalf("head after the failback: %d, %v; want 8 (the old master lacks x, y, z)", head, err)
+	}
+	awaitReset(f.t, f.a, c, "after the failback its reader keeps x, y, z, which the store lost, and misses the seqs the new master gave out again")
+}
