@@ -416,6 +416,12 @@ func TestFaultCapture(t *testing.T) {
 	mu.Lock()
 	hold = true
 	mu.Unlock()
+	// Write the second only once a GetRecords was held: one that passed
+	// the picker before hold was set may reach DynamoDB Local after the
+	// write and return it, and the expired iterator would never be met.
+	// The consumer reads from one goroutine, so once a read is held none
+	// passed before is still in flight.
+	waitFor(t, "the consumer to be held back", func() bool { mu.Lock(); defer mu.Unlock(); return faults["held"] >= 1 })
 	put("second")
 	waitFor(t, "the consumer to be held back", func() bool { mu.Lock(); defer mu.Unlock(); return faults["held"] >= 3 })
 	mu.Lock()
