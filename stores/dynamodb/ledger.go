@@ -180,8 +180,8 @@ type captureCounters struct {
 	// counted apart so that it never goes down: Refused is counted after
 	// Captured, as each refusal is reported.
 	applied  uint64
-	rejected []RejectedCapture      // a ring of the latest, oldest first
-	parked   []stores.ParkedCapture // what the consumer parks now
+	rejected []RejectedCapture // a ring of the latest, oldest first
+	parkSrc  *consumer         // whose queues ParkedCaptures lists
 }
 
 func (c *captureCounters) add(f func(*CaptureStats)) {

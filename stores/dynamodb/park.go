@@ -100,18 +100,46 @@ type parkedColl struct {
 // (Position is the stream sequence number), with the reason: what an
 // operator looks at when CaptureStats shows Parked above zero. Entering
 // the parked state is logged at warn, once per collection, and leaving it
-// at info.
+// at info. The list is built on demand from the consumer's queues, so
+// that parking a write costs the same however many are parked.
 func (st *Store) ParkedCaptures() []stores.ParkedCapture {
 	st.counters.mu.Lock()
-	defer st.counters.mu.Unlock()
-	return append([]stores.ParkedCapture(nil), st.counters.parked...)
+	c := st.counters.parkSrc
+	st.counters.mu.Unlock()
+	if c == nil {
+		return nil
+	}
+	return c.parkedList()
 }
 
 // ParkedCount implements stores.CaptureParker: CaptureStats().Parked.
 func (st *Store) ParkedCount() int {
 	st.counters.mu.Lock()
 	defer st.counters.mu.Unlock()
-	return len(st.counters.parked)
+	return int(st.counters.stats.Parked)
+}
+
+// parkedList lists the writes in c's queues (ParkedCaptures). It may be
+// called from any goroutine: the consumer changes its queues under
+// parkMu.
+func (c *consumer) parkedList() []stores.ParkedCapture {
+	c.parkMu.Lock()
+	defer c.parkMu.Unlock()
+	colls := make([]string, 0, len(c.parked))
+	n := 0
+	for coll, p := range c.parked {
+		colls = append(colls, coll)
+		n += len(p.writes)
+	}
+	slices.Sort(colls)
+	list := make([]stores.ParkedCapture, 0, n)
+	for _, coll := range colls {
+		p := c.parked[coll]
+		for _, pw := range p.writes {
+			list = append(list, stores.ParkedCapture{Collection: coll, Key: pw.item.key, Position: pw.item.seq, Reason: p.reason, Since: p.since})
+		}
+	}
+	return list
 }
 
 // isParked reports whether coll's foreign writes are parked.
@@ -125,7 +153,9 @@ func (c *consumer) park(pw parkedWrite, reason error) {
 	if p == nil {
 		p = &parkedColl{seen: map[string]bool{}, since: c.st.now(), reason: reason.Error()}
 		p.next = p.since.Add(c.parkPause(0))
+		c.parkMu.Lock()
 		c.parked[coll] = p
+		c.parkMu.Unlock()
 		c.log.Warn("foreign writes of a collection parked: its changes fail, capture goes on for the other collections; retrying",
 			"collection", coll, "item", pw.item.key, "stream_seq", pw.item.seq, "err", reason)
 	}
@@ -144,8 +174,11 @@ func (c *consumer) park(pw parkedWrite, reason error) {
 		return
 	}
 	p.seen[id] = true
+	c.parkMu.Lock()
 	p.writes = append(p.writes, pw)
+	c.parkMu.Unlock()
 	c.parkedBytes += pw.size
+	c.parkedCount++
 }
 
 // parkPause is the pause before the next try of a collection that failed
@@ -256,7 +289,9 @@ func (c *consumer) drain(ctx context.Context, reg *sinkReg, coll string, p *park
 				results = []stores.CaptureResult{{Err: err}}
 			case err != nil:
 				p.attempts++
+				c.parkMu.Lock()
 				p.reason = err.Error()
+				c.parkMu.Unlock()
 				p.next = c.st.now().Add(c.parkPause(p.attempts))
 				c.parkDirty = true
 				c.log.Debug("parked foreign writes still fail", "collection", coll, "attempt", p.attempts, "err", err)
@@ -270,11 +305,16 @@ func (c *consumer) drain(ctx context.Context, reg *sinkReg, coll string, p *park
 			c.parkedBytes -= pw.size
 			delete(p.seen, pw.item.key+"@"+pw.w.seq40)
 		}
+		c.parkMu.Lock()
 		p.writes = p.writes[taken:]
+		c.parkMu.Unlock()
+		c.parkedCount -= taken
 		done += taken
 		c.parkDirty = true
 	}
+	c.parkMu.Lock()
 	delete(c.parked, coll)
+	c.parkMu.Unlock()
 	c.log.Info("parked foreign writes of a collection applied; capturing it again", "collection", coll, "parked_since", p.since, "attempts", p.attempts)
 	if p.overflowed {
 		c.log.Warn("reading the stream again from its oldest record for the foreign writes left to it while the collection was parked", "collection", coll)
@@ -394,29 +434,16 @@ func (c *consumer) settle(results []stores.CaptureResult, writes []parkedWrite) 
 	c.log.Debug("captured foreign writes", "changes", len(results))
 }
 
-// publishParked updates what CaptureStats and ParkedCaptures show of the
-// parked writes, when they changed.
+// publishParked updates what CaptureStats shows of the parked writes,
+// when they changed: their number and bytes, kept as they change (the
+// list is built on demand: ParkedCaptures).
 func (c *consumer) publishParked() {
 	if !c.parkDirty {
 		return
 	}
 	c.parkDirty = false
-	colls := make([]string, 0, len(c.parked))
-	for coll := range c.parked {
-		colls = append(colls, coll)
-	}
-	slices.Sort(colls)
-	var list []stores.ParkedCapture
-	for _, coll := range colls {
-		p := c.parked[coll]
-		for _, pw := range p.writes {
-			list = append(list, stores.ParkedCapture{Collection: coll, Key: pw.item.key, Position: pw.item.seq, Reason: p.reason, Since: p.since})
-		}
-	}
-	bytes := int64(c.parkedBytes)
 	c.st.counters.mu.Lock()
-	c.st.counters.parked = list
-	c.st.counters.stats.Parked = int64(len(list))
-	c.st.counters.stats.ParkedBytes = bytes
+	c.st.counters.stats.Parked = int64(c.parkedCount)
+	c.st.counters.stats.ParkedBytes = int64(c.parkedBytes)
 	c.st.counters.mu.Unlock()
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams"
@@ -48,11 +49,16 @@ type consumer struct {
 	log         *slog.Logger
 	gen         uint64 // the sink registration the shards were read for
 	// parked holds the queues of the collections whose foreign writes
-	// are parked (park.go), parkedBytes their size, and parkDirty says
-	// that what CaptureStats shows of them is out of date. reread asks
-	// for the stream to be read again from its oldest record.
+	// are parked (park.go), parkedBytes their size and parkedCount
+	// their number, and parkDirty says that what CaptureStats shows of
+	// them is out of date. The consumer changes parked, and a queue's
+	// writes and reason, under parkMu, for ParkedCaptures to read them
+	// from another goroutine. reread asks for the stream to be read
+	// again from its oldest record.
+	parkMu      sync.Mutex
 	parked      map[string]*parkedColl
 	parkedBytes int
+	parkedCount int
 	maxParked   int // maxParkedBytes; tests lower it
 	parkDirty   bool
 	reread      bool
@@ -71,7 +77,11 @@ type shard struct {
 
 func newConsumer(s *Store, arn, inc string) *consumer {
 	// New described the table just now.
-	return &consumer{st: s, arn: arn, inc: inc, shards: map[string]*shard{}, parked: map[string]*parkedColl{}, maxParked: maxParkedBytes, lastFollow: time.Now(), log: s.log.With("part", "stream")}
+	c := &consumer{st: s, arn: arn, inc: inc, shards: map[string]*shard{}, parked: map[string]*parkedColl{}, maxParked: maxParkedBytes, lastFollow: time.Now(), log: s.log.With("part", "stream")}
+	s.counters.mu.Lock()
+	s.counters.parkSrc = c
+	s.counters.mu.Unlock()
+	return c
 }
 
 // run reads the stream until ctx is done. Failures are logged and retried
