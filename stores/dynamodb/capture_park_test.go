@@ -89,9 +89,14 @@ func TestCaptureParksFencedCollection(t *testing.T) {
 		t.Fatalf("locked/a is %v while its collection is fenced", v)
 	}
 
-	waitFor(t, "a retry of the parked writes", func() bool { return strings.Contains(logs.String(), "parked foreign writes still fail") })
-	if n := strings.Count(logs.String(), "level=WARN msg=\"foreign writes of a collection parked"); n != 1 {
-		t.Fatalf("%d warnings of the collection parked, want 1 (on entering the parked state, not per retry):\n%s", n, logs)
+	// Parked at info, a warning once the first retry fails too, and
+	// debug on the later retries.
+	waitFor(t, "two retries of the parked writes", func() bool { return strings.Contains(logs.String(), "parked foreign writes still fail") })
+	if n := strings.Count(logs.String(), "level=INFO msg=\"foreign writes of a collection parked"); n != 1 {
+		t.Fatalf("%d logs of the collection parked, want 1 at info (on entering the parked state):\n%s", n, logs)
+	}
+	if n := strings.Count(logs.String(), "level=WARN msg=\"foreign writes of a collection still parked after a retry"); n != 1 {
+		t.Fatalf("%d warnings of the collection still parked, want 1 (on its first failed retry, not per retry):\n%s", n, logs)
 	}
 
 	// The fence lifts: the parked writes are applied, in order.

@@ -92,6 +92,7 @@ type parkedColl struct {
 	next       time.Time // no try before
 	overflowed bool      // writes were left to the stream: read it again once drained
 	single     bool      // the sink failed a batch for good: try one change at a time
+	warned     bool      // a failed retry was logged at warn
 	warnedOld  bool      // the retention error was logged
 }
 
@@ -99,8 +100,9 @@ type parkedColl struct {
 // parked now, collection by collection and in stream order within one
 // (Position is the stream sequence number), with the reason: what an
 // operator looks at when CaptureStats shows Parked above zero. Entering
-// the parked state is logged at warn, once per collection, and leaving it
-// at info. The list is built on demand from the consumer's queues, so
+// the parked state is logged at info (a one-off failure heals on the
+// first retry), a first retry that fails too at warn, once per parking,
+// and leaving it at info. The list is built on demand from the consumer's queues, so
 // that parking a write costs the same however many are parked.
 func (st *Store) ParkedCaptures() []stores.ParkedCapture {
 	st.counters.mu.Lock()
@@ -156,7 +158,9 @@ func (c *consumer) park(pw parkedWrite, reason error) {
 		c.parkMu.Lock()
 		c.parked[coll] = p
 		c.parkMu.Unlock()
-		c.log.Warn("foreign writes of a collection parked: its changes fail, capture goes on for the other collections; retrying",
+		// At info: a one-off failure heals on the first retry. One
+		// that does not is logged at warn then (drain).
+		c.log.Info("foreign writes of a collection parked: its changes fail, capture goes on for the other collections; retrying",
 			"collection", coll, "item", pw.item.key, "stream_seq", pw.item.seq, "err", reason)
 	}
 	c.parkDirty = true
@@ -294,7 +298,13 @@ func (c *consumer) drain(ctx context.Context, reg *sinkReg, coll string, p *park
 				c.parkMu.Unlock()
 				p.next = c.st.now().Add(c.parkPause(p.attempts))
 				c.parkDirty = true
-				c.log.Debug("parked foreign writes still fail", "collection", coll, "attempt", p.attempts, "err", err)
+				if !p.warned {
+					p.warned = true
+					c.log.Warn("foreign writes of a collection still parked after a retry: its changes fail, capture goes on for the other collections; retrying with a growing pause",
+						"collection", coll, "parked", len(p.writes), "since", p.since, "err", err)
+				} else {
+					c.log.Debug("parked foreign writes still fail", "collection", coll, "attempt", p.attempts, "err", err)
+				}
 				return done, nil
 			case len(results) != len(batch):
 				return done, fmt.Errorf("capture sink: %d results for %d changes", len(results), len(batch))
