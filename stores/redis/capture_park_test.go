@@ -58,7 +58,8 @@ func (f *fencingSink) took(coll, id string) bool {
 // a failed delivery queued all its keys again together, so every later
 // batch held the failing collection's key and failed whole: a plain hash
 // of another collection written meanwhile was never captured. The failing
-// collection's keys are parked (shown in Stats, warned about once) and
+// collection's keys are parked (shown in Stats at once, warned about once
+// its first try fails too) and
 // captured once the sink takes them again.
 func TestCaptureParksFailingCollection(t *testing.T) {
 	eachTarget(t, func(t *testing.T, tg target) {
@@ -100,11 +101,16 @@ func TestCaptureParksFailingCollection(t *testing.T) {
 			t.Fatalf("ParkedCaptures %+v, want %sapp:locked:1 with the sink's error", parked, prefix)
 		}
 
-		eventually(t, "a retry of the parked collection", func() (bool, string) {
+		// Parked at info, a warning once its first try fails too, and
+		// debug on the later tries.
+		eventually(t, "two tries of the parked collection", func() (bool, string) {
 			return strings.Contains(logs.String(), "parked collection still fails"), ""
 		})
-		if n := strings.Count(logs.String(), "level=WARN msg=\"capture: a collection's changes fail"); n != 1 {
-			t.Fatalf("%d warnings of the collection parked, want 1 (on entering the parked state, not per retry):\n%s", n, logs)
+		if n := strings.Count(logs.String(), "level=INFO msg=\"capture: a collection's changes fail"); n != 1 {
+			t.Fatalf("%d logs of the collection parked, want 1 at info (on entering the parked state):\n%s", n, logs)
+		}
+		if n := strings.Count(logs.String(), "level=WARN msg=\"capture: a parked collection's changes still fail after a retry"); n != 1 {
+			t.Fatalf("%d warnings of the collection still parked, want 1 (on its first failed try, not per try):\n%s", n, logs)
 		}
 
 		f.on.Store(false)

@@ -35,9 +35,10 @@ type parkedColl struct {
 	keys     map[string]bool
 	reason   string // the sink's last error
 	since    time.Time
-	attempts int
+	attempts int       // tries that failed
 	next     time.Time // no try before
 	trying   bool      // its keys are in the queue for a try
+	warned   bool      // a failed try was logged at warn
 }
 
 // parkPause is the pause before the next try of a collection that failed
@@ -68,14 +69,27 @@ func (c *capturer) park(coll string, keys map[string]bool, err error) {
 	defer c.mu.Unlock()
 	now := c.now()
 	p := c.parked[coll]
-	if p == nil {
+	switch {
+	case p == nil:
 		p = &parkedColl{keys: map[string]bool{}, since: now}
 		c.parked[coll] = p
-		c.s.log.Warn("capture: a collection's changes fail; its keys are parked and retried, capture goes on for the other collections",
+		// At info: a one-off failure heals on the first try. One that
+		// does not is logged at warn then.
+		c.s.log.Info("capture: a collection's changes fail; its keys are parked and retried, capture goes on for the other collections",
 			"collection", coll, "keys", len(keys), "err", err)
-	} else {
+	case p.trying:
+		// A try failed: one attempt, however many of its keys fail
+		// (alone offers them one by one, and parks each), so that the
+		// pause grows once per try. The try's other keys find the
+		// collection parked and not being tried, and join its keys.
 		p.attempts++
-		c.s.log.Debug("capture: parked collection still fails", "collection", coll, "attempt", p.attempts, "err", err)
+		if !p.warned {
+			p.warned = true
+			c.s.log.Warn("capture: a parked collection's changes still fail after a retry; its keys stay parked and are retried with a growing pause, capture goes on for the other collections",
+				"collection", coll, "keys", len(p.keys), "since", p.since, "err", err)
+		} else {
+			c.s.log.Debug("capture: parked collection still fails", "collection", coll, "attempt", p.attempts, "err", err)
+		}
 	}
 	p.reason, p.trying, p.next = err.Error(), false, now.Add(parkPause(p.attempts))
 	for k, again := range keys {
