@@ -92,8 +92,10 @@ const ParkRetryMax = 30 * time.Second
 // collection whose captured changes the sink fails (and only it) is held
 // back, its writes kept in the order they were made and retried with a
 // growing pause, while capture goes on for the others. A store logs a
-// collection entering the parked state at warn (once, not per retry) and
-// leaving it at info; ParkedCaptures lists what it holds back now.
+// collection entering the parked state at info (a one-off failure heals on
+// the first retry), a first retry that fails too at warn (once per
+// parking, not per retry), and leaving it at info; its counts show the
+// parked writes at once. ParkedCaptures lists what it holds back now.
 type CaptureParker interface {
 	// ParkedCount is len(ParkedCaptures()), without building the list.
 	ParkedCount() int
