@@ -202,7 +202,9 @@ func (s *Store) loadScripts(ctx context.Context) error {
 // Close. It does no I/O. Of opts it uses KeyPrefix, Logger, Heartbeat,
 // DialTimeout (how long Watch waits for its subscription), Now and the
 // Capture settings. The client should have ContextTimeoutEnabled set, or
-// contexts will not bound calls.
+// contexts will not bound calls. On a cluster, hooks added to the cluster
+// client do not see Apply's merge calls, which go through the node
+// clients (Options, Hooks).
 func New(client goredis.UniversalClient, opts Options) (*Store, error) {
 	if client == nil {
 		return nil, fmt.Errorf("new redis store: %w: nil client", stores.ErrInvalid)
