@@ -292,7 +292,7 @@ func (s *Store) roundTrip(group []*scriptCall) {
 		// the servers' run is checked before anything is written to it.
 		node, err := s.probeRun(ctx, pending[0].coll)
 		if err != nil {
-			err = fmt.Errorf("%w: the server's run could not be checked: %w", stores.ErrUnavailable, err)
+			err = probeFailed(err)
 			for _, sc := range pending {
 				sc.req.finish(fmt.Errorf("apply to %s: %w", sc.coll, err))
 			}
@@ -347,15 +347,11 @@ func (s *Store) roundTrip(group []*scriptCall) {
 				out, err = mergeScript.Run(ctx, node, s.writeKeys(sc.coll), sc.args...).Slice()
 			}
 			if err != nil && redirected(err) {
-				sc.req.finish(fmt.Errorf("apply to %s: %w: the collection's slot keeps moving: %w", sc.coll, stores.ErrUnavailable, err))
+				sc.req.finish(fmt.Errorf("apply to %s: %w", sc.coll, keepsMoving(err)))
 				continue
 			}
 			if err != nil {
-				if c, ok := s.client.(*goredis.ClusterClient); ok && unavailable(err) {
-					// The node's own client does not tell the cluster
-					// client, which would read the slots again.
-					c.ReloadState(ctx)
-				}
+				s.nodeFailed(ctx, err)
 				sc.req.finish(s.fail(ctx, "apply to "+sc.coll, err))
 				continue
 			}
@@ -366,13 +362,9 @@ func (s *Store) roundTrip(group []*scriptCall) {
 			errs = append(errs, err)
 		}
 		if len(moved) > 0 {
-			// Another node serves the slot now, or is taking it over: the
-			// servers' run is checked (which reads every master's afresh,
-			// and the client's map of the slots) before the calls go to
-			// it, as for a NOSCRIPT. Nothing was written: a redirect is
-			// the reply of a node that did not run the script.
-			if err := s.checkRun(ctx); err != nil {
-				err = fmt.Errorf("%w: the collection's slot moved, and the servers' run could not be checked: %w", stores.ErrUnavailable, err)
+			// Another node serves the slot now, or is taking it over
+			// (redirectCheck).
+			if err := s.redirectCheck(ctx); err != nil {
 				for _, sc := range moved {
 					sc.req.finish(fmt.Errorf("apply to %s: %w", sc.coll, err))
 				}
@@ -484,6 +476,69 @@ const maxRedirects = 3
 // redirected says err is a node's redirect to another (MOVED, ASK).
 func redirected(err error) bool {
 	return goredis.HasErrorPrefix(err, "MOVED") || goredis.HasErrorPrefix(err, "ASK")
+}
+
+// probeFailed is the error of a call that was not sent because probeRun
+// could not check the servers' run.
+func probeFailed(err error) error {
+	return fmt.Errorf("%w: the server's run could not be checked: %w", stores.ErrUnavailable, err)
+}
+
+// keepsMoving is the error of a call that the last of its maxRedirects
+// tries found redirected.
+func keepsMoving(err error) error {
+	return fmt.Errorf("%w: the collection's slot keeps moving: %w", stores.ErrUnavailable, err)
+}
+
+// redirectCheck answers a redirect (MOVED, ASK) of a node the store sent
+// a call to: another node serves the slot now, or is taking it over. The
+// servers' run is checked (which reads every master's afresh, and the
+// client's map of the slots) before the call goes to that node, as for a
+// NOSCRIPT. Nothing was written: a redirect is the reply of a node that
+// did not run the call.
+func (s *Store) redirectCheck(ctx context.Context) error {
+	if err := s.checkRun(ctx); err != nil {
+		return fmt.Errorf("%w: the collection's slot moved, and the servers' run could not be checked: %w", stores.ErrUnavailable, err)
+	}
+	return nil
+}
+
+// nodeFailed tells the cluster client, which would read the slots again,
+// that a node's own client failed to reach it: the node's client does not.
+func (s *Store) nodeFailed(ctx context.Context, err error) {
+	if c, ok := s.client.(*goredis.ClusterClient); ok && unavailable(err) {
+		c.ReloadState(ctx)
+	}
+}
+
+// onSlotMaster runs fn with the client that probeRun returns for coll's
+// slot (on a cluster, the node's own, so that no redirect takes fn's
+// commands on to a node whose run no check found), as the merge calls
+// go (roundTrip). When fn's error is a redirect, the servers' run is
+// checked (redirectCheck) and fn runs again with the slot's master as
+// now known, at most maxRedirects times, after which it fails with
+// stores.ErrUnavailable. fn returns the errors of its commands wrapped
+// (%w), so that a redirect is seen.
+func (s *Store) onSlotMaster(ctx context.Context, coll string, fn func(node goredis.UniversalClient) error) error {
+	for try := 0; ; try++ {
+		node, err := s.probeRun(ctx, coll)
+		if err != nil {
+			return probeFailed(err)
+		}
+		err = fn(node)
+		if err == nil || !redirected(err) {
+			if err != nil {
+				s.nodeFailed(ctx, err)
+			}
+			return err
+		}
+		if try == maxRedirects {
+			return keepsMoving(err)
+		}
+		if err := s.redirectCheck(ctx); err != nil {
+			return err
+		}
+	}
 }
 
 // keySlot is the Redis Cluster hash slot of keys whose hash tag is tag:

@@ -182,7 +182,26 @@
 // ASK: a demoted master names the node that took over) is not followed to
 // a node no check found: it is answered by a check of the servers' run,
 // which also reads the slots afresh, and the calls go again, to the
-// slot's master as now known (at most maxRedirects times).
+// slot's master as now known (at most maxRedirects times). Purge and
+// Repair go the same way (onSlotMaster): a node that took the slot over
+// unchecked may hold another history of the collection under the same
+// epoch (a failover's new epoch is in the store-wide counter, on a
+// cluster in another slot), so a purge there would drop entries under a
+// horizon no reader of theirs reached, and a rebuild there would start an
+// epoch saying Rebuilt for a history that lost writes. The other scripts
+// follow redirects, and may: the epoch scripts (bumpScript,
+// setEpochScript, checkServerScript) compare and set a counter read
+// through the same client, and a new epoch is never an old one again
+// (stores.NextEpoch), so a bump a node later loses only resets readers,
+// and a run recorded without a node's makes that node's probe check
+// again; capture.lua (capture, acknowledge, mirror) works on an app key
+// and its shadow, in one slot on one node, and what it captures reaches
+// the log through Apply, checked: on a node behind, it captures again
+// what a newer shadow had (merged as a no-op) or acknowledges a change
+// that is then captured again; usage.lua and
+// headScript recount or raise what the node itself holds. Reads
+// (read.lua) follow redirects too, which on a node no check found can
+// show a history that the next write's check ends with a new epoch.
 // Tests fail a master over to a replica that missed writes, and back to
 // the old master after it missed writes, and check that a cursor from
 // before is reset.

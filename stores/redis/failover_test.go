@@ -11,6 +11,7 @@ import (
 
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/engine"
+	"github.com/convergo/convergo/stores"
 	"github.com/convergo/convergo/stores/redis/redistest"
 )
 
@@ -307,4 +308,66 @@ func TestClusterFailbackRedirectResets(t *testing.T) {
 		t.Fatalf("head after the failback: %d, %v; want 8 (the old master lacks x, y, z)", head, err)
 	}
 	awaitReset(f.t, f.a, c, "after the failback its reader keeps x, y, z, which the store lost, and misses the seqs the new master gave out again")
+}
+
+// TestClusterPurgeRedirectKeepsOtherHistory: a purge goes to the node a
+// store last saw serving the collection's slot, and that node answers
+// MOVED, naming a node that took the slot over and whose run no check
+// found. Two deletes r1 (seq 3) while cut off; three takes over, b writes
+// through three (its check starts a new epoch, kept on node one, with the
+// store-wide counter) and reads a horizon of three's history: epoch and
+// seq 6. Two takes over again, holding its own history, and the
+// collection's own counter is the same on both nodes, so the epoch read
+// matches the horizon's. Purge must not remove, under that horizon, r1's
+// tombstone, which no reader of three's history pulled: the store checks
+// the run of the node the redirect names first, as merge calls do.
+func TestClusterPurgeRedirectKeepsOtherHistory(t *testing.T) {
+	f := newFailoverCluster(t)
+	apply := func(s *Store, ch crdt.Change) {
+		t.Helper()
+		for try := 0; ; try++ {
+			_, err := s.Apply(context.Background(), []crdt.Change{ch})
+			if err == nil {
+				return
+			}
+			if try == 50 {
+				t.Fatal(err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	set := func(id, v string) crdt.Change {
+		return crdt.Change{Collection: "c", Record: crdt.SetField(id, "f", mustValue(t, v), crdt.Stamp{Wall: time.Now().UnixMilli(), Replica: "w"})}
+	}
+	apply(f.sa, set("r0", "a")) // seq 1
+	apply(f.sa, set("r1", "b")) // seq 2
+	if n, err := f.c2.Do(f.ctx, "wait", 1, 5000).Int(); err != nil || n != 1 {
+		t.Fatalf("wait for the replica: %d, %v", n, err)
+	}
+	f.must(f.c2.Do(f.ctx, "acl", "deluser", "repl").Err())
+	f.awaitLink(f.c3, false)
+	// Two, once demoted, stays cut off too: it keeps its history.
+	f.must(f.c3.Do(f.ctx, "acl", "deluser", "repl").Err())
+	time.Sleep(2 * time.Millisecond)
+	apply(f.sa, crdt.Change{Collection: "c", Record: crdt.DeleteRecord("r1", crdt.Stamp{Wall: time.Now().UnixMilli(), Replica: "w"})}) // seq 3, on two alone
+	f.promote(f.c3, "takeover")
+	f.awaitDemoted(f.c2)
+	for _, v := range []string{"p", "q", "r", "s"} {
+		apply(f.sb, set("r0", v)) // seqs 3 to 6, on three
+	}
+	m, err := f.sb.Meta(f.ctx, "c")
+	f.must(err)
+	if head, err := f.sb.Head(f.ctx, "c"); err != nil || head != 6 {
+		t.Fatalf("head after the failover: %d, %v; want 6 (three lacks r1's delete)", head, err)
+	}
+	if m, err := f.sb.client.(*goredis.ClusterClient).MasterForKey(f.ctx, f.sb.seqKey("c")); err != nil || m.Options().Addr != f.three.Addr() {
+		t.Fatalf("b's master of the collection's slot before the failback: %v, %v; want three, %s", m, err, f.three.Addr())
+	}
+	f.promote(f.c2, "takeover")
+	f.awaitDemoted(f.c3)
+	h := stores.Horizon{Epoch: m.Epoch, Read: []uint64{6}, Wall: time.Now().UnixMilli() + 3_600_000}
+	res, err := f.sb.Purge(f.ctx, "c", h, stores.PurgeScan{})
+	if ok, herr := f.c2.HExists(f.ctx, f.sb.recKey("c"), "r1").Result(); herr != nil || !ok {
+		t.Fatalf("r1 on two after a purge under a horizon of three's history (%+v, %v): %v, %v; want its tombstone kept, which no reader of that history pulled", res, err, ok, herr)
+	}
 }

@@ -207,9 +207,20 @@ func (s *Store) Repair(ctx context.Context, coll string) (RepairReport, error) {
 		return RepairReport{}, err
 	}
 	keys := s.writeKeys(coll)
-	out, err := repairScript.Run(ctx, s.client, keys, uint64(MaxSeq)).Int64Slice()
+	// The script goes to the node whose run was checked, not on through a
+	// redirect: rebuilt on a node that took the slot over unchecked (which
+	// may lack the last writes), the log's new epoch would say Rebuilt
+	// where the history was lost.
+	var out []int64
+	err := s.onSlotMaster(ctx, coll, func(node goredis.UniversalClient) error {
+		var err error
+		if out, err = repairScript.Run(ctx, node, keys, uint64(MaxSeq)).Int64Slice(); err != nil {
+			return s.fail(ctx, "repair "+coll, err)
+		}
+		return nil
+	})
 	if err != nil {
-		return RepairReport{}, s.fail(ctx, "repair "+coll, err)
+		return RepairReport{}, err
 	}
 	if len(out) != 3 {
 		return RepairReport{}, fmt.Errorf("repair %s: script returned %v", coll, out)

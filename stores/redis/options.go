@@ -24,18 +24,19 @@ const (
 // client, uses only KeyPrefix, Logger, Heartbeat, DialTimeout, Now and
 // the Capture settings.
 //
-// Hooks: on a Redis Cluster, Apply sends its merge calls with the client
-// of the node serving the collection's slot (so that no redirect takes
-// them on to a node whose run the store did not check; package doc,
-// # Group commit), not through the cluster client. A hook added to the
-// cluster client handed to New (ClusterClient.AddHook, instrumentation)
-// therefore does not see them; go-redis gives no way to read a client's
-// hooks, so the store cannot copy them. A caller that instruments a
-// cluster adds its hooks to the node clients as well:
-// ClusterClient.OnNewNode(func(c *redis.Client) { c.AddHook(h) }) before
-// the first command (it covers every node client created after it, and
-// the client creates them lazily), or ClusterClient.ForEachShard for
-// those already made. The other calls go through the cluster client.
+// Hooks: on a Redis Cluster, Apply's merge calls and Purge's and Repair's
+// commands go with the client of the node serving the collection's slot
+// (so that no redirect takes them on to a node whose run the store did
+// not check; package doc, # Group commit), not through the cluster
+// client. A hook added to the cluster client handed to New
+// (ClusterClient.AddHook, instrumentation) therefore does not see them,
+// and go-redis gives no way to read a client's hooks, so the store cannot
+// copy them. The node clients see every command, the cluster client's
+// too: a caller that instruments a cluster adds its hooks to them instead
+// (on both, a command through the cluster client is seen twice), with
+// ClusterClient.OnNewNode(func(c *redis.Client) { c.AddHook(h) }) for the
+// node clients made after it and ClusterClient.ForEachShard for those
+// already made.
 type Options struct {
 	// Addrs are the host:port addresses of one Redis server, or of some
 	// nodes of a Redis Cluster (the client discovers the rest). Empty means

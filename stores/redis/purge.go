@@ -50,40 +50,60 @@ func (s *Store) Purge(ctx context.Context, collection string, h stores.Horizon, 
 	if err != nil {
 		return stores.PurgeResult{}, err
 	}
-	op := "purge " + collection
-	m, epochs, err := s.meta(ctx, collection, op)
+	var res stores.PurgeResult
+	// The reads and scripts go to the node whose run was checked, not on
+	// through a redirect: a node that took the slot over unchecked may
+	// hold another history of the collection under the same epoch (on a
+	// cluster a failover's new epoch is kept in the store-wide counter,
+	// in another slot), whose entries at or below h.Read no reader of
+	// the horizon's history pulled.
+	err = s.onSlotMaster(ctx, collection, func(node goredis.UniversalClient) error {
+		return s.purgeOn(ctx, node, collection, h, after, limit, &res)
+	})
 	if err != nil {
 		return stores.PurgeResult{}, err
 	}
-	if err := stores.CheckEpoch(collection, h, m); err != nil {
-		return stores.PurgeResult{}, fmt.Errorf("%s: %w", op, err)
+	return res, nil
+}
+
+// purgeOn is a try of Purge, with node's client (onSlotMaster). It adds
+// what its scripts purged to res, so that a try a redirect ends after
+// some of them ran is counted, and sets res's Scanned, Next and More.
+func (s *Store) purgeOn(ctx context.Context, node goredis.UniversalClient, collection string, h stores.Horizon, after []uint64, limit int, res *stores.PurgeResult) error {
+	op := "purge " + collection
+	m, epochs, err := s.meta(ctx, collection, op)
+	if err != nil {
+		return err
 	}
-	res := stores.PurgeResult{Next: after}
+	if err := stores.CheckEpoch(collection, h, m); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	res.Scanned, res.Next, res.More = 0, after, false
 	read := min(h.Read[0], MaxSeq)
 	if after[0] >= read {
-		return res, nil
+		return nil
 	}
-	log, err := s.client.ZRangeArgsWithScores(ctx, goredis.ZRangeArgs{
+	log, err := node.ZRangeArgsWithScores(ctx, goredis.ZRangeArgs{
 		Key: s.logKey(collection), ByScore: true,
 		Start: "(" + strconv.FormatUint(after[0], 10), Stop: strconv.FormatUint(read, 10),
 		Count: int64(limit) + 1,
 	}).Result()
 	if err != nil {
-		return stores.PurgeResult{}, s.fail(ctx, op, err)
+		return s.fail(ctx, op, err)
 	}
 	if len(log) > limit {
 		log, res.More = log[:limit], true
 	}
 	if len(log) == 0 {
-		return res, nil
+		return nil
 	}
 	ids := make([]string, len(log))
 	for i, z := range log {
 		ids[i], _ = z.Member.(string)
 	}
-	blobs, err := s.client.HMGet(ctx, s.recKey(collection), ids...).Result()
+	blobs, err := node.HMGet(ctx, s.recKey(collection), ids...).Result()
 	if err != nil {
-		return stores.PurgeResult{}, s.fail(ctx, op, err)
+		return s.fail(ctx, op, err)
 	}
 	_, cluster := s.client.(*goredis.ClusterClient)
 	type purged struct{ deletes, fields int }
@@ -109,7 +129,7 @@ func (s *Store) Purge(ctx context.Context, collection string, h stores.Horizon, 
 		} else {
 			keys = append(keys, s.storeEpochKey())
 		}
-		out, err := purgeScript.Run(ctx, s.client, keys, append([]any{strconv.FormatUint(read, 10), epochs.own, epochs.store}, args...)...).Int64Slice()
+		out, err := purgeScript.Run(ctx, node, keys, append([]any{strconv.FormatUint(read, 10), epochs.own, epochs.store}, args...)...).Int64Slice()
 		if err != nil {
 			return s.fail(ctx, op, err)
 		}
@@ -164,12 +184,9 @@ func (s *Store) Purge(ctx context.Context, collection string, h stores.Horizon, 
 		what = append(what, purged{deletes, fields})
 		if size += len(blob) + len(newBlob); size >= maxScriptBytes {
 			if err := flush(); err != nil {
-				return stores.PurgeResult{}, err
+				return err
 			}
 		}
 	}
-	if err := flush(); err != nil {
-		return stores.PurgeResult{}, err
-	}
-	return res, nil
+	return flush()
 }

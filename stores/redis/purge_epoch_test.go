@@ -91,7 +91,7 @@ func TestPurgeEpochMovesBeforeScript(t *testing.T) {
 					}
 					bumped = true
 				}
-				s.client.AddHook(h)
+				addHook(ctx, t, s, h)
 				res, err := s.Purge(ctx, "c", stores.Horizon{Epoch: m.Epoch, Read: []uint64{head}, Wall: 100}, stores.PurgeScan{})
 				if !bumped {
 					t.Fatal("the purge script never ran")
@@ -105,4 +105,24 @@ func TestPurgeEpochMovesBeforeScript(t *testing.T) {
 			})
 		}
 	})
+}
+
+// addHook adds h to the store's client or, on a cluster, to every node's
+// client instead, which sends the cluster client's commands and those
+// that go to the node whose run was checked (Options, Hooks: the way a
+// caller instruments a cluster).
+func addHook(ctx context.Context, t *testing.T, s *Store, h goredis.Hook) {
+	t.Helper()
+	c, ok := s.client.(*goredis.ClusterClient)
+	if !ok {
+		s.client.AddHook(h)
+		return
+	}
+	c.OnNewNode(func(n *goredis.Client) { n.AddHook(h) })
+	if err := c.ForEachShard(ctx, func(ctx context.Context, n *goredis.Client) error {
+		n.AddHook(h)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -203,8 +203,8 @@ func (s *Store) loadScripts(ctx context.Context) error {
 // DialTimeout (how long Watch waits for its subscription), Now and the
 // Capture settings. The client should have ContextTimeoutEnabled set, or
 // contexts will not bound calls. On a cluster, hooks added to the cluster
-// client do not see Apply's merge calls, which go through the node
-// clients (Options, Hooks).
+// client do not see the calls that go through the node clients (Options,
+// Hooks).
 func New(client goredis.UniversalClient, opts Options) (*Store, error) {
 	if client == nil {
 		return nil, fmt.Errorf("new redis store: %w: nil client", stores.ErrInvalid)
