@@ -50,7 +50,23 @@ func TestAttackReadersHeldByOneSubject(t *testing.T) {
 			}
 		}()
 	}
-	time.Sleep(3 * time.Second) // mallory's burst is spent: every reader holds one of its sessions
+	// Mallory's burst is spent and every reader holds one of its sessions,
+	// waiting for its rate: seen steadily for 200 ms, not assumed after a
+	// while (on a loaded machine the burst may still be unspent, and then
+	// alice would find an idle reader and the test would prove nothing).
+	var heldSince time.Time
+	for end := time.Now().Add(30 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		if !readersHeld(ts.srv, "sub:mallory") {
+			heldSince = time.Time{}
+		} else if heldSince.IsZero() {
+			heldSince = time.Now()
+		} else if time.Since(heldSince) >= 200*time.Millisecond {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatal("mallory's sessions did not hold every reader, its rate spent, within 30s")
+		}
+	}
 	alice := ts.token(t, "alice", []string{"a"}, []string{"a"})
 	v, _, err := ts.dial(t, nil)
 	if err != nil {
@@ -65,4 +81,18 @@ func TestAttackReadersHeldByOneSubject(t *testing.T) {
 	if _, ok := m.(proto.Welcome); !ok {
 		t.Fatalf("alice got %#v, want a welcome", m)
 	}
+}
+
+// readersHeld reports whether every reader of s's pool is at work and none
+// idle, while key's rate bucket holds less than a token: the readers wait
+// for key's rate.
+func readersHeld(s *Server, key string) bool {
+	s.rate.mu.Lock()
+	b := s.rate.buckets[key]
+	spent := b != nil && b.tokens < 1
+	s.rate.mu.Unlock()
+	p := s.readers
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return spent && p.workers >= p.size && len(p.idle) == 0
 }
