@@ -63,10 +63,10 @@ func NewCompact(pinned string, table []string, base *uint64) (*Compact, error) {
 func PlanCompact(pinned string, records iter.Seq[Record]) *Compact {
 	c, each, minWall := planTable(pinned, records)
 	if minWall >= 0 {
-		plain, delta := 0, 1+headLen(uint64(minWall)) // key 8 and the base
+		plain, delta := 0, 1+HeadLen(uint64(minWall)) // key 8 and the base
 		each(func(s Stamp) {
-			plain += headLen(uint64(s.Wall))
-			delta += headLen(uint64(s.Wall - minWall))
+			plain += HeadLen(uint64(s.Wall))
+			delta += HeadLen(uint64(s.Wall - minWall))
 		})
 		if delta < plain {
 			c.base, c.hasBase = minWall, true
@@ -94,10 +94,10 @@ func PlanCompactFrom(pinned string, records iter.Seq[Record], session int64) *Co
 		c.hasBase = usable
 		return c
 	}
-	fromSession, fromMin := 0, 1+headLen(uint64(minWall)) // key 8 and the base
+	fromSession, fromMin := 0, 1+HeadLen(uint64(minWall)) // key 8 and the base
 	each(func(s Stamp) {
-		fromSession += headLen(uint64(s.Wall - session))
-		fromMin += headLen(uint64(s.Wall - minWall))
+		fromSession += HeadLen(uint64(s.Wall - session))
+		fromMin += HeadLen(uint64(s.Wall - minWall))
 	})
 	if !usable || minWall < session || fromSession > fromMin {
 		c.base, c.implied = minWall, false
@@ -162,8 +162,10 @@ func (c *Compact) Base() (uint64, bool) {
 	return uint64(c.base), true
 }
 
-// headLen is the length of a CBOR head with argument n in shortest form.
-func headLen(n uint64) int {
+// HeadLen is the length of a CBOR head with argument n in shortest form
+// (what a size bound counts for a length or an integer; transport/proto's
+// push sizes count by it too).
+func HeadLen(n uint64) int {
 	switch {
 	case n < 24:
 		return 1

@@ -521,13 +521,13 @@ func (d *fastDecoder) field(s int) (fieldDesc, int, error) {
 	}
 	major, _, wall, err := c.head()
 	if err == nil && major == majorUint && d.cmp != nil && d.cmp.hasBase {
-		d.extra -= headLen(wall)
+		d.extra -= HeadLen(wall)
 		if wall > MaxWall {
 			wall = MaxWall + 1 // out of range, whatever the base
 		} else {
 			wall += uint64(d.cmp.base)
 		}
-		d.extra += headLen(wall)
+		d.extra += HeadLen(wall)
 	}
 	switch {
 	case err != nil:
@@ -555,7 +555,7 @@ func (d *fastDecoder) field(s int) (fieldDesc, int, error) {
 		if replica, err = d.cmp.replica(rlen); err != nil {
 			return fieldDesc{}, -1, err
 		}
-		d.extra += headLen(uint64(len(replica))) + len(replica) - headLen(rlen)
+		d.extra += HeadLen(uint64(len(replica))) + len(replica) - HeadLen(rlen)
 	case major != majorText:
 		return fieldDesc{}, -1, fmt.Errorf("%w: replica id is not a text string", ErrMalformed)
 	default:
@@ -629,7 +629,7 @@ func (d *fastDecoder) envelopeStamp(off int) (Stamp, int, error) {
 		default:
 			s.Wall = d.cmp.base + int64(arg)
 		}
-		d.extra += headLen(uint64(s.Wall)) - headLen(arg)
+		d.extra += HeadLen(uint64(s.Wall)) - HeadLen(arg)
 	} else if b[p] != 0xf6 {
 		m, _, arg, _ := readHead(b, p)
 		switch {
@@ -665,7 +665,7 @@ func (d *fastDecoder) envelopeStamp(off int) (Stamp, int, error) {
 				first = err
 			}
 			s.Replica = rep
-			d.extra += headLen(uint64(len(rep))) + len(rep) - headLen(arg)
+			d.extra += HeadLen(uint64(len(rep))) + len(rep) - HeadLen(arg)
 		default:
 			fail("replica id is not a text string")
 		}

@@ -126,22 +126,7 @@ func PushVersionBytes(collection string, version uint64) int {
 	if version == 0 {
 		return 0
 	}
-	return cborHeadLen(uint64(len(collection))) + len(collection) + cborHeadLen(version)
-}
-
-// cborHeadLen is the length of a CBOR head whose argument is n.
-func cborHeadLen(n uint64) int {
-	switch {
-	case n < 24:
-		return 1
-	case n <= 0xff:
-		return 2
-	case n <= 0xffff:
-		return 3
-	case n <= 0xffffffff:
-		return 5
-	}
-	return 9
+	return crdt.HeadLen(uint64(len(collection))) + len(collection) + crdt.HeadLen(version)
 }
 
 // PushSizer returns the size function both clients cut a push's changes
