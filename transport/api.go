@@ -407,11 +407,21 @@ var errStore = errors.New("store failure")
 // internal. Neither tells the client more than its code: the detail is
 // logged with the request id the answer carries.
 func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	s.writeErrorAs(w, r, err, proto.ContentType, func(b proto.ErrorBody) []byte {
+		body, _ := proto.Encode(b)
+		return body
+	})
+}
+
+// writeErrorAs writes err's answer with its body in contentType, as encode
+// makes it: the status, code header and Retry-After are the protocol's
+// whatever the body's form (writeDemoTokenError's is JSON).
+func (s *Server) writeErrorAs(w http.ResponseWriter, r *http.Request, err error, contentType string, encode func(proto.ErrorBody) []byte) {
 	id := w.Header().Get(proto.HeaderRequestID)
 	e := s.errorOf(err, r.URL.Path, id)
-	body, _ := proto.Encode(proto.ErrorBody{Code: e.Code, Message: e.Message, RequestID: id})
+	body := encode(proto.ErrorBody{Code: e.Code, Message: e.Message, RequestID: id})
 	h := w.Header()
-	h.Set("Content-Type", proto.ContentType)
+	h.Set("Content-Type", contentType)
 	h.Set("Cache-Control", "no-store")
 	h.Set(proto.HeaderError, e.Code)
 	if e.RetryAfter > 0 {

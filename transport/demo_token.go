@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"regexp"
-	"strconv"
 	"time"
 
 	"github.com/convergo/convergo/crdt"
@@ -99,18 +98,10 @@ func (s *Server) demoToken(j *JWT) http.Handler {
 // headers, what is logged), with the body in JSON: the demo page that asks
 // for tokens reads JSON, and this path is not the protocol's.
 func (s *Server) writeDemoTokenError(w http.ResponseWriter, r *http.Request, err error) {
-	id := w.Header().Get(proto.HeaderRequestID)
-	e := s.errorOf(err, r.URL.Path, id)
-	body, _ := json.Marshal(DemoTokenError{Code: e.Code, Message: e.Message, RequestID: id})
-	h := w.Header()
-	h.Set("Content-Type", "application/json")
-	h.Set("Cache-Control", "no-store")
-	h.Set(proto.HeaderError, e.Code)
-	if e.RetryAfter > 0 {
-		h.Set(proto.HeaderRetryAfter, strconv.Itoa(int((e.RetryAfter+time.Second-1)/time.Second)))
-	}
-	w.WriteHeader(e.Status)
-	_, _ = w.Write(body)
+	s.writeErrorAs(w, r, err, "application/json", func(b proto.ErrorBody) []byte {
+		body, _ := json.Marshal(DemoTokenError{Code: b.Code, Message: b.Message, RequestID: b.RequestID})
+		return body
+	})
 }
 
 func (s *Server) serveDemoToken(w http.ResponseWriter, r *http.Request, j *JWT) error {
