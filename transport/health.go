@@ -114,12 +114,6 @@ func (p *readyProbe) check(ctx context.Context, read func(context.Context) error
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	_, _ = io.WriteString(w, "ok\n")
-	if n := s.eng.ParkedCount(); n > 0 {
-		// Shown, but ready: a collection whose captured writes fail
-		// must not take the server away from every other tenant. The
-		// count alone: anyone may call /readyz.
-		_, _ = fmt.Fprintf(w, "capture: %d writes of other programs parked (their collection's changes fail; the server's log names them)\n", n)
-	}
 }
 
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
