@@ -3,6 +3,7 @@ package transport
 import (
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -42,6 +43,20 @@ func TestOtherVersionPathsUnsupported(t *testing.T) {
 			if resp.StatusCode != http.StatusBadRequest || resp.Header.Get(proto.HeaderError) != proto.CodeUnsupportedVersion {
 				t.Errorf("%s %s: %d %q, want 400 %s", method, path, resp.StatusCode, resp.Header.Get(proto.HeaderError), proto.CodeUnsupportedVersion)
 			}
+		}
+	}
+	// What to do is said: an older client upgrades, a newer one needs a
+	// newer server.
+	for path, want := range map[string]string{
+		"/v1/hello": "upgrade the client to version " + strconv.Itoa(proto.Version),
+		"/v0/hello": "upgrade the client to version " + strconv.Itoa(proto.Version),
+		"/v3/hello": "upgrade the server to serve version 3",
+		"/v10/pull": "upgrade the server to serve version 10",
+	} {
+		resp, body := do(http.MethodPost, path)
+		var e proto.ErrorBody
+		if err := proto.Decode([]byte(body), &e); err != nil || !strings.Contains(e.Message, want) {
+			t.Errorf("POST %s: %d %q (%v), want a message saying %q", path, resp.StatusCode, e.Message, err, want)
 		}
 	}
 	for _, path := range []string{"/v/hello", "/vx/hello", "/video", "/v3x/hello"} {
