@@ -95,23 +95,18 @@ func (st *Store) Meta(ctx context.Context, collection string) (stores.Meta, erro
 		}
 		return getN(item, name)
 	}
-	for _, item := range items {
-		pk, _ := item[attrPK].(*types.AttributeValueMemberS)
-		switch {
-		case pk == nil:
-		case pk.Value == storePK:
-			store, err = num(item, attrEpoch)
-		default:
-			if own, err = num(item, attrN); err == nil {
-				lost, err = num(item, attrLost)
-			}
-			if err == nil {
-				shards, err = shardsInItem(item)
-			}
+	storeItem, epochItem := splitEpochItems(items)
+	store, err = num(storeItem, attrEpoch)
+	if err == nil && epochItem != nil {
+		if own, err = num(epochItem, attrN); err == nil {
+			lost, err = num(epochItem, attrLost)
 		}
-		if err != nil {
-			return stores.Meta{}, fmt.Errorf("meta %s: %w", collection, err)
+		if err == nil {
+			shards, err = shardsInItem(epochItem)
 		}
+	}
+	if err != nil {
+		return stores.Meta{}, fmt.Errorf("meta %s: %w", collection, err)
 	}
 	if shards.durable {
 		st.shards.put(collection, shards) // readers follow the table's count
@@ -119,6 +114,22 @@ func (st *Store) Meta(ctx context.Context, collection string) (stores.Meta, erro
 	m := stores.MetaOf(store, own, lost)
 	m.Shards = shards.k
 	return m, nil
+}
+
+// splitEpochItems sorts what a batchGet of the store's item (storePK) and a
+// collection's epoch item returned: either is nil when absent.
+func splitEpochItems(items []map[string]types.AttributeValue) (store, epoch map[string]types.AttributeValue) {
+	for _, item := range items {
+		pk, _ := item[attrPK].(*types.AttributeValueMemberS)
+		switch {
+		case pk == nil:
+		case pk.Value == storePK:
+			store = item
+		default:
+			epoch = item
+		}
+	}
+	return store, epoch
 }
 
 // A bump raises a counter to stores.NextEpoch of its value and the clock

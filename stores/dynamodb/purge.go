@@ -73,14 +73,7 @@ func (st *Store) Purge(ctx context.Context, collection string, h stores.Horizon,
 	if err != nil {
 		return stores.PurgeResult{}, err
 	}
-	var storeItem, epochItem map[string]types.AttributeValue
-	for _, item := range items {
-		if pk, _ := item[attrPK].(*types.AttributeValueMemberS); pk != nil && pk.Value == storePK {
-			storeItem = item
-		} else {
-			epochItem = item
-		}
-	}
+	storeItem, epochItem := splitEpochItems(items)
 	info, err := shardsInItem(epochItem)
 	if err != nil {
 		st.forgetShards(collection)
