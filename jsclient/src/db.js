@@ -574,7 +574,7 @@ export class Store {
     this.clock = new Clock({ replica: this.replica, maxDrift: opts.maxDrift });
     // The correction first: the clock settles at the corrected wall time.
     this.setOffset(saved?.offset);
-    if (saved && typeof saved.wall === 'number') this.clock.settle(saved, this.now());
+    this.clock.settle(saved, this.now());
   }
 
   /**
@@ -953,7 +953,7 @@ export class Store {
     }
     // The wall time as the last hello (of any tab) corrected it.
     this.setOffset(savedClock?.offset);
-    clock.settle(savedClock && typeof savedClock.wall === 'number' ? savedClock : null, this.now());
+    clock.settle(savedClock, this.now());
     // Another tab may have learnt a new subject: write as it does.
     if (isPrefix(prefix)) this.usePrefix(prefix);
     return this.stampIn(tx, c, items, (id) => byId.get(id));

@@ -132,11 +132,14 @@ export class Clock {
    * restartClock), and
    * this tab's reading is older than that. It never goes back further: a
    * wall clock set back must not pull stamps back below those issued.
-   * @param {(Timestamp & {drift?: number})|null|undefined} saved
+   * A saved entry without a wall reading (none saved, or corrupt: stored
+   * data is input like any other) is taken as none.
+   * @param {any} saved (Timestamp & {drift?: number}) when well formed
    * @param {number} wall
    */
   settle(saved, wall) {
-    const d = /** @type {any} */ (saved)?.drift;
+    if (typeof saved?.wall !== 'number') saved = null;
+    const d = saved?.drift;
     if (d > 0) this.state(d);
     this.restore(saved);
     if (saved && this.ahead(wall) && saved.wall - clampWall(wall) <= this.maxDrift) {

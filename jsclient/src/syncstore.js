@@ -412,7 +412,7 @@ export function restartClock(st, offset, drift) {
     // A clock saved in time (another tab started again already, and may
     // have stamped since) is taken, as a write would (Clock.settle):
     // started again below it, this tab would issue stamps that tab issued.
-    clock.settle(saved && typeof saved.wall === 'number' ? saved : null, wall);
+    clock.settle(saved, wall);
     // The hello's bound, not the one saved before it.
     if (drift) clock.state(drift);
     const ahead = clock.ahead(wall);

@@ -93,6 +93,20 @@ test('a clock too far ahead takes a clock saved in time (settle), and never goes
   assert.equal(compareStamps(e.now(wall), near), 1);
 });
 
+test('settle takes a saved clock without a wall reading as none: neither its stamp nor its drift', () => {
+  const wall = 1_700_000_000_000;
+  // Stored data is input: a clock entry holding only the correction of
+  // the wall time, or a corrupt one, moves nothing.
+  for (const saved of [{ offset: 5 }, { wall: String(wall + 9), logical: 2, drift: 7 }, { drift: 7 }]) {
+    const c = new Clock({ replica: 'r1', maxDrift: 60_000 });
+    const before = c.now(wall);
+    c.settle(saved, wall);
+    assert.equal(c.maxDrift, 60_000, `drift of ${JSON.stringify(saved)}`);
+    assert.equal(c.stated, false);
+    assert.deepEqual(c.last, { wall: before.wall, logical: before.logical });
+  }
+});
+
 test('MAX_WALL is a safe integer (record.js reads a wall within it as one)', () => {
   assert.ok(Number.isSafeInteger(MAX_WALL));
 });
