@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -79,6 +80,52 @@ func TestNewHistoryWakesSubscribersAfterAnotherReaderPulledInIt(t *testing.T) {
 		t.Logf("the subscriber was told head %d", h)
 	case <-time.After(5 * time.Second):
 		t.Fatal("the new history did not wake the subscriber served in the old one: another reader was served in the new history before the watch loop read it")
+	}
+	wantReset(t, e, "todos", old, ResetHistoryLost)
+}
+
+// The engine remembers the histories pages were served in for a bounded
+// number of collections. Past the bound it forgets them all, and a
+// collection it no longer remembers must count as served in another
+// history: the subscriber served in the old one is woken (a pull that
+// finds nothing changed costs a round, a subscriber never told, every
+// change at or below its cursor).
+func TestNewHistoryWakesSubscribersAfterTheHistoriesServedWereForgotten(t *testing.T) {
+	ctx := context.Background()
+	st := &heldHead{Store: memory.New()}
+	t.Cleanup(func() { st.Close() })
+	e := engineOn(t, st)
+	write(t, e, "todos", 0, 5)
+	sub, err := e.Subscribe("todos")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sub.Close)
+	old := pullTo(t, e, "todos", nil)
+	e.publish("todos", 5)
+	<-sub.C()
+
+	entered, release := st.hold()
+	if err := st.BumpEpochs(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-entered:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the new history's Resync did not make the watch loop read")
+	}
+	pullTo(t, e, "todos", nil) // served in the new history
+	// Pages of as many other collections, served since: the engine forgets
+	// what it remembered of todos.
+	for i := range maxHistory {
+		e.served.note(fmt.Sprintf("c%d", i), served{epoch: 1})
+	}
+	close(release)
+	select {
+	case h := <-sub.C():
+		t.Logf("the subscriber was told head %d", h)
+	case <-time.After(5 * time.Second):
+		t.Fatalf("the new history did not wake the subscriber served in the old one once pages of %d other collections made the engine forget todos's", maxHistory)
 	}
 	wantReset(t, e, "todos", old, ResetHistoryLost)
 }

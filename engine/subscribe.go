@@ -226,9 +226,16 @@ type served struct {
 // subscribers served in the old one, which would then pull only once the
 // new history's head passed the one they were told (never, on a quiet
 // collection).
+//
+// It remembers at most maxHistory collections and forgets them all past
+// that. Once it has forgotten, a collection it does not remember may have
+// been served in any history, so it counts as changed: its subscribers
+// pull once more (which costs a round where nothing changed), instead of
+// never being told of a history that did.
 type servedHistories struct {
-	mu sync.Mutex
-	m  map[string]servedSince
+	mu     sync.Mutex
+	m      map[string]servedSince
+	forgot bool // the memory was cleared at maxHistory
 }
 
 // servedSince is what pages of a collection were served in since the
@@ -248,12 +255,14 @@ func (s *servedHistories) note(collection string, h served) {
 	was, ok := s.m[collection]
 	if !ok && len(s.m) >= maxHistory {
 		clear(s.m)
+		s.forgot = true
 	}
 	s.m[collection] = servedSince{last: h, mixed: was.mixed || (ok && was.last != h)}
 }
 
 // changed reports whether pages of collection were served in another
-// history than now since the last call, and remembers now.
+// history than now since the last call, or may have been (forgotten), and
+// remembers now.
 func (s *servedHistories) changed(collection string, now served) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -261,5 +270,8 @@ func (s *servedHistories) changed(collection string, now served) bool {
 	if s.m != nil {
 		s.m[collection] = servedSince{last: now}
 	}
-	return ok && (was.mixed || was.last != now)
+	if !ok {
+		return s.forgot
+	}
+	return was.mixed || was.last != now
 }
