@@ -444,7 +444,10 @@ func (tokenAuth) Authenticate(_ context.Context, token string) (Principal, error
 // answer, and pushed again with a fresh token it is a duplicate.
 func TestLivePushTokenExpiry(t *testing.T) {
 	ts, gate := newGatedServer(t, func(c *Config) { c.Authorizer = tokenAuth{} })
-	short := fmt.Sprintf("exp:%d", time.Now().Add(time.Second).UnixMilli())
+	// The token must outlive the dial, hello and welcome, and the push then
+	// waits for it to expire: 3 s leaves a loaded machine room for the first
+	// (1 s did not always).
+	short := fmt.Sprintf("exp:%d", time.Now().Add(3*time.Second).UnixMilli())
 	c, _, err := ts.dial(t, nil)
 	if err != nil {
 		t.Fatal(err)
