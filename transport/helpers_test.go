@@ -59,10 +59,7 @@ func newTestServer(t *testing.T, edit func(*Config)) *testServer {
 	}
 	// As the binary does: the metrics beside the protocol, mounted by the
 	// program (the Server itself serves no /metrics).
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", srv.MetricsHandler())
-	mux.Handle("/", srv)
-	ts := httptest.NewServer(mux)
+	ts := httptest.NewServer(srv.WithMetrics())
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

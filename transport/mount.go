@@ -50,6 +50,22 @@ func (s *Server) MetricsHandler() http.Handler {
 	})
 }
 
+// WithMetrics returns the server with MetricsHandler at /metrics beside
+// it, as the binary serves them on one listener. It routes by the exact
+// path, where an http.ServeMux in front would answer a path it cleans
+// (/v2//hello, /v2) with a redirect page of its own, before the server
+// answers it in the protocol's error form (docs/protocol.md, section 1).
+func (s *Server) WithMetrics() http.Handler {
+	metrics := s.MetricsHandler()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/metrics" {
+			metrics.ServeHTTP(w, r)
+			return
+		}
+		s.ServeHTTP(w, r)
+	})
+}
+
 // ShutdownServers stops gracefully in one call: it closes the server's
 // live sessions (Shutdown) and drains the HTTP servers that serve it
 // (http.Server.Shutdown, which does not see hijacked WebSockets) at the

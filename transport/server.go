@@ -351,8 +351,25 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, proto.Errorf(proto.CodeUnsupportedVersion,
 			"protocol version %s is not served: this server speaks version %d (%s)", v, proto.Version, next))
 		return
+	} else if ok && !cleanPath(r.URL.Path) {
+		// http.ServeMux would redirect it (to the prefix's slash, or to
+		// the path cleaned), a page outside the protocol's error form.
+		s.writeError(w, r, proto.Errorf(proto.CodeNotFound, "no endpoint %s", r.URL.Path))
+		return
 	}
 	s.mux.ServeHTTP(w, r)
+}
+
+// cleanPath reports whether p is a path the mux serves as it is: a path
+// of the protocol that is not (the version's prefix without its slash,
+// one with an empty, "." or ".." segment) is no endpoint, answered
+// not_found in the protocol's error form rather than redirected.
+func cleanPath(p string) bool {
+	if p+"/" == proto.PathPrefix {
+		return false
+	}
+	c := path.Clean(p)
+	return c == p || c+"/" == p
 }
 
 // setDeadlines bounds the request's reading and answering by

@@ -164,6 +164,20 @@ func TestServeInProcess(t *testing.T) {
 		t.Fatalf("out-of-scope pull: %d", code)
 	}
 
+	// A path of the protocol that is no endpoint is answered in its error
+	// form, not redirected by the mux in front of it.
+	noRedirect := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for _, path := range []string{"/v2", "/v2//hello"} {
+		resp, err := noRedirect.Post(base+path, "application/cbor", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound || resp.Header.Get(proto.HeaderError) != proto.CodeNotFound {
+			t.Errorf("POST %s: %d %q, want 404 %s", path, resp.StatusCode, resp.Header.Get(proto.HeaderError), proto.CodeNotFound)
+		}
+	}
+
 	// The demo app and the library, with their content types.
 	for _, tc := range []struct{ path, ctype string }{
 		{"/", "text/html; charset=utf-8"},

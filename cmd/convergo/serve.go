@@ -263,10 +263,7 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	ops.Handle("/metrics", srv.MetricsHandler())
 	ops.Handle("/healthz", srv)
 	ops.Handle("/readyz", srv)
-	withMetrics := http.NewServeMux()
-	withMetrics.Handle("/metrics", srv.MetricsHandler())
-	withMetrics.Handle("/", srv)
-	var handler http.Handler = withMetrics
+	var handler = srv.WithMetrics()
 	servers := []*http.Server{}
 	if c.metricsAddr != "" {
 		mln, err := net.Listen("tcp", c.metricsAddr)
