@@ -343,10 +343,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// Before the mux: a handler added with Handle ("/", the demo app)
 		// must not answer a client of another version a page of its own.
 		// A client of an older version is told to upgrade, as version 1's
-		// always were; one of a later version, that this server is older.
+		// always were; one of a later version, that this server is older;
+		// this version spelled with leading zeros, how it is spelled.
 		next := "upgrade the client to version " + strconv.Itoa(proto.Version)
 		if n, err := strconv.Atoi(v); err != nil || n > proto.Version {
 			next = "upgrade the server to serve version " + v
+		} else if n == proto.Version {
+			next = "this version's paths start " + proto.PathPrefix
 		}
 		s.writeError(w, r, proto.Errorf(proto.CodeUnsupportedVersion,
 			"protocol version %s is not served: this server speaks version %d (%s)", v, proto.Version, next))

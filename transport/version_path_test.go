@@ -52,6 +52,9 @@ func TestOtherVersionPathsUnsupported(t *testing.T) {
 		"/v0/hello": "upgrade the client to version " + strconv.Itoa(proto.Version),
 		"/v3/hello": "upgrade the server to serve version 3",
 		"/v10/pull": "upgrade the server to serve version 10",
+		// This version spelled with a leading zero is no other version.
+		"/v02/hello": "this version's paths start /v" + strconv.Itoa(proto.Version) + "/",
+		"/v002/pull": "this version's paths start /v" + strconv.Itoa(proto.Version) + "/",
 	} {
 		resp, body := do(http.MethodPost, path)
 		var e proto.ErrorBody
