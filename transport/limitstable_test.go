@@ -141,7 +141,8 @@ func TestDocumentedFigures(t *testing.T) {
 		"within the client push timeout (" + secs(proto.ClientPushTimeout) + ", `clientPushTimeoutMs` of the timings)",
 		"The server bounds the work of a push by its request timeout (" + secs(DefaultRequestTimeout) + " by default)",
 		"a short wait (" + secs(DefaultSlowConsumer) + " by default) ends with `resync`",
-		"A connection to which nothing can be written for " + secs(DefaultWriteTimeout) + " (the client stopped reading altogether) is closed",
+		"The server queues a bounded number of bytes for each connection (" + inUnit(t, DefaultMaxQueueBytes, "MiB") + " by default, or one larger page)",
+		"in one write, which must end within " + secs(DefaultWriteTimeout) + ", however much of it the client reads meanwhile",
 		// Section 9, the close codes the server sends.
 		fmt.Sprintf("**Close codes**: %d normal, %d server shutting down, %d protocol version, or a frame RFC 6455 forbids", ws.StatusNormalClosure, ws.StatusGoingAway, proto.CloseProtocolVersion),
 		fmt.Sprintf("%d a text frame (messages are binary), %d policy (a fatal protocol error", ws.StatusUnsupportedData, ws.StatusPolicyViolation),
@@ -152,7 +153,7 @@ func TestDocumentedFigures(t *testing.T) {
 		"Request headers must arrive within " + secs(ReadHeaderTimeout) + ";",
 		"a request's body within " + secs(DefaultRequestTimeout) + " and its answer leaves within another " + secs(DefaultRequestTimeout),
 		"a WebSocket must say hello within " + secs(DefaultHelloTimeout) + ";",
-		"a live frame that cannot be written within " + secs(DefaultWriteTimeout) + " closes its connection",
+		"a write of what a live connection has queued (section 9) that does not end within " + secs(DefaultWriteTimeout) + " closes the connection",
 		"a live connection the server hears nothing from for " + secs(proto.IdleTimeout) + " is closed",
 		// Section 4: a subject or token id the deny list can name.
 		"a string of at most " + thousands(int64(proto.MaxIDBytes-len(DenySubject))) + " bytes without control characters, so that the deny list can name it",
