@@ -419,7 +419,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 func (s *Server) writeErrorAs(w http.ResponseWriter, r *http.Request, err error, contentType string, encode func(proto.ErrorBody) []byte) {
 	id := w.Header().Get(proto.HeaderRequestID)
 	e := s.errorOf(err, r.URL.Path, id)
-	body := encode(proto.ErrorBody{Code: e.Code, Message: e.Message, RequestID: id})
+	body := encode(proto.ErrorBody{Code: e.Code, Message: cutMessage(e.Message), RequestID: id})
 	h := w.Header()
 	h.Set("Content-Type", contentType)
 	h.Set("Cache-Control", "no-store")
@@ -525,7 +525,10 @@ func publicText(err error) string {
 }
 
 // cutMessage cuts msg to maxMessageBytes at a character boundary, ending
-// it with an ellipsis when it cuts.
+// it with an ellipsis when it cuts. It is the last step of every message
+// the server writes: publicText, and each place an error's message goes on
+// the wire (writeErrorAs, a live error or pushed message), which may have
+// put words of its own before the quote, or quoted a header or query.
 func cutMessage(msg string) string {
 	if len(msg) <= maxMessageBytes {
 		return msg

@@ -554,7 +554,7 @@ func (c *keyCounter) release(key string) {
 }
 
 // maxMessageBytes bounds the message of an error answer or of a change's
-// refusal (publicText): a message may quote what a request named (a
+// refusal (cutMessage): a message may quote what a request named (a
 // record id of 512 control characters is 2,048 bytes quoted), and a push's
 // answer, which the bodies in flight do not count, holds one a refused
 // change, for as long as its client takes to read it.

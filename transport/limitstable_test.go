@@ -155,6 +155,8 @@ func TestDocumentedFigures(t *testing.T) {
 		"a WebSocket must say hello within " + secs(DefaultHelloTimeout) + ";",
 		"a write of what a live connection has queued (section 9) that does not end within " + secs(DefaultWriteTimeout) + " closes the connection",
 		"a live connection the server hears nothing from for " + secs(proto.IdleTimeout) + " is closed",
+		// Section 5, the messages.
+		"A message (of an error, over HTTP or live, or of a refused change's push result) is at most " + thousands(maxMessageBytes) + " bytes of UTF-8",
 		// Section 4: a subject or token id the deny list can name.
 		"a string of at most " + thousands(int64(proto.MaxIDBytes-len(DenySubject))) + " bytes without control characters, so that the deny list can name it",
 		"so, as `sub`, at most " + thousands(int64(proto.MaxIDBytes-len(DenyTokenID))) + " bytes without control characters",

@@ -636,7 +636,7 @@ func (c *liveConn) push(data []byte) error {
 	id := c.s.ids.next()
 	failed := func(err error) proto.Pushed {
 		e := c.s.errorOf(err, "live push", id)
-		return proto.Pushed{Code: e.Code, Message: e.Message, RequestID: id}
+		return proto.Pushed{Code: e.Code, Message: cutMessage(e.Message), RequestID: id}
 	}
 	refuse := func(err error) { c.answerPush(func() proto.Pushed { return failed(err) }) }
 	// No more than an HTTP push may carry, whatever MaxMessageBytes.
@@ -993,7 +993,7 @@ func (c *liveConn) fatal(status ws.StatusCode, err error) {
 	if e.Cause != nil {
 		c.s.log.Debug("live session refused", "request", c.id, "code", e.Code, "err", e.Cause)
 	}
-	data, _ := proto.EncodeMessage(proto.ErrorMessage{Code: e.Code, Message: e.Message, RequestID: c.id})
+	data, _ := proto.EncodeMessage(proto.ErrorMessage{Code: e.Code, Message: cutMessage(e.Message), RequestID: c.id})
 	if c.ctx.Err() != nil {
 		return
 	}
@@ -1376,7 +1376,7 @@ func (c *liveConn) refuseSub(coll string, err error) {
 	if !errors.As(err, &e) {
 		e = proto.Errorf(proto.CodeInternal, "internal error")
 	}
-	c.queue(proto.ErrorMessage{Code: e.Code, Message: e.Message, Collection: coll, RequestID: c.id})
+	c.queue(proto.ErrorMessage{Code: e.Code, Message: cutMessage(e.Message), Collection: coll, RequestID: c.id})
 }
 
 // unsubscribe ends the subscription of coll, if any, and drops a resync or
