@@ -28,7 +28,7 @@ func ValidateCollection(name string) error {
 		c := name[i]
 		ok := isAlnum(c) || c == '_' || (i > 0 && (c == '-' || c == '.'))
 		if !ok {
-			return fmt.Errorf("%w: collection name %q has forbidden character %q at %d", ErrInvalid, name, c, i)
+			return fmt.Errorf("%w: collection name %q has forbidden character %q at %d", ErrInvalid, name, charAt(name, i), i)
 		}
 	}
 	return nil
@@ -43,7 +43,7 @@ func ValidateReplica(id string) error {
 	for i := 0; i < len(id); i++ {
 		c := id[i]
 		if !isAlnum(c) && c != '_' && c != '-' {
-			return fmt.Errorf("%w: replica id %q has forbidden character %q", ErrInvalid, id, c)
+			return fmt.Errorf("%w: replica id %q has forbidden character %q", ErrInvalid, id, charAt(id, i))
 		}
 	}
 	return nil
@@ -70,6 +70,14 @@ func validateText(what, s string, maxBytes int) error {
 		}
 	}
 	return nil
+}
+
+// charAt is the character of s that begins at byte i, as s holds it: all
+// its bytes, or the byte alone where none begins there. A refusal names
+// it so, never a byte of it read as a character of its own.
+func charAt(s string, i int) string {
+	_, n := utf8.DecodeRuneInString(s[i:])
+	return s[i : i+n]
 }
 
 func isAlnum(c byte) bool {
