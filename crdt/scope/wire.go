@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/fxamacker/cbor/v2"
 
@@ -198,9 +199,11 @@ func validateParam(name string) error {
 		if seg == "" {
 			return fmt.Errorf("%w: parameter %q has an empty path segment", crdt.ErrInvalid, name)
 		}
-		for i := 0; i < len(seg); i++ {
-			if !isParamChar(seg[i]) {
-				return fmt.Errorf("%w: parameter %q has forbidden character %q", crdt.ErrInvalid, name, seg[i])
+		// By character, so that a refusal names the one it refuses whole
+		// (a byte that begins none reads as U+FFFD).
+		for _, r := range seg {
+			if r >= utf8.RuneSelf || !isParamChar(byte(r)) {
+				return fmt.Errorf("%w: parameter %q has forbidden character %q", crdt.ErrInvalid, name, string(r))
 			}
 		}
 	}
