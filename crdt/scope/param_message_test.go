@@ -11,7 +11,7 @@ import (
 func TestParamForbiddenCharacterNamed(t *testing.T) {
 	for in, want := range map[string]string{
 		"claims.né":  `forbidden character "é"`,
-		"claims.a😀": `forbidden character "😀"`,
+		"claims.a😀":  `forbidden character "😀"`,
 		"claims.a/b": `forbidden character "/"`,
 	} {
 		err := validateParam(in)
