@@ -137,11 +137,12 @@
 // in memory only.
 //
 // A write that breaks a model limit (docs/protocol.md, section 11: a name
-// or id too long, a value over crdt.MaxValueBytes, or a record the change
-// would take past crdt.MaxFieldsPerRecord as the Replica holds it) is
-// refused at once, as the browser client refuses it, with an error that
-// matches the sentinel of the code the server would give it (ErrTooLarge,
-// ErrInvalid) as well as crdt's; nothing is queued. Limits a client
+// or id too long, a value over crdt.MaxValueBytes or nested deeper than
+// crdt.MaxValueNestedLevels, or a record the change would take past
+// crdt.MaxFieldsPerRecord as the Replica holds it) is refused at once, as
+// the browser client refuses it, with an error that matches the sentinel
+// of the code the server would give it (ErrTooLarge, ErrInvalid,
+// ErrMalformed) as well as crdt's; nothing is queued. Limits a client
 // cannot foresee (a record grown past crdt.MaxRecordBytes once merged
 // with what others wrote, a quota) are the server's to refuse.
 //

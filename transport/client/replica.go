@@ -509,10 +509,12 @@ func (r *Replica) write(collection, id string, change func(crdt.Stamp) crdt.Reco
 
 // localRefusal is err, a local write's refusal, matching also the
 // sentinel of the code the server refuses such a change with: ErrTooLarge
-// beside crdt.ErrTooLarge, ErrInvalid beside crdt.ErrInvalid, so that an
-// application tells a refusal by one sentinel whichever side made it.
+// beside crdt.ErrTooLarge, ErrInvalid beside crdt.ErrInvalid, and
+// ErrMalformed beside crdt.ErrMalformed (a value nested deeper than
+// crdt.MaxValueNestedLevels, a decode limit), so that an application
+// tells a refusal by one sentinel whichever side made it.
 func localRefusal(err error) error {
-	for _, k := range []struct{ crdt, code error }{{crdt.ErrTooLarge, ErrTooLarge}, {crdt.ErrInvalid, ErrInvalid}} {
+	for _, k := range []struct{ crdt, code error }{{crdt.ErrTooLarge, ErrTooLarge}, {crdt.ErrInvalid, ErrInvalid}, {crdt.ErrMalformed, ErrMalformed}} {
 		if errors.Is(err, k.crdt) {
 			return localError{err, k.code}
 		}

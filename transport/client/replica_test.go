@@ -45,6 +45,15 @@ func newReplica(t *testing.T, f *fakeServer, id string, net *offlineTransport, c
 	return r
 }
 
+// nested returns a value of levels arrays, one inside the other.
+func nested(levels int) any {
+	var v any = 1
+	for range levels {
+		v = []any{v}
+	}
+	return v
+}
+
 func mustValue(t *testing.T, v any) []byte {
 	t.Helper()
 	b, err := crdt.EncodeValue(v)
@@ -531,7 +540,7 @@ func TestReplicaSupersededIsAcknowledgedAndConverges(t *testing.T) {
 // TestReplicaRefusesWritesPastTheLimits: a local write that breaks a model
 // limit is refused at once, as the browser client refuses it, with an
 // error matching the sentinel of the code the server would answer
-// (ErrTooLarge, ErrInvalid), as well as crdt's; nothing is queued and the
+// (ErrTooLarge, ErrInvalid, ErrMalformed), as well as crdt's; nothing is queued and the
 // record is as it was. A write at the limit is taken.
 func TestReplicaRefusesWritesPastTheLimits(t *testing.T) {
 	f := newFakeServer(t)
@@ -549,6 +558,9 @@ func TestReplicaRefusesWritesPastTheLimits(t *testing.T) {
 	if err := r.Set("c", "v", "f", atLimit); err != nil {
 		t.Fatalf("a value of exactly %d bytes: %v", crdt.MaxValueBytes, err)
 	}
+	if err := r.Set("c", "deep", "f", nested(crdt.MaxValueNestedLevels)); err != nil {
+		t.Fatalf("a value nested %d levels: %v", crdt.MaxValueNestedLevels, err)
+	}
 	before, _ := r.Get("c", "full")
 	queued := len(r.Pending())
 	for _, tc := range []struct {
@@ -562,6 +574,10 @@ func TestReplicaRefusesWritesPastTheLimits(t *testing.T) {
 		{"an id a byte over", r.Set("c", strings.Repeat("i", crdt.MaxIDBytes+1), "f", 1), ErrInvalid, crdt.ErrInvalid},
 		{"a field name a byte over", r.Set("c", "r", strings.Repeat("n", crdt.MaxFieldNameBytes+1), 1), ErrInvalid, crdt.ErrInvalid},
 		{"a collection name a byte over", r.Set(strings.Repeat("c", crdt.MaxCollectionBytes+1), "r", "f", 1), ErrInvalid, crdt.ErrInvalid},
+		// The server refuses a value nested deeper than the value limit
+		// malformed (a decode limit, docs/protocol.md section 5), as the
+		// browser client refuses it locally.
+		{"a value nested a level over", r.Set("c", "v3", "f", nested(crdt.MaxValueNestedLevels+1)), ErrMalformed, crdt.ErrMalformed},
 	} {
 		if !errors.Is(tc.err, tc.code) || !errors.Is(tc.err, tc.sub) {
 			t.Errorf("%s: got %v, want an error matching %v and %v", tc.name, tc.err, tc.code, tc.sub)
