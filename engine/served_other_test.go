@@ -50,29 +50,7 @@ func (h *heldHead) Head(ctx context.Context, coll string) (uint64, error) {
 // is written at positions at or below their cursor would never reach
 // them.
 func TestNewHistoryWakesSubscribersAfterAnotherReaderPulledInIt(t *testing.T) {
-	ctx := context.Background()
-	st := &heldHead{Store: memory.New()}
-	t.Cleanup(func() { st.Close() })
-	e := engineOn(t, st)
-	write(t, e, "todos", 0, 5)
-	sub, err := e.Subscribe("todos")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(sub.Close)
-	old := pullTo(t, e, "todos", nil) // the subscriber's reader
-	e.publish("todos", 5)
-	<-sub.C()
-
-	entered, release := st.hold()
-	if err := st.BumpEpochs(ctx); err != nil { // its Resync wakes the watch loop
-		t.Fatal(err)
-	}
-	select {
-	case <-entered:
-	case <-time.After(5 * time.Second):
-		t.Fatal("the new history's Resync did not make the watch loop read")
-	}
+	e, sub, old, release := subscriberServedInOldHistory(t)
 	pullTo(t, e, "todos", nil) // another reader, from the start: served in the new history
 	close(release)
 	select {
@@ -84,29 +62,28 @@ func TestNewHistoryWakesSubscribersAfterAnotherReaderPulledInIt(t *testing.T) {
 	wantReset(t, e, "todos", old, ResetHistoryLost)
 }
 
-// The engine remembers the histories pages were served in for a bounded
-// number of collections. Past the bound it forgets them all, and a
-// collection it no longer remembers must count as served in another
-// history: the subscriber served in the old one is woken (a pull that
-// finds nothing changed costs a round, a subscriber never told, every
-// change at or below its cursor).
-func TestNewHistoryWakesSubscribersAfterTheHistoriesServedWereForgotten(t *testing.T) {
-	ctx := context.Background()
+// subscriberServedInOldHistory sets the scene of the tests above and
+// below: a subscriber of todos served in the store's history, then a new
+// history (history lost) whose Resync has the watch loop read, held
+// before its read of the head until release is closed. It returns the
+// subscriber's cursor in the old history.
+func subscriberServedInOldHistory(t *testing.T) (e *Engine, sub *Subscription, old []byte, release chan struct{}) {
+	t.Helper()
 	st := &heldHead{Store: memory.New()}
 	t.Cleanup(func() { st.Close() })
-	e := engineOn(t, st)
+	e = engineOn(t, st)
 	write(t, e, "todos", 0, 5)
 	sub, err := e.Subscribe("todos")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(sub.Close)
-	old := pullTo(t, e, "todos", nil)
+	old = pullTo(t, e, "todos", nil) // the subscriber's reader
 	e.publish("todos", 5)
 	<-sub.C()
 
 	entered, release := st.hold()
-	if err := st.BumpEpochs(ctx); err != nil {
+	if err := st.BumpEpochs(context.Background()); err != nil { // its Resync wakes the watch loop
 		t.Fatal(err)
 	}
 	select {
@@ -114,6 +91,17 @@ func TestNewHistoryWakesSubscribersAfterTheHistoriesServedWereForgotten(t *testi
 	case <-time.After(5 * time.Second):
 		t.Fatal("the new history's Resync did not make the watch loop read")
 	}
+	return e, sub, old, release
+}
+
+// The engine remembers the histories pages were served in for a bounded
+// number of collections. Past the bound it forgets them all, and a
+// collection it no longer remembers must count as served in another
+// history: the subscriber served in the old one is woken (a pull that
+// finds nothing changed costs a round, a subscriber never told, every
+// change at or below its cursor).
+func TestNewHistoryWakesSubscribersAfterTheHistoriesServedWereForgotten(t *testing.T) {
+	e, sub, old, release := subscriberServedInOldHistory(t)
 	pullTo(t, e, "todos", nil) // served in the new history
 	// Pages of as many other collections, served since: the engine forgets
 	// what it remembered of todos.
