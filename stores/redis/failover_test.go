@@ -165,6 +165,22 @@ func (f *failoverCluster) awaitDemoted(c *goredis.Client) {
 
 // write applies a change to record id of collection c through e, trying
 // again while the cluster settles.
+// failOverToThree sets the scene of the failback tests: a writes seqs 1
+// to 3 (a, b, c), three takes over gracefully with them, w writes seq 4
+// (d) through three, and three's replica, two, acknowledges it.
+func (f *failoverCluster) failOverToThree(w *engine.Engine) {
+	f.t.Helper()
+	for _, v := range []string{"a", "b", "c"} {
+		f.write(f.a, "r0", v)
+	}
+	f.promote(f.c3, "") // graceful: three has a, b, c
+	f.awaitLink(f.c2, true)
+	f.write(w, "r0", "d")
+	if n, err := f.c3.Do(f.ctx, "wait", 1, 5000).Int(); err != nil || n != 1 {
+		f.t.Fatalf("wait for the replica: %d, %v", n, err)
+	}
+}
+
 func (f *failoverCluster) write(e *engine.Engine, id, field string) {
 	t := f.t
 	t.Helper()
@@ -229,15 +245,7 @@ func TestClusterFailoverResets(t *testing.T) {
 // run changed, not trust the merge script in its cache.
 func TestClusterFailbackResets(t *testing.T) {
 	f := newFailoverCluster(t)
-	for _, v := range []string{"a", "b", "c"} {
-		f.write(f.a, "r0", v) // seqs 1 to 3
-	}
-	f.promote(f.c3, "") // graceful: three has a, b, c
-	f.awaitLink(f.c2, true)
-	f.write(f.a, "r0", "d") // seq 4, through three: a new epoch
-	if n, err := f.c3.Do(f.ctx, "wait", 1, 5000).Int(); err != nil || n != 1 {
-		t.Fatalf("wait for the replica: %d, %v", n, err)
-	}
+	f.failOverToThree(f.a) // d: a new epoch
 	f.must(f.c3.Do(f.ctx, "acl", "deluser", "repl").Err())
 	f.awaitLink(f.c2, false)
 	for _, v := range []string{"x", "y", "z"} {
@@ -266,15 +274,7 @@ func TestClusterFailbackResets(t *testing.T) {
 // before, and start a new epoch, so the reader is reset.
 func TestClusterFailbackRedirectResets(t *testing.T) {
 	f := newFailoverCluster(t)
-	for _, v := range []string{"a", "b", "c"} {
-		f.write(f.a, "r0", v) // seqs 1 to 3
-	}
-	f.promote(f.c3, "") // graceful: three has a, b, c
-	f.awaitLink(f.c2, true)
-	f.write(f.b, "r0", "d") // seq 4, through three: b checks three's run
-	if n, err := f.c3.Do(f.ctx, "wait", 1, 5000).Int(); err != nil || n != 1 {
-		t.Fatalf("wait for the replica: %d, %v", n, err)
-	}
+	f.failOverToThree(f.b) // d: b checks three's run
 	f.must(f.c3.Do(f.ctx, "acl", "deluser", "repl").Err())
 	f.awaitLink(f.c2, false)
 	// Three, once demoted, stays cut off too: it keeps its replication
