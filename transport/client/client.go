@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -57,10 +59,16 @@ type Config struct {
 	// issues. The server accepts only stamps of ids the token's subject
 	// owns (replica binding, docs/protocol.md): set it to
 	// proto.ReplicaFor(subject, device) when the subject is known up
-	// front. Empty means the client binds itself on its first Hello (or
-	// live session), to proto.ReplicaFor of the subject the server names
-	// and Device; until then Now fails with ErrUnbound. Two clients must
-	// never share an id.
+	// front. Empty means the client binds itself to proto.ReplicaFor of
+	// the subject its token names (the sub claim of a JWT, read unchecked
+	// as the browser client reads it; no token is the anonymous subject)
+	// and Device: at New for Token, at the first token the TokenFunc
+	// returns (any request reads one, even one the network then fails),
+	// so it writes before ever reaching the server. A token it cannot read
+	// leaves it unbound until its first Hello (or live session), which
+	// binds it to the subject the server names, as does a later one naming
+	// another subject; until then Now fails with ErrUnbound. Two clients
+	// must never share an id.
 	Replica string
 	// Device is the device part of the replica id the client binds itself
 	// to when Replica is empty: 1 to proto.MaxDeviceBytes of
@@ -278,9 +286,16 @@ func New(cfg Config) (*Client, error) {
 	if len(device) > proto.MaxDeviceBytes || crdt.ValidateReplica(device) != nil {
 		return nil, fmt.Errorf("client: Config.Device %q: want 1 to %d of [A-Za-z0-9_-]", device, proto.MaxDeviceBytes)
 	}
-	id := cfg.Replica
-	if id == "" {
+	id, bound := cfg.Replica, cfg.Replica != ""
+	if !bound {
 		id = device // a placeholder: Now refuses to stamp with it
+		if cfg.TokenFunc == nil {
+			// The subject is known up front: stamp with its ids before
+			// ever reaching the server.
+			if subject, ok := tokenSubject(cfg.Token); ok {
+				id, bound = proto.ReplicaFor(subject, device), true
+			}
+		}
 	}
 	clock, err := crdt.NewClock(crdt.ClockConfig{Replica: id, MaxDrift: cfg.MaxDrift})
 	if err != nil {
@@ -317,7 +332,7 @@ func New(cfg Config) (*Client, error) {
 		backoff: cfg.Backoff.withDefaults(),
 		cfg:     cfg,
 		clock:   clock,
-		bound:   cfg.Replica != "",
+		bound:   bound,
 		device:  device,
 		info:    limitsOf(proto.HelloResponse{}), // the defaults until a hello
 	}
@@ -332,8 +347,56 @@ func New(cfg Config) (*Client, error) {
 }
 
 // ErrUnbound is returned by Now before the client knows its replica id:
-// Config.Replica was empty and no hello has named the subject yet.
+// Config.Replica was empty, the client could not read the subject from a
+// token (no TokenFunc token yet, or a token that is no JWT naming one) and
+// no hello has named the subject yet.
 var ErrUnbound = errors.New("convergo: no replica id yet: set Config.Replica or call Hello first")
+
+// tokenSubject returns the subject token names, read as the browser client
+// reads it (jsclient/src/replica.js, subjectOfToken): the sub claim of a
+// JWT, unchecked (the server checks the token; the client only needs to
+// know whose ids to stamp with). No token is the anonymous subject "". A
+// token it cannot read, or one naming no subject (which the server
+// refuses), names none: false.
+func tokenSubject(token string) (string, bool) {
+	if token == "" {
+		return "", true
+	}
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		return "", false
+	}
+	b, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
+	if err != nil {
+		return "", false
+	}
+	var claims struct {
+		Sub *string `json:"sub"`
+	}
+	if json.Unmarshal(b, &claims) != nil || claims.Sub == nil || *claims.Sub == "" {
+		return "", false
+	}
+	return *claims.Sub, true
+}
+
+// bindToToken binds a client that is not bound yet to the ids of the
+// subject token names, when it can read one (tokenSubject): a TokenFunc's
+// first token lets it stamp before its first hello. A later hello naming
+// another subject binds it again (setInfo).
+func (c *Client) bindToToken(token string) {
+	if c.cfg.Replica != "" || token == "" {
+		return
+	}
+	subject, ok := tokenSubject(token)
+	if !ok {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.bound {
+		c.bindLocked(subject)
+	}
+}
 
 // Replica returns the client's replica id, "" while it is unbound.
 func (c *Client) Replica() string {
@@ -1070,6 +1133,7 @@ func (c *Client) tokenOf(ctx context.Context) (string, error) {
 		c.mu.Unlock()
 	}
 	c.noteToken(t)
+	c.bindToToken(t)
 	return t, nil
 }
 

@@ -43,11 +43,12 @@ func TestNewValidatesConfig(t *testing.T) {
 	}
 }
 
-// A client without a replica id binds itself on its first hello to the id
-// the subject owns for its device, and its clock goes on from where it was.
+// A client without a replica id, whose token names no subject it can read
+// (not a JWT), binds itself on its first hello to the id the subject owns
+// for its device, and its clock goes on from where it was.
 func TestClientBindsOnHello(t *testing.T) {
 	f := newFakeServer(t)
-	c, err := New(Config{URL: f.srv.URL, Device: "laptop", Backoff: Backoff{MaxAttempts: 1}})
+	c, err := New(Config{URL: f.srv.URL, Token: "opaque", Device: "laptop", Backoff: Backoff{MaxAttempts: 1}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -112,8 +112,16 @@
 //
 // The server accepts only stamps of replica ids the token's subject owns
 // (proto.ReplicaFor(subject, device)). A Client with no Config.Replica binds
-// itself on its first hello to the id of the subject the server names and
-// Config.Device; until then Now fails with ErrUnbound. A later hello that
+// itself to the id of the subject its token names and Config.Device, as the
+// browser client does: the sub claim of a JWT, read without checking it (no
+// token is the anonymous subject), at New for Config.Token and at the first
+// token a Config.TokenFunc returns, so a Replica writes before it ever
+// reaches the server. A token that is no JWT naming a subject leaves it
+// unbound until its first hello, which binds it to the id of the subject
+// the server names; until then Now fails with ErrUnbound. (A server whose
+// Authorizer names another subject than the token's sub claim needs
+// Config.Replica: changes stamped with the id read from the token stay in
+// the outbox once a hello binds the client to another, below.) A later hello that
 // names another subject (a Config.TokenFunc that now returns its token)
 // binds it to that subject's id and ends a live session opened under the
 // old subject, whose pages were read under the old subject's rights: Live
