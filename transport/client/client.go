@@ -609,7 +609,11 @@ func checkHello(a proto.HelloResponse) error {
 // duplicate).
 //
 // The server judges each change on its own and refuses a bad one alone
-// (StatusRefused). Fitting the batches to the server's size limits is
+// (StatusRefused). A change holding a value the server could not read (not
+// CBOR, or not of the value model: crdt.NormalizeValue refuses it
+// crdt.ErrMalformed) is refused so by Push itself, unsent, with the code
+// the server gives it (malformed: its Err matches ErrMalformed), and the
+// others go on. Fitting the batches to the server's size limits is
 // Push's job: it sizes them from the hello's limits (the protocol's
 // defaults before a hello), and when the server still refuses a batch
 // whole as too_large, it splits it in halves until the change that does
@@ -639,6 +643,62 @@ func checkHello(a proto.HelloResponse) error {
 // before the failure: a prefix of changes. The others may or may not have
 // been applied; push them again.
 func (c *Client) Push(ctx context.Context, changes []crdt.Change) ([]Result, error) {
+	refused := unreadableChanges(changes)
+	if len(refused) == 0 {
+		return c.pushAll(ctx, changes)
+	}
+	send := make([]crdt.Change, 0, len(changes)-len(refused))
+	for i, ch := range changes {
+		if _, ok := refused[i]; !ok {
+			send = append(send, ch)
+		}
+	}
+	rs, err := c.pushAll(ctx, send)
+	// The results in the order of changes; on error, up to the first
+	// change sent and not answered.
+	results := make([]Result, 0, len(changes))
+	for i := range changes {
+		if r, ok := refused[i]; ok {
+			results = append(results, r)
+			continue
+		}
+		if len(rs) == 0 {
+			break
+		}
+		results = append(results, rs[0])
+		rs = rs[1:]
+	}
+	return results, err
+}
+
+// unreadableChanges returns, by index, the refusal of each change holding a
+// value the server could not read (crdt.NormalizeValue refuses it
+// crdt.ErrMalformed: not CBOR, or not of the value model): the server
+// refuses such a change alone, malformed (docs/protocol.md, section 7),
+// and one that is not well-formed CBOR could not even be framed in a push.
+// Push refuses it so itself, with the server's code, and sends the others.
+func unreadableChanges(changes []crdt.Change) map[int]Result {
+	var refused map[int]Result
+	for i, ch := range changes {
+		for name, f := range ch.Record.Fields {
+			if f.Value == nil {
+				continue
+			}
+			if _, err := crdt.NormalizeValue(f.Value); errors.Is(err, crdt.ErrMalformed) {
+				if refused == nil {
+					refused = map[int]Result{}
+				}
+				refused[i] = Result{Status: StatusRefused, Err: &Error{Code: proto.CodeMalformed,
+					Message: fmt.Sprintf("%s/%s field %q: %v (refused by the client, unsent)", ch.Collection, ch.Record.ID, name, err)}}
+				break
+			}
+		}
+	}
+	return refused
+}
+
+// pushAll is Push of changes the server can read.
+func (c *Client) pushAll(ctx context.Context, changes []crdt.Change) ([]Result, error) {
 	c.mu.Lock()
 	maxPush, room := c.info.MaxPush, int(proto.PushRoom(c.info.MaxBody))
 	c.mu.Unlock()
