@@ -300,6 +300,42 @@ func (l Limits) Validate() error {
 	return nil
 }
 
+// MinRequestBytes is the least MaxBodyBytes and MaxMessageBytes a server
+// the protocol can work with: a request of one item at its largest, a
+// record of crdt.MaxRecordBytes (the record limit every server accepts,
+// docs/protocol.md section 11) with what its item carries beside it (a
+// push's change its collection's name, at most crdt.MaxCollectionBytes; a
+// restore's sealed record its seal, fewer bytes; their heads within
+// itemHeadBytes), in the envelope a client leaves for
+// (proto.PushEnvelopeBytes). Below it a record the protocol accepts could
+// not be pushed or given back in any request, nor, live, a change pushed
+// in a message of its own; a live hello's token (proto.MaxTokenBytes) and
+// a sub's cursor and scope (proto.MaxCursorBytes, proto.MaxScopeBytes) fit
+// in far less. Validate takes lower values, which tests use to reach the
+// bounds with small data; Workable refuses them, and so does convergo
+// serve at startup.
+const MinRequestBytes = crdt.MaxRecordBytes + crdt.MaxCollectionBytes + itemHeadBytes + proto.PushEnvelopeBytes
+
+// itemHeadBytes bounds the CBOR heads of one pushed change or restored
+// record beside its record and its collection's name or seal: the item's
+// array head and its members' heads, each at most 9 bytes.
+const itemHeadBytes = 4 * 9
+
+// Workable checks that limits, valid (Validate), are not below what the
+// protocol needs to work: MaxBodyBytes and MaxMessageBytes at least
+// MinRequestBytes. A field below it is a *LimitError, which names it.
+func (l Limits) Workable() error {
+	for _, b := range []struct {
+		field string
+		v     int64
+	}{{"MaxBodyBytes", l.MaxBodyBytes}, {"MaxMessageBytes", l.MaxMessageBytes}} {
+		if b.v < MinRequestBytes {
+			return &LimitError{b.field, b.v, fmt.Sprintf("must be at least %d (transport.MinRequestBytes: a request of one record at the record limit, %d bytes, and its envelope)", MinRequestBytes, crdt.MaxRecordBytes)}
+		}
+	}
+	return nil
+}
+
 // LimitError is a field of Limits out of its bounds (Validate).
 type LimitError struct {
 	Field string // the field's name in Limits

@@ -509,3 +509,65 @@ func TestLimitFlagsNamed(t *testing.T) {
 		}
 	})
 }
+
+// Every limit flag of serve (limitFlags) has a lowest value the protocol
+// works with: the table gives it, and the value one below is refused at
+// startup naming the flag, the value and the bound. --max-body and
+// --max-message must carry a request of one record at the record limit
+// (transport.MinRequestBytes); the others work from 1 (a page, a queue
+// or a budget in flight always lets one item through alone).
+func TestServeLimitFlagsLowestValues(t *testing.T) {
+	lowest := map[string]float64{
+		"max-body":                      transport.MinRequestBytes,
+		"max-message":                   transport.MinRequestBytes,
+		"max-push":                      1,
+		"max-pull":                      1,
+		"max-page-bytes":                1,
+		"max-conns":                     1,
+		"max-subscriptions":             1,
+		"max-sessions":                  1,
+		"max-subscriptions-per-subject": 1,
+		"max-conns-total":               1,
+		"max-queue-bytes":               1,
+		"max-bodies-in-flight":          1,
+		"max-answers-in-flight":         1,
+		"burst":                         1, // with a positive --rate
+	}
+	for _, name := range limitFlags {
+		if _, ok := lowest[name]; !ok && name != "rate" && name != "request-timeout" {
+			t.Errorf("--%s has no lowest value in the table", name)
+		}
+	}
+	// docs/operations.md gives the bound of --max-body and --max-message.
+	raw, err := os.ReadFile(filepath.Join("..", "..", "docs", "operations.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := strconv.Itoa(transport.MinRequestBytes)
+	figure := b[:len(b)-3] + "," + b[len(b)-3:]
+	if doc := strings.Join(strings.Fields(string(raw)), " "); !strings.Contains(doc, "`--max-message` below "+figure+" bytes (`transport.MinRequestBytes`") {
+		t.Errorf("docs/operations.md does not give the least --max-body and --max-message, %s", figure)
+	}
+	for name, low := range lowest {
+		for _, tc := range []struct {
+			v       float64
+			refused bool
+		}{{low, false}, {low - 1, true}} {
+			v := strconv.FormatFloat(tc.v, 'f', -1, 64)
+			t.Run(name+"="+v, func(t *testing.T) {
+				fs, c := serveFlags(io.Discard)
+				err := parseFlags(fs, []string{"--" + name, v})
+				if err == nil {
+					err = c.checkNumbers()
+				}
+				bound := strconv.FormatFloat(low, 'f', -1, 64)
+				switch {
+				case !tc.refused && err != nil:
+					t.Fatalf("got %v, want --%s %s taken", err, name, v)
+				case tc.refused && (err == nil || !strings.HasPrefix(err.Error(), "--"+name+" "+v+": ") || !strings.Contains(err.Error(), bound)):
+					t.Fatalf("got %v, want an error naming --%s, %s and the bound %s", err, name, v, bound)
+				}
+			})
+		}
+	}
+}

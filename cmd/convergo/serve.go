@@ -74,11 +74,11 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.StringVar(&c.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log `format`: text or json")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 15*time.Second, "how long a graceful shutdown waits for requests and sockets, a `duration` (positive)")
-	fs.Int64Var(&c.limits.MaxBodyBytes, "max-body", proto.DefaultMaxBodyBytes, "largest HTTP request body in `bytes`")
+	fs.Int64Var(&c.limits.MaxBodyBytes, "max-body", proto.DefaultMaxBodyBytes, fmt.Sprintf("largest HTTP request body in `bytes` (at least %d: a request of one record at the record limit)", transport.MinRequestBytes))
 	fs.IntVar(&c.limits.MaxPushChanges, "max-push", proto.DefaultMaxPushChanges, fmt.Sprintf("most `changes` in one push (at most %d)", crdt.MaxContainerItems))
 	fs.IntVar(&c.limits.MaxPullRecords, "max-pull", proto.DefaultMaxPullRecords, fmt.Sprintf("most `records` in one pull page (at most %d)", engine.MaxPage))
 	fs.IntVar(&c.limits.MaxPageBytes, "max-page-bytes", proto.DefaultMaxPageBytes, "most `bytes` of records in one pull page or live frame (a larger record travels alone)")
-	fs.Int64Var(&c.limits.MaxMessageBytes, "max-message", proto.DefaultMaxMessageBytes, "largest WebSocket message in `bytes`")
+	fs.Int64Var(&c.limits.MaxMessageBytes, "max-message", proto.DefaultMaxMessageBytes, fmt.Sprintf("largest WebSocket message in `bytes` (at least %d: a push of one record at the record limit)", transport.MinRequestBytes))
 	fs.Float64Var(&c.limits.Rate, "rate", proto.DefaultRate, "requests or messages per second per client, a `number` (negative: no limit; not 0)")
 	fs.IntVar(&c.limits.Burst, "burst", proto.DefaultBurst, "`requests` a client may make at once above the rate (at least 1 with a positive --rate)")
 	fs.DurationVar(&c.limits.RequestTimeout, "request-timeout", transport.DefaultRequestTimeout, "`time` to receive an HTTP request's body, and again to send its answer (positive)")
@@ -117,18 +117,21 @@ var limitFlags = map[string]string{
 // mean what it says, naming the flag. transport.Limits and engine.Config
 // read a zero field as its default, which would turn --max-push 0 silently
 // into 1000 and --request-timeout 0 into 30s; so the limits are validated
-// as given (transport.Limits.Validate holds their bounds), and the other
-// flags here. The limits the hello announces, the max drift among them,
+// as given (transport.Limits.Validate holds their bounds, and
+// transport.Limits.Workable the least --max-body and --max-message the
+// protocol works with), and the other flags here. The limits the hello announces, the max drift among them,
 // are never 0 (docs/protocol.md, section 6). A value with a documented
 // meaning of its own is taken: a negative --rate (no limit) and a negative
 // --collect-every (this instance never runs the job). docs/operations.md
 // says what each flag refuses.
 func (c *serveConfig) checkNumbers() error {
-	if err := c.limits.Validate(); err != nil {
-		if le := (*transport.LimitError)(nil); errors.As(err, &le) && limitFlags[le.Field] != "" {
-			return fmt.Errorf("--%s %v: %s", limitFlags[le.Field], le.Value, le.Want)
+	for _, check := range []func() error{c.limits.Validate, c.limits.Workable} {
+		if err := check(); err != nil {
+			if le := (*transport.LimitError)(nil); errors.As(err, &le) && limitFlags[le.Field] != "" {
+				return fmt.Errorf("--%s %v: %s", limitFlags[le.Field], le.Value, le.Want)
+			}
+			return err
 		}
-		return err
 	}
 	switch {
 	case c.maxLeases < 1:
