@@ -163,6 +163,10 @@ func TestDocumentedFigures(t *testing.T) {
 		// Section 11, scope and model limits.
 		"a scope's canonical encoding at most " + thousands(proto.MaxScopeBytes) + " bytes, nested at most " + thousands(proto.MaxScopeDepth) + " levels, at most " + thousands(proto.MaxScopeNodes) + " predicates, at most " + thousands(proto.MaxScopeList) + " values in one `in` list",
 		"A cursor is at most " + thousands(proto.MaxCursorBytes) + " bytes",
+		// Section 12: what a scoped reader's leave entries count toward a
+		// page's limits (engine.PageLimit: as a record, and as
+		// proto.LeaveEntryCost bytes).
+		"Leave entries count as records toward a page's record limit and as " + thousands(proto.LeaveEntryCost) + " bytes toward its byte limit (the " + thousands(proto.LeaveBytes) + "-byte digest and its head, rounded up)",
 		fmt.Sprintf("collection name %s bytes; record id %s bytes; field name %s bytes; replica id %s bytes; %s fields per record; a field value %s encoded, nested at most %s levels; a record %s encoded; wall time below %s; logical counter below %s in stored records, at most %s in a pushed stamp.",
 			thousands(proto.MaxCollectionBytes), thousands(proto.MaxIDBytes), thousands(proto.MaxFieldNameBytes), thousands(proto.MaxReplicaBytes),
 			thousands(proto.MaxFieldsPerRecord), inUnit(t, proto.MaxValueBytes, "KiB"), thousands(proto.MaxValueNestedLevels),
