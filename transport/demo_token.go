@@ -25,7 +25,8 @@ import (
 const (
 	// DemoNotesCollection is the demo's collection of notes.
 	DemoNotesCollection = "demo.notes"
-	// PathDemoToken issues demo tokens: POST with ?name=NAME.
+	// PathDemoToken issues demo tokens: POST with ?name=NAME, the
+	// parameter given once.
 	PathDemoToken = "/demo/token"
 	// DemoSubjectPrefix starts the subject of every demo token.
 	DemoSubjectPrefix = "demo:"
@@ -119,7 +120,17 @@ func (s *Server) serveDemoToken(w http.ResponseWriter, r *http.Request, j *JWT) 
 	if wait := s.rate.take("addr:"+limitKey(s.clientAddr(r)), s.now()); wait > 0 {
 		return rateLimited(wait)
 	}
-	name := r.URL.Query().Get("name")
+	// One name: of a repeated one, taking the first would issue a token
+	// for a subject the caller may not have meant (another reader of the
+	// URL may take the last).
+	names := r.URL.Query()["name"]
+	if len(names) > 1 {
+		return proto.Errorf(proto.CodeInvalid, "parameter \"name\" given %d times: give it once", len(names))
+	}
+	name := ""
+	if len(names) == 1 {
+		name = names[0]
+	}
 	if !demoName.MatchString(name) {
 		return proto.Errorf(proto.CodeInvalid, "name %q: 1 to 32 characters of a-z, 0-9 and -", name)
 	}

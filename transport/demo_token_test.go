@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -252,5 +253,31 @@ func TestDemoSubjectsRateByAddress(t *testing.T) {
 		if a.status != http.StatusTooManyRequests {
 			t.Fatalf("pull %d as a fresh demo subject of an address over its rate: status %d, want 429", i, a.status)
 		}
+	}
+}
+
+// A name given more than once is refused invalid, naming the parameter:
+// taking the first (or the last) would issue a token for a subject the
+// caller may not have meant, as another reader of the same URL (a proxy,
+// a log) might pick the other.
+func TestDemoTokenRefusesARepeatedName(t *testing.T) {
+	ts := newTestServer(t, func(c *Config) { c.Demo = true })
+	for _, query := range []string{"name=a&name=b", "name=a&name=a", "name=a&name="} {
+		t.Run(query, func(t *testing.T) {
+			res, err := http.Post(ts.URL+PathDemoToken+"?"+query, "", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer res.Body.Close()
+			body, err := io.ReadAll(res.Body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var e DemoTokenError
+			if res.StatusCode != http.StatusBadRequest || json.Unmarshal(body, &e) != nil || e.Code != proto.CodeInvalid ||
+				res.Header.Get(proto.HeaderError) != proto.CodeInvalid || !strings.Contains(e.Message, `"name"`) {
+				t.Fatalf("?%s: %d %s, want 400 invalid naming the parameter \"name\"", query, res.StatusCode, body)
+			}
+		})
 	}
 }
