@@ -52,7 +52,12 @@ var (
 	// read: a body that is not CBOR of the expected shape (a proxy's page,
 	// a truncated answer), a message out of order. The protocol treats it
 	// as a network failure: requests are retried and live sessions redialled
-	// with backoff.
+	// with backoff. It also says a server resets a collection past the
+	// protocol's bounds (docs/protocol.md, "Resets", where the browser
+	// client says malformed): a second live reset of one collection in one
+	// session, or a pull reset more than proto.MaxPullResets times, its
+	// text naming the reset. That is the collection's own failure: it is
+	// tried again after its backoff, the live session kept for the others.
 	ErrProtocol = errors.New("convergo: unreadable answer from the server")
 
 	// ErrAnswerTooLarge means an answer was over Config.MaxResponseBytes,
