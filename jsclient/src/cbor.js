@@ -51,7 +51,8 @@ export function err(code, msg) {
 }
 
 const utf8enc = new TextEncoder();
-const utf8dec = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+/** Strict UTF-8 (also check.js's). */
+export const utf8dec = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 // ---------------------------------------------------------------- encoding
 
@@ -399,78 +400,6 @@ export class Reader {
     return this.dv;
   }
 
-  /**
-   * Checks one canonical data item without building its value, as
-   * crdt.CanonicalValue does: the hot path when records arrive by the
-   * thousand. With full false it only steps over the item, checking its
-   * structure (heads, lengths, nesting, no tags, allowed simple values);
-   * the caller then checks the bytes it spans (see readField, which runs
-   * checkValue on them).
-   * @param {number} [depth]
-   * @param {boolean} [full] also UTF-8, map key order and float forms
-   * @returns {void}
-   */
-  check(depth = 1, full = true) {
-    if (depth > MAX_DEPTH) throw err('malformed', `nested deeper than ${MAX_DEPTH} levels`);
-    const start = this.off;
-    const { major, info, arg } = this.head();
-    switch (major) {
-      case 0:
-      case 1:
-        return;
-      case 2:
-      case 3: {
-        const n = this.len(arg, 1);
-        if (full && major === 3 && !textOK(this.b, this.off, this.off + n)) throw err('malformed', 'invalid UTF-8 in text string');
-        this.off += n;
-        return;
-      }
-      case 4: {
-        const n = this.count(arg, 1);
-        for (let i = 0; i < n; i++) this.check(depth + 1, full);
-        return;
-      }
-      case 5: {
-        const n = this.count(arg, 2);
-        let p0 = -1;
-        let p1 = -1;
-        for (let i = 0; i < n; i++) {
-          const k0 = this.off;
-          this.check(depth + 1, full);
-          const k1 = this.off;
-          if (full && p0 >= 0) {
-            const c = compareRanges(this.b, p0, p1, this.b, k0, k1);
-            if (c === 0) throw err('malformed', 'duplicate map key');
-            if (c > 0) throw err('invalid', 'map keys are not in deterministic order');
-          }
-          p0 = k0;
-          p1 = k1;
-          this.check(depth + 1, full);
-        }
-        return;
-      }
-      case 6:
-        throw err('malformed', 'tags are not allowed');
-    }
-    // Major type 7: item's checks (false, true and null, the floats' forms,
-    // no other simple value), read again from the head; a float's form is
-    // a byte-level check.
-    if (full || info < 25 || info > 27) {
-      this.off = start;
-      this.item(depth);
-    }
-  }
-
-  /**
-   * Steps over one data item, checking only its structure: check without
-   * its byte-level checks.
-   * @param {number} [depth]
-   */
-  skip(depth = 1) {
-    this.check(depth, false);
-  }
-
-
   /** Fails unless every byte was read. */
   end() {
     if (this.off !== this.b.length) throw err('malformed', `${this.b.length - this.off} bytes after the data item`);
@@ -713,63 +642,16 @@ export function decode(bytes, opts = {}) {
 }
 
 /**
- * Checks that v is one canonical field value, as crdt.CanonicalValue.
- * @param {Uint8Array} v
+ * Refuses a field value of n bytes, more than MAX_VALUE_BYTES (too_large):
+ * checkValue's, normalizeValue's and storedValue's bound.
+ * @param {number} n
  */
-export function checkValue(v) {
-  if (v.length === 0) throw err('malformed', 'empty value');
-  if (v.length > MAX_VALUE_BYTES) throw err('too_large', `value of ${v.length} bytes exceeds ${MAX_VALUE_BYTES}`);
-  const r = new Reader(v, { canonical: true });
-  // Start deep enough that at most MAX_VALUE_DEPTH containers fit under MAX_DEPTH.
-  r.check(MAX_DEPTH - MAX_VALUE_DEPTH);
-  r.end();
+export function checkValueSize(n) {
+  if (n > MAX_VALUE_BYTES) throw err('too_large', `value of ${n} bytes exceeds ${MAX_VALUE_BYTES}`);
 }
 
 /**
- * Whether b[start..end) is well-formed UTF-8 (Unicode's table 3-7: no
- * overlongs, no surrogates, nothing above U+10FFFF).
- * @param {Uint8Array} b
- * @param {number} start
- * @param {number} end
- */
-export function validUTF8(b, start, end) {
-  for (let i = start; i < end; ) {
-    const c = b[i++];
-    if (c < 0x80) continue;
-    // The continuation bytes a lead byte announces, and the least code point it may hold.
-    const n = c < 0xe0 ? 1 : c < 0xf0 ? 2 : 3;
-    if (c < 0xc2 || c > 0xf4 || i + n > end) return false;
-    let cp = c & (0x3f >> n);
-    for (let k = 0; k < n; k++) {
-      const d = b[i++];
-      if ((d & 0xc0) !== 0x80) return false;
-      cp = (cp << 6) | (d & 0x3f);
-    }
-    if (cp < (n === 1 ? 0x80 : n === 2 ? 0x800 : 0x10000) || cp > 0x10ffff || (cp >= 0xd800 && cp < 0xe000)) return false;
-  }
-  return true;
-}
-
-/**
- * Whether b[start..end) is well-formed UTF-8: checked in JS for short
- * strings, by the native decoder for long ones (faster despite the string
- * it builds).
- * @param {Uint8Array} b
- * @param {number} start
- * @param {number} end
- */
-export function textOK(b, start, end) {
-  if (end - start < 256) return validUTF8(b, start, end);
-  try {
-    utf8dec.decode(b.subarray(start, end));
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/**
- * Compares a[a0..a1) with b[b0..b1) bytewise: compareBytes, and Reader.check's
+ * Compares a[a0..a1) with b[b0..b1) bytewise: compareBytes, and check.js's
  * map keys, which are ranges of one input.
  * @param {Uint8Array} a
  * @param {number} a0
@@ -778,7 +660,7 @@ export function textOK(b, start, end) {
  * @param {number} b0
  * @param {number} b1
  */
-function compareRanges(a, a0, a1, b, b0, b1) {
+export function compareRanges(a, a0, a1, b, b0, b1) {
   const n = Math.min(a1 - a0, b1 - b0);
   for (let i = 0; i < n; i++) {
     if (a[a0 + i] !== b[b0 + i]) return a[a0 + i] < b[b0 + i] ? -1 : 1;

@@ -23,7 +23,7 @@ const DROPPED_KEY = 'rejectedDropped';
  * Reads a change {1: collection, 2: record}; held as in readRecord.
  * @param {Reader} r
  * @param {CompactContext|undefined} cx
- * @param {(v: Uint8Array) => Uint8Array} held
+ * @param {(r: Reader) => Uint8Array} held
  * @returns {Change}
  */
 export function readChange(r, cx, held) {

@@ -1,6 +1,31 @@
 // `convergo/cbor`: the codec (cbor.js) with normalizeValue, which lives in
-// normalize.js so that the main entry, which never needs it, does not load
-// it.
+// normalize.js, and the check without decoding (check.js), so that the main
+// entry, which needs neither, does not load them. Its Reader is cbor.js's
+// with check and skip.
+
+import { Reader as BaseReader } from './cbor.js';
+import { check, skip } from './check.js';
 
 export * from './cbor.js';
+export { checkValue, textOK, validUTF8 } from './check.js';
 export { normalizeValue } from './normalize.js';
+
+/** cbor.js's Reader, with check.js's check and skip as methods. */
+export class Reader extends BaseReader {
+  /**
+   * check.js check at this reader.
+   * @param {number} [depth]
+   * @param {boolean} [full]
+   */
+  check(depth, full) {
+    check(this, depth, full);
+  }
+
+  /**
+   * check.js skip at this reader.
+   * @param {number} [depth]
+   */
+  skip(depth) {
+    skip(this, depth);
+  }
+}

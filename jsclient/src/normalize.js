@@ -6,7 +6,8 @@
 // (protocol.js, received.js) loads it with the sync loop or on demand.
 // `convergo/cbor` (codec.js) exports it with the rest of the codec.
 
-import { MAX_VALUE_BYTES, MAX_VALUE_DEPTH, Reader, Writer, checkValue, compareBytes, equalBytes, err, fromHalf, textOK } from './cbor.js';
+import { MAX_VALUE_DEPTH, Reader, Writer, checkValueSize, compareBytes, equalBytes, err, fromHalf } from './cbor.js';
+import { checkValue, skip, textOK } from './check.js';
 
 /**
  * Returns field value v in deterministic encoding, as crdt.NormalizeValue:
@@ -34,8 +35,27 @@ export function normalizeValue(v) {
   normItem(r, w, 0);
   r.end();
   const out = w.bytes();
-  if (out.length > MAX_VALUE_BYTES) throw err('too_large', `value of ${out.length} bytes exceeds ${MAX_VALUE_BYTES}`);
+  checkValueSize(out.length);
   return out;
+}
+
+/**
+ * Reads the field value at r as received (record.js readRecord's held for
+ * what came from elsewhere): its structure stepped over, however it is
+ * encoded, then held in deterministic encoding (normalizeValue).
+ * @param {Reader} r
+ * @returns {Uint8Array}
+ */
+export function receivedValue(r) {
+  const start = r.off;
+  const canonical = r.canonical;
+  r.canonical = false; // structure first; normalizeValue checks the value
+  try {
+    skip(r, 4);
+  } finally {
+    r.canonical = canonical;
+  }
+  return normalizeValue(r.b.slice(start, r.off));
 }
 
 /**

@@ -10,7 +10,8 @@
 // What they carry (records, stamps) is strict (record.js).
 
 import { Reader, Writer, encode, err, utf8Length } from './cbor.js';
-import { normalizeValue } from './normalize.js';
+import { receivedValue } from './normalize.js';
+import { skip } from './check.js';
 import { CODES, COMPACT, DEFAULTS, MODEL, PUSH_ENVELOPE_BYTES, RESET_REASONS, SCOPES, SERVER_MESSAGE_TYPES, STATUSES, VERSION } from './constants.js';
 import { ConvergoError } from './errors.js';
 import { isDevice, isPrefix, ownedStart } from './replica.js';
@@ -171,7 +172,7 @@ function readEnvelope(r, what) {
     if (major !== 0 && major !== 1 && major !== 3) throw malformed(`a key of ${what} is not an integer or a text string`);
     const k = /** @type {number|bigint|string} */ (r.item());
     const start = r.off;
-    r.skip(2);
+    skip(r, 2);
     if (typeof k === 'number' && major === 0) {
       if (out.has(k)) throw malformed(`duplicate key ${k} in ${what}`);
       out.set(k, r.b.subarray(start, r.off));
@@ -285,7 +286,7 @@ function records(m, k) {
       const n = r.arrayHead();
       /** @type {Record[]} */
       const out = [];
-      for (let i = 0; i < n; i++) out.push(readRecord(r, cx, normalizeValue));
+      for (let i = 0; i < n; i++) out.push(readRecord(r, cx, receivedValue));
       return out;
     }) ?? []
   );
@@ -533,7 +534,7 @@ function pushBytes(replica, changes, versions, device, session) {
   try {
     cs = changes.map((c) => {
       const r = new Reader(c, { canonical: false });
-      const ch = readChange(r, undefined, normalizeValue);
+      const ch = readChange(r, undefined, receivedValue);
       r.end();
       return ch;
     });

@@ -1,11 +1,11 @@
 // Records and changes decoded as received from elsewhere: their field values
 // in any encoding of the value model, held in the deterministic one
-// (normalizeValue). Not in the main entry, which reads only what this client
+// (normalize.js receivedValue). Not in the main entry, which reads only what this client
 // stored (db.js decodeStored and decodeEntry, with record.js storedValue).
 
 import { Reader } from './cbor.js';
 import { ConvergoError } from './errors.js';
-import { normalizeValue } from './normalize.js';
+import { receivedValue } from './normalize.js';
 import { MAX_RECORD_BYTES, readRecord } from './record.js';
 import { readChange } from './change.js';
 
@@ -20,7 +20,7 @@ import { readChange } from './change.js';
 export function decodeRecord(bytes) {
   if (bytes.length > MAX_RECORD_BYTES) throw new ConvergoError('too_large', `record of ${bytes.length} bytes exceeds ${MAX_RECORD_BYTES}`);
   const r = new Reader(bytes, { canonical: false });
-  const rec = readRecord(r, undefined, normalizeValue);
+  const rec = readRecord(r, undefined, receivedValue);
   r.end();
   return rec;
 }
@@ -34,7 +34,7 @@ export function decodeChanges(bytes) {
   const r = new Reader(bytes, { canonical: false });
   const n = r.arrayHead();
   const out = [];
-  for (let i = 0; i < n; i++) out.push(readChange(r, undefined, normalizeValue));
+  for (let i = 0; i < n; i++) out.push(readChange(r, undefined, receivedValue));
   r.end();
   return out;
 }

@@ -6,7 +6,7 @@
 // {stamp, value}; value holds the canonical CBOR bytes of the field's value,
 // or null when the field was unset.
 
-import { Reader, Writer, checkValue, compareBytes, decode, encodeWith, isWellFormed, utf8Length } from './cbor.js';
+import { MAX_DEPTH, MAX_VALUE_DEPTH, Reader, Writer, checkValueSize, compareBytes, decode, encodeWith, isWellFormed, utf8Length } from './cbor.js';
 import { MODEL } from './model.js';
 import { ConvergoError } from './errors.js';
 import { MAX_LOGICAL, MAX_WALL, ZERO_STAMP, compareStamps, isZeroStamp, validateReplica } from './hlc.js';
@@ -294,7 +294,7 @@ function readStampItems(r, cx) {
  * Reads a field: [wall, logical, replica] or [wall, logical, replica, value].
  * @param {Reader} r
  * @param {CompactContext|undefined} cx
- * @param {(v: Uint8Array) => Uint8Array} held the value as held (readRecord)
+ * @param {(r: Reader) => Uint8Array} held reads the value at r as held (readRecord)
  * @returns {Field}
  */
 function readField(r, cx, held) {
@@ -317,44 +317,50 @@ function readField(r, cx, held) {
   if (isZeroStamp(stamp)) throw new ConvergoError('invalid', 'field has a zero stamp');
   /** @type {Uint8Array|null} */
   let value = null;
-  if (h.arg === 4) {
-    const start = r.off;
-    r.canonical = false; // structure first; the value is checked below
-    try {
-      r.skip(4);
-    } finally {
-      r.canonical = canonical;
-    }
-    value = held(r.b.slice(start, r.off));
-  }
+  if (h.arg === 4) value = held(r);
   return { stamp, value };
 }
 
 /**
- * A field value as this client stores it: in deterministic encoding
- * already (it normalized what it received, and encodes what it writes
- * deterministically), checked and kept as is. A stored value in another
- * encoding is refused (invalid): only corruption makes one. The records and
- * outbox entries this client stored are read with it, so the main entry
- * needs no normalizer: normalizeValue comes with what reads the wire.
- * @param {Uint8Array} v
+ * Reads the field value at r as this client stores it: in deterministic
+ * encoding already (it normalized what it received, and encodes what it
+ * writes deterministically), checked as it is decoded (Reader.item with
+ * canonical set: the UTF-8, map key order, float forms, shortest heads and
+ * nesting crdt.CanonicalValue checks, with checkValue's refusals; and, as
+ * reading the value back refuses them anyway, map keys that decode to one
+ * JS key, such as 1 and 1.0) and kept as is. A stored value in another
+ * encoding is refused (invalid): only corruption makes one. The records
+ * and outbox entries this client stored are read with it, so the main entry
+ * needs neither the normalizer nor the check without decoding (check.js):
+ * they come with what reads the wire.
+ * @param {Reader} r
  * @returns {Uint8Array}
  */
-export function storedValue(v) {
-  checkValue(v);
-  return v;
+export function storedValue(r) {
+  const start = r.off;
+  const canonical = r.canonical;
+  r.canonical = true;
+  try {
+    // Start deep enough that at most MAX_VALUE_DEPTH containers fit under MAX_DEPTH (as checkValue).
+    r.item(MAX_DEPTH - MAX_VALUE_DEPTH);
+  } finally {
+    r.canonical = canonical;
+  }
+  checkValueSize(r.off - start);
+  return r.b.slice(start, r.off);
 }
 
 /**
  * Reads and validates a record, as crdt's Record.UnmarshalCBOR; envelopes,
- * names and stamps are strict. held is what a field value is held as: for
- * what came over the wire normalizeValue (liberal in values: any encoding
- * of the value model, held in the deterministic one, docs/protocol.md,
- * section 2), for what this client stored storedValue. cx, in a message
+ * names and stamps are strict. held reads a field value at the reader and
+ * returns it as held: for what came over the wire normalize.js
+ * receivedValue (liberal in values: any encoding of the value model, held
+ * in the deterministic one, docs/protocol.md, section 2), for what this
+ * client stored storedValue. cx, in a message
  * with compact stamps, is what they are read against.
  * @param {Reader} r
  * @param {CompactContext|undefined} cx
- * @param {(v: Uint8Array) => Uint8Array} held
+ * @param {(r: Reader) => Uint8Array} held
  * @returns {Record}
  */
 export function readRecord(r, cx, held) {

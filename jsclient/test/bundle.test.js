@@ -39,6 +39,7 @@ const NOT_UP_FRONT = {
   'src/http.js': "one HTTP request, the sync loop's",
   'src/syncstore.js': "the Store's part the sync loop uses",
   'src/normalize.js': 'values in another encoding than the deterministic one, which only the wire brings',
+  'src/check.js': 'values checked without decoding them (what comes from elsewhere, convergo/cbor\'s checkValue): the main entry checks what it stored as it decodes it',
   'src/received.js': 'records and changes decoded as received, with normalize.js',
   'src/parts.js': "records' own and uncovered parts, stamps by change: the sync loop's and the heal's",
   'src/change.js': 'changes decoded, outbox entries and the rejected entries they become',

@@ -4,7 +4,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Decoder, Encoder } from 'cbor-x';
-import { Float, MAX_DEPTH, MAX_ITEMS, checkValue, decode, encode, fromHalf, isWellFormed, toHalfExact, validUTF8 } from '../src/cbor.js';
+import { Float, MAX_DEPTH, MAX_ITEMS, MAX_VALUE_BYTES, Reader, decode, encode, fromHalf, isWellFormed, toHalfExact } from '../src/cbor.js';
+import { checkValue, validUTF8 } from '../src/check.js';
+import { storedValue } from '../src/record.js';
 
 const hex = (/** @type {Uint8Array} */ b) => Buffer.from(b).toString('hex');
 const unhex = (/** @type {string} */ s) => new Uint8Array(Buffer.from(s, 'hex'));
@@ -402,6 +404,66 @@ test('checking a value without decoding it agrees with decoding it', () => {
       }
     }
   }
+});
+
+test('a stored value is checked as it is decoded: storedValue refuses what checkValue refuses, with the same code and message', () => {
+  const r = rng(BASE + 2);
+  /**
+   * What f says of b: 'ok', or the error's code and message.
+   * @param {Uint8Array} b
+   * @param {(b: Uint8Array) => void} f
+   */
+  const outcome = (b, f) => {
+    try {
+      f(b);
+      return 'ok';
+    } catch (e) {
+      return `${/** @type {any} */ (e).code}: ${/** @type {any} */ (e).message}`;
+    }
+  };
+  // As readRecord reads a field value: at a lenient reader, which
+  // storedValue leaves past the value it returns, lenient still.
+  const stored = (/** @type {Uint8Array} */ b) => {
+    const rd = new Reader(b, { canonical: false });
+    try {
+      assert.deepEqual(storedValue(rd), b);
+      assert.equal(rd.off, b.length);
+    } finally {
+      assert.equal(rd.canonical, false);
+    }
+  };
+  /** @type {Uint8Array[]} */
+  const inputs = [];
+  for (let i = 0; i < SEEDS * 5; i++) {
+    const b = encode(genValue(rng(BASE + 19 * i)));
+    inputs.push(b.slice());
+    // Mutate a byte or two, most of the time.
+    if (r() < 0.8) b[Math.floor(r() * b.length)] = Math.floor(r() * 256);
+    if (r() < 0.3) b[Math.floor(r() * b.length)] = Math.floor(r() * 256);
+    inputs.push(b);
+  }
+  // Long heads, a float wider than it needs, keys out of order or twice,
+  // bad UTF-8, a tag, an indefinite length, a simple value not allowed, a
+  // NaN not canonical.
+  for (const h of ['1817', '190017', 'fa3fc00000', 'fb3ff8000000000000', 'a2616201616101', 'a2616101616101', '62c328', '62eda080', 'c101', '9f01ff', 'f0', 'f97e01']) inputs.push(unhex(h));
+  for (const b of inputs) {
+    const want = outcome(b, checkValue);
+    // Bytes after the item are the record's next, not the value's.
+    if (/bytes after the data item/.test(want)) continue;
+    assert.equal(outcome(b, stored), want, `bytes ${hex(b).slice(0, 200)}`);
+  }
+  // Nesting: the same bound as checkValue's (MAX_VALUE_DEPTH containers).
+  for (const k of [16, 17, 23]) {
+    /** @type {unknown} */
+    let v = 0;
+    for (let i = 0; i < k; i++) v = i % 2 ? { k: v } : [v];
+    const b = encode(v);
+    assert.equal(outcome(b, stored), outcome(b, checkValue), `${k} levels`);
+  }
+  // Over the value bound, in deterministic encoding.
+  const big = encode(new Uint8Array(MAX_VALUE_BYTES));
+  assert.equal(outcome(big, stored), outcome(big, checkValue));
+  assert.match(outcome(big, stored), /^too_large: /);
 });
 
 test('field values nest at most MAX_VALUE_DEPTH containers, as crdt.MaxValueNestedLevels', () => {

@@ -8,8 +8,8 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { compactContext, encodeLivePush, encodePush, parsePullAnswer, parseServerMessage } from '../src/protocol.js';
 import { emptyRecord, encodeChange, encodeRecord } from '../src/record.js';
-import { Reader, Writer, decode, encode } from '../src/cbor.js';
-import { normalizeValue } from '../src/normalize.js';
+import { Reader, Writer, decode, encode } from '../src/codec.js';
+import { receivedValue } from '../src/normalize.js';
 import { ConvergoError } from '../src/errors.js';
 import { readChange } from '../src/change.js';
 
@@ -57,7 +57,7 @@ function readLivePush(bytes, replica, session) {
   for (let i = 0, n = r.arrayHead(); i < n; i++) {
     const start = r.off;
     try {
-      out.push(hex(encodeChange(readChange(r, cx, normalizeValue))));
+      out.push(hex(encodeChange(readChange(r, cx, receivedValue))));
     } catch (e) {
       out.push(/** @type {ConvergoError} */ (e));
       r.off = start;
@@ -188,7 +188,7 @@ function readLive(bytes, session) {
   const r = new Reader(encode(m.get(2)), { canonical: false });
   const n = r.arrayHead();
   const changes = [];
-  for (let i = 0; i < n; i++) changes.push(hex(encodeChange(readChange(r, cx, normalizeValue))));
+  for (let i = 0; i < n; i++) changes.push(hex(encodeChange(readChange(r, cx, receivedValue))));
   return { keys: [...m.keys()], type: m.get(0), base: m.get(8), table: m.get(7), changes };
 }
 

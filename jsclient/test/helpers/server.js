@@ -39,8 +39,8 @@
 import http from 'node:http';
 import { createHash, createHmac } from 'node:crypto';
 import { WebSocketServer } from 'ws';
-import { encode, decode, Writer, Reader } from '../../src/cbor.js';
-import { normalizeValue } from '../../src/normalize.js';
+import { encode, decode, Writer, Reader } from '../../src/codec.js';
+import { receivedValue } from '../../src/normalize.js';
 import { CODES, CONTENT_TYPE, DEFAULTS, HEADERS, PATHS, REPLICA, STATUSES, VERSION } from '../../src/constants.js';
 import { mergeInto, emptyRecord, writeRecord, maxStamp, readRecord, encodeRecord, visibleValues } from '../../src/record.js';
 import { compactContext, uint } from '../../src/protocol.js';
@@ -856,7 +856,7 @@ export class FakeServer {
           const items = [];
           for (let i = 0; i < n; i++) {
             if (r.arrayHead() !== 2) throw new Error('bad restore');
-            const record = readRecord(r, undefined, normalizeValue);
+            const record = readRecord(r, undefined, receivedValue);
             const seal = r.item();
             if (!(seal instanceof Uint8Array)) throw new Error('bad restore');
             items.push({ record, seal });
@@ -904,7 +904,7 @@ export class FakeServer {
     const refused = session !== undefined && this.refuseLivePush(n);
     if (refused) return refused;
     const changes = [];
-    for (let i = 0; i < n; i++) changes.push(readChange(ar, cx, normalizeValue));
+    for (let i = 0; i < n; i++) changes.push(readChange(ar, cx, receivedValue));
     const whole = this.refusePush(changes);
     if (whole) return whole;
     /** @type {Map<string, number>} */

@@ -117,7 +117,7 @@ try {
       const { pushDecoder } = await import('/bench/b3-push.mjs');
       // The documents' token is anonymous: its subject's prefix (b3-impls.mjs).
       const prefix = await (await import('/convergo/replica.js')).replicaPrefix('');
-      const decodePush = pushDecoder(await import('/convergo/cbor.js'), { ...(await import('/convergo/change.js')), ...(await import('/convergo/protocol.js')), ...(await import('/convergo/normalize.js')) }, prefix);
+      const decodePush = pushDecoder(await import('/convergo/codec.js'), { ...(await import('/convergo/change.js')), ...(await import('/convergo/protocol.js')), ...(await import('/convergo/normalize.js')) }, prefix);
       const fromB64 = (s) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
       const canon = (v) => {
         if (Array.isArray(v)) return `[${v.map(canon).join(',')}]`;

@@ -40,9 +40,9 @@ import { IDBFactory, IDBKeyRange } from 'fake-indexeddb';
 import { open } from '../../../jsclient/src/database.js';
 import { compactContext, encodeLivePush, encodePush } from '../../../jsclient/src/protocol.js';
 import { readChange } from '../../../jsclient/src/change.js';
-import { normalizeValue } from '../../../jsclient/src/normalize.js';
+import { receivedValue } from '../../../jsclient/src/normalize.js';
 import { applyRemote, peekOutbox, schemaVersion } from '../../../jsclient/src/syncstore.js';
-import * as cbor from '../../../jsclient/src/cbor.js';
+import * as cbor from '../../../jsclient/src/codec.js';
 import { decodeValue, emptyRecord, maxStamp, mergeInto, visibleValues } from '../../../jsclient/src/record.js';
 import { replicaPrefix } from '../../../jsclient/src/replica.js';
 import { pushDecoder } from './b3-push.mjs';
@@ -270,4 +270,4 @@ async function convergoDoc(onUpdate, idb) {
 }
 
 /** The changes of a push body, read with the client's own modules (b3-push.mjs). */
-export const decodePush = pushDecoder(cbor, { readChange, compactContext, normalizeValue }, PREFIX);
+export const decodePush = pushDecoder(cbor, { readChange, compactContext, receivedValue }, PREFIX);

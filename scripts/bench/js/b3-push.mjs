@@ -16,8 +16,8 @@
 // change of the push body cannot pass unnoticed.
 
 /**
- * @param {{Reader: any}} cbor jsclient/src/cbor.js
- * @param {{readChange: Function, compactContext?: Function, normalizeValue: Function}} record jsclient/src/change.js's readChange, protocol.js's compactContext and normalize.js's normalizeValue (how readChange holds each value it reads, as the client's own push and pull readers do)
+ * @param {{Reader: any}} cbor jsclient/src/codec.js (its Reader has skip)
+ * @param {{readChange: Function, compactContext?: Function, receivedValue: Function}} record jsclient/src/change.js's readChange, protocol.js's compactContext and normalize.js's receivedValue (how readChange reads and holds each value, as the client's own push and pull readers do)
  * @param {string} [prefix] the replica prefix of the subject whose token the bodies went with (key 9)
  * @returns {(body: Uint8Array) => {collection: string, record: any}[]}
  */
@@ -55,7 +55,7 @@ export function pushDecoder(cbor, record, prefix) {
     }
     const ar = item(2);
     const out = [];
-    for (let i = 0, n = ar.arrayHead(); i < n; i++) out.push(record.readChange(ar, cx, record.normalizeValue));
+    for (let i = 0, n = ar.arrayHead(); i < n; i++) out.push(record.readChange(ar, cx, record.receivedValue));
     return out;
   };
 }
