@@ -138,6 +138,16 @@ function loadLive() {
   return liveModule;
 }
 
+/**
+ * Whether the browser says it has no network (navigator.onLine false; the
+ * 'offline' event fires once it does). The sync loop neither starts a
+ * round nor dials then (Syncer.run, runLive): it waits for 'online'.
+ * Outside a browser, never.
+ */
+function browserOffline() {
+  return globalThis.navigator?.onLine === false;
+}
+
 /** The most records a first sync writes in one transaction. */
 const FIRST_SYNC_BATCH = 10_000;
 
@@ -837,7 +847,7 @@ export class Syncer {
     let tokenRetried = false;
     while (!this.stopped) {
       try {
-        if (globalThis.navigator && globalThis.navigator.onLine === false) {
+        if (browserOffline()) {
           this.o.onStatus({ online: false, syncing: false });
           this.settleRound(new ConvergoError('network', 'sync: the browser is offline'));
           await this.wait(60_000, 'offline');
@@ -877,7 +887,10 @@ export class Syncer {
           }
         } else {
           const since = Date.now();
-          await this.runLive();
+          // The browser went offline while the round ran, after its
+          // requests were answered: no dial; the loop waits for the
+          // online event (above).
+          if (!(await this.runLive())) continue;
           // A session that ended on its own soon after it began (a server
           // closing sockets, a proxy cutting them) counts as a failure, so
           // reconnecting backs off instead of spinning (stableSessionMs,
@@ -1814,14 +1827,22 @@ export class Syncer {
 
   /**
    * Runs one live session (live.js); resolves when the socket closes
-   * normally, rejects with the error that ended it.
+   * normally (true), or at once without dialing (false) when the browser
+   * says it is offline; rejects with the error that ended the session.
+   * @returns {Promise<boolean>} whether it dialed
    */
   async runLive() {
     // Loaded already, in most rounds (start): then this waits a microtask.
-    // The session then dials as it would have: offline, the dial fails
-    // (a network error, status offline), and a stopped loop opens none
-    // (LiveSession.run).
+    // From here to the dial nothing waits, so no 'offline' event comes
+    // between this check and the dial. One the page has heard of (during
+    // the round's requests, or the load of live.js) leaves the dial out:
+    // it could only fail, and the browser logs that failure on the page's
+    // console. A dial under way when the network goes, or made before the
+    // browser tells the page, fails as any dial that fails does (a network
+    // error, retried after backoff; the loop then waits for 'online').
+    // A stopped loop opens none (LiveSession.run).
     const { LiveSession } = await loadLive();
+    if (browserOffline()) return false;
     const session = new LiveSession({
       url: this.base,
       WebSocket: this.o.WebSocket,
@@ -1842,6 +1863,7 @@ export class Syncer {
     this.liveStorms.clear();
     try {
       await session.run();
+      return true;
     } finally {
       if (this.session === session) this.session = null;
       // The next welcome sets the next try of the failing collections.

@@ -1,18 +1,20 @@
 // Reconnecting after an outage: exponential backoff with jitter when
 // nothing happens, at once when something suggests the server is back
 // (online, the page becoming visible, sync(), a write — rate-limited), and
-// never before the server's Retry-After.
+// never before the server's Retry-After; and no dial while the browser
+// says it is offline.
 //
 // The backoff here is long: its jitter is pinned at the top of its range, so
 // its first wait is BASE = 10 s, and a client that reconnects well within
 // that did so because of the trigger.
-// This file stands in for the browser's window and document (Node has
-// neither), so it runs in its own process like every test file.
+// This file stands in for the browser's window, document and
+// navigator.onLine (Node has none of them), so it runs in its own process
+// like every test file.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FakeServer } from './helpers/server.js';
-import { openClient, until, waitsOf } from './helpers/util.js';
+import { WebSocket, heldAnswers, openClient, until, waitsOf } from './helpers/util.js';
 import { WRITE_RETRY_MS } from '../src/sync.js';
 import { TabMessage } from '../src/tabs.js';
 import { PATHS } from '../src/constants.js';
@@ -30,6 +32,22 @@ Object.assign(globalThis, {
   removeEventListener: win.removeEventListener.bind(win),
   document: doc,
 });
+
+/** What navigator.onLine says (Node's navigator, where there is one, has none). */
+let onLine = true;
+const nav = globalThis.navigator ?? {};
+Object.defineProperty(nav, 'onLine', { get: () => onLine, configurable: true });
+if (!globalThis.navigator) Object.defineProperty(globalThis, 'navigator', { value: nav, configurable: true, writable: true });
+
+/**
+ * The browser's network going away or coming back: navigator.onLine says
+ * so, then the event fires (as in a browser).
+ * @param {boolean} up
+ */
+function setOnLine(up) {
+  onLine = up;
+  win.dispatchEvent(new Event(up ? 'online' : 'offline'));
+}
 
 /** @param {'visible'|'hidden'} state */
 function setVisibility(state) {
@@ -317,4 +335,39 @@ test('a live socket that stops answering is dropped when the network changes', a
   win.dispatchEvent(new Event('online'));
   await sleep(300);
   assert.ok(server.sockets.has(second));
+});
+
+test('the network going away while a round reads: the round does not dial, the online event does', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  /** @type {string[]} */
+  const dials = [];
+  class Dialing extends WebSocket {
+    /** @param {ConstructorParameters<typeof WebSocket>} args */
+    constructor(...args) {
+      super(...args);
+      dials.push(onLine ? 'online' : 'offline');
+    }
+  }
+  const db = await openClient({ url: server.url, name: 'gone', collections: ['todos'], WebSocket: Dialing });
+  t.after(() => db.close());
+  t.after(() => {
+    onLine = true;
+  });
+  await until(() => live(server, db), 'live');
+  // The session ends; the round after it reads over HTTP, then dials.
+  // The network goes away while its pull waits for its answer, which
+  // comes all the same (it was on its way).
+  const pull = heldAnswers(server, PATHS.pull, { first: true });
+  server.dropSockets();
+  await until(() => pull.count() === 1, 'the round after the session to pull');
+  setOnLine(false);
+  pull.release();
+  const syncer = /** @type {any} */ (db).syncer;
+  await until(() => dials.length > 1 || syncer.waiting === 'offline', 'a dial, or the loop waiting for the online event');
+  assert.deepEqual(dials, ['online'], 'no dial once the browser said it is offline (it can only fail, and the browser logs that failure)');
+  assert.equal(db.status.online, false);
+  setOnLine(true);
+  await until(() => live(server, db), 'live again after the online event');
+  assert.deepEqual(dials, ['online', 'online']);
 });
