@@ -141,8 +141,8 @@ function loadLive() {
 /**
  * Whether the browser says it has no network (navigator.onLine false; the
  * 'offline' event fires once it does). The sync loop neither starts a
- * round nor dials then (Syncer.run, runLive): it waits for 'online'.
- * Outside a browser, never.
+ * round nor dials then (Syncer.run, runLive), and no request leaves
+ * (Syncer.http): it waits for 'online'. Outside a browser, never.
  */
 function browserOffline() {
   return globalThis.navigator?.onLine === false;
@@ -369,8 +369,17 @@ export class Syncer {
     this.liveStorms = new Set();
     /** @type {Map<string, Reconciliation>} reconciliations whose outbox is not yet pushed */
     this.reconciled = new Map();
+    // No request leaves while the browser says it is offline
+    // (browserOffline): it could only fail, and the browser logs that
+    // failure on the page's console. Work under way when the page hears
+    // 'offline' (a welcome's pulls, a push) fails at its next request as
+    // at a request that fails (network); the loop waits for 'online'.
     /** @type {import('./http.js').HttpOptions} */
-    this.http = { base: this.base, fetch: (input, init) => this.o.fetch(input, init), token: (force) => this.token(force) };
+    this.http = {
+      base: this.base,
+      fetch: (input, init) => (browserOffline() ? Promise.reject(new Error('the browser is offline')) : this.o.fetch(input, init)),
+      token: (force) => this.token(force),
+    };
   }
 
   start() {
@@ -1007,7 +1016,8 @@ export class Syncer {
    * of the Syncer goes (postAnswer too), so work still running when it
    * stopped (a push loop, a pull of many pages, a heal's restores, a
    * reconciliation) goes no further; what it had not done stays owed (the
-   * outbox, the cursor, the heal).
+   * outbox, the cursor, the heal). So does work under way while the
+   * browser says it is offline, at its request (Syncer.http: network).
    * @param {string} path
    * @param {import('./http.js').Body} body
    * @returns {Promise<Uint8Array>}

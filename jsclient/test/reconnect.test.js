@@ -371,3 +371,42 @@ test('the network going away while a round reads: the round does not dial, the o
   await until(() => live(server, db), 'live again after the online event');
   assert.deepEqual(dials, ['online', 'online']);
 });
+
+test('no request while the browser says it is offline: a welcome heard after the offline event stops at its next request', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  /** @type {{path: string, onLine: boolean}[]} */
+  const requests = [];
+  /** @type {typeof fetch} */
+  const recording = (url, init) => {
+    requests.push({ path: new URL(String(url)).pathname, onLine });
+    return fetch(url, init);
+  };
+  const db = await openClient({ url: server.url, name: 'welcome', collections: ['todos', 'notes'], fetch: recording });
+  t.after(() => db.close());
+  t.after(() => {
+    onLine = true;
+  });
+  await until(() => live(server, db) && [...server.sockets][0].subs.has('notes'), 'live');
+  // The next session's welcome reads each collection over HTTP, then
+  // subscribes it: its first pull is held until the network went away.
+  /** @type {() => void} */
+  let release = () => {};
+  const gate = new Promise((r) => (release = () => r(undefined)));
+  let held = 0;
+  const handle = server.handle.bind(server);
+  server.handle = async (/** @type {any} */ req, /** @type {any} */ res) => {
+    if (req.url === PATHS.pull && server.sockets.size > 0 && held++ === 0) await gate;
+    return handle(req, res);
+  };
+  server.dropSockets();
+  await until(() => held === 1, "the next welcome's first pull");
+  setOnLine(false);
+  release();
+  const syncer = /** @type {any} */ (db).syncer;
+  await until(() => syncer.waiting === 'offline', 'the loop waiting for the online event');
+  await syncer.chain;
+  assert.deepEqual(requests.filter((r) => !r.onLine), [], 'no request once the browser said it is offline (it can only fail, and the browser logs that failure)');
+  setOnLine(true);
+  await until(() => live(server, db) && [...server.sockets][0].subs.has('notes'), 'live again after the online event');
+});
