@@ -404,6 +404,108 @@ export function watchPage(page) {
   });
 }
 
+/**
+ * Watches what every page context opens from now on asks of the network,
+ * from before the page's own scripts run: window.WebSocket and
+ * window.fetch are wrapped so that each dial and each fetch is noted
+ * (window.__requests) with its URL, navigator.onLine at that moment,
+ * whether it was answered (a socket opened, a fetch resolved), and when
+ * it failed, on the clock of the test's Date.now(); the page's online and
+ * offline events go in the same list, in the order the page saw them.
+ * For errorsBeyondOffline.
+ * @param {import('playwright-core').BrowserContext} context
+ */
+export function watchRequests(context) {
+  return context.addInitScript(() => {
+    const log = (window.__requests = []);
+    // The page's sockets and fetches are the browser's: the wrappers only
+    // look.
+    const Native = window.WebSocket;
+    window.WebSocket = class extends Native {
+      constructor(...args) {
+        super(...args);
+        const r = { e: 'dial', url: this.url, onLine: navigator.onLine, answered: false, failed: null };
+        log.push(r);
+        this.addEventListener('open', () => (r.answered = true));
+        this.addEventListener('error', () => (r.failed ??= Date.now()));
+      }
+    };
+    const nativeFetch = window.fetch;
+    window.fetch = function (input, init) {
+      const r = { e: 'fetch', url: String(input?.url ?? input), onLine: navigator.onLine, answered: false, failed: null };
+      log.push(r);
+      return nativeFetch.call(this, input, init).then(
+        (res) => ((r.answered = true), res),
+        (err) => ((r.failed = Date.now()), Promise.reject(err)),
+      );
+    };
+    addEventListener('offline', () => log.push({ e: 'offline', t: Date.now() }));
+    addEventListener('online', () => log.push({ e: 'online', t: Date.now() }));
+  });
+}
+
+/**
+ * Takes context offline (Chromium's network emulation) or back online,
+ * noting on it when the test began each offline period (offlineAt, the
+ * test's Date.now()), for errorsBeyondOffline.
+ * @param {import('playwright-core').BrowserContext} context
+ * @param {boolean} offline
+ */
+export async function setOffline(context, offline) {
+  if (offline) (context.offlineAt ??= []).push(Date.now());
+  await context.setOffline(offline);
+}
+
+/** What Chromium logs on the console for a dial or a fetch the network went away under. */
+const CUT = {
+  dial: (/** @type {string} */ url) => `console: WebSocket connection to '${url}' failed: Error in connection establishment: net::ERR_INTERNET_DISCONNECTED`,
+  fetch: () => 'console: Failed to load resource: net::ERR_INTERNET_DISCONNECTED',
+};
+
+/**
+ * The errors of a page whose context went offline (setOffline; its
+ * requests watched: watchRequests) that the page's code is to answer
+ * for: page.errors less those Chromium logs by itself for a dial or a
+ * fetch the network went away under, plus a line for each dial or fetch
+ * made while the page said it was offline.
+ *
+ * Chromium's network emulation cuts the network first and tells the page
+ * after (navigator.onLine, then the 'offline' event): a dial or a fetch
+ * under way then, or made in between, fails, and Chromium logs it on the
+ * page's console (CUT), which no code of the page can prevent. One such
+ * error is taken out for each dial or fetch that was made while the page
+ * said it was online, whose next online or offline event was an
+ * 'offline', that was not answered, and that failed once the test had
+ * begun the offline period that event told of. Any other error stays, and
+ * so does each such error beyond those requests. A dial or fetch made
+ * while navigator.onLine said offline is the page's own doing (the client
+ * waits for 'online'): it is listed, and the error it logs stays.
+ * @param {import('playwright-core').Page} page
+ * @returns {Promise<string[]>}
+ */
+export async function errorsBeyondOffline(page) {
+  const log = await page.evaluate(() => window.__requests);
+  if (!log) throw new Error("errorsBeyondOffline: the page's requests were not watched (watchRequests)");
+  const began = page.context().offlineAt ?? [];
+  const errors = [...page.errors];
+  const own = [];
+  log.forEach((r, i) => {
+    if (r.e !== 'dial' && r.e !== 'fetch') return;
+    if (!r.onLine) {
+      own.push(`${r.e}: ${r.url} while the page said it was offline`);
+      return;
+    }
+    if (r.answered || r.failed === null) return;
+    const heard = log.slice(i + 1).find((x) => x.e === 'online' || x.e === 'offline');
+    if (heard?.e !== 'offline') return;
+    const period = began.filter((t) => t <= heard.t);
+    if (period.length === 0 || r.failed < period[period.length - 1]) return;
+    const k = errors.indexOf(CUT[r.e](r.url));
+    if (k >= 0) errors.splice(k, 1);
+  });
+  return [...errors, ...own];
+}
+
 export async function waitReady(page) {
   await page.waitForFunction(() => document.body.dataset.ready, null, { timeout: 20_000 });
   const ready = await page.evaluate(() => document.body.dataset.ready);
