@@ -854,6 +854,7 @@ export class Syncer {
 
   async run() {
     let tokenRetried = false;
+    let tokenRefreshed = false;
     while (!this.stopped) {
       try {
         if (browserOffline()) {
@@ -877,6 +878,7 @@ export class Syncer {
         const failed = await this.syncNow();
         this.o.onStatus({ syncing: false });
         tokenRetried = false;
+        tokenRefreshed = false;
         this.lastError = null;
         this.retryAt = 0;
         this.retryWanted = false;
@@ -911,7 +913,7 @@ export class Syncer {
         }
       } catch (e) {
         if (this.stopped) break;
-        const err = asConvergoError(e);
+        let err = asConvergoError(e);
         // A refusal the token decided, of a live session (or of a push
         // over it) whose hello carried a token replaced since, says
         // nothing of the current one (docs/protocol.md, "Retrying"): the
@@ -947,6 +949,25 @@ export class Syncer {
           continue;
         }
         const retry = retryOf(err.code);
+        // A live session whose token expired (its refusal has no HTTP
+        // status: an HTTP request refreshes its token itself, http.js)
+        // asks for a fresh token as an HTTP request does, once, and dials
+        // again with it at once: a token that ran out is no news for the
+        // app. A refresh that fails, or gives the token refused, is
+        // told as 'auth' (with getToken's failure as its cause).
+        if (err.code === 'token_expired' && err.status === undefined && !tokenRefreshed) {
+          tokenRefreshed = true;
+          const refused = sentWith.get(err);
+          try {
+            if ((await this.token(true)) !== refused) continue;
+          } catch (t) {
+            err = new ConvergoError(err.code, `${err.message}; getToken: ${/** @type {any} */ (t)?.message ?? t}`, { requestId: err.requestId, cause: t });
+            if (refused !== undefined) sentWith.set(err, refused);
+            this.lastError = err;
+            this.o.onStatus({ lastError: err });
+          }
+          if (this.stopped) break;
+        }
         if (retry === 'auth') {
           if (!tokenRetried) {
             tokenRetried = true;
