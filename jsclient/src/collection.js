@@ -3,6 +3,7 @@
 // outbox) and then tell the Database, which refreshes subscriptions,
 // other tabs and the sync loop.
 
+import { encode, equalBytes } from './cbor.js';
 import { ConvergoError } from './errors.js';
 import { compileQuery, matching, position, runQuery } from './query.js';
 import { emptyRecord, validateId } from './record.js';
@@ -38,6 +39,13 @@ export class Subscription {
     this.rows = null;
     /** @type {Map<string, Doc>} the documents in rows by id */
     this.byId = new Map();
+    /**
+     * The changes applied first after the first run may be in what it
+     * read already (written as the subscription began): one that leaves
+     * a document as it was read changes nothing seen.
+     */
+    /** @type {Map<string, Doc|null>|null} the documents the first run read, until a change is applied */
+    this.read = null;
   }
 
   /**
@@ -68,12 +76,15 @@ export class Subscription {
     if (!this.active) return;
     if (this.id !== null) {
       this.rows = [];
-      this.emit(docOfStored(await this.db.store.get(this.collection, this.id)));
+      const d = docOfStored(await this.db.store.get(this.collection, this.id));
+      this.read = new Map([[this.id, d]]);
+      this.emit(d);
       return;
     }
     const rows = matching(await listOf(this.collection), this.q);
     this.byId = new Map(rows.map((d) => [d.id, d]));
     this.rows = rows;
+    this.read = this.byId;
     this.emitRows();
   }
 
@@ -85,8 +96,11 @@ export class Subscription {
    */
   apply(records, docs) {
     if (!this.active || this.rows === null) return;
+    const read = this.read;
+    this.read = null;
     if (this.id !== null) {
-      if (docs.has(this.id)) this.emit(docs.get(this.id) ?? null);
+      const d = docs.get(this.id) ?? null;
+      if (docs.has(this.id) && !(read && same(read.get(this.id) ?? null, d))) this.emit(d);
       return;
     }
     const { filter, compare, limit } = this.q;
@@ -98,6 +112,7 @@ export class Subscription {
       const old = this.byId.get(id);
       const d = s ? filter(s, docs.get(id) ?? null) : null;
       if (!old && !d) continue;
+      if (read && same(old, d)) continue;
       if (old) {
         let i = position(rows, old, compare);
         if (rows[i] !== old) i = rows.indexOf(old);
@@ -116,6 +131,13 @@ export class Subscription {
     this.emitRows();
   }
 }
+
+/**
+ * Whether two documents hold the same values (canonical encodings).
+ * @param {Doc|null|undefined} a
+ * @param {Doc|null} b
+ */
+const same = (a, b) => a === b || (!!a && !!b && equalBytes(encode(a), encode(b)));
 
 /**
  * The change a put or an update makes: the given fields set and, for a

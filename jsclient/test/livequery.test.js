@@ -109,3 +109,26 @@ test('a limited query is not called back for changes beyond its end', async () =
   assert.deepEqual(seen, [[0, 1, 2], [-1, 0, 2]]);
   await db.close();
 });
+
+test('a write made as a live query subscribes is reported once, whether its first read saw it or not', async () => {
+  // README: a query whose visible result did not change is not called. A
+  // write that commits before the subscription's first read is in that
+  // read, and its change, applied after it, changes nothing seen.
+  const db = await openClient({ sync: false });
+  const c = db.collection('todos');
+  /** @type {string[]} */
+  const seen = [];
+  /** @type {(string|null)[]} */
+  const one = [];
+  c.subscribe({ orderBy: 'title' }, (rows) => seen.push(rows.map((d) => d.title).join(',')));
+  c.subscribe('t1', (d) => one.push(d ? String(d.title) : null));
+  await c.put('t1', { title: 'A' });
+  await until(() => seen.length > 0 && one.length > 0, 'first results');
+  await new Promise((r) => setTimeout(r, 50));
+  await c.put('t2', { title: 'B' });
+  await until(() => seen.includes('A,B'), 'the second write seen');
+  await new Promise((r) => setTimeout(r, 50));
+  assert.deepEqual(seen, ['A', 'A,B'], 'each visible result once');
+  assert.deepEqual(one, ['A'], 'the record once');
+  await db.close();
+});
