@@ -95,7 +95,12 @@ export interface Status {
   held: number;
   /** Changes the server refused that are kept (see Database.rejected()). */
   rejected: number;
-  /** When the last sync completed (ms since epoch; also one before a reload), or null. */
+  /**
+   * When the last sync completed (ms since epoch; also one before a reload),
+   * or null: a push-and-pull round, a live session's catch-up or a live
+   * page. An idle live session does not move it: while online with a live
+   * session the data is current however old it is.
+   */
   lastSyncedAt: number | null;
   lastError: ConvergoError | null;
   /** This tab holds the server connection. */
@@ -174,8 +179,9 @@ export interface Unreadable {
 export interface Query<T extends object = { [field: string]: Value }> {
   /** Field equality (values compared by canonical encoding), or a predicate. */
   where?: Partial<{ [K in keyof T]: T[K] }> | { [field: string]: Value } | ((doc: Doc<T>) => boolean);
-  /** Field to sort by; documents missing it sort last. Default: id. */
+  /** Field to sort by; documents missing it sort last, equal values by id. Default: id. */
   orderBy?: string;
+  /** Reverses the order (of orderBy, or of the ids): documents missing the field then come first. */
   desc?: boolean;
   limit?: number;
 }
@@ -457,7 +463,9 @@ export class Database {
    * are removed locally (no delete, the outbox untouched). Rejects with
    * invalid for a malformed predicate, and for one that would make the or
    * of the collection's scopes over SCOPES.maxBytes in its wire form (the
-   * scopes stay as they were).
+   * scopes stay as they were). Resolves once the scope is stored, before
+   * the collection is read again under it: await sync() after it to wait
+   * for that read (whenSynced() does not wait for it).
    */
   setScope(collection: string, name: string, scope: Scope): Promise<void>;
   /** Removes the scope called name of a collection (none left: unscoped). */
