@@ -22,7 +22,7 @@ import { promisify } from 'node:util';
 import { after, before, describe, it } from 'node:test';
 import { chromium } from 'playwright-core';
 
-import { COLLECTION, Server, env, launchBrowser, unique, waitFor, waitForCount, watchPage } from './harness.mjs';
+import { COLLECTION, Server, env, launchBrowser, signToken, unique, waitFor, waitForCount, watchPage } from './harness.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const FIRST_SYNC = 100_000;
@@ -173,6 +173,50 @@ ${html.replaceAll('http://127.0.0.1:8080', own.url)}`;
       await ctx.close();
       await app.close();
       await own.dispose('library-readme');
+    }
+  });
+
+  it('a live session whose token expires is given a fresh one by getToken, and the app hears nothing of it', async () => {
+    // An app wires getToken and signs its user in again on 'auth': a token
+    // that merely ran out, and that getToken replaced, must not ask that.
+    const secret = 'e2e-expiry-secret-' + unique('s');
+    const saved = process.env.CONVERGO_SECRET;
+    process.env.CONVERGO_SECRET = secret;
+    const own = new Server();
+    try {
+      await own.start();
+    } finally {
+      if (saved === undefined) delete process.env.CONVERGO_SECRET;
+      else process.env.CONVERGO_SECRET = saved;
+    }
+    const claims = { sub: 'ann', read: ['lib.*'], write: ['lib.*'] };
+    const ctx = await browser.newContext();
+    try {
+      const page = await originPage(ctx, own);
+      let minted = 0;
+      // Tokens of 3 s: the live session's runs out twice while it waits.
+      await page.exposeFunction('mintToken', () => {
+        minted++;
+        return signToken(secret, claims, 3);
+      });
+      await page.evaluate(async () => {
+        const { open } = await import('/convergo/index.js');
+        window.heard = [];
+        window.db = await open({ url: location.origin, name: 'e2e-expiry', getToken: () => window.mintToken(), collections: ['lib.notes'] });
+        for (const e of ['auth', 'error']) window.db.on(e, (x) => window.heard.push(`${e} ${x.code}: ${x.message}`));
+      });
+      await waitFor(() => page.evaluate(() => window.db.status.online && window.db.status.lastSyncedAt !== null), { message: 'the first sync' });
+      const first = minted;
+      await waitFor(() => minted >= first + 2, { timeout: 20_000, message: 'getToken asked again at two expiries' });
+      await waitFor(() => page.evaluate(() => window.db.status.online), { message: 'online again' });
+      await page.evaluate(() => window.db.collection('lib.notes').put('n1', { v: 1 }));
+      await page.evaluate(() => window.db.whenSynced());
+      assert.equal((await own.docs('lib.notes', signToken(secret, claims))).get('n1')?.v, 1, 'the write after the expiries reached the server');
+      assert.deepEqual(await page.evaluate(() => window.heard), [], "no 'auth' (nor 'error') for a token getToken replaced");
+      assert.deepEqual(errorsOf(page), []);
+    } finally {
+      await ctx.close();
+      await own.dispose('library-expiry');
     }
   });
 
