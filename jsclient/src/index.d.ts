@@ -416,7 +416,9 @@ export class Database {
    * pending changes (at once if so already), with how many local changes
    * the server refused since whenSynced() last resolved; rejects with
    * 'closed' if it is closed first. Changes held for another subject
-   * (status.held) do not hold it up.
+   * (status.held) do not hold it up. It waits through offline periods, a
+   * token refused ('auth') or the subject revoked (until setToken): race
+   * it with a timeout where the app must go on.
    */
   whenSynced(): Promise<{ refused: number }>;
   /** The changes the server refused, kept across reloads until retried or discarded; oldest first. */
