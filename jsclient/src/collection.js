@@ -40,11 +40,12 @@ export class Subscription {
     /** @type {Map<string, Doc>} the documents in rows by id */
     this.byId = new Map();
     /**
-     * The changes applied first after the first run may be in what it
-     * read already (written as the subscription began): one that leaves
-     * a document as it was read changes nothing seen.
+     * The documents the first run read, until a change is applied: the
+     * changes applied first may be in that read already (written as the
+     * subscription began), and one that leaves a document as it was read
+     * changes nothing seen.
+     * @type {Map<string, Doc|null>|null}
      */
-    /** @type {Map<string, Doc|null>|null} the documents the first run read, until a change is applied */
     this.read = null;
   }
 
