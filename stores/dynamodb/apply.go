@@ -468,7 +468,7 @@ func (st *Store) applyGroup(ctx context.Context, q *collQueue, changes []crdt.Ch
 		}
 		st.txCancelled.Add(1)
 		state.seenOK = false
-		refreshed, contended, err := refresh(&state, p, cancelled.CancellationReasons, q.ref)
+		refreshed, contended, taken, err := refresh(&state, p, cancelled.CancellationReasons, q.ref)
 		if err != nil {
 			q.headOK = false
 			if errors.Is(err, errOtherShards) {
@@ -481,6 +481,21 @@ func (st *Store) applyGroup(ctx context.Context, q *collQueue, changes []crdt.Ch
 			st.observe(q, state.seen)
 		}
 		st.log.Debug("transaction cancelled; retrying", "collection", coll, "attempt", attempt, "reasons", reasonCodes(cancelled.CancellationReasons))
+		if taken || behindRecords(state) {
+			// The log holds an entry at a seq the plan took, or the
+			// head item stays below a record's seq: the head may be
+			// behind its log (setHeadRight).
+			moved, err := st.setHeadRight(ctx, q.ref, ids)
+			if err != nil {
+				q.headOK = false
+				return 0, 0, fmt.Errorf("apply %s: %w", coll, err)
+			}
+			if moved {
+				q.headOK = false
+				read = true
+				continue
+			}
+		}
 		if attempt >= st.maxAttempts {
 			q.headOK = false
 			return 0, 0, fmt.Errorf("apply %s: %w: transaction still conflicting after %d attempts", coll, stores.ErrUnavailable, attempt)
@@ -524,8 +539,9 @@ func (st *Store) commit(ctx context.Context, coll string, p plan) error {
 // refresh updates state from the cancellation reasons of p's transaction.
 // It reports whether some condition failed (and its ALL_OLD item refreshed
 // state), whether a transaction in progress or throttling was a reason,
-// and returns an error for reasons a retry cannot fix.
-func refresh(state *groupState, p plan, reasons []types.CancellationReason, ref logRef) (refreshed, contended bool, err error) {
+// and whether a new log entry's seq was taken (a head behind its log), and
+// returns an error for reasons a retry cannot fix.
+func refresh(state *groupState, p plan, reasons []types.CancellationReason, ref logRef) (refreshed, contended, taken bool, err error) {
 	for i, r := range reasons {
 		code := str(r.Code)
 		switch code {
@@ -542,11 +558,11 @@ func refresh(state *groupState, p plan, reasons []types.CancellationReason, ref 
 				if r.Item != nil {
 					h, err := headValue(r.Item, ref)
 					if err != nil {
-						return false, false, fmt.Errorf("head item: %w", err)
+						return false, false, false, fmt.Errorf("head item: %w", err)
 					}
 					u, err := readHeadUsage(r.Item)
 					if err != nil {
-						return false, false, fmt.Errorf("head item: %w", err)
+						return false, false, false, fmt.Errorf("head item: %w", err)
 					}
 					state.head, state.usage = h, u
 				}
@@ -556,20 +572,35 @@ func refresh(state *groupState, p plan, reasons []types.CancellationReason, ref 
 				if r.Item != nil {
 					e, err := decodeEntry(r.Item, a.id, attrSeq)
 					if err != nil {
-						return false, false, fmt.Errorf("record item %s: %w", a.id, err)
+						return false, false, false, fmt.Errorf("record item %s: %w", a.id, err)
 					}
 					state.recs[a.id] = e
 					state.sizes[a.id] = recSize(r.Item)
 				}
+			case actLog:
+				// The new entry's seq is taken: only a head behind its
+				// log hands it out (setHeadRight).
+				taken = true
 			}
 		default:
 			if !contendedCode(code) {
-				return false, false, fmt.Errorf("transaction cancelled: %s: %s", code, str(r.Message))
+				return false, false, false, fmt.Errorf("transaction cancelled: %s: %s", code, str(r.Message))
 			}
 			contended = true // retry after the backoff
 		}
 	}
-	return refreshed, contended, nil
+	return refreshed, contended, taken, nil
+}
+
+// behindRecords reports whether a record of state holds a seq above its
+// head: a commit read half applied, or a head behind its log.
+func behindRecords(state groupState) bool {
+	for _, e := range state.recs {
+		if e.Seq > state.head {
+			return true
+		}
+	}
+	return false
 }
 
 // contendedCode reports whether code, a transaction's cancellation

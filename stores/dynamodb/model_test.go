@@ -244,7 +244,10 @@ func (m *modelTable) Query(ctx context.Context, in *awsdynamodb.QueryInput, _ ..
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	pk := in.ExpressionAttributeValues[":pk"].(*types.AttributeValueMemberS).Value
-	after, _ := strconv.ParseUint(in.ExpressionAttributeValues[":after"].(*types.AttributeValueMemberN).Value, 10, 64)
+	var after uint64 // none: the whole log (setHeadRight's Query of its highest entry)
+	if v, ok := in.ExpressionAttributeValues[":after"].(*types.AttributeValueMemberN); ok {
+		after, _ = strconv.ParseUint(v.Value, 10, 64)
+	}
 	if in.ExclusiveStartKey != nil {
 		after, _ = strconv.ParseUint(in.ExclusiveStartKey[attrSK].(*types.AttributeValueMemberN).Value, 10, 64)
 	}
@@ -256,6 +259,9 @@ func (m *modelTable) Query(ctx context.Context, in *awsdynamodb.QueryInput, _ ..
 		}
 	}
 	slices.Sort(sks)
+	if in.ScanIndexForward != nil && !*in.ScanIndexForward {
+		slices.Reverse(sks)
+	}
 	out := &awsdynamodb.QueryOutput{}
 	for i, sk := range sks {
 		if in.Limit != nil && i == int(*in.Limit) {
