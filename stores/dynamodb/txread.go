@@ -163,8 +163,8 @@ func (st *Store) fillHoles(ctx context.Context, ref logRef, after uint64, page s
 	// record item one more.
 	for i := 0; i < len(holes); {
 		j, items, size := i, 0, 0
-		for j < len(holes) && items+1+len(holes[j].missing) <= maxTxGetItems && (j == i || size+holeBytes(holes[j], read.seen) <= txBudgetBytes) {
-			items += 1 + len(holes[j].missing)
+		for j < len(holes) && items+2+len(holes[j].missing) <= maxTxGetItems && (j == i || size+holeBytes(holes[j], read.seen) <= txBudgetBytes) {
+			items += 2 + len(holes[j].missing)
 			size += holeBytes(holes[j], read.seen)
 			j++
 		}
@@ -223,7 +223,7 @@ const holeItemBytes = 2 << 10
 
 // holeBytes is what the read of h is expected to answer: the record item
 // of the entry the page read of its transaction, about that entry's size
-// (seen), and none of its missing entries (fillHoles).
+// (seen), that entry's key, and none of its missing entries (fillHoles).
 func holeBytes(h hole, seen map[uint64]int) int {
 	return seen[h.tx.seq] + holeItemBytes
 }
@@ -233,7 +233,11 @@ func holeBytes(h hole, seen map[uint64]int) int {
 // latest entry the page read of it. That record's seq is at least the
 // entry's once the transaction committed (seqs only grow), so a lower one
 // (or none) means the read was ordered before a transaction the page's
-// Queries saw, and it is read again, as when it is cancelled by a
+// Queries saw, and it is read again (unless the same read finds the entry
+// the page read there: then the transaction is whole before it, and the
+// record item below it is a restored table's, whose backup kept no
+// transaction together; the entries not found are not coming), as when
+// it is cancelled by a
 // transaction in progress on its items (after a backoff, up to
 // MaxAttempts). The log's head is not read: every commit writes it, so
 // reading it would conflict with (and cancel) the log's writers. It
@@ -246,6 +250,14 @@ func (st *Store) readHoles(ctx context.Context, ref logRef, holes []hole, sizes 
 		gets = append(gets, types.TransactGetItem{Get: &types.Get{
 			TableName: &st.table, Key: key(recordPK(ref.coll, h.tx.id), 0),
 			ProjectionExpression: ptr("#q"), ExpressionAttributeNames: map[string]string{"#q": attrSeq},
+		}})
+		// And the entry the page read, of its key alone: read with the
+		// record item in one serializable read, it tells a transaction
+		// in progress (the entry not yet there) from a table whose
+		// items of one transaction are not together (foundEntries).
+		gets = append(gets, types.TransactGetItem{Get: &types.Get{
+			TableName: &st.table, Key: key(ref.logPK(), h.tx.seq),
+			ProjectionExpression: ptr("#k"), ExpressionAttributeNames: map[string]string{"#k": attrSK},
 		}})
 		for _, q := range h.missing {
 			gets = append(gets, types.TransactGetItem{Get: &types.Get{TableName: &st.table, Key: key(ref.logPK(), q)}})
@@ -295,7 +307,17 @@ func foundEntries(op string, holes []hole, resps []types.ItemResponse, sizes map
 				return nil, nil, fmt.Errorf("%s: record item of %q: %w", op, h.tx.id, err)
 			}
 		}
-		if seq < h.tx.seq {
+		entry := resps[i].Item
+		i++
+		if seq < h.tx.seq && entry == nil {
+			// The record item from before the transaction the page
+			// saw, and that transaction's entry not there: it is in
+			// progress (or compacted since), read again. With the entry
+			// there, this serializable read saw the transaction whole,
+			// and a record item below it is a table restored from a
+			// backup that kept no transaction together: reading again
+			// would meet it for ever, and the entries missing are not
+			// coming.
 			return nil, h.tx, nil
 		}
 		for range h.missing {

@@ -262,8 +262,9 @@ func TestPullHoleReadAgain(t *testing.T) {
 	cancelled := fault{status: 400, body: `{"__type":"com.amazonaws.dynamodb.v20120810#TransactionCanceledException","Message":"Transaction cancelled, please refer cancellation reasons for specific reasons [None, TransactionConflict]","CancellationReasons":[{"Code":"None"},{"Code":"TransactionConflict","Message":"Transaction is ongoing for the item"}]}`}
 	before := fault{reply: func(body []byte) []byte {
 		// The table as it was before the transaction: neither the
-		// record of the entry the page read (c) nor the missed entry.
-		return []byte(`{"Responses":[{},{}]}`)
+		// record of the entry the page read (c), nor that entry, nor
+		// the missed entry.
+		return []byte(`{"Responses":[{},{},{}]}`)
 	}}
 	for _, tc := range []struct {
 		name string
@@ -371,8 +372,9 @@ func TestPullHolesReadRefusedForSize(t *testing.T) {
 	}
 	ft.mu.Lock()
 	ft.pick = func(op string, body []byte) fault {
-		// Any read of more than one transaction's gap (two items each).
-		if op == "TransactGetItems" && bytes.Count(body, []byte(`"Get"`)) > 2 {
+		// Any read of more than one transaction's gap (three items
+		// each: the record item, the entry read, the entry missed).
+		if op == "TransactGetItems" && bytes.Count(body, []byte(`"Get"`)) > 3 {
 			return refused
 		}
 		return fault{}
