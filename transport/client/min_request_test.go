@@ -22,6 +22,67 @@ import (
 // collection of the longest name, stamped by a replica of the longest id,
 // is pushed and applied.
 func TestRealServerAtMinRequestBytesTakesTheLargestRecord(t *testing.T) {
+	hs, auth := minRequestServer(t, nil)
+	c := minRequestClient(t, hs, auth)
+	rec := largestRecord(t, c)
+	res, err := c.Push(t.Context(), []crdt.Change{{Collection: longestCollection, Record: rec}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != 1 || res[0].Status != client.StatusApplied {
+		t.Fatalf("push of a record at the record limit: %+v, want applied", res)
+	}
+}
+
+// TestRealServerAtMinRequestBytesRestoresTheLargestRecord is the restore's
+// counterpart: a record at crdt.MaxRecordBytes in a collection of the
+// longest name, pulled with its seal from one server, is given back to
+// another on a store that lost it (the same seal key), both with
+// --max-body and --max-message at transport.MinRequestBytes, and
+// restored; the pull answer that carried it was read whole.
+func TestRealServerAtMinRequestBytesRestoresTheLargestRecord(t *testing.T) {
+	key := []byte("min-request-seal-key-0123456789abcdef")
+	hs, auth := minRequestServer(t, key)
+	c := minRequestClient(t, hs, auth)
+	ctx := t.Context()
+	rec := largestRecord(t, c)
+	res, err := c.Push(ctx, []crdt.Change{{Collection: longestCollection, Record: rec}})
+	if err != nil || len(res) != 1 || res[0].Status != client.StatusApplied {
+		t.Fatalf("push of a record at the record limit: %+v, %v; want applied", res, err)
+	}
+	page, err := c.Pull(ctx, longestCollection, nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Records) != 1 || len(page.Seals) != 1 {
+		t.Fatalf("pull: %d records, %d seals; want 1 and 1", len(page.Records), len(page.Seals))
+	}
+	b, err := crdt.EncodeRecord(page.Records[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) < crdt.MaxRecordBytes-8 {
+		t.Fatalf("pulled a record of %d bytes, want about %d", len(b), crdt.MaxRecordBytes)
+	}
+	hs2, auth2 := minRequestServer(t, key)
+	c2 := minRequestClient(t, hs2, auth2)
+	got, err := c2.Restore(ctx, longestCollection, []proto.SealedRecord{{Record: page.Records[0], Seal: page.Seals[0]}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].Status != client.StatusApplied {
+		t.Fatalf("restore of a record at the record limit: %+v, want applied", got)
+	}
+}
+
+// longestCollection is a collection name of crdt.MaxCollectionBytes.
+var longestCollection = strings.Repeat("c", crdt.MaxCollectionBytes)
+
+// minRequestServer runs a server on a store of its own whose --max-body
+// and --max-message are transport.MinRequestBytes, the least convergo
+// serve takes; sealKey nil for a random one.
+func minRequestServer(t *testing.T, sealKey []byte) (*httptest.Server, *transport.JWT) {
+	t.Helper()
 	eng, err := engine.Open(engine.Config{Store: memory.New()})
 	if err != nil {
 		t.Fatal(err)
@@ -30,7 +91,7 @@ func TestRealServerAtMinRequestBytesTakesTheLargestRecord(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := transport.New(transport.Config{Engine: eng, Authorizer: auth,
+	srv, err := transport.New(transport.Config{Engine: eng, Authorizer: auth, SealKey: sealKey,
 		Limits: transport.Limits{MaxBodyBytes: transport.MinRequestBytes, MaxMessageBytes: transport.MinRequestBytes}})
 	if err != nil {
 		t.Fatal(err)
@@ -44,7 +105,13 @@ func TestRealServerAtMinRequestBytesTakesTheLargestRecord(t *testing.T) {
 		srv.Shutdown(ctx)
 		eng.Close()
 	})
-	coll := strings.Repeat("c", crdt.MaxCollectionBytes)
+	return hs, auth
+}
+
+// minRequestClient is a client of alice, with a device of the longest id,
+// that said hello to hs.
+func minRequestClient(t *testing.T, hs *httptest.Server, auth *transport.JWT) *client.Client {
+	t.Helper()
 	token, err := auth.Issue("alice", []string{"*"}, []string{"*"}, time.Hour)
 	if err != nil {
 		t.Fatal(err)
@@ -53,10 +120,17 @@ func TestRealServerAtMinRequestBytesTakesTheLargestRecord(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := t.Context()
-	if _, err := c.Hello(ctx); err != nil {
+	if _, err := c.Hello(t.Context()); err != nil {
 		t.Fatal(err)
 	}
+	return c
+}
+
+// largestRecord is a record of the longest id whose plain form is within
+// 8 bytes of crdt.MaxRecordBytes: three values of n bytes each, n the
+// largest whose record is within the record limit, stamped by c.
+func largestRecord(t *testing.T, c *client.Client) crdt.Record {
+	t.Helper()
 	id := strings.Repeat("i", crdt.MaxIDBytes)
 	value := func(n int) []byte {
 		v, err := crdt.EncodeValue(bytes.Repeat([]byte{7}, n))
@@ -65,8 +139,6 @@ func TestRealServerAtMinRequestBytesTakesTheLargestRecord(t *testing.T) {
 		}
 		return v
 	}
-	// Three values of n bytes each, n the largest whose record is within
-	// the record limit.
 	record := func(n int) (crdt.Record, int) {
 		rec := crdt.Record{ID: id, Fields: map[string]crdt.Field{}}
 		for _, name := range []string{"a", "b", "c"} {
@@ -90,11 +162,5 @@ func TestRealServerAtMinRequestBytesTakesTheLargestRecord(t *testing.T) {
 	if size < crdt.MaxRecordBytes-8 {
 		t.Fatalf("a record of %d bytes, want about %d", size, crdt.MaxRecordBytes)
 	}
-	res, err := c.Push(ctx, []crdt.Change{{Collection: coll, Record: rec}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(res) != 1 || res[0].Status != client.StatusApplied {
-		t.Fatalf("push of a record at the record limit: %+v, want applied", res)
-	}
+	return rec
 }
