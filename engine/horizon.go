@@ -692,7 +692,9 @@ type Lease struct {
 // went back, or when the lease was last written more than
 // MaxOffline/20 ago. A position or floor that moved forward is written
 // at the next of those: a lease that lags is safe, it only holds the
-// horizons back. A lease this instance has not written before is
+// horizons back. A lease this instance has not written before, or whose
+// record was gone when its last collection run read the leases (expired,
+// or removed beyond a bound, by any instance's run: leaseScan.forget), is
 // written only while the subject has made fewer than
 // Config.MaxLeasesPerSubject such leases on collection in the current
 // window (admitLease); past that NoteLease writes nothing and returns
@@ -1149,6 +1151,31 @@ func (s *leaseScan) flush(ctx context.Context) error {
 	return nil
 }
 
+// forget drops from this instance's lease cache (hz.leases) the leases
+// the whole scan did not keep, unless written since it began: those this
+// run removed (expired, beyond a bound), and those gone before it (another
+// instance's run removed them). NoteLease then takes such a lease's reader
+// as new, within the bound on new leases (admitLease), rather than writing
+// its lease again at its next renewal, uncounted.
+func (s *leaseScan) forget() {
+	hz := &s.e.hz
+	hz.mu.Lock()
+	defer hz.mu.Unlock()
+	for key, l := range hz.leases {
+		if l.seen >= s.now {
+			continue
+		}
+		i := strings.LastIndexByte(key, '/')
+		if i < 0 {
+			delete(hz.leases, key) // not a lease's key (NoteLease writes none such)
+			continue
+		}
+		if _, kept := s.kept[key[:i]][leaseSubject(key[i+1:])][key]; !kept {
+			delete(hz.leases, key)
+		}
+	}
+}
+
 // leases returns the live leases kept of collection.
 func (s *leaseScan) leases(collection string) []lease {
 	var out []lease
@@ -1189,6 +1216,7 @@ func (e *Engine) scanLeases(ctx context.Context, purger stores.Purger) (*leaseSc
 	if err := s.flush(ctx); err != nil {
 		return nil, err
 	}
+	s.forget()
 	if s.evicted > 0 {
 		e.log.Info("tombstone collection: leases beyond the bound per subject removed", "leases", s.evicted, "bound", s.max)
 	}

@@ -229,3 +229,91 @@ func TestCollectBoundConfigured(t *testing.T) {
 		t.Fatal("Open with a negative MaxLeasesPerSubject: no error")
 	}
 }
+
+// TestLeaseRemovedByARunIsTakenAsNew: a lease this instance wrote and its
+// collection run removed (beyond the bound) is a new lease when its
+// reader comes back: written only while the subject has taken fewer new
+// leases than the bound in the window, as a reader that never held one.
+// Otherwise every reader the instance ever took a lease of would be
+// written again at its next renewal, however many, and the subject would
+// hold far more leases between runs than the bound allows.
+func TestLeaseRemovedByARunIsTakenAsNew(t *testing.T) {
+	const bound = 3
+	st := memory.New()
+	t.Cleanup(func() { st.Close() })
+	clk := &fakeClock{ms: 1_700_000_000_000}
+	e := openInstance(t, st, clk, "srv", bound)
+	writeNotes(t, e, "a")
+	_, cur, err := pullNotes(t, e, Cursor{}, 10, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev := func(i int) string { return proto.ReplicaFor("s", fmt.Sprintf("d%d", i)) }
+	for i := range bound {
+		noteLease(t, e, dev(i), cur)
+	}
+	// The next window takes as many new ones, more recently seen.
+	clk.ms += DefaultCollectEvery.Milliseconds()
+	for i := bound; i < 2*bound; i++ {
+		noteLease(t, e, dev(i), cur)
+	}
+	collectOnce(t, e)
+	var want []string
+	for i := bound; i < 2*bound; i++ {
+		want = append(want, "notes/"+dev(i))
+	}
+	slices.Sort(want)
+	if live, _ := leaseIDs(t, st); !slices.Equal(live, want) {
+		t.Fatalf("after the run, leases %v; want %v", live, want)
+	}
+	// Past a renewal's interval, within the same window: the readers the
+	// run removed come back, and the window has taken the bound already.
+	clk.ms += (time.Hour / leaseRefreshDivisor).Milliseconds()
+	for i := range bound {
+		noteLease(t, e, dev(i), cur)
+	}
+	if live, _ := leaseIDs(t, st); !slices.Equal(live, want) {
+		t.Fatalf("%d leases %v after the removed readers came back in a window that took %d new ones; want %v", len(live), live, bound, want)
+	}
+}
+
+// TestLeaseRemovedByAnotherInstanceIsTakenAsNew: a lease one instance
+// wrote and another instance's run removed is a new lease on the first
+// instance too, once its own run has read the leases: its reader coming
+// back in a window that took the bound of new leases gets none.
+func TestLeaseRemovedByAnotherInstanceIsTakenAsNew(t *testing.T) {
+	const bound = 3
+	st := memory.New()
+	t.Cleanup(func() { st.Close() })
+	clk := &fakeClock{ms: 1_700_000_000_000}
+	e := openInstance(t, st, clk, "srv", bound)
+	e2 := openInstance(t, st, clk, "srv2", bound)
+	writeNotes(t, e, "a")
+	_, cur, err := pullNotes(t, e, Cursor{}, 10, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev := func(i int) string { return proto.ReplicaFor("s", fmt.Sprintf("d%d", i)) }
+	for i := range bound {
+		noteLease(t, e2, dev(i), cur)
+	}
+	var want []string
+	for i := bound; i < 2*bound; i++ {
+		clk.ms++
+		noteLease(t, e, dev(i), cur)
+		want = append(want, "notes/"+dev(i))
+	}
+	slices.Sort(want)
+	collectOnce(t, e)
+	collectOnce(t, e2)
+	if live, _ := leaseIDs(t, st); !slices.Equal(live, want) {
+		t.Fatalf("after the runs, leases %v; want %v", live, want)
+	}
+	clk.ms += (time.Hour / leaseRefreshDivisor).Milliseconds()
+	for i := range bound {
+		noteLease(t, e2, dev(i), cur)
+	}
+	if live, _ := leaseIDs(t, st); !slices.Equal(live, want) {
+		t.Fatalf("%d leases %v after the removed readers came back to the instance that took %d new ones in the window; want %v", len(live), live, bound, want)
+	}
+}
