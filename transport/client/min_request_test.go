@@ -39,7 +39,8 @@ func TestRealServerAtMinRequestBytesTakesTheLargestRecord(t *testing.T) {
 // longest name, pulled with its seal from one server, is given back to
 // another on a store that lost it (the same seal key), both with
 // --max-body and --max-message at transport.MinRequestBytes, and
-// restored; the pull answer that carried it was read whole.
+// restored; the pull answer and the live frame that carried it were read
+// whole.
 func TestRealServerAtMinRequestBytesRestoresTheLargestRecord(t *testing.T) {
 	key := []byte("min-request-seal-key-0123456789abcdef")
 	hs, auth := minRequestServer(t, key)
@@ -64,6 +65,35 @@ func TestRealServerAtMinRequestBytesRestoresTheLargestRecord(t *testing.T) {
 	if len(b) < crdt.MaxRecordBytes-8 {
 		t.Fatalf("pulled a record of %d bytes, want about %d", len(b), crdt.MaxRecordBytes)
 	}
+	// A live frame carries it whole too.
+	live, err := client.NewReplica(minRequestClientOf(t, hs, auth, "live"), client.ReplicaConfig{Collections: []string{longestCollection}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(live.Close)
+	liveCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- live.Live(liveCtx) }()
+	holds := func(want crdt.Record) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			if got, ok := live.Get(longestCollection, want.ID); ok && got.Equal(want) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the live replica did not get the record at the record limit within 10s")
+			}
+		}
+	}
+	holds(page.Records[0])
+	// Written again while the session is up: its changes frame carries it.
+	again := largestRecord(t, c)
+	if res, err := c.Push(ctx, []crdt.Change{{Collection: longestCollection, Record: again}}); err != nil || len(res) != 1 || res[0].Status != client.StatusApplied {
+		t.Fatalf("push again: %+v, %v; want applied", res, err)
+	}
+	holds(again)
+	stop()
+	<-done
 	hs2, auth2 := minRequestServer(t, key)
 	c2 := minRequestClient(t, hs2, auth2)
 	got, err := c2.Restore(ctx, longestCollection, []proto.SealedRecord{{Record: page.Records[0], Seal: page.Seals[0]}})
@@ -112,11 +142,17 @@ func minRequestServer(t *testing.T, sealKey []byte) (*httptest.Server, *transpor
 // that said hello to hs.
 func minRequestClient(t *testing.T, hs *httptest.Server, auth *transport.JWT) *client.Client {
 	t.Helper()
+	return minRequestClientOf(t, hs, auth, strings.Repeat("d", proto.MaxDeviceBytes))
+}
+
+// minRequestClientOf is a client of alice on device that said hello to hs.
+func minRequestClientOf(t *testing.T, hs *httptest.Server, auth *transport.JWT, device string) *client.Client {
+	t.Helper()
 	token, err := auth.Issue("alice", []string{"*"}, []string{"*"}, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := client.New(client.Config{URL: hs.URL, Token: token, Device: strings.Repeat("d", proto.MaxDeviceBytes)})
+	c, err := client.New(client.Config{URL: hs.URL, Token: token, Device: device})
 	if err != nil {
 		t.Fatal(err)
 	}
