@@ -166,9 +166,20 @@ func (l Limits) pageBytes() int64 {
 }
 
 // pullEnvelopeBytes is what a pull answer holds beside its records and
-// their seals: its cursor, its flags and keys, the head of its replica
-// table (whose ids the records' stamps would otherwise carry each).
-const pullEnvelopeBytes = 1 << 10
+// their seals: its cursor (at most proto.MaxCursorBytes), its flags and
+// keys, the head of its replica table (whose ids the records' stamps
+// would otherwise carry each).
+const pullEnvelopeBytes = proto.MaxCursorBytes + 1<<10
+
+// MaxWorkablePageBytes is the most MaxPageBytes a server the clients can
+// read works with: a pull answer of a page of that many bytes, a seal for
+// each of the most records a page holds (engine.MaxPage) and its envelope
+// (pullAnswerBytes) is at most proto.DefaultMaxAnswerBytes, the most of an
+// answer or live message both clients read. Above it a full page would be
+// an answer no client reads, read again and refused for ever. Validate
+// takes higher values; Workable refuses them, and so does convergo serve
+// at startup.
+const MaxWorkablePageBytes = proto.DefaultMaxAnswerBytes - engine.MaxPage*(sealBytes+1) - pullEnvelopeBytes
 
 // pullAnswerBytes is what one pull answer holds encoded: a page of
 // records (pageBytes), a seal for each of them, and its envelope. A pull
@@ -321,9 +332,10 @@ const MinRequestBytes = crdt.MaxRecordBytes + crdt.MaxCollectionBytes + itemHead
 // array head and its members' heads, each at most 9 bytes.
 const itemHeadBytes = 4 * 9
 
-// Workable checks that limits, valid (Validate), are not below what the
-// protocol needs to work: MaxBodyBytes and MaxMessageBytes at least
-// MinRequestBytes. A field below it is a *LimitError, which names it.
+// Workable checks that limits, valid (Validate), are within what the
+// protocol and its clients work with: MaxBodyBytes and MaxMessageBytes at
+// least MinRequestBytes, MaxPageBytes at most MaxWorkablePageBytes. A
+// field beyond is a *LimitError, which names it.
 func (l Limits) Workable() error {
 	for _, b := range []struct {
 		field string
@@ -332,6 +344,9 @@ func (l Limits) Workable() error {
 		if b.v < MinRequestBytes {
 			return &LimitError{b.field, b.v, fmt.Sprintf("must be at least %d (transport.MinRequestBytes: a request of one record at the record limit, %d bytes, and its envelope)", MinRequestBytes, crdt.MaxRecordBytes)}
 		}
+	}
+	if l.MaxPageBytes > MaxWorkablePageBytes {
+		return &LimitError{"MaxPageBytes", l.MaxPageBytes, fmt.Sprintf("must be at most %d (transport.MaxWorkablePageBytes: a page's answer, with its seals and envelope, within the %d bytes of an answer the clients read)", MaxWorkablePageBytes, proto.DefaultMaxAnswerBytes)}
 	}
 	return nil
 }

@@ -571,3 +571,44 @@ func TestServeLimitFlagsLowestValues(t *testing.T) {
 		}
 	}
 }
+
+// --max-page-bytes has a highest value: a pull answer (or live frame) of a
+// page of that many bytes, with a seal for each of the most records a page
+// holds and its envelope, must be one both clients read (at most
+// proto.DefaultMaxAnswerBytes of an answer). The value one above is
+// refused at startup naming the flag, the value and the bound.
+func TestServeMaxPageBytesHighest(t *testing.T) {
+	high := float64(transport.MaxWorkablePageBytes)
+	if transport.MaxWorkablePageBytes >= proto.DefaultMaxAnswerBytes || transport.MaxWorkablePageBytes < proto.DefaultMaxAnswerBytes/2 {
+		t.Fatalf("transport.MaxWorkablePageBytes %d: want under the clients' answer bound %d, near it", transport.MaxWorkablePageBytes, proto.DefaultMaxAnswerBytes)
+	}
+	raw, err := os.ReadFile(filepath.Join("..", "..", "docs", "operations.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := strconv.Itoa(transport.MaxWorkablePageBytes)
+	figure := b[:len(b)-6] + "," + b[len(b)-6:len(b)-3] + "," + b[len(b)-3:]
+	if doc := strings.Join(strings.Fields(string(raw)), " "); !strings.Contains(doc, "`--max-page-bytes` above "+figure+" bytes (`transport.MaxWorkablePageBytes`") {
+		t.Errorf("docs/operations.md does not give the most --max-page-bytes, %s", figure)
+	}
+	for _, tc := range []struct {
+		v       float64
+		refused bool
+	}{{high, false}, {high + 1, true}, {proto.DefaultMaxAnswerBytes, true}} {
+		v := strconv.FormatFloat(tc.v, 'f', -1, 64)
+		t.Run(v, func(t *testing.T) {
+			fs, c := serveFlags(io.Discard)
+			err := parseFlags(fs, []string{"--max-page-bytes", v})
+			if err == nil {
+				err = c.checkNumbers()
+			}
+			bound := strconv.FormatFloat(high, 'f', -1, 64)
+			switch {
+			case !tc.refused && err != nil:
+				t.Fatalf("got %v, want --max-page-bytes %s taken", err, v)
+			case tc.refused && (err == nil || !strings.HasPrefix(err.Error(), "--max-page-bytes "+v+": ") || !strings.Contains(err.Error(), bound)):
+				t.Fatalf("got %v, want an error naming --max-page-bytes, %s and the bound %s", err, v, bound)
+			}
+		})
+	}
+}
