@@ -160,6 +160,21 @@ type Meta struct {
 	Shards int
 }
 
+// RepairReport says what a store's Repair (`convergo repair`) did: it
+// rebuilt a collection's log and head(s) from its records and started a new
+// epoch of it.
+type RepairReport struct {
+	// Records is the number of records the rebuilt log lists.
+	Records int
+	// Lost is the number of records dropped as unreadable (Redis: when the
+	// record hash itself had the wrong type, everything it held counts as
+	// one).
+	Lost int
+	// Head is the collection's head after the rebuild; for a log of
+	// several shards, the highest of its shards' heads.
+	Head uint64
+}
+
 // EpochCause says why a new epoch begins.
 type EpochCause uint8
 

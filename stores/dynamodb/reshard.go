@@ -59,6 +59,17 @@ import (
 // writes about four items per record. It is an operator's command
 // (convergo store reshard), run while the collection may be written: the
 // fence keeps writers out, and their clients retry.
+//
+// Repair (convergo repair) is the same rebuild with K' the collection's
+// current K (or, when a rebuild to some K' is unfinished, that K'): the
+// remedy for a log that lacks entries of records the record items hold. A
+// table restored from a backup can hold such a record item: DynamoDB's
+// backups keep no transaction's items together, so a backup may hold a
+// record item written by a commit and its log partition from before the
+// commit, whose old entry the commit deleted. A reader never pulls that
+// record, and a client's give-back of it is answered duplicate (the record
+// item holds it already), so no write heals it: the client reports
+// client.ErrNotHealed. The rebuild lists every record item in the new log.
 
 // attrResharding marks the epoch item and the head items of a collection
 // whose log is being rebuilt (N: the target K).
@@ -88,25 +99,58 @@ func (st *Store) Reshard(ctx context.Context, coll string, k int) error {
 	if err := stores.CheckShards(k); err != nil {
 		return err
 	}
+	_, err := st.rebuild(ctx, "reshard", coll, k)
+	return err
+}
+
+// Repair rebuilds coll's log and heads from its record items under its
+// current K (see above) and starts a new epoch of cause stores.Rebuilt:
+// readers pull again from the start, every record once. Run again after
+// an interruption, it finishes the rebuild; a rebuild to some K' left
+// unfinished by Reshard it finishes to K'. Record items are not decoded,
+// so the report's Lost is 0. It is safe on a healthy collection (nothing
+// is lost; readers pull everything again).
+func (st *Store) Repair(ctx context.Context, coll string) (stores.RepairReport, error) {
+	if err := st.check(ctx); err != nil {
+		return stores.RepairReport{}, err
+	}
+	if err := stores.CheckCollection(coll); err != nil {
+		return stores.RepairReport{}, err
+	}
+	return st.rebuild(ctx, "repair", coll, 0)
+}
+
+// rebuild runs the rebuild of coll's log into k shards (steps 1 to 6
+// above) for op (reshard, repair). k = 0 is the collection's current K,
+// or the target of an unfinished rebuild, and always rebuilds; a k that
+// is the collection's K already (no rebuild unfinished) does nothing.
+func (st *Store) rebuild(ctx context.Context, op, coll string, k int) (stores.RepairReport, error) {
+	var none stores.RepairReport
 	out, err := st.db.GetItem(ctx, &awsdynamodb.GetItemInput{TableName: &st.table, Key: key(epochPK(coll), 0), ConsistentRead: ptr(true)}, st.dbOpt)
 	if err != nil {
-		return translate(ctx, "reshard "+coll, err)
+		return none, translate(ctx, op+" "+coll, err)
 	}
 	if rs, ok := out.Item[attrResharding]; ok {
-		if v, err := getN(out.Item, attrResharding); err != nil || v != uint64(k) {
-			return fmt.Errorf("reshard %s: %w: a rebuild to %v shards is unfinished; finish it first", coll, stores.ErrInvalid, rs)
+		v, err := getN(out.Item, attrResharding)
+		if err == nil && k == 0 && stores.CheckShards(int(v)) == nil && v <= stores.MaxShards {
+			k = int(v)
+		}
+		if err != nil || v != uint64(k) {
+			return none, fmt.Errorf("%s %s: %w: a rebuild to %v shards is unfinished; finish it first", op, coll, stores.ErrInvalid, rs)
 		}
 	} else {
 		cur, err := shardsInItem(out.Item)
 		if err != nil {
-			return fmt.Errorf("reshard %s: %w", coll, err)
+			return none, fmt.Errorf("%s %s: %w", op, coll, err)
 		}
-		if cur.k == k {
-			return nil
+		if k == 0 {
+			k = cur.k
+		} else if cur.k == k {
+			return none, nil
 		}
 	}
 	kv := n(uint64(k))
-	f := fence{coll: coll, k: k, run: st.bumpToken()}
+	f := fence{op: op, coll: coll, k: k, run: st.bumpToken()}
 
 	// 1. Fence.
 	if _, err := st.db.UpdateItem(ctx, &awsdynamodb.UpdateItemInput{
@@ -116,7 +160,7 @@ func (st *Store) Reshard(ctx context.Context, coll string, k int) error {
 		ExpressionAttributeNames:  map[string]string{"#rs": attrResharding, "#rr": attrReshardRun, "#cvg": attrCvg},
 		ExpressionAttributeValues: map[string]types.AttributeValue{":k": kv, ":run": s(f.run), ":one": n(1)},
 	}, st.dbOpt); err != nil {
-		return translate(ctx, "reshard "+coll+": fence", err)
+		return none, translate(ctx, op+" "+coll+": fence", err)
 	}
 	heads := []string{headPK(coll)}
 	for i := range stores.MaxShards {
@@ -132,14 +176,14 @@ func (st *Store) Reshard(ctx context.Context, coll string, k int) error {
 		}})
 	}
 	if err := st.writeAll(ctx, f, fences, nil); err != nil {
-		return err
+		return none, err
 	}
 	st.forgetShards(coll)
 
 	// 2. The records.
 	recs, err := st.scanRecords(ctx, coll)
 	if err != nil {
-		return fmt.Errorf("reshard %s: %w", coll, err)
+		return none, fmt.Errorf("%s %s: %w", op, coll, err)
 	}
 
 	// 3. Every log entry of every log partition goes.
@@ -159,7 +203,7 @@ func (st *Store) Reshard(ctx context.Context, coll string, k int) error {
 				ExclusiveStartKey:         start,
 			}, st.dbOpt)
 			if err != nil {
-				return translate(ctx, "reshard "+coll+": read the log", err)
+				return none, translate(ctx, op+" "+coll+": read the log", err)
 			}
 			for _, it := range out.Items {
 				dels = append(dels, types.TransactWriteItem{Delete: &types.Delete{TableName: &st.table, Key: map[string]types.AttributeValue{attrPK: it[attrPK], attrSK: it[attrSK]}}})
@@ -170,7 +214,7 @@ func (st *Store) Reshard(ctx context.Context, coll string, k int) error {
 		}
 	}
 	if err := st.writeAll(ctx, f, dels, nil); err != nil {
-		return err
+		return none, err
 	}
 
 	// 4. The new logs.
@@ -200,7 +244,7 @@ func (st *Store) Reshard(ctx context.Context, coll string, k int) error {
 		sizes = append(sizes, 64, itemSize(logItem(ref, e, r.enc)))
 	}
 	if err := st.writeAll(ctx, f, writes, sizes); err != nil {
-		return err
+		return none, err
 	}
 
 	// 5. The new heads.
@@ -229,14 +273,14 @@ func (st *Store) Reshard(ctx context.Context, coll string, k int) error {
 		}
 	}
 	if err := st.writeAll(ctx, f, puts, nil); err != nil {
-		return err
+		return none, err
 	}
 
 	// 6. The new K and epoch.
-	b := counterBump{op: "reshard " + coll + ": new epoch", pk: epochPK(coll), attr: attrN,
+	b := counterBump{op: op + " " + coll + ": new epoch", pk: epochPK(coll), attr: attrN,
 		accept: func(item map[string]types.AttributeValue, _ uint64) (bool, error) {
 			if v, err := getN(item, attrResharding); err != nil || v != uint64(k) {
-				return false, fmt.Errorf("reshard %s: new epoch: the fence to %d shards is gone (%v): another run finished the rebuild", coll, k, item[attrResharding])
+				return false, fmt.Errorf("%s %s: new epoch: the fence to %d shards is gone (%v): another run finished the rebuild", op, coll, k, item[attrResharding])
 			}
 			if r, _ := item[attrReshardRun].(*types.AttributeValueMemberS); r == nil || r.Value != f.run {
 				return false, f.overtaken()
@@ -251,13 +295,17 @@ func (st *Store) Reshard(ctx context.Context, coll string, k int) error {
 		b.set, b.remove = "", "#rs, #rr, #k"
 	}
 	if _, err := st.bump(ctx, b); err != nil {
-		return err
+		return none, err
 	}
 	st.forgetShards(coll)
 	st.shards.put(coll, shardInfo{k: k, durable: k > 1})
-	st.log.Warn("log resharded: new epoch", "collection", coll, "shards", k, "records", len(recs), "cause", stores.Rebuilt.String())
+	st.log.Warn("log rebuilt: new epoch", "op", op, "collection", coll, "shards", k, "records", len(recs), "cause", stores.Rebuilt.String())
 	st.watchers.Notify(stores.Notification{Resync: true})
-	return nil
+	rep := stores.RepairReport{Records: len(recs)}
+	for _, sh := range shards {
+		rep.Head = max(rep.Head, sh.head)
+	}
+	return rep, nil
 }
 
 type storedRecord struct {
@@ -297,9 +345,10 @@ func (st *Store) scanRecords(ctx context.Context, coll string) ([]storedRecord, 
 	return recs, nil
 }
 
-// fence is the fence a run of Reshard holds: its collection, target and
-// token (attrReshardRun).
+// fence is the fence a run of the rebuild holds: its operation (reshard,
+// repair), collection, target and token (attrReshardRun).
 type fence struct {
+	op   string
 	coll string
 	k    int
 	run  string
@@ -320,7 +369,7 @@ func (f fence) check(table string) types.TransactWriteItem {
 
 // overtaken is the error of a run whose fence another run took over.
 func (f fence) overtaken() error {
-	return fmt.Errorf("reshard %s: %w: another run of the rebuild took it over (or finished it); this one stopped without writing more", f.coll, stores.ErrUnavailable)
+	return fmt.Errorf("%s %s: %w: another run of the rebuild took it over (or finished it); this one stopped without writing more", f.op, f.coll, stores.ErrUnavailable)
 }
 
 // writeAll commits acts in transactions of at most maxTxActions actions,
@@ -353,9 +402,9 @@ func (st *Store) writeAll(ctx context.Context, f fence, acts []types.TransactWri
 				if r := cancelled.CancellationReasons; len(r) > 0 && str(r[0].Code) == "ConditionalCheckFailed" {
 					return f.overtaken()
 				}
-				return fmt.Errorf("reshard %s: %w: transaction cancelled: %v", coll, stores.ErrUnavailable, reasonCodes(cancelled.CancellationReasons))
+				return fmt.Errorf("%s %s: %w: transaction cancelled: %v", f.op, coll, stores.ErrUnavailable, reasonCodes(cancelled.CancellationReasons))
 			}
-			return translate(ctx, "reshard "+coll, err)
+			return translate(ctx, f.op+" "+coll, err)
 		}
 		acts = acts[end:]
 		if sizes != nil {

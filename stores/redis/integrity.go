@@ -174,16 +174,7 @@ var repairSource string
 var repairScript = goredis.NewScript(withPrelude(repairSource, sizeSource))
 
 // RepairReport says what Repair did.
-type RepairReport struct {
-	// Records is the number of records the rebuilt log lists.
-	Records int
-	// Lost is the number of records dropped as unreadable (and, when the
-	// record hash itself had the wrong type, everything it held counts as
-	// one).
-	Lost int
-	// Head is the collection's head after the rebuild.
-	Head uint64
-}
+type RepairReport = stores.RepairReport
 
 // Repair rebuilds a collection's log and head from its records: the
 // operator's tool (convergo repair) for damage the next write cannot
