@@ -4,10 +4,12 @@
 //	convergo token [flags]     print a signed access token
 //	convergo store mark-restored --store URL
 //	                           after restoring a backup: reset every reader
+//	                           (DynamoDB: and rebuild every collection's log)
 //	convergo store reshard --store URL --collection C --shards K
 //	                           rebuild a DynamoDB collection's log into K shards
 //	convergo repair --store URL --collection C
-//	                           rebuild a damaged Redis collection's log and head
+//	                           rebuild a collection's log and head from its
+//	                           records (Redis, DynamoDB)
 //	convergo deny --store URL (--subject S | --token-id J) [--for D] [--reason T]
 //	convergo allow --store URL (--subject S | --token-id J)
 //	convergo deny --store URL --list
@@ -58,7 +60,7 @@ commands:
   serve     serve the sync protocol, the demo app and the JS library
   token     print a signed access token
   store     operator commands on a store (mark-restored after a restore, reshard)
-  repair    rebuild a Redis collection's log and head from its records
+  repair    rebuild a collection's log and head from its records (Redis, DynamoDB)
   deny      deny a subject or token id access (--list prints the deny list)
   allow     remove a subject or token id from the deny list
   version   print the version

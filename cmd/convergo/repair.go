@@ -8,14 +8,14 @@ import (
 	"io"
 	"time"
 
-	"github.com/convergo/convergo/stores/redis"
+	"github.com/convergo/convergo/stores"
 	"github.com/convergo/convergo/stores/storeurl"
 )
 
 // repairer is a store that can rebuild a collection's log and head from
-// its records (the Redis store).
+// its records (the Redis and DynamoDB stores).
 type repairer interface {
-	Repair(ctx context.Context, collection string) (redis.RepairReport, error)
+	Repair(ctx context.Context, collection string) (stores.RepairReport, error)
 }
 
 // repairFlags returns the flags of convergo repair, writing its usage to
@@ -30,7 +30,8 @@ func repairFlags(stderr io.Writer) (fs *flag.FlagSet, raw, coll *string) {
 
 // repairCommand runs convergo repair --store URL --collection C: it
 // rebuilds the collection's log and head from its records and starts a new
-// epoch of it, so readers pull again (docs/redis.md, "Damaged data").
+// epoch of it, so readers pull again (docs/redis.md, "Damaged data";
+// docs/operations.md, "Backup and restore", for DynamoDB).
 func repairCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs, rawp, collp := repairFlags(stderr)
 	if err := parseFlags(fs, args); err != nil {
@@ -41,7 +42,11 @@ func repairCommand(ctx context.Context, args []string, stdout, stderr io.Writer)
 		fs.Usage()
 		return errors.New("--store and --collection are required")
 	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+	limit := 10 * time.Minute // a Redis repair is one script
+	if spec, err := storeurl.Parse(raw); err == nil && spec.Kind == "dynamodb" {
+		limit = rebuildLimit
+	}
+	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	st, kind, _, err := openForTool(ctx, raw, stderr, "", storeurl.Options{})
 	if err != nil {

@@ -18,13 +18,26 @@ const storeUsage = `usage: convergo store <command> --store URL
 
 commands:
   mark-restored   after restoring the store from a backup: start a new epoch
-                  of every collection, so that every reader is reset
+                  of every collection, so that every reader is reset;
+                  DynamoDB: then rebuild every collection's log from its
+                  records (a backup keeps no transaction's items together)
   identity        print the store's identity
   reshard         --collection C --shards K: rebuild a collection's log into
                   K log shards (DynamoDB); a new epoch, readers pull again
 
 See docs/operations.md, "Backup and restore".
 `
+
+// rebuildLimit bounds a command that rebuilds DynamoDB logs (reshard,
+// repair, mark-restored): a rebuild writes about four items per record.
+const rebuildLimit = 24 * time.Hour
+
+// allRepairer is a store whose restore leaves logs to rebuild from the
+// records (DynamoDB: a backup keeps no transaction's items together):
+// mark-restored rebuilds every collection's log after its new epoch.
+type allRepairer interface {
+	RepairAll(ctx context.Context, each func(coll string, rep stores.RepairReport)) error
+}
 
 // storeArgs are the flags of the store commands.
 type storeArgs struct {
@@ -73,8 +86,9 @@ func storeCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	limit := time.Minute
 	if cmd == "reshard" {
-		limit = 24 * time.Hour // a rebuild writes about four items per record
+		limit = rebuildLimit
 	}
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	// mark-restored expects a bolt file put back, or a DynamoDB table
@@ -101,6 +115,16 @@ func storeCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if cmd == "mark-restored" {
 		if err := st.BumpEpochs(ctx); err != nil {
 			return fmt.Errorf("mark %s restored: %w", storeurl.Redact(raw), err)
+		}
+		if r, ok := st.(allRepairer); ok {
+			rctx, rcancel := context.WithTimeout(parent, rebuildLimit)
+			defer rcancel()
+			err := r.RepairAll(rctx, func(coll string, rep stores.RepairReport) {
+				fmt.Fprintf(stdout, "collection %s: log rebuilt from its records: %d records\n", coll, rep.Records)
+			})
+			if err != nil {
+				return fmt.Errorf("mark %s restored: the new epoch is started, but rebuilding the logs failed (run mark-restored again, or convergo repair for the collection): %w", storeurl.Redact(raw), err)
+			}
 		}
 	}
 	id, err := st.Identity(ctx)

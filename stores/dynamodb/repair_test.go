@@ -195,3 +195,41 @@ func TestRepairHealthy(t *testing.T) {
 		})
 	}
 }
+
+// TestRepairAll repairs every collection of a table, of one log shard and
+// of four, and lists each once.
+func TestRepairAll(t *testing.T) {
+	db, _, _ := testClients(t)
+	table := plainTable(t, db)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	one, four := openTest(t, db, nil, table), openShards(t, db, nil, table, 4)
+	for i, st := range []*Store{one, four} {
+		coll := []string{"a", "b.x"}[i]
+		for _, id := range []string{"r1", "r2#3", "r3"} {
+			if _, err := st.Apply(ctx, []crdt.Change{{Collection: coll, Record: crdt.SetField(id, "n", val(t, 1), stamp(1, "w"))}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	got := map[string]stores.RepairReport{}
+	var order []string
+	if err := one.RepairAll(ctx, func(coll string, rep stores.RepairReport) {
+		got[coll] = rep
+		order = append(order, coll)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(order, []string{"a", "b.x"}) || got["a"].Records != 3 || got["b.x"].Records != 3 {
+		t.Fatalf("RepairAll repaired %v: %+v, want a and b.x of 3 records each", order, got)
+	}
+	for _, coll := range order {
+		m, err := four.Meta(ctx, coll)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ids := pullIDs(ctx, t, four, coll); len(ids) != 3 || max(m.Shards, 1) != map[string]int{"a": 1, "b.x": 4}[coll] {
+			t.Fatalf("%s after RepairAll: %d shards, a pull delivers %v", coll, m.Shards, ids)
+		}
+	}
+}

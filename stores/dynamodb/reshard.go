@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -412,4 +413,71 @@ func (st *Store) writeAll(ctx context.Context, f fence, acts []types.TransactWri
 		}
 	}
 	return nil
+}
+
+// RepairAll runs Repair on every collection of the table that has record
+// items or head items (listed with one Scan of the table, keys only),
+// calling each after each: the step of a restore (`convergo store
+// mark-restored`) that brings every log in line with the record items a
+// backup kept. It stops at the first failure; a second call repairs every
+// collection again, finishing an interrupted rebuild.
+func (st *Store) RepairAll(ctx context.Context, each func(coll string, rep stores.RepairReport)) error {
+	if err := st.check(ctx); err != nil {
+		return err
+	}
+	colls, err := st.scanCollections(ctx)
+	if err != nil {
+		return err
+	}
+	for _, coll := range colls {
+		rep, err := st.Repair(ctx, coll)
+		if err != nil {
+			return fmt.Errorf("repair every collection: %w", err)
+		}
+		if each != nil {
+			each(coll, rep)
+		}
+	}
+	return nil
+}
+
+// scanCollections returns, sorted, the collections the table holds record
+// items or head items of (~r#COLL#ID, ~h#COLL, ~h#COLL#I: a collection
+// name has no '#').
+func (st *Store) scanCollections(ctx context.Context) ([]string, error) {
+	rp, hp := strings.TrimSuffix(recordPK("", ""), "#"), headPK("") // ~r#, ~h#
+	set := map[string]bool{}
+	var start map[string]types.AttributeValue
+	for {
+		out, err := st.db.Scan(ctx, &awsdynamodb.ScanInput{
+			TableName: &st.table, ConsistentRead: ptr(true), ExclusiveStartKey: start,
+			ProjectionExpression:     ptr("#pk"),
+			FilterExpression:         ptr("begins_with(#pk, :r) OR begins_with(#pk, :h)"),
+			ExpressionAttributeNames: map[string]string{"#pk": attrPK},
+			ExpressionAttributeValues: map[string]types.AttributeValue{
+				":r": s(rp), ":h": s(hp),
+			},
+		}, st.dbOpt)
+		if err != nil {
+			return nil, translate(ctx, "list the collections", err)
+		}
+		for _, it := range out.Items {
+			pk, _ := it[attrPK].(*types.AttributeValueMemberS)
+			if pk == nil {
+				continue
+			}
+			for _, p := range []string{rp, hp} {
+				if rest, ok := strings.CutPrefix(pk.Value, p); ok {
+					coll, _, _ := strings.Cut(rest, "#")
+					if stores.CheckCollection(coll) == nil {
+						set[coll] = true
+					}
+				}
+			}
+		}
+		if start = out.LastEvaluatedKey; start == nil {
+			break
+		}
+	}
+	return slices.Sorted(maps.Keys(set)), nil
 }
