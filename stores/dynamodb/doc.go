@@ -60,7 +60,8 @@
 // a fence that refuses writers, and starts a new epoch (Reshard,
 // reshard.go; convergo store reshard). The fence names the run that holds
 // it, and every write of the rebuild checks it, so a second run takes the
-// rebuild over and the first writes nothing more.
+// rebuild over and the first writes nothing more. Repair is the same
+// rebuild under the current K.
 //
 // # Identity, epochs, and restored tables
 //
@@ -85,7 +86,12 @@
 // backup of a table that no
 // server of this version had opened records none and is not noticed: the
 // restore procedure still runs mark-restored (docs/operations.md, "Backup
-// and restore"). The replicas of a global table have TableIds of their
+// and restore"). A backup keeps no transaction's items together, so a
+// restored table may hold a record item whose log entry is missing, which
+// no pull delivers and no write heals; Repair (convergo repair) rebuilds
+// a collection's log from its record items, Reshard's rebuild under its
+// current K, and mark-restored runs it on every collection (RepairAll,
+// reshard.go). The replicas of a global table have TableIds of their
 // own and share one store item, so the store does not support global
 // tables, and refuses one at open (checkSchema). See restored.go.
 //

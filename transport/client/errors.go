@@ -81,10 +81,16 @@ var (
 	// the store lost history, the server acknowledged records the replica
 	// gave back and then did not serve them, heal after heal
 	// (proto.MaxHealAgain heals again: a store that keeps going back in
-	// time). Those records stay local only; Pull and Sync return it once,
-	// Live and Apply give it to ReplicaConfig.OnError.
+	// time, or a DynamoDB table restored with record items its logs lack).
+	// Those records stay local only; Pull and Sync return it once, Live
+	// and Apply give it to ReplicaConfig.OnError. The remedy is the
+	// server operator's (notHealedRemedy).
 	ErrNotHealed = errors.New("convergo: the server does not keep what it acknowledged when healed")
 )
+
+// notHealedRemedy is what the log line of ErrNotHealed tells the server's
+// operator to do.
+const notHealedRemedy = "the server's operator rebuilds the collection's log from its records: convergo repair --store URL --collection C (docs/operations.md, \"Repairing a collection's log\")"
 
 // sentinels maps proto's codes to the sentinels above; a test checks that
 // every code of proto.Codes has one.

@@ -1358,7 +1358,7 @@ func (r *Replica) checkHealLocked(collection string, page Page, at []byte) (heal
 	hc.again++
 	if hc.again > proto.MaxHealAgain {
 		r.c.log.Error("the server acknowledged records this replica gave back after it lost history, and does not serve them: they stay local only",
-			"collection", collection, "records", len(hc.ids), "heals", hc.again)
+			"collection", collection, "records", len(hc.ids), "heals", hc.again, "remedy", notHealedRemedy)
 		delete(r.healed, collection)
 		return healUnconfirmed, reconcileEnd{}
 	}
