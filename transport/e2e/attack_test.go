@@ -744,12 +744,12 @@ func rss(pid int) (now, peak int64, err error) {
 // Limits of the server whose memory is measured, and the terms of the
 // worst-case formula of docs/operations.md ("Memory").
 const (
-	memConns        = 40        // N
-	memQueueBytes   = 1 << 20   // Q
-	memPageBytes    = 512 << 10 // P, with crdt.MaxRecordBytes
-	memBodyBytes    = 1 << 20   // M
-	memBodiesFlight = 4 << 20   // F
-	memMessageBytes = 64 << 10  // W
+	memConns        = 40                        // N
+	memQueueBytes   = 1 << 20                   // Q
+	memPageBytes    = 512 << 10                 // P, with crdt.MaxRecordBytes
+	memBodyBytes    = 1 << 20                   // M
+	memBodiesFlight = 4 << 20                   // F
+	memMessageBytes = transport.MinRequestBytes // W: the least convergo serve takes
 	// connCost is c, what one connection holds besides the buffers
 	// below (docs/operations.md).
 	connCost = 64 << 10
