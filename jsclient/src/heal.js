@@ -293,6 +293,15 @@ export async function heal(syncer, c) {
  */
 
 /**
+ * What the error of a collection c given up healing tells the server's
+ * operator to do, as the Go client's log line of client.ErrNotHealed
+ * (transport/client/errors.go, notHealedRemedy) does.
+ * @param {string} c
+ */
+const notHealedRemedy = (c) =>
+  `the server's operator rebuilds the collection's log from its records: convergo repair --store URL --collection ${c} (docs/operations.md, "Repairing a collection's log")`;
+
+/**
  * Notes what pull page p of collection c, read from cursor from, delivers
  * of its last heal (a record, or a leave entry of a scoped read: the
  * server holds it). When p ends a reading from the beginning begun after
@@ -325,7 +334,7 @@ export async function checkHeal(syncer, c, p, from) {
   syncer.healChecks.delete(c);
   if (hc.ids.size === 0) return { again: false, drop: hc.collected.size > 0 ? hc.collected : null, ended: true };
   if (++hc.again > DEFAULTS.maxHealAgain) {
-    syncer.o.onError(new ConvergoError('internal', `heal ${c}: the server acknowledged ${hc.ids.size} records given back after it lost history and does not serve them; they stay local`));
+    syncer.o.onError(new ConvergoError('internal', `heal ${c}: the server acknowledged ${hc.ids.size} records given back after it lost history and does not serve them; they stay local; ${notHealedRemedy(c)}`));
     return { ...none, ended: true };
   }
   // heal keeps the count of heals made again; the next one judges again

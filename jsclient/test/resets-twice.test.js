@@ -76,6 +76,15 @@ test('a store that goes back after every heal is healed a few times, then an err
   server.wipe();
   await until(() => errors.some((e) => /does not serve them/.test(e.message)), 'an error that the heal does not hold', WAIT);
   if (wipes < 2 || wipes > 10) throw new Error(`${wipes} heals lost before giving up`);
+  // The error names the operator's remedy, as the Go client's log line of
+  // client.ErrNotHealed does (docs/operations.md, "Repairing a collection's log").
+  const told = errors.find((e) => /does not serve them/.test(e.message));
+  assert.equal(told.code, 'internal');
+  assert.match(told.message, /^heal todos: the server acknowledged \d+ records given back after it lost history and does not serve them; they stay local/);
+  assert.ok(
+    told.message.includes('convergo repair --store URL --collection todos (docs/operations.md, "Repairing a collection\'s log")'),
+    `the remedy named: ${told.message}`,
+  );
   for (let i = 0; i < 3; i++) if (!(await a.collection('todos').get('a' + i))) throw new Error(`a${i} dropped locally`);
 });
 
