@@ -82,7 +82,15 @@ export type Value =
 export type Doc<T extends object = { [field: string]: Value }> = T & { id: string };
 
 export interface Status {
-  /** The leader tab reached the server recently. */
+  /**
+   * The leader tab's last attempt reached the server and had its answer,
+   * whatever the answer: it stays true while the server refuses the token
+   * (401; the 'auth' event and lastError tell that) or refuses a request.
+   * False while the browser is offline or the network or the server
+   * (unavailable) cannot be reached, from a live session's close to the
+   * next answer, and while syncing waits: paused, revoked, or a server this
+   * client cannot speak to.
+   */
   online: boolean;
   /** A push/pull round is running. */
   syncing: boolean;

@@ -229,6 +229,10 @@ test('a refused token raises an auth event; a new token resumes sync', async (t)
   await until(() => errors.length >= 2, "the refusals after 'auth' told as 'error'");
   assert.deepEqual(auth, ['unauthenticated']);
   assert.deepEqual([...new Set(errors)], ['unauthenticated']);
+  // README, status: online says the server answered, whatever it answered;
+  // the refused token is told by 'auth' and lastError.
+  assert.equal(a.status.online, true, 'the server answers: online');
+  assert.equal(a.status.lastError?.code, 'unauthenticated');
   a.setToken('good');
   await until(() => a.status.pending === 0 && a.status.online, 'synced with the new token');
 });
