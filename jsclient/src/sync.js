@@ -921,6 +921,27 @@ export class Syncer {
         // nor acts on it (a revoked purges nothing). Refused again, the
         // refusal is of the current token and stands.
         if (BY_TOKEN.has(err.code) && (await this.sentWithReplaced(err))) continue;
+        // A live session whose token expired (its refusal has no HTTP
+        // status: an HTTP request refreshes its token itself, http.js)
+        // asks for a fresh token as an HTTP request does, once, and dials
+        // again with it at once: a token that ran out is no news for the
+        // app. So it is asked before the refusal is taken as the loop's
+        // failure: a token getToken replaced is neither status.lastError
+        // (in any tab) nor the answer of a sync() waiting for the round
+        // (the next round answers it). A refresh that fails, or gives the
+        // token refused, is told as 'auth' (with getToken's failure as its
+        // cause).
+        if (err.code === 'token_expired' && err.status === undefined && !tokenRefreshed) {
+          tokenRefreshed = true;
+          const refused = sentWith.get(err);
+          try {
+            if ((await this.token(true)) !== refused) continue;
+          } catch (t) {
+            err = new ConvergoError(err.code, `${err.message}; getToken: ${/** @type {any} */ (t)?.message ?? t}`, { requestId: err.requestId, cause: t });
+            if (refused !== undefined) sentWith.set(err, refused);
+          }
+          if (this.stopped) break;
+        }
         this.lastError = err;
         this.retryAt = err.retryAfter ? Date.now() + err.retryAfter * 1000 : 0;
         // A sync() that woke the loop hears why this attempt failed (an
@@ -949,25 +970,6 @@ export class Syncer {
           continue;
         }
         const retry = retryOf(err.code);
-        // A live session whose token expired (its refusal has no HTTP
-        // status: an HTTP request refreshes its token itself, http.js)
-        // asks for a fresh token as an HTTP request does, once, and dials
-        // again with it at once: a token that ran out is no news for the
-        // app. A refresh that fails, or gives the token refused, is
-        // told as 'auth' (with getToken's failure as its cause).
-        if (err.code === 'token_expired' && err.status === undefined && !tokenRefreshed) {
-          tokenRefreshed = true;
-          const refused = sentWith.get(err);
-          try {
-            if ((await this.token(true)) !== refused) continue;
-          } catch (t) {
-            err = new ConvergoError(err.code, `${err.message}; getToken: ${/** @type {any} */ (t)?.message ?? t}`, { requestId: err.requestId, cause: t });
-            if (refused !== undefined) sentWith.set(err, refused);
-            this.lastError = err;
-            this.o.onStatus({ lastError: err });
-          }
-          if (this.stopped) break;
-        }
         if (retry === 'auth') {
           if (!tokenRetried) {
             tokenRetried = true;

@@ -271,6 +271,40 @@ test("the token the leader's getToken refreshes is every tab's: the tab that lea
   assert.deepEqual(refused, []);
 });
 
+test("a live session's expiry the leader's getToken fixes is no failure in any tab: a follower's sync() right after it resolves, and no status says token_expired", async (t) => {
+  // README: a token that expired and that getToken replaced, over HTTP or a
+  // live session, is no event; over HTTP such a refresh never reaches
+  // status.lastError nor a sync() call (http.js), nor may a live one.
+  let valid = tokenOf('alice') + '1';
+  const server = await new FakeServer({ auth: (/** @type {string} */ tok) => (tok === valid ? null : 'token_expired') }).start();
+  t.after(() => server.stop());
+  let calls = 0;
+  const getToken = async () => {
+    calls++;
+    return valid;
+  };
+  const { leader, follower, heard } = await eventTabs(t, server, { getToken }, ['auth', 'error']);
+  /** @type {string[][]} the codes of lastError each tab's status events carried */
+  const lastErrors = [[], []];
+  [leader, follower].forEach((tab, i) => tab.on('status', (s) => s.lastError && lastErrors[i].push(s.lastError.code)));
+  await until(() => follower.status.online, 'the follower mirrors the live leader');
+  const hellos = server.received.filter((m) => m.get(0) === 'hello').length;
+  const before = calls;
+  valid = tokenOf('alice') + '2';
+  server.expireLive();
+  const synced = follower.sync().then(
+    () => 'resolved',
+    (e) => `rejected ${e.code}: ${e.message}`,
+  );
+  await until(() => server.received.filter((m) => m.get(0) === 'hello').length > hellos && /** @type {any} */ (leader).syncer?.live, 'the leader live again with a fresh token');
+  assert.equal(await synced, 'resolved', "the follower's sync() right after the expiry");
+  assert.equal(await follower.sync().then(() => 'resolved', (e) => `rejected ${e.code}`), 'resolved', "the follower's sync() once live again");
+  assert.ok(calls > before, 'getToken asked for a fresh token');
+  assert.deepEqual(lastErrors, [[], []], 'no status of either tab says the expiry getToken fixed');
+  assert.deepEqual(heard, [{}, {}], "no 'auth' nor 'error' in either tab");
+  assert.equal(follower.status.lastError, null);
+});
+
 /**
  * Two tabs of database "ev" on one server (collection todos), the first
  * leading (and live, unless opts.migrations are ahead of the server's),
