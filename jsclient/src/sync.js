@@ -307,15 +307,18 @@ export class Syncer {
     this.session = null;
     /** @type {(() => void)|null} wakes the loop from a wait */
     this.wake = null;
+    /** @type {Set<() => void>} ends each push's delay under way (wait 'push'): stop() does */
+    this.delays = new Set();
     /** @type {((at: number) => void)|null} moves the end of the current wait to an earlier time */
     this.wakeAt = null;
     /**
      * What the loop is waiting for, if it waits: the next reconnect
      * attempt, the next poll, the browser to report a network, sync()
      * after the server refused the protocol version, a new token after
-     * it revoked the subject, or (push) the delay before a live push
-     * refused for now goes over HTTP (pushOutbox).
-     * @type {'backoff'|'poll'|'offline'|'halted'|'revoked'|'push'|null}
+     * it revoked the subject. A push's delay (the one before a live push
+     * refused for now goes over HTTP, pushOutbox) is none of the loop's
+     * waits and leaves it as it is (wait).
+     * @type {'backoff'|'poll'|'offline'|'halted'|'revoked'|null}
      */
     this.waiting = null;
     /** No request before this time (ms since epoch): the server's Retry-After. */
@@ -394,6 +397,7 @@ export class Syncer {
     clearTimeout(this.failTimer);
     this.session?.close();
     this.wake?.();
+    for (const finish of this.delays) finish();
     this.settleRound(new ConvergoError('network', 'sync stopped'));
     await this.loop;
     await this.o.onStopped?.();
@@ -450,8 +454,9 @@ export class Syncer {
     if (this.waiting === 'halted') return false; // only sync() tries again
     if (this.waiting === 'revoked' && why !== 'token') return false; // only a new token
     this.attempt = 0;
-    // A push's delay is not cut short: the server asked for less.
-    if (this.waiting === null || this.waiting === 'push') {
+    // A push's delay (no wait of the loop's) is not cut short: the server
+    // asked for less.
+    if (this.waiting === null) {
       // Live, or a round is under way: if it fails (it may have started
       // before the server or the network came back), the next attempt goes
       // at once instead of after the backoff.
@@ -998,9 +1003,11 @@ export class Syncer {
 
   /**
    * Waits ms, or less if woken (wake) or the end moved earlier (wakeAt).
-   * A push's delay may be under way when the loop starts to wait (its
-   * session closed meanwhile): the loop's wait takes wake and wakeAt over,
-   * and the delay, when it ends, leaves them be.
+   * The loop's waits are what wake, wakeAt and waiting name. A push's
+   * delay ('push') is no wait of the loop's: it may begin or end while the
+   * loop waits (a push loop outlives the session it began in), and leaves
+   * them be, so the loop stays wakeable ('online', a write, sync()) and
+   * says what it waits for; stop() ends it (delays).
    * @param {number} ms Infinity: until woken
    * @param {'backoff'|'poll'|'offline'|'halted'|'revoked'|'push'} why
    */
@@ -1012,6 +1019,7 @@ export class Syncer {
       let end = Date.now() + ms;
       const finish = () => {
         clearTimeout(t);
+        this.delays.delete(finish);
         if (this.wake === finish) {
           this.wake = null;
           this.wakeAt = null;
@@ -1019,6 +1027,11 @@ export class Syncer {
         }
         resolve(undefined);
       };
+      if (ms !== Infinity) t = setTimeout(finish, ms);
+      if (why === 'push') {
+        this.delays.add(finish);
+        return;
+      }
       this.waiting = why;
       this.wake = finish;
       this.wakeAt = (/** @type {number} */ at) => {
@@ -1027,7 +1040,6 @@ export class Syncer {
         clearTimeout(t);
         t = setTimeout(finish, Math.max(0, at - Date.now()));
       };
-      if (ms !== Infinity) t = setTimeout(finish, ms);
     });
   }
 

@@ -178,7 +178,7 @@ test('live: stop() ends the backoff delay after a push refused unavailable; the 
   await until(() => server.livePushes.length === 1, 'the live push refused', WAIT);
   // The client takes the refusal and waits (a pause before that would
   // close the session with the push in flight: the next test's case).
-  await until(() => /** @type {any} */ (a).syncer?.waiting === 'push', 'the backoff delay', WAIT);
+  await until(() => /** @type {any} */ (a).syncer?.delays.size === 1, 'the backoff delay', WAIT);
   await a.pause();
   await new Promise((r) => setTimeout(r, 1500)); // past the delay
   assert.equal(httpPushes(server), 0, 'nothing pushed after stop()');
