@@ -1,6 +1,7 @@
 package dynamodb
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -41,13 +42,18 @@ import (
 //     reads as errResharding (stores.ErrUnavailable: retry later), so from
 //     here on no writer commits: one with a cached head is cancelled and
 //     sees the fence; one routing afresh reads it on the epoch item.
-//  2. Read every record item of the collection (a strongly consistent
+//  2. Delete every log entry of every log partition of the collection (the
+//     old logs, and what an interrupted run wrote of the new ones).
+//  3. Read every record item of the collection (a strongly consistent
 //     Scan: records have one partition each, and only a Scan finds them
 //     all; the rebuild is rare and the Scan reads the table once).
-//  3. Delete every log entry of every log partition of the collection (the
-//     old logs, and what an interrupted run wrote of the new ones).
+//     RepairAll fences and empties every collection first and reads the
+//     record items of all of them with one Scan (scanRecords).
 //  4. Number the records per new shard in id order, and write each its
-//     log entry and its new seq on the record item.
+//     log entry and its new seq on the record item. Records are kept in
+//     memory up to rebuildBufferBytes (of every collection of the Scan
+//     together); past it, those kept are numbered and written (in id
+//     order among them, after those written before) and let go.
 //  5. Put the new heads (head, usage, k; for K' > 1 the marker ~h#COLL
 //     {head 0, k}). Head items beyond the new shards keep their fence, so
 //     a writer still routing by the old K is refused there too, forgets
@@ -126,10 +132,49 @@ func (st *Store) Repair(ctx context.Context, coll string) (stores.RepairReport, 
 // or the target of an unfinished rebuild, and always rebuilds; a k that
 // is the collection's K already (no rebuild unfinished) does nothing.
 func (st *Store) rebuild(ctx context.Context, op, coll string, k int) (stores.RepairReport, error) {
-	var none stores.RepairReport
+	r, err := st.startRebuild(ctx, op, coll, k)
+	if err != nil || r == nil {
+		return stores.RepairReport{}, err
+	}
+	if err := st.scanRecords(ctx, op+" "+coll, map[string]*rebuildRun{coll: r}, recordPK(coll, "")); err != nil {
+		return stores.RepairReport{}, err
+	}
+	return st.finishRebuild(ctx, r)
+}
+
+// rebuildRun is one collection's rebuild in progress: its fence, the new
+// shards as numbered so far (step 4), and the records read and not yet
+// numbered and written (see scanRecords).
+type rebuildRun struct {
+	f       fence
+	kv      types.AttributeValue
+	shards  []rebuildShard
+	pending []storedRecord
+	held    int // the pending records' size
+	recs    int
+}
+
+// rebuildShard is a new shard of a rebuild: its head and usage so far.
+type rebuildShard struct {
+	head  uint64
+	usage stores.Usage
+}
+
+// recordsPrefix begins the key of every record item (~r#).
+var recordsPrefix = strings.TrimSuffix(recordPK("", ""), "#")
+
+// rebuildBufferBytes bounds the records a Scan of the records holds for
+// every collection it rebuilds (see scanRecords). A variable for the
+// tests, which make it small.
+var rebuildBufferBytes = 32 << 20
+
+// startRebuild decides the target of coll's rebuild (see rebuild: nil
+// when there is nothing to do), fences the collection (step 1) and
+// deletes every entry of every log partition of it (step 2).
+func (st *Store) startRebuild(ctx context.Context, op, coll string, k int) (*rebuildRun, error) {
 	out, err := st.db.GetItem(ctx, &awsdynamodb.GetItemInput{TableName: &st.table, Key: key(epochPK(coll), 0), ConsistentRead: ptr(true)}, st.dbOpt)
 	if err != nil {
-		return none, translate(ctx, op+" "+coll, err)
+		return nil, translate(ctx, op+" "+coll, err)
 	}
 	if rs, ok := out.Item[attrResharding]; ok {
 		v, err := getN(out.Item, attrResharding)
@@ -137,17 +182,17 @@ func (st *Store) rebuild(ctx context.Context, op, coll string, k int) (stores.Re
 			k = int(v)
 		}
 		if err != nil || v != uint64(k) {
-			return none, fmt.Errorf("%s %s: %w: a rebuild to %v shards is unfinished; finish it first", op, coll, stores.ErrInvalid, rs)
+			return nil, fmt.Errorf("%s %s: %w: a rebuild to %v shards is unfinished; finish it first", op, coll, stores.ErrInvalid, rs)
 		}
 	} else {
 		cur, err := shardsInItem(out.Item)
 		if err != nil {
-			return none, fmt.Errorf("%s %s: %w", op, coll, err)
+			return nil, fmt.Errorf("%s %s: %w", op, coll, err)
 		}
 		if k == 0 {
 			k = cur.k
 		} else if cur.k == k {
-			return none, nil
+			return nil, nil
 		}
 	}
 	kv := n(uint64(k))
@@ -161,7 +206,7 @@ func (st *Store) rebuild(ctx context.Context, op, coll string, k int) (stores.Re
 		ExpressionAttributeNames:  map[string]string{"#rs": attrResharding, "#rr": attrReshardRun, "#cvg": attrCvg},
 		ExpressionAttributeValues: map[string]types.AttributeValue{":k": kv, ":run": s(f.run), ":one": n(1)},
 	}, st.dbOpt); err != nil {
-		return none, translate(ctx, op+" "+coll+": fence", err)
+		return nil, translate(ctx, op+" "+coll+": fence", err)
 	}
 	heads := []string{headPK(coll)}
 	for i := range stores.MaxShards {
@@ -177,17 +222,11 @@ func (st *Store) rebuild(ctx context.Context, op, coll string, k int) (stores.Re
 		}})
 	}
 	if err := st.writeAll(ctx, f, fences, nil); err != nil {
-		return none, err
+		return nil, err
 	}
 	st.forgetShards(coll)
 
-	// 2. The records.
-	recs, err := st.scanRecords(ctx, coll)
-	if err != nil {
-		return none, fmt.Errorf("%s %s: %w", op, coll, err)
-	}
-
-	// 3. Every log entry of every log partition goes.
+	// 2. Every log entry of every log partition goes.
 	logs := []string{logPK(coll)}
 	for i := range stores.MaxShards {
 		logs = append(logs, logRef{coll: coll, shard: i, shards: stores.MaxShards}.logPK())
@@ -204,7 +243,7 @@ func (st *Store) rebuild(ctx context.Context, op, coll string, k int) (stores.Re
 				ExclusiveStartKey:         start,
 			}, st.dbOpt)
 			if err != nil {
-				return none, translate(ctx, op+" "+coll+": read the log", err)
+				return nil, translate(ctx, op+" "+coll+": read the log", err)
 			}
 			for _, it := range out.Items {
 				dels = append(dels, types.TransactWriteItem{Delete: &types.Delete{TableName: &st.table, Key: map[string]types.AttributeValue{attrPK: it[attrPK], attrSK: it[attrSK]}}})
@@ -213,40 +252,131 @@ func (st *Store) rebuild(ctx context.Context, op, coll string, k int) (stores.Re
 				break
 			}
 		}
+		// Committed partition by partition: a log of many entries is not
+		// held whole.
+		if err := st.writeAll(ctx, f, dels, nil); err != nil {
+			return nil, err
+		}
+		dels = dels[:0]
 	}
-	if err := st.writeAll(ctx, f, dels, nil); err != nil {
-		return none, err
-	}
+	return &rebuildRun{f: f, kv: kv, shards: make([]rebuildShard, k)}, nil
+}
 
-	// 4. The new logs.
-	type shardState struct {
-		head  uint64
-		usage stores.Usage
-	}
-	shards := make([]shardState, k)
-	var writes []types.TransactWriteItem
-	var sizes []int
-	for _, r := range recs {
-		ref := logRef{coll: coll, shard: stores.ShardOf(r.id, k), shards: k}
-		sh := &shards[ref.shard]
+type storedRecord struct {
+	id  string
+	enc []byte
+}
+
+// size is what r holds of memory, about.
+func (r storedRecord) size() int { return len(r.id) + len(r.enc) + 64 }
+
+// flush numbers r's pending records in id order, each in its new shard
+// after the records numbered before (step 4), and writes each its seq on
+// its record item and its log entry.
+func (st *Store) flush(ctx context.Context, r *rebuildRun) error {
+	slices.SortFunc(r.pending, func(a, b storedRecord) int { return strings.Compare(a.id, b.id) })
+	acts := make([]types.TransactWriteItem, 0, 2*len(r.pending))
+	sizes := make([]int, 0, 2*len(r.pending))
+	for _, rec := range r.pending {
+		ref := logRef{coll: r.f.coll, shard: stores.ShardOf(rec.id, r.f.k), shards: r.f.k}
+		sh := &r.shards[ref.shard]
 		sh.head++
 		sh.usage.Records++
-		sh.usage.Bytes += int64(len(r.enc))
-		e := stores.Entry{Seq: sh.head, Record: crdt.Record{ID: r.id}}
-		writes = append(writes,
+		sh.usage.Bytes += int64(len(rec.enc))
+		r.recs++
+		entry := logItem(ref, stores.Entry{Seq: sh.head, Record: crdt.Record{ID: rec.id}}, rec.enc)
+		acts = append(acts,
 			types.TransactWriteItem{Update: &types.Update{
-				TableName: &st.table, Key: key(recordPK(coll, r.id), 0),
+				TableName: &st.table, Key: key(recordPK(r.f.coll, rec.id), 0),
 				UpdateExpression:          ptr("SET #s = :s"),
 				ConditionExpression:       ptr("attribute_exists(#pk)"),
 				ExpressionAttributeNames:  map[string]string{"#s": attrSeq, "#pk": attrPK},
 				ExpressionAttributeValues: map[string]types.AttributeValue{":s": n(sh.head)},
 			}},
-			types.TransactWriteItem{Put: &types.Put{TableName: &st.table, Item: logItem(ref, e, r.enc)}})
-		sizes = append(sizes, 64, itemSize(logItem(ref, e, r.enc)))
+			types.TransactWriteItem{Put: &types.Put{TableName: &st.table, Item: entry}})
+		sizes = append(sizes, 64, itemSize(entry))
 	}
-	if err := st.writeAll(ctx, f, writes, sizes); err != nil {
-		return none, err
+	r.pending, r.held = nil, 0
+	return st.writeAll(ctx, r.f, acts, sizes)
+}
+
+// scanRecords is steps 3 and 4 of the rebuild of every collection of
+// runs (each fenced, its logs emptied) for op: one strongly consistent Scan of
+// the table (records have one partition each, and only a Scan finds them
+// all) for the record items whose key begins with prefix (~r#COLL# for
+// one collection, recordsPrefix for many), each kept with its
+// collection's run. A Scan returns items in hash order, not grouped by
+// collection, so memory is bounded otherwise: whenever the records kept
+// reach rebuildBufferBytes, those of the runs that keep most (until half
+// is left) are numbered in id order after those numbered before, written
+// (flush) and let go. A table whose
+// records fit is rebuilt as one collection at a time would be, each log in
+// id order; a larger one in id order within each part. Memory is then a
+// page of the Scan, rebuildBufferBytes and, per collection, its new
+// shards' heads and usage. Record items of a collection without a run
+// (created after the runs were fenced) are skipped.
+func (st *Store) scanRecords(ctx context.Context, op string, runs map[string]*rebuildRun, prefix string) error {
+	held := 0
+	// flushDown writes the runs that hold most first, until the records
+	// held are under limit: transactions stay full where they can.
+	flushDown := func(limit int) error {
+		order := slices.SortedFunc(maps.Values(runs), func(a, b *rebuildRun) int {
+			return cmp.Or(b.held-a.held, strings.Compare(a.f.coll, b.f.coll))
+		})
+		for _, r := range order {
+			if held < limit || r.held == 0 {
+				break
+			}
+			held -= r.held
+			if err := st.flush(ctx, r); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
+	var start map[string]types.AttributeValue
+	for {
+		out, err := st.db.Scan(ctx, &awsdynamodb.ScanInput{
+			TableName: &st.table, ConsistentRead: ptr(true), ExclusiveStartKey: start,
+			FilterExpression:          ptr("begins_with(#pk, :p)"),
+			ExpressionAttributeNames:  map[string]string{"#pk": attrPK},
+			ExpressionAttributeValues: map[string]types.AttributeValue{":p": s(prefix)},
+		}, st.dbOpt)
+		if err != nil {
+			return translate(ctx, op+": read the records", err)
+		}
+		for _, it := range out.Items {
+			pk, _ := it[attrPK].(*types.AttributeValueMemberS)
+			rec, _ := it[attrRec].(*types.AttributeValueMemberB)
+			if pk == nil || rec == nil || !strings.HasPrefix(pk.Value, prefix) {
+				continue
+			}
+			coll, id, ok := strings.Cut(strings.TrimPrefix(pk.Value, recordsPrefix), "#") // a collection name has no '#'
+			r := runs[coll]
+			if !ok || r == nil {
+				continue
+			}
+			sr := storedRecord{id: id, enc: rec.Value}
+			r.pending = append(r.pending, sr)
+			r.held += sr.size()
+			if held += sr.size(); held >= rebuildBufferBytes {
+				if err := flushDown(rebuildBufferBytes / 2); err != nil {
+					return err
+				}
+			}
+		}
+		if start = out.LastEvaluatedKey; start == nil {
+			break
+		}
+	}
+	return flushDown(1)
+}
+
+// finishRebuild puts r's new heads (step 5) and its new K and epoch (step
+// 6), once every record of its collection is in its new log.
+func (st *Store) finishRebuild(ctx context.Context, r *rebuildRun) (stores.RepairReport, error) {
+	var none stores.RepairReport
+	op, coll, k, kv, f := r.f.op, r.f.coll, r.f.k, r.kv, r.f
 
 	// 5. The new heads.
 	var puts []types.TransactWriteItem
@@ -262,14 +392,14 @@ func (st *Store) rebuild(ctx context.Context, op, coll string, k int) (stores.Re
 		return types.TransactWriteItem{Put: &types.Put{TableName: &st.table, Item: item}}
 	}
 	if k == 1 {
-		puts = append(puts, headItem(headPK(coll), shards[0].head, shards[0].usage, false))
+		puts = append(puts, headItem(headPK(coll), r.shards[0].head, r.shards[0].usage, false))
 	} else {
 		marker := map[string]types.AttributeValue{
 			attrPK: s(headPK(coll)), attrSK: n(0), attrHead: n(0), attrK: kv,
 			attrCvg: &types.AttributeValueMemberN{Value: layoutVersion},
 		}
 		puts = append(puts, types.TransactWriteItem{Put: &types.Put{TableName: &st.table, Item: marker}})
-		for i, sh := range shards {
+		for i, sh := range r.shards {
 			puts = append(puts, headItem(logRef{coll: coll, shard: i, shards: k}.headPK(), sh.head, sh.usage, true))
 		}
 	}
@@ -283,7 +413,7 @@ func (st *Store) rebuild(ctx context.Context, op, coll string, k int) (stores.Re
 			if v, err := getN(item, attrResharding); err != nil || v != uint64(k) {
 				return false, fmt.Errorf("%s %s: new epoch: the fence to %d shards is gone (%v): another run finished the rebuild", op, coll, k, item[attrResharding])
 			}
-			if r, _ := item[attrReshardRun].(*types.AttributeValueMemberS); r == nil || r.Value != f.run {
+			if rr, _ := item[attrReshardRun].(*types.AttributeValueMemberS); rr == nil || rr.Value != f.run {
 				return false, f.overtaken()
 			}
 			return true, nil
@@ -300,50 +430,13 @@ func (st *Store) rebuild(ctx context.Context, op, coll string, k int) (stores.Re
 	}
 	st.forgetShards(coll)
 	st.shards.put(coll, shardInfo{k: k, durable: k > 1})
-	st.log.Warn("log rebuilt: new epoch", "op", op, "collection", coll, "shards", k, "records", len(recs), "cause", stores.Rebuilt.String())
+	st.log.Warn("log rebuilt: new epoch", "op", op, "collection", coll, "shards", k, "records", r.recs, "cause", stores.Rebuilt.String())
 	st.watchers.Notify(stores.Notification{Resync: true})
-	rep := stores.RepairReport{Records: len(recs)}
-	for _, sh := range shards {
+	rep := stores.RepairReport{Records: r.recs}
+	for _, sh := range r.shards {
 		rep.Head = max(rep.Head, sh.head)
 	}
 	return rep, nil
-}
-
-type storedRecord struct {
-	id  string
-	enc []byte
-}
-
-// scanRecords returns coll's record items, by id, with a strongly
-// consistent Scan of the table.
-func (st *Store) scanRecords(ctx context.Context, coll string) ([]storedRecord, error) {
-	prefix := recordPK(coll, "")
-	var recs []storedRecord
-	var start map[string]types.AttributeValue
-	for {
-		out, err := st.db.Scan(ctx, &awsdynamodb.ScanInput{
-			TableName: &st.table, ConsistentRead: ptr(true), ExclusiveStartKey: start,
-			FilterExpression:          ptr("begins_with(#pk, :p)"),
-			ExpressionAttributeNames:  map[string]string{"#pk": attrPK},
-			ExpressionAttributeValues: map[string]types.AttributeValue{":p": s(prefix)},
-		}, st.dbOpt)
-		if err != nil {
-			return nil, translate(ctx, "read the records", err)
-		}
-		for _, it := range out.Items {
-			pk, _ := it[attrPK].(*types.AttributeValueMemberS)
-			rec, _ := it[attrRec].(*types.AttributeValueMemberB)
-			if pk == nil || rec == nil || !strings.HasPrefix(pk.Value, prefix) {
-				continue
-			}
-			recs = append(recs, storedRecord{id: strings.TrimPrefix(pk.Value, prefix), enc: rec.Value})
-		}
-		if start = out.LastEvaluatedKey; start == nil {
-			break
-		}
-	}
-	slices.SortFunc(recs, func(a, b storedRecord) int { return strings.Compare(a.id, b.id) })
-	return recs, nil
 }
 
 // fence is the fence a run of the rebuild holds: its operation (reshard,
@@ -416,11 +509,19 @@ func (st *Store) writeAll(ctx context.Context, f fence, acts []types.TransactWri
 }
 
 // RepairAll runs Repair on every collection of the table that has record
-// items or head items (listed with one Scan of the table, keys only),
-// calling each after each: the step of a restore (`convergo store
+// items or head items: the step of a restore (`convergo store
 // mark-restored`) that brings every log in line with the record items a
-// backup kept. It stops at the first failure; a second call repairs every
-// collection again, finishing an interrupted rebuild.
+// backup kept. It reads the table twice, whatever the number of
+// collections: one Scan of keys lists the collections, every one is
+// fenced and its logs emptied (steps 1 and 2), then one Scan of the
+// record items rebuilds them all at once (steps 3 and 4, memory bounded:
+// see scanRecords), and each gets its heads and new epoch (steps 5 and 6),
+// each reported to each as it is done. Listing first is what makes the
+// one Scan of records sound: a collection found only by it could have
+// been written, where the Scan had passed, before its fence. It stops at
+// the first failure, leaving the collections not finished fenced (their
+// writers refused); a second call repairs every collection again,
+// finishing every interrupted rebuild.
 func (st *Store) RepairAll(ctx context.Context, each func(coll string, rep stores.RepairReport)) error {
 	if err := st.check(ctx); err != nil {
 		return err
@@ -429,8 +530,22 @@ func (st *Store) RepairAll(ctx context.Context, each func(coll string, rep store
 	if err != nil {
 		return err
 	}
+	runs := make(map[string]*rebuildRun, len(colls))
 	for _, coll := range colls {
-		rep, err := st.Repair(ctx, coll)
+		r, err := st.startRebuild(ctx, "repair", coll, 0)
+		if err != nil {
+			return fmt.Errorf("repair every collection: %w", err)
+		}
+		runs[coll] = r // never nil: k = 0 always rebuilds
+	}
+	if len(runs) == 0 {
+		return nil
+	}
+	if err := st.scanRecords(ctx, "repair every collection", runs, recordsPrefix); err != nil {
+		return fmt.Errorf("repair every collection: %w", err)
+	}
+	for _, coll := range colls {
+		rep, err := st.finishRebuild(ctx, runs[coll])
 		if err != nil {
 			return fmt.Errorf("repair every collection: %w", err)
 		}
@@ -445,7 +560,7 @@ func (st *Store) RepairAll(ctx context.Context, each func(coll string, rep store
 // items or head items of (~r#COLL#ID, ~h#COLL, ~h#COLL#I: a collection
 // name has no '#').
 func (st *Store) scanCollections(ctx context.Context) ([]string, error) {
-	rp, hp := strings.TrimSuffix(recordPK("", ""), "#"), headPK("") // ~r#, ~h#
+	rp, hp := recordsPrefix, headPK("") // ~r#, ~h#
 	set := map[string]bool{}
 	var start map[string]types.AttributeValue
 	for {
