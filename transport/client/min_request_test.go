@@ -3,7 +3,7 @@ package client_test
 import (
 	"bytes"
 	"context"
-	"net/http/httptest"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -110,49 +110,31 @@ var longestCollection = strings.Repeat("c", crdt.MaxCollectionBytes)
 
 // minRequestServer runs a server on a store of its own whose --max-body
 // and --max-message are transport.MinRequestBytes, the least convergo
-// serve takes; sealKey nil for a random one.
-func minRequestServer(t *testing.T, sealKey []byte) (*httptest.Server, *transport.JWT) {
+// serve takes; sealKey nil for a random one. It returns its URL.
+func minRequestServer(t *testing.T, sealKey []byte) (string, *transport.JWT) {
 	t.Helper()
 	eng, err := engine.Open(engine.Config{Store: memory.New()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	auth, err := transport.NewJWT([]byte("client-test-secret-0123456789"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv, err := transport.New(transport.Config{Engine: eng, Authorizer: auth, SealKey: sealKey,
-		Limits: transport.Limits{MaxBodyBytes: transport.MinRequestBytes, MaxMessageBytes: transport.MinRequestBytes}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := httptest.NewServer(srv)
-	t.Cleanup(func() {
-		hs.CloseClientConnections()
-		hs.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-		eng.Close()
-	})
-	return hs, auth
+	_, url, auth := serveConfig(t, eng, err, transport.Config{SealKey: sealKey,
+		Limits: transport.Limits{MaxBodyBytes: transport.MinRequestBytes, MaxMessageBytes: transport.MinRequestBytes}},
+		func(h http.Handler) http.Handler { return h })
+	return url, auth
 }
 
 // minRequestClient is a client of alice, with a device of the longest id,
-// that said hello to hs.
-func minRequestClient(t *testing.T, hs *httptest.Server, auth *transport.JWT) *client.Client {
+// that said hello to the server at url.
+func minRequestClient(t *testing.T, url string, auth *transport.JWT) *client.Client {
 	t.Helper()
-	return minRequestClientOf(t, hs, auth, strings.Repeat("d", proto.MaxDeviceBytes))
+	return minRequestClientOf(t, url, auth, strings.Repeat("d", proto.MaxDeviceBytes))
 }
 
-// minRequestClientOf is a client of alice on device that said hello to hs.
-func minRequestClientOf(t *testing.T, hs *httptest.Server, auth *transport.JWT, device string) *client.Client {
+// minRequestClientOf is a client of alice on device that said hello to the server at url.
+func minRequestClientOf(t *testing.T, url string, auth *transport.JWT, device string) *client.Client {
 	t.Helper()
 	token, err := auth.Issue("alice", []string{"*"}, []string{"*"}, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := client.New(client.Config{URL: hs.URL, Token: token, Device: device})
+	c, err := client.New(client.Config{URL: url, Token: token, Device: device})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -44,6 +44,13 @@ func serve(t *testing.T, eng *engine.Engine, err error) (*engine.Engine, string,
 // serveThrough is serve with the server's handler wrapped by wrap.
 func serveThrough(t *testing.T, eng *engine.Engine, err error, wrap func(http.Handler) http.Handler) (*engine.Engine, string, *transport.JWT) {
 	t.Helper()
+	return serveConfig(t, eng, err, transport.Config{}, wrap)
+}
+
+// serveConfig is serveThrough of a server configured as cfg (its limits,
+// its seal key), whose engine and authorizer it sets.
+func serveConfig(t *testing.T, eng *engine.Engine, err error, cfg transport.Config, wrap func(http.Handler) http.Handler) (*engine.Engine, string, *transport.JWT) {
+	t.Helper()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +58,8 @@ func serveThrough(t *testing.T, eng *engine.Engine, err error, wrap func(http.Ha
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := transport.New(transport.Config{Engine: eng, Authorizer: auth})
+	cfg.Engine, cfg.Authorizer = eng, auth
+	srv, err := transport.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
