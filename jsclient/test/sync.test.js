@@ -364,23 +364,39 @@ test('pages too large to take are pulled again in smaller pages', async (t) => {
   assert.equal((await a.collection('big').list()).length, 12);
 });
 
-test('a token that expires during a live session is refreshed and the session resumes', async (t) => {
+/**
+ * A server that takes one token at a time, refusing every other
+ * token_expired, and a getToken that hands out the one it takes now:
+ * expire(next) makes next the one it takes and ends its live sessions
+ * as expired; calls() counts getToken's calls.
+ * @param {import('node:test').TestContext} t
+ */
+async function expiringTokens(t) {
   let valid = 'tok-1';
   const server = await new FakeServer({ auth: (tok) => (tok === valid ? null : 'token_expired') }).start();
   t.after(() => server.stop());
-  let calls = 0;
+  let n = 0;
   const getToken = async () => {
-    calls++;
+    n++;
     return valid;
   };
+  /** @param {string} next */
+  const expire = (next) => {
+    valid = next;
+    server.expireLive();
+  };
+  return { server, getToken, expire, calls: () => n };
+}
+
+test('a token that expires during a live session is refreshed and the session resumes', async (t) => {
+  const { server, getToken, expire, calls } = await expiringTokens(t);
   const a = await openClient({ url: server.url, name: 'a', getToken, collections: ['todos'] });
   const b = await openClient({ url: server.url, name: 'b', getToken, collections: ['todos'] });
   t.after(() => Promise.all([a.close(), b.close()]));
   await until(() => a.status.online && b.status.online && server.sockets.size === 2, 'both live');
-  const before = calls;
-  valid = 'tok-2';
-  server.expireLive();
-  await until(() => calls > before && a.status.online && server.sockets.size === 2, 'reconnected with fresh tokens');
+  const before = calls();
+  expire('tok-2');
+  await until(() => calls() > before && a.status.online && server.sockets.size === 2, 'reconnected with fresh tokens');
   await b.collection('todos').put('after', { n: 1 });
   await until(async () => (await a.collection('todos').get('after'))?.n === 1, 'live again');
 });
@@ -390,14 +406,7 @@ test('a live session whose token expires asks getToken and, given a fresh token,
   // expiry is refreshed as an HTTP request's is (docs/protocol.md,
   // "Retrying"), so an app that asks its user to sign in on 'auth' does
   // not ask every time a token runs out.
-  let valid = 'tok-1';
-  const server = await new FakeServer({ auth: (tok) => (tok === valid ? null : 'token_expired') }).start();
-  t.after(() => server.stop());
-  let calls = 0;
-  const getToken = async () => {
-    calls++;
-    return valid;
-  };
+  const { server, getToken, expire, calls } = await expiringTokens(t);
   const a = await openClient({ url: server.url, name: 'a', getToken, collections: ['todos'] });
   t.after(() => a.close());
   /** @type {string[]} */
@@ -406,10 +415,9 @@ test('a live session whose token expires asks getToken and, given a fresh token,
   a.on('error', (e) => heard.push(`error ${e.code}`));
   await until(() => /** @type {any} */ (a).syncer?.live && server.sockets.size === 1, 'live');
   for (const next of ['tok-2', 'tok-3']) {
-    const before = calls;
-    valid = next;
-    server.expireLive();
-    await until(() => calls > before && /** @type {any} */ (a).syncer?.live && server.sockets.size === 1, `live again with ${next}`);
+    const before = calls();
+    expire(next);
+    await until(() => calls() > before && /** @type {any} */ (a).syncer?.live && server.sockets.size === 1, `live again with ${next}`);
   }
   await a.collection('todos').put('after', { n: 1 });
   await a.whenSynced();
