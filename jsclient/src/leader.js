@@ -7,8 +7,8 @@ import { ConvergoError } from './errors.js';
 import { sentWith } from './protocol.js';
 import { Syncer } from './sync.js';
 import { openedCollections, outboxCounts } from './syncstore.js';
-import { TabMessage, toWire } from './tabs.js';
-import { forgetToken, onRefused } from './peer.js';
+import { toWire } from './tabs.js';
+import { SyncMessage, forgetToken, onRefused } from './peer.js';
 
 /** @typedef {import('./database.js').Database} Database */
 /** @typedef {import('./database.js').Revocation} Revocation */
@@ -70,12 +70,12 @@ export async function syncerFor(db) {
     onRefused: (r) => {
       // A refusal settled as this tab closes (its last push answered)
       // still reaches the other tabs: the writer may be one of them.
-      db._post({ t: TabMessage.refused, r });
+      db._post({ t: SyncMessage.refused, r });
       if (!db.closed) onRefused(db, r);
     },
-    onServerReset: (r) => tell(db, { t: TabMessage.serverReset, r }, r),
-    onReconciled: (r) => tell(db, { t: TabMessage.reconciled, r }, r),
-    onSuperseded: (r) => tell(db, { t: TabMessage.superseded, r }, r),
+    onServerReset: (r) => tell(db, { t: SyncMessage.serverReset, r }, r),
+    onReconciled: (r) => tell(db, { t: SyncMessage.reconciled, r }, r),
+    onSuperseded: (r) => tell(db, { t: SyncMessage.superseded, r }, r),
     onStatus: (s) => {
       db._setStatus(s);
       if (s.lastSyncedAt) kept.synced(s.lastSyncedAt);
@@ -90,7 +90,7 @@ export async function syncerFor(db) {
     onAuth: (e) => {
       const token = sentWith.get(e);
       forgetToken(db, token);
-      tell(db, { t: TabMessage.auth, e: toWire(e), token }, e);
+      tell(db, { t: SyncMessage.auth, e: toWire(e), token }, e);
     },
     leaves: async (c, leaves) => {
       const { LeaveIndex } = await import('./scope.js');
@@ -101,7 +101,7 @@ export async function syncerFor(db) {
     onSchemaAhead: (e) => {
       // The followers take the flag from the status this announces.
       db._setStatus({ schemaAhead: true });
-      tell(db, { t: TabMessage.schemaAhead, e: toWire(e) }, e);
+      tell(db, { t: SyncMessage.schemaAhead, e: toWire(e) }, e);
     },
     onUnreadable: (c, u) => unreadable(db, c, u),
     pollInterval: o.pollInterval,
@@ -191,7 +191,7 @@ async function onRevoked(db, e) {
   /** @type {Revocation} */
   const r = { message: e.message, requestId: e.requestId ?? null, moved, dropped };
   db._setStatus({ revoked: true, online: false, ...(await outboxCounts(db.store)), rejected: await db.store.rejectedCount() });
-  tell(db, { t: TabMessage.revoked, r }, r);
+  tell(db, { t: SyncMessage.revoked, r }, r);
 }
 
 /**
@@ -210,7 +210,7 @@ function unreadable(db, c, u) {
   // A refused pull and a refused sub say the same: told once.
   if (u ? was?.code === u.code && (was.op === 'heal' || u.op !== 'heal') : !was) return;
   db._setStatus({ unreadable: [...list.filter((x) => x !== was), ...(u ? [u] : [])] });
-  if (u) tell(db, { t: TabMessage.unreadable, r: u }, u);
+  if (u) tell(db, { t: SyncMessage.unreadable, r: u }, u);
 }
 
 /**

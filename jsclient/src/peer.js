@@ -9,6 +9,26 @@ import { ConvergoError } from './errors.js';
 import { validateCollection } from './record.js';
 import { TabMessage, toWire } from './tabs.js';
 
+/**
+ * The names of the tab messages (tabs.js's table) that only the sync side
+ * sends and reads: a follower's sync() and the leader's answer (askLeader,
+ * onPeer), and the app's events the leader forwards (leader.js). Here,
+ * not with TabMessage, whose names every tab posts: the main entry does
+ * not load these.
+ */
+export const SyncMessage = Object.freeze({
+  sync: 'sync',
+  synced: 'synced',
+  refused: 'refused',
+  serverReset: 'serverReset',
+  reconciled: 'reconciled',
+  superseded: 'superseded',
+  auth: 'auth',
+  schemaAhead: 'schemaAhead',
+  unreadable: 'unreadable',
+  revoked: 'revoked',
+});
+
 /** @typedef {import('./database.js').Database} Database */
 /** @typedef {import('./database.js').Refusal} Refusal */
 
@@ -79,7 +99,7 @@ export function onPeer(db, m) {
       // to a leader that closed first (or to none), so it is asked again.
       for (const w of db.peerSync?.values() ?? []) w.ask();
       break;
-    case TabMessage.sync: {
+    case SyncMessage.sync: {
       if (!db.leading) break;
       // A call asked again on this tab's lead (the asker sent it before
       // it heard lead, and again on it) has its round under way, or its
@@ -90,7 +110,7 @@ export function onPeer(db, m) {
       if (asked.size > ASKED_KEPT) asked.delete(asked.values().next().value);
       // A failure as this tab closes (its loop stopped) is not the
       // caller's: the tab that leads next is asked again (lead).
-      const answer = (/** @type {any} */ e) => (e && db.closed ? undefined : db._post({ t: TabMessage.synced, n: m.n, error: e ? toWire(e) : undefined }));
+      const answer = (/** @type {any} */ e) => (e && db.closed ? undefined : db._post({ t: SyncMessage.synced, n: m.n, error: e ? toWire(e) : undefined }));
       if (!db.syncer) {
         if (db._status.paused) answer(new ConvergoError('network', 'sync: the leader tab is paused'));
         else db.startupSyncs.push(answer); // answered once the syncer runs (_lead)
@@ -99,23 +119,23 @@ export function onPeer(db, m) {
       db.syncer.requestSync().then(() => answer(null), answer);
       break;
     }
-    case TabMessage.synced:
+    case SyncMessage.synced:
       db.peerSync?.get(m.n)?.done(m.error);
       break;
-    case TabMessage.refused:
+    case SyncMessage.refused:
       if (m.r && typeof m.r === 'object') onRefused(db, m.r);
       break;
-    case TabMessage.serverReset:
-    case TabMessage.reconciled:
-    case TabMessage.superseded:
-    case TabMessage.unreadable:
+    case SyncMessage.serverReset:
+    case SyncMessage.reconciled:
+    case SyncMessage.superseded:
+    case SyncMessage.unreadable:
       // The message is named as the event (leader.js tell).
       if (m.r && typeof m.r === 'object') db._emit(m.t, m.r);
       break;
-    case TabMessage.auth:
+    case SyncMessage.auth:
       forgetToken(db, m.token);
     // falls through
-    case TabMessage.schemaAhead:
+    case SyncMessage.schemaAhead:
       if (m.e && typeof m.e === 'object') db._emit(m.t, fromWire(m.e));
       break;
     case TabMessage.rejected:
@@ -126,7 +146,7 @@ export function onPeer(db, m) {
       // A tab changed the scopes of a collection (stored already).
       if (db.leading && typeof m.c === 'string' && db.collections.has(m.c)) db.syncer?.rescope(m.c);
       break;
-    case TabMessage.revoked:
+    case SyncMessage.revoked:
       if (m.r && typeof m.r === 'object') db._emit('revoked', m.r);
       db._recountRejected();
       recount(db, true);
@@ -146,7 +166,7 @@ export function onPeer(db, m) {
 const ANSWER_MS = 30_000;
 
 /**
- * How many of other tabs' sync() calls (their ids, TabMessage.sync) the
+ * How many of other tabs' sync() calls (their ids, SyncMessage.sync) the
  * leader remembers, so as to run one round for a call asked again (onPeer).
  * A call is asked again only at once on this tab's lead message, so the
  * calls it names are among the last few taken; one forgotten costs a
@@ -156,7 +176,7 @@ const ASKED_KEPT = 256;
 
 /**
  * Database.sync() in a tab that does not lead: asks the leader for a round
- * (TabMessage.sync) and waits for its answer (TabMessage.synced, onPeer).
+ * (SyncMessage.sync) and waits for its answer (SyncMessage.synced, onPeer).
  * When another tab starts leading before the answer came (TabMessage.lead:
  * the leader asked closed first, or none led), that one is asked again,
  * under the same id (the leader runs one round for an id it has under way
@@ -189,7 +209,7 @@ export function askLeader(db) {
       ask() {
         clearTimeout(timer);
         timer = setTimeout(() => end(new ConvergoError('network', 'sync: the leader tab did not answer')), ANSWER_MS);
-        db._post({ t: TabMessage.sync, n });
+        db._post({ t: SyncMessage.sync, n });
       },
       done(/** @type {any} */ err) {
         if (err && db.closed) closed();

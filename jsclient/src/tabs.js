@@ -5,15 +5,19 @@
 // name. When the leader closes, the lock passes to a waiting tab, which
 // becomes the leader.
 //
-// This module names the messages; channel.js carries them and asks for the
-// lock; what a tab does on receiving one is the Database's (database.js,
-// _onPeer, and peer.js).
+// This module names the messages every tab posts (TabMessage); the names
+// of those only the sync side sends and reads are peer.js's (SyncMessage),
+// so that the main entry does not carry them. channel.js carries them and
+// asks for the lock; what a tab does on receiving one is the Database's
+// (database.js, _onPeer, and peer.js).
 
 /** @typedef {import('./database.js').Status} Status */
 
 /**
  * The messages on a database's BroadcastChannel. Each is an object whose
- * field `t` is one of these names. A tab receives every message but its
+ * field `t` is one of these names (from `sync` and `synced`, and from
+ * `refused` to `revoked` with `auth`, `schemaAhead` and `unreadable`:
+ * peer.js's SyncMessage; the others: TabMessage below). A tab receives every message but its
  * own; the ones marked "leader" are ignored by followers and the other way
  * round. "A tab without a sync loop" is a follower, or the leader while
  * paused (then nobody acts on it). The app's events that only the leader
@@ -54,21 +58,12 @@ export const TabMessage = Object.freeze({
   ask: 'ask',
   collection: 'collection',
   lead: 'lead',
-  sync: 'sync',
-  synced: 'synced',
   status: 'status',
-  refused: 'refused',
-  serverReset: 'serverReset',
-  reconciled: 'reconciled',
-  superseded: 'superseded',
-  auth: 'auth',
-  schemaAhead: 'schemaAhead',
-  unreadable: 'unreadable',
   rejected: 'rejected',
   scope: 'scope',
-  revoked: 'revoked',
   token: 'token',
 });
+
 
 /**
  * An error as it crosses between tabs (a ConvergoError does not survive
@@ -89,19 +84,19 @@ export const TabMessage = Object.freeze({
  *   | {t: typeof TabMessage.ask}
  *   | {t: typeof TabMessage.collection, c: string}
  *   | {t: typeof TabMessage.lead}
- *   | {t: typeof TabMessage.sync, n: number}
- *   | {t: typeof TabMessage.synced, n: number, error: WireError|undefined}
+ *   | {t: typeof import('./peer.js').SyncMessage.sync, n: number}
+ *   | {t: typeof import('./peer.js').SyncMessage.synced, n: number, error: WireError|undefined}
  *   | {t: typeof TabMessage.status, s: WireStatus}
- *   | {t: typeof TabMessage.refused, r: import('./database.js').Refusal}
- *   | {t: typeof TabMessage.serverReset, r: {collection: string, reason: string, message: string}}
- *   | {t: typeof TabMessage.reconciled, r: import('./sync.js').Reconciliation}
- *   | {t: typeof TabMessage.superseded, r: import('./sync.js').Superseded}
- *   | {t: typeof TabMessage.auth, e: WireError, token?: string}
- *   | {t: typeof TabMessage.schemaAhead, e: WireError}
- *   | {t: typeof TabMessage.unreadable, r: import('./database.js').Unreadable}
+ *   | {t: typeof import('./peer.js').SyncMessage.refused, r: import('./database.js').Refusal}
+ *   | {t: typeof import('./peer.js').SyncMessage.serverReset, r: {collection: string, reason: string, message: string}}
+ *   | {t: typeof import('./peer.js').SyncMessage.reconciled, r: import('./sync.js').Reconciliation}
+ *   | {t: typeof import('./peer.js').SyncMessage.superseded, r: import('./sync.js').Superseded}
+ *   | {t: typeof import('./peer.js').SyncMessage.auth, e: WireError, token?: string}
+ *   | {t: typeof import('./peer.js').SyncMessage.schemaAhead, e: WireError}
+ *   | {t: typeof import('./peer.js').SyncMessage.unreadable, r: import('./database.js').Unreadable}
  *   | {t: typeof TabMessage.rejected}
  *   | {t: typeof TabMessage.scope, c: string}
- *   | {t: typeof TabMessage.revoked, r: import('./database.js').Revocation}
+ *   | {t: typeof import('./peer.js').SyncMessage.revoked, r: import('./database.js').Revocation}
  *   | {t: typeof TabMessage.token, token: string, at: number}} TabMsg
  */
 

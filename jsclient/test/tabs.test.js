@@ -15,6 +15,7 @@ import { encode } from '../src/cbor.js';
 import { ConvergoError } from '../src/errors.js';
 import { Database } from '../src/database.js';
 import { TabMessage } from '../src/tabs.js';
+import { SyncMessage } from '../src/peer.js';
 import { openedCollections, owedHeals } from '../src/syncstore.js';
 
 test('one tab leads; followers write, read and see changes', async (t) => {
@@ -1114,8 +1115,8 @@ test("a follower's sync() asked again on a lead message the leader already has u
   // leader took the call: the follower asks again with the same id, and
   // the leader has it under way.
   channel.postMessage({ t: TabMessage.lead });
-  await until(() => seen.filter((m) => m.t === TabMessage.sync).length === 2, 'the follower to ask again');
-  const [first, again] = seen.filter((m) => m.t === TabMessage.sync);
+  await until(() => seen.filter((m) => m.t === SyncMessage.sync).length === 2, 'the follower to ask again');
+  const [first, again] = seen.filter((m) => m.t === SyncMessage.sync);
   assert.equal(again.n, first.n, 'asked again under the same id');
   held.release();
   await synced;
@@ -1125,7 +1126,7 @@ test("a follower's sync() asked again on a lead message the leader already has u
   assert.equal(rounds, 2, 'one round for each sync() call');
   await new Promise((r) => setTimeout(r, 50));
   assert.deepEqual(
-    seen.filter((m) => m.t === TabMessage.synced).map((m) => m.n === first.n),
+    seen.filter((m) => m.t === SyncMessage.synced).map((m) => m.n === first.n),
     [true, false],
     'each call answered once',
   );
