@@ -6,8 +6,8 @@
 import { encode, equalBytes } from './cbor.js';
 import { ConvergoError } from './errors.js';
 import { compileQuery, matching, position, runQuery } from './query.js';
-import { emptyRecord, validateId } from './record.js';
-import { checkSize, docOfStored, fieldsOf } from './values.js';
+import { checkSize, emptyRecord, validateId } from './record.js';
+import { docOfStored, fieldsOf } from './values.js';
 
 /** @typedef {import('./db.js').StoredRecord} StoredRecord */
 /** @typedef {import('./database.js').Database} Database */

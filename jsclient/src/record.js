@@ -6,7 +6,7 @@
 // {stamp, value}; value holds the canonical CBOR bytes of the field's value,
 // or null when the field was unset.
 
-import { MAX_DEPTH, MAX_VALUE_DEPTH, Reader, Writer, checkValueSize, compareBytes, decode, encodeWith, isWellFormed, utf8Length } from './cbor.js';
+import { MAX_DEPTH, MAX_VALUE_DEPTH, MAX_VALUE_BYTES, Reader, Writer, checkValueSize, compareBytes, decode, encode, encodeWith, isWellFormed, utf8Length } from './cbor.js';
 import { MODEL } from './model.js';
 import { ConvergoError } from './errors.js';
 import { MAX_LOGICAL, MAX_WALL, ZERO_STAMP, compareStamps, isZeroStamp, validateReplica } from './hlc.js';
@@ -416,4 +416,29 @@ export function readRecord(r, cx, held) {
  */
 export function decodeValue(bytes) {
   return decode(bytes, { canonical: true });
+}
+
+/**
+ * Encodes a field value of a document written (values.js fieldsOf),
+ * checking its name and the value limit.
+ * @param {string} name
+ * @param {unknown} v
+ */
+export function encodeField(name, v) {
+  validateFieldName(name);
+  const b = encode(v);
+  if (b.length > MAX_VALUE_BYTES) throw new ConvergoError('too_large', `field ${JSON.stringify(name)}: value of ${b.length} bytes exceeds ${MAX_VALUE_BYTES}`);
+  return b;
+}
+
+/**
+ * Throws unless the record after a change keeps to the field limit and the
+ * change to the size limit (Collection checks every write with it).
+ * @param {Record} merged
+ * @param {Record} change
+ */
+export function checkSize(merged, change) {
+  if (merged.fields.size > MAX_FIELDS) throw new ConvergoError('too_large', `record ${JSON.stringify(merged.id)} would have more than ${MAX_FIELDS} fields`);
+  const n = encodeRecord(change).length;
+  if (n > MAX_RECORD_BYTES) throw new ConvergoError('too_large', `change to ${JSON.stringify(change.id)} is ${n} bytes, over ${MAX_RECORD_BYTES}`);
 }

@@ -1,14 +1,14 @@
 // Documents as the app sees them and fields as records store them: checking
-// a document, encoding its fields within the value limit, keeping a change
-// within the record limits, and turning a stored record back into a
-// document. The limits themselves are declared in cbor.js and record.js;
-// Collection applies them here on every write.
+// a document, turning it into fields (each encoded within the value limit by
+// record.js's encodeField) and a stored record back into a document. The
+// limits are declared in cbor.js and record.js, which also checks a change
+// against the record limits (checkSize); Collection applies them on every
+// write.
 
-import { encode, MAX_VALUE_BYTES, setOwn } from './cbor.js';
+import { setOwn } from './cbor.js';
 import { ConvergoError } from './errors.js';
-import { MAX_FIELDS, MAX_RECORD_BYTES, encodeRecord, validateFieldName } from './record.js';
+import { encodeField } from './record.js';
 
-/** @typedef {import('./record.js').Record} Rec */
 /** @typedef {import('./db.js').StoredRecord} StoredRecord */
 
 /**
@@ -26,17 +26,6 @@ export function checkDoc(doc, what) {
   if (p !== Object.prototype && p !== null) throw new ConvergoError('invalid', `${what}: document must be a plain object`);
 }
 
-/**
- * Encodes a field value, checking the value limit.
- * @param {string} name
- * @param {unknown} v
- */
-export function encodeField(name, v) {
-  validateFieldName(name);
-  const b = encode(v);
-  if (b.length > MAX_VALUE_BYTES) throw new ConvergoError('too_large', `field ${JSON.stringify(name)}: value of ${b.length} bytes exceeds ${MAX_VALUE_BYTES}`);
-  return b;
-}
 
 /**
  * The fields to write from a document, without the "id" key.
@@ -59,17 +48,6 @@ export function fieldsOf(id, doc, what) {
   return out;
 }
 
-/**
- * Throws unless the record after a change keeps to the field limit and the
- * change to the size limit.
- * @param {Rec} merged
- * @param {Rec} change
- */
-export function checkSize(merged, change) {
-  if (merged.fields.size > MAX_FIELDS) throw new ConvergoError('too_large', `record ${JSON.stringify(merged.id)} would have more than ${MAX_FIELDS} fields`);
-  const n = encodeRecord(change).length;
-  if (n > MAX_RECORD_BYTES) throw new ConvergoError('too_large', `change to ${JSON.stringify(change.id)} is ${n} bytes, over ${MAX_RECORD_BYTES}`);
-}
 
 /**
  * The document a stored record holds, or null when it does not exist.
