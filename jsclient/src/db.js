@@ -104,9 +104,9 @@
 
 import { ConvergoError, loadOnDemand } from './errors.js';
 import { Clock } from './hlc.js';
-import { decodeValue, emptyRecord, encodeChange, encodeRecord, maxStamp, mergeInto, readRecord, storedValue, visibleValues } from './record.js';
-import { Reader, equalBytes, setOwn } from './cbor.js';
-import { compareStamps, compareTime } from './hlc.js';
+import { docOf, emptyRecord, encodeChange, encodeRecord, maxStamp, mergeInto, readRecord, storedValue } from './record.js';
+import { Reader, equalBytes } from './cbor.js';
+import { compareTime } from './hlc.js';
 import { isDevice, isPrefix, newDevice, replicaId, replicaPrefix } from './replica.js';
 
 /** @typedef {import('./record.js').Record} Rec */
@@ -411,27 +411,6 @@ function fromBefore5(e, id) {
   return { id, deleted: e.deleted, fields: new Map(e.fields) };
 }
 
-/**
- * The visible values of r decoded, or null when r does not exist; a field
- * r lacks (absent, or hidden by its delete: an unset field stays unset)
- * reads as its default, if defaults has one.
- * @param {Rec} r
- * @param {Map<string, unknown>} [defaults]
- */
-export function docOf(r, defaults) {
-  const vals = visibleValues(r);
-  if (vals === null) return null;
-  /** @type {Record<string, unknown>} */
-  const doc = {};
-  for (const [k, v] of vals) setOwn(doc, k, decodeValue(v));
-  if (defaults) {
-    for (const [k, v] of defaults) {
-      const f = r.fields.get(k);
-      if (f === undefined || compareStamps(f.stamp, r.deleted) <= 0) setOwn(doc, k, structuredClone(v));
-    }
-  }
-  return doc;
-}
 
 /**
  * The record a stored entry holds (empty when there is none).

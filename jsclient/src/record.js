@@ -6,7 +6,7 @@
 // {stamp, value}; value holds the canonical CBOR bytes of the field's value,
 // or null when the field was unset.
 
-import { MAX_DEPTH, MAX_VALUE_DEPTH, MAX_VALUE_BYTES, Reader, Writer, checkValueSize, compareBytes, decode, encode, encodeWith, isWellFormed, utf8Length } from './cbor.js';
+import { MAX_DEPTH, MAX_VALUE_DEPTH, MAX_VALUE_BYTES, Reader, Writer, checkValueSize, compareBytes, decode, encode, encodeWith, isWellFormed, setOwn, utf8Length } from './cbor.js';
 import { MODEL } from './model.js';
 import { ConvergoError } from './errors.js';
 import { MAX_LOGICAL, MAX_WALL, ZERO_STAMP, compareStamps, isZeroStamp, validateReplica } from './hlc.js';
@@ -416,6 +416,28 @@ export function readRecord(r, cx, held) {
  */
 export function decodeValue(bytes) {
   return decode(bytes, { canonical: true });
+}
+
+/**
+ * The visible values of r decoded, or null when r does not exist; a field
+ * r lacks (absent, or hidden by its delete: an unset field stays unset)
+ * reads as its default, if defaults has one.
+ * @param {Record} r
+ * @param {Map<string, unknown>} [defaults]
+ */
+export function docOf(r, defaults) {
+  const vals = visibleValues(r);
+  if (vals === null) return null;
+  /** @type {{[k: string]: unknown}} */
+  const doc = {};
+  for (const [k, v] of vals) setOwn(doc, k, decodeValue(v));
+  if (defaults) {
+    for (const [k, v] of defaults) {
+      const f = r.fields.get(k);
+      if (f === undefined || compareStamps(f.stamp, r.deleted) <= 0) setOwn(doc, k, structuredClone(v));
+    }
+  }
+  return doc;
 }
 
 /**
