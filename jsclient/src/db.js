@@ -104,7 +104,7 @@
 
 import { ConvergoError, loadOnDemand } from './errors.js';
 import { Clock } from './hlc.js';
-import { docOf, emptyRecord, encodeChange, encodeRecord, maxStamp, mergeInto, readRecord, storedValue } from './record.js';
+import { docOf, emptyRecord, encodeChange, encodeRecord, mergeInto, observeRecord, readRecord, storedValue } from './record.js';
 import { Reader, equalBytes } from './cbor.js';
 import { compareTime } from './hlc.js';
 import { isDevice, isPrefix, newDevice, replicaId, replicaPrefix } from './replica.js';
@@ -142,23 +142,6 @@ function fromIDBError(err, what) {
   return new ConvergoError('database', `${what}: ${name ? name + ': ' : ''}${msg}`, { cause: err });
 }
 
-/**
- * Moves clock past the newest stamp record r holds; a stamp too far ahead
- * is ignored (the clock refuses it, as the server will: keep ours sane).
- * @param {Clock} clock
- * @param {Rec} r
- * @param {number} now
- */
-export function observeRecord(clock, r, now) {
-  const top = maxStamp(r);
-  if (top.wall > 0) {
-    try {
-      clock.observe(top, now);
-    } catch {
-      /* too far ahead */
-    }
-  }
-}
 
 /**
  * An outbox entry. restamped: written again with fresh stamps after a

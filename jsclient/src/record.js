@@ -104,6 +104,24 @@ export function maxStamp(r) {
   return m;
 }
 
+/**
+ * Moves clock past the newest stamp record r holds; a stamp too far ahead
+ * is ignored (the clock refuses it, as the server will: keep ours sane).
+ * @param {import('./hlc.js').Clock} clock
+ * @param {Record} r
+ * @param {number} now
+ */
+export function observeRecord(clock, r, now) {
+  const top = maxStamp(r);
+  if (top.wall > 0) {
+    try {
+      clock.observe(top, now);
+    } catch {
+      /* too far ahead */
+    }
+  }
+}
+
 // ------------------------------------------------------------ validation
 
 /** The control characters (C0, DEL, C1) a name or id may not hold. */

@@ -8,8 +8,8 @@
 // before it pulls (its cursor, scope, schema version, whether it is empty
 // and whether its first pull reconciles) is here too.
 
-import { COLLECTION_KEY, META, OUTBOX, RECORDS, REJECTED, SCHEMA_KEY, STALE, baseOf, fromStored, guarded, keptIn, observeRecord, req, sealOf } from './db.js';
-import { emptyRecord, encodeRecord, mergeInto, validateCollection } from './record.js';
+import { COLLECTION_KEY, META, OUTBOX, RECORDS, REJECTED, SCHEMA_KEY, STALE, baseOf, fromStored, guarded, keptIn, req, sealOf } from './db.js';
+import { emptyRecord, encodeRecord, mergeInto, observeRecord, validateCollection } from './record.js';
 import { Writer, equalBytes } from './cbor.js';
 import { compareStamps, isZeroStamp } from './hlc.js';
 import { boundRejected, decodeEntry, rejectedEntry } from './change.js';
