@@ -484,13 +484,6 @@ export class Reader {
   }
 
 
-  /** @returns {number} the length of an array */
-  arrayHead() {
-    const { major, arg } = this.head();
-    if (major !== 4) throw err('malformed', 'expected an array');
-    return this.count(arg, 1);
-  }
-
   /** @returns {number} the number of pairs of a map */
   mapHead() {
     const { major, arg } = this.head();

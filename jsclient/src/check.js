@@ -10,6 +10,19 @@
 import { MAX_DEPTH, MAX_VALUE_DEPTH, Reader, checkValueSize, compareRanges, err, utf8dec } from './cbor.js';
 
 /**
+ * The head of an array at r: its length (Reader.count's bounds). Only the
+ * wire's messages hold arrays outside values (protocol.js, received.js);
+ * `convergo/cbor`'s Reader has it as a method (codec.js).
+ * @param {Reader} r
+ * @returns {number}
+ */
+export function arrayHead(r) {
+  const { major, arg } = r.head();
+  if (major !== 4) throw err('malformed', 'expected an array');
+  return r.count(arg, 1);
+}
+
+/**
  * Checks the data item at r without building its value, as
  * crdt.CanonicalValue does: the hot path when records arrive by the
  * thousand. With full false it only steps over the item, checking its

@@ -4,14 +4,19 @@
 // with check and skip.
 
 import { Reader as BaseReader } from './cbor.js';
-import { check, skip } from './check.js';
+import { arrayHead, check, skip } from './check.js';
 
 export * from './cbor.js';
 export { checkValue, textOK, validUTF8 } from './check.js';
 export { normalizeValue } from './normalize.js';
 
-/** cbor.js's Reader, with check.js's check and skip as methods. */
+/** cbor.js's Reader, with check.js's check, skip and arrayHead as methods. */
 export class Reader extends BaseReader {
+  /** @returns {number} the length of an array (check.js arrayHead) */
+  arrayHead() {
+    return arrayHead(this);
+  }
+
   /**
    * check.js check at this reader.
    * @param {number} [depth]

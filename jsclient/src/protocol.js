@@ -11,7 +11,7 @@
 
 import { Reader, Writer, encode, err, utf8Length } from './cbor.js';
 import { receivedValue } from './normalize.js';
-import { skip } from './check.js';
+import { arrayHead, skip } from './check.js';
 import { CODES, COMPACT, DEFAULTS, MODEL, PUSH_ENVELOPE_BYTES, RESET_REASONS, SCOPES, SERVER_MESSAGE_TYPES, STATUSES, VERSION } from './constants.js';
 import { ConvergoError } from './errors.js';
 import { isDevice, isPrefix, ownedStart } from './replica.js';
@@ -283,7 +283,7 @@ function records(m, k) {
   const cx = compactContext(field(m, COMPACT.tableKey, texts) ?? [], field(m, COMPACT.baseKey, uint));
   return (
     field(m, k, (r) => {
-      const n = r.arrayHead();
+      const n = arrayHead(r);
       /** @type {Record[]} */
       const out = [];
       for (let i = 0; i < n; i++) out.push(readRecord(r, cx, receivedValue));
@@ -298,7 +298,7 @@ function records(m, k) {
  * @returns {string[]}
  */
 function texts(r) {
-  const n = r.arrayHead();
+  const n = arrayHead(r);
   /** @type {string[]} */
   const out = [];
   for (let i = 0; i < n; i++) out.push(r.text());
@@ -313,7 +313,7 @@ function texts(r) {
  * @returns {Uint8Array[]}
  */
 function seals(r, len) {
-  const n = r.arrayHead();
+  const n = arrayHead(r);
   /** @type {Uint8Array[]} */
   const out = [];
   for (let i = 0; i < n; i++) {
@@ -617,7 +617,7 @@ export function parsePushAnswer(body) {
  * @returns {PushResult[]}
  */
 function results(r) {
-  const n = r.arrayHead();
+  const n = arrayHead(r);
   /** @type {PushResult[]} */
   const out = [];
   for (let i = 0; i < n; i++) out.push(result(r));

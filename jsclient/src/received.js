@@ -5,6 +5,7 @@
 
 import { Reader } from './cbor.js';
 import { ConvergoError } from './errors.js';
+import { arrayHead } from './check.js';
 import { receivedValue } from './normalize.js';
 import { MAX_RECORD_BYTES, readRecord } from './record.js';
 import { readChange } from './change.js';
@@ -32,7 +33,7 @@ export function decodeRecord(bytes) {
  */
 export function decodeChanges(bytes) {
   const r = new Reader(bytes, { canonical: false });
-  const n = r.arrayHead();
+  const n = arrayHead(r);
   const out = [];
   for (let i = 0; i < n; i++) out.push(readChange(r, undefined, receivedValue));
   r.end();
