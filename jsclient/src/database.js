@@ -226,7 +226,7 @@ export class Database {
     if (this.tok === null && this.o.getToken && this.o.sync !== false) await this._firstToken();
     if (this.tok !== null) this.tokAt = Date.now();
     const prefix = this.tok ? await replicaPrefix(subjectOfToken(this.tok)) : null;
-    await this.store.init({ prefix, anonymous: await replicaPrefix('') });
+    await this.store.init({ prefix });
     if (this.o.migrations !== undefined) {
       // Schema versions (schema.js, loaded only by apps that use them):
       // upgrades the local data written under an older definition, or

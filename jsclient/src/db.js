@@ -507,13 +507,13 @@ export class Store {
   /**
    * Opens the database and loads (or creates) the device part, the replica
    * id and the clock.
-   * @param {{maxDrift?: number, prefix?: string|null, anonymous?: string}} [opts]
+   * @param {{maxDrift?: number, prefix?: string|null}} [opts]
    *   prefix: the replica prefix of the token's subject, when a token is
-   *   known (it wins over the stored one); anonymous: the prefix of
-   *   subject "" (computed when missing), for a database that never knew one
+   *   known (it wins over the stored one); a database that never knew one
+   *   takes the prefix of subject ""
    */
   async init(opts = {}) {
-    const anonymous = opts.anonymous ?? (await replicaPrefix(''));
+    const anonymous = await replicaPrefix('');
     await this.conn();
     // Read or create the identity in one transaction, so tabs that open a
     // new database together agree on it.
