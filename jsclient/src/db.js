@@ -475,12 +475,8 @@ export class Store {
       this.whole.delete(c);
       return;
     }
-    /** @type {StoredRecord} */
-    const slim = { c, id, r: e.r, doc: null };
-    if (e.b) slim.b = e.b;
-    if (e.s) slim.s = e.s;
-    if (e.sr) slim.sr = e.sr;
-    this.seen.set(k, slim);
+    // Without its document, which a guessed write does not read.
+    this.seen.set(k, { ...e, doc: null });
     if (this.seen.size > SEEN_MAX) {
       // Forget the oldest quarter at once, into a new map: deleting from
       // the front of a Map one at a time leaves holes that every later
