@@ -51,7 +51,7 @@ export function compareValues(a, b) {
  * @param {unknown} x
  */
 function scalar(x) {
-  return typeof x === 'bigint' && x >= -BigInt(Number.MAX_SAFE_INTEGER) && x <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(x) : x;
+  return typeof x === 'bigint' && Number.isSafeInteger(Number(x)) ? Number(x) : x;
 }
 
 /**

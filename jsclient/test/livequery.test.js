@@ -132,3 +132,22 @@ test('a write made as a live query subscribes is reported once, whether its firs
   assert.deepEqual(one, ['A'], 'the record once');
   await db.close();
 });
+
+test('where: a field equal to an integer matches it as a number or a bigint in the safe range, and only in its own type beyond', () => {
+  const MAX = Number.MAX_SAFE_INTEGER;
+  const values = [0, 1, -1, 7, MAX, -MAX, 2 ** 53, -(2 ** 53), 1.5, 0n, 1n, -1n, 7n, BigInt(MAX), -BigInt(MAX), BigInt(MAX) + 1n, -BigInt(MAX) - 1n, 2n ** 64n, '7'];
+  const rows = values.map((n, i) => ({ c: 'todos', id: `r${String(i).padStart(2, '0')}`, doc: { n } }));
+  // The rule as it was first written: a bigint in the safe range compares
+  // as the number it equals; anything else as itself.
+  const scalar = (/** @type {unknown} */ x) => (typeof x === 'bigint' && x >= -BigInt(MAX) && x <= BigInt(MAX) ? Number(x) : x);
+  for (const v of values) {
+    const want = rows.filter((r) => scalar(r.doc.n) === scalar(v)).map((r) => r.id);
+    assert.deepEqual(
+      runQuery(/** @type {any} */ (rows), { where: { n: v } }).map((d) => d.id),
+      want,
+      `where n = ${typeof v} ${String(v)}`,
+    );
+  }
+  assert.deepEqual(runQuery(/** @type {any} */ (rows), { where: { n: 7n } }).map((d) => d.id), ['r03', 'r12'], 'the number 7 and the bigint 7');
+  assert.deepEqual(runQuery(/** @type {any} */ (rows), { where: { n: 2n ** 53n } }).map((d) => d.id), ['r15'], 'beyond the safe range only the bigint');
+});
