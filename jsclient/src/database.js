@@ -536,10 +536,12 @@ export class Database {
    * entries for those out of it, which are removed locally.
    * @param {string} c
    * @param {string} name
-   * @param {unknown} pred
+   * @param {unknown} pred undefined: removes it (removeScope)
    */
-  setScope(c, name, pred) {
-    return this._scope(c, name, pred);
+  async setScope(c, name, pred) {
+    if (this.closed) throw new ConvergoError('closed', 'database is closed');
+    validateCollection(c);
+    await (await loadOnDemand('scope', 'scope.js', () => import('./scope.js'))).rescope(this, c, name, pred);
   }
 
   /**
@@ -549,18 +551,7 @@ export class Database {
    * @param {string} name
    */
   removeScope(c, name) {
-    return this._scope(c, name, undefined);
-  }
-
-  /**
-   * @param {string} c
-   * @param {string} name
-   * @param {unknown} pred undefined: remove
-   */
-  async _scope(c, name, pred) {
-    if (this.closed) throw new ConvergoError('closed', 'database is closed');
-    validateCollection(c);
-    await (await loadOnDemand('scope', 'scope.js', () => import('./scope.js'))).rescope(this, c, name, pred);
+    return this.setScope(c, name, undefined);
   }
 
   /** The current sync status (a copy). */
