@@ -152,7 +152,7 @@ export class Database {
     this.peerSync = null;
     /** @type {Set<unknown>|null} the ids of the other tabs' sync() calls this tab took as leader, the last peer.js ASKED_KEPT: one asked again is not run again (peer.js onPeer) */
     this.peerAsked = null;
-    /** @type {((e: any) => void)[]} other tabs' sync() calls that came while this one started leading */
+    /** @type {((syncer: import('./sync.js').Syncer|null) => void)[]} other tabs' sync() calls that came while this one started leading: each runs a round with the loop, or is told why there is none (null), once _lead knows (peer.js onPeer) */
     this.startupSyncs = [];
     /** @type {Map<string, Set<Function>>} */
     this.listeners = new Map();
@@ -343,16 +343,14 @@ export class Database {
     // This tab's sync() calls made before it knew it would lead went to a
     // leader that was not there, and other tabs' calls came while it
     // started: it answers them now.
+    // Each other tab's call is settled with the loop, or without one (its
+    // error is peer.js's, which queued it).
     const syncer = this.syncer;
-    const answers = this.startupSyncs;
+    const waiting = this.startupSyncs;
     this.startupSyncs = [];
-    if (syncer) {
-      // The loop runs: leader.js has loaded (answerWaiting).
-      (await this._loadSyncOnce()).answerWaiting(this, syncer, answers);
-    } else {
-      const e = this.closed ? new ConvergoError('closed', 'sync: the leader tab closed') : this._status.paused ? new ConvergoError('network', 'sync: the leader tab is paused') : (this.syncLoadError ?? new ConvergoError('network', 'sync: the leader tab does not sync'));
-      for (const answer of answers) answer(e);
-    }
+    // The loop runs: leader.js has loaded (answerWaiting).
+    if (syncer) (await this._loadSyncOnce()).answerWaiting(this, syncer, waiting);
+    else for (const settle of waiting) settle(null);
   }
 
   /**

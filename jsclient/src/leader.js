@@ -131,16 +131,16 @@ export async function syncNow(db, syncer) {
 
 /**
  * The tab's loop runs now that it leads (Database._lead): the sync()
- * calls of this tab made before it knew it would lead (they went to a
- * leader that was not there) and those of other tabs that came while it
- * started (answers) are answered after a round.
+ * calls of other tabs that came while it started (waiting, peer.js) and
+ * those of this tab made before it knew it would lead (they went to a
+ * leader that was not there) are answered after a round.
  * @param {Database} db
  * @param {import('./sync.js').Syncer} syncer
- * @param {((e: any) => void)[]} answers
+ * @param {((syncer: import('./sync.js').Syncer|null) => void)[]} waiting
  */
-export function answerWaiting(db, syncer, answers) {
-  for (const w of db.peerSync?.values() ?? []) answers.push((/** @type {any} */ e) => w.done(e ? toWire(e) : undefined));
-  for (const answer of answers) syncer.requestSync().then(() => answer(null), answer);
+export function answerWaiting(db, syncer, waiting) {
+  for (const settle of waiting) settle(syncer);
+  for (const w of db.peerSync?.values() ?? []) syncer.requestSync().then(() => w.done(), (/** @type {any} */ e) => w.done(e ? toWire(e) : undefined));
 }
 
 /** How long the leader lets lastSyncedAt settle before storing it (ms). */

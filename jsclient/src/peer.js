@@ -111,12 +111,11 @@ export function onPeer(db, m) {
       // A failure as this tab closes (its loop stopped) is not the
       // caller's: the tab that leads next is asked again (lead).
       const answer = (/** @type {any} */ e) => (e && db.closed ? undefined : db._post({ t: SyncMessage.synced, n: m.n, error: e ? toWire(e) : undefined }));
-      if (!db.syncer) {
-        if (db._status.paused) answer(new ConvergoError('network', 'sync: the leader tab is paused'));
-        else db.startupSyncs.push(answer); // answered once the syncer runs (_lead)
-        break;
-      }
-      db.syncer.requestSync().then(() => answer(null), answer);
+      const run = (/** @type {import('./sync.js').Syncer|null} */ syncer) => (syncer ? syncer.requestSync().then(() => answer(null), answer) : answer(noLoop(db)));
+      // While the tab starts leading, the call waits for its loop
+      // (Database._lead); paused, it has none.
+      if (db.syncer || db._status.paused) run(db.syncer);
+      else db.startupSyncs.push(run);
       break;
     }
     case SyncMessage.synced:
@@ -164,6 +163,15 @@ export function onPeer(db, m) {
 
 /** How long a tab that does not lead waits for the leader it asked to answer its sync() (ms; askLeader). */
 const ANSWER_MS = 30_000;
+
+/**
+ * Why the tab that leads has no loop to run another tab's sync() with: it
+ * closed, it is paused, its loop did not load, or it does not sync.
+ * @param {Database} db
+ */
+function noLoop(db) {
+  return db.closed ? new ConvergoError('closed', 'sync: the leader tab closed') : db._status.paused ? new ConvergoError('network', 'sync: the leader tab is paused') : (db.syncLoadError ?? new ConvergoError('network', 'sync: the leader tab does not sync'));
+}
 
 /**
  * How many of other tabs' sync() calls (their ids, SyncMessage.sync) the

@@ -1131,3 +1131,34 @@ test("a follower's sync() asked again on a lead message the leader already has u
     'each call answered once',
   );
 });
+
+test("a follower's sync() that a tab takes as it starts leading is answered with why that tab has no loop: its load failed, or it is paused", async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const load = Database.prototype._loadSync;
+  /** @type {(e: Error) => void} */
+  let fail = () => {};
+  Database.prototype._loadSync = function () {
+    return new Promise((_, reject) => (fail = reject));
+  };
+  t.after(() => {
+    Database.prototype._loadSync = load;
+  });
+  const locks = fakeLocks();
+  /** @type {() => void} */
+  let release = () => {};
+  locks.request('convergo:startup', () => new Promise((r) => (release = () => r(undefined))));
+  const opts = { url: server.url, name: 'startup', indexedDB: freshIDB(), locks, BroadcastChannel: globalThis.BroadcastChannel, collections: ['todos'], backoff: { base: 60_000, random: () => 1 } };
+  const leader = await openClient(opts);
+  const follower = await openClient(opts);
+  t.after(() => Promise.all([leader.close(), follower.close()]));
+  const synced = follower.sync();
+  release();
+  // The first tab leads and loads its loop; the follower, told of the new
+  // leader, asks it again, and it takes the call to answer once it knows.
+  await until(() => leader.status.leader && /** @type {any} */ (leader).startupSyncs.length === 1, 'the tab that leads takes the call while its loop loads');
+  fail(new TypeError('Failed to fetch dynamically imported module'));
+  await assert.rejects(synced, (/** @type {any} */ e) => e instanceof ConvergoError && e.code === 'network' && e.message === 'sync: loading leader.js: Failed to fetch dynamically imported module');
+  await leader.pause();
+  await assert.rejects(follower.sync(), (/** @type {any} */ e) => e instanceof ConvergoError && e.code === 'network' && e.message === 'sync: the leader tab is paused');
+});
