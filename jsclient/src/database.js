@@ -342,13 +342,12 @@ export class Database {
     if (!this._status.paused) await this._startSyncer();
     // This tab's sync() calls made before it knew it would lead went to a
     // leader that was not there, and other tabs' calls came while it
-    // started: it answers them now.
-    // Each other tab's call is settled with the loop, or without one (its
-    // error is peer.js's, which queued it).
+    // started: it answers them now, after a round of its loop (leader.js
+    // answerWaiting: it has loaded) or, with none, each other tab's call
+    // with why (peer.js, which queued it).
     const syncer = this.syncer;
     const waiting = this.startupSyncs;
     this.startupSyncs = [];
-    // The loop runs: leader.js has loaded (answerWaiting).
     if (syncer) (await this._loadSyncOnce()).answerWaiting(this, syncer, waiting);
     else for (const settle of waiting) settle(null);
   }
