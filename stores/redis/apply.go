@@ -82,39 +82,63 @@ func (s *Store) Apply(ctx context.Context, changes []crdt.Change) ([]stores.Resu
 
 // scriptCalls cuts the changes idx of collection coll into script calls and
 // appends them to calls.
+//
+// A call's arguments cost no allocation each: its change blobs are encoded
+// into one buffer, and the argument list holds pointers to the call's own
+// ids and blobs (go-redis writes *string and encoding.BinaryMarshaler
+// arguments as they are), where a string or a []byte put in a []any
+// allocates its header. The list has room for the compare-and-set section
+// that readStored appends.
 func (s *Store) scriptCalls(calls []*scriptCall, req *applyRequest, coll string, changes []crdt.Change, idx []int) []*scriptCall {
 	slot := -1
 	if s.commits.slotted {
 		slot = keySlot(coll)
 	}
-	blobs := make([][]byte, 0, min(len(idx), maxScriptChanges))
 	for len(idx) > 0 {
-		// Each change's blob is encoded once: its length is its size in
-		// the call.
 		n, size := 0, 0
-		blobs = blobs[:0]
 		for n < len(idx) && n < maxScriptChanges {
-			b := encodeBlob(0, changes[idx[n]].Record)
-			if n > 0 && size+len(b) > maxScriptBytes {
+			b := blobSize(changes[idx[n]].Record)
+			if n > 0 && size+b > maxScriptBytes {
 				break
 			}
-			blobs = append(blobs, b)
-			size += len(b)
+			size += b
 			n++
 		}
-		args := make([]any, 0, 6+2*n)
+		sc := &scriptCall{req: req, coll: coll, slot: slot, idx: idx[:n], bytes: size}
+		sc.recs = make([]crdt.Record, n)
+		sc.blobs = make([]blobArg, n)
+		buf := make([]byte, 0, size)
+		args := make([]any, 0, mergeArgs+2*n+casArgs+2*n)
 		args = append(args, s.channel, coll, s.maxRecordBytes, crdt.MaxFieldsPerRecord, uint64(MaxSeq), n)
-		recs := make([]crdt.Record, n)
 		for k, i := range idx[:n] {
-			r := changes[i].Record
-			recs[k] = r
-			args = append(args, r.ID, blobs[k])
+			sc.recs[k] = changes[i].Record
+			start := len(buf)
+			buf = appendBlob(buf, 0, sc.recs[k])
+			sc.blobs[k] = blobArg(buf[start:len(buf):len(buf)])
+			args = append(args, &sc.recs[k].ID, &sc.blobs[k])
 		}
-		calls = append(calls, &scriptCall{req: req, coll: coll, slot: slot, idx: idx[:n], recs: recs, args: args, bytes: size})
+		sc.args = args
+		calls = append(calls, sc)
 		idx = idx[n:]
 	}
 	return calls
 }
+
+// The merge script's arguments before the changes (channel, collection,
+// limits, the number of changes), and before the records of the
+// compare-and-set section (the foreseen head, verdicts, info): merge.lua.
+const (
+	mergeArgs = 6
+	casArgs   = 3
+)
+
+// blobArg is a blob in a script call's arguments. A pointer to it, an
+// encoding.BinaryMarshaler, goes into the argument list without an
+// allocation, and go-redis writes the bytes as they are.
+type blobArg []byte
+
+// MarshalBinary implements encoding.BinaryMarshaler.
+func (b *blobArg) MarshalBinary() ([]byte, error) { return *b, nil }
 
 // applyRequest is one Apply call waiting for its script calls.
 type applyRequest struct {
@@ -148,6 +172,7 @@ type scriptCall struct {
 	slot  int
 	idx   []int
 	recs  []crdt.Record // the changes' records, in the order of idx
+	blobs []blobArg     // their blobs, in one buffer
 	args  []any         // the script's ARGV: the changes, then the plan's
 	bytes int           // the size of the change blobs in args
 	// plan is the call's merge in Go (cas.go), nil when the script merges

@@ -32,7 +32,6 @@ type casPlan struct {
 	ids  []string   // the call's records, in order of first appearance
 	at   []int      // per change of the call, the index of its record in ids
 	lost [][]string // per change, the fields it lost (crdt.LostFields)
-	args []any      // the script's compare-and-set section
 
 	// What the records are after the call when the script takes them as
 	// Go merged them, for the written cache: per record how Go read it
@@ -80,11 +79,11 @@ func (s *Store) readStored(ctx context.Context, calls []*scriptCall) {
 		return
 	}
 	type reading struct {
-		vals  []any    // per record of the call: a blob, or nil (absent)
-		from  []int8   // per record: 0 vals has it, 1 an earlier call of the round, 2 the read
-		miss  []string // the records read
-		read  *goredis.SliceCmd
-		whole bool // every record is read (no cache)
+		vals  []any        // per record of the call: a blob, or nil (absent)
+		from  []int8       // per record: 0 vals has it, 1 an earlier call of the round, 2 the read
+		miss  []string     // the records read
+		read  *goredis.Cmd // HMGET of miss
+		whole bool         // every record is read (no cache)
 	}
 	plans := make([]*casPlan, len(calls))
 	reads := make([]reading, len(calls))
@@ -105,9 +104,14 @@ func (s *Store) readStored(ctx context.Context, calls []*scriptCall) {
 	if c != nil {
 		c.mu.Lock()
 	}
+	var seen map[string]int // the records of a call so far, cleared for each
 	for k, sc := range calls {
-		p := &casPlan{at: make([]int, len(sc.recs))}
-		seen := make(map[string]int, len(sc.recs))
+		p := &casPlan{at: make([]int, len(sc.recs)), ids: make([]string, 0, len(sc.recs))}
+		if seen == nil {
+			seen = make(map[string]int, len(sc.recs))
+		} else {
+			clear(seen)
+		}
 		for j, r := range sc.recs {
 			i, ok := seen[r.ID]
 			if !ok {
@@ -137,6 +141,9 @@ func (s *Store) readStored(ctx context.Context, calls []*scriptCall) {
 				}
 			}
 			rd.from[i] = 2
+			if rd.miss == nil {
+				rd.miss = make([]string, 0, len(p.ids)-i)
+			}
 			rd.miss = append(rd.miss, id)
 		}
 		if _, ok := next[sc.coll]; !ok {
@@ -160,7 +167,14 @@ func (s *Store) readStored(ctx context.Context, calls []*scriptCall) {
 			}
 			rd.whole = len(rd.miss) == len(p.ids)
 			s.commits.recordsRead.Add(uint64(len(rd.miss)))
-			rd.read = pipe.HMGet(ctx, s.recKey(sc.coll), rd.miss...)
+			// As pipe.HMGet sends it, with the ids as pointers: a
+			// string put in a []any allocates its header.
+			args := make([]any, 2+len(rd.miss))
+			args[0], args[1] = "hmget", s.recKey(sc.coll)
+			for m := range rd.miss {
+				args[2+m] = &rd.miss[m]
+			}
+			rd.read = pipe.Do(ctx, args...)
 		}
 	}
 	if c != nil {
@@ -180,7 +194,7 @@ func (s *Store) readStored(ctx context.Context, calls []*scriptCall) {
 		p, rd := plans[k], &reads[k]
 		ok := true
 		if rd.read != nil {
-			stored, err := rd.read.Result()
+			stored, err := rd.read.Slice()
 			if err != nil || len(stored) != len(rd.miss) {
 				ok = false
 			} else if rd.whole {
@@ -232,7 +246,6 @@ func (s *Store) readStored(ctx context.Context, calls []*scriptCall) {
 			}
 		}
 		sc.plan = p
-		sc.args = append(sc.args, p.args...)
 	}
 }
 
@@ -242,8 +255,9 @@ func (s *Store) readStored(ctx context.Context, calls []*scriptCall) {
 // changed its record and the fields it lost, per record the blob read, the
 // merged blob (with the seq it gets if the collection's head is base when
 // the script runs; base -1: not foreseen) and the change in its encoded
-// size. It returns the number of changes that altered their records, and
-// false, leaving the call to the script, when a merged record breaks
+// size, and appends the script's compare-and-set section to sc.args. It
+// returns the number of changes that altered their records, and
+// false, leaving the call to the script (sc.args as it was), when a merged record breaks
 // crdt's limits as Go read it: the script checks them against the record
 // as it is when it runs, and refuses the call with the error every store
 // gives.
@@ -313,8 +327,22 @@ func planCall(p *casPlan, sc *scriptCall, stored []any, base int64, maxBytes int
 		}
 		p.lost[j] = crdt.LostFields(change, r.state)
 	}
+	// The merged blobs go in one buffer, and the section's arguments at
+	// the end of sc.args (scriptCalls left room), with no allocation per
+	// record: the blob read is HMGET's reply as it is, the merged one a
+	// pointer to p.merged's string.
+	size := 0
+	for i := range recs {
+		if r := &recs[i]; r.dirty {
+			if len(r.state.Fields) > crdt.MaxFieldsPerRecord {
+				return 0, false
+			}
+			size += blobSize(r.state)
+		}
+	}
+	blobs := make([]byte, 0, size)
 	info := make([]byte, 0, casInfoBytes*len(recs))
-	p.args = make([]any, 0, 3+2*len(recs))
+	args := sc.args
 	p.kinds = make([]byte, len(recs))
 	p.raws = make([]string, len(recs))
 	p.merged = make([]string, len(recs))
@@ -322,29 +350,29 @@ func planCall(p *casPlan, sc *scriptCall, stored []any, base int64, maxBytes int
 	if base >= 0 {
 		foreseen = strconv.FormatInt(base, 10)
 	}
-	p.args = append(p.args, foreseen, verdicts, nil) // info, below
+	args = append(args, foreseen, verdicts, nil) // info, below
+	at := len(args) - 1
 	for i := range recs {
 		r := &recs[i]
 		var delta int
-		var merged string
 		if r.dirty {
-			if len(r.state.Fields) > crdt.MaxFieldsPerRecord {
-				return 0, false
-			}
 			buf = crdt.AppendRecord(buf[:0], r.state)
 			if len(buf) > maxBytes {
 				return 0, false
 			}
 			delta = len(buf) - r.size
-			b := encodeBlob(r.seq, r.state)
-			merged = unsafe.String(unsafe.SliceData(b), len(b)) // b is not written again
+			start := len(blobs)
+			blobs = appendBlob(blobs, r.seq, r.state)
+			// blobs is not written again where it is.
+			p.merged[i] = unsafe.String(unsafe.SliceData(blobs[start:]), len(blobs)-start)
 		}
-		p.kinds[i], p.raws[i], p.merged[i] = r.kind, r.raw, merged
+		p.kinds[i], p.raws[i] = r.kind, r.raw
 		info = append(info, r.kind)
 		info = binary.BigEndian.AppendUint32(info, uint32(int32(delta)))
-		p.args = append(p.args, r.raw, merged)
+		args = append(args, stored[i], &p.merged[i]) // nil and "" are sent as ''
 	}
-	p.args[2] = info
+	args[at] = info
+	sc.args = args
 	p.verdicts = verdicts
 	return changed, true
 }

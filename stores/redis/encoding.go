@@ -82,7 +82,12 @@ func appendStamp(b []byte, s crdt.Stamp) []byte {
 // encodeBlob encodes r, which checkRecord accepted, with sequence number
 // seq.
 func encodeBlob(seq uint64, r crdt.Record) []byte {
-	b := make([]byte, 0, blobSize(r))
+	return appendBlob(make([]byte, 0, blobSize(r)), seq, r)
+}
+
+// appendBlob appends the blob of r, which checkRecord accepted, with
+// sequence number seq to b: blobSize(r) bytes.
+func appendBlob(b []byte, seq uint64, r crdt.Record) []byte {
 	b = append(b, blobVersion)
 	b = binary.BigEndian.AppendUint64(b, seq)
 	b = appendStamp(b, r.Deleted)

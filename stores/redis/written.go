@@ -1,6 +1,9 @@
 package redis
 
-import "sync"
+import (
+	"strings"
+	"sync"
+)
 
 // writtenEntryBytes is what one entry of the written cache is counted at
 // beside its id and blob: the map's slot, the key's collection header and
@@ -124,7 +127,9 @@ func (s *Store) remember(calls []*scriptCall) {
 				c.drop(k)
 			case p.merged[i] != "":
 				if foreseen {
-					c.put(k, p.merged[i])
+					// A copy: the call's merged blobs share one buffer,
+					// which an entry alone would keep.
+					c.put(k, strings.Clone(p.merged[i]))
 				} else {
 					c.drop(k)
 				}
