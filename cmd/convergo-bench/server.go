@@ -368,7 +368,13 @@ func storeURL(kind string) (string, func(), error) {
 			return "", nil, errors.New("CONVERGO_REDIS_ADDR is not set")
 		}
 		prefix := "bench-" + randomSuffix() + ":"
-		return "redis://" + addr + "?prefix=" + prefix, func() { dropRedisPrefix(addr, prefix) }, nil
+		url := "redis://" + addr + "?prefix=" + prefix
+		// BENCH_REDIS_QUERY adds parameters to the store's URL
+		// (written_cache=32MiB, say: stores/storeurl).
+		if q := os.Getenv("BENCH_REDIS_QUERY"); q != "" {
+			url += "&" + q
+		}
+		return url, func() { dropRedisPrefix(addr, prefix) }, nil
 	case "dynamodb":
 		ep := os.Getenv("CONVERGO_DYNAMODB_ENDPOINT")
 		if ep == "" {

@@ -100,6 +100,12 @@ func (s *Store) readStored(ctx context.Context, calls []*scriptCall) {
 		round = make(map[writtenKey]roundValue, n)
 	}
 	var pipe goredis.Pipeliner
+	// The blobs the written cache holds are copied into one buffer (the
+	// arena's bytes may be overwritten once c.mu is let go), and made
+	// strings once it is complete.
+	type cachedAt struct{ call, rec, start, end int }
+	var cached []byte
+	var spans []cachedAt
 	c := s.written
 	if c != nil {
 		c.mu.Lock()
@@ -135,8 +141,10 @@ func (s *Store) readStored(ctx context.Context, calls []*scriptCall) {
 				round[key] = roundValue{}
 			}
 			if c != nil {
-				if b, ok := c.blobs[key]; ok {
-					rd.vals[i] = b
+				start := len(cached)
+				var ok bool
+				if cached, ok = c.appendBlob(cached, key); ok {
+					spans = append(spans, cachedAt{k, i, start, len(cached)})
 					continue
 				}
 			}
@@ -179,6 +187,10 @@ func (s *Store) readStored(ctx context.Context, calls []*scriptCall) {
 	}
 	if c != nil {
 		c.mu.Unlock()
+	}
+	for _, sp := range spans {
+		// cached is not written again.
+		reads[sp.call].vals[sp.rec] = unsafe.String(unsafe.SliceData(cached[sp.start:sp.end]), sp.end-sp.start)
 	}
 	if pipe != nil {
 		_, _ = pipe.Exec(ctx) // each read's error is in its own command

@@ -104,15 +104,14 @@ type Options struct {
 	// Zero means DefaultCaptureScanCount.
 	CaptureScanCount int
 	// WrittenCacheBytes, when positive, keeps a cache of the record
-	// blobs that this store's merge script calls left stored, of at most
-	// that many bytes (ids and blobs, each entry also counted at 64
-	// bytes: about 200 bytes for a record of one short field), with
-	// which the read before a round trip of Apply skips the records it
-	// holds (doc.go, "# Merging in Go"). It trades Go's CPU for Redis's:
-	// docs/benchmarks.md measured Redis's CPU per change about 7–12%
-	// lower with the working set held, and this process's higher, most
-	// of it the garbage collector marking the cache. Zero (the default)
-	// or negative means no cache.
+	// blobs that this store's merge script calls left stored, in one
+	// arena of that many bytes allocated at Open (each entry its id, its
+	// collection's name, its blob and 8 bytes: about 130 bytes for a
+	// record of one short field; the oldest are overwritten first), and
+	// an index of about 20–40 bytes per entry. With it the read before a
+	// round trip of Apply skips the records it holds (doc.go, "# Merging
+	// in Go"): it trades Go's CPU for Redis's (docs/benchmarks.md). Zero
+	// (the default) or negative means no cache.
 	WrittenCacheBytes int
 	// Now is the clock epoch bumps read (stores.NextEpoch): a bump sets a
 	// counter to the Unix time in seconds when that is more than the
