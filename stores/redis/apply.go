@@ -83,12 +83,13 @@ func (s *Store) Apply(ctx context.Context, changes []crdt.Change) ([]stores.Resu
 // scriptCalls cuts the changes idx of collection coll into script calls and
 // appends them to calls.
 //
-// A call's arguments cost no allocation each: its change blobs are encoded
-// into one buffer, and the argument list holds pointers to the call's own
-// ids and blobs (go-redis writes *string and encoding.BinaryMarshaler
-// arguments as they are), where a string or a []byte put in a []any
-// allocates its header. The list has room for the compare-and-set section
-// that readStored appends.
+// A call's arguments cost no allocation each: the argument list holds
+// pointers to the call's own ids and blobs (go-redis writes *string and
+// encoding.BinaryMarshaler arguments as they are), where a string or a
+// []byte put in a []any allocates its header. The blobs are empty until
+// encodeBlobs encodes them, which readStored does only for a call the
+// script merges itself: with a plan the script needs none. The list has
+// room for the compare-and-set section that readStored appends.
 func (s *Store) scriptCalls(calls []*scriptCall, req *applyRequest, coll string, changes []crdt.Change, idx []int) []*scriptCall {
 	slot := -1
 	if s.commits.slotted {
@@ -107,14 +108,10 @@ func (s *Store) scriptCalls(calls []*scriptCall, req *applyRequest, coll string,
 		sc := &scriptCall{req: req, coll: coll, slot: slot, idx: idx[:n], bytes: size}
 		sc.recs = make([]crdt.Record, n)
 		sc.blobs = make([]blobArg, n)
-		buf := make([]byte, 0, size)
 		args := make([]any, 0, mergeArgs+2*n+casArgs+2*n)
 		args = append(args, s.channel, coll, s.maxRecordBytes, crdt.MaxFieldsPerRecord, uint64(MaxSeq), n)
 		for k, i := range idx[:n] {
 			sc.recs[k] = changes[i].Record
-			start := len(buf)
-			buf = appendBlob(buf, 0, sc.recs[k])
-			sc.blobs[k] = blobArg(buf[start:len(buf):len(buf)])
 			args = append(args, &sc.recs[k].ID, &sc.blobs[k])
 		}
 		sc.args = args
@@ -131,6 +128,32 @@ const (
 	mergeArgs = 6
 	casArgs   = 3
 )
+
+// encodeBlobs encodes the changes' blobs into sc's arguments, in one
+// buffer, for a call that the script merges itself: one without a plan.
+func (sc *scriptCall) encodeBlobs() {
+	buf := make([]byte, 0, sc.bytes)
+	for k := range sc.recs {
+		start := len(buf)
+		buf = appendBlob(buf, 0, sc.recs[k])
+		sc.blobs[k] = blobArg(buf[start:len(buf):len(buf)])
+	}
+}
+
+// dropPlan makes sc a call that the script merges itself: without the
+// compare-and-set section, with the change blobs. The script refused it
+// (errStale) because a record had changed since Go read it.
+func (sc *scriptCall) dropPlan() {
+	n := mergeArgs + 2*len(sc.recs)
+	clear(sc.args[n:])
+	sc.args, sc.plan = sc.args[:n], nil
+	sc.encodeBlobs()
+}
+
+// staleReply starts the merge script's error reply to a call with a plan
+// and no change blobs whose records changed since Go read them
+// (merge.lua): it wrote nothing.
+const staleReply = "CONVERGO-STALE"
 
 // blobArg is a blob in a script call's arguments. A pointer to it, an
 // encoding.BinaryMarshaler, goes into the argument list without an
@@ -172,9 +195,9 @@ type scriptCall struct {
 	slot  int
 	idx   []int
 	recs  []crdt.Record // the changes' records, in the order of idx
-	blobs []blobArg     // their blobs, in one buffer
-	args  []any         // the script's ARGV: the changes, then the plan's
-	bytes int           // the size of the change blobs in args
+	blobs []blobArg     // their blobs (encodeBlobs), empty with a plan
+	args  []any         // the script's ARGV: the changes (their blobs empty with a plan), then the plan's
+	bytes int           // the size of the change blobs (blobSize)
 	// plan is the call's merge in Go (cas.go), nil when the script merges
 	// every change itself.
 	plan *casPlan
@@ -203,8 +226,10 @@ type committer struct {
 	// records) with the number of script calls in it.
 	roundTrips atomic.Uint64
 	beforeExec func(calls int)
-	// fellBack counts the records that the merge script merged itself
-	// because they had changed since Go read them (cas.go).
+	// fellBack counts the records of the calls that the merge script
+	// merged itself because one of their records had changed since Go
+	// read it (it refused the call with its plan, and the call went
+	// again without: cas.go).
 	fellBack atomic.Uint64
 	// recordsRead counts the records read before round trips: those
 	// that neither the written cache nor an earlier call of the round
@@ -340,13 +365,16 @@ func (s *Store) roundTrip(group []*scriptCall) {
 			sc.cmd = pipe.EvalSha(ctx, mergeScript.Hash(), s.writeKeys(sc.coll), sc.args...)
 		}
 		_, _ = pipe.Exec(ctx) // each call's error is in its own command
-		var moved []*scriptCall
+		// again: the calls to send again, in their order; moved says a
+		// node redirected some of them.
+		var again []*scriptCall
+		moved := false
 		var runErr error // the run check after a NOSCRIPT, once per round trip
 		checked := false
 		for _, sc := range pending {
 			out, err := sc.cmd.Slice()
 			if err != nil && redirected(err) && try < maxRedirects {
-				moved = append(moved, sc)
+				again, moved = append(again, sc), true
 				continue
 			}
 			if err != nil && goredis.HasErrorPrefix(err, "NOSCRIPT") {
@@ -371,6 +399,15 @@ func (s *Store) roundTrip(group []*scriptCall) {
 				// Run sends it with EVAL, which caches it again.
 				out, err = mergeScript.Run(ctx, node, s.writeKeys(sc.coll), sc.args...).Slice()
 			}
+			if err != nil && sc.plan != nil && goredis.HasErrorPrefix(err, staleReply) {
+				// A record changed since Go read it, and the script,
+				// which has no change blobs with a plan, wrote nothing:
+				// the call goes again, for the script to merge.
+				s.commits.fellBack.Add(uint64(len(sc.plan.ids)))
+				sc.dropPlan()
+				again = append(again, sc)
+				continue
+			}
 			if err != nil && redirected(err) {
 				sc.req.finish(fmt.Errorf("apply to %s: %w", sc.coll, keepsMoving(err)))
 				continue
@@ -386,17 +423,17 @@ func (s *Store) roundTrip(group []*scriptCall) {
 			answered = append(answered, sc)
 			errs = append(errs, err)
 		}
-		if len(moved) > 0 {
+		if moved {
 			// Another node serves the slot now, or is taking it over
 			// (redirectCheck).
 			if err := s.redirectCheck(ctx); err != nil {
-				for _, sc := range moved {
+				for _, sc := range again {
 					sc.req.finish(fmt.Errorf("apply to %s: %w", sc.coll, err))
 				}
 				break
 			}
 		}
-		pending = moved
+		pending = again
 	}
 	// What the calls left is remembered before their callers are
 	// answered, so that a caller's next Apply finds it in the written

@@ -76,6 +76,9 @@ type roundValue struct {
 // the right seq into them.
 func (s *Store) readStored(ctx context.Context, calls []*scriptCall) {
 	if s.mergeInScript {
+		for _, sc := range calls {
+			sc.encodeBlobs()
+		}
 		return
 	}
 	type reading struct {
@@ -236,6 +239,7 @@ func (s *Store) readStored(ctx context.Context, calls []*scriptCall) {
 			changed, ok = planCall(p, sc, rd.vals, next[sc.coll], s.maxRecordBytes)
 		}
 		if !ok {
+			sc.encodeBlobs() // for the script's merge
 			next[sc.coll] = -1
 			for _, id := range p.ids {
 				if round != nil {

@@ -112,18 +112,24 @@
 //     each merged record against the limits (crdt.MaxFieldsPerRecord and
 //     the encoded size, from crdt.AppendRecord, which also gives the
 //     change in the record's size for usage).
-//  3. The script call carries, besides the changes, per change that
-//     verdict, and per record how Go read it (absent, a readable blob, an
-//     unreadable one), the exact blob read, the merged blob and the size
-//     delta. For each record the script compares the blob stored now with
-//     the one read, as strings. A record still as read is taken as Go
-//     merged it: its changes take their seqs in batch order as the
-//     verdicts say, and the script writes the merged blob, the log, the
-//     head, usage and the notification exactly as for its own merge. A
-//     record that another writer changed in between (another instance, a
-//     purge, a repair) is merged by the script from the changes, in the
-//     same run, so there is no retry: the reply lists those records, and
-//     their lost fields are the script's.
+//  3. The script call carries the changes' record ids but not their
+//     blobs, per change that verdict, and per record how Go read it
+//     (absent, a readable blob, an unreadable one), the exact blob read,
+//     the merged blob and the size delta. For each record the script
+//     compares the blob stored now with the one read, as strings. A
+//     record still as read is taken as Go merged it: its changes take
+//     their seqs in batch order as the verdicts say, and the script
+//     writes the merged blob, the log, the head, usage and the
+//     notification exactly as for its own merge. When a record was
+//     changed by another writer in between (another instance, a purge, a
+//     repair), the script, which has no change blobs to merge it from,
+//     refuses the whole call before it writes anything (CONVERGO-STALE),
+//     and the store sends the call again in the same round, with the
+//     change blobs and no compare-and-set section: the script merges it
+//     all, and the lost fields are the script's. (Given the change blobs
+//     as well, the script merges such records itself in the same run;
+//     the store no longer sends both, which cost Redis and Go the blobs
+//     on every call for the rare call that needs them.)
 //
 // The merged blobs carry the seqs Go foresees: the head it read plus the
 // changes of the calls before in the pipeline. When the script finds the
@@ -141,7 +147,8 @@
 // key types and seq exhaustion stay in the script. A call whose read
 // failed goes the same way (its script call then reports the failure, if
 // it lasts). A go-redis retry of a call whose first run committed finds
-// the records changed, merges them in the script, and changes nothing.
+// the records changed, is refused, and goes again for the script to
+// merge, which changes nothing.
 //
 // The price is the read: one more round trip before each round of script
 // calls, and Redis sends each record to Go and receives it back (the blob

@@ -36,7 +36,10 @@
 -- its changes take their seqs in batch order as the verdicts say, and Go
 -- has checked its limits and worked out its lost fields. A record that
 -- changed since (another instance wrote it) is merged here from the
--- changes, as without the section.
+-- changes, as without the section. Go sends the section without the
+-- change blobs (each ''): then a record that changed since makes the
+-- script refuse the call, before it writes anything, with the error
+-- CONVERGO-STALE, and Go sends the call again without the section.
 --
 -- Returns {result_1, result_2, ..., head_state, head_raw, damaged, lost}:
 -- one integer per change, its new seq when it changed its record (at
@@ -403,6 +406,10 @@ if #ARGV > 6 + 2 * nchanges then
     else
       fell[#fell + 1] = j
     end
+  end
+  -- Without the change blobs, only Go can merge: it sends the call again.
+  if #fell > 0 and ARGV[8] == '' then
+    return redis.error_reply('CONVERGO-STALE ' .. #fell .. ' of the records changed since they were read')
   end
 end
 
