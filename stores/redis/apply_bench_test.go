@@ -96,8 +96,9 @@ func benchmarkApplyScript(b *testing.B, opts Options) {
 		// the changes (the same on either side of a comparison).
 		b.ReportMetric(own.Seconds()*1e6/float64(total), "go-µs/change")
 		b.ReportMetric(float64(mallocs)/float64(total), "go-allocs/change")
-		// Records the script merged itself: another writer had changed
-		// them since Go read them (cas.go).
+		// Records the script merged itself: those of the calls it refused
+		// because another writer had changed one of their records since
+		// Go read it, sent again without a plan (cas.go).
 		b.ReportMetric(float64(s.commits.fellBack.Load()-fell0)/float64(total), "merged-in-script/change")
 		// Records read before the round trips: the written cache and the
 		// earlier calls of a round give the others (cas.go).
