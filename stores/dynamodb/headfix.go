@@ -25,15 +25,19 @@ import (
 // one item twice), and the commit is retried until it gives up.
 //
 // setHeadRight is called when a commit meets either. It reads the log's
-// highest entry, and then that entry, the head and the given records'
-// items in one TransactGetItems, which is serializable with the commits'
-// transactions: a head below an entry or record seq read there is behind
-// in a committed state, not a commit read half applied. It then sets the
-// head to the highest of them, conditioned on the head it read, and starts
-// a new epoch of the collection, history lost: the copy's readers cannot
-// tell which of the log's entries they read. It reports whether it moved
-// the head (false: the head was not behind, or another writer moved it
-// meanwhile; the caller reads again either way).
+// highest entry, and then that entry, the head, the collection's epoch
+// item and the given records' items in one TransactGetItems, which is
+// serializable with the commits' transactions: a head below an entry or
+// record seq read there is behind in a committed state, not a commit read
+// half applied. It then sets the head to the highest of them and starts a
+// new epoch of the collection, history lost (the copy's readers cannot
+// tell which of the log's entries they read), in one TransactWriteItems
+// conditioned on the head and the epoch counter it read. One transaction,
+// because nothing would start that epoch later: once the head is right no
+// commit meets it behind again, so a process stopping between two writes
+// would leave the copy's readers unreset for good. It reports whether it
+// moved the head (false: the head was not behind, or another writer moved
+// it or bumped the epoch meanwhile; the caller reads again either way).
 func (st *Store) setHeadRight(ctx context.Context, ref logRef, ids []string) (bool, error) {
 	op := "set the head of " + ref.String() + " right"
 	out, err := st.db.Query(ctx, &awsdynamodb.QueryInput{
@@ -48,7 +52,11 @@ func (st *Store) setHeadRight(ctx context.Context, ref logRef, ids []string) (bo
 	if err != nil {
 		return false, translate(ctx, op, err)
 	}
-	gets := []types.TransactGetItem{{Get: &types.Get{TableName: &st.table, Key: key(ref.headPK(), 0)}}}
+	gets := []types.TransactGetItem{
+		{Get: &types.Get{TableName: &st.table, Key: key(ref.headPK(), 0)}},
+		{Get: &types.Get{TableName: &st.table, Key: key(epochPK(ref.coll), 0)}},
+	}
+	const seqsFrom = 2 // gets[2:] are the highest entry and the records
 	if len(out.Items) == 1 {
 		top, err := getN(out.Items[0], attrSK)
 		if err != nil {
@@ -60,7 +68,7 @@ func (st *Store) setHeadRight(ctx context.Context, ref logRef, ids []string) (bo
 		}})
 	}
 	for _, id := range ids {
-		if len(gets) >= maxTxActions {
+		if len(gets) >= maxTxGetItems {
 			break
 		}
 		gets = append(gets, types.TransactGetItem{Get: &types.Get{
@@ -88,8 +96,9 @@ func (st *Store) setHeadRight(ctx context.Context, ref logRef, ids []string) (bo
 	if err != nil {
 		return false, fmt.Errorf("%s: head item: %w", op, err)
 	}
+	epochItem := got.Responses[1].Item
 	top := head
-	for i, r := range got.Responses[1:] {
+	for i, r := range got.Responses[seqsFrom:] {
 		if r.Item == nil {
 			continue
 		}
@@ -106,25 +115,46 @@ func (st *Store) setHeadRight(ctx context.Context, ref logRef, ids []string) (bo
 	if top <= head {
 		return false, nil
 	}
-	_, err = st.db.UpdateItem(ctx, &awsdynamodb.UpdateItemInput{
-		TableName:                 &st.table,
-		Key:                       key(ref.headPK(), 0),
-		UpdateExpression:          ptr("SET #h = :top"),
-		ConditionExpression:       ptr("#h = :old"),
-		ExpressionAttributeNames:  map[string]string{"#h": attrHead},
-		ExpressionAttributeValues: map[string]types.AttributeValue{":top": n(top), ":old": n(head)},
-	}, st.dbOpt)
-	var failed *types.ConditionalCheckFailedException
-	if errors.As(err, &failed) {
-		return false, nil // another writer moved the head meanwhile
+	// The new epoch, as BumpEpoch's counterBump with cause HistoryLost
+	// writes it: n and lost raised to the next epoch, conditioned on n as
+	// read (absent: attribute_not_exists).
+	epochNames := map[string]string{"#n": attrN, "#lost": attrLost, "#cvg": attrCvg, "#bt": attrBumpToken}
+	epochValues := map[string]types.AttributeValue{":one": n(1), ":bt": s(st.bumpToken())}
+	var cur uint64
+	epochCond := "attribute_not_exists(#n)"
+	if v, ok := epochItem[attrN]; ok {
+		if cur, err = getN(epochItem, attrN); err != nil {
+			return false, fmt.Errorf("%s: epoch item: %w: %v", op, stores.ErrCorrupt, err)
+		}
+		epochCond, epochValues[":cur"] = "#n = :cur", v
+	}
+	epochValues[":new"] = n(stores.NextEpoch(cur, st.epochNow()))
+	_, err = st.db.TransactWriteItems(ctx, &awsdynamodb.TransactWriteItemsInput{TransactItems: []types.TransactWriteItem{
+		{Update: &types.Update{
+			TableName:                 &st.table,
+			Key:                       key(ref.headPK(), 0),
+			UpdateExpression:          ptr("SET #h = :top"),
+			ConditionExpression:       ptr("#h = :old"),
+			ExpressionAttributeNames:  map[string]string{"#h": attrHead},
+			ExpressionAttributeValues: map[string]types.AttributeValue{":top": n(top), ":old": n(head)},
+		}},
+		{Update: &types.Update{
+			TableName:                 &st.table,
+			Key:                       key(epochPK(ref.coll), 0),
+			UpdateExpression:          ptr("SET #n = :new, #lost = :new, #cvg = :one, #bt = :bt"),
+			ConditionExpression:       &epochCond,
+			ExpressionAttributeNames:  epochNames,
+			ExpressionAttributeValues: epochValues,
+		}},
+	}}, st.dbOpt) // the SDK's retries carry one client request token: applied once
+	if errors.As(err, &cancelled) {
+		return false, nil // another writer moved the head or bumped the epoch meanwhile
 	}
 	if err != nil {
 		return false, translate(ctx, op, err)
 	}
-	st.log.Error("a collection's head was behind its log (a table restored from a backup?): set right; starting a new epoch, history lost",
+	st.log.Error("a collection's head was behind its log (a table restored from a backup?): set right; a new epoch, history lost",
 		"collection", ref.String(), "head", strconv.FormatUint(head, 10), "now", strconv.FormatUint(top, 10))
-	if err := st.BumpEpoch(ctx, ref.coll, stores.HistoryLost); err != nil {
-		return true, fmt.Errorf("%s: %w", op, err)
-	}
+	st.watchers.Notify(stores.Notification{Resync: true})
 	return true, nil
 }
