@@ -120,7 +120,7 @@ func storeCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 			rctx, rcancel := context.WithTimeout(parent, rebuildLimit)
 			defer rcancel()
 			err := r.RepairAll(rctx, func(coll string, rep stores.RepairReport) {
-				fmt.Fprintf(stdout, "collection %s: log rebuilt from its records: %d records\n", coll, rep.Records)
+				fmt.Fprintf(stdout, "collection %s: log rebuilt from its records: %d records, %d unreadable records dropped\n", coll, rep.Records, rep.Lost)
 			})
 			if err != nil {
 				return fmt.Errorf("mark %s restored: the new epoch is started, but rebuilding the logs failed (run mark-restored again, or convergo repair for the collection): %w", storeurl.Redact(raw), err)

@@ -1,13 +1,16 @@
 package dynamodb
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"net/http"
 	"slices"
 	"testing"
 	"time"
 
 	awsdynamodb "github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
 
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/stores"
@@ -231,5 +234,159 @@ func TestRepairAll(t *testing.T) {
 		if ids := pullIDs(ctx, t, four, coll); len(ids) != 3 || max(m.Shards, 1) != map[string]int{"a": 1, "b.x": 4}[coll] {
 			t.Fatalf("%s after RepairAll: %d shards, a pull delivers %v", coll, m.Shards, ids)
 		}
+	}
+}
+
+// TestRepairUnreadableRecordItems: record items that hold no readable
+// record (no rec attribute, one of another type, bytes that are no
+// record, another record's) are dropped by the rebuild, counted in the
+// report's Lost and in a new epoch, history lost, as Redis's Repair does,
+// not left unlisted and uncounted: such an item is in no log, so no
+// reader pulls it, and a write of its id meets it for ever.
+func TestRepairUnreadableRecordItems(t *testing.T) {
+	db, _, _ := testClients(t)
+	table := plainTable(t, db)
+	st := openTest(t, db, nil, table)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const coll = "todos"
+	for _, id := range []string{"r1", "r2"} {
+		ch := crdt.Change{Collection: coll, Record: crdt.SetField(id, "n", val(t, id), stamp(1, "w"))}
+		if _, err := st.Apply(ctx, []crdt.Change{ch}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	other, err := crdt.EncodeRecord(crdt.SetField("r1", "n", val(t, "x"), stamp(2, "w")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := map[string]types.AttributeValue{
+		"b1": nil,                         // no rec
+		"b2": s("not binary"),             // rec of another type
+		"b3": b([]byte{0xff, 0x00, 0x01}), // no record
+		"b4": b(other),                    // another record's
+	}
+	for id, rec := range bad {
+		item := map[string]types.AttributeValue{attrPK: s(recordPK(coll, id)), attrSK: n(0), attrSeq: n(9), attrCvg: n(1)}
+		if rec != nil {
+			item[attrRec] = rec
+		}
+		if _, err := db.PutItem(ctx, &awsdynamodb.PutItemInput{TableName: &table, Item: item}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before, err := st.Meta(ctx, coll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, run := range []struct {
+		name   string
+		repair func() (stores.RepairReport, error)
+	}{
+		{"Repair", func() (stores.RepairReport, error) { return st.Repair(ctx, coll) }},
+		{"RepairAll", func() (stores.RepairReport, error) {
+			var rep stores.RepairReport
+			err := st.RepairAll(ctx, func(c string, r stores.RepairReport) {
+				if c == coll {
+					rep = r
+				}
+			})
+			return rep, err
+		}},
+	} {
+		rep, err := run.repair()
+		if err != nil {
+			t.Fatalf("%s: %v", run.name, err)
+		}
+		want := stores.RepairReport{Records: 2, Lost: len(bad), Head: 2}
+		if run.name == "RepairAll" {
+			want.Lost = 0 // the first run dropped them
+		}
+		if rep != want {
+			t.Fatalf("%s reported %+v; want %+v", run.name, rep, want)
+		}
+	}
+	after, err := st.Meta(ctx, coll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Lost <= before.Epoch {
+		t.Fatalf("meta %+v after a repair that dropped unreadable records, was %+v: want a new epoch, history lost", after, before)
+	}
+	for id := range bad {
+		out, err := db.GetItem(ctx, &awsdynamodb.GetItemInput{TableName: &table, Key: key(recordPK(coll, id), 0), ConsistentRead: ptr(true)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out.Item != nil {
+			t.Fatalf("record item %s is still there after the repair: %v", id, out.Item)
+		}
+		ch := crdt.Change{Collection: coll, Record: crdt.SetField(id, "n", val(t, id), stamp(3, "w"))}
+		if _, err := st.Apply(ctx, []crdt.Change{ch}); err != nil {
+			t.Fatalf("write %s after the repair: %v", id, err)
+		}
+	}
+	ids := pullIDs(ctx, t, st, coll)
+	slices.Sort(ids)
+	if want := []string{"b1", "b2", "b3", "b4", "r1", "r2"}; !slices.Equal(ids, want) {
+		t.Fatalf("a pull from the beginning delivers %v; want %v", ids, want)
+	}
+}
+
+// TestRepairInterruptedAfterDrops: a Repair that dropped an unreadable
+// record item and stopped before its new epoch is finished by a second
+// run, which finds nothing to drop: its new epoch is still history lost
+// (clients give back what they hold), not rebuilt.
+func TestRepairInterruptedAfterDrops(t *testing.T) {
+	ft := &faultTransport{next: http.DefaultTransport}
+	dropped := false
+	ft.pick = func(op string, body []byte) fault {
+		if op != "TransactWriteItems" && op != "UpdateItem" {
+			return fault{}
+		}
+		if dropped {
+			return fault{status: 400, body: `{"__type":"com.amazonaws.dynamodb.v20120810#ValidationException","message":"injected: the process stopped"}`}
+		}
+		if bytes.Contains(body, []byte(`"Delete"`)) && bytes.Contains(body, []byte(`~r#todos#b1`)) {
+			dropped = true
+		}
+		return fault{}
+	}
+	db, _, _ := testClients(t)
+	table := plainTable(t, db)
+	st := openTest(t, db, nil, table)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const coll = "todos"
+	ch := crdt.Change{Collection: coll, Record: crdt.SetField("r1", "n", val(t, 1), stamp(1, "w"))}
+	if _, err := st.Apply(ctx, []crdt.Change{ch}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.PutItem(ctx, &awsdynamodb.PutItemInput{TableName: &table, Item: map[string]types.AttributeValue{
+		attrPK: s(recordPK(coll, "b1")), attrSK: n(0), attrSeq: n(9), attrCvg: n(1),
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	before, err := st.Meta(ctx, coll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	faulty, _, _ := clientsVia(t, ft)
+	if _, err := openTest(t, faulty, nil, table).Repair(ctx, coll); err == nil || !dropped {
+		t.Fatalf("the first Repair: %v, dropped %v: the interruption is not the one this test makes", err, dropped)
+	}
+	rep, err := st.Repair(ctx, coll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (stores.RepairReport{Records: 1, Head: 1}); rep != want {
+		t.Fatalf("the second Repair reported %+v; want %+v", rep, want)
+	}
+	after, err := st.Meta(ctx, coll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Lost <= before.Epoch {
+		t.Fatalf("meta %+v after a repair whose first run dropped a record, was %+v: want a new epoch, history lost", after, before)
 	}
 }

@@ -53,7 +53,11 @@ import (
 //     log entry and its new seq on the record item. Records are kept in
 //     memory up to rebuildBufferBytes (of every collection of the Scan
 //     together); past it, those kept are numbered and written (in id
-//     order among them, after those written before) and let go.
+//     order among them, after those written before) and let go. A record
+//     item that holds no readable record (readableRecord) is deleted
+//     instead, in a transaction that marks the fence (attrRebuildLost),
+//     and counted in the report's Lost: step 6 then starts the epoch
+//     with cause HistoryLost, whichever run gets there.
 //  5. Put the new heads (head, usage, k; for K' > 1 the marker ~h#COLL
 //     {head 0, k}). Head items beyond the new shards keep their fence, so
 //     a writer still routing by the old K is refused there too, forgets
@@ -86,6 +90,10 @@ const attrResharding = "rs"
 // (S, on the epoch item beside rs): only that run writes.
 const attrReshardRun = "rr"
 
+// errRebuildLost is the new epoch of a rebuild finding the fence marked
+// by a run that dropped records (attrRebuildLost): it is then HistoryLost.
+var errRebuildLost = errors.New("the rebuild dropped unreadable records")
+
 // errResharding means the collection's log is being rebuilt.
 // Writers treat it as errOtherShards: they forget the collection's K and
 // read it again on their retry.
@@ -114,9 +122,11 @@ func (st *Store) Reshard(ctx context.Context, coll string, k int) error {
 // current K (see above) and starts a new epoch of cause stores.Rebuilt:
 // readers pull again from the start, every record once. Run again after
 // an interruption, it finishes the rebuild; a rebuild to some K' left
-// unfinished by Reshard it finishes to K'. Record items are not decoded,
-// so the report's Lost is 0. It is safe on a healthy collection (nothing
-// is lost; readers pull everything again).
+// unfinished by Reshard it finishes to K'. A record item that holds no
+// readable record (as a pull reads it) is deleted and counted in the
+// report's Lost, and the new epoch is then of cause HistoryLost, so that
+// clients give back what they hold, as Redis's Repair does. It is safe on
+// a healthy collection (nothing is lost; readers pull everything again).
 func (st *Store) Repair(ctx context.Context, coll string) (stores.RepairReport, error) {
 	if err := st.check(ctx); err != nil {
 		return stores.RepairReport{}, err
@@ -152,6 +162,7 @@ type rebuildRun struct {
 	pending []storedRecord
 	held    int // the pending records' size
 	recs    int
+	lost    int // record items dropped as unreadable
 }
 
 // rebuildShard is a new shard of a rebuild: its head and usage so far.
@@ -265,6 +276,28 @@ func (st *Store) startRebuild(ctx context.Context, op, coll string, k int) (*reb
 type storedRecord struct {
 	id  string
 	enc []byte
+	// lost: the item holds no readable record (readableRecord); the
+	// rebuild deletes it and counts it in the report's Lost.
+	lost bool
+}
+
+// readableRecord checks that a record item holds the record id, as a
+// pull reads it (decodeEntry): a rebuild that listed anything else would
+// make every pull of the collection fail, and a record item it neither
+// lists nor drops is pulled by nobody and fails every write of its id.
+func readableRecord(item map[string]types.AttributeValue, id string) error {
+	raw, ok := item[attrRec].(*types.AttributeValueMemberB)
+	if !ok {
+		return fmt.Errorf("attribute %q is missing or not binary", attrRec)
+	}
+	rec, err := crdt.DecodeRecord(raw.Value)
+	if err != nil {
+		return err
+	}
+	if rec.ID != id {
+		return fmt.Errorf("item holds record %q, want %q", rec.ID, id)
+	}
+	return nil
 }
 
 // size is what r holds of memory, about.
@@ -277,7 +310,15 @@ func (st *Store) flush(ctx context.Context, r *rebuildRun) error {
 	slices.SortFunc(r.pending, func(a, b storedRecord) int { return strings.Compare(a.id, b.id) })
 	acts := make([]types.TransactWriteItem, 0, 2*len(r.pending))
 	sizes := make([]int, 0, 2*len(r.pending))
+	var drops []types.TransactWriteItem
 	for _, rec := range r.pending {
+		if rec.lost {
+			r.lost++
+			drops = append(drops, types.TransactWriteItem{Delete: &types.Delete{
+				TableName: &st.table, Key: key(recordPK(r.f.coll, rec.id), 0),
+			}})
+			continue
+		}
 		ref := logRef{coll: r.f.coll, shard: stores.ShardOf(rec.id, r.f.k), shards: r.f.k}
 		sh := &r.shards[ref.shard]
 		sh.head++
@@ -297,7 +338,15 @@ func (st *Store) flush(ctx context.Context, r *rebuildRun) error {
 		sizes = append(sizes, 64, itemSize(entry))
 	}
 	r.pending, r.held = nil, 0
-	return st.writeAll(ctx, r.f, acts, sizes)
+	if err := st.writeAll(ctx, r.f, acts, sizes); err != nil {
+		return err
+	}
+	// The drops mark the fence (attrRebuildLost) in their transactions:
+	// a run that finishes the rebuild after this one was interrupted
+	// starts the epoch this one would have, history lost.
+	marked := r.f
+	marked.dropping = true
+	return st.writeAll(ctx, marked, drops, nil)
 }
 
 // scanRecords is steps 3 and 4 of the rebuild of every collection of
@@ -347,8 +396,7 @@ func (st *Store) scanRecords(ctx context.Context, op string, runs map[string]*re
 		}
 		for _, it := range out.Items {
 			pk, _ := it[attrPK].(*types.AttributeValueMemberS)
-			rec, _ := it[attrRec].(*types.AttributeValueMemberB)
-			if pk == nil || rec == nil || !strings.HasPrefix(pk.Value, prefix) {
+			if pk == nil || !strings.HasPrefix(pk.Value, prefix) {
 				continue
 			}
 			coll, id, ok := strings.Cut(strings.TrimPrefix(pk.Value, recordsPrefix), "#") // a collection name has no '#'
@@ -356,7 +404,13 @@ func (st *Store) scanRecords(ctx context.Context, op string, runs map[string]*re
 			if !ok || r == nil {
 				continue
 			}
-			sr := storedRecord{id: id, enc: rec.Value}
+			sr := storedRecord{id: id}
+			if err := readableRecord(it, id); err != nil {
+				st.log.Error("a record item holds no readable record: dropped by the rebuild, counted lost", "op", op, "key", pk.Value, "err", err)
+				sr.lost = true
+			} else {
+				sr.enc = it[attrRec].(*types.AttributeValueMemberB).Value
+			}
 			r.pending = append(r.pending, sr)
 			r.held += sr.size()
 			if held += sr.size(); held >= rebuildBufferBytes {
@@ -408,8 +462,12 @@ func (st *Store) finishRebuild(ctx context.Context, r *rebuildRun) (stores.Repai
 	}
 
 	// 6. The new K and epoch.
+	cause := stores.Rebuilt
 	b := counterBump{op: op + " " + coll + ": new epoch", pk: epochPK(coll), attr: attrN,
 		accept: func(item map[string]types.AttributeValue, _ uint64) (bool, error) {
+			if _, ok := item[attrRebuildLost]; ok && cause != stores.HistoryLost {
+				return false, errRebuildLost // this or an earlier run dropped records
+			}
 			if v, err := getN(item, attrResharding); err != nil || v != uint64(k) {
 				return false, fmt.Errorf("%s %s: new epoch: the fence to %d shards is gone (%v): another run finished the rebuild", op, coll, k, item[attrResharding])
 			}
@@ -418,21 +476,39 @@ func (st *Store) finishRebuild(ctx context.Context, r *rebuildRun) (stores.Repai
 			}
 			return true, nil
 		},
-		set: "#k = :k", remove: "#rs, #rr", cond: "#rs = :k AND #rr = :run",
-		names:  map[string]string{"#rs": attrResharding, "#rr": attrReshardRun, "#k": attrK},
+		set: "#k = :k", remove: "#rs, #rr, #rl", cond: "#rs = :k AND #rr = :run",
+		names:  map[string]string{"#rs": attrResharding, "#rr": attrReshardRun, "#k": attrK, "#rl": attrRebuildLost},
 		values: map[string]types.AttributeValue{":k": kv, ":run": s(f.run)},
 	}
 	if k == 1 {
-		b.set, b.remove = "", "#rs, #rr, #k"
+		b.set, b.remove = "", "#rs, #rr, #rl, #k"
 	}
-	if _, err := st.bump(ctx, b); err != nil {
-		return none, err
+	rebuilt := b
+	if r.lost > 0 {
+		cause = stores.HistoryLost
+	}
+	for {
+		if cause == stores.HistoryLost {
+			// Records were dropped: history lost, as BumpEpoch writes it.
+			b.set = strings.TrimPrefix(rebuilt.set+", #lost = :new", ", ")
+			b.names = maps.Clone(rebuilt.names)
+			b.names["#lost"] = attrLost
+		}
+		_, err := st.bump(ctx, b)
+		if errors.Is(err, errRebuildLost) {
+			cause = stores.HistoryLost
+			continue
+		}
+		if err != nil {
+			return none, err
+		}
+		break
 	}
 	st.forgetShards(coll)
 	st.shards.put(coll, shardInfo{k: k, durable: k > 1})
-	st.log.Warn("log rebuilt: new epoch", "op", op, "collection", coll, "shards", k, "records", r.recs, "cause", stores.Rebuilt.String())
+	st.log.Warn("log rebuilt: new epoch", "op", op, "collection", coll, "shards", k, "records", r.recs, "lost", r.lost, "cause", cause.String())
 	st.watchers.Notify(stores.Notification{Resync: true})
-	rep := stores.RepairReport{Records: r.recs}
+	rep := stores.RepairReport{Records: r.recs, Lost: r.lost}
 	for _, sh := range r.shards {
 		rep.Head = max(rep.Head, sh.head)
 	}
@@ -446,18 +522,31 @@ type fence struct {
 	coll string
 	k    int
 	run  string
+	// dropping: the run's transactions drop unreadable record items, and
+	// mark the epoch item for it (attrRebuildLost) instead of checking it.
+	dropping bool
 }
+
+// attrRebuildLost marks an epoch item whose rebuild dropped record items
+// (N 1, beside the fence): the rebuild's new epoch is then of cause
+// HistoryLost, whichever run finishes it.
+const attrRebuildLost = "rl"
 
 // check is the condition check every transaction of the run carries: the
 // epoch item still fenced for this run.
 func (f fence) check(table string) types.TransactWriteItem {
+	cond, names := ptr("#rs = :k AND #rr = :run"), map[string]string{"#rs": attrResharding, "#rr": attrReshardRun}
+	values := map[string]types.AttributeValue{":k": n(uint64(f.k)), ":run": s(f.run)}
+	if f.dropping {
+		names["#rl"], values[":one"] = attrRebuildLost, n(1)
+		return types.TransactWriteItem{Update: &types.Update{
+			TableName: &table, Key: key(epochPK(f.coll), 0), UpdateExpression: ptr("SET #rl = :one"),
+			ConditionExpression: cond, ExpressionAttributeNames: names, ExpressionAttributeValues: values,
+		}}
+	}
 	return types.TransactWriteItem{ConditionCheck: &types.ConditionCheck{
 		TableName: &table, Key: key(epochPK(f.coll), 0),
-		ConditionExpression:      ptr("#rs = :k AND #rr = :run"),
-		ExpressionAttributeNames: map[string]string{"#rs": attrResharding, "#rr": attrReshardRun},
-		ExpressionAttributeValues: map[string]types.AttributeValue{
-			":k": n(uint64(f.k)), ":run": s(f.run),
-		},
+		ConditionExpression: cond, ExpressionAttributeNames: names, ExpressionAttributeValues: values,
 	}}
 }
 
