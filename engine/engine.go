@@ -750,10 +750,11 @@ type commitHealth struct {
 }
 
 // noteCommit records the outcome of a store Apply. A refusal of the input
-// (too large, invalid) and a caller's cancelled context say nothing of the
-// store's health.
+// (too large, invalid), a caller's cancelled context and a collection
+// fenced by an operator's rebuild of its log (stores.ErrFenced: that
+// collection alone) say nothing of the store's health.
 func (e *Engine) noteCommit(ctx context.Context, err error, refusal bool) {
-	if refusal || (err != nil && ctx.Err() != nil) {
+	if refusal || (err != nil && ctx.Err() != nil) || errors.Is(err, stores.ErrFenced) {
 		return
 	}
 	e.commits.mu.Lock()

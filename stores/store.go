@@ -37,6 +37,15 @@ var (
 	// is damaged; the store also logs and counts it. It says nothing of
 	// the backend's health, so readiness must not fail on it.
 	ErrCorrupt = errors.New("stores: corrupt data")
+	// ErrFenced means the collection is closed by an operator's command
+	// that rebuilds its log (DynamoDB's reshard, repair and mark-restored)
+	// until that command finishes: the call failed for this collection
+	// alone. A store wraps it together with ErrUnavailable (clients are
+	// told unavailable and retry), and its message names the command and
+	// what to do when it no longer runs. It says nothing of the backend's
+	// health, so readiness must not fail on it: one collection's rebuild
+	// must not take the instance from every tenant.
+	ErrFenced = errors.New("stores: the collection is fenced by a rebuild of its log")
 	// ErrEpochChanged means a Purge was refused because the collection is
 	// no longer in the epoch its horizon is of (Horizon.Epoch): nothing
 	// was purged. The horizon's positions are of a history that ended;

@@ -854,6 +854,41 @@ func TestReadyzFollowsWriteHealth(t *testing.T) {
 	}
 }
 
+// collectionFenced is a store whose writes to one collection are refused
+// by an operator's rebuild of its log (stores.ErrFenced), as DynamoDB's
+// are from a reshard's, repair's or mark-restored's fence to its end.
+type collectionFenced struct {
+	stores.Store
+	coll string
+}
+
+func (s *collectionFenced) Apply(ctx context.Context, cs []crdt.Change) ([]stores.Result, error) {
+	for _, c := range cs {
+		if c.Collection == s.coll {
+			return nil, fmt.Errorf("apply %s: %w: %w: run the rebuild again", c.Collection, stores.ErrUnavailable, stores.ErrFenced)
+		}
+	}
+	return s.Store.Apply(ctx, cs)
+}
+
+// A collection fenced by a rebuild of its log refuses its writers
+// (unavailable: they retry), and readiness holds: the other tenants'
+// collections are served, and taking the instance out of the load
+// balancer would refuse them all for one collection's rebuild.
+func TestReadyzHoldsWhileACollectionIsFenced(t *testing.T) {
+	ts := newTestServer(t, func(c *Config) { c.Demo = true })
+	ts.serveOver(t, &collectionFenced{Store: ts.store, coll: DemoCollection})
+	for i := 0; i < 5; i++ {
+		a := ts.post(t, proto.PathPush, "", proto.PushRequest{Replica: "c1", Changes: []crdt.Change{change(t, DemoCollection, "r", "f", i)}})
+		if a.status != http.StatusServiceUnavailable || a.errorCode(t) != proto.CodeUnavailable || a.header.Get(proto.HeaderRetryAfter) == "" {
+			t.Fatalf("push to a fenced collection: %d %s", a.status, a.errorCode(t))
+		}
+	}
+	if code, body := ts.get(t, "/readyz"); code != http.StatusOK {
+		t.Fatalf("after pushes to a fenced collection: /readyz %d %s; want 200", code, body)
+	}
+}
+
 // What the client is told names its mistake, not the server's internals:
 // no package prefixes, no codec words, no Go types.
 func TestErrorsCarryNoInternalDetail(t *testing.T) {

@@ -3,9 +3,11 @@ package dynamodb
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -388,5 +390,50 @@ func TestRepairInterruptedAfterDrops(t *testing.T) {
 	}
 	if after.Lost <= before.Epoch {
 		t.Fatalf("meta %+v after a repair whose first run dropped a record, was %+v: want a new epoch, history lost", after, before)
+	}
+}
+
+// TestFencedCollectionSaysSo: a rebuild that stopped (an interrupted
+// mark-restored, repair or reshard) leaves its collection fenced until
+// it is run again. Its writers' and readers' error says so: it is
+// stores.ErrFenced (the engine's readiness does not count it, the other
+// collections being served) as well as ErrUnavailable (clients retry),
+// and names the command that fenced it, since when, and that it must run
+// again if it no longer runs.
+func TestFencedCollectionSaysSo(t *testing.T) {
+	db, _, _ := testClients(t)
+	table := plainTable(t, db)
+	st := openTest(t, db, nil, table)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, tc := range []struct{ op, coll, command string }{
+		{"repair", "todos", "convergo repair"},
+		{"reshard", "notes", "convergo store reshard"},
+	} {
+		ch := crdt.Change{Collection: tc.coll, Record: crdt.SetField("r1", "n", val(t, 1), stamp(1, "w"))}
+		if _, err := st.Apply(ctx, []crdt.Change{ch}); err != nil {
+			t.Fatal(err)
+		}
+		k := 0
+		if tc.op == "reshard" {
+			k = 2
+		}
+		if _, err := st.startRebuild(ctx, tc.op, tc.coll, k); err != nil { // and stopped there
+			t.Fatal(err)
+		}
+		plain := openTest(t, db, nil, table)
+		_, applyErr := plain.Apply(ctx, []crdt.Change{ch})
+		_, metaErr := plain.Meta(ctx, tc.coll)
+		t.Logf("%s: %v", tc.op, applyErr)
+		for what, err := range map[string]error{"apply": applyErr, "meta": metaErr} {
+			if !errors.Is(err, stores.ErrFenced) || !errors.Is(err, stores.ErrUnavailable) {
+				t.Fatalf("%s of %s fenced by an interrupted %s: %v; want stores.ErrFenced and stores.ErrUnavailable", what, tc.coll, tc.op, err)
+			}
+			for _, want := range []string{tc.command, "since", "run it again"} {
+				if !strings.Contains(err.Error(), want) {
+					t.Fatalf("%s of %s fenced by an interrupted %s: %q does not say %q", what, tc.coll, tc.op, err, want)
+				}
+			}
+		}
 	}
 }

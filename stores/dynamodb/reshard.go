@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"slices"
 	"strings"
+	"time"
 
 	awsdynamodb "github.com/aws/aws-sdk-go-v2/service/dynamodb"
 	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
@@ -94,10 +96,44 @@ const attrReshardRun = "rr"
 // by a run that dropped records (attrRebuildLost): it is then HistoryLost.
 var errRebuildLost = errors.New("the rebuild dropped unreadable records")
 
-// errResharding means the collection's log is being rebuilt.
-// Writers treat it as errOtherShards: they forget the collection's K and
-// read it again on their retry.
-var errResharding = fmt.Errorf("%w (its log is being resharded)", errOtherShards)
+// attrRebuildOp and attrRebuildSince say, beside the fence on the epoch
+// item and the head items, which operation of the rebuild (reshard,
+// repair) set it and when (N, Unix seconds of Config.Now): the fenced
+// collection's error names them (fencedError).
+const (
+	attrRebuildOp    = "ro"
+	attrRebuildSince = "rt"
+)
+
+// rebuildCommands names the commands that run each operation of the
+// rebuild, for the fenced collection's error.
+var rebuildCommands = map[string]string{
+	"reshard": "convergo store reshard",
+	"repair":  "convergo repair or convergo store mark-restored",
+}
+
+// fencedError is the error of a collection whose log is being rebuilt,
+// read on its fenced epoch or head item. It is stores.ErrFenced, and
+// errOtherShards: writers forget the collection's K and read it again on
+// their retry. It names the operation and since when, and what to do when
+// that operation no longer runs: a fence stays until a run finishes it.
+func fencedError(item map[string]types.AttributeValue) error {
+	by := "convergo store reshard, convergo repair or convergo store mark-restored"
+	if op, ok := item[attrRebuildOp].(*types.AttributeValueMemberS); ok && rebuildCommands[op.Value] != "" {
+		by = rebuildCommands[op.Value]
+	}
+	since := "a time not recorded"
+	if at, err := getN(item, attrRebuildSince); err == nil && at <= math.MaxInt64 {
+		since = time.Unix(int64(at), 0).UTC().Format(time.RFC3339)
+	}
+	return fenced(fmt.Sprintf("%v (%s, since %s): its writers and readers are refused until that finishes; if it no longer runs, it was interrupted: run it again", stores.ErrFenced, by, since))
+}
+
+// fenced is fencedError's error: its message alone, wrapping both.
+type fenced string
+
+func (e fenced) Error() string   { return string(e) }
+func (e fenced) Unwrap() []error { return []error{errOtherShards, stores.ErrFenced} }
 
 // Reshard rebuilds coll's log into k shards and starts a new epoch of
 // cause stores.Rebuilt (see above). A collection already of k shards is
@@ -210,12 +246,15 @@ func (st *Store) startRebuild(ctx context.Context, op, coll string, k int) (*reb
 	f := fence{op: op, coll: coll, k: k, run: st.bumpToken()}
 
 	// 1. Fence.
+	at := n(uint64(max(st.epochNow().Unix(), 0)))
 	if _, err := st.db.UpdateItem(ctx, &awsdynamodb.UpdateItemInput{
 		TableName: &st.table, Key: key(epochPK(coll), 0),
-		UpdateExpression:          ptr("SET #rs = :k, #rr = :run, #cvg = :one"),
-		ConditionExpression:       ptr("attribute_not_exists(#rs) OR #rs = :k"),
-		ExpressionAttributeNames:  map[string]string{"#rs": attrResharding, "#rr": attrReshardRun, "#cvg": attrCvg},
-		ExpressionAttributeValues: map[string]types.AttributeValue{":k": kv, ":run": s(f.run), ":one": n(1)},
+		UpdateExpression:    ptr("SET #rs = :k, #rr = :run, #cvg = :one, #ro = :op, #rt = :at"),
+		ConditionExpression: ptr("attribute_not_exists(#rs) OR #rs = :k"),
+		ExpressionAttributeNames: map[string]string{"#rs": attrResharding, "#rr": attrReshardRun, "#cvg": attrCvg,
+			"#ro": attrRebuildOp, "#rt": attrRebuildSince},
+		ExpressionAttributeValues: map[string]types.AttributeValue{":k": kv, ":run": s(f.run), ":one": n(1),
+			":op": s(op), ":at": at},
 	}, st.dbOpt); err != nil {
 		return nil, translate(ctx, op+" "+coll+": fence", err)
 	}
@@ -227,9 +266,9 @@ func (st *Store) startRebuild(ctx context.Context, op, coll string, k int) (*reb
 	for _, pk := range heads {
 		fences = append(fences, types.TransactWriteItem{Update: &types.Update{
 			TableName: &st.table, Key: key(pk, 0),
-			UpdateExpression:          ptr("SET #rs = :k, #cvg = :one"),
-			ExpressionAttributeNames:  map[string]string{"#rs": attrResharding, "#cvg": attrCvg},
-			ExpressionAttributeValues: map[string]types.AttributeValue{":k": kv, ":one": n(1)},
+			UpdateExpression:          ptr("SET #rs = :k, #cvg = :one, #ro = :op, #rt = :at"),
+			ExpressionAttributeNames:  map[string]string{"#rs": attrResharding, "#cvg": attrCvg, "#ro": attrRebuildOp, "#rt": attrRebuildSince},
+			ExpressionAttributeValues: map[string]types.AttributeValue{":k": kv, ":one": n(1), ":op": s(op), ":at": at},
 		}})
 	}
 	if err := st.writeAll(ctx, f, fences, nil); err != nil {
@@ -476,12 +515,13 @@ func (st *Store) finishRebuild(ctx context.Context, r *rebuildRun) (stores.Repai
 			}
 			return true, nil
 		},
-		set: "#k = :k", remove: "#rs, #rr, #rl", cond: "#rs = :k AND #rr = :run",
-		names:  map[string]string{"#rs": attrResharding, "#rr": attrReshardRun, "#k": attrK, "#rl": attrRebuildLost},
+		set: "#k = :k", remove: "#rs, #rr, #rl, #ro, #rt", cond: "#rs = :k AND #rr = :run",
+		names: map[string]string{"#rs": attrResharding, "#rr": attrReshardRun, "#k": attrK, "#rl": attrRebuildLost,
+			"#ro": attrRebuildOp, "#rt": attrRebuildSince},
 		values: map[string]types.AttributeValue{":k": kv, ":run": s(f.run)},
 	}
 	if k == 1 {
-		b.set, b.remove = "", "#rs, #rr, #rl, #k"
+		b.set, b.remove = "", "#rs, #rr, #rl, #ro, #rt, #k"
 	}
 	rebuilt := b
 	if r.lost > 0 {

@@ -112,7 +112,7 @@ func (st *Store) knownShards(ctx context.Context, coll string) (shardInfo, error
 // shardsInItem reads attribute k of an epoch or head item.
 func shardsInItem(item map[string]types.AttributeValue) (shardInfo, error) {
 	if _, ok := item[attrResharding]; ok {
-		return shardInfo{}, errResharding
+		return shardInfo{}, fencedError(item)
 	}
 	if _, ok := item[attrK]; !ok {
 		return shardInfo{k: 1}, nil
