@@ -159,6 +159,41 @@ type capturer struct {
 	// lost is, per captured collection, its Meta.Lost as the last
 	// reconciliation pass read it (scanLoop's alone).
 	lost map[string]uint64
+
+	// unmappable holds, under mu, the keys counted and logged as mapping
+	// to no valid change, with the reason: a pass that meets one again
+	// unchanged neither counts nor logs it (stores.CaptureCounts counts
+	// writes, and a pass is none). A keyspace notification of a write to
+	// it, or its capture, forgets it (written). Cleared when it reaches
+	// maxUnmappableKeys: a key then counts once more.
+	unmappable map[string]string
+}
+
+// maxUnmappableKeys bounds capturer.unmappable.
+const maxUnmappableKeys = 1 << 16
+
+// skipUnmappable reports whether key, which maps to no valid change for
+// reason, is to be counted and logged: not when it was already, for the
+// same reason, and not written since.
+func (c *capturer) skipUnmappable(key, reason string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.unmappable[key] == reason {
+		return false
+	}
+	if c.unmappable == nil || len(c.unmappable) >= maxUnmappableKeys {
+		c.unmappable = map[string]string{}
+	}
+	c.unmappable[key] = reason
+	return true
+}
+
+// written forgets that key was counted unmappable: it was written (a
+// keyspace notification) or captured, and its next skip is a new write's.
+func (c *capturer) written(key string) {
+	c.mu.Lock()
+	delete(c.unmappable, key)
+	c.mu.Unlock()
 }
 
 // sinkReg is one registration of a sink.
@@ -423,8 +458,10 @@ func (c *capturer) captureKeys(ctx context.Context, keys []string, again map[str
 		}
 		sh, ok := s.shadowKey(k)
 		if !ok || crdt.ValidateID(id) != nil {
-			s.stats.captureSkips.Add(1)
-			s.log.Warn("capture: key skipped: its record id is invalid or its shadow cannot share its cluster slot", "key", k)
+			if c.skipUnmappable(k, "id") {
+				s.stats.captureSkips.Add(1)
+				s.log.Warn("capture: key skipped: its record id is invalid or its shadow cannot share its cluster slot", "key", k)
+			}
 			continue
 		}
 		mode := "c"
@@ -471,10 +508,13 @@ func (c *capturer) captureKeys(ctx context.Context, keys []string, again map[str
 func (c *capturer) pendingOf(key, shadow, coll, id string, res []any) (pending, bool) {
 	s := c.s
 	if len(res) >= 2 && res[0] == "skip" {
-		s.stats.captureSkips.Add(1)
-		s.log.Warn("capture: key skipped: not a hash", "key", key, "type", res[1])
+		if c.skipUnmappable(key, "type") {
+			s.stats.captureSkips.Add(1)
+			s.log.Warn("capture: key skipped: not a hash", "key", key, "type", res[1])
+		}
 		return pending{}, false
 	}
+	c.written(key) // a hash now: a later skip is a new write's
 	if len(res) < 3 {
 		return pending{}, false
 	}
@@ -853,6 +893,7 @@ func (c *capturer) keyspace(ctx context.Context, node *goredis.Client) {
 				confirmed(m)
 			case *goredis.Message:
 				if k, ok := strings.CutPrefix(m.Channel, chPrefix); ok {
+					c.written(k)
 					c.enqueue(k)
 				}
 			}
