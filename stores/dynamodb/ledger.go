@@ -142,7 +142,9 @@ type CaptureStats struct {
 	Refused int64
 	// Rejected is the number of stream records of foreign items that map to
 	// no valid change (an attribute name or value outside the value model, a
-	// MODIFY without its old image). Each is logged and listed.
+	// MODIFY without its old image). Each is logged and listed, once: a
+	// record read again (the stream read from its oldest record) does not
+	// count again.
 	Rejected int64
 	// Ignored is the number of stream records of items that are neither
 	// Convergo's nor foreign items by the key convention (pk "COLL#ID" with
@@ -181,13 +183,37 @@ type captureCounters struct {
 	// Captured, as each refusal is reported.
 	applied  uint64
 	rejected []RejectedCapture // a ring of the latest, oldest first
-	parkSrc  *consumer         // whose queues ParkedCaptures lists
+	// unmappable holds the stream sequence numbers of the records counted
+	// as mapping to no change: the stream read again (a new sink, a
+	// parked collection's overflow drained) meets them again, and they
+	// are no new writes. Cleared when it reaches maxUnmappableSeqs: a
+	// record then counts once more.
+	unmappable map[string]struct{}
+	parkSrc    *consumer // whose queues ParkedCaptures lists
 }
 
 func (c *captureCounters) add(f func(*CaptureStats)) {
 	c.mu.Lock()
 	f(&c.stats)
 	c.mu.Unlock()
+}
+
+// maxUnmappableSeqs bounds captureCounters.unmappable.
+const maxUnmappableSeqs = 1 << 16
+
+// firstUnmappable reports whether the stream record seq is met as
+// mapping to no change for the first time (see unmappable).
+func (c *captureCounters) firstUnmappable(seq string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.unmappable[seq]; ok {
+		return false
+	}
+	if c.unmappable == nil || len(c.unmappable) >= maxUnmappableSeqs {
+		c.unmappable = map[string]struct{}{}
+	}
+	c.unmappable[seq] = struct{}{}
+	return true
 }
 
 func (c *captureCounters) reject(r RejectedCapture, refused bool) {

@@ -486,8 +486,12 @@ func (c *consumer) stamp(ctx context.Context, w foreignWrite, it capturedItem) (
 	return w.change(stamp), true, nil
 }
 
-// reject logs, counts and lists a foreign write that was not captured.
+// reject logs, counts and lists a foreign write that was not captured;
+// one that maps to no change, once per stream record (firstUnmappable).
 func (c *consumer) reject(it capturedItem, err error, refused bool) {
+	if !refused && it.seq != "" && !c.st.counters.firstUnmappable(it.seq) {
+		return // counted, logged and listed when first read
+	}
 	msg := "foreign write maps to no valid change; skipping it"
 	if refused {
 		msg = "captured change refused; skipping it"
