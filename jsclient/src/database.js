@@ -195,7 +195,7 @@ export class Database {
       name: 'convergo-' + this.name,
       indexedDB: idb,
       IDBKeyRange: o.IDBKeyRange,
-      onReset: () => this._onReset(),
+      onReset: (holds) => this._onReset(holds),
       onError: (e) => this._emit('error', e),
       onChange: (c, records, origin) => this._changed(c, records, origin),
       durability: o.durability,
@@ -572,8 +572,10 @@ export class Database {
    * 'superseded' ({collection, id, lost, status}: fields of a local change
    * lost to newer writes on the server; the record converges when those
    * arrive),
-   * 'change' ({collection, ids, origin}), 'reset' (the local database
-   * vanished and is rebuilt from the server), 'revoked' (Revocation: the
+   * 'change' ({collection, ids, origin}), 'reset' ({lost, rejected}: the
+   * local database vanished and is rebuilt from the server; lost local
+   * changes not pushed yet and rejected changes kept went with it, as
+   * last counted), 'revoked' (Revocation: the
    * server revoked the subject; everything held was purged, the outbox
    * moved to the rejected changes, and syncing waits for setToken),
    * 'schemaAhead' (ConvergoError: the server refused a schema version it
@@ -722,13 +724,21 @@ export class Database {
     this._flush();
   }
 
-  _onReset() {
+  /**
+   * The database was found wiped and rebuilt (wiped.js): what it held
+   * went with it, which the reset event tells as last counted; the status
+   * counts what the rebuilt one holds.
+   * @param {{pending: number, held: number, rejected: number}} holds
+   */
+  _onReset(holds) {
+    const { pending, held, rejected } = this._status;
+    this._setStatus(holds, !this._status.leader);
     this.leaveIndex = null;
     // The wipe took the remembered collections too: put back ours.
     this.store.addCollections(this.collections).catch((e) => this._emit('error', e));
     this.syncer?.reset();
     for (const s of this.subs) this.fresh.add(s);
-    this._emit('reset', undefined);
+    this._emit('reset', { lost: pending + held, rejected });
     this._flush();
   }
 

@@ -413,7 +413,7 @@ export function fromStored(s, id) {
  */
 export class Store {
   /**
-   * @param {{name: string, indexedDB: IDBFactory, IDBKeyRange?: typeof IDBKeyRange, onReset?: () => void, onError?: (e: Error) => void, onChange?: OnChange, durability?: 'strict'|'relaxed'}} opts
+   * @param {{name: string, indexedDB: IDBFactory, IDBKeyRange?: typeof IDBKeyRange, onReset?: (holds: {pending: number, held: number, rejected: number}) => void, onError?: (e: Error) => void, onChange?: OnChange, durability?: 'strict'|'relaxed'}} opts
    *   durability: of local writes (OpenOptions.durability)
    */
   constructor(opts) {

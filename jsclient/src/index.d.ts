@@ -231,6 +231,20 @@ export interface RejectedChange {
 }
 
 /**
+ * The local IndexedDB database vanished under the page (site data
+ * cleared, evicted, deleted by another context) and is being rebuilt from
+ * the server ('reset' event). What it held that the server did not have
+ * went with it, as this tab last counted it (its status before the
+ * wipe); the status counts what the rebuilt database holds.
+ */
+export interface LocalReset {
+  /** Local changes not pushed yet (pending and held) lost with the database. */
+  lost: number;
+  /** Rejected changes lost with it. */
+  rejected: number;
+}
+
+/**
  * The server reset a collection's cursor ('serverReset' event): its history
  * is not the one the cursor was of (the store was wiped, restored from a
  * backup, failed over, or its log rebuilt). The client pulls the
@@ -380,8 +394,8 @@ export interface EventMap {
   refused: Refusal;
   superseded: Superseded;
   change: ChangeEvent;
-  /** The local IndexedDB database vanished and is being rebuilt from the server. */
-  reset: undefined;
+  /** The local IndexedDB database vanished and is being rebuilt from the server; see LocalReset. */
+  reset: LocalReset;
   serverReset: ServerReset;
   reconciled: Reconciliation;
   /** The server revoked the subject; see Status.revoked. */

@@ -3,7 +3,7 @@
 // only then.
 
 import { Clock } from './hlc.js';
-import { META, done, req } from './db.js';
+import { META, OUTBOX, REJECTED, done, req } from './db.js';
 import { isDevice, replicaId } from './replica.js';
 
 /** @typedef {import('./db.js').Store} Store */
@@ -11,14 +11,17 @@ import { isDevice, replicaId } from './replica.js';
 /**
  * Writes the identity and clock of st back into the database db, unless
  * another tab rebuilt it first (then st shares that tab's), and lets st's
- * owner rebuild from the server (onReset). The in-memory clock is at least
+ * owner rebuild from the server (onReset, with what the rebuilt database
+ * holds: its outbox counts and rejected changes, none unless another tab
+ * wrote since it rebuilt, so that the owner's status stops counting what
+ * went with the old one). The in-memory clock is at least
  * as far as anything st issued, so stamps stay unique. Nothing happens if
  * the identity is st's again by the time it reads it.
  * @param {Store} st
  * @param {IDBDatabase} db
  */
 export async function rebuild(st, db) {
-  const tx = db.transaction([META], 'readwrite');
+  const tx = db.transaction([META, OUTBOX, REJECTED], 'readwrite');
   const meta = tx.objectStore(META);
   const [device, saved] = await Promise.all([req(meta.get('device')), req(meta.get('clock'))]);
   let reset = false;
@@ -41,10 +44,11 @@ export async function rebuild(st, db) {
     if (last) st.clock?.restore(last);
     if (st.clock) meta.put(st.clockEntry(), 'clock');
   }
+  const held = reset && (await Promise.all([st.countIn(tx), req(tx.objectStore(REJECTED).count())]));
   await done(tx);
-  if (reset) {
+  if (held) {
     st.seen.clear();
     st.whole.clear();
-    st.onReset();
+    st.onReset({ ...held[0], rejected: held[1] });
   }
 }

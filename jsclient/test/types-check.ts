@@ -33,6 +33,7 @@ export async function usage(): Promise<void> {
   const { refused }: { refused: number } = await db.whenSynced();
   db.on('refused', (r) => (r.rejectedId ?? 0) + r.dropped + (r.requestId ?? ''));
   db.on('serverReset', (r) => r.collection + r.reason + r.message);
+  db.on('reset', (r) => r.lost + r.rejected);
   db.on('reconciled', (r) => r.collection + (r.dropped + r.rejected + r.restamped));
   const unreadable: Unreadable[] = db.status.unreadable;
   db.on('unreadable', (u) => u.collection + (u.op === 'heal') + u.code + u.message + (u.requestId ?? '') + unreadable.length);
