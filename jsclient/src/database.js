@@ -197,6 +197,12 @@ export class Database {
       IDBKeyRange: o.IDBKeyRange,
       onReset: (holds) => this._onReset(holds),
       onError: (e) => this._emit('error', e),
+      // A tab of newer code upgraded the database: step aside (stop
+      // syncing, give the leader lock up to it) and say why.
+      onNewer: () => {
+        this._emit('error', new ConvergoError('database', `newer code in another tab upgraded ${this.store.name}: closed here; reload the page`));
+        this.close();
+      },
       onChange: (c, records, origin) => this._changed(c, records, origin),
       durability: o.durability,
     });

@@ -413,8 +413,9 @@ export function fromStored(s, id) {
  */
 export class Store {
   /**
-   * @param {{name: string, indexedDB: IDBFactory, IDBKeyRange?: typeof IDBKeyRange, onReset?: (holds: {pending: number, held: number, rejected: number}) => void, onError?: (e: Error) => void, onChange?: OnChange, durability?: 'strict'|'relaxed'}} opts
-   *   durability: of local writes (OpenOptions.durability)
+   * @param {{name: string, indexedDB: IDBFactory, IDBKeyRange?: typeof IDBKeyRange, onReset?: (holds: {pending: number, held: number, rejected: number}) => void, onError?: (e: Error) => void, onNewer?: () => void, onChange?: OnChange, durability?: 'strict'|'relaxed'}} opts
+   *   durability: of local writes (OpenOptions.durability); onNewer: another
+   *   context upgraded the database to a version this code cannot open
    */
   constructor(opts) {
     /** @type {'strict'|'relaxed'} */
@@ -425,6 +426,7 @@ export class Store {
     this.keyRange = opts.IDBKeyRange ?? globalThis.IDBKeyRange;
     this.onReset = opts.onReset ?? (() => {});
     this.onError = opts.onError ?? (() => {});
+    this.onNewer = opts.onNewer ?? (() => {});
     /** @type {IDBDatabase|null} */
     this.db = null;
     /** @type {Promise<IDBDatabase>|null} */
@@ -626,10 +628,12 @@ export class Store {
       return this.openDB();
     }
     let gone = false;
-    const lost = () => {
+    const lost = (/** @type {any} */ ev) => {
       gone = true;
       if (this.db === db) this.db = null;
       db.close();
+      // Newer code upgraded it: this code can never open it again.
+      if (ev?.newVersion > DB_VERSION) return this.onNewer();
       // Reopen soon (after the delete or upgrade that asked us to step
       // aside) and find out whether our data survived.
       if (!this.closed) {
