@@ -947,13 +947,16 @@ export class Syncer {
           }
           if (this.stopped) break;
         }
+        // schemaAhead is told once per run of refused rounds (as a
+        // collection's is, tell): the error event says each.
+        const ahead = err.code === 'schema_ahead' && this.lastError?.code !== 'schema_ahead';
         this.lastError = err;
         this.retryAt = err.retryAfter ? Date.now() + err.retryAfter * 1000 : 0;
         // A sync() that woke the loop hears why this attempt failed (an
         // auth failure too: its retry with a fresh token is a new round).
         this.settleRound(err);
         this.o.onStatus({ online: err.code !== 'network' && err.code !== 'unavailable' ? true : false, syncing: false, lastError: err });
-        if (err.code === 'schema_ahead') this.o.onSchemaAhead?.(err);
+        if (ahead) this.o.onSchemaAhead?.(err);
         if (err.code === 'revoked') {
           // The subject is denied: purge (the heal checks kept too), then
           // wait for a new token.

@@ -140,6 +140,30 @@ test('a v1 client keeps syncing beside v2 ones: it reads v2 writes down-translat
   }
 });
 
+test('a server on older rules refusing round after round (schema_ahead): schemaAhead is told once, not at every retry, and again after a round succeeded', async () => {
+  const server = await new FakeServer().start();
+  const db = await openClient({ url: server.url, migrations: { [C]: V2 }, WebSocket: null, pollInterval: 60_000, backoff: { base: 10, max: 20 } });
+  try {
+    /** @type {unknown[]} */
+    const heard = [];
+    /** @type {unknown[]} */
+    const errors = [];
+    db.on('schemaAhead', (e) => heard.push(e));
+    db.on('error', (e) => errors.push(e));
+    await db.collection(C).put('x', { name: 'n' });
+    await until(() => errors.length >= 4, 'the round refused again and again, with backoff', WAIT);
+    assert.equal(heard.length, 1, `schemaAhead told once for ${errors.length} refused rounds`);
+    server.setMigrations(C, V2);
+    await until(() => !db.status.schemaAhead && db.status.pending === 0, 'synced after the server caught up', WAIT);
+    server.setMigrations(C, { version: 1, steps: [] });
+    await db.collection(C).put('y', { name: 'm' });
+    await until(() => heard.length === 2, 'told again after a round succeeded', WAIT);
+  } finally {
+    await db.close();
+    await server.stop();
+  }
+});
+
 test('a server on older rules (schema_ahead) holds the outbox, says so, and syncs once it catches up', async () => {
   const server = await new FakeServer().start();
   const db = await openClient({ url: server.url, migrations: { [C]: V2 } });
