@@ -60,6 +60,10 @@ export function onPeer(db, m) {
       break;
     case TabMessage.push:
       db.syncer?.kick();
+      // The leader counts the outbox after each push it settles: another
+      // tab's writes are counted now, or a push that fails (offline)
+      // would leave them out of its status.
+      if (db._status.leader) db.store.outboxView().then(({ counts }) => db.closed || db._setStatus(counts), () => {});
       break;
     case TabMessage.retry:
       // A follower's page became visible.

@@ -31,7 +31,7 @@
  * | t            | sent by                                   | fields                               | the receiver                                                        |
  * |--------------|-------------------------------------------|--------------------------------------|---------------------------------------------------------------------|
  * | `changed`    | any tab: its own writes and what its schema upgrade changed as it opened; the leader also what it pulled or rolled back | `c` collection, `ids` record ids | refreshes its subscriptions to them, emits 'change' with origin 'tab' |
- * | `push`       | a tab without a sync loop, after a write; every tab, as it opens, when changes are pending | none | leader: pushes the outbox soon (Syncer.kick)                        |
+ * | `push`       | a tab without a sync loop, after a write; every tab, as it opens, when changes are pending | none | leader: pushes the outbox soon (Syncer.kick) and counts it (status.pending, held) |
  * | `retry`      | a tab without a sync loop whose page became visible | none                       | leader: cuts a reconnect wait short (Syncer.retryNow('visible'))   |
  * | `ask`        | every tab, as it opens                    | none                                 | leader: answers with `status`                                       |
  * | `collection` | every tab, as it opens, for each collection of its options; a tab without a sync loop, for a collection it opens later | `c` collection | leader: syncs c from now on (paused or not), if c is a valid name it did not sync yet |

@@ -1162,3 +1162,20 @@ test("a follower's sync() that a tab takes as it starts leading is answered with
   await leader.pause();
   await assert.rejects(follower.sync(), (/** @type {any} */ e) => e instanceof ConvergoError && e.code === 'network' && e.message === 'sync: the leader tab is paused');
 });
+
+test("the leader counts a follower's writes as pending while its pushes fail (offline, the server down)", async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const { leader, follower } = await eventTabs(t, server, {}, []);
+  for (const tab of [leader, follower]) tab.on('error', () => {});
+  let pushes = 0;
+  server.failPush = () => (pushes++, true);
+  await follower.collection('todos').put('f1', { n: 1 });
+  await follower.collection('todos').put('f2', { n: 2 });
+  await until(() => pushes > 0 && follower.status.pending === 2, "the follower's writes pending, a push of them tried");
+  await until(() => leader.status.pending === 2, `the leader's status counts them too (pending ${leader.status.pending} after ${pushes} pushes refused)`).catch((e) => {
+    throw new Error(`${e.message}: the leader says pending ${leader.status.pending} after ${pushes} pushes refused`);
+  });
+  server.failPush = () => false;
+  await until(() => leader.status.pending === 0 && follower.status.pending === 0, 'both at 0 once pushed');
+});
