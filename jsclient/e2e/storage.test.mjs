@@ -12,7 +12,8 @@
 //   (CDP Storage.clearDataForOrigin), while the page is offline: its
 //   writes fail network (wiped.js cannot load) until it is back; then the
 //   'reset' event says how many changes went with the database, the
-//   status counts the rebuilt one, and whenSynced resolves;
+//   status counts the rebuilt one, and whenSynced resolves; with two tabs
+//   open, in both;
 // - a tab of newer code that upgrades the IndexedDB database: the older
 //   page says so (an error event: reload), closes it (its writes fail
 //   closed) and gives the leader lock up, so that the newer tab syncs.
@@ -153,6 +154,34 @@ describe('storage trouble: quota, a database deleted under the page, newer code'
       }
     });
   }
+
+  it('two tabs, the database deleted under them with changes pending: both tabs hear reset and count the rebuilt database', { timeout: 120_000 }, async () => {
+    const ctx = await browser.newContext();
+    try {
+      const held = (await server.docs()).size;
+      const tabs = [await open(await blank(ctx), 'twotabs'), await open(await blank(ctx), 'twotabs')];
+      const other = await blank(ctx);
+      for (const t of tabs) assert.equal(await t.evaluate((ms) => window.synced(ms), 60_000), 'synced');
+      await ctx.setOffline(true);
+      for (const id of ['tab-gone-1', 'tab-gone-2']) assert.equal(await tabs[1].evaluate((id) => window.write(id, { title: id }), id), 'ok');
+      await waitFor(async () => (await status(tabs[0])).pending === 2 && (await status(tabs[1])).pending === 2, { timeout: TIMEOUT, message: 'both tabs counting the two writes' });
+      assert.equal(await other.evaluate(() => new Promise((resolve) => {
+        const q = indexedDB.deleteDatabase('convergo-twotabs');
+        q.onsuccess = () => resolve('deleted');
+        q.onerror = () => resolve(`error ${q.error}`);
+        q.onblocked = () => resolve('blocked');
+      })), 'deleted');
+      await ctx.setOffline(false);
+      for (const t of tabs) {
+        await waitFor(async () => (await events(t, 'reset')).length === 1, { timeout: TIMEOUT, message: 'the reset event in each tab' });
+        assert.deepEqual((await events(t, 'reset'))[0][1], { lost: 2, rejected: 0 });
+        assert.equal(await t.evaluate((ms) => window.synced(ms), TIMEOUT), 'synced');
+        await waitFor(async () => (await count(t)) === held, { timeout: TIMEOUT, message: 'each tab reading the rebuilt database' });
+      }
+    } finally {
+      await ctx.close();
+    }
+  });
 
   it('a tab of newer code upgrading the database: the older page says so, closes it and gives up leading', { timeout: 60_000 }, async () => {
     const ctx = await browser.newContext();

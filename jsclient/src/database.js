@@ -592,7 +592,7 @@ export class Database {
    * serverReset, reconciled, revoked, schemaAhead, unreadable) fire in every tab of the
    * database, once each (leader.js tell); 'change' too, origin 'tab' for another
    * tab's; 'status' is each tab's (a follower's mirrors the leader's),
-   * 'reset' each tab sees for itself, and 'error' stays in the tab where
+   * 'reset' the tab that rebuilt the database tells them, and 'error' stays in the tab where
    * it happened (_startSyncer says why). Returns a function that stops
    * listening.
    * @param {string} event
@@ -735,9 +735,14 @@ export class Database {
    * went with it, which the reset event tells as last counted; the status
    * counts what the rebuilt one holds.
    * @param {{pending: number, held: number, rejected: number}} holds
+   * @param {{pending: number, held: number, rejected: number}} [was] the
+   *   counts as the message of another tab that found it came
+   *   (TabMessage.reset; a recount may have run since); else this tab
+   *   found it, and tells the others
    */
-  _onReset(holds) {
-    const { pending, held, rejected } = this._status;
+  _onReset(holds, was) {
+    if (!was) this._post({ t: TabMessage.reset });
+    const { pending, held, rejected } = was ?? this._status;
     this._setStatus(holds, !this._status.leader);
     this.leaveIndex = null;
     // The wipe took the remembered collections too: put back ours.

@@ -382,7 +382,7 @@ export interface OpenOptions {
  * heard in every tab of the database, once each; a follower's ConvergoError
  * carries the leader's code, message and requestId. status is each tab's
  * (a follower's mirrors the leader's), change comes in every tab (origin
- * 'tab' for another tab's), reset in each tab that sees the wipe, and
+ * 'tab' for another tab's), reset in every tab (the one that rebuilt the database tells the others), and
  * error only in the tab where it happened.
  */
 export interface EventMap {

@@ -65,6 +65,17 @@ export function onPeer(db, m) {
       // would leave them out of its status.
       if (db._status.leader) db.store.outboxView().then(({ counts }) => db.closed || db._setStatus(counts), () => {});
       break;
+    case TabMessage.reset:
+      // Another tab found the database wiped and rebuilt it: what this one
+      // remembers of the records went with it too.
+      db.store.seen.clear();
+      db.store.whole.clear();
+      const was = { ...db._status };
+      Promise.all([db.store.outboxView(), db.store.rejectedCount()]).then(
+        ([{ counts }, rejected]) => db.closed || db._onReset({ ...counts, rejected }, was),
+        (e) => db._emit('error', e),
+      );
+      break;
     case TabMessage.retry:
       // A follower's page became visible.
       db.syncer?.retryNow('visible');

@@ -49,6 +49,7 @@
  * | `rejected`   | any tab that retried or discarded a rejected change | none                        | recounts the rejected changes (status.rejected)                     |
  * | `scope`      | a tab without a sync loop that changed the scopes of a collection (stored already); every tab, as it opens, for each collection whose scopes its options changed | `c` collection | leader: reads c again under its new scope (Syncer.rescope) |
  * | `revoked`    | the leader, when the server revoked the subject and it purged | `r` the Revocation | emits 'revoked', recounts the rejected changes |
+ * | `reset`      | the tab that found the database wiped and rebuilt it (wiped.js): the others' connections reopen on a database whose identity is theirs already | none | clears what it remembers of the records, counts the rebuilt database and emits 'reset' (Database._onReset) |
  * | `token`      | a tab whose token changed (setToken, getToken's answer), or that opened with one; the leader, on `ask` | `token` the token, `at` when it was set (ms; later than any token the tab held before) | takes it if it is later than its own (at; a tie goes to the greater token), as setToken does: one token for the whole database, never stored |
  */
 export const TabMessage = Object.freeze({
@@ -62,6 +63,7 @@ export const TabMessage = Object.freeze({
   rejected: 'rejected',
   scope: 'scope',
   token: 'token',
+  reset: 'reset',
 });
 
 
@@ -97,7 +99,8 @@ export const TabMessage = Object.freeze({
  *   | {t: typeof TabMessage.rejected}
  *   | {t: typeof TabMessage.scope, c: string}
  *   | {t: typeof import('./peer.js').SyncMessage.revoked, r: import('./database.js').Revocation}
- *   | {t: typeof TabMessage.token, token: string, at: number}} TabMsg
+ *   | {t: typeof TabMessage.token, token: string, at: number}
+ *   | {t: typeof TabMessage.reset}} TabMsg
  */
 
 /**
