@@ -66,7 +66,6 @@ export const TabMessage = Object.freeze({
   reset: 'reset',
 });
 
-
 /**
  * An error as it crosses between tabs (a ConvergoError does not survive
  * structured cloning as one).
