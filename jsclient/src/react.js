@@ -18,25 +18,43 @@ let nextFn = 1;
 
 /**
  * A string that is equal for equal queries, so a query object written
- * inline (a new object each render) does not subscribe again. A predicate
- * counts by identity: wrap it in useCallback, or it subscribes anew each
- * render.
+ * inline (a new object each render) does not subscribe again, and differs
+ * for queries that differ (each value tagged with its kind, so 1n, '1n',
+ * undefined, NaN, null, a Float and bytes never pass for one another). A
+ * predicate counts by identity: wrap it in useCallback, or it subscribes
+ * anew each render.
  * @param {string|Query} q
  * @returns {string}
  */
 export function queryKey(q) {
-  if (typeof q === 'string') return 'id:' + q;
-  return JSON.stringify(q ?? {}, (_k, v) => {
-    if (typeof v === 'function') {
+  return typeof q === 'string' ? 'id:' + q : JSON.stringify(tagged(q ?? {}));
+}
+
+/**
+ * v as JSON-able data that is equal only for equal values.
+ * @param {unknown} v
+ * @returns {unknown}
+ */
+function tagged(v) {
+  switch (typeof v) {
+    case 'function':
       if (!fnIds.has(v)) fnIds.set(v, nextFn++);
-      return 'fn#' + fnIds.get(v);
-    }
-    if (typeof v === 'bigint') return v.toString() + 'n';
-    if (v instanceof Uint8Array) return 'bytes:' + Array.from(v).join(',');
-    if (v instanceof Map) return ['map', ...v];
-    if (v && typeof v === 'object' && !Array.isArray(v)) return Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
-    return v;
-  });
+      return 'f' + fnIds.get(v);
+    case 'string':
+      return 's' + v;
+    case 'number':
+    case 'bigint':
+    case 'undefined':
+      return typeof v + String(v);
+    case 'object':
+      if (v === null) return v;
+      if (v instanceof Uint8Array) return 'b' + v.join();
+      if (v instanceof Map) return ['m', ...[...v].map(([k, x]) => [tagged(k), tagged(x)])];
+      if (Array.isArray(v)) return ['a', ...v.map(tagged)];
+      // A plain object, or an instance (Float) with its fields.
+      return [Object.getPrototypeOf(v) === Object.prototype ? 'o' : 'c', ...Object.keys(v).sort().flatMap((k) => [k, tagged(/** @type {any} */ (v)[k])])];
+  }
+  return v;
 }
 
 /**

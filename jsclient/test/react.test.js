@@ -25,6 +25,22 @@ test('queryKey: equal queries share a key, predicates count by identity', () => 
   assert.equal(queryKey({ where: { big: 2n ** 64n } }), queryKey({ where: { big: 2n ** 64n } }));
 });
 
+test('queryKey: different queries never share a key', async () => {
+  const { Float } = await import('../src/index.js');
+  // Each pair is two queries with different results; an equal key would
+  // keep a mounted hook on the first one's subscription.
+  const pairs = [
+    [{ where: { n: 1n } }, { where: { n: '1n' } }],
+    [{ where: { owner: undefined } }, { where: {} }],
+    [{ where: { n: NaN } }, { where: { n: null } }],
+    [{ where: { f: new Float(1) } }, { where: { f: { value: 1 } } }],
+    [{ where: { b: new Uint8Array([1, 2]) } }, { where: { b: 'bytes:1,2' } }],
+    [{ where: { m: new Map([[1, 2]]) } }, { where: { m: ['map', [1, 2]] } }],
+    [{ where: { o: { a: 1 } } }, { where: { o: [['a', 1]] } }],
+  ];
+  for (const [a, b] of pairs) assert.notEqual(queryKey(a), queryKey(b), `${queryKey(a)} for two queries`);
+});
+
 test('on the server the hooks render the not-yet-loaded state', async () => {
   const db = await openClient({ sync: false });
   const todos = db.collection('todos');
