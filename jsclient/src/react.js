@@ -110,11 +110,12 @@ export function useDoc(collection, id) {
  * @returns {import('./database.js').Status|undefined}
  */
 export function useStatus(db) {
-  const [status, setStatus] = useState(() => db?.status);
+  // The database the status is of: another db renders its own at once.
+  const [state, setState] = useState(() => ({ db, status: db?.status }));
   useEffect(() => {
     if (!db) return undefined;
-    setStatus(db.status);
-    return db.on('status', setStatus);
+    setState({ db, status: db.status });
+    return db.on('status', (status) => setState({ db, status }));
   }, [db]);
-  return db ? status : undefined;
+  return db ? (state.db === db ? state.status : db.status) : undefined;
 }

@@ -60,13 +60,21 @@ test('in Chromium a component follows its live query and stops listening when un
   const { build } = await import('esbuild');
   const { chromium } = await import('playwright-core');
   const app = `
-    import { createElement as h, useState } from 'react';
+    import { createElement as h, useState, StrictMode } from 'react';
     import { createRoot } from 'react-dom/client';
     import { flushSync } from 'react-dom';
-    import { open } from './src/index.js';
-    import { useQuery, useDoc } from './src/react.js';
+    import { open, Collection } from './src/index.js';
+    import { useQuery, useDoc, useStatus } from './src/react.js';
+    window.subscribes = 0;
+    const subscribe = Collection.prototype.subscribe;
+    Collection.prototype.subscribe = function (...a) {
+      window.subscribes++;
+      return subscribe.apply(this, a);
+    };
     function List({ todos }) {
       const [done, setDone] = useState(false);
+      const [, setTick] = useState(0);
+      window.rerender = () => setTick((t) => t + 1);
       const rows = useQuery(todos, { where: { done }, orderBy: 'title' });
       const first = useDoc(todos, 't1');
       window.setDone = setDone;
@@ -80,9 +88,43 @@ test('in Chromium a component follows its live query and stops listening when un
       window.db = db;
       window.todos = db.collection('todos');
       window.root = createRoot(document.getElementById('root'));
-      window.root.render(h(List, { todos: window.todos }));
+      window.root.render(h(StrictMode, null, h(List, { todos: window.todos })));
+    };
+    function Quiet({ todos }) {
+      useQuery(todos, { where: { done: false } });
+      useDoc(todos, 't1');
+      return null;
+    }
+    window.mountUnmount = () => {
+      const r = createRoot(document.createElement('div'));
+      flushSync(() => r.render(h(StrictMode, null, h(Quiet, { todos: window.todos }))));
+      flushSync(() => r.unmount());
     };
     window.unmount = () => flushSync(() => window.root.unmount());
+    // useStatus of a database that changes: each render's status must be
+    // the database's it names.
+    function Pending({ a, b }) {
+      const [db, setDb] = useState(a);
+      window.switchDb = () => setDb(b);
+      const status = useStatus(db);
+      window.statuses.push(db.name + ':' + (status ? status.pending : '-'));
+      return null;
+    }
+    window.statusSwitch = async () => {
+      window.statuses = [];
+      const a = await open({ name: 'react-a', sync: false, locks: null, BroadcastChannel: null });
+      const b = await open({ name: 'react-b', sync: false, locks: null, BroadcastChannel: null });
+      await a.collection('todos').put('x', { n: 1 });
+      const r = createRoot(document.createElement('div'));
+      flushSync(() => r.render(h(Pending, { a, b })));
+      await new Promise((res) => setTimeout(res, 50));
+      flushSync(() => window.switchDb());
+      await new Promise((res) => setTimeout(res, 50));
+      flushSync(() => r.unmount());
+      await a.close();
+      await b.close();
+      return [...new Set(window.statuses)];
+    };
   `;
   const out = await build({ stdin: { contents: app, resolveDir: process.cwd(), loader: 'js' }, bundle: true, format: 'esm', write: false, define: { 'process.env.NODE_ENV': '"production"' }, logLevel: 'error' });
   const js = out.outputFiles[0].text;
@@ -107,6 +149,18 @@ test('in Chromium a component follows its live query and stops listening when un
     await page.evaluate(() => /** @type {any} */ (window).todos.update('t1', { title: 'oat milk' }));
     await page.waitForFunction(() => document.getElementById('state')?.textContent === 'ready oat milk');
     assert.deepEqual(await items(), ['eggs', 'oat milk']);
+    // Under StrictMode, re-rendering with the query written inline (a new
+    // object each time) subscribes no more.
+    const before = await page.evaluate(() => [/** @type {any} */ (window).subscribes, /** @type {any} */ (window).db.subs.size]);
+    for (let i = 0; i < 20; i++) await page.evaluate(() => /** @type {any} */ (window).rerender());
+    await page.evaluate(() => /** @type {any} */ (window).todos.update('t2', { title: 'brown eggs' }));
+    await page.waitForFunction(() => document.querySelectorAll('li')[0]?.textContent === 'brown eggs');
+    assert.deepEqual(await page.evaluate(() => [/** @type {any} */ (window).subscribes, /** @type {any} */ (window).db.subs.size]), before);
+    assert.equal(before[1], 2);
+    // Unmounted before the first result: nothing is left subscribed.
+    await page.evaluate(() => /** @type {any} */ (window).mountUnmount());
+    await page.evaluate(() => new Promise((r) => setTimeout(r, 50)));
+    assert.equal(await page.evaluate(() => /** @type {any} */ (window).db.subs.size), 2);
     // A new query (another filter) subscribes anew.
     await page.evaluate(() => /** @type {any} */ (window).setDone(true));
     await page.waitForFunction(() => document.querySelectorAll('li').length === 1);
@@ -119,6 +173,8 @@ test('in Chromium a component follows its live query and stops listening when un
       return [before, w.db.subs.size];
     });
     assert.deepEqual(subs, [2, 0]);
+    // useStatus(db) with another db: no render shows the first one's status.
+    assert.deepEqual(await page.evaluate(() => /** @type {any} */ (window).statusSwitch()), ['react-a:1', 'react-b:0']);
   } finally {
     await ctx.close();
     rmSync(profile, { recursive: true, force: true });
