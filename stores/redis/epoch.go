@@ -342,6 +342,15 @@ func (s *Store) runs(ctx context.Context) ([]run, error) {
 		if r.runID == "" {
 			return run{}, errors.New("INFO server has no run_id")
 		}
+		if infoField(info, "loading") == "1" {
+			// A server loading its data after a restart says
+			// aof_enabled:0 until it has loaded, whatever appendonly
+			// says: read now, a restart under appendfsync always would
+			// pass for one that may have lost writes, and start a new
+			// epoch of every collection for nothing. The check is made
+			// again once it serves (needCheck).
+			return run{}, fmt.Errorf("%w: the server is still loading its data (INFO loading:1)", stores.ErrUnavailable)
+		}
 		if infoField(info, "aof_enabled") == "1" {
 			cfg, err := c.ConfigGet(ctx, "appendfsync").Result()
 			r.alwaysFsync = err == nil && cfg["appendfsync"] == "always"
