@@ -341,6 +341,14 @@ func (s *Server) isClosing() bool {
 	return s.closing
 }
 
+// isDraining reports whether Drain or Shutdown was called: /readyz then
+// answers 503.
+func (s *Server) isDraining() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing || s.draining
+}
+
 // authenticate maps a token to a principal: the Authorizer's, or the
 // anonymous demo principal when there is no token and the demo is on.
 func (s *Server) authenticate(ctx context.Context, token string) (Principal, error) {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/convergo/convergo/stores"
+	"github.com/convergo/convergo/transport/proto"
 )
 
 // probeCountingStore counts the reads of /readyz's probe and can be made
@@ -117,5 +118,30 @@ func TestReadyzShowsParkedCaptures(t *testing.T) {
 	}
 	if v := ts.metric(t, "convergo_capture_parked"); v != 2 {
 		t.Fatalf("convergo_capture_parked %v, want 2", v)
+	}
+}
+
+// Drain makes /readyz answer 503 "shutting down" while the server goes on
+// serving: pushes, pulls and live sessions, old and new, so that a load
+// balancer takes the instance out before its listeners close.
+func TestReadyzWhileDraining(t *testing.T) {
+	ts := newTestServer(t, nil)
+	tok := ts.token(t, "alice", []string{"notes"}, []string{"notes"})
+	before, _ := ts.open(t, tok)
+	ts.srv.Drain()
+	if code, body := ts.get(t, "/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "shutting down") {
+		t.Fatalf("/readyz while draining: got %d %q, want 503 shutting down", code, body)
+	}
+	if code, body := ts.get(t, "/healthz"); code != http.StatusOK {
+		t.Fatalf("/healthz while draining: got %d %q, want 200", code, body)
+	}
+	before.subOK("a sub on a session opened before the drain", "notes")
+	after, _ := ts.open(t, tok)
+	after.subOK("a sub on a session opened during the drain", "notes")
+	if rs := ts.push(t, tok, change(t, "notes", "n1", "n", 1)); len(rs) != 1 || rs[0].Status != proto.StatusApplied {
+		t.Fatalf("push while draining: got %+v, want one applied", rs)
+	}
+	if page := ts.pull(t, tok, "notes", 0); len(page.Records) != 1 {
+		t.Fatalf("pull while draining: got %d records, want 1", len(page.Records))
 	}
 }

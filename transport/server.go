@@ -160,10 +160,11 @@ type Server struct {
 	stopBg         context.CancelFunc
 	afterMessage   func(handled bool) // Config.afterMessage
 
-	mu      sync.Mutex
-	closing bool
-	live    map[*liveConn]struct{}
-	wg      sync.WaitGroup // live connection handlers
+	mu       sync.Mutex
+	closing  bool
+	draining bool // Drain was called: /readyz answers 503, all else is served
+	live     map[*liveConn]struct{}
+	wg       sync.WaitGroup // live connection handlers
 	// bg counts the server's background goroutines: broadcast groups,
 	// writers, the pinger and its pings. Shutdown waits for them.
 	bg sync.WaitGroup
@@ -382,6 +383,19 @@ func (s *Server) setDeadlines(w http.ResponseWriter) {
 	deadline := time.Now().Add(s.limits.RequestTimeout)
 	_ = rc.SetReadDeadline(deadline)
 	_ = rc.SetWriteDeadline(deadline)
+}
+
+// Drain makes /readyz answer 503 "shutting down" from now on while the
+// server goes on serving everything else: requests, new connections and
+// live sessions. A program calls it when it is told to stop and keeps its
+// listeners open for a while (convergo serve's --shutdown-delay), so that
+// a load balancer health checking /readyz takes the instance out before
+// Shutdown closes them; without it a balancer sends new connections to a
+// closed port until its health check notices.
+func (s *Server) Drain() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.draining = true
 }
 
 // Shutdown refuses new live sessions, closes the open ones with status 1001

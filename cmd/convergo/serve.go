@@ -45,6 +45,7 @@ type serveConfig struct {
 	logLevel        string
 	logFormat       string
 	shutdownTimeout time.Duration
+	shutdownDelay   time.Duration
 	limits          transport.Limits
 }
 
@@ -74,6 +75,7 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.StringVar(&c.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log `format`: text or json")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 15*time.Second, "how long a graceful shutdown waits for requests and sockets, a `duration` (positive)")
+	fs.DurationVar(&c.shutdownDelay, "shutdown-delay", 0, "how long, after SIGINT/SIGTERM, the server goes on serving with /readyz answering 503 before it closes its listeners and shuts down, a `duration`, so that a load balancer takes it out first (0: at once)")
 	fs.Int64Var(&c.limits.MaxBodyBytes, "max-body", proto.DefaultMaxBodyBytes, fmt.Sprintf("largest HTTP request body in `bytes` (at least %d: a request of one record at the record limit)", transport.MinRequestBytes))
 	fs.IntVar(&c.limits.MaxPushChanges, "max-push", proto.DefaultMaxPushChanges, fmt.Sprintf("most `changes` in one push (at most %d)", crdt.MaxContainerItems))
 	fs.IntVar(&c.limits.MaxPullRecords, "max-pull", proto.DefaultMaxPullRecords, fmt.Sprintf("most `records` in one pull page (at most %d)", engine.MaxPage))
@@ -143,6 +145,8 @@ func (c *serveConfig) checkNumbers() error {
 	case c.shutdownTimeout <= 0:
 		// 0 would not wait at all, where many tools read it as no timeout.
 		return fmt.Errorf("--shutdown-timeout %v: must be positive", c.shutdownTimeout)
+	case c.shutdownDelay < 0:
+		return fmt.Errorf("--shutdown-delay %v: must be 0 or positive", c.shutdownDelay)
 	}
 	return nil
 }
@@ -301,6 +305,19 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	case err := <-served:
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
+	}
+	if c.shutdownDelay > 0 {
+		// The listeners stay open and everything is served; only /readyz
+		// says the instance is going, for the load balancer to take it
+		// out before the listeners close. A second signal ends the
+		// process at once (main).
+		srv.Drain()
+		log.Info("draining: /readyz answers 503 while the server goes on serving until the shutdown delay ends", "delay", c.shutdownDelay)
+		select {
+		case err := <-served:
+			return fmt.Errorf("serve: %w", err)
+		case <-time.After(c.shutdownDelay):
+		}
 	}
 	log.Info("shutting down", "timeout", c.shutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), c.shutdownTimeout)
