@@ -178,6 +178,7 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	routeRedisLogs(log)
 	spec, err := storeurl.Parse(c.store)
 	if err != nil {
 		return err
