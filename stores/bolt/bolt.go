@@ -29,6 +29,12 @@ var (
 // It wraps stores.ErrCorrupt, which callers above the store branch on.
 var ErrCorrupt = fmt.Errorf("bolt: %w", stores.ErrCorrupt)
 
+// ErrNewerFormat is Open's error for a file whose format mark names a
+// later format than this build reads: a newer Convergo wrote it (a server
+// rolled back after an upgrade). The file is not damaged: run the newer
+// build on it. It does not wrap ErrCorrupt.
+var ErrNewerFormat = errors.New("bolt: the file was written by a newer Convergo")
+
 // ErrLocked is Open's error when another process (a running server) held
 // the file for as long as Open waited: one process at a time opens it.
 var ErrLocked = errors.New("file is locked by another process")
@@ -167,7 +173,9 @@ func initFile(db *bbolt.DB) error {
 	return recovered(func() error {
 		return db.Update(func(tx *bbolt.Tx) error {
 			if meta := tx.Bucket(metaBucket); meta != nil {
-				if f := meta.Get(formatKey); !bytes.Equal(f, formatValue) {
+				if f := meta.Get(formatKey); newerFormat(f) {
+					return fmt.Errorf("%w: file format %q, this build reads %q: run the build that wrote it (or a later one)", ErrNewerFormat, f, formatValue)
+				} else if !bytes.Equal(f, formatValue) {
 					return fmt.Errorf("%w: file format %q, want %q", ErrCorrupt, f, formatValue)
 				}
 				return initIdentity(meta)

@@ -3,6 +3,8 @@ package bolt
 import (
 	"encoding/binary"
 	"fmt"
+	"strconv"
+	"strings"
 
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/stores"
@@ -13,8 +15,27 @@ var (
 	metaBucket  = []byte("meta")
 	headsBucket = []byte("heads")
 	formatKey   = []byte("format")
-	formatValue = []byte("convergo-bolt-1")
+	formatValue = []byte(formatPrefix + strconv.Itoa(formatVersion))
 )
+
+// The format mark is formatPrefix and the format's number: a later format
+// of the file has a higher one, which this build refuses as newer
+// (ErrNewerFormat) rather than corrupt.
+const (
+	formatPrefix  = "convergo-bolt-"
+	formatVersion = 1
+)
+
+// newerFormat reports whether mark is the mark of a later format of the
+// file than this build's.
+func newerFormat(mark []byte) bool {
+	n, ok := strings.CutPrefix(string(mark), formatPrefix)
+	if !ok {
+		return false
+	}
+	v, err := strconv.Atoi(n)
+	return err == nil && v > formatVersion && strconv.Itoa(v) == n
+}
 
 func recordsBucket(coll string) []byte { return append([]byte("r:"), coll...) }
 func logBucket(coll string) []byte     { return append([]byte("l:"), coll...) }
