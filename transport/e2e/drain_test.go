@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -112,7 +113,7 @@ func TestShutdownDelay(t *testing.T) {
 	waitID(t, got, "during")
 
 	// A second signal stops the process at once.
-	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, errProcessDone) {
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		t.Fatal(err)
 	}
 	select {
@@ -121,8 +122,6 @@ func TestShutdownDelay(t *testing.T) {
 		t.Fatal("the server did not stop at a second signal")
 	}
 }
-
-var errProcessDone = errors.New("os: process already finished")
 
 func getURL(url string) (int, string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
