@@ -3,8 +3,9 @@ import type { Collection, Database, Doc, Query, Status, Value } from './index.js
 
 /**
  * The documents of a live query; undefined until the first result (or without a collection).
- * An inline query object is compared by value; a where predicate by identity (define it
- * outside the component or useCallback it: an inline arrow subscribes anew at every render and never settles).
+ * An inline query object is compared by value; a where predicate by identity: an inline arrow
+ * subscribes again at each render of the component, keeping the result shown until its own
+ * (useCallback, or a predicate defined outside the component, spares those reads).
  */
 export function useQuery<T extends object = { [field: string]: Value }>(collection: Collection<T> | null | undefined, query?: Query<T>): Doc<T>[] | undefined;
 /** One live document: null when it does not exist, undefined until read. */

@@ -101,6 +101,20 @@ test('in Chromium a component follows its live query and stops listening when un
       flushSync(() => r.unmount());
     };
     window.unmount = () => flushSync(() => window.root.unmount());
+    // A predicate written inline: a new function at every render.
+    function Filtered({ nums }) {
+      const [min, setMin] = useState(1);
+      window.setMin = setMin;
+      const rows = useQuery(nums, { where: (d) => d.n >= min, orderBy: 'n' });
+      return h('p', { id: 'filtered' }, rows === undefined ? 'loading' : rows.map((r) => r.n).join(','));
+    }
+    window.filtered = async () => {
+      const nums = window.db.collection('nums');
+      await nums.putMany([{ id: 'a', n: 1 }, { id: 'b', n: 2 }, { id: 'c', n: 3 }]);
+      const el = document.createElement('div');
+      document.body.append(el);
+      createRoot(el).render(h(StrictMode, null, h(Filtered, { nums })));
+    };
     // useStatus of a database that changes: each render's status must be
     // the database's it names.
     function Pending({ a, b }) {
@@ -173,6 +187,38 @@ test('in Chromium a component follows its live query and stops listening when un
       return [before, w.db.subs.size];
     });
     assert.deepEqual(subs, [2, 0]);
+    // A predicate written inline settles on its result (it subscribes
+    // again when the component renders, not at every result), and one
+    // that closes over new state is read anew.
+    // Settled: no subscription for 300 ms, within 10 s (an inline
+    // predicate that never settles subscribes hundreds of times a second).
+    const settles = () =>
+      page.evaluate(
+        () =>
+          new Promise((resolve) => {
+            const w = /** @type {any} */ (window);
+            const start = Date.now();
+            let last = w.subscribes;
+            let since = start;
+            const t = setInterval(() => {
+              if (w.subscribes !== last) [last, since] = [w.subscribes, Date.now()];
+              else if (Date.now() - since >= 300) done(true);
+              if (Date.now() - start > 10_000) done(false);
+            }, 20);
+            const done = (/** @type {boolean} */ v) => {
+              clearInterval(t);
+              resolve(v);
+            };
+          }),
+      );
+    await page.evaluate(() => /** @type {any} */ (window).filtered());
+    await page.waitForFunction(() => document.getElementById('filtered')?.textContent === '1,2,3', null, { timeout: 15_000 });
+    assert.equal(await settles(), true, 'an inline predicate settles once its result shows');
+    await page.evaluate(() => /** @type {any} */ (window).setMin(2));
+    await page.waitForFunction(() => document.getElementById('filtered')?.textContent === '2,3', null, { timeout: 15_000 });
+    assert.equal(await settles(), true, 'and again after its closure changed');
+    await page.evaluate(() => /** @type {any} */ (window).db.collection('nums').put('d', { n: 4 }));
+    await page.waitForFunction(() => document.getElementById('filtered')?.textContent === '2,3,4', null, { timeout: 15_000 });
     // useStatus(db) with another db: no render shows the first one's status.
     assert.deepEqual(await page.evaluate(() => /** @type {any} */ (window).statusSwitch()), ['react-a:1', 'react-b:0']);
   } finally {
