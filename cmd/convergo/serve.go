@@ -74,7 +74,7 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.BoolVar(&c.createTable, "create-table", false, "create the DynamoDB table if it does not exist (same as create=1 in the store URL)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
 	fs.StringVar(&c.logFormat, "log-format", "text", "log `format`: text or json")
-	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 15*time.Second, "how long a graceful shutdown waits for requests and sockets, a `duration` (positive)")
+	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 15*time.Second, "how long a graceful shutdown takes at most, a `duration` (positive): requests and sockets, then closing the engine and the store; past it the process exits with status 1")
 	fs.DurationVar(&c.shutdownDelay, "shutdown-delay", 0, "how long, after SIGINT/SIGTERM, the server goes on serving with /readyz answering 503 before it closes its listeners and shuts down, a `duration`, so that a load balancer takes it out first (0: at once)")
 	fs.Int64Var(&c.limits.MaxBodyBytes, "max-body", proto.DefaultMaxBodyBytes, fmt.Sprintf("largest HTTP request body in `bytes` (at least %d: a request of one record at the record limit)", transport.MinRequestBytes))
 	fs.IntVar(&c.limits.MaxPushChanges, "max-push", proto.DefaultMaxPushChanges, fmt.Sprintf("most `changes` in one push (at most %d)", crdt.MaxContainerItems))
@@ -229,7 +229,13 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("open store %s: %w", storeurl.Redact(c.store), err)
 	}
+	// Until the shutdown takes them over (closeWithin), a return closes
+	// the engine and the store here.
+	closing := false
 	defer func() {
+		if closing {
+			return
+		}
 		if err := store.Close(); err != nil {
 			log.Error("close store", "err", err)
 		}
@@ -239,7 +245,11 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer eng.Close()
+	defer func() {
+		if !closing {
+			eng.Close()
+		}
+	}()
 	srv, err := transport.New(transport.Config{
 		Engine:         eng,
 		Authorizer:     auth,
@@ -325,6 +335,56 @@ func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	defer cancel()
 	if err := srv.ShutdownServers(sctx, append(servers, hs)...); err != nil {
 		log.Warn("shutdown incomplete", "err", err)
+	}
+	closing = true
+	return closeWithin(sctx, log, c.shutdownTimeout, eng, store)
+}
+
+// errUnclosed says the shutdown ended at --shutdown-timeout with the
+// engine or the store not closed. closeWithin has logged it; main exits
+// with status 1 and prints nothing more (a plain-text line after the
+// logs would break --log-format json).
+var errUnclosed = errors.New("shutdown: not closed within the timeout")
+
+// closeWithin closes the engine, then the store, and waits for them until
+// ctx (the shutdown's --shutdown-timeout) ends. The engine's goroutines
+// stop with the engine's context, but a store that stopped answering (a
+// Redis host frozen, a network partition) may hold a call in flight until
+// its own bound, about 10 s on Redis (go-redis heeds a context's deadline,
+// not its cancellation, on a read under way): the shutdown does not wait
+// for it. It logs at error what it could not close and returns
+// errUnclosed, and the process exits with the call still in flight.
+// Nothing acknowledged is lost so: a push is answered only after the
+// store's Apply returned its results (stores.Store.Apply), that is once
+// the store committed it.
+func closeWithin(ctx context.Context, log *slog.Logger, timeout time.Duration, eng, store io.Closer) error {
+	engClosed := make(chan struct{})
+	storeClosed := make(chan error, 1)
+	go func() {
+		eng.Close()
+		close(engClosed)
+		storeClosed <- store.Close()
+	}()
+	var err error
+	select {
+	case err = <-storeClosed:
+	case <-ctx.Done():
+		select {
+		case err = <-storeClosed: // closed just in time
+		default:
+			unclosed := "store"
+			select {
+			case <-engClosed:
+			default:
+				unclosed = "engine and store"
+			}
+			log.Error(errUnclosed.Error(), "unclosed", unclosed, "timeout", timeout,
+				"note", "pushes already answered were committed by the store; calls still in flight are abandoned")
+			return errUnclosed
+		}
+	}
+	if err != nil {
+		log.Error("close store", "err", err)
 	}
 	log.Info("stopped")
 	return nil
