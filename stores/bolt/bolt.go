@@ -1,7 +1,6 @@
 package bolt
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -32,8 +31,9 @@ var ErrCorrupt = fmt.Errorf("bolt: %w", stores.ErrCorrupt)
 // ErrNewerFormat is Open's error for a file whose format mark names a
 // later format than this build reads: a newer Convergo wrote it (a server
 // rolled back after an upgrade). The file is not damaged: run the newer
-// build on it. It does not wrap ErrCorrupt.
-var ErrNewerFormat = errors.New("bolt: the file was written by a newer Convergo")
+// build on it. It is stores.ErrNewerFormat, the same value (every store
+// refuses a newer format with it), and does not wrap ErrCorrupt.
+var ErrNewerFormat = stores.ErrNewerFormat
 
 // ErrLocked is Open's error when another process (a running server) held
 // the file for as long as Open waited: one process at a time opens it.
@@ -167,16 +167,23 @@ func Open(ctx context.Context, path string, opts Options) (*Store, error) {
 	return s, nil
 }
 
+// checkFormat checks the file's format mark: this build's, or the file is
+// refused as newer (ErrNewerFormat) or corrupt (ErrCorrupt).
+func checkFormat(mark []byte) error {
+	if err := fileFormat.Check(string(mark), ErrCorrupt); err != nil {
+		return fmt.Errorf("file format: %w", err)
+	}
+	return nil
+}
+
 // initFile marks a new file with the format, or checks the mark of an
 // existing one.
 func initFile(db *bbolt.DB) error {
 	return recovered(func() error {
 		return db.Update(func(tx *bbolt.Tx) error {
 			if meta := tx.Bucket(metaBucket); meta != nil {
-				if f := meta.Get(formatKey); newerFormat(f) {
-					return fmt.Errorf("%w: file format %q, this build reads %q: run the build that wrote it (or a later one)", ErrNewerFormat, f, formatValue)
-				} else if !bytes.Equal(f, formatValue) {
-					return fmt.Errorf("%w: file format %q, want %q", ErrCorrupt, f, formatValue)
+				if err := checkFormat(meta.Get(formatKey)); err != nil {
+					return err
 				}
 				return initIdentity(meta)
 			}

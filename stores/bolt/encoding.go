@@ -3,8 +3,6 @@ package bolt
 import (
 	"encoding/binary"
 	"fmt"
-	"strconv"
-	"strings"
 
 	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/stores"
@@ -15,27 +13,13 @@ var (
 	metaBucket  = []byte("meta")
 	headsBucket = []byte("heads")
 	formatKey   = []byte("format")
-	formatValue = []byte(formatPrefix + strconv.Itoa(formatVersion))
+	formatValue = []byte(fileFormat.Mark())
 )
 
-// The format mark is formatPrefix and the format's number: a later format
-// of the file has a higher one, which this build refuses as newer
+// fileFormat is the format of the file this build writes: a later format
+// has a higher version, which this build refuses as newer
 // (ErrNewerFormat) rather than corrupt.
-const (
-	formatPrefix  = "convergo-bolt-"
-	formatVersion = 1
-)
-
-// newerFormat reports whether mark is the mark of a later format of the
-// file than this build's.
-func newerFormat(mark []byte) bool {
-	n, ok := strings.CutPrefix(string(mark), formatPrefix)
-	if !ok {
-		return false
-	}
-	v, err := strconv.Atoi(n)
-	return err == nil && v > formatVersion && strconv.Itoa(v) == n
-}
+var fileFormat = stores.Format{Name: "convergo-bolt", Version: 1}
 
 func recordsBucket(coll string) []byte { return append([]byte("r:"), coll...) }
 func logBucket(coll string) []byte     { return append([]byte("l:"), coll...) }
