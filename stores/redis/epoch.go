@@ -22,6 +22,7 @@ func (s *Store) identityKey() string        { return s.prefix + "{convergo}:id" 
 func (s *Store) storeEpochKey() string      { return s.prefix + "{convergo}:epoch" }
 func (s *Store) serverKey() string          { return s.prefix + "{convergo}:server" }
 func (s *Store) storeBumpKey() string       { return s.prefix + "{convergo}:bump" }
+func (s *Store) formatKey() string          { return s.prefix + "{convergo}:format" } // format.go
 func (s *Store) metaKey(coll string) string { return s.prefix + "{" + coll + "}:meta" }
 
 // resyncPayload on the notification channel tells every instance on the

@@ -112,7 +112,9 @@ type Store struct {
 // Open connects to Redis as opts says and returns a store that owns the
 // connection: Close closes it. It checks that the server answers, runs
 // Redis 7 or later (the scripts use 7.0's shebang flags) and is in the mode
-// opts asks for, and loads the scripts.
+// opts asks for, checks the store's format mark (writing this build's on a
+// store that has none; a later format is refused with
+// stores.ErrNewerFormat), and loads the scripts.
 func Open(ctx context.Context, opts Options) (*Store, error) {
 	if err := opts.validateOpen(); err != nil {
 		return nil, fmt.Errorf("open redis store: %w", err)
@@ -155,6 +157,10 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("open redis store at %s: %w: no store under prefix %q in database %d (no identity key %s): no server used it; check the URL",
 				strings.Join(o.Addrs, ","), stores.ErrNotFound, o.KeyPrefix, o.DB, s.identityKey())
 		}
+	}
+	if err := s.checkFormat(ctx); err != nil {
+		_ = client.Close()
+		return nil, fmt.Errorf("open redis store at %s: %w", strings.Join(o.Addrs, ","), err)
 	}
 	if err := s.loadScripts(ctx); err != nil {
 		_ = client.Close()
@@ -199,7 +205,8 @@ func (s *Store) loadScripts(ctx context.Context) error {
 }
 
 // New returns a store on a client the caller owns and keeps open until after
-// Close. It does no I/O. Of opts it uses KeyPrefix, Logger, Heartbeat,
+// Close. It does no I/O, so it neither writes nor checks the store's format
+// mark: Open does. Of opts it uses KeyPrefix, Logger, Heartbeat,
 // DialTimeout (how long Watch waits for its subscription), Now and the
 // Capture settings. The client should have ContextTimeoutEnabled set, or
 // contexts will not bound calls. On a cluster, hooks added to the cluster
