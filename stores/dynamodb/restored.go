@@ -151,11 +151,12 @@ func incarnation(t *types.TableDescription) string {
 
 // checkIncarnation is Open's comparison of the incarnation recorded on the
 // store item with the table's, desc.
+//
+// It checks the table's format mark (format.go) in the same read, and
+// writes this build's on a store item that has none: with the incarnation
+// when it records that, so the first open writes the store item once.
 func (st *Store) checkIncarnation(ctx context.Context, desc *types.TableDescription) error {
 	inc := incarnation(desc)
-	if inc == "" {
-		return nil // nothing tells this table from another
-	}
 	const op = "check the table's incarnation"
 	for range stores.BumpTries {
 		out, err := st.db.GetItem(ctx, &awsdynamodb.GetItemInput{
@@ -164,21 +165,47 @@ func (st *Store) checkIncarnation(ctx context.Context, desc *types.TableDescript
 		if err != nil {
 			return translate(ctx, op, err)
 		}
+		marked, err := checkFormat(out.Item)
+		if err != nil {
+			return err
+		}
 		v, present := out.Item[attrInc]
 		rec, _ := v.(*types.AttributeValueMemberS)
 		switch {
 		case present && rec == nil:
 			return fmt.Errorf("%s: the store item's %s is not a string", op, attrInc)
+		case !marked && (inc == "" || rec != nil):
+			// Mark the format first; a copy (rec.Value != inc) is then
+			// read again and handled below.
+			done, err := st.markFormat(ctx)
+			if err != nil {
+				return err
+			}
+			if done && (inc == "" || rec.Value == inc) {
+				return nil
+			}
+			continue
+		case inc == "":
+			return nil // nothing tells this table from another
 		case rec != nil && rec.Value == inc:
 			return nil
 		case rec == nil:
+			set, cond := "SET #inc = :inc, #cvg = :one", "attribute_not_exists(#inc)"
+			names := map[string]string{"#inc": attrInc, "#cvg": attrCvg}
+			values := map[string]types.AttributeValue{":inc": s(inc), ":one": n(1)}
+			if !marked {
+				set += ", #fmt = :fmt"
+				cond += " AND attribute_not_exists(#fmt)"
+				names["#fmt"] = attrFormat
+				values[":fmt"] = s(tableFormat.Mark())
+			}
 			_, err := st.db.UpdateItem(ctx, &awsdynamodb.UpdateItemInput{
 				TableName:                 &st.table,
 				Key:                       key(storePK, 0),
-				UpdateExpression:          ptr("SET #inc = :inc, #cvg = :one"),
-				ConditionExpression:       ptr("attribute_not_exists(#inc)"),
-				ExpressionAttributeNames:  map[string]string{"#inc": attrInc, "#cvg": attrCvg},
-				ExpressionAttributeValues: map[string]types.AttributeValue{":inc": s(inc), ":one": n(1)},
+				UpdateExpression:          &set,
+				ConditionExpression:       &cond,
+				ExpressionAttributeNames:  names,
+				ExpressionAttributeValues: values,
 			}, st.dbOpt)
 			var failed *types.ConditionalCheckFailedException
 			if errors.As(err, &failed) {
