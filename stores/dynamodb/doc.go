@@ -23,6 +23,7 @@
 //	item          pk              sk    attributes
 //	store         ~store          0     id (S: the identity), epoch (N: the store-wide epoch counter),
 //	                                    inc (S: the incarnation of the table that holds it, restored.go),
+//	                                    format (S: the table's format mark, "convergo-dynamodb-1", format.go),
 //	                                    bt (S: the token of the last bump, epoch.go)
 //	record        ~r#COLL#ID      0     rec (B: the merged crdt.Record, deterministic CBOR), seq (N)
 //	head          ~h#COLL         0     head (N: the collection's highest sequence number), urecords, ubytes (N: its usage),
