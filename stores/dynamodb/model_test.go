@@ -277,8 +277,37 @@ func (m *modelTable) Scan(context.Context, *awsdynamodb.ScanInput, ...func(*awsd
 	return nil, errors.New("model: Scan is not modelled")
 }
 
+// UpdateItem models the plain form Open's marking of the store item
+// writes: "SET #a = :x, #b = :y" under a condition holds evaluates. Any
+// other expression is not modelled.
 func (m *modelTable) UpdateItem(ctx context.Context, in *awsdynamodb.UpdateItemInput, _ ...func(*awsdynamodb.Options)) (*awsdynamodb.UpdateItemOutput, error) {
-	return nil, errors.New("model: UpdateItem is not modelled")
+	m.clock.advance(time.Millisecond)
+	if err := m.sched.step(ctx, "UpdateItem"); err != nil {
+		return nil, err
+	}
+	set, ok := strings.CutPrefix(*in.UpdateExpression, "SET ")
+	if !ok || strings.ContainsAny(set, "()+-") {
+		return nil, fmt.Errorf("model: UpdateItem %q is not modelled", *in.UpdateExpression)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	k := itemKey(in.Key)
+	item := clone(m.items[k])
+	if !holds(item, in.ConditionExpression, in.ExpressionAttributeNames, in.ExpressionAttributeValues) {
+		return nil, &types.ConditionalCheckFailedException{Message: ptr("model: the condition failed")}
+	}
+	if item == nil {
+		item = clone(in.Key)
+	}
+	for _, a := range strings.Split(set, ",") {
+		l, r, ok := strings.Cut(strings.TrimSpace(a), " = ")
+		if !ok {
+			return nil, fmt.Errorf("model: UpdateItem %q is not modelled", *in.UpdateExpression)
+		}
+		item[in.ExpressionAttributeNames[l]] = in.ExpressionAttributeValues[r]
+	}
+	m.items[k] = item
+	return &awsdynamodb.UpdateItemOutput{}, nil
 }
 
 // TransactWriteItems checks every condition, then does every write, or
