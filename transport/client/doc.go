@@ -116,7 +116,13 @@
 // browser client does: the sub claim of a JWT, read without checking it (no
 // token is the anonymous subject), at New for Config.Token and at the first
 // token a Config.TokenFunc returns, so a Replica writes before it ever
-// reaches the server. A token that is no JWT naming a subject leaves it
+// reaches the server. A TokenFunc is called by the first request, not by
+// New or NewReplica (which take no context): until a request has been
+// tried (a Hello, a Sync, even one the network fails) a write fails with
+// ErrUnbound, where the browser client reads its first token when it
+// opens. A program that may start offline calls Hello first (its context
+// or Config.Backoff bounding the retries) and goes on when it fails, or
+// sets Config.Replica. A token that is no JWT naming a subject leaves it
 // unbound until its first hello, which binds it to the id of the subject
 // the server names; until then Now fails with ErrUnbound. (A server whose
 // Authorizer names another subject than the token's sub claim needs
@@ -142,7 +148,18 @@
 // A Replica keeps, per record, the server's version (base: pulled and live
 // records plus acknowledged local changes) apart from its outbox; the
 // local view is always base ⊔ the pending changes for the record. It lives
-// in memory only.
+// in memory only: when the process ends, its outbox (writes not yet
+// acknowledged), its rejected changes, its cursors and its records are
+// gone, and a new Replica reads every collection from the beginning (a
+// program that must not lose writes Syncs before it exits and reads
+// Rejected). A long-lived program gives its Client a stable
+// Config.Device: with the default, a random one, each restart is a new
+// reader, and its predecessor's lease holds the server's tombstone
+// collection back until it expires (or --max-leases drops it). Two Replicas running at once must
+// not share a replica id (one subject and Device): nothing refuses them,
+// and they still converge (equal stamps are ordered by value), but a
+// write of one may tie with its twin's and lose to it without being
+// rejected.
 //
 // A write that breaks a model limit (docs/protocol.md, section 11: a name
 // or id too long, a value over crdt.MaxValueBytes or nested deeper than

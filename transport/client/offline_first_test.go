@@ -91,3 +91,32 @@ func TestClientWithAnUnreadableTokenWaitsForItsHello(t *testing.T) {
 		t.Fatalf("Now with an opaque token: %v, want ErrUnbound", err)
 	}
 }
+
+// TestReplicaWithATokenFuncStartsOffline: a program that may start
+// offline greets the server first, as the package doc says, and writes
+// when the hello fails; before any request its writes fail ErrUnbound.
+func TestReplicaWithATokenFuncStartsOffline(t *testing.T) {
+	_, _, auth := realServer(t)
+	token, err := auth.Issue("alice", []string{"notes"}, []string{"notes"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(client.Config{URL: "http://127.0.0.1:1", Device: "laptop", Backoff: client.Backoff{MaxAttempts: 1},
+		TokenFunc: func(context.Context) (string, error) { return token, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := client.NewReplica(c, client.ReplicaConfig{Collections: []string{"notes"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Set("notes", "n1", "title", "early"); !errors.Is(err, client.ErrUnbound) {
+		t.Fatalf("a write before any request: %v, want ErrUnbound", err)
+	}
+	if _, err := c.Hello(t.Context()); err == nil {
+		t.Fatal("a hello with the server down succeeded")
+	}
+	if err := r.Set("notes", "n1", "title", "offline"); err != nil {
+		t.Fatalf("a write after a failed hello: %v", err)
+	}
+}
