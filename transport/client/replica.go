@@ -1910,7 +1910,10 @@ func (r *Replica) heal(ctx context.Context, coll string) error {
 }
 
 // Live streams the kept collections from their cursors into the replica
-// until ctx ends; see Client.Live.
+// until ctx ends; see Client.Live. It does not push local writes as they
+// are made, as the browser client's background sync does: it pushes the
+// outbox only to end a reconciliation or a heal. Call Flush after writes
+// (it goes over the session while one is open, see Client.Push).
 func (r *Replica) Live(ctx context.Context) error {
 	r.mu.Lock()
 	if r.revoked != nil {
