@@ -228,6 +228,11 @@ func weeksAway(t *testing.T, back func(ctx context.Context, laptop *client.Repli
 			t.Fatal(err)
 		}
 	}
+	// And a delete of n3, which the phone's later edit outweighs: its
+	// re-stamp after the collection must not hide that edit.
+	if err := laptop.Delete("notes", "n3"); err != nil {
+		t.Fatal(err)
+	}
 	// The phone deletes n2 and n3 is edited.
 	if err := phone.Delete("notes", "n2"); err != nil {
 		t.Fatal(err)
