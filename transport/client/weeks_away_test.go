@@ -233,7 +233,13 @@ func weeksAway(t *testing.T, back func(ctx context.Context, laptop *client.Repli
 	if err := laptop.Delete("notes", "n3"); err != nil {
 		t.Fatal(err)
 	}
-	// The phone deletes n2 and n3 is edited.
+	// The phone deletes n2 and n3 is edited, later: the two replicas
+	// stamp by the same wall clock, and the laptop's four writes may have
+	// taken its counter past the phone's within one millisecond, where
+	// the delete would outweigh the edit by its stamp, as it should.
+	for start := time.Now().UnixMilli(); time.Now().UnixMilli() <= start+1; {
+		time.Sleep(time.Millisecond)
+	}
 	if err := phone.Delete("notes", "n2"); err != nil {
 		t.Fatal(err)
 	}
