@@ -66,7 +66,11 @@ type ChangesFunc func(collection string, page Page)
 // a new token (any request reads it; Hello does at once), when Live dials
 // again with it, or until the next session; any other error naming one
 // collection (schema_ahead, internal, corrupt...), of its sub or of its
-// pull over HTTP, subscribes it again after a backoff of its own. Each
+// pull over HTTP, subscribes it again after a backoff of its own, pulling
+// it over HTTP first when its pull failed or its sub was refused
+// too_large (a session holding the server's max subscriptions: a client
+// keeping more collections than that reads those beyond it by these
+// pulls, at most proto.BackoffMax apart, not live). Each
 // such failure is given to onError (nil: it is only logged) as an error
 // naming the collection and wrapping the server's *Error, once until a
 // page of the collection is delivered again or, for a refused one, the
@@ -624,7 +628,11 @@ func (c *Client) liveSession(ctx context.Context, st *liveState, onChanges Chang
 			if !subscribed[e.Collection] {
 				continue // of a collection out of the session already
 			}
-			fail(e.Collection, e, false)
+			// A sub beyond the session's bound (too_large: the server's
+			// max subscriptions) is refused again at each retry while
+			// the session holds as many: its retries pull it over HTTP
+			// first, so that it is still read, at each backoff.
+			fail(e.Collection, e, e.Code == proto.CodeTooLarge)
 		case proto.Pong, nil:
 		default:
 			return true, fmt.Errorf("%w: unexpected %q", ErrProtocol, m.MessageType())
