@@ -35,48 +35,9 @@ func TestShutdownDelay(t *testing.T) {
 		"--secret", string(secret), "--demo=false", "--log-level", "info", "--shutdown-delay", "10m")
 	waitHTTP(t, p, base+"/readyz")
 
-	auth, err := transport.NewJWT(secret, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := auth.Issue("alice", []string{"notes"}, []string{"notes"}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	watcher, err := client.New(client.Config{URL: base, Token: tok, Device: "watcher"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := make(chan string, 16)
-	lctx, lcancel := context.WithCancel(ctx)
-	defer lcancel()
-	go func() {
-		_ = watcher.Live(lctx, map[string][]byte{"notes": nil}, func(_ string, page client.Page) {
-			for _, rec := range page.Records {
-				got <- rec.ID
-			}
-		}, nil)
-	}()
-	writer, err := client.New(client.Config{URL: base, Token: tok, Device: "writer"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	push := func(id string) {
-		t.Helper()
-		now, err := writer.Now()
-		if err != nil {
-			t.Fatal(err)
-		}
-		rs, err := writer.Push(ctx, []crdt.Change{{Collection: "notes", Record: crdt.SetField(id, "n", mustEncode(t, 1), now)}})
-		if err != nil || len(rs) != 1 || rs[0].Status != client.StatusApplied {
-			t.Fatalf("push %s: %v %+v", id, err, rs)
-		}
-	}
-	if _, err := writer.Hello(ctx); err != nil {
-		t.Fatal(err)
-	}
+	tok, got, push := watchNotes(ctx, t, base)
 	push("before")
 	waitID(t, got, "before")
 
@@ -120,6 +81,52 @@ func TestShutdownDelay(t *testing.T) {
 	case <-p.done:
 	case <-ctx.Done():
 		t.Fatal("the server did not stop at a second signal")
+	}
+}
+
+// watchNotes is the scene of the shutdown tests at the server at base:
+// alice's token, a client watching notes live until ctx ends (the ids of
+// the records it is sent, on got) and push, which sets a record of notes
+// from another client and checks that it was applied.
+func watchNotes(ctx context.Context, t *testing.T, base string) (tok string, got <-chan string, push func(id string)) {
+	t.Helper()
+	auth, err := transport.NewJWT(secret, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err = auth.Issue("alice", []string{"notes"}, []string{"notes"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	watcher, err := client.New(client.Config{URL: base, Token: tok, Device: "watcher"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := make(chan string, 16)
+	go func() {
+		_ = watcher.Live(ctx, map[string][]byte{"notes": nil}, func(_ string, page client.Page) {
+			for _, rec := range page.Records {
+				ids <- rec.ID
+			}
+		}, nil)
+	}()
+	writer, err := client.New(client.Config{URL: base, Token: tok, Device: "writer"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := writer.Hello(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return tok, ids, func(id string) {
+		t.Helper()
+		now, err := writer.Now()
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs, err := writer.Push(ctx, []crdt.Change{{Collection: "notes", Record: crdt.SetField(id, "n", mustEncode(t, 1), now)}})
+		if err != nil || len(rs) != 1 || rs[0].Status != client.StatusApplied {
+			t.Fatalf("push %s: %v %+v", id, err, rs)
+		}
 	}
 }
 

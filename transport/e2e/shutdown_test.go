@@ -10,11 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/convergo/convergo/crdt"
 	"github.com/convergo/convergo/engine"
 	"github.com/convergo/convergo/stores/storetest"
-	"github.com/convergo/convergo/transport"
-	"github.com/convergo/convergo/transport/client"
 )
 
 // TestShutdownTimeoutFrozenStore runs `convergo serve --shutdown-timeout
@@ -33,52 +30,17 @@ func TestShutdownTimeoutFrozenStore(t *testing.T) {
 	}
 	redisBin := storetest.Endpoint(t, "CONVERGO_REDIS_SERVER_BIN")
 	bin := buildConvergo(t)
-	raddr, addr := "127.0.0.1:6431", "127.0.0.1:18731"
+	raddr, addr := freeAddr(t), freeAddr(t)
 	rp := startRedis(t, redisBin, raddr, t.TempDir())
 	p := startProcess(t, "convergo serve", bin, "serve", "--addr", addr, "--store", "redis://"+raddr,
 		"--secret", string(secret), "--demo=false", "--log-level", "info", "--shutdown-timeout", "1s")
 	base := "http://" + addr
 	waitHTTP(t, p, base+"/readyz")
 
-	auth, err := transport.NewJWT(secret, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := auth.Issue("alice", []string{"notes"}, []string{"notes"}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	watcher, err := client.New(client.Config{URL: base, Token: tok, Device: "watcher"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	got := make(chan string, 16)
-	lctx, lcancel := context.WithCancel(ctx)
-	defer lcancel()
-	go func() {
-		_ = watcher.Live(lctx, map[string][]byte{"notes": nil}, func(_ string, page client.Page) {
-			for _, rec := range page.Records {
-				got <- rec.ID
-			}
-		}, nil)
-	}()
-	writer, err := client.New(client.Config{URL: base, Token: tok, Device: "writer"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := writer.Hello(ctx); err != nil {
-		t.Fatal(err)
-	}
-	now, err := writer.Now()
-	if err != nil {
-		t.Fatal(err)
-	}
-	rs, err := writer.Push(ctx, []crdt.Change{{Collection: "notes", Record: crdt.SetField("before", "n", mustEncode(t, 1), now)}})
-	if err != nil || len(rs) != 1 || rs[0].Status != client.StatusApplied {
-		t.Fatalf("push: %v %+v", err, rs)
-	}
+	_, got, push := watchNotes(ctx, t, base)
+	push("before")
 	waitID(t, got, "before") // the collection is subscribed: the engine polls its head
 
 	if err := rp.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
