@@ -21,14 +21,7 @@ func TestJSONLogsWhileRedisIsDown(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the convergo binary and redis-server")
 	}
-	redisBin := storetest.Endpoint(t, "CONVERGO_REDIS_SERVER_BIN")
-	bin := buildConvergo(t)
-	raddr, addr := freeAddr(t), freeAddr(t)
-	rp := startRedis(t, redisBin, raddr, t.TempDir())
-	p := startProcess(t, "convergo serve", bin, "serve", "--addr", addr, "--store", "redis://"+raddr,
-		"--secret", string(secret), "--demo=false", "--log-format", "json")
-	base := "http://" + addr
-	waitHTTP(t, p, base+"/readyz")
+	rp, p, base := serveOnOwnRedis(t, "--log-format", "json")
 
 	rp.kill(t)
 	// The server says so once its /readyz finds the store down.
@@ -53,4 +46,20 @@ func TestJSONLogsWhileRedisIsDown(t *testing.T) {
 			t.Errorf("line %d of the server's output with --log-format json is not JSON: %q", i+1, line)
 		}
 	}
+}
+
+// serveOnOwnRedis starts the convergo binary on a redis-server of its own
+// (CONVERGO_REDIS_SERVER_BIN), with flags after the usual ones, and waits
+// until it is ready: the process of each and the server's base URL.
+func serveOnOwnRedis(t *testing.T, flags ...string) (redis, server *process, base string) {
+	t.Helper()
+	redisBin := storetest.Endpoint(t, "CONVERGO_REDIS_SERVER_BIN")
+	bin := buildConvergo(t)
+	raddr, addr := freeAddr(t), freeAddr(t)
+	redis = startRedis(t, redisBin, raddr, t.TempDir())
+	args := append([]string{"serve", "--addr", addr, "--store", "redis://" + raddr, "--secret", string(secret), "--demo=false"}, flags...)
+	server = startProcess(t, "convergo serve", bin, args...)
+	base = "http://" + addr
+	waitHTTP(t, server, base+"/readyz")
+	return redis, server, base
 }

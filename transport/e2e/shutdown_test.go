@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/convergo/convergo/engine"
-	"github.com/convergo/convergo/stores/storetest"
 )
 
 // TestShutdownTimeoutFrozenStore runs `convergo serve --shutdown-timeout
@@ -28,14 +27,7 @@ func TestShutdownTimeoutFrozenStore(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the convergo binary and redis-server")
 	}
-	redisBin := storetest.Endpoint(t, "CONVERGO_REDIS_SERVER_BIN")
-	bin := buildConvergo(t)
-	raddr, addr := freeAddr(t), freeAddr(t)
-	rp := startRedis(t, redisBin, raddr, t.TempDir())
-	p := startProcess(t, "convergo serve", bin, "serve", "--addr", addr, "--store", "redis://"+raddr,
-		"--secret", string(secret), "--demo=false", "--log-level", "info", "--shutdown-timeout", "1s")
-	base := "http://" + addr
-	waitHTTP(t, p, base+"/readyz")
+	rp, p, base := serveOnOwnRedis(t, "--log-level", "info", "--shutdown-timeout", "1s")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
