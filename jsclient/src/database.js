@@ -634,14 +634,6 @@ export class Database {
     if (!fromPeer && this._status.leader) this._announce();
   }
 
-  /** Reads how many rejected changes are kept into the status. */
-  _recountRejected() {
-    this.store
-      .rejectedCount()
-      .then((n) => this._setStatus({ rejected: n }, !this._status.leader))
-      .catch(() => {});
-  }
-
   /** The leader tells the other tabs its sync status. */
   _announce() {
     if (!this.channel) return;

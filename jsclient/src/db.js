@@ -1083,10 +1083,19 @@ export class Store {
     });
   }
 
-  close() {
-    this.closed = true;
+  /**
+   * Forgets what it remembers of the records (seen, whole): they went with
+   * a wiped database (wiped.js, and peer.js for another tab's wipe), or
+   * the Store closes.
+   */
+  forget() {
     this.seen.clear();
     this.whole.clear();
+  }
+
+  close() {
+    this.closed = true;
+    this.forget();
     this.db?.close();
     this.db = null;
   }

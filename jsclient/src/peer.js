@@ -3,9 +3,10 @@
 // the first one comes (Database._onPeer): a tab alone never needs it.
 // What a tab does when a change was refused (onRefused, recount) and when
 // a token was refused (forgetToken) is here too: the leader's sync loop
-// (leader.js) calls them as well.
+// (leader.js) calls them as well; rejected.js recounts the rejected
+// changes with recountRejected.
 
-import { ConvergoError } from './errors.js';
+import { ConvergoError, loadOnDemand } from './errors.js';
 import { validateCollection } from './record.js';
 import { TabMessage, toWire } from './tabs.js';
 
@@ -65,17 +66,18 @@ export function onPeer(db, m) {
       // would leave them out of its status.
       if (db._status.leader) db.store.outboxView().then(({ counts }) => db.closed || db._setStatus(counts), () => {});
       break;
-    case TabMessage.reset:
+    case TabMessage.reset: {
       // Another tab found the database wiped and rebuilt it: what this one
-      // remembers of the records went with it too.
-      db.store.seen.clear();
-      db.store.whole.clear();
+      // remembers of the records went with it too (forgotten at once, so
+      // that no write of this tab builds on it), and its status counts
+      // what the rebuilt database holds (wiped.js heard).
+      db.store.forget();
       const was = { ...db._status };
-      Promise.all([db.store.outboxView(), db.store.rejectedCount()]).then(
-        ([{ counts }, rejected]) => db.closed || db._onReset({ ...counts, rejected }, was),
-        (e) => db._emit('error', e),
-      );
+      loadOnDemand('reset', 'wiped.js', () => import('./wiped.js'))
+        .then((w) => w.heard(db, was))
+        .catch((e) => db._emit('error', e));
       break;
+    }
     case TabMessage.retry:
       // A follower's page became visible.
       db.syncer?.retryNow('visible');
@@ -153,7 +155,7 @@ export function onPeer(db, m) {
       if (m.e && typeof m.e === 'object') db._emit(m.t, fromWire(m.e));
       break;
     case TabMessage.rejected:
-      db._recountRejected();
+      recountRejected(db);
       recount(db, true);
       break;
     case TabMessage.scope:
@@ -162,7 +164,7 @@ export function onPeer(db, m) {
       break;
     case SyncMessage.revoked:
       if (m.r && typeof m.r === 'object') db._emit('revoked', m.r);
-      db._recountRejected();
+      recountRejected(db);
       recount(db, true);
       break;
     case TabMessage.status:
@@ -252,8 +254,21 @@ export function onRefused(db, r) {
   db._refusedSince++;
   if (typeof r.rejectedId === 'number' && r.rejectedId > db._heard) db._heard = r.rejectedId;
   db._emit('refused', r);
-  db._recountRejected();
+  recountRejected(db);
   recount(db);
+}
+
+/**
+ * Reads how many rejected changes are kept into db's status (after a
+ * refusal, a revocation, or another tab's or this one's change to the
+ * rejected changes: rejected.js).
+ * @param {Database} db
+ */
+export function recountRejected(db) {
+  db.store
+    .rejectedCount()
+    .then((n) => db._setStatus({ rejected: n }, !db._status.leader))
+    .catch(() => {});
 }
 
 /**

@@ -11,6 +11,7 @@ import { setOwn } from './cbor.js';
 import { META, OUTBOX, RECORDS, REJECTED, req } from './db.js';
 import { decodeEntry } from './change.js';
 import { TabMessage } from './tabs.js';
+import { recountRejected } from './peer.js';
 
 /** @typedef {import('./db.js').Store} Store */
 /** @typedef {import('./database.js').Database} Database */
@@ -78,7 +79,7 @@ export async function discard(db, id) {
  */
 function recounted(db) {
   db._post({ t: TabMessage.rejected });
-  db._recountRejected();
+  recountRejected(db);
 }
 
 /**
