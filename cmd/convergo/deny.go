@@ -65,7 +65,7 @@ func denyCommand(ctx context.Context, name string, args []string, stdout, stderr
 		id = transport.DenyTokenID + tokenID
 	}
 	if dur < 0 {
-		return errors.New("--for must not be negative")
+		return badFlag("for", dur, "must be 0 (for ever) or positive")
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()

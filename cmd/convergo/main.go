@@ -158,6 +158,15 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 	return err
 }
 
+// badFlag is how every command refuses a number or duration flag whose
+// value would not mean what it says (0 read as a default, a negative
+// lifetime): the error names the flag, its value and the bound, "--ttl
+// 0s: must be positive". Each command checks its flags before it opens a
+// store or starts anything; docs/operations.md says what each refuses.
+func badFlag(name string, value any, want string) error {
+	return fmt.Errorf("--%s %v: %s", name, value, want)
+}
+
 func envName(flagName string) string {
 	return "CONVERGO_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }

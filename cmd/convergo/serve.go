@@ -130,23 +130,23 @@ func (c *serveConfig) checkNumbers() error {
 	for _, check := range []func() error{c.limits.Validate, c.limits.Workable} {
 		if err := check(); err != nil {
 			if le := (*transport.LimitError)(nil); errors.As(err, &le) && limitFlags[le.Field] != "" {
-				return fmt.Errorf("--%s %v: %s", limitFlags[le.Field], le.Value, le.Want)
+				return badFlag(limitFlags[le.Field], le.Value, le.Want)
 			}
 			return err
 		}
 	}
 	switch {
 	case c.maxLeases < 1:
-		return fmt.Errorf("--max-leases %d: must be at least 1", c.maxLeases)
+		return badFlag("max-leases", c.maxLeases, "must be at least 1")
 	case c.maxDrift < transport.MinMaxDrift:
-		return fmt.Errorf("--max-drift %v: must be at least %v (the hello announces it in whole ms)", c.maxDrift, transport.MinMaxDrift)
+		return badFlag("max-drift", c.maxDrift, fmt.Sprintf("must be at least %v (the hello announces it in whole ms)", transport.MinMaxDrift))
 	case c.collectEvery == 0:
-		return fmt.Errorf("--collect-every %v: must be positive, or negative for never on this instance", c.collectEvery)
+		return badFlag("collect-every", c.collectEvery, "must be positive, or negative for never on this instance")
 	case c.shutdownTimeout <= 0:
 		// 0 would not wait at all, where many tools read it as no timeout.
-		return fmt.Errorf("--shutdown-timeout %v: must be positive", c.shutdownTimeout)
+		return badFlag("shutdown-timeout", c.shutdownTimeout, "must be positive")
 	case c.shutdownDelay < 0:
-		return fmt.Errorf("--shutdown-delay %v: must be 0 or positive", c.shutdownDelay)
+		return badFlag("shutdown-delay", c.shutdownDelay, "must be 0 or positive")
 	}
 	return nil
 }

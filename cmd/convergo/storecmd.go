@@ -54,7 +54,7 @@ func storeFlags(cmd string, stderr io.Writer) (*flag.FlagSet, *storeArgs) {
 	fs.StringVar(&a.raw, "store", "", "the store `URL`, as for serve (CONVERGO_STORE); required")
 	if cmd == "reshard" {
 		fs.StringVar(&a.coll, "collection", "", "the `collection` whose log to rebuild; required")
-		fs.IntVar(&a.shards, "shards", 0, "its new number of log shards, `K`; required")
+		fs.IntVar(&a.shards, "shards", 0, fmt.Sprintf("its new number of log shards, `K` (1..%d); required", stores.MaxShards))
 	}
 	return fs, &a
 }
@@ -83,6 +83,9 @@ func storeCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	}
 	if cmd == "reshard" && (coll == "" || shards == 0) {
 		return errors.New("reshard: --collection and --shards are required")
+	}
+	if cmd == "reshard" && stores.CheckShards(shards) != nil {
+		return badFlag("shards", shards, fmt.Sprintf("must be in 1..%d", stores.MaxShards))
 	}
 	limit := time.Minute
 	if cmd == "reshard" {

@@ -31,7 +31,7 @@ func tokenFlags(stderr io.Writer) (*flag.FlagSet, *tokenArgs) {
 	fs.StringVar(&a.sub, "sub", "", "the token's `subject` (user or service id); required")
 	fs.Var(&a.read, "read", "collection `patterns` the subject may pull and subscribe to: name, prefix.* or *; comma-separated or repeated")
 	fs.Var(&a.write, "write", "collection `patterns` the subject may push to")
-	fs.DurationVar(&a.ttl, "ttl", time.Hour, "how long the token is valid: its `lifetime` (90m, 24h)")
+	fs.DurationVar(&a.ttl, "ttl", time.Hour, "how long the token is valid: its `lifetime` (90m, 24h; positive)")
 	fs.StringVar(&a.id, "id", "", "the token's `id` (jti), which convergo deny --token-id can name")
 	fs.Var(&a.claims, "claim", "a further claim `name=JSON` for scope parameters ($claims.name), repeated (--claim 'teams=[\"red\"]')")
 	fs.Var(&a.scopes, "scope", "a scope the token imposes, `PATTERN=TEXT` in the scope text form, repeated (--scope 'todos.*=owner == $sub')")
@@ -52,6 +52,9 @@ func token(args []string, stdout, stderr io.Writer) error {
 	}
 	if a.secret == "" {
 		return errors.New("--secret (or CONVERGO_SECRET) is required")
+	}
+	if a.ttl <= 0 {
+		return badFlag("ttl", a.ttl, "must be positive")
 	}
 	if len(a.read) == 0 && len(a.write) == 0 {
 		return errors.New("give --read and/or --write: a token without patterns grants nothing")
