@@ -50,7 +50,9 @@ func main() {
 		os.Exit(1) // logged by serve
 	}
 	if err != nil {
-		if !errors.Is(err, flag.ErrHelp) {
+		// serve logged it under --log-format json (loggedError); a
+		// plain-text line after the JSON ones would break their parsers.
+		if !errors.Is(err, flag.ErrHelp) && !errors.As(err, new(loggedError)) {
 			fmt.Fprintln(os.Stderr, "convergo:", err)
 		}
 		os.Exit(2)

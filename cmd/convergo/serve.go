@@ -73,7 +73,7 @@ func serveFlags(stderr io.Writer) (*flag.FlagSet, *serveConfig) {
 	fs.IntVar(&c.maxLeases, "max-leases", proto.DefaultMaxLeasesPerSubject, "most live `leases` one subject holds on one collection that collects tombstones (at least 1): each collection run removes the subject's least recently seen beyond it, and an instance takes at most as many new ones per --collect-every (docs/operations.md, \"Tombstone collection\")")
 	fs.BoolVar(&c.createTable, "create-table", false, "create the DynamoDB table if it does not exist (same as create=1 in the store URL)")
 	fs.StringVar(&c.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
-	fs.StringVar(&c.logFormat, "log-format", "text", "log `format`: text or json")
+	fs.StringVar(&c.logFormat, "log-format", "text", "log `format`: text or json (json: an error that stops the server is a JSON line too, at ERROR)")
 	fs.DurationVar(&c.shutdownTimeout, "shutdown-timeout", 15*time.Second, "how long a graceful shutdown takes at most, a `duration` (positive): requests and sockets, then closing the engine and the store; past it the process exits with status 1")
 	fs.DurationVar(&c.shutdownDelay, "shutdown-delay", 0, "how long, after SIGINT/SIGTERM, the server goes on serving with /readyz answering 503 before it closes its listeners and shuts down, a `duration`, so that a load balancer takes it out first (0: at once)")
 	fs.Int64Var(&c.limits.MaxBodyBytes, "max-body", proto.DefaultMaxBodyBytes, fmt.Sprintf("largest HTTP request body in `bytes` (at least %d: a request of one record at the record limit)", transport.MinRequestBytes))
@@ -169,15 +169,44 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 // serve runs the server until ctx is cancelled, then shuts down: it stops
 // accepting, drains HTTP requests, closes WebSockets with 1001 (going
 // away), and closes the engine and the store.
+//
+// Under --log-format json, an error that ends serve is logged as a JSON
+// line at ERROR (msg "fatal", the error in err) and returned as a
+// loggedError, for main to print nothing more: a plain-text line after
+// JSON logs would break a pipeline that parses each line. An error in the
+// flags themselves (one that does not parse, in its environment variable
+// too) is found before the log format is known and stays the plain
+// "convergo: …" line, as every error is under the text format.
 func serve(ctx context.Context, args []string, _, stderr io.Writer) error {
 	fset, c := serveFlags(stderr)
 	if err := parseFlags(fset, args); err != nil {
 		return err
 	}
 	log, err := newLogger(stderr, c.logLevel, c.logFormat)
-	if err != nil {
-		return err
+	if err == nil {
+		err = serveWith(ctx, c, log)
+	} else if c.logFormat == "json" {
+		// The format is known, the level is not.
+		log = slog.New(slog.NewJSONHandler(stderr, nil))
 	}
+	if err == nil || c.logFormat != "json" || errors.Is(err, errUnclosed) {
+		return err // errUnclosed: closeWithin logged it
+	}
+	// Handled whatever the level (--log-level ERROR+4 would drop it).
+	r := slog.NewRecord(time.Now(), slog.LevelError, "fatal", 0)
+	r.AddAttrs(slog.String("err", err.Error()))
+	_ = log.Handler().Handle(ctx, r)
+	return loggedError{err}
+}
+
+// loggedError is an error serve has logged already, as a JSON line: main
+// exits with status 2 and prints nothing more.
+type loggedError struct{ error }
+
+func (e loggedError) Unwrap() error { return e.error }
+
+// serveWith runs serve with its flags parsed and its logger made.
+func serveWith(ctx context.Context, c *serveConfig, log *slog.Logger) error {
 	routeRedisLogs(log)
 	spec, err := storeurl.Parse(c.store)
 	if err != nil {
