@@ -18,8 +18,8 @@
 //
 // Every flag can also be set with an environment variable: CONVERGO_ and the
 // flag's name in capitals with dashes as underscores (--max-drift is
-// CONVERGO_MAX_DRIFT). A flag on the command line wins. See
-// docs/operations.md.
+// CONVERGO_MAX_DRIFT). A flag on the command line wins. serve warns of a
+// CONVERGO_ variable that nothing reads (env.go). See docs/operations.md.
 package main
 
 import (

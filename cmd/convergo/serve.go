@@ -208,6 +208,7 @@ func (e loggedError) Unwrap() error { return e.error }
 // serveWith runs serve with its flags parsed and its logger made.
 func serveWith(ctx context.Context, c *serveConfig, log *slog.Logger) error {
 	routeRedisLogs(log)
+	warnUnknownEnv(log, os.Environ())
 	spec, err := storeurl.Parse(c.store)
 	if err != nil {
 		return err
