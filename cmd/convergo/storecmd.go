@@ -126,7 +126,7 @@ func storeCommand(ctx context.Context, args []string, stdout, stderr io.Writer) 
 				fmt.Fprintf(stdout, "collection %s: log rebuilt from its records: %d records, %d unreadable records dropped\n", coll, rep.Records, rep.Lost)
 			})
 			if err != nil {
-				return fmt.Errorf("mark %s restored: the new epoch is started, but rebuilding the logs failed (run mark-restored again, or convergo repair for the collection): %w", storeurl.Redact(raw), err)
+				return fmt.Errorf("mark %s restored: the new epoch is started, but rebuilding the logs failed (run mark-restored again, or convergo repair for each collection left fenced): %w", storeurl.Redact(raw), err)
 			}
 		}
 	}

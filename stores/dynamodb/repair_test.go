@@ -418,7 +418,7 @@ func TestFencedCollectionSaysSo(t *testing.T) {
 		if tc.op == "reshard" {
 			k = 2
 		}
-		if _, err := st.startRebuild(ctx, tc.op, tc.coll, k); err != nil { // and stopped there
+		if _, _, err := st.startRebuild(ctx, tc.op, tc.coll, k); err != nil { // and stopped there
 			t.Fatal(err)
 		}
 		plain := openTest(t, db, nil, table)

@@ -3,7 +3,9 @@ package dynamodb
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"slices"
@@ -156,7 +158,8 @@ func TestRepairAllInterrupted(t *testing.T) {
 
 	faulty, _, _ := clientsVia(t, ft)
 	first := openTest(t, faulty, nil, table)
-	if err := first.RepairAll(ctx, nil); err == nil {
+	firstErr := first.RepairAll(ctx, nil)
+	if firstErr == nil {
 		t.Fatal("the first RepairAll did not fail")
 	}
 	ft.mu.Lock()
@@ -165,14 +168,23 @@ func TestRepairAllInterrupted(t *testing.T) {
 	if gotPuts != logPuts || gotFailed == 0 {
 		t.Fatalf("the first run wrote %d transactions of log entries, then %d failed: the interruption is not the one this test makes", gotPuts, gotFailed)
 	}
-	fenced := 0
-	for coll := range want {
-		if _, err := st.Apply(ctx, []crdt.Change{{Collection: coll, Record: crdt.SetField("r0", "n", val(t, 0), stamp(0, "w"))}}); err != nil {
-			fenced++
+	var fenced []string
+	probe := openTest(t, db, nil, table) // no shard counts known: it reads the fences
+	for _, coll := range slices.Sorted(maps.Keys(want)) {
+		_, err := probe.Meta(ctx, coll)
+		if errors.Is(err, stores.ErrFenced) {
+			fenced = append(fenced, coll)
+		} else if err != nil {
+			t.Fatal(err)
 		}
 	}
-	if fenced == 0 {
+	if len(fenced) == 0 {
 		t.Fatal("after the interrupted run no collection is fenced")
+	}
+	// The error names the collections it left fenced, for the operator
+	// to know which the next run (or convergo repair) must finish.
+	if want := fmt.Sprintf("%d collections left fenced", len(fenced)) + " (writers and readers refused until a rebuild finishes them): " + strings.Join(fenced, ", "); !strings.Contains(firstErr.Error(), want) {
+		t.Fatalf("the first RepairAll failed with %q; want it to say %q", firstErr, want)
 	}
 
 	var done []string
@@ -204,5 +216,36 @@ func TestRebuildBufferDocumented(t *testing.T) {
 		if !strings.Contains(strings.Join(strings.Fields(string(b)), " "), want) {
 			t.Errorf("%s does not say %q", path, want)
 		}
+	}
+}
+
+// TestLeftFencedBounded: the error of a failed RepairAll names at most
+// maxNamedFenced collections, and says how many more it left fenced.
+func TestLeftFencedBounded(t *testing.T) {
+	cause := errors.New("cause")
+	var colls []string
+	for i := range maxNamedFenced + 2 {
+		colls = append(colls, fmt.Sprint("c", i))
+	}
+	for _, tc := range []struct {
+		colls []string
+		want  string
+	}{
+		{nil, "cause"},
+		{colls[:1], "cause; 1 collection left fenced (writers and readers refused until a rebuild finishes them): c0"},
+		{colls[:maxNamedFenced], "cause; " + fmt.Sprint(maxNamedFenced) + " collections left fenced (writers and readers refused until a rebuild finishes them): " + strings.Join(colls[:maxNamedFenced], ", ")},
+		{colls, "cause; " + fmt.Sprint(maxNamedFenced+2) + " collections left fenced (writers and readers refused until a rebuild finishes them): " + strings.Join(colls[:maxNamedFenced], ", ") + " and 2 more"},
+	} {
+		err := leftFenced(cause, tc.colls)
+		if err.Error() != tc.want || !errors.Is(err, cause) {
+			t.Errorf("got %q, want %q wrapping the cause", err, tc.want)
+		}
+	}
+	b, err := os.ReadFile("../../docs/operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("naming the collections it left fenced (the first %d, and how many in all)", maxNamedFenced); !strings.Contains(strings.Join(strings.Fields(string(b)), " "), want) {
+		t.Errorf("docs/operations.md does not say %q", want)
 	}
 }

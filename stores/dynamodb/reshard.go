@@ -178,7 +178,7 @@ func (st *Store) Repair(ctx context.Context, coll string) (stores.RepairReport, 
 // or the target of an unfinished rebuild, and always rebuilds; a k that
 // is the collection's K already (no rebuild unfinished) does nothing.
 func (st *Store) rebuild(ctx context.Context, op, coll string, k int) (stores.RepairReport, error) {
-	r, err := st.startRebuild(ctx, op, coll, k)
+	r, _, err := st.startRebuild(ctx, op, coll, k)
 	if err != nil || r == nil {
 		return stores.RepairReport{}, err
 	}
@@ -218,10 +218,10 @@ var rebuildBufferBytes = 32 << 20
 // startRebuild decides the target of coll's rebuild (see rebuild: nil
 // when there is nothing to do), fences the collection (step 1) and
 // deletes every entry of every log partition of it (step 2).
-func (st *Store) startRebuild(ctx context.Context, op, coll string, k int) (*rebuildRun, error) {
+func (st *Store) startRebuild(ctx context.Context, op, coll string, k int) (r *rebuildRun, fenced bool, err error) {
 	out, err := st.db.GetItem(ctx, &awsdynamodb.GetItemInput{TableName: &st.table, Key: key(epochPK(coll), 0), ConsistentRead: ptr(true)}, st.dbOpt)
 	if err != nil {
-		return nil, translate(ctx, op+" "+coll, err)
+		return nil, false, translate(ctx, op+" "+coll, err)
 	}
 	if rs, ok := out.Item[attrResharding]; ok {
 		v, err := getN(out.Item, attrResharding)
@@ -229,17 +229,17 @@ func (st *Store) startRebuild(ctx context.Context, op, coll string, k int) (*reb
 			k = int(v)
 		}
 		if err != nil || v != uint64(k) {
-			return nil, fmt.Errorf("%s %s: %w: a rebuild to %v shards is unfinished; finish it first", op, coll, stores.ErrInvalid, rs)
+			return nil, false, fmt.Errorf("%s %s: %w: a rebuild to %v shards is unfinished; finish it first", op, coll, stores.ErrInvalid, rs)
 		}
 	} else {
 		cur, err := shardsInItem(out.Item)
 		if err != nil {
-			return nil, fmt.Errorf("%s %s: %w", op, coll, err)
+			return nil, false, fmt.Errorf("%s %s: %w", op, coll, err)
 		}
 		if k == 0 {
 			k = cur.k
 		} else if cur.k == k {
-			return nil, nil
+			return nil, false, nil
 		}
 	}
 	kv := n(uint64(k))
@@ -256,7 +256,7 @@ func (st *Store) startRebuild(ctx context.Context, op, coll string, k int) (*reb
 		ExpressionAttributeValues: map[string]types.AttributeValue{":k": kv, ":run": s(f.run), ":one": n(1),
 			":op": s(op), ":at": at},
 	}, st.dbOpt); err != nil {
-		return nil, translate(ctx, op+" "+coll+": fence", err)
+		return nil, false, translate(ctx, op+" "+coll+": fence", err)
 	}
 	heads := []string{headPK(coll)}
 	for i := range stores.MaxShards {
@@ -272,7 +272,7 @@ func (st *Store) startRebuild(ctx context.Context, op, coll string, k int) (*reb
 		}})
 	}
 	if err := st.writeAll(ctx, f, fences, nil); err != nil {
-		return nil, err
+		return nil, true, err
 	}
 	st.forgetShards(coll)
 
@@ -293,7 +293,7 @@ func (st *Store) startRebuild(ctx context.Context, op, coll string, k int) (*reb
 				ExclusiveStartKey:         start,
 			}, st.dbOpt)
 			if err != nil {
-				return nil, translate(ctx, op+" "+coll+": read the log", err)
+				return nil, true, translate(ctx, op+" "+coll+": read the log", err)
 			}
 			for _, it := range out.Items {
 				dels = append(dels, types.TransactWriteItem{Delete: &types.Delete{TableName: &st.table, Key: map[string]types.AttributeValue{attrPK: it[attrPK], attrSK: it[attrSK]}}})
@@ -305,11 +305,11 @@ func (st *Store) startRebuild(ctx context.Context, op, coll string, k int) (*reb
 		// Committed partition by partition: a log of many entries is not
 		// held whole.
 		if err := st.writeAll(ctx, f, dels, nil); err != nil {
-			return nil, err
+			return nil, true, err
 		}
 		dels = dels[:0]
 	}
-	return &rebuildRun{f: f, kv: kv, shards: make([]rebuildShard, k)}, nil
+	return &rebuildRun{f: f, kv: kv, shards: make([]rebuildShard, k)}, true, nil
 }
 
 type storedRecord struct {
@@ -649,8 +649,8 @@ func (st *Store) writeAll(ctx context.Context, f fence, acts []types.TransactWri
 // one Scan of records sound: a collection found only by it could have
 // been written, where the Scan had passed, before its fence. It stops at
 // the first failure, leaving the collections not finished fenced (their
-// writers refused); a second call repairs every collection again,
-// finishing every interrupted rebuild.
+// writers refused), and its error names them (leftFenced); a second call
+// repairs every collection again, finishing every interrupted rebuild.
 func (st *Store) RepairAll(ctx context.Context, each func(coll string, rep stores.RepairReport)) error {
 	if err := st.check(ctx); err != nil {
 		return err
@@ -660,10 +660,17 @@ func (st *Store) RepairAll(ctx context.Context, each func(coll string, rep store
 		return err
 	}
 	runs := make(map[string]*rebuildRun, len(colls))
+	var fenced []string // by this call, not finished: in colls' order
+	fail := func(err error) error {
+		return leftFenced(fmt.Errorf("repair every collection: %w", err), fenced)
+	}
 	for _, coll := range colls {
-		r, err := st.startRebuild(ctx, "repair", coll, 0)
+		r, isFenced, err := st.startRebuild(ctx, "repair", coll, 0)
+		if isFenced {
+			fenced = append(fenced, coll)
+		}
 		if err != nil {
-			return fmt.Errorf("repair every collection: %w", err)
+			return fail(err)
 		}
 		runs[coll] = r // never nil: k = 0 always rebuilds
 	}
@@ -671,18 +678,41 @@ func (st *Store) RepairAll(ctx context.Context, each func(coll string, rep store
 		return nil
 	}
 	if err := st.scanRecords(ctx, "repair every collection", runs, recordsPrefix); err != nil {
-		return fmt.Errorf("repair every collection: %w", err)
+		return fail(err)
 	}
 	for _, coll := range colls {
 		rep, err := st.finishRebuild(ctx, runs[coll])
 		if err != nil {
-			return fmt.Errorf("repair every collection: %w", err)
+			return fail(err)
 		}
+		fenced = fenced[1:] // coll, its fence lifted with its new epoch
 		if each != nil {
 			each(coll, rep)
 		}
 	}
 	return nil
+}
+
+// maxNamedFenced bounds the collections an error names (leftFenced): a
+// table of many thousands would otherwise make an error of megabytes.
+const maxNamedFenced = 10
+
+// leftFenced adds to err the collections a failed RepairAll left fenced,
+// the first maxNamedFenced of them by name and how many in all, for the
+// operator to know which a second run (or a repair of each) must finish.
+func leftFenced(err error, colls []string) error {
+	if len(colls) == 0 {
+		return err
+	}
+	names := strings.Join(colls[:min(len(colls), maxNamedFenced)], ", ")
+	if more := len(colls) - maxNamedFenced; more > 0 {
+		names += fmt.Sprintf(" and %d more", more)
+	}
+	what := "collections"
+	if len(colls) == 1 {
+		what = "collection"
+	}
+	return fmt.Errorf("%w; %d %s left fenced (writers and readers refused until a rebuild finishes them): %s", err, len(colls), what, names)
 }
 
 // scanCollections returns, sorted, the collections the table holds record
