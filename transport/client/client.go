@@ -63,8 +63,9 @@ type Config struct {
 	// the subject its token names (the sub claim of a JWT, read unchecked
 	// as the browser client reads it; no token is the anonymous subject)
 	// and Device: at New for Token, at the first token the TokenFunc
-	// returns (any request reads one, even one the network then fails),
-	// so it writes before ever reaching the server. A token it cannot read
+	// returns (any request reads one, even one the network then fails,
+	// and so does a Replica's write while the client is unbound), so it
+	// writes before ever reaching the server. A token it cannot read
 	// leaves it unbound until its first Hello (or live session), which
 	// binds it to the subject the server names, as does a later one naming
 	// another subject; until then Now fails with ErrUnbound. Two clients
@@ -102,8 +103,9 @@ type Config struct {
 	// SilenceTimeout is how long a live session may hear nothing before
 	// Live drops it and redials. Zero means proto.ClientSilenceTimeout.
 	SilenceTimeout time.Duration
-	// HandshakeTimeout bounds a WebSocket dial and its hello. Zero means
-	// DefaultHandshakeTimeout.
+	// HandshakeTimeout bounds a WebSocket dial and its hello, and the
+	// TokenFunc's call by a Replica's write while the client is unbound.
+	// Zero means DefaultHandshakeTimeout.
 	HandshakeTimeout time.Duration
 	// PushTimeout is how long a push over a live session may wait for its
 	// answer: past it the session is dropped (Live dials again) and the
@@ -348,8 +350,9 @@ func New(cfg Config) (*Client, error) {
 
 // ErrUnbound is returned by Now before the client knows its replica id:
 // Config.Replica was empty, the client could not read the subject from a
-// token (no TokenFunc token yet, or a token that is no JWT naming one) and
-// no hello has named the subject yet.
+// token (no TokenFunc token yet, the TokenFunc failing at a Replica's
+// write, or a token that is no JWT naming one) and no hello has named the
+// subject yet.
 var ErrUnbound = errors.New("convergo: no replica id yet: set Config.Replica or call Hello first")
 
 // tokenSubject returns the subject token names, read as the browser client
@@ -396,6 +399,29 @@ func (c *Client) bindToToken(token string) {
 	if !c.bound {
 		c.bindLocked(subject)
 	}
+}
+
+// bindToTokenFunc binds a client with a TokenFunc that is not bound yet
+// (no request has read a token of it, or none it could read a subject
+// from) to the subject of the TokenFunc's token now: a Replica's write
+// calls it, so that a program starting offline writes at once, as with a
+// static token (New). A write takes no context, so the TokenFunc gets
+// one of its own, bounded by Config.HandshakeTimeout. It returns the
+// TokenFunc's error, for the write's ErrUnbound to carry.
+func (c *Client) bindToTokenFunc() error {
+	if c.cfg.TokenFunc == nil || c.cfg.Replica != "" {
+		return nil
+	}
+	c.mu.Lock()
+	bound := c.bound
+	c.mu.Unlock()
+	if bound {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.HandshakeTimeout)
+	defer cancel()
+	_, err := c.tokenOf(ctx) // binds (bindToToken)
+	return err
 }
 
 // Replica returns the client's replica id, "" while it is unbound.

@@ -116,13 +116,14 @@
 // browser client does: the sub claim of a JWT, read without checking it (no
 // token is the anonymous subject), at New for Config.Token and at the first
 // token a Config.TokenFunc returns, so a Replica writes before it ever
-// reaches the server. A TokenFunc is called by the first request, not by
-// New or NewReplica (which take no context): until a request has been
-// tried (a Hello, a Sync, even one the network fails) a write fails with
-// ErrUnbound, where the browser client reads its first token when it
-// opens. A program that may start offline calls Hello first (its context
-// or Config.Backoff bounding the retries) and goes on when it fails, or
-// sets Config.Replica. A token that is no JWT naming a subject leaves it
+// reaches the server. New and NewReplica do not call a TokenFunc (they
+// take no context); the first request does (a Hello, a Sync, even one the
+// network fails), and so does a Replica's write while the client is not
+// bound yet, with a context of its own bounded by Config.HandshakeTimeout
+// (a write takes none), as the browser client reads its first token when
+// it opens: a program that starts offline writes at once. A TokenFunc
+// that fails then fails the write with ErrUnbound and its error; the next
+// write asks it again. A token that is no JWT naming a subject leaves it
 // unbound until its first hello, which binds it to the id of the subject
 // the server names; until then Now fails with ErrUnbound. (A server whose
 // Authorizer names another subject than the token's sub claim needs

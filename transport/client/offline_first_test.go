@@ -92,17 +92,27 @@ func TestClientWithAnUnreadableTokenWaitsForItsHello(t *testing.T) {
 	}
 }
 
-// TestReplicaWithATokenFuncStartsOffline: a program that may start
-// offline greets the server first, as the package doc says, and writes
-// when the hello fails; before any request its writes fail ErrUnbound.
+// TestReplicaWithATokenFuncStartsOffline: a client whose TokenFunc gives
+// its tokens, and which has made no request (the server is down), binds
+// itself at its first write: the write calls the TokenFunc, with a
+// context of its own bounded by Config.HandshakeTimeout (a write takes no
+// context), and reads the subject from the token as at New for a static
+// token.
 func TestReplicaWithATokenFuncStartsOffline(t *testing.T) {
 	_, _, auth := realServer(t)
 	token, err := auth.Issue("alice", []string{"notes"}, []string{"notes"}, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
+	calls, bounded := 0, false
 	c, err := client.New(client.Config{URL: "http://127.0.0.1:1", Device: "laptop", Backoff: client.Backoff{MaxAttempts: 1},
-		TokenFunc: func(context.Context) (string, error) { return token, nil }})
+		HandshakeTimeout: time.Minute,
+		TokenFunc: func(ctx context.Context) (string, error) {
+			calls++
+			deadline, ok := ctx.Deadline()
+			bounded = ok && time.Until(deadline) <= time.Minute && time.Until(deadline) > 0
+			return token, nil
+		}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,13 +120,56 @@ func TestReplicaWithATokenFuncStartsOffline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := r.Set("notes", "n1", "title", "early"); !errors.Is(err, client.ErrUnbound) {
-		t.Fatalf("a write before any request: %v, want ErrUnbound", err)
+	if calls != 0 {
+		t.Fatalf("New and NewReplica called the TokenFunc %d times, want none", calls)
 	}
-	if _, err := c.Hello(t.Context()); err == nil {
-		t.Fatal("a hello with the server down succeeded")
+	if err := r.Set("notes", "n1", "title", "early"); err != nil {
+		t.Fatalf("a write before any request: %v", err)
 	}
-	if err := r.Set("notes", "n1", "title", "offline"); err != nil {
-		t.Fatalf("a write after a failed hello: %v", err)
+	if want := proto.ReplicaFor("alice", "laptop"); c.Replica() != want {
+		t.Fatalf("replica id %q, want %q", c.Replica(), want)
+	}
+	if calls != 1 || !bounded {
+		t.Fatalf("the first write called the TokenFunc %d times (bounded by HandshakeTimeout: %v), want once, bounded", calls, bounded)
+	}
+	if err := r.Set("notes", "n2", "title", "bound"); err != nil || calls != 1 {
+		t.Fatalf("a write once bound: %v, %d calls of the TokenFunc, want no further call", err, calls)
+	}
+	if p := r.Pending(); len(p) != 2 || p[0].Record.Fields["title"].Stamp.Replica != c.Replica() {
+		t.Fatalf("pending %+v, want both writes stamped %s", p, c.Replica())
+	}
+}
+
+// TestReplicaWriteWhileTheTokenFuncFails: a TokenFunc that fails at a
+// write of a client not bound yet leaves the write refused ErrUnbound,
+// with the TokenFunc's error; the next write asks it again.
+func TestReplicaWriteWhileTheTokenFuncFails(t *testing.T) {
+	_, _, auth := realServer(t)
+	token, err := auth.Issue("alice", []string{"notes"}, []string{"notes"}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	down := errors.New("identity provider down")
+	fail := true
+	c, err := client.New(client.Config{URL: "http://127.0.0.1:1", Device: "laptop",
+		TokenFunc: func(context.Context) (string, error) {
+			if fail {
+				return "", down
+			}
+			return token, nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := client.NewReplica(c, client.ReplicaConfig{Collections: []string{"notes"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Set("notes", "n1", "title", "early"); !errors.Is(err, client.ErrUnbound) || !errors.Is(err, down) {
+		t.Fatalf("a write while the TokenFunc fails: %v, want ErrUnbound and the TokenFunc's error", err)
+	}
+	fail = false
+	if err := r.Set("notes", "n1", "title", "later"); err != nil {
+		t.Fatalf("a write once the TokenFunc answers: %v", err)
 	}
 }

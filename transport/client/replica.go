@@ -494,11 +494,16 @@ func (r *Replica) write(collection, id string, change func(crdt.Stamp) crdt.Reco
 	if err := crdt.ValidateCollection(collection); err != nil {
 		return fmt.Errorf("write %s/%s: %w", collection, id, localRefusal(err))
 	}
+	// Outside r.mu: the TokenFunc may take its time.
+	tokenErr := r.c.bindToTokenFunc()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	// Stamping under r.mu keeps the outbox in stamp order.
 	s, err := r.stampLocked(collection, id)
 	if err != nil {
+		if tokenErr != nil && errors.Is(err, ErrUnbound) {
+			err = fmt.Errorf("%w (%w)", err, tokenErr)
+		}
 		return fmt.Errorf("write %s/%s: %w", collection, id, err)
 	}
 	if err := r.queueLocked(collection, change(s)); err != nil {
