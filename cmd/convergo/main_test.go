@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -413,6 +414,12 @@ func TestServeNumericFlags(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			cancel()
 			err = run(ctx, append([]string{"serve", "--store", "memory:", "--addr", "127.0.0.1:0"}, tc.args...), io.Discard, io.Discard)
+			if tc.refused == "" && errors.Is(err, errUnclosed) {
+				// The server started and stopped, and closing it took
+				// longer than a --shutdown-timeout as short as 1ms allows
+				// on a busy machine: the flag was taken.
+				err = nil
+			}
 			if !ok(err) {
 				t.Fatalf("serve: got %v, want %s", err, want)
 			}
