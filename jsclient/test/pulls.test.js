@@ -1,0 +1,90 @@
+// What a live session costs in HTTP pulls: a collection the client holds
+// a cursor for, and owes no reading of its own (a reconciliation, a heal's
+// check, an upgrade's replacement, a reset's reading from the
+// beginning), is subscribed from that cursor without a pull before its
+// sub (docs/protocol.md, section 9: the sub sends everything after the
+// cursor); the first sync still pulls each collection once over HTTP.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { FakeServer } from './helpers/server.js';
+import { openClient, until } from './helpers/util.js';
+
+/**
+ * Logs, in order, each pull (per collection) and each live sub the server
+ * reads of a replica other than other's.
+ * @param {FakeServer} server
+ * @param {string} other
+ */
+function logReads(server, other) {
+  /** @type {['pull'|'sub', string][]} */
+  const log = [];
+  const pulls = server.pulls;
+  pulls.push = (/** @type {any[]} */ ...ms) => {
+    for (const m of ms) if (m.get(5) !== other) log.push(['pull', m.get(1)]);
+    return Array.prototype.push.apply(pulls, ms);
+  };
+  const received = server.received;
+  received.push = (/** @type {any[]} */ ...ms) => {
+    for (const m of ms) if (m.get(0) === 'sub' && m.get(5) !== other) log.push(['sub', m.get(1)]);
+    return Array.prototype.push.apply(received, ms);
+  };
+  return log;
+}
+
+/**
+ * The pulls of each collection of cs logged from index from until its
+ * first sub.
+ * @param {['pull'|'sub', string][]} log
+ * @param {string[]} cs
+ * @param {number} from
+ */
+function pullsBeforeSub(log, cs, from) {
+  /** @type {Map<string, number>} */
+  const n = new Map(cs.map((c) => [c, 0]));
+  const subbed = new Set();
+  for (const [what, c] of log.slice(from)) {
+    if (subbed.has(c) || !n.has(c)) continue;
+    if (what === 'sub') subbed.add(c);
+    else n.set(c, /** @type {number} */ (n.get(c)) + 1);
+  }
+  return n;
+}
+
+test('a live session subscribes each collection from its cursor: one pull at the first sync, none at a reconnect', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const cs = ['c0', 'c1', 'c2', 'c3', 'c4'];
+  const b = await openClient({ url: server.url, name: 'b', WebSocket: null, collections: cs });
+  t.after(() => b.close());
+  for (const c of cs) await b.collection(c).put('r', { c });
+  await until(() => b.status.pending === 0, 'b pushed');
+  const log = logReads(server, /** @type {string} */ (b.store.replica));
+  const a = await openClient({ url: server.url, name: 'a', collections: cs });
+  t.after(() => a.close());
+  const live = () => [...server.sockets].some((ws) => cs.every((c) => /** @type {any} */ (ws).subs?.has(c)));
+  await until(live, 'a subscribed to every collection');
+  for (const [c, n] of pullsBeforeSub(log, cs, 0)) assert.ok(n <= 1, `${c} pulled ${n} times over HTTP before it went live, want at most 1`);
+  for (const c of cs) assert.equal((await a.collection(c).get('r'))?.c, c, `a holds ${c}'s record`);
+
+  // Written while a's session streams nothing (the server does not
+  // notify): only a read from a's cursor brings it.
+  const notify = server.notify;
+  server.notify = () => {};
+  await b.collection('c4').put('missed', { n: 1 });
+  await b.sync();
+  server.notify = notify;
+  assert.equal(await a.collection('c4').get('missed'), null, 'a did not get the write yet');
+
+  const from = log.length;
+  server.dropSockets();
+  await until(() => [...server.sockets].length === 1 && live() && log.length > from, 'a subscribed again');
+  await until(async () => (await a.collection('c4').get('missed'))?.n === 1, 'a to catch up on c4 from its cursor');
+  for (const [c, n] of pullsBeforeSub(log, cs, from)) assert.equal(n, 0, `${c} pulled ${n} times over HTTP at a reconnect before its sub, want 0`);
+
+  // Live again: a write to the last collection streams.
+  await b.collection('c4').put('live', { n: 2 });
+  await b.sync();
+  await until(async () => (await a.collection('c4').get('live'))?.n === 2, 'a to get a live write');
+  assert.equal(log.filter(([what]) => what === 'pull').length, cs.length, 'one pull of each collection in all');
+});
