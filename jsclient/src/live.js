@@ -87,6 +87,8 @@ export class LiveSession {
     this.subs = new Map();
     /** How many subs this session sent. */
     this.subCount = 0;
+    /** @type {Set<string>} collections whose sub has sent a page with more false (Syncer.fresh) */
+    this.caught = new Set();
     /**
      * @type {Map<string, Uint8Array>} of each collection subscribed, the
      * cursor its next page builds on: the one the sub was read from, then
@@ -150,6 +152,7 @@ export class LiveSession {
   subscribe(c, cursor, scope, lease, version = 0) {
     this.subscribed.add(c);
     this.subs.set(c, ++this.subCount);
+    this.caught.delete(c);
     this.at.set(c, cursor);
     this.send(encodeSub(c, cursor, scope, lease, version));
   }
@@ -271,6 +274,7 @@ export class LiveSession {
       this.accepted = false;
       this.subscribed.clear();
       this.subs.clear();
+      this.caught.clear();
       this.draining.clear();
       this.nonce = 0;
       /** @type {ConvergoError|null} */

@@ -1,7 +1,10 @@
 // The sync loop: hello (clock offset), push the outbox, pull every
 // collection from its cursor, then stay live over WebSocket (or poll when
 // there is none), reconnecting with exponential backoff and jitter. While
-// live, the outbox is pushed over the session (pushOutbox).
+// live, the outbox is pushed over the session (pushOutbox). A live
+// session subscribes each collection from its cursor, its sub catching it
+// up, and pulls first only one that owes a reading a sub does not make
+// (owesPull); so does the round before it once a session was welcomed.
 //
 // Backoff protects a struggling server from a fleet of clients, but a
 // client that only follows it can sit out half a minute after a short
@@ -110,7 +113,7 @@ import { isPrefix, ownedStart, replicaPrefix, subjectOfToken } from './replica.j
 import { DEFAULTS, PATHS, STATUSES, TIMINGS, VERSION } from './constants.js';
 import { SESSION_CODES, sentWith, encodeHello, encodeLivePush, encodePull, encodePush, parseHello, parsePullAnswer, parsePushAnswer, batchLength, pushBudget, pushSizer, resetAction, retryOf } from './protocol.js';
 import { OVERTAKEN, applyFirst, applyRemote, cursorOf, dropMeta, firstPullReconciles, healChecks, isEmpty, outboxCounts, owedHeals, owesReconcile, owesReplace, peekOutbox, pendingFloor, prepareRemote, pruneNotes, replacementDone, resetCollection, restartClock, schemaVersion, scopeOf, settle } from './syncstore.js';
-import { CURSOR_KEY, FIRST_PULL, RECONCILE_KEY, RESTAMP_KEY } from './metakeys.js';
+import { CURSOR_KEY, FIRST_PULL, HEAL_KEY, RECONCILE_KEY, RESTAMP_KEY } from './metakeys.js';
 
 /** @typedef {import('./protocol.js').Hello} Hello */
 /** @typedef {import('./db.js').Store} Store */
@@ -344,6 +347,12 @@ export class Syncer {
     this.lastError = null;
     /** @type {Map<string, number>} when each collection was last pulled to the end (ms) */
     this.pulledAt = new Map();
+    /**
+     * Whether a live session was welcomed since the last dial that got no
+     * welcome: the next round pulls only the collections that owe a pull
+     * (owesPull), the session's subs catching the others up.
+     */
+    this.resume = false;
     /** @type {Map<string, import('./heal.js').HealCheck>} per collection, what its last heal gave back that the reading after it has not yet delivered (heal.js's checkHeal) */
     this.healChecks = new Map();
     /** Whether the heal checks kept in IndexedDB were loaded (loadHealChecks). */
@@ -564,6 +573,22 @@ export class Syncer {
   }
 
   /**
+   * Whether collection c is read over HTTP before its sub, rather than
+   * subscribed from its cursor: it has none (a first sync's pull is the
+   * fast one; a reset's reading from the beginning), its pull or sub was
+   * refused to the token or failed (a pull tells how it goes now), or it
+   * owes a reading a sub's pages do not make: a reconciliation's (its
+   * pull from the beginning, its give-back), an upgrade's replacement, a
+   * heal (made before it), or the reading whose pages end a heal's check.
+   * @param {string} c
+   */
+  async owesPull(c) {
+    if (this.failing.has(c) || this.refusedPulls.has(c) || this.refusedSubs.has(c) || this.healChecks.has(c)) return true;
+    const [cursor, reconcile, heal, replace] = await Promise.all([cursorOf(this.store, c), this.store.getMeta(RECONCILE_KEY + c), this.store.getMeta(HEAL_KEY + c), owesReplace(this.store, c)]);
+    return cursor.length === 0 || reconcile != null || heal != null || replace;
+  }
+
+  /**
    * This reader's lease on collection c, sent with every pull and sub: the
    * replica id it stamps with and its pending floor.
    * @param {string} c
@@ -576,7 +601,8 @@ export class Syncer {
   /**
    * Whether collection c's outbox may be pushed without pulling first:
    * it owes no reconciliation, and was pulled to the end within FRESH_MS,
-   * or is subscribed live, or was never pulled (no cursor: no lease to
+   * or is subscribed live and its sub caught up (a sub from an old cursor
+   * may yet be reset lease_expired), or was never pulled (no cursor: no lease to
    * have expired). The pull that follows the push reconciles a
    * never-pulled collection that holds records the server acknowledged
    * (pullCollection); a change of it the server refused collected
@@ -588,7 +614,7 @@ export class Syncer {
   async fresh(c) {
     if (await owesReconcile(this.store, c)) return false;
     if (Date.now() - (this.pulledAt.get(c) ?? -Infinity) < FRESH_MS) return true;
-    if (this.live && this.session?.subscribed.has(c)) return true;
+    if (this.live && this.session?.subscribed.has(c) && this.session.caught.has(c)) return true;
     return (await cursorOf(this.store, c)).length === 0;
   }
 
@@ -649,21 +675,27 @@ export class Syncer {
    * Push and pull now. Resolves, when done, to the collections whose heal
    * or pull failed with an error of their own (pullEach: the others were
    * pulled all the same), untold; rejects with the error that stopped it.
+   * With resume (the loop's round before a live session, after one was
+   * welcomed), a collection that owes no pull is left to that session's
+   * sub (pullEach's direct), and lastSyncedAt left to its pages.
+   * @param {boolean} [resume]
    * @returns {Promise<Map<string, ConvergoError>>}
    */
-  syncNow() {
+  syncNow(resume = false) {
     return this.serial(async () => {
       if (!this.hello) await this.doHello();
       // A collection whose pull before its push failed is not pulled again
       // in this round (nor healed): its failure is the round's.
       const held = await this.pushAll();
+      const direct = resume && !this.live ? new Set() : null;
       const failed = await this.pullEach(
         this.o.collections().filter((c) => !held.has(c)),
         this.live ? this.session : null,
         (c) => !held.has(c),
+        direct,
       );
       for (const [c, e] of held) failed.set(c, e);
-      this.o.onStatus({ lastSyncedAt: Date.now(), online: true, ...(failed.size === 0 ? { lastError: null, schemaAhead: false } : {}) });
+      this.o.onStatus({ ...(direct?.size ? {} : { lastSyncedAt: Date.now() }), online: true, ...(failed.size === 0 ? { lastError: null, schemaAhead: false } : {}) });
       return failed;
     });
   }
@@ -680,19 +712,27 @@ export class Syncer {
    * the token) is thrown. Resolves to the failures, by collection, each
    * naming its collection, and notes them in failing (the collections of
    * cs pulled leave it); the caller tells them (tellFailed).
+   * With direct, a collection that owes no pull (owesPull) is not pulled:
+   * it is subscribed from its cursor on session (the sub sends what
+   * follows it, docs/protocol.md, section 9), or, without one, left to the
+   * next session's; direct collects them.
    * @param {string[]} cs
    * @param {LiveSession|null} [session]
    * @param {(c: string) => boolean} [heals] which owed heals to make (default: those of cs)
+   * @param {Set<string>|null} [direct]
    * @returns {Promise<Map<string, ConvergoError>>}
    */
-  async pullEach(cs, session = null, heals = (c) => cs.includes(c)) {
+  async pullEach(cs, session = null, heals = (c) => cs.includes(c), direct = null) {
     const failed = await this.healOwed(heals);
     /** @type {string[]} */
     const pulled = [];
     for (const c of cs) {
       if (failed.has(c)) continue;
       try {
-        if (await this.pullOne(c)) {
+        if (direct && !(await this.owesPull(c))) {
+          direct.add(c);
+          if (session) await this.subscribe(session, c);
+        } else if (await this.pullOne(c)) {
           // Live, its sub's first page serves it (onLive), not the pull
           // before it: a server refusing every sub would have its backoff
           // start over at every try.
@@ -880,7 +920,9 @@ export class Syncer {
         }
         await this.store.verify();
         this.o.onStatus({ syncing: true });
-        const failed = await this.syncNow();
+        // A round sync() waits for pulls every collection: it resolves
+        // before the session's subs catch any up.
+        const failed = await this.syncNow(this.resume && !!this.o.WebSocket && this.roundWaiters.length === 0);
         this.o.onStatus({ syncing: false });
         tokenRetried = false;
         tokenRefreshed = false;
@@ -1907,6 +1949,9 @@ export class Syncer {
       pushTimeout: this.o.pushTimeout,
     });
     this.session = session;
+    // Set again by its welcome: a dial that gets none (a network that
+    // blocks WebSockets) has the next round pull every collection.
+    this.resume = false;
     this.liveResets.clear();
     this.liveStorms.clear();
     try {
@@ -1972,17 +2017,22 @@ export class Syncer {
         this.applyHello(m.hello, session.helloAt || now, now);
         await this.writeAs(m.hello);
         session.accept();
+        this.resume = true;
         this.o.onStatus({ online: true, lastError: this.failing.values().next().value ?? null });
         // Writes made while we connected, then everything after the
-        // cursors. A collection whose heal or pull failed with an error of
-        // its own (in the round before, say) waits for its backoff: the
-        // others go live without it.
+        // cursors: each collection that owes no pull is subscribed from
+        // its cursor, its sub catching it up (pullEach's direct). A
+        // collection whose heal or pull failed with an error of its own
+        // (in the round before, say) waits for its backoff: the others go
+        // live without it.
         await this.pushAll();
         const later = (/** @type {string} */ c) => this.failing.has(c);
-        const failed = await this.pullEach(this.o.collections().filter((c) => !later(c)), session, (c) => !later(c));
+        const direct = new Set();
+        const failed = await this.pullEach(this.o.collections().filter((c) => !later(c)), session, (c) => !later(c), direct);
         if (failed.size > 0) this.tellFailed(failed);
         this.retryFailing(session);
-        this.o.onStatus({ lastSyncedAt: Date.now() });
+        // Caught up when each sub's first page comes (changes), else now.
+        if (direct.size === 0) this.o.onStatus({ lastSyncedAt: Date.now() });
         if (this.pushWanted) await this.pushAll();
         break;
       }
@@ -1998,6 +2048,8 @@ export class Syncer {
           await this.catchUp(session, [m.collection]);
           break;
         }
+        // Caught up: its lease is as good as a pull to the end's (fresh).
+        if (!m.more) session.caught.add(m.collection);
         // Served again; unless the session reset it twice, when the page
         // before each reset of a reset storm would have it told, and its
         // backoff start over, at every try (liveStorms).

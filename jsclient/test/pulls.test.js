@@ -88,3 +88,65 @@ test('a live session subscribes each collection from its cursor: one pull at the
   await until(async () => (await a.collection('c4').get('live'))?.n === 2, 'a to get a live write');
   assert.equal(log.filter(([what]) => what === 'pull').length, cs.length, 'one pull of each collection in all');
 });
+
+test('sync() while the loop waits to reconnect pulls every collection before it resolves', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const b = await openClient({ url: server.url, name: 'b', WebSocket: null, collections: ['c0'] });
+  t.after(() => b.close());
+  await b.collection('c0').put('r', { n: 0 });
+  await b.sync();
+  // A backoff long enough for the test to act in: the session below ends
+  // within TIMINGS.stableSessionMs, so the loop waits it out.
+  const a = await openClient({ url: server.url, name: 'a', collections: ['c0'], backoff: { base: 60_000, max: 60_000, random: () => 1 } });
+  t.after(() => a.close());
+  await until(() => [...server.sockets].some((ws) => /** @type {any} */ (ws).subs?.has('c0')), 'a subscribed');
+  await until(async () => (await a.collection('c0').get('r'))?.n === 0, 'a holds r');
+  // Written while a's session streams nothing: only a read from a's
+  // cursor brings it.
+  const notify = server.notify;
+  server.notify = () => {};
+  await b.collection('c0').put('missed', { n: 1 });
+  await b.sync();
+  server.notify = notify;
+  server.dropSockets();
+  await until(() => !a.status.online, 'a disconnected');
+  await a.sync();
+  assert.equal((await a.collection('c0').get('missed'))?.n, 1, 'sync() resolved with the write made while a was away');
+});
+
+test('a write to a collection whose sub from an old cursor has not caught up pulls it before it goes', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const a = await openClient({ url: server.url, name: 'a', collections: ['todos'] });
+  t.after(() => a.close());
+  const syncer = /** @type {any} */ (a).syncer;
+  await a.collection('todos').put('r', { n: 0 });
+  await until(() => a.status.pending === 0 && syncer.session?.caught.has('todos'), 'r pushed and todos caught up', 5000);
+  const log = logReads(server, '');
+  const apply = server.apply.bind(server);
+  server.apply = (/** @type {any[]} */ changes, /** @type {any[]} */ ...rest) => {
+    for (const ch of changes) log.push(['push', ch.record.id]);
+    return apply(changes, ...rest);
+  };
+  // The next sub's first page is held: until it comes, the sub, from a
+  // cursor a pull made longer ago than a pull keeps a collection fresh,
+  // may yet be reset lease_expired.
+  syncer.pulledAt.clear();
+  /** @type {(() => void)[]} */
+  const held = [];
+  const stream = server.stream.bind(server);
+  server.stream = (/** @type {any} */ ws, /** @type {string} */ c, first = false) => {
+    if (first && held.length === 0) held.push(() => stream(ws, c, first));
+    else stream(ws, c, first);
+  };
+  server.dropSockets();
+  await until(() => held.length === 1 && syncer.session?.subscribed.has('todos'), 'a subscribed again, its first page held');
+  await a.collection('todos').put('w', { n: 1 });
+  await until(() => server.coll('todos').byId.has('w'), 'w pushed');
+  const pull = log.findIndex(([what, c]) => what === 'pull' && c === 'todos');
+  const push = log.findIndex(([what, id]) => what === 'push' && id === 'w');
+  assert.ok(pull >= 0 && pull < push, `todos pulled before w went out (log ${JSON.stringify(log)})`);
+  held[0]();
+  await until(() => a.status.pending === 0, 'nothing pending');
+});
