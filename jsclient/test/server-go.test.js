@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { findGo, startGoServer } from './helpers/goserver.js';
 import { openClient, until } from './helpers/util.js';
+import { PATHS } from '../src/constants.js';
 import { fromStored } from '../src/db.js';
 import { maxStamp } from '../src/record.js';
 
@@ -65,6 +66,36 @@ test('real server: two clients converge live, anonymously on demo.todos', { skip
   await a.collection('demo.todos').delete(id);
   await until(async () => (await b.collection('demo.todos').get(id)) === null, 'b to see the delete');
   await until(() => a.status.pending === 0 && b.status.pending === 0 && a.status.online && b.status.online, 'both online and drained');
+});
+
+test('real server: a reconnect subscribes every collection from its cursor without a pull, and catches up', { skip }, async (t) => {
+  const url = /** @type {any} */ (server).url;
+  const cs = ['p0', 'p1', 'p2'].map((c) => 'pulls' + Math.random().toString(36).slice(2, 8) + c);
+  const getToken = async () => jwt({ sub: 'u3', read: cs, write: cs, exp: inAnHour() });
+  const w = await openClient({ url, name: 'w', getToken, WebSocket: null, collections: cs });
+  t.after(() => w.close());
+  for (const c of cs) await w.collection(c).put('r', { n: 0 });
+  await w.sync();
+  /** @type {string[]} */
+  const pulls = [];
+  /** @type {typeof fetch} */
+  const counting = (u, init) => {
+    if (new URL(String(u)).pathname === PATHS.pull) pulls.push(String(u));
+    return fetch(u, init);
+  };
+  const a = await openClient({ url, name: 'a', getToken, fetch: counting, collections: cs });
+  t.after(() => a.close());
+  const syncer = /** @type {any} */ (a).syncer;
+  const caught = () => syncer?.live && cs.every((c) => syncer.session.caught.has(c));
+  await until(caught, 'a live and caught up on every collection');
+  assert.equal(pulls.length, cs.length, 'one pull of each collection at the first sync');
+  const first = syncer.session;
+  first.close();
+  await w.collection(cs[2]).put('away', { n: 1 });
+  await w.sync();
+  await until(() => syncer.session !== first && caught(), 'a live again and caught up');
+  await until(async () => (await a.collection(cs[2]).get('away'))?.n === 1, 'a to get the write made while it was away');
+  assert.equal(pulls.length, cs.length, 'no pull at the reconnect');
 });
 
 test('real server: an expired token is refreshed through getToken', { skip }, async (t) => {
