@@ -64,7 +64,7 @@ export function onPeer(db, m) {
       // The leader counts the outbox after each push it settles: another
       // tab's writes are counted now, or a push that fails (offline)
       // would leave them out of its status.
-      if (db._status.leader) db.store.outboxView().then(({ counts }) => db.closed || db._setStatus(counts), () => {});
+      if (db._status.leader) countOutbox(db);
       break;
     case TabMessage.reset: {
       // Another tab found the database wiped and rebuilt it: what this one
@@ -272,6 +272,41 @@ export function recountRejected(db) {
 }
 
 /**
+ * The leader's counts of the outbox for other tabs' writes (countOutbox),
+ * by database: true while one is under way, 'again' when a push message
+ * came meanwhile.
+ * @type {WeakMap<Database, true|'again'>}
+ */
+const counting = new WeakMap();
+
+/**
+ * The leader reads the outbox counts into its status, for another tab's
+ * writes (its push message). A burst of writes makes one count: while one
+ * is under way, the messages that come make one more after it. A count
+ * that fails is told ('error', a local IndexedDB failure) and taken again
+ * at the next message.
+ * @param {Database} db
+ */
+function countOutbox(db) {
+  if (counting.has(db)) {
+    counting.set(db, 'again');
+    return;
+  }
+  counting.set(db, true);
+  db.store
+    .outboxView()
+    .then(
+      ({ counts }) => db.closed || !db._status.leader || db._setStatus(counts),
+      (e) => db.closed || db._emit('error', e),
+    )
+    .finally(() => {
+      const again = counting.get(db) === 'again';
+      counting.delete(db);
+      if (again && !db.closed && db._status.leader) countOutbox(db);
+    });
+}
+
+/**
  * A tab that does not lead reads the outbox counts into its status (the
  * leader's sync sets its own). A change the server refused leaves the
  * outbox in the transaction that keeps it among the rejected changes,
@@ -280,8 +315,9 @@ export function recountRejected(db) {
  * dropped, so that whenSynced does not resolve without the refusal, and
  * the message, when it comes, counts again; if none comes (its leader
  * went away, the change was written again) the count is taken after
- * DOUBT_MS. trust: other tabs made rejected changes that no refused
- * message tells of.
+ * DOUBT_MS. A count that fails is told ('error', in this tab) and taken
+ * again at the next message that asks for one. trust: other tabs made
+ * rejected changes that no refused message tells of.
  * @param {Database} db
  * @param {boolean} [trust]
  */
@@ -302,7 +338,7 @@ export function recount(db, trust = false) {
     db._doubt = null;
     db._heard = Math.max(db._heard, newest);
     db._setStatus(counts, true);
-  }, () => {});
+  }, (e) => db.closed || db._emit('error', e));
 }
 
 /**

@@ -1179,3 +1179,65 @@ test("the leader counts a follower's writes as pending while its pushes fail (of
   server.failPush = () => false;
   await until(() => leader.status.pending === 0 && follower.status.pending === 0, 'both at 0 once pushed');
 });
+
+test("the leader counts the outbox once for a burst of a follower's writes, not at each, and the last count is right", async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const { leader, follower } = await eventTabs(t, server, {}, []);
+  for (const tab of [leader, follower]) tab.on('error', () => {});
+  // The pushes fail, so that the writes stay pending for the count to see.
+  server.failPush = () => true;
+  let counts = 0;
+  const view = leader.store.outboxView.bind(leader.store);
+  leader.store.outboxView = () => (counts++, view());
+  const n = 200;
+  const todos = follower.collection('todos');
+  await Promise.all(Array.from({ length: n }, (_, i) => todos.put(`f${i}`, { n: i })));
+  await until(() => leader.status.pending === n, `the leader counts the ${n} writes pending (says ${leader.status.pending})`);
+  // Messages still on their way are counted too: wait for them to settle.
+  await new Promise((r) => setTimeout(r, 200));
+  assert.equal(leader.status.pending, n);
+  assert.ok(counts <= n / 10, `${counts} counts of the outbox for ${n} writes of a follower`);
+});
+
+test("a failed count of the outbox in the leader is told ('error'), and taken again at the next write of a follower", async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const { leader, follower } = await eventTabs(t, server, {}, []);
+  /** @type {ConvergoError[]} */
+  const errors = [];
+  leader.on('error', (e) => errors.push(e));
+  follower.on('error', () => {});
+  server.failPush = () => true;
+  // The leader's sync loop counts with countIn after its push: only the
+  // count the follower's message makes goes through outboxView.
+  const failure = new ConvergoError('database', 'count outbox: injected');
+  let fail = true;
+  const view = leader.store.outboxView.bind(leader.store);
+  leader.store.outboxView = () => (fail ? Promise.reject(failure) : view());
+  await follower.collection('todos').put('f1', { n: 1 });
+  await until(() => errors.includes(failure), 'the failed count told');
+  fail = false;
+  await follower.collection('todos').put('f2', { n: 2 });
+  await until(() => leader.status.pending === 2, `the next message counts again (pending ${leader.status.pending})`);
+});
+
+test("a follower's failed count of the outbox is told ('error') in it, and taken again at the leader's next status", async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const { leader, follower } = await eventTabs(t, server, {}, []);
+  /** @type {ConvergoError[]} */
+  const errors = [];
+  follower.on('error', (e) => errors.push(e));
+  leader.on('error', () => {});
+  server.failPush = () => true;
+  const failure = new ConvergoError('database', 'count outbox: injected');
+  let fail = true;
+  const view = follower.store.outboxView.bind(follower.store);
+  follower.store.outboxView = () => (fail ? Promise.reject(failure) : view());
+  await follower.collection('todos').put('f1', { n: 1 });
+  await until(() => errors.includes(failure), "the follower's failed count told");
+  fail = false;
+  await follower.collection('todos').put('f2', { n: 2 });
+  await until(() => follower.status.pending === 2 && leader.status.pending === 2, `counted again (pending ${follower.status.pending})`);
+});
