@@ -112,8 +112,8 @@ import { BY_TOKEN, post, postAnswer } from './http.js';
 import { isPrefix, ownedStart, replicaPrefix, subjectOfToken } from './replica.js';
 import { DEFAULTS, PATHS, STATUSES, TIMINGS, VERSION } from './constants.js';
 import { SESSION_CODES, sentWith, encodeHello, encodeLivePush, encodePull, encodePush, parseHello, parsePullAnswer, parsePushAnswer, batchLength, pushBudget, pushSizer, resetAction, retryOf } from './protocol.js';
-import { OVERTAKEN, applyFirst, applyRemote, cursorOf, dropMeta, firstPullReconciles, healChecks, isEmpty, outboxCounts, owedHeals, owesReconcile, owesReplace, peekOutbox, pendingFloor, prepareRemote, pruneNotes, replacementDone, resetCollection, restartClock, schemaVersion, scopeOf, settle } from './syncstore.js';
-import { CURSOR_KEY, FIRST_PULL, HEAL_KEY, RECONCILE_KEY, RESTAMP_KEY } from './metakeys.js';
+import { OVERTAKEN, applyFirst, applyRemote, cursorOf, dropMeta, firstPullReconciles, healChecks, isEmpty, outboxCounts, owedHeals, owesReconcile, owesReplace, peekOutbox, pendingFloor, prepareRemote, pruneNotes, replacementDone, resetCollection, restartClock, schemaVersion, scopeOf, settle, subStates } from './syncstore.js';
+import { CURSOR_KEY, FIRST_PULL, RECONCILE_KEY, RESTAMP_KEY } from './metakeys.js';
 
 /** @typedef {import('./protocol.js').Hello} Hello */
 /** @typedef {import('./db.js').Store} Store */
@@ -568,8 +568,20 @@ export class Syncer {
    * @param {string} c
    */
   async subscribe(session, c) {
-    const [cursor, scope, lease, version] = await Promise.all([cursorOf(this.store, c), scopeOf(this.store, c), this.lease(c), schemaVersion(this.store, c)]);
-    if (this.session === session && !session.subscribed.has(c)) session.subscribe(c, cursor, scope, lease, version);
+    const [cursor, scope, floor, version] = await Promise.all([cursorOf(this.store, c), scopeOf(this.store, c), pendingFloor(this.store, c), schemaVersion(this.store, c)]);
+    this.subscribeAt(session, c, { cursor, scope, floor, version });
+  }
+
+  /**
+   * Subscribes collection c on session (if it is still the live one and
+   * c is not subscribed on it) from what was read of it (subscribe, or
+   * pullEach's subStates for many at once).
+   * @param {LiveSession} session
+   * @param {string} c
+   * @param {{cursor: Uint8Array, scope: Uint8Array|undefined, floor: number|null, version: number}} s
+   */
+  subscribeAt(session, c, s) {
+    if (this.session === session && !session.subscribed.has(c)) session.subscribe(c, s.cursor, s.scope, this.leaseAt(s.floor), s.version);
   }
 
   /**
@@ -581,11 +593,11 @@ export class Syncer {
    * pull from the beginning, its give-back), an upgrade's replacement, a
    * heal (made before it), or the reading whose pages end a heal's check.
    * @param {string} c
+   * @param {import('./syncstore.js').SubState} s what subStates read of c
    */
-  async owesPull(c) {
+  owesPull(c, s) {
     if (this.failing.has(c) || this.refusedPulls.has(c) || this.refusedSubs.has(c) || this.healChecks.has(c)) return true;
-    const [cursor, reconcile, heal, replace] = await Promise.all([cursorOf(this.store, c), this.store.getMeta(RECONCILE_KEY + c), this.store.getMeta(HEAL_KEY + c), owesReplace(this.store, c)]);
-    return cursor.length === 0 || reconcile != null || heal != null || replace;
+    return s.cursor.length === 0 || s.owed;
   }
 
   /**
@@ -595,7 +607,16 @@ export class Syncer {
    * @returns {Promise<import('./protocol.js').Lease>}
    */
   async lease(c) {
-    return { replica: /** @type {string} */ (this.store.replica), floor: await pendingFloor(this.store, c) };
+    return this.leaseAt(await pendingFloor(this.store, c));
+  }
+
+  /**
+   * This reader's lease with pending floor floor (lease).
+   * @param {number|null} floor
+   * @returns {import('./protocol.js').Lease}
+   */
+  leaseAt(floor) {
+    return { replica: /** @type {string} */ (this.store.replica), floor };
   }
 
   /**
@@ -726,13 +747,24 @@ export class Syncer {
     const failed = await this.healOwed(heals);
     /** @type {string[]} */
     const pulled = [];
+    // With direct, what each collection's sub needs is read at once, in
+    // one transaction for them all, and those that owe no pull are
+    // subscribed first, from the cursors that transaction read: a page
+    // that builds on a cursor another tab moved since is not written
+    // (onLive, live.js's overtaken).
+    const states = direct ? await subStates(this.store, cs.filter((c) => !failed.has(c))) : null;
+    /** @type {Set<string>} */
+    const subscribed = new Set();
+    for (const [c, s] of states ?? []) {
+      if (this.owesPull(c, s)) continue;
+      subscribed.add(c);
+      direct?.add(c);
+      if (session) this.subscribeAt(session, c, s);
+    }
     for (const c of cs) {
-      if (failed.has(c)) continue;
+      if (failed.has(c) || subscribed.has(c)) continue;
       try {
-        if (direct && !(await this.owesPull(c))) {
-          direct.add(c);
-          if (session) await this.subscribe(session, c);
-        } else if (await this.pullOne(c)) {
+        if (await this.pullOne(c)) {
           // Live, its sub's first page serves it (onLive), not the pull
           // before it: a server refusing every sub would have its backoff
           // start over at every try.

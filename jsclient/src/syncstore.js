@@ -554,23 +554,78 @@ export function replacementDone(st, c) {
  * @returns {Promise<number|null>}
  */
 export function pendingFloor(st, c) {
-  const range = st.keyRange.bound([c], [c, []]);
-  return st.tx([OUTBOX], 'readonly', `pending floor of ${c}`, async (tx) => {
-    const entries = /** @type {OutboxEntry[]} */ (await req(tx.objectStore(OUTBOX).index('record').getAll(range)));
-    let floor = Infinity;
-    for (const e of entries) {
-      let rec;
-      try {
-        rec = decodeEntry(e.change);
-      } catch {
-        continue; // refused when pushed, as any corrupt entry
-      }
-      if (!isZeroStamp(rec.deleted)) floor = Math.min(floor, rec.deleted.wall);
-      for (const f of rec.fields.values()) floor = Math.min(floor, f.stamp.wall);
-    }
-    return floor === Infinity ? null : floor;
-  });
+  return st.tx([OUTBOX], 'readonly', `pending floor of ${c}`, (tx) => floorIn(st, tx, c));
 }
+
+/**
+ * pendingFloor, read in tx.
+ * @param {Store} st
+ * @param {IDBTransaction} tx
+ * @param {string} c
+ * @returns {Promise<number|null>}
+ */
+async function floorIn(st, tx, c) {
+  const entries = /** @type {OutboxEntry[]} */ (await req(tx.objectStore(OUTBOX).index('record').getAll(st.keyRange.bound([c], [c, []]))));
+  let floor = Infinity;
+  for (const e of entries) {
+    let rec;
+    try {
+      rec = decodeEntry(e.change);
+    } catch {
+      continue; // refused when pushed, as any corrupt entry
+    }
+    if (!isZeroStamp(rec.deleted)) floor = Math.min(floor, rec.deleted.wall);
+    for (const f of rec.fields.values()) floor = Math.min(floor, f.stamp.wall);
+  }
+  return floor === Infinity ? null : floor;
+}
+
+/**
+ * What a live session's start reads of each collection of cs to
+ * subscribe it from its cursor (Syncer.pullEach's direct), in one
+ * transaction for them all: its cursor (cursorOf), whether it owes a
+ * reconciliation, a heal or a replacement (Syncer.owesPull), its scope
+ * (scopeOf), its pending floor (pendingFloor) and its schema version
+ * (schemaVersion). Each the value stored, as the reads of each alone
+ * give it.
+ * @param {Store} st
+ * @param {string[]} cs
+ * @returns {Promise<Map<string, SubState>>}
+ */
+export async function subStates(st, cs) {
+  const prefixes = [CURSOR_KEY, RECONCILE_KEY, HEAL_KEY, REPLACE_KEY, SCOPE_KEY, SCHEMA_KEY, DEFAULTS_KEY];
+  const [[cursors, reconciles, heals, replaces, scopes, schemas, defaults], floors] = await st.tx([META, OUTBOX], 'readonly', 'read subs', async (tx) => {
+    const meta = tx.objectStore(META);
+    const byName = async (/** @type {string} */ prefix) => {
+      const range = prefixRange(st.keyRange, prefix);
+      const [keys, values] = await Promise.all([req(meta.getAllKeys(range)), req(meta.getAll(range))]);
+      return new Map(keys.map((k, i) => [String(k).slice(prefix.length), values[i]]));
+    };
+    const [stored, pending] = await Promise.all([Promise.all(prefixes.map(byName)), req(tx.objectStore(OUTBOX).count())]);
+    return [stored, pending === 0 ? null : await Promise.all(cs.map((c) => floorIn(st, tx, c)))];
+  });
+  /** @type {Map<string, SubState>} */
+  const out = new Map();
+  for (const [i, c] of cs.entries()) {
+    out.set(c, {
+      cursor: storedCursor(cursors.get(c)),
+      owed: reconciles.get(c) != null || heals.get(c) != null || replaces.get(c) === true,
+      scope: scopeFrom(scopes.get(c)),
+      floor: floors?.[i] ?? null,
+      version: await versionFrom(st, c, schemas.get(c), async () => defaults.get(c)),
+    });
+  }
+  return out;
+}
+
+/**
+ * @typedef {object} SubState what subStates reads of a collection
+ * @property {Uint8Array} cursor
+ * @property {boolean} owed whether it owes a reconciliation, a heal or a replacement
+ * @property {Uint8Array|undefined} scope
+ * @property {number|null} floor
+ * @property {number} version
+ */
 
 /**
  * The collections owed a heal (resetCollection with heal set).
@@ -768,10 +823,23 @@ export function settle(st, settled, info = { when: Date.now(), subject: null }, 
  * @returns {Promise<number>}
  */
 export async function schemaVersion(st, c) {
-  const v = await st.getMeta(SCHEMA_KEY + c);
-  if (!(Number.isSafeInteger(v) && v > 0)) return st.versions.get(c) ?? 0;
-  if (st.newerSchema(c, v)) adoptDefaults(st, c, await st.getMeta(DEFAULTS_KEY + c));
-  return v;
+  return versionFrom(st, c, await st.getMeta(SCHEMA_KEY + c), () => st.getMeta(DEFAULTS_KEY + c));
+}
+
+/**
+ * schemaVersion, from v, the version stored; defaults reads the defaults
+ * stored beside it (adoptDefaults), wanted only when v is newer than this
+ * code's.
+ * @param {Store} st
+ * @param {string} c
+ * @param {unknown} v
+ * @param {() => Promise<unknown>} defaults
+ * @returns {Promise<number>}
+ */
+async function versionFrom(st, c, v, defaults) {
+  if (!(Number.isSafeInteger(v) && /** @type {number} */ (v) > 0)) return st.versions.get(c) ?? 0;
+  if (st.newerSchema(c, /** @type {number} */ (v))) adoptDefaults(st, c, await defaults());
+  return /** @type {number} */ (v);
 }
 
 /**
@@ -884,7 +952,14 @@ export function firstPullReconciles(st, c) {
  * @returns {Promise<Uint8Array|undefined>}
  */
 export async function scopeOf(st, c) {
-  const v = await st.getMeta(SCOPE_KEY + c);
+  return scopeFrom(await st.getMeta(SCOPE_KEY + c));
+}
+
+/**
+ * scopeOf, from v, the scopes stored.
+ * @param {any} v
+ */
+function scopeFrom(v) {
   return orScopes(v && typeof v === 'object' ? v : {});
 }
 

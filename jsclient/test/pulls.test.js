@@ -9,6 +9,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FakeServer } from './helpers/server.js';
 import { openClient, until } from './helpers/util.js';
+import { cursorOf } from '../src/syncstore.js';
 
 /**
  * Logs, in order, each pull (per collection) and each live sub the server
@@ -87,6 +88,36 @@ test('a live session subscribes each collection from its cursor: one pull at the
   await b.sync();
   await until(async () => (await a.collection('c4').get('live'))?.n === 2, 'a to get a live write');
   assert.equal(log.filter(([what]) => what === 'pull').length, cs.length, 'one pull of each collection in all');
+});
+
+test("a reconnect reads what the subs of many collections need in a few IndexedDB transactions, each sub from the cursor stored", async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const cs = Array.from({ length: 40 }, (_, i) => `c${i}`);
+  const b = await openClient({ url: server.url, name: 'b', WebSocket: null, collections: cs });
+  t.after(() => b.close());
+  for (const c of cs) await b.collection(c).put('r', { c });
+  await until(() => b.status.pending === 0, 'b pushed');
+  const a = await openClient({ url: server.url, name: 'a', collections: cs });
+  t.after(() => a.close());
+  const live = () => [...server.sockets].some((ws) => cs.every((c) => /** @type {any} */ (ws).subs?.has(c)));
+  await until(live, 'a subscribed to every collection');
+  const stored = new Map();
+  for (const c of cs) stored.set(c, await cursorOf(a.store, c));
+  /** @type {Map<string, any>} */
+  const subs = new Map();
+  const received = server.received;
+  received.push = (/** @type {any[]} */ ...ms) => {
+    for (const m of ms) if (m.get(0) === 'sub' && !subs.has(m.get(1))) subs.set(m.get(1), m);
+    return Array.prototype.push.apply(received, ms);
+  };
+  let txs = 0;
+  const tx = a.store.tx.bind(a.store);
+  a.store.tx = (/** @type {any[]} */ ...args) => (txs++, tx(...args));
+  server.dropSockets();
+  await until(() => subs.size === cs.length, 'a subscribed again');
+  assert.ok(txs < cs.length / 2, `${txs} IndexedDB transactions from the reconnect to the subs of ${cs.length} collections`);
+  for (const c of cs) assert.deepEqual(subs.get(c).get(2), stored.get(c), `${c}'s sub from the cursor stored`);
 });
 
 test('sync() while the loop waits to reconnect pulls every collection before it resolves', async (t) => {
