@@ -347,6 +347,8 @@ export class Syncer {
     this.lastError = null;
     /** @type {Map<string, number>} when each collection was last pulled to the end (ms) */
     this.pulledAt = new Map();
+    /** How many requests the server answered, and sessions it welcomed (run: a run of token failures ends with one) */
+    this.answered = 0;
     /**
      * Whether a live session was welcomed since the last dial that got no
      * welcome: the next round pulls only the collections that owe a pull
@@ -933,6 +935,12 @@ export class Syncer {
     let tokenRetried = false;
     let tokenRefreshed = false;
     while (!this.stopped) {
+      // What the server answered before this attempt's round, then
+      // before its session: a run of token failures ends only once it
+      // answers again (a round whose collections all owe no pull, nothing
+      // pending, sends no request; a session welcomed answers).
+      let answered = this.answered;
+      let round = false;
       try {
         if (browserOffline()) {
           this.o.onStatus({ online: false, syncing: false });
@@ -956,8 +964,12 @@ export class Syncer {
         // before the session's subs catch any up.
         const failed = await this.syncNow(this.resume && !!this.o.WebSocket && this.roundWaiters.length === 0);
         this.o.onStatus({ syncing: false });
-        tokenRetried = false;
-        tokenRefreshed = false;
+        if (this.answered !== answered) {
+          tokenRetried = false;
+          tokenRefreshed = false;
+        }
+        answered = this.answered;
+        round = true;
         this.lastError = null;
         this.retryAt = 0;
         this.retryWanted = false;
@@ -992,6 +1004,12 @@ export class Syncer {
         }
       } catch (e) {
         if (this.stopped) break;
+        // A session welcomed (or a request answered) since the round:
+        // this failure starts a new run.
+        if (round && this.answered !== answered) {
+          tokenRetried = false;
+          tokenRefreshed = false;
+        }
         let err = asConvergoError(e);
         // A refusal the token decided, of a live session (or of a push
         // over it) whose hello carried a token replaced since, says
@@ -1136,7 +1154,9 @@ export class Syncer {
    */
   async post(path, body) {
     this.checkStopped();
-    return post(this.http, path, body);
+    const out = await post(this.http, path, body);
+    this.answered++;
+    return out;
   }
 
   /** Throws network 'sync stopped' once stop() was called (post). */
@@ -1183,7 +1203,9 @@ export class Syncer {
    */
   async postAnswer(path, body) {
     this.checkStopped();
-    return postAnswer(this.http, path, body);
+    const out = await postAnswer(this.http, path, body);
+    this.answered++;
+    return out;
   }
 
   /**
@@ -2049,6 +2071,7 @@ export class Syncer {
         this.applyHello(m.hello, session.helloAt || now, now);
         await this.writeAs(m.hello);
         session.accept();
+        this.answered++;
         this.resume = true;
         this.o.onStatus({ online: true, lastError: this.failing.values().next().value ?? null });
         // Writes made while we connected, then everything after the

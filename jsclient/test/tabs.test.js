@@ -365,6 +365,27 @@ test("a follower hears 'auth' when the leader's token is refused, and its setTok
   assert.equal(heard[0].auth.length + heard[1].auth.length, 2, 'no echo');
 });
 
+test("'auth' is told once per run of refusals, though the round before each dial sends no request (every collection subscribed from its cursor)", async (t) => {
+  let valid = tokenOf('alice') + '1';
+  const server = await new FakeServer({ auth: (/** @type {string} */ tok) => (tok === valid ? null : 'token_expired') }).start();
+  t.after(() => server.stop());
+  let slow = false;
+  const backoff = { base: 60_000, max: 60_000, random: () => (slow ? 1 : 0) };
+  const { leader, follower, heard } = await eventTabs(t, server, { token: valid, backoff }, ['auth']);
+  for (const tab of [leader, follower]) tab.on('error', () => {});
+  // Written: its cursor is not the empty one, and a reconnect pulls nothing.
+  await leader.collection('todos').put('r', { n: 1 });
+  await until(() => leader.status.pending === 0 && /** @type {any} */ (leader).syncer?.session?.caught.has('todos'), 'pushed, and caught up');
+  leader.on('auth', () => (slow = true));
+  valid = tokenOf('alice') + '2';
+  server.expireLive();
+  await until(() => /** @type {any} */ (leader).syncer?.waiting === 'backoff', 'the leader waits out its backoff, its token refused again');
+  assert.deepEqual(heard[0].auth.map((e) => e.code), ['token_expired'], "the leader's 'auth', once");
+  assert.deepEqual(heard[1].auth.map((e) => e.code), ['token_expired'], "the follower's, once");
+  follower.setToken(valid);
+  await until(() => /** @type {any} */ (leader).syncer?.live, "the follower's setToken ends the leader's wait");
+});
+
 test("after 'auth' a follower with getToken asks it for a fresh token when it leads, rather than try the refused one", async (t) => {
   let valid = tokenOf('alice') + '1';
   /** @type {string[]} */
