@@ -111,9 +111,11 @@ test("a reconnect reads what the subs of many collections need in a few IndexedD
     for (const m of ms) if (m.get(0) === 'sub' && !subs.has(m.get(1))) subs.set(m.get(1), m);
     return Array.prototype.push.apply(received, ms);
   };
+  // The pages the subs bring are written as they come, before the last
+  // sub reaches the server on a loaded machine: not counted.
   let txs = 0;
   const tx = a.store.tx.bind(a.store);
-  a.store.tx = (/** @type {any[]} */ ...args) => (txs++, tx(...args));
+  a.store.tx = (/** @type {any[]} */ ...args) => (String(args[2]).startsWith('apply ') || txs++, tx(...args));
   server.dropSockets();
   await until(() => subs.size === cs.length, 'a subscribed again');
   assert.ok(txs < cs.length / 2, `${txs} IndexedDB transactions from the reconnect to the subs of ${cs.length} collections`);
