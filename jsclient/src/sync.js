@@ -592,14 +592,18 @@ export class Syncer {
    * fast one; a reset's reading from the beginning), its pull or sub was
    * refused to the token or failed (a pull tells how it goes now), or it
    * owes a reading a sub's pages do not make: a reconciliation's (its
-   * pull from the beginning, its give-back), an upgrade's replacement, a
-   * heal (made before it), or the reading whose pages end a heal's check.
+   * pull from the beginning, its give-back; a first pull's too, from the
+   * empty cursor of a collection that holds records the server
+   * acknowledged), an upgrade's replacement, a heal (made before it), or
+   * the reading whose pages end a heal's check (subStates). A collection
+   * never written keeps the empty cursor its pull to the end stored: it
+   * is subscribed from it.
    * @param {string} c
    * @param {import('./syncstore.js').SubState} s what subStates read of c
    */
   owesPull(c, s) {
     if (this.failing.has(c) || this.refusedPulls.has(c) || this.refusedSubs.has(c) || this.healChecks.has(c)) return true;
-    return s.cursor.length === 0 || s.owed;
+    return s.owed;
   }
 
   /**

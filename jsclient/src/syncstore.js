@@ -584,17 +584,24 @@ async function floorIn(st, tx, c) {
  * What a live session's start reads of each collection of cs to
  * subscribe it from its cursor (Syncer.pullEach's direct), in one
  * transaction for them all: its cursor (cursorOf), whether it owes a
- * reconciliation, a heal or a replacement (Syncer.owesPull), its scope
- * (scopeOf), its pending floor (pendingFloor) and its schema version
- * (schemaVersion). Each the value stored, as the reads of each alone
- * give it.
+ * reading of its own (owed), its scope (scopeOf), its pending floor
+ * (pendingFloor) and its schema version (schemaVersion). Each the value
+ * stored, as the reads of each alone give it.
+ * A collection owes a reading of its own when no cursor is stored (never
+ * pulled: a first sync's pull is the fast one; reset: a reset's reading
+ * from the beginning), when it owes a reconciliation, a heal or a
+ * replacement, and when a pull of it from its cursor stored, the empty
+ * one, would be a first pull's reconciliation (firstPullReconciles).
+ * The empty cursor stored is that of a collection never written, pulled
+ * to its end (a reset forgets the cursor: resetCollection): a sub from it
+ * sends what a pull would.
  * @param {Store} st
  * @param {string[]} cs
  * @returns {Promise<Map<string, SubState>>}
  */
 export async function subStates(st, cs) {
-  const prefixes = [CURSOR_KEY, RECONCILE_KEY, HEAL_KEY, REPLACE_KEY, SCOPE_KEY, SCHEMA_KEY, DEFAULTS_KEY];
-  const [[cursors, reconciles, heals, replaces, scopes, schemas, defaults], floors] = await st.tx([META, OUTBOX], 'readonly', 'read subs', async (tx) => {
+  const prefixes = [CURSOR_KEY, RECONCILE_KEY, HEAL_KEY, REPLACE_KEY, SCOPE_KEY, SCHEMA_KEY, DEFAULTS_KEY, REREAD_KEY];
+  const [[cursors, reconciles, heals, replaces, scopes, schemas, defaults], floors, first] = await st.tx([META, OUTBOX, RECORDS], 'readonly', 'read subs', async (tx) => {
     const meta = tx.objectStore(META);
     const byName = async (/** @type {string} */ prefix) => {
       const range = prefixRange(st.keyRange, prefix);
@@ -602,14 +609,19 @@ export async function subStates(st, cs) {
       return new Map(keys.map((k, i) => [String(k).slice(prefix.length), values[i]]));
     };
     const [stored, pending] = await Promise.all([Promise.all(prefixes.map(byName)), req(tx.objectStore(OUTBOX).count())]);
-    return [stored, pending === 0 ? null : await Promise.all(cs.map((c) => floorIn(st, tx, c)))];
+    const [cursors, , heals, , , , , rereads] = stored;
+    return [
+      stored,
+      pending === 0 ? null : await Promise.all(cs.map((c) => floorIn(st, tx, c))),
+      await Promise.all(cs.map((c) => cursors.get(c) instanceof Uint8Array && reconcilesIn(st, tx, c, cursors.get(c), heals.get(c), rereads.get(c)))),
+    ];
   });
   /** @type {Map<string, SubState>} */
   const out = new Map();
   for (const [i, c] of cs.entries()) {
     out.set(c, {
       cursor: storedCursor(cursors.get(c)),
-      owed: reconciles.get(c) != null || heals.get(c) != null || replaces.get(c) === true,
+      owed: !(cursors.get(c) instanceof Uint8Array) || reconciles.get(c) != null || heals.get(c) != null || replaces.get(c) === true || first[i],
       scope: scopeFrom(scopes.get(c)),
       floor: floors?.[i] ?? null,
       version: await versionFrom(st, c, schemas.get(c), async () => defaults.get(c)),
@@ -621,7 +633,7 @@ export async function subStates(st, cs) {
 /**
  * @typedef {object} SubState what subStates reads of a collection
  * @property {Uint8Array} cursor
- * @property {boolean} owed whether it owes a reconciliation, a heal or a replacement
+ * @property {boolean} owed whether it owes a reading of its own, a pull before its sub
  * @property {Uint8Array|undefined} scope
  * @property {number|null} floor
  * @property {number} version
@@ -920,23 +932,38 @@ export function firstPullReconciles(st, c) {
   return st.tx([META, RECORDS], 'readonly', `first pull of ${c}`, async (tx) => {
     const meta = tx.objectStore(META);
     const [cursor, heal, reread] = await Promise.all([req(meta.get(CURSOR_KEY + c)), req(meta.get(HEAL_KEY + c)), req(meta.get(REREAD_KEY + c))]);
-    if (storedCursor(cursor).length > 0 || heal === true || reread === true) return false;
-    return new Promise((resolve, reject) => {
-      const r = tx.objectStore(RECORDS).openCursor(st.keyRange.bound([c], [c, []]));
-      r.onerror = () => reject(r.error);
-      r.onsuccess = () => {
-        const cur = r.result;
-        if (!cur) return resolve(false);
-        let hit = false;
-        try {
-          hit = acknowledged(cur.value);
-        } catch {
-          // A corrupt entry says nothing either way.
-        }
-        if (hit) resolve(true);
-        else cur.continue();
-      };
-    });
+    return reconcilesIn(st, tx, c, cursor, heal, reread);
+  });
+}
+
+/**
+ * firstPullReconciles in tx (spanning records), from the cursor, heal
+ * and reread marks of c stored.
+ * @param {Store} st
+ * @param {IDBTransaction} tx
+ * @param {string} c
+ * @param {unknown} cursor
+ * @param {unknown} heal
+ * @param {unknown} reread
+ * @returns {Promise<boolean>}
+ */
+function reconcilesIn(st, tx, c, cursor, heal, reread) {
+  if (storedCursor(cursor).length > 0 || heal === true || reread === true) return Promise.resolve(false);
+  return new Promise((resolve, reject) => {
+    const r = tx.objectStore(RECORDS).openCursor(st.keyRange.bound([c], [c, []]));
+    r.onerror = () => reject(r.error);
+    r.onsuccess = () => {
+      const cur = r.result;
+      if (!cur) return resolve(false);
+      let hit = false;
+      try {
+        hit = acknowledged(cur.value);
+      } catch {
+        // A corrupt entry says nothing either way.
+      }
+      if (hit) resolve(true);
+      else cur.continue();
+    };
   });
 }
 

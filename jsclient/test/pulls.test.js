@@ -122,6 +122,55 @@ test("a reconnect reads what the subs of many collections need in a few IndexedD
   for (const c of cs) assert.deepEqual(subs.get(c).get(2), stored.get(c), `${c}'s sub from the cursor stored`);
 });
 
+test('a collection never written, pulled to its end once, is subscribed from its empty cursor at a reconnect, without a pull', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const cs = ['written', 'empty'];
+  const b = await openClient({ url: server.url, name: 'b', WebSocket: null, collections: cs });
+  t.after(() => b.close());
+  await b.collection('written').put('r', { n: 1 });
+  await until(() => b.status.pending === 0, 'b pushed');
+  const log = logReads(server, /** @type {string} */ (b.store.replica));
+  const a = await openClient({ url: server.url, name: 'a', collections: cs });
+  t.after(() => a.close());
+  const live = () => [...server.sockets].some((ws) => cs.every((c) => /** @type {any} */ (ws).subs?.has(c)));
+  await until(live, 'a subscribed to both');
+  assert.equal(pullsBeforeSub(log, cs, 0).get('empty'), 1, 'the first sync pulls the empty collection once');
+
+  for (let i = 0; i < 2; i++) {
+    const from = log.length;
+    server.dropSockets();
+    await until(() => [...server.sockets].length === 1 && live() && log.length > from + 1, 'a subscribed again');
+    for (const [c, n] of pullsBeforeSub(log, cs, from)) assert.equal(n, 0, `${c} pulled ${n} times over HTTP at reconnect ${i + 1} before its sub, want 0`);
+  }
+  // Written since: its sub from the empty cursor brings the write.
+  await b.collection('empty').put('late', { n: 2 });
+  await b.sync();
+  await until(async () => (await a.collection('empty').get('late'))?.n === 2, "a to get the empty collection's first write");
+});
+
+test('a collection whose cursor stayed empty while the server acknowledged its writes is pulled at a reconnect, as a first pull is (reconciled)', async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const cs = ['empty'];
+  const a = await openClient({ url: server.url, name: 'a', collections: cs });
+  t.after(() => a.close());
+  const live = () => [...server.sockets].some((ws) => /** @type {any} */ (ws).subs?.has('empty'));
+  await until(live, 'a subscribed');
+  const log = logReads(server, '');
+  // Acknowledged, and no page moves a's empty cursor (the server streams
+  // nothing).
+  server.notify = () => {};
+  await a.collection('empty').put('mine', { n: 1 });
+  await until(() => a.status.pending === 0, 'a pushed');
+  assert.equal((await cursorOf(a.store, 'empty')).length, 0, 'the cursor stayed empty');
+  const from = log.length;
+  server.dropSockets();
+  await until(() => [...server.sockets].length === 1 && live() && log.length > from, 'a subscribed again');
+  assert.ok(/** @type {number} */ (pullsBeforeSub(log, cs, from).get('empty')) >= 1, 'pulled before its sub');
+  assert.equal((await a.collection('empty').get('mine'))?.n, 1, 'the record kept');
+});
+
 test('sync() while the loop waits to reconnect pulls every collection before it resolves', async (t) => {
   const server = await new FakeServer().start();
   t.after(() => server.stop());

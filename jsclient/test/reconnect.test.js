@@ -18,6 +18,8 @@ import { WebSocket, heldAnswers, openClient, until, waitsOf } from './helpers/ut
 import { WRITE_RETRY_MS } from '../src/sync.js';
 import { TabMessage } from '../src/tabs.js';
 import { PATHS } from '../src/constants.js';
+import { dropMeta } from '../src/syncstore.js';
+import { CURSOR_KEY } from '../src/metakeys.js';
 
 const BASE = 10_000;
 /** Time a triggered reconnect may take on a loaded machine: well under BASE/2. */
@@ -90,6 +92,18 @@ function live(server, db) {
 }
 
 /**
+ * Has db's collections owe a pull at its next round, as after a reset
+ * (their cursors forgotten): each attempt to reconnect then begins with a
+ * request over HTTP, not with a dial alone (a collection that holds a
+ * cursor, the empty one of a collection never written too, is subscribed
+ * from it).
+ * @param {import('../src/database.js').Database} db
+ */
+function oweAPull(db) {
+  return dropMeta(db.store, CURSOR_KEY);
+}
+
+/**
  * A live client whose server then goes down: resolves once the client
  * noticed, with the time the test saw it (since) and the time the client
  * said so (noticed: its status went offline, and its backoff began).
@@ -110,6 +124,7 @@ async function outage(t, opts = {}) {
   await server.down();
   await until(() => !db.status.online, 'the client to notice the outage');
   off();
+  await oweAPull(db);
   return { server, db, rec, since: Date.now(), noticed };
 }
 
@@ -210,7 +225,9 @@ test('sync() reconnects at once and reports how it went', async (t) => {
   const back = await reconnected(server, db);
   assert.ok(back - triggered < FAST, `live again ${back - triggered} ms after sync()`);
   assert.ok(back - since < BASE / 2);
-  assert.equal(rec.calls.filter((c) => c.at >= triggered && c.path === PATHS.pull).length, 2, 'one pull to sync, one after the live welcome: sync() joined the reconnect rather than running beside it');
+  // The collection, never written, is subscribed from the empty cursor
+  // that pull stored: a round beside the reconnect would pull it again.
+  assert.equal(rec.calls.filter((c) => c.at >= triggered && c.path === PATHS.pull).length, 1, 'one pull to sync, none after the live welcome: sync() joined the reconnect rather than running beside it');
 });
 
 test('a write reconnects at once, at most once per interval', async (t) => {
@@ -299,6 +316,7 @@ test("triggers honour the server's Retry-After", async (t) => {
   await until(() => live(server, db), 'live');
   server.retryAfter = 2;
   server.limitedUntil = Date.now() + 1500;
+  await oweAPull(db);
   server.dropSockets();
   await until(() => db.status.lastError?.code === 'rate_limited', 'a rate-limited attempt');
   const limitedAt = /** @type {number} */ (server.limited.at(-1));
@@ -355,10 +373,11 @@ test('the network going away while a round reads: the round does not dial, the o
     onLine = true;
   });
   await until(() => live(server, db), 'live');
-  // The session ends; the round after it reads over HTTP, then dials.
-  // The network goes away while its pull waits for its answer, which
-  // comes all the same (it was on its way).
+  // The session ends; the round after it reads over HTTP (the collection
+  // owes a pull), then dials. The network goes away while its pull waits
+  // for its answer, which comes all the same (it was on its way).
   const pull = heldAnswers(server, PATHS.pull, { first: true });
+  await oweAPull(db);
   server.dropSockets();
   await until(() => pull.count() === 1, 'the round after the session to pull');
   setOnLine(false);
@@ -382,14 +401,26 @@ test('no request while the browser says it is offline: a welcome heard after the
     requests.push({ path: new URL(String(url)).pathname, onLine });
     return fetch(url, init);
   };
-  const db = await openClient({ url: server.url, name: 'welcome', collections: ['todos', 'notes'], fetch: recording });
+  // Once owe is set, each dial has the collections owe a pull (their
+  // cursors forgotten, as after a reset) before its welcome reads them.
+  let owe = false;
+  class Dialing extends WebSocket {
+    /** @param {ConstructorParameters<typeof WebSocket>} args */
+    constructor(...args) {
+      super(...args);
+      if (owe) oweAPull(db);
+    }
+  }
+  const db = await openClient({ url: server.url, name: 'welcome', collections: ['todos', 'notes'], fetch: recording, WebSocket: Dialing });
   t.after(() => db.close());
   t.after(() => {
     onLine = true;
   });
   await until(() => live(server, db) && [...server.sockets][0].subs.has('notes'), 'live');
-  // The next session's welcome reads each collection over HTTP, then
-  // subscribes it: its first pull is held until the network went away.
+  // The next session's welcome reads each collection over HTTP (each
+  // owes a pull), then subscribes it: its first pull is held until the
+  // network went away.
+  owe = true;
   /** @type {() => void} */
   let release = () => {};
   const gate = new Promise((r) => (release = () => r(undefined)));

@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { FakeServer } from './helpers/server.js';
-import { fakeLocks, freshIDB, heldAnswers, openClient, slowAnswers, until } from './helpers/util.js';
+import { WebSocket, fakeLocks, freshIDB, heldAnswers, openClient, slowAnswers, until } from './helpers/util.js';
 import { PATHS } from '../src/constants.js';
 import { subjectOfToken } from '../src/replica.js';
 import { fromStored } from '../src/db.js';
@@ -16,7 +16,8 @@ import { ConvergoError } from '../src/errors.js';
 import { Database } from '../src/database.js';
 import { TabMessage } from '../src/tabs.js';
 import { SyncMessage } from '../src/peer.js';
-import { openedCollections, owedHeals } from '../src/syncstore.js';
+import { dropMeta, openedCollections, owedHeals } from '../src/syncstore.js';
+import { CURSOR_KEY } from '../src/metakeys.js';
 
 test('one tab leads; followers write, read and see changes', async (t) => {
   const server = await new FakeServer().start();
@@ -482,8 +483,23 @@ test("a request the server refuses with a token another tab replaced since is se
     }
     return fetch(input, init);
   };
-  const o = { url: server.url, name: 'retry', indexedDB: freshIDB(), locks: fakeLocks(), BroadcastChannel: globalThis.BroadcastChannel, collections: ['todos'], fetch: fetchVia, getToken: () => (asked++, 'tok-1') };
+  // The leader's first dial has todos owe a pull (its cursor forgotten,
+  // as after a reset), for its welcome to read over HTTP: a collection
+  // that holds a cursor, the empty one of one never written too, is
+  // subscribed from it.
+  let dials = 0;
+  /** @type {any} */
+  let store = null;
+  class Dialing extends WebSocket {
+    /** @param {ConstructorParameters<typeof WebSocket>} args */
+    constructor(...args) {
+      super(...args);
+      if (store && dials++ === 0) dropMeta(store, CURSOR_KEY);
+    }
+  }
+  const o = { url: server.url, name: 'retry', indexedDB: freshIDB(), locks: fakeLocks(), BroadcastChannel: globalThis.BroadcastChannel, collections: ['todos'], fetch: fetchVia, getToken: () => (asked++, 'tok-1'), WebSocket: Dialing };
   leader = await openClient(o);
+  store = leader.store;
   t.after(() => leader.close());
   await until(() => leader.status.leader && gated, 'the leader live, its catch-up pull held');
   const follower = await openClient(o);
