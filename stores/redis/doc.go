@@ -366,6 +366,11 @@
 //     timeouts.
 //   - DialTimeout, ReadTimeout and WriteTimeout (5 s each by default) bound
 //     a stuck connection when the caller's context has no deadline.
+//   - DialerRetries is 1: each try of a call dials once. go-redis's own
+//     default dials up to five times, 100 ms apart and each given
+//     DialTimeout, before a try fails, which multiplies MaxRetries and
+//     DialTimeout by five: with Redis down and its port refusing, a call
+//     took seconds instead of failing at once.
 //   - MaxRetries (3) retries on network errors and retryable server errors
 //     (LOADING, TRYAGAIN, CLUSTERDOWN; MOVED and ASK redirections are
 //     followed), with go-redis's backoff of 10 ms to 1 s; this is safe

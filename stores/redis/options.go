@@ -66,8 +66,9 @@ type Options struct {
 	// PoolSize is the number of connections per node. Zero means go-redis's
 	// default, 10 per GOMAXPROCS.
 	PoolSize int
-	// DialTimeout bounds establishing a connection, and how long the first
-	// Watch waits for its subscription. Zero means DefaultDialTimeout.
+	// DialTimeout bounds establishing a connection (each try of a call
+	// dials once), and how long the first Watch waits for its
+	// subscription. Zero means DefaultDialTimeout.
 	DialTimeout time.Duration
 	// ReadTimeout and WriteTimeout bound one socket read or write; a
 	// call's context deadline bounds it too (Open enables go-redis's

@@ -132,6 +132,12 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		ReadTimeout:   o.ReadTimeout,
 		WriteTimeout:  o.WriteTimeout,
 		MaxRetries:    o.MaxRetries,
+		// One dial per try: go-redis otherwise dials up to five times,
+		// 100 ms apart and each given DialTimeout, before a try fails,
+		// which multiplies MaxRetries and DialTimeout by five (a call
+		// with Redis down took seconds although its port refuses at
+		// once). MaxRetries alone decides how often a call tries again.
+		DialerRetries: 1,
 		// Without it go-redis bounds calls only by its socket timeouts and
 		// ignores the caller's context deadline.
 		ContextTimeoutEnabled: true,
