@@ -51,7 +51,8 @@ type httpDoer interface {
 	Do(*http.Request) (*http.Response, error)
 }
 
-// attemptTimeout bounds one HTTP attempt, reading the body included.
+// attemptTimeout bounds one HTTP attempt, reading the body included, and
+// hands the request's body on as a plainBody.
 type attemptTimeout struct {
 	next httpDoer
 	d    time.Duration
@@ -59,7 +60,11 @@ type attemptTimeout struct {
 
 func (a attemptTimeout) Do(r *http.Request) (*http.Response, error) {
 	ctx, cancel := context.WithTimeout(r.Context(), a.d)
-	resp, err := a.next.Do(r.WithContext(ctx))
+	r = r.WithContext(ctx)
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = plainBody{r.Body}
+	}
+	resp, err := a.next.Do(r)
 	if err != nil {
 		cancel()
 		return nil, err
@@ -67,6 +72,22 @@ func (a attemptTimeout) Do(r *http.Request) (*http.Response, error) {
 	resp.Body = cancelOnClose{resp.Body, cancel}
 	return resp, nil
 }
+
+// plainBody is a request body with Read and Close only. The SDK closes
+// its request body as soon as the HTTP client returns the response,
+// whose body may still be arriving, and its body once closed answers a
+// WriteTo with io.EOF, a Read with 0 and io.EOF. net/http's writer may
+// not be done with it yet: after the Content-Length bytes it copies the
+// rest to io.Discard (a body longer than announced is an error), by
+// WriteTo when the body has one; that io.EOF made it close the
+// connection under the response being read, which failed with "use of
+// closed network connection" (aws-sdk-go-v2 issue 2737). The SDK retries
+// that, but each of its attempts can meet it again: under load, calls
+// with large answers failed. Read alone ends that copy cleanly.
+type plainBody struct{ rc io.ReadCloser }
+
+func (b plainBody) Read(p []byte) (int, error) { return b.rc.Read(p) }
+func (b plainBody) Close() error               { return b.rc.Close() }
 
 type cancelOnClose struct {
 	io.ReadCloser
