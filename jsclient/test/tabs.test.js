@@ -1237,44 +1237,46 @@ test("the leader counts the outbox once for a burst of a follower's writes, not 
   assert.ok(counts <= n / 10, `${counts} counts of the outbox for ${n} writes of a follower`);
 });
 
-test("a failed count of the outbox in the leader is told ('error'), and taken again at the next write of a follower", async (t) => {
+/**
+ * Two tabs whose pushes the server fails, side's count of the outbox
+ * (outboxView) failing with an injected error until heal() is called;
+ * errors collects side's 'error' events.
+ * @param {import('node:test').TestContext} t
+ * @param {'leader'|'follower'} side
+ */
+async function failingCount(t, side) {
   const server = await new FakeServer().start();
   t.after(() => server.stop());
-  const { leader, follower } = await eventTabs(t, server, {}, []);
+  const tabs = await eventTabs(t, server, {}, []);
+  const db = tabs[side];
   /** @type {ConvergoError[]} */
   const errors = [];
-  leader.on('error', (e) => errors.push(e));
-  follower.on('error', () => {});
+  db.on('error', (e) => errors.push(e));
+  (side === 'leader' ? tabs.follower : tabs.leader).on('error', () => {});
   server.failPush = () => true;
-  // The leader's sync loop counts with countIn after its push: only the
-  // count the follower's message makes goes through outboxView.
   const failure = new ConvergoError('database', 'count outbox: injected');
   let fail = true;
-  const view = leader.store.outboxView.bind(leader.store);
-  leader.store.outboxView = () => (fail ? Promise.reject(failure) : view());
+  const view = db.store.outboxView.bind(db.store);
+  db.store.outboxView = () => (fail ? Promise.reject(failure) : view());
+  return { ...tabs, errors, failure, heal: () => (fail = false) };
+}
+
+test("a failed count of the outbox in the leader is told ('error'), and taken again at the next write of a follower", async (t) => {
+  // The leader's sync loop counts with countIn after its push: only the
+  // count the follower's message makes goes through outboxView.
+  const { leader, follower, errors, failure, heal } = await failingCount(t, 'leader');
   await follower.collection('todos').put('f1', { n: 1 });
   await until(() => errors.includes(failure), 'the failed count told');
-  fail = false;
+  heal();
   await follower.collection('todos').put('f2', { n: 2 });
   await until(() => leader.status.pending === 2, `the next message counts again (pending ${leader.status.pending})`);
 });
 
 test("a follower's failed count of the outbox is told ('error') in it, and taken again at the leader's next status", async (t) => {
-  const server = await new FakeServer().start();
-  t.after(() => server.stop());
-  const { leader, follower } = await eventTabs(t, server, {}, []);
-  /** @type {ConvergoError[]} */
-  const errors = [];
-  follower.on('error', (e) => errors.push(e));
-  leader.on('error', () => {});
-  server.failPush = () => true;
-  const failure = new ConvergoError('database', 'count outbox: injected');
-  let fail = true;
-  const view = follower.store.outboxView.bind(follower.store);
-  follower.store.outboxView = () => (fail ? Promise.reject(failure) : view());
+  const { leader, follower, errors, failure, heal } = await failingCount(t, 'follower');
   await follower.collection('todos').put('f1', { n: 1 });
   await until(() => errors.includes(failure), "the follower's failed count told");
-  fail = false;
+  heal();
   await follower.collection('todos').put('f2', { n: 2 });
   await until(() => follower.status.pending === 2 && leader.status.pending === 2, `counted again (pending ${follower.status.pending})`);
 });
