@@ -272,39 +272,65 @@ export function recountRejected(db) {
 }
 
 /**
- * The leader's counts of the outbox for other tabs' writes (countOutbox),
- * by database: true while one is under way, 'again' when a push message
- * came meanwhile.
- * @type {WeakMap<Database, true|'again'>}
+ * The counts of the outbox under way (countOutbox, recount), by database:
+ * what was asked meanwhile (null: nothing; else whether with trust).
+ * @typedef {WeakMap<Database, {again: boolean|null}>} Counting
  */
+
+/**
+ * Runs count(db, trust) one at a time for db (under, by database): a count
+ * asked while one is under way makes one more after it, with trust if
+ * any of those asked meanwhile had it; so a burst of messages makes two
+ * counts, not one for each.
+ * @param {Counting} under
+ * @param {Database} db
+ * @param {(db: Database, trust: boolean) => Promise<unknown>} count
+ * @param {boolean} trust
+ */
+function oneAtATime(under, db, count, trust) {
+  const now = under.get(db);
+  if (now) {
+    now.again = !!now.again || trust;
+    return;
+  }
+  /** @type {{again: boolean|null}} */
+  const run = { again: null };
+  under.set(db, run);
+  count(db, trust).finally(() => {
+    under.delete(db);
+    if (run.again !== null) oneAtATime(under, db, count, run.again);
+  });
+}
+
+/** @type {Counting} */
 const counting = new WeakMap();
 
 /**
  * The leader reads the outbox counts into its status, for another tab's
  * writes (its push message). A burst of writes makes one count: while one
- * is under way, the messages that come make one more after it. A count
- * that fails is told ('error', a local IndexedDB failure) and taken again
- * at the next message.
+ * is under way, the messages that come make one more after it
+ * (oneAtATime). A count that fails is told ('error', a local IndexedDB
+ * failure) and taken again at the next message.
  * @param {Database} db
  */
 function countOutbox(db) {
-  if (counting.has(db)) {
-    counting.set(db, 'again');
-    return;
-  }
-  counting.set(db, true);
-  db.store
-    .outboxView()
-    .then(
-      ({ counts }) => db.closed || !db._status.leader || db._setStatus(counts),
-      (e) => db.closed || db._emit('error', e),
-    )
-    .finally(() => {
-      const again = counting.get(db) === 'again';
-      counting.delete(db);
-      if (again && !db.closed && db._status.leader) countOutbox(db);
-    });
+  oneAtATime(counting, db, leaderCount, false);
 }
+
+/**
+ * One count of countOutbox's.
+ * @param {Database} db
+ */
+function leaderCount(db) {
+  if (db.closed || !db._status.leader) return Promise.resolve();
+  return db.store.outboxView().then(
+    ({ counts }) => db.closed || !db._status.leader || db._setStatus(counts),
+    (e) => db.closed || db._emit('error', e),
+  );
+}
+
+/** @type {Counting} */
+const recounting = new WeakMap();
 
 /**
  * A tab that does not lead reads the outbox counts into its status (the
@@ -317,13 +343,25 @@ function countOutbox(db) {
  * went away, the change was written again) the count is taken after
  * DOUBT_MS. A count that fails is told ('error', in this tab) and taken
  * again at the next message that asks for one. trust: other tabs made
- * rejected changes that no refused message tells of.
+ * rejected changes that no refused message tells of. A burst of messages
+ * makes one count: while one is under way, those asked make one more
+ * after it, with trust if any of them had it (oneAtATime).
  * @param {Database} db
  * @param {boolean} [trust]
  */
 export function recount(db, trust = false) {
   if (db._status.leader) return;
-  db.store.outboxView().then(({ counts, newest }) => {
+  oneAtATime(recounting, db, followerCount, trust);
+}
+
+/**
+ * One count of recount's.
+ * @param {Database} db
+ * @param {boolean} trust
+ */
+function followerCount(db, trust) {
+  if (db.closed || db._status.leader) return Promise.resolve();
+  return db.store.outboxView().then(({ counts, newest }) => {
     if (db.closed) return;
     if (!trust && newest > db._heard) {
       if (db._doubt === null)

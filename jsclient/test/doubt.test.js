@@ -48,3 +48,46 @@ test('a refusal not told of yet gets its whole wait, even just after an earlier 
     mock.timers.reset();
   }
 });
+
+test('a count asked with trust while one without is under way is taken, in the one count after it', async () => {
+  mock.timers.enable({ apis: ['setTimeout'] });
+  try {
+    // A rejected change no refused message told of: only a count with
+    // trust takes it.
+    const view = { counts: { pending: 0, held: 0 }, newest: 1 };
+    /** @type {(() => void)[]} the counts under way, each released by its function */
+    const under = [];
+    /** @type {number[]} the pending counts taken into the status */
+    const taken = [];
+    const tab = {
+      _status: { leader: false },
+      _heard: 0,
+      _doubt: null,
+      closed: false,
+      store: { outboxView: () => new Promise((r) => under.push(() => r(view))) },
+      _setStatus: (/** @type {{pending: number}} */ s) => taken.push(s.pending),
+    };
+    const settle = () => new Promise((r) => setImmediate(r));
+    recount(/** @type {any} */ (tab));
+    // Asked meanwhile: a status message, another tab's rejected changes
+    // (trust), a status message again.
+    recount(/** @type {any} */ (tab));
+    recount(/** @type {any} */ (tab), true);
+    recount(/** @type {any} */ (tab));
+    assert.equal(under.length, 1, 'one count under way');
+    under[0]();
+    await settle();
+    assert.deepEqual(taken, [], 'the count without trust meets the change not told of: dropped');
+    assert.equal(under.length, 2, 'one more count for the three asked meanwhile');
+    under[1]();
+    await settle();
+    assert.deepEqual(taken, [0], 'the count after carries the trust one of them had');
+    assert.equal(tab._doubt, null, 'and it ends the doubt');
+    assert.equal(tab._heard, 1);
+    mock.timers.tick(2_000);
+    await settle();
+    assert.equal(under.length, 2, 'no count at the end of a doubt ended');
+  } finally {
+    mock.timers.reset();
+  }
+});

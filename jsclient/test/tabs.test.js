@@ -1280,3 +1280,30 @@ test("a follower's failed count of the outbox is told ('error') in it, and taken
   await follower.collection('todos').put('f2', { n: 2 });
   await until(() => follower.status.pending === 2 && leader.status.pending === 2, `counted again (pending ${follower.status.pending})`);
 });
+
+test("a follower counts the outbox once for a burst of the leader's status messages, not at each, and the last count is right", async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const { leader, follower } = await eventTabs(t, server, {}, []);
+  for (const tab of [leader, follower]) tab.on('error', () => {});
+  // The pushes fail, so that the writes stay pending for the counts to see.
+  server.failPush = () => true;
+  let counts = 0;
+  const view = follower.store.outboxView.bind(follower.store);
+  follower.store.outboxView = () => (counts++, view());
+  const n = 200;
+  // The leader's writes (each announces its status) and as many status
+  // messages more: only a count of the follower's tells it they are pending.
+  const todos = leader.collection('todos');
+  const writes = [];
+  for (let i = 0; i < n; i++) {
+    writes.push(todos.put(`l${i}`, { n: i }));
+    /** @type {any} */ (leader)._announce();
+  }
+  await Promise.all(writes);
+  await until(() => follower.status.pending === n, `the follower counts the ${n} writes pending (says ${follower.status.pending})`);
+  // Messages still on their way are counted too: wait for them to settle.
+  await new Promise((r) => setTimeout(r, 200));
+  assert.equal(follower.status.pending, n);
+  assert.ok(counts <= n / 10, `${counts} counts of the outbox for ${2 * n} status messages of the leader`);
+});
