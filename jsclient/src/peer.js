@@ -261,14 +261,15 @@ export function onRefused(db, r) {
 /**
  * Reads how many rejected changes are kept into db's status (after a
  * refusal, a revocation, or another tab's or this one's change to the
- * rejected changes: rejected.js).
+ * rejected changes: rejected.js). A count that fails is told ('error', in
+ * this tab) and taken again at the next of those.
  * @param {Database} db
  */
 export function recountRejected(db) {
-  db.store
-    .rejectedCount()
-    .then((n) => db._setStatus({ rejected: n }, !db._status.leader))
-    .catch(() => {});
+  db.store.rejectedCount().then(
+    (n) => db._setStatus({ rejected: n }, !db._status.leader),
+    (e) => db.closed || db._emit('error', e),
+  );
 }
 
 /**

@@ -1307,3 +1307,25 @@ test("a follower counts the outbox once for a burst of the leader's status messa
   assert.equal(follower.status.pending, n);
   assert.ok(counts <= n / 10, `${counts} counts of the outbox for ${2 * n} status messages of the leader`);
 });
+
+test("a failed count of the rejected changes is told ('error') in its tab, and taken again at the next message that asks for one", async (t) => {
+  const server = await new FakeServer().start();
+  t.after(() => server.stop());
+  const { leader, follower } = await eventTabs(t, server, {}, []);
+  /** @type {ConvergoError[]} */
+  const errors = [];
+  follower.on('error', (e) => errors.push(e));
+  const failure = new ConvergoError('database', 'count rejected: injected');
+  let fail = true;
+  let counts = 0;
+  const count = follower.store.rejectedCount.bind(follower.store);
+  follower.store.rejectedCount = () => (counts++, fail ? Promise.reject(failure) : count());
+  // Another tab changed the rejected changes (rejected.js recounted).
+  /** @type {any} */ (leader)._post({ t: TabMessage.rejected });
+  await until(() => errors.includes(failure), "the follower's failed count of the rejected changes told");
+  fail = false;
+  /** @type {any} */ (leader)._post({ t: TabMessage.rejected });
+  await until(() => counts === 2, 'counted again at the next message');
+  await new Promise((r) => setTimeout(r, 50));
+  assert.deepEqual(errors, [failure], 'the count that went through told nothing');
+});
