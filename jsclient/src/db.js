@@ -1084,6 +1084,23 @@ export class Store {
   }
 
   /**
+   * What the database holds: the outbox counts (countIn) and the rejected
+   * changes, as a status counts them after a wipe (Database._onReset), read
+   * in tx (spanning both: wiped.js, for the tab that found the wipe) or in
+   * a transaction of its own (peer.js, for the tabs it tells, which load
+   * no module for it: a tab offline may not be able to).
+   * @param {IDBTransaction} [tx]
+   * @returns {Promise<{pending: number, held: number, rejected: number}>}
+   */
+  holds(tx) {
+    const count = async (/** @type {IDBTransaction} */ t) => {
+      const [counts, rejected] = await Promise.all([this.countIn(t), req(t.objectStore(REJECTED).count())]);
+      return { ...counts, rejected };
+    };
+    return tx ? count(tx) : this.tx([OUTBOX, REJECTED], 'readonly', 'count the rebuilt database', count);
+  }
+
+  /**
    * Forgets what it remembers of the records (seen, whole): they went with
    * a wiped database (wiped.js, and peer.js for another tab's wipe), or
    * the Store closes.

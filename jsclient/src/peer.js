@@ -6,7 +6,7 @@
 // (leader.js) calls them as well; rejected.js recounts the rejected
 // changes with recountRejected.
 
-import { ConvergoError, loadOnDemand } from './errors.js';
+import { ConvergoError } from './errors.js';
 import { validateCollection } from './record.js';
 import { TabMessage, toWire } from './tabs.js';
 
@@ -70,12 +70,14 @@ export function onPeer(db, m) {
       // Another tab found the database wiped and rebuilt it: what this one
       // remembers of the records went with it too (forgotten at once, so
       // that no write of this tab builds on it), and its status counts
-      // what the rebuilt database holds (wiped.js heard).
+      // what the rebuilt database holds (Store.holds; no module to load,
+      // which this tab, offline, may not be able to).
       db.store.forget();
       const was = { ...db._status };
-      loadOnDemand('reset', 'wiped.js', () => import('./wiped.js'))
-        .then((w) => w.heard(db, was))
-        .catch((e) => db._emit('error', e));
+      db.store.holds().then(
+        (holds) => db.closed || db._onReset(holds, was),
+        (e) => db._emit('error', e),
+      );
       break;
     }
     case TabMessage.retry:

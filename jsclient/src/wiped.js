@@ -1,6 +1,6 @@
 // What a tab does when it finds its database deleted or evicted under it
-// (Store.checkIdentity, after a reopen and before each sync round), or
-// hears that another tab found it so (peer.js): loaded only then.
+// (Store.checkIdentity, after a reopen and before each sync round): loaded
+// only then. The other tabs, which it tells, load nothing (peer.js).
 
 import { Clock } from './hlc.js';
 import { META, OUTBOX, REJECTED, done, req } from './db.js';
@@ -44,38 +44,10 @@ export async function rebuild(st, db) {
     if (last) st.clock?.restore(last);
     if (st.clock) meta.put(st.clockEntry(), 'clock');
   }
-  const held = reset && (await holdsIn(st, tx));
+  const held = reset && (await st.holds(tx));
   await done(tx);
   if (held) {
     st.forget();
     st.onReset(held);
   }
-}
-
-/**
- * What st's database holds, counted in tx (spanning the outbox and the
- * rejected changes): the outbox counts (Store.countIn) and the rejected
- * changes, as the owner's status counts them after a wipe
- * (Database._onReset).
- * @param {Store} st
- * @param {IDBTransaction} tx
- * @returns {Promise<{pending: number, held: number, rejected: number}>}
- */
-async function holdsIn(st, tx) {
-  const [counts, rejected] = await Promise.all([st.countIn(tx), req(tx.objectStore(REJECTED).count())]);
-  return { ...counts, rejected };
-}
-
-/**
- * Another tab found db's database wiped and rebuilt it (TabMessage.reset;
- * peer.js, which had the Store forget what it remembered of the records
- * as the message came): db counts what the rebuilt database holds and
- * rebuilds from the server as that tab did (Database._onReset).
- * @param {import('./database.js').Database} db
- * @param {{pending: number, held: number, rejected: number}} was db's
- *   status as the message came
- */
-export async function heard(db, was) {
-  const holds = await db.store.tx([OUTBOX, REJECTED], 'readonly', 'count the rebuilt database', (tx) => holdsIn(db.store, tx));
-  if (!db.closed) db._onReset(holds, was);
 }

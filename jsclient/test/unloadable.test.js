@@ -91,6 +91,33 @@ test('a wipe found while wiped.js fails to load is handled by the next operation
   assert.equal(device, db.store.device, 'the identity written back');
 });
 
+test("a tab that hears another tab's wipe while wiped.js cannot load hears reset all the same", async (t) => {
+  // A page offline whose cache lacks wiped.js (no service worker) hears
+  // another tab, which found the database wiped and rebuilt it, say so
+  // (TabMessage.reset, Database._onReset): it has nothing to rebuild, and
+  // tells the app and counts what the rebuilt database holds without a
+  // module it cannot load.
+  const idb = freshIDB();
+  const a = await openClient({ name: 'heardwipe', indexedDB: idb, sync: false, collections: ['todos'], BroadcastChannel: globalThis.BroadcastChannel });
+  t.after(() => a.close());
+  const b = await openClient({ name: 'heardwipe', indexedDB: idb, sync: false, collections: ['todos'], BroadcastChannel: globalThis.BroadcastChannel });
+  t.after(() => b.close());
+  await b.collection('todos').put('a', { n: 1 });
+  /** @type {any[]} */
+  const errors = [];
+  a.on('error', (/** @type {any} */ e) => errors.push(e));
+  /** @type {any[]} */
+  const resets = [];
+  a.on('reset', (/** @type {any} */ r) => resets.push(r));
+  const was = { ...a.status };
+  Atomics.store(failing, 0, WIPED);
+  t.after(() => Atomics.store(failing, 0, 0));
+  /** @type {any} */ (b)._post({ t: 'reset' });
+  await until(() => resets.length + errors.length > 0, 'the reset heard');
+  assert.deepEqual(errors.map((e) => String(e)), []);
+  assert.deepEqual(resets, [{ lost: was.pending + was.held, rejected: was.rejected }]);
+});
+
 test('an app with migrations whose schema.js fails to load: open says so, and opens once it loads', async (t) => {
   const idb = freshIDB();
   const migrations = { todos: { version: 1, steps: [] } };
