@@ -6,22 +6,33 @@ import { test, mock } from 'node:test';
 import assert from 'node:assert/strict';
 import { recount } from '../src/peer.js';
 
+/**
+ * A stand-in for a tab that does not lead, whose count of the outbox is
+ * outboxView; taken lists the pending counts taken into its status.
+ * @param {() => Promise<{counts: {pending: number, held: number}, newest: number}>} outboxView
+ */
+function standIn(outboxView) {
+  /** @type {number[]} */
+  const taken = [];
+  const tab = {
+    _status: { leader: false },
+    _heard: 0,
+    _doubt: null,
+    closed: false,
+    store: { outboxView },
+    _setStatus: (/** @type {{pending: number}} */ s) => taken.push(s.pending),
+  };
+  return { tab, taken };
+}
+
+const settle = () => new Promise((r) => setImmediate(r));
+
 test('a refusal not told of yet gets its whole wait, even just after an earlier one was told of', async () => {
   mock.timers.enable({ apis: ['setTimeout'] });
   try {
     /** @type {{counts: {pending: number, held: number}, newest: number}} */
     let view = { counts: { pending: 1, held: 0 }, newest: 0 };
-    /** @type {number[]} the pending counts taken into the status */
-    const taken = [];
-    const tab = {
-      _status: { leader: false },
-      _heard: 0,
-      _doubt: null,
-      closed: false,
-      store: { outboxView: async () => view },
-      _setStatus: (/** @type {{pending: number}} */ s) => taken.push(s.pending),
-    };
-    const settle = () => new Promise((r) => setImmediate(r));
+    const { tab, taken } = standIn(async () => view);
     // Change 1 refused: the count sees it gone before the message.
     view = { counts: { pending: 1, held: 0 }, newest: 1 };
     recount(/** @type {any} */ (tab));
@@ -57,17 +68,7 @@ test('a count asked with trust while one without is under way is taken, in the o
     const view = { counts: { pending: 0, held: 0 }, newest: 1 };
     /** @type {(() => void)[]} the counts under way, each released by its function */
     const under = [];
-    /** @type {number[]} the pending counts taken into the status */
-    const taken = [];
-    const tab = {
-      _status: { leader: false },
-      _heard: 0,
-      _doubt: null,
-      closed: false,
-      store: { outboxView: () => new Promise((r) => under.push(() => r(view))) },
-      _setStatus: (/** @type {{pending: number}} */ s) => taken.push(s.pending),
-    };
-    const settle = () => new Promise((r) => setImmediate(r));
+    const { tab, taken } = standIn(() => new Promise((r) => under.push(() => r(view))));
     recount(/** @type {any} */ (tab));
     // Asked meanwhile: a status message, another tab's rejected changes
     // (trust), a status message again.

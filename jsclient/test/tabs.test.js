@@ -1217,16 +1217,29 @@ test("the leader counts a follower's writes as pending while its pushes fail (of
   await until(() => leader.status.pending === 0 && follower.status.pending === 0, 'both at 0 once pushed');
 });
 
-test("the leader counts the outbox once for a burst of a follower's writes, not at each, and the last count is right", async (t) => {
+/**
+ * Two tabs whose pushes the server fails, so that writes stay pending for
+ * the counts to see; side's counts of the outbox (outboxView) go through
+ * through(view), view the Store's own.
+ * @param {import('node:test').TestContext} t
+ * @param {'leader'|'follower'} side
+ * @param {(view: () => Promise<any>) => Promise<any>} through
+ */
+async function countingTabs(t, side, through) {
   const server = await new FakeServer().start();
   t.after(() => server.stop());
-  const { leader, follower } = await eventTabs(t, server, {}, []);
-  for (const tab of [leader, follower]) tab.on('error', () => {});
-  // The pushes fail, so that the writes stay pending for the count to see.
+  const tabs = await eventTabs(t, server, {}, []);
   server.failPush = () => true;
+  const db = tabs[side];
+  const view = db.store.outboxView.bind(db.store);
+  db.store.outboxView = () => through(view);
+  return tabs;
+}
+
+test("the leader counts the outbox once for a burst of a follower's writes, not at each, and the last count is right", async (t) => {
   let counts = 0;
-  const view = leader.store.outboxView.bind(leader.store);
-  leader.store.outboxView = () => (counts++, view());
+  const { leader, follower } = await countingTabs(t, 'leader', (view) => (counts++, view()));
+  for (const tab of [leader, follower]) tab.on('error', () => {});
   const n = 200;
   const todos = follower.collection('todos');
   await Promise.all(Array.from({ length: n }, (_, i) => todos.put(`f${i}`, { n: i })));
@@ -1245,19 +1258,13 @@ test("the leader counts the outbox once for a burst of a follower's writes, not 
  * @param {'leader'|'follower'} side
  */
 async function failingCount(t, side) {
-  const server = await new FakeServer().start();
-  t.after(() => server.stop());
-  const tabs = await eventTabs(t, server, {}, []);
-  const db = tabs[side];
-  /** @type {ConvergoError[]} */
-  const errors = [];
-  db.on('error', (e) => errors.push(e));
-  (side === 'leader' ? tabs.follower : tabs.leader).on('error', () => {});
-  server.failPush = () => true;
   const failure = new ConvergoError('database', 'count outbox: injected');
   let fail = true;
-  const view = db.store.outboxView.bind(db.store);
-  db.store.outboxView = () => (fail ? Promise.reject(failure) : view());
+  const tabs = await countingTabs(t, side, (view) => (fail ? Promise.reject(failure) : view()));
+  /** @type {ConvergoError[]} */
+  const errors = [];
+  tabs[side].on('error', (e) => errors.push(e));
+  (side === 'leader' ? tabs.follower : tabs.leader).on('error', () => {});
   return { ...tabs, errors, failure, heal: () => (fail = false) };
 }
 
@@ -1282,15 +1289,9 @@ test("a follower's failed count of the outbox is told ('error') in it, and taken
 });
 
 test("a follower counts the outbox once for a burst of the leader's status messages, not at each, and the last count is right", async (t) => {
-  const server = await new FakeServer().start();
-  t.after(() => server.stop());
-  const { leader, follower } = await eventTabs(t, server, {}, []);
-  for (const tab of [leader, follower]) tab.on('error', () => {});
-  // The pushes fail, so that the writes stay pending for the counts to see.
-  server.failPush = () => true;
   let counts = 0;
-  const view = follower.store.outboxView.bind(follower.store);
-  follower.store.outboxView = () => (counts++, view());
+  const { leader, follower } = await countingTabs(t, 'follower', (view) => (counts++, view()));
+  for (const tab of [leader, follower]) tab.on('error', () => {});
   const n = 200;
   // The leader's writes (each announces its status) and as many status
   // messages more: only a count of the follower's tells it they are pending.
