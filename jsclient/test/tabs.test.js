@@ -1268,25 +1268,31 @@ async function failingCount(t, side) {
   return { ...tabs, errors, failure, heal: () => (fail = false) };
 }
 
-test("a failed count of the outbox in the leader is told ('error'), and taken again at the next write of a follower", async (t) => {
-  // The leader's sync loop counts with countIn after its push: only the
-  // count the follower's message makes goes through outboxView.
-  const { leader, follower, errors, failure, heal } = await failingCount(t, 'leader');
-  await follower.collection('todos').put('f1', { n: 1 });
-  await until(() => errors.includes(failure), 'the failed count told');
-  heal();
-  await follower.collection('todos').put('f2', { n: 2 });
-  await until(() => leader.status.pending === 2, `the next message counts again (pending ${leader.status.pending})`);
-});
-
-test("a follower's failed count of the outbox is told ('error') in it, and taken again at the leader's next status", async (t) => {
-  const { leader, follower, errors, failure, heal } = await failingCount(t, 'follower');
-  await follower.collection('todos').put('f1', { n: 1 });
-  await until(() => errors.includes(failure), "the follower's failed count told");
-  heal();
-  await follower.collection('todos').put('f2', { n: 2 });
-  await until(() => follower.status.pending === 2 && leader.status.pending === 2, `counted again (pending ${follower.status.pending})`);
-});
+// The leader's sync loop counts with countIn after its push: only the
+// count the follower's message makes goes through the leader's
+// outboxView. The follower's counts after the leader's status messages.
+for (const { side, name, counted } of [
+  {
+    side: /** @type {const} */ ('leader'),
+    name: "a failed count of the outbox in the leader is told ('error'), and taken again at the next write of a follower",
+    counted: (/** @type {any} */ tabs) => tabs.leader.status.pending === 2,
+  },
+  {
+    side: /** @type {const} */ ('follower'),
+    name: "a follower's failed count of the outbox is told ('error') in it, and taken again at the leader's next status",
+    counted: (/** @type {any} */ tabs) => tabs.follower.status.pending === 2 && tabs.leader.status.pending === 2,
+  },
+]) {
+  test(name, async (t) => {
+    const tabs = await failingCount(t, side);
+    const { follower, errors, failure, heal } = tabs;
+    await follower.collection('todos').put('f1', { n: 1 });
+    await until(() => errors.includes(failure), `the ${side}'s failed count told`);
+    heal();
+    await follower.collection('todos').put('f2', { n: 2 });
+    await until(() => counted(tabs), `counted again (pending: leader ${tabs.leader.status.pending}, follower ${follower.status.pending})`);
+  });
+}
 
 test("a follower counts the outbox once for a burst of the leader's status messages, not at each, and the last count is right", async (t) => {
   let counts = 0;
